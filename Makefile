@@ -1,0 +1,133 @@
+# pgpipe - see README.md.  Everything built goes under build/.
+#
+#   make                  regenerate the amalgamation if a source changed, build
+#                         build/libpgpipe.a and the shell build/pgpipe
+#   make test [T=GROUP]   ASan+UBSan build, unit + database tests on a throwaway
+#                         cluster, amalgamation checks; ends with "N passed, N failed"
+#   make amalgamation     write pgpipe.c and pgpipe.h from src/ and sql/
+#   make check-amalgamation  fail when pgpipe.c/pgpipe.h differ from the sources
+#   make deps             check (and on Debian as root, install) what the build needs
+#   make install PREFIX=/usr/local   header, static library, shell, pgpipe.pc
+#   make cross            compile pgpipe.c for aarch64 at -Os, print its size
+#   make bench | bench-NAME      benchmarks (test/bench/NAME/run.sh)
+#   make fuzz-NAME SECONDS=60    libFuzzer target test/fuzz/fuzz_NAME.c
+#   make demo             the main job on a private local server
+
+CC       ?= cc
+CLANG    ?= clang
+PREFIX   ?= /usr/local
+SECONDS  ?= 60
+T        ?=
+
+PG_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I$$(pg_config --includedir))
+PG_LIBS   := $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
+STRICT    := -std=c11 -Wall -Wextra -Wpedantic -Werror
+CFLAGS    ?= -O2 -g
+LIBS      := $(PG_LIBS) -lpthread -lm
+SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SRC_FILES := $(wildcard src/*.c src/*.h) tool/sources.txt tool/amalgamate.sh
+SQL_FILES := $(shell find sql -type f -name '*.sql' 2>/dev/null | LC_ALL=C sort)
+TEST_FILES := $(sort $(wildcard test/test_*.c))
+B := build
+
+.PHONY: all amalgamation check-amalgamation test test-build deps install cross \
+        bench demo clean lib shell
+
+all: pgpipe.c pgpipe.h $(B)/libpgpipe.a $(B)/pgpipe
+
+# ---- amalgamation ------------------------------------------------------------
+pgpipe.c pgpipe.h: $(SRC_FILES) $(SQL_FILES)
+	sh tool/amalgamate.sh . .
+
+amalgamation:
+	sh tool/amalgamate.sh . .
+
+# The test build always uses what the sources generate now (build/gen), and
+# this check says when the committed pgpipe.c/pgpipe.h lag behind them.
+$(B)/gen/pgpipe.c: $(SRC_FILES) $(SQL_FILES)
+	@mkdir -p $(B)/gen
+	sh tool/amalgamate.sh . $(B)/gen
+
+check-amalgamation: $(B)/gen/pgpipe.c
+	@cmp -s $(B)/gen/pgpipe.c pgpipe.c && cmp -s $(B)/gen/pgpipe.h pgpipe.h || \
+	  { echo "pgpipe.c/pgpipe.h differ from what src/ and sql/ generate: run 'make amalgamation' and commit"; exit 1; }
+	@echo "amalgamation matches its sources"
+
+# ---- library and shell -------------------------------------------------------
+$(B)/pgpipe.o: pgpipe.c pgpipe.h
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(CFLAGS) $(PG_CFLAGS) -c pgpipe.c -o $@
+
+$(B)/libpgpipe.a: $(B)/pgpipe.o
+	rm -f $@ && ar rcs $@ $<
+
+$(B)/pgpipe: shell.c pgpipe.h $(B)/libpgpipe.a
+	$(CC) $(STRICT) $(CFLAGS) $(PG_CFLAGS) -I. shell.c $(B)/libpgpipe.a $(LIBS) -o $@
+
+lib: $(B)/libpgpipe.a
+shell: $(B)/pgpipe
+
+# ---- tests -------------------------------------------------------------------
+$(B)/test/all_tests.c: $(TEST_FILES) test/gen_registry.sh
+	@mkdir -p $(B)/test
+	sh test/gen_registry.sh $(TEST_FILES) > $@
+
+$(B)/test/runner: $(B)/test/all_tests.c $(B)/gen/pgpipe.c test/pgtest.h test/runner.c $(TEST_FILES)
+	$(CC) $(STRICT) -Wno-unused-function -O1 -g $(SAN) $(PG_CFLAGS) -I$(B)/gen -Itest \
+	  $(B)/test/all_tests.c $(LIBS) -o $@
+
+# the shell, built against the same sanitized amalgamation, for shell tests
+$(B)/test/pgpipe: shell.c $(B)/gen/pgpipe.c
+	$(CC) $(STRICT) -O1 -g $(SAN) $(PG_CFLAGS) -I$(B)/gen shell.c $(B)/gen/pgpipe.c $(LIBS) -o $@
+
+test-build: $(B)/test/runner $(B)/test/pgpipe
+
+test: test-build
+	@sh test/run.sh $(T)
+
+# ---- tools -------------------------------------------------------------------
+deps:
+	sh tool/deps.sh
+
+install: $(B)/libpgpipe.a $(B)/pgpipe
+	mkdir -p $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	cp pgpipe.h $(DESTDIR)$(PREFIX)/include/pgpipe.h
+	cp $(B)/libpgpipe.a $(DESTDIR)$(PREFIX)/lib/libpgpipe.a
+	cp $(B)/pgpipe $(DESTDIR)$(PREFIX)/bin/pgpipe
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|'"$$(sed -n 's/^#define PGPIPE_VERSION *"\(.*\)"/\1/p' pgpipe.h)"'|' \
+	  tool/pgpipe.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pgpipe.pc
+	@echo "installed into $(DESTDIR)$(PREFIX)"
+
+CROSS_CC ?= aarch64-linux-gnu-gcc
+cross: pgpipe.c pgpipe.h
+	@command -v $(CROSS_CC) >/dev/null || { echo "$(CROSS_CC) missing: run 'sh tool/deps.sh --cross'"; exit 1; }
+	@mkdir -p $(B)/cross
+	$(CROSS_CC) $(STRICT) -Os $(PG_CFLAGS) -c pgpipe.c -o $(B)/cross/pgpipe-aarch64.o
+	$(CROSS_CC) $(STRICT) -Os -DPGPIPE_OMIT_THREADS $(PG_CFLAGS) -c pgpipe.c -o $(B)/cross/pgpipe-aarch64-nothreads.o
+	@aarch64-linux-gnu-size $(B)/cross/pgpipe-aarch64.o $(B)/cross/pgpipe-aarch64-nothreads.o 2>/dev/null || size $(B)/cross/*.o
+	@echo "aarch64 object (-Os): $$(wc -c < $(B)/cross/pgpipe-aarch64.o) bytes; single-threaded: $$(wc -c < $(B)/cross/pgpipe-aarch64-nothreads.o) bytes"
+
+# ---- benchmarks and fuzzing --------------------------------------------------
+BENCHES := $(notdir $(patsubst %/run.sh,%,$(wildcard test/bench/*/run.sh)))
+bench: pgpipe.c pgpipe.h
+	@sh test/bench/all.sh $(BENCHES)
+
+bench-%: pgpipe.c pgpipe.h
+	@sh test/bench/$*/run.sh
+
+$(B)/fuzz/fuzz_%: test/fuzz/fuzz_%.c $(B)/gen/pgpipe.c
+	@mkdir -p $(B)/fuzz
+	$(CLANG) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined $(PG_CFLAGS) -I$(B)/gen \
+	  $< $(LIBS) -o $@
+
+fuzz-%: $(B)/fuzz/fuzz_%
+	@mkdir -p $(B)/fuzz/corpus-$*
+	$(B)/fuzz/fuzz_$* -max_total_time=$(SECONDS) -print_final_stats=1 \
+	  $(B)/fuzz/corpus-$* $(wildcard test/fuzz/seeds-$*)
+
+demo: all
+	@sh tool/demo.sh
+
+clean:
+	rm -rf $(B)

@@ -1,0 +1,163 @@
+/* ---- Library version -------------------------------------------------- */
+
+/* The PGPIPE_VERSION this library was compiled from ("X.Y.Z"). */
+const char *pgpipe_libversion(void);
+/* PGPIPE_VERSION_NUMBER of the compiled library. */
+int pgpipe_libversion_number(void);
+
+/* ---- Result codes ----------------------------------------------------- */
+
+#define PGPIPE_OK        0   /* success */
+#define PGPIPE_ERROR     1   /* generic error; see the handle's message */
+#define PGPIPE_NOMEM     2   /* an allocation failed */
+#define PGPIPE_MISUSE    3   /* the API was called wrongly (NULL handle, bad option) */
+#define PGPIPE_PARSE     4   /* input is malformed; source, line and column are set */
+#define PGPIPE_DB        5   /* the database raised an error; SQLSTATE is set */
+#define PGPIPE_BUSY      6   /* a timeout or lock wait expired; try again later */
+#define PGPIPE_IO        7   /* reading or writing a file or socket failed */
+#define PGPIPE_LIMIT     8   /* a configured limit (depth, size) was exceeded */
+#define PGPIPE_ROW     100   /* a stepping function produced an item */
+#define PGPIPE_DONE    101   /* a stepping function has nothing more */
+
+/* A short English name for a result code ("PGPIPE_PARSE" -> "parse error"). */
+const char *pgpipe_errstr(int code);
+
+/* ---- Errors ----------------------------------------------------------- */
+
+/* The last error of a handle. Fields that do not apply are empty or zero:
+** sqlstate only when the database raised the error; source/line/column/offset
+** only for errors in input (line and column are 1-based, offset 0-based). */
+typedef struct pgpipe_error {
+    int code;                 /* PGPIPE_* result code; PGPIPE_OK when no error */
+    char sqlstate[6];         /* five characters and NUL, or "" */
+    char message[1024];       /* human readable, never contains a password */
+    char source[256];         /* file name, "<stdin>", "<buffer>" or "" */
+    long long line;
+    long long column;
+    long long offset;
+} pgpipe_error;
+
+/* Every pgpipe handle (pool, loader, document, reader, ...) carries its last
+** error; these read it. A NULL handle reads as an out-of-memory error, since
+** that is the only way an opening function leaves the caller without one. */
+const pgpipe_error *pgpipe_errinfo(const void *handle);
+int pgpipe_errcode(const void *handle);
+const char *pgpipe_errmsg(const void *handle);
+const char *pgpipe_errsqlstate(const void *handle);
+
+/* Clear an error structure. */
+void pgpipe_error_clear(pgpipe_error *err);
+/* Format an error as "source:line:column: message [SQLSTATE]" (the parts that
+** apply) into buf. Returns the length it needed, like snprintf. */
+int pgpipe_error_format(const pgpipe_error *err, char *buf, size_t size);
+
+/* ---- Memory ----------------------------------------------------------- */
+
+/* Every allocation of the library goes through these three functions.
+** realloc(ud, NULL, n) must behave as malloc; free(ud, NULL) must be a no-op. */
+typedef struct pgpipe_allocator {
+    void *(*malloc_fn)(void *ud, size_t size);
+    void *(*realloc_fn)(void *ud, void *ptr, size_t size);
+    void (*free_fn)(void *ud, void *ptr);
+    void *ud;
+} pgpipe_allocator;
+
+/* Replace the allocator (NULL restores malloc/realloc/free). Call it before any
+** other pgpipe function allocates; memory must be freed by the allocator that
+** allocated it. Not thread-safe. */
+int pgpipe_config_allocator(const pgpipe_allocator *alloc);
+
+/* ---- Logging ---------------------------------------------------------- */
+
+#define PGPIPE_LOG_DEBUG 10
+#define PGPIPE_LOG_INFO  20
+#define PGPIPE_LOG_WARN  30
+#define PGPIPE_LOG_ERROR 40
+#define PGPIPE_LOG_OFF   100
+
+/* One structured field of a log event. */
+typedef struct pgpipe_log_field {
+    const char *key;
+    const char *value;
+} pgpipe_log_field;
+
+/* A log event: level, component ("pool", "loader", ...), message, fields.
+** Passwords found in the message or in field values are already masked. */
+typedef void (*pgpipe_log_fn)(void *ud, int level, const char *component,
+                              const char *message,
+                              const pgpipe_log_field *fields, int nfields);
+
+/* Install a log callback (NULL restores the default writer). The default
+** writer prints one line per event to stderr, logfmt or JSON according to
+** PGPIPE_LOG_FORMAT=text|json, for events at or above the level given by
+** PGPIPE_LOG=debug|info|warn|error|off (default warn). */
+int pgpipe_config_log(pgpipe_log_fn fn, void *ud);
+/* Override the minimum level (PGPIPE_LOG_*); -1 re-reads PGPIPE_LOG. */
+int pgpipe_log_set_level(int level);
+int pgpipe_log_get_level(void);
+/* Emit an event through the installed callback (used by the library and
+** available to programs that want their lines in the same stream). */
+void pgpipe_log(int level, const char *component, const char *message,
+                const pgpipe_log_field *fields, int nfields);
+/* Format one event the way the default writer does (format 0 = logfmt,
+** 1 = JSON), without the trailing newline. Returns the length needed. */
+int pgpipe_log_format_line(char *buf, size_t size, int json, int level,
+                           const char *component, const char *message,
+                           const pgpipe_log_field *fields, int nfields);
+
+/* ---- Connection strings ----------------------------------------------- */
+
+/* Copy text to buf with every password replaced by "********". Works on a
+** conninfo in key=value form (password=..., quoted or not), on a URI
+** (postgresql://user:SECRET@host, ?password=...) and on free text that holds
+** either (error messages, log lines). Always NUL-terminates when size > 0;
+** returns the length of the whole masked text, like snprintf. */
+size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size);
+
+/* ---- Transient failures and retries ----------------------------------- */
+
+/* 1 when an SQLSTATE names a failure worth retrying: class 08 (connection
+** exception), 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect
+** now, 40001 serialization failure, 40P01 deadlock, 53300 too many
+** connections, 55P03 lock not available, 58030 I/O error; 0 otherwise. */
+int pgpipe_sqlstate_is_transient(const char *sqlstate);
+/* 1 when a failed libpq call is worth retrying: the connection is bad (lost
+** connection, server restart) or the result's SQLSTATE is transient.
+** conn and res may each be NULL. */
+int pgpipe_pq_is_transient(const PGconn *conn, const PGresult *res);
+
+/* Bounded exponential backoff with jitter. The n-th retry waits a random time
+** in [cap/2, cap] where cap = min(max_ms, base_ms * 2^n). */
+typedef struct pgpipe_retry {
+    int max_attempts;   /* total attempts including the first; default 5 */
+    int base_ms;        /* default 100 */
+    int max_ms;         /* default 5000 */
+    int attempt;        /* attempts made so far (state) */
+    uint64_t seed;      /* jitter state; 0 seeds from the clock */
+} pgpipe_retry;
+
+void pgpipe_retry_init(pgpipe_retry *r, int max_attempts, int base_ms, int max_ms);
+/* The delay before the next attempt in ms, counting the attempt as made;
+** -1 when no attempt is left. */
+int pgpipe_retry_next_delay(pgpipe_retry *r);
+
+/* Call fn until it succeeds, fails for good, or the attempts run out. fn
+** returns a result code and sets *transient to 1 when its failure is worth
+** retrying. Sleeps between attempts. Returns fn's last result code. */
+typedef int (*pgpipe_retry_fn)(void *ud, int attempt, int *transient);
+int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud);
+
+/* Sleep for ms milliseconds (restarts after signals). */
+void pgpipe_sleep_ms(int ms);
+/* Monotonic clock in microseconds. */
+int64_t pgpipe_now_us(void);
+
+/* ---- Embedded SQL ----------------------------------------------------- */
+
+/* The SQL files of the sql/ folder are compiled into the library. Returns the
+** text of the file at that path ("schema/V0001__core.sql"), NULL if absent.
+** The string is built on first use and lives until the process ends. */
+const char *pgpipe_sql_file(const char *path);
+/* Number of embedded files and the path of the i-th, in path order. */
+int pgpipe_sql_file_count(void);
+const char *pgpipe_sql_file_path(int i);

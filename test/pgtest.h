@@ -1,0 +1,137 @@
+/*
+** pgtest: the project's small test framework.
+**
+** A test file test/test_GROUP.c holds functions declared with
+**     PGT_TEST(group, name) { ... }
+** at the start of a line; test/gen_registry.sh finds them. Every test file is
+** compiled into one program together with pgpipe.c (so tests can reach the
+** library's static functions). Each test runs in its own forked process, so a
+** crash or a sanitizer report fails that test only.
+**
+** Assertions print file:line and both values, then end the test:
+**     PGT_CHECK(cond)  PGT_EQ_INT(a, b)  PGT_EQ_STR(a, b)  PGT_EQ_MEM(a, alen, b, blen)
+**     PGT_OK(rc)       (rc == PGPIPE_OK, else prints the code's name)
+** PGT_SKIP("why") ends a test as skipped. pgt_dsn() returns the conninfo of
+** the throwaway cluster `make test` starts (PGPIPE_TEST_DSN) or skips the test.
+*/
+#ifndef PGTEST_H
+#define PGTEST_H
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PGT_TEST(group, name) static void pgt_fn_##group##__##name(void)
+
+#define PGT_EXIT_SKIP 77
+
+static void pgt_fail_prefix(const char *file, int line)
+{
+    fprintf(stderr, "    %s:%d: assertion failed: ", file, line);
+}
+
+static void pgt_end_fail(void)
+{
+    fflush(stdout);
+    fflush(stderr);
+    _exit(1);
+}
+
+#define PGT_CHECK(cond) do { \
+    if (!(cond)) { pgt_fail_prefix(__FILE__, __LINE__); \
+        fprintf(stderr, "%s\n", #cond); pgt_end_fail(); } } while (0)
+
+#define PGT_CHECK_MSG(cond, ...) do { \
+    if (!(cond)) { pgt_fail_prefix(__FILE__, __LINE__); \
+        fprintf(stderr, "%s: ", #cond); fprintf(stderr, __VA_ARGS__); \
+        fprintf(stderr, "\n"); pgt_end_fail(); } } while (0)
+
+#define PGT_EQ_INT(a, b) do { \
+    long long pgt_a_ = (long long)(a), pgt_b_ = (long long)(b); \
+    if (pgt_a_ != pgt_b_) { pgt_fail_prefix(__FILE__, __LINE__); \
+        fprintf(stderr, "%s == %s\n      left:  %lld\n      right: %lld\n", \
+                #a, #b, pgt_a_, pgt_b_); pgt_end_fail(); } } while (0)
+
+#define PGT_EQ_DBL(a, b) do { \
+    double pgt_a_ = (double)(a), pgt_b_ = (double)(b); \
+    if (!(pgt_a_ == pgt_b_)) { pgt_fail_prefix(__FILE__, __LINE__); \
+        fprintf(stderr, "%s == %s\n      left:  %.17g\n      right: %.17g\n", \
+                #a, #b, pgt_a_, pgt_b_); pgt_end_fail(); } } while (0)
+
+#define PGT_EQ_STR(a, b) do { \
+    const char *pgt_a_ = (a), *pgt_b_ = (b); \
+    if (!pgt_a_ || !pgt_b_ || strcmp(pgt_a_, pgt_b_) != 0) { \
+        pgt_fail_prefix(__FILE__, __LINE__); \
+        fprintf(stderr, "%s == %s\n      left:  \"%s\"\n      right: \"%s\"\n", \
+                #a, #b, pgt_a_ ? pgt_a_ : "(null)", pgt_b_ ? pgt_b_ : "(null)"); \
+        pgt_end_fail(); } } while (0)
+
+#define PGT_CONTAINS(hay, needle) do { \
+    const char *pgt_h_ = (hay), *pgt_n_ = (needle); \
+    if (!pgt_h_ || !strstr(pgt_h_, pgt_n_)) { pgt_fail_prefix(__FILE__, __LINE__); \
+        fprintf(stderr, "%s contains %s\n      text:   \"%s\"\n      wanted: \"%s\"\n", \
+                #hay, #needle, pgt_h_ ? pgt_h_ : "(null)", pgt_n_); pgt_end_fail(); } } while (0)
+
+#define PGT_EQ_MEM(a, alen, b, blen) do { \
+    const void *pgt_a_ = (a), *pgt_b_ = (b); size_t pgt_al_ = (alen), pgt_bl_ = (blen); \
+    if (pgt_al_ != pgt_bl_ || (pgt_al_ && memcmp(pgt_a_, pgt_b_, pgt_al_) != 0)) { \
+        pgt_fail_prefix(__FILE__, __LINE__); \
+        fprintf(stderr, "%s == %s\n      left:  (%zu bytes) \"%.*s\"\n      right: (%zu bytes) \"%.*s\"\n", \
+                #a, #b, pgt_al_, (int)pgt_al_, (const char *)pgt_a_, pgt_bl_, (int)pgt_bl_, \
+                (const char *)pgt_b_); pgt_end_fail(); } } while (0)
+
+#define PGT_OK(expr) do { \
+    int pgt_rc_ = (expr); \
+    if (pgt_rc_ != PGPIPE_OK) { pgt_fail_prefix(__FILE__, __LINE__); \
+        fprintf(stderr, "%s returned %d (%s), expected PGPIPE_OK\n", #expr, pgt_rc_, \
+                pgpipe_errstr(pgt_rc_)); pgt_end_fail(); } } while (0)
+
+#define PGT_SKIP(why) do { fprintf(stderr, "    skipped: %s\n", why); \
+    fflush(stdout); fflush(stderr); _exit(PGT_EXIT_SKIP); } while (0)
+
+/* The conninfo of the test cluster; skips the test when there is none. */
+static const char *pgt_dsn(void)
+{
+    const char *d = getenv("PGPIPE_TEST_DSN");
+    if (!d || !*d)
+        PGT_SKIP("no test database (PGPIPE_TEST_DSN unset; `make test` starts one)");
+    return d;
+}
+
+/* A connection to the test cluster, or the test fails. */
+static PGconn *pgt_connect(void)
+{
+    PGconn *c = PQconnectdb(pgt_dsn());
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "    cannot connect to the test database: %s", PQerrorMessage(c));
+        PQfinish(c);
+        pgt_end_fail();
+    }
+    return c;
+}
+
+/* Run SQL that must succeed; returns the result (caller clears it). */
+#define PGT_EXEC(conn, sql) pgt_exec_at(__FILE__, __LINE__, (conn), (sql))
+static PGresult *pgt_exec_at(const char *file, int line, PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        pgt_fail_prefix(file, line);
+        fprintf(stderr, "SQL failed: %s\n      %s", sql, PQresultErrorMessage(r));
+        PQclear(r);
+        pgt_end_fail();
+    }
+    return r;
+}
+
+/* A fresh scratch path under the test's temp dir (PGPIPE_TEST_TMP or /tmp). */
+static const char *pgt_tmpdir(void)
+{
+    const char *t = getenv("PGPIPE_TEST_TMP");
+    return t && *t ? t : "/tmp";
+}
+
+#endif

@@ -1,0 +1,80 @@
+#!/bin/sh
+# The test driver behind `make test` (build first: make test-build).
+#   sh test/run.sh [GROUP ...]
+# Starts a throwaway PostgreSQL cluster (tool/pgtmp.sh), runs the C tests
+# (build/test/runner) and the script tests (test/sh/GROUP*.sh), stops the
+# cluster whatever happens, and ends with the line "N passed, N failed".
+# A GROUP selects C tests of that group (or GROUP.NAME patterns) and script
+# tests whose file name starts with GROUP.
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+if [ -z "${PGPIPE_TEST_DSN:-}" ] || [ -z "${PGPIPE_TEST_PGDIR:-}" ]; then
+    # re-run ourselves inside a throwaway cluster; it is stopped on any exit
+    dir=$(mktemp -d /tmp/pgpipe-test.XXXXXX)
+    chmod 755 "$dir"
+    sh tool/pgtmp.sh run "$dir/pg" -- sh "$0" "$@"
+    rc=$?
+    rm -rf "$dir"
+    exit $rc
+fi
+
+export PGPIPE_TEST_TMP=$(mktemp -d /tmp/pgpipe-t.XXXXXX)
+chmod 755 "$PGPIPE_TEST_TMP"
+trap 'rm -rf "$PGPIPE_TEST_TMP"' EXIT
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export PGPIPE_TOP=$top
+
+passed=0; failed=0; skipped=0
+
+echo "== C tests (build/test/runner)"
+counts=$PGPIPE_TEST_TMP/counts
+build/test/runner --counts "$counts" "$@"
+if [ -s "$counts" ]; then
+    read -r p f s < "$counts"
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+else
+    echo "FAIL    the C test runner did not finish"
+    failed=$((failed + 1))
+fi
+
+echo "== script tests (test/sh)"
+for t in test/sh/*.sh; do
+    [ -f "$t" ] || continue
+    name=$(basename "$t" .sh)
+    if [ $# -gt 0 ]; then
+        sel=0
+        for g in "$@"; do case "$name" in "${g%%.*}"*) sel=1 ;; esac; done
+        [ $sel = 1 ] || continue
+    fi
+    log=$PGPIPE_TEST_TMP/$name.log
+    start=$(date +%s)
+    sh "$t" >"$log" 2>&1
+    rc=$?
+    secs=$(( $(date +%s) - start ))
+    if [ $rc = 0 ]; then
+        passed=$((passed + 1)); echo "ok      sh.$name (${secs} s)"
+    elif [ $rc = 77 ]; then
+        skipped=$((skipped + 1)); echo "skip    sh.$name: $(tail -n 1 "$log")"
+    else
+        failed=$((failed + 1)); echo "FAIL    sh.$name (exit $rc)"
+        sed 's/^/    /' "$log" | tail -n 40
+    fi
+done
+
+if [ $# -eq 0 ]; then
+    if make -s check-amalgamation >"$PGPIPE_TEST_TMP/amalg.log" 2>&1; then
+        passed=$((passed + 1)); echo "ok      check-amalgamation"
+    else
+        failed=$((failed + 1)); echo "FAIL    check-amalgamation"; sed 's/^/    /' "$PGPIPE_TEST_TMP/amalg.log"
+    fi
+fi
+
+if [ $skipped -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+[ $failed -eq 0 ]

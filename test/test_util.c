@@ -1,0 +1,364 @@
+/* Tests of the shared foundation (src/util.c). */
+
+PGT_TEST(util, version)
+{
+    PGT_EQ_STR(pgpipe_libversion(), PGPIPE_VERSION);
+    PGT_EQ_INT(pgpipe_libversion_number(), PGPIPE_VERSION_NUMBER);
+    int x = 0, y = 0, z = 0;
+    PGT_EQ_INT(sscanf(PGPIPE_VERSION, "%d.%d.%d", &x, &y, &z), 3);
+    PGT_EQ_INT(x * 1000000 + y * 1000 + z, PGPIPE_VERSION_NUMBER);
+}
+
+PGT_TEST(util, errstr_names_every_code)
+{
+    int codes[] = { PGPIPE_OK, PGPIPE_ERROR, PGPIPE_NOMEM, PGPIPE_MISUSE, PGPIPE_PARSE,
+                    PGPIPE_DB, PGPIPE_BUSY, PGPIPE_IO, PGPIPE_LIMIT, PGPIPE_ROW, PGPIPE_DONE };
+    size_t n = sizeof codes / sizeof codes[0];
+    for (size_t i = 0; i < n; i++) {
+        PGT_CHECK(strcmp(pgpipe_errstr(codes[i]), "unknown result code") != 0);
+        for (size_t j = 0; j < i; j++)
+            PGT_CHECK(strcmp(pgpipe_errstr(codes[i]), pgpipe_errstr(codes[j])) != 0);
+    }
+    PGT_EQ_STR(pgpipe_errstr(12345), "unknown result code");
+}
+
+PGT_TEST(util, handle_errors)
+{
+    pp_handle h;
+    pp_handle_init(&h);
+    PGT_EQ_INT(pgpipe_errcode(&h), PGPIPE_OK);
+    PGT_EQ_STR(pgpipe_errmsg(&h), "");
+    PGT_EQ_INT(pp_err_at(&h.err, PGPIPE_PARSE, "events.csv", 3, 17, 120,
+                         "expected ',' after field %d", 4), PGPIPE_PARSE);
+    const pgpipe_error *e = pgpipe_errinfo(&h);
+    PGT_EQ_INT(e->code, PGPIPE_PARSE);
+    PGT_EQ_STR(e->source, "events.csv");
+    PGT_EQ_INT(e->line, 3);
+    PGT_EQ_INT(e->column, 17);
+    PGT_EQ_INT(e->offset, 120);
+    char buf[256];
+    pgpipe_error_format(e, buf, sizeof buf);
+    PGT_EQ_STR(buf, "events.csv:3:17: expected ',' after field 4");
+
+    /* a later error replaces every field */
+    pp_err(&h.err, PGPIPE_MISUSE, "bad option");
+    PGT_EQ_INT(e->line, 0);
+    PGT_EQ_STR(e->source, "");
+    pgpipe_error_format(e, buf, sizeof buf);
+    PGT_EQ_STR(buf, "bad option");
+
+    /* NULL is what an opener leaves when it could not allocate */
+    PGT_EQ_INT(pgpipe_errcode(NULL), PGPIPE_NOMEM);
+    int not_a_handle[8] = { 0 };
+    PGT_EQ_INT(pgpipe_errcode(not_a_handle), PGPIPE_MISUSE);
+}
+
+PGT_TEST(util, error_messages_are_one_line_and_masked)
+{
+    pgpipe_error e;
+    pp_err(&e, PGPIPE_DB, "could not connect to \"host=db password=hunter2 user=app\"\n");
+    PGT_CHECK(strstr(e.message, "hunter2") == NULL);
+    PGT_CONTAINS(e.message, "password=********");
+    PGT_CHECK(strchr(e.message, '\n') == NULL);
+}
+
+static void mask_case(const char *in, const char *want)
+{
+    char out[512];
+    size_t n = pgpipe_conninfo_mask(in, out, sizeof out);
+    PGT_EQ_STR(out, want);
+    PGT_EQ_INT(n, strlen(want));
+}
+
+PGT_TEST(util, conninfo_mask)
+{
+    mask_case("host=db user=app password=hunter2 dbname=x",
+              "host=db user=app password=******** dbname=x");
+    mask_case("host=db password = 'hunter 2\\' x' sslmode=require",
+              "host=db password = ******** sslmode=require");
+    mask_case("PASSWORD=abc", "PASSWORD=********");
+    mask_case("postgresql://app:s3cr%40t@db.example:5432/prod?sslmode=require",
+              "postgresql://app:********@db.example:5432/prod?sslmode=require");
+    mask_case("postgres://db/prod?user=app&password=abc&sslmode=disable",
+              "postgres://db/prod?user=app&password=********&sslmode=disable");
+    mask_case("postgresql://app@db/prod", "postgresql://app@db/prod");
+    mask_case("connect to postgresql://u:pw@h failed", "connect to postgresql://u:********@h failed");
+    mask_case("host=db passfile=/x", "host=db passfile=/x");
+    mask_case("mypassword=abc", "mypassword=abc");
+    mask_case("", "");
+    /* bounded output still NUL-terminates and reports the full length */
+    char small[8];
+    size_t n = pgpipe_conninfo_mask("password=abcdef", small, sizeof small);
+    PGT_EQ_INT(n, strlen("password=********"));
+    PGT_EQ_STR(small, "passwor");
+}
+
+typedef struct log_capture {
+    int calls, level;
+    char component[32], message[256], key[32], value[256];
+} log_capture;
+
+static void capture_log(void *ud, int level, const char *component, const char *message,
+                        const pgpipe_log_field *fields, int nfields)
+{
+    log_capture *c = ud;
+    c->calls++;
+    c->level = level;
+    snprintf(c->component, sizeof c->component, "%s", component);
+    snprintf(c->message, sizeof c->message, "%s", message);
+    if (nfields > 0) {
+        snprintf(c->key, sizeof c->key, "%s", fields[0].key);
+        snprintf(c->value, sizeof c->value, "%s", fields[0].value);
+    }
+}
+
+PGT_TEST(util, log_callback_level_and_masking)
+{
+    log_capture cap;
+    memset(&cap, 0, sizeof cap);
+    pgpipe_config_log(capture_log, &cap);
+    pgpipe_log_set_level(PGPIPE_LOG_INFO);
+    pgpipe_log(PGPIPE_LOG_DEBUG, "pool", "not shown", NULL, 0);
+    PGT_EQ_INT(cap.calls, 0);
+    pgpipe_log_field f = { "conninfo", "host=h password=topsecret" };
+    pgpipe_log(PGPIPE_LOG_WARN, "pool", "reconnecting to postgresql://u:topsecret@h", &f, 1);
+    PGT_EQ_INT(cap.calls, 1);
+    PGT_EQ_INT(cap.level, PGPIPE_LOG_WARN);
+    PGT_EQ_STR(cap.component, "pool");
+    PGT_EQ_STR(cap.message, "reconnecting to postgresql://u:********@h");
+    PGT_EQ_STR(cap.key, "conninfo");
+    PGT_EQ_STR(cap.value, "host=h password=********");
+    pp_logf(PGPIPE_LOG_ERROR, "loader", "batch %d failed", 7);
+    PGT_EQ_INT(cap.calls, 2);
+    PGT_EQ_STR(cap.message, "batch 7 failed");
+    pgpipe_config_log(NULL, NULL);
+}
+
+PGT_TEST(util, log_line_formats)
+{
+    char line[512];
+    pgpipe_log_field f[2] = { { "rows", "1000" }, { "file", "my data.csv" } };
+    pgpipe_log_format_line(line, sizeof line, 0, PGPIPE_LOG_INFO, "loader", "batch \"3\" done", f, 2);
+    PGT_CHECK(strncmp(line, "ts=", 3) == 0);
+    PGT_CONTAINS(line, " level=info component=loader msg=\"batch \\\"3\\\" done\" rows=1000 file=\"my data.csv\"");
+    PGT_CHECK(strchr(line, '\n') == NULL);
+    pgpipe_log_format_line(line, sizeof line, 1, PGPIPE_LOG_ERROR, "pool", "a\nb", f, 1);
+    PGT_CHECK(strncmp(line, "{\"ts\":\"", 7) == 0);
+    PGT_CONTAINS(line, ",\"level\":\"error\",\"component\":\"pool\",\"msg\":\"a\\nb\",\"rows\":\"1000\"}");
+}
+
+/* The default writer, observed on a pipe in place of stderr. */
+static void default_writer_case(const char *format, const char *want)
+{
+    int fds[2];
+    PGT_CHECK(pipe(fds) == 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fds[1], STDERR_FILENO);
+    setenv("PGPIPE_LOG", "info", 1);
+    setenv("PGPIPE_LOG_FORMAT", format, 1);
+    pgpipe_log_set_level(-1);
+    pgpipe_log(PGPIPE_LOG_DEBUG, "t", "hidden", NULL, 0);
+    pgpipe_log(PGPIPE_LOG_INFO, "t", "shown password=xyz", NULL, 0);
+    dup2(saved, STDERR_FILENO);
+    close(fds[1]);
+    char buf[1024];
+    ssize_t n = read(fds[0], buf, sizeof buf - 1);
+    close(fds[0]);
+    PGT_CHECK(n > 0);
+    buf[n] = '\0';
+    PGT_CONTAINS(buf, want);
+    PGT_CHECK(strstr(buf, "hidden") == NULL);
+    PGT_CHECK(strstr(buf, "xyz") == NULL);
+    PGT_CHECK(strchr(buf, '\n') == buf + n - 1); /* exactly one line */
+}
+
+PGT_TEST(util, default_log_writer_logfmt)
+{
+    default_writer_case("text", "level=info component=t msg=\"shown password=********\"");
+}
+
+PGT_TEST(util, default_log_writer_json)
+{
+    default_writer_case("json", "\"level\":\"info\",\"component\":\"t\",\"msg\":\"shown password=********\"}");
+}
+
+PGT_TEST(util, transient_sqlstates)
+{
+    const char *yes[] = { "08000", "08003", "08006", "08001", "08P01", "57P01", "57P02",
+                          "57P03", "40001", "40P01", "53300", "55P03", "58030" };
+    const char *no[] = { "23505", "42601", "22P02", "42P01", "57014", "XX000", "", "0800", NULL };
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        PGT_CHECK_MSG(pgpipe_sqlstate_is_transient(yes[i]), "%s should be transient", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        PGT_CHECK_MSG(!pgpipe_sqlstate_is_transient(no[i]), "%s should not be transient",
+                      no[i] ? no[i] : "NULL");
+}
+
+PGT_TEST(util, transient_from_real_server)
+{
+    PGconn *c = pgt_connect();
+    /* a syntax error is final */
+    PGresult *r = PQexec(c, "SELEC 1");
+    PGT_EQ_INT(PQresultStatus(r), PGRES_FATAL_ERROR);
+    PGT_CHECK(!pgpipe_pq_is_transient(c, r));
+    pgpipe_error e;
+    pp_err_pq(&e, c, r, "running a query");
+    PGT_EQ_STR(e.sqlstate, "42601");
+    PGT_CONTAINS(e.message, "running a query: syntax error");
+    PQclear(r);
+
+    /* a terminated backend (what a server restart looks like) is transient */
+    PGconn *killer = pgt_connect();
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", PQbackendPID(c));
+    PQclear(PGT_EXEC(killer, sql));
+    PQfinish(killer);
+    r = PQexec(c, "SELECT 1");
+    PGT_CHECK(PQresultStatus(r) != PGRES_TUPLES_OK);
+    PGT_CHECK(pgpipe_pq_is_transient(c, r));
+    pp_err_pq(&e, c, r, NULL);
+    PGT_CHECK(pgpipe_sqlstate_is_transient(e.sqlstate));
+    PQclear(r);
+    PQfinish(c);
+}
+
+PGT_TEST(util, retry_delays_are_bounded_and_grow)
+{
+    pgpipe_retry r;
+    pgpipe_retry_init(&r, 8, 100, 1000);
+    int caps[] = { 100, 200, 400, 800, 1000, 1000, 1000 };
+    for (int i = 0; i < 7; i++) {
+        int d = pgpipe_retry_next_delay(&r);
+        PGT_CHECK_MSG(d >= caps[i] / 2 && d <= caps[i], "delay %d = %d, cap %d", i, d, caps[i]);
+    }
+    PGT_EQ_INT(pgpipe_retry_next_delay(&r), -1);
+    PGT_EQ_INT(r.attempt, 8);
+
+    /* jitter: two retriers seeded differently do not march in step */
+    int same = 0;
+    for (int k = 0; k < 20; k++) {
+        pgpipe_retry a, b;
+        pgpipe_retry_init(&a, 3, 1000, 10000);
+        pgpipe_retry_init(&b, 3, 1000, 10000);
+        a.seed = 1 + (uint64_t)k;
+        b.seed = 1000 + (uint64_t)k;
+        same += pgpipe_retry_next_delay(&a) == pgpipe_retry_next_delay(&b);
+    }
+    PGT_CHECK(same < 5);
+}
+
+typedef struct flaky {
+    int calls, fail_times, transient;
+} flaky;
+
+static int flaky_fn(void *ud, int attempt, int *transient)
+{
+    flaky *f = ud;
+    f->calls++;
+    PGT_EQ_INT(attempt, f->calls);
+    if (f->calls <= f->fail_times) {
+        *transient = f->transient;
+        return PGPIPE_DB;
+    }
+    return PGPIPE_OK;
+}
+
+PGT_TEST(util, retry_call)
+{
+    pgpipe_retry r;
+    flaky f = { 0, 2, 1 };
+    pgpipe_retry_init(&r, 5, 1, 2);
+    PGT_OK(pgpipe_retry_call(&r, flaky_fn, &f));
+    PGT_EQ_INT(f.calls, 3);
+
+    flaky g = { 0, 2, 0 }; /* a final failure is not retried */
+    pgpipe_retry_init(&r, 5, 1, 2);
+    PGT_EQ_INT(pgpipe_retry_call(&r, flaky_fn, &g), PGPIPE_DB);
+    PGT_EQ_INT(g.calls, 1);
+
+    flaky h = { 0, 100, 1 }; /* attempts run out */
+    pgpipe_retry_init(&r, 4, 1, 2);
+    PGT_EQ_INT(pgpipe_retry_call(&r, flaky_fn, &h), PGPIPE_DB);
+    PGT_EQ_INT(h.calls, 4);
+}
+
+typedef struct counting_alloc {
+    long mallocs, reallocs, frees;
+    int fail;
+} counting_alloc;
+
+static void *ca_malloc(void *ud, size_t n)
+{
+    counting_alloc *a = ud;
+    if (a->fail)
+        return NULL;
+    a->mallocs++;
+    return malloc(n);
+}
+static void *ca_realloc(void *ud, void *p, size_t n)
+{
+    counting_alloc *a = ud;
+    if (a->fail)
+        return NULL;
+    a->reallocs++;
+    return realloc(p, n);
+}
+static void ca_free(void *ud, void *p)
+{
+    counting_alloc *a = ud;
+    a->frees++;
+    free(p);
+}
+
+PGT_TEST(util, allocator_is_replaceable)
+{
+    counting_alloc ca = { 0, 0, 0, 0 };
+    pgpipe_allocator a = { ca_malloc, ca_realloc, ca_free, &ca };
+    PGT_OK(pgpipe_config_allocator(&a));
+    char *s = pp_strdup("hello");
+    PGT_EQ_STR(s, "hello");
+    pp_buf b = { NULL, 0, 0 };
+    PGT_OK(pp_buf_appendf(&b, "%s-%d", s, 42));
+    PGT_EQ_MEM(b.data, b.len, "hello-42", 8);
+    pp_buf_free(&b);
+    pp_free(s);
+    PGT_EQ_INT(ca.mallocs, 1);
+    PGT_CHECK(ca.reallocs >= 1);
+    PGT_EQ_INT(ca.frees, 2);
+
+    ca.fail = 1; /* an exhausted allocator gives PGPIPE_NOMEM, not a crash */
+    PGT_CHECK(pp_strdup("x") == NULL);
+    PGT_EQ_INT(pp_buf_append(&b, "abc", 3), PGPIPE_NOMEM);
+    PGT_EQ_INT(b.len, 0);
+
+    pgpipe_allocator bad = { ca_malloc, NULL, ca_free, &ca };
+    PGT_EQ_INT(pgpipe_config_allocator(&bad), PGPIPE_MISUSE);
+    PGT_OK(pgpipe_config_allocator(NULL));
+    s = pp_strdup("system");
+    PGT_EQ_STR(s, "system");
+    pp_free(s);
+}
+
+PGT_TEST(util, embedded_sql_index)
+{
+    int n = pgpipe_sql_file_count();
+    PGT_CHECK(n >= 0);
+    for (int i = 0; i < n; i++) {
+        const char *p = pgpipe_sql_file_path(i);
+        PGT_CHECK(p != NULL);
+        const char *s = pgpipe_sql_file(p);
+        PGT_CHECK(s != NULL);
+        PGT_CHECK(pgpipe_sql_file(p) == s); /* built once */
+        if (i > 0)
+            PGT_CHECK(strcmp(pgpipe_sql_file_path(i - 1), p) < 0);
+    }
+    PGT_CHECK(pgpipe_sql_file_path(n) == NULL);
+    PGT_CHECK(pgpipe_sql_file("no/such/file.sql") == NULL);
+}
+
+PGT_TEST(util, clock_and_sleep)
+{
+    int64_t t0 = pgpipe_now_us();
+    pgpipe_sleep_ms(5);
+    PGT_CHECK(pgpipe_now_us() - t0 >= 5000); /* monotonic and slept at least that */
+}
