@@ -91,7 +91,7 @@ static PP_UNUSED int pp_buf_append(pp_buf *b, const void *data, size_t n);
 static PP_UNUSED int pp_buf_appendf(pp_buf *b, const char *fmt, ...) PP_PRINTF(2, 3);
 static PP_UNUSED void pp_buf_free(pp_buf *b);
 
-static inline int pp_buf_putc(pp_buf *b, char c)
+static inline PP_UNUSED int pp_buf_putc(pp_buf *b, char c)
 {
     if (PP_UNLIKELY(b->len + 1 > b->cap) && pp_buf_reserve(b, 1) != PGPIPE_OK)
         return PGPIPE_NOMEM;

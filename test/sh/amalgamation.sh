@@ -1,0 +1,66 @@
+#!/bin/sh
+# The amalgamation: section markers, standalone compile (gcc and clang, with and
+# without threads), only pgpipe_* symbols exported, SQL embedded byte-exactly,
+# deterministic output.
+set -eu
+cd "${PGPIPE_TOP:-.}"
+top=$(pwd)
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/amalg.XXXXXX")
+gen=$tmp/gen
+sh tool/amalgamate.sh . "$gen"
+
+fail() { echo "FAIL: $*"; exit 1; }
+
+# 1. a marker per component file, in manifest order
+for c in $(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' tool/sources.txt); do
+    [ ! -f "src/$c.c" ] || grep -q "^/\* ==== begin src/$c.c ==== \*/" "$gen/pgpipe.c" || fail "no marker for src/$c.c"
+    [ ! -f "src/$c.h" ] || grep -q "^/\* ==== begin src/$c.h ==== \*/" "$gen/pgpipe.h" || fail "no marker for src/$c.h"
+done
+grep -q '^/\* ==== begin src/internal.h ==== \*/' "$gen/pgpipe.c" || fail "no marker for internal.h"
+
+# 2. compiles alone, in an empty directory, with each compiler we have
+mkdir "$tmp/alone"
+cp "$gen/pgpipe.c" "$gen/pgpipe.h" "$tmp/alone/"
+cd "$tmp/alone"
+pgcf=$(pkg-config --cflags libpq)
+for cc in gcc clang cc; do
+    command -v $cc >/dev/null 2>&1 || continue
+    $cc -std=c11 -Wall -Wextra -Wpedantic -Werror -c pgpipe.c $pgcf -o t.o || fail "$cc: pgpipe.c does not compile alone"
+    bad=$(nm -g --defined-only t.o | awk '{print $3}' | grep -v '^pgpipe_' || true)
+    [ -z "$bad" ] || fail "$cc: exported symbols outside pgpipe_*: $bad"
+    n=$(nm -g --defined-only t.o | grep -c ' pgpipe_' || true)
+    [ "$n" -gt 10 ] || fail "$cc: only $n pgpipe_ symbols exported"
+    $cc -std=c11 -Wall -Wextra -Wpedantic -Werror -DPGPIPE_OMIT_THREADS -c pgpipe.c $pgcf -o nt.o ||
+        fail "$cc: -DPGPIPE_OMIT_THREADS does not compile"
+    if nm -u nt.o | grep -q pthread_; then fail "$cc: single-threaded build still uses pthreads"; fi
+    echo "$cc: compiles alone, $n exported symbols, all pgpipe_*"
+done
+cd "$top"
+
+# 3. SQL embedding is byte-exact (quotes, backslashes, tabs, '?' runs that
+#    would be trigraphs, UTF-8), CRLF line ends normalized to LF
+mkdir -p "$tmp/top/sql/t" "$tmp/top/tool"
+cp -r src "$tmp/top/src"
+cp tool/sources.txt tool/amalgamate.sh "$tmp/top/tool/"
+printf 'SELECT $$it'"'"'s "x" \\ \\n ??( ??) ??/ ?| ?& %%d é€😀$$;\n\tINSERT INTO t VALUES (E'"'"'a\\tb'"'"');\r\n-- last line\n' > "$tmp/top/sql/t/tricky.sql"
+printf 'SELECT $$it'"'"'s "x" \\ \\n ??( ??) ??/ ?| ?& %%d é€😀$$;\n\tINSERT INTO t VALUES (E'"'"'a\\tb'"'"');\n-- last line\n' > "$tmp/want.sql"
+sh tool/amalgamate.sh "$tmp/top" "$tmp/out"
+cat > "$tmp/out/dump.c" <<'C'
+#include "pgpipe.c"
+int main(int argc, char **argv) {
+    const char *s = pgpipe_sql_file(argv[1]);
+    if (!s || pgpipe_sql_file_count() != 1) return 2;
+    (void)argc; fputs(s, stdout); return 0;
+}
+C
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror $pgcf -I"$tmp/out" "$tmp/out/dump.c" -lpq -lpthread -o "$tmp/dump" ||
+    fail "generated SQL does not compile"
+"$tmp/dump" t/tricky.sql > "$tmp/got.sql"
+cmp "$tmp/want.sql" "$tmp/got.sql" || { diff "$tmp/want.sql" "$tmp/got.sql" || true; fail "embedded SQL differs from the file"; }
+echo "embedded SQL is byte-exact"
+
+# 4. deterministic: generating twice gives the same bytes
+sh tool/amalgamate.sh . "$tmp/gen2"
+cmp -s "$gen/pgpipe.c" "$tmp/gen2/pgpipe.c" && cmp -s "$gen/pgpipe.h" "$tmp/gen2/pgpipe.h" ||
+    fail "two generations differ"
+echo "generation is deterministic"
