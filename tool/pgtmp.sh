@@ -131,7 +131,9 @@ EOF
     fi
     if [ -n "$owner" ]; then
         # the watchdog outlives us; it stops the server once the owner is gone
-        nohup sh -c "while kill -0 $owner 2>/dev/null && [ -f '$d/data/postmaster.pid' ]; do sleep 1; done
+        detach=; command -v setsid >/dev/null 2>&1 && detach=setsid
+        # own session: killing the owner's process group does not take it along
+        $detach nohup sh -c "while kill -0 $owner 2>/dev/null && [ -f '$d/data/postmaster.pid' ]; do sleep 1; done
                      sh '$self' stop '$d' >/dev/null 2>&1" >/dev/null 2>&1 </dev/null &
     fi
     cat "$d/conninfo"

@@ -1,0 +1,24 @@
+#!/bin/sh
+# Every libFuzzer target (test/fuzz/fuzz_*.c) builds and runs a bounded number
+# of inputs from its seeds (test/fuzz/seeds-NAME/) without a crash: a
+# regression run, not a fuzzing campaign (that is `make fuzz-NAME SECONDS=...`).
+set -u
+cd "${PGPIPE_TOP:-.}"
+ls test/fuzz/fuzz_*.c >/dev/null 2>&1 || { echo "no fuzz targets yet"; exit 77; }
+command -v clang >/dev/null 2>&1 || { echo "clang not installed (sh tool/deps.sh --fuzz)"; exit 77; }
+runs=${PGPIPE_FUZZ_RUNS:-20000}
+rc=0
+for f in test/fuzz/fuzz_*.c; do
+    name=$(basename "$f" .c)
+    name=${name#fuzz_}
+    if ! make -s "build/fuzz/fuzz_$name" >/dev/null; then echo "FAIL: fuzz_$name does not build"; rc=1; continue; fi
+    corpus=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/corpus.XXXXXX")
+    seeds=
+    [ -d "test/fuzz/seeds-$name" ] && seeds="test/fuzz/seeds-$name"
+    if "build/fuzz/fuzz_$name" -runs="$runs" -seed=1 "$corpus" $seeds >"$corpus.log" 2>&1; then
+        echo "fuzz_$name: $runs runs, no crash"
+    else
+        echo "FAIL: fuzz_$name crashed"; tail -n 30 "$corpus.log"; rc=1
+    fi
+done
+exit $rc
