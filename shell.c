@@ -5,127 +5,1103 @@
 **
 ** CONNINFO is anything libpq accepts (key=value or a postgresql:// URI); when
 ** it is left out, libpq's PG* environment variables apply. With COMMANDs it
-** runs them and exits; otherwise it reads SQL (ended by ';') and dot commands
-** from stdin. The exit status is non-zero when a command failed.
+** runs them and exits; with -f FILE it runs the file; otherwise it reads SQL
+** (ended by ';') and dot commands from stdin: interactively, with line editing
+** and history, when stdin is a terminal. The exit status is non-zero when a
+** command failed.
 **
-** This file uses only the public API in pgpipe.h.
+** This file uses only the public API in pgpipe.h (and libpq, which it exposes).
 */
 #define _POSIX_C_SOURCE 200809L
 #include "pgpipe.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
+#include <termios.h>
+#include <time.h>
 #include <unistd.h>
+
+enum { MODE_ALIGNED, MODE_CSV, MODE_JSON, MODE_LINE };
+static const char *const mode_names[] = { "aligned", "csv", "json", "line" };
 
 typedef struct shell {
     PGconn *conn;
-    int bail;      /* stop at the first error */
+    int bail;        /* stop a script at the first error */
     int failures;
+    int timer;
+    int mode;
+    int interactive;
+    FILE *out;
 } shell;
 
-static void usage(FILE *f)
+/* ---- small helpers ------------------------------------------------------- */
+
+static void errorf(const char *fmt, ...)
 {
-    fprintf(f,
-            "usage: pgpipe [options] [CONNINFO] [COMMAND ...]\n"
-            "  CONNINFO     a libpq connection string or URI (default: PG* variables)\n"
-            "  COMMAND      SQL or a dot command; run in order, then exit\n"
-            "options:\n"
-            "  -b, --bail   stop at the first failing command\n"
-            "  -h, --help   show this help\n"
-            "  -V, --version\n");
+    char msg[2048], masked[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pgpipe_conninfo_mask(msg, masked, sizeof masked);
+    fprintf(stderr, "error: %s\n", masked);
 }
 
-static int is_conninfo(const char *s)
+static double now_ms(void) { return (double)pgpipe_now_us() / 1000.0; }
+
+/* Splits "a b 'c d'" into words (single or double quotes group; no escapes).
+** Returns the count; words point into buf, which is modified. */
+static int split_words(char *buf, char **words, int max)
 {
-    return strchr(s, '=') != NULL || strncmp(s, "postgres://", 11) == 0 ||
-           strncmp(s, "postgresql://", 13) == 0;
+    int n = 0;
+    char *p = buf;
+    while (*p && n < max) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (!*p)
+            break;
+        char q = (*p == '\'' || *p == '"') ? *p++ : 0;
+        words[n++] = p;
+        while (*p && (q ? *p != q : !isspace((unsigned char)*p)))
+            p++;
+        if (*p)
+            *p++ = '\0';
+    }
+    return n;
 }
 
-static void print_result(PGresult *res)
+/* Number of terminal columns a UTF-8 string takes (one per code point). */
+static size_t display_width(const char *s)
+{
+    size_t w = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            w++;
+    return w;
+}
+
+/* ---- result output ------------------------------------------------------- */
+
+/* Column types printed without quotes in JSON and right-aligned in tables. */
+static int is_numeric_type(Oid t)
+{
+    return t == 20 || t == 21 || t == 23 || t == 26 || t == 700 || t == 701 || t == 1700;
+}
+static int is_json_type(Oid t) { return t == 114 || t == 3802; }
+
+static void put_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p == '\n')
+            fputs("\\n", f);
+        else if (*p == '\r')
+            fputs("\\r", f);
+        else if (*p == '\t')
+            fputs("\\t", f);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void put_csv_field(FILE *f, const char *s)
+{
+    if (!strpbrk(s, ",\"\r\n") && *s != ' ' && *s) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+/* A table cell: control characters shown as spaces so rows stay one line. */
+static void put_cell(FILE *f, const char *s, size_t width, int right)
+{
+    size_t w = display_width(s);
+    if (right)
+        for (size_t i = w; i < width; i++)
+            fputc(' ', f);
+    for (; *s; s++)
+        fputc((unsigned char)*s < 0x20 ? ' ' : *s, f);
+    if (!right)
+        for (size_t i = w; i < width; i++)
+            fputc(' ', f);
+}
+
+static void print_aligned(FILE *f, PGresult *res)
 {
     int nf = PQnfields(res), nt = PQntuples(res);
-    for (int j = 0; j < nf; j++)
-        printf("%s%s", j ? "|" : "", PQfname(res, j));
-    if (nf)
-        printf("\n");
+    size_t *w = calloc((size_t)nf + 1, sizeof *w);
+    if (!w)
+        return;
+    for (int j = 0; j < nf; j++) {
+        w[j] = display_width(PQfname(res, j));
+        for (int i = 0; i < nt; i++) {
+            size_t cw = display_width(PQgetvalue(res, i, j));
+            if (cw > w[j])
+                w[j] = cw;
+        }
+    }
+    for (int j = 0; j < nf; j++) {
+        fputs(j ? " | " : " ", f);
+        const char *name = PQfname(res, j);
+        size_t pad = w[j] - display_width(name);
+        for (size_t k = 0; k < pad / 2; k++)
+            fputc(' ', f);
+        fputs(name, f);
+        for (size_t k = 0; k < pad - pad / 2; k++)
+            fputc(' ', f);
+    }
+    fputc('\n', f);
+    for (int j = 0; j < nf; j++) {
+        fputs(j ? "-+-" : "-", f);
+        for (size_t k = 0; k < w[j]; k++)
+            fputc('-', f);
+    }
+    fputs("-\n", f);
     for (int i = 0; i < nt; i++) {
+        for (int j = 0; j < nf; j++) {
+            fputs(j ? " | " : " ", f);
+            put_cell(f, PQgetvalue(res, i, j), w[j], is_numeric_type(PQftype(res, j)));
+        }
+        fputc('\n', f);
+    }
+    fprintf(f, "(%d row%s)\n", nt, nt == 1 ? "" : "s");
+    free(w);
+}
+
+static void print_result(shell *sh, PGresult *res)
+{
+    FILE *f = sh->out;
+    int nf = PQnfields(res), nt = PQntuples(res);
+    switch (sh->mode) {
+    case MODE_ALIGNED:
+        print_aligned(f, res);
+        break;
+    case MODE_CSV:
+        for (int j = 0; j < nf; j++) {
+            if (j)
+                fputc(',', f);
+            put_csv_field(f, PQfname(res, j));
+        }
+        fputc('\n', f);
+        for (int i = 0; i < nt; i++) {
+            for (int j = 0; j < nf; j++) {
+                if (j)
+                    fputc(',', f);
+                if (!PQgetisnull(res, i, j)) {
+                    const char *v = PQgetvalue(res, i, j);
+                    /* an empty string is quoted so it differs from NULL */
+                    if (!*v)
+                        fputs("\"\"", f);
+                    else
+                        put_csv_field(f, v);
+                }
+            }
+            fputc('\n', f);
+        }
+        break;
+    case MODE_JSON:
+        fputc('[', f);
+        for (int i = 0; i < nt; i++) {
+            fputs(i ? ",\n{" : "{", f);
+            for (int j = 0; j < nf; j++) {
+                if (j)
+                    fputc(',', f);
+                put_json_string(f, PQfname(res, j));
+                fputc(':', f);
+                Oid t = PQftype(res, j);
+                const char *v = PQgetvalue(res, i, j);
+                if (PQgetisnull(res, i, j))
+                    fputs("null", f);
+                else if (t == 16)
+                    fputs(*v == 't' ? "true" : "false", f);
+                else if ((is_numeric_type(t) && strcmp(v, "NaN") && !strstr(v, "Infinity")) ||
+                         is_json_type(t))
+                    fputs(v, f);
+                else
+                    put_json_string(f, v);
+            }
+            fputc('}', f);
+        }
+        fputs("]\n", f);
+        break;
+    case MODE_LINE: {
+        size_t w = 0;
         for (int j = 0; j < nf; j++)
-            printf("%s%s", j ? "|" : "", PQgetisnull(res, i, j) ? "" : PQgetvalue(res, i, j));
-        printf("\n");
+            if (display_width(PQfname(res, j)) > w)
+                w = display_width(PQfname(res, j));
+        for (int i = 0; i < nt; i++) {
+            if (i)
+                fputc('\n', f);
+            for (int j = 0; j < nf; j++) {
+                const char *name = PQfname(res, j);
+                for (size_t k = display_width(name); k < w; k++)
+                    fputc(' ', f);
+                fprintf(f, "%s = %s\n", name, PQgetisnull(res, i, j) ? "NULL" : PQgetvalue(res, i, j));
+            }
+        }
+        break;
+    }
     }
 }
 
+static void report_pq_error(PGresult *res, PGconn *conn)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+    char text[2048];
+    snprintf(text, sizeof text, "%s", msg && *msg ? msg : PQerrorMessage(conn));
+    size_t n = strlen(text);
+    while (n && text[n - 1] == '\n')
+        text[--n] = '\0';
+    if (state)
+        errorf("[%s] %s", state, text);
+    else
+        errorf("%s", text);
+}
+
+/* Sends SQL (one or several statements) and prints each result. */
 static int run_sql(shell *sh, const char *sql)
 {
+    double t0 = now_ms();
+    if (!PQsendQuery(sh->conn, sql)) {
+        report_pq_error(NULL, sh->conn);
+        return 1;
+    }
+    int failed = 0;
+    PGresult *res;
+    while ((res = PQgetResult(sh->conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_TUPLES_OK)
+            print_result(sh, res);
+        else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
+            errorf("COPY FROM STDIN / TO STDOUT is not supported here; use .export");
+            PQputCopyEnd(sh->conn, "not supported by the pgpipe shell");
+            failed = 1;
+        } else if (st != PGRES_COMMAND_OK && st != PGRES_EMPTY_QUERY) {
+            report_pq_error(res, sh->conn);
+            failed = 1;
+        }
+        PQclear(res);
+    }
+    if (sh->timer)
+        fprintf(sh->out, "Time: %.3f ms\n", now_ms() - t0);
+    return failed;
+}
+
+/* ---- dot commands -------------------------------------------------------- */
+
+typedef struct command {
+    const char *name;
+    const char *usage;
+    const char *help;
+    int (*fn)(shell *sh, char **argv, int argc, const char *rest);
+} command;
+
+
+
+static int cmd_help(shell *sh, char **argv, int argc, const char *rest);
+
+static int cmd_mode(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    if (argc < 2) {
+        fprintf(sh->out, "current output mode: %s\n", mode_names[sh->mode]);
+        return 0;
+    }
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(argv[1], mode_names[i]) || (!strcmp(argv[1], "table") && i == MODE_ALIGNED)) {
+            sh->mode = i;
+            return 0;
+        }
+    errorf("unknown mode '%s': use aligned, csv, json or line", argv[1]);
+    return 1;
+}
+
+static int cmd_timer(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    if (argc < 2 || (strcmp(argv[1], "on") && strcmp(argv[1], "off"))) {
+        errorf("usage: .timer on|off");
+        return 1;
+    }
+    sh->timer = !strcmp(argv[1], "on");
+    return 0;
+}
+
+static int cmd_version(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    int v = PQserverVersion(sh->conn);
+    fprintf(sh->out, "pgpipe %s, libpq %d, server %d.%d\n", pgpipe_libversion(), PQlibVersion(),
+            v / 10000, v % 10000);
+    return 0;
+}
+
+static int cmd_conninfo(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    fprintf(sh->out, "database \"%s\" as user \"%s\" on %s%s port %s\n", PQdb(sh->conn),
+            PQuser(sh->conn), PQhost(sh->conn) && PQhost(sh->conn)[0] == '/' ? "socket dir " : "host ",
+            PQhost(sh->conn), PQport(sh->conn));
+    return 0;
+}
+
+static int run_stream(shell *sh, FILE *f);
+
+static int cmd_read(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    if (argc < 2) {
+        errorf("usage: .read FILE");
+        return 1;
+    }
+    FILE *f = fopen(argv[1], "r");
+    if (!f) {
+        errorf("cannot open %s: %s", argv[1], strerror(errno));
+        return 1;
+    }
+    int before = sh->failures;
+    run_stream(sh, f);
+    fclose(f);
+    return sh->failures > before;
+}
+
+/* Quotes a possibly schema-qualified name ("analytics.daily") safely. */
+static char *quote_qualified(PGconn *conn, const char *name)
+{
+    char *copy = strdup(name), *out = NULL;
+    if (!copy)
+        return NULL;
+    char *dot = strchr(copy, '.');
+    if (dot)
+        *dot = '\0';
+    char *a = PQescapeIdentifier(conn, copy, strlen(copy));
+    char *b = dot ? PQescapeIdentifier(conn, dot + 1, strlen(dot + 1)) : NULL;
+    if (a && (!dot || b)) {
+        size_t n = strlen(a) + (b ? strlen(b) + 1 : 0) + 1;
+        out = malloc(n);
+        if (out)
+            snprintf(out, n, "%s%s%s", a, b ? "." : "", b ? b : "");
+    }
+    PQfreemem(a);
+    PQfreemem(b);
+    free(copy);
+    return out;
+}
+
+static int cmd_refresh(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    const char *view = NULL;
+    int conc = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--concurrently"))
+            conc = 1;
+        else
+            view = argv[i];
+    }
+    if (!view) {
+        errorf("usage: .refresh VIEW [--concurrently]");
+        return 1;
+    }
+    char *q = quote_qualified(sh->conn, view);
+    if (!q) {
+        errorf("cannot quote view name '%s'", view);
+        return 1;
+    }
+    char sql[1024];
+    snprintf(sql, sizeof sql, "REFRESH MATERIALIZED VIEW %s%s", conc ? "CONCURRENTLY " : "", q);
+    free(q);
+    int rc = run_sql(sh, sql);
+    if (!rc)
+        fprintf(sh->out, "refreshed %s%s\n", view, conc ? " concurrently" : "");
+    return rc;
+}
+
+/* .export QUERY FILE [--format csv|ndjson] through COPY TO STDOUT. */
+static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    const char *query = NULL, *file = NULL, *format = "csv";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--format") && i + 1 < argc)
+            format = argv[++i];
+        else if (!query)
+            query = argv[i];
+        else if (!file)
+            file = argv[i];
+    }
+    if (!query || !file || (strcmp(format, "csv") && strcmp(format, "ndjson"))) {
+        errorf("usage: .export \"QUERY\" FILE [--format csv|ndjson]");
+        return 1;
+    }
+    size_t n = strlen(query) + 128;
+    char *sql = malloc(n);
+    if (!sql)
+        return 1;
+    /* ndjson: one row_to_json per line; COPY text escapes are undone below */
+    if (!strcmp(format, "csv"))
+        snprintf(sql, n, "COPY (%s) TO STDOUT WITH (FORMAT csv, HEADER)", query);
+    else
+        snprintf(sql, n, "COPY (SELECT row_to_json(q) FROM (%s) q) TO STDOUT", query);
+    FILE *f = !strcmp(file, "-") ? stdout : fopen(file, "w");
+    if (!f) {
+        errorf("cannot write %s: %s", file, strerror(errno));
+        free(sql);
+        return 1;
+    }
+    double t0 = now_ms();
     PGresult *res = PQexec(sh->conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY;
-    if (st == PGRES_TUPLES_OK)
-        print_result(res);
-    if (!ok) {
-        char msg[2048];
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        pgpipe_conninfo_mask(PQresultErrorMessage(res), msg, sizeof msg);
-        fprintf(stderr, "error%s%s%s: %s", state ? " [" : "", state ? state : "",
-                state ? "]" : "", msg);
+    free(sql);
+    int rc = 0;
+    long rows = 0;
+    if (PQresultStatus(res) != PGRES_COPY_OUT) {
+        report_pq_error(res, sh->conn);
+        rc = 1;
+    } else {
+        char *buf;
+        int len;
+        while ((len = PQgetCopyData(sh->conn, &buf, 0)) > 0) {
+            if (!strcmp(format, "csv")) {
+                fwrite(buf, 1, (size_t)len, f);
+            } else {
+                for (int i = 0; i < len; i++) {
+                    char c = buf[i];
+                    if (c == '\\' && i + 1 < len) {
+                        c = buf[++i];
+                        c = c == 'n' ? '\n' : c == 't' ? '\t' : c == 'r' ? '\r' : c;
+                    }
+                    fputc(c, f);
+                }
+            }
+            rows++;
+            PQfreemem(buf);
+        }
+        PQclear(res);
+        res = PQgetResult(sh->conn);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            report_pq_error(res, sh->conn);
+            rc = 1;
+        }
     }
     PQclear(res);
-    return ok ? 0 : 1;
+    if (f != stdout && fclose(f) != 0) {
+        errorf("writing %s: %s", file, strerror(errno));
+        rc = 1;
+    }
+    if (!rc && f != stdout) {
+        long data_rows = !strcmp(format, "csv") ? rows - 1 : rows;
+        fprintf(sh->out, "exported %ld row%s to %s (%s) in %.1f ms\n", data_rows,
+                data_rows == 1 ? "" : "s", file, format, now_ms() - t0);
+    }
+    return rc;
+}
+
+static volatile sig_atomic_t interrupted = 0;
+static void on_sigint(int sig) { (void)sig; interrupted = 1; }
+
+/* .listen CHANNEL [--count N] [--timeout S]: print notifications as they come. */
+static int cmd_listen(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    const char *channel = NULL;
+    long count = -1, timeout = -1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--count") && i + 1 < argc)
+            count = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
+            timeout = atol(argv[++i]);
+        else
+            channel = argv[i];
+    }
+    if (!channel) {
+        errorf("usage: .listen CHANNEL [--count N] [--timeout SECONDS]");
+        return 1;
+    }
+    char *ident = PQescapeIdentifier(sh->conn, channel, strlen(channel));
+    char sql[512];
+    snprintf(sql, sizeof sql, "LISTEN %s", ident ? ident : "\"\"");
+    PQfreemem(ident);
+    if (run_sql(sh, sql))
+        return 1;
+    fprintf(sh->out, "listening on \"%s\"%s\n", channel,
+            count < 0 && timeout < 0 ? " (Ctrl-C to stop)" : "");
+    fflush(sh->out);
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old);
+    interrupted = 0;
+    long got = 0;
+    double deadline = timeout >= 0 ? now_ms() + (double)timeout * 1000.0 : 0;
+    int sock = PQsocket(sh->conn), rc = 0;
+    while (!interrupted && (count < 0 || got < count)) {
+        double left = timeout >= 0 ? deadline - now_ms() : 1000.0;
+        if (left <= 0)
+            break;
+        fd_set fds;
+        FD_ZERO(&fds);
+        FD_SET(sock, &fds);
+        struct timeval tv = { (time_t)(left / 1000), (suseconds_t)((long)left % 1000) * 1000 };
+        if (select(sock + 1, &fds, NULL, NULL, &tv) < 0 && errno != EINTR)
+            break;
+        if (!PQconsumeInput(sh->conn)) {
+            report_pq_error(NULL, sh->conn);
+            rc = 1;
+            break;
+        }
+        PGnotify *n;
+        while ((n = PQnotifies(sh->conn)) != NULL) {
+            fprintf(sh->out, "notification on \"%s\" from pid %d: %s\n", n->relname, n->be_pid,
+                    n->extra);
+            fflush(sh->out);
+            got++;
+            PQfreemem(n);
+        }
+    }
+    sigaction(SIGINT, &old, NULL);
+    snprintf(sql, sizeof sql, "UNLISTEN *");
+    PQclear(PQexec(sh->conn, sql));
+    fprintf(sh->out, "%ld notification%s\n", got, got == 1 ? "" : "s");
+    return rc;
+}
+
+/* .explain SQL: EXPLAIN (ANALYZE, BUFFERS) and plain notes on what stands out. */
+static int cmd_explain(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc;
+    while (*rest && isspace((unsigned char)*rest))
+        rest++;
+    if (!*rest) {
+        errorf("usage: .explain SQL");
+        return 1;
+    }
+    size_t n = strlen(rest) + 64;
+    char *sql = malloc(n);
+    if (!sql)
+        return 1;
+    snprintf(sql, n, "EXPLAIN (ANALYZE, BUFFERS) %s", rest);
+    PGresult *res = PQexec(sh->conn, sql);
+    free(sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        report_pq_error(res, sh->conn);
+        PQclear(res);
+        return 1;
+    }
+    int notes = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *line = PQgetvalue(res, i, 0);
+        fprintf(sh->out, "%s\n", line);
+    }
+    fputc('\n', sh->out);
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *line = PQgetvalue(res, i, 0);
+        double est = -1, act = -1, loops = 1;
+        const char *c = strstr(line, "rows=");
+        const char *a = strstr(line, "actual time=");
+        if (c)
+            est = atof(c + 5);
+        if (a && (a = strstr(a, "rows=")) != NULL) {
+            act = atof(a + 5);
+            const char *l = strstr(a, "loops=");
+            if (l)
+                loops = atof(l + 6);
+        }
+        const char *seq = strstr(line, "Seq Scan on ");
+        if (seq) {
+            /* rows read = rows returned + rows its filter removed (the lines
+            ** below the node, up to the next node) */
+            double read = act * loops;
+            for (int j = i + 1; j < PQntuples(res); j++) {
+                const char *l = PQgetvalue(res, j, 0);
+                if (strstr(l, "->"))
+                    break;
+                const char *rm = strstr(l, "Rows Removed by Filter: ");
+                if (rm)
+                    read += atof(rm + 24) * loops;
+            }
+            if (read >= 10000) {
+                char table[128] = "";
+                sscanf(seq + 12, "%127s", table);
+                fprintf(sh->out, "note: sequential scan on %s read %.0f rows; an index on the "
+                                 "filtered columns may help\n", table, read);
+                notes++;
+            }
+        }
+        if (est >= 0 && act >= 0 && (act + 1) / (est + 1) >= 10 && act >= 100) {
+            fprintf(sh->out, "note: the planner expected %.0f rows but got %.0f (%.0fx more): "
+                             "run ANALYZE, or the statistics miss a correlation\n", est, act,
+                    (act + 1) / (est + 1));
+            notes++;
+        } else if (est >= 0 && act >= 0 && (est + 1) / (act + 1) >= 10 && est >= 100) {
+            fprintf(sh->out, "note: the planner expected %.0f rows but got %.0f (%.0fx fewer): "
+                             "run ANALYZE\n", est, act, (est + 1) / (act + 1));
+            notes++;
+        }
+    }
+    if (!notes)
+        fprintf(sh->out, "note: nothing stands out in this plan\n");
+    PQclear(res);
+    return 0;
+}
+
+static int cmd_quit(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)sh, (void)argv, (void)argc, (void)rest;
+    return 2;
+}
+
+static const command commands[] = {
+    { "conninfo", ".conninfo", "show the database, user and host of the connection", cmd_conninfo },
+    { "explain", ".explain SQL",
+      "run EXPLAIN (ANALYZE, BUFFERS) on SQL and point out sequential scans of large tables\n"
+      "and row estimates far from the actual counts", cmd_explain },
+    { "export", ".export \"QUERY\" FILE [--format csv|ndjson]",
+      "write the rows of QUERY to FILE (- for stdout) through COPY TO STDOUT", cmd_export },
+    { "help", ".help [COMMAND]", "list the commands, or explain one", cmd_help },
+    { "listen", ".listen CHANNEL [--count N] [--timeout SECONDS]",
+      "LISTEN on CHANNEL and print notifications as they arrive (Ctrl-C stops)", cmd_listen },
+    { "mode", ".mode [aligned|csv|json|line]", "set how query results are printed", cmd_mode },
+    { "quit", ".quit", "leave the shell (also .exit, Ctrl-D)", cmd_quit },
+    { "exit", ".exit", "leave the shell", cmd_quit },
+    { "read", ".read FILE", "run the SQL and dot commands in FILE", cmd_read },
+    { "refresh", ".refresh VIEW [--concurrently]",
+      "REFRESH MATERIALIZED VIEW (CONCURRENTLY needs a unique index on the view)", cmd_refresh },
+    { "timer", ".timer on|off", "print the time each statement takes", cmd_timer },
+    { "version", ".version", "show the pgpipe, libpq and server versions", cmd_version },
+    { NULL, NULL, NULL, NULL },
+};
+
+static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    if (argc >= 2) {
+        const char *name = argv[1][0] == '.' ? argv[1] + 1 : argv[1];
+        for (const command *c = commands; c->name; c++)
+            if (!strcmp(c->name, name)) {
+                fprintf(sh->out, "%s\n\n%s\n", c->usage, c->help);
+                return 0;
+            }
+        errorf("no command .%s (try .help)", name);
+        return 1;
+    }
+    for (const command *c = commands; c->name; c++) {
+        const char *nl = strchr(c->help, '\n');
+        fprintf(sh->out, "%-52s %.*s\n", c->usage, nl ? (int)(nl - c->help) : (int)strlen(c->help),
+                c->help);
+    }
+    fprintf(sh->out, "\nSQL ended by ';' is sent to the server as typed. .help COMMAND explains one.\n");
+    return 0;
 }
 
 static int run_dot(shell *sh, const char *line)
 {
-    (void)sh;
-    if (strncmp(line, ".version", 8) == 0) {
-        printf("pgpipe %s, libpq %d\n", pgpipe_libversion(), PQlibVersion());
-        return 0;
-    }
-    if (strncmp(line, ".help", 5) == 0) {
-        printf(".help        this list\n"
-               ".version     library and libpq versions\n"
-               ".quit        leave the shell\n"
-               "SQL ended by ';' is sent to the server as typed.\n");
-        return 0;
-    }
-    fprintf(stderr, "error: unknown command: %s (try .help)\n", line);
-    return 1;
-}
-
-/* Runs one command: a dot command or SQL. Returns 0 on success, 1 on failure,
-** 2 for .quit. */
-static int run_command(shell *sh, const char *cmd)
-{
-    while (*cmd == ' ' || *cmd == '\t' || *cmd == '\n')
-        cmd++;
-    if (!*cmd)
-        return 0;
-    if (strncmp(cmd, ".quit", 5) == 0 || strncmp(cmd, ".exit", 5) == 0)
-        return 2;
-    int rc = cmd[0] == '.' ? run_dot(sh, cmd) : run_sql(sh, cmd);
-    if (rc)
-        sh->failures++;
+    char *copy = strdup(line);
+    if (!copy)
+        return 1;
+    /* the rest of the line after the command name, unsplit (for .explain) */
+    const char *rest = line + 1;
+    while (*rest && !isspace((unsigned char)*rest))
+        rest++;
+    char *argv[32];
+    int argc = split_words(copy, argv, 32);
+    int rc = 1;
+    const char *name = argv[0] + 1;
+    const command *found = NULL;
+    for (const command *c = commands; c->name; c++)
+        if (!strcmp(c->name, name))
+            found = c;
+    if (found)
+        rc = found->fn(sh, argv, argc, rest);
+    else
+        errorf("unknown command: .%s (try .help)", name);
+    free(copy);
     return rc;
 }
 
-/* Reads commands from f: dot commands are one line; SQL runs up to a line
-** ending in ';'. */
+/* Runs one command: a dot command or SQL. 0 success, 1 failure, 2 quit. */
+static int run_command(shell *sh, const char *cmd)
+{
+    while (isspace((unsigned char)*cmd))
+        cmd++;
+    if (!*cmd)
+        return 0;
+    int rc = cmd[0] == '.' ? run_dot(sh, cmd) : run_sql(sh, cmd);
+    if (rc == 1)
+        sh->failures++;
+    fflush(sh->out);
+    return rc;
+}
+
+/* ---- statement assembly -------------------------------------------------- */
+
+/* Tracks quotes, dollar quotes and comments across lines, so a ';' inside a
+** string or a function body does not end the statement. */
+typedef struct sqlscan {
+    int in_quote;         /* ' or " or 0 */
+    int in_block_comment; /* nesting depth */
+    char dollar[64];      /* open dollar-quote tag, "" when none */
+    int open;             /* dollar tag active */
+} sqlscan;
+
+/* Scans one line; returns 1 when the statement is complete (a ';' outside
+** quotes and comments ends the line's last token). */
+static int sqlscan_line(sqlscan *s, const char *p)
+{
+    int complete = 0;
+    for (; *p; p++) {
+        complete = 0;
+        if (s->open) {
+            size_t n = strlen(s->dollar);
+            if (*p == '$' && !strncmp(p, s->dollar, n)) {
+                s->open = 0;
+                p += n - 1;
+            }
+            continue;
+        }
+        if (s->in_block_comment) {
+            if (p[0] == '*' && p[1] == '/') {
+                s->in_block_comment--;
+                p++;
+            } else if (p[0] == '/' && p[1] == '*') {
+                s->in_block_comment++;
+                p++;
+            }
+            continue;
+        }
+        if (s->in_quote) {
+            if (*p == s->in_quote)
+                s->in_quote = 0;
+            continue;
+        }
+        if (*p == '\'' || *p == '"') {
+            s->in_quote = *p;
+        } else if (p[0] == '-' && p[1] == '-') {
+            break;
+        } else if (p[0] == '/' && p[1] == '*') {
+            s->in_block_comment = 1;
+            p++;
+        } else if (*p == '$') {
+            const char *q = p + 1;
+            while (isalnum((unsigned char)*q) || *q == '_')
+                q++;
+            if (*q == '$' && (q == p + 1 || !isdigit((unsigned char)p[1])) &&
+                (size_t)(q - p + 1) < sizeof s->dollar) {
+                memcpy(s->dollar, p, (size_t)(q - p + 1));
+                s->dollar[q - p + 1] = '\0';
+                s->open = 1;
+                p = q;
+            }
+        } else if (*p == ';') {
+            complete = 1;
+        } else if (!isspace((unsigned char)*p)) {
+            complete = 0;
+        }
+    }
+    /* a ';' followed only by spaces or a comment completes the statement */
+    return complete && !s->in_quote && !s->in_block_comment && !s->open;
+}
+
+/* ---- line editing -------------------------------------------------------- */
+
+#define HISTORY_MAX 500
+
+typedef struct editor {
+    struct termios saved;
+    int raw;
+    char *history[HISTORY_MAX];
+    int nhistory;
+    char path[1024];
+} editor;
+
+static editor ed;
+
+static void ed_raw(int on)
+{
+    if (on && !ed.raw) {
+        if (tcgetattr(STDIN_FILENO, &ed.saved) != 0)
+            return;
+        struct termios t = ed.saved;
+        t.c_iflag &= (tcflag_t) ~(BRKINT | ICRNL | INPCK | ISTRIP | IXON);
+        t.c_lflag &= (tcflag_t) ~(ECHO | ICANON | IEXTEN | ISIG);
+        t.c_cc[VMIN] = 1;
+        t.c_cc[VTIME] = 0;
+        if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0)
+            ed.raw = 1;
+    } else if (!on && ed.raw) {
+        tcsetattr(STDIN_FILENO, TCSADRAIN, &ed.saved);
+        ed.raw = 0;
+    }
+}
+
+static void ed_history_add(const char *line)
+{
+    if (!*line || (ed.nhistory && !strcmp(ed.history[ed.nhistory - 1], line)))
+        return;
+    /* a password typed into a connection string never reaches the history */
+    char masked[4096];
+    pgpipe_conninfo_mask(line, masked, sizeof masked);
+    for (char *p = masked; *p; p++) /* one history line per statement */
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    char *copy = strdup(masked);
+    if (!copy)
+        return;
+    if (ed.nhistory == HISTORY_MAX) {
+        free(ed.history[0]);
+        memmove(ed.history, ed.history + 1, sizeof ed.history[0] * (HISTORY_MAX - 1));
+        ed.nhistory--;
+    }
+    ed.history[ed.nhistory++] = copy;
+}
+
+static void ed_history_load(void)
+{
+    const char *home = getenv("HOME");
+    const char *file = getenv("PGPIPE_HISTORY");
+    if (file)
+        snprintf(ed.path, sizeof ed.path, "%s", file);
+    else if (home)
+        snprintf(ed.path, sizeof ed.path, "%s/.pgpipe_history", home);
+    FILE *f = ed.path[0] ? fopen(ed.path, "r") : NULL;
+    if (!f)
+        return;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        ed_history_add(line);
+    }
+    fclose(f);
+}
+
+static void ed_history_save(void)
+{
+    FILE *f = ed.path[0] ? fopen(ed.path, "w") : NULL;
+    if (f) {
+        for (int i = 0; i < ed.nhistory; i++)
+            fprintf(f, "%s\n", ed.history[i]);
+        fclose(f);
+    }
+    for (int i = 0; i < ed.nhistory; i++)
+        free(ed.history[i]);
+    ed.nhistory = 0;
+}
+
+static void ed_refresh(const char *prompt, const char *buf, size_t len, size_t pos)
+{
+    char seq[64];
+    fputs("\r", stdout);
+    fputs(prompt, stdout);
+    fwrite(buf, 1, len, stdout);
+    fputs("\x1b[K\r", stdout);
+    size_t col = display_width(prompt);
+    for (size_t i = 0; i < pos; i++)
+        if (((unsigned char)buf[i] & 0xC0) != 0x80)
+            col++;
+    if (col) {
+        snprintf(seq, sizeof seq, "\x1b[%zuC", col);
+        fputs(seq, stdout);
+    }
+    fflush(stdout);
+}
+
+/* Reads one line with editing; NULL at end of input. The caller frees it. */
+static char *ed_readline(const char *prompt)
+{
+    size_t cap = 256, len = 0, pos = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return NULL;
+    int hist = ed.nhistory; /* index being shown; nhistory = the new line */
+    char *draft = NULL;
+    ed_raw(1);
+    ed_refresh(prompt, buf, len, pos);
+    for (;;) {
+        unsigned char c;
+        ssize_t r = read(STDIN_FILENO, &c, 1);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (len)
+                break;
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        if (c == '\r' || c == '\n') {
+            break;
+        } else if (c == 4) { /* Ctrl-D */
+            if (len == 0) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            if (pos < len) {
+                memmove(buf + pos, buf + pos + 1, len - pos - 1);
+                len--;
+            }
+        } else if (c == 3) { /* Ctrl-C: drop the line */
+            len = pos = 0;
+            fputs("^C\r\n", stdout);
+        } else if (c == 127 || c == 8) {
+            if (pos > 0) {
+                size_t start = pos - 1;
+                while (start > 0 && ((unsigned char)buf[start] & 0xC0) == 0x80)
+                    start--;
+                memmove(buf + start, buf + pos, len - pos);
+                len -= pos - start;
+                pos = start;
+            }
+        } else if (c == 1) {
+            pos = 0;
+        } else if (c == 5) {
+            pos = len;
+        } else if (c == 11) { /* Ctrl-K */
+            len = pos;
+        } else if (c == 21) { /* Ctrl-U */
+            memmove(buf, buf + pos, len - pos);
+            len -= pos;
+            pos = 0;
+        } else if (c == 23) { /* Ctrl-W */
+            size_t start = pos;
+            while (start > 0 && buf[start - 1] == ' ')
+                start--;
+            while (start > 0 && buf[start - 1] != ' ')
+                start--;
+            memmove(buf + start, buf + pos, len - pos);
+            len -= pos - start;
+            pos = start;
+        } else if (c == 12) { /* Ctrl-L */
+            fputs("\x1b[H\x1b[2J", stdout);
+        } else if (c == 2 || c == 6) {
+            if (c == 2 && pos > 0)
+                do pos--; while (pos > 0 && ((unsigned char)buf[pos] & 0xC0) == 0x80);
+            if (c == 6 && pos < len)
+                do pos++; while (pos < len && ((unsigned char)buf[pos] & 0xC0) == 0x80);
+        } else if (c == 27) {
+            unsigned char s[3];
+            if (read(STDIN_FILENO, &s[0], 1) != 1 || read(STDIN_FILENO, &s[1], 1) != 1)
+                continue;
+            int key = 0;
+            if (s[0] == '[' && s[1] >= '0' && s[1] <= '9') {
+                if (read(STDIN_FILENO, &s[2], 1) != 1)
+                    continue;
+                key = s[1] == '3' ? 'X' : s[1] == '1' || s[1] == '7' ? 'H' : s[1] == '4' || s[1] == '8' ? 'F' : 0;
+            } else if (s[0] == '[' || s[0] == 'O') {
+                key = s[1];
+            }
+            if (key == 'D' && pos > 0)
+                do pos--; while (pos > 0 && ((unsigned char)buf[pos] & 0xC0) == 0x80);
+            else if (key == 'C' && pos < len)
+                do pos++; while (pos < len && ((unsigned char)buf[pos] & 0xC0) == 0x80);
+            else if (key == 'H')
+                pos = 0;
+            else if (key == 'F')
+                pos = len;
+            else if (key == 'X' && pos < len) {
+                size_t end = pos + 1;
+                while (end < len && ((unsigned char)buf[end] & 0xC0) == 0x80)
+                    end++;
+                memmove(buf + pos, buf + end, len - end);
+                len -= end - pos;
+            } else if ((key == 'A' && hist > 0) || (key == 'B' && hist < ed.nhistory)) {
+                if (hist == ed.nhistory) {
+                    free(draft);
+                    draft = strndup(buf, len);
+                }
+                hist += key == 'A' ? -1 : 1;
+                const char *src = hist == ed.nhistory ? (draft ? draft : "") : ed.history[hist];
+                size_t n = strlen(src);
+                if (n + 1 > cap) {
+                    char *g = realloc(buf, n + 1);
+                    if (!g)
+                        continue;
+                    buf = g;
+                    cap = n + 1;
+                }
+                memcpy(buf, src, n);
+                len = pos = n;
+            }
+        } else if (c >= 32 || c == '\t') {
+            if (len + 2 > cap) {
+                char *g = realloc(buf, cap * 2);
+                if (!g)
+                    continue;
+                buf = g;
+                cap *= 2;
+            }
+            memmove(buf + pos + 1, buf + pos, len - pos);
+            buf[pos++] = (char)c;
+            len++;
+        }
+        ed_refresh(prompt, buf, len, pos);
+    }
+    free(draft);
+    if (buf) {
+        buf[len] = '\0';
+        fputs("\r\n", stdout);
+    } else {
+        fputs("\r\n", stdout);
+    }
+    ed_raw(0);
+    fflush(stdout);
+    return buf;
+}
+
+/* ---- input loop ---------------------------------------------------------- */
+
+/* Reads commands from f (or the terminal): dot commands are one line; SQL
+** runs when a line ends a statement with ';'. */
 static int run_stream(shell *sh, FILE *f)
 {
+    int tty = sh->interactive && f == stdin;
     char *line = NULL;
     size_t cap = 0;
-    ssize_t n;
     char *sql = NULL;
     size_t len = 0;
+    sqlscan scan;
+    memset(&scan, 0, sizeof scan);
     int rc = 0;
-    while ((n = getline(&line, &cap, f)) >= 0) {
+    for (;;) {
+        ssize_t n;
+        if (tty) {
+            free(line);
+            line = ed_readline(len ? "   ...> " : "pgpipe> ");
+            if (!line)
+                break;
+            n = (ssize_t)strlen(line);
+        } else {
+            n = getline(&line, &cap, f);
+            if (n < 0)
+                break;
+        }
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             line[--n] = '\0';
         if (len == 0 && line[0] == '.') {
+            if (tty)
+                ed_history_add(line);
             rc = run_command(sh, line);
         } else {
             char *grown = realloc(sql, len + (size_t)n + 2);
             if (!grown) {
-                fprintf(stderr, "error: out of memory\n");
+                errorf("out of memory");
                 rc = 1;
                 break;
             }
@@ -134,42 +1110,82 @@ static int run_stream(shell *sh, FILE *f)
             len += (size_t)n;
             sql[len++] = '\n';
             sql[len] = '\0';
-            const char *end = line + n;
-            while (end > line && (end[-1] == ' ' || end[-1] == '\t'))
-                end--;
-            if (end > line && end[-1] == ';') {
+            if (sqlscan_line(&scan, line)) {
+                if (tty) {
+                    sql[len - 1] = '\0';
+                    ed_history_add(sql);
+                }
                 rc = run_command(sh, sql);
                 len = 0;
+                memset(&scan, 0, sizeof scan);
+            } else if (len == 1) {
+                len = 0; /* an empty line before any statement */
             }
         }
-        if (rc == 2 || (rc && sh->bail))
+        if (rc == 2 || (rc && sh->bail && !tty))
             break;
     }
-    if (len && rc != 2 && !(rc && sh->bail))
+    if (len && rc != 2 && !(rc && sh->bail)) {
+        sql[len] = '\0';
         run_command(sh, sql);
+    }
     free(sql);
     free(line);
     return 0;
 }
 
+/* ---- main ---------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: pgpipe [options] [CONNINFO] [COMMAND ...]\n"
+            "  CONNINFO          a libpq connection string or URI (default: the PG* variables)\n"
+            "  COMMAND           SQL or a dot command; run in order, then exit\n"
+            "options:\n"
+            "  -f, --file FILE   run the SQL and dot commands in FILE, then exit\n"
+            "  -b, --bail        stop at the first failing command\n"
+            "  -m, --mode MODE   output mode: aligned (default), csv, json, line\n"
+            "  -h, --help        show this help\n"
+            "  -V, --version     show the version\n"
+            "Interactive when stdin is a terminal: SQL may span lines and ends with ';',\n"
+            "dot commands take one line (.help lists them); history in ~/.pgpipe_history.\n");
+}
+
+static int is_conninfo(const char *s)
+{
+    return strchr(s, '=') != NULL || strncmp(s, "postgres://", 11) == 0 ||
+           strncmp(s, "postgresql://", 13) == 0;
+}
+
 int main(int argc, char **argv)
 {
-    shell sh = { NULL, 0, 0 };
+    shell sh;
+    memset(&sh, 0, sizeof sh);
+    sh.out = stdout;
+    const char *file = NULL;
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) {
+        } else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
             printf("pgpipe %s\n", pgpipe_libversion());
             return 0;
-        } else if (!strcmp(argv[i], "-b") || !strcmp(argv[i], "--bail")) {
+        } else if (!strcmp(a, "-b") || !strcmp(a, "--bail")) {
             sh.bail = 1;
-        } else if (!strcmp(argv[i], "--")) {
+        } else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && i + 1 < argc) {
+            file = argv[++i];
+        } else if ((!strcmp(a, "-m") || !strcmp(a, "--mode")) && i + 1 < argc) {
+            char *mv[2] = { (char *)"mode", argv[++i] };
+            if (cmd_mode(&sh, mv, 2, ""))
+                return 2;
+        } else if (!strcmp(a, "--")) {
             i++;
             break;
         } else {
-            fprintf(stderr, "pgpipe: unknown option %s\n", argv[i]);
+            fprintf(stderr, "pgpipe: unknown option %s\n", a);
             usage(stderr);
             return 2;
         }
@@ -186,15 +1202,33 @@ int main(int argc, char **argv)
         PQfinish(sh.conn);
         return 1;
     }
-    if (i < argc) {
+    if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f) {
+            fprintf(stderr, "pgpipe: cannot open %s: %s\n", file, strerror(errno));
+            PQfinish(sh.conn);
+            return 1;
+        }
+        run_stream(&sh, f);
+        fclose(f);
+    } else if (i < argc) {
         for (; i < argc; i++) {
             int rc = run_command(&sh, argv[i]);
             if (rc == 2 || (rc && sh.bail))
                 break;
         }
     } else {
+        sh.interactive = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+        if (sh.interactive) {
+            printf("pgpipe %s - connected to %s. Type .help for help, .quit to leave.\n",
+                   pgpipe_libversion(), PQdb(sh.conn));
+            ed_history_load();
+        }
         run_stream(&sh, stdin);
+        if (sh.interactive)
+            ed_history_save();
     }
     PQfinish(sh.conn);
-    return sh.failures ? 1 : 0;
+    /* errors in an interactive session were shown to the person at once */
+    return sh.failures && !sh.interactive ? 1 : 0;
 }

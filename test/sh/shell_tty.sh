@@ -1,0 +1,40 @@
+#!/bin/sh
+# The interactive shell as a person uses it, on a pseudo-terminal: prompt,
+# multi-line SQL, line editing, history (up arrow, saved without passwords),
+# Ctrl-C, .quit.
+set -u
+cd "${PGPIPE_TOP:-.}"
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/tty.XXXXXX")
+cc -std=c11 -Wall -Wextra -Werror test/ptydrive.c -o "$tmp/ptydrive" || exit 1
+cat > "$tmp/script" <<'S'
+expect Type .help for help
+expect pgpipe> 
+send SELECT 40 +\r
+expect ...> 
+send 2 AS answer;\r
+expect answer
+expect  42
+expect (1 row)
+send SELEC oops;\r
+expect [42601]
+send .mode csv\r
+send SELECT 'ac' AS e;
+# move left 8 keys (arrow keys), then insert: 'ac' becomes 'abc'
+send \e[D\e[D\e[D\e[D\e[D\e[D\e[D\e[D
+send b\r
+expect e\r\nabc\r\n
+# up arrow brings the statement back; Enter runs it again
+send \e[A\r
+expect e\r\nabc\r\n
+send SELECT 'password=hunter2' AS p;\r
+expect password=hunter2
+send some text that is dropped\x03
+expect ^C
+send .quit\r
+exit 0
+S
+HOME=$tmp PGPIPE_HISTORY=$tmp/history "$tmp/ptydrive" "$tmp/script" -- build/test/pgpipe "$PGPIPE_TEST_DSN" || exit 1
+grep -qF "SELECT 40 + 2 AS answer;" "$tmp/history" || { echo "history lacks the statement:"; cat "$tmp/history"; exit 1; }
+grep -q hunter2 "$tmp/history" && { echo "a password reached the history"; exit 1; }
+grep -qF "password=********" "$tmp/history" || { echo "masked line missing"; cat "$tmp/history"; exit 1; }
+echo "interactive shell ok"
