@@ -5,7 +5,7 @@ set -u
 cd "${PGPIPE_TOP:-.}"
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/pgtmp.XXXXXX")
 chmod 755 "$tmp"
-q() { build/test/pgpipe "$(cat "$1/conninfo")" "$2"; }
+q() { build/test/pgpipe -m csv "$(cat "$1/conninfo")" "$2"; }
 fail() { echo "FAIL: $*"; sh tool/pgtmp.sh stop "$tmp/a" >/dev/null 2>&1; exit 1; }
 gone() { # wait (bounded) until no server runs in $1
     i=0
@@ -16,7 +16,7 @@ gone() { # wait (bounded) until no server runs in $1
 info=$(sh tool/pgtmp.sh start "$tmp/a") || fail "start failed"
 echo "conninfo: $info"
 case "$info" in "host=$tmp/a "*) ;; *) fail "conninfo does not name the socket dir: $info" ;; esac
-[ -z "$(q "$tmp/a" "SHOW listen_addresses" | tail -n 1)" ] || fail "TCP is enabled"
+[ "$(q "$tmp/a" "SHOW listen_addresses" | tail -n 1)" = "\"\"" ] || fail "TCP is enabled"
 [ "$(q "$tmp/a" "SELECT current_user" | tail -n 1)" = postgres ] || fail "cannot query"
 sh tool/pgtmp.sh status "$tmp/a" || fail "status says not running"
 sh tool/pgtmp.sh restart "$tmp/a" || fail "restart failed"
