@@ -1146,6 +1146,10 @@ static void usage(FILE *f)
             "  -f, --file FILE   run the SQL and dot commands in FILE, then exit\n"
             "  -b, --bail        stop at the first failing command\n"
             "  -m, --mode MODE   output mode: aligned (default), csv, json, line\n"
+            "  --local DIR       no CONNINFO: start (or reuse) a private PostgreSQL server in\n"
+            "                    DIR and connect to it; stopped on exit if this run started it\n"
+            "  --keep            with --local: leave the server running on exit\n"
+            "  --fast            with --local: a new cluster runs with fsync off (throwaway data)\n"
             "  -h, --help        show this help\n"
             "  -V, --version     show the version\n"
             "Interactive when stdin is a terminal: SQL may span lines and ends with ';',\n"
@@ -1163,7 +1167,8 @@ int main(int argc, char **argv)
     shell sh;
     memset(&sh, 0, sizeof sh);
     sh.out = stdout;
-    const char *file = NULL;
+    const char *file = NULL, *local_dir = NULL;
+    int keep = 0, fast = 0;
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
         const char *a = argv[i];
@@ -1181,6 +1186,12 @@ int main(int argc, char **argv)
             char *mv[2] = { (char *)"mode", argv[++i] };
             if (cmd_mode(&sh, mv, 2, ""))
                 return 2;
+        } else if (!strcmp(a, "--local") && i + 1 < argc) {
+            local_dir = argv[++i];
+        } else if (!strcmp(a, "--keep")) {
+            keep = 1;
+        } else if (!strcmp(a, "--fast")) {
+            fast = 1;
         } else if (!strcmp(a, "--")) {
             i++;
             break;
@@ -1194,12 +1205,33 @@ int main(int argc, char **argv)
     if (i < argc && is_conninfo(argv[i]))
         conninfo = argv[i++];
 
+    char local_info[1024];
+    int local_started = 0;
+    pgpipe_local_options lopt;
+    pgpipe_local_options_init(&lopt);
+    lopt.fast = fast;
+    if (local_dir) {
+        if (*conninfo) {
+            fprintf(stderr, "pgpipe: give either CONNINFO or --local DIR, not both\n");
+            return 2;
+        }
+        pgpipe_error err;
+        if (pgpipe_local_start(local_dir, &lopt, local_info, sizeof local_info, &local_started,
+                               &err) != PGPIPE_OK) {
+            fprintf(stderr, "pgpipe: %s\n", err.message);
+            return 1;
+        }
+        conninfo = local_info;
+    }
+
     sh.conn = PQconnectdb(conninfo);
     if (PQstatus(sh.conn) != CONNECTION_OK) {
         char msg[2048];
         pgpipe_conninfo_mask(PQerrorMessage(sh.conn), msg, sizeof msg);
         fprintf(stderr, "pgpipe: cannot connect: %s", msg);
         PQfinish(sh.conn);
+        if (local_started && !keep)
+            pgpipe_local_stop(local_dir, &lopt, NULL);
         return 1;
     }
     if (file) {
@@ -1229,6 +1261,11 @@ int main(int argc, char **argv)
             ed_history_save();
     }
     PQfinish(sh.conn);
+    if (local_started && !keep) {
+        pgpipe_error err;
+        if (pgpipe_local_stop(local_dir, &lopt, &err) != PGPIPE_OK)
+            fprintf(stderr, "pgpipe: %s\n", err.message);
+    }
     /* errors in an interactive session were shown to the person at once */
     return sh.failures && !sh.interactive ? 1 : 0;
 }

@@ -1,0 +1,295 @@
+/*
+** Private local server: initdb + pg_ctl in a directory, as the shell's
+** --local DIR and `make demo` use it. The directory layout matches
+** tool/pgtmp.sh, so either can stop what the other started.
+*/
+#include <dirent.h>
+#include <pwd.h>
+#include <sys/wait.h>
+
+void pgpipe_local_options_init(pgpipe_local_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+}
+
+static int local_is_exec(const char *dir, const char *name)
+{
+    char p[PATH_MAX + 16];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, X_OK) == 0;
+}
+
+static int local_has_tools(const char *dir)
+{
+    return dir && *dir && local_is_exec(dir, "pg_ctl") && local_is_exec(dir, "initdb");
+}
+
+/* Finds the directory holding initdb and pg_ctl (see pgpipe_local_options). */
+static int local_find_bindir(const pgpipe_local_options *opt, char *out, size_t size)
+{
+    const char *env = getenv("PGPIPE_PG_BINDIR");
+    if (opt && local_has_tools(opt->bindir)) {
+        snprintf(out, size, "%s", opt->bindir);
+        return 1;
+    }
+    if (local_has_tools(env)) {
+        snprintf(out, size, "%s", env);
+        return 1;
+    }
+    const char *path = getenv("PATH");
+    if (path) {
+        char *copy = pp_strdup(path);
+        for (char *save = NULL, *d = copy ? strtok_r(copy, ":", &save) : NULL; d;
+             d = strtok_r(NULL, ":", &save)) {
+            if (local_has_tools(d)) {
+                snprintf(out, size, "%s", d);
+                pp_free(copy);
+                return 1;
+            }
+        }
+        pp_free(copy);
+    }
+    FILE *p = popen("pg_config --bindir 2>/dev/null", "r");
+    if (p) {
+        char line[PATH_MAX] = "";
+        if (fgets(line, sizeof line, p))
+            line[strcspn(line, "\n")] = '\0';
+        pclose(p);
+        if (local_has_tools(line)) {
+            snprintf(out, size, "%s", line);
+            return 1;
+        }
+    }
+    DIR *d = opendir("/usr/lib/postgresql");
+    int best = -1;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            int v = atoi(e->d_name);
+            char bin[PATH_MAX];
+            snprintf(bin, sizeof bin, "/usr/lib/postgresql/%s/bin", e->d_name);
+            if (v > best && local_has_tools(bin)) {
+                best = v;
+                snprintf(out, size, "%s", bin);
+            }
+        }
+        closedir(d);
+    }
+    return best >= 0;
+}
+
+/* The user the server runs as: NULL when we are not root. */
+static const struct passwd *local_server_user(const pgpipe_local_options *opt, pgpipe_error *err,
+                                              int *rc)
+{
+    *rc = PGPIPE_OK;
+    if (geteuid() != 0)
+        return NULL;
+    const char *name = opt && opt->user ? opt->user : getenv("PGPIPE_LOCAL_USER");
+    if (!name || !*name)
+        name = "postgres";
+    const struct passwd *pw = getpwnam(name);
+    if (!pw)
+        *rc = pp_err(err, PGPIPE_MISUSE,
+                     "running as root, and PostgreSQL refuses to: no user '%s' to run the "
+                     "server as (create it, or set options.user / PGPIPE_LOCAL_USER)", name);
+    return pw;
+}
+
+/* Runs argv[0] with its output appended to log; as user pw when given.
+** Returns the exit status, or -1 when it could not be run. */
+static int local_run(char *const argv[], const struct passwd *pw, const char *log)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int nul = open("/dev/null", O_RDONLY);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        if (nul >= 0)
+            dup2(nul, STDIN_FILENO);
+        if (pw && (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0))
+            _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int local_read_file(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    return n > 0;
+}
+
+static int local_write_file(const char *path, const char *text, const struct passwd *pw)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return 0;
+    int ok = fputs(text, f) >= 0;
+    ok = (fclose(f) == 0) && ok;
+    if (pw && chown(path, pw->pw_uid, pw->pw_gid) != 0)
+        ok = 0;
+    return ok;
+}
+
+int pgpipe_local_running(const char *dir)
+{
+    char pidfile[PATH_MAX], buf[64];
+    snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", dir);
+    if (!local_read_file(pidfile, buf, sizeof buf))
+        return 0;
+    long pid = atol(buf);
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *conninfo,
+                       size_t size, int *started, pgpipe_error *err)
+{
+    if (started)
+        *started = 0;
+    if (!dir || !*dir || !conninfo || !size)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_local_start: a directory and a buffer are required");
+    char abs[PATH_MAX];
+    if (dir[0] == '/') {
+        snprintf(abs, sizeof abs, "%s", dir);
+    } else {
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd))
+            return pp_err(err, PGPIPE_IO, "cannot resolve %s: %s", dir, strerror(errno));
+        if ((size_t)snprintf(abs, sizeof abs, "%s/%s", cwd, dir) >= sizeof abs)
+            return pp_err(err, PGPIPE_MISUSE, "path too long: %s", dir);
+    }
+    for (size_t n = strlen(abs); n > 1 && abs[n - 1] == '/'; n--)
+        abs[n - 1] = '\0';
+    if (strchr(abs, '\'') || strlen(abs) > 90)
+        return pp_err(err, PGPIPE_MISUSE,
+                      "%s cannot hold a Unix socket (a quote in the path, or longer than 90 bytes)",
+                      abs);
+    if (mkdir(abs, 0755) != 0 && errno != EEXIST)
+        return pp_err(err, PGPIPE_IO, "cannot create %s: %s", abs, strerror(errno));
+    int rc;
+    const struct passwd *pw = local_server_user(opt, err, &rc);
+    if (rc)
+        return rc;
+    char bindir[PATH_MAX];
+    if (!local_find_bindir(opt, bindir, sizeof bindir))
+        return pp_err(err, PGPIPE_IO,
+                      "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH, through "
+                      "pg_config or under /usr/lib/postgresql; install the server package "
+                      "(Debian: apt-get install postgresql)");
+    if (pw && chown(abs, pw->pw_uid, pw->pw_gid) != 0)
+        return pp_err(err, PGPIPE_IO, "cannot give %s to user %s: %s", abs, pw->pw_name,
+                      strerror(errno));
+
+    char data[PATH_MAX + 8], path[PATH_MAX + 32], log[PATH_MAX + 32], tool[PATH_MAX + 16];
+    snprintf(data, sizeof data, "%s/data", abs);
+    snprintf(path, sizeof path, "%s/PG_VERSION", data);
+    int port = opt && opt->port > 0 ? opt->port : 5432;
+    int timeout = opt && opt->timeout_s > 0 ? opt->timeout_s : 60;
+
+    if (access(path, F_OK) != 0) {
+        snprintf(log, sizeof log, "%s/initdb.log", abs);
+        snprintf(tool, sizeof tool, "%s/initdb", bindir);
+        char *argv[] = { tool, (char *)"-D", data, (char *)"-U", (char *)"postgres",
+                         (char *)"-A", (char *)"trust", (char *)"-E", (char *)"UTF8",
+                         (char *)"--locale=C", (char *)"--no-sync", NULL };
+        if (local_run(argv, pw, log) != 0)
+            return pp_err(err, PGPIPE_ERROR, "initdb failed for %s (see %s)", data, log);
+        snprintf(path, sizeof path, "%s/postgresql.conf", data);
+        FILE *f = fopen(path, "a");
+        if (!f)
+            return pp_err(err, PGPIPE_IO, "cannot write %s: %s", path, strerror(errno));
+        fprintf(f, "\n# pgpipe private local server\nunix_socket_directories = '%s'\n"
+                   "listen_addresses = ''\nmax_connections = 200\nshared_buffers = 128MB\n"
+                   "max_wal_size = 2GB\n", abs);
+        if (opt && opt->fast)
+            fprintf(f, "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        fclose(f);
+    }
+
+    snprintf(path, sizeof path, "%s/conninfo", abs);
+    if (pgpipe_local_running(abs)) {
+        if (local_read_file(path, conninfo, size))
+            return PGPIPE_OK;
+        return pp_err(err, PGPIPE_ERROR, "a server runs in %s but %s is missing", abs, path);
+    }
+
+    char opts[PATH_MAX + 96], portfile[PATH_MAX + 16];
+    snprintf(opts, sizeof opts, "-p %d -k '%s'%s", port, abs,
+             opt && opt->tcp ? " -c listen_addresses=127.0.0.1" : "");
+    snprintf(portfile, sizeof portfile, "%s/port", abs);
+    char portbuf[32];
+    snprintf(portbuf, sizeof portbuf, "%d\n", port);
+    local_write_file(portfile, portbuf, pw);
+    snprintf(path, sizeof path, "%s/opts", abs);
+    local_write_file(path, opts, pw);
+
+    snprintf(log, sizeof log, "%s/server.log", abs);
+    snprintf(tool, sizeof tool, "%s/pg_ctl", bindir);
+    char tmo[16];
+    snprintf(tmo, sizeof tmo, "%d", timeout);
+    char *argv[] = { tool, (char *)"-D", data, (char *)"-l", log, (char *)"-w", (char *)"-t", tmo,
+                     (char *)"-o", opts, (char *)"start", NULL };
+    char ctl_log[PATH_MAX + 32];
+    snprintf(ctl_log, sizeof ctl_log, "%s/pg_ctl.log", abs);
+    if (local_run(argv, pw, ctl_log) != 0)
+        return pp_err(err, PGPIPE_ERROR, "the server in %s did not start (see %s)", abs, log);
+    if (started)
+        *started = 1;
+
+    char info[PATH_MAX + 128];
+    if (opt && opt->tcp)
+        snprintf(info, sizeof info, "host=127.0.0.1 port=%d user=postgres dbname=postgres", port);
+    else
+        snprintf(info, sizeof info, "host=%s port=%d user=postgres dbname=postgres", abs, port);
+    snprintf(path, sizeof path, "%s/conninfo", abs);
+    char line[PATH_MAX + 136];
+    snprintf(line, sizeof line, "%s\n", info);
+    local_write_file(path, line, NULL);
+    snprintf(conninfo, size, "%s", info);
+    pp_logf(PGPIPE_LOG_INFO, "local", "started a private server in %s", abs);
+    return PGPIPE_OK;
+}
+
+int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err)
+{
+    if (!dir || !*dir)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_local_stop: a directory is required");
+    if (!pgpipe_local_running(dir))
+        return PGPIPE_OK;
+    int rc;
+    const struct passwd *pw = local_server_user(opt, err, &rc);
+    if (rc)
+        return rc;
+    char bindir[PATH_MAX], tool[PATH_MAX + 16], data[PATH_MAX + 8], log[PATH_MAX + 16];
+    if (!local_find_bindir(opt, bindir, sizeof bindir))
+        return pp_err(err, PGPIPE_IO, "no pg_ctl found to stop the server in %s", dir);
+    snprintf(tool, sizeof tool, "%s/pg_ctl", bindir);
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(log, sizeof log, "%s/pg_ctl.log", dir);
+    char *fast[] = { tool, (char *)"-D", data, (char *)"-m", (char *)"fast", (char *)"-w",
+                     (char *)"-t", (char *)"30", (char *)"stop", NULL };
+    if (local_run(fast, pw, log) == 0)
+        return PGPIPE_OK;
+    char *imm[] = { tool, (char *)"-D", data, (char *)"-m", (char *)"immediate", (char *)"-w",
+                    (char *)"-t", (char *)"30", (char *)"stop", NULL };
+    if (local_run(imm, pw, log) == 0)
+        return PGPIPE_OK;
+    return pp_err(err, PGPIPE_ERROR, "could not stop the server in %s (see %s)", dir, log);
+}

@@ -1,0 +1,28 @@
+/* ---- Private local server --------------------------------------------- */
+
+/* A PostgreSQL cluster that pgpipe creates and runs in a directory of yours,
+** for trying things without installing or configuring a server (the shell's
+** --local DIR). The layout: DIR/data (the cluster), DIR/server.log, the Unix
+** socket in DIR, DIR/conninfo. initdb and pg_ctl are found through
+** options.bindir, $PGPIPE_PG_BINDIR, $PATH, `pg_config --bindir`, then
+** /usr/lib/postgresql/<newest>/bin. initdb refuses to run as root, so as root
+** the server runs as options.user (default "postgres"). */
+typedef struct pgpipe_local_options {
+    const char *bindir;  /* NULL: search as above */
+    const char *user;    /* run the server as this user when root; NULL: "postgres" */
+    int port;            /* 0: 5432 (the socket is private to DIR, so no clash) */
+    int tcp;             /* 1: also listen on 127.0.0.1:port */
+    int fast;            /* 1: fsync=off etc. (throwaway data: tests, demos) */
+    int timeout_s;       /* start/stop wait; 0: 60 */
+} pgpipe_local_options;
+
+void pgpipe_local_options_init(pgpipe_local_options *opt);
+/* Create the cluster if DIR has none, start it unless it runs already, and
+** write its conninfo into buf. *started is set to 1 when this call started
+** the server, 0 when it was running already (may be NULL). */
+int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *conninfo,
+                       size_t size, int *started, pgpipe_error *err);
+/* Stop the server in DIR (fast shutdown, then immediate). OK if not running. */
+int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err);
+/* 1 when a server runs in DIR, 0 otherwise. */
+int pgpipe_local_running(const char *dir);
