@@ -210,7 +210,9 @@ static int pp_buf_reserve(pp_buf *b, size_t extra)
     if (extra > SIZE_MAX - b->len)
         return PGPIPE_NOMEM;
     size_t need = b->len + extra;
-    if (need <= b->cap)
+    /* after a successful reserve, data is never NULL (even for 0 bytes), so
+    ** callers may form b->data + b->len */
+    if (need <= b->cap && b->data)
         return PGPIPE_OK;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)

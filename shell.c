@@ -85,6 +85,25 @@ static size_t display_width(const char *s)
     return w;
 }
 
+/* ---- Ctrl-C ---------------------------------------------------------------- */
+
+/* Ctrl-C while a statement runs cancels the statement (PQcancel is safe in a
+** signal handler), as in psql; the shell itself goes on. At the prompt the
+** line editor reads Ctrl-C as a key. */
+static volatile sig_atomic_t interrupted = 0;
+static PGcancel *volatile cancel_handle = NULL;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+    PGcancel *c = cancel_handle;
+    if (c) {
+        char err[64];
+        PQcancel(c, err, sizeof err);
+    }
+}
+
 /* ---- result output ------------------------------------------------------- */
 
 /* Column types printed without quotes in JSON and right-aligned in tables. */
@@ -514,8 +533,6 @@ static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
     return rc;
 }
 
-static volatile sig_atomic_t interrupted = 0;
-static void on_sigint(int sig) { (void)sig; interrupted = 1; }
 
 /* .listen CHANNEL [--count N] [--timeout S]: print notifications as they come. */
 static int cmd_listen(shell *sh, char **argv, int argc, const char *rest)
@@ -544,10 +561,6 @@ static int cmd_listen(shell *sh, char **argv, int argc, const char *rest)
     fprintf(sh->out, "listening on \"%s\"%s\n", channel,
             count < 0 && timeout < 0 ? " (Ctrl-C to stop)" : "");
     fflush(sh->out);
-    struct sigaction sa, old;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, &old);
     interrupted = 0;
     long got = 0;
     double deadline = timeout >= 0 ? now_ms() + (double)timeout * 1000.0 : 0;
@@ -576,7 +589,6 @@ static int cmd_listen(shell *sh, char **argv, int argc, const char *rest)
             PQfreemem(n);
         }
     }
-    sigaction(SIGINT, &old, NULL);
     snprintf(sql, sizeof sql, "UNLISTEN *");
     PQclear(PQexec(sh->conn, sql));
     fprintf(sh->out, "%ld notification%s\n", got, got == 1 ? "" : "s");
@@ -1124,6 +1136,8 @@ static int run_stream(shell *sh, FILE *f)
         }
         if (rc == 2 || (rc && sh->bail && !tty))
             break;
+        if (interrupted && !tty) /* Ctrl-C ends a script, as in psql */
+            break;
     }
     if (len && rc != 2 && !(rc && sh->bail)) {
         sql[len] = '\0';
@@ -1234,6 +1248,12 @@ int main(int argc, char **argv)
             pgpipe_local_stop(local_dir, &lopt, NULL);
         return 1;
     }
+    cancel_handle = PQgetCancel(sh.conn);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+
     if (file) {
         FILE *f = fopen(file, "r");
         if (!f) {
@@ -1246,7 +1266,7 @@ int main(int argc, char **argv)
     } else if (i < argc) {
         for (; i < argc; i++) {
             int rc = run_command(&sh, argv[i]);
-            if (rc == 2 || (rc && sh.bail))
+            if (rc == 2 || (rc && sh.bail) || interrupted)
                 break;
         }
     } else {
@@ -1260,6 +1280,9 @@ int main(int argc, char **argv)
         if (sh.interactive)
             ed_history_save();
     }
+    PGcancel *c = cancel_handle;
+    cancel_handle = NULL;
+    PQfreeCancel(c);
     PQfinish(sh.conn);
     if (local_started && !keep) {
         pgpipe_error err;

@@ -7,6 +7,7 @@
 ** SCRIPT lines:  send TEXT     type TEXT (escapes: \r \n \t \e \xHH \\)
 **                expect TEXT   wait (up to 15 s) until TEXT appears after the
 **                              previous match; otherwise print the screen, fail
+**                sleep MS      let the program work for MS milliseconds
 **                exit N        wait for the program to end with status N
 ** Lines starting with # are comments. Exit status 0 when every step held.
 */
@@ -146,6 +147,10 @@ int main(int argc, char **argv)
             } else {
                 matched = (size_t)(hit - screen) + n;
             }
+        } else if (!strncmp(line, "sleep ", 6)) {
+            double until = now() + atoi(line + 6) / 1000.0;
+            while (now() < until)
+                pump(master, 20);
         } else if (!strncmp(line, "exit ", 5)) {
             int want = atoi(line + 5), status = 0;
             double deadline = now() + 15;

@@ -15,21 +15,38 @@ send 2 AS answer;\r
 expect answer
 expect  42
 expect (1 row)
+expect pgpipe> 
 send SELEC oops;\r
 expect [42601]
+expect pgpipe> 
 send .mode csv\r
+expect pgpipe> 
 send SELECT 'ac' AS e;
 # move left 8 keys (arrow keys), then insert: 'ac' becomes 'abc'
 send \e[D\e[D\e[D\e[D\e[D\e[D\e[D\e[D
 send b\r
 expect e\r\nabc\r\n
+expect pgpipe> 
 # up arrow brings the statement back; Enter runs it again
 send \e[A\r
 expect e\r\nabc\r\n
+expect pgpipe> 
 send SELECT 'password=hunter2' AS p;\r
-expect password=hunter2
+expect p\r\npassword=hunter2\r\n
+expect pgpipe> 
+# Ctrl-C at the prompt drops the line
 send some text that is dropped\x03
 expect ^C
+expect pgpipe> 
+# Ctrl-C while a statement runs cancels the statement, not the shell
+send SELECT pg_sleep(60);\r
+sleep 1500
+send \x03
+expect [57014]
+expect pgpipe> 
+send SELECT 'still here' AS s;\r
+expect still here
+expect pgpipe> 
 send .quit\r
 exit 0
 S
