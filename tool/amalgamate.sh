@@ -52,7 +52,7 @@ sql_to_c() { # $1 = index, $2 = file
     {
         sub(/\r$/, "")
         s = $0
-        gsub(/\\/, "\\\\", s)
+        gsub(/\\/, "&&", s)
         gsub(/"/, "\\\"", s)
         gsub(/\?/, "\\?", s)
         gsub(/\t/, "\\t", s)
