@@ -666,10 +666,14 @@ static int mig_parse_name(const char *fn, char *kind, char **version, char **nam
     return -1;
 }
 
-/* A line holding only "-- pgpipe:no-transaction" (spaces around allowed). */
-static int mig_has_no_tx_marker(const char *t)
+/* Markers are whole-line comments "-- pgpipe:<directive>". Known:
+** no-transaction. Returns 1 when the file has it, 0 when not, -1 for an
+** unknown directive (its line in *bad_line). */
+static int mig_scan_markers(const char *t, long long *bad_line)
 {
     const char *p = t;
+    long long line = 1;
+    int notx = 0;
     while (*p) {
         const char *e = strchr(p, '\n');
         size_t n = e ? (size_t)(e - p) : strlen(p);
@@ -682,15 +686,24 @@ static int mig_has_no_tx_marker(const char *t)
             a += 2;
             while (a < z && (*a == ' ' || *a == '\t'))
                 a++;
-            static const char mk[] = "pgpipe:no-transaction";
-            if ((size_t)(z - a) == sizeof mk - 1 && strncasecmp(a, mk, sizeof mk - 1) == 0)
-                return 1;
+            static const char pre[] = "pgpipe:";
+            if ((size_t)(z - a) >= sizeof pre - 1 && strncasecmp(a, pre, sizeof pre - 1) == 0) {
+                a += sizeof pre - 1;
+                static const char mk[] = "no-transaction";
+                if ((size_t)(z - a) == sizeof mk - 1 && strncasecmp(a, mk, sizeof mk - 1) == 0) {
+                    notx = 1;
+                } else {
+                    *bad_line = line;
+                    return -1;
+                }
+            }
         }
         if (!e)
             break;
         p = e + 1;
+        line++;
     }
-    return 0;
+    return notx;
 }
 
 static int mig_file_cmp(const void *pa, const void *pb)
@@ -739,7 +752,12 @@ static int mig_add_file(pgpipe_migrator *m, const char *fn, const char *text, si
     if (!f->file || !f->text)
         return pp_err_nomem(&m->hdr.err);
     pgpipe_sha256_hex(f->text, f->len, f->checksum);
-    f->transactional = !mig_has_no_tx_marker(f->text);
+    long long bad = 0;
+    int mk = mig_scan_markers(f->text, &bad);
+    if (mk < 0)
+        return pp_err_at(&m->hdr.err, PGPIPE_PARSE, fn, bad, 1, 0,
+                         "unknown marker; the only marker is a line -- pgpipe:no-transaction");
+    f->transactional = !mk;
     return PGPIPE_OK;
 }
 
@@ -1501,10 +1519,13 @@ int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size)
             nl = sizeof notes - 1;
         while (nl >= 2 && notes[nl - 2] == ';' && notes[nl - 1] == ' ')
             notes[nl -= 2] = '\0';
-        ok = pp_buf_appendf(&b, "%-9s %-8s %-32s %-19s %-16s %9s  %s\n",
+        ok = pp_buf_appendf(&b, "%-9s %-8s %-32s %-19s %-16s %9s  %s",
                             pgpipe_migration_state_name(in->state),
                             in->kind == 'R' ? "R" : in->version, in->name,
                             in->applied_at ? in->applied_at : "", by, ms, notes) == PGPIPE_OK;
+        while (ok && b.len && b.data[b.len - 1] == ' ')
+            b.len--;
+        ok = ok && pp_buf_putc(&b, '\n') == PGPIPE_OK;
     }
     if (ok) {
         ok = pp_buf_appendf(&b, "%d migrations:", m->nentries) == PGPIPE_OK;

@@ -323,6 +323,11 @@ PGT_TEST(migrate, file_names)
     PGT_CONTAINS(mig_t_err(m), "V2_missing_underscore.sql: not a migration file name");
     PGT_EQ_STR(pgpipe_errinfo(m)->source, "V2_missing_underscore.sql");
     remove(mig_t_path(d, "V2_missing_underscore.sql"));
+    /* a misspelt marker is an error, not a silent transaction */
+    mig_t_write(d, "V2__typo.sql", "SELECT 1;\n  -- pgpipe:no-transactions\nSELECT 2;\n");
+    PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_PARSE);
+    PGT_CONTAINS(mig_t_err(m), "V2__typo.sql:2:1: unknown marker");
+    remove(mig_t_path(d, "V2__typo.sql"));
     mig_t_write(d, "V0001__same.sql", "SELECT 2;");
     PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_ERROR);
     PGT_CONTAINS(pgpipe_errmsg(m), "have the same version 1");
