@@ -2057,8 +2057,18 @@ static void mig_file_free_stmts(mig_file *f)
     f->parsed = 0;
 }
 
+/* Entries point into the files and the history rows: freeing either drops
+** them. */
+static void mig_entries_free(pgpipe_migrator *m)
+{
+    pp_free(m->entries);
+    m->entries = NULL;
+    m->nentries = 0;
+}
+
 static void mig_files_free(pgpipe_migrator *m)
 {
+    mig_entries_free(m);
     for (int i = 0; i < m->nfiles; i++) {
         mig_file *f = &m->files[i];
         mig_file_free_stmts(f);
@@ -2074,6 +2084,7 @@ static void mig_files_free(pgpipe_migrator *m)
 
 static void mig_rows_free(pgpipe_migrator *m)
 {
+    mig_entries_free(m);
     for (int i = 0; i < m->nrows; i++) {
         mig_row *r = &m->rows[i];
         pp_free(r->version); pp_free(r->name); pp_free(r->file); pp_free(r->checksum);
@@ -2785,9 +2796,7 @@ static int mig_entry_cmp(const void *pa, const void *pb)
 ** would do with each. */
 static int mig_build_entries(pgpipe_migrator *m)
 {
-    pp_free(m->entries);
-    m->entries = NULL;
-    m->nentries = 0;
+    mig_entries_free(m);
     int cap = 0;
     const char *max_applied = NULL, *max_baseline = NULL;
     for (int i = 0; i < m->nrows; i++) {
@@ -3466,7 +3475,6 @@ void pgpipe_migrate_close(pgpipe_migrator *m)
     mig_unlock(m);
     mig_files_free(m);
     mig_rows_free(m);
-    pp_free(m->entries);
     pp_free(m->dir);
     pp_free(m->embedded);
     pp_free(m->scope);
