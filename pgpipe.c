@@ -1656,6 +1656,7 @@ struct pgpipe_sql_split {
     long long line;       /* line of buf[pos] */
     size_t line_start;    /* offset of that line's first byte */
     int index;
+    int incomplete;       /* the input ended inside a statement */
     char source[256];
 };
 
@@ -1674,6 +1675,11 @@ int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
     s->line = 1;
     snprintf(s->source, sizeof s->source, "%s", source && *source ? source : "<buffer>");
     return PGPIPE_OK;
+}
+
+int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s)
+{
+    return s ? s->incomplete : 0;
 }
 
 void pgpipe_sql_split_close(pgpipe_sql_split *s)
@@ -1704,6 +1710,8 @@ static inline void mig_step(pgpipe_sql_split *s)
 static int mig_split_err(pgpipe_sql_split *s, long long line, size_t at, size_t line_start,
                          const char *what)
 {
+    if (strncmp(what, "unterminated", 12) == 0)
+        s->incomplete = 1;
     return pp_err_at(&s->hdr.err, PGPIPE_PARSE, s->source, line,
                      (long long)(at - line_start) + 1, (long long)at, "%s", what);
 }
@@ -1934,6 +1942,9 @@ int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
     st->sql = b + start;
     st->len = end - start;
     st->index = s->index++;
+    st->terminated = semicolon;
+    if (!semicolon)
+        s->incomplete = 1;
 
     if (copy_in && semicolon) {
         /* the rest of the line must be blank (or a comment); data follows */
@@ -1957,6 +1968,7 @@ int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
         st->copy_line = s->line;
         st->copy_data = b + d0;
         st->copy_len = s->len - d0;
+        st->terminated = 0;
         while (s->pos < s->len) {
             size_t ls = s->pos, le = ls;
             while (le < s->len && b[le] != '\n')
@@ -1966,6 +1978,7 @@ int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
                 ce--;
             if (ce - ls == 2 && b[ls] == '\\' && b[ls + 1] == '.') {
                 st->copy_len = ls - d0;
+                st->terminated = 1;
                 s->pos = le;
                 if (s->pos < s->len)
                     mig_step(s);
@@ -1975,6 +1988,8 @@ int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
             if (s->pos < s->len)
                 mig_step(s);
         }
+        if (!st->terminated)
+            s->incomplete = 1;
     }
     return PGPIPE_ROW;
 }

@@ -1031,3 +1031,36 @@ PGT_TEST(migrate, parse_error_stops_before_anything_runs)
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_parse_t'"), 0);
     PQfinish(c);
 }
+
+PGT_TEST(migrate, split_incomplete_input)
+{
+    /* what an interactive shell needs: is more input required? */
+    struct { const char *text; int incomplete; } cases[] = {
+        { "SELECT 1;", 0 },
+        { "SELECT 1; SELECT 2", 1 },
+        { "SELECT 'abc", 1 },
+        { "SELECT 1; /* open", 1 },
+        { "DO $$ BEGIN", 1 },
+        { "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;", 1 },
+        { "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;", 0 },
+        { "COPY t FROM stdin;\n1\n", 1 },
+        { "COPY t FROM stdin;\n1\n\\.\n", 0 },
+        { "  -- just a comment\n", 0 },
+        { "SELECT 1;\n\\q\n", 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pgpipe_sql_split *s = NULL;
+        PGT_OK(pgpipe_sql_split_open(&s, cases[i].text, strlen(cases[i].text), NULL));
+        pgpipe_sql_stmt st;
+        int rc, last_term = 1;
+        while ((rc = pgpipe_sql_split_next(s, &st)) == PGPIPE_ROW)
+            last_term = st.terminated;
+        PGT_CHECK_MSG(pgpipe_sql_split_incomplete(s) == cases[i].incomplete, "case %zu: %s", i,
+                      cases[i].text);
+        if (rc == PGPIPE_DONE)
+            PGT_EQ_INT(last_term, !cases[i].incomplete);
+        if (i == 10)
+            PGT_EQ_STR(pgpipe_errinfo(s)->source, "<buffer>");
+        pgpipe_sql_split_close(s);
+    }
+}
