@@ -36,6 +36,7 @@ typedef struct shell {
     int timer;
     int mode;
     int interactive;
+    const char *source;  /* script name for error messages */
     FILE *out;
 } shell;
 
@@ -295,8 +296,9 @@ static void report_pq_error(PGresult *res, PGconn *conn)
         errorf("%s", text);
 }
 
-/* Sends SQL (one or several statements) and prints each result. */
-static int run_sql(shell *sh, const char *sql)
+/* Sends SQL (one or several statements) and prints each result. copy_data,
+** when given, feeds a COPY ... FROM STDIN in the SQL (a script's inline data). */
+static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_t copy_len)
 {
     double t0 = now_ms();
     if (!PQsendQuery(sh->conn, sql)) {
@@ -307,11 +309,24 @@ static int run_sql(shell *sh, const char *sql)
     PGresult *res;
     while ((res = PQgetResult(sh->conn)) != NULL) {
         ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_TUPLES_OK)
+        if (st == PGRES_TUPLES_OK) {
             print_result(sh, res);
-        else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
-            errorf("COPY FROM STDIN / TO STDOUT is not supported here; use .export");
-            PQputCopyEnd(sh->conn, "not supported by the pgpipe shell");
+        } else if (st == PGRES_COPY_IN) {
+            if (copy_data) {
+                if (copy_len && PQputCopyData(sh->conn, copy_data, (int)copy_len) != 1)
+                    failed = 1;
+                PQputCopyEnd(sh->conn, NULL);
+                copy_data = NULL;
+            } else {
+                errorf("COPY FROM STDIN needs its data in a script (ended by a line \\.)");
+                PQputCopyEnd(sh->conn, "no COPY data in the pgpipe shell");
+                failed = 1;
+            }
+        } else if (st == PGRES_COPY_OUT) {
+            errorf("COPY TO STDOUT is not printed here; use .export");
+            char *buf;
+            while (PQgetCopyData(sh->conn, &buf, 0) > 0)
+                PQfreemem(buf);
             failed = 1;
         } else if (st != PGRES_COMMAND_OK && st != PGRES_EMPTY_QUERY) {
             report_pq_error(res, sh->conn);
@@ -322,6 +337,29 @@ static int run_sql(shell *sh, const char *sql)
     if (sh->timer)
         fprintf(sh->out, "Time: %.3f ms\n", now_ms() - t0);
     return failed;
+}
+
+static int run_sql(shell *sh, const char *sql) { return run_sql_copy(sh, sql, NULL, 0); }
+
+/* Runs SQL and returns the first value of the first row (malloc'd), or NULL
+** (with the error printed) when it fails or returns nothing. */
+static char *query_value(shell *sh, const char *sql, int nparams, const char *const *params)
+{
+    PGresult *r = PQexecParams(sh->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    char *v = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        report_pq_error(r, sh->conn);
+    else if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+        v = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+static void print_error(const pgpipe_error *e)
+{
+    char buf[2048];
+    pgpipe_error_format(e, buf, sizeof buf);
+    errorf("%s", buf);
 }
 
 /* ---- dot commands -------------------------------------------------------- */
@@ -397,7 +435,10 @@ static int cmd_read(shell *sh, char **argv, int argc, const char *rest)
         return 1;
     }
     int before = sh->failures;
+    const char *saved = sh->source;
+    sh->source = argv[1];
     run_stream(sh, f);
+    sh->source = saved;
     fclose(f);
     return sh->failures > before;
 }
@@ -674,6 +715,176 @@ static int cmd_explain(shell *sh, char **argv, int argc, const char *rest)
     return 0;
 }
 
+/* .install [--example]: the built-in schema (and the example pipeline). */
+static int cmd_install(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    int example = argc > 1 && !strcmp(argv[1], "--example");
+    if (argc > 1 && !example) {
+        errorf("usage: .install [--example]");
+        return 1;
+    }
+    pgpipe_error err;
+    double t0 = now_ms();
+    int rc = example ? pgpipe_example_install(sh->conn, NULL, &err)
+                     : pgpipe_schema_install(sh->conn, NULL, &err);
+    if (rc != PGPIPE_OK) {
+        print_error(&err);
+        return 1;
+    }
+    fprintf(sh->out, "installed the built-in schema%s (%.0f ms)\n",
+            example ? " and the example pipeline" : "", now_ms() - t0);
+    return 0;
+}
+
+/* .migrate [DIR] [--status|--dry-run|--baseline V|--repair] */
+static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    pgpipe_migrate_options o;
+    pgpipe_migrate_options_init(&o);
+    o.dir = "migrations";
+    int status = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--status"))
+            status = 1;
+        else if (!strcmp(argv[i], "--dry-run"))
+            o.flags |= PGPIPE_MIGRATE_DRY_RUN;
+        else if (!strcmp(argv[i], "--repair"))
+            o.flags |= PGPIPE_MIGRATE_REPAIR;
+        else if (!strcmp(argv[i], "--baseline") && i + 1 < argc)
+            o.baseline_version = argv[++i];
+        else if (argv[i][0] != '-')
+            o.dir = argv[i];
+        else {
+            errorf("usage: .migrate [DIR] [--status|--dry-run|--baseline V|--repair]");
+            return 1;
+        }
+    }
+    pgpipe_migrator *m = NULL;
+    int rc = pgpipe_migrate_open(&m, sh->conn, &o);
+    if (rc == PGPIPE_OK)
+        rc = status ? pgpipe_migrate_status(m) : pgpipe_migrate_run(m);
+    int n = pgpipe_migrate_format(m, NULL, 0);
+    char *text = n > 0 ? malloc((size_t)n + 1) : NULL;
+    if (text) {
+        pgpipe_migrate_format(m, text, (size_t)n + 1);
+        fputs(text, sh->out);
+        if (n && text[n - 1] != '\n')
+            fputc('\n', sh->out);
+        free(text);
+    }
+    if (rc != PGPIPE_OK)
+        print_error(pgpipe_errinfo(m));
+    pgpipe_migrate_close(m);
+    return rc != PGPIPE_OK;
+}
+
+/* .partitions [list|ahead N|retain DAYS [--detach-only]] */
+static int cmd_partitions(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    const char *what = argc > 1 ? argv[1] : "list";
+    if (!strcmp(what, "list"))
+        return run_sql(sh, "SELECT partition, bounds, estimated_rows, "
+                           "pg_size_pretty(total_bytes) AS size FROM pgpipe.raw_events_partitions");
+    if ((!strcmp(what, "ahead") || !strcmp(what, "retain")) && argc > 2 &&
+        strspn(argv[2], "0123456789") == strlen(argv[2]) && *argv[2]) {
+        const char *params[2] = { argv[2], argc > 3 && !strcmp(argv[3], "--detach-only") ? "t" : "f" };
+        int ahead = !strcmp(what, "ahead");
+        char *v = query_value(sh, ahead ? "SELECT pgpipe.create_partitions($1::int, (now() AT TIME ZONE 'UTC')::date)"
+                                        : "SELECT pgpipe.drop_old_partitions($1::int, $2::bool)",
+                              ahead ? 1 : 2, params);
+        if (!v)
+            return 1;
+        if (ahead)
+            fprintf(sh->out, "created %s partition%s (daily, %s days ahead)\n", v,
+                     strcmp(v, "1") ? "s" : "", argv[2]);
+        else
+            fprintf(sh->out, "%s %s partition%s older than %s days\n",
+                    params[1][0] == 't' ? "detached" : "dropped", v, strcmp(v, "1") ? "s" : "",
+                    argv[2]);
+        free(v);
+        return 0;
+    }
+    errorf("usage: .partitions [list|ahead DAYS|retain DAYS [--detach-only]]");
+    return 1;
+}
+
+/* .health: the numbers the source articles watch, each against its target. */
+static int cmd_health(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    int warn = 0;
+    char *v = query_value(sh,
+        "SELECT round(100.0 * sum(blks_hit) / nullif(sum(blks_hit) + sum(blks_read), 0), 2) "
+        "FROM pg_stat_database WHERE datname = current_database()", 0, NULL);
+    double hit = v ? atof(v) : 0;
+    fprintf(sh->out, "%-5s cache hit ratio     %s%% (target >= 95%%)\n",
+            v && hit >= 95 ? "ok" : "WARN", v ? v : "n/a");
+    warn += !(v && hit >= 95);
+    free(v);
+
+    char *conns = query_value(sh,
+        "SELECT count(*) || ' of ' || current_setting('max_connections') || ' ('"
+        " || round(100.0 * count(*) / current_setting('max_connections')::int) || '%)'"
+        " FROM pg_stat_activity WHERE backend_type = 'client backend'", 0, NULL);
+    fprintf(sh->out, "%-5s connections         %s\n", "ok", conns ? conns : "n/a");
+    free(conns);
+
+    char *has = query_value(sh, "SELECT to_regclass('staging.raw_events') IS NOT NULL AND "
+                                "to_regclass('pgpipe.dead_letters') IS NOT NULL", 0, NULL);
+    int installed = has && has[0] == 't';
+    free(has);
+    if (!installed) {
+        fprintf(sh->out, "WARN  built-in schema     not installed (.install)\n");
+        return 0;
+    }
+    char *backlog = query_value(sh,
+        "SELECT count(*) || ' unprocessed' || coalesce(', oldest ' || "
+        "date_trunc('second', now() - min(received_at))::text || ' old', '') "
+        "FROM staging.raw_events WHERE NOT processed", 0, NULL);
+    char *oldest = query_value(sh,
+        "SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::bigint "
+        "FROM staging.raw_events WHERE NOT processed", 0, NULL);
+    int stale = oldest && atol(oldest) > 3600;
+    fprintf(sh->out, "%-5s backlog             %s%s\n", stale ? "WARN" : "ok",
+            backlog ? backlog : "n/a", stale ? " (older than an hour: are workers running?)" : "");
+    warn += stale;
+    free(backlog);
+    free(oldest);
+
+    char *dl = query_value(sh,
+        "SELECT count(*) FILTER (WHERE status = 'dead') || ' dead, ' || "
+        "count(*) FILTER (WHERE status = 'dead' AND first_failed_at > now() - interval '1 hour')"
+        " || ' new in the last hour, ' || "
+        "count(*) FILTER (WHERE status = 'dead' AND first_failed_at > now() - interval '2 hours'"
+        " AND first_failed_at <= now() - interval '1 hour') || ' in the hour before' "
+        "FROM pgpipe.dead_letters", 0, NULL);
+    char *growing = query_value(sh,
+        "SELECT count(*) FILTER (WHERE first_failed_at > now() - interval '1 hour') > "
+        "2 * greatest(count(*) FILTER (WHERE first_failed_at > now() - interval '2 hours' "
+        "AND first_failed_at <= now() - interval '1 hour'), 5) "
+        "FROM pgpipe.dead_letters WHERE status = 'dead'", 0, NULL);
+    int grow = growing && growing[0] == 't';
+    fprintf(sh->out, "%-5s dead letters        %s%s\n", grow ? "WARN" : "ok", dl ? dl : "n/a",
+            grow ? " (growing: see .dlq)" : "");
+    warn += grow;
+    free(dl);
+    free(growing);
+
+    char *ahead = query_value(sh,
+        "SELECT coalesce(max((regexp_match(partition, '_p([0-9]{8})$'))[1]::date) - "
+        "(now() AT TIME ZONE 'UTC')::date, -1) FROM pgpipe.raw_events_partitions", 0, NULL);
+    int days = ahead ? atoi(ahead) : -1;
+    fprintf(sh->out, "%-5s partitions ahead    %d day%s%s\n", days >= 2 ? "ok" : "WARN", days,
+            days == 1 ? "" : "s", days >= 2 ? "" : " (run .partitions ahead 7 daily)");
+    warn += days < 2;
+    free(ahead);
+    fprintf(sh->out, "%d warning%s\n", warn, warn == 1 ? "" : "s");
+    return 0;
+}
+
 static int cmd_quit(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)sh, (void)argv, (void)argc, (void)rest;
@@ -687,10 +898,24 @@ static const command commands[] = {
       "and row estimates far from the actual counts", cmd_explain },
     { "export", ".export \"QUERY\" FILE [--format csv|ndjson]",
       "write the rows of QUERY to FILE (- for stdout) through COPY TO STDOUT", cmd_export },
+    { "health", ".health",
+      "cache hit ratio against the 95% target, unprocessed backlog and the age of its\n"
+      "oldest event, dead letters and their growth, partitions ahead, connections", cmd_health },
     { "help", ".help [COMMAND]", "list the commands, or explain one", cmd_help },
+    { "install", ".install [--example]",
+      "install (or update) the built-in schema; --example adds the three-layer example\n"
+      "pipeline (staging, production, analytics). Idempotent.", cmd_install },
     { "listen", ".listen CHANNEL [--count N] [--timeout SECONDS]",
       "LISTEN on CHANNEL and print notifications as they arrive (Ctrl-C stops)", cmd_listen },
+    { "migrate", ".migrate [DIR] [--status|--dry-run|--baseline V|--repair]",
+      "apply the migrations in DIR (default ./migrations): V<version>__<name>.sql once each,\n"
+      "in version order, then changed R__<name>.sql; --status shows applied, pending,\n"
+      "changed and missing ones; --dry-run changes nothing; --baseline V records versions\n"
+      "up to V as applied; --repair accepts edited files", cmd_migrate },
     { "mode", ".mode [aligned|csv|json|line]", "set how query results are printed", cmd_mode },
+    { "partitions", ".partitions [list|ahead DAYS|retain DAYS [--detach-only]]",
+      "list the daily partitions of staging.raw_events, create them DAYS ahead, or drop\n"
+      "(or detach) those older than DAYS", cmd_partitions },
     { "quit", ".quit", "leave the shell (also .exit, Ctrl-D)", cmd_quit },
     { "exit", ".exit", "leave the shell", cmd_quit },
     { "read", ".read FILE", "run the SQL and dot commands in FILE", cmd_read },
@@ -764,71 +989,72 @@ static int run_command(shell *sh, const char *cmd)
 
 /* ---- statement assembly -------------------------------------------------- */
 
-/* Tracks quotes, dollar quotes and comments across lines, so a ';' inside a
-** string or a function body does not end the statement. */
-typedef struct sqlscan {
-    int in_quote;         /* ' or " or 0 */
-    int in_block_comment; /* nesting depth */
-    char dollar[64];      /* open dollar-quote tag, "" when none */
-    int open;             /* dollar tag active */
-} sqlscan;
-
-/* Scans one line; returns 1 when the statement is complete (a ';' outside
-** quotes and comments ends the line's last token). */
-static int sqlscan_line(sqlscan *s, const char *p)
+/* SQL is gathered line by line until the library's splitter (the one the
+** migration runner uses: quotes, $$ bodies, BEGIN ATOMIC, COPY ... FROM stdin
+** data ended by \.) says the buffer holds only complete statements; then
+** each runs in turn. Returns 1 when the buffer was consumed (run or
+** rejected), 0 when more input is needed. */
+static int run_buffer(shell *sh, const char *buf, size_t len, long long first_line, int at_eof,
+                      int *rc)
 {
-    int complete = 0;
-    for (; *p; p++) {
-        complete = 0;
-        if (s->open) {
-            size_t n = strlen(s->dollar);
-            if (*p == '$' && !strncmp(p, s->dollar, n)) {
-                s->open = 0;
-                p += n - 1;
-            }
-            continue;
-        }
-        if (s->in_block_comment) {
-            if (p[0] == '*' && p[1] == '/') {
-                s->in_block_comment--;
-                p++;
-            } else if (p[0] == '/' && p[1] == '*') {
-                s->in_block_comment++;
-                p++;
-            }
-            continue;
-        }
-        if (s->in_quote) {
-            if (*p == s->in_quote)
-                s->in_quote = 0;
-            continue;
-        }
-        if (*p == '\'' || *p == '"') {
-            s->in_quote = *p;
-        } else if (p[0] == '-' && p[1] == '-') {
-            break;
-        } else if (p[0] == '/' && p[1] == '*') {
-            s->in_block_comment = 1;
-            p++;
-        } else if (*p == '$') {
-            const char *q = p + 1;
-            while (isalnum((unsigned char)*q) || *q == '_')
-                q++;
-            if (*q == '$' && (q == p + 1 || !isdigit((unsigned char)p[1])) &&
-                (size_t)(q - p + 1) < sizeof s->dollar) {
-                memcpy(s->dollar, p, (size_t)(q - p + 1));
-                s->dollar[q - p + 1] = '\0';
-                s->open = 1;
-                p = q;
-            }
-        } else if (*p == ';') {
-            complete = 1;
-        } else if (!isspace((unsigned char)*p)) {
-            complete = 0;
-        }
+    pgpipe_sql_split *sp = NULL;
+    if (pgpipe_sql_split_open(&sp, buf, len, sh->interactive ? "<stdin>" : sh->source) != PGPIPE_OK) {
+        errorf("out of memory");
+        pgpipe_sql_split_close(sp);
+        *rc = 1;
+        return 1;
     }
-    /* a ';' followed only by spaces or a comment completes the statement */
-    return complete && !s->in_quote && !s->in_block_comment && !s->open;
+    pgpipe_sql_stmt st;
+    int r;
+    while ((r = pgpipe_sql_split_next(sp, &st)) == PGPIPE_ROW)
+        ;
+    if (!at_eof && pgpipe_sql_split_incomplete(sp)) {
+        pgpipe_sql_split_close(sp);
+        return 0;
+    }
+    if (r == PGPIPE_PARSE) {
+        pgpipe_error e = *pgpipe_errinfo(sp);
+        if (e.line > 0) /* the buffer starts at first_line of the input */
+            e.line += first_line - 1;
+        print_error(&e);
+        sh->failures++;
+        *rc = 1;
+        pgpipe_sql_split_close(sp);
+        return 1;
+    }
+    pgpipe_sql_split_close(sp);
+    /* complete: split again and run the statements one by one */
+    pgpipe_sql_split_open(&sp, buf, len, sh->source);
+    *rc = 0;
+    while (pgpipe_sql_split_next(sp, &st) == PGPIPE_ROW) {
+        char *sql = strndup(st.sql, st.len);
+        if (!sql) {
+            *rc = 1;
+            break;
+        }
+        int one = run_sql_copy(sh, sql, st.copy_data, st.copy_len);
+        free(sql);
+        fflush(sh->out);
+        if (one) {
+            sh->failures++;
+            *rc = 1;
+            if (sh->bail && !sh->interactive)
+                break;
+        }
+        if (interrupted)
+            break;
+    }
+    pgpipe_sql_split_close(sp);
+    return 1;
+}
+
+/* A line can only complete a statement when it ends with ';' or is the \.
+** that ends COPY data: the buffer is not split again for other lines. */
+static int may_complete(const char *line, size_t n)
+{
+    while (n && isspace((unsigned char)line[n - 1]))
+        n--;
+    return (n && line[n - 1] == ';') || (n == 2 && line[0] == '\\' && line[1] == '.');
 }
 
 /* ---- line editing -------------------------------------------------------- */
@@ -1079,8 +1305,8 @@ static char *ed_readline(const char *prompt)
 
 /* ---- input loop ---------------------------------------------------------- */
 
-/* Reads commands from f (or the terminal): dot commands are one line; SQL
-** runs when a line ends a statement with ';'. */
+/* Reads commands from f (or the terminal): dot commands take one line at
+** the start of a statement; SQL runs once its statements are complete. */
 static int run_stream(shell *sh, FILE *f)
 {
     int tty = sh->interactive && f == stdin;
@@ -1088,9 +1314,8 @@ static int run_stream(shell *sh, FILE *f)
     size_t cap = 0;
     char *sql = NULL;
     size_t len = 0;
-    sqlscan scan;
-    memset(&scan, 0, sizeof scan);
     int rc = 0;
+    long long lineno = 0, first_line = 1;
     for (;;) {
         ssize_t n;
         if (tty) {
@@ -1106,6 +1331,10 @@ static int run_stream(shell *sh, FILE *f)
         }
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             line[--n] = '\0';
+        lineno++;
+        if (len == 0)
+            first_line = lineno;
+        rc = 0;
         if (len == 0 && line[0] == '.') {
             if (tty)
                 ed_history_add(line);
@@ -1122,16 +1351,18 @@ static int run_stream(shell *sh, FILE *f)
             len += (size_t)n;
             sql[len++] = '\n';
             sql[len] = '\0';
-            if (sqlscan_line(&scan, line)) {
+            size_t k = 0;
+            while (k < len && isspace((unsigned char)sql[k]))
+                k++;
+            if (k == len) {
+                len = 0; /* only blank lines so far */
+            } else if (may_complete(line, (size_t)n) &&
+                       run_buffer(sh, sql, len, first_line, 0, &rc)) {
                 if (tty) {
                     sql[len - 1] = '\0';
                     ed_history_add(sql);
                 }
-                rc = run_command(sh, sql);
                 len = 0;
-                memset(&scan, 0, sizeof scan);
-            } else if (len == 1) {
-                len = 0; /* an empty line before any statement */
             }
         }
         if (rc == 2 || (rc && sh->bail && !tty))
@@ -1139,9 +1370,12 @@ static int run_stream(shell *sh, FILE *f)
         if (interrupted && !tty) /* Ctrl-C ends a script, as in psql */
             break;
     }
-    if (len && rc != 2 && !(rc && sh->bail)) {
-        sql[len] = '\0';
-        run_command(sh, sql);
+    if (len && rc != 2 && !(rc && sh->bail) && !interrupted) {
+        size_t k = 0;
+        while (k < len && isspace((unsigned char)sql[k]))
+            k++;
+        if (k < len)
+            run_buffer(sh, sql, len, first_line, 1, &rc);
     }
     free(sql);
     free(line);
@@ -1181,6 +1415,7 @@ int main(int argc, char **argv)
     shell sh;
     memset(&sh, 0, sizeof sh);
     sh.out = stdout;
+    sh.source = "<stdin>";
     const char *file = NULL, *local_dir = NULL;
     int keep = 0, fast = 0;
     int i = 1;
@@ -1261,6 +1496,7 @@ int main(int argc, char **argv)
             PQfinish(sh.conn);
             return 1;
         }
+        sh.source = file;
         run_stream(&sh, f);
         fclose(f);
     } else if (i < argc) {

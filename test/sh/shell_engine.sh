@@ -1,0 +1,75 @@
+#!/bin/sh
+# The shell's engine commands on a database of their own: .install, .health,
+# .partitions, .migrate; scripts with $$ bodies and inline COPY data.
+set -u
+cd "${PGPIPE_TOP:-.}"
+P=build/test/pgpipe
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/eng.XXXXXX")
+fail() { echo "FAIL: $*"; exit 1; }
+has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
+$1"; }
+$P "$PGPIPE_TEST_DSN" "DROP DATABASE IF EXISTS shell_eng" "CREATE DATABASE shell_eng" >/dev/null || fail "createdb"
+D="$PGPIPE_TEST_DSN dbname=shell_eng"
+
+out=$($P "$D" .health) || fail ".health exit"
+has "$out" "cache hit ratio"
+has "$out" "built-in schema     not installed (.install)"
+out=$($P "$D" .install) || fail ".install: $out"
+has "$out" "installed the built-in schema"
+out=$($P "$D" ".install --example") || fail ".install --example: $out"
+has "$out" "and the example pipeline"
+out=$($P "$D" ".partitions ahead 10" ".partitions" ".partitions retain 30") || fail ".partitions: $out"
+has "$out" "created 3 partitions (daily, 10 days ahead)"
+has "$out" "raw_events_default"
+has "$out" "raw_events_p"
+has "$out" "dropped 0 partitions older than 30 days"
+$P "$D" ".partitions ahead ten" 2>/dev/null && fail "bad .partitions argument accepted"
+out=$($P "$D" .health) || fail ".health"
+has "$out" "ok    partitions ahead    10 days"
+has "$out" "ok    backlog             0 unprocessed"
+has "$out" "ok    dead letters        0 dead"
+
+# migrations from a directory
+mkdir "$tmp/m"
+printf 'CREATE TABLE eng_users(id int PRIMARY KEY, name text);\n' > "$tmp/m/V1__users.sql"
+cat > "$tmp/m/V2__func.sql" <<'SQL'
+CREATE FUNCTION eng_hello(n text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN 'hello; ' || n || '''s';
+END
+$$;
+COPY eng_users FROM stdin;
+1	ann
+2	bob
+\.
+SQL
+out=$($P "$D" ".migrate $tmp/m") || fail ".migrate: $out"
+has "$out" "applied   1"
+has "$out" "applied   2"
+out=$($P -m csv "$D" "SELECT eng_hello(name) AS h FROM eng_users ORDER BY id") || fail "function"
+has "$out" "hello; ann's"
+printf 'SELECT 1;\nSELECT nope FROM eng_users;\n' > "$tmp/m/V3__bad.sql"
+err=$($P "$D" ".migrate $tmp/m" 2>&1) && fail "failing migration exited 0"
+has "$err" "V3__bad.sql:2:"
+has "$err" "[SQLSTATE 42703]"
+out=$($P "$D" ".migrate $tmp/m --status")
+has "$out" "failed    3"
+
+# a script with a $$ body, BEGIN/COMMIT and inline COPY data
+out=$(cat <<'SQL' | $P -m csv "$D"
+CREATE TABLE eng_copy(a int, b text);
+COPY eng_copy FROM stdin;
+1	x
+2	y;z
+\.
+DO $$ BEGIN
+  INSERT INTO eng_copy VALUES (3, 'three;');
+END $$;
+SELECT count(*) AS n, string_agg(b, '|' ORDER BY a) AS b FROM eng_copy;
+SQL
+) || fail "script: $out"
+has "$out" "3,x|y;z|three;"
+err=$(printf 'SELECT 1;\n\\d eng_copy\n' | $P "$D" 2>&1) && fail "psql meta-command accepted"
+has "$err" "<stdin>:2:"
+$P "$PGPIPE_TEST_DSN" "DROP DATABASE shell_eng" >/dev/null
+echo "engine commands ok"
