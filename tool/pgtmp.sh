@@ -131,7 +131,8 @@ EOF
     fi
     if [ -n "$owner" ]; then
         # the watchdog outlives us; it stops the server once the owner is gone
-        nohup sh -c "while kill -0 $owner 2>/dev/null && [ -f '$d/data/postmaster.pid' ]; do sleep 1; done
+        # (a missing pid file is looked at again 3 s later: `restart` removes it briefly)
+        nohup sh -c "while kill -0 $owner 2>/dev/null && { [ -f '$d/data/postmaster.pid' ] || { sleep 3; [ -f '$d/data/postmaster.pid' ]; }; }; do sleep 1; done
                      sh '$self' stop '$d' >/dev/null 2>&1" >/dev/null 2>&1 </dev/null &
     fi
     cat "$d/conninfo"
