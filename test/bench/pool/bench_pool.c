@@ -128,6 +128,8 @@ typedef struct run_result {
     double ops_s;
     long errors;
     int64_t p50, p99, max, max_at, max_late;
+    double fair;      /* worst thread's mean wait / median thread's mean wait */
+    long ops_min, ops_max;
     pgpipe_pool_stats st;
 } run_result;
 
@@ -159,10 +161,20 @@ static run_result run_conn(int use_pool)
     }
     samples all = { NULL, 0, 0 };
     long ops = 0;
+    double means[THREADS];
+    res.ops_min = -1;
     for (int i = 0; i < THREADS; i++) {
         pthread_join(th[i], NULL);
         ops += t[i].ops;
         res.errors += t[i].errors;
+        if (res.ops_min < 0 || t[i].ops < res.ops_min)
+            res.ops_min = t[i].ops;
+        if (t[i].ops > res.ops_max)
+            res.ops_max = t[i].ops;
+        double sum = 0;
+        for (size_t k = 0; k < t[i].wait.n; k++)
+            sum += (double)t[i].wait.v[k];
+        means[i] = t[i].wait.n ? sum / (double)t[i].wait.n : 0;
         if (t[i].errors)
             fprintf(stderr, "  error: %s\n", t[i].err);
         for (size_t k = 0; k < t[i].wait.n; k++) {
@@ -177,6 +189,8 @@ static run_result run_conn(int use_pool)
         free(t[i].wait.v);
         free(t[i].when.v);
     }
+    qsort(means, THREADS, sizeof means[0], cmp_dbl);
+    res.fair = means[THREADS / 2] > 0 ? means[THREADS - 1] / means[THREADS / 2] : 0;
     double el = (double)(pgpipe_now_us() - start) / 1e6;
     res.ops_s = (double)ops / el;
     qsort(all.v, all.n, sizeof *all.v, cmp_i64);
@@ -319,6 +333,7 @@ int main(int argc, char **argv)
     fig ops_p, ops_n, p50_p, p50_n, p99_p, p99_n, max_p, max_n;
     long err_p = 0, err_n = 0;
     double worst_ratio = 0;
+    fig fair, late;
     for (int i = 0; i < RUNS; i++) {
         run_result a = run_conn(1);
         run_result b = run_conn(0);
@@ -332,15 +347,17 @@ int main(int argc, char **argv)
         max_n.v[i] = (double)b.max;
         err_p += a.errors;
         err_n += b.errors;
+        fair.v[i] = a.fair;
+        late.v[i] = (double)a.max_late;
         double r = a.p50 > 0 ? (double)a.max / (double)a.p50 : 0;
         if (r > worst_ratio)
             worst_ratio = r;
         printf("  run %d: pool %.0f ops/s (wait p50 %lld us, p99 %lld us, max %lld us; pool stats "
                "p50 %lld p95 %lld p99 %lld max %lld us; created %lld), new-conn %.0f ops/s "
-               "(connect p50 %lld us, max %lld us); pool max wait began at %lld ms, max after 300 ms %lld us\n",
+               "(connect p50 %lld us, max %lld us); pool max wait began at %lld ms, max after 300 ms %lld us; per thread: ops %ld..%ld, worst mean wait / median mean wait %.2f\n",
                i + 1, a.ops_s, (long long)a.p50, (long long)a.p99, (long long)a.max,
                a.st.wait_p50_us, a.st.wait_p95_us, a.st.wait_p99_us, a.st.wait_max_us,
-               a.st.created, b.ops_s, (long long)b.p50, (long long)b.max, (long long)a.max_at / 1000, (long long)a.max_late);
+               a.st.created, b.ops_s, (long long)b.p50, (long long)b.max, (long long)a.max_at / 1000, (long long)a.max_late, a.ops_min, a.ops_max, a.fair);
     }
     printf("\ncomponent  | workload                           | pgpipe                                    | peer                                                         | ratio\n");
     report("16thr-pool4+4-select1", "ops/s", &ops_p, "new-connection-per-use", &ops_n, 1);
@@ -357,6 +374,15 @@ int main(int argc, char **argv)
            "peer=new-connection-per-use peer_value=%ld ratio=missing\n", err_p, err_n);
     printf("bench: component=pool workload=16thr-pool4+4-select1 metric=max_wait_over_p50 "
            "pgpipe=%.1f peer=target peer_value=10 ratio=%.2f\n", wr, wr > 0 ? 10.0 / wr : 0);
+    double p99m = med(&p99_p, &mn, &mx), fm = med(&fair, &mn, &mx), lm = med(&late, &mn, &mx);
+    printf("p99 wait / median wait (pool): %.1f; max wait after the first 300 ms: %.0f us (%.1f x median); "
+           "worst thread's mean wait / median thread's: %.2f\n", w50 > 0 ? p99m / w50 : 0, lm,
+           w50 > 0 ? lm / w50 : 0, fm);
+    printf("bench: component=pool workload=16thr-pool4+4-select1 metric=p99_wait_over_p50 "
+           "pgpipe=%.1f peer=target peer_value=10 ratio=%.2f\n", w50 > 0 ? p99m / w50 : 0,
+           p99m > 0 ? 10.0 * w50 / p99m : 0);
+    printf("bench: component=pool workload=16thr-pool4+4-select1 metric=thread_mean_wait_worst_over_median "
+           "pgpipe=%.2f peer=target peer_value=10 ratio=%.2f\n", fm, fm > 0 ? 10.0 / fm : 0);
 
     /* ---- pipeline and statement cache on one pooled connection ---- */
     PGconn *setup = must_connect();
