@@ -1099,3 +1099,65 @@ PGT_TEST(pool, survives_server_restart_under_16_threads)
     pool_t_close(sh.pool);
     pthread_mutex_destroy(&sh.mu);
 }
+
+PGT_TEST(pool, permanent_connect_failure_fails_fast)
+{
+    char ci[600];
+    snprintf(ci, sizeof ci, "%s dbname=pool_t_no_such_db", pgt_dsn());
+    pgpipe_pool_options o;
+    pgpipe_pool_options_init(&o);
+    o.min_idle = 0;
+    pgpipe_pool *p = NULL;
+    PGT_OK(pgpipe_pool_open(ci, &o, &p));
+    pgpipe_conn *c = NULL;
+    pgpipe_error e;
+    int64_t t0 = pgpipe_now_us();
+    PGT_EQ_INT(pgpipe_pool_acquire_ex(p, &c, 20000, &e), PGPIPE_DB);
+    PGT_CHECK(pgpipe_now_us() - t0 < 5000000); /* not the 20 s timeout */
+    PGT_CONTAINS(e.message, "pool_t_no_such_db");
+    PGT_CONTAINS(e.message, "does not exist");
+    pool_t_close(p);
+}
+
+typedef struct pool_t_many {
+    pgpipe_pool *pool;
+    int rc;
+    pgpipe_error err;
+} pool_t_many;
+
+static void *pool_t_many_acquire(void *arg)
+{
+    pool_t_many *m = arg;
+    pgpipe_conn *c = NULL;
+    m->rc = pgpipe_pool_acquire_ex(m->pool, &c, 200, &m->err);
+    if (c)
+        pgpipe_pool_release(c);
+    return NULL;
+}
+
+PGT_TEST(pool, sixteen_threads_time_out_at_once_each_with_its_error)
+{
+    pgpipe_pool *p = pool_t_open(1, 0, NULL);
+    pgpipe_conn *held = pool_t_get(p);
+    pool_t_many m[POOL_T_THREADS];
+    pthread_t th[POOL_T_THREADS];
+    for (int i = 0; i < POOL_T_THREADS; i++) {
+        m[i].pool = p;
+        m[i].rc = -1;
+        pthread_create(&th[i], NULL, pool_t_many_acquire, &m[i]);
+    }
+    for (int i = 0; i < POOL_T_THREADS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < POOL_T_THREADS; i++) {
+        PGT_EQ_INT(m[i].rc, PGPIPE_BUSY);
+        PGT_EQ_INT(m[i].err.code, PGPIPE_BUSY);
+        PGT_CONTAINS(m[i].err.message, "timed out after");
+        PGT_CONTAINS(m[i].err.message, "pool_size 1 + max_overflow 0");
+    }
+    pgpipe_pool_stats s;
+    PGT_OK(pgpipe_pool_stats_get(p, &s));
+    PGT_EQ_INT(s.timeouts, POOL_T_THREADS);
+    PGT_EQ_INT(s.waiters, 0);
+    pgpipe_pool_release(held);
+    pool_t_close(p);
+}

@@ -8,11 +8,14 @@
 **     pool of 4 + 4 overflow.  peer: PQconnectdb / PQexec / PQfinish.
 **     Reported: operations/s, errors, and the time to get a connection
 **     (acquire wait for the pool, connect time for the peer): p50, p99, max.
-**  2. NSTMT small UPDATEs on one connection: a pipeline with a Sync after
-**     each statement (same autocommit semantics as one at a time) and with one
-**     Sync at the end, against PQexecParams one at a time.
-**  3. NSTMT parameterized SELECTs one at a time: pgpipe_conn_exec_cached
-**     (prepared once) against PQexecParams (parsed each time).
+**  2. Batches of NSTMT small UPDATEs on one connection: a pipeline with a Sync
+**     after each statement (same autocommit semantics as one at a time) and
+**     with one Sync at the end, against PQexecParams one at a time.
+**  3. NSTMT parameterized SELECTs one at a time (a primary-key lookup, and a
+**     4-way self-join whose planning costs more): pgpipe_conn_exec_cached
+**     (prepared once) against PQexecParams (parsed and planned each time).
+**  In 2 and 3 the methods alternate batch by batch (ROUNDS each per run), so
+**  a load change on the shared machine hits them alike.
 ** Needs PGPIPE_TEST_DSN (run.sh starts a throwaway cluster).
 */
 #include "pgpipe.h"
@@ -23,7 +26,8 @@
 
 #define RUNS 5
 #define THREADS 16
-#define NSTMT 2000
+#define NSTMT 1000 /* statements per batch */
+#define ROUNDS 4  /* batches per method per run, methods interleaved */
 
 static const char *dsn;
 static double seconds = 2.0;
@@ -129,6 +133,7 @@ typedef struct run_result {
     long errors;
     int64_t p50, p99, max, max_at, max_late;
     double fair;      /* worst thread's mean wait / median thread's mean wait */
+    long over10, nwaits; /* waits longer than 10x the median, of all */
     long ops_min, ops_max;
     pgpipe_pool_stats st;
 } run_result;
@@ -137,7 +142,7 @@ static run_result run_conn(int use_pool)
 {
     run_result res;
     memset(&res, 0, sizeof res);
-    run_ctx ctx = { NULL, 0 };
+    run_ctx ctx = { NULL, 0, 0 };
     if (use_pool) {
         pgpipe_pool_options o;
         pgpipe_pool_options_init(&o);
@@ -195,6 +200,9 @@ static run_result run_conn(int use_pool)
     res.ops_s = (double)ops / el;
     qsort(all.v, all.n, sizeof *all.v, cmp_i64);
     res.p50 = pct(&all, 0.50);
+    res.nwaits = (long)all.n;
+    for (size_t k = 0; k < all.n; k++)
+        res.over10 += all.v[k] > 10 * res.p50;
     res.p99 = pct(&all, 0.99);
     free(all.v);
     if (ctx.pool) {
@@ -231,7 +239,7 @@ static void must_exec(PGconn *pg, const char *sql)
 static const char *UPD = "UPDATE pool_bench SET n = n + 1 WHERE id = $1";
 
 /* mode 0: one at a time, 1: pipeline sync each, 2: pipeline one sync */
-static double run_updates(pgpipe_conn *c, int mode, long *errors)
+static int64_t run_updates(pgpipe_conn *c, int mode, long *errors)
 {
     PGconn *pg = pgpipe_conn_pg(c);
     char ids[NSTMT][12];
@@ -263,12 +271,15 @@ static double run_updates(pgpipe_conn *c, int mode, long *errors)
         *errors += failed;
         pgpipe_pipeline_free(p);
     }
-    return (double)NSTMT / ((double)(pgpipe_now_us() - t0) / 1e6);
+    return pgpipe_now_us() - t0;
 }
 
 static const char *SEL = "SELECT id, n FROM pool_bench WHERE id = $1";
+static const char *JOIN4 = "SELECT b1.id, b2.n + b3.n + b4.n FROM pool_bench b1 "
+                           "JOIN pool_bench b2 ON b2.id = b1.id JOIN pool_bench b3 ON b3.id = b2.id "
+                           "JOIN pool_bench b4 ON b4.id = b3.id WHERE b1.id = $1";
 
-static double run_selects(pgpipe_conn *c, int cached, long *errors)
+static int64_t run_selects(pgpipe_conn *c, int cached, long *errors, const char *sql)
 {
     PGconn *pg = pgpipe_conn_pg(c);
     int64_t t0 = pgpipe_now_us();
@@ -276,13 +287,13 @@ static double run_selects(pgpipe_conn *c, int cached, long *errors)
         char id[12];
         snprintf(id, sizeof id, "%d", i % 1000 + 1);
         const char *v[1] = { id };
-        PGresult *r = cached ? pgpipe_conn_exec_cached(c, SEL, 1, v, NULL, NULL, 0)
-                             : PQexecParams(pg, SEL, 1, NULL, v, NULL, NULL, 0);
+        PGresult *r = cached ? pgpipe_conn_exec_cached(c, sql, 1, v, NULL, NULL, 0)
+                             : PQexecParams(pg, sql, 1, NULL, v, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
             (*errors)++;
         PQclear(r);
     }
-    return (double)NSTMT / ((double)(pgpipe_now_us() - t0) / 1e6);
+    return pgpipe_now_us() - t0;
 }
 
 /* ---- reporting ---------------------------------------------------------- */
@@ -354,10 +365,10 @@ int main(int argc, char **argv)
             worst_ratio = r;
         printf("  run %d: pool %.0f ops/s (wait p50 %lld us, p99 %lld us, max %lld us; pool stats "
                "p50 %lld p95 %lld p99 %lld max %lld us; created %lld), new-conn %.0f ops/s "
-               "(connect p50 %lld us, max %lld us); pool max wait began at %lld ms, max after 300 ms %lld us; per thread: ops %ld..%ld, worst mean wait / median mean wait %.2f\n",
+               "(connect p50 %lld us, max %lld us); pool max wait began at %lld ms, max after 300 ms %lld us; per thread: ops %ld..%ld, worst mean wait / median mean wait %.2f; waits > 10x median: %ld of %ld\n",
                i + 1, a.ops_s, (long long)a.p50, (long long)a.p99, (long long)a.max,
                a.st.wait_p50_us, a.st.wait_p95_us, a.st.wait_p99_us, a.st.wait_max_us,
-               a.st.created, b.ops_s, (long long)b.p50, (long long)b.max, (long long)a.max_at / 1000, (long long)a.max_late, a.ops_min, a.ops_max, a.fair);
+               a.st.created, b.ops_s, (long long)b.p50, (long long)b.max, (long long)a.max_at / 1000, (long long)a.max_late, a.ops_min, a.ops_max, a.fair, a.over10, a.nwaits);
     }
     printf("\ncomponent  | workload                           | pgpipe                                    | peer                                                         | ratio\n");
     report("16thr-pool4+4-select1", "ops/s", &ops_p, "new-connection-per-use", &ops_n, 1);
@@ -405,28 +416,38 @@ int main(int argc, char **argv)
         fprintf(stderr, "acquire: %s\n", pgpipe_errmsg(pool));
         return 2;
     }
-    printf("\n== pipeline: %d single-row UPDATEs on one connection; statement cache: %d "
-           "single-row SELECTs; median of %d after a warm-up\n", NSTMT, NSTMT, RUNS);
+    printf("\n== pipeline: batches of %d single-row UPDATEs on one connection; statement cache: "
+           "%d single-row SELECTs; %d batches per method per run, interleaved; median of %d "
+           "after a warm-up\n", NSTMT, NSTMT, ROUNDS, RUNS);
     long perr = 0;
-    fig one, each, single, cached, params;
+    fig one, each, single, cached, params, cached4, params4;
     for (int i = -1; i < RUNS; i++) {
-        double a = run_updates(c, 0, &perr);
-        double b = run_updates(c, 1, &perr);
-        double d = run_updates(c, 2, &perr);
-        double e = run_selects(c, 1, &perr);
-        double f = run_selects(c, 0, &perr);
+        int64_t t[7] = { 0, 0, 0, 0, 0, 0, 0 };
+        for (int k = 0; k < ROUNDS; k++) {
+            t[0] += run_updates(c, 0, &perr);
+            t[1] += run_updates(c, 1, &perr);
+            t[2] += run_updates(c, 2, &perr);
+            t[3] += run_selects(c, 1, &perr, SEL);
+            t[4] += run_selects(c, 0, &perr, SEL);
+            t[5] += run_selects(c, 1, &perr, JOIN4);
+            t[6] += run_selects(c, 0, &perr, JOIN4);
+        }
         if (i >= 0) {
-            one.v[i] = a;
-            each.v[i] = b;
-            single.v[i] = d;
-            cached.v[i] = e;
-            params.v[i] = f;
+            double n = (double)NSTMT * ROUNDS * 1e6;
+            one.v[i] = n / (double)t[0];
+            each.v[i] = n / (double)t[1];
+            single.v[i] = n / (double)t[2];
+            cached.v[i] = n / (double)t[3];
+            params.v[i] = n / (double)t[4];
+            cached4.v[i] = n / (double)t[5];
+            params4.v[i] = n / (double)t[6];
         }
     }
     printf("\ncomponent  | workload                           | pgpipe                                    | peer                                                         | ratio\n");
-    report("pipeline-sync-each-2000-updates", "stmt/s", &each, "one-at-a-time", &one, 1);
-    report("pipeline-one-sync-2000-updates", "stmt/s", &single, "one-at-a-time", &one, 1);
-    report("exec-cached-2000-selects", "stmt/s", &cached, "PQexecParams", &params, 1);
+    report("pipeline-sync-each-1000-updates", "stmt/s", &each, "one-at-a-time", &one, 1);
+    report("pipeline-one-sync-1000-updates", "stmt/s", &single, "one-at-a-time", &one, 1);
+    report("exec-cached-1000-selects", "stmt/s", &cached, "PQexecParams", &params, 1);
+    report("exec-cached-1000-4way-joins", "stmt/s", &cached4, "PQexecParams", &params4, 1);
     printf("errors: %ld\n", perr);
     pgpipe_pool_release(c);
     pgpipe_pool_close(pool, NULL);
