@@ -397,6 +397,7 @@ int main(int argc, char **argv)
 
     /* ---- pipeline and statement cache on one pooled connection ---- */
     PGconn *setup = must_connect();
+    must_exec(setup, "SET client_min_messages = warning");
     must_exec(setup, "DROP TABLE IF EXISTS pool_bench");
     must_exec(setup, "CREATE TABLE pool_bench (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0)");
     must_exec(setup, "INSERT INTO pool_bench SELECT g, 0 FROM generate_series(1, 1000) g");
