@@ -116,6 +116,7 @@ PGT_TEST(pool, connect_failure_is_clear_and_masked)
 
     /* with min_idle 0 the pool opens; an acquire retries until its timeout */
     o.min_idle = 0;
+    o.acquire_timeout_ms = 300;
     PGT_OK(pgpipe_pool_open("postgresql://u:hunter2@/x?host=/nonexistent-pgpipe&port=1", &o, &p));
     pgpipe_conn *c = NULL;
     pgpipe_error e;
