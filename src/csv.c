@@ -415,7 +415,13 @@ int pgpipe_csv_feed_end(pgpipe_csv *r)
 ** line and column are found by rescanning the record from its start. */
 static void csv_rowerr(pgpipe_csv *r, int kind, const unsigned char *at, int field)
 {
-    if (r->ekind != CSV_E_NONE)
+    /* The report must not depend on how the input was chunked: a too-large
+    ** field wins (the record is dropped, and may be partly discarded
+    ** already), otherwise the problem nearest the start of the record. */
+    long long off = r->boff + (long long)(at - r->buf);
+    if (r->ekind == CSV_E_LARGE)
+        return;
+    if (r->ekind != CSV_E_NONE && kind != CSV_E_LARGE && off >= r->eoff)
         return;
     r->ekind = kind;
     r->efield = field;
@@ -434,7 +440,7 @@ static void csv_rowerr(pgpipe_csv *r, int kind, const unsigned char *at, int fie
     }
     r->eline = line;
     r->ecol = (long long)(at - ls) + 1;
-    r->eoff = r->boff + (long long)(at - r->buf);
+    r->eoff = off;
 }
 
 static int csv_report(pgpipe_csv *r)
@@ -579,8 +585,8 @@ unquoted:
         q = csv_scan4(p, vd, vq, vcr, vlf);
         if (PP_LIKELY(*q == dl)) {
             size_t l = (size_t)(q - fs);
-            if (PP_UNLIKELY(l > maxf))
-                csv_rowerr(r, CSV_E_LARGE, fs + maxf, nf + 1);
+            if (PP_UNLIKELY(l > maxf) && l - (size_t)(fl & CSV_F_QUOTED) > maxf)
+                csv_rowerr(r, CSV_E_LARGE, fs + (fl & CSV_F_QUOTED) + maxf, nf + 1);
             CSV_PUSH(fs, l, fl);
             p = q + 1;
             goto field;
@@ -599,8 +605,8 @@ unquoted:
             goto need_more;
         }
         size_t l = (size_t)(q - fs);
-        if (PP_UNLIKELY(l > maxf))
-            csv_rowerr(r, CSV_E_LARGE, fs + maxf, nf + 1);
+        if (PP_UNLIKELY(l > maxf) && l - (size_t)(fl & CSV_F_QUOTED) > maxf)
+            csv_rowerr(r, CSV_E_LARGE, fs + (fl & CSV_F_QUOTED) + maxf, nf + 1);
         CSV_PUSH(fs, l, fl);
         if (fl & CSV_F_DECODE)
             r->need_decode = 1;
@@ -618,8 +624,8 @@ quoted:
                     goto need_more;
                 }
                 size_t l = (size_t)(q + 1 - fs);
-                if (PP_UNLIKELY(l > maxf))
-                    csv_rowerr(r, CSV_E_LARGE, fs + maxf, nf + 1);
+                if (PP_UNLIKELY(l - 2 > maxf))
+                    csv_rowerr(r, CSV_E_LARGE, fs + 1 + maxf, nf + 1);
                 if (fl & CSV_F_DECODE) {
                     CSV_PUSH(fs, l, fl);
                     r->need_decode = 1;
@@ -637,8 +643,8 @@ quoted:
             }
             size_t l = (size_t)(q + 1 - fs);
             if (n == dl || n == '\n' || n == '\r') {
-                if (PP_UNLIKELY(l > maxf))
-                    csv_rowerr(r, CSV_E_LARGE, fs + maxf, nf + 1);
+                if (PP_UNLIKELY(l - 2 > maxf))
+                    csv_rowerr(r, CSV_E_LARGE, fs + 1 + maxf, nf + 1);
                 if (fl & CSV_F_DECODE) {
                     CSV_PUSH(fs, l, fl);
                     r->need_decode = 1;
@@ -656,6 +662,7 @@ quoted:
             if (strict)
                 csv_rowerr(r, CSV_E_AFTERQ, q + 1, nf + 1);
             fl |= CSV_F_DECODE;
+            r->need_decode = 1;
             p = q + 1;
             goto unquoted;
         }
@@ -665,6 +672,8 @@ quoted:
                 p = q;
                 goto need_more;
             }
+            if ((size_t)(end - fs) - 1 > maxf)
+                csv_rowerr(r, CSV_E_LARGE, fs + 1 + maxf, nf + 1);
             csv_rowerr(r, CSV_E_UNTERM, fs, nf + 1);
             CSV_PUSH(fs, (size_t)(end - fs), fl | CSV_F_DECODE);
             r->need_decode = 1;
@@ -686,10 +695,14 @@ quoted:
 
 need_more:
     /* p is where scanning resumes; fs the start of the current field */
-    if (!r->discard && (size_t)(end - fs) > maxf) {
-        r->nf = nf;
-        csv_rowerr(r, CSV_E_LARGE, fs + maxf, nf + 1);
-        r->discard = 1;
+    if (!r->discard) {
+        /* the field so far: unquoted from fs, quoted from after its quote */
+        size_t q1 = (fl & CSV_F_QUOTED) ? 1 : 0;
+        if ((size_t)(p - fs) - q1 > maxf) {
+            r->nf = nf;
+            csv_rowerr(r, CSV_E_LARGE, fs + q1 + maxf, nf + 1);
+            r->discard = 1;
+        }
     }
     r->scan = (size_t)(p - base);
     r->fstart = (size_t)(fs - base);
@@ -753,9 +766,11 @@ static size_t csv_decode(char *dst, const unsigned char *s, size_t n, unsigned c
 static int csv_finish(pgpipe_csv *r)
 {
     r->in_record = 0;
-    if (r->discard) {
+    if (r->discard || r->ekind == CSV_E_LARGE) {
+        /* a record with a too-large field is dropped, not kept */
         r->nf = 0;
         r->raw_ok = 0;
+        r->need_decode = 0;
     } else {
         r->raw_ok = 1;
     }

@@ -35,8 +35,9 @@ typedef struct pgpipe_csv_options {
     int expected_fields;    /* fields per record: 0 = the header's count when there
                             ** is a header, else any; > 0 that count; < 0 any.
                             ** A record with another count is a row error. 0 */
-    size_t max_field_size;  /* bytes in one field (as written, quotes included);
-                            ** a longer field is a row error; 64 MiB */
+    size_t max_field_size;  /* bytes in one field as written, without its enclosing
+                            ** quotes; a longer field is a row error and its
+                            ** record is dropped (no raw text); 64 MiB */
     size_t buffer_size;     /* initial read buffer; grows only for a longer record;
                             ** 128 KiB */
     const char *source;     /* name used in error messages ("data.csv"); "<input>" */
