@@ -862,7 +862,7 @@ const char *pgpipe_sql_file(const char *path)
 ** Design. Input is read (or fed) into one buffer that is grown only when a
 ** single record is longer than it. After the last byte of data the buffer
 ** always holds a '\n' sentinel followed by CSV_PAD bytes of slack, so the
-** scanners can load 16 bytes at a time and need no end check in their loop:
+** scanners can load 64 bytes at a time and need no end check in their loop:
 ** they stop at the sentinel at the latest. The parser finds the next special
 ** byte (delimiter, quote, CR, LF) from a 64-bit mask computed for 64 bytes at
 ** a time with SSE2 (or 8-byte SWAR), and a field is a
