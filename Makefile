@@ -131,9 +131,11 @@ bench-%: pgpipe.c pgpipe.h
 
 $(B)/fuzz/fuzz_%: test/fuzz/fuzz_%.c $(B)/gen/pgpipe.c
 	@mkdir -p $(B)/fuzz
-	$(CLANG) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined $(PG_CFLAGS) -I$(B)/gen \
+	$(CLANG) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  $(PG_CFLAGS) -I$(B)/gen \
 	  $< $(LIBS) -o $@
 
+.PRECIOUS: $(B)/fuzz/fuzz_%
 fuzz-%: $(B)/fuzz/fuzz_%
 	@mkdir -p $(B)/fuzz/corpus-$*
 	$(B)/fuzz/fuzz_$* -max_total_time=$(SECONDS) -print_final_stats=1 \
