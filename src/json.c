@@ -263,7 +263,7 @@ JSON_INLINE const unsigned char *json_skip_ws(const unsigned char *p, const unsi
     if (end - p >= 2 && p[0] == ' ' && p[1] > ' ') /* ": " */
         return p + 1;
 #ifdef JSON_SSE2
-    if (*p == '\n' && end - p >= 17) { /* a line end and its indentation */
+    if (end - p >= 17 && *p == '\n') { /* a line end and its indentation */
         unsigned bits = ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(
                             _mm_loadu_si128((const __m128i *)(const void *)(p + 1)),
                             _mm_set1_epi8(' '))) & 0xFFFFu;
