@@ -1242,20 +1242,6 @@ JSON_NOINLINE size_t json_utf8_bad(json_ctx *c, const unsigned char *p)
     return 0;
 }
 
-JSON_INLINE size_t json_utf8_len(json_ctx *c, const unsigned char *p)
-{
-    unsigned b0 = p[0];
-    size_t avail = (size_t)(c->end - p);
-    if (b0 >= 0xC2 && b0 < 0xE0) {
-        if (avail >= 2 && (p[1] & 0xC0) == 0x80)
-            return 2;
-    } else if (b0 >= 0xE1 && b0 < 0xF0 && b0 != 0xED) {
-        if (avail >= 3 && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80)
-            return 3;
-    }
-    return json_utf8_bad(c, p);
-}
-
 /* One escape sequence; p at the backslash. Returns the byte after it or NULL. */
 JSON_NOINLINE const unsigned char *json_escape(json_ctx *c, const unsigned char *p,
                                                const unsigned char *open)
