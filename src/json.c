@@ -486,7 +486,7 @@ static int json_utf8_check(json_ctx *c, const unsigned char *p, const unsigned c
 ** The fast loops stop only at '"', '\' and control bytes; non-ASCII bytes
 ** are noted and the UTF-8 of the segment is checked before the stop byte is
 ** acted on, so the first problem in the string is the one reported. */
-JSON_INLINE const unsigned char *json_string(json_ctx *c, const unsigned char *p,
+JSON_INLINE const unsigned char *json_scan_str(json_ctx *c, const unsigned char *p,
                                              const unsigned char *open, int *esc)
 {
     const unsigned char *end = c->end, *seg = p;
@@ -675,7 +675,7 @@ value:
     case '"':
     string_value: {
         int esc = 0;
-        const unsigned char *s = p + 1, *q = json_string(c, s, p, &esc);
+        const unsigned char *s = p + 1, *q = json_scan_str(c, s, p, &esc);
         if (!q)
             goto fail;
         if (build) {
@@ -831,7 +831,7 @@ key:
     JSON_COUNT();
     {
         int esc = 0;
-        const unsigned char *s = p + 1, *q = json_string(c, s, p, &esc);
+        const unsigned char *s = p + 1, *q = json_scan_str(c, s, p, &esc);
         if (!q)
             goto fail;
         if (build) {
