@@ -1,0 +1,1079 @@
+/*
+** CSV reader: a streaming pull parser for RFC 4180 and real-world CSV, and the
+** COPY text writer the loader uses to forward its rows.
+**
+** Design. Input is read (or fed) into one buffer that is grown only when a
+** single record is longer than it. After the last byte of data the buffer
+** always holds a '\n' sentinel followed by CSV_PAD bytes of slack, so the
+** scanners can load 16 bytes at a time and need no end check in their loop:
+** they stop at the sentinel at the latest. The parser finds the next special
+** byte (delimiter, quote, CR, LF) with SSE2 (or 8-byte SWAR), and a field is a
+** span of the buffer: unquoted fields and quoted fields without "" are never
+** copied. Fields holding "" (or, in lenient mode, text after a closing quote)
+** are decoded when the record is complete into a per-record scratch buffer,
+** so the raw record stays intact for a dead-letter queue.
+**
+** When a record straddles the end of the data, the parser saves its state
+** (which field, quoted or not, where to resume scanning) and returns; the
+** partial record is moved to the front of the buffer, more data is read, and
+** parsing resumes where it stopped, so no byte is scanned twice however small
+** the chunks are. Physical lines are counted at record ends and inside quoted
+** fields only; the column of an error is computed when the error happens by
+** rescanning the record from its start.
+*/
+
+#if defined(__SSE2__) && !defined(PGPIPE_CSV_NO_SSE2)
+#include <emmintrin.h>
+#define CSV_SSE2 1
+#elif defined(__GNUC__) && defined(__BYTE_ORDER__) && \
+      __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !defined(PGPIPE_CSV_NO_SWAR)
+#define CSV_SWAR 1
+#endif
+
+#define CSV_PAD 64                         /* slack after the sentinel */
+#define CSV_DEFAULT_BUFFER (128u * 1024u)
+#define CSV_DEFAULT_MAX_FIELD ((size_t)64 * 1024 * 1024)
+
+/* parser states kept across refills */
+enum { CSV_ST_FIELD, CSV_ST_UNQ, CSV_ST_QUO };
+/* internal field flags, in pgpipe_csv_span.quoted until the record ends */
+#define CSV_F_QUOTED 1
+#define CSV_F_DECODE 2 /* raw span (quotes included) that needs decoding */
+/* row error kinds */
+enum { CSV_E_NONE, CSV_E_STRAY, CSV_E_AFTERQ, CSV_E_UNTERM, CSV_E_LARGE, CSV_E_COUNT };
+enum { CSV_SRC_FD, CSV_SRC_FILE, CSV_SRC_FEED };
+
+struct pgpipe_csv {
+    pp_handle hdr;
+    int src;
+    int fd;
+    FILE *fp;
+    char *source;
+    unsigned char dl, qc;
+    int strict, skip_empty, want_header;
+    int expected;             /* fields per record, 0 = any */
+    size_t maxf;
+
+    unsigned char *buf;       /* cap bytes of data + sentinel + CSV_PAD */
+    size_t cap, len;          /* data is buf[0..len), buf[len] == '\n' */
+    size_t pos;               /* first byte not consumed by a finished record */
+    long long boff;           /* input offset of buf[0] */
+    int eof;                  /* no more input will come */
+    int fatal;                /* sticky result code of a failed reader */
+    int bom_done, skip_lf;
+
+    /* the record being parsed or last returned */
+    int in_record;
+    int state;
+    size_t scan, fstart;      /* resume point, start of the current field */
+    int fflags;
+    int discard;              /* a field outgrew max_field_size: bytes dropped */
+    int need_decode;
+    size_t rec_start, raw_len;
+    int raw_ok;
+    long long line;           /* physical line at the scan position */
+    long long rec_line, rec_offset;
+    long long nrec;
+
+    pgpipe_csv_span *f;
+    int nf, fcap;
+
+    /* first problem of the current record */
+    int ekind, efield;
+    long long eline, ecol, eoff;
+    int last_efield;
+
+    char **names;
+    int nnames, header_done;
+    pp_buf scratch;
+};
+
+/* ---- scanning --------------------------------------------------------- */
+
+#if defined(CSV_SSE2)
+typedef __m128i csv_vec;
+#define csv_splat(c) _mm_set1_epi8((char)(c))
+
+/* First byte equal to a, b, CR or LF at or after p (the sentinel stops it). */
+static inline const unsigned char *csv_scan4(const unsigned char *p, csv_vec a, csv_vec b,
+                                             csv_vec cr, csv_vec lf)
+{
+    for (;;) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, a), _mm_cmpeq_epi8(x, b)),
+                                 _mm_or_si128(_mm_cmpeq_epi8(x, cr), _mm_cmpeq_epi8(x, lf)));
+        unsigned bits = (unsigned)_mm_movemask_epi8(m);
+        if (bits)
+            return p + __builtin_ctz(bits);
+        p += 16;
+    }
+}
+
+static inline const unsigned char *csv_scan3(const unsigned char *p, csv_vec b, csv_vec cr,
+                                             csv_vec lf)
+{
+    for (;;) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i m = _mm_or_si128(_mm_cmpeq_epi8(x, b),
+                                 _mm_or_si128(_mm_cmpeq_epi8(x, cr), _mm_cmpeq_epi8(x, lf)));
+        unsigned bits = (unsigned)_mm_movemask_epi8(m);
+        if (bits)
+            return p + __builtin_ctz(bits);
+        p += 16;
+    }
+}
+#elif defined(CSV_SWAR)
+typedef uint64_t csv_vec;
+#define csv_splat(c) ((uint64_t)(unsigned char)(c) * 0x0101010101010101ull)
+
+static inline uint64_t csv_zero_bytes(uint64_t v)
+{
+    /* high bit set in the lowest zero byte (higher ones may be false hits,
+    ** which does not matter: only the lowest is used) */
+    return (v - 0x0101010101010101ull) & ~v & 0x8080808080808080ull;
+}
+
+static inline const unsigned char *csv_scan4(const unsigned char *p, csv_vec a, csv_vec b,
+                                             csv_vec cr, csv_vec lf)
+{
+    for (;;) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t m = csv_zero_bytes(w ^ a) | csv_zero_bytes(w ^ b) |
+                     csv_zero_bytes(w ^ cr) | csv_zero_bytes(w ^ lf);
+        if (m)
+            return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
+    }
+}
+
+static inline const unsigned char *csv_scan3(const unsigned char *p, csv_vec b, csv_vec cr,
+                                             csv_vec lf)
+{
+    for (;;) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t m = csv_zero_bytes(w ^ b) | csv_zero_bytes(w ^ cr) | csv_zero_bytes(w ^ lf);
+        if (m)
+            return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
+    }
+}
+#else
+typedef unsigned char csv_vec;
+#define csv_splat(c) ((unsigned char)(c))
+
+static inline const unsigned char *csv_scan4(const unsigned char *p, csv_vec a, csv_vec b,
+                                             csv_vec cr, csv_vec lf)
+{
+    while (*p != a && *p != b && *p != cr && *p != lf)
+        p++;
+    return p;
+}
+
+static inline const unsigned char *csv_scan3(const unsigned char *p, csv_vec b, csv_vec cr,
+                                             csv_vec lf)
+{
+    while (*p != b && *p != cr && *p != lf)
+        p++;
+    return p;
+}
+#endif
+
+/* ---- options and opening ---------------------------------------------- */
+
+void pgpipe_csv_options_init(pgpipe_csv_options *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->delimiter = ',';
+    o->quote = '"';
+    o->header = 0;
+    o->strict = 1;
+    o->skip_empty_lines = 1;
+    o->expected_fields = 0;
+    o->max_field_size = CSV_DEFAULT_MAX_FIELD;
+    o->buffer_size = CSV_DEFAULT_BUFFER;
+    o->source = NULL;
+}
+
+static int csv_alloc_buf(pgpipe_csv *r, size_t cap)
+{
+    unsigned char *b = pp_malloc(cap + 1 + CSV_PAD);
+    if (!b)
+        return PGPIPE_NOMEM;
+    memset(b, '\n', cap + 1 + CSV_PAD);
+    r->buf = b;
+    r->cap = cap;
+    return PGPIPE_OK;
+}
+
+static pgpipe_csv *csv_open(int src, int fd, FILE *fp, const pgpipe_csv_options *opts)
+{
+    pgpipe_csv_options o;
+    if (opts)
+        o = *opts;
+    else
+        pgpipe_csv_options_init(&o);
+    pgpipe_csv *r = pp_calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    pp_handle_init(&r->hdr);
+    r->src = src;
+    r->fd = fd;
+    r->fp = fp;
+    r->source = pp_strdup(o.source && *o.source ? o.source : "<input>");
+    size_t cap = o.buffer_size ? o.buffer_size : CSV_DEFAULT_BUFFER;
+    if (cap > ((size_t)1 << 30))
+        cap = (size_t)1 << 30;
+    if (!r->source || csv_alloc_buf(r, cap) != PGPIPE_OK) {
+        pp_free(r->source);
+        pp_free(r);
+        return NULL;
+    }
+    r->line = 1;
+    r->strict = o.strict != 0;
+    r->skip_empty = o.skip_empty_lines != 0;
+    r->want_header = o.header != 0;
+    r->header_done = !r->want_header;
+    r->expected = o.expected_fields > 0 ? o.expected_fields : 0;
+    r->maxf = o.max_field_size ? o.max_field_size : CSV_DEFAULT_MAX_FIELD;
+    if (o.expected_fields < 0)
+        r->expected = -1; /* never derive it from the header */
+    if (o.delimiter < 0 || o.delimiter > 255 || o.delimiter == '\r' || o.delimiter == '\n')
+        r->fatal = pp_err(&r->hdr.err, PGPIPE_MISUSE,
+                          "csv: the delimiter must be a byte other than CR and LF");
+    else if (o.quote < 0 || o.quote > 255 || o.quote == '\r' || o.quote == '\n')
+        r->fatal = pp_err(&r->hdr.err, PGPIPE_MISUSE,
+                          "csv: the quote must be a byte other than CR and LF");
+    else if (o.quote == o.delimiter)
+        r->fatal = pp_err(&r->hdr.err, PGPIPE_MISUSE,
+                          "csv: the quote and the delimiter must differ");
+    else if (src == CSV_SRC_FD && fd < 0)
+        r->fatal = pp_err(&r->hdr.err, PGPIPE_MISUSE, "csv: bad file descriptor");
+    else if (src == CSV_SRC_FILE && !fp)
+        r->fatal = pp_err(&r->hdr.err, PGPIPE_MISUSE, "csv: NULL FILE");
+    r->dl = (unsigned char)o.delimiter;
+    r->qc = (unsigned char)o.quote;
+    return r;
+}
+
+pgpipe_csv *pgpipe_csv_open_fd(int fd, const pgpipe_csv_options *opts)
+{
+    return csv_open(CSV_SRC_FD, fd, NULL, opts);
+}
+
+pgpipe_csv *pgpipe_csv_open_file(FILE *fp, const pgpipe_csv_options *opts)
+{
+    return csv_open(CSV_SRC_FILE, -1, fp, opts);
+}
+
+pgpipe_csv *pgpipe_csv_open_feed(const pgpipe_csv_options *opts)
+{
+    return csv_open(CSV_SRC_FEED, -1, NULL, opts);
+}
+
+void pgpipe_csv_close(pgpipe_csv *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->nnames; i++)
+        pp_free(r->names[i]);
+    pp_free(r->names);
+    pp_free(r->f);
+    pp_free(r->buf);
+    pp_free(r->source);
+    pp_buf_free(&r->scratch);
+    r->hdr.magic = 0;
+    pp_free(r);
+}
+
+/* ---- buffer management ------------------------------------------------- */
+
+/* Drop the bytes before the first one still needed and, when the buffer is
+** full, double it, keeping the fields of a record in progress valid. After
+** this, at least `want` bytes are free at the end of the buffer. */
+static int csv_make_room(pgpipe_csv *r, size_t want)
+{
+    size_t keep = r->pos;
+    if (r->in_record) {
+        if (r->discard) {
+            /* the record is lost anyway: keep only what is left to scan */
+            r->nf = 0;
+            r->rec_start = r->fstart = r->scan;
+        }
+        keep = r->rec_start;
+    }
+    size_t live = r->len - keep;
+    size_t cap = r->cap;
+    while (cap - live < want) {
+        if (cap > SIZE_MAX / 4)
+            return PGPIPE_NOMEM;
+        cap *= 2;
+    }
+    unsigned char *old = r->buf, *nb = old;
+    if (cap != r->cap) {
+        nb = pp_malloc(cap + 1 + CSV_PAD);
+        if (!nb)
+            return PGPIPE_NOMEM;
+        memcpy(nb, old + keep, live);
+        memset(nb + live, '\n', cap + 1 + CSV_PAD - live);
+    } else if (keep) {
+        memmove(nb, old + keep, live);
+    } else {
+        return PGPIPE_OK;
+    }
+    if (r->in_record && !r->discard) {
+        for (int i = 0; i < r->nf; i++)
+            r->f[i].data = (const char *)nb + ((const unsigned char *)r->f[i].data - (old + keep));
+    }
+    if (nb != old) {
+        pp_free(old);
+        r->buf = nb;
+        r->cap = cap;
+    }
+    r->boff += (long long)keep;
+    r->len = live;
+    r->pos -= keep < r->pos ? keep : r->pos;
+    if (r->in_record) {
+        r->rec_start -= keep;
+        r->scan -= keep;
+        r->fstart -= keep;
+    }
+    r->buf[r->len] = '\n';
+    return PGPIPE_OK;
+}
+
+/* Get more input for a fd or FILE reader. */
+static int csv_fill(pgpipe_csv *r)
+{
+    if (r->eof)
+        return PGPIPE_OK;
+    size_t want = r->cap / 2 ? r->cap / 2 : 1;
+    if (csv_make_room(r, want) != PGPIPE_OK)
+        return r->fatal = pp_err_nomem(&r->hdr.err);
+    size_t room = r->cap - r->len;
+    if (r->src == CSV_SRC_FD) {
+        ssize_t n;
+        do {
+            n = read(r->fd, r->buf + r->len, room);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0)
+            return r->fatal = pp_err(&r->hdr.err, PGPIPE_IO, "%s: read failed: %s", r->source,
+                                     strerror(errno));
+        if (n == 0)
+            r->eof = 1;
+        r->len += (size_t)n;
+    } else {
+        size_t n = fread(r->buf + r->len, 1, room, r->fp);
+        if (n == 0) {
+            if (ferror(r->fp))
+                return r->fatal = pp_err(&r->hdr.err, PGPIPE_IO, "%s: read failed", r->source);
+            r->eof = 1;
+        }
+        r->len += n;
+    }
+    r->buf[r->len] = '\n';
+    return PGPIPE_OK;
+}
+
+int pgpipe_csv_feed(pgpipe_csv *r, const void *data, size_t len)
+{
+    if (!r || r->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_MISUSE;
+    if (r->fatal)
+        return r->fatal;
+    if (r->src != CSV_SRC_FEED || r->eof)
+        return pp_err(&r->hdr.err, PGPIPE_MISUSE,
+                      r->eof ? "csv: feed after feed_end" : "csv: not a feed reader");
+    if (len == 0)
+        return PGPIPE_OK;
+    if (!data)
+        return pp_err(&r->hdr.err, PGPIPE_MISUSE, "csv: NULL chunk");
+    if (r->cap - r->len < len && csv_make_room(r, len) != PGPIPE_OK)
+        return r->fatal = pp_err_nomem(&r->hdr.err);
+    memcpy(r->buf + r->len, data, len);
+    r->len += len;
+    r->buf[r->len] = '\n';
+    return PGPIPE_OK;
+}
+
+int pgpipe_csv_feed_end(pgpipe_csv *r)
+{
+    if (!r || r->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_MISUSE;
+    if (r->src != CSV_SRC_FEED)
+        return pp_err(&r->hdr.err, PGPIPE_MISUSE, "csv: not a feed reader");
+    r->eof = 1;
+    return PGPIPE_OK;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* Record the first problem of the current record at buffer position at. The
+** line and column are found by rescanning the record from its start. */
+static void csv_rowerr(pgpipe_csv *r, int kind, const unsigned char *at, int field)
+{
+    /* The report must not depend on how the input was chunked: a too-large
+    ** field wins (the record is dropped, and may be partly discarded
+    ** already), otherwise the problem nearest the start of the record. */
+    long long off = r->boff + (long long)(at - r->buf);
+    if (r->ekind == CSV_E_LARGE)
+        return;
+    if (r->ekind != CSV_E_NONE && kind != CSV_E_LARGE && off >= r->eoff)
+        return;
+    r->ekind = kind;
+    r->efield = field;
+    const unsigned char *p = r->buf + r->rec_start, *ls = p;
+    long long line = r->rec_line;
+    if (r->discard || at < p) {
+        /* should not happen: the first error comes before any discard */
+        p = ls = at;
+        line = r->line;
+    }
+    for (; p < at; p++) {
+        if (*p == '\n' || (*p == '\r' && p[1] != '\n')) {
+            line++;
+            ls = p + 1;
+        }
+    }
+    r->eline = line;
+    r->ecol = (long long)(at - ls) + 1;
+    r->eoff = off;
+}
+
+static int csv_report(pgpipe_csv *r)
+{
+    const char *what = "malformed record";
+    switch (r->ekind) {
+    case CSV_E_STRAY: what = "quote character inside an unquoted field"; break;
+    case CSV_E_AFTERQ: what = "unexpected character after a closing quote"; break;
+    case CSV_E_UNTERM: what = "unterminated quoted field at end of input"; break;
+    case CSV_E_LARGE: what = "field too large"; break;
+    default: break;
+    }
+    r->last_efield = r->efield;
+    if (r->ekind == CSV_E_COUNT)
+        return pp_err_at(&r->hdr.err, PGPIPE_PARSE, r->source, r->eline, r->ecol, r->eoff,
+                         "record starting at line %lld has %d fields, expected %d "
+                         "(field %d)", r->rec_line, r->nf, r->expected, r->efield);
+    if (r->ekind == CSV_E_LARGE)
+        return pp_err_at(&r->hdr.err, PGPIPE_PARSE, r->source, r->eline, r->ecol, r->eoff,
+                         "%s: field %d of the record starting at line %lld is longer "
+                         "than %zu bytes", what, r->efield, r->rec_line, r->maxf);
+    if (r->ekind == CSV_E_UNTERM)
+        return pp_err_at(&r->hdr.err, PGPIPE_PARSE, r->source, r->eline, r->ecol, r->eoff,
+                         "%s: field %d of the record starting at line %lld opens a quote "
+                         "here that is never closed", what, r->efield, r->rec_line);
+    return pp_err_at(&r->hdr.err, PGPIPE_PARSE, r->source, r->eline, r->ecol, r->eoff,
+                     "%s (field %d of the record starting at line %lld)", what, r->efield,
+                     r->rec_line);
+}
+
+/* ---- the parser ---------------------------------------------------------- */
+
+static int csv_grow_fields(pgpipe_csv *r)
+{
+    int ncap = r->fcap ? r->fcap * 2 : 64;
+    if (ncap > INT_MAX / 2)
+        return PGPIPE_NOMEM;
+    pgpipe_csv_span *nf = pp_realloc(r->f, (size_t)ncap * sizeof *nf);
+    if (!nf)
+        return PGPIPE_NOMEM;
+    r->f = nf;
+    r->fcap = ncap;
+    return PGPIPE_OK;
+}
+
+/* Set up the next record: skip a BOM at the very start, the LF of a CRLF
+** split across chunks, and empty lines. Returns PGPIPE_OK when a record
+** begins, PGPIPE_DONE at the end of input, PGPIPE_BUSY when more input is
+** needed to decide. */
+static int csv_begin(pgpipe_csv *r)
+{
+    const unsigned char *b = r->buf;
+    size_t p = r->pos, n = r->len;
+    if (!r->bom_done) {
+        if (n - p < 3 && !r->eof)
+            return PGPIPE_BUSY;
+        if (n - p >= 3 && b[p] == 0xEF && b[p + 1] == 0xBB && b[p + 2] == 0xBF)
+            p += 3;
+        r->bom_done = 1;
+    }
+    for (;;) {
+        if (r->skip_lf) {
+            if (p < n) {
+                if (b[p] == '\n')
+                    p++;
+                r->skip_lf = 0;
+            } else if (!r->eof) {
+                r->pos = p;
+                return PGPIPE_BUSY;
+            } else {
+                r->skip_lf = 0;
+            }
+        }
+        if (p == n) {
+            r->pos = p;
+            return r->eof ? PGPIPE_DONE : PGPIPE_BUSY;
+        }
+        if (r->skip_empty && (b[p] == '\n' || b[p] == '\r')) {
+            r->skip_lf = b[p] == '\r';
+            p++;
+            r->line++;
+            continue;
+        }
+        break;
+    }
+    r->pos = r->rec_start = r->scan = r->fstart = p;
+    r->rec_line = r->line;
+    r->rec_offset = r->boff + (long long)p;
+    r->nf = 0;
+    r->state = CSV_ST_FIELD;
+    r->fflags = 0;
+    r->ekind = CSV_E_NONE;
+    r->efield = 0;
+    r->discard = 0;
+    r->need_decode = 0;
+    r->in_record = 1;
+    return PGPIPE_OK;
+}
+
+/* Parse from the saved state to the end of the record. Returns 1 when the
+** record is complete, 0 when more input is needed (state saved), -1 when out
+** of memory. */
+static int csv_parse_record(pgpipe_csv *r)
+{
+    unsigned char *const base = r->buf;
+    const unsigned char *const end = base + r->len; /* *end == '\n' */
+    const unsigned char *p = base + r->scan, *fs = base + r->fstart, *q;
+    const unsigned char dl = r->dl, qc = r->qc;
+    const csv_vec vd = csv_splat(dl), vq = csv_splat(qc), vcr = csv_splat('\r'),
+                  vlf = csv_splat('\n');
+    const size_t maxf = r->maxf;
+    const int strict = r->strict;
+    pgpipe_csv_span *fa = r->f;
+    int nf = r->nf, fcap = r->fcap;
+    int fl = r->fflags;
+
+#define CSV_PUSH(d, l, flags) do { \
+        if (PP_UNLIKELY(nf == fcap)) { \
+            r->nf = nf; \
+            if (csv_grow_fields(r) != PGPIPE_OK) return -1; \
+            fa = r->f; fcap = r->fcap; \
+        } \
+        fa[nf].data = (const char *)(d); fa[nf].len = (l); fa[nf].quoted = (flags); nf++; \
+    } while (0)
+
+    switch (r->state) {
+    case CSV_ST_UNQ: goto unquoted;
+    case CSV_ST_QUO: goto quoted;
+    default: break;
+    }
+
+field:
+    fs = p;
+    if (*p == qc) {
+        fl = CSV_F_QUOTED;
+        p++;
+        goto quoted;
+    }
+    fl = 0;
+unquoted:
+    for (;;) {
+        q = csv_scan4(p, vd, vq, vcr, vlf);
+        if (PP_LIKELY(*q == dl)) {
+            size_t l = (size_t)(q - fs);
+            if (PP_UNLIKELY(l > maxf) && l - (size_t)(fl & CSV_F_QUOTED) > maxf)
+                csv_rowerr(r, CSV_E_LARGE, fs + (fl & CSV_F_QUOTED) + maxf, nf + 1);
+            CSV_PUSH(fs, l, fl);
+            p = q + 1;
+            goto field;
+        }
+        if (*q == qc) {
+            /* a stray quote (q < end: the sentinel is LF) */
+            if (strict)
+                csv_rowerr(r, fl ? CSV_E_AFTERQ : CSV_E_STRAY, q, nf + 1);
+            p = q + 1;
+            continue;
+        }
+        if (q == end && !r->eof) {
+            /* an empty field so far may still turn out to be quoted */
+            r->state = q == fs && !fl ? CSV_ST_FIELD : CSV_ST_UNQ;
+            p = q;
+            goto need_more;
+        }
+        size_t l = (size_t)(q - fs);
+        if (PP_UNLIKELY(l > maxf) && l - (size_t)(fl & CSV_F_QUOTED) > maxf)
+            csv_rowerr(r, CSV_E_LARGE, fs + (fl & CSV_F_QUOTED) + maxf, nf + 1);
+        CSV_PUSH(fs, l, fl);
+        if (fl & CSV_F_DECODE)
+            r->need_decode = 1;
+        goto record_end;
+    }
+
+quoted:
+    for (;;) {
+        q = csv_scan3(p, vq, vcr, vlf);
+        if (*q == qc) {
+            if (PP_UNLIKELY(q + 1 == end)) {
+                if (!r->eof) {
+                    r->state = CSV_ST_QUO;
+                    p = q;
+                    goto need_more;
+                }
+                size_t l = (size_t)(q + 1 - fs);
+                if (PP_UNLIKELY(l - 2 > maxf))
+                    csv_rowerr(r, CSV_E_LARGE, fs + 1 + maxf, nf + 1);
+                if (fl & CSV_F_DECODE) {
+                    CSV_PUSH(fs, l, fl);
+                    r->need_decode = 1;
+                } else {
+                    CSV_PUSH(fs + 1, l - 2, fl);
+                }
+                q = end;
+                goto record_end;
+            }
+            unsigned char n = q[1];
+            if (n == qc) {
+                fl |= CSV_F_DECODE;
+                p = q + 2;
+                continue;
+            }
+            size_t l = (size_t)(q + 1 - fs);
+            if (n == dl || n == '\n' || n == '\r') {
+                if (PP_UNLIKELY(l - 2 > maxf))
+                    csv_rowerr(r, CSV_E_LARGE, fs + 1 + maxf, nf + 1);
+                if (fl & CSV_F_DECODE) {
+                    CSV_PUSH(fs, l, fl);
+                    r->need_decode = 1;
+                } else {
+                    CSV_PUSH(fs + 1, l - 2, fl);
+                }
+                if (n == dl) {
+                    p = q + 2;
+                    goto field;
+                }
+                q++;
+                goto record_end;
+            }
+            /* text after the closing quote: kept (lenient) or an error */
+            if (strict)
+                csv_rowerr(r, CSV_E_AFTERQ, q + 1, nf + 1);
+            fl |= CSV_F_DECODE;
+            r->need_decode = 1;
+            p = q + 1;
+            goto unquoted;
+        }
+        if (q == end) {
+            if (!r->eof) {
+                r->state = CSV_ST_QUO;
+                p = q;
+                goto need_more;
+            }
+            if ((size_t)(end - fs) - 1 > maxf)
+                csv_rowerr(r, CSV_E_LARGE, fs + 1 + maxf, nf + 1);
+            csv_rowerr(r, CSV_E_UNTERM, fs, nf + 1);
+            CSV_PUSH(fs, (size_t)(end - fs), fl | CSV_F_DECODE);
+            r->need_decode = 1;
+            goto record_end;
+        }
+        /* a line break inside quotes */
+        if (*q == '\r') {
+            if (q + 1 == end && !r->eof) {
+                r->state = CSV_ST_QUO;
+                p = q;
+                goto need_more;
+            }
+            if (q[1] == '\n' && q + 1 < end)
+                q++;
+        }
+        r->line++;
+        p = q + 1;
+    }
+
+need_more:
+    /* p is where scanning resumes; fs the start of the current field */
+    if (!r->discard) {
+        /* the field so far: unquoted from fs, quoted from after its quote */
+        size_t q1 = (fl & CSV_F_QUOTED) ? 1 : 0;
+        if ((size_t)(p - fs) - q1 > maxf) {
+            r->nf = nf;
+            csv_rowerr(r, CSV_E_LARGE, fs + q1 + maxf, nf + 1);
+            r->discard = 1;
+        }
+    }
+    r->scan = (size_t)(p - base);
+    r->fstart = (size_t)(fs - base);
+    r->fflags = fl;
+    r->nf = nf;
+    return 0;
+
+record_end:
+    /* q is at the CR or LF that ends the record, or at the end of input */
+    r->nf = nf;
+    r->raw_len = (size_t)(q - (base + r->rec_start));
+    if (q == end) {
+        r->pos = r->len;
+    } else {
+        r->line++;
+        if (*q == '\r') {
+            if (q + 1 < end)
+                q += q[1] == '\n' ? 2 : 1;
+            else {
+                q++;
+                r->skip_lf = !r->eof;
+            }
+        } else {
+            q++;
+        }
+        r->pos = (size_t)(q - base);
+    }
+    return 1;
+#undef CSV_PUSH
+}
+
+/* Decode a raw quoted span: drop the opening quote, turn "" into ", drop the
+** closing quote, keep everything after it literally (lenient mode). */
+static size_t csv_decode(char *dst, const unsigned char *s, size_t n, unsigned char qc)
+{
+    size_t i = 0, o = 0;
+    int in = 0;
+    if (n && s[0] == qc) {
+        in = 1;
+        i = 1;
+    }
+    while (i < n) {
+        unsigned char c = s[i];
+        if (in && c == qc) {
+            if (i + 1 < n && s[i + 1] == qc) {
+                dst[o++] = (char)qc;
+                i += 2;
+            } else {
+                in = 0;
+                i++;
+            }
+        } else {
+            dst[o++] = (char)c;
+            i++;
+        }
+    }
+    return o;
+}
+
+/* The record is parsed: check it, decode its fields, set the result. */
+static int csv_finish(pgpipe_csv *r)
+{
+    r->in_record = 0;
+    if (r->discard || r->ekind == CSV_E_LARGE) {
+        /* a record with a too-large field is dropped, not kept */
+        r->nf = 0;
+        r->raw_ok = 0;
+        r->need_decode = 0;
+    } else {
+        r->raw_ok = 1;
+    }
+    if (r->ekind == CSV_E_NONE && r->expected > 0 && r->nf != r->expected && r->header_done) {
+        if (r->nf > r->expected) {
+            const pgpipe_csv_span *x = &r->f[r->expected];
+            const unsigned char *at = (const unsigned char *)x->data;
+            if (x->quoted == CSV_F_QUOTED)
+                at--; /* a plain quoted span starts after its quote */
+            csv_rowerr(r, CSV_E_COUNT, at, r->expected + 1);
+        } else {
+            csv_rowerr(r, CSV_E_COUNT, r->buf + r->rec_start + r->raw_len, r->nf + 1);
+        }
+    }
+    if (r->need_decode) {
+        size_t total = 0;
+        for (int i = 0; i < r->nf; i++)
+            if (r->f[i].quoted & CSV_F_DECODE)
+                total += r->f[i].len;
+        r->scratch.len = 0;
+        if (pp_buf_reserve(&r->scratch, total + 1) != PGPIPE_OK)
+            return r->fatal = pp_err_nomem(&r->hdr.err);
+        for (int i = 0; i < r->nf; i++) {
+            pgpipe_csv_span *x = &r->f[i];
+            if (x->quoted & CSV_F_DECODE) {
+                char *dst = r->scratch.data + r->scratch.len;
+                size_t n = csv_decode(dst, (const unsigned char *)x->data, x->len, r->qc);
+                r->scratch.len += n;
+                x->data = dst;
+                x->len = n;
+                x->quoted = CSV_F_QUOTED;
+            }
+        }
+    }
+    if (r->ekind != CSV_E_NONE)
+        return csv_report(r);
+    return PGPIPE_ROW;
+}
+
+static int csv_take_header(pgpipe_csv *r, int rc)
+{
+    if (rc != PGPIPE_ROW) {
+        char msg[sizeof r->hdr.err.message];
+        snprintf(msg, sizeof msg, "%s", r->hdr.err.message);
+        pgpipe_error *e = &r->hdr.err;
+        pp_err_at(e, PGPIPE_ERROR, r->source, e->line, e->column, e->offset,
+                  "header row: %s", msg);
+        return r->fatal = PGPIPE_ERROR;
+    }
+    r->names = pp_calloc((size_t)(r->nf ? r->nf : 1), sizeof *r->names);
+    if (!r->names)
+        return r->fatal = pp_err_nomem(&r->hdr.err);
+    for (int i = 0; i < r->nf; i++) {
+        r->names[i] = pp_strndup(r->f[i].data, r->f[i].len);
+        if (!r->names[i])
+            return r->fatal = pp_err_nomem(&r->hdr.err);
+        r->nnames = i + 1;
+    }
+    r->header_done = 1;
+    if (r->expected == 0)
+        r->expected = r->nf;
+    return PGPIPE_OK;
+}
+
+int pgpipe_csv_next(pgpipe_csv *r)
+{
+    if (!r || r->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_MISUSE;
+    if (r->fatal)
+        return r->fatal;
+    for (;;) {
+        if (!r->in_record) {
+            int rc = csv_begin(r);
+            if (rc == PGPIPE_DONE) {
+                r->nf = 0;
+                r->raw_ok = 0;
+                return PGPIPE_DONE;
+            }
+            if (rc == PGPIPE_BUSY) {
+                if (r->src == CSV_SRC_FEED)
+                    return PGPIPE_BUSY;
+                if (csv_fill(r) != PGPIPE_OK)
+                    return r->fatal;
+                continue;
+            }
+        }
+        int rc = csv_parse_record(r);
+        if (rc == 0) {
+            if (r->src == CSV_SRC_FEED)
+                return PGPIPE_BUSY;
+            if (csv_fill(r) != PGPIPE_OK)
+                return r->fatal;
+            continue;
+        }
+        if (rc < 0)
+            return r->fatal = pp_err_nomem(&r->hdr.err);
+        rc = csv_finish(r);
+        if (r->fatal)
+            return r->fatal;
+        if (!r->header_done) {
+            if (csv_take_header(r, rc) != PGPIPE_OK)
+                return r->fatal;
+            continue;
+        }
+        r->nrec++;
+        if (rc == PGPIPE_ROW && r->hdr.err.code != PGPIPE_OK)
+            pgpipe_error_clear(&r->hdr.err);
+        return rc;
+    }
+}
+
+/* ---- accessors ------------------------------------------------------------ */
+
+const pgpipe_csv_span *pgpipe_csv_fields(const pgpipe_csv *r, int *count)
+{
+    if (!r || r->in_record) {
+        if (count)
+            *count = 0;
+        return NULL;
+    }
+    if (count)
+        *count = r->nf;
+    return r->f;
+}
+
+int pgpipe_csv_field_count(const pgpipe_csv *r)
+{
+    return r && !r->in_record ? r->nf : 0;
+}
+
+int pgpipe_csv_field(const pgpipe_csv *r, int i, const char **data, size_t *len, int *quoted)
+{
+    if (!r || r->in_record || i < 0 || i >= r->nf) {
+        if (data)
+            *data = NULL;
+        if (len)
+            *len = 0;
+        if (quoted)
+            *quoted = 0;
+        return PGPIPE_MISUSE;
+    }
+    if (data)
+        *data = r->f[i].data;
+    if (len)
+        *len = r->f[i].len;
+    if (quoted)
+        *quoted = r->f[i].quoted;
+    return PGPIPE_OK;
+}
+
+int pgpipe_csv_raw_record(const pgpipe_csv *r, const char **data, size_t *len)
+{
+    if (data)
+        *data = NULL;
+    if (len)
+        *len = 0;
+    if (!r || r->in_record)
+        return PGPIPE_MISUSE;
+    if (!r->raw_ok)
+        return PGPIPE_LIMIT;
+    if (data)
+        *data = (const char *)r->buf + r->rec_start;
+    if (len)
+        *len = r->raw_len;
+    return PGPIPE_OK;
+}
+
+long long pgpipe_csv_record_line(const pgpipe_csv *r) { return r ? r->rec_line : 0; }
+long long pgpipe_csv_record_offset(const pgpipe_csv *r) { return r ? r->rec_offset : 0; }
+long long pgpipe_csv_record_count(const pgpipe_csv *r) { return r ? r->nrec : 0; }
+int pgpipe_csv_error_field(const pgpipe_csv *r) { return r ? r->last_efield : 0; }
+
+int pgpipe_csv_header_count(const pgpipe_csv *r) { return r ? r->nnames : 0; }
+
+const char *pgpipe_csv_header_name(const pgpipe_csv *r, int i)
+{
+    if (!r || i < 0 || i >= r->nnames)
+        return NULL;
+    return r->names[i];
+}
+
+int pgpipe_csv_column_index(const pgpipe_csv *r, const char *name)
+{
+    if (!r || !name)
+        return -1;
+    for (int i = 0; i < r->nnames; i++)
+        if (strcmp(r->names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- COPY text writer --------------------------------------------------- */
+
+/* Append data escaped for COPY text format; data == NULL appends \N. */
+static int csv_copy_escape(pp_buf *b, const char *data, size_t len)
+{
+    if (!data)
+        return pp_buf_append(b, "\\N", 2);
+    if (len > (SIZE_MAX - 16) / 2 || pp_buf_reserve(b, len * 2) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    char *o = b->data + b->len;
+    const unsigned char *s = (const unsigned char *)data, *e = s + len;
+    while (s < e) {
+        const unsigned char *run = s;
+        while (s < e && *s != '\\' && *s != '\t' && *s != '\n' && *s != '\r')
+            s++;
+        if (s > run) {
+            memcpy(o, run, (size_t)(s - run));
+            o += s - run;
+        }
+        if (s == e)
+            break;
+        *o++ = '\\';
+        switch (*s) {
+        case '\t': *o++ = 't'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        default: *o++ = '\\'; break;
+        }
+        s++;
+    }
+    b->len = (size_t)(o - b->data);
+    return PGPIPE_OK;
+}
+
+static void csv_buf_in(pp_buf *b, const pgpipe_copy_buf *o)
+{
+    b->data = o->data;
+    b->len = o->len;
+    b->cap = o->cap;
+}
+
+static void csv_buf_out(pgpipe_copy_buf *o, const pp_buf *b)
+{
+    o->data = b->data;
+    o->len = b->len;
+    o->cap = b->cap;
+}
+
+void pgpipe_copy_buf_free(pgpipe_copy_buf *o)
+{
+    if (!o)
+        return;
+    pp_free(o->data);
+    o->data = NULL;
+    o->len = o->cap = 0;
+}
+
+int pgpipe_copy_text_field(pgpipe_copy_buf *out, const char *data, size_t len)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pp_buf b;
+    csv_buf_in(&b, out);
+    int rc = csv_copy_escape(&b, data, len);
+    csv_buf_out(out, &b);
+    return rc;
+}
+
+int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
+                         const size_t *lens)
+{
+    if (!out || n < 0 || (n > 0 && !values))
+        return PGPIPE_MISUSE;
+    pp_buf b;
+    csv_buf_in(&b, out);
+    int rc = PGPIPE_OK;
+    for (int i = 0; i < n && rc == PGPIPE_OK; i++) {
+        if (i)
+            rc = pp_buf_putc(&b, '\t');
+        if (rc == PGPIPE_OK)
+            rc = csv_copy_escape(&b, values[i],
+                                 values[i] ? (lens ? lens[i] : strlen(values[i])) : 0);
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(&b, '\n');
+    csv_buf_out(out, &b);
+    return rc;
+}
+
+/* The current record as a COPY text row into b (the loader's path). */
+static int csv_copy_row_buf(const pgpipe_csv *r, pp_buf *b)
+{
+    int rc = PGPIPE_OK;
+    for (int i = 0; i < r->nf && rc == PGPIPE_OK; i++) {
+        const pgpipe_csv_span *x = &r->f[i];
+        if (i)
+            rc = pp_buf_putc(b, '\t');
+        if (rc == PGPIPE_OK)
+            rc = csv_copy_escape(b, x->len || x->quoted ? x->data : NULL, x->len);
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(b, '\n');
+    return rc;
+}
+
+int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out)
+{
+    if (!r || !out || r->in_record)
+        return PGPIPE_MISUSE;
+    pp_buf b;
+    csv_buf_in(&b, out);
+    int rc = csv_copy_row_buf(r, &b);
+    csv_buf_out(out, &b);
+    return rc;
+}

@@ -1,0 +1,107 @@
+#!/bin/sh
+# `make bench-csv`: pgpipe's CSV reader against libcsv (Debian libcsv-dev, its
+# callback API) on three generated profiles of >= 100 MB each: unquoted,
+# sparsely quoted (one quoted field with a comma per row), fully quoted (every
+# field quoted, some with "" inside). Both readers visit every field (count
+# fields, sum decoded lengths) and read the file with read() in 128 KiB blocks.
+# Each figure: median of RUNS (default 5) runs after one warm-up run, min and
+# max beside it; every run is its own process so peak RSS (getrusage) is per
+# reader. Environment: RUNS=N, CSV_BENCH_MB=N (default 105).
+set -u
+top=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$top"
+out=build/bench
+mkdir -p "$out"
+runs=${RUNS:-5}
+mb=${CSV_BENCH_MB:-105}
+CC=${CC:-cc}
+
+# the peer: install it when missing (as root on Debian)
+if [ ! -f /usr/include/csv.h ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing libcsv-dev ..."
+    apt-get install -y libcsv-dev >/dev/null 2>&1 || \
+        { apt-get update >/dev/null 2>&1 && apt-get install -y libcsv-dev >/dev/null 2>&1; }
+fi
+peer_ok=1
+pg_cflags=$(pkg-config --cflags libpq 2>/dev/null || echo "-I$(pg_config --includedir)")
+pg_libs=$(pkg-config --libs libpq 2>/dev/null || echo -lpq)
+if [ -f /usr/include/csv.h ]; then
+    $CC -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -I. $pg_cflags test/bench/csv/csvbench.c \
+        -o $out/csvbench -lcsv $pg_libs -lpthread -lm || exit 1
+else
+    echo "libcsv-dev is missing and could not be installed: peer reported as missing"
+    peer_ok=0
+    $CC -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -DCSVBENCH_NO_LIBCSV -I. $pg_cflags \
+        test/bench/csv/csvbench.c -o $out/csvbench $pg_libs -lpthread -lm || exit 1
+fi
+
+# inputs (fixed seed); regenerated when missing or smaller than wanted
+need=0
+for f in csv_unquoted csv_sparse csv_quoted; do
+    s=$(wc -c < "$out/$f.csv" 2>/dev/null || echo 0)
+    [ "$s" -ge $((mb * 1000000)) ] || need=1
+done
+if [ $need = 1 ]; then
+    echo "generating 3 profiles of ${mb} MB into $out/ ..."
+    $out/csvbench gen "$out" "$mb" || exit 1
+fi
+
+# run IMPL FILE -> appends "MB/s rss_kb fields sumlen" to $out/csv_IMPL_FILE.txt
+one() {
+    line=$($out/csvbench "$1" "$out/$2.csv") || { echo "$1 failed on $2" >&2; return 1; }
+    echo "$line" | awk '{
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        printf "%.1f %d %s %s\n", v["bytes"] / v["seconds"] / 1e6, v["maxrss_kb"], v["fields"], v["sumlen"]
+    }'
+}
+
+# stats FILE COLUMN -> "median min max"
+stats() {
+    awk -v c="$2" '{ print $c }' "$1" | sort -n | awk '{ a[NR] = $1 } END {
+        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        printf "%s %s %s\n", m, a[1], a[NR] }'
+}
+
+printf '%-10s %-14s %-10s %30s %-8s %30s %8s\n' component workload metric \
+    "pgpipe median (min-max)" peer "peer median (min-max)" ratio
+lines=""
+fail=0
+for prof in unquoted sparse quoted; do
+    f=csv_$prof
+    p_res=$out/csv_pgpipe_$prof.txt
+    l_res=$out/csv_libcsv_$prof.txt
+    : > "$p_res"; : > "$l_res"
+    one pgpipe $f >/dev/null || exit 1               # warm-up (page cache, CPU)
+    [ $peer_ok = 1 ] && { one libcsv $f >/dev/null || peer_ok=0; }
+    i=0
+    while [ $i -lt "$runs" ]; do
+        one pgpipe $f >> "$p_res" || exit 1
+        [ $peer_ok = 1 ] && one libcsv $f >> "$l_res"
+        i=$((i + 1))
+    done
+    set -- $(stats "$p_res" 1); p_med=$1 p_min=$2 p_max=$3
+    p_rss=$(awk '{ if ($2 > m) m = $2 } END { printf "%.1f", m / 1024 }' "$p_res")
+    if [ $peer_ok = 1 ] && [ -s "$l_res" ]; then
+        set -- $(stats "$l_res" 1); l_med=$1 l_min=$2 l_max=$3
+        l_rss=$(awk '{ if ($2 > m) m = $2 } END { printf "%.1f", m / 1024 }' "$l_res")
+        ratio=$(awk -v a="$p_med" -v b="$l_med" 'BEGIN { printf "%.2f", a / b }')
+        rss_ratio=$(awk -v a="$p_rss" -v b="$l_rss" 'BEGIN { printf "%.2f", b / a }')
+        # both readers must have seen the same fields
+        pf=$(head -n 1 "$p_res" | awk '{ print $3, $4 }')
+        lf=$(head -n 1 "$l_res" | awk '{ print $3, $4 }')
+        [ "$pf" = "$lf" ] || { echo "MISMATCH on $prof: pgpipe fields/sumlen $pf, libcsv $lf"; fail=1; }
+        lcol="$l_med ($l_min-$l_max)"
+    else
+        l_med=missing; l_rss=missing; ratio=missing; rss_ratio=missing; lcol=missing
+    fi
+    printf '%-10s %-14s %-10s %30s %-8s %30s %8s\n' csv "$prof" MB/s \
+        "$p_med ($p_min-$p_max)" libcsv "$lcol" "$ratio"
+    printf '%-10s %-14s %-10s %30s %-8s %30s %8s\n' csv "$prof" peak_rss_MB \
+        "$p_rss" libcsv "$l_rss" "$rss_ratio"
+    lines="$lines
+bench: component=csv workload=$prof metric=MB/s pgpipe=$p_med peer=libcsv peer_value=$l_med ratio=$ratio
+bench: component=csv workload=$prof metric=peak_rss_MB pgpipe=$p_rss peer=libcsv peer_value=$l_rss ratio=$rss_ratio"
+done
+echo "$lines" | sed '/^$/d'
+echo "(inputs: $(for f in csv_unquoted csv_sparse csv_quoted; do printf '%s %s bytes; ' $f $(wc -c < $out/$f.csv); done)runs=$runs after 1 warm-up)"
+exit $fail
