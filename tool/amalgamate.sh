@@ -51,16 +51,11 @@ sql_to_c() { # $1 = index, $2 = file
     BEGIN { printf "static const char *const pp_sql_%d[] = {\n", idx }
     {
         sub(/\r$/, "")
-        s = ""
-        n = length($0)
-        for (i = 1; i <= n; i++) {
-            c = substr($0, i, 1)
-            if (c == "\\") s = s "\\\\"
-            else if (c == "\"") s = s "\\\""
-            else if (c == "?") s = s "\\?"
-            else if (c == "\t") s = s "\\t"
-            else s = s c
-        }
+        s = $0
+        gsub(/\\/, "&&", s)
+        gsub(/"/, "\\\"", s)
+        gsub(/\?/, "\\?", s)
+        gsub(/\t/, "\\t", s)
         printf "    \"%s\\n\",\n", s
     }
     END { printf "    NULL\n};\n" }' "$2"
