@@ -26,6 +26,7 @@ typedef struct copy_col {
     int is_path;    /* field holds '.' or '[' */
     char *value;    /* COPY_K_FIXED, COPY-escaped */
     int csv_idx;    /* index of the field in the CSV header */
+    int json;       /* the value is JSON (validated for CSV) */
 } copy_col;
 
 typedef struct copy_row {
@@ -99,6 +100,7 @@ struct pgpipe_loader {
     int ncsv_keys;
     pgpipe_json_doc *doc;
     pp_buf scratch;
+    pgpipe_error verr;
     /* the batch */
     long long seq;
     int in_batch;
@@ -394,11 +396,13 @@ static char *copy_dup_esc(const char *s)
     return b.data;
 }
 
-static int copy_add_col(pgpipe_loader *l, const char *column, const char *field, const char *value)
+static int copy_add_col(pgpipe_loader *l, const char *column, const char *field, const char *value,
+                        int json)
 {
     copy_col *c = &l->cols[l->ncols++];
     memset(c, 0, sizeof *c);
     c->csv_idx = -1;
+    c->json = json;
     c->column = pp_strdup(column);
     if (!c->column)
         return PGPIPE_NOMEM;
@@ -441,28 +445,29 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
         for (int i = 0; i < o->ncolumns && rc == PGPIPE_OK; i++) {
             if (!o->columns[i].column || !*o->columns[i].column)
                 return copy_errf(l, PGPIPE_MISUSE, "loader: column %d of the mapping has no name", i + 1);
-            rc = copy_add_col(l, o->columns[i].column, o->columns[i].field, o->columns[i].value);
+            rc = copy_add_col(l, o->columns[i].column, o->columns[i].field, o->columns[i].value,
+                              o->columns[i].json);
         }
     } else {
         if (o->source_field)
-            rc = copy_add_col(l, "source", o->source_field, NULL);
+            rc = copy_add_col(l, "source", o->source_field, NULL, 0);
         else if (o->source_value)
-            rc = copy_add_col(l, "source", NULL, o->source_value);
+            rc = copy_add_col(l, "source", NULL, o->source_value, 0);
         else
-            rc = copy_add_col(l, "source", "$source", NULL);
+            rc = copy_add_col(l, "source", "$source", NULL, 0);
         if (rc == PGPIPE_OK) {
             if (o->event_type_field || !o->event_type_value)
                 rc = copy_add_col(l, "event_type",
-                                  o->event_type_field ? o->event_type_field : "event_type", NULL);
+                                  o->event_type_field ? o->event_type_field : "event_type", NULL, 0);
             else
-                rc = copy_add_col(l, "event_type", NULL, o->event_type_value);
+                rc = copy_add_col(l, "event_type", NULL, o->event_type_value, 0);
         }
         if (rc == PGPIPE_OK)
-            rc = copy_add_col(l, "payload", "$record", NULL);
+            rc = copy_add_col(l, "payload", o->payload_field ? o->payload_field : "$record", NULL, 1);
         if (rc == PGPIPE_OK)
-            rc = copy_add_col(l, "batch_id", "$batch_id", NULL);
+            rc = copy_add_col(l, "batch_id", "$batch_id", NULL, 0);
         if (rc == PGPIPE_OK && o->received_at_field)
-            rc = copy_add_col(l, "received_at", o->received_at_field, NULL);
+            rc = copy_add_col(l, "received_at", o->received_at_field, NULL, 0);
     }
     if (rc == PGPIPE_NOMEM)
         return pp_err_nomem(&l->hdr.err);
@@ -1246,7 +1251,7 @@ static int copy_row_push(pgpipe_loader *l, size_t coff, const char *raw, size_t 
 }
 
 /* A JSON value as a column value (COPY text). */
-static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, const char **why)
+static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int json, const char **why)
 {
     pp_buf *b = &l->cbuf;
     size_t n;
@@ -1257,6 +1262,8 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, const
         return pp_buf_append(b, "\\N", 2);
     case PGPIPE_JSON_STRING:
         s = pgpipe_json_get_str(v, &n);
+        if (json)
+            return copy_put_json_str(b, s, n);
         if (memchr(s, '\0', n)) {
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
@@ -1364,7 +1371,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
-            rc = copy_put_json_value(l, v, &why);
+            rc = copy_put_json_value(l, v, c->json, &why);
             if (rc == PGPIPE_PARSE) {
                 snprintf(msg, sizeof msg, "field \"%s\" %s", c->field, why);
                 l->cbuf.len = coff;
@@ -1433,7 +1440,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
         copy_batch_begin(l, line, off);
     if (l->skipping)
         return copy_record_done(l, line, off, len);
-    char msg[700];
+    char msg[1200];
     int rc;
     if (next_rc == PGPIPE_PARSE) {
         const pgpipe_error *e = pgpipe_errinfo(l->csv);
@@ -1468,10 +1475,18 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
             rc |= pp_buf_putc(b, '\t');
         if (c->kind == COPY_K_FIELD) {
             int k = c->csv_idx;
-            if (k >= nf || (f[k].len == 0 && !f[k].quoted))
+            if (k >= nf || (f[k].len == 0 && !f[k].quoted)) {
                 rc |= pp_buf_append(b, "\\N", 2);
-            else
-                rc |= copy_put_esc(b, f[k].data, f[k].len);
+                continue;
+            }
+            if (c->json && pgpipe_json_validate(f[k].data, f[k].len, &l->verr) != PGPIPE_OK) {
+                snprintf(msg, sizeof msg, "field \"%s\" is not valid JSON: %s", c->field,
+                         l->verr.message);
+                l->cbuf.len = coff;
+                rc = copy_reject_input(l, raw, len, line, 0, off, msg);
+                return rc ? rc : copy_record_done(l, line, off, len);
+            }
+            rc |= copy_put_esc(b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
             rc |= pp_buf_putc(b, '{');
             int m = nf < l->ncsv_keys ? nf : l->ncsv_keys;

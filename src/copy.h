@@ -38,11 +38,14 @@
 ** "$source" (source name), "$batch_id", "$load_id". A JSON field that is a
 ** string gives its text; numbers, true/false as written; objects and arrays
 ** as JSON text; null or missing gives NULL. An empty unquoted CSV field is
-** NULL. */
+** NULL. With json set the value must be JSON: a CSV field is validated
+** (a record whose field is not valid JSON is dead-lettered), a JSON field is
+** written as JSON (a string as a JSON string). */
 typedef struct pgpipe_load_column {
     const char *column;
     const char *field;
     const char *value;
+    int json;
 } pgpipe_load_column;
 
 /* Progress, reported after every batch and at the end. */
@@ -79,6 +82,8 @@ typedef struct pgpipe_loader_options {
     const char *event_type_field; /* default "event_type" (unless a value) */
     const char *event_type_value; /* fixed event_type */
     const char *received_at_field;/* default: now() */
+    const char *payload_field;    /* payload from this field (JSON, validated);
+                                     default: the whole record */
     /* validation */
     const char *const *required;  /* fields that must be present and not null/empty */
     int nrequired;

@@ -341,9 +341,9 @@ PGT_TEST(copy, mapped_table_isolates_rejected_rows)
     }
     fclose(f);
     pgpipe_load_column cols[] = {
-        { "id", "id", NULL }, { "qty", "qty", NULL }, { "who", "who.name", NULL },
-        { "meta", "meta", NULL }, { "line", "$line", NULL }, { "src", "$source", NULL },
-        { "fixed", NULL, "tab\there" },
+        { "id", "id", NULL, 0 }, { "qty", "qty", NULL, 0 }, { "who", "who.name", NULL, 0 },
+        { "meta", "meta", NULL, 1 }, { "line", "$line", NULL, 0 }, { "src", "$source", NULL, 0 },
+        { "fixed", NULL, "tab\there", 0 },
     };
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
