@@ -1996,8 +1996,6 @@ static const unsigned char json_ws_tab[256] = {
 };
 #define JSON_WS(ch) (json_ws_tab[(unsigned char)(ch)])
 #define JSON_DIGIT(ch) ((unsigned)((ch) - '0') < 10u)
-/* a string byte that needs no attention: printable ASCII but '"' and '\' */
-#define JSON_PLAIN(ch) ((unsigned)((ch) - 0x20) < 0x60u && (ch) != '"' && (ch) != '\\')
 
 #ifdef JSON_SWAR
 #define JSON_ONES 0x0101010101010101ull
@@ -2008,15 +2006,17 @@ static inline uint64_t json_load8(const unsigned char *p)
     memcpy(&w, p, 8);
     return w;
 }
-/* High bit set in every byte that is '"', '\', < 0x20 or >= 0x80 (exact for
-** the lowest such byte, which is all we use). */
+#ifndef JSON_SSE2
+/* High bit set in every byte that is '"', '\' or < 0x20 (exact for the
+** lowest such byte, which is all we use). */
 static inline uint64_t json_str_mask(uint64_t w)
 {
     uint64_t q = w ^ (JSON_ONES * '"');
     uint64_t b = w ^ (JSON_ONES * '\\');
-    return (((q - JSON_ONES) & ~q) | ((b - JSON_ONES) & ~b) | ((w - JSON_ONES * 0x20) & ~w) | w) &
+    return (((q - JSON_ONES) & ~q) | ((b - JSON_ONES) & ~b) | ((w - JSON_ONES * 0x20) & ~w)) &
            JSON_HIGH;
 }
+#endif
 static inline int json_digits8(uint64_t w)
 {
     const uint64_t hi = 0xF0F0F0F0F0F0F0F0ull, d = JSON_ONES * 0x30;
@@ -2044,6 +2044,17 @@ JSON_INLINE const unsigned char *json_skip_ws(const unsigned char *p, const unsi
     if (end - p >= 2 && p[0] == ' ' && p[1] > ' ') /* ": " */
         return p + 1;
 #ifdef JSON_SSE2
+    if (end - p >= 17 && *p == '\n') { /* a line end and its indentation */
+        unsigned bits = ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(
+                            _mm_loadu_si128((const __m128i *)(const void *)(p + 1)),
+                            _mm_set1_epi8(' '))) & 0xFFFFu;
+        if (bits) {
+            const unsigned char *q = p + 1 + __builtin_ctz(bits);
+            if (*q > ' ')
+                return q;
+            p = q;
+        }
+    }
     {
         const __m128i s = _mm_set1_epi8(' '), n = _mm_set1_epi8('\n');
         const __m128i r = _mm_set1_epi8('\r'), t = _mm_set1_epi8('\t');
@@ -2155,20 +2166,6 @@ JSON_NOINLINE size_t json_utf8_bad(json_ctx *c, const unsigned char *p)
     return 0;
 }
 
-JSON_INLINE size_t json_utf8_len(json_ctx *c, const unsigned char *p)
-{
-    unsigned b0 = p[0];
-    size_t avail = (size_t)(c->end - p);
-    if (b0 >= 0xC2 && b0 < 0xE0) {
-        if (avail >= 2 && (p[1] & 0xC0) == 0x80)
-            return 2;
-    } else if (b0 >= 0xE1 && b0 < 0xF0 && b0 != 0xED) {
-        if (avail >= 3 && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80)
-            return 3;
-    }
-    return json_utf8_bad(c, p);
-}
-
 /* One escape sequence; p at the backslash. Returns the byte after it or NULL. */
 JSON_NOINLINE const unsigned char *json_escape(json_ctx *c, const unsigned char *p,
                                                const unsigned char *open)
@@ -2223,23 +2220,69 @@ JSON_NOINLINE const unsigned char *json_escape(json_ctx *c, const unsigned char 
     }
 }
 
+/* Check the UTF-8 of a string segment [p, e); e is at a '"', '\', control
+** byte or the input end, so no valid sequence crosses it. 1 = valid. */
+static int json_utf8_check(json_ctx *c, const unsigned char *p, const unsigned char *e)
+{
+    for (;;) {
+#ifdef JSON_SSE2
+        while (e - p >= 16) {
+            unsigned m = (unsigned)_mm_movemask_epi8(_mm_loadu_si128((const __m128i *)(const void *)p));
+            if (m) {
+                p += __builtin_ctz(m);
+                goto high;
+            }
+            p += 16;
+        }
+#endif
+        while (p < e && *p < 0x80)
+            p++;
+        if (p >= e)
+            return 1;
+#ifdef JSON_SSE2
+    high:
+#endif
+        do { /* a run of non-ASCII characters; 3- and 2-byte ones inline */
+            unsigned b0 = p[0];
+            size_t avail = (size_t)(c->end - p);
+            if (avail >= 3 && (b0 & 0xF0) == 0xE0 && (p[1] & 0xC0) == 0x80 &&
+                (p[2] & 0xC0) == 0x80 && b0 != 0xE0 && b0 != 0xED) {
+                p += 3;
+            } else if (avail >= 2 && b0 - 0xC2u < 30u && (p[1] & 0xC0) == 0x80) {
+                p += 2;
+            } else {
+                size_t n = json_utf8_bad(c, p);
+                if (!n)
+                    return 0;
+                p += n;
+            }
+        } while (p < e && *p >= 0x80);
+        if (p >= e)
+            return 1;
+    }
+}
+
 /* Scan a string body; p is just past the opening quote (at open). Returns the
-** closing quote, or NULL with the error set. *esc = 1 when escapes occur. */
-JSON_INLINE const unsigned char *json_string(json_ctx *c, const unsigned char *p,
+** closing quote, or NULL with the error set. *esc = 1 when escapes occur.
+** The fast loops stop only at '"', '\' and control bytes; non-ASCII bytes
+** are noted and the UTF-8 of the segment is checked before the stop byte is
+** acted on, so the first problem in the string is the one reported. */
+JSON_INLINE const unsigned char *json_scan_str(json_ctx *c, const unsigned char *p,
                                              const unsigned char *open, int *esc)
 {
-    const unsigned char *end = c->end;
+    const unsigned char *end = c->end, *seg = p;
+    unsigned high = 0;
     for (;;) {
 #ifdef JSON_SSE2
         {
             const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\');
-            const __m128i sp = _mm_set1_epi8(0x20);
+            const __m128i ctl = _mm_set1_epi8(0x1F);
             while (end - p >= 16) {
                 __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-                /* signed compare: bytes >= 0x80 are negative, so < 0x20 too */
                 __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, q), _mm_cmpeq_epi8(x, b)),
-                                         _mm_cmplt_epi8(x, sp));
+                                         _mm_cmpeq_epi8(_mm_max_epu8(x, ctl), ctl));
                 unsigned bits = (unsigned)_mm_movemask_epi8(m);
+                high |= (unsigned)_mm_movemask_epi8(x);
                 if (bits) {
                     p += __builtin_ctz(bits);
                     goto special;
@@ -2247,10 +2290,11 @@ JSON_INLINE const unsigned char *json_string(json_ctx *c, const unsigned char *p
                 p += 16;
             }
         }
-#endif
-#ifdef JSON_SWAR
+#elif defined(JSON_SWAR)
         while (end - p >= 8) {
-            uint64_t m = json_str_mask(json_load8(p));
+            uint64_t w = json_load8(p);
+            uint64_t m = json_str_mask(w);
+            high |= (w & JSON_HIGH) != 0;
             if (m) {
                 p += (unsigned)__builtin_ctzll(m) >> 3;
                 goto special;
@@ -2258,34 +2302,35 @@ JSON_INLINE const unsigned char *json_string(json_ctx *c, const unsigned char *p
             p += 8;
         }
 #endif
-        while (p < end && JSON_PLAIN(*p))
-            p++;
+        for (; p < end && *p >= 0x20 && *p != '"' && *p != '\\'; p++)
+            high |= *p & 0x80;
         if (PP_UNLIKELY(p >= end)) {
+            if (high && !json_utf8_check(c, seg, p))
+                return NULL;
             json_set_err(c, open, PGPIPE_PARSE,
                          "unterminated string: the input ends before its closing '\"'", 0, 0);
             return NULL;
         }
-#ifdef JSON_SWAR
+#if defined(JSON_SSE2) || defined(JSON_SWAR)
     special:
 #endif
+        if (PP_UNLIKELY(high)) {
+            if (!json_utf8_check(c, seg, p))
+                return NULL;
+            high = 0;
+        }
         if (PP_LIKELY(*p == '"'))
             return p;
         if (*p == '\\') {
             *esc = 1;
             if (!(p = json_escape(c, p, open)))
                 return NULL;
-        } else if (*p < 0x20) {
+            seg = p;
+        } else {
             json_set_err(c, p, PGPIPE_PARSE,
                          "unescaped control character U+%04X in string (write it as an escape "
                          "such as \\n or \\u0001)", *p, 0);
             return NULL;
-        } else {
-            do { /* a run of non-ASCII characters */
-                size_t n = json_utf8_len(c, p);
-                if (!n)
-                    return NULL;
-                p += n;
-            } while (p < end && *p >= 0x80);
         }
     }
 }
@@ -2405,10 +2450,13 @@ JSON_INLINE int json_scan(json_ctx *c, const int build)
         JSON_FAIL(p, PGPIPE_PARSE, "empty input: expected a JSON value", 0, 0);
 
 value:
+    if (PP_LIKELY(*p == '"'))
+        goto string_value;
     switch (*p) {
-    case '"': {
+    case '"':
+    string_value: {
         int esc = 0;
-        const unsigned char *s = p + 1, *q = json_string(c, s, p, &esc);
+        const unsigned char *s = p + 1, *q = json_scan_str(c, s, p, &esc);
         if (!q)
             goto fail;
         if (build) {
@@ -2564,7 +2612,7 @@ key:
     JSON_COUNT();
     {
         int esc = 0;
-        const unsigned char *s = p + 1, *q = json_string(c, s, p, &esc);
+        const unsigned char *s = p + 1, *q = json_scan_str(c, s, p, &esc);
         if (!q)
             goto fail;
         if (build) {

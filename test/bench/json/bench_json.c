@@ -14,7 +14,8 @@
 #include <json-c/json.h>
 #elif defined(BJ_PEER_JANSSON)
 #include <jansson.h>
-#else
+#elif !defined(BJ_PEER_NONE)
+#define BJ_PEER_CJSON 1
 #include <cjson/cJSON.h>
 #endif
 #include <sys/resource.h>
@@ -119,7 +120,7 @@ static long bj_each(bj_one one)
     return n;
 }
 
-#if !defined(BJ_PEER_JSONC) && !defined(BJ_PEER_JANSSON)
+#ifdef BJ_PEER_CJSON
 static long bj_cjson_one(const char *p, size_t n)
 {
     cJSON *j = cJSON_ParseWithLength(p, n);
@@ -252,8 +253,10 @@ int main(int argc, char **argv)
         bj_measure(w, "pgpipe", "parse", bj_pgpipe_parse);
         bj_measure(w, "pgpipe", "validate", bj_pgpipe_validate);
     }
+#ifdef BJ_PEER_CJSON
     if (!only || strstr(only, "cjson"))
         bj_measure(w, "cjson", "parse", bj_cjson);
+#endif
 #endif
     pgpipe_json_doc_free(bj_doc);
     pgpipe_ndjson_free(bj_nd);
