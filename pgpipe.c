@@ -4627,6 +4627,8 @@ static int csv_copy_escape(pp_buf *b, const char *data, size_t len)
 {
     if (!data)
         return pp_buf_append(b, "\\N", 2);
+    if (len == 0)
+        return PGPIPE_OK;
     if (len > (SIZE_MAX - 16) / 2 || pp_buf_reserve(b, len * 2) != PGPIPE_OK)
         return PGPIPE_NOMEM;
     char *o = b->data + b->len;

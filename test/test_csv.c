@@ -539,7 +539,10 @@ PGT_TEST(csv, copy_text_escaping)
     PGT_OK(pgpipe_copy_text_row(&b, 9, vals, NULL));
     const char *want = "plain\ttab\\there\tnl\\nx\tcr\\rx\tback\\\\slash\t\\\\N\t\\N\t\tZürich ✓\n";
     PGT_EQ_MEM(b.data, b.len, want, strlen(want));
-    b.len = 0;
+    pgpipe_copy_buf_free(&b);
+    /* an empty value into an empty buffer (found by the fuzzer: NULL + 0) */
+    PGT_OK(pgpipe_copy_text_field(&b, "", 0));
+    PGT_EQ_INT(b.len, 0);
     PGT_OK(pgpipe_copy_text_field(&b, NULL, 0));
     PGT_OK(pgpipe_copy_text_field(&b, "a\tb", 3));
     PGT_EQ_MEM(b.data, b.len, "\\Na\\tb", 6);
