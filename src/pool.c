@@ -9,10 +9,16 @@
 ** (connect, ping, rollback, reset, close) is always done outside it, by the
 ** thread that owns the connection or the slot at that moment. A "slot" is a
 ** unit of p->total: a connection that is open, or being opened/validated by
-** one thread. When a connection is closed while waiters queue, its slot is
-** handed to the first waiter, who opens a new connection in it; a healthy
-** returned connection is handed to the first waiter directly. So nobody can
-** overtake a waiter (first come, first served) and nothing busy-waits.
+** one thread.
+**
+** Fairness: an acquire that finds no idle connection joins a FIFO queue. A
+** healthy connection that comes back (or a new one) goes straight to the
+** first waiter. When the pool may grow (or a connection was closed while
+** others wait), a short-lived connector thread opens a connection *for the
+** pool* and hands it to whoever is first in the queue then - so nobody waits
+** for a connect while an existing connection frees up sooner, and nobody
+** overtakes a waiter. (Under PGPIPE_OMIT_THREADS, or if a thread cannot be
+** started, a queued waiter does that job itself, keeping its place.)
 */
 #include <poll.h>
 
@@ -43,8 +49,11 @@ struct pgpipe_conn {
 
 typedef struct pool_waiter {
     struct pool_waiter *next;
-    pgpipe_conn *conn; /* handed over by a release */
-    int slot;          /* granted a slot to open a connection in */
+    pgpipe_conn *conn; /* handed over (the waiter left the queue) */
+    int queued;
+    unsigned perm_gen; /* p->perm_gen when it queued */
+    int job;           /* owns a slot to open a connection in */
+    int connecting;    /* opening it now (the lock is released meanwhile) */
 #ifndef PGPIPE_OMIT_THREADS
     pool_cond cv;
 #endif
@@ -76,6 +85,11 @@ struct pgpipe_pool {
     pool_waiter *whead, *wtail;
     int nwaiters;
     int acquirers;            /* threads inside acquire */
+    int connectors;           /* connector threads running */
+    unsigned perm_gen;        /* bumped by a connect failure retrying cannot fix */
+    pgpipe_error perm_err;    /* ... and that failure */
+    pgpipe_error connect_err; /* the last connect failure */
+    int64_t connect_err_us;   /* when it happened */
     int closing;
     int abandoned;            /* close returned with connections out */
     int64_t invalid_before_us;
@@ -222,6 +236,17 @@ static int pool_connect_failure_is_permanent(PGconn *pg)
     return 0;
 }
 
+/* Server notices go to the log, not to stderr (libpq's default). A caller
+** can install its own processor on pgpipe_conn_pg(). */
+static void pool_notice_processor(void *arg, const char *message)
+{
+    (void)arg;
+    int n = (int)strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    pp_logf(PGPIPE_LOG_INFO, "pool", "server: %.*s", n, message);
+}
+
 /* Open one connection (no lock held). On failure returns NULL, sets err, and
 ** *permanent tells whether retrying is pointless. */
 static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permanent)
@@ -269,6 +294,7 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
         pool_conn_free(c);
         return NULL;
     }
+    PQsetNoticeProcessor(c->pg, pool_notice_processor, NULL);
     int64_t now = pgpipe_now_us();
     c->created_us = c->released_us = c->validated_us = now;
     return c;
@@ -353,20 +379,34 @@ static int pool_conn_reset(pgpipe_conn *c)
 
 /* ---- waiters and slots (lock held) ------------------------------------ */
 
-static pool_waiter *pool_pop_waiter_locked(pgpipe_pool *p)
+static void pool_wake(pool_waiter *w)
 {
-    pool_waiter *w = p->whead;
-    if (w) {
-        p->whead = w->next;
-        if (!p->whead)
-            p->wtail = NULL;
-        w->next = NULL;
-        p->nwaiters--;
-    }
-    return w;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_cond_signal(&w->cv);
+#else
+    (void)w;
+#endif
 }
 
-#ifndef PGPIPE_OMIT_THREADS
+static void pool_enqueue_locked(pgpipe_pool *p, pool_waiter *w, int at_head)
+{
+    w->queued = 1;
+    if (at_head) {
+        w->next = p->whead;
+        p->whead = w;
+        if (!p->wtail)
+            p->wtail = w;
+    } else {
+        w->next = NULL;
+        if (p->wtail)
+            p->wtail->next = w;
+        else
+            p->whead = w;
+        p->wtail = w;
+    }
+    p->nwaiters++;
+}
+
 static void pool_remove_waiter_locked(pgpipe_pool *p, pool_waiter *w)
 {
     pool_waiter **pp = &p->whead, *prev = NULL;
@@ -379,32 +419,75 @@ static void pool_remove_waiter_locked(pgpipe_pool *p, pool_waiter *w)
         if (p->wtail == w)
             p->wtail = prev;
         w->next = NULL;
+        w->queued = 0;
         p->nwaiters--;
     }
 }
-#endif
 
-static void pool_wake(pool_waiter *w)
+/* A healthy connection nobody holds: to the first waiter, else idle. Returns
+** a connection the caller must close unlocked (an extra one while pool_size
+** are idle), or NULL. */
+static pgpipe_conn *pool_deliver_locked(pgpipe_pool *p, pgpipe_conn *c, int64_t now)
 {
-#ifndef PGPIPE_OMIT_THREADS
-    pthread_cond_signal(&w->cv);
-#else
-    (void)w;
-#endif
+    pool_waiter *w = p->whead;
+    c->released_us = now;
+    if (w) {
+        pool_remove_waiter_locked(p, w);
+        w->conn = c;
+        p->in_use++; /* the waiter owns it from now */
+        pool_wake(w);
+        return NULL;
+    }
+    if (p->closing || p->nidle >= p->opt.pool_size) {
+        p->closed++;
+        p->total--;
+        return c;
+    }
+    c->next = p->idle;
+    p->idle = c;
+    p->nidle++;
+    return NULL;
 }
 
-/* A slot became free: give it to the first waiter, else drop it. */
-static void pool_slot_freed_locked(pgpipe_pool *p)
+#ifndef PGPIPE_OMIT_THREADS
+static void *pool_connector_main(void *arg);
+#endif
+
+/* A slot is reserved (counted in p->total) and someone waits: get a
+** connection opened in it - by a connector thread, else by the first queued
+** waiter that has no such job yet; with neither, drop the slot. */
+static void pool_grow_locked(pgpipe_pool *p)
 {
-    if (!p->closing) {
-        pool_waiter *w = pool_pop_waiter_locked(p);
-        if (w) {
-            w->slot = 1;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_attr_t a;
+    if (pthread_attr_init(&a) == 0) {
+        pthread_t t;
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        int ok = pthread_create(&t, &a, pool_connector_main, p) == 0;
+        pthread_attr_destroy(&a);
+        if (ok) {
+            p->connectors++;
+            return;
+        }
+    }
+#endif
+    for (pool_waiter *w = p->whead; w; w = w->next) {
+        if (!w->job && !w->connecting) {
+            w->job = 1;
             pool_wake(w);
             return;
         }
     }
     p->total--;
+}
+
+/* A slot became free: refill it when someone waits, else drop it. */
+static void pool_slot_freed_locked(pgpipe_pool *p)
+{
+    if (!p->closing && p->whead)
+        pool_grow_locked(p);
+    else
+        p->total--;
 }
 
 static void pool_signal_close_locked(pgpipe_pool *p)
@@ -470,8 +553,62 @@ static void pool_destroy(pgpipe_pool *p)
 /* After close gave up waiting, whoever brings the last count to zero frees. */
 static int pool_should_free_locked(const pgpipe_pool *p)
 {
-    return p->abandoned && p->in_use == 0 && p->acquirers == 0;
+    return p->abandoned && p->in_use == 0 && p->acquirers == 0 && p->connectors == 0;
 }
+
+static void pool_note_connect_failure_locked(pgpipe_pool *p, const pgpipe_error *ce, int permanent)
+{
+    p->connect_failures++;
+    p->connect_err = *ce;
+    p->connect_err_us = pgpipe_now_us();
+    if (permanent) {
+        p->perm_gen++;
+        p->perm_err = *ce;
+        for (pool_waiter *w = p->whead; w; w = w->next)
+            pool_wake(w);
+    }
+}
+
+#ifndef PGPIPE_OMIT_THREADS
+/* Opens one connection for the pool and hands it to the first waiter.
+** Transient failures are retried with backoff while anyone still waits. */
+static void *pool_connector_main(void *arg)
+{
+    pgpipe_pool *p = arg;
+    int delay_ms = 10;
+    pgpipe_conn *extra = NULL;
+    for (;;) {
+        int permanent = 0;
+        pgpipe_error ce;
+        pgpipe_conn *c = pool_connect(p, &ce, &permanent);
+        pp_mutex_lock(&p->mu);
+        if (c) {
+            pool_conn_born_locked(p, c);
+            extra = pool_deliver_locked(p, c, pgpipe_now_us());
+            break;
+        }
+        pool_note_connect_failure_locked(p, &ce, permanent);
+        if (permanent || p->closing || !p->whead) {
+            p->total--;
+            break;
+        }
+        int jitter = (int)(pp_rand_next(&p->seed) % (uint64_t)(delay_ms / 2 + 1));
+        pp_mutex_unlock(&p->mu);
+        pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying in %d ms: %s",
+                delay_ms - jitter, ce.message);
+        pgpipe_sleep_ms(delay_ms - jitter);
+        delay_ms = delay_ms * 2 > 500 ? 500 : delay_ms * 2;
+    }
+    p->connectors--;
+    pool_signal_close_locked(p);
+    int free_pool = pool_should_free_locked(p);
+    pp_mutex_unlock(&p->mu);
+    pool_conn_free(extra);
+    if (free_pool)
+        pool_destroy(p);
+    return NULL;
+}
+#endif
 
 /* ---- options and open ------------------------------------------------- */
 
@@ -625,38 +762,6 @@ int pgpipe_pool_acquire(pgpipe_pool *pool, pgpipe_conn **out)
     return pgpipe_pool_acquire_ex(pool, out, -1, NULL);
 }
 
-/* Open a connection in a slot this thread holds, retrying transient failures
-** with backoff until the deadline. On failure the slot is given up. */
-static int pool_fill_slot(pgpipe_pool *p, int64_t deadline, pgpipe_conn **out,
-                          pgpipe_error *err)
-{
-    int delay_ms = 10;
-    for (;;) {
-        int permanent = 0;
-        pgpipe_conn *c = pool_connect(p, err, &permanent);
-        pp_mutex_lock(&p->mu);
-        if (c) {
-            pool_conn_born_locked(p, c);
-            pp_mutex_unlock(&p->mu);
-            *out = c;
-            return PGPIPE_OK;
-        }
-        p->connect_failures++;
-        int64_t now = pgpipe_now_us();
-        if (permanent || p->closing || now + (int64_t)delay_ms * 1000 >= deadline) {
-            pool_slot_freed_locked(p);
-            pp_mutex_unlock(&p->mu);
-            return permanent ? err->code : PGPIPE_BUSY;
-        }
-        int jitter = (int)(pp_rand_next(&p->seed) % (uint64_t)(delay_ms / 2 + 1));
-        pp_mutex_unlock(&p->mu);
-        pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying in %d ms: %s",
-                delay_ms, err->message);
-        pgpipe_sleep_ms(delay_ms - jitter);
-        delay_ms = delay_ms * 2 > 500 ? 500 : delay_ms * 2;
-    }
-}
-
 /* Decide whether a connection about to be handed out must be pinged. */
 static int pool_needs_ping(const pgpipe_pool *p, const pgpipe_conn *c, int64_t now,
                            int64_t invalid_before)
@@ -666,6 +771,60 @@ static int pool_needs_ping(const pgpipe_pool *p, const pgpipe_conn *c, int64_t n
     if (p->opt.pre_ping_ms < 0)
         return 0;
     return now - c->released_us >= (int64_t)p->opt.pre_ping_ms * 1000;
+}
+
+/* Check a connection this thread now owns (lock held on entry and exit,
+** released meanwhile). Returns 1 when it can be handed out; otherwise it was
+** closed and its slot is still counted (the caller owns it). */
+static int pool_validate_locked(pgpipe_pool *p, pgpipe_conn *c)
+{
+    int64_t now = pgpipe_now_us();
+    int64_t invalid_before = p->invalid_before_us;
+    int expired = pool_conn_expired(c, now);
+    int ping = !expired && pool_needs_ping(p, c, now, invalid_before);
+    if (!expired && !ping)
+        return 1;
+    pp_mutex_unlock(&p->mu);
+    int ok = 0;
+    if (ping) {
+        ok = pool_ping(c);
+        if (ok)
+            c->validated_us = pgpipe_now_us();
+        else
+            pp_logf(PGPIPE_LOG_INFO, "pool", "pre-ping found a dead connection; replacing it");
+    }
+    if (!ok)
+        pool_conn_free(c);
+    pp_mutex_lock(&p->mu);
+    if (ping) {
+        p->pings++;
+        if (!ok) {
+            p->broken++;
+            p->invalid_before_us = now;
+        }
+    }
+    if (!ok)
+        p->closed++;
+    return ok;
+}
+
+static int pool_timeout_error(pgpipe_pool *p, pgpipe_error *e, int64_t start, const char *lasterr)
+{
+    p->timeouts++;
+    long long waited = (long long)((pgpipe_now_us() - start) / 1000);
+#ifndef PGPIPE_OMIT_THREADS
+    return pp_err(e, PGPIPE_BUSY,
+                  "timed out after %lld ms waiting for a connection "
+                  "(pool_size %d + max_overflow %d: %d in use, %d waiting)%s%s",
+                  waited, p->opt.pool_size, p->opt.max_overflow, p->in_use, p->nwaiters,
+                  lasterr[0] ? "; last connect error: " : "", lasterr);
+#else
+    return pp_err(e, PGPIPE_BUSY,
+                  "no connection available after %lld ms (pool_size %d + max_overflow %d: "
+                  "%d in use; single-threaded build, so acquire does not wait)%s%s",
+                  waited, p->opt.pool_size, p->opt.max_overflow, p->in_use,
+                  lasterr[0] ? "; last connect error: " : "", lasterr);
+#endif
 }
 
 int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pgpipe_error *err)
@@ -684,148 +843,165 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pg
     int rc = PGPIPE_OK;
     pgpipe_conn *c = NULL;
     char lasterr[sizeof e->message] = "";
+    int64_t retry_at = 0;
+    int delay_ms = 10;
 
+    pool_waiter w;
+    memset(&w, 0, sizeof w);
+#ifndef PGPIPE_OMIT_THREADS
+    if (pool_cond_init(p, &w.cv) != PGPIPE_OK)
+        return pp_err_nomem(e);
+#endif
     pp_mutex_lock(&p->mu);
     if (p->closing) {
-        pp_mutex_unlock(&p->mu);
         rc = pp_err(e, PGPIPE_MISUSE, "the pool is closed");
-        goto report;
+        if (!err)
+            p->hdr.err = *e;
+        pp_mutex_unlock(&p->mu);
+#ifndef PGPIPE_OMIT_THREADS
+        pthread_cond_destroy(&w.cv);
+#endif
+        return rc;
     }
     p->acquirers++;
     pgpipe_conn *reaped = pool_reap_locked(p, start);
     for (;;) {
-        int have_slot = 0;
         if (p->closing) {
             rc = pp_err(e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
             break;
         }
-        if (!p->whead && p->idle) {
-            c = p->idle;
-            p->idle = c->next;
-            c->next = NULL;
-            p->nidle--;
-        } else if (!p->whead && p->total < pool_max_total(p)) {
-            p->total++;
-            have_slot = 1;
-        } else {
-#ifndef PGPIPE_OMIT_THREADS
-            pool_waiter w;
-            memset(&w, 0, sizeof w);
-            if (pool_cond_init(p, &w.cv) != PGPIPE_OK) {
-                rc = pp_err_nomem(e);
-                break;
-            }
-            if (p->wtail)
-                p->wtail->next = &w;
-            else
-                p->whead = &w;
-            p->wtail = &w;
-            p->nwaiters++;
-            int timed_out = 0;
-            while (!w.conn && !w.slot && !p->closing && !timed_out)
-                timed_out = pool_cond_wait_until(p, &w.cv, deadline);
-            if (!w.conn && !w.slot)
-                pool_remove_waiter_locked(p, &w);
-            pthread_cond_destroy(&w.cv);
+        /* 1. a connection handed over, or an idle one when nobody queues */
+        if (w.conn || (!w.queued && !p->whead && p->idle)) {
             if (w.conn) {
                 c = w.conn;
-                p->in_use--; /* counted again below once validated */
-            } else if (w.slot) {
-                have_slot = 1;
-            } else if (p->closing) {
-                continue;
+                w.conn = NULL;
+                p->in_use--; /* counted again once validated */
+                if (w.job) { /* no need to open one any more */
+                    w.job = 0;
+                    pool_slot_freed_locked(p);
+                }
             } else {
-                p->timeouts++;
-                int64_t waited = (pgpipe_now_us() - start) / 1000;
-                rc = pp_err(e, PGPIPE_BUSY,
-                            "timed out after %lld ms waiting for a connection "
-                            "(pool_size %d + max_overflow %d: %d in use, %d waiting)%s%s",
-                            (long long)waited, p->opt.pool_size, p->opt.max_overflow,
-                            p->in_use, p->nwaiters, lasterr[0] ? "; last connect error: " : "",
-                            lasterr);
+                c = p->idle;
+                p->idle = c->next;
+                c->next = NULL;
+                p->nidle--;
+            }
+            if (pool_validate_locked(p, c)) {
+                p->in_use++;
+                p->acquired++;
+                pool_record_wait_locked(p, pgpipe_now_us() - start);
                 break;
             }
-#else
-            p->timeouts++;
-            rc = pp_err(e, PGPIPE_BUSY,
-                        "no connection free after 0 ms (pool_size %d + max_overflow %d: %d in "
-                        "use; single-threaded build, so acquire does not wait)",
-                        p->opt.pool_size, p->opt.max_overflow, p->in_use);
-            break;
-#endif
-        }
-
-        /* We own c (taken from idle or handed over) or a slot: network work
-        ** happens unlocked. */
-        int64_t invalid_before = p->invalid_before_us;
-        pp_mutex_unlock(&p->mu);
-        if (c) {
-            int64_t now = pgpipe_now_us();
-            int dead = 0;
-            if (pool_conn_expired(c, now)) {
-                dead = 1;
-            } else if (pool_needs_ping(p, c, now, invalid_before)) {
-                int ok = pool_ping(c);
-                pp_mutex_lock(&p->mu);
-                p->pings++;
-                if (!ok) {
-                    p->broken++;
-                    p->invalid_before_us = now;
-                }
-                pp_mutex_unlock(&p->mu);
-                if (ok)
-                    c->validated_us = pgpipe_now_us();
-                else
-                    dead = 2;
-            }
-            if (dead) {
-                if (dead == 2)
-                    pp_logf(PGPIPE_LOG_INFO, "pool", "pre-ping found a dead connection; replacing it");
-                pool_conn_free(c);
-                c = NULL;
-                pp_mutex_lock(&p->mu);
-                p->closed++;
-                pp_mutex_unlock(&p->mu);
-                have_slot = 1; /* its slot is ours: open a replacement */
-            }
-        }
-        if (have_slot) {
-            rc = pool_fill_slot(p, deadline, &c, e);
-            if (rc != PGPIPE_OK) {
-                pp_mutex_lock(&p->mu);
-                if (rc == PGPIPE_BUSY) {
-                    /* retried until the deadline: report it as a timeout */
-                    snprintf(lasterr, sizeof lasterr, "%s", e->message);
-                    p->timeouts++;
-                    int64_t waited = (pgpipe_now_us() - start) / 1000;
-                    pp_err(e, PGPIPE_BUSY,
-                           "timed out after %lld ms waiting for a connection "
-                           "(pool_size %d + max_overflow %d: %d in use, %d waiting); "
-                           "last connect error: %s",
-                           (long long)waited, p->opt.pool_size, p->opt.max_overflow,
-                           p->in_use, p->nwaiters, lasterr);
-                }
-                break;
-            }
-        }
-        pp_mutex_lock(&p->mu);
-        if (c) {
-            if (p->closing) {
-                /* closed meanwhile: do not hand out */
-                p->closed++;
+            /* it was dead: refill its slot; our turn comes first */
+            c = NULL;
+            pool_enqueue_locked(p, &w, 1);
+            w.perm_gen = p->perm_gen;
+            if (p->closing)
                 p->total--;
-                pp_mutex_unlock(&p->mu);
-                pool_conn_free(c);
-                c = NULL;
-                pp_mutex_lock(&p->mu);
-                rc = pp_err(e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
-                break;
+            else
+                pool_grow_locked(p);
+            continue;
+        }
+        /* 2. join the queue; take the job of growing the pool if it may */
+        if (!w.queued) {
+            pool_enqueue_locked(p, &w, 0);
+            w.perm_gen = p->perm_gen;
+            if (p->total < pool_max_total(p)) {
+                p->total++;
+                pool_grow_locked(p);
             }
-            p->in_use++;
-            p->acquired++;
-            pool_record_wait_locked(p, pgpipe_now_us() - start);
+        }
+        if (w.perm_gen != p->perm_gen && !w.conn) {
+            /* a connect failed in a way retrying cannot fix */
+            *e = p->perm_err;
+            rc = e->code;
             break;
         }
+        /* 3. open a connection for the pool (not necessarily for us) */
+        int64_t now = pgpipe_now_us();
+        if (w.job && !w.connecting && now >= retry_at) {
+            w.job = 0;
+            w.connecting = 1;
+            pp_mutex_unlock(&p->mu);
+            int permanent = 0;
+            pgpipe_error ce;
+            pgpipe_conn *nc = pool_connect(p, &ce, &permanent);
+            pp_mutex_lock(&p->mu);
+            w.connecting = 0;
+            if (nc) {
+                pool_conn_born_locked(p, nc);
+                pgpipe_conn *extra = pool_deliver_locked(p, nc, pgpipe_now_us());
+                if (extra) {
+                    pp_mutex_unlock(&p->mu);
+                    pool_conn_free(extra);
+                    pp_mutex_lock(&p->mu);
+                }
+                continue;
+            }
+            pool_note_connect_failure_locked(p, &ce, permanent);
+            w.perm_gen = p->perm_gen;
+            if (permanent || p->closing) {
+                if (w.queued)
+                    pool_remove_waiter_locked(p, &w);
+                pool_slot_freed_locked(p);
+                if (w.conn && !p->closing)
+                    continue; /* one was handed over meanwhile: take it */
+                *e = ce;
+                rc = ce.code;
+                break;
+            }
+            w.job = 1; /* keep the slot; try again after a backoff */
+            int jitter = (int)(pp_rand_next(&p->seed) % (uint64_t)(delay_ms / 2 + 1));
+            retry_at = pgpipe_now_us() + (int64_t)(delay_ms - jitter) * 1000;
+            delay_ms = delay_ms * 2 > 500 ? 500 : delay_ms * 2;
+            pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying: %s", ce.message);
+            continue;
+        }
+        /* 4. wait for a hand-over, a job, the retry time or the deadline */
+        if (now >= deadline) {
+            if (p->connect_err_us >= start)
+                snprintf(lasterr, sizeof lasterr, "%s", p->connect_err.message);
+            rc = pool_timeout_error(p, e, start, lasterr);
+            break;
+        }
+        int64_t until = w.job && retry_at < deadline ? retry_at : deadline;
+#ifndef PGPIPE_OMIT_THREADS
+        pool_cond_wait_until(p, &w.cv, until);
+#else
+        if (!w.job) { /* nobody else can give one back */
+            if (p->connect_err_us >= start)
+                snprintf(lasterr, sizeof lasterr, "%s", p->connect_err.message);
+            rc = pool_timeout_error(p, e, start, lasterr);
+            break;
+        }
+        pp_mutex_unlock(&p->mu);
+        pgpipe_sleep_ms((int)((until - now + 999) / 1000));
+        pp_mutex_lock(&p->mu);
+#endif
+    }
+    /* leaving: give up our place, our job, and pass on anything handed over late */
+    pgpipe_conn *late = NULL;
+    if (w.queued)
+        pool_remove_waiter_locked(p, &w);
+    if (w.job) {
+        w.job = 0;
+        pool_slot_freed_locked(p);
+    }
+    if (w.conn) {
+        p->in_use--;
+        late = pool_deliver_locked(p, w.conn, pgpipe_now_us());
+        w.conn = NULL;
+    }
+    if (rc == PGPIPE_OK && p->closing) {
+        /* closed while we validated it: do not hand it out */
+        p->in_use--;
+        p->acquired--;
+        p->closed++;
+        p->total--;
+        c->next = reaped;
+        reaped = c;
+        c = NULL;
+        rc = pp_err(e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
     }
     p->acquirers--;
     if (!err && rc != PGPIPE_OK)
@@ -833,20 +1009,16 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pg
     pool_signal_close_locked(p);
     int free_pool = pool_should_free_locked(p);
     pp_mutex_unlock(&p->mu);
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_cond_destroy(&w.cv);
+#endif
+    pool_conn_free(late);
     pool_free_list(reaped);
     if (free_pool)
         pool_destroy(p);
     if (rc == PGPIPE_OK) {
         pgpipe_error_clear(&c->hdr.err);
         *out = c;
-    }
-    return rc;
-
-report:
-    if (!err) {
-        pp_mutex_lock(&p->mu);
-        p->hdr.err = *e;
-        pp_mutex_unlock(&p->mu);
     }
     return rc;
 }
@@ -857,36 +1029,25 @@ static int pool_give_back(pgpipe_conn *c, int healthy)
 {
     pgpipe_pool *p = c->pool;
     int64_t now = pgpipe_now_us();
+    pgpipe_conn *close_it = NULL;
     pp_mutex_lock(&p->mu);
     p->in_use--;
-    int close_it = !healthy || p->closing || pool_conn_expired(c, now) ||
-                   (!p->whead && p->nidle >= p->opt.pool_size);
     if (!healthy) {
         p->broken++;
         p->invalid_before_us = now;
     }
-    if (!close_it) {
-        c->released_us = now;
-        pool_waiter *w = pool_pop_waiter_locked(p);
-        if (w) {
-            w->conn = c;
-            p->in_use++; /* stays out: it goes straight to the waiter */
-            pool_wake(w);
-        } else {
-            c->next = p->idle;
-            p->idle = c;
-            p->nidle++;
-        }
-    } else {
+    if (!healthy || p->closing || pool_conn_expired(c, now)) {
         p->closed++;
         pool_slot_freed_locked(p);
+        close_it = c;
+    } else {
+        close_it = pool_deliver_locked(p, c, now);
     }
     pgpipe_conn *reaped = pool_reap_locked(p, now);
     pool_signal_close_locked(p);
     int free_pool = pool_should_free_locked(p);
     pp_mutex_unlock(&p->mu);
-    if (close_it)
-        pool_conn_free(c);
+    pool_conn_free(close_it);
     pool_free_list(reaped);
     if (free_pool)
         pool_destroy(p);
@@ -934,18 +1095,23 @@ int pgpipe_pool_close(pgpipe_pool *p, int *leaked)
     int64_t start = pgpipe_now_us();
     int64_t deadline = start + (int64_t)p->opt.close_timeout_ms * 1000;
 #ifndef PGPIPE_OMIT_THREADS
-    while ((p->in_use > 0 || p->acquirers > 0) && !pool_cond_wait_until(p, &p->close_cv, deadline))
+    while ((p->in_use > 0 || p->acquirers > 0 || p->connectors > 0) &&
+           !pool_cond_wait_until(p, &p->close_cv, deadline))
         ;
 #else
     (void)deadline;
 #endif
     int out = p->in_use + p->acquirers;
-    if (out == 0) {
+    if (out == 0 && p->connectors == 0) {
         pp_mutex_unlock(&p->mu);
         pool_destroy(p);
         return PGPIPE_OK;
     }
-    p->abandoned = 1;
+    p->abandoned = 1; /* the last of them frees the pool */
+    if (out == 0) {   /* only connector threads still in a connect: no leak */
+        pp_mutex_unlock(&p->mu);
+        return PGPIPE_OK;
+    }
     int in_use = p->in_use;
     pp_mutex_unlock(&p->mu);
     if (leaked)
@@ -966,6 +1132,7 @@ int pgpipe_pool_stats_get(pgpipe_pool *p, pgpipe_pool_stats *s)
     s->pool_size = p->opt.pool_size;
     s->max_overflow = p->opt.max_overflow;
     s->size = p->total;
+    s->opening = p->total - (int)(p->created - p->closed);
     s->idle = p->nidle;
     s->in_use = p->in_use;
     s->waiters = p->nwaiters;

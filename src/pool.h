@@ -123,6 +123,7 @@ int pgpipe_pool_close(pgpipe_pool *pool, int *leaked);
 typedef struct pgpipe_pool_stats {
     int pool_size, max_overflow;
     int size;        /* connections open or being opened */
+    int opening;     /* of which being opened (connect in progress or retrying) */
     int idle;        /* in the pool, ready */
     int in_use;      /* checked out */
     int waiters;     /* acquires waiting in the queue */
