@@ -173,6 +173,7 @@ struct pgpipe_sql_split {
     long long line;       /* line of buf[pos] */
     size_t line_start;    /* offset of that line's first byte */
     int index;
+    int incomplete;       /* the input ended inside a statement */
     char source[256];
 };
 
@@ -191,6 +192,11 @@ int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
     s->line = 1;
     snprintf(s->source, sizeof s->source, "%s", source && *source ? source : "<buffer>");
     return PGPIPE_OK;
+}
+
+int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s)
+{
+    return s ? s->incomplete : 0;
 }
 
 void pgpipe_sql_split_close(pgpipe_sql_split *s)
@@ -221,9 +227,10 @@ static inline void mig_step(pgpipe_sql_split *s)
 static int mig_split_err(pgpipe_sql_split *s, long long line, size_t at, size_t line_start,
                          const char *what)
 {
+    if (strncmp(what, "unterminated", 12) == 0)
+        s->incomplete = 1;
     return pp_err_at(&s->hdr.err, PGPIPE_PARSE, s->source, line,
-                     (long long)(at - line_start) + 1, (long long)at, "%s:%lld: %s", s->source,
-                     line, what);
+                     (long long)(at - line_start) + 1, (long long)at, "%s", what);
 }
 
 /* Skips a comment at pos ("--" or a nested block comment). Returns 1 when it
@@ -452,6 +459,9 @@ int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
     st->sql = b + start;
     st->len = end - start;
     st->index = s->index++;
+    st->terminated = semicolon;
+    if (!semicolon)
+        s->incomplete = 1;
 
     if (copy_in && semicolon) {
         /* the rest of the line must be blank (or a comment); data follows */
@@ -475,6 +485,7 @@ int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
         st->copy_line = s->line;
         st->copy_data = b + d0;
         st->copy_len = s->len - d0;
+        st->terminated = 0;
         while (s->pos < s->len) {
             size_t ls = s->pos, le = ls;
             while (le < s->len && b[le] != '\n')
@@ -484,6 +495,7 @@ int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
                 ce--;
             if (ce - ls == 2 && b[ls] == '\\' && b[ls + 1] == '.') {
                 st->copy_len = ls - d0;
+                st->terminated = 1;
                 s->pos = le;
                 if (s->pos < s->len)
                     mig_step(s);
@@ -493,6 +505,8 @@ int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
             if (s->pos < s->len)
                 mig_step(s);
         }
+        if (!st->terminated)
+            s->incomplete = 1;
     }
     return PGPIPE_ROW;
 }
@@ -557,7 +571,6 @@ struct pgpipe_migrator {
     mig_entry *entries;
     int nentries;
     int locked;
-    const char *cur_file; /* for notices */
 };
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *o)
@@ -576,8 +589,18 @@ static void mig_file_free_stmts(mig_file *f)
     f->parsed = 0;
 }
 
+/* Entries point into the files and the history rows: freeing either drops
+** them. */
+static void mig_entries_free(pgpipe_migrator *m)
+{
+    pp_free(m->entries);
+    m->entries = NULL;
+    m->nentries = 0;
+}
+
 static void mig_files_free(pgpipe_migrator *m)
 {
+    mig_entries_free(m);
     for (int i = 0; i < m->nfiles; i++) {
         mig_file *f = &m->files[i];
         mig_file_free_stmts(f);
@@ -593,6 +616,7 @@ static void mig_files_free(pgpipe_migrator *m)
 
 static void mig_rows_free(pgpipe_migrator *m)
 {
+    mig_entries_free(m);
     for (int i = 0; i < m->nrows; i++) {
         mig_row *r = &m->rows[i];
         pp_free(r->version); pp_free(r->name); pp_free(r->file); pp_free(r->checksum);
@@ -668,10 +692,14 @@ static int mig_parse_name(const char *fn, char *kind, char **version, char **nam
     return -1;
 }
 
-/* A line holding only "-- pgpipe:no-transaction" (spaces around allowed). */
-static int mig_has_no_tx_marker(const char *t)
+/* Markers are whole-line comments "-- pgpipe:<directive>". Known:
+** no-transaction. Returns 1 when the file has it, 0 when not, -1 for an
+** unknown directive (its line in *bad_line). */
+static int mig_scan_markers(const char *t, long long *bad_line)
 {
     const char *p = t;
+    long long line = 1;
+    int notx = 0;
     while (*p) {
         const char *e = strchr(p, '\n');
         size_t n = e ? (size_t)(e - p) : strlen(p);
@@ -684,15 +712,24 @@ static int mig_has_no_tx_marker(const char *t)
             a += 2;
             while (a < z && (*a == ' ' || *a == '\t'))
                 a++;
-            static const char mk[] = "pgpipe:no-transaction";
-            if ((size_t)(z - a) == sizeof mk - 1 && strncasecmp(a, mk, sizeof mk - 1) == 0)
-                return 1;
+            static const char pre[] = "pgpipe:";
+            if ((size_t)(z - a) >= sizeof pre - 1 && strncasecmp(a, pre, sizeof pre - 1) == 0) {
+                a += sizeof pre - 1;
+                static const char mk[] = "no-transaction";
+                if ((size_t)(z - a) == sizeof mk - 1 && strncasecmp(a, mk, sizeof mk - 1) == 0) {
+                    notx = 1;
+                } else {
+                    *bad_line = line;
+                    return -1;
+                }
+            }
         }
         if (!e)
             break;
         p = e + 1;
+        line++;
     }
-    return 0;
+    return notx;
 }
 
 static int mig_file_cmp(const void *pa, const void *pb)
@@ -721,7 +758,7 @@ static int mig_add_file(pgpipe_migrator *m, const char *fn, const char *text, si
         if (k == -2)
             return pp_err_nomem(&m->hdr.err);
         return pp_err_at(&m->hdr.err, PGPIPE_PARSE, fn, 0, 0, 0,
-                         "%s: not a migration file name: %s", fn, why);
+                         "not a migration file name: %s", why);
     }
     mig_file *nf = pp_realloc(m->files, sizeof *nf * (size_t)(m->nfiles + 1));
     if (!nf) {
@@ -741,7 +778,12 @@ static int mig_add_file(pgpipe_migrator *m, const char *fn, const char *text, si
     if (!f->file || !f->text)
         return pp_err_nomem(&m->hdr.err);
     pgpipe_sha256_hex(f->text, f->len, f->checksum);
-    f->transactional = !mig_has_no_tx_marker(f->text);
+    long long bad = 0;
+    int mk = mig_scan_markers(f->text, &bad);
+    if (mk < 0)
+        return pp_err_at(&m->hdr.err, PGPIPE_PARSE, fn, bad, 1, 0,
+                         "unknown marker; the only marker is a line -- pgpipe:no-transaction");
+    f->transactional = !mk;
     return PGPIPE_OK;
 }
 
@@ -750,7 +792,7 @@ static int mig_read_whole(pgpipe_migrator *m, const char *path, const char *fn, 
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0)
-        return pp_err_at(&m->hdr.err, PGPIPE_IO, fn, 0, 0, 0, "%s: cannot open: %s", path,
+        return pp_err_at(&m->hdr.err, PGPIPE_IO, fn, 0, 0, 0, "cannot open %s: %s", path,
                          strerror(errno));
     pp_buf b = { NULL, 0, 0 };
     for (;;) {
@@ -766,7 +808,7 @@ static int mig_read_whole(pgpipe_migrator *m, const char *path, const char *fn, 
             int e = errno;
             close(fd);
             pp_buf_free(&b);
-            return pp_err_at(&m->hdr.err, PGPIPE_IO, fn, 0, 0, 0, "%s: cannot read: %s", path,
+            return pp_err_at(&m->hdr.err, PGPIPE_IO, fn, 0, 0, 0, "cannot read %s: %s", path,
                              strerror(e));
         }
         if (r == 0)
@@ -792,7 +834,7 @@ static int mig_load_files(pgpipe_migrator *m)
         DIR *d = opendir(m->dir);
         if (!d)
             return pp_err_at(&m->hdr.err, PGPIPE_IO, m->dir, 0, 0, 0,
-                             "%s: cannot open the migration directory: %s", m->dir,
+                             "cannot open the migration directory %s: %s", m->dir,
                              strerror(errno));
         struct dirent *de;
         pp_buf path = { NULL, 0, 0 };
@@ -906,10 +948,9 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
                     break; /* SAVEPOINT, RELEASE, PREPARE (statement) are fine */
                 rc = pp_err_at(&m->hdr.err, PGPIPE_PARSE, f->file, f->stmts[i].line,
                                f->stmts[i].column, 0,
-                               "%s:%lld: transaction control statement (%.*s) in a migration "
+                               "transaction control statement (%.*s) in a migration "
                                "that runs in a transaction; remove it, or mark the file with "
-                               "a line -- pgpipe:no-transaction",
-                               f->file, f->stmts[i].line, (int)n, s);
+                               "a line -- pgpipe:no-transaction", (int)n, s);
                 mig_file_free_stmts(f);
                 return rc;
             }
@@ -1287,9 +1328,7 @@ static int mig_entry_cmp(const void *pa, const void *pb)
 ** would do with each. */
 static int mig_build_entries(pgpipe_migrator *m)
 {
-    pp_free(m->entries);
-    m->entries = NULL;
-    m->nentries = 0;
+    mig_entries_free(m);
     int cap = 0;
     const char *max_applied = NULL, *max_baseline = NULL;
     for (int i = 0; i < m->nrows; i++) {
@@ -1363,10 +1402,12 @@ static int mig_build_entries(pgpipe_migrator *m)
             in->will_run = 1;
             snprintf(e->action, sizeof e->action, "re-apply (last attempt failed)");
         }
-        if (in->will_run) {
-            int rc = mig_parse_file(m, f);
-            if (rc != PGPIPE_OK)
-                return rc;
+        if (in->will_run || in->state == PGPIPE_MIGRATION_FAILED) {
+            /* statement counts for the report; a run reports parse errors */
+            pgpipe_error keep = m->hdr.err;
+            if (mig_parse_file(m, f) == PGPIPE_NOMEM)
+                return PGPIPE_NOMEM;
+            m->hdr.err = keep;
         }
     }
     for (int i = 0; i < m->nrows; i++) {
@@ -1502,10 +1543,13 @@ int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size)
             nl = sizeof notes - 1;
         while (nl >= 2 && notes[nl - 2] == ';' && notes[nl - 1] == ' ')
             notes[nl -= 2] = '\0';
-        ok = pp_buf_appendf(&b, "%-9s %-8s %-32s %-19s %-16s %9s  %s\n",
+        ok = pp_buf_appendf(&b, "%-9s %-8s %-32s %-19s %-16s %9s  %s",
                             pgpipe_migration_state_name(in->state),
                             in->kind == 'R' ? "R" : in->version, in->name,
                             in->applied_at ? in->applied_at : "", by, ms, notes) == PGPIPE_OK;
+        while (ok && b.len && b.data[b.len - 1] == ' ')
+            b.len--;
+        ok = ok && pp_buf_putc(&b, '\n') == PGPIPE_OK;
     }
     if (ok) {
         ok = pp_buf_appendf(&b, "%d migrations:", m->nentries) == PGPIPE_OK;
@@ -1529,13 +1573,6 @@ int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size)
 }
 
 /* ---- Running ---------------------------------------------------------- */
-
-static void mig_notice(void *arg, const char *message)
-{
-    pgpipe_migrator *m = arg;
-    pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: %s", m->cur_file ? m->cur_file : "migrate",
-            message);
-}
 
 /* Line and column in the file of a 1-based character position inside a
 ** statement (the server's error position). */
@@ -1577,7 +1614,7 @@ static int mig_stmt_error(pgpipe_migrator *m, const mig_file *f, int idx, const 
     char sqlstate[6];
     memcpy(sqlstate, e->sqlstate, 6);
     pp_err_at(e, PGPIPE_DB, f->file, st->line, st->column, 0,
-              "%s:%lld: statement %d of %d failed: %s%s%s%s%s%s", f->file, st->line, idx + 1,
+              "statement %d of %d failed: %s%s%s%s%s%s", idx + 1,
               f->nstmts, msg, where, detail ? "; detail: " : "", detail ? detail : "",
               hint ? "; hint: " : "", hint ? hint : "");
     memcpy(e->sqlstate, sqlstate, 6);
@@ -1593,8 +1630,11 @@ static int mig_exec_stmt(pgpipe_migrator *m, const mig_file *f, int idx)
     if (s == PGRES_COPY_IN) {
         PQclear(r);
         int ok = 1;
-        if (st->copy_data && st->copy_len)
-            ok = PQputCopyData(m->conn, st->copy_data, (int)st->copy_len) == 1;
+        for (size_t off = 0; ok && st->copy_data && off < st->copy_len;) {
+            size_t k = st->copy_len - off > (1u << 20) ? (1u << 20) : st->copy_len - off;
+            ok = PQputCopyData(m->conn, st->copy_data + off, (int)k) == 1;
+            off += k;
+        }
         ok = PQputCopyEnd(m->conn, st->copy_data ? NULL
                                                  : "no inline data follows this COPY statement") ==
                  1 && ok;
@@ -1647,6 +1687,25 @@ static void mig_record_failure(pgpipe_migrator *m, const mig_file *f, const char
     m->hdr.err = keep;
 }
 
+/* Where a run starts in a file: after the statements a stopped
+** no-transaction run completed, when they are unchanged. */
+static int mig_resume_point(pgpipe_migrator *m, const mig_entry *e, int *start)
+{
+    const mig_file *f = e->f;
+    *start = 0;
+    if (e->info.state != PGPIPE_MIGRATION_PARTIAL || !e->r || f->transactional)
+        return PGPIPE_OK; /* a file made transactional since runs from the start */
+    char ck[65];
+    mig_progress_checksum(f, e->resume_at, ck);
+    if (e->resume_at > f->nstmts || !e->r->progress_ck || strcmp(ck, e->r->progress_ck) != 0)
+        return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
+                         "cannot resume: the first %d statements, which already ran, "
+                         "changed since; restore them (only statements after them may "
+                         "change)", e->resume_at);
+    *start = e->resume_at;
+    return PGPIPE_OK;
+}
+
 static int mig_apply(pgpipe_migrator *m, mig_entry *e)
 {
     mig_file *f = e->f;
@@ -1654,20 +1713,12 @@ static int mig_apply(pgpipe_migrator *m, mig_entry *e)
     if (rc != PGPIPE_OK)
         return rc;
     int start = 0;
-    if (e->info.state == PGPIPE_MIGRATION_PARTIAL && e->r) {
-        start = e->resume_at;
-        char ck[65];
-        mig_progress_checksum(f, start, ck);
-        if (start > f->nstmts || !e->r->progress_ck || strcmp(ck, e->r->progress_ck) != 0)
-            return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
-                             "%s: cannot resume: the first %d statements, which already ran, "
-                             "changed since; restore them (only statements after them may "
-                             "change)", f->file, start);
-        if (!f->transactional)
-            pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: resuming at statement %d of %d", f->file,
-                    start + 1, f->nstmts);
-    }
-    m->cur_file = f->file;
+    rc = mig_resume_point(m, e, &start);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (start > 0)
+        pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: resuming at statement %d of %d", f->file,
+                start + 1, f->nstmts);
     int64_t t0 = pgpipe_now_us();
     if (f->transactional) {
         rc = mig_exec_ok(m, "BEGIN", 0, NULL, "cannot begin the migration's transaction");
@@ -1678,8 +1729,7 @@ static int mig_apply(pgpipe_migrator *m, mig_entry *e)
             if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS) {
                 rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, f->stmts[i].line,
                                f->stmts[i].column, 0,
-                               "%s:%lld: the statement ended the migration's transaction",
-                               f->file, f->stmts[i].line);
+                               "the statement ended the migration's transaction");
             }
         }
         double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
@@ -1721,7 +1771,7 @@ static int mig_apply(pgpipe_migrator *m, mig_entry *e)
     double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
     if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)
         rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
-                       "%s: the file left a transaction open (BEGIN without COMMIT)", f->file);
+                       "the file left a transaction open (BEGIN without COMMIT)");
     if (rc == PGPIPE_OK) {
         mig_progress_checksum(f, f->nstmts, ck);
         rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
@@ -1763,21 +1813,34 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
         const char *fn = e->info.file ? e->info.file : e->info.name;
         if (e->info.state == PGPIPE_MIGRATION_CHANGED && !e->do_repair)
             return pp_err_at(&m->hdr.err, PGPIPE_ERROR, fn, 0, 0, 0,
-                             "%s: applied migration changed on disk (sha256 %.16s... recorded, "
+                             "applied migration changed on disk (sha256 %.16s... recorded, "
                              "%.16s... now)%s; restore the file, or run with repair to accept "
-                             "it", fn, e->info.recorded_checksum, e->info.checksum,
+                             "it", e->info.recorded_checksum, e->info.checksum,
                              nchanged > 1 ? " (and other files changed too)" : "");
         if (e->out_of_order && !(m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER))
             return pp_err_at(&m->hdr.err, PGPIPE_ERROR, fn, 0, 0, 0,
-                             "%s: version %s is pending but a higher version is already "
-                             "applied; renumber it, or allow out-of-order migrations", fn,
+                             "version %s is pending but a higher version is already "
+                             "applied; renumber it, or allow out-of-order migrations",
                              e->info.version);
         if (e->info.state == PGPIPE_MIGRATION_MISSING && (m->flags & PGPIPE_MIGRATE_DENY_MISSING))
             return pp_err_at(&m->hdr.err, PGPIPE_ERROR, e->r->file, 0, 0, 0,
-                             "%s: applied migration is missing on disk", e->r->file);
+                             "applied migration is missing on disk");
         if (e->info.state == PGPIPE_MIGRATION_MISSING)
             pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: applied migration is missing on disk",
                     e->r->file);
+    }
+    /* every file that will run must split cleanly before the first one runs */
+    for (int i = 0; i < m->nentries; i++) {
+        mig_entry *e = &m->entries[i];
+        if (!e->info.will_run || !e->f)
+            continue;
+        int start = 0;
+        rc = mig_parse_file(m, e->f);
+        if (rc == PGPIPE_OK)
+            rc = mig_resume_point(m, e, &start);
+        if (rc != PGPIPE_OK)
+            return rc;
+        e->info.statements_total = e->f->nstmts;
     }
     if (dry)
         return PGPIPE_OK;
@@ -1816,7 +1879,6 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
         if (!e->info.will_run || !e->f)
             continue;
         rc = mig_apply(m, e);
-        m->cur_file = NULL;
         if (rc != PGPIPE_OK)
             return rc;
     }
@@ -1839,9 +1901,7 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
         rc = mig_lock(m);
     if (rc != PGPIPE_OK)
         return rc;
-    PQnoticeProcessor old = PQsetNoticeProcessor(m->conn, mig_notice, m);
     rc = mig_run_locked(m, dry);
-    PQsetNoticeProcessor(m->conn, old, NULL);
     /* the entries show the state after the run (keeping the run's error) */
     if (!dry && PQstatus(m->conn) == CONNECTION_OK) {
         pgpipe_error keep = m->hdr.err;
@@ -1947,7 +2007,6 @@ void pgpipe_migrate_close(pgpipe_migrator *m)
     mig_unlock(m);
     mig_files_free(m);
     mig_rows_free(m);
-    pp_free(m->entries);
     pp_free(m->dir);
     pp_free(m->embedded);
     pp_free(m->scope);

@@ -21,6 +21,8 @@ typedef struct pgpipe_sql_stmt {
                                 '\n' unless the input ended), else NULL */
     size_t copy_len;
     long long copy_line;     /* line where the data starts */
+    int terminated;          /* 1 when ended by ';' (and COPY data by \.), 0 when
+                                the input ended first */
 } pgpipe_sql_stmt;
 
 /* Open a splitter over buf[0..len) (kept by reference: keep it alive).
@@ -32,6 +34,11 @@ int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
 ** (unterminated quote or comment, psql meta-command; the error names the
 ** source, line and column). */
 int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *stmt);
+/* 1 when the input ended inside a statement: an unterminated quote, comment
+** or dollar quote (PGPIPE_PARSE), a last statement without ';', or COPY data
+** without its \. line. An interactive caller reads more input and splits
+** again. */
+int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s);
 void pgpipe_sql_split_close(pgpipe_sql_split *s);
 
 /* ---- Checksums -------------------------------------------------------- */

@@ -83,6 +83,14 @@ static const char *mig_t_str(PGconn *c, const char *sql)
     return mig_t_strbuf;
 }
 
+/* The handle's error as pgpipe_error_format() writes it. */
+static char mig_t_errbuf[2048];
+static const char *mig_t_err(const void *h)
+{
+    pgpipe_error_format(pgpipe_errinfo(h), mig_t_errbuf, sizeof mig_t_errbuf);
+    return mig_t_errbuf;
+}
+
 /* Options for a test: its own history table and scope. */
 static pgpipe_migrate_options mig_t_opts(const char *dir, const char *scope)
 {
@@ -312,9 +320,14 @@ PGT_TEST(migrate, file_names)
     PGT_EQ_INT(pgpipe_migrate_count(m), 1);
     mig_t_write(d, "V2_missing_underscore.sql", "SELECT 2;");
     PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_PARSE);
-    PGT_CONTAINS(pgpipe_errmsg(m), "V2_missing_underscore.sql: not a migration file name");
+    PGT_CONTAINS(mig_t_err(m), "V2_missing_underscore.sql: not a migration file name");
     PGT_EQ_STR(pgpipe_errinfo(m)->source, "V2_missing_underscore.sql");
     remove(mig_t_path(d, "V2_missing_underscore.sql"));
+    /* a misspelt marker is an error, not a silent transaction */
+    mig_t_write(d, "V2__typo.sql", "SELECT 1;\n  -- pgpipe:no-transactions\nSELECT 2;\n");
+    PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_PARSE);
+    PGT_CONTAINS(mig_t_err(m), "V2__typo.sql:2:1: unknown marker");
+    remove(mig_t_path(d, "V2__typo.sql"));
     mig_t_write(d, "V0001__same.sql", "SELECT 2;");
     PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_ERROR);
     PGT_CONTAINS(pgpipe_errmsg(m), "have the same version 1");
@@ -439,7 +452,7 @@ PGT_TEST(migrate, no_transaction_concurrently)
     PGT_EQ_STR(e->source, "V3__bad.sql");
     PGT_EQ_INT(e->line, 3);
     PGT_EQ_STR(e->sqlstate, "25001"); /* active_sql_transaction */
-    PGT_CONTAINS(e->message, "V3__bad.sql:3: statement 2 of 2 failed");
+    PGT_CONTAINS(mig_t_err(m), "V3__bad.sql:3:1: statement 2 of 2 failed");
     PGT_CONTAINS(e->message, "CREATE INDEX CONCURRENTLY cannot run inside a transaction block");
     PGT_EQ_INT(mig_t_find(m, "index")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(mig_t_find(m, "index")->transactional, 0);
@@ -474,11 +487,9 @@ PGT_TEST(migrate, failure_rolls_back_then_fix_continues)
     PGT_EQ_STR(e->source, "V2__two.sql");
     PGT_EQ_INT(e->line, 4);
     PGT_EQ_STR(e->sqlstate, "42P01");
-    PGT_CONTAINS(e->message, "V2__two.sql:4: statement 3 of 3 failed: relation \"mig_fail.nope\" "
-                             "does not exist (at line 5, column 18)");
-    char line[2048];
-    pgpipe_error_format(e, line, sizeof line);
-    PGT_CONTAINS(line, "[SQLSTATE 42P01]");
+    PGT_EQ_STR(mig_t_err(m), "V2__two.sql:4:1: statement 3 of 3 failed: relation "
+                             "\"mig_fail.nope\" does not exist (at line 5, column 18) "
+                             "[SQLSTATE 42P01]");
     PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_FAILED);
     PGT_EQ_INT(mig_t_find(m, "two")->error_line, 4);
     PGT_EQ_STR(mig_t_find(m, "two")->sqlstate, "42P01");
@@ -505,7 +516,7 @@ PGT_TEST(migrate, failure_rolls_back_then_fix_continues)
     /* a transaction control statement in a transactional file is refused */
     mig_t_write(d, "V4__commit.sql", "INSERT INTO mig_fail.a VALUES (2);\nCOMMIT;\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_PARSE);
-    PGT_CONTAINS(pgpipe_errmsg(m), "V4__commit.sql:2: transaction control statement (COMMIT)");
+    PGT_CONTAINS(mig_t_err(m), "V4__commit.sql:2:1: transaction control statement (COMMIT)");
     pgpipe_migrate_close(m);
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_fail CASCADE"));
     PQfinish(c);
@@ -584,7 +595,7 @@ PGT_TEST(migrate, drift_repair_and_missing)
     mig_t_write(d, "V1__one.sql", "CREATE SCHEMA mig_drift;\nCREATE TABLE mig_drift.a (id bigint);\n");
     mig_t_write(d, "V3__three.sql", "CREATE TABLE mig_drift.c (id int);\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
-    PGT_CONTAINS(pgpipe_errmsg(m), "V1__one.sql: applied migration changed on disk");
+    PGT_CONTAINS(mig_t_err(m), "V1__one.sql: applied migration changed on disk");
     PGT_EQ_STR(pgpipe_errinfo(m)->source, "V1__one.sql");
     pgpipe_migrate_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_drift' "
@@ -616,7 +627,7 @@ PGT_TEST(migrate, drift_repair_and_missing)
     PGT_OK(mig_t_run(c, &o, NULL));
     o.flags = PGPIPE_MIGRATE_DENY_MISSING;
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
-    PGT_CONTAINS(pgpipe_errmsg(m), "V2__two.sql: applied migration is missing on disk");
+    PGT_CONTAINS(mig_t_err(m), "V2__two.sql: applied migration is missing on disk");
     pgpipe_migrate_close(m);
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_drift CASCADE"));
     PQfinish(c);
@@ -671,7 +682,7 @@ PGT_TEST(migrate, baseline_dry_run_out_of_order)
     PGT_OK(mig_t_run(c, &o, NULL));
     mig_t_write(d, "V4__four.sql", "CREATE TABLE mig_base.t4 (id int);\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
-    PGT_CONTAINS(pgpipe_errmsg(m), "V4__four.sql: version 4 is pending but a higher version");
+    PGT_CONTAINS(mig_t_err(m), "V4__four.sql: version 4 is pending but a higher version");
     pgpipe_migrate_close(m);
     o.flags = PGPIPE_MIGRATE_OUT_OF_ORDER;
     PGT_OK(mig_t_run(c, &o, &m));
@@ -997,4 +1008,59 @@ PGT_TEST(migrate, example_pipeline)
     PGT_EQ_INT(mig_t_int(c, "SELECT staging.cleanup_old_data(5)"), 3);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_users"), 0);
     mig_t_drop_db(c, "mig_example_t");
+}
+
+PGT_TEST(migrate, parse_error_stops_before_anything_runs)
+{
+    const char *d = mig_t_dir("parse");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS public.mig_parse_t"));
+    mig_t_write(d, "V1__ok.sql", "CREATE TABLE public.mig_parse_t (id int);\n");
+    mig_t_write(d, "V2__broken.sql", "SELECT 1;\n\nSELECT $x$ never closed;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "parse");
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_PARSE);
+    PGT_EQ_STR(pgpipe_errinfo(m)->source, "V2__broken.sql");
+    PGT_EQ_INT(pgpipe_errinfo(m)->line, 3);
+    PGT_CONTAINS(mig_t_err(m), "V2__broken.sql:3:8: unterminated dollar-quoted string");
+    PGT_EQ_INT(mig_t_find(m, "ok")->state, PGPIPE_MIGRATION_PENDING);
+    /* status still works on the broken directory */
+    PGT_OK(pgpipe_migrate_status(m));
+    PGT_EQ_INT(pgpipe_migrate_count(m), 2);
+    pgpipe_migrate_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_parse_t'"), 0);
+    PQfinish(c);
+}
+
+PGT_TEST(migrate, split_incomplete_input)
+{
+    /* what an interactive shell needs: is more input required? */
+    struct { const char *text; int incomplete; } cases[] = {
+        { "SELECT 1;", 0 },
+        { "SELECT 1; SELECT 2", 1 },
+        { "SELECT 'abc", 1 },
+        { "SELECT 1; /* open", 1 },
+        { "DO $$ BEGIN", 1 },
+        { "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;", 1 },
+        { "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;", 0 },
+        { "COPY t FROM stdin;\n1\n", 1 },
+        { "COPY t FROM stdin;\n1\n\\.\n", 0 },
+        { "  -- just a comment\n", 0 },
+        { "SELECT 1;\n\\q\n", 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pgpipe_sql_split *s = NULL;
+        PGT_OK(pgpipe_sql_split_open(&s, cases[i].text, strlen(cases[i].text), NULL));
+        pgpipe_sql_stmt st;
+        int rc, last_term = 1;
+        while ((rc = pgpipe_sql_split_next(s, &st)) == PGPIPE_ROW)
+            last_term = st.terminated;
+        PGT_CHECK_MSG(pgpipe_sql_split_incomplete(s) == cases[i].incomplete, "case %zu: %s", i,
+                      cases[i].text);
+        if (rc == PGPIPE_DONE)
+            PGT_EQ_INT(last_term, !cases[i].incomplete);
+        if (i == 10)
+            PGT_EQ_STR(pgpipe_errinfo(s)->source, "<buffer>");
+        pgpipe_sql_split_close(s);
+    }
 }
