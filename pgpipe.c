@@ -8731,8 +8731,6 @@ static int copy_add_col(pgpipe_loader *l, const char *column, const char *field,
             c->is_path = strpbrk(field, ".[") != NULL;
         }
     } else if (value) {
-        if (memchr(value, '\0', strlen(value) + 1) != value + strlen(value))
-            return PGPIPE_MISUSE;
         c->kind = COPY_K_FIXED;
         c->value = copy_dup_esc(value);
         if (!c->value)
@@ -8783,7 +8781,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     if (rc == PGPIPE_NOMEM)
         return pp_err_nomem(&l->hdr.err);
     if (rc != PGPIPE_OK)
-        return copy_errf(l, PGPIPE_MISUSE, "loader: a fixed column value holds a NUL byte");
+        return copy_errf(l, PGPIPE_MISUSE, "loader: bad column mapping");
     /* raw_events fields taken from the record are required (NOT NULL columns) */
     pp_buf sql = { 0 };
     pp_buf_append(&sql, "COPY ", 5);
@@ -8838,11 +8836,11 @@ static int copy_connect(pgpipe_loader *l, int *transient)
     if (l->conn && PQstatus(l->conn) == CONNECTION_OK)
         return PGPIPE_OK;
     if (l->borrowed) {
-        if (l->conn) {
+        l->conn = l->borrowed;
+        if (PQstatus(l->conn) != CONNECTION_OK) {
             PQreset(l->conn);
             l->sum.retries++;
         }
-        l->conn = l->borrowed;
         if (PQstatus(l->conn) != CONNECTION_OK) {
             *transient = 1;
             return pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: reconnect");
@@ -9189,28 +9187,41 @@ static int copy_reject(pgpipe_loader *l, size_t i, const PGresult *r)
 
 /* Load rows [lo, hi) inside the open transaction, isolating the rows the
 ** server rejects: a savepoint per attempt; on an error whose context names
-** the row, that row is dead-lettered and the rows before it (accepted
-** already) and after it are loaded again; without one the range is halved. */
+** the row ("COPY t, line N"), that row is dead-lettered, the rows before it
+** (accepted already) are loaded again and the attempt goes on after it;
+** without such a line the range is halved. After a rejection the next
+** attempts send a small window that doubles on success, so a batch of many
+** bad rows costs one short COPY per bad row, not one whole batch. */
 static int copy_range(pgpipe_loader *l, size_t lo, size_t hi, int *transient)
 {
     int rc;
+    size_t win = hi - lo;
     while (lo < hi) {
+        size_t end = hi - lo > win ? lo + win : hi;
         size_t live = 0;
-        for (size_t i = lo; i < hi; i++)
+        for (size_t i = lo; i < end; i++)
             live += !l->rows[i].bad;
-        if (!live)
-            return PGPIPE_OK;
+        if (!live) {
+            lo = end;
+            continue;
+        }
         rc = copy_exec(l, "SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
         if (rc == PGPIPE_OK)
             rc = copy_start(l, l->copy_sql, transient);
         if (rc != PGPIPE_OK)
             return rc;
         PGresult *err = NULL;
-        rc = copy_send_range(l, lo, hi, transient);
+        rc = copy_send_range(l, lo, end, transient);
         if (rc == PGPIPE_OK)
             rc = copy_end(l, transient, &err);
-        if (rc == PGPIPE_OK)
-            return copy_exec(l, "RELEASE SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
+        if (rc == PGPIPE_OK) {
+            rc = copy_exec(l, "RELEASE SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
+            if (rc != PGPIPE_OK)
+                return rc;
+            lo = end;
+            win = win > (SIZE_MAX / 2) ? win : win * 2;
+            continue;
+        }
         if (*transient) {
             PQclear(err);
             return rc;
@@ -9222,26 +9233,26 @@ static int copy_range(pgpipe_loader *l, size_t lo, size_t hi, int *transient)
             return rc;
         }
         long long ln = copy_context_line(err);
-        size_t k = ln > 0 ? copy_nth_sent(l, lo, hi, ln) : (size_t)-1;
+        size_t k = ln > 0 ? copy_nth_sent(l, lo, end, ln) : (size_t)-1;
         if (k == (size_t)-1 && live == 1)
-            k = copy_nth_sent(l, lo, hi, 1);
+            k = copy_nth_sent(l, lo, end, 1);
         if (k != (size_t)-1) {
             rc = copy_reject(l, k, err);
             PQclear(err);
             if (rc != PGPIPE_OK)
                 return rc;
-            rc = copy_range(l, lo, k, transient);
-            if (rc != PGPIPE_OK)
+            if (k > lo && (rc = copy_range(l, lo, k, transient)) != PGPIPE_OK)
                 return rc;
+            win = 2 * (k - lo) > 16 ? 2 * (k - lo) : 16;
             lo = k + 1;
             continue;
         }
         PQclear(err);
-        size_t mid = lo + (hi - lo) / 2;
-        rc = copy_range(l, lo, mid, transient);
-        if (rc != PGPIPE_OK)
+        size_t mid = lo + (end - lo) / 2;
+        if ((rc = copy_range(l, lo, mid, transient)) != PGPIPE_OK ||
+            (rc = copy_range(l, mid, end, transient)) != PGPIPE_OK)
             return rc;
-        lo = mid;
+        lo = end;
     }
     return PGPIPE_OK;
 }

@@ -691,3 +691,68 @@ PGT_TEST(copy, fd_pipe_and_feed_csv)
     }
     pgpipe_loader_close(l);
 }
+
+/* Many rejected rows in one batch: each costs a short COPY, the rest loads. */
+PGT_TEST(copy, many_rejected_rows_in_a_batch)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS copy_t_many; CREATE TABLE copy_t_many (n int)"));
+    pp_buf in = { 0 };
+    int bad = 0;
+    for (int i = 0; i < 3000; i++) {
+        if (i >= 1000 && i < 1800 && i % 3) {
+            pp_buf_appendf(&in, "{\"n\":\"bad%d\"}\n", i);
+            bad++;
+        } else {
+            pp_buf_appendf(&in, "{\"n\":%d}\n", i);
+        }
+    }
+    pgpipe_load_column cols[] = { { "n", "n", NULL, 0 } };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.target = "copy_t_many";
+    o.columns = cols;
+    o.ncolumns = 1;
+    o.format = PGPIPE_FORMAT_NDJSON;
+    pgpipe_loader *l = copy_t_open(&o);
+    PGT_OK(pgpipe_loader_feed(l, in.data, in.len));
+    PGT_OK(pgpipe_loader_finish(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.rows_dead, bad);
+    PGT_EQ_INT(s.rows_loaded, 3000 - bad);
+    PGT_EQ_INT(copy_t_int(c, "SELECT count(DISTINCT n) FROM copy_t_many"), 3000 - bad);
+    PGT_EQ_INT(copy_t_dead(c, s.load_id), bad);
+    PQclear(PGT_EXEC(c, "DROP TABLE copy_t_many"));
+    pp_buf_free(&in);
+    pgpipe_loader_close(l);
+    PQfinish(c);
+}
+
+/* A borrowed connection (the shell's) is reset after its backend dies. */
+PGT_TEST(copy, borrowed_connection_is_reset)
+{
+    PGconn *mine = pgt_connect();
+    char path[512];
+    copy_t_path(path, sizeof path, "borrowed.ndjson");
+    copy_t_gen(path, 3000);
+    copy_t_killer k = { NULL, 2, 0 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conn = mine;
+    o.batch_rows = 400;
+    o.progress = copy_t_kill_backend;
+    o.progress_ud = &k;
+    pgpipe_loader *l = NULL;
+    PGT_OK(pgpipe_loader_open(&o, &l));
+    k.l = l;
+    int rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_CHECK(k.done && s.retries >= 1);
+    pgpipe_loader_close(l);
+    PGT_EQ_INT(PQstatus(mine), CONNECTION_OK); /* still ours, still usable */
+    copy_t_exactly_once(mine, s.load_id, 3000);
+    PQfinish(mine);
+}
