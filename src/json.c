@@ -439,6 +439,23 @@ JSON_NOINLINE const unsigned char *json_escape(json_ctx *c, const unsigned char 
     }
 }
 
+#ifdef JSON_SSE2
+/* 1 when the 15 bytes at p (16 readable) are five 3-byte characters with
+** lead bytes E1..EC or EE..EF (E0 and ED, which restrict their second byte,
+** are left to the byte-wise check). */
+static inline int json_utf8_five3(const unsigned char *p)
+{
+    const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+    unsigned cont = (unsigned)_mm_movemask_epi8(
+        _mm_cmpeq_epi8(_mm_and_si128(x, _mm_set1_epi8((char)0xC0)), _mm_set1_epi8((char)0x80)));
+    unsigned lead = (unsigned)_mm_movemask_epi8(
+        _mm_cmpeq_epi8(_mm_and_si128(x, _mm_set1_epi8((char)0xF0)), _mm_set1_epi8((char)0xE0)));
+    unsigned odd = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+        _mm_cmpeq_epi8(x, _mm_set1_epi8((char)0xE0)), _mm_cmpeq_epi8(x, _mm_set1_epi8((char)0xED))));
+    return (cont & 0x7FFFu) == 0x6DB6u && (lead & 0x7FFFu) == 0x1249u && !(odd & 0x1249u);
+}
+#endif
+
 /* Check the UTF-8 of a string segment [p, e); e is at a '"', '\', control
 ** byte or the input end, so no valid sequence crosses it. 1 = valid. */
 static int json_utf8_check(json_ctx *c, const unsigned char *p, const unsigned char *e)
@@ -467,6 +484,10 @@ static int json_utf8_check(json_ctx *c, const unsigned char *p, const unsigned c
             if (avail >= 3 && (b0 & 0xF0) == 0xE0 && (p[1] & 0xC0) == 0x80 &&
                 (p[2] & 0xC0) == 0x80 && b0 != 0xE0 && b0 != 0xED) {
                 p += 3;
+#ifdef JSON_SSE2
+                while (e - p >= 16 && json_utf8_five3(p)) /* CJK text, 5 at a time */
+                    p += 15;
+#endif
             } else if (avail >= 2 && b0 - 0xC2u < 30u && (p[1] & 0xC0) == 0x80) {
                 p += 2;
             } else {
