@@ -3685,9 +3685,10 @@ long long pgpipe_ndjson_errors(const pgpipe_ndjson *r) { return r ? r->errors : 
 ** Design. Input is read (or fed) into one buffer that is grown only when a
 ** single record is longer than it. After the last byte of data the buffer
 ** always holds a '\n' sentinel followed by CSV_PAD bytes of slack, so the
-** scanners can load 16 bytes at a time and need no end check in their loop:
+** scanners can load 64 bytes at a time and need no end check in their loop:
 ** they stop at the sentinel at the latest. The parser finds the next special
-** byte (delimiter, quote, CR, LF) with SSE2 (or 8-byte SWAR), and a field is a
+** byte (delimiter, quote, CR, LF) from a 64-bit mask computed for 64 bytes at
+** a time with SSE2 (or 8-byte SWAR), and a field is a
 ** span of the buffer: unquoted fields and quoted fields without "" are never
 ** copied. Fields holding "" (or, in lenient mode, text after a closing quote)
 ** are decoded when the record is complete into a per-record scratch buffer,
@@ -3770,93 +3771,74 @@ struct pgpipe_csv {
 
 /* ---- scanning --------------------------------------------------------- */
 
+/* Every scanner returns a 64-bit mask with bit i set when p[i] is the
+** delimiter, the quote, CR or LF. p[0..63] must be readable (the buffer has
+** CSV_PAD bytes of slack after the sentinel). */
 #if defined(CSV_SSE2)
 typedef __m128i csv_vec;
 #define csv_splat(c) _mm_set1_epi8((char)(c))
 
-/* First byte equal to a, b, CR or LF at or after p (the sentinel stops it). */
-static inline const unsigned char *csv_scan4(const unsigned char *p, csv_vec a, csv_vec b,
-                                             csv_vec cr, csv_vec lf)
+static inline uint64_t csv_mask64(const unsigned char *p, csv_vec a, csv_vec b, csv_vec cr,
+                                  csv_vec lf)
 {
-    for (;;) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, a), _mm_cmpeq_epi8(x, b)),
+    uint64_t m = 0;
+    for (int i = 0; i < 4; i++) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * i));
+        __m128i e = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, a), _mm_cmpeq_epi8(x, b)),
                                  _mm_or_si128(_mm_cmpeq_epi8(x, cr), _mm_cmpeq_epi8(x, lf)));
-        unsigned bits = (unsigned)_mm_movemask_epi8(m);
-        if (bits)
-            return p + __builtin_ctz(bits);
-        p += 16;
+        m |= (uint64_t)(unsigned)_mm_movemask_epi8(e) << (16 * i);
     }
+    return m;
 }
-
-static inline const unsigned char *csv_scan3(const unsigned char *p, csv_vec b, csv_vec cr,
-                                             csv_vec lf)
-{
-    for (;;) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-        __m128i m = _mm_or_si128(_mm_cmpeq_epi8(x, b),
-                                 _mm_or_si128(_mm_cmpeq_epi8(x, cr), _mm_cmpeq_epi8(x, lf)));
-        unsigned bits = (unsigned)_mm_movemask_epi8(m);
-        if (bits)
-            return p + __builtin_ctz(bits);
-        p += 16;
-    }
-}
+#define csv_ctz64(m) ((unsigned)__builtin_ctzll(m))
 #elif defined(CSV_SWAR)
 typedef uint64_t csv_vec;
 #define csv_splat(c) ((uint64_t)(unsigned char)(c) * 0x0101010101010101ull)
 
+/* 0x80 in exactly the bytes of v that are zero */
 static inline uint64_t csv_zero_bytes(uint64_t v)
 {
-    /* high bit set in the lowest zero byte (higher ones may be false hits,
-    ** which does not matter: only the lowest is used) */
-    return (v - 0x0101010101010101ull) & ~v & 0x8080808080808080ull;
+    const uint64_t lo7 = 0x7F7F7F7F7F7F7F7Full;
+    return ~(((v & lo7) + lo7) | v | lo7);
 }
 
-static inline const unsigned char *csv_scan4(const unsigned char *p, csv_vec a, csv_vec b,
-                                             csv_vec cr, csv_vec lf)
+static inline uint64_t csv_mask64(const unsigned char *p, csv_vec a, csv_vec b, csv_vec cr,
+                                  csv_vec lf)
 {
-    for (;;) {
+    uint64_t m = 0;
+    for (int i = 0; i < 8; i++) {
         uint64_t w;
-        memcpy(&w, p, 8);
-        uint64_t m = csv_zero_bytes(w ^ a) | csv_zero_bytes(w ^ b) |
+        memcpy(&w, p + 8 * i, 8);
+        uint64_t z = csv_zero_bytes(w ^ a) | csv_zero_bytes(w ^ b) |
                      csv_zero_bytes(w ^ cr) | csv_zero_bytes(w ^ lf);
-        if (m)
-            return p + (__builtin_ctzll(m) >> 3);
-        p += 8;
+        /* gather the 8 high bits into one byte (little-endian byte order) */
+        m |= (((z >> 7) * 0x0102040810204080ull) >> 56) << (8 * i);
     }
+    return m;
 }
-
-static inline const unsigned char *csv_scan3(const unsigned char *p, csv_vec b, csv_vec cr,
-                                             csv_vec lf)
-{
-    for (;;) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        uint64_t m = csv_zero_bytes(w ^ b) | csv_zero_bytes(w ^ cr) | csv_zero_bytes(w ^ lf);
-        if (m)
-            return p + (__builtin_ctzll(m) >> 3);
-        p += 8;
-    }
-}
+#define csv_ctz64(m) ((unsigned)__builtin_ctzll(m))
 #else
 typedef unsigned char csv_vec;
 #define csv_splat(c) ((unsigned char)(c))
 
-static inline const unsigned char *csv_scan4(const unsigned char *p, csv_vec a, csv_vec b,
-                                             csv_vec cr, csv_vec lf)
+static inline uint64_t csv_mask64(const unsigned char *p, csv_vec a, csv_vec b, csv_vec cr,
+                                  csv_vec lf)
 {
-    while (*p != a && *p != b && *p != cr && *p != lf)
-        p++;
-    return p;
+    uint64_t m = 0;
+    for (int i = 0; i < 64; i++)
+        if (p[i] == a || p[i] == b || p[i] == cr || p[i] == lf)
+            m |= (uint64_t)1 << i;
+    return m;
 }
 
-static inline const unsigned char *csv_scan3(const unsigned char *p, csv_vec b, csv_vec cr,
-                                             csv_vec lf)
+static inline unsigned csv_ctz64(uint64_t m)
 {
-    while (*p != b && *p != cr && *p != lf)
-        p++;
-    return p;
+    unsigned n = 0;
+    while (!(m & 1)) {
+        m >>= 1;
+        n++;
+    }
+    return n;
 }
 #endif
 
@@ -4236,6 +4218,26 @@ static int csv_parse_record(pgpipe_csv *r)
     pgpipe_csv_span *fa = r->f;
     int nf = r->nf, fcap = r->fcap;
     int fl = r->fflags;
+    /* the special bytes of the 64-byte block at blk, not yet passed */
+    const unsigned char *blk = p;
+    uint64_t bits = csv_mask64(blk, vd, vq, vcr, vlf);
+
+/* q = the first special byte at or after from (the sentinel stops it) */
+#define CSV_NEXT(from) do { \
+        size_t d_ = (size_t)((from) - blk); \
+        uint64_t m_; \
+        if (PP_LIKELY(d_ < 64)) { \
+            m_ = bits & (~(uint64_t)0 << d_); \
+        } else { \
+            blk = (from); \
+            m_ = bits = csv_mask64(blk, vd, vq, vcr, vlf); \
+        } \
+        while (!m_) { \
+            blk += 64; \
+            m_ = bits = csv_mask64(blk, vd, vq, vcr, vlf); \
+        } \
+        q = blk + csv_ctz64(m_); \
+    } while (0)
 
 #define CSV_PUSH(d, l, flags) do { \
         if (PP_UNLIKELY(nf == fcap)) { \
@@ -4262,7 +4264,7 @@ field:
     fl = 0;
 unquoted:
     for (;;) {
-        q = csv_scan4(p, vd, vq, vcr, vlf);
+        CSV_NEXT(p);
         if (PP_LIKELY(*q == dl)) {
             size_t l = (size_t)(q - fs);
             if (PP_UNLIKELY(l > maxf) && l - (size_t)(fl & CSV_F_QUOTED) > maxf)
@@ -4295,7 +4297,7 @@ unquoted:
 
 quoted:
     for (;;) {
-        q = csv_scan3(p, vq, vcr, vlf);
+        CSV_NEXT(p);
         if (*q == qc) {
             if (PP_UNLIKELY(q + 1 == end)) {
                 if (!r->eof) {
@@ -4359,6 +4361,11 @@ quoted:
             r->need_decode = 1;
             goto record_end;
         }
+        if (*q == dl) {
+            /* a delimiter inside quotes */
+            p = q + 1;
+            continue;
+        }
         /* a line break inside quotes */
         if (*q == '\r') {
             if (q + 1 == end && !r->eof) {
@@ -4412,6 +4419,7 @@ record_end:
     }
     return 1;
 #undef CSV_PUSH
+#undef CSV_NEXT
 }
 
 /* Decode a raw quoted span: drop the opening quote, turn "" into ", drop the

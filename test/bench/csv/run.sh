@@ -46,12 +46,13 @@ if [ $need = 1 ]; then
     $out/csvbench gen "$out" "$mb" || exit 1
 fi
 
-# run IMPL FILE -> appends "MB/s rss_kb fields sumlen" to $out/csv_IMPL_FILE.txt
+# one IMPL FILE -> "MB/s rss_kb fields sumlen cpu_MB/s" (wall-clock MB/s of the read
+# loop; cpu_MB/s from the process's user+system time, steadier on a busy machine)
 one() {
     line=$($out/csvbench "$1" "$out/$2.csv") || { echo "$1 failed on $2" >&2; return 1; }
     echo "$line" | awk '{
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-        printf "%.1f %d %s %s\n", v["bytes"] / v["seconds"] / 1e6, v["maxrss_kb"], v["fields"], v["sumlen"]
+        printf "%.1f %d %s %s %.1f\n", v["bytes"] / v["seconds"] / 1e6, v["maxrss_kb"], v["fields"], v["sumlen"], v["bytes"] / v["cpu"] / 1e6
     }'
 }
 
@@ -80,9 +81,12 @@ for prof in unquoted sparse quoted; do
         i=$((i + 1))
     done
     set -- $(stats "$p_res" 1); p_med=$1 p_min=$2 p_max=$3
+    set -- $(stats "$p_res" 5); pc_med=$1 pc_min=$2 pc_max=$3
     p_rss=$(awk '{ if ($2 > m) m = $2 } END { printf "%.1f", m / 1024 }' "$p_res")
     if [ $peer_ok = 1 ] && [ -s "$l_res" ]; then
         set -- $(stats "$l_res" 1); l_med=$1 l_min=$2 l_max=$3
+        set -- $(stats "$l_res" 5); lc_med=$1 lc_min=$2 lc_max=$3
+        cratio=$(awk -v a="$pc_med" -v b="$lc_med" 'BEGIN { printf "%.2f", a / b }')
         l_rss=$(awk '{ if ($2 > m) m = $2 } END { printf "%.1f", m / 1024 }' "$l_res")
         ratio=$(awk -v a="$p_med" -v b="$l_med" 'BEGIN { printf "%.2f", a / b }')
         rss_ratio=$(awk -v a="$p_rss" -v b="$l_rss" 'BEGIN { printf "%.2f", b / a }')
@@ -91,15 +95,20 @@ for prof in unquoted sparse quoted; do
         lf=$(head -n 1 "$l_res" | awk '{ print $3, $4 }')
         [ "$pf" = "$lf" ] || { echo "MISMATCH on $prof: pgpipe fields/sumlen $pf, libcsv $lf"; fail=1; }
         lcol="$l_med ($l_min-$l_max)"
+        lccol="$lc_med ($lc_min-$lc_max)"
     else
         l_med=missing; l_rss=missing; ratio=missing; rss_ratio=missing; lcol=missing
+        lc_med=missing; cratio=missing; lccol=missing
     fi
     printf '%-10s %-14s %-10s %30s %-8s %30s %8s\n' csv "$prof" MB/s \
         "$p_med ($p_min-$p_max)" libcsv "$lcol" "$ratio"
+    printf '%-10s %-14s %-10s %30s %-8s %30s %8s\n' csv "$prof" MB/s_cpu \
+        "$pc_med ($pc_min-$pc_max)" libcsv "$lccol" "$cratio"
     printf '%-10s %-14s %-10s %30s %-8s %30s %8s\n' csv "$prof" peak_rss_MB \
         "$p_rss" libcsv "$l_rss" "$rss_ratio"
     lines="$lines
 bench: component=csv workload=$prof metric=MB/s pgpipe=$p_med peer=libcsv peer_value=$l_med ratio=$ratio
+bench: component=csv workload=$prof metric=MB/s_cpu pgpipe=$pc_med peer=libcsv peer_value=$lc_med ratio=$cratio
 bench: component=csv workload=$prof metric=peak_rss_MB pgpipe=$p_rss peer=libcsv peer_value=$l_rss ratio=$rss_ratio"
 done
 echo "$lines" | sed '/^$/d'
