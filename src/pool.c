@@ -254,14 +254,11 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
     const char *keys[5], *vals[5];
     int n = 0;
     *permanent = 0;
-    /* Entries before "dbname" are defaults the user's string overrides. */
-    if (p->appname) {
-        keys[n] = "application_name";
-        vals[n++] = p->appname;
-    } else {
-        keys[n] = "fallback_application_name";
-        vals[n++] = "pgpipe";
-    }
+    /* Entries before "dbname" are defaults the user's string overrides. The
+    ** application name is libpq's fallback: an application_name from the
+    ** conninfo, a service file or PGAPPNAME wins over it. */
+    keys[n] = "fallback_application_name";
+    vals[n++] = p->appname ? p->appname : "pgpipe";
     if (p->set_connect_timeout) {
         keys[n] = "connect_timeout";
         vals[n++] = p->connect_timeout;

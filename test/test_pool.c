@@ -116,6 +116,7 @@ PGT_TEST(pool, connect_failure_is_clear_and_masked)
 
     /* with min_idle 0 the pool opens; an acquire retries until its timeout */
     o.min_idle = 0;
+    o.acquire_timeout_ms = 300;
     PGT_OK(pgpipe_pool_open("postgresql://u:hunter2@/x?host=/nonexistent-pgpipe&port=1", &o, &p));
     pgpipe_conn *c = NULL;
     pgpipe_error e;
@@ -212,6 +213,15 @@ PGT_TEST(pool, application_name_and_conninfo_forms)
     PGT_EQ_STR(pool_t_value(c, "SELECT current_setting('application_name')"), "loader-7");
     pgpipe_pool_release(c);
     pool_t_close(p);
+
+    /* PGAPPNAME (the user's environment) wins over the program's option */
+    setenv("PGAPPNAME", "from-env", 1);
+    p = pool_t_open(1, 0, pool_t_app);
+    c = pool_t_get(p);
+    PGT_EQ_STR(pool_t_value(c, "SELECT current_setting('application_name')"), "from-env");
+    pgpipe_pool_release(c);
+    pool_t_close(p);
+    unsetenv("PGAPPNAME");
 
     /* the user's string wins over the option; it is not rewritten */
     char ci[600];
@@ -1160,4 +1170,28 @@ PGT_TEST(pool, sixteen_threads_time_out_at_once_each_with_its_error)
     PGT_EQ_INT(s.waiters, 0);
     pgpipe_pool_release(held);
     pool_t_close(p);
+}
+
+PGT_TEST(pool, conninfo_from_a_service_file)
+{
+    const char *host = getenv("PGHOST"), *port = getenv("PGPORT");
+    if (!host || !port)
+        PGT_SKIP("PGHOST/PGPORT not set");
+    char path[512];
+    snprintf(path, sizeof path, "%s/pool_t_services.%d.conf", pgt_tmpdir(), (int)getpid());
+    FILE *f = fopen(path, "w");
+    PGT_CHECK(f != NULL);
+    fprintf(f, "[pool_t_svc]\nhost=%s\nport=%s\nuser=postgres\ndbname=postgres\n"
+               "application_name=from-service\n", host, port);
+    fclose(f);
+    setenv("PGSERVICEFILE", path, 1);
+    pgpipe_pool *p = NULL;
+    PGT_CHECK_MSG(pgpipe_pool_open("service=pool_t_svc", NULL, &p) == PGPIPE_OK, "%s",
+                  pgpipe_errmsg(p));
+    pgpipe_conn *c = pool_t_get(p);
+    /* the service file's settings are the user's string: they win */
+    PGT_EQ_STR(pool_t_value(c, "SELECT current_setting('application_name')"), "from-service");
+    pgpipe_pool_release(c);
+    pool_t_close(p);
+    unlink(path);
 }

@@ -14,8 +14,9 @@
 **  3. NSTMT parameterized SELECTs one at a time (a primary-key lookup, and a
 **     4-way self-join whose planning costs more): pgpipe_conn_exec_cached
 **     (prepared once) against PQexecParams (parsed and planned each time).
-**  In 2 and 3 the methods alternate batch by batch (ROUNDS each per run), so
-**  a load change on the shared machine hits them alike.
+**  In 2 the methods alternate batch by batch (ROUNDS each per run), in 3
+**  statement by statement, so a load change on the shared machine hits them
+**  alike.
 ** Needs PGPIPE_TEST_DSN (run.sh starts a throwaway cluster).
 */
 #include "pgpipe.h"
@@ -279,21 +280,24 @@ static const char *JOIN4 = "SELECT b1.id, b2.n + b3.n + b4.n FROM pool_bench b1 
                            "JOIN pool_bench b2 ON b2.id = b1.id JOIN pool_bench b3 ON b3.id = b2.id "
                            "JOIN pool_bench b4 ON b4.id = b3.id WHERE b1.id = $1";
 
-static int64_t run_selects(pgpipe_conn *c, int cached, long *errors, const char *sql)
+/* Both methods statement by statement (order alternating), each timed on
+** its own, so machine noise falls on both alike. t[0]: cached, t[1]: plain. */
+static void run_selects(pgpipe_conn *c, const char *sql, int64_t t[2], long *errors)
 {
     PGconn *pg = pgpipe_conn_pg(c);
-    int64_t t0 = pgpipe_now_us();
-    for (int i = 0; i < NSTMT; i++) {
+    for (int i = 0; i < 2 * NSTMT; i++) {
         char id[12];
-        snprintf(id, sizeof id, "%d", i % 1000 + 1);
+        snprintf(id, sizeof id, "%d", (i / 2) % 1000 + 1);
         const char *v[1] = { id };
+        int cached = (i & 1) ^ ((i / 2) & 1);
+        int64_t t0 = pgpipe_now_us();
         PGresult *r = cached ? pgpipe_conn_exec_cached(c, sql, 1, v, NULL, NULL, 0)
                              : PQexecParams(pg, sql, 1, NULL, v, NULL, NULL, 0);
+        t[cached ? 0 : 1] += pgpipe_now_us() - t0;
         if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
             (*errors)++;
         PQclear(r);
     }
-    return pgpipe_now_us() - t0;
 }
 
 /* ---- reporting ---------------------------------------------------------- */
@@ -417,9 +421,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "acquire: %s\n", pgpipe_errmsg(pool));
         return 2;
     }
-    printf("\n== pipeline: batches of %d single-row UPDATEs on one connection; statement cache: "
-           "%d single-row SELECTs; %d batches per method per run, interleaved; median of %d "
-           "after a warm-up\n", NSTMT, NSTMT, ROUNDS, RUNS);
+    printf("\n== pipeline: batches of %d single-row UPDATEs on one connection, %d batches per "
+           "method per run, interleaved; statement cache: %d x %d single-row SELECTs per method "
+           "per run, alternating statement by statement; median of %d after a warm-up\n",
+           NSTMT, ROUNDS, ROUNDS, NSTMT, RUNS);
     long perr = 0;
     fig one, each, single, cached, params, cached4, params4;
     for (int i = -1; i < RUNS; i++) {
@@ -428,10 +433,8 @@ int main(int argc, char **argv)
             t[0] += run_updates(c, 0, &perr);
             t[1] += run_updates(c, 1, &perr);
             t[2] += run_updates(c, 2, &perr);
-            t[3] += run_selects(c, 1, &perr, SEL);
-            t[4] += run_selects(c, 0, &perr, SEL);
-            t[5] += run_selects(c, 1, &perr, JOIN4);
-            t[6] += run_selects(c, 0, &perr, JOIN4);
+            run_selects(c, SEL, t + 3, &perr);
+            run_selects(c, JOIN4, t + 5, &perr);
         }
         if (i >= 0) {
             double n = (double)NSTMT * ROUNDS * 1e6;
