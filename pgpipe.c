@@ -9396,19 +9396,20 @@ static int copy_batch_fast(pgpipe_loader *l, int *transient, int *fallback)
 }
 
 /* Was batch seq committed (by an attempt whose reply was lost)? */
-static int copy_batch_committed(pgpipe_loader *l, int *yes, int *transient)
+static int copy_batch_committed(pgpipe_loader *l, int *yes, int *ours, int *transient)
 {
     char a[32], b[32];
     snprintf(a, sizeof a, "%lld", l->load_id);
     snprintf(b, sizeof b, "%lld", l->seq);
     const char *v[2] = { a, b };
     PGresult *r;
-    int rc = copy_exec(l, "SELECT rows_loaded, rows_dead_lettered FROM pgpipe.load_batches "
+    int rc = copy_exec(l, "SELECT rows_loaded, batch_id::text FROM pgpipe.load_batches "
                           "WHERE load_id = $1::bigint AND seq = $2::bigint", 2, v, &r, transient);
     if (rc != PGPIPE_OK)
         return rc;
     *yes = PQntuples(r) == 1;
-    if (*yes) {
+    *ours = *yes && !strcmp(PQgetvalue(r, 0, 1), l->uuid_text);
+    if (*ours) {
         long long loaded = atoll(PQgetvalue(r, 0, 0));
         l->b_dead_srv = (long long)l->nrows - loaded;
     }
@@ -9423,26 +9424,34 @@ static int copy_batch_commit(pgpipe_loader *l)
 {
     pgpipe_retry rt;
     pgpipe_retry_init(&rt, l->max_retries + 1, 100, 2000);
-    int transient = 0, fallback = 0, rc;
+    int transient = 0, fallback = 0, rc, yes = 0, ours = 0;
     int fast = !l->stream_broken && l->conn != NULL;
     for (;;) {
+        yes = ours = 0;
         if (fast) {
             rc = copy_batch_fast(l, &transient, &fallback);
             fast = 0;
             if (rc == PGPIPE_OK && fallback)
                 rc = copy_batch_slow(l, &transient);
         } else {
-            int yes = 0;
             rc = copy_connect(l, &transient);
             if (rc == PGPIPE_OK)
-                rc = copy_batch_committed(l, &yes, &transient);
+                rc = copy_batch_committed(l, &yes, &ours, &transient);
             if (rc == PGPIPE_OK && !yes)
                 rc = copy_batch_slow(l, &transient);
         }
         if (rc == PGPIPE_OK)
             break;
-        if (!transient)
+        if (!transient) {
+            /* another run of the same load committed this batch first (its
+            ** load_batches row won): the batch is theirs, skip it */
+            int t = 0;
+            if (!strcmp(l->hdr.err.sqlstate, "23505") && l->conn &&
+                PQstatus(l->conn) == CONNECTION_OK &&
+                copy_batch_committed(l, &yes, &ours, &t) == PGPIPE_OK && yes && !ours)
+                break;
             return rc;
+        }
         int d = pgpipe_retry_next_delay(&rt);
         if (d < 0)
             return rc;
@@ -9450,6 +9459,14 @@ static int copy_batch_commit(pgpipe_loader *l)
                 l->hdr.err.message, d);
         copy_drop_conn(l, 1);
         pgpipe_sleep_ms(d);
+    }
+    if (yes && !ours) {
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld batch %lld was committed by another run: "
+                "skipped", l->load_id, l->seq);
+        pgpipe_error_clear(&l->hdr.err);
+        l->sum.rows_skipped += l->b_read;
+        l->sum.batches_skipped++;
+        return PGPIPE_OK;
     }
     long long dead = l->b_dead_valid + l->b_dead_srv;
     l->sum.rows_loaded += (long long)l->nrows - l->b_dead_srv;

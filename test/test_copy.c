@@ -756,3 +756,51 @@ PGT_TEST(copy, borrowed_connection_is_reset)
     copy_t_exactly_once(mine, s.load_id, 3000);
     PQfinish(mine);
 }
+
+/* Two runs of the same load at once: the one whose load_batches row loses
+** (unique key) skips that batch instead of loading it twice. */
+static int copy_t_steal_batch(void *ud, const pgpipe_load_progress *p)
+{
+    copy_t_killer *k = ud;
+    if (p->batches == 1 && !k->done) {
+        k->done = 1;
+        pgpipe_load_summary s;
+        pgpipe_loader_summary(k->l, &s);
+        PGconn *c = pgt_connect();
+        char sql[300];
+        snprintf(sql, sizeof sql, "INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, rows_read) "
+                 "VALUES (%lld, 2, gen_random_uuid(), 100)", s.load_id);
+        PQclear(PGT_EXEC(c, sql));
+        PQfinish(c);
+    }
+    return 0;
+}
+
+PGT_TEST(copy, batch_committed_by_another_run_is_skipped)
+{
+    pp_buf in = { 0 };
+    for (int i = 0; i < 300; i++)
+        pp_buf_appendf(&in, "{\"event_type\":\"e\",\"n\":%d}\n", i);
+    copy_t_killer k = { NULL, 0, 0 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.batch_rows = 100;
+    o.format = PGPIPE_FORMAT_NDJSON;
+    o.progress = copy_t_steal_batch;
+    o.progress_ud = &k;
+    pgpipe_loader *l = copy_t_open(&o);
+    k.l = l;
+    PGT_OK(pgpipe_loader_feed(l, in.data, in.len));
+    int rc = pgpipe_loader_finish(l);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.rows_loaded, 200);
+    PGT_EQ_INT(s.rows_skipped, 100);
+    PGT_EQ_INT(s.batches_skipped, 1);
+    PGconn *c = pgt_connect();
+    PGT_EQ_INT(copy_t_loaded(c, s.load_id), 200);
+    PQfinish(c);
+    pp_buf_free(&in);
+    pgpipe_loader_close(l);
+}
