@@ -891,6 +891,127 @@ static int cmd_quit(shell *sh, char **argv, int argc, const char *rest)
     return 2;
 }
 
+/* .load progress: a bar on stderr when it is a terminal. */
+static int load_progress(void *ud, const pgpipe_load_progress *p)
+{
+    (void)ud;
+    if (isatty(STDERR_FILENO)) {
+        if (p->bytes_total > 0) {
+            int pct = (int)(100.0 * (double)p->bytes_done / (double)p->bytes_total);
+            int fill = pct / 5;
+            fprintf(stderr, "\r[%.*s%*s] %3d%% %lld rows, %lld dead-lettered ",
+                    fill, "####################", 20 - fill, "", pct, p->rows_loaded, p->rows_dead);
+        } else {
+            fprintf(stderr, "\r%lld rows, %lld dead-lettered, %.1f MB ", p->rows_loaded,
+                    p->rows_dead, (double)p->bytes_done / 1048576.0);
+        }
+        fflush(stderr);
+    }
+    return interrupted;
+}
+
+/* .load FILE [options]: the COPY loader (see .help load). */
+static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    const char *file = NULL;
+    pgpipe_load_column cols[64];
+    const char *req[64];
+    char *mapbuf = NULL, *reqbuf = NULL;
+    int bad = 0;
+    for (int i = 1; i < argc && !bad; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (a[0] != '-' || !strcmp(a, "-")) {
+            if (file) bad = 1;
+            file = a;
+            continue;
+        }
+        if (!v) { bad = 1; break; }
+        i++;
+        if (!strcmp(a, "--format")) {
+            o.format = !strcmp(v, "csv") ? PGPIPE_FORMAT_CSV : !strcmp(v, "ndjson") ? PGPIPE_FORMAT_NDJSON
+                     : !strcmp(v, "json") ? PGPIPE_FORMAT_JSON : !strcmp(v, "auto") ? PGPIPE_FORMAT_AUTO : -1;
+            bad = o.format < 0;
+        } else if (!strcmp(a, "--table")) o.target = v;
+        else if (!strcmp(a, "--event-type-field")) o.event_type_field = v;
+        else if (!strcmp(a, "--event-type")) o.event_type_value = v;
+        else if (!strcmp(a, "--source-field")) o.source_field = v;
+        else if (!strcmp(a, "--source")) o.source_value = v;
+        else if (!strcmp(a, "--received-at-field")) o.received_at_field = v;
+        else if (!strcmp(a, "--payload-field")) o.payload_field = v;
+        else if (!strcmp(a, "--name")) o.source_name = v;
+        else if (!strcmp(a, "--key")) o.load_key = v;
+        else if (!strcmp(a, "--channel")) o.notify_channel = v;
+        else if (!strcmp(a, "--batch-rows")) o.batch_rows = atoi(v);
+        else if (!strcmp(a, "--batch-bytes")) o.batch_bytes = (size_t)atoll(v);
+        else if (!strcmp(a, "--delimiter")) o.csv_delimiter = !strcmp(v, "tab") ? '\t' : v[0];
+        else if (!strcmp(a, "--require") || !strcmp(a, "--map")) {
+            int map = !strcmp(a, "--map");
+            char *buf = strdup(v);
+            if (!buf) { bad = 1; break; }
+            if (map) { free(mapbuf); mapbuf = buf; } else { free(reqbuf); reqbuf = buf; }
+            int n = 0;
+            for (char *t = strtok(buf, ","); t && n < 64; t = strtok(NULL, ",")) {
+                if (!map) { req[n++] = t; continue; }
+                char *eq = strchr(t, '=');
+                memset(&cols[n], 0, sizeof cols[n]);
+                cols[n].column = t;
+                if (eq) {
+                    *eq = '\0';
+                    /* col=field, col=json:field (validated JSON), col='text' (fixed) */
+                    if (eq[1] == '\'') {
+                        cols[n].value = eq + 2;
+                        size_t k = strlen(eq + 2);
+                        if (k && eq[1 + k] == '\'') eq[1 + k] = '\0';
+                    } else if (!strncmp(eq + 1, "json:", 5)) {
+                        cols[n].field = eq + 6;
+                        cols[n].json = 1;
+                    } else {
+                        cols[n].field = eq + 1;
+                    }
+                } else {
+                    cols[n].field = t;
+                }
+                n++;
+            }
+            if (map) { o.columns = cols; o.ncolumns = n; } else { o.required = req; o.nrequired = n; }
+        } else bad = 1;
+    }
+    if (bad || !file) {
+        errorf("usage: .load FILE|- [--format csv|ndjson|json] [--table T --map col=field,...] ...  (.help load)");
+        free(mapbuf);
+        free(reqbuf);
+        return 1;
+    }
+    o.conn = sh->conn;
+    o.progress = load_progress;
+    interrupted = 0;
+    pgpipe_loader *l = NULL;
+    int rc = pgpipe_loader_open(&o, &l);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_loader_load_file(l, file);
+    if (isatty(STDERR_FILENO))
+        fprintf(stderr, "\r%60s\r", "");
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    if (s.load_id > 0) {
+        char line[512];
+        pgpipe_load_summary_format(&s, line, sizeof line);
+        fprintf(sh->out, "load %lld of %s: %s\n", s.load_id, file, line);
+    }
+    if (rc != PGPIPE_OK) {
+        char msg[1600];
+        pgpipe_error_format(pgpipe_errinfo(l), msg, sizeof msg);
+        errorf("%s", msg);
+    }
+    pgpipe_loader_close(l);
+    free(mapbuf);
+    free(reqbuf);
+    return rc == PGPIPE_OK ? 0 : 1;
+}
+
 static const command commands[] = {
     { "conninfo", ".conninfo", "show the database, user and host of the connection", cmd_conninfo },
     { "explain", ".explain SQL",
@@ -907,6 +1028,14 @@ static const command commands[] = {
       "pipeline (staging, production, analytics). Idempotent.", cmd_install },
     { "listen", ".listen CHANNEL [--count N] [--timeout SECONDS]",
       "LISTEN on CHANNEL and print notifications as they arrive (Ctrl-C stops)", cmd_listen },
+    { "load", ".load FILE|- [--format F] [--table T --map COL=FIELD,...] [...]",
+      "load CSV, NDJSON or a JSON array into staging.raw_events (or T) with the COPY loader:\n"
+      "validated, batched, bad records to pgpipe.dead_letters, resumable (the same file again\n"
+      "skips what was committed). Options: --format csv|ndjson|json, --event-type-field F,\n"
+      "--event-type TEXT, --source-field F, --source TEXT, --payload-field F,\n"
+      "--received-at-field F, --require F1,F2, --batch-rows N, --batch-bytes N,\n"
+      "--channel NAME ('' = no NOTIFY), --key LOADKEY, --name SOURCE, --delimiter C|tab,\n"
+      "--table T --map col=field,col=json:field,col='fixed text'", cmd_load },
     { "migrate", ".migrate [DIR] [--status|--dry-run|--baseline V|--repair]",
       "apply the migrations in DIR (default ./migrations): V<version>__<name>.sql once each,\n"
       "in version order, then changed R__<name>.sql; --status shows applied, pending,\n"

@@ -1,0 +1,42 @@
+#!/bin/sh
+# The shell's .load: a file, stdin, a mapped table, dead letters, exit status,
+# and a second run of the same file that loads nothing twice.
+set -u
+cd "${PGPIPE_TOP:-.}"
+P=build/test/pgpipe
+D=$PGPIPE_TEST_DSN
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/copysh.XXXXXX")
+fail() { echo "FAIL: $*"; exit 1; }
+has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
+$1"; }
+
+printf '{"event_type":"a","k":1}\n{"event_type":"b","k":2}\nnot json\n' >"$tmp/e.ndjson"
+out=$($P "$D" ".load $tmp/e.ndjson --name copysh_ndjson") || fail "exit $?: $out"
+has "$out" "read 3, loaded 2, dead-lettered 1"
+out=$($P "$D" ".load $tmp/e.ndjson --name copysh_ndjson") || fail "exit $?: $out"
+has "$out" "loaded 0, dead-lettered 0, skipped (loaded before) 3"
+out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE source = 'copysh_ndjson'")
+has "$out" "2"
+out=$($P -m csv "$D" "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = 'copysh_ndjson'")
+has "$out" "line 1"
+
+# stdin, CSV, into a table of its own with a mapping (one value the server rejects)
+$P "$D" "CREATE TABLE copysh_t (id int, name text, tag text, doc jsonb)" >/dev/null || fail "create"
+out=$(printf 'id,name,doc\n1,ann,{}\nx,bob,[]\n3,,"{""a"":1}"\n' |
+      $P "$D" ".load - --format csv --table copysh_t --map id,name,tag='fixed',doc=json:doc --channel ''") ||
+    fail "exit $?: $out"
+has "$out" "read 3, loaded 2, dead-lettered 1"
+out=$($P -m csv "$D" "SELECT id, coalesce(name, 'NULL'), tag, doc FROM copysh_t ORDER BY id")
+has "$out" '1,ann,fixed,{}'
+has "$out" '3,NULL,fixed,"{""a"": 1}"'
+out=$($P -m csv "$D" "SELECT sqlstate, line_number FROM pgpipe.dead_letters WHERE raw_text = 'x,bob,[]'")
+has "$out" "22P02,3"
+
+# a bad option and a missing file fail with a message
+$P "$D" ".load" 2>"$tmp/err" && fail "no file accepted"
+has "$(cat "$tmp/err")" "usage: .load"
+$P "$D" ".load $tmp/nope.csv" 2>"$tmp/err" && fail "missing file accepted"
+has "$(cat "$tmp/err")" "cannot open"
+$P "$D" "DROP TABLE copysh_t" >/dev/null
+rm -rf "$tmp"
+exit 0

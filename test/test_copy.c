@@ -1,0 +1,806 @@
+/*
+** Tests of the COPY loader (src/copy.c), against the test cluster: formats,
+** targets, validation and dead letters, server-side rejections, batches and
+** NOTIFY, resume, lost connections and a server restart in the middle of a
+** load (exact counts: every record once in the target or the dead letters).
+*/
+#include <sys/wait.h>
+#include <signal.h>
+
+static void copy_t_write(const char *path, const char *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    PGT_CHECK(f != NULL);
+    PGT_EQ_INT(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+static long long copy_t_int(PGconn *c, const char *sql)
+{
+    PGresult *r = PGT_EXEC(c, sql);
+    PGT_CHECK_MSG(PQntuples(r) == 1, "%s", sql);
+    long long v = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+static char *copy_t_str(PGconn *c, const char *sql)
+{
+    static char buf[4][4096];
+    static int k = 0;
+    PGresult *r = PGT_EXEC(c, sql);
+    PGT_CHECK_MSG(PQntuples(r) == 1, "%s", sql);
+    char *b = buf[k++ & 3];
+    snprintf(b, sizeof buf[0], "%s", PQgetisnull(r, 0, 0) ? "(null)" : PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return b;
+}
+
+/* rows the load put into staging.raw_events */
+static long long copy_t_loaded(PGconn *c, long long load_id)
+{
+    char sql[300];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events e JOIN pgpipe.load_batches b "
+             "ON b.batch_id = e.batch_id WHERE b.load_id = %lld", load_id);
+    return copy_t_int(c, sql);
+}
+
+static long long copy_t_dead(PGconn *c, long long load_id)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.dead_letters WHERE load_id = %lld", load_id);
+    return copy_t_int(c, sql);
+}
+
+static pgpipe_loader *copy_t_open(pgpipe_loader_options *o)
+{
+    o->conninfo = pgt_dsn();
+    pgpipe_loader *l = NULL;
+    int rc = pgpipe_loader_open(o, &l);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    return l;
+}
+
+static void copy_t_path(char *buf, size_t n, const char *name)
+{
+    snprintf(buf, n, "%s/copy_%ld_%s", pgt_tmpdir(), (long)getpid(), name);
+}
+
+/* ---- unit tests of the helpers ---------------------------------------------- */
+
+PGT_TEST(copy, escaping_and_utf8)
+{
+    pp_buf b = { 0 };
+    PGT_OK(copy_put_esc(&b, "a\tb\\c\nd\re", 9));
+    PGT_EQ_MEM(b.data, b.len, "a\\tb\\\\c\\nd\\re", sizeof "a\\tb\\\\c\\nd\\re" - 1);
+    b.len = 0;
+    PGT_OK(copy_put_json_str(&b, "q\"\\\n\x01", 5));
+    /* JSON "q\"\\\n\u0001" with COPY's backslashes doubled */
+    PGT_EQ_MEM(b.data, b.len, "\"q\\\\\"\\\\\\\\\\\\n\\\\u0001\"", sizeof "\"q\\\\\"\\\\\\\\\\\\n\\\\u0001\"" - 1);
+    PGT_CHECK(copy_utf8_ok((const unsigned char *)"plain ascii text, long enough", 29));
+    PGT_CHECK(copy_utf8_ok((const unsigned char *)"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14));
+    PGT_CHECK(!copy_utf8_ok((const unsigned char *)"abc\0def", 7));
+    PGT_CHECK(!copy_utf8_ok((const unsigned char *)"bad \xff byte", 10));
+    PGT_CHECK(!copy_utf8_ok((const unsigned char *)"\xc3", 1));
+    PGT_CHECK(!copy_utf8_ok((const unsigned char *)"\xed\xa0\x80", 3)); /* surrogate */
+    PGT_CHECK(!copy_utf8_ok((const unsigned char *)"\xc0\xaf", 2));     /* overlong */
+    b.len = 0;
+    PGT_OK(copy_put_raw(&b, "a\0b\xff", 4));
+    PGT_EQ_MEM(b.data, b.len, "a\\\\x00b\\\\xff\t\\\\x610062ff", sizeof "a\\\\x00b\\\\xff\t\\\\x610062ff" - 1);
+    b.len = 0;
+    PGT_OK(copy_quote_ident_path(&b, "staging.raw_events"));
+    PGT_EQ_MEM(b.data, b.len, "\"staging\".\"raw_events\"", sizeof "\"staging\".\"raw_events\"" - 1);
+    b.len = 0;
+    PGT_OK(copy_quote_ident_path(&b, "\"My.Schema\".x\"y"));
+    PGT_EQ_MEM(b.data, b.len, "\"My.Schema\".\"x\"\"y\"", sizeof "\"My.Schema\".\"x\"\"y\"" - 1);
+    pp_buf_free(&b);
+}
+
+PGT_TEST(copy, uuid_v7)
+{
+    pgpipe_loader l;
+    memset(&l, 0, sizeof l);
+    l.urandom = open("/dev/urandom", O_RDONLY);
+    copy_new_uuid(&l);
+    char first[37];
+    memcpy(first, l.uuid_text, 37);
+    PGT_EQ_INT(strlen(first), 36);
+    PGT_EQ_INT(first[14], '7');
+    PGT_CHECK(strchr("89ab", first[19]) != NULL);
+    copy_new_uuid(&l);
+    PGT_CHECK(strcmp(first, l.uuid_text) != 0);
+    close(l.urandom);
+}
+
+PGT_TEST(copy, options_are_checked)
+{
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = pgt_dsn();
+    o.batch_rows = 0;
+    pgpipe_loader *l;
+    PGT_EQ_INT(pgpipe_loader_open(&o, &l), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(l), "batch_rows");
+    pgpipe_loader_close(l);
+    pgpipe_loader_options_init(&o);
+    o.conninfo = pgt_dsn();
+    o.target = "public.t";
+    PGT_EQ_INT(pgpipe_loader_open(&o, &l), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(l), "column mapping");
+    pgpipe_loader_close(l);
+}
+
+/* ---- formats into staging.raw_events ------------------------------------------ */
+
+PGT_TEST(copy, ndjson_into_raw_events_with_bad_lines)
+{
+    char path[512];
+    copy_t_path(path, sizeof path, "events.ndjson");
+    const char data[] =
+        "\xEF\xBB\xBF{\"event_type\":\"click\",\"user_id\":\"1\",\"n\":1}\n"
+        "{\"event_type\":\"view\",\"n\":2,\"tab\":\"a\\tb\"}\r\n"
+        "\n"
+        "{\"event_type\":\"click\",\"n\":3\n"                 /* broken JSON */
+        "[1,2,3]\n"                                          /* not an object */
+        "{\"n\":5}\n"                                        /* no event_type */
+        "{\"event_type\":\"view\",\"n\":6,\"s\":\"\xff\"}\n" /* invalid UTF-8 */
+        "{\"event_type\":\"buy\",\"n\":7,\"nested\":{\"a\":[1,{\"b\":null}]}}"; /* no final newline */
+    copy_t_write(path, data, sizeof data - 1);
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.batch_rows = 3;
+    o.source_name = "copy_t_ndjson";
+    pgpipe_loader *l = copy_t_open(&o);
+    int rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    PGT_OK(pgpipe_loader_summary(l, &s));
+    PGT_EQ_INT(s.records_read, 7);
+    PGT_EQ_INT(s.rows_loaded, 3);
+    PGT_EQ_INT(s.rows_dead, 4);
+    PGT_EQ_INT(s.batches, 3);
+    PGconn *c = pgt_connect();
+    PGT_EQ_INT(copy_t_loaded(c, s.load_id), 3);
+    PGT_EQ_INT(copy_t_dead(c, s.load_id), 4);
+    char sql[600];
+    snprintf(sql, sizeof sql, "SELECT string_agg(e.event_type || ':' || (e.payload->>'n') || ':' || "
+             "e.source, ',' ORDER BY e.payload->>'n') FROM staging.raw_events e JOIN "
+             "pgpipe.load_batches b ON b.batch_id = e.batch_id WHERE b.load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "click:1:copy_t_ndjson,view:2:copy_t_ndjson,buy:7:copy_t_ndjson");
+    snprintf(sql, sizeof sql, "SELECT e.payload->>'tab' FROM staging.raw_events e JOIN "
+             "pgpipe.load_batches b ON b.batch_id = e.batch_id WHERE b.load_id = %lld AND "
+             "e.payload->>'n' = '2'", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "a\tb");
+    snprintf(sql, sizeof sql, "SELECT string_agg(line_number || ':' || stage || ':' || source_name, ',' "
+             "ORDER BY line_number) FROM pgpipe.dead_letters WHERE load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "4:load:copy_t_ndjson,5:load:copy_t_ndjson,6:load:copy_t_ndjson,"
+                                   "7:load:copy_t_ndjson");
+    snprintf(sql, sizeof sql, "SELECT error_message FROM pgpipe.dead_letters WHERE load_id = %lld "
+             "AND line_number = 5", s.load_id);
+    PGT_CONTAINS(copy_t_str(c, sql), "not an object");
+    snprintf(sql, sizeof sql, "SELECT error_message FROM pgpipe.dead_letters WHERE load_id = %lld "
+             "AND line_number = 6", s.load_id);
+    PGT_CONTAINS(copy_t_str(c, sql), "event_type");
+    /* invalid UTF-8: raw text made storable, exact bytes in raw_bytes */
+    snprintf(sql, sizeof sql, "SELECT raw_text || '|' || encode(raw_bytes, 'hex') FROM "
+             "pgpipe.dead_letters WHERE load_id = %lld AND line_number = 7", s.load_id);
+    PGT_CONTAINS(copy_t_str(c, sql), "\"s\":\"\\xff\"}|");
+    PGT_CONTAINS(copy_t_str(c, sql), "22ff227d");
+    snprintf(sql, sizeof sql, "SELECT raw_text FROM pgpipe.dead_letters WHERE load_id = %lld "
+             "AND line_number = 4", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "{\"event_type\":\"click\",\"n\":3");
+    /* the load row */
+    snprintf(sql, sizeof sql, "SELECT status || ' ' || rows_read || ' ' || rows_loaded || ' ' || "
+             "rows_dead_lettered || ' ' || batches || ' ' || format FROM pgpipe.loads WHERE id = %lld",
+             s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "completed 7 3 4 3 ndjson");
+    PQfinish(c);
+    pgpipe_loader_close(l);
+}
+
+PGT_TEST(copy, csv_header_nulls_shape_and_bad_bytes)
+{
+    char path[512];
+    copy_t_path(path, sizeof path, "events.csv");
+    const char data[] =
+        "\xEF\xBB\xBF" "kind,user,note\r\n"
+        "click,u1,\"hello, \"\"world\"\"\"\n"
+        "view,,\"\"\n"                     /* empty unquoted -> null; quoted -> "" */
+        "click,u3\n"                       /* wrong shape */
+        "view,u\0004,x\n"                  /* NUL byte */
+        "buy,u5,\"multi\nline\"\n"
+        "view,u6,caf\xc3\xa9\n";
+    copy_t_write(path, data, sizeof data - 1);
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.event_type_field = "kind";
+    o.source_value = "copy_t_csv";
+    pgpipe_loader *l = copy_t_open(&o);
+    int rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.records_read, 6);
+    PGT_EQ_INT(s.rows_loaded, 4);
+    PGT_EQ_INT(s.rows_dead, 2);
+    PGconn *c = pgt_connect();
+    char sql[600];
+    snprintf(sql, sizeof sql, "SELECT string_agg(e.payload::text, '|' ORDER BY e.id) FROM "
+             "staging.raw_events e JOIN pgpipe.load_batches b ON b.batch_id = e.batch_id "
+             "WHERE b.load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql),
+               "{\"kind\": \"click\", \"note\": \"hello, \\\"world\\\"\", \"user\": \"u1\"}|"
+               "{\"kind\": \"view\", \"note\": \"\", \"user\": null}|"
+               "{\"kind\": \"buy\", \"note\": \"multi\\nline\", \"user\": \"u5\"}|"
+               "{\"kind\": \"view\", \"note\": \"café\", \"user\": \"u6\"}");
+    snprintf(sql, sizeof sql, "SELECT string_agg(line_number || ':' || error_message || ':' || "
+             "coalesce(encode(raw_bytes, 'hex'), '-'), '|' ORDER BY line_number) FROM "
+             "pgpipe.dead_letters WHERE load_id = %lld", s.load_id);
+    const char *dl = copy_t_str(c, sql);
+    PGT_CONTAINS(dl, "4:");
+    PGT_CONTAINS(dl, "5:NUL byte at byte 7 of the record:");
+    PGT_CONTAINS(dl, "7669");     /* "vi" in the hex of the record with the NUL */
+    snprintf(sql, sizeof sql, "SELECT raw_text FROM pgpipe.dead_letters WHERE load_id = %lld AND "
+             "line_number = 5", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "view,u\\x004,x");
+    snprintf(sql, sizeof sql, "SELECT string_agg(DISTINCT e.source, ',') FROM staging.raw_events e "
+             "JOIN pgpipe.load_batches b ON b.batch_id = e.batch_id WHERE b.load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "copy_t_csv");
+    PQfinish(c);
+    pgpipe_loader_close(l);
+}
+
+/* The same JSON array fed in one piece and byte by byte gives the same rows. */
+PGT_TEST(copy, json_array_streamed_any_chunking)
+{
+    const char data[] =
+        "\xEF\xBB\xBF [\n"
+        "  {\"event_type\": \"a\", \"n\": 1, \"s\": \"x]},{\\\"y\"},\n"
+        "  {\"event_type\": \"b\", \"n\": 2, \"deep\": [[{}], {\"k\": [1, 2]}]},\n"
+        "  {\"event_type\": \"c\", \"n\": 3,},\n"     /* trailing comma: bad element */
+        "  42,\n"                                   /* not an object */
+        "  {\"event_type\": \"d\", \"n\": 5}\n"
+        "]\n";
+    PGconn *c = pgt_connect();
+    char first[2048] = "";
+    for (int mode = 0; mode < 2; mode++) {
+        pgpipe_loader_options o;
+        pgpipe_loader_options_init(&o);
+        o.batch_rows = 2;
+        o.source_name = "copy_t_array";
+        o.format = mode ? PGPIPE_FORMAT_AUTO : PGPIPE_FORMAT_JSON;
+        pgpipe_loader *l = copy_t_open(&o);
+        if (mode == 0) {
+            PGT_OK(pgpipe_loader_feed(l, data, sizeof data - 1));
+        } else {
+            for (size_t i = 0; i < sizeof data - 1; i++)
+                PGT_OK(pgpipe_loader_feed(l, data + i, 1));
+        }
+        int rc = pgpipe_loader_finish(l);
+        PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+        pgpipe_load_summary s;
+        pgpipe_loader_summary(l, &s);
+        PGT_EQ_INT(s.records_read, 5);
+        PGT_EQ_INT(s.rows_loaded, 3);
+        PGT_EQ_INT(s.rows_dead, 2);
+        char sql[700];
+        snprintf(sql, sizeof sql, "SELECT string_agg(e.event_type || '=' || e.payload::text, '|' "
+                 "ORDER BY e.payload->>'n') || ' / ' || (SELECT string_agg(line_number::text, ',' "
+                 "ORDER BY line_number) FROM pgpipe.dead_letters WHERE load_id = %lld) FROM "
+                 "staging.raw_events e JOIN pgpipe.load_batches b ON b.batch_id = e.batch_id "
+                 "WHERE b.load_id = %lld", s.load_id, s.load_id);
+        const char *got = copy_t_str(c, sql);
+        PGT_CONTAINS(got, "a={\"n\": 1, \"s\": \"x]},{\\\"y\", \"event_type\": \"a\"}");
+        PGT_CONTAINS(got, " / 4,5");
+        if (mode == 0)
+            snprintf(first, sizeof first, "%s", got);
+        else
+            PGT_EQ_STR(got, first);
+        pgpipe_loader_close(l);
+    }
+    /* structure errors outside elements end the load with a clear message */
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.format = PGPIPE_FORMAT_JSON;
+    pgpipe_loader *l = copy_t_open(&o);
+    pgpipe_loader_feed(l, "[{\"event_type\":\"x\"}\n {\"event_type\":\"y\"}]", 40);
+    PGT_EQ_INT(pgpipe_loader_finish(l), PGPIPE_PARSE);
+    PGT_CONTAINS(pgpipe_errmsg(l), "expected ',' or ']'");
+    PGT_EQ_INT(pgpipe_errinfo(l)->line, 2);
+    pgpipe_loader_close(l);
+    PQfinish(c);
+}
+
+/* ---- another table, with a column mapping; the server rejects some rows ---- */
+
+PGT_TEST(copy, mapped_table_isolates_rejected_rows)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS copy_t_orders; CREATE TABLE copy_t_orders ("
+                        "id int PRIMARY KEY, qty int NOT NULL CHECK (qty > 0), who text, "
+                        "meta jsonb, line bigint, src text, fixed text)"));
+    char path[512];
+    copy_t_path(path, sizeof path, "orders.ndjson");
+    FILE *f = fopen(path, "w");
+    PGT_CHECK(f != NULL);
+    int bad = 0;
+    for (int i = 1; i <= 500; i++) {
+        if (i % 97 == 0) {        /* not an integer: 22P02 */
+            fprintf(f, "{\"id\":%d,\"qty\":\"many\",\"who\":{\"name\":\"w%d\"}}\n", i, i);
+            bad++;
+        } else if (i % 131 == 0) { /* check constraint: 23514 */
+            fprintf(f, "{\"id\":%d,\"qty\":-1,\"who\":{\"name\":\"w%d\"}}\n", i, i);
+            bad++;
+        } else if (i == 250) {     /* duplicate key of row 249: 23505 */
+            fprintf(f, "{\"id\":249,\"qty\":1,\"who\":{\"name\":\"dup\"}}\n");
+            bad++;
+        } else {
+            fprintf(f, "{\"id\":%d,\"qty\":%d,\"who\":{\"name\":\"w%d\"},\"meta\":{\"i\":[%d]}}\n",
+                    i, i % 7 + 1, i, i);
+        }
+    }
+    fclose(f);
+    pgpipe_load_column cols[] = {
+        { "id", "id", NULL, 0 }, { "qty", "qty", NULL, 0 }, { "who", "who.name", NULL, 0 },
+        { "meta", "meta", NULL, 1 }, { "line", "$line", NULL, 0 }, { "src", "$source", NULL, 0 },
+        { "fixed", NULL, "tab\there", 0 },
+    };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.target = "public.copy_t_orders";
+    o.columns = cols;
+    o.ncolumns = 7;
+    o.batch_rows = 200;
+    o.notify_channel = "";
+    pgpipe_loader *l = copy_t_open(&o);
+    int rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.records_read, 500);
+    PGT_EQ_INT(s.rows_dead, bad);
+    PGT_EQ_INT(s.rows_loaded, 500 - bad);
+    PGT_EQ_INT(copy_t_int(c, "SELECT count(*) FROM copy_t_orders"), 500 - bad);
+    PGT_EQ_INT(copy_t_dead(c, s.load_id), bad);
+    char sql[400];
+    snprintf(sql, sizeof sql, "SELECT string_agg(DISTINCT sqlstate, ',' ORDER BY sqlstate) FROM "
+             "pgpipe.dead_letters WHERE load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "22P02,23505,23514");
+    snprintf(sql, sizeof sql, "SELECT line_number || ' ' || raw_text FROM pgpipe.dead_letters "
+             "WHERE load_id = %lld AND sqlstate = '23505'", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "250 {\"id\":249,\"qty\":1,\"who\":{\"name\":\"dup\"}}");
+    PGT_EQ_STR(copy_t_str(c, "SELECT who || ' ' || meta::text || ' ' || line || ' ' || fixed "
+                             "FROM copy_t_orders WHERE id = 10"), "w10 {\"i\": [10]} 10 tab\there");
+    PGT_EQ_STR(copy_t_str(c, "SELECT src FROM copy_t_orders WHERE id = 10"), path);
+    PQclear(PGT_EXEC(c, "DROP TABLE copy_t_orders"));
+    PQfinish(c);
+    pgpipe_loader_close(l);
+}
+
+/* ---- batches, NOTIFY, progress ------------------------------------------------ */
+
+static int copy_t_progress_count(void *ud, const pgpipe_load_progress *p)
+{
+    long long *calls = ud;
+    calls[0]++;
+    calls[1] = p->rows_loaded;
+    calls[2] = p->bytes_done;
+    calls[3] = p->bytes_total;
+    return 0;
+}
+
+PGT_TEST(copy, batches_notify_and_progress)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "LISTEN copy_t_chan"));
+    char path[512];
+    copy_t_path(path, sizeof path, "batches.ndjson");
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 1000; i++)
+        fprintf(f, "{\"event_type\":\"e\",\"i\":%d}\n", i);
+    fclose(f);
+    struct stat st;
+    stat(path, &st);
+    long long calls[4] = { 0 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.batch_rows = 300;
+    o.notify_channel = "copy_t_chan";
+    o.progress = copy_t_progress_count;
+    o.progress_ud = calls;
+    pgpipe_loader *l = copy_t_open(&o);
+    PGT_OK(pgpipe_loader_load_file(l, path));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.batches, 4);
+    PGT_EQ_INT(s.rows_loaded, 1000);
+    PGT_EQ_INT(calls[0], 4);
+    PGT_EQ_INT(calls[1], 1000);
+    PGT_EQ_INT(calls[2], st.st_size);
+    PGT_EQ_INT(calls[3], st.st_size);
+    /* one notification per batch, naming the table and the batch */
+    PQconsumeInput(c);
+    PGnotify *n;
+    int count = 0;
+    long long rows = 0;
+    while ((n = PQnotifies(c)) != NULL) {
+        PGT_EQ_STR(n->relname, "copy_t_chan");
+        PGT_CONTAINS(n->extra, "\"table\":\"staging.raw_events\"");
+        PGT_CONTAINS(n->extra, "\"batch_id\":\"");
+        const char *r = strstr(n->extra, "\"rows\":");
+        PGT_CHECK(r != NULL);
+        rows += atoll(r + 7);
+        count++;
+        PQfreemem(n);
+    }
+    PGT_EQ_INT(count, 4);
+    PGT_EQ_INT(rows, 1000);
+    /* batch ids are distinct, one per batch, and every row carries its batch's */
+    char sql[300];
+    snprintf(sql, sizeof sql, "SELECT count(DISTINCT batch_id) FROM pgpipe.load_batches WHERE "
+             "load_id = %lld", s.load_id);
+    PGT_EQ_INT(copy_t_int(c, sql), 4);
+    snprintf(sql, sizeof sql, "SELECT string_agg(rows_read::text, ',' ORDER BY seq) FROM "
+             "pgpipe.load_batches WHERE load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "300,300,300,100");
+    PQfinish(c);
+    pgpipe_loader_close(l);
+}
+
+/* ---- nothing lost, nothing twice --------------------------------------------- */
+
+static void copy_t_gen(const char *path, int n)
+{
+    FILE *f = fopen(path, "w");
+    PGT_CHECK(f != NULL);
+    for (int i = 1; i <= n; i++) {
+        if (i % 1000 == 0)
+            fprintf(f, "{\"event_type\":\"bad\",\"n\":%d,}\n", i);
+        else
+            fprintf(f, "{\"event_type\":\"e\",\"n\":%d,\"pad\":\"%040d\"}\n", i, i);
+    }
+    fclose(f);
+}
+
+/* each input record exactly once: in the table (distinct n) or dead-lettered */
+static void copy_t_exactly_once(PGconn *c, long long load_id, int n)
+{
+    char sql[500];
+    snprintf(sql, sizeof sql, "SELECT count(*) - count(DISTINCT e.payload->>'n') FROM "
+             "staging.raw_events e JOIN pgpipe.load_batches b ON b.batch_id = e.batch_id "
+             "WHERE b.load_id = %lld", load_id);
+    PGT_EQ_INT(copy_t_int(c, sql), 0);
+    PGT_EQ_INT(copy_t_loaded(c, load_id), n - n / 1000);
+    PGT_EQ_INT(copy_t_dead(c, load_id), n / 1000);
+    snprintf(sql, sizeof sql, "SELECT count(*) - count(DISTINCT line_number) FROM pgpipe.dead_letters "
+             "WHERE load_id = %lld", load_id);
+    PGT_EQ_INT(copy_t_int(c, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT rows_read || ' ' || rows_loaded || ' ' || rows_dead_lettered "
+             "FROM pgpipe.loads WHERE id = %lld", load_id);
+    char want[100];
+    snprintf(want, sizeof want, "%d %d %d", n, n - n / 1000, n / 1000);
+    PGT_EQ_STR(copy_t_str(c, sql), want);
+}
+
+static int copy_t_stop_after(void *ud, const pgpipe_load_progress *p)
+{
+    return p->batches >= *(int *)ud;
+}
+
+PGT_TEST(copy, interrupted_load_resumes_without_duplicates)
+{
+    char path[512];
+    copy_t_path(path, sizeof path, "resume.ndjson");
+    copy_t_gen(path, 5000);
+    int stop = 2;
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.batch_rows = 700;
+    o.progress = copy_t_stop_after;
+    o.progress_ud = &stop;
+    pgpipe_loader *l = copy_t_open(&o);
+    PGT_EQ_INT(pgpipe_loader_load_file(l, path), PGPIPE_BUSY);
+    pgpipe_load_summary s1;
+    pgpipe_loader_summary(l, &s1);
+    PGT_EQ_INT(s1.batches, 2);
+    pgpipe_loader_close(l);
+    PGconn *c = pgt_connect();
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT status FROM pgpipe.loads WHERE id = %lld", s1.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "interrupted");
+    PGT_EQ_INT(copy_t_loaded(c, s1.load_id), 1400 - 1);
+
+    /* the same file again, with another batch size asked: resumes with the old one */
+    stop = 1000;
+    o.batch_rows = 300;
+    l = copy_t_open(&o);
+    PGT_OK(pgpipe_loader_load_file(l, path));
+    pgpipe_load_summary s2;
+    pgpipe_loader_summary(l, &s2);
+    PGT_EQ_INT(s2.load_id, s1.load_id);
+    PGT_EQ_INT(s2.rows_skipped, 1400);
+    PGT_EQ_INT(s2.records_read, 5000);
+    PGT_EQ_INT(s2.rows_loaded + s2.rows_dead, 3600);
+    copy_t_exactly_once(c, s1.load_id, 5000);
+    /* and once more: nothing to do */
+    PGT_OK(pgpipe_loader_load_file(l, path));
+    pgpipe_loader_summary(l, &s2);
+    PGT_EQ_INT(s2.rows_loaded, 0);
+    PGT_EQ_INT(s2.rows_skipped, 5000);
+    copy_t_exactly_once(c, s1.load_id, 5000);
+    snprintf(sql, sizeof sql, "SELECT status FROM pgpipe.loads WHERE id = %lld", s1.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "completed");
+    pgpipe_loader_close(l);
+    PQfinish(c);
+}
+
+typedef struct copy_t_killer {
+    pgpipe_loader *l;
+    int at_batch;
+    int done;
+} copy_t_killer;
+
+static int copy_t_kill_backend(void *ud, const pgpipe_load_progress *p)
+{
+    copy_t_killer *k = ud;
+    if (p->batches == k->at_batch && !k->done) {
+        k->done = 1;
+        PGconn *c = pgt_connect();
+        char sql[100];
+        snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", PQbackendPID(pgpipe_loader_conn(k->l)));
+        PQclear(PGT_EXEC(c, sql));
+        PQfinish(c);
+    }
+    return 0;
+}
+
+PGT_TEST(copy, killed_backend_is_reconnected_exactly_once)
+{
+    char path[512];
+    copy_t_path(path, sizeof path, "kill.ndjson");
+    copy_t_gen(path, 6000);
+    copy_t_killer k = { NULL, 3, 0 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.batch_rows = 500;
+    o.progress = copy_t_kill_backend;
+    o.progress_ud = &k;
+    pgpipe_loader *l = copy_t_open(&o);
+    k.l = l;
+    int rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_CHECK(k.done);
+    PGT_CHECK(s.retries >= 1);
+    PGT_EQ_INT(s.records_read, 6000);
+    PGT_EQ_INT(s.rows_loaded + s.rows_dead, 6000);
+    PGconn *c = pgt_connect();
+    copy_t_exactly_once(c, s.load_id, 6000);
+    PQfinish(c);
+    pgpipe_loader_close(l);
+}
+
+static int copy_t_restart_once(void *ud, const pgpipe_load_progress *p)
+{
+    int *state = ud;
+    if (p->batches == 2 && !*state) {
+        *state = 1;
+        /* restart the server from another process while the load goes on */
+        pid_t pid = fork();
+        if (pid == 0) {
+            pgpipe_sleep_ms(30);
+            char cmd[1024];
+            snprintf(cmd, sizeof cmd, "sh '%s/tool/pgtmp.sh' restart '%s' >/dev/null 2>&1",
+                     getenv("PGPIPE_TOP") ? getenv("PGPIPE_TOP") : ".", getenv("PGPIPE_TEST_PGDIR"));
+            _exit(system(cmd) == 0 ? 0 : 1);
+        }
+        state[1] = (int)pid;
+    }
+    return 0;
+}
+
+PGT_TEST(copy, server_restart_mid_load_exactly_once)
+{
+    if (!getenv("PGPIPE_TEST_PGDIR"))
+        PGT_SKIP("no cluster directory to restart");
+    char path[512];
+    copy_t_path(path, sizeof path, "restart.ndjson");
+    copy_t_gen(path, 60000);
+    int state[2] = { 0, 0 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.batch_rows = 2000;
+    o.progress = copy_t_restart_once;
+    o.progress_ud = state;
+    o.max_retries = 20;
+    pgpipe_loader *l = copy_t_open(&o);
+    int rc = pgpipe_loader_load_file(l, path);
+    int wst = 0;
+    if (state[1] > 0)
+        waitpid((pid_t)state[1], &wst, 0);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_CHECK(s.retries >= 1); /* it did lose the connection */
+    PGT_EQ_INT(s.records_read, 60000);
+    PGT_EQ_INT(s.rows_loaded + s.rows_dead, 60000);
+    PGconn *c = pgt_connect();
+    copy_t_exactly_once(c, s.load_id, 60000);
+    PQfinish(c);
+    pgpipe_loader_close(l);
+}
+
+/* A load from a pipe (fd), memory bounded by the batch, not the input. */
+PGT_TEST(copy, fd_pipe_and_feed_csv)
+{
+    int p[2];
+    PGT_CHECK(pipe(p) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        FILE *f = fdopen(p[1], "w");
+        fprintf(f, "event_type,source,v\n");
+        for (int i = 0; i < 20000; i++)
+            fprintf(f, "t%d,src%d,%d\n", i % 3, i % 2, i);
+        fclose(f);
+        _exit(0);
+    }
+    close(p[1]);
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.format = PGPIPE_FORMAT_CSV;
+    o.source_field = "source";
+    o.required = (const char *const[]){ "v" };
+    o.nrequired = 1;
+    o.batch_bytes = 64 * 1024;
+    pgpipe_loader *l = copy_t_open(&o);
+    int rc = pgpipe_loader_load_fd(l, p[0], NULL);
+    close(p[0]);
+    waitpid(pid, NULL, 0);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.rows_loaded, 20000);
+    PGT_CHECK(s.batches > 3);            /* cut by bytes */
+    PGT_CHECK(l->cbuf.cap < 1024 * 1024); /* the batch buffer stayed small */
+    PGconn *c = pgt_connect();
+    char sql[300];
+    snprintf(sql, sizeof sql, "SELECT string_agg(DISTINCT e.source, ',' ORDER BY e.source) FROM "
+             "staging.raw_events e JOIN pgpipe.load_batches b ON b.batch_id = e.batch_id "
+             "WHERE b.load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "src0,src1");
+    snprintf(sql, sizeof sql, "SELECT source FROM pgpipe.loads WHERE id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "<stdin>");
+    PQfinish(c);
+    /* a fed CSV with a load key resumes like a file */
+    o.load_key = "copy_t_feed_key";
+    o.source_field = NULL;
+    o.nrequired = 0;
+    o.format = PGPIPE_FORMAT_AUTO;
+    pgpipe_loader_close(l);
+    l = copy_t_open(&o);
+    for (int round = 0; round < 2; round++) {
+        const char *csv = "event_type,x\na,1\nb,2\n";
+        PGT_OK(pgpipe_loader_feed(l, csv, strlen(csv)));
+        PGT_OK(pgpipe_loader_finish(l));
+        pgpipe_loader_summary(l, &s);
+        PGT_EQ_INT(s.rows_loaded, round == 0 ? 2 : 0);
+        PGT_EQ_INT(s.rows_skipped, round == 0 ? 0 : 2);
+    }
+    pgpipe_loader_close(l);
+}
+
+/* Many rejected rows in one batch: each costs a short COPY, the rest loads. */
+PGT_TEST(copy, many_rejected_rows_in_a_batch)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS copy_t_many; CREATE TABLE copy_t_many (n int)"));
+    pp_buf in = { 0 };
+    int bad = 0;
+    for (int i = 0; i < 3000; i++) {
+        if (i >= 1000 && i < 1800 && i % 3) {
+            pp_buf_appendf(&in, "{\"n\":\"bad%d\"}\n", i);
+            bad++;
+        } else {
+            pp_buf_appendf(&in, "{\"n\":%d}\n", i);
+        }
+    }
+    pgpipe_load_column cols[] = { { "n", "n", NULL, 0 } };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.target = "copy_t_many";
+    o.columns = cols;
+    o.ncolumns = 1;
+    o.format = PGPIPE_FORMAT_NDJSON;
+    pgpipe_loader *l = copy_t_open(&o);
+    PGT_OK(pgpipe_loader_feed(l, in.data, in.len));
+    PGT_OK(pgpipe_loader_finish(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.rows_dead, bad);
+    PGT_EQ_INT(s.rows_loaded, 3000 - bad);
+    PGT_EQ_INT(copy_t_int(c, "SELECT count(DISTINCT n) FROM copy_t_many"), 3000 - bad);
+    PGT_EQ_INT(copy_t_dead(c, s.load_id), bad);
+    PQclear(PGT_EXEC(c, "DROP TABLE copy_t_many"));
+    pp_buf_free(&in);
+    pgpipe_loader_close(l);
+    PQfinish(c);
+}
+
+/* A borrowed connection (the shell's) is reset after its backend dies. */
+PGT_TEST(copy, borrowed_connection_is_reset)
+{
+    PGconn *mine = pgt_connect();
+    char path[512];
+    copy_t_path(path, sizeof path, "borrowed.ndjson");
+    copy_t_gen(path, 3000);
+    copy_t_killer k = { NULL, 2, 0 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conn = mine;
+    o.batch_rows = 400;
+    o.progress = copy_t_kill_backend;
+    o.progress_ud = &k;
+    pgpipe_loader *l = NULL;
+    PGT_OK(pgpipe_loader_open(&o, &l));
+    k.l = l;
+    int rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_CHECK(k.done && s.retries >= 1);
+    pgpipe_loader_close(l);
+    PGT_EQ_INT(PQstatus(mine), CONNECTION_OK); /* still ours, still usable */
+    copy_t_exactly_once(mine, s.load_id, 3000);
+    PQfinish(mine);
+}
+
+/* Two runs of the same load at once: the one whose load_batches row loses
+** (unique key) skips that batch instead of loading it twice. */
+static int copy_t_steal_batch(void *ud, const pgpipe_load_progress *p)
+{
+    copy_t_killer *k = ud;
+    if (p->batches == 1 && !k->done) {
+        k->done = 1;
+        pgpipe_load_summary s;
+        pgpipe_loader_summary(k->l, &s);
+        PGconn *c = pgt_connect();
+        char sql[300];
+        snprintf(sql, sizeof sql, "INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, rows_read) "
+                 "VALUES (%lld, 2, gen_random_uuid(), 100)", s.load_id);
+        PQclear(PGT_EXEC(c, sql));
+        PQfinish(c);
+    }
+    return 0;
+}
+
+PGT_TEST(copy, batch_committed_by_another_run_is_skipped)
+{
+    pp_buf in = { 0 };
+    for (int i = 0; i < 300; i++)
+        pp_buf_appendf(&in, "{\"event_type\":\"e\",\"n\":%d}\n", i);
+    copy_t_killer k = { NULL, 0, 0 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.batch_rows = 100;
+    o.format = PGPIPE_FORMAT_NDJSON;
+    o.progress = copy_t_steal_batch;
+    o.progress_ud = &k;
+    pgpipe_loader *l = copy_t_open(&o);
+    k.l = l;
+    PGT_OK(pgpipe_loader_feed(l, in.data, in.len));
+    int rc = pgpipe_loader_finish(l);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.rows_loaded, 200);
+    PGT_EQ_INT(s.rows_skipped, 100);
+    PGT_EQ_INT(s.batches_skipped, 1);
+    PGconn *c = pgt_connect();
+    PGT_EQ_INT(copy_t_loaded(c, s.load_id), 200);
+    PQfinish(c);
+    pp_buf_free(&in);
+    pgpipe_loader_close(l);
+}
