@@ -8,6 +8,9 @@
 **                expect TEXT   wait (up to 15 s) until TEXT appears after the
 **                              previous match; otherwise print the screen, fail
 **                sleep MS      let the program work for MS milliseconds
+**                until CMD     run the shell command CMD every 100 ms until it
+**                              succeeds (up to 15 s), e.g. to wait until the
+**                              server shows a statement as running
 **                exit N        wait for the program to end with status N
 ** Lines starting with # are comments. Exit status 0 when every step held.
 */
@@ -151,6 +154,19 @@ int main(int argc, char **argv)
             double until = now() + atoi(line + 6) / 1000.0;
             while (now() < until)
                 pump(master, 20);
+        } else if (!strncmp(line, "until ", 6)) {
+            double deadline = now() + 15;
+            int ok = 0;
+            while (!ok && now() < deadline) {
+                ok = system(line + 6) == 0;
+                if (!ok)
+                    pump(master, 100);
+            }
+            if (!ok) {
+                fprintf(stderr, "ptydrive: never true: %s\n", line + 6);
+                show_screen();
+                rc = 1;
+            }
         } else if (!strncmp(line, "exit ", 5)) {
             int want = atoi(line + 5), status = 0;
             double deadline = now() + 15;

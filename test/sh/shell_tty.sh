@@ -40,7 +40,7 @@ expect ^C
 expect pgpipe> 
 # Ctrl-C while a statement runs cancels the statement, not the shell
 send SELECT pg_sleep(60);\r
-sleep 1500
+until build/test/pgpipe -m csv "$PGPIPE_TEST_DSN" "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(60)%'" | tail -n 1 | grep -qx 1
 send \x03
 expect [57014]
 expect pgpipe> 
