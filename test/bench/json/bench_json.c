@@ -1,0 +1,265 @@
+/*
+** JSON benchmark driver: pgpipe (parse to a document, validate only, NDJSON
+** reader) against cJSON, json-c and jansson on the same bytes in memory.
+**   bench_json FILE WORKLOAD [ndjson]   -> "result WORKLOAD LIB METRIC median min max"
+**   bench_json --stream-rss FILE        -> NDJSON read from disk in 64 KB chunks,
+**                                          prints records and peak RSS (MB)
+** Each figure: one warm-up, then RUNS timed runs (median, min, max in MB/s);
+** a run repeats the work until it lasts at least 60 ms.
+*/
+#include "pgpipe.c"
+/* json-c and jansson both define json_type: one peer per binary
+** (-DBJ_PEER_JSONC, -DBJ_PEER_JANSSON; neither = pgpipe and cJSON) */
+#if defined(BJ_PEER_JSONC)
+#include <json-c/json.h>
+#elif defined(BJ_PEER_JANSSON)
+#include <jansson.h>
+#elif !defined(BJ_PEER_NONE)
+#define BJ_PEER_CJSON 1
+#include <cjson/cJSON.h>
+#endif
+#include <sys/resource.h>
+
+#define RUNS 7
+
+static char *bj_buf;
+static size_t bj_len;
+static int bj_ndjson;
+
+typedef long (*bj_fn)(void); /* returns a checksum so nothing is optimised away */
+
+static double bj_now(void) { return (double)pgpipe_now_us() / 1e6; }
+
+static int bj_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void bj_measure(const char *workload, const char *lib, const char *metric, bj_fn fn)
+{
+    double r[RUNS];
+    long sink = fn(); /* warm-up */
+    for (int i = 0; i < RUNS; i++) {
+        double t0 = bj_now(), t;
+        long reps = 0;
+        do {
+            sink += fn();
+            reps++;
+            t = bj_now() - t0;
+        } while (t < 0.06);
+        r[i] = (double)bj_len * (double)reps / t / 1e6;
+    }
+    qsort(r, RUNS, sizeof r[0], bj_cmp);
+    printf("result %s %s %s %.1f %.1f %.1f\n", workload, lib, metric, r[RUNS / 2], r[0], r[RUNS - 1]);
+    fprintf(stderr, "  %s %s %s: median %.1f MB/s (checksum %ld)\n", workload, lib, metric, r[RUNS / 2], sink);
+    fflush(stdout);
+}
+
+/* ---- pgpipe ---- */
+static pgpipe_json_doc *bj_doc;
+static pgpipe_ndjson *bj_nd;
+
+static long bj_pgpipe_parse(void)
+{
+    if (bj_ndjson) {
+        long n = 0;
+        const size_t chunk = 1 << 20;
+        for (size_t off = 0; off < bj_len; off += chunk) {
+            size_t m = bj_len - off < chunk ? bj_len - off : chunk;
+            pgpipe_ndjson_feed(bj_nd, bj_buf + off, m);
+            const pgpipe_json_val *v;
+            long long line;
+            int rc;
+            while ((rc = pgpipe_ndjson_next(bj_nd, &v, &line)) != PGPIPE_DONE)
+                n += rc == PGPIPE_ROW ? (long)pgpipe_json_len(v) : -1000000;
+        }
+        return n;
+    }
+    if (pgpipe_json_parse(bj_doc, bj_buf, bj_len) != PGPIPE_OK) {
+        fprintf(stderr, "pgpipe: %s\n", pgpipe_errmsg(bj_doc));
+        exit(1);
+    }
+    return (long)pgpipe_json_len(pgpipe_json_root(bj_doc));
+}
+
+static long bj_pgpipe_validate(void)
+{
+    if (bj_ndjson) {
+        long n = 0;
+        const char *p = bj_buf, *e = bj_buf + bj_len;
+        while (p < e) {
+            const char *nl = memchr(p, '\n', (size_t)(e - p));
+            if (!nl)
+                nl = e;
+            n += pgpipe_json_validate(p, (size_t)(nl - p), NULL) == PGPIPE_OK;
+            p = nl + 1;
+        }
+        return n;
+    }
+    return pgpipe_json_validate(bj_buf, bj_len, NULL) == PGPIPE_OK;
+}
+
+/* ---- peers, line by line for NDJSON ---- */
+typedef long (*bj_one)(const char *p, size_t n);
+
+static long bj_each(bj_one one)
+{
+    if (!bj_ndjson)
+        return one(bj_buf, bj_len);
+    long n = 0;
+    const char *p = bj_buf, *e = bj_buf + bj_len;
+    while (p < e) {
+        const char *nl = memchr(p, '\n', (size_t)(e - p));
+        if (!nl)
+            nl = e;
+        if (nl > p)
+            n += one(p, (size_t)(nl - p));
+        p = nl + 1;
+    }
+    return n;
+}
+
+#ifdef BJ_PEER_CJSON
+static long bj_cjson_one(const char *p, size_t n)
+{
+    cJSON *j = cJSON_ParseWithLength(p, n);
+    if (!j) {
+        fprintf(stderr, "cJSON failed\n");
+        exit(1);
+    }
+    long r = cJSON_GetArraySize(j);
+    cJSON_Delete(j);
+    return r;
+}
+static long bj_cjson(void) { return bj_each(bj_cjson_one); }
+#endif
+
+#ifdef BJ_PEER_JSONC
+
+static json_tokener *bj_tok;
+static long bj_jsonc_one(const char *p, size_t n)
+{
+    json_tokener_reset(bj_tok);
+    json_object *o = json_tokener_parse_ex(bj_tok, p, (int)n);
+    if (!o) {
+        fprintf(stderr, "json-c failed\n");
+        exit(1);
+    }
+    long r = json_object_get_type(o);
+    json_object_put(o);
+    return r;
+}
+static long bj_jsonc(void) { return bj_each(bj_jsonc_one); }
+#endif
+
+#ifdef BJ_PEER_JANSSON
+
+static long bj_jansson_one(const char *p, size_t n)
+{
+    json_error_t err;
+    json_t *j = json_loadb(p, n, 0, &err);
+    if (!j) {
+        fprintf(stderr, "jansson failed: %s\n", err.text);
+        exit(1);
+    }
+    long r = (long)json_object_size(j);
+    json_decref(j);
+    return r;
+}
+static long bj_jansson(void) { return bj_each(bj_jansson_one); }
+#endif
+
+static char *bj_read(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (!b || fread(b, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "cannot read %s\n", path);
+        exit(1);
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static int bj_stream_rss(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        perror(path);
+        return 1;
+    }
+    pgpipe_ndjson *r;
+    pgpipe_ndjson_new(&r);
+    static char chunk[65536];
+    long long recs = 0, bad = 0;
+    double t0 = bj_now();
+    size_t total = 0;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n <= 0)
+            pgpipe_ndjson_finish(r);
+        else {
+            pgpipe_ndjson_feed(r, chunk, (size_t)n);
+            total += (size_t)n;
+        }
+        const pgpipe_json_val *v;
+        long long line;
+        int rc;
+        while ((rc = pgpipe_ndjson_next(r, &v, &line)) != PGPIPE_DONE)
+            rc == PGPIPE_ROW ? recs++ : bad++;
+        if (n <= 0)
+            break;
+    }
+    double t = bj_now() - t0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("stream %lld %lld %.1f %.1f\n", recs, bad, (double)ru.ru_maxrss / 1024.0, (double)total / t / 1e6);
+    pgpipe_ndjson_free(r);
+    close(fd);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--stream-rss") == 0)
+        return bj_stream_rss(argv[2]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_json FILE WORKLOAD [ndjson]\n");
+        return 2;
+    }
+    bj_buf = bj_read(argv[1], &bj_len);
+    bj_ndjson = argc > 3 && strcmp(argv[3], "ndjson") == 0;
+    const char *w = argv[2];
+    pgpipe_json_doc_new(&bj_doc);
+    pgpipe_ndjson_new(&bj_nd);
+#if defined(BJ_PEER_JSONC)
+    bj_tok = json_tokener_new();
+    bj_measure(w, "json-c", "parse", bj_jsonc);
+    json_tokener_free(bj_tok);
+#elif defined(BJ_PEER_JANSSON)
+    bj_measure(w, "jansson", "parse", bj_jansson);
+#else
+    const char *only = getenv("BENCH_ONLY");
+    if (!only || strstr(only, "pgpipe")) {
+        bj_measure(w, "pgpipe", "parse", bj_pgpipe_parse);
+        bj_measure(w, "pgpipe", "validate", bj_pgpipe_validate);
+    }
+#ifdef BJ_PEER_CJSON
+    if (!only || strstr(only, "cjson"))
+        bj_measure(w, "cjson", "parse", bj_cjson);
+#endif
+#endif
+    pgpipe_json_doc_free(bj_doc);
+    pgpipe_ndjson_free(bj_nd);
+    free(bj_buf);
+    return 0;
+}

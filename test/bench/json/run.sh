@@ -1,0 +1,116 @@
+#!/bin/sh
+# `make bench-json`: pgpipe's JSON parser against cJSON, json-c, jansson and
+# simdjson (DOM, parser reused) on twitter.json and citm_catalog.json from
+# ../shared/data/json (skipped with a message when absent) and on a ~100 MB
+# NDJSON stream (amazon_cellphones.ndjson replicated, or generated with a
+# fixed seed when the corpus is absent). Figures are MB/s of input: median of
+# 7 runs after a warm-up (min and max shown). Prints the table and one
+# "bench: ..." line per figure (see ../shared/BENCH.md).
+set -u
+top=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$top"
+B=build/bench
+mkdir -p "$B"
+data=$top/../shared/data/json
+here=test/bench/json
+
+# ---- peers (Debian packages; installed when missing, as root) --------------
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+for p in libcjson-dev libjson-c-dev libjansson-dev libsimdjson-dev g++; do
+    if ! have_pkg "$p"; then
+        if [ "$(id -u)" = 0 ]; then
+            echo "installing $p"
+            apt-get install -y "$p" >/dev/null 2>&1 || echo "could not install $p"
+        else
+            echo "$p is missing (run as root to install it)"
+        fi
+    fi
+done
+
+PGF=$(pkg-config --cflags libpq 2>/dev/null || echo "-I$(pg_config --includedir)")
+PGL=$(pkg-config --libs libpq 2>/dev/null || echo -lpq)
+CFLAGS="-O2 -std=c11 $PGF -I."
+peers=""
+gcc $CFLAGS $here/bench_json.c -o $B/bench_json -lcjson $PGL -lpthread -lm 2>$B/build_cjson.log &&
+    peers="$peers cjson" || { echo "cJSON: build failed (see $B/build_cjson.log), reported as missing";
+    gcc $CFLAGS -DBJ_PEER_NONE $here/bench_json.c -o $B/bench_json $PGL -lpthread -lm 2>/dev/null; }
+gcc $CFLAGS -DBJ_PEER_JSONC $here/bench_json.c -o $B/bench_json_jsonc -ljson-c $PGL -lpthread -lm 2>$B/build_jsonc.log &&
+    peers="$peers json-c" || echo "json-c: build failed (see $B/build_jsonc.log), reported as missing"
+gcc $CFLAGS -DBJ_PEER_JANSSON $here/bench_json.c -o $B/bench_json_jansson -ljansson $PGL -lpthread -lm 2>$B/build_jansson.log &&
+    peers="$peers jansson" || echo "jansson: build failed (see $B/build_jansson.log), reported as missing"
+# simdjson's documentation recommends an optimised build (-O2/-O3)
+g++ -O3 -std=c++17 $here/bench_simdjson.cpp -o $B/bench_simdjson -lsimdjson 2>$B/build_simdjson.log &&
+    peers="$peers simdjson" || echo "simdjson: build failed (see $B/build_simdjson.log), reported as missing"
+
+# ---- inputs -----------------------------------------------------------------
+nd=$B/events-100mb.ndjson
+if [ ! -s "$nd" ]; then
+    if [ -f "$data/amazon_cellphones.ndjson" ]; then
+        # ~100 MB: the real records, repeated
+        n=$(( 100000000 / $(wc -c < "$data/amazon_cellphones.ndjson") + 1 ))
+        i=0; : > "$nd.tmp"
+        while [ $i -lt $n ]; do cat "$data/amazon_cellphones.ndjson" >> "$nd.tmp"; i=$((i + 1)); done
+    else
+        awk 'BEGIN { srand(42); for (i = 0; i < 400000; i++) {
+            printf "{\"id\":%d,\"source\":\"web\",\"event_type\":\"e%d\",\"score\":%.4f,\"user\":{\"name\":\"user %d\",\"tags\":[\"a\",\"b\\u00e9\",%d]},\"ok\":%s,\"note\":null}\n",
+                   i, int(rand() * 50), rand() * 1000, int(rand() * 100000), int(rand() * 10), rand() < 0.5 ? "true" : "false" } }' > "$nd.tmp"
+    fi
+    mv "$nd.tmp" "$nd"
+fi
+
+res=$B/json_results.txt
+: > "$res"
+run_file() { # FILE WORKLOAD [ndjson]
+    nice -n 5 $B/bench_json "$@" >> "$res"
+    [ -x $B/bench_json_jsonc ] && nice -n 5 $B/bench_json_jsonc "$@" >> "$res"
+    [ -x $B/bench_json_jansson ] && nice -n 5 $B/bench_json_jansson "$@" >> "$res"
+    [ -x $B/bench_simdjson ] && nice -n 5 $B/bench_simdjson "$@" >> "$res"
+}
+for f in twitter.json citm_catalog.json; do
+    if [ -f "$data/$f" ]; then
+        run_file "$data/$f" "$f"
+    else
+        echo "skipping $f: $data/$f is absent"
+    fi
+done
+run_file "$nd" ndjson-100MB ndjson
+
+# streaming from disk in 64 KB chunks: throughput and peak RSS
+rss_line=$(nice -n 5 $B/bench_json --stream-rss "$nd")
+
+# ---- report -----------------------------------------------------------------
+echo
+echo "JSON: MB/s of input, median of 7 runs (min-max); ratio = pgpipe / peer"
+printf '%-10s %-28s %-22s %-10s %-22s %8s\n' component workload pgpipe peer peer_value ratio
+awk -v peers="$peers" '
+$1 == "result" { med[$2 " " $3 " " $4] = $5; rng[$2 " " $3 " " $4] = $6 "-" $7;
+                 if (!($2 in seen)) { seen[$2] = 1; order[++nw] = $2 } }
+function line(w, what, mine, peer, pmetric,   key, pkey, r, pv) {
+    key = w " pgpipe " mine; pkey = w " " peer " " pmetric
+    if (!(key in med)) return
+    if (pkey in med && med[pkey] > 0) { pv = med[pkey]; r = sprintf("%.2f", med[key] / med[pkey]) }
+    else { pv = "missing"; r = "missing" }
+    printf "%-10s %-28s %-22s %-10s %-22s %8s\n", "json", w ":" what,
+           sprintf("%.0f (%s)", med[key], rng[key]), peer,
+           pv == "missing" ? pv : sprintf("%.0f (%s)", pv, rng[pkey]), r
+    bench[++nb] = sprintf("bench: component=json workload=%s:%s metric=MB/s pgpipe=%.0f peer=%s peer_value=%s ratio=%s",
+                          w, what, med[key], peer, pv == "missing" ? pv : sprintf("%.0f", pv), r)
+}
+END {
+    for (i = 1; i <= nw; i++) {
+        w = order[i]
+        line(w, "parse", "parse", "cjson", "parse")
+        line(w, "parse", "parse", "json-c", "parse")
+        line(w, "parse", "parse", "jansson", "parse")
+        line(w, "parse", "parse", "simdjson", "parse")
+        line(w, "validate", "validate", "cjson", "parse")
+        line(w, "validate", "validate", "simdjson", "parse")
+    }
+    print ""
+    for (i = 1; i <= nb; i++) print bench[i]
+}' "$res"
+# stream: records bad peak_rss_MB MB/s
+echo "$rss_line" | awk '{
+    printf "bench: component=json workload=ndjson-100MB:stream-from-disk metric=MB/s pgpipe=%.0f peer=missing peer_value=missing ratio=missing\n", $5
+    printf "bench: component=json workload=ndjson-100MB:stream-from-disk metric=peak_rss_MB pgpipe=%.1f peer=ceiling peer_value=32 ratio=%.2f\n", $4, 32 / $4
+    printf "(streamed %d records, %d bad lines, peak RSS %.1f MB)\n", $2, $3, $4 }'
