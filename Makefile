@@ -4,6 +4,7 @@
 #                         build/libpgpipe.a and the shell build/pgpipe
 #   make test [T=GROUP]   ASan+UBSan build, unit + database tests on a throwaway
 #                         cluster, amalgamation checks; ends with "N passed, N failed"
+#   make test-tsan        ThreadSanitizer build of the threaded tests (TSAN_GROUPS)
 #   make amalgamation     write pgpipe.c and pgpipe.h from src/ and sql/
 #   make check-amalgamation  fail when pgpipe.c/pgpipe.h differ from the sources
 #   make deps             check (and on Debian as root, install) what the build needs
@@ -31,7 +32,7 @@ SQL_FILES := $(shell find sql -type f -name '*.sql' 2>/dev/null | LC_ALL=C sort)
 TEST_FILES := $(sort $(wildcard test/test_*.c))
 B := build
 
-.PHONY: all amalgamation check-amalgamation test test-build deps install cross \
+.PHONY: all amalgamation check-amalgamation test test-build test-tsan deps install cross \
         bench demo clean lib shell
 
 all: pgpipe.c pgpipe.h $(B)/libpgpipe.a $(B)/pgpipe
@@ -85,6 +86,18 @@ test-build: $(B)/test/runner $(B)/test/pgpipe
 
 test: test-build
 	@sh test/run.sh $(T)
+
+# ThreadSanitizer build of the same tests, run on the threaded groups
+# (TSAN_GROUPS) against its own throwaway cluster.
+TSAN_GROUPS ?= pool
+$(B)/tsan/runner: $(B)/test/all_tests.c $(B)/gen/pgpipe.c test/pgtest.h test/runner.c $(TEST_FILES)
+	@mkdir -p $(B)/tsan
+	$(CC) $(STRICT) -Wno-unused-function -O1 -g -fsanitize=thread -fno-omit-frame-pointer \
+	  $(PG_CFLAGS) -I$(B)/gen -Itest $(B)/test/all_tests.c $(LIBS) -o $@
+
+test-tsan: $(B)/tsan/runner
+	@TSAN_OPTIONS="$${TSAN_OPTIONS:-halt_on_error=1 exitcode=66}" PGPIPE_TOP=$(CURDIR) \
+	  sh tool/pgtmp.sh run -- $(B)/tsan/runner $(TSAN_GROUPS)
 
 # ---- tools -------------------------------------------------------------------
 deps:

@@ -133,7 +133,8 @@ EOF
         # the watchdog outlives us; it stops the server once the owner is gone
         detach=; command -v setsid >/dev/null 2>&1 && detach=setsid
         # own session: killing the owner's process group does not take it along
-        $detach nohup sh -c "while kill -0 $owner 2>/dev/null && [ -f '$d/data/postmaster.pid' ]; do sleep 1; done
+        # (a missing pid file is looked at again 3 s later: `restart` removes it briefly)
+        $detach nohup sh -c "while kill -0 $owner 2>/dev/null && { [ -f '$d/data/postmaster.pid' ] || { sleep 3; [ -f '$d/data/postmaster.pid' ]; }; }; do sleep 1; done
                      sh '$self' stop '$d' >/dev/null 2>&1" >/dev/null 2>&1 </dev/null &
     fi
     cat "$d/conninfo"
