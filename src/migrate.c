@@ -1,0 +1,2057 @@
+/*
+** Migrations: a psql-compatible statement splitter, SHA-256 checksums, and a
+** runner for versioned (V<version>__<name>.sql) and repeatable (R__<name>.sql)
+** migrations with a history table, an advisory lock, drift detection, repair,
+** baseline, dry run and resumable no-transaction files; plus the one-call
+** installers of the built-in schema and the example pipeline (sql/).
+*/
+#include <dirent.h>
+
+/* ---- SHA-256 (FIPS 180-4) --------------------------------------------- */
+
+typedef struct mig_sha256 {
+    uint32_t h[8];
+    uint64_t total;
+    unsigned char block[64];
+    size_t fill;
+} mig_sha256;
+
+static const uint32_t mig_sha_k[64] = {
+    0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u,
+    0x923f82a4u, 0xab1c5ed5u, 0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u,
+    0x72be5d74u, 0x80deb1feu, 0x9bdc06a7u, 0xc19bf174u, 0xe49b69c1u, 0xefbe4786u,
+    0x0fc19dc6u, 0x240ca1ccu, 0x2de92c6fu, 0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau,
+    0x983e5152u, 0xa831c66du, 0xb00327c8u, 0xbf597fc7u, 0xc6e00bf3u, 0xd5a79147u,
+    0x06ca6351u, 0x14292967u, 0x27b70a85u, 0x2e1b2138u, 0x4d2c6dfcu, 0x53380d13u,
+    0x650a7354u, 0x766a0abbu, 0x81c2c92eu, 0x92722c85u, 0xa2bfe8a1u, 0xa81a664bu,
+    0xc24b8b70u, 0xc76c51a3u, 0xd192e819u, 0xd6990624u, 0xf40e3585u, 0x106aa070u,
+    0x19a4c116u, 0x1e376c08u, 0x2748774cu, 0x34b0bcb5u, 0x391c0cb3u, 0x4ed8aa4au,
+    0x5b9cca4fu, 0x682e6ff3u, 0x748f82eeu, 0x78a5636fu, 0x84c87814u, 0x8cc70208u,
+    0x90befffau, 0xa4506cebu, 0xbef9a3f7u, 0xc67178f2u,
+};
+
+#define MIG_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void mig_sha_init(mig_sha256 *s)
+{
+    static const uint32_t iv[8] = { 0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
+                                    0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u };
+    memcpy(s->h, iv, sizeof iv);
+    s->total = 0;
+    s->fill = 0;
+}
+
+static void mig_sha_block(mig_sha256 *s, const unsigned char *p)
+{
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = MIG_ROR(w[i - 15], 7) ^ MIG_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = MIG_ROR(w[i - 2], 17) ^ MIG_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
+    uint32_t e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (MIG_ROR(e, 6) ^ MIG_ROR(e, 11) ^ MIG_ROR(e, 25)) +
+                      ((e & f) ^ (~e & g)) + mig_sha_k[i] + w[i];
+        uint32_t t2 = (MIG_ROR(a, 2) ^ MIG_ROR(a, 13) ^ MIG_ROR(a, 22)) +
+                      ((a & b) ^ (a & c) ^ (b & c));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d;
+    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+}
+
+static void mig_sha_update(mig_sha256 *s, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    s->total += n;
+    while (n) {
+        if (s->fill == 0 && n >= 64) {
+            mig_sha_block(s, p);
+            p += 64;
+            n -= 64;
+            continue;
+        }
+        size_t k = 64 - s->fill < n ? 64 - s->fill : n;
+        memcpy(s->block + s->fill, p, k);
+        s->fill += k;
+        p += k;
+        n -= k;
+        if (s->fill == 64) {
+            mig_sha_block(s, s->block);
+            s->fill = 0;
+        }
+    }
+}
+
+static void mig_sha_hex(mig_sha256 *s, char out[65])
+{
+    uint64_t bits = s->total * 8;
+    unsigned char pad[72];
+    size_t padlen = (s->fill < 56 ? 56 : 120) - s->fill;
+    memset(pad, 0, sizeof pad);
+    pad[0] = 0x80;
+    for (int i = 0; i < 8; i++)
+        pad[padlen + (size_t)i] = (unsigned char)(bits >> (56 - 8 * i));
+    uint64_t keep = s->total;
+    mig_sha_update(s, pad, padlen + 8);
+    s->total = keep;
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        unsigned v = (s->h[i / 4] >> (24 - 8 * (i % 4))) & 0xffu;
+        out[2 * i] = hex[v >> 4];
+        out[2 * i + 1] = hex[v & 15];
+    }
+    out[64] = '\0';
+}
+
+void pgpipe_sha256_hex(const void *data, size_t len, char out[65])
+{
+    mig_sha256 s;
+    mig_sha_init(&s);
+    mig_sha_update(&s, data, len);
+    mig_sha_hex(&s, out);
+}
+
+/* Text of a migration as it is checksummed and run: no UTF-8 BOM, LF line
+** endings. Returns a new NUL-terminated string (length in *outlen). */
+static char *mig_normalize(const char *text, size_t len, size_t *outlen)
+{
+    if (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
+        (unsigned char)text[2] == 0xBF) {
+        text += 3;
+        len -= 3;
+    }
+    char *d = pp_malloc(len + 1);
+    if (!d)
+        return NULL;
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '\r') {
+            d[w++] = '\n';
+            if (i + 1 < len && text[i + 1] == '\n')
+                i++;
+        } else {
+            d[w++] = text[i];
+        }
+    }
+    d[w] = '\0';
+    *outlen = w;
+    return d;
+}
+
+int pgpipe_migrate_checksum(const char *text, size_t len, char out[65])
+{
+    if (!out || (!text && len))
+        return PGPIPE_MISUSE;
+    size_t n = 0;
+    char *t = mig_normalize(text ? text : "", len, &n);
+    if (!t)
+        return PGPIPE_NOMEM;
+    pgpipe_sha256_hex(t, n, out);
+    pp_free(t);
+    return PGPIPE_OK;
+}
+
+/* ---- Statement splitter ----------------------------------------------- */
+
+struct pgpipe_sql_split {
+    pp_handle hdr;
+    const char *buf;
+    size_t len, pos;
+    long long line;       /* line of buf[pos] */
+    size_t line_start;    /* offset of that line's first byte */
+    int index;
+    int incomplete;       /* the input ended inside a statement */
+    char source[256];
+};
+
+int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
+                          const char *source)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pgpipe_sql_split *s = pp_calloc(1, sizeof *s);
+    *out = s;
+    if (!s)
+        return PGPIPE_NOMEM;
+    pp_handle_init(&s->hdr);
+    s->buf = buf ? buf : "";
+    s->len = buf ? len : 0;
+    s->line = 1;
+    snprintf(s->source, sizeof s->source, "%s", source && *source ? source : "<buffer>");
+    return PGPIPE_OK;
+}
+
+int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s)
+{
+    return s ? s->incomplete : 0;
+}
+
+void pgpipe_sql_split_close(pgpipe_sql_split *s)
+{
+    pp_free(s);
+}
+
+static int mig_is_ident_start(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+}
+
+static int mig_is_ident_char(unsigned char c)
+{
+    return mig_is_ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+
+/* Moves one byte forward, keeping the line count. */
+static inline void mig_step(pgpipe_sql_split *s)
+{
+    if (s->buf[s->pos] == '\n') {
+        s->line++;
+        s->line_start = s->pos + 1;
+    }
+    s->pos++;
+}
+
+static int mig_split_err(pgpipe_sql_split *s, long long line, size_t at, size_t line_start,
+                         const char *what)
+{
+    if (strncmp(what, "unterminated", 12) == 0)
+        s->incomplete = 1;
+    return pp_err_at(&s->hdr.err, PGPIPE_PARSE, s->source, line,
+                     (long long)(at - line_start) + 1, (long long)at, "%s", what);
+}
+
+/* Skips a comment at pos ("--" or a nested block comment). Returns 1 when it
+** skipped one, 0 when there is none, -1 on an unterminated block comment. */
+static int mig_skip_comment(pgpipe_sql_split *s)
+{
+    const char *b = s->buf;
+    if (s->pos + 1 < s->len && b[s->pos] == '-' && b[s->pos + 1] == '-') {
+        while (s->pos < s->len && b[s->pos] != '\n')
+            s->pos++;
+        return 1;
+    }
+    if (s->pos + 1 < s->len && b[s->pos] == '/' && b[s->pos + 1] == '*') {
+        long long line = s->line;
+        size_t at = s->pos, ls = s->line_start;
+        int depth = 0;
+        while (s->pos < s->len) {
+            if (s->pos + 1 < s->len && b[s->pos] == '/' && b[s->pos + 1] == '*') {
+                depth++;
+                s->pos += 2;
+            } else if (s->pos + 1 < s->len && b[s->pos] == '*' && b[s->pos + 1] == '/') {
+                s->pos += 2;
+                if (--depth == 0)
+                    return 1;
+            } else {
+                mig_step(s);
+            }
+        }
+        mig_split_err(s, line, at, ls, "unterminated /* comment");
+        return -1;
+    }
+    return 0;
+}
+
+/* Skips a quoted token starting at pos (', E', " or $tag$). Returns 0 or
+** PGPIPE_PARSE. */
+static int mig_skip_quoted(pgpipe_sql_split *s, char q, int backslash)
+{
+    long long line = s->line;
+    size_t at = s->pos, ls = s->line_start;
+    const char *b = s->buf;
+    s->pos++;
+    while (s->pos < s->len) {
+        char c = b[s->pos];
+        if (backslash && c == '\\' && s->pos + 1 < s->len) {
+            s->pos++;
+            mig_step(s);
+            continue;
+        }
+        if (c == q) {
+            if (s->pos + 1 < s->len && b[s->pos + 1] == q) {
+                s->pos += 2;
+                continue;
+            }
+            s->pos++;
+            return PGPIPE_OK;
+        }
+        mig_step(s);
+    }
+    return mig_split_err(s, line, at, ls,
+                         q == '"' ? "unterminated quoted identifier" : "unterminated quoted string");
+}
+
+/* At a '$': length of a dollar-quote delimiter ($$ or $tag$) here, or 0. */
+static size_t mig_dollar_tag(const pgpipe_sql_split *s, size_t p)
+{
+    const char *b = s->buf;
+    size_t q = p + 1;
+    if (q < s->len && b[q] == '$')
+        return 2;
+    if (q >= s->len || !mig_is_ident_start((unsigned char)b[q]))
+        return 0;
+    while (q < s->len && mig_is_ident_char((unsigned char)b[q]) && b[q] != '$')
+        q++;
+    return q < s->len && b[q] == '$' ? q + 1 - p : 0;
+}
+
+static int mig_skip_dollar(pgpipe_sql_split *s, size_t taglen)
+{
+    long long line = s->line;
+    size_t at = s->pos, ls = s->line_start;
+    const char *tag = s->buf + s->pos;
+    s->pos += taglen;
+    while (s->pos < s->len) {
+        if (s->buf[s->pos] == '$' && s->len - s->pos >= taglen &&
+            memcmp(s->buf + s->pos, tag, taglen) == 0) {
+            s->pos += taglen;
+            return PGPIPE_OK;
+        }
+        mig_step(s);
+    }
+    return mig_split_err(s, line, at, ls, "unterminated dollar-quoted string");
+}
+
+static int mig_word_is(const char *w, size_t n, const char *kw)
+{
+    return strlen(kw) == n && strncasecmp(w, kw, n) == 0;
+}
+
+int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
+{
+    if (!s || !st)
+        return PGPIPE_MISUSE;
+    if (s->hdr.err.code == PGPIPE_PARSE)
+        return PGPIPE_PARSE;
+    const char *b = s->buf;
+    memset(st, 0, sizeof *st);
+
+    /* skip blanks, comments and empty statements */
+    for (;;) {
+        while (s->pos < s->len && (isspace((unsigned char)b[s->pos]) || b[s->pos] == ';'))
+            mig_step(s);
+        if (s->pos >= s->len)
+            return PGPIPE_DONE;
+        int c = mig_skip_comment(s);
+        if (c < 0)
+            return PGPIPE_PARSE;
+        if (c == 0)
+            break;
+    }
+
+    size_t start = s->pos, end = s->len;
+    st->offset = start;
+    st->line = s->line;
+    st->column = (long long)(start - s->line_start) + 1;
+
+    int paren = 0, begin_depth = 0, nwords = 0, copy_stmt = 0, copy_in = 0;
+    char kw[4] = { 0, 0, 0, 0 };
+    int prev_from = 0, semicolon = 0;
+    while (s->pos < s->len) {
+        unsigned char c = (unsigned char)b[s->pos];
+        if (c == ';' && paren == 0 && begin_depth == 0) {
+            end = s->pos;
+            s->pos++;
+            semicolon = 1;
+            break;
+        }
+        if ((c == '-' || c == '/') && s->pos + 1 < s->len) {
+            int k = mig_skip_comment(s);
+            if (k < 0)
+                return PGPIPE_PARSE;
+            if (k > 0)
+                continue;
+        }
+        if (c == '\'' || c == '"') {
+            if (mig_skip_quoted(s, (char)c, 0) != PGPIPE_OK)
+                return PGPIPE_PARSE;
+            prev_from = 0;
+            continue;
+        }
+        if (c == '$') {
+            size_t tl = mig_dollar_tag(s, s->pos);
+            if (tl) {
+                if (mig_skip_dollar(s, tl) != PGPIPE_OK)
+                    return PGPIPE_PARSE;
+                prev_from = 0;
+            } else {
+                s->pos++;
+            }
+            continue;
+        }
+        if (c == '\\') {
+            mig_split_err(s, s->line, s->pos, s->line_start,
+                          "psql backslash commands are not supported (only the \\. line "
+                          "that ends COPY ... FROM stdin data)");
+            return PGPIPE_PARSE;
+        }
+        if (c == '(') {
+            paren++;
+            s->pos++;
+            continue;
+        }
+        if (c == ')') {
+            if (paren > 0)
+                paren--;
+            s->pos++;
+            continue;
+        }
+        if (mig_is_ident_char(c)) {
+            size_t w0 = s->pos;
+            while (s->pos < s->len && mig_is_ident_char((unsigned char)b[s->pos]))
+                s->pos++;
+            const char *w = b + w0;
+            size_t wn = s->pos - w0;
+            if (wn == 1 && (w[0] == 'e' || w[0] == 'E') && s->pos < s->len && b[s->pos] == '\'') {
+                if (mig_skip_quoted(s, '\'', 1) != PGPIPE_OK)
+                    return PGPIPE_PARSE;
+                prev_from = 0;
+                continue;
+            }
+            if (!mig_is_ident_start(c)) /* a number */
+                continue;
+            /* CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END */
+            if (nwords < 4) {
+                char k = 0;
+                if (mig_word_is(w, wn, "create")) k = 'c';
+                else if (mig_word_is(w, wn, "or")) k = 'o';
+                else if (mig_word_is(w, wn, "replace")) k = 'r';
+                else if (mig_word_is(w, wn, "function")) k = 'f';
+                else if (mig_word_is(w, wn, "procedure")) k = 'p';
+                kw[nwords] = k;
+            }
+            if (nwords == 0 && mig_word_is(w, wn, "copy"))
+                copy_stmt = 1;
+            nwords++;
+            int routine = kw[0] == 'c' &&
+                          (kw[1] == 'f' || kw[1] == 'p' ||
+                           (kw[1] == 'o' && kw[2] == 'r' && (kw[3] == 'f' || kw[3] == 'p')));
+            if (routine && paren == 0) {
+                if (mig_word_is(w, wn, "begin"))
+                    begin_depth++;
+                else if (mig_word_is(w, wn, "case") && begin_depth > 0)
+                    begin_depth++;
+                else if (mig_word_is(w, wn, "end") && begin_depth > 0)
+                    begin_depth--;
+            }
+            if (copy_stmt && paren == 0 && prev_from && mig_word_is(w, wn, "stdin"))
+                copy_in = 1;
+            prev_from = copy_stmt && paren == 0 && mig_word_is(w, wn, "from");
+            continue;
+        }
+        mig_step(s);
+    }
+    while (end > start && isspace((unsigned char)b[end - 1]))
+        end--;
+    st->sql = b + start;
+    st->len = end - start;
+    st->index = s->index++;
+    st->terminated = semicolon;
+    if (!semicolon)
+        s->incomplete = 1;
+
+    if (copy_in && semicolon) {
+        /* the rest of the line must be blank (or a comment); data follows */
+        while (s->pos < s->len && b[s->pos] != '\n') {
+            if (b[s->pos] == '-' && s->pos + 1 < s->len && b[s->pos + 1] == '-') {
+                while (s->pos < s->len && b[s->pos] != '\n')
+                    s->pos++;
+                break;
+            }
+            if (!isspace((unsigned char)b[s->pos])) {
+                mig_split_err(s, s->line, s->pos, s->line_start,
+                              "text after COPY ... FROM stdin; on the same line (the data "
+                              "must start on the next line)");
+                return PGPIPE_PARSE;
+            }
+            s->pos++;
+        }
+        if (s->pos < s->len)
+            mig_step(s); /* the newline */
+        size_t d0 = s->pos;
+        st->copy_line = s->line;
+        st->copy_data = b + d0;
+        st->copy_len = s->len - d0;
+        st->terminated = 0;
+        while (s->pos < s->len) {
+            size_t ls = s->pos, le = ls;
+            while (le < s->len && b[le] != '\n')
+                le++;
+            size_t ce = le;
+            if (ce > ls && b[ce - 1] == '\r')
+                ce--;
+            if (ce - ls == 2 && b[ls] == '\\' && b[ls + 1] == '.') {
+                st->copy_len = ls - d0;
+                st->terminated = 1;
+                s->pos = le;
+                if (s->pos < s->len)
+                    mig_step(s);
+                break;
+            }
+            s->pos = le;
+            if (s->pos < s->len)
+                mig_step(s);
+        }
+        if (!st->terminated)
+            s->incomplete = 1;
+    }
+    return PGPIPE_ROW;
+}
+
+/* ---- Migration files -------------------------------------------------- */
+
+typedef struct mig_stmt {
+    char *sql;            /* NUL-terminated copy */
+    const char *copy_data;
+    size_t copy_len;
+    long long line, column;
+} mig_stmt;
+
+typedef struct mig_file {
+    char kind;            /* 'V' or 'R' */
+    char *version;        /* normalized digits ("" for R) */
+    char *name;
+    char *file;           /* file name */
+    char *text;           /* normalized content */
+    size_t len;
+    char checksum[65];
+    int transactional;
+    mig_stmt *stmts;      /* parsed on demand */
+    int nstmts;
+    int parsed;
+} mig_file;
+
+typedef struct mig_row {
+    char kind;
+    char *version, *name, *file, *checksum, *algo, *status, *progress_ck;
+    char *applied_at, *applied_by, *error, *sqlstate;
+    int transactional, done, total;
+    double exec_ms;
+    long long error_line;
+    int matched;
+} mig_row;
+
+typedef struct mig_entry {
+    pgpipe_migration_info info;
+    mig_file *f;          /* NULL when missing on disk */
+    mig_row *r;           /* NULL when not in the history */
+    int do_baseline;      /* record as baseline */
+    int do_repair;        /* record the new checksum */
+    int out_of_order;
+    int resume_at;        /* first statement to run */
+    char action[96];
+} mig_entry;
+
+struct pgpipe_migrator {
+    pp_handle hdr;
+    PGconn *conn;
+    char *dir, *embedded, *scope, *baseline;
+    char *tbl;            /* quoted "schema"."table" */
+    char *tbl_schema, *tbl_name;
+    int lock_timeout_ms;
+    long long lock_key;
+    unsigned flags;
+    mig_file *files;
+    int nfiles;
+    mig_row *rows;
+    int nrows;
+    mig_entry *entries;
+    int nentries;
+    int locked;
+};
+
+void pgpipe_migrate_options_init(pgpipe_migrate_options *o)
+{
+    if (o)
+        memset(o, 0, sizeof *o);
+}
+
+static void mig_file_free_stmts(mig_file *f)
+{
+    for (int i = 0; i < f->nstmts; i++)
+        pp_free(f->stmts[i].sql);
+    pp_free(f->stmts);
+    f->stmts = NULL;
+    f->nstmts = 0;
+    f->parsed = 0;
+}
+
+/* Entries point into the files and the history rows: freeing either drops
+** them. */
+static void mig_entries_free(pgpipe_migrator *m)
+{
+    pp_free(m->entries);
+    m->entries = NULL;
+    m->nentries = 0;
+}
+
+static void mig_files_free(pgpipe_migrator *m)
+{
+    mig_entries_free(m);
+    for (int i = 0; i < m->nfiles; i++) {
+        mig_file *f = &m->files[i];
+        mig_file_free_stmts(f);
+        pp_free(f->version);
+        pp_free(f->name);
+        pp_free(f->file);
+        pp_free(f->text);
+    }
+    pp_free(m->files);
+    m->files = NULL;
+    m->nfiles = 0;
+}
+
+static void mig_rows_free(pgpipe_migrator *m)
+{
+    mig_entries_free(m);
+    for (int i = 0; i < m->nrows; i++) {
+        mig_row *r = &m->rows[i];
+        pp_free(r->version); pp_free(r->name); pp_free(r->file); pp_free(r->checksum);
+        pp_free(r->algo); pp_free(r->status); pp_free(r->progress_ck);
+        pp_free(r->applied_at); pp_free(r->applied_by); pp_free(r->error); pp_free(r->sqlstate);
+    }
+    pp_free(m->rows);
+    m->rows = NULL;
+    m->nrows = 0;
+}
+
+/* Numeric comparison of two digit strings without leading zeros. */
+static int mig_vcmp(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la != lb)
+        return la < lb ? -1 : 1;
+    return strcmp(a, b);
+}
+
+static char *mig_vnorm(const char *d, size_t n)
+{
+    while (n > 1 && *d == '0') {
+        d++;
+        n--;
+    }
+    return pp_strndup(d, n);
+}
+
+/* Parses a file name. Returns 1 for a migration, 0 for a file to ignore,
+** -1 for a *.sql name that breaks the scheme (message in why). */
+static int mig_parse_name(const char *fn, char *kind, char **version, char **name,
+                          const char **why)
+{
+    size_t n = strlen(fn);
+    *why = NULL;
+    if (fn[0] == '.' || n < 4 || strcmp(fn + n - 4, ".sql") != 0)
+        return 0;
+    const char *p = fn;
+    if (*p == 'V') {
+        p++;
+        const char *d = p;
+        while (*p >= '0' && *p <= '9')
+            p++;
+        if (p == d) {
+            *why = "V must be followed by digits";
+            return -1;
+        }
+        if (p[0] != '_' || p[1] != '_') {
+            *why = "the version must be followed by two underscores";
+            return -1;
+        }
+        if ((size_t)(p + 2 - fn) >= n - 4) {
+            *why = "the name after __ is empty";
+            return -1;
+        }
+        *kind = 'V';
+        *version = mig_vnorm(d, (size_t)(p - d));
+        *name = pp_strndup(p + 2, n - 4 - (size_t)(p + 2 - fn));
+        return *version && *name ? 1 : -2;
+    }
+    if (p[0] == 'R' && p[1] == '_' && p[2] == '_') {
+        if (n - 4 <= 3) {
+            *why = "the name after R__ is empty";
+            return -1;
+        }
+        *kind = 'R';
+        *version = pp_strdup("");
+        *name = pp_strndup(fn + 3, n - 7);
+        return *version && *name ? 1 : -2;
+    }
+    *why = "expected V<version>__<name>.sql or R__<name>.sql";
+    return -1;
+}
+
+/* Markers are whole-line comments "-- pgpipe:<directive>". Known:
+** no-transaction. Returns 1 when the file has it, 0 when not, -1 for an
+** unknown directive (its line in *bad_line). */
+static int mig_scan_markers(const char *t, long long *bad_line)
+{
+    const char *p = t;
+    long long line = 1;
+    int notx = 0;
+    while (*p) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        const char *a = p, *z = p + n;
+        while (a < z && (*a == ' ' || *a == '\t'))
+            a++;
+        while (z > a && (z[-1] == ' ' || z[-1] == '\t'))
+            z--;
+        if (a + 2 <= z && a[0] == '-' && a[1] == '-') {
+            a += 2;
+            while (a < z && (*a == ' ' || *a == '\t'))
+                a++;
+            static const char pre[] = "pgpipe:";
+            if ((size_t)(z - a) >= sizeof pre - 1 && strncasecmp(a, pre, sizeof pre - 1) == 0) {
+                a += sizeof pre - 1;
+                static const char mk[] = "no-transaction";
+                if ((size_t)(z - a) == sizeof mk - 1 && strncasecmp(a, mk, sizeof mk - 1) == 0) {
+                    notx = 1;
+                } else {
+                    *bad_line = line;
+                    return -1;
+                }
+            }
+        }
+        if (!e)
+            break;
+        p = e + 1;
+        line++;
+    }
+    return notx;
+}
+
+static int mig_file_cmp(const void *pa, const void *pb)
+{
+    const mig_file *a = pa, *b = pb;
+    if (a->kind != b->kind)
+        return a->kind == 'V' ? -1 : 1;
+    if (a->kind == 'V') {
+        int c = mig_vcmp(a->version, b->version);
+        if (c)
+            return c;
+    }
+    return strcmp(a->file, b->file);
+}
+
+static int mig_add_file(pgpipe_migrator *m, const char *fn, const char *text, size_t len)
+{
+    char kind = 0, *version = NULL, *name = NULL;
+    const char *why = NULL;
+    int k = mig_parse_name(fn, &kind, &version, &name, &why);
+    if (k == 0)
+        return PGPIPE_OK;
+    if (k < 0) {
+        pp_free(version);
+        pp_free(name);
+        if (k == -2)
+            return pp_err_nomem(&m->hdr.err);
+        return pp_err_at(&m->hdr.err, PGPIPE_PARSE, fn, 0, 0, 0,
+                         "not a migration file name: %s", why);
+    }
+    mig_file *nf = pp_realloc(m->files, sizeof *nf * (size_t)(m->nfiles + 1));
+    if (!nf) {
+        pp_free(version);
+        pp_free(name);
+        return pp_err_nomem(&m->hdr.err);
+    }
+    m->files = nf;
+    mig_file *f = &m->files[m->nfiles];
+    memset(f, 0, sizeof *f);
+    f->kind = kind;
+    f->version = version;
+    f->name = name;
+    m->nfiles++;
+    f->file = pp_strdup(fn);
+    f->text = mig_normalize(text, len, &f->len);
+    if (!f->file || !f->text)
+        return pp_err_nomem(&m->hdr.err);
+    pgpipe_sha256_hex(f->text, f->len, f->checksum);
+    long long bad = 0;
+    int mk = mig_scan_markers(f->text, &bad);
+    if (mk < 0)
+        return pp_err_at(&m->hdr.err, PGPIPE_PARSE, fn, bad, 1, 0,
+                         "unknown marker; the only marker is a line -- pgpipe:no-transaction");
+    f->transactional = !mk;
+    return PGPIPE_OK;
+}
+
+static int mig_read_whole(pgpipe_migrator *m, const char *path, const char *fn, char **out,
+                          size_t *outlen)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return pp_err_at(&m->hdr.err, PGPIPE_IO, fn, 0, 0, 0, "cannot open %s: %s", path,
+                         strerror(errno));
+    pp_buf b = { NULL, 0, 0 };
+    for (;;) {
+        if (pp_buf_reserve(&b, 65536) != PGPIPE_OK) {
+            close(fd);
+            pp_buf_free(&b);
+            return pp_err_nomem(&m->hdr.err);
+        }
+        ssize_t r = read(fd, b.data + b.len, b.cap - b.len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            pp_buf_free(&b);
+            return pp_err_at(&m->hdr.err, PGPIPE_IO, fn, 0, 0, 0, "cannot read %s: %s", path,
+                             strerror(e));
+        }
+        if (r == 0)
+            break;
+        b.len += (size_t)r;
+    }
+    close(fd);
+    if (pp_buf_putc(&b, '\0') != PGPIPE_OK) {
+        pp_buf_free(&b);
+        return pp_err_nomem(&m->hdr.err);
+    }
+    *out = b.data;
+    *outlen = b.len - 1;
+    return PGPIPE_OK;
+}
+
+
+static int mig_load_files(pgpipe_migrator *m)
+{
+    mig_files_free(m);
+    int rc = PGPIPE_OK;
+    if (m->dir) {
+        DIR *d = opendir(m->dir);
+        if (!d)
+            return pp_err_at(&m->hdr.err, PGPIPE_IO, m->dir, 0, 0, 0,
+                             "cannot open the migration directory %s: %s", m->dir,
+                             strerror(errno));
+        struct dirent *de;
+        pp_buf path = { NULL, 0, 0 };
+        while (rc == PGPIPE_OK && (de = readdir(d)) != NULL) {
+            const char *fn = de->d_name;
+            size_t n = strlen(fn);
+            if (fn[0] == '.' || n < 4 || strcmp(fn + n - 4, ".sql") != 0)
+                continue;
+            path.len = 0;
+            if (pp_buf_appendf(&path, "%s/%s", m->dir, fn) != PGPIPE_OK) {
+                rc = pp_err_nomem(&m->hdr.err);
+                break;
+            }
+            struct stat sb;
+            if (stat(path.data, &sb) != 0 || !S_ISREG(sb.st_mode))
+                continue;
+            char *text = NULL;
+            size_t len = 0;
+            rc = mig_read_whole(m, path.data, fn, &text, &len);
+            if (rc == PGPIPE_OK)
+                rc = mig_add_file(m, fn, text, len);
+            pp_free(text);
+        }
+        pp_buf_free(&path);
+        closedir(d);
+    } else {
+        size_t pl = strlen(m->embedded);
+        for (int i = 0; rc == PGPIPE_OK && i < pgpipe_sql_file_count(); i++) {
+            const char *p = pgpipe_sql_file_path(i);
+            if (strncmp(p, m->embedded, pl) != 0 || p[pl] != '/' || strchr(p + pl + 1, '/'))
+                continue;
+            const char *text = pgpipe_sql_file(p);
+            if (!text)
+                return pp_err_nomem(&m->hdr.err);
+            rc = mig_add_file(m, p + pl + 1, text, strlen(text));
+        }
+    }
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (m->nfiles > 1)
+        qsort(m->files, (size_t)m->nfiles, sizeof *m->files, mig_file_cmp);
+    for (int i = 1; i < m->nfiles; i++) {
+        mig_file *a = &m->files[i - 1], *b = &m->files[i];
+        if (a->kind == 'V' && b->kind == 'V' && strcmp(a->version, b->version) == 0)
+            return pp_err_at(&m->hdr.err, PGPIPE_ERROR, b->file, 0, 0, 0,
+                             "%s and %s have the same version %s", a->file, b->file,
+                             a->version);
+    }
+    return PGPIPE_OK;
+}
+
+/* Splits a file into statements (once). */
+static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
+{
+    if (f->parsed)
+        return PGPIPE_OK;
+    pgpipe_sql_split *sp = NULL;
+    int rc = pgpipe_sql_split_open(&sp, f->text, f->len, f->file);
+    if (rc != PGPIPE_OK) {
+        pgpipe_sql_split_close(sp);
+        return pp_err_nomem(&m->hdr.err);
+    }
+    pgpipe_sql_stmt st;
+    int cap = 0;
+    while ((rc = pgpipe_sql_split_next(sp, &st)) == PGPIPE_ROW) {
+        if (f->nstmts == cap) {
+            int nc = cap ? cap * 2 : 16;
+            mig_stmt *ns = pp_realloc(f->stmts, sizeof *ns * (size_t)nc);
+            if (!ns) {
+                rc = pp_err_nomem(&m->hdr.err);
+                break;
+            }
+            f->stmts = ns;
+            cap = nc;
+        }
+        mig_stmt *ms = &f->stmts[f->nstmts];
+        ms->sql = pp_strndup(st.sql, st.len);
+        if (!ms->sql) {
+            rc = pp_err_nomem(&m->hdr.err);
+            break;
+        }
+        ms->copy_data = st.copy_data;
+        ms->copy_len = st.copy_len;
+        ms->line = st.line;
+        ms->column = st.column;
+        f->nstmts++;
+    }
+    if (rc == PGPIPE_PARSE)
+        m->hdr.err = sp->hdr.err;
+    pgpipe_sql_split_close(sp);
+    if (rc != PGPIPE_DONE) {
+        mig_file_free_stmts(f);
+        return rc;
+    }
+    f->parsed = 1;
+    /* a transaction control statement would break the file's transaction */
+    if (f->transactional) {
+        for (int i = 0; i < f->nstmts; i++) {
+            const char *s = f->stmts[i].sql;
+            size_t n = 0;
+            while (mig_is_ident_char((unsigned char)s[n]))
+                n++;
+            static const char *const tc[] = { "begin", "start", "commit", "end", "rollback",
+                                              "abort", "savepoint", "release", "prepare" };
+            for (size_t k = 0; k < sizeof tc / sizeof tc[0]; k++) {
+                if (!mig_word_is(s, n, tc[k]))
+                    continue;
+                if (k == 4 && strncasecmp(s + n, " to", 3) == 0)
+                    break; /* ROLLBACK TO SAVEPOINT is harmless */
+                if (k >= 6)
+                    break; /* SAVEPOINT, RELEASE, PREPARE (statement) are fine */
+                rc = pp_err_at(&m->hdr.err, PGPIPE_PARSE, f->file, f->stmts[i].line,
+                               f->stmts[i].column, 0,
+                               "transaction control statement (%.*s) in a migration "
+                               "that runs in a transaction; remove it, or mark the file with "
+                               "a line -- pgpipe:no-transaction", (int)n, s);
+                mig_file_free_stmts(f);
+                return rc;
+            }
+        }
+    }
+    return PGPIPE_OK;
+}
+
+/* Hash of the first n statements, to check that a resumed file still starts
+** with what already ran. */
+static void mig_progress_checksum(const mig_file *f, int n, char out[65])
+{
+    mig_sha256 s;
+    mig_sha_init(&s);
+    for (int i = 0; i < n && i < f->nstmts; i++) {
+        mig_sha_update(&s, f->stmts[i].sql, strlen(f->stmts[i].sql) + 1);
+        if (f->stmts[i].copy_data)
+            mig_sha_update(&s, f->stmts[i].copy_data, f->stmts[i].copy_len);
+        mig_sha_update(&s, "", 1);
+    }
+    mig_sha_hex(&s, out);
+}
+
+/* ---- The history table ------------------------------------------------ */
+
+static PGresult *mig_exec(pgpipe_migrator *m, const char *sql, int n, const char *const *params,
+                          const char *what)
+{
+    PGresult *r = n ? PQexecParams(m->conn, sql, n, NULL, params, NULL, NULL, 0)
+                    : PQexec(m->conn, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return r;
+    pp_err_pq(&m->hdr.err, m->conn, r, what);
+    PQclear(r);
+    return NULL;
+}
+
+static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *const *params,
+                       const char *what)
+{
+    PGresult *r = mig_exec(m, sql, n, params, what);
+    if (!r)
+        return PGPIPE_DB;
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
+static int mig_table_exists(pgpipe_migrator *m, int *exists)
+{
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q, "SELECT to_regclass('%s') IS NOT NULL", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    /* m->tbl is quoted with PQescapeIdentifier; inside '' only ' needs care,
+       and identifiers with a ' are rejected at open */
+    PGresult *r = mig_exec(m, q.data, 0, NULL, "cannot look up the migration history table");
+    pp_buf_free(&q);
+    if (!r)
+        return PGPIPE_DB;
+    *exists = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
+static int mig_create_table(pgpipe_migrator *m)
+{
+    int exists = 0;
+    int rc = mig_table_exists(m, &exists);
+    if (rc != PGPIPE_OK || exists)
+        return rc;
+    char *sch = PQescapeIdentifier(m->conn, m->tbl_schema, strlen(m->tbl_schema));
+    pp_buf n1 = { NULL, 0, 0 }, n2 = { NULL, 0, 0 }, q = { NULL, 0, 0 };
+    char *i1 = NULL, *i2 = NULL;
+    rc = PGPIPE_NOMEM;
+    if (sch && pp_buf_appendf(&n1, "%s_version_key", m->tbl_name) == PGPIPE_OK &&
+        pp_buf_appendf(&n2, "%s_repeatable_key", m->tbl_name) == PGPIPE_OK &&
+        (i1 = PQescapeIdentifier(m->conn, n1.data, n1.len)) != NULL &&
+        (i2 = PQescapeIdentifier(m->conn, n2.data, n2.len)) != NULL &&
+        pp_buf_appendf(&q,
+            "CREATE SCHEMA IF NOT EXISTS %s;\n"
+            "CREATE TABLE IF NOT EXISTS %s (\n"
+            "    id                 BIGSERIAL PRIMARY KEY,\n"
+            "    scope              TEXT NOT NULL DEFAULT 'default',\n"
+            "    kind               CHAR(1) NOT NULL CHECK (kind IN ('V', 'R')),\n"
+            "    version            NUMERIC CHECK (version >= 0 AND scale(version) = 0),\n"
+            "    name               TEXT NOT NULL,\n"
+            "    file               TEXT NOT NULL,\n"
+            "    checksum           TEXT NOT NULL,\n"
+            "    checksum_algorithm TEXT NOT NULL DEFAULT 'sha256',\n"
+            "    status             TEXT NOT NULL\n"
+            "                       CHECK (status IN ('applied', 'baseline', 'failed', 'partial')),\n"
+            "    transactional      BOOLEAN NOT NULL DEFAULT true,\n"
+            "    statements_done    INTEGER NOT NULL DEFAULT 0,\n"
+            "    statements_total   INTEGER NOT NULL DEFAULT 0,\n"
+            "    progress_checksum  TEXT,\n"
+            "    applied_at         TIMESTAMPTZ NOT NULL DEFAULT now(),\n"
+            "    execution_ms       DOUBLE PRECISION NOT NULL DEFAULT 0,\n"
+            "    applied_by         TEXT NOT NULL DEFAULT current_user,\n"
+            "    client_host        TEXT,\n"
+            "    client_app         TEXT DEFAULT current_setting('application_name'),\n"
+            "    error_line         INTEGER,\n"
+            "    error_message      TEXT,\n"
+            "    error_sqlstate     TEXT,\n"
+            "    CHECK ((kind = 'V') = (version IS NOT NULL))\n"
+            ");\n"
+            "CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (scope, version) WHERE kind = 'V';\n"
+            "CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (scope, name) WHERE kind = 'R';\n"
+            "COMMENT ON TABLE %s IS 'pgpipe migration history: one row per versioned "
+            "migration and per repeatable migration of each scope'",
+            sch, m->tbl, i1, m->tbl, i2, m->tbl, m->tbl) == PGPIPE_OK)
+        rc = mig_exec_ok(m, q.data, 0, NULL, "cannot create the migration history table");
+    else
+        pp_err_nomem(&m->hdr.err);
+    PQfreemem(sch);
+    PQfreemem(i1);
+    PQfreemem(i2);
+    pp_buf_free(&n1);
+    pp_buf_free(&n2);
+    pp_buf_free(&q);
+    return rc;
+}
+
+static char *mig_dupval(PGresult *r, int i, int j)
+{
+    return PQgetisnull(r, i, j) ? NULL : pp_strdup(PQgetvalue(r, i, j));
+}
+
+static int mig_load_history(pgpipe_migrator *m)
+{
+    mig_rows_free(m);
+    int exists = 0;
+    int rc = mig_table_exists(m, &exists);
+    if (rc != PGPIPE_OK || !exists)
+        return rc;
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "SELECT kind, COALESCE(version::text, ''), name, file, checksum, "
+            "checksum_algorithm, status, transactional, statements_done, statements_total, "
+            "progress_checksum, to_char(applied_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD HH24:MI:SS'), applied_by || COALESCE('@' || client_host, ''), "
+            "execution_ms, COALESCE(error_line, 0), error_message, error_sqlstate "
+            "FROM %s WHERE scope = $1 ORDER BY kind DESC, version, name", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    const char *p[1] = { m->scope };
+    PGresult *r = mig_exec(m, q.data, 1, p, "cannot read the migration history");
+    pp_buf_free(&q);
+    if (!r)
+        return PGPIPE_DB;
+    int n = PQntuples(r);
+    m->rows = pp_calloc((size_t)(n ? n : 1), sizeof *m->rows);
+    if (!m->rows) {
+        PQclear(r);
+        return pp_err_nomem(&m->hdr.err);
+    }
+    m->nrows = n;
+    for (int i = 0; i < n; i++) {
+        mig_row *w = &m->rows[i];
+        w->kind = PQgetvalue(r, i, 0)[0];
+        w->version = mig_dupval(r, i, 1);
+        w->name = mig_dupval(r, i, 2);
+        w->file = mig_dupval(r, i, 3);
+        w->checksum = mig_dupval(r, i, 4);
+        w->algo = mig_dupval(r, i, 5);
+        w->status = mig_dupval(r, i, 6);
+        w->transactional = PQgetvalue(r, i, 7)[0] == 't';
+        w->done = atoi(PQgetvalue(r, i, 8));
+        w->total = atoi(PQgetvalue(r, i, 9));
+        w->progress_ck = mig_dupval(r, i, 10);
+        w->applied_at = mig_dupval(r, i, 11);
+        w->applied_by = mig_dupval(r, i, 12);
+        w->exec_ms = strtod(PQgetvalue(r, i, 13), NULL);
+        w->error_line = atoll(PQgetvalue(r, i, 14));
+        w->error = mig_dupval(r, i, 15);
+        w->sqlstate = mig_dupval(r, i, 16);
+        if (!w->version || !w->name || !w->file || !w->checksum || !w->algo || !w->status) {
+            PQclear(r);
+            return pp_err_nomem(&m->hdr.err);
+        }
+    }
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
+/* Writes the history row of a migration (insert or replace). */
+static int mig_record(pgpipe_migrator *m, const mig_file *f, const char *status, int done,
+                      const char *progress_ck, double ms, long long err_line, const char *err,
+                      const char *sqlstate)
+{
+    char sdone[16], stotal[16], sms[32], sline[24], host[256] = "";
+    snprintf(sdone, sizeof sdone, "%d", done);
+    snprintf(stotal, sizeof stotal, "%d", f->nstmts);
+    snprintf(sms, sizeof sms, "%.3f", ms);
+    snprintf(sline, sizeof sline, "%lld", err_line);
+    if (gethostname(host, sizeof host - 1) != 0)
+        host[0] = '\0';
+    host[sizeof host - 1] = '\0';
+    const char *p[14] = {
+        m->scope, f->kind == 'V' ? "V" : "R", f->kind == 'V' ? f->version : NULL, f->name,
+        f->file, f->checksum, status, f->transactional ? "t" : "f", sdone, stotal,
+        progress_ck, sms, err_line > 0 ? sline : NULL, host[0] ? host : NULL,
+    };
+    const char *p2[16];
+    memcpy(p2, p, sizeof p);
+    p2[14] = err;
+    p2[15] = sqlstate && *sqlstate ? sqlstate : NULL;
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "INSERT INTO %s AS h (scope, kind, version, name, file, checksum, "
+            "checksum_algorithm, status, transactional, statements_done, statements_total, "
+            "progress_checksum, execution_ms, error_line, client_host, error_message, "
+            "error_sqlstate) VALUES ($1, $2, $3::numeric, $4, $5, $6, 'sha256', $7, $8, "
+            "$9::int, $10::int, $11, $12::float8, $13::int, $14, $15, $16) "
+            "ON CONFLICT %s DO UPDATE SET name = EXCLUDED.name, file = EXCLUDED.file, "
+            "checksum = EXCLUDED.checksum, checksum_algorithm = EXCLUDED.checksum_algorithm, "
+            "status = EXCLUDED.status, transactional = EXCLUDED.transactional, "
+            "statements_done = EXCLUDED.statements_done, "
+            "statements_total = EXCLUDED.statements_total, "
+            "progress_checksum = EXCLUDED.progress_checksum, applied_at = now(), "
+            "execution_ms = EXCLUDED.execution_ms, applied_by = current_user, "
+            "client_host = EXCLUDED.client_host, "
+            "client_app = current_setting('application_name'), "
+            "error_line = EXCLUDED.error_line, error_message = EXCLUDED.error_message, "
+            "error_sqlstate = EXCLUDED.error_sqlstate",
+            m->tbl, f->kind == 'V' ? "(scope, version) WHERE kind = 'V'"
+                                   : "(scope, name) WHERE kind = 'R'") != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 16, p2, "cannot record the migration in the history");
+    pp_buf_free(&q);
+    return rc;
+}
+
+static int mig_record_progress(pgpipe_migrator *m, const mig_file *f, int done)
+{
+    char ck[65], sdone[16];
+    mig_progress_checksum(f, done, ck);
+    snprintf(sdone, sizeof sdone, "%d", done);
+    const char *p[5] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sdone, ck };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "UPDATE %s SET statements_done = $4::int, progress_checksum = $5 "
+            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
+            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 5, p, "cannot record the progress of the migration");
+    pp_buf_free(&q);
+    return rc;
+}
+
+/* ---- The advisory lock ------------------------------------------------ */
+
+static int mig_lock(pgpipe_migrator *m)
+{
+    char key[32];
+    snprintf(key, sizeof key, "%lld", m->lock_key);
+    const char *p[1] = { key };
+    int64_t t0 = pgpipe_now_us();
+    int timeout = m->lock_timeout_ms;
+    int delay = 20;
+    for (;;) {
+        PGresult *r = mig_exec(m, "SELECT pg_try_advisory_lock($1::bigint)", 1, p,
+                               "cannot take the migration lock");
+        if (!r)
+            return PGPIPE_DB;
+        int got = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (got) {
+            m->locked = 1;
+            return PGPIPE_OK;
+        }
+        int64_t waited = (pgpipe_now_us() - t0) / 1000;
+        if (timeout < 0 || waited >= timeout)
+            break;
+        int d = delay;
+        if (waited + d > timeout)
+            d = (int)(timeout - waited);
+        pgpipe_sleep_ms(d);
+        if (delay < 250)
+            delay *= 2;
+    }
+    /* name the holder */
+    char holder[64] = "another session";
+    PGresult *r = PQexecParams(m->conn,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND classid = (($1::bigint >> 32) & 4294967295)::oid "
+        "AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1 LIMIT 1",
+        1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        snprintf(holder, sizeof holder, "backend pid %s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return pp_err(&m->hdr.err, PGPIPE_BUSY,
+                  "another migration runner holds the migration lock "
+                  "(pg_advisory_lock(%lld), %s); gave up after %d ms",
+                  m->lock_key, holder, timeout < 0 ? 0 : timeout);
+}
+
+static void mig_unlock(pgpipe_migrator *m)
+{
+    if (!m->locked)
+        return;
+    char key[32];
+    snprintf(key, sizeof key, "%lld", m->lock_key);
+    const char *p[1] = { key };
+    PGresult *r = PQexecParams(m->conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, p,
+                               NULL, NULL, 0);
+    PQclear(r);
+    m->locked = 0;
+}
+
+/* ---- Status ----------------------------------------------------------- */
+
+static mig_row *mig_find_row(pgpipe_migrator *m, const mig_file *f)
+{
+    for (int i = 0; i < m->nrows; i++) {
+        mig_row *r = &m->rows[i];
+        if (r->kind != f->kind)
+            continue;
+        if (f->kind == 'V' ? strcmp(r->version, f->version) == 0 : strcmp(r->name, f->name) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static mig_entry *mig_new_entry(pgpipe_migrator *m, int *cap)
+{
+    if (m->nentries == *cap) {
+        int nc = *cap ? *cap * 2 : 16;
+        mig_entry *ne = pp_realloc(m->entries, sizeof *ne * (size_t)nc);
+        if (!ne)
+            return NULL;
+        m->entries = ne;
+        *cap = nc;
+    }
+    mig_entry *e = &m->entries[m->nentries++];
+    memset(e, 0, sizeof *e);
+    return e;
+}
+
+static void mig_fill_info(mig_entry *e)
+{
+    pgpipe_migration_info *in = &e->info;
+    const mig_file *f = e->f;
+    const mig_row *r = e->r;
+    in->kind = f ? f->kind : r->kind;
+    in->version = f ? f->version : r->version;
+    in->name = f ? f->name : r->name;
+    in->file = f ? f->file : NULL;
+    in->checksum = f ? f->checksum : NULL;
+    in->transactional = f ? f->transactional : r->transactional;
+    in->statements_total = f && f->parsed ? f->nstmts : r ? r->total : 0;
+    if (r) {
+        in->recorded_checksum = r->checksum;
+        in->applied_at = r->applied_at;
+        in->applied_by = r->applied_by;
+        in->execution_ms = r->exec_ms;
+        in->statements_done = r->done;
+        in->error_line = r->error_line;
+        in->error = r->error;
+        in->sqlstate = r->sqlstate;
+    }
+    in->action = e->action;
+}
+
+static int mig_entry_cmp(const void *pa, const void *pb)
+{
+    const mig_entry *a = pa, *b = pb;
+    if (a->info.kind != b->info.kind)
+        return a->info.kind == 'V' ? -1 : 1;
+    if (a->info.kind == 'V')
+        return mig_vcmp(a->info.version, b->info.version);
+    return strcmp(a->info.name, b->info.name);
+}
+
+/* Builds the entries from the files and the history, deciding what a run
+** would do with each. */
+static int mig_build_entries(pgpipe_migrator *m)
+{
+    mig_entries_free(m);
+    int cap = 0;
+    const char *max_applied = NULL, *max_baseline = NULL;
+    for (int i = 0; i < m->nrows; i++) {
+        mig_row *r = &m->rows[i];
+        r->matched = 0;
+        if (r->kind != 'V')
+            continue;
+        if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0)
+            if (!max_applied || mig_vcmp(r->version, max_applied) > 0)
+                max_applied = r->version;
+        if (strcmp(r->status, "baseline") == 0)
+            if (!max_baseline || mig_vcmp(r->version, max_baseline) > 0)
+                max_baseline = r->version;
+    }
+    int repair = (m->flags & PGPIPE_MIGRATE_REPAIR) != 0;
+    for (int i = 0; i < m->nfiles; i++) {
+        mig_file *f = &m->files[i];
+        mig_entry *e = mig_new_entry(m, &cap);
+        if (!e)
+            return pp_err_nomem(&m->hdr.err);
+        e->f = f;
+        mig_row *r = e->r = mig_find_row(m, f);
+        if (r)
+            r->matched = 1;
+        pgpipe_migration_info *in = &e->info;
+        if (!r) {
+            in->state = PGPIPE_MIGRATION_PENDING;
+            if (f->kind == 'V' && m->baseline && mig_vcmp(f->version, m->baseline) <= 0) {
+                e->do_baseline = 1;
+                snprintf(e->action, sizeof e->action, "record as baseline");
+            } else if (f->kind == 'V' && max_baseline && mig_vcmp(f->version, max_baseline) <= 0) {
+                in->state = PGPIPE_MIGRATION_IGNORED;
+                snprintf(e->action, sizeof e->action, "below the baseline %s: skipped",
+                         max_baseline);
+            } else if (f->kind == 'V' && max_applied && mig_vcmp(f->version, max_applied) < 0) {
+                e->out_of_order = 1;
+                if (m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER) {
+                    in->will_run = 1;
+                    snprintf(e->action, sizeof e->action, "apply (out of order)");
+                } else {
+                    snprintf(e->action, sizeof e->action,
+                             "error: out of order (version %s is applied)", max_applied);
+                }
+            } else {
+                in->will_run = 1;
+                snprintf(e->action, sizeof e->action, "apply");
+            }
+        } else if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
+            int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
+            int base = strcmp(r->status, "baseline") == 0;
+            if (same) {
+                in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
+            } else if (f->kind == 'R') {
+                in->state = PGPIPE_MIGRATION_OUTDATED;
+                in->will_run = 1;
+                snprintf(e->action, sizeof e->action, "re-apply (file changed)");
+            } else {
+                in->state = PGPIPE_MIGRATION_CHANGED;
+                e->do_repair = repair;
+                snprintf(e->action, sizeof e->action, "%s",
+                         repair ? "repair: record the new checksum"
+                                : "error: file changed since it was applied");
+            }
+        } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
+            in->state = PGPIPE_MIGRATION_PARTIAL;
+            in->will_run = 1;
+            e->resume_at = r->done;
+            snprintf(e->action, sizeof e->action, "resume at statement %d", r->done + 1);
+        } else {
+            in->state = PGPIPE_MIGRATION_FAILED;
+            in->will_run = 1;
+            snprintf(e->action, sizeof e->action, "re-apply (last attempt failed)");
+        }
+        if (in->will_run || in->state == PGPIPE_MIGRATION_FAILED) {
+            /* statement counts for the report; a run reports parse errors */
+            pgpipe_error keep = m->hdr.err;
+            if (mig_parse_file(m, f) == PGPIPE_NOMEM)
+                return PGPIPE_NOMEM;
+            m->hdr.err = keep;
+        }
+    }
+    for (int i = 0; i < m->nrows; i++) {
+        mig_row *r = &m->rows[i];
+        if (r->matched)
+            continue;
+        mig_entry *e = mig_new_entry(m, &cap);
+        if (!e)
+            return pp_err_nomem(&m->hdr.err);
+        e->r = r;
+        if (strcmp(r->status, "baseline") == 0 && r->file[0] == '\0') {
+            e->info.state = PGPIPE_MIGRATION_BASELINE;
+        } else {
+            e->info.state = PGPIPE_MIGRATION_MISSING;
+            snprintf(e->action, sizeof e->action, "%s",
+                     (m->flags & PGPIPE_MIGRATE_DENY_MISSING) ? "error: file missing on disk"
+                                                              : "none (file missing on disk)");
+        }
+    }
+    /* a baseline version without a file of its own gets a marker row */
+    if (m->baseline) {
+        int have = 0;
+        for (int i = 0; i < m->nfiles; i++)
+            if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->baseline) == 0)
+                have = 1;
+        for (int i = 0; i < m->nrows; i++)
+            if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->baseline) == 0)
+                have = 1;
+        if (!have) {
+            mig_entry *e = mig_new_entry(m, &cap);
+            if (!e)
+                return pp_err_nomem(&m->hdr.err);
+            e->do_baseline = 1;
+            e->info.state = PGPIPE_MIGRATION_PENDING;
+            e->info.kind = 'V';
+            e->info.version = m->baseline;
+            e->info.name = "baseline";
+            snprintf(e->action, sizeof e->action, "record baseline marker");
+        }
+    }
+    for (int i = 0; i < m->nentries; i++) {
+        mig_entry *e = &m->entries[i];
+        if (e->f || e->r)
+            mig_fill_info(e);
+        else
+            e->info.action = e->action;
+    }
+    if (m->nentries > 1)
+        qsort(m->entries, (size_t)m->nentries, sizeof *m->entries, mig_entry_cmp);
+    for (int i = 0; i < m->nentries; i++)
+        m->entries[i].info.action = m->entries[i].action;
+    return PGPIPE_OK;
+}
+
+int pgpipe_migrate_status(pgpipe_migrator *m)
+{
+    if (!m)
+        return PGPIPE_MISUSE;
+    pgpipe_error_clear(&m->hdr.err);
+    int rc = mig_load_files(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_load_history(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_build_entries(m);
+    return rc;
+}
+
+int pgpipe_migrate_count(const pgpipe_migrator *m)
+{
+    return m ? m->nentries : 0;
+}
+
+const pgpipe_migration_info *pgpipe_migrate_entry(const pgpipe_migrator *m, int i)
+{
+    return m && i >= 0 && i < m->nentries ? &m->entries[i].info : NULL;
+}
+
+const char *pgpipe_migration_state_name(int state)
+{
+    switch (state) {
+    case PGPIPE_MIGRATION_APPLIED:  return "applied";
+    case PGPIPE_MIGRATION_PENDING:  return "pending";
+    case PGPIPE_MIGRATION_CHANGED:  return "changed";
+    case PGPIPE_MIGRATION_MISSING:  return "missing";
+    case PGPIPE_MIGRATION_FAILED:   return "failed";
+    case PGPIPE_MIGRATION_PARTIAL:  return "partial";
+    case PGPIPE_MIGRATION_BASELINE: return "baseline";
+    case PGPIPE_MIGRATION_OUTDATED: return "outdated";
+    case PGPIPE_MIGRATION_IGNORED:  return "ignored";
+    default:                        return "unknown";
+    }
+}
+
+int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size)
+{
+    if (!m)
+        return snprintf(buf, size, "%s", "");
+    pp_buf b = { NULL, 0, 0 };
+    int counts[10] = { 0 };
+    int ok = pp_buf_appendf(&b, "%-9s %-8s %-32s %-19s %-16s %9s  %s\n", "state", "version",
+                            "name", "applied at (UTC)", "by", "ms", "notes") == PGPIPE_OK;
+    for (int i = 0; ok && i < m->nentries; i++) {
+        const pgpipe_migration_info *in = &m->entries[i].info;
+        if (in->state > 0 && in->state < 10)
+            counts[in->state]++;
+        char ms[32] = "", by[64] = "", notes[600] = "";
+        if (in->applied_at && in->state != PGPIPE_MIGRATION_BASELINE)
+            snprintf(ms, sizeof ms, "%.1f", in->execution_ms);
+        if (in->applied_by)
+            snprintf(by, sizeof by, "%s", in->applied_by);
+        size_t nl = 0;
+        if (in->ran)
+            nl += (size_t)snprintf(notes + nl, sizeof notes - nl, "ran now; ");
+        if (in->state == PGPIPE_MIGRATION_CHANGED && in->recorded_checksum && in->checksum)
+            nl += (size_t)snprintf(notes + nl, sizeof notes - nl,
+                                   "sha256 %.12s recorded, %.12s on disk; ",
+                                   in->recorded_checksum, in->checksum);
+        if ((in->state == PGPIPE_MIGRATION_PARTIAL || in->state == PGPIPE_MIGRATION_FAILED) &&
+            nl < sizeof notes)
+            nl += (size_t)snprintf(notes + nl, sizeof notes - nl,
+                                   "%d/%d statements done; line %lld: %s%s%s%s; ",
+                                   in->statements_done, in->statements_total, in->error_line,
+                                   in->error ? in->error : "interrupted",
+                                   in->sqlstate ? " [" : "", in->sqlstate ? in->sqlstate : "",
+                                   in->sqlstate ? "]" : "");
+        if (!in->transactional && in->file && nl < sizeof notes)
+            nl += (size_t)snprintf(notes + nl, sizeof notes - nl, "no-transaction; ");
+        if (in->action && in->action[0] && nl < sizeof notes)
+            nl += (size_t)snprintf(notes + nl, sizeof notes - nl, "%s%s",
+                                   in->will_run && (m->flags & PGPIPE_MIGRATE_DRY_RUN)
+                                       ? "would " : "next run: ", in->action);
+        if (nl >= sizeof notes)
+            nl = sizeof notes - 1;
+        while (nl >= 2 && notes[nl - 2] == ';' && notes[nl - 1] == ' ')
+            notes[nl -= 2] = '\0';
+        ok = pp_buf_appendf(&b, "%-9s %-8s %-32s %-19s %-16s %9s  %s",
+                            pgpipe_migration_state_name(in->state),
+                            in->kind == 'R' ? "R" : in->version, in->name,
+                            in->applied_at ? in->applied_at : "", by, ms, notes) == PGPIPE_OK;
+        while (ok && b.len && b.data[b.len - 1] == ' ')
+            b.len--;
+        ok = ok && pp_buf_putc(&b, '\n') == PGPIPE_OK;
+    }
+    if (ok) {
+        ok = pp_buf_appendf(&b, "%d migrations:", m->nentries) == PGPIPE_OK;
+        int first = 1;
+        for (int s = 1; ok && s < 10; s++) {
+            if (!counts[s])
+                continue;
+            ok = pp_buf_appendf(&b, "%s %d %s", first ? "" : ",", counts[s],
+                                pgpipe_migration_state_name(s)) == PGPIPE_OK;
+            first = 0;
+        }
+        ok = ok && pp_buf_appendf(&b, "\n") == PGPIPE_OK;
+    }
+    int n;
+    if (!ok)
+        n = snprintf(buf, size, "out of memory\n");
+    else
+        n = snprintf(buf, size, "%s", b.data);
+    pp_buf_free(&b);
+    return n;
+}
+
+/* ---- Running ---------------------------------------------------------- */
+
+/* Line and column in the file of a 1-based character position inside a
+** statement (the server's error position). */
+static void mig_pos_to_line(const mig_stmt *st, long pos, long long *line, long long *col)
+{
+    long long l = st->line, c = st->column;
+    long chars = 1;
+    for (const unsigned char *p = (const unsigned char *)st->sql; *p && chars < pos; p++) {
+        if ((*p & 0xC0) == 0x80)
+            continue; /* UTF-8 continuation byte */
+        if (*p == '\n') {
+            l++;
+            c = 1;
+        } else {
+            c++;
+        }
+        chars++;
+    }
+    *line = l;
+    *col = c;
+}
+
+static int mig_stmt_error(pgpipe_migrator *m, const mig_file *f, int idx, const mig_stmt *st,
+                          PGresult *r)
+{
+    pp_err_pq(&m->hdr.err, m->conn, r, NULL);
+    char msg[sizeof m->hdr.err.message];
+    snprintf(msg, sizeof msg, "%s", m->hdr.err.message);
+    const char *pos = r ? PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION) : NULL;
+    const char *detail = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    const char *hint = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_HINT) : NULL;
+    char where[96] = "";
+    if (pos && atol(pos) > 0) {
+        long long l, c;
+        mig_pos_to_line(st, atol(pos), &l, &c);
+        snprintf(where, sizeof where, " (at line %lld, column %lld)", l, c);
+    }
+    pgpipe_error *e = &m->hdr.err;
+    char sqlstate[6];
+    memcpy(sqlstate, e->sqlstate, 6);
+    pp_err_at(e, PGPIPE_DB, f->file, st->line, st->column, 0,
+              "statement %d of %d failed: %s%s%s%s%s%s", idx + 1,
+              f->nstmts, msg, where, detail ? "; detail: " : "", detail ? detail : "",
+              hint ? "; hint: " : "", hint ? hint : "");
+    memcpy(e->sqlstate, sqlstate, 6);
+    return PGPIPE_DB;
+}
+
+/* Runs one statement (and its inline COPY data). */
+static int mig_exec_stmt(pgpipe_migrator *m, const mig_file *f, int idx)
+{
+    const mig_stmt *st = &f->stmts[idx];
+    PGresult *r = PQexec(m->conn, st->sql);
+    ExecStatusType s = PQresultStatus(r);
+    if (s == PGRES_COPY_IN) {
+        PQclear(r);
+        int ok = 1;
+        for (size_t off = 0; ok && st->copy_data && off < st->copy_len;) {
+            size_t k = st->copy_len - off > (1u << 20) ? (1u << 20) : st->copy_len - off;
+            ok = PQputCopyData(m->conn, st->copy_data + off, (int)k) == 1;
+            off += k;
+        }
+        ok = PQputCopyEnd(m->conn, st->copy_data ? NULL
+                                                 : "no inline data follows this COPY statement") ==
+                 1 && ok;
+        r = PQgetResult(m->conn);
+        s = PQresultStatus(r);
+        PGresult *x;
+        while ((x = PQgetResult(m->conn)) != NULL)
+            PQclear(x);
+        (void)ok;
+    } else if (s == PGRES_COPY_OUT) {
+        PQclear(r);
+        char *row;
+        while (PQgetCopyData(m->conn, &row, 0) > 0)
+            PQfreemem(row);
+        r = PQgetResult(m->conn);
+        s = PQresultStatus(r);
+        PGresult *x;
+        while ((x = PQgetResult(m->conn)) != NULL)
+            PQclear(x);
+    }
+    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_EMPTY_QUERY) {
+        PQclear(r);
+        return PGPIPE_OK;
+    }
+    int rc = mig_stmt_error(m, f, idx, st, r);
+    PQclear(r);
+    return rc;
+}
+
+static void mig_rollback_if_needed(pgpipe_migrator *m)
+{
+    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE &&
+        PQtransactionStatus(m->conn) != PQTRANS_UNKNOWN)
+        PQclear(PQexec(m->conn, "ROLLBACK"));
+}
+
+/* Records a failure after the error is set; keeps that error. */
+static void mig_record_failure(pgpipe_migrator *m, const mig_file *f, const char *status,
+                               int done, double ms)
+{
+    pgpipe_error keep = m->hdr.err;
+    if (PQstatus(m->conn) == CONNECTION_OK) {
+        char ck[65];
+        mig_progress_checksum(f, done, ck);
+        if (mig_record(m, f, status, done, ck, ms, keep.line, keep.message, keep.sqlstate) !=
+            PGPIPE_OK)
+            pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: could not record the failure: %s",
+                    f->file, m->hdr.err.message);
+    }
+    m->hdr.err = keep;
+}
+
+/* Where a run starts in a file: after the statements a stopped
+** no-transaction run completed, when they are unchanged. */
+static int mig_resume_point(pgpipe_migrator *m, const mig_entry *e, int *start)
+{
+    const mig_file *f = e->f;
+    *start = 0;
+    if (e->info.state != PGPIPE_MIGRATION_PARTIAL || !e->r || f->transactional)
+        return PGPIPE_OK; /* a file made transactional since runs from the start */
+    char ck[65];
+    mig_progress_checksum(f, e->resume_at, ck);
+    if (e->resume_at > f->nstmts || !e->r->progress_ck || strcmp(ck, e->r->progress_ck) != 0)
+        return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
+                         "cannot resume: the first %d statements, which already ran, "
+                         "changed since; restore them (only statements after them may "
+                         "change)", e->resume_at);
+    *start = e->resume_at;
+    return PGPIPE_OK;
+}
+
+static int mig_apply(pgpipe_migrator *m, mig_entry *e)
+{
+    mig_file *f = e->f;
+    int rc = mig_parse_file(m, f);
+    if (rc != PGPIPE_OK)
+        return rc;
+    int start = 0;
+    rc = mig_resume_point(m, e, &start);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (start > 0)
+        pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: resuming at statement %d of %d", f->file,
+                start + 1, f->nstmts);
+    int64_t t0 = pgpipe_now_us();
+    if (f->transactional) {
+        rc = mig_exec_ok(m, "BEGIN", 0, NULL, "cannot begin the migration's transaction");
+        if (rc != PGPIPE_OK)
+            return rc;
+        for (int i = 0; i < f->nstmts && rc == PGPIPE_OK; i++) {
+            rc = mig_exec_stmt(m, f, i);
+            if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS) {
+                rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, f->stmts[i].line,
+                               f->stmts[i].column, 0,
+                               "the statement ended the migration's transaction");
+            }
+        }
+        double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
+        if (rc == PGPIPE_OK) {
+            char ck[65];
+            mig_progress_checksum(f, f->nstmts, ck);
+            rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
+        }
+        if (rc == PGPIPE_OK)
+            rc = mig_exec_ok(m, "COMMIT", 0, NULL, "cannot commit the migration");
+        if (rc != PGPIPE_OK) {
+            mig_rollback_if_needed(m);
+            mig_record_failure(m, f, "failed", 0, ms);
+            return rc;
+        }
+        e->info.ran = 1;
+        pp_logf(PGPIPE_LOG_INFO, "migrate", "applied %s (%d statements, %.1f ms)", f->file,
+                f->nstmts, ms);
+        return PGPIPE_OK;
+    }
+    /* no transaction: one statement at a time, progress after each commit */
+    char ck[65];
+    mig_progress_checksum(f, start, ck);
+    rc = mig_record(m, f, "partial", start, ck, 0, 0, NULL, NULL);
+    if (rc != PGPIPE_OK)
+        return rc;
+    int done = start;
+    for (int i = start; i < f->nstmts; i++) {
+        rc = mig_exec_stmt(m, f, i);
+        if (rc != PGPIPE_OK)
+            break;
+        if (PQtransactionStatus(m->conn) == PQTRANS_IDLE) {
+            done = i + 1;
+            rc = mig_record_progress(m, f, done);
+            if (rc != PGPIPE_OK)
+                break;
+        }
+    }
+    double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
+    if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)
+        rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
+                       "the file left a transaction open (BEGIN without COMMIT)");
+    if (rc == PGPIPE_OK) {
+        mig_progress_checksum(f, f->nstmts, ck);
+        rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
+        if (rc == PGPIPE_OK) {
+            e->info.ran = 1;
+            pp_logf(PGPIPE_LOG_INFO, "migrate",
+                    "applied %s without a transaction (statements %d-%d of %d, %.1f ms)",
+                    f->file, start + 1, f->nstmts, f->nstmts, ms);
+        }
+        return rc;
+    }
+    mig_rollback_if_needed(m);
+    mig_record_failure(m, f, "partial", done, ms);
+    return rc;
+}
+
+static int mig_run_locked(pgpipe_migrator *m, int dry)
+{
+    int rc = PGPIPE_OK;
+    if (!dry)
+        rc = mig_create_table(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_load_files(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_load_history(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_build_entries(m);
+    if (rc != PGPIPE_OK)
+        return rc;
+    /* checks before anything runs */
+    int nchanged = 0;
+    for (int i = 0; i < m->nentries; i++) {
+        mig_entry *e = &m->entries[i];
+        if (e->info.state == PGPIPE_MIGRATION_CHANGED && !e->do_repair)
+            nchanged++;
+    }
+    for (int i = 0; i < m->nentries; i++) {
+        mig_entry *e = &m->entries[i];
+        const char *fn = e->info.file ? e->info.file : e->info.name;
+        if (e->info.state == PGPIPE_MIGRATION_CHANGED && !e->do_repair)
+            return pp_err_at(&m->hdr.err, PGPIPE_ERROR, fn, 0, 0, 0,
+                             "applied migration changed on disk (sha256 %.16s... recorded, "
+                             "%.16s... now)%s; restore the file, or run with repair to accept "
+                             "it", e->info.recorded_checksum, e->info.checksum,
+                             nchanged > 1 ? " (and other files changed too)" : "");
+        if (e->out_of_order && !(m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER))
+            return pp_err_at(&m->hdr.err, PGPIPE_ERROR, fn, 0, 0, 0,
+                             "version %s is pending but a higher version is already "
+                             "applied; renumber it, or allow out-of-order migrations",
+                             e->info.version);
+        if (e->info.state == PGPIPE_MIGRATION_MISSING && (m->flags & PGPIPE_MIGRATE_DENY_MISSING))
+            return pp_err_at(&m->hdr.err, PGPIPE_ERROR, e->r->file, 0, 0, 0,
+                             "applied migration is missing on disk");
+        if (e->info.state == PGPIPE_MIGRATION_MISSING)
+            pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: applied migration is missing on disk",
+                    e->r->file);
+    }
+    /* every file that will run must split cleanly before the first one runs */
+    for (int i = 0; i < m->nentries; i++) {
+        mig_entry *e = &m->entries[i];
+        if (!e->info.will_run || !e->f)
+            continue;
+        int start = 0;
+        rc = mig_parse_file(m, e->f);
+        if (rc == PGPIPE_OK)
+            rc = mig_resume_point(m, e, &start);
+        if (rc != PGPIPE_OK)
+            return rc;
+        e->info.statements_total = e->f->nstmts;
+    }
+    if (dry)
+        return PGPIPE_OK;
+    /* repairs and baselines */
+    for (int i = 0; i < m->nentries; i++) {
+        mig_entry *e = &m->entries[i];
+        if (e->do_repair) {
+            const char *p[4] = { m->scope, e->f->version, e->f->checksum, e->f->file };
+            pp_buf q = { NULL, 0, 0 };
+            if (pp_buf_appendf(&q, "UPDATE %s SET checksum = $3, checksum_algorithm = 'sha256', "
+                                   "file = $4 WHERE scope = $1 AND kind = 'V' AND version = "
+                                   "$2::numeric", m->tbl) != PGPIPE_OK)
+                return pp_err_nomem(&m->hdr.err);
+            rc = mig_exec_ok(m, q.data, 4, p, "cannot repair the recorded checksum");
+            pp_buf_free(&q);
+            if (rc != PGPIPE_OK)
+                return rc;
+            pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded the new checksum %s",
+                    e->f->file, e->f->checksum);
+        } else if (e->do_baseline) {
+            const char *p[5] = { m->scope, e->info.version, e->f ? e->f->name : "baseline",
+                                 e->f ? e->f->file : "", e->f ? e->f->checksum : "" };
+            pp_buf q = { NULL, 0, 0 };
+            if (pp_buf_appendf(&q, "INSERT INTO %s (scope, kind, version, name, file, checksum, "
+                                   "status, statements_total) VALUES ($1, 'V', $2::numeric, $3, "
+                                   "$4, $5, 'baseline', 0)", m->tbl) != PGPIPE_OK)
+                return pp_err_nomem(&m->hdr.err);
+            rc = mig_exec_ok(m, q.data, 5, p, "cannot record the baseline");
+            pp_buf_free(&q);
+            if (rc != PGPIPE_OK)
+                return rc;
+        }
+    }
+    for (int i = 0; i < m->nentries; i++) {
+        mig_entry *e = &m->entries[i];
+        if (!e->info.will_run || !e->f)
+            continue;
+        rc = mig_apply(m, e);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    return PGPIPE_OK;
+}
+
+int pgpipe_migrate_run(pgpipe_migrator *m)
+{
+    if (!m)
+        return PGPIPE_MISUSE;
+    pgpipe_error_clear(&m->hdr.err);
+    if (PQstatus(m->conn) != CONNECTION_OK)
+        return pp_err_pq(&m->hdr.err, m->conn, NULL, "the migration connection is not usable");
+    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE)
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                      "the connection is inside a transaction; migrations need an idle one");
+    int dry = (m->flags & PGPIPE_MIGRATE_DRY_RUN) != 0;
+    int rc = PGPIPE_OK;
+    if (!dry)
+        rc = mig_lock(m);
+    if (rc != PGPIPE_OK)
+        return rc;
+    rc = mig_run_locked(m, dry);
+    /* the entries show the state after the run (keeping the run's error) */
+    if (!dry && PQstatus(m->conn) == CONNECTION_OK) {
+        pgpipe_error keep = m->hdr.err;
+        int nran = 0;
+        char (*ran)[80] = pp_calloc((size_t)(m->nentries ? m->nentries : 1), sizeof *ran);
+        for (int i = 0; ran && i < m->nentries; i++)
+            if (m->entries[i].info.ran)
+                snprintf(ran[nran++], sizeof *ran, "%c%s", m->entries[i].info.kind,
+                         m->entries[i].info.kind == 'V' ? m->entries[i].info.version
+                                                        : m->entries[i].info.name);
+        unsigned flags = m->flags;
+        char *bl = m->baseline;
+        m->flags &= ~PGPIPE_MIGRATE_REPAIR;
+        m->baseline = NULL;
+        if (mig_load_history(m) == PGPIPE_OK && mig_build_entries(m) == PGPIPE_OK) {
+            for (int i = 0; ran && i < m->nentries; i++) {
+                char key[80];
+                snprintf(key, sizeof key, "%c%s", m->entries[i].info.kind,
+                         m->entries[i].info.kind == 'V' ? m->entries[i].info.version
+                                                        : m->entries[i].info.name);
+                for (int k = 0; k < nran; k++)
+                    if (strcmp(key, ran[k]) == 0)
+                        m->entries[i].info.ran = 1;
+            }
+        }
+        m->flags = flags;
+        m->baseline = bl;
+        pp_free(ran);
+        m->hdr.err = keep;
+    }
+    mig_rollback_if_needed(m);
+    mig_unlock(m);
+    return rc;
+}
+
+/* ---- Open and close --------------------------------------------------- */
+
+int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pgpipe_migrator *m = pp_calloc(1, sizeof *m);
+    *out = m;
+    if (!m)
+        return PGPIPE_NOMEM;
+    pp_handle_init(&m->hdr);
+    m->conn = conn;
+    pgpipe_migrate_options o;
+    pgpipe_migrate_options_init(&o);
+    if (opt)
+        o = *opt;
+    if (!conn)
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE, "no connection given to the migration runner");
+    if (!o.dir && !o.embedded)
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                      "no migrations: set the options' dir (or embedded)");
+    const char *tbl = o.history_table && *o.history_table ? o.history_table : "pgpipe.migrations";
+    const char *dot = strchr(tbl, '.');
+    if (strpbrk(tbl, "'\"\\") || (dot && (dot == tbl || !dot[1] || strchr(dot + 1, '.'))))
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                      "history table \"%s\": expected schema.table (no quotes)", tbl);
+    m->tbl_schema = dot ? pp_strndup(tbl, (size_t)(dot - tbl)) : pp_strdup("pgpipe");
+    m->tbl_name = pp_strdup(dot ? dot + 1 : tbl);
+    m->dir = o.dir ? pp_strdup(o.dir) : NULL;
+    m->embedded = o.dir ? NULL : pp_strdup(o.embedded);
+    m->scope = pp_strdup(o.scope && *o.scope ? o.scope : o.dir ? "default" : o.embedded);
+    if (!m->tbl_schema || !m->tbl_name || (o.dir && !m->dir) || (!o.dir && !m->embedded) ||
+        !m->scope)
+        return pp_err_nomem(&m->hdr.err);
+    while (m->embedded && *m->embedded && m->embedded[strlen(m->embedded) - 1] == '/')
+        m->embedded[strlen(m->embedded) - 1] = '\0';
+    char *qs = PQescapeIdentifier(conn, m->tbl_schema, strlen(m->tbl_schema));
+    char *qt = PQescapeIdentifier(conn, m->tbl_name, strlen(m->tbl_name));
+    pp_buf b = { NULL, 0, 0 };
+    if (!qs || !qt || pp_buf_appendf(&b, "%s.%s", qs, qt) != PGPIPE_OK) {
+        PQfreemem(qs);
+        PQfreemem(qt);
+        pp_buf_free(&b);
+        return pp_err_nomem(&m->hdr.err);
+    }
+    PQfreemem(qs);
+    PQfreemem(qt);
+    m->tbl = b.data;
+    m->lock_timeout_ms = o.lock_timeout_ms == 0 ? 30000 : o.lock_timeout_ms;
+    m->lock_key = o.lock_key ? o.lock_key : PGPIPE_MIGRATE_LOCK_KEY;
+    m->flags = o.flags;
+    if (o.baseline_version && *o.baseline_version) {
+        size_t n = strlen(o.baseline_version);
+        if (strspn(o.baseline_version, "0123456789") != n)
+            return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                          "baseline version \"%s\" is not a number", o.baseline_version);
+        m->baseline = mig_vnorm(o.baseline_version, n);
+        if (!m->baseline)
+            return pp_err_nomem(&m->hdr.err);
+    }
+    return PGPIPE_OK;
+}
+
+void pgpipe_migrate_close(pgpipe_migrator *m)
+{
+    if (!m)
+        return;
+    mig_unlock(m);
+    mig_files_free(m);
+    mig_rows_free(m);
+    pp_free(m->dir);
+    pp_free(m->embedded);
+    pp_free(m->scope);
+    pp_free(m->baseline);
+    pp_free(m->tbl);
+    pp_free(m->tbl_schema);
+    pp_free(m->tbl_name);
+    pp_free(m);
+}
+
+/* ---- The built-in schema and the example ------------------------------ */
+
+static int mig_install_embedded(PGconn *conn, const pgpipe_migrate_options *opt,
+                                const char *folder, pgpipe_error *err)
+{
+    pgpipe_migrate_options o;
+    pgpipe_migrate_options_init(&o);
+    if (opt)
+        o = *opt;
+    o.dir = NULL;
+    o.embedded = folder;
+    o.scope = folder;
+    pgpipe_migrator *m = NULL;
+    int rc = pgpipe_migrate_open(&m, conn, &o);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_migrate_run(m);
+    if (err) {
+        if (m)
+            *err = m->hdr.err;
+        else
+            pp_err_nomem(err);
+    }
+    pgpipe_migrate_close(m);
+    return rc;
+}
+
+int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err)
+{
+    return mig_install_embedded(conn, opt, "schema", err);
+}
+
+int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err)
+{
+    int rc = mig_install_embedded(conn, opt, "schema", err);
+    if (rc == PGPIPE_OK)
+        rc = mig_install_embedded(conn, opt, "example", err);
+    return rc;
+}

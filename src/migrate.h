@@ -1,0 +1,151 @@
+/* ---- SQL scripts: the statement splitter ------------------------------ */
+
+/* Splits a buffer of SQL the way psql does: statements end at a ';' outside
+** quotes, comments, parentheses and SQL-standard function bodies. It knows
+** 'strings' (standard_conforming_strings on: '' is a quote, backslash is a
+** plain character), E'strings' with backslash escapes, "identifiers",
+** $$dollar$$ and $tag$dollar$tag$ quotes, -- comments, nested comments,
+** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
+** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
+** the input). Other psql backslash commands are a parse error. */
+typedef struct pgpipe_sql_split pgpipe_sql_split;
+
+typedef struct pgpipe_sql_stmt {
+    const char *sql;         /* the statement without its ';' (not NUL-terminated) */
+    size_t len;
+    size_t offset;           /* byte offset of its first character */
+    long long line;          /* 1-based line and column where it starts */
+    long long column;
+    int index;               /* 0-based position among the statements */
+    const char *copy_data;   /* COPY ... FROM stdin: the data lines (ending with
+                                '\n' unless the input ended), else NULL */
+    size_t copy_len;
+    long long copy_line;     /* line where the data starts */
+    int terminated;          /* 1 when ended by ';' (and COPY data by \.), 0 when
+                                the input ended first */
+} pgpipe_sql_stmt;
+
+/* Open a splitter over buf[0..len) (kept by reference: keep it alive).
+** source names the input in errors ("V0001__x.sql", "<stdin>"; NULL for
+** "<buffer>"). */
+int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
+                          const char *source);
+/* Next statement: PGPIPE_ROW (stmt filled), PGPIPE_DONE, or PGPIPE_PARSE
+** (unterminated quote or comment, psql meta-command; the error names the
+** source, line and column). */
+int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *stmt);
+/* 1 when the input ended inside a statement: an unterminated quote, comment
+** or dollar quote (PGPIPE_PARSE), a last statement without ';', or COPY data
+** without its \. line. An interactive caller reads more input and splits
+** again. */
+int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s);
+void pgpipe_sql_split_close(pgpipe_sql_split *s);
+
+/* ---- Checksums -------------------------------------------------------- */
+
+/* SHA-256 of data as 64 lowercase hex digits and a NUL (out has 65 bytes). */
+void pgpipe_sha256_hex(const void *data, size_t len, char out[65]);
+/* The checksum the migration runner records: SHA-256 of the text after
+** dropping a UTF-8 byte order mark and turning CRLF and lone CR into LF. */
+int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);
+
+/* ---- Migrations ------------------------------------------------------- */
+
+/* A migration directory holds files named
+**     V<version>__<name>.sql   versioned: applied once, in numeric version order
+**     R__<name>.sql            repeatable: applied again whenever its checksum
+**                              changes, after every versioned migration
+** (<version> is digits, compared as a number: V2 < V0010; <name> is free
+** text). Other *.sql names are an error; other files and dot files are
+** ignored. A line "-- pgpipe:no-transaction" runs the file outside a
+** transaction (one statement at a time, progress recorded after each);
+** otherwise the whole file runs in one transaction. */
+
+#define PGPIPE_MIGRATE_DRY_RUN      0x01u /* report what would run, change nothing */
+#define PGPIPE_MIGRATE_REPAIR       0x02u /* accept changed files: record their checksum */
+#define PGPIPE_MIGRATE_OUT_OF_ORDER 0x04u /* apply a pending version below an applied one */
+#define PGPIPE_MIGRATE_DENY_MISSING 0x08u /* applied migrations missing on disk are an error */
+
+/* The advisory lock key every runner takes (pg_try_advisory_lock(bigint)). */
+#define PGPIPE_MIGRATE_LOCK_KEY 0x7067706970656D67LL /* "pgpipemg" */
+
+typedef struct pgpipe_migrate_options {
+    const char *dir;              /* folder of migration files, or NULL and: */
+    const char *embedded;         /* a folder of the embedded sql/ ("schema", "example") */
+    const char *scope;            /* history rows of this set; default "default", or the
+                                     embedded folder's name */
+    const char *history_table;    /* "schema.table", default "pgpipe.migrations" */
+    int lock_timeout_ms;          /* wait for the lock this long; 0 = 30000, <0 = try once */
+    long long lock_key;           /* 0 = PGPIPE_MIGRATE_LOCK_KEY */
+    const char *baseline_version; /* record versions <= this as applied without running */
+    unsigned flags;               /* PGPIPE_MIGRATE_* */
+} pgpipe_migrate_options;
+
+void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
+
+typedef struct pgpipe_migrator pgpipe_migrator;
+
+/* States of a migration in status and after a run. */
+#define PGPIPE_MIGRATION_APPLIED  1  /* applied, file unchanged */
+#define PGPIPE_MIGRATION_PENDING  2  /* not applied yet */
+#define PGPIPE_MIGRATION_CHANGED  3  /* applied, but the file changed since (drift) */
+#define PGPIPE_MIGRATION_MISSING  4  /* applied, but the file is gone */
+#define PGPIPE_MIGRATION_FAILED   5  /* last attempt failed and was rolled back */
+#define PGPIPE_MIGRATION_PARTIAL  6  /* no-transaction file stopped part-way */
+#define PGPIPE_MIGRATION_BASELINE 7  /* recorded by a baseline, never run */
+#define PGPIPE_MIGRATION_OUTDATED 8  /* repeatable whose file changed: runs again */
+#define PGPIPE_MIGRATION_IGNORED  9  /* versioned file below the baseline */
+
+typedef struct pgpipe_migration_info {
+    int state;                  /* PGPIPE_MIGRATION_* */
+    char kind;                  /* 'V' or 'R' */
+    const char *version;        /* digits without leading zeros; "" for 'R' */
+    const char *name;           /* "create_users" */
+    const char *file;           /* file name, or NULL when missing on disk */
+    const char *checksum;       /* of the file now, or NULL */
+    const char *recorded_checksum; /* in the history, or NULL */
+    const char *applied_at;     /* "YYYY-MM-DD HH:MM:SS" UTC, or NULL */
+    const char *applied_by;     /* database user (and client host), or NULL */
+    double execution_ms;        /* of the recorded run */
+    int transactional;          /* 0 when marked -- pgpipe:no-transaction */
+    int statements_done;        /* progress of a partial or failed run */
+    int statements_total;
+    long long error_line;       /* of the failed statement, or 0 */
+    const char *error;          /* recorded error message, or NULL */
+    const char *sqlstate;       /* recorded SQLSTATE, or NULL */
+    int will_run;               /* the next run (or this dry run) executes it */
+    int ran;                    /* executed by the last pgpipe_migrate_run */
+    const char *action;         /* what a run does with it: "apply", "resume at
+                                   statement 3", "repair checksum", ... or "" */
+} pgpipe_migration_info;
+
+/* Open a runner on a connection (not taken over: close it yourself). The
+** options are copied. Fails with PGPIPE_MISUSE on bad options; *out is set
+** even then, so read its error and close it. */
+int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
+/* Apply what is pending: takes the advisory lock (PGPIPE_BUSY when another
+** runner keeps it past the timeout), creates the history table, checks drift,
+** then runs versioned files in order and changed repeatables. Stops at the
+** first failure: PGPIPE_DB with the file as source, the failing statement's
+** line, the server's message and SQLSTATE. With PGPIPE_MIGRATE_DRY_RUN it
+** only fills the entries (will_run) and changes nothing. */
+int pgpipe_migrate_run(pgpipe_migrator *m);
+/* Read the files and the history and fill the entries; changes nothing. */
+int pgpipe_migrate_status(pgpipe_migrator *m);
+/* The entries of the last status or run (valid until the next call). */
+int pgpipe_migrate_count(const pgpipe_migrator *m);
+const pgpipe_migration_info *pgpipe_migrate_entry(const pgpipe_migrator *m, int i);
+/* "applied", "pending", ... */
+const char *pgpipe_migration_state_name(int state);
+/* The entries as a text table for a terminal, with a summary line. Returns the
+** length needed, like snprintf. */
+int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size);
+void pgpipe_migrate_close(pgpipe_migrator *m);
+
+/* Install (or bring up to date) the built-in schema embedded from sql/schema:
+** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,
+** pgpipe.dead_letters, pgpipe.migrations, maintenance functions. Idempotent.
+** opt may be NULL (its dir/embedded/scope are ignored); err may be NULL. */
+int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
+/* The built-in schema, then the example pipeline of sql/example. */
+int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);

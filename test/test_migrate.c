@@ -1,0 +1,1066 @@
+/*
+** Tests of the migration runner, the statement splitter, the built-in schema
+** and the example pipeline, against the real test PostgreSQL.
+*/
+#include <sys/wait.h>
+
+/* ---- helpers ---------------------------------------------------------- */
+
+typedef struct mig_t_stmt {
+    char sql[512];
+    long long line;
+    char copy[256];
+    int has_copy;
+} mig_t_stmt;
+
+/* Splits text; returns the count (or -code on error). */
+static int mig_t_split(const char *text, mig_t_stmt *out, int max, pgpipe_error *err)
+{
+    pgpipe_sql_split *s = NULL;
+    PGT_OK(pgpipe_sql_split_open(&s, text, strlen(text), "t.sql"));
+    pgpipe_sql_stmt st;
+    int n = 0, rc;
+    while ((rc = pgpipe_sql_split_next(s, &st)) == PGPIPE_ROW) {
+        PGT_CHECK(n < max);
+        snprintf(out[n].sql, sizeof out[n].sql, "%.*s", (int)st.len, st.sql);
+        out[n].line = st.line;
+        out[n].has_copy = st.copy_data != NULL;
+        snprintf(out[n].copy, sizeof out[n].copy, "%.*s", (int)st.copy_len,
+                 st.copy_data ? st.copy_data : "");
+        PGT_EQ_INT(st.index, n);
+        n++;
+    }
+    if (err)
+        *err = *pgpipe_errinfo(s);
+    pgpipe_sql_split_close(s);
+    return rc == PGPIPE_DONE ? n : -rc;
+}
+
+static const char *mig_t_path(const char *dir, const char *file)
+{
+    static char p[4][512];
+    static int k = 0;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", dir, file);
+    return p[k];
+}
+
+/* A fresh, empty directory under the test's temp dir. */
+static const char *mig_t_dir(const char *name)
+{
+    static char d[512];
+    snprintf(d, sizeof d, "%s/mig-%s-%d", pgt_tmpdir(), name, (int)getpid());
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", d, d);
+    PGT_CHECK(system(cmd) == 0);
+    return d;
+}
+
+static void mig_t_write(const char *dir, const char *file, const char *text)
+{
+    FILE *f = fopen(mig_t_path(dir, file), "wb");
+    PGT_CHECK(f != NULL);
+    fputs(text, f);
+    fclose(f);
+}
+
+static long long mig_t_int(PGconn *c, const char *sql)
+{
+    PGresult *r = PGT_EXEC(c, sql);
+    PGT_CHECK_MSG(PQntuples(r) == 1, "%s gave %d rows", sql, PQntuples(r));
+    long long v = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+static char mig_t_strbuf[4096];
+static const char *mig_t_str(PGconn *c, const char *sql)
+{
+    PGresult *r = PGT_EXEC(c, sql);
+    PGT_CHECK_MSG(PQntuples(r) == 1, "%s gave %d rows", sql, PQntuples(r));
+    snprintf(mig_t_strbuf, sizeof mig_t_strbuf, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return mig_t_strbuf;
+}
+
+/* The handle's error as pgpipe_error_format() writes it. */
+static char mig_t_errbuf[2048];
+static const char *mig_t_err(const void *h)
+{
+    pgpipe_error_format(pgpipe_errinfo(h), mig_t_errbuf, sizeof mig_t_errbuf);
+    return mig_t_errbuf;
+}
+
+/* Options for a test: its own history table and scope. */
+static pgpipe_migrate_options mig_t_opts(const char *dir, const char *scope)
+{
+    pgpipe_migrate_options o;
+    pgpipe_migrate_options_init(&o);
+    o.dir = dir;
+    o.scope = scope;
+    o.history_table = "mig_test.history";
+    o.lock_timeout_ms = 20000;
+    return o;
+}
+
+/* Runs the migrations; returns the code, leaves the runner open in *out. */
+static int mig_t_run(PGconn *c, const pgpipe_migrate_options *o, pgpipe_migrator **out)
+{
+    pgpipe_migrator *m = NULL;
+    PGT_OK(pgpipe_migrate_open(&m, c, o));
+    int rc = pgpipe_migrate_run(m);
+    if (out)
+        *out = m;
+    else
+        pgpipe_migrate_close(m);
+    return rc;
+}
+
+static const pgpipe_migration_info *mig_t_find(pgpipe_migrator *m, const char *name)
+{
+    for (int i = 0; i < pgpipe_migrate_count(m); i++)
+        if (strcmp(pgpipe_migrate_entry(m, i)->name, name) == 0)
+            return pgpipe_migrate_entry(m, i);
+    fprintf(stderr, "    no migration named %s\n", name);
+    PGT_CHECK(0);
+    return NULL;
+}
+
+static char mig_t_fmt[16384];
+static const char *mig_t_format(pgpipe_migrator *m)
+{
+    int n = pgpipe_migrate_format(m, mig_t_fmt, sizeof mig_t_fmt);
+    PGT_CHECK(n > 0 && n < (int)sizeof mig_t_fmt);
+    return mig_t_fmt;
+}
+
+/* A fresh database; returns a connection to it. */
+static PGconn *mig_t_db(const char *name)
+{
+    PGconn *admin = pgt_connect();
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    PQclear(PGT_EXEC(admin, sql));
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    PQclear(PGT_EXEC(admin, sql));
+    PQfinish(admin);
+    char dsn[1024];
+    snprintf(dsn, sizeof dsn, "%s dbname=%s", pgt_dsn(), name);
+    PGconn *c = PQconnectdb(dsn);
+    PGT_CHECK_MSG(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+    return c;
+}
+
+static void mig_t_drop_db(PGconn *c, const char *name)
+{
+    PQfinish(c);
+    PGconn *admin = pgt_connect();
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    PQclear(PGT_EXEC(admin, sql));
+    PQfinish(admin);
+}
+
+/* ---- splitter --------------------------------------------------------- */
+
+PGT_TEST(migrate, split_quotes_comments_dollar)
+{
+    mig_t_stmt s[16];
+    const char *text =
+        "-- leading comment; with a semicolon\n"
+        "SELECT 'a;b', 'it''s; fine';\n"          /* line 2 */
+        "SELECT E'x\\';y', \"we;ird\"\"id\";\n"   /* line 3: E'' with \' */
+        "/* block /* nested; */ still; */ SELECT 3;\n" /* line 4 */
+        "CREATE FUNCTION f() RETURNS int AS $fn$\n" /* line 5 */
+        "BEGIN\n"
+        "  RAISE NOTICE 'a;b $$ not the end';\n"
+        "  RETURN 1;\n"
+        "END\n"
+        "$fn$ LANGUAGE plpgsql;\n"
+        "SELECT $$;$$, $1, a$$b FROM t;\n"           /* line 11: a$$b is an identifier */
+        ";;  \n"
+        "SELECT (1;2);\n"                           /* line 13: ; inside parentheses */
+        "SELECT 'standard \\' ;\n"                  /* line 14: backslash is plain */
+        "SELECT 1 -- trailing; comment\n"
+        "  + 2";                                    /* line 15, no final ; */
+    int n = mig_t_split(text, s, 16, NULL);
+    PGT_EQ_INT(n, 8);
+    PGT_EQ_STR(s[0].sql, "SELECT 'a;b', 'it''s; fine'");
+    PGT_EQ_INT(s[0].line, 2);
+    PGT_EQ_STR(s[1].sql, "SELECT E'x\\';y', \"we;ird\"\"id\"");
+    PGT_EQ_INT(s[1].line, 3);
+    PGT_EQ_STR(s[2].sql, "SELECT 3");
+    PGT_EQ_INT(s[2].line, 4);
+    PGT_CONTAINS(s[3].sql, "RETURN 1;\nEND\n$fn$ LANGUAGE plpgsql");
+    PGT_EQ_INT(s[3].line, 5);
+    PGT_EQ_STR(s[4].sql, "SELECT $$;$$, $1, a$$b FROM t");
+    PGT_EQ_INT(s[4].line, 11);
+    PGT_EQ_STR(s[5].sql, "SELECT (1;2)");
+    PGT_EQ_INT(s[5].line, 13);
+    PGT_EQ_STR(s[6].sql, "SELECT 'standard \\'");
+    PGT_EQ_INT(s[6].line, 14);
+    PGT_EQ_STR(s[7].sql, "SELECT 1 -- trailing; comment\n  + 2");
+    PGT_EQ_INT(s[7].line, 15);
+}
+
+PGT_TEST(migrate, split_begin_atomic_and_copy)
+{
+    mig_t_stmt s[8];
+    const char *text =
+        "CREATE OR REPLACE FUNCTION add(a int, b int) RETURNS int\n"
+        "LANGUAGE sql\n"
+        "BEGIN ATOMIC\n"
+        "  SELECT CASE WHEN a > 0 THEN a ELSE 0 END + b;\n"
+        "  SELECT 2;\n"
+        "END;\n"
+        "COPY t (a, b) FROM stdin;\n"      /* line 7 */
+        "1\tx;y\n"
+        "2\t'q\n"
+        "\\.\n"
+        "BEGIN;\n"                          /* line 11: a plain BEGIN splits */
+        "COPY t FROM STDIN WITH (FORMAT csv);  -- data next\r\n"
+        "3,z\r\n"
+        "\\.\r\n"
+        "COMMIT;\n";
+    int n = mig_t_split(text, s, 8, NULL);
+    PGT_EQ_INT(n, 5);
+    PGT_CONTAINS(s[0].sql, "SELECT 2;\nEND");
+    PGT_EQ_INT(s[0].line, 1);
+    PGT_EQ_STR(s[1].sql, "COPY t (a, b) FROM stdin");
+    PGT_EQ_INT(s[1].line, 7);
+    PGT_CHECK(s[1].has_copy);
+    PGT_EQ_STR(s[1].copy, "1\tx;y\n2\t'q\n");
+    PGT_EQ_STR(s[2].sql, "BEGIN");
+    PGT_EQ_INT(s[2].line, 11);
+    PGT_CHECK(!s[2].has_copy);
+    PGT_EQ_STR(s[3].copy, "3,z\r\n");
+    PGT_EQ_STR(s[4].sql, "COMMIT");
+    PGT_EQ_INT(s[4].line, 15);
+
+    /* COPY without an end marker: the data runs to the end of the input */
+    n = mig_t_split("COPY t FROM stdin;\na\nb", s, 8, NULL);
+    PGT_EQ_INT(n, 1);
+    PGT_EQ_STR(s[0].copy, "a\nb");
+    /* COPY TO stdout and COPY FROM a file have no inline data */
+    n = mig_t_split("COPY t TO stdout;\nCOPY t FROM '/tmp/stdin';\nSELECT 1;", s, 8, NULL);
+    PGT_EQ_INT(n, 3);
+    PGT_CHECK(!s[0].has_copy && !s[1].has_copy);
+}
+
+PGT_TEST(migrate, split_errors_name_the_place)
+{
+    mig_t_stmt s[4];
+    pgpipe_error e;
+    PGT_EQ_INT(mig_t_split("SELECT 1;\nSELECT 'abc\n;\n", s, 4, &e), -PGPIPE_PARSE);
+    PGT_EQ_STR(e.source, "t.sql");
+    PGT_EQ_INT(e.line, 2);
+    PGT_EQ_INT(e.column, 8);
+    PGT_CONTAINS(e.message, "unterminated quoted string");
+    PGT_EQ_INT(mig_t_split("SELECT 1;\n\n  /* a /* b */\n", s, 4, &e), -PGPIPE_PARSE);
+    PGT_EQ_INT(e.line, 3);
+    PGT_CONTAINS(e.message, "unterminated /* comment");
+    PGT_EQ_INT(mig_t_split("DO $body$ BEGIN END $body;", s, 4, &e), -PGPIPE_PARSE);
+    PGT_CONTAINS(e.message, "dollar-quoted");
+    PGT_EQ_INT(mig_t_split("SELECT \"x;", s, 4, &e), -PGPIPE_PARSE);
+    PGT_CONTAINS(e.message, "quoted identifier");
+    PGT_EQ_INT(mig_t_split("SELECT 1;\n\\set x 1\n", s, 4, &e), -PGPIPE_PARSE);
+    PGT_EQ_INT(e.line, 2);
+    PGT_CONTAINS(e.message, "backslash");
+    PGT_EQ_INT(mig_t_split("COPY t FROM stdin; SELECT 2;\n", s, 4, &e), -PGPIPE_PARSE);
+    PGT_CONTAINS(e.message, "same line");
+    PGT_EQ_INT(mig_t_split("", s, 4, NULL), 0);
+    PGT_EQ_INT(mig_t_split("  -- only a comment\n;;\n", s, 4, NULL), 0);
+}
+
+PGT_TEST(migrate, sha256_and_checksum)
+{
+    char h[65];
+    pgpipe_sha256_hex("", 0, h);
+    PGT_EQ_STR(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    pgpipe_sha256_hex("abc", 3, h);
+    PGT_EQ_STR(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    pgpipe_sha256_hex(two, strlen(two), h);
+    PGT_EQ_STR(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    /* every length around the block boundaries agrees with PostgreSQL's sha256() */
+    PGconn *c = pgt_connect();
+    char buf[300];
+    for (int n = 0; n < 300; n += (n < 130 ? 1 : 37)) {
+        for (int i = 0; i < n; i++)
+            buf[i] = (char)('a' + (i * 7) % 26);
+        pgpipe_sha256_hex(buf, (size_t)n, h);
+        char sql[600];
+        snprintf(sql, sizeof sql, "SELECT encode(sha256(convert_to('%.*s', 'UTF8')), 'hex')", n,
+                 buf);
+        PGT_EQ_STR(h, mig_t_str(c, sql));
+    }
+    PQfinish(c);
+    /* line endings and a BOM do not change the migration checksum */
+    char a[65], b[65], d[65], x[65];
+    PGT_OK(pgpipe_migrate_checksum("SELECT 1;\nSELECT 2;\n", 20, a));
+    PGT_OK(pgpipe_migrate_checksum("SELECT 1;\r\nSELECT 2;\r\n", 22, b));
+    PGT_OK(pgpipe_migrate_checksum("\xEF\xBB\xBFSELECT 1;\rSELECT 2;\r", 23, d));
+    PGT_OK(pgpipe_migrate_checksum("SELECT 1;\nSELECT 3;\n", 20, x));
+    PGT_EQ_STR(a, b);
+    PGT_EQ_STR(a, d);
+    PGT_CHECK(strcmp(a, x) != 0);
+}
+
+PGT_TEST(migrate, file_names)
+{
+    const char *d = mig_t_dir("names");
+    mig_t_write(d, "V1__ok.sql", "SELECT 1;");
+    mig_t_write(d, "README.md", "not sql");
+    mig_t_write(d, ".hidden.sql", "junk");
+    PGconn *c = pgt_connect();
+    pgpipe_migrate_options o = mig_t_opts(d, "names");
+    pgpipe_migrator *m = NULL;
+    PGT_OK(pgpipe_migrate_open(&m, c, &o));
+    PGT_OK(pgpipe_migrate_status(m));
+    PGT_EQ_INT(pgpipe_migrate_count(m), 1);
+    mig_t_write(d, "V2_missing_underscore.sql", "SELECT 2;");
+    PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_PARSE);
+    PGT_CONTAINS(mig_t_err(m), "V2_missing_underscore.sql: not a migration file name");
+    PGT_EQ_STR(pgpipe_errinfo(m)->source, "V2_missing_underscore.sql");
+    remove(mig_t_path(d, "V2_missing_underscore.sql"));
+    /* a misspelt marker is an error, not a silent transaction */
+    mig_t_write(d, "V2__typo.sql", "SELECT 1;\n  -- pgpipe:no-transactions\nSELECT 2;\n");
+    PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_PARSE);
+    PGT_CONTAINS(mig_t_err(m), "V2__typo.sql:2:1: unknown marker");
+    remove(mig_t_path(d, "V2__typo.sql"));
+    mig_t_write(d, "V0001__same.sql", "SELECT 2;");
+    PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_ERROR);
+    PGT_CONTAINS(pgpipe_errmsg(m), "have the same version 1");
+    pgpipe_migrate_close(m);
+    /* bad options */
+    o.history_table = "a.b.c";
+    PGT_EQ_INT(pgpipe_migrate_open(&m, c, &o), PGPIPE_MISUSE);
+    pgpipe_migrate_close(m);
+    o = mig_t_opts(d, "names");
+    o.baseline_version = "1.5";
+    PGT_EQ_INT(pgpipe_migrate_open(&m, c, &o), PGPIPE_MISUSE);
+    pgpipe_migrate_close(m);
+    PQfinish(c);
+}
+
+/* ---- applying --------------------------------------------------------- */
+
+PGT_TEST(migrate, apply_in_version_order)
+{
+    const char *d = mig_t_dir("order");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_order CASCADE"));
+    mig_t_write(d, "V1__schema.sql",
+                "-- the first migration\n"
+                "CREATE SCHEMA mig_order;\n"
+                "CREATE TABLE mig_order.t (id int PRIMARY KEY, note text);\n"
+                "CREATE FUNCTION mig_order.f(x text) RETURNS text\n"
+                "LANGUAGE plpgsql AS $$\n"
+                "DECLARE r text := '';\n"
+                "BEGIN\n"
+                "  r := x || ';' || 'it''s';   -- semicolons; and quotes\n"
+                "  RETURN r || $q$ ;'\" $q$;\n"
+                "END;\n"
+                "$$;\n");
+    mig_t_write(d, "V2__data.sql",
+                "COPY mig_order.t (id, note) FROM stdin;\n"
+                "1\tfirst; with semicolon\n"
+                "2\tit's \\\\ backslash\n"
+                "\\.\n"
+                "INSERT INTO mig_order.t VALUES (3, E'tab\\there');\n");
+    mig_t_write(d, "V10__after_two.sql", "ALTER TABLE mig_order.t ADD COLUMN v10 int DEFAULT 10;\n");
+    mig_t_write(d, "V003__three.sql",
+                "CREATE FUNCTION mig_order.add(a int, b int) RETURNS int LANGUAGE sql\n"
+                "BEGIN ATOMIC\n"
+                "  SELECT a + b;\n"
+                "END;\n"
+                "INSERT INTO mig_order.t VALUES (mig_order.add(2, 2), 'atomic');\n");
+    mig_t_write(d, "R__view.sql",
+                "CREATE OR REPLACE VIEW mig_order.v AS SELECT id, note, v10 FROM mig_order.t;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "order");
+    pgpipe_migrator *m = NULL;
+    int rc = mig_t_run(c, &o, &m);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(m));
+    PGT_EQ_INT(pgpipe_migrate_count(m), 5);
+    const char *order[] = { "1", "2", "3", "10", "" };
+    for (int i = 0; i < 5; i++) {
+        const pgpipe_migration_info *in = pgpipe_migrate_entry(m, i);
+        PGT_EQ_STR(in->version, order[i]);
+        PGT_EQ_INT(in->state, PGPIPE_MIGRATION_APPLIED);
+        PGT_CHECK(in->ran);
+    }
+    PGT_EQ_INT(pgpipe_migrate_entry(m, 4)->kind, 'R');
+    pgpipe_migrate_close(m);
+
+    PGT_EQ_STR(mig_t_str(c, "SELECT mig_order.f('a')"), "a;it's ;'\" ");
+    PGT_EQ_STR(mig_t_str(c, "SELECT note FROM mig_order.t WHERE id = 1"), "first; with semicolon");
+    PGT_EQ_STR(mig_t_str(c, "SELECT note FROM mig_order.t WHERE id = 2"), "it's \\ backslash");
+    PGT_EQ_STR(mig_t_str(c, "SELECT note FROM mig_order.t WHERE id = 3"), "tab\there");
+    PGT_EQ_STR(mig_t_str(c, "SELECT note FROM mig_order.t WHERE id = 4"), "atomic");
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_order.v WHERE v10 = 10"), 4);
+
+    /* the history */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_test.history WHERE scope = 'order' "
+                            "AND status = 'applied' AND checksum_algorithm = 'sha256' "
+                            "AND applied_by = current_user AND execution_ms >= 0"), 5);
+    PGT_EQ_INT(mig_t_int(c, "SELECT statements_total FROM mig_test.history "
+                            "WHERE scope = 'order' AND version = 1"), 3);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(version::text, ',' ORDER BY applied_at, id) "
+                            "FROM mig_test.history WHERE scope = 'order' AND kind = 'V'"),
+               "1,2,3,10");
+    /* the recorded checksum is the file's SHA-256 */
+    char ck[65];
+    const char *v10 = "ALTER TABLE mig_order.t ADD COLUMN v10 int DEFAULT 10;\n";
+    pgpipe_sha256_hex(v10, strlen(v10), ck);
+    PGT_EQ_STR(mig_t_str(c, "SELECT checksum FROM mig_test.history WHERE scope = 'order' "
+                            "AND version = 10"), ck);
+
+    /* a second run does nothing */
+    rc = mig_t_run(c, &o, &m);
+    PGT_OK(rc);
+    for (int i = 0; i < pgpipe_migrate_count(m); i++)
+        PGT_CHECK(!pgpipe_migrate_entry(m, i)->ran);
+    const char *txt = mig_t_format(m);
+    PGT_CONTAINS(txt, "5 migrations: 5 applied");
+    PGT_CONTAINS(txt, "after_two");
+    pgpipe_migrate_close(m);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_order CASCADE"));
+    PQfinish(c);
+}
+
+PGT_TEST(migrate, no_transaction_concurrently)
+{
+    const char *d = mig_t_dir("notx");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_notx CASCADE"));
+    mig_t_write(d, "V1__table.sql",
+                "CREATE SCHEMA mig_notx;\n"
+                "CREATE TYPE mig_notx.mood AS ENUM ('sad', 'ok');\n"
+                "CREATE TABLE mig_notx.t AS SELECT g AS id FROM generate_series(1, 1000) g;\n");
+    mig_t_write(d, "V2__index.sql",
+                "-- pgpipe:no-transaction\n"
+                "CREATE INDEX CONCURRENTLY mig_notx_t_id ON mig_notx.t (id);\n"
+                "ALTER TYPE mig_notx.mood ADD VALUE 'happy';\n"
+                "VACUUM mig_notx.t;\n");
+    /* the same in a transactional file fails, naming the file and line */
+    mig_t_write(d, "V3__bad.sql", "SELECT 1;\n\nCREATE INDEX CONCURRENTLY x3 ON mig_notx.t (id);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "notx");
+    pgpipe_migrator *m = NULL;
+    int rc = mig_t_run(c, &o, &m);
+    PGT_EQ_INT(rc, PGPIPE_DB);
+    const pgpipe_error *e = pgpipe_errinfo(m);
+    PGT_EQ_STR(e->source, "V3__bad.sql");
+    PGT_EQ_INT(e->line, 3);
+    PGT_EQ_STR(e->sqlstate, "25001"); /* active_sql_transaction */
+    PGT_CONTAINS(mig_t_err(m), "V3__bad.sql:3:1: statement 2 of 2 failed");
+    PGT_CONTAINS(e->message, "CREATE INDEX CONCURRENTLY cannot run inside a transaction block");
+    PGT_EQ_INT(mig_t_find(m, "index")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(mig_t_find(m, "index")->transactional, 0);
+    PGT_EQ_INT(mig_t_find(m, "bad")->state, PGPIPE_MIGRATION_FAILED);
+    pgpipe_migrate_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_index WHERE indexrelid = "
+                            "'mig_notx.mig_notx_t_id'::regclass AND indisvalid"), 1);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM unnest(enum_range(NULL::mig_notx.mood))"), 3);
+    PGT_EQ_INT(mig_t_int(c, "SELECT statements_done FROM mig_test.history WHERE scope = 'notx' "
+                            "AND version = 2"), 3);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_notx CASCADE"));
+    PQfinish(c);
+}
+
+PGT_TEST(migrate, failure_rolls_back_then_fix_continues)
+{
+    const char *d = mig_t_dir("fail");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_fail CASCADE"));
+    mig_t_write(d, "V1__base.sql", "CREATE SCHEMA mig_fail;\n");
+    mig_t_write(d, "V2__two.sql",
+                "CREATE TABLE mig_fail.a (id int);\n"
+                "INSERT INTO mig_fail.a VALUES (1);\n"
+                "\n"
+                "INSERT INTO mig_fail.a\n"
+                "  SELECT id FROM mig_fail.nope;\n");
+    mig_t_write(d, "V3__three.sql", "CREATE TABLE mig_fail.c (id int);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "fail");
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_DB);
+    const pgpipe_error *e = pgpipe_errinfo(m);
+    PGT_EQ_STR(e->source, "V2__two.sql");
+    PGT_EQ_INT(e->line, 4);
+    PGT_EQ_STR(e->sqlstate, "42P01");
+    PGT_EQ_STR(mig_t_err(m), "V2__two.sql:4:1: statement 3 of 3 failed: relation "
+                             "\"mig_fail.nope\" does not exist (at line 5, column 18) "
+                             "[SQLSTATE 42P01]");
+    PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_FAILED);
+    PGT_EQ_INT(mig_t_find(m, "two")->error_line, 4);
+    PGT_EQ_STR(mig_t_find(m, "two")->sqlstate, "42P01");
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_PENDING);
+    PGT_CONTAINS(mig_t_format(m), "re-apply (last attempt failed)");
+    pgpipe_migrate_close(m);
+    /* rolled back: the table of the first statement is not there */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_fail'"), 0);
+    PGT_EQ_STR(mig_t_str(c, "SELECT status FROM mig_test.history WHERE scope = 'fail' "
+                            "AND version = 2"), "failed");
+    PGT_EQ_INT(PQtransactionStatus(c), PQTRANS_IDLE);
+    /* running again without a fix fails the same way, nothing to reset */
+    PGT_EQ_INT(mig_t_run(c, &o, NULL), PGPIPE_DB);
+    /* fix the file and run again: continues cleanly */
+    mig_t_write(d, "V2__two.sql",
+                "CREATE TABLE mig_fail.a (id int);\n"
+                "INSERT INTO mig_fail.a VALUES (1);\n");
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_CHECK(mig_t_find(m, "two")->error == NULL);
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrate_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_fail.a"), 1);
+    /* a transaction control statement in a transactional file is refused */
+    mig_t_write(d, "V4__commit.sql", "INSERT INTO mig_fail.a VALUES (2);\nCOMMIT;\n");
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_PARSE);
+    PGT_CONTAINS(mig_t_err(m), "V4__commit.sql:2:1: transaction control statement (COMMIT)");
+    pgpipe_migrate_close(m);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_fail CASCADE"));
+    PQfinish(c);
+}
+
+PGT_TEST(migrate, no_transaction_failure_resumes)
+{
+    const char *d = mig_t_dir("resume");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_resume CASCADE"));
+    mig_t_write(d, "V1__steps.sql",
+                "-- pgpipe:no-transaction\n"
+                "CREATE SCHEMA mig_resume;\n"
+                "CREATE TABLE mig_resume.a (id int);\n"
+                "INSERT INTO mig_resume.a VALUES (1);\n"
+                "CREATE INDEX CONCURRENTLY a_id ON mig_resume.missing (id);\n"
+                "INSERT INTO mig_resume.a VALUES (2);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "resume");
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_DB);
+    PGT_EQ_INT(pgpipe_errinfo(m)->line, 5);
+    const pgpipe_migration_info *in = mig_t_find(m, "steps");
+    PGT_EQ_INT(in->state, PGPIPE_MIGRATION_PARTIAL);
+    PGT_EQ_INT(in->statements_done, 3);
+    PGT_EQ_INT(in->statements_total, 5);
+    PGT_CONTAINS(in->action, "resume at statement 4");
+    PGT_CONTAINS(mig_t_format(m), "3/5 statements done; line 5");
+    pgpipe_migrate_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_resume.a"), 1);
+    /* changing what already ran is refused */
+    mig_t_write(d, "V1__steps.sql",
+                "-- pgpipe:no-transaction\n"
+                "CREATE SCHEMA mig_resume;\n"
+                "CREATE TABLE mig_resume.a (id bigint);\n"
+                "INSERT INTO mig_resume.a VALUES (1);\n"
+                "CREATE INDEX CONCURRENTLY a_id ON mig_resume.a (id);\n"
+                "INSERT INTO mig_resume.a VALUES (2);\n");
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    PGT_CONTAINS(pgpipe_errmsg(m), "cannot resume: the first 3 statements");
+    pgpipe_migrate_close(m);
+    /* fixing the failed statement resumes after the three that ran */
+    mig_t_write(d, "V1__steps.sql",
+                "-- pgpipe:no-transaction\n"
+                "CREATE SCHEMA mig_resume;\n"
+                "CREATE TABLE mig_resume.a (id int);\n"
+                "INSERT INTO mig_resume.a VALUES (1);\n"
+                "CREATE INDEX CONCURRENTLY a_id ON mig_resume.a (id);\n"
+                "INSERT INTO mig_resume.a VALUES (2);\n");
+    PGT_OK(mig_t_run(c, &o, &m));
+    in = mig_t_find(m, "steps");
+    PGT_EQ_INT(in->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(in->statements_done, 5);
+    pgpipe_migrate_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM mig_resume.a"),
+               "1,2");
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_resume CASCADE"));
+    PQfinish(c);
+}
+
+PGT_TEST(migrate, drift_repair_and_missing)
+{
+    const char *d = mig_t_dir("drift");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_drift CASCADE"));
+    mig_t_write(d, "V1__one.sql", "CREATE SCHEMA mig_drift;\nCREATE TABLE mig_drift.a (id int);\n");
+    mig_t_write(d, "V2__two.sql", "CREATE TABLE mig_drift.b (id int);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "drift");
+    PGT_OK(mig_t_run(c, &o, NULL));
+    /* CRLF line endings are not a change */
+    mig_t_write(d, "V1__one.sql",
+                "CREATE SCHEMA mig_drift;\r\nCREATE TABLE mig_drift.a (id int);\r\n");
+    pgpipe_migrator *m = NULL;
+    PGT_OK(mig_t_run(c, &o, &m));
+    pgpipe_migrate_close(m);
+    /* an edit is drift: an error naming the file */
+    mig_t_write(d, "V1__one.sql", "CREATE SCHEMA mig_drift;\nCREATE TABLE mig_drift.a (id bigint);\n");
+    mig_t_write(d, "V3__three.sql", "CREATE TABLE mig_drift.c (id int);\n");
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    PGT_CONTAINS(mig_t_err(m), "V1__one.sql: applied migration changed on disk");
+    PGT_EQ_STR(pgpipe_errinfo(m)->source, "V1__one.sql");
+    pgpipe_migrate_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_drift' "
+                            "AND tablename = 'c'"), 0);
+    /* status shows it; the file of V2 goes missing too */
+    remove(mig_t_path(d, "V2__two.sql"));
+    PGT_OK(pgpipe_migrate_open(&m, c, &o));
+    PGT_OK(pgpipe_migrate_status(m));
+    PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_CHANGED);
+    PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_MISSING);
+    PGT_CHECK(mig_t_find(m, "two")->file == NULL);
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_PENDING);
+    const char *txt = mig_t_format(m);
+    PGT_CONTAINS(txt, "changed");
+    PGT_CONTAINS(txt, "missing");
+    PGT_CONTAINS(txt, "3 migrations: 1 pending, 1 changed, 1 missing");
+    pgpipe_migrate_close(m);
+    /* repair records the new checksum and goes on */
+    o.flags = PGPIPE_MIGRATE_REPAIR;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_MISSING);
+    pgpipe_migrate_close(m);
+    /* the repaired file did not run again: the column is still int */
+    PGT_EQ_STR(mig_t_str(c, "SELECT data_type FROM information_schema.columns WHERE "
+                            "table_schema = 'mig_drift' AND table_name = 'a'"), "integer");
+    o.flags = 0;
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.flags = PGPIPE_MIGRATE_DENY_MISSING;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    PGT_CONTAINS(mig_t_err(m), "V2__two.sql: applied migration is missing on disk");
+    pgpipe_migrate_close(m);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_drift CASCADE"));
+    PQfinish(c);
+}
+
+PGT_TEST(migrate, baseline_dry_run_out_of_order)
+{
+    const char *d = mig_t_dir("base");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_base CASCADE"));
+    PQclear(PGT_EXEC(c, "CREATE SCHEMA mig_base"));
+    /* an existing database: V1 and V2 already happened by hand */
+    mig_t_write(d, "V1__old.sql", "SELECT 1 / 0;\n");
+    mig_t_write(d, "V2__old.sql", "SELECT 1 / 0;\n");
+    mig_t_write(d, "V3__new.sql", "CREATE TABLE mig_base.t3 (id int);\n");
+    mig_t_write(d, "R__view.sql", "CREATE OR REPLACE VIEW mig_base.v AS SELECT 1 AS one;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "base");
+    o.history_table = "mig_base.history"; /* created by the run */
+
+    /* dry run: reports, changes nothing (not even the history table) */
+    o.flags = PGPIPE_MIGRATE_DRY_RUN;
+    o.baseline_version = "2";
+    pgpipe_migrator *m = NULL;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(pgpipe_migrate_count(m), 4);
+    PGT_EQ_STR(mig_t_find(m, "new")->action, "apply");
+    PGT_CHECK(mig_t_find(m, "new")->will_run);
+    PGT_CHECK(!mig_t_find(m, "new")->ran);
+    PGT_EQ_INT(mig_t_find(m, "new")->statements_total, 1);
+    PGT_CHECK(mig_t_find(m, "view")->will_run);
+    PGT_EQ_STR(pgpipe_migrate_entry(m, 0)->action, "record as baseline");
+    PGT_CHECK(!pgpipe_migrate_entry(m, 0)->will_run);
+    const char *txt = mig_t_format(m);
+    PGT_CONTAINS(txt, "would apply");
+    pgpipe_migrate_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_base'"), 0);
+
+    /* baseline for real: V1 and V2 are recorded, not run (they would fail) */
+    o.flags = 0;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(pgpipe_migrate_entry(m, 0)->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_INT(pgpipe_migrate_entry(m, 1)->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_INT(mig_t_find(m, "new")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(mig_t_find(m, "view")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrate_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_base.history WHERE status = 'baseline'"), 2);
+    o.baseline_version = NULL;
+    PGT_OK(mig_t_run(c, &o, NULL));
+
+    /* a version added below an applied one is an error unless allowed */
+    mig_t_write(d, "V5__five.sql", "CREATE TABLE mig_base.t5 (id int);\n");
+    PGT_OK(mig_t_run(c, &o, NULL));
+    mig_t_write(d, "V4__four.sql", "CREATE TABLE mig_base.t4 (id int);\n");
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    PGT_CONTAINS(mig_t_err(m), "V4__four.sql: version 4 is pending but a higher version");
+    pgpipe_migrate_close(m);
+    o.flags = PGPIPE_MIGRATE_OUT_OF_ORDER;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "four")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrate_close(m);
+
+    /* baseline at a version without a file records a marker; lower files are ignored */
+    o.flags = 0;
+    o.scope = "base2";
+    o.baseline_version = "0010";
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_base.history WHERE scope = 'base2' "
+                            "AND status = 'baseline'"), 6);
+    pgpipe_migrate_close(m);
+    o.baseline_version = NULL;
+    mig_t_write(d, "V6__six.sql", "SELECT 1 / 0;\n");
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "six")->state, PGPIPE_MIGRATION_IGNORED);
+    PGT_EQ_INT(mig_t_find(m, "baseline")->state, PGPIPE_MIGRATION_BASELINE);
+    pgpipe_migrate_close(m);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_base CASCADE"));
+    PQfinish(c);
+}
+
+PGT_TEST(migrate, repeatable_runs_when_changed)
+{
+    const char *d = mig_t_dir("rep");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_rep CASCADE"));
+    mig_t_write(d, "V1__t.sql", "CREATE SCHEMA mig_rep;\nCREATE TABLE mig_rep.runs (n int);\n");
+    mig_t_write(d, "R__count.sql",
+                "INSERT INTO mig_rep.runs VALUES (1);\n"
+                "CREATE OR REPLACE FUNCTION mig_rep.v() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "rep");
+    PGT_OK(mig_t_run(c, &o, NULL));
+    PGT_OK(mig_t_run(c, &o, NULL));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_rep.runs"), 1);
+    mig_t_write(d, "R__count.sql",
+                "INSERT INTO mig_rep.runs VALUES (2);\n"
+                "CREATE OR REPLACE FUNCTION mig_rep.v() RETURNS int LANGUAGE sql AS $$ SELECT 2 $$;\n");
+    /* a new versioned file runs before the changed repeatable */
+    mig_t_write(d, "V2__col.sql", "ALTER TABLE mig_rep.runs ADD COLUMN at timestamptz DEFAULT clock_timestamp();\n");
+    pgpipe_migrator *m = NULL;
+    PGT_OK(pgpipe_migrate_open(&m, c, &o));
+    PGT_OK(pgpipe_migrate_status(m));
+    PGT_EQ_INT(mig_t_find(m, "count")->state, PGPIPE_MIGRATION_OUTDATED);
+    PGT_OK(pgpipe_migrate_run(m));
+    PGT_EQ_INT(mig_t_find(m, "count")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_CHECK(mig_t_find(m, "count")->ran);
+    pgpipe_migrate_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT mig_rep.v()"), 2);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_rep.runs WHERE n = 2 AND at IS NOT NULL"), 1);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_test.history WHERE scope = 'rep' AND kind = 'R'"), 1);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_rep CASCADE"));
+    PQfinish(c);
+}
+
+/* ---- the lock: two processes ------------------------------------------ */
+
+static int mig_t_child_run(const char *dir, int timeout_ms, char *msg, size_t msgsize)
+{
+    PGconn *c = PQconnectdb(pgt_dsn());
+    if (PQstatus(c) != CONNECTION_OK)
+        return 99;
+    pgpipe_migrate_options o = mig_t_opts(dir, "lock");
+    o.lock_timeout_ms = timeout_ms;
+    pgpipe_migrator *m = NULL;
+    int rc = pgpipe_migrate_open(&m, c, &o);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_migrate_run(m);
+    if (msg)
+        snprintf(msg, msgsize, "%s", pgpipe_errmsg(m));
+    pgpipe_migrate_close(m);
+    PQfinish(c);
+    return rc;
+}
+
+PGT_TEST(migrate, two_processes_never_both_apply)
+{
+    const char *d = mig_t_dir("lock");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_lock CASCADE"));
+    PQclear(PGT_EXEC(c, "CREATE SCHEMA mig_lock"));
+    PQclear(PGT_EXEC(c, "CREATE TABLE mig_lock.applied (pid int)"));
+    mig_t_write(d, "V1__slow.sql",
+                "INSERT INTO mig_lock.applied VALUES (pg_backend_pid());\n"
+                "SELECT pg_sleep(1);\n");
+    mig_t_write(d, "V2__more.sql", "INSERT INTO mig_lock.applied VALUES (pg_backend_pid());\n");
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        PGT_CHECK(kids[k] >= 0);
+        if (kids[k] == 0)
+            _exit(mig_t_child_run(d, 30000, NULL, 0));
+    }
+    for (int k = 0; k < 2; k++) {
+        int st = 0;
+        PGT_CHECK(waitpid(kids[k], &st, 0) == kids[k]);
+        PGT_CHECK(WIFEXITED(st));
+        PGT_EQ_INT(WEXITSTATUS(st), PGPIPE_OK);
+    }
+    /* each migration ran exactly once */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_lock.applied"), 2);
+
+    /* a runner that cannot get the lock in time gives up clearly */
+    mig_t_write(d, "V3__blocked.sql", "INSERT INTO mig_lock.applied VALUES (0);\n");
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PQclear(PGT_EXEC(c, sql));
+    int pipefd[2];
+    PGT_CHECK(pipe(pipefd) == 0);
+    pid_t kid = fork();
+    PGT_CHECK(kid >= 0);
+    if (kid == 0) {
+        char msg[1024];
+        int rc = mig_t_child_run(d, 300, msg, sizeof msg);
+        ssize_t w = write(pipefd[1], msg, strlen(msg) + 1);
+        (void)w;
+        _exit(rc);
+    }
+    close(pipefd[1]);
+    int st = 0;
+    PGT_CHECK(waitpid(kid, &st, 0) == kid);
+    char msg[1024] = "";
+    ssize_t got = read(pipefd[0], msg, sizeof msg - 1);
+    PGT_CHECK(got > 0);
+    close(pipefd[0]);
+    PGT_CHECK(WIFEXITED(st));
+    PGT_EQ_INT(WEXITSTATUS(st), PGPIPE_BUSY);
+    PGT_CONTAINS(msg, "another migration runner holds the migration lock (pg_advisory_lock(");
+    PGT_CONTAINS(msg, "backend pid");
+    PGT_CONTAINS(msg, "gave up after 300 ms");
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PQclear(PGT_EXEC(c, sql));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_lock.applied WHERE pid = 0"), 0);
+    /* and the lock is released after a run */
+    PGT_EQ_INT(mig_t_child_run(d, 1000, NULL, 0), PGPIPE_OK);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_lock CASCADE"));
+    PQfinish(c);
+}
+
+/* ---- built-in schema and example -------------------------------------- */
+
+PGT_TEST(migrate, schema_install_idempotent)
+{
+    PGconn *c = mig_t_db("mig_schema_t");
+    pgpipe_error err;
+    int rc = pgpipe_schema_install(c, NULL, &err);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
+    PGT_OK(pgpipe_schema_install(c, NULL, &err));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pgpipe.migrations WHERE scope = 'schema' "
+                            "AND status = 'applied'"), 3);
+    const char *tables[] = { "staging.raw_events", "staging.raw_events_default", "pgpipe.loads",
+                             "pgpipe.load_batches", "pgpipe.dead_letters", "pgpipe.migrations" };
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        char sql[200];
+        snprintf(sql, sizeof sql, "SELECT to_regclass('%s') IS NOT NULL", tables[i]);
+        PGT_EQ_STR(mig_t_str(c, sql), "t");
+    }
+    PGT_EQ_STR(mig_t_str(c, "SELECT pg_get_partkeydef('staging.raw_events'::regclass)"),
+               "RANGE (received_at)");
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'staging' AND "
+                            "tablename = 'raw_events' AND (indexdef LIKE '%USING brin%' OR "
+                            "indexdef LIKE '%WHERE (NOT processed)%' OR "
+                            "indexdef LIKE '%payload ->> ''user_id''%')"), 3);
+    /* yesterday .. today + 7 exist */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pgpipe.raw_events_partitions "
+                            "WHERE partition <> 'raw_events_default'"), 9);
+    /* a row for any time is accepted; one from today lands in today's partition */
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload) "
+                        "VALUES ('t', 'x', '{\"user_id\": 7}')"));
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, received_at) "
+                        "VALUES ('t', 'x', '{}', '1999-01-01')"));
+    PGT_EQ_STR(mig_t_str(c, "SELECT tableoid::regclass::text FROM staging.raw_events "
+                            "WHERE received_at > '2000-01-01'"),
+               mig_t_str(c, "SELECT 'staging.raw_events_p' || to_char(now() AT TIME ZONE 'UTC', "
+                            "'YYYYMMDD')"));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events_default"), 1);
+    /* the optional GIN index */
+    PGT_EQ_STR(mig_t_str(c, "SELECT pgpipe.raw_events_payload_gin(true)"), "t");
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_indexes WHERE indexname = 'raw_events_payload_gin'"), 1);
+    PGT_EQ_STR(mig_t_str(c, "SELECT pgpipe.raw_events_payload_gin(false)"), "f");
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_indexes WHERE indexname = 'raw_events_payload_gin'"), 0);
+    /* the tables the loader and the dead-letter queue write */
+    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.loads (source, format) VALUES ('a.csv', 'csv')"));
+    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, rows_loaded) "
+                        "SELECT id, 1, gen_random_uuid(), 10 FROM pgpipe.loads"));
+    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, source_name, line_number, "
+                        "raw_text, error_message, sqlstate) VALUES ('load', 'a.csv', 3, 'x,y', "
+                        "'bad json', '22P02')"));
+    PGconn *c2 = c;
+    mig_t_drop_db(c2, "mig_schema_t");
+}
+
+PGT_TEST(migrate, partitions_maintenance_and_retention)
+{
+    PGconn *c = mig_t_db("mig_part_t");
+    pgpipe_error err;
+    int rc = pgpipe_schema_install(c, NULL, &err);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
+    /* rows 40 days ahead land in DEFAULT; creating that day's partition moves them */
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, received_at) "
+                        "SELECT 's', 'e', jsonb_build_object('n', g), "
+                        "(now() AT TIME ZONE 'UTC')::date + 40 + interval '1 hour' * (g % 24) "
+                        "FROM generate_series(1, 100) g"));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events_default"), 100);
+    PGT_EQ_INT(mig_t_int(c, "SELECT pgpipe.create_partitions(2, "
+                            "(now() AT TIME ZONE 'UTC')::date + 39)"), 3);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events_default"), 0);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE tableoid = "
+                            "format('staging.raw_events_p%s', to_char((now() AT TIME ZONE 'UTC')::date + 40, "
+                            "'YYYYMMDD'))::regclass"), 100);
+    /* the moved partition has the indexes of the parent */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = format("
+                            "'raw_events_p%s', to_char((now() AT TIME ZONE 'UTC')::date + 40, "
+                            "'YYYYMMDD'))"), 5);
+    /* calling again creates nothing */
+    PGT_EQ_INT(mig_t_int(c, "SELECT pgpipe.create_partitions(2, "
+                            "(now() AT TIME ZONE 'UTC')::date + 39)"), 0);
+
+    /* retention: three old days; one still holds an unprocessed row */
+    PGT_EQ_INT(mig_t_int(c, "SELECT pgpipe.create_partitions(2, "
+                            "(now() AT TIME ZONE 'UTC')::date - 50)"), 3);
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, received_at, processed) "
+                        "SELECT 's', 'e', '{}', (now() AT TIME ZONE 'UTC')::date - 50 + d "
+                        "+ interval '3 hours', d <> 2 FROM generate_series(0, 2) d"));
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, received_at, processed) "
+                        "VALUES ('s', 'e', '{}', now() - interval '400 days', true)"));
+    PGT_EQ_INT(mig_t_int(c, "SELECT pgpipe.drop_old_partitions(30, detach_only => true)"), 2);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE received_at < now() - "
+                            "interval '30 days'"), 1);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events_default"), 0);
+    /* detached, not dropped */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_class WHERE relname = format('raw_events_p%s', "
+                            "to_char((now() AT TIME ZONE 'UTC')::date - 50, 'YYYYMMDD')) "
+                            "AND NOT relispartition"), 1);
+    PGT_EQ_INT(mig_t_int(c, "SELECT pgpipe.drop_old_partitions(30, include_unprocessed => true)"), 1);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE received_at < now() - "
+                            "interval '30 days'"), 0);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_class WHERE relname = format('raw_events_p%s', "
+                            "to_char((now() AT TIME ZONE 'UTC')::date - 48, 'YYYYMMDD'))"), 0);
+    /* today's partitions are untouched */
+    PGT_CHECK(mig_t_int(c, "SELECT count(*) FROM pgpipe.raw_events_partitions") >= 10);
+    mig_t_drop_db(c, "mig_part_t");
+}
+
+PGT_TEST(migrate, example_pipeline)
+{
+    PGconn *c = mig_t_db("mig_example_t");
+    pgpipe_error err;
+    int rc = pgpipe_example_install(c, NULL, &err);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
+    PGT_OK(pgpipe_example_install(c, NULL, &err));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pgpipe.migrations WHERE scope = 'example' "
+                            "AND status = 'applied'"), 6);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_namespace WHERE nspname IN "
+                            "('staging', 'production', 'analytics')"), 3);
+    /* uuid-ossp only when the server has it; PostGIS is not installed here */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_extension WHERE extname = 'uuid-ossp'"),
+               mig_t_int(c, "SELECT count(*) FROM pg_available_extensions WHERE name = 'uuid-ossp'"));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_extension WHERE extname = 'postgis'"),
+               mig_t_int(c, "SELECT count(*) FROM pg_available_extensions WHERE name = 'postgis'"));
+    /* dim_date: 2020 .. 2035 */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM production.dim_date"),
+               mig_t_int(c, "SELECT DATE '2036-01-01' - DATE '2020-01-01'"));
+    PGT_EQ_STR(mig_t_str(c, "SELECT day_name || ' ' || is_weekend FROM production.dim_date "
+                            "WHERE full_date = '2024-06-01'"), "Saturday true");
+    /* constraints */
+    PGresult *r = PQexec(c, "INSERT INTO production.users (email, full_name) VALUES ('no-at', 'X')");
+    PGT_EQ_STR(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23514");
+    PQclear(r);
+    r = PQexec(c, "INSERT INTO production.users (email) VALUES ('a@b.co')");
+    PGT_EQ_STR(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23502");
+    PQclear(r);
+    /* staging -> production, idempotent */
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_users (source, payload) VALUES "
+                        "('crm', '{\"email\": \"Ann@Example.com\", \"name\": \"Ann\"}'), "
+                        "('crm', '{\"email\": \"bob@example.com\", \"name\": \"Bob\"}'), "
+                        "('crm', '{\"email\": \"ann@example.com\", \"name\": \"Ann B\", \"country\": \"SE\"}')"));
+    PGT_EQ_INT(mig_t_int(c, "SELECT staging.promote_users()"), 2);
+    PGT_EQ_INT(mig_t_int(c, "SELECT staging.promote_users()"), 0);
+    PGT_EQ_STR(mig_t_str(c, "SELECT full_name || '/' || country FROM production.users "
+                            "WHERE email = 'ann@example.com'"), "Ann B/SE");
+    PGT_EQ_INT(mig_t_int(c, "SELECT production.upsert_user('bob@example.com', 'Robert')"),
+               mig_t_int(c, "SELECT id FROM production.users WHERE email = 'bob@example.com'"));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM production.users"), 2);
+    /* updated_at follows updates */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM production.users WHERE email = 'bob@example.com' "
+                            "AND updated_at > created_at"), 1);
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload) VALUES "
+                        "('pay', 'transaction', '{\"email\": \"ann@example.com\", \"amount\": 10.50, \"status\": \"completed\", \"ref\": \"t1\"}'), "
+                        "('pay', 'transaction', '{\"email\": \"bob@example.com\", \"amount\": 5, \"ref\": \"t2\"}'), "
+                        "('pay', 'transaction', '{\"email\": \"bob@example.com\", \"amount\": -1, \"ref\": \"t3\"}')"));
+    PGT_EQ_INT(mig_t_int(c, "SELECT staging.promote_transactions()"), 2);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE NOT processed"), 1);
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload) VALUES "
+                        "('pay', 'transaction', '{\"email\": \"bob@example.com\", \"amount\": 5, \"status\": \"completed\", \"ref\": \"t2\"}')"));
+    PGT_EQ_INT(mig_t_int(c, "SELECT staging.promote_transactions()"), 1);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM production.transactions"), 2);
+    r = PQexec(c, "INSERT INTO production.transactions (user_id, amount) "
+                  "SELECT id, 0 FROM production.users LIMIT 1");
+    PGT_EQ_STR(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23514");
+    PQclear(r);
+    r = PQexec(c, "INSERT INTO production.transactions (user_id, amount, status) "
+                  "SELECT id, 1, 'lost' FROM production.users LIMIT 1");
+    PGT_EQ_STR(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23514");
+    PQclear(r);
+    PGT_EQ_STR(mig_t_str(c, "SELECT data_type || numeric_precision || ',' || numeric_scale FROM "
+                            "information_schema.columns WHERE table_schema = 'production' AND "
+                            "table_name = 'transactions' AND column_name = 'amount'"), "numeric10,2");
+    /* the materialized view refreshes concurrently */
+    PQclear(PGT_EXEC(c, "REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.daily_user_metrics"));
+    PGT_EQ_STR(mig_t_str(c, "SELECT active_users || '/' || transactions || '/' || revenue || '/' || "
+                            "new_users FROM analytics.daily_user_metrics"), "2/2/15.50/2");
+    /* cascade: deleting a user deletes their transactions */
+    PQclear(PGT_EXEC(c, "DELETE FROM production.users WHERE email = 'bob@example.com'"));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM production.transactions"), 1);
+    PQclear(PGT_EXEC(c, "REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.daily_user_metrics"));
+    PGT_EQ_STR(mig_t_str(c, "SELECT revenue::text FROM analytics.daily_user_metrics"), "10.50");
+    /* cleanup_old_data deletes processed rows older than N days */
+    PQclear(PGT_EXEC(c, "UPDATE staging.raw_users SET received_at = now() - interval '10 days'"));
+    PGT_EQ_INT(mig_t_int(c, "SELECT staging.cleanup_old_data(5)"), 3);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_users"), 0);
+    mig_t_drop_db(c, "mig_example_t");
+}
+
+PGT_TEST(migrate, parse_error_stops_before_anything_runs)
+{
+    const char *d = mig_t_dir("parse");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS public.mig_parse_t"));
+    mig_t_write(d, "V1__ok.sql", "CREATE TABLE public.mig_parse_t (id int);\n");
+    mig_t_write(d, "V2__broken.sql", "SELECT 1;\n\nSELECT $x$ never closed;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "parse");
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_PARSE);
+    PGT_EQ_STR(pgpipe_errinfo(m)->source, "V2__broken.sql");
+    PGT_EQ_INT(pgpipe_errinfo(m)->line, 3);
+    PGT_CONTAINS(mig_t_err(m), "V2__broken.sql:3:8: unterminated dollar-quoted string");
+    PGT_EQ_INT(mig_t_find(m, "ok")->state, PGPIPE_MIGRATION_PENDING);
+    /* status still works on the broken directory */
+    PGT_OK(pgpipe_migrate_status(m));
+    PGT_EQ_INT(pgpipe_migrate_count(m), 2);
+    pgpipe_migrate_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_parse_t'"), 0);
+    PQfinish(c);
+}
+
+PGT_TEST(migrate, split_incomplete_input)
+{
+    /* what an interactive shell needs: is more input required? */
+    struct { const char *text; int incomplete; } cases[] = {
+        { "SELECT 1;", 0 },
+        { "SELECT 1; SELECT 2", 1 },
+        { "SELECT 'abc", 1 },
+        { "SELECT 1; /* open", 1 },
+        { "DO $$ BEGIN", 1 },
+        { "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;", 1 },
+        { "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;", 0 },
+        { "COPY t FROM stdin;\n1\n", 1 },
+        { "COPY t FROM stdin;\n1\n\\.\n", 0 },
+        { "  -- just a comment\n", 0 },
+        { "SELECT 1;\n\\q\n", 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pgpipe_sql_split *s = NULL;
+        PGT_OK(pgpipe_sql_split_open(&s, cases[i].text, strlen(cases[i].text), NULL));
+        pgpipe_sql_stmt st;
+        int rc, last_term = 1;
+        while ((rc = pgpipe_sql_split_next(s, &st)) == PGPIPE_ROW)
+            last_term = st.terminated;
+        PGT_CHECK_MSG(pgpipe_sql_split_incomplete(s) == cases[i].incomplete, "case %zu: %s", i,
+                      cases[i].text);
+        if (rc == PGPIPE_DONE)
+            PGT_EQ_INT(last_term, !cases[i].incomplete);
+        if (i == 10)
+            PGT_EQ_STR(pgpipe_errinfo(s)->source, "<buffer>");
+        pgpipe_sql_split_close(s);
+    }
+}
