@@ -39,8 +39,8 @@ struct pgpipe_claimer {
     pgpipe_claim_options o;
     char *table, *source, *event_type, *worker_id, *dlq_table; /* copies */
     char *qtable, *qdlq;      /* quoted names */
-    char *sql_claim, *sql_done, *sql_fail, *sql_release, *sql_pending;
-    char nm_claim[40], nm_done[40], nm_fail[40], nm_release[40], nm_pending[40];
+    char *sql_claim, *sql_done, *sql_fail, *sql_release, *sql_pending, *sql_exists;
+    char nm_claim[40], nm_done[40], nm_fail[40], nm_release[40], nm_pending[40], nm_exists[40];
     char nm_handler[40];
     uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
     uint64_t rng;
@@ -318,12 +318,18 @@ static int claim_build_sql(pgpipe_claimer *c)
             PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
         goto nomem;
     c->sql_pending = b.data;
+    memset(&b, 0, sizeof b);
+    if (pp_buf_appendf(&b, "SELECT EXISTS (SELECT 1 FROM %s WHERE NOT processed%s)", c->qtable,
+                       filt) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
+        goto nomem;
+    c->sql_exists = b.data;
 
     claim_stmt_name(c->nm_claim, c->sql_claim);
     claim_stmt_name(c->nm_done, c->sql_done);
     claim_stmt_name(c->nm_fail, c->sql_fail);
     claim_stmt_name(c->nm_release, c->sql_release);
     claim_stmt_name(c->nm_pending, c->sql_pending);
+    claim_stmt_name(c->nm_exists, c->sql_exists);
     return PGPIPE_OK;
 nomem:
     pp_buf_free(&b);
@@ -394,6 +400,8 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
         rc = claim_prepare(c, c->nm_release, c->sql_release);
     if (rc == PGPIPE_OK)
         rc = claim_prepare(c, c->nm_pending, c->sql_pending);
+    if (rc == PGPIPE_OK)
+        rc = claim_prepare(c, c->nm_exists, c->sql_exists);
     return rc;
 }
 
@@ -524,8 +532,13 @@ static PGresult *claim_pipe_take(PGconn *conn)
     return last;
 }
 
-/* Transactional claim: BEGIN, claim, SAVEPOINT in one round trip. */
-static PGresult *claim_tx_claim(pgpipe_claimer *c, int n, const char *const *v)
+/* The claim in one round trip (pipeline): BEGIN, SET LOCAL
+** plan_cache_mode = force_custom_plan (the table's size changes all the
+** time: a generic plan made while it was small sorts the whole pending set
+** later), the claim, then SAVEPOINT (transactional mode: the transaction
+** stays open for the handler) or COMMIT (lease mode). Returns the claim's
+** result or NULL with the error set (and no transaction left open). */
+static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v, int lease)
 {
     PGconn *conn = c->conn;
     if (!PQenterPipelineMode(conn)) {
@@ -533,36 +546,44 @@ static PGresult *claim_tx_claim(pgpipe_claimer *c, int n, const char *const *v)
         return NULL;
     }
     int ok = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+             PQsendQueryParams(conn, "SET LOCAL plan_cache_mode = force_custom_plan", 0, NULL,
+                               NULL, NULL, NULL, 0) &&
              PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0) &&
-             PQsendQueryParams(conn, "SAVEPOINT pgpipe_claim", 0, NULL, NULL, NULL, NULL, 0) &&
+             PQsendQueryParams(conn, lease ? "COMMIT" : "SAVEPOINT pgpipe_claim", 0, NULL, NULL,
+                               NULL, NULL, 0) &&
              PQpipelineSync(conn);
     if (!ok) {
         pp_err_pq(&c->hdr.err, conn, NULL, "sending the claim");
         PQexitPipelineMode(conn);
         return NULL;
     }
-    PGresult *rb = claim_pipe_take(conn);
-    PGresult *rc = claim_pipe_take(conn);
-    PGresult *rs = claim_pipe_take(conn);
+    PGresult *res[4];
+    for (int i = 0; i < 4; i++)
+        res[i] = claim_pipe_take(conn);
     PGresult *sync = PQgetResult(conn); /* PGRES_PIPELINE_SYNC */
     PQclear(sync);
     PQexitPipelineMode(conn);
-    PGresult *bad = !rb || !claim_is_ok(rb) ? rb : !rc || !claim_is_ok(rc) ? rc
-                  : !rs || !claim_is_ok(rs) ? rs : NULL;
-    if (bad || !rb || !rc || !rs) {
+    PGresult *bad = NULL;
+    int failed = 0;
+    for (int i = 0; i < 4 && !failed; i++)
+        if (!res[i] || !claim_is_ok(res[i])) {
+            failed = 1;
+            bad = res[i];
+        }
+    if (failed) {
         pp_err_pq(&c->hdr.err, conn, bad, "claiming a batch");
-        PQclear(rb);
-        PQclear(rc);
-        PQclear(rs);
+        for (int i = 0; i < 4; i++)
+            PQclear(res[i]);
         if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
             PGresult *r = PQexec(conn, "ROLLBACK");
             PQclear(r);
         }
         return NULL;
     }
-    PQclear(rb);
-    PQclear(rs);
-    return rc;
+    PQclear(res[0]);
+    PQclear(res[1]);
+    PQclear(res[3]);
+    return res[2];
 }
 
 int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
@@ -591,19 +612,9 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
         v[n++] = c->source;
     if (c->event_type)
         v[n++] = c->event_type;
-    PGresult *r;
-    if (lease) {
-        r = claim_run(c, c->nm_claim, n, v);
-        if (!claim_is_ok(r)) {
-            int rc = pp_err_pq(&c->hdr.err, c->conn, r, "claiming a batch");
-            PQclear(r);
-            return rc;
-        }
-    } else {
-        r = claim_tx_claim(c, n, v);
-        if (!r)
-            return c->hdr.err.code ? c->hdr.err.code : PGPIPE_DB;
-    }
+    PGresult *r = claim_pipe_claim(c, n, v, lease);
+    if (!r)
+        return c->hdr.err.code ? c->hdr.err.code : PGPIPE_DB;
     int rows = PQntuples(r);
     if (rows == 0) {
         PQclear(r);
@@ -1027,7 +1038,8 @@ int pgpipe_claimer_stats(const pgpipe_claimer *c, pgpipe_claim_stats *out)
     return PGPIPE_OK;
 }
 
-int pgpipe_claimer_pending(pgpipe_claimer *c, long long *count)
+/* exists = 1: only whether any row is pending (cheap), as 0 or 1 */
+static int claim_pending(pgpipe_claimer *c, long long *count, int exists)
 {
     if (!c || !count)
         return PGPIPE_MISUSE;
@@ -1037,7 +1049,12 @@ int pgpipe_claimer_pending(pgpipe_claimer *c, long long *count)
         v[n++] = c->source;
     if (c->event_type)
         v[n++] = c->event_type;
-    PGresult *r = claim_run(c, c->nm_pending, n, v);
+    PGresult *r = claim_run(c, exists ? c->nm_exists : c->nm_pending, n, v);
+    if (exists && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        *count = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        return PGPIPE_OK;
+    }
     int rc = PGPIPE_OK;
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
         *count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -1045,6 +1062,11 @@ int pgpipe_claimer_pending(pgpipe_claimer *c, long long *count)
         rc = pp_err_pq(&c->hdr.err, c->conn, r, "counting pending rows");
     PQclear(r);
     return rc;
+}
+
+int pgpipe_claimer_pending(pgpipe_claimer *c, long long *count)
+{
+    return claim_pending(c, count, 0);
 }
 
 void pgpipe_claimer_close(pgpipe_claimer *c)
@@ -1065,6 +1087,7 @@ void pgpipe_claimer_close(pgpipe_claimer *c)
     pp_free(c->sql_fail);
     pp_free(c->sql_release);
     pp_free(c->sql_pending);
+    pp_free(c->sql_exists);
     pp_free(c);
 }
 
@@ -1408,6 +1431,7 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
     pgpipe_conn *pc = NULL;
     pgpipe_claimer *cl = NULL;
     int rc = PGPIPE_BUSY;
+    int64_t last_look = 0;
     while (!atomic_load(&w->stop)) {
         if (timeout_ms >= 0 && pgpipe_now_us() - t0 > (int64_t)timeout_ms * 1000)
             break;
@@ -1427,8 +1451,20 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
                 continue;
             }
         }
+        /* look when every worker is idle, and once a second anyway */
+        int idle = 0;
+        pthread_mutex_lock(&w->mu);
+        for (int i = 0; i < w->n; i++)
+            idle += w->wk[i].idle;
+        pthread_mutex_unlock(&w->mu);
+        int64_t now = pgpipe_now_us();
+        if (idle < w->n && now - last_look < 1000000) {
+            claim_nap(w, 20);
+            continue;
+        }
+        last_look = now;
         long long pending = -1;
-        if (pgpipe_claimer_pending(cl, &pending) != PGPIPE_OK) {
+        if (claim_pending(cl, &pending, 1) != PGPIPE_OK) {
             int bad = PQstatus(cl->conn) != CONNECTION_OK;
             pgpipe_claimer_close(cl);
             cl = NULL;
@@ -1444,7 +1480,7 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
             rc = PGPIPE_OK;
             break;
         }
-        claim_nap(w, 50);
+        claim_nap(w, 20);
     }
     pgpipe_claimer_close(cl);
     if (pc)
