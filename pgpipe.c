@@ -7335,6 +7335,7 @@ struct pgpipe_batch {
     char *failed;             /* per record: 1 when failed */
     char **fmsg;              /* per record: message (owned) */
     char (*fstate)[6];        /* per record: SQLSTATE */
+    pgpipe_json_doc **doc;    /* per record: parsed payload, on demand */
     char token[37];
     pp_buf json;
     int json_ok;
@@ -7724,6 +7725,10 @@ static void claim_batch_free(pgpipe_batch *b)
             pp_free(b->fmsg[i]);
         pp_free(b->fmsg);
         pp_free(b->fstate);
+        if (b->doc)
+            for (int i = 0; i < b->n; i++)
+                pgpipe_json_doc_free(b->doc[i]);
+        pp_free(b->doc);
         pp_free(b->failed);
         pp_free(b->ev);
         PQclear(b->res);
@@ -7762,6 +7767,33 @@ int pgpipe_batch_failed(const pgpipe_batch *b, int i)
     return b && i >= 0 && i < b->n ? b->failed[i] : 0;
 }
 
+const pgpipe_json_doc *pgpipe_batch_doc(pgpipe_batch *b, int i, pgpipe_error *err)
+{
+    if (!b || i < 0 || i >= b->n) {
+        pp_err(err, PGPIPE_MISUSE, "no record %d in the batch", i);
+        return NULL;
+    }
+    if (!b->doc) {
+        pp_err(err, PGPIPE_MISUSE, "documents are only kept by a claimed batch");
+        return NULL;
+    }
+    if (!b->doc[i]) {
+        pgpipe_json_doc *d;
+        if (pgpipe_json_doc_new(&d) != PGPIPE_OK) {
+            pp_err_nomem(err);
+            return NULL;
+        }
+        if (pgpipe_json_parse(d, b->ev[i].payload, b->ev[i].payload_len) != PGPIPE_OK) {
+            if (err)
+                *err = *pgpipe_errinfo(d);
+            pgpipe_json_doc_free(d);
+            return NULL;
+        }
+        b->doc[i] = d;
+    }
+    return b->doc[i];
+}
+
 static void claim_batch_unfail(pgpipe_batch *b, int i)
 {
     b->failed[i] = 0;
@@ -7781,9 +7813,13 @@ const char *pgpipe_batch_json(pgpipe_batch *b)
     int rc = pp_buf_reserve(j, (size_t)b->n * 160);
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(j, '[');
+    int first = 1;
     for (int i = 0; rc == PGPIPE_OK && i < b->n; i++) {
         const pgpipe_event *e = &b->ev[i];
-        rc |= pp_buf_appendf(j, "%s{\"id\":%lld,\"source\":", i ? "," : "", e->id);
+        if (b->failed[i])
+            continue;
+        rc |= pp_buf_appendf(j, "%s{\"id\":%lld,\"source\":", first ? "" : ",", e->id);
+        first = 0;
         rc |= claim_json_str(j, e->source);
         rc |= pp_buf_append(j, ",\"event_type\":", 14);
         rc |= claim_json_str(j, e->event_type);
@@ -7936,9 +7972,11 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
         b->failed = pp_calloc((size_t)rows, 1);
         b->fmsg = pp_calloc((size_t)rows, sizeof *b->fmsg);
         b->fstate = pp_calloc((size_t)rows, sizeof *b->fstate);
+        b->doc = pp_calloc((size_t)rows, sizeof *b->doc);
     }
-    if (!b || !b->ev || !b->failed || !b->fmsg || !b->fstate) {
+    if (!b || !b->ev || !b->failed || !b->fmsg || !b->fstate || !b->doc) {
         if (b) {
+            pp_free(b->doc);
             pp_free(b->ev);
             pp_free(b->failed);
             pp_free(b->fmsg);
@@ -7966,6 +8004,14 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
         e->payload_len = (size_t)PQgetlength(r, i, 3);
         e->received_at = PQgetvalue(r, i, 4);
         e->attempt = atoi(PQgetvalue(r, i, 5));
+        /* lease mode: a row handed out max_attempts times already (each
+        ** lease expired: its worker died or stalled) goes to the dead
+        ** letters instead of crashing another worker */
+        if (lease && e->attempt > c->o.max_attempts) {
+            pgpipe_batch_fail(b, i, "lease expired on every attempt (worker crashed or stalled)",
+                              NULL);
+            b->failed[i] = 2; /* not the handler's: bisection keeps it */
+        }
     }
     c->st.batches++;
     c->st.claimed += rows;
@@ -8201,7 +8247,8 @@ static int claim_bisect(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch
         PGPIPE_OK)
         return c->hdr.err.code;
     for (int i = lo; i < hi; i++)
-        claim_batch_unfail(b, i);
+        if (b->failed[i] == 1)
+            claim_batch_unfail(b, i);
     if (hi - lo == 1)
         return pgpipe_batch_fail(b, lo, err.message, err.sqlstate);
     int mid = lo + (hi - lo) / 2;

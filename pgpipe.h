@@ -786,7 +786,9 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
 **       completion succeeds only for rows whose token still matches. A lease
 **       that expires (crashed or stalled worker) is reclaimed by another
 **       claimer with a new token, so the old holder's late completion is
-**       refused and counted (stats.fenced).
+**       refused and counted (stats.fenced). A row whose lease expired
+**       max_attempts times (its worker crashed or stalled on it each time)
+**       is dead-lettered at its next claim instead of being handed out.
 **
 ** Failures: a record whose handler fails is retried with exponential backoff
 ** (attempts, next_attempt_at = now + min(max, base * 2^(attempt-1)) with
@@ -849,9 +851,13 @@ const char *pgpipe_batch_token(const pgpipe_batch *b);
 int pgpipe_batch_fail(pgpipe_batch *b, int i, const char *message, const char *sqlstate);
 /* 1 when record i is marked failed. */
 int pgpipe_batch_failed(const pgpipe_batch *b, int i);
+/* The payload of record i parsed (on first use, then kept with the batch),
+** or NULL with the parse error in err (may be NULL). */
+const pgpipe_json_doc *pgpipe_batch_doc(pgpipe_batch *b, int i, pgpipe_error *err);
 /* The claimed rows as a JSON array of objects {id, source, event_type,
-** payload, received_at, attempt}: what a SQL handler sees as $1. The string
-** lives as long as the batch. */
+** payload, received_at, attempt}: what a SQL handler sees as $1 (records
+** already marked failed are left out). The string lives as long as the
+** batch. */
 const char *pgpipe_batch_json(pgpipe_batch *b);
 
 /* Handlers. Exactly one of record, batch, sql is set.

@@ -428,6 +428,43 @@ PGT_TEST(claim, lease_fencing_refuses_late_completion)
     PQfinish(c1);
 }
 
+PGT_TEST(claim, lease_crash_loop_goes_to_dead_letters)
+{
+    PGconn *c = claim_t_setup("claim_t_loop", 5);
+    /* one row whose lease expired twice already (its workers died on it) */
+    PQclear(PGT_EXEC(c, "UPDATE claim_t_loop SET attempts = 2, claim_token = gen_random_uuid(),"
+                        " lease_expires_at = now() - interval '1 s'"
+                        " WHERE id = (SELECT min(id) FROM claim_t_loop)"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_loop");
+    o.mode = PGPIPE_CLAIM_LEASE;
+    o.max_attempts = 2;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    claim_t_ctx x = { 0 };
+    pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    PGT_EQ_INT(x.calls, 4); /* not handed to the handler a third time */
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_loop' AND attempt_count = 3 AND"
+                                 " error_message LIKE 'lease expired%'"), 1);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_loop WHERE processed"), 5);
+    /* the parsed payload is at hand */
+    PQclear(PGT_EXEC(c, "INSERT INTO claim_t_loop (source, event_type, payload)"
+                        " VALUES ('s', 'e', '{\"k\": [1, 2]}')"));
+    pgpipe_batch *b;
+    PGT_EQ_INT(pgpipe_claim_next(cl, &b), PGPIPE_ROW);
+    pgpipe_error err;
+    const pgpipe_json_doc *d = pgpipe_batch_doc(b, 0, &err);
+    PGT_CHECK(d != NULL);
+    PGT_EQ_INT(pgpipe_json_type(pgpipe_json_root(d)), PGPIPE_JSON_OBJECT);
+    PGT_CHECK(pgpipe_batch_doc(b, 0, &err) == d);
+    PGT_CHECK(pgpipe_batch_doc(b, 5, &err) == NULL);
+    PGT_OK(pgpipe_claim_complete(cl, b));
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
 PGT_TEST(claim, lease_sql_handler_and_failures)
 {
     PGconn *c = claim_t_setup("claim_t_lsql", 20);
