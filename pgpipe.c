@@ -2139,6 +2139,17 @@ JSON_INLINE const unsigned char *json_skip_ws(const unsigned char *p, const unsi
     if (end - p >= 2 && p[0] == ' ' && p[1] > ' ') /* ": " */
         return p + 1;
 #ifdef JSON_SSE2
+    if (end - p >= 17 && *p == '\n') { /* a line end and its indentation */
+        unsigned bits = ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(
+                            _mm_loadu_si128((const __m128i *)(const void *)(p + 1)),
+                            _mm_set1_epi8(' '))) & 0xFFFFu;
+        if (bits) {
+            const unsigned char *q = p + 1 + __builtin_ctz(bits);
+            if (*q > ' ')
+                return q;
+            p = q;
+        }
+    }
     {
         const __m128i s = _mm_set1_epi8(' '), n = _mm_set1_epi8('\n');
         const __m128i r = _mm_set1_epi8('\r'), t = _mm_set1_epi8('\t');
@@ -2250,20 +2261,6 @@ JSON_NOINLINE size_t json_utf8_bad(json_ctx *c, const unsigned char *p)
     return 0;
 }
 
-JSON_INLINE size_t json_utf8_len(json_ctx *c, const unsigned char *p)
-{
-    unsigned b0 = p[0];
-    size_t avail = (size_t)(c->end - p);
-    if (b0 >= 0xC2 && b0 < 0xE0) {
-        if (avail >= 2 && (p[1] & 0xC0) == 0x80)
-            return 2;
-    } else if (b0 >= 0xE1 && b0 < 0xF0 && b0 != 0xED) {
-        if (avail >= 3 && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80)
-            return 3;
-    }
-    return json_utf8_bad(c, p);
-}
-
 /* One escape sequence; p at the backslash. Returns the byte after it or NULL. */
 JSON_NOINLINE const unsigned char *json_escape(json_ctx *c, const unsigned char *p,
                                                const unsigned char *open)
@@ -2318,6 +2315,23 @@ JSON_NOINLINE const unsigned char *json_escape(json_ctx *c, const unsigned char 
     }
 }
 
+#ifdef JSON_SSE2
+/* 1 when the 15 bytes at p (16 readable) are five 3-byte characters with
+** lead bytes E1..EC or EE..EF (E0 and ED, which restrict their second byte,
+** are left to the byte-wise check). */
+static inline int json_utf8_five3(const unsigned char *p)
+{
+    const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+    unsigned cont = (unsigned)_mm_movemask_epi8(
+        _mm_cmpeq_epi8(_mm_and_si128(x, _mm_set1_epi8((char)0xC0)), _mm_set1_epi8((char)0x80)));
+    unsigned lead = (unsigned)_mm_movemask_epi8(
+        _mm_cmpeq_epi8(_mm_and_si128(x, _mm_set1_epi8((char)0xF0)), _mm_set1_epi8((char)0xE0)));
+    unsigned odd = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+        _mm_cmpeq_epi8(x, _mm_set1_epi8((char)0xE0)), _mm_cmpeq_epi8(x, _mm_set1_epi8((char)0xED))));
+    return (cont & 0x7FFFu) == 0x6DB6u && (lead & 0x7FFFu) == 0x1249u && !(odd & 0x1249u);
+}
+#endif
+
 /* Check the UTF-8 of a string segment [p, e); e is at a '"', '\', control
 ** byte or the input end, so no valid sequence crosses it. 1 = valid. */
 static int json_utf8_check(json_ctx *c, const unsigned char *p, const unsigned char *e)
@@ -2346,6 +2360,10 @@ static int json_utf8_check(json_ctx *c, const unsigned char *p, const unsigned c
             if (avail >= 3 && (b0 & 0xF0) == 0xE0 && (p[1] & 0xC0) == 0x80 &&
                 (p[2] & 0xC0) == 0x80 && b0 != 0xE0 && b0 != 0xED) {
                 p += 3;
+#ifdef JSON_SSE2
+                while (e - p >= 16 && json_utf8_five3(p)) /* CJK text, 5 at a time */
+                    p += 15;
+#endif
             } else if (avail >= 2 && b0 - 0xC2u < 30u && (p[1] & 0xC0) == 0x80) {
                 p += 2;
             } else {
@@ -2365,7 +2383,7 @@ static int json_utf8_check(json_ctx *c, const unsigned char *p, const unsigned c
 ** The fast loops stop only at '"', '\' and control bytes; non-ASCII bytes
 ** are noted and the UTF-8 of the segment is checked before the stop byte is
 ** acted on, so the first problem in the string is the one reported. */
-JSON_INLINE const unsigned char *json_string(json_ctx *c, const unsigned char *p,
+JSON_INLINE const unsigned char *json_scan_str(json_ctx *c, const unsigned char *p,
                                              const unsigned char *open, int *esc)
 {
     const unsigned char *end = c->end, *seg = p;
@@ -2554,7 +2572,7 @@ value:
     case '"':
     string_value: {
         int esc = 0;
-        const unsigned char *s = p + 1, *q = json_string(c, s, p, &esc);
+        const unsigned char *s = p + 1, *q = json_scan_str(c, s, p, &esc);
         if (!q)
             goto fail;
         if (build) {
@@ -2710,7 +2728,7 @@ key:
     JSON_COUNT();
     {
         int esc = 0;
-        const unsigned char *s = p + 1, *q = json_string(c, s, p, &esc);
+        const unsigned char *s = p + 1, *q = json_scan_str(c, s, p, &esc);
         if (!q)
             goto fail;
         if (build) {

@@ -876,3 +876,41 @@ PGT_TEST(json, corpus_roundtrip)
     if (!found)
         PGT_SKIP("../shared/data/json is absent");
 }
+
+PGT_TEST(json, utf8_long_runs_of_3_byte_characters)
+{
+    /* the 5-characters-at-a-time path must agree with the byte-wise one:
+    ** valid E0/ED/EF forms inside runs pass, any bad sequence at any place
+    ** in a run is found at its character's column */
+    const char *good[] = { "\xe0\xa0\x80", "\xed\x9f\xbf", "\xef\xbf\xbf", "\xe1\x80\x80" };
+    const char *bad[] = { "\xe0\x80\x80", "\xed\xa0\x80", "\xe6\x97", "\xe6\x28\xa5", "\xc0\xaf",
+                          "\x80\x80\x80" };
+    char buf[256];
+    for (size_t k = 0; k < 40; k++) {
+        for (size_t g = 0; g < sizeof good / sizeof good[0]; g++) {
+            size_t n = 0;
+            buf[n++] = '"';
+            for (size_t i = 0; i < 50; i++) {
+                memcpy(buf + n, i == k ? good[g] : "\xe6\x97\xa5", 3);
+                n += 3;
+            }
+            buf[n++] = '"';
+            pgpipe_json_doc_free(json_t_accept_n(buf, n));
+        }
+        for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+            size_t n = 0;
+            buf[n++] = '"';
+            for (size_t i = 0; i < 50; i++) {
+                if (i == k) {
+                    memcpy(buf + n, bad[b], strlen(bad[b]));
+                    n += strlen(bad[b]);
+                } else {
+                    memcpy(buf + n, "\xe6\x97\xa5", 3);
+                    n += 3;
+                }
+            }
+            buf[n++] = '"';
+            json_t_reject_n(buf, n, PGPIPE_PARSE, "invalid UTF-8", 1, (long long)k + 2);
+        }
+    }
+}
