@@ -460,9 +460,9 @@ typedef struct pgpipe_pool_options {
                                connections (default 5000) */
     int stmt_cache_size;    /* prepared statements kept per connection by
                                pgpipe_conn_exec_cached; 0 = no cache (default 100) */
-    const char *application_name; /* default "pgpipe"; an application_name in the
-                               conninfo wins; NULL leaves it to PGAPPNAME (or
-                               "pgpipe" as libpq's fallback_application_name) */
+    const char *application_name; /* default "pgpipe"; passed as libpq's
+                               fallback_application_name, so an application_name
+                               in the conninfo, a service file or PGAPPNAME wins */
     const char *reset_sql;  /* run on every release after the rollback, e.g.
                                "DISCARD ALL" (which also empties the statement
                                cache); NULL = none (default) */
@@ -474,8 +474,8 @@ void pgpipe_pool_options_init(pgpipe_pool_options *o);
 /* Open a pool. conninfo is anything libpq accepts: key=value, a postgresql://
 ** URI, a bare database name, "service=NAME", or NULL/"" for the PG* variables
 ** alone. It is passed to libpq unchanged (PQconnectdbParams with
-** expand_dbname); application_name and connect_timeout are added as defaults
-** the string can override. opts may be NULL for the defaults. min_idle
+** expand_dbname); fallback_application_name and connect_timeout are added as
+** defaults the string (or a service file, or PG* variables) can override. opts may be NULL for the defaults. min_idle
 ** connections are made before it returns. *out receives the handle even when
 ** opening fails (read the error with pgpipe_errmsg(*out), then close it);
 ** *out is NULL only when memory ran out. Messages never hold a password. */

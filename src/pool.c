@@ -236,6 +236,17 @@ static int pool_connect_failure_is_permanent(PGconn *pg)
     return 0;
 }
 
+/* Server notices go to the log, not to stderr (libpq's default). A caller
+** can install its own processor on pgpipe_conn_pg(). */
+static void pool_notice_processor(void *arg, const char *message)
+{
+    (void)arg;
+    int n = (int)strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    pp_logf(PGPIPE_LOG_INFO, "pool", "server: %.*s", n, message);
+}
+
 /* Open one connection (no lock held). On failure returns NULL, sets err, and
 ** *permanent tells whether retrying is pointless. */
 static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permanent)
@@ -243,14 +254,11 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
     const char *keys[5], *vals[5];
     int n = 0;
     *permanent = 0;
-    /* Entries before "dbname" are defaults the user's string overrides. */
-    if (p->appname) {
-        keys[n] = "application_name";
-        vals[n++] = p->appname;
-    } else {
-        keys[n] = "fallback_application_name";
-        vals[n++] = "pgpipe";
-    }
+    /* Entries before "dbname" are defaults the user's string overrides. The
+    ** application name is libpq's fallback: an application_name from the
+    ** conninfo, a service file or PGAPPNAME wins over it. */
+    keys[n] = "fallback_application_name";
+    vals[n++] = p->appname ? p->appname : "pgpipe";
     if (p->set_connect_timeout) {
         keys[n] = "connect_timeout";
         vals[n++] = p->connect_timeout;
@@ -283,6 +291,7 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
         pool_conn_free(c);
         return NULL;
     }
+    PQsetNoticeProcessor(c->pg, pool_notice_processor, NULL);
     int64_t now = pgpipe_now_us();
     c->created_us = c->released_us = c->validated_us = now;
     return c;
@@ -1095,7 +1104,11 @@ int pgpipe_pool_close(pgpipe_pool *p, int *leaked)
         pool_destroy(p);
         return PGPIPE_OK;
     }
-    p->abandoned = 1;
+    p->abandoned = 1; /* the last of them frees the pool */
+    if (out == 0) {   /* only connector threads still in a connect: no leak */
+        pp_mutex_unlock(&p->mu);
+        return PGPIPE_OK;
+    }
     int in_use = p->in_use;
     pp_mutex_unlock(&p->mu);
     if (leaked)

@@ -116,6 +116,7 @@ PGT_TEST(pool, connect_failure_is_clear_and_masked)
 
     /* with min_idle 0 the pool opens; an acquire retries until its timeout */
     o.min_idle = 0;
+    o.acquire_timeout_ms = 300;
     PGT_OK(pgpipe_pool_open("postgresql://u:hunter2@/x?host=/nonexistent-pgpipe&port=1", &o, &p));
     pgpipe_conn *c = NULL;
     pgpipe_error e;
@@ -212,6 +213,15 @@ PGT_TEST(pool, application_name_and_conninfo_forms)
     PGT_EQ_STR(pool_t_value(c, "SELECT current_setting('application_name')"), "loader-7");
     pgpipe_pool_release(c);
     pool_t_close(p);
+
+    /* PGAPPNAME (the user's environment) wins over the program's option */
+    setenv("PGAPPNAME", "from-env", 1);
+    p = pool_t_open(1, 0, pool_t_app);
+    c = pool_t_get(p);
+    PGT_EQ_STR(pool_t_value(c, "SELECT current_setting('application_name')"), "from-env");
+    pgpipe_pool_release(c);
+    pool_t_close(p);
+    unsetenv("PGAPPNAME");
 
     /* the user's string wins over the option; it is not rewritten */
     char ci[600];
@@ -1098,4 +1108,90 @@ PGT_TEST(pool, survives_server_restart_under_16_threads)
     PGT_CHECK(s.broken >= 1);
     pool_t_close(sh.pool);
     pthread_mutex_destroy(&sh.mu);
+}
+
+PGT_TEST(pool, permanent_connect_failure_fails_fast)
+{
+    char ci[600];
+    snprintf(ci, sizeof ci, "%s dbname=pool_t_no_such_db", pgt_dsn());
+    pgpipe_pool_options o;
+    pgpipe_pool_options_init(&o);
+    o.min_idle = 0;
+    pgpipe_pool *p = NULL;
+    PGT_OK(pgpipe_pool_open(ci, &o, &p));
+    pgpipe_conn *c = NULL;
+    pgpipe_error e;
+    int64_t t0 = pgpipe_now_us();
+    PGT_EQ_INT(pgpipe_pool_acquire_ex(p, &c, 20000, &e), PGPIPE_DB);
+    PGT_CHECK(pgpipe_now_us() - t0 < 5000000); /* not the 20 s timeout */
+    PGT_CONTAINS(e.message, "pool_t_no_such_db");
+    PGT_CONTAINS(e.message, "does not exist");
+    pool_t_close(p);
+}
+
+typedef struct pool_t_many {
+    pgpipe_pool *pool;
+    int rc;
+    pgpipe_error err;
+} pool_t_many;
+
+static void *pool_t_many_acquire(void *arg)
+{
+    pool_t_many *m = arg;
+    pgpipe_conn *c = NULL;
+    m->rc = pgpipe_pool_acquire_ex(m->pool, &c, 200, &m->err);
+    if (c)
+        pgpipe_pool_release(c);
+    return NULL;
+}
+
+PGT_TEST(pool, sixteen_threads_time_out_at_once_each_with_its_error)
+{
+    pgpipe_pool *p = pool_t_open(1, 0, NULL);
+    pgpipe_conn *held = pool_t_get(p);
+    pool_t_many m[POOL_T_THREADS];
+    pthread_t th[POOL_T_THREADS];
+    for (int i = 0; i < POOL_T_THREADS; i++) {
+        m[i].pool = p;
+        m[i].rc = -1;
+        pthread_create(&th[i], NULL, pool_t_many_acquire, &m[i]);
+    }
+    for (int i = 0; i < POOL_T_THREADS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < POOL_T_THREADS; i++) {
+        PGT_EQ_INT(m[i].rc, PGPIPE_BUSY);
+        PGT_EQ_INT(m[i].err.code, PGPIPE_BUSY);
+        PGT_CONTAINS(m[i].err.message, "timed out after");
+        PGT_CONTAINS(m[i].err.message, "pool_size 1 + max_overflow 0");
+    }
+    pgpipe_pool_stats s;
+    PGT_OK(pgpipe_pool_stats_get(p, &s));
+    PGT_EQ_INT(s.timeouts, POOL_T_THREADS);
+    PGT_EQ_INT(s.waiters, 0);
+    pgpipe_pool_release(held);
+    pool_t_close(p);
+}
+
+PGT_TEST(pool, conninfo_from_a_service_file)
+{
+    const char *host = getenv("PGHOST"), *port = getenv("PGPORT");
+    if (!host || !port)
+        PGT_SKIP("PGHOST/PGPORT not set");
+    char path[512];
+    snprintf(path, sizeof path, "%s/pool_t_services.%d.conf", pgt_tmpdir(), (int)getpid());
+    FILE *f = fopen(path, "w");
+    PGT_CHECK(f != NULL);
+    fprintf(f, "[pool_t_svc]\nhost=%s\nport=%s\nuser=postgres\ndbname=postgres\n"
+               "application_name=from-service\n", host, port);
+    fclose(f);
+    setenv("PGSERVICEFILE", path, 1);
+    pgpipe_pool *p = NULL;
+    PGT_CHECK_MSG(pgpipe_pool_open("service=pool_t_svc", NULL, &p) == PGPIPE_OK, "%s",
+                  pgpipe_errmsg(p));
+    pgpipe_conn *c = pool_t_get(p);
+    /* the service file's settings are the user's string: they win */
+    PGT_EQ_STR(pool_t_value(c, "SELECT current_setting('application_name')"), "from-service");
+    pgpipe_pool_release(c);
+    pool_t_close(p);
+    unlink(path);
 }
