@@ -600,6 +600,7 @@ static const char *const pp_sql_7[] = {
     "    next_attempt_at  TIMESTAMPTZ,\n",
     "    last_error       TEXT,\n",
     "    claimed_by       TEXT,\n",
+    "    claimed_at       TIMESTAMPTZ,\n",
     "    claim_token      UUID,\n",
     "    lease_expires_at TIMESTAMPTZ,\n",
     "    processed_at     TIMESTAMPTZ,\n",

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS staging.raw_events (
     next_attempt_at  TIMESTAMPTZ,
     last_error       TEXT,
     claimed_by       TEXT,
+    claimed_at       TIMESTAMPTZ,
     claim_token      UUID,
     lease_expires_at TIMESTAMPTZ,
     processed_at     TIMESTAMPTZ,
