@@ -744,6 +744,10 @@ static const char *const pp_sql_9[] = {
     "COMMENT ON COLUMN staging.raw_events.first_failed_at IS\n",
     "    'first failed processing attempt (claimer); cleared by a replay';\n",
     "\n",
+    "-- when the row was last claimed (also in V0001 since the migrate branch added\n",
+    "-- it there; this keeps databases installed before that change working)\n",
+    "ALTER TABLE staging.raw_events ADD COLUMN IF NOT EXISTS claimed_at TIMESTAMPTZ;\n",
+    "\n",
     "-- dead-letter listing by source and time\n",
     "CREATE INDEX IF NOT EXISTS dead_letters_source_idx\n",
     "    ON pgpipe.dead_letters (source_name, last_failed_at) WHERE status = 'dead';\n",
@@ -777,7 +781,7 @@ static const char *const pp_sql_9[] = {
     "                EXECUTE format('UPDATE %s SET processed = false, processed_at = NULL, '\n",
     "                    'attempts = 0, next_attempt_at = NULL, last_error = NULL, '\n",
     "                    'first_failed_at = NULL, claim_token = NULL, lease_expires_at = NULL, '\n",
-    "                    'claimed_by = NULL WHERE id = $1 AND received_at = $2', target)\n",
+    "                    'claimed_by = NULL, claimed_at = NULL WHERE id = $1 AND received_at = $2', target)\n",
     "                    USING d.row_id, d.row_received_at;\n",
     "                GET DIAGNOSTICS n = ROW_COUNT;\n",
     "                replayed := n > 0;\n",
@@ -7589,10 +7593,12 @@ static int claim_build_sql(pgpipe_claimer *c)
         c->qtable, filt, order, c->qtable);
     if (lease)
         rc |= pp_buf_appendf(&b,
-            "claim_token = $2::uuid, claimed_by = $3, lease_expires_at = now() + $4::int"
+            "claim_token = $2::uuid, claimed_by = $3, claimed_at = now(),"
+            " lease_expires_at = now() + $4::int"
             " * interval '1 millisecond', attempts = r.attempts + 1");
     else
-        rc |= pp_buf_appendf(&b, "processed = true, processed_at = now(), claimed_by = $2");
+        rc |= pp_buf_appendf(&b, "processed = true, processed_at = now(), claimed_by = $2,"
+                             " claimed_at = now()");
     rc |= pp_buf_appendf(&b,
         " FROM c WHERE r.id = c.id AND r.received_at = c.received_at"
         " RETURNING r.id, r.source, r.event_type, r.payload::text, r.received_at::text, %s",

@@ -769,7 +769,7 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
 
 /* A claimer takes batches of unprocessed rows of staging.raw_events (or any
 ** table with the same columns: id, source, event_type, payload, received_at,
-** processed, attempts, next_attempt_at, last_error, claimed_by, claim_token,
+** processed, attempts, next_attempt_at, last_error, claimed_by, claimed_at, claim_token,
 ** lease_expires_at, processed_at, first_failed_at) with FOR UPDATE SKIP
 ** LOCKED, so any number of claimers on any number of connections never take
 ** the same row twice and never wait for each other.

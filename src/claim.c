@@ -249,10 +249,12 @@ static int claim_build_sql(pgpipe_claimer *c)
         c->qtable, filt, order, c->qtable);
     if (lease)
         rc |= pp_buf_appendf(&b,
-            "claim_token = $2::uuid, claimed_by = $3, lease_expires_at = now() + $4::int"
+            "claim_token = $2::uuid, claimed_by = $3, claimed_at = now(),"
+            " lease_expires_at = now() + $4::int"
             " * interval '1 millisecond', attempts = r.attempts + 1");
     else
-        rc |= pp_buf_appendf(&b, "processed = true, processed_at = now(), claimed_by = $2");
+        rc |= pp_buf_appendf(&b, "processed = true, processed_at = now(), claimed_by = $2,"
+                             " claimed_at = now()");
     rc |= pp_buf_appendf(&b,
         " FROM c WHERE r.id = c.id AND r.received_at = c.received_at"
         " RETURNING r.id, r.source, r.event_type, r.payload::text, r.received_at::text, %s",

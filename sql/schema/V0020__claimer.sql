@@ -7,6 +7,10 @@ ALTER TABLE staging.raw_events ADD COLUMN IF NOT EXISTS first_failed_at TIMESTAM
 COMMENT ON COLUMN staging.raw_events.first_failed_at IS
     'first failed processing attempt (claimer); cleared by a replay';
 
+-- when the row was last claimed (also in V0001 since the migrate branch added
+-- it there; this keeps databases installed before that change working)
+ALTER TABLE staging.raw_events ADD COLUMN IF NOT EXISTS claimed_at TIMESTAMPTZ;
+
 -- dead-letter listing by source and time
 CREATE INDEX IF NOT EXISTS dead_letters_source_idx
     ON pgpipe.dead_letters (source_name, last_failed_at) WHERE status = 'dead';
@@ -40,7 +44,7 @@ BEGIN
                 EXECUTE format('UPDATE %s SET processed = false, processed_at = NULL, '
                     'attempts = 0, next_attempt_at = NULL, last_error = NULL, '
                     'first_failed_at = NULL, claim_token = NULL, lease_expires_at = NULL, '
-                    'claimed_by = NULL WHERE id = $1 AND received_at = $2', target)
+                    'claimed_by = NULL, claimed_at = NULL WHERE id = $1 AND received_at = $2', target)
                     USING d.row_id, d.row_received_at;
                 GET DIAGNOSTICS n = ROW_COUNT;
                 replayed := n > 0;
