@@ -8602,6 +8602,21 @@ static void claim_maybe_alert(pgpipe_workers *w, PGconn *conn)
     }
 }
 
+/* Read what the socket holds and count the queued notifications; -1 when
+** the connection is lost. */
+static int claim_drain_notifies(PGconn *pg)
+{
+    if (!PQconsumeInput(pg))
+        return -1;
+    PGnotify *nt;
+    int got = 0;
+    while ((nt = PQnotifies(pg)) != NULL) {
+        got++;
+        PQfreemem(nt);
+    }
+    return got;
+}
+
 static void *claim_worker_main(void *arg)
 {
     claim_worker *k = arg;
@@ -8673,23 +8688,26 @@ static void *claim_worker_main(void *arg)
             /* idle: sleep on the socket until a NOTIFY, the stop pipe, or
             ** the fallback poll interval */
             PGconn *pg = cl->conn;
+            /* a NOTIFY that came in while the last claim ran is already in
+            ** libpq's queue, not on the socket: look there first */
+            int got = claim_drain_notifies(pg);
+            if (got < 0) {
+                claim_worker_drop(k, &cl, &pc, 1);
+                continue;
+            }
             struct pollfd p[2] = { { PQsocket(pg), POLLIN, 0 }, { w->wake[0], POLLIN, 0 } };
-            if (!atomic_load(&w->stop) && poll(p, 2, w->o.poll_ms) > 0 && (p[0].revents)) {
-                if (!PQconsumeInput(pg)) {
+            if (!got && !atomic_load(&w->stop) && poll(p, 2, w->o.poll_ms) > 0 &&
+                (p[0].revents)) {
+                got = claim_drain_notifies(pg);
+                if (got < 0) {
                     claim_worker_drop(k, &cl, &pc, 1);
                     continue;
                 }
-                PGnotify *nt;
-                int got = 0;
-                while ((nt = PQnotifies(pg)) != NULL) {
-                    got++;
-                    PQfreemem(nt);
-                }
-                if (got) {
-                    pthread_mutex_lock(&w->mu);
-                    w->wakeups++;
-                    pthread_mutex_unlock(&w->mu);
-                }
+            }
+            if (got > 0) {
+                pthread_mutex_lock(&w->mu);
+                w->wakeups++;
+                pthread_mutex_unlock(&w->mu);
             }
             claim_worker_sync(k, cl, 0);
             continue;
