@@ -7388,6 +7388,7 @@ struct pgpipe_claimer {
     char nm_claim[40], nm_done[40], nm_fail[40], nm_release[40], nm_pending[40], nm_exists[40];
     char nm_handler[40];
     uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
+    char *restore_sql;        /* puts the session's planner settings back */
     uint64_t rng;
     pgpipe_claim_stats st;
     pgpipe_batch *cur;
@@ -7574,7 +7575,7 @@ static int claim_build_sql(pgpipe_claimer *c)
     const pgpipe_claim_options *o = &c->o;
     int lease = o->mode == PGPIPE_CLAIM_LEASE;
     pp_buf b = { 0 };
-    int rc = PGPIPE_OK, np = lease ? 4 : 2;
+    int rc = PGPIPE_OK, np = lease ? 3 : 1;
     char filt[128] = "";
     if (c->source) {
         np++;
@@ -7589,15 +7590,15 @@ static int claim_build_sql(pgpipe_claimer *c)
         "WITH c AS (SELECT id, received_at FROM %s WHERE NOT processed"
         " AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
         " AND (claim_token IS NULL OR lease_expires_at <= now())%s"
-        " ORDER BY %s LIMIT $1 FOR UPDATE SKIP LOCKED) UPDATE %s r SET ",
-        c->qtable, filt, order, c->qtable);
+        " ORDER BY %s LIMIT %d FOR UPDATE SKIP LOCKED) UPDATE %s r SET ",
+        c->qtable, filt, order, o->batch_size, c->qtable);
     if (lease)
         rc |= pp_buf_appendf(&b,
-            "claim_token = $2::uuid, claimed_by = $3, claimed_at = now(),"
-            " lease_expires_at = now() + $4::int"
+            "claim_token = $1::uuid, claimed_by = $2, claimed_at = now(),"
+            " lease_expires_at = now() + $3::int"
             " * interval '1 millisecond', attempts = r.attempts + 1");
     else
-        rc |= pp_buf_appendf(&b, "processed = true, processed_at = now(), claimed_by = $2,"
+        rc |= pp_buf_appendf(&b, "processed = true, processed_at = now(), claimed_by = $1,"
                              " claimed_at = now()");
     rc |= pp_buf_appendf(&b,
         " FROM c WHERE r.id = c.id AND r.received_at = c.received_at"
@@ -7683,6 +7684,28 @@ nomem:
     return pp_err_nomem(&c->hdr.err);
 }
 
+/* The statement that restores the session's own values of the planner
+** settings the claim changes for itself. */
+static int claim_save_settings(pgpipe_claimer *c)
+{
+    PGresult *r = PQexec(c->conn,
+        "SELECT format('SELECT set_config(''plan_cache_mode'', %L, true),"
+        " set_config(''enable_seqscan'', %L, true), set_config(''enable_bitmapscan'', %L, true),"
+        " set_config(''enable_sort'', %L, true), set_config(''enable_hashjoin'', %L, true),"
+        " set_config(''enable_mergejoin'', %L, true)', current_setting('plan_cache_mode'),"
+        " current_setting('enable_seqscan'), current_setting('enable_bitmapscan'),"
+        " current_setting('enable_sort'), current_setting('enable_hashjoin'),"
+        " current_setting('enable_mergejoin'))");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        int rc = pp_err_pq(&c->hdr.err, c->conn, r, "reading planner settings");
+        PQclear(r);
+        return rc;
+    }
+    c->restore_sql = pp_strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return c->restore_sql ? PGPIPE_OK : pp_err_nomem(&c->hdr.err);
+}
+
 int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_options *opt)
 {
     if (!out)
@@ -7737,6 +7760,8 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
         return c->hdr.err.code;
     c->rng = pp_rand_seed();
     int rc = claim_build_sql(c);
+    if (rc == PGPIPE_OK)
+        rc = claim_save_settings(c);
     if (rc == PGPIPE_OK)
         rc = claim_prepare(c, c->nm_claim, c->sql_claim);
     if (rc == PGPIPE_OK)
@@ -7914,12 +7939,26 @@ static PGresult *claim_pipe_take(PGconn *conn)
     return last;
 }
 
-/* The claim in one round trip (pipeline): BEGIN, SET LOCAL
-** plan_cache_mode = force_custom_plan (the table's size changes all the
-** time: a generic plan made while it was small sorts the whole pending set
-** later), the claim, then SAVEPOINT (transactional mode: the transaction
-** stays open for the handler) or COMMIT (lease mode). Returns the claim's
-** result or NULL with the error set (and no transaction left open). */
+/* The claim in one round trip (pipeline): BEGIN; planner settings for the
+** claim only (see below); the claim; the session's settings back; then
+** SAVEPOINT (transactional mode: the transaction stays open for the handler)
+** or COMMIT (lease mode). Returns the claim's result or NULL with the error
+** set (and no transaction left open).
+**
+** Why the planner settings: the pending set changes size all the time. A
+** plan made while the table was small (a sort of a sequential scan) is a
+** disaster once it holds a million rows, and planning every claim afresh
+** costs about as much as the claim. With sequential scans, bitmap scans,
+** sorts, hash and merge joins ruled out (and the batch size a literal), the
+** one plan left is the ordered scan of the partial index on unprocessed rows
+** joined by primary key, which is right at any size: it is planned once
+** (force_generic_plan) and kept. */
+#define CLAIM_PLAN_SQL \
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)," \
+    " set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)," \
+    " set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true)," \
+    " set_config('enable_mergejoin', 'off', true)"
+
 static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v, int lease)
 {
     PGconn *conn = c->conn;
@@ -7928,9 +7967,9 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v
         return NULL;
     }
     int ok = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
-             PQsendQueryParams(conn, "SET LOCAL plan_cache_mode = force_custom_plan", 0, NULL,
-                               NULL, NULL, NULL, 0) &&
+             PQsendQueryParams(conn, CLAIM_PLAN_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0) &&
+             PQsendQueryParams(conn, c->restore_sql, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, lease ? "COMMIT" : "SAVEPOINT pgpipe_claim", 0, NULL, NULL,
                                NULL, NULL, 0) &&
              PQpipelineSync(conn);
@@ -7939,22 +7978,22 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v
         PQexitPipelineMode(conn);
         return NULL;
     }
-    PGresult *res[4];
-    for (int i = 0; i < 4; i++)
+    PGresult *res[5];
+    for (int i = 0; i < 5; i++)
         res[i] = claim_pipe_take(conn);
     PGresult *sync = PQgetResult(conn); /* PGRES_PIPELINE_SYNC */
     PQclear(sync);
     PQexitPipelineMode(conn);
     PGresult *bad = NULL;
     int failed = 0;
-    for (int i = 0; i < 4 && !failed; i++)
+    for (int i = 0; i < 5 && !failed; i++)
         if (!res[i] || !claim_is_ok(res[i])) {
             failed = 1;
             bad = res[i];
         }
     if (failed) {
         pp_err_pq(&c->hdr.err, conn, bad, "claiming a batch");
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 5; i++)
             PQclear(res[i]);
         if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
             PGresult *r = PQexec(conn, "ROLLBACK");
@@ -7965,6 +8004,7 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v
     PQclear(res[0]);
     PQclear(res[1]);
     PQclear(res[3]);
+    PQclear(res[4]);
     return res[2];
 }
 
@@ -7976,12 +8016,10 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
     if (c->cur)
         return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: the previous batch is not finished");
     int lease = c->o.mode == PGPIPE_CLAIM_LEASE;
-    char lim[16], lms[16], token[37] = "";
-    snprintf(lim, sizeof lim, "%d", c->o.batch_size);
+    char lms[16], token[37] = "";
     snprintf(lms, sizeof lms, "%d", c->o.lease_ms);
     const char *v[6];
     int n = 0;
-    v[n++] = lim;
     if (lease) {
         claim_uuid(c, token);
         v[n++] = token;
@@ -8481,6 +8519,7 @@ void pgpipe_claimer_close(pgpipe_claimer *c)
     pp_free(c->sql_release);
     pp_free(c->sql_pending);
     pp_free(c->sql_exists);
+    pp_free(c->restore_sql);
     pp_free(c);
 }
 

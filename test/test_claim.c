@@ -846,3 +846,27 @@ PGT_TEST(claim, server_restart_and_several_processes)
     PGT_CHECK(claim_t_scalar(c, "SELECT count(DISTINCT pid) FROM claim_t_rslog") >= 3);
     PQfinish(c);
 }
+
+PGT_TEST(claim, handler_sees_the_session_planner_settings)
+{
+    PGconn *c = claim_t_setup("claim_t_guc", 5);
+    PQclear(PGT_EXEC(c, "SET enable_hashjoin = off; DROP TABLE IF EXISTS claim_t_gucout;"
+                        " CREATE TABLE claim_t_gucout (s text, h text, p text)"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_guc");
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_handler h = { NULL, NULL,
+        "INSERT INTO claim_t_gucout SELECT current_setting('enable_seqscan'),"
+        " current_setting('enable_hashjoin'), current_setting('plan_cache_mode')"
+        " WHERE $1::jsonb IS NOT NULL", NULL };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    PGresult *r = PGT_EXEC(c, "SELECT s, h, p FROM claim_t_gucout");
+    PGT_EQ_INT(PQntuples(r), 1);
+    PGT_EQ_STR(PQgetvalue(r, 0, 0), "on");
+    PGT_EQ_STR(PQgetvalue(r, 0, 1), "off"); /* the session's own value */
+    PGT_EQ_STR(PQgetvalue(r, 0, 2), "auto");
+    PQclear(r);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}

@@ -27,7 +27,9 @@ const conn = { host: process.env.PGHOST, port: Number(process.env.PGPORT || 5432
   for (let i = 0; i < Number(W); i++)
     await boss.work("bench", { batchSize: Number(B), pollingIntervalSeconds: 0.5 },
                     async (jobs) => { done += jobs.length; });
-  await new Promise((r) => setTimeout(r, Number(SECS) * 1000));
+  // until SECS pass or every queued job is done (then the rate counts the time used)
+  while (Date.now() - t0 < Number(SECS) * 1000 && done < Number(N))
+    await new Promise((r) => setTimeout(r, 20));
   const el = (Date.now() - t0) / 1000;
   const n = done;
   await boss.stop({ graceful: true, wait: true, timeout: 5000 });
