@@ -804,7 +804,10 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
 #define PGPIPE_CLAIM_LEASE         1
 
 #define PGPIPE_CLAIM_ORDER_RECEIVED 0  /* ORDER BY received_at, id (default) */
-#define PGPIPE_CLAIM_ORDER_ID       1  /* ORDER BY id */
+#define PGPIPE_CLAIM_ORDER_ID       1  /* ORDER BY id: walks the primary key past
+                                          processed rows; on a big table prefer
+                                          the default, which uses the partial
+                                          index on unprocessed rows */
 
 typedef struct pgpipe_claim_options {
     const char *table;        /* "schema.table" or "table"; default
