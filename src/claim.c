@@ -1410,6 +1410,7 @@ static void *claim_worker_main(void *arg)
         /* an error */
         PGconn *pg = cl->conn;
         int broken = PQstatus(pg) != CONNECTION_OK ||
+                     PQpipelineStatus(pg) != PQ_PIPELINE_OFF ||
                      pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl));
         pp_logf(broken ? PGPIPE_LOG_INFO : PGPIPE_LOG_WARN, "claim", "worker %d: %s",
                 k->index, pgpipe_errmsg(cl));
