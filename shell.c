@@ -885,6 +885,225 @@ static int cmd_health(shell *sh, char **argv, int argc, const char *rest)
     return 0;
 }
 
+/* The conninfo of the shell's connection as key=value (for a worker pool). */
+static char *work_conninfo(PGconn *conn)
+{
+    PQconninfoOption *opts = PQconninfo(conn);
+    if (!opts)
+        return NULL;
+    size_t cap = 1024, len = 0;
+    char *s = malloc(cap);
+    if (!s) {
+        PQconninfoFree(opts);
+        return NULL;
+    }
+    s[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val || !strcmp(o->keyword, "replication"))
+            continue;
+        size_t need = strlen(o->keyword) + 2 * strlen(o->val) + 8;
+        if (len + need >= cap) {
+            cap = (len + need) * 2;
+            char *t = realloc(s, cap);
+            if (!t) {
+                free(s);
+                PQconninfoFree(opts);
+                return NULL;
+            }
+            s = t;
+        }
+        len += (size_t)sprintf(s + len, "%s%s='", len ? " " : "", o->keyword);
+        for (const char *v = o->val; *v; v++) {
+            if (*v == '\'' || *v == '\\')
+                s[len++] = '\\';
+            s[len++] = *v;
+        }
+        s[len++] = '\'';
+        s[len] = '\0';
+    }
+    PQconninfoFree(opts);
+    return s;
+}
+
+/* .work: run claimer workers on a staging table until it is empty or Ctrl-C. */
+static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    pgpipe_workers_options wo;
+    pgpipe_workers_options_init(&wo);
+    const char *sql = NULL;
+    int until_empty = 0, mark = 0, quiet = !sh->interactive;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--sql") && v) sql = v, i++;
+        else if (!strcmp(a, "--mark")) mark = 1;
+        else if (!strcmp(a, "--table") && v) wo.claim.table = v, i++;
+        else if (!strcmp(a, "--workers") && v) wo.threads = atoi(v), i++;
+        else if (!strcmp(a, "--batch") && v) wo.claim.batch_size = atoi(v), i++;
+        else if (!strcmp(a, "--lease") && v) wo.claim.mode = PGPIPE_CLAIM_LEASE, wo.claim.lease_ms = atoi(v), i++;
+        else if (!strcmp(a, "--max-attempts") && v) wo.claim.max_attempts = atoi(v), i++;
+        else if (!strcmp(a, "--backoff") && v) wo.claim.backoff_base_ms = atoi(v), i++;
+        else if (!strcmp(a, "--source") && v) wo.claim.source = v, i++;
+        else if (!strcmp(a, "--event-type") && v) wo.claim.event_type = v, i++;
+        else if (!strcmp(a, "--order") && v) wo.claim.order = !strcmp(v, "id"), i++;
+        else if (!strcmp(a, "--channel") && v) wo.channel = v, i++;
+        else if (!strcmp(a, "--poll") && v) wo.poll_ms = atoi(v), i++;
+        else if (!strcmp(a, "--alert") && v) wo.dlq_alert_threshold = atoi(v), i++;
+        else if (!strcmp(a, "--until-empty")) until_empty = 1;
+        else if (!strcmp(a, "--quiet")) quiet = 1;
+        else {
+            errorf("usage: %s", ".work --sql \"SQL\" | --mark [options] (see .help work)");
+            return 1;
+        }
+    }
+    if (!sql && !mark) {
+        errorf(".work needs a handler: --sql \"SQL using $1::jsonb\" or --mark");
+        return 1;
+    }
+    pgpipe_handler h = { NULL, NULL, sql ? sql : "SELECT 1 WHERE $1::jsonb IS NOT NULL", NULL };
+    char *ci = work_conninfo(sh->conn);
+    if (!ci) {
+        errorf("out of memory");
+        return 1;
+    }
+    pgpipe_pool_options po;
+    pgpipe_pool_options_init(&po);
+    po.pool_size = (wo.threads > 0 ? wo.threads : 2) + 1;
+    po.max_overflow = 1;
+    pgpipe_pool *pool;
+    int rc = pgpipe_pool_open(ci, &po, &pool);
+    free(ci);
+    if (rc != PGPIPE_OK) {
+        errorf("%s", pool ? pgpipe_errmsg(pool) : "out of memory");
+        pgpipe_pool_close(pool, NULL);
+        return 1;
+    }
+    pgpipe_workers *w;
+    if ((rc = pgpipe_workers_start(&w, pool, &wo, &h)) != PGPIPE_OK) {
+        errorf("%s", w ? pgpipe_errmsg(w) : "out of memory");
+        pgpipe_workers_free(w);
+        pgpipe_pool_close(pool, NULL);
+        return 1;
+    }
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    interrupted = 0;
+    if (!quiet)
+        fprintf(sh->out, "working on %s with %d workers%s\n",
+                wo.claim.table ? wo.claim.table : "staging.raw_events", wo.threads,
+                until_empty ? " until it is empty" : " (Ctrl-C stops)");
+    pgpipe_workers_stats st;
+    int empty = 0;
+    while (!interrupted && !empty) {
+        if (until_empty)
+            empty = pgpipe_workers_run_until_empty(w, 1000) == PGPIPE_OK;
+        else
+            pgpipe_sleep_ms(1000);
+        if (!quiet && !empty) {
+            pgpipe_workers_stats_get(w, &st);
+            fprintf(sh->out, "  claimed %lld, done %lld, retried %lld, dead-lettered %lld, %.0f events/s\n",
+                    st.total.claimed, st.total.done, st.total.retried, st.total.dead, st.recent_per_s);
+            fflush(sh->out);
+        }
+    }
+    pgpipe_workers_stop(w);
+    int wrc = pgpipe_workers_wait(w);
+    pgpipe_workers_stats_get(w, &st);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    fprintf(sh->out, "claimed %lld, done %lld, retried %lld, dead-lettered %lld, fenced %lld in %.1f s"
+            " (%.0f events/s)%s\n", st.total.claimed, st.total.done, st.total.retried,
+            st.total.dead, st.total.fenced, st.elapsed_s, st.events_per_s,
+            interrupted ? ", stopped" : "");
+    if (wrc != PGPIPE_OK)
+        errorf("%s", pgpipe_errmsg(w));
+    pgpipe_workers_free(w);
+    pgpipe_pool_close(pool, NULL);
+    return wrc != PGPIPE_OK;
+}
+
+/* .dlq [list|show ID|counts|replay|purge] [filters]: the dead-letter queue. */
+static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    const char *sub = argc >= 2 && argv[1][0] != '-' ? argv[1] : "list";
+    int first = argc >= 2 && argv[1][0] != '-' ? 2 : 1;
+    pgpipe_dlq_filter f;
+    pgpipe_dlq_filter_init(&f);
+    const char *table = NULL;
+    int all = 0;
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--stage") && v) f.stage = v, i++;
+        else if (!strcmp(a, "--source") && v) f.source = v, i++;
+        else if (!strcmp(a, "--error") && v) f.error_like = v, i++;
+        else if (!strcmp(a, "--since") && v) f.since = v, i++;
+        else if ((!strcmp(a, "--until") || !strcmp(a, "--older-than")) && v) f.until = v, i++;
+        else if (!strcmp(a, "--status") && v) f.status = v, i++;
+        else if (!strcmp(a, "--limit") && v) f.limit = atoi(v), i++;
+        else if (!strcmp(a, "--table") && v) table = v, i++;
+        else if (!strcmp(a, "--all")) all = 1;
+        else if (a[0] != '-' && atoll(a) > 0) f.id = atoll(a);
+        else {
+            errorf("unknown .dlq argument \"%s\" (see .help dlq)", a);
+            return 1;
+        }
+    }
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    PGresult *res = NULL;
+    int rc;
+    if (!strcmp(sub, "list")) {
+        rc = pgpipe_dlq_list(sh->conn, &f, &res, &err);
+    } else if (!strcmp(sub, "show")) {
+        if (f.id <= 0) {
+            errorf("usage: .dlq show ID");
+            return 1;
+        }
+        rc = pgpipe_dlq_get(sh->conn, f.id, &res, &err);
+    } else if (!strcmp(sub, "counts")) {
+        rc = pgpipe_dlq_counts(sh->conn, &f, &res, &err);
+    } else if (!strcmp(sub, "replay")) {
+        if (!all && f.id <= 0 && !f.stage && !f.source && !f.error_like && !f.since && !f.until) {
+            errorf(".dlq replay needs an ID, a filter or --all");
+            return 1;
+        }
+        long long ok = 0, bad = 0;
+        rc = pgpipe_dlq_replay(sh->conn, &f, table, NULL, &ok, &bad, &err);
+        if (rc == PGPIPE_OK)
+            fprintf(sh->out, "replayed %lld, refused %lld\n", ok, bad);
+    } else if (!strcmp(sub, "purge")) {
+        if (all)
+            f.status = "any";
+        else if (f.status && !strcmp(f.status, "dead") && f.id <= 0 && !f.stage && !f.source &&
+                 !f.error_like && !f.since && !f.until) {
+            errorf(".dlq purge needs an ID, a filter, --older-than TIME or --all");
+            return 1;
+        }
+        long long n = 0;
+        rc = pgpipe_dlq_purge(sh->conn, &f, &n, &err);
+        if (rc == PGPIPE_OK)
+            fprintf(sh->out, "purged %lld\n", n);
+    } else {
+        errorf("unknown .dlq command \"%s\" (list, show, counts, replay, purge)", sub);
+        return 1;
+    }
+    if (rc != PGPIPE_OK) {
+        char msg[1200];
+        pgpipe_error_format(&err, msg, sizeof msg);
+        errorf("%s", msg);
+        return 1;
+    }
+    if (res) {
+        print_result(sh, res);
+        PQclear(res);
+    }
+    return 0;
+}
+
 static int cmd_quit(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)sh, (void)argv, (void)argc, (void)rest;
@@ -1014,6 +1233,11 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
 
 static const command commands[] = {
     { "conninfo", ".conninfo", "show the database, user and host of the connection", cmd_conninfo },
+    { "dlq", ".dlq [list|show ID|counts|replay|purge] [--stage S] [--source S] ...",
+      "the dead-letter queue: list (newest first) and filter by --stage load|process, --source,\n"
+      "--error TEXT, --since TIME, --until TIME, --status dead|replayed|any, --limit N; show ID;\n"
+      "counts by error; replay ID|filter|--all [--table T] back to staging as unprocessed;\n"
+      "purge ID|filter|--older-than TIME|--all", cmd_dlq },
     { "explain", ".explain SQL",
       "run EXPLAIN (ANALYZE, BUFFERS) on SQL and point out sequential scans of large tables\n"
       "and row estimates far from the actual counts", cmd_explain },
@@ -1052,6 +1276,12 @@ static const command commands[] = {
       "REFRESH MATERIALIZED VIEW (CONCURRENTLY needs a unique index on the view)", cmd_refresh },
     { "timer", ".timer on|off", "print the time each statement takes", cmd_timer },
     { "version", ".version", "show the pgpipe, libpq and server versions", cmd_version },
+    { "work", ".work --sql \"SQL\" | --mark [--workers N] [--batch N] [--until-empty] ...",
+      "process staging.raw_events with N SKIP LOCKED workers until Ctrl-C (or --until-empty):\n"
+      "--sql runs one statement per batch with $1 = the claimed rows as a JSONB array, --mark\n"
+      "only marks them processed; --table T, --source S, --event-type E, --order id|received,\n"
+      "--lease MS (lease mode), --max-attempts N, --backoff MS, --channel C, --poll MS,\n"
+      "--alert N (warn when more than N dead letters arrive within 5 minutes), --quiet", cmd_work },
     { NULL, NULL, NULL, NULL },
 };
 

@@ -1,0 +1,1650 @@
+/*
+** The SKIP LOCKED claimer and the worker pool.
+**
+** Claim statement (one round trip, prepared once per connection):
+**   WITH c AS (SELECT id, received_at FROM T WHERE NOT processed AND due AND
+**              not leased [AND source = $] [AND event_type = $]
+**              ORDER BY ... LIMIT $1 FOR UPDATE SKIP LOCKED)
+**   UPDATE T r SET ... FROM c WHERE r.id = c.id AND r.received_at = c.received_at
+**   RETURNING ...
+** Transactional mode sends BEGIN, the claim (which already marks the rows
+** processed) and SAVEPOINT in one pipeline; the handler runs; failed rows are
+** set back (retry or dead letter) and the transaction commits. Lease mode
+** commits the claim with a token and an expiry, and completes with
+** UPDATE ... WHERE id = ANY($1) AND claim_token = $2.
+*/
+#ifndef PGPIPE_OMIT_THREADS
+#include <stdatomic.h>
+#include <poll.h>
+#include <signal.h>
+#endif
+
+struct pgpipe_batch {
+    pgpipe_claimer *c;
+    PGresult *res;            /* the claim's rows (owned by the top batch) */
+    pgpipe_event *ev;
+    int n;
+    char *failed;             /* per record: 1 when failed */
+    char **fmsg;              /* per record: message (owned) */
+    char (*fstate)[6];        /* per record: SQLSTATE */
+    pgpipe_json_doc **doc;    /* per record: parsed payload, on demand */
+    char token[37];
+    pp_buf json;
+    int json_ok;
+    int top;                  /* 1 for a claimed batch, 0 for a view */
+};
+
+struct pgpipe_claimer {
+    pp_handle hdr;
+    PGconn *conn;
+    pgpipe_claim_options o;
+    char *table, *source, *event_type, *worker_id, *dlq_table; /* copies */
+    char *qtable, *qdlq;      /* quoted names */
+    char *sql_claim, *sql_done, *sql_fail, *sql_release, *sql_pending, *sql_exists;
+    char nm_claim[40], nm_done[40], nm_fail[40], nm_release[40], nm_pending[40], nm_exists[40];
+    char nm_handler[40];
+    uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
+    char *restore_sql;        /* puts the session's planner settings back */
+    uint64_t rng;
+    pgpipe_claim_stats st;
+    pgpipe_batch *cur;
+};
+
+void pgpipe_claim_options_init(pgpipe_claim_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->mode = PGPIPE_CLAIM_TRANSACTIONAL;
+    o->batch_size = 100;
+    o->order = PGPIPE_CLAIM_ORDER_RECEIVED;
+    o->lease_ms = 30000;
+    o->max_attempts = 5;
+    o->backoff_base_ms = 1000;
+    o->backoff_max_ms = 300000;
+}
+
+/* ---- Small helpers ------------------------------------------------------ */
+
+static uint64_t claim_fnv(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static void claim_stmt_name(char out[40], const char *sql)
+{
+    snprintf(out, 40, "pgpipe_claim_%016llx", (unsigned long long)claim_fnv(sql));
+}
+
+/* "schema.table" or "table" -> quoted identifier(s). NULL on bad input. */
+static char *claim_quote_table(PGconn *conn, const char *name, pgpipe_error *err)
+{
+    const char *dot = strchr(name, '.');
+    pp_buf b = { 0 };
+    if (!*name || (dot && (dot == name || !dot[1] || strchr(dot + 1, '.')))) {
+        pp_err(err, PGPIPE_MISUSE, "bad table name \"%s\": expected table or schema.table", name);
+        return NULL;
+    }
+    char *part = dot ? pp_strndup(name, (size_t)(dot - name)) : pp_strdup(name);
+    if (!part) {
+        pp_err_nomem(err);
+        return NULL;
+    }
+    char *q1 = PQescapeIdentifier(conn, part, strlen(part));
+    pp_free(part);
+    if (!q1) {
+        pp_err_pq(err, conn, NULL, "quoting the table name");
+        return NULL;
+    }
+    int rc = pp_buf_append(&b, q1, strlen(q1));
+    PQfreemem(q1);
+    if (rc == PGPIPE_OK && dot) {
+        char *q2 = PQescapeIdentifier(conn, dot + 1, strlen(dot + 1));
+        if (!q2) {
+            pp_buf_free(&b);
+            pp_err_pq(err, conn, NULL, "quoting the table name");
+            return NULL;
+        }
+        rc = pp_buf_putc(&b, '.');
+        if (rc == PGPIPE_OK)
+            rc = pp_buf_append(&b, q2, strlen(q2));
+        PQfreemem(q2);
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(&b, '\0');
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&b);
+        pp_err_nomem(err);
+        return NULL;
+    }
+    return b.data;
+}
+
+static int claim_is_ok(const PGresult *r)
+{
+    ExecStatusType s = PQresultStatus(r);
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+/* Run simple SQL; PGPIPE_OK or PGPIPE_DB with the error on the claimer. */
+static int claim_exec(pgpipe_claimer *c, const char *sql)
+{
+    PGresult *r = PQexec(c->conn, sql);
+    int rc = PGPIPE_OK;
+    if (!claim_is_ok(r))
+        rc = pp_err_pq(&c->hdr.err, c->conn, r, sql);
+    PQclear(r);
+    return rc;
+}
+
+static int claim_prepare(pgpipe_claimer *c, const char *name, const char *sql)
+{
+    PGresult *r = PQprepare(c->conn, name, sql, 0, NULL);
+    int rc = PGPIPE_OK;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        /* 42P05: already prepared on this connection (the name is a hash of
+        ** the text, so it is the same statement) */
+        if (!st || strcmp(st, "42P05") != 0)
+            rc = pp_err_pq(&c->hdr.err, c->conn, r, "preparing a claimer statement");
+    }
+    PQclear(r);
+    return rc;
+}
+
+static PGresult *claim_run(pgpipe_claimer *c, const char *name, int n, const char *const *v)
+{
+    return PQexecPrepared(c->conn, name, n, v, NULL, NULL, 0);
+}
+
+/* Append s as a JSON string. */
+static int claim_json_str(pp_buf *b, const char *s)
+{
+    int rc = pp_buf_putc(b, '"');
+    for (; rc == PGPIPE_OK && *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            rc = pp_buf_putc(b, '\\');
+            if (rc == PGPIPE_OK)
+                rc = pp_buf_putc(b, (char)ch);
+        } else if (ch < 0x20) {
+            rc = pp_buf_appendf(b, "\\u%04x", ch);
+        } else {
+            rc = pp_buf_putc(b, (char)ch);
+        }
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(b, '"');
+    return rc;
+}
+
+/* Append {a,b,c} (a bigint[] literal) of the records selected by want
+** (want = 1: failed ones, 0: not failed). Returns the number appended. */
+static int claim_id_array(pp_buf *b, const pgpipe_batch *bt, int want, int *count)
+{
+    int n = 0, rc = pp_buf_putc(b, '{');
+    for (int i = 0; rc == PGPIPE_OK && i < bt->n; i++) {
+        if ((bt->failed[i] != 0) != (want != 0))
+            continue;
+        rc = pp_buf_appendf(b, n ? ",%lld" : "%lld", bt->ev[i].id);
+        n++;
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_append(b, "}", 2); /* with the NUL */
+    *count = n;
+    return rc;
+}
+
+/* Append a text[] literal of the failed records' messages or SQLSTATEs. */
+static int claim_text_array(pp_buf *b, const pgpipe_batch *bt, int states)
+{
+    int n = 0, rc = pp_buf_putc(b, '{');
+    for (int i = 0; rc == PGPIPE_OK && i < bt->n; i++) {
+        if (!bt->failed[i])
+            continue;
+        const char *s = states ? bt->fstate[i] : (bt->fmsg[i] ? bt->fmsg[i] : "handler failed");
+        if (n++)
+            rc = pp_buf_putc(b, ',');
+        if (rc == PGPIPE_OK)
+            rc = pp_buf_putc(b, '"');
+        for (; rc == PGPIPE_OK && *s; s++) {
+            if (*s == '"' || *s == '\\')
+                rc = pp_buf_putc(b, '\\');
+            if (rc == PGPIPE_OK)
+                rc = pp_buf_putc(b, *s);
+        }
+        if (rc == PGPIPE_OK)
+            rc = pp_buf_putc(b, '"');
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_append(b, "}", 2);
+    return rc;
+}
+
+/* ---- Opening ------------------------------------------------------------ */
+
+static int claim_build_sql(pgpipe_claimer *c)
+{
+    const pgpipe_claim_options *o = &c->o;
+    int lease = o->mode == PGPIPE_CLAIM_LEASE;
+    pp_buf b = { 0 };
+    int rc = PGPIPE_OK, np = lease ? 3 : 1;
+    char filt[128] = "";
+    if (c->source) {
+        np++;
+        snprintf(filt + strlen(filt), sizeof filt - strlen(filt), " AND source = $%d", np);
+    }
+    if (c->event_type) {
+        np++;
+        snprintf(filt + strlen(filt), sizeof filt - strlen(filt), " AND event_type = $%d", np);
+    }
+    const char *order = o->order == PGPIPE_CLAIM_ORDER_ID ? "id" : "received_at, id";
+    rc |= pp_buf_appendf(&b,
+        "WITH c AS (SELECT id, received_at FROM %s WHERE NOT processed"
+        " AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
+        " AND (claim_token IS NULL OR lease_expires_at <= now())%s"
+        " ORDER BY %s LIMIT %d FOR UPDATE SKIP LOCKED) UPDATE %s r SET ",
+        c->qtable, filt, order, o->batch_size, c->qtable);
+    if (lease)
+        rc |= pp_buf_appendf(&b,
+            "claim_token = $1::uuid, claimed_by = $2, claimed_at = now(),"
+            " lease_expires_at = now() + $3::int"
+            " * interval '1 millisecond', attempts = r.attempts + 1");
+    else
+        rc |= pp_buf_appendf(&b, "processed = true, processed_at = now(), claimed_by = $1,"
+                             " claimed_at = now()");
+    rc |= pp_buf_appendf(&b,
+        " FROM c WHERE r.id = c.id AND r.received_at = c.received_at"
+        " RETURNING r.id, r.source, r.event_type, r.payload::text, r.received_at::text, %s",
+        lease ? "r.attempts" : "r.attempts + 1");
+    if (rc != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
+        goto nomem;
+    c->sql_claim = b.data;
+    memset(&b, 0, sizeof b);
+
+    /* lease completion; in transactional mode the claim marked the rows */
+    if (pp_buf_appendf(&b,
+            "UPDATE %s SET processed = true, processed_at = now(), claim_token = NULL,"
+            " lease_expires_at = NULL WHERE id = ANY ($1::bigint[]) AND claim_token = $2::uuid"
+            " AND NOT processed", c->qtable) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
+        goto nomem;
+    c->sql_done = b.data;
+    memset(&b, 0, sizeof b);
+
+    /* failure: retry with backoff or dead-letter */
+    const char *inc = lease ? "" : " + 1";
+    rc = pp_buf_appendf(&b,
+        "WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(id, msg, st)),"
+        " u AS (UPDATE %s r SET attempts = r.attempts%s, last_error = f.msg,"
+        " first_failed_at = coalesce(r.first_failed_at, now()),"
+        " processed = (r.attempts%s >= $4::int),"
+        " processed_at = CASE WHEN r.attempts%s >= $4::int THEN now() END,"
+        " next_attempt_at = CASE WHEN r.attempts%s >= $4::int THEN NULL ELSE now() +"
+        " least($6::float8, $5::float8 * power(2::float8, r.attempts%s - 1))"
+        " * (0.5 + random() / 2) * interval '1 millisecond' END,"
+        " claim_token = NULL, lease_expires_at = NULL"
+        " FROM f WHERE r.id = f.id%s"
+        " RETURNING r.id, r.received_at, r.source, r.event_type, r.payload, r.batch_id,"
+        " r.attempts, r.first_failed_at, r.processed AS dead, f.msg, f.st),"
+        " d AS (INSERT INTO %s (stage, source_table, row_id, row_received_at, source_name,"
+        " batch_id, event_type, raw_text, payload, error_message, sqlstate, error_context,"
+        " attempt_count, first_failed_at, last_failed_at)"
+        " SELECT 'process', $7, id, received_at, source, batch_id, event_type, payload::text,"
+        " payload, coalesce(msg, 'handler failed'), nullif(st, ''), $8, attempts,"
+        " first_failed_at, now() FROM u WHERE dead RETURNING 1)"
+        " SELECT (SELECT count(*) FROM u WHERE NOT dead), (SELECT count(*) FROM d)",
+        c->qtable, inc, inc, inc, inc, inc,
+        lease ? " AND r.claim_token = $9::uuid AND NOT r.processed" : "", c->qdlq);
+    if (rc != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
+        goto nomem;
+    c->sql_fail = b.data;
+    memset(&b, 0, sizeof b);
+
+    if (pp_buf_appendf(&b,
+            "UPDATE %s SET claim_token = NULL, lease_expires_at = NULL,"
+            " attempts = greatest(attempts - 1, 0) WHERE id = ANY ($1::bigint[])"
+            " AND claim_token = $2::uuid AND NOT processed", c->qtable) != PGPIPE_OK ||
+        pp_buf_putc(&b, '\0') != PGPIPE_OK)
+        goto nomem;
+    c->sql_release = b.data;
+    memset(&b, 0, sizeof b);
+
+    np = 0;
+    filt[0] = '\0';
+    if (c->source)
+        snprintf(filt + strlen(filt), sizeof filt - strlen(filt), " AND source = $%d", ++np);
+    if (c->event_type)
+        snprintf(filt + strlen(filt), sizeof filt - strlen(filt), " AND event_type = $%d", ++np);
+    if (pp_buf_appendf(&b, "SELECT count(*) FROM %s WHERE NOT processed%s", c->qtable, filt) !=
+            PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
+        goto nomem;
+    c->sql_pending = b.data;
+    memset(&b, 0, sizeof b);
+    if (pp_buf_appendf(&b, "SELECT EXISTS (SELECT 1 FROM %s WHERE NOT processed%s)", c->qtable,
+                       filt) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
+        goto nomem;
+    c->sql_exists = b.data;
+
+    claim_stmt_name(c->nm_claim, c->sql_claim);
+    claim_stmt_name(c->nm_done, c->sql_done);
+    claim_stmt_name(c->nm_fail, c->sql_fail);
+    claim_stmt_name(c->nm_release, c->sql_release);
+    claim_stmt_name(c->nm_pending, c->sql_pending);
+    claim_stmt_name(c->nm_exists, c->sql_exists);
+    return PGPIPE_OK;
+nomem:
+    pp_buf_free(&b);
+    return pp_err_nomem(&c->hdr.err);
+}
+
+/* The statement that restores the session's own values of the planner
+** settings the claim changes for itself. */
+static int claim_save_settings(pgpipe_claimer *c)
+{
+    PGresult *r = PQexec(c->conn,
+        "SELECT format('SELECT set_config(''plan_cache_mode'', %L, true),"
+        " set_config(''enable_seqscan'', %L, true), set_config(''enable_bitmapscan'', %L, true),"
+        " set_config(''enable_sort'', %L, true), set_config(''enable_hashjoin'', %L, true),"
+        " set_config(''enable_mergejoin'', %L, true)', current_setting('plan_cache_mode'),"
+        " current_setting('enable_seqscan'), current_setting('enable_bitmapscan'),"
+        " current_setting('enable_sort'), current_setting('enable_hashjoin'),"
+        " current_setting('enable_mergejoin'))");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        int rc = pp_err_pq(&c->hdr.err, c->conn, r, "reading planner settings");
+        PQclear(r);
+        return rc;
+    }
+    c->restore_sql = pp_strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return c->restore_sql ? PGPIPE_OK : pp_err_nomem(&c->hdr.err);
+}
+
+int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_options *opt)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pgpipe_claimer *c = pp_calloc(1, sizeof *c);
+    *out = c;
+    if (!c)
+        return PGPIPE_NOMEM;
+    pp_handle_init(&c->hdr);
+    c->conn = conn;
+    if (opt)
+        c->o = *opt;
+    else
+        pgpipe_claim_options_init(&c->o);
+    pgpipe_claim_options *o = &c->o;
+    if (!conn || PQstatus(conn) != CONNECTION_OK)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: no open connection");
+    if (o->mode != PGPIPE_CLAIM_TRANSACTIONAL && o->mode != PGPIPE_CLAIM_LEASE)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: unknown mode %d", o->mode);
+    if (o->order != PGPIPE_CLAIM_ORDER_RECEIVED && o->order != PGPIPE_CLAIM_ORDER_ID)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: unknown order %d", o->order);
+    if (o->batch_size <= 0)
+        o->batch_size = 100;
+    if (o->lease_ms <= 0)
+        o->lease_ms = 30000;
+    if (o->max_attempts <= 0)
+        o->max_attempts = 5;
+    if (o->backoff_base_ms < 0)
+        o->backoff_base_ms = 0;
+    if (o->backoff_max_ms < o->backoff_base_ms)
+        o->backoff_max_ms = o->backoff_base_ms;
+    char wid[64];
+    snprintf(wid, sizeof wid, "pgpipe-%ld", (long)getpid());
+    c->table = pp_strdup(o->table && *o->table ? o->table : "staging.raw_events");
+    c->dlq_table = pp_strdup(o->dlq_table && *o->dlq_table ? o->dlq_table : "pgpipe.dead_letters");
+    c->worker_id = pp_strdup(o->worker_id && *o->worker_id ? o->worker_id : wid);
+    c->source = o->source ? pp_strdup(o->source) : NULL;
+    c->event_type = o->event_type ? pp_strdup(o->event_type) : NULL;
+    if (!c->table || !c->dlq_table || !c->worker_id || (o->source && !c->source) ||
+        (o->event_type && !c->event_type))
+        return pp_err_nomem(&c->hdr.err);
+    o->table = c->table;
+    o->dlq_table = c->dlq_table;
+    o->worker_id = c->worker_id;
+    o->source = c->source;
+    o->event_type = c->event_type;
+    c->qtable = claim_quote_table(conn, c->table, &c->hdr.err);
+    if (!c->qtable)
+        return c->hdr.err.code;
+    c->qdlq = claim_quote_table(conn, c->dlq_table, &c->hdr.err);
+    if (!c->qdlq)
+        return c->hdr.err.code;
+    c->rng = pp_rand_seed();
+    int rc = claim_build_sql(c);
+    if (rc == PGPIPE_OK)
+        rc = claim_save_settings(c);
+    if (rc == PGPIPE_OK)
+        rc = claim_prepare(c, c->nm_claim, c->sql_claim);
+    if (rc == PGPIPE_OK)
+        rc = claim_prepare(c, c->nm_done, c->sql_done);
+    if (rc == PGPIPE_OK)
+        rc = claim_prepare(c, c->nm_fail, c->sql_fail);
+    if (rc == PGPIPE_OK)
+        rc = claim_prepare(c, c->nm_release, c->sql_release);
+    if (rc == PGPIPE_OK)
+        rc = claim_prepare(c, c->nm_pending, c->sql_pending);
+    if (rc == PGPIPE_OK)
+        rc = claim_prepare(c, c->nm_exists, c->sql_exists);
+    return rc;
+}
+
+/* ---- Batches ------------------------------------------------------------ */
+
+static void claim_batch_free(pgpipe_batch *b)
+{
+    if (!b)
+        return;
+    if (b->top) {
+        for (int i = 0; i < b->n; i++)
+            pp_free(b->fmsg[i]);
+        pp_free(b->fmsg);
+        pp_free(b->fstate);
+        if (b->doc)
+            for (int i = 0; i < b->n; i++)
+                pgpipe_json_doc_free(b->doc[i]);
+        pp_free(b->doc);
+        pp_free(b->failed);
+        pp_free(b->ev);
+        PQclear(b->res);
+    }
+    pp_buf_free(&b->json);
+    pp_free(b);
+}
+
+int pgpipe_batch_count(const pgpipe_batch *b) { return b ? b->n : 0; }
+
+const pgpipe_event *pgpipe_batch_event(const pgpipe_batch *b, int i)
+{
+    return b && i >= 0 && i < b->n ? &b->ev[i] : NULL;
+}
+
+PGconn *pgpipe_batch_conn(const pgpipe_batch *b)
+{
+    return b && b->c->o.mode == PGPIPE_CLAIM_TRANSACTIONAL ? b->c->conn : NULL;
+}
+
+const char *pgpipe_batch_token(const pgpipe_batch *b) { return b ? b->token : ""; }
+
+int pgpipe_batch_fail(pgpipe_batch *b, int i, const char *message, const char *sqlstate)
+{
+    if (!b || i < 0 || i >= b->n)
+        return PGPIPE_MISUSE;
+    b->failed[i] = 1;
+    pp_free(b->fmsg[i]);
+    b->fmsg[i] = pp_strdup(message && *message ? message : "handler failed");
+    snprintf(b->fstate[i], 6, "%s", sqlstate && strlen(sqlstate) == 5 ? sqlstate : "");
+    return b->fmsg[i] ? PGPIPE_OK : PGPIPE_NOMEM;
+}
+
+int pgpipe_batch_failed(const pgpipe_batch *b, int i)
+{
+    return b && i >= 0 && i < b->n ? b->failed[i] : 0;
+}
+
+const pgpipe_json_doc *pgpipe_batch_doc(pgpipe_batch *b, int i, pgpipe_error *err)
+{
+    if (!b || i < 0 || i >= b->n) {
+        pp_err(err, PGPIPE_MISUSE, "no record %d in the batch", i);
+        return NULL;
+    }
+    if (!b->doc) {
+        pp_err(err, PGPIPE_MISUSE, "documents are only kept by a claimed batch");
+        return NULL;
+    }
+    if (!b->doc[i]) {
+        pgpipe_json_doc *d;
+        if (pgpipe_json_doc_new(&d) != PGPIPE_OK) {
+            pp_err_nomem(err);
+            return NULL;
+        }
+        if (pgpipe_json_parse(d, b->ev[i].payload, b->ev[i].payload_len) != PGPIPE_OK) {
+            if (err)
+                *err = *pgpipe_errinfo(d);
+            pgpipe_json_doc_free(d);
+            return NULL;
+        }
+        b->doc[i] = d;
+    }
+    return b->doc[i];
+}
+
+static void claim_batch_unfail(pgpipe_batch *b, int i)
+{
+    b->failed[i] = 0;
+    pp_free(b->fmsg[i]);
+    b->fmsg[i] = NULL;
+    b->fstate[i][0] = '\0';
+}
+
+const char *pgpipe_batch_json(pgpipe_batch *b)
+{
+    if (!b)
+        return NULL;
+    if (b->json_ok)
+        return b->json.data;
+    pp_buf *j = &b->json;
+    j->len = 0;
+    int rc = pp_buf_reserve(j, (size_t)b->n * 160);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(j, '[');
+    int first = 1;
+    for (int i = 0; rc == PGPIPE_OK && i < b->n; i++) {
+        const pgpipe_event *e = &b->ev[i];
+        if (b->failed[i])
+            continue;
+        rc |= pp_buf_appendf(j, "%s{\"id\":%lld,\"source\":", first ? "" : ",", e->id);
+        first = 0;
+        rc |= claim_json_str(j, e->source);
+        rc |= pp_buf_append(j, ",\"event_type\":", 14);
+        rc |= claim_json_str(j, e->event_type);
+        rc |= pp_buf_append(j, ",\"payload\":", 11);
+        rc |= pp_buf_append(j, e->payload, e->payload_len);
+        rc |= pp_buf_append(j, ",\"received_at\":", 15);
+        rc |= claim_json_str(j, e->received_at);
+        rc |= pp_buf_appendf(j, ",\"attempt\":%d}", e->attempt);
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_append(j, "]", 2);
+    if (rc != PGPIPE_OK)
+        return NULL;
+    b->json_ok = 1;
+    return j->data;
+}
+
+/* A view of records [lo, hi) of a batch, sharing its failure marks. */
+static pgpipe_batch *claim_batch_view(pgpipe_batch *b, int lo, int hi)
+{
+    pgpipe_batch *v = pp_calloc(1, sizeof *v);
+    if (!v)
+        return NULL;
+    v->c = b->c;
+    v->ev = b->ev + lo;
+    v->n = hi - lo;
+    v->failed = b->failed + lo;
+    v->fmsg = b->fmsg + lo;
+    v->fstate = b->fstate + lo;
+    memcpy(v->token, b->token, sizeof v->token);
+    return v;
+}
+
+static void claim_uuid(pgpipe_claimer *c, char out[37])
+{
+    uint64_t a = pp_rand_next(&c->rng), b = pp_rand_next(&c->rng);
+    a = (a & ~0xF000ull) | 0x4000ull;                 /* version 4 */
+    b = (b & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull; /* variant */
+    snprintf(out, 37, "%08llx-%04llx-%04llx-%04llx-%012llx",
+             (unsigned long long)(a >> 32), (unsigned long long)((a >> 16) & 0xFFFF),
+             (unsigned long long)(a & 0xFFFF), (unsigned long long)(b >> 48),
+             (unsigned long long)(b & 0xFFFFFFFFFFFFull));
+}
+
+/* Collect the results of one pipelined query: the last result of it (or
+** NULL). */
+static PGresult *claim_pipe_take(PGconn *conn)
+{
+    PGresult *last = NULL, *r;
+    while ((r = PQgetResult(conn)) != NULL) {
+        PQclear(last);
+        last = r;
+    }
+    return last;
+}
+
+/* The claim in one round trip (pipeline): BEGIN; planner settings for the
+** claim only (see below); the claim; the session's settings back; then
+** SAVEPOINT (transactional mode: the transaction stays open for the handler)
+** or COMMIT (lease mode). Returns the claim's result or NULL with the error
+** set (and no transaction left open).
+**
+** Why the planner settings: the pending set changes size all the time. A
+** plan made while the table was small (a sort of a sequential scan) is a
+** disaster once it holds a million rows, and planning every claim afresh
+** costs about as much as the claim. With sequential scans, bitmap scans,
+** sorts, hash and merge joins ruled out (and the batch size a literal), the
+** one plan left is the ordered scan of the partial index on unprocessed rows
+** joined by primary key, which is right at any size: it is planned once
+** (force_generic_plan) and kept. */
+#define CLAIM_PLAN_SQL \
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)," \
+    " set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)," \
+    " set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true)," \
+    " set_config('enable_mergejoin', 'off', true)"
+
+static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v, int lease)
+{
+    PGconn *conn = c->conn;
+    if (!PQenterPipelineMode(conn)) {
+        pp_err_pq(&c->hdr.err, conn, NULL, "entering pipeline mode");
+        return NULL;
+    }
+    int ok = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+             PQsendQueryParams(conn, CLAIM_PLAN_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
+             PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0) &&
+             PQsendQueryParams(conn, c->restore_sql, 0, NULL, NULL, NULL, NULL, 0) &&
+             PQsendQueryParams(conn, lease ? "COMMIT" : "SAVEPOINT pgpipe_claim", 0, NULL, NULL,
+                               NULL, NULL, 0) &&
+             PQpipelineSync(conn);
+    if (!ok) {
+        pp_err_pq(&c->hdr.err, conn, NULL, "sending the claim");
+        PQexitPipelineMode(conn);
+        return NULL;
+    }
+    PGresult *res[5];
+    for (int i = 0; i < 5; i++)
+        res[i] = claim_pipe_take(conn);
+    PGresult *sync = PQgetResult(conn); /* PGRES_PIPELINE_SYNC */
+    PQclear(sync);
+    PQexitPipelineMode(conn);
+    PGresult *bad = NULL;
+    int failed = 0;
+    for (int i = 0; i < 5 && !failed; i++)
+        if (!res[i] || !claim_is_ok(res[i])) {
+            failed = 1;
+            bad = res[i];
+        }
+    if (failed) {
+        pp_err_pq(&c->hdr.err, conn, bad, "claiming a batch");
+        for (int i = 0; i < 5; i++)
+            PQclear(res[i]);
+        if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
+            PGresult *r = PQexec(conn, "ROLLBACK");
+            PQclear(r);
+        }
+        return NULL;
+    }
+    PQclear(res[0]);
+    PQclear(res[1]);
+    PQclear(res[3]);
+    PQclear(res[4]);
+    return res[2];
+}
+
+int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
+{
+    if (!c || !out)
+        return PGPIPE_MISUSE;
+    *out = NULL;
+    if (c->cur)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: the previous batch is not finished");
+    int lease = c->o.mode == PGPIPE_CLAIM_LEASE;
+    char lms[16], token[37] = "";
+    snprintf(lms, sizeof lms, "%d", c->o.lease_ms);
+    const char *v[6];
+    int n = 0;
+    if (lease) {
+        claim_uuid(c, token);
+        v[n++] = token;
+        v[n++] = c->worker_id;
+        v[n++] = lms;
+    } else {
+        v[n++] = c->worker_id;
+    }
+    if (c->source)
+        v[n++] = c->source;
+    if (c->event_type)
+        v[n++] = c->event_type;
+    PGresult *r = claim_pipe_claim(c, n, v, lease);
+    if (!r)
+        return c->hdr.err.code ? c->hdr.err.code : PGPIPE_DB;
+    int rows = PQntuples(r);
+    if (rows == 0) {
+        PQclear(r);
+        if (!lease)
+            return claim_exec(c, "COMMIT") == PGPIPE_OK ? PGPIPE_DONE : c->hdr.err.code;
+        return PGPIPE_DONE;
+    }
+    pgpipe_batch *b = pp_calloc(1, sizeof *b);
+    if (b) {
+        b->ev = pp_calloc((size_t)rows, sizeof *b->ev);
+        b->failed = pp_calloc((size_t)rows, 1);
+        b->fmsg = pp_calloc((size_t)rows, sizeof *b->fmsg);
+        b->fstate = pp_calloc((size_t)rows, sizeof *b->fstate);
+        b->doc = pp_calloc((size_t)rows, sizeof *b->doc);
+    }
+    if (!b || !b->ev || !b->failed || !b->fmsg || !b->fstate || !b->doc) {
+        if (b) {
+            pp_free(b->doc);
+            pp_free(b->ev);
+            pp_free(b->failed);
+            pp_free(b->fmsg);
+            pp_free(b->fstate);
+            pp_free(b);
+        }
+        PQclear(r);
+        if (!lease) {
+            PGresult *x = PQexec(c->conn, "ROLLBACK");
+            PQclear(x);
+        }
+        return pp_err_nomem(&c->hdr.err);
+    }
+    b->c = c;
+    b->res = r;
+    b->n = rows;
+    b->top = 1;
+    memcpy(b->token, token, sizeof b->token);
+    for (int i = 0; i < rows; i++) {
+        pgpipe_event *e = &b->ev[i];
+        e->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+        e->source = PQgetvalue(r, i, 1);
+        e->event_type = PQgetvalue(r, i, 2);
+        e->payload = PQgetvalue(r, i, 3);
+        e->payload_len = (size_t)PQgetlength(r, i, 3);
+        e->received_at = PQgetvalue(r, i, 4);
+        e->attempt = atoi(PQgetvalue(r, i, 5));
+        /* lease mode: a row handed out max_attempts times already (each
+        ** lease expired: its worker died or stalled) goes to the dead
+        ** letters instead of crashing another worker */
+        if (lease && e->attempt > c->o.max_attempts) {
+            pgpipe_batch_fail(b, i, "lease expired on every attempt (worker crashed or stalled)",
+                              NULL);
+            b->failed[i] = 2; /* not the handler's: bisection keeps it */
+        }
+    }
+    c->st.batches++;
+    c->st.claimed += rows;
+    c->cur = b;
+    *out = b;
+    return PGPIPE_ROW;
+}
+
+/* Record the failed rows: retry with backoff or dead-letter. */
+static int claim_mark_failed(pgpipe_claimer *c, pgpipe_batch *b, int nfailed,
+                             long long *retried, long long *dead)
+{
+    *retried = *dead = 0;
+    if (nfailed == 0)
+        return PGPIPE_OK;
+    pp_buf ids = { 0 }, msgs = { 0 }, sts = { 0 };
+    int k, rc = claim_id_array(&ids, b, 1, &k);
+    if (rc == PGPIPE_OK)
+        rc = claim_text_array(&msgs, b, 0);
+    if (rc == PGPIPE_OK)
+        rc = claim_text_array(&sts, b, 1);
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&ids);
+        pp_buf_free(&msgs);
+        pp_buf_free(&sts);
+        return pp_err_nomem(&c->hdr.err);
+    }
+    char ma[16], bb[24], bm[24];
+    snprintf(ma, sizeof ma, "%d", c->o.max_attempts);
+    snprintf(bb, sizeof bb, "%d", c->o.backoff_base_ms);
+    snprintf(bm, sizeof bm, "%d", c->o.backoff_max_ms);
+    const char *v[9] = { ids.data, msgs.data, sts.data, ma, bb, bm, c->table, c->worker_id,
+                         b->token };
+    PGresult *r = claim_run(c, c->nm_fail, c->o.mode == PGPIPE_CLAIM_LEASE ? 9 : 8, v);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        *retried = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        *dead = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    } else {
+        rc = pp_err_pq(&c->hdr.err, c->conn, r, "recording failed records");
+    }
+    PQclear(r);
+    pp_buf_free(&ids);
+    pp_buf_free(&msgs);
+    pp_buf_free(&sts);
+    return rc;
+}
+
+static int claim_nfailed(const pgpipe_batch *b)
+{
+    int n = 0;
+    for (int i = 0; i < b->n; i++)
+        n += b->failed[i] != 0;
+    return n;
+}
+
+/* Lease completion of the rows not marked failed, inside or outside a
+** transaction; *accepted receives the rows whose token still matched. */
+static int claim_lease_done(pgpipe_claimer *c, pgpipe_batch *b, int *want, long long *accepted)
+{
+    pp_buf ids = { 0 };
+    *accepted = 0;
+    if (claim_id_array(&ids, b, 0, want) != PGPIPE_OK) {
+        pp_buf_free(&ids);
+        return pp_err_nomem(&c->hdr.err);
+    }
+    int rc = PGPIPE_OK;
+    if (*want > 0) {
+        const char *v[2] = { ids.data, b->token };
+        PGresult *r = claim_run(c, c->nm_done, 2, v);
+        if (claim_is_ok(r))
+            *accepted = strtoll(PQcmdTuples(r), NULL, 10);
+        else
+            rc = pp_err_pq(&c->hdr.err, c->conn, r, "completing a batch");
+        PQclear(r);
+    }
+    pp_buf_free(&ids);
+    return rc;
+}
+
+int pgpipe_claim_complete(pgpipe_claimer *c, pgpipe_batch *b)
+{
+    if (!c || !b || b != c->cur)
+        return c ? pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: not the current batch")
+                 : PGPIPE_MISUSE;
+    c->cur = NULL;
+    int nfailed = claim_nfailed(b), rc;
+    long long retried = 0, dead = 0;
+    if (c->o.mode == PGPIPE_CLAIM_TRANSACTIONAL) {
+        rc = claim_mark_failed(c, b, nfailed, &retried, &dead);
+        if (rc == PGPIPE_OK)
+            rc = claim_exec(c, "COMMIT");
+        else if (PQstatus(c->conn) == CONNECTION_OK) {
+            PGresult *x = PQexec(c->conn, "ROLLBACK");
+            PQclear(x);
+        }
+        if (rc == PGPIPE_OK) {
+            c->st.done += b->n - nfailed;
+            c->st.retried += retried;
+            c->st.dead += dead;
+        }
+        claim_batch_free(b);
+        return rc;
+    }
+    int want = 0;
+    long long accepted = 0;
+    rc = claim_lease_done(c, b, &want, &accepted);
+    if (rc == PGPIPE_OK)
+        rc = claim_mark_failed(c, b, nfailed, &retried, &dead);
+    if (rc == PGPIPE_OK) {
+        long long refused = (want - accepted) + (nfailed - retried - dead);
+        c->st.done += accepted;
+        c->st.retried += retried;
+        c->st.dead += dead;
+        c->st.fenced += refused;
+        if (refused > 0) {
+            pp_logf(PGPIPE_LOG_WARN, "claim",
+                    "lease lost: %lld of %d rows were reclaimed by another worker; "
+                    "their completion was refused", refused, b->n);
+            if (refused == b->n)
+                rc = pp_err(&c->hdr.err, PGPIPE_BUSY,
+                            "lease lost: every row of the batch was reclaimed (token %s)",
+                            b->token);
+        }
+    }
+    claim_batch_free(b);
+    return rc;
+}
+
+int pgpipe_claim_release(pgpipe_claimer *c, pgpipe_batch *b)
+{
+    if (!c || !b || b != c->cur)
+        return c ? pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: not the current batch")
+                 : PGPIPE_MISUSE;
+    c->cur = NULL;
+    int rc = PGPIPE_OK;
+    if (c->o.mode == PGPIPE_CLAIM_TRANSACTIONAL) {
+        if (PQstatus(c->conn) == CONNECTION_OK &&
+            PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+            rc = claim_exec(c, "ROLLBACK");
+    } else {
+        pp_buf ids = { 0 };
+        int k;
+        for (int i = 0; i < b->n; i++)
+            b->failed[i] = 0;
+        if (claim_id_array(&ids, b, 0, &k) != PGPIPE_OK) {
+            rc = pp_err_nomem(&c->hdr.err);
+        } else {
+            const char *v[2] = { ids.data, b->token };
+            PGresult *r = claim_run(c, c->nm_release, 2, v);
+            if (!claim_is_ok(r))
+                rc = pp_err_pq(&c->hdr.err, c->conn, r, "releasing a batch");
+            PQclear(r);
+        }
+        pp_buf_free(&ids);
+    }
+    if (rc == PGPIPE_OK)
+        c->st.released += b->n;
+    claim_batch_free(b);
+    return rc;
+}
+
+/* ---- Running a handler -------------------------------------------------- */
+
+static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
+{
+    uint64_t h = claim_fnv(sql);
+    if (h == c->handler_hash && h)
+        return PGPIPE_OK;
+    char name[40];
+    snprintf(name, sizeof name, "pgpipe_claim_h%016llx", (unsigned long long)h);
+    PGresult *r = PQprepare(c->conn, name, sql, 0, NULL);
+    int rc = PGPIPE_OK;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (!st || strcmp(st, "42P05") != 0)
+            rc = pp_err_pq(&c->hdr.err, c->conn, r, "preparing the SQL handler");
+    }
+    PQclear(r);
+    if (rc == PGPIPE_OK) {
+        memcpy(c->nm_handler, name, sizeof name);
+        c->handler_hash = h;
+    }
+    return rc;
+}
+
+/* Run the batch or SQL handler once on view v. Returns PGPIPE_OK or the
+** failure (message into *err). */
+static int claim_call_batch(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch *v,
+                            pgpipe_error *err)
+{
+    pgpipe_error_clear(err);
+    if (h->sql) {
+        const char *j = pgpipe_batch_json(v);
+        if (!j)
+            return pp_err_nomem(err);
+        PGresult *r = PQexecPrepared(c->conn, c->nm_handler, 1, &j, NULL, NULL, 0);
+        int rc = PGPIPE_OK;
+        if (!claim_is_ok(r))
+            rc = pp_err_pq(err, c->conn, r, NULL);
+        PQclear(r);
+        return rc;
+    }
+    int rc = h->batch(h->ud, v, err);
+    PGconn *tx = pgpipe_batch_conn(v);
+    if (rc == PGPIPE_OK && tx && PQtransactionStatus(tx) == PQTRANS_INERROR)
+        rc = pp_err(err, PGPIPE_DB, "the handler left its transaction failed: %s",
+                    PQerrorMessage(tx));
+    if (rc != PGPIPE_OK && !err->message[0])
+        pp_err(err, rc, "batch handler failed: %s", pgpipe_errstr(rc));
+    return rc;
+}
+
+/* Bisect [lo, hi) of b under savepoints until failing records are alone.
+** top: the savepoint pgpipe_claim of the claim is already set. Returns an
+** error only when the connection or the transaction machinery failed. */
+static int claim_bisect(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch *b,
+                        int lo, int hi, int top)
+{
+    if (!top && claim_exec(c, "SAVEPOINT pgpipe_b") != PGPIPE_OK)
+        return c->hdr.err.code;
+    pgpipe_batch *v = top ? NULL : claim_batch_view(b, lo, hi);
+    if (!top && !v)
+        return pp_err_nomem(&c->hdr.err);
+    pgpipe_error err;
+    int rc = claim_call_batch(c, h, top ? b : v, &err);
+    claim_batch_free(v);
+    if (PQstatus(c->conn) != CONNECTION_OK)
+        return pp_err_pq(&c->hdr.err, c->conn, NULL, "processing a batch");
+    if (rc == PGPIPE_OK)
+        return top ? PGPIPE_OK : claim_exec(c, "RELEASE SAVEPOINT pgpipe_b");
+    if (claim_exec(c, top ? "ROLLBACK TO SAVEPOINT pgpipe_claim"
+                          : "ROLLBACK TO SAVEPOINT pgpipe_b; RELEASE SAVEPOINT pgpipe_b") !=
+        PGPIPE_OK)
+        return c->hdr.err.code;
+    for (int i = lo; i < hi; i++)
+        if (b->failed[i] == 1)
+            claim_batch_unfail(b, i);
+    if (hi - lo == 1)
+        return pgpipe_batch_fail(b, lo, err.message, err.sqlstate);
+    int mid = lo + (hi - lo) / 2;
+    rc = claim_bisect(c, h, b, lo, mid, 0);
+    if (rc == PGPIPE_OK)
+        rc = claim_bisect(c, h, b, mid, hi, 0);
+    return rc;
+}
+
+/* Per-record handler. In a transaction, a failing record's writes are undone
+** by going back to the claim's savepoint and running the good records
+** again (until a pass adds no failure). */
+static int claim_run_records(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch *b)
+{
+    PGconn *tx = pgpipe_batch_conn(b);
+    for (int pass = 0; pass <= b->n; pass++) {
+        int newfail = 0;
+        for (int i = 0; i < b->n; i++) {
+            if (b->failed[i])
+                continue;
+            pgpipe_error err;
+            pgpipe_error_clear(&err);
+            int rc = h->record(h->ud, tx, &b->ev[i], &err);
+            if (tx && PQstatus(tx) != CONNECTION_OK)
+                return pp_err_pq(&c->hdr.err, tx, NULL, "processing a record");
+            if (rc == PGPIPE_OK && tx && PQtransactionStatus(tx) == PQTRANS_INERROR)
+                rc = pp_err(&err, PGPIPE_DB, "the handler left its transaction failed: %s",
+                            PQerrorMessage(tx));
+            if (rc != PGPIPE_OK) {
+                if (!err.message[0])
+                    pp_err(&err, rc, "record handler failed: %s", pgpipe_errstr(rc));
+                if (pgpipe_batch_fail(b, i, err.message, err.sqlstate) != PGPIPE_OK)
+                    return pp_err_nomem(&c->hdr.err);
+                newfail++;
+                if (tx && claim_exec(c, "ROLLBACK TO SAVEPOINT pgpipe_claim") != PGPIPE_OK)
+                    return c->hdr.err.code;
+                if (tx)
+                    break; /* start over with the good ones */
+            }
+        }
+        if (!tx || !newfail)
+            return PGPIPE_OK;
+    }
+    return PGPIPE_OK;
+}
+
+int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nrows)
+{
+    if (nrows)
+        *nrows = 0;
+    if (!c || !h || (!h->record && !h->batch && !h->sql))
+        return c ? pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: no handler") : PGPIPE_MISUSE;
+    if (h->sql && claim_prepare_handler(c, h->sql) != PGPIPE_OK)
+        return c->hdr.err.code;
+    pgpipe_batch *b;
+    int rc = pgpipe_claim_next(c, &b);
+    if (rc != PGPIPE_ROW)
+        return rc;
+    int n = b->n, lease = c->o.mode == PGPIPE_CLAIM_LEASE;
+    if (h->record) {
+        rc = claim_run_records(c, h, b);
+    } else if (!lease) {
+        rc = claim_bisect(c, h, b, 0, b->n, 1);
+    } else if (h->sql) {
+        /* lease + SQL: the statement and the token-checked completion share
+        ** one transaction */
+        rc = claim_exec(c, "BEGIN; SAVEPOINT pgpipe_claim");
+        if (rc == PGPIPE_OK)
+            rc = claim_bisect(c, h, b, 0, b->n, 1);
+        if (rc == PGPIPE_OK) {
+            int want = 0, nfailed = claim_nfailed(b);
+            long long accepted = 0, retried = 0, dead = 0;
+            rc = claim_lease_done(c, b, &want, &accepted);
+            if (rc == PGPIPE_OK && accepted < want) {
+                /* lease lost: undo the writes; the holder of the new token
+                ** processes the rows */
+                rc = claim_exec(c, "ROLLBACK");
+                c->st.fenced += b->n;
+                c->cur = NULL;
+                claim_batch_free(b);
+                pp_logf(PGPIPE_LOG_WARN, "claim", "lease lost: batch of %d rows rolled back", n);
+                return rc == PGPIPE_OK ? pp_err(&c->hdr.err, PGPIPE_BUSY,
+                                                "lease lost: the batch was reclaimed") : rc;
+            }
+            if (rc == PGPIPE_OK)
+                rc = claim_mark_failed(c, b, nfailed, &retried, &dead);
+            if (rc == PGPIPE_OK)
+                rc = claim_exec(c, "COMMIT");
+            if (rc == PGPIPE_OK) {
+                long long refused = nfailed - retried - dead;
+                c->st.done += accepted;
+                c->st.retried += retried;
+                c->st.dead += dead;
+                c->st.fenced += refused;
+                c->cur = NULL;
+                claim_batch_free(b);
+                if (nrows)
+                    *nrows = n;
+                return PGPIPE_OK;
+            }
+        }
+        if (PQstatus(c->conn) == CONNECTION_OK &&
+            PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
+            PGresult *x = PQexec(c->conn, "ROLLBACK");
+            PQclear(x);
+        }
+    } else {
+        pgpipe_error err;
+        rc = claim_call_batch(c, h, b, &err);
+        if (rc != PGPIPE_OK) {
+            for (int i = 0; i < b->n; i++)
+                if (!b->failed[i])
+                    pgpipe_batch_fail(b, i, err.message, err.sqlstate);
+            rc = PGPIPE_OK;
+        }
+    }
+    if (rc != PGPIPE_OK) {
+        int keep = rc;
+        pgpipe_error e = c->hdr.err;
+        if (PQstatus(c->conn) == CONNECTION_OK)
+            pgpipe_claim_release(c, b);
+        else {
+            c->cur = NULL;
+            claim_batch_free(b);
+        }
+        c->hdr.err = e;
+        return keep;
+    }
+    rc = pgpipe_claim_complete(c, b);
+    if (nrows)
+        *nrows = n;
+    if (rc == PGPIPE_BUSY) /* every row fenced: counted; not an error of the loop */
+        return PGPIPE_OK;
+    return rc;
+}
+
+int pgpipe_claimer_stats(const pgpipe_claimer *c, pgpipe_claim_stats *out)
+{
+    if (!c || !out)
+        return PGPIPE_MISUSE;
+    *out = c->st;
+    return PGPIPE_OK;
+}
+
+/* exists = 1: only whether any row is pending (cheap), as 0 or 1 */
+static int claim_pending(pgpipe_claimer *c, long long *count, int exists)
+{
+    if (!c || !count)
+        return PGPIPE_MISUSE;
+    const char *v[2];
+    int n = 0;
+    if (c->source)
+        v[n++] = c->source;
+    if (c->event_type)
+        v[n++] = c->event_type;
+    PGresult *r = claim_run(c, exists ? c->nm_exists : c->nm_pending, n, v);
+    if (exists && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        *count = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        return PGPIPE_OK;
+    }
+    int rc = PGPIPE_OK;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        *count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    else
+        rc = pp_err_pq(&c->hdr.err, c->conn, r, "counting pending rows");
+    PQclear(r);
+    return rc;
+}
+
+int pgpipe_claimer_pending(pgpipe_claimer *c, long long *count)
+{
+    return claim_pending(c, count, 0);
+}
+
+void pgpipe_claimer_close(pgpipe_claimer *c)
+{
+    if (!c)
+        return;
+    if (c->cur)
+        pgpipe_claim_release(c, c->cur);
+    pp_free(c->table);
+    pp_free(c->source);
+    pp_free(c->event_type);
+    pp_free(c->worker_id);
+    pp_free(c->dlq_table);
+    pp_free(c->qtable);
+    pp_free(c->qdlq);
+    pp_free(c->sql_claim);
+    pp_free(c->sql_done);
+    pp_free(c->sql_fail);
+    pp_free(c->sql_release);
+    pp_free(c->sql_pending);
+    pp_free(c->sql_exists);
+    pp_free(c->restore_sql);
+    pp_free(c);
+}
+
+/* ---- Worker pool -------------------------------------------------------- */
+#ifndef PGPIPE_OMIT_THREADS
+
+void pgpipe_workers_options_init(pgpipe_workers_options *o)
+{
+    memset(o, 0, sizeof *o);
+    pgpipe_claim_options_init(&o->claim);
+    o->threads = 2;
+    o->channel = "pgpipe_events";
+    o->poll_ms = 1000;
+    o->dlq_alert_window_s = 300;
+}
+
+typedef struct claim_worker {
+    struct pgpipe_workers *w;
+    int index;
+    pthread_t tid;
+    int started;
+    pgpipe_claim_stats base;   /* of closed claimers */
+    pgpipe_claim_stats cur;    /* of the open claimer (copied under the mutex) */
+    int idle;
+    int fatal;
+} claim_worker;
+
+struct pgpipe_workers {
+    pp_handle hdr;
+    pgpipe_pool *pool;
+    pgpipe_workers_options o;
+    char *channel;
+    pgpipe_handler h;
+    atomic_int stop;
+    int wake[2];
+    pthread_mutex_t mu;
+    claim_worker *wk;
+    int n;
+    int joined;
+    long long wakeups, reconnects;
+    int64_t start_us, last_us;
+    long long last_done;
+    int64_t last_alert_us;
+};
+
+/* Sleep until the wake pipe is readable or ms pass. */
+static void claim_nap(pgpipe_workers *w, int ms)
+{
+    struct pollfd p = { w->wake[0], POLLIN, 0 };
+    if (!atomic_load(&w->stop))
+        (void)poll(&p, 1, ms);
+}
+
+static void claim_worker_sync(claim_worker *k, pgpipe_claimer *cl, int idle)
+{
+    pthread_mutex_lock(&k->w->mu);
+    if (cl)
+        pgpipe_claimer_stats(cl, &k->cur);
+    k->idle = idle;
+    pthread_mutex_unlock(&k->w->mu);
+}
+
+static void claim_add_stats(pgpipe_claim_stats *a, const pgpipe_claim_stats *b)
+{
+    a->batches += b->batches;
+    a->claimed += b->claimed;
+    a->done += b->done;
+    a->retried += b->retried;
+    a->dead += b->dead;
+    a->fenced += b->fenced;
+    a->released += b->released;
+}
+
+static void claim_worker_drop(claim_worker *k, pgpipe_claimer **cl, pgpipe_conn **pc, int broken)
+{
+    pgpipe_workers *w = k->w;
+    pthread_mutex_lock(&w->mu);
+    if (*cl) {
+        pgpipe_claim_stats s;
+        pgpipe_claimer_stats(*cl, &s);
+        claim_add_stats(&k->base, &s);
+        memset(&k->cur, 0, sizeof k->cur);
+    }
+    if (broken)
+        w->reconnects++;
+    pthread_mutex_unlock(&w->mu);
+    pgpipe_claimer_close(*cl);
+    *cl = NULL;
+    if (*pc) {
+        PGconn *pg = pgpipe_conn_pg(*pc);
+        if (broken || PQstatus(pg) != CONNECTION_OK) {
+            pgpipe_pool_discard(*pc);
+        } else {
+            PGresult *r = PQexec(pg, "UNLISTEN *");
+            PQclear(r);
+            pgpipe_pool_release(*pc);
+        }
+        *pc = NULL;
+    }
+}
+
+static void claim_maybe_alert(pgpipe_workers *w, PGconn *conn)
+{
+    if (w->o.dlq_alert_threshold <= 0)
+        return;
+    int64_t now = pgpipe_now_us();
+    pthread_mutex_lock(&w->mu);
+    int due = w->last_alert_us == 0 ||
+              now - w->last_alert_us > (int64_t)w->o.dlq_alert_window_s * 1000000;
+    pthread_mutex_unlock(&w->mu);
+    if (!due)
+        return;
+    long long count = 0;
+    if (pgpipe_dlq_check_growth(conn, w->o.dlq_alert_threshold, w->o.dlq_alert_window_s,
+                                NULL, &count, NULL) == PGPIPE_BUSY) {
+        pthread_mutex_lock(&w->mu);
+        w->last_alert_us = now;
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+/* Read what the socket holds and count the queued notifications; -1 when
+** the connection is lost. */
+static int claim_drain_notifies(PGconn *pg)
+{
+    if (!PQconsumeInput(pg))
+        return -1;
+    PGnotify *nt;
+    int got = 0;
+    while ((nt = PQnotifies(pg)) != NULL) {
+        got++;
+        PQfreemem(nt);
+    }
+    return got;
+}
+
+static void *claim_worker_main(void *arg)
+{
+    claim_worker *k = arg;
+    pgpipe_workers *w = k->w;
+    pgpipe_conn *pc = NULL;
+    pgpipe_claimer *cl = NULL;
+    pgpipe_retry backoff;
+    pgpipe_retry_init(&backoff, INT_MAX, 100, 2000);
+    char wid[96];
+    snprintf(wid, sizeof wid, "%s/%d",
+             w->o.claim.worker_id && *w->o.claim.worker_id ? w->o.claim.worker_id : "pgpipe",
+             k->index);
+    while (!atomic_load(&w->stop)) {
+        if (!cl) {
+            pgpipe_error err;
+            int rc = pgpipe_pool_acquire_ex(w->pool, &pc, 1000, &err);
+            if (rc != PGPIPE_OK) {
+                pc = NULL;
+                if (rc == PGPIPE_MISUSE)
+                    break; /* pool closing */
+                int d = pgpipe_retry_next_delay(&backoff);
+                claim_nap(w, d > 0 ? d : 1000);
+                continue;
+            }
+            pgpipe_claim_options co = w->o.claim;
+            if (!co.worker_id || !*co.worker_id)
+                snprintf(wid, sizeof wid, "pgpipe-%ld/%d", (long)getpid(), k->index);
+            co.worker_id = wid;
+            PGconn *pg = pgpipe_conn_pg(pc);
+            rc = pgpipe_claimer_open(&cl, pg, &co);
+            if (rc == PGPIPE_OK && w->channel) {
+                char *q = PQescapeIdentifier(pg, w->channel, strlen(w->channel));
+                if (q) {
+                    char sql[300];
+                    snprintf(sql, sizeof sql, "LISTEN %s", q);
+                    PQfreemem(q);
+                    PGresult *r = PQexec(pg, sql);
+                    if (!claim_is_ok(r))
+                        rc = pp_err_pq(&cl->hdr.err, pg, r, "LISTEN");
+                    PQclear(r);
+                }
+            }
+            if (rc != PGPIPE_OK) {
+                int transient = PQstatus(pg) != CONNECTION_OK ||
+                                pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl));
+                pp_logf(PGPIPE_LOG_WARN, "claim", "worker %d: %s", k->index,
+                        cl ? pgpipe_errmsg(cl) : "out of memory");
+                claim_worker_drop(k, &cl, &pc, 1);
+                if (!transient && rc == PGPIPE_MISUSE) {
+                    k->fatal = rc;
+                    break;
+                }
+                int d = pgpipe_retry_next_delay(&backoff);
+                claim_nap(w, d > 0 ? d : 1000);
+                continue;
+            }
+            backoff.attempt = 0;
+        }
+        int nrows = 0;
+        long long dead_before = cl->st.dead;
+        int rc = pgpipe_claimer_run_batch(cl, &w->h, &nrows);
+        claim_worker_sync(k, cl, rc == PGPIPE_DONE);
+        if (rc == PGPIPE_OK) {
+            if (cl->st.dead > dead_before)
+                claim_maybe_alert(w, cl->conn);
+            continue;
+        }
+        if (rc == PGPIPE_DONE) {
+            /* idle: sleep on the socket until a NOTIFY, the stop pipe, or
+            ** the fallback poll interval */
+            PGconn *pg = cl->conn;
+            /* a NOTIFY that came in while the last claim ran is already in
+            ** libpq's queue, not on the socket: look there first */
+            int got = claim_drain_notifies(pg);
+            if (got < 0) {
+                claim_worker_drop(k, &cl, &pc, 1);
+                continue;
+            }
+            struct pollfd p[2] = { { PQsocket(pg), POLLIN, 0 }, { w->wake[0], POLLIN, 0 } };
+            if (!got && !atomic_load(&w->stop) && poll(p, 2, w->o.poll_ms) > 0 &&
+                (p[0].revents)) {
+                got = claim_drain_notifies(pg);
+                if (got < 0) {
+                    claim_worker_drop(k, &cl, &pc, 1);
+                    continue;
+                }
+            }
+            if (got > 0) {
+                pthread_mutex_lock(&w->mu);
+                w->wakeups++;
+                pthread_mutex_unlock(&w->mu);
+            }
+            claim_worker_sync(k, cl, 0);
+            continue;
+        }
+        /* an error */
+        PGconn *pg = cl->conn;
+        int broken = PQstatus(pg) != CONNECTION_OK ||
+                     PQpipelineStatus(pg) != PQ_PIPELINE_OFF ||
+                     pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl));
+        pp_logf(broken ? PGPIPE_LOG_INFO : PGPIPE_LOG_WARN, "claim", "worker %d: %s",
+                k->index, pgpipe_errmsg(cl));
+        if (broken) {
+            claim_worker_drop(k, &cl, &pc, 1);
+            int d = pgpipe_retry_next_delay(&backoff);
+            claim_nap(w, d > 0 ? d : 1000);
+        } else {
+            claim_nap(w, w->o.poll_ms);
+        }
+    }
+    claim_worker_drop(k, &cl, &pc, 0);
+    claim_worker_sync(k, NULL, 0);
+    return NULL;
+}
+
+int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
+                         const pgpipe_workers_options *opts, const pgpipe_handler *h)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pgpipe_workers *w = pp_calloc(1, sizeof *w);
+    *out = w;
+    if (!w)
+        return PGPIPE_NOMEM;
+    pp_handle_init(&w->hdr);
+    w->wake[0] = w->wake[1] = -1;
+    atomic_init(&w->stop, 0);
+    pthread_mutex_init(&w->mu, NULL);
+    if (opts)
+        w->o = *opts;
+    else
+        pgpipe_workers_options_init(&w->o);
+    if (!pool || !h || (!h->record && !h->batch && !h->sql))
+        return pp_err(&w->hdr.err, PGPIPE_MISUSE, "workers: a pool and a handler are needed");
+    w->pool = pool;
+    w->h = *h;
+    if (w->o.threads <= 0)
+        w->o.threads = 2;
+    if (w->o.poll_ms <= 0)
+        w->o.poll_ms = 1000;
+    if (w->o.dlq_alert_window_s <= 0)
+        w->o.dlq_alert_window_s = 300;
+    if (w->o.channel && *w->o.channel) {
+        w->channel = pp_strdup(w->o.channel);
+        if (!w->channel)
+            return pp_err_nomem(&w->hdr.err);
+    }
+    w->o.channel = w->channel;
+    if (pipe(w->wake) != 0)
+        return pp_err(&w->hdr.err, PGPIPE_IO, "workers: pipe: %s", strerror(errno));
+    fcntl(w->wake[1], F_SETFL, fcntl(w->wake[1], F_GETFL) | O_NONBLOCK);
+    w->wk = pp_calloc((size_t)w->o.threads, sizeof *w->wk);
+    if (!w->wk)
+        return pp_err_nomem(&w->hdr.err);
+    w->start_us = w->last_us = pgpipe_now_us();
+    for (int i = 0; i < w->o.threads; i++) {
+        w->wk[i].w = w;
+        w->wk[i].index = i;
+        if (pthread_create(&w->wk[i].tid, NULL, claim_worker_main, &w->wk[i]) != 0) {
+            pgpipe_workers_stop(w);
+            return pp_err(&w->hdr.err, PGPIPE_ERROR, "workers: cannot start thread %d", i);
+        }
+        w->wk[i].started = 1;
+        w->n = i + 1;
+    }
+    return PGPIPE_OK;
+}
+
+void pgpipe_workers_stop(pgpipe_workers *w)
+{
+    if (!w)
+        return;
+    atomic_store(&w->stop, 1);
+    if (w->wake[1] >= 0) {
+        ssize_t r = write(w->wake[1], "x", 1);
+        (void)r;
+    }
+}
+
+static pgpipe_workers *volatile claim_sig_target;
+
+static void claim_on_signal(int sig)
+{
+    (void)sig;
+    pgpipe_workers_stop(claim_sig_target);
+}
+
+int pgpipe_workers_handle_signals(pgpipe_workers *w)
+{
+    if (!w)
+        return PGPIPE_MISUSE;
+    claim_sig_target = w;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = claim_on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        return pp_err(&w->hdr.err, PGPIPE_ERROR, "sigaction: %s", strerror(errno));
+    return PGPIPE_OK;
+}
+
+int pgpipe_workers_wait(pgpipe_workers *w)
+{
+    if (!w)
+        return PGPIPE_MISUSE;
+    int rc = PGPIPE_OK;
+    if (!w->joined) {
+        for (int i = 0; i < w->n; i++)
+            if (w->wk[i].started)
+                pthread_join(w->wk[i].tid, NULL);
+        w->joined = 1;
+    }
+    for (int i = 0; i < w->n; i++)
+        if (w->wk[i].fatal && rc == PGPIPE_OK)
+            rc = pp_err(&w->hdr.err, w->wk[i].fatal, "worker %d stopped on an error", i);
+    return rc;
+}
+
+int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
+{
+    if (!w || !w->wk)
+        return PGPIPE_MISUSE;
+    int64_t t0 = pgpipe_now_us();
+    pgpipe_conn *pc = NULL;
+    pgpipe_claimer *cl = NULL;
+    int rc = PGPIPE_BUSY;
+    int64_t last_look = 0;
+    while (!atomic_load(&w->stop)) {
+        if (timeout_ms >= 0 && pgpipe_now_us() - t0 > (int64_t)timeout_ms * 1000)
+            break;
+        if (!cl) {
+            pgpipe_error err;
+            if (pgpipe_pool_acquire_ex(w->pool, &pc, 1000, &err) != PGPIPE_OK) {
+                pc = NULL;
+                claim_nap(w, 100);
+                continue;
+            }
+            if (pgpipe_claimer_open(&cl, pgpipe_conn_pg(pc), &w->o.claim) != PGPIPE_OK) {
+                pgpipe_claimer_close(cl);
+                cl = NULL;
+                pgpipe_pool_discard(pc);
+                pc = NULL;
+                claim_nap(w, 100);
+                continue;
+            }
+        }
+        /* look when every worker is idle, and once a second anyway */
+        int idle = 0;
+        pthread_mutex_lock(&w->mu);
+        for (int i = 0; i < w->n; i++)
+            idle += w->wk[i].idle;
+        pthread_mutex_unlock(&w->mu);
+        int64_t now = pgpipe_now_us();
+        if (idle < w->n && now - last_look < 1000000) {
+            claim_nap(w, 20);
+            continue;
+        }
+        last_look = now;
+        long long pending = -1;
+        if (claim_pending(cl, &pending, 1) != PGPIPE_OK) {
+            int bad = PQstatus(cl->conn) != CONNECTION_OK;
+            pgpipe_claimer_close(cl);
+            cl = NULL;
+            if (bad)
+                pgpipe_pool_discard(pc);
+            else
+                pgpipe_pool_release(pc);
+            pc = NULL;
+            claim_nap(w, 100);
+            continue;
+        }
+        if (pending == 0) {
+            rc = PGPIPE_OK;
+            break;
+        }
+        claim_nap(w, 20);
+    }
+    pgpipe_claimer_close(cl);
+    if (pc)
+        pgpipe_pool_release(pc);
+    if (rc == PGPIPE_OK || atomic_load(&w->stop)) {
+        pgpipe_workers_stop(w);
+        int r2 = pgpipe_workers_wait(w);
+        if (rc == PGPIPE_OK)
+            rc = r2;
+    }
+    if (rc == PGPIPE_BUSY && !atomic_load(&w->stop))
+        pp_err(&w->hdr.err, PGPIPE_BUSY, "workers: rows still pending after %d ms", timeout_ms);
+    return rc;
+}
+
+int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out)
+{
+    if (!w || !out)
+        return PGPIPE_MISUSE;
+    memset(out, 0, sizeof *out);
+    int64_t now = pgpipe_now_us();
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < w->n; i++) {
+        claim_add_stats(&out->total, &w->wk[i].base);
+        claim_add_stats(&out->total, &w->wk[i].cur);
+        out->idle += w->wk[i].idle;
+    }
+    out->threads = w->n;
+    out->wakeups = w->wakeups;
+    out->reconnects = w->reconnects;
+    out->elapsed_s = (double)(now - w->start_us) / 1e6;
+    out->events_per_s = out->elapsed_s > 0 ? (double)out->total.done / out->elapsed_s : 0;
+    double dt = (double)(now - w->last_us) / 1e6;
+    out->recent_per_s = dt > 0 ? (double)(out->total.done - w->last_done) / dt : 0;
+    w->last_us = now;
+    w->last_done = out->total.done;
+    pthread_mutex_unlock(&w->mu);
+    return PGPIPE_OK;
+}
+
+void pgpipe_workers_free(pgpipe_workers *w)
+{
+    if (!w)
+        return;
+    pgpipe_workers_stop(w);
+    if (w->wk)
+        pgpipe_workers_wait(w);
+    if (claim_sig_target == w)
+        claim_sig_target = NULL;
+    if (w->wake[0] >= 0)
+        close(w->wake[0]);
+    if (w->wake[1] >= 0)
+        close(w->wake[1]);
+    pthread_mutex_destroy(&w->mu);
+    pp_free(w->wk);
+    pp_free(w->channel);
+    pp_free(w);
+}
+
+#endif /* PGPIPE_OMIT_THREADS */

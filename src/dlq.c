@@ -1,0 +1,290 @@
+/*
+** Dead-letter queue operations on pgpipe.dead_letters: list, inspect,
+** counts, replay (pgpipe.dlq_replay in sql/schema/V0020__claimer.sql),
+** purge, growth alert. Filters become a WHERE clause of fixed text with
+** numbered parameters; no value is ever spliced into SQL.
+*/
+
+void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f)
+{
+    memset(f, 0, sizeof *f);
+    f->status = "dead";
+    f->limit = 100;
+}
+
+typedef struct dlq_where {
+    pp_buf sql;
+    const char *v[12];
+    char idbuf[24];
+    int n;
+} dlq_where;
+
+static int dlq_add(dlq_where *w, const char *cond, const char *value)
+{
+    w->v[w->n++] = value;
+    return pp_buf_appendf(&w->sql, " AND %s $%d", cond, w->n);
+}
+
+/* WHERE clause of a filter (purge: status any unless set). */
+static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
+{
+    memset(w, 0, sizeof *w);
+    int rc = pp_buf_appendf(&w->sql, " WHERE true");
+    const char *status = f ? f->status : NULL;
+    if (!status && !purge)
+        status = "dead";
+    if (f && f->id > 0) {
+        snprintf(w->idbuf, sizeof w->idbuf, "%lld", f->id);
+        rc |= dlq_add(w, "id =", w->idbuf);
+    }
+    if (f && f->stage && *f->stage)
+        rc |= dlq_add(w, "stage =", f->stage);
+    if (f && f->source && *f->source)
+        rc |= dlq_add(w, "source_name =", f->source);
+    if (f && f->error_like && *f->error_like) {
+        w->v[w->n++] = f->error_like;
+        rc |= pp_buf_appendf(&w->sql, " AND strpos(lower(error_message), lower($%d)) > 0", w->n);
+    }
+    if (f && f->since && *f->since)
+        rc |= dlq_add(w, "last_failed_at >=", f->since);
+    if (f && f->until && *f->until)
+        rc |= dlq_add(w, "last_failed_at <", f->until);
+    if (status && *status && strcmp(status, "any") != 0)
+        rc |= dlq_add(w, "status =", status);
+    if (rc != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    return PGPIPE_OK;
+}
+
+static int dlq_query(PGconn *conn, const char *sql, const dlq_where *w, PGresult **out,
+                     pgpipe_error *err, const char *what)
+{
+    PGresult *r = PQexecParams(conn, sql, w->n, NULL, w->v, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        int rc = pp_err_pq(err, conn, r, what);
+        PQclear(r);
+        if (out)
+            *out = NULL;
+        return rc;
+    }
+    if (out)
+        *out = r;
+    else
+        PQclear(r);
+    return PGPIPE_OK;
+}
+
+#define DLQ_LIST_COLS "id, stage, status, source_name, line_number, row_id, event_type," \
+    " error_message, sqlstate, attempt_count, first_failed_at, last_failed_at, replay_count"
+
+int pgpipe_dlq_list(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out, pgpipe_error *err)
+{
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "dlq list: no connection or output");
+    dlq_where w;
+    pp_buf q = { 0 };
+    int rc = dlq_build_where(&w, f, 0);
+    int limit = f ? f->limit : 100;
+    if (limit == 0)
+        limit = 100;
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&q, "SELECT " DLQ_LIST_COLS " FROM pgpipe.dead_letters%s"
+                            " ORDER BY last_failed_at DESC, id DESC", w.sql.data);
+    if (rc == PGPIPE_OK && limit > 0)
+        rc = pp_buf_appendf(&q, " LIMIT %d", limit);
+    if (rc == PGPIPE_OK)
+        rc = dlq_query(conn, q.data, &w, out, err, "listing dead letters");
+    else
+        rc = pp_err_nomem(err);
+    pp_buf_free(&q);
+    pp_buf_free(&w.sql);
+    return rc;
+}
+
+int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err)
+{
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "dlq get: no connection or output");
+    char idb[24];
+    snprintf(idb, sizeof idb, "%lld", id);
+    const char *v[1] = { idb };
+    PGresult *r = PQexecParams(conn,
+        "SELECT " DLQ_LIST_COLS ", raw_text, payload, error_context, source_table,"
+        " row_received_at, batch_id, load_id, column_number, byte_offset, replayed_at,"
+        " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, NULL, v, NULL, NULL, 0);
+    *out = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = pp_err_pq(err, conn, r, "reading a dead letter");
+        PQclear(r);
+        return rc;
+    }
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return pp_err(err, PGPIPE_DONE, "no dead letter with id %lld", id);
+    }
+    *out = r;
+    return PGPIPE_OK;
+}
+
+int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
+                      pgpipe_error *err)
+{
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "dlq counts: no connection or output");
+    dlq_where w;
+    pp_buf q = { 0 };
+    int rc = dlq_build_where(&w, f, 0);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&q, "SELECT stage, sqlstate, error_message, count(*) AS count,"
+                            " max(last_failed_at) AS last_failed_at FROM pgpipe.dead_letters%s"
+                            " GROUP BY stage, sqlstate, error_message"
+                            " ORDER BY count(*) DESC, stage, error_message", w.sql.data);
+    if (rc == PGPIPE_OK)
+        rc = dlq_query(conn, q.data, &w, out, err, "counting dead letters");
+    else
+        rc = pp_err_nomem(err);
+    pp_buf_free(&q);
+    pp_buf_free(&w.sql);
+    return rc;
+}
+
+static int dlq_notify(PGconn *conn, const char *channel, const char *payload, pgpipe_error *err)
+{
+    const char *v[2] = { channel, payload };
+    PGresult *r = PQexecParams(conn, "SELECT pg_notify($1, $2)", 2, NULL, v, NULL, NULL, 0);
+    int rc = PGPIPE_OK;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = pp_err_pq(err, conn, r, "NOTIFY");
+    PQclear(r);
+    return rc;
+}
+
+int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *target_table,
+                      const char *channel, long long *replayed, long long *refused,
+                      pgpipe_error *err)
+{
+    if (replayed)
+        *replayed = 0;
+    if (refused)
+        *refused = 0;
+    if (!conn)
+        return pp_err(err, PGPIPE_MISUSE, "dlq replay: no connection");
+    pgpipe_dlq_filter ff;
+    if (f)
+        ff = *f;
+    else
+        pgpipe_dlq_filter_init(&ff);
+    ff.status = "dead";
+    dlq_where w;
+    pp_buf q = { 0 };
+    int rc = dlq_build_where(&w, &ff, 0);
+    if (rc == PGPIPE_OK) {
+        w.v[w.n++] = target_table && *target_table ? target_table : "staging.raw_events";
+        rc = pp_buf_appendf(&q, "SELECT dead_letter_id, replayed, reason FROM pgpipe.dlq_replay("
+                            "ARRAY(SELECT id FROM pgpipe.dead_letters%s), $%d::regclass)",
+                            w.sql.data, w.n);
+    }
+    PGresult *r = NULL;
+    if (rc == PGPIPE_OK)
+        rc = dlq_query(conn, q.data, &w, &r, err, "replaying dead letters");
+    else
+        rc = pp_err_nomem(err);
+    pp_buf_free(&q);
+    pp_buf_free(&w.sql);
+    if (rc != PGPIPE_OK)
+        return rc;
+    long long ok = 0, bad = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (PQgetvalue(r, i, 1)[0] == 't') {
+            ok++;
+        } else {
+            bad++;
+            pgpipe_log_field fl[2] = { { "dead_letter_id", PQgetvalue(r, i, 0) },
+                                       { "reason", PQgetvalue(r, i, 2) } };
+            pgpipe_log(PGPIPE_LOG_WARN, "dlq", "replay refused", fl, 2);
+        }
+    }
+    PQclear(r);
+    if (replayed)
+        *replayed = ok;
+    if (refused)
+        *refused = bad;
+    if (ok > 0) {
+        char payload[64];
+        snprintf(payload, sizeof payload, "{\"replayed\":%lld}", ok);
+        rc = dlq_notify(conn, channel && *channel ? channel : "pgpipe_events", payload, err);
+    }
+    return rc;
+}
+
+int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged,
+                     pgpipe_error *err)
+{
+    if (purged)
+        *purged = 0;
+    if (!conn || !f)
+        return pp_err(err, PGPIPE_MISUSE, "dlq purge: no connection or filter");
+    int any = f->id > 0 || (f->stage && *f->stage) || (f->source && *f->source) ||
+              (f->error_like && *f->error_like) || (f->since && *f->since) ||
+              (f->until && *f->until) || (f->status && *f->status);
+    if (!any)
+        return pp_err(err, PGPIPE_MISUSE,
+                      "dlq purge: an empty filter purges nothing (status \"any\" purges all)");
+    dlq_where w;
+    pp_buf q = { 0 };
+    int rc = dlq_build_where(&w, f, 1);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
+    PGresult *r = NULL;
+    if (rc == PGPIPE_OK)
+        rc = dlq_query(conn, q.data, &w, &r, err, "purging dead letters");
+    else
+        rc = pp_err_nomem(err);
+    if (rc == PGPIPE_OK && purged)
+        *purged = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    pp_buf_free(&q);
+    pp_buf_free(&w.sql);
+    return rc;
+}
+
+int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const char *channel,
+                            long long *count, pgpipe_error *err)
+{
+    if (count)
+        *count = 0;
+    if (!conn || threshold < 0 || window_s <= 0)
+        return pp_err(err, PGPIPE_MISUSE, "dlq growth: bad arguments");
+    char ws[16];
+    snprintf(ws, sizeof ws, "%d", window_s);
+    const char *v[1] = { ws };
+    PGresult *r = PQexecParams(conn,
+        "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'"
+        " AND last_failed_at >= now() - $1::int * interval '1 second'", 1, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = pp_err_pq(err, conn, r, "counting new dead letters");
+        PQclear(r);
+        return rc;
+    }
+    long long n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    if (count)
+        *count = n;
+    if (n <= threshold)
+        return PGPIPE_OK;
+    char cnt[24], thr[16], payload[128];
+    snprintf(cnt, sizeof cnt, "%lld", n);
+    snprintf(thr, sizeof thr, "%d", threshold);
+    pgpipe_log_field fl[3] = { { "new_dead_letters", cnt }, { "window_s", ws },
+                               { "threshold", thr } };
+    pgpipe_log(PGPIPE_LOG_WARN, "dlq", "dead letters are growing", fl, 3);
+    snprintf(payload, sizeof payload,
+             "{\"new_dead_letters\": %lld, \"window_s\": %d, \"threshold\": %d}", n, window_s,
+             threshold);
+    int rc = dlq_notify(conn, channel && *channel ? channel : "pgpipe_dlq_alert", payload, err);
+    if (rc != PGPIPE_OK)
+        return rc;
+    return pp_err(err, PGPIPE_BUSY, "%lld new dead letters within %d s (threshold %d)", n,
+                  window_s, threshold);
+}

@@ -1,0 +1,56 @@
+/* ---- Dead-letter queue operations --------------------------------------- */
+
+/* pgpipe.dead_letters holds every record that could not be loaded (stage
+** 'load': the raw text as read) or processed (stage 'process': the staging
+** row, its payload, the error, attempt_count, first and last failure). These
+** functions list, inspect, count, replay and purge them. Every filter value
+** is sent as a query parameter. Errors go to err (may be NULL). */
+
+typedef struct pgpipe_dlq_filter {
+    long long id;            /* one dead letter (0 = any) */
+    const char *stage;       /* "load" or "process" (NULL = any) */
+    const char *source;      /* source_name: the input file / stream, or the
+                                event's source for stage 'process' */
+    const char *error_like;  /* error_message contains this text (case-insensitive) */
+    const char *since;       /* last_failed_at >= this timestamptz text */
+    const char *until;       /* last_failed_at < this (purge "older than") */
+    const char *status;      /* "dead" (default), "replayed", "discarded", "any" */
+    int limit;               /* rows listed (default 100; <0 = no limit) */
+} pgpipe_dlq_filter;
+
+void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f);
+
+/* Columns of list and get: id, stage, status, source_name, line_number,
+** row_id, event_type, error_message, sqlstate, attempt_count,
+** first_failed_at, last_failed_at, replay_count; get adds raw_text, payload,
+** error_context, source_table, row_received_at, batch_id, load_id,
+** column_number, byte_offset, replayed_at, replayed_by. Newest first. The
+** caller PQclears *out. get gives PGPIPE_DONE when there is no such id. */
+int pgpipe_dlq_list(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out, pgpipe_error *err);
+int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err);
+/* Counts grouped by stage, sqlstate and error message (most frequent first):
+** columns stage, sqlstate, error_message, count, last_failed_at. */
+int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
+                      pgpipe_error *err);
+/* Replay the matching dead letters (status 'dead' only; filter->limit is
+** ignored) into target_table (NULL = staging.raw_events) as unprocessed rows
+** with attempts reset: stage 'process' sets the original row back (or
+** re-inserts the kept payload when the row is gone); stage 'load' re-inserts
+** the raw text when it is valid JSON and refuses it otherwise (each refusal is
+** logged with its reason). Replayed dead letters get status 'replayed'. A
+** NOTIFY on channel (NULL = "pgpipe_events") wakes the workers. */
+int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *target_table,
+                      const char *channel, long long *replayed, long long *refused,
+                      pgpipe_error *err);
+/* Delete the matching dead letters (any status unless filter->status is set;
+** use until for "older than"). An empty filter deletes nothing: set
+** status = "any" to purge all. */
+int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged,
+                     pgpipe_error *err);
+/* Growth alert: count dead letters whose last failure is within the last
+** window_s seconds; when more than threshold, log a warning (component
+** "dlq") and NOTIFY channel (NULL = "pgpipe_dlq_alert") with a JSON payload
+** {"new_dead_letters": N, "window_s": W, "threshold": T}, and return
+** PGPIPE_BUSY. PGPIPE_OK when below. *count may be NULL. */
+int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const char *channel,
+                            long long *count, pgpipe_error *err);

@@ -1,0 +1,872 @@
+/* Tests of the SKIP LOCKED claimer and the worker pool (src/claim.c). */
+#include <signal.h>
+#include <sys/wait.h>
+#include <poll.h>
+
+/* The built-in schema plus a fresh table shaped like staging.raw_events with
+** n pending rows (source 'src', event_type 'click', payload {"n": g}). */
+static PGconn *claim_t_setup(const char *table, int n)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    if (pgpipe_schema_install(c, NULL, &err) != PGPIPE_OK) {
+        fprintf(stderr, "    schema install: %s\n", err.message);
+        pgt_end_fail();
+    }
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "DROP TABLE IF EXISTS %s; CREATE TABLE %s (LIKE staging.raw_events INCLUDING ALL);"
+             " DELETE FROM pgpipe.dead_letters WHERE source_table = '%s'",
+             table, table, table);
+    PQclear(PGT_EXEC(c, sql));
+    if (n > 0) {
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO %s (source, event_type, payload) SELECT 'src', 'click',"
+                 " jsonb_build_object('n', g) FROM generate_series(1, %d) g", table, n);
+        PQclear(PGT_EXEC(c, sql));
+    }
+    return c;
+}
+
+static long long claim_t_scalar(PGconn *c, const char *sql)
+{
+    PGresult *r = PGT_EXEC(c, sql);
+    long long v = PQntuples(r) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+    PQclear(r);
+    return v;
+}
+
+static void claim_t_opts(pgpipe_claim_options *o, const char *table)
+{
+    pgpipe_claim_options_init(o);
+    o->table = table;
+    o->backoff_base_ms = 1;
+    o->backoff_max_ms = 5;
+}
+
+typedef struct claim_t_ctx {
+    int calls;
+    long long fail_id;        /* fail this id (0 = none) */
+    long long fail_mod;       /* fail ids with id % fail_mod == 0 */
+    const char *log_table;    /* insert (event_id) here in the transaction */
+    int slow_at;              /* call index at which to signal and sleep */
+    int sig_fd;               /* write a byte here at slow_at */
+    int file_fd;              /* append "id\n" here per processing */
+    int stall_ms;             /* at slow_at: sleep this long instead of waiting to die */
+} claim_t_ctx;
+
+static int claim_t_record(void *ud, PGconn *conn, const pgpipe_event *ev, pgpipe_error *err)
+{
+    claim_t_ctx *x = ud;
+    x->calls++;
+    if (x->file_fd > 0) {
+        char line[32];
+        int n = snprintf(line, sizeof line, "%lld\n", ev->id);
+        if (write(x->file_fd, line, (size_t)n) != n)
+            return pp_err(err, PGPIPE_IO, "write");
+    }
+    if (x->log_table && conn) {
+        char sql[256], idb[24];
+        snprintf(sql, sizeof sql, "INSERT INTO %s (event_id) VALUES ($1)", x->log_table);
+        snprintf(idb, sizeof idb, "%lld", ev->id);
+        const char *v[1] = { idb };
+        PGresult *r = PQexecParams(conn, sql, 1, NULL, v, NULL, NULL, 0);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            pp_err_pq(err, conn, r, "log insert");
+        PQclear(r);
+        if (!ok)
+            return PGPIPE_DB;
+    }
+    if (x->slow_at && x->calls == x->slow_at) {
+        if (x->sig_fd > 0 && write(x->sig_fd, "k", 1) != 1)
+            return PGPIPE_IO;
+        if (x->stall_ms) {
+            pgpipe_sleep_ms(x->stall_ms);
+            return PGPIPE_OK;
+        }
+        for (;;)
+            pause(); /* until SIGKILL / SIGSTOP+CONT games end us */
+    }
+    if ((x->fail_id && ev->id == x->fail_id) || (x->fail_mod && ev->id % x->fail_mod == 0)) {
+        pp_err(err, PGPIPE_ERROR, "bad record %lld", ev->id);
+        memcpy(err->sqlstate, "P0001", 6);
+        return PGPIPE_ERROR;
+    }
+    return PGPIPE_OK;
+}
+
+static int claim_t_drain(pgpipe_claimer *cl, const pgpipe_handler *h, int max_loops)
+{
+    int rc = PGPIPE_OK;
+    for (int i = 0; i < max_loops; i++) {
+        rc = pgpipe_claimer_run_batch(cl, h, NULL);
+        if (rc != PGPIPE_OK)
+            break;
+    }
+    return rc;
+}
+
+PGT_TEST(claim, transactional_batches)
+{
+    PGconn *c = claim_t_setup("claim_t_basic", 250);
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_basic");
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    claim_t_ctx x = { 0 };
+    pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+    int n = 0;
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, &n));
+    PGT_EQ_INT(n, 100);
+    PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &h, NULL), PGPIPE_OK);
+    PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &h, &n), PGPIPE_OK);
+    PGT_EQ_INT(n, 50);
+    PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &h, &n), PGPIPE_DONE);
+    pgpipe_claim_stats st;
+    PGT_OK(pgpipe_claimer_stats(cl, &st));
+    PGT_EQ_INT(st.batches, 3);
+    PGT_EQ_INT(st.claimed, 250);
+    PGT_EQ_INT(st.done, 250);
+    PGT_EQ_INT(x.calls, 250);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_basic WHERE processed"
+                                 " AND processed_at IS NOT NULL"), 250);
+    long long pending = -1;
+    PGT_OK(pgpipe_claimer_pending(cl, &pending));
+    PGT_EQ_INT(pending, 0);
+    PGT_EQ_INT(PQtransactionStatus(c), PQTRANS_IDLE);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
+PGT_TEST(claim, skip_locked_disjoint)
+{
+    PGconn *c1 = claim_t_setup("claim_t_skip", 30);
+    PGconn *c2 = pgt_connect();
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_skip");
+    o.batch_size = 10;
+    o.order = PGPIPE_CLAIM_ORDER_ID;
+    pgpipe_claimer *a, *b;
+    PGT_OK(pgpipe_claimer_open(&a, c1, &o));
+    PGT_OK(pgpipe_claimer_open(&b, c2, &o));
+    pgpipe_batch *ba, *bb;
+    PGT_EQ_INT(pgpipe_claim_next(a, &ba), PGPIPE_ROW);
+    PGT_EQ_INT(pgpipe_claim_next(b, &bb), PGPIPE_ROW); /* not blocked by a's locks */
+    PGT_EQ_INT(pgpipe_batch_count(ba), 10);
+    PGT_EQ_INT(pgpipe_batch_count(bb), 10);
+    for (int i = 0; i < 10; i++)
+        for (int j = 0; j < 10; j++)
+            PGT_CHECK(pgpipe_batch_event(ba, i)->id != pgpipe_batch_event(bb, j)->id);
+    PGT_CHECK(pgpipe_batch_conn(ba) == c1);
+    PGT_EQ_STR(pgpipe_batch_token(ba), "");
+    PGT_EQ_INT(pgpipe_batch_event(ba, 0)->attempt, 1);
+    PGT_CONTAINS(pgpipe_batch_event(ba, 0)->payload, "\"n\"");
+    PGT_CONTAINS(pgpipe_batch_json(ba), "\"event_type\":\"click\"");
+    /* a releases: its rows come back; b completes */
+    PGT_OK(pgpipe_claim_release(a, ba));
+    PGT_OK(pgpipe_claim_complete(b, bb));
+    PGT_EQ_INT(claim_t_scalar(c1, "SELECT count(*) FROM claim_t_skip WHERE processed"), 10);
+    pgpipe_claimer_close(a);
+    pgpipe_claimer_close(b);
+    PQfinish(c2);
+    PQfinish(c1);
+}
+
+PGT_TEST(claim, filters_order_and_quoting)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
+    pgpipe_error err;
+    PGT_OK(pgpipe_schema_install(c, NULL, &err));
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS \"claim t\" CASCADE; CREATE SCHEMA \"claim t\";"
+                        " CREATE TABLE \"claim t\".\"odd \"\"name\" (LIKE staging.raw_events INCLUDING ALL);"
+                        " INSERT INTO \"claim t\".\"odd \"\"name\" (source, event_type, payload, received_at)"
+                        " SELECT CASE WHEN g % 2 = 0 THEN 'it''s; DROP TABLE x' ELSE 'other' END,"
+                        " CASE WHEN g % 3 = 0 THEN 'buy' ELSE 'view' END, '{}'::jsonb,"
+                        " now() - g * interval '1 minute' FROM generate_series(1, 60) g"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim t.odd \"name");
+    o.source = "it's; DROP TABLE x";
+    o.event_type = "buy";
+    o.batch_size = 100;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_batch *b;
+    PGT_EQ_INT(pgpipe_claim_next(cl, &b), PGPIPE_ROW);
+    PGT_EQ_INT(pgpipe_batch_count(b), 10); /* g divisible by 6 */
+    for (int i = 0; i < pgpipe_batch_count(b); i++) {
+        PGT_EQ_STR(pgpipe_batch_event(b, i)->source, "it's; DROP TABLE x");
+        PGT_EQ_STR(pgpipe_batch_event(b, i)->event_type, "buy");
+    }
+    PGT_OK(pgpipe_claim_complete(cl, b));
+    PGT_EQ_INT(pgpipe_claim_next(cl, &b), PGPIPE_DONE);
+    pgpipe_claimer_close(cl);
+    /* bad names and options are refused */
+    o.source = o.event_type = NULL;
+    o.table = "a.b.c";
+    PGT_EQ_INT(pgpipe_claimer_open(&cl, c, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(cl), "bad table name");
+    pgpipe_claimer_close(cl);
+    o.table = "claim_t_no_such_table";
+    PGT_EQ_INT(pgpipe_claimer_open(&cl, c, &o), PGPIPE_DB);
+    PGT_EQ_STR(pgpipe_errsqlstate(cl), "42P01");
+    pgpipe_claimer_close(cl);
+    /* order by received_at: the oldest (largest g) first */
+    pgpipe_claim_options_init(&o);
+    o.table = "claim t.odd \"name";
+    o.batch_size = 5;
+    o.mode = PGPIPE_CLAIM_LEASE;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    PGT_EQ_INT(pgpipe_claim_next(cl, &b), PGPIPE_ROW);
+    long long minid = claim_t_scalar(c, "SELECT min(id) FROM \"claim t\".\"odd \"\"name\"");
+    int found_oldest = 0;
+    for (int i = 0; i < pgpipe_batch_count(b); i++)
+        found_oldest |= pgpipe_batch_event(b, i)->id == minid + 58; /* g = 60 is done */
+    PGT_CHECK(found_oldest);
+    PGT_EQ_INT(strlen(pgpipe_batch_token(b)), 36);
+    PGT_OK(pgpipe_claim_release(cl, b));
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM \"claim t\".\"odd \"\"name\""
+                                 " WHERE claim_token IS NOT NULL OR attempts <> 0"), 0);
+    pgpipe_claimer_close(cl);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA \"claim t\" CASCADE"));
+    PQfinish(c);
+}
+
+PGT_TEST(claim, sql_handler_bisects)
+{
+    PGconn *c = claim_t_setup("claim_t_sql", 50);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_prod; CREATE TABLE claim_t_prod"
+                        " (event_id bigint PRIMARY KEY, n int CHECK (n <> 17 AND n <> 33))"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_sql");
+    o.max_attempts = 1;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_handler h = { NULL, NULL,
+        "INSERT INTO claim_t_prod (event_id, n) SELECT (e->>'id')::bigint,"
+        " (e->'payload'->>'n')::int FROM jsonb_array_elements($1::jsonb) e", NULL };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    pgpipe_claim_stats st;
+    pgpipe_claimer_stats(cl, &st);
+    PGT_EQ_INT(st.done, 48);
+    PGT_EQ_INT(st.dead, 2);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_prod"), 48);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_sql WHERE processed"), 50);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_sql' AND stage = 'process' AND"
+                                 " sqlstate = '23514' AND attempt_count = 1 AND"
+                                 " error_message LIKE '%check constraint%' AND"
+                                 " (payload->>'n')::int IN (17, 33) AND source_name = 'src'"), 2);
+    PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &h, NULL), PGPIPE_DONE);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
+PGT_TEST(claim, retry_backoff_then_dead_letter)
+{
+    PGconn *c = claim_t_setup("claim_t_retry", 20);
+    long long first = claim_t_scalar(c, "SELECT min(id) FROM claim_t_retry");
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_retry");
+    o.max_attempts = 3;
+    o.backoff_base_ms = 300;
+    o.backoff_max_ms = 400;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    claim_t_ctx x = { 0 };
+    x.fail_id = first + 4;
+    pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    /* the failed row waits for its backoff: not claimable right now */
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_retry WHERE NOT processed"
+                                 " AND attempts = 1 AND next_attempt_at > now()"
+                                 " AND last_error LIKE 'bad record %' AND first_failed_at IS NOT NULL"), 1);
+    PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &h, NULL), PGPIPE_DONE);
+    /* attempts 2 and 3 after their backoff, then the dead letter */
+    int64_t t0 = pgpipe_now_us();
+    long long pending = 1;
+    while (pending > 0 && pgpipe_now_us() - t0 < 20000000) {
+        int rc = pgpipe_claimer_run_batch(cl, &h, NULL);
+        PGT_CHECK(rc == PGPIPE_OK || rc == PGPIPE_DONE);
+        PGT_OK(pgpipe_claimer_pending(cl, &pending));
+        if (rc == PGPIPE_DONE)
+            pgpipe_sleep_ms(50);
+    }
+    PGT_EQ_INT(pending, 0);
+    pgpipe_claim_stats st;
+    pgpipe_claimer_stats(cl, &st);
+    PGT_EQ_INT(st.done, 19);
+    PGT_EQ_INT(st.retried, 2);
+    PGT_EQ_INT(st.dead, 1);
+    char q[512];
+    snprintf(q, sizeof q, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_table ="
+             " 'claim_t_retry' AND row_id = %lld AND attempt_count = 3 AND sqlstate = 'P0001'"
+             " AND error_message = 'bad record %lld' AND first_failed_at < last_failed_at"
+             " AND status = 'dead' AND event_type = 'click'", first + 4, first + 4);
+    PGT_EQ_INT(claim_t_scalar(c, q), 1);
+    snprintf(q, sizeof q, "SELECT count(*) FROM claim_t_retry WHERE id = %lld AND processed"
+             " AND attempts = 3 AND next_attempt_at IS NULL", first + 4);
+    PGT_EQ_INT(claim_t_scalar(c, q), 1);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
+PGT_TEST(claim, tx_record_failure_undoes_its_writes)
+{
+    PGconn *c = claim_t_setup("claim_t_txrec", 30);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_txlog; CREATE TABLE claim_t_txlog"
+                        " (event_id bigint UNIQUE)"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_txrec");
+    o.max_attempts = 1;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    claim_t_ctx x = { 0 };
+    x.fail_mod = 7; /* ids divisible by 7 fail after writing their log row */
+    x.log_table = "claim_t_txlog";
+    pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    long long bad = claim_t_scalar(c, "SELECT count(*) FROM claim_t_txrec WHERE id % 7 = 0");
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_txlog"), 30 - bad);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_txlog WHERE event_id % 7 = 0"), 0);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_txrec'"), bad);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
+static int claim_t_batch_fn(void *ud, pgpipe_batch *b, pgpipe_error *err)
+{
+    claim_t_ctx *x = ud;
+    x->calls++;
+    PGconn *tx = pgpipe_batch_conn(b);
+    for (int i = 0; i < pgpipe_batch_count(b); i++) {
+        const pgpipe_event *e = pgpipe_batch_event(b, i);
+        if (e->id % 10 == 3) /* a soft failure of one record */
+            pgpipe_batch_fail(b, i, "soft", "22000");
+        if (e->id % 10 == 5) /* a hard failure: the whole call fails */
+            return pp_err(err, PGPIPE_ERROR, "hard %lld", e->id);
+        if (tx) {
+            char sql[128];
+            snprintf(sql, sizeof sql, "INSERT INTO claim_t_blog VALUES (%lld)", e->id);
+            PGresult *r = PQexec(tx, sql);
+            PQclear(r);
+        }
+    }
+    return PGPIPE_OK;
+}
+
+PGT_TEST(claim, batch_callback_bisects)
+{
+    PGconn *c = claim_t_setup("claim_t_batch", 40);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_blog; CREATE TABLE claim_t_blog"
+                        " (event_id bigint PRIMARY KEY)"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_batch");
+    o.max_attempts = 1;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    claim_t_ctx x = { 0 };
+    pgpipe_handler h = { NULL, claim_t_batch_fn, NULL, &x };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    PGT_CHECK(x.calls > 1);
+    long long hard = claim_t_scalar(c, "SELECT count(*) FROM claim_t_batch WHERE id % 10 = 5");
+    long long soft = claim_t_scalar(c, "SELECT count(*) FROM claim_t_batch WHERE id % 10 = 3");
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_batch' AND error_message LIKE 'hard %'"), hard);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_batch' AND error_message = 'soft'"
+                                 " AND sqlstate = '22000'"), soft);
+    /* the good records' writes committed, the hard failures' did not */
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_blog WHERE event_id % 10 = 5"), 0);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_blog WHERE event_id % 10 NOT IN (3, 5)"),
+               40 - hard - soft);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
+PGT_TEST(claim, lease_fencing_refuses_late_completion)
+{
+    PGconn *c1 = claim_t_setup("claim_t_lease", 10);
+    PGconn *c2 = pgt_connect();
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_lease");
+    o.mode = PGPIPE_CLAIM_LEASE;
+    o.lease_ms = 300;
+    pgpipe_claimer *a, *b;
+    PGT_OK(pgpipe_claimer_open(&a, c1, &o));
+    PGT_OK(pgpipe_claimer_open(&b, c2, &o));
+    pgpipe_batch *ba, *bb;
+    PGT_EQ_INT(pgpipe_claim_next(a, &ba), PGPIPE_ROW);
+    PGT_EQ_INT(pgpipe_batch_count(ba), 10);
+    PGT_CHECK(pgpipe_batch_conn(ba) == NULL);
+    /* committed lease: b sees nothing while it lasts */
+    PGT_EQ_INT(pgpipe_claim_next(b, &bb), PGPIPE_DONE);
+    pgpipe_sleep_ms(400);
+    PGT_EQ_INT(pgpipe_claim_next(b, &bb), PGPIPE_ROW);
+    PGT_EQ_INT(pgpipe_batch_count(bb), 10);
+    PGT_CHECK(strcmp(pgpipe_batch_token(ba), pgpipe_batch_token(bb)) != 0);
+    PGT_EQ_INT(pgpipe_batch_event(bb, 0)->attempt, 2);
+    /* the old holder's late completion is refused and counted */
+    PGT_EQ_INT(pgpipe_claim_complete(a, ba), PGPIPE_BUSY);
+    pgpipe_claim_stats st;
+    pgpipe_claimer_stats(a, &st);
+    PGT_EQ_INT(st.fenced, 10);
+    PGT_EQ_INT(st.done, 0);
+    PGT_EQ_INT(claim_t_scalar(c1, "SELECT count(*) FROM claim_t_lease WHERE processed"), 0);
+    PGT_OK(pgpipe_claim_complete(b, bb));
+    pgpipe_claimer_stats(b, &st);
+    PGT_EQ_INT(st.done, 10);
+    PGT_EQ_INT(claim_t_scalar(c1, "SELECT count(*) FROM claim_t_lease WHERE processed AND"
+                                  " claim_token IS NULL AND lease_expires_at IS NULL"), 10);
+    pgpipe_claimer_close(a);
+    pgpipe_claimer_close(b);
+    PQfinish(c2);
+    PQfinish(c1);
+}
+
+PGT_TEST(claim, lease_crash_loop_goes_to_dead_letters)
+{
+    PGconn *c = claim_t_setup("claim_t_loop", 5);
+    /* one row whose lease expired twice already (its workers died on it) */
+    PQclear(PGT_EXEC(c, "UPDATE claim_t_loop SET attempts = 2, claim_token = gen_random_uuid(),"
+                        " lease_expires_at = now() - interval '1 s'"
+                        " WHERE id = (SELECT min(id) FROM claim_t_loop)"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_loop");
+    o.mode = PGPIPE_CLAIM_LEASE;
+    o.max_attempts = 2;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    claim_t_ctx x = { 0 };
+    pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    PGT_EQ_INT(x.calls, 4); /* not handed to the handler a third time */
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_loop' AND attempt_count = 3 AND"
+                                 " error_message LIKE 'lease expired%'"), 1);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_loop WHERE processed"), 5);
+    /* the parsed payload is at hand */
+    PQclear(PGT_EXEC(c, "INSERT INTO claim_t_loop (source, event_type, payload)"
+                        " VALUES ('s', 'e', '{\"k\": [1, 2]}')"));
+    pgpipe_batch *b;
+    PGT_EQ_INT(pgpipe_claim_next(cl, &b), PGPIPE_ROW);
+    pgpipe_error err;
+    const pgpipe_json_doc *d = pgpipe_batch_doc(b, 0, &err);
+    PGT_CHECK(d != NULL);
+    PGT_EQ_INT(pgpipe_json_type(pgpipe_json_root(d)), PGPIPE_JSON_OBJECT);
+    PGT_CHECK(pgpipe_batch_doc(b, 0, &err) == d);
+    PGT_CHECK(pgpipe_batch_doc(b, 5, &err) == NULL);
+    PGT_OK(pgpipe_claim_complete(cl, b));
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
+PGT_TEST(claim, lease_sql_handler_and_failures)
+{
+    PGconn *c = claim_t_setup("claim_t_lsql", 20);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_lprod; CREATE TABLE claim_t_lprod"
+                        " (event_id bigint PRIMARY KEY, n int CHECK (n <> 4))"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_lsql");
+    o.mode = PGPIPE_CLAIM_LEASE;
+    o.max_attempts = 2;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_handler h = { NULL, NULL,
+        "INSERT INTO claim_t_lprod SELECT (e->>'id')::bigint, (e->'payload'->>'n')::int"
+        " FROM jsonb_array_elements($1::jsonb) e", NULL };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_lprod"), 19);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_lsql WHERE NOT processed AND"
+                                 " attempts = 1 AND claim_token IS NULL AND next_attempt_at IS NOT NULL"), 1);
+    /* second attempt fails too: dead letter */
+    pgpipe_sleep_ms(20);
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_lsql' AND attempt_count = 2"), 1);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_lsql WHERE processed"), 20);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static pgpipe_pool *claim_t_pool(int size)
+{
+    pgpipe_pool_options po;
+    pgpipe_pool_options_init(&po);
+    po.pool_size = size;
+    po.max_overflow = 2;
+    po.acquire_timeout_ms = 5000;
+    pgpipe_pool *p;
+    if (pgpipe_pool_open(pgt_dsn(), &po, &p) != PGPIPE_OK) {
+        fprintf(stderr, "    pool: %s\n", pgpipe_errmsg(p));
+        pgt_end_fail();
+    }
+    return p;
+}
+
+PGT_TEST(claim, workers_wake_on_notify)
+{
+    PGconn *c = claim_t_setup("claim_t_wk", 0);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_wlog; CREATE TABLE claim_t_wlog"
+                        " (event_id bigint UNIQUE)"));
+    pgpipe_pool *pool = claim_t_pool(4);
+    pgpipe_workers_options wo;
+    pgpipe_workers_options_init(&wo);
+    claim_t_opts(&wo.claim, "claim_t_wk");
+    wo.threads = 2;
+    wo.channel = "claim_t_chan";
+    wo.poll_ms = 60000; /* only a NOTIFY can wake them in time */
+    pgpipe_handler h = { NULL, NULL,
+        "INSERT INTO claim_t_wlog SELECT (e->>'id')::bigint FROM jsonb_array_elements($1::jsonb) e",
+        NULL };
+    pgpipe_workers *w;
+    PGT_OK(pgpipe_workers_start(&w, pool, &wo, &h));
+    pgpipe_workers_stats ws;
+    for (int i = 0; i < 200; i++) { /* wait until both idle */
+        pgpipe_workers_stats_get(w, &ws);
+        if (ws.idle == 2)
+            break;
+        pgpipe_sleep_ms(10);
+    }
+    PQclear(PGT_EXEC(c, "BEGIN; INSERT INTO claim_t_wk (source, event_type, payload)"
+                        " SELECT 's', 'e', '{}' FROM generate_series(1, 500);"
+                        " NOTIFY claim_t_chan; COMMIT"));
+    PGT_OK(pgpipe_workers_run_until_empty(w, 30000));
+    PGT_OK(pgpipe_workers_stats_get(w, &ws));
+    PGT_EQ_INT(ws.total.done, 500);
+    PGT_CHECK(ws.wakeups >= 1);
+    PGT_CHECK(ws.events_per_s > 0);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_wlog"), 500);
+    pgpipe_workers_free(w);
+    PGT_OK(pgpipe_pool_close(pool, NULL));
+    PQfinish(c);
+}
+
+PGT_TEST(claim, workers_stop_on_signal)
+{
+    PGconn *c = claim_t_setup("claim_t_sig", 100);
+    pgpipe_pool *pool = claim_t_pool(3);
+    pgpipe_workers_options wo;
+    pgpipe_workers_options_init(&wo);
+    claim_t_opts(&wo.claim, "claim_t_sig");
+    wo.claim.batch_size = 10;
+    wo.poll_ms = 60000;
+    claim_t_ctx x = { 0 };
+    pgpipe_handler h = { NULL, NULL, "SELECT pg_sleep(0.02)", &x };
+    pgpipe_workers *w;
+    PGT_OK(pgpipe_workers_start(&w, pool, &wo, &h));
+    PGT_OK(pgpipe_workers_handle_signals(w));
+    pgpipe_sleep_ms(50);
+    raise(SIGTERM);
+    PGT_OK(pgpipe_workers_wait(w));
+    pgpipe_workers_stats ws;
+    pgpipe_workers_stats_get(w, &ws);
+    /* finished batches are complete, nothing is half-done */
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_sig WHERE processed"), ws.total.done);
+    PGT_CHECK(ws.total.done < 100);
+    pgpipe_workers_free(w);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    PGT_OK(pgpipe_pool_close(pool, NULL));
+    PQfinish(c);
+}
+
+/* ---- crashes ------------------------------------------------------------ */
+
+/* Child: a claimer that processes until the slow_at-th record, then tells
+** the parent and waits to be killed. */
+static void claim_t_child(const char *table, int mode, int lease_ms, const char *log_table,
+                          int slow_at, int sig_fd, const char *file, int stall_ms)
+{
+    PGconn *c = PQconnectdb(pgt_dsn());
+    pgpipe_claim_options o;
+    claim_t_opts(&o, table);
+    o.mode = mode;
+    o.lease_ms = lease_ms;
+    o.batch_size = 20;
+    pgpipe_claimer *cl;
+    if (pgpipe_claimer_open(&cl, c, &o) != PGPIPE_OK)
+        _exit(3);
+    claim_t_ctx x = { 0 };
+    x.log_table = log_table;
+    x.slow_at = slow_at;
+    x.sig_fd = sig_fd;
+    x.stall_ms = stall_ms;
+    x.file_fd = file ? open(file, O_WRONLY | O_CREAT | O_APPEND, 0644) : 0;
+    pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+    int rc;
+    while ((rc = pgpipe_claimer_run_batch(cl, &h, NULL)) == PGPIPE_OK)
+        ;
+    pgpipe_claim_stats st;
+    pgpipe_claimer_stats(cl, &st);
+    _exit(rc == PGPIPE_DONE ? (int)(st.fenced > 100 ? 100 : st.fenced) : 101);
+}
+
+PGT_TEST(claim, crash_tx_sigkill_rows_come_back)
+{
+    PGconn *c = claim_t_setup("claim_t_ctx", 100);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_clog; CREATE TABLE claim_t_clog"
+                        " (event_id bigint UNIQUE, pid int DEFAULT pg_backend_pid())"));
+    int fds[2];
+    PGT_CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    PGT_CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        claim_t_child("claim_t_ctx", PGPIPE_CLAIM_TRANSACTIONAL, 0, "claim_t_clog", 30, fds[1], NULL, 0);
+    }
+    close(fds[1]);
+    char k;
+    PGT_EQ_INT(read(fds[0], &k, 1), 1); /* the child is in its second batch */
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    PGT_CHECK(WIFSIGNALED(status));
+    /* the first batch committed; the killed one rolls back when the server
+    ** notices the dead connection */
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_ctx");
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    claim_t_ctx x = { 0 };
+    x.log_table = "claim_t_clog";
+    pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+    int64_t t0 = pgpipe_now_us();
+    long long pending = 1;
+    while (pending > 0 && pgpipe_now_us() - t0 < 20000000) {
+        int rc = pgpipe_claimer_run_batch(cl, &h, NULL);
+        PGT_CHECK(rc == PGPIPE_OK || rc == PGPIPE_DONE);
+        PGT_OK(pgpipe_claimer_pending(cl, &pending));
+        if (rc == PGPIPE_DONE)
+            pgpipe_sleep_ms(20);
+    }
+    PGT_EQ_INT(pending, 0);
+    /* every event processed exactly once: one log row each, counted */
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_clog"), 100);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(DISTINCT event_id) FROM claim_t_clog"), 100);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_ctx c JOIN claim_t_clog l"
+                                 " ON l.event_id = c.id WHERE c.processed"), 100);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_ctx'"), 0);
+    pgpipe_claim_stats st;
+    pgpipe_claimer_stats(cl, &st);
+    PGT_EQ_INT(st.done, 80); /* the child committed its first batch of 20 */
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
+static long long claim_t_count_lines(const char *path, long long *distinct_out)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long long n = 0, ids[4096];
+    char line[64];
+    int nd = 0;
+    while (fgets(line, sizeof line, f)) {
+        long long id = strtoll(line, NULL, 10);
+        n++;
+        int seen = 0;
+        for (int i = 0; i < nd; i++)
+            seen |= ids[i] == id;
+        if (!seen && nd < 4096)
+            ids[nd++] = id;
+    }
+    fclose(f);
+    if (distinct_out)
+        *distinct_out = nd;
+    return n;
+}
+
+PGT_TEST(claim, crash_lease_sigkill_and_stalled_holder)
+{
+    PGconn *c = claim_t_setup("claim_t_cl", 60);
+    char f1[512], f2[512], f3[512];
+    snprintf(f1, sizeof f1, "%s/claim_lease_killed.%d", pgt_tmpdir(), (int)getpid());
+    snprintf(f2, sizeof f2, "%s/claim_lease_stalled.%d", pgt_tmpdir(), (int)getpid());
+    snprintf(f3, sizeof f3, "%s/claim_lease_parent.%d", pgt_tmpdir(), (int)getpid());
+    unlink(f1);
+    unlink(f2);
+    unlink(f3);
+    /* 1: a worker killed mid-batch */
+    int fds[2];
+    PGT_CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        claim_t_child("claim_t_cl", PGPIPE_CLAIM_LEASE, 400, NULL, 5, fds[1], f1, 0);
+    }
+    close(fds[1]);
+    char k;
+    PGT_EQ_INT(read(fds[0], &k, 1), 1);
+    close(fds[0]);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    /* its 20 rows stay leased until the lease expires */
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_cl WHERE claim_token IS NOT NULL"), 20);
+    /* 2: a worker that stalls past its lease inside a batch (3 s at its
+    ** third record; lease 400 ms) */
+    PGT_CHECK(pipe(fds) == 0);
+    pid_t stalled = fork();
+    if (stalled == 0) {
+        close(fds[0]);
+        claim_t_child("claim_t_cl", PGPIPE_CLAIM_LEASE, 400, NULL, 3, fds[1], f2, 3000);
+    }
+    close(fds[1]);
+    PGT_EQ_INT(read(fds[0], &k, 1), 1);
+    close(fds[0]);
+    pgpipe_sleep_ms(500); /* every lease has expired */
+    /* the parent reclaims everything that is not done */
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_cl");
+    o.mode = PGPIPE_CLAIM_LEASE;
+    o.lease_ms = 20000;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    claim_t_ctx x = { 0 };
+    x.file_fd = open(f3, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+    int rc;
+    while ((rc = pgpipe_claimer_run_batch(cl, &h, NULL)) == PGPIPE_OK)
+        ;
+    PGT_EQ_INT(rc, PGPIPE_DONE);
+    close(x.file_fd);
+    /* the stalled worker wakes up: its completion must be refused */
+    int status;
+    waitpid(stalled, &status, 0);
+    PGT_CHECK(WIFEXITED(status));
+    int child_fenced = WEXITSTATUS(status);
+    pgpipe_claim_stats st;
+    pgpipe_claimer_stats(cl, &st);
+    PGT_EQ_INT(st.fenced, 0);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_cl WHERE processed"), 60);
+    /* count from the processing records: the parent processed every row the
+    ** others did not complete; the killed worker's rows were processed again */
+    long long d1 = 0, d2 = 0, d3 = 0;
+    long long n1 = claim_t_count_lines(f1, &d1);
+    long long n2 = claim_t_count_lines(f2, &d2);
+    long long n3 = claim_t_count_lines(f3, &d3);
+    PGT_EQ_INT(n1, 5);
+    PGT_EQ_INT(n3, d3);
+    PGT_EQ_INT(st.done, n3);
+    /* completions: parent's done + the stalled worker's accepted rows = 60 */
+    long long stalled_done = n2 - child_fenced;
+    PGT_EQ_INT(st.done + stalled_done, 60);
+    PGT_CHECK(child_fenced > 0); /* its late completion was refused and counted */
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_cl'"), 0);
+    (void)d1;
+    (void)d2;
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
+PGT_TEST(claim, server_restart_and_several_processes)
+{
+    const char *dir = getenv("PGPIPE_TEST_PGDIR");
+    if (!dir || !*dir)
+        PGT_SKIP("PGPIPE_TEST_PGDIR unset");
+    PGconn *c = claim_t_setup("claim_t_rs", 3000);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_rslog; CREATE TABLE claim_t_rslog"
+                        " (event_id bigint UNIQUE, pid int)"));
+    PQfinish(c);
+    pid_t kids[3];
+    for (int p = 0; p < 3; p++) {
+        kids[p] = fork();
+        PGT_CHECK(kids[p] >= 0);
+        if (kids[p] == 0) {
+            pgpipe_pool *pool = claim_t_pool(3);
+            pgpipe_workers_options wo;
+            pgpipe_workers_options_init(&wo);
+            claim_t_opts(&wo.claim, "claim_t_rs");
+            wo.claim.batch_size = 10;
+            wo.threads = 2;
+            wo.poll_ms = 100;
+            pgpipe_handler h = { NULL, NULL,
+                "INSERT INTO claim_t_rslog SELECT (e->>'id')::bigint, pg_backend_pid()"
+                " FROM jsonb_array_elements($1::jsonb) e, pg_sleep(0.02)", NULL };
+            pgpipe_workers *w;
+            if (pgpipe_workers_start(&w, pool, &wo, &h) != PGPIPE_OK)
+                _exit(2);
+            int rc = pgpipe_workers_run_until_empty(w, 60000);
+            pgpipe_workers_stats ws;
+            pgpipe_workers_stats_get(w, &ws);
+            char fn[512];
+            snprintf(fn, sizeof fn, "%s/claim_rs.%d", pgt_tmpdir(), (int)getpid());
+            FILE *f = fopen(fn, "w");
+            if (f) {
+                fprintf(f, "%lld %lld\n", ws.reconnects, ws.total.done);
+                fclose(f);
+            }
+            pgpipe_workers_free(w);
+            pgpipe_pool_close(pool, NULL);
+            _exit(rc == PGPIPE_OK ? 0 : 1);
+        }
+    }
+    /* restart the server while they work */
+    pgpipe_sleep_ms(300);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "sh tool/pgtmp.sh restart '%s' >/dev/null 2>&1", dir);
+    PGT_EQ_INT(system(cmd), 0);
+    for (int p = 0; p < 3; p++) {
+        int status;
+        waitpid(kids[p], &status, 0);
+        PGT_CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d status %d", p, status);
+    }
+    /* the restart hit the workers mid-run (they lost connections and came
+    ** back); their completions add up to the number of events */
+    long long reconnects = 0, done = 0;
+    for (int p = 0; p < 3; p++) {
+        char fn[512];
+        snprintf(fn, sizeof fn, "%s/claim_rs.%d", pgt_tmpdir(), (int)kids[p]);
+        FILE *f = fopen(fn, "r");
+        PGT_CHECK(f != NULL);
+        long long r = 0, d = 0;
+        PGT_EQ_INT(fscanf(f, "%lld %lld", &r, &d), 2);
+        fclose(f);
+        reconnects += r;
+        done += d;
+    }
+    PGT_CHECK(reconnects >= 1);
+    PGT_EQ_INT(done, 3000);
+    c = pgt_connect();
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rs WHERE processed"), 3000);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rslog"), 3000);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rs r JOIN claim_t_rslog l"
+                                 " ON l.event_id = r.id"), 3000);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_rs'"), 0);
+    /* several sessions did the work */
+    PGT_CHECK(claim_t_scalar(c, "SELECT count(DISTINCT pid) FROM claim_t_rslog") >= 3);
+    PQfinish(c);
+}
+
+PGT_TEST(claim, handler_sees_the_session_planner_settings)
+{
+    PGconn *c = claim_t_setup("claim_t_guc", 5);
+    PQclear(PGT_EXEC(c, "SET enable_hashjoin = off; DROP TABLE IF EXISTS claim_t_gucout;"
+                        " CREATE TABLE claim_t_gucout (s text, h text, p text)"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_guc");
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_handler h = { NULL, NULL,
+        "INSERT INTO claim_t_gucout SELECT current_setting('enable_seqscan'),"
+        " current_setting('enable_hashjoin'), current_setting('plan_cache_mode')"
+        " WHERE $1::jsonb IS NOT NULL", NULL };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    PGresult *r = PGT_EXEC(c, "SELECT s, h, p FROM claim_t_gucout");
+    PGT_EQ_INT(PQntuples(r), 1);
+    PGT_EQ_STR(PQgetvalue(r, 0, 0), "on");
+    PGT_EQ_STR(PQgetvalue(r, 0, 1), "off"); /* the session's own value */
+    PGT_EQ_STR(PQgetvalue(r, 0, 2), "auto");
+    PQclear(r);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}

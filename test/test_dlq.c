@@ -1,0 +1,267 @@
+/* Tests of the dead-letter operations (src/dlq.c). */
+
+static PGconn *dlq_t_setup(const char *target)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    if (pgpipe_schema_install(c, NULL, &err) != PGPIPE_OK) {
+        fprintf(stderr, "    schema install: %s\n", err.message);
+        pgt_end_fail();
+    }
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "DROP TABLE IF EXISTS %s; CREATE TABLE %s (LIKE staging.raw_events INCLUDING ALL)",
+             target, target);
+    PQclear(PGT_EXEC(c, sql));
+    return c;
+}
+
+static long long dlq_t_scalar(PGconn *c, const char *sql)
+{
+    PGresult *r = PGT_EXEC(c, sql);
+    long long v = PQntuples(r) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+    PQclear(r);
+    return v;
+}
+
+/* Dead letters of stage 'load' from source name src: a full record object,
+** a bare JSON value, and a CSV line (not JSON). */
+static void dlq_t_load_letters(PGconn *c, const char *src)
+{
+    const char *v[1] = { src };
+    PGresult *r = PQexecParams(c,
+        "INSERT INTO pgpipe.dead_letters (stage, source_name, line_number, raw_text,"
+        " error_message, sqlstate, event_type, last_failed_at) VALUES"
+        " ('load', $1, 1, '{\"source\":\"web\",\"event_type\":\"click\",\"payload\":{\"a\":1}}',"
+        "  'missing field', NULL, NULL, now()),"
+        " ('load', $1, 2, '{\"b\":2}', 'bad event type', NULL, 'view', now() - interval '2 hours'),"
+        " ('load', $1, 3, 'web,click,{oops', 'invalid JSON at column 11', '22P02', NULL,"
+        "  now() - interval '3 days')",
+        1, NULL, v, NULL, NULL, 0);
+    PGT_CHECK_MSG(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+}
+
+PGT_TEST(dlq, list_filter_get_counts)
+{
+    PGconn *c = dlq_t_setup("dlq_t_list");
+    PQclear(PGT_EXEC(c, "DELETE FROM pgpipe.dead_letters WHERE source_name = 'dlq_t_list.csv'"));
+    dlq_t_load_letters(c, "dlq_t_list.csv");
+    pgpipe_dlq_filter f;
+    pgpipe_dlq_filter_init(&f);
+    f.source = "dlq_t_list.csv";
+    pgpipe_error err;
+    PGresult *r;
+    PGT_OK(pgpipe_dlq_list(c, &f, &r, &err));
+    PGT_EQ_INT(PQntuples(r), 3);
+    PGT_EQ_STR(PQfname(r, 7), "error_message");
+    PGT_EQ_STR(PQgetvalue(r, 0, 7), "missing field"); /* newest first */
+    long long id_json = strtoll(PQgetvalue(r, 2, 0), NULL, 10);
+    PQclear(r);
+    f.error_like = "INVALID json";
+    PGT_OK(pgpipe_dlq_list(c, &f, &r, &err));
+    PGT_EQ_INT(PQntuples(r), 1);
+    PGT_EQ_STR(PQgetvalue(r, 0, 8), "22P02");
+    PQclear(r);
+    f.error_like = "'; DROP TABLE pgpipe.dead_letters; --"; /* a value, never SQL */
+    PGT_OK(pgpipe_dlq_list(c, &f, &r, &err));
+    PGT_EQ_INT(PQntuples(r), 0);
+    PQclear(r);
+    f.error_like = NULL;
+    f.since = "-infinity";
+    f.until = "now";
+    f.stage = "load";
+    f.limit = 2;
+    PGT_OK(pgpipe_dlq_list(c, &f, &r, &err));
+    PGT_EQ_INT(PQntuples(r), 2);
+    PQclear(r);
+    f.limit = 100;
+    f.since = "2000-01-01";
+    f.until = "yesterday";
+    PGT_OK(pgpipe_dlq_list(c, &f, &r, &err)); /* only the 3-day-old one */
+    PGT_EQ_INT(PQntuples(r), 1);
+    PGT_EQ_STR(PQgetvalue(r, 0, 4), "3");
+    PQclear(r);
+    f.since = "not a time";
+    PGT_EQ_INT(pgpipe_dlq_list(c, &f, &r, &err), PGPIPE_DB);
+    PGT_EQ_STR(err.sqlstate, "22007");
+    /* inspect one */
+    PGT_OK(pgpipe_dlq_get(c, id_json, &r, &err));
+    PGT_EQ_INT(PQntuples(r), 1);
+    PGT_EQ_STR(PQgetvalue(r, 0, PQfnumber(r, "raw_text")), "web,click,{oops");
+    PQclear(r);
+    PGT_EQ_INT(pgpipe_dlq_get(c, -5, &r, &err), PGPIPE_DONE);
+    /* counts by error */
+    pgpipe_dlq_filter_init(&f);
+    f.source = "dlq_t_list.csv";
+    PGT_OK(pgpipe_dlq_counts(c, &f, &r, &err));
+    PGT_EQ_INT(PQntuples(r), 3);
+    PGT_EQ_STR(PQgetvalue(r, 0, 3), "1");
+    PQclear(r);
+    PQfinish(c);
+}
+
+PGT_TEST(dlq, replay_load_stage)
+{
+    PGconn *c = dlq_t_setup("dlq_t_rl");
+    PQclear(PGT_EXEC(c, "DELETE FROM pgpipe.dead_letters WHERE source_name = 'dlq_t_rl.ndjson'"));
+    dlq_t_load_letters(c, "dlq_t_rl.ndjson");
+    pgpipe_dlq_filter f;
+    pgpipe_dlq_filter_init(&f);
+    f.source = "dlq_t_rl.ndjson";
+    long long ok = -1, bad = -1;
+    pgpipe_error err;
+    PGT_OK(pgpipe_dlq_replay(c, &f, "dlq_t_rl", NULL, &ok, &bad, &err));
+    PGT_EQ_INT(ok, 2);
+    PGT_EQ_INT(bad, 1);
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM dlq_t_rl WHERE source = 'web' AND"
+                               " event_type = 'click' AND payload = '{\"a\":1}' AND NOT processed"
+                               " AND attempts = 0"), 1);
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM dlq_t_rl WHERE source = 'dlq_t_rl.ndjson'"
+                               " AND event_type = 'view' AND payload = '{\"b\":2}'"), 1);
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name ="
+                               " 'dlq_t_rl.ndjson' AND status = 'replayed' AND replay_count = 1"), 2);
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name ="
+                               " 'dlq_t_rl.ndjson' AND status = 'dead'"), 1);
+    /* again: only the refused one is still dead, and it is refused again */
+    PGT_OK(pgpipe_dlq_replay(c, &f, "dlq_t_rl", NULL, &ok, &bad, &err));
+    PGT_EQ_INT(ok, 0);
+    PGT_EQ_INT(bad, 1);
+    PGT_EQ_INT(pgpipe_dlq_replay(c, &f, "no_such_table_dlq", NULL, &ok, &bad, &err), PGPIPE_DB);
+    PGT_EQ_STR(err.sqlstate, "42P01");
+    PQfinish(c);
+}
+
+static int dlq_t_fail_odd(void *ud, PGconn *conn, const pgpipe_event *ev, pgpipe_error *err)
+{
+    int *fail = ud;
+    (void)conn;
+    if (*fail && ev->id % 2)
+        return pp_err(err, PGPIPE_ERROR, "odd %lld", ev->id);
+    return PGPIPE_OK;
+}
+
+PGT_TEST(dlq, replay_process_stage_and_purge)
+{
+    PGconn *c = dlq_t_setup("dlq_t_rp");
+    PQclear(PGT_EXEC(c, "DELETE FROM pgpipe.dead_letters WHERE source_table = 'dlq_t_rp';"
+                        " INSERT INTO dlq_t_rp (source, event_type, payload)"
+                        " SELECT 'dlq_t_rp_src', 'e', jsonb_build_object('g', g)"
+                        " FROM generate_series(1, 10) g"));
+    pgpipe_claim_options o;
+    pgpipe_claim_options_init(&o);
+    o.table = "dlq_t_rp";
+    o.max_attempts = 1;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    int fail = 1;
+    pgpipe_handler h = { dlq_t_fail_odd, NULL, NULL, &fail };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_table ="
+                               " 'dlq_t_rp' AND stage = 'process' AND status = 'dead'"), 5);
+    /* replay one */
+    long long one = dlq_t_scalar(c, "SELECT min(id) FROM pgpipe.dead_letters WHERE"
+                                    " source_table = 'dlq_t_rp'");
+    pgpipe_dlq_filter f;
+    pgpipe_dlq_filter_init(&f);
+    f.id = one;
+    long long ok, bad;
+    pgpipe_error err;
+    PGT_OK(pgpipe_dlq_replay(c, &f, "dlq_t_rp", NULL, &ok, &bad, &err));
+    PGT_EQ_INT(ok, 1);
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM dlq_t_rp WHERE NOT processed AND"
+                               " attempts = 0 AND last_error IS NULL"), 1);
+    /* replay the rest by filter (the event's source) */
+    pgpipe_dlq_filter_init(&f);
+    f.source = "dlq_t_rp_src";
+    f.stage = "process";
+    PGT_OK(pgpipe_dlq_replay(c, &f, "dlq_t_rp", NULL, &ok, &bad, &err));
+    PGT_EQ_INT(ok, 4);
+    PGT_EQ_INT(bad, 0);
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM dlq_t_rp WHERE NOT processed"), 5);
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM dlq_t_rp"), 10); /* same rows, no copies */
+    fail = 0;
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM dlq_t_rp WHERE processed"), 10);
+    pgpipe_claimer_close(cl);
+    /* purge: an empty filter is refused; older-than keeps the new ones */
+    pgpipe_dlq_filter_init(&f);
+    f.status = NULL;
+    long long n = -1;
+    PGT_EQ_INT(pgpipe_dlq_purge(c, &f, &n, &err), PGPIPE_MISUSE);
+    PGT_CONTAINS(err.message, "empty filter");
+    f.source = "dlq_t_rp_src";
+    f.until = "yesterday";
+    PGT_OK(pgpipe_dlq_purge(c, &f, &n, &err));
+    PGT_EQ_INT(n, 0);
+    f.until = NULL;
+    f.status = "replayed";
+    PGT_OK(pgpipe_dlq_purge(c, &f, &n, &err));
+    PGT_EQ_INT(n, 5);
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                               " source_table = 'dlq_t_rp'"), 0);
+    PQfinish(c);
+}
+
+typedef struct dlq_t_log {
+    int warns;
+    char msg[256];
+    char count[32];
+} dlq_t_log;
+
+static void dlq_t_logfn(void *ud, int level, const char *component, const char *message,
+                        const pgpipe_log_field *fields, int nfields)
+{
+    dlq_t_log *l = ud;
+    if (level >= PGPIPE_LOG_WARN && strcmp(component, "dlq") == 0) {
+        l->warns++;
+        snprintf(l->msg, sizeof l->msg, "%s", message);
+        for (int i = 0; i < nfields; i++)
+            if (strcmp(fields[i].key, "new_dead_letters") == 0)
+                snprintf(l->count, sizeof l->count, "%s", fields[i].value);
+    }
+}
+
+PGT_TEST(dlq, growth_alert_logs_and_notifies)
+{
+    PGconn *c = dlq_t_setup("dlq_t_growth");
+    PGconn *listener = pgt_connect();
+    PQclear(PGT_EXEC(listener, "LISTEN dlq_t_alert"));
+    /* a private window: age every other dead letter out of it first */
+    PQclear(PGT_EXEC(c, "UPDATE pgpipe.dead_letters SET last_failed_at = now() - interval '1 day'"
+                        " WHERE last_failed_at > now() - interval '1 hour'"));
+    dlq_t_log lg = { 0 };
+    pgpipe_config_log(dlq_t_logfn, &lg);
+    pgpipe_log_set_level(PGPIPE_LOG_DEBUG);
+    long long n = -1;
+    pgpipe_error err;
+    PGT_OK(pgpipe_dlq_check_growth(c, 3, 60, "dlq_t_alert", &n, &err));
+    PGT_EQ_INT(n, 0);
+    PGT_EQ_INT(lg.warns, 0);
+    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, source_name, raw_text,"
+                        " error_message) SELECT 'load', 'dlq_t_growth', 'x', 'boom'"
+                        " FROM generate_series(1, 5)"));
+    PGT_EQ_INT(pgpipe_dlq_check_growth(c, 3, 60, "dlq_t_alert", &n, &err), PGPIPE_BUSY);
+    PGT_EQ_INT(n, 5);
+    PGT_EQ_INT(lg.warns, 1);
+    PGT_CONTAINS(lg.msg, "growing");
+    PGT_EQ_STR(lg.count, "5");
+    PGT_CONTAINS(err.message, "5 new dead letters");
+    /* the NOTIFY reached the listener */
+    PGnotify *nt = NULL;
+    for (int i = 0; i < 100 && !nt; i++) {
+        PQconsumeInput(listener);
+        nt = PQnotifies(listener);
+        if (!nt)
+            pgpipe_sleep_ms(10);
+    }
+    PGT_CHECK(nt != NULL);
+    PGT_EQ_STR(nt->relname, "dlq_t_alert");
+    PGT_CONTAINS(nt->extra, "\"new_dead_letters\": 5");
+    PQfreemem(nt);
+    pgpipe_config_log(NULL, NULL);
+    PQfinish(listener);
+    PQfinish(c);
+}
