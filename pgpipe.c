@@ -12202,6 +12202,10 @@ int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
         pgpipe_workers_options_init(&w->o);
     if (!pool || !h || (!h->record && !h->batch && !h->sql))
         return pp_err(&w->hdr.err, PGPIPE_MISUSE, "workers: a pool and a handler are needed");
+    if (h->sql && !h->record && !h->batch && !strstr(h->sql, "$1"))
+        return pp_err(&w->hdr.err, PGPIPE_MISUSE,
+                      "workers: the SQL handler must take the claimed rows as $1 (a JSONB array), "
+                      "e.g. ... FROM jsonb_array_elements($1::jsonb) e");
     w->pool = pool;
     w->h = *h;
     if (w->o.threads <= 0)

@@ -550,7 +550,7 @@ PGT_TEST(claim, workers_wake_on_notify)
 
 PGT_TEST(claim, workers_stop_on_signal)
 {
-    PGconn *c = claim_t_setup("claim_t_sig", 100);
+    PGconn *c = claim_t_setup("claim_t_sig", 200);
     pgpipe_pool *pool = claim_t_pool(3);
     pgpipe_workers_options wo;
     pgpipe_workers_options_init(&wo);
@@ -558,18 +558,37 @@ PGT_TEST(claim, workers_stop_on_signal)
     wo.claim.batch_size = 10;
     wo.poll_ms = 60000;
     claim_t_ctx x = { 0 };
-    pgpipe_handler h = { NULL, NULL, "SELECT pg_sleep(0.02)", &x };
+    /* a slow handler that succeeds (it must take the batch as $1) */
+    pgpipe_handler h = { NULL, NULL, "SELECT pg_sleep(0.05), jsonb_array_length($1::jsonb)", &x };
     pgpipe_workers *w;
     PGT_OK(pgpipe_workers_start(&w, pool, &wo, &h));
     PGT_OK(pgpipe_workers_handle_signals(w));
-    pgpipe_sleep_ms(50);
+    /* signal once the first batch is done (bounded wait), so the stop
+    ** lands in the middle of the work */
+    pgpipe_workers_stats ws;
+    for (int i = 0; i < 1000; i++) {
+        pgpipe_workers_stats_get(w, &ws);
+        if (ws.total.done > 0)
+            break;
+        pgpipe_sleep_ms(10);
+    }
     raise(SIGTERM);
     PGT_OK(pgpipe_workers_wait(w));
-    pgpipe_workers_stats ws;
     pgpipe_workers_stats_get(w, &ws);
     /* finished batches are complete, nothing is half-done */
-    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_sig WHERE processed"), ws.total.done);
-    PGT_CHECK(ws.total.done < 100);
+    long long processed = claim_t_scalar(c, "SELECT count(*) FROM claim_t_sig WHERE processed");
+    PGT_CHECK_MSG(processed == ws.total.done,
+                  "processed %lld, stats: batches %lld claimed %lld done %lld released %lld",
+                  processed, ws.total.batches, ws.total.claimed, ws.total.done, ws.total.released);
+    PGT_EQ_INT(ws.total.dead, 0);
+    /* a SQL handler that ignores the rows is refused up front */
+    pgpipe_workers *bad = NULL;
+    pgpipe_handler nothing = { NULL, NULL, "SELECT 1", NULL };
+    PGT_EQ_INT(pgpipe_workers_start(&bad, pool, &wo, &nothing), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(bad), "$1");
+    pgpipe_workers_free(bad);
+    PGT_EQ_INT(ws.total.retried, 0);
+    PGT_CHECK(ws.total.done > 0 && ws.total.done < 200);
     pgpipe_workers_free(w);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
