@@ -110,6 +110,9 @@ static inline PP_UNUSED int pp_buf_putc(pp_buf *b, char c)
     return PGPIPE_OK;
 }
 
+/* 64-bit FNV-1a of a string (statement names, cache keys; not for security). */
+static PP_UNUSED uint64_t pp_hash64(const char *s);
+
 /* Random numbers for jitter and UUIDs: xorshift64*, seeded per caller. */
 static PP_UNUSED uint64_t pp_rand_next(uint64_t *state);
 static PP_UNUSED uint64_t pp_rand_seed(void);
@@ -1429,6 +1432,16 @@ void pgpipe_sleep_ms(int ms)
     struct timespec req = { ms / 1000, (long)(ms % 1000) * 1000000L }, rem;
     while (nanosleep(&req, &rem) != 0 && errno == EINTR)
         req = rem;
+}
+
+static uint64_t pp_hash64(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
 }
 
 static uint64_t pp_rand_next(uint64_t *s)
@@ -6041,17 +6054,6 @@ int pgpipe_conn_clear_cache(pgpipe_conn *c)
     return n;
 }
 
-/* 64-bit FNV-1a. */
-static uint64_t pool_sql_hash(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 static void pool_stmt_name(char *buf, size_t size, uint64_t h)
 {
     snprintf(buf, size, "pgpipe_%016llx", (unsigned long long)h);
@@ -6095,7 +6097,7 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
             pp_err_pq(&c->hdr.err, c->pg, r, NULL);
         return r;
     }
-    uint64_t h = pool_sql_hash(sql);
+    uint64_t h = pp_hash64(sql);
     char name[32];
     pool_stmt_name(name, sizeof name, h);
     int idx = -1;
@@ -10820,19 +10822,9 @@ void pgpipe_claim_options_init(pgpipe_claim_options *o)
 
 /* ---- Small helpers ------------------------------------------------------ */
 
-static uint64_t claim_fnv(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 static void claim_stmt_name(char out[40], const char *sql)
 {
-    snprintf(out, 40, "pgpipe_claim_%016llx", (unsigned long long)claim_fnv(sql));
+    snprintf(out, 40, "pgpipe_claim_%016llx", (unsigned long long)pp_hash64(sql));
 }
 
 /* "schema.table" or "table" -> quoted identifier(s). NULL on bad input. */
@@ -11665,7 +11657,7 @@ int pgpipe_claim_release(pgpipe_claimer *c, pgpipe_batch *b)
 
 static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
 {
-    uint64_t h = claim_fnv(sql);
+    uint64_t h = pp_hash64(sql);
     if (h == c->handler_hash && h)
         return PGPIPE_OK;
     char name[40];

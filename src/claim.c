@@ -64,19 +64,9 @@ void pgpipe_claim_options_init(pgpipe_claim_options *o)
 
 /* ---- Small helpers ------------------------------------------------------ */
 
-static uint64_t claim_fnv(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 static void claim_stmt_name(char out[40], const char *sql)
 {
-    snprintf(out, 40, "pgpipe_claim_%016llx", (unsigned long long)claim_fnv(sql));
+    snprintf(out, 40, "pgpipe_claim_%016llx", (unsigned long long)pp_hash64(sql));
 }
 
 /* "schema.table" or "table" -> quoted identifier(s). NULL on bad input. */
@@ -909,7 +899,7 @@ int pgpipe_claim_release(pgpipe_claimer *c, pgpipe_batch *b)
 
 static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
 {
-    uint64_t h = claim_fnv(sql);
+    uint64_t h = pp_hash64(sql);
     if (h == c->handler_hash && h)
         return PGPIPE_OK;
     char name[40];

@@ -99,6 +99,9 @@ static inline PP_UNUSED int pp_buf_putc(pp_buf *b, char c)
     return PGPIPE_OK;
 }
 
+/* 64-bit FNV-1a of a string (statement names, cache keys; not for security). */
+static PP_UNUSED uint64_t pp_hash64(const char *s);
+
 /* Random numbers for jitter and UUIDs: xorshift64*, seeded per caller. */
 static PP_UNUSED uint64_t pp_rand_next(uint64_t *state);
 static PP_UNUSED uint64_t pp_rand_seed(void);

@@ -1168,17 +1168,6 @@ int pgpipe_conn_clear_cache(pgpipe_conn *c)
     return n;
 }
 
-/* 64-bit FNV-1a. */
-static uint64_t pool_sql_hash(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 static void pool_stmt_name(char *buf, size_t size, uint64_t h)
 {
     snprintf(buf, size, "pgpipe_%016llx", (unsigned long long)h);
@@ -1222,7 +1211,7 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
             pp_err_pq(&c->hdr.err, c->pg, r, NULL);
         return r;
     }
-    uint64_t h = pool_sql_hash(sql);
+    uint64_t h = pp_hash64(sql);
     char name[32];
     pool_stmt_name(name, sizeof name, h);
     int idx = -1;

@@ -578,6 +578,16 @@ void pgpipe_sleep_ms(int ms)
         req = rem;
 }
 
+static uint64_t pp_hash64(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
 static uint64_t pp_rand_next(uint64_t *s)
 {
     uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;

@@ -320,7 +320,7 @@ PGT_TEST(pool, statement_cache_names_reuse_and_lost_statements)
     PGconn *pg = pgpipe_conn_pg(c);
     const char *sql = "SELECT $1::int * 2";
     char want[32];
-    snprintf(want, sizeof want, "pgpipe_%016llx", (unsigned long long)pool_sql_hash(sql));
+    snprintf(want, sizeof want, "pgpipe_%016llx", (unsigned long long)pp_hash64(sql));
     for (int i = 0; i < 5; i++) {
         char num[16];
         snprintf(num, sizeof num, "%d", i);
