@@ -1763,10 +1763,42 @@ static void usage(FILE *f)
             "dot commands take one line (.help lists them); history in ~/.pgpipe_history.\n");
 }
 
+/* A connection string: a postgres:// URI, or key=value words only (so SQL
+** such as "SELECT 1 = 1" and dot commands are never taken for one). */
 static int is_conninfo(const char *s)
 {
-    return strchr(s, '=') != NULL || strncmp(s, "postgres://", 11) == 0 ||
-           strncmp(s, "postgresql://", 13) == 0;
+    if (!strncmp(s, "postgres://", 11) || !strncmp(s, "postgresql://", 13))
+        return 1;
+    if (*s == '.' || !strchr(s, '='))
+        return 0;
+    const char *p = s;
+    while (*p) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (!*p)
+            break;
+        const char *k = p;
+        while (isalnum((unsigned char)*p) || *p == '_')
+            p++;
+        while (isspace((unsigned char)*p))
+            p++;
+        if (p == k || *p != '=')
+            return 0;
+        p++;
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == '\'') { /* quoted value */
+            for (p++; *p && *p != '\''; p++)
+                if (*p == '\\' && p[1])
+                    p++;
+            if (*p)
+                p++;
+        } else {
+            while (*p && !isspace((unsigned char)*p))
+                p++;
+        }
+    }
+    return 1;
 }
 
 int main(int argc, char **argv)
@@ -1810,7 +1842,7 @@ int main(int argc, char **argv)
         }
     }
     const char *conninfo = "";
-    if (i < argc && is_conninfo(argv[i]))
+    if (i < argc && !local_dir && is_conninfo(argv[i]))
         conninfo = argv[i++];
 
     char local_info[1024];
