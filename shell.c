@@ -1842,7 +1842,7 @@ int main(int argc, char **argv)
         }
     }
     const char *conninfo = "";
-    if (i < argc && !local_dir && is_conninfo(argv[i]))
+    if (i < argc && is_conninfo(argv[i]))
         conninfo = argv[i++];
 
     char local_info[1024];

@@ -95,6 +95,13 @@ has "$out" "Seq Scan on shell_big"
 has "$out" "note: sequential scan on shell_big"
 $P "$D" "DROP TABLE shell_exp CASCADE" "DROP TABLE shell_big" >/dev/null
 
+# without CONNINFO the PG* variables apply, and SQL holding '=' is not taken for one
+out=$($P -m csv "SELECT 1 = 1 AS t" "SELECT 'a=b' AS kv") || fail "PG* variables: $out"
+[ "$out" = "t
+t
+kv
+a=b" ] || fail "SQL with '=' taken for a conninfo: $out"
+
 # no password from a connection string is printed
 err=$($P "host=/nonexistent password=sekrit123" "SELECT 1" 2>&1) && fail "bad conninfo exited 0"
 printf '%s\n' "$err" | grep -q sekrit123 && fail "password printed: $err"
