@@ -925,6 +925,44 @@ static char *work_conninfo(PGconn *conn)
     return s;
 }
 
+/* The SQL of --sql: the text itself, or the contents of the file it names
+** (kept until the next call; the shell is single-threaded). */
+static const char *sql_arg(const char *v)
+{
+    static char *file_sql = NULL;
+    free(file_sql);
+    file_sql = NULL;
+    if (strpbrk(v, " \t\n") || access(v, R_OK) != 0)
+        return v;
+    FILE *f = fopen(v, "r");
+    if (!f)
+        return v;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len < 2) {
+            char *g = realloc(buf, cap * 2);
+            if (!g) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = g;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (!buf)
+        return v;
+    buf[len] = '\0';
+    while (len && (isspace((unsigned char)buf[len - 1]) || buf[len - 1] == ';'))
+        buf[--len] = '\0'; /* a trailing ';' is fine in a file */
+    file_sql = buf;
+    return file_sql;
+}
+
 /* .work: run claimer workers on a staging table until it is empty or Ctrl-C. */
 static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
 {
@@ -935,7 +973,8 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
     int until_empty = 0, mark = 0, quiet = !sh->interactive;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--sql") && v) sql = v, i++;
+        if (i == 1 && *a && strspn(a, "0123456789") == strlen(a)) wo.threads = atoi(a);
+        else if (!strcmp(a, "--sql") && v) sql = sql_arg(v), i++;
         else if (!strcmp(a, "--mark")) mark = 1;
         else if (!strcmp(a, "--table") && v) wo.claim.table = v, i++;
         else if (!strcmp(a, "--workers") && v) wo.threads = atoi(v), i++;
@@ -1102,6 +1141,34 @@ static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
         PQclear(res);
     }
     return 0;
+}
+
+/* .stats: the pipeline's numbers: staging, recent loads, dead letters. */
+static int cmd_stats(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    char *has = query_value(sh, "SELECT to_regclass('staging.raw_events') IS NOT NULL AND "
+                                "to_regclass('pgpipe.loads') IS NOT NULL", 0, NULL);
+    int installed = has && has[0] == 't';
+    free(has);
+    if (!installed) {
+        errorf("the built-in schema is not installed (.install)");
+        return 1;
+    }
+    int rc = run_sql(sh,
+        "SELECT event_type, count(*) AS events, count(*) FILTER (WHERE NOT processed) AS pending, "
+        "count(*) FILTER (WHERE attempts > 0 AND NOT processed) AS retrying, "
+        "min(received_at) FILTER (WHERE NOT processed) AS oldest_pending "
+        "FROM staging.raw_events GROUP BY event_type ORDER BY events DESC LIMIT 20");
+    rc |= run_sql(sh,
+        "SELECT id AS load, source, status, rows_read AS read, rows_loaded AS loaded, "
+        "rows_dead_lettered AS dead_lettered, batches, "
+        "round(extract(epoch FROM coalesce(finished_at, updated_at) - started_at)::numeric, 1) "
+        "AS seconds FROM pgpipe.loads ORDER BY id DESC LIMIT 5");
+    rc |= run_sql(sh,
+        "SELECT stage, status, count(*) AS dead_letters, max(last_failed_at) AS latest "
+        "FROM pgpipe.dead_letters GROUP BY stage, status ORDER BY stage, status");
+    return rc;
 }
 
 static int cmd_quit(shell *sh, char **argv, int argc, const char *rest)
@@ -1274,9 +1341,12 @@ static const command commands[] = {
     { "read", ".read FILE", "run the SQL and dot commands in FILE", cmd_read },
     { "refresh", ".refresh VIEW [--concurrently]",
       "REFRESH MATERIALIZED VIEW (CONCURRENTLY needs a unique index on the view)", cmd_refresh },
+    { "stats", ".stats",
+      "events in staging by type (pending, retrying, oldest pending), the last loads,\n"
+      "and dead letters by stage and status", cmd_stats },
     { "timer", ".timer on|off", "print the time each statement takes", cmd_timer },
     { "version", ".version", "show the pgpipe, libpq and server versions", cmd_version },
-    { "work", ".work --sql \"SQL\" | --mark [--workers N] [--batch N] [--until-empty] ...",
+    { "work", ".work [N] --sql \"SQL\"|FILE | --mark [--workers N] [--batch N] [--until-empty] ...",
       "process staging.raw_events with N SKIP LOCKED workers until Ctrl-C (or --until-empty):\n"
       "--sql runs one statement per batch with $1 = the claimed rows as a JSONB array, --mark\n"
       "only marks them processed; --table T, --source S, --event-type E, --order id|received,\n"

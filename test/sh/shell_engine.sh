@@ -71,5 +71,19 @@ SQL
 has "$out" "3,x|y;z|three;"
 err=$(printf 'SELECT 1;\n\\d eng_copy\n' | $P "$D" 2>&1) && fail "psql meta-command accepted"
 has "$err" "<stdin>:2:"
+# .work N --sql FILE processes staging rows; .stats shows the numbers
+$P "$D" "CREATE TABLE eng_out(id bigint PRIMARY KEY)" \
+        "INSERT INTO staging.raw_events (source, event_type, payload) SELECT 'eng', 'tick', jsonb_build_object('n', g) FROM generate_series(1, 120) g" >/dev/null || fail "stage rows"
+printf 'INSERT INTO eng_out SELECT (e->>'"'"'id'"'"')::bigint\nFROM jsonb_array_elements($1::jsonb) e;\n' > "$tmp/handler.sql"
+out=$($P "$D" ".work 2 --sql $tmp/handler.sql --batch 25 --until-empty") || fail ".work: $out"
+out=$($P -m csv "$D" "SELECT count(*) AS n FROM eng_out")
+[ "$(echo "$out" | tail -n 1)" = 120 ] || fail ".work did not process every row: $out"
+out=$($P "$D" .stats) || fail ".stats: $out"
+has "$out" "tick"
+has "$out" "oldest_pending"
+has "$out" "dead_lettered"
+has "$out" "dead_letters"
+$P "$D" ".help stats" | grep -q "dead letters by stage" || fail ".help stats"
+
 $P "$PGPIPE_TEST_DSN" "DROP DATABASE shell_eng" >/dev/null
 echo "engine commands ok"
