@@ -1165,7 +1165,16 @@ const char *pgpipe_batch_json(pgpipe_batch *b);
 **       SELECT (e->>'id')::bigint, (e->'payload'->>'user_id')::int
 **       FROM jsonb_array_elements($1::jsonb) e
 **     A failing statement is bisected under savepoints; records that fail
-**     alone get the server's message and SQLSTATE. In lease mode the
+**     alone get the server's message and SQLSTATE. A statement can also
+**     refuse records itself, without failing: when it returns rows with a
+**     column named failed_id (and optionally error and sqlstate), those
+**     records are marked failed with that message (retried, then
+**     dead-lettered) and its other writes stand, e.g.
+**       WITH r AS (SELECT (e->>'id')::bigint AS id, e->'payload' AS p
+**                  FROM jsonb_array_elements($1::jsonb) e),
+**            ok AS (INSERT INTO production.t (v) SELECT (p->>'v')::int FROM r
+**                   WHERE p ? 'v')
+**       SELECT id AS failed_id, 'no field v' AS error FROM r WHERE NOT p ? 'v' In lease mode the
 **     statement runs in a transaction together with the token-checked
 **     completion, so a fenced batch's writes are rolled back. */
 typedef int (*pgpipe_record_fn)(void *ud, PGconn *conn, const pgpipe_event *ev,

@@ -44,6 +44,7 @@ struct pgpipe_claimer {
     char nm_claim[40], nm_done[40], nm_fail[40], nm_release[40], nm_pending[40], nm_exists[40];
     char nm_handler[40];
     uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
+    int handler_unusable;     /* the server refused to prepare the SQL handler */
     char *restore_sql;        /* puts the session's planner settings back */
     uint64_t rng;
     pgpipe_claim_stats st;
@@ -910,6 +911,9 @@ static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
         const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         if (!st || strcmp(st, "42P05") != 0)
             rc = pp_err_pq(&c->hdr.err, c->conn, r, "preparing the SQL handler");
+        /* a syntax error or an unknown table does not heal by retrying */
+        c->handler_unusable = rc != PGPIPE_OK && PQstatus(c->conn) == CONNECTION_OK &&
+                              !pgpipe_sqlstate_is_transient(st);
     }
     PQclear(r);
     if (rc == PGPIPE_OK) {
@@ -917,6 +921,38 @@ static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
         c->handler_hash = h;
     }
     return rc;
+}
+
+/* A SQL handler that returns rows with a column named failed_id (and
+** optionally error and sqlstate) refuses those records itself: they are
+** marked failed with that message, the statement's other writes stand, and
+** no bisection is needed. An id that is not in the batch fails the batch. */
+static int claim_sql_refusals(pgpipe_batch *v, const PGresult *r, pgpipe_error *err)
+{
+    int fid = PQfnumber(r, "failed_id"), fmsg = PQfnumber(r, "error");
+    int fst = PQfnumber(r, "sqlstate");
+    for (int row = 0; row < PQntuples(r); row++) {
+        if (PQgetisnull(r, row, fid))
+            continue;
+        const char *txt = PQgetvalue(r, row, fid);
+        char *end;
+        errno = 0;
+        long long id = strtoll(txt, &end, 10);
+        int i = -1;
+        if (errno == 0 && end != txt && !*end)
+            for (i = v->n - 1; i >= 0 && v->ev[i].id != id; i--)
+                ;
+        if (i < 0)
+            return pp_err(err, PGPIPE_MISUSE,
+                          "the SQL handler returned failed_id %s, which is not a record "
+                          "of the batch", txt);
+        const char *msg = fmsg >= 0 && !PQgetisnull(r, row, fmsg) ? PQgetvalue(r, row, fmsg)
+                                                                   : "refused by the SQL handler";
+        const char *st = fst >= 0 && !PQgetisnull(r, row, fst) ? PQgetvalue(r, row, fst) : NULL;
+        if (pgpipe_batch_fail(v, i, msg, st) != PGPIPE_OK)
+            return pp_err_nomem(err);
+    }
+    return PGPIPE_OK;
 }
 
 /* Run the batch or SQL handler once on view v. Returns PGPIPE_OK or the
@@ -933,6 +969,8 @@ static int claim_call_batch(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_b
         int rc = PGPIPE_OK;
         if (!claim_is_ok(r))
             rc = pp_err_pq(err, c->conn, r, NULL);
+        else if (PQresultStatus(r) == PGRES_TUPLES_OK && PQfnumber(r, "failed_id") >= 0)
+            rc = claim_sql_refusals(v, r, err);
         PQclear(r);
         return rc;
     }
@@ -1190,7 +1228,9 @@ typedef struct claim_worker {
     pgpipe_claim_stats base;   /* of closed claimers */
     pgpipe_claim_stats cur;    /* of the open claimer (copied under the mutex) */
     int idle;
-    int fatal;
+    int fatal;                 /* the error that stopped this worker */
+    char fatal_msg[512];
+    char fatal_state[6];       /* its SQLSTATE */
 } claim_worker;
 
 struct pgpipe_workers {
@@ -1404,6 +1444,19 @@ static void *claim_worker_main(void *arg)
                      pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl));
         pp_logf(broken ? PGPIPE_LOG_INFO : PGPIPE_LOG_WARN, "claim", "worker %d: %s",
                 k->index, pgpipe_errmsg(cl));
+        if (!broken && cl->handler_unusable) {
+            /* every worker runs the same statement: stop them all rather
+            ** than retry a statement the server refuses forever */
+            pp_logf(PGPIPE_LOG_ERROR, "claim", "worker %d: stopping the workers: %s",
+                    k->index, pgpipe_errmsg(cl));
+            pthread_mutex_lock(&w->mu);
+            k->fatal = rc;
+            snprintf(k->fatal_msg, sizeof k->fatal_msg, "%.500s", pgpipe_errmsg(cl));
+            memcpy(k->fatal_state, cl->hdr.err.sqlstate, sizeof k->fatal_state);
+            pthread_mutex_unlock(&w->mu);
+            pgpipe_workers_stop(w);
+            break;
+        }
         if (broken) {
             claim_worker_drop(k, &cl, &pc, 1);
             int d = pgpipe_retry_next_delay(&backoff);
@@ -1519,8 +1572,11 @@ int pgpipe_workers_wait(pgpipe_workers *w)
         w->joined = 1;
     }
     for (int i = 0; i < w->n; i++)
-        if (w->wk[i].fatal && rc == PGPIPE_OK)
-            rc = pp_err(&w->hdr.err, w->wk[i].fatal, "worker %d stopped on an error", i);
+        if (w->wk[i].fatal && rc == PGPIPE_OK) {
+            rc = pp_err(&w->hdr.err, w->wk[i].fatal, "worker %d stopped on an error%s%s", i,
+                        w->wk[i].fatal_msg[0] ? ": " : "", w->wk[i].fatal_msg);
+            memcpy(w->hdr.err.sqlstate, w->wk[i].fatal_state, sizeof w->hdr.err.sqlstate);
+        }
     return rc;
 }
 
@@ -1589,8 +1645,8 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
     if (rc == PGPIPE_OK || atomic_load(&w->stop)) {
         pgpipe_workers_stop(w);
         int r2 = pgpipe_workers_wait(w);
-        if (rc == PGPIPE_OK)
-            rc = r2;
+        if (rc == PGPIPE_OK || r2 != PGPIPE_OK)
+            rc = r2; /* also: the workers stopped themselves on an error */
     }
     if (rc == PGPIPE_BUSY && !atomic_load(&w->stop))
         pp_err(&w->hdr.err, PGPIPE_BUSY, "workers: rows still pending after %d ms", timeout_ms);

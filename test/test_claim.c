@@ -265,6 +265,50 @@ PGT_TEST(claim, sql_handler_bisects)
     PQfinish(c);
 }
 
+/* A SQL handler that returns failed_id rows refuses those records itself: one
+** statement, no bisection, its other writes kept. */
+PGT_TEST(claim, sql_handler_refuses_records)
+{
+    PGconn *c = claim_t_setup("claim_t_refuse", 50);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_rprod, claim_t_rcalls;"
+                        " CREATE TABLE claim_t_rprod (event_id bigint PRIMARY KEY, n int);"
+                        " CREATE TABLE claim_t_rcalls (k int)"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_refuse");
+    o.max_attempts = 1;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_handler h = { NULL, NULL,
+        "WITH r AS (SELECT (e->>'id')::bigint AS id, (e->'payload'->>'n')::int AS n"
+        "           FROM jsonb_array_elements($1::jsonb) e),"
+        " calls AS (INSERT INTO claim_t_rcalls VALUES (1)),"
+        " ok AS (INSERT INTO claim_t_rprod SELECT id, n FROM r WHERE n NOT IN (17, 33))"
+        " SELECT id AS failed_id, 'n ' || n || ' is refused' AS error, '22023' AS sqlstate"
+        " FROM r WHERE n IN (17, 33)", NULL };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    pgpipe_claim_stats st;
+    pgpipe_claimer_stats(cl, &st);
+    PGT_EQ_INT(st.done, 48);
+    PGT_EQ_INT(st.dead, 2);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rcalls"), 1);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rprod"), 48);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_refuse' AND stage = 'process' AND"
+                                 " sqlstate = '22023' AND error_message = 'n ' ||"
+                                 " (payload->>'n') || ' is refused'"), 2);
+    /* a failed_id that is not in the batch is the handler's bug: the batch
+    ** fails (bisected down to single records), with a message that says so */
+    PQclear(PGT_EXEC(c, "UPDATE claim_t_refuse SET processed = false WHERE (payload->>'n')::int <= 3"));
+    pgpipe_handler bad = { NULL, NULL,
+        "SELECT 0::bigint AS failed_id FROM jsonb_array_elements($1::jsonb) LIMIT 1", NULL };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &bad, NULL));
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_refuse' AND error_message LIKE"
+                                 " '%failed_id 0, which is not a record of the batch%'"), 3);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
 PGT_TEST(claim, retry_backoff_then_dead_letter)
 {
     PGconn *c = claim_t_setup("claim_t_retry", 20);
@@ -543,6 +587,32 @@ PGT_TEST(claim, workers_wake_on_notify)
     PGT_CHECK(ws.wakeups >= 1);
     PGT_CHECK(ws.events_per_s > 0);
     PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_wlog"), 500);
+    pgpipe_workers_free(w);
+    PGT_OK(pgpipe_pool_close(pool, NULL));
+    PQfinish(c);
+}
+
+/* A SQL handler the server refuses to prepare (a syntax error) stops the
+** workers with that error instead of retrying it forever. */
+PGT_TEST(claim, workers_stop_on_a_broken_handler)
+{
+    PGconn *c = claim_t_setup("claim_t_broken", 20);
+    pgpipe_pool *pool = claim_t_pool(3);
+    pgpipe_workers_options wo;
+    pgpipe_workers_options_init(&wo);
+    claim_t_opts(&wo.claim, "claim_t_broken");
+    wo.threads = 2;
+    wo.poll_ms = 50;
+    pgpipe_handler h = { NULL, NULL, "SELEKT jsonb_array_length($1::jsonb)", NULL };
+    pgpipe_workers *w;
+    PGT_OK(pgpipe_workers_start(&w, pool, &wo, &h));
+    int rc = pgpipe_workers_run_until_empty(w, 60000);
+    PGT_EQ_INT(rc, PGPIPE_DB);
+    PGT_CONTAINS(pgpipe_errmsg(w), "stopped on an error");
+    PGT_CONTAINS(pgpipe_errmsg(w), "SELEKT");
+    PGT_EQ_STR(pgpipe_errsqlstate(w), "42601");
+    /* nothing was taken: the rows wait for a fixed handler */
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_broken WHERE NOT processed"), 20);
     pgpipe_workers_free(w);
     PGT_OK(pgpipe_pool_close(pool, NULL));
     PQfinish(c);

@@ -37,7 +37,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 t0=$(date +%s)
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s   [%d s]\n' "$*" $(( $(date +%s) - t0 )); }
 pg() { "$P" --local "$dir/pg" --fast --keep "$@"; }
 
 step "1. a private PostgreSQL server in $dir/pg, the built-in schema and the example pipeline"
@@ -75,19 +75,34 @@ step "3. load them with the COPY loader (validated, batched, dead-lettered, resu
 pg ".load $dir/users.csv --event-type user --source demo"
 pg ".load $dir/events.ndjson --format ndjson --event-type-field event_type --source demo"
 
-step "4. SKIP LOCKED workers transform staging into production (constraints refuse bad rows)"
+step "4. SKIP LOCKED workers transform staging into production (bad rows go to the dead-letter queue)"
 pg ".work --event-type user --workers 2 --batch 500 --max-attempts 1 --until-empty --sql \"
   INSERT INTO production.users (email, full_name, country)
   SELECT lower(e->'payload'->>'email'), e->'payload'->>'full_name', nullif(e->'payload'->>'country', '')
   FROM jsonb_array_elements(\$1::jsonb) e
   ON CONFLICT (email) DO UPDATE SET full_name = EXCLUDED.full_name, country = EXCLUDED.country\""
+# The transaction handler checks what it can itself and returns the records
+# it refuses as failed_id + error (they are dead-lettered without bisecting
+# the batch); the constraints still catch anything else.
 pg ".work --event-type transaction --workers 2 --batch 1000 --max-attempts 1 --until-empty --sql \"
-  INSERT INTO production.transactions (user_id, amount, status, external_ref, created_at)
-  SELECT u.id, (e->'payload'->>'amount')::numeric, e->'payload'->>'status', e->'payload'->>'ref',
-         to_timestamp((e->'payload'->>'ts')::bigint)
-  FROM jsonb_array_elements(\$1::jsonb) e
-  LEFT JOIN production.users u ON u.email = lower(e->'payload'->>'email')
-  ON CONFLICT (external_ref) DO NOTHING\""
+  WITH r AS (
+    SELECT (e->>'id')::bigint AS id, e->'payload' AS p, u.id AS user_id
+    FROM jsonb_array_elements(\$1::jsonb) e
+    LEFT JOIN production.users u ON u.email = lower(e->'payload'->>'email')),
+  chk AS (
+    SELECT r.*, CASE
+      WHEN user_id IS NULL THEN 'no such user: ' || coalesce(p->>'email', '(none)')
+      WHEN NOT staging.valid_amount(p) THEN 'amount must be positive: ' || coalesce(p->>'amount', '(none)')
+      WHEN coalesce(p->>'status', '') NOT IN ('pending', 'completed', 'failed', 'refunded')
+        THEN 'unknown status: ' || coalesce(p->>'status', '(none)')
+      END AS error
+    FROM r),
+  ins AS (
+    INSERT INTO production.transactions (user_id, amount, status, external_ref, created_at)
+    SELECT user_id, (p->>'amount')::numeric, p->>'status', p->>'ref', to_timestamp((p->>'ts')::bigint)
+    FROM chk WHERE error IS NULL
+    ON CONFLICT (external_ref) DO NOTHING)
+  SELECT id AS failed_id, error FROM chk WHERE error IS NOT NULL\""
 
 step "5. analytics: REFRESH MATERIALIZED VIEW CONCURRENTLY"
 pg ".refresh analytics.daily_user_metrics --concurrently"
