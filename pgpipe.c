@@ -12597,10 +12597,13 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
     pp_buf q = { 0 };
     int rc = dlq_build_where(&w, f, 0);
     if (rc == PGPIPE_OK)
-        rc = pp_buf_appendf(&q, "SELECT stage, sqlstate, error_message, count(*) AS count,"
-                            " max(last_failed_at) AS last_failed_at FROM pgpipe.dead_letters%s"
-                            " GROUP BY stage, sqlstate, error_message"
-                            " ORDER BY count(*) DESC, stage, error_message", w.sql.data);
+        rc = pp_buf_appendf(&q, "SELECT stage, sqlstate, error, count(*) AS count,"
+                            " min(error_message) AS example,"
+                            " max(last_failed_at) AS last_failed_at FROM"
+                            " (SELECT *, regexp_replace(error_message, '[0-9]+', 'N', 'g')"
+                            " AS error FROM pgpipe.dead_letters%s) d"
+                            " GROUP BY stage, sqlstate, error"
+                            " ORDER BY count(*) DESC, stage, error", w.sql.data);
     if (rc == PGPIPE_OK)
         rc = dlq_query(conn, q.data, &w, out, err, "counting dead letters");
     else

@@ -1317,8 +1317,11 @@ void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f);
 ** caller PQclears *out. get gives PGPIPE_DONE when there is no such id. */
 int pgpipe_dlq_list(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out, pgpipe_error *err);
 int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err);
-/* Counts grouped by stage, sqlstate and error message (most frequent first):
-** columns stage, sqlstate, error_message, count, last_failed_at. */
+/* Counts grouped by stage, sqlstate and error (most frequent first). The
+** error is the message with every run of digits replaced by N, so messages
+** that differ only in a line, column or value group together:
+** columns stage, sqlstate, error, count, example (one full message),
+** last_failed_at. */
 int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
                       pgpipe_error *err);
 /* Replay the matching dead letters (status 'dead' only; filter->limit is

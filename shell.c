@@ -1222,7 +1222,7 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
             bad = o.format < 0;
         } else if (!strcmp(a, "--table")) o.target = v;
         else if (!strcmp(a, "--event-type-field")) o.event_type_field = v;
-        else if (!strcmp(a, "--event-type")) o.event_type_value = v;
+        else if (!strcmp(a, "--event-type") || !strcmp(a, "--type")) o.event_type_value = v;
         else if (!strcmp(a, "--source-field")) o.source_field = v;
         else if (!strcmp(a, "--source")) o.source_value = v;
         else if (!strcmp(a, "--received-at-field")) o.received_at_field = v;
@@ -1323,7 +1323,7 @@ static const command commands[] = {
       "load CSV, NDJSON or a JSON array into staging.raw_events (or T) with the COPY loader:\n"
       "validated, batched, bad records to pgpipe.dead_letters, resumable (the same file again\n"
       "skips what was committed). Options: --format csv|ndjson|json, --event-type-field F,\n"
-      "--event-type TEXT, --source-field F, --source TEXT, --payload-field F,\n"
+      "--event-type TEXT (or --type), --source-field F, --source TEXT, --payload-field F,\n"
       "--received-at-field F, --require F1,F2, --batch-rows N, --batch-bytes N,\n"
       "--channel NAME ('' = no NOTIFY), --key LOADKEY, --name SOURCE, --delimiter C|tab,\n"
       "--table T --map col=field,col=json:field,col='fixed text'", cmd_load },
@@ -1914,6 +1914,20 @@ int main(int argc, char **argv)
     const char *conninfo = "";
     if (i < argc && is_conninfo(argv[i]))
         conninfo = argv[i++];
+
+    /* .help needs no server */
+    if (!file && i < argc) {
+        int all_help = 1;
+        for (int j = i; j < argc; j++)
+            if (strncmp(argv[j], ".help", 5) != 0 || (argv[j][5] && argv[j][5] != ' '))
+                all_help = 0;
+        if (all_help) {
+            int rc = 0;
+            for (; i < argc; i++)
+                rc |= run_command(&sh, argv[i]);
+            return rc ? 1 : 0;
+        }
+    }
 
     char local_info[1024];
     int local_started = 0;

@@ -108,11 +108,12 @@ step "5. analytics: REFRESH MATERIALIZED VIEW CONCURRENTLY"
 pg ".refresh analytics.daily_user_metrics --concurrently"
 
 step "dead letters by error, with an example of each"
-pg "SELECT stage, count(*) AS n, left(error_message, 60) AS error FROM pgpipe.dead_letters
-     GROUP BY stage, left(error_message, 60) ORDER BY n DESC" \
-   "SELECT DISTINCT ON (left(error_message, 60)) stage, coalesce(line_number::text, '') AS line,
+pg "SELECT stage, count(*) AS n, left(regexp_replace(error_message, '[0-9]+', 'N', 'g'), 70) AS error
+      FROM pgpipe.dead_letters GROUP BY 1, 3 ORDER BY n DESC" \
+   "SELECT DISTINCT ON (e) stage, coalesce(line_number::text, '') AS line,
            left(coalesce(raw_text, payload::text), 70) AS example
-      FROM pgpipe.dead_letters ORDER BY left(error_message, 60), id"
+      FROM (SELECT *, regexp_replace(error_message, '[0-9]+', 'N', 'g') AS e
+              FROM pgpipe.dead_letters) d ORDER BY e, id"
 
 step "top days of analytics.daily_user_metrics"
 pg "SELECT metric_date, active_users, transactions, completed_transactions, revenue, avg_amount

@@ -10,6 +10,11 @@ fail() { echo "FAIL: $*"; exit 1; }
 has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
 $1"; }
 
+# .help needs no server (no CONNINFO, no PG* pointing anywhere useful)
+out=$(PGHOST=/nonexistent $P ".help load") || fail ".help without a server: exit $?"
+has "$out" "--format csv|ndjson|json"
+PGHOST=/nonexistent $P ".help frobnicate" >/dev/null 2>&1 && fail ".help of an unknown command succeeded"
+
 # aligned (default): header, separator, right-aligned numbers, row count
 out=$($P "$D" "SELECT 1 AS a, 'xy' AS b UNION ALL SELECT 10, NULL ORDER BY 1") || fail "exit $?"
 has "$out" " a  | b"
