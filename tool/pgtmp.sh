@@ -19,6 +19,8 @@
 # Finds initdb/pg_ctl on PATH, through `pg_config --bindir`, or under
 # /usr/lib/postgresql/*/bin (newest first). initdb refuses to run as root, so
 # as root the server runs as the user `postgres` (or PGTMP_USER).
+# PGTMP_DURABLE=1: a new cluster keeps fsync, synchronous_commit and
+# full_page_writes on (benchmarks); by default they are off (tests).
 set -eu
 
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
@@ -100,11 +102,18 @@ do_start() {
         as_server "$bindir/initdb" -D "$d/data" -U postgres -A trust -E UTF8 \
             --locale=C --no-sync >"$d/initdb.log" 2>&1 ||
             { cat "$d/initdb.log" >&2; die "initdb failed (log: $d/initdb.log)"; }
-        cat >>"$d/data/postgresql.conf" <<EOF
-# pgpipe throwaway cluster: fast and disposable
-fsync = off
+        # PGTMP_DURABLE=1 keeps PostgreSQL's durable defaults (benchmarks);
+        # otherwise a fast and disposable cluster (tests)
+        if [ "${PGTMP_DURABLE:-0}" = 1 ]; then
+            dur="# durable: fsync, synchronous_commit and full_page_writes as shipped"
+        else
+            dur="fsync = off
 synchronous_commit = off
-full_page_writes = off
+full_page_writes = off"
+        fi
+        cat >>"$d/data/postgresql.conf" <<EOF
+# pgpipe throwaway cluster
+$dur
 max_connections = 200
 shared_buffers = 128MB
 max_wal_size = 2GB

@@ -2,13 +2,13 @@
 # Runs inside `pgtmp.sh run` (PG* variables point at the throwaway cluster).
 set -eu
 CSV=$B/events-$ROWS.csv
-NDJSON=$B/events-$ROWS.ndjson
+NDJSON=$B/events-$ROWS-v2.ndjson
 RES=$B/results.txt
 : >"$RES"
 
 psql -qX -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning" >/dev/null
 # the built-in schema (the loader installs it; a tiny load does it here)
-printf '{"source":"s","event_type":"warm"}\n' >"$B/one.ndjson"
+printf '{"source":"s","event_type":"warm","payload":{}}\n' >"$B/one.ndjson"
 "$B/bench_copy" pgpipe "$B/one.ndjson" >/dev/null
 
 # the server reads the ceiling's file itself: put a copy where it may read it
