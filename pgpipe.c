@@ -834,11 +834,26 @@ static const char *const pp_sql_9[] = {
 };
 /* ==== end sql/schema/V0020__claimer.sql ==== */
 
+/* ==== begin sql/schema/V0021__staging_lean_indexes.sql ==== */
+static const char *const pp_sql_10[] = {
+    "-- staging.raw_events keeps the indexes of the seed design only: the primary\n",
+    "-- key, the partial index on unprocessed rows (the claimer's), BRIN on\n",
+    "-- received_at and the expression index on a payload key. The index on\n",
+    "-- batch_id (V0001) is dropped: nothing in pgpipe looks rows up by batch (the\n",
+    "-- loader's bookkeeping is pgpipe.load_batches), and every claimed row is an\n",
+    "-- UPDATE that has to insert a new entry into each b-tree, so it cost about a\n",
+    "-- tenth of the claim. Create it again if you query staging by batch:\n",
+    "--   CREATE INDEX raw_events_batch_idx ON staging.raw_events (batch_id);\n",
+    "DROP INDEX IF EXISTS staging.raw_events_batch_idx;\n",
+    NULL
+};
+/* ==== end sql/schema/V0021__staging_lean_indexes.sql ==== */
+
 typedef struct pp_sql_entry {
     const char *path;
     const char *const *lines;
 } pp_sql_entry;
-#define PP_SQL_NFILES 10
+#define PP_SQL_NFILES 11
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -850,6 +865,7 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0001__pgpipe_core.sql", pp_sql_7 },
     { "schema/V0002__loads_and_dead_letters.sql", pp_sql_8 },
     { "schema/V0020__claimer.sql", pp_sql_9 },
+    { "schema/V0021__staging_lean_indexes.sql", pp_sql_10 },
     { NULL, NULL }
 };
 
