@@ -1036,7 +1036,7 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
                 until_empty ? " until it is empty" : " (Ctrl-C stops)");
     pgpipe_workers_stats st;
     int empty = 0;
-    while (!interrupted && !empty) {
+    while (!interrupted && !empty && !pgpipe_workers_stopping(w)) {
         if (until_empty)
             empty = pgpipe_workers_run_until_empty(w, 1000) == PGPIPE_OK;
         else
@@ -1057,8 +1057,11 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
             " (%.0f events/s)%s\n", st.total.claimed, st.total.done, st.total.retried,
             st.total.dead, st.total.fenced, st.elapsed_s, st.events_per_s,
             interrupted ? ", stopped" : "");
-    if (wrc != PGPIPE_OK)
-        errorf("%s", pgpipe_errmsg(w));
+    if (wrc != PGPIPE_OK) {
+        char e[1400];
+        pgpipe_error_format(pgpipe_errinfo(w), e, sizeof e);  /* with the SQLSTATE */
+        errorf("%s", e);
+    }
     pgpipe_workers_free(w);
     pgpipe_pool_close(pool, NULL);
     return wrc != PGPIPE_OK;

@@ -1538,6 +1538,11 @@ void pgpipe_workers_stop(pgpipe_workers *w)
     }
 }
 
+int pgpipe_workers_stopping(const pgpipe_workers *w)
+{
+    return w ? atomic_load(&((pgpipe_workers *)w)->stop) != 0 : 0;
+}
+
 static pgpipe_workers *volatile claim_sig_target;
 
 static void claim_on_signal(int sig)

@@ -215,6 +215,10 @@ int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
 ** return their connections. Only sets an atomic flag and writes one byte to a
 ** pipe, so it is async-signal-safe: call it from a SIGINT/SIGTERM handler. */
 void pgpipe_workers_stop(pgpipe_workers *w);
+/* 1 once the workers were asked to stop (pgpipe_workers_stop, a signal, or
+** an error that stops them all, such as a SQL handler the server refuses to
+** prepare); pgpipe_workers_wait then gives the error. */
+int pgpipe_workers_stopping(const pgpipe_workers *w);
 /* Install SIGINT and SIGTERM handlers that call pgpipe_workers_stop(w). */
 int pgpipe_workers_handle_signals(pgpipe_workers *w);
 /* Wait until every pending row (matching the filters) is processed or

@@ -50,5 +50,14 @@ has "$out" "500"
 out=$($P "$D" ".dlq purge --source claim_sh_src --status replayed") || fail "purge"
 has "$out" "purged 1"
 $P "$D" ".work --table claim_sh" 2>/dev/null && fail ".work without a handler accepted"
+# a handler with a syntax error stops the workers with the server's message
+# (with and without --until-empty) instead of retrying it forever
+$P "$D" "INSERT INTO claim_sh (source, event_type, payload) VALUES ('s', 'e', '{}')" >/dev/null
+for mode in --until-empty --quiet; do
+    out=$($P "$D" ".work --table claim_sh $mode --sql \"SELEKT \$1::jsonb\"" 2>&1) &&
+        fail "broken handler ($mode) succeeded: $out"
+    has "$out" "syntax error at or near \"SELEKT\""
+    has "$out" "42601"
+done
 $P "$D" "DROP TABLE claim_sh, claim_sh_out" >/dev/null
 echo ok
