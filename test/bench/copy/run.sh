@@ -10,7 +10,7 @@
 # on; PGTMP_DURABLE=0 for the fast test settings): what a real load runs
 # against. The NDJSON file carries the same three fields as the CSV
 # ({"source", "event_type", "payload": {...}}), so both load identical rows.
-# Env: ROWS (1000000), RUNS (5, after one warm-up), SAMPLE (50000 rows for the
+# Env: ROWS (1000000), RUNS (5, after one warm-up), SAMPLE (5000 rows for the
 # row-at-a-time INSERT), RSS_BYTES (1073741824).
 set -eu
 top=$(pwd)
@@ -18,7 +18,7 @@ B=$top/build/bench/copy
 mkdir -p "$B"
 ROWS=${ROWS:-1000000}
 RUNS=${RUNS:-5}
-SAMPLE=${SAMPLE:-50000}
+SAMPLE=${SAMPLE:-5000}
 RSS_BYTES=${RSS_BYTES:-1073741824}
 export ROWS RUNS SAMPLE RSS_BYTES B top
 
