@@ -1,18 +1,19 @@
 #!/bin/sh
 # `make demo`: the main job, end to end, on a private local PostgreSQL server.
 #
-#   DEMO_ROWS=200000 sh tool/demo.sh         (make demo builds first; 200000 is
-#                                             the default, about 30 s here; 1M
-#                                             events take about 2 minutes)
+#   DEMO_ROWS=1000000 sh tool/demo.sh        (make demo builds first; 1M
+#                                             transactions is the default)
 #
 # 1. starts a private server (pgpipe --local) and installs the built-in schema
 #    and the three-layer example (staging -> production -> analytics);
 # 2. generates sample data with a fixed seed: users as CSV, DEMO_ROWS
 #    transactions as NDJSON, a few percent deliberately bad (malformed JSON,
 #    invalid emails, negative amounts, unknown status);
-# 3. loads both with the COPY loader (bad records go to the dead-letter queue);
-# 4. runs SKIP LOCKED workers that transform staging into production (rows
-#    the constraints refuse go to the dead-letter queue);
+# 3. loads the users with the COPY loader and moves them to production.users
+#    with SKIP LOCKED workers (the email CHECK refuses the bad ones);
+# 4. loads the transactions while workers, woken by the loader's NOTIFY,
+#    transform them into production.transactions; bad records of either step
+#    go to the dead-letter queue;
 # 5. refreshes analytics.daily_user_metrics concurrently and prints the load
 #    and worker summaries, the dead letters by error with an example of each,
 #    the top rows of the view, .health, and a check that the counts add up.
@@ -21,12 +22,14 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-rows=${DEMO_ROWS:-200000}
+rows=${DEMO_ROWS:-1000000}
 users=$((rows / 100)); [ $users -ge 50 ] || users=50
 P=${PGPIPE_SHELL:-build/pgpipe}
 dir=$(mktemp -d /tmp/pgpipe-demo.XXXXXX)
 chmod 755 "$dir"
+bg=
 cleanup() {
+    [ -z "$bg" ] || kill -TERM "$bg" 2>/dev/null || true
     if [ "${DEMO_KEEP:-0}" = 1 ]; then
         echo "server kept: build/pgpipe --local $dir/pg    (stop: sh tool/pgtmp.sh stop $dir/pg)"
     else
@@ -71,38 +74,49 @@ awk -v n="$rows" -v users="$users" -v now="$(date +%s)" 'BEGIN {
 }' > "$dir/events.ndjson"
 ls -l "$dir/users.csv" "$dir/events.ndjson" | awk '{ printf "%12d bytes  %s\n", $5, $NF }'
 
-step "3. load them with the COPY loader (validated, batched, dead-lettered, resumable)"
-pg ".load $dir/users.csv --event-type user --source demo"
-pg ".load $dir/events.ndjson --format ndjson --event-type-field event_type --source demo"
+# The transaction handler checks what it can itself and returns the records
+# it refuses as failed_id + error (they are dead-lettered without bisecting
+# the batch); the constraints still catch anything else.
+cat > "$dir/transactions.sql" <<'SQL'
+WITH r AS (
+  SELECT (e->>'id')::bigint AS id, e->'payload' AS p, u.id AS user_id
+  FROM jsonb_array_elements($1::jsonb) e
+  LEFT JOIN production.users u ON u.email = lower(e->'payload'->>'email')),
+chk AS (
+  SELECT r.*, CASE
+    WHEN user_id IS NULL THEN 'no such user: ' || coalesce(p->>'email', '(none)')
+    WHEN NOT staging.valid_amount(p) THEN 'amount must be positive: ' || coalesce(p->>'amount', '(none)')
+    WHEN coalesce(p->>'status', '') NOT IN ('pending', 'completed', 'failed', 'refunded')
+      THEN 'unknown status: ' || coalesce(p->>'status', '(none)')
+    END AS error
+  FROM r),
+ins AS (
+  INSERT INTO production.transactions (user_id, amount, status, external_ref, created_at)
+  SELECT user_id, (p->>'amount')::numeric, p->>'status', p->>'ref', to_timestamp((p->>'ts')::bigint)
+  FROM chk WHERE error IS NULL
+  ON CONFLICT (external_ref) DO NOTHING)
+SELECT id AS failed_id, error FROM chk WHERE error IS NOT NULL
+SQL
 
-step "4. SKIP LOCKED workers transform staging into production (bad rows go to the dead-letter queue)"
+step "3. load the users with the COPY loader; SKIP LOCKED workers move them to production.users"
+pg ".load $dir/users.csv --event-type user --source demo"
 pg ".work --event-type user --workers 2 --batch 500 --max-attempts 1 --until-empty --sql \"
   INSERT INTO production.users (email, full_name, country)
   SELECT lower(e->'payload'->>'email'), e->'payload'->>'full_name', nullif(e->'payload'->>'country', '')
   FROM jsonb_array_elements(\$1::jsonb) e
   ON CONFLICT (email) DO UPDATE SET full_name = EXCLUDED.full_name, country = EXCLUDED.country\""
-# The transaction handler checks what it can itself and returns the records
-# it refuses as failed_id + error (they are dead-lettered without bisecting
-# the batch); the constraints still catch anything else.
-pg ".work --event-type transaction --workers 2 --batch 1000 --max-attempts 1 --until-empty --sql \"
-  WITH r AS (
-    SELECT (e->>'id')::bigint AS id, e->'payload' AS p, u.id AS user_id
-    FROM jsonb_array_elements(\$1::jsonb) e
-    LEFT JOIN production.users u ON u.email = lower(e->'payload'->>'email')),
-  chk AS (
-    SELECT r.*, CASE
-      WHEN user_id IS NULL THEN 'no such user: ' || coalesce(p->>'email', '(none)')
-      WHEN NOT staging.valid_amount(p) THEN 'amount must be positive: ' || coalesce(p->>'amount', '(none)')
-      WHEN coalesce(p->>'status', '') NOT IN ('pending', 'completed', 'failed', 'refunded')
-        THEN 'unknown status: ' || coalesce(p->>'status', '(none)')
-      END AS error
-    FROM r),
-  ins AS (
-    INSERT INTO production.transactions (user_id, amount, status, external_ref, created_at)
-    SELECT user_id, (p->>'amount')::numeric, p->>'status', p->>'ref', to_timestamp((p->>'ts')::bigint)
-    FROM chk WHERE error IS NULL
-    ON CONFLICT (external_ref) DO NOTHING)
-  SELECT id AS failed_id, error FROM chk WHERE error IS NOT NULL\""
+
+step "4. load the transactions while workers transform them (each committed batch NOTIFYs the workers)"
+"$P" --local "$dir/pg" --keep ".work --event-type transaction --workers 2 --batch 1000 \
+    --max-attempts 1 --quiet --sql $dir/transactions.sql" > "$dir/work-bg.out" 2>&1 &
+bg=$!
+pg ".load $dir/events.ndjson --format ndjson --event-type-field event_type --source demo"
+# the load is done: drain what is left, then stop the workers that ran during the load
+pg ".work --event-type transaction --workers 2 --batch 1000 --max-attempts 1 --until-empty \
+    --sql $dir/transactions.sql"
+kill -TERM $bg 2>/dev/null || true
+wait $bg || true
+printf 'during the load: '; cat "$dir/work-bg.out"
 
 step "5. analytics: REFRESH MATERIALIZED VIEW CONCURRENTLY"
 pg ".refresh analytics.daily_user_metrics --concurrently"
