@@ -11,8 +11,11 @@
 # Also: idle-worker latency from commit (+ NOTIFY) to claim, and end to end
 # (COPY in 10K-row batches with one NOTIFY each, while the workers claim).
 #   sh test/bench/claim/run.sh
-# The cluster keeps PostgreSQL's durable defaults (PGTMP_DURABLE=0: the fast
-# test settings).
+# The cluster has the fast test settings (fsync and synchronous_commit off):
+# every contender commits once per batch of the same size, so durable commits
+# would add the same WAL flush to each and measure the disk, not the claim
+# (PGTMP_DURABLE=1 to see that). bench-copy, whose peers differ in how often
+# they commit, runs durable.
 # Environment: CLAIM_BENCH_N (default 1000000), CLAIM_BENCH_WORKERS (2),
 # CLAIM_BENCH_BATCH (100), CLAIM_BENCH_SECS (3 s per run), CLAIM_BENCH_JOBS
 # (queued jobs for the npm peers, default 100000: their enqueue is slow),
@@ -42,7 +45,7 @@ if [ "${1:-}" != "--inner" ]; then
     libs=$(pkg-config --libs libpq 2>/dev/null || echo -lpq)
     ${CC:-cc} -std=c11 -O2 -Wall -Wextra -D_POSIX_C_SOURCE=200809L $cflags -I. \
         test/bench/claim/bench_claim.c pgpipe.c $libs -lpthread -lm -o "$out/bench_claim"
-    PGTMP_DURABLE=${PGTMP_DURABLE:-1} exec nice -n 5 sh tool/pgtmp.sh run -- sh "$0" --inner
+    PGTMP_DURABLE=${PGTMP_DURABLE:-0} exec nice -n 5 sh tool/pgtmp.sh run -- sh "$0" --inner
 fi
 
 # ---- inside the throwaway cluster ------------------------------------------
