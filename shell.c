@@ -1185,14 +1185,18 @@ static int load_progress(void *ud, const pgpipe_load_progress *p)
 {
     (void)ud;
     if (isatty(STDERR_FILENO)) {
+        double rate = p->seconds > 0 ? (double)p->records_read / p->seconds : 0;
         if (p->bytes_total > 0) {
-            int pct = (int)(100.0 * (double)p->bytes_done / (double)p->bytes_total);
-            int fill = pct / 5;
-            fprintf(stderr, "\r[%.*s%*s] %3d%% %lld rows, %lld dead-lettered ",
-                    fill, "####################", 20 - fill, "", pct, p->rows_loaded, p->rows_dead);
+            double frac = (double)p->bytes_done / (double)p->bytes_total;
+            int pct = (int)(100.0 * frac), fill = pct / 5;
+            /* the time left at the byte rate so far */
+            double eta = frac > 0 ? p->seconds * (1 - frac) / frac : 0;
+            fprintf(stderr, "\r[%.*s%*s] %3d%% %lld rows, %lld dead-lettered, %.0f rows/s, ETA %d:%02d ",
+                    fill, "####################", 20 - fill, "", pct, p->rows_loaded, p->rows_dead,
+                    rate, (int)eta / 60, (int)eta % 60);
         } else {
-            fprintf(stderr, "\r%lld rows, %lld dead-lettered, %.1f MB ", p->rows_loaded,
-                    p->rows_dead, (double)p->bytes_done / 1048576.0);
+            fprintf(stderr, "\r%lld rows, %lld dead-lettered, %.1f MB, %.0f rows/s ", p->rows_loaded,
+                    p->rows_dead, (double)p->bytes_done / 1048576.0, rate);
         }
         fflush(stderr);
     }
@@ -1282,13 +1286,19 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
     if (rc == PGPIPE_OK)
         rc = pgpipe_loader_load_file(l, file);
     if (isatty(STDERR_FILENO))
-        fprintf(stderr, "\r%60s\r", "");
+        fprintf(stderr, "\r%100s\r", "");
     pgpipe_load_summary s;
     pgpipe_loader_summary(l, &s);
     if (s.load_id > 0) {
         char line[512];
         pgpipe_load_summary_format(&s, line, sizeof line);
         fprintf(sh->out, "load %lld of %s: %s\n", s.load_id, file, line);
+        if (isatty(fileno(sh->out)))  /* a person reads it: the same as a table */
+            fprintf(sh->out, "  %12s %12s %14s %8s %9s %10s\n"
+                             "  %12lld %12lld %14lld %8lld %9.2f %10.0f\n",
+                    "read", "loaded", "dead-lettered", "batches", "seconds", "rows/s",
+                    s.records_read, s.rows_loaded, s.rows_dead, s.batches, s.seconds,
+                    s.rows_per_sec);
     }
     if (rc != PGPIPE_OK) {
         char msg[1600];

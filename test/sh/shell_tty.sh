@@ -47,7 +47,16 @@ expect pgpipe>
 send SELECT 'still here' AS s;\r
 expect still here
 expect pgpipe> 
-send .quit\r
+S
+# .load on a terminal: a progress bar with rows/s and ETA, then a summary table
+awk 'BEGIN { for (i = 1; i <= 3000; i++) print (i == 7 ? "{oops" : "{\"n\":" i "}") }' > "$tmp/t.ndjson"
+cat >> "$tmp/script" <<S
+send .load $tmp/t.ndjson --event-type tty --batch-rows 100 --channel ''\\r
+expect rows/s, ETA
+expect dead-lettered  batches
+expect 3000         2999              1       30
+expect pgpipe> 
+send .quit\\r
 exit 0
 S
 HOME=$tmp PGPIPE_HISTORY=$tmp/history "$tmp/ptydrive" "$tmp/script" -- build/test/pgpipe "$PGPIPE_TEST_DSN" || exit 1
