@@ -1106,7 +1106,7 @@ static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
             return 1;
         }
         rc = pgpipe_dlq_get(sh->conn, f.id, &res, &err);
-    } else if (!strcmp(sub, "counts")) {
+    } else if (!strcmp(sub, "counts") || !strcmp(sub, "stats")) {
         rc = pgpipe_dlq_counts(sh->conn, &f, &res, &err);
     } else if (!strcmp(sub, "replay")) {
         if (!all && f.id <= 0 && !f.stage && !f.source && !f.error_like && !f.since && !f.until) {
@@ -1313,10 +1313,10 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
 
 static const command commands[] = {
     { "conninfo", ".conninfo", "show the database, user and host of the connection", cmd_conninfo },
-    { "dlq", ".dlq [list|show ID|counts|replay|purge] [--stage S] [--source S] ...",
+    { "dlq", ".dlq [list|show ID|counts|stats|replay|purge] [--stage S] [--source S] ...",
       "the dead-letter queue: list (newest first) and filter by --stage load|process, --source,\n"
       "--error TEXT, --since TIME, --until TIME, --status dead|replayed|any, --limit N; show ID;\n"
-      "counts by error; replay ID|filter|--all [--table T] back to staging as unprocessed;\n"
+      "counts (or stats) by error; replay ID|filter|--all [--table T] back to staging as unprocessed;\n"
       "purge ID|filter|--older-than TIME|--all", cmd_dlq },
     { "explain", ".explain SQL",
       "run EXPLAIN (ANALYZE, BUFFERS) on SQL and point out sequential scans of large tables\n"

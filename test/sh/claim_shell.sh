@@ -33,6 +33,8 @@ has "$out" "check constraint"
 has "$out" "(1 row)"
 out=$($P "$D" ".dlq counts --source claim_sh_src --stage process") || fail "dlq counts"
 has "$out" "23514"
+out=$($P "$D" ".dlq stats --source claim_sh_src --stage process") || fail "dlq stats"
+has "$out" "23514"
 id=$($P -m csv "$D" "SELECT id FROM pgpipe.dead_letters WHERE source_table = 'claim_sh'" | tail -n 1)
 out=$($P "$D" ".dlq show $id") || fail "dlq show"
 has "$out" "claim_sh_src"
