@@ -10,7 +10,7 @@
 **   bench_claim latency K          one idle worker; K times: commit one event
 **                                  + NOTIFY, time until the handler sees it;
 **                                  prints p50/p99/max in ms
-**   bench_claim e2e N W B          end to end: COPY N events in 10K-row
+**   bench_claim e2e N W B          end to end: the loader COPYs N events in 10K-row
 **                                  batches (one NOTIFY per batch) while W
 **                                  workers claim and process: events/s from
 **                                  the first row sent to the last processed
@@ -210,37 +210,37 @@ static int cmd_e2e(long long n, int w, int b)
     pgpipe_workers *wk;
     if (pgpipe_workers_start(&wk, pool, &wo, &h) != PGPIPE_OK)
         return 1;
+    /* the load is pgpipe's COPY loader (every record validated as JSON,
+    ** 10K-row batches, one NOTIFY per committed batch) fed NDJSON */
+    pgpipe_loader_options lo;
+    pgpipe_loader_options_init(&lo);
+    lo.format = PGPIPE_FORMAT_NDJSON;
+    lo.event_type_value = "click";
+    lo.source_value = "bench";
+    lo.batch_rows = 10000;
+    lo.install_schema = 0;
+    char key[64];
+    snprintf(key, sizeof key, "e2e-%ld-%lld", (long)getpid(), (long long)pgpipe_now_us());
+    lo.load_key = key;
+    pgpipe_loader *l;
     int64_t t0 = pgpipe_now_us();
-    const long long per = 10000;
-    char *buf = malloc(per * 96);
-    for (long long done = 0; done < n;) {
-        exec_or_die(c, "BEGIN");
-        PGresult *r = PQexec(c, "COPY staging.raw_events (source, event_type, payload) FROM STDIN");
-        if (PQresultStatus(r) != PGRES_COPY_IN) {
-            fprintf(stderr, "COPY: %s", PQerrorMessage(c));
-            return 1;
-        }
-        PQclear(r);
-        size_t len = 0;
-        long long m = n - done < per ? n - done : per;
-        for (long long i = 0; i < m; i++)
-            len += (size_t)sprintf(buf + len, "bench\tclick\t{\"n\": %lld, \"user_id\": %lld}\n",
-                                   done + i, (done + i) % 1000);
-        if (PQputCopyData(c, buf, (int)len) != 1 || PQputCopyEnd(c, NULL) != 1) {
-            fprintf(stderr, "COPY: %s", PQerrorMessage(c));
-            return 1;
-        }
-        r = PQgetResult(c);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            fprintf(stderr, "COPY: %s", PQresultErrorMessage(r));
-            return 1;
-        }
-        PQclear(r);
-        exec_or_die(c, "NOTIFY pgpipe_events");
-        exec_or_die(c, "COMMIT");
-        done += m;
+    if (pgpipe_loader_open(&lo, &l) != PGPIPE_OK) {
+        fprintf(stderr, "loader: %s\n", pgpipe_errmsg(l));
+        return 1;
     }
-    free(buf);
+    char line[96];
+    for (long long i = 0; i < n; i++) {
+        int len = snprintf(line, sizeof line, "{\"n\": %lld, \"user_id\": %lld}\n", i, i % 1000);
+        if (pgpipe_loader_feed(l, line, (size_t)len) != PGPIPE_OK) {
+            fprintf(stderr, "loader: %s\n", pgpipe_errmsg(l));
+            return 1;
+        }
+    }
+    if (pgpipe_loader_finish(l) != PGPIPE_OK) {
+        fprintf(stderr, "loader: %s\n", pgpipe_errmsg(l));
+        return 1;
+    }
+    pgpipe_loader_close(l);
     int64_t t_loaded = pgpipe_now_us();
     int rc = pgpipe_workers_run_until_empty(wk, 600000);
     double el = (pgpipe_now_us() - t0) / 1e6;

@@ -9,7 +9,7 @@
 # staging.raw_events (INSERT ... SELECT generate_series, VACUUM ANALYZE before
 # each contender). Each figure: median of 5 timed runs after a warm-up run.
 # Also: idle-worker latency from commit (+ NOTIFY) to claim, and end to end
-# (COPY in 10K-row batches with one NOTIFY each, while the workers claim).
+# (pgpipe's loader fed NDJSON, 10K-row batches with one NOTIFY each, while the workers claim).
 #   sh test/bench/claim/run.sh
 # The cluster has the fast test settings (fsync and synchronous_commit off):
 # every contender commits once per batch of the same size, so durable commits
@@ -151,7 +151,7 @@ read -r l50 l99 lmax < "$out/latency.txt"
 printf '| claim | idle commit->claim | p50 %s ms, p99 %s ms, max %s ms | target p99 < 50 ms | - |\n' "$l50" "$l99" "$lmax"
 echo "bench: component=claim workload=idle-notify metric=p99_ms pgpipe=$l99 peer=target peer_value=50 ratio=$(ratio 50 "$l99")" >> "$res"
 read -r e2e e2emin e2emax < "$out/e2e.txt"
-printf '| claim | end to end (COPY + claim + process), %s events | %s events/s (min %s, max %s) | target 50000 | %s |\n' "$E" "$e2e" "$e2emin" "$e2emax" "$(ratio "$e2e" 50000)"
+printf '| claim | end to end (loader + claim + process), %s events | %s events/s (min %s, max %s) | target 50000 | %s |\n' "$E" "$e2e" "$e2emin" "$e2emax" "$(ratio "$e2e" 50000)"
 echo "bench: component=claim workload=e2e-$E metric=events/s pgpipe=$e2e peer=target peer_value=50000 ratio=$(ratio "$e2e" 50000)" >> "$res"
 printf '(pgpipe: min %s, max %s events/s)\n\n' "$pmin" "$pmax"
 cat "$res"
