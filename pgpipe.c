@@ -9806,7 +9806,16 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
     if (rc != PGPIPE_OK) {
         const pgpipe_error *e = pgpipe_errinfo(l->doc);
         long long eline = line + (e->line > 0 ? e->line - 1 : 0);
-        snprintf(msg, sizeof msg, "%s", e->message);
+        /* the parser counts lines from the record's start: name the line of
+        ** the input instead ("at line 1" of a record on line 5 misleads) */
+        char tail[80];
+        size_t ml = strlen(e->message);
+        int tl = snprintf(tail, sizeof tail, " at line %lld, column %lld", e->line, e->column);
+        if (tl > 0 && ml >= (size_t)tl && !strcmp(e->message + ml - (size_t)tl, tail))
+            snprintf(msg, sizeof msg, "%.*s at line %lld, column %lld", (int)(ml - (size_t)tl),
+                     e->message, eline, e->column);
+        else
+            snprintf(msg, sizeof msg, "%s", e->message);
         rc = copy_reject_input(l, raw, len, eline, e->column, off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
@@ -9919,9 +9928,23 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
         size_t i = 0;
         while (i < len && copy_utf8_seq((const unsigned char *)raw + i, len - i))
             i += copy_utf8_seq((const unsigned char *)raw + i, len - i);
-        snprintf(msg, sizeof msg, "%s at byte %zu of the record",
-                 i < len && raw[i] == 0 ? "NUL byte" : "invalid UTF-8", i + 1);
-        rc = copy_reject_input(l, raw, len, line, (long long)i + 1, off, msg);
+        /* line and column (in characters) of the bad byte in the input: a
+        ** quoted field may span lines */
+        long long eline = line, ecol = 1;
+        for (size_t k = 0; k < i; k++) {
+            if (raw[k] == '\n' || (raw[k] == '\r' && (k + 1 >= len || raw[k + 1] != '\n'))) {
+                eline++;
+                ecol = 1;
+            } else if (((unsigned char)raw[k] & 0xC0) != 0x80) {
+                ecol++;
+            }
+        }
+        snprintf(msg, sizeof msg, "%s at line %lld, column %lld (byte %zu of the record)",
+                 i < len && raw[i] == 0 ? "NUL byte" : "invalid UTF-8", eline, ecol, i + 1);
+        if (i < len && raw[i] != 0)
+            snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": byte 0x%02X",
+                     (unsigned)(unsigned char)raw[i]);
+        rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
     int nf = 0;

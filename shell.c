@@ -1232,6 +1232,7 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
         else if (!strcmp(a, "--channel")) o.notify_channel = v;
         else if (!strcmp(a, "--batch-rows")) o.batch_rows = atoi(v);
         else if (!strcmp(a, "--batch-bytes")) o.batch_bytes = (size_t)atoll(v);
+        else if (!strcmp(a, "--max-record-bytes")) o.max_record_bytes = (size_t)atoll(v);
         else if (!strcmp(a, "--delimiter")) o.csv_delimiter = !strcmp(v, "tab") ? '\t' : v[0];
         else if (!strcmp(a, "--require") || !strcmp(a, "--map")) {
             int map = !strcmp(a, "--map");
@@ -1325,6 +1326,7 @@ static const command commands[] = {
       "skips what was committed). Options: --format csv|ndjson|json, --event-type-field F,\n"
       "--event-type TEXT, --source-field F, --source TEXT, --payload-field F,\n"
       "--received-at-field F, --require F1,F2, --batch-rows N, --batch-bytes N,\n"
+      "--max-record-bytes N (longer records are dead-lettered; default 64 MiB),\n"
       "--channel NAME ('' = no NOTIFY), --key LOADKEY, --name SOURCE, --delimiter C|tab,\n"
       "--table T --map col=field,col=json:field,col='fixed text'", cmd_load },
     { "migrate", ".migrate [DIR] [--status|--dry-run|--baseline V|--repair]",
