@@ -574,8 +574,110 @@ static const char *const pp_sql_6[] = {
 };
 /* ==== end sql/schema/R__pgpipe_maintenance.sql ==== */
 
-/* ==== begin sql/schema/V0001__pgpipe_core.sql ==== */
+/* ==== begin sql/schema/R__pgpipe_roles.sql ==== */
 static const char *const pp_sql_7[] = {
+    "-- pgpipe built-in schema: least-privilege roles (repeatable: runs again\n",
+    "-- whenever this file changes).\n",
+    "--\n",
+    "-- pgpipe.grant_roles(loader_role, worker_role [, production_schemas\n",
+    "-- [, staging_table]]) grants two existing roles what the COPY loader and the\n",
+    "-- claimer workers need, and nothing more:\n",
+    "--\n",
+    "--   loader  INSERT into the staging table (COPY), INSERT into\n",
+    "--           pgpipe.dead_letters, SELECT/INSERT/UPDATE of its bookkeeping in\n",
+    "--           pgpipe.loads and pgpipe.load_batches, SELECT of pgpipe.migrations\n",
+    "--           (the loader checks that the schema is installed), USAGE of their\n",
+    "--           sequences. It cannot read, update or delete staging rows, and\n",
+    "--           cannot touch production.\n",
+    "--   worker  SELECT/UPDATE of the staging table (claim, complete, retry),\n",
+    "--           INSERT into pgpipe.dead_letters, SELECT/INSERT/UPDATE/DELETE on\n",
+    "--           the tables of the production schemas (and the same on tables\n",
+    "--           created there later by the role that runs this function), USAGE\n",
+    "--           of their sequences. It cannot insert or delete staging rows,\n",
+    "--           cannot write pgpipe.loads, and owns nothing (no DROP, TRUNCATE,\n",
+    "--           ALTER).\n",
+    "--\n",
+    "-- Create the roles first (the owner of the schema, or a superuser, runs\n",
+    "-- this), e.g.:\n",
+    "--   CREATE ROLE pgpipe_loader LOGIN PASSWORD '...';\n",
+    "--   CREATE ROLE pgpipe_worker LOGIN PASSWORD '...';\n",
+    "--   SELECT pgpipe.grant_roles('pgpipe_loader', 'pgpipe_worker');\n",
+    "-- Role and schema names are quoted (format %I), the table is a regclass.\n",
+    "CREATE OR REPLACE FUNCTION pgpipe.grant_roles(\n",
+    "    loader_role name,\n",
+    "    worker_role name,\n",
+    "    production_schemas text[] DEFAULT ARRAY['production'],\n",
+    "    staging_table regclass DEFAULT 'staging.raw_events')\n",
+    "RETURNS void\n",
+    "LANGUAGE plpgsql AS $fn$\n",
+    "DECLARE\n",
+    "    s   text;\n",
+    "    seq text;\n",
+    "BEGIN\n",
+    "    IF loader_role IS NULL OR worker_role IS NULL THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.grant_roles: both a loader and a worker role are needed';\n",
+    "    END IF;\n",
+    "    IF loader_role = worker_role THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.grant_roles: use two roles (loader and worker have different rights)';\n",
+    "    END IF;\n",
+    "    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = loader_role) THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.grant_roles: role % does not exist', quote_ident(loader_role)\n",
+    "            USING ERRCODE = '42704';\n",
+    "    END IF;\n",
+    "    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = worker_role) THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.grant_roles: role % does not exist', quote_ident(worker_role)\n",
+    "            USING ERRCODE = '42704';\n",
+    "    END IF;\n",
+    "    EXECUTE format('GRANT USAGE ON SCHEMA pgpipe TO %I, %I', loader_role, worker_role);\n",
+    "    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I, %I',\n",
+    "                   (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace\n",
+    "                     WHERE c.oid = staging_table), loader_role, worker_role);\n",
+    "    seq := pg_get_serial_sequence(staging_table::text, 'id');\n",
+    "\n",
+    "    -- the loader\n",
+    "    EXECUTE format('GRANT INSERT ON %s TO %I', staging_table, loader_role);\n",
+    "    IF seq IS NOT NULL THEN\n",
+    "        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', seq, loader_role);\n",
+    "    END IF;\n",
+    "    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON pgpipe.loads TO %I', loader_role);\n",
+    "    EXECUTE format('GRANT SELECT, INSERT ON pgpipe.load_batches TO %I', loader_role);\n",
+    "    EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I',\n",
+    "                   pg_get_serial_sequence('pgpipe.loads', 'id'), loader_role);\n",
+    "    EXECUTE format('GRANT INSERT ON pgpipe.dead_letters TO %I', loader_role);\n",
+    "    EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I',\n",
+    "                   pg_get_serial_sequence('pgpipe.dead_letters', 'id'), loader_role);\n",
+    "    IF to_regclass('pgpipe.migrations') IS NOT NULL THEN\n",
+    "        EXECUTE format('GRANT SELECT ON pgpipe.migrations TO %I', loader_role);\n",
+    "    END IF;\n",
+    "\n",
+    "    -- the workers\n",
+    "    EXECUTE format('GRANT SELECT, UPDATE ON %s TO %I', staging_table, worker_role);\n",
+    "    EXECUTE format('GRANT INSERT ON pgpipe.dead_letters TO %I', worker_role);\n",
+    "    EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I',\n",
+    "                   pg_get_serial_sequence('pgpipe.dead_letters', 'id'), worker_role);\n",
+    "    FOREACH s IN ARRAY coalesce(production_schemas, ARRAY[]::text[]) LOOP\n",
+    "        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = s);\n",
+    "        EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', s, worker_role);\n",
+    "        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO %I',\n",
+    "                       s, worker_role);\n",
+    "        EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I', s, worker_role);\n",
+    "        EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE '\n",
+    "                       'ON TABLES TO %I', s, worker_role);\n",
+    "        EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT USAGE, SELECT ON SEQUENCES TO %I',\n",
+    "                       s, worker_role);\n",
+    "    END LOOP;\n",
+    "END\n",
+    "$fn$;\n",
+    "\n",
+    "COMMENT ON FUNCTION pgpipe.grant_roles(name, name, text[], regclass) IS\n",
+    "    'least-privilege grants: the loader inserts into staging and the DLQ (and its load '\n",
+    "    'bookkeeping); the workers read and update staging, write the production schemas and the DLQ';\n",
+    NULL
+};
+/* ==== end sql/schema/R__pgpipe_roles.sql ==== */
+
+/* ==== begin sql/schema/V0001__pgpipe_core.sql ==== */
+static const char *const pp_sql_8[] = {
     "-- pgpipe built-in schema, part 1: the staging area.\n",
     "--\n",
     "-- staging.raw_events receives every record the COPY loader reads. It is\n",
@@ -642,7 +744,7 @@ static const char *const pp_sql_7[] = {
 /* ==== end sql/schema/V0001__pgpipe_core.sql ==== */
 
 /* ==== begin sql/schema/V0002__loads_and_dead_letters.sql ==== */
-static const char *const pp_sql_8[] = {
+static const char *const pp_sql_9[] = {
     "-- pgpipe built-in schema, part 2: load bookkeeping and the dead-letter queue.\n",
     "\n",
     "-- One row per load run. A load commits its rows batch by batch; every\n",
@@ -737,7 +839,7 @@ static const char *const pp_sql_8[] = {
 /* ==== end sql/schema/V0002__loads_and_dead_letters.sql ==== */
 
 /* ==== begin sql/schema/V0020__claimer.sql ==== */
-static const char *const pp_sql_9[] = {
+static const char *const pp_sql_10[] = {
     "-- pgpipe built-in schema: what the SKIP LOCKED claimer and the dead-letter\n",
     "-- operations need beyond V0001/V0002. Idempotent.\n",
     "\n",
@@ -838,7 +940,7 @@ typedef struct pp_sql_entry {
     const char *path;
     const char *const *lines;
 } pp_sql_entry;
-#define PP_SQL_NFILES 10
+#define PP_SQL_NFILES 11
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -847,9 +949,10 @@ static const pp_sql_entry pp_sql_files[] = {
     { "example/V0004__dim_date.sql", pp_sql_4 },
     { "example/V0005__analytics.sql", pp_sql_5 },
     { "schema/R__pgpipe_maintenance.sql", pp_sql_6 },
-    { "schema/V0001__pgpipe_core.sql", pp_sql_7 },
-    { "schema/V0002__loads_and_dead_letters.sql", pp_sql_8 },
-    { "schema/V0020__claimer.sql", pp_sql_9 },
+    { "schema/R__pgpipe_roles.sql", pp_sql_7 },
+    { "schema/V0001__pgpipe_core.sql", pp_sql_8 },
+    { "schema/V0002__loads_and_dead_letters.sql", pp_sql_9 },
+    { "schema/V0020__claimer.sql", pp_sql_10 },
     { NULL, NULL }
 };
 
