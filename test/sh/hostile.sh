@@ -21,17 +21,19 @@ gen() {
     # big runs of one byte, deterministic
     run() { head -c "$1" /dev/zero | tr '\0' "$2"; }
 
-    # -- a 10 MB line: NDJSON and CSV (loads: under the 64 MiB record limit)
-    { printf '{"event_type":"small","n":1}\n{"event_type":"big","s":"'; run 10485760 a
-      printf '"}\n{"event_type":"small","n":3}\n'; } >"$d/long_line.ndjson"
-    { printf 'event_type,s\nsmall,1\nbig,'; run 10485760 b; printf '\nsmall,3\n'; } >"$d/long_line.csv"
-    # -- a 50 MB string field
-    { printf '{"event_type":"huge","s":"'; run 52428800 c; printf '"}\n{"event_type":"after","n":2}\n'; } \
-        >"$d/huge_field.ndjson"
+    # (HOSTILE_SMALL=1: only the small files)
+    if [ -z "${HOSTILE_SMALL:-}" ]; then
+        # -- a 10 MB line: NDJSON and CSV (loads: under the 64 MiB record limit)
+        { printf '{"event_type":"small","n":1}\n{"event_type":"big","s":"'; run 10485760 a
+          printf '"}\n{"event_type":"small","n":3}\n'; } >"$d/long_line.ndjson"
+        { printf 'event_type,s\nsmall,1\nbig,'; run 10485760 b; printf '\nsmall,3\n'; } >"$d/long_line.csv"
+        # -- a 50 MB string field
+        { printf '{"event_type":"huge","s":"'; run 52428800 c; printf '"}\n{"event_type":"after","n":2}\n'; } \
+            >"$d/huge_field.ndjson"
+    fi
     # -- 100K levels of [ and of {"a": (then a good line)
     { run 100000 '['; printf '\n'; printf '{"event_type":"ok","n":2}\n'; } >"$d/deep_array.ndjson"
-    { i=0; while [ $i -lt 1000 ]; do printf '{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":'; i=$((i + 1)); done
-      i=0; while [ $i -lt 10 ]; do printf '{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":'; i=$((i + 1)); done
+    { i=0; while [ $i -lt 10000 ]; do printf '{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":'; i=$((i + 1)); done
       printf '1\n{"event_type":"ok","n":2}\n'; } >"$d/deep_object.ndjson"
     { printf '[{"event_type":"ok","n":1},\n'; run 100000 '['; run 100000 ']'; printf '\n,{"event_type":"ok","n":3}]\n'; } \
         >"$d/deep_array.json"
