@@ -37,6 +37,9 @@ gen() {
       printf '1\n{"event_type":"ok","n":2}\n'; } >"$d/deep_object.ndjson"
     { printf '[{"event_type":"ok","n":1},\n'; run 100000 '['; run 100000 ']'; printf '\n,{"event_type":"ok","n":3}]\n'; } \
         >"$d/deep_array.json"
+    # -- a JSON array with a BOM, elements mid-line: columns count from the line
+    printf '\357\273\277[{"event_type":"\303\251"}, {"event_type":"b","s":"\377"},\n  {"event_type":"c","s":"\300"}, 5]\n' \
+        >"$d/array_cols.json"
     # -- invalid UTF-8 inside JSON strings: overlong '/', overlong 3-byte,
     #    surrogate, truncated sequence, 0xFF, a lone continuation byte; then a
     #    valid line (4-byte emoji)
@@ -145,6 +148,11 @@ load deep_object.ndjson 2 1 1
 dead deep_object.ndjson 1 "nesting too deep" 2561
 load deep_array.json 3 2 1
 dead deep_array.json 2 "nesting too deep"
+
+load array_cols.json 4 1 3
+dead array_cols.json 1 "byte 0xFF never appears in UTF-8 at line 1, column 45" 45
+dead array_cols.json 2 "overlong 2-byte encoding (lead byte 0xC0) at line 2, column 26" 26
+dead array_cols.json 2 "record is a JSON number, not an object" 31
 
 load bad_utf8.ndjson 9 2 7
 for l in 2 3 4 5 6 7 8; do dead bad_utf8.ndjson $l "UTF-8"; done
