@@ -574,8 +574,110 @@ static const char *const pp_sql_6[] = {
 };
 /* ==== end sql/schema/R__pgpipe_maintenance.sql ==== */
 
-/* ==== begin sql/schema/V0001__pgpipe_core.sql ==== */
+/* ==== begin sql/schema/R__pgpipe_roles.sql ==== */
 static const char *const pp_sql_7[] = {
+    "-- pgpipe built-in schema: least-privilege roles (repeatable: runs again\n",
+    "-- whenever this file changes).\n",
+    "--\n",
+    "-- pgpipe.grant_roles(loader_role, worker_role [, production_schemas\n",
+    "-- [, staging_table]]) grants two existing roles what the COPY loader and the\n",
+    "-- claimer workers need, and nothing more:\n",
+    "--\n",
+    "--   loader  INSERT into the staging table (COPY), INSERT into\n",
+    "--           pgpipe.dead_letters, SELECT/INSERT/UPDATE of its bookkeeping in\n",
+    "--           pgpipe.loads and pgpipe.load_batches, SELECT of pgpipe.migrations\n",
+    "--           (the loader checks that the schema is installed), USAGE of their\n",
+    "--           sequences. It cannot read, update or delete staging rows, and\n",
+    "--           cannot touch production.\n",
+    "--   worker  SELECT/UPDATE of the staging table (claim, complete, retry),\n",
+    "--           INSERT into pgpipe.dead_letters, SELECT/INSERT/UPDATE/DELETE on\n",
+    "--           the tables of the production schemas (and the same on tables\n",
+    "--           created there later by the role that runs this function), USAGE\n",
+    "--           of their sequences. It cannot insert or delete staging rows,\n",
+    "--           cannot write pgpipe.loads, and owns nothing (no DROP, TRUNCATE,\n",
+    "--           ALTER).\n",
+    "--\n",
+    "-- Create the roles first (the owner of the schema, or a superuser, runs\n",
+    "-- this), e.g.:\n",
+    "--   CREATE ROLE pgpipe_loader LOGIN PASSWORD '...';\n",
+    "--   CREATE ROLE pgpipe_worker LOGIN PASSWORD '...';\n",
+    "--   SELECT pgpipe.grant_roles('pgpipe_loader', 'pgpipe_worker');\n",
+    "-- Role and schema names are quoted (format %I), the table is a regclass.\n",
+    "CREATE OR REPLACE FUNCTION pgpipe.grant_roles(\n",
+    "    loader_role name,\n",
+    "    worker_role name,\n",
+    "    production_schemas text[] DEFAULT ARRAY['production'],\n",
+    "    staging_table regclass DEFAULT 'staging.raw_events')\n",
+    "RETURNS void\n",
+    "LANGUAGE plpgsql AS $fn$\n",
+    "DECLARE\n",
+    "    s   text;\n",
+    "    seq text;\n",
+    "BEGIN\n",
+    "    IF loader_role IS NULL OR worker_role IS NULL THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.grant_roles: both a loader and a worker role are needed';\n",
+    "    END IF;\n",
+    "    IF loader_role = worker_role THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.grant_roles: use two roles (loader and worker have different rights)';\n",
+    "    END IF;\n",
+    "    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = loader_role) THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.grant_roles: role % does not exist', quote_ident(loader_role)\n",
+    "            USING ERRCODE = '42704';\n",
+    "    END IF;\n",
+    "    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = worker_role) THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.grant_roles: role % does not exist', quote_ident(worker_role)\n",
+    "            USING ERRCODE = '42704';\n",
+    "    END IF;\n",
+    "    EXECUTE format('GRANT USAGE ON SCHEMA pgpipe TO %I, %I', loader_role, worker_role);\n",
+    "    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I, %I',\n",
+    "                   (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace\n",
+    "                     WHERE c.oid = staging_table), loader_role, worker_role);\n",
+    "    seq := pg_get_serial_sequence(staging_table::text, 'id');\n",
+    "\n",
+    "    -- the loader\n",
+    "    EXECUTE format('GRANT INSERT ON %s TO %I', staging_table, loader_role);\n",
+    "    IF seq IS NOT NULL THEN\n",
+    "        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', seq, loader_role);\n",
+    "    END IF;\n",
+    "    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON pgpipe.loads TO %I', loader_role);\n",
+    "    EXECUTE format('GRANT SELECT, INSERT ON pgpipe.load_batches TO %I', loader_role);\n",
+    "    EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I',\n",
+    "                   pg_get_serial_sequence('pgpipe.loads', 'id'), loader_role);\n",
+    "    EXECUTE format('GRANT INSERT ON pgpipe.dead_letters TO %I', loader_role);\n",
+    "    EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I',\n",
+    "                   pg_get_serial_sequence('pgpipe.dead_letters', 'id'), loader_role);\n",
+    "    IF to_regclass('pgpipe.migrations') IS NOT NULL THEN\n",
+    "        EXECUTE format('GRANT SELECT ON pgpipe.migrations TO %I', loader_role);\n",
+    "    END IF;\n",
+    "\n",
+    "    -- the workers\n",
+    "    EXECUTE format('GRANT SELECT, UPDATE ON %s TO %I', staging_table, worker_role);\n",
+    "    EXECUTE format('GRANT INSERT ON pgpipe.dead_letters TO %I', worker_role);\n",
+    "    EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I',\n",
+    "                   pg_get_serial_sequence('pgpipe.dead_letters', 'id'), worker_role);\n",
+    "    FOREACH s IN ARRAY coalesce(production_schemas, ARRAY[]::text[]) LOOP\n",
+    "        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = s);\n",
+    "        EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', s, worker_role);\n",
+    "        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO %I',\n",
+    "                       s, worker_role);\n",
+    "        EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I', s, worker_role);\n",
+    "        EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT, INSERT, UPDATE, DELETE '\n",
+    "                       'ON TABLES TO %I', s, worker_role);\n",
+    "        EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT USAGE, SELECT ON SEQUENCES TO %I',\n",
+    "                       s, worker_role);\n",
+    "    END LOOP;\n",
+    "END\n",
+    "$fn$;\n",
+    "\n",
+    "COMMENT ON FUNCTION pgpipe.grant_roles(name, name, text[], regclass) IS\n",
+    "    'least-privilege grants: the loader inserts into staging and the DLQ (and its load '\n",
+    "    'bookkeeping); the workers read and update staging, write the production schemas and the DLQ';\n",
+    NULL
+};
+/* ==== end sql/schema/R__pgpipe_roles.sql ==== */
+
+/* ==== begin sql/schema/V0001__pgpipe_core.sql ==== */
+static const char *const pp_sql_8[] = {
     "-- pgpipe built-in schema, part 1: the staging area.\n",
     "--\n",
     "-- staging.raw_events receives every record the COPY loader reads. It is\n",
@@ -642,7 +744,7 @@ static const char *const pp_sql_7[] = {
 /* ==== end sql/schema/V0001__pgpipe_core.sql ==== */
 
 /* ==== begin sql/schema/V0002__loads_and_dead_letters.sql ==== */
-static const char *const pp_sql_8[] = {
+static const char *const pp_sql_9[] = {
     "-- pgpipe built-in schema, part 2: load bookkeeping and the dead-letter queue.\n",
     "\n",
     "-- One row per load run. A load commits its rows batch by batch; every\n",
@@ -737,7 +839,7 @@ static const char *const pp_sql_8[] = {
 /* ==== end sql/schema/V0002__loads_and_dead_letters.sql ==== */
 
 /* ==== begin sql/schema/V0020__claimer.sql ==== */
-static const char *const pp_sql_9[] = {
+static const char *const pp_sql_10[] = {
     "-- pgpipe built-in schema: what the SKIP LOCKED claimer and the dead-letter\n",
     "-- operations need beyond V0001/V0002. Idempotent.\n",
     "\n",
@@ -835,7 +937,7 @@ static const char *const pp_sql_9[] = {
 /* ==== end sql/schema/V0020__claimer.sql ==== */
 
 /* ==== begin sql/schema/V0021__staging_lean_indexes.sql ==== */
-static const char *const pp_sql_10[] = {
+static const char *const pp_sql_11[] = {
     "-- staging.raw_events keeps the indexes of the seed design only: the primary\n",
     "-- key, the partial index on unprocessed rows (the claimer's), BRIN on\n",
     "-- received_at and the expression index on a payload key. The index on\n",
@@ -853,7 +955,7 @@ typedef struct pp_sql_entry {
     const char *path;
     const char *const *lines;
 } pp_sql_entry;
-#define PP_SQL_NFILES 11
+#define PP_SQL_NFILES 12
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -862,10 +964,11 @@ static const pp_sql_entry pp_sql_files[] = {
     { "example/V0004__dim_date.sql", pp_sql_4 },
     { "example/V0005__analytics.sql", pp_sql_5 },
     { "schema/R__pgpipe_maintenance.sql", pp_sql_6 },
-    { "schema/V0001__pgpipe_core.sql", pp_sql_7 },
-    { "schema/V0002__loads_and_dead_letters.sql", pp_sql_8 },
-    { "schema/V0020__claimer.sql", pp_sql_9 },
-    { "schema/V0021__staging_lean_indexes.sql", pp_sql_10 },
+    { "schema/R__pgpipe_roles.sql", pp_sql_7 },
+    { "schema/V0001__pgpipe_core.sql", pp_sql_8 },
+    { "schema/V0002__loads_and_dead_letters.sql", pp_sql_9 },
+    { "schema/V0020__claimer.sql", pp_sql_10 },
+    { "schema/V0021__staging_lean_indexes.sql", pp_sql_11 },
     { NULL, NULL }
 };
 
@@ -1069,6 +1172,18 @@ size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size)
                 p = q + vl;
                 continue;
             }
+        }
+        /* libpq quotes the raw URI part it could not decode, which may be a
+        ** password: 'invalid percent-encoded token: "..."', 'forbidden value
+        ** %00 in percent-encoded value: "..."' */
+        if (*p == 'p' && (strncmp(p, "percent-encoded token: \"", 24) == 0 ||
+                          strncmp(p, "percent-encoded value: \"", 24) == 0)) {
+            pp_out_put(&o, p, 24);
+            p += 24;
+            const char *q = strchr(p, '"');
+            pp_out_put(&o, stars, sizeof stars - 1);
+            p = q ? q : p + strlen(p);
+            continue;
         }
         /* URI userinfo: scheme://user:SECRET@host */
         if (*p == ':' && p[1] == '/' && p[2] == '/') {
@@ -8550,6 +8665,9 @@ struct pgpipe_loader {
     pp_buf sniff;         /* input held until the format is known */
     int js_state;         /* JSON array splitter state */
     int js_depth, js_instr, js_esc, js_scalar;
+    long long js_nl_off;  /* JSON array: offset of the current line's first byte */
+    long long js_cont;    /* UTF-8 continuation bytes seen on the current line */
+    long long carry_col;  /* JSON array: characters before the element on its line */
     pgpipe_csv *csv;
     int csv_ready;
     pp_buf *csv_keys;     /* per header column: "key": JSON + COPY escaped */
@@ -9822,15 +9940,28 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
     if (rc != PGPIPE_OK) {
         const pgpipe_error *e = pgpipe_errinfo(l->doc);
         long long eline = line + (e->line > 0 ? e->line - 1 : 0);
-        snprintf(msg, sizeof msg, "%s", e->message);
-        rc = copy_reject_input(l, raw, len, eline, e->column, off, msg);
+        /* an array element may start mid-line: the parser's columns on its
+        ** first line count from the element */
+        long long ecol = e->column + (l->format == PGPIPE_FORMAT_JSON && e->line <= 1 ? l->carry_col : 0);
+        /* the parser counts lines from the record's start: name the line of
+        ** the input instead ("at line 1" of a record on line 5 misleads) */
+        char tail[80];
+        size_t ml = strlen(e->message);
+        int tl = snprintf(tail, sizeof tail, " at line %lld, column %lld", e->line, e->column);
+        if (tl > 0 && ml >= (size_t)tl && !strcmp(e->message + ml - (size_t)tl, tail))
+            snprintf(msg, sizeof msg, "%.*s at line %lld, column %lld", (int)(ml - (size_t)tl),
+                     e->message, eline, ecol);
+        else
+            snprintf(msg, sizeof msg, "%s", e->message);
+        rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
     const pgpipe_json_val *root = pgpipe_json_root(l->doc);
     if (pgpipe_json_type(root) != PGPIPE_JSON_OBJECT) {
         snprintf(msg, sizeof msg, "record is a JSON %s, not an object",
                  pgpipe_json_type_name(pgpipe_json_type(root)));
-        rc = copy_reject_input(l, raw, len, line, 1, off, msg);
+        rc = copy_reject_input(l, raw, len, line,
+                               1 + (l->format == PGPIPE_FORMAT_JSON ? l->carry_col : 0), off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
     for (int i = 0; i < l->nrequired; i++) {
@@ -9935,9 +10066,23 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
         size_t i = 0;
         while (i < len && copy_utf8_seq((const unsigned char *)raw + i, len - i))
             i += copy_utf8_seq((const unsigned char *)raw + i, len - i);
-        snprintf(msg, sizeof msg, "%s at byte %zu of the record",
-                 i < len && raw[i] == 0 ? "NUL byte" : "invalid UTF-8", i + 1);
-        rc = copy_reject_input(l, raw, len, line, (long long)i + 1, off, msg);
+        /* line and column (in characters) of the bad byte in the input: a
+        ** quoted field may span lines */
+        long long eline = line, ecol = 1;
+        for (size_t k = 0; k < i; k++) {
+            if (raw[k] == '\n' || (raw[k] == '\r' && (k + 1 >= len || raw[k + 1] != '\n'))) {
+                eline++;
+                ecol = 1;
+            } else if (((unsigned char)raw[k] & 0xC0) != 0x80) {
+                ecol++;
+            }
+        }
+        snprintf(msg, sizeof msg, "%s at line %lld, column %lld (byte %zu of the record)",
+                 i < len && raw[i] == 0 ? "NUL byte" : "invalid UTF-8", eline, ecol, i + 1);
+        if (i < len && raw[i] != 0)
+            snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": byte 0x%02X",
+                     (unsigned)(unsigned char)raw[i]);
+        rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
     int nf = 0;
@@ -10135,6 +10280,9 @@ static int copy_js_element(pgpipe_loader *l, const char *data, size_t start, siz
     return copy_json_record(l, data + start, n, l->carry_line, l->carry_off, 0);
 }
 
+/* a newline at absolute offset pos of a JSON array: the next line starts */
+#define COPY_JS_NL(l, pos) ((l)->line_no++, (l)->js_nl_off = (pos) + 1, (l)->js_cont = 0)
+
 static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
 {
     size_t i = 0, start = 0;
@@ -10151,12 +10299,12 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
                 continue;
             }
             if (c == '[') { l->js_state = COPY_JS_FIRST; i++; continue; }
-            if (c == '\n') { l->line_no++; i++; continue; }
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
             return copy_js_fatal(l, base + (long long)i, "expected '[' to start a JSON array", c);
         case COPY_JS_FIRST:
         case COPY_JS_VALUE:
-            if (c == '\n') { l->line_no++; i++; continue; }
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
             if (c == ']' && l->js_state == COPY_JS_FIRST) { l->js_state = COPY_JS_END; i++; continue; }
             if (c == ']' || c == ',')
@@ -10167,6 +10315,8 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
             l->js_scalar = c != '{' && c != '[' && c != '"';
             l->carry_line = l->line_no + 1;
             l->carry_off = base + (long long)i;
+            l->carry_col = l->carry_off - l->js_nl_off - l->js_cont -
+                           (l->line_no == 0 ? l->bom_pos : 0);
             start = i;
             carried = 0;
             if (!l->js_scalar) {
@@ -10183,6 +10333,7 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
                 while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
                     if (l->js_esc)
                         l->js_esc = 0;
+                    l->js_cont += ((unsigned char)data[i] & 0xC0) == 0x80;
                     i++;
                 }
                 if (i == len)
@@ -10204,7 +10355,7 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
                     }
                 }
                 if (c == '\n')
-                    l->line_no++;
+                    COPY_JS_NL(l, base + (long long)i);
                 i++;
                 continue;
             }
@@ -10222,7 +10373,7 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
             if (c == '"') l->js_instr = 1;
             else if (c == '{' || c == '[') l->js_depth++;
             else if (c == '}' || c == ']') l->js_depth--;
-            else if (c == '\n') l->line_no++;
+            else if (c == '\n') COPY_JS_NL(l, base + (long long)i);
             i++;
             if (l->js_depth == 0) {
                 if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
@@ -10232,13 +10383,13 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
             }
             continue;
         case COPY_JS_AFTER:
-            if (c == '\n') { l->line_no++; i++; continue; }
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
             if (c == ',') { l->js_state = COPY_JS_VALUE; i++; continue; }
             if (c == ']') { l->js_state = COPY_JS_END; i++; continue; }
             return copy_js_fatal(l, base + (long long)i, "expected ',' or ']' after an array element", c);
         default: /* COPY_JS_END */
-            if (c == '\n') { l->line_no++; i++; continue; }
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
             return copy_js_fatal(l, base + (long long)i, "unexpected data after the end of the array", c);
         }
@@ -10332,6 +10483,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->seq = 0;
     l->line_no = 0;
     l->bom_pos = 0;
+    l->js_nl_off = l->js_cont = l->carry_col = 0;
     l->js_state = 0;
     l->carry_over = 0;
     l->failed = 0;
@@ -12281,6 +12433,36 @@ int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
             return pp_err_nomem(&w->hdr.err);
     }
     w->o.channel = w->channel;
+    /* open a claimer once now: a table that does not exist (or a name the
+    ** server refuses, or no privilege) is an error here, instead of workers
+    ** retrying it forever. A connection that cannot be had now is left to
+    ** the workers' own retries. */
+    {
+        pgpipe_conn *pc = NULL;
+        pgpipe_error e;
+        pgpipe_error_clear(&e);
+        if (pgpipe_pool_acquire_ex(pool, &pc, 10000, &e) == PGPIPE_OK) {
+            PGconn *pg = pgpipe_conn_pg(pc);
+            pgpipe_claimer *cl = NULL;
+            int rc = pgpipe_claimer_open(&cl, pg, &w->o.claim);
+            int transient = rc != PGPIPE_OK &&
+                            (PQstatus(pg) != CONNECTION_OK ||
+                             pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl)));
+            int have = cl != NULL;
+            if (rc != PGPIPE_OK && have)
+                w->hdr.err = cl->hdr.err;
+            pgpipe_claimer_close(cl);
+            if (rc != PGPIPE_OK) {
+                pgpipe_pool_discard(pc);
+                if (!have)
+                    return pp_err_nomem(&w->hdr.err);
+                if (!transient)
+                    return rc;
+            } else {
+                pgpipe_pool_release(pc);
+            }
+        }
+    }
     if (pipe(w->wake) != 0)
         return pp_err(&w->hdr.err, PGPIPE_IO, "workers: pipe: %s", strerror(errno));
     fcntl(w->wake[1], F_SETFL, fcntl(w->wake[1], F_GETFL) | O_NONBLOCK);

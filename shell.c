@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/select.h>
 #include <termios.h>
 #include <time.h>
@@ -528,7 +529,9 @@ static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
         return 1;
     }
     double t0 = now_ms();
-    PGresult *res = PQexec(sh->conn, sql);
+    /* the extended protocol runs exactly one statement: QUERY cannot close
+    ** the COPY ( ... ) and append a statement of its own */
+    PGresult *res = PQexecParams(sh->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
     free(sql);
     int rc = 0;
     long rows = 0;
@@ -651,7 +654,8 @@ static int cmd_explain(shell *sh, char **argv, int argc, const char *rest)
     if (!sql)
         return 1;
     snprintf(sql, n, "EXPLAIN (ANALYZE, BUFFERS) %s", rest);
-    PGresult *res = PQexec(sh->conn, sql);
+    /* one statement only (extended protocol): "SELECT 1; DROP ..." is refused */
+    PGresult *res = PQexecParams(sh->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
     free(sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         report_pq_error(res, sh->conn);
@@ -1239,6 +1243,7 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
         else if (!strcmp(a, "--channel")) o.notify_channel = v;
         else if (!strcmp(a, "--batch-rows")) o.batch_rows = atoi(v);
         else if (!strcmp(a, "--batch-bytes")) o.batch_bytes = (size_t)atoll(v);
+        else if (!strcmp(a, "--max-record-bytes")) o.max_record_bytes = (size_t)atoll(v);
         else if (!strcmp(a, "--delimiter")) o.csv_delimiter = !strcmp(v, "tab") ? '\t' : v[0];
         else if (!strcmp(a, "--require") || !strcmp(a, "--map")) {
             int map = !strcmp(a, "--map");
@@ -1338,6 +1343,7 @@ static const command commands[] = {
       "skips what was committed). Options: --format csv|ndjson|json, --event-type-field F,\n"
       "--event-type TEXT (or --type), --source-field F, --source TEXT, --payload-field F,\n"
       "--received-at-field F, --require F1,F2, --batch-rows N, --batch-bytes N,\n"
+      "--max-record-bytes N (longer records are dead-lettered; default 64 MiB),\n"
       "--channel NAME ('' = no NOTIFY), --key LOADKEY, --name SOURCE, --delimiter C|tab,\n"
       "--table T --map col=field,col=json:field,col='fixed text'", cmd_load },
     { "migrate", ".migrate [DIR] [--status|--dry-run|--baseline V|--repair]",
@@ -1531,13 +1537,49 @@ static void ed_raw(int on)
     }
 }
 
+/* SQL's PASSWORD 'literal' (CREATE/ALTER ROLE ... PASSWORD 'x') with the
+** literal replaced by '********', into out (size bytes). */
+static void mask_sql_password(const char *in, char *out, size_t size)
+{
+    size_t o = 0;
+    const char *p = in;
+    while (*p && o + 1 < size) {
+        if ((*p == 'p' || *p == 'P') && !strncasecmp(p, "password", 8) &&
+            (p == in || !(isalnum((unsigned char)p[-1]) || p[-1] == '_'))) {
+            const char *q = p + 8;
+            while (isspace((unsigned char)*q))
+                q++;
+            if (*q == '\'' || (*q == 'E' && q[1] == '\'') || (*q == 'e' && q[1] == '\'')) {
+                /* copy up to the quote, then stars, then skip the literal */
+                const char *lit = *q == '\'' ? q : q + 1;
+                for (const char *c = p; c <= lit && o + 1 < size; c++)
+                    out[o++] = *c;
+                for (const char *st = "********'"; *st && o + 1 < size; st++)
+                    out[o++] = *st;
+                const char *e = lit + 1;
+                while (*e && !(*e == '\'' && e[1] != '\'')) {
+                    if ((*e == '\'' && e[1] == '\'') || (*e == '\\' && e[1]))
+                        e++;
+                    e++;
+                }
+                p = *e ? e + 1 : e;
+                continue;
+            }
+        }
+        out[o++] = *p++;
+    }
+    out[o] = '\0';
+}
+
 static void ed_history_add(const char *line)
 {
     if (!*line || (ed.nhistory && !strcmp(ed.history[ed.nhistory - 1], line)))
         return;
-    /* a password typed into a connection string never reaches the history */
-    char masked[4096];
-    pgpipe_conninfo_mask(line, masked, sizeof masked);
+    /* a password typed into a connection string, or given to CREATE/ALTER
+    ** ROLE ... PASSWORD '...', never reaches the history */
+    char masked[4096], sqlmasked[4096];
+    pgpipe_conninfo_mask(line, sqlmasked, sizeof sqlmasked);
+    mask_sql_password(sqlmasked, masked, sizeof masked);
     for (char *p = masked; *p; p++) /* one history line per statement */
         if (*p == '\n' || *p == '\r')
             *p = ' ';

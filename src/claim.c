@@ -1507,6 +1507,36 @@ int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
             return pp_err_nomem(&w->hdr.err);
     }
     w->o.channel = w->channel;
+    /* open a claimer once now: a table that does not exist (or a name the
+    ** server refuses, or no privilege) is an error here, instead of workers
+    ** retrying it forever. A connection that cannot be had now is left to
+    ** the workers' own retries. */
+    {
+        pgpipe_conn *pc = NULL;
+        pgpipe_error e;
+        pgpipe_error_clear(&e);
+        if (pgpipe_pool_acquire_ex(pool, &pc, 10000, &e) == PGPIPE_OK) {
+            PGconn *pg = pgpipe_conn_pg(pc);
+            pgpipe_claimer *cl = NULL;
+            int rc = pgpipe_claimer_open(&cl, pg, &w->o.claim);
+            int transient = rc != PGPIPE_OK &&
+                            (PQstatus(pg) != CONNECTION_OK ||
+                             pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl)));
+            int have = cl != NULL;
+            if (rc != PGPIPE_OK && have)
+                w->hdr.err = cl->hdr.err;
+            pgpipe_claimer_close(cl);
+            if (rc != PGPIPE_OK) {
+                pgpipe_pool_discard(pc);
+                if (!have)
+                    return pp_err_nomem(&w->hdr.err);
+                if (!transient)
+                    return rc;
+            } else {
+                pgpipe_pool_release(pc);
+            }
+        }
+    }
     if (pipe(w->wake) != 0)
         return pp_err(&w->hdr.err, PGPIPE_IO, "workers: pipe: %s", strerror(errno));
     fcntl(w->wake[1], F_SETFL, fcntl(w->wake[1], F_GETFL) | O_NONBLOCK);

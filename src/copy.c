@@ -94,6 +94,9 @@ struct pgpipe_loader {
     pp_buf sniff;         /* input held until the format is known */
     int js_state;         /* JSON array splitter state */
     int js_depth, js_instr, js_esc, js_scalar;
+    long long js_nl_off;  /* JSON array: offset of the current line's first byte */
+    long long js_cont;    /* UTF-8 continuation bytes seen on the current line */
+    long long carry_col;  /* JSON array: characters before the element on its line */
     pgpipe_csv *csv;
     int csv_ready;
     pp_buf *csv_keys;     /* per header column: "key": JSON + COPY escaped */
@@ -1366,15 +1369,28 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
     if (rc != PGPIPE_OK) {
         const pgpipe_error *e = pgpipe_errinfo(l->doc);
         long long eline = line + (e->line > 0 ? e->line - 1 : 0);
-        snprintf(msg, sizeof msg, "%s", e->message);
-        rc = copy_reject_input(l, raw, len, eline, e->column, off, msg);
+        /* an array element may start mid-line: the parser's columns on its
+        ** first line count from the element */
+        long long ecol = e->column + (l->format == PGPIPE_FORMAT_JSON && e->line <= 1 ? l->carry_col : 0);
+        /* the parser counts lines from the record's start: name the line of
+        ** the input instead ("at line 1" of a record on line 5 misleads) */
+        char tail[80];
+        size_t ml = strlen(e->message);
+        int tl = snprintf(tail, sizeof tail, " at line %lld, column %lld", e->line, e->column);
+        if (tl > 0 && ml >= (size_t)tl && !strcmp(e->message + ml - (size_t)tl, tail))
+            snprintf(msg, sizeof msg, "%.*s at line %lld, column %lld", (int)(ml - (size_t)tl),
+                     e->message, eline, ecol);
+        else
+            snprintf(msg, sizeof msg, "%s", e->message);
+        rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
     const pgpipe_json_val *root = pgpipe_json_root(l->doc);
     if (pgpipe_json_type(root) != PGPIPE_JSON_OBJECT) {
         snprintf(msg, sizeof msg, "record is a JSON %s, not an object",
                  pgpipe_json_type_name(pgpipe_json_type(root)));
-        rc = copy_reject_input(l, raw, len, line, 1, off, msg);
+        rc = copy_reject_input(l, raw, len, line,
+                               1 + (l->format == PGPIPE_FORMAT_JSON ? l->carry_col : 0), off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
     for (int i = 0; i < l->nrequired; i++) {
@@ -1479,9 +1495,23 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
         size_t i = 0;
         while (i < len && copy_utf8_seq((const unsigned char *)raw + i, len - i))
             i += copy_utf8_seq((const unsigned char *)raw + i, len - i);
-        snprintf(msg, sizeof msg, "%s at byte %zu of the record",
-                 i < len && raw[i] == 0 ? "NUL byte" : "invalid UTF-8", i + 1);
-        rc = copy_reject_input(l, raw, len, line, (long long)i + 1, off, msg);
+        /* line and column (in characters) of the bad byte in the input: a
+        ** quoted field may span lines */
+        long long eline = line, ecol = 1;
+        for (size_t k = 0; k < i; k++) {
+            if (raw[k] == '\n' || (raw[k] == '\r' && (k + 1 >= len || raw[k + 1] != '\n'))) {
+                eline++;
+                ecol = 1;
+            } else if (((unsigned char)raw[k] & 0xC0) != 0x80) {
+                ecol++;
+            }
+        }
+        snprintf(msg, sizeof msg, "%s at line %lld, column %lld (byte %zu of the record)",
+                 i < len && raw[i] == 0 ? "NUL byte" : "invalid UTF-8", eline, ecol, i + 1);
+        if (i < len && raw[i] != 0)
+            snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": byte 0x%02X",
+                     (unsigned)(unsigned char)raw[i]);
+        rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
     int nf = 0;
@@ -1679,6 +1709,9 @@ static int copy_js_element(pgpipe_loader *l, const char *data, size_t start, siz
     return copy_json_record(l, data + start, n, l->carry_line, l->carry_off, 0);
 }
 
+/* a newline at absolute offset pos of a JSON array: the next line starts */
+#define COPY_JS_NL(l, pos) ((l)->line_no++, (l)->js_nl_off = (pos) + 1, (l)->js_cont = 0)
+
 static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
 {
     size_t i = 0, start = 0;
@@ -1695,12 +1728,12 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
                 continue;
             }
             if (c == '[') { l->js_state = COPY_JS_FIRST; i++; continue; }
-            if (c == '\n') { l->line_no++; i++; continue; }
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
             return copy_js_fatal(l, base + (long long)i, "expected '[' to start a JSON array", c);
         case COPY_JS_FIRST:
         case COPY_JS_VALUE:
-            if (c == '\n') { l->line_no++; i++; continue; }
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
             if (c == ']' && l->js_state == COPY_JS_FIRST) { l->js_state = COPY_JS_END; i++; continue; }
             if (c == ']' || c == ',')
@@ -1711,6 +1744,8 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
             l->js_scalar = c != '{' && c != '[' && c != '"';
             l->carry_line = l->line_no + 1;
             l->carry_off = base + (long long)i;
+            l->carry_col = l->carry_off - l->js_nl_off - l->js_cont -
+                           (l->line_no == 0 ? l->bom_pos : 0);
             start = i;
             carried = 0;
             if (!l->js_scalar) {
@@ -1727,6 +1762,7 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
                 while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
                     if (l->js_esc)
                         l->js_esc = 0;
+                    l->js_cont += ((unsigned char)data[i] & 0xC0) == 0x80;
                     i++;
                 }
                 if (i == len)
@@ -1748,7 +1784,7 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
                     }
                 }
                 if (c == '\n')
-                    l->line_no++;
+                    COPY_JS_NL(l, base + (long long)i);
                 i++;
                 continue;
             }
@@ -1766,7 +1802,7 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
             if (c == '"') l->js_instr = 1;
             else if (c == '{' || c == '[') l->js_depth++;
             else if (c == '}' || c == ']') l->js_depth--;
-            else if (c == '\n') l->line_no++;
+            else if (c == '\n') COPY_JS_NL(l, base + (long long)i);
             i++;
             if (l->js_depth == 0) {
                 if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
@@ -1776,13 +1812,13 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
             }
             continue;
         case COPY_JS_AFTER:
-            if (c == '\n') { l->line_no++; i++; continue; }
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
             if (c == ',') { l->js_state = COPY_JS_VALUE; i++; continue; }
             if (c == ']') { l->js_state = COPY_JS_END; i++; continue; }
             return copy_js_fatal(l, base + (long long)i, "expected ',' or ']' after an array element", c);
         default: /* COPY_JS_END */
-            if (c == '\n') { l->line_no++; i++; continue; }
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
             return copy_js_fatal(l, base + (long long)i, "unexpected data after the end of the array", c);
         }
@@ -1876,6 +1912,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->seq = 0;
     l->line_no = 0;
     l->bom_pos = 0;
+    l->js_nl_off = l->js_cont = l->carry_col = 0;
     l->js_state = 0;
     l->carry_over = 0;
     l->failed = 0;

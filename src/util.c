@@ -198,6 +198,18 @@ size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size)
                 continue;
             }
         }
+        /* libpq quotes the raw URI part it could not decode, which may be a
+        ** password: 'invalid percent-encoded token: "..."', 'forbidden value
+        ** %00 in percent-encoded value: "..."' */
+        if (*p == 'p' && (strncmp(p, "percent-encoded token: \"", 24) == 0 ||
+                          strncmp(p, "percent-encoded value: \"", 24) == 0)) {
+            pp_out_put(&o, p, 24);
+            p += 24;
+            const char *q = strchr(p, '"');
+            pp_out_put(&o, stars, sizeof stars - 1);
+            p = q ? q : p + strlen(p);
+            continue;
+        }
         /* URI userinfo: scheme://user:SECRET@host */
         if (*p == ':' && p[1] == '/' && p[2] == '/') {
             pp_out_put(&o, p, 3);

@@ -238,7 +238,7 @@ PGT_TEST(copy, csv_header_nulls_shape_and_bad_bytes)
              "pgpipe.dead_letters WHERE load_id = %lld", s.load_id);
     const char *dl = copy_t_str(c, sql);
     PGT_CONTAINS(dl, "4:");
-    PGT_CONTAINS(dl, "5:NUL byte at byte 7 of the record:");
+    PGT_CONTAINS(dl, "5:NUL byte at line 5, column 7 (byte 7 of the record):");
     PGT_CONTAINS(dl, "7669");     /* "vi" in the hex of the record with the NUL */
     snprintf(sql, sizeof sql, "SELECT raw_text FROM pgpipe.dead_letters WHERE load_id = %lld AND "
              "line_number = 5", s.load_id);

@@ -18,7 +18,7 @@ has "$out" "loaded 0, dead-lettered 0, skipped (loaded before) 3"
 out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE source = 'copysh_ndjson'")
 has "$out" "2"
 out=$($P -m csv "$D" "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = 'copysh_ndjson'")
-has "$out" "line 1"
+has "$out" "at line 3, column 1"
 
 # stdin, CSV, into a table of its own with a mapping (one value the server rejects)
 $P "$D" "CREATE TABLE copysh_t (id int, name text, tag text, doc jsonb)" >/dev/null || fail "create"
