@@ -128,8 +128,10 @@ void pgpipe_sha256_hex(const void *data, size_t len, char out[65])
 ** endings. Returns a new NUL-terminated string (length in *outlen). */
 static char *mig_normalize(const char *text, size_t len, size_t *outlen)
 {
-    if (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
-        (unsigned char)text[2] == 0xBF) {
+    /* every leading BOM (an editor that adds one to a file that has one
+    ** makes two), so normalizing twice changes nothing (found by fuzzing) */
+    while (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
+           (unsigned char)text[2] == 0xBF) {
         text += 3;
         len -= 3;
     }

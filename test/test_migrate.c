@@ -304,6 +304,9 @@ PGT_TEST(migrate, sha256_and_checksum)
     PGT_EQ_STR(a, b);
     PGT_EQ_STR(a, d);
     PGT_CHECK(strcmp(a, x) != 0);
+    /* two BOMs (found by fuzzing: normalizing was not idempotent) */
+    PGT_OK(pgpipe_migrate_checksum("\xEF\xBB\xBF\xEF\xBB\xBFSELECT 1;\nSELECT 2;\n", 26, d));
+    PGT_EQ_STR(a, d);
 }
 
 PGT_TEST(migrate, file_names)
