@@ -613,7 +613,7 @@ static const char *copy_format_name(int f)
 }
 
 /* Find the earlier run of this load (same key and target) or create the row. */
-static int copy_load_register(pgpipe_loader *l, int *transient)
+static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 {
     char num[4][32];
     PGresult *r = NULL;
@@ -674,6 +674,28 @@ static int copy_load_register(pgpipe_loader *l, int *transient)
     l->load_id = atoll(PQgetvalue(r, 0, 0));
     PQclear(r);
     return PGPIPE_OK;
+}
+
+/* The lookup and the insert run in one transaction under an advisory lock
+** on the key and the target: two runs of the same load starting at once
+** would otherwise both find nothing and both insert a load of their own,
+** and load every record twice. */
+static int copy_load_register(pgpipe_loader *l, int *transient)
+{
+    if (!l->load_key)
+        return copy_load_register_locked(l, transient);
+    const char *v[2] = { l->load_key, l->target };
+    int rc = copy_exec(l, "BEGIN", 0, NULL, NULL, transient);
+    if (rc == PGPIPE_OK)
+        rc = copy_exec(l, "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 7077))",
+                       2, v, NULL, transient);
+    if (rc == PGPIPE_OK)
+        rc = copy_load_register_locked(l, transient);
+    if (rc == PGPIPE_OK)
+        rc = copy_exec(l, "COMMIT", 0, NULL, NULL, transient);
+    if (rc != PGPIPE_OK && l->conn && PQstatus(l->conn) == CONNECTION_OK)
+        PQclear(PQexec(l->conn, "ROLLBACK"));
+    return rc;
 }
 
 /* Connect (retrying transient failures) and register the load. */
