@@ -9,7 +9,8 @@
 #
 # Other knobs: CHAOS_FILES, CHAOS_LOADERS, CHAOS_WORKERS, CHAOS_DROP,
 # CHAOS_CUT, CHAOS_STALL, CHAOS_STALL_MS, CHAOS_EVENT_MS. CHAOS_SAN=0 builds
-# without ASan/UBSan (default: with, as in make test). CHAOS_KEEP=1 keeps the
+# without ASan/UBSan (default: with, as in make test), CHAOS_SAN=thread with
+# ThreadSanitizer. CHAOS_KEEP=1 keeps the
 # scratch directory (input files, one log per loader and worker slot).
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -21,6 +22,8 @@ PGC=$(pkg-config --cflags libpq 2>/dev/null || echo -I"$(pg_config --includedir)
 PGL=$(pkg-config --libs libpq 2>/dev/null || echo -lpq)
 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 [ "${CHAOS_SAN:-1}" = 0 ] && SAN=
+[ "${CHAOS_SAN:-1}" = thread ] && SAN="-fsanitize=thread -fno-omit-frame-pointer"
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1 exitcode=66}
 cc -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -g $SAN $PGC -I"$top/build/gen" \
     test/chaos/chaos.c $PGL -lpthread -lm -o "$B/chaos"
 cc -std=c11 -Wall -Wextra -Werror -O2 test/faultproxy.c -o "$B/faultproxy"

@@ -46,10 +46,10 @@ lpid=$!
 rss() { awk '/^VmRSS/ { print $2 }' /proc/$1/status 2>/dev/null || echo; }
 # sampler: one line per second: seconds, loader RSS kB, worker RSS kB
 (
-    s=0
+    start=$(date +%s)
     while kill -0 $wpid 2>/dev/null; do
-        echo "$s,$(rss $lpid),$(rss $wpid)" >>"$B/rss.csv"
-        sleep 1; s=$((s + 1))
+        echo "$(( $(date +%s) - start )),$(rss $lpid),$(rss $wpid)" >>"$B/rss.csv"
+        sleep 1
     done
 ) &
 spid=$!
@@ -77,7 +77,7 @@ END {
     nw = NR; pl = 0; pw = 0
     for (i = 1; i <= nl; i++) if (L[i] + 0 > pl) pl = L[i] + 0
     for (i = 1; i <= nw; i++) if (w[i] + 0 > pw) pw = w[i] + 0
-    printf "RSS samples: loader %d, workers %d (1 s apart)\n", nl, nw
+    printf "RSS samples: loader %d, workers %d (every second or so, over %d s)\n", nl, nw, s[NR]
     printf "peak RSS: loader %.1f MB, worker process (%s threads) %.1f MB\n", pl / 1024, ENVIRON["W"], pw / 1024
     verdict("loader", L, nl); verdict("workers", w, nw)
 }
