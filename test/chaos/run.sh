@@ -24,9 +24,15 @@ SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 [ "${CHAOS_SAN:-1}" = 0 ] && SAN=
 [ "${CHAOS_SAN:-1}" = thread ] && SAN="-fsanitize=thread -fno-omit-frame-pointer"
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1 exitcode=66}
-cc -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -g $SAN $PGC -I"$top/build/gen" \
-    test/chaos/chaos.c $PGL -lpthread -lm -o "$B/chaos"
-cc -std=c11 -Wall -Wextra -Werror -O2 test/faultproxy.c -o "$B/faultproxy"
+# rebuilt when a source or the sanitizer changed
+if [ ! -x "$B/chaos" ] || [ "$(cat "$B/chaos.san" 2>/dev/null)" != "$SAN" ] ||
+   [ build/gen/pgpipe.c -nt "$B/chaos" ] || [ test/chaos/chaos.c -nt "$B/chaos" ]; then
+    cc -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -g $SAN $PGC -I"$top/build/gen" \
+        test/chaos/chaos.c $PGL -lpthread -lm -o "$B/chaos"
+    echo "$SAN" >"$B/chaos.san"
+fi
+[ -x "$B/faultproxy" ] && [ "$B/faultproxy" -nt test/faultproxy.c ] ||
+    cc -std=c11 -Wall -Wextra -Werror -O2 test/faultproxy.c -o "$B/faultproxy"
 export CHAOS_PROXY="$B/faultproxy"
 export CHAOS_DIR=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/chaos.XXXXXX")
 chmod 755 "$CHAOS_DIR"

@@ -16,10 +16,14 @@ mkdir -p "$out"
 # the shell at -O1 -g from what the sources generate now (build/gen), no
 # sanitizer (valgrind and ASan do not mix)
 make -s build/gen/pgpipe.c >/dev/null
-${CC:-cc} -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -g \
-    $(pkg-config --cflags libpq 2>/dev/null || echo -I"$(pg_config --includedir)") -Ibuild/gen \
-    shell.c build/gen/pgpipe.c $(pkg-config --libs libpq 2>/dev/null || echo -lpq) -lpthread -lm \
-    -o "$out/pgpipe" || exit 1
+vg=$top/build/valgrind/pgpipe
+mkdir -p build/valgrind
+if [ ! -x "$vg" ] || [ build/gen/pgpipe.c -nt "$vg" ] || [ shell.c -nt "$vg" ]; then
+    ${CC:-cc} -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -g \
+        $(pkg-config --cflags libpq 2>/dev/null || echo -I"$(pg_config --includedir)") -Ibuild/gen \
+        shell.c build/gen/pgpipe.c $(pkg-config --libs libpq 2>/dev/null || echo -lpq) -lpthread -lm \
+        -o "$vg" || exit 1
+fi
 rm -f "$out"/vg.*.log
 out=$(cd "$out" && pwd)
 # the wrapper the demo runs instead of the shell
@@ -27,7 +31,7 @@ cat >"$out/pgpipe-vg" <<EOW
 #!/bin/sh
 exec valgrind -q --tool=memcheck --leak-check=full --show-leak-kinds=definite,indirect \\
   --errors-for-leak-kinds=definite,indirect --track-origins=yes --error-exitcode=97 \\
-  --log-file="$out/vg.%p.log" "$out/pgpipe" "\$@"
+  --log-file="$out/vg.%p.log" "$vg" "\$@"
 EOW
 chmod +x "$out/pgpipe-vg"
 DEMO_ROWS=${VG_ROWS:-2000} PGPIPE_SHELL="$out/pgpipe-vg" sh tool/demo.sh >"$out/demo.log" 2>&1
