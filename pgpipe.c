@@ -9568,14 +9568,23 @@ static int copy_batch_commit(pgpipe_loader *l)
         if (rc == PGPIPE_OK)
             break;
         if (!transient) {
-            /* another run of the same load committed this batch first (its
-            ** load_batches row won): the batch is theirs, skip it */
+            /* a duplicate load_batches key: the batch was committed by
+            ** another run of the same load (its row won: the batch is
+            ** theirs, skip it), or by an earlier attempt of ours whose
+            ** COMMIT was still in flight when we looked after reconnecting
+            ** (same batch id: it is committed, count it). When looking
+            ** fails on a lost connection, reconnect and look again. */
+            if (strcmp(l->hdr.err.sqlstate, "23505") != 0)
+                return rc;
             int t = 0;
-            if (!strcmp(l->hdr.err.sqlstate, "23505") && l->conn &&
-                PQstatus(l->conn) == CONNECTION_OK &&
-                copy_batch_committed(l, &yes, &ours, &t) == PGPIPE_OK && yes && !ours)
-                break;
-            return rc;
+            if (l->conn && PQstatus(l->conn) == CONNECTION_OK &&
+                copy_batch_committed(l, &yes, &ours, &t) == PGPIPE_OK) {
+                if (yes)
+                    break;
+                return rc;
+            }
+            if (l->conn && PQstatus(l->conn) == CONNECTION_OK && !t)
+                return rc;
         }
         int d = pgpipe_retry_next_delay(&rt);
         if (d < 0)

@@ -134,6 +134,8 @@ static void chaos_child_stderr(const char *what, int index)
         close(fd);
     }
     fprintf(stderr, "--- pid %d starts\n", (int)getpid());
+    if (getenv("CHAOS_LOG_INFO"))
+        pgpipe_log_set_level(PGPIPE_LOG_INFO);
 }
 
 static int chaos_progress(void *ud, const pgpipe_load_progress *p)
