@@ -9263,8 +9263,13 @@ static int copy_end(pgpipe_loader *l, int *transient, PGresult **res)
         *transient = 1;
         rc = pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: COPY");
     }
-    if (PQstatus(l->conn) != CONNECTION_OK)
+    if (PQstatus(l->conn) != CONNECTION_OK) {
+        /* the connection broke after the result: what counts is the loss
+        ** (a row's rejection read just before it is stale) */
         *transient = 1;
+        if (rc != PGPIPE_OK)
+            pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: COPY");
+    }
     return rc;
 }
 

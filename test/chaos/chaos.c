@@ -173,6 +173,18 @@ static void chaos_loader_main(int f)
     char line[300];
     pgpipe_load_summary_format(&s, line, sizeof line);
     fprintf(stderr, "loader %d: %s: %s\n", f, rc == PGPIPE_OK ? "completed" : pgpipe_errmsg(l), line);
+    if (rc != PGPIPE_OK) {
+        /* why it gave up, one line, for the summary */
+        char path2[600], msg[256];
+        snprintf(path2, sizeof path2, "%s/loader-errors.txt", chaos_dir);
+        snprintf(msg, sizeof msg, "%.200s", pgpipe_errmsg(l));
+        msg[strcspn(msg, "\n")] = 0;
+        FILE *ef = fopen(path2, "a");
+        if (ef) {
+            fprintf(ef, "%s\n", msg);
+            fclose(ef);
+        }
+    }
     pgpipe_loader_close(l);
     exit(rc == PGPIPE_OK ? 0 : 1);
 }
@@ -452,10 +464,10 @@ static int chaos_check(int nrec, int nfiles)
         chaos_die("verdict: %s", PQerrorMessage(c));
     printf("records by kind:  kind      records  ok  in_production  dead_at_load  dead_at_process\n");
     for (int i = 0; i < PQntuples(r); i++) {
-        printf("                  %-9s %7s %7s %9s %13s %13s%s%s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+        int ld = strcmp(PQgetvalue(r, i, 6), "0") != 0;
+        printf("                  %-9s %7s %7s %9s %13s %13s%s%s%s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
                PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5),
-               strcmp(PQgetvalue(r, i, 6), "0") ? "  (lease crash-loop dead letters: " : "",
-               strcmp(PQgetvalue(r, i, 6), "0") ? PQgetvalue(r, i, 6) : "");
+               ld ? "  (lease expired on every attempt: " : "", ld ? PQgetvalue(r, i, 6) : "", ld ? ")" : "");
     }
     PQclear(r);
     long long total = chaos_scalar(c, "SELECT count(*) FROM verdict");
@@ -772,7 +784,33 @@ int main(void)
     printf("processes: loader runs %d (%d gave up on an error and were run again), worker processes %d"
            " (%d ended on an error), drain %s; %.1f s in all\n", k.loader_runs, k.loader_fail_exits,
            k.worker_runs, k.worker_fail_exits, drain_ok ? "ok" : "FAILED", total_s);
+    /* a loader may give up when the link stays down longer than its
+    ** retries (max_retries); any other reason is a bug */
+    int unexpected = 0;
+    {
+        char path[600], msg[512];
+        snprintf(path, sizeof path, "%s/loader-errors.txt", chaos_dir);
+        FILE *ef = fopen(path, "r");
+        while (ef && fgets(msg, sizeof msg, ef)) {
+            msg[strcspn(msg, "\n")] = 0;
+            static const char *const lost[] = { "closed the connection", "terminating connection",
+                "starting up", "shutting down", "Connection refused", "No such file", "timeout",
+                "timed out", "recovery", "could not receive", "could not send", "EOF",
+                "lost synchronization", "no connection" };
+            int ok = 0;
+            for (size_t i = 0; i < sizeof lost / sizeof *lost; i++)
+                ok |= strstr(msg, lost[i]) != NULL;
+            printf("loader gave up: %s%s\n", msg, ok ? "" : "   <- UNEXPECTED");
+            unexpected += !ok;
+        }
+        if (ef)
+            fclose(ef);
+    }
     int bad = chaos_check(nrec, nfiles);
+    if (unexpected) {
+        printf("FAIL: %d loader runs ended on an error that is not a lost connection\n", unexpected);
+        bad = 1;
+    }
     if (!drain_ok)
         bad = 1;
     printf("chaos: %s\n", bad ? "FAIL" : "PASS: every record is in production exactly once or in the dead letters");
