@@ -13,6 +13,10 @@
 #   make bench | bench-NAME      benchmarks (test/bench/NAME/run.sh)
 #   make fuzz-NAME SECONDS=60    libFuzzer target test/fuzz/fuzz_NAME.c
 #   make demo             the main job on a private local server
+#   make chaos            faults, restarts and SIGKILLs under load, checked record
+#                         by record (CHAOS_SEED, CHAOS_SECONDS=120, CHAOS_RECORDS)
+#   make load-test        10M events through the loader and 4 workers, RSS sampled
+#   make valgrind         the demo at a small size with every shell run under memcheck
 
 CC       ?= cc
 CLANG    ?= clang
@@ -33,7 +37,7 @@ TEST_FILES := $(sort $(wildcard test/test_*.c))
 B := build
 
 .PHONY: all amalgamation check-amalgamation test test-build test-tsan deps install cross \
-        bench demo clean lib shell
+        bench demo clean lib shell chaos load-test valgrind
 
 all: pgpipe.c pgpipe.h $(B)/libpgpipe.a $(B)/pgpipe
 
@@ -143,6 +147,17 @@ fuzz-%: $(B)/fuzz/fuzz_%
 
 demo: all
 	@sh tool/demo.sh
+
+# ---- reliability (test/chaos, test/load, test/valgrind) --------------------------
+chaos: $(B)/gen/pgpipe.c
+	@CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} CHAOS_SECONDS=$${CHAOS_SECONDS:-120} \
+	  CHAOS_RECORDS=$${CHAOS_RECORDS:-60000} sh test/chaos/run.sh
+
+load-test: pgpipe.c pgpipe.h
+	@sh test/load/run.sh
+
+valgrind: $(B)/gen/pgpipe.c
+	@sh test/valgrind/run.sh
 
 clean:
 	rm -rf $(B)

@@ -9189,7 +9189,7 @@ static const char *copy_format_name(int f)
 }
 
 /* Find the earlier run of this load (same key and target) or create the row. */
-static int copy_load_register(pgpipe_loader *l, int *transient)
+static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 {
     char num[4][32];
     PGresult *r = NULL;
@@ -9250,6 +9250,28 @@ static int copy_load_register(pgpipe_loader *l, int *transient)
     l->load_id = atoll(PQgetvalue(r, 0, 0));
     PQclear(r);
     return PGPIPE_OK;
+}
+
+/* The lookup and the insert run in one transaction under an advisory lock
+** on the key and the target: two runs of the same load starting at once
+** would otherwise both find nothing and both insert a load of their own,
+** and load every record twice. */
+static int copy_load_register(pgpipe_loader *l, int *transient)
+{
+    if (!l->load_key)
+        return copy_load_register_locked(l, transient);
+    const char *v[2] = { l->load_key, l->target };
+    int rc = copy_exec(l, "BEGIN", 0, NULL, NULL, transient);
+    if (rc == PGPIPE_OK)
+        rc = copy_exec(l, "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 7077))",
+                       2, v, NULL, transient);
+    if (rc == PGPIPE_OK)
+        rc = copy_load_register_locked(l, transient);
+    if (rc == PGPIPE_OK)
+        rc = copy_exec(l, "COMMIT", 0, NULL, NULL, transient);
+    if (rc != PGPIPE_OK && l->conn && PQstatus(l->conn) == CONNECTION_OK)
+        PQclear(PQexec(l->conn, "ROLLBACK"));
+    return rc;
 }
 
 /* Connect (retrying transient failures) and register the load. */
@@ -9377,8 +9399,13 @@ static int copy_end(pgpipe_loader *l, int *transient, PGresult **res)
         *transient = 1;
         rc = pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: COPY");
     }
-    if (PQstatus(l->conn) != CONNECTION_OK)
+    if (PQstatus(l->conn) != CONNECTION_OK) {
+        /* the connection broke after the result: what counts is the loss
+        ** (a row's rejection read just before it is stale) */
         *transient = 1;
+        if (rc != PGPIPE_OK)
+            pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: COPY");
+    }
     return rc;
 }
 
@@ -9682,14 +9709,23 @@ static int copy_batch_commit(pgpipe_loader *l)
         if (rc == PGPIPE_OK)
             break;
         if (!transient) {
-            /* another run of the same load committed this batch first (its
-            ** load_batches row won): the batch is theirs, skip it */
+            /* a duplicate load_batches key: the batch was committed by
+            ** another run of the same load (its row won: the batch is
+            ** theirs, skip it), or by an earlier attempt of ours whose
+            ** COMMIT was still in flight when we looked after reconnecting
+            ** (same batch id: it is committed, count it). When looking
+            ** fails on a lost connection, reconnect and look again. */
+            if (strcmp(l->hdr.err.sqlstate, "23505") != 0)
+                return rc;
             int t = 0;
-            if (!strcmp(l->hdr.err.sqlstate, "23505") && l->conn &&
-                PQstatus(l->conn) == CONNECTION_OK &&
-                copy_batch_committed(l, &yes, &ours, &t) == PGPIPE_OK && yes && !ours)
-                break;
-            return rc;
+            if (l->conn && PQstatus(l->conn) == CONNECTION_OK &&
+                copy_batch_committed(l, &yes, &ours, &t) == PGPIPE_OK) {
+                if (yes)
+                    break;
+                return rc;
+            }
+            if (l->conn && PQstatus(l->conn) == CONNECTION_OK && !t)
+                return rc;
         }
         int d = pgpipe_retry_next_delay(&rt);
         if (d < 0)

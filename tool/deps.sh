@@ -4,7 +4,8 @@
 #   sh tool/deps.sh [--cross] [--fuzz] [--check]
 #
 # Checks cc, make, pkg-config, the libpq headers and library, and the
-# PostgreSQL server binaries (initdb, pg_ctl, postgres); with --cross the
+# PostgreSQL server binaries (initdb, pg_ctl, postgres), valgrind (for the
+# memcheck test); with --cross the
 # aarch64 cross compiler, with --fuzz clang with libFuzzer. On Debian as root
 # it installs what is missing with apt-get; otherwise (or with --check) it
 # prints the exact command to run and exits 1.
@@ -33,6 +34,7 @@ need_cmd cc gcc
 need_cmd make make
 need_cmd pkg-config pkg-config
 need_cmd awk mawk
+need_cmd valgrind valgrind
 if pkg-config --exists libpq 2>/dev/null && [ -f "$(pkg-config --variable=includedir libpq)/libpq-fe.h" ]; then
     note "libpq headers" "ok ($(pkg-config --modversion libpq))"
 else
