@@ -1071,6 +1071,202 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
     return wrc != PGPIPE_OK;
 }
 
+/* .records COLLECTION create JSON | get ID | update [--replace] ID JSON | delete ID |
+** count [FILTER] | find [--sort P] [--limit N] [--offset N] [FILTER] |
+** import FILE [--documents] [--stop-on-error] | export FILE [--fields]:
+** the record store (see .help records). JSON and FILTER are the rest of the
+** line, so they need no quoting (one pair of outer single quotes is removed). */
+static int records_bad_record(void *ud, const pgpipe_error *e)
+{
+    (void)ud;
+    print_error(e);
+    return 0;
+}
+
+static const char *records_word(const char **p, char *buf, size_t size)
+{
+    const char *s = *p;
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = 0;
+    while (s[n] && !isspace((unsigned char)s[n]))
+        n++;
+    if (n == 0 || n >= size)
+        return NULL;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    *p = s + n;
+    return buf;
+}
+
+static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc;
+    char coll[128], sub[32], w[1024];
+    const char *p = rest;
+    if (!records_word(&p, coll, sizeof coll) || !records_word(&p, sub, sizeof sub)) {
+        errorf("usage: .records COLLECTION create|get|update|delete|count|find|import|export ... (.help records)");
+        return 1;
+    }
+    int replace = 0, documents = 0, stop = 0, fields_only = 0;
+    pgpipe_records_find_options fo;
+    pgpipe_records_find_options_init(&fo);
+    char sortbuf[512], num[32];
+    for (;;) { /* leading options */
+        const char *q = p;
+        if (!records_word(&q, w, sizeof w) || strncmp(w, "--", 2) != 0)
+            break;
+        p = q;
+        if (!strcmp(w, "--replace")) replace = 1;
+        else if (!strcmp(w, "--documents")) documents = 1;
+        else if (!strcmp(w, "--stop-on-error")) stop = 1;
+        else if (!strcmp(w, "--fields")) fields_only = 1;
+        else if (!strcmp(w, "--sort") && records_word(&p, sortbuf, sizeof sortbuf))
+            fo.sort = sortbuf;
+        else if ((!strcmp(w, "--limit") || !strcmp(w, "--offset")) && records_word(&p, num, sizeof num))
+            *(w[2] == 'l' ? &fo.limit : &fo.offset) = atoll(num);
+        else {
+            errorf("unknown .records option \"%s\" (.help records)", w);
+            return 1;
+        }
+    }
+    while (isspace((unsigned char)*p))
+        p++;
+    char *arg = strdup(p);
+    if (!arg) {
+        errorf("out of memory");
+        return 1;
+    }
+    size_t n = strlen(arg);
+    while (n && isspace((unsigned char)arg[n - 1]))
+        arg[--n] = '\0';
+    if (n >= 2 && arg[0] == '\'' && arg[n - 1] == '\'') {
+        memmove(arg, arg + 1, n - 2);
+        arg[n - 2] = '\0';
+    }
+    char *ci = work_conninfo(sh->conn);
+    pgpipe_pool_options po;
+    pgpipe_pool_options_init(&po);
+    po.pool_size = 1;
+    po.max_overflow = 0;
+    pgpipe_pool *pool = NULL;
+    pgpipe_records *h = NULL;
+    int rc = ci ? pgpipe_pool_open(ci, &po, &pool) : PGPIPE_NOMEM;
+    free(ci);
+    if (rc != PGPIPE_OK) {
+        errorf("%s", pool ? pgpipe_errmsg(pool) : "out of memory");
+        goto out;
+    }
+    if ((rc = pgpipe_records_open(pool, coll, &h)) != PGPIPE_OK) {
+        errorf("%s", h ? pgpipe_errmsg(h) : "out of memory");
+        goto out;
+    }
+    /* the id of get, update, delete; the file of import, export */
+    char *second = arg, *cut = NULL;
+    while (*second && !isspace((unsigned char)*second))
+        second++;
+    if (*second) {
+        cut = second;
+        *second++ = '\0';
+    }
+    while (isspace((unsigned char)*second))
+        second++;
+    if (!strcmp(sub, "import") || !strcmp(sub, "export")) { /* options after FILE too */
+        const char *q = second;
+        while (records_word(&q, w, sizeof w)) {
+            if (!strcmp(w, "--documents")) documents = 1;
+            else if (!strcmp(w, "--stop-on-error")) stop = 1;
+            else if (!strcmp(w, "--fields")) fields_only = 1;
+            else {
+                errorf("unknown .records %s argument \"%s\" (.help records)", sub, w);
+                rc = PGPIPE_MISUSE;
+                goto out;
+            }
+        }
+    }
+    if (!strcmp(sub, "create")) {
+        char id[37];
+        /* the whole argument (the split above only cut at the first blank) */
+        if (cut)
+            *cut = ' ';
+        if ((rc = pgpipe_records_create(h, arg, id)) == PGPIPE_OK)
+            fprintf(sh->out, "%s\n", id);
+    } else if (!strcmp(sub, "get") && *arg) {
+        char *doc;
+        if ((rc = pgpipe_records_get(h, arg, &doc)) == PGPIPE_OK)
+            fprintf(sh->out, "%s\n", doc);
+        pgpipe_records_free(doc);
+    } else if (!strcmp(sub, "update") && *arg && *second) {
+        if ((rc = pgpipe_records_update(h, arg, second, replace ? PGPIPE_RECORDS_REPLACE
+                                                                : PGPIPE_RECORDS_MERGE)) == PGPIPE_OK)
+            fprintf(sh->out, "updated %s\n", arg);
+    } else if (!strcmp(sub, "delete") && *arg) {
+        if ((rc = pgpipe_records_delete(h, arg)) == PGPIPE_OK)
+            fprintf(sh->out, "deleted %s\n", arg);
+    } else if (!strcmp(sub, "count") || !strcmp(sub, "find")) {
+        if (cut)
+            *cut = ' ';
+        pgpipe_records_filter *f = NULL;
+        if ((rc = pgpipe_records_filter_parse(arg, &f)) != PGPIPE_OK) {
+            if (f)
+                print_error(pgpipe_errinfo(f));
+            else
+                errorf("out of memory");
+            pgpipe_records_filter_free(f);
+            free(arg);
+            pgpipe_records_close(h);
+            pgpipe_pool_close(pool, NULL);
+            return 1;
+        }
+        if (sub[0] == 'c') {
+            long long cnt = 0;
+            if ((rc = pgpipe_records_count(h, f, &cnt)) == PGPIPE_OK)
+                fprintf(sh->out, "%lld\n", cnt);
+        } else {
+            fo.filter = f;
+            pgpipe_records_cursor *cur;
+            if ((rc = pgpipe_records_find(h, &fo, &cur)) == PGPIPE_OK) {
+                const char *doc;
+                while (pgpipe_records_cursor_next(cur, &doc, NULL) == PGPIPE_ROW)
+                    fprintf(sh->out, "%s\n", doc);
+                if (sh->interactive)
+                    fprintf(sh->out, "(%lld record%s)\n", pgpipe_records_cursor_count(cur),
+                            pgpipe_records_cursor_count(cur) == 1 ? "" : "s");
+            }
+            pgpipe_records_cursor_free(cur);
+        }
+        pgpipe_records_filter_free(f);
+    } else if (!strcmp(sub, "import") && *arg) {
+        pgpipe_records_import_options io;
+        pgpipe_records_import_options_init(&io);
+        io.documents = documents;
+        io.stop_on_error = stop;
+        io.on_error = records_bad_record;
+        pgpipe_records_import_summary s;
+        rc = pgpipe_records_import(h, arg, &io, &s);
+        fprintf(sh->out, "imported %lld, skipped %lld%s\n", s.imported, s.skipped,
+                rc == PGPIPE_OK ? "" : " (stopped: nothing kept)");
+    } else if (!strcmp(sub, "export") && *arg) {
+        long long cnt = 0;
+        rc = pgpipe_records_export(h, arg, NULL, fields_only, &cnt);
+        if (rc == PGPIPE_OK && strcmp(arg, "-"))
+            fprintf(sh->out, "exported %lld records to %s\n", cnt, arg);
+    } else {
+        errorf("usage: .records COLLECTION create JSON | get ID | update [--replace] ID JSON | "
+               "delete ID | count [FILTER] | find [--sort P] [--limit N] [--offset N] [FILTER] | "
+               "import FILE | export FILE");
+        rc = PGPIPE_MISUSE;
+        goto out;
+    }
+    if (rc != PGPIPE_OK)
+        print_error(pgpipe_errinfo(h));
+out:
+    free(arg);
+    pgpipe_records_close(h);
+    pgpipe_pool_close(pool, NULL);
+    return rc != PGPIPE_OK;
+}
+
 /* .dlq [list|show ID|counts|replay|purge] [filters]: the dead-letter queue. */
 static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
 {
@@ -1358,6 +1554,16 @@ static const command commands[] = {
     { "quit", ".quit", "leave the shell (also .exit, Ctrl-D)", cmd_quit },
     { "exit", ".exit", "leave the shell", cmd_quit },
     { "read", ".read FILE", "run the SQL and dot commands in FILE", cmd_read },
+    { "records", ".records COLLECTION create JSON|get ID|find FILTER|import FILE|export FILE",
+      "the record store: JSON documents in the table records.COLLECTION (made on first use).\n"
+      "create JSON (prints the id); get ID; update [--replace] ID JSON (merges top-level keys\n"
+      "unless --replace); delete ID; count [FILTER]; find [--sort [-]PATH|@created_at]\n"
+      "[--limit N] [--offset N] [FILTER] (one JSON document per line); import FILE\n"
+      "[--documents] [--stop-on-error] (NDJSON or a JSON array; bad records are reported with\n"
+      "file:line:column and skipped); export FILE|- [--fields] (NDJSON). FILTER:\n"
+      "  name = \"Alice\" and age > 30 and tags contains [\"x\"] and address.city in [\"Paris\"]\n"
+      "operators = != < <= > >= in exists contains like ilike; paths a.b, \"key.with.dot\",\n"
+      "@metadata.KEY; numbers compare numerically (also \"10\" > \"9\"), other values as text", cmd_records },
     { "refresh", ".refresh VIEW [--concurrently]",
       "REFRESH MATERIALIZED VIEW (CONCURRENTLY needs a unique index on the view)", cmd_refresh },
     { "stats", ".stats",

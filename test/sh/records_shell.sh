@@ -1,0 +1,86 @@
+#!/bin/sh
+# The shell's .records command on a real server: create, get, update, find
+# with filters, count, delete, import (NDJSON with a bad line, JSON array) and
+# export, piped in as a script and given as arguments.
+set -u
+cd "${PGPIPE_TOP:-.}"
+P=build/test/pgpipe
+D=$PGPIPE_TEST_DSN
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/records.XXXXXX")
+fail() { echo "FAIL: $*"; exit 1; }
+has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
+$1"; }
+[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+
+$P "$D" "SET client_min_messages = warning" "DROP TABLE IF EXISTS records.rec_sh, records.rec_sh2" >/dev/null || fail "setup"
+
+# create prints the id; get shows the document; no quoting needed
+id=$($P "$D" '.records rec_sh create {"name": "Alice", "age": 31, "tags": ["x"]}') || fail "create"
+printf '%s\n' "$id" | grep -qE '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$|^[0-9a-f-]{36}$' || fail "create printed: $id"
+out=$($P "$D" ".records rec_sh get $id") || fail "get"
+has "$out" "{\"id\":\"$id\",\"fields\":{\"age\": 31, \"name\": \"Alice\", \"tags\": [\"x\"]},\"metadata\":{},"
+
+# a script on stdin: several commands, filters, update, count, delete
+out=$(cat <<SCRIPT | $P "$D"
+.records rec_sh create {"name": "Bob", "age": 9, "address": {"city": "Lyon"}}
+.records rec_sh create '{"name": "Carol", "age": "10", "first.name": "C"}'
+.records rec_sh update $id {"age": 32}
+.records rec_sh find age > 9
+.records rec_sh count age > 9 and name != "Carol"
+.records rec_sh find --sort -name --limit 2 age exists
+.records rec_sh find address.city = "Lyon"
+.records rec_sh find "first.name" = "C"
+.records rec_sh count
+SCRIPT
+) || fail "script exit $?: $out"
+has "$out" '"name": "Alice"'
+has "$out" '"age": 32'
+# age > 9: Alice (32) and Carol ("10", numeric on both sides); not Bob (9)
+[ "$(printf '%s\n' "$out" | grep -c '"fields"')" = 6 ] || fail "find results: $out"
+has "$out" "
+1
+"
+has "$out" "
+3"
+first_sorted=$(printf '%s\n' "$out" | grep '"fields"' | sed -n 3p)
+has "$first_sorted" '"Carol"'
+
+# errors: a bad filter names the column, a missing id is an error, injection is inert
+err=$($P "$D" '.records rec_sh find name = Alice' 2>&1) && fail "bad filter accepted"
+has "$err" "column 8"
+err=$($P "$D" ".records rec_sh get 00000000-0000-4000-8000-000000000000" 2>&1) && fail "missing id exit 0"
+has "$err" "no record"
+err=$($P "$D" '.records rec_sh"; DROP TABLE records.rec_sh; -- count' 2>&1) && fail "evil name accepted"
+has "$err" "bad collection name"
+out=$($P "$D" ".records rec_sh count name = \"'; DROP TABLE records.rec_sh; --\"") || fail "evil value"
+[ "$out" = 0 ] || fail "evil value count: $out"
+out=$($P "$D" '.records rec_sh count') || fail "count after injection"
+[ "$out" = 3 ] || fail "count after injection: $out"
+
+# delete
+$P "$D" ".records rec_sh delete $id" | grep -q "deleted $id" || fail "delete"
+$P "$D" ".records rec_sh delete $id" 2>/dev/null && fail "second delete exit 0"
+
+# import NDJSON with one bad line (skipped, reported with file:line:column), a JSON array, export
+printf '{"n": 1}\n{"n": 2,}\n{"n": 3}\n' > "$tmp/in.ndjson"
+out=$($P "$D" ".records rec_sh2 import $tmp/in.ndjson" 2>"$tmp/err") || fail "import exit: $out"
+has "$out" "imported 2, skipped 1"
+has "$(cat "$tmp/err")" "in.ndjson:2:9:"
+printf '[\n {"n": 4},\n {"n": 5}\n]\n' > "$tmp/in.json"
+out=$($P "$D" ".records rec_sh2 import $tmp/in.json") || fail "array import"
+has "$out" "imported 2, skipped 0"
+out=$($P "$D" ".records rec_sh2 import --stop-on-error $tmp/in.ndjson" 2>/dev/null) && fail "stop-on-error exit 0"
+has "$out" "nothing kept"
+out=$($P "$D" ".records rec_sh2 export $tmp/out.ndjson") || fail "export"
+has "$out" "exported 4 records"
+[ "$(wc -l < "$tmp/out.ndjson")" = 4 ] || fail "export lines"
+out=$($P "$D" ".records rec_sh2 export - --fields" | sort) || fail "export fields"
+[ "$out" = '{"n": 1}
+{"n": 3}
+{"n": 4}
+{"n": 5}' ] || fail "export --fields: $out"
+out=$($P "$D" ".help records")
+has "$out" "contains"
+$P "$D" "DROP TABLE records.rec_sh, records.rec_sh2" >/dev/null
+rm -rf "$tmp"
+echo ok
