@@ -11,6 +11,9 @@
 #      fields, against the same search after DROP INDEX (a sequential scan);
 #      metric searches/s. The index is dropped, not disabled by a setting, so
 #      the planner's other choices stay as they are.
+#   3. (1) again on a durable server (fsync, synchronous_commit on: ALTER
+#      SYSTEM + reload in the same cluster); the one-at-a-time side on a
+#      sample of RECORDS_BENCH_DURABLE_SAMPLE (2000) records.
 # Each figure: median of 5 runs after a warm-up run; min and max printed too.
 # Environment: RECORDS_BENCH_N (default 100000), RECORDS_BENCH_Q (searches
 # per run with the index, default 2000; without it Q/100, at least 5).
@@ -50,6 +53,19 @@ repeat $b batch "$N" | stats > "$out/batch.txt"
 repeat $b single "$N" | stats > "$out/single.txt"
 repeat $b ceiling "$N" | stats > "$out/ceiling.txt"
 
+# the same on a durable server (fsync, synchronous_commit and full_page_writes
+# on, as PostgreSQL ships): every one-at-a-time create then waits for its WAL
+# flush; that one runs on a sample of DS records
+DS=${RECORDS_BENCH_DURABLE_SAMPLE:-2000}
+psql -qX -c "ALTER SYSTEM SET fsync = on" -c "ALTER SYSTEM SET synchronous_commit = on" \
+    -c "ALTER SYSTEM SET full_page_writes = on" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+repeat $b batch "$N" | stats > "$out/batch_durable.txt"
+repeat $b single "$DS" | stats > "$out/single_durable.txt"
+psql -qX -c "ALTER SYSTEM RESET fsync" -c "ALTER SYSTEM RESET synchronous_commit" \
+    -c "ALTER SYSTEM RESET full_page_writes" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+
 $b fill "$N"
 $b index on
 $b plan 1 > "$out/plan_index.txt"
@@ -70,6 +86,7 @@ line() { # workload metric peer pgpipe-file peer-file
 }
 line "create-${N}" records/s one-at-a-time-create "$out/batch.txt" "$out/single.txt"
 line "create-${N}" records/s ceiling "$out/batch.txt" "$out/ceiling.txt"
+line "create-${N}-durable" records/s one-at-a-time-create-durable-${DS} "$out/batch_durable.txt" "$out/single_durable.txt"
 line "search-eq-${N}" searches/s no-gin-index "$out/search_index.txt" "$out/search_noindex.txt"
 echo
 cat "$res"
