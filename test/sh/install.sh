@@ -6,7 +6,8 @@ cd "${PGPIPE_TOP:-.}"
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/install.XXXXXX")
 prefix=$tmp/prefix
 # -o: never regenerate the committed amalgamation from inside a test
-make -s -o pgpipe.c -o pgpipe.h install PREFIX="$prefix" >/dev/null
+# its own build dir: -o marks pgpipe.c old, so stale objects in build/ would be used
+make -s -o pgpipe.c -o pgpipe.h install PREFIX="$prefix" B="$tmp/build" >/dev/null
 for f in include/pgpipe.h lib/libpgpipe.a bin/pgpipe lib/pkgconfig/pgpipe.pc; do
     [ -f "$prefix/$f" ] || { echo "missing $prefix/$f"; exit 1; }
 done
