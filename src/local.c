@@ -217,7 +217,9 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
             return pp_err(err, PGPIPE_IO, "cannot write %s: %s", path, strerror(errno));
         fprintf(f, "\n# pgpipe private local server\nunix_socket_directories = '%s'\n"
                    "listen_addresses = ''\nmax_connections = 200\nshared_buffers = 128MB\n"
-                   "max_wal_size = 2GB\n", abs);
+                   "max_wal_size = 2GB\n"
+                   "# staging partitions are queues: vacuum them promptly\n"
+                   "autovacuum_naptime = 1s\n", abs);
         if (opt && opt->fast)
             fprintf(f, "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
         fclose(f);
