@@ -12225,9 +12225,8 @@ typedef struct claim_worker {
     pgpipe_claim_stats base;   /* of closed claimers */
     pgpipe_claim_stats cur;    /* of the open claimer (copied under the mutex) */
     int idle;
-    int fatal;                 /* the error that stopped this worker */
-    char fatal_msg[512];
-    char fatal_state[6];       /* its SQLSTATE */
+    int fatal;                 /* the code that stopped this worker */
+    pgpipe_error fatal_err;    /* and its error, when it had one */
 } claim_worker;
 
 struct pgpipe_workers {
@@ -12339,6 +12338,13 @@ static int claim_drain_notifies(PGconn *pg)
     return got;
 }
 
+/* After a failure on pg: is it worth another try (the connection is gone, or
+** the server said the failure is transient)? */
+static int claim_retryable(PGconn *pg, const pgpipe_claimer *cl)
+{
+    return PQstatus(pg) != CONNECTION_OK || pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl));
+}
+
 static void *claim_worker_main(void *arg)
 {
     claim_worker *k = arg;
@@ -12382,8 +12388,7 @@ static void *claim_worker_main(void *arg)
                 }
             }
             if (rc != PGPIPE_OK) {
-                int transient = PQstatus(pg) != CONNECTION_OK ||
-                                pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl));
+                int transient = claim_retryable(pg, cl);
                 pp_logf(PGPIPE_LOG_WARN, "claim", "worker %d: %s", k->index,
                         cl ? pgpipe_errmsg(cl) : "out of memory");
                 claim_worker_drop(k, &cl, &pc, 1);
@@ -12436,9 +12441,7 @@ static void *claim_worker_main(void *arg)
         }
         /* an error */
         PGconn *pg = cl->conn;
-        int broken = PQstatus(pg) != CONNECTION_OK ||
-                     PQpipelineStatus(pg) != PQ_PIPELINE_OFF ||
-                     pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl));
+        int broken = claim_retryable(pg, cl) || PQpipelineStatus(pg) != PQ_PIPELINE_OFF;
         pp_logf(broken ? PGPIPE_LOG_INFO : PGPIPE_LOG_WARN, "claim", "worker %d: %s",
                 k->index, pgpipe_errmsg(cl));
         if (!broken && cl->handler_unusable) {
@@ -12448,8 +12451,7 @@ static void *claim_worker_main(void *arg)
                     k->index, pgpipe_errmsg(cl));
             pthread_mutex_lock(&w->mu);
             k->fatal = rc;
-            snprintf(k->fatal_msg, sizeof k->fatal_msg, "%.500s", pgpipe_errmsg(cl));
-            memcpy(k->fatal_state, cl->hdr.err.sqlstate, sizeof k->fatal_state);
+            k->fatal_err = cl->hdr.err;
             pthread_mutex_unlock(&w->mu);
             pgpipe_workers_stop(w);
             break;
@@ -12516,9 +12518,7 @@ int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
             PGconn *pg = pgpipe_conn_pg(pc);
             pgpipe_claimer *cl = NULL;
             int rc = pgpipe_claimer_open(&cl, pg, &w->o.claim);
-            int transient = rc != PGPIPE_OK &&
-                            (PQstatus(pg) != CONNECTION_OK ||
-                             pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl)));
+            int transient = rc != PGPIPE_OK && claim_retryable(pg, cl);
             int have = cl != NULL;
             if (rc != PGPIPE_OK && have)
                 w->hdr.err = cl->hdr.err;
@@ -12605,9 +12605,10 @@ int pgpipe_workers_wait(pgpipe_workers *w)
     }
     for (int i = 0; i < w->n; i++)
         if (w->wk[i].fatal && rc == PGPIPE_OK) {
-            rc = pp_err(&w->hdr.err, w->wk[i].fatal, "worker %d stopped on an error%s%s", i,
-                        w->wk[i].fatal_msg[0] ? ": " : "", w->wk[i].fatal_msg);
-            memcpy(w->hdr.err.sqlstate, w->wk[i].fatal_state, sizeof w->hdr.err.sqlstate);
+            const pgpipe_error *e = &w->wk[i].fatal_err;
+            rc = pp_err(&w->hdr.err, w->wk[i].fatal, "worker %d stopped on an error%s%.900s", i,
+                        e->message[0] ? ": " : "", e->message);
+            memcpy(w->hdr.err.sqlstate, e->sqlstate, sizeof w->hdr.err.sqlstate);
         }
     return rc;
 }

@@ -1061,11 +1061,8 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
             " (%.0f events/s)%s\n", st.total.claimed, st.total.done, st.total.retried,
             st.total.dead, st.total.fenced, st.elapsed_s, st.events_per_s,
             interrupted ? ", stopped" : "");
-    if (wrc != PGPIPE_OK) {
-        char e[1400];
-        pgpipe_error_format(pgpipe_errinfo(w), e, sizeof e);  /* with the SQLSTATE */
-        errorf("%s", e);
-    }
+    if (wrc != PGPIPE_OK)
+        print_error(pgpipe_errinfo(w));  /* with the SQLSTATE */
     pgpipe_workers_free(w);
     pgpipe_pool_close(pool, NULL);
     return wrc != PGPIPE_OK;
@@ -1334,9 +1331,7 @@ static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
         return 1;
     }
     if (rc != PGPIPE_OK) {
-        char msg[1200];
-        pgpipe_error_format(&err, msg, sizeof msg);
-        errorf("%s", msg);
+        print_error(&err);
         return 1;
     }
     if (res) {
@@ -1502,9 +1497,7 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
                     s.rows_per_sec);
     }
     if (rc != PGPIPE_OK) {
-        char msg[1600];
-        pgpipe_error_format(pgpipe_errinfo(l), msg, sizeof msg);
-        errorf("%s", msg);
+        print_error(pgpipe_errinfo(l));
     }
     pgpipe_loader_close(l);
     free(mapbuf);
