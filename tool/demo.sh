@@ -107,13 +107,12 @@ pg ".work --event-type user --workers 2 --batch 500 --max-attempts 1 --until-emp
   ON CONFLICT (email) DO UPDATE SET full_name = EXCLUDED.full_name, country = EXCLUDED.country\""
 
 step "4. load the transactions while workers transform them (each committed batch NOTIFYs the workers)"
-"$P" --local "$dir/pg" --keep ".work --event-type transaction --workers 2 --batch 1000 \
-    --max-attempts 1 --quiet --sql $dir/transactions.sql" > "$dir/work-bg.out" 2>&1 &
+work=".work --event-type transaction --workers 2 --batch 1000 --max-attempts 1 --sql $dir/transactions.sql"
+"$P" --local "$dir/pg" --keep "$work --quiet" > "$dir/work-bg.out" 2>&1 &
 bg=$!
 pg ".load $dir/events.ndjson --format ndjson --event-type-field event_type --source demo"
 # the load is done: drain what is left, then stop the workers that ran during the load
-pg ".work --event-type transaction --workers 2 --batch 1000 --max-attempts 1 --until-empty \
-    --sql $dir/transactions.sql"
+pg "$work --until-empty"
 kill -TERM $bg 2>/dev/null || true
 wait $bg || true
 printf 'during the load: '; cat "$dir/work-bg.out"
