@@ -93,7 +93,7 @@ test: test-build
 
 # ThreadSanitizer build of the same tests, run on the threaded groups
 # (TSAN_GROUPS) against its own throwaway cluster.
-TSAN_GROUPS ?= pool claim
+TSAN_GROUPS ?= pool claim copy
 $(B)/tsan/runner: $(B)/test/all_tests.c $(B)/gen/pgpipe.c test/pgtest.h test/runner.c $(TEST_FILES)
 	@mkdir -p $(B)/tsan
 	$(CC) $(STRICT) -Wno-unused-function -O1 -g -fsanitize=thread -fno-omit-frame-pointer \

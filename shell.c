@@ -1434,6 +1434,7 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
         else if (!strcmp(a, "--channel")) o.notify_channel = v;
         else if (!strcmp(a, "--batch-rows")) o.batch_rows = atoi(v);
         else if (!strcmp(a, "--batch-bytes")) o.batch_bytes = (size_t)atoll(v);
+        else if (!strcmp(a, "--connections")) o.connections = atoi(v);
         else if (!strcmp(a, "--max-record-bytes")) o.max_record_bytes = (size_t)atoll(v);
         else if (!strcmp(a, "--delimiter")) o.csv_delimiter = !strcmp(v, "tab") ? '\t' : v[0];
         else if (!strcmp(a, "--require") || !strcmp(a, "--map")) {
@@ -1474,7 +1475,19 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
         free(reqbuf);
         return 1;
     }
-    o.conn = sh->conn;
+    /* one stream goes through the shell's own connection; more open their
+    ** own connections to the same server */
+    char *ci = NULL;
+    if (o.connections == 1) {
+        o.conn = sh->conn;
+    } else if (!(ci = work_conninfo(sh->conn))) {
+        errorf("out of memory");
+        free(mapbuf);
+        free(reqbuf);
+        return 1;
+    } else {
+        o.conninfo = ci;
+    }
     o.progress = load_progress;
     interrupted = 0;
     pgpipe_loader *l = NULL;
@@ -1500,6 +1513,7 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
         print_error(pgpipe_errinfo(l));
     }
     pgpipe_loader_close(l);
+    free(ci);
     free(mapbuf);
     free(reqbuf);
     return rc == PGPIPE_OK ? 0 : 1;
@@ -1532,7 +1546,7 @@ static const command commands[] = {
       "skips what was committed). Options: --format csv|ndjson|json, --event-type-field F,\n"
       "--event-type TEXT (or --type), --source-field F, --source TEXT, --payload-field F,\n"
       "--received-at-field F, --require F1,F2, --batch-rows N, --batch-bytes N,\n"
-      "--max-record-bytes N (longer records are dead-lettered; default 64 MiB),\n"
+      "--connections N (COPY streams side by side; default 2), --max-record-bytes N (longer records are dead-lettered; default 64 MiB),\n"
       "--channel NAME ('' = no NOTIFY), --key LOADKEY, --name SOURCE, --delimiter C|tab,\n"
       "--table T --map col=field,col=json:field,col='fixed text'", cmd_load },
     { "migrate", ".migrate [DIR] [--status|--dry-run|--baseline V|--repair]",

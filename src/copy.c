@@ -12,7 +12,7 @@
 ** records the server rejects, reconnect-and-resend for lost connections.
 */
 
-#define COPY_SEND_CHUNK (256 * 1024)
+#define COPY_SEND_CHUNK (32 * 1024)
 #define COPY_READ_CHUNK (256 * 1024)
 
 /* where a column value comes from */
@@ -36,6 +36,49 @@ typedef struct copy_row {
     long long offset;
     int bad;            /* rejected by the server */
 } copy_row;
+
+/* A lane: one connection and the batch on it. The loader's thread fills a
+** lane's batch (streaming it into the lane's COPY as it grows), then hands
+** the lane over to commit it: with several lanes each has a thread that
+** ends the COPY, books and commits while the loader fills the next lane,
+** so the server runs one COPY per lane side by side. Everything a commit
+** touches is the lane's own; its outcome (counts, error) is folded into the
+** loader's summary by the loader's thread. */
+enum { COPY_LANE_FREE, COPY_LANE_QUEUED, COPY_LANE_DONE };
+#define COPY_MAX_LANES 8
+
+typedef struct copy_lane {
+    struct pgpipe_loader *l;
+    /* connection */
+    PGconn *conn;
+    pgpipe_conn *pconn;
+    int own_conn;
+    int connected_once;
+    pgpipe_error err;     /* of this lane's connection and batch */
+    /* the batch */
+    long long seq;
+    int skipping;         /* committed by an earlier run: counted, not sent */
+    unsigned char uuid[16];
+    char uuid_text[37];
+    pp_buf cbuf;          /* COPY text of the batch */
+    pp_buf rbuf;          /* raw text of the rows */
+    pp_buf dbuf;          /* COPY text of dead letters (pgpipe.dead_letters) */
+    size_t dbuf_valid;    /* dead letters of validation (before isolation) */
+    copy_row *rows;
+    size_t nrows, caprows;
+    long long b_read, b_dead_valid, b_dead_srv, b_bytes;
+    long long b_first_line, b_last_line, b_start_off, b_end_off;
+    int copy_open;        /* streaming COPY of the batch in progress */
+    int stream_broken;    /* streaming failed: resend at the end */
+    size_t sent;          /* bytes of cbuf sent by the streaming COPY */
+    /* the commit's outcome, for the loader's thread to fold */
+    int state;            /* COPY_LANE_*, under the loader's mutex */
+    int rc;
+    long long r_retries, r_loaded, r_dead, r_batches, r_skipped_rows, r_skipped_batches;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_t tid;
+#endif
+} copy_lane;
 
 struct pgpipe_loader {
     pp_handle hdr;
@@ -63,12 +106,17 @@ struct pgpipe_loader {
     pgpipe_load_progress_fn progress;
     void *progress_ud;
     char *copy_sql;
-    /* connection */
-    PGconn *conn;
-    pgpipe_conn *pconn;
-    int own_conn;
-    int connected_once;
     int urandom;
+    /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
+    copy_lane lanes[COPY_MAX_LANES];
+    int nlanes;           /* configured */
+    int threaded;         /* the lanes' threads run (this load) */
+    int quit;             /* the lanes' threads should end */
+    copy_lane *cur;       /* the lane being filled, NULL between batches */
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+#endif
     /* the load */
     int active;
     int failed;           /* the load stopped: further feeds return this */
@@ -84,6 +132,7 @@ struct pgpipe_loader {
     size_t ndone;
     int64_t t0;
     long long in_bytes;   /* input bytes consumed so far */
+    long long seq;        /* of the last batch begun */
     pgpipe_load_summary sum;
     /* splitting */
     pp_buf carry;         /* a record straddling chunks */
@@ -104,24 +153,6 @@ struct pgpipe_loader {
     pgpipe_json_doc *doc;
     pp_buf scratch;
     pgpipe_error verr;
-    /* the batch */
-    long long seq;
-    int in_batch;
-    int skipping;
-    unsigned char uuid[16];
-    char uuid_text[37];
-    pp_buf cbuf;          /* COPY text of the batch */
-    pp_buf rbuf;          /* raw text of the rows */
-    pp_buf dbuf;          /* COPY text of dead letters (pgpipe.dead_letters) */
-    size_t dbuf_valid;    /* dead letters of validation (before isolation) */
-    copy_row *rows;
-    size_t nrows, caprows;
-    long long b_read, b_dead_valid, b_dead_srv, b_bytes;
-    long long b_first_line, b_last_line, b_start_off, b_end_off;
-    int copy_open;        /* streaming COPY of the batch in progress */
-    int stream_broken;    /* streaming failed: resend at the end */
-    int stream_err;       /* streaming hit a non-transient error */
-    size_t sent;          /* bytes of cbuf sent by the streaming COPY */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -350,10 +381,10 @@ static int copy_fill_random(pgpipe_loader *l, unsigned char *out, size_t n)
 }
 
 /* A UUID version 7: 48-bit Unix time in ms, then 74 random bits. */
-static void copy_new_uuid(pgpipe_loader *l)
+static void copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char *u = l->uuid;
+    unsigned char *u = ln->uuid;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
@@ -362,7 +393,7 @@ static void copy_new_uuid(pgpipe_loader *l)
         u[i] = (unsigned char)(ms >> (40 - 8 * i));
     u[6] = (unsigned char)(0x70 | (u[6] & 0x0F));
     u[8] = (unsigned char)(0x80 | (u[8] & 0x3F));
-    char *w = l->uuid_text;
+    char *w = ln->uuid_text;
     for (int i = 0; i < 16; i++) {
         if (i == 4 || i == 6 || i == 8 || i == 10)
             *w++ = '-';
@@ -383,7 +414,8 @@ void pgpipe_loader_options_init(pgpipe_loader_options *o)
     o->csv_delimiter = ',';
     o->max_record_bytes = (size_t)64 << 20;
     o->batch_rows = 10000;
-    o->batch_bytes = (size_t)8 << 20;
+    o->batch_bytes = (size_t)4 << 20;
+    o->connections = 2;
     o->notify_channel = "pgpipe_events";
     o->max_retries = 10;
     o->install_schema = 1;
@@ -506,82 +538,84 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
 
 /* ---- connection --------------------------------------------------------- */
 
-static void copy_drop_conn(pgpipe_loader *l, int broken)
+static void copy_drop_conn(copy_lane *ln, int broken)
 {
-    if (l->pconn) {
+    pgpipe_loader *l = ln->l;
+    if (ln->pconn) {
         if (broken)
-            pgpipe_pool_discard(l->pconn);
+            pgpipe_pool_discard(ln->pconn);
         else
-            pgpipe_pool_release(l->pconn);
-        l->pconn = NULL;
-    } else if (l->own_conn && l->conn) {
-        PQfinish(l->conn);
+            pgpipe_pool_release(ln->pconn);
+        ln->pconn = NULL;
+    } else if (ln->own_conn && ln->conn && ln->conn != l->borrowed) {
+        PQfinish(ln->conn);
     }
-    l->conn = NULL;
-    l->copy_open = 0;
+    ln->conn = NULL;
+    ln->copy_open = 0;
 }
 
-/* (Re)connect. *transient set when trying again may help. */
-static int copy_connect(pgpipe_loader *l, int *transient)
+/* (Re)connect the lane. *transient set when trying again may help. */
+static int copy_connect(copy_lane *ln, int *transient)
 {
+    pgpipe_loader *l = ln->l;
     *transient = 0;
-    if (l->conn && PQstatus(l->conn) == CONNECTION_OK)
+    if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK)
         return PGPIPE_OK;
     if (l->borrowed) {
-        l->conn = l->borrowed;
-        if (PQstatus(l->conn) != CONNECTION_OK) {
-            PQreset(l->conn);
-            l->sum.retries++;
+        ln->conn = l->borrowed;
+        if (PQstatus(ln->conn) != CONNECTION_OK) {
+            PQreset(ln->conn);
+            ln->r_retries++;
         }
-        if (PQstatus(l->conn) != CONNECTION_OK) {
+        if (PQstatus(ln->conn) != CONNECTION_OK) {
             *transient = 1;
-            return pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: reconnect");
+            return pp_err_pq(&ln->err, ln->conn, NULL, "loader: reconnect");
         }
         return PGPIPE_OK;
     }
-    if (l->connected_once)
-        l->sum.retries++;
-    l->connected_once = 1;
-    copy_drop_conn(l, 1);
+    if (ln->connected_once)
+        ln->r_retries++;
+    ln->connected_once = 1;
+    copy_drop_conn(ln, 1);
     if (l->pool) {
         pgpipe_error e;
         pgpipe_error_clear(&e);
-        int rc = pgpipe_pool_acquire_ex(l->pool, &l->pconn, -1, &e);
+        int rc = pgpipe_pool_acquire_ex(l->pool, &ln->pconn, -1, &e);
         if (rc != PGPIPE_OK) {
-            l->hdr.err = e;
+            ln->err = e;
             *transient = rc == PGPIPE_BUSY;
-            l->pconn = NULL;
+            ln->pconn = NULL;
             return rc;
         }
-        l->conn = pgpipe_conn_pg(l->pconn);
+        ln->conn = pgpipe_conn_pg(ln->pconn);
         return PGPIPE_OK;
     }
-    l->conn = PQconnectdb(l->conninfo ? l->conninfo : "");
-    l->own_conn = 1;
-    if (!l->conn)
-        return pp_err_nomem(&l->hdr.err);
-    if (PQstatus(l->conn) != CONNECTION_OK) {
-        pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: connect");
+    ln->conn = PQconnectdb(l->conninfo ? l->conninfo : "");
+    ln->own_conn = 1;
+    if (!ln->conn)
+        return pp_err_nomem(&ln->err);
+    if (PQstatus(ln->conn) != CONNECTION_OK) {
+        pp_err_pq(&ln->err, ln->conn, NULL, "loader: connect");
         /* refused or reset while the server restarts: worth another try */
-        const char *m = PQerrorMessage(l->conn);
+        const char *m = PQerrorMessage(ln->conn);
         *transient = strstr(m, "starting up") || strstr(m, "shutting down") ||
                      strstr(m, "Connection refused") || strstr(m, "No such file") ||
                      strstr(m, "recovery") || strstr(m, "terminat") || strstr(m, "closed");
-        PQfinish(l->conn);
-        l->conn = NULL;
+        PQfinish(ln->conn);
+        ln->conn = NULL;
         return PGPIPE_DB;
     }
     return PGPIPE_OK;
 }
 
-/* Run one statement (params optional); sets the error. */
-static int copy_exec(pgpipe_loader *l, const char *sql, int n, const char *const *vals,
+/* Run one statement (params optional); sets the lane's error. */
+static int copy_exec(copy_lane *ln, const char *sql, int n, const char *const *vals,
                      PGresult **out, int *transient)
 {
     *transient = 0;
     if (out)
         *out = NULL;
-    PGresult *r = n ? PQexecParams(l->conn, sql, n, NULL, vals, NULL, NULL, 0) : PQexec(l->conn, sql);
+    PGresult *r = n ? PQexecParams(ln->conn, sql, n, NULL, vals, NULL, NULL, 0) : PQexec(ln->conn, sql);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
         if (out)
@@ -590,10 +624,18 @@ static int copy_exec(pgpipe_loader *l, const char *sql, int n, const char *const
             PQclear(r);
         return PGPIPE_OK;
     }
-    *transient = pgpipe_pq_is_transient(l->conn, r);
-    pp_err_pq(&l->hdr.err, l->conn, r, "loader");
+    *transient = pgpipe_pq_is_transient(ln->conn, r);
+    pp_err_pq(&ln->err, ln->conn, r, "loader");
     PQclear(r);
     return PGPIPE_DB;
+}
+
+/* Roll back whatever the lane's connection has open (a failed batch). */
+static void copy_rollback(copy_lane *ln)
+{
+    if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK &&
+        PQtransactionStatus(ln->conn) != PQTRANS_IDLE)
+        PQclear(PQexec(ln->conn, "ROLLBACK"));
 }
 
 /* ---- the load record (pgpipe.loads) -------------------------------------- */
@@ -618,13 +660,14 @@ static const char *copy_format_name(int f)
 /* Find the earlier run of this load (same key and target) or create the row. */
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 {
+    copy_lane *ln = &l->lanes[0];
     char num[4][32];
     PGresult *r = NULL;
     int rc;
     l->ndone = 0;
     if (l->load_key) {
         const char *v[2] = { l->load_key, l->target };
-        rc = copy_exec(l, "SELECT id, coalesce(options->>'batch_rows', ''), "
+        rc = copy_exec(ln, "SELECT id, coalesce(options->>'batch_rows', ''), "
                           "coalesce(options->>'batch_bytes', '') FROM pgpipe.loads "
                           "WHERE source_checksum = $1 AND target = $2 ORDER BY id DESC LIMIT 1",
                        2, v, &r, transient);
@@ -640,7 +683,7 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
             PQclear(r);
             snprintf(num[0], sizeof num[0], "%lld", l->load_id);
             const char *v1[1] = { num[0] };
-            rc = copy_exec(l, "SELECT seq FROM pgpipe.load_batches WHERE load_id = $1::bigint ORDER BY seq",
+            rc = copy_exec(ln, "SELECT seq FROM pgpipe.load_batches WHERE load_id = $1::bigint ORDER BY seq",
                            1, v1, &r, transient);
             if (rc != PGPIPE_OK)
                 return rc;
@@ -649,13 +692,13 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
             l->done_seqs = pp_malloc((n ? n : 1) * sizeof *l->done_seqs);
             if (!l->done_seqs) {
                 PQclear(r);
-                return pp_err_nomem(&l->hdr.err);
+                return pp_err_nomem(&ln->err);
             }
             for (size_t i = 0; i < n; i++)
                 l->done_seqs[i] = atoll(PQgetvalue(r, (int)i, 0));
             l->ndone = n;
             PQclear(r);
-            return copy_exec(l, "UPDATE pgpipe.loads SET status = 'running', updated_at = now(), "
+            return copy_exec(ln, "UPDATE pgpipe.loads SET status = 'running', updated_at = now(), "
                                 "finished_at = NULL, error_message = NULL, error_sqlstate = NULL "
                                 "WHERE id = $1::bigint", 1, v1, NULL, transient);
         }
@@ -668,7 +711,7 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
     const char *v[8] = { l->source, l->src_size >= 0 ? num[0] : NULL,
                          l->src_mtime >= 0 ? num[1] : NULL, l->load_key,
                          copy_format_name(l->format), l->target, num[2], num[3] };
-    rc = copy_exec(l, "INSERT INTO pgpipe.loads (source, source_size, source_mtime, source_checksum, "
+    rc = copy_exec(ln, "INSERT INTO pgpipe.loads (source, source_size, source_mtime, source_checksum, "
                       "format, target, options) VALUES ($1, $2::bigint, to_timestamp($3::bigint), $4, "
                       "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint)) "
                       "RETURNING id", 8, v, &r, transient);
@@ -685,52 +728,56 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 ** and load every record twice. */
 static int copy_load_register(pgpipe_loader *l, int *transient)
 {
+    copy_lane *ln = &l->lanes[0];
     if (!l->load_key)
         return copy_load_register_locked(l, transient);
     const char *v[2] = { l->load_key, l->target };
-    int rc = copy_exec(l, "BEGIN", 0, NULL, NULL, transient);
+    int rc = copy_exec(ln, "BEGIN", 0, NULL, NULL, transient);
     if (rc == PGPIPE_OK)
-        rc = copy_exec(l, "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 7077))",
+        rc = copy_exec(ln, "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 7077))",
                        2, v, NULL, transient);
     if (rc == PGPIPE_OK)
         rc = copy_load_register_locked(l, transient);
     if (rc == PGPIPE_OK)
-        rc = copy_exec(l, "COMMIT", 0, NULL, NULL, transient);
-    if (rc != PGPIPE_OK && l->conn && PQstatus(l->conn) == CONNECTION_OK)
-        PQclear(PQexec(l->conn, "ROLLBACK"));
+        rc = copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
+    if (rc != PGPIPE_OK)
+        copy_rollback(ln);
     return rc;
 }
 
 /* Connect (retrying transient failures) and register the load. */
 static int copy_with_retry_setup(pgpipe_loader *l)
 {
+    copy_lane *ln = &l->lanes[0];
     pgpipe_retry rt;
     pgpipe_retry_init(&rt, l->max_retries + 1, 100, 2000);
     for (;;) {
         int transient = 0;
-        int rc = copy_connect(l, &transient);
+        int rc = copy_connect(ln, &transient);
         if (rc == PGPIPE_OK)
             rc = copy_load_register(l, &transient);
         if (rc == PGPIPE_OK)
             return PGPIPE_OK;
-        if (!transient)
+        int d = transient ? pgpipe_retry_next_delay(&rt) : -1;
+        if (d < 0) {
+            l->hdr.err = ln->err;
             return rc;
-        int d = pgpipe_retry_next_delay(&rt);
-        if (d < 0)
-            return rc;
-        copy_drop_conn(l, 1);
+        }
+        copy_drop_conn(ln, 1);
         pgpipe_sleep_ms(d);
     }
 }
 
 /* ---- dead letters --------------------------------------------------------- */
 
-/* Append one dead letter (COPY text row of pgpipe.dead_letters). */
-static int copy_dead(pgpipe_loader *l, long long line, long long column, long long offset,
+/* Append one dead letter (COPY text row of pgpipe.dead_letters) to the
+** lane's batch; PGPIPE_NOMEM (the caller sets the error) or PGPIPE_OK. */
+static int copy_dead(copy_lane *ln, long long line, long long column, long long offset,
                      const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
                      const char *context)
 {
-    pp_buf *b = &l->dbuf;
+    const pgpipe_loader *l = ln->l;
+    pp_buf *b = &ln->dbuf;
     int rc = pp_buf_append(b, "load\t", 5);
     rc |= copy_put_esc(b, l->source, strlen(l->source));
     rc |= pp_buf_appendf(b, "\t%lld\t", line);
@@ -738,7 +785,7 @@ static int copy_dead(pgpipe_loader *l, long long line, long long column, long lo
         rc |= pp_buf_appendf(b, "%lld", column);
     else
         rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", offset, l->load_id, l->uuid_text);
+    rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", offset, l->load_id, ln->uuid_text);
     rc |= copy_put_raw(b, raw ? raw : "", raw ? rawlen : 0);
     rc |= pp_buf_putc(b, '\t');
     rc |= copy_put_esc(b, msg, strlen(msg));
@@ -753,7 +800,7 @@ static int copy_dead(pgpipe_loader *l, long long line, long long column, long lo
     else
         rc |= pp_buf_append(b, "\\N", 2);
     rc |= pp_buf_putc(b, '\n');
-    return rc ? pp_err_nomem(&l->hdr.err) : PGPIPE_OK;
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
 }
 
 static const char copy_dead_sql[] =
@@ -763,27 +810,27 @@ static const char copy_dead_sql[] =
 /* ---- sending ---------------------------------------------------------------- */
 
 /* Start COPY; PGPIPE_OK when the server is in COPY IN. */
-static int copy_start(pgpipe_loader *l, const char *sql, int *transient)
+static int copy_start(copy_lane *ln, const char *sql, int *transient)
 {
     *transient = 0;
-    PGresult *r = PQexec(l->conn, sql);
+    PGresult *r = PQexec(ln->conn, sql);
     if (PQresultStatus(r) == PGRES_COPY_IN) {
         PQclear(r);
         return PGPIPE_OK;
     }
-    *transient = pgpipe_pq_is_transient(l->conn, r);
-    pp_err_pq(&l->hdr.err, l->conn, r, "loader: COPY");
+    *transient = pgpipe_pq_is_transient(ln->conn, r);
+    pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
     PQclear(r);
     return PGPIPE_DB;
 }
 
-static int copy_put(pgpipe_loader *l, const char *p, size_t n, int *transient)
+static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient)
 {
     while (n) {
         size_t k = n > COPY_SEND_CHUNK ? COPY_SEND_CHUNK : n;
-        if (PQputCopyData(l->conn, p, (int)k) != 1) {
+        if (PQputCopyData(ln->conn, p, (int)k) != 1) {
             *transient = 1;
-            return pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: sending COPY data");
+            return pp_err_pq(&ln->err, ln->conn, NULL, "loader: sending COPY data");
         }
         p += k;
         n -= k;
@@ -792,29 +839,29 @@ static int copy_put(pgpipe_loader *l, const char *p, size_t n, int *transient)
 }
 
 /* End COPY and read its result. *res gets the error result (caller clears). */
-static int copy_end(pgpipe_loader *l, int *transient, PGresult **res)
+static int copy_end(copy_lane *ln, int *transient, PGresult **res)
 {
     *transient = 0;
     if (res)
         *res = NULL;
-    if (PQputCopyEnd(l->conn, NULL) != 1) {
+    if (PQputCopyEnd(ln->conn, NULL) != 1) {
         *transient = 1;
-        return pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: ending COPY");
+        return pp_err_pq(&ln->err, ln->conn, NULL, "loader: ending COPY");
     }
     int rc = PGPIPE_OK;
     PGresult *r;
     int got = 0;
-    while ((r = PQgetResult(l->conn)) != NULL) {
+    while ((r = PQgetResult(ln->conn)) != NULL) {
         got = 1;
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_COPY_IN) { /* should not happen: end again */
             PQclear(r);
-            PQputCopyEnd(l->conn, "unexpected");
+            PQputCopyEnd(ln->conn, "unexpected");
             continue;
         }
         if (st != PGRES_COMMAND_OK && rc == PGPIPE_OK) {
-            *transient = pgpipe_pq_is_transient(l->conn, r);
-            rc = pp_err_pq(&l->hdr.err, l->conn, r, "loader: COPY");
+            *transient = pgpipe_pq_is_transient(ln->conn, r);
+            rc = pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
             if (res) {
                 *res = r;
                 continue;
@@ -824,39 +871,52 @@ static int copy_end(pgpipe_loader *l, int *transient, PGresult **res)
     }
     if (!got && rc == PGPIPE_OK) {
         *transient = 1;
-        rc = pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: COPY");
+        rc = pp_err_pq(&ln->err, ln->conn, NULL, "loader: COPY");
     }
-    if (PQstatus(l->conn) != CONNECTION_OK) {
+    if (PQstatus(ln->conn) != CONNECTION_OK) {
         /* the connection broke after the result: what counts is the loss
         ** (a row's rejection read just before it is stale) */
         *transient = 1;
         if (rc != PGPIPE_OK)
-            pp_err_pq(&l->hdr.err, l->conn, NULL, "loader: COPY");
+            pp_err_pq(&ln->err, ln->conn, NULL, "loader: COPY");
     }
     return rc;
 }
 
-static void copy_row_raw(const pgpipe_loader *l, size_t i, const char **p, size_t *n)
+/* Abandon a streamed COPY (the load stopped mid-batch) and its transaction. */
+static void copy_abandon(copy_lane *ln)
 {
-    size_t end = i + 1 < l->nrows ? l->rows[i + 1].roff : l->rbuf.len;
-    *p = l->rbuf.data + l->rows[i].roff;
-    *n = end - l->rows[i].roff;
+    if (ln->copy_open && ln->conn) {
+        PQputCopyEnd(ln->conn, "load stopped");
+        PGresult *r;
+        while ((r = PQgetResult(ln->conn)) != NULL)
+            PQclear(r);
+    }
+    ln->copy_open = 0;
+    copy_rollback(ln);
+}
+
+static void copy_row_raw(const copy_lane *ln, size_t i, const char **p, size_t *n)
+{
+    size_t end = i + 1 < ln->nrows ? ln->rows[i + 1].roff : ln->rbuf.len;
+    *p = ln->rbuf.data + ln->rows[i].roff;
+    *n = end - ln->rows[i].roff;
 }
 
 /* Send rows [lo, hi) not marked bad, runs of good rows in one piece. */
-static int copy_send_range(pgpipe_loader *l, size_t lo, size_t hi, int *transient)
+static int copy_send_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
 {
     size_t i = lo;
     while (i < hi) {
-        while (i < hi && l->rows[i].bad)
+        while (i < hi && ln->rows[i].bad)
             i++;
         size_t j = i;
-        while (j < hi && !l->rows[j].bad)
+        while (j < hi && !ln->rows[j].bad)
             j++;
         if (j > i) {
-            size_t a = l->rows[i].coff;
-            size_t b = j < l->nrows ? l->rows[j].coff : l->cbuf.len;
-            int rc = copy_put(l, l->cbuf.data + a, b - a, transient);
+            size_t a = ln->rows[i].coff;
+            size_t b = j < ln->nrows ? ln->rows[j].coff : ln->cbuf.len;
+            int rc = copy_put(ln, ln->cbuf.data + a, b - a, transient);
             if (rc != PGPIPE_OK)
                 return rc;
         }
@@ -866,10 +926,10 @@ static int copy_send_range(pgpipe_loader *l, size_t lo, size_t hi, int *transien
 }
 
 /* The row of [lo, hi) that was the n-th (1-based) sent, (size_t)-1 if none. */
-static size_t copy_nth_sent(const pgpipe_loader *l, size_t lo, size_t hi, long long n)
+static size_t copy_nth_sent(const copy_lane *ln, size_t lo, size_t hi, long long n)
 {
     for (size_t i = lo; i < hi; i++)
-        if (!l->rows[i].bad && --n == 0)
+        if (!ln->rows[i].bad && --n == 0)
             return i;
     return (size_t)-1;
 }
@@ -885,7 +945,7 @@ static long long copy_context_line(const PGresult *r)
 }
 
 /* Mark row i rejected and dead-letter it with the server's error. */
-static int copy_reject(pgpipe_loader *l, size_t i, const PGresult *r)
+static int copy_reject(copy_lane *ln, size_t i, const PGresult *r)
 {
     const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
@@ -898,10 +958,12 @@ static int copy_reject(pgpipe_loader *l, size_t i, const PGresult *r)
         snprintf(m, sizeof m, "%s", msg ? msg : "rejected by the server");
     const char *raw;
     size_t rawlen;
-    copy_row_raw(l, i, &raw, &rawlen);
-    l->rows[i].bad = 1;
-    l->b_dead_srv++;
-    return copy_dead(l, l->rows[i].line, 0, l->rows[i].offset, raw, rawlen, m, state, ctx);
+    copy_row_raw(ln, i, &raw, &rawlen);
+    ln->rows[i].bad = 1;
+    ln->b_dead_srv++;
+    if (copy_dead(ln, ln->rows[i].line, 0, ln->rows[i].offset, raw, rawlen, m, state, ctx) != PGPIPE_OK)
+        return pp_err_nomem(&ln->err);
+    return PGPIPE_OK;
 }
 
 /* Load rows [lo, hi) inside the open transaction, isolating the rows the
@@ -911,7 +973,7 @@ static int copy_reject(pgpipe_loader *l, size_t i, const PGresult *r)
 ** without such a line the range is halved. After a rejection the next
 ** attempts send a small window that doubles on success, so a batch of many
 ** bad rows costs one short COPY per bad row, not one whole batch. */
-static int copy_range(pgpipe_loader *l, size_t lo, size_t hi, int *transient)
+static int copy_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
 {
     int rc;
     size_t win = hi - lo;
@@ -919,22 +981,22 @@ static int copy_range(pgpipe_loader *l, size_t lo, size_t hi, int *transient)
         size_t end = hi - lo > win ? lo + win : hi;
         size_t live = 0;
         for (size_t i = lo; i < end; i++)
-            live += !l->rows[i].bad;
+            live += !ln->rows[i].bad;
         if (!live) {
             lo = end;
             continue;
         }
-        rc = copy_exec(l, "SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
+        rc = copy_exec(ln, "SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
         if (rc == PGPIPE_OK)
-            rc = copy_start(l, l->copy_sql, transient);
+            rc = copy_start(ln, ln->l->copy_sql, transient);
         if (rc != PGPIPE_OK)
             return rc;
         PGresult *err = NULL;
-        rc = copy_send_range(l, lo, end, transient);
+        rc = copy_send_range(ln, lo, end, transient);
         if (rc == PGPIPE_OK)
-            rc = copy_end(l, transient, &err);
+            rc = copy_end(ln, transient, &err);
         if (rc == PGPIPE_OK) {
-            rc = copy_exec(l, "RELEASE SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
+            rc = copy_exec(ln, "RELEASE SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
             if (rc != PGPIPE_OK)
                 return rc;
             lo = end;
@@ -945,22 +1007,22 @@ static int copy_range(pgpipe_loader *l, size_t lo, size_t hi, int *transient)
             PQclear(err);
             return rc;
         }
-        rc = copy_exec(l, "ROLLBACK TO SAVEPOINT pgpipe_rows; RELEASE SAVEPOINT pgpipe_rows",
+        rc = copy_exec(ln, "ROLLBACK TO SAVEPOINT pgpipe_rows; RELEASE SAVEPOINT pgpipe_rows",
                        0, NULL, NULL, transient);
         if (rc != PGPIPE_OK) {
             PQclear(err);
             return rc;
         }
-        long long ln = copy_context_line(err);
-        size_t k = ln > 0 ? copy_nth_sent(l, lo, end, ln) : (size_t)-1;
+        long long lnum = copy_context_line(err);
+        size_t k = lnum > 0 ? copy_nth_sent(ln, lo, end, lnum) : (size_t)-1;
         if (k == (size_t)-1 && live == 1)
-            k = copy_nth_sent(l, lo, end, 1);
+            k = copy_nth_sent(ln, lo, end, 1);
         if (k != (size_t)-1) {
-            rc = copy_reject(l, k, err);
+            rc = copy_reject(ln, k, err);
             PQclear(err);
             if (rc != PGPIPE_OK)
                 return rc;
-            if (k > lo && (rc = copy_range(l, lo, k, transient)) != PGPIPE_OK)
+            if (k > lo && (rc = copy_range(ln, lo, k, transient)) != PGPIPE_OK)
                 return rc;
             win = 2 * (k - lo) > 16 ? 2 * (k - lo) : 16;
             lo = k + 1;
@@ -968,39 +1030,42 @@ static int copy_range(pgpipe_loader *l, size_t lo, size_t hi, int *transient)
         }
         PQclear(err);
         size_t mid = lo + (end - lo) / 2;
-        if ((rc = copy_range(l, lo, mid, transient)) != PGPIPE_OK ||
-            (rc = copy_range(l, mid, end, transient)) != PGPIPE_OK)
+        if ((rc = copy_range(ln, lo, mid, transient)) != PGPIPE_OK ||
+            (rc = copy_range(ln, mid, end, transient)) != PGPIPE_OK)
             return rc;
         lo = end;
     }
     return PGPIPE_OK;
 }
 
-/* Dead letters, load_batches row, loads counters, NOTIFY, COMMIT. */
-static int copy_bookkeep_commit(pgpipe_loader *l, int *transient)
+/* Dead letters, load_batches row, loads counters, NOTIFY, COMMIT. Batches
+** of different lanes commit in any order: the loads row keeps the line and
+** offset of its highest committed batch. */
+static int copy_bookkeep_commit(copy_lane *ln, int *transient)
 {
+    const pgpipe_loader *l = ln->l;
     int rc;
-    if (l->dbuf.len) {
-        rc = copy_start(l, copy_dead_sql, transient);
+    if (ln->dbuf.len) {
+        rc = copy_start(ln, copy_dead_sql, transient);
         if (rc == PGPIPE_OK)
-            rc = copy_put(l, l->dbuf.data, l->dbuf.len, transient);
+            rc = copy_put(ln, ln->dbuf.data, ln->dbuf.len, transient);
         if (rc == PGPIPE_OK)
-            rc = copy_end(l, transient, NULL);
+            rc = copy_end(ln, transient, NULL);
         if (rc != PGPIPE_OK)
             return rc;
     }
-    long long loaded = (long long)l->nrows - l->b_dead_srv;
-    long long dead = l->b_dead_valid + l->b_dead_srv;
+    long long loaded = (long long)ln->nrows - ln->b_dead_srv;
+    long long dead = ln->b_dead_valid + ln->b_dead_srv;
     char v[12][64];
     char payload[600];
     snprintf(v[0], 64, "%lld", l->load_id);
-    snprintf(v[1], 64, "%lld", l->seq);
-    snprintf(v[2], 64, "%s", l->uuid_text);
-    snprintf(v[3], 64, "%lld", l->b_first_line);
-    snprintf(v[4], 64, "%lld", l->b_last_line);
-    snprintf(v[5], 64, "%lld", l->b_start_off);
-    snprintf(v[6], 64, "%lld", l->b_end_off);
-    snprintf(v[7], 64, "%lld", l->b_read);
+    snprintf(v[1], 64, "%lld", ln->seq);
+    snprintf(v[2], 64, "%s", ln->uuid_text);
+    snprintf(v[3], 64, "%lld", ln->b_first_line);
+    snprintf(v[4], 64, "%lld", ln->b_last_line);
+    snprintf(v[5], 64, "%lld", ln->b_start_off);
+    snprintf(v[6], 64, "%lld", ln->b_end_off);
+    snprintf(v[7], 64, "%lld", ln->b_read);
     snprintf(v[8], 64, "%lld", loaded);
     snprintf(v[9], 64, "%lld", dead);
     /* the payload is JSON; the target name is JSON-escaped */
@@ -1008,7 +1073,7 @@ static int copy_bookkeep_commit(pgpipe_loader *l, int *transient)
     copy_put_json_str(&t, l->target, strlen(l->target));
     snprintf(payload, sizeof payload, "{\"table\":%.*s,\"batch_id\":\"%s\",\"rows\":%lld,"
              "\"load_id\":%lld,\"seq\":%lld}", t.len < 400 ? (int)t.len : 2,
-             t.len < 400 ? t.data : "\"\"", l->uuid_text, loaded, l->load_id, l->seq);
+             t.len < 400 ? t.data : "\"\"", ln->uuid_text, loaded, l->load_id, ln->seq);
     pp_buf_free(&t);
     /* copy_put_json_str doubled backslashes for COPY: undo for the payload */
     for (char *s = payload, *w = payload;; s++) {
@@ -1019,119 +1084,123 @@ static int copy_bookkeep_commit(pgpipe_loader *l, int *transient)
     }
     const char *vals[12] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
                              l->channel ? l->channel : "", payload };
-    rc = copy_exec(l,
+    rc = copy_exec(ln,
         "WITH b AS (INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, first_line, last_line, "
         "start_offset, end_offset, rows_read, rows_loaded, rows_dead_lettered) VALUES ($1::bigint, "
         "$2::bigint, $3::uuid, $4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::int, $9::int, "
         "$10::int) RETURNING 1), "
         "u AS (UPDATE pgpipe.loads SET rows_read = rows_read + $8::int, rows_loaded = rows_loaded + "
         "$9::int, rows_dead_lettered = rows_dead_lettered + $10::int, batches = batches + 1, "
-        "last_batch_seq = greatest(last_batch_seq, $2::bigint), last_line = $5::bigint, "
-        "last_offset = $7::bigint, updated_at = now() WHERE id = $1::bigint RETURNING 1) "
+        "last_batch_seq = greatest(last_batch_seq, $2::bigint), "
+        "last_line = CASE WHEN $2::bigint > last_batch_seq THEN $5::bigint ELSE last_line END, "
+        "last_offset = CASE WHEN $2::bigint > last_batch_seq THEN $7::bigint ELSE last_offset END, "
+        "updated_at = now() WHERE id = $1::bigint RETURNING 1) "
         "SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM u), "
         "(SELECT count(*) FROM (SELECT pg_notify($11::text, $12::text) "
         "WHERE $11::text <> '' AND $9::int > 0) n)", 12, vals, NULL, transient);
     if (rc != PGPIPE_OK)
         return rc;
-    return copy_exec(l, "COMMIT", 0, NULL, NULL, transient);
+    return copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
 }
 
 /* The whole batch from its buffer, in one transaction. */
-static int copy_batch_slow(pgpipe_loader *l, int *transient)
+static int copy_batch_slow(copy_lane *ln, int *transient)
 {
     /* forget what an earlier attempt isolated */
-    l->dbuf.len = l->dbuf_valid;
-    l->b_dead_srv = 0;
-    for (size_t i = 0; i < l->nrows; i++)
-        l->rows[i].bad = 0;
-    int rc = copy_exec(l, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, transient);
+    ln->dbuf.len = ln->dbuf_valid;
+    ln->b_dead_srv = 0;
+    for (size_t i = 0; i < ln->nrows; i++)
+        ln->rows[i].bad = 0;
+    int rc = copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, transient);
     if (rc == PGPIPE_OK)
-        rc = copy_range(l, 0, l->nrows, transient);
+        rc = copy_range(ln, 0, ln->nrows, transient);
     if (rc == PGPIPE_OK)
-        rc = copy_bookkeep_commit(l, transient);
-    if (rc != PGPIPE_OK && !*transient && l->conn && PQstatus(l->conn) == CONNECTION_OK) {
-        int t2;
-        PQclear(PQexec(l->conn, "ROLLBACK"));
-        (void)t2;
-    }
+        rc = copy_bookkeep_commit(ln, transient);
+    if (rc != PGPIPE_OK && !*transient)
+        copy_rollback(ln);
     return rc;
 }
 
 /* The streamed fast path: finish the COPY, book, commit. *fallback is set
 ** when the batch should go the slow way (a row was rejected). */
-static int copy_batch_fast(pgpipe_loader *l, int *transient, int *fallback)
+static int copy_batch_fast(copy_lane *ln, int *transient, int *fallback)
 {
     *fallback = 0;
     int rc = PGPIPE_OK;
-    if (l->nrows) {
-        if (!l->copy_open)
+    if (ln->nrows) {
+        if (!ln->copy_open)
             return *fallback = 1, PGPIPE_OK;
-        rc = copy_put(l, l->cbuf.data + l->sent, l->cbuf.len - l->sent, transient);
+        rc = copy_put(ln, ln->cbuf.data + ln->sent, ln->cbuf.len - ln->sent, transient);
         if (rc == PGPIPE_OK)
-            rc = copy_end(l, transient, NULL);
-        l->copy_open = 0;
+            rc = copy_end(ln, transient, NULL);
+        ln->copy_open = 0;
         if (rc != PGPIPE_OK) {
             if (*transient)
                 return rc;
-            PQclear(PQexec(l->conn, "ROLLBACK"));
+            copy_rollback(ln);
             *fallback = 1;
             return PGPIPE_OK;
         }
     } else {
-        rc = copy_exec(l, "BEGIN", 0, NULL, NULL, transient);
+        rc = copy_exec(ln, "BEGIN", 0, NULL, NULL, transient);
         if (rc != PGPIPE_OK)
             return rc;
     }
-    rc = copy_bookkeep_commit(l, transient);
-    if (rc != PGPIPE_OK && !*transient && PQstatus(l->conn) == CONNECTION_OK)
-        PQclear(PQexec(l->conn, "ROLLBACK"));
+    rc = copy_bookkeep_commit(ln, transient);
+    if (rc != PGPIPE_OK && !*transient)
+        copy_rollback(ln);
     return rc;
 }
 
-/* Was batch seq committed (by an attempt whose reply was lost)? */
-static int copy_batch_committed(pgpipe_loader *l, int *yes, int *ours, int *transient)
+/* Was the lane's batch committed (by an attempt whose reply was lost)? */
+static int copy_batch_committed(copy_lane *ln, int *yes, int *ours, int *transient)
 {
     char a[32], b[32];
-    snprintf(a, sizeof a, "%lld", l->load_id);
-    snprintf(b, sizeof b, "%lld", l->seq);
+    snprintf(a, sizeof a, "%lld", ln->l->load_id);
+    snprintf(b, sizeof b, "%lld", ln->seq);
     const char *v[2] = { a, b };
     PGresult *r;
-    int rc = copy_exec(l, "SELECT rows_loaded, batch_id::text FROM pgpipe.load_batches "
-                          "WHERE load_id = $1::bigint AND seq = $2::bigint", 2, v, &r, transient);
+    int rc = copy_exec(ln, "SELECT rows_loaded, batch_id::text FROM pgpipe.load_batches "
+                           "WHERE load_id = $1::bigint AND seq = $2::bigint", 2, v, &r, transient);
     if (rc != PGPIPE_OK)
         return rc;
     *yes = PQntuples(r) == 1;
-    *ours = *yes && !strcmp(PQgetvalue(r, 0, 1), l->uuid_text);
+    *ours = *yes && !strcmp(PQgetvalue(r, 0, 1), ln->uuid_text);
     if (*ours) {
         long long loaded = atoll(PQgetvalue(r, 0, 0));
-        l->b_dead_srv = (long long)l->nrows - loaded;
+        ln->b_dead_srv = (long long)ln->nrows - loaded;
     }
     PQclear(r);
     return PGPIPE_OK;
 }
 
-static void copy_report(pgpipe_loader *l);
+static void copy_stream_open(copy_lane *ln);
 
-/* Commit the current batch, whatever it takes (within max_retries). */
-static int copy_batch_commit(pgpipe_loader *l)
+/* Commit the lane's batch, whatever it takes (within max_retries); the
+** outcome goes to ln->rc and the ln->r_* counts. Runs on the lane's thread
+** (or the loader's, with one lane) and touches nothing but the lane and the
+** loader's options. */
+static void copy_lane_commit(copy_lane *ln)
 {
     pgpipe_retry rt;
-    pgpipe_retry_init(&rt, l->max_retries + 1, 100, 2000);
+    pgpipe_retry_init(&rt, ln->l->max_retries + 1, 100, 2000);
     int transient = 0, fallback = 0, rc, yes = 0, ours = 0;
-    int fast = !l->stream_broken && l->conn != NULL;
+    if (ln->nrows && !ln->copy_open && !ln->stream_broken)
+        copy_stream_open(ln); /* not streamed while it filled */
+    int fast = !ln->stream_broken && ln->conn != NULL;
     for (;;) {
         yes = ours = 0;
         if (fast) {
-            rc = copy_batch_fast(l, &transient, &fallback);
+            rc = copy_batch_fast(ln, &transient, &fallback);
             fast = 0;
             if (rc == PGPIPE_OK && fallback)
-                rc = copy_batch_slow(l, &transient);
+                rc = copy_batch_slow(ln, &transient);
         } else {
-            rc = copy_connect(l, &transient);
+            rc = copy_connect(ln, &transient);
             if (rc == PGPIPE_OK)
-                rc = copy_batch_committed(l, &yes, &ours, &transient);
+                rc = copy_batch_committed(ln, &yes, &ours, &transient);
             if (rc == PGPIPE_OK && !yes)
-                rc = copy_batch_slow(l, &transient);
+                rc = copy_batch_slow(ln, &transient);
         }
         if (rc == PGPIPE_OK)
             break;
@@ -1142,64 +1211,237 @@ static int copy_batch_commit(pgpipe_loader *l)
             ** COMMIT was still in flight when we looked after reconnecting
             ** (same batch id: it is committed, count it). When looking
             ** fails on a lost connection, reconnect and look again. */
-            if (strcmp(l->hdr.err.sqlstate, "23505") != 0)
-                return rc;
+            if (strcmp(ln->err.sqlstate, "23505") != 0) {
+                ln->rc = rc;
+                return;
+            }
             int t = 0;
-            if (l->conn && PQstatus(l->conn) == CONNECTION_OK &&
-                copy_batch_committed(l, &yes, &ours, &t) == PGPIPE_OK) {
+            if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK &&
+                copy_batch_committed(ln, &yes, &ours, &t) == PGPIPE_OK) {
                 if (yes)
                     break;
-                return rc;
+                ln->rc = rc;
+                return;
             }
-            if (l->conn && PQstatus(l->conn) == CONNECTION_OK && !t)
-                return rc;
+            if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK && !t) {
+                ln->rc = rc;
+                return;
+            }
         }
         int d = pgpipe_retry_next_delay(&rt);
-        if (d < 0)
-            return rc;
-        pp_logf(PGPIPE_LOG_INFO, "loader", "batch %lld: %s; reconnecting in %d ms", l->seq,
-                l->hdr.err.message, d);
-        copy_drop_conn(l, 1);
+        if (d < 0) {
+            ln->rc = rc;
+            return;
+        }
+        pp_logf(PGPIPE_LOG_INFO, "loader", "batch %lld: %s; reconnecting in %d ms", ln->seq,
+                ln->err.message, d);
+        copy_drop_conn(ln, 1);
         pgpipe_sleep_ms(d);
     }
+    ln->rc = PGPIPE_OK;
+    pgpipe_error_clear(&ln->err);
     if (yes && !ours) {
         pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld batch %lld was committed by another run: "
-                "skipped", l->load_id, l->seq);
-        pgpipe_error_clear(&l->hdr.err);
-        l->sum.rows_skipped += l->b_read;
-        l->sum.batches_skipped++;
-        return PGPIPE_OK;
+                "skipped", ln->l->load_id, ln->seq);
+        ln->r_skipped_rows += ln->b_read;
+        ln->r_skipped_batches++;
+        return;
     }
-    long long dead = l->b_dead_valid + l->b_dead_srv;
-    l->sum.rows_loaded += (long long)l->nrows - l->b_dead_srv;
-    l->sum.rows_dead += dead;
-    l->sum.batches++;
+    ln->r_loaded += (long long)ln->nrows - ln->b_dead_srv;
+    ln->r_dead += ln->b_dead_valid + ln->b_dead_srv;
+    ln->r_batches++;
+}
+
+/* ---- batches and lanes ------------------------------------------------------ */
+
+static void copy_batch_reset(copy_lane *ln)
+{
+    ln->cbuf.len = ln->rbuf.len = ln->dbuf.len = 0;
+    ln->dbuf_valid = 0;
+    ln->nrows = 0;
+    ln->b_read = ln->b_dead_valid = ln->b_dead_srv = ln->b_bytes = 0;
+    ln->copy_open = ln->stream_broken = 0;
+    ln->sent = 0;
+    ln->skipping = 0;
+}
+
+#ifndef PGPIPE_OMIT_THREADS
+static void *copy_lane_main(void *arg)
+{
+    copy_lane *ln = arg;
+    pgpipe_loader *l = ln->l;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (ln->state != COPY_LANE_QUEUED && !l->quit)
+            pthread_cond_wait(&l->cv, &l->mu);
+        if (ln->state != COPY_LANE_QUEUED)
+            break;
+        pthread_mutex_unlock(&l->mu);
+        copy_lane_commit(ln);
+        pthread_mutex_lock(&l->mu);
+        ln->state = COPY_LANE_DONE;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+#endif
+
+/* Start a thread per lane for this load; with one lane, or when a thread
+** cannot be started, batches commit on the loader's thread. */
+static void copy_lanes_start(pgpipe_loader *l)
+{
+    l->threaded = 0;
+    l->quit = 0;
+#ifndef PGPIPE_OMIT_THREADS
+    if (l->nlanes < 2)
+        return;
+    int i;
+    for (i = 0; i < l->nlanes; i++)
+        if (pthread_create(&l->lanes[i].tid, NULL, copy_lane_main, &l->lanes[i]) != 0)
+            break;
+    if (i == l->nlanes) {
+        l->threaded = 1;
+        return;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->quit = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    while (i-- > 0)
+        pthread_join(l->lanes[i].tid, NULL);
+    pp_logf(PGPIPE_LOG_WARN, "loader", "cannot start the lanes' threads: loading on one connection");
+#endif
+}
+
+static void copy_lanes_stop(pgpipe_loader *l)
+{
+#ifndef PGPIPE_OMIT_THREADS
+    if (!l->threaded)
+        return;
+    pthread_mutex_lock(&l->mu);
+    l->quit = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    for (int i = 0; i < l->nlanes; i++)
+        pthread_join(l->lanes[i].tid, NULL);
+    l->threaded = 0;
+#else
+    (void)l;
+#endif
+}
+
+static int copy_progress(pgpipe_loader *l);
+
+/* Take in a committed lane's outcome (loader's thread, the lane FREE
+** again). The first error stops the load; the progress callback hears of
+** every batch. */
+static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
+{
+    l->sum.retries += ln->r_retries;
+    l->sum.rows_loaded += ln->r_loaded;
+    l->sum.rows_dead += ln->r_dead;
+    l->sum.batches += ln->r_batches;
+    l->sum.rows_skipped += ln->r_skipped_rows;
+    l->sum.batches_skipped += ln->r_skipped_batches;
+    ln->r_retries = ln->r_loaded = ln->r_dead = ln->r_batches = 0;
+    ln->r_skipped_rows = ln->r_skipped_batches = 0;
+    int rc = ln->rc;
+    ln->rc = PGPIPE_OK;
+    copy_batch_reset(ln);
+    if (rc != PGPIPE_OK) {
+        l->hdr.err = ln->err;
+        return rc;
+    }
+    return copy_progress(l);
+}
+
+/* A free lane for the next batch: folds what the lanes committed meanwhile
+** and, when every lane is busy, waits for one. wait_all: wait for every
+** lane (the end of a load). The first error is returned, after the wait. */
+static int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all)
+{
+    int rc = PGPIPE_OK;
+    if (free_lane)
+        *free_lane = NULL;
+    if (!l->threaded) { /* lanes[0] commits on this thread: it is free */
+        (void)wait_all;
+        if (free_lane)
+            *free_lane = &l->lanes[0];
+        return rc;
+    }
+#ifndef PGPIPE_OMIT_THREADS
+    pgpipe_error first; /* the first error is the one reported */
+    int n = l->nlanes;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        int busy = 0;
+        copy_lane *done = NULL, *idle = NULL;
+        for (int i = 0; i < n; i++) {
+            copy_lane *ln = &l->lanes[i];
+            if (ln->state == COPY_LANE_DONE && !done)
+                done = ln;
+            else if (ln->state == COPY_LANE_QUEUED)
+                busy++;
+            else if (ln->state == COPY_LANE_FREE && !idle)
+                idle = ln;
+        }
+        if (done) {
+            done->state = COPY_LANE_FREE;
+            pthread_mutex_unlock(&l->mu);
+            int frc = copy_lane_fold(l, done);
+            if (rc == PGPIPE_OK && frc != PGPIPE_OK) {
+                rc = frc;
+                first = l->hdr.err;
+            }
+            pthread_mutex_lock(&l->mu);
+            continue;
+        }
+        if (wait_all ? busy == 0 : (idle != NULL || rc != PGPIPE_OK)) {
+            if (free_lane && rc == PGPIPE_OK)
+                *free_lane = idle;
+            break;
+        }
+        pthread_cond_wait(&l->cv, &l->mu);
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (rc != PGPIPE_OK)
+        l->hdr.err = first;
+#endif
+    return rc;
+}
+
+/* Hand the filled lane over to be committed. */
+static int copy_lane_handoff(pgpipe_loader *l, copy_lane *ln)
+{
+    if (!l->threaded) {
+        copy_lane_commit(ln);
+        return copy_lane_fold(l, ln);
+    }
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_lock(&l->mu);
+    ln->state = COPY_LANE_QUEUED;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+#endif
     return PGPIPE_OK;
 }
 
-/* ---- batches ------------------------------------------------------------- */
-
-static void copy_batch_reset(pgpipe_loader *l)
+static int copy_batch_begin(pgpipe_loader *l, long long line, long long off)
 {
-    l->in_batch = 0;
-    l->cbuf.len = l->rbuf.len = l->dbuf.len = 0;
-    l->dbuf_valid = 0;
-    l->nrows = 0;
-    l->b_read = l->b_dead_valid = l->b_dead_srv = l->b_bytes = 0;
-    l->copy_open = l->stream_broken = l->stream_err = 0;
-    l->sent = 0;
-}
-
-static void copy_batch_begin(pgpipe_loader *l, long long line, long long off)
-{
-    copy_batch_reset(l);
-    l->in_batch = 1;
-    l->seq++;
-    l->skipping = copy_seq_done(l, l->seq);
-    if (!l->skipping)
-        copy_new_uuid(l);
-    l->b_first_line = line;
-    l->b_start_off = off;
+    copy_lane *ln;
+    int rc = copy_lanes_collect(l, &ln, 0);
+    if (rc != PGPIPE_OK)
+        return rc;
+    copy_batch_reset(ln);
+    l->cur = ln;
+    ln->seq = ++l->seq;
+    ln->skipping = copy_seq_done(l, ln->seq);
+    if (!ln->skipping)
+        copy_new_uuid(l, ln);
+    ln->b_first_line = line;
+    ln->b_start_off = off;
+    return PGPIPE_OK;
 }
 
 static void copy_report(pgpipe_loader *l)
@@ -1229,66 +1471,79 @@ static int copy_progress(pgpipe_loader *l)
     return PGPIPE_OK;
 }
 
+/* The current batch is complete: commit it (or count it, when an earlier
+** run committed it). */
 static int copy_batch_end(pgpipe_loader *l)
 {
-    if (!l->in_batch)
+    copy_lane *ln = l->cur;
+    if (!ln)
         return PGPIPE_OK;
-    int rc = PGPIPE_OK;
-    if (l->skipping) {
-        l->sum.rows_skipped += l->b_read;
-        l->sum.batches_skipped++;
-    } else {
-        rc = copy_batch_commit(l);
+    l->cur = NULL;
+    if (ln->skipping) {
+        ln->r_skipped_rows += ln->b_read;
+        ln->r_skipped_batches++;
+        return copy_lane_fold(l, ln);
     }
-    copy_batch_reset(l);
-    if (rc == PGPIPE_OK)
-        rc = copy_progress(l);
-    return rc;
+    return copy_lane_handoff(l, ln);
 }
 
 /* A record was read (loaded or dead-lettered): count it, close a full batch. */
 static int copy_record_done(pgpipe_loader *l, long long line, long long off, size_t rawlen)
 {
-    l->b_read++;
+    copy_lane *ln = l->cur;
+    ln->b_read++;
     l->sum.records_read++;
-    l->b_bytes += (long long)rawlen + 1;
-    l->b_last_line = line;
-    l->b_end_off = off + (long long)rawlen;
-    if (l->b_read >= l->batch_rows || (size_t)l->b_bytes >= l->batch_bytes)
+    ln->b_bytes += (long long)rawlen + 1;
+    ln->b_last_line = line;
+    ln->b_end_off = off + (long long)rawlen;
+    if (ln->b_read >= l->batch_rows || (size_t)ln->b_bytes >= l->batch_bytes)
         return copy_batch_end(l);
     return PGPIPE_OK;
 }
 
-/* The streaming part: begin the transaction and COPY at the first row, send
-** the buffer every COPY_SEND_CHUNK bytes. Failures only mark the stream
-** broken: the batch is sent again from its buffer at its end. */
-static void copy_stream(pgpipe_loader *l)
+/* Begin the batch's transaction and COPY on the lane (connecting it if it
+** never was). A failure only marks the stream broken: the batch then goes
+** the slow way when it is committed. */
+static void copy_stream_open(copy_lane *ln)
 {
-    if (l->stream_broken)
-        return;
     int transient = 0;
-    if (!l->copy_open) {
-        if (!l->conn || PQstatus(l->conn) != CONNECTION_OK) {
-            l->stream_broken = 1;
-            return;
-        }
-        if (copy_exec(l, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, &transient) != PGPIPE_OK ||
-            copy_start(l, l->copy_sql, &transient) != PGPIPE_OK) {
-            if (PQstatus(l->conn) == CONNECTION_OK)
-                PQclear(PQexec(l->conn, "ROLLBACK"));
-            l->stream_broken = 1;
-            return;
-        }
-        l->copy_open = 1;
-        l->sent = 0;
+    if (!ln->conn && !ln->connected_once)
+        copy_connect(ln, &transient);
+    if (!ln->conn || PQstatus(ln->conn) != CONNECTION_OK) {
+        ln->stream_broken = 1;
+        return;
     }
-    if (l->cbuf.len - l->sent >= COPY_SEND_CHUNK) {
-        if (copy_put(l, l->cbuf.data + l->sent, l->cbuf.len - l->sent, &transient) != PGPIPE_OK) {
-            l->stream_broken = 1;
-            l->copy_open = 0;
+    if (copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, &transient) != PGPIPE_OK ||
+        copy_start(ln, ln->l->copy_sql, &transient) != PGPIPE_OK) {
+        copy_rollback(ln);
+        ln->stream_broken = 1;
+        return;
+    }
+    ln->copy_open = 1;
+    ln->sent = 0;
+}
+
+/* With one lane the batch streams to the server while it fills: the COPY
+** begins at the first row and the buffer is sent every COPY_SEND_CHUNK
+** bytes. (With several, the lane's thread sends the whole batch: filling
+** stays ahead of every server instead of waiting on one.) */
+static void copy_stream(copy_lane *ln)
+{
+    if (ln->stream_broken || ln->l->threaded)
+        return;
+    if (!ln->copy_open) {
+        copy_stream_open(ln);
+        if (!ln->copy_open)
+            return;
+    }
+    if (ln->cbuf.len - ln->sent >= COPY_SEND_CHUNK) {
+        int transient = 0;
+        if (copy_put(ln, ln->cbuf.data + ln->sent, ln->cbuf.len - ln->sent, &transient) != PGPIPE_OK) {
+            ln->stream_broken = 1;
+            ln->copy_open = 0;
             return;
         }
-        l->sent = l->cbuf.len;
+        ln->sent = ln->cbuf.len;
     }
 }
 
@@ -1297,30 +1552,31 @@ static void copy_stream(pgpipe_loader *l)
 static int copy_row_push(pgpipe_loader *l, size_t coff, const char *raw, size_t rawlen,
                          long long line, long long off)
 {
-    if (l->nrows == l->caprows) {
-        size_t n = l->caprows ? l->caprows * 2 : 1024;
-        copy_row *r = pp_realloc(l->rows, n * sizeof *r);
+    copy_lane *ln = l->cur;
+    if (ln->nrows == ln->caprows) {
+        size_t n = ln->caprows ? ln->caprows * 2 : 1024;
+        copy_row *r = pp_realloc(ln->rows, n * sizeof *r);
         if (!r)
             return pp_err_nomem(&l->hdr.err);
-        l->rows = r;
-        l->caprows = n;
+        ln->rows = r;
+        ln->caprows = n;
     }
-    copy_row *r = &l->rows[l->nrows++];
+    copy_row *r = &ln->rows[ln->nrows++];
     r->coff = coff;
-    r->roff = l->rbuf.len;
+    r->roff = ln->rbuf.len;
     r->line = line;
     r->offset = off;
     r->bad = 0;
-    if (pp_buf_append(&l->rbuf, raw, rawlen) != PGPIPE_OK)
+    if (pp_buf_append(&ln->rbuf, raw, rawlen) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
-    copy_stream(l);
+    copy_stream(ln);
     return PGPIPE_OK;
 }
 
 /* A JSON value as a column value (COPY text). */
 static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int json, const char **why)
 {
-    pp_buf *b = &l->cbuf;
+    pp_buf *b = &l->cur->cbuf;
     size_t n;
     const char *s;
     switch (pgpipe_json_type(v)) {
@@ -1359,13 +1615,14 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
 
 static int copy_put_common(pgpipe_loader *l, const copy_col *c, long long line)
 {
+    pp_buf *b = &l->cur->cbuf;
     switch (c->kind) {
-    case COPY_K_FIXED: return pp_buf_append(&l->cbuf, c->value, strlen(c->value));
-    case COPY_K_NULL: return pp_buf_append(&l->cbuf, "\\N", 2);
-    case COPY_K_LINE: return pp_buf_appendf(&l->cbuf, "%lld", line);
-    case COPY_K_SOURCE: return copy_put_esc(&l->cbuf, l->source, strlen(l->source));
-    case COPY_K_BATCH: return pp_buf_append(&l->cbuf, l->uuid_text, 36);
-    case COPY_K_LOAD: return pp_buf_appendf(&l->cbuf, "%lld", l->load_id);
+    case COPY_K_FIXED: return pp_buf_append(b, c->value, strlen(c->value));
+    case COPY_K_NULL: return pp_buf_append(b, "\\N", 2);
+    case COPY_K_LINE: return pp_buf_appendf(b, "%lld", line);
+    case COPY_K_SOURCE: return copy_put_esc(b, l->source, strlen(l->source));
+    case COPY_K_BATCH: return pp_buf_append(b, l->cur->uuid_text, 36);
+    case COPY_K_LOAD: return pp_buf_appendf(b, "%lld", l->load_id);
     default: return PGPIPE_MISUSE;
     }
 }
@@ -1378,21 +1635,23 @@ static const pgpipe_json_val *copy_json_field(const pgpipe_json_val *root, const
 static int copy_reject_input(pgpipe_loader *l, const char *raw, size_t len, long long line,
                              long long col, long long off, const char *msg)
 {
-    l->b_dead_valid++;
-    int rc = copy_dead(l, line, col, off, raw, len, msg, NULL, NULL);
-    l->dbuf_valid = l->dbuf.len;
-    return rc;
+    copy_lane *ln = l->cur;
+    ln->b_dead_valid++;
+    if (copy_dead(ln, line, col, off, raw, len, msg, NULL, NULL) != PGPIPE_OK)
+        return pp_err_nomem(&l->hdr.err);
+    ln->dbuf_valid = ln->dbuf.len;
+    return PGPIPE_OK;
 }
 
 /* One JSON record (an NDJSON line or an array element). */
 static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long long line,
                             long long off, int overlong)
 {
-    if (!l->in_batch)
-        copy_batch_begin(l, line, off);
-    int rc = PGPIPE_OK;
+    int rc = l->cur ? PGPIPE_OK : copy_batch_begin(l, line, off);
+    if (rc != PGPIPE_OK)
+        return rc;
     char msg[1100];
-    if (l->skipping)
+    if (l->cur->skipping)
         return copy_record_done(l, line, off, len);
     if (overlong) {
         snprintf(msg, sizeof msg, "record longer than the limit of %zu bytes", l->max_record);
@@ -1439,22 +1698,23 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
             return rc ? rc : copy_record_done(l, line, off, len);
         }
     }
-    size_t coff = l->cbuf.len;
+    pp_buf *cb = &l->cur->cbuf;
+    size_t coff = cb->len;
     for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
         const copy_col *c = &l->cols[i];
         if (i)
-            rc = pp_buf_putc(&l->cbuf, '\t');
+            rc = pp_buf_putc(cb, '\t');
         if (rc != PGPIPE_OK)
             break;
         if (c->kind == COPY_K_RECORD) {
-            rc = copy_put_esc(&l->cbuf, raw, len);
+            rc = copy_put_esc(cb, raw, len);
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
             rc = copy_put_json_value(l, v, c->json, &why);
             if (rc == PGPIPE_PARSE) {
                 snprintf(msg, sizeof msg, "field \"%s\" %s", c->field, why);
-                l->cbuf.len = coff;
+                cb->len = coff;
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
@@ -1463,7 +1723,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         }
     }
     if (rc == PGPIPE_OK)
-        rc = pp_buf_putc(&l->cbuf, '\n');
+        rc = pp_buf_putc(cb, '\n');
     if (rc != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
     rc = copy_row_push(l, coff, raw, len, line, off);
@@ -1516,12 +1776,12 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
     }
     long long line = pgpipe_csv_record_line(l->csv);
     long long off = pgpipe_csv_record_offset(l->csv);
-    if (!l->in_batch)
-        copy_batch_begin(l, line, off);
-    if (l->skipping)
+    int rc = l->cur ? PGPIPE_OK : copy_batch_begin(l, line, off);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (l->cur->skipping)
         return copy_record_done(l, line, off, len);
     char msg[1200];
-    int rc;
     if (next_rc == PGPIPE_PARSE) {
         const pgpipe_error *e = pgpipe_errinfo(l->csv);
         rc = copy_reject_input(l, raw, len, e->line > 0 ? e->line : line, e->column, off, e->message);
@@ -1560,8 +1820,8 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
             return rc ? rc : copy_record_done(l, line, off, len);
         }
     }
-    size_t coff = l->cbuf.len;
-    pp_buf *b = &l->cbuf;
+    pp_buf *b = &l->cur->cbuf;
+    size_t coff = b->len;
     rc = PGPIPE_OK;
     for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
         const copy_col *c = &l->cols[i];
@@ -1576,7 +1836,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
             if (c->json && pgpipe_json_validate(f[k].data, f[k].len, &l->verr) != PGPIPE_OK) {
                 snprintf(msg, sizeof msg, "field \"%s\" is not valid JSON: %s", c->field,
                          l->verr.message);
-                l->cbuf.len = coff;
+                b->len = coff;
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
@@ -1873,9 +2133,9 @@ static int copy_json_end(pgpipe_loader *l)
                                   l->carry_off, l->carry_over);
         } else {
             /* the input ended inside an element: dead-letter what there is */
-            if (!l->in_batch)
-                copy_batch_begin(l, l->carry_line, l->carry_off);
-            if (!l->skipping)
+            if (!l->cur)
+                rc = copy_batch_begin(l, l->carry_line, l->carry_off);
+            if (rc == PGPIPE_OK && !l->cur->skipping)
                 rc = copy_reject_input(l, l->carry.data, l->carry.len, l->carry_line, 0, l->carry_off,
                                        "the input ended inside this array element");
             if (rc == PGPIPE_OK)
@@ -1954,7 +2214,12 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->failed = 0;
     l->src_size = l->src_mtime = -1;
     l->load_id = 0;
-    copy_batch_reset(l);
+    l->cur = NULL;
+    for (int i = 0; i < COPY_MAX_LANES; i++) {
+        copy_batch_reset(&l->lanes[i]);
+        l->lanes[i].state = COPY_LANE_FREE;
+        l->lanes[i].rc = PGPIPE_OK;
+    }
     l->source = pp_strdup(l->opt_source_name ? l->opt_source_name : name);
     if (!l->source)
         return pp_err_nomem(&l->hdr.err);
@@ -1988,8 +2253,11 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     int rc = copy_format_ready(l, delim);
     if (rc == PGPIPE_OK)
         rc = copy_with_retry_setup(l);
+    l->sum.retries += l->lanes[0].r_retries;
+    l->lanes[0].r_retries = 0;
     if (rc != PGPIPE_OK)
         return rc;
+    copy_lanes_start(l);
     l->active = 1;
     pp_logf(PGPIPE_LOG_INFO, "loader", "load %lld of %s (%s) into %s%s", l->load_id, l->source,
             copy_format_name(l->format), l->target, l->ndone ? ": resuming" : "");
@@ -2038,12 +2306,12 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
     if (rc != PGPIPE_OK)
         return rc;
     /* the format recorded with the load */
-    if (l->conn) {
+    if (l->lanes[0].conn && !l->cur) {
         char id[32];
         snprintf(id, sizeof id, "%lld", l->load_id);
         const char *v[2] = { id, copy_format_name(l->format) };
         int t;
-        copy_exec(l, "UPDATE pgpipe.loads SET format = $2 WHERE id = $1::bigint", 2, v, NULL, &t);
+        copy_exec(&l->lanes[0], "UPDATE pgpipe.loads SET format = $2 WHERE id = $1::bigint", 2, v, NULL, &t);
     }
     pp_buf held = l->sniff;
     memset(&l->sniff, 0, sizeof l->sniff);
@@ -2062,16 +2330,16 @@ static void copy_load_close(pgpipe_loader *l, int code)
     const char *v[4] = { id, status, code == PGPIPE_OK ? NULL : l->hdr.err.message,
                          code == PGPIPE_OK || !l->hdr.err.sqlstate[0] ? NULL : l->hdr.err.sqlstate };
     pgpipe_error keep = l->hdr.err;
+    copy_lane *ln = &l->lanes[0];
     pgpipe_retry rt;
     pgpipe_retry_init(&rt, code == PGPIPE_OK ? l->max_retries + 1 : 3, 100, 2000);
     while (l->load_id > 0) {
         int transient = 0;
-        int rc = copy_connect(l, &transient);
-        if (rc == PGPIPE_OK && PQtransactionStatus(l->conn) != PQTRANS_IDLE) {
-            PQclear(PQexec(l->conn, "ROLLBACK"));
-        }
+        int rc = copy_connect(ln, &transient);
         if (rc == PGPIPE_OK)
-            rc = copy_exec(l, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "
+            copy_rollback(ln);
+        if (rc == PGPIPE_OK)
+            rc = copy_exec(ln, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "
                               "error_sqlstate = $4, finished_at = CASE WHEN $2 = 'running' THEN NULL "
                               "ELSE now() END, updated_at = now() WHERE id = $1::bigint",
                            4, v, NULL, &transient);
@@ -2080,9 +2348,11 @@ static void copy_load_close(pgpipe_loader *l, int code)
         int d = pgpipe_retry_next_delay(&rt);
         if (d < 0)
             break;
-        copy_drop_conn(l, 1);
+        copy_drop_conn(ln, 1);
         pgpipe_sleep_ms(d);
     }
+    l->sum.retries += ln->r_retries;
+    ln->r_retries = 0;
     l->hdr.err = keep;
     if (code == PGPIPE_OK)
         pgpipe_error_clear(&l->hdr.err);
@@ -2126,8 +2396,18 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
         return PGPIPE_NOMEM;
     pp_handle_init(&l->hdr);
     l->urandom = -1;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+#endif
+    for (int i = 0; i < COPY_MAX_LANES; i++)
+        l->lanes[i].l = l;
+    l->nlanes = 1;
     if (!o)
         return copy_errf(l, PGPIPE_MISUSE, "loader: no options");
+    if (o->connections < 1 || o->connections > COPY_MAX_LANES)
+        return copy_errf(l, PGPIPE_MISUSE, "loader: connections must be 1 to %d, not %d",
+                         COPY_MAX_LANES, o->connections);
     if (o->batch_rows <= 0 || o->batch_bytes == 0 || o->max_record_bytes == 0 || o->max_retries < 0)
         return copy_errf(l, PGPIPE_MISUSE, "loader: batch_rows, batch_bytes and max_record_bytes must "
                          "be positive (did you call pgpipe_loader_options_init?)");
@@ -2146,6 +2426,10 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
     l->progress_ud = o->progress_ud;
     l->borrowed = o->conn;
     l->pool = o->pool;
+    /* a borrowed connection is one lane; without threads there is one */
+#ifndef PGPIPE_OMIT_THREADS
+    l->nlanes = o->conn ? 1 : o->connections;
+#endif
     int nomem = 0;
 #define COPY_DUP(dst, src) do { if (src) { dst = pp_strdup(src); nomem |= !dst; } } while (0)
     COPY_DUP(l->conninfo, o->conninfo);
@@ -2186,25 +2470,24 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
 #endif
     pgpipe_retry rt;
     pgpipe_retry_init(&rt, l->max_retries + 1, 100, 2000);
+    copy_lane *ln = &l->lanes[0];
     for (;;) {
         int transient = 0;
-        rc = copy_connect(l, &transient);
+        rc = copy_connect(ln, &transient);
         if (rc == PGPIPE_OK && o->install_schema) {
-            pgpipe_error e;
-            pgpipe_error_clear(&e);
-            rc = pgpipe_schema_install(l->conn, NULL, &e);
-            if (rc != PGPIPE_OK) {
-                l->hdr.err = e;
-                transient = pgpipe_sqlstate_is_transient(e.sqlstate) ||
-                            PQstatus(l->conn) != CONNECTION_OK;
-            }
+            rc = pgpipe_schema_install(ln->conn, NULL, &ln->err);
+            if (rc != PGPIPE_OK)
+                transient = pgpipe_sqlstate_is_transient(ln->err.sqlstate) ||
+                            PQstatus(ln->conn) != CONNECTION_OK;
         }
-        if (rc == PGPIPE_OK || !transient)
+        if (rc == PGPIPE_OK)
             return rc;
-        int d = pgpipe_retry_next_delay(&rt);
-        if (d < 0)
+        int d = transient ? pgpipe_retry_next_delay(&rt) : -1;
+        if (d < 0) {
+            l->hdr.err = ln->err;
             return rc;
-        copy_drop_conn(l, 1);
+        }
+        copy_drop_conn(ln, 1);
         pgpipe_sleep_ms(d);
     }
 }
@@ -2254,12 +2537,17 @@ int pgpipe_loader_finish(pgpipe_loader *l)
     }
     if (rc == PGPIPE_OK)
         rc = copy_batch_end(l);
-    if (l->copy_open && l->conn) { /* a streamed COPY left open by a failure */
-        PQputCopyEnd(l->conn, "load stopped");
-        PGresult *r;
-        while ((r = PQgetResult(l->conn)) != NULL)
-            PQclear(r);
-        l->copy_open = 0;
+    /* every batch handed over is committed (or failed) before the load ends */
+    pgpipe_error keep = l->hdr.err;
+    int lrc = copy_lanes_collect(l, NULL, 1);
+    if (rc != PGPIPE_OK)
+        l->hdr.err = keep;
+    else
+        rc = lrc;
+    copy_lanes_stop(l);
+    if (l->cur) { /* a batch stopped half-way: its streamed COPY is abandoned */
+        copy_abandon(l->cur);
+        l->cur = NULL;
     }
     copy_load_close(l, rc);
     copy_report(l);
@@ -2267,7 +2555,8 @@ int pgpipe_loader_finish(pgpipe_loader *l)
     l->sum.status = rc;
     l->active = 0;
     l->failed = 0;
-    copy_batch_reset(l);
+    for (int i = 0; i < COPY_MAX_LANES; i++)
+        copy_batch_reset(&l->lanes[i]);
     if (rc == PGPIPE_OK)
         pp_logf(PGPIPE_LOG_INFO, "loader", "load %lld done: %lld read, %lld loaded, %lld dead-lettered",
                 l->load_id, l->sum.records_read, l->sum.rows_loaded, l->sum.rows_dead);
@@ -2335,7 +2624,7 @@ int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t s
 
 PGconn *pgpipe_loader_conn(pgpipe_loader *l)
 {
-    return l && l->hdr.magic == PP_HANDLE_MAGIC ? l->conn : NULL;
+    return l && l->hdr.magic == PP_HANDLE_MAGIC ? l->lanes[0].conn : NULL;
 }
 
 void pgpipe_loader_close(pgpipe_loader *l)
@@ -2345,16 +2634,23 @@ void pgpipe_loader_close(pgpipe_loader *l)
     if (l->active)
         pgpipe_loader_finish(l);
     copy_load_free_state(l);
-    if (l->conn && l->copy_open) {
-        PQputCopyEnd(l->conn, "loader closed");
-        PGresult *r;
-        while ((r = PQgetResult(l->conn)) != NULL)
-            PQclear(r);
+    for (int i = 0; i < COPY_MAX_LANES; i++) {
+        copy_lane *ln = &l->lanes[i];
+        if (ln->copy_open)
+            copy_abandon(ln);
+        if (l->borrowed)
+            ln->conn = NULL;
+        else
+            copy_drop_conn(ln, 0);
+        pp_free(ln->rows);
+        pp_buf_free(&ln->cbuf);
+        pp_buf_free(&ln->rbuf);
+        pp_buf_free(&ln->dbuf);
     }
-    if (l->borrowed)
-        l->conn = NULL;
-    else
-        copy_drop_conn(l, 0);
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+#endif
     for (int i = 0; i < l->ncols; i++) {
         pp_free(l->cols[i].column);
         pp_free(l->cols[i].field);
@@ -2373,10 +2669,6 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_free(l->opt_load_key);
     pp_free(l->copy_sql);
     pp_free(l->done_seqs);
-    pp_free(l->rows);
-    pp_buf_free(&l->cbuf);
-    pp_buf_free(&l->rbuf);
-    pp_buf_free(&l->dbuf);
     pp_buf_free(&l->carry);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);

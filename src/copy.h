@@ -60,8 +60,10 @@ typedef struct pgpipe_load_progress {
     double seconds;           /* since the load began */
 } pgpipe_load_progress;
 
-/* Return non-zero to stop the load after this batch (status 'interrupted';
-** running the same load again resumes it). */
+/* Called on the loader's (the caller's) thread after each batch is
+** committed. Return non-zero to stop the load after this batch (status
+** 'interrupted'; running the same load again resumes it); batches that
+** other connections are committing at that moment are committed too. */
 typedef int (*pgpipe_load_progress_fn)(void *ud, const pgpipe_load_progress *p);
 
 typedef struct pgpipe_loader_options {
@@ -91,7 +93,7 @@ typedef struct pgpipe_loader_options {
     size_t max_record_bytes;      /* longer records are dead-lettered; 64 MiB */
     /* batching */
     int batch_rows;               /* records per batch; 10000 */
-    size_t batch_bytes;           /* input bytes per batch; 8 MiB */
+    size_t batch_bytes;           /* input bytes per batch; 4 MiB */
     const char *notify_channel;   /* NOTIFY after each commit; "pgpipe_events";
                                      "" = none. Payload: {"table":..,"batch_id":..,
                                      "rows":N,"load_id":N,"seq":N} */
@@ -102,6 +104,13 @@ typedef struct pgpipe_loader_options {
     const char *load_key;
     pgpipe_load_progress_fn progress;
     void *progress_ud;
+    /* COPY streams side by side, each on its own connection (from the pool
+    ** when one is given) with a thread that commits its batches while the
+    ** next batch is read: the server then works on several batches at once.
+    ** Batches commit in any order; each is still one transaction, booked in
+    ** pgpipe.load_batches, so resuming skips exactly the committed ones.
+    ** 1 to 8; 2. Always 1 with conn (and under PGPIPE_OMIT_THREADS). */
+    int connections;
 } pgpipe_loader_options;
 
 /* Totals of the last load of a loader. records_read = rows_loaded +

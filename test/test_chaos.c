@@ -114,6 +114,7 @@ PGT_TEST(chaos, own_commit_in_flight_during_retry_is_not_a_duplicate)
     o.format = PGPIPE_FORMAT_NDJSON;
     o.batch_rows = 100;
     o.source_value = app;
+    o.connections = 1; /* batch 2 on the connection pgpipe_loader_conn() names */
     pgpipe_loader *l = NULL;
     PGT_OK(pgpipe_loader_open(&o, &l));
     pp_buf in = { 0 };
@@ -131,7 +132,7 @@ PGT_TEST(chaos, own_commit_in_flight_during_retry_is_not_a_duplicate)
         PGconn *k = PQconnectdb(pgt_dsn());
         char q[600];
         snprintf(q, sizeof q, "BEGIN; INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, rows_read,"
-                 " rows_loaded) VALUES (%lld, 2, '%s', 50, 50)", l->load_id, l->uuid_text);
+                 " rows_loaded) VALUES (%lld, 2, '%s', 50, 50)", l->load_id, l->cur->uuid_text);
         PGresult *r = PQexec(k, q);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);

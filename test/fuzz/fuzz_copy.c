@@ -20,6 +20,8 @@ static int copy_fz_run(const uint8_t *d, size_t n, size_t cut, int format, long 
     l.js_state = format == PGPIPE_FORMAT_JSON ? COPY_JS_START : 0;
     l.source = pp_strdup("fuzz");
     l.urandom = -1;
+    l.nlanes = 1;
+    l.lanes[0].l = &l;
     l.ndone = n + 2;
     l.done_seqs = pp_malloc(l.ndone * sizeof *l.done_seqs);
     for (size_t i = 0; i < l.ndone; i++)
@@ -35,10 +37,10 @@ static int copy_fz_run(const uint8_t *d, size_t n, size_t cut, int format, long 
     pp_free(l.done_seqs);
     pp_free(l.source);
     pp_buf_free(&l.carry);
-    pp_buf_free(&l.cbuf);
-    pp_buf_free(&l.rbuf);
-    pp_buf_free(&l.dbuf);
-    pp_free(l.rows);
+    pp_buf_free(&l.lanes[0].cbuf);
+    pp_buf_free(&l.lanes[0].rbuf);
+    pp_buf_free(&l.lanes[0].dbuf);
+    pp_free(l.lanes[0].rows);
     return rc;
 }
 

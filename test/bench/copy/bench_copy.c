@@ -4,10 +4,12 @@
 **   bench_copy gen-csv FILE N        events file, CSV: source,event_type,payload
 **   bench_copy gen-ndjson FILE N     the same events, one JSON object per line
 **   bench_copy gen-ndjson - BYTES    stream about BYTES of NDJSON to stdout
-**   bench_copy pgpipe FILE           load FILE into staging.raw_events
+**   bench_copy pgpipe FILE [CONNS]   load FILE into staging.raw_events (on
+**                                    CONNS connections; the default: 2)
 **   bench_copy pgpipe-stdin          load NDJSON from stdin, print peak RSS
-**   bench_copy insert FILE N         row-at-a-time INSERT of the first N rows
-**   bench_copy multi FILE ROWS       ROWS-row multi-VALUES INSERT statements
+**   bench_copy insert FILE N [CONNS] row-at-a-time INSERT of the first N rows
+**   bench_copy multi FILE ROWS [CONNS]  ROWS-row multi-VALUES INSERT statements
+**                                    (CONNS connections side by side; 1)
 ** Loads print "rows=N seconds=S" (and "rss_kb=K"). Connection: PG* variables.
 ** Inputs are generated from a fixed seed.
 */
@@ -20,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 
 static uint64_t seed = 0x9E3779B97F4A7C15ull;
 static uint64_t rnd(void)
@@ -87,10 +90,12 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static int load_pgpipe(const char *path)
+static int load_pgpipe(const char *path, int connections)
 {
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
+    if (connections > 0)
+        o.connections = connections;
     o.source_field = "source";
     o.event_type_field = "event_type";
     o.payload_field = "payload"; /* validated as JSON (CSV: a JSON text column) */
@@ -129,9 +134,22 @@ static PGconn *conn(void)
     return c;
 }
 
-/* The rows of the CSV, read with the pgpipe CSV reader. */
-static int load_insert(const char *path, long long limit, int per_stmt)
+/* The rows of the CSV, read with the pgpipe CSV reader, INSERTed per_stmt
+** rows a statement on conns connections (one process each, taking every
+** conns-th statement's rows). */
+static int load_insert(const char *path, long long limit, int per_stmt, int conns)
 {
+    int part = 0;
+    pid_t kids[16];
+    int nkids = 0;
+    if (conns > 16)
+        conns = 16;
+    for (int i = 1; i < conns; i++) {
+        pid_t p = fork();
+        if (p < 0) { perror("fork"); return 1; }
+        if (p == 0) { part = i; nkids = 0; break; }
+        kids[nkids++] = p;
+    }
     int fd = open(path, O_RDONLY);
     if (fd < 0) { perror(path); return 1; }
     pgpipe_csv_options co;
@@ -150,10 +168,12 @@ static int load_insert(const char *path, long long limit, int per_stmt)
     if (PQresultStatus(pr) != PGRES_COMMAND_OK) { fprintf(stderr, "%s", PQerrorMessage(c)); return 1; }
     PQclear(pr);
     char **vals = calloc((size_t)per_stmt * 3, sizeof *vals);
-    long long rows = 0;
+    long long rows = 0, seen = 0;
     int k = 0;
     double t0 = now_s();
-    while ((limit <= 0 || rows < limit) && pgpipe_csv_next(r) == PGPIPE_ROW) {
+    while ((limit <= 0 || seen < limit) && pgpipe_csv_next(r) == PGPIPE_ROW) {
+        if ((seen++ / per_stmt) % conns != part)
+            continue;
         for (int j = 0; j < 3; j++) {
             const char *d; size_t len;
             pgpipe_csv_field(r, j, &d, &len, NULL);
@@ -177,12 +197,19 @@ static int load_insert(const char *path, long long limit, int per_stmt)
             PQclear(e);
         }
     }
-    double t = now_s() - t0;
-    printf("rows=%lld seconds=%.3f\n", rows, t);
     PQfinish(c);
     pgpipe_csv_close(r);
     close(fd);
-    return 0;
+    if (part)
+        exit(0);
+    int ok = 1;
+    for (int i = 0; i < nkids; i++) {
+        int st;
+        ok &= waitpid(kids[i], &st, 0) == kids[i] && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    }
+    double t = now_s() - t0;
+    printf("rows=%lld seconds=%.3f connections=%d\n", seen, t, conns);
+    return ok ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -199,13 +226,13 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc >= 3 && !strcmp(argv[1], "pgpipe"))
-        return load_pgpipe(argv[2]);
+        return load_pgpipe(argv[2], argc >= 4 ? atoi(argv[3]) : 0);
     if (argc >= 2 && !strcmp(argv[1], "pgpipe-stdin"))
-        return load_pgpipe(NULL);
+        return load_pgpipe(NULL, 0);
     if (argc >= 4 && !strcmp(argv[1], "insert"))
-        return load_insert(argv[2], atoll(argv[3]), 1);
+        return load_insert(argv[2], atoll(argv[3]), 1, argc >= 5 ? atoi(argv[4]) : 1);
     if (argc >= 4 && !strcmp(argv[1], "multi"))
-        return load_insert(argv[2], 0, atoi(argv[3]));
+        return load_insert(argv[2], 0, atoi(argv[3]), argc >= 5 ? atoi(argv[4]) : 1);
     fprintf(stderr, "usage: see the comment at the top of bench_copy.c\n");
     return 2;
 }

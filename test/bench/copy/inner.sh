@@ -54,7 +54,7 @@ LOAD CSV
           fields escaped by double-quote,
           fields terminated by ',',
           batch rows = 10000,
-          workers = 2, concurrency = 1
+          workers = 2, concurrency = 2
 ;
 EOF
 else
@@ -66,13 +66,15 @@ fi
 r=0
 while [ $r -le "$RUNS" ]; do
     once pgpipe_csv "$ROWS" $r "$B/bench_copy" pgpipe "$CSV"
+    once pgpipe_csv_1conn "$ROWS" $r "$B/bench_copy" pgpipe "$CSV" 1
     once psql_copy "$ROWS" $r psql -qX -v ON_ERROR_STOP=1 -c \
         "\\copy staging.raw_events (source, event_type, payload) FROM '$CSV' WITH (FORMAT csv, HEADER true)"
     once server_copy "$ROWS" $r psql -qX -v ON_ERROR_STOP=1 -c \
         "COPY staging.raw_events (source, event_type, payload) FROM '$SRVCSV' WITH (FORMAT csv, HEADER true)"
     once pgpipe_ndjson "$ROWS" $r "$B/bench_copy" pgpipe "$NDJSON"
-    once multi_values "$ROWS" $r "$B/bench_copy" multi "$CSV" 1000
-    once row_insert "$SAMPLE" $r "$B/bench_copy" insert "$CSV" "$SAMPLE"
+    # the INSERT peers get pgpipe's connection count (2)
+    once multi_values "$ROWS" $r "$B/bench_copy" multi "$CSV" 1000 2
+    once row_insert "$SAMPLE" $r "$B/bench_copy" insert "$CSV" "$SAMPLE" 2
     command -v pgloader >/dev/null 2>&1 && once pgloader "$ROWS" $r pgloader "$B/pgloader.load"
     r=$((r + 1))
 done
@@ -103,10 +105,12 @@ END {
     p = med["pgpipe_csv"]
     printf "%-6s | %-42s | %14s | %-30s | %s\n", "component", "workload", "pgpipe", "peer", "ratio"
     line("1M events CSV (JSON validated) rows/s", p, "psql_copy", "psql \\copy", 0)
-    line("1M events CSV rows/s", p, "row_insert", "row-at-a-time INSERT (" sample "-row sample)", 0)
-    line("1M events CSV rows/s", p, "multi_values", "1000-row multi-VALUES INSERT", 0)
+    line("same, pgpipe on 1 connection", med["pgpipe_csv_1conn"], "psql_copy", "psql \\copy", 0)
+    line("1M events CSV rows/s", p, "row_insert", "row-at-a-time INSERT, 2 conns (" sample "-row sample)", 0)
+    line("1M events CSV rows/s", p, "multi_values", "1000-row multi-VALUES INSERT, 2 conns", 0)
     line("1M events CSV rows/s", p, "pgloader", "pgloader", 0)
     line("1M events CSV rows/s", p, "server_copy", "server-side COPY FROM file", 1)
+    line("same, pgpipe on 1 connection", med["pgpipe_csv_1conn"], "server_copy", "server-side COPY FROM file", 1)
     line("1M events NDJSON vs CSV rows/s", med["pgpipe_ndjson"], "pgpipe_csv", "pgpipe CSV", 0)
     printf "copy   | %-42s | %11s MB | %-30s | %s\n", "peak RSS, " int(rssbytes / 1048576) " MB NDJSON from a pipe", int(rss / 1024), "target < 32 MB", (rss && rss < 32768) ? "ok" : "over"
     printf "pgpipe CSV runs: min %d median %d max %d rows/s; NDJSON: min %d median %d max %d\n", lo["pgpipe_csv"], p, hi["pgpipe_csv"], lo["pgpipe_ndjson"], med["pgpipe_ndjson"], hi["pgpipe_ndjson"]
@@ -117,6 +121,8 @@ END {
     mline("csv_vs_multi_values", p, "multi_values", "multi_values_1000", 0)
     mline("csv_vs_pgloader", p, "pgloader", "pgloader", 0)
     mline("csv_vs_server_copy", p, "server_copy", "ceiling", 0)
+    mline("csv_1conn_vs_psql_copy", med["pgpipe_csv_1conn"], "psql_copy", "psql_copy", 0)
+    mline("csv_1conn_vs_server_copy", med["pgpipe_csv_1conn"], "server_copy", "ceiling", 0)
     mline("ndjson_vs_csv", med["pgpipe_ndjson"], "pgpipe_csv", "pgpipe_csv", 0)
     if (rss) printf "bench: component=copy workload=ndjson_1gb_pipe metric=peak_rss_mb pgpipe=%.1f peer=ceiling peer_value=32 ratio=%.2f\n", rss / 1024, 32 / (rss / 1024)
     else printf "bench: component=copy workload=ndjson_1gb_pipe metric=peak_rss_mb pgpipe=missing peer=ceiling peer_value=32 ratio=missing\n"

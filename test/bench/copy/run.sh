@@ -2,9 +2,11 @@
 # make bench-copy: the COPY loader against what a user would pick instead, on
 # the same 1M-row events file, into the same staging.raw_events (same indexes),
 # on a throwaway cluster; TRUNCATE + VACUUM ANALYZE before every run.
-#   pgpipe (CSV, every JSON payload validated) | psql \copy | row-at-a-time
-#   INSERT (libpq, prepared, autocommit; a sample, extrapolated) | 1000-row
-#   multi-VALUES INSERT | pgloader | server-side COPY FROM 'file' (ceiling)
+#   pgpipe (CSV, every JSON payload validated; its default 2 connections, and
+#   1) | psql \copy | row-at-a-time INSERT (libpq, prepared, autocommit; a
+#   sample, extrapolated) | 1000-row multi-VALUES INSERT | pgloader |
+#   server-side COPY FROM 'file' (ceiling). The peers that can use several
+#   connections get pgpipe's 2; \copy and server-side COPY are one stream.
 #   pgpipe NDJSON against pgpipe CSV; peak RSS of a ~1 GB NDJSON stream (pipe).
 # The cluster is the throwaway one the tests use (fsync and synchronous_commit
 # off), the same for every contender. PGTMP_DURABLE=1 keeps PostgreSQL's
