@@ -8616,8 +8616,16 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
 ** until the commit, so a failed batch can be sent again: row by row isolation
 ** (the server's "line N" context, else bisection under savepoints) for
 ** records the server rejects, reconnect-and-resend for lost connections.
+**
+** With several connections (lanes, below) the batch is not streamed while it
+** fills: the caller's thread fills a free lane and hands it to the lane's
+** thread, which sends, books and commits it on the lane's connection while
+** the next batch is read into another lane.
 */
 
+/* CopyData messages stay well under a Unix socket's buffer: the server reads
+** a whole message before it parses any of it, so a message larger than the
+** buffer keeps it waiting for the rest (256 KiB ones cost a tenth here). */
 #define COPY_SEND_CHUNK (32 * 1024)
 #define COPY_READ_CHUNK (256 * 1024)
 
