@@ -8727,7 +8727,6 @@ struct pgpipe_loader {
     int threaded;         /* the lanes' threads run (this load) */
     int quit;             /* the lanes' threads should end */
     copy_lane *cur;       /* the lane being filled, NULL between batches */
-    copy_lane spare;      /* a batch read while every lane is busy (no connection) */
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -9971,19 +9970,16 @@ static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
     return copy_progress(l);
 }
 
-/* How long copy_lanes_collect waits: not at all, for a free lane, or until
-** every lane has committed (the end of a load). */
-enum { COPY_COLLECT_POLL, COPY_COLLECT_FREE, COPY_COLLECT_ALL };
-
-/* Folds what the lanes committed meanwhile and finds a free lane (NULL
-** when POLL finds none). The first error is returned, after the wait. */
-static int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait)
+/* A free lane for the next batch: folds what the lanes committed meanwhile
+** and, when every lane is busy, waits for one. wait_all: wait for every
+** lane (the end of a load). The first error is returned, after the wait. */
+static int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all)
 {
     int rc = PGPIPE_OK;
     if (free_lane)
         *free_lane = NULL;
     if (!l->threaded) { /* lanes[0] commits on this thread: it is free */
-        (void)wait;
+        (void)wait_all;
         if (free_lane)
             *free_lane = &l->lanes[0];
         return rc;
@@ -10015,8 +10011,7 @@ static int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait)
             pthread_mutex_lock(&l->mu);
             continue;
         }
-        if (wait == COPY_COLLECT_POLL || (wait == COPY_COLLECT_ALL && busy == 0) ||
-            (wait == COPY_COLLECT_FREE && (idle != NULL || rc != PGPIPE_OK))) {
+        if (wait_all ? busy == 0 : (idle != NULL || rc != PGPIPE_OK)) {
             if (free_lane && rc == PGPIPE_OK)
                 *free_lane = idle;
             break;
@@ -10046,46 +10041,12 @@ static int copy_lane_handoff(pgpipe_loader *l, copy_lane *ln)
     return PGPIPE_OK;
 }
 
-/* Exchange the batches of two lanes (the connections stay). */
-static void copy_lane_swap_batch(copy_lane *a, copy_lane *b)
-{
-    copy_lane t = *a;
-#define COPY_SWAP(f) (a->f = b->f, b->f = t.f)
-    COPY_SWAP(seq);
-    COPY_SWAP(skipping);
-    memcpy(a->uuid, b->uuid, sizeof a->uuid);
-    memcpy(b->uuid, t.uuid, sizeof a->uuid);
-    memcpy(a->uuid_text, b->uuid_text, sizeof a->uuid_text);
-    memcpy(b->uuid_text, t.uuid_text, sizeof a->uuid_text);
-    COPY_SWAP(cbuf);
-    COPY_SWAP(rbuf);
-    COPY_SWAP(dbuf);
-    COPY_SWAP(dbuf_valid);
-    COPY_SWAP(rows);
-    COPY_SWAP(nrows);
-    COPY_SWAP(caprows);
-    COPY_SWAP(b_read);
-    COPY_SWAP(b_dead_valid);
-    COPY_SWAP(b_dead_srv);
-    COPY_SWAP(b_bytes);
-    COPY_SWAP(b_first_line);
-    COPY_SWAP(b_last_line);
-    COPY_SWAP(b_start_off);
-    COPY_SWAP(b_end_off);
-#undef COPY_SWAP
-}
-
-/* The next batch goes into a free lane, or, when every lane is busy
-** committing, into the spare: reading goes on meanwhile, and the spare's
-** batch moves into the first lane that frees up. */
 static int copy_batch_begin(pgpipe_loader *l, long long line, long long off)
 {
     copy_lane *ln;
-    int rc = copy_lanes_collect(l, &ln, l->threaded ? COPY_COLLECT_POLL : COPY_COLLECT_FREE);
+    int rc = copy_lanes_collect(l, &ln, 0);
     if (rc != PGPIPE_OK)
         return rc;
-    if (!ln)
-        ln = &l->spare;
     copy_batch_reset(ln);
     l->cur = ln;
     ln->seq = ++l->seq;
@@ -10136,16 +10097,6 @@ static int copy_batch_end(pgpipe_loader *l)
         ln->r_skipped_rows += ln->b_read;
         ln->r_skipped_batches++;
         return copy_lane_fold(l, ln);
-    }
-    if (ln == &l->spare) {
-        copy_lane *to;
-        int rc = copy_lanes_collect(l, &to, COPY_COLLECT_FREE);
-        if (rc != PGPIPE_OK) {
-            copy_batch_reset(ln);
-            return rc;
-        }
-        copy_lane_swap_batch(to, ln);
-        ln = to;
     }
     return copy_lane_handoff(l, ln);
 }
@@ -10883,7 +10834,6 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
         l->lanes[i].state = COPY_LANE_FREE;
         l->lanes[i].rc = PGPIPE_OK;
     }
-    copy_batch_reset(&l->spare);
     l->source = pp_strdup(l->opt_source_name ? l->opt_source_name : name);
     if (!l->source)
         return pp_err_nomem(&l->hdr.err);
@@ -11066,7 +11016,6 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
 #endif
     for (int i = 0; i < COPY_MAX_LANES; i++)
         l->lanes[i].l = l;
-    l->spare.l = l;
     l->nlanes = 1;
     if (!o)
         return copy_errf(l, PGPIPE_MISUSE, "loader: no options");
@@ -11204,7 +11153,7 @@ int pgpipe_loader_finish(pgpipe_loader *l)
         rc = copy_batch_end(l);
     /* every batch handed over is committed (or failed) before the load ends */
     pgpipe_error keep = l->hdr.err;
-    int lrc = copy_lanes_collect(l, NULL, COPY_COLLECT_ALL);
+    int lrc = copy_lanes_collect(l, NULL, 1);
     if (rc != PGPIPE_OK)
         l->hdr.err = keep;
     else
@@ -11222,7 +11171,6 @@ int pgpipe_loader_finish(pgpipe_loader *l)
     l->failed = 0;
     for (int i = 0; i < COPY_MAX_LANES; i++)
         copy_batch_reset(&l->lanes[i]);
-    copy_batch_reset(&l->spare);
     if (rc == PGPIPE_OK)
         pp_logf(PGPIPE_LOG_INFO, "loader", "load %lld done: %lld read, %lld loaded, %lld dead-lettered",
                 l->load_id, l->sum.records_read, l->sum.rows_loaded, l->sum.rows_dead);
@@ -11313,10 +11261,6 @@ void pgpipe_loader_close(pgpipe_loader *l)
         pp_buf_free(&ln->rbuf);
         pp_buf_free(&ln->dbuf);
     }
-    pp_free(l->spare.rows);
-    pp_buf_free(&l->spare.cbuf);
-    pp_buf_free(&l->spare.rbuf);
-    pp_buf_free(&l->spare.dbuf);
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
