@@ -7547,13 +7547,10 @@ static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *c
 
 static int mig_table_exists(pgpipe_migrator *m, int *exists)
 {
-    pp_buf q = { NULL, 0, 0 };
-    if (pp_buf_appendf(&q, "SELECT to_regclass('%s') IS NOT NULL", m->tbl) != PGPIPE_OK)
-        return pp_err_nomem(&m->hdr.err);
-    /* m->tbl is quoted with PQescapeIdentifier; inside '' only ' needs care,
-       and identifiers with a ' are rejected at open */
-    PGresult *r = mig_exec(m, q.data, 0, NULL, "cannot look up the migration history table");
-    pp_buf_free(&q);
+    /* m->tbl is the quoted (PQescapeIdentifier) name, passed as a value */
+    const char *v[1] = { m->tbl };
+    PGresult *r = mig_exec(m, "SELECT to_regclass($1::text) IS NOT NULL", 1, v,
+                           "cannot look up the migration history table");
     if (!r)
         return PGPIPE_DB;
     *exists = PQgetvalue(r, 0, 0)[0] == 't';

@@ -1327,7 +1327,7 @@ static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
         if (rc == PGPIPE_OK)
             fprintf(sh->out, "purged %lld\n", n);
     } else {
-        errorf("unknown .dlq command \"%s\" (list, show, counts, replay, purge)", sub);
+        errorf("unknown .dlq command \"%s\" (list, show, counts or stats, replay, purge)", sub);
         return 1;
     }
     if (rc != PGPIPE_OK) {
