@@ -753,17 +753,21 @@ static int copy_load_register(pgpipe_loader *l, int *transient)
     return rc;
 }
 
-/* Connect (retrying transient failures) and register the load. */
-static int copy_with_retry_setup(pgpipe_loader *l)
+/* Run op on lanes[0], the connection of the load's own bookkeeping:
+** (re)connect, run it, and try again while what fails is transient, up to
+** `attempts` times. A failure leaves its error in the loader's. */
+typedef int (*copy_lane_op)(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient);
+
+static int copy_on_main_lane(pgpipe_loader *l, int attempts, copy_lane_op op, const void *arg)
 {
     copy_lane *ln = &l->lanes[0];
     pgpipe_retry rt;
-    pgpipe_retry_init(&rt, l->max_retries + 1, 100, 2000);
+    pgpipe_retry_init(&rt, attempts, 100, 2000);
     for (;;) {
         int transient = 0;
         int rc = copy_connect(ln, &transient);
         if (rc == PGPIPE_OK)
-            rc = copy_load_register(l, &transient);
+            rc = op(l, ln, arg, &transient);
         if (rc == PGPIPE_OK)
             return PGPIPE_OK;
         int d = transient ? pgpipe_retry_next_delay(&rt) : -1;
@@ -774,6 +778,13 @@ static int copy_with_retry_setup(pgpipe_loader *l)
         copy_drop_conn(ln, 1);
         pgpipe_sleep_ms(d);
     }
+}
+
+static int copy_op_register(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
+{
+    (void)ln;
+    (void)arg;
+    return copy_load_register(l, transient);
 }
 
 /* ---- dead letters --------------------------------------------------------- */
@@ -2260,7 +2271,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->csv_delimiter_now = delim;
     int rc = copy_format_ready(l, delim);
     if (rc == PGPIPE_OK)
-        rc = copy_with_retry_setup(l);
+        rc = copy_on_main_lane(l, l->max_retries + 1, copy_op_register, NULL);
     l->sum.retries += l->lanes[0].r_retries;
     l->lanes[0].r_retries = 0;
     if (rc != PGPIPE_OK)
@@ -2329,6 +2340,16 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
     return rc;
 }
 
+static int copy_op_close(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
+{
+    (void)l;
+    copy_rollback(ln);
+    return copy_exec(ln, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "
+                         "error_sqlstate = $4, finished_at = CASE WHEN $2 = 'running' THEN NULL "
+                         "ELSE now() END, updated_at = now() WHERE id = $1::bigint",
+                     4, arg, NULL, transient);
+}
+
 /* Record how the load ended in pgpipe.loads (best effort, with retries). */
 static void copy_load_close(pgpipe_loader *l, int code)
 {
@@ -2338,29 +2359,10 @@ static void copy_load_close(pgpipe_loader *l, int code)
     const char *v[4] = { id, status, code == PGPIPE_OK ? NULL : l->hdr.err.message,
                          code == PGPIPE_OK || !l->hdr.err.sqlstate[0] ? NULL : l->hdr.err.sqlstate };
     pgpipe_error keep = l->hdr.err;
-    copy_lane *ln = &l->lanes[0];
-    pgpipe_retry rt;
-    pgpipe_retry_init(&rt, code == PGPIPE_OK ? l->max_retries + 1 : 3, 100, 2000);
-    while (l->load_id > 0) {
-        int transient = 0;
-        int rc = copy_connect(ln, &transient);
-        if (rc == PGPIPE_OK)
-            copy_rollback(ln);
-        if (rc == PGPIPE_OK)
-            rc = copy_exec(ln, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "
-                              "error_sqlstate = $4, finished_at = CASE WHEN $2 = 'running' THEN NULL "
-                              "ELSE now() END, updated_at = now() WHERE id = $1::bigint",
-                           4, v, NULL, &transient);
-        if (rc == PGPIPE_OK || !transient)
-            break;
-        int d = pgpipe_retry_next_delay(&rt);
-        if (d < 0)
-            break;
-        copy_drop_conn(ln, 1);
-        pgpipe_sleep_ms(d);
-    }
-    l->sum.retries += ln->r_retries;
-    ln->r_retries = 0;
+    if (l->load_id > 0)
+        copy_on_main_lane(l, code == PGPIPE_OK ? l->max_retries + 1 : 3, copy_op_close, v);
+    l->sum.retries += l->lanes[0].r_retries;
+    l->lanes[0].r_retries = 0;
     l->hdr.err = keep;
     if (code == PGPIPE_OK)
         pgpipe_error_clear(&l->hdr.err);
@@ -2393,6 +2395,19 @@ static int copy_load_fd_named(pgpipe_loader *l, int fd, const char *name, const 
 }
 
 /* ---- public API ------------------------------------------------------------- */
+
+/* arg: the install_schema option */
+static int copy_op_install(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
+{
+    (void)l;
+    if (!*(const int *)arg)
+        return PGPIPE_OK;
+    int rc = pgpipe_schema_install(ln->conn, NULL, &ln->err);
+    if (rc != PGPIPE_OK)
+        *transient = pgpipe_sqlstate_is_transient(ln->err.sqlstate) ||
+                     PQstatus(ln->conn) != CONNECTION_OK;
+    return rc;
+}
 
 int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
 {
@@ -2476,28 +2491,8 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
 #else
     l->urandom = open("/dev/urandom", O_RDONLY);
 #endif
-    pgpipe_retry rt;
-    pgpipe_retry_init(&rt, l->max_retries + 1, 100, 2000);
-    copy_lane *ln = &l->lanes[0];
-    for (;;) {
-        int transient = 0;
-        rc = copy_connect(ln, &transient);
-        if (rc == PGPIPE_OK && o->install_schema) {
-            rc = pgpipe_schema_install(ln->conn, NULL, &ln->err);
-            if (rc != PGPIPE_OK)
-                transient = pgpipe_sqlstate_is_transient(ln->err.sqlstate) ||
-                            PQstatus(ln->conn) != CONNECTION_OK;
-        }
-        if (rc == PGPIPE_OK)
-            return rc;
-        int d = transient ? pgpipe_retry_next_delay(&rt) : -1;
-        if (d < 0) {
-            l->hdr.err = ln->err;
-            return rc;
-        }
-        copy_drop_conn(ln, 1);
-        pgpipe_sleep_ms(d);
-    }
+    /* connect now (a bad conninfo fails here), installing the schema */
+    return copy_on_main_lane(l, l->max_retries + 1, copy_op_install, &o->install_schema);
 }
 
 int pgpipe_loader_feed(pgpipe_loader *l, const void *buf, size_t len)
