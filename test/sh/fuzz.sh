@@ -8,6 +8,10 @@ ls test/fuzz/fuzz_*.c >/dev/null 2>&1 || { echo "no fuzz targets yet"; exit 77; 
 command -v clang >/dev/null 2>&1 || { echo "clang not installed (sh tool/deps.sh --fuzz)"; exit 77; }
 runs=${PGPIPE_FUZZ_RUNS:-20000}
 rc=0
+# each target compiles the whole amalgamation: build them side by side
+targets=$(for f in test/fuzz/fuzz_*.c; do n=$(basename "$f" .c); echo "build/fuzz/$n"; done)
+# shellcheck disable=SC2086
+make -s -j"$(nproc 2>/dev/null || echo 2)" $targets >/dev/null 2>&1 || true
 for f in test/fuzz/fuzz_*.c; do
     name=$(basename "$f" .c)
     name=${name#fuzz_}
