@@ -167,10 +167,12 @@ run_c() {  # LINE FILE NAME
             -o "$tmp/$3" > "$2.log" 2>&1; then
         bad "$1" "c example $3 does not compile" "$2.log"; return
     fi
-    if in_clone "$tmp/$3" "$TOUR" > "$tmp/$3.got" 2> "$2.log"; then
+    in_clone "$tmp/$3" "$TOUR" > "$tmp/$3.got" 2> "$2.log"
+    rc=$?
+    if [ $rc = 0 ]; then
         ok "$1" c "$3"
     else
-        cat "$tmp/$3.got" >> "$2.log"; bad "$1" "c example $3 failed (exit $?)" "$2.log"
+        cat "$tmp/$3.got" >> "$2.log"; bad "$1" "c example $3 failed (exit $rc)" "$2.log"
     fi
 }
 
@@ -215,11 +217,9 @@ run_pgpipe() {  # LINE FILE
 }
 
 run_sql() {  # LINE FILE
-    if in_clone "$P" --bail -f "$2" "$TOUR" > "$2.log" 2>&1 < /dev/null; then
-        ok "$1" sql
-    else
-        bad "$1" "sql block failed (exit $?)" "$2.log"
-    fi
+    in_clone "$P" --bail -f "$2" "$TOUR" > "$2.log" 2>&1 < /dev/null
+    rc=$?
+    if [ $rc = 0 ]; then ok "$1" sql; else bad "$1" "sql block failed (exit $rc)" "$2.log"; fi
 }
 
 check_norun() {  # LINE KIND FILE
