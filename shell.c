@@ -636,6 +636,8 @@ static int opt_parse(optset *o, const char *cmd, const argspec *spec, char **arg
             size_t bd = 3;
             for (int j = 0; j < nopts; j++) {
                 size_t e = edit_distance(name, spec->opts[j].name);
+                if (n >= 4 && !strncmp(name, spec->opts[j].name, n))
+                    e = 1; /* the start of a longer name */
                 if (e < bd)
                     bd = e, best = spec->opts[j].name;
             }
@@ -1950,9 +1952,11 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
     pgpipe_records_filter *f = NULL;
     if ((!strcmp(sub, "count") || !strcmp(sub, "find")) &&
         pgpipe_records_filter_parse(arg, &f) != PGPIPE_OK) {
-        if (f)
-            print_error(pgpipe_errinfo(f));
-        else
+        if (f) {
+            char buf[1024];
+            pgpipe_error_format(pgpipe_errinfo(f), buf, sizeof buf);
+            errorf("%s: FILTER: %s", name, buf);
+        } else
             errorf("out of memory");
         pgpipe_records_filter_free(f);
         free(arg);
