@@ -765,11 +765,17 @@ static void print_usage(FILE *f, const char *name, const argspec *s)
 {
     char seg[256];
     int col = 0;
-    snprintf(seg, sizeof seg, ".%s%s%s", name, s->sub ? " " : "", s->sub ? s->sub : "");
+    const char *args = s->args;
+    if (s->sub && args && !strncmp(args, "COLLECTION", 10)) { /* .records COLLECTION sub ... */
+        snprintf(seg, sizeof seg, ".%s COLLECTION %s", name, s->sub);
+        args += 10;
+    } else {
+        snprintf(seg, sizeof seg, ".%s%s%s", name, s->sub ? " " : "", s->sub ? s->sub : "");
+    }
     put_segment(f, seg, &col, 4, 79);
-    if (s->args) {
+    if (args) {
         /* the positional part, word by word but brackets kept together */
-        const char *p = s->args;
+        const char *p = args;
         while (*p) {
             while (*p == ' ')
                 p++;
@@ -787,10 +793,9 @@ static void print_usage(FILE *f, const char *name, const argspec *s)
         }
     }
     for (const optdef *d = s->opts; d && d->name; d++) {
-        if (d->kind == OPT_FLAG)
-            snprintf(seg, sizeof seg, "[%s]", d->name);
-        else
-            snprintf(seg, sizeof seg, "[%s %s]", d->name, d->arg);
+        snprintf(seg, sizeof seg, "[%s%s%s%s%s]", d->name, d->alias ? "|" : "",
+                 d->alias ? d->alias : "", d->kind == OPT_FLAG ? "" : " ",
+                 d->kind == OPT_FLAG ? "" : d->arg);
         put_segment(f, seg, &col, 4, 79);
     }
     fputc('\n', f);
@@ -847,15 +852,16 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest);
 
 static const argspec spec_mode[] = { { NULL, "[aligned|csv|json|line]", 0, 1, NULL,
                                         "set how query results are printed (table = aligned)" } };
+/* (main calls it too, for -m, with argv = { "mode", MODE }) */
 static int cmd_mode(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)argv, (void)argc, (void)rest;
-    if (cur.npos == 0) {
+    (void)rest;
+    if (argc < 2) {
         fprintf(sh->out, "current output mode: %s\n", mode_names[sh->mode]);
         return 0;
     }
     long long k;
-    if (parse_choice(".mode", "MODE", cur.pos[0], "aligned|csv|json|line|table", &k))
+    if (parse_choice(".mode", "MODE", argv[1], "aligned|csv|json|line|table", &k))
         return 1;
     sh->mode = k == 4 ? MODE_ALIGNED : (int)k;
     return 0;
@@ -2479,8 +2485,10 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
         fprintf(sh->out, "\n%s\n", c->help);
         for (int k = 0; k == 0 || sp[k].sub; k++) {
             if (sp[k].sub) {
-                fprintf(sh->out, "\n.%s %s%s%s: %s\n", c->name, sp[k].sub, sp[k].args ? " " : "",
-                        sp[k].args ? sp[k].args : "", sp[k].summary);
+                int coll = sp[k].args && !strncmp(sp[k].args, "COLLECTION", 10);
+                fprintf(sh->out, "\n.%s %s%s%s%s: %s\n", c->name, coll ? "COLLECTION " : "",
+                        sp[k].sub, sp[k].args ? " " : "", sp[k].args ? sp[k].args + (coll ? 11 : 0) : "",
+                        sp[k].summary);
                 print_options(sh->out, &sp[k]);
             } else if (sp[k].opts) {
                 fprintf(sh->out, "\noptions:\n");
@@ -2517,8 +2525,8 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
         put_wrapped(sh->out, summary, &col, 4, 79);
         fputc('\n', sh->out);
     }
-    fprintf(sh->out, "\nSQL ended by ';' is sent to the server as typed. .help COMMAND explains one "
-                     "with all its options.\n");
+    fprintf(sh->out, "\nSQL ended by ';' is sent to the server as typed.\n"
+                     ".help COMMAND explains one, with all its options.\n");
     return 0;
 }
 

@@ -563,6 +563,15 @@ static void copy_drop_conn(copy_lane *ln, int broken)
 }
 
 /* (Re)connect the lane. *transient set when trying again may help. */
+static void copy_notice_processor(void *arg, const char *message)
+{
+    (void)arg;
+    int n = (int)strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    pp_logf(PGPIPE_LOG_INFO, "loader", "server: %.*s", n, message);
+}
+
 static int copy_connect(copy_lane *ln, int *transient)
 {
     pgpipe_loader *l = ln->l;
@@ -602,6 +611,8 @@ static int copy_connect(copy_lane *ln, int *transient)
     ln->own_conn = 1;
     if (!ln->conn)
         return pp_err_nomem(&ln->err);
+    /* the server's NOTICEs (the schema install's) go to the log, as on a pool's connections */
+    PQsetNoticeProcessor(ln->conn, copy_notice_processor, NULL);
     if (PQstatus(ln->conn) != CONNECTION_OK) {
         pp_err_pq(&ln->err, ln->conn, NULL, "loader: connect");
         /* refused or reset while the server restarts: worth another try */
