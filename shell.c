@@ -1871,6 +1871,23 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
                "COLLECTION and the sub-command");
         return 1;
     }
+    /* the name is checked first (the library checks it again when it opens) */
+    int okname = 1, dots = 0;
+    for (const char *c = coll, *start = coll; *c; c++) {
+        if (*c == '.') {
+            okname &= c > start && ++dots == 1;
+            start = c + 1;
+        } else if (c == start) {
+            okname &= isalpha((unsigned char)*c) || *c == '_';
+        } else {
+            okname &= isalnum((unsigned char)*c) || *c == '_' || *c == '-';
+        }
+    }
+    if (!okname || coll[strlen(coll) - 1] == '.') {
+        errorf(".records: COLLECTION: bad collection name \"%.80s\": use \"name\" or \"schema.name\", "
+               "each a letter or '_' then letters, digits, '_' or '-'", coll);
+        return 1;
+    }
     const argspec *sp = NULL;
     for (const argspec *a = spec_records; a->sub; a++)
         if (!strcmp(a->sub, sub))
