@@ -720,7 +720,10 @@ static void put_wrapped(FILE *f, const char *text, int *col, int indent, int wid
             fprintf(f, "\n%*s", indent, "");
             *col = indent;
             sp = 0;
-            p++;
+            for (p++; *p == ' '; p++) { /* an indented line keeps its indent */
+                fputc(' ', f);
+                (*col)++;
+            }
             continue;
         }
         if (*p == ' ') {
@@ -2438,7 +2441,8 @@ static const command commands[] = {
     { "records", ".records COLLECTION create JSON|get ID|find FILTER|import FILE|export FILE",
       "the record store: JSON documents in the table records.COLLECTION (made on first use).\n"
       "JSON and FILTER are the rest of the line (no quoting needed). FILTER:\n"
-      "  name = \"Alice\" and age > 30 and tags contains [\"x\"] and address.city in [\"Paris\"]\n"
+      "  name = \"Alice\" and age > 30 and tags contains [\"x\"]\n"
+      "  and address.city in [\"Paris\"]\n"
       "operators = != < <= > >= in exists contains like ilike; paths a.b, \"key.with.dot\",\n"
       "@metadata.KEY; numbers compare numerically (also \"10\" > \"9\"), other values as text.\n"
       "import reports bad records with file:line:column and skips them.", cmd_records,
@@ -2499,13 +2503,34 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
             if (!sp[k].sub)
                 break;
         }
-        fprintf(sh->out, "\n%s\n", c->help);
+        /* the description reflowed to the width: a line break stays only
+        ** before an indented line */
+        char *text = strdup(c->help);
+        if (text) {
+            int indented = text[0] == ' ';
+            for (char *q = text; *q; q++)
+                if (*q == '\n') {
+                    if (q[1] != ' ' && !indented)
+                        *q = ' ';
+                    indented = q[1] == ' ';
+                }
+            int col = 0;
+            fputc('\n', sh->out);
+            put_wrapped(sh->out, text, &col, 0, 79);
+            fputc('\n', sh->out);
+            free(text);
+        }
         for (int k = 0; k == 0 || sp[k].sub; k++) {
             if (sp[k].sub) {
                 int coll = sp[k].args && !strncmp(sp[k].args, "COLLECTION", 10);
-                fprintf(sh->out, "\n.%s %s%s%s%s: %s\n", c->name, coll ? "COLLECTION " : "",
-                        sp[k].sub, sp[k].args ? " " : "", sp[k].args ? sp[k].args + (coll ? 11 : 0) : "",
-                        sp[k].summary);
+                char head[512];
+                snprintf(head, sizeof head, ".%s %s%s%s%s: %s", c->name, coll ? "COLLECTION " : "",
+                         sp[k].sub, sp[k].args ? " " : "",
+                         sp[k].args ? sp[k].args + (coll ? 11 : 0) : "", sp[k].summary);
+                int col = 0;
+                fputc('\n', sh->out);
+                put_wrapped(sh->out, head, &col, 4, 79);
+                fputc('\n', sh->out);
                 print_options(sh->out, &sp[k]);
             } else if (sp[k].opts) {
                 fprintf(sh->out, "\noptions:\n");
