@@ -63,6 +63,7 @@ for c in conninfo dlq exit explain export health help install listen load log mi
          partitions quit read records refresh stats timer version work; do
     printf '%s\n' "$all" | grep -q "^\.$c\( \|\$\)" || fail "no line starting with .$c in .help"
     one=$($P ".help $c") || fail ".help $c"
+    printf '%s\n' "$one" | awk 'length > 79 { bad = 1 } END { exit bad }' || fail ".help $c: lines over 79 columns"
     [ "$c" = records ] && continue   # its sub-commands take the rest of the line
     for o in $($P ".help --options $c" | awk '{ print $NF }'); do
         printf '%s\n' "$all" | grep -qE -- "[[|]$o[] |]" || fail "$o of .$c is not in .help"
