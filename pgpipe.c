@@ -982,11 +982,195 @@ static const char *const pp_sql_11[] = {
 };
 /* ==== end sql/schema/V0021__staging_lean_indexes.sql ==== */
 
+/* ==== begin sql/schema/V0022__dlq_replay_revalidates.sql ==== */
+static const char *const pp_sql_12[] = {
+    "-- pgpipe built-in schema: a replay validates a dead letter of stage 'load'\n",
+    "-- again, the way its load did, and keeps its load's source.\n",
+    "--\n",
+    "-- Since this version the loader records its field mapping and its required\n",
+    "-- fields in pgpipe.loads.options -> 'mapping':\n",
+    "--   {\"columns\": [{\"column\": \"source\", \"value\": \"web\"},\n",
+    "--                {\"column\": \"event_type\", \"field\": \"event_type\"},\n",
+    "--                {\"column\": \"payload\", \"field\": \"$record\", \"json\": true}, ...],\n",
+    "--    \"required\": [\"event_type\", ...]}\n",
+    "-- A replay of a dead letter of such a load checks its raw text as the loader\n",
+    "-- does (valid JSON, an object, every required field present and not null),\n",
+    "-- maps it with the same columns (the source is the load's --source, or its\n",
+    "-- source name; never the file path unless that was the source), and inserts\n",
+    "-- it. One that still fails stays dead-lettered with attempt_count + 1,\n",
+    "-- last_failed_at = now() and the new error (\"replay: ...\"), and is returned\n",
+    "-- with replayed = false and the reason. A CSV record is not replayed on its\n",
+    "-- own (the header that names its fields is not kept). Dead letters of loads\n",
+    "-- that recorded no mapping (older pgpipe versions) are replayed as before:\n",
+    "-- valid JSON, with the dead letter's source name.\n",
+    "\n",
+    "-- A field of a record by the loader's names: \"name\", or a path \"a.b\",\n",
+    "-- \"items[0]\".\n",
+    "CREATE OR REPLACE FUNCTION pgpipe.dlq_field(j jsonb, field text) RETURNS jsonb\n",
+    "LANGUAGE sql IMMUTABLE AS $fn$\n",
+    "    SELECT CASE WHEN field ~ '[.\\[]'\n",
+    "                THEN j #> string_to_array(regexp_replace(field, '\\[([0-9]+)\\]', '.\\1', 'g'), '.')\n",
+    "                ELSE j -> field END\n",
+    "$fn$;\n",
+    "\n",
+    "CREATE OR REPLACE FUNCTION pgpipe.dlq_replay(ids bigint[],\n",
+    "                                             target regclass DEFAULT 'staging.raw_events')\n",
+    "RETURNS TABLE (dead_letter_id bigint, replayed boolean, reason text)\n",
+    "LANGUAGE plpgsql AS $fn$\n",
+    "DECLARE\n",
+    "    d pgpipe.dead_letters;\n",
+    "    ld pgpipe.loads;\n",
+    "    j jsonb;\n",
+    "    m jsonb;\n",
+    "    col jsonb;\n",
+    "    v jsonb;\n",
+    "    rec jsonb;\n",
+    "    f text;\n",
+    "    cols text;\n",
+    "    state text;\n",
+    "    n integer;\n",
+    "BEGIN\n",
+    "    FOR d IN SELECT * FROM pgpipe.dead_letters\n",
+    "             WHERE id = ANY (ids) AND status = 'dead' ORDER BY id FOR UPDATE\n",
+    "    LOOP\n",
+    "        dead_letter_id := d.id;\n",
+    "        replayed := false;\n",
+    "        reason := NULL;\n",
+    "        state := NULL;\n",
+    "        j := NULL;\n",
+    "        IF d.stage = 'process' THEN\n",
+    "            IF d.row_id IS NOT NULL THEN\n",
+    "                EXECUTE format('UPDATE %s SET processed = false, processed_at = NULL, '\n",
+    "                    'attempts = 0, next_attempt_at = NULL, last_error = NULL, '\n",
+    "                    'first_failed_at = NULL, claim_token = NULL, lease_expires_at = NULL, '\n",
+    "                    'claimed_by = NULL, claimed_at = NULL WHERE id = $1 AND received_at = $2', target)\n",
+    "                    USING d.row_id, d.row_received_at;\n",
+    "                GET DIAGNOSTICS n = ROW_COUNT;\n",
+    "                replayed := n > 0;\n",
+    "            END IF;\n",
+    "            IF NOT replayed THEN\n",
+    "                IF d.payload IS NULL THEN\n",
+    "                    reason := 'the staging row is gone and no payload was kept';\n",
+    "                ELSE\n",
+    "                    BEGIN\n",
+    "                        EXECUTE format('INSERT INTO %s (source, event_type, payload, batch_id) '\n",
+    "                                       'VALUES ($1, $2, $3, $4)', target)\n",
+    "                            USING coalesce(d.source_name, 'replay'),\n",
+    "                                  coalesce(d.event_type, 'unknown'), d.payload, d.batch_id;\n",
+    "                        replayed := true;\n",
+    "                    EXCEPTION WHEN others THEN\n",
+    "                        reason := SQLERRM;\n",
+    "                        state := SQLSTATE;\n",
+    "                    END;\n",
+    "                END IF;\n",
+    "            END IF;\n",
+    "        ELSE\n",
+    "            ld := NULL;\n",
+    "            IF d.load_id IS NOT NULL THEN\n",
+    "                SELECT * INTO ld FROM pgpipe.loads WHERE id = d.load_id;\n",
+    "            END IF;\n",
+    "            m := ld.options -> 'mapping';\n",
+    "            IF d.raw_text IS NULL THEN\n",
+    "                reason := 'no raw text kept (the record was not valid UTF-8)';\n",
+    "            ELSIF ld.format = 'csv' THEN\n",
+    "                reason := 'a CSV record is not replayed on its own (its header is not kept): '\n",
+    "                          'load the fixed file again';\n",
+    "            ELSE\n",
+    "                BEGIN\n",
+    "                    j := d.raw_text::jsonb;\n",
+    "                EXCEPTION WHEN others THEN\n",
+    "                    reason := 'raw text is not valid JSON: ' || SQLERRM;\n",
+    "                    state := SQLSTATE;\n",
+    "                END;\n",
+    "            END IF;\n",
+    "            IF reason IS NULL AND m IS NOT NULL THEN\n",
+    "                -- the checks and the mapping of the load\n",
+    "                IF jsonb_typeof(j) <> 'object' THEN\n",
+    "                    reason := format('record is a JSON %s, not an object', jsonb_typeof(j));\n",
+    "                END IF;\n",
+    "                IF reason IS NULL THEN\n",
+    "                    FOR f IN SELECT jsonb_array_elements_text(m -> 'required') LOOP\n",
+    "                        v := pgpipe.dlq_field(j, f);\n",
+    "                        IF v IS NULL OR jsonb_typeof(v) = 'null' THEN\n",
+    "                            reason := format('required field \"%s\" is %s', f,\n",
+    "                                             CASE WHEN v IS NULL THEN 'missing' ELSE 'null' END);\n",
+    "                            EXIT;\n",
+    "                        END IF;\n",
+    "                    END LOOP;\n",
+    "                END IF;\n",
+    "                IF reason IS NULL THEN\n",
+    "                    rec := '{}';\n",
+    "                    cols := '';\n",
+    "                    FOR col IN SELECT jsonb_array_elements(m -> 'columns') LOOP\n",
+    "                        f := col ->> 'field';\n",
+    "                        v := CASE\n",
+    "                            WHEN col \? 'value' THEN col -> 'value'\n",
+    "                            WHEN f = '$record' THEN CASE WHEN coalesce((col ->> 'json')::boolean, false)\n",
+    "                                                         THEN j ELSE to_jsonb(d.raw_text) END\n",
+    "                            WHEN f = '$source' THEN to_jsonb(coalesce(ld.source, d.source_name))\n",
+    "                            WHEN f = '$line' THEN to_jsonb(d.line_number)\n",
+    "                            WHEN f = '$batch_id' THEN to_jsonb(d.batch_id)\n",
+    "                            WHEN f = '$load_id' THEN to_jsonb(d.load_id)\n",
+    "                            WHEN f IS NULL THEN 'null'::jsonb\n",
+    "                            ELSE pgpipe.dlq_field(j, f) END;\n",
+    "                        rec := rec || jsonb_build_object(col ->> 'column', coalesce(v, 'null'::jsonb));\n",
+    "                        cols := cols || CASE WHEN cols = '' THEN '' ELSE ', ' END\n",
+    "                                     || quote_ident(col ->> 'column');\n",
+    "                    END LOOP;\n",
+    "                    BEGIN\n",
+    "                        EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM jsonb_populate_record(NULL::%s, $1)',\n",
+    "                                       target, cols, cols, target) USING rec;\n",
+    "                        replayed := true;\n",
+    "                    EXCEPTION WHEN others THEN\n",
+    "                        reason := SQLERRM;\n",
+    "                        state := SQLSTATE;\n",
+    "                    END;\n",
+    "                END IF;\n",
+    "            ELSIF reason IS NULL THEN\n",
+    "                -- a load that recorded no mapping: as before this version\n",
+    "                BEGIN\n",
+    "                    IF jsonb_typeof(j) = 'object' AND j \? 'source' AND j \? 'event_type' AND j \? 'payload' THEN\n",
+    "                        EXECUTE format('INSERT INTO %s (source, event_type, payload, batch_id) '\n",
+    "                                       'VALUES ($1, $2, $3, $4)', target)\n",
+    "                            USING j ->> 'source', j ->> 'event_type', j -> 'payload', d.batch_id;\n",
+    "                    ELSE\n",
+    "                        EXECUTE format('INSERT INTO %s (source, event_type, payload, batch_id) '\n",
+    "                                       'VALUES ($1, $2, $3, $4)', target)\n",
+    "                            USING coalesce(d.source_name, 'replay'),\n",
+    "                                  coalesce(d.event_type, 'unknown'), j, d.batch_id;\n",
+    "                    END IF;\n",
+    "                    replayed := true;\n",
+    "                EXCEPTION WHEN others THEN\n",
+    "                    reason := SQLERRM;\n",
+    "                    state := SQLSTATE;\n",
+    "                END;\n",
+    "            END IF;\n",
+    "        END IF;\n",
+    "        IF replayed THEN\n",
+    "            UPDATE pgpipe.dead_letters\n",
+    "               SET status = 'replayed', replay_count = replay_count + 1,\n",
+    "                   replayed_at = now(), replayed_by = current_user\n",
+    "             WHERE id = d.id;\n",
+    "        ELSE\n",
+    "            -- still bad: it stays dead, with this attempt counted\n",
+    "            UPDATE pgpipe.dead_letters\n",
+    "               SET attempt_count = attempt_count + 1, last_failed_at = now(),\n",
+    "                   error_message = 'replay: ' || reason, sqlstate = coalesce(state, sqlstate)\n",
+    "             WHERE id = d.id;\n",
+    "        END IF;\n",
+    "        RETURN NEXT;\n",
+    "    END LOOP;\n",
+    "END\n",
+    "$fn$;\n",
+    NULL
+};
+/* ==== end sql/schema/V0022__dlq_replay_revalidates.sql ==== */
+
 typedef struct pp_sql_entry {
     const char *path;
     const char *const *lines;
 } pp_sql_entry;
-#define PP_SQL_NFILES 12
+#define PP_SQL_NFILES 13
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -1000,6 +1184,7 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0002__loads_and_dead_letters.sql", pp_sql_9 },
     { "schema/V0020__claimer.sql", pp_sql_10 },
     { "schema/V0021__staging_lean_indexes.sql", pp_sql_11 },
+    { "schema/V0022__dlq_replay_revalidates.sql", pp_sql_12 },
     { NULL, NULL }
 };
 
@@ -8636,6 +8821,7 @@ typedef struct copy_col {
     char *field;    /* COPY_K_FIELD */
     int is_path;    /* field holds '.' or '[' */
     char *value;    /* COPY_K_FIXED, COPY-escaped */
+    char *raw_value;/* COPY_K_FIXED as given (for the load's recorded mapping) */
     int csv_idx;    /* index of the field in the CSV header */
     int json;       /* the value is JSON (validated for CSV) */
 } copy_col;
@@ -9068,7 +9254,8 @@ static int copy_add_col(pgpipe_loader *l, const char *column, const char *field,
     } else if (value) {
         c->kind = COPY_K_FIXED;
         c->value = copy_dup_esc(value);
-        if (!c->value)
+        c->raw_value = pp_strdup(value);
+        if (!c->value || !c->raw_value)
             return PGPIPE_NOMEM;
     } else {
         c->kind = COPY_K_NULL;
@@ -9166,6 +9353,15 @@ static void copy_drop_conn(copy_lane *ln, int broken)
 }
 
 /* (Re)connect the lane. *transient set when trying again may help. */
+static void copy_notice_processor(void *arg, const char *message)
+{
+    (void)arg;
+    int n = (int)strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    pp_logf(PGPIPE_LOG_INFO, "loader", "server: %.*s", n, message);
+}
+
 static int copy_connect(copy_lane *ln, int *transient)
 {
     pgpipe_loader *l = ln->l;
@@ -9205,6 +9401,8 @@ static int copy_connect(copy_lane *ln, int *transient)
     ln->own_conn = 1;
     if (!ln->conn)
         return pp_err_nomem(&ln->err);
+    /* the server's NOTICEs (the schema install's) go to the log, as on a pool's connections */
+    PQsetNoticeProcessor(ln->conn, copy_notice_processor, NULL);
     if (PQstatus(ln->conn) != CONNECTION_OK) {
         pp_err_pq(&ln->err, ln->conn, NULL, "loader: connect");
         /* refused or reset while the server restarts: worth another try */
@@ -9269,6 +9467,62 @@ static const char *copy_format_name(int f)
 }
 
 /* Find the earlier run of this load (same key and target) or create the row. */
+/* A JSON string literal (for a query parameter, not COPY text). */
+static int copy_json_plain(pp_buf *b, const char *s)
+{
+    int rc = pp_buf_putc(b, '"');
+    for (; *s && rc == PGPIPE_OK; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            rc = pp_buf_appendf(b, "\\%c", c);
+        else if (c < 0x20)
+            rc = pp_buf_appendf(b, "\\u%04x", c);
+        else
+            rc = pp_buf_putc(b, (char)c);
+    }
+    return rc == PGPIPE_OK ? pp_buf_putc(b, '"') : rc;
+}
+
+/* The load's field mapping and required fields as JSON, recorded in
+** pgpipe.loads.options: a replay of its dead letters (pgpipe.dlq_replay)
+** validates and maps them the same way.
+**   {"columns": [{"column": C, "field": F | "value": V, "json": true}, ...],
+**    "required": [F, ...]} */
+static char *copy_mapping_json(const pgpipe_loader *l)
+{
+    pp_buf b = { 0 };
+    int rc = pp_buf_appendf(&b, "{\"columns\": [");
+    for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
+        const copy_col *c = &l->cols[i];
+        rc |= pp_buf_appendf(&b, "%s{\"column\": ", i ? ", " : "");
+        rc |= copy_json_plain(&b, c->column);
+        if (c->kind == COPY_K_FIELD) {
+            rc |= pp_buf_appendf(&b, ", \"field\": ");
+            rc |= copy_json_plain(&b, c->field);
+        } else if (c->kind == COPY_K_FIXED) {
+            rc |= pp_buf_appendf(&b, ", \"value\": ");
+            rc |= copy_json_plain(&b, c->raw_value);
+        } else if (c->kind != COPY_K_NULL) {
+            const char *sp = c->kind == COPY_K_RECORD ? "$record" : c->kind == COPY_K_LINE ? "$line"
+                           : c->kind == COPY_K_SOURCE ? "$source" : c->kind == COPY_K_BATCH
+                           ? "$batch_id" : "$load_id";
+            rc |= pp_buf_appendf(&b, ", \"field\": \"%s\"", sp);
+        }
+        rc |= pp_buf_appendf(&b, "%s}", c->json ? ", \"json\": true" : "");
+    }
+    rc |= pp_buf_appendf(&b, "], \"required\": [");
+    for (int i = 0; i < l->nrequired && rc == PGPIPE_OK; i++) {
+        rc |= pp_buf_appendf(&b, "%s", i ? ", " : "");
+        rc |= copy_json_plain(&b, l->required[i]);
+    }
+    rc |= pp_buf_appendf(&b, "]}");
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 {
     copy_lane *ln = &l->lanes[0];
@@ -9319,13 +9573,18 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
     snprintf(num[1], sizeof num[1], "%lld", l->src_mtime);
     snprintf(num[2], sizeof num[2], "%d", l->batch_rows);
     snprintf(num[3], sizeof num[3], "%zu", l->batch_bytes);
-    const char *v[8] = { l->source, l->src_size >= 0 ? num[0] : NULL,
+    char *mapping = copy_mapping_json(l);
+    if (!mapping)
+        return pp_err_nomem(&ln->err);
+    const char *v[9] = { l->source, l->src_size >= 0 ? num[0] : NULL,
                          l->src_mtime >= 0 ? num[1] : NULL, l->load_key,
-                         copy_format_name(l->format), l->target, num[2], num[3] };
+                         copy_format_name(l->format), l->target, num[2], num[3], mapping };
     rc = copy_exec(ln, "INSERT INTO pgpipe.loads (source, source_size, source_mtime, source_checksum, "
                       "format, target, options) VALUES ($1, $2::bigint, to_timestamp($3::bigint), $4, "
-                      "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint)) "
-                      "RETURNING id", 8, v, &r, transient);
+                      "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint, "
+                      "'mapping', $9::jsonb)) "
+                      "RETURNING id", 9, v, &r, transient);
+    pp_free(mapping);
     if (rc != PGPIPE_OK)
         return rc;
     l->load_id = atoll(PQgetvalue(r, 0, 0));
@@ -11261,6 +11520,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
         pp_free(l->cols[i].column);
         pp_free(l->cols[i].field);
         pp_free(l->cols[i].value);
+        pp_free(l->cols[i].raw_value);
     }
     pp_free(l->cols);
     for (int i = 0; i < l->nrequired; i++)

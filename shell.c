@@ -22,7 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <dirent.h>
+#include <limits.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,20 +60,25 @@ static void errorf(const char *fmt, ...)
 static double now_ms(void) { return (double)pgpipe_now_us() / 1000.0; }
 
 /* Splits "a b 'c d'" into words (single or double quotes group; no escapes).
-** Returns the count; words point into buf, which is modified. */
+** Returns the count (-1: more than max words, -2: a quote not closed); words
+** point into buf, which is modified. */
 static int split_words(char *buf, char **words, int max)
 {
     int n = 0;
     char *p = buf;
-    while (*p && n < max) {
+    for (;;) {
         while (isspace((unsigned char)*p))
             p++;
         if (!*p)
             break;
+        if (n >= max)
+            return -1;
         char q = (*p == '\'' || *p == '"') ? *p++ : 0;
         words[n++] = p;
         while (*p && (q ? *p != q : !isspace((unsigned char)*p)))
             p++;
+        if (q && !*p)
+            return -2;
         if (*p)
             *p++ = '\0';
     }
@@ -365,17 +373,489 @@ static void print_error(const pgpipe_error *e)
 
 /* ---- dot commands -------------------------------------------------------- */
 
+/* ---- dot-command arguments ----------------------------------------------- */
+
+/* Every dot command declares its options once, in a table. A command line is
+** checked against the table before the command does anything: an unknown
+** option, a missing value, a bad number, an unknown choice, an unreadable
+** file or an argument too many each get one error line naming the command
+** and the option, and nothing runs. .help lists the same tables. */
+enum { OPT_FLAG, OPT_INT, OPT_ENUM, OPT_TEXT, OPT_FILE, OPT_SQL };
+
+typedef struct optdef {
+    const char *name;   /* "--workers" */
+    const char *alias;  /* another spelling, or NULL */
+    int kind;           /* OPT_* */
+    const char *arg;    /* the value in .help ("N"); OPT_ENUM: the choices "a|b|c" */
+    long long min, max; /* OPT_INT */
+    const char *def;    /* the default, for .help (NULL = none) */
+    const char *help;
+} optdef;
+
+/* A sub-command (.dlq list, .records get) or a whole command. */
+typedef struct argspec {
+    const char *sub;     /* sub-command name; NULL for a command's own spec */
+    const char *args;    /* positional arguments in .help ("QUERY FILE"), or NULL */
+    int minpos, maxpos;
+    const optdef *opts;  /* ended by a row with name NULL; may be NULL */
+    const char *summary; /* one line */
+} argspec;
+
+#define OPT_MAX 40
+#define POS_MAX 8
+
+typedef struct optset {
+    char cmd[64];                 /* ".work", ".dlq purge": for messages */
+    const optdef *defs;
+    const char *val[OPT_MAX];     /* the value given (a flag: ""), NULL = not given */
+    long long num[OPT_MAX];       /* OPT_INT: the number; OPT_ENUM: the index of the choice */
+    char *owned[OPT_MAX];         /* OPT_SQL read from a file */
+    const char *pos[POS_MAX];
+    int npos;
+    const char *sub;              /* the sub-command chosen, or NULL */
+} optset;
+
+/* The parsed arguments of the command running now (the shell is single-threaded). */
+static optset cur;
+
+static void opt_reset(optset *o)
+{
+    for (int i = 0; i < OPT_MAX; i++)
+        free(o->owned[i]);
+    memset(o, 0, sizeof *o);
+}
+
+static int opt_count(const optdef *d)
+{
+    int n = 0;
+    while (d && d[n].name)
+        n++;
+    return n;
+}
+
+static int opt_lookup(const optdef *d, const char *w, size_t n)
+{
+    for (int i = 0; d && d[i].name; i++)
+        if ((strlen(d[i].name) == n && !strncmp(d[i].name, w, n)) ||
+            (d[i].alias && strlen(d[i].alias) == n && !strncmp(d[i].alias, w, n)))
+            return i;
+    return -1;
+}
+
+/* Edit distance, for "did you mean". */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[64];
+    if (la >= 63 || lb >= 63)
+        return 99;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (row[j] + 1 < best) best = row[j] + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* A whole-string integer in [min, max]; otherwise one error line. */
+static int parse_num(const char *cmd, const char *what, const char *v, long long min,
+                     long long max, long long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long x = (*v == '-' || isdigit((unsigned char)*v)) ? strtoll(v, &end, 10) : 0;
+    int whole = end && end != v && *end == '\0';
+    if (whole && errno == 0 && x >= min && x <= max) {
+        *out = x;
+        return 0;
+    }
+    char want[96];
+    if (min == 1 && max >= INT_MAX)
+        snprintf(want, sizeof want, "a positive integer");
+    else if (min == 0 && max >= INT_MAX)
+        snprintf(want, sizeof want, "a non-negative integer");
+    else
+        snprintf(want, sizeof want, "an integer from %lld to %lld", min, max);
+    errorf("%s: %s: expected %s, got \"%s\"%s", cmd, what, want, v,
+           whole && (errno == ERANGE || x > max) ? " (too large)" : "");
+    return 1;
+}
+
+/* The index of v among "a|b|c", else one error line. */
+static int parse_choice(const char *cmd, const char *what, const char *v, const char *choices,
+                        long long *out)
+{
+    long long k = 0;
+    for (const char *p = choices; *p; k++) {
+        size_t n = strcspn(p, "|");
+        if (strlen(v) == n && !strncmp(p, v, n)) {
+            *out = k;
+            return 0;
+        }
+        p += n + (p[n] == '|');
+    }
+    char want[256] = "";
+    size_t len = 0;
+    for (const char *p = choices; *p && len < sizeof want - 32;) {
+        size_t n = strcspn(p, "|");
+        int last = p[n] != '|';
+        len += (size_t)snprintf(want + len, sizeof want - len, "%s%.*s",
+                                p == choices ? "" : last ? " or " : ", ", (int)n, p);
+        p += n + !last;
+    }
+    errorf("%s: %s: expected %s, got \"%s\"", cmd, what, want, v);
+    return 1;
+}
+
+/* A file that can be opened for reading (not a directory). */
+static int check_readable(const char *cmd, const char *what, const char *path)
+{
+    FILE *f = *path ? fopen(path, "r") : NULL;
+    if (!f) {
+        errorf("%s: %s: cannot open \"%s\": %s", cmd, what, path,
+               *path ? strerror(errno) : "empty file name");
+        return 1;
+    }
+    int fd = fileno(f);
+    struct stat st;
+    int dir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+    fclose(f);
+    if (dir) {
+        errorf("%s: %s: \"%s\" is a directory, not a file", cmd, what, path);
+        return 1;
+    }
+    return 0;
+}
+
+/* The contents of a file (malloc'd), trailing blanks and ';' removed. */
+static char *read_sql_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, len = 0, n;
+    char *buf = malloc(cap);
+    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len < 2) {
+            char *g = realloc(buf, cap * 2);
+            if (!g) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = g;
+            cap *= 2;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf || bad) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    while (len && (isspace((unsigned char)buf[len - 1]) || buf[len - 1] == ';'))
+        buf[--len] = '\0'; /* a trailing ';' is fine in a file */
+    return buf;
+}
+
+static int opt_value(optset *o, int k, const char *v)
+{
+    const optdef *d = &o->defs[k];
+    switch (d->kind) {
+    case OPT_INT:
+        return parse_num(o->cmd, d->name, v, d->min, d->max, &o->num[k]);
+    case OPT_ENUM:
+        return parse_choice(o->cmd, d->name, v, d->arg, &o->num[k]);
+    case OPT_FILE:
+        return check_readable(o->cmd, d->name, v);
+    case OPT_SQL:
+        /* SQL text has a blank somewhere; one word is a file name */
+        if (strpbrk(v, " \t\r\n"))
+            return 0;
+        if (check_readable(o->cmd, d->name, v))
+            return 1;
+        if (!(o->owned[k] = read_sql_file(v))) {
+            errorf("%s: %s: cannot read \"%s\": %s", o->cmd, d->name, v, strerror(errno));
+            return 1;
+        }
+        if (!*o->owned[k]) {
+            errorf("%s: %s: \"%s\" holds no SQL", o->cmd, d->name, v);
+            return 1;
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* Parses argv (the words after the command, or its sub-command) against
+** spec into o. 0, or 1 with one error line printed. "--" ends the options;
+** "--opt=value" is "--opt value". */
+static int opt_parse(optset *o, const char *cmd, const argspec *spec, char **argv, int argc)
+{
+    opt_reset(o);
+    snprintf(o->cmd, sizeof o->cmd, "%s", cmd);
+    o->defs = spec->opts;
+    int nopts = opt_count(spec->opts), ended = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!ended && !strcmp(a, "--")) {
+            ended = 1;
+            continue;
+        }
+        if (ended || a[0] != '-' || !a[1] || isdigit((unsigned char)a[1])) {
+            if (o->npos >= spec->maxpos || o->npos >= POS_MAX) {
+                if (spec->maxpos == 0)
+                    errorf("%s: unexpected argument \"%s\" (it takes none%s)", cmd, a,
+                           nopts ? ", only options" : "");
+                else
+                    errorf("%s: unexpected argument \"%s\" (expected %s%s)", cmd, a, spec->args,
+                           strchr(a, ' ') || spec->maxpos < 2 ? "" : "; quote an argument holding blanks");
+                return 1;
+            }
+            o->pos[o->npos++] = a;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t n = eq ? (size_t)(eq - a) : strlen(a);
+        int k = opt_lookup(spec->opts, a, n);
+        if (k < 0) {
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)(n < 60 ? n : 60), a);
+            const char *best = NULL;
+            size_t bd = 3;
+            for (int j = 0; j < nopts; j++) {
+                size_t e = edit_distance(name, spec->opts[j].name);
+                if (n >= 4 && !strncmp(name, spec->opts[j].name, n))
+                    e = 1; /* the start of a longer name */
+                if (e < bd)
+                    bd = e, best = spec->opts[j].name;
+            }
+            if (best)
+                errorf("%s: %s: unknown option (did you mean %s?)", cmd, name, best);
+            else if (nopts)
+                errorf("%s: %s: unknown option (.help %.*s lists them)", cmd, name,
+                       (int)strcspn(cmd + 1, " "), cmd + 1);
+            else
+                errorf("%s: %s: unknown option (%s takes no options)", cmd, name, cmd);
+            return 1;
+        }
+        const optdef *d = &spec->opts[k];
+        if (o->val[k]) {
+            errorf("%s: %s: given twice", cmd, d->name);
+            return 1;
+        }
+        const char *v = "";
+        if (d->kind == OPT_FLAG) {
+            if (eq) {
+                errorf("%s: %s: takes no value", cmd, d->name);
+                return 1;
+            }
+        } else if (eq) {
+            v = eq + 1;
+        } else if (i + 1 < argc && !(argv[i + 1][0] == '-' && argv[i + 1][1] == '-' &&
+                                     opt_lookup(spec->opts, argv[i + 1], strcspn(argv[i + 1], "=")) >= 0)) {
+            v = argv[++i];
+        } else {
+            errorf("%s: %s: missing value (%s)", cmd, d->name, d->arg);
+            return 1;
+        }
+        if (opt_value(o, k, v))
+            return 1;
+        o->val[k] = v;
+    }
+    if (o->npos < spec->minpos) {
+        errorf("%s: missing %s (usage: %s %s; .help %.*s)", cmd, spec->args, cmd, spec->args,
+               (int)strcspn(cmd + 1, " "), cmd + 1);
+        return 1;
+    }
+    return 0;
+}
+
+static int opt_index(const optset *o, const char *name)
+{
+    int k = opt_lookup(o->defs, name, strlen(name));
+    return k;
+}
+/* Was the option given? */
+static int opt_has(const optset *o, const char *name)
+{
+    int k = opt_index(o, name);
+    return k >= 0 && o->val[k] != NULL;
+}
+/* Its text (OPT_SQL: the SQL, read from the file when one was named), or dflt. */
+static const char *opt_str(const optset *o, const char *name, const char *dflt)
+{
+    int k = opt_index(o, name);
+    if (k < 0 || !o->val[k])
+        return dflt;
+    return o->owned[k] ? o->owned[k] : o->val[k];
+}
+/* Its number (OPT_INT) or choice index (OPT_ENUM), or dflt. */
+static long long opt_num(const optset *o, const char *name, long long dflt)
+{
+    int k = opt_index(o, name);
+    return k >= 0 && o->val[k] ? o->num[k] : dflt;
+}
+
+/* ---- .help text from the tables ------------------------------------------ */
+
+/* Writes text word by word from column *col, wrapping at width with indent;
+** a newline in text starts a new (indented) line. */
+static void put_wrapped(FILE *f, const char *text, int *col, int indent, int width)
+{
+    int sp = 0;
+    for (const char *p = text; *p;) {
+        if (*p == '\n') {
+            fprintf(f, "\n%*s", indent, "");
+            *col = indent;
+            sp = 0;
+            for (p++; *p == ' '; p++) { /* an indented line keeps its indent */
+                fputc(' ', f);
+                (*col)++;
+            }
+            continue;
+        }
+        if (*p == ' ') {
+            p++;
+            continue;
+        }
+        size_t n = strcspn(p, " \n");
+        if (sp && *col + 1 + (int)n > width) {
+            fprintf(f, "\n%*s", indent, "");
+            *col = indent;
+            sp = 0;
+        }
+        if (sp) {
+            fputc(' ', f);
+            (*col)++;
+        }
+        fwrite(p, 1, n, f);
+        *col += (int)n;
+        p += n;
+        sp = 1;
+    }
+}
+
+/* A segment of a usage line that is never broken: "[--workers N]". */
+static void put_segment(FILE *f, const char *seg, int *col, int indent, int width)
+{
+    int n = (int)strlen(seg);
+    if (*col > indent && *col + 1 + n > width) {
+        fprintf(f, "\n%*s", indent, "");
+        *col = indent;
+    } else if (*col > 0) {
+        fputc(' ', f);
+        (*col)++;
+    }
+    fputs(seg, f);
+    *col += n;
+}
+
+/* ".dlq purge [ID] [--stage load|process] ...": the whole usage, wrapped,
+** the command's name at column 0. */
+static void print_usage(FILE *f, const char *name, const argspec *s)
+{
+    char seg[256];
+    int col = 0;
+    const char *args = s->args;
+    if (s->sub && args && !strncmp(args, "COLLECTION", 10)) { /* .records COLLECTION sub ... */
+        snprintf(seg, sizeof seg, ".%s COLLECTION %s", name, s->sub);
+        args += 10;
+    } else {
+        snprintf(seg, sizeof seg, ".%s%s%s", name, s->sub ? " " : "", s->sub ? s->sub : "");
+    }
+    put_segment(f, seg, &col, 4, 79);
+    if (args) {
+        /* the positional part, word by word but brackets kept together */
+        const char *p = args;
+        while (*p) {
+            while (*p == ' ')
+                p++;
+            size_t n = 0;
+            int depth = 0;
+            while (p[n] && (depth > 0 || p[n] != ' ')) {
+                depth += p[n] == '[' ? 1 : p[n] == ']' ? -1 : 0;
+                n++;
+            }
+            if (!n)
+                break;
+            snprintf(seg, sizeof seg, "%.*s", (int)n, p);
+            put_segment(f, seg, &col, 4, 79);
+            p += n;
+        }
+    }
+    for (const optdef *d = s->opts; d && d->name; d++) {
+        snprintf(seg, sizeof seg, "[%s%s%s%s%s]", d->name, d->alias ? "|" : "",
+                 d->alias ? d->alias : "", d->kind == OPT_FLAG ? "" : " ",
+                 d->kind == OPT_FLAG ? "" : d->arg);
+        put_segment(f, seg, &col, 4, 79);
+    }
+    fputc('\n', f);
+}
+
+/* The options of a spec, one each: name, value, meaning, range, default. */
+static void print_options(FILE *f, const argspec *s)
+{
+    for (const optdef *d = s->opts; d && d->name; d++) {
+        char left[160], extra[160] = "";
+        snprintf(left, sizeof left, "  %s%s%s%s%s", d->name, d->alias ? ", " : "",
+                 d->alias ? d->alias : "", d->kind == OPT_FLAG ? "" : " ",
+                 d->kind == OPT_FLAG ? "" : d->arg);
+        size_t e = 0;
+        if (d->kind == OPT_INT)
+            e += (size_t)snprintf(extra + e, sizeof extra - e, d->max >= INT_MAX ? " (%lld or more" :
+                                  " (%lld to %lld", d->min, d->max);
+        if (d->def)
+            e += (size_t)snprintf(extra + e, sizeof extra - e, "%sdefault %s", e ? "; " : " (",
+                                  d->def);
+        if (e)
+            snprintf(extra + e, sizeof extra - e, ")");
+        int col = (int)strlen(left);
+        fputs(left, f);
+        if (col >= 28) {
+            fprintf(f, "\n%*s", 28, "");
+        } else {
+            fprintf(f, "%*s", 28 - col, "");
+        }
+        col = 28;
+        char text[1024];
+        snprintf(text, sizeof text, "%s%s", d->help, extra);
+        put_wrapped(f, text, &col, 28, 79);
+        fputc('\n', f);
+    }
+}
+
+/* A dot command. With spec, its line is checked against spec before fn runs
+** (fn reads the result in cur); spec with sub set is a list of sub-commands
+** (the first is the default), ended by a row with sub NULL. self: fn checks
+** its line itself against spec (it needs the unsplit rest of the line). */
 typedef struct command {
     const char *name;
     const char *usage;
     const char *help;
     int (*fn)(shell *sh, char **argv, int argc, const char *rest);
+    const argspec *spec;
+    int self;
 } command;
 
 
 
 static int cmd_help(shell *sh, char **argv, int argc, const char *rest);
 
+static const argspec spec_mode[] = { { NULL, "[aligned|csv|json|line]", 0, 1, NULL,
+                                        "set how query results are printed (table = aligned)" } };
+/* (main calls it too, for -m, with argv = { "mode", MODE }) */
 static int cmd_mode(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)rest;
@@ -383,24 +863,73 @@ static int cmd_mode(shell *sh, char **argv, int argc, const char *rest)
         fprintf(sh->out, "current output mode: %s\n", mode_names[sh->mode]);
         return 0;
     }
-    for (int i = 0; i < 4; i++)
-        if (!strcmp(argv[1], mode_names[i]) || (!strcmp(argv[1], "table") && i == MODE_ALIGNED)) {
-            sh->mode = i;
-            return 0;
-        }
-    errorf("unknown mode '%s': use aligned, csv, json or line", argv[1]);
-    return 1;
+    long long k;
+    if (parse_choice(".mode", "MODE", argv[1], "aligned|csv|json|line|table", &k))
+        return 1;
+    sh->mode = k == 4 ? MODE_ALIGNED : (int)k;
+    return 0;
 }
 
+static const argspec spec_timer[] = { { NULL, "on|off", 1, 1, NULL,
+                                         "print the time each statement takes" } };
 static int cmd_timer(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
-    if (argc < 2 || (strcmp(argv[1], "on") && strcmp(argv[1], "off"))) {
-        errorf("usage: .timer on|off");
+    (void)argv, (void)argc, (void)rest;
+    long long k;
+    if (parse_choice(".timer", "on|off", cur.pos[0], "on|off", &k))
         return 1;
-    }
-    sh->timer = !strcmp(argv[1], "on");
+    sh->timer = k == 0;
     return 0;
+}
+
+/* .log LEVEL: what of pgpipe's own log reaches stderr. pgpipe's schema
+** installs run with their server NOTICEs sent to this log (level info, shown
+** by .log notice or info), not to the terminal; a user's own SQL shows its
+** NOTICEs as psql does. */
+static const char log_levels[] = "debug|info|notice|warn|error|off";
+static const argspec spec_log[] = { { NULL, "[debug|info|notice|warn|error|off]", 0, 1, NULL,
+                                       "show or set the level of pgpipe's log on stderr" } };
+static int cmd_log(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    static const int lv[] = { PGPIPE_LOG_DEBUG, PGPIPE_LOG_INFO, PGPIPE_LOG_INFO,
+                              PGPIPE_LOG_WARN, PGPIPE_LOG_ERROR, PGPIPE_LOG_OFF };
+    if (cur.npos == 0) {
+        int l = pgpipe_log_get_level();
+        fprintf(sh->out, "log level: %s\n", l <= PGPIPE_LOG_DEBUG ? "debug" : l <= PGPIPE_LOG_INFO ?
+                "info (shows the NOTICEs of pgpipe's own installs)" : l <= PGPIPE_LOG_WARN ? "warn" :
+                l <= PGPIPE_LOG_ERROR ? "error" : "off");
+        return 0;
+    }
+    long long k;
+    if (parse_choice(".log", "LEVEL", cur.pos[0], log_levels, &k))
+        return 1;
+    pgpipe_log_set_level(lv[k]);
+    return 0;
+}
+
+/* Server NOTICEs of pgpipe's own work on the shell's connection (schema
+** installs, migrations) go to the log at level info instead of stderr. */
+static void notice_to_log(void *arg, const char *message)
+{
+    (void)arg;
+    int n = (int)strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    char line[1024];
+    snprintf(line, sizeof line, "server: %.*s", n, message);
+    pgpipe_log(PGPIPE_LOG_INFO, "shell", line, NULL, 0);
+}
+
+static PQnoticeProcessor quiet_notices(PGconn *conn)
+{
+    return PQsetNoticeProcessor(conn, notice_to_log, NULL);
+}
+
+static void restore_notices(PGconn *conn, PQnoticeProcessor old)
+{
+    if (old)
+        PQsetNoticeProcessor(conn, old, NULL);
 }
 
 static int cmd_version(shell *sh, char **argv, int argc, const char *rest)
@@ -421,6 +950,17 @@ static int cmd_conninfo(shell *sh, char **argv, int argc, const char *rest)
     return 0;
 }
 
+static const argspec spec_conninfo[] = { { NULL, NULL, 0, 0, NULL,
+                                            "the database, user and host of the connection" } };
+static const argspec spec_version[] = { { NULL, NULL, 0, 0, NULL,
+                                           "the pgpipe, libpq and server versions" } };
+static const argspec spec_health[] = { { NULL, NULL, 0, 0, NULL,
+                                          "the pipeline's health numbers, each against its target" } };
+static const argspec spec_stats[] = { { NULL, NULL, 0, 0, NULL,
+                                         "events in staging, the last loads and the dead letters" } };
+static const argspec spec_quit[] = { { NULL, NULL, 0, 0, NULL, "leave the shell" } };
+static const argspec spec_read[] = { { NULL, "FILE", 1, 1, NULL,
+                                        "run the SQL and dot commands in FILE" } };
 static int run_stream(shell *sh, FILE *f);
 
 static int cmd_read(shell *sh, char **argv, int argc, const char *rest)
@@ -467,21 +1007,18 @@ static char *quote_qualified(PGconn *conn, const char *name)
     return out;
 }
 
+static const optdef opts_refresh[] = {
+    { "--concurrently", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "readers are not blocked while it runs (needs a unique index on the view)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_refresh[] = { { NULL, "VIEW", 1, 1, opts_refresh,
+                                           "REFRESH MATERIALIZED VIEW" } };
 static int cmd_refresh(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
-    const char *view = NULL;
-    int conc = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--concurrently"))
-            conc = 1;
-        else
-            view = argv[i];
-    }
-    if (!view) {
-        errorf("usage: .refresh VIEW [--concurrently]");
-        return 1;
-    }
+    (void)argv, (void)argc, (void)rest;
+    const char *view = cur.pos[0];
+    int conc = opt_has(&cur, "--concurrently");
     char *q = quote_qualified(sh->conn, view);
     if (!q) {
         errorf("cannot quote view name '%s'", view);
@@ -497,20 +1034,20 @@ static int cmd_refresh(shell *sh, char **argv, int argc, const char *rest)
 }
 
 /* .export QUERY FILE [--format csv|ndjson] through COPY TO STDOUT. */
+static const optdef opts_export[] = {
+    { "--format", NULL, OPT_ENUM, "csv|ndjson", 0, 0, "csv",
+      "csv with a header row, or one JSON object per line" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_export[] = { { NULL, "\"QUERY\" FILE", 2, 2, opts_export,
+                                          "write the rows of a query to a file" } };
 static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
-    const char *query = NULL, *file = NULL, *format = "csv";
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--format") && i + 1 < argc)
-            format = argv[++i];
-        else if (!query)
-            query = argv[i];
-        else if (!file)
-            file = argv[i];
-    }
-    if (!query || !file || (strcmp(format, "csv") && strcmp(format, "ndjson"))) {
-        errorf("usage: .export \"QUERY\" FILE [--format csv|ndjson]");
+    (void)argv, (void)argc, (void)rest;
+    const char *query = cur.pos[0], *file = cur.pos[1];
+    const char *format = opt_str(&cur, "--format", "csv");
+    if (!*query) {
+        errorf(".export: QUERY: empty");
         return 1;
     }
     size_t n = strlen(query) + 128;
@@ -522,12 +1059,6 @@ static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
         snprintf(sql, n, "COPY (%s) TO STDOUT WITH (FORMAT csv, HEADER)", query);
     else
         snprintf(sql, n, "COPY (SELECT row_to_json(q) FROM (%s) q) TO STDOUT", query);
-    FILE *f = !strcmp(file, "-") ? stdout : fopen(file, "w");
-    if (!f) {
-        errorf("cannot write %s: %s", file, strerror(errno));
-        free(sql);
-        return 1;
-    }
     double t0 = now_ms();
     /* the extended protocol runs exactly one statement: QUERY cannot close
     ** the COPY ( ... ) and append a statement of its own */
@@ -535,6 +1066,21 @@ static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
     free(sql);
     int rc = 0;
     long rows = 0;
+    /* the file is made only once the query runs: a bad query leaves none */
+    FILE *f = NULL;
+    if (PQresultStatus(res) == PGRES_COPY_OUT) {
+        f = !strcmp(file, "-") ? stdout : fopen(file, "w");
+        if (!f) {
+            errorf(".export: cannot write \"%s\": %s", file, strerror(errno));
+            char *buf;
+            while (PQgetCopyData(sh->conn, &buf, 0) > 0)
+                PQfreemem(buf);
+            PQclear(res);
+            while ((res = PQgetResult(sh->conn)) != NULL)
+                PQclear(res);
+            return 1;
+        }
+    }
     if (PQresultStatus(res) != PGRES_COPY_OUT) {
         report_pq_error(res, sh->conn);
         rc = 1;
@@ -565,11 +1111,11 @@ static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
         }
     }
     PQclear(res);
-    if (f != stdout && fclose(f) != 0) {
+    if (f && f != stdout && fclose(f) != 0) {
         errorf("writing %s: %s", file, strerror(errno));
         rc = 1;
     }
-    if (!rc && f != stdout) {
+    if (!rc && f && f != stdout) {
         long data_rows = !strcmp(format, "csv") ? rows - 1 : rows;
         fprintf(sh->out, "exported %ld row%s to %s (%s) in %.1f ms\n", data_rows,
                 data_rows == 1 ? "" : "s", file, format, now_ms() - t0);
@@ -579,23 +1125,19 @@ static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
 
 
 /* .listen CHANNEL [--count N] [--timeout S]: print notifications as they come. */
+static const optdef opts_listen[] = {
+    { "--count", NULL, OPT_INT, "N", 1, INT_MAX, "no limit", "stop after N notifications" },
+    { "--timeout", NULL, OPT_INT, "SECONDS", 0, 86400 * 365, "none (Ctrl-C stops)",
+      "stop after SECONDS" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_listen[] = { { NULL, "CHANNEL", 1, 1, opts_listen,
+                                          "print the notifications of a channel" } };
 static int cmd_listen(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
-    const char *channel = NULL;
-    long count = -1, timeout = -1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--count") && i + 1 < argc)
-            count = atol(argv[++i]);
-        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
-            timeout = atol(argv[++i]);
-        else
-            channel = argv[i];
-    }
-    if (!channel) {
-        errorf("usage: .listen CHANNEL [--count N] [--timeout SECONDS]");
-        return 1;
-    }
+    (void)argv, (void)argc, (void)rest;
+    const char *channel = cur.pos[0];
+    long count = (long)opt_num(&cur, "--count", -1), timeout = (long)opt_num(&cur, "--timeout", -1);
     char *ident = PQescapeIdentifier(sh->conn, channel, strlen(channel));
     char sql[512];
     snprintf(sql, sizeof sql, "LISTEN %s", ident ? ident : "\"\"");
@@ -640,29 +1182,71 @@ static int cmd_listen(shell *sh, char **argv, int argc, const char *rest)
 }
 
 /* .explain SQL: EXPLAIN (ANALYZE, BUFFERS) and plain notes on what stands out. */
+/* A statement the shell runs for itself; 0 when it succeeded. */
+static int exec_quiet(PGconn *conn, const char *sql)
+{
+    PGresult *r = PQexec(conn, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        report_pq_error(r, conn);
+    PQclear(r);
+    return !ok;
+}
+
+static const argspec spec_explain[] = { { NULL, "SQL", 1, 1, NULL,
+                                           "show how a statement runs, without changing data" } };
+/* EXPLAIN ANALYZE executes the statement: .explain runs it inside a
+** transaction (a savepoint when one is open) that is rolled back, so an
+** UPDATE, DELETE, INSERT or MERGE (or a function with side effects) changes
+** nothing. Plain SQL "EXPLAIN ANALYZE ..." still executes, as in psql. */
 static int cmd_explain(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc;
     while (*rest && isspace((unsigned char)*rest))
         rest++;
     if (!*rest) {
-        errorf("usage: .explain SQL");
+        errorf(".explain: missing SQL (usage: .explain SQL)");
         return 1;
     }
+    PGTransactionStatusType ts = PQtransactionStatus(sh->conn);
+    if (ts == PQTRANS_INERROR) {
+        errorf(".explain: the current transaction is aborted: ROLLBACK first");
+        return 1;
+    }
+    int nested = ts == PQTRANS_INTRANS;
     size_t n = strlen(rest) + 64;
     char *sql = malloc(n);
     if (!sql)
         return 1;
     snprintf(sql, n, "EXPLAIN (ANALYZE, BUFFERS) %s", rest);
+    if (exec_quiet(sh->conn, nested ? "SAVEPOINT pgpipe_explain" : "BEGIN")) {
+        free(sql);
+        return 1;
+    }
     /* one statement only (extended protocol): "SELECT 1; DROP ..." is refused */
     PGresult *res = PQexecParams(sh->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
     free(sql);
+    int undone = !exec_quiet(sh->conn, nested ? "ROLLBACK TO SAVEPOINT pgpipe_explain" : "ROLLBACK");
+    if (undone && nested)
+        undone = !exec_quiet(sh->conn, "RELEASE SAVEPOINT pgpipe_explain");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         report_pq_error(res, sh->conn);
         PQclear(res);
         return 1;
     }
-    int notes = 0;
+    if (!undone) {
+        errorf(".explain: could not roll the statement back");
+        PQclear(res);
+        return 1;
+    }
+    int notes = 0, writes = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *l = PQgetvalue(res, i, 0);
+        while (*l == ' ' || *l == '-' || *l == '>')
+            l++;
+        writes |= !strncmp(l, "Insert on ", 10) || !strncmp(l, "Update on ", 10) ||
+                  !strncmp(l, "Delete on ", 10) || !strncmp(l, "Merge on ", 9);
+    }
     for (int i = 0; i < PQntuples(res); i++) {
         const char *line = PQgetvalue(res, i, 0);
         fprintf(sh->out, "%s\n", line);
@@ -715,23 +1299,30 @@ static int cmd_explain(shell *sh, char **argv, int argc, const char *rest)
     }
     if (!notes)
         fprintf(sh->out, "note: nothing stands out in this plan\n");
+    if (writes)
+        fprintf(sh->out, "(run inside a transaction that was rolled back: no data changed)\n");
     PQclear(res);
     return 0;
 }
 
 /* .install [--example]: the built-in schema (and the example pipeline). */
+static const optdef opts_install[] = {
+    { "--example", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "also the three-layer example pipeline (staging, production, analytics)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_install[] = { { NULL, NULL, 0, 0, opts_install,
+                                           "install or update pgpipe's built-in schema" } };
 static int cmd_install(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
-    int example = argc > 1 && !strcmp(argv[1], "--example");
-    if (argc > 1 && !example) {
-        errorf("usage: .install [--example]");
-        return 1;
-    }
+    (void)argv, (void)argc, (void)rest;
+    int example = opt_has(&cur, "--example");
     pgpipe_error err;
     double t0 = now_ms();
+    PQnoticeProcessor old = quiet_notices(sh->conn);
     int rc = example ? pgpipe_example_install(sh->conn, NULL, &err)
                      : pgpipe_schema_install(sh->conn, NULL, &err);
+    restore_notices(sh->conn, old);
     if (rc != PGPIPE_OK) {
         print_error(&err);
         return 1;
@@ -742,33 +1333,74 @@ static int cmd_install(shell *sh, char **argv, int argc, const char *rest)
 }
 
 /* .migrate [DIR] [--status|--dry-run|--baseline V|--repair] */
+static const optdef opts_migrate[] = {
+    { "--status", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "show applied, pending, changed and missing migrations; change nothing" },
+    { "--dry-run", NULL, OPT_FLAG, NULL, 0, 0, NULL, "say what would run; change nothing" },
+    { "--baseline", NULL, OPT_TEXT, "V", 0, 0, NULL,
+      "record the versions up to V as applied without running them" },
+    { "--repair", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "accept edited files of applied migrations (record their new checksums)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_migrate[] = { { NULL, "[DIR]", 0, 1, opts_migrate,
+                                           "apply the migrations of a directory" } };
 static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
+    (void)argv, (void)argc, (void)rest;
     pgpipe_migrate_options o;
     pgpipe_migrate_options_init(&o);
-    o.dir = "migrations";
-    int status = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--status"))
-            status = 1;
-        else if (!strcmp(argv[i], "--dry-run"))
-            o.flags |= PGPIPE_MIGRATE_DRY_RUN;
-        else if (!strcmp(argv[i], "--repair"))
-            o.flags |= PGPIPE_MIGRATE_REPAIR;
-        else if (!strcmp(argv[i], "--baseline") && i + 1 < argc)
-            o.baseline_version = argv[++i];
-        else if (argv[i][0] != '-')
-            o.dir = argv[i];
-        else {
-            errorf("usage: .migrate [DIR] [--status|--dry-run|--baseline V|--repair]");
-            return 1;
-        }
+    o.dir = cur.npos ? cur.pos[0] : "migrations";
+    int status = opt_has(&cur, "--status");
+    if (opt_has(&cur, "--dry-run"))
+        o.flags |= PGPIPE_MIGRATE_DRY_RUN;
+    if (opt_has(&cur, "--repair"))
+        o.flags |= PGPIPE_MIGRATE_REPAIR;
+    o.baseline_version = opt_str(&cur, "--baseline", NULL);
+    if (o.baseline_version && (!*o.baseline_version ||
+                               strspn(o.baseline_version, "0123456789") != strlen(o.baseline_version))) {
+        errorf(".migrate: --baseline: expected a version number (digits), got \"%s\"",
+               o.baseline_version);
+        return 1;
+    }
+    if (status + !!(o.flags & PGPIPE_MIGRATE_DRY_RUN) + !!(o.flags & PGPIPE_MIGRATE_REPAIR) +
+        !!o.baseline_version > 1 && status) {
+        errorf(".migrate: --status: changes nothing, so it does not go with --dry-run, --repair "
+               "or --baseline");
+        return 1;
+    }
+    /* the directory: said once when it is not there (not every file as missing) */
+    struct stat st;
+    if (stat(o.dir, &st) != 0) {
+        errorf(".migrate: no such directory: %s", o.dir);
+        return 1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        errorf(".migrate: not a directory: %s", o.dir);
+        return 1;
+    }
+    DIR *dh = opendir(o.dir);
+    if (!dh) {
+        errorf(".migrate: cannot read the directory %s: %s", o.dir, strerror(errno));
+        return 1;
+    }
+    int files = 0;
+    for (struct dirent *de; (de = readdir(dh)) != NULL;) {
+        size_t n = strlen(de->d_name);
+        files += (de->d_name[0] == 'V' || de->d_name[0] == 'R') && n > 4 &&
+                 !strcmp(de->d_name + n - 4, ".sql");
+    }
+    closedir(dh);
+    if (!files) {
+        fprintf(sh->out, "no migrations in %s\n", o.dir);
+        return 0;
     }
     pgpipe_migrator *m = NULL;
+    PQnoticeProcessor old = quiet_notices(sh->conn);
     int rc = pgpipe_migrate_open(&m, sh->conn, &o);
     if (rc == PGPIPE_OK)
         rc = status ? pgpipe_migrate_status(m) : pgpipe_migrate_run(m);
+    restore_notices(sh->conn, old);
     int n = pgpipe_migrate_format(m, NULL, 0);
     char *text = n > 0 ? malloc((size_t)n + 1) : NULL;
     if (text) {
@@ -785,16 +1417,30 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
 }
 
 /* .partitions [list|ahead N|retain DAYS [--detach-only]] */
+static const optdef opts_retain[] = {
+    { "--detach-only", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "detach the old partitions (kept as tables) instead of dropping them" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_partitions[] = {
+    { "list", NULL, 0, 0, NULL, "the daily partitions of staging.raw_events" },
+    { "ahead", "DAYS", 1, 1, NULL, "create the daily partitions of the next DAYS days" },
+    { "retain", "DAYS", 1, 1, opts_retain, "drop (or detach) the partitions older than DAYS days" },
+    { NULL, NULL, 0, 0, NULL, NULL },
+};
 static int cmd_partitions(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
-    const char *what = argc > 1 ? argv[1] : "list";
+    (void)argv, (void)argc, (void)rest;
+    const char *what = cur.sub;
     if (!strcmp(what, "list"))
         return run_sql(sh, "SELECT partition, bounds, estimated_rows, "
                            "pg_size_pretty(total_bytes) AS size FROM pgpipe.raw_events_partitions");
-    if ((!strcmp(what, "ahead") || !strcmp(what, "retain")) && argc > 2 &&
-        strspn(argv[2], "0123456789") == strlen(argv[2]) && *argv[2]) {
-        const char *params[2] = { argv[2], argc > 3 && !strcmp(argv[3], "--detach-only") ? "t" : "f" };
+    long long days;
+    if (parse_num(!strcmp(what, "ahead") ? ".partitions ahead" : ".partitions retain", "DAYS",
+                  cur.pos[0], 1, 36500, &days))
+        return 1;
+    {
+        const char *params[2] = { cur.pos[0], opt_has(&cur, "--detach-only") ? "t" : "f" };
         int ahead = !strcmp(what, "ahead");
         char *v = query_value(sh, ahead ? "SELECT pgpipe.create_partitions($1::int, (now() AT TIME ZONE 'UTC')::date)"
                                         : "SELECT pgpipe.drop_old_partitions($1::int, $2::bool)",
@@ -803,16 +1449,14 @@ static int cmd_partitions(shell *sh, char **argv, int argc, const char *rest)
             return 1;
         if (ahead)
             fprintf(sh->out, "created %s partition%s (daily, %s days ahead)\n", v,
-                     strcmp(v, "1") ? "s" : "", argv[2]);
+                     strcmp(v, "1") ? "s" : "", cur.pos[0]);
         else
             fprintf(sh->out, "%s %s partition%s older than %s days\n",
                     params[1][0] == 't' ? "detached" : "dropped", v, strcmp(v, "1") ? "s" : "",
-                    argv[2]);
+                    cur.pos[0]);
         free(v);
         return 0;
     }
-    errorf("usage: .partitions [list|ahead DAYS|retain DAYS [--detach-only]]");
-    return 1;
 }
 
 /* .health: the numbers the source articles watch, each against its target. */
@@ -929,80 +1573,78 @@ static char *work_conninfo(PGconn *conn)
     return s;
 }
 
-/* The SQL of --sql: the text itself, or the contents of the file it names
-** (kept until the next call; the shell is single-threaded). */
-static const char *sql_arg(const char *v)
-{
-    static char *file_sql = NULL;
-    free(file_sql);
-    file_sql = NULL;
-    if (strpbrk(v, " \t\n") || access(v, R_OK) != 0)
-        return v;
-    FILE *f = fopen(v, "r");
-    if (!f)
-        return v;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len < 2) {
-            char *g = realloc(buf, cap * 2);
-            if (!g) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = g;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (!buf)
-        return v;
-    buf[len] = '\0';
-    while (len && (isspace((unsigned char)buf[len - 1]) || buf[len - 1] == ';'))
-        buf[--len] = '\0'; /* a trailing ';' is fine in a file */
-    file_sql = buf;
-    return file_sql;
-}
-
 /* .work: run claimer workers on a staging table until it is empty or Ctrl-C. */
+static const optdef opts_work[] = {
+    { "--sql", NULL, OPT_SQL, "SQL|FILE", 0, 0, NULL,
+      "the handler: one statement run per batch with $1 = the claimed rows as a JSONB array; "
+      "SQL text (it has a blank) or a FILE holding it" },
+    { "--mark", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "the handler that only marks the rows processed (instead of --sql)" },
+    { "--workers", NULL, OPT_INT, "N", 1, 256, "2", "worker threads, each on its own connection" },
+    { "--batch", NULL, OPT_INT, "N", 1, 1000000, "100", "rows per claim" },
+    { "--table", NULL, OPT_TEXT, "T", 0, 0, "staging.raw_events", "the table to process" },
+    { "--source", NULL, OPT_TEXT, "S", 0, 0, "any", "only rows of this source" },
+    { "--event-type", NULL, OPT_TEXT, "E", 0, 0, "any", "only rows of this event_type" },
+    { "--order", NULL, OPT_ENUM, "received|id", 0, 0, "received",
+      "claim in arrival order, or by id" },
+    { "--lease", NULL, OPT_INT, "MS", 1, INT_MAX, "transactional mode",
+      "lease mode: a claim is held MS milliseconds and the handler runs outside the claim's "
+      "transaction" },
+    { "--max-attempts", NULL, OPT_INT, "N", 1, 1000000, "5", "attempts before a row is dead-lettered" },
+    { "--backoff", NULL, OPT_INT, "MS", 0, INT_MAX, "1000", "first retry delay (doubles each attempt)" },
+    { "--channel", NULL, OPT_TEXT, "C", 0, 0, "pgpipe_events", "LISTEN channel that wakes idle workers "
+      "('' = poll only)" },
+    { "--poll", NULL, OPT_INT, "MS", 1, INT_MAX, "1000", "fallback poll interval when idle" },
+    { "--alert", NULL, OPT_INT, "N", 0, INT_MAX, "0 = off",
+      "warn when more than N dead letters arrive within 5 minutes" },
+    { "--until-empty", NULL, OPT_FLAG, NULL, 0, 0, NULL, "stop when nothing is left to claim "
+      "(else Ctrl-C stops)" },
+    { "--quiet", NULL, OPT_FLAG, NULL, 0, 0, "quiet in scripts", "print only the final line" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_work[] = { { NULL, "[N]", 0, 1, opts_work,
+                                        "process staging events with SKIP LOCKED workers" } };
 static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
+    (void)argv, (void)argc, (void)rest;
     pgpipe_workers_options wo;
     pgpipe_workers_options_init(&wo);
-    const char *sql = NULL;
-    int until_empty = 0, mark = 0, quiet = !sh->interactive;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (i == 1 && *a && strspn(a, "0123456789") == strlen(a)) wo.threads = atoi(a);
-        else if (!strcmp(a, "--sql") && v) sql = sql_arg(v), i++;
-        else if (!strcmp(a, "--mark")) mark = 1;
-        else if (!strcmp(a, "--table") && v) wo.claim.table = v, i++;
-        else if (!strcmp(a, "--workers") && v) wo.threads = atoi(v), i++;
-        else if (!strcmp(a, "--batch") && v) wo.claim.batch_size = atoi(v), i++;
-        else if (!strcmp(a, "--lease") && v) wo.claim.mode = PGPIPE_CLAIM_LEASE, wo.claim.lease_ms = atoi(v), i++;
-        else if (!strcmp(a, "--max-attempts") && v) wo.claim.max_attempts = atoi(v), i++;
-        else if (!strcmp(a, "--backoff") && v) wo.claim.backoff_base_ms = atoi(v), i++;
-        else if (!strcmp(a, "--source") && v) wo.claim.source = v, i++;
-        else if (!strcmp(a, "--event-type") && v) wo.claim.event_type = v, i++;
-        else if (!strcmp(a, "--order") && v) wo.claim.order = !strcmp(v, "id"), i++;
-        else if (!strcmp(a, "--channel") && v) wo.channel = v, i++;
-        else if (!strcmp(a, "--poll") && v) wo.poll_ms = atoi(v), i++;
-        else if (!strcmp(a, "--alert") && v) wo.dlq_alert_threshold = atoi(v), i++;
-        else if (!strcmp(a, "--until-empty")) until_empty = 1;
-        else if (!strcmp(a, "--quiet")) quiet = 1;
-        else {
-            errorf("usage: %s", ".work --sql \"SQL\" | --mark [options] (see .help work)");
-            return 1;
-        }
-    }
-    if (!sql && !mark) {
-        errorf(".work needs a handler: --sql \"SQL using $1::jsonb\" or --mark");
+    const char *sql = opt_str(&cur, "--sql", NULL);
+    int mark = opt_has(&cur, "--mark");
+    int until_empty = opt_has(&cur, "--until-empty");
+    int quiet = !sh->interactive || opt_has(&cur, "--quiet");
+    long long n;
+    if (cur.npos && parse_num(".work", "N", cur.pos[0], 1, 256, &n))
+        return 1;
+    if (cur.npos && opt_has(&cur, "--workers")) {
+        errorf(".work: --workers: the number of workers is given twice (N and --workers)");
         return 1;
     }
+    if (!sql && !mark) {
+        errorf(".work: needs a handler: --sql \"SQL using $1::jsonb\" or --mark");
+        return 1;
+    }
+    if (sql && mark) {
+        errorf(".work: --mark: does not go with --sql (one handler)");
+        return 1;
+    }
+    wo.threads = (int)(cur.npos ? n : opt_num(&cur, "--workers", wo.threads));
+    wo.claim.batch_size = (int)opt_num(&cur, "--batch", wo.claim.batch_size);
+    wo.claim.table = opt_str(&cur, "--table", wo.claim.table);
+    wo.claim.source = opt_str(&cur, "--source", wo.claim.source);
+    wo.claim.event_type = opt_str(&cur, "--event-type", wo.claim.event_type);
+    if (opt_has(&cur, "--order"))
+        wo.claim.order = opt_num(&cur, "--order", 0) == 1 ? PGPIPE_CLAIM_ORDER_ID
+                                                          : PGPIPE_CLAIM_ORDER_RECEIVED;
+    if (opt_has(&cur, "--lease")) {
+        wo.claim.mode = PGPIPE_CLAIM_LEASE;
+        wo.claim.lease_ms = (int)opt_num(&cur, "--lease", 0);
+    }
+    wo.claim.max_attempts = (int)opt_num(&cur, "--max-attempts", wo.claim.max_attempts);
+    wo.claim.backoff_base_ms = (int)opt_num(&cur, "--backoff", wo.claim.backoff_base_ms);
+    wo.channel = opt_str(&cur, "--channel", wo.channel);
+    wo.poll_ms = (int)opt_num(&cur, "--poll", wo.poll_ms);
+    wo.dlq_alert_threshold = (int)opt_num(&cur, "--alert", wo.dlq_alert_threshold);
     pgpipe_handler h = { NULL, NULL, sql ? sql : "SELECT 1 WHERE $1::jsonb IS NOT NULL", NULL };
     char *ci = work_conninfo(sh->conn);
     if (!ci) {
@@ -1096,51 +1738,12 @@ static const char *records_word(const char **p, char *buf, size_t size)
     return buf;
 }
 
-static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
+/* Runs a checked .records command: arg is the JSON (create, update) or the
+** parsed filter f (count, find); the ID or FILE is cur.pos[0]. */
+static int records_run(shell *sh, const char *coll, const char *sub, const char *arg,
+                       pgpipe_records_filter *f)
 {
-    (void)argv, (void)argc;
-    char coll[128], sub[32], w[1024];
-    const char *p = rest;
-    if (!records_word(&p, coll, sizeof coll) || !records_word(&p, sub, sizeof sub)) {
-        errorf("usage: .records COLLECTION create|get|update|delete|count|find|import|export ... (.help records)");
-        return 1;
-    }
-    int replace = 0, documents = 0, stop = 0, fields_only = 0;
-    pgpipe_records_find_options fo;
-    pgpipe_records_find_options_init(&fo);
-    char sortbuf[512], num[32];
-    for (;;) { /* leading options */
-        const char *q = p;
-        if (!records_word(&q, w, sizeof w) || strncmp(w, "--", 2) != 0)
-            break;
-        p = q;
-        if (!strcmp(w, "--replace")) replace = 1;
-        else if (!strcmp(w, "--documents")) documents = 1;
-        else if (!strcmp(w, "--stop-on-error")) stop = 1;
-        else if (!strcmp(w, "--fields")) fields_only = 1;
-        else if (!strcmp(w, "--sort") && records_word(&p, sortbuf, sizeof sortbuf))
-            fo.sort = sortbuf;
-        else if ((!strcmp(w, "--limit") || !strcmp(w, "--offset")) && records_word(&p, num, sizeof num))
-            *(w[2] == 'l' ? &fo.limit : &fo.offset) = atoll(num);
-        else {
-            errorf("unknown .records option \"%s\" (.help records)", w);
-            return 1;
-        }
-    }
-    while (isspace((unsigned char)*p))
-        p++;
-    char *arg = strdup(p);
-    if (!arg) {
-        errorf("out of memory");
-        return 1;
-    }
-    size_t n = strlen(arg);
-    while (n && isspace((unsigned char)arg[n - 1]))
-        arg[--n] = '\0';
-    if (n >= 2 && arg[0] == '\'' && arg[n - 1] == '\'') {
-        memmove(arg, arg + 1, n - 2);
-        arg[n - 2] = '\0';
-    }
+    const char *one = cur.npos ? cur.pos[0] : "";
     char *ci = work_conninfo(sh->conn);
     pgpipe_pool_options po;
     pgpipe_pool_options_init(&po);
@@ -1158,138 +1761,314 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
         errorf("%s", h ? pgpipe_errmsg(h) : "out of memory");
         goto out;
     }
-    /* the id of get, update, delete; the file of import, export */
-    char *second = arg, *cut = NULL;
-    while (*second && !isspace((unsigned char)*second))
-        second++;
-    if (*second) {
-        cut = second;
-        *second++ = '\0';
-    }
-    while (isspace((unsigned char)*second))
-        second++;
-    if (!strcmp(sub, "import") || !strcmp(sub, "export")) { /* options after FILE too */
-        const char *q = second;
-        while (records_word(&q, w, sizeof w)) {
-            if (!strcmp(w, "--documents")) documents = 1;
-            else if (!strcmp(w, "--stop-on-error")) stop = 1;
-            else if (!strcmp(w, "--fields")) fields_only = 1;
-            else {
-                errorf("unknown .records %s argument \"%s\" (.help records)", sub, w);
-                rc = PGPIPE_MISUSE;
-                goto out;
-            }
-        }
-    }
     if (!strcmp(sub, "create")) {
         char id[37];
-        /* the whole argument (the split above only cut at the first blank) */
-        if (cut)
-            *cut = ' ';
         if ((rc = pgpipe_records_create(h, arg, id)) == PGPIPE_OK)
             fprintf(sh->out, "%s\n", id);
-    } else if (!strcmp(sub, "get") && *arg) {
+    } else if (!strcmp(sub, "get")) {
         char *doc;
-        if ((rc = pgpipe_records_get(h, arg, &doc)) == PGPIPE_OK)
+        if ((rc = pgpipe_records_get(h, one, &doc)) == PGPIPE_OK)
             fprintf(sh->out, "%s\n", doc);
         pgpipe_records_free(doc);
-    } else if (!strcmp(sub, "update") && *arg && *second) {
-        if ((rc = pgpipe_records_update(h, arg, second, replace ? PGPIPE_RECORDS_REPLACE
-                                                                : PGPIPE_RECORDS_MERGE)) == PGPIPE_OK)
-            fprintf(sh->out, "updated %s\n", arg);
-    } else if (!strcmp(sub, "delete") && *arg) {
-        if ((rc = pgpipe_records_delete(h, arg)) == PGPIPE_OK)
-            fprintf(sh->out, "deleted %s\n", arg);
-    } else if (!strcmp(sub, "count") || !strcmp(sub, "find")) {
-        if (cut)
-            *cut = ' ';
-        pgpipe_records_filter *f = NULL;
-        if ((rc = pgpipe_records_filter_parse(arg, &f)) != PGPIPE_OK) {
-            if (f)
-                print_error(pgpipe_errinfo(f));
-            else
-                errorf("out of memory");
-            pgpipe_records_filter_free(f);
-            free(arg);
-            pgpipe_records_close(h);
-            pgpipe_pool_close(pool, NULL);
-            return 1;
+    } else if (!strcmp(sub, "update")) {
+        if ((rc = pgpipe_records_update(h, one, arg, opt_has(&cur, "--replace")
+                                                         ? PGPIPE_RECORDS_REPLACE
+                                                         : PGPIPE_RECORDS_MERGE)) == PGPIPE_OK)
+            fprintf(sh->out, "updated %s\n", one);
+    } else if (!strcmp(sub, "delete")) {
+        if ((rc = pgpipe_records_delete(h, one)) == PGPIPE_OK)
+            fprintf(sh->out, "deleted %s\n", one);
+    } else if (!strcmp(sub, "count")) {
+        long long cnt = 0;
+        if ((rc = pgpipe_records_count(h, f, &cnt)) == PGPIPE_OK)
+            fprintf(sh->out, "%lld\n", cnt);
+    } else if (!strcmp(sub, "find")) {
+        pgpipe_records_find_options fo;
+        pgpipe_records_find_options_init(&fo);
+        fo.filter = f;
+        fo.sort = opt_str(&cur, "--sort", NULL);
+        fo.limit = opt_num(&cur, "--limit", fo.limit);
+        fo.offset = opt_num(&cur, "--offset", fo.offset);
+        pgpipe_records_cursor *c;
+        if ((rc = pgpipe_records_find(h, &fo, &c)) == PGPIPE_OK) {
+            const char *doc;
+            while (pgpipe_records_cursor_next(c, &doc, NULL) == PGPIPE_ROW)
+                fprintf(sh->out, "%s\n", doc);
+            if (sh->interactive)
+                fprintf(sh->out, "(%lld record%s)\n", pgpipe_records_cursor_count(c),
+                        pgpipe_records_cursor_count(c) == 1 ? "" : "s");
         }
-        if (sub[0] == 'c') {
-            long long cnt = 0;
-            if ((rc = pgpipe_records_count(h, f, &cnt)) == PGPIPE_OK)
-                fprintf(sh->out, "%lld\n", cnt);
-        } else {
-            fo.filter = f;
-            pgpipe_records_cursor *cur;
-            if ((rc = pgpipe_records_find(h, &fo, &cur)) == PGPIPE_OK) {
-                const char *doc;
-                while (pgpipe_records_cursor_next(cur, &doc, NULL) == PGPIPE_ROW)
-                    fprintf(sh->out, "%s\n", doc);
-                if (sh->interactive)
-                    fprintf(sh->out, "(%lld record%s)\n", pgpipe_records_cursor_count(cur),
-                            pgpipe_records_cursor_count(cur) == 1 ? "" : "s");
-            }
-            pgpipe_records_cursor_free(cur);
-        }
-        pgpipe_records_filter_free(f);
-    } else if (!strcmp(sub, "import") && *arg) {
+        pgpipe_records_cursor_free(c);
+    } else if (!strcmp(sub, "import")) {
         pgpipe_records_import_options io;
         pgpipe_records_import_options_init(&io);
-        io.documents = documents;
-        io.stop_on_error = stop;
+        io.documents = opt_has(&cur, "--documents");
+        io.stop_on_error = opt_has(&cur, "--stop-on-error");
         io.on_error = records_bad_record;
         pgpipe_records_import_summary s;
-        rc = pgpipe_records_import(h, arg, &io, &s);
+        rc = pgpipe_records_import(h, one, &io, &s);
         fprintf(sh->out, "imported %lld, skipped %lld%s\n", s.imported, s.skipped,
                 rc == PGPIPE_OK ? "" : " (stopped: nothing kept)");
-    } else if (!strcmp(sub, "export") && *arg) {
+    } else { /* export */
         long long cnt = 0;
-        rc = pgpipe_records_export(h, arg, NULL, fields_only, &cnt);
-        if (rc == PGPIPE_OK && strcmp(arg, "-"))
-            fprintf(sh->out, "exported %lld records to %s\n", cnt, arg);
-    } else {
-        errorf("usage: .records COLLECTION create JSON | get ID | update [--replace] ID JSON | "
-               "delete ID | count [FILTER] | find [--sort P] [--limit N] [--offset N] [FILTER] | "
-               "import FILE | export FILE");
-        rc = PGPIPE_MISUSE;
-        goto out;
+        rc = pgpipe_records_export(h, one, NULL, opt_has(&cur, "--fields"), &cnt);
+        if (rc == PGPIPE_OK && strcmp(one, "-"))
+            fprintf(sh->out, "exported %lld records to %s\n", cnt, one);
     }
     if (rc != PGPIPE_OK)
         print_error(pgpipe_errinfo(h));
 out:
-    free(arg);
     pgpipe_records_close(h);
     pgpipe_pool_close(pool, NULL);
     return rc != PGPIPE_OK;
 }
 
+static const optdef opts_rec_update[] = {
+    { "--replace", NULL, OPT_FLAG, NULL, 0, 0, NULL, "replace the document (default: merge its top-level keys)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const optdef opts_rec_find[] = {
+    { "--sort", NULL, OPT_TEXT, "[-]PATH", 0, 0, "@created_at",
+      "order by a path (- for descending), or @created_at" },
+    { "--limit", NULL, OPT_INT, "N", 0, LLONG_MAX, "no limit", "at most N documents" },
+    { "--offset", NULL, OPT_INT, "N", 0, LLONG_MAX, "0", "skip the first N" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const optdef opts_rec_import[] = {
+    { "--documents", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "each record is a whole document with id and metadata (as export writes them)" },
+    { "--stop-on-error", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "stop at the first bad record and keep nothing (default: skip bad records)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const optdef opts_rec_export[] = {
+    { "--fields", NULL, OPT_FLAG, NULL, 0, 0, NULL, "the documents' fields only (no id, metadata)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+/* For .records, args name what follows the sub-command; JSON and FILTER are
+** the rest of the line (no quoting needed). */
+static const argspec spec_records[] = {
+    { "create", "COLLECTION JSON", 1, 1, NULL, "store a document, print its id" },
+    { "get", "COLLECTION ID", 1, 1, NULL, "print one document" },
+    { "update", "COLLECTION ID JSON", 2, 2, opts_rec_update, "merge into (or replace) a document" },
+    { "delete", "COLLECTION ID", 1, 1, NULL, "delete a document" },
+    { "count", "COLLECTION [FILTER]", 0, 1, NULL, "count the (matching) documents" },
+    { "find", "COLLECTION [FILTER]", 0, 1, opts_rec_find, "print the matching documents, one per line" },
+    { "import", "COLLECTION FILE", 1, 1, opts_rec_import,
+      "store the records of an NDJSON file or a JSON array" },
+    { "export", "COLLECTION FILE|-", 1, 1, opts_rec_export, "write the documents as NDJSON" },
+    { NULL, NULL, 0, 0, NULL, NULL },
+};
+
+/* .records COLLECTION SUB [options] ARGS: every argument is checked before
+** the collection is opened (opening makes it). The options come before the
+** ARGS, or after the FILE of import and export. */
+static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc;
+    char coll[128] = "", sub[32] = "", w[1024], name[64];
+    const char *p = rest;
+    if (!records_word(&p, coll, sizeof coll) || !records_word(&p, sub, sizeof sub)) {
+        errorf(".records: missing %s (usage: .records COLLECTION create|get|update|delete|count|"
+               "find|import|export ...; .help records)", coll[0] ? "the sub-command" :
+               "COLLECTION and the sub-command");
+        return 1;
+    }
+    /* the name is checked first (the library checks it again when it opens) */
+    int okname = 1, dots = 0;
+    for (const char *c = coll, *start = coll; *c; c++) {
+        if (*c == '.') {
+            okname &= c > start && ++dots == 1;
+            start = c + 1;
+        } else if (c == start) {
+            okname &= isalpha((unsigned char)*c) || *c == '_';
+        } else {
+            okname &= isalnum((unsigned char)*c) || *c == '_' || *c == '-';
+        }
+    }
+    if (!okname || coll[strlen(coll) - 1] == '.') {
+        errorf(".records: COLLECTION: bad collection name \"%.80s\": use \"name\" or \"schema.name\", "
+               "each a letter or '_' then letters, digits, '_' or '-'", coll);
+        return 1;
+    }
+    const argspec *sp = NULL;
+    for (const argspec *a = spec_records; a->sub; a++)
+        if (!strcmp(a->sub, sub))
+            sp = a;
+    if (!sp) {
+        errorf(".records: unknown sub-command \"%s\" (create, get, update, delete, count, find, "
+               "import or export)", sub);
+        return 1;
+    }
+    snprintf(name, sizeof name, ".records %s", sub);
+    /* the option words, then the arguments: ID and FILE are one word; JSON
+    ** and FILTER the rest of the line */
+    char *words[48];
+    char *wbuf[48] = { 0 };
+    int nw = 0, rc = 1;
+    int textual = !strcmp(sub, "create") || !strcmp(sub, "update") || !strcmp(sub, "count") ||
+                  !strcmp(sub, "find");
+    const char *text = NULL;
+    int onearg = !strcmp(sub, "update") ? 1 : !strcmp(sub, "create") ? 0 : textual ? 0 : 99;
+    int positional = 0;
+    for (;;) {
+        const char *q = p;
+        if (!records_word(&q, w, sizeof w))
+            break;
+        int is_opt = w[0] == '-' && w[1] == '-';
+        if (!is_opt && textual && positional >= onearg) {
+            text = p; /* JSON or FILTER: the rest */
+            break;
+        }
+        if (nw >= 47) {
+            errorf("%s: too many arguments", name);
+            goto done;
+        }
+        if (!(wbuf[nw] = strdup(w))) {
+            errorf("out of memory");
+            goto done;
+        }
+        words[nw] = wbuf[nw];
+        nw++;
+        positional += !is_opt;
+        p = q;
+        /* an option's value is the next word */
+        int k = is_opt ? opt_lookup(sp->opts, w, strcspn(w, "=")) : -1;
+        if (k >= 0 && sp->opts[k].kind != OPT_FLAG && !strchr(w, '=') &&
+            records_word(&q, w, sizeof w) && nw < 47) {
+            if (!(wbuf[nw] = strdup(w))) {
+                errorf("out of memory");
+                goto done;
+            }
+            words[nw] = wbuf[nw];
+            nw++;
+            p = q;
+        }
+    }
+    argspec s = *sp;
+    s.args = strchr(sp->args, ' ') + 1;
+    s.minpos = textual ? onearg : sp->minpos;
+    s.maxpos = textual ? onearg : sp->maxpos;
+    if (opt_parse(&cur, name, &s, words, nw))
+        goto done;
+    while (text && isspace((unsigned char)*text))
+        text++;
+    char *arg = strdup(text ? text : "");
+    if (!arg) {
+        errorf("out of memory");
+        goto done;
+    }
+    size_t n = strlen(arg);
+    while (n && isspace((unsigned char)arg[n - 1]))
+        arg[--n] = '\0';
+    if (n >= 2 && arg[0] == '\'' && arg[n - 1] == '\'') {
+        memmove(arg, arg + 1, n - 2);
+        arg[n - 2] = '\0';
+    }
+    if ((!strcmp(sub, "create") || !strcmp(sub, "update")) && !*arg) {
+        errorf("%s: missing JSON (usage: .records %s; .help records)", name, sp->args);
+        free(arg);
+        goto done;
+    }
+    if (!strcmp(sub, "import") && check_readable(name, "FILE", cur.pos[0])) {
+        free(arg);
+        goto done;
+    }
+    /* a FILTER is checked before anything opens */
+    pgpipe_records_filter *f = NULL;
+    if ((!strcmp(sub, "count") || !strcmp(sub, "find")) &&
+        pgpipe_records_filter_parse(arg, &f) != PGPIPE_OK) {
+        if (f) {
+            char buf[1024];
+            pgpipe_error_format(pgpipe_errinfo(f), buf, sizeof buf);
+            errorf("%s: FILTER: %s", name, buf);
+        } else
+            errorf("out of memory");
+        pgpipe_records_filter_free(f);
+        free(arg);
+        goto done;
+    }
+    rc = records_run(sh, coll, sub, arg, f);
+    pgpipe_records_filter_free(f);
+    free(arg);
+done:
+    for (int i = 0; i < nw; i++)
+        free(wbuf[i]);
+    return rc;
+}
+
+#define DLQ_OPT_STAGE { "--stage", NULL, OPT_ENUM, "load|process", 0, 0, "any", \
+                       "only dead letters of this stage" }
+#define DLQ_OPT_SOURCE { "--source", NULL, OPT_TEXT, "S", 0, 0, "any", \
+                        "only this source (the load's source name, or the event's source)" }
+#define DLQ_OPT_ERROR { "--error", NULL, OPT_TEXT, "TEXT", 0, 0, NULL, \
+                       "only errors containing TEXT (any case)" }
+#define DLQ_OPT_SINCE { "--since", NULL, OPT_TEXT, "TIME", 0, 0, NULL, \
+                       "only those that last failed at or after TIME (a timestamp)" }
+#define DLQ_OPT_UNTIL { "--until", NULL, OPT_TEXT, "TIME", 0, 0, NULL, \
+                       "only those that last failed before TIME" }
+#define DLQ_OPT_STATUS { "--status", NULL, OPT_ENUM, "dead|replayed|discarded|any", 0, 0, "dead", \
+                        "only dead letters in this state" }
+#define DLQ_OPT_END { NULL, NULL, 0, NULL, 0, 0, NULL, NULL }
+static const optdef opts_dlq_list[] = {
+    DLQ_OPT_STAGE, DLQ_OPT_SOURCE, DLQ_OPT_ERROR, DLQ_OPT_SINCE, DLQ_OPT_UNTIL, DLQ_OPT_STATUS,
+    { "--limit", NULL, OPT_INT, "N", 1, INT_MAX, "100", "list at most N (newest first)" },
+    DLQ_OPT_END,
+};
+static const optdef opts_dlq_counts[] = {
+    DLQ_OPT_STAGE, DLQ_OPT_SOURCE, DLQ_OPT_ERROR, DLQ_OPT_SINCE, DLQ_OPT_UNTIL, DLQ_OPT_STATUS,
+    DLQ_OPT_END,
+};
+static const optdef opts_dlq_replay[] = {
+    DLQ_OPT_STAGE, DLQ_OPT_SOURCE, DLQ_OPT_ERROR, DLQ_OPT_SINCE, DLQ_OPT_UNTIL,
+    { "--all", NULL, OPT_FLAG, NULL, 0, 0, NULL, "every dead letter (when no ID or filter)" },
+    { "--table", NULL, OPT_TEXT, "T", 0, 0, "staging.raw_events", "the staging table to replay into" },
+    DLQ_OPT_END,
+};
+static const optdef opts_dlq_purge[] = {
+    DLQ_OPT_STAGE, DLQ_OPT_SOURCE, DLQ_OPT_ERROR, DLQ_OPT_SINCE,
+    { "--until", "--older-than", OPT_TEXT, "TIME", 0, 0, NULL,
+      "only those that last failed before TIME" },
+    DLQ_OPT_STATUS,
+    { "--all", NULL, OPT_FLAG, NULL, 0, 0, NULL, "every dead letter, whatever its state" },
+    DLQ_OPT_END,
+};
+static const argspec spec_dlq[] = {
+    { "list", "[ID]", 0, 1, opts_dlq_list, "list dead letters, newest first" },
+    { "show", "ID", 1, 1, NULL, "one dead letter with its raw text, payload and context" },
+    { "counts", NULL, 0, 0, opts_dlq_counts, "counts by stage and error" },
+    { "stats", NULL, 0, 0, opts_dlq_counts, "the same as counts" },
+    { "replay", "[ID]", 0, 1, opts_dlq_replay,
+      "validate dead letters again and put those that pass back into staging as unprocessed" },
+    { "purge", "[ID]", 0, 1, opts_dlq_purge, "delete dead letters" },
+    { NULL, NULL, 0, 0, NULL, NULL },
+};
+
 /* .dlq [list|show ID|counts|replay|purge] [filters]: the dead-letter queue. */
 static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
-    const char *sub = argc >= 2 && argv[1][0] != '-' ? argv[1] : "list";
-    int first = argc >= 2 && argv[1][0] != '-' ? 2 : 1;
+    (void)argv, (void)argc, (void)rest;
+    const char *sub = cur.sub;
+    char name[32];
+    snprintf(name, sizeof name, ".dlq %s", sub);
     pgpipe_dlq_filter f;
     pgpipe_dlq_filter_init(&f);
-    const char *table = NULL;
-    int all = 0;
-    for (int i = first; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--stage") && v) f.stage = v, i++;
-        else if (!strcmp(a, "--source") && v) f.source = v, i++;
-        else if (!strcmp(a, "--error") && v) f.error_like = v, i++;
-        else if (!strcmp(a, "--since") && v) f.since = v, i++;
-        else if ((!strcmp(a, "--until") || !strcmp(a, "--older-than")) && v) f.until = v, i++;
-        else if (!strcmp(a, "--status") && v) f.status = v, i++;
-        else if (!strcmp(a, "--limit") && v) f.limit = atoi(v), i++;
-        else if (!strcmp(a, "--table") && v) table = v, i++;
-        else if (!strcmp(a, "--all")) all = 1;
-        else if (a[0] != '-' && atoll(a) > 0) f.id = atoll(a);
-        else {
-            errorf("unknown .dlq argument \"%s\" (see .help dlq)", a);
-            return 1;
-        }
+    if (cur.npos && parse_num(name, "ID", cur.pos[0], 1, LLONG_MAX, &f.id))
+        return 1;
+    f.stage = opt_str(&cur, "--stage", NULL);
+    f.source = opt_str(&cur, "--source", NULL);
+    f.error_like = opt_str(&cur, "--error", NULL);
+    f.since = opt_str(&cur, "--since", NULL);
+    f.until = opt_str(&cur, "--until", NULL);
+    f.status = opt_str(&cur, "--status", f.status);
+    f.limit = (int)opt_num(&cur, "--limit", f.limit);
+    const char *table = opt_str(&cur, "--table", NULL);
+    int all = opt_has(&cur, "--all");
+    int filtered = f.id > 0 || f.stage || f.source || f.error_like || f.since || f.until ||
+                   opt_has(&cur, "--status");
+    if (all && filtered) {
+        errorf("%s: --all: does not go with an ID or a filter", name);
+        return 1;
     }
     pgpipe_error err;
     pgpipe_error_clear(&err);
@@ -1298,37 +2077,30 @@ static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
     if (!strcmp(sub, "list")) {
         rc = pgpipe_dlq_list(sh->conn, &f, &res, &err);
     } else if (!strcmp(sub, "show")) {
-        if (f.id <= 0) {
-            errorf("usage: .dlq show ID");
-            return 1;
-        }
         rc = pgpipe_dlq_get(sh->conn, f.id, &res, &err);
     } else if (!strcmp(sub, "counts") || !strcmp(sub, "stats")) {
         rc = pgpipe_dlq_counts(sh->conn, &f, &res, &err);
     } else if (!strcmp(sub, "replay")) {
-        if (!all && f.id <= 0 && !f.stage && !f.source && !f.error_like && !f.since && !f.until) {
-            errorf(".dlq replay needs an ID, a filter or --all");
+        if (!all && !filtered) {
+            errorf(".dlq replay: needs an ID, a filter or --all");
             return 1;
         }
         long long ok = 0, bad = 0;
         rc = pgpipe_dlq_replay(sh->conn, &f, table, NULL, &ok, &bad, &err);
         if (rc == PGPIPE_OK)
-            fprintf(sh->out, "replayed %lld, refused %lld\n", ok, bad);
-    } else if (!strcmp(sub, "purge")) {
-        if (all)
-            f.status = "any";
-        else if (f.status && !strcmp(f.status, "dead") && f.id <= 0 && !f.stage && !f.source &&
-                 !f.error_like && !f.since && !f.until) {
-            errorf(".dlq purge needs an ID, a filter, --older-than TIME or --all");
+            fprintf(sh->out, "replayed %lld, refused %lld%s\n", ok, bad,
+                    bad ? " (still dead-lettered, with the reason: .dlq list)" : "");
+    } else { /* purge */
+        if (!all && !filtered) {
+            errorf(".dlq purge: needs an ID, a filter, --older-than TIME or --all");
             return 1;
         }
+        if (all)
+            f.status = "any";
         long long n = 0;
         rc = pgpipe_dlq_purge(sh->conn, &f, &n, &err);
         if (rc == PGPIPE_OK)
             fprintf(sh->out, "purged %lld\n", n);
-    } else {
-        errorf("unknown .dlq command \"%s\" (list, show, counts or stats, replay, purge)", sub);
-        return 1;
     }
     if (rc != PGPIPE_OK) {
         print_error(&err);
@@ -1399,81 +2171,166 @@ static int load_progress(void *ud, const pgpipe_load_progress *p)
 }
 
 /* .load FILE [options]: the COPY loader (see .help load). */
+static const optdef opts_load[] = {
+    { "--format", NULL, OPT_ENUM, "csv|ndjson|json|auto", 0, 0, "auto (by extension, else the first byte)",
+      "CSV with a header row, one JSON object per line, or one JSON array of objects" },
+    { "--event-type-field", NULL, OPT_TEXT, "F", 0, 0, "event_type", "event_type from this field" },
+    { "--event-type", "--type", OPT_TEXT, "TEXT", 0, 0, NULL, "this event_type for every record" },
+    { "--source-field", NULL, OPT_TEXT, "F", 0, 0, NULL, "source from this field" },
+    { "--source", NULL, OPT_TEXT, "TEXT", 0, 0, "the source name",
+      "this source for every record (kept by a replay of its dead letters)" },
+    { "--payload-field", NULL, OPT_TEXT, "F", 0, 0, "the whole record", "payload from this field (JSON)" },
+    { "--received-at-field", NULL, OPT_TEXT, "F", 0, 0, "now()", "received_at from this field" },
+    { "--require", NULL, OPT_TEXT, "F1,F2", 0, 0, NULL,
+      "fields that must be present and not null or empty (else dead-lettered)" },
+    { "--table", NULL, OPT_TEXT, "T", 0, 0, "staging.raw_events", "load into another table (needs --map)" },
+    { "--map", NULL, OPT_TEXT, "COL=FIELD,...", 0, 0, NULL,
+      "the columns of --table: col=field, col=json:field (validated JSON), col='fixed text', "
+      "or col (= the field of that name)" },
+    { "--name", NULL, OPT_TEXT, "SOURCE", 0, 0, "the file path", "the source name recorded for the load" },
+    { "--key", NULL, OPT_TEXT, "LOADKEY", 0, 0, "path, size and mtime",
+      "loads with the same key are one load (resumed, never loaded twice)" },
+    { "--channel", NULL, OPT_TEXT, "NAME", 0, 0, "pgpipe_events", "NOTIFY after each batch ('' = none)" },
+    { "--batch-rows", NULL, OPT_INT, "N", 1, INT_MAX, "10000", "records per batch" },
+    { "--batch-bytes", NULL, OPT_INT, "N", 1, LLONG_MAX, "4194304", "input bytes per batch" },
+    { "--connections", NULL, OPT_INT, "N", 1, 8, "2", "COPY streams side by side" },
+    { "--max-record-bytes", NULL, OPT_INT, "N", 1, LLONG_MAX, "67108864",
+      "longer records are dead-lettered" },
+    { "--delimiter", NULL, OPT_TEXT, "C|tab", 0, 0, ",", "the CSV delimiter: one character, or tab" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_load[] = { { NULL, "FILE|-", 1, 1, opts_load,
+                                        "load a file into staging with the COPY loader" } };
+
+/* Splits a comma list (in place) into at most max parts; 0 or 1 with an error. */
+static int split_list(const char *opt, char *buf, char **parts, int max, int *n)
+{
+    *n = 0;
+    for (char *t = buf, *next; t; t = next) {
+        next = strchr(t, ',');
+        if (next)
+            *next++ = '\0';
+        if (!*t) {
+            errorf(".load: %s: an empty entry in the list", opt);
+            return 1;
+        }
+        if (*n >= max) {
+            errorf(".load: %s: more than %d entries", opt, max);
+            return 1;
+        }
+        parts[(*n)++] = t;
+    }
+    return 0;
+}
+
 static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
+    (void)argv, (void)argc, (void)rest;
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
-    const char *file = NULL;
+    const char *file = cur.pos[0];
     pgpipe_load_column cols[64];
     const char *req[64];
+    char *parts[64];
     char *mapbuf = NULL, *reqbuf = NULL;
-    int bad = 0;
-    for (int i = 1; i < argc && !bad; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (a[0] != '-' || !strcmp(a, "-")) {
-            if (file) bad = 1;
-            file = a;
-            continue;
-        }
-        if (!v) { bad = 1; break; }
-        i++;
-        if (!strcmp(a, "--format")) {
-            o.format = !strcmp(v, "csv") ? PGPIPE_FORMAT_CSV : !strcmp(v, "ndjson") ? PGPIPE_FORMAT_NDJSON
-                     : !strcmp(v, "json") ? PGPIPE_FORMAT_JSON : !strcmp(v, "auto") ? PGPIPE_FORMAT_AUTO : -1;
-            bad = o.format < 0;
-        } else if (!strcmp(a, "--table")) o.target = v;
-        else if (!strcmp(a, "--event-type-field")) o.event_type_field = v;
-        else if (!strcmp(a, "--event-type") || !strcmp(a, "--type")) o.event_type_value = v;
-        else if (!strcmp(a, "--source-field")) o.source_field = v;
-        else if (!strcmp(a, "--source")) o.source_value = v;
-        else if (!strcmp(a, "--received-at-field")) o.received_at_field = v;
-        else if (!strcmp(a, "--payload-field")) o.payload_field = v;
-        else if (!strcmp(a, "--name")) o.source_name = v;
-        else if (!strcmp(a, "--key")) o.load_key = v;
-        else if (!strcmp(a, "--channel")) o.notify_channel = v;
-        else if (!strcmp(a, "--batch-rows")) o.batch_rows = atoi(v);
-        else if (!strcmp(a, "--batch-bytes")) o.batch_bytes = (size_t)atoll(v);
-        else if (!strcmp(a, "--connections")) o.connections = atoi(v);
-        else if (!strcmp(a, "--max-record-bytes")) o.max_record_bytes = (size_t)atoll(v);
-        else if (!strcmp(a, "--delimiter")) o.csv_delimiter = !strcmp(v, "tab") ? '\t' : v[0];
-        else if (!strcmp(a, "--require") || !strcmp(a, "--map")) {
-            int map = !strcmp(a, "--map");
-            char *buf = strdup(v);
-            if (!buf) { bad = 1; break; }
-            if (map) { free(mapbuf); mapbuf = buf; } else { free(reqbuf); reqbuf = buf; }
-            int n = 0;
-            for (char *t = strtok(buf, ","); t && n < 64; t = strtok(NULL, ",")) {
-                if (!map) { req[n++] = t; continue; }
-                char *eq = strchr(t, '=');
-                memset(&cols[n], 0, sizeof cols[n]);
-                cols[n].column = t;
-                if (eq) {
-                    *eq = '\0';
-                    /* col=field, col=json:field (validated JSON), col='text' (fixed) */
-                    if (eq[1] == '\'') {
-                        cols[n].value = eq + 2;
-                        size_t k = strlen(eq + 2);
-                        if (k && eq[1 + k] == '\'') eq[1 + k] = '\0';
-                    } else if (!strncmp(eq + 1, "json:", 5)) {
-                        cols[n].field = eq + 6;
-                        cols[n].json = 1;
-                    } else {
-                        cols[n].field = eq + 1;
-                    }
-                } else {
-                    cols[n].field = t;
-                }
-                n++;
-            }
-            if (map) { o.columns = cols; o.ncolumns = n; } else { o.required = req; o.nrequired = n; }
-        } else bad = 1;
-    }
-    if (bad || !file) {
-        errorf("usage: .load FILE|- [--format csv|ndjson|json] [--table T --map col=field,...] ...  (.help load)");
-        free(mapbuf);
-        free(reqbuf);
+    int n = 0, rc = 1;
+    if (strcmp(file, "-") && check_readable(".load", "FILE", file))
         return 1;
+    if (opt_has(&cur, "--format")) {
+        static const int fmt[] = { PGPIPE_FORMAT_CSV, PGPIPE_FORMAT_NDJSON, PGPIPE_FORMAT_JSON,
+                                   PGPIPE_FORMAT_AUTO };
+        o.format = fmt[opt_num(&cur, "--format", 3)];
+    }
+    o.target = opt_str(&cur, "--table", NULL);
+    o.event_type_field = opt_str(&cur, "--event-type-field", NULL);
+    o.event_type_value = opt_str(&cur, "--event-type", NULL);
+    o.source_field = opt_str(&cur, "--source-field", NULL);
+    o.source_value = opt_str(&cur, "--source", NULL);
+    o.received_at_field = opt_str(&cur, "--received-at-field", NULL);
+    o.payload_field = opt_str(&cur, "--payload-field", NULL);
+    o.source_name = opt_str(&cur, "--name", NULL);
+    o.load_key = opt_str(&cur, "--key", NULL);
+    o.notify_channel = opt_str(&cur, "--channel", o.notify_channel);
+    o.batch_rows = (int)opt_num(&cur, "--batch-rows", o.batch_rows);
+    o.batch_bytes = (size_t)opt_num(&cur, "--batch-bytes", (long long)o.batch_bytes);
+    o.connections = (int)opt_num(&cur, "--connections", o.connections);
+    o.max_record_bytes = (size_t)opt_num(&cur, "--max-record-bytes", (long long)o.max_record_bytes);
+    const char *delim = opt_str(&cur, "--delimiter", NULL);
+    if (delim) {
+        if (!strcmp(delim, "tab"))
+            o.csv_delimiter = '\t';
+        else if (strlen(delim) == 1 && delim[0] != '"' && delim[0] != '\n' && delim[0] != '\r')
+            o.csv_delimiter = (unsigned char)delim[0];
+        else {
+            errorf(".load: --delimiter: expected one character or tab, got \"%s\"", delim);
+            return 1;
+        }
+    }
+    /* options that only mean something together */
+    static const char *const staging_only[] = { "--event-type-field", "--event-type", "--source-field",
+                                                "--source", "--payload-field", "--received-at-field" };
+    if (o.target && !opt_has(&cur, "--map")) {
+        errorf(".load: --table: needs --map (which column gets which field)");
+        return 1;
+    }
+    if (!o.target && opt_has(&cur, "--map")) {
+        errorf(".load: --map: needs --table (staging.raw_events has its own mapping)");
+        return 1;
+    }
+    for (size_t i = 0; o.target && i < sizeof staging_only / sizeof *staging_only; i++)
+        if (opt_has(&cur, staging_only[i])) {
+            errorf(".load: %s: is for staging.raw_events; with --table use --map", staging_only[i]);
+            return 1;
+        }
+    if (o.source_field && o.source_value) {
+        errorf(".load: --source: does not go with --source-field");
+        return 1;
+    }
+    if (o.event_type_field && o.event_type_value) {
+        errorf(".load: --event-type: does not go with --event-type-field");
+        return 1;
+    }
+    if (opt_has(&cur, "--require")) {
+        if (!(reqbuf = strdup(opt_str(&cur, "--require", ""))) ||
+            split_list("--require", reqbuf, parts, 64, &n))
+            goto out;
+        for (int i = 0; i < n; i++)
+            req[i] = parts[i];
+        o.required = req;
+        o.nrequired = n;
+    }
+    if (opt_has(&cur, "--map")) {
+        if (!(mapbuf = strdup(opt_str(&cur, "--map", ""))) ||
+            split_list("--map", mapbuf, parts, 64, &n))
+            goto out;
+        for (int i = 0; i < n; i++) {
+            char *t = parts[i], *eq = strchr(t, '=');
+            memset(&cols[i], 0, sizeof cols[i]);
+            cols[i].column = t;
+            if (eq) {
+                *eq = '\0';
+                /* col=field, col=json:field (validated JSON), col='text' (fixed) */
+                if (eq[1] == '\'') {
+                    cols[i].value = eq + 2;
+                    size_t k = strlen(eq + 2);
+                    if (k && eq[1 + k] == '\'') eq[1 + k] = '\0';
+                } else if (!strncmp(eq + 1, "json:", 5)) {
+                    cols[i].field = eq + 6;
+                    cols[i].json = 1;
+                } else {
+                    cols[i].field = eq + 1;
+                }
+                if (!*t || (!cols[i].value && !*cols[i].field)) {
+                    errorf(".load: --map: \"%s=%s\": expected col=field, col=json:field or "
+                           "col='text'", t, eq + 1);
+                    goto out;
+                }
+            } else {
+                cols[i].field = t;
+            }
+        }
+        o.columns = cols;
+        o.ncolumns = n;
     }
     /* one stream goes through the shell's own connection; more open their
     ** own connections to the same server */
@@ -1482,18 +2339,19 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
         o.conn = sh->conn;
     } else if (!(ci = work_conninfo(sh->conn))) {
         errorf("out of memory");
-        free(mapbuf);
-        free(reqbuf);
-        return 1;
+        goto out;
     } else {
         o.conninfo = ci;
     }
     o.progress = load_progress;
     interrupted = 0;
     pgpipe_loader *l = NULL;
-    int rc = pgpipe_loader_open(&o, &l);
+    /* the schema install's NOTICEs (on the shell's connection) go to the log */
+    PQnoticeProcessor old = quiet_notices(sh->conn);
+    rc = pgpipe_loader_open(&o, &l);
     if (rc == PGPIPE_OK)
         rc = pgpipe_loader_load_file(l, file);
+    restore_notices(sh->conn, old);
     if (isatty(STDERR_FILENO))
         fprintf(stderr, "\r%100s\r", "");
     pgpipe_load_summary s;
@@ -1514,99 +2372,239 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
     }
     pgpipe_loader_close(l);
     free(ci);
+    rc = rc == PGPIPE_OK ? 0 : 1;
+out:
     free(mapbuf);
     free(reqbuf);
-    return rc == PGPIPE_OK ? 0 : 1;
+    return rc;
 }
 
+static const optdef opts_help[] = {
+    { "--options", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "only the option names of COMMAND, one per line (for scripts)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_help[] = { { NULL, "[COMMAND]", 0, 1, opts_help,
+                                        "list the commands, or explain one with all its options" } };
+
 static const command commands[] = {
-    { "conninfo", ".conninfo", "show the database, user and host of the connection", cmd_conninfo },
-    { "dlq", ".dlq [list|show ID|counts|stats|replay|purge] [--stage S] [--source S] ...",
-      "the dead-letter queue: list (newest first) and filter by --stage load|process, --source,\n"
-      "--error TEXT, --since TIME, --until TIME, --status dead|replayed|any, --limit N; show ID;\n"
-      "counts (or stats) by error; replay ID|filter|--all [--table T] back to staging as unprocessed;\n"
-      "purge ID|filter|--older-than TIME|--all", cmd_dlq },
+    { "conninfo", ".conninfo", "show the database, user and host of the connection", cmd_conninfo,
+      spec_conninfo, 0 },
+    { "dlq", ".dlq [list|show ID|counts|stats|replay|purge] [options]",
+      "the dead-letter queue (pgpipe.dead_letters). Without a sub-command: list.\n"
+      "replay validates each dead letter again: stage 'process' sets the staging row back to\n"
+      "unprocessed; stage 'load' goes through the checks and the field mapping its load used\n"
+      "(--source, --event-type-field, --require, ...) and lands with the load's source; one\n"
+      "that still fails stays dead-lettered (attempt_count + 1, the new error) and is counted\n"
+      "as refused. purge deletes (status dead unless --status or --all).", cmd_dlq, spec_dlq, 0 },
+    { "exit", ".exit", "leave the shell", cmd_quit, spec_quit, 0 },
     { "explain", ".explain SQL",
       "run EXPLAIN (ANALYZE, BUFFERS) on SQL and point out sequential scans of large tables\n"
-      "and row estimates far from the actual counts", cmd_explain },
+      "and row estimates far from the actual counts. The statement runs inside a transaction\n"
+      "(a savepoint inside yours) that is rolled back: .explain never changes data. (SQL typed\n"
+      "as EXPLAIN ANALYZE ... executes, as in psql.)", cmd_explain, spec_explain, 1 },
     { "export", ".export \"QUERY\" FILE [--format csv|ndjson]",
-      "write the rows of QUERY to FILE (- for stdout) through COPY TO STDOUT", cmd_export },
+      "write the rows of QUERY to FILE (- for stdout) through COPY TO STDOUT; quote a QUERY\n"
+      "that has blanks. The file is written only when the query runs.", cmd_export, spec_export, 0 },
     { "health", ".health",
       "cache hit ratio against the 95% target, unprocessed backlog and the age of its\n"
-      "oldest event, dead letters and their growth, partitions ahead, connections", cmd_health },
-    { "help", ".help [COMMAND]", "list the commands, or explain one", cmd_help },
+      "oldest event, dead letters and their growth, partitions ahead, connections", cmd_health,
+      spec_health, 0 },
+    { "help", ".help [COMMAND]", "list the commands, or explain one with all its options", cmd_help,
+      spec_help, 0 },
     { "install", ".install [--example]",
       "install (or update) the built-in schema; --example adds the three-layer example\n"
-      "pipeline (staging, production, analytics). Idempotent.", cmd_install },
+      "pipeline (staging, production, analytics). Idempotent. The server's NOTICEs go to\n"
+      "the log (.log notice shows them).", cmd_install, spec_install, 0 },
     { "listen", ".listen CHANNEL [--count N] [--timeout SECONDS]",
-      "LISTEN on CHANNEL and print notifications as they arrive (Ctrl-C stops)", cmd_listen },
-    { "load", ".load FILE|- [--format F] [--table T --map COL=FIELD,...] [...]",
+      "LISTEN on CHANNEL and print notifications as they arrive (Ctrl-C stops)", cmd_listen,
+      spec_listen, 0 },
+    { "load", ".load FILE|- [options]",
       "load CSV, NDJSON or a JSON array into staging.raw_events (or T) with the COPY loader:\n"
       "validated, batched, bad records to pgpipe.dead_letters, resumable (the same file again\n"
-      "skips what was committed). Options: --format csv|ndjson|json, --event-type-field F,\n"
-      "--event-type TEXT (or --type), --source-field F, --source TEXT, --payload-field F,\n"
-      "--received-at-field F, --require F1,F2, --batch-rows N, --batch-bytes N,\n"
-      "--connections N (COPY streams side by side; default 2), --max-record-bytes N (longer records are dead-lettered; default 64 MiB),\n"
-      "--channel NAME ('' = no NOTIFY), --key LOADKEY, --name SOURCE, --delimiter C|tab,\n"
-      "--table T --map col=field,col=json:field,col='fixed text'", cmd_load },
+      "skips what was committed).", cmd_load, spec_load, 0 },
+    { "log", ".log [debug|info|notice|warn|error|off]",
+      "show or set what of pgpipe's log reaches stderr (default warn, or $PGPIPE_LOG). notice\n"
+      "(the same as info) also shows the server NOTICEs of pgpipe's own schema installs\n"
+      "(.install, .migrate, the install at .load); NOTICEs of your own SQL are always shown.",
+      cmd_log, spec_log, 0 },
     { "migrate", ".migrate [DIR] [--status|--dry-run|--baseline V|--repair]",
       "apply the migrations in DIR (default ./migrations): V<version>__<name>.sql once each,\n"
-      "in version order, then changed R__<name>.sql; --status shows applied, pending,\n"
-      "changed and missing ones; --dry-run changes nothing; --baseline V records versions\n"
-      "up to V as applied; --repair accepts edited files", cmd_migrate },
-    { "mode", ".mode [aligned|csv|json|line]", "set how query results are printed", cmd_mode },
+      "in version order, then changed R__<name>.sql.", cmd_migrate, spec_migrate, 0 },
+    { "mode", ".mode [aligned|csv|json|line]", "set how query results are printed", cmd_mode,
+      spec_mode, 0 },
     { "partitions", ".partitions [list|ahead DAYS|retain DAYS [--detach-only]]",
       "list the daily partitions of staging.raw_events, create them DAYS ahead, or drop\n"
-      "(or detach) those older than DAYS", cmd_partitions },
-    { "quit", ".quit", "leave the shell (also .exit, Ctrl-D)", cmd_quit },
-    { "exit", ".exit", "leave the shell", cmd_quit },
-    { "read", ".read FILE", "run the SQL and dot commands in FILE", cmd_read },
+      "(or detach) those older than DAYS", cmd_partitions, spec_partitions, 0 },
+    { "quit", ".quit", "leave the shell (also .exit, Ctrl-D)", cmd_quit, spec_quit, 0 },
+    { "read", ".read FILE", "run the SQL and dot commands in FILE", cmd_read, spec_read, 0 },
     { "records", ".records COLLECTION create JSON|get ID|find FILTER|import FILE|export FILE",
       "the record store: JSON documents in the table records.COLLECTION (made on first use).\n"
-      "create JSON (prints the id); get ID; update [--replace] ID JSON (merges top-level keys\n"
-      "unless --replace); delete ID; count [FILTER]; find [--sort [-]PATH|@created_at]\n"
-      "[--limit N] [--offset N] [FILTER] (one JSON document per line); import FILE\n"
-      "[--documents] [--stop-on-error] (NDJSON or a JSON array; bad records are reported with\n"
-      "file:line:column and skipped); export FILE|- [--fields] (NDJSON). FILTER:\n"
-      "  name = \"Alice\" and age > 30 and tags contains [\"x\"] and address.city in [\"Paris\"]\n"
+      "JSON and FILTER are the rest of the line (no quoting needed). FILTER:\n"
+      "  name = \"Alice\" and age > 30 and tags contains [\"x\"]\n"
+      "  and address.city in [\"Paris\"]\n"
       "operators = != < <= > >= in exists contains like ilike; paths a.b, \"key.with.dot\",\n"
-      "@metadata.KEY; numbers compare numerically (also \"10\" > \"9\"), other values as text", cmd_records },
+      "@metadata.KEY; numbers compare numerically (also \"10\" > \"9\"), other values as text.\n"
+      "import reports bad records with file:line:column and skips them.", cmd_records,
+      spec_records, 1 },
     { "refresh", ".refresh VIEW [--concurrently]",
-      "REFRESH MATERIALIZED VIEW (CONCURRENTLY needs a unique index on the view)", cmd_refresh },
+      "REFRESH MATERIALIZED VIEW (CONCURRENTLY needs a unique index on the view)", cmd_refresh,
+      spec_refresh, 0 },
     { "stats", ".stats",
       "events in staging by type (pending, retrying, oldest pending), the last loads,\n"
-      "and dead letters by stage and status", cmd_stats },
-    { "timer", ".timer on|off", "print the time each statement takes", cmd_timer },
-    { "version", ".version", "show the pgpipe, libpq and server versions", cmd_version },
-    { "work", ".work [N] --sql \"SQL\"|FILE | --mark [--workers N] [--batch N] [--until-empty] ...",
-      "process staging.raw_events with N SKIP LOCKED workers until Ctrl-C (or --until-empty):\n"
-      "--sql runs one statement per batch with $1 = the claimed rows as a JSONB array, --mark\n"
-      "only marks them processed; --table T, --source S, --event-type E, --order id|received,\n"
-      "--lease MS (lease mode), --max-attempts N, --backoff MS, --channel C, --poll MS,\n"
-      "--alert N (warn when more than N dead letters arrive within 5 minutes), --quiet", cmd_work },
-    { NULL, NULL, NULL, NULL },
+      "and dead letters by stage and status", cmd_stats, spec_stats, 0 },
+    { "timer", ".timer on|off", "print the time each statement takes", cmd_timer, spec_timer, 0 },
+    { "version", ".version", "show the pgpipe, libpq and server versions", cmd_version, spec_version, 0 },
+    { "work", ".work [N] --sql \"SQL\"|FILE | --mark [options]",
+      "process staging.raw_events with N SKIP LOCKED workers until Ctrl-C (or --until-empty),\n"
+      "with one handler: --sql or --mark.", cmd_work, spec_work, 0 },
+    { NULL, NULL, NULL, NULL, NULL, 0 },
 };
+
+static const command *find_command(const char *name)
+{
+    if (name[0] == '.')
+        name++;
+    for (const command *c = commands; c->name; c++)
+        if (!strcmp(c->name, name))
+            return c;
+    return NULL;
+}
 
 static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
-    if (argc >= 2) {
-        const char *name = argv[1][0] == '.' ? argv[1] + 1 : argv[1];
-        for (const command *c = commands; c->name; c++)
-            if (!strcmp(c->name, name)) {
-                fprintf(sh->out, "%s\n\n%s\n", c->usage, c->help);
-                return 0;
+    (void)argv, (void)argc, (void)rest;
+    if (cur.npos) {
+        const command *c = find_command(cur.pos[0]);
+        if (!c) {
+            errorf(".help: no command %s%s (try .help)", cur.pos[0][0] == '.' ? "" : ".", cur.pos[0]);
+            return 1;
+        }
+        const argspec *sp = c->spec;
+        if (opt_has(&cur, "--options")) {
+            for (int k = 0; sp && (k == 0 || sp[k].sub); k++) {
+                for (const optdef *d = sp[k].opts; d && d->name; d++) {
+                    fprintf(sh->out, "%s%s%s\n", sp[k].sub ? sp[k].sub : "", sp[k].sub ? " " : "", d->name);
+                    if (d->alias)
+                        fprintf(sh->out, "%s%s%s\n", sp[k].sub ? sp[k].sub : "", sp[k].sub ? " " : "",
+                                d->alias);
+                }
+                if (!sp[k].sub)
+                    break;
             }
-        errorf("no command .%s (try .help)", name);
-        return 1;
+            return 0;
+        }
+        if (!sp) {
+            fprintf(sh->out, "%s\n\n%s\n", c->usage, c->help);
+            return 0;
+        }
+        for (int k = 0; k == 0 || sp[k].sub; k++) {
+            print_usage(sh->out, c->name, &sp[k]);
+            if (!sp[k].sub)
+                break;
+        }
+        /* the description reflowed to the width: a line break stays only
+        ** before an indented line */
+        char *text = strdup(c->help);
+        if (text) {
+            int indented = text[0] == ' ';
+            for (char *q = text; *q; q++)
+                if (*q == '\n') {
+                    if (q[1] != ' ' && !indented)
+                        *q = ' ';
+                    indented = q[1] == ' ';
+                }
+            int col = 0;
+            fputc('\n', sh->out);
+            put_wrapped(sh->out, text, &col, 0, 79);
+            fputc('\n', sh->out);
+            free(text);
+        }
+        for (int k = 0; k == 0 || sp[k].sub; k++) {
+            if (sp[k].sub) {
+                int coll = sp[k].args && !strncmp(sp[k].args, "COLLECTION", 10);
+                char head[512];
+                snprintf(head, sizeof head, ".%s %s%s%s%s: %s", c->name, coll ? "COLLECTION " : "",
+                         sp[k].sub, sp[k].args ? " " : "",
+                         sp[k].args ? sp[k].args + (coll ? 11 : 0) : "", sp[k].summary);
+                int col = 0;
+                fputc('\n', sh->out);
+                put_wrapped(sh->out, head, &col, 4, 79);
+                fputc('\n', sh->out);
+                print_options(sh->out, &sp[k]);
+            } else if (sp[k].opts) {
+                fprintf(sh->out, "\noptions:\n");
+                print_options(sh->out, &sp[k]);
+            }
+            if (!sp[k].sub)
+                break;
+        }
+        return 0;
     }
     for (const command *c = commands; c->name; c++) {
+        const argspec *sp = c->spec;
+        int col = 4;
+        if (!sp) {
+            fprintf(sh->out, "%s\n", c->usage);
+        } else {
+            for (int k = 0; k == 0 || sp[k].sub; k++) {
+                print_usage(sh->out, c->name, &sp[k]);
+                if (!sp[k].sub)
+                    break;
+            }
+        }
         const char *nl = strchr(c->help, '\n');
-        fprintf(sh->out, "%-52s %.*s\n", c->usage, nl ? (int)(nl - c->help) : (int)strlen(c->help),
-                c->help);
+        char summary[256];
+        snprintf(summary, sizeof summary, "%.*s", nl ? (int)(nl - c->help) : (int)strlen(c->help),
+                 c->help);
+        if (sp && !sp[0].sub && sp[0].summary)
+            snprintf(summary, sizeof summary, "%s", sp[0].summary);
+        else if (sp && sp[0].sub)
+            snprintf(summary, sizeof summary, "%s", c->name[0] == 'd' ? "the dead-letter queue" :
+                     c->name[0] == 'p' ? "the daily partitions of staging.raw_events" :
+                     "the record store: JSON documents in records.COLLECTION");
+        fputs("    ", sh->out);
+        put_wrapped(sh->out, summary, &col, 4, 79);
+        fputc('\n', sh->out);
     }
-    fprintf(sh->out, "\nSQL ended by ';' is sent to the server as typed. .help COMMAND explains one.\n");
+    fprintf(sh->out, "\nSQL ended by ';' is sent to the server as typed.\n"
+                     ".help COMMAND explains one, with all its options.\n");
     return 0;
+}
+
+/* Checks a dot command's words against its spec, then runs it. */
+static int run_checked(shell *sh, const command *c, char **argv, int argc, const char *rest)
+{
+    if (!c->spec || c->self)
+        return c->fn(sh, argv, argc, rest);
+    const argspec *sp = c->spec;
+    char name[64];
+    int first = 1;
+    snprintf(name, sizeof name, ".%s", c->name);
+    if (sp[0].sub) {
+        const argspec *pick = &sp[0];
+        if (argc > 1 && argv[1][0] != '-') {
+            pick = NULL;
+            for (int k = 0; sp[k].sub; k++)
+                if (!strcmp(sp[k].sub, argv[1]))
+                    pick = &sp[k];
+            if (!pick) {
+                char list[160] = "";
+                for (int k = 0; sp[k].sub; k++)
+                    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                             k ? (sp[k + 1].sub ? ", " : " or ") : "", sp[k].sub);
+                errorf("%s: unknown sub-command \"%s\" (%s)", name, argv[1], list);
+                return 1;
+            }
+            first = 2;
+        }
+        snprintf(name, sizeof name, ".%s %s", c->name, pick->sub);
+        sp = pick;
+    }
+    if (opt_parse(&cur, name, sp, argv + first, argc - first))
+        return 1;
+    cur.sub = sp->sub;
+    return c->fn(sh, argv, argc, rest);
 }
 
 static int run_dot(shell *sh, const char *line)
@@ -1618,16 +2616,20 @@ static int run_dot(shell *sh, const char *line)
     const char *rest = line + 1;
     while (*rest && !isspace((unsigned char)*rest))
         rest++;
-    char *argv[32];
-    int argc = split_words(copy, argv, 32);
+    char *argv[64];
+    int argc = split_words(copy, argv, 64);
     int rc = 1;
     const char *name = argv[0] + 1;
     const command *found = NULL;
     for (const command *c = commands; c->name; c++)
         if (!strcmp(c->name, name))
             found = c;
-    if (found)
-        rc = found->fn(sh, argv, argc, rest);
+    if (found && found->self) /* it reads the unsplit rest of the line */
+        rc = found->fn(sh, argv, argc < 0 ? 1 : argc, rest);
+    else if (argc < 0)
+        errorf(".%s: %s", name, argc == -1 ? "too many arguments" : "a quote is not closed");
+    else if (found)
+        rc = run_checked(sh, found, argv, argc, rest);
     else
         errorf("unknown command: .%s (try .help)", name);
     free(copy);

@@ -33,6 +33,7 @@ typedef struct copy_col {
     char *field;    /* COPY_K_FIELD */
     int is_path;    /* field holds '.' or '[' */
     char *value;    /* COPY_K_FIXED, COPY-escaped */
+    char *raw_value;/* COPY_K_FIXED as given (for the load's recorded mapping) */
     int csv_idx;    /* index of the field in the CSV header */
     int json;       /* the value is JSON (validated for CSV) */
 } copy_col;
@@ -465,7 +466,8 @@ static int copy_add_col(pgpipe_loader *l, const char *column, const char *field,
     } else if (value) {
         c->kind = COPY_K_FIXED;
         c->value = copy_dup_esc(value);
-        if (!c->value)
+        c->raw_value = pp_strdup(value);
+        if (!c->value || !c->raw_value)
             return PGPIPE_NOMEM;
     } else {
         c->kind = COPY_K_NULL;
@@ -563,6 +565,15 @@ static void copy_drop_conn(copy_lane *ln, int broken)
 }
 
 /* (Re)connect the lane. *transient set when trying again may help. */
+static void copy_notice_processor(void *arg, const char *message)
+{
+    (void)arg;
+    int n = (int)strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    pp_logf(PGPIPE_LOG_INFO, "loader", "server: %.*s", n, message);
+}
+
 static int copy_connect(copy_lane *ln, int *transient)
 {
     pgpipe_loader *l = ln->l;
@@ -602,6 +613,8 @@ static int copy_connect(copy_lane *ln, int *transient)
     ln->own_conn = 1;
     if (!ln->conn)
         return pp_err_nomem(&ln->err);
+    /* the server's NOTICEs (the schema install's) go to the log, as on a pool's connections */
+    PQsetNoticeProcessor(ln->conn, copy_notice_processor, NULL);
     if (PQstatus(ln->conn) != CONNECTION_OK) {
         pp_err_pq(&ln->err, ln->conn, NULL, "loader: connect");
         /* refused or reset while the server restarts: worth another try */
@@ -666,6 +679,62 @@ static const char *copy_format_name(int f)
 }
 
 /* Find the earlier run of this load (same key and target) or create the row. */
+/* A JSON string literal (for a query parameter, not COPY text). */
+static int copy_json_plain(pp_buf *b, const char *s)
+{
+    int rc = pp_buf_putc(b, '"');
+    for (; *s && rc == PGPIPE_OK; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            rc = pp_buf_appendf(b, "\\%c", c);
+        else if (c < 0x20)
+            rc = pp_buf_appendf(b, "\\u%04x", c);
+        else
+            rc = pp_buf_putc(b, (char)c);
+    }
+    return rc == PGPIPE_OK ? pp_buf_putc(b, '"') : rc;
+}
+
+/* The load's field mapping and required fields as JSON, recorded in
+** pgpipe.loads.options: a replay of its dead letters (pgpipe.dlq_replay)
+** validates and maps them the same way.
+**   {"columns": [{"column": C, "field": F | "value": V, "json": true}, ...],
+**    "required": [F, ...]} */
+static char *copy_mapping_json(const pgpipe_loader *l)
+{
+    pp_buf b = { 0 };
+    int rc = pp_buf_appendf(&b, "{\"columns\": [");
+    for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
+        const copy_col *c = &l->cols[i];
+        rc |= pp_buf_appendf(&b, "%s{\"column\": ", i ? ", " : "");
+        rc |= copy_json_plain(&b, c->column);
+        if (c->kind == COPY_K_FIELD) {
+            rc |= pp_buf_appendf(&b, ", \"field\": ");
+            rc |= copy_json_plain(&b, c->field);
+        } else if (c->kind == COPY_K_FIXED) {
+            rc |= pp_buf_appendf(&b, ", \"value\": ");
+            rc |= copy_json_plain(&b, c->raw_value);
+        } else if (c->kind != COPY_K_NULL) {
+            const char *sp = c->kind == COPY_K_RECORD ? "$record" : c->kind == COPY_K_LINE ? "$line"
+                           : c->kind == COPY_K_SOURCE ? "$source" : c->kind == COPY_K_BATCH
+                           ? "$batch_id" : "$load_id";
+            rc |= pp_buf_appendf(&b, ", \"field\": \"%s\"", sp);
+        }
+        rc |= pp_buf_appendf(&b, "%s}", c->json ? ", \"json\": true" : "");
+    }
+    rc |= pp_buf_appendf(&b, "], \"required\": [");
+    for (int i = 0; i < l->nrequired && rc == PGPIPE_OK; i++) {
+        rc |= pp_buf_appendf(&b, "%s", i ? ", " : "");
+        rc |= copy_json_plain(&b, l->required[i]);
+    }
+    rc |= pp_buf_appendf(&b, "]}");
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 {
     copy_lane *ln = &l->lanes[0];
@@ -716,13 +785,18 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
     snprintf(num[1], sizeof num[1], "%lld", l->src_mtime);
     snprintf(num[2], sizeof num[2], "%d", l->batch_rows);
     snprintf(num[3], sizeof num[3], "%zu", l->batch_bytes);
-    const char *v[8] = { l->source, l->src_size >= 0 ? num[0] : NULL,
+    char *mapping = copy_mapping_json(l);
+    if (!mapping)
+        return pp_err_nomem(&ln->err);
+    const char *v[9] = { l->source, l->src_size >= 0 ? num[0] : NULL,
                          l->src_mtime >= 0 ? num[1] : NULL, l->load_key,
-                         copy_format_name(l->format), l->target, num[2], num[3] };
+                         copy_format_name(l->format), l->target, num[2], num[3], mapping };
     rc = copy_exec(ln, "INSERT INTO pgpipe.loads (source, source_size, source_mtime, source_checksum, "
                       "format, target, options) VALUES ($1, $2::bigint, to_timestamp($3::bigint), $4, "
-                      "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint)) "
-                      "RETURNING id", 8, v, &r, transient);
+                      "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint, "
+                      "'mapping', $9::jsonb)) "
+                      "RETURNING id", 9, v, &r, transient);
+    pp_free(mapping);
     if (rc != PGPIPE_OK)
         return rc;
     l->load_id = atoll(PQgetvalue(r, 0, 0));
@@ -2658,6 +2732,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
         pp_free(l->cols[i].column);
         pp_free(l->cols[i].field);
         pp_free(l->cols[i].value);
+        pp_free(l->cols[i].raw_value);
     }
     pp_free(l->cols);
     for (int i = 0; i < l->nrequired; i++)

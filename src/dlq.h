@@ -38,10 +38,17 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
 /* Replay the matching dead letters (status 'dead' only; filter->limit is
 ** ignored) into target_table (NULL = staging.raw_events) as unprocessed rows
 ** with attempts reset: stage 'process' sets the original row back (or
-** re-inserts the kept payload when the row is gone); stage 'load' re-inserts
-** the raw text when it is valid JSON and refuses it otherwise (each refusal is
-** logged with its reason). Replayed dead letters get status 'replayed'. A
-** NOTIFY on channel (NULL = "pgpipe_events") wakes the workers. */
+** re-inserts the kept payload when the row is gone); stage 'load' validates
+** the raw text again with the checks and the field mapping its load recorded
+** in pgpipe.loads.options (valid JSON, an object, the required fields; the
+** source is the load's source value or source name, as when it was loaded)
+** and inserts it; a CSV record is refused (its header is not kept); dead
+** letters of loads that recorded no mapping (older versions) go in when they
+** are valid JSON, with the dead letter's source name. Replayed dead letters
+** get status 'replayed'; a refused one stays 'dead' with attempt_count + 1,
+** last_failed_at = now() and error_message "replay: REASON" (each refusal is
+** also logged). A NOTIFY on channel (NULL = "pgpipe_events") wakes the
+** workers. */
 int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *target_table,
                       const char *channel, long long *replayed, long long *refused,
                       pgpipe_error *err);

@@ -265,3 +265,98 @@ PGT_TEST(dlq, growth_alert_logs_and_notifies)
     PQfinish(listener);
     PQfinish(c);
 }
+
+/* A replay of stage 'load' goes through the checks and the mapping of its
+** load again: the record lands with the load's --source (not the file path),
+** a record still bad stays dead with attempt_count + 1 and is refused, and
+** records in = loaded + dead-lettered holds. */
+PGT_TEST(dlq, replay_load_revalidates_keeps_source)
+{
+    PGconn *c = dlq_t_setup("dlq_t_rv_unused");
+    PQclear(PGT_EXEC(c, "DELETE FROM staging.raw_events WHERE source = 'dlq_t_web'"));
+    char path[512];
+    snprintf(path, sizeof path, "%s/dlq_rv_%ld.ndjson", pgt_tmpdir(), (long)getpid());
+    FILE *fp = fopen(path, "w");
+    PGT_CHECK(fp != NULL);
+    fputs("{\"event_type\":\"a\",\"v\":1}\n"
+          "{\"event_type\":\"b\"\n"             /* malformed JSON */
+          "{\"v\":2}\n"                         /* no event_type: fixed in place below */
+          "{\"event_type\":\"c\",\"v\":3}\n", fp);
+    fclose(fp);
+    const char *pv[1] = { path };
+    PGresult *r = PQexecParams(c, "DELETE FROM pgpipe.dead_letters WHERE source_name = $1", 1, NULL,
+                               pv, NULL, NULL, 0);
+    PQclear(r);
+
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conn = c;
+    o.source_value = "dlq_t_web";
+    o.format = PGPIPE_FORMAT_NDJSON;
+    char key[64];
+    snprintf(key, sizeof key, "dlq_rv_%ld_%lld", (long)getpid(), (long long)pgpipe_now_us());
+    o.load_key = key;
+    o.notify_channel = "";
+    pgpipe_loader *l = NULL;
+    PGT_OK(pgpipe_loader_open(&o, &l));
+    PGT_OK(pgpipe_loader_load_file(l, path));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    pgpipe_loader_close(l);
+    PGT_EQ_INT(s.records_read, 4);
+    PGT_EQ_INT(s.rows_loaded, 2);
+    PGT_EQ_INT(s.rows_dead, 2);
+    char sql[1024];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.dead_letters WHERE load_id = %lld AND"
+                              " status = 'dead' AND attempt_count = 1", s.load_id);
+    PGT_EQ_INT(dlq_t_scalar(c, sql), 2);
+
+    /* fix one in place, as an operator would */
+    snprintf(sql, sizeof sql, "UPDATE pgpipe.dead_letters SET raw_text = '{\"event_type\":\"fixed\",\"v\":2}'"
+                              " WHERE load_id = %lld AND raw_text = '{\"v\":2}'", s.load_id);
+    PQclear(PGT_EXEC(c, sql));
+
+    pgpipe_dlq_filter f;
+    pgpipe_dlq_filter_init(&f);
+    f.stage = "load";
+    f.source = path;
+    long long ok = -1, bad = -1;
+    pgpipe_error err;
+    PGT_OK(pgpipe_dlq_replay(c, &f, NULL, NULL, &ok, &bad, &err));
+    PGT_EQ_INT(ok, 1);
+    PGT_EQ_INT(bad, 1);
+    /* the fixed one with the load's source, mapped as the load did */
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM staging.raw_events WHERE source = 'dlq_t_web'"
+                               " AND event_type = 'fixed' AND payload = '{\"event_type\":\"fixed\",\"v\":2}'"
+                               " AND NOT processed"), 1);
+    r = PQexecParams(c, "SELECT count(*) FROM staging.raw_events WHERE source = $1", 1, NULL, pv,
+                     NULL, NULL, 0);
+    PGT_EQ_STR(PQgetvalue(r, 0, 0), "0"); /* never the file path */
+    PQclear(r);
+    /* the still-bad one: dead, second attempt, the replay's error */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.dead_letters WHERE load_id = %lld AND"
+                              " status = 'dead' AND attempt_count = 2 AND last_failed_at > first_failed_at"
+                              " AND error_message LIKE 'replay: raw text is not valid JSON%%'", s.load_id);
+    PGT_EQ_INT(dlq_t_scalar(c, sql), 1);
+    /* records in = loaded + dead-lettered, after the replay too */
+    snprintf(sql, sizeof sql, "SELECT (SELECT count(*) FROM staging.raw_events WHERE source = 'dlq_t_web')"
+                              " + (SELECT count(*) FROM pgpipe.dead_letters WHERE load_id = %lld AND"
+                              " status = 'dead')", s.load_id);
+    PGT_EQ_INT(dlq_t_scalar(c, sql), 4);
+
+    /* valid JSON that the load's checks refuse (no event_type) is not let in either */
+    snprintf(sql, sizeof sql, "UPDATE pgpipe.dead_letters SET raw_text = '{\"v\":9}'"
+                              " WHERE load_id = %lld AND status = 'dead'", s.load_id);
+    PQclear(PGT_EXEC(c, sql));
+    PGT_OK(pgpipe_dlq_replay(c, &f, NULL, NULL, &ok, &bad, &err));
+    PGT_EQ_INT(ok, 0);
+    PGT_EQ_INT(bad, 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.dead_letters WHERE load_id = %lld AND"
+                              " status = 'dead' AND attempt_count = 3 AND error_message ="
+                              " 'replay: required field \"event_type\" is missing'", s.load_id);
+    PGT_EQ_INT(dlq_t_scalar(c, sql), 1);
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM staging.raw_events WHERE source = 'dlq_t_web'"), 3);
+    unlink(path);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS dlq_t_rv_unused"));
+    PQfinish(c);
+}

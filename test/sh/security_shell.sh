@@ -55,27 +55,30 @@ for w in "'x\"; DROP TABLE sec_sh_canary; --'" \
     mapw="$qc$raw=k$qc"       # col=field in one word
     # refused, each with one error line: .load's table and a column of its
     # mapping are quoted (no such table/column); .dlq --since is a timestamp;
-    # replay --table a regclass; .partitions takes digits only; .refresh's
+    # replay --table a regclass; .partitions takes a number of days; .refresh's
     # view and .work's table are quoted (no such relation); .migrate's
-    # folder is a path
+    # folder is a path (not there); .dlq's --stage and --status are one of
+    # their few values
     $P "$D" ".load $tmp/r.ndjson --table $w --map a=k --key sec$i-t$$" \
         ".load $tmp/r.ndjson --table sec_sh_t --map $mapw --key sec$i-c$$" \
         ".dlq list --since $w" ".dlq replay --source $w --table $w" \
         ".partitions ahead $w" ".partitions retain $w" ".refresh $w" ".refresh $w --concurrently" \
-        ".work --mark --table $w --until-empty --quiet" ".migrate $w" >"$tmp/out" 2>"$tmp/err"
+        ".work --mark --table $w --until-empty --quiet" ".migrate $w" \
+        ".dlq list --stage $w" ".dlq list --status $w" >"$tmp/out" 2>"$tmp/err"
     rc=$?
     grep -q "Sanitizer\|runtime error" "$tmp/err" && fail "sanitizer: $(cat "$tmp/err")"
     [ $rc = 1 ] || fail "exit $rc for the refused commands with $w"
-    [ "$(grep -c '^error: ' "$tmp/err")" = 10 ] ||
-        fail "expected 10 refusals for $w, got: $(cat "$tmp/out" "$tmp/err")"
+    [ "$(grep -c '^error: ' "$tmp/err")" = 12 ] ||
+        fail "expected 12 refusals for $w, got: $(cat "$tmp/out" "$tmp/err")"
     has "$(cat "$tmp/err")" "22007"       # .dlq --since
-    has "$(cat "$tmp/err")" "usage: .partitions"
+    has "$(cat "$tmp/err")" ".partitions ahead: DAYS: expected an integer"
+    has "$(cat "$tmp/err")" ".dlq list: --stage: expected load or process"
     alive "the refused commands with $w"
     # accepted, as values: .load's source, event type, name and channel
     # (stored as they are), .dlq filters (parameters), .listen's channel
     # (quoted), .work's filters (parameters) and channel (quoted)
     $P -b "$D" ".load $tmp/r.ndjson --source $w --event-type $w --name $w --key sec$i-v$$ --channel $w" \
-        ".dlq list --source $w --error $w --stage $w --status $w" ".dlq counts --source $w" \
+        ".dlq list --source $w --error $w --stage load --status any" ".dlq counts --source $w" \
         ".dlq purge --source $w" ".listen $w --timeout 0" \
         ".work --mark --table sec_sh_q --source $w --event-type $w --channel $w --until-empty --quiet" \
         "SELECT count(*) AS canary FROM sec_sh_canary" >"$tmp/out" 2>"$tmp/err" ||
