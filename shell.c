@@ -38,10 +38,17 @@ typedef struct shell {
     int mode;
     int interactive;
     const char *source;  /* script name for error messages */
+    int located;         /* 1 while a script runs: errors name source:line */
+    int lost;            /* the connection was lost and not yet reset */
     FILE *out;
 } shell;
 
 /* ---- small helpers ------------------------------------------------------- */
+
+/* Where the command being run comes from, for error messages: a script's
+** name and the line its statement (or dot command) starts on. */
+static const char *where_source = NULL;
+static long long where_line = 0;
 
 static void errorf(const char *fmt, ...)
 {
@@ -51,7 +58,10 @@ static void errorf(const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     pgpipe_conninfo_mask(msg, masked, sizeof masked);
-    fprintf(stderr, "error: %s\n", masked);
+    if (where_source && where_line > 0)
+        fprintf(stderr, "%s:%lld: error: %s\n", where_source, where_line, masked);
+    else
+        fprintf(stderr, "error: %s\n", masked);
 }
 
 static double now_ms(void) { return (double)pgpipe_now_us() / 1000.0; }
@@ -93,17 +103,34 @@ static size_t display_width(const char *s)
 ** signal handler), as in psql; the shell itself goes on. At the prompt the
 ** line editor reads Ctrl-C as a key. */
 static volatile sig_atomic_t interrupted = 0;
+/* the signal (SIGTERM, SIGHUP, SIGQUIT, SIGPIPE) that asked the run to end */
+static volatile sig_atomic_t terminating = 0;
 static PGcancel *volatile cancel_handle = NULL;
 
 static void on_sigint(int sig)
 {
-    (void)sig;
     interrupted = 1;
+    if (sig != SIGINT)
+        terminating = sig;
     PGcancel *c = cancel_handle;
     if (c) {
         char err[64];
         PQcancel(c, err, sizeof err);
     }
+}
+
+/* Replaces the cancel handle the handler uses (NULL: none) with the signals
+** blocked, so the handler never sees one being freed. */
+static void set_cancel_handle(PGcancel *c)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    PGcancel *prev = cancel_handle;
+    cancel_handle = c;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (prev)
+        PQfreeCancel(prev);
 }
 
 /* ---- result output ------------------------------------------------------- */
@@ -150,30 +177,56 @@ static void put_csv_field(FILE *f, const char *s)
     fputc('"', f);
 }
 
-/* A table cell: control characters shown as spaces so rows stay one line. */
-static void put_cell(FILE *f, const char *s, size_t width, int right)
+/* Display width of the widest line of a value (lines end at '\n'). */
+static size_t cell_width(const char *s)
 {
-    size_t w = display_width(s);
+    size_t w = 0, cur = 0;
+    for (; *s; s++) {
+        if (*s == '\n') {
+            cur = 0;
+            continue;
+        }
+        if (((unsigned char)*s & 0xC0) != 0x80 && ++cur > w)
+            w = cur;
+    }
+    return w;
+}
+
+/* One line of a table cell: s[0..n), other control characters (tab, CR)
+** shown as a space so the columns stay aligned. */
+static void put_cell(FILE *f, const char *s, size_t n, size_t width, int right)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            w++;
     if (right)
         for (size_t i = w; i < width; i++)
             fputc(' ', f);
-    for (; *s; s++)
-        fputc((unsigned char)*s < 0x20 ? ' ' : *s, f);
+    for (size_t i = 0; i < n; i++)
+        fputc((unsigned char)s[i] < 0x20 ? ' ' : s[i], f);
     if (!right)
         for (size_t i = w; i < width; i++)
             fputc(' ', f);
 }
 
+/* psql's aligned format: a value with newlines takes one output line per
+** line, the other columns blank there, and '+' in the separator after each
+** line that continues (at the end of the row for the last column). */
 static void print_aligned(FILE *f, PGresult *res)
 {
     int nf = PQnfields(res), nt = PQntuples(res);
     size_t *w = calloc((size_t)nf + 1, sizeof *w);
-    if (!w)
+    const char **at = calloc((size_t)nf + 1, sizeof *at);
+    if (!w || !at) {
+        free(w);
+        free(at);
         return;
+    }
     for (int j = 0; j < nf; j++) {
         w[j] = display_width(PQfname(res, j));
         for (int i = 0; i < nt; i++) {
-            size_t cw = display_width(PQgetvalue(res, i, j));
+            size_t cw = cell_width(PQgetvalue(res, i, j));
             if (cw > w[j])
                 w[j] = cw;
         }
@@ -196,14 +249,29 @@ static void print_aligned(FILE *f, PGresult *res)
     }
     fputs("-\n", f);
     for (int i = 0; i < nt; i++) {
-        for (int j = 0; j < nf; j++) {
-            fputs(j ? " | " : " ", f);
-            put_cell(f, PQgetvalue(res, i, j), w[j], is_numeric_type(PQftype(res, j)));
+        for (int j = 0; j < nf; j++)
+            at[j] = PQgetvalue(res, i, j);
+        int more = 1;
+        while (more) {
+            more = 0;
+            int cont_prev = 0;
+            for (int j = 0; j < nf; j++) {
+                fputs(j ? (cont_prev ? "+| " : " | ") : " ", f);
+                const char *s = at[j];
+                size_t n = s ? strcspn(s, "\n") : 0;
+                put_cell(f, s ? s : "", n, w[j], is_numeric_type(PQftype(res, j)));
+                cont_prev = s && s[n] == '\n';
+                at[j] = cont_prev ? s + n + 1 : NULL;
+                more |= cont_prev;
+            }
+            if (cont_prev)
+                fputc('+', f);
+            fputc('\n', f);
         }
-        fputc('\n', f);
     }
     fprintf(f, "(%d row%s)\n", nt, nt == 1 ? "" : "s");
     free(w);
+    free(at);
 }
 
 static void print_result(shell *sh, PGresult *res)
@@ -297,6 +365,14 @@ static void report_pq_error(PGresult *res, PGconn *conn)
         errorf("%s", text);
 }
 
+/* The command tag (INSERT 0 3, UPDATE 2, CREATE TABLE) of a statement is
+** printed as psql prints it, in the modes a person reads (aligned, line);
+** csv and json output stays only data, for programs. */
+static int shows_tags(const shell *sh)
+{
+    return sh->mode == MODE_ALIGNED || sh->mode == MODE_LINE;
+}
+
 /* Sends SQL (one or several statements) and prints each result. copy_data,
 ** when given, feeds a COPY ... FROM STDIN in the SQL (a script's inline data). */
 static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_t copy_len)
@@ -312,6 +388,14 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
         ExecStatusType st = PQresultStatus(res);
         if (st == PGRES_TUPLES_OK) {
             print_result(sh, res);
+            /* psql adds the tag of INSERT/UPDATE/DELETE/MERGE ... RETURNING */
+            const char *tag = PQcmdStatus(res);
+            if (shows_tags(sh) && (!strncmp(tag, "INSERT", 6) || !strncmp(tag, "UPDATE", 6) ||
+                                   !strncmp(tag, "DELETE", 6) || !strncmp(tag, "MERGE", 5)))
+                fprintf(sh->out, "%s\n", tag);
+        } else if (st == PGRES_COMMAND_OK) {
+            if (shows_tags(sh) && *PQcmdStatus(res))
+                fprintf(sh->out, "%s\n", PQcmdStatus(res));
         } else if (st == PGRES_COPY_IN) {
             if (copy_data) {
                 if (copy_len && PQputCopyData(sh->conn, copy_data, (int)copy_len) != 1)
@@ -375,6 +459,9 @@ typedef struct command {
 
 
 static int cmd_help(shell *sh, char **argv, int argc, const char *rest);
+static int cmd_connect(shell *sh, char **argv, int argc, const char *rest);
+static int run_command(shell *sh, const char *cmd);
+static int is_conninfo(const char *s);
 
 static int cmd_mode(shell *sh, char **argv, int argc, const char *rest)
 {
@@ -412,12 +499,20 @@ static int cmd_version(shell *sh, char **argv, int argc, const char *rest)
     return 0;
 }
 
+static void describe_conn(PGconn *conn, char *buf, size_t size);
+static void conn_error_line(PGconn *conn, char *buf, size_t size);
+
 static int cmd_conninfo(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc, (void)rest;
-    fprintf(sh->out, "database \"%s\" as user \"%s\" on %s%s port %s\n", PQdb(sh->conn),
-            PQuser(sh->conn), PQhost(sh->conn) && PQhost(sh->conn)[0] == '/' ? "socket dir " : "host ",
-            PQhost(sh->conn), PQport(sh->conn));
+    char d[1024];
+    describe_conn(sh->conn, d, sizeof d);
+    if (PQstatus(sh->conn) != CONNECTION_OK) {
+        fprintf(sh->out, "not connected: the connection to %s was lost (the next command "
+                         "reconnects; .connect CONNINFO opens another)\n", d);
+        return 1;
+    }
+    fprintf(sh->out, "connected to %s\n", d);
     return 0;
 }
 
@@ -820,10 +915,20 @@ static int cmd_health(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc, (void)rest;
     int warn = 0;
+    if (PQstatus(sh->conn) != CONNECTION_OK) {
+        char msg[1024];
+        conn_error_line(sh->conn, msg, sizeof msg);
+        fprintf(sh->out, "FAIL  server              unreachable: %s\n", *msg ? msg : "not connected");
+        return 1;
+    }
     char *v = query_value(sh,
         "SELECT round(100.0 * sum(blks_hit) / nullif(sum(blks_hit) + sum(blks_read), 0), 2) "
         "FROM pg_stat_database WHERE datname = current_database()", 0, NULL);
     double hit = v ? atof(v) : 0;
+    if (!v && PQstatus(sh->conn) != CONNECTION_OK) { /* lost just now */
+        fprintf(sh->out, "FAIL  server              unreachable: the connection was lost\n");
+        return 1;
+    }
     fprintf(sh->out, "%-5s cache hit ratio     %s%% (target >= 95%%)\n",
             v && hit >= 95 ? "ok" : "WARN", v ? v : "n/a");
     warn += !(v && hit >= 95);
@@ -1520,7 +1625,10 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
 }
 
 static const command commands[] = {
-    { "conninfo", ".conninfo", "show the database, user and host of the connection", cmd_conninfo },
+    { "connect", ".connect [CONNINFO|DBNAME]",
+      "open a new connection (a conninfo, or another database with the current settings;\n"
+      "none: the same again) and switch to it; when it fails the shell keeps the one it has", cmd_connect },
+    { "conninfo", ".conninfo", "show the database, user and host of the connection, or that it was lost", cmd_conninfo },
     { "dlq", ".dlq [list|show ID|counts|stats|replay|purge] [--stage S] [--source S] ...",
       "the dead-letter queue: list (newest first) and filter by --stage load|process, --source,\n"
       "--error TEXT, --since TIME, --until TIME, --status dead|replayed|any, --limit N; show ID;\n"
@@ -1634,6 +1742,223 @@ static int run_dot(shell *sh, const char *line)
     return rc;
 }
 
+/* ---- the connection: lost, reset, switched --------------------------------- */
+
+/* "database "d" as user "u" on host h port p" (or "on socket dir ..."). */
+static void describe_conn(PGconn *conn, char *buf, size_t size)
+{
+    const char *host = PQhost(conn);
+    snprintf(buf, size, "database \"%s\" as user \"%s\" on %s%s port %s", PQdb(conn), PQuser(conn),
+             host && host[0] == '/' ? "socket dir " : "host ", host ? host : "", PQport(conn));
+}
+
+/* The connection is good again (reset or new): the Ctrl-C handler cancels
+** on it from now on. */
+static void connection_ready(shell *sh)
+{
+    set_cancel_handle(PQgetCancel(sh->conn));
+    sh->lost = 0;
+}
+
+static void conn_error_line(PGconn *conn, char *buf, size_t size)
+{
+    char masked[2048];
+    pgpipe_conninfo_mask(PQerrorMessage(conn), masked, sizeof masked);
+    for (char *p = masked; *p; p++)
+        if (*p == '\n')
+            *p = p[1] ? ' ' : '\0';
+    snprintf(buf, size, "%s", masked);
+}
+
+/* After a command: a connection that broke during it is said once, and
+** reset at once, as psql does; when the reset fails too, the next command
+** tries again (ensure_connected). */
+static void check_connection(shell *sh)
+{
+    if (!sh->conn || PQstatus(sh->conn) != CONNECTION_BAD || sh->lost)
+        return;
+    sh->lost = 1;
+    fprintf(stderr, "pgpipe: the connection to the server was lost. Attempting reset: ");
+    fflush(stderr);
+    PQreset(sh->conn);
+    if (PQstatus(sh->conn) == CONNECTION_OK) {
+        fprintf(stderr, "succeeded.\n");
+        connection_ready(sh);
+    } else {
+        char msg[1024];
+        conn_error_line(sh->conn, msg, sizeof msg);
+        fprintf(stderr, "failed (%s); trying again before the next command.\n", msg);
+    }
+}
+
+/* Before a command that needs the server: 0 when connected (after a reset
+** if the connection was lost), 1 with the error said when not. */
+static int ensure_connected(shell *sh)
+{
+    if (PQstatus(sh->conn) == CONNECTION_OK)
+        return 0;
+    PQreset(sh->conn);
+    if (PQstatus(sh->conn) == CONNECTION_OK) {
+        char d[1024];
+        describe_conn(sh->conn, d, sizeof d);
+        fprintf(stderr, "pgpipe: reconnected to %s\n", d);
+        connection_ready(sh);
+        return 0;
+    }
+    char msg[1024];
+    conn_error_line(sh->conn, msg, sizeof msg);
+    sh->lost = 1;
+    errorf("not connected to the server (reconnecting failed: %s); the command was not run", msg);
+    return 1;
+}
+
+/* .connect [CONNINFO|DBNAME]: the new connection is opened first; on success
+** the shell switches to it, on failure it keeps the one it has. */
+static int cmd_connect(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)rest;
+    if (argc > 2) {
+        errorf("usage: .connect [CONNINFO|DBNAME] (quote a conninfo with spaces)");
+        return 1;
+    }
+    PGconn *nc;
+    if (argc == 2 && is_conninfo(argv[1])) {
+        nc = PQconnectdb(argv[1]);
+    } else {
+        /* the current parameters, with another database when one is named */
+        PQconninfoOption *opts = PQconninfo(sh->conn);
+        if (!opts) {
+            errorf("out of memory");
+            return 1;
+        }
+        const char *keys[64], *vals[64];
+        int n = 0;
+        for (PQconninfoOption *o = opts; o->keyword && n < 62; o++)
+            if (o->val && *o->val && strcmp(o->keyword, "dbname")) {
+                keys[n] = o->keyword;
+                vals[n++] = o->val;
+            }
+        keys[n] = "dbname";
+        vals[n++] = argc == 2 ? argv[1] : PQdb(sh->conn);
+        keys[n] = vals[n] = NULL;
+        nc = PQconnectdbParams(keys, vals, 0);
+        PQconninfoFree(opts);
+    }
+    if (!nc) {
+        errorf("out of memory");
+        return 1;
+    }
+    if (PQstatus(nc) != CONNECTION_OK) {
+        char msg[1024], d[1024];
+        conn_error_line(nc, msg, sizeof msg);
+        PQfinish(nc);
+        if (PQstatus(sh->conn) == CONNECTION_OK) {
+            describe_conn(sh->conn, d, sizeof d);
+            errorf("cannot connect: %s (still connected to %s)", msg, d);
+        } else {
+            errorf("cannot connect: %s (and not connected)", msg);
+        }
+        return 1;
+    }
+    PGconn *old = sh->conn;
+    sh->conn = nc;
+    connection_ready(sh);
+    PQfinish(old);
+    char d[1024];
+    describe_conn(sh->conn, d, sizeof d);
+    fprintf(sh->out, "connected to %s\n", d);
+    return 0;
+}
+
+/* Dot commands that work without the server (or report on it themselves). */
+static int needs_server(const char *line)
+{
+    static const char *const local[] = { "help", "mode", "timer", "quit", "exit", "connect",
+                                         "conninfo", "read", NULL };
+    const char *name = line + 1;
+    size_t n = strcspn(name, " \t");
+    for (int i = 0; local[i]; i++)
+        if (strlen(local[i]) == n && !strncmp(name, local[i], n))
+            return 0;
+    return 1;
+}
+
+/* ---- psql's backslash commands ------------------------------------------- */
+
+/* A backslash command at the start of a statement: those pgpipe has an
+** equivalent for run it; the others get one line saying so. */
+static int run_backslash(shell *sh, const char *line)
+{
+    while (isspace((unsigned char)*line))
+        line++;
+    char *copy = strdup(line + 1);
+    if (!copy) {
+        errorf("out of memory");
+        return 1;
+    }
+    char *argv[8];
+    int argc = split_words(copy, argv, 8);
+    const char *name = argc ? argv[0] : "";
+    const char *arg = argc > 1 ? argv[1] : NULL;
+    char cmd[2048];
+    int rc = -1;
+    cmd[0] = '\0';
+    if (!strcmp(name, "q")) {
+        rc = 2;
+    } else if (!strcmp(name, "?")) {
+        snprintf(cmd, sizeof cmd, ".help");
+    } else if (!strcmp(name, "conninfo")) {
+        snprintf(cmd, sizeof cmd, ".conninfo");
+    } else if ((!strcmp(name, "i") || !strcmp(name, "include") || !strcmp(name, "ir") ||
+                !strcmp(name, "include_relative")) && argc == 2) {
+        /* \ir: relative to the directory of the script it is in */
+        const char *slash = strrchr(sh->source, '/');
+        if (name[1] == 'r' && arg[0] != '/' && sh->located && slash)
+            snprintf(cmd, sizeof cmd, "%.*s/%s", (int)(slash - sh->source), sh->source, arg);
+        else
+            snprintf(cmd, sizeof cmd, "%s", arg);
+        char *av[2] = { (char *)"read", cmd };
+        rc = cmd_read(sh, av, 2, "");
+    } else if (!strcmp(name, "timing") && argc <= 2) {
+        if (arg && strcmp(arg, "on") && strcmp(arg, "off")) {
+            errorf("\\timing: use on or off, not \"%s\"", arg);
+            rc = 1;
+        } else {
+            sh->timer = arg ? !strcmp(arg, "on") : !sh->timer;
+            fprintf(sh->out, "Timing is %s.\n", sh->timer ? "on" : "off");
+            rc = 0;
+        }
+    } else if (!strcmp(name, "x") && argc <= 2) {
+        /* expanded output is .mode line; \x toggles it with aligned */
+        if (arg && strcmp(arg, "on") && strcmp(arg, "off")) {
+            errorf("\\x: use on or off, not \"%s\"", arg);
+            rc = 1;
+        } else {
+            int on = arg ? !strcmp(arg, "on") : sh->mode != MODE_LINE;
+            sh->mode = on ? MODE_LINE : MODE_ALIGNED;
+            fprintf(sh->out, "Expanded display is %s.\n", on ? "on (.mode line)" : "off (.mode aligned)");
+            rc = 0;
+        }
+    } else if ((!strcmp(name, "c") || !strcmp(name, "connect")) && argc <= 2) {
+        char *av[2] = { (char *)"connect", (char *)arg };
+        rc = cmd_connect(sh, av, argc, "");
+    } else if (name[0] == 'd' && strspn(name, "dtivsmnfuEST+ac") == strlen(name)) {
+        errorf("\\%s: not available in pgpipe; try .stats, or SELECT ... FROM information_schema.tables",
+               name);
+        rc = 1;
+    } else {
+        errorf("invalid command \\%s (try .help)", name);
+        rc = 1;
+    }
+    free(copy);
+    if (rc < 0)
+        return run_command(sh, cmd);
+    if (rc == 1)
+        sh->failures++;
+    fflush(sh->out);
+    return rc;
+}
+
 /* Runs one command: a dot command or SQL. 0 success, 1 failure, 2 quit. */
 static int run_command(shell *sh, const char *cmd)
 {
@@ -1641,7 +1966,18 @@ static int run_command(shell *sh, const char *cmd)
         cmd++;
     if (!*cmd)
         return 0;
-    int rc = cmd[0] == '.' ? run_dot(sh, cmd) : run_sql(sh, cmd);
+    int rc;
+    if (cmd[0] == '.') {
+        int bad = needs_server(cmd) && sh->conn && ensure_connected(sh);
+        /* .health says itself that the server is unreachable */
+        rc = bad && strncmp(cmd, ".health", 7) ? 1 : run_dot(sh, cmd);
+        check_connection(sh);
+    } else if (cmd[0] == '\\') {
+        return run_backslash(sh, cmd);
+    } else {
+        rc = ensure_connected(sh) ? 1 : run_sql(sh, cmd);
+        check_connection(sh);
+    }
     if (rc == 1)
         sh->failures++;
     fflush(sh->out);
@@ -1677,6 +2013,7 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
         pgpipe_error e = *pgpipe_errinfo(sp);
         if (e.line > 0) /* the buffer starts at first_line of the input */
             e.line += first_line - 1;
+        where_source = NULL; /* the error names its place itself */
         print_error(&e);
         sh->failures++;
         *rc = 1;
@@ -1693,7 +2030,13 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
             *rc = 1;
             break;
         }
-        int one = run_sql_copy(sh, sql, st.copy_data, st.copy_len);
+        if (sh->located) { /* errors name the statement's first line */
+            where_source = sh->source;
+            where_line = first_line + st.line - 1;
+        }
+        int one = ensure_connected(sh) ? 1 : run_sql_copy(sh, sql, st.copy_data, st.copy_len);
+        check_connection(sh);
+        where_source = NULL;
         free(sql);
         fflush(sh->out);
         if (one) {
@@ -1702,7 +2045,7 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
             if (sh->bail && !sh->interactive)
                 break;
         }
-        if (interrupted)
+        if (interrupted || terminating)
             break;
     }
     pgpipe_sql_split_close(sp);
@@ -1728,6 +2071,7 @@ typedef struct editor {
     char *history[HISTORY_MAX];
     int nhistory;
     char path[1024];
+    int cancelled; /* the last line was ended by Ctrl-C */
 } editor;
 
 static editor ed;
@@ -1872,8 +2216,13 @@ static char *ed_readline(const char *prompt)
         unsigned char c;
         ssize_t r = read(STDIN_FILENO, &c, 1);
         if (r <= 0) {
-            if (r < 0 && errno == EINTR)
+            if (r < 0 && errno == EINTR && !terminating)
                 continue;
+            if (terminating) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
             if (len)
                 break;
             free(buf);
@@ -1892,9 +2241,11 @@ static char *ed_readline(const char *prompt)
                 memmove(buf + pos, buf + pos + 1, len - pos - 1);
                 len--;
             }
-        } else if (c == 3) { /* Ctrl-C: drop the line */
+        } else if (c == 3) { /* Ctrl-C: drop the line (and the caller its buffer) */
             len = pos = 0;
-            fputs("^C\r\n", stdout);
+            ed.cancelled = 1;
+            fputs("^C", stdout);
+            break;
         } else if (c == 127 || c == 8) {
             if (pos > 0) {
                 size_t start = pos - 1;
@@ -2002,11 +2353,24 @@ static char *ed_readline(const char *prompt)
 
 /* ---- input loop ---------------------------------------------------------- */
 
-/* Reads commands from f (or the terminal): dot commands take one line at
-** the start of a statement; SQL runs once its statements are complete. */
+/* 1 when a line is a backslash command (psql's meta-commands), not the \.
+** that ends COPY data. */
+static int is_backslash_line(const char *line)
+{
+    while (isspace((unsigned char)*line))
+        line++;
+    return line[0] == '\\' && line[1] && line[1] != '.';
+}
+
+/* Reads commands from f (or the terminal): dot and backslash commands take
+** one line at the start of a statement; SQL runs once its statements are
+** complete. In a script (not the terminal) errors name source:line, and a
+** Ctrl-C ends it. */
 static int run_stream(shell *sh, FILE *f)
 {
     int tty = sh->interactive && f == stdin;
+    int saved_located = sh->located;
+    sh->located = !tty;
     char *line = NULL;
     size_t cap = 0;
     char *sql = NULL;
@@ -2015,11 +2379,21 @@ static int run_stream(shell *sh, FILE *f)
     long long lineno = 0, first_line = 1;
     for (;;) {
         ssize_t n;
+        if (terminating)
+            break;
         if (tty) {
+            /* a Ctrl-C ended what ran before this prompt; it is done with */
+            interrupted = 0;
             free(line);
             line = ed_readline(len ? "   ...> " : "pgpipe> ");
             if (!line)
                 break;
+            if (ed.cancelled) { /* Ctrl-C at a prompt clears the statement, as in psql */
+                ed.cancelled = 0;
+                len = 0;
+                lineno++;
+                continue;
+            }
             n = (ssize_t)strlen(line);
         } else {
             n = getline(&line, &cap, f);
@@ -2032,10 +2406,15 @@ static int run_stream(shell *sh, FILE *f)
         if (len == 0)
             first_line = lineno;
         rc = 0;
-        if (len == 0 && line[0] == '.') {
+        if (len == 0 && (line[0] == '.' || is_backslash_line(line))) {
             if (tty)
                 ed_history_add(line);
+            if (sh->located) {
+                where_source = sh->source;
+                where_line = lineno;
+            }
             rc = run_command(sh, line);
+            where_source = NULL;
         } else {
             char *grown = realloc(sql, len + (size_t)n + 2);
             if (!grown) {
@@ -2064,10 +2443,10 @@ static int run_stream(shell *sh, FILE *f)
         }
         if (rc == 2 || (rc && sh->bail && !tty))
             break;
-        if (interrupted && !tty) /* Ctrl-C ends a script, as in psql */
+        if ((interrupted && !tty) || terminating) /* Ctrl-C ends a script, as in psql */
             break;
     }
-    if (len && rc != 2 && !(rc && sh->bail) && !interrupted) {
+    if (len && rc != 2 && !(rc && sh->bail) && !interrupted && !terminating) {
         size_t k = 0;
         while (k < len && isspace((unsigned char)sql[k]))
             k++;
@@ -2076,7 +2455,8 @@ static int run_stream(shell *sh, FILE *f)
     }
     free(sql);
     free(line);
-    return 0;
+    sh->located = saved_located;
+    return rc == 2 ? 2 : 0;
 }
 
 /* ---- main ---------------------------------------------------------------- */
@@ -2139,79 +2519,171 @@ static int is_conninfo(const char *s)
     return 1;
 }
 
+/* The command line: options may come anywhere before "--" (as in psql and
+** sqlite3); after "--" every argument is a command. */
+typedef struct cli {
+    const char *file, *local_dir, *conninfo;
+    int keep, fast, help, version;
+    char **cmds;  /* the non-option arguments after CONNINFO, in order */
+    int ncmds;
+} cli;
+
+/* Parses argv into c; an error is one line on stderr and the exit status 2. */
+static int parse_cli(shell *sh, cli *c, int argc, char **argv)
+{
+    memset(c, 0, sizeof *c);
+    c->conninfo = "";
+    c->cmds = calloc((size_t)argc + 1, sizeof *c->cmds);
+    if (!c->cmds) {
+        fprintf(stderr, "pgpipe: out of memory\n");
+        return 2;
+    }
+    int npos = 0, dashdash = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (dashdash || a[0] != '-' || !a[1]) {
+            c->cmds[npos++] = argv[i];
+            continue;
+        }
+        /* options that take a value: "-f FILE", "--file FILE" or "--file=FILE" */
+        const char *val = NULL, *eq = !strncmp(a, "--", 2) ? strchr(a, '=') : NULL;
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a) : (int)strlen(a), a);
+        int takes = !strcmp(name, "-f") || !strcmp(name, "--file") || !strcmp(name, "-m") ||
+                    !strcmp(name, "--mode") || !strcmp(name, "--local");
+        if (takes) {
+            if (eq)
+                val = eq + 1;
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else {
+                fprintf(stderr, "pgpipe: option %s needs a value (pgpipe --help)\n", name);
+                return 2;
+            }
+        } else if (eq) {
+            fprintf(stderr, "pgpipe: option %s takes no value (pgpipe --help)\n", name);
+            return 2;
+        }
+        if (!strcmp(name, "--")) {
+            dashdash = 1;
+        } else if (!strcmp(name, "-h") || !strcmp(name, "--help")) {
+            c->help = 1;
+        } else if (!strcmp(name, "-V") || !strcmp(name, "--version")) {
+            c->version = 1;
+        } else if (!strcmp(name, "-b") || !strcmp(name, "--bail")) {
+            sh->bail = 1;
+        } else if (!strcmp(name, "-f") || !strcmp(name, "--file")) {
+            if (c->file) {
+                fprintf(stderr, "pgpipe: -f given twice (%s and %s)\n", c->file, val);
+                return 2;
+            }
+            c->file = val;
+        } else if (!strcmp(name, "-m") || !strcmp(name, "--mode")) {
+            char *mv[2] = { (char *)"mode", (char *)val };
+            if (cmd_mode(sh, mv, 2, ""))
+                return 2;
+        } else if (!strcmp(name, "--local")) {
+            c->local_dir = val;
+        } else if (!strcmp(name, "--keep")) {
+            c->keep = 1;
+        } else if (!strcmp(name, "--fast")) {
+            c->fast = 1;
+        } else {
+            fprintf(stderr, "pgpipe: unknown option %s (pgpipe --help lists the options)\n", a);
+            return 2;
+        }
+    }
+    int k = 0;
+    if (npos > 0 && is_conninfo(c->cmds[0]))
+        c->conninfo = c->cmds[k++];
+    for (int j = k; j < npos; j++)
+        c->cmds[c->ncmds++] = c->cmds[j];
+    if (c->file && c->ncmds) {
+        fprintf(stderr, "pgpipe: give either -f FILE or COMMANDs, not both (\"%s\")\n", c->cmds[0]);
+        return 2;
+    }
+    if (c->local_dir && *c->conninfo) {
+        fprintf(stderr, "pgpipe: give either CONNINFO or --local DIR, not both\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* SIGTERM, SIGHUP, SIGQUIT and SIGPIPE end the run through its normal end
+** (the running statement is cancelled, a --local server is stopped); SIGINT
+** cancels the statement. No SA_RESTART: a blocked read returns EINTR. */
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE };
+    for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++)
+        sigaction(sigs[k], &sa, NULL);
+}
+
 int main(int argc, char **argv)
 {
     shell sh;
     memset(&sh, 0, sizeof sh);
     sh.out = stdout;
     sh.source = "<stdin>";
-    const char *file = NULL, *local_dir = NULL;
-    int keep = 0, fast = 0;
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
-            printf("pgpipe %s\n", pgpipe_libversion());
-            return 0;
-        } else if (!strcmp(a, "-b") || !strcmp(a, "--bail")) {
-            sh.bail = 1;
-        } else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && i + 1 < argc) {
-            file = argv[++i];
-        } else if ((!strcmp(a, "-m") || !strcmp(a, "--mode")) && i + 1 < argc) {
-            char *mv[2] = { (char *)"mode", argv[++i] };
-            if (cmd_mode(&sh, mv, 2, ""))
-                return 2;
-        } else if (!strcmp(a, "--local") && i + 1 < argc) {
-            local_dir = argv[++i];
-        } else if (!strcmp(a, "--keep")) {
-            keep = 1;
-        } else if (!strcmp(a, "--fast")) {
-            fast = 1;
-        } else if (!strcmp(a, "--")) {
-            i++;
-            break;
-        } else {
-            fprintf(stderr, "pgpipe: unknown option %s\n", a);
-            usage(stderr);
-            return 2;
-        }
+    cli c;
+    int rc = parse_cli(&sh, &c, argc, argv);
+    if (rc) {
+        free(c.cmds);
+        return rc;
     }
-    const char *conninfo = "";
-    if (i < argc && is_conninfo(argv[i]))
-        conninfo = argv[i++];
+    if (c.help || c.version) {
+        if (c.help)
+            usage(stdout);
+        else
+            printf("pgpipe %s\n", pgpipe_libversion());
+        free(c.cmds);
+        return 0;
+    }
 
     /* .help needs no server */
-    if (!file && i < argc) {
+    if (!c.file && c.ncmds) {
         int all_help = 1;
-        for (int j = i; j < argc; j++)
-            if (strncmp(argv[j], ".help", 5) != 0 || (argv[j][5] && argv[j][5] != ' '))
+        for (int j = 0; j < c.ncmds; j++)
+            if (strncmp(c.cmds[j], ".help", 5) != 0 || (c.cmds[j][5] && c.cmds[j][5] != ' '))
                 all_help = 0;
         if (all_help) {
-            int rc = 0;
-            for (; i < argc; i++)
-                rc |= run_command(&sh, argv[i]);
+            for (int j = 0; j < c.ncmds; j++)
+                rc |= run_command(&sh, c.cmds[j]);
+            free(c.cmds);
             return rc ? 1 : 0;
         }
     }
 
+    /* the script is opened before anything starts: a missing file runs nothing */
+    FILE *script = NULL;
+    if (c.file) {
+        script = !strcmp(c.file, "-") ? stdin : fopen(c.file, "r");
+        if (!script) {
+            fprintf(stderr, "pgpipe: cannot open %s: %s\n", c.file, strerror(errno));
+            free(c.cmds);
+            return 1;
+        }
+    }
+    install_signals();
+
+    const char *conninfo = c.conninfo;
     char local_info[1024];
-    int local_started = 0;
+    int local_started = 0, status = 0;
     pgpipe_local_options lopt;
     pgpipe_local_options_init(&lopt);
-    lopt.fast = fast;
-    if (local_dir) {
-        if (*conninfo) {
-            fprintf(stderr, "pgpipe: give either CONNINFO or --local DIR, not both\n");
-            return 2;
-        }
+    lopt.fast = c.fast;
+    lopt.watchdog = !c.keep;
+    if (c.local_dir) {
         pgpipe_error err;
-        if (pgpipe_local_start(local_dir, &lopt, local_info, sizeof local_info, &local_started,
+        if (pgpipe_local_start(c.local_dir, &lopt, local_info, sizeof local_info, &local_started,
                                &err) != PGPIPE_OK) {
             fprintf(stderr, "pgpipe: %s\n", err.message);
-            return 1;
+            status = 1;
+            goto done;
         }
         conninfo = local_info;
     }
@@ -2221,31 +2693,20 @@ int main(int argc, char **argv)
         char msg[2048];
         pgpipe_conninfo_mask(PQerrorMessage(sh.conn), msg, sizeof msg);
         fprintf(stderr, "pgpipe: cannot connect: %s", msg);
-        PQfinish(sh.conn);
-        if (local_started && !keep)
-            pgpipe_local_stop(local_dir, &lopt, NULL);
-        return 1;
+        status = 1;
+        goto done;
     }
-    cancel_handle = PQgetCancel(sh.conn);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, NULL);
+    set_cancel_handle(PQgetCancel(sh.conn));
 
-    if (file) {
-        FILE *f = fopen(file, "r");
-        if (!f) {
-            fprintf(stderr, "pgpipe: cannot open %s: %s\n", file, strerror(errno));
-            PQfinish(sh.conn);
-            return 1;
-        }
-        sh.source = file;
-        run_stream(&sh, f);
-        fclose(f);
-    } else if (i < argc) {
-        for (; i < argc; i++) {
-            int rc = run_command(&sh, argv[i]);
-            if (rc == 2 || (rc && sh.bail) || interrupted)
+    if (terminating || interrupted) {
+        /* a signal while starting up */
+    } else if (script) {
+        sh.source = c.file;
+        run_stream(&sh, script);
+    } else if (c.ncmds) {
+        for (int j = 0; j < c.ncmds && !interrupted && !terminating; j++) {
+            int r = run_command(&sh, c.cmds[j]);
+            if (r == 2 || (r && sh.bail))
                 break;
         }
     } else {
@@ -2259,15 +2720,24 @@ int main(int argc, char **argv)
         if (sh.interactive)
             ed_history_save();
     }
-    PGcancel *c = cancel_handle;
-    cancel_handle = NULL;
-    PQfreeCancel(c);
-    PQfinish(sh.conn);
-    if (local_started && !keep) {
-        pgpipe_error err;
-        if (pgpipe_local_stop(local_dir, &lopt, &err) != PGPIPE_OK)
-            fprintf(stderr, "pgpipe: %s\n", err.message);
-    }
     /* errors in an interactive session were shown to the person at once */
-    return sh.failures && !sh.interactive ? 1 : 0;
+    status = sh.failures && !sh.interactive ? 1 : 0;
+done:
+    if (terminating) {
+        fprintf(stderr, "pgpipe: stopped by signal %d\n", (int)terminating);
+        status = 128 + (int)terminating;
+    }
+    set_cancel_handle(NULL);
+    PQfinish(sh.conn);
+    if (script && script != stdin)
+        fclose(script);
+    if (local_started && !c.keep) {
+        pgpipe_error err;
+        if (pgpipe_local_stop(c.local_dir, &lopt, &err) != PGPIPE_OK) {
+            fprintf(stderr, "pgpipe: %s\n", err.message);
+            status = status ? status : 1;
+        }
+    }
+    free(c.cmds);
+    return status;
 }
