@@ -12,7 +12,7 @@
 **
 ** This file uses only the public API in pgpipe.h (and libpq, which it exposes).
 */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700  /* POSIX 2008 with realpath */
 #include "pgpipe.h"
 
 #include <ctype.h>
@@ -1503,6 +1503,80 @@ static int load_progress(void *ud, const pgpipe_load_progress *p)
     return interrupted;
 }
 
+/* Appends word to buf as the dot-command splitter reads it back: bare when
+** it has no blank or quote, else in double quotes (single quotes when it has
+** a double quote). */
+static void append_word(char *buf, size_t size, const char *word)
+{
+    size_t n = strlen(buf);
+    int plain = *word && !strpbrk(word, " \t\n'\"");
+    char q = strchr(word, '"') ? '\'' : '"';
+    snprintf(buf + n, size - n, "%s%s%s%s", n ? " " : "", plain ? "" : (q == '"' ? "\"" : "'"), word,
+             plain ? "" : (q == '"' ? "\"" : "'"));
+}
+
+/* Appends s to buf in single quotes for a POSIX shell. */
+static void append_shell_quoted(char *buf, size_t size, const char *s)
+{
+    size_t n = strlen(buf);
+    if (n + 1 < size)
+        buf[n++] = '\'';
+    for (; *s && n + 5 < size; s++) {
+        if (*s == '\'') {
+            memcpy(buf + n, "'\\''", 4);
+            n += 4;
+        } else {
+            buf[n++] = *s;
+        }
+    }
+    if (n + 1 < size)
+        buf[n++] = '\'';
+    buf[n] = '\0';
+}
+
+/* After Ctrl-C stopped a .load: the command that resumes it (the same file
+** with the same options; the batches committed so far are skipped, as the
+** load is found again by its file or --key). */
+static void load_resume_hint(shell *sh, char **argv, int argc, const char *file,
+                             const pgpipe_load_summary *s)
+{
+    if (!strcmp(file, "-")) {
+        fprintf(stderr, "pgpipe: .load interrupted after %lld batch%s; a load from stdin cannot be "
+                        "resumed\n", s->batches, s->batches == 1 ? "" : "es");
+        return;
+    }
+    char dot[4096] = "", full[4096] = "", ci[2048] = "";
+    char *abs = realpath(file, NULL);
+    for (int i = 0; i < argc; i++)
+        append_word(dot, sizeof dot, i == 0 ? ".load" : argv[i] == file && abs ? abs : argv[i]);
+    free(abs);
+    /* the connection, without its password (libpq finds it again in
+    ** PGPASSWORD or ~/.pgpass) */
+    const char *keys[4] = { "host", "port", "user", "dbname" };
+    const char *vals[4] = { PQhost(sh->conn), PQport(sh->conn), PQuser(sh->conn), PQdb(sh->conn) };
+    for (int i = 0; i < 4; i++) {
+        if (!vals[i] || !*vals[i])
+            continue;
+        size_t n = strlen(ci);
+        snprintf(ci + n, sizeof ci - n, "%s%s='", n ? " " : "", keys[i]);
+        for (const char *v = vals[i]; *v && strlen(ci) + 3 < sizeof ci; v++) {
+            n = strlen(ci);
+            if (*v == '\'' || *v == '\\')
+                ci[n++] = '\\';
+            ci[n++] = *v;
+            ci[n] = '\0';
+        }
+        strcat(ci, "'");
+    }
+    snprintf(full, sizeof full, "pgpipe ");
+    append_shell_quoted(full, sizeof full, ci);
+    strcat(full, " ");
+    append_shell_quoted(full, sizeof full, dot);
+    fprintf(stderr, "pgpipe: .load interrupted: %lld batch%s (%lld rows) committed. Resume it with the "
+                    "same command; committed batches are skipped:\n  %s\nor from a shell:\n  %s\n",
+            s->batches, s->batches == 1 ? "" : "es", s->rows_loaded, dot, full);
+}
+
 /* .load FILE [options]: the COPY loader (see .help load). */
 static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
 {
@@ -1614,9 +1688,10 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
                     s.records_read, s.rows_loaded, s.rows_dead, s.batches, s.seconds,
                     s.rows_per_sec);
     }
-    if (rc != PGPIPE_OK) {
+    if (rc != PGPIPE_OK && interrupted)
+        load_resume_hint(sh, argv, argc, file, &s);
+    else if (rc != PGPIPE_OK)
         print_error(pgpipe_errinfo(l));
-    }
     pgpipe_loader_close(l);
     free(ci);
     free(mapbuf);
