@@ -1558,7 +1558,8 @@ static void load_resume_hint(shell *sh, char **argv, int argc, const char *file,
         if (!vals[i] || !*vals[i])
             continue;
         size_t n = strlen(ci);
-        snprintf(ci + n, sizeof ci - n, "%s%s='", n ? " " : "", keys[i]);
+        int plain = !strpbrk(vals[i], " \t\n'\\");
+        snprintf(ci + n, sizeof ci - n, "%s%s=%s", n ? " " : "", keys[i], plain ? "" : "'");
         for (const char *v = vals[i]; *v && strlen(ci) + 3 < sizeof ci; v++) {
             n = strlen(ci);
             if (*v == '\'' || *v == '\\')
@@ -1566,7 +1567,8 @@ static void load_resume_hint(shell *sh, char **argv, int argc, const char *file,
             ci[n++] = *v;
             ci[n] = '\0';
         }
-        strcat(ci, "'");
+        if (!plain)
+            strcat(ci, "'");
     }
     snprintf(full, sizeof full, "pgpipe ");
     append_shell_quoted(full, sizeof full, ci);
