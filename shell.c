@@ -1893,14 +1893,26 @@ static int ensure_connected(shell *sh)
 ** the shell switches to it, on failure it keeps the one it has. */
 static int cmd_connect(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)rest;
-    if (argc > 2) {
-        errorf("usage: .connect [CONNINFO|DBNAME] (quote a conninfo with spaces)");
+    /* the whole rest of the line is the conninfo (quotes around it optional) */
+    char whole[4096];
+    while (isspace((unsigned char)*rest))
+        rest++;
+    snprintf(whole, sizeof whole, "%s", rest);
+    size_t wl = strlen(whole);
+    while (wl && isspace((unsigned char)whole[wl - 1]))
+        whole[--wl] = '\0';
+    if (wl >= 2 && (whole[0] == '\'' || whole[0] == '"') && whole[wl - 1] == whole[0]) {
+        memmove(whole, whole + 1, wl - 2);
+        whole[wl - 2] = '\0';
+    }
+    int ci = argc >= 2 && is_conninfo(whole);
+    if (argc > 2 && !ci) {
+        errorf("usage: .connect [CONNINFO|DBNAME]");
         return 1;
     }
     PGconn *nc;
-    if (argc == 2 && is_conninfo(argv[1])) {
-        nc = PQconnectdb(argv[1]);
+    if (ci) {
+        nc = PQconnectdb(whole);
     } else {
         /* the current parameters, with another database when one is named */
         PQconninfoOption *opts = PQconninfo(sh->conn);
@@ -2018,7 +2030,7 @@ static int run_backslash(shell *sh, const char *line)
         }
     } else if ((!strcmp(name, "c") || !strcmp(name, "connect")) && argc <= 2) {
         char *av[2] = { (char *)"connect", (char *)arg };
-        rc = cmd_connect(sh, av, argc, "");
+        rc = cmd_connect(sh, av, argc, arg ? arg : "");
     } else if (name[0] == 'd' && strspn(name, "dtivsmnfuEST+ac") == strlen(name)) {
         errorf("\\%s: not available in pgpipe; try .stats, or SELECT ... FROM information_schema.tables",
                name);
@@ -2045,9 +2057,18 @@ static int run_command(shell *sh, const char *cmd)
         return 0;
     int rc;
     if (cmd[0] == '.') {
-        int bad = needs_server(cmd) && sh->conn && ensure_connected(sh);
-        /* .health says itself that the server is unreachable */
-        rc = bad && strncmp(cmd, ".health", 7) ? 1 : run_dot(sh, cmd);
+        int bad = 0;
+        if (!strncmp(cmd, ".health", 7) && (!cmd[7] || isspace((unsigned char)cmd[7]))) {
+            /* .health says itself that the server is unreachable */
+            if (PQstatus(sh->conn) != CONNECTION_OK) {
+                PQreset(sh->conn);
+                if (PQstatus(sh->conn) == CONNECTION_OK)
+                    connection_ready(sh);
+            }
+        } else {
+            bad = needs_server(cmd) && sh->conn && ensure_connected(sh);
+        }
+        rc = bad ? 1 : run_dot(sh, cmd);
         check_connection(sh);
     } else if (cmd[0] == '\\') {
         return run_backslash(sh, cmd);
