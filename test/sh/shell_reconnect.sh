@@ -34,7 +34,7 @@ say() { printf '%s\n' "$1" >&3; }
 say "SELECT 'one' AS a;"
 waitfor "$tmp/out" "one"
 say ".conninfo"
-waitfor "$tmp/out" "connected to database \"postgres\" as user \"postgres\" on socket dir $S"
+waitfor "$tmp/out" "database \"postgres\" as user \"postgres\" on socket dir $S"
 sh tool/pgtmp.sh restart "$S" || fail "restart"
 say "SELECT 'two' AS b;"
 waitfor "$tmp/err" "the connection to the server was lost"
