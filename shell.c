@@ -2008,6 +2008,10 @@ static int run_backslash(shell *sh, const char *line)
             snprintf(cmd, sizeof cmd, "%s", arg);
         char *av[2] = { (char *)"read", cmd };
         rc = cmd_read(sh, av, 2, "");
+    } else if (!strcmp(name, "i") || !strcmp(name, "include") || !strcmp(name, "ir") ||
+               !strcmp(name, "include_relative")) {
+        errorf("usage: \\%s FILE", name);
+        rc = 1;
     } else if (!strcmp(name, "timing") && argc <= 2) {
         if (arg && strcmp(arg, "on") && strcmp(arg, "off")) {
             errorf("\\timing: use on or off, not \"%s\"", arg);
@@ -2562,21 +2566,26 @@ static int run_stream(shell *sh, FILE *f)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: pgpipe [options] [CONNINFO] [COMMAND ...]\n"
+            "usage: pgpipe [options] [CONNINFO] [COMMAND ...] [options]\n"
             "  CONNINFO          a libpq connection string or URI (default: the PG* variables)\n"
             "  COMMAND           SQL or a dot command; run in order, then exit\n"
-            "options:\n"
-            "  -f, --file FILE   run the SQL and dot commands in FILE, then exit\n"
+            "options (anywhere before --; after -- every argument is a COMMAND):\n"
+            "  -f, --file FILE   run the SQL and dot commands in FILE (- for stdin), then exit\n"
             "  -b, --bail        stop at the first failing command\n"
             "  -m, --mode MODE   output mode: aligned (default), csv, json, line\n"
             "  --local DIR       no CONNINFO: start (or reuse) a private PostgreSQL server in\n"
-            "                    DIR and connect to it; stopped on exit if this run started it\n"
+            "                    DIR and connect to it; stopped when the run ends (however it\n"
+            "                    ends, even killed) if this run started it\n"
             "  --keep            with --local: leave the server running on exit\n"
             "  --fast            with --local: a new cluster runs with fsync off (throwaway data)\n"
             "  -h, --help        show this help\n"
             "  -V, --version     show the version\n"
+            "A bad option, or one without its value, exits with status 2 before anything runs.\n"
             "Interactive when stdin is a terminal: SQL may span lines and ends with ';',\n"
-            "dot commands take one line (.help lists them); history in ~/.pgpipe_history.\n");
+            "dot commands take one line (.help lists them), and so do psql's \\q \\x \\timing\n"
+            "\\i \\ir \\c \\conninfo \\?; history in ~/.pgpipe_history. In a script an error is\n"
+            "FILE:LINE: error: ... and the exit status is 1; SIGTERM, SIGHUP, SIGQUIT end the\n"
+            "run (status 128+signal) after cancelling the running statement.\n");
 }
 
 /* A connection string: a postgres:// URI, or key=value words only (so SQL
@@ -2822,7 +2831,8 @@ int main(int argc, char **argv)
     status = sh.failures && !sh.interactive ? 1 : 0;
 done:
     if (terminating) {
-        fprintf(stderr, "pgpipe: stopped by signal %d\n", (int)terminating);
+        if (terminating != SIGPIPE) /* the reader went away: nothing to tell */
+            fprintf(stderr, "pgpipe: stopped by signal %d\n", (int)terminating);
         status = 128 + (int)terminating;
     }
     set_cancel_handle(NULL);
