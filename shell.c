@@ -40,6 +40,7 @@ typedef struct shell {
     const char *source;  /* script name for error messages */
     int located;         /* 1 while a script runs: errors name source:line */
     int lost;            /* the connection was lost and not yet reset */
+    int user_sql;        /* 1 while SQL the user typed runs (not a dot command's) */
     FILE *out;
 } shell;
 
@@ -370,8 +371,9 @@ static void report_pq_error(PGresult *res, PGconn *conn)
 ** csv and json output stays only data, for programs. */
 static int shows_tags(const shell *sh)
 {
-    return sh->mode == MODE_ALIGNED || sh->mode == MODE_LINE;
+    return sh->user_sql && (sh->mode == MODE_ALIGNED || sh->mode == MODE_LINE);
 }
+
 
 /* Sends SQL (one or several statements) and prints each result. copy_data,
 ** when given, feeds a COPY ... FROM STDIN in the SQL (a script's inline data). */
@@ -425,6 +427,15 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
 }
 
 static int run_sql(shell *sh, const char *sql) { return run_sql_copy(sh, sql, NULL, 0); }
+
+/* SQL the user gave (a statement of a script, the terminal or an argument). */
+static int run_user_sql(shell *sh, const char *sql, const char *copy_data, size_t copy_len)
+{
+    sh->user_sql = 1;
+    int rc = run_sql_copy(sh, sql, copy_data, copy_len);
+    sh->user_sql = 0;
+    return rc;
+}
 
 /* Runs SQL and returns the first value of the first row (malloc'd), or NULL
 ** (with the error printed) when it fails or returns nothing. */
@@ -2077,7 +2088,7 @@ static int run_command(shell *sh, const char *cmd)
     } else if (cmd[0] == '\\') {
         return run_backslash(sh, cmd);
     } else {
-        rc = ensure_connected(sh) ? 1 : run_sql(sh, cmd);
+        rc = ensure_connected(sh) ? 1 : run_user_sql(sh, cmd, NULL, 0);
         check_connection(sh);
     }
     if (rc == 1)
@@ -2136,7 +2147,7 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
             where_source = sh->source;
             where_line = first_line + st.line - 1;
         }
-        int one = ensure_connected(sh) ? 1 : run_sql_copy(sh, sql, st.copy_data, st.copy_len);
+        int one = ensure_connected(sh) ? 1 : run_user_sql(sh, sql, st.copy_data, st.copy_len);
         check_connection(sh);
         where_source = NULL;
         free(sql);

@@ -65,6 +65,14 @@ INSERT 0 1" ] || fail "command tags: $out"
 printf 'COPY cli_t FROM stdin;\n5\tv\n6\tu\n\\.\n' > "$tmp/copy.sql"
 out=$($P "$D" -f "$tmp/copy.sql") || fail "copy: exit $?"
 [ "$out" = "COPY 2" ] || fail "COPY tag: $out"
+# a dot command's own SQL prints no tags
+out=$($P "$D" "CREATE MATERIALIZED VIEW cli_mv AS SELECT 1 AS x" ".refresh cli_mv" ".listen cli_ch --timeout 0" \
+      "DROP MATERIALIZED VIEW cli_mv") || fail "dot commands: exit $?"
+[ "$out" = "SELECT 1
+refreshed cli_mv
+listening on \"cli_ch\"
+0 notifications
+DROP MATERIALIZED VIEW" ] || fail "tags of dot commands: $out"
 # csv and json stay data only
 out=$($P -m csv "$D" "UPDATE cli_t SET a = a" "SELECT count(*) AS n FROM cli_t") || fail "csv: exit $?"
 [ "$out" = "n
