@@ -2475,6 +2475,55 @@ static int is_backslash_line(const char *line)
     return line[0] == '\\' && line[1] && line[1] != '.';
 }
 
+/* 1 when a backslash line after buf[0..len) is a command, as in psql: the
+** buffer does not end inside a quote, comment or dollar quote, nor inside
+** COPY ... FROM stdin data (where \N and the like are data). */
+static int buffer_takes_meta(const char *buf, size_t len)
+{
+    pgpipe_sql_split *sp = NULL;
+    if (pgpipe_sql_split_open(&sp, buf, len, NULL) != PGPIPE_OK) {
+        pgpipe_sql_split_close(sp);
+        return 0;
+    }
+    pgpipe_sql_stmt st;
+    int r, in_copy = 0;
+    while ((r = pgpipe_sql_split_next(sp, &st)) == PGPIPE_ROW)
+        in_copy = st.copy_data && !st.terminated;
+    pgpipe_sql_split_close(sp);
+    return r == PGPIPE_DONE && !in_copy;
+}
+
+/* A backslash line while a statement is being typed: \r clears it, \p
+** shows it, \g runs it; any other command runs and the statement is kept. */
+static int run_meta_in_buffer(shell *sh, const char *line, char **sql, size_t *len,
+                              long long first_line)
+{
+    while (isspace((unsigned char)*line))
+        line++;
+    size_t n = strcspn(line + 1, " \t");
+    if (n == 1 && line[1] == 'r') {
+        *len = 0;
+        fprintf(sh->out, "Query buffer reset (cleared).\n");
+        return 0;
+    }
+    if (n == 1 && line[1] == 'p') {
+        fwrite(*sql, 1, *len, sh->out);
+        return 0;
+    }
+    if (n == 1 && line[1] == 'g') {
+        char *grown = realloc(*sql, *len + 3);
+        if (!grown)
+            return 1;
+        *sql = grown;
+        memcpy(*sql + *len, ";\n", 3); /* as if it ended with ';' */
+        int rc = 0;
+        run_buffer(sh, *sql, *len + 2, first_line, 1, &rc);
+        *len = 0;
+        return rc;
+    }
+    return run_command(sh, line);
+}
+
 /* Reads commands from f (or the terminal): dot and backslash commands take
 ** one line at the start of a statement; SQL runs once its statements are
 ** complete. In a script (not the terminal) errors name source:line, and a
@@ -2527,6 +2576,15 @@ static int run_stream(shell *sh, FILE *f)
                 where_line = lineno;
             }
             rc = run_command(sh, line);
+            where_source = NULL;
+        } else if (len && is_backslash_line(line) && buffer_takes_meta(sql, len)) {
+            if (tty)
+                ed_history_add(line);
+            if (sh->located) {
+                where_source = sh->source;
+                where_line = lineno;
+            }
+            rc = run_meta_in_buffer(sh, line, &sql, &len, first_line);
             where_source = NULL;
         } else {
             char *grown = realloc(sql, len + (size_t)n + 2);
@@ -2594,9 +2652,10 @@ static void usage(FILE *f)
             "A bad option, or one without its value, exits with status 2 before anything runs.\n"
             "Interactive when stdin is a terminal: SQL may span lines and ends with ';',\n"
             "dot commands take one line (.help lists them), and so do psql's \\q \\x \\timing\n"
-            "\\i \\ir \\c \\conninfo \\?; history in ~/.pgpipe_history. In a script an error is\n"
-            "FILE:LINE: error: ... and the exit status is 1; SIGTERM, SIGHUP, SIGQUIT end the\n"
-            "run (status 128+signal) after cancelling the running statement.\n");
+            "\\i \\ir \\c \\conninfo \\? (and \\g \\r \\p inside a statement); history in\n"
+            "~/.pgpipe_history. In a script an error reads FILE:LINE: error: ... and the exit\n"
+            "status is 1. SIGTERM, SIGHUP and SIGQUIT cancel the running statement and end the\n"
+            "run (status 128+signal).\n");
 }
 
 /* A connection string: a postgres:// URI, or key=value words only (so SQL

@@ -121,6 +121,16 @@ has "$(cat "$tmp/out")" "(1 row)"
 has "$(cat "$tmp/out")" "Timing is on."
 has "$(cat "$tmp/err")" "<stdin>:6: error: \\d: not available"
 grep -q 99 "$tmp/out" && fail "\\q did not end the script"
-# \. inside COPY data still ends it (above); alone it is no command
+# inside a statement: \g runs it, \r clears it, \q quits; in COPY data \N is data
+$P "$D" "CREATE TABLE cli_n (v text)" >/dev/null
+printf 'SELECT 1 AS a\n\\g\nSELECT 2 AS nope\n\\r\nCOPY cli_n FROM stdin;\n\\N\nx\n\\.\nSELECT count(*) AS n, count(v) AS v FROM cli_n\n\\g\nSELECT 3 AS gone\n\\q\nSELECT 4;\n' |
+    $P -m csv "$D" >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc = 0 ] || fail "backslash inside a statement: exit $rc: $(cat "$tmp/err")"
+[ "$(cat "$tmp/out")" = "a
+1
+Query buffer reset (cleared).
+n,v
+2,1" ] || fail "backslash inside a statement: $(cat "$tmp/out")"
+$P "$D" "DROP TABLE cli_n" >/dev/null
 $P "$D" "DROP TABLE cli_t" >/dev/null
 echo "shell command line ok"
