@@ -1855,7 +1855,11 @@ static void conn_error_line(PGconn *conn, char *buf, size_t size)
     for (char *p = masked; *p; p++)
         if (*p == '\n')
             *p = p[1] ? ' ' : '\0';
-    snprintf(buf, size, "%s", masked);
+    size_t n = strlen(masked);
+    if (n >= size)
+        n = size - 1;
+    memcpy(buf, masked, n);
+    buf[n] = '\0';
 }
 
 /* After a command: a connection that broke during it is said once, and
