@@ -1950,6 +1950,7 @@ const char *pgpipe_sql_file(const char *path)
 */
 #include <dirent.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 void pgpipe_local_options_init(pgpipe_local_options *opt)
@@ -2103,6 +2104,66 @@ int pgpipe_local_running(const char *dir)
     return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
 }
 
+/* The postmaster's pid from DIR/data/postmaster.pid, 0 when there is none. */
+static long local_postmaster_pid(const char *dir)
+{
+    char pidfile[PATH_MAX + 32], buf[64];
+    snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", dir);
+    return local_read_file(pidfile, buf, sizeof buf) ? atol(buf) : 0;
+}
+
+/* See pgpipe_local_options.watchdog. The watchdog (a grandchild in a session
+** of its own, so signals to our process group miss it) blocks reading a pipe;
+** the read returns when every copy of the write end is closed, which is when
+** this process ends. It then stops the server if the postmaster is still the
+** one started here (a later run may have started another one since). */
+static void local_watchdog(const char *dir, const pgpipe_local_options *opt)
+{
+    long pm = local_postmaster_pid(dir);
+    int fds[2];
+    if (pm <= 0 || pipe(fds) != 0)
+        return;
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return;
+    }
+    if (pid == 0) {
+        setsid();
+        if (fork() != 0)
+            _exit(0);
+        int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE };
+        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+            signal(sigs[i], SIG_DFL);
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0) {
+            dup2(nul, STDIN_FILENO);
+            dup2(nul, STDOUT_FILENO);
+            dup2(nul, STDERR_FILENO);
+        }
+        /* hold nothing of the parent's open: its pipes and sockets must close */
+        long maxfd = sysconf(_SC_OPEN_MAX);
+        if (maxfd < 0 || maxfd > 65536)
+            maxfd = 65536;
+        for (int fd = 3; fd < maxfd; fd++)
+            if (fd != fds[0])
+                close(fd);
+        char c;
+        while (read(fds[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        if (local_postmaster_pid(dir) == pm)
+            pgpipe_local_stop(dir, opt, NULL);
+        _exit(0);
+    }
+    close(fds[0]);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    /* fds[1] stays open until this process ends: that is the signal */
+}
+
 int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *conninfo,
                        size_t size, int *started, pgpipe_error *err)
 {
@@ -2199,6 +2260,8 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
         return pp_err(err, PGPIPE_ERROR, "the server in %s did not start (see %s)", abs, log);
     if (started)
         *started = 1;
+    if (opt && opt->watchdog)
+        local_watchdog(abs, opt);
 
     char info[PATH_MAX + 128];
     if (opt && opt->tcp)

@@ -212,6 +212,12 @@ typedef struct pgpipe_local_options {
     int tcp;             /* 1: also listen on 127.0.0.1:port */
     int fast;            /* 1: fsync=off etc. (throwaway data: tests, demos) */
     int timeout_s;       /* start/stop wait; 0: 60 */
+    int watchdog;        /* 1: when pgpipe_local_start starts the server, a small
+                            process of its own session stops it once this process
+                            has ended, however it ended (even SIGKILL), unless
+                            pgpipe_local_stop stopped it first. It waits on a
+                            pipe whose write end this process keeps open (close-
+                            on-exec); start it before threads are started. */
 } pgpipe_local_options;
 
 void pgpipe_local_options_init(pgpipe_local_options *opt);

@@ -12,7 +12,7 @@
 **
 ** This file uses only the public API in pgpipe.h (and libpq, which it exposes).
 */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700  /* POSIX 2008 with realpath */
 #include "pgpipe.h"
 
 #include <ctype.h>
@@ -41,10 +41,18 @@ typedef struct shell {
     int mode;
     int interactive;
     const char *source;  /* script name for error messages */
+    int located;         /* 1 while a script runs: errors name source:line */
+    int lost;            /* the connection was lost and not yet reset */
+    int user_sql;        /* 1 while SQL the user typed runs (not a dot command's) */
     FILE *out;
 } shell;
 
 /* ---- small helpers ------------------------------------------------------- */
+
+/* Where the command being run comes from, for error messages: a script's
+** name and the line its statement (or dot command) starts on. */
+static const char *where_source = NULL;
+static long long where_line = 0;
 
 static void errorf(const char *fmt, ...)
 {
@@ -54,7 +62,10 @@ static void errorf(const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     pgpipe_conninfo_mask(msg, masked, sizeof masked);
-    fprintf(stderr, "error: %s\n", masked);
+    if (where_source && where_line > 0)
+        fprintf(stderr, "%s:%lld: error: %s\n", where_source, where_line, masked);
+    else
+        fprintf(stderr, "error: %s\n", masked);
 }
 
 static double now_ms(void) { return (double)pgpipe_now_us() / 1000.0; }
@@ -101,17 +112,34 @@ static size_t display_width(const char *s)
 ** signal handler), as in psql; the shell itself goes on. At the prompt the
 ** line editor reads Ctrl-C as a key. */
 static volatile sig_atomic_t interrupted = 0;
+/* the signal (SIGTERM, SIGHUP, SIGQUIT, SIGPIPE) that asked the run to end */
+static volatile sig_atomic_t terminating = 0;
 static PGcancel *volatile cancel_handle = NULL;
 
 static void on_sigint(int sig)
 {
-    (void)sig;
     interrupted = 1;
+    if (sig != SIGINT)
+        terminating = sig;
     PGcancel *c = cancel_handle;
     if (c) {
         char err[64];
         PQcancel(c, err, sizeof err);
     }
+}
+
+/* Replaces the cancel handle the handler uses (NULL: none) with the signals
+** blocked, so the handler never sees one being freed. */
+static void set_cancel_handle(PGcancel *c)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    PGcancel *prev = cancel_handle;
+    cancel_handle = c;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (prev)
+        PQfreeCancel(prev);
 }
 
 /* ---- result output ------------------------------------------------------- */
@@ -158,30 +186,56 @@ static void put_csv_field(FILE *f, const char *s)
     fputc('"', f);
 }
 
-/* A table cell: control characters shown as spaces so rows stay one line. */
-static void put_cell(FILE *f, const char *s, size_t width, int right)
+/* Display width of the widest line of a value (lines end at '\n'). */
+static size_t cell_width(const char *s)
 {
-    size_t w = display_width(s);
+    size_t w = 0, cur = 0;
+    for (; *s; s++) {
+        if (*s == '\n') {
+            cur = 0;
+            continue;
+        }
+        if (((unsigned char)*s & 0xC0) != 0x80 && ++cur > w)
+            w = cur;
+    }
+    return w;
+}
+
+/* One line of a table cell: s[0..n), other control characters (tab, CR)
+** shown as a space so the columns stay aligned. */
+static void put_cell(FILE *f, const char *s, size_t n, size_t width, int right)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            w++;
     if (right)
         for (size_t i = w; i < width; i++)
             fputc(' ', f);
-    for (; *s; s++)
-        fputc((unsigned char)*s < 0x20 ? ' ' : *s, f);
+    for (size_t i = 0; i < n; i++)
+        fputc((unsigned char)s[i] < 0x20 ? ' ' : s[i], f);
     if (!right)
         for (size_t i = w; i < width; i++)
             fputc(' ', f);
 }
 
+/* psql's aligned format: a value with newlines takes one output line per
+** line, the other columns blank there, and '+' in the separator after each
+** line that continues (at the end of the row for the last column). */
 static void print_aligned(FILE *f, PGresult *res)
 {
     int nf = PQnfields(res), nt = PQntuples(res);
     size_t *w = calloc((size_t)nf + 1, sizeof *w);
-    if (!w)
+    const char **at = calloc((size_t)nf + 1, sizeof *at);
+    if (!w || !at) {
+        free(w);
+        free(at);
         return;
+    }
     for (int j = 0; j < nf; j++) {
         w[j] = display_width(PQfname(res, j));
         for (int i = 0; i < nt; i++) {
-            size_t cw = display_width(PQgetvalue(res, i, j));
+            size_t cw = cell_width(PQgetvalue(res, i, j));
             if (cw > w[j])
                 w[j] = cw;
         }
@@ -204,14 +258,29 @@ static void print_aligned(FILE *f, PGresult *res)
     }
     fputs("-\n", f);
     for (int i = 0; i < nt; i++) {
-        for (int j = 0; j < nf; j++) {
-            fputs(j ? " | " : " ", f);
-            put_cell(f, PQgetvalue(res, i, j), w[j], is_numeric_type(PQftype(res, j)));
+        for (int j = 0; j < nf; j++)
+            at[j] = PQgetvalue(res, i, j);
+        int more = 1;
+        while (more) {
+            more = 0;
+            int cont_prev = 0;
+            for (int j = 0; j < nf; j++) {
+                fputs(j ? (cont_prev ? "+| " : " | ") : " ", f);
+                const char *s = at[j];
+                size_t n = s ? strcspn(s, "\n") : 0;
+                put_cell(f, s ? s : "", n, w[j], is_numeric_type(PQftype(res, j)));
+                cont_prev = s && s[n] == '\n';
+                at[j] = cont_prev ? s + n + 1 : NULL;
+                more |= cont_prev;
+            }
+            if (cont_prev)
+                fputc('+', f);
+            fputc('\n', f);
         }
-        fputc('\n', f);
     }
     fprintf(f, "(%d row%s)\n", nt, nt == 1 ? "" : "s");
     free(w);
+    free(at);
 }
 
 static void print_result(shell *sh, PGresult *res)
@@ -305,6 +374,15 @@ static void report_pq_error(PGresult *res, PGconn *conn)
         errorf("%s", text);
 }
 
+/* The command tag (INSERT 0 3, UPDATE 2, CREATE TABLE) of a statement is
+** printed as psql prints it, in the modes a person reads (aligned, line);
+** csv and json output stays only data, for programs. */
+static int shows_tags(const shell *sh)
+{
+    return sh->user_sql && (sh->mode == MODE_ALIGNED || sh->mode == MODE_LINE);
+}
+
+
 /* Sends SQL (one or several statements) and prints each result. copy_data,
 ** when given, feeds a COPY ... FROM STDIN in the SQL (a script's inline data). */
 static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_t copy_len)
@@ -320,6 +398,14 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
         ExecStatusType st = PQresultStatus(res);
         if (st == PGRES_TUPLES_OK) {
             print_result(sh, res);
+            /* psql adds the tag of INSERT/UPDATE/DELETE/MERGE ... RETURNING */
+            const char *tag = PQcmdStatus(res);
+            if (shows_tags(sh) && (!strncmp(tag, "INSERT", 6) || !strncmp(tag, "UPDATE", 6) ||
+                                   !strncmp(tag, "DELETE", 6) || !strncmp(tag, "MERGE", 5)))
+                fprintf(sh->out, "%s\n", tag);
+        } else if (st == PGRES_COMMAND_OK) {
+            if (shows_tags(sh) && *PQcmdStatus(res))
+                fprintf(sh->out, "%s\n", PQcmdStatus(res));
         } else if (st == PGRES_COPY_IN) {
             if (copy_data) {
                 if (copy_len && PQputCopyData(sh->conn, copy_data, (int)copy_len) != 1)
@@ -349,6 +435,15 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
 }
 
 static int run_sql(shell *sh, const char *sql) { return run_sql_copy(sh, sql, NULL, 0); }
+
+/* SQL the user gave (a statement of a script, the terminal or an argument). */
+static int run_user_sql(shell *sh, const char *sql, const char *copy_data, size_t copy_len)
+{
+    sh->user_sql = 1;
+    int rc = run_sql_copy(sh, sql, copy_data, copy_len);
+    sh->user_sql = 0;
+    return rc;
+}
 
 /* Runs SQL and returns the first value of the first row (malloc'd), or NULL
 ** (with the error printed) when it fails or returns nothing. */
@@ -852,6 +947,9 @@ typedef struct command {
 
 
 static int cmd_help(shell *sh, char **argv, int argc, const char *rest);
+static int cmd_connect(shell *sh, char **argv, int argc, const char *rest);
+static int run_command(shell *sh, const char *cmd);
+static int is_conninfo(const char *s);
 
 static const argspec spec_mode[] = { { NULL, "[aligned|csv|json|line]", 0, 1, NULL,
                                         "set how query results are printed (table = aligned)" } };
@@ -941,12 +1039,20 @@ static int cmd_version(shell *sh, char **argv, int argc, const char *rest)
     return 0;
 }
 
+static void describe_conn(PGconn *conn, char *buf, size_t size);
+static void conn_error_line(PGconn *conn, char *buf, size_t size);
+
 static int cmd_conninfo(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc, (void)rest;
-    fprintf(sh->out, "database \"%s\" as user \"%s\" on %s%s port %s\n", PQdb(sh->conn),
-            PQuser(sh->conn), PQhost(sh->conn) && PQhost(sh->conn)[0] == '/' ? "socket dir " : "host ",
-            PQhost(sh->conn), PQport(sh->conn));
+    char d[1024];
+    describe_conn(sh->conn, d, sizeof d);
+    if (PQstatus(sh->conn) != CONNECTION_OK) {
+        fprintf(sh->out, "not connected: the connection to %s was lost (the next command "
+                         "reconnects; .connect CONNINFO opens another)\n", d);
+        return 1;
+    }
+    fprintf(sh->out, "connected to %s\n", d);
     return 0;
 }
 
@@ -1192,6 +1298,9 @@ static int exec_quiet(PGconn *conn, const char *sql)
     PQclear(r);
     return !ok;
 }
+
+static const argspec spec_connect[] = { { NULL, "[CONNINFO|DBNAME]", 0, 1, NULL,
+                                           "switch to a new connection" } };
 
 static const argspec spec_explain[] = { { NULL, "SQL", 1, 1, NULL,
                                            "show how a statement runs, without changing data" } };
@@ -1464,10 +1573,20 @@ static int cmd_health(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc, (void)rest;
     int warn = 0;
+    if (PQstatus(sh->conn) != CONNECTION_OK) {
+        char msg[1024];
+        conn_error_line(sh->conn, msg, sizeof msg);
+        fprintf(sh->out, "FAIL  server              unreachable: %s\n", *msg ? msg : "not connected");
+        return 1;
+    }
     char *v = query_value(sh,
         "SELECT round(100.0 * sum(blks_hit) / nullif(sum(blks_hit) + sum(blks_read), 0), 2) "
         "FROM pg_stat_database WHERE datname = current_database()", 0, NULL);
     double hit = v ? atof(v) : 0;
+    if (!v && PQstatus(sh->conn) != CONNECTION_OK) { /* lost just now */
+        fprintf(sh->out, "FAIL  server              unreachable: the connection was lost\n");
+        return 1;
+    }
     fprintf(sh->out, "%-5s cache hit ratio     %s%% (target >= 95%%)\n",
             v && hit >= 95 ? "ok" : "WARN", v ? v : "n/a");
     warn += !(v && hit >= 95);
@@ -2170,6 +2289,82 @@ static int load_progress(void *ud, const pgpipe_load_progress *p)
     return interrupted;
 }
 
+/* Appends word to buf as the dot-command splitter reads it back: bare when
+** it has no blank or quote, else in double quotes (single quotes when it has
+** a double quote). */
+static void append_word(char *buf, size_t size, const char *word)
+{
+    size_t n = strlen(buf);
+    int plain = *word && !strpbrk(word, " \t\n'\"");
+    char q = strchr(word, '"') ? '\'' : '"';
+    snprintf(buf + n, size - n, "%s%s%s%s", n ? " " : "", plain ? "" : (q == '"' ? "\"" : "'"), word,
+             plain ? "" : (q == '"' ? "\"" : "'"));
+}
+
+/* Appends s to buf in single quotes for a POSIX shell. */
+static void append_shell_quoted(char *buf, size_t size, const char *s)
+{
+    size_t n = strlen(buf);
+    if (n + 1 < size)
+        buf[n++] = '\'';
+    for (; *s && n + 5 < size; s++) {
+        if (*s == '\'') {
+            memcpy(buf + n, "'\\''", 4);
+            n += 4;
+        } else {
+            buf[n++] = *s;
+        }
+    }
+    if (n + 1 < size)
+        buf[n++] = '\'';
+    buf[n] = '\0';
+}
+
+/* After Ctrl-C stopped a .load: the command that resumes it (the same file
+** with the same options; the batches committed so far are skipped, as the
+** load is found again by its file or --key). */
+static void load_resume_hint(shell *sh, char **argv, int argc, const char *file,
+                             const pgpipe_load_summary *s)
+{
+    if (!strcmp(file, "-")) {
+        fprintf(stderr, "pgpipe: .load interrupted after %lld batch%s; a load from stdin cannot be "
+                        "resumed\n", s->batches, s->batches == 1 ? "" : "es");
+        return;
+    }
+    char dot[4096] = "", full[4096] = "", ci[2048] = "";
+    char *abs = realpath(file, NULL);
+    for (int i = 0; i < argc; i++)
+        append_word(dot, sizeof dot, i == 0 ? ".load" : argv[i] == file && abs ? abs : argv[i]);
+    free(abs);
+    /* the connection, without its password (libpq finds it again in
+    ** PGPASSWORD or ~/.pgpass) */
+    const char *keys[4] = { "host", "port", "user", "dbname" };
+    const char *vals[4] = { PQhost(sh->conn), PQport(sh->conn), PQuser(sh->conn), PQdb(sh->conn) };
+    for (int i = 0; i < 4; i++) {
+        if (!vals[i] || !*vals[i])
+            continue;
+        size_t n = strlen(ci);
+        int plain = !strpbrk(vals[i], " \t\n'\\");
+        snprintf(ci + n, sizeof ci - n, "%s%s=%s", n ? " " : "", keys[i], plain ? "" : "'");
+        for (const char *v = vals[i]; *v && strlen(ci) + 3 < sizeof ci; v++) {
+            n = strlen(ci);
+            if (*v == '\'' || *v == '\\')
+                ci[n++] = '\\';
+            ci[n++] = *v;
+            ci[n] = '\0';
+        }
+        if (!plain)
+            strcat(ci, "'");
+    }
+    snprintf(full, sizeof full, "pgpipe ");
+    append_shell_quoted(full, sizeof full, ci);
+    strcat(full, " ");
+    append_shell_quoted(full, sizeof full, dot);
+    fprintf(stderr, "pgpipe: .load interrupted: %lld batch%s (%lld rows) committed. Resume it with the "
+                    "same command; committed batches are skipped:\n  %s\nor from a shell:\n  %s\n",
+            s->batches, s->batches == 1 ? "" : "es", s->rows_loaded, dot, full);
+}
+
 /* .load FILE [options]: the COPY loader (see .help load). */
 static const optdef opts_load[] = {
     { "--format", NULL, OPT_ENUM, "csv|ndjson|json|auto", 0, 0, "auto (by extension, else the first byte)",
@@ -2367,9 +2562,10 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
                     s.records_read, s.rows_loaded, s.rows_dead, s.batches, s.seconds,
                     s.rows_per_sec);
     }
-    if (rc != PGPIPE_OK) {
+    if (rc != PGPIPE_OK && interrupted)
+        load_resume_hint(sh, argv, argc, file, &s);
+    else if (rc != PGPIPE_OK)
         print_error(pgpipe_errinfo(l));
-    }
     pgpipe_loader_close(l);
     free(ci);
     rc = rc == PGPIPE_OK ? 0 : 1;
@@ -2388,7 +2584,11 @@ static const argspec spec_help[] = { { NULL, "[COMMAND]", 0, 1, opts_help,
                                         "list the commands, or explain one with all its options" } };
 
 static const command commands[] = {
-    { "conninfo", ".conninfo", "show the database, user and host of the connection", cmd_conninfo,
+    { "connect", ".connect [CONNINFO|DBNAME]",
+      "open a new connection (a conninfo, or another database with the current settings;\n"
+      "none: the same again) and switch to it; when it fails the shell keeps the one it has",
+      cmd_connect, spec_connect, 1 },
+    { "conninfo", ".conninfo", "show the database, user and host of the connection, or that it was lost", cmd_conninfo,
       spec_conninfo, 0 },
     { "dlq", ".dlq [list|show ID|counts|stats|replay|purge] [options]",
       "the dead-letter queue (pgpipe.dead_letters). Without a sub-command: list.\n"
@@ -2636,6 +2836,243 @@ static int run_dot(shell *sh, const char *line)
     return rc;
 }
 
+/* ---- the connection: lost, reset, switched --------------------------------- */
+
+/* "database "d" as user "u" on host h port p" (or "on socket dir ..."). */
+static void describe_conn(PGconn *conn, char *buf, size_t size)
+{
+    const char *host = PQhost(conn);
+    snprintf(buf, size, "database \"%s\" as user \"%s\" on %s%s port %s", PQdb(conn), PQuser(conn),
+             host && host[0] == '/' ? "socket dir " : "host ", host ? host : "", PQport(conn));
+}
+
+/* The connection is good again (reset or new): the Ctrl-C handler cancels
+** on it from now on. */
+static void connection_ready(shell *sh)
+{
+    set_cancel_handle(PQgetCancel(sh->conn));
+    sh->lost = 0;
+}
+
+static void conn_error_line(PGconn *conn, char *buf, size_t size)
+{
+    char masked[2048];
+    pgpipe_conninfo_mask(PQerrorMessage(conn), masked, sizeof masked);
+    for (char *p = masked; *p; p++)
+        if (*p == '\n')
+            *p = p[1] ? ' ' : '\0';
+    size_t n = strlen(masked);
+    if (n >= size)
+        n = size - 1;
+    memcpy(buf, masked, n);
+    buf[n] = '\0';
+}
+
+/* After a command: a connection that broke during it is said once, and
+** reset at once, as psql does; when the reset fails too, the next command
+** tries again (ensure_connected). */
+static void check_connection(shell *sh)
+{
+    if (!sh->conn || PQstatus(sh->conn) != CONNECTION_BAD || sh->lost)
+        return;
+    sh->lost = 1;
+    fprintf(stderr, "pgpipe: the connection to the server was lost. Attempting reset: ");
+    fflush(stderr);
+    PQreset(sh->conn);
+    if (PQstatus(sh->conn) == CONNECTION_OK) {
+        fprintf(stderr, "succeeded.\n");
+        connection_ready(sh);
+    } else {
+        char msg[1024];
+        conn_error_line(sh->conn, msg, sizeof msg);
+        fprintf(stderr, "failed (%s); trying again before the next command.\n", msg);
+    }
+}
+
+/* Before a command that needs the server: 0 when connected (after a reset
+** if the connection was lost), 1 with the error said when not. */
+static int ensure_connected(shell *sh)
+{
+    if (PQstatus(sh->conn) == CONNECTION_OK)
+        return 0;
+    PQreset(sh->conn);
+    if (PQstatus(sh->conn) == CONNECTION_OK) {
+        char d[1024];
+        describe_conn(sh->conn, d, sizeof d);
+        fprintf(stderr, "pgpipe: reconnected to %s\n", d);
+        connection_ready(sh);
+        return 0;
+    }
+    char msg[1024];
+    conn_error_line(sh->conn, msg, sizeof msg);
+    sh->lost = 1;
+    errorf("not connected to the server (reconnecting failed: %s); the command was not run", msg);
+    return 1;
+}
+
+/* .connect [CONNINFO|DBNAME]: the new connection is opened first; on success
+** the shell switches to it, on failure it keeps the one it has. */
+static int cmd_connect(shell *sh, char **argv, int argc, const char *rest)
+{
+    /* the whole rest of the line is the conninfo (quotes around it optional) */
+    char whole[4096];
+    while (isspace((unsigned char)*rest))
+        rest++;
+    snprintf(whole, sizeof whole, "%s", rest);
+    size_t wl = strlen(whole);
+    while (wl && isspace((unsigned char)whole[wl - 1]))
+        whole[--wl] = '\0';
+    if (wl >= 2 && (whole[0] == '\'' || whole[0] == '"') && whole[wl - 1] == whole[0]) {
+        memmove(whole, whole + 1, wl - 2);
+        whole[wl - 2] = '\0';
+    }
+    int ci = argc >= 2 && is_conninfo(whole);
+    if (argc > 2 && !ci) {
+        errorf("usage: .connect [CONNINFO|DBNAME]");
+        return 1;
+    }
+    PGconn *nc;
+    if (ci) {
+        nc = PQconnectdb(whole);
+    } else {
+        /* the current parameters, with another database when one is named */
+        PQconninfoOption *opts = PQconninfo(sh->conn);
+        if (!opts) {
+            errorf("out of memory");
+            return 1;
+        }
+        const char *keys[64], *vals[64];
+        int n = 0;
+        for (PQconninfoOption *o = opts; o->keyword && n < 62; o++)
+            if (o->val && *o->val && strcmp(o->keyword, "dbname")) {
+                keys[n] = o->keyword;
+                vals[n++] = o->val;
+            }
+        keys[n] = "dbname";
+        vals[n++] = argc == 2 ? argv[1] : PQdb(sh->conn);
+        keys[n] = vals[n] = NULL;
+        nc = PQconnectdbParams(keys, vals, 0);
+        PQconninfoFree(opts);
+    }
+    if (!nc) {
+        errorf("out of memory");
+        return 1;
+    }
+    if (PQstatus(nc) != CONNECTION_OK) {
+        char msg[1024], d[1024];
+        conn_error_line(nc, msg, sizeof msg);
+        PQfinish(nc);
+        if (PQstatus(sh->conn) == CONNECTION_OK) {
+            describe_conn(sh->conn, d, sizeof d);
+            errorf("cannot connect: %s (still connected to %s)", msg, d);
+        } else {
+            errorf("cannot connect: %s (and not connected)", msg);
+        }
+        return 1;
+    }
+    PGconn *old = sh->conn;
+    sh->conn = nc;
+    connection_ready(sh);
+    PQfinish(old);
+    char d[1024];
+    describe_conn(sh->conn, d, sizeof d);
+    fprintf(sh->out, "connected to %s\n", d);
+    return 0;
+}
+
+/* Dot commands that work without the server (or report on it themselves). */
+static int needs_server(const char *line)
+{
+    static const char *const local[] = { "help", "mode", "timer", "quit", "exit", "connect",
+                                         "conninfo", "read", NULL };
+    const char *name = line + 1;
+    size_t n = strcspn(name, " \t");
+    for (int i = 0; local[i]; i++)
+        if (strlen(local[i]) == n && !strncmp(name, local[i], n))
+            return 0;
+    return 1;
+}
+
+/* ---- psql's backslash commands ------------------------------------------- */
+
+/* A backslash command at the start of a statement: those pgpipe has an
+** equivalent for run it; the others get one line saying so. */
+static int run_backslash(shell *sh, const char *line)
+{
+    while (isspace((unsigned char)*line))
+        line++;
+    char *copy = strdup(line + 1);
+    if (!copy) {
+        errorf("out of memory");
+        return 1;
+    }
+    char *argv[8];
+    int argc = split_words(copy, argv, 8);
+    const char *name = argc ? argv[0] : "";
+    const char *arg = argc > 1 ? argv[1] : NULL;
+    char cmd[2048];
+    int rc = -1;
+    cmd[0] = '\0';
+    if (!strcmp(name, "q")) {
+        rc = 2;
+    } else if (!strcmp(name, "?")) {
+        snprintf(cmd, sizeof cmd, ".help");
+    } else if (!strcmp(name, "conninfo")) {
+        snprintf(cmd, sizeof cmd, ".conninfo");
+    } else if ((!strcmp(name, "i") || !strcmp(name, "include") || !strcmp(name, "ir") ||
+                !strcmp(name, "include_relative")) && argc == 2) {
+        /* \ir: relative to the directory of the script it is in */
+        const char *slash = strrchr(sh->source, '/');
+        if (name[1] == 'r' && arg[0] != '/' && sh->located && slash)
+            snprintf(cmd, sizeof cmd, "%.*s/%s", (int)(slash - sh->source), sh->source, arg);
+        else
+            snprintf(cmd, sizeof cmd, "%s", arg);
+        char *av[2] = { (char *)"read", cmd };
+        rc = cmd_read(sh, av, 2, "");
+    } else if (!strcmp(name, "i") || !strcmp(name, "include") || !strcmp(name, "ir") ||
+               !strcmp(name, "include_relative")) {
+        errorf("usage: \\%s FILE", name);
+        rc = 1;
+    } else if (!strcmp(name, "timing") && argc <= 2) {
+        if (arg && strcmp(arg, "on") && strcmp(arg, "off")) {
+            errorf("\\timing: use on or off, not \"%s\"", arg);
+            rc = 1;
+        } else {
+            sh->timer = arg ? !strcmp(arg, "on") : !sh->timer;
+            fprintf(sh->out, "Timing is %s.\n", sh->timer ? "on" : "off");
+            rc = 0;
+        }
+    } else if (!strcmp(name, "x") && argc <= 2) {
+        /* expanded output is .mode line; \x toggles it with aligned */
+        if (arg && strcmp(arg, "on") && strcmp(arg, "off")) {
+            errorf("\\x: use on or off, not \"%s\"", arg);
+            rc = 1;
+        } else {
+            int on = arg ? !strcmp(arg, "on") : sh->mode != MODE_LINE;
+            sh->mode = on ? MODE_LINE : MODE_ALIGNED;
+            fprintf(sh->out, "Expanded display is %s.\n", on ? "on (.mode line)" : "off (.mode aligned)");
+            rc = 0;
+        }
+    } else if ((!strcmp(name, "c") || !strcmp(name, "connect")) && argc <= 2) {
+        char *av[2] = { (char *)"connect", (char *)arg };
+        rc = cmd_connect(sh, av, argc, arg ? arg : "");
+    } else if (name[0] == 'd' && strspn(name, "dtivsmnfuEST+ac") == strlen(name)) {
+        errorf("\\%s: not available in pgpipe; try .stats, or SELECT ... FROM information_schema.tables",
+               name);
+        rc = 1;
+    } else {
+        errorf("invalid command \\%s (try .help)", name);
+        rc = 1;
+    }
+    free(copy);
+    if (rc < 0)
+        return run_command(sh, cmd);
+    if (rc == 1)
+        sh->failures++;
+    fflush(sh->out);
+    return rc;
+}
+
 /* Runs one command: a dot command or SQL. 0 success, 1 failure, 2 quit. */
 static int run_command(shell *sh, const char *cmd)
 {
@@ -2643,7 +3080,27 @@ static int run_command(shell *sh, const char *cmd)
         cmd++;
     if (!*cmd)
         return 0;
-    int rc = cmd[0] == '.' ? run_dot(sh, cmd) : run_sql(sh, cmd);
+    int rc;
+    if (cmd[0] == '.') {
+        int bad = 0;
+        if (!strncmp(cmd, ".health", 7) && (!cmd[7] || isspace((unsigned char)cmd[7]))) {
+            /* .health says itself that the server is unreachable */
+            if (PQstatus(sh->conn) != CONNECTION_OK) {
+                PQreset(sh->conn);
+                if (PQstatus(sh->conn) == CONNECTION_OK)
+                    connection_ready(sh);
+            }
+        } else {
+            bad = needs_server(cmd) && sh->conn && ensure_connected(sh);
+        }
+        rc = bad ? 1 : run_dot(sh, cmd);
+        check_connection(sh);
+    } else if (cmd[0] == '\\') {
+        return run_backslash(sh, cmd);
+    } else {
+        rc = ensure_connected(sh) ? 1 : run_user_sql(sh, cmd, NULL, 0);
+        check_connection(sh);
+    }
     if (rc == 1)
         sh->failures++;
     fflush(sh->out);
@@ -2679,6 +3136,7 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
         pgpipe_error e = *pgpipe_errinfo(sp);
         if (e.line > 0) /* the buffer starts at first_line of the input */
             e.line += first_line - 1;
+        where_source = NULL; /* the error names its place itself */
         print_error(&e);
         sh->failures++;
         *rc = 1;
@@ -2695,7 +3153,13 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
             *rc = 1;
             break;
         }
-        int one = run_sql_copy(sh, sql, st.copy_data, st.copy_len);
+        if (sh->located) { /* errors name the statement's first line */
+            where_source = sh->source;
+            where_line = first_line + st.line - 1;
+        }
+        int one = ensure_connected(sh) ? 1 : run_user_sql(sh, sql, st.copy_data, st.copy_len);
+        check_connection(sh);
+        where_source = NULL;
         free(sql);
         fflush(sh->out);
         if (one) {
@@ -2704,7 +3168,7 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
             if (sh->bail && !sh->interactive)
                 break;
         }
-        if (interrupted)
+        if (interrupted || terminating)
             break;
     }
     pgpipe_sql_split_close(sp);
@@ -2730,6 +3194,7 @@ typedef struct editor {
     char *history[HISTORY_MAX];
     int nhistory;
     char path[1024];
+    int cancelled; /* the last line was ended by Ctrl-C */
 } editor;
 
 static editor ed;
@@ -2874,8 +3339,13 @@ static char *ed_readline(const char *prompt)
         unsigned char c;
         ssize_t r = read(STDIN_FILENO, &c, 1);
         if (r <= 0) {
-            if (r < 0 && errno == EINTR)
+            if (r < 0 && errno == EINTR && !terminating)
                 continue;
+            if (terminating) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
             if (len)
                 break;
             free(buf);
@@ -2894,9 +3364,11 @@ static char *ed_readline(const char *prompt)
                 memmove(buf + pos, buf + pos + 1, len - pos - 1);
                 len--;
             }
-        } else if (c == 3) { /* Ctrl-C: drop the line */
+        } else if (c == 3) { /* Ctrl-C: drop the line (and the caller its buffer) */
             len = pos = 0;
-            fputs("^C\r\n", stdout);
+            ed.cancelled = 1;
+            fputs("^C", stdout);
+            break;
         } else if (c == 127 || c == 8) {
             if (pos > 0) {
                 size_t start = pos - 1;
@@ -3004,11 +3476,73 @@ static char *ed_readline(const char *prompt)
 
 /* ---- input loop ---------------------------------------------------------- */
 
-/* Reads commands from f (or the terminal): dot commands take one line at
-** the start of a statement; SQL runs once its statements are complete. */
+/* 1 when a line is a backslash command (psql's meta-commands), not the \.
+** that ends COPY data. */
+static int is_backslash_line(const char *line)
+{
+    while (isspace((unsigned char)*line))
+        line++;
+    return line[0] == '\\' && line[1] && line[1] != '.';
+}
+
+/* 1 when a backslash line after buf[0..len) is a command, as in psql: the
+** buffer does not end inside a quote, comment or dollar quote, nor inside
+** COPY ... FROM stdin data (where \N and the like are data). */
+static int buffer_takes_meta(const char *buf, size_t len)
+{
+    pgpipe_sql_split *sp = NULL;
+    if (pgpipe_sql_split_open(&sp, buf, len, NULL) != PGPIPE_OK) {
+        pgpipe_sql_split_close(sp);
+        return 0;
+    }
+    pgpipe_sql_stmt st;
+    int r, in_copy = 0;
+    while ((r = pgpipe_sql_split_next(sp, &st)) == PGPIPE_ROW)
+        in_copy = st.copy_data && !st.terminated;
+    pgpipe_sql_split_close(sp);
+    return r == PGPIPE_DONE && !in_copy;
+}
+
+/* A backslash line while a statement is being typed: \r clears it, \p
+** shows it, \g runs it; any other command runs and the statement is kept. */
+static int run_meta_in_buffer(shell *sh, const char *line, char **sql, size_t *len,
+                              long long first_line)
+{
+    while (isspace((unsigned char)*line))
+        line++;
+    size_t n = strcspn(line + 1, " \t");
+    if (n == 1 && line[1] == 'r') {
+        *len = 0;
+        fprintf(sh->out, "Query buffer reset (cleared).\n");
+        return 0;
+    }
+    if (n == 1 && line[1] == 'p') {
+        fwrite(*sql, 1, *len, sh->out);
+        return 0;
+    }
+    if (n == 1 && line[1] == 'g') {
+        char *grown = realloc(*sql, *len + 3);
+        if (!grown)
+            return 1;
+        *sql = grown;
+        memcpy(*sql + *len, ";\n", 3); /* as if it ended with ';' */
+        int rc = 0;
+        run_buffer(sh, *sql, *len + 2, first_line, 1, &rc);
+        *len = 0;
+        return rc;
+    }
+    return run_command(sh, line);
+}
+
+/* Reads commands from f (or the terminal): dot and backslash commands take
+** one line at the start of a statement; SQL runs once its statements are
+** complete. In a script (not the terminal) errors name source:line, and a
+** Ctrl-C ends it. */
 static int run_stream(shell *sh, FILE *f)
 {
     int tty = sh->interactive && f == stdin;
+    int saved_located = sh->located;
+    sh->located = !tty;
     char *line = NULL;
     size_t cap = 0;
     char *sql = NULL;
@@ -3017,11 +3551,21 @@ static int run_stream(shell *sh, FILE *f)
     long long lineno = 0, first_line = 1;
     for (;;) {
         ssize_t n;
+        if (terminating)
+            break;
         if (tty) {
+            /* a Ctrl-C ended what ran before this prompt; it is done with */
+            interrupted = 0;
             free(line);
             line = ed_readline(len ? "   ...> " : "pgpipe> ");
             if (!line)
                 break;
+            if (ed.cancelled) { /* Ctrl-C at a prompt clears the statement, as in psql */
+                ed.cancelled = 0;
+                len = 0;
+                lineno++;
+                continue;
+            }
             n = (ssize_t)strlen(line);
         } else {
             n = getline(&line, &cap, f);
@@ -3034,10 +3578,24 @@ static int run_stream(shell *sh, FILE *f)
         if (len == 0)
             first_line = lineno;
         rc = 0;
-        if (len == 0 && line[0] == '.') {
+        if (len == 0 && (line[0] == '.' || is_backslash_line(line))) {
             if (tty)
                 ed_history_add(line);
+            if (sh->located) {
+                where_source = sh->source;
+                where_line = lineno;
+            }
             rc = run_command(sh, line);
+            where_source = NULL;
+        } else if (len && is_backslash_line(line) && buffer_takes_meta(sql, len)) {
+            if (tty)
+                ed_history_add(line);
+            if (sh->located) {
+                where_source = sh->source;
+                where_line = lineno;
+            }
+            rc = run_meta_in_buffer(sh, line, &sql, &len, first_line);
+            where_source = NULL;
         } else {
             char *grown = realloc(sql, len + (size_t)n + 2);
             if (!grown) {
@@ -3066,10 +3624,10 @@ static int run_stream(shell *sh, FILE *f)
         }
         if (rc == 2 || (rc && sh->bail && !tty))
             break;
-        if (interrupted && !tty) /* Ctrl-C ends a script, as in psql */
+        if ((interrupted && !tty) || terminating) /* Ctrl-C ends a script, as in psql */
             break;
     }
-    if (len && rc != 2 && !(rc && sh->bail) && !interrupted) {
+    if (len && rc != 2 && !(rc && sh->bail) && !interrupted && !terminating) {
         size_t k = 0;
         while (k < len && isspace((unsigned char)sql[k]))
             k++;
@@ -3078,7 +3636,8 @@ static int run_stream(shell *sh, FILE *f)
     }
     free(sql);
     free(line);
-    return 0;
+    sh->located = saved_located;
+    return rc == 2 ? 2 : 0;
 }
 
 /* ---- main ---------------------------------------------------------------- */
@@ -3086,21 +3645,27 @@ static int run_stream(shell *sh, FILE *f)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: pgpipe [options] [CONNINFO] [COMMAND ...]\n"
+            "usage: pgpipe [options] [CONNINFO] [COMMAND ...] [options]\n"
             "  CONNINFO          a libpq connection string or URI (default: the PG* variables)\n"
             "  COMMAND           SQL or a dot command; run in order, then exit\n"
-            "options:\n"
-            "  -f, --file FILE   run the SQL and dot commands in FILE, then exit\n"
+            "options (anywhere before --; after -- every argument is a COMMAND):\n"
+            "  -f, --file FILE   run the SQL and dot commands in FILE (- for stdin), then exit\n"
             "  -b, --bail        stop at the first failing command\n"
             "  -m, --mode MODE   output mode: aligned (default), csv, json, line\n"
             "  --local DIR       no CONNINFO: start (or reuse) a private PostgreSQL server in\n"
-            "                    DIR and connect to it; stopped on exit if this run started it\n"
+            "                    DIR and connect to it; stopped when the run ends (however it\n"
+            "                    ends, even killed) if this run started it\n"
             "  --keep            with --local: leave the server running on exit\n"
             "  --fast            with --local: a new cluster runs with fsync off (throwaway data)\n"
             "  -h, --help        show this help\n"
             "  -V, --version     show the version\n"
+            "A bad option, or one without its value, exits with status 2 before anything runs.\n"
             "Interactive when stdin is a terminal: SQL may span lines and ends with ';',\n"
-            "dot commands take one line (.help lists them); history in ~/.pgpipe_history.\n");
+            "dot commands take one line (.help lists them), and so do psql's \\q \\x \\timing\n"
+            "\\i \\ir \\c \\conninfo \\? (and \\g \\r \\p inside a statement); history in\n"
+            "~/.pgpipe_history. In a script an error reads FILE:LINE: error: ... and the exit\n"
+            "status is 1. SIGTERM, SIGHUP and SIGQUIT cancel the running statement and end the\n"
+            "run (status 128+signal).\n");
 }
 
 /* A connection string: a postgres:// URI, or key=value words only (so SQL
@@ -3141,79 +3706,171 @@ static int is_conninfo(const char *s)
     return 1;
 }
 
+/* The command line: options may come anywhere before "--" (as in psql and
+** sqlite3); after "--" every argument is a command. */
+typedef struct cli {
+    const char *file, *local_dir, *conninfo;
+    int keep, fast, help, version;
+    char **cmds;  /* the non-option arguments after CONNINFO, in order */
+    int ncmds;
+} cli;
+
+/* Parses argv into c; an error is one line on stderr and the exit status 2. */
+static int parse_cli(shell *sh, cli *c, int argc, char **argv)
+{
+    memset(c, 0, sizeof *c);
+    c->conninfo = "";
+    c->cmds = calloc((size_t)argc + 1, sizeof *c->cmds);
+    if (!c->cmds) {
+        fprintf(stderr, "pgpipe: out of memory\n");
+        return 2;
+    }
+    int npos = 0, dashdash = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (dashdash || a[0] != '-' || !a[1]) {
+            c->cmds[npos++] = argv[i];
+            continue;
+        }
+        /* options that take a value: "-f FILE", "--file FILE" or "--file=FILE" */
+        const char *val = NULL, *eq = !strncmp(a, "--", 2) ? strchr(a, '=') : NULL;
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a) : (int)strlen(a), a);
+        int takes = !strcmp(name, "-f") || !strcmp(name, "--file") || !strcmp(name, "-m") ||
+                    !strcmp(name, "--mode") || !strcmp(name, "--local");
+        if (takes) {
+            if (eq)
+                val = eq + 1;
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else {
+                fprintf(stderr, "pgpipe: option %s needs a value (pgpipe --help)\n", name);
+                return 2;
+            }
+        } else if (eq) {
+            fprintf(stderr, "pgpipe: option %s takes no value (pgpipe --help)\n", name);
+            return 2;
+        }
+        if (!strcmp(name, "--")) {
+            dashdash = 1;
+        } else if (!strcmp(name, "-h") || !strcmp(name, "--help")) {
+            c->help = 1;
+        } else if (!strcmp(name, "-V") || !strcmp(name, "--version")) {
+            c->version = 1;
+        } else if (!strcmp(name, "-b") || !strcmp(name, "--bail")) {
+            sh->bail = 1;
+        } else if (!strcmp(name, "-f") || !strcmp(name, "--file")) {
+            if (c->file) {
+                fprintf(stderr, "pgpipe: -f given twice (%s and %s)\n", c->file, val);
+                return 2;
+            }
+            c->file = val;
+        } else if (!strcmp(name, "-m") || !strcmp(name, "--mode")) {
+            char *mv[2] = { (char *)"mode", (char *)val };
+            if (cmd_mode(sh, mv, 2, ""))
+                return 2;
+        } else if (!strcmp(name, "--local")) {
+            c->local_dir = val;
+        } else if (!strcmp(name, "--keep")) {
+            c->keep = 1;
+        } else if (!strcmp(name, "--fast")) {
+            c->fast = 1;
+        } else {
+            fprintf(stderr, "pgpipe: unknown option %s (pgpipe --help lists the options)\n", a);
+            return 2;
+        }
+    }
+    int k = 0;
+    if (npos > 0 && is_conninfo(c->cmds[0]))
+        c->conninfo = c->cmds[k++];
+    for (int j = k; j < npos; j++)
+        c->cmds[c->ncmds++] = c->cmds[j];
+    if (c->file && c->ncmds) {
+        fprintf(stderr, "pgpipe: give either -f FILE or COMMANDs, not both (\"%s\")\n", c->cmds[0]);
+        return 2;
+    }
+    if (c->local_dir && *c->conninfo) {
+        fprintf(stderr, "pgpipe: give either CONNINFO or --local DIR, not both\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* SIGTERM, SIGHUP, SIGQUIT and SIGPIPE end the run through its normal end
+** (the running statement is cancelled, a --local server is stopped); SIGINT
+** cancels the statement. No SA_RESTART: a blocked read returns EINTR. */
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE };
+    for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++)
+        sigaction(sigs[k], &sa, NULL);
+}
+
 int main(int argc, char **argv)
 {
     shell sh;
     memset(&sh, 0, sizeof sh);
     sh.out = stdout;
     sh.source = "<stdin>";
-    const char *file = NULL, *local_dir = NULL;
-    int keep = 0, fast = 0;
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
-            printf("pgpipe %s\n", pgpipe_libversion());
-            return 0;
-        } else if (!strcmp(a, "-b") || !strcmp(a, "--bail")) {
-            sh.bail = 1;
-        } else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && i + 1 < argc) {
-            file = argv[++i];
-        } else if ((!strcmp(a, "-m") || !strcmp(a, "--mode")) && i + 1 < argc) {
-            char *mv[2] = { (char *)"mode", argv[++i] };
-            if (cmd_mode(&sh, mv, 2, ""))
-                return 2;
-        } else if (!strcmp(a, "--local") && i + 1 < argc) {
-            local_dir = argv[++i];
-        } else if (!strcmp(a, "--keep")) {
-            keep = 1;
-        } else if (!strcmp(a, "--fast")) {
-            fast = 1;
-        } else if (!strcmp(a, "--")) {
-            i++;
-            break;
-        } else {
-            fprintf(stderr, "pgpipe: unknown option %s\n", a);
-            usage(stderr);
-            return 2;
-        }
+    cli c;
+    int rc = parse_cli(&sh, &c, argc, argv);
+    if (rc) {
+        free(c.cmds);
+        return rc;
     }
-    const char *conninfo = "";
-    if (i < argc && is_conninfo(argv[i]))
-        conninfo = argv[i++];
+    if (c.help || c.version) {
+        if (c.help)
+            usage(stdout);
+        else
+            printf("pgpipe %s\n", pgpipe_libversion());
+        free(c.cmds);
+        return 0;
+    }
 
     /* .help needs no server */
-    if (!file && i < argc) {
+    if (!c.file && c.ncmds) {
         int all_help = 1;
-        for (int j = i; j < argc; j++)
-            if (strncmp(argv[j], ".help", 5) != 0 || (argv[j][5] && argv[j][5] != ' '))
+        for (int j = 0; j < c.ncmds; j++)
+            if (strncmp(c.cmds[j], ".help", 5) != 0 || (c.cmds[j][5] && c.cmds[j][5] != ' '))
                 all_help = 0;
         if (all_help) {
-            int rc = 0;
-            for (; i < argc; i++)
-                rc |= run_command(&sh, argv[i]);
+            for (int j = 0; j < c.ncmds; j++)
+                rc |= run_command(&sh, c.cmds[j]);
+            free(c.cmds);
             return rc ? 1 : 0;
         }
     }
 
+    /* the script is opened before anything starts: a missing file runs nothing */
+    FILE *script = NULL;
+    if (c.file) {
+        script = !strcmp(c.file, "-") ? stdin : fopen(c.file, "r");
+        if (!script) {
+            fprintf(stderr, "pgpipe: cannot open %s: %s\n", c.file, strerror(errno));
+            free(c.cmds);
+            return 1;
+        }
+    }
+    install_signals();
+
+    const char *conninfo = c.conninfo;
     char local_info[1024];
-    int local_started = 0;
+    int local_started = 0, status = 0;
     pgpipe_local_options lopt;
     pgpipe_local_options_init(&lopt);
-    lopt.fast = fast;
-    if (local_dir) {
-        if (*conninfo) {
-            fprintf(stderr, "pgpipe: give either CONNINFO or --local DIR, not both\n");
-            return 2;
-        }
+    lopt.fast = c.fast;
+    lopt.watchdog = !c.keep;
+    if (c.local_dir) {
         pgpipe_error err;
-        if (pgpipe_local_start(local_dir, &lopt, local_info, sizeof local_info, &local_started,
+        if (pgpipe_local_start(c.local_dir, &lopt, local_info, sizeof local_info, &local_started,
                                &err) != PGPIPE_OK) {
             fprintf(stderr, "pgpipe: %s\n", err.message);
-            return 1;
+            status = 1;
+            goto done;
         }
         conninfo = local_info;
     }
@@ -3223,31 +3880,20 @@ int main(int argc, char **argv)
         char msg[2048];
         pgpipe_conninfo_mask(PQerrorMessage(sh.conn), msg, sizeof msg);
         fprintf(stderr, "pgpipe: cannot connect: %s", msg);
-        PQfinish(sh.conn);
-        if (local_started && !keep)
-            pgpipe_local_stop(local_dir, &lopt, NULL);
-        return 1;
+        status = 1;
+        goto done;
     }
-    cancel_handle = PQgetCancel(sh.conn);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, NULL);
+    set_cancel_handle(PQgetCancel(sh.conn));
 
-    if (file) {
-        FILE *f = fopen(file, "r");
-        if (!f) {
-            fprintf(stderr, "pgpipe: cannot open %s: %s\n", file, strerror(errno));
-            PQfinish(sh.conn);
-            return 1;
-        }
-        sh.source = file;
-        run_stream(&sh, f);
-        fclose(f);
-    } else if (i < argc) {
-        for (; i < argc; i++) {
-            int rc = run_command(&sh, argv[i]);
-            if (rc == 2 || (rc && sh.bail) || interrupted)
+    if (terminating || interrupted) {
+        /* a signal while starting up */
+    } else if (script) {
+        sh.source = c.file;
+        run_stream(&sh, script);
+    } else if (c.ncmds) {
+        for (int j = 0; j < c.ncmds && !interrupted && !terminating; j++) {
+            int r = run_command(&sh, c.cmds[j]);
+            if (r == 2 || (r && sh.bail))
                 break;
         }
     } else {
@@ -3261,15 +3907,25 @@ int main(int argc, char **argv)
         if (sh.interactive)
             ed_history_save();
     }
-    PGcancel *c = cancel_handle;
-    cancel_handle = NULL;
-    PQfreeCancel(c);
-    PQfinish(sh.conn);
-    if (local_started && !keep) {
-        pgpipe_error err;
-        if (pgpipe_local_stop(local_dir, &lopt, &err) != PGPIPE_OK)
-            fprintf(stderr, "pgpipe: %s\n", err.message);
-    }
     /* errors in an interactive session were shown to the person at once */
-    return sh.failures && !sh.interactive ? 1 : 0;
+    status = sh.failures && !sh.interactive ? 1 : 0;
+done:
+    if (terminating) {
+        if (terminating != SIGPIPE) /* the reader went away: nothing to tell */
+            fprintf(stderr, "pgpipe: stopped by signal %d\n", (int)terminating);
+        status = 128 + (int)terminating;
+    }
+    set_cancel_handle(NULL);
+    PQfinish(sh.conn);
+    if (script && script != stdin)
+        fclose(script);
+    if (local_started && !c.keep) {
+        pgpipe_error err;
+        if (pgpipe_local_stop(c.local_dir, &lopt, &err) != PGPIPE_OK) {
+            fprintf(stderr, "pgpipe: %s\n", err.message);
+            status = status ? status : 1;
+        }
+    }
+    free(c.cmds);
+    return status;
 }

@@ -219,7 +219,7 @@ bad ".load $tmp/ev.ndjson --source a --source-field s" '--source: does not go wi
 [ "$(fingerprint "$EMPTY")" = "$empty0" ] || fail "the empty database changed: $(fingerprint "$EMPTY")"
 # the same lines as a script: one error each, exit status non-zero
 (cd "$tmp/cwd" && "$P" -f "$tmp/script" "$FULL") >"$tmp/out" 2>"$tmp/err" && fail "the script exited 0"
-[ "$(grep -c '^error: ' "$tmp/err")" = "$n" ] || fail "expected $n errors from the script, got:
+[ "$(grep -c '^[^ ]*script:[0-9]*: error: ' "$tmp/err")" = "$n" ] || fail "expected $n errors from the script, got:
 $(cat "$tmp/err")"
 [ "$(fingerprint "$FULL")" = "$full0" ] || fail "the script changed the database"
 [ -z "$(ls -A "$tmp/cwd")" ] || fail "files made by the script: $(ls -A "$tmp/cwd")"
@@ -249,7 +249,7 @@ for c in conninfo dlq exit explain export health help install listen load log mi
     [ -s "$tmp/probe" ] || continue
     # one script per command: every line fails (nothing runs), none for an unknown listed option
     (cd "$tmp/cwd" && "$P" -f "$tmp/probe" "$FULL") >"$tmp/out" 2>"$tmp/err" && fail "a probe of .$c ran"
-    [ "$(grep -c '^error: ' "$tmp/err")" = "$(wc -l <"$tmp/probe")" ] ||
+    [ "$(grep -c '^[^ ]*probe:[0-9]*: error: ' "$tmp/err")" = "$(wc -l <"$tmp/probe")" ] ||
         fail "not one error per probe of .$c: $(cat "$tmp/err")"
     for o in $(printf '%s\n' "$opts" | awk '{ print $NF }'); do
         grep -qF -- "$o: unknown option" "$tmp/err" && fail ".$c: $o is listed but unknown: $(cat "$tmp/err")"
