@@ -155,7 +155,8 @@ install: $(B)/libpgpipe.a $(B)/libpgpipe.so.$(VERSION) $(B)/pgpipe $(B)/pgpipe.1
 	ln -sf $(SONAME) $(I)/lib/libpgpipe.so
 	cp $(B)/pgpipe $(I)/bin/pgpipe
 	cp $(B)/pgpipe.1 $(I)/share/man/man1/pgpipe.1
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' tool/pgpipe.pc.in > $(I)/lib/pkgconfig/pgpipe.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@PQ_CFLAGS@|$(strip $(PG_CFLAGS))|' \
+	  -e 's|@PQ_LIBS@|$(strip $(PG_LIBS))|' tool/pgpipe.pc.in > $(I)/lib/pkgconfig/pgpipe.pc
 	@echo "installed into $(I)"
 
 CROSS_CC ?= aarch64-linux-gnu-gcc

@@ -226,18 +226,23 @@ if [ $check_only = 0 ] && [ "$(id -u)" = 0 ] && have apt-get; then
         mkdir -p /etc/postgresql-common
         echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
     fi
-    # a fresh system may have no package lists yet: update once when needed
-    # shellcheck disable=SC2086
-    if ! apt-get install $opts $missing >"$tmp/apt.log" 2>&1; then
-        tail -n 3 "$tmp/apt.log"
+    # a fresh system may have no package lists yet: update first then, and
+    # once more when the install fails (lists too old)
+    update() {
         echo "apt-get update"
         apt-get update -o DPkg::Lock::Timeout=600 >"$tmp/update.log" 2>&1 || { cat "$tmp/update.log"; exit 1; }
+    }
+    ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || update
+    # shellcheck disable=SC2086
+    if ! apt-get install $opts $missing >"$tmp/apt.log" 2>&1; then
+        update
         # shellcheck disable=SC2086
         apt-get install $opts $missing >"$tmp/apt.log" 2>&1 || { tail -n 20 "$tmp/apt.log"; exit 1; }
     fi
-    grep -E '^(Setting up|[0-9]+ upgraded)' "$tmp/apt.log" | sed -n '$p'
+    echo "installed $(grep -c '^Setting up' "$tmp/apt.log") packages (apt-get install $opts$missing)"
     # shellcheck disable=SC2086
-    exec sh "$0" --check $modes
+    sh "$0" --check $modes
+    exit $?
 fi
 if have apt-get; then
     echo "missing:$missing"
