@@ -1,8 +1,10 @@
 # pgpipe - see README.md.  Everything built goes under build/.
 #
 #   make                  regenerate the amalgamation if a source changed, build
-#                         build/libpgpipe.a and the shell build/pgpipe
-#   make test [T=GROUP]   ASan+UBSan build, unit + database tests on a throwaway
+#                         build/libpgpipe.a, build/libpgpipe.so.X.Y.Z, the shell
+#                         build/pgpipe and its man page build/pgpipe.1
+#   make test [T=GROUP]   (first: what the tests need, tool/deps.sh --test)
+#                         ASan+UBSan build, unit + database tests on a throwaway
 #                         cluster, amalgamation checks; ends with "N passed, N failed"
 #   make test-tsan        ThreadSanitizer build of the threaded tests (TSAN_GROUPS)
 #   make amalgamation     write pgpipe.c and pgpipe.h from src/ and sql/
@@ -18,7 +20,8 @@
 #   make cross            compile pgpipe.c for aarch64 at -Os, print its size
 #   make bench | bench-NAME      benchmarks (test/bench/NAME/run.sh)
 #   make fuzz-NAME SECONDS=60    libFuzzer target test/fuzz/fuzz_NAME.c
-#   make demo             the main job on a private local server
+#   make demo             (first: tool/deps.sh --demo) the main job on a private
+#                         local server
 #   make chaos            faults, restarts and SIGKILLs under load, checked record
 #                         by record (CHAOS_SEED, CHAOS_SECONDS=120, CHAOS_RECORDS)
 #   make load-test        10M events through the loader and 4 workers, RSS sampled
