@@ -1,18 +1,27 @@
 # pgpipe - see README.md.  Everything built goes under build/.
 #
 #   make                  regenerate the amalgamation if a source changed, build
-#                         build/libpgpipe.a and the shell build/pgpipe
-#   make test [T=GROUP]   ASan+UBSan build, unit + database tests on a throwaway
+#                         build/libpgpipe.a, build/libpgpipe.so.X.Y.Z, the shell
+#                         build/pgpipe and its man page build/pgpipe.1
+#   make test [T=GROUP]   (first: what the tests need, tool/deps.sh --test)
+#                         ASan+UBSan build, unit + database tests on a throwaway
 #                         cluster, amalgamation checks; ends with "N passed, N failed"
 #   make test-tsan        ThreadSanitizer build of the threaded tests (TSAN_GROUPS)
 #   make amalgamation     write pgpipe.c and pgpipe.h from src/ and sql/
 #   make check-amalgamation  fail when pgpipe.c/pgpipe.h differ from the sources
-#   make deps             check (and on Debian as root, install) what the build needs
-#   make install PREFIX=/usr/local   header, static library, shell, pgpipe.pc
+#   make deps             check (and on Debian as root, install) what the build and
+#                         the tests need (make demo and make test do it first:
+#                         tool/deps.sh; SKIP_DEPS=1 skips that)
+#   make install PREFIX=/usr/local   header, static and shared library, shell,
+#                         man page, pgpipe.pc
+#   make man              the man page build/pgpipe.1 from --help and .help
+#   make fresh-check      make demo and make test in a fresh Debian root, as root
+#                         and as a user (downloads packages; tool/fresh-check.sh)
 #   make cross            compile pgpipe.c for aarch64 at -Os, print its size
 #   make bench | bench-NAME      benchmarks (test/bench/NAME/run.sh)
 #   make fuzz-NAME SECONDS=60    libFuzzer target test/fuzz/fuzz_NAME.c
-#   make demo             the main job on a private local server
+#   make demo             (first: tool/deps.sh --demo) the main job on a private
+#                         local server
 #   make chaos            faults, restarts and SIGKILLs under load, checked record
 #                         by record (CHAOS_SEED, CHAOS_SECONDS=120, CHAOS_RECORDS)
 #   make load-test        10M events through the loader and 4 workers, RSS sampled
@@ -24,7 +33,8 @@ PREFIX   ?= /usr/local
 SECONDS  ?= 60
 T        ?=
 
-PG_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I$$(pg_config --includedir))
+# libpq's flags: pkg-config, else pg_config, else nothing (never a bare -I)
+PG_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || { d=$$(pg_config --includedir 2>/dev/null) && [ -n "$$d" ] && echo "-I$$d"; } || true)
 PG_LIBS   := $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
 STRICT    := -std=c11 -Wall -Wextra -Wpedantic -Werror
 CFLAGS    ?= -O2 -g
@@ -35,11 +45,15 @@ SRC_FILES := $(wildcard src/*.c src/*.h) tool/sources.txt tool/amalgamate.sh
 SQL_FILES := $(shell find sql -type f -name '*.sql' 2>/dev/null | LC_ALL=C sort)
 TEST_FILES := $(sort $(wildcard test/test_*.c))
 B := build
+# the library version from pgpipe.h (X.Y.Z); the shared library's soname is libpgpipe.so.X
+VERSION   := $(shell sed -n 's/^\#define PGPIPE_VERSION *"\(.*\)"/\1/p' pgpipe.h 2>/dev/null)
+MAJOR     := $(firstword $(subst ., ,$(VERSION)))
+SONAME    := libpgpipe.so.$(MAJOR)
 
-.PHONY: all amalgamation check-amalgamation test test-build test-tsan deps install cross \
-        bench demo clean lib shell chaos load-test valgrind
+.PHONY: all amalgamation check-amalgamation test test-run test-build test-tsan deps install cross \
+        bench demo demo-run clean lib shell chaos load-test valgrind man fresh-check
 
-all: pgpipe.c pgpipe.h $(B)/libpgpipe.a $(B)/pgpipe
+all: pgpipe.c pgpipe.h $(B)/libpgpipe.a $(B)/libpgpipe.so.$(VERSION) $(B)/pgpipe $(B)/pgpipe.1
 
 # ---- amalgamation ------------------------------------------------------------
 pgpipe.c pgpipe.h: $(SRC_FILES) $(SQL_FILES)
@@ -60,18 +74,35 @@ check-amalgamation: $(B)/gen/pgpipe.c
 	@echo "amalgamation matches its sources"
 
 # ---- library and shell -------------------------------------------------------
+# one position-independent object for both libraries
 $(B)/pgpipe.o: pgpipe.c pgpipe.h
 	@mkdir -p $(B)
-	$(CC) $(STRICT) $(CFLAGS) $(PG_CFLAGS) -c pgpipe.c -o $@
+	$(CC) $(STRICT) $(CFLAGS) -fPIC $(PG_CFLAGS) -c pgpipe.c -o $@
 
 $(B)/libpgpipe.a: $(B)/pgpipe.o
 	rm -f $@ && ar rcs $@ $<
 
+# the shared library exports the pgpipe_* functions and nothing else
+$(B)/libpgpipe.map:
+	@mkdir -p $(B)
+	printf '{\n  global: pgpipe_*;\n  local: *;\n};\n' > $@
+
+$(B)/libpgpipe.so.$(VERSION): $(B)/pgpipe.o $(B)/libpgpipe.map
+	$(CC) $(CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=$(B)/libpgpipe.map \
+	  $(B)/pgpipe.o $(LIBS) -o $@
+	ln -sf libpgpipe.so.$(VERSION) $(B)/$(SONAME)
+	ln -sf $(SONAME) $(B)/libpgpipe.so
+
 $(B)/pgpipe: shell.c pgpipe.h $(B)/libpgpipe.a
 	$(CC) $(STRICT) $(CFLAGS) $(PG_CFLAGS) -I. shell.c $(B)/libpgpipe.a $(LIBS) -o $@
 
-lib: $(B)/libpgpipe.a
+lib: $(B)/libpgpipe.a $(B)/libpgpipe.so.$(VERSION)
 shell: $(B)/pgpipe
+
+# the man page pgpipe(1), written from the shell's --help and .help text
+$(B)/pgpipe.1: $(B)/pgpipe tool/manpage.sh
+	sh tool/manpage.sh $(B)/pgpipe > $@.tmp && mv $@.tmp $@
+man: $(B)/pgpipe.1
 
 # ---- tests -------------------------------------------------------------------
 $(B)/test/all_tests.c: $(TEST_FILES) test/gen_registry.sh
@@ -88,7 +119,14 @@ $(B)/test/pgpipe: shell.c $(B)/gen/pgpipe.c
 
 test-build: $(B)/test/runner $(B)/test/pgpipe
 
-test: test-build
+# make test and make demo first check what they need (tool/deps.sh: installs it
+# as root, else names the one command to run), then build in a new make, so
+# that the flags from pkg-config are read after an install
+test:
+	@[ "$(SKIP_DEPS)" = 1 ] || sh tool/deps.sh --test --quiet
+	@$(MAKE) --no-print-directory test-run
+
+test-run: test-build
 	@sh test/run.sh $(T)
 
 # ThreadSanitizer build of the same tests, run on the threaded groups
@@ -107,14 +145,22 @@ test-tsan: $(B)/tsan/runner
 deps:
 	sh tool/deps.sh
 
-install: $(B)/libpgpipe.a $(B)/pgpipe
-	mkdir -p $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
-	cp pgpipe.h $(DESTDIR)$(PREFIX)/include/pgpipe.h
-	cp $(B)/libpgpipe.a $(DESTDIR)$(PREFIX)/lib/libpgpipe.a
-	cp $(B)/pgpipe $(DESTDIR)$(PREFIX)/bin/pgpipe
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|'"$$(sed -n 's/^#define PGPIPE_VERSION *"\(.*\)"/\1/p' pgpipe.h)"'|' \
-	  tool/pgpipe.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/pgpipe.pc
-	@echo "installed into $(DESTDIR)$(PREFIX)"
+fresh-check:
+	sh tool/fresh-check.sh
+
+I := $(DESTDIR)$(PREFIX)
+install: $(B)/libpgpipe.a $(B)/libpgpipe.so.$(VERSION) $(B)/pgpipe $(B)/pgpipe.1
+	mkdir -p $(I)/include $(I)/lib/pkgconfig $(I)/bin $(I)/share/man/man1
+	cp pgpipe.h $(I)/include/pgpipe.h
+	cp $(B)/libpgpipe.a $(I)/lib/libpgpipe.a
+	rm -f $(I)/lib/libpgpipe.so.$(VERSION) && cp $(B)/libpgpipe.so.$(VERSION) $(I)/lib/
+	ln -sf libpgpipe.so.$(VERSION) $(I)/lib/$(SONAME)
+	ln -sf $(SONAME) $(I)/lib/libpgpipe.so
+	cp $(B)/pgpipe $(I)/bin/pgpipe
+	cp $(B)/pgpipe.1 $(I)/share/man/man1/pgpipe.1
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@PQ_CFLAGS@|$(strip $(PG_CFLAGS))|' \
+	  -e 's|@PQ_LIBS@|$(strip $(PG_LIBS))|' tool/pgpipe.pc.in > $(I)/lib/pkgconfig/pgpipe.pc
+	@echo "installed into $(I)"
 
 CROSS_CC ?= aarch64-linux-gnu-gcc
 cross: pgpipe.c pgpipe.h
@@ -145,7 +191,11 @@ fuzz-%: $(B)/fuzz/fuzz_%
 	$(B)/fuzz/fuzz_$* -max_total_time=$(SECONDS) -print_final_stats=1 \
 	  $(B)/fuzz/corpus-$* $(wildcard test/fuzz/seeds-$*)
 
-demo: all
+demo:
+	@[ "$(SKIP_DEPS)" = 1 ] || sh tool/deps.sh --demo --quiet
+	@$(MAKE) --no-print-directory demo-run
+
+demo-run: all
 	@sh tool/demo.sh
 
 # ---- reliability (test/chaos, test/load, test/valgrind) --------------------------

@@ -1,85 +1,258 @@
 #!/bin/sh
-# Dependency check (also `make deps`): what building and testing pgpipe needs.
+# What building, running and testing pgpipe needs (also `make deps`; `make demo`
+# and `make test` run it first with --demo / --test --quiet).
 #
-#   sh tool/deps.sh [--cross] [--fuzz] [--check]
+#   sh tool/deps.sh [--demo|--test] [--cross] [--fuzz] [--valgrind] [--tsan]
+#                   [--check] [--quiet]
 #
-# Checks cc, make, pkg-config, the libpq headers and library, and the
-# PostgreSQL server binaries (initdb, pg_ctl, postgres), valgrind (for the
-# memcheck test); with --cross the
-# aarch64 cross compiler, with --fuzz clang with libFuzzer. On Debian as root
-# it installs what is missing with apt-get; otherwise (or with --check) it
-# prints the exact command to run and exits 1.
+#   --demo      the build and the server: a C compiler that compiles, links and
+#               runs a libpq program with the project's flags (make, cc, the C
+#               library headers, pkg-config, libpq), and the PostgreSQL server
+#               binaries (initdb, pg_ctl, postgres)
+#   --test      (the default) --demo, plus what `make test` runs so that no
+#               test is skipped: an ASan+UBSan build of that program, --cross,
+#               --fuzz, --valgrind, openssl, groff (the man page), ps, ss
+#   --cross     the aarch64 cross compiler and its C library (pgpipe.c with
+#               <stdint.h> and libpq-fe.h compiles for aarch64)
+#   --fuzz      clang with libFuzzer and its sanitizer runtimes
+#   --valgrind  valgrind
+#   --tsan      a ThreadSanitizer build runs (make test-tsan)
+#   --check     only check, never install
+#   --quiet     print nothing when everything is present
+#
+# Capabilities are checked (a program is compiled, linked and run), not only
+# that commands exist. As root on Debian what is missing is installed with
+# apt-get, then checked again; otherwise the one command to run is printed and
+# the exit status is 1.
 set -eu
 
-cross=0; fuzz=0; check_only=0
+demo=0; test=0; cross=0; fuzz=0; valgrind=0; tsan=0; check_only=0; quiet=0; modes=""
 for a in "$@"; do
     case "$a" in
-    --cross) cross=1 ;;
-    --fuzz) fuzz=1 ;;
+    --demo) demo=1; modes="$modes $a" ;;
+    --test) test=1; modes="$modes $a" ;;
+    --cross) cross=1; modes="$modes $a" ;;
+    --fuzz) fuzz=1; modes="$modes $a" ;;
+    --valgrind) valgrind=1; modes="$modes $a" ;;
+    --tsan) tsan=1; modes="$modes $a" ;;
     --check) check_only=1 ;;
-    *) echo "usage: $0 [--cross] [--fuzz] [--check]" >&2; exit 2 ;;
+    --quiet) quiet=1 ;;
+    *) echo "usage: $0 [--demo|--test] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
     esac
 done
+[ -n "$modes" ] || { test=1; modes=" --test"; }
+if [ $test = 1 ]; then demo=1; cross=1; fuzz=1; valgrind=1; fi
 
 here=$(cd "$(dirname "$0")" && pwd)
+CC=${CC:-cc}
+CLANG=${CLANG:-clang}
+CROSS_CC=${CROSS_CC:-aarch64-linux-gnu-gcc}
+STRICT="-std=c11 -Wall -Wextra -Wpedantic -Werror"
+SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/pgpipe-deps.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+export tmp
+
 missing=""       # Debian package names
-note() { printf '  %-28s %s\n' "$1" "$2"; }
-
-need_cmd() { # command package
-    if command -v "$1" >/dev/null 2>&1; then note "$1" ok; else note "$1" "missing ($2)"; missing="$missing $2"; fi
+problems=""      # what failed although no package is known to be missing
+report=""
+note() { report="$report$(printf '  %-22s %s' "$1" "$2")
+"; }
+want() { # package: add once
+    case " $missing " in *" $1 "*) ;; *) missing="$missing $1" ;; esac
 }
+have() { command -v "$1" >/dev/null 2>&1; }
+need_cmd() { # command package [what]
+    if have "$1"; then note "${3:-$1}" ok; else note "${3:-$1}" "missing ($2)"; want "$2"; fi
+}
+# job NAME CMD...: run CMD in the background (the checks run side by side),
+# its output in $tmp/NAME.log; ok NAME: it succeeded (after `wait`)
+job() { n=$1; shift; { "$@" >"$tmp/$n.log" 2>&1; echo $? >"$tmp/$n.rc"; } & }
+ok() { [ "$(cat "$tmp/$1.rc" 2>/dev/null)" = 0 ]; }
+last() { grep -h . "$tmp/$1.log" 2>/dev/null | head -n 1; }
 
-echo "pgpipe dependency check"
-need_cmd cc gcc
+cat >"$tmp/pq.c" <<'EOF'
+#include <stdint.h>
+#include <stdio.h>
+#include <libpq-fe.h>
+int main(void) {
+    uint32_t v = (uint32_t)PQlibVersion();
+    printf("%u\n", (unsigned)v);
+    return v > 0 ? 0 : 1;
+}
+EOF
+cat >"$tmp/fuzz.c" <<'EOF'
+#include <stddef.h>
+#include <stdint.h>
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
+int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }
+EOF
+cat >"$tmp/tsan.c" <<'EOF'
+#include <pthread.h>
+static void *run(void *p) { return p; }
+int main(void) { pthread_t t; if (pthread_create(&t, 0, run, 0)) return 1; return pthread_join(t, 0); }
+EOF
+
+# ---- start the compile-and-run checks side by side -------------------------------
+pq_cflags=""; pq_libs="-lpq"
+if have pkg-config && pkg-config --exists libpq 2>/dev/null &&
+        [ -f "$(pkg-config --variable=includedir libpq)/libpq-fe.h" ]; then
+    pq_cflags=$(pkg-config --cflags libpq); pq_libs=$(pkg-config --libs libpq)
+fi
+printf '#include <stdint.h>\n#include <stdio.h>\nint main(void) { return (int)INT8_C(0); }\n' >"$tmp/libc.c"
+printf '#include <stdint.h>\n#include <stdio.h>\n#include <libpq-fe.h>\nint f(void);\nint f(void) { return (int)INT8_C(1) + (PQlibVersion() > 0); }\n' >"$tmp/cross.c"
+have "$CC" && job libc "$CC" $STRICT "$tmp/libc.c" -o "$tmp/libc"
+if have "$CC" && [ -n "$pq_cflags" ]; then
+    # shellcheck disable=SC2086
+    job pq sh -c '"$@" && "$tmp/pq"' - "$CC" $STRICT -O2 $pq_cflags "$tmp/pq.c" $pq_libs -lpthread -lm -o "$tmp/pq"
+    # shellcheck disable=SC2086
+    [ $test = 0 ] || job san sh -c '"$@" && "$tmp/pqsan"' - "$CC" $STRICT -O1 -g $SAN $pq_cflags "$tmp/pq.c" $pq_libs -lpthread -lm -o "$tmp/pqsan"
+fi
+[ $tsan = 1 ] && have "$CC" && job tsan sh -c '"$@" && "$tmp/tsanp"' - "$CC" -O1 -fsanitize=thread "$tmp/tsan.c" -lpthread -o "$tmp/tsanp"
+# shellcheck disable=SC2086
+[ $cross = 1 ] && have "$CROSS_CC" && [ -n "$pq_cflags" ] && job cross "$CROSS_CC" $STRICT -Os $pq_cflags -c "$tmp/cross.c" -o "$tmp/cross.o"
+[ $fuzz = 1 ] && have "$CLANG" && job fuzz sh -c '"$@" && "$tmp/fuzzp" -runs=10' - "$CLANG" -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined "$tmp/fuzz.c" -o "$tmp/fuzzp"
+bindir=$(sh "$here/pgtmp.sh" bindir 2>/dev/null) || bindir=""
+wait
+
+# ---- the build: make, cc, libc headers, pkg-config, libpq ---------------------
 need_cmd make make
+cc_ok=0
+if ! have "$CC"; then
+    note "$CC" "missing (gcc, libc6-dev)"; want gcc; want libc6-dev
+elif ok libc; then
+    note "$CC" ok; cc_ok=1
+else
+    note "$CC" "cannot compile a C program (libc6-dev): $(last libc)"; want libc6-dev
+fi
 need_cmd pkg-config pkg-config
 need_cmd awk mawk
-need_cmd valgrind valgrind
-if pkg-config --exists libpq 2>/dev/null && [ -f "$(pkg-config --variable=includedir libpq)/libpq-fe.h" ]; then
-    note "libpq headers" "ok ($(pkg-config --modversion libpq))"
+if [ -n "$pq_cflags" ]; then
+    note "libpq" "ok ($(pkg-config --modversion libpq))"
 else
-    note "libpq headers" "missing (libpq-dev)"; missing="$missing libpq-dev"
+    note "libpq" "missing (libpq-dev)"; want libpq-dev
 fi
-if sh "$here/pgtmp.sh" bindir >/dev/null 2>&1; then
-    note "PostgreSQL server" "ok ($(sh "$here/pgtmp.sh" bindir))"
-else
-    note "PostgreSQL server" "missing (postgresql)"; missing="$missing postgresql"
+pq_ok=0
+if [ $cc_ok = 1 ] && [ -n "$pq_cflags" ]; then
+    if ok pq; then
+        note "libpq program" "compiles, links and runs (PQlibVersion $(tail -n 1 "$tmp/pq.log"))"; pq_ok=1
+    else
+        note "libpq program" "FAILS: $(last pq)"
+        problems="$problems libpq-program"
+    fi
 fi
-if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1 && ! echo "$missing" | grep -q postgresql; then
-    note "user postgres" "missing (the server runs as it when tests run as root)"
-fi
-if [ $cross = 1 ]; then need_cmd aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu; fi
-if [ $fuzz = 1 ]; then
-    need_cmd clang clang
-    if command -v clang >/dev/null 2>&1; then
-        if echo 'int LLVMFuzzerTestOneInput(const char*d,unsigned long n){(void)d;(void)n;return 0;}' |
-            clang -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1; then
-            note libFuzzer ok
-        else
-            note libFuzzer "missing (libclang-rt-dev)"; missing="$missing libclang-rt-dev"
-        fi
+if [ $demo = 1 ]; then
+    if [ -n "$bindir" ]; then
+        note "PostgreSQL server" "ok ($bindir)"
+    else
+        note "PostgreSQL server" "missing (postgresql)"; want postgresql
+    fi
+    if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+        # as root the throwaway servers run as postgres (the package creates it)
+        case " $missing " in *" postgresql "*) ;; *)
+            note "user postgres" "missing (reinstall postgresql-common)"; want postgresql-common ;;
+        esac
     fi
 fi
 
-[ -z "$missing" ] && { echo "all dependencies present"; exit 0; }
+# ---- the tests -----------------------------------------------------------------
+if [ $test = 1 ] && [ $pq_ok = 1 ]; then
+    if ok san; then
+        note "ASan+UBSan" "ok"
+    else
+        note "ASan+UBSan" "FAILS (libasan8, libubsan1): $(last san)"
+        want libasan8; want libubsan1
+    fi
+fi
+if [ $test = 1 ]; then
+    need_cmd openssl openssl
+    need_cmd groff groff-base
+    need_cmd ps procps
+    need_cmd ss iproute2
+fi
+if [ $tsan = 1 ] && [ $cc_ok = 1 ]; then
+    if ok tsan; then
+        note "ThreadSanitizer" ok
+    else
+        note "ThreadSanitizer" "FAILS (libtsan2): $(last tsan)"
+        want libtsan2
+    fi
+fi
+[ $valgrind = 0 ] || need_cmd valgrind valgrind
+if [ $cross = 1 ]; then
+    if ! have "$CROSS_CC"; then
+        note "$CROSS_CC" "missing (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross)"
+        want gcc-aarch64-linux-gnu; want libc6-dev-arm64-cross
+    elif [ -z "$pq_cflags" ]; then
+        note "$CROSS_CC" "present (checked once libpq-dev is there)"
+    elif ok cross; then
+        note "$CROSS_CC" ok
+    else
+        note "$CROSS_CC" "cannot compile (libc6-dev-arm64-cross): $(last cross)"
+        want libc6-dev-arm64-cross
+    fi
+fi
+if [ $fuzz = 1 ]; then
+    if ! have "$CLANG"; then
+        note "$CLANG" "missing (clang, libclang-rt-dev)"; want clang; want libclang-rt-dev
+    elif ok fuzz; then
+        note "clang libFuzzer" ok
+    else
+        note "clang libFuzzer" "FAILS (libclang-rt-dev): $(last fuzz)"
+        want libclang-rt-dev
+    fi
+fi
 
-cmd="apt-get install -y --no-install-recommends$missing"
-if [ $check_only = 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+if [ -z "$missing" ] && [ -z "$problems" ]; then
+    [ $quiet = 1 ] || { echo "pgpipe dependency check:$modes"; printf '%s' "$report"; echo "all dependencies present"; }
+    exit 0
+fi
+echo "pgpipe dependency check:$modes"
+printf '%s' "$report"
+if [ -z "$missing" ]; then
+    echo "the libpq test program fails although every package is present:"
+    sed "s/^/    /" "$tmp/pq.log" | tail -n 20
+    exit 1
+fi
+
+opts="-y --no-install-recommends -o DPkg::Lock::Timeout=600"
+if [ $check_only = 0 ] && [ "$(id -u)" = 0 ] && have apt-get; then
     echo "installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
     # the Debian server package would create and start a cluster of its own;
     # pgpipe starts throwaway clusters itself, so ask it not to
-    if echo "$missing" | grep -q postgresql && [ ! -f /etc/postgresql-common/createcluster.conf ]; then
+    if [ ! -f /etc/postgresql-common/createcluster.conf ]; then
         mkdir -p /etc/postgresql-common
         echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
     fi
+    # a fresh system may have no package lists yet: update first then, and
+    # once more when the install fails (lists too old)
+    update() {
+        echo "apt-get update"
+        apt-get update -o DPkg::Lock::Timeout=600 >"$tmp/update.log" 2>&1 || { cat "$tmp/update.log"; exit 1; }
+    }
+    ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || update
     # shellcheck disable=SC2086
-    apt-get install -y --no-install-recommends $missing || { apt-get update && apt-get install -y --no-install-recommends $missing; }
-    exec sh "$0" --check "$@"
+    if ! apt-get install $opts $missing >"$tmp/apt.log" 2>&1; then
+        update
+        # shellcheck disable=SC2086
+        apt-get install $opts $missing >"$tmp/apt.log" 2>&1 || { tail -n 20 "$tmp/apt.log"; exit 1; }
+    fi
+    echo "installed $(grep -c '^Setting up' "$tmp/apt.log") packages (apt-get install $opts$missing)"
+    # shellcheck disable=SC2086
+    sh "$0" --check $modes
+    exit $?
 fi
-if command -v apt-get >/dev/null 2>&1; then
+if have apt-get; then
     echo "missing:$missing"
-    echo "run:  sudo $cmd"
+    if [ "$(id -u)" = 0 ]; then
+        echo "run:  sh $0$modes    (apt-get install$missing)"
+    elif have sudo; then
+        echo "run:  sudo sh $0$modes    (apt-get install$missing)"
+    else
+        echo "run as root:  sh $0$modes    (apt-get install$missing)"
+    fi
 else
     echo "missing:$missing (Debian package names; install the equivalents for your system)"
 fi
