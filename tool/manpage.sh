@@ -38,7 +38,7 @@ awk "$ESC"'/^usage: / { sub(/^usage: /, ""); n = split($0, w, " ")
 printf '%s\n' ".SH DESCRIPTION"
 # DESCRIPTION: the lines of --help that are neither the usage line nor options;
 # "  NAME   text" lines become tagged paragraphs
-awk "$ESC"'/^usage: / { next } /^options:/ { skip = 1; next } skip && /^ / { next }
+awk "$ESC"'/^usage: / { next } /^options[ :(]/ { skip = 1; next } skip && /^ / { next }
     { skip = 0 }
     /^  [A-Z][A-Z_]*  +/ { name = $1; sub(/^  [A-Z][A-Z_]*  +/, ""); print ".TP"; print ".B " esc(name); print esc($0); tp = 1; next }
     /^[[:space:]]*$/ { print ".PP"; next }
@@ -47,7 +47,7 @@ printf '%s\n' "SQL ended by ';' is sent to the server as typed; a line that star
     "\\&'.' is a dot command (see COMMANDS)."
 printf '%s\n' ".SH OPTIONS"
 # OPTIONS: "  -f, --file FILE   text" with continuation lines indented further
-awk "$ESC"'/^options:/ { on = 1; next }
+awk "$ESC"'/^options[ :(]/ { on = 1; next }
      on && /^  -/ {
          line = substr($0, 3); i = match(line, /   +/)
          print ".TP"
@@ -62,13 +62,17 @@ printf '%s\n' ".SH COMMANDS" \
 for c in $cmds; do
     name=${c#.}
     "$P" ".help $name" >"$tmp/cmd" 2>&1 || { echo "manpage.sh: $P \".help $name\" failed: $(cat "$tmp/cmd")" >&2; exit 1; }
-    # the first line is the usage; the rest the text: blank lines start a
-    # paragraph, runs of indented lines (lists, examples) are kept as they are
-    awk "$ESC"'NR == 1 { u = esc($0); gsub(/"/, "\\(dq", u); print ".SS \"" u "\""; next }
+    # the lines up to the first blank one are the usage (one or more, wrapped
+    # lines indented): the section is titled by the command, the usage kept as
+    # written; then the text: blank lines start a paragraph, runs of indented
+    # lines (option lists, examples) are kept as they are
+    awk "$ESC"'NR == 1 { print ".SS " esc("." name); print ".nf"; usage = 1 }
+        usage && /^[[:space:]]*$/ { print ".fi"; usage = 0; print ".PP"; blank = 1; next }
+        usage { print esc($0); next }
         /^[[:space:]]*$/ { if (nf) print ".fi"; nf = 0; if (started && !blank) print ".PP"; blank = 1; next }
         /^[[:space:]]/ { if (!nf) print ".nf"; nf = 1; started = 1; blank = 0; print esc($0); next }
         { if (nf) print ".fi"; nf = 0; started = 1; blank = 0; print esc($0) }
-        END { if (nf) print ".fi" }' "$tmp/cmd"
+        END { if (nf || usage) print ".fi" }' name="$name" "$tmp/cmd"
 done
 cat <<'EOF'
 .SH ENVIRONMENT
