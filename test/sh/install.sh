@@ -65,7 +65,12 @@ man1=$prefix/share/man/man1/pgpipe.1
 for s in NAME SYNOPSIS DESCRIPTION OPTIONS COMMANDS ENVIRONMENT FILES "EXIT STATUS"; do
     grep -q "^\.SH \"*$s" "$man1" || fail "man page has no section $s"
 done
-sed -n 's/^\.SS "\\&\([^ "]*\).*/\1/p' "$man1" >"$tmp/man-cmds"
+sed -n 's/^\.SS "*\\&\([^ "]*\).*/\1/p' "$man1" >"$tmp/man-cmds"
+# OPTIONS holds every option of --help (it was once empty when --help's wording changed)
+for o in file bail mode local keep fast help version; do
+    sed -n '/^\.SH OPTIONS/,/^\.SH COMMANDS/p' "$man1" | grep -qF -- '\-\-'"$o" ||
+        fail "man page OPTIONS lacks --$o"
+done
 n=0
 for c in $("$prefix/bin/pgpipe" .help | awk '/^\./ { print $1 }'); do
     n=$((n + 1))
