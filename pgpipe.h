@@ -153,6 +153,13 @@ size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size);
 ** now, 40001 serialization failure, 40P01 deadlock, 53300 too many
 ** connections, 55P03 lock not available, 58030 I/O error; 0 otherwise. */
 int pgpipe_sqlstate_is_transient(const char *sqlstate);
+/* 1 when an SQLSTATE says the data itself is wrong: class 22 (data
+** exception: bad cast, out of range, invalid text) or class 23 (integrity
+** constraint violation: NOT NULL, CHECK, unique, foreign key). Retrying the
+** same record cannot succeed, so the claimer dead-letters it at once. Class
+** 42 (undefined table, syntax) is not one: it is the handler's fault, not
+** the record's, and heals when the handler or the schema is fixed. */
+int pgpipe_sqlstate_is_data_error(const char *sqlstate);
 /* 1 when a failed libpq call is worth retrying: the connection is bad (lost
 ** connection, server restart) or the result's SQLSTATE is transient.
 ** conn and res may each be NULL. */
@@ -1095,7 +1102,10 @@ int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t s
 **
 ** Failures: a record whose handler fails is retried with exponential backoff
 ** (attempts, next_attempt_at = now + min(max, base * 2^(attempt-1)) with
-** jitter, last_error) until max_attempts; then it is copied to
+** jitter, last_error) until max_attempts; a record that failed with a data
+** error (SQLSTATE class 22 or 23: bad cast, NOT NULL, CHECK, unique, foreign
+** key; pgpipe_sqlstate_is_data_error) is not retried, since no retry can
+** heal it: it goes to the dead letters at once. Then it is copied to
 ** pgpipe.dead_letters (stage 'process', source_name = the event's source,
 ** payload, raw_text, error message, SQLSTATE, attempt_count, first and last
 ** failure time) and marked processed (it leaves the pending set; the staging

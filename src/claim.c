@@ -215,6 +215,22 @@ static int claim_text_array(pp_buf *b, const pgpipe_batch *bt, int states)
     return rc;
 }
 
+/* Append a boolean[] literal: per failed record, 1 when its SQLSTATE is a
+** data error (class 22 or 23), which no retry can heal. */
+static int claim_data_error_array(pp_buf *b, const pgpipe_batch *bt)
+{
+    int n = 0, rc = pp_buf_putc(b, '{');
+    for (int i = 0; rc == PGPIPE_OK && i < bt->n; i++) {
+        if (!bt->failed[i])
+            continue;
+        rc = pp_buf_appendf(b, "%s%s", n++ ? "," : "",
+                            pgpipe_sqlstate_is_data_error(bt->fstate[i]) ? "t" : "f");
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_append(b, "}", 2);
+    return rc;
+}
+
 /* ---- Opening ------------------------------------------------------------ */
 
 static int claim_build_sql(pgpipe_claimer *c)
@@ -265,15 +281,18 @@ static int claim_build_sql(pgpipe_claimer *c)
     c->sql_done = b.data;
     memset(&b, 0, sizeof b);
 
-    /* failure: retry with backoff or dead-letter */
+    /* failure: retry with backoff or dead-letter ($9: per record, the
+    ** SQLSTATE says the data is wrong, so it is dead-lettered at once) */
     const char *inc = lease ? "" : " + 1";
     rc = pp_buf_appendf(&b,
-        "WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(id, msg, st)),"
+        "WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $9::boolean[])"
+        " AS f(id, msg, st, data_error)),"
         " u AS (UPDATE %s r SET attempts = r.attempts%s, last_error = f.msg,"
         " first_failed_at = coalesce(r.first_failed_at, now()),"
-        " processed = (r.attempts%s >= $4::int),"
-        " processed_at = CASE WHEN r.attempts%s >= $4::int THEN now() END,"
-        " next_attempt_at = CASE WHEN r.attempts%s >= $4::int THEN NULL ELSE now() +"
+        " processed = (r.attempts%s >= $4::int OR f.data_error),"
+        " processed_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN now() END,"
+        " next_attempt_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN NULL"
+        " ELSE now() +"
         " least($6::float8, $5::float8 * power(2::float8, r.attempts%s - 1))"
         " * (0.5 + random() / 2) * interval '1 millisecond' END,"
         " claim_token = NULL, lease_expires_at = NULL"
@@ -288,7 +307,7 @@ static int claim_build_sql(pgpipe_claimer *c)
         " first_failed_at, now() FROM u WHERE dead RETURNING 1)"
         " SELECT (SELECT count(*) FROM u WHERE NOT dead), (SELECT count(*) FROM d)",
         c->qtable, inc, inc, inc, inc, inc,
-        lease ? " AND r.claim_token = $9::uuid AND NOT r.processed" : "", c->qdlq);
+        lease ? " AND r.claim_token = $10::uuid AND NOT r.processed" : "", c->qdlq);
     if (rc != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
         goto nomem;
     c->sql_fail = b.data;
@@ -750,25 +769,28 @@ static int claim_mark_failed(pgpipe_claimer *c, pgpipe_batch *b, int nfailed,
     *retried = *dead = 0;
     if (nfailed == 0)
         return PGPIPE_OK;
-    pp_buf ids = { 0 }, msgs = { 0 }, sts = { 0 };
+    pp_buf ids = { 0 }, msgs = { 0 }, sts = { 0 }, dat = { 0 };
     int k, rc = claim_id_array(&ids, b, 1, &k);
     if (rc == PGPIPE_OK)
         rc = claim_text_array(&msgs, b, 0);
     if (rc == PGPIPE_OK)
         rc = claim_text_array(&sts, b, 1);
+    if (rc == PGPIPE_OK)
+        rc = claim_data_error_array(&dat, b);
     if (rc != PGPIPE_OK) {
         pp_buf_free(&ids);
         pp_buf_free(&msgs);
         pp_buf_free(&sts);
+        pp_buf_free(&dat);
         return pp_err_nomem(&c->hdr.err);
     }
     char ma[16], bb[24], bm[24];
     snprintf(ma, sizeof ma, "%d", c->o.max_attempts);
     snprintf(bb, sizeof bb, "%d", c->o.backoff_base_ms);
     snprintf(bm, sizeof bm, "%d", c->o.backoff_max_ms);
-    const char *v[9] = { ids.data, msgs.data, sts.data, ma, bb, bm, c->table, c->worker_id,
-                         b->token };
-    PGresult *r = claim_run(c, c->nm_fail, c->o.mode == PGPIPE_CLAIM_LEASE ? 9 : 8, v);
+    const char *v[10] = { ids.data, msgs.data, sts.data, ma, bb, bm, c->table, c->worker_id,
+                          dat.data, b->token };
+    PGresult *r = claim_run(c, c->nm_fail, c->o.mode == PGPIPE_CLAIM_LEASE ? 10 : 9, v);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
         *retried = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         *dead = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
@@ -779,6 +801,7 @@ static int claim_mark_failed(pgpipe_claimer *c, pgpipe_batch *b, int nfailed,
     pp_buf_free(&ids);
     pp_buf_free(&msgs);
     pp_buf_free(&sts);
+    pp_buf_free(&dat);
     return rc;
 }
 

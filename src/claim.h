@@ -25,7 +25,10 @@
 **
 ** Failures: a record whose handler fails is retried with exponential backoff
 ** (attempts, next_attempt_at = now + min(max, base * 2^(attempt-1)) with
-** jitter, last_error) until max_attempts; then it is copied to
+** jitter, last_error) until max_attempts; a record that failed with a data
+** error (SQLSTATE class 22 or 23: bad cast, NOT NULL, CHECK, unique, foreign
+** key; pgpipe_sqlstate_is_data_error) is not retried, since no retry can
+** heal it: it goes to the dead letters at once. Then it is copied to
 ** pgpipe.dead_letters (stage 'process', source_name = the event's source,
 ** payload, raw_text, error message, SQLSTATE, attempt_count, first and last
 ** failure time) and marked processed (it leaves the pending set; the staging

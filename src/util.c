@@ -648,6 +648,12 @@ int pgpipe_sqlstate_is_transient(const char *st)
     return 0;
 }
 
+int pgpipe_sqlstate_is_data_error(const char *st)
+{
+    /* class 22 data exception, class 23 integrity constraint violation */
+    return st && strlen(st) == 5 && st[0] == '2' && (st[1] == '2' || st[1] == '3');
+}
+
 int pgpipe_pq_is_transient(const PGconn *conn, const PGresult *res)
 {
     if (res) {

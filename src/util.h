@@ -121,6 +121,13 @@ size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size);
 ** now, 40001 serialization failure, 40P01 deadlock, 53300 too many
 ** connections, 55P03 lock not available, 58030 I/O error; 0 otherwise. */
 int pgpipe_sqlstate_is_transient(const char *sqlstate);
+/* 1 when an SQLSTATE says the data itself is wrong: class 22 (data
+** exception: bad cast, out of range, invalid text) or class 23 (integrity
+** constraint violation: NOT NULL, CHECK, unique, foreign key). Retrying the
+** same record cannot succeed, so the claimer dead-letters it at once. Class
+** 42 (undefined table, syntax) is not one: it is the handler's fault, not
+** the record's, and heals when the handler or the schema is fixed. */
+int pgpipe_sqlstate_is_data_error(const char *sqlstate);
 /* 1 when a failed libpq call is worth retrying: the connection is bad (lost
 ** connection, server restart) or the result's SQLSTATE is transient.
 ** conn and res may each be NULL. */

@@ -525,13 +525,13 @@ PGT_TEST(claim, lease_sql_handler_and_failures)
         " FROM jsonb_array_elements($1::jsonb) e", NULL };
     PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
     PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_lprod"), 19);
-    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_lsql WHERE NOT processed AND"
-                                 " attempts = 1 AND claim_token IS NULL AND next_attempt_at IS NOT NULL"), 1);
-    /* second attempt fails too: dead letter */
-    pgpipe_sleep_ms(20);
-    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    /* the CHECK violation (23514) is a data error: dead-lettered at once,
+    ** not retried (issue 20); transient failures in lease mode are retried,
+    ** see claim.transient_errors_still_retried */
     PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
-                                 " source_table = 'claim_t_lsql' AND attempt_count = 2"), 1);
+                                 " source_table = 'claim_t_lsql' AND attempt_count = 1"
+                                 " AND sqlstate = '23514'"), 1);
+    PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &h, NULL), PGPIPE_DONE);
     PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_lsql WHERE processed"), 20);
     pgpipe_claimer_close(cl);
     PQfinish(c);
@@ -552,6 +552,112 @@ static pgpipe_pool *claim_t_pool(int size)
         pgt_end_fail();
     }
     return p;
+}
+
+/* Issue 20: data errors (class 22 and 23) are not transient. A batch whose
+** SQL handler hits a CHECK (23514), a NOT NULL (23502) or a bad cast (22P02)
+** is bisected to the bad rows, and those go to the dead letters at once
+** (attempt_count 1, their SQLSTATE), with no retry, though max_attempts is 5;
+** in both claim modes. */
+PGT_TEST(claim, data_errors_dead_letter_at_once)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        PGconn *c = claim_t_setup("claim_t_data", 100);
+        PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_dtgt; CREATE TABLE claim_t_dtgt"
+                            " (event_id bigint PRIMARY KEY, n int NOT NULL CHECK (n > 0))"));
+        long long first = claim_t_scalar(c, "SELECT min(id) FROM claim_t_data");
+        char q[768];
+        snprintf(q, sizeof q,
+                 "UPDATE claim_t_data SET payload = CASE id - %lld"
+                 " WHEN 10 THEN '{\"n\": -1}'::jsonb WHEN 35 THEN '{\"m\": 1}'::jsonb"
+                 " WHEN 60 THEN '{\"n\": \"abc\"}'::jsonb ELSE '{\"n\": 0}'::jsonb END"
+                 " WHERE id - %lld IN (10, 35, 60, 85)", first, first);
+        PQclear(PGT_EXEC(c, q));
+        pgpipe_pool *pool = claim_t_pool(3);
+        pgpipe_workers_options wo;
+        pgpipe_workers_options_init(&wo);
+        claim_t_opts(&wo.claim, "claim_t_data");
+        wo.claim.mode = mode ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+        wo.claim.max_attempts = 5;
+        wo.claim.backoff_base_ms = 200;
+        wo.claim.backoff_max_ms = 400;
+        wo.threads = 1;
+        wo.channel = "";
+        wo.poll_ms = 50;
+        pgpipe_handler h = { NULL, NULL,
+            "INSERT INTO claim_t_dtgt SELECT (e->>'id')::bigint, (e->'payload'->>'n')::int"
+            " FROM jsonb_array_elements($1::jsonb) e", NULL };
+        pgpipe_workers *w;
+        PGT_OK(pgpipe_workers_start(&w, pool, &wo, &h));
+        PGT_OK(pgpipe_workers_run_until_empty(w, 60000));
+        pgpipe_workers_stats ws;
+        PGT_OK(pgpipe_workers_stats_get(w, &ws));
+        PGT_EQ_INT(ws.total.retried, 0);
+        PGT_EQ_INT(ws.total.dead, 4);
+        PGT_EQ_INT(ws.total.done, 96);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_dtgt"), 96);
+        static const struct { int off; const char *st; } want[] = {
+            { 10, "23514" }, { 35, "23502" }, { 60, "22P02" }, { 85, "23514" } };
+        for (int i = 0; i < 4; i++) {
+            snprintf(q, sizeof q, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_table"
+                     " = 'claim_t_data' AND row_id = %lld AND attempt_count = 1 AND sqlstate"
+                     " = '%s' AND stage = 'process' AND error_message <> ''",
+                     first + want[i].off, want[i].st);
+            PGT_CHECK_MSG(claim_t_scalar(c, q) == 1, "mode %d: row +%d not dead-lettered once"
+                          " with SQLSTATE %s", mode, want[i].off, want[i].st);
+        }
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                     " source_table = 'claim_t_data'"), 4);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_data WHERE processed"
+                                     " AND next_attempt_at IS NULL"), 100);
+        pgpipe_workers_free(w);
+        PGT_OK(pgpipe_pool_close(pool, NULL));
+        PQfinish(c);
+    }
+}
+
+/* A transient failure (here a serialization failure, 40001) is still
+** retried with backoff, then dead-lettered after max_attempts. */
+PGT_TEST(claim, transient_errors_still_retried)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        PGconn *c = claim_t_setup("claim_t_trans", 10);
+        pgpipe_claim_options o;
+        claim_t_opts(&o, "claim_t_trans");
+        o.mode = mode ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+        o.max_attempts = 2;
+        pgpipe_claimer *cl;
+        PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+        pgpipe_handler h = { NULL, NULL,
+            "SELECT CASE WHEN (e->'payload'->>'n')::int = 3 THEN pgpipe_t_raise_40001() END"
+            " FROM jsonb_array_elements($1::jsonb) e", NULL };
+        PQclear(PGT_EXEC(c, "CREATE OR REPLACE FUNCTION pgpipe_t_raise_40001() RETURNS int"
+                            " LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'conflict'"
+                            " USING ERRCODE = '40001'; END$$"));
+        PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+        pgpipe_claim_stats st;
+        PGT_OK(pgpipe_claimer_stats(cl, &st));
+        PGT_EQ_INT(st.retried, 1);
+        PGT_EQ_INT(st.dead, 0);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_trans WHERE NOT processed"
+                                     " AND attempts = 1 AND next_attempt_at IS NOT NULL"), 1);
+        for (int i = 0; i < 400; i++) { /* bounded: the backoff is at most 5 ms */
+            long long pending = 1;
+            int rc = pgpipe_claimer_run_batch(cl, &h, NULL);
+            PGT_CHECK(rc == PGPIPE_OK || rc == PGPIPE_DONE);
+            PGT_OK(pgpipe_claimer_pending(cl, &pending));
+            if (pending == 0)
+                break;
+            pgpipe_sleep_ms(5);
+        }
+        PGT_OK(pgpipe_claimer_stats(cl, &st));
+        PGT_EQ_INT(st.dead, 1);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_table"
+                                     " = 'claim_t_trans' AND attempt_count = 2 AND sqlstate = '40001'"), 1);
+        pgpipe_claimer_close(cl);
+        PQclear(PGT_EXEC(c, "DROP FUNCTION pgpipe_t_raise_40001()"));
+        PQfinish(c);
+    }
 }
 
 PGT_TEST(claim, workers_wake_on_notify)
