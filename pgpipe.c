@@ -455,7 +455,9 @@ static const char *const pp_sql_6[] = {
     "-- (Also lower autovacuum_naptime on a busy server: the default is 1 min.)\n",
     "CREATE OR REPLACE FUNCTION pgpipe.tune_partition(part regclass)\n",
     "RETURNS void\n",
-    "LANGUAGE plpgsql AS $fn$\n",
+    "LANGUAGE plpgsql\n",
+    "SET search_path = pg_catalog, pg_temp\n",
+    "AS $fn$\n",
     "BEGIN\n",
     "    EXECUTE format('ALTER TABLE %s SET (autovacuum_vacuum_scale_factor = 0, '\n",
     "                   'autovacuum_vacuum_threshold = 20000, autovacuum_vacuum_cost_delay = 0, '\n",
@@ -468,7 +470,9 @@ static const char *const pp_sql_6[] = {
     "    ahead_days integer DEFAULT 7,\n",
     "    start_date date DEFAULT ((now() AT TIME ZONE 'UTC')::date - 1))\n",
     "RETURNS integer\n",
-    "LANGUAGE plpgsql AS $fn$\n",
+    "LANGUAGE plpgsql\n",
+    "SET search_path = pg_catalog, pg_temp\n",
+    "AS $fn$\n",
     "DECLARE\n",
     "    d    date;\n",
     "    lo   timestamptz;\n",
@@ -518,7 +522,9 @@ static const char *const pp_sql_6[] = {
     "    detach_only boolean DEFAULT false,\n",
     "    include_unprocessed boolean DEFAULT false)\n",
     "RETURNS integer\n",
-    "LANGUAGE plpgsql AS $fn$\n",
+    "LANGUAGE plpgsql\n",
+    "SET search_path = pg_catalog, pg_temp\n",
+    "AS $fn$\n",
     "DECLARE\n",
     "    cutoff  date;\n",
     "    r       record;\n",
@@ -564,7 +570,9 @@ static const char *const pp_sql_6[] = {
     "-- It slows COPY about 3x, so it is off unless asked for. Returns enable.\n",
     "CREATE OR REPLACE FUNCTION pgpipe.raw_events_payload_gin(enable boolean DEFAULT true)\n",
     "RETURNS boolean\n",
-    "LANGUAGE plpgsql AS $fn$\n",
+    "LANGUAGE plpgsql\n",
+    "SET search_path = pg_catalog, pg_temp\n",
+    "AS $fn$\n",
     "BEGIN\n",
     "    IF enable THEN\n",
     "        CREATE INDEX IF NOT EXISTS raw_events_payload_gin\n",
@@ -640,7 +648,9 @@ static const char *const pp_sql_7[] = {
     "    production_schemas text[] DEFAULT ARRAY['production'],\n",
     "    staging_table regclass DEFAULT 'staging.raw_events')\n",
     "RETURNS void\n",
-    "LANGUAGE plpgsql AS $fn$\n",
+    "LANGUAGE plpgsql\n",
+    "SET search_path = pg_catalog, pg_temp\n",
+    "AS $fn$\n",
     "DECLARE\n",
     "    s   text;\n",
     "    seq text;\n",
@@ -1166,11 +1176,38 @@ static const char *const pp_sql_12[] = {
 };
 /* ==== end sql/schema/V0022__dlq_replay_revalidates.sql ==== */
 
+/* ==== begin sql/schema/V0023__functions_search_path.sql ==== */
+static const char *const pp_sql_13[] = {
+    "-- pgpipe built-in schema: every function in schema pgpipe runs with a fixed\n",
+    "-- search_path (issue 20). Without it a caller's search_path decides what an\n",
+    "-- unqualified name in a function body means: a function or operator in a\n",
+    "-- schema listed first, with a closer argument type than the pg_catalog one\n",
+    "-- (e.g. to_char(date, text)), is called instead. With pg_catalog first and\n",
+    "-- pg_temp last, only built-ins are found unqualified; the bodies name every\n",
+    "-- table and function of their own schema-qualified (pgpipe., staging.).\n",
+    "-- The functions of the repeatable files carry the same SET clause in their\n",
+    "-- CREATE (CREATE OR REPLACE resets it); the test suite checks that every\n",
+    "-- function in schema pgpipe has it.\n",
+    "DO $do$\n",
+    "DECLARE\n",
+    "    f regprocedure;\n",
+    "BEGIN\n",
+    "    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p\n",
+    "             WHERE p.pronamespace = 'pgpipe'::regnamespace AND p.prokind IN ('f', 'p')\n",
+    "             ORDER BY p.oid LOOP\n",
+    "        EXECUTE pg_catalog.format('ALTER ROUTINE %s SET search_path = pg_catalog, pg_temp', f);\n",
+    "    END LOOP;\n",
+    "END\n",
+    "$do$;\n",
+    NULL
+};
+/* ==== end sql/schema/V0023__functions_search_path.sql ==== */
+
 typedef struct pp_sql_entry {
     const char *path;
     const char *const *lines;
 } pp_sql_entry;
-#define PP_SQL_NFILES 13
+#define PP_SQL_NFILES 14
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -1185,6 +1222,7 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0020__claimer.sql", pp_sql_10 },
     { "schema/V0021__staging_lean_indexes.sql", pp_sql_11 },
     { "schema/V0022__dlq_replay_revalidates.sql", pp_sql_12 },
+    { "schema/V0023__functions_search_path.sql", pp_sql_13 },
     { NULL, NULL }
 };
 

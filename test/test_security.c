@@ -581,3 +581,61 @@ PGT_TEST(security, passwords_not_in_errors_or_logs)
     PGT_CHECK_MSG(lb.len > 0, "no log line was captured");
     pgpipe_config_log(NULL, NULL);
 }
+
+/* Issue 20: every function in schema pgpipe runs with a fixed search_path
+** (pg_catalog, pg_temp), so a future function without it fails here. */
+PGT_TEST(security, functions_pin_search_path)
+{
+    PGconn *c = sec_setup("sec_canary_sp");
+    PGT_CHECK(sec_count(c, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgpipe'::regnamespace"
+                           " AND prokind IN ('f', 'p')", 0, NULL) >= 6);
+    PGresult *r = PGT_EXEC(c, "SELECT string_agg(oid::regprocedure::text, ', ') FROM pg_proc"
+                              " WHERE pronamespace = 'pgpipe'::regnamespace AND prokind IN ('f', 'p')"
+                              " AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (proconfig),"
+                              " false)");
+    PGT_CHECK_MSG(PQgetisnull(r, 0, 0), "functions without SET search_path: %s",
+                  PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* Issue 20: a hostile search_path does not hijack what pgpipe functions
+** call. Schema evil holds functions with closer argument types than the
+** built-ins the bodies use (to_char(date, text) in create_partitions,
+** format(text, regclass) in dlq_replay); each logs its call. */
+PGT_TEST(security, hostile_search_path_not_followed)
+{
+    PGconn *c = sec_setup("sec_canary_hsp");
+    PQclear(PGT_EXEC(c,
+        "DROP SCHEMA IF EXISTS sec_evil CASCADE; CREATE SCHEMA sec_evil;"
+        " CREATE TABLE sec_evil.calls (fn text);"
+        " CREATE FUNCTION sec_evil.to_char(date, text) RETURNS text LANGUAGE sql AS"
+        "  $$INSERT INTO sec_evil.calls VALUES ('to_char') RETURNING 'hijacked'$$;"
+        " CREATE FUNCTION sec_evil.format(text, regclass) RETURNS text LANGUAGE sql AS"
+        "  $$INSERT INTO sec_evil.calls VALUES ('format') RETURNING 'SELECT 1'$$;"
+        " DROP TABLE IF EXISTS staging.raw_events_p20010101;"
+        " DROP TABLE IF EXISTS sec_hsp_t; CREATE TABLE sec_hsp_t (LIKE staging.raw_events INCLUDING ALL);"
+        " INSERT INTO sec_hsp_t (source, event_type, payload, processed) VALUES ('s', 'e', '{}', true);"
+        " DELETE FROM pgpipe.dead_letters WHERE source_table = 'sec_hsp_t';"
+        " INSERT INTO pgpipe.dead_letters (stage, source_table, row_id, row_received_at, error_message)"
+        "  SELECT 'process', 'sec_hsp_t', id, received_at, 'x' FROM sec_hsp_t"));
+    /* the evil functions do win name resolution under that search_path */
+    PQclear(PGT_EXEC(c, "SET search_path = sec_evil, public"));
+    PGT_EQ_INT(sec_count(c, "SELECT count(*) FROM (SELECT to_char(date '2001-01-01', 'YYYY')) x"
+                            " WHERE to_char = 'hijacked'", 0, NULL), 1);
+    PQclear(PGT_EXEC(c, "TRUNCATE sec_evil.calls"));
+    PGT_EQ_INT(sec_count(c, "SELECT pgpipe.create_partitions(0, '2001-01-01')", 0, NULL), 1);
+    PGT_EQ_INT(sec_count(c, "SELECT count(*) FROM pg_class WHERE relname = 'raw_events_p20010101'"
+                            " AND relnamespace = 'staging'::regnamespace", 0, NULL), 1);
+    PGT_EQ_INT(sec_count(c, "SELECT count(*) FROM pgpipe.dlq_replay((SELECT array_agg(id)"
+                            " FROM pgpipe.dead_letters WHERE source_table = 'sec_hsp_t'),"
+                            " 'sec_hsp_t') WHERE replayed", 0, NULL), 1);
+    PGT_EQ_INT(sec_count(c, "SELECT count(*) FROM sec_hsp_t WHERE NOT processed", 0, NULL), 1);
+    PGresult *r = PGT_EXEC(c, "SELECT coalesce(string_agg(fn, ', '), '') FROM sec_evil.calls");
+    PGT_EQ_STR(PQgetvalue(r, 0, 0), "");
+    PQclear(r);
+    PQclear(PGT_EXEC(c, "RESET search_path; DROP TABLE staging.raw_events_p20010101;"
+                        " DROP SCHEMA sec_evil CASCADE; DROP TABLE sec_hsp_t"));
+    SEC_CANARY_ALIVE(c, "sec_canary_hsp");
+    PQfinish(c);
+}

@@ -15,7 +15,9 @@
 -- (Also lower autovacuum_naptime on a busy server: the default is 1 min.)
 CREATE OR REPLACE FUNCTION pgpipe.tune_partition(part regclass)
 RETURNS void
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
 BEGIN
     EXECUTE format('ALTER TABLE %s SET (autovacuum_vacuum_scale_factor = 0, '
                    'autovacuum_vacuum_threshold = 20000, autovacuum_vacuum_cost_delay = 0, '
@@ -28,7 +30,9 @@ CREATE OR REPLACE FUNCTION pgpipe.create_partitions(
     ahead_days integer DEFAULT 7,
     start_date date DEFAULT ((now() AT TIME ZONE 'UTC')::date - 1))
 RETURNS integer
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
 DECLARE
     d    date;
     lo   timestamptz;
@@ -78,7 +82,9 @@ CREATE OR REPLACE FUNCTION pgpipe.drop_old_partitions(
     detach_only boolean DEFAULT false,
     include_unprocessed boolean DEFAULT false)
 RETURNS integer
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
 DECLARE
     cutoff  date;
     r       record;
@@ -124,7 +130,9 @@ $fn$;
 -- It slows COPY about 3x, so it is off unless asked for. Returns enable.
 CREATE OR REPLACE FUNCTION pgpipe.raw_events_payload_gin(enable boolean DEFAULT true)
 RETURNS boolean
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
 BEGIN
     IF enable THEN
         CREATE INDEX IF NOT EXISTS raw_events_payload_gin

@@ -31,7 +31,9 @@ CREATE OR REPLACE FUNCTION pgpipe.grant_roles(
     production_schemas text[] DEFAULT ARRAY['production'],
     staging_table regclass DEFAULT 'staging.raw_events')
 RETURNS void
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
 DECLARE
     s   text;
     seq text;
