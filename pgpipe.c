@@ -6,15 +6,36 @@
 #undef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#define PGPIPE_AMALGAMATION 1
 #include "pgpipe.h"
 
-/* ==== begin src/internal.h ==== */
+/* ==== begin src/base/pp_base.h ==== */
 /*
-** Private declarations shared by every component of the amalgamation. Nothing
-** here is exported: every function is static, and the whole library is one
-** translation unit, so a component may use the helpers of those before it.
-** Internal names carry a component prefix (pp_ for these shared helpers).
+** The base layer's private header: what every component may use (system
+** headers, compiler macros, handles, memory, errors, logging, buffers).
+**
+** Layers, lowest first: base -> parse -> db -> pipeline. Each layer has one
+** private header, src/LAYER/pp_LAYER.h, that includes the one below it; a
+** source file includes only its own layer's header (test/sh/layers.sh checks
+** both rules, and that every src/ file compiles alone against them).
+**
+** Internal functions shared between files are declared here with
+** PGPIPE_PRIVATE. The amalgamation (tool/amalgamate.sh) defines
+** PGPIPE_AMALGAMATION, which makes them static, so nothing but pgpipe_* is
+** exported; compiled one file at a time they are ordinary external functions.
+** Internal names carry the pp_ prefix (or their component's prefix).
+**
+** The "@components" line of each layer header lists the layer's components
+** in data-flow order; pgpipe.h shows their public headers in that order.
+**
+** @components util
 */
+#ifndef PP_BASE_H
+#define PP_BASE_H
+#if !defined(_POSIX_C_SOURCE) || _POSIX_C_SOURCE < 200809L
+#undef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -45,6 +66,12 @@
 #define PP_UNUSED
 #endif
 
+#ifdef PGPIPE_AMALGAMATION
+#define PGPIPE_PRIVATE static PP_UNUSED
+#else
+#define PGPIPE_PRIVATE extern
+#endif
+
 /* A mutex that disappears under PGPIPE_OMIT_THREADS. */
 #ifndef PGPIPE_OMIT_THREADS
 typedef pthread_mutex_t pp_mutex;
@@ -66,30 +93,30 @@ typedef struct pp_handle {
     pgpipe_error err;
 } pp_handle;
 
-static PP_UNUSED void pp_handle_init(pp_handle *h);
+PGPIPE_PRIVATE void pp_handle_init(pp_handle *h);
 
 /* Allocator (src/util.c). */
-static PP_UNUSED void *pp_malloc(size_t n);
-static PP_UNUSED void *pp_calloc(size_t count, size_t size);
-static PP_UNUSED void *pp_realloc(void *p, size_t n);
-static PP_UNUSED void pp_free(void *p);
-static PP_UNUSED char *pp_strdup(const char *s);
-static PP_UNUSED char *pp_strndup(const char *s, size_t n);
+PGPIPE_PRIVATE void *pp_malloc(size_t n);
+PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size);
+PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n);
+PGPIPE_PRIVATE void pp_free(void *p);
+PGPIPE_PRIVATE char *pp_strdup(const char *s);
+PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n);
 
 /* Errors (src/util.c). Each returns the code it set, so callers can write
 ** `return pp_err(&h->err, PGPIPE_MISUSE, "...")`. */
-static PP_UNUSED int pp_err(pgpipe_error *e, int code, const char *fmt, ...) PP_PRINTF(3, 4);
-static PP_UNUSED int pp_err_at(pgpipe_error *e, int code, const char *source,
+PGPIPE_PRIVATE int pp_err(pgpipe_error *e, int code, const char *fmt, ...) PP_PRINTF(3, 4);
+PGPIPE_PRIVATE int pp_err_at(pgpipe_error *e, int code, const char *source,
                      long long line, long long column, long long offset,
                      const char *fmt, ...) PP_PRINTF(7, 8);
 /* Take the message and SQLSTATE of a failed libpq call (res may be NULL). */
-static PP_UNUSED int pp_err_pq(pgpipe_error *e, const PGconn *conn, const PGresult *res,
+PGPIPE_PRIVATE int pp_err_pq(pgpipe_error *e, const PGconn *conn, const PGresult *res,
                      const char *context);
-static PP_UNUSED int pp_err_nomem(pgpipe_error *e);
+PGPIPE_PRIVATE int pp_err_nomem(pgpipe_error *e);
 
 /* Logging helpers (src/util.c). */
-static PP_UNUSED int pp_log_enabled(int level);
-static PP_UNUSED void pp_logf(int level, const char *component, const char *fmt, ...) PP_PRINTF(3, 4);
+PGPIPE_PRIVATE int pp_log_enabled(int level);
+PGPIPE_PRIVATE void pp_logf(int level, const char *component, const char *fmt, ...) PP_PRINTF(3, 4);
 
 /* A growable byte buffer. */
 typedef struct pp_buf {
@@ -97,10 +124,10 @@ typedef struct pp_buf {
     size_t len;
     size_t cap;
 } pp_buf;
-static PP_UNUSED int pp_buf_reserve(pp_buf *b, size_t extra);
-static PP_UNUSED int pp_buf_append(pp_buf *b, const void *data, size_t n);
-static PP_UNUSED int pp_buf_appendf(pp_buf *b, const char *fmt, ...) PP_PRINTF(2, 3);
-static PP_UNUSED void pp_buf_free(pp_buf *b);
+PGPIPE_PRIVATE int pp_buf_reserve(pp_buf *b, size_t extra);
+PGPIPE_PRIVATE int pp_buf_append(pp_buf *b, const void *data, size_t n);
+PGPIPE_PRIVATE int pp_buf_appendf(pp_buf *b, const char *fmt, ...) PP_PRINTF(2, 3);
+PGPIPE_PRIVATE void pp_buf_free(pp_buf *b);
 
 static inline PP_UNUSED int pp_buf_putc(pp_buf *b, char c)
 {
@@ -111,12 +138,71 @@ static inline PP_UNUSED int pp_buf_putc(pp_buf *b, char c)
 }
 
 /* 64-bit FNV-1a of a string (statement names, cache keys; not for security). */
-static PP_UNUSED uint64_t pp_hash64(const char *s);
+PGPIPE_PRIVATE uint64_t pp_hash64(const char *s);
 
 /* Random numbers for jitter and UUIDs: xorshift64*, seeded per caller. */
-static PP_UNUSED uint64_t pp_rand_next(uint64_t *state);
-static PP_UNUSED uint64_t pp_rand_seed(void);
-/* ==== end src/internal.h ==== */
+PGPIPE_PRIVATE uint64_t pp_rand_next(uint64_t *state);
+PGPIPE_PRIVATE uint64_t pp_rand_seed(void);
+
+/* The files of sql/, compiled in by tool/amalgamate.sh (src/base/util.c reads
+** them): path relative to sql/ and the text as lines; ends with {NULL, NULL}. */
+typedef struct pp_sql_entry {
+    const char *path;
+    const char *const *lines;
+} pp_sql_entry;
+#ifndef PGPIPE_AMALGAMATION
+extern const pp_sql_entry pp_sql_files[];
+#endif
+
+#endif /* PP_BASE_H */
+/* ==== end src/base/pp_base.h ==== */
+
+/* ==== begin src/parse/pp_parse.h ==== */
+/*
+** The parse layer's private header: readers of the input formats (JSON, CSV)
+** and what they share with the layers above. Parsers touch no database.
+** Layer order and rules: src/base/pp_base.h.
+**
+** @components json csv
+*/
+#ifndef PP_PARSE_H
+#define PP_PARSE_H
+
+/* Append the COPY text-format escape of data[0..len) (src/parse/csv.c). */
+PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len);
+/* Append the compact JSON text of a value (src/parse/json.c). */
+PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
+
+#endif /* PP_PARSE_H */
+/* ==== end src/parse/pp_parse.h ==== */
+
+/* ==== begin src/db/pp_db.h ==== */
+/*
+** The db layer's private header: talking to PostgreSQL (connection pool,
+** migrations and schema, the private local server). Layer order and rules:
+** src/base/pp_base.h.
+**
+** @components pool migrate local
+*/
+#ifndef PP_DB_H
+#define PP_DB_H
+
+#endif /* PP_DB_H */
+/* ==== end src/db/pp_db.h ==== */
+
+/* ==== begin src/pipeline/pp_pipeline.h ==== */
+/*
+** The pipeline layer's private header: a record's way from input to its
+** production table (load into staging, claim and transform, dead letters,
+** the records store). Layer order and rules: src/base/pp_base.h.
+**
+** @components load claim dlq records
+*/
+#ifndef PP_PIPELINE_H
+#define PP_PIPELINE_H
+
+#endif /* PP_PIPELINE_H */
+/* ==== end src/pipeline/pp_pipeline.h ==== */
 
 /* ==== begin sql/example/R__example_upserts.sql ==== */
 static const char *const pp_sql_0[] = {
@@ -1203,11 +1289,6 @@ static const char *const pp_sql_13[] = {
 };
 /* ==== end sql/schema/V0023__functions_search_path.sql ==== */
 
-typedef struct pp_sql_entry {
-    const char *path;
-    const char *const *lines;
-} pp_sql_entry;
-#define PP_SQL_NFILES 14
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -1226,12 +1307,13 @@ static const pp_sql_entry pp_sql_files[] = {
     { NULL, NULL }
 };
 
-/* ==== begin src/util.c ==== */
+/* ==== begin src/base/util.c ==== */
 /*
 ** Shared foundation: version, result codes, per-handle errors, the allocator,
 ** growable buffers, logging, password masking, transient-error classification,
 ** retries with backoff, clocks, and access to the embedded SQL files.
 */
+
 
 /* ---- Version ---------------------------------------------------------- */
 
@@ -1279,11 +1361,11 @@ int pgpipe_config_allocator(const pgpipe_allocator *a)
     return PGPIPE_OK;
 }
 
-static void *pp_malloc(size_t n) { return pp_alloc.malloc_fn(pp_alloc.ud, n ? n : 1); }
-static void *pp_realloc(void *p, size_t n) { return pp_alloc.realloc_fn(pp_alloc.ud, p, n ? n : 1); }
-static void pp_free(void *p) { if (p) pp_alloc.free_fn(pp_alloc.ud, p); }
+PGPIPE_PRIVATE void *pp_malloc(size_t n) { return pp_alloc.malloc_fn(pp_alloc.ud, n ? n : 1); }
+PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n) { return pp_alloc.realloc_fn(pp_alloc.ud, p, n ? n : 1); }
+PGPIPE_PRIVATE void pp_free(void *p) { if (p) pp_alloc.free_fn(pp_alloc.ud, p); }
 
-static void *pp_calloc(size_t count, size_t size)
+PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size)
 {
     if (size && count > SIZE_MAX / size)
         return NULL;
@@ -1293,7 +1375,7 @@ static void *pp_calloc(size_t count, size_t size)
     return p;
 }
 
-static char *pp_strndup(const char *s, size_t n)
+PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n)
 {
     char *d = pp_malloc(n + 1);
     if (d) {
@@ -1303,11 +1385,11 @@ static char *pp_strndup(const char *s, size_t n)
     return d;
 }
 
-static char *pp_strdup(const char *s) { return s ? pp_strndup(s, strlen(s)) : NULL; }
+PGPIPE_PRIVATE char *pp_strdup(const char *s) { return s ? pp_strndup(s, strlen(s)) : NULL; }
 
 /* ---- Buffers ---------------------------------------------------------- */
 
-static int pp_buf_reserve(pp_buf *b, size_t extra)
+PGPIPE_PRIVATE int pp_buf_reserve(pp_buf *b, size_t extra)
 {
     if (extra > SIZE_MAX - b->len)
         return PGPIPE_NOMEM;
@@ -1327,7 +1409,7 @@ static int pp_buf_reserve(pp_buf *b, size_t extra)
     return PGPIPE_OK;
 }
 
-static int pp_buf_append(pp_buf *b, const void *data, size_t n)
+PGPIPE_PRIVATE int pp_buf_append(pp_buf *b, const void *data, size_t n)
 {
     if (pp_buf_reserve(b, n) != PGPIPE_OK)
         return PGPIPE_NOMEM;
@@ -1337,7 +1419,7 @@ static int pp_buf_append(pp_buf *b, const void *data, size_t n)
     return PGPIPE_OK;
 }
 
-static int pp_buf_appendf(pp_buf *b, const char *fmt, ...)
+PGPIPE_PRIVATE int pp_buf_appendf(pp_buf *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -1354,7 +1436,7 @@ static int pp_buf_appendf(pp_buf *b, const char *fmt, ...)
     return PGPIPE_OK;
 }
 
-static void pp_buf_free(pp_buf *b)
+PGPIPE_PRIVATE void pp_buf_free(pp_buf *b)
 {
     pp_free(b->data);
     b->data = NULL;
@@ -1467,7 +1549,7 @@ size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size)
 
 /* ---- Errors ----------------------------------------------------------- */
 
-static void pp_handle_init(pp_handle *h)
+PGPIPE_PRIVATE void pp_handle_init(pp_handle *h)
 {
     h->magic = PP_HANDLE_MAGIC;
     pgpipe_error_clear(&h->err);
@@ -1494,7 +1576,7 @@ static void pp_err_vset(pgpipe_error *e, const char *fmt, va_list ap)
     pgpipe_conninfo_mask(tmp, e->message, sizeof e->message);
 }
 
-static int pp_err(pgpipe_error *e, int code, const char *fmt, ...)
+PGPIPE_PRIVATE int pp_err(pgpipe_error *e, int code, const char *fmt, ...)
 {
     if (!e)
         return code;
@@ -1507,7 +1589,7 @@ static int pp_err(pgpipe_error *e, int code, const char *fmt, ...)
     return code;
 }
 
-static int pp_err_at(pgpipe_error *e, int code, const char *source, long long line,
+PGPIPE_PRIVATE int pp_err_at(pgpipe_error *e, int code, const char *source, long long line,
                      long long column, long long offset, const char *fmt, ...)
 {
     if (!e)
@@ -1525,12 +1607,12 @@ static int pp_err_at(pgpipe_error *e, int code, const char *source, long long li
     return code;
 }
 
-static int pp_err_nomem(pgpipe_error *e)
+PGPIPE_PRIVATE int pp_err_nomem(pgpipe_error *e)
 {
     return pp_err(e, PGPIPE_NOMEM, "out of memory");
 }
 
-static int pp_err_pq(pgpipe_error *e, const PGconn *conn, const PGresult *res,
+PGPIPE_PRIVATE int pp_err_pq(pgpipe_error *e, const PGconn *conn, const PGresult *res,
                      const char *context)
 {
     const char *msg = NULL, *state = NULL;
@@ -1620,7 +1702,7 @@ static void pp_log_init_locked(void)
     }
 }
 
-static int pp_log_enabled(int level)
+PGPIPE_PRIVATE int pp_log_enabled(int level)
 {
     pp_mutex_lock(&pp_log_mutex);
     pp_log_init_locked();
@@ -1789,7 +1871,7 @@ void pgpipe_log(int level, const char *component, const char *message,
         pp_log_default(json, level, component, msg, masked, nfields);
 }
 
-static void pp_logf(int level, const char *component, const char *fmt, ...)
+PGPIPE_PRIVATE void pp_logf(int level, const char *component, const char *fmt, ...)
 {
     if (!pp_log_enabled(level))
         return;
@@ -1819,7 +1901,7 @@ void pgpipe_sleep_ms(int ms)
         req = rem;
 }
 
-static uint64_t pp_hash64(const char *s)
+PGPIPE_PRIVATE uint64_t pp_hash64(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (; *s; s++) {
@@ -1829,7 +1911,7 @@ static uint64_t pp_hash64(const char *s)
     return h;
 }
 
-static uint64_t pp_rand_next(uint64_t *s)
+PGPIPE_PRIVATE uint64_t pp_rand_next(uint64_t *s)
 {
     uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
     x ^= x >> 12;
@@ -1839,7 +1921,7 @@ static uint64_t pp_rand_next(uint64_t *s)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
-static uint64_t pp_rand_seed(void)
+PGPIPE_PRIVATE uint64_t pp_rand_seed(void)
 {
     static uint64_t counter = 0;
     struct timespec ts;
@@ -1945,23 +2027,36 @@ int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud)
 /* ---- Embedded SQL ----------------------------------------------------- */
 
 static pp_mutex pp_sql_mutex = PP_MUTEX_INIT;
-static char *pp_sql_joined[PP_SQL_NFILES + 1];
+static char **pp_sql_joined; /* each file's lines joined, made on first use */
 
-int pgpipe_sql_file_count(void) { return PP_SQL_NFILES; }
+int pgpipe_sql_file_count(void)
+{
+    int n = 0;
+    while (pp_sql_files[n].path)
+        n++;
+    return n;
+}
 
 const char *pgpipe_sql_file_path(int i)
 {
-    return i >= 0 && i < PP_SQL_NFILES ? pp_sql_files[i].path : NULL;
+    return i >= 0 && i < pgpipe_sql_file_count() ? pp_sql_files[i].path : NULL;
 }
 
 const char *pgpipe_sql_file(const char *path)
 {
     if (!path)
         return NULL;
-    for (int i = 0; i < PP_SQL_NFILES; i++) {
+    int nfiles = pgpipe_sql_file_count();
+    for (int i = 0; i < nfiles; i++) {
         if (strcmp(pp_sql_files[i].path, path) != 0)
             continue;
         pp_mutex_lock(&pp_sql_mutex);
+        if (!pp_sql_joined)
+            pp_sql_joined = pp_calloc((size_t)nfiles, sizeof *pp_sql_joined);
+        if (!pp_sql_joined) {
+            pp_mutex_unlock(&pp_sql_mutex);
+            return NULL;
+        }
         if (!pp_sql_joined[i]) {
             size_t n = 0;
             for (const char *const *l = pp_sql_files[i].lines; *l; l++)
@@ -1984,372 +2079,9 @@ const char *pgpipe_sql_file(const char *path)
     }
     return NULL;
 }
-/* ==== end src/util.c ==== */
+/* ==== end src/base/util.c ==== */
 
-/* ==== begin src/local.c ==== */
-/*
-** Private local server: initdb + pg_ctl in a directory, as the shell's
-** --local DIR and `make demo` use it. The directory layout matches
-** tool/pgtmp.sh, so either can stop what the other started.
-*/
-#include <dirent.h>
-#include <pwd.h>
-#include <signal.h>
-#include <sys/wait.h>
-
-void pgpipe_local_options_init(pgpipe_local_options *opt)
-{
-    memset(opt, 0, sizeof *opt);
-}
-
-static int local_is_exec(const char *dir, const char *name)
-{
-    char p[PATH_MAX + 16];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    return access(p, X_OK) == 0;
-}
-
-static int local_has_tools(const char *dir)
-{
-    return dir && *dir && local_is_exec(dir, "pg_ctl") && local_is_exec(dir, "initdb");
-}
-
-/* Finds the directory holding initdb and pg_ctl (see pgpipe_local_options). */
-static int local_find_bindir(const pgpipe_local_options *opt, char *out, size_t size)
-{
-    const char *env = getenv("PGPIPE_PG_BINDIR");
-    if (opt && local_has_tools(opt->bindir)) {
-        snprintf(out, size, "%s", opt->bindir);
-        return 1;
-    }
-    if (local_has_tools(env)) {
-        snprintf(out, size, "%s", env);
-        return 1;
-    }
-    const char *path = getenv("PATH");
-    if (path) {
-        char *copy = pp_strdup(path);
-        for (char *save = NULL, *d = copy ? strtok_r(copy, ":", &save) : NULL; d;
-             d = strtok_r(NULL, ":", &save)) {
-            if (local_has_tools(d)) {
-                snprintf(out, size, "%s", d);
-                pp_free(copy);
-                return 1;
-            }
-        }
-        pp_free(copy);
-    }
-    FILE *p = popen("pg_config --bindir 2>/dev/null", "r");
-    if (p) {
-        char line[PATH_MAX] = "";
-        if (fgets(line, sizeof line, p))
-            line[strcspn(line, "\n")] = '\0';
-        pclose(p);
-        if (local_has_tools(line)) {
-            snprintf(out, size, "%s", line);
-            return 1;
-        }
-    }
-    DIR *d = opendir("/usr/lib/postgresql");
-    int best = -1;
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            int v = atoi(e->d_name);
-            char bin[PATH_MAX];
-            snprintf(bin, sizeof bin, "/usr/lib/postgresql/%s/bin", e->d_name);
-            if (v > best && local_has_tools(bin)) {
-                best = v;
-                snprintf(out, size, "%s", bin);
-            }
-        }
-        closedir(d);
-    }
-    return best >= 0;
-}
-
-/* The user the server runs as: NULL when we are not root. */
-static const struct passwd *local_server_user(const pgpipe_local_options *opt, pgpipe_error *err,
-                                              int *rc)
-{
-    *rc = PGPIPE_OK;
-    if (geteuid() != 0)
-        return NULL;
-    const char *name = opt && opt->user ? opt->user : getenv("PGPIPE_LOCAL_USER");
-    if (!name || !*name)
-        name = "postgres";
-    const struct passwd *pw = getpwnam(name);
-    if (!pw)
-        *rc = pp_err(err, PGPIPE_MISUSE,
-                     "running as root, and PostgreSQL refuses to: no user '%s' to run the "
-                     "server as (create it, or set options.user / PGPIPE_LOCAL_USER)", name);
-    return pw;
-}
-
-/* Runs argv[0] with its output appended to log; as user pw when given.
-** Returns the exit status, or -1 when it could not be run. */
-static int local_run(char *const argv[], const struct passwd *pw, const char *log)
-{
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        int nul = open("/dev/null", O_RDONLY);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        if (nul >= 0)
-            dup2(nul, STDIN_FILENO);
-        if (pw && (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0))
-            _exit(126);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static int local_read_file(const char *path, char *buf, size_t size)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, size - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    buf[strcspn(buf, "\n")] = '\0';
-    return n > 0;
-}
-
-static int local_write_file(const char *path, const char *text, const struct passwd *pw)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return 0;
-    int ok = fputs(text, f) >= 0;
-    ok = (fclose(f) == 0) && ok;
-    if (pw && chown(path, pw->pw_uid, pw->pw_gid) != 0)
-        ok = 0;
-    return ok;
-}
-
-int pgpipe_local_running(const char *dir)
-{
-    char pidfile[PATH_MAX], buf[64];
-    snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", dir);
-    if (!local_read_file(pidfile, buf, sizeof buf))
-        return 0;
-    long pid = atol(buf);
-    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
-}
-
-/* The postmaster's pid from DIR/data/postmaster.pid, 0 when there is none. */
-static long local_postmaster_pid(const char *dir)
-{
-    char pidfile[PATH_MAX + 32], buf[64];
-    snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", dir);
-    return local_read_file(pidfile, buf, sizeof buf) ? atol(buf) : 0;
-}
-
-/* See pgpipe_local_options.watchdog. The watchdog (a grandchild in a session
-** of its own, so signals to our process group miss it) blocks reading a pipe;
-** the read returns when every copy of the write end is closed, which is when
-** this process ends. It then stops the server if the postmaster is still the
-** one started here (a later run may have started another one since). */
-static void local_watchdog(const char *dir, const pgpipe_local_options *opt)
-{
-    long pm = local_postmaster_pid(dir);
-    int fds[2];
-    if (pm <= 0 || pipe(fds) != 0)
-        return;
-    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return;
-    }
-    if (pid == 0) {
-        setsid();
-        if (fork() != 0)
-            _exit(0);
-        int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE };
-        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-            signal(sigs[i], SIG_DFL);
-        int nul = open("/dev/null", O_RDWR);
-        if (nul >= 0) {
-            dup2(nul, STDIN_FILENO);
-            dup2(nul, STDOUT_FILENO);
-            dup2(nul, STDERR_FILENO);
-        }
-        /* hold nothing of the parent's open: its pipes and sockets must close */
-        long maxfd = sysconf(_SC_OPEN_MAX);
-        if (maxfd < 0 || maxfd > 65536)
-            maxfd = 65536;
-        for (int fd = 3; fd < maxfd; fd++)
-            if (fd != fds[0])
-                close(fd);
-        char c;
-        while (read(fds[0], &c, 1) < 0 && errno == EINTR)
-            ;
-        if (local_postmaster_pid(dir) == pm)
-            pgpipe_local_stop(dir, opt, NULL);
-        _exit(0);
-    }
-    close(fds[0]);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-    /* fds[1] stays open until this process ends: that is the signal */
-}
-
-int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *conninfo,
-                       size_t size, int *started, pgpipe_error *err)
-{
-    if (started)
-        *started = 0;
-    if (!dir || !*dir || !conninfo || !size)
-        return pp_err(err, PGPIPE_MISUSE, "pgpipe_local_start: a directory and a buffer are required");
-    char abs[PATH_MAX];
-    if (dir[0] == '/') {
-        snprintf(abs, sizeof abs, "%s", dir);
-    } else {
-        char cwd[PATH_MAX];
-        if (!getcwd(cwd, sizeof cwd))
-            return pp_err(err, PGPIPE_IO, "cannot resolve %s: %s", dir, strerror(errno));
-        if ((size_t)snprintf(abs, sizeof abs, "%s/%s", cwd, dir) >= sizeof abs)
-            return pp_err(err, PGPIPE_MISUSE, "path too long: %s", dir);
-    }
-    for (size_t n = strlen(abs); n > 1 && abs[n - 1] == '/'; n--)
-        abs[n - 1] = '\0';
-    if (strchr(abs, '\'') || strlen(abs) > 90)
-        return pp_err(err, PGPIPE_MISUSE,
-                      "%s cannot hold a Unix socket (a quote in the path, or longer than 90 bytes)",
-                      abs);
-    if (mkdir(abs, 0755) != 0 && errno != EEXIST)
-        return pp_err(err, PGPIPE_IO, "cannot create %s: %s", abs, strerror(errno));
-    int rc;
-    const struct passwd *pw = local_server_user(opt, err, &rc);
-    if (rc)
-        return rc;
-    char bindir[PATH_MAX];
-    if (!local_find_bindir(opt, bindir, sizeof bindir))
-        return pp_err(err, PGPIPE_IO,
-                      "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH, through "
-                      "pg_config or under /usr/lib/postgresql; install the server package "
-                      "(Debian: apt-get install postgresql)");
-    if (pw && chown(abs, pw->pw_uid, pw->pw_gid) != 0)
-        return pp_err(err, PGPIPE_IO, "cannot give %s to user %s: %s", abs, pw->pw_name,
-                      strerror(errno));
-
-    char data[PATH_MAX + 8], path[PATH_MAX + 32], log[PATH_MAX + 32], tool[PATH_MAX + 16];
-    snprintf(data, sizeof data, "%s/data", abs);
-    snprintf(path, sizeof path, "%s/PG_VERSION", data);
-    int port = opt && opt->port > 0 ? opt->port : 5432;
-    int timeout = opt && opt->timeout_s > 0 ? opt->timeout_s : 60;
-
-    if (access(path, F_OK) != 0) {
-        snprintf(log, sizeof log, "%s/initdb.log", abs);
-        snprintf(tool, sizeof tool, "%s/initdb", bindir);
-        char *argv[] = { tool, (char *)"-D", data, (char *)"-U", (char *)"postgres",
-                         (char *)"-A", (char *)"trust", (char *)"-E", (char *)"UTF8",
-                         (char *)"--locale=C", (char *)"--no-sync", NULL };
-        if (local_run(argv, pw, log) != 0)
-            return pp_err(err, PGPIPE_ERROR, "initdb failed for %s (see %s)", data, log);
-        snprintf(path, sizeof path, "%s/postgresql.conf", data);
-        FILE *f = fopen(path, "a");
-        if (!f)
-            return pp_err(err, PGPIPE_IO, "cannot write %s: %s", path, strerror(errno));
-        fprintf(f, "\n# pgpipe private local server\nunix_socket_directories = '%s'\n"
-                   "listen_addresses = ''\nmax_connections = 200\nshared_buffers = 128MB\n"
-                   "max_wal_size = 2GB\n"
-                   "# staging partitions are queues: vacuum them promptly\n"
-                   "autovacuum_naptime = 1s\n", abs);
-        if (opt && opt->fast)
-            fprintf(f, "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
-        fclose(f);
-    }
-
-    snprintf(path, sizeof path, "%s/conninfo", abs);
-    if (pgpipe_local_running(abs)) {
-        if (local_read_file(path, conninfo, size))
-            return PGPIPE_OK;
-        return pp_err(err, PGPIPE_ERROR, "a server runs in %s but %s is missing", abs, path);
-    }
-
-    char opts[PATH_MAX + 96], portfile[PATH_MAX + 16];
-    snprintf(opts, sizeof opts, "-p %d -k '%s'%s", port, abs,
-             opt && opt->tcp ? " -c listen_addresses=127.0.0.1" : "");
-    snprintf(portfile, sizeof portfile, "%s/port", abs);
-    char portbuf[32];
-    snprintf(portbuf, sizeof portbuf, "%d\n", port);
-    local_write_file(portfile, portbuf, pw);
-    snprintf(path, sizeof path, "%s/opts", abs);
-    local_write_file(path, opts, pw);
-
-    snprintf(log, sizeof log, "%s/server.log", abs);
-    snprintf(tool, sizeof tool, "%s/pg_ctl", bindir);
-    char tmo[16];
-    snprintf(tmo, sizeof tmo, "%d", timeout);
-    char *argv[] = { tool, (char *)"-D", data, (char *)"-l", log, (char *)"-w", (char *)"-t", tmo,
-                     (char *)"-o", opts, (char *)"start", NULL };
-    char ctl_log[PATH_MAX + 32];
-    snprintf(ctl_log, sizeof ctl_log, "%s/pg_ctl.log", abs);
-    if (local_run(argv, pw, ctl_log) != 0)
-        return pp_err(err, PGPIPE_ERROR, "the server in %s did not start (see %s)", abs, log);
-    if (started)
-        *started = 1;
-    if (opt && opt->watchdog)
-        local_watchdog(abs, opt);
-
-    char info[PATH_MAX + 128];
-    if (opt && opt->tcp)
-        snprintf(info, sizeof info, "host=127.0.0.1 port=%d user=postgres dbname=postgres", port);
-    else
-        snprintf(info, sizeof info, "host=%s port=%d user=postgres dbname=postgres", abs, port);
-    snprintf(path, sizeof path, "%s/conninfo", abs);
-    char line[PATH_MAX + 136];
-    snprintf(line, sizeof line, "%s\n", info);
-    local_write_file(path, line, NULL);
-    snprintf(conninfo, size, "%s", info);
-    pp_logf(PGPIPE_LOG_INFO, "local", "started a private server in %s", abs);
-    return PGPIPE_OK;
-}
-
-int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err)
-{
-    if (!dir || !*dir)
-        return pp_err(err, PGPIPE_MISUSE, "pgpipe_local_stop: a directory is required");
-    if (!pgpipe_local_running(dir))
-        return PGPIPE_OK;
-    int rc;
-    const struct passwd *pw = local_server_user(opt, err, &rc);
-    if (rc)
-        return rc;
-    char bindir[PATH_MAX], tool[PATH_MAX + 16], data[PATH_MAX + 8], log[PATH_MAX + 16];
-    if (!local_find_bindir(opt, bindir, sizeof bindir))
-        return pp_err(err, PGPIPE_IO, "no pg_ctl found to stop the server in %s", dir);
-    snprintf(tool, sizeof tool, "%s/pg_ctl", bindir);
-    snprintf(data, sizeof data, "%s/data", dir);
-    snprintf(log, sizeof log, "%s/pg_ctl.log", dir);
-    char *fast[] = { tool, (char *)"-D", data, (char *)"-m", (char *)"fast", (char *)"-w",
-                     (char *)"-t", (char *)"30", (char *)"stop", NULL };
-    if (local_run(fast, pw, log) == 0)
-        return PGPIPE_OK;
-    char *imm[] = { tool, (char *)"-D", data, (char *)"-m", (char *)"immediate", (char *)"-w",
-                    (char *)"-t", (char *)"30", (char *)"stop", NULL };
-    if (local_run(imm, pw, log) == 0)
-        return PGPIPE_OK;
-    return pp_err(err, PGPIPE_ERROR, "could not stop the server in %s (see %s)", dir, log);
-}
-/* ==== end src/local.c ==== */
-
-/* ==== begin src/json.c ==== */
+/* ==== begin src/parse/json.c ==== */
 /*
 ** JSON: an RFC 8259 parser into a flat document, a validator that allocates
 ** nothing, accessors, a compact writer, deep equality and an NDJSON reader.
@@ -2368,6 +2100,7 @@ int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_e
 ** The validator is the same scanner specialised with build = 0 (the node and
 ** arena code drops out), so the two can never disagree.
 */
+
 #include <float.h>
 #include <locale.h>
 #include <math.h>
@@ -3926,7 +3659,7 @@ out:
 }
 
 /* Append the compact text of v to b (for the other components). */
-static PP_UNUSED int json_write_buf(pp_buf *b, const json_node *v)
+PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const json_node *v)
 {
     json_out o = { b->data, b->len, b->cap, 1, 0 };
     int rc = json_write_out(&o, v);
@@ -4245,9 +3978,9 @@ int pgpipe_ndjson_line(const pgpipe_ndjson *r, const char **text, size_t *len)
 
 long long pgpipe_ndjson_records(const pgpipe_ndjson *r) { return r ? r->records : 0; }
 long long pgpipe_ndjson_errors(const pgpipe_ndjson *r) { return r ? r->errors : 0; }
-/* ==== end src/json.c ==== */
+/* ==== end src/parse/json.c ==== */
 
-/* ==== begin src/csv.c ==== */
+/* ==== begin src/parse/csv.c ==== */
 /*
 ** CSV reader: a streaming pull parser for RFC 4180 and real-world CSV, and the
 ** COPY text writer the loader uses to forward its rows.
@@ -4272,6 +4005,7 @@ long long pgpipe_ndjson_errors(const pgpipe_ndjson *r) { return r ? r->errors : 
 ** fields only; the column of an error is computed when the error happens by
 ** rescanning the record from its start.
 */
+
 
 #if defined(__SSE2__) && !defined(PGPIPE_CSV_NO_SSE2)
 #include <emmintrin.h>
@@ -5223,7 +4957,7 @@ int pgpipe_csv_column_index(const pgpipe_csv *r, const char *name)
 /* ---- COPY text writer --------------------------------------------------- */
 
 /* Append data escaped for COPY text format; data == NULL appends \N. */
-static int csv_copy_escape(pp_buf *b, const char *data, size_t len)
+PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len)
 {
     if (!data)
         return pp_buf_append(b, "\\N", 2);
@@ -5337,9 +5071,9 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out)
     csv_buf_out(out, &b);
     return rc;
 }
-/* ==== end src/csv.c ==== */
+/* ==== end src/parse/csv.c ==== */
 
-/* ==== begin src/pool.c ==== */
+/* ==== begin src/db/pool.c ==== */
 /*
 ** Connection pool: sizing (pool_size + max_overflow), a FIFO queue of
 ** waiters with direct hand-off, health checks (pre-ping, lifetime, idle
@@ -5362,6 +5096,7 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out)
 ** overtakes a waiter. (Under PGPIPE_OMIT_THREADS, or if a thread cannot be
 ** started, a queued waiter does that job itself, keeping its place.)
 */
+
 #include <poll.h>
 
 #ifndef PGPIPE_OMIT_THREADS
@@ -6831,9 +6566,9 @@ void pgpipe_pipeline_free(pgpipe_pipeline *p)
     p->hdr.magic = 0;
     pp_free(p);
 }
-/* ==== end src/pool.c ==== */
+/* ==== end src/db/pool.c ==== */
 
-/* ==== begin src/migrate.c ==== */
+/* ==== begin src/db/migrate.c ==== */
 /*
 ** Migrations: a psql-compatible statement splitter, SHA-256 checksums, and a
 ** runner for versioned (V<version>__<name>.sql) and repeatable (R__<name>.sql)
@@ -6841,6 +6576,7 @@ void pgpipe_pipeline_free(pgpipe_pipeline *p)
 ** baseline, dry run and resumable no-transaction files; plus the one-call
 ** installers of the built-in schema and the example pipeline (sql/).
 */
+
 #include <dirent.h>
 
 /* ---- SHA-256 (FIPS 180-4) --------------------------------------------- */
@@ -8890,9 +8626,373 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
         rc = mig_install_embedded(conn, opt, "example", err);
     return rc;
 }
-/* ==== end src/migrate.c ==== */
+/* ==== end src/db/migrate.c ==== */
 
-/* ==== begin src/copy.c ==== */
+/* ==== begin src/db/local.c ==== */
+/*
+** Private local server: initdb + pg_ctl in a directory, as the shell's
+** --local DIR and `make demo` use it. The directory layout matches
+** tool/pgtmp.sh, so either can stop what the other started.
+*/
+
+#include <dirent.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+void pgpipe_local_options_init(pgpipe_local_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+}
+
+static int local_is_exec(const char *dir, const char *name)
+{
+    char p[PATH_MAX + 16];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, X_OK) == 0;
+}
+
+static int local_has_tools(const char *dir)
+{
+    return dir && *dir && local_is_exec(dir, "pg_ctl") && local_is_exec(dir, "initdb");
+}
+
+/* Finds the directory holding initdb and pg_ctl (see pgpipe_local_options). */
+static int local_find_bindir(const pgpipe_local_options *opt, char *out, size_t size)
+{
+    const char *env = getenv("PGPIPE_PG_BINDIR");
+    if (opt && local_has_tools(opt->bindir)) {
+        snprintf(out, size, "%s", opt->bindir);
+        return 1;
+    }
+    if (local_has_tools(env)) {
+        snprintf(out, size, "%s", env);
+        return 1;
+    }
+    const char *path = getenv("PATH");
+    if (path) {
+        char *copy = pp_strdup(path);
+        for (char *save = NULL, *d = copy ? strtok_r(copy, ":", &save) : NULL; d;
+             d = strtok_r(NULL, ":", &save)) {
+            if (local_has_tools(d)) {
+                snprintf(out, size, "%s", d);
+                pp_free(copy);
+                return 1;
+            }
+        }
+        pp_free(copy);
+    }
+    FILE *p = popen("pg_config --bindir 2>/dev/null", "r");
+    if (p) {
+        char line[PATH_MAX] = "";
+        if (fgets(line, sizeof line, p))
+            line[strcspn(line, "\n")] = '\0';
+        pclose(p);
+        if (local_has_tools(line)) {
+            snprintf(out, size, "%s", line);
+            return 1;
+        }
+    }
+    DIR *d = opendir("/usr/lib/postgresql");
+    int best = -1;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            int v = atoi(e->d_name);
+            char bin[PATH_MAX];
+            snprintf(bin, sizeof bin, "/usr/lib/postgresql/%s/bin", e->d_name);
+            if (v > best && local_has_tools(bin)) {
+                best = v;
+                snprintf(out, size, "%s", bin);
+            }
+        }
+        closedir(d);
+    }
+    return best >= 0;
+}
+
+/* The user the server runs as: NULL when we are not root. */
+static const struct passwd *local_server_user(const pgpipe_local_options *opt, pgpipe_error *err,
+                                              int *rc)
+{
+    *rc = PGPIPE_OK;
+    if (geteuid() != 0)
+        return NULL;
+    const char *name = opt && opt->user ? opt->user : getenv("PGPIPE_LOCAL_USER");
+    if (!name || !*name)
+        name = "postgres";
+    const struct passwd *pw = getpwnam(name);
+    if (!pw)
+        *rc = pp_err(err, PGPIPE_MISUSE,
+                     "running as root, and PostgreSQL refuses to: no user '%s' to run the "
+                     "server as (create it, or set options.user / PGPIPE_LOCAL_USER)", name);
+    return pw;
+}
+
+/* Runs argv[0] with its output appended to log; as user pw when given.
+** Returns the exit status, or -1 when it could not be run. */
+static int local_run(char *const argv[], const struct passwd *pw, const char *log)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int nul = open("/dev/null", O_RDONLY);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        if (nul >= 0)
+            dup2(nul, STDIN_FILENO);
+        if (pw && (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0))
+            _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int local_read_file(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    return n > 0;
+}
+
+static int local_write_file(const char *path, const char *text, const struct passwd *pw)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return 0;
+    int ok = fputs(text, f) >= 0;
+    ok = (fclose(f) == 0) && ok;
+    if (pw && chown(path, pw->pw_uid, pw->pw_gid) != 0)
+        ok = 0;
+    return ok;
+}
+
+int pgpipe_local_running(const char *dir)
+{
+    char pidfile[PATH_MAX], buf[64];
+    snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", dir);
+    if (!local_read_file(pidfile, buf, sizeof buf))
+        return 0;
+    long pid = atol(buf);
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+/* The postmaster's pid from DIR/data/postmaster.pid, 0 when there is none. */
+static long local_postmaster_pid(const char *dir)
+{
+    char pidfile[PATH_MAX + 32], buf[64];
+    snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", dir);
+    return local_read_file(pidfile, buf, sizeof buf) ? atol(buf) : 0;
+}
+
+/* See pgpipe_local_options.watchdog. The watchdog (a grandchild in a session
+** of its own, so signals to our process group miss it) blocks reading a pipe;
+** the read returns when every copy of the write end is closed, which is when
+** this process ends. It then stops the server if the postmaster is still the
+** one started here (a later run may have started another one since). */
+static void local_watchdog(const char *dir, const pgpipe_local_options *opt)
+{
+    long pm = local_postmaster_pid(dir);
+    int fds[2];
+    if (pm <= 0 || pipe(fds) != 0)
+        return;
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return;
+    }
+    if (pid == 0) {
+        setsid();
+        if (fork() != 0)
+            _exit(0);
+        int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE };
+        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+            signal(sigs[i], SIG_DFL);
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0) {
+            dup2(nul, STDIN_FILENO);
+            dup2(nul, STDOUT_FILENO);
+            dup2(nul, STDERR_FILENO);
+        }
+        /* hold nothing of the parent's open: its pipes and sockets must close */
+        long maxfd = sysconf(_SC_OPEN_MAX);
+        if (maxfd < 0 || maxfd > 65536)
+            maxfd = 65536;
+        for (int fd = 3; fd < maxfd; fd++)
+            if (fd != fds[0])
+                close(fd);
+        char c;
+        while (read(fds[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        if (local_postmaster_pid(dir) == pm)
+            pgpipe_local_stop(dir, opt, NULL);
+        _exit(0);
+    }
+    close(fds[0]);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    /* fds[1] stays open until this process ends: that is the signal */
+}
+
+int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *conninfo,
+                       size_t size, int *started, pgpipe_error *err)
+{
+    if (started)
+        *started = 0;
+    if (!dir || !*dir || !conninfo || !size)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_local_start: a directory and a buffer are required");
+    char abs[PATH_MAX];
+    if (dir[0] == '/') {
+        snprintf(abs, sizeof abs, "%s", dir);
+    } else {
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd))
+            return pp_err(err, PGPIPE_IO, "cannot resolve %s: %s", dir, strerror(errno));
+        if ((size_t)snprintf(abs, sizeof abs, "%s/%s", cwd, dir) >= sizeof abs)
+            return pp_err(err, PGPIPE_MISUSE, "path too long: %s", dir);
+    }
+    for (size_t n = strlen(abs); n > 1 && abs[n - 1] == '/'; n--)
+        abs[n - 1] = '\0';
+    if (strchr(abs, '\'') || strlen(abs) > 90)
+        return pp_err(err, PGPIPE_MISUSE,
+                      "%s cannot hold a Unix socket (a quote in the path, or longer than 90 bytes)",
+                      abs);
+    if (mkdir(abs, 0755) != 0 && errno != EEXIST)
+        return pp_err(err, PGPIPE_IO, "cannot create %s: %s", abs, strerror(errno));
+    int rc;
+    const struct passwd *pw = local_server_user(opt, err, &rc);
+    if (rc)
+        return rc;
+    char bindir[PATH_MAX];
+    if (!local_find_bindir(opt, bindir, sizeof bindir))
+        return pp_err(err, PGPIPE_IO,
+                      "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH, through "
+                      "pg_config or under /usr/lib/postgresql; install the server package "
+                      "(Debian: apt-get install postgresql)");
+    if (pw && chown(abs, pw->pw_uid, pw->pw_gid) != 0)
+        return pp_err(err, PGPIPE_IO, "cannot give %s to user %s: %s", abs, pw->pw_name,
+                      strerror(errno));
+
+    char data[PATH_MAX + 8], path[PATH_MAX + 32], log[PATH_MAX + 32], tool[PATH_MAX + 16];
+    snprintf(data, sizeof data, "%s/data", abs);
+    snprintf(path, sizeof path, "%s/PG_VERSION", data);
+    int port = opt && opt->port > 0 ? opt->port : 5432;
+    int timeout = opt && opt->timeout_s > 0 ? opt->timeout_s : 60;
+
+    if (access(path, F_OK) != 0) {
+        snprintf(log, sizeof log, "%s/initdb.log", abs);
+        snprintf(tool, sizeof tool, "%s/initdb", bindir);
+        char *argv[] = { tool, (char *)"-D", data, (char *)"-U", (char *)"postgres",
+                         (char *)"-A", (char *)"trust", (char *)"-E", (char *)"UTF8",
+                         (char *)"--locale=C", (char *)"--no-sync", NULL };
+        if (local_run(argv, pw, log) != 0)
+            return pp_err(err, PGPIPE_ERROR, "initdb failed for %s (see %s)", data, log);
+        snprintf(path, sizeof path, "%s/postgresql.conf", data);
+        FILE *f = fopen(path, "a");
+        if (!f)
+            return pp_err(err, PGPIPE_IO, "cannot write %s: %s", path, strerror(errno));
+        fprintf(f, "\n# pgpipe private local server\nunix_socket_directories = '%s'\n"
+                   "listen_addresses = ''\nmax_connections = 200\nshared_buffers = 128MB\n"
+                   "max_wal_size = 2GB\n"
+                   "# staging partitions are queues: vacuum them promptly\n"
+                   "autovacuum_naptime = 1s\n", abs);
+        if (opt && opt->fast)
+            fprintf(f, "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        fclose(f);
+    }
+
+    snprintf(path, sizeof path, "%s/conninfo", abs);
+    if (pgpipe_local_running(abs)) {
+        if (local_read_file(path, conninfo, size))
+            return PGPIPE_OK;
+        return pp_err(err, PGPIPE_ERROR, "a server runs in %s but %s is missing", abs, path);
+    }
+
+    char opts[PATH_MAX + 96], portfile[PATH_MAX + 16];
+    snprintf(opts, sizeof opts, "-p %d -k '%s'%s", port, abs,
+             opt && opt->tcp ? " -c listen_addresses=127.0.0.1" : "");
+    snprintf(portfile, sizeof portfile, "%s/port", abs);
+    char portbuf[32];
+    snprintf(portbuf, sizeof portbuf, "%d\n", port);
+    local_write_file(portfile, portbuf, pw);
+    snprintf(path, sizeof path, "%s/opts", abs);
+    local_write_file(path, opts, pw);
+
+    snprintf(log, sizeof log, "%s/server.log", abs);
+    snprintf(tool, sizeof tool, "%s/pg_ctl", bindir);
+    char tmo[16];
+    snprintf(tmo, sizeof tmo, "%d", timeout);
+    char *argv[] = { tool, (char *)"-D", data, (char *)"-l", log, (char *)"-w", (char *)"-t", tmo,
+                     (char *)"-o", opts, (char *)"start", NULL };
+    char ctl_log[PATH_MAX + 32];
+    snprintf(ctl_log, sizeof ctl_log, "%s/pg_ctl.log", abs);
+    if (local_run(argv, pw, ctl_log) != 0)
+        return pp_err(err, PGPIPE_ERROR, "the server in %s did not start (see %s)", abs, log);
+    if (started)
+        *started = 1;
+    if (opt && opt->watchdog)
+        local_watchdog(abs, opt);
+
+    char info[PATH_MAX + 128];
+    if (opt && opt->tcp)
+        snprintf(info, sizeof info, "host=127.0.0.1 port=%d user=postgres dbname=postgres", port);
+    else
+        snprintf(info, sizeof info, "host=%s port=%d user=postgres dbname=postgres", abs, port);
+    snprintf(path, sizeof path, "%s/conninfo", abs);
+    char line[PATH_MAX + 136];
+    snprintf(line, sizeof line, "%s\n", info);
+    local_write_file(path, line, NULL);
+    snprintf(conninfo, size, "%s", info);
+    pp_logf(PGPIPE_LOG_INFO, "local", "started a private server in %s", abs);
+    return PGPIPE_OK;
+}
+
+int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err)
+{
+    if (!dir || !*dir)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_local_stop: a directory is required");
+    if (!pgpipe_local_running(dir))
+        return PGPIPE_OK;
+    int rc;
+    const struct passwd *pw = local_server_user(opt, err, &rc);
+    if (rc)
+        return rc;
+    char bindir[PATH_MAX], tool[PATH_MAX + 16], data[PATH_MAX + 8], log[PATH_MAX + 16];
+    if (!local_find_bindir(opt, bindir, sizeof bindir))
+        return pp_err(err, PGPIPE_IO, "no pg_ctl found to stop the server in %s", dir);
+    snprintf(tool, sizeof tool, "%s/pg_ctl", bindir);
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(log, sizeof log, "%s/pg_ctl.log", dir);
+    char *fast[] = { tool, (char *)"-D", data, (char *)"-m", (char *)"fast", (char *)"-w",
+                     (char *)"-t", (char *)"30", (char *)"stop", NULL };
+    if (local_run(fast, pw, log) == 0)
+        return PGPIPE_OK;
+    char *imm[] = { tool, (char *)"-D", data, (char *)"-m", (char *)"immediate", (char *)"-w",
+                    (char *)"-t", (char *)"30", (char *)"stop", NULL };
+    if (local_run(imm, pw, log) == 0)
+        return PGPIPE_OK;
+    return pp_err(err, PGPIPE_ERROR, "could not stop the server in %s (see %s)", dir, log);
+}
+/* ==== end src/db/local.c ==== */
+
+/* ==== begin src/pipeline/load.c ==== */
 /*
 ** COPY loader: CSV, NDJSON and JSON arrays into PostgreSQL through COPY FROM
 ** STDIN, batch by batch, validated, dead-lettered, resumable.
@@ -8911,6 +9011,7 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
 ** thread, which sends, books and commits it on the lane's connection while
 ** the next batch is read into another lane.
 */
+
 
 /* CopyData messages stay well under a Unix socket's buffer: the server reads
 ** a whole message before it parses any of it, so a message larger than the
@@ -11651,9 +11752,9 @@ void pgpipe_loader_close(pgpipe_loader *l)
     l->hdr.magic = 0;
     pp_free(l);
 }
-/* ==== end src/copy.c ==== */
+/* ==== end src/pipeline/load.c ==== */
 
-/* ==== begin src/claim.c ==== */
+/* ==== begin src/pipeline/claim.c ==== */
 /*
 ** The SKIP LOCKED claimer and the worker pool.
 **
@@ -11669,6 +11770,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
 ** commits the claim with a token and an expiry, and completes with
 ** UPDATE ... WHERE id = ANY($1) AND claim_token = $2.
 */
+
 #ifndef PGPIPE_OMIT_THREADS
 #include <stdatomic.h>
 #include <poll.h>
@@ -13413,15 +13515,16 @@ void pgpipe_workers_free(pgpipe_workers *w)
 }
 
 #endif /* PGPIPE_OMIT_THREADS */
-/* ==== end src/claim.c ==== */
+/* ==== end src/pipeline/claim.c ==== */
 
-/* ==== begin src/dlq.c ==== */
+/* ==== begin src/pipeline/dlq.c ==== */
 /*
 ** Dead-letter queue operations on pgpipe.dead_letters: list, inspect,
 ** counts, replay (pgpipe.dlq_replay in sql/schema/V0020__claimer.sql),
 ** purge, growth alert. Filters become a WHERE clause of fixed text with
 ** numbered parameters; no value is ever spliced into SQL.
 */
+
 
 void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f)
 {
@@ -13709,9 +13812,9 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     return pp_err(err, PGPIPE_BUSY, "%lld new dead letters within %d s (threshold %d)", n,
                   window_s, threshold);
 }
-/* ==== end src/dlq.c ==== */
+/* ==== end src/pipeline/dlq.c ==== */
 
-/* ==== begin src/records.c ==== */
+/* ==== begin src/pipeline/records.c ==== */
 /*
 ** Record store: collections of JSONB documents (records.NAME tables) with
 ** CRUD through the pool's cached prepared statements, batch create through
@@ -13723,6 +13826,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
 ** PQescapeIdentifier. Filter paths are text[] parameters, values are text or
 ** jsonb parameters, sort paths too.
 */
+
 
 #define REC_NAME_MAX 48
 #define REC_COPY_CHUNK (256 * 1024)
@@ -15939,5 +16043,5 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
         *n = rows;
     return rc;
 }
-/* ==== end src/records.c ==== */
+/* ==== end src/pipeline/records.c ==== */
 

@@ -29,7 +29,7 @@ extern "C" {
 #define PGPIPE_VERSION        "0.1.0"
 #define PGPIPE_VERSION_NUMBER 1000      /* X*1000000 + Y*1000 + Z */
 
-/* ==== begin src/util.h ==== */
+/* ==== begin src/base/util.h ==== */
 /* ---- Library version -------------------------------------------------- */
 
 /* The PGPIPE_VERSION this library was compiled from ("X.Y.Z"). */
@@ -200,46 +200,9 @@ const char *pgpipe_sql_file(const char *path);
 /* Number of embedded files and the path of the i-th, in path order. */
 int pgpipe_sql_file_count(void);
 const char *pgpipe_sql_file_path(int i);
-/* ==== end src/util.h ==== */
+/* ==== end src/base/util.h ==== */
 
-/* ==== begin src/local.h ==== */
-/* ---- Private local server --------------------------------------------- */
-
-/* A PostgreSQL cluster that pgpipe creates and runs in a directory of yours,
-** for trying things without installing or configuring a server (the shell's
-** --local DIR). The layout: DIR/data (the cluster), DIR/server.log, the Unix
-** socket in DIR, DIR/conninfo. initdb and pg_ctl are found through
-** options.bindir, $PGPIPE_PG_BINDIR, $PATH, `pg_config --bindir`, then
-** /usr/lib/postgresql/<newest>/bin. initdb refuses to run as root, so as root
-** the server runs as options.user (default "postgres"). */
-typedef struct pgpipe_local_options {
-    const char *bindir;  /* NULL: search as above */
-    const char *user;    /* run the server as this user when root; NULL: "postgres" */
-    int port;            /* 0: 5432 (the socket is private to DIR, so no clash) */
-    int tcp;             /* 1: also listen on 127.0.0.1:port */
-    int fast;            /* 1: fsync=off etc. (throwaway data: tests, demos) */
-    int timeout_s;       /* start/stop wait; 0: 60 */
-    int watchdog;        /* 1: when pgpipe_local_start starts the server, a small
-                            process of its own session stops it once this process
-                            has ended, however it ended (even SIGKILL), unless
-                            pgpipe_local_stop stopped it first. It waits on a
-                            pipe whose write end this process keeps open (close-
-                            on-exec); start it before threads are started. */
-} pgpipe_local_options;
-
-void pgpipe_local_options_init(pgpipe_local_options *opt);
-/* Create the cluster if DIR has none, start it unless it runs already, and
-** write its conninfo into buf. *started is set to 1 when this call started
-** the server, 0 when it was running already (may be NULL). */
-int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *conninfo,
-                       size_t size, int *started, pgpipe_error *err);
-/* Stop the server in DIR (fast shutdown, then immediate). OK if not running. */
-int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err);
-/* 1 when a server runs in DIR, 0 otherwise. */
-int pgpipe_local_running(const char *dir);
-/* ==== end src/local.h ==== */
-
-/* ==== begin src/json.h ==== */
+/* ==== begin src/parse/json.h ==== */
 /* ---- JSON (RFC 8259) ---------------------------------------------------- */
 
 /*
@@ -408,9 +371,9 @@ int pgpipe_ndjson_line(const pgpipe_ndjson *r, const char **text, size_t *len);
 /* Records returned and bad lines seen so far. */
 long long pgpipe_ndjson_records(const pgpipe_ndjson *r);
 long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
-/* ==== end src/json.h ==== */
+/* ==== end src/parse/json.h ==== */
 
-/* ==== begin src/csv.h ==== */
+/* ==== begin src/parse/csv.h ==== */
 /* ---- CSV reader (src/csv.c) -------------------------------------------- */
 
 /* A streaming pull reader for RFC 4180 CSV and the files found in the wild:
@@ -546,9 +509,9 @@ int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
 /* Append the current CSV record as a COPY text row. An empty unquoted field
 ** becomes NULL (\N), an empty quoted field the empty string. */
 int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
-/* ==== end src/csv.h ==== */
+/* ==== end src/parse/csv.h ==== */
 
-/* ==== begin src/pool.h ==== */
+/* ==== begin src/db/pool.h ==== */
 /* ---- Connection pool -------------------------------------------------- */
 
 /* A thread-safe pool of libpq connections (SQLAlchemy-style sizing), with
@@ -759,9 +722,9 @@ int pgpipe_pipeline_count(const pgpipe_pipeline *p);
 PGresult *pgpipe_pipeline_result(const pgpipe_pipeline *p, int i);
 /* Free the pipeline (running it first if it was not run). */
 void pgpipe_pipeline_free(pgpipe_pipeline *p);
-/* ==== end src/pool.h ==== */
+/* ==== end src/db/pool.h ==== */
 
-/* ==== begin src/migrate.h ==== */
+/* ==== begin src/db/migrate.h ==== */
 /* ---- SQL scripts: the statement splitter ------------------------------ */
 
 /* Splits a buffer of SQL the way psql does: statements end at a ';' outside
@@ -913,9 +876,46 @@ void pgpipe_migrate_close(pgpipe_migrator *m);
 int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
 /* The built-in schema, then the example pipeline of sql/example. */
 int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
-/* ==== end src/migrate.h ==== */
+/* ==== end src/db/migrate.h ==== */
 
-/* ==== begin src/copy.h ==== */
+/* ==== begin src/db/local.h ==== */
+/* ---- Private local server --------------------------------------------- */
+
+/* A PostgreSQL cluster that pgpipe creates and runs in a directory of yours,
+** for trying things without installing or configuring a server (the shell's
+** --local DIR). The layout: DIR/data (the cluster), DIR/server.log, the Unix
+** socket in DIR, DIR/conninfo. initdb and pg_ctl are found through
+** options.bindir, $PGPIPE_PG_BINDIR, $PATH, `pg_config --bindir`, then
+** /usr/lib/postgresql/<newest>/bin. initdb refuses to run as root, so as root
+** the server runs as options.user (default "postgres"). */
+typedef struct pgpipe_local_options {
+    const char *bindir;  /* NULL: search as above */
+    const char *user;    /* run the server as this user when root; NULL: "postgres" */
+    int port;            /* 0: 5432 (the socket is private to DIR, so no clash) */
+    int tcp;             /* 1: also listen on 127.0.0.1:port */
+    int fast;            /* 1: fsync=off etc. (throwaway data: tests, demos) */
+    int timeout_s;       /* start/stop wait; 0: 60 */
+    int watchdog;        /* 1: when pgpipe_local_start starts the server, a small
+                            process of its own session stops it once this process
+                            has ended, however it ended (even SIGKILL), unless
+                            pgpipe_local_stop stopped it first. It waits on a
+                            pipe whose write end this process keeps open (close-
+                            on-exec); start it before threads are started. */
+} pgpipe_local_options;
+
+void pgpipe_local_options_init(pgpipe_local_options *opt);
+/* Create the cluster if DIR has none, start it unless it runs already, and
+** write its conninfo into buf. *started is set to 1 when this call started
+** the server, 0 when it was running already (may be NULL). */
+int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *conninfo,
+                       size_t size, int *started, pgpipe_error *err);
+/* Stop the server in DIR (fast shutdown, then immediate). OK if not running. */
+int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err);
+/* 1 when a server runs in DIR, 0 otherwise. */
+int pgpipe_local_running(const char *dir);
+/* ==== end src/db/local.h ==== */
+
+/* ==== begin src/pipeline/load.h ==== */
 /* ---- COPY loader (src/copy.c) ------------------------------------------- */
 
 /* Loads CSV, NDJSON or a JSON array of objects into PostgreSQL with COPY FROM
@@ -1072,9 +1072,9 @@ PGconn *pgpipe_loader_conn(pgpipe_loader *l);
 void pgpipe_loader_close(pgpipe_loader *l);
 /* Format a summary as one line: "read 1000, loaded 998, dead-lettered 2, ..." */
 int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t size);
-/* ==== end src/copy.h ==== */
+/* ==== end src/pipeline/load.h ==== */
 
-/* ==== begin src/claim.h ==== */
+/* ==== begin src/pipeline/claim.h ==== */
 /* ---- Claimer: parallel processing with FOR UPDATE SKIP LOCKED ---------- */
 
 /* A claimer takes batches of unprocessed rows of staging.raw_events (or any
@@ -1313,9 +1313,9 @@ int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out);
 void pgpipe_workers_free(pgpipe_workers *w);
 
 #endif /* PGPIPE_OMIT_THREADS */
-/* ==== end src/claim.h ==== */
+/* ==== end src/pipeline/claim.h ==== */
 
-/* ==== begin src/dlq.h ==== */
+/* ==== begin src/pipeline/dlq.h ==== */
 /* ---- Dead-letter queue operations --------------------------------------- */
 
 /* pgpipe.dead_letters holds every record that could not be loaded (stage
@@ -1382,9 +1382,9 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
 ** PGPIPE_BUSY. PGPIPE_OK when below. *count may be NULL. */
 int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const char *channel,
                             long long *count, pgpipe_error *err);
-/* ==== end src/dlq.h ==== */
+/* ==== end src/pipeline/dlq.h ==== */
 
-/* ==== begin src/records.h ==== */
+/* ==== begin src/pipeline/records.h ==== */
 /* ---- Record store: JSONB documents in collections (src/records.c) ------ */
 
 /* A collection is a table records.NAME (id uuid primary key default
@@ -1619,7 +1619,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
 ** Streamed with COPY TO STDOUT. *n (may be NULL) receives the count. */
 int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_records_filter *f,
                           int fields_only, long long *n);
-/* ==== end src/records.h ==== */
+/* ==== end src/pipeline/records.h ==== */
 
 
 #ifdef __cplusplus

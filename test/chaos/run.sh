@@ -17,7 +17,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
 B=$top/build/chaos
 mkdir -p "$B"
-make -s build/gen/pgpipe.c >/dev/null
+make -s pgpipe.c >/dev/null
 PGC=$(pkg-config --cflags libpq 2>/dev/null || echo -I"$(pg_config --includedir)")
 PGL=$(pkg-config --libs libpq 2>/dev/null || echo -lpq)
 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
@@ -26,8 +26,8 @@ SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1 exitcode=66}
 # rebuilt when a source or the sanitizer changed
 if [ ! -x "$B/chaos" ] || [ "$(cat "$B/chaos.san" 2>/dev/null)" != "$SAN" ] ||
-   [ build/gen/pgpipe.c -nt "$B/chaos" ] || [ test/chaos/chaos.c -nt "$B/chaos" ]; then
-    cc -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -g $SAN $PGC -I"$top/build/gen" \
+   [ pgpipe.c -nt "$B/chaos" ] || [ test/chaos/chaos.c -nt "$B/chaos" ]; then
+    cc -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -g $SAN $PGC -I"$top" \
         test/chaos/chaos.c $PGL -lpthread -lm -o "$B/chaos"
     echo "$SAN" >"$B/chaos.san"
 fi

@@ -11,12 +11,25 @@ sh tool/amalgamate.sh . "$gen"
 
 fail() { echo "FAIL: $*"; exit 1; }
 
-# 1. a marker per component file, in manifest order
-for c in $(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' tool/sources.txt); do
-    [ ! -f "src/$c.c" ] || grep -q "^/\* ==== begin src/$c.c ==== \*/" "$gen/pgpipe.c" || fail "no marker for src/$c.c"
-    [ ! -f "src/$c.h" ] || grep -q "^/\* ==== begin src/$c.h ==== \*/" "$gen/pgpipe.h" || fail "no marker for src/$c.h"
+# 1. a marker per source file: every src/LAYER/*.c and pp_*.h in pgpipe.c,
+#    every public src/LAYER/*.h in pgpipe.h; no include of a private header
+#    is left in (they are pasted)
+for f in src/*/*.c src/*/pp_*.h; do
+    grep -q "^/\* ==== begin $f ==== \*/" "$gen/pgpipe.c" || fail "no marker for $f in pgpipe.c"
 done
-grep -q '^/\* ==== begin src/internal.h ==== \*/' "$gen/pgpipe.c" || fail "no marker for internal.h"
+for f in src/*/*.h; do
+    case "$f" in */pp_*) continue ;; esac
+    grep -q "^/\* ==== begin $f ==== \*/" "$gen/pgpipe.h" || fail "no marker for $f in pgpipe.h"
+done
+if grep -n '^#include "' "$gen/pgpipe.c" | grep -v '"pgpipe.h"'; then fail "pgpipe.c includes a private file"; fi
+# a stray file in a layer folder is refused, naming it
+mkdir -p "$tmp/stray/tool"
+cp -r src sql "$tmp/stray/" && cp tool/amalgamate.sh "$tmp/stray/tool/"
+echo 'int x;' > "$tmp/stray/src/parse/stray.c"
+if sh "$tmp/stray/tool/amalgamate.sh" "$tmp/stray" "$tmp/stray/out" 2> "$tmp/stray.err"; then
+    fail "a file of no component was accepted"
+fi
+grep -q 'src/parse/stray.c belongs to no component' "$tmp/stray.err" || fail "unclear error: $(cat "$tmp/stray.err")"
 
 # 2. compiles alone, in an empty directory, with each compiler we have
 mkdir "$tmp/alone"
@@ -41,7 +54,7 @@ cd "$top"
 #    would be trigraphs, UTF-8), CRLF line ends normalized to LF
 mkdir -p "$tmp/top/sql/t" "$tmp/top/tool"
 cp -r src "$tmp/top/src"
-cp tool/sources.txt tool/amalgamate.sh "$tmp/top/tool/"
+cp tool/amalgamate.sh "$tmp/top/tool/"
 printf 'SELECT $$it'"'"'s "x" \\ \\n ??( ??) ??/ ?| ?& %%d é€😀$$;\n\tINSERT INTO t VALUES (E'"'"'a\\tb'"'"');\r\n-- last line\n' > "$tmp/top/sql/t/tricky.sql"
 printf 'SELECT $$it'"'"'s "x" \\ \\n ??( ??) ??/ ?| ?& %%d é€😀$$;\n\tINSERT INTO t VALUES (E'"'"'a\\tb'"'"');\n-- last line\n' > "$tmp/want.sql"
 sh tool/amalgamate.sh "$tmp/top" "$tmp/out"

@@ -264,9 +264,9 @@ has "$got" "$(printf '"two\r\nlines"')"
 # line over a 4 MiB limit is dead-lettered with memory bounded by the limit,
 # not the line.
 O2=build/test/pgpipe-O2
-if [ ! -x $O2 ] || [ build/gen/pgpipe.c -nt $O2 ] || [ shell.c -nt $O2 ]; then
+if [ ! -x $O2 ] || [ pgpipe.c -nt $O2 ] || [ shell.c -nt $O2 ]; then
     nice cc -std=c11 -O2 $(pkg-config --cflags libpq 2>/dev/null || echo -I$(pg_config --includedir)) \
-        -Ibuild/gen shell.c build/gen/pgpipe.c -lpq -lpthread -lm -o $O2 || fail "cannot build $O2"
+        -I. shell.c pgpipe.c -lpq -lpthread -lm -o $O2 || fail "cannot build $O2"
 fi
 if [ -x /usr/bin/time ]; then
     /usr/bin/time -f '%M' -o "$tmp/rss" $O2 "$D" \

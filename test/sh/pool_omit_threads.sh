@@ -5,7 +5,7 @@
 set -eu
 [ -n "${PGPIPE_TEST_DSN:-}" ] || { echo "no test database"; exit 77; }
 top=${PGPIPE_TOP:-$(pwd)}
-src=$top/build/gen/pgpipe.c
+src=$top/pgpipe.c
 [ -f "$src" ] || src=$top/pgpipe.c
 tmp=${PGPIPE_TEST_TMP:-/tmp}/pool_omit_threads.$$
 mkdir -p "$tmp"

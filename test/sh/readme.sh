@@ -31,7 +31,7 @@ set -u
 top=${PGPIPE_TOP:-$(pwd)}
 cd "$top"
 P=$top/build/test/pgpipe
-[ -x "$P" ] && [ -f build/gen/pgpipe.c ] || { echo "build/test/pgpipe or build/gen/pgpipe.c missing: make test-build"; exit 1; }
+[ -x "$P" ] && [ -f pgpipe.c ] || { echo "build/test/pgpipe or pgpipe.c missing: make test-build"; exit 1; }
 [ -n "${PGPIPE_TEST_DSN:-}" ] || { echo "PGPIPE_TEST_DSN is not set (run through make test)"; exit 1; }
 case "${PGHOST:-/}" in
     /*|localhost|127.0.0.1|::1) ;;
@@ -124,7 +124,7 @@ bad() {  # LINE MESSAGE [LOG]
 while read -r line msg; do bad "$line" "$msg"; done < "$B/errors"
 
 # ---- the scratch clone: what a reader has after `make` ----------------------
-cp build/gen/pgpipe.c build/gen/pgpipe.h Makefile shell.c "$W/"
+cp pgpipe.c pgpipe.h Makefile shell.c "$W/"
 for d in src sql tool test; do ln -s "$top/$d" "$W/$d"; done
 [ -f README.md ] && cp README.md "$W/"
 if ! cc $STRICT -O0 $PQ_CFLAGS -c "$W/pgpipe.c" -o "$W/build/pgpipe.o" > "$tmp/lib.log" 2>&1; then

@@ -13,15 +13,15 @@ cd "$top"
 command -v valgrind >/dev/null 2>&1 || { echo "valgrind missing (sh tool/deps.sh --valgrind)"; exit 77; }
 out=${VG_DIR:-build/valgrind}
 mkdir -p "$out"
-# the shell at -O1 -g from what the sources generate now (build/gen), no
+# the shell at -O1 -g from the amalgamation (pgpipe.c, regenerated when a source is newer), no
 # sanitizer (valgrind and ASan do not mix)
-make -s build/gen/pgpipe.c >/dev/null
+make -s pgpipe.c >/dev/null
 vg=$top/build/valgrind/pgpipe
 mkdir -p build/valgrind
-if [ ! -x "$vg" ] || [ build/gen/pgpipe.c -nt "$vg" ] || [ shell.c -nt "$vg" ]; then
+if [ ! -x "$vg" ] || [ pgpipe.c -nt "$vg" ] || [ shell.c -nt "$vg" ]; then
     ${CC:-cc} -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -g \
-        $(pkg-config --cflags libpq 2>/dev/null || echo -I"$(pg_config --includedir)") -Ibuild/gen \
-        shell.c build/gen/pgpipe.c $(pkg-config --libs libpq 2>/dev/null || echo -lpq) -lpthread -lm \
+        $(pkg-config --cflags libpq 2>/dev/null || echo -I"$(pg_config --includedir)") -I. \
+        shell.c pgpipe.c $(pkg-config --libs libpq 2>/dev/null || echo -lpq) -lpthread -lm \
         -o "$vg" || exit 1
 fi
 rm -f "$out"/vg.*.log

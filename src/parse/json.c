@@ -16,6 +16,8 @@
 ** The validator is the same scanner specialised with build = 0 (the node and
 ** arena code drops out), so the two can never disagree.
 */
+
+#include "pp_parse.h"
 #include <float.h>
 #include <locale.h>
 #include <math.h>
@@ -1574,7 +1576,7 @@ out:
 }
 
 /* Append the compact text of v to b (for the other components). */
-static PP_UNUSED int json_write_buf(pp_buf *b, const json_node *v)
+PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const json_node *v)
 {
     json_out o = { b->data, b->len, b->cap, 1, 0 };
     int rc = json_write_out(&o, v);

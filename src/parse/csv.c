@@ -23,6 +23,8 @@
 ** rescanning the record from its start.
 */
 
+#include "pp_parse.h"
+
 #if defined(__SSE2__) && !defined(PGPIPE_CSV_NO_SSE2)
 #include <emmintrin.h>
 #define CSV_SSE2 1
@@ -973,7 +975,7 @@ int pgpipe_csv_column_index(const pgpipe_csv *r, const char *name)
 /* ---- COPY text writer --------------------------------------------------- */
 
 /* Append data escaped for COPY text format; data == NULL appends \N. */
-static int csv_copy_escape(pp_buf *b, const char *data, size_t len)
+PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len)
 {
     if (!data)
         return pp_buf_append(b, "\\N", 2);

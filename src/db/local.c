@@ -3,6 +3,8 @@
 ** --local DIR and `make demo` use it. The directory layout matches
 ** tool/pgtmp.sh, so either can stop what the other started.
 */
+
+#include "pp_db.h"
 #include <dirent.h>
 #include <pwd.h>
 #include <signal.h>

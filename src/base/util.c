@@ -4,6 +4,8 @@
 ** retries with backoff, clocks, and access to the embedded SQL files.
 */
 
+#include "pp_base.h"
+
 /* ---- Version ---------------------------------------------------------- */
 
 const char *pgpipe_libversion(void) { return PGPIPE_VERSION; }
@@ -50,11 +52,11 @@ int pgpipe_config_allocator(const pgpipe_allocator *a)
     return PGPIPE_OK;
 }
 
-static void *pp_malloc(size_t n) { return pp_alloc.malloc_fn(pp_alloc.ud, n ? n : 1); }
-static void *pp_realloc(void *p, size_t n) { return pp_alloc.realloc_fn(pp_alloc.ud, p, n ? n : 1); }
-static void pp_free(void *p) { if (p) pp_alloc.free_fn(pp_alloc.ud, p); }
+PGPIPE_PRIVATE void *pp_malloc(size_t n) { return pp_alloc.malloc_fn(pp_alloc.ud, n ? n : 1); }
+PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n) { return pp_alloc.realloc_fn(pp_alloc.ud, p, n ? n : 1); }
+PGPIPE_PRIVATE void pp_free(void *p) { if (p) pp_alloc.free_fn(pp_alloc.ud, p); }
 
-static void *pp_calloc(size_t count, size_t size)
+PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size)
 {
     if (size && count > SIZE_MAX / size)
         return NULL;
@@ -64,7 +66,7 @@ static void *pp_calloc(size_t count, size_t size)
     return p;
 }
 
-static char *pp_strndup(const char *s, size_t n)
+PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n)
 {
     char *d = pp_malloc(n + 1);
     if (d) {
@@ -74,11 +76,11 @@ static char *pp_strndup(const char *s, size_t n)
     return d;
 }
 
-static char *pp_strdup(const char *s) { return s ? pp_strndup(s, strlen(s)) : NULL; }
+PGPIPE_PRIVATE char *pp_strdup(const char *s) { return s ? pp_strndup(s, strlen(s)) : NULL; }
 
 /* ---- Buffers ---------------------------------------------------------- */
 
-static int pp_buf_reserve(pp_buf *b, size_t extra)
+PGPIPE_PRIVATE int pp_buf_reserve(pp_buf *b, size_t extra)
 {
     if (extra > SIZE_MAX - b->len)
         return PGPIPE_NOMEM;
@@ -98,7 +100,7 @@ static int pp_buf_reserve(pp_buf *b, size_t extra)
     return PGPIPE_OK;
 }
 
-static int pp_buf_append(pp_buf *b, const void *data, size_t n)
+PGPIPE_PRIVATE int pp_buf_append(pp_buf *b, const void *data, size_t n)
 {
     if (pp_buf_reserve(b, n) != PGPIPE_OK)
         return PGPIPE_NOMEM;
@@ -108,7 +110,7 @@ static int pp_buf_append(pp_buf *b, const void *data, size_t n)
     return PGPIPE_OK;
 }
 
-static int pp_buf_appendf(pp_buf *b, const char *fmt, ...)
+PGPIPE_PRIVATE int pp_buf_appendf(pp_buf *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -125,7 +127,7 @@ static int pp_buf_appendf(pp_buf *b, const char *fmt, ...)
     return PGPIPE_OK;
 }
 
-static void pp_buf_free(pp_buf *b)
+PGPIPE_PRIVATE void pp_buf_free(pp_buf *b)
 {
     pp_free(b->data);
     b->data = NULL;
@@ -238,7 +240,7 @@ size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size)
 
 /* ---- Errors ----------------------------------------------------------- */
 
-static void pp_handle_init(pp_handle *h)
+PGPIPE_PRIVATE void pp_handle_init(pp_handle *h)
 {
     h->magic = PP_HANDLE_MAGIC;
     pgpipe_error_clear(&h->err);
@@ -265,7 +267,7 @@ static void pp_err_vset(pgpipe_error *e, const char *fmt, va_list ap)
     pgpipe_conninfo_mask(tmp, e->message, sizeof e->message);
 }
 
-static int pp_err(pgpipe_error *e, int code, const char *fmt, ...)
+PGPIPE_PRIVATE int pp_err(pgpipe_error *e, int code, const char *fmt, ...)
 {
     if (!e)
         return code;
@@ -278,7 +280,7 @@ static int pp_err(pgpipe_error *e, int code, const char *fmt, ...)
     return code;
 }
 
-static int pp_err_at(pgpipe_error *e, int code, const char *source, long long line,
+PGPIPE_PRIVATE int pp_err_at(pgpipe_error *e, int code, const char *source, long long line,
                      long long column, long long offset, const char *fmt, ...)
 {
     if (!e)
@@ -296,12 +298,12 @@ static int pp_err_at(pgpipe_error *e, int code, const char *source, long long li
     return code;
 }
 
-static int pp_err_nomem(pgpipe_error *e)
+PGPIPE_PRIVATE int pp_err_nomem(pgpipe_error *e)
 {
     return pp_err(e, PGPIPE_NOMEM, "out of memory");
 }
 
-static int pp_err_pq(pgpipe_error *e, const PGconn *conn, const PGresult *res,
+PGPIPE_PRIVATE int pp_err_pq(pgpipe_error *e, const PGconn *conn, const PGresult *res,
                      const char *context)
 {
     const char *msg = NULL, *state = NULL;
@@ -391,7 +393,7 @@ static void pp_log_init_locked(void)
     }
 }
 
-static int pp_log_enabled(int level)
+PGPIPE_PRIVATE int pp_log_enabled(int level)
 {
     pp_mutex_lock(&pp_log_mutex);
     pp_log_init_locked();
@@ -560,7 +562,7 @@ void pgpipe_log(int level, const char *component, const char *message,
         pp_log_default(json, level, component, msg, masked, nfields);
 }
 
-static void pp_logf(int level, const char *component, const char *fmt, ...)
+PGPIPE_PRIVATE void pp_logf(int level, const char *component, const char *fmt, ...)
 {
     if (!pp_log_enabled(level))
         return;
@@ -590,7 +592,7 @@ void pgpipe_sleep_ms(int ms)
         req = rem;
 }
 
-static uint64_t pp_hash64(const char *s)
+PGPIPE_PRIVATE uint64_t pp_hash64(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (; *s; s++) {
@@ -600,7 +602,7 @@ static uint64_t pp_hash64(const char *s)
     return h;
 }
 
-static uint64_t pp_rand_next(uint64_t *s)
+PGPIPE_PRIVATE uint64_t pp_rand_next(uint64_t *s)
 {
     uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
     x ^= x >> 12;
@@ -610,7 +612,7 @@ static uint64_t pp_rand_next(uint64_t *s)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
-static uint64_t pp_rand_seed(void)
+PGPIPE_PRIVATE uint64_t pp_rand_seed(void)
 {
     static uint64_t counter = 0;
     struct timespec ts;
@@ -716,23 +718,36 @@ int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud)
 /* ---- Embedded SQL ----------------------------------------------------- */
 
 static pp_mutex pp_sql_mutex = PP_MUTEX_INIT;
-static char *pp_sql_joined[PP_SQL_NFILES + 1];
+static char **pp_sql_joined; /* each file's lines joined, made on first use */
 
-int pgpipe_sql_file_count(void) { return PP_SQL_NFILES; }
+int pgpipe_sql_file_count(void)
+{
+    int n = 0;
+    while (pp_sql_files[n].path)
+        n++;
+    return n;
+}
 
 const char *pgpipe_sql_file_path(int i)
 {
-    return i >= 0 && i < PP_SQL_NFILES ? pp_sql_files[i].path : NULL;
+    return i >= 0 && i < pgpipe_sql_file_count() ? pp_sql_files[i].path : NULL;
 }
 
 const char *pgpipe_sql_file(const char *path)
 {
     if (!path)
         return NULL;
-    for (int i = 0; i < PP_SQL_NFILES; i++) {
+    int nfiles = pgpipe_sql_file_count();
+    for (int i = 0; i < nfiles; i++) {
         if (strcmp(pp_sql_files[i].path, path) != 0)
             continue;
         pp_mutex_lock(&pp_sql_mutex);
+        if (!pp_sql_joined)
+            pp_sql_joined = pp_calloc((size_t)nfiles, sizeof *pp_sql_joined);
+        if (!pp_sql_joined) {
+            pp_mutex_unlock(&pp_sql_mutex);
+            return NULL;
+        }
         if (!pp_sql_joined[i]) {
             size_t n = 0;
             for (const char *const *l = pp_sql_files[i].lines; *l; l++)

@@ -20,6 +20,8 @@
 ** overtakes a waiter. (Under PGPIPE_OMIT_THREADS, or if a thread cannot be
 ** started, a queued waiter does that job itself, keeping its place.)
 */
+
+#include "pp_db.h"
 #include <poll.h>
 
 #ifndef PGPIPE_OMIT_THREADS

@@ -5,6 +5,8 @@
 ** numbered parameters; no value is ever spliced into SQL.
 */
 
+#include "pp_pipeline.h"
+
 void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f)
 {
     memset(f, 0, sizeof *f);

@@ -13,6 +13,8 @@
 ** commits the claim with a token and an expiry, and completes with
 ** UPDATE ... WHERE id = ANY($1) AND claim_token = $2.
 */
+
+#include "pp_pipeline.h"
 #ifndef PGPIPE_OMIT_THREADS
 #include <stdatomic.h>
 #include <poll.h>

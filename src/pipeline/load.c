@@ -17,6 +17,8 @@
 ** the next batch is read into another lane.
 */
 
+#include "pp_pipeline.h"
+
 /* CopyData messages stay well under a Unix socket's buffer: the server reads
 ** a whole message before it parses any of it, so a message larger than the
 ** buffer keeps it waiting for the rest (256 KiB ones cost a tenth here). */

@@ -10,6 +10,8 @@
 ** jsonb parameters, sort paths too.
 */
 
+#include "pp_pipeline.h"
+
 #define REC_NAME_MAX 48
 #define REC_COPY_CHUNK (256 * 1024)
 /* a decimal number written as text: what "numeric on both sides" means */

@@ -5,6 +5,8 @@
 ** baseline, dry run and resumable no-transaction files; plus the one-call
 ** installers of the built-in schema and the example pipeline (sql/).
 */
+
+#include "pp_db.h"
 #include <dirent.h>
 
 /* ---- SHA-256 (FIPS 180-4) --------------------------------------------- */
