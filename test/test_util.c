@@ -1,12 +1,41 @@
 /* Tests of the shared foundation (src/util.c). */
 
+/* "X.Y.Z" -> X*1000000 + Y*1000 + Z, or -1 when the text is not exactly
+** three dot-separated numbers with Y and Z below 1000. */
+static long util_t_version_number(const char *v)
+{
+    long part[3];
+    const char *p = v;
+    for (int i = 0; i < 3; i++) {
+        if (i > 0 && *p++ != '.')
+            return -1;
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        char *end;
+        part[i] = strtol(p, &end, 10);
+        p = end;
+    }
+    if (*p || part[1] > 999 || part[2] > 999)
+        return -1;
+    return part[0] * 1000000 + part[1] * 1000 + part[2];
+}
+
 PGT_TEST(util, version)
 {
+    /* the rule itself, on known texts */
+    PGT_EQ_INT(util_t_version_number("1.2.3"), 1002003);
+    PGT_EQ_INT(util_t_version_number("0.1.0"), 1000);
+    PGT_EQ_INT(util_t_version_number("12.0.999"), 12000999);
+    PGT_EQ_INT(util_t_version_number("1.2"), -1);
+    PGT_EQ_INT(util_t_version_number("1.2.3-dev"), -1);
+    PGT_EQ_INT(util_t_version_number("1.1000.0"), -1);
+    /* the library reports what the header promises, and its number follows
+    ** the rule from its text (a bump of one without the other fails here) */
     PGT_EQ_STR(pgpipe_libversion(), PGPIPE_VERSION);
     PGT_EQ_INT(pgpipe_libversion_number(), PGPIPE_VERSION_NUMBER);
-    int x = 0, y = 0, z = 0;
-    PGT_EQ_INT(sscanf(PGPIPE_VERSION, "%d.%d.%d", &x, &y, &z), 3);
-    PGT_EQ_INT(x * 1000000 + y * 1000 + z, PGPIPE_VERSION_NUMBER);
+    long want = util_t_version_number(pgpipe_libversion());
+    PGT_CHECK_MSG(want >= 0, "\"%s\" is not X.Y.Z", pgpipe_libversion());
+    PGT_EQ_INT(pgpipe_libversion_number(), want);
 }
 
 PGT_TEST(util, errstr_names_every_code)
@@ -339,21 +368,78 @@ PGT_TEST(util, allocator_is_replaceable)
     pp_free(s);
 }
 
+/* Appends to names[*n] the .sql files under TOP/sql/REL, as paths relative
+** to sql/ (the names the index uses). */
+static void util_t_sql_files(const char *top, const char *rel, char names[][256], int *n, int max)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/sql%s%s", top, *rel ? "/" : "", rel);
+    DIR *d = opendir(dir);
+    PGT_CHECK_MSG(d != NULL, "cannot open %s", dir);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sub[600], full[1700];
+        snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", e->d_name);
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        struct stat st;
+        PGT_CHECK(stat(full, &st) == 0);
+        if (S_ISDIR(st.st_mode)) {
+            util_t_sql_files(top, sub, names, n, max);
+        } else {
+            size_t len = strlen(sub);
+            if (S_ISREG(st.st_mode) && len > 4 && strcmp(sub + len - 4, ".sql") == 0) {
+                PGT_CHECK(*n < max && len < 256);
+                memcpy(names[(*n)++], sub, len + 1);
+            }
+        }
+    }
+    closedir(d);
+}
+
+static int util_t_strcmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* The index of embedded SQL is the sql/ folder on disk: the same files, in
+** byte order of their paths, each with the same text. */
 PGT_TEST(util, embedded_sql_index)
 {
+    const char *top = getenv("PGPIPE_TOP");
+    static char disk[256][256];
+    int ndisk = 0;
+    util_t_sql_files(top && *top ? top : ".", "", disk, &ndisk, 256);
+    qsort(disk, (size_t)ndisk, sizeof disk[0], util_t_strcmp);
+    PGT_CHECK(ndisk >= 3);
     int n = pgpipe_sql_file_count();
-    PGT_CHECK(n >= 0);
+    PGT_EQ_INT(n, ndisk);
     for (int i = 0; i < n; i++) {
         const char *p = pgpipe_sql_file_path(i);
-        PGT_CHECK(p != NULL);
+        PGT_EQ_STR(p, disk[i]);
+        if (i > 0)
+            PGT_CHECK(strcmp(pgpipe_sql_file_path(i - 1), p) < 0);
         const char *s = pgpipe_sql_file(p);
         PGT_CHECK(s != NULL);
         PGT_CHECK(pgpipe_sql_file(p) == s); /* built once */
-        if (i > 0)
-            PGT_CHECK(strcmp(pgpipe_sql_file_path(i - 1), p) < 0);
+        char path[1400];
+        snprintf(path, sizeof path, "%s/sql/%s", top && *top ? top : ".", p);
+        FILE *f = fopen(path, "rb");
+        PGT_CHECK_MSG(f != NULL, "cannot open %s", path);
+        pp_buf text = { 0 };
+        char chunk[4096];
+        size_t got;
+        while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+            PGT_OK(pp_buf_append(&text, chunk, got));
+        fclose(f);
+        PGT_EQ_MEM(s, strlen(s), text.data, text.len);
+        pp_buf_free(&text);
     }
     PGT_CHECK(pgpipe_sql_file_path(n) == NULL);
+    PGT_CHECK(pgpipe_sql_file_path(-1) == NULL);
     PGT_CHECK(pgpipe_sql_file("no/such/file.sql") == NULL);
+    PGT_CHECK(pgpipe_sql_file(NULL) == NULL);
 }
 
 PGT_TEST(util, clock_and_sleep)
