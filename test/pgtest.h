@@ -100,7 +100,9 @@ static const char *pgt_dsn(void)
     return d;
 }
 
-/* A connection to the test cluster, or the test fails. */
+/* A connection to the test database, or the test fails. Notices below
+** WARNING are not sent (DROP ... IF EXISTS and the schema's installers would
+** fill the test output with them). */
 static PGconn *pgt_connect(void)
 {
     PGconn *c = PQconnectdb(pgt_dsn());
@@ -109,6 +111,12 @@ static PGconn *pgt_connect(void)
         PQfinish(c);
         pgt_end_fail();
     }
+    PGresult *r = PQexec(c, "SET client_min_messages = warning");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        fprintf(stderr, "    cannot set up the connection: %s", PQresultErrorMessage(r));
+        pgt_end_fail();
+    }
+    PQclear(r);
     return c;
 }
 
@@ -125,6 +133,92 @@ static PGresult *pgt_exec_at(const char *file, int line, PGconn *c, const char *
         pgt_end_fail();
     }
     return r;
+}
+
+/* ---- the database fixture ------------------------------------------------ */
+
+/* Installs pgpipe's schema (idempotent), or the test fails. */
+static void pgt_db_install(PGconn *c)
+{
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    if (pgpipe_schema_install(c, NULL, &err) != PGPIPE_OK) {
+        fprintf(stderr, "    installing pgpipe's schema: %s\n", err.message);
+        pgt_end_fail();
+    }
+}
+
+/* A connection to the test database with pgpipe's schema installed. */
+static PGconn *pgt_db_open(void)
+{
+    PGconn *c = pgt_connect();
+    pgt_db_install(c);
+    return c;
+}
+
+/* The fresh databases of this test (each test is a process of its own). */
+static struct { PGconn *conn; char name[64]; } pgt_db_fresh_list[4];
+
+/* A connection to an empty database NAME made for this test (one left over
+** from an earlier run is dropped first); pgt_db_close drops it again. */
+static PGconn *pgt_db_fresh(const char *name)
+{
+    size_t slot = 0;
+    while (slot < 4 && pgt_db_fresh_list[slot].conn)
+        slot++;
+    if (slot == 4 || strlen(name) >= sizeof pgt_db_fresh_list[0].name) {
+        fprintf(stderr, "    pgt_db_fresh(%s): too many fresh databases or too long a name\n", name);
+        pgt_end_fail();
+    }
+    PGconn *admin = pgt_connect();
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    PQclear(PGT_EXEC(admin, sql));
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    PQclear(PGT_EXEC(admin, sql));
+    PQfinish(admin);
+    char dsn[1024];
+    snprintf(dsn, sizeof dsn, "%s dbname=%s", pgt_dsn(), name);
+    PGconn *c = PQconnectdb(dsn);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "    cannot connect to %s: %s", name, PQerrorMessage(c));
+        pgt_end_fail();
+    }
+    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
+    pgt_db_fresh_list[slot].conn = c;
+    snprintf(pgt_db_fresh_list[slot].name, sizeof pgt_db_fresh_list[slot].name, "%s", name);
+    return c;
+}
+
+/* Closes a connection of pgt_connect, pgt_db_open or pgt_db_fresh; the
+** database of pgt_db_fresh is dropped. */
+static void pgt_db_close(PGconn *c)
+{
+    PQfinish(c);
+    for (size_t i = 0; c && i < 4; i++) {
+        if (pgt_db_fresh_list[i].conn != c)
+            continue;
+        pgt_db_fresh_list[i].conn = NULL;
+        PGconn *admin = pgt_connect();
+        char sql[256];
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)",
+                 pgt_db_fresh_list[i].name);
+        PQclear(PGT_EXEC(admin, sql));
+        PQfinish(admin);
+    }
+}
+
+/* Drops table NAME and creates it anew: CREATE TABLE NAME DEFINITION. */
+static void pgt_db_table(PGconn *c, const char *name, const char *definition)
+{
+    char sql[1024];
+    int n = snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s; CREATE TABLE %s %s", name, name,
+                     definition);
+    if (n < 0 || (size_t)n >= sizeof sql) {
+        fprintf(stderr, "    pgt_db_table(%s): the statement is too long\n", name);
+        pgt_end_fail();
+    }
+    PQclear(PGT_EXEC(c, sql));
 }
 
 /* A fresh scratch path under the test's temp dir (PGPIPE_TEST_TMP or /tmp). */

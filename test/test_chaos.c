@@ -19,11 +19,7 @@ static long long chaos_t_int(PGconn *c, const char *sql)
 ** until both runs are waiting on a lock, so the window is wide open. */
 PGT_TEST(chaos, same_load_started_twice_at_once_loads_once)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    PGT_OK(pgpipe_schema_install(c, NULL, &err));
+    PGconn *c = pgt_db_open();
     char path[512], key[64], src[64], sql[512];
     snprintf(path, sizeof path, "%s/chaos_twice.%d.ndjson", pgt_tmpdir(), (int)getpid());
     snprintf(key, sizeof key, "chaos-twice-%d", (int)getpid());
@@ -103,8 +99,7 @@ PGT_TEST(chaos, same_load_started_twice_at_once_loads_once)
 ** the retry waits on its row. */
 PGT_TEST(chaos, own_commit_in_flight_during_retry_is_not_a_duplicate)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
+    PGconn *c = pgt_db_open();
     char app[64], dsn[1024], sql[600];
     snprintf(app, sizeof app, "chaos_inflight_%d", (int)getpid());
     snprintf(dsn, sizeof dsn, "%s application_name=%s", pgt_dsn(), app);

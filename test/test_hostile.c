@@ -45,10 +45,7 @@ PGT_TEST(hostile, corpus_in_small_chunks)
     const char *top = getenv("PGPIPE_TOP");
     snprintf(cmd, sizeof cmd, "HOSTILE_SMALL=1 sh '%s/test/sh/hostile.sh' --generate '%s'", top ? top : ".", dir);
     PGT_CHECK_MSG(system(cmd) == 0, "%s", cmd);
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    PGT_CHECK_MSG(pgpipe_schema_install(c, NULL, &err) == PGPIPE_OK, "%s", err.message);
+    PGconn *c = pgt_db_open();
     DIR *d = opendir(dir);
     PGT_CHECK(d != NULL);
     struct dirent *e;

@@ -134,33 +134,6 @@ static const char *mig_t_format(pgpipe_migrator *m)
     return mig_t_fmt;
 }
 
-/* A fresh database; returns a connection to it. */
-static PGconn *mig_t_db(const char *name)
-{
-    PGconn *admin = pgt_connect();
-    char sql[256];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-    PQclear(PGT_EXEC(admin, sql));
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
-    PQclear(PGT_EXEC(admin, sql));
-    PQfinish(admin);
-    char dsn[1024];
-    snprintf(dsn, sizeof dsn, "%s dbname=%s", pgt_dsn(), name);
-    PGconn *c = PQconnectdb(dsn);
-    PGT_CHECK_MSG(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
-    return c;
-}
-
-static void mig_t_drop_db(PGconn *c, const char *name)
-{
-    PQfinish(c);
-    PGconn *admin = pgt_connect();
-    char sql[256];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-    PQclear(PGT_EXEC(admin, sql));
-    PQfinish(admin);
-}
-
 /* ---- splitter --------------------------------------------------------- */
 
 PGT_TEST(migrate, split_quotes_comments_dollar)
@@ -832,7 +805,7 @@ PGT_TEST(migrate, two_processes_never_both_apply)
 
 PGT_TEST(migrate, schema_install_idempotent)
 {
-    PGconn *c = mig_t_db("mig_schema_t");
+    PGconn *c = pgt_db_fresh("mig_schema_t");
     pgpipe_error err;
     int rc = pgpipe_schema_install(c, NULL, &err);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
@@ -882,16 +855,13 @@ PGT_TEST(migrate, schema_install_idempotent)
     PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, source_name, line_number, "
                         "raw_text, error_message, sqlstate) VALUES ('load', 'a.csv', 3, 'x,y', "
                         "'bad json', '22P02')"));
-    PGconn *c2 = c;
-    mig_t_drop_db(c2, "mig_schema_t");
+    pgt_db_close(c);
 }
 
 PGT_TEST(migrate, partitions_maintenance_and_retention)
 {
-    PGconn *c = mig_t_db("mig_part_t");
-    pgpipe_error err;
-    int rc = pgpipe_schema_install(c, NULL, &err);
-    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
+    PGconn *c = pgt_db_fresh("mig_part_t");
+    pgt_db_install(c);
     /* rows 40 days ahead land in DEFAULT; creating that day's partition moves them */
     PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, received_at) "
                         "SELECT 's', 'e', jsonb_build_object('n', g), "
@@ -935,12 +905,12 @@ PGT_TEST(migrate, partitions_maintenance_and_retention)
                             "to_char((now() AT TIME ZONE 'UTC')::date - 48, 'YYYYMMDD'))"), 0);
     /* today's partitions are untouched */
     PGT_CHECK(mig_t_int(c, "SELECT count(*) FROM pgpipe.raw_events_partitions") >= 10);
-    mig_t_drop_db(c, "mig_part_t");
+    pgt_db_close(c);
 }
 
 PGT_TEST(migrate, example_pipeline)
 {
-    PGconn *c = mig_t_db("mig_example_t");
+    PGconn *c = pgt_db_fresh("mig_example_t");
     pgpipe_error err;
     int rc = pgpipe_example_install(c, NULL, &err);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
@@ -1015,7 +985,7 @@ PGT_TEST(migrate, example_pipeline)
     PQclear(PGT_EXEC(c, "UPDATE staging.raw_users SET received_at = now() - interval '10 days'"));
     PGT_EQ_INT(mig_t_int(c, "SELECT staging.cleanup_old_data(5)"), 3);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_users"), 0);
-    mig_t_drop_db(c, "mig_example_t");
+    pgt_db_close(c);
 }
 
 PGT_TEST(migrate, parse_error_stops_before_anything_runs)

@@ -32,17 +32,10 @@ static void sec_evil(char *out, size_t n, int i, const char *canary)
 /* A connection with the built-in schema and a canary table of one row. */
 static PGconn *sec_setup(const char *canary)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    if (pgpipe_schema_install(c, NULL, &err) != PGPIPE_OK) {
-        fprintf(stderr, "    schema install: %s\n", err.message);
-        pgt_end_fail();
-    }
+    PGconn *c = pgt_db_open();
+    pgt_db_table(c, canary, "(alive int)");
     char sql[300];
-    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s; CREATE TABLE %s (alive int); "
-             "INSERT INTO %s VALUES (1)", canary, canary, canary);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", canary);
     PQclear(PGT_EXEC(c, sql));
     return c;
 }
