@@ -1,18 +1,43 @@
 /*
 ** pgtest: the project's small test framework.
 **
-** A test file test/test_GROUP.c holds functions declared with
+** A test file test/test_FILE.c holds functions declared with
 **     PGT_TEST(group, name) { ... }
 ** at the start of a line; test/gen_registry.sh finds them. Every test file is
 ** compiled into one program together with pgpipe.c (so tests can reach the
 ** library's static functions). Each test runs in its own forked process, so a
 ** crash or a sanitizer report fails that test only.
 **
+** Groups and files. A test's group is the component it tests, named as its
+** test file is (test_copy.c: group copy, the loader src/pipeline/load.c;
+** test_pool.c: pool; ...). A file may instead gather one concern across
+** components (test_security.c, test_chaos.c, test_hostile.c): its tests still
+** carry the group of the component they exercise, and their names start with
+** the file's word (copy.security_values, claim.security_workers_channel,
+** copy.chaos_...). So `make test T=copy` runs every test of the loader,
+** wherever it is written, and `T=security` every test of test_security.c: a
+** selector without a dot matches a group or a file, one with a dot matches
+** GROUP.NAME (shell patterns allowed: T='util.retry*'); test/run.sh also runs
+** the script tests test/sh/WORD*.sh.
+**
 ** Assertions print file:line and both values, then end the test:
 **     PGT_CHECK(cond)  PGT_EQ_INT(a, b)  PGT_EQ_STR(a, b)  PGT_EQ_MEM(a, alen, b, blen)
 **     PGT_OK(rc)       (rc == PGPIPE_OK, else prints the code's name)
 ** PGT_SKIP("why") ends a test as skipped. pgt_dsn() returns the conninfo of
 ** the throwaway cluster `make test` starts (PGPIPE_TEST_DSN) or skips the test.
+**
+** The database fixture. Every test that needs the server starts from one of:
+**     pgt_connect()        a connection to the test database (notices quieted)
+**     pgt_db_open()        the same with pgpipe's schema installed (idempotent)
+**     pgt_db_fresh(NAME)   an empty database NAME of its own, made anew;
+**                          pgt_db_install(c) puts pgpipe's schema in it
+** and closes it with pgt_db_close(c) (PQfinish, and a fresh database is
+** dropped; PQfinish alone does for the others).
+** Tests share the test database one after another and keep apart by their
+** own names: a table, source name or load key carries the test's name (or
+** its pid); pgt_db_table(c, NAME, "(...)") makes such a table anew. A test
+** that needs a server state of its own (migrations on an empty database)
+** takes a fresh database.
 */
 #ifndef PGTEST_H
 #define PGTEST_H

@@ -1,4 +1,4 @@
-/* Tests of the SKIP LOCKED claimer and the worker pool (src/claim.c). */
+/* Tests of the SKIP LOCKED claimer and the worker pool (src/pipeline/claim.c). */
 #include <signal.h>
 #include <sys/wait.h>
 #include <poll.h>

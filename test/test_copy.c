@@ -1,8 +1,9 @@
 /*
-** Tests of the COPY loader (src/copy.c), against the test cluster: formats,
-** targets, validation and dead letters, server-side rejections, batches and
-** NOTIFY, resume, lost connections and a server restart in the middle of a
-** load (exact counts: every record once in the target or the dead letters).
+** Tests of the COPY loader (src/pipeline/load.c, group copy), against the
+** test cluster: formats, targets, validation and dead letters, server-side
+** rejections, batches and NOTIFY, resume, lost connections and a server
+** restart in the middle of a load (exact counts: every record once in the
+** target or the dead letters).
 */
 #include <sys/wait.h>
 #include <signal.h>

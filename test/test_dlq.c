@@ -1,4 +1,4 @@
-/* Tests of the dead-letter operations (src/dlq.c). */
+/* Tests of the dead-letter operations (src/pipeline/dlq.c). */
 
 static PGconn *dlq_t_setup(const char *target)
 {

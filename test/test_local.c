@@ -1,4 +1,4 @@
-/* The private local server (src/local.c): create, start, reuse, stop, keep data. */
+/* The private local server (src/db/local.c): create, start, reuse, stop, keep data. */
 
 static void local_query_one(const char *conninfo, const char *sql, const char *want)
 {

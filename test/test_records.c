@@ -1,4 +1,4 @@
-/* Tests of the record store (src/records.c). */
+/* Tests of the record store (src/pipeline/records.c). */
 
 #include <sys/wait.h>
 

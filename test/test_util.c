@@ -1,4 +1,4 @@
-/* Tests of the shared foundation (src/util.c). */
+/* Tests of the shared foundation (src/base/util.c). */
 
 /* "X.Y.Z" -> X*1000000 + Y*1000 + Z, or -1 when the text is not exactly
 ** three dot-separated numbers with Y and Z below 1000. */
