@@ -46,6 +46,14 @@ PGT_TEST(local, start_reuse_stop_keeps_data)
     PGT_OK(pgpipe_local_stop(dir, &opt, &err));
 }
 
+/* A new empty directory under the test's temp dir, in buf. */
+static void local_t_mkdtemp(char *buf, size_t size, const char *name)
+{
+    snprintf(buf, size, "%s/%s-XXXXXX", pgt_tmpdir(), name);
+    PGT_CHECK_MSG(mkdtemp(buf) != NULL, "%s: %s", buf, strerror(errno));
+    PGT_CHECK(chmod(buf, 0755) == 0); /* the server's user runs the scripts in it */
+}
+
 /* Writes an executable shell script DIR/NAME with the given body. */
 static void local_t_script(const char *dir, const char *name, const char *body)
 {
@@ -108,12 +116,11 @@ PGT_TEST(local, clear_errors)
     PGT_EQ_STR(err.message, "/tmp/it's cannot hold a Unix socket (a quote in the path, or longer "
                             "than 90 bytes)");
 
-    snprintf(bin, sizeof bin, "%s/local-bin-%d", pgt_tmpdir(), (int)getpid());
-    PGT_CHECK(mkdir(bin, 0755) == 0);
+    local_t_mkdtemp(bin, sizeof bin, "local-bin");
     opt.bindir = bin;
     if (geteuid() == 0) { /* root runs the server as another user, who must exist */
         opt.user = "pgpipe_t_no_such_user";
-        snprintf(dir, sizeof dir, "%s/local-user-%d", pgt_tmpdir(), (int)getpid());
+        local_t_mkdtemp(dir, sizeof dir, "local-user");
         LOCAL_T_STALE();
         PGT_EQ_INT(pgpipe_local_start(dir, &opt, info, sizeof info, NULL, &err), PGPIPE_MISUSE);
         PGT_CONTAINS(err.message, "no user 'pgpipe_t_no_such_user' to run the server as");
@@ -123,7 +130,7 @@ PGT_TEST(local, clear_errors)
     /* initdb fails: the error names the data folder and initdb's log */
     local_t_script(bin, "initdb", "echo 'initdb: the disk is on fire' >&2; exit 1");
     local_t_script(bin, "pg_ctl", "exit 1");
-    snprintf(dir, sizeof dir, "%s/local-err-%d", pgt_tmpdir(), (int)getpid());
+    local_t_mkdtemp(dir, sizeof dir, "local-err");
     LOCAL_T_STALE();
     PGT_EQ_INT(pgpipe_local_start(dir, &opt, info, sizeof info, NULL, &err), PGPIPE_ERROR);
     snprintf(want, sizeof want, "initdb failed for %s/data (see %s/initdb.log)", dir, dir);

@@ -375,7 +375,7 @@ static void util_t_sql_files(const char *top, const char *rel, char names[][256]
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/sql%s%s", top, *rel ? "/" : "", rel);
     DIR *d = opendir(dir);
-    PGT_CHECK_MSG(d != NULL, "cannot open %s", dir);
+    PGT_CHECK_MSG(d != NULL, "cannot open %s (PGPIPE_TOP names the source tree)", dir);
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
