@@ -922,7 +922,7 @@ int pgpipe_local_running(const char *dir);
 /* ==== end src/db/local.h ==== */
 
 /* ==== begin src/pipeline/load.h ==== */
-/* ---- COPY loader (src/copy.c) ------------------------------------------- */
+/* ---- COPY loader (src/pipeline/load.c) ---------------------------------- */
 
 /* Loads CSV, NDJSON or a JSON array of objects into PostgreSQL with COPY FROM
 ** STDIN, in batches, validating every record first. A bad record goes to
