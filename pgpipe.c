@@ -168,14 +168,21 @@ extern const pp_sql_entry pp_sql_files[];
 #ifndef PP_PARSE_H
 #define PP_PARSE_H
 
+/* Declarations of a component sit inside its PGPIPE_OMIT_ guard. */
+#ifndef PGPIPE_OMIT_CSV
 /* Append the COPY text-format escape of data[0..len) (src/parse/csv.c). */
 PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len);
+#endif
+#ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
+#endif
+#ifndef PGPIPE_OMIT_SQLSPLIT
 /* SQL words as the statement splitter reads them (src/parse/sqlsplit.c); the
 ** migration runner uses them to spot transaction control statements. */
 PGPIPE_PRIVATE int sqlsplit_is_ident_char(unsigned char c);
 PGPIPE_PRIVATE int sqlsplit_word_is(const char *w, size_t n, const char *kw);
+#endif
 
 #endif /* PP_PARSE_H */
 /* ==== end src/parse/pp_parse.h ==== */
@@ -208,6 +215,7 @@ PGPIPE_PRIVATE int sqlsplit_word_is(const char *w, size_t n, const char *kw);
 /* ==== The COPY loader's internals ========================================
 ** The loader is three files (load.c, load_input.c, load_lanes.c; overview in
 ** load.c) that share its state and these functions. Nothing else uses them. */
+#ifndef PGPIPE_OMIT_LOAD
 
 /* where a column value comes from */
 enum { COPY_K_FIELD, COPY_K_FIXED, COPY_K_NULL, COPY_K_RECORD, COPY_K_LINE, COPY_K_SOURCE,
@@ -387,6 +395,7 @@ PGPIPE_PRIVATE void copy_lanes_start(pgpipe_loader *l);
 PGPIPE_PRIVATE void copy_lanes_stop(pgpipe_loader *l);
 PGPIPE_PRIVATE int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all);
 PGPIPE_PRIVATE void copy_report(pgpipe_loader *l);
+#endif /* PGPIPE_OMIT_LOAD */
 
 #endif /* PP_PIPELINE_H */
 /* ==== end src/pipeline/pp_pipeline.h ==== */
@@ -2269,6 +2278,7 @@ const char *pgpipe_sql_file(const char *path)
 /* ==== end src/base/util.c ==== */
 
 /* ==== begin src/parse/json.c ==== */
+#ifndef PGPIPE_OMIT_JSON
 /*
 ** JSON: an RFC 8259 parser into a flat document, a validator that allocates
 ** nothing, accessors, a compact writer, deep equality and an NDJSON reader.
@@ -4165,9 +4175,11 @@ int pgpipe_ndjson_line(const pgpipe_ndjson *r, const char **text, size_t *len)
 
 long long pgpipe_ndjson_records(const pgpipe_ndjson *r) { return r ? r->records : 0; }
 long long pgpipe_ndjson_errors(const pgpipe_ndjson *r) { return r ? r->errors : 0; }
+#endif /* PGPIPE_OMIT_JSON */
 /* ==== end src/parse/json.c ==== */
 
 /* ==== begin src/parse/csv.c ==== */
+#ifndef PGPIPE_OMIT_CSV
 /*
 ** CSV reader: a streaming pull parser for RFC 4180 and real-world CSV, and the
 ** COPY text writer the loader uses to forward its rows.
@@ -5258,9 +5270,11 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out)
     csv_buf_out(out, &b);
     return rc;
 }
+#endif /* PGPIPE_OMIT_CSV */
 /* ==== end src/parse/csv.c ==== */
 
 /* ==== begin src/parse/sqlsplit.c ==== */
+#ifndef PGPIPE_OMIT_SQLSPLIT
 /*
 ** The SQL statement splitter: cuts a buffer of SQL into statements the way
 ** psql does (quotes, comments, dollar quotes, BEGIN ATOMIC bodies, COPY ...
@@ -5613,9 +5627,11 @@ int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
     }
     return PGPIPE_ROW;
 }
+#endif /* PGPIPE_OMIT_SQLSPLIT */
 /* ==== end src/parse/sqlsplit.c ==== */
 
 /* ==== begin src/db/pool.c ==== */
+#ifndef PGPIPE_OMIT_POOL
 /*
 ** Connection pool: sizing (pool_size + max_overflow), a FIFO queue of
 ** waiters with direct hand-off, health checks (pre-ping, lifetime, idle
@@ -7108,9 +7124,11 @@ void pgpipe_pipeline_free(pgpipe_pipeline *p)
     p->hdr.magic = 0;
     pp_free(p);
 }
+#endif /* PGPIPE_OMIT_POOL */
 /* ==== end src/db/pool.c ==== */
 
 /* ==== begin src/db/migrate.c ==== */
+#ifndef PGPIPE_OMIT_MIGRATE
 /*
 ** Migrations: SHA-256 checksums and a runner for versioned
 ** (V<version>__<name>.sql) and repeatable (R__<name>.sql) migrations with a
@@ -8782,9 +8800,11 @@ void pgpipe_migrate_close(pgpipe_migrator *m)
     pp_free(m->tbl_name);
     pp_free(m);
 }
+#endif /* PGPIPE_OMIT_MIGRATE */
 /* ==== end src/db/migrate.c ==== */
 
 /* ==== begin src/db/schema.c ==== */
+#ifndef PGPIPE_OMIT_SCHEMA
 /*
 ** The one-call installers of the built-in schema (sql/schema) and the example
 ** pipeline (sql/example): the migration runner over the embedded folders.
@@ -8827,9 +8847,11 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
         rc = schema_install_embedded(conn, opt, "example", err);
     return rc;
 }
+#endif /* PGPIPE_OMIT_SCHEMA */
 /* ==== end src/db/schema.c ==== */
 
 /* ==== begin src/db/local.c ==== */
+#ifndef PGPIPE_OMIT_LOCAL
 /*
 ** Private local server: initdb + pg_ctl in a directory, as the shell's
 ** --local DIR and `make demo` use it. The directory layout matches
@@ -9191,9 +9213,11 @@ int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_e
         return PGPIPE_OK;
     return pp_err(err, PGPIPE_ERROR, "could not stop the server in %s (see %s)", dir, log);
 }
+#endif /* PGPIPE_OMIT_LOCAL */
 /* ==== end src/db/local.c ==== */
 
 /* ==== begin src/pipeline/load.c ==== */
+#ifndef PGPIPE_OMIT_LOAD
 /*
 ** COPY loader: CSV, NDJSON and JSON arrays into PostgreSQL through COPY FROM
 ** STDIN, batch by batch, validated, dead-lettered, resumable.
@@ -10453,9 +10477,11 @@ void pgpipe_loader_close(pgpipe_loader *l)
     l->hdr.magic = 0;
     pp_free(l);
 }
+#endif /* PGPIPE_OMIT_LOAD */
 /* ==== end src/pipeline/load.c ==== */
 
 /* ==== begin src/pipeline/load_input.c ==== */
+#ifndef PGPIPE_OMIT_LOAD
 /*
 ** The COPY loader's input side: a record (a CSV row or a JSON object) into
 ** one COPY text row of the batch, validated against the column mapping, or
@@ -11081,9 +11107,11 @@ PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t le
         return copy_json_feed(l, data, len, base);
     }
 }
+#endif /* PGPIPE_OMIT_LOAD */
 /* ==== end src/pipeline/load_input.c ==== */
 
 /* ==== begin src/pipeline/load_lanes.c ==== */
+#ifndef PGPIPE_OMIT_LOAD
 /*
 ** The COPY loader's sending side: a batch's COPY (streamed while it fills),
 ** isolating the rows the server rejects (its "line N" context, else
@@ -11844,9 +11872,11 @@ PGPIPE_PRIVATE void copy_stream(copy_lane *ln)
         ln->sent = ln->cbuf.len;
     }
 }
+#endif /* PGPIPE_OMIT_LOAD */
 /* ==== end src/pipeline/load_lanes.c ==== */
 
 /* ==== begin src/pipeline/claim.c ==== */
+#ifndef PGPIPE_OMIT_CLAIM
 /*
 ** The SKIP LOCKED claimer and the worker pool.
 **
@@ -13607,9 +13637,11 @@ void pgpipe_workers_free(pgpipe_workers *w)
 }
 
 #endif /* PGPIPE_OMIT_THREADS */
+#endif /* PGPIPE_OMIT_CLAIM */
 /* ==== end src/pipeline/claim.c ==== */
 
 /* ==== begin src/pipeline/dlq.c ==== */
+#ifndef PGPIPE_OMIT_DLQ
 /*
 ** Dead-letter queue operations on pgpipe.dead_letters: list, inspect,
 ** counts, replay (pgpipe.dlq_replay in sql/schema/V0020__claimer.sql),
@@ -13904,9 +13936,11 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     return pp_err(err, PGPIPE_BUSY, "%lld new dead letters within %d s (threshold %d)", n,
                   window_s, threshold);
 }
+#endif /* PGPIPE_OMIT_DLQ */
 /* ==== end src/pipeline/dlq.c ==== */
 
 /* ==== begin src/pipeline/records.c ==== */
+#ifndef PGPIPE_OMIT_RECORDS
 /*
 ** Record store: collections of JSONB documents (records.NAME tables) with
 ** CRUD through the pool's cached prepared statements, batch create through
@@ -16135,5 +16169,6 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
         *n = rows;
     return rc;
 }
+#endif /* PGPIPE_OMIT_RECORDS */
 /* ==== end src/pipeline/records.c ==== */
 

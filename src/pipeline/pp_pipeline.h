@@ -12,6 +12,7 @@
 /* ==== The COPY loader's internals ========================================
 ** The loader is three files (load.c, load_input.c, load_lanes.c; overview in
 ** load.c) that share its state and these functions. Nothing else uses them. */
+#ifndef PGPIPE_OMIT_LOAD
 
 /* where a column value comes from */
 enum { COPY_K_FIELD, COPY_K_FIXED, COPY_K_NULL, COPY_K_RECORD, COPY_K_LINE, COPY_K_SOURCE,
@@ -191,5 +192,6 @@ PGPIPE_PRIVATE void copy_lanes_start(pgpipe_loader *l);
 PGPIPE_PRIVATE void copy_lanes_stop(pgpipe_loader *l);
 PGPIPE_PRIVATE int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all);
 PGPIPE_PRIVATE void copy_report(pgpipe_loader *l);
+#endif /* PGPIPE_OMIT_LOAD */
 
 #endif /* PP_PIPELINE_H */
