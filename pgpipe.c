@@ -8108,85 +8108,109 @@ static int mig_entry_cmp(const void *pa, const void *pb)
     return strcmp(a->info.name, b->info.name);
 }
 
-/* Builds the entries from the files and the history, deciding what a run
-** would do with each. */
-static int mig_build_entries(pgpipe_migrator *m)
+/* Forgets which history rows matched a file, and finds the highest applied
+** (or baselined) version and the highest baseline version (NULL when none). */
+static void mig_history_bounds(pgpipe_migrator *m, const char **max_applied,
+                               const char **max_baseline)
 {
-    mig_entries_free(m);
-    int cap = 0;
-    const char *max_applied = NULL, *max_baseline = NULL;
+    *max_applied = *max_baseline = NULL;
     for (int i = 0; i < m->nrows; i++) {
         mig_row *r = &m->rows[i];
         r->matched = 0;
         if (r->kind != 'V')
             continue;
         if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0)
-            if (!max_applied || mig_vcmp(r->version, max_applied) > 0)
-                max_applied = r->version;
+            if (!*max_applied || mig_vcmp(r->version, *max_applied) > 0)
+                *max_applied = r->version;
         if (strcmp(r->status, "baseline") == 0)
-            if (!max_baseline || mig_vcmp(r->version, max_baseline) > 0)
-                max_baseline = r->version;
+            if (!*max_baseline || mig_vcmp(r->version, *max_baseline) > 0)
+                *max_baseline = r->version;
     }
+}
+
+/* State and action of a file not in the history. */
+static void mig_decide_new(pgpipe_migrator *m, mig_entry *e, const char *max_applied,
+                           const char *max_baseline)
+{
+    const mig_file *f = e->f;
+    pgpipe_migration_info *in = &e->info;
+    in->state = PGPIPE_MIGRATION_PENDING;
+    if (f->kind == 'V' && m->baseline && mig_vcmp(f->version, m->baseline) <= 0) {
+        e->do_baseline = 1;
+        snprintf(e->action, sizeof e->action, "record as baseline");
+    } else if (f->kind == 'V' && max_baseline && mig_vcmp(f->version, max_baseline) <= 0) {
+        in->state = PGPIPE_MIGRATION_IGNORED;
+        snprintf(e->action, sizeof e->action, "below the baseline %s: skipped",
+                 max_baseline);
+    } else if (f->kind == 'V' && max_applied && mig_vcmp(f->version, max_applied) < 0) {
+        e->out_of_order = 1;
+        if (m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER) {
+            in->will_run = 1;
+            snprintf(e->action, sizeof e->action, "apply (out of order)");
+        } else {
+            snprintf(e->action, sizeof e->action,
+                     "error: out of order (version %s is applied)", max_applied);
+        }
+    } else {
+        in->will_run = 1;
+        snprintf(e->action, sizeof e->action, "apply");
+    }
+}
+
+/* State and action of a file with a history row. */
+static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
+{
+    const mig_file *f = e->f;
+    const mig_row *r = e->r;
+    pgpipe_migration_info *in = &e->info;
     int repair = (m->flags & PGPIPE_MIGRATE_REPAIR) != 0;
+    if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
+        int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
+        int base = strcmp(r->status, "baseline") == 0;
+        if (same) {
+            in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
+        } else if (f->kind == 'R') {
+            in->state = PGPIPE_MIGRATION_OUTDATED;
+            in->will_run = 1;
+            snprintf(e->action, sizeof e->action, "re-apply (file changed)");
+        } else {
+            in->state = PGPIPE_MIGRATION_CHANGED;
+            e->do_repair = repair;
+            snprintf(e->action, sizeof e->action, "%s",
+                     repair ? "repair: record the new checksum"
+                            : "error: file changed since it was applied");
+        }
+    } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
+        in->state = PGPIPE_MIGRATION_PARTIAL;
+        in->will_run = 1;
+        e->resume_at = r->done;
+        snprintf(e->action, sizeof e->action, "resume at statement %d", r->done + 1);
+    } else {
+        in->state = PGPIPE_MIGRATION_FAILED;
+        in->will_run = 1;
+        snprintf(e->action, sizeof e->action, "re-apply (last attempt failed)");
+    }
+}
+
+/* An entry for each file, matched with its history row. */
+static int mig_add_file_entries(pgpipe_migrator *m, int *cap)
+{
+    const char *max_applied, *max_baseline;
+    mig_history_bounds(m, &max_applied, &max_baseline);
     for (int i = 0; i < m->nfiles; i++) {
         mig_file *f = &m->files[i];
-        mig_entry *e = mig_new_entry(m, &cap);
+        mig_entry *e = mig_new_entry(m, cap);
         if (!e)
             return pp_err_nomem(&m->hdr.err);
         e->f = f;
         mig_row *r = e->r = mig_find_row(m, f);
-        if (r)
+        if (r) {
             r->matched = 1;
-        pgpipe_migration_info *in = &e->info;
-        if (!r) {
-            in->state = PGPIPE_MIGRATION_PENDING;
-            if (f->kind == 'V' && m->baseline && mig_vcmp(f->version, m->baseline) <= 0) {
-                e->do_baseline = 1;
-                snprintf(e->action, sizeof e->action, "record as baseline");
-            } else if (f->kind == 'V' && max_baseline && mig_vcmp(f->version, max_baseline) <= 0) {
-                in->state = PGPIPE_MIGRATION_IGNORED;
-                snprintf(e->action, sizeof e->action, "below the baseline %s: skipped",
-                         max_baseline);
-            } else if (f->kind == 'V' && max_applied && mig_vcmp(f->version, max_applied) < 0) {
-                e->out_of_order = 1;
-                if (m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER) {
-                    in->will_run = 1;
-                    snprintf(e->action, sizeof e->action, "apply (out of order)");
-                } else {
-                    snprintf(e->action, sizeof e->action,
-                             "error: out of order (version %s is applied)", max_applied);
-                }
-            } else {
-                in->will_run = 1;
-                snprintf(e->action, sizeof e->action, "apply");
-            }
-        } else if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
-            int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
-            int base = strcmp(r->status, "baseline") == 0;
-            if (same) {
-                in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
-            } else if (f->kind == 'R') {
-                in->state = PGPIPE_MIGRATION_OUTDATED;
-                in->will_run = 1;
-                snprintf(e->action, sizeof e->action, "re-apply (file changed)");
-            } else {
-                in->state = PGPIPE_MIGRATION_CHANGED;
-                e->do_repair = repair;
-                snprintf(e->action, sizeof e->action, "%s",
-                         repair ? "repair: record the new checksum"
-                                : "error: file changed since it was applied");
-            }
-        } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
-            in->state = PGPIPE_MIGRATION_PARTIAL;
-            in->will_run = 1;
-            e->resume_at = r->done;
-            snprintf(e->action, sizeof e->action, "resume at statement %d", r->done + 1);
+            mig_decide_recorded(m, e);
         } else {
-            in->state = PGPIPE_MIGRATION_FAILED;
-            in->will_run = 1;
-            snprintf(e->action, sizeof e->action, "re-apply (last attempt failed)");
+            mig_decide_new(m, e, max_applied, max_baseline);
         }
-        if (in->will_run || in->state == PGPIPE_MIGRATION_FAILED) {
+        if (e->info.will_run || e->info.state == PGPIPE_MIGRATION_FAILED) {
             /* statement counts for the report; a run reports parse errors */
             pgpipe_error keep = m->hdr.err;
             if (mig_parse_file(m, f) == PGPIPE_NOMEM)
@@ -8194,11 +8218,17 @@ static int mig_build_entries(pgpipe_migrator *m)
             m->hdr.err = keep;
         }
     }
+    return PGPIPE_OK;
+}
+
+/* An entry for each history row whose file is gone. */
+static int mig_add_missing_entries(pgpipe_migrator *m, int *cap)
+{
     for (int i = 0; i < m->nrows; i++) {
         mig_row *r = &m->rows[i];
         if (r->matched)
             continue;
-        mig_entry *e = mig_new_entry(m, &cap);
+        mig_entry *e = mig_new_entry(m, cap);
         if (!e)
             return pp_err_nomem(&m->hdr.err);
         e->r = r;
@@ -8211,27 +8241,49 @@ static int mig_build_entries(pgpipe_migrator *m)
                                                               : "none (file missing on disk)");
         }
     }
-    /* a baseline version without a file of its own gets a marker row */
-    if (m->baseline) {
-        int have = 0;
-        for (int i = 0; i < m->nfiles; i++)
-            if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->baseline) == 0)
-                have = 1;
-        for (int i = 0; i < m->nrows; i++)
-            if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->baseline) == 0)
-                have = 1;
-        if (!have) {
-            mig_entry *e = mig_new_entry(m, &cap);
-            if (!e)
-                return pp_err_nomem(&m->hdr.err);
-            e->do_baseline = 1;
-            e->info.state = PGPIPE_MIGRATION_PENDING;
-            e->info.kind = 'V';
-            e->info.version = m->baseline;
-            e->info.name = "baseline";
-            snprintf(e->action, sizeof e->action, "record baseline marker");
-        }
-    }
+    return PGPIPE_OK;
+}
+
+/* A baseline version without a file or a history row of its own gets a
+** marker entry. */
+static int mig_add_baseline_marker(pgpipe_migrator *m, int *cap)
+{
+    if (!m->baseline)
+        return PGPIPE_OK;
+    int have = 0;
+    for (int i = 0; i < m->nfiles; i++)
+        if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->baseline) == 0)
+            have = 1;
+    for (int i = 0; i < m->nrows; i++)
+        if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->baseline) == 0)
+            have = 1;
+    if (have)
+        return PGPIPE_OK;
+    mig_entry *e = mig_new_entry(m, cap);
+    if (!e)
+        return pp_err_nomem(&m->hdr.err);
+    e->do_baseline = 1;
+    e->info.state = PGPIPE_MIGRATION_PENDING;
+    e->info.kind = 'V';
+    e->info.version = m->baseline;
+    e->info.name = "baseline";
+    snprintf(e->action, sizeof e->action, "record baseline marker");
+    return PGPIPE_OK;
+}
+
+/* Builds the entries from the files and the history, deciding what a run
+** would do with each, in the order a run takes them. */
+static int mig_build_entries(pgpipe_migrator *m)
+{
+    mig_entries_free(m);
+    int cap = 0;
+    int rc = mig_add_file_entries(m, &cap);
+    if (rc == PGPIPE_OK)
+        rc = mig_add_missing_entries(m, &cap);
+    if (rc == PGPIPE_OK)
+        rc = mig_add_baseline_marker(m, &cap);
+    if (rc != PGPIPE_OK)
+        return rc;
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (e->f || e->r)
@@ -10950,6 +11002,92 @@ static int copy_js_element(pgpipe_loader *l, const char *data, size_t start, siz
 /* a newline at absolute offset pos of a JSON array: the next line starts */
 #define COPY_JS_NL(l, pos) ((l)->line_no++, (l)->js_nl_off = (pos) + 1, (l)->js_cont = 0)
 
+/* An element ended at data[end): hand it over; the array goes on after it. */
+static int copy_js_close(pgpipe_loader *l, const char *data, size_t start, size_t end, int *carried)
+{
+    int rc = copy_js_element(l, data, start, end, *carried);
+    if (rc != PGPIPE_OK)
+        return rc;
+    *carried = 0;
+    l->js_state = COPY_JS_AFTER;
+    return PGPIPE_OK;
+}
+
+/* An element starts with byte c at absolute offset at. Returns the bytes
+** taken: a string's quote or a container's bracket; a scalar's first byte
+** is read again inside the element. */
+static inline size_t copy_js_begin(pgpipe_loader *l, unsigned char c, long long at)
+{
+    l->js_state = COPY_JS_ELEM;
+    l->js_depth = 0;
+    l->js_instr = l->js_esc = 0;
+    l->js_scalar = c != '{' && c != '[' && c != '"';
+    l->carry_line = l->line_no + 1;
+    l->carry_off = at;
+    l->carry_col = l->carry_off - l->js_nl_off - l->js_cont -
+                   (l->line_no == 0 ? l->bom_pos : 0);
+    if (l->js_scalar)
+        return 0;
+    if (c == '"')
+        l->js_instr = 1;
+    else
+        l->js_depth = 1;
+    return 1;
+}
+
+/* Inside an element (it began at data[start), or in the carry buffer when
+** *carried): reads on from data[*pos] towards its end, a string's closing
+** quote, a scalar's delimiter or the bracket that closes a container, and
+** hands the element over there. Advances *pos. */
+static inline int copy_js_in_element(pgpipe_loader *l, const char *data, size_t len,
+                                     long long base, size_t *pos, size_t start, int *carried)
+{
+    size_t i = *pos;
+    unsigned char c = (unsigned char)data[i];
+    int rc = PGPIPE_OK;
+    if (l->js_instr) {
+        /* skip plain string bytes quickly */
+        while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
+            if (l->js_esc)
+                l->js_esc = 0;
+            l->js_cont += ((unsigned char)data[i] & 0xC0) == 0x80;
+            i++;
+        }
+        if (i < len) {
+            c = (unsigned char)data[i];
+            if (l->js_esc) {
+                l->js_esc = 0;
+            } else if (c == '\\') {
+                l->js_esc = 1;
+            } else if (c == '"') {
+                l->js_instr = 0;
+                if (l->js_depth == 0) { /* a string element */
+                    *pos = i + 1;
+                    return copy_js_close(l, data, start, i + 1, carried);
+                }
+            }
+            if (c == '\n')
+                COPY_JS_NL(l, base + (long long)i);
+            i++;
+        }
+    } else if (l->js_scalar) {
+        if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            rc = copy_js_close(l, data, start, i, carried); /* the byte is seen again in AFTER */
+        else
+            i++;
+    } else {
+        if (c == '"') l->js_instr = 1;
+        else if (c == '{' || c == '[') l->js_depth++;
+        else if (c == '}' || c == ']') l->js_depth--;
+        else if (c == '\n') COPY_JS_NL(l, base + (long long)i);
+        i++;
+        if (l->js_depth == 0)
+            rc = copy_js_close(l, data, start, i, carried);
+    }
+    *pos = i;
+    return rc;
+}
+
 static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
 {
     size_t i = 0, start = 0;
@@ -10976,78 +11114,13 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
             if (c == ']' && l->js_state == COPY_JS_FIRST) { l->js_state = COPY_JS_END; i++; continue; }
             if (c == ']' || c == ',')
                 return copy_js_fatal(l, base + (long long)i, "expected an array element", c);
-            l->js_state = COPY_JS_ELEM;
-            l->js_depth = 0;
-            l->js_instr = l->js_esc = 0;
-            l->js_scalar = c != '{' && c != '[' && c != '"';
-            l->carry_line = l->line_no + 1;
-            l->carry_off = base + (long long)i;
-            l->carry_col = l->carry_off - l->js_nl_off - l->js_cont -
-                           (l->line_no == 0 ? l->bom_pos : 0);
             start = i;
             carried = 0;
-            if (!l->js_scalar) {
-                if (c == '"')
-                    l->js_instr = 1;
-                else
-                    l->js_depth = 1;
-                i++;
-            }
+            i += copy_js_begin(l, c, base + (long long)i);
             continue;
         case COPY_JS_ELEM:
-            if (l->js_instr) {
-                /* skip plain string bytes quickly */
-                while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
-                    if (l->js_esc)
-                        l->js_esc = 0;
-                    l->js_cont += ((unsigned char)data[i] & 0xC0) == 0x80;
-                    i++;
-                }
-                if (i == len)
-                    continue;
-                c = (unsigned char)data[i];
-                if (l->js_esc) {
-                    l->js_esc = 0;
-                } else if (c == '\\') {
-                    l->js_esc = 1;
-                } else if (c == '"') {
-                    l->js_instr = 0;
-                    if (l->js_depth == 0) { /* a string element */
-                        i++;
-                        if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
-                            return rc;
-                        carried = 0;
-                        l->js_state = COPY_JS_AFTER;
-                        continue;
-                    }
-                }
-                if (c == '\n')
-                    COPY_JS_NL(l, base + (long long)i);
-                i++;
-                continue;
-            }
-            if (l->js_scalar) {
-                if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n') {
-                    if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
-                        return rc;
-                    carried = 0;
-                    l->js_state = COPY_JS_AFTER;
-                    continue; /* the byte is seen again in AFTER */
-                }
-                i++;
-                continue;
-            }
-            if (c == '"') l->js_instr = 1;
-            else if (c == '{' || c == '[') l->js_depth++;
-            else if (c == '}' || c == ']') l->js_depth--;
-            else if (c == '\n') COPY_JS_NL(l, base + (long long)i);
-            i++;
-            if (l->js_depth == 0) {
-                if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
-                    return rc;
-                carried = 0;
-                l->js_state = COPY_JS_AFTER;
-            }
+            if ((rc = copy_js_in_element(l, data, len, base, &i, start, &carried)) != PGPIPE_OK)
+                return rc;
             continue;
         case COPY_JS_AFTER:
             if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }

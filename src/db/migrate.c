@@ -978,85 +978,109 @@ static int mig_entry_cmp(const void *pa, const void *pb)
     return strcmp(a->info.name, b->info.name);
 }
 
-/* Builds the entries from the files and the history, deciding what a run
-** would do with each. */
-static int mig_build_entries(pgpipe_migrator *m)
+/* Forgets which history rows matched a file, and finds the highest applied
+** (or baselined) version and the highest baseline version (NULL when none). */
+static void mig_history_bounds(pgpipe_migrator *m, const char **max_applied,
+                               const char **max_baseline)
 {
-    mig_entries_free(m);
-    int cap = 0;
-    const char *max_applied = NULL, *max_baseline = NULL;
+    *max_applied = *max_baseline = NULL;
     for (int i = 0; i < m->nrows; i++) {
         mig_row *r = &m->rows[i];
         r->matched = 0;
         if (r->kind != 'V')
             continue;
         if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0)
-            if (!max_applied || mig_vcmp(r->version, max_applied) > 0)
-                max_applied = r->version;
+            if (!*max_applied || mig_vcmp(r->version, *max_applied) > 0)
+                *max_applied = r->version;
         if (strcmp(r->status, "baseline") == 0)
-            if (!max_baseline || mig_vcmp(r->version, max_baseline) > 0)
-                max_baseline = r->version;
+            if (!*max_baseline || mig_vcmp(r->version, *max_baseline) > 0)
+                *max_baseline = r->version;
     }
+}
+
+/* State and action of a file not in the history. */
+static void mig_decide_new(pgpipe_migrator *m, mig_entry *e, const char *max_applied,
+                           const char *max_baseline)
+{
+    const mig_file *f = e->f;
+    pgpipe_migration_info *in = &e->info;
+    in->state = PGPIPE_MIGRATION_PENDING;
+    if (f->kind == 'V' && m->baseline && mig_vcmp(f->version, m->baseline) <= 0) {
+        e->do_baseline = 1;
+        snprintf(e->action, sizeof e->action, "record as baseline");
+    } else if (f->kind == 'V' && max_baseline && mig_vcmp(f->version, max_baseline) <= 0) {
+        in->state = PGPIPE_MIGRATION_IGNORED;
+        snprintf(e->action, sizeof e->action, "below the baseline %s: skipped",
+                 max_baseline);
+    } else if (f->kind == 'V' && max_applied && mig_vcmp(f->version, max_applied) < 0) {
+        e->out_of_order = 1;
+        if (m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER) {
+            in->will_run = 1;
+            snprintf(e->action, sizeof e->action, "apply (out of order)");
+        } else {
+            snprintf(e->action, sizeof e->action,
+                     "error: out of order (version %s is applied)", max_applied);
+        }
+    } else {
+        in->will_run = 1;
+        snprintf(e->action, sizeof e->action, "apply");
+    }
+}
+
+/* State and action of a file with a history row. */
+static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
+{
+    const mig_file *f = e->f;
+    const mig_row *r = e->r;
+    pgpipe_migration_info *in = &e->info;
     int repair = (m->flags & PGPIPE_MIGRATE_REPAIR) != 0;
+    if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
+        int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
+        int base = strcmp(r->status, "baseline") == 0;
+        if (same) {
+            in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
+        } else if (f->kind == 'R') {
+            in->state = PGPIPE_MIGRATION_OUTDATED;
+            in->will_run = 1;
+            snprintf(e->action, sizeof e->action, "re-apply (file changed)");
+        } else {
+            in->state = PGPIPE_MIGRATION_CHANGED;
+            e->do_repair = repair;
+            snprintf(e->action, sizeof e->action, "%s",
+                     repair ? "repair: record the new checksum"
+                            : "error: file changed since it was applied");
+        }
+    } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
+        in->state = PGPIPE_MIGRATION_PARTIAL;
+        in->will_run = 1;
+        e->resume_at = r->done;
+        snprintf(e->action, sizeof e->action, "resume at statement %d", r->done + 1);
+    } else {
+        in->state = PGPIPE_MIGRATION_FAILED;
+        in->will_run = 1;
+        snprintf(e->action, sizeof e->action, "re-apply (last attempt failed)");
+    }
+}
+
+/* An entry for each file, matched with its history row. */
+static int mig_add_file_entries(pgpipe_migrator *m, int *cap)
+{
+    const char *max_applied, *max_baseline;
+    mig_history_bounds(m, &max_applied, &max_baseline);
     for (int i = 0; i < m->nfiles; i++) {
         mig_file *f = &m->files[i];
-        mig_entry *e = mig_new_entry(m, &cap);
+        mig_entry *e = mig_new_entry(m, cap);
         if (!e)
             return pp_err_nomem(&m->hdr.err);
         e->f = f;
         mig_row *r = e->r = mig_find_row(m, f);
-        if (r)
+        if (r) {
             r->matched = 1;
-        pgpipe_migration_info *in = &e->info;
-        if (!r) {
-            in->state = PGPIPE_MIGRATION_PENDING;
-            if (f->kind == 'V' && m->baseline && mig_vcmp(f->version, m->baseline) <= 0) {
-                e->do_baseline = 1;
-                snprintf(e->action, sizeof e->action, "record as baseline");
-            } else if (f->kind == 'V' && max_baseline && mig_vcmp(f->version, max_baseline) <= 0) {
-                in->state = PGPIPE_MIGRATION_IGNORED;
-                snprintf(e->action, sizeof e->action, "below the baseline %s: skipped",
-                         max_baseline);
-            } else if (f->kind == 'V' && max_applied && mig_vcmp(f->version, max_applied) < 0) {
-                e->out_of_order = 1;
-                if (m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER) {
-                    in->will_run = 1;
-                    snprintf(e->action, sizeof e->action, "apply (out of order)");
-                } else {
-                    snprintf(e->action, sizeof e->action,
-                             "error: out of order (version %s is applied)", max_applied);
-                }
-            } else {
-                in->will_run = 1;
-                snprintf(e->action, sizeof e->action, "apply");
-            }
-        } else if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
-            int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
-            int base = strcmp(r->status, "baseline") == 0;
-            if (same) {
-                in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
-            } else if (f->kind == 'R') {
-                in->state = PGPIPE_MIGRATION_OUTDATED;
-                in->will_run = 1;
-                snprintf(e->action, sizeof e->action, "re-apply (file changed)");
-            } else {
-                in->state = PGPIPE_MIGRATION_CHANGED;
-                e->do_repair = repair;
-                snprintf(e->action, sizeof e->action, "%s",
-                         repair ? "repair: record the new checksum"
-                                : "error: file changed since it was applied");
-            }
-        } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
-            in->state = PGPIPE_MIGRATION_PARTIAL;
-            in->will_run = 1;
-            e->resume_at = r->done;
-            snprintf(e->action, sizeof e->action, "resume at statement %d", r->done + 1);
+            mig_decide_recorded(m, e);
         } else {
-            in->state = PGPIPE_MIGRATION_FAILED;
-            in->will_run = 1;
-            snprintf(e->action, sizeof e->action, "re-apply (last attempt failed)");
+            mig_decide_new(m, e, max_applied, max_baseline);
         }
-        if (in->will_run || in->state == PGPIPE_MIGRATION_FAILED) {
+        if (e->info.will_run || e->info.state == PGPIPE_MIGRATION_FAILED) {
             /* statement counts for the report; a run reports parse errors */
             pgpipe_error keep = m->hdr.err;
             if (mig_parse_file(m, f) == PGPIPE_NOMEM)
@@ -1064,11 +1088,17 @@ static int mig_build_entries(pgpipe_migrator *m)
             m->hdr.err = keep;
         }
     }
+    return PGPIPE_OK;
+}
+
+/* An entry for each history row whose file is gone. */
+static int mig_add_missing_entries(pgpipe_migrator *m, int *cap)
+{
     for (int i = 0; i < m->nrows; i++) {
         mig_row *r = &m->rows[i];
         if (r->matched)
             continue;
-        mig_entry *e = mig_new_entry(m, &cap);
+        mig_entry *e = mig_new_entry(m, cap);
         if (!e)
             return pp_err_nomem(&m->hdr.err);
         e->r = r;
@@ -1081,27 +1111,49 @@ static int mig_build_entries(pgpipe_migrator *m)
                                                               : "none (file missing on disk)");
         }
     }
-    /* a baseline version without a file of its own gets a marker row */
-    if (m->baseline) {
-        int have = 0;
-        for (int i = 0; i < m->nfiles; i++)
-            if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->baseline) == 0)
-                have = 1;
-        for (int i = 0; i < m->nrows; i++)
-            if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->baseline) == 0)
-                have = 1;
-        if (!have) {
-            mig_entry *e = mig_new_entry(m, &cap);
-            if (!e)
-                return pp_err_nomem(&m->hdr.err);
-            e->do_baseline = 1;
-            e->info.state = PGPIPE_MIGRATION_PENDING;
-            e->info.kind = 'V';
-            e->info.version = m->baseline;
-            e->info.name = "baseline";
-            snprintf(e->action, sizeof e->action, "record baseline marker");
-        }
-    }
+    return PGPIPE_OK;
+}
+
+/* A baseline version without a file or a history row of its own gets a
+** marker entry. */
+static int mig_add_baseline_marker(pgpipe_migrator *m, int *cap)
+{
+    if (!m->baseline)
+        return PGPIPE_OK;
+    int have = 0;
+    for (int i = 0; i < m->nfiles; i++)
+        if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->baseline) == 0)
+            have = 1;
+    for (int i = 0; i < m->nrows; i++)
+        if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->baseline) == 0)
+            have = 1;
+    if (have)
+        return PGPIPE_OK;
+    mig_entry *e = mig_new_entry(m, cap);
+    if (!e)
+        return pp_err_nomem(&m->hdr.err);
+    e->do_baseline = 1;
+    e->info.state = PGPIPE_MIGRATION_PENDING;
+    e->info.kind = 'V';
+    e->info.version = m->baseline;
+    e->info.name = "baseline";
+    snprintf(e->action, sizeof e->action, "record baseline marker");
+    return PGPIPE_OK;
+}
+
+/* Builds the entries from the files and the history, deciding what a run
+** would do with each, in the order a run takes them. */
+static int mig_build_entries(pgpipe_migrator *m)
+{
+    mig_entries_free(m);
+    int cap = 0;
+    int rc = mig_add_file_entries(m, &cap);
+    if (rc == PGPIPE_OK)
+        rc = mig_add_missing_entries(m, &cap);
+    if (rc == PGPIPE_OK)
+        rc = mig_add_baseline_marker(m, &cap);
+    if (rc != PGPIPE_OK)
+        return rc;
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (e->f || e->r)

@@ -467,6 +467,92 @@ static int copy_js_element(pgpipe_loader *l, const char *data, size_t start, siz
 /* a newline at absolute offset pos of a JSON array: the next line starts */
 #define COPY_JS_NL(l, pos) ((l)->line_no++, (l)->js_nl_off = (pos) + 1, (l)->js_cont = 0)
 
+/* An element ended at data[end): hand it over; the array goes on after it. */
+static int copy_js_close(pgpipe_loader *l, const char *data, size_t start, size_t end, int *carried)
+{
+    int rc = copy_js_element(l, data, start, end, *carried);
+    if (rc != PGPIPE_OK)
+        return rc;
+    *carried = 0;
+    l->js_state = COPY_JS_AFTER;
+    return PGPIPE_OK;
+}
+
+/* An element starts with byte c at absolute offset at. Returns the bytes
+** taken: a string's quote or a container's bracket; a scalar's first byte
+** is read again inside the element. */
+static inline size_t copy_js_begin(pgpipe_loader *l, unsigned char c, long long at)
+{
+    l->js_state = COPY_JS_ELEM;
+    l->js_depth = 0;
+    l->js_instr = l->js_esc = 0;
+    l->js_scalar = c != '{' && c != '[' && c != '"';
+    l->carry_line = l->line_no + 1;
+    l->carry_off = at;
+    l->carry_col = l->carry_off - l->js_nl_off - l->js_cont -
+                   (l->line_no == 0 ? l->bom_pos : 0);
+    if (l->js_scalar)
+        return 0;
+    if (c == '"')
+        l->js_instr = 1;
+    else
+        l->js_depth = 1;
+    return 1;
+}
+
+/* Inside an element (it began at data[start), or in the carry buffer when
+** *carried): reads on from data[*pos] towards its end, a string's closing
+** quote, a scalar's delimiter or the bracket that closes a container, and
+** hands the element over there. Advances *pos. */
+static inline int copy_js_in_element(pgpipe_loader *l, const char *data, size_t len,
+                                     long long base, size_t *pos, size_t start, int *carried)
+{
+    size_t i = *pos;
+    unsigned char c = (unsigned char)data[i];
+    int rc = PGPIPE_OK;
+    if (l->js_instr) {
+        /* skip plain string bytes quickly */
+        while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
+            if (l->js_esc)
+                l->js_esc = 0;
+            l->js_cont += ((unsigned char)data[i] & 0xC0) == 0x80;
+            i++;
+        }
+        if (i < len) {
+            c = (unsigned char)data[i];
+            if (l->js_esc) {
+                l->js_esc = 0;
+            } else if (c == '\\') {
+                l->js_esc = 1;
+            } else if (c == '"') {
+                l->js_instr = 0;
+                if (l->js_depth == 0) { /* a string element */
+                    *pos = i + 1;
+                    return copy_js_close(l, data, start, i + 1, carried);
+                }
+            }
+            if (c == '\n')
+                COPY_JS_NL(l, base + (long long)i);
+            i++;
+        }
+    } else if (l->js_scalar) {
+        if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            rc = copy_js_close(l, data, start, i, carried); /* the byte is seen again in AFTER */
+        else
+            i++;
+    } else {
+        if (c == '"') l->js_instr = 1;
+        else if (c == '{' || c == '[') l->js_depth++;
+        else if (c == '}' || c == ']') l->js_depth--;
+        else if (c == '\n') COPY_JS_NL(l, base + (long long)i);
+        i++;
+        if (l->js_depth == 0)
+            rc = copy_js_close(l, data, start, i, carried);
+    }
+    *pos = i;
+    return rc;
+}
+
 static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
 {
     size_t i = 0, start = 0;
@@ -493,78 +579,13 @@ static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long l
             if (c == ']' && l->js_state == COPY_JS_FIRST) { l->js_state = COPY_JS_END; i++; continue; }
             if (c == ']' || c == ',')
                 return copy_js_fatal(l, base + (long long)i, "expected an array element", c);
-            l->js_state = COPY_JS_ELEM;
-            l->js_depth = 0;
-            l->js_instr = l->js_esc = 0;
-            l->js_scalar = c != '{' && c != '[' && c != '"';
-            l->carry_line = l->line_no + 1;
-            l->carry_off = base + (long long)i;
-            l->carry_col = l->carry_off - l->js_nl_off - l->js_cont -
-                           (l->line_no == 0 ? l->bom_pos : 0);
             start = i;
             carried = 0;
-            if (!l->js_scalar) {
-                if (c == '"')
-                    l->js_instr = 1;
-                else
-                    l->js_depth = 1;
-                i++;
-            }
+            i += copy_js_begin(l, c, base + (long long)i);
             continue;
         case COPY_JS_ELEM:
-            if (l->js_instr) {
-                /* skip plain string bytes quickly */
-                while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
-                    if (l->js_esc)
-                        l->js_esc = 0;
-                    l->js_cont += ((unsigned char)data[i] & 0xC0) == 0x80;
-                    i++;
-                }
-                if (i == len)
-                    continue;
-                c = (unsigned char)data[i];
-                if (l->js_esc) {
-                    l->js_esc = 0;
-                } else if (c == '\\') {
-                    l->js_esc = 1;
-                } else if (c == '"') {
-                    l->js_instr = 0;
-                    if (l->js_depth == 0) { /* a string element */
-                        i++;
-                        if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
-                            return rc;
-                        carried = 0;
-                        l->js_state = COPY_JS_AFTER;
-                        continue;
-                    }
-                }
-                if (c == '\n')
-                    COPY_JS_NL(l, base + (long long)i);
-                i++;
-                continue;
-            }
-            if (l->js_scalar) {
-                if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n') {
-                    if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
-                        return rc;
-                    carried = 0;
-                    l->js_state = COPY_JS_AFTER;
-                    continue; /* the byte is seen again in AFTER */
-                }
-                i++;
-                continue;
-            }
-            if (c == '"') l->js_instr = 1;
-            else if (c == '{' || c == '[') l->js_depth++;
-            else if (c == '}' || c == ']') l->js_depth--;
-            else if (c == '\n') COPY_JS_NL(l, base + (long long)i);
-            i++;
-            if (l->js_depth == 0) {
-                if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
-                    return rc;
-                carried = 0;
-                l->js_state = COPY_JS_AFTER;
-            }
+            if ((rc = copy_js_in_element(l, data, len, base, &i, start, &carried)) != PGPIPE_OK)
+                return rc;
             continue;
         case COPY_JS_AFTER:
             if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
