@@ -35,7 +35,8 @@
 ** dropped; PQfinish alone does for the others).
 ** Tests share the test database one after another and keep apart by their
 ** own names: a table, source name or load key carries the test's name (or
-** its pid); pgt_db_table(c, NAME, "(...)") makes such a table anew. A test
+** its pid); pgt_db_table(c, NAME, "(...)") makes such a table anew.
+** pgt_db_int(c, SQL) and pgt_db_str(c, SQL) read a query's one value. A test
 ** that needs a server state of its own (migrations on an empty database)
 ** takes a fresh database.
 */
@@ -231,6 +232,39 @@ static void pgt_db_close(PGconn *c)
         PQclear(PGT_EXEC(admin, sql));
         PQfinish(admin);
     }
+}
+
+/* The one value of a query that must return one row: as a number, or as
+** text (valid until the next call; "(null)" for NULL). */
+#define pgt_db_int(conn, sql) pgt_db_int_at(__FILE__, __LINE__, (conn), (sql))
+static long long pgt_db_int_at(const char *file, int line, PGconn *c, const char *sql)
+{
+    PGresult *r = pgt_exec_at(file, line, c, sql);
+    if (PQntuples(r) != 1) {
+        pgt_fail_prefix(file, line);
+        fprintf(stderr, "%s gave %d rows, wanted 1\n", sql, PQntuples(r));
+        pgt_end_fail();
+    }
+    long long v = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+#define pgt_db_str(conn, sql) pgt_db_str_at(__FILE__, __LINE__, (conn), (sql))
+static const char *pgt_db_str_at(const char *file, int line, PGconn *c, const char *sql)
+{
+    static char buf[4][4096];
+    static int k = 0;
+    PGresult *r = pgt_exec_at(file, line, c, sql);
+    if (PQntuples(r) != 1) {
+        pgt_fail_prefix(file, line);
+        fprintf(stderr, "%s gave %d rows, wanted 1\n", sql, PQntuples(r));
+        pgt_end_fail();
+    }
+    char *b = buf[k++ & 3];
+    snprintf(b, sizeof buf[0], "%s", PQgetisnull(r, 0, 0) ? "(null)" : PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return b;
 }
 
 /* Drops table NAME and creates it anew: CREATE TABLE NAME DEFINITION. */

@@ -8,7 +8,7 @@
 ** that must survive: the text is either refused with a clear error or quoted
 ** (sent as a parameter) and stored as it was given.
 ** Each test's group is the component it attacks (copy, claim, dlq, migrate,
-** util); `T=security` selects this file's tests.
+** schema, util); `T=security` selects this file's tests.
 */
 
 /* Hostile texts; %s is the canary table. */
@@ -579,7 +579,7 @@ PGT_TEST(util, security_passwords_not_in_errors_or_logs)
 
 /* Issue 20: every function in schema pgpipe runs with a fixed search_path
 ** (pg_catalog, pg_temp), so a future function without it fails here. */
-PGT_TEST(migrate, security_functions_pin_search_path)
+PGT_TEST(schema, security_functions_pin_search_path)
 {
     PGconn *c = sec_setup("sec_canary_sp");
     PGT_CHECK(sec_count(c, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgpipe'::regnamespace"
@@ -598,7 +598,7 @@ PGT_TEST(migrate, security_functions_pin_search_path)
 ** call. Schema evil holds functions with closer argument types than the
 ** built-ins the bodies use (to_char(date, text) in create_partitions,
 ** format(text, regclass) in dlq_replay); each logs its call. */
-PGT_TEST(migrate, security_hostile_search_path_not_followed)
+PGT_TEST(schema, security_hostile_search_path_not_followed)
 {
     PGconn *c = sec_setup("sec_canary_hsp");
     PQclear(PGT_EXEC(c,
