@@ -134,21 +134,19 @@ PGT_TEST(copy, uuid_v7)
             else
                 PGT_CHECK_MSG(strchr("0123456789abcdef", t[k]) != NULL, "%s", t);
         }
-        /* the text spells the 16 bytes */
-        char hex[33];
-        for (int k = 0; k < 16; k++)
-            snprintf(hex + 2 * k, 3, "%02x", ln.uuid[k]);
-        char dashless[33];
-        for (int k = 0, w = 0; k < 36; k++)
-            if (t[k] != '-')
-                dashless[w++] = t[k];
-        dashless[32] = '\0';
-        PGT_EQ_STR(dashless, hex);
-        PGT_EQ_INT(ln.uuid[6] >> 4, 7);    /* version */
-        PGT_EQ_INT(ln.uuid[8] >> 6, 2);    /* variant 10 */
+        /* the 16 bytes, from the text */
+        unsigned char u[16];
+        for (int k = 0, at = 0; k < 16; k++, at += 2) {
+            if (t[at] == '-')
+                at++;
+            char two[3] = { t[at], t[at + 1], '\0' };
+            u[k] = (unsigned char)strtoul(two, NULL, 16);
+        }
+        PGT_EQ_INT(u[6] >> 4, 7);    /* version */
+        PGT_EQ_INT(u[8] >> 6, 2);    /* variant 10 */
         uint64_t ms = 0;
         for (int k = 0; k < 6; k++)
-            ms = ms << 8 | ln.uuid[k];
+            ms = ms << 8 | u[k];
         PGT_CHECK_MSG(ms >= before && ms <= after, "%s: %" PRIu64 " not in [%" PRIu64 ", %"
                       PRIu64 "]", t, ms, before, after);
         if (i > 0)
