@@ -7711,27 +7711,19 @@ static void mig_progress_checksum(const mig_file *f, int n, char out[65])
 
 /* ---- The history table ------------------------------------------------ */
 
+/* The migrator's statements: its connection, its error; NULL on failure. */
 static PGresult *mig_exec(pgpipe_migrator *m, const char *sql, int n, const char *const *params,
                           const char *what)
 {
-    PGresult *r = n ? PQexecParams(m->conn, sql, n, NULL, params, NULL, NULL, 0)
-                    : PQexec(m->conn, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
-        return r;
-    pp_err_pq(&m->hdr.err, m->conn, r, what);
-    PQclear(r);
-    return NULL;
+    PGresult *r;
+    return pp_exec(m->conn, sql, n, n ? params : NULL, &r, &m->hdr.err, what) == PGPIPE_OK ? r
+                                                                                         : NULL;
 }
 
 static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *const *params,
                        const char *what)
 {
-    PGresult *r = mig_exec(m, sql, n, params, what);
-    if (!r)
-        return PGPIPE_DB;
-    PQclear(r);
-    return PGPIPE_OK;
+    return pp_exec(m->conn, sql, n, n ? params : NULL, NULL, &m->hdr.err, what);
 }
 
 static int mig_table_exists(pgpipe_migrator *m, int *exists)
@@ -7940,7 +7932,9 @@ static int mig_lock(pgpipe_migrator *m)
     const char *p[1] = { key };
     int64_t t0 = pgpipe_now_us();
     int timeout = m->lock_timeout_ms;
-    int delay = 20;
+    /* poll until the timeout, not a number of attempts */
+    pgpipe_retry backoff;
+    pgpipe_retry_init(&backoff, INT_MAX, 20, 320);
     for (;;) {
         PGresult *r = mig_exec(m, "SELECT pg_try_advisory_lock($1::bigint)", 1, p,
                                "cannot take the migration lock");
@@ -7955,22 +7949,20 @@ static int mig_lock(pgpipe_migrator *m)
         int64_t waited = (pgpipe_now_us() - t0) / 1000;
         if (timeout < 0 || waited >= timeout)
             break;
-        int d = delay;
+        int d = pgpipe_retry_next_delay(&backoff);
         if (waited + d > timeout)
             d = (int)(timeout - waited);
         pgpipe_sleep_ms(d);
-        if (delay < 250)
-            delay *= 2;
     }
     /* name the holder */
     char holder[64] = "another session";
-    PGresult *r = PQexecParams(m->conn,
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND classid = (($1::bigint >> 32) & 4294967295)::oid "
-        "AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1 LIMIT 1",
-        1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+    PGresult *r;
+    if (pp_exec(m->conn,
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND classid = (($1::bigint >> 32) & 4294967295)::oid "
+                "AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1 LIMIT 1",
+                1, p, &r, NULL, NULL) == PGPIPE_OK && PQntuples(r) == 1)
         snprintf(holder, sizeof holder, "backend pid %s", PQgetvalue(r, 0, 0));
     PQclear(r);
     return pp_err(&m->hdr.err, PGPIPE_BUSY,
@@ -8398,9 +8390,7 @@ static int mig_exec_stmt(pgpipe_migrator *m, const mig_file *f, int idx)
 
 static void mig_rollback_if_needed(pgpipe_migrator *m)
 {
-    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE &&
-        PQtransactionStatus(m->conn) != PQTRANS_UNKNOWN)
-        PQclear(PQexec(m->conn, "ROLLBACK"));
+    pp_rollback_open(m->conn);
 }
 
 /* Records a failure after the error is set; keeps that error. */
@@ -13738,25 +13728,6 @@ static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
     return PGPIPE_OK;
 }
 
-static int dlq_query(PGconn *conn, const char *sql, const dlq_where *w, PGresult **out,
-                     pgpipe_error *err, const char *what)
-{
-    PGresult *r = PQexecParams(conn, sql, w->n, NULL, w->v, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        int rc = pp_err_pq(err, conn, r, what);
-        PQclear(r);
-        if (out)
-            *out = NULL;
-        return rc;
-    }
-    if (out)
-        *out = r;
-    else
-        PQclear(r);
-    return PGPIPE_OK;
-}
-
 #define DLQ_LIST_COLS "id, stage, status, source_name, line_number, row_id, event_type," \
     " error_message, sqlstate, attempt_count, first_failed_at, last_failed_at, replay_count"
 
@@ -13776,7 +13747,7 @@ int pgpipe_dlq_list(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out, pg
     if (rc == PGPIPE_OK && limit > 0)
         rc = pp_buf_appendf(&q, " LIMIT %d", limit);
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, out, err, "listing dead letters");
+        rc = pp_exec(conn, q.data, w.n, w.v, out, err, "listing dead letters");
     else
         rc = pp_err_nomem(err);
     pp_buf_free(&q);
@@ -13791,16 +13762,15 @@ int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err
     char idb[24];
     snprintf(idb, sizeof idb, "%lld", id);
     const char *v[1] = { idb };
-    PGresult *r = PQexecParams(conn,
+    PGresult *r;
+    *out = NULL;
+    int rc = pp_exec(conn,
         "SELECT " DLQ_LIST_COLS ", raw_text, payload, error_context, source_table,"
         " row_received_at, batch_id, load_id, column_number, byte_offset, replayed_at,"
-        " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, NULL, v, NULL, NULL, 0);
-    *out = NULL;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int rc = pp_err_pq(err, conn, r, "reading a dead letter");
-        PQclear(r);
+        " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, v, &r, err,
+        "reading a dead letter");
+    if (rc != PGPIPE_OK)
         return rc;
-    }
     if (PQntuples(r) == 0) {
         PQclear(r);
         return pp_err(err, PGPIPE_DONE, "no dead letter with id %lld", id);
@@ -13826,7 +13796,7 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
                             " GROUP BY stage, sqlstate, error"
                             " ORDER BY count(*) DESC, stage, error", w.sql.data);
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, out, err, "counting dead letters");
+        rc = pp_exec(conn, q.data, w.n, w.v, out, err, "counting dead letters");
     else
         rc = pp_err_nomem(err);
     pp_buf_free(&q);
@@ -13837,12 +13807,7 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
 static int dlq_notify(PGconn *conn, const char *channel, const char *payload, pgpipe_error *err)
 {
     const char *v[2] = { channel, payload };
-    PGresult *r = PQexecParams(conn, "SELECT pg_notify($1, $2)", 2, NULL, v, NULL, NULL, 0);
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        rc = pp_err_pq(err, conn, r, "NOTIFY");
-    PQclear(r);
-    return rc;
+    return pp_exec(conn, "SELECT pg_notify($1, $2)", 2, v, NULL, err, "NOTIFY");
 }
 
 int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *target_table,
@@ -13872,7 +13837,7 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
     }
     PGresult *r = NULL;
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, &r, err, "replaying dead letters");
+        rc = pp_exec(conn, q.data, w.n, w.v, &r, err, "replaying dead letters");
     else
         rc = pp_err_nomem(err);
     pp_buf_free(&q);
@@ -13923,7 +13888,7 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
         rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
     PGresult *r = NULL;
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, &r, err, "purging dead letters");
+        rc = pp_exec(conn, q.data, w.n, w.v, &r, err, "purging dead letters");
     else
         rc = pp_err_nomem(err);
     if (rc == PGPIPE_OK && purged)
@@ -13944,14 +13909,13 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     char ws[16];
     snprintf(ws, sizeof ws, "%d", window_s);
     const char *v[1] = { ws };
-    PGresult *r = PQexecParams(conn,
+    PGresult *r;
+    int rc = pp_exec(conn,
         "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'"
-        " AND last_failed_at >= now() - $1::int * interval '1 second'", 1, NULL, v, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int rc = pp_err_pq(err, conn, r, "counting new dead letters");
-        PQclear(r);
+        " AND last_failed_at >= now() - $1::int * interval '1 second'", 1, v, &r, err,
+        "counting new dead letters");
+    if (rc != PGPIPE_OK)
         return rc;
-    }
     long long n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     if (count)
@@ -13967,7 +13931,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     snprintf(payload, sizeof payload,
              "{\"new_dead_letters\": %lld, \"window_s\": %d, \"threshold\": %d}", n, window_s,
              threshold);
-    int rc = dlq_notify(conn, channel && *channel ? channel : "pgpipe_dlq_alert", payload, err);
+    rc = dlq_notify(conn, channel && *channel ? channel : "pgpipe_dlq_alert", payload, err);
     if (rc != PGPIPE_OK)
         return rc;
     return pp_err(err, PGPIPE_BUSY, "%lld new dead letters within %d s (threshold %d)", n,
@@ -14274,16 +14238,9 @@ static int rec_exec(pgpipe_records *h, pgpipe_conn *c, const char *sql, int n,
     if (!r)
         return pp_err(&h->hdr.err, pgpipe_errcode(c) ? pgpipe_errcode(c) : PGPIPE_NOMEM,
                       "records: %s: %s", ctx, pgpipe_errmsg(c));
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        char cx[160];
-        snprintf(cx, sizeof cx, "records %s: %s", h->name, ctx);
-        pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, cx);
-        PQclear(r);
-        return PGPIPE_DB;
-    }
-    *res = r;
-    return PGPIPE_OK;
+    char cx[160];
+    snprintf(cx, sizeof cx, "records %s: %s", h->name, ctx);
+    return pp_exec_check(pgpipe_conn_pg(c), r, res, &h->hdr.err, cx);
 }
 
 /* Acquire, run, release. */
@@ -14368,16 +14325,12 @@ static int rec_create_table(pgpipe_records *h, PGconn *pg, const char *qschema, 
         rc = pp_err_nomem(&h->hdr.err);
         goto out;
     }
-    PGresult *r = PQexec(pg, b.data);
+    char cx[160];
+    snprintf(cx, sizeof cx, "records: creating collection %s", h->name);
+    rc = pp_exec(pg, b.data, 0, NULL, NULL, &h->hdr.err, cx);
     pp_buf_free(&b);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        char cx[160];
-        snprintf(cx, sizeof cx, "records: creating collection %s", h->name);
-        rc = pp_err_pq(&h->hdr.err, pg, r, cx);
-        if (PQtransactionStatus(pg) != PQTRANS_IDLE)
-            PQclear(PQexec(pg, "ROLLBACK"));
-    }
-    PQclear(r);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(pg);
 out:
     PQfreemem(qfi);
     PQfreemem(qmi);
@@ -15587,11 +15540,10 @@ int pgpipe_records_explain(pgpipe_records *h, const pgpipe_records_find_options 
     }
     pgpipe_conn *c;
     if ((rc = rec_acquire(h, &c)) == PGPIPE_OK) {
-        PGresult *r = PQexecParams(pgpipe_conn_pg(c), e.data, q.n, NULL,
-                                   (const char *const *)q.params, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, "records: explain");
-        } else {
+        PGresult *r;
+        rc = pp_exec(pgpipe_conn_pg(c), e.data, q.n, (const char *const *)q.params, &r,
+                     &h->hdr.err, "records: explain");
+        if (rc == PGPIPE_OK) {
             pp_buf out = { 0 };
             for (int i = 0; i < PQntuples(r); i++)
                 pp_buf_appendf(&out, "%s\n", PQgetvalue(r, i, 0));
@@ -15621,14 +15573,11 @@ int pgpipe_records_begin(pgpipe_records *h)
     pgpipe_conn *c;
     if ((rc = pgpipe_pool_acquire_ex(h->pool, &c, -1, &h->hdr.err)) != PGPIPE_OK)
         return rc;
-    PGresult *r = PQexec(pgpipe_conn_pg(c), "BEGIN");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, "records: BEGIN");
-        PQclear(r);
+    rc = pp_exec(pgpipe_conn_pg(c), "BEGIN", 0, NULL, NULL, &h->hdr.err, "records: BEGIN");
+    if (rc != PGPIPE_OK) {
         pgpipe_pool_release(c);
         return rc;
     }
-    PQclear(r);
     h->tx = c;
     return PGPIPE_OK;
 }
@@ -15643,11 +15592,10 @@ static int rec_end(pgpipe_records *h, int commit)
     h->tx = NULL;
     PGconn *pg = pgpipe_conn_pg(c);
     int failed = PQtransactionStatus(pg) == PQTRANS_INERROR;
-    PGresult *r = PQexec(pg, commit ? "COMMIT" : "ROLLBACK");
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        rc = pp_err_pq(&h->hdr.err, pg, r, commit ? "records: COMMIT" : "records: ROLLBACK");
-    else if (commit && (failed || !strcmp(PQcmdStatus(r), "ROLLBACK")))
+    PGresult *r;
+    int rc = pp_exec(pg, commit ? "COMMIT" : "ROLLBACK", 0, NULL, &r, &h->hdr.err,
+                     commit ? "records: COMMIT" : "records: ROLLBACK");
+    if (rc == PGPIPE_OK && commit && (failed || !strcmp(PQcmdStatus(r), "ROLLBACK")))
         rc = pp_err(&h->hdr.err, PGPIPE_DB,
                     "records: the transaction was rolled back because a statement in it failed");
     PQclear(r);
