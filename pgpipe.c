@@ -175,6 +175,10 @@ PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
 /* The check alone, for a result obtained otherwise (r may be NULL). */
 PGPIPE_PRIVATE int pp_exec_check(PGconn *conn, PGresult *r, PGresult **res, pgpipe_error *err,
                                  const char *context);
+/* Start "COPY ... FROM STDIN": PGPIPE_OK when the server waits for the
+** data, else the failure as above. */
+PGPIPE_PRIVATE int pp_copy_in_start(PGconn *conn, const char *sql, pgpipe_error *err,
+                                    const char *context);
 /* Prepare sql as name (no parameter types); "already prepared" (42P05)
 ** counts as success, since callers name statements by a hash of the text. */
 PGPIPE_PRIVATE int pp_prepare(PGconn *conn, const char *name, const char *sql,
@@ -2155,6 +2159,17 @@ PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
 {
     return pp_exec_check(conn, PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0), res,
                          err, context);
+}
+
+PGPIPE_PRIVATE int pp_copy_in_start(PGconn *conn, const char *sql, pgpipe_error *err,
+                                    const char *context)
+{
+    PGresult *r = PQexec(conn, sql);
+    int rc = PGPIPE_OK;
+    if (PQresultStatus(r) != PGRES_COPY_IN)
+        rc = pp_err_pq(err, conn, r, context);
+    PQclear(r);
+    return rc;
 }
 
 PGPIPE_PRIVATE int pp_prepare(PGconn *conn, const char *name, const char *sql,
@@ -10049,16 +10064,9 @@ static const char copy_dead_sql[] =
 /* Start COPY; PGPIPE_OK when the server is in COPY IN. */
 static int copy_start(copy_lane *ln, const char *sql, int *transient)
 {
-    *transient = 0;
-    PGresult *r = PQexec(ln->conn, sql);
-    if (PQresultStatus(r) == PGRES_COPY_IN) {
-        PQclear(r);
-        return PGPIPE_OK;
-    }
-    *transient = pgpipe_pq_is_transient(ln->conn, r);
-    pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
-    PQclear(r);
-    return PGPIPE_DB;
+    int rc = pp_copy_in_start(ln->conn, sql, &ln->err, "loader: COPY");
+    *transient = rc != PGPIPE_OK && pgpipe_sqlstate_is_transient(ln->err.sqlstate);
+    return rc;
 }
 
 static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient)
@@ -14537,13 +14545,8 @@ static int rec_copy_begin(rec_copy *cp, pgpipe_records *h, const char *columns)
     cp->pg = pgpipe_conn_pg(cp->c);
     if ((rc = rec_sql(h, "COPY %s (%s) FROM STDIN", h->qtable, columns)) != PGPIPE_OK)
         return rc;
-    PGresult *r = PQexec(cp->pg, h->sql.data);
-    if (PQresultStatus(r) != PGRES_COPY_IN) {
-        pp_err_pq(&h->hdr.err, cp->pg, r, "records: COPY");
-        PQclear(r);
-        return PGPIPE_DB;
-    }
-    PQclear(r);
+    if ((rc = pp_copy_in_start(cp->pg, h->sql.data, &h->hdr.err, "records: COPY")) != PGPIPE_OK)
+        return rc;
     cp->open = 1;
     return PGPIPE_OK;
 }

@@ -234,6 +234,21 @@ PGT_TEST(exec, exec_reports_sqlstate_and_context)
     PGT_EQ_STR(e.sqlstate, "42601");
     PGT_CONTAINS(e.message, "preparing the handler: syntax error");
 
+    /* COPY FROM STDIN: started, or the reason it could not be */
+    PGT_OK(pp_exec(c, "CREATE TEMP TABLE exec_t_copy (x int)", 0, NULL, NULL, &e, "create"));
+    PGT_OK(pp_copy_in_start(c, "COPY exec_t_copy FROM STDIN", &e, "copying"));
+    PGT_EQ_INT(PQputCopyData(c, "7\n", 2), 1);
+    PGT_EQ_INT(PQputCopyEnd(c, NULL), 1);
+    PGT_OK(pp_exec_check(c, PQgetResult(c), NULL, &e, "ending the copy"));
+    PGT_CHECK(PQgetResult(c) == NULL);
+    PGT_OK(pp_exec(c, "SELECT sum(x) FROM exec_t_copy", 0, NULL, &r, &e, "sum"));
+    PGT_EQ_STR(PQgetvalue(r, 0, 0), "7");
+    PQclear(r);
+    PGT_EQ_INT(pp_copy_in_start(c, "COPY exec_t_no_such_table FROM STDIN", &e, "copying"),
+               PGPIPE_DB);
+    PGT_EQ_STR(e.sqlstate, "42P01");
+    PGT_CONTAINS(e.message, "copying: relation");
+
     /* a failed statement inside a transaction: rolled back after */
     PGT_OK(pp_exec(c, "BEGIN", 0, NULL, NULL, &e, "begin"));
     PGT_EQ_INT(pp_exec(c, "SELECT 1/0", 0, NULL, NULL, &e, "in a transaction"), PGPIPE_DB);

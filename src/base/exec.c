@@ -123,6 +123,17 @@ PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
                          err, context);
 }
 
+PGPIPE_PRIVATE int pp_copy_in_start(PGconn *conn, const char *sql, pgpipe_error *err,
+                                    const char *context)
+{
+    PGresult *r = PQexec(conn, sql);
+    int rc = PGPIPE_OK;
+    if (PQresultStatus(r) != PGRES_COPY_IN)
+        rc = pp_err_pq(err, conn, r, context);
+    PQclear(r);
+    return rc;
+}
+
 PGPIPE_PRIVATE int pp_prepare(PGconn *conn, const char *name, const char *sql,
                               pgpipe_error *err, const char *context)
 {

@@ -164,6 +164,10 @@ PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
 /* The check alone, for a result obtained otherwise (r may be NULL). */
 PGPIPE_PRIVATE int pp_exec_check(PGconn *conn, PGresult *r, PGresult **res, pgpipe_error *err,
                                  const char *context);
+/* Start "COPY ... FROM STDIN": PGPIPE_OK when the server waits for the
+** data, else the failure as above. */
+PGPIPE_PRIVATE int pp_copy_in_start(PGconn *conn, const char *sql, pgpipe_error *err,
+                                    const char *context);
 /* Prepare sql as name (no parameter types); "already prepared" (42P05)
 ** counts as success, since callers name statements by a hash of the text. */
 PGPIPE_PRIVATE int pp_prepare(PGconn *conn, const char *name, const char *sql,

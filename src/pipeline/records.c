@@ -640,13 +640,8 @@ static int rec_copy_begin(rec_copy *cp, pgpipe_records *h, const char *columns)
     cp->pg = pgpipe_conn_pg(cp->c);
     if ((rc = rec_sql(h, "COPY %s (%s) FROM STDIN", h->qtable, columns)) != PGPIPE_OK)
         return rc;
-    PGresult *r = PQexec(cp->pg, h->sql.data);
-    if (PQresultStatus(r) != PGRES_COPY_IN) {
-        pp_err_pq(&h->hdr.err, cp->pg, r, "records: COPY");
-        PQclear(r);
-        return PGPIPE_DB;
-    }
-    PQclear(r);
+    if ((rc = pp_copy_in_start(cp->pg, h->sql.data, &h->hdr.err, "records: COPY")) != PGPIPE_OK)
+        return rc;
     cp->open = 1;
     return PGPIPE_OK;
 }
