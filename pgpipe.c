@@ -5787,14 +5787,22 @@ static void pool_note_connect_failure_locked(pgpipe_pool *p, const pgpipe_error 
     }
 }
 
+/* The backoff between failed connects, in a connector thread or an
+** acquiring caller: short, since someone is waiting, and without a limit on
+** attempts (the acquire deadline and the waiters' presence end them). */
+static void pool_backoff_init(pgpipe_retry *r)
+{
+    pgpipe_retry_init(r, INT_MAX, 10, 500);
+}
+
 #ifndef PGPIPE_OMIT_THREADS
 /* Opens one connection for the pool and hands it to the first waiter.
 ** Transient failures are retried with backoff while anyone still waits. */
 static void *pool_connector_main(void *arg)
 {
     pgpipe_pool *p = arg;
-    pgpipe_retry backoff; /* the acquire path's: retries last while anyone waits */
-    pgpipe_retry_init(&backoff, INT_MAX, 10, 500);
+    pgpipe_retry backoff;
+    pool_backoff_init(&backoff);
     pgpipe_conn *extra = NULL;
     for (;;) {
         int permanent = 0;
@@ -6211,7 +6219,7 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pg
         timeout_ms = p->opt.acquire_timeout_ms;
     a.start = pgpipe_now_us();
     a.deadline = a.start + (int64_t)timeout_ms * 1000;
-    pgpipe_retry_init(&a.backoff, INT_MAX, 10, 500);
+    pool_backoff_init(&a.backoff);
     int rc = PGPIPE_OK;
     pgpipe_conn *c = NULL;
 #ifndef PGPIPE_OMIT_THREADS
