@@ -99,6 +99,11 @@ typedef struct pgpipe_allocator {
 ** allocated it. Not thread-safe. */
 int pgpipe_config_allocator(const pgpipe_allocator *alloc);
 
+/* Release a string or buffer the library allocated and handed over
+** (pgpipe_json_write, pgpipe_records_get, pgpipe_records_explain). NULL is a
+** no-op. */
+void pgpipe_free(void *p);
+
 /* ---- Logging ---------------------------------------------------------- */
 
 #define PGPIPE_LOG_DEBUG 10
@@ -209,7 +214,7 @@ const char *pgpipe_sql_file_path(int i);
 ** A parsed document is a read-only tree held in one arena owned by a
 ** pgpipe_json_doc handle. Parsing again with the same handle reuses its memory,
 ** so a stream of records allocates nothing per record once the arena has grown
-** to the largest record. One pgpipe_json_doc_free() releases everything.
+** to the largest record. One pgpipe_json_doc_close() releases everything.
 **
 ** Lifetime rule: strings without escapes and all numbers point into the input
 ** buffer (zero copy), so the input must outlive the document, unless the copy
@@ -253,8 +258,8 @@ typedef struct pgpipe_json_doc pgpipe_json_doc;
 typedef struct pgpipe_json_val pgpipe_json_val;
 
 /* Create a document handle (empty until parsed). */
-int pgpipe_json_doc_new(pgpipe_json_doc **out);
-void pgpipe_json_doc_free(pgpipe_json_doc *doc);
+int pgpipe_json_doc_open(pgpipe_json_doc **out);
+void pgpipe_json_doc_close(pgpipe_json_doc *doc);
 /* Options, kept across parses. max_depth in 1..PGPIPE_JSON_DEPTH_LIMIT;
 ** source is the name used in error messages (copied; NULL = "<buffer>");
 ** copy != 0 makes the document keep its own copy of each input. */
@@ -331,12 +336,11 @@ int pgpipe_json_equal(const pgpipe_json_val *a, const pgpipe_json_val *b);
 
 /* Serialize v compactly (no whitespace; numbers as written; strings escaped
 ** as needed, non-ASCII kept as UTF-8). The text is allocated with the pgpipe
-** allocator and NUL-terminated; free it with pgpipe_json_text_free. */
+** allocator and NUL-terminated; free it with pgpipe_free. */
 int pgpipe_json_write(const pgpipe_json_val *v, char **out, size_t *len);
 /* The same into a caller buffer of cap bytes (NUL-terminated when it fits).
 ** *len receives the text length; PGPIPE_LIMIT when cap < *len + 1. */
 int pgpipe_json_write_to(const pgpipe_json_val *v, char *buf, size_t cap, size_t *len);
-void pgpipe_json_text_free(char *text);
 
 /* ---- NDJSON (one JSON text per line) ------------------------------------ */
 
@@ -358,8 +362,8 @@ void pgpipe_json_text_free(char *text);
 */
 typedef struct pgpipe_ndjson pgpipe_ndjson;
 
-int pgpipe_ndjson_new(pgpipe_ndjson **out);
-void pgpipe_ndjson_free(pgpipe_ndjson *r);
+int pgpipe_ndjson_open(pgpipe_ndjson **out);
+void pgpipe_ndjson_close(pgpipe_ndjson *r);
 int pgpipe_ndjson_set_source(pgpipe_ndjson *r, const char *source);
 int pgpipe_ndjson_set_max_depth(pgpipe_ndjson *r, int max_depth);
 int pgpipe_ndjson_feed(pgpipe_ndjson *r, const char *chunk, size_t len);
@@ -435,11 +439,11 @@ void pgpipe_csv_options_init(pgpipe_csv_options *o);
 ** too). The reader does not close fd or fp. These return NULL only when out
 ** of memory; bad options leave a reader whose pgpipe_csv_next() returns
 ** PGPIPE_MISUSE with the reason in pgpipe_errmsg(). */
-pgpipe_csv *pgpipe_csv_open_fd(int fd, const pgpipe_csv_options *opts);
-pgpipe_csv *pgpipe_csv_open_file(FILE *fp, const pgpipe_csv_options *opts);
+int pgpipe_csv_open_fd(pgpipe_csv **out, int fd, const pgpipe_csv_options *opts);
+int pgpipe_csv_open_file(pgpipe_csv **out, FILE *fp, const pgpipe_csv_options *opts);
 /* A reader fed by the caller: pgpipe_csv_feed() any number of chunks of any
 ** size (a record may straddle chunks), then pgpipe_csv_feed_end(). */
-pgpipe_csv *pgpipe_csv_open_feed(const pgpipe_csv_options *opts);
+int pgpipe_csv_open_feed(pgpipe_csv **out, const pgpipe_csv_options *opts);
 /* Add a chunk (copied). Field pointers of the current record become invalid. */
 int pgpipe_csv_feed(pgpipe_csv *r, const void *data, size_t len);
 /* No more chunks will come: the last record may end without a line break. */
@@ -489,14 +493,14 @@ void pgpipe_csv_close(pgpipe_csv *r);
 /* ---- COPY text format ---------------------------------------------------- */
 
 /* A growable output buffer for the COPY text writers. Start from all zeros;
-** data is allocated with the pgpipe allocator; free with pgpipe_copy_buf_free. */
+** data is allocated with the pgpipe allocator; free with pgpipe_copy_buf_clear. */
 typedef struct pgpipe_copy_buf {
     char *data;
     size_t len;
     size_t cap;
 } pgpipe_copy_buf;
 
-void pgpipe_copy_buf_free(pgpipe_copy_buf *b);
+void pgpipe_copy_buf_clear(pgpipe_copy_buf *b);
 
 /* Append one value in PostgreSQL COPY text format (default delimiter tab):
 ** backslash, tab, newline and carriage return are escaped; data == NULL writes
@@ -522,7 +526,7 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
 **   pgpipe_pool_options_init(&o);
 **   o.pool_size = 4; o.max_overflow = 4;
 **   pgpipe_pool *pool;
-**   if (pgpipe_pool_open("postgresql://app@db/prod", &o, &pool) != PGPIPE_OK) {
+**   if (pgpipe_pool_open(&pool, "postgresql://app@db/prod", &o) != PGPIPE_OK) {
 **       fprintf(stderr, "%s\n", pgpipe_errmsg(pool));   (pool may be NULL: no memory)
 **       pgpipe_pool_close(pool, NULL);
 **   }
@@ -593,7 +597,7 @@ void pgpipe_pool_options_init(pgpipe_pool_options *o);
 ** connections are made before it returns. *out receives the handle even when
 ** opening fails (read the error with pgpipe_errmsg(*out), then close it);
 ** *out is NULL only when memory ran out. Messages never hold a password. */
-int pgpipe_pool_open(const char *conninfo, const pgpipe_pool_options *opts, pgpipe_pool **out);
+int pgpipe_pool_open(pgpipe_pool **out, const char *conninfo, const pgpipe_pool_options *opts);
 
 /* Check out a connection, waiting at most timeout_ms (-1 = the pool's
 ** acquire_timeout_ms, 0 = do not wait). Waiters are served first come, first
@@ -686,11 +690,11 @@ int pgpipe_conn_clear_cache(pgpipe_conn *conn);
 /* Send many statements on one connection without waiting for each reply.
 **
 **   pgpipe_pipeline *p;
-**   pgpipe_pipeline_begin(conn, PGPIPE_PIPELINE_SYNC_EACH, &p);
+**   pgpipe_pipeline_open(&p, conn, PGPIPE_PIPELINE_SYNC_EACH);
 **   for (...) pgpipe_pipeline_add(p, "UPDATE t SET done = true WHERE id = $1", 1, vals);
 **   int failed; rc = pgpipe_pipeline_run(p, &failed);
 **   ... pgpipe_pipeline_result(p, i) ...
-**   pgpipe_pipeline_free(p);
+**   pgpipe_pipeline_close(p);
 **
 ** Semantics when statement k fails:
 **   flags 0 (one Sync at the end): all the statements form one implicit
@@ -705,7 +709,7 @@ int pgpipe_conn_clear_cache(pgpipe_conn *conn);
 ** anything else between begin and run. */
 #define PGPIPE_PIPELINE_SYNC_EACH 1
 
-int pgpipe_pipeline_begin(pgpipe_conn *conn, int flags, pgpipe_pipeline **out);
+int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *conn, int flags);
 /* Queue (and start sending) one statement with text parameters. */
 int pgpipe_pipeline_add(pgpipe_pipeline *p, const char *sql, int nparams,
                         const char *const *values);
@@ -721,7 +725,7 @@ int pgpipe_pipeline_count(const pgpipe_pipeline *p);
 ** when the connection broke before it arrived. */
 PGresult *pgpipe_pipeline_result(const pgpipe_pipeline *p, int i);
 /* Free the pipeline (running it first if it was not run). */
-void pgpipe_pipeline_free(pgpipe_pipeline *p);
+void pgpipe_pipeline_close(pgpipe_pipeline *p);
 /* ==== end src/db/pool.h ==== */
 
 /* ==== begin src/db/migrate.h ==== */
@@ -849,7 +853,7 @@ typedef struct pgpipe_migration_info {
 /* Open a runner on a connection (not taken over: close it yourself). The
 ** options are copied. Fails with PGPIPE_MISUSE on bad options; *out is set
 ** even then, so read its error and close it. */
-int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
+int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
 /* Apply what is pending: takes the advisory lock (PGPIPE_BUSY when another
 ** runner keeps it past the timeout), creates the history table, checks drift,
 ** then runs versioned files in order and changed repeatables. Stops at the
@@ -867,7 +871,7 @@ const char *pgpipe_migration_state_name(int state);
 /* The entries as a text table for a terminal, with a summary line. Returns the
 ** length needed, like snprintf. */
 int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size);
-void pgpipe_migrate_close(pgpipe_migrator *m);
+void pgpipe_migrator_close(pgpipe_migrator *m);
 
 /* Install (or bring up to date) the built-in schema embedded from sql/schema:
 ** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,
@@ -934,7 +938,7 @@ int pgpipe_local_running(const char *dir);
 **     o.conninfo = "postgresql://app@db/prod";
 **     o.event_type_field = "type";
 **     pgpipe_loader *l;
-**     if (pgpipe_loader_open(&o, &l) == PGPIPE_OK &&
+**     if (pgpipe_loader_open(&l, &o) == PGPIPE_OK &&
 **         pgpipe_loader_load_file(l, "events.ndjson") == PGPIPE_OK) {
 **         pgpipe_load_summary s;
 **         pgpipe_loader_summary(l, &s);
@@ -1054,7 +1058,7 @@ void pgpipe_loader_options_init(pgpipe_loader_options *o);
 /* Check the options, connect, install the schema when asked. *out is set even
 ** on failure (read pgpipe_errmsg(*out), then close it); NULL only when out of
 ** memory. Strings in the options are copied. */
-int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out);
+int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o);
 /* Load a whole file ("-" = stdin). Returns PGPIPE_OK when every record was
 ** loaded or dead-lettered; PGPIPE_DB/PGPIPE_IO/... when the load stopped
 ** (the committed batches stay; running it again resumes). */
@@ -1289,8 +1293,7 @@ typedef struct pgpipe_workers_stats {
 /* Start the workers. The pool must have room for opts->threads connections
 ** (plus one for run_until_empty). The handler is copied (its ud shared by
 ** every thread: make it thread-safe). *out is set even on failure. */
-int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
-                         const pgpipe_workers_options *opts, const pgpipe_handler *h);
+int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h, const pgpipe_workers_options *opts);
 /* Ask the workers to stop: they finish (or release) their current batch and
 ** return their connections. Only sets an atomic flag and writes one byte to a
 ** pipe, so it is async-signal-safe: call it from a SIGINT/SIGTERM handler. */
@@ -1310,7 +1313,7 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms);
 int pgpipe_workers_wait(pgpipe_workers *w);
 int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out);
 /* Stop, wait and free. NULL is a no-op. */
-void pgpipe_workers_free(pgpipe_workers *w);
+void pgpipe_workers_close(pgpipe_workers *w);
 
 #endif /* PGPIPE_OMIT_THREADS */
 /* ==== end src/pipeline/claim.h ==== */
@@ -1399,7 +1402,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
 ** values, paths and keys are always query parameters, never SQL text.
 **
 **     pgpipe_records *users;
-**     if (pgpipe_records_open(pool, "users", &users) != PGPIPE_OK) { ... }
+**     if (pgpipe_records_open(&users, pool, "users") != PGPIPE_OK) { ... }
 **     char id[37];
 **     pgpipe_records_create(users, "{\"name\":\"Alice\",\"age\":31}", id);
 **     pgpipe_records_find_options fo;
@@ -1412,7 +1415,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
 **         while (pgpipe_records_cursor_next(cur, &doc, NULL) == PGPIPE_ROW)
 **             puts(doc);   {"id":"...","fields":{...},"metadata":{},...}
 **     }
-**     pgpipe_records_cursor_free(cur);
+**     pgpipe_records_cursor_close(cur);
 **     pgpipe_records_close(users);
 **
 ** Not found (get, update, delete of an id that is not there) is PGPIPE_DONE
@@ -1428,14 +1431,13 @@ typedef struct pgpipe_records pgpipe_records;
 ** when several processes open the same new collection at once (the creation
 ** runs under a transaction-level advisory lock). *out is set even on failure
 ** (read pgpipe_errmsg, then close); NULL only when out of memory. */
-int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **out);
+int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *name);
 /* Close (rolls back an open transaction). NULL is a no-op. */
 void pgpipe_records_close(pgpipe_records *h);
 /* The quoted table name ("records"."users"), for your own SQL. */
 const char *pgpipe_records_table(const pgpipe_records *h);
 
 /* Free a string the records functions returned (get). NULL is a no-op. */
-void pgpipe_records_free(char *text);
 
 /* ---- CRUD ---- */
 
@@ -1447,7 +1449,7 @@ int pgpipe_records_create_meta(pgpipe_records *h, const char *fields, const char
                                char uuid_out[37]);
 /* The record as a JSON document {"id":..,"fields":..,"metadata":..,
 ** "created_at":..,"updated_at":..} (timestamps ISO 8601), allocated; free it
-** with pgpipe_records_free. PGPIPE_DONE when there is no such id; an id that
+** with pgpipe_free. PGPIPE_DONE when there is no such id; an id that
 ** is not a UUID is PGPIPE_PARSE. */
 int pgpipe_records_get(pgpipe_records *h, const char *id, char **json_out);
 
@@ -1510,9 +1512,10 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
 ** column (1-based, in characters) on the filter handle: source "<filter>". */
 typedef struct pgpipe_records_filter pgpipe_records_filter;
 
-int pgpipe_records_filter_new(pgpipe_records_filter **out);
-/* *out is set even on failure (read pgpipe_errinfo(*out), then free it). */
-int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out);
+/* Open a filter holding the conditions of text in the form above, or none
+** when text is NULL (add them with pgpipe_records_filter_add). *out is set
+** even on failure (read pgpipe_errinfo(*out), then close it). */
+int pgpipe_records_filter_open(pgpipe_records_filter **out, const char *text);
 /* Add one condition: path in the syntax above, value the JSON text of the
 ** value (NULL for EXISTS). PGPIPE_PARSE/MISUSE on a bad path or value. */
 int pgpipe_records_filter_add(pgpipe_records_filter *f, const char *path, int op,
@@ -1523,7 +1526,7 @@ int pgpipe_records_filter_add_keys(pgpipe_records_filter *f, int metadata,
                                    const char *const *keys, int nkeys, int op,
                                    const char *value);
 int pgpipe_records_filter_count(const pgpipe_records_filter *f);
-void pgpipe_records_filter_free(pgpipe_records_filter *f);
+void pgpipe_records_filter_close(pgpipe_records_filter *f);
 
 /* ---- search ---- */
 
@@ -1551,12 +1554,12 @@ int pgpipe_records_find(pgpipe_records *h, const pgpipe_records_find_options *o,
 int pgpipe_records_cursor_next(pgpipe_records_cursor *c, const char **json, size_t *len);
 /* Documents in the result. */
 long long pgpipe_records_cursor_count(const pgpipe_records_cursor *c);
-void pgpipe_records_cursor_free(pgpipe_records_cursor *c);
+void pgpipe_records_cursor_close(pgpipe_records_cursor *c);
 
 /* Count the records matching f (NULL: all). */
 int pgpipe_records_count(pgpipe_records *h, const pgpipe_records_filter *f, long long *n);
 /* EXPLAIN of the search o would run, with its parameters (one line of the
-** plan per line), allocated; free it with pgpipe_records_free. */
+** plan per line), allocated; free it with pgpipe_free. */
 int pgpipe_records_explain(pgpipe_records *h, const pgpipe_records_find_options *o, char **plan);
 
 /* ---- transactions ---- */

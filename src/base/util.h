@@ -67,6 +67,11 @@ typedef struct pgpipe_allocator {
 ** allocated it. Not thread-safe. */
 int pgpipe_config_allocator(const pgpipe_allocator *alloc);
 
+/* Release a string or buffer the library allocated and handed over
+** (pgpipe_json_write, pgpipe_records_get, pgpipe_records_explain). NULL is a
+** no-op. */
+void pgpipe_free(void *p);
+
 /* ---- Logging ---------------------------------------------------------- */
 
 #define PGPIPE_LOG_DEBUG 10

@@ -1940,7 +1940,7 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
 
 /* ---- Open and close --------------------------------------------------- */
 
-int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
+int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -2001,7 +2001,7 @@ int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrat
     return PGPIPE_OK;
 }
 
-void pgpipe_migrate_close(pgpipe_migrator *m)
+void pgpipe_migrator_close(pgpipe_migrator *m)
 {
     if (!m)
         return;
@@ -2031,7 +2031,7 @@ static int mig_install_embedded(PGconn *conn, const pgpipe_migrate_options *opt,
     o.embedded = folder;
     o.scope = folder;
     pgpipe_migrator *m = NULL;
-    int rc = pgpipe_migrate_open(&m, conn, &o);
+    int rc = pgpipe_migrator_open(&m, conn, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_migrate_run(m);
     if (err) {
@@ -2040,7 +2040,7 @@ static int mig_install_embedded(PGconn *conn, const pgpipe_migrate_options *opt,
         else
             pp_err_nomem(err);
     }
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     return rc;
 }
 

@@ -122,7 +122,7 @@ typedef struct pgpipe_migration_info {
 /* Open a runner on a connection (not taken over: close it yourself). The
 ** options are copied. Fails with PGPIPE_MISUSE on bad options; *out is set
 ** even then, so read its error and close it. */
-int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
+int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
 /* Apply what is pending: takes the advisory lock (PGPIPE_BUSY when another
 ** runner keeps it past the timeout), creates the history table, checks drift,
 ** then runs versioned files in order and changed repeatables. Stops at the
@@ -140,7 +140,7 @@ const char *pgpipe_migration_state_name(int state);
 /* The entries as a text table for a terminal, with a summary line. Returns the
 ** length needed, like snprintf. */
 int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size);
-void pgpipe_migrate_close(pgpipe_migrator *m);
+void pgpipe_migrator_close(pgpipe_migrator *m);
 
 /* Install (or bring up to date) the built-in schema embedded from sql/schema:
 ** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,

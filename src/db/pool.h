@@ -8,7 +8,7 @@
 **   pgpipe_pool_options_init(&o);
 **   o.pool_size = 4; o.max_overflow = 4;
 **   pgpipe_pool *pool;
-**   if (pgpipe_pool_open("postgresql://app@db/prod", &o, &pool) != PGPIPE_OK) {
+**   if (pgpipe_pool_open(&pool, "postgresql://app@db/prod", &o) != PGPIPE_OK) {
 **       fprintf(stderr, "%s\n", pgpipe_errmsg(pool));   (pool may be NULL: no memory)
 **       pgpipe_pool_close(pool, NULL);
 **   }
@@ -79,7 +79,7 @@ void pgpipe_pool_options_init(pgpipe_pool_options *o);
 ** connections are made before it returns. *out receives the handle even when
 ** opening fails (read the error with pgpipe_errmsg(*out), then close it);
 ** *out is NULL only when memory ran out. Messages never hold a password. */
-int pgpipe_pool_open(const char *conninfo, const pgpipe_pool_options *opts, pgpipe_pool **out);
+int pgpipe_pool_open(pgpipe_pool **out, const char *conninfo, const pgpipe_pool_options *opts);
 
 /* Check out a connection, waiting at most timeout_ms (-1 = the pool's
 ** acquire_timeout_ms, 0 = do not wait). Waiters are served first come, first
@@ -172,11 +172,11 @@ int pgpipe_conn_clear_cache(pgpipe_conn *conn);
 /* Send many statements on one connection without waiting for each reply.
 **
 **   pgpipe_pipeline *p;
-**   pgpipe_pipeline_begin(conn, PGPIPE_PIPELINE_SYNC_EACH, &p);
+**   pgpipe_pipeline_open(&p, conn, PGPIPE_PIPELINE_SYNC_EACH);
 **   for (...) pgpipe_pipeline_add(p, "UPDATE t SET done = true WHERE id = $1", 1, vals);
 **   int failed; rc = pgpipe_pipeline_run(p, &failed);
 **   ... pgpipe_pipeline_result(p, i) ...
-**   pgpipe_pipeline_free(p);
+**   pgpipe_pipeline_close(p);
 **
 ** Semantics when statement k fails:
 **   flags 0 (one Sync at the end): all the statements form one implicit
@@ -191,7 +191,7 @@ int pgpipe_conn_clear_cache(pgpipe_conn *conn);
 ** anything else between begin and run. */
 #define PGPIPE_PIPELINE_SYNC_EACH 1
 
-int pgpipe_pipeline_begin(pgpipe_conn *conn, int flags, pgpipe_pipeline **out);
+int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *conn, int flags);
 /* Queue (and start sending) one statement with text parameters. */
 int pgpipe_pipeline_add(pgpipe_pipeline *p, const char *sql, int nparams,
                         const char *const *values);
@@ -207,4 +207,4 @@ int pgpipe_pipeline_count(const pgpipe_pipeline *p);
 ** when the connection broke before it arrived. */
 PGresult *pgpipe_pipeline_result(const pgpipe_pipeline *p, int i);
 /* Free the pipeline (running it first if it was not run). */
-void pgpipe_pipeline_free(pgpipe_pipeline *p);
+void pgpipe_pipeline_close(pgpipe_pipeline *p);

@@ -59,11 +59,11 @@ void pgpipe_csv_options_init(pgpipe_csv_options *o);
 ** too). The reader does not close fd or fp. These return NULL only when out
 ** of memory; bad options leave a reader whose pgpipe_csv_next() returns
 ** PGPIPE_MISUSE with the reason in pgpipe_errmsg(). */
-pgpipe_csv *pgpipe_csv_open_fd(int fd, const pgpipe_csv_options *opts);
-pgpipe_csv *pgpipe_csv_open_file(FILE *fp, const pgpipe_csv_options *opts);
+int pgpipe_csv_open_fd(pgpipe_csv **out, int fd, const pgpipe_csv_options *opts);
+int pgpipe_csv_open_file(pgpipe_csv **out, FILE *fp, const pgpipe_csv_options *opts);
 /* A reader fed by the caller: pgpipe_csv_feed() any number of chunks of any
 ** size (a record may straddle chunks), then pgpipe_csv_feed_end(). */
-pgpipe_csv *pgpipe_csv_open_feed(const pgpipe_csv_options *opts);
+int pgpipe_csv_open_feed(pgpipe_csv **out, const pgpipe_csv_options *opts);
 /* Add a chunk (copied). Field pointers of the current record become invalid. */
 int pgpipe_csv_feed(pgpipe_csv *r, const void *data, size_t len);
 /* No more chunks will come: the last record may end without a line break. */
@@ -113,14 +113,14 @@ void pgpipe_csv_close(pgpipe_csv *r);
 /* ---- COPY text format ---------------------------------------------------- */
 
 /* A growable output buffer for the COPY text writers. Start from all zeros;
-** data is allocated with the pgpipe allocator; free with pgpipe_copy_buf_free. */
+** data is allocated with the pgpipe allocator; free with pgpipe_copy_buf_clear. */
 typedef struct pgpipe_copy_buf {
     char *data;
     size_t len;
     size_t cap;
 } pgpipe_copy_buf;
 
-void pgpipe_copy_buf_free(pgpipe_copy_buf *b);
+void pgpipe_copy_buf_clear(pgpipe_copy_buf *b);
 
 /* Append one value in PostgreSQL COPY text format (default delimiter tab):
 ** backslash, tab, newline and carriage return are escaped; data == NULL writes

@@ -212,8 +212,7 @@ typedef struct pgpipe_workers_stats {
 /* Start the workers. The pool must have room for opts->threads connections
 ** (plus one for run_until_empty). The handler is copied (its ud shared by
 ** every thread: make it thread-safe). *out is set even on failure. */
-int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
-                         const pgpipe_workers_options *opts, const pgpipe_handler *h);
+int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h, const pgpipe_workers_options *opts);
 /* Ask the workers to stop: they finish (or release) their current batch and
 ** return their connections. Only sets an atomic flag and writes one byte to a
 ** pipe, so it is async-signal-safe: call it from a SIGINT/SIGTERM handler. */
@@ -233,6 +232,6 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms);
 int pgpipe_workers_wait(pgpipe_workers *w);
 int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out);
 /* Stop, wait and free. NULL is a no-op. */
-void pgpipe_workers_free(pgpipe_workers *w);
+void pgpipe_workers_close(pgpipe_workers *w);
 
 #endif /* PGPIPE_OMIT_THREADS */

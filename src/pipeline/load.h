@@ -16,7 +16,7 @@
 **     o.conninfo = "postgresql://app@db/prod";
 **     o.event_type_field = "type";
 **     pgpipe_loader *l;
-**     if (pgpipe_loader_open(&o, &l) == PGPIPE_OK &&
+**     if (pgpipe_loader_open(&l, &o) == PGPIPE_OK &&
 **         pgpipe_loader_load_file(l, "events.ndjson") == PGPIPE_OK) {
 **         pgpipe_load_summary s;
 **         pgpipe_loader_summary(l, &s);
@@ -136,7 +136,7 @@ void pgpipe_loader_options_init(pgpipe_loader_options *o);
 /* Check the options, connect, install the schema when asked. *out is set even
 ** on failure (read pgpipe_errmsg(*out), then close it); NULL only when out of
 ** memory. Strings in the options are copied. */
-int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out);
+int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o);
 /* Load a whole file ("-" = stdin). Returns PGPIPE_OK when every record was
 ** loaded or dead-lettered; PGPIPE_DB/PGPIPE_IO/... when the load stopped
 ** (the committed batches stay; running it again resumes). */

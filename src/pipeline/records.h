@@ -12,7 +12,7 @@
 ** values, paths and keys are always query parameters, never SQL text.
 **
 **     pgpipe_records *users;
-**     if (pgpipe_records_open(pool, "users", &users) != PGPIPE_OK) { ... }
+**     if (pgpipe_records_open(&users, pool, "users") != PGPIPE_OK) { ... }
 **     char id[37];
 **     pgpipe_records_create(users, "{\"name\":\"Alice\",\"age\":31}", id);
 **     pgpipe_records_find_options fo;
@@ -25,7 +25,7 @@
 **         while (pgpipe_records_cursor_next(cur, &doc, NULL) == PGPIPE_ROW)
 **             puts(doc);   {"id":"...","fields":{...},"metadata":{},...}
 **     }
-**     pgpipe_records_cursor_free(cur);
+**     pgpipe_records_cursor_close(cur);
 **     pgpipe_records_close(users);
 **
 ** Not found (get, update, delete of an id that is not there) is PGPIPE_DONE
@@ -41,14 +41,13 @@ typedef struct pgpipe_records pgpipe_records;
 ** when several processes open the same new collection at once (the creation
 ** runs under a transaction-level advisory lock). *out is set even on failure
 ** (read pgpipe_errmsg, then close); NULL only when out of memory. */
-int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **out);
+int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *name);
 /* Close (rolls back an open transaction). NULL is a no-op. */
 void pgpipe_records_close(pgpipe_records *h);
 /* The quoted table name ("records"."users"), for your own SQL. */
 const char *pgpipe_records_table(const pgpipe_records *h);
 
 /* Free a string the records functions returned (get). NULL is a no-op. */
-void pgpipe_records_free(char *text);
 
 /* ---- CRUD ---- */
 
@@ -60,7 +59,7 @@ int pgpipe_records_create_meta(pgpipe_records *h, const char *fields, const char
                                char uuid_out[37]);
 /* The record as a JSON document {"id":..,"fields":..,"metadata":..,
 ** "created_at":..,"updated_at":..} (timestamps ISO 8601), allocated; free it
-** with pgpipe_records_free. PGPIPE_DONE when there is no such id; an id that
+** with pgpipe_free. PGPIPE_DONE when there is no such id; an id that
 ** is not a UUID is PGPIPE_PARSE. */
 int pgpipe_records_get(pgpipe_records *h, const char *id, char **json_out);
 
@@ -123,9 +122,10 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
 ** column (1-based, in characters) on the filter handle: source "<filter>". */
 typedef struct pgpipe_records_filter pgpipe_records_filter;
 
-int pgpipe_records_filter_new(pgpipe_records_filter **out);
-/* *out is set even on failure (read pgpipe_errinfo(*out), then free it). */
-int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out);
+/* Open a filter holding the conditions of text in the form above, or none
+** when text is NULL (add them with pgpipe_records_filter_add). *out is set
+** even on failure (read pgpipe_errinfo(*out), then close it). */
+int pgpipe_records_filter_open(pgpipe_records_filter **out, const char *text);
 /* Add one condition: path in the syntax above, value the JSON text of the
 ** value (NULL for EXISTS). PGPIPE_PARSE/MISUSE on a bad path or value. */
 int pgpipe_records_filter_add(pgpipe_records_filter *f, const char *path, int op,
@@ -136,7 +136,7 @@ int pgpipe_records_filter_add_keys(pgpipe_records_filter *f, int metadata,
                                    const char *const *keys, int nkeys, int op,
                                    const char *value);
 int pgpipe_records_filter_count(const pgpipe_records_filter *f);
-void pgpipe_records_filter_free(pgpipe_records_filter *f);
+void pgpipe_records_filter_close(pgpipe_records_filter *f);
 
 /* ---- search ---- */
 
@@ -164,12 +164,12 @@ int pgpipe_records_find(pgpipe_records *h, const pgpipe_records_find_options *o,
 int pgpipe_records_cursor_next(pgpipe_records_cursor *c, const char **json, size_t *len);
 /* Documents in the result. */
 long long pgpipe_records_cursor_count(const pgpipe_records_cursor *c);
-void pgpipe_records_cursor_free(pgpipe_records_cursor *c);
+void pgpipe_records_cursor_close(pgpipe_records_cursor *c);
 
 /* Count the records matching f (NULL: all). */
 int pgpipe_records_count(pgpipe_records *h, const pgpipe_records_filter *f, long long *n);
 /* EXPLAIN of the search o would run, with its parameters (one line of the
-** plan per line), allocated; free it with pgpipe_records_free. */
+** plan per line), allocated; free it with pgpipe_free. */
 int pgpipe_records_explain(pgpipe_records *h, const pgpipe_records_find_options *o, char **plan);
 
 /* ---- transactions ---- */
