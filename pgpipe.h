@@ -9,10 +9,51 @@
 ** into your program and build with:  cc -c pgpipe.c $(pkg-config --cflags libpq)
 ** then link with -lpq (and -lpthread unless built with -DPGPIPE_OMIT_THREADS).
 **
-** Conventions: every function returns an int result code (PGPIPE_OK is 0) unless
-** documented otherwise; handles are opaque and keep their last error, read with
-** pgpipe_errmsg() and friends. Nothing in the library prints except through the
-** log callback, and nothing exits or aborts the process.
+** The components below follow the data through the library: base (result
+** codes, errors, memory, logging, retries), the parsers (JSON, CSV), the
+** database layer (pool, local server, migrations), then the pipeline (COPY
+** loader, claimer and workers, dead letters, record store). Each section
+** starts with a banner, what the component is for, its handles and its
+** thread-safety rule.
+**
+** Conventions, the same for every component:
+**
+**   Results: every function returns an int result code (PGPIPE_OK is 0)
+**   unless documented otherwise.
+**
+**   Handles: each is an opaque pgpipe_X, made by
+**       int pgpipe_X_open(pgpipe_X **out, <required arguments>,
+**                         const pgpipe_X_options *opt);   (NULL = defaults)
+**   (the options argument only where the component has options) and released
+**   by
+**       void pgpipe_X_close(pgpipe_X *h);                 (NULL is a no-op)
+**   *out is set even when the open fails, as soon as a handle could be
+**   allocated, so its error can be read: close it all the same. *out is NULL
+**   only when memory ran out (pgpipe_errmsg(NULL) then says so). Objects
+**   handed out by another handle are given back to it instead of being
+**   opened and closed: a pgpipe_conn (pgpipe_pool_acquire/_release), a
+**   pgpipe_batch (pgpipe_claim_next/_complete). A handle made from another
+**   one (a pipeline on a connection, a cursor of a record store) reports a
+**   failed open on that parent and leaves *out NULL. pgpipe_pool_close alone
+**   returns a result: the connections it had to leave checked out.
+**
+**   Memory: strings and buffers the library allocates and hands over are
+**   released with pgpipe_free(); a caller-owned struct the library fills
+**   (pgpipe_copy_buf) is emptied with its _clear function.
+**
+**   Errors: a function called on a handle reports its error on that handle
+**   (pgpipe_errmsg(h), pgpipe_errinfo(h), ...). A function without one of
+**   our handles (it works on a PGconn, or on nothing) takes
+**   `pgpipe_error *err` as its last argument (NULL when not wanted); so does
+**   pgpipe_batch_doc, since a batch keeps no error. The one exception is
+**   pgpipe_pool_acquire_ex: a pool is shared by threads, so its own error
+**   slot would race, and the acquire reports to err instead.
+**
+**   Threads: each section states its rule. Unless it says otherwise a handle
+**   is used by one thread at a time, and different handles are independent.
+**
+** Nothing in the library prints except through the log callback, and nothing
+** exits or aborts the process.
 */
 #ifndef PGPIPE_H
 #define PGPIPE_H
@@ -30,6 +71,19 @@ extern "C" {
 #define PGPIPE_VERSION_NUMBER 1000      /* X*1000000 + Y*1000 + Z */
 
 /* ==== begin src/base/util.h ==== */
+/* ==== Base: version, results, errors, handles, memory, logging, retries ==== */
+
+/* What every other component builds on: result codes, the error record that
+** every handle carries, the list of handle types, the allocator, the log
+** stream, connection-string masking, retry helpers and the SQL files compiled
+** into the library. No handle of its own.
+**
+** Thread safety: every function here may be called from any thread, except
+** pgpipe_config_allocator (call it once, before anything else). The log
+** configuration is guarded by a lock. A pgpipe_retry belongs to its caller.
+** Reading a handle's error (pgpipe_errmsg...) follows the handle's rule: it
+** is the error of the last call on that handle. */
+
 /* ---- Library version -------------------------------------------------- */
 
 /* The PGPIPE_VERSION this library was compiled from ("X.Y.Z"). */
@@ -82,6 +136,27 @@ void pgpipe_error_clear(pgpipe_error *err);
 /* Format an error as "source:line:column: message [SQLSTATE]" (the parts that
 ** apply) into buf. Returns the length it needed, like snprintf. */
 int pgpipe_error_format(const pgpipe_error *err, char *buf, size_t size);
+
+/* ---- Handles ---------------------------------------------------------- */
+
+/* Every handle type, with the functions that make and release it (see the
+** conventions at the top). Declared here so that any section can name any
+** handle. */
+typedef struct pgpipe_json_doc pgpipe_json_doc;   /* pgpipe_json_doc_open / _close */
+typedef struct pgpipe_ndjson pgpipe_ndjson;       /* pgpipe_ndjson_open / _close */
+typedef struct pgpipe_csv pgpipe_csv;             /* pgpipe_csv_open_fd/_file/_feed / _close */
+typedef struct pgpipe_pool pgpipe_pool;           /* pgpipe_pool_open / _close */
+typedef struct pgpipe_conn pgpipe_conn;           /* pgpipe_pool_acquire / pgpipe_pool_release */
+typedef struct pgpipe_pipeline pgpipe_pipeline;   /* pgpipe_pipeline_open / _close */
+typedef struct pgpipe_sql_split pgpipe_sql_split; /* pgpipe_sql_split_open / _close */
+typedef struct pgpipe_migrator pgpipe_migrator;   /* pgpipe_migrator_open / _close */
+typedef struct pgpipe_loader pgpipe_loader;       /* pgpipe_loader_open / _close */
+typedef struct pgpipe_claimer pgpipe_claimer;     /* pgpipe_claimer_open / _close */
+typedef struct pgpipe_batch pgpipe_batch;         /* pgpipe_claim_next / _complete, _release */
+typedef struct pgpipe_workers pgpipe_workers;     /* pgpipe_workers_open / _close */
+typedef struct pgpipe_records pgpipe_records;     /* pgpipe_records_open / _close */
+typedef struct pgpipe_records_filter pgpipe_records_filter; /* pgpipe_records_filter_open / _close */
+typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find / _cursor_close */
 
 /* ---- Memory ----------------------------------------------------------- */
 
@@ -208,7 +283,21 @@ const char *pgpipe_sql_file_path(int i);
 /* ==== end src/base/util.h ==== */
 
 /* ==== begin src/parse/json.h ==== */
-/* ---- JSON (RFC 8259) ---------------------------------------------------- */
+/* ==== JSON: documents and NDJSON streams ==== */
+
+/* Parses JSON into a read-only tree and reads NDJSON streams record by
+** record: the loader, the claimer and the record store read every payload
+** through it. Handles: pgpipe_json_doc (a document, reused across parses,
+** with its options set by pgpipe_json_doc_set_*), pgpipe_ndjson (a streaming
+** reader holding its own document).
+**
+** Thread safety: a document is parsed by one thread at a time; once parsed
+** it may be read by any number of threads at once (the accessors only
+** read), until the next parse or close. An NDJSON reader is used by one
+** thread at a time. pgpipe_json_validate and the functions on values keep
+** no state of their own. */
+
+/* ---- JSON (RFC 8259) --------------------------------------------------- */
 
 /*
 ** A parsed document is a read-only tree held in one arena owned by a
@@ -220,7 +309,7 @@ const char *pgpipe_sql_file_path(int i);
 ** buffer (zero copy), so the input must outlive the document, unless the copy
 ** option is on (pgpipe_json_doc_set_copy), in which case the document keeps its
 ** own copy of the input. Values returned by the accessors are valid until the
-** next parse with the same handle or its free.
+** next parse with the same handle or its close.
 **
 ** Lengths are explicit everywhere: strings may hold NUL bytes ("\u0000") and
 ** are not NUL-terminated. Strings are UTF-8, always valid.
@@ -253,7 +342,6 @@ const char *pgpipe_sql_file_path(int i);
 #define PGPIPE_JSON_ARRAY   5
 #define PGPIPE_JSON_OBJECT  6
 
-typedef struct pgpipe_json_doc pgpipe_json_doc;
 /* A value inside a document (a node of its flat tree). */
 typedef struct pgpipe_json_val pgpipe_json_val;
 
@@ -358,9 +446,8 @@ int pgpipe_json_write_to(const pgpipe_json_val *v, char *buf, size_t cap, size_t
 ** counts once finish was called. The chunk passed to feed is read in place, so
 ** it must stay valid until next returns PGPIPE_DONE; only a record that
 ** straddles chunks is copied, so memory is bounded by the longest line. A
-** returned value is valid until the next call of next, feed or free.
+** returned value is valid until the next call of next, feed or close.
 */
-typedef struct pgpipe_ndjson pgpipe_ndjson;
 
 int pgpipe_ndjson_open(pgpipe_ndjson **out);
 void pgpipe_ndjson_close(pgpipe_ndjson *r);
@@ -378,7 +465,18 @@ long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
 /* ==== end src/parse/json.h ==== */
 
 /* ==== begin src/parse/csv.h ==== */
-/* ---- CSV reader (src/csv.c) -------------------------------------------- */
+/* ==== CSV: reader and COPY text writer ==== */
+
+/* Reads CSV record by record and writes values in PostgreSQL's COPY text
+** format: the loader's CSV input and its COPY rows go through it. Handle:
+** pgpipe_csv (a reader over a file descriptor, a FILE * or fed chunks); the
+** writer appends to a caller-owned pgpipe_copy_buf.
+**
+** Thread safety: a reader is used by one thread at a time. The COPY text
+** functions write only to the buffer they are given and may run in any
+** number of threads. */
+
+/* ---- CSV reader -------------------------------------------------------- */
 
 /* A streaming pull reader for RFC 4180 CSV and the files found in the wild:
 ** quoted fields with "" inside, delimiters and line breaks inside quotes, LF,
@@ -389,8 +487,9 @@ long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
 **     pgpipe_csv_options o;
 **     pgpipe_csv_options_init(&o);
 **     o.header = 1;
-**     pgpipe_csv *r = pgpipe_csv_open_fd(fd, &o);   (NULL only when out of memory)
-**     int rc;
+**     pgpipe_csv *r;
+**     int rc = pgpipe_csv_open_fd(&r, fd, &o);   (an error shows again in next)
+**     if (rc != PGPIPE_OK) { report pgpipe_errmsg(r); pgpipe_csv_close(r); return; }
 **     while ((rc = pgpipe_csv_next(r)) == PGPIPE_ROW || rc == PGPIPE_PARSE) {
 **         if (rc == PGPIPE_PARSE) { dead-letter pgpipe_csv_raw_record(); continue; }
 **         int n; const pgpipe_csv_span *f = pgpipe_csv_fields(r, &n);
@@ -402,8 +501,6 @@ long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
 ** Fields are pointer + length spans, not NUL terminated, valid until the next
 ** call on the reader. They point straight into the reader's buffer unless the
 ** field held "" (then into a per-record scratch area). */
-
-typedef struct pgpipe_csv pgpipe_csv;
 
 typedef struct pgpipe_csv_options {
     int delimiter;          /* field separator, any byte but CR, LF and the quote; ',' */
@@ -436,9 +533,10 @@ typedef struct pgpipe_csv_span {
 void pgpipe_csv_options_init(pgpipe_csv_options *o);
 
 /* Open a reader. opts may be NULL (defaults); it is copied (the source string
-** too). The reader does not close fd or fp. These return NULL only when out
-** of memory; bad options leave a reader whose pgpipe_csv_next() returns
-** PGPIPE_MISUSE with the reason in pgpipe_errmsg(). */
+** too). The reader does not close fd or fp. *out is set even on failure:
+** bad options give PGPIPE_MISUSE with the reason in pgpipe_errmsg(*out)
+** (pgpipe_csv_next then returns PGPIPE_MISUSE too); *out is NULL only when
+** out of memory. */
 int pgpipe_csv_open_fd(pgpipe_csv **out, int fd, const pgpipe_csv_options *opts);
 int pgpipe_csv_open_file(pgpipe_csv **out, FILE *fp, const pgpipe_csv_options *opts);
 /* A reader fed by the caller: pgpipe_csv_feed() any number of chunks of any
@@ -492,8 +590,9 @@ void pgpipe_csv_close(pgpipe_csv *r);
 
 /* ---- COPY text format ---------------------------------------------------- */
 
-/* A growable output buffer for the COPY text writers. Start from all zeros;
-** data is allocated with the pgpipe allocator; free with pgpipe_copy_buf_clear. */
+/* A growable output buffer for the COPY text writers, owned by the caller.
+** Start from all zeros; data is allocated with the pgpipe allocator;
+** pgpipe_copy_buf_clear frees it and zeroes the buffer for reuse. */
 typedef struct pgpipe_copy_buf {
     char *data;
     size_t len;
@@ -516,7 +615,18 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
 /* ==== end src/parse/csv.h ==== */
 
 /* ==== begin src/db/pool.h ==== */
-/* ---- Connection pool -------------------------------------------------- */
+/* ==== Connection pool, checked-out connections, pipeline mode ==== */
+
+/* Hands out libpq connections to the rest of the library and to programs.
+** Handles: pgpipe_pool, the pgpipe_conn it lends out (acquire / release),
+** and a pgpipe_pipeline opened on a checked-out connection.
+**
+** Thread safety: a pool's acquire, release, discard and stats functions may
+** be called from any number of threads at once; open and close are called
+** once each, by one thread. A checked-out connection, and a pipeline on it,
+** belong to the thread that holds it. */
+
+/* ---- Connection pool --------------------------------------------------- */
 
 /* A thread-safe pool of libpq connections (SQLAlchemy-style sizing), with
 ** health checks, session reset on release, a prepared-statement cache per
@@ -529,6 +639,7 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
 **   if (pgpipe_pool_open(&pool, "postgresql://app@db/prod", &o) != PGPIPE_OK) {
 **       fprintf(stderr, "%s\n", pgpipe_errmsg(pool));   (pool may be NULL: no memory)
 **       pgpipe_pool_close(pool, NULL);
+**       return;
 **   }
 **   pgpipe_conn *c;
 **   pgpipe_error err;
@@ -540,17 +651,9 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
 **   }
 **   pgpipe_pool_close(pool, NULL);
 **
-** Thread safety: pgpipe_pool_acquire_ex, pgpipe_pool_release,
-** pgpipe_pool_discard and pgpipe_pool_stats_get may be called from any number of
-** threads at once. A checked-out pgpipe_conn (and a pipeline on it) belongs to
-** the thread that holds it. pgpipe_pool_open and pgpipe_pool_close are called
-** once each, by one thread. Under PGPIPE_OMIT_THREADS nothing waits: an
+** Under PGPIPE_OMIT_THREADS nothing waits: an
 ** acquire that finds no free connection and no free slot fails at once with
 ** PGPIPE_BUSY. */
-
-typedef struct pgpipe_pool pgpipe_pool;
-typedef struct pgpipe_conn pgpipe_conn;
-typedef struct pgpipe_pipeline pgpipe_pipeline;
 
 typedef struct pgpipe_pool_options {
     int pool_size;          /* connections kept open once made (default 5) */
@@ -706,9 +809,11 @@ int pgpipe_conn_clear_cache(pgpipe_conn *conn);
 **     others run and commit.
 ** Inside a transaction the caller opened with BEGIN, the statements join it
 ** either way, and a failure aborts it. The connection must not be used for
-** anything else between begin and run. */
+** anything else between open and run. */
 #define PGPIPE_PIPELINE_SYNC_EACH 1
 
+/* Put the connection in pipeline mode. A failure (the connection is busy or
+** has a pipeline already) is reported on the connection, and *out is NULL. */
 int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *conn, int flags);
 /* Queue (and start sending) one statement with text parameters. */
 int pgpipe_pipeline_add(pgpipe_pipeline *p, const char *sql, int nparams,
@@ -724,12 +829,25 @@ int pgpipe_pipeline_count(const pgpipe_pipeline *p);
 /* The result of statement i (0-based) after run, owned by the pipeline; NULL
 ** when the connection broke before it arrived. */
 PGresult *pgpipe_pipeline_result(const pgpipe_pipeline *p, int i);
-/* Free the pipeline (running it first if it was not run). */
+/* Close the pipeline (running it first if it was not run). NULL is a no-op. */
 void pgpipe_pipeline_close(pgpipe_pipeline *p);
 /* ==== end src/db/pool.h ==== */
 
 /* ==== begin src/db/migrate.h ==== */
-/* ---- SQL scripts: the statement splitter ------------------------------ */
+/* ==== Migrations: SQL splitter, checksums, migration runner ==== */
+
+/* Applies folders of versioned and repeatable SQL files to a database and
+** installs the built-in schema every other component relies on. Handles:
+** pgpipe_sql_split (splits a buffer of SQL into statements as psql does)
+** and pgpipe_migrator (a runner on one connection).
+**
+** Thread safety: a splitter and a migrator are each used by one thread at a
+** time, and nothing else may use the migrator's connection meanwhile.
+** Runners in different processes or threads exclude each other with an
+** advisory lock (PGPIPE_MIGRATE_LOCK_KEY). The checksum functions keep no
+** state. */
+
+/* ---- SQL scripts: the statement splitter ------------------------------- */
 
 /* Splits a buffer of SQL the way psql does: statements end at a ';' outside
 ** quotes, comments, parentheses and SQL-standard function bodies. It knows
@@ -739,7 +857,6 @@ void pgpipe_pipeline_close(pgpipe_pipeline *p);
 ** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
 ** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
 ** the input). Other psql backslash commands are a parse error. */
-typedef struct pgpipe_sql_split pgpipe_sql_split;
 
 typedef struct pgpipe_sql_stmt {
     const char *sql;         /* the statement without its ';' (not NUL-terminated) */
@@ -814,7 +931,6 @@ typedef struct pgpipe_migrate_options {
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
 
-typedef struct pgpipe_migrator pgpipe_migrator;
 
 /* States of a migration in status and after a run. */
 #define PGPIPE_MIGRATION_APPLIED  1  /* applied, file unchanged */
@@ -883,7 +999,16 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
 /* ==== end src/db/migrate.h ==== */
 
 /* ==== begin src/db/local.h ==== */
-/* ---- Private local server --------------------------------------------- */
+/* ==== Local server: a private PostgreSQL cluster ==== */
+
+/* Creates, starts and stops a PostgreSQL cluster in a directory, for the
+** shell's --local DIR, demos and tests. No handle: the functions take the
+** directory and report to a pgpipe_error.
+**
+** Thread safety: start and stop run initdb and pg_ctl as child processes;
+** call them from one thread at a time, and start a watchdog before any
+** thread is started (it forks). pgpipe_local_running may be called from
+** any thread. */
 
 /* A PostgreSQL cluster that pgpipe creates and runs in a directory of yours,
 ** for trying things without installing or configuring a server (the shell's
@@ -920,7 +1045,17 @@ int pgpipe_local_running(const char *dir);
 /* ==== end src/db/local.h ==== */
 
 /* ==== begin src/pipeline/load.h ==== */
-/* ---- COPY loader (src/copy.c) ------------------------------------------- */
+/* ==== COPY loader ==== */
+
+/* The way into the database: files and streams of CSV or JSON become rows
+** of staging.raw_events (or a table of yours), with every bad record
+** dead-lettered. Handle: pgpipe_loader.
+**
+** Thread safety: a loader is used by one thread at a time; it runs its own
+** lanes internally (one thread and one connection per extra lane, see
+** options.connections), and calls the progress callback on the caller's
+** thread. Any number of loaders may run at once, in threads or processes:
+** each batch is its own transaction. */
 
 /* Loads CSV, NDJSON or a JSON array of objects into PostgreSQL with COPY FROM
 ** STDIN, in batches, validating every record first. A bad record goes to
@@ -1052,7 +1187,6 @@ typedef struct pgpipe_load_summary {
     int status;               /* PGPIPE_OK, or the code the load ended with */
 } pgpipe_load_summary;
 
-typedef struct pgpipe_loader pgpipe_loader;
 
 void pgpipe_loader_options_init(pgpipe_loader_options *o);
 /* Check the options, connect, install the schema when asked. *out is set even
@@ -1079,6 +1213,22 @@ int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t s
 /* ==== end src/pipeline/load.h ==== */
 
 /* ==== begin src/pipeline/claim.h ==== */
+/* ==== Claimer and workers: processing staged rows ==== */
+
+/* Takes the rows the loader staged, runs a handler on them (C or SQL), and
+** marks them processed, retried or dead-lettered. Handles: pgpipe_claimer
+** (claims batches on one connection), the pgpipe_batch it hands out, and
+** pgpipe_workers (threads running claimers on a pool).
+**
+** Thread safety: a claimer, and the batches it hands out, are used by one
+** thread at a time (its connection is theirs). Any number of claimers, in
+** threads or processes, may work on the same table: they never take the
+** same row. A workers handle is driven by the thread that opened it (wait,
+** run_until_empty, close); pgpipe_workers_stop and pgpipe_workers_stopping
+** may be called from any thread, stop also from a signal handler, and
+** pgpipe_workers_stats_get from any thread. Handlers run on the worker
+** threads at once: their ud is shared. */
+
 /* ---- Claimer: parallel processing with FOR UPDATE SKIP LOCKED ---------- */
 
 /* A claimer takes batches of unprocessed rows of staging.raw_events (or any
@@ -1158,7 +1308,6 @@ typedef struct pgpipe_event {
 } pgpipe_event;
 
 /* A claimed batch (opaque). Valid until completed or released. */
-typedef struct pgpipe_batch pgpipe_batch;
 
 int pgpipe_batch_count(const pgpipe_batch *b);
 const pgpipe_event *pgpipe_batch_event(const pgpipe_batch *b, int i);
@@ -1227,8 +1376,6 @@ typedef struct pgpipe_claim_stats {
     long long released;       /* rows given back without an attempt counted */
 } pgpipe_claim_stats;
 
-typedef struct pgpipe_claimer pgpipe_claimer;
-
 /* Open a claimer on a connection (not taken over). Prepares its statements
 ** on the connection (names "pgpipe_claim_<hash>"). *out is set even on
 ** failure (read the error, then close). */
@@ -1277,8 +1424,6 @@ typedef struct pgpipe_workers_options {
 
 void pgpipe_workers_options_init(pgpipe_workers_options *o);
 
-typedef struct pgpipe_workers pgpipe_workers;
-
 typedef struct pgpipe_workers_stats {
     pgpipe_claim_stats total;   /* summed over the workers */
     int threads;
@@ -1292,8 +1437,10 @@ typedef struct pgpipe_workers_stats {
 
 /* Start the workers. The pool must have room for opts->threads connections
 ** (plus one for run_until_empty). The handler is copied (its ud shared by
-** every thread: make it thread-safe). *out is set even on failure. */
-int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h, const pgpipe_workers_options *opts);
+** every thread: make it thread-safe). opts may be NULL (defaults). *out is
+** set even on failure. */
+int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h,
+                        const pgpipe_workers_options *opts);
 /* Ask the workers to stop: they finish (or release) their current batch and
 ** return their connections. Only sets an atomic flag and writes one byte to a
 ** pipe, so it is async-signal-safe: call it from a SIGINT/SIGTERM handler. */
@@ -1312,14 +1459,21 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms);
 ** worker's fatal error. */
 int pgpipe_workers_wait(pgpipe_workers *w);
 int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out);
-/* Stop, wait and free. NULL is a no-op. */
+/* Stop, wait and release everything. NULL is a no-op. */
 void pgpipe_workers_close(pgpipe_workers *w);
 
 #endif /* PGPIPE_OMIT_THREADS */
 /* ==== end src/pipeline/claim.h ==== */
 
 /* ==== begin src/pipeline/dlq.h ==== */
-/* ---- Dead-letter queue operations --------------------------------------- */
+/* ==== Dead-letter queue ==== */
+
+/* Lists, counts, replays and purges the records the loader and the claimer
+** could not take. No handle: every function works on a PGconn and reports
+** to its last argument, pgpipe_error *err (may be NULL).
+**
+** Thread safety: the functions keep no state; any number of threads may
+** call them, each on its own PGconn. */
 
 /* pgpipe.dead_letters holds every record that could not be loaded (stage
 ** 'load': the raw text as read) or processed (stage 'process': the staging
@@ -1388,7 +1542,19 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
 /* ==== end src/pipeline/dlq.h ==== */
 
 /* ==== begin src/pipeline/records.h ==== */
-/* ---- Record store: JSONB documents in collections (src/records.c) ------ */
+/* ==== Record store: JSONB documents in collections ==== */
+
+/* A document store on PostgreSQL: create, read, update, delete and search
+** JSON records, import and export them. Handles: pgpipe_records (a
+** collection, on a pool), pgpipe_records_filter (a parsed condition list),
+** pgpipe_records_cursor (the results of a search).
+**
+** Thread safety: a collection handle is used by one thread at a time; open
+** one per thread on the same pool (the pool is shared safely). A filter,
+** once built, may be shared by threads: searches only read it. A cursor is
+** used by one thread at a time. */
+
+/* ---- Collections ------------------------------------------------------- */
 
 /* A collection is a table records.NAME (id uuid primary key default
 ** gen_random_uuid(), fields jsonb, metadata jsonb, created_at and updated_at
@@ -1419,10 +1585,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
 **     pgpipe_records_close(users);
 **
 ** Not found (get, update, delete of an id that is not there) is PGPIPE_DONE
-** with a message naming the id. A handle is used by one thread at a time; open
-** one handle per thread on the same pool. */
-
-typedef struct pgpipe_records pgpipe_records;
+** with a message naming the id. */
 
 /* Open the collection NAME ("name" or "schema.name"; the schema defaults to
 ** "records"), creating schema, table, indexes and trigger when missing. Each
@@ -1436,8 +1599,6 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
 void pgpipe_records_close(pgpipe_records *h);
 /* The quoted table name ("records"."users"), for your own SQL. */
 const char *pgpipe_records_table(const pgpipe_records *h);
-
-/* Free a string the records functions returned (get). NULL is a no-op. */
 
 /* ---- CRUD ---- */
 
@@ -1501,7 +1662,7 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
 ** (tags.0). A path starting with @metadata addresses the metadata column
 ** (@metadata.version); @fields is the fields object itself (@fields.a = a).
 **
-** Text form (pgpipe_records_filter_parse; the shell's .records find):
+** Text form (pgpipe_records_filter_open; the shell's .records find):
 **     name = "Alice" and age > 30 and tags contains ["x"]
 **     address.city in ["Paris", "Lyon"] and email exists and name like "A%"
 **     @metadata.version >= 2 and "first.name" != "Bob"
@@ -1510,7 +1671,6 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
 ** "and" (or &&). Values are JSON: strings in double quotes, numbers,
 ** true/false/null, arrays and objects. Bad text is PGPIPE_PARSE with the
 ** column (1-based, in characters) on the filter handle: source "<filter>". */
-typedef struct pgpipe_records_filter pgpipe_records_filter;
 
 /* Open a filter holding the conditions of text in the form above, or none
 ** when text is NULL (add them with pgpipe_records_filter_add). *out is set
@@ -1543,13 +1703,12 @@ typedef struct pgpipe_records_find_options {
 
 void pgpipe_records_find_options_init(pgpipe_records_find_options *o);
 
-typedef struct pgpipe_records_cursor pgpipe_records_cursor;
-
-/* Run a search. *out is NULL on failure (the error is on h). The results are
+/* Run a search: *out receives a cursor over the results, to close with
+** pgpipe_records_cursor_close; it is NULL on failure (the error is on h). The results are
 ** fetched whole; use limit and offset to page, or export for everything. */
 int pgpipe_records_find(pgpipe_records *h, const pgpipe_records_find_options *o,
                         pgpipe_records_cursor **out);
-/* The next document (valid until the cursor is freed): PGPIPE_ROW or
+/* The next document (valid until the cursor is closed): PGPIPE_ROW or
 ** PGPIPE_DONE. len may be NULL. */
 int pgpipe_records_cursor_next(pgpipe_records_cursor *c, const char **json, size_t *len);
 /* Documents in the result. */

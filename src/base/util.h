@@ -1,3 +1,16 @@
+/* ==== Base: version, results, errors, handles, memory, logging, retries ==== */
+
+/* What every other component builds on: result codes, the error record that
+** every handle carries, the list of handle types, the allocator, the log
+** stream, connection-string masking, retry helpers and the SQL files compiled
+** into the library. No handle of its own.
+**
+** Thread safety: every function here may be called from any thread, except
+** pgpipe_config_allocator (call it once, before anything else). The log
+** configuration is guarded by a lock. A pgpipe_retry belongs to its caller.
+** Reading a handle's error (pgpipe_errmsg...) follows the handle's rule: it
+** is the error of the last call on that handle. */
+
 /* ---- Library version -------------------------------------------------- */
 
 /* The PGPIPE_VERSION this library was compiled from ("X.Y.Z"). */
@@ -50,6 +63,27 @@ void pgpipe_error_clear(pgpipe_error *err);
 /* Format an error as "source:line:column: message [SQLSTATE]" (the parts that
 ** apply) into buf. Returns the length it needed, like snprintf. */
 int pgpipe_error_format(const pgpipe_error *err, char *buf, size_t size);
+
+/* ---- Handles ---------------------------------------------------------- */
+
+/* Every handle type, with the functions that make and release it (see the
+** conventions at the top). Declared here so that any section can name any
+** handle. */
+typedef struct pgpipe_json_doc pgpipe_json_doc;   /* pgpipe_json_doc_open / _close */
+typedef struct pgpipe_ndjson pgpipe_ndjson;       /* pgpipe_ndjson_open / _close */
+typedef struct pgpipe_csv pgpipe_csv;             /* pgpipe_csv_open_fd/_file/_feed / _close */
+typedef struct pgpipe_pool pgpipe_pool;           /* pgpipe_pool_open / _close */
+typedef struct pgpipe_conn pgpipe_conn;           /* pgpipe_pool_acquire / pgpipe_pool_release */
+typedef struct pgpipe_pipeline pgpipe_pipeline;   /* pgpipe_pipeline_open / _close */
+typedef struct pgpipe_sql_split pgpipe_sql_split; /* pgpipe_sql_split_open / _close */
+typedef struct pgpipe_migrator pgpipe_migrator;   /* pgpipe_migrator_open / _close */
+typedef struct pgpipe_loader pgpipe_loader;       /* pgpipe_loader_open / _close */
+typedef struct pgpipe_claimer pgpipe_claimer;     /* pgpipe_claimer_open / _close */
+typedef struct pgpipe_batch pgpipe_batch;         /* pgpipe_claim_next / _complete, _release */
+typedef struct pgpipe_workers pgpipe_workers;     /* pgpipe_workers_open / _close */
+typedef struct pgpipe_records pgpipe_records;     /* pgpipe_records_open / _close */
+typedef struct pgpipe_records_filter pgpipe_records_filter; /* pgpipe_records_filter_open / _close */
+typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find / _cursor_close */
 
 /* ---- Memory ----------------------------------------------------------- */
 

@@ -1,4 +1,17 @@
-/* ---- SQL scripts: the statement splitter ------------------------------ */
+/* ==== Migrations: SQL splitter, checksums, migration runner ==== */
+
+/* Applies folders of versioned and repeatable SQL files to a database and
+** installs the built-in schema every other component relies on. Handles:
+** pgpipe_sql_split (splits a buffer of SQL into statements as psql does)
+** and pgpipe_migrator (a runner on one connection).
+**
+** Thread safety: a splitter and a migrator are each used by one thread at a
+** time, and nothing else may use the migrator's connection meanwhile.
+** Runners in different processes or threads exclude each other with an
+** advisory lock (PGPIPE_MIGRATE_LOCK_KEY). The checksum functions keep no
+** state. */
+
+/* ---- SQL scripts: the statement splitter ------------------------------- */
 
 /* Splits a buffer of SQL the way psql does: statements end at a ';' outside
 ** quotes, comments, parentheses and SQL-standard function bodies. It knows
@@ -8,7 +21,6 @@
 ** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
 ** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
 ** the input). Other psql backslash commands are a parse error. */
-typedef struct pgpipe_sql_split pgpipe_sql_split;
 
 typedef struct pgpipe_sql_stmt {
     const char *sql;         /* the statement without its ';' (not NUL-terminated) */
@@ -83,7 +95,6 @@ typedef struct pgpipe_migrate_options {
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
 
-typedef struct pgpipe_migrator pgpipe_migrator;
 
 /* States of a migration in status and after a run. */
 #define PGPIPE_MIGRATION_APPLIED  1  /* applied, file unchanged */

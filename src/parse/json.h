@@ -1,4 +1,18 @@
-/* ---- JSON (RFC 8259) ---------------------------------------------------- */
+/* ==== JSON: documents and NDJSON streams ==== */
+
+/* Parses JSON into a read-only tree and reads NDJSON streams record by
+** record: the loader, the claimer and the record store read every payload
+** through it. Handles: pgpipe_json_doc (a document, reused across parses,
+** with its options set by pgpipe_json_doc_set_*), pgpipe_ndjson (a streaming
+** reader holding its own document).
+**
+** Thread safety: a document is parsed by one thread at a time; once parsed
+** it may be read by any number of threads at once (the accessors only
+** read), until the next parse or close. An NDJSON reader is used by one
+** thread at a time. pgpipe_json_validate and the functions on values keep
+** no state of their own. */
+
+/* ---- JSON (RFC 8259) --------------------------------------------------- */
 
 /*
 ** A parsed document is a read-only tree held in one arena owned by a
@@ -10,7 +24,7 @@
 ** buffer (zero copy), so the input must outlive the document, unless the copy
 ** option is on (pgpipe_json_doc_set_copy), in which case the document keeps its
 ** own copy of the input. Values returned by the accessors are valid until the
-** next parse with the same handle or its free.
+** next parse with the same handle or its close.
 **
 ** Lengths are explicit everywhere: strings may hold NUL bytes ("\u0000") and
 ** are not NUL-terminated. Strings are UTF-8, always valid.
@@ -43,7 +57,6 @@
 #define PGPIPE_JSON_ARRAY   5
 #define PGPIPE_JSON_OBJECT  6
 
-typedef struct pgpipe_json_doc pgpipe_json_doc;
 /* A value inside a document (a node of its flat tree). */
 typedef struct pgpipe_json_val pgpipe_json_val;
 
@@ -148,9 +161,8 @@ int pgpipe_json_write_to(const pgpipe_json_val *v, char *buf, size_t cap, size_t
 ** counts once finish was called. The chunk passed to feed is read in place, so
 ** it must stay valid until next returns PGPIPE_DONE; only a record that
 ** straddles chunks is copied, so memory is bounded by the longest line. A
-** returned value is valid until the next call of next, feed or free.
+** returned value is valid until the next call of next, feed or close.
 */
-typedef struct pgpipe_ndjson pgpipe_ndjson;
 
 int pgpipe_ndjson_open(pgpipe_ndjson **out);
 void pgpipe_ndjson_close(pgpipe_ndjson *r);

@@ -1,4 +1,14 @@
-/* ---- COPY loader (src/copy.c) ------------------------------------------- */
+/* ==== COPY loader ==== */
+
+/* The way into the database: files and streams of CSV or JSON become rows
+** of staging.raw_events (or a table of yours), with every bad record
+** dead-lettered. Handle: pgpipe_loader.
+**
+** Thread safety: a loader is used by one thread at a time; it runs its own
+** lanes internally (one thread and one connection per extra lane, see
+** options.connections), and calls the progress callback on the caller's
+** thread. Any number of loaders may run at once, in threads or processes:
+** each batch is its own transaction. */
 
 /* Loads CSV, NDJSON or a JSON array of objects into PostgreSQL with COPY FROM
 ** STDIN, in batches, validating every record first. A bad record goes to
@@ -130,7 +140,6 @@ typedef struct pgpipe_load_summary {
     int status;               /* PGPIPE_OK, or the code the load ended with */
 } pgpipe_load_summary;
 
-typedef struct pgpipe_loader pgpipe_loader;
 
 void pgpipe_loader_options_init(pgpipe_loader_options *o);
 /* Check the options, connect, install the schema when asked. *out is set even

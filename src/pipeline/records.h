@@ -1,4 +1,16 @@
-/* ---- Record store: JSONB documents in collections (src/records.c) ------ */
+/* ==== Record store: JSONB documents in collections ==== */
+
+/* A document store on PostgreSQL: create, read, update, delete and search
+** JSON records, import and export them. Handles: pgpipe_records (a
+** collection, on a pool), pgpipe_records_filter (a parsed condition list),
+** pgpipe_records_cursor (the results of a search).
+**
+** Thread safety: a collection handle is used by one thread at a time; open
+** one per thread on the same pool (the pool is shared safely). A filter,
+** once built, may be shared by threads: searches only read it. A cursor is
+** used by one thread at a time. */
+
+/* ---- Collections ------------------------------------------------------- */
 
 /* A collection is a table records.NAME (id uuid primary key default
 ** gen_random_uuid(), fields jsonb, metadata jsonb, created_at and updated_at
@@ -29,10 +41,7 @@
 **     pgpipe_records_close(users);
 **
 ** Not found (get, update, delete of an id that is not there) is PGPIPE_DONE
-** with a message naming the id. A handle is used by one thread at a time; open
-** one handle per thread on the same pool. */
-
-typedef struct pgpipe_records pgpipe_records;
+** with a message naming the id. */
 
 /* Open the collection NAME ("name" or "schema.name"; the schema defaults to
 ** "records"), creating schema, table, indexes and trigger when missing. Each
@@ -46,8 +55,6 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
 void pgpipe_records_close(pgpipe_records *h);
 /* The quoted table name ("records"."users"), for your own SQL. */
 const char *pgpipe_records_table(const pgpipe_records *h);
-
-/* Free a string the records functions returned (get). NULL is a no-op. */
 
 /* ---- CRUD ---- */
 
@@ -111,7 +118,7 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
 ** (tags.0). A path starting with @metadata addresses the metadata column
 ** (@metadata.version); @fields is the fields object itself (@fields.a = a).
 **
-** Text form (pgpipe_records_filter_parse; the shell's .records find):
+** Text form (pgpipe_records_filter_open; the shell's .records find):
 **     name = "Alice" and age > 30 and tags contains ["x"]
 **     address.city in ["Paris", "Lyon"] and email exists and name like "A%"
 **     @metadata.version >= 2 and "first.name" != "Bob"
@@ -120,7 +127,6 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
 ** "and" (or &&). Values are JSON: strings in double quotes, numbers,
 ** true/false/null, arrays and objects. Bad text is PGPIPE_PARSE with the
 ** column (1-based, in characters) on the filter handle: source "<filter>". */
-typedef struct pgpipe_records_filter pgpipe_records_filter;
 
 /* Open a filter holding the conditions of text in the form above, or none
 ** when text is NULL (add them with pgpipe_records_filter_add). *out is set
@@ -153,13 +159,12 @@ typedef struct pgpipe_records_find_options {
 
 void pgpipe_records_find_options_init(pgpipe_records_find_options *o);
 
-typedef struct pgpipe_records_cursor pgpipe_records_cursor;
-
-/* Run a search. *out is NULL on failure (the error is on h). The results are
+/* Run a search: *out receives a cursor over the results, to close with
+** pgpipe_records_cursor_close; it is NULL on failure (the error is on h). The results are
 ** fetched whole; use limit and offset to page, or export for everything. */
 int pgpipe_records_find(pgpipe_records *h, const pgpipe_records_find_options *o,
                         pgpipe_records_cursor **out);
-/* The next document (valid until the cursor is freed): PGPIPE_ROW or
+/* The next document (valid until the cursor is closed): PGPIPE_ROW or
 ** PGPIPE_DONE. len may be NULL. */
 int pgpipe_records_cursor_next(pgpipe_records_cursor *c, const char **json, size_t *len);
 /* Documents in the result. */
