@@ -7,7 +7,7 @@
 **
 ** The components below follow the data through the library: base (result
 ** codes, errors, memory, logging, retries), the parsers (JSON, CSV), the
-** database layer (pool, local server, migrations), then the pipeline (COPY
+** database layer (pool, migrations, local server), then the pipeline (COPY
 ** loader, claimer and workers, dead letters, record store). Each section
 ** starts with a banner, what the component is for, its handles and its
 ** thread-safety rule.

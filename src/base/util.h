@@ -50,9 +50,10 @@ typedef struct pgpipe_error {
     long long offset;
 } pgpipe_error;
 
-/* Every pgpipe handle (pool, loader, document, reader, ...) carries its last
-** error; these read it. A NULL handle reads as an out-of-memory error, since
-** that is the only way an opening function leaves the caller without one. */
+/* Every pgpipe handle (pool, loader, document, reader, ...) carries the error
+** of the last call on it; these read it. A NULL handle reads as an
+** out-of-memory error, since an open function leaves *out NULL only when
+** memory ran out. */
 const pgpipe_error *pgpipe_errinfo(const void *handle);
 int pgpipe_errcode(const void *handle);
 const char *pgpipe_errmsg(const void *handle);
@@ -82,8 +83,9 @@ typedef struct pgpipe_claimer pgpipe_claimer;     /* pgpipe_claimer_open / _clos
 typedef struct pgpipe_batch pgpipe_batch;         /* pgpipe_claim_next / _complete, _release */
 typedef struct pgpipe_workers pgpipe_workers;     /* pgpipe_workers_open / _close */
 typedef struct pgpipe_records pgpipe_records;     /* pgpipe_records_open / _close */
-typedef struct pgpipe_records_filter pgpipe_records_filter; /* pgpipe_records_filter_open / _close */
-typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find / _cursor_close */
+typedef struct pgpipe_records_filter pgpipe_records_filter; /* ..._filter_open / _close */
+typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find /
+                                                               ..._cursor_close */
 
 /* ---- Memory ----------------------------------------------------------- */
 

@@ -1497,7 +1497,8 @@ static void *claim_worker_main(void *arg)
     return NULL;
 }
 
-int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h, const pgpipe_workers_options *opts)
+int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h,
+                        const pgpipe_workers_options *opts)
 {
     if (!out)
         return PGPIPE_MISUSE;
