@@ -70,6 +70,30 @@ extern "C" {
 #define PGPIPE_VERSION        "0.1.0"
 #define PGPIPE_VERSION_NUMBER 1000      /* X*1000000 + Y*1000 + Z */
 
+/* ---- Build options ----------------------------------------------------------
+** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
+**   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
+**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, POOL, MIGRATE,
+**                        LOCAL, LOAD, CLAIM, DLQ, RECORDS), with every
+**                        component that needs it, as the table below says.
+** `make cross` prints the aarch64 size of each configuration. */
+/* LOAD needs JSON, CSV, POOL, MIGRATE and DLQ */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL) \
+    || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_DLQ)
+#undef PGPIPE_OMIT_LOAD
+#define PGPIPE_OMIT_LOAD 1
+#endif
+/* CLAIM needs JSON, POOL and DLQ */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_POOL) || defined(PGPIPE_OMIT_DLQ)
+#undef PGPIPE_OMIT_CLAIM
+#define PGPIPE_OMIT_CLAIM 1
+#endif
+/* RECORDS needs JSON, CSV and POOL */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL)
+#undef PGPIPE_OMIT_RECORDS
+#define PGPIPE_OMIT_RECORDS 1
+#endif
+
 /* ==== begin src/base/util.h ==== */
 /* ==== Base: version, results, errors, handles, memory, logging, retries ==== */
 
@@ -285,6 +309,7 @@ const char *pgpipe_sql_file_path(int i);
 /* ==== end src/base/util.h ==== */
 
 /* ==== begin src/parse/json.h ==== */
+#ifndef PGPIPE_OMIT_JSON
 /* ==== JSON: documents and NDJSON streams ==== */
 
 /* Parses JSON into a read-only tree and reads NDJSON streams record by
@@ -464,9 +489,11 @@ int pgpipe_ndjson_line(const pgpipe_ndjson *r, const char **text, size_t *len);
 /* Records returned and bad lines seen so far. */
 long long pgpipe_ndjson_records(const pgpipe_ndjson *r);
 long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
+#endif /* PGPIPE_OMIT_JSON */
 /* ==== end src/parse/json.h ==== */
 
 /* ==== begin src/parse/csv.h ==== */
+#ifndef PGPIPE_OMIT_CSV
 /* ==== CSV: reader and COPY text writer ==== */
 
 /* Reads CSV record by record and writes values in PostgreSQL's COPY text
@@ -614,9 +641,11 @@ int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
 /* Append the current CSV record as a COPY text row. An empty unquoted field
 ** becomes NULL (\N), an empty quoted field the empty string. */
 int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
+#endif /* PGPIPE_OMIT_CSV */
 /* ==== end src/parse/csv.h ==== */
 
 /* ==== begin src/db/pool.h ==== */
+#ifndef PGPIPE_OMIT_POOL
 /* ==== Connection pool, checked-out connections, pipeline mode ==== */
 
 /* Hands out libpq connections to the rest of the library and to programs.
@@ -833,9 +862,11 @@ int pgpipe_pipeline_count(const pgpipe_pipeline *p);
 PGresult *pgpipe_pipeline_result(const pgpipe_pipeline *p, int i);
 /* Close the pipeline (running it first if it was not run). NULL is a no-op. */
 void pgpipe_pipeline_close(pgpipe_pipeline *p);
+#endif /* PGPIPE_OMIT_POOL */
 /* ==== end src/db/pool.h ==== */
 
 /* ==== begin src/db/migrate.h ==== */
+#ifndef PGPIPE_OMIT_MIGRATE
 /* ==== Migrations: SQL splitter, checksums, migration runner ==== */
 
 /* Applies folders of versioned and repeatable SQL files to a database and
@@ -998,9 +1029,11 @@ void pgpipe_migrator_close(pgpipe_migrator *m);
 int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
 /* The built-in schema, then the example pipeline of sql/example. */
 int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
+#endif /* PGPIPE_OMIT_MIGRATE */
 /* ==== end src/db/migrate.h ==== */
 
 /* ==== begin src/db/local.h ==== */
+#ifndef PGPIPE_OMIT_LOCAL
 /* ==== Local server: a private PostgreSQL cluster ==== */
 
 /* Creates, starts and stops a PostgreSQL cluster in a directory, for the
@@ -1044,9 +1077,11 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
 int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err);
 /* 1 when a server runs in DIR, 0 otherwise. */
 int pgpipe_local_running(const char *dir);
+#endif /* PGPIPE_OMIT_LOCAL */
 /* ==== end src/db/local.h ==== */
 
 /* ==== begin src/pipeline/load.h ==== */
+#ifndef PGPIPE_OMIT_LOAD
 /* ==== COPY loader ==== */
 
 /* The way into the database: files and streams of CSV or JSON become rows
@@ -1212,9 +1247,11 @@ PGconn *pgpipe_loader_conn(pgpipe_loader *l);
 void pgpipe_loader_close(pgpipe_loader *l);
 /* Format a summary as one line: "read 1000, loaded 998, dead-lettered 2, ..." */
 int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t size);
+#endif /* PGPIPE_OMIT_LOAD */
 /* ==== end src/pipeline/load.h ==== */
 
 /* ==== begin src/pipeline/claim.h ==== */
+#ifndef PGPIPE_OMIT_CLAIM
 /* ==== Claimer and workers: processing staged rows ==== */
 
 /* Takes the rows the loader staged, runs a handler on them (C or SQL), and
@@ -1465,9 +1502,11 @@ int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out);
 void pgpipe_workers_close(pgpipe_workers *w);
 
 #endif /* PGPIPE_OMIT_THREADS */
+#endif /* PGPIPE_OMIT_CLAIM */
 /* ==== end src/pipeline/claim.h ==== */
 
 /* ==== begin src/pipeline/dlq.h ==== */
+#ifndef PGPIPE_OMIT_DLQ
 /* ==== Dead-letter queue ==== */
 
 /* Lists, counts, replays and purges the records the loader and the claimer
@@ -1541,9 +1580,11 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
 ** PGPIPE_BUSY. PGPIPE_OK when below. *count may be NULL. */
 int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const char *channel,
                             long long *count, pgpipe_error *err);
+#endif /* PGPIPE_OMIT_DLQ */
 /* ==== end src/pipeline/dlq.h ==== */
 
 /* ==== begin src/pipeline/records.h ==== */
+#ifndef PGPIPE_OMIT_RECORDS
 /* ==== Record store: JSONB documents in collections ==== */
 
 /* A document store on PostgreSQL: create, read, update, delete and search
@@ -1783,6 +1824,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
 ** Streamed with COPY TO STDOUT. *n (may be NULL) receives the count. */
 int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_records_filter *f,
                           int fields_only, long long *n);
+#endif /* PGPIPE_OMIT_RECORDS */
 /* ==== end src/pipeline/records.h ==== */
 
 
