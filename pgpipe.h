@@ -653,8 +653,9 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
 ** and a pgpipe_pipeline opened on a checked-out connection.
 **
 ** Thread safety: a pool's acquire, release, discard and stats functions may
-** be called from any number of threads at once; open and close are called
-** once each, by one thread. A checked-out connection, and a pipeline on it,
+** be called from any number of threads at once (an acquire reports to its
+** err argument, not to the shared pool); open and close are called once
+** each, by one thread. A checked-out connection, and a pipeline on it,
 ** belong to the thread that holds it. */
 
 /* ---- Connection pool --------------------------------------------------- */
@@ -682,9 +683,8 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
 **   }
 **   pgpipe_pool_close(pool, NULL);
 **
-** Under PGPIPE_OMIT_THREADS nothing waits: an
-** acquire that finds no free connection and no free slot fails at once with
-** PGPIPE_BUSY. */
+** Under PGPIPE_OMIT_THREADS nothing waits: an acquire that finds no free
+** connection and no free slot fails at once with PGPIPE_BUSY. */
 
 typedef struct pgpipe_pool_options {
     int pool_size;          /* connections kept open once made (default 5) */

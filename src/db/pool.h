@@ -5,8 +5,9 @@
 ** and a pgpipe_pipeline opened on a checked-out connection.
 **
 ** Thread safety: a pool's acquire, release, discard and stats functions may
-** be called from any number of threads at once; open and close are called
-** once each, by one thread. A checked-out connection, and a pipeline on it,
+** be called from any number of threads at once (an acquire reports to its
+** err argument, not to the shared pool); open and close are called once
+** each, by one thread. A checked-out connection, and a pipeline on it,
 ** belong to the thread that holds it. */
 
 /* ---- Connection pool --------------------------------------------------- */
@@ -34,9 +35,8 @@
 **   }
 **   pgpipe_pool_close(pool, NULL);
 **
-** Under PGPIPE_OMIT_THREADS nothing waits: an
-** acquire that finds no free connection and no free slot fails at once with
-** PGPIPE_BUSY. */
+** Under PGPIPE_OMIT_THREADS nothing waits: an acquire that finds no free
+** connection and no free slot fails at once with PGPIPE_BUSY. */
 
 typedef struct pgpipe_pool_options {
     int pool_size;          /* connections kept open once made (default 5) */
