@@ -73,13 +73,24 @@ extern "C" {
 /* ---- Build options ----------------------------------------------------------
 ** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
 **   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
-**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, POOL, MIGRATE,
-**                        LOCAL, LOAD, CLAIM, DLQ, RECORDS), with every
-**                        component that needs it, as the table below says.
+**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, SQLSPLIT, POOL,
+**                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS),
+**                        with every component that needs it, as the table
+**                        below says (in order: a rule may set a later one).
 ** `make cross` prints the aarch64 size of each configuration. */
-/* LOAD needs JSON, CSV, POOL, MIGRATE and DLQ */
+/* MIGRATE needs SQLSPLIT */
+#if defined(PGPIPE_OMIT_SQLSPLIT)
+#undef PGPIPE_OMIT_MIGRATE
+#define PGPIPE_OMIT_MIGRATE 1
+#endif
+/* SCHEMA needs MIGRATE */
+#if defined(PGPIPE_OMIT_MIGRATE)
+#undef PGPIPE_OMIT_SCHEMA
+#define PGPIPE_OMIT_SCHEMA 1
+#endif
+/* LOAD needs JSON, CSV, POOL, MIGRATE, SCHEMA and DLQ */
 #if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL) \
-    || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_DLQ)
+    || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_SCHEMA) || defined(PGPIPE_OMIT_DLQ)
 #undef PGPIPE_OMIT_LOAD
 #define PGPIPE_OMIT_LOAD 1
 #endif
@@ -183,6 +194,10 @@ typedef struct pgpipe_records pgpipe_records;     /* pgpipe_records_open / _clos
 typedef struct pgpipe_records_filter pgpipe_records_filter; /* ..._filter_open / _close */
 typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find /
                                                                ..._cursor_close */
+
+/* An options struct that two sections use (migrations and the built-in
+** schema); defined with the migrations. */
+typedef struct pgpipe_migrate_options pgpipe_migrate_options;
 
 /* ---- Memory ----------------------------------------------------------- */
 
@@ -644,6 +659,58 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
 #endif /* PGPIPE_OMIT_CSV */
 /* ==== end src/parse/csv.h ==== */
 
+/* ==== begin src/parse/sqlsplit.h ==== */
+#ifndef PGPIPE_OMIT_SQLSPLIT
+/* ==== SQL splitter: statements of a SQL script ==== */
+
+/* Cuts a buffer of SQL into statements, for the migration runner and the
+** shell's scripts. Handle: pgpipe_sql_split.
+**
+** Thread safety: a splitter is used by one thread at a time; it only reads
+** the buffer, which may be shared.
+**
+** It splits a buffer of SQL the way psql does: statements end at a ';' outside
+** quotes, comments, parentheses and SQL-standard function bodies. It knows
+** 'strings' (standard_conforming_strings on: '' is a quote, backslash is a
+** plain character), E'strings' with backslash escapes, "identifiers",
+** $$dollar$$ and $tag$dollar$tag$ quotes, -- comments, nested comments,
+** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
+** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
+** the input). Other psql backslash commands are a parse error. */
+
+typedef struct pgpipe_sql_stmt {
+    const char *sql;         /* the statement without its ';' (not NUL-terminated) */
+    size_t len;
+    size_t offset;           /* byte offset of its first character */
+    long long line;          /* 1-based line and column where it starts */
+    long long column;
+    int index;               /* 0-based position among the statements */
+    const char *copy_data;   /* COPY ... FROM stdin: the data lines (ending with
+                                '\n' unless the input ended), else NULL */
+    size_t copy_len;
+    long long copy_line;     /* line where the data starts */
+    int terminated;          /* 1 when ended by ';' (and COPY data by \.), 0 when
+                                the input ended first */
+} pgpipe_sql_stmt;
+
+/* Open a splitter over buf[0..len) (kept by reference: keep it alive).
+** source names the input in errors ("V0001__x.sql", "<stdin>"; NULL for
+** "<buffer>"). */
+int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
+                          const char *source);
+/* Next statement: PGPIPE_ROW (stmt filled), PGPIPE_DONE, or PGPIPE_PARSE
+** (unterminated quote or comment, psql meta-command; the error names the
+** source, line and column). */
+int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *stmt);
+/* 1 when the input ended inside a statement: an unterminated quote, comment
+** or dollar quote (PGPIPE_PARSE), a last statement without ';', or COPY data
+** without its \. line. An interactive caller reads more input and splits
+** again. */
+int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s);
+void pgpipe_sql_split_close(pgpipe_sql_split *s);
+#endif /* PGPIPE_OMIT_SQLSPLIT */
+/* ==== end src/parse/sqlsplit.h ==== */
+
 /* ==== begin src/db/pool.h ==== */
 #ifndef PGPIPE_OMIT_POOL
 /* ==== Connection pool, checked-out connections, pipeline mode ==== */
@@ -867,60 +934,16 @@ void pgpipe_pipeline_close(pgpipe_pipeline *p);
 
 /* ==== begin src/db/migrate.h ==== */
 #ifndef PGPIPE_OMIT_MIGRATE
-/* ==== Migrations: SQL splitter, checksums, migration runner ==== */
+/* ==== Migrations: checksums and the migration runner ==== */
 
-/* Applies folders of versioned and repeatable SQL files to a database and
-** installs the built-in schema every other component relies on. Handles:
-** pgpipe_sql_split (splits a buffer of SQL into statements as psql does)
-** and pgpipe_migrator (a runner on one connection).
+/* Applies folders of versioned and repeatable SQL files to a database (the
+** built-in schema is installed the same way). Handle: pgpipe_migrator (a
+** runner on one connection); it splits files with pgpipe_sql_split.
 **
-** Thread safety: a splitter and a migrator are each used by one thread at a
-** time, and nothing else may use the migrator's connection meanwhile.
-** Runners in different processes or threads exclude each other with an
-** advisory lock (PGPIPE_MIGRATE_LOCK_KEY). The checksum functions keep no
-** state. */
-
-/* ---- SQL scripts: the statement splitter ------------------------------- */
-
-/* Splits a buffer of SQL the way psql does: statements end at a ';' outside
-** quotes, comments, parentheses and SQL-standard function bodies. It knows
-** 'strings' (standard_conforming_strings on: '' is a quote, backslash is a
-** plain character), E'strings' with backslash escapes, "identifiers",
-** $$dollar$$ and $tag$dollar$tag$ quotes, -- comments, nested comments,
-** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
-** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
-** the input). Other psql backslash commands are a parse error. */
-
-typedef struct pgpipe_sql_stmt {
-    const char *sql;         /* the statement without its ';' (not NUL-terminated) */
-    size_t len;
-    size_t offset;           /* byte offset of its first character */
-    long long line;          /* 1-based line and column where it starts */
-    long long column;
-    int index;               /* 0-based position among the statements */
-    const char *copy_data;   /* COPY ... FROM stdin: the data lines (ending with
-                                '\n' unless the input ended), else NULL */
-    size_t copy_len;
-    long long copy_line;     /* line where the data starts */
-    int terminated;          /* 1 when ended by ';' (and COPY data by \.), 0 when
-                                the input ended first */
-} pgpipe_sql_stmt;
-
-/* Open a splitter over buf[0..len) (kept by reference: keep it alive).
-** source names the input in errors ("V0001__x.sql", "<stdin>"; NULL for
-** "<buffer>"). */
-int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
-                          const char *source);
-/* Next statement: PGPIPE_ROW (stmt filled), PGPIPE_DONE, or PGPIPE_PARSE
-** (unterminated quote or comment, psql meta-command; the error names the
-** source, line and column). */
-int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *stmt);
-/* 1 when the input ended inside a statement: an unterminated quote, comment
-** or dollar quote (PGPIPE_PARSE), a last statement without ';', or COPY data
-** without its \. line. An interactive caller reads more input and splits
-** again. */
-int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s);
-void pgpipe_sql_split_close(pgpipe_sql_split *s);
+** Thread safety: a migrator is used by one thread at a time, and nothing
+** else may use its connection meanwhile. Runners in different processes or
+** threads exclude each other with an advisory lock
+** (PGPIPE_MIGRATE_LOCK_KEY). The checksum functions keep no state. */
 
 /* ---- Checksums -------------------------------------------------------- */
 
@@ -950,7 +973,7 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);
 /* The advisory lock key every runner takes (pg_try_advisory_lock(bigint)). */
 #define PGPIPE_MIGRATE_LOCK_KEY 0x7067706970656D67LL /* "pgpipemg" */
 
-typedef struct pgpipe_migrate_options {
+struct pgpipe_migrate_options {
     const char *dir;              /* folder of migration files, or NULL and: */
     const char *embedded;         /* a folder of the embedded sql/ ("schema", "example") */
     const char *scope;            /* history rows of this set; default "default", or the
@@ -960,7 +983,7 @@ typedef struct pgpipe_migrate_options {
     long long lock_key;           /* 0 = PGPIPE_MIGRATE_LOCK_KEY */
     const char *baseline_version; /* record versions <= this as applied without running */
     unsigned flags;               /* PGPIPE_MIGRATE_* */
-} pgpipe_migrate_options;
+};
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
 
@@ -1021,6 +1044,20 @@ const char *pgpipe_migration_state_name(int state);
 ** length needed, like snprintf. */
 int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size);
 void pgpipe_migrator_close(pgpipe_migrator *m);
+#endif /* PGPIPE_OMIT_MIGRATE */
+/* ==== end src/db/migrate.h ==== */
+
+/* ==== begin src/db/schema.h ==== */
+#ifndef PGPIPE_OMIT_SCHEMA
+/* ==== Built-in schema and the example pipeline ==== */
+
+/* Installs the tables every other component relies on (staging, loads,
+** dead letters, migrations), through the migration runner. No handle: the
+** functions work on a PGconn and report to err.
+**
+** Thread safety: the functions keep no state; concurrent installs, in
+** threads or processes, wait for each other on the migration runner's
+** advisory lock. Each call uses its connection alone meanwhile. */
 
 /* Install (or bring up to date) the built-in schema embedded from sql/schema:
 ** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,
@@ -1029,8 +1066,8 @@ void pgpipe_migrator_close(pgpipe_migrator *m);
 int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
 /* The built-in schema, then the example pipeline of sql/example. */
 int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
-#endif /* PGPIPE_OMIT_MIGRATE */
-/* ==== end src/db/migrate.h ==== */
+#endif /* PGPIPE_OMIT_SCHEMA */
+/* ==== end src/db/schema.h ==== */
 
 /* ==== begin src/db/local.h ==== */
 #ifndef PGPIPE_OMIT_LOCAL

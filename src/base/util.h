@@ -87,6 +87,10 @@ typedef struct pgpipe_records_filter pgpipe_records_filter; /* ..._filter_open /
 typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find /
                                                                ..._cursor_close */
 
+/* An options struct that two sections use (migrations and the built-in
+** schema); defined with the migrations. */
+typedef struct pgpipe_migrate_options pgpipe_migrate_options;
+
 /* ---- Memory ----------------------------------------------------------- */
 
 /* Every allocation of the library goes through these three functions.
