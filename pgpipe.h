@@ -10,9 +10,10 @@
 ** then link with -lpq (and -lpthread unless built with -DPGPIPE_OMIT_THREADS).
 **
 ** The components below follow the data through the library: base (result
-** codes, errors, memory, logging, retries), the parsers (JSON, CSV), the
-** database layer (pool, migrations, local server), then the pipeline (COPY
-** loader, claimer and workers, dead letters, record store). Each section
+** codes, errors, memory, logging, retries), the parsers (JSON, CSV, SQL
+** scripts), the database layer (pool, migrations, built-in schema, local
+** server), then the pipeline (COPY loader, claimer and workers, dead
+** letters, record store). Each section
 ** starts with a banner, what the component is for, its handles and its
 ** thread-safety rule.
 **
@@ -986,7 +987,6 @@ struct pgpipe_migrate_options {
 };
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
-
 
 /* States of a migration in status and after a run. */
 #define PGPIPE_MIGRATION_APPLIED  1  /* applied, file unchanged */

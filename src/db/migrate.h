@@ -51,7 +51,6 @@ struct pgpipe_migrate_options {
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
 
-
 /* States of a migration in status and after a run. */
 #define PGPIPE_MIGRATION_APPLIED  1  /* applied, file unchanged */
 #define PGPIPE_MIGRATION_PENDING  2  /* not applied yet */
