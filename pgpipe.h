@@ -107,16 +107,16 @@ extern "C" {
 #endif
 
 /* ==== begin src/base/util.h ==== */
-/* ==== Base: version, results, errors, handles, memory, logging, retries ==== */
+/* ==== Base: version, results, errors, handles, memory, logging ==== */
 
 /* What every other component builds on: result codes, the error record that
 ** every handle carries, the list of handle types, the allocator, the log
-** stream, connection-string masking, retry helpers and the SQL files compiled
-** into the library. No handle of its own.
+** stream, connection-string masking and the SQL files compiled into the
+** library. No handle of its own.
 **
 ** Thread safety: every function here may be called from any thread, except
 ** pgpipe_config_allocator (call it once, before anything else). The log
-** configuration is guarded by a lock. A pgpipe_retry belongs to its caller.
+** configuration is guarded by a lock.
 ** Reading a handle's error (pgpipe_errmsg...) follows the handle's rule: it
 ** is the error of the last call on that handle. */
 
@@ -287,7 +287,16 @@ const char *pgpipe_sql_file_path(int i);
 /* ==== end src/base/util.h ==== */
 
 /* ==== begin src/base/exec.h ==== */
-/* ---- Failures and retries --------------------------------------------- */
+/* ==== Failures and retries ==== */
+
+/* Says whether a failed statement is worth retrying, is the data's fault, or
+** neither, and retries a function with bounded, jittered backoff: the pool,
+** the loader and the claimer decide with it. No handle: a pgpipe_retry is a
+** plain struct of the caller's.
+**
+** Thread safety: the classifying functions keep no state and may be called
+** from any thread; a pgpipe_retry belongs to the thread that uses it. */
+
 
 /* What to do about a failure, by its SQLSTATE (pgpipe_sqlstate_class):
 **   PGPIPE_SQLSTATE_RETRY        the same statement may succeed later: class 08

@@ -1,13 +1,13 @@
-/* ==== Base: version, results, errors, handles, memory, logging, retries ==== */
+/* ==== Base: version, results, errors, handles, memory, logging ==== */
 
 /* What every other component builds on: result codes, the error record that
 ** every handle carries, the list of handle types, the allocator, the log
-** stream, connection-string masking, retry helpers and the SQL files compiled
-** into the library. No handle of its own.
+** stream, connection-string masking and the SQL files compiled into the
+** library. No handle of its own.
 **
 ** Thread safety: every function here may be called from any thread, except
 ** pgpipe_config_allocator (call it once, before anything else). The log
-** configuration is guarded by a lock. A pgpipe_retry belongs to its caller.
+** configuration is guarded by a lock.
 ** Reading a handle's error (pgpipe_errmsg...) follows the handle's rule: it
 ** is the error of the last call on that handle. */
 
