@@ -95,7 +95,7 @@ typedef struct pp_handle {
 
 PGPIPE_PRIVATE void pp_handle_init(pp_handle *h);
 
-/* Allocator (src/util.c). */
+/* Allocator (util.c). */
 PGPIPE_PRIVATE void *pp_malloc(size_t n);
 PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size);
 PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n);
@@ -103,7 +103,7 @@ PGPIPE_PRIVATE void pp_free(void *p);
 PGPIPE_PRIVATE char *pp_strdup(const char *s);
 PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n);
 
-/* Errors (src/util.c). Each returns the code it set, so callers can write
+/* Errors (util.c). Each returns the code it set, so callers can write
 ** `return pp_err(&h->err, PGPIPE_MISUSE, "...")`. */
 PGPIPE_PRIVATE int pp_err(pgpipe_error *e, int code, const char *fmt, ...) PP_PRINTF(3, 4);
 PGPIPE_PRIVATE int pp_err_at(pgpipe_error *e, int code, const char *source,
@@ -114,7 +114,7 @@ PGPIPE_PRIVATE int pp_err_pq(pgpipe_error *e, const PGconn *conn, const PGresult
                      const char *context);
 PGPIPE_PRIVATE int pp_err_nomem(pgpipe_error *e);
 
-/* Logging helpers (src/util.c). */
+/* Logging helpers (util.c). */
 PGPIPE_PRIVATE int pp_log_enabled(int level);
 PGPIPE_PRIVATE void pp_logf(int level, const char *component, const char *fmt, ...) PP_PRINTF(3, 4);
 
@@ -1604,6 +1604,7 @@ int pgpipe_config_allocator(const pgpipe_allocator *a)
 PGPIPE_PRIVATE void *pp_malloc(size_t n) { return pp_alloc.malloc_fn(pp_alloc.ud, n ? n : 1); }
 PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n) { return pp_alloc.realloc_fn(pp_alloc.ud, p, n ? n : 1); }
 PGPIPE_PRIVATE void pp_free(void *p) { if (p) pp_alloc.free_fn(pp_alloc.ud, p); }
+void pgpipe_free(void *p) { pp_free(p); }
 
 PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size)
 {
@@ -2540,7 +2541,7 @@ struct pgpipe_json_doc {
 
 static const char json_default_source[] = "<buffer>";
 
-int pgpipe_json_doc_new(pgpipe_json_doc **out)
+int pgpipe_json_doc_open(pgpipe_json_doc **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -2562,7 +2563,7 @@ static void json_arena_free(json_chunk *c)
     }
 }
 
-void pgpipe_json_doc_free(pgpipe_json_doc *d)
+void pgpipe_json_doc_close(pgpipe_json_doc *d)
 {
     if (!d)
         return;
@@ -4089,8 +4090,6 @@ int pgpipe_json_write_to(const pgpipe_json_val *v, char *buf, size_t cap, size_t
     return PGPIPE_OK;
 }
 
-void pgpipe_json_text_free(char *text) { pp_free(text); }
-
 /* ---- NDJSON ------------------------------------------------------------ */
 
 struct pgpipe_ndjson {
@@ -4111,7 +4110,7 @@ struct pgpipe_ndjson {
     int at_start;           /* nothing read yet: a BOM may follow */
 };
 
-int pgpipe_ndjson_new(pgpipe_ndjson **out)
+int pgpipe_ndjson_open(pgpipe_ndjson **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -4120,7 +4119,7 @@ int pgpipe_ndjson_new(pgpipe_ndjson **out)
     if (!r)
         return PGPIPE_NOMEM;
     pp_handle_init(&r->hdr);
-    if (pgpipe_json_doc_new(&r->doc) != PGPIPE_OK) {
+    if (pgpipe_json_doc_open(&r->doc) != PGPIPE_OK) {
         pp_free(r);
         *out = NULL;
         return PGPIPE_NOMEM;
@@ -4130,11 +4129,11 @@ int pgpipe_ndjson_new(pgpipe_ndjson **out)
     return PGPIPE_OK;
 }
 
-void pgpipe_ndjson_free(pgpipe_ndjson *r)
+void pgpipe_ndjson_close(pgpipe_ndjson *r)
 {
     if (!r)
         return;
-    pgpipe_json_doc_free(r->doc);
+    pgpipe_json_doc_close(r->doc);
     pp_buf_free(&r->carry);
     pp_free(r->source);
     r->hdr.magic = 0;
@@ -4600,19 +4599,31 @@ static pgpipe_csv *csv_open(int src, int fd, FILE *fp, const pgpipe_csv_options 
     return r;
 }
 
-pgpipe_csv *pgpipe_csv_open_fd(int fd, const pgpipe_csv_options *opts)
+/* The reader is returned even when the options are bad, so its error can be
+** read; pgpipe_csv_next() then keeps returning that code. */
+static int csv_open_out(pgpipe_csv **out, pgpipe_csv *r)
 {
-    return csv_open(CSV_SRC_FD, fd, NULL, opts);
+    if (!out) {
+        pgpipe_csv_close(r);
+        return PGPIPE_MISUSE;
+    }
+    *out = r;
+    return r ? r->fatal : PGPIPE_NOMEM;
 }
 
-pgpipe_csv *pgpipe_csv_open_file(FILE *fp, const pgpipe_csv_options *opts)
+int pgpipe_csv_open_fd(pgpipe_csv **out, int fd, const pgpipe_csv_options *opts)
 {
-    return csv_open(CSV_SRC_FILE, -1, fp, opts);
+    return csv_open_out(out, csv_open(CSV_SRC_FD, fd, NULL, opts));
 }
 
-pgpipe_csv *pgpipe_csv_open_feed(const pgpipe_csv_options *opts)
+int pgpipe_csv_open_file(pgpipe_csv **out, FILE *fp, const pgpipe_csv_options *opts)
 {
-    return csv_open(CSV_SRC_FEED, -1, NULL, opts);
+    return csv_open_out(out, csv_open(CSV_SRC_FILE, -1, fp, opts));
+}
+
+int pgpipe_csv_open_feed(pgpipe_csv **out, const pgpipe_csv_options *opts)
+{
+    return csv_open_out(out, csv_open(CSV_SRC_FEED, -1, NULL, opts));
 }
 
 void pgpipe_csv_close(pgpipe_csv *r)
@@ -5379,7 +5390,7 @@ static void csv_buf_out(pgpipe_copy_buf *o, const pp_buf *b)
     o->cap = b->cap;
 }
 
-void pgpipe_copy_buf_free(pgpipe_copy_buf *o)
+void pgpipe_copy_buf_clear(pgpipe_copy_buf *o)
 {
     if (!o)
         return;
@@ -6465,7 +6476,7 @@ static int pool_check_conninfo(pgpipe_error *e, const char *ci)
     return PGPIPE_OK;
 }
 
-int pgpipe_pool_open(const char *conninfo, const pgpipe_pool_options *opts, pgpipe_pool **out)
+int pgpipe_pool_open(pgpipe_pool **out, const char *conninfo, const pgpipe_pool_options *opts)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -7139,7 +7150,7 @@ struct pgpipe_pipeline {
     int send_failed;    /* a send failed: the connection is unusable */
 };
 
-int pgpipe_pipeline_begin(pgpipe_conn *c, int flags, pgpipe_pipeline **out)
+int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *c, int flags)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -7312,7 +7323,7 @@ int pgpipe_pipeline_run(pgpipe_pipeline *p, int *nfailed)
     return pp_err_pq(&p->hdr.err, pg, r, ctx);
 }
 
-void pgpipe_pipeline_free(pgpipe_pipeline *p)
+void pgpipe_pipeline_close(pgpipe_pipeline *p)
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
         return;
@@ -8965,7 +8976,7 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
 
 /* ---- Open and close --------------------------------------------------- */
 
-int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
+int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -9026,7 +9037,7 @@ int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrat
     return PGPIPE_OK;
 }
 
-void pgpipe_migrate_close(pgpipe_migrator *m)
+void pgpipe_migrator_close(pgpipe_migrator *m)
 {
     if (!m)
         return;
@@ -9064,7 +9075,7 @@ static int schema_install_embedded(PGconn *conn, const pgpipe_migrate_options *o
     o.embedded = folder;
     o.scope = folder;
     pgpipe_migrator *m = NULL;
-    int rc = pgpipe_migrate_open(&m, conn, &o);
+    int rc = pgpipe_migrator_open(&m, conn, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_migrate_run(m);
     if (err) {
@@ -9073,7 +9084,7 @@ static int schema_install_embedded(PGconn *conn, const pgpipe_migrate_options *o
         else
             pp_err_nomem(err);
     }
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     return rc;
 }
 
@@ -10229,7 +10240,7 @@ static int copy_format_ready(pgpipe_loader *l, int delim)
     co.delimiter = delim;
     co.source = l->source;
     co.max_field_size = l->max_record;
-    l->csv = pgpipe_csv_open_feed(&co);
+    pgpipe_csv_open_feed(&l->csv, &co);
     return l->csv ? PGPIPE_OK : pp_err_nomem(&l->hdr.err);
 }
 
@@ -10427,7 +10438,7 @@ static int copy_op_install(pgpipe_loader *l, copy_lane *ln, const void *arg, int
     return rc;
 }
 
-int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
+int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -10502,7 +10513,7 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
             if (l->cols[i].kind == COPY_K_FIELD &&
                 !(l->required[l->nrequired++] = pp_strdup(l->cols[i].field)))
                 return pp_err_nomem(&l->hdr.err);
-    if (pgpipe_json_doc_new(&l->doc) != PGPIPE_OK)
+    if (pgpipe_json_doc_open(&l->doc) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
 #ifdef O_CLOEXEC
     l->urandom = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -10694,7 +10705,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_buf_free(&l->carry);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
-    pgpipe_json_doc_free(l->doc);
+    pgpipe_json_doc_close(l->doc);
     if (l->urandom >= 0)
         close(l->urandom);
     l->hdr.magic = 0;
@@ -12557,7 +12568,7 @@ static void claim_batch_free(pgpipe_batch *b)
         pp_free(b->fstate);
         if (b->doc)
             for (int i = 0; i < b->n; i++)
-                pgpipe_json_doc_free(b->doc[i]);
+                pgpipe_json_doc_close(b->doc[i]);
         pp_free(b->doc);
         pp_free(b->failed);
         pp_free(b->ev);
@@ -12609,14 +12620,14 @@ const pgpipe_json_doc *pgpipe_batch_doc(pgpipe_batch *b, int i, pgpipe_error *er
     }
     if (!b->doc[i]) {
         pgpipe_json_doc *d;
-        if (pgpipe_json_doc_new(&d) != PGPIPE_OK) {
+        if (pgpipe_json_doc_open(&d) != PGPIPE_OK) {
             pp_err_nomem(err);
             return NULL;
         }
         if (pgpipe_json_parse(d, b->ev[i].payload, b->ev[i].payload_len) != PGPIPE_OK) {
             if (err)
                 *err = *pgpipe_errinfo(d);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
             return NULL;
         }
         b->doc[i] = d;
@@ -13571,8 +13582,8 @@ static void *claim_worker_main(void *arg)
     return NULL;
 }
 
-int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
-                         const pgpipe_workers_options *opts, const pgpipe_handler *h)
+int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h,
+                        const pgpipe_workers_options *opts)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -13813,7 +13824,7 @@ int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out)
     return PGPIPE_OK;
 }
 
-void pgpipe_workers_free(pgpipe_workers *w)
+void pgpipe_workers_close(pgpipe_workers *w)
 {
     if (!w)
         return;
@@ -14166,8 +14177,6 @@ struct pgpipe_records_cursor {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-void pgpipe_records_free(char *text) { pp_free(text); }
-
 static int rec_name_ok(const char *s, size_t n)
 {
     if (n == 0 || n > REC_NAME_MAX)
@@ -14509,7 +14518,7 @@ out:
     return rc;
 }
 
-int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **out)
+int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *name)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -14520,7 +14529,7 @@ int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **ou
     pp_handle_init(&h->hdr);
     h->pool = pool;
     h->name = pp_strdup(name ? name : "");
-    if (!h->name || pgpipe_json_doc_new(&h->doc) != PGPIPE_OK)
+    if (!h->name || pgpipe_json_doc_open(&h->doc) != PGPIPE_OK)
         return pp_err_nomem(&h->hdr.err);
     if (!pool || !name)
         return pp_err(&h->hdr.err, PGPIPE_MISUSE, "records: open needs a pool and a name");
@@ -14599,7 +14608,7 @@ void pgpipe_records_close(pgpipe_records *h)
         PQclear(PQexec(pgpipe_conn_pg(h->tx), "ROLLBACK"));
         pgpipe_pool_release(h->tx);
     }
-    pgpipe_json_doc_free(h->doc);
+    pgpipe_json_doc_close(h->doc);
     pp_buf_free(&h->sql);
     pp_free(h->qtable);
     pp_free(h->gin[0]);
@@ -14939,17 +14948,17 @@ static int rec_parse_path(pgpipe_records_filter *f, const char *text, size_t *po
                 return rec_ferr(f, text, s, "unterminated quoted key");
             i++;
             pgpipe_json_doc *d;
-            if (pgpipe_json_doc_new(&d) != PGPIPE_OK)
+            if (pgpipe_json_doc_open(&d) != PGPIPE_OK)
                 return pp_err_nomem(&f->hdr.err);
             int rc = pgpipe_json_parse(d, text + s, i - s);
             size_t kl = 0;
             const char *k = rc == PGPIPE_OK ? pgpipe_json_get_str(pgpipe_json_root(d), &kl) : NULL;
             if (!k || memchr(k, '\0', kl)) {
-                pgpipe_json_doc_free(d);
+                pgpipe_json_doc_close(d);
                 return rec_ferr(f, text, s, "bad quoted key (a JSON string without \\u0000)");
             }
             rc = rec_cond_key(c, k, kl);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
             if (rc != PGPIPE_OK)
                 return pp_err_nomem(&f->hdr.err);
         } else {
@@ -15056,7 +15065,7 @@ static int rec_filter_push(pgpipe_records_filter *f, rec_cond *c)
     return PGPIPE_OK;
 }
 
-int pgpipe_records_filter_new(pgpipe_records_filter **out)
+static int rec_filter_alloc(pgpipe_records_filter **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -15067,7 +15076,7 @@ int pgpipe_records_filter_new(pgpipe_records_filter **out)
     return PGPIPE_OK;
 }
 
-void pgpipe_records_filter_free(pgpipe_records_filter *f)
+void pgpipe_records_filter_close(pgpipe_records_filter *f)
 {
     if (!f)
         return;
@@ -15092,7 +15101,7 @@ static int rec_filter_finish(pgpipe_records_filter *f, rec_cond *c, const char *
         rc = pp_err(&f->hdr.err, PGPIPE_MISUSE, "records filter: %s needs a value", rec_op_name(c->op));
     } else {
         pgpipe_json_doc *d;
-        if (pgpipe_json_doc_new(&d) != PGPIPE_OK) {
+        if (pgpipe_json_doc_open(&d) != PGPIPE_OK) {
             rc = pp_err_nomem(&f->hdr.err);
         } else {
             pgpipe_json_doc_set_source(d, ctx);
@@ -15104,7 +15113,7 @@ static int rec_filter_finish(pgpipe_records_filter *f, rec_cond *c, const char *
                 f->hdr.err = *pgpipe_errinfo(d);
             else if (rc != PGPIPE_OK)
                 pp_err(&f->hdr.err, PGPIPE_PARSE, "records filter: %s", why);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
         }
     }
     if (rc == PGPIPE_OK)
@@ -15272,16 +15281,16 @@ fail:
     return rc;
 }
 
-int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out)
+int pgpipe_records_filter_open(pgpipe_records_filter **out, const char *text)
 {
-    int rc = pgpipe_records_filter_new(out);
+    int rc = rec_filter_alloc(out);
     if (rc != PGPIPE_OK)
         return rc;
     pgpipe_records_filter *f = *out;
     if (!text)
         return PGPIPE_OK;
     pgpipe_json_doc *d;
-    if (pgpipe_json_doc_new(&d) != PGPIPE_OK)
+    if (pgpipe_json_doc_open(&d) != PGPIPE_OK)
         return pp_err_nomem(&f->hdr.err);
     pgpipe_json_doc_set_source(d, "<filter>");
     size_t i = rec_skip_ws(text, 0);
@@ -15305,7 +15314,7 @@ int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out)
             break;
         }
     }
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
     return rc;
 }
 
@@ -15542,20 +15551,20 @@ static int rec_build_find(pgpipe_records *h, const pgpipe_records_find_options *
     pgpipe_records_filter *parsed = NULL;
     const pgpipe_records_filter *f = o->filter;
     if (!f && o->where) {
-        int rc = pgpipe_records_filter_parse(o->where, &parsed);
+        int rc = pgpipe_records_filter_open(&parsed, o->where);
         if (rc != PGPIPE_OK) {
             if (parsed)
                 h->hdr.err = parsed->hdr.err;
             else
                 pp_err_nomem(&h->hdr.err);
-            pgpipe_records_filter_free(parsed);
+            pgpipe_records_filter_close(parsed);
             return rc;
         }
         f = parsed;
     }
     rec_q_appendf(q, "SELECT %s FROM %s", select, h->qtable);
     rec_q_where(q, f);
-    pgpipe_records_filter_free(parsed);
+    pgpipe_records_filter_close(parsed);
     const char *s = o->sort;
     int desc = 0;
     if (s && *s == '-') {
@@ -15653,7 +15662,7 @@ int pgpipe_records_cursor_next(pgpipe_records_cursor *c, const char **json, size
 
 long long pgpipe_records_cursor_count(const pgpipe_records_cursor *c) { return c ? c->nrows : 0; }
 
-void pgpipe_records_cursor_free(pgpipe_records_cursor *c)
+void pgpipe_records_cursor_close(pgpipe_records_cursor *c)
 {
     if (!c)
         return;
@@ -16158,7 +16167,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
     int format = 0; /* 0 unknown, 1 array, 2 NDJSON */
     size_t cap = 64 * 1024;
     char *buf = pp_malloc(cap);
-    if (!buf || pgpipe_json_doc_new(&im.doc) != PGPIPE_OK) {
+    if (!buf || pgpipe_json_doc_open(&im.doc) != PGPIPE_OK) {
         rc = pp_err_nomem(&h->hdr.err);
         goto out;
     }
@@ -16180,7 +16189,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
             if (i < (size_t)k) {
                 format = buf[i] == '[' ? 1 : 2;
                 if (format == 2) {
-                    if (pgpipe_ndjson_new(&nd) != PGPIPE_OK) {
+                    if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {
                         rc = pp_err_nomem(&h->hdr.err);
                         break;
                     }
@@ -16231,8 +16240,8 @@ out:
         summary->imported = 0;
     else if (summary->imported >= REC_GIN_CLEAN_ROWS)
         rc = rec_gin_clean(h);
-    pgpipe_ndjson_free(nd);
-    pgpipe_json_doc_free(im.doc);
+    pgpipe_ndjson_close(nd);
+    pgpipe_json_doc_close(im.doc);
     pp_buf_free(&im.elem);
     pp_free(buf);
     if (fd != STDIN_FILENO)

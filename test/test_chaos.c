@@ -46,7 +46,7 @@ PGT_TEST(copy, chaos_same_load_started_twice_at_once_loads_once)
             o.source_value = src;
             o.batch_rows = 100;
             pgpipe_loader *l = NULL;
-            int rc = pgpipe_loader_open(&o, &l);
+            int rc = pgpipe_loader_open(&l, &o);
             if (rc == PGPIPE_OK)
                 rc = pgpipe_loader_load_file(l, path);
             if (rc != PGPIPE_OK)
@@ -112,7 +112,7 @@ PGT_TEST(copy, chaos_own_commit_in_flight_during_retry_is_not_a_duplicate)
     o.source_value = app;
     o.connections = 1; /* batch 2 on the connection pgpipe_loader_conn() names */
     pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&o, &l));
+    PGT_OK(pgpipe_loader_open(&l, &o));
     pp_buf in = { 0 };
     for (int i = 0; i < 150; i++)
         pp_buf_appendf(&in, "{\"event_type\":\"e\",\"n\":%d}\n", i);

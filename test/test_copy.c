@@ -57,7 +57,7 @@ static pgpipe_loader *copy_t_open(pgpipe_loader_options *o)
 {
     o->conninfo = pgt_dsn();
     pgpipe_loader *l = NULL;
-    int rc = pgpipe_loader_open(o, &l);
+    int rc = pgpipe_loader_open(&l, o);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     return l;
 }
@@ -176,13 +176,13 @@ PGT_TEST(copy, options_are_checked)
     o.conninfo = pgt_dsn();
     o.batch_rows = 0;
     pgpipe_loader *l;
-    PGT_EQ_INT(pgpipe_loader_open(&o, &l), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_loader_open(&l, &o), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(l), "batch_rows");
     pgpipe_loader_close(l);
     pgpipe_loader_options_init(&o);
     o.conninfo = pgt_dsn();
     o.target = "public.t";
-    PGT_EQ_INT(pgpipe_loader_open(&o, &l), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_loader_open(&l, &o), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(l), "column mapping");
     pgpipe_loader_close(l);
 }
@@ -575,7 +575,7 @@ PGT_TEST(copy, lanes_commit_side_by_side_exactly_once)
     o.progress = copy_t_count_backends;
     o.progress_ud = &b;
     pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&o, &l));
+    PGT_OK(pgpipe_loader_open(&l, &o));
     int rc = pgpipe_loader_load_file(l, path);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     pgpipe_load_summary s;
@@ -918,7 +918,7 @@ PGT_TEST(copy, borrowed_connection_is_reset)
     o.progress = copy_t_kill_backend;
     o.progress_ud = &k;
     pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&o, &l));
+    PGT_OK(pgpipe_loader_open(&l, &o));
     k.l = l;
     int rc = pgpipe_loader_load_file(l, path);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));

@@ -287,7 +287,7 @@ PGT_TEST(dlq, replay_load_revalidates_keeps_source)
     o.load_key = key;
     o.notify_channel = "";
     pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&o, &l));
+    PGT_OK(pgpipe_loader_open(&l, &o));
     PGT_OK(pgpipe_loader_load_file(l, path));
     pgpipe_load_summary s;
     pgpipe_loader_summary(l, &s);

@@ -78,7 +78,7 @@ PGT_TEST(copy, hostile_corpus_in_small_chunks)
             snprintf(name, sizeof name, "hostile_c/%d/%s/%zu", (int)getpid(), e->d_name, chunks[k]);
             o.source_name = name;
             pgpipe_loader *l = NULL;
-            PGT_CHECK_MSG(pgpipe_loader_open(&o, &l) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+            PGT_CHECK_MSG(pgpipe_loader_open(&l, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
             pgpipe_load_summary s;
             int rc = hostile_t_load(l, data, len, chunks[k], &s);
             PGT_CHECK_MSG(rc == PGPIPE_OK, "%s in chunks of %zu: %s", e->d_name, chunks[k],

@@ -79,12 +79,12 @@ static pgpipe_migrate_options mig_t_opts(const char *dir, const char *scope)
 static int mig_t_run(PGconn *c, const pgpipe_migrate_options *o, pgpipe_migrator **out)
 {
     pgpipe_migrator *m = NULL;
-    PGT_OK(pgpipe_migrate_open(&m, c, o));
+    PGT_OK(pgpipe_migrator_open(&m, c, o));
     int rc = pgpipe_migrate_run(m);
     if (out)
         *out = m;
     else
-        pgpipe_migrate_close(m);
+        pgpipe_migrator_close(m);
     return rc;
 }
 
@@ -152,7 +152,7 @@ PGT_TEST(migrate, file_names)
     PGconn *c = pgt_connect();
     pgpipe_migrate_options o = mig_t_opts(d, "names");
     pgpipe_migrator *m = NULL;
-    PGT_OK(pgpipe_migrate_open(&m, c, &o));
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
     PGT_OK(pgpipe_migrate_status(m));
     PGT_EQ_INT(pgpipe_migrate_count(m), 1);
     mig_t_write(d, "V2_missing_underscore.sql", "SELECT 2;");
@@ -168,15 +168,15 @@ PGT_TEST(migrate, file_names)
     mig_t_write(d, "V0001__same.sql", "SELECT 2;");
     PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_ERROR);
     PGT_CONTAINS(pgpipe_errmsg(m), "have the same version 1");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* bad options */
     o.history_table = "a.b.c";
-    PGT_EQ_INT(pgpipe_migrate_open(&m, c, &o), PGPIPE_MISUSE);
-    pgpipe_migrate_close(m);
+    PGT_EQ_INT(pgpipe_migrator_open(&m, c, &o), PGPIPE_MISUSE);
+    pgpipe_migrator_close(m);
     o = mig_t_opts(d, "names");
     o.baseline_version = "1.5";
-    PGT_EQ_INT(pgpipe_migrate_open(&m, c, &o), PGPIPE_MISUSE);
-    pgpipe_migrate_close(m);
+    PGT_EQ_INT(pgpipe_migrator_open(&m, c, &o), PGPIPE_MISUSE);
+    pgpipe_migrator_close(m);
     PQfinish(c);
 }
 
@@ -227,7 +227,7 @@ PGT_TEST(migrate, apply_in_version_order)
         PGT_CHECK(in->ran);
     }
     PGT_EQ_INT(pgpipe_migrate_entry(m, 4)->kind, 'R');
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
 
     PGT_EQ_STR(mig_t_str(c, "SELECT mig_order.f('a')"), "a;it's ;'\" ");
     PGT_EQ_STR(mig_t_str(c, "SELECT note FROM mig_order.t WHERE id = 1"), "first; with semicolon");
@@ -260,7 +260,7 @@ PGT_TEST(migrate, apply_in_version_order)
     const char *txt = mig_t_format(m);
     PGT_CONTAINS(txt, "5 migrations: 5 applied");
     PGT_CONTAINS(txt, "after_two");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_order CASCADE"));
     PQfinish(c);
 }
@@ -294,7 +294,7 @@ PGT_TEST(migrate, no_transaction_concurrently)
     PGT_EQ_INT(mig_t_find(m, "index")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(mig_t_find(m, "index")->transactional, 0);
     PGT_EQ_INT(mig_t_find(m, "bad")->state, PGPIPE_MIGRATION_FAILED);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_index WHERE indexrelid = "
                             "'mig_notx.mig_notx_t_id'::regclass AND indisvalid"), 1);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM unnest(enum_range(NULL::mig_notx.mood))"), 3);
@@ -332,7 +332,7 @@ PGT_TEST(migrate, failure_rolls_back_then_fix_continues)
     PGT_EQ_STR(mig_t_find(m, "two")->sqlstate, "42P01");
     PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_PENDING);
     PGT_CONTAINS(mig_t_format(m), "re-apply (last attempt failed)");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* rolled back: the table of the first statement is not there */
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_fail'"), 0);
     PGT_EQ_STR(mig_t_str(c, "SELECT status FROM mig_test.history WHERE scope = 'fail' "
@@ -348,13 +348,13 @@ PGT_TEST(migrate, failure_rolls_back_then_fix_continues)
     PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_CHECK(mig_t_find(m, "two")->error == NULL);
     PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_APPLIED);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_fail.a"), 1);
     /* a transaction control statement in a transactional file is refused */
     mig_t_write(d, "V4__commit.sql", "INSERT INTO mig_fail.a VALUES (2);\nCOMMIT;\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_PARSE);
     PGT_CONTAINS(mig_t_err(m), "V4__commit.sql:2:1: transaction control statement (COMMIT)");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_fail CASCADE"));
     PQfinish(c);
 }
@@ -381,7 +381,7 @@ PGT_TEST(migrate, no_transaction_failure_resumes)
     PGT_EQ_INT(in->statements_total, 5);
     PGT_CONTAINS(in->action, "resume at statement 4");
     PGT_CONTAINS(mig_t_format(m), "3/5 statements done; line 5");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_resume.a"), 1);
     /* changing what already ran is refused */
     mig_t_write(d, "V1__steps.sql",
@@ -393,7 +393,7 @@ PGT_TEST(migrate, no_transaction_failure_resumes)
                 "INSERT INTO mig_resume.a VALUES (2);\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
     PGT_CONTAINS(pgpipe_errmsg(m), "cannot resume: the first 3 statements");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* fixing the failed statement resumes after the three that ran */
     mig_t_write(d, "V1__steps.sql",
                 "-- pgpipe:no-transaction\n"
@@ -406,7 +406,7 @@ PGT_TEST(migrate, no_transaction_failure_resumes)
     in = mig_t_find(m, "steps");
     PGT_EQ_INT(in->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(in->statements_done, 5);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM mig_resume.a"),
                "1,2");
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_resume CASCADE"));
@@ -427,19 +427,19 @@ PGT_TEST(migrate, drift_repair_and_missing)
                 "CREATE SCHEMA mig_drift;\r\nCREATE TABLE mig_drift.a (id int);\r\n");
     pgpipe_migrator *m = NULL;
     PGT_OK(mig_t_run(c, &o, &m));
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* an edit is drift: an error naming the file */
     mig_t_write(d, "V1__one.sql", "CREATE SCHEMA mig_drift;\nCREATE TABLE mig_drift.a (id bigint);\n");
     mig_t_write(d, "V3__three.sql", "CREATE TABLE mig_drift.c (id int);\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
     PGT_CONTAINS(mig_t_err(m), "V1__one.sql: applied migration changed on disk");
     PGT_EQ_STR(pgpipe_errinfo(m)->source, "V1__one.sql");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_drift' "
                             "AND tablename = 'c'"), 0);
     /* status shows it; the file of V2 goes missing too */
     remove(mig_t_path(d, "V2__two.sql"));
-    PGT_OK(pgpipe_migrate_open(&m, c, &o));
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
     PGT_OK(pgpipe_migrate_status(m));
     PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_CHANGED);
     PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_MISSING);
@@ -449,14 +449,14 @@ PGT_TEST(migrate, drift_repair_and_missing)
     PGT_CONTAINS(txt, "changed");
     PGT_CONTAINS(txt, "missing");
     PGT_CONTAINS(txt, "3 migrations: 1 pending, 1 changed, 1 missing");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* repair records the new checksum and goes on */
     o.flags = PGPIPE_MIGRATE_REPAIR;
     PGT_OK(mig_t_run(c, &o, &m));
     PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_MISSING);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* the repaired file did not run again: the column is still int */
     PGT_EQ_STR(mig_t_str(c, "SELECT data_type FROM information_schema.columns WHERE "
                             "table_schema = 'mig_drift' AND table_name = 'a'"), "integer");
@@ -465,7 +465,7 @@ PGT_TEST(migrate, drift_repair_and_missing)
     o.flags = PGPIPE_MIGRATE_DENY_MISSING;
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
     PGT_CONTAINS(mig_t_err(m), "V2__two.sql: applied migration is missing on disk");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_drift CASCADE"));
     PQfinish(c);
 }
@@ -499,7 +499,7 @@ PGT_TEST(migrate, baseline_dry_run_out_of_order)
     PGT_CHECK(!pgpipe_migrate_entry(m, 0)->will_run);
     const char *txt = mig_t_format(m);
     PGT_CONTAINS(txt, "would apply");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_base'"), 0);
 
     /* baseline for real: V1 and V2 are recorded, not run (they would fail) */
@@ -509,7 +509,7 @@ PGT_TEST(migrate, baseline_dry_run_out_of_order)
     PGT_EQ_INT(pgpipe_migrate_entry(m, 1)->state, PGPIPE_MIGRATION_BASELINE);
     PGT_EQ_INT(mig_t_find(m, "new")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(mig_t_find(m, "view")->state, PGPIPE_MIGRATION_APPLIED);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_base.history WHERE status = 'baseline'"), 2);
     o.baseline_version = NULL;
     PGT_OK(mig_t_run(c, &o, NULL));
@@ -520,11 +520,11 @@ PGT_TEST(migrate, baseline_dry_run_out_of_order)
     mig_t_write(d, "V4__four.sql", "CREATE TABLE mig_base.t4 (id int);\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
     PGT_CONTAINS(mig_t_err(m), "V4__four.sql: version 4 is pending but a higher version");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     o.flags = PGPIPE_MIGRATE_OUT_OF_ORDER;
     PGT_OK(mig_t_run(c, &o, &m));
     PGT_EQ_INT(mig_t_find(m, "four")->state, PGPIPE_MIGRATION_APPLIED);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
 
     /* baseline at a version without a file records a marker; lower files are ignored */
     o.flags = 0;
@@ -533,13 +533,13 @@ PGT_TEST(migrate, baseline_dry_run_out_of_order)
     PGT_OK(mig_t_run(c, &o, &m));
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_base.history WHERE scope = 'base2' "
                             "AND status = 'baseline'"), 6);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     o.baseline_version = NULL;
     mig_t_write(d, "V6__six.sql", "SELECT 1 / 0;\n");
     PGT_OK(mig_t_run(c, &o, &m));
     PGT_EQ_INT(mig_t_find(m, "six")->state, PGPIPE_MIGRATION_IGNORED);
     PGT_EQ_INT(mig_t_find(m, "baseline")->state, PGPIPE_MIGRATION_BASELINE);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_base CASCADE"));
     PQfinish(c);
 }
@@ -563,13 +563,13 @@ PGT_TEST(migrate, repeatable_runs_when_changed)
     /* a new versioned file runs before the changed repeatable */
     mig_t_write(d, "V2__col.sql", "ALTER TABLE mig_rep.runs ADD COLUMN at timestamptz DEFAULT clock_timestamp();\n");
     pgpipe_migrator *m = NULL;
-    PGT_OK(pgpipe_migrate_open(&m, c, &o));
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
     PGT_OK(pgpipe_migrate_status(m));
     PGT_EQ_INT(mig_t_find(m, "count")->state, PGPIPE_MIGRATION_OUTDATED);
     PGT_OK(pgpipe_migrate_run(m));
     PGT_EQ_INT(mig_t_find(m, "count")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_CHECK(mig_t_find(m, "count")->ran);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT mig_rep.v()"), 2);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_rep.runs WHERE n = 2 AND at IS NOT NULL"), 1);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_test.history WHERE scope = 'rep' AND kind = 'R'"), 1);
@@ -587,12 +587,12 @@ static int mig_t_child_run(const char *dir, int timeout_ms, char *msg, size_t ms
     pgpipe_migrate_options o = mig_t_opts(dir, "lock");
     o.lock_timeout_ms = timeout_ms;
     pgpipe_migrator *m = NULL;
-    int rc = pgpipe_migrate_open(&m, c, &o);
+    int rc = pgpipe_migrator_open(&m, c, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_migrate_run(m);
     if (msg)
         snprintf(msg, msgsize, "%s", pgpipe_errmsg(m));
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQfinish(c);
     return rc;
 }
@@ -679,7 +679,7 @@ PGT_TEST(migrate, parse_error_stops_before_anything_runs)
     /* status still works on the broken directory */
     PGT_OK(pgpipe_migrate_status(m));
     PGT_EQ_INT(pgpipe_migrate_count(m), 2);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_parse_t'"), 0);
     PQfinish(c);
 }

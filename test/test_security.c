@@ -88,7 +88,7 @@ PGT_TEST(copy, security_target_and_columns)
         o.columns = cols;
         o.ncolumns = 2;
         pgpipe_loader *l = NULL;
-        int rc = pgpipe_loader_open(&o, &l);
+        int rc = pgpipe_loader_open(&l, &o);
         if (rc == PGPIPE_OK)
             rc = pgpipe_loader_feed(l, sec_rec, sizeof sec_rec - 1);
         if (rc == PGPIPE_OK)
@@ -101,7 +101,7 @@ PGT_TEST(copy, security_target_and_columns)
         o.target = "sec_ld_t";
         cols[1].column = evil;
         l = NULL;
-        rc = pgpipe_loader_open(&o, &l);
+        rc = pgpipe_loader_open(&l, &o);
         if (rc == PGPIPE_OK)
             rc = pgpipe_loader_feed(l, sec_rec, sizeof sec_rec - 1);
         if (rc == PGPIPE_OK)
@@ -140,7 +140,7 @@ PGT_TEST(copy, security_into_hostile_table_name)
     o.columns = cols;
     o.ncolumns = 2;
     pgpipe_loader *l = NULL;
-    PGT_CHECK(pgpipe_loader_open(&o, &l) == PGPIPE_OK);
+    PGT_CHECK(pgpipe_loader_open(&l, &o) == PGPIPE_OK);
     PGT_OK(pgpipe_loader_feed(l, sec_rec, sizeof sec_rec - 1));
     PGT_CHECK_MSG(pgpipe_loader_finish(l) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     pgpipe_load_summary s;
@@ -182,7 +182,7 @@ PGT_TEST(copy, security_values)
         o.required = req;
         o.nrequired = 1;
         pgpipe_loader *l = NULL;
-        PGT_CHECK(pgpipe_loader_open(&o, &l) == PGPIPE_OK);
+        PGT_CHECK(pgpipe_loader_open(&l, &o) == PGPIPE_OK);
         static const char recs[] = "{\"k\":1}\n{\"nok\":2}\n";
         PGT_OK(pgpipe_loader_feed(l, recs, sizeof recs - 1));
         PGT_CHECK_MSG(pgpipe_loader_finish(l) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
@@ -213,7 +213,7 @@ PGT_TEST(copy, security_values)
     o.payload_field = evil;
     o.notify_channel = "";
     pgpipe_loader *l = NULL;
-    PGT_CHECK(pgpipe_loader_open(&o, &l) == PGPIPE_OK);
+    PGT_CHECK(pgpipe_loader_open(&l, &o) == PGPIPE_OK);
     PGT_OK(pgpipe_loader_feed(l, sec_rec, sizeof sec_rec - 1));
     PGT_OK(pgpipe_loader_finish(l));
     pgpipe_load_summary s;
@@ -391,13 +391,13 @@ PGT_TEST(migrate, security_names)
         mo.dir = dir;
         mo.history_table = evil;
         pgpipe_migrator *m = NULL;
-        int rc = pgpipe_migrate_open(&m, c, &mo);
+        int rc = pgpipe_migrator_open(&m, c, &mo);
         if (rc == PGPIPE_OK)
             rc = pgpipe_migrate_run(m);
         /* refused (quotes) or a table of that exact (quoted) name */
         if (rc != PGPIPE_OK)
             PGT_CHECK(*pgpipe_errmsg(m) != '\0');
-        pgpipe_migrate_close(m);
+        pgpipe_migrator_close(m);
         SEC_CANARY_ALIVE(c, canary);
         /* the scope is a value */
         pgpipe_migrate_options_init(&mo);
@@ -405,11 +405,11 @@ PGT_TEST(migrate, security_names)
         mo.history_table = "sec_mig.history";
         mo.scope = evil;
         m = NULL;
-        rc = pgpipe_migrate_open(&m, c, &mo);
+        rc = pgpipe_migrator_open(&m, c, &mo);
         if (rc == PGPIPE_OK)
             rc = pgpipe_migrate_run(m);
         PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(m));
-        pgpipe_migrate_close(m);
+        pgpipe_migrator_close(m);
         const char *v[1] = { evil };
         PGT_EQ_INT(sec_count(c, "SELECT count(*) FROM sec_mig.history WHERE scope = $1 AND "
                                 "name LIKE 'x''); DROP TABLE%'", 1, v), 1);
@@ -442,7 +442,7 @@ PGT_TEST(claim, security_workers_channel)
     pgpipe_pool_options_init(&po);
     po.pool_size = 3;
     pgpipe_pool *pool = NULL;
-    PGT_OK(pgpipe_pool_open(pgt_dsn(), &po, &pool));
+    PGT_OK(pgpipe_pool_open(&pool, pgt_dsn(), &po));
     pgpipe_workers_options wo;
     pgpipe_workers_options_init(&wo);
     wo.threads = 2;
@@ -451,12 +451,12 @@ PGT_TEST(claim, security_workers_channel)
     wo.claim.table = "sec_wk_t";
     pgpipe_handler h = { NULL, NULL, "SELECT jsonb_array_length($1::jsonb)", NULL };
     pgpipe_workers *w = NULL;
-    PGT_CHECK_MSG(pgpipe_workers_start(&w, pool, &wo, &h) == PGPIPE_OK, "%s", pgpipe_errmsg(w));
+    PGT_CHECK_MSG(pgpipe_workers_open(&w, pool, &h, &wo) == PGPIPE_OK, "%s", pgpipe_errmsg(w));
     PGT_CHECK_MSG(pgpipe_workers_run_until_empty(w, 30000) == PGPIPE_OK, "%s", pgpipe_errmsg(w));
     pgpipe_workers_stats ws;
     pgpipe_workers_stats_get(w, &ws);
     PGT_EQ_INT(ws.total.done, 20);
-    pgpipe_workers_free(w);
+    pgpipe_workers_close(w);
     PGT_OK(pgpipe_pool_close(pool, NULL));
     SEC_CANARY_ALIVE(c, canary);
     PQclear(PGT_EXEC(c, "DROP TABLE sec_wk_t"));
@@ -536,7 +536,7 @@ PGT_TEST(util, security_passwords_not_in_errors_or_logs)
         o.conninfo = conninfo;
         o.max_retries = 0;
         pgpipe_loader *l = NULL;
-        int rc = pgpipe_loader_open(&o, &l);
+        int rc = pgpipe_loader_open(&l, &o);
         if (rc == PGPIPE_OK)
             rc = pgpipe_loader_feed(l, sec_rec, sizeof sec_rec - 1);
         PGT_CHECK_MSG(rc != PGPIPE_OK, "case %zu connected", i);
@@ -552,7 +552,7 @@ PGT_TEST(util, security_passwords_not_in_errors_or_logs)
         po.min_idle = 1;
         po.connect_timeout_s = 2;
         pgpipe_pool *pool = NULL;
-        rc = pgpipe_pool_open(conninfo, &po, &pool);
+        rc = pgpipe_pool_open(&pool, conninfo, &po);
         if (rc == PGPIPE_OK) {
             pgpipe_conn *pc = NULL;
             pgpipe_error e;

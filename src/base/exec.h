@@ -1,4 +1,13 @@
-/* ---- Failures and retries --------------------------------------------- */
+/* ==== Failures and retries ==== */
+
+/* Says whether a failed statement is worth retrying, is the data's fault, or
+** neither, and retries a function with bounded, jittered backoff: the pool,
+** the loader and the claimer decide with it. No handle: a pgpipe_retry is a
+** plain struct of the caller's.
+**
+** Thread safety: the classifying functions keep no state and may be called
+** from any thread; a pgpipe_retry belongs to the thread that uses it. */
+
 
 /* What to do about a failure, by its SQLSTATE (pgpipe_sqlstate_class):
 **   PGPIPE_SQLSTATE_RETRY        the same statement may succeed later: class 08

@@ -84,7 +84,7 @@ typedef struct pp_handle {
 
 PGPIPE_PRIVATE void pp_handle_init(pp_handle *h);
 
-/* Allocator (src/util.c). */
+/* Allocator (util.c). */
 PGPIPE_PRIVATE void *pp_malloc(size_t n);
 PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size);
 PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n);
@@ -92,7 +92,7 @@ PGPIPE_PRIVATE void pp_free(void *p);
 PGPIPE_PRIVATE char *pp_strdup(const char *s);
 PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n);
 
-/* Errors (src/util.c). Each returns the code it set, so callers can write
+/* Errors (util.c). Each returns the code it set, so callers can write
 ** `return pp_err(&h->err, PGPIPE_MISUSE, "...")`. */
 PGPIPE_PRIVATE int pp_err(pgpipe_error *e, int code, const char *fmt, ...) PP_PRINTF(3, 4);
 PGPIPE_PRIVATE int pp_err_at(pgpipe_error *e, int code, const char *source,
@@ -103,7 +103,7 @@ PGPIPE_PRIVATE int pp_err_pq(pgpipe_error *e, const PGconn *conn, const PGresult
                      const char *context);
 PGPIPE_PRIVATE int pp_err_nomem(pgpipe_error *e);
 
-/* Logging helpers (src/util.c). */
+/* Logging helpers (util.c). */
 PGPIPE_PRIVATE int pp_log_enabled(int level);
 PGPIPE_PRIVATE void pp_logf(int level, const char *component, const char *fmt, ...) PP_PRINTF(3, 4);
 

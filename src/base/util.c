@@ -55,6 +55,7 @@ int pgpipe_config_allocator(const pgpipe_allocator *a)
 PGPIPE_PRIVATE void *pp_malloc(size_t n) { return pp_alloc.malloc_fn(pp_alloc.ud, n ? n : 1); }
 PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n) { return pp_alloc.realloc_fn(pp_alloc.ud, p, n ? n : 1); }
 PGPIPE_PRIVATE void pp_free(void *p) { if (p) pp_alloc.free_fn(pp_alloc.ud, p); }
+void pgpipe_free(void *p) { pp_free(p); }
 
 PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size)
 {

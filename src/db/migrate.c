@@ -1635,7 +1635,7 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
 
 /* ---- Open and close --------------------------------------------------- */
 
-int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
+int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -1696,7 +1696,7 @@ int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrat
     return PGPIPE_OK;
 }
 
-void pgpipe_migrate_close(pgpipe_migrator *m)
+void pgpipe_migrator_close(pgpipe_migrator *m)
 {
     if (!m)
         return;

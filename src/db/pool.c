@@ -656,7 +656,7 @@ static int pool_check_conninfo(pgpipe_error *e, const char *ci)
     return PGPIPE_OK;
 }
 
-int pgpipe_pool_open(const char *conninfo, const pgpipe_pool_options *opts, pgpipe_pool **out)
+int pgpipe_pool_open(pgpipe_pool **out, const char *conninfo, const pgpipe_pool_options *opts)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -1330,7 +1330,7 @@ struct pgpipe_pipeline {
     int send_failed;    /* a send failed: the connection is unusable */
 };
 
-int pgpipe_pipeline_begin(pgpipe_conn *c, int flags, pgpipe_pipeline **out)
+int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *c, int flags)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -1503,7 +1503,7 @@ int pgpipe_pipeline_run(pgpipe_pipeline *p, int *nfailed)
     return pp_err_pq(&p->hdr.err, pg, r, ctx);
 }
 
-void pgpipe_pipeline_free(pgpipe_pipeline *p)
+void pgpipe_pipeline_close(pgpipe_pipeline *p)
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
         return;

@@ -442,7 +442,7 @@ static void claim_batch_free(pgpipe_batch *b)
         pp_free(b->fstate);
         if (b->doc)
             for (int i = 0; i < b->n; i++)
-                pgpipe_json_doc_free(b->doc[i]);
+                pgpipe_json_doc_close(b->doc[i]);
         pp_free(b->doc);
         pp_free(b->failed);
         pp_free(b->ev);
@@ -494,14 +494,14 @@ const pgpipe_json_doc *pgpipe_batch_doc(pgpipe_batch *b, int i, pgpipe_error *er
     }
     if (!b->doc[i]) {
         pgpipe_json_doc *d;
-        if (pgpipe_json_doc_new(&d) != PGPIPE_OK) {
+        if (pgpipe_json_doc_open(&d) != PGPIPE_OK) {
             pp_err_nomem(err);
             return NULL;
         }
         if (pgpipe_json_parse(d, b->ev[i].payload, b->ev[i].payload_len) != PGPIPE_OK) {
             if (err)
                 *err = *pgpipe_errinfo(d);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
             return NULL;
         }
         b->doc[i] = d;
@@ -1456,8 +1456,8 @@ static void *claim_worker_main(void *arg)
     return NULL;
 }
 
-int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
-                         const pgpipe_workers_options *opts, const pgpipe_handler *h)
+int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h,
+                        const pgpipe_workers_options *opts)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -1698,7 +1698,7 @@ int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out)
     return PGPIPE_OK;
 }
 
-void pgpipe_workers_free(pgpipe_workers *w)
+void pgpipe_workers_close(pgpipe_workers *w)
 {
     if (!w)
         return;

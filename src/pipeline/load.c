@@ -768,7 +768,7 @@ static int copy_format_ready(pgpipe_loader *l, int delim)
     co.delimiter = delim;
     co.source = l->source;
     co.max_field_size = l->max_record;
-    l->csv = pgpipe_csv_open_feed(&co);
+    pgpipe_csv_open_feed(&l->csv, &co);
     return l->csv ? PGPIPE_OK : pp_err_nomem(&l->hdr.err);
 }
 
@@ -966,7 +966,7 @@ static int copy_op_install(pgpipe_loader *l, copy_lane *ln, const void *arg, int
     return rc;
 }
 
-int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
+int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -1041,7 +1041,7 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
             if (l->cols[i].kind == COPY_K_FIELD &&
                 !(l->required[l->nrequired++] = pp_strdup(l->cols[i].field)))
                 return pp_err_nomem(&l->hdr.err);
-    if (pgpipe_json_doc_new(&l->doc) != PGPIPE_OK)
+    if (pgpipe_json_doc_open(&l->doc) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
 #ifdef O_CLOEXEC
     l->urandom = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -1233,7 +1233,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_buf_free(&l->carry);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
-    pgpipe_json_doc_free(l->doc);
+    pgpipe_json_doc_close(l->doc);
     if (l->urandom >= 0)
         close(l->urandom);
     l->hdr.magic = 0;

@@ -54,8 +54,6 @@ struct pgpipe_records_cursor {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-void pgpipe_records_free(char *text) { pp_free(text); }
-
 static int rec_name_ok(const char *s, size_t n)
 {
     if (n == 0 || n > REC_NAME_MAX)
@@ -397,7 +395,7 @@ out:
     return rc;
 }
 
-int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **out)
+int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *name)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -408,7 +406,7 @@ int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **ou
     pp_handle_init(&h->hdr);
     h->pool = pool;
     h->name = pp_strdup(name ? name : "");
-    if (!h->name || pgpipe_json_doc_new(&h->doc) != PGPIPE_OK)
+    if (!h->name || pgpipe_json_doc_open(&h->doc) != PGPIPE_OK)
         return pp_err_nomem(&h->hdr.err);
     if (!pool || !name)
         return pp_err(&h->hdr.err, PGPIPE_MISUSE, "records: open needs a pool and a name");
@@ -487,7 +485,7 @@ void pgpipe_records_close(pgpipe_records *h)
         PQclear(PQexec(pgpipe_conn_pg(h->tx), "ROLLBACK"));
         pgpipe_pool_release(h->tx);
     }
-    pgpipe_json_doc_free(h->doc);
+    pgpipe_json_doc_close(h->doc);
     pp_buf_free(&h->sql);
     pp_free(h->qtable);
     pp_free(h->gin[0]);
@@ -827,17 +825,17 @@ static int rec_parse_path(pgpipe_records_filter *f, const char *text, size_t *po
                 return rec_ferr(f, text, s, "unterminated quoted key");
             i++;
             pgpipe_json_doc *d;
-            if (pgpipe_json_doc_new(&d) != PGPIPE_OK)
+            if (pgpipe_json_doc_open(&d) != PGPIPE_OK)
                 return pp_err_nomem(&f->hdr.err);
             int rc = pgpipe_json_parse(d, text + s, i - s);
             size_t kl = 0;
             const char *k = rc == PGPIPE_OK ? pgpipe_json_get_str(pgpipe_json_root(d), &kl) : NULL;
             if (!k || memchr(k, '\0', kl)) {
-                pgpipe_json_doc_free(d);
+                pgpipe_json_doc_close(d);
                 return rec_ferr(f, text, s, "bad quoted key (a JSON string without \\u0000)");
             }
             rc = rec_cond_key(c, k, kl);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
             if (rc != PGPIPE_OK)
                 return pp_err_nomem(&f->hdr.err);
         } else {
@@ -944,7 +942,7 @@ static int rec_filter_push(pgpipe_records_filter *f, rec_cond *c)
     return PGPIPE_OK;
 }
 
-int pgpipe_records_filter_new(pgpipe_records_filter **out)
+static int rec_filter_alloc(pgpipe_records_filter **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -955,7 +953,7 @@ int pgpipe_records_filter_new(pgpipe_records_filter **out)
     return PGPIPE_OK;
 }
 
-void pgpipe_records_filter_free(pgpipe_records_filter *f)
+void pgpipe_records_filter_close(pgpipe_records_filter *f)
 {
     if (!f)
         return;
@@ -980,7 +978,7 @@ static int rec_filter_finish(pgpipe_records_filter *f, rec_cond *c, const char *
         rc = pp_err(&f->hdr.err, PGPIPE_MISUSE, "records filter: %s needs a value", rec_op_name(c->op));
     } else {
         pgpipe_json_doc *d;
-        if (pgpipe_json_doc_new(&d) != PGPIPE_OK) {
+        if (pgpipe_json_doc_open(&d) != PGPIPE_OK) {
             rc = pp_err_nomem(&f->hdr.err);
         } else {
             pgpipe_json_doc_set_source(d, ctx);
@@ -992,7 +990,7 @@ static int rec_filter_finish(pgpipe_records_filter *f, rec_cond *c, const char *
                 f->hdr.err = *pgpipe_errinfo(d);
             else if (rc != PGPIPE_OK)
                 pp_err(&f->hdr.err, PGPIPE_PARSE, "records filter: %s", why);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
         }
     }
     if (rc == PGPIPE_OK)
@@ -1160,16 +1158,16 @@ fail:
     return rc;
 }
 
-int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out)
+int pgpipe_records_filter_open(pgpipe_records_filter **out, const char *text)
 {
-    int rc = pgpipe_records_filter_new(out);
+    int rc = rec_filter_alloc(out);
     if (rc != PGPIPE_OK)
         return rc;
     pgpipe_records_filter *f = *out;
     if (!text)
         return PGPIPE_OK;
     pgpipe_json_doc *d;
-    if (pgpipe_json_doc_new(&d) != PGPIPE_OK)
+    if (pgpipe_json_doc_open(&d) != PGPIPE_OK)
         return pp_err_nomem(&f->hdr.err);
     pgpipe_json_doc_set_source(d, "<filter>");
     size_t i = rec_skip_ws(text, 0);
@@ -1193,7 +1191,7 @@ int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out)
             break;
         }
     }
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
     return rc;
 }
 
@@ -1430,20 +1428,20 @@ static int rec_build_find(pgpipe_records *h, const pgpipe_records_find_options *
     pgpipe_records_filter *parsed = NULL;
     const pgpipe_records_filter *f = o->filter;
     if (!f && o->where) {
-        int rc = pgpipe_records_filter_parse(o->where, &parsed);
+        int rc = pgpipe_records_filter_open(&parsed, o->where);
         if (rc != PGPIPE_OK) {
             if (parsed)
                 h->hdr.err = parsed->hdr.err;
             else
                 pp_err_nomem(&h->hdr.err);
-            pgpipe_records_filter_free(parsed);
+            pgpipe_records_filter_close(parsed);
             return rc;
         }
         f = parsed;
     }
     rec_q_appendf(q, "SELECT %s FROM %s", select, h->qtable);
     rec_q_where(q, f);
-    pgpipe_records_filter_free(parsed);
+    pgpipe_records_filter_close(parsed);
     const char *s = o->sort;
     int desc = 0;
     if (s && *s == '-') {
@@ -1541,7 +1539,7 @@ int pgpipe_records_cursor_next(pgpipe_records_cursor *c, const char **json, size
 
 long long pgpipe_records_cursor_count(const pgpipe_records_cursor *c) { return c ? c->nrows : 0; }
 
-void pgpipe_records_cursor_free(pgpipe_records_cursor *c)
+void pgpipe_records_cursor_close(pgpipe_records_cursor *c)
 {
     if (!c)
         return;
@@ -2046,7 +2044,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
     int format = 0; /* 0 unknown, 1 array, 2 NDJSON */
     size_t cap = 64 * 1024;
     char *buf = pp_malloc(cap);
-    if (!buf || pgpipe_json_doc_new(&im.doc) != PGPIPE_OK) {
+    if (!buf || pgpipe_json_doc_open(&im.doc) != PGPIPE_OK) {
         rc = pp_err_nomem(&h->hdr.err);
         goto out;
     }
@@ -2068,7 +2066,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
             if (i < (size_t)k) {
                 format = buf[i] == '[' ? 1 : 2;
                 if (format == 2) {
-                    if (pgpipe_ndjson_new(&nd) != PGPIPE_OK) {
+                    if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {
                         rc = pp_err_nomem(&h->hdr.err);
                         break;
                     }
@@ -2119,8 +2117,8 @@ out:
         summary->imported = 0;
     else if (summary->imported >= REC_GIN_CLEAN_ROWS)
         rc = rec_gin_clean(h);
-    pgpipe_ndjson_free(nd);
-    pgpipe_json_doc_free(im.doc);
+    pgpipe_ndjson_close(nd);
+    pgpipe_json_doc_close(im.doc);
     pp_buf_free(&im.elem);
     pp_free(buf);
     if (fd != STDIN_FILENO)
