@@ -11,7 +11,7 @@
 #
 # `bindir` is answered here, in sh, without compiling: tool/deps.sh asks it
 # before anything can be built (libpq-dev may still be missing). It searches
-# as the library does: $PGTMP_BINDIR, $PATH, `pg_config --bindir`, then
+# as the library does: $PGTMP_BINDIR, $PGPIPE_PG_BINDIR, $PATH, `pg_config --bindir`, then
 # /usr/lib/postgresql/*/bin (newest first).
 set -eu
 
@@ -20,7 +20,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 has_tools() { [ -n "$1" ] && [ -x "$1/pg_ctl" ] && [ -x "$1/initdb" ]; }
 
 if [ "${1:-}" = bindir ]; then
-    if has_tools "${PGTMP_BINDIR:-}"; then echo "$PGTMP_BINDIR"; exit 0; fi
+    for b in "${PGTMP_BINDIR:-}" "${PGPIPE_PG_BINDIR:-}"; do has_tools "$b" && { echo "$b"; exit 0; }; done
     IFS=:
     for b in $PATH; do has_tools "$b" && { echo "$b"; exit 0; }; done
     unset IFS
