@@ -100,14 +100,38 @@ static int make_dir(const char *dir)
     return 0;
 }
 
+/* The last lines of DIR/NAME on stderr: why initdb or the server failed. */
+static void show_tail(const char *dir, const char *name)
+{
+    char path[PATH_MAX + 32], buf[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long end = ftell(f);
+        fseek(f, end > (long)sizeof buf - 1 ? end - (long)sizeof buf + 1 : 0, SEEK_SET);
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *from = buf + n;
+    for (int lines = 0; from > buf && lines <= 20; from--)
+        if (from[-1] == '\n')
+            lines++;
+    fputs(from == buf ? from : from + 1, stderr);
+}
+
 static int start(const char *dir, pgpipe_local_options *opt, char *info, size_t size)
 {
     int rc = make_dir(dir);
     if (rc)
         return rc;
     pgpipe_error err;
-    if (pgpipe_local_start(dir, opt, info, size, NULL, &err) != PGPIPE_OK)
+    if (pgpipe_local_start(dir, opt, info, size, NULL, &err) != PGPIPE_OK) {
+        show_tail(dir, strstr(err.message, "initdb") ? "initdb.log" : "server.log");
         return fail("start", err.message);
+    }
     return 0;
 }
 

@@ -26,7 +26,8 @@ typedef struct pgpipe_local_options {
                             OWNER still exists, and stops the server once it is
                             gone (even after a SIGKILL). It follows restarts, and
                             ends without stopping anything once the server has
-                            been stopped by someone else (no pid file for 3 s). */
+                            been stopped by someone else (no pid file for 3 s).
+                            Like watchdog, start it before threads are started. */
 } pgpipe_local_options;
 
 void pgpipe_local_options_init(pgpipe_local_options *opt);
