@@ -9108,12 +9108,15 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
 /*
 ** Private local server: initdb + pg_ctl in a directory, as the shell's
 ** --local DIR and `make demo` use it. The directory layout matches
-** tool/pgtmp.sh, so either can stop what the other started.
+** tool/pgtmp.c (the test clusters), so either can stop what the other started.
 */
 
 #include <dirent.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 void pgpipe_local_options_init(pgpipe_local_options *opt)
@@ -9275,23 +9278,67 @@ static long local_postmaster_pid(const char *dir)
     return local_read_file(pidfile, buf, sizeof buf) ? atol(buf) : 0;
 }
 
-/* See pgpipe_local_options.watchdog. The watchdog (a grandchild in a session
-** of its own, so signals to our process group miss it) blocks reading a pipe;
-** the read returns when every copy of the write end is closed, which is when
-** this process ends. It then stops the server if the postmaster is still the
-** one started here (a later run may have started another one since). */
-static void local_watchdog(const char *dir, const pgpipe_local_options *opt)
+/* 1 when process PID is gone (a zombie counts as gone: its parent may not
+** reap it while it waits for the server this watch stops). */
+static int local_gone(long pid)
+{
+    if (kill((pid_t)pid, 0) != 0)
+        return errno == ESRCH;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren && paren[1] == ' ' && paren[2] == 'Z';
+}
+
+/* See pgpipe_local_options.owner: polls OWNER every second. A missing pid
+** file is looked at again 3 s later, as a restart removes it briefly; still
+** missing, someone else stopped the server, and a later one is not ours. */
+static void local_watch_owner(const char *dir, const pgpipe_local_options *opt, long owner)
+{
+    for (;;) {
+        if (local_gone(owner)) {
+            pgpipe_local_stop(dir, opt, NULL);
+            return;
+        }
+        if (local_postmaster_pid(dir) <= 0) {
+            sleep(3);
+            if (local_postmaster_pid(dir) <= 0)
+                return;
+        }
+        sleep(1);
+    }
+}
+
+/* See pgpipe_local_options.watchdog and .owner. The watchdog is a grandchild
+** in a session of its own, so signals to our process group miss it, and it
+** holds none of our descriptors (a caller reading our output to its end must
+** not wait for it). Watching this process, it blocks reading a pipe; the read
+** returns when every copy of the write end is closed, which is when this
+** process ends. It then stops the server if the postmaster is still the one
+** started here (a later run may have started another one since). Watching
+** another process, it polls (local_watch_owner). */
+static void local_watchdog(const char *dir, const pgpipe_local_options *opt, long owner)
 {
     long pm = local_postmaster_pid(dir);
-    int fds[2];
-    if (pm <= 0 || pipe(fds) != 0)
+    int fds[2] = { -1, -1 };
+    if (pm <= 0 || (owner <= 0 && pipe(fds) != 0))
         return;
-    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
-    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    if (owner <= 0) {
+        fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+        fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    }
     pid_t pid = fork();
     if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
+        if (owner <= 0) {
+            close(fds[0]);
+            close(fds[1]);
+        }
         return;
     }
     if (pid == 0) {
@@ -9314,6 +9361,10 @@ static void local_watchdog(const char *dir, const pgpipe_local_options *opt)
         for (int fd = 3; fd < maxfd; fd++)
             if (fd != fds[0])
                 close(fd);
+        if (owner > 0) {
+            local_watch_owner(dir, opt, owner);
+            _exit(0);
+        }
         char c;
         while (read(fds[0], &c, 1) < 0 && errno == EINTR)
             ;
@@ -9321,10 +9372,32 @@ static void local_watchdog(const char *dir, const pgpipe_local_options *opt)
             pgpipe_local_stop(dir, opt, NULL);
         _exit(0);
     }
-    close(fds[0]);
+    if (owner <= 0)
+        close(fds[0]);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
     /* fds[1] stays open until this process ends: that is the signal */
+}
+
+/* A TCP port on 127.0.0.1 that nothing listens on now, 0 when none is found.
+** The system picks it (bind to port 0); the server binds it moments later. */
+static int local_free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0)
+        return 0;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = 0;
+    socklen_t len = sizeof a;
+    int port = 0;
+    if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(s, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(s);
+    return port;
 }
 
 int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *conninfo,
@@ -9369,7 +9442,6 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
     char data[PATH_MAX + 8], path[PATH_MAX + 32], log[PATH_MAX + 32], tool[PATH_MAX + 16];
     snprintf(data, sizeof data, "%s/data", abs);
     snprintf(path, sizeof path, "%s/PG_VERSION", data);
-    int port = opt && opt->port > 0 ? opt->port : 5432;
     int timeout = opt && opt->timeout_s > 0 ? opt->timeout_s : 60;
 
     if (access(path, F_OK) != 0) {
@@ -9386,7 +9458,7 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
             return pp_err(err, PGPIPE_IO, "cannot write %s: %s", path, strerror(errno));
         fprintf(f, "\n# pgpipe private local server\nunix_socket_directories = '%s'\n"
                    "listen_addresses = ''\nmax_connections = 200\nshared_buffers = 128MB\n"
-                   "max_wal_size = 2GB\n"
+                   "max_wal_size = 2GB\nlog_min_messages = warning\n"
                    "# staging partitions are queues: vacuum them promptly\n"
                    "autovacuum_naptime = 1s\n", abs);
         if (opt && opt->fast)
@@ -9401,6 +9473,9 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
         return pp_err(err, PGPIPE_ERROR, "a server runs in %s but %s is missing", abs, path);
     }
 
+    int port = opt && opt->port > 0 ? opt->port : 5432;
+    if (opt && opt->tcp && opt->port <= 0 && (port = local_free_port()) == 0)
+        return pp_err(err, PGPIPE_IO, "no free TCP port on 127.0.0.1 for the server in %s", abs);
     char opts[PATH_MAX + 96], portfile[PATH_MAX + 16];
     snprintf(opts, sizeof opts, "-p %d -k '%s'%s", port, abs,
              opt && opt->tcp ? " -c listen_addresses=127.0.0.1" : "");
@@ -9424,7 +9499,9 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
     if (started)
         *started = 1;
     if (opt && opt->watchdog)
-        local_watchdog(abs, opt);
+        local_watchdog(abs, opt, 0);
+    if (opt && opt->owner > 0)
+        local_watchdog(abs, opt, opt->owner);
 
     char info[PATH_MAX + 128];
     if (opt && opt->tcp)
@@ -9465,6 +9542,34 @@ int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_e
     if (local_run(imm, pw, log) == 0)
         return PGPIPE_OK;
     return pp_err(err, PGPIPE_ERROR, "could not stop the server in %s (see %s)", dir, log);
+}
+
+int pgpipe_local_restart(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err)
+{
+    if (!dir || !*dir)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_local_restart: a directory is required");
+    char path[PATH_MAX + 16], opts[PATH_MAX + 96];
+    snprintf(path, sizeof path, "%s/opts", dir);
+    if (!local_read_file(path, opts, sizeof opts))
+        return pp_err(err, PGPIPE_MISUSE, "no server was started in %s (no %s)", dir, path);
+    int rc;
+    const struct passwd *pw = local_server_user(opt, err, &rc);
+    if (rc)
+        return rc;
+    char bindir[PATH_MAX], tool[PATH_MAX + 16], data[PATH_MAX + 8], log[PATH_MAX + 32],
+        ctl_log[PATH_MAX + 32], tmo[16];
+    if (!local_find_bindir(opt, bindir, sizeof bindir))
+        return pp_err(err, PGPIPE_IO, "no pg_ctl found to restart the server in %s", dir);
+    snprintf(tool, sizeof tool, "%s/pg_ctl", bindir);
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(log, sizeof log, "%s/server.log", dir);
+    snprintf(ctl_log, sizeof ctl_log, "%s/pg_ctl.log", dir);
+    snprintf(tmo, sizeof tmo, "%d", opt && opt->timeout_s > 0 ? opt->timeout_s : 60);
+    char *argv[] = { tool, (char *)"-D", data, (char *)"-l", log, (char *)"-m", (char *)"fast",
+                     (char *)"-w", (char *)"-t", tmo, (char *)"-o", opts, (char *)"restart", NULL };
+    if (local_run(argv, pw, ctl_log) != 0)
+        return pp_err(err, PGPIPE_ERROR, "the server in %s did not restart (see %s)", dir, log);
+    return PGPIPE_OK;
 }
 #endif /* PGPIPE_OMIT_LOCAL */
 /* ==== end src/db/local.c ==== */

@@ -19,7 +19,8 @@
 typedef struct pgpipe_local_options {
     const char *bindir;  /* NULL: search as above */
     const char *user;    /* run the server as this user when root; NULL: "postgres" */
-    int port;            /* 0: 5432 (the socket is private to DIR, so no clash) */
+    int port;            /* 0: 5432 (the socket is private to DIR, so no clash),
+                            or with tcp a free port that the system picks */
     int tcp;             /* 1: also listen on 127.0.0.1:port */
     int fast;            /* 1: fsync=off etc. (throwaway data: tests, demos) */
     int timeout_s;       /* start/stop wait; 0: 60 */
@@ -29,6 +30,13 @@ typedef struct pgpipe_local_options {
                             pgpipe_local_stop stopped it first. It waits on a
                             pipe whose write end this process keeps open (close-
                             on-exec); start it before threads are started. */
+    long owner;          /* > 0: when pgpipe_local_start starts the server, a
+                            detached process checks every second whether process
+                            OWNER still exists, and stops the server once it is
+                            gone (even after a SIGKILL). It follows restarts, and
+                            ends without stopping anything once the server has
+                            been stopped by someone else (no pid file for 3 s).
+                            Like watchdog, start it before threads are started. */
 } pgpipe_local_options;
 
 void pgpipe_local_options_init(pgpipe_local_options *opt);
@@ -39,5 +47,9 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
                        size_t size, int *started, pgpipe_error *err);
 /* Stop the server in DIR (fast shutdown, then immediate). OK if not running. */
 int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err);
+/* Restart the server in DIR (fast shutdown) with the port and settings it was
+** started with (DIR/opts), or start it when it is stopped; the conninfo stays
+** the same. A cluster pgpipe_local_start never started is an error. */
+int pgpipe_local_restart(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err);
 /* 1 when a server runs in DIR, 0 otherwise. */
 int pgpipe_local_running(const char *dir);
