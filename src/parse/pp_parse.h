@@ -9,8 +9,6 @@
 #define PP_PARSE_H
 #include "../base/pp_base.h"
 
-/* Append the COPY text-format escape of data[0..len) (src/parse/csv.c). */
-PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len);
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
 

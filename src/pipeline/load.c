@@ -69,7 +69,6 @@ typedef struct copy_lane {
     /* the batch */
     long long seq;
     int skipping;         /* committed by an earlier run: counted, not sent */
-    unsigned char uuid[16];
     char uuid_text[37];
     pp_buf cbuf;          /* COPY text of the batch */
     pp_buf rbuf;          /* raw text of the rows */
@@ -117,7 +116,6 @@ struct pgpipe_loader {
     pgpipe_load_progress_fn progress;
     void *progress_ud;
     char *copy_sql;
-    int urandom;
     /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
     copy_lane lanes[COPY_MAX_LANES];
     int nlanes;           /* configured */
@@ -179,124 +177,6 @@ static int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...)
     return pp_err(&l->hdr.err, code, "%s", msg);
 }
 
-/* COPY text escaping: backslash, tab, LF, CR. */
-static const unsigned char copy_esc_tab[256] = {
-    ['\\'] = '\\', ['\t'] = 't', ['\n'] = 'n', ['\r'] = 'r',
-};
-
-static int copy_put_esc(pp_buf *b, const char *s, size_t n)
-{
-    if (pp_buf_reserve(b, n + 16) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    size_t i = 0, run = 0;
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        if (PP_LIKELY(!copy_esc_tab[c])) {
-            i++;
-            continue;
-        }
-        size_t k = i - run;
-        if (pp_buf_reserve(b, k + 2 + (n - i)) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        memcpy(b->data + b->len, s + run, k);
-        b->len += k;
-        b->data[b->len++] = '\\';
-        b->data[b->len++] = (char)copy_esc_tab[c];
-        run = ++i;
-    }
-    return pp_buf_append(b, s + run, n - run);
-}
-
-/* A string as a JSON string literal ("..."), then COPY-escaped, in one pass. */
-static int copy_put_json_str(pp_buf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    if (pp_buf_reserve(b, n + 2) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    b->data[b->len++] = '"';
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (PP_LIKELY(c >= 0x20 && c != '"' && c != '\\'))
-            continue;
-        if (pp_buf_append(b, s + run, i - run) != PGPIPE_OK || pp_buf_reserve(b, 8) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        char *w = b->data + b->len;
-        /* JSON escape, with its backslash doubled for COPY */
-        *w++ = '\\';
-        *w++ = '\\';
-        switch (c) {
-        case '"': *w++ = '"'; break;
-        case '\\': *w++ = '\\'; *w++ = '\\'; break;
-        case '\n': *w++ = 'n'; break;
-        case '\r': *w++ = 'r'; break;
-        case '\t': *w++ = 't'; break;
-        default:
-            *w++ = 'u'; *w++ = '0'; *w++ = '0';
-            *w++ = hex[c >> 4]; *w++ = hex[c & 15];
-        }
-        b->len = (size_t)(w - b->data);
-        run = i + 1;
-    }
-    if (pp_buf_append(b, s + run, n - run) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    return pp_buf_putc(b, '"');
-}
-
-/* 1 when s holds no NUL and is valid UTF-8. */
-static int copy_utf8_ok(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        if (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            /* all ASCII and no zero byte */
-            if (!(w & 0x8080808080808080ull) &&
-                !((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)) {
-                i += 8;
-                continue;
-            }
-        }
-        unsigned char c = s[i];
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF) { k = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) { k = 2; cp = c & 0x0F; }
-        else if (c >= 0xF0 && c <= 0xF4) { k = 3; cp = c & 0x07; }
-        else return 0;
-        if (i + 1 + k > n)
-            return 0;
-        for (size_t j = 1; j <= k; j++) {
-            unsigned char d = s[i + j];
-            if ((d & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (d & 0x3F);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += 1 + k;
-    }
-    return 1;
-}
-
-/* Length of a valid UTF-8 sequence at s (n bytes left), 0 when invalid/NUL. */
-static size_t copy_utf8_seq(const unsigned char *s, size_t n)
-{
-    size_t k = s[0] < 0x80 ? 0 : s[0] >= 0xC2 && s[0] <= 0xDF ? 1 : s[0] >= 0xE0 && s[0] <= 0xEF ? 2
-             : s[0] >= 0xF0 && s[0] <= 0xF4 ? 3 : 9;
-    if (s[0] == 0 || k == 9 || k + 1 > n)
-        return 0;
-    return copy_utf8_ok(s, k + 1) ? k + 1 : 0;
-}
-
 /* The raw text of a dead letter, COPY-escaped, as raw_text and raw_bytes:
 ** valid text goes to raw_text as it is (raw_bytes NULL); text with NUL bytes
 ** or invalid UTF-8 goes to raw_text with those bytes written \xHH, and as it
@@ -304,114 +184,38 @@ static size_t copy_utf8_seq(const unsigned char *s, size_t n)
 static int copy_put_raw(pp_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    if (copy_utf8_ok((const unsigned char *)s, n)) {
-        if (copy_put_esc(b, s, n) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = pp_utf8_text_prefix(u, n);
+    if (pp_copy_escape(b, s, i) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    if (i == n)
         return pp_buf_append(b, "\t\\N", 3);
-    }
-    size_t i = 0;
     while (i < n) {
-        size_t k = copy_utf8_seq((const unsigned char *)s + i, n - i);
-        if (k) {
-            if (copy_put_esc(b, s + i, k) != PGPIPE_OK)
-                return PGPIPE_NOMEM;
-            i += k;
-        } else {
-            unsigned char c = (unsigned char)s[i++];
-            char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
-            if (pp_buf_append(b, e, 5) != PGPIPE_OK)
-                return PGPIPE_NOMEM;
-        }
+        unsigned char c = u[i++];
+        char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
+        size_t k = pp_utf8_text_prefix(u + i, n - i);
+        if (pp_buf_append(b, e, 5) != PGPIPE_OK || pp_copy_escape(b, s + i, k) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        i += k;
     }
     if (pp_buf_append(b, "\t\\\\x", 4) != PGPIPE_OK || pp_buf_reserve(b, 2 * n) != PGPIPE_OK)
         return PGPIPE_NOMEM;
     for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+        unsigned char c = u[i];
         b->data[b->len++] = hex[c >> 4];
         b->data[b->len++] = hex[c & 15];
     }
     return PGPIPE_OK;
 }
 
-/* Quote "schema.table" or "table" (parts may already be in double quotes). */
-static int copy_quote_ident_path(pp_buf *out, const char *name)
+/* A new batch id: a version 7 UUID (time-ordered, so the ids of one loader
+** sort in batch order). */
+static int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
 {
-    const char *p = name;
-    int parts = 0;
-    while (*p) {
-        if (parts++ && pp_buf_putc(out, '.') != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        pp_buf_putc(out, '"');
-        if (*p == '"') {
-            p++;
-            while (*p) {
-                if (*p == '"') {
-                    if (p[1] == '"') { pp_buf_append(out, "\"\"", 2); p += 2; continue; }
-                    p++;
-                    break;
-                }
-                pp_buf_putc(out, *p++);
-            }
-        } else {
-            while (*p && *p != '.') {
-                if (*p == '"')
-                    pp_buf_putc(out, '"');
-                pp_buf_putc(out, *p++);
-            }
-        }
-        if (pp_buf_putc(out, '"') != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        if (*p == '.')
-            p++;
-        else if (*p)
-            return PGPIPE_MISUSE;
-    }
-    return parts ? PGPIPE_OK : PGPIPE_MISUSE;
-}
-
-static int copy_fill_random(pgpipe_loader *l, unsigned char *out, size_t n)
-{
-    size_t got = 0;
-    if (l->urandom >= 0) {
-        while (got < n) {
-            ssize_t r = read(l->urandom, out + got, n - got);
-            if (r <= 0) {
-                if (r < 0 && errno == EINTR)
-                    continue;
-                break;
-            }
-            got += (size_t)r;
-        }
-    }
-    if (got < n) { /* no /dev/urandom: the library's seeded generator */
-        uint64_t s = pp_rand_seed();
-        for (; got < n; got++)
-            out[got] = (unsigned char)(pp_rand_next(&s) >> 24);
-    }
+    if (pp_uuid_v7(ln->uuid_text) != PGPIPE_OK)
+        return copy_errf(l, PGPIPE_IO, "cannot read /dev/urandom for a batch id: %s",
+                         strerror(errno));
     return PGPIPE_OK;
-}
-
-/* A UUID version 7: 48-bit Unix time in ms, then 74 random bits. */
-static void copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
-{
-    static const char hex[] = "0123456789abcdef";
-    unsigned char *u = ln->uuid;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-    copy_fill_random(l, u + 6, 10);
-    for (int i = 0; i < 6; i++)
-        u[i] = (unsigned char)(ms >> (40 - 8 * i));
-    u[6] = (unsigned char)(0x70 | (u[6] & 0x0F));
-    u[8] = (unsigned char)(0x80 | (u[8] & 0x3F));
-    char *w = ln->uuid_text;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            *w++ = '-';
-        *w++ = hex[u[i] >> 4];
-        *w++ = hex[u[i] & 15];
-    }
-    *w = '\0';
 }
 
 /* ---- options ------------------------------------------------------------ */
@@ -435,7 +239,7 @@ void pgpipe_loader_options_init(pgpipe_loader_options *o)
 static char *copy_dup_esc(const char *s)
 {
     pp_buf b = { 0 };
-    if (copy_put_esc(&b, s, strlen(s)) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK) {
+    if (pp_copy_escape(&b, s, strlen(s)) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK) {
         pp_buf_free(&b);
         return NULL;
     }
@@ -521,7 +325,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     /* raw_events fields taken from the record are required (NOT NULL columns) */
     pp_buf sql = { 0 };
     pp_buf_append(&sql, "COPY ", 5);
-    if (copy_quote_ident_path(&sql, l->target) != PGPIPE_OK) {
+    if (pp_quote_path(&sql, l->target) != PGPIPE_OK) {
         pp_buf_free(&sql);
         return copy_errf(l, PGPIPE_MISUSE, "loader: bad target table name \"%s\"", l->target);
     }
@@ -529,7 +333,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     for (int i = 0; i < l->ncols; i++) {
         if (i)
             pp_buf_append(&sql, ", ", 2);
-        if (copy_quote_ident_path(&sql, l->cols[i].column) != PGPIPE_OK || strchr(l->cols[i].column, '.')) {
+        if (pp_quote_path(&sql, l->cols[i].column) != PGPIPE_OK || strchr(l->cols[i].column, '.')) {
             pp_buf_free(&sql);
             return copy_errf(l, PGPIPE_MISUSE, "loader: bad column name \"%s\"", l->cols[i].column);
         }
@@ -541,7 +345,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     }
     l->copy_sql = sql.data;
     pp_buf tq = { 0 };
-    copy_quote_ident_path(&tq, l->target);
+    pp_quote_path(&tq, l->target);
     if (pp_buf_putc(&tq, '\0') != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
     l->target_sql = tq.data;
@@ -874,7 +678,7 @@ static int copy_dead(copy_lane *ln, long long line, long long column, long long 
     const pgpipe_loader *l = ln->l;
     pp_buf *b = &ln->dbuf;
     int rc = pp_buf_append(b, "load\t", 5);
-    rc |= copy_put_esc(b, l->source, strlen(l->source));
+    rc |= pp_copy_escape(b, l->source, strlen(l->source));
     rc |= pp_buf_appendf(b, "\t%lld\t", line);
     if (column > 0)
         rc |= pp_buf_appendf(b, "%lld", column);
@@ -883,15 +687,15 @@ static int copy_dead(copy_lane *ln, long long line, long long column, long long 
     rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", offset, l->load_id, ln->uuid_text);
     rc |= copy_put_raw(b, raw ? raw : "", raw ? rawlen : 0);
     rc |= pp_buf_putc(b, '\t');
-    rc |= copy_put_esc(b, msg, strlen(msg));
+    rc |= pp_copy_escape(b, msg, strlen(msg));
     rc |= pp_buf_putc(b, '\t');
     if (sqlstate && *sqlstate)
-        rc |= copy_put_esc(b, sqlstate, strlen(sqlstate));
+        rc |= pp_copy_escape(b, sqlstate, strlen(sqlstate));
     else
         rc |= pp_buf_append(b, "\\N", 2);
     rc |= pp_buf_putc(b, '\t');
     if (context && *context)
-        rc |= copy_put_esc(b, context, strlen(context));
+        rc |= pp_copy_escape(b, context, strlen(context));
     else
         rc |= pp_buf_append(b, "\\N", 2);
     rc |= pp_buf_putc(b, '\n');
@@ -1165,18 +969,11 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
     snprintf(v[9], 64, "%lld", dead);
     /* the payload is JSON; the target name is JSON-escaped */
     pp_buf t = { 0 };
-    copy_put_json_str(&t, l->target, strlen(l->target));
+    pp_json_str(&t, l->target, strlen(l->target), 0);
     snprintf(payload, sizeof payload, "{\"table\":%.*s,\"batch_id\":\"%s\",\"rows\":%lld,"
              "\"load_id\":%lld,\"seq\":%lld}", t.len < 400 ? (int)t.len : 2,
              t.len < 400 ? t.data : "\"\"", ln->uuid_text, loaded, l->load_id, ln->seq);
     pp_buf_free(&t);
-    /* copy_put_json_str doubled backslashes for COPY: undo for the payload */
-    for (char *s = payload, *w = payload;; s++) {
-        if (s[0] == '\\' && s[1] == '\\')
-            s++;
-        if (!(*w++ = *s))
-            break;
-    }
     const char *vals[12] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
                              l->channel ? l->channel : "", payload };
     rc = copy_exec(ln,
@@ -1532,8 +1329,8 @@ static int copy_batch_begin(pgpipe_loader *l, long long line, long long off)
     l->cur = ln;
     ln->seq = ++l->seq;
     ln->skipping = copy_seq_done(l, ln->seq);
-    if (!ln->skipping)
-        copy_new_uuid(l, ln);
+    if (!ln->skipping && (rc = copy_new_uuid(l, ln)) != PGPIPE_OK)
+        return rc;
     ln->b_first_line = line;
     ln->b_start_off = off;
     return PGPIPE_OK;
@@ -1681,12 +1478,12 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
     case PGPIPE_JSON_STRING:
         s = pgpipe_json_get_str(v, &n);
         if (json)
-            return copy_put_json_str(b, s, n);
+            return pp_json_str(b, s, n, PP_JSON_COPY);
         if (memchr(s, '\0', n)) {
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
         }
-        return copy_put_esc(b, s, n);
+        return pp_copy_escape(b, s, n);
     case PGPIPE_JSON_NUMBER:
         s = pgpipe_json_number_text(v, &n);
         return pp_buf_append(b, s, n);
@@ -1699,7 +1496,7 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
                 return PGPIPE_NOMEM;
             int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
             if (rc == PGPIPE_OK)
-                return copy_put_esc(b, l->scratch.data, n);
+                return pp_copy_escape(b, l->scratch.data, n);
             if (rc != PGPIPE_LIMIT)
                 return rc;
             cap = n + 1;
@@ -1715,7 +1512,7 @@ static int copy_put_common(pgpipe_loader *l, const copy_col *c, long long line)
     case COPY_K_FIXED: return pp_buf_append(b, c->value, strlen(c->value));
     case COPY_K_NULL: return pp_buf_append(b, "\\N", 2);
     case COPY_K_LINE: return pp_buf_appendf(b, "%lld", line);
-    case COPY_K_SOURCE: return copy_put_esc(b, l->source, strlen(l->source));
+    case COPY_K_SOURCE: return pp_copy_escape(b, l->source, strlen(l->source));
     case COPY_K_BATCH: return pp_buf_append(b, l->cur->uuid_text, 36);
     case COPY_K_LOAD: return pp_buf_appendf(b, "%lld", l->load_id);
     default: return PGPIPE_MISUSE;
@@ -1802,7 +1599,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         if (rc != PGPIPE_OK)
             break;
         if (c->kind == COPY_K_RECORD) {
-            rc = copy_put_esc(cb, raw, len);
+            rc = pp_copy_escape(cb, raw, len);
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
@@ -1836,7 +1633,7 @@ static int copy_csv_setup(pgpipe_loader *l)
     l->ncsv_keys = n;
     for (int i = 0; i < n; i++) {
         const char *h = pgpipe_csv_header_name(l->csv, i);
-        if (copy_put_json_str(&l->csv_keys[i], h, strlen(h)) != PGPIPE_OK ||
+        if (pp_json_str(&l->csv_keys[i], h, strlen(h), PP_JSON_COPY) != PGPIPE_OK ||
             pp_buf_putc(&l->csv_keys[i], ':') != PGPIPE_OK)
             return pp_err_nomem(&l->hdr.err);
     }
@@ -1882,10 +1679,8 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
         rc = copy_reject_input(l, raw, len, e->line > 0 ? e->line : line, e->column, off, e->message);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
-    if (!copy_utf8_ok((const unsigned char *)raw, len)) {
-        size_t i = 0;
-        while (i < len && copy_utf8_seq((const unsigned char *)raw + i, len - i))
-            i += copy_utf8_seq((const unsigned char *)raw + i, len - i);
+    size_t i = pp_utf8_text_prefix((const unsigned char *)raw, len);
+    if (i < len) {
         /* line and column (in characters) of the bad byte in the input: a
         ** quoted field may span lines */
         long long eline = line, ecol = 1;
@@ -1935,7 +1730,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
-            rc |= copy_put_esc(b, f[k].data, f[k].len);
+            rc |= pp_copy_escape(b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
             rc |= pp_buf_putc(b, '{');
             int m = nf < l->ncsv_keys ? nf : l->ncsv_keys;
@@ -1946,7 +1741,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 if (f[k].len == 0 && !f[k].quoted)
                     rc |= pp_buf_append(b, "null", 4);
                 else
-                    rc |= copy_put_json_str(b, f[k].data, f[k].len);
+                    rc |= pp_json_str(b, f[k].data, f[k].len, PP_JSON_COPY);
             }
             rc |= pp_buf_putc(b, '}');
         } else {
@@ -2494,7 +2289,6 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
     if (!l)
         return PGPIPE_NOMEM;
     pp_handle_init(&l->hdr);
-    l->urandom = -1;
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -2562,11 +2356,6 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
                 return pp_err_nomem(&l->hdr.err);
     if (pgpipe_json_doc_new(&l->doc) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
-#ifdef O_CLOEXEC
-    l->urandom = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-#else
-    l->urandom = open("/dev/urandom", O_RDONLY);
-#endif
     /* connect now (a bad conninfo fails here), installing the schema */
     return copy_on_main_lane(l, l->max_retries + 1, copy_op_install, &o->install_schema);
 }
@@ -2753,8 +2542,6 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
     pgpipe_json_doc_free(l->doc);
-    if (l->urandom >= 0)
-        close(l->urandom);
     l->hdr.magic = 0;
     pp_free(l);
 }
