@@ -33,6 +33,27 @@ static inline uint64_t pp_load8(const unsigned char *p)
     return w;
 }
 
+/* snprintf-style output: what passes cap is counted, not written. */
+typedef struct pp_bounded {
+    char *dst;
+    size_t cap, len;
+} pp_bounded;
+
+static inline void pp_bput(pp_bounded *o, const void *s, size_t n)
+{
+    if (n && o->len < o->cap)
+        memcpy(o->dst + o->len, s, o->cap - o->len < n ? o->cap - o->len : n);
+    o->len += n;
+}
+
+/* NUL-terminate (cutting the last byte when full); the full length. */
+static size_t pp_bend(pp_bounded *o)
+{
+    if (o->cap)
+        o->dst[o->len < o->cap ? o->len : o->cap - 1] = '\0';
+    return o->len;
+}
+
 /* ---- COPY text format ---------------------------------------------------- */
 
 /* The letter after the backslash of each byte's COPY escape; 0 = none. */
@@ -100,8 +121,8 @@ PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_
 {
     if (!n)
         return 0;
+    pp_bounded o = { dst, cap, 0 };
     const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;
-    size_t o = 0;
     for (;;) {
         while (e - p >= 8) {
             uint64_t w = pp_load8(p);
@@ -111,12 +132,9 @@ PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_
         }
         while (p < e && !pp_json_esc_tab[*p])
             p++;
-        size_t k = (size_t)(p - run);
-        if (k && o < cap)
-            memcpy(dst + o, run, cap - o < k ? cap - o : k);
-        o += k;
+        pp_bput(&o, run, (size_t)(p - run));
         if (p == e)
-            return o;
+            return o.len;
         unsigned char c = *p, x = pp_json_esc_tab[c];
         char esc[7];
         size_t el = 0;
@@ -132,9 +150,7 @@ PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_
         } else if (x == '\\' && (flags & PP_JSON_COPY)) {
             esc[el++] = '\\';
         }
-        if (o < cap)
-            memcpy(dst + o, esc, cap - o < el ? cap - o : el);
-        o += el;
+        pp_bput(&o, esc, el);
         run = ++p;
     }
 }
@@ -158,19 +174,12 @@ PGPIPE_PRIVATE int pp_json_str(pp_buf *b, const char *s, size_t n, int flags)
 
 size_t pgpipe_json_quote(char *dst, size_t cap, const char *s, size_t n)
 {
-    if (!s)
-        n = 0;
-    if (!dst)
-        cap = 0;
-    size_t k = 1 + pp_json_escape(cap > 1 ? dst + 1 : NULL, cap > 1 ? cap - 1 : 0, s ? s : "", n, 0);
-    if (cap)
-        dst[0] = '"';
-    if (k < cap)
-        dst[k] = '"';
-    k++;
-    if (cap)
-        dst[k < cap ? k : cap - 1] = '\0';
-    return k;
+    pp_bounded o = { dst, dst ? cap : 0, 0 };
+    pp_bput(&o, "\"", 1);
+    size_t room = o.len < o.cap ? o.cap - o.len : 0;
+    o.len += pp_json_escape(room ? o.dst + o.len : NULL, room, s, s ? n : 0, 0);
+    pp_bput(&o, "\"", 1);
+    return pp_bend(&o);
 }
 
 /* ---- UTF-8 ---------------------------------------------------------------- */
@@ -379,37 +388,21 @@ PGPIPE_PRIVATE int pp_quote_path(pp_buf *out, const char *name)
 
 size_t pgpipe_quote_ident(char *dst, size_t cap, const char *name, int qualified)
 {
-    if (!dst)
-        cap = 0;
+    pp_bounded o = { dst, dst ? cap : 0, 0 };
     if (!name)
         name = "";
     const char *dot = qualified ? strchr(name, '.') : NULL;
-    size_t k = 0;
-    for (int part = 0; part < (dot ? 2 : 1); part++) {
-        const char *s = part ? dot + 1 : name, *e = part || !dot ? s + strlen(s) : dot;
-        if (part && k < cap)
-            dst[k] = '.';
-        k += part;
-        if (k < cap)
-            dst[k] = '"';
-        k++;
-        for (; s < e; s++) {
-            if (*s == '"') {
-                if (k < cap)
-                    dst[k] = '"';
-                k++;
-            }
-            if (k < cap)
-                dst[k] = *s;
-            k++;
-        }
-        if (k < cap)
-            dst[k] = '"';
-        k++;
+    pp_bput(&o, "\"", 1);
+    for (const char *s = name; *s; s++) {
+        if (s == dot)
+            pp_bput(&o, "\".\"", 3);
+        else if (*s == '"')
+            pp_bput(&o, "\"\"", 2);
+        else
+            pp_bput(&o, s, 1);
     }
-    if (cap)
-        dst[k < cap ? k : cap - 1] = '\0';
-    return k;
+    pp_bput(&o, "\"", 1);
+    return pp_bend(&o);
 }
 
 /* ---- SHA-256 (FIPS 180-4) ------------------------------------------------ */
