@@ -236,6 +236,10 @@ PGPIPE_PRIVATE int pp_quote_ident(pp_buf *b, const char *s, size_t n);
 ** written. PGPIPE_MISUSE for an empty name or text after a quoted part. */
 PGPIPE_PRIVATE int pp_quote_path(pp_buf *b, const char *name);
 
+/* Append s[0..n) as a double-quoted element of an array literal ({"a","b"}):
+** '"' and '\\' get a backslash. */
+PGPIPE_PRIVATE int pp_array_elem(pp_buf *b, const char *s, size_t n);
+
 /* SHA-256, streaming (pgpipe_sha256_hex does it in one call). */
 typedef struct pp_sha256 {
     uint32_t h[8];
@@ -2544,6 +2548,22 @@ size_t pgpipe_quote_ident(char *dst, size_t cap, const char *name, int qualified
     }
     pp_bput(&o, "\"", 1);
     return pp_bend(&o);
+}
+
+/* ---- PostgreSQL array literals ------------------------------------------ */
+
+PGPIPE_PRIVATE int pp_array_elem(pp_buf *b, const char *s, size_t n)
+{
+    if (n > SIZE_MAX / 2 - 4 || pp_buf_reserve(b, n + 2) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    b->data[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if ((s[i] == '"' || s[i] == '\\') && pp_buf_putc(b, '\\') != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        if (pp_buf_putc(b, s[i]) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    return pp_buf_putc(b, '"');
 }
 
 /* ---- SHA-256 (FIPS 180-4) ------------------------------------------------ */
@@ -9890,22 +9910,6 @@ static const char *copy_format_name(int f)
 }
 
 /* Find the earlier run of this load (same key and target) or create the row. */
-/* A JSON string literal (for a query parameter, not COPY text). */
-static int copy_json_plain(pp_buf *b, const char *s)
-{
-    int rc = pp_buf_putc(b, '"');
-    for (; *s && rc == PGPIPE_OK; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            rc = pp_buf_appendf(b, "\\%c", c);
-        else if (c < 0x20)
-            rc = pp_buf_appendf(b, "\\u%04x", c);
-        else
-            rc = pp_buf_putc(b, (char)c);
-    }
-    return rc == PGPIPE_OK ? pp_buf_putc(b, '"') : rc;
-}
-
 /* The load's field mapping and required fields as JSON, recorded in
 ** pgpipe.loads.options: a replay of its dead letters (pgpipe.dlq_replay)
 ** validates and maps them the same way.
@@ -9918,13 +9922,13 @@ static char *copy_mapping_json(const pgpipe_loader *l)
     for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
         const copy_col *c = &l->cols[i];
         rc |= pp_buf_appendf(&b, "%s{\"column\": ", i ? ", " : "");
-        rc |= copy_json_plain(&b, c->column);
+        rc |= pp_json_str(&b, c->column, strlen(c->column), 0);
         if (c->kind == COPY_K_FIELD) {
             rc |= pp_buf_appendf(&b, ", \"field\": ");
-            rc |= copy_json_plain(&b, c->field);
+            rc |= pp_json_str(&b, c->field, strlen(c->field), 0);
         } else if (c->kind == COPY_K_FIXED) {
             rc |= pp_buf_appendf(&b, ", \"value\": ");
-            rc |= copy_json_plain(&b, c->raw_value);
+            rc |= pp_json_str(&b, c->raw_value, strlen(c->raw_value), 0);
         } else if (c->kind != COPY_K_NULL) {
             const char *sp = c->kind == COPY_K_RECORD ? "$record" : c->kind == COPY_K_LINE ? "$line"
                            : c->kind == COPY_K_SOURCE ? "$source" : c->kind == COPY_K_BATCH
@@ -9936,7 +9940,7 @@ static char *copy_mapping_json(const pgpipe_loader *l)
     rc |= pp_buf_appendf(&b, "], \"required\": [");
     for (int i = 0; i < l->nrequired && rc == PGPIPE_OK; i++) {
         rc |= pp_buf_appendf(&b, "%s", i ? ", " : "");
-        rc |= copy_json_plain(&b, l->required[i]);
+        rc |= pp_json_str(&b, l->required[i], strlen(l->required[i]), 0);
     }
     rc |= pp_buf_appendf(&b, "]}");
     if (rc != PGPIPE_OK) {
@@ -12087,27 +12091,6 @@ static PGresult *claim_run(pgpipe_claimer *c, const char *name, int n, const cha
     return PQexecPrepared(c->conn, name, n, v, NULL, NULL, 0);
 }
 
-/* Append s as a JSON string. */
-static int claim_json_str(pp_buf *b, const char *s)
-{
-    int rc = pp_buf_putc(b, '"');
-    for (; rc == PGPIPE_OK && *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            rc = pp_buf_putc(b, '\\');
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(b, (char)ch);
-        } else if (ch < 0x20) {
-            rc = pp_buf_appendf(b, "\\u%04x", ch);
-        } else {
-            rc = pp_buf_putc(b, (char)ch);
-        }
-    }
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_putc(b, '"');
-    return rc;
-}
-
 /* Append {a,b,c} (a bigint[] literal) of the records selected by want
 ** (want = 1: failed ones, 0: not failed). Returns the number appended. */
 static int claim_id_array(pp_buf *b, const pgpipe_batch *bt, int want, int *count)
@@ -12136,15 +12119,7 @@ static int claim_text_array(pp_buf *b, const pgpipe_batch *bt, int states)
         if (n++)
             rc = pp_buf_putc(b, ',');
         if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(b, '"');
-        for (; rc == PGPIPE_OK && *s; s++) {
-            if (*s == '"' || *s == '\\')
-                rc = pp_buf_putc(b, '\\');
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(b, *s);
-        }
-        if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(b, '"');
+            rc = pp_array_elem(b, s, strlen(s));
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_append(b, "}", 2);
@@ -12484,13 +12459,13 @@ const char *pgpipe_batch_json(pgpipe_batch *b)
             continue;
         rc |= pp_buf_appendf(j, "%s{\"id\":%lld,\"source\":", first ? "" : ",", e->id);
         first = 0;
-        rc |= claim_json_str(j, e->source);
+        rc |= pp_json_str(j, e->source, strlen(e->source), 0);
         rc |= pp_buf_append(j, ",\"event_type\":", 14);
-        rc |= claim_json_str(j, e->event_type);
+        rc |= pp_json_str(j, e->event_type, strlen(e->event_type), 0);
         rc |= pp_buf_append(j, ",\"payload\":", 11);
         rc |= pp_buf_append(j, e->payload, e->payload_len);
         rc |= pp_buf_append(j, ",\"received_at\":", 15);
-        rc |= claim_json_str(j, e->received_at);
+        rc |= pp_json_str(j, e->received_at, strlen(e->received_at), 0);
         rc |= pp_buf_appendf(j, ",\"attempt\":%d}", e->attempt);
     }
     if (rc == PGPIPE_OK)
@@ -14104,13 +14079,8 @@ static int rec_text_array(pp_buf *b, char *const *keys, int n)
     for (int i = 0; i < n && rc == PGPIPE_OK; i++) {
         if (i)
             rc = pp_buf_putc(b, ',');
-        rc |= pp_buf_putc(b, '"');
-        for (const char *p = keys[i]; *p && rc == PGPIPE_OK; p++) {
-            if (*p == '"' || *p == '\\')
-                rc = pp_buf_putc(b, '\\');
-            rc |= pp_buf_putc(b, *p);
-        }
-        rc |= pp_buf_putc(b, '"');
+        if (rc == PGPIPE_OK)
+            rc = pp_array_elem(b, keys[i], strlen(keys[i]));
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(b, '}');

@@ -277,3 +277,14 @@ PGT_TEST(text, hash_and_rand)
     PGT_CHECK(pp_rand_next(&s) != pp_rand_next(&s));
     PGT_CHECK(pp_rand_seed() != 0);
 }
+
+PGT_TEST(text, array_elem)
+{
+    pp_buf b = { 0 };
+    PGT_OK(pp_array_elem(&b, "a\"b\\c,d}", 8));
+    PGT_EQ_STR(text_t_str(&b), "\"a\\\"b\\\\c,d}\"");
+    b.len = 0;
+    PGT_OK(pp_array_elem(&b, "", 0));
+    PGT_EQ_STR(text_t_str(&b), "\"\"");
+    pp_buf_free(&b);
+}

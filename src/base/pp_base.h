@@ -225,6 +225,10 @@ PGPIPE_PRIVATE int pp_quote_ident(pp_buf *b, const char *s, size_t n);
 ** written. PGPIPE_MISUSE for an empty name or text after a quoted part. */
 PGPIPE_PRIVATE int pp_quote_path(pp_buf *b, const char *name);
 
+/* Append s[0..n) as a double-quoted element of an array literal ({"a","b"}):
+** '"' and '\\' get a backslash. */
+PGPIPE_PRIVATE int pp_array_elem(pp_buf *b, const char *s, size_t n);
+
 /* SHA-256, streaming (pgpipe_sha256_hex does it in one call). */
 typedef struct pp_sha256 {
     uint32_t h[8];

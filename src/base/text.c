@@ -405,6 +405,22 @@ size_t pgpipe_quote_ident(char *dst, size_t cap, const char *name, int qualified
     return pp_bend(&o);
 }
 
+/* ---- PostgreSQL array literals ------------------------------------------ */
+
+PGPIPE_PRIVATE int pp_array_elem(pp_buf *b, const char *s, size_t n)
+{
+    if (n > SIZE_MAX / 2 - 4 || pp_buf_reserve(b, n + 2) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    b->data[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if ((s[i] == '"' || s[i] == '\\') && pp_buf_putc(b, '\\') != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        if (pp_buf_putc(b, s[i]) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    return pp_buf_putc(b, '"');
+}
+
 /* ---- SHA-256 (FIPS 180-4) ------------------------------------------------ */
 
 static const uint32_t pp_sha_k[64] = {

@@ -133,27 +133,6 @@ static PGresult *claim_run(pgpipe_claimer *c, const char *name, int n, const cha
     return PQexecPrepared(c->conn, name, n, v, NULL, NULL, 0);
 }
 
-/* Append s as a JSON string. */
-static int claim_json_str(pp_buf *b, const char *s)
-{
-    int rc = pp_buf_putc(b, '"');
-    for (; rc == PGPIPE_OK && *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            rc = pp_buf_putc(b, '\\');
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(b, (char)ch);
-        } else if (ch < 0x20) {
-            rc = pp_buf_appendf(b, "\\u%04x", ch);
-        } else {
-            rc = pp_buf_putc(b, (char)ch);
-        }
-    }
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_putc(b, '"');
-    return rc;
-}
-
 /* Append {a,b,c} (a bigint[] literal) of the records selected by want
 ** (want = 1: failed ones, 0: not failed). Returns the number appended. */
 static int claim_id_array(pp_buf *b, const pgpipe_batch *bt, int want, int *count)
@@ -182,15 +161,7 @@ static int claim_text_array(pp_buf *b, const pgpipe_batch *bt, int states)
         if (n++)
             rc = pp_buf_putc(b, ',');
         if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(b, '"');
-        for (; rc == PGPIPE_OK && *s; s++) {
-            if (*s == '"' || *s == '\\')
-                rc = pp_buf_putc(b, '\\');
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(b, *s);
-        }
-        if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(b, '"');
+            rc = pp_array_elem(b, s, strlen(s));
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_append(b, "}", 2);
@@ -530,13 +501,13 @@ const char *pgpipe_batch_json(pgpipe_batch *b)
             continue;
         rc |= pp_buf_appendf(j, "%s{\"id\":%lld,\"source\":", first ? "" : ",", e->id);
         first = 0;
-        rc |= claim_json_str(j, e->source);
+        rc |= pp_json_str(j, e->source, strlen(e->source), 0);
         rc |= pp_buf_append(j, ",\"event_type\":", 14);
-        rc |= claim_json_str(j, e->event_type);
+        rc |= pp_json_str(j, e->event_type, strlen(e->event_type), 0);
         rc |= pp_buf_append(j, ",\"payload\":", 11);
         rc |= pp_buf_append(j, e->payload, e->payload_len);
         rc |= pp_buf_append(j, ",\"received_at\":", 15);
-        rc |= claim_json_str(j, e->received_at);
+        rc |= pp_json_str(j, e->received_at, strlen(e->received_at), 0);
         rc |= pp_buf_appendf(j, ",\"attempt\":%d}", e->attempt);
     }
     if (rc == PGPIPE_OK)

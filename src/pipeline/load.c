@@ -485,22 +485,6 @@ static const char *copy_format_name(int f)
 }
 
 /* Find the earlier run of this load (same key and target) or create the row. */
-/* A JSON string literal (for a query parameter, not COPY text). */
-static int copy_json_plain(pp_buf *b, const char *s)
-{
-    int rc = pp_buf_putc(b, '"');
-    for (; *s && rc == PGPIPE_OK; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            rc = pp_buf_appendf(b, "\\%c", c);
-        else if (c < 0x20)
-            rc = pp_buf_appendf(b, "\\u%04x", c);
-        else
-            rc = pp_buf_putc(b, (char)c);
-    }
-    return rc == PGPIPE_OK ? pp_buf_putc(b, '"') : rc;
-}
-
 /* The load's field mapping and required fields as JSON, recorded in
 ** pgpipe.loads.options: a replay of its dead letters (pgpipe.dlq_replay)
 ** validates and maps them the same way.
@@ -513,13 +497,13 @@ static char *copy_mapping_json(const pgpipe_loader *l)
     for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
         const copy_col *c = &l->cols[i];
         rc |= pp_buf_appendf(&b, "%s{\"column\": ", i ? ", " : "");
-        rc |= copy_json_plain(&b, c->column);
+        rc |= pp_json_str(&b, c->column, strlen(c->column), 0);
         if (c->kind == COPY_K_FIELD) {
             rc |= pp_buf_appendf(&b, ", \"field\": ");
-            rc |= copy_json_plain(&b, c->field);
+            rc |= pp_json_str(&b, c->field, strlen(c->field), 0);
         } else if (c->kind == COPY_K_FIXED) {
             rc |= pp_buf_appendf(&b, ", \"value\": ");
-            rc |= copy_json_plain(&b, c->raw_value);
+            rc |= pp_json_str(&b, c->raw_value, strlen(c->raw_value), 0);
         } else if (c->kind != COPY_K_NULL) {
             const char *sp = c->kind == COPY_K_RECORD ? "$record" : c->kind == COPY_K_LINE ? "$line"
                            : c->kind == COPY_K_SOURCE ? "$source" : c->kind == COPY_K_BATCH
@@ -531,7 +515,7 @@ static char *copy_mapping_json(const pgpipe_loader *l)
     rc |= pp_buf_appendf(&b, "], \"required\": [");
     for (int i = 0; i < l->nrequired && rc == PGPIPE_OK; i++) {
         rc |= pp_buf_appendf(&b, "%s", i ? ", " : "");
-        rc |= copy_json_plain(&b, l->required[i]);
+        rc |= pp_json_str(&b, l->required[i], strlen(l->required[i]), 0);
     }
     rc |= pp_buf_appendf(&b, "]}");
     if (rc != PGPIPE_OK) {

@@ -120,13 +120,8 @@ static int rec_text_array(pp_buf *b, char *const *keys, int n)
     for (int i = 0; i < n && rc == PGPIPE_OK; i++) {
         if (i)
             rc = pp_buf_putc(b, ',');
-        rc |= pp_buf_putc(b, '"');
-        for (const char *p = keys[i]; *p && rc == PGPIPE_OK; p++) {
-            if (*p == '"' || *p == '\\')
-                rc = pp_buf_putc(b, '\\');
-            rc |= pp_buf_putc(b, *p);
-        }
-        rc |= pp_buf_putc(b, '"');
+        if (rc == PGPIPE_OK)
+            rc = pp_array_elem(b, keys[i], strlen(keys[i]));
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(b, '}');
