@@ -12,7 +12,8 @@
 /* ==== begin src/base/pp_base.h ==== */
 /*
 ** The base layer's private header: what every component may use (system
-** headers, compiler macros, handles, memory, errors, logging, buffers).
+** headers, compiler macros, handles, memory, errors, logging, buffers, and
+** the text layer: escaping, quoting, UTF-8, UUIDs, SHA-256).
 **
 ** Layers, lowest first: base -> parse -> db -> pipeline. Each layer has one
 ** private header, src/LAYER/pp_LAYER.h, that includes the one below it; a
@@ -2155,7 +2156,7 @@ const char *pgpipe_sql_file(const char *path)
 **     nothing above U+10FFFF);
 **   - random bytes and UUIDs (version 4, and version 7 monotonic within the
 **     process);
-**   - SQL identifier and schema.table quoting;
+**   - SQL identifier and schema.table quoting, array-literal elements;
 **   - SHA-256 (migration checksums), FNV-1a and a small PRNG for jitter.
 */
 

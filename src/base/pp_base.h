@@ -1,6 +1,7 @@
 /*
 ** The base layer's private header: what every component may use (system
-** headers, compiler macros, handles, memory, errors, logging, buffers).
+** headers, compiler macros, handles, memory, errors, logging, buffers, and
+** the text layer: escaping, quoting, UTF-8, UUIDs, SHA-256).
 **
 ** Layers, lowest first: base -> parse -> db -> pipeline. Each layer has one
 ** private header, src/LAYER/pp_LAYER.h, that includes the one below it; a

@@ -9,7 +9,7 @@
 **     nothing above U+10FFFF);
 **   - random bytes and UUIDs (version 4, and version 7 monotonic within the
 **     process);
-**   - SQL identifier and schema.table quoting;
+**   - SQL identifier and schema.table quoting, array-literal elements;
 **   - SHA-256 (migration checksums), FNV-1a and a small PRNG for jitter.
 */
 
