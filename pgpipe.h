@@ -29,6 +29,41 @@ extern "C" {
 #define PGPIPE_VERSION        "0.1.0"
 #define PGPIPE_VERSION_NUMBER 1000      /* X*1000000 + Y*1000 + Z */
 
+/* ---- Build options ----------------------------------------------------------
+** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
+**   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
+**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, SQLSPLIT, POOL,
+**                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS),
+**                        with every component that needs it, as the table
+**                        below says (in order: a rule may set a later one).
+** `make cross` prints the aarch64 size of each configuration. */
+/* MIGRATE needs SQLSPLIT */
+#if defined(PGPIPE_OMIT_SQLSPLIT)
+#undef PGPIPE_OMIT_MIGRATE
+#define PGPIPE_OMIT_MIGRATE 1
+#endif
+/* SCHEMA needs MIGRATE */
+#if defined(PGPIPE_OMIT_MIGRATE)
+#undef PGPIPE_OMIT_SCHEMA
+#define PGPIPE_OMIT_SCHEMA 1
+#endif
+/* LOAD needs JSON, CSV, POOL, MIGRATE, SCHEMA and DLQ */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL) \
+    || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_SCHEMA) || defined(PGPIPE_OMIT_DLQ)
+#undef PGPIPE_OMIT_LOAD
+#define PGPIPE_OMIT_LOAD 1
+#endif
+/* CLAIM needs JSON, POOL and DLQ */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_POOL) || defined(PGPIPE_OMIT_DLQ)
+#undef PGPIPE_OMIT_CLAIM
+#define PGPIPE_OMIT_CLAIM 1
+#endif
+/* RECORDS needs JSON, CSV and POOL */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL)
+#undef PGPIPE_OMIT_RECORDS
+#define PGPIPE_OMIT_RECORDS 1
+#endif
+
 /* ==== begin src/base/util.h ==== */
 /* ---- Library version -------------------------------------------------- */
 
@@ -221,6 +256,7 @@ void pgpipe_sha256_hex(const void *data, size_t len, char out[65]);
 /* ==== end src/base/text.h ==== */
 
 /* ==== begin src/parse/json.h ==== */
+#ifndef PGPIPE_OMIT_JSON
 /* ---- JSON (RFC 8259) ---------------------------------------------------- */
 
 /*
@@ -389,9 +425,11 @@ int pgpipe_ndjson_line(const pgpipe_ndjson *r, const char **text, size_t *len);
 /* Records returned and bad lines seen so far. */
 long long pgpipe_ndjson_records(const pgpipe_ndjson *r);
 long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
+#endif /* PGPIPE_OMIT_JSON */
 /* ==== end src/parse/json.h ==== */
 
 /* ==== begin src/parse/csv.h ==== */
+#ifndef PGPIPE_OMIT_CSV
 /* ---- CSV reader (src/csv.c) -------------------------------------------- */
 
 /* A streaming pull reader for RFC 4180 CSV and the files found in the wild:
@@ -527,9 +565,58 @@ int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
 /* Append the current CSV record as a COPY text row. An empty unquoted field
 ** becomes NULL (\N), an empty quoted field the empty string. */
 int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
+#endif /* PGPIPE_OMIT_CSV */
 /* ==== end src/parse/csv.h ==== */
 
+/* ==== begin src/parse/sqlsplit.h ==== */
+#ifndef PGPIPE_OMIT_SQLSPLIT
+/* ---- SQL scripts: the statement splitter ------------------------------ */
+
+/* Splits a buffer of SQL the way psql does: statements end at a ';' outside
+** quotes, comments, parentheses and SQL-standard function bodies. It knows
+** 'strings' (standard_conforming_strings on: '' is a quote, backslash is a
+** plain character), E'strings' with backslash escapes, "identifiers",
+** $$dollar$$ and $tag$dollar$tag$ quotes, -- comments, nested comments,
+** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
+** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
+** the input). Other psql backslash commands are a parse error. */
+typedef struct pgpipe_sql_split pgpipe_sql_split;
+
+typedef struct pgpipe_sql_stmt {
+    const char *sql;         /* the statement without its ';' (not NUL-terminated) */
+    size_t len;
+    size_t offset;           /* byte offset of its first character */
+    long long line;          /* 1-based line and column where it starts */
+    long long column;
+    int index;               /* 0-based position among the statements */
+    const char *copy_data;   /* COPY ... FROM stdin: the data lines (ending with
+                                '\n' unless the input ended), else NULL */
+    size_t copy_len;
+    long long copy_line;     /* line where the data starts */
+    int terminated;          /* 1 when ended by ';' (and COPY data by \.), 0 when
+                                the input ended first */
+} pgpipe_sql_stmt;
+
+/* Open a splitter over buf[0..len) (kept by reference: keep it alive).
+** source names the input in errors ("V0001__x.sql", "<stdin>"; NULL for
+** "<buffer>"). */
+int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
+                          const char *source);
+/* Next statement: PGPIPE_ROW (stmt filled), PGPIPE_DONE, or PGPIPE_PARSE
+** (unterminated quote or comment, psql meta-command; the error names the
+** source, line and column). */
+int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *stmt);
+/* 1 when the input ended inside a statement: an unterminated quote, comment
+** or dollar quote (PGPIPE_PARSE), a last statement without ';', or COPY data
+** without its \. line. An interactive caller reads more input and splits
+** again. */
+int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s);
+void pgpipe_sql_split_close(pgpipe_sql_split *s);
+#endif /* PGPIPE_OMIT_SQLSPLIT */
+/* ==== end src/parse/sqlsplit.h ==== */
+
 /* ==== begin src/db/pool.h ==== */
+#ifndef PGPIPE_OMIT_POOL
 /* ---- Connection pool -------------------------------------------------- */
 
 /* A thread-safe pool of libpq connections (SQLAlchemy-style sizing), with
@@ -740,52 +827,11 @@ int pgpipe_pipeline_count(const pgpipe_pipeline *p);
 PGresult *pgpipe_pipeline_result(const pgpipe_pipeline *p, int i);
 /* Free the pipeline (running it first if it was not run). */
 void pgpipe_pipeline_free(pgpipe_pipeline *p);
+#endif /* PGPIPE_OMIT_POOL */
 /* ==== end src/db/pool.h ==== */
 
 /* ==== begin src/db/migrate.h ==== */
-/* ---- SQL scripts: the statement splitter ------------------------------ */
-
-/* Splits a buffer of SQL the way psql does: statements end at a ';' outside
-** quotes, comments, parentheses and SQL-standard function bodies. It knows
-** 'strings' (standard_conforming_strings on: '' is a quote, backslash is a
-** plain character), E'strings' with backslash escapes, "identifiers",
-** $$dollar$$ and $tag$dollar$tag$ quotes, -- comments, nested comments,
-** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
-** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
-** the input). Other psql backslash commands are a parse error. */
-typedef struct pgpipe_sql_split pgpipe_sql_split;
-
-typedef struct pgpipe_sql_stmt {
-    const char *sql;         /* the statement without its ';' (not NUL-terminated) */
-    size_t len;
-    size_t offset;           /* byte offset of its first character */
-    long long line;          /* 1-based line and column where it starts */
-    long long column;
-    int index;               /* 0-based position among the statements */
-    const char *copy_data;   /* COPY ... FROM stdin: the data lines (ending with
-                                '\n' unless the input ended), else NULL */
-    size_t copy_len;
-    long long copy_line;     /* line where the data starts */
-    int terminated;          /* 1 when ended by ';' (and COPY data by \.), 0 when
-                                the input ended first */
-} pgpipe_sql_stmt;
-
-/* Open a splitter over buf[0..len) (kept by reference: keep it alive).
-** source names the input in errors ("V0001__x.sql", "<stdin>"; NULL for
-** "<buffer>"). */
-int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
-                          const char *source);
-/* Next statement: PGPIPE_ROW (stmt filled), PGPIPE_DONE, or PGPIPE_PARSE
-** (unterminated quote or comment, psql meta-command; the error names the
-** source, line and column). */
-int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *stmt);
-/* 1 when the input ended inside a statement: an unterminated quote, comment
-** or dollar quote (PGPIPE_PARSE), a last statement without ';', or COPY data
-** without its \. line. An interactive caller reads more input and splits
-** again. */
-int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s);
-void pgpipe_sql_split_close(pgpipe_sql_split *s);
-
+#ifndef PGPIPE_OMIT_MIGRATE
 /* ---- Checksums -------------------------------------------------------- */
 
 /* The checksum the migration runner records: SHA-256 of the text after
@@ -884,6 +930,12 @@ const char *pgpipe_migration_state_name(int state);
 ** length needed, like snprintf. */
 int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size);
 void pgpipe_migrate_close(pgpipe_migrator *m);
+#endif /* PGPIPE_OMIT_MIGRATE */
+/* ==== end src/db/migrate.h ==== */
+
+/* ==== begin src/db/schema.h ==== */
+#ifndef PGPIPE_OMIT_SCHEMA
+/* ---- The built-in schema and the example ------------------------------ */
 
 /* Install (or bring up to date) the built-in schema embedded from sql/schema:
 ** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,
@@ -892,9 +944,11 @@ void pgpipe_migrate_close(pgpipe_migrator *m);
 int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
 /* The built-in schema, then the example pipeline of sql/example. */
 int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
-/* ==== end src/db/migrate.h ==== */
+#endif /* PGPIPE_OMIT_SCHEMA */
+/* ==== end src/db/schema.h ==== */
 
 /* ==== begin src/db/local.h ==== */
+#ifndef PGPIPE_OMIT_LOCAL
 /* ---- Private local server --------------------------------------------- */
 
 /* A PostgreSQL cluster that pgpipe creates and runs in a directory of yours,
@@ -929,10 +983,12 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
 int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err);
 /* 1 when a server runs in DIR, 0 otherwise. */
 int pgpipe_local_running(const char *dir);
+#endif /* PGPIPE_OMIT_LOCAL */
 /* ==== end src/db/local.h ==== */
 
 /* ==== begin src/pipeline/load.h ==== */
-/* ---- COPY loader (src/copy.c) ------------------------------------------- */
+#ifndef PGPIPE_OMIT_LOAD
+/* ---- COPY loader (src/pipeline/load.c) ---------------------------------- */
 
 /* Loads CSV, NDJSON or a JSON array of objects into PostgreSQL with COPY FROM
 ** STDIN, in batches, validating every record first. A bad record goes to
@@ -1088,9 +1144,11 @@ PGconn *pgpipe_loader_conn(pgpipe_loader *l);
 void pgpipe_loader_close(pgpipe_loader *l);
 /* Format a summary as one line: "read 1000, loaded 998, dead-lettered 2, ..." */
 int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t size);
+#endif /* PGPIPE_OMIT_LOAD */
 /* ==== end src/pipeline/load.h ==== */
 
 /* ==== begin src/pipeline/claim.h ==== */
+#ifndef PGPIPE_OMIT_CLAIM
 /* ---- Claimer: parallel processing with FOR UPDATE SKIP LOCKED ---------- */
 
 /* A claimer takes batches of unprocessed rows of staging.raw_events (or any
@@ -1329,9 +1387,11 @@ int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out);
 void pgpipe_workers_free(pgpipe_workers *w);
 
 #endif /* PGPIPE_OMIT_THREADS */
+#endif /* PGPIPE_OMIT_CLAIM */
 /* ==== end src/pipeline/claim.h ==== */
 
 /* ==== begin src/pipeline/dlq.h ==== */
+#ifndef PGPIPE_OMIT_DLQ
 /* ---- Dead-letter queue operations --------------------------------------- */
 
 /* pgpipe.dead_letters holds every record that could not be loaded (stage
@@ -1398,9 +1458,11 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
 ** PGPIPE_BUSY. PGPIPE_OK when below. *count may be NULL. */
 int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const char *channel,
                             long long *count, pgpipe_error *err);
+#endif /* PGPIPE_OMIT_DLQ */
 /* ==== end src/pipeline/dlq.h ==== */
 
 /* ==== begin src/pipeline/records.h ==== */
+#ifndef PGPIPE_OMIT_RECORDS
 /* ---- Record store: JSONB documents in collections (src/records.c) ------ */
 
 /* A collection is a table records.NAME (id uuid primary key default
@@ -1635,6 +1697,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
 ** Streamed with COPY TO STDOUT. *n (may be NULL) receives the count. */
 int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_records_filter *f,
                           int fields_only, long long *n);
+#endif /* PGPIPE_OMIT_RECORDS */
 /* ==== end src/pipeline/records.h ==== */
 
 
