@@ -246,7 +246,7 @@ const char *pgpipe_sql_file_path(int i);
 
 /* s[0..n) as a JSON string literal with its quotes: '"', '\' and control
 ** bytes escaped (\b \f \n \r \t, the rest \u00XX), other bytes as they are. */
-size_t pgpipe_json_quote(char *dst, size_t cap, const char *s, size_t n);
+size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n);
 /* name as a quoted SQL identifier ("" for each "); with qualified set, a
 ** name with a dot is schema.name, split at its first dot, each part quoted. */
 size_t pgpipe_quote_ident(char *dst, size_t cap, const char *name, int qualified);

@@ -154,10 +154,10 @@ static int is_json_type(Oid t) { return t == 114 || t == 3802; }
 static void put_json_string(FILE *f, const char *s)
 {
     char small[256], *buf = small;
-    size_t n = strlen(s), k = pgpipe_json_quote(small, sizeof small, s, n);
+    size_t n = strlen(s), k = pgpipe_quote_json(small, sizeof small, s, n);
     if (k >= sizeof small) {
         if ((buf = malloc(k + 1)) != NULL)
-            pgpipe_json_quote(buf, k + 1, s, n);
+            pgpipe_quote_json(buf, k + 1, s, n);
         else /* out of memory: what fits */
             buf = small, k = sizeof small - 1;
     }

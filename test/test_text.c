@@ -83,12 +83,12 @@ PGT_TEST(text, json_escape)
     pp_buf_free(&b);
 
     /* the public form, snprintf-like */
-    PGT_EQ_INT(pgpipe_json_quote(out, sizeof out, "tab\there", 8), 11);
+    PGT_EQ_INT(pgpipe_quote_json(out, sizeof out, "tab\there", 8), 11);
     PGT_EQ_STR(out, "\"tab\\there\"");
-    PGT_EQ_INT(pgpipe_json_quote(NULL, 0, "x\"", 2), 5);
-    PGT_EQ_INT(pgpipe_json_quote(out, 4, "abcdef", 6), 8);
+    PGT_EQ_INT(pgpipe_quote_json(NULL, 0, "x\"", 2), 5);
+    PGT_EQ_INT(pgpipe_quote_json(out, 4, "abcdef", 6), 8);
     PGT_EQ_STR(out, "\"ab");
-    PGT_EQ_INT(pgpipe_json_quote(out, sizeof out, NULL, 0), 2);
+    PGT_EQ_INT(pgpipe_quote_json(out, sizeof out, NULL, 0), 2);
     PGT_EQ_STR(out, "\"\"");
 }
 

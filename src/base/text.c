@@ -4,7 +4,7 @@
 ** same way.
 **   - COPY text-format escaping (the loader, the CSV writer, the record store);
 **   - JSON string escaping (the JSON writer, the loader's JSON columns, the
-**     log writer, the record store, the shell through pgpipe_json_quote);
+**     log writer, the record store, the shell through pgpipe_quote_json);
 **   - UTF-8 validation (Unicode table 3-7: no overlongs, no surrogates,
 **     nothing above U+10FFFF);
 **   - random bytes and UUIDs (version 4, and version 7 monotonic within the
@@ -172,7 +172,7 @@ PGPIPE_PRIVATE int pp_json_str(pp_buf *b, const char *s, size_t n, int flags)
     return PGPIPE_OK;
 }
 
-size_t pgpipe_json_quote(char *dst, size_t cap, const char *s, size_t n)
+size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n)
 {
     pp_bounded o = { dst, dst ? cap : 0, 0 };
     pp_bput(&o, "\"", 1);
