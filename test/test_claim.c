@@ -1,4 +1,4 @@
-/* Tests of the SKIP LOCKED claimer and the worker pool (src/claim.c). */
+/* Tests of the SKIP LOCKED claimer and the worker pool (src/pipeline/claim.c). */
 #include <signal.h>
 #include <sys/wait.h>
 #include <poll.h>
@@ -7,19 +7,10 @@
 ** n pending rows (source 'src', event_type 'click', payload {"n": g}). */
 static PGconn *claim_t_setup(const char *table, int n)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    if (pgpipe_schema_install(c, NULL, &err) != PGPIPE_OK) {
-        fprintf(stderr, "    schema install: %s\n", err.message);
-        pgt_end_fail();
-    }
+    PGconn *c = pgt_db_open();
+    pgt_db_table(c, table, "(LIKE staging.raw_events INCLUDING ALL)");
     char sql[1024];
-    snprintf(sql, sizeof sql,
-             "DROP TABLE IF EXISTS %s; CREATE TABLE %s (LIKE staging.raw_events INCLUDING ALL);"
-             " DELETE FROM pgpipe.dead_letters WHERE source_table = '%s'",
-             table, table, table);
+    snprintf(sql, sizeof sql, "DELETE FROM pgpipe.dead_letters WHERE source_table = '%s'", table);
     PQclear(PGT_EXEC(c, sql));
     if (n > 0) {
         snprintf(sql, sizeof sql,
@@ -177,10 +168,7 @@ PGT_TEST(claim, skip_locked_disjoint)
 
 PGT_TEST(claim, filters_order_and_quoting)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    PGT_OK(pgpipe_schema_install(c, NULL, &err));
+    PGconn *c = pgt_db_open();
     PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS \"claim t\" CASCADE; CREATE SCHEMA \"claim t\";"
                         " CREATE TABLE \"claim t\".\"odd \"\"name\" (LIKE staging.raw_events INCLUDING ALL);"
                         " INSERT INTO \"claim t\".\"odd \"\"name\" (source, event_type, payload, received_at)"

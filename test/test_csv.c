@@ -1,4 +1,4 @@
-/* Tests of the CSV reader and the COPY text writer (src/csv.c). */
+/* Tests of the CSV reader and the COPY text writer (src/parse/csv.c). */
 #include <sys/wait.h>
 
 #define csv_t_feed_str(r, s) pgpipe_csv_feed((r), (s), strlen(s))

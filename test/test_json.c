@@ -1,4 +1,4 @@
-/* Tests of the JSON parser, writer, accessors and NDJSON reader (src/json.c).
+/* Tests of the JSON parser, writer, accessors and NDJSON reader (src/parse/json.c).
 ** Every accepted input in this file goes through json_t_accept, which also
 ** checks validate == parse and parse -> write -> parse -> equal. */
 

@@ -1,4 +1,4 @@
-/* Tests of the connection pool (src/pool.c), against the test cluster. */
+/* Tests of the connection pool (src/db/pool.c), against the test cluster. */
 
 #include <pthread.h>
 

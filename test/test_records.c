@@ -1,4 +1,4 @@
-/* Tests of the record store (src/records.c). */
+/* Tests of the record store (src/pipeline/records.c). */
 
 #include <sys/wait.h>
 
@@ -19,8 +19,7 @@ static pgpipe_records *rec_t_open(pgpipe_pool *p, const char *name)
 {
     PGconn *c = pgt_connect();
     char sql[256];
-    snprintf(sql, sizeof sql, "SET client_min_messages = warning; DROP TABLE IF EXISTS records.\"%s\"",
-             name);
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS records.\"%s\"", name);
     PQclear(PQexec(c, sql));
     PQfinish(c);
     pgpipe_records *h;
@@ -112,7 +111,7 @@ PGT_TEST(records, concurrent_first_open)
 {
     /* four processes open the same new collection at the same moment */
     PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning; DROP TABLE IF EXISTS records.rec_t_race;"
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS records.rec_t_race;"
                         "DROP SCHEMA IF EXISTS rec_t_race_s CASCADE"));
     PQfinish(c);
     int64_t start = pgpipe_now_us() + 300000;
@@ -483,7 +482,7 @@ PGT_TEST(records, injection_is_inert)
     pgpipe_pool *p = rec_t_pool();
     pgpipe_records *h = rec_t_people(p, "rec_t_inject");
     PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning; DROP TABLE IF EXISTS rec_t_canary; CREATE TABLE rec_t_canary (x int);"
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS rec_t_canary; CREATE TABLE rec_t_canary (x int);"
                         "INSERT INTO rec_t_canary VALUES (1)"));
     static const char *const evil[] = {
         "'; DROP TABLE rec_t_canary; --",

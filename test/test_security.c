@@ -7,6 +7,8 @@
 ** strings in errors and log lines. Each hostile text names a canary table
 ** that must survive: the text is either refused with a clear error or quoted
 ** (sent as a parameter) and stored as it was given.
+** Each test's group is the component it attacks (copy, claim, dlq, migrate,
+** schema, util); `T=security` selects this file's tests.
 */
 
 /* Hostile texts; %s is the canary table. */
@@ -32,17 +34,10 @@ static void sec_evil(char *out, size_t n, int i, const char *canary)
 /* A connection with the built-in schema and a canary table of one row. */
 static PGconn *sec_setup(const char *canary)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    if (pgpipe_schema_install(c, NULL, &err) != PGPIPE_OK) {
-        fprintf(stderr, "    schema install: %s\n", err.message);
-        pgt_end_fail();
-    }
+    PGconn *c = pgt_db_open();
+    pgt_db_table(c, canary, "(alive int)");
     char sql[300];
-    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s; CREATE TABLE %s (alive int); "
-             "INSERT INTO %s VALUES (1)", canary, canary, canary);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", canary);
     PQclear(PGT_EXEC(c, sql));
     return c;
 }
@@ -75,7 +70,7 @@ static long long sec_count(PGconn *c, const char *sql, int n, const char *const 
 static const char sec_rec[] = "{\"event_type\":\"e\",\"k\":1}\n";
 
 /* Loader: the target table, the column names of a mapping. */
-PGT_TEST(security, loader_target_and_columns)
+PGT_TEST(copy, security_target_and_columns)
 {
     const char *canary = "sec_canary_ld";
     PGconn *c = sec_setup(canary);
@@ -123,7 +118,7 @@ PGT_TEST(security, loader_target_and_columns)
 }
 
 /* A table whose name really is hostile text is loaded into, quoted right. */
-PGT_TEST(security, loader_into_hostile_table_name)
+PGT_TEST(copy, security_into_hostile_table_name)
 {
     const char *canary = "sec_canary_lq";
     PGconn *c = sec_setup(canary);
@@ -165,7 +160,7 @@ PGT_TEST(security, loader_into_hostile_table_name)
 
 /* Loader values: source name, source and event type values, load key,
 ** NOTIFY channel, field names: stored or used exactly as given. */
-PGT_TEST(security, loader_values)
+PGT_TEST(copy, security_values)
 {
     const char *canary = "sec_canary_lv";
     PGconn *c = sec_setup(canary);
@@ -231,7 +226,7 @@ PGT_TEST(security, loader_values)
 
 /* Claimer: the table and the dead-letter table are quoted, the filters are
 ** parameters. */
-PGT_TEST(security, claimer_table_and_filters)
+PGT_TEST(claim, security_table_and_filters)
 {
     const char *canary = "sec_canary_cl";
     PGconn *c = sec_setup(canary);
@@ -302,7 +297,7 @@ PGT_TEST(security, claimer_table_and_filters)
 }
 
 /* Dead-letter filters and the replay target. */
-PGT_TEST(security, dlq_filters_and_replay_target)
+PGT_TEST(dlq, security_filters_and_replay_target)
 {
     const char *canary = "sec_canary_dl";
     PGconn *c = sec_setup(canary);
@@ -374,7 +369,7 @@ PGT_TEST(security, dlq_filters_and_replay_target)
 }
 
 /* Migrations: the history table, the scope, file names and the folder. */
-PGT_TEST(security, migrate_names)
+PGT_TEST(migrate, security_names)
 {
     const char *canary = "sec_canary_mg";
     PGconn *c = sec_setup(canary);
@@ -433,7 +428,7 @@ PGT_TEST(security, migrate_names)
 
 #ifndef PGPIPE_OMIT_THREADS
 /* Workers: a hostile LISTEN channel is quoted; filters are parameters. */
-PGT_TEST(security, workers_channel)
+PGT_TEST(claim, security_workers_channel)
 {
     const char *canary = "sec_canary_wk";
     PGconn *c = sec_setup(canary);
@@ -506,7 +501,7 @@ static void sec_dsn_with(char *out, size_t n, const char *extra)
     snprintf(out, n, "%s %s", pgt_dsn(), extra);
 }
 
-PGT_TEST(security, passwords_not_in_errors_or_logs)
+PGT_TEST(util, security_passwords_not_in_errors_or_logs)
 {
     static sec_logbuf lb;
     lb.len = 0;
@@ -584,7 +579,7 @@ PGT_TEST(security, passwords_not_in_errors_or_logs)
 
 /* Issue 20: every function in schema pgpipe runs with a fixed search_path
 ** (pg_catalog, pg_temp), so a future function without it fails here. */
-PGT_TEST(security, functions_pin_search_path)
+PGT_TEST(schema, security_functions_pin_search_path)
 {
     PGconn *c = sec_setup("sec_canary_sp");
     PGT_CHECK(sec_count(c, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgpipe'::regnamespace"
@@ -603,7 +598,7 @@ PGT_TEST(security, functions_pin_search_path)
 ** call. Schema evil holds functions with closer argument types than the
 ** built-ins the bodies use (to_char(date, text) in create_partitions,
 ** format(text, regclass) in dlq_replay); each logs its call. */
-PGT_TEST(security, hostile_search_path_not_followed)
+PGT_TEST(schema, security_hostile_search_path_not_followed)
 {
     PGconn *c = sec_setup("sec_canary_hsp");
     PQclear(PGT_EXEC(c,
