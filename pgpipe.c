@@ -12,7 +12,8 @@
 /* ==== begin src/base/pp_base.h ==== */
 /*
 ** The base layer's private header: what every component may use (system
-** headers, compiler macros, handles, memory, errors, logging, buffers).
+** headers, compiler macros, handles, memory, errors, logging, buffers, and
+** the text layer: escaping, quoting, UTF-8, UUIDs, SHA-256).
 **
 ** Layers, lowest first: base -> parse -> db -> pipeline. Each layer has one
 ** private header, src/LAYER/pp_LAYER.h, that includes the one below it; a
@@ -28,7 +29,7 @@
 ** The "@components" line of each layer header lists the layer's components
 ** in data-flow order; pgpipe.h shows their public headers in that order.
 **
-** @components util exec
+** @components util text exec
 */
 #ifndef PP_BASE_H
 #define PP_BASE_H
@@ -137,10 +138,125 @@ static inline PP_UNUSED int pp_buf_putc(pp_buf *b, char c)
     return PGPIPE_OK;
 }
 
+/* ---- Text (src/base/text.c): the one place for each escape, check and
+** generator. ---- */
+
+/* Append s[0..n) in COPY text format: backslash, tab, LF and CR become \\,
+** \t, \n and \r (s may be NULL when n is 0). */
+PGPIPE_PRIVATE int pp_copy_escape(pp_buf *b, const char *s, size_t n);
+/* A COPY field: NULL is \N, anything else is escaped. */
+static inline PP_UNUSED int pp_copy_field(pp_buf *b, const char *s, size_t n)
+{
+    return s ? pp_copy_escape(b, s, n) : pp_buf_append(b, "\\N", 2);
+}
+
+/* JSON string escaping: '"', '\\' and control bytes (\b \f \n \r \t short,
+** the rest \u00XX); other bytes, UTF-8 included, stand as they are. With
+** PP_JSON_COPY each backslash written is doubled, which is the COPY text
+** escape of the JSON text (the JSON escape leaves no tab, LF or CR). */
+#define PP_JSON_COPY 1
+/* Write the escape of s[0..n) (no quotes) to dst, at most cap bytes (dst may
+** be NULL when cap is 0); returns the full length, so a result above cap
+** means it was cut. */
+PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_t n, int flags);
+/* Append s[0..n) as a JSON string literal "..." to b. */
+PGPIPE_PRIVATE int pp_json_str(pp_buf *b, const char *s, size_t n, int flags);
+
+/* UTF-8 by Unicode table 3-7 (no overlongs, no surrogates, nothing above
+** U+10FFFF). pp_utf8_problem: NULL and *len = the length of the valid
+** sequence at p (avail bytes readable), or a printf format with one
+** unsigned argument (p[0]) that says what is wrong. Inline so that the JSON
+** parser's error path stays a leaf function (its hot caller then saves no
+** registers). */
+static inline PP_UNUSED const char *pp_utf8_problem(const unsigned char *p, size_t avail,
+                                                    size_t *len)
+{
+    unsigned b0 = p[0];
+    size_t need = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
+    *len = 0;
+    if (b0 < 0x80) {
+        *len = 1;
+        return NULL;
+    }
+    if (b0 < 0xC0)
+        return "invalid UTF-8 in string: unexpected continuation byte 0x%02X";
+    if (b0 < 0xC2)
+        return "invalid UTF-8 in string: overlong 2-byte encoding (lead byte 0x%02X)";
+    if (b0 >= 0xF8)
+        return "invalid UTF-8 in string: byte 0x%02X never appears in UTF-8";
+    if (b0 >= 0xF5)
+        return "invalid UTF-8 in string: lead byte 0x%02X encodes a code point above U+10FFFF";
+    for (size_t i = 1; i < need; i++)
+        if (i >= avail || (p[i] & 0xC0) != 0x80)
+            return "invalid UTF-8 in string: truncated multi-byte sequence (lead byte 0x%02X)";
+    unsigned b1 = p[1];
+    if (b0 == 0xE0 && b1 < 0xA0)
+        return "invalid UTF-8 in string: overlong 3-byte encoding (lead byte 0x%02X)";
+    if (b0 == 0xED && b1 >= 0xA0)
+        return "invalid UTF-8 in string: UTF-16 surrogate encoded in UTF-8 (lead byte 0x%02X)";
+    if (b0 == 0xF0 && b1 < 0x90)
+        return "invalid UTF-8 in string: overlong 4-byte encoding (lead byte 0x%02X)";
+    if (b0 == 0xF4 && b1 >= 0x90)
+        return "invalid UTF-8 in string: code point above U+10FFFF (lead byte 0x%02X)";
+    *len = need;
+    return NULL;
+}
+
+/* The fast paths of both, for p[0] >= 0x80 with avail bytes readable: 1
+** when p starts a 3-byte sequence that needs no check beyond its bytes'
+** shapes (leads E0 and ED restrict their second byte and are left out), or
+** any valid 2-byte one; otherwise callers ask pp_utf8_problem. */
+static inline PP_UNUSED int pp_utf8_is3(const unsigned char *p, size_t avail)
+{
+    return avail >= 3 && (p[0] & 0xF0) == 0xE0 && (p[1] & 0xC0) == 0x80 &&
+           (p[2] & 0xC0) == 0x80 && p[0] != 0xE0 && p[0] != 0xED;
+}
+static inline PP_UNUSED int pp_utf8_is2(const unsigned char *p, size_t avail)
+{
+    return avail >= 2 && p[0] - 0xC2u < 30u && (p[1] & 0xC0) == 0x80;
+}
+/* The length of the longest prefix of s[0..n) that is valid UTF-8 without a
+** NUL byte (text PostgreSQL accepts); n when all of it is. */
+PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n);
+
+/* Random bytes from /dev/urandom, buffered for the process (fork-safe).
+** UUIDs as 36 characters and a NUL: version 4 (random), and version 7
+** (Unix ms time, then a counter that starts random each millisecond, so
+** ids of one process sort in the order they were made). Failure behaviour,
+** the same for all three: when /dev/urandom cannot be read they return
+** PGPIPE_IO with errno set and write nothing; they never fall back to a
+** weaker generator. */
+PGPIPE_PRIVATE int pp_random_bytes(void *out, size_t n);
+PGPIPE_PRIVATE int pp_uuid_v4(char out[37]);
+PGPIPE_PRIVATE int pp_uuid_v7(char out[37]);
+
+/* Append s[0..n) as a quoted SQL identifier ("" for each "). */
+PGPIPE_PRIVATE int pp_quote_ident(pp_buf *b, const char *s, size_t n);
+/* Append a dotted name ("schema.table", "table", any number of parts) with
+** every part quoted; a part already in double quotes is kept as it is
+** written. PGPIPE_MISUSE for an empty name or text after a quoted part. */
+PGPIPE_PRIVATE int pp_quote_path(pp_buf *b, const char *name);
+
+/* Append s[0..n) as a double-quoted element of an array literal ({"a","b"}):
+** '"' and '\\' get a backslash. */
+PGPIPE_PRIVATE int pp_array_elem(pp_buf *b, const char *s, size_t n);
+
+/* SHA-256, streaming (pgpipe_sha256_hex does it in one call). */
+typedef struct pp_sha256 {
+    uint32_t h[8];
+    uint64_t total;
+    unsigned char block[64];
+    size_t fill;
+} pp_sha256;
+PGPIPE_PRIVATE void pp_sha256_init(pp_sha256 *s);
+PGPIPE_PRIVATE void pp_sha256_update(pp_sha256 *s, const void *data, size_t n);
+/* Finish: 64 lowercase hex digits and a NUL. */
+PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65]);
+
 /* 64-bit FNV-1a of a string (statement names, cache keys; not for security). */
 PGPIPE_PRIVATE uint64_t pp_hash64(const char *s);
 
-/* Random numbers for jitter and UUIDs: xorshift64*, seeded per caller. */
+/* Random numbers for jitter: xorshift64*, seeded per caller (not for ids). */
 PGPIPE_PRIVATE uint64_t pp_rand_next(uint64_t *state);
 PGPIPE_PRIVATE uint64_t pp_rand_seed(void);
 
@@ -213,10 +329,6 @@ PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 #define PP_PARSE_H
 
 /* Declarations of a component sit inside its PGPIPE_OMIT_ guard. */
-#ifndef PGPIPE_OMIT_CSV
-/* Append the COPY text-format escape of data[0..len) (src/parse/csv.c). */
-PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len);
-#endif
 #ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
@@ -305,7 +417,6 @@ typedef struct copy_lane {
     /* the batch */
     long long seq;
     int skipping;         /* committed by an earlier run: counted, not sent */
-    unsigned char uuid[16];
     char uuid_text[37];
     pp_buf cbuf;          /* COPY text of the batch */
     pp_buf rbuf;          /* raw text of the rows */
@@ -353,7 +464,6 @@ struct pgpipe_loader {
     pgpipe_load_progress_fn progress;
     void *progress_ud;
     char *copy_sql;
-    int urandom;
     /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
     copy_lane lanes[COPY_MAX_LANES];
     int nlanes;           /* configured */
@@ -407,11 +517,7 @@ enum { COPY_JS_START, COPY_JS_FIRST, COPY_JS_VALUE, COPY_JS_ELEM, COPY_JS_AFTER,
 
 /* load.c: small helpers, connections, the load record, dead letters */
 PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...) PP_PRINTF(3, 4);
-PGPIPE_PRIVATE int copy_put_esc(pp_buf *b, const char *s, size_t n);
-PGPIPE_PRIVATE int copy_put_json_str(pp_buf *b, const char *s, size_t n);
-PGPIPE_PRIVATE int copy_utf8_ok(const unsigned char *s, size_t n);
-PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n);
-PGPIPE_PRIVATE void copy_new_uuid(pgpipe_loader *l, copy_lane *ln);
+PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln);
 PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken);
 PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient);
 PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *const *vals,
@@ -2001,25 +2107,8 @@ static void pp_log_put_value(pp_out *o, const char *v, int json)
             quote = 1;
     if (quote)
         pp_out_put(o, "\"", 1);
-    for (const char *p = v; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"' || c == '\\') {
-            char esc[2] = { '\\', (char)c };
-            pp_out_put(o, esc, 2);
-        } else if (c == '\n') {
-            pp_out_put(o, "\\n", 2);
-        } else if (c == '\r') {
-            pp_out_put(o, "\\r", 2);
-        } else if (c == '\t') {
-            pp_out_put(o, "\\t", 2);
-        } else if (c < 0x20) {
-            char esc[8];
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            pp_out_put(o, esc, 6);
-        } else {
-            pp_out_put(o, p, 1);
-        }
-    }
+    size_t room = o->size && o->len < o->size - 1 ? o->size - 1 - o->len : 0;
+    o->len += pp_json_escape(room ? o->buf + o->len : NULL, room, v, strlen(v), 0);
     if (quote)
         pp_out_put(o, "\"", 1);
 }
@@ -2142,40 +2231,6 @@ void pgpipe_sleep_ms(int ms)
         req = rem;
 }
 
-PGPIPE_PRIVATE uint64_t pp_hash64(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-PGPIPE_PRIVATE uint64_t pp_rand_next(uint64_t *s)
-{
-    uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
-
-PGPIPE_PRIVATE uint64_t pp_rand_seed(void)
-{
-    static uint64_t counter = 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
-                 ((uint64_t)getpid() << 40);
-    s ^= (uint64_t)(uintptr_t)&s; /* differs between threads */
-    pp_mutex_lock(&pp_log_mutex);
-    s += 0x9E3779B97F4A7C15ull * ++counter;
-    pp_mutex_unlock(&pp_log_mutex);
-    return s ? s : 1;
-}
-
 /* ---- Embedded SQL ----------------------------------------------------- */
 
 static pp_mutex pp_sql_mutex = PP_MUTEX_INIT;
@@ -2232,6 +2287,575 @@ const char *pgpipe_sql_file(const char *path)
     return NULL;
 }
 /* ==== end src/base/util.c ==== */
+
+/* ==== begin src/base/text.c ==== */
+/*
+** The text layer: the one implementation of each text transformation the
+** library needs, so every component escapes, validates and generates the
+** same way.
+**   - COPY text-format escaping (the loader, the CSV writer, the record store);
+**   - JSON string escaping (the JSON writer, the loader's JSON columns, the
+**     log writer, the record store, the shell through pgpipe_quote_json);
+**   - UTF-8 validation (Unicode table 3-7: no overlongs, no surrogates,
+**     nothing above U+10FFFF);
+**   - random bytes and UUIDs (version 4, and version 7 monotonic within the
+**     process);
+**   - SQL identifier and schema.table quoting, array-literal elements;
+**   - SHA-256 (migration checksums), FNV-1a and a small PRNG for jitter.
+*/
+
+
+static const char pp_hexdig[] = "0123456789abcdef";
+
+/* ---- Word-at-a-time scanning ------------------------------------------- */
+
+#define PP_ONES 0x0101010101010101ull
+#define PP_HIGH 0x8080808080808080ull
+/* nonzero when some byte of w is below n (n <= 128) */
+#define PP_HAS_LESS(w, n) (((w) - PP_ONES * (n)) & ~(w) & PP_HIGH)
+/* nonzero when some byte of w equals c */
+#define PP_HAS_BYTE(w, c) PP_HAS_LESS((w) ^ (PP_ONES * (c)), 1)
+
+static inline uint64_t pp_load8(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* snprintf-style output: what passes cap is counted, not written. */
+typedef struct pp_bounded {
+    char *dst;
+    size_t cap, len;
+} pp_bounded;
+
+static inline void pp_bput(pp_bounded *o, const void *s, size_t n)
+{
+    if (n && o->len < o->cap)
+        memcpy(o->dst + o->len, s, o->cap - o->len < n ? o->cap - o->len : n);
+    o->len += n;
+}
+
+/* NUL-terminate (cutting the last byte when full); the full length. */
+static size_t pp_bend(pp_bounded *o)
+{
+    if (o->cap)
+        o->dst[o->len < o->cap ? o->len : o->cap - 1] = '\0';
+    return o->len;
+}
+
+/* ---- COPY text format ---------------------------------------------------- */
+
+/* The letter after the backslash of each byte's COPY escape; 0 = none. */
+static const unsigned char pp_copy_esc_tab[256] = {
+    ['\\'] = '\\', ['\t'] = 't', ['\n'] = 'n', ['\r'] = 'r',
+};
+
+PGPIPE_PRIVATE int pp_copy_escape(pp_buf *b, const char *s, size_t n)
+{
+    if (!n)
+        return PGPIPE_OK;
+    if (n > (SIZE_MAX - 64) / 2 || pp_buf_reserve(b, n + 16) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;
+    char *o = b->data + b->len;
+    /* room for the rest unescaped is reserved; each escape adds one byte and
+    ** checks for it, so text without escapes never checks */
+    size_t spare = b->cap - b->len - n;
+    for (;;) {
+        /* 8 bytes at a time while none is below 14 (tab, LF, CR and rare
+        ** control bytes) or a backslash; then at most 8 one by one */
+        while (e - p >= 8) {
+            uint64_t w = pp_load8(p);
+            if (PP_HAS_LESS(w, 0x0E) | PP_HAS_BYTE(w, '\\'))
+                break;
+            p += 8;
+        }
+        const unsigned char *lim = e - p > 8 ? p + 8 : e;
+        while (p < lim && !pp_copy_esc_tab[*p])
+            p++;
+        if (p == lim && p != e)
+            continue;
+        memcpy(o, run, (size_t)(p - run));
+        o += p - run;
+        if (p == e)
+            break;
+        if (PP_UNLIKELY(!spare)) {
+            b->len = (size_t)(o - b->data);
+            size_t left = (size_t)(e - p);
+            if (pp_buf_reserve(b, left + left / 2 + 16) != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+            o = b->data + b->len;
+            spare = b->cap - b->len - left;
+        }
+        spare--;
+        *o++ = '\\';
+        *o++ = (char)pp_copy_esc_tab[*p];
+        run = ++p;
+    }
+    b->len = (size_t)(o - b->data);
+    return PGPIPE_OK;
+}
+
+/* ---- JSON strings ------------------------------------------------------- */
+
+/* The letter after the backslash of each byte's escape; 'u' is \u00XX and 0
+** means the byte stands as it is. \b and \f take their short forms. */
+static const unsigned char pp_json_esc_tab[256] = {
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
+    ['"'] = '"', ['\\'] = '\\',
+};
+
+PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_t n, int flags)
+{
+    if (!n)
+        return 0;
+    pp_bounded o = { dst, cap, 0 };
+    const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;
+    for (;;) {
+        while (e - p >= 8) {
+            uint64_t w = pp_load8(p);
+            if (PP_HAS_LESS(w, 0x20) | PP_HAS_BYTE(w, '"') | PP_HAS_BYTE(w, '\\'))
+                break;
+            p += 8;
+        }
+        while (p < e && !pp_json_esc_tab[*p])
+            p++;
+        pp_bput(&o, run, (size_t)(p - run));
+        if (p == e)
+            return o.len;
+        unsigned char c = *p, x = pp_json_esc_tab[c];
+        char esc[7];
+        size_t el = 0;
+        esc[el++] = '\\';
+        if (flags & PP_JSON_COPY)
+            esc[el++] = '\\';
+        esc[el++] = (char)x;
+        if (x == 'u') {
+            esc[el++] = '0';
+            esc[el++] = '0';
+            esc[el++] = pp_hexdig[c >> 4];
+            esc[el++] = pp_hexdig[c & 15];
+        } else if (x == '\\' && (flags & PP_JSON_COPY)) {
+            esc[el++] = '\\';
+        }
+        pp_bput(&o, esc, el);
+        run = ++p;
+    }
+}
+
+PGPIPE_PRIVATE int pp_json_str(pp_buf *b, const char *s, size_t n, int flags)
+{
+    if (n > SIZE_MAX / 8 || pp_buf_reserve(b, n + 2) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    b->data[b->len++] = '"';
+    size_t room = b->cap - b->len;
+    size_t k = pp_json_escape(b->data + b->len, room, s, n, flags);
+    if (k + 1 > room) {
+        if (pp_buf_reserve(b, k + 1) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        pp_json_escape(b->data + b->len, k, s, n, flags);
+    }
+    b->len += k;
+    b->data[b->len++] = '"';
+    return PGPIPE_OK;
+}
+
+size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n)
+{
+    pp_bounded o = { dst, dst ? cap : 0, 0 };
+    pp_bput(&o, "\"", 1);
+    size_t room = o.len < o.cap ? o.cap - o.len : 0;
+    o.len += pp_json_escape(room ? o.dst + o.len : NULL, room, s, s ? n : 0, 0);
+    pp_bput(&o, "\"", 1);
+    return pp_bend(&o);
+}
+
+/* ---- UTF-8 ---------------------------------------------------------------- */
+
+PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    for (;;) {
+        /* ASCII without NUL: 8 bytes at a time, then one by one */
+        while (n - i >= 8) {
+            uint64_t w = pp_load8(s + i);
+            if ((w & PP_HIGH) | PP_HAS_LESS(w, 1))
+                break;
+            i += 8;
+        }
+        while (i < n && s[i] - 1u < 0x7Fu)
+            i++;
+        if (i == n || !s[i])
+            return i;
+        size_t k = pp_utf8_is3(s + i, n - i) ? 3 : pp_utf8_is2(s + i, n - i) ? 2 : 0;
+        if (!k && pp_utf8_problem(s + i, n - i, &k))
+            return i;
+        i += k;
+    }
+}
+
+/* ---- Random bytes and UUIDs ---------------------------------------------- */
+
+/* One buffer of /dev/urandom output for the process, refilled a block at a
+** time; a forked child drops what its parent read so the two never hand out
+** the same bytes. */
+static pp_mutex pp_text_mutex = PP_MUTEX_INIT;
+static unsigned char pp_rnd[4096];
+static size_t pp_rnd_left;
+static pid_t pp_rnd_pid;
+
+static int pp_rnd_fill_locked(void)
+{
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return PGPIPE_IO;
+    size_t got = 0;
+    while (got < sizeof pp_rnd) {
+        ssize_t k = read(fd, pp_rnd + got, sizeof pp_rnd - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            int saved = k < 0 ? errno : EIO;
+            close(fd);
+            errno = saved;
+            return PGPIPE_IO;
+        }
+        got += (size_t)k;
+    }
+    close(fd);
+    pp_rnd_left = sizeof pp_rnd;
+    pp_rnd_pid = getpid();
+    return PGPIPE_OK;
+}
+
+static int pp_random_locked(unsigned char *out, size_t n)
+{
+    if (pp_rnd_left && pp_rnd_pid != getpid())
+        pp_rnd_left = 0;
+    while (n) {
+        if (!pp_rnd_left && pp_rnd_fill_locked() != PGPIPE_OK)
+            return PGPIPE_IO;
+        size_t k = n < pp_rnd_left ? n : pp_rnd_left;
+        unsigned char *src = pp_rnd + sizeof pp_rnd - pp_rnd_left;
+        memcpy(out, src, k);
+        memset(src, 0, k); /* bytes handed out are not kept */
+        pp_rnd_left -= k;
+        out += k;
+        n -= k;
+    }
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_random_bytes(void *out, size_t n)
+{
+    pp_mutex_lock(&pp_text_mutex);
+    int rc = pp_random_locked(out, n);
+    pp_mutex_unlock(&pp_text_mutex);
+    return rc;
+}
+
+static void pp_uuid_format(const unsigned char u[16], char out[37])
+{
+    char *w = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *w++ = '-';
+        *w++ = pp_hexdig[u[i] >> 4];
+        *w++ = pp_hexdig[u[i] & 15];
+    }
+    *w = '\0';
+}
+
+PGPIPE_PRIVATE int pp_uuid_v4(char out[37])
+{
+    unsigned char u[16];
+    if (pp_random_bytes(u, sizeof u) != PGPIPE_OK)
+        return PGPIPE_IO;
+    u[6] = (unsigned char)(0x40 | (u[6] & 0x0F));
+    u[8] = (unsigned char)(0x80 | (u[8] & 0x3F));
+    pp_uuid_format(u, out);
+    return PGPIPE_OK;
+}
+
+/* The last version 7 UUID of the process: its time and its 74 bits after the
+** time (12 of rand_a, 62 of rand_b) read as one counter. */
+static uint64_t pp_v7_ms, pp_v7_hi, pp_v7_lo;
+
+PGPIPE_PRIVATE int pp_uuid_v7(char out[37])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    unsigned char r[14];
+    pp_mutex_lock(&pp_text_mutex);
+    if (pp_random_locked(r, sizeof r) != PGPIPE_OK) {
+        pp_mutex_unlock(&pp_text_mutex);
+        return PGPIPE_IO;
+    }
+    uint64_t hi = ((uint64_t)r[0] << 8 | r[1]) & 0xFFF, lo = 0;
+    for (int i = 2; i < 10; i++)
+        lo = lo << 8 | r[i];
+    lo &= 0x3FFFFFFFFFFFFFFFull;
+    if (ms <= pp_v7_ms) {
+        /* the same millisecond (or the clock went back): one more than the
+        ** last, by a random step so ids stay hard to guess */
+        uint64_t step = 1 + ((uint64_t)r[10] << 24 | (uint64_t)r[11] << 16 |
+                             (uint64_t)r[12] << 8 | r[13]);
+        ms = pp_v7_ms;
+        hi = pp_v7_hi;
+        lo = pp_v7_lo + step;
+        if (lo > 0x3FFFFFFFFFFFFFFFull) {
+            lo &= 0x3FFFFFFFFFFFFFFFull;
+            if (++hi > 0xFFF) { /* the counter is spent: borrow the next ms */
+                ms++;
+                hi = 0;
+            }
+        }
+    }
+    pp_v7_ms = ms;
+    pp_v7_hi = hi;
+    pp_v7_lo = lo;
+    pp_mutex_unlock(&pp_text_mutex);
+    unsigned char u[16];
+    for (int i = 0; i < 6; i++)
+        u[i] = (unsigned char)(ms >> (40 - 8 * i));
+    u[6] = (unsigned char)(0x70 | (hi >> 8));
+    u[7] = (unsigned char)hi;
+    u[8] = (unsigned char)(0x80 | (lo >> 56));
+    for (int i = 9; i < 16; i++)
+        u[i] = (unsigned char)(lo >> (8 * (15 - i)));
+    pp_uuid_format(u, out);
+    return PGPIPE_OK;
+}
+
+/* ---- SQL identifiers ---------------------------------------------------- */
+
+PGPIPE_PRIVATE int pp_quote_ident(pp_buf *b, const char *s, size_t n)
+{
+    if (n > SIZE_MAX / 2 - 4 || pp_buf_reserve(b, n + 2) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    b->data[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' && pp_buf_putc(b, '"') != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        if (pp_buf_putc(b, s[i]) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    return pp_buf_putc(b, '"');
+}
+
+PGPIPE_PRIVATE int pp_quote_path(pp_buf *out, const char *name)
+{
+    const char *p = name;
+    int parts = 0;
+    while (*p) {
+        if (parts++ && pp_buf_putc(out, '.') != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        if (*p == '"') { /* a quoted part: "" stands for " and ends nothing */
+            const char *q = ++p;
+            while (*q && !(*q == '"' && q[1] != '"'))
+                q += *q == '"' ? 2 : 1;
+            if (pp_buf_putc(out, '"') != PGPIPE_OK ||
+                pp_buf_append(out, p, (size_t)(q - p)) != PGPIPE_OK ||
+                pp_buf_putc(out, '"') != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+            p = *q ? q + 1 : q;
+        } else {
+            size_t k = strcspn(p, ".");
+            if (pp_quote_ident(out, p, k) != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+            p += k;
+        }
+        if (*p == '.')
+            p++;
+        else if (*p)
+            return PGPIPE_MISUSE;
+    }
+    return parts ? PGPIPE_OK : PGPIPE_MISUSE;
+}
+
+size_t pgpipe_quote_ident(char *dst, size_t cap, const char *name, int qualified)
+{
+    pp_bounded o = { dst, dst ? cap : 0, 0 };
+    if (!name)
+        name = "";
+    const char *dot = qualified ? strchr(name, '.') : NULL;
+    pp_bput(&o, "\"", 1);
+    for (const char *s = name; *s; s++) {
+        if (s == dot)
+            pp_bput(&o, "\".\"", 3);
+        else if (*s == '"')
+            pp_bput(&o, "\"\"", 2);
+        else
+            pp_bput(&o, s, 1);
+    }
+    pp_bput(&o, "\"", 1);
+    return pp_bend(&o);
+}
+
+/* ---- PostgreSQL array literals ------------------------------------------ */
+
+PGPIPE_PRIVATE int pp_array_elem(pp_buf *b, const char *s, size_t n)
+{
+    if (n > SIZE_MAX / 2 - 4 || pp_buf_reserve(b, n + 2) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    b->data[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if ((s[i] == '"' || s[i] == '\\') && pp_buf_putc(b, '\\') != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        if (pp_buf_putc(b, s[i]) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    return pp_buf_putc(b, '"');
+}
+
+/* ---- SHA-256 (FIPS 180-4) ------------------------------------------------ */
+
+static const uint32_t pp_sha_k[64] = {
+    0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u,
+    0x923f82a4u, 0xab1c5ed5u, 0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u,
+    0x72be5d74u, 0x80deb1feu, 0x9bdc06a7u, 0xc19bf174u, 0xe49b69c1u, 0xefbe4786u,
+    0x0fc19dc6u, 0x240ca1ccu, 0x2de92c6fu, 0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau,
+    0x983e5152u, 0xa831c66du, 0xb00327c8u, 0xbf597fc7u, 0xc6e00bf3u, 0xd5a79147u,
+    0x06ca6351u, 0x14292967u, 0x27b70a85u, 0x2e1b2138u, 0x4d2c6dfcu, 0x53380d13u,
+    0x650a7354u, 0x766a0abbu, 0x81c2c92eu, 0x92722c85u, 0xa2bfe8a1u, 0xa81a664bu,
+    0xc24b8b70u, 0xc76c51a3u, 0xd192e819u, 0xd6990624u, 0xf40e3585u, 0x106aa070u,
+    0x19a4c116u, 0x1e376c08u, 0x2748774cu, 0x34b0bcb5u, 0x391c0cb3u, 0x4ed8aa4au,
+    0x5b9cca4fu, 0x682e6ff3u, 0x748f82eeu, 0x78a5636fu, 0x84c87814u, 0x8cc70208u,
+    0x90befffau, 0xa4506cebu, 0xbef9a3f7u, 0xc67178f2u,
+};
+
+#define PP_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+PGPIPE_PRIVATE void pp_sha256_init(pp_sha256 *s)
+{
+    static const uint32_t iv[8] = { 0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
+                                    0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u };
+    memcpy(s->h, iv, sizeof iv);
+    s->total = 0;
+    s->fill = 0;
+}
+
+static void pp_sha256_block(pp_sha256 *s, const unsigned char *p)
+{
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = PP_ROR(w[i - 15], 7) ^ PP_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = PP_ROR(w[i - 2], 17) ^ PP_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
+    uint32_t e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (PP_ROR(e, 6) ^ PP_ROR(e, 11) ^ PP_ROR(e, 25)) +
+                      ((e & f) ^ (~e & g)) + pp_sha_k[i] + w[i];
+        uint32_t t2 = (PP_ROR(a, 2) ^ PP_ROR(a, 13) ^ PP_ROR(a, 22)) +
+                      ((a & b) ^ (a & c) ^ (b & c));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d;
+    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+}
+
+PGPIPE_PRIVATE void pp_sha256_update(pp_sha256 *s, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    s->total += n;
+    while (n) {
+        if (s->fill == 0 && n >= 64) {
+            pp_sha256_block(s, p);
+            p += 64;
+            n -= 64;
+            continue;
+        }
+        size_t k = 64 - s->fill < n ? 64 - s->fill : n;
+        memcpy(s->block + s->fill, p, k);
+        s->fill += k;
+        p += k;
+        n -= k;
+        if (s->fill == 64) {
+            pp_sha256_block(s, s->block);
+            s->fill = 0;
+        }
+    }
+}
+
+PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65])
+{
+    uint64_t bits = s->total * 8;
+    unsigned char pad[72];
+    size_t padlen = (s->fill < 56 ? 56 : 120) - s->fill;
+    memset(pad, 0, sizeof pad);
+    pad[0] = 0x80;
+    for (int i = 0; i < 8; i++)
+        pad[padlen + (size_t)i] = (unsigned char)(bits >> (56 - 8 * i));
+    uint64_t keep = s->total;
+    pp_sha256_update(s, pad, padlen + 8);
+    s->total = keep;
+    for (int i = 0; i < 32; i++) {
+        unsigned v = (s->h[i / 4] >> (24 - 8 * (i % 4))) & 0xffu;
+        out[2 * i] = pp_hexdig[v >> 4];
+        out[2 * i + 1] = pp_hexdig[v & 15];
+    }
+    out[64] = '\0';
+}
+
+void pgpipe_sha256_hex(const void *data, size_t len, char out[65])
+{
+    pp_sha256 s;
+    pp_sha256_init(&s);
+    pp_sha256_update(&s, data, len);
+    pp_sha256_hex(&s, out);
+}
+
+/* ---- Hashing and jitter ---------------------------------------------------- */
+
+PGPIPE_PRIVATE uint64_t pp_hash64(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+PGPIPE_PRIVATE uint64_t pp_rand_next(uint64_t *s)
+{
+    uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+PGPIPE_PRIVATE uint64_t pp_rand_seed(void)
+{
+    static uint64_t counter = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
+                 ((uint64_t)getpid() << 40);
+    s ^= (uint64_t)(uintptr_t)&s; /* differs between threads */
+    pp_mutex_lock(&pp_text_mutex);
+    s += 0x9E3779B97F4A7C15ull * ++counter;
+    pp_mutex_unlock(&pp_text_mutex);
+    return s ? s : 1;
+}
+/* ==== end src/base/text.c ==== */
 
 /* ==== begin src/base/exec.c ==== */
 /*
@@ -2805,42 +3429,14 @@ JSON_NOINLINE void json_set_err(json_ctx *c, const unsigned char *pos, int code,
 }
 
 /* Length of the valid UTF-8 sequence at p (p[0] >= 0x80), 0 after setting
-** the error. Follows Unicode table 3-7 (no overlongs, no surrogates, nothing
-** above U+10FFFF). */
+** the error (the checks are pp_utf8_problem's). */
 JSON_NOINLINE size_t json_utf8_bad(json_ctx *c, const unsigned char *p)
 {
-    const unsigned char *end = c->end;
-    unsigned b0 = p[0];
-    size_t avail = (size_t)(end - p);
-    const char *why = NULL;
-    size_t need = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
-    if (b0 < 0xC0)
-        why = "invalid UTF-8 in string: unexpected continuation byte 0x%02X";
-    else if (b0 < 0xC2)
-        why = "invalid UTF-8 in string: overlong 2-byte encoding (lead byte 0x%02X)";
-    else if (b0 >= 0xF8)
-        why = "invalid UTF-8 in string: byte 0x%02X never appears in UTF-8";
-    else if (b0 >= 0xF5)
-        why = "invalid UTF-8 in string: lead byte 0x%02X encodes a code point above U+10FFFF";
-    else {
-        for (size_t i = 1; i < need && !why; i++)
-            if (i >= avail || (p[i] & 0xC0) != 0x80)
-                why = "invalid UTF-8 in string: truncated multi-byte sequence (lead byte 0x%02X)";
-        if (!why) {
-            unsigned b1 = p[1];
-            if (b0 == 0xE0 && b1 < 0xA0)
-                why = "invalid UTF-8 in string: overlong 3-byte encoding (lead byte 0x%02X)";
-            else if (b0 == 0xED && b1 >= 0xA0)
-                why = "invalid UTF-8 in string: UTF-16 surrogate encoded in UTF-8 (lead byte 0x%02X)";
-            else if (b0 == 0xF0 && b1 < 0x90)
-                why = "invalid UTF-8 in string: overlong 4-byte encoding (lead byte 0x%02X)";
-            else if (b0 == 0xF4 && b1 >= 0x90)
-                why = "invalid UTF-8 in string: code point above U+10FFFF (lead byte 0x%02X)";
-        }
-    }
+    size_t need;
+    const char *why = pp_utf8_problem(p, (size_t)(c->end - p), &need);
     if (!why)
         return need;
-    json_set_err(c, p, PGPIPE_PARSE, why, (int)b0, 0);
+    json_set_err(c, p, PGPIPE_PARSE, why, (int)p[0], 0);
     return 0;
 }
 
@@ -2938,16 +3534,14 @@ static int json_utf8_check(json_ctx *c, const unsigned char *p, const unsigned c
     high:
 #endif
         do { /* a run of non-ASCII characters; 3- and 2-byte ones inline */
-            unsigned b0 = p[0];
             size_t avail = (size_t)(c->end - p);
-            if (avail >= 3 && (b0 & 0xF0) == 0xE0 && (p[1] & 0xC0) == 0x80 &&
-                (p[2] & 0xC0) == 0x80 && b0 != 0xE0 && b0 != 0xED) {
+            if (pp_utf8_is3(p, avail)) {
                 p += 3;
 #ifdef JSON_SSE2
                 while (e - p >= 16 && json_utf8_five3(p)) /* CJK text, 5 at a time */
                     p += 15;
 #endif
-            } else if (avail >= 2 && b0 - 0xC2u < 30u && (p[1] & 0xC0) == 0x80) {
+            } else if (pp_utf8_is2(p, avail)) {
                 p += 2;
             } else {
                 size_t n = json_utf8_bad(c, p);
@@ -3916,43 +4510,19 @@ JSON_INLINE void json_putc(json_out *o, char ch)
     o->len++;
 }
 
-static const char json_hexdig[] = "0123456789abcdef";
-
 static void json_put_string(json_out *o, const json_node *n)
 {
-    const unsigned char *s = (const unsigned char *)n->u.str, *e = s + JSON_LEN(n);
+    const char *s = n->u.str;
+    size_t len = JSON_LEN(n);
     json_putc(o, '"');
     if (!(n->tag & JSON_FLAG)) { /* came from the input without escapes */
-        json_put(o, s, (size_t)(e - s));
+        json_put(o, s, len);
     } else {
-        const unsigned char *run = s;
-        for (; s < e; s++) {
-            unsigned ch = *s;
-            if (ch >= 0x20 && ch != '"' && ch != '\\')
-                continue;
-            json_put(o, run, (size_t)(s - run));
-            run = s + 1;
-            char esc[6] = { '\\', 0, 0, 0, 0, 0 };
-            size_t el = 2;
-            switch (ch) {
-            case '"': esc[1] = '"'; break;
-            case '\\': esc[1] = '\\'; break;
-            case '\b': esc[1] = 'b'; break;
-            case '\f': esc[1] = 'f'; break;
-            case '\n': esc[1] = 'n'; break;
-            case '\r': esc[1] = 'r'; break;
-            case '\t': esc[1] = 't'; break;
-            default:
-                esc[1] = 'u';
-                esc[2] = '0';
-                esc[3] = '0';
-                esc[4] = json_hexdig[ch >> 4];
-                esc[5] = json_hexdig[ch & 15];
-                el = 6;
-            }
-            json_put(o, esc, el);
-        }
-        json_put(o, run, (size_t)(e - run));
+        size_t room = o->len <= o->cap ? o->cap - o->len : 0;
+        size_t k = pp_json_escape(room ? o->buf + o->len : NULL, room, s, len, 0);
+        if (k > room && json_out_grow(o, k))
+            pp_json_escape(o->buf + o->len, k, s, len, 0);
+        o->len += k;
     }
     json_putc(o, '"');
 }
@@ -5342,40 +5912,6 @@ int pgpipe_csv_column_index(const pgpipe_csv *r, const char *name)
 
 /* ---- COPY text writer --------------------------------------------------- */
 
-/* Append data escaped for COPY text format; data == NULL appends \N. */
-PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len)
-{
-    if (!data)
-        return pp_buf_append(b, "\\N", 2);
-    if (len == 0)
-        return PGPIPE_OK;
-    if (len > (SIZE_MAX - 16) / 2 || pp_buf_reserve(b, len * 2) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    char *o = b->data + b->len;
-    const unsigned char *s = (const unsigned char *)data, *e = s + len;
-    while (s < e) {
-        const unsigned char *run = s;
-        while (s < e && *s != '\\' && *s != '\t' && *s != '\n' && *s != '\r')
-            s++;
-        if (s > run) {
-            memcpy(o, run, (size_t)(s - run));
-            o += s - run;
-        }
-        if (s == e)
-            break;
-        *o++ = '\\';
-        switch (*s) {
-        case '\t': *o++ = 't'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        default: *o++ = '\\'; break;
-        }
-        s++;
-    }
-    b->len = (size_t)(o - b->data);
-    return PGPIPE_OK;
-}
-
 static void csv_buf_in(pp_buf *b, const pgpipe_copy_buf *o)
 {
     b->data = o->data;
@@ -5405,7 +5941,7 @@ int pgpipe_copy_text_field(pgpipe_copy_buf *out, const char *data, size_t len)
         return PGPIPE_MISUSE;
     pp_buf b;
     csv_buf_in(&b, out);
-    int rc = csv_copy_escape(&b, data, len);
+    int rc = pp_copy_field(&b, data, len);
     csv_buf_out(out, &b);
     return rc;
 }
@@ -5422,8 +5958,8 @@ int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
         if (i)
             rc = pp_buf_putc(&b, '\t');
         if (rc == PGPIPE_OK)
-            rc = csv_copy_escape(&b, values[i],
-                                 values[i] ? (lens ? lens[i] : strlen(values[i])) : 0);
+            rc = pp_copy_field(&b, values[i],
+                               values[i] ? (lens ? lens[i] : strlen(values[i])) : 0);
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(&b, '\n');
@@ -5440,7 +5976,7 @@ static int csv_copy_row_buf(const pgpipe_csv *r, pp_buf *b)
         if (i)
             rc = pp_buf_putc(b, '\t');
         if (rc == PGPIPE_OK)
-            rc = csv_copy_escape(b, x->len || x->quoted ? x->data : NULL, x->len);
+            rc = pp_copy_field(b, x->len || x->quoted ? x->data : NULL, x->len);
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(b, '\n');
@@ -7341,131 +7877,15 @@ void pgpipe_pipeline_close(pgpipe_pipeline *p)
 /* ==== begin src/db/migrate.c ==== */
 #ifndef PGPIPE_OMIT_MIGRATE
 /*
-** Migrations: SHA-256 checksums and a runner for versioned
-** (V<version>__<name>.sql) and repeatable (R__<name>.sql) migrations with a
-** history table, an advisory lock, drift detection, repair, baseline, dry run
-** and resumable no-transaction files. Files are cut into statements by
-** src/parse/sqlsplit.c; src/db/schema.c installs the embedded sql/ folders.
+** Migrations: checksums (SHA-256 from src/base/text.c) and a runner for
+** versioned (V<version>__<name>.sql) and repeatable (R__<name>.sql)
+** migrations with a history table, an advisory lock, drift detection,
+** repair, baseline, dry run and resumable no-transaction files. Files are
+** cut into statements by src/parse/sqlsplit.c; src/db/schema.c installs the
+** embedded sql/ folders.
 */
 
 #include <dirent.h>
-
-/* ---- SHA-256 (FIPS 180-4) --------------------------------------------- */
-
-typedef struct mig_sha256 {
-    uint32_t h[8];
-    uint64_t total;
-    unsigned char block[64];
-    size_t fill;
-} mig_sha256;
-
-static const uint32_t mig_sha_k[64] = {
-    0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u,
-    0x923f82a4u, 0xab1c5ed5u, 0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u,
-    0x72be5d74u, 0x80deb1feu, 0x9bdc06a7u, 0xc19bf174u, 0xe49b69c1u, 0xefbe4786u,
-    0x0fc19dc6u, 0x240ca1ccu, 0x2de92c6fu, 0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau,
-    0x983e5152u, 0xa831c66du, 0xb00327c8u, 0xbf597fc7u, 0xc6e00bf3u, 0xd5a79147u,
-    0x06ca6351u, 0x14292967u, 0x27b70a85u, 0x2e1b2138u, 0x4d2c6dfcu, 0x53380d13u,
-    0x650a7354u, 0x766a0abbu, 0x81c2c92eu, 0x92722c85u, 0xa2bfe8a1u, 0xa81a664bu,
-    0xc24b8b70u, 0xc76c51a3u, 0xd192e819u, 0xd6990624u, 0xf40e3585u, 0x106aa070u,
-    0x19a4c116u, 0x1e376c08u, 0x2748774cu, 0x34b0bcb5u, 0x391c0cb3u, 0x4ed8aa4au,
-    0x5b9cca4fu, 0x682e6ff3u, 0x748f82eeu, 0x78a5636fu, 0x84c87814u, 0x8cc70208u,
-    0x90befffau, 0xa4506cebu, 0xbef9a3f7u, 0xc67178f2u,
-};
-
-#define MIG_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void mig_sha_init(mig_sha256 *s)
-{
-    static const uint32_t iv[8] = { 0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
-                                    0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u };
-    memcpy(s->h, iv, sizeof iv);
-    s->total = 0;
-    s->fill = 0;
-}
-
-static void mig_sha_block(mig_sha256 *s, const unsigned char *p)
-{
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = MIG_ROR(w[i - 15], 7) ^ MIG_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = MIG_ROR(w[i - 2], 17) ^ MIG_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
-    uint32_t e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (MIG_ROR(e, 6) ^ MIG_ROR(e, 11) ^ MIG_ROR(e, 25)) +
-                      ((e & f) ^ (~e & g)) + mig_sha_k[i] + w[i];
-        uint32_t t2 = (MIG_ROR(a, 2) ^ MIG_ROR(a, 13) ^ MIG_ROR(a, 22)) +
-                      ((a & b) ^ (a & c) ^ (b & c));
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d;
-    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
-}
-
-static void mig_sha_update(mig_sha256 *s, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    s->total += n;
-    while (n) {
-        if (s->fill == 0 && n >= 64) {
-            mig_sha_block(s, p);
-            p += 64;
-            n -= 64;
-            continue;
-        }
-        size_t k = 64 - s->fill < n ? 64 - s->fill : n;
-        memcpy(s->block + s->fill, p, k);
-        s->fill += k;
-        p += k;
-        n -= k;
-        if (s->fill == 64) {
-            mig_sha_block(s, s->block);
-            s->fill = 0;
-        }
-    }
-}
-
-static void mig_sha_hex(mig_sha256 *s, char out[65])
-{
-    uint64_t bits = s->total * 8;
-    unsigned char pad[72];
-    size_t padlen = (s->fill < 56 ? 56 : 120) - s->fill;
-    memset(pad, 0, sizeof pad);
-    pad[0] = 0x80;
-    for (int i = 0; i < 8; i++)
-        pad[padlen + (size_t)i] = (unsigned char)(bits >> (56 - 8 * i));
-    uint64_t keep = s->total;
-    mig_sha_update(s, pad, padlen + 8);
-    s->total = keep;
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        unsigned v = (s->h[i / 4] >> (24 - 8 * (i % 4))) & 0xffu;
-        out[2 * i] = hex[v >> 4];
-        out[2 * i + 1] = hex[v & 15];
-    }
-    out[64] = '\0';
-}
-
-void pgpipe_sha256_hex(const void *data, size_t len, char out[65])
-{
-    mig_sha256 s;
-    mig_sha_init(&s);
-    mig_sha_update(&s, data, len);
-    mig_sha_hex(&s, out);
-}
 
 /* Text of a migration as it is checksummed and run: no UTF-8 BOM, LF line
 ** endings. Returns a new NUL-terminated string (length in *outlen). */
@@ -7961,15 +8381,15 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
 ** with what already ran. */
 static void mig_progress_checksum(const mig_file *f, int n, char out[65])
 {
-    mig_sha256 s;
-    mig_sha_init(&s);
+    pp_sha256 s;
+    pp_sha256_init(&s);
     for (int i = 0; i < n && i < f->nstmts; i++) {
-        mig_sha_update(&s, f->stmts[i].sql, strlen(f->stmts[i].sql) + 1);
+        pp_sha256_update(&s, f->stmts[i].sql, strlen(f->stmts[i].sql) + 1);
         if (f->stmts[i].copy_data)
-            mig_sha_update(&s, f->stmts[i].copy_data, f->stmts[i].copy_len);
-        mig_sha_update(&s, "", 1);
+            pp_sha256_update(&s, f->stmts[i].copy_data, f->stmts[i].copy_len);
+        pp_sha256_update(&s, "", 1);
     }
-    mig_sha_hex(&s, out);
+    pp_sha256_hex(&s, out);
 }
 
 /* ---- The history table ------------------------------------------------ */
@@ -7991,7 +8411,7 @@ static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *c
 
 static int mig_table_exists(pgpipe_migrator *m, int *exists)
 {
-    /* m->tbl is the quoted (PQescapeIdentifier) name, passed as a value */
+    /* m->tbl is the quoted name, passed as a value */
     const char *v[1] = { m->tbl };
     PGresult *r = mig_exec(m, "SELECT to_regclass($1::text) IS NOT NULL", 1, v,
                            "cannot look up the migration history table");
@@ -8002,20 +8422,30 @@ static int mig_table_exists(pgpipe_migrator *m, int *exists)
     return PGPIPE_OK;
 }
 
+/* name followed by suffix, quoted as an identifier and NUL-terminated. */
+static int mig_quoted(pp_buf *out, const char *name, const char *suffix)
+{
+    pp_buf t = { NULL, 0, 0 };
+    int rc = pp_buf_appendf(&t, "%s%s", name, suffix);
+    if (rc == PGPIPE_OK)
+        rc = pp_quote_ident(out, t.data, t.len);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(out, '\0');
+    pp_buf_free(&t);
+    return rc;
+}
+
 static int mig_create_table(pgpipe_migrator *m)
 {
     int exists = 0;
     int rc = mig_table_exists(m, &exists);
     if (rc != PGPIPE_OK || exists)
         return rc;
-    char *sch = PQescapeIdentifier(m->conn, m->tbl_schema, strlen(m->tbl_schema));
-    pp_buf n1 = { NULL, 0, 0 }, n2 = { NULL, 0, 0 }, q = { NULL, 0, 0 };
-    char *i1 = NULL, *i2 = NULL;
+    pp_buf sch = { NULL, 0, 0 }, i1 = { NULL, 0, 0 }, i2 = { NULL, 0, 0 }, q = { NULL, 0, 0 };
     rc = PGPIPE_NOMEM;
-    if (sch && pp_buf_appendf(&n1, "%s_version_key", m->tbl_name) == PGPIPE_OK &&
-        pp_buf_appendf(&n2, "%s_repeatable_key", m->tbl_name) == PGPIPE_OK &&
-        (i1 = PQescapeIdentifier(m->conn, n1.data, n1.len)) != NULL &&
-        (i2 = PQescapeIdentifier(m->conn, n2.data, n2.len)) != NULL &&
+    if (mig_quoted(&sch, m->tbl_schema, "") == PGPIPE_OK &&
+        mig_quoted(&i1, m->tbl_name, "_version_key") == PGPIPE_OK &&
+        mig_quoted(&i2, m->tbl_name, "_repeatable_key") == PGPIPE_OK &&
         pp_buf_appendf(&q,
             "CREATE SCHEMA IF NOT EXISTS %s;\n"
             "CREATE TABLE IF NOT EXISTS %s (\n"
@@ -8047,15 +8477,13 @@ static int mig_create_table(pgpipe_migrator *m)
             "CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (scope, name) WHERE kind = 'R';\n"
             "COMMENT ON TABLE %s IS 'pgpipe migration history: one row per versioned "
             "migration and per repeatable migration of each scope'",
-            sch, m->tbl, i1, m->tbl, i2, m->tbl, m->tbl) == PGPIPE_OK)
+            sch.data, m->tbl, i1.data, m->tbl, i2.data, m->tbl, m->tbl) == PGPIPE_OK)
         rc = mig_exec_ok(m, q.data, 0, NULL, "cannot create the migration history table");
     else
         pp_err_nomem(&m->hdr.err);
-    PQfreemem(sch);
-    PQfreemem(i1);
-    PQfreemem(i2);
-    pp_buf_free(&n1);
-    pp_buf_free(&n2);
+    pp_buf_free(&sch);
+    pp_buf_free(&i1);
+    pp_buf_free(&i2);
     pp_buf_free(&q);
     return rc;
 }
@@ -9010,17 +9438,14 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
         return pp_err_nomem(&m->hdr.err);
     while (m->embedded && *m->embedded && m->embedded[strlen(m->embedded) - 1] == '/')
         m->embedded[strlen(m->embedded) - 1] = '\0';
-    char *qs = PQescapeIdentifier(conn, m->tbl_schema, strlen(m->tbl_schema));
-    char *qt = PQescapeIdentifier(conn, m->tbl_name, strlen(m->tbl_name));
     pp_buf b = { NULL, 0, 0 };
-    if (!qs || !qt || pp_buf_appendf(&b, "%s.%s", qs, qt) != PGPIPE_OK) {
-        PQfreemem(qs);
-        PQfreemem(qt);
+    if (pp_quote_ident(&b, m->tbl_schema, strlen(m->tbl_schema)) != PGPIPE_OK ||
+        pp_buf_putc(&b, '.') != PGPIPE_OK ||
+        pp_quote_ident(&b, m->tbl_name, strlen(m->tbl_name)) != PGPIPE_OK ||
+        pp_buf_putc(&b, '\0') != PGPIPE_OK) {
         pp_buf_free(&b);
         return pp_err_nomem(&m->hdr.err);
     }
-    PQfreemem(qs);
-    PQfreemem(qt);
     m->tbl = b.data;
     m->lock_timeout_ms = o.lock_timeout_ms == 0 ? 30000 : o.lock_timeout_ms;
     m->lock_key = o.lock_key ? o.lock_key : PGPIPE_MIGRATE_LOCK_KEY;
@@ -9617,124 +10042,6 @@ PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...)
     return pp_err(&l->hdr.err, code, "%s", msg);
 }
 
-/* COPY text escaping: backslash, tab, LF, CR. */
-static const unsigned char copy_esc_tab[256] = {
-    ['\\'] = '\\', ['\t'] = 't', ['\n'] = 'n', ['\r'] = 'r',
-};
-
-PGPIPE_PRIVATE int copy_put_esc(pp_buf *b, const char *s, size_t n)
-{
-    if (pp_buf_reserve(b, n + 16) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    size_t i = 0, run = 0;
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        if (PP_LIKELY(!copy_esc_tab[c])) {
-            i++;
-            continue;
-        }
-        size_t k = i - run;
-        if (pp_buf_reserve(b, k + 2 + (n - i)) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        memcpy(b->data + b->len, s + run, k);
-        b->len += k;
-        b->data[b->len++] = '\\';
-        b->data[b->len++] = (char)copy_esc_tab[c];
-        run = ++i;
-    }
-    return pp_buf_append(b, s + run, n - run);
-}
-
-/* A string as a JSON string literal ("..."), then COPY-escaped, in one pass. */
-PGPIPE_PRIVATE int copy_put_json_str(pp_buf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    if (pp_buf_reserve(b, n + 2) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    b->data[b->len++] = '"';
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (PP_LIKELY(c >= 0x20 && c != '"' && c != '\\'))
-            continue;
-        if (pp_buf_append(b, s + run, i - run) != PGPIPE_OK || pp_buf_reserve(b, 8) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        char *w = b->data + b->len;
-        /* JSON escape, with its backslash doubled for COPY */
-        *w++ = '\\';
-        *w++ = '\\';
-        switch (c) {
-        case '"': *w++ = '"'; break;
-        case '\\': *w++ = '\\'; *w++ = '\\'; break;
-        case '\n': *w++ = 'n'; break;
-        case '\r': *w++ = 'r'; break;
-        case '\t': *w++ = 't'; break;
-        default:
-            *w++ = 'u'; *w++ = '0'; *w++ = '0';
-            *w++ = hex[c >> 4]; *w++ = hex[c & 15];
-        }
-        b->len = (size_t)(w - b->data);
-        run = i + 1;
-    }
-    if (pp_buf_append(b, s + run, n - run) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    return pp_buf_putc(b, '"');
-}
-
-/* 1 when s holds no NUL and is valid UTF-8. */
-PGPIPE_PRIVATE int copy_utf8_ok(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        if (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            /* all ASCII and no zero byte */
-            if (!(w & 0x8080808080808080ull) &&
-                !((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)) {
-                i += 8;
-                continue;
-            }
-        }
-        unsigned char c = s[i];
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF) { k = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) { k = 2; cp = c & 0x0F; }
-        else if (c >= 0xF0 && c <= 0xF4) { k = 3; cp = c & 0x07; }
-        else return 0;
-        if (i + 1 + k > n)
-            return 0;
-        for (size_t j = 1; j <= k; j++) {
-            unsigned char d = s[i + j];
-            if ((d & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (d & 0x3F);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += 1 + k;
-    }
-    return 1;
-}
-
-/* Length of a valid UTF-8 sequence at s (n bytes left), 0 when invalid/NUL. */
-PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n)
-{
-    size_t k = s[0] < 0x80 ? 0 : s[0] >= 0xC2 && s[0] <= 0xDF ? 1 : s[0] >= 0xE0 && s[0] <= 0xEF ? 2
-             : s[0] >= 0xF0 && s[0] <= 0xF4 ? 3 : 9;
-    if (s[0] == 0 || k == 9 || k + 1 > n)
-        return 0;
-    return copy_utf8_ok(s, k + 1) ? k + 1 : 0;
-}
-
 /* The raw text of a dead letter, COPY-escaped, as raw_text and raw_bytes:
 ** valid text goes to raw_text as it is (raw_bytes NULL); text with NUL bytes
 ** or invalid UTF-8 goes to raw_text with those bytes written \xHH, and as it
@@ -9742,114 +10049,38 @@ PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n)
 static int copy_put_raw(pp_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    if (copy_utf8_ok((const unsigned char *)s, n)) {
-        if (copy_put_esc(b, s, n) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = pp_utf8_text_prefix(u, n);
+    if (pp_copy_escape(b, s, i) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    if (i == n)
         return pp_buf_append(b, "\t\\N", 3);
-    }
-    size_t i = 0;
     while (i < n) {
-        size_t k = copy_utf8_seq((const unsigned char *)s + i, n - i);
-        if (k) {
-            if (copy_put_esc(b, s + i, k) != PGPIPE_OK)
-                return PGPIPE_NOMEM;
-            i += k;
-        } else {
-            unsigned char c = (unsigned char)s[i++];
-            char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
-            if (pp_buf_append(b, e, 5) != PGPIPE_OK)
-                return PGPIPE_NOMEM;
-        }
+        unsigned char c = u[i++];
+        char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
+        size_t k = pp_utf8_text_prefix(u + i, n - i);
+        if (pp_buf_append(b, e, 5) != PGPIPE_OK || pp_copy_escape(b, s + i, k) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        i += k;
     }
     if (pp_buf_append(b, "\t\\\\x", 4) != PGPIPE_OK || pp_buf_reserve(b, 2 * n) != PGPIPE_OK)
         return PGPIPE_NOMEM;
     for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+        unsigned char c = u[i];
         b->data[b->len++] = hex[c >> 4];
         b->data[b->len++] = hex[c & 15];
     }
     return PGPIPE_OK;
 }
 
-/* Quote "schema.table" or "table" (parts may already be in double quotes). */
-static int copy_quote_ident_path(pp_buf *out, const char *name)
+/* A new batch id: a version 7 UUID (time-ordered, so the ids of one loader
+** sort in batch order). */
+PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
 {
-    const char *p = name;
-    int parts = 0;
-    while (*p) {
-        if (parts++ && pp_buf_putc(out, '.') != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        pp_buf_putc(out, '"');
-        if (*p == '"') {
-            p++;
-            while (*p) {
-                if (*p == '"') {
-                    if (p[1] == '"') { pp_buf_append(out, "\"\"", 2); p += 2; continue; }
-                    p++;
-                    break;
-                }
-                pp_buf_putc(out, *p++);
-            }
-        } else {
-            while (*p && *p != '.') {
-                if (*p == '"')
-                    pp_buf_putc(out, '"');
-                pp_buf_putc(out, *p++);
-            }
-        }
-        if (pp_buf_putc(out, '"') != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        if (*p == '.')
-            p++;
-        else if (*p)
-            return PGPIPE_MISUSE;
-    }
-    return parts ? PGPIPE_OK : PGPIPE_MISUSE;
-}
-
-static int copy_fill_random(pgpipe_loader *l, unsigned char *out, size_t n)
-{
-    size_t got = 0;
-    if (l->urandom >= 0) {
-        while (got < n) {
-            ssize_t r = read(l->urandom, out + got, n - got);
-            if (r <= 0) {
-                if (r < 0 && errno == EINTR)
-                    continue;
-                break;
-            }
-            got += (size_t)r;
-        }
-    }
-    if (got < n) { /* no /dev/urandom: the library's seeded generator */
-        uint64_t s = pp_rand_seed();
-        for (; got < n; got++)
-            out[got] = (unsigned char)(pp_rand_next(&s) >> 24);
-    }
+    if (pp_uuid_v7(ln->uuid_text) != PGPIPE_OK)
+        return copy_errf(l, PGPIPE_IO, "cannot read /dev/urandom for a batch id: %s",
+                         strerror(errno));
     return PGPIPE_OK;
-}
-
-/* A UUID version 7: 48-bit Unix time in ms, then 74 random bits. */
-PGPIPE_PRIVATE void copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
-{
-    static const char hex[] = "0123456789abcdef";
-    unsigned char *u = ln->uuid;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-    copy_fill_random(l, u + 6, 10);
-    for (int i = 0; i < 6; i++)
-        u[i] = (unsigned char)(ms >> (40 - 8 * i));
-    u[6] = (unsigned char)(0x70 | (u[6] & 0x0F));
-    u[8] = (unsigned char)(0x80 | (u[8] & 0x3F));
-    char *w = ln->uuid_text;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            *w++ = '-';
-        *w++ = hex[u[i] >> 4];
-        *w++ = hex[u[i] & 15];
-    }
-    *w = '\0';
 }
 
 /* ---- options ------------------------------------------------------------ */
@@ -9873,7 +10104,7 @@ void pgpipe_loader_options_init(pgpipe_loader_options *o)
 static char *copy_dup_esc(const char *s)
 {
     pp_buf b = { 0 };
-    if (copy_put_esc(&b, s, strlen(s)) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK) {
+    if (pp_copy_escape(&b, s, strlen(s)) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK) {
         pp_buf_free(&b);
         return NULL;
     }
@@ -9959,7 +10190,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     /* raw_events fields taken from the record are required (NOT NULL columns) */
     pp_buf sql = { 0 };
     pp_buf_append(&sql, "COPY ", 5);
-    if (copy_quote_ident_path(&sql, l->target) != PGPIPE_OK) {
+    if (pp_quote_path(&sql, l->target) != PGPIPE_OK) {
         pp_buf_free(&sql);
         return copy_errf(l, PGPIPE_MISUSE, "loader: bad target table name \"%s\"", l->target);
     }
@@ -9967,7 +10198,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     for (int i = 0; i < l->ncols; i++) {
         if (i)
             pp_buf_append(&sql, ", ", 2);
-        if (copy_quote_ident_path(&sql, l->cols[i].column) != PGPIPE_OK || strchr(l->cols[i].column, '.')) {
+        if (pp_quote_path(&sql, l->cols[i].column) != PGPIPE_OK || strchr(l->cols[i].column, '.')) {
             pp_buf_free(&sql);
             return copy_errf(l, PGPIPE_MISUSE, "loader: bad column name \"%s\"", l->cols[i].column);
         }
@@ -9979,7 +10210,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     }
     l->copy_sql = sql.data;
     pp_buf tq = { 0 };
-    copy_quote_ident_path(&tq, l->target);
+    pp_quote_path(&tq, l->target);
     if (pp_buf_putc(&tq, '\0') != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
     l->target_sql = tq.data;
@@ -10093,22 +10324,6 @@ static const char *copy_format_name(int f)
 }
 
 /* Find the earlier run of this load (same key and target) or create the row. */
-/* A JSON string literal (for a query parameter, not COPY text). */
-static int copy_json_plain(pp_buf *b, const char *s)
-{
-    int rc = pp_buf_putc(b, '"');
-    for (; *s && rc == PGPIPE_OK; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            rc = pp_buf_appendf(b, "\\%c", c);
-        else if (c < 0x20)
-            rc = pp_buf_appendf(b, "\\u%04x", c);
-        else
-            rc = pp_buf_putc(b, (char)c);
-    }
-    return rc == PGPIPE_OK ? pp_buf_putc(b, '"') : rc;
-}
-
 /* The load's field mapping and required fields as JSON, recorded in
 ** pgpipe.loads.options: a replay of its dead letters (pgpipe.dlq_replay)
 ** validates and maps them the same way.
@@ -10121,13 +10336,13 @@ static char *copy_mapping_json(const pgpipe_loader *l)
     for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
         const copy_col *c = &l->cols[i];
         rc |= pp_buf_appendf(&b, "%s{\"column\": ", i ? ", " : "");
-        rc |= copy_json_plain(&b, c->column);
+        rc |= pp_json_str(&b, c->column, strlen(c->column), 0);
         if (c->kind == COPY_K_FIELD) {
             rc |= pp_buf_appendf(&b, ", \"field\": ");
-            rc |= copy_json_plain(&b, c->field);
+            rc |= pp_json_str(&b, c->field, strlen(c->field), 0);
         } else if (c->kind == COPY_K_FIXED) {
             rc |= pp_buf_appendf(&b, ", \"value\": ");
-            rc |= copy_json_plain(&b, c->raw_value);
+            rc |= pp_json_str(&b, c->raw_value, strlen(c->raw_value), 0);
         } else if (c->kind != COPY_K_NULL) {
             const char *sp = c->kind == COPY_K_RECORD ? "$record" : c->kind == COPY_K_LINE ? "$line"
                            : c->kind == COPY_K_SOURCE ? "$source" : c->kind == COPY_K_BATCH
@@ -10139,7 +10354,7 @@ static char *copy_mapping_json(const pgpipe_loader *l)
     rc |= pp_buf_appendf(&b, "], \"required\": [");
     for (int i = 0; i < l->nrequired && rc == PGPIPE_OK; i++) {
         rc |= pp_buf_appendf(&b, "%s", i ? ", " : "");
-        rc |= copy_json_plain(&b, l->required[i]);
+        rc |= pp_json_str(&b, l->required[i], strlen(l->required[i]), 0);
     }
     rc |= pp_buf_appendf(&b, "]}");
     if (rc != PGPIPE_OK) {
@@ -10293,7 +10508,7 @@ PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, lo
     const pgpipe_loader *l = ln->l;
     pp_buf *b = &ln->dbuf;
     int rc = pp_buf_append(b, "load\t", 5);
-    rc |= copy_put_esc(b, l->source, strlen(l->source));
+    rc |= pp_copy_escape(b, l->source, strlen(l->source));
     rc |= pp_buf_appendf(b, "\t%lld\t", line);
     if (column > 0)
         rc |= pp_buf_appendf(b, "%lld", column);
@@ -10302,15 +10517,15 @@ PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, lo
     rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", offset, l->load_id, ln->uuid_text);
     rc |= copy_put_raw(b, raw ? raw : "", raw ? rawlen : 0);
     rc |= pp_buf_putc(b, '\t');
-    rc |= copy_put_esc(b, msg, strlen(msg));
+    rc |= pp_copy_escape(b, msg, strlen(msg));
     rc |= pp_buf_putc(b, '\t');
     if (sqlstate && *sqlstate)
-        rc |= copy_put_esc(b, sqlstate, strlen(sqlstate));
+        rc |= pp_copy_escape(b, sqlstate, strlen(sqlstate));
     else
         rc |= pp_buf_append(b, "\\N", 2);
     rc |= pp_buf_putc(b, '\t');
     if (context && *context)
-        rc |= copy_put_esc(b, context, strlen(context));
+        rc |= pp_copy_escape(b, context, strlen(context));
     else
         rc |= pp_buf_append(b, "\\N", 2);
     rc |= pp_buf_putc(b, '\n');
@@ -10552,7 +10767,6 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
     if (!l)
         return PGPIPE_NOMEM;
     pp_handle_init(&l->hdr);
-    l->urandom = -1;
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -10620,11 +10834,6 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
                 return pp_err_nomem(&l->hdr.err);
     if (pgpipe_json_doc_open(&l->doc) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
-#ifdef O_CLOEXEC
-    l->urandom = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-#else
-    l->urandom = open("/dev/urandom", O_RDONLY);
-#endif
     /* connect now (a bad conninfo fails here), installing the schema */
     return copy_on_main_lane(l, l->max_retries + 1, copy_op_install, &o->install_schema);
 }
@@ -10811,8 +11020,6 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
     pgpipe_json_doc_close(l->doc);
-    if (l->urandom >= 0)
-        close(l->urandom);
     l->hdr.magic = 0;
     pp_free(l);
 }
@@ -10869,12 +11076,12 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
     case PGPIPE_JSON_STRING:
         s = pgpipe_json_get_str(v, &n);
         if (json)
-            return copy_put_json_str(b, s, n);
+            return pp_json_str(b, s, n, PP_JSON_COPY);
         if (memchr(s, '\0', n)) {
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
         }
-        return copy_put_esc(b, s, n);
+        return pp_copy_escape(b, s, n);
     case PGPIPE_JSON_NUMBER:
         s = pgpipe_json_number_text(v, &n);
         return pp_buf_append(b, s, n);
@@ -10887,7 +11094,7 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
                 return PGPIPE_NOMEM;
             int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
             if (rc == PGPIPE_OK)
-                return copy_put_esc(b, l->scratch.data, n);
+                return pp_copy_escape(b, l->scratch.data, n);
             if (rc != PGPIPE_LIMIT)
                 return rc;
             cap = n + 1;
@@ -10903,7 +11110,7 @@ static int copy_put_common(pgpipe_loader *l, const copy_col *c, long long line)
     case COPY_K_FIXED: return pp_buf_append(b, c->value, strlen(c->value));
     case COPY_K_NULL: return pp_buf_append(b, "\\N", 2);
     case COPY_K_LINE: return pp_buf_appendf(b, "%lld", line);
-    case COPY_K_SOURCE: return copy_put_esc(b, l->source, strlen(l->source));
+    case COPY_K_SOURCE: return pp_copy_escape(b, l->source, strlen(l->source));
     case COPY_K_BATCH: return pp_buf_append(b, l->cur->uuid_text, 36);
     case COPY_K_LOAD: return pp_buf_appendf(b, "%lld", l->load_id);
     default: return PGPIPE_MISUSE;
@@ -10990,7 +11197,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         if (rc != PGPIPE_OK)
             break;
         if (c->kind == COPY_K_RECORD) {
-            rc = copy_put_esc(cb, raw, len);
+            rc = pp_copy_escape(cb, raw, len);
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
@@ -11024,7 +11231,7 @@ static int copy_csv_setup(pgpipe_loader *l)
     l->ncsv_keys = n;
     for (int i = 0; i < n; i++) {
         const char *h = pgpipe_csv_header_name(l->csv, i);
-        if (copy_put_json_str(&l->csv_keys[i], h, strlen(h)) != PGPIPE_OK ||
+        if (pp_json_str(&l->csv_keys[i], h, strlen(h), PP_JSON_COPY) != PGPIPE_OK ||
             pp_buf_putc(&l->csv_keys[i], ':') != PGPIPE_OK)
             return pp_err_nomem(&l->hdr.err);
     }
@@ -11070,10 +11277,8 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
         rc = copy_reject_input(l, raw, len, e->line > 0 ? e->line : line, e->column, off, e->message);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
-    if (!copy_utf8_ok((const unsigned char *)raw, len)) {
-        size_t i = 0;
-        while (i < len && copy_utf8_seq((const unsigned char *)raw + i, len - i))
-            i += copy_utf8_seq((const unsigned char *)raw + i, len - i);
+    size_t i = pp_utf8_text_prefix((const unsigned char *)raw, len);
+    if (i < len) {
         /* line and column (in characters) of the bad byte in the input: a
         ** quoted field may span lines */
         long long eline = line, ecol = 1;
@@ -11123,7 +11328,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
-            rc |= copy_put_esc(b, f[k].data, f[k].len);
+            rc |= pp_copy_escape(b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
             rc |= pp_buf_putc(b, '{');
             int m = nf < l->ncsv_keys ? nf : l->ncsv_keys;
@@ -11134,7 +11339,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 if (f[k].len == 0 && !f[k].quoted)
                     rc |= pp_buf_append(b, "null", 4);
                 else
-                    rc |= copy_put_json_str(b, f[k].data, f[k].len);
+                    rc |= pp_json_str(b, f[k].data, f[k].len, PP_JSON_COPY);
             }
             rc |= pp_buf_putc(b, '}');
         } else {
@@ -11749,18 +11954,11 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
     snprintf(v[9], 64, "%lld", dead);
     /* the payload is JSON; the target name is JSON-escaped */
     pp_buf t = { 0 };
-    copy_put_json_str(&t, l->target, strlen(l->target));
+    pp_json_str(&t, l->target, strlen(l->target), 0);
     snprintf(payload, sizeof payload, "{\"table\":%.*s,\"batch_id\":\"%s\",\"rows\":%lld,"
              "\"load_id\":%lld,\"seq\":%lld}", t.len < 400 ? (int)t.len : 2,
              t.len < 400 ? t.data : "\"\"", ln->uuid_text, loaded, l->load_id, ln->seq);
     pp_buf_free(&t);
-    /* copy_put_json_str doubled backslashes for COPY: undo for the payload */
-    for (char *s = payload, *w = payload;; s++) {
-        if (s[0] == '\\' && s[1] == '\\')
-            s++;
-        if (!(*w++ = *s))
-            break;
-    }
     const char *vals[12] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
                              l->channel ? l->channel : "", payload };
     rc = copy_exec(ln,
@@ -12116,8 +12314,8 @@ PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long 
     l->cur = ln;
     ln->seq = ++l->seq;
     ln->skipping = copy_seq_done(l, ln->seq);
-    if (!ln->skipping)
-        copy_new_uuid(l, ln);
+    if (!ln->skipping && (rc = copy_new_uuid(l, ln)) != PGPIPE_OK)
+        return rc;
     ln->b_first_line = line;
     ln->b_start_off = off;
     return PGPIPE_OK;
@@ -12279,7 +12477,6 @@ struct pgpipe_claimer {
     uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
     int handler_unusable;     /* the server refused to prepare the SQL handler */
     char *restore_sql;        /* puts the session's planner settings back */
-    uint64_t rng;
     pgpipe_claim_stats st;
     pgpipe_batch *cur;
 };
@@ -12304,7 +12501,7 @@ static void claim_stmt_name(char out[40], const char *sql)
 }
 
 /* "schema.table" or "table" -> quoted identifier(s). NULL on bad input. */
-static char *claim_quote_table(PGconn *conn, const char *name, pgpipe_error *err)
+static char *claim_quote_table(const char *name, pgpipe_error *err)
 {
     const char *dot = strchr(name, '.');
     pp_buf b = { 0 };
@@ -12312,30 +12509,11 @@ static char *claim_quote_table(PGconn *conn, const char *name, pgpipe_error *err
         pp_err(err, PGPIPE_MISUSE, "bad table name \"%s\": expected table or schema.table", name);
         return NULL;
     }
-    char *part = dot ? pp_strndup(name, (size_t)(dot - name)) : pp_strdup(name);
-    if (!part) {
-        pp_err_nomem(err);
-        return NULL;
-    }
-    char *q1 = PQescapeIdentifier(conn, part, strlen(part));
-    pp_free(part);
-    if (!q1) {
-        pp_err_pq(err, conn, NULL, "quoting the table name");
-        return NULL;
-    }
-    int rc = pp_buf_append(&b, q1, strlen(q1));
-    PQfreemem(q1);
+    int rc = pp_quote_ident(&b, name, dot ? (size_t)(dot - name) : strlen(name));
     if (rc == PGPIPE_OK && dot) {
-        char *q2 = PQescapeIdentifier(conn, dot + 1, strlen(dot + 1));
-        if (!q2) {
-            pp_buf_free(&b);
-            pp_err_pq(err, conn, NULL, "quoting the table name");
-            return NULL;
-        }
         rc = pp_buf_putc(&b, '.');
         if (rc == PGPIPE_OK)
-            rc = pp_buf_append(&b, q2, strlen(q2));
-        PQfreemem(q2);
+            rc = pp_quote_ident(&b, dot + 1, strlen(dot + 1));
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(&b, '\0');
@@ -12369,27 +12547,6 @@ static PGresult *claim_run(pgpipe_claimer *c, const char *name, int n, const cha
     return PQexecPrepared(c->conn, name, n, v, NULL, NULL, 0);
 }
 
-/* Append s as a JSON string. */
-static int claim_json_str(pp_buf *b, const char *s)
-{
-    int rc = pp_buf_putc(b, '"');
-    for (; rc == PGPIPE_OK && *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            rc = pp_buf_putc(b, '\\');
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(b, (char)ch);
-        } else if (ch < 0x20) {
-            rc = pp_buf_appendf(b, "\\u%04x", ch);
-        } else {
-            rc = pp_buf_putc(b, (char)ch);
-        }
-    }
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_putc(b, '"');
-    return rc;
-}
-
 /* Append {a,b,c} (a bigint[] literal) of the records selected by want
 ** (want = 1: failed ones, 0: not failed). Returns the number appended. */
 static int claim_id_array(pp_buf *b, const pgpipe_batch *bt, int want, int *count)
@@ -12418,15 +12575,7 @@ static int claim_text_array(pp_buf *b, const pgpipe_batch *bt, int states)
         if (n++)
             rc = pp_buf_putc(b, ',');
         if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(b, '"');
-        for (; rc == PGPIPE_OK && *s; s++) {
-            if (*s == '"' || *s == '\\')
-                rc = pp_buf_putc(b, '\\');
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(b, *s);
-        }
-        if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(b, '"');
+            rc = pp_array_elem(b, s, strlen(s));
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_append(b, "}", 2);
@@ -12635,13 +12784,12 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
     o->worker_id = c->worker_id;
     o->source = c->source;
     o->event_type = c->event_type;
-    c->qtable = claim_quote_table(conn, c->table, &c->hdr.err);
+    c->qtable = claim_quote_table(c->table, &c->hdr.err);
     if (!c->qtable)
         return c->hdr.err.code;
-    c->qdlq = claim_quote_table(conn, c->dlq_table, &c->hdr.err);
+    c->qdlq = claim_quote_table(c->dlq_table, &c->hdr.err);
     if (!c->qdlq)
         return c->hdr.err.code;
-    c->rng = pp_rand_seed();
     int rc = claim_build_sql(c);
     if (rc == PGPIPE_OK)
         rc = claim_save_settings(c);
@@ -12766,13 +12914,13 @@ const char *pgpipe_batch_json(pgpipe_batch *b)
             continue;
         rc |= pp_buf_appendf(j, "%s{\"id\":%lld,\"source\":", first ? "" : ",", e->id);
         first = 0;
-        rc |= claim_json_str(j, e->source);
+        rc |= pp_json_str(j, e->source, strlen(e->source), 0);
         rc |= pp_buf_append(j, ",\"event_type\":", 14);
-        rc |= claim_json_str(j, e->event_type);
+        rc |= pp_json_str(j, e->event_type, strlen(e->event_type), 0);
         rc |= pp_buf_append(j, ",\"payload\":", 11);
         rc |= pp_buf_append(j, e->payload, e->payload_len);
         rc |= pp_buf_append(j, ",\"received_at\":", 15);
-        rc |= claim_json_str(j, e->received_at);
+        rc |= pp_json_str(j, e->received_at, strlen(e->received_at), 0);
         rc |= pp_buf_appendf(j, ",\"attempt\":%d}", e->attempt);
     }
     if (rc == PGPIPE_OK)
@@ -12797,17 +12945,6 @@ static pgpipe_batch *claim_batch_view(pgpipe_batch *b, int lo, int hi)
     v->fstate = b->fstate + lo;
     memcpy(v->token, b->token, sizeof v->token);
     return v;
-}
-
-static void claim_uuid(pgpipe_claimer *c, char out[37])
-{
-    uint64_t a = pp_rand_next(&c->rng), b = pp_rand_next(&c->rng);
-    a = (a & ~0xF000ull) | 0x4000ull;                 /* version 4 */
-    b = (b & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull; /* variant */
-    snprintf(out, 37, "%08llx-%04llx-%04llx-%04llx-%012llx",
-             (unsigned long long)(a >> 32), (unsigned long long)((a >> 16) & 0xFFFF),
-             (unsigned long long)(a & 0xFFFF), (unsigned long long)(b >> 48),
-             (unsigned long long)(b & 0xFFFFFFFFFFFFull));
 }
 
 /* Collect the results of one pipelined query: the last result of it (or
@@ -12901,7 +13038,9 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
     const char *v[6];
     int n = 0;
     if (lease) {
-        claim_uuid(c, token);
+        if (pp_uuid_v4(token) != PGPIPE_OK)
+            return pp_err(&c->hdr.err, PGPIPE_IO, "claimer: cannot read /dev/urandom: %s",
+                          strerror(errno));
         v[n++] = token;
         v[n++] = c->worker_id;
         v[n++] = lms;
@@ -13597,13 +13736,12 @@ static void *claim_worker_main(void *arg)
             PGconn *pg = pgpipe_conn_pg(pc);
             rc = pgpipe_claimer_open(&cl, pg, &co);
             if (rc == PGPIPE_OK && w->channel) {
-                char *q = PQescapeIdentifier(pg, w->channel, strlen(w->channel));
-                if (q) {
-                    char sql[300];
-                    snprintf(sql, sizeof sql, "LISTEN %s", q);
-                    PQfreemem(q);
-                    rc = pp_exec(pg, sql, 0, NULL, NULL, &cl->hdr.err, "LISTEN");
-                }
+                pp_buf sql = { 0 };
+                if (pp_buf_append(&sql, "LISTEN ", 7) == PGPIPE_OK &&
+                    pp_quote_ident(&sql, w->channel, strlen(w->channel)) == PGPIPE_OK &&
+                    pp_buf_putc(&sql, '\0') == PGPIPE_OK)
+                    rc = pp_exec(pg, sql.data, 0, NULL, NULL, &cl->hdr.err, "LISTEN");
+                pp_buf_free(&sql);
             }
             if (rc != PGPIPE_OK) {
                 int transient = claim_retryable(pg, cl);
@@ -14234,8 +14372,8 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
 ** pooled connection, and streaming import (NDJSON, JSON array) and export.
 **
 ** Nothing a caller passes is spliced into SQL except the collection name,
-** which is validated (a strict identifier pattern) and then quoted with
-** PQescapeIdentifier. Filter paths are text[] parameters, values are text or
+** which is validated (a strict identifier pattern) and then quoted
+** (pp_quote_ident). Filter paths are text[] parameters, values are text or
 ** jsonb parameters, sort paths too.
 */
 
@@ -14254,8 +14392,6 @@ struct pgpipe_records {
     pgpipe_conn *tx;       /* pinned connection of an open transaction */
     pgpipe_json_doc *doc;  /* for checking documents */
     pp_buf sql;            /* scratch */
-    unsigned char rnd[4096];
-    size_t rnd_left;
 };
 
 typedef struct rec_cond {
@@ -14341,28 +14477,6 @@ static int rec_is_uuid(const char *s)
     return s[36] == '\0';
 }
 
-/* Append s as a JSON string literal. */
-static int rec_json_str(pp_buf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    int rc = pp_buf_putc(b, '"');
-    for (size_t i = 0; i < n && rc == PGPIPE_OK; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = { '\\', (char)c };
-            rc = pp_buf_append(b, e, 2);
-        } else if (c < 0x20) {
-            char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-            rc = pp_buf_append(b, e, 6);
-        } else {
-            rc = pp_buf_putc(b, (char)c);
-        }
-    }
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_putc(b, '"');
-    return rc;
-}
-
 /* Append keys as a PostgreSQL text[] literal: {"a","b"}. */
 static int rec_text_array(pp_buf *b, char *const *keys, int n)
 {
@@ -14370,13 +14484,8 @@ static int rec_text_array(pp_buf *b, char *const *keys, int n)
     for (int i = 0; i < n && rc == PGPIPE_OK; i++) {
         if (i)
             rc = pp_buf_putc(b, ',');
-        rc |= pp_buf_putc(b, '"');
-        for (const char *p = keys[i]; *p && rc == PGPIPE_OK; p++) {
-            if (*p == '"' || *p == '\\')
-                rc = pp_buf_putc(b, '\\');
-            rc |= pp_buf_putc(b, *p);
-        }
-        rc |= pp_buf_putc(b, '"');
+        if (rc == PGPIPE_OK)
+            rc = pp_array_elem(b, keys[i], strlen(keys[i]));
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(b, '}');
@@ -14385,51 +14494,12 @@ static int rec_text_array(pp_buf *b, char *const *keys, int n)
     return rc == PGPIPE_OK ? PGPIPE_OK : PGPIPE_NOMEM;
 }
 
-/* 16 random bytes from /dev/urandom (buffered per handle). */
-static int rec_random16(pgpipe_records *h, unsigned char out[16])
-{
-    if (h->rnd_left < 16) {
-        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return pp_err(&h->hdr.err, PGPIPE_IO, "records: cannot open /dev/urandom: %s",
-                          strerror(errno));
-        size_t got = 0;
-        while (got < sizeof h->rnd) {
-            ssize_t k = read(fd, h->rnd + got, sizeof h->rnd - got);
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k <= 0) {
-                close(fd);
-                return pp_err(&h->hdr.err, PGPIPE_IO, "records: reading /dev/urandom failed");
-            }
-            got += (size_t)k;
-        }
-        close(fd);
-        h->rnd_left = sizeof h->rnd;
-    }
-    memcpy(out, h->rnd + sizeof h->rnd - h->rnd_left, 16);
-    h->rnd_left -= 16;
-    return PGPIPE_OK;
-}
-
-/* A version 4 UUID as 36 characters and NUL. */
+/* A new version 4 UUID as 36 characters and NUL. */
 static int rec_uuid_new(pgpipe_records *h, char out[37])
 {
-    unsigned char b[16];
-    int rc = rec_random16(h, b);
-    if (rc != PGPIPE_OK)
-        return rc;
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    static const char hex[] = "0123456789abcdef";
-    int o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[b[i] >> 4];
-        out[o++] = hex[b[i] & 15];
-    }
-    out[o] = '\0';
+    if (pp_uuid_v4(out) != PGPIPE_OK)
+        return pp_err(&h->hdr.err, PGPIPE_IO, "records: cannot read /dev/urandom: %s",
+                      strerror(errno));
     return PGPIPE_OK;
 }
 
@@ -14567,17 +14637,28 @@ static int rec_sql(pgpipe_records *h, const char *fmt, ...)
     "metadata::text || ',\"created_at\":' || to_json(created_at)::text || " \
     "',\"updated_at\":' || to_json(updated_at)::text || '}'"
 
+/* s[0..n) as a quoted identifier in a new string; NULL when out of memory. */
+static char *rec_quote(const char *s, size_t n)
+{
+    pp_buf b = { 0 };
+    if (pp_quote_ident(&b, s, n) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK) {
+        pp_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 static int rec_create_table(pgpipe_records *h, PGconn *pg, const char *qschema, const char *qname,
                             const char *base)
 {
     char *qfi = NULL, *qmi = NULL, *qtr = NULL;
     char idx[REC_NAME_MAX + 32];
     snprintf(idx, sizeof idx, "%s_fields_gin", base);
-    qfi = PQescapeIdentifier(pg, idx, strlen(idx));
+    qfi = rec_quote(idx, strlen(idx));
     snprintf(idx, sizeof idx, "%s_metadata_gin", base);
-    qmi = PQescapeIdentifier(pg, idx, strlen(idx));
+    qmi = rec_quote(idx, strlen(idx));
     snprintf(idx, sizeof idx, "%s_updated_at", base);
-    qtr = PQescapeIdentifier(pg, idx, strlen(idx));
+    qtr = rec_quote(idx, strlen(idx));
     int rc = PGPIPE_OK;
     if (!qfi || !qmi || !qtr) {
         rc = pp_err_nomem(&h->hdr.err);
@@ -14617,9 +14698,9 @@ static int rec_create_table(pgpipe_records *h, PGconn *pg, const char *qschema, 
     if (rc != PGPIPE_OK)
         pp_rollback_open(pg);
 out:
-    PQfreemem(qfi);
-    PQfreemem(qmi);
-    PQfreemem(qtr);
+    pp_free(qfi);
+    pp_free(qmi);
+    pp_free(qtr);
     return rc;
 }
 
@@ -14656,10 +14737,10 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
     if (rc != PGPIPE_OK)
         return rc;
     PGconn *pg = pgpipe_conn_pg(c);
-    char *qs = PQescapeIdentifier(pg, schema, slen);
-    char *qn = PQescapeIdentifier(pg, base, strlen(base));
+    char *qs = rec_quote(schema, slen);
+    char *qn = rec_quote(base, strlen(base));
     if (!qs || !qn) {
-        rc = pp_err(&h->hdr.err, PGPIPE_DB, "records: quoting the name: %s", PQerrorMessage(pg));
+        rc = pp_err_nomem(&h->hdr.err);
         goto done;
     }
     pp_buf t = { 0 };
@@ -14671,14 +14752,14 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
     for (int i = 0; i < 2; i++) {
         char idx[REC_NAME_MAX + 32];
         snprintf(idx, sizeof idx, "%s_%s_gin", base, i ? "metadata" : "fields");
-        char *qi = PQescapeIdentifier(pg, idx, strlen(idx));
+        char *qi = rec_quote(idx, strlen(idx));
         pp_buf g = { 0 };
         if (!qi || pp_buf_appendf(&g, "%s.%s", qs, qi) != PGPIPE_OK) {
-            PQfreemem(qi);
+            pp_free(qi);
             rc = pp_err_nomem(&h->hdr.err);
             goto done;
         }
-        PQfreemem(qi);
+        pp_free(qi);
         h->gin[i] = g.data;
     }
     const char *v[1] = { h->qtable };
@@ -14694,8 +14775,8 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
             pp_logf(PGPIPE_LOG_INFO, "records", "collection %s ready", h->qtable);
     }
 done:
-    PQfreemem(qs);
-    PQfreemem(qn);
+    pp_free(qs);
+    pp_free(qn);
     pgpipe_pool_release(c);
     return rc;
 }
@@ -14952,7 +15033,7 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
             pp_buf_append(&cp.buf, ids_out[i], 36);
             pp_buf_putc(&cp.buf, '\t');
         }
-        if (csv_copy_escape(&cp.buf, docs[i], strlen(docs[i])) != PGPIPE_OK ||
+        if (pp_copy_field(&cp.buf, docs[i], strlen(docs[i])) != PGPIPE_OK ||
             pp_buf_putc(&cp.buf, '\n') != PGPIPE_OK) {
             rc = pp_err_nomem(&h->hdr.err);
             break;
@@ -15494,7 +15575,7 @@ static char *rec_nest(const rec_cond *c)
     int rc = PGPIPE_OK;
     for (int i = 0; i < c->nkeys && rc == PGPIPE_OK; i++) {
         rc = pp_buf_putc(&b, '{');
-        rc |= rec_json_str(&b, c->keys[i], strlen(c->keys[i]));
+        rc |= pp_json_str(&b, c->keys[i], strlen(c->keys[i]), 0);
         rc |= pp_buf_putc(&b, ':');
     }
     rc |= pp_buf_append(&b, c->json, strlen(c->json));
@@ -16003,12 +16084,12 @@ static int rec_import_put_member(rec_import *im, const pgpipe_json_val *obj, con
     if (t == PGPIPE_JSON_STRING) {
         size_t n;
         const char *s = pgpipe_json_get_str(v, &n);
-        return csv_copy_escape(b, s, n);
+        return pp_copy_field(b, s, n);
     }
     pp_buf tmp = { 0 };
     int rc = json_write_buf(&tmp, v);
     if (rc == PGPIPE_OK)
-        rc = csv_copy_escape(b, tmp.data, tmp.len);
+        rc = pp_copy_field(b, tmp.data, tmp.len);
     pp_buf_free(&tmp);
     return rc;
 }
@@ -16033,7 +16114,7 @@ static int rec_import_record(rec_import *im, const pgpipe_json_val *root, const 
     pp_buf *b = &im->cp.buf;
     size_t mark = b->len;
     if (!im->o->documents) {
-        rc = csv_copy_escape(b, raw, len);
+        rc = pp_copy_field(b, raw, len);
     } else {
         const pgpipe_json_val *id = pgpipe_json_obj_get(root, "id", 2);
         const pgpipe_json_val *fields = pgpipe_json_obj_get(root, "fields", 6);

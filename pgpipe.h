@@ -286,6 +286,24 @@ int pgpipe_sql_file_count(void);
 const char *pgpipe_sql_file_path(int i);
 /* ==== end src/base/util.h ==== */
 
+/* ==== begin src/base/text.h ==== */
+/* ---- Text --------------------------------------------------------------- */
+
+/* Both write like snprintf: at most cap bytes including a NUL (dst may be
+** NULL when cap is 0) and return the full length without the NUL, so a
+** result >= cap means the output was cut; call with cap 0 to size a buffer. */
+
+/* s[0..n) as a JSON string literal with its quotes: '"', '\' and control
+** bytes escaped (\b \f \n \r \t, the rest \u00XX), other bytes as they are. */
+size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n);
+/* name as a quoted SQL identifier ("" for each "); with qualified set, a
+** name with a dot is schema.name, split at its first dot, each part quoted. */
+size_t pgpipe_quote_ident(char *dst, size_t cap, const char *name, int qualified);
+
+/* SHA-256 of data as 64 lowercase hex digits and a NUL (out has 65 bytes). */
+void pgpipe_sha256_hex(const void *data, size_t len, char out[65]);
+/* ==== end src/base/text.h ==== */
+
 /* ==== begin src/base/exec.h ==== */
 /* ==== Failures and retries ==== */
 
@@ -972,8 +990,6 @@ void pgpipe_pipeline_close(pgpipe_pipeline *p);
 
 /* ---- Checksums -------------------------------------------------------- */
 
-/* SHA-256 of data as 64 lowercase hex digits and a NUL (out has 65 bytes). */
-void pgpipe_sha256_hex(const void *data, size_t len, char out[65]);
 /* The checksum the migration runner records: SHA-256 of the text after
 ** dropping a UTF-8 byte order mark and turning CRLF and lone CR into LF. */
 int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);

@@ -153,22 +153,17 @@ static int is_json_type(Oid t) { return t == 114 || t == 3802; }
 
 static void put_json_string(FILE *f, const char *s)
 {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p == '\n')
-            fputs("\\n", f);
-        else if (*p == '\r')
-            fputs("\\r", f);
-        else if (*p == '\t')
-            fputs("\\t", f);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
+    char small[256], *buf = small;
+    size_t n = strlen(s), k = pgpipe_quote_json(small, sizeof small, s, n);
+    if (k >= sizeof small) {
+        if ((buf = malloc(k + 1)) != NULL)
+            pgpipe_quote_json(buf, k + 1, s, n);
+        else /* out of memory: what fits */
+            buf = small, k = sizeof small - 1;
     }
-    fputc('"', f);
+    fwrite(buf, 1, k, f);
+    if (buf != small)
+        free(buf);
 }
 
 static void put_csv_field(FILE *f, const char *s)
@@ -1091,25 +1086,12 @@ static int cmd_read(shell *sh, char **argv, int argc, const char *rest)
 }
 
 /* Quotes a possibly schema-qualified name ("analytics.daily") safely. */
-static char *quote_qualified(PGconn *conn, const char *name)
+static char *quote_qualified(const char *name)
 {
-    char *copy = strdup(name), *out = NULL;
-    if (!copy)
-        return NULL;
-    char *dot = strchr(copy, '.');
-    if (dot)
-        *dot = '\0';
-    char *a = PQescapeIdentifier(conn, copy, strlen(copy));
-    char *b = dot ? PQescapeIdentifier(conn, dot + 1, strlen(dot + 1)) : NULL;
-    if (a && (!dot || b)) {
-        size_t n = strlen(a) + (b ? strlen(b) + 1 : 0) + 1;
-        out = malloc(n);
-        if (out)
-            snprintf(out, n, "%s%s%s", a, b ? "." : "", b ? b : "");
-    }
-    PQfreemem(a);
-    PQfreemem(b);
-    free(copy);
+    size_t n = pgpipe_quote_ident(NULL, 0, name, 1);
+    char *out = malloc(n + 1);
+    if (out)
+        pgpipe_quote_ident(out, n + 1, name, 1);
     return out;
 }
 
@@ -1125,7 +1107,7 @@ static int cmd_refresh(shell *sh, char **argv, int argc, const char *rest)
     (void)argv, (void)argc, (void)rest;
     const char *view = cur.pos[0];
     int conc = opt_has(&cur, "--concurrently");
-    char *q = quote_qualified(sh->conn, view);
+    char *q = quote_qualified(view);
     if (!q) {
         errorf("cannot quote view name '%s'", view);
         return 1;
@@ -1244,10 +1226,9 @@ static int cmd_listen(shell *sh, char **argv, int argc, const char *rest)
     (void)argv, (void)argc, (void)rest;
     const char *channel = cur.pos[0];
     long count = (long)opt_num(&cur, "--count", -1), timeout = (long)opt_num(&cur, "--timeout", -1);
-    char *ident = PQescapeIdentifier(sh->conn, channel, strlen(channel));
     char sql[512];
-    snprintf(sql, sizeof sql, "LISTEN %s", ident ? ident : "\"\"");
-    PQfreemem(ident);
+    memcpy(sql, "LISTEN ", 7);
+    pgpipe_quote_ident(sql + 7, sizeof sql - 7, channel, 0);
     if (run_sql(sh, sql))
         return 1;
     fprintf(sh->out, "listening on \"%s\"%s\n", channel,

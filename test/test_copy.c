@@ -69,30 +69,36 @@ static void copy_t_path(char *buf, size_t n, const char *name)
 
 /* ---- unit tests of the helpers ---------------------------------------------- */
 
+/* 1 when s[0..n) is text the loader passes on as it is (UTF-8, no NUL). */
+static int copy_t_utf8(const char *s, size_t n)
+{
+    return pp_utf8_text_prefix((const unsigned char *)s, n) == n;
+}
+
 PGT_TEST(copy, escaping_and_utf8)
 {
     pp_buf b = { 0 };
-    PGT_OK(copy_put_esc(&b, "a\tb\\c\nd\re", 9));
+    PGT_OK(pp_copy_escape(&b, "a\tb\\c\nd\re", 9));
     PGT_EQ_MEM(b.data, b.len, "a\\tb\\\\c\\nd\\re", sizeof "a\\tb\\\\c\\nd\\re" - 1);
     b.len = 0;
-    PGT_OK(copy_put_json_str(&b, "q\"\\\n\x01", 5));
+    PGT_OK(pp_json_str(&b, "q\"\\\n\x01", 5, PP_JSON_COPY));
     /* JSON "q\"\\\n\u0001" with COPY's backslashes doubled */
     PGT_EQ_MEM(b.data, b.len, "\"q\\\\\"\\\\\\\\\\\\n\\\\u0001\"", sizeof "\"q\\\\\"\\\\\\\\\\\\n\\\\u0001\"" - 1);
-    PGT_CHECK(copy_utf8_ok((const unsigned char *)"plain ascii text, long enough", 29));
-    PGT_CHECK(copy_utf8_ok((const unsigned char *)"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14));
-    PGT_CHECK(!copy_utf8_ok((const unsigned char *)"abc\0def", 7));
-    PGT_CHECK(!copy_utf8_ok((const unsigned char *)"bad \xff byte", 10));
-    PGT_CHECK(!copy_utf8_ok((const unsigned char *)"\xc3", 1));
-    PGT_CHECK(!copy_utf8_ok((const unsigned char *)"\xed\xa0\x80", 3)); /* surrogate */
-    PGT_CHECK(!copy_utf8_ok((const unsigned char *)"\xc0\xaf", 2));     /* overlong */
+    PGT_CHECK(copy_t_utf8("plain ascii text, long enough", 29));
+    PGT_CHECK(copy_t_utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14));
+    PGT_CHECK(!copy_t_utf8("abc\0def", 7));
+    PGT_CHECK(!copy_t_utf8("bad \xff byte", 10));
+    PGT_CHECK(!copy_t_utf8("\xc3", 1));
+    PGT_CHECK(!copy_t_utf8("\xed\xa0\x80", 3)); /* surrogate */
+    PGT_CHECK(!copy_t_utf8("\xc0\xaf", 2));     /* overlong */
     b.len = 0;
     PGT_OK(copy_put_raw(&b, "a\0b\xff", 4));
     PGT_EQ_MEM(b.data, b.len, "a\\\\x00b\\\\xff\t\\\\x610062ff", sizeof "a\\\\x00b\\\\xff\t\\\\x610062ff" - 1);
     b.len = 0;
-    PGT_OK(copy_quote_ident_path(&b, "staging.raw_events"));
+    PGT_OK(pp_quote_path(&b, "staging.raw_events"));
     PGT_EQ_MEM(b.data, b.len, "\"staging\".\"raw_events\"", sizeof "\"staging\".\"raw_events\"" - 1);
     b.len = 0;
-    PGT_OK(copy_quote_ident_path(&b, "\"My.Schema\".x\"y"));
+    PGT_OK(pp_quote_path(&b, "\"My.Schema\".x\"y"));
     PGT_EQ_MEM(b.data, b.len, "\"My.Schema\".\"x\"\"y\"", sizeof "\"My.Schema\".\"x\"\"y\"" - 1);
     pp_buf_free(&b);
 }
@@ -119,12 +125,10 @@ PGT_TEST(copy, uuid_v7)
     copy_lane ln;
     memset(&l, 0, sizeof l);
     memset(&ln, 0, sizeof ln);
-    l.urandom = open("/dev/urandom", O_RDONLY);
-    PGT_CHECK(l.urandom >= 0);
     char prev[37] = "";
     for (int i = 0; i < 30; i++) {
         uint64_t before = copy_t_now_ms();
-        copy_new_uuid(&l, &ln);
+        PGT_OK(copy_new_uuid(&l, &ln));
         uint64_t after = copy_t_now_ms();
         const char *t = ln.uuid_text;
         PGT_EQ_INT(strlen(t), 36);
@@ -157,7 +161,7 @@ PGT_TEST(copy, uuid_v7)
     /* a burst: the time prefix never goes back, and no id repeats */
     static char burst[2000][37];
     for (int i = 0; i < 2000; i++) {
-        copy_new_uuid(&l, &ln);
+        PGT_OK(copy_new_uuid(&l, &ln));
         memcpy(burst[i], ln.uuid_text, 37);
         if (i > 0)
             PGT_CHECK_MSG(memcmp(burst[i - 1], burst[i], 13) <= 0, "%s then %s", burst[i - 1],
@@ -166,7 +170,6 @@ PGT_TEST(copy, uuid_v7)
     qsort(burst, 2000, sizeof burst[0], copy_t_strcmp);
     for (int i = 1; i < 2000; i++)
         PGT_CHECK_MSG(strcmp(burst[i - 1], burst[i]) != 0, "repeated id %s", burst[i]);
-    close(l.urandom);
 }
 
 PGT_TEST(copy, options_are_checked)

@@ -500,7 +500,7 @@ PGT_TEST(records, injection_is_inert)
     for (size_t i = 0; i < sizeof evil / sizeof evil[0]; i++) {
         /* as a key (raw and quoted in the text form), as a value, as a sort path */
         pp_buf quoted = { 0 }, val = { 0 };
-        PGT_OK(rec_json_str(&quoted, evil[i], strlen(evil[i])));
+        PGT_OK(pp_json_str(&quoted, evil[i], strlen(evil[i]), 0));
         pp_buf_putc(&quoted, '\0');
         pp_buf_appendf(&val, "[%s]", quoted.data);
         for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {

@@ -1,6 +1,7 @@
 /*
 ** The base layer's private header: what every component may use (system
-** headers, compiler macros, handles, memory, errors, logging, buffers).
+** headers, compiler macros, handles, memory, errors, logging, buffers, and
+** the text layer: escaping, quoting, UTF-8, UUIDs, SHA-256).
 **
 ** Layers, lowest first: base -> parse -> db -> pipeline. Each layer has one
 ** private header, src/LAYER/pp_LAYER.h, that includes the one below it; a
@@ -16,7 +17,7 @@
 ** The "@components" line of each layer header lists the layer's components
 ** in data-flow order; pgpipe.h shows their public headers in that order.
 **
-** @components util exec
+** @components util text exec
 */
 #ifndef PP_BASE_H
 #define PP_BASE_H
@@ -126,10 +127,125 @@ static inline PP_UNUSED int pp_buf_putc(pp_buf *b, char c)
     return PGPIPE_OK;
 }
 
+/* ---- Text (src/base/text.c): the one place for each escape, check and
+** generator. ---- */
+
+/* Append s[0..n) in COPY text format: backslash, tab, LF and CR become \\,
+** \t, \n and \r (s may be NULL when n is 0). */
+PGPIPE_PRIVATE int pp_copy_escape(pp_buf *b, const char *s, size_t n);
+/* A COPY field: NULL is \N, anything else is escaped. */
+static inline PP_UNUSED int pp_copy_field(pp_buf *b, const char *s, size_t n)
+{
+    return s ? pp_copy_escape(b, s, n) : pp_buf_append(b, "\\N", 2);
+}
+
+/* JSON string escaping: '"', '\\' and control bytes (\b \f \n \r \t short,
+** the rest \u00XX); other bytes, UTF-8 included, stand as they are. With
+** PP_JSON_COPY each backslash written is doubled, which is the COPY text
+** escape of the JSON text (the JSON escape leaves no tab, LF or CR). */
+#define PP_JSON_COPY 1
+/* Write the escape of s[0..n) (no quotes) to dst, at most cap bytes (dst may
+** be NULL when cap is 0); returns the full length, so a result above cap
+** means it was cut. */
+PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_t n, int flags);
+/* Append s[0..n) as a JSON string literal "..." to b. */
+PGPIPE_PRIVATE int pp_json_str(pp_buf *b, const char *s, size_t n, int flags);
+
+/* UTF-8 by Unicode table 3-7 (no overlongs, no surrogates, nothing above
+** U+10FFFF). pp_utf8_problem: NULL and *len = the length of the valid
+** sequence at p (avail bytes readable), or a printf format with one
+** unsigned argument (p[0]) that says what is wrong. Inline so that the JSON
+** parser's error path stays a leaf function (its hot caller then saves no
+** registers). */
+static inline PP_UNUSED const char *pp_utf8_problem(const unsigned char *p, size_t avail,
+                                                    size_t *len)
+{
+    unsigned b0 = p[0];
+    size_t need = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
+    *len = 0;
+    if (b0 < 0x80) {
+        *len = 1;
+        return NULL;
+    }
+    if (b0 < 0xC0)
+        return "invalid UTF-8 in string: unexpected continuation byte 0x%02X";
+    if (b0 < 0xC2)
+        return "invalid UTF-8 in string: overlong 2-byte encoding (lead byte 0x%02X)";
+    if (b0 >= 0xF8)
+        return "invalid UTF-8 in string: byte 0x%02X never appears in UTF-8";
+    if (b0 >= 0xF5)
+        return "invalid UTF-8 in string: lead byte 0x%02X encodes a code point above U+10FFFF";
+    for (size_t i = 1; i < need; i++)
+        if (i >= avail || (p[i] & 0xC0) != 0x80)
+            return "invalid UTF-8 in string: truncated multi-byte sequence (lead byte 0x%02X)";
+    unsigned b1 = p[1];
+    if (b0 == 0xE0 && b1 < 0xA0)
+        return "invalid UTF-8 in string: overlong 3-byte encoding (lead byte 0x%02X)";
+    if (b0 == 0xED && b1 >= 0xA0)
+        return "invalid UTF-8 in string: UTF-16 surrogate encoded in UTF-8 (lead byte 0x%02X)";
+    if (b0 == 0xF0 && b1 < 0x90)
+        return "invalid UTF-8 in string: overlong 4-byte encoding (lead byte 0x%02X)";
+    if (b0 == 0xF4 && b1 >= 0x90)
+        return "invalid UTF-8 in string: code point above U+10FFFF (lead byte 0x%02X)";
+    *len = need;
+    return NULL;
+}
+
+/* The fast paths of both, for p[0] >= 0x80 with avail bytes readable: 1
+** when p starts a 3-byte sequence that needs no check beyond its bytes'
+** shapes (leads E0 and ED restrict their second byte and are left out), or
+** any valid 2-byte one; otherwise callers ask pp_utf8_problem. */
+static inline PP_UNUSED int pp_utf8_is3(const unsigned char *p, size_t avail)
+{
+    return avail >= 3 && (p[0] & 0xF0) == 0xE0 && (p[1] & 0xC0) == 0x80 &&
+           (p[2] & 0xC0) == 0x80 && p[0] != 0xE0 && p[0] != 0xED;
+}
+static inline PP_UNUSED int pp_utf8_is2(const unsigned char *p, size_t avail)
+{
+    return avail >= 2 && p[0] - 0xC2u < 30u && (p[1] & 0xC0) == 0x80;
+}
+/* The length of the longest prefix of s[0..n) that is valid UTF-8 without a
+** NUL byte (text PostgreSQL accepts); n when all of it is. */
+PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n);
+
+/* Random bytes from /dev/urandom, buffered for the process (fork-safe).
+** UUIDs as 36 characters and a NUL: version 4 (random), and version 7
+** (Unix ms time, then a counter that starts random each millisecond, so
+** ids of one process sort in the order they were made). Failure behaviour,
+** the same for all three: when /dev/urandom cannot be read they return
+** PGPIPE_IO with errno set and write nothing; they never fall back to a
+** weaker generator. */
+PGPIPE_PRIVATE int pp_random_bytes(void *out, size_t n);
+PGPIPE_PRIVATE int pp_uuid_v4(char out[37]);
+PGPIPE_PRIVATE int pp_uuid_v7(char out[37]);
+
+/* Append s[0..n) as a quoted SQL identifier ("" for each "). */
+PGPIPE_PRIVATE int pp_quote_ident(pp_buf *b, const char *s, size_t n);
+/* Append a dotted name ("schema.table", "table", any number of parts) with
+** every part quoted; a part already in double quotes is kept as it is
+** written. PGPIPE_MISUSE for an empty name or text after a quoted part. */
+PGPIPE_PRIVATE int pp_quote_path(pp_buf *b, const char *name);
+
+/* Append s[0..n) as a double-quoted element of an array literal ({"a","b"}):
+** '"' and '\\' get a backslash. */
+PGPIPE_PRIVATE int pp_array_elem(pp_buf *b, const char *s, size_t n);
+
+/* SHA-256, streaming (pgpipe_sha256_hex does it in one call). */
+typedef struct pp_sha256 {
+    uint32_t h[8];
+    uint64_t total;
+    unsigned char block[64];
+    size_t fill;
+} pp_sha256;
+PGPIPE_PRIVATE void pp_sha256_init(pp_sha256 *s);
+PGPIPE_PRIVATE void pp_sha256_update(pp_sha256 *s, const void *data, size_t n);
+/* Finish: 64 lowercase hex digits and a NUL. */
+PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65]);
+
 /* 64-bit FNV-1a of a string (statement names, cache keys; not for security). */
 PGPIPE_PRIVATE uint64_t pp_hash64(const char *s);
 
-/* Random numbers for jitter and UUIDs: xorshift64*, seeded per caller. */
+/* Random numbers for jitter: xorshift64*, seeded per caller (not for ids). */
 PGPIPE_PRIVATE uint64_t pp_rand_next(uint64_t *state);
 PGPIPE_PRIVATE uint64_t pp_rand_seed(void);
 

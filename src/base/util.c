@@ -452,25 +452,8 @@ static void pp_log_put_value(pp_out *o, const char *v, int json)
             quote = 1;
     if (quote)
         pp_out_put(o, "\"", 1);
-    for (const char *p = v; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"' || c == '\\') {
-            char esc[2] = { '\\', (char)c };
-            pp_out_put(o, esc, 2);
-        } else if (c == '\n') {
-            pp_out_put(o, "\\n", 2);
-        } else if (c == '\r') {
-            pp_out_put(o, "\\r", 2);
-        } else if (c == '\t') {
-            pp_out_put(o, "\\t", 2);
-        } else if (c < 0x20) {
-            char esc[8];
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            pp_out_put(o, esc, 6);
-        } else {
-            pp_out_put(o, p, 1);
-        }
-    }
+    size_t room = o->size && o->len < o->size - 1 ? o->size - 1 - o->len : 0;
+    o->len += pp_json_escape(room ? o->buf + o->len : NULL, room, v, strlen(v), 0);
     if (quote)
         pp_out_put(o, "\"", 1);
 }
@@ -591,40 +574,6 @@ void pgpipe_sleep_ms(int ms)
     struct timespec req = { ms / 1000, (long)(ms % 1000) * 1000000L }, rem;
     while (nanosleep(&req, &rem) != 0 && errno == EINTR)
         req = rem;
-}
-
-PGPIPE_PRIVATE uint64_t pp_hash64(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-PGPIPE_PRIVATE uint64_t pp_rand_next(uint64_t *s)
-{
-    uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
-
-PGPIPE_PRIVATE uint64_t pp_rand_seed(void)
-{
-    static uint64_t counter = 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
-                 ((uint64_t)getpid() << 40);
-    s ^= (uint64_t)(uintptr_t)&s; /* differs between threads */
-    pp_mutex_lock(&pp_log_mutex);
-    s += 0x9E3779B97F4A7C15ull * ++counter;
-    pp_mutex_unlock(&pp_log_mutex);
-    return s ? s : 1;
 }
 
 /* ---- Embedded SQL ----------------------------------------------------- */

@@ -1,130 +1,14 @@
 /*
-** Migrations: SHA-256 checksums and a runner for versioned
-** (V<version>__<name>.sql) and repeatable (R__<name>.sql) migrations with a
-** history table, an advisory lock, drift detection, repair, baseline, dry run
-** and resumable no-transaction files. Files are cut into statements by
-** src/parse/sqlsplit.c; src/db/schema.c installs the embedded sql/ folders.
+** Migrations: checksums (SHA-256 from src/base/text.c) and a runner for
+** versioned (V<version>__<name>.sql) and repeatable (R__<name>.sql)
+** migrations with a history table, an advisory lock, drift detection,
+** repair, baseline, dry run and resumable no-transaction files. Files are
+** cut into statements by src/parse/sqlsplit.c; src/db/schema.c installs the
+** embedded sql/ folders.
 */
 
 #include "pp_db.h"
 #include <dirent.h>
-
-/* ---- SHA-256 (FIPS 180-4) --------------------------------------------- */
-
-typedef struct mig_sha256 {
-    uint32_t h[8];
-    uint64_t total;
-    unsigned char block[64];
-    size_t fill;
-} mig_sha256;
-
-static const uint32_t mig_sha_k[64] = {
-    0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u,
-    0x923f82a4u, 0xab1c5ed5u, 0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u,
-    0x72be5d74u, 0x80deb1feu, 0x9bdc06a7u, 0xc19bf174u, 0xe49b69c1u, 0xefbe4786u,
-    0x0fc19dc6u, 0x240ca1ccu, 0x2de92c6fu, 0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau,
-    0x983e5152u, 0xa831c66du, 0xb00327c8u, 0xbf597fc7u, 0xc6e00bf3u, 0xd5a79147u,
-    0x06ca6351u, 0x14292967u, 0x27b70a85u, 0x2e1b2138u, 0x4d2c6dfcu, 0x53380d13u,
-    0x650a7354u, 0x766a0abbu, 0x81c2c92eu, 0x92722c85u, 0xa2bfe8a1u, 0xa81a664bu,
-    0xc24b8b70u, 0xc76c51a3u, 0xd192e819u, 0xd6990624u, 0xf40e3585u, 0x106aa070u,
-    0x19a4c116u, 0x1e376c08u, 0x2748774cu, 0x34b0bcb5u, 0x391c0cb3u, 0x4ed8aa4au,
-    0x5b9cca4fu, 0x682e6ff3u, 0x748f82eeu, 0x78a5636fu, 0x84c87814u, 0x8cc70208u,
-    0x90befffau, 0xa4506cebu, 0xbef9a3f7u, 0xc67178f2u,
-};
-
-#define MIG_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void mig_sha_init(mig_sha256 *s)
-{
-    static const uint32_t iv[8] = { 0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
-                                    0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u };
-    memcpy(s->h, iv, sizeof iv);
-    s->total = 0;
-    s->fill = 0;
-}
-
-static void mig_sha_block(mig_sha256 *s, const unsigned char *p)
-{
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = MIG_ROR(w[i - 15], 7) ^ MIG_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = MIG_ROR(w[i - 2], 17) ^ MIG_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
-    uint32_t e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (MIG_ROR(e, 6) ^ MIG_ROR(e, 11) ^ MIG_ROR(e, 25)) +
-                      ((e & f) ^ (~e & g)) + mig_sha_k[i] + w[i];
-        uint32_t t2 = (MIG_ROR(a, 2) ^ MIG_ROR(a, 13) ^ MIG_ROR(a, 22)) +
-                      ((a & b) ^ (a & c) ^ (b & c));
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d;
-    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
-}
-
-static void mig_sha_update(mig_sha256 *s, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    s->total += n;
-    while (n) {
-        if (s->fill == 0 && n >= 64) {
-            mig_sha_block(s, p);
-            p += 64;
-            n -= 64;
-            continue;
-        }
-        size_t k = 64 - s->fill < n ? 64 - s->fill : n;
-        memcpy(s->block + s->fill, p, k);
-        s->fill += k;
-        p += k;
-        n -= k;
-        if (s->fill == 64) {
-            mig_sha_block(s, s->block);
-            s->fill = 0;
-        }
-    }
-}
-
-static void mig_sha_hex(mig_sha256 *s, char out[65])
-{
-    uint64_t bits = s->total * 8;
-    unsigned char pad[72];
-    size_t padlen = (s->fill < 56 ? 56 : 120) - s->fill;
-    memset(pad, 0, sizeof pad);
-    pad[0] = 0x80;
-    for (int i = 0; i < 8; i++)
-        pad[padlen + (size_t)i] = (unsigned char)(bits >> (56 - 8 * i));
-    uint64_t keep = s->total;
-    mig_sha_update(s, pad, padlen + 8);
-    s->total = keep;
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        unsigned v = (s->h[i / 4] >> (24 - 8 * (i % 4))) & 0xffu;
-        out[2 * i] = hex[v >> 4];
-        out[2 * i + 1] = hex[v & 15];
-    }
-    out[64] = '\0';
-}
-
-void pgpipe_sha256_hex(const void *data, size_t len, char out[65])
-{
-    mig_sha256 s;
-    mig_sha_init(&s);
-    mig_sha_update(&s, data, len);
-    mig_sha_hex(&s, out);
-}
 
 /* Text of a migration as it is checksummed and run: no UTF-8 BOM, LF line
 ** endings. Returns a new NUL-terminated string (length in *outlen). */
@@ -620,15 +504,15 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
 ** with what already ran. */
 static void mig_progress_checksum(const mig_file *f, int n, char out[65])
 {
-    mig_sha256 s;
-    mig_sha_init(&s);
+    pp_sha256 s;
+    pp_sha256_init(&s);
     for (int i = 0; i < n && i < f->nstmts; i++) {
-        mig_sha_update(&s, f->stmts[i].sql, strlen(f->stmts[i].sql) + 1);
+        pp_sha256_update(&s, f->stmts[i].sql, strlen(f->stmts[i].sql) + 1);
         if (f->stmts[i].copy_data)
-            mig_sha_update(&s, f->stmts[i].copy_data, f->stmts[i].copy_len);
-        mig_sha_update(&s, "", 1);
+            pp_sha256_update(&s, f->stmts[i].copy_data, f->stmts[i].copy_len);
+        pp_sha256_update(&s, "", 1);
     }
-    mig_sha_hex(&s, out);
+    pp_sha256_hex(&s, out);
 }
 
 /* ---- The history table ------------------------------------------------ */
@@ -650,7 +534,7 @@ static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *c
 
 static int mig_table_exists(pgpipe_migrator *m, int *exists)
 {
-    /* m->tbl is the quoted (PQescapeIdentifier) name, passed as a value */
+    /* m->tbl is the quoted name, passed as a value */
     const char *v[1] = { m->tbl };
     PGresult *r = mig_exec(m, "SELECT to_regclass($1::text) IS NOT NULL", 1, v,
                            "cannot look up the migration history table");
@@ -661,20 +545,30 @@ static int mig_table_exists(pgpipe_migrator *m, int *exists)
     return PGPIPE_OK;
 }
 
+/* name followed by suffix, quoted as an identifier and NUL-terminated. */
+static int mig_quoted(pp_buf *out, const char *name, const char *suffix)
+{
+    pp_buf t = { NULL, 0, 0 };
+    int rc = pp_buf_appendf(&t, "%s%s", name, suffix);
+    if (rc == PGPIPE_OK)
+        rc = pp_quote_ident(out, t.data, t.len);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(out, '\0');
+    pp_buf_free(&t);
+    return rc;
+}
+
 static int mig_create_table(pgpipe_migrator *m)
 {
     int exists = 0;
     int rc = mig_table_exists(m, &exists);
     if (rc != PGPIPE_OK || exists)
         return rc;
-    char *sch = PQescapeIdentifier(m->conn, m->tbl_schema, strlen(m->tbl_schema));
-    pp_buf n1 = { NULL, 0, 0 }, n2 = { NULL, 0, 0 }, q = { NULL, 0, 0 };
-    char *i1 = NULL, *i2 = NULL;
+    pp_buf sch = { NULL, 0, 0 }, i1 = { NULL, 0, 0 }, i2 = { NULL, 0, 0 }, q = { NULL, 0, 0 };
     rc = PGPIPE_NOMEM;
-    if (sch && pp_buf_appendf(&n1, "%s_version_key", m->tbl_name) == PGPIPE_OK &&
-        pp_buf_appendf(&n2, "%s_repeatable_key", m->tbl_name) == PGPIPE_OK &&
-        (i1 = PQescapeIdentifier(m->conn, n1.data, n1.len)) != NULL &&
-        (i2 = PQescapeIdentifier(m->conn, n2.data, n2.len)) != NULL &&
+    if (mig_quoted(&sch, m->tbl_schema, "") == PGPIPE_OK &&
+        mig_quoted(&i1, m->tbl_name, "_version_key") == PGPIPE_OK &&
+        mig_quoted(&i2, m->tbl_name, "_repeatable_key") == PGPIPE_OK &&
         pp_buf_appendf(&q,
             "CREATE SCHEMA IF NOT EXISTS %s;\n"
             "CREATE TABLE IF NOT EXISTS %s (\n"
@@ -706,15 +600,13 @@ static int mig_create_table(pgpipe_migrator *m)
             "CREATE UNIQUE INDEX IF NOT EXISTS %s ON %s (scope, name) WHERE kind = 'R';\n"
             "COMMENT ON TABLE %s IS 'pgpipe migration history: one row per versioned "
             "migration and per repeatable migration of each scope'",
-            sch, m->tbl, i1, m->tbl, i2, m->tbl, m->tbl) == PGPIPE_OK)
+            sch.data, m->tbl, i1.data, m->tbl, i2.data, m->tbl, m->tbl) == PGPIPE_OK)
         rc = mig_exec_ok(m, q.data, 0, NULL, "cannot create the migration history table");
     else
         pp_err_nomem(&m->hdr.err);
-    PQfreemem(sch);
-    PQfreemem(i1);
-    PQfreemem(i2);
-    pp_buf_free(&n1);
-    pp_buf_free(&n2);
+    pp_buf_free(&sch);
+    pp_buf_free(&i1);
+    pp_buf_free(&i2);
     pp_buf_free(&q);
     return rc;
 }
@@ -1669,17 +1561,14 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
         return pp_err_nomem(&m->hdr.err);
     while (m->embedded && *m->embedded && m->embedded[strlen(m->embedded) - 1] == '/')
         m->embedded[strlen(m->embedded) - 1] = '\0';
-    char *qs = PQescapeIdentifier(conn, m->tbl_schema, strlen(m->tbl_schema));
-    char *qt = PQescapeIdentifier(conn, m->tbl_name, strlen(m->tbl_name));
     pp_buf b = { NULL, 0, 0 };
-    if (!qs || !qt || pp_buf_appendf(&b, "%s.%s", qs, qt) != PGPIPE_OK) {
-        PQfreemem(qs);
-        PQfreemem(qt);
+    if (pp_quote_ident(&b, m->tbl_schema, strlen(m->tbl_schema)) != PGPIPE_OK ||
+        pp_buf_putc(&b, '.') != PGPIPE_OK ||
+        pp_quote_ident(&b, m->tbl_name, strlen(m->tbl_name)) != PGPIPE_OK ||
+        pp_buf_putc(&b, '\0') != PGPIPE_OK) {
         pp_buf_free(&b);
         return pp_err_nomem(&m->hdr.err);
     }
-    PQfreemem(qs);
-    PQfreemem(qt);
     m->tbl = b.data;
     m->lock_timeout_ms = o.lock_timeout_ms == 0 ? 30000 : o.lock_timeout_ms;
     m->lock_key = o.lock_key ? o.lock_key : PGPIPE_MIGRATE_LOCK_KEY;

@@ -11,8 +11,6 @@
 
 /* ---- Checksums -------------------------------------------------------- */
 
-/* SHA-256 of data as 64 lowercase hex digits and a NUL (out has 65 bytes). */
-void pgpipe_sha256_hex(const void *data, size_t len, char out[65]);
 /* The checksum the migration runner records: SHA-256 of the text after
 ** dropping a UTF-8 byte order mark and turning CRLF and lone CR into LF. */
 int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);

@@ -986,40 +986,6 @@ int pgpipe_csv_column_index(const pgpipe_csv *r, const char *name)
 
 /* ---- COPY text writer --------------------------------------------------- */
 
-/* Append data escaped for COPY text format; data == NULL appends \N. */
-PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len)
-{
-    if (!data)
-        return pp_buf_append(b, "\\N", 2);
-    if (len == 0)
-        return PGPIPE_OK;
-    if (len > (SIZE_MAX - 16) / 2 || pp_buf_reserve(b, len * 2) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    char *o = b->data + b->len;
-    const unsigned char *s = (const unsigned char *)data, *e = s + len;
-    while (s < e) {
-        const unsigned char *run = s;
-        while (s < e && *s != '\\' && *s != '\t' && *s != '\n' && *s != '\r')
-            s++;
-        if (s > run) {
-            memcpy(o, run, (size_t)(s - run));
-            o += s - run;
-        }
-        if (s == e)
-            break;
-        *o++ = '\\';
-        switch (*s) {
-        case '\t': *o++ = 't'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        default: *o++ = '\\'; break;
-        }
-        s++;
-    }
-    b->len = (size_t)(o - b->data);
-    return PGPIPE_OK;
-}
-
 static void csv_buf_in(pp_buf *b, const pgpipe_copy_buf *o)
 {
     b->data = o->data;
@@ -1049,7 +1015,7 @@ int pgpipe_copy_text_field(pgpipe_copy_buf *out, const char *data, size_t len)
         return PGPIPE_MISUSE;
     pp_buf b;
     csv_buf_in(&b, out);
-    int rc = csv_copy_escape(&b, data, len);
+    int rc = pp_copy_field(&b, data, len);
     csv_buf_out(out, &b);
     return rc;
 }
@@ -1066,8 +1032,8 @@ int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
         if (i)
             rc = pp_buf_putc(&b, '\t');
         if (rc == PGPIPE_OK)
-            rc = csv_copy_escape(&b, values[i],
-                                 values[i] ? (lens ? lens[i] : strlen(values[i])) : 0);
+            rc = pp_copy_field(&b, values[i],
+                               values[i] ? (lens ? lens[i] : strlen(values[i])) : 0);
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(&b, '\n');
@@ -1084,7 +1050,7 @@ static int csv_copy_row_buf(const pgpipe_csv *r, pp_buf *b)
         if (i)
             rc = pp_buf_putc(b, '\t');
         if (rc == PGPIPE_OK)
-            rc = csv_copy_escape(b, x->len || x->quoted ? x->data : NULL, x->len);
+            rc = pp_copy_field(b, x->len || x->quoted ? x->data : NULL, x->len);
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(b, '\n');

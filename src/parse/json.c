@@ -348,42 +348,14 @@ JSON_NOINLINE void json_set_err(json_ctx *c, const unsigned char *pos, int code,
 }
 
 /* Length of the valid UTF-8 sequence at p (p[0] >= 0x80), 0 after setting
-** the error. Follows Unicode table 3-7 (no overlongs, no surrogates, nothing
-** above U+10FFFF). */
+** the error (the checks are pp_utf8_problem's). */
 JSON_NOINLINE size_t json_utf8_bad(json_ctx *c, const unsigned char *p)
 {
-    const unsigned char *end = c->end;
-    unsigned b0 = p[0];
-    size_t avail = (size_t)(end - p);
-    const char *why = NULL;
-    size_t need = b0 >= 0xF0 ? 4 : b0 >= 0xE0 ? 3 : 2;
-    if (b0 < 0xC0)
-        why = "invalid UTF-8 in string: unexpected continuation byte 0x%02X";
-    else if (b0 < 0xC2)
-        why = "invalid UTF-8 in string: overlong 2-byte encoding (lead byte 0x%02X)";
-    else if (b0 >= 0xF8)
-        why = "invalid UTF-8 in string: byte 0x%02X never appears in UTF-8";
-    else if (b0 >= 0xF5)
-        why = "invalid UTF-8 in string: lead byte 0x%02X encodes a code point above U+10FFFF";
-    else {
-        for (size_t i = 1; i < need && !why; i++)
-            if (i >= avail || (p[i] & 0xC0) != 0x80)
-                why = "invalid UTF-8 in string: truncated multi-byte sequence (lead byte 0x%02X)";
-        if (!why) {
-            unsigned b1 = p[1];
-            if (b0 == 0xE0 && b1 < 0xA0)
-                why = "invalid UTF-8 in string: overlong 3-byte encoding (lead byte 0x%02X)";
-            else if (b0 == 0xED && b1 >= 0xA0)
-                why = "invalid UTF-8 in string: UTF-16 surrogate encoded in UTF-8 (lead byte 0x%02X)";
-            else if (b0 == 0xF0 && b1 < 0x90)
-                why = "invalid UTF-8 in string: overlong 4-byte encoding (lead byte 0x%02X)";
-            else if (b0 == 0xF4 && b1 >= 0x90)
-                why = "invalid UTF-8 in string: code point above U+10FFFF (lead byte 0x%02X)";
-        }
-    }
+    size_t need;
+    const char *why = pp_utf8_problem(p, (size_t)(c->end - p), &need);
     if (!why)
         return need;
-    json_set_err(c, p, PGPIPE_PARSE, why, (int)b0, 0);
+    json_set_err(c, p, PGPIPE_PARSE, why, (int)p[0], 0);
     return 0;
 }
 
@@ -481,16 +453,14 @@ static int json_utf8_check(json_ctx *c, const unsigned char *p, const unsigned c
     high:
 #endif
         do { /* a run of non-ASCII characters; 3- and 2-byte ones inline */
-            unsigned b0 = p[0];
             size_t avail = (size_t)(c->end - p);
-            if (avail >= 3 && (b0 & 0xF0) == 0xE0 && (p[1] & 0xC0) == 0x80 &&
-                (p[2] & 0xC0) == 0x80 && b0 != 0xE0 && b0 != 0xED) {
+            if (pp_utf8_is3(p, avail)) {
                 p += 3;
 #ifdef JSON_SSE2
                 while (e - p >= 16 && json_utf8_five3(p)) /* CJK text, 5 at a time */
                     p += 15;
 #endif
-            } else if (avail >= 2 && b0 - 0xC2u < 30u && (p[1] & 0xC0) == 0x80) {
+            } else if (pp_utf8_is2(p, avail)) {
                 p += 2;
             } else {
                 size_t n = json_utf8_bad(c, p);
@@ -1459,43 +1429,19 @@ JSON_INLINE void json_putc(json_out *o, char ch)
     o->len++;
 }
 
-static const char json_hexdig[] = "0123456789abcdef";
-
 static void json_put_string(json_out *o, const json_node *n)
 {
-    const unsigned char *s = (const unsigned char *)n->u.str, *e = s + JSON_LEN(n);
+    const char *s = n->u.str;
+    size_t len = JSON_LEN(n);
     json_putc(o, '"');
     if (!(n->tag & JSON_FLAG)) { /* came from the input without escapes */
-        json_put(o, s, (size_t)(e - s));
+        json_put(o, s, len);
     } else {
-        const unsigned char *run = s;
-        for (; s < e; s++) {
-            unsigned ch = *s;
-            if (ch >= 0x20 && ch != '"' && ch != '\\')
-                continue;
-            json_put(o, run, (size_t)(s - run));
-            run = s + 1;
-            char esc[6] = { '\\', 0, 0, 0, 0, 0 };
-            size_t el = 2;
-            switch (ch) {
-            case '"': esc[1] = '"'; break;
-            case '\\': esc[1] = '\\'; break;
-            case '\b': esc[1] = 'b'; break;
-            case '\f': esc[1] = 'f'; break;
-            case '\n': esc[1] = 'n'; break;
-            case '\r': esc[1] = 'r'; break;
-            case '\t': esc[1] = 't'; break;
-            default:
-                esc[1] = 'u';
-                esc[2] = '0';
-                esc[3] = '0';
-                esc[4] = json_hexdig[ch >> 4];
-                esc[5] = json_hexdig[ch & 15];
-                el = 6;
-            }
-            json_put(o, esc, el);
-        }
-        json_put(o, run, (size_t)(e - run));
+        size_t room = o->len <= o->cap ? o->cap - o->len : 0;
+        size_t k = pp_json_escape(room ? o->buf + o->len : NULL, room, s, len, 0);
+        if (k > room && json_out_grow(o, k))
+            pp_json_escape(o->buf + o->len, k, s, len, 0);
+        o->len += k;
     }
     json_putc(o, '"');
 }

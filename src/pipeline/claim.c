@@ -48,7 +48,6 @@ struct pgpipe_claimer {
     uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
     int handler_unusable;     /* the server refused to prepare the SQL handler */
     char *restore_sql;        /* puts the session's planner settings back */
-    uint64_t rng;
     pgpipe_claim_stats st;
     pgpipe_batch *cur;
 };
@@ -73,7 +72,7 @@ static void claim_stmt_name(char out[40], const char *sql)
 }
 
 /* "schema.table" or "table" -> quoted identifier(s). NULL on bad input. */
-static char *claim_quote_table(PGconn *conn, const char *name, pgpipe_error *err)
+static char *claim_quote_table(const char *name, pgpipe_error *err)
 {
     const char *dot = strchr(name, '.');
     pp_buf b = { 0 };
@@ -81,30 +80,11 @@ static char *claim_quote_table(PGconn *conn, const char *name, pgpipe_error *err
         pp_err(err, PGPIPE_MISUSE, "bad table name \"%s\": expected table or schema.table", name);
         return NULL;
     }
-    char *part = dot ? pp_strndup(name, (size_t)(dot - name)) : pp_strdup(name);
-    if (!part) {
-        pp_err_nomem(err);
-        return NULL;
-    }
-    char *q1 = PQescapeIdentifier(conn, part, strlen(part));
-    pp_free(part);
-    if (!q1) {
-        pp_err_pq(err, conn, NULL, "quoting the table name");
-        return NULL;
-    }
-    int rc = pp_buf_append(&b, q1, strlen(q1));
-    PQfreemem(q1);
+    int rc = pp_quote_ident(&b, name, dot ? (size_t)(dot - name) : strlen(name));
     if (rc == PGPIPE_OK && dot) {
-        char *q2 = PQescapeIdentifier(conn, dot + 1, strlen(dot + 1));
-        if (!q2) {
-            pp_buf_free(&b);
-            pp_err_pq(err, conn, NULL, "quoting the table name");
-            return NULL;
-        }
         rc = pp_buf_putc(&b, '.');
         if (rc == PGPIPE_OK)
-            rc = pp_buf_append(&b, q2, strlen(q2));
-        PQfreemem(q2);
+            rc = pp_quote_ident(&b, dot + 1, strlen(dot + 1));
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(&b, '\0');
@@ -138,27 +118,6 @@ static PGresult *claim_run(pgpipe_claimer *c, const char *name, int n, const cha
     return PQexecPrepared(c->conn, name, n, v, NULL, NULL, 0);
 }
 
-/* Append s as a JSON string. */
-static int claim_json_str(pp_buf *b, const char *s)
-{
-    int rc = pp_buf_putc(b, '"');
-    for (; rc == PGPIPE_OK && *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            rc = pp_buf_putc(b, '\\');
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(b, (char)ch);
-        } else if (ch < 0x20) {
-            rc = pp_buf_appendf(b, "\\u%04x", ch);
-        } else {
-            rc = pp_buf_putc(b, (char)ch);
-        }
-    }
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_putc(b, '"');
-    return rc;
-}
-
 /* Append {a,b,c} (a bigint[] literal) of the records selected by want
 ** (want = 1: failed ones, 0: not failed). Returns the number appended. */
 static int claim_id_array(pp_buf *b, const pgpipe_batch *bt, int want, int *count)
@@ -187,15 +146,7 @@ static int claim_text_array(pp_buf *b, const pgpipe_batch *bt, int states)
         if (n++)
             rc = pp_buf_putc(b, ',');
         if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(b, '"');
-        for (; rc == PGPIPE_OK && *s; s++) {
-            if (*s == '"' || *s == '\\')
-                rc = pp_buf_putc(b, '\\');
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(b, *s);
-        }
-        if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(b, '"');
+            rc = pp_array_elem(b, s, strlen(s));
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_append(b, "}", 2);
@@ -404,13 +355,12 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
     o->worker_id = c->worker_id;
     o->source = c->source;
     o->event_type = c->event_type;
-    c->qtable = claim_quote_table(conn, c->table, &c->hdr.err);
+    c->qtable = claim_quote_table(c->table, &c->hdr.err);
     if (!c->qtable)
         return c->hdr.err.code;
-    c->qdlq = claim_quote_table(conn, c->dlq_table, &c->hdr.err);
+    c->qdlq = claim_quote_table(c->dlq_table, &c->hdr.err);
     if (!c->qdlq)
         return c->hdr.err.code;
-    c->rng = pp_rand_seed();
     int rc = claim_build_sql(c);
     if (rc == PGPIPE_OK)
         rc = claim_save_settings(c);
@@ -535,13 +485,13 @@ const char *pgpipe_batch_json(pgpipe_batch *b)
             continue;
         rc |= pp_buf_appendf(j, "%s{\"id\":%lld,\"source\":", first ? "" : ",", e->id);
         first = 0;
-        rc |= claim_json_str(j, e->source);
+        rc |= pp_json_str(j, e->source, strlen(e->source), 0);
         rc |= pp_buf_append(j, ",\"event_type\":", 14);
-        rc |= claim_json_str(j, e->event_type);
+        rc |= pp_json_str(j, e->event_type, strlen(e->event_type), 0);
         rc |= pp_buf_append(j, ",\"payload\":", 11);
         rc |= pp_buf_append(j, e->payload, e->payload_len);
         rc |= pp_buf_append(j, ",\"received_at\":", 15);
-        rc |= claim_json_str(j, e->received_at);
+        rc |= pp_json_str(j, e->received_at, strlen(e->received_at), 0);
         rc |= pp_buf_appendf(j, ",\"attempt\":%d}", e->attempt);
     }
     if (rc == PGPIPE_OK)
@@ -566,17 +516,6 @@ static pgpipe_batch *claim_batch_view(pgpipe_batch *b, int lo, int hi)
     v->fstate = b->fstate + lo;
     memcpy(v->token, b->token, sizeof v->token);
     return v;
-}
-
-static void claim_uuid(pgpipe_claimer *c, char out[37])
-{
-    uint64_t a = pp_rand_next(&c->rng), b = pp_rand_next(&c->rng);
-    a = (a & ~0xF000ull) | 0x4000ull;                 /* version 4 */
-    b = (b & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull; /* variant */
-    snprintf(out, 37, "%08llx-%04llx-%04llx-%04llx-%012llx",
-             (unsigned long long)(a >> 32), (unsigned long long)((a >> 16) & 0xFFFF),
-             (unsigned long long)(a & 0xFFFF), (unsigned long long)(b >> 48),
-             (unsigned long long)(b & 0xFFFFFFFFFFFFull));
 }
 
 /* Collect the results of one pipelined query: the last result of it (or
@@ -670,7 +609,9 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
     const char *v[6];
     int n = 0;
     if (lease) {
-        claim_uuid(c, token);
+        if (pp_uuid_v4(token) != PGPIPE_OK)
+            return pp_err(&c->hdr.err, PGPIPE_IO, "claimer: cannot read /dev/urandom: %s",
+                          strerror(errno));
         v[n++] = token;
         v[n++] = c->worker_id;
         v[n++] = lms;
@@ -1366,13 +1307,12 @@ static void *claim_worker_main(void *arg)
             PGconn *pg = pgpipe_conn_pg(pc);
             rc = pgpipe_claimer_open(&cl, pg, &co);
             if (rc == PGPIPE_OK && w->channel) {
-                char *q = PQescapeIdentifier(pg, w->channel, strlen(w->channel));
-                if (q) {
-                    char sql[300];
-                    snprintf(sql, sizeof sql, "LISTEN %s", q);
-                    PQfreemem(q);
-                    rc = pp_exec(pg, sql, 0, NULL, NULL, &cl->hdr.err, "LISTEN");
-                }
+                pp_buf sql = { 0 };
+                if (pp_buf_append(&sql, "LISTEN ", 7) == PGPIPE_OK &&
+                    pp_quote_ident(&sql, w->channel, strlen(w->channel)) == PGPIPE_OK &&
+                    pp_buf_putc(&sql, '\0') == PGPIPE_OK)
+                    rc = pp_exec(pg, sql.data, 0, NULL, NULL, &cl->hdr.err, "LISTEN");
+                pp_buf_free(&sql);
             }
             if (rc != PGPIPE_OK) {
                 int transient = claim_retryable(pg, cl);

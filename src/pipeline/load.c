@@ -40,124 +40,6 @@ PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...)
     return pp_err(&l->hdr.err, code, "%s", msg);
 }
 
-/* COPY text escaping: backslash, tab, LF, CR. */
-static const unsigned char copy_esc_tab[256] = {
-    ['\\'] = '\\', ['\t'] = 't', ['\n'] = 'n', ['\r'] = 'r',
-};
-
-PGPIPE_PRIVATE int copy_put_esc(pp_buf *b, const char *s, size_t n)
-{
-    if (pp_buf_reserve(b, n + 16) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    size_t i = 0, run = 0;
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        if (PP_LIKELY(!copy_esc_tab[c])) {
-            i++;
-            continue;
-        }
-        size_t k = i - run;
-        if (pp_buf_reserve(b, k + 2 + (n - i)) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        memcpy(b->data + b->len, s + run, k);
-        b->len += k;
-        b->data[b->len++] = '\\';
-        b->data[b->len++] = (char)copy_esc_tab[c];
-        run = ++i;
-    }
-    return pp_buf_append(b, s + run, n - run);
-}
-
-/* A string as a JSON string literal ("..."), then COPY-escaped, in one pass. */
-PGPIPE_PRIVATE int copy_put_json_str(pp_buf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    if (pp_buf_reserve(b, n + 2) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    b->data[b->len++] = '"';
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (PP_LIKELY(c >= 0x20 && c != '"' && c != '\\'))
-            continue;
-        if (pp_buf_append(b, s + run, i - run) != PGPIPE_OK || pp_buf_reserve(b, 8) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        char *w = b->data + b->len;
-        /* JSON escape, with its backslash doubled for COPY */
-        *w++ = '\\';
-        *w++ = '\\';
-        switch (c) {
-        case '"': *w++ = '"'; break;
-        case '\\': *w++ = '\\'; *w++ = '\\'; break;
-        case '\n': *w++ = 'n'; break;
-        case '\r': *w++ = 'r'; break;
-        case '\t': *w++ = 't'; break;
-        default:
-            *w++ = 'u'; *w++ = '0'; *w++ = '0';
-            *w++ = hex[c >> 4]; *w++ = hex[c & 15];
-        }
-        b->len = (size_t)(w - b->data);
-        run = i + 1;
-    }
-    if (pp_buf_append(b, s + run, n - run) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    return pp_buf_putc(b, '"');
-}
-
-/* 1 when s holds no NUL and is valid UTF-8. */
-PGPIPE_PRIVATE int copy_utf8_ok(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        if (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            /* all ASCII and no zero byte */
-            if (!(w & 0x8080808080808080ull) &&
-                !((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)) {
-                i += 8;
-                continue;
-            }
-        }
-        unsigned char c = s[i];
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF) { k = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) { k = 2; cp = c & 0x0F; }
-        else if (c >= 0xF0 && c <= 0xF4) { k = 3; cp = c & 0x07; }
-        else return 0;
-        if (i + 1 + k > n)
-            return 0;
-        for (size_t j = 1; j <= k; j++) {
-            unsigned char d = s[i + j];
-            if ((d & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (d & 0x3F);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += 1 + k;
-    }
-    return 1;
-}
-
-/* Length of a valid UTF-8 sequence at s (n bytes left), 0 when invalid/NUL. */
-PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n)
-{
-    size_t k = s[0] < 0x80 ? 0 : s[0] >= 0xC2 && s[0] <= 0xDF ? 1 : s[0] >= 0xE0 && s[0] <= 0xEF ? 2
-             : s[0] >= 0xF0 && s[0] <= 0xF4 ? 3 : 9;
-    if (s[0] == 0 || k == 9 || k + 1 > n)
-        return 0;
-    return copy_utf8_ok(s, k + 1) ? k + 1 : 0;
-}
-
 /* The raw text of a dead letter, COPY-escaped, as raw_text and raw_bytes:
 ** valid text goes to raw_text as it is (raw_bytes NULL); text with NUL bytes
 ** or invalid UTF-8 goes to raw_text with those bytes written \xHH, and as it
@@ -165,114 +47,38 @@ PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n)
 static int copy_put_raw(pp_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    if (copy_utf8_ok((const unsigned char *)s, n)) {
-        if (copy_put_esc(b, s, n) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = pp_utf8_text_prefix(u, n);
+    if (pp_copy_escape(b, s, i) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    if (i == n)
         return pp_buf_append(b, "\t\\N", 3);
-    }
-    size_t i = 0;
     while (i < n) {
-        size_t k = copy_utf8_seq((const unsigned char *)s + i, n - i);
-        if (k) {
-            if (copy_put_esc(b, s + i, k) != PGPIPE_OK)
-                return PGPIPE_NOMEM;
-            i += k;
-        } else {
-            unsigned char c = (unsigned char)s[i++];
-            char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
-            if (pp_buf_append(b, e, 5) != PGPIPE_OK)
-                return PGPIPE_NOMEM;
-        }
+        unsigned char c = u[i++];
+        char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
+        size_t k = pp_utf8_text_prefix(u + i, n - i);
+        if (pp_buf_append(b, e, 5) != PGPIPE_OK || pp_copy_escape(b, s + i, k) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        i += k;
     }
     if (pp_buf_append(b, "\t\\\\x", 4) != PGPIPE_OK || pp_buf_reserve(b, 2 * n) != PGPIPE_OK)
         return PGPIPE_NOMEM;
     for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+        unsigned char c = u[i];
         b->data[b->len++] = hex[c >> 4];
         b->data[b->len++] = hex[c & 15];
     }
     return PGPIPE_OK;
 }
 
-/* Quote "schema.table" or "table" (parts may already be in double quotes). */
-static int copy_quote_ident_path(pp_buf *out, const char *name)
+/* A new batch id: a version 7 UUID (time-ordered, so the ids of one loader
+** sort in batch order). */
+PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
 {
-    const char *p = name;
-    int parts = 0;
-    while (*p) {
-        if (parts++ && pp_buf_putc(out, '.') != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        pp_buf_putc(out, '"');
-        if (*p == '"') {
-            p++;
-            while (*p) {
-                if (*p == '"') {
-                    if (p[1] == '"') { pp_buf_append(out, "\"\"", 2); p += 2; continue; }
-                    p++;
-                    break;
-                }
-                pp_buf_putc(out, *p++);
-            }
-        } else {
-            while (*p && *p != '.') {
-                if (*p == '"')
-                    pp_buf_putc(out, '"');
-                pp_buf_putc(out, *p++);
-            }
-        }
-        if (pp_buf_putc(out, '"') != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        if (*p == '.')
-            p++;
-        else if (*p)
-            return PGPIPE_MISUSE;
-    }
-    return parts ? PGPIPE_OK : PGPIPE_MISUSE;
-}
-
-static int copy_fill_random(pgpipe_loader *l, unsigned char *out, size_t n)
-{
-    size_t got = 0;
-    if (l->urandom >= 0) {
-        while (got < n) {
-            ssize_t r = read(l->urandom, out + got, n - got);
-            if (r <= 0) {
-                if (r < 0 && errno == EINTR)
-                    continue;
-                break;
-            }
-            got += (size_t)r;
-        }
-    }
-    if (got < n) { /* no /dev/urandom: the library's seeded generator */
-        uint64_t s = pp_rand_seed();
-        for (; got < n; got++)
-            out[got] = (unsigned char)(pp_rand_next(&s) >> 24);
-    }
+    if (pp_uuid_v7(ln->uuid_text) != PGPIPE_OK)
+        return copy_errf(l, PGPIPE_IO, "cannot read /dev/urandom for a batch id: %s",
+                         strerror(errno));
     return PGPIPE_OK;
-}
-
-/* A UUID version 7: 48-bit Unix time in ms, then 74 random bits. */
-PGPIPE_PRIVATE void copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
-{
-    static const char hex[] = "0123456789abcdef";
-    unsigned char *u = ln->uuid;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-    copy_fill_random(l, u + 6, 10);
-    for (int i = 0; i < 6; i++)
-        u[i] = (unsigned char)(ms >> (40 - 8 * i));
-    u[6] = (unsigned char)(0x70 | (u[6] & 0x0F));
-    u[8] = (unsigned char)(0x80 | (u[8] & 0x3F));
-    char *w = ln->uuid_text;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            *w++ = '-';
-        *w++ = hex[u[i] >> 4];
-        *w++ = hex[u[i] & 15];
-    }
-    *w = '\0';
 }
 
 /* ---- options ------------------------------------------------------------ */
@@ -296,7 +102,7 @@ void pgpipe_loader_options_init(pgpipe_loader_options *o)
 static char *copy_dup_esc(const char *s)
 {
     pp_buf b = { 0 };
-    if (copy_put_esc(&b, s, strlen(s)) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK) {
+    if (pp_copy_escape(&b, s, strlen(s)) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK) {
         pp_buf_free(&b);
         return NULL;
     }
@@ -382,7 +188,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     /* raw_events fields taken from the record are required (NOT NULL columns) */
     pp_buf sql = { 0 };
     pp_buf_append(&sql, "COPY ", 5);
-    if (copy_quote_ident_path(&sql, l->target) != PGPIPE_OK) {
+    if (pp_quote_path(&sql, l->target) != PGPIPE_OK) {
         pp_buf_free(&sql);
         return copy_errf(l, PGPIPE_MISUSE, "loader: bad target table name \"%s\"", l->target);
     }
@@ -390,7 +196,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     for (int i = 0; i < l->ncols; i++) {
         if (i)
             pp_buf_append(&sql, ", ", 2);
-        if (copy_quote_ident_path(&sql, l->cols[i].column) != PGPIPE_OK || strchr(l->cols[i].column, '.')) {
+        if (pp_quote_path(&sql, l->cols[i].column) != PGPIPE_OK || strchr(l->cols[i].column, '.')) {
             pp_buf_free(&sql);
             return copy_errf(l, PGPIPE_MISUSE, "loader: bad column name \"%s\"", l->cols[i].column);
         }
@@ -402,7 +208,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     }
     l->copy_sql = sql.data;
     pp_buf tq = { 0 };
-    copy_quote_ident_path(&tq, l->target);
+    pp_quote_path(&tq, l->target);
     if (pp_buf_putc(&tq, '\0') != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
     l->target_sql = tq.data;
@@ -516,22 +322,6 @@ static const char *copy_format_name(int f)
 }
 
 /* Find the earlier run of this load (same key and target) or create the row. */
-/* A JSON string literal (for a query parameter, not COPY text). */
-static int copy_json_plain(pp_buf *b, const char *s)
-{
-    int rc = pp_buf_putc(b, '"');
-    for (; *s && rc == PGPIPE_OK; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            rc = pp_buf_appendf(b, "\\%c", c);
-        else if (c < 0x20)
-            rc = pp_buf_appendf(b, "\\u%04x", c);
-        else
-            rc = pp_buf_putc(b, (char)c);
-    }
-    return rc == PGPIPE_OK ? pp_buf_putc(b, '"') : rc;
-}
-
 /* The load's field mapping and required fields as JSON, recorded in
 ** pgpipe.loads.options: a replay of its dead letters (pgpipe.dlq_replay)
 ** validates and maps them the same way.
@@ -544,13 +334,13 @@ static char *copy_mapping_json(const pgpipe_loader *l)
     for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
         const copy_col *c = &l->cols[i];
         rc |= pp_buf_appendf(&b, "%s{\"column\": ", i ? ", " : "");
-        rc |= copy_json_plain(&b, c->column);
+        rc |= pp_json_str(&b, c->column, strlen(c->column), 0);
         if (c->kind == COPY_K_FIELD) {
             rc |= pp_buf_appendf(&b, ", \"field\": ");
-            rc |= copy_json_plain(&b, c->field);
+            rc |= pp_json_str(&b, c->field, strlen(c->field), 0);
         } else if (c->kind == COPY_K_FIXED) {
             rc |= pp_buf_appendf(&b, ", \"value\": ");
-            rc |= copy_json_plain(&b, c->raw_value);
+            rc |= pp_json_str(&b, c->raw_value, strlen(c->raw_value), 0);
         } else if (c->kind != COPY_K_NULL) {
             const char *sp = c->kind == COPY_K_RECORD ? "$record" : c->kind == COPY_K_LINE ? "$line"
                            : c->kind == COPY_K_SOURCE ? "$source" : c->kind == COPY_K_BATCH
@@ -562,7 +352,7 @@ static char *copy_mapping_json(const pgpipe_loader *l)
     rc |= pp_buf_appendf(&b, "], \"required\": [");
     for (int i = 0; i < l->nrequired && rc == PGPIPE_OK; i++) {
         rc |= pp_buf_appendf(&b, "%s", i ? ", " : "");
-        rc |= copy_json_plain(&b, l->required[i]);
+        rc |= pp_json_str(&b, l->required[i], strlen(l->required[i]), 0);
     }
     rc |= pp_buf_appendf(&b, "]}");
     if (rc != PGPIPE_OK) {
@@ -716,7 +506,7 @@ PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, lo
     const pgpipe_loader *l = ln->l;
     pp_buf *b = &ln->dbuf;
     int rc = pp_buf_append(b, "load\t", 5);
-    rc |= copy_put_esc(b, l->source, strlen(l->source));
+    rc |= pp_copy_escape(b, l->source, strlen(l->source));
     rc |= pp_buf_appendf(b, "\t%lld\t", line);
     if (column > 0)
         rc |= pp_buf_appendf(b, "%lld", column);
@@ -725,15 +515,15 @@ PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, lo
     rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", offset, l->load_id, ln->uuid_text);
     rc |= copy_put_raw(b, raw ? raw : "", raw ? rawlen : 0);
     rc |= pp_buf_putc(b, '\t');
-    rc |= copy_put_esc(b, msg, strlen(msg));
+    rc |= pp_copy_escape(b, msg, strlen(msg));
     rc |= pp_buf_putc(b, '\t');
     if (sqlstate && *sqlstate)
-        rc |= copy_put_esc(b, sqlstate, strlen(sqlstate));
+        rc |= pp_copy_escape(b, sqlstate, strlen(sqlstate));
     else
         rc |= pp_buf_append(b, "\\N", 2);
     rc |= pp_buf_putc(b, '\t');
     if (context && *context)
-        rc |= copy_put_esc(b, context, strlen(context));
+        rc |= pp_copy_escape(b, context, strlen(context));
     else
         rc |= pp_buf_append(b, "\\N", 2);
     rc |= pp_buf_putc(b, '\n');
@@ -975,7 +765,6 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
     if (!l)
         return PGPIPE_NOMEM;
     pp_handle_init(&l->hdr);
-    l->urandom = -1;
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -1043,11 +832,6 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
                 return pp_err_nomem(&l->hdr.err);
     if (pgpipe_json_doc_open(&l->doc) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
-#ifdef O_CLOEXEC
-    l->urandom = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-#else
-    l->urandom = open("/dev/urandom", O_RDONLY);
-#endif
     /* connect now (a bad conninfo fails here), installing the schema */
     return copy_on_main_lane(l, l->max_retries + 1, copy_op_install, &o->install_schema);
 }
@@ -1234,8 +1018,6 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
     pgpipe_json_doc_close(l->doc);
-    if (l->urandom >= 0)
-        close(l->urandom);
     l->hdr.magic = 0;
     pp_free(l);
 }

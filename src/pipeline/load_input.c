@@ -47,12 +47,12 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
     case PGPIPE_JSON_STRING:
         s = pgpipe_json_get_str(v, &n);
         if (json)
-            return copy_put_json_str(b, s, n);
+            return pp_json_str(b, s, n, PP_JSON_COPY);
         if (memchr(s, '\0', n)) {
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
         }
-        return copy_put_esc(b, s, n);
+        return pp_copy_escape(b, s, n);
     case PGPIPE_JSON_NUMBER:
         s = pgpipe_json_number_text(v, &n);
         return pp_buf_append(b, s, n);
@@ -65,7 +65,7 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
                 return PGPIPE_NOMEM;
             int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
             if (rc == PGPIPE_OK)
-                return copy_put_esc(b, l->scratch.data, n);
+                return pp_copy_escape(b, l->scratch.data, n);
             if (rc != PGPIPE_LIMIT)
                 return rc;
             cap = n + 1;
@@ -81,7 +81,7 @@ static int copy_put_common(pgpipe_loader *l, const copy_col *c, long long line)
     case COPY_K_FIXED: return pp_buf_append(b, c->value, strlen(c->value));
     case COPY_K_NULL: return pp_buf_append(b, "\\N", 2);
     case COPY_K_LINE: return pp_buf_appendf(b, "%lld", line);
-    case COPY_K_SOURCE: return copy_put_esc(b, l->source, strlen(l->source));
+    case COPY_K_SOURCE: return pp_copy_escape(b, l->source, strlen(l->source));
     case COPY_K_BATCH: return pp_buf_append(b, l->cur->uuid_text, 36);
     case COPY_K_LOAD: return pp_buf_appendf(b, "%lld", l->load_id);
     default: return PGPIPE_MISUSE;
@@ -168,7 +168,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         if (rc != PGPIPE_OK)
             break;
         if (c->kind == COPY_K_RECORD) {
-            rc = copy_put_esc(cb, raw, len);
+            rc = pp_copy_escape(cb, raw, len);
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
@@ -202,7 +202,7 @@ static int copy_csv_setup(pgpipe_loader *l)
     l->ncsv_keys = n;
     for (int i = 0; i < n; i++) {
         const char *h = pgpipe_csv_header_name(l->csv, i);
-        if (copy_put_json_str(&l->csv_keys[i], h, strlen(h)) != PGPIPE_OK ||
+        if (pp_json_str(&l->csv_keys[i], h, strlen(h), PP_JSON_COPY) != PGPIPE_OK ||
             pp_buf_putc(&l->csv_keys[i], ':') != PGPIPE_OK)
             return pp_err_nomem(&l->hdr.err);
     }
@@ -248,10 +248,8 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
         rc = copy_reject_input(l, raw, len, e->line > 0 ? e->line : line, e->column, off, e->message);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
-    if (!copy_utf8_ok((const unsigned char *)raw, len)) {
-        size_t i = 0;
-        while (i < len && copy_utf8_seq((const unsigned char *)raw + i, len - i))
-            i += copy_utf8_seq((const unsigned char *)raw + i, len - i);
+    size_t i = pp_utf8_text_prefix((const unsigned char *)raw, len);
+    if (i < len) {
         /* line and column (in characters) of the bad byte in the input: a
         ** quoted field may span lines */
         long long eline = line, ecol = 1;
@@ -301,7 +299,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
-            rc |= copy_put_esc(b, f[k].data, f[k].len);
+            rc |= pp_copy_escape(b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
             rc |= pp_buf_putc(b, '{');
             int m = nf < l->ncsv_keys ? nf : l->ncsv_keys;
@@ -312,7 +310,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 if (f[k].len == 0 && !f[k].quoted)
                     rc |= pp_buf_append(b, "null", 4);
                 else
-                    rc |= copy_put_json_str(b, f[k].data, f[k].len);
+                    rc |= pp_json_str(b, f[k].data, f[k].len, PP_JSON_COPY);
             }
             rc |= pp_buf_putc(b, '}');
         } else {

@@ -276,18 +276,11 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
     snprintf(v[9], 64, "%lld", dead);
     /* the payload is JSON; the target name is JSON-escaped */
     pp_buf t = { 0 };
-    copy_put_json_str(&t, l->target, strlen(l->target));
+    pp_json_str(&t, l->target, strlen(l->target), 0);
     snprintf(payload, sizeof payload, "{\"table\":%.*s,\"batch_id\":\"%s\",\"rows\":%lld,"
              "\"load_id\":%lld,\"seq\":%lld}", t.len < 400 ? (int)t.len : 2,
              t.len < 400 ? t.data : "\"\"", ln->uuid_text, loaded, l->load_id, ln->seq);
     pp_buf_free(&t);
-    /* copy_put_json_str doubled backslashes for COPY: undo for the payload */
-    for (char *s = payload, *w = payload;; s++) {
-        if (s[0] == '\\' && s[1] == '\\')
-            s++;
-        if (!(*w++ = *s))
-            break;
-    }
     const char *vals[12] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
                              l->channel ? l->channel : "", payload };
     rc = copy_exec(ln,
@@ -643,8 +636,8 @@ PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long 
     l->cur = ln;
     ln->seq = ++l->seq;
     ln->skipping = copy_seq_done(l, ln->seq);
-    if (!ln->skipping)
-        copy_new_uuid(l, ln);
+    if (!ln->skipping && (rc = copy_new_uuid(l, ln)) != PGPIPE_OK)
+        return rc;
     ln->b_first_line = line;
     ln->b_start_off = off;
     return PGPIPE_OK;

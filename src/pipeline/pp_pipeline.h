@@ -58,7 +58,6 @@ typedef struct copy_lane {
     /* the batch */
     long long seq;
     int skipping;         /* committed by an earlier run: counted, not sent */
-    unsigned char uuid[16];
     char uuid_text[37];
     pp_buf cbuf;          /* COPY text of the batch */
     pp_buf rbuf;          /* raw text of the rows */
@@ -106,7 +105,6 @@ struct pgpipe_loader {
     pgpipe_load_progress_fn progress;
     void *progress_ud;
     char *copy_sql;
-    int urandom;
     /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
     copy_lane lanes[COPY_MAX_LANES];
     int nlanes;           /* configured */
@@ -160,11 +158,7 @@ enum { COPY_JS_START, COPY_JS_FIRST, COPY_JS_VALUE, COPY_JS_ELEM, COPY_JS_AFTER,
 
 /* load.c: small helpers, connections, the load record, dead letters */
 PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...) PP_PRINTF(3, 4);
-PGPIPE_PRIVATE int copy_put_esc(pp_buf *b, const char *s, size_t n);
-PGPIPE_PRIVATE int copy_put_json_str(pp_buf *b, const char *s, size_t n);
-PGPIPE_PRIVATE int copy_utf8_ok(const unsigned char *s, size_t n);
-PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n);
-PGPIPE_PRIVATE void copy_new_uuid(pgpipe_loader *l, copy_lane *ln);
+PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln);
 PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken);
 PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient);
 PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *const *vals,

@@ -5,8 +5,8 @@
 ** pooled connection, and streaming import (NDJSON, JSON array) and export.
 **
 ** Nothing a caller passes is spliced into SQL except the collection name,
-** which is validated (a strict identifier pattern) and then quoted with
-** PQescapeIdentifier. Filter paths are text[] parameters, values are text or
+** which is validated (a strict identifier pattern) and then quoted
+** (pp_quote_ident). Filter paths are text[] parameters, values are text or
 ** jsonb parameters, sort paths too.
 */
 
@@ -26,8 +26,6 @@ struct pgpipe_records {
     pgpipe_conn *tx;       /* pinned connection of an open transaction */
     pgpipe_json_doc *doc;  /* for checking documents */
     pp_buf sql;            /* scratch */
-    unsigned char rnd[4096];
-    size_t rnd_left;
 };
 
 typedef struct rec_cond {
@@ -113,28 +111,6 @@ static int rec_is_uuid(const char *s)
     return s[36] == '\0';
 }
 
-/* Append s as a JSON string literal. */
-static int rec_json_str(pp_buf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    int rc = pp_buf_putc(b, '"');
-    for (size_t i = 0; i < n && rc == PGPIPE_OK; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            char e[2] = { '\\', (char)c };
-            rc = pp_buf_append(b, e, 2);
-        } else if (c < 0x20) {
-            char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-            rc = pp_buf_append(b, e, 6);
-        } else {
-            rc = pp_buf_putc(b, (char)c);
-        }
-    }
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_putc(b, '"');
-    return rc;
-}
-
 /* Append keys as a PostgreSQL text[] literal: {"a","b"}. */
 static int rec_text_array(pp_buf *b, char *const *keys, int n)
 {
@@ -142,13 +118,8 @@ static int rec_text_array(pp_buf *b, char *const *keys, int n)
     for (int i = 0; i < n && rc == PGPIPE_OK; i++) {
         if (i)
             rc = pp_buf_putc(b, ',');
-        rc |= pp_buf_putc(b, '"');
-        for (const char *p = keys[i]; *p && rc == PGPIPE_OK; p++) {
-            if (*p == '"' || *p == '\\')
-                rc = pp_buf_putc(b, '\\');
-            rc |= pp_buf_putc(b, *p);
-        }
-        rc |= pp_buf_putc(b, '"');
+        if (rc == PGPIPE_OK)
+            rc = pp_array_elem(b, keys[i], strlen(keys[i]));
     }
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(b, '}');
@@ -157,51 +128,12 @@ static int rec_text_array(pp_buf *b, char *const *keys, int n)
     return rc == PGPIPE_OK ? PGPIPE_OK : PGPIPE_NOMEM;
 }
 
-/* 16 random bytes from /dev/urandom (buffered per handle). */
-static int rec_random16(pgpipe_records *h, unsigned char out[16])
-{
-    if (h->rnd_left < 16) {
-        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return pp_err(&h->hdr.err, PGPIPE_IO, "records: cannot open /dev/urandom: %s",
-                          strerror(errno));
-        size_t got = 0;
-        while (got < sizeof h->rnd) {
-            ssize_t k = read(fd, h->rnd + got, sizeof h->rnd - got);
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k <= 0) {
-                close(fd);
-                return pp_err(&h->hdr.err, PGPIPE_IO, "records: reading /dev/urandom failed");
-            }
-            got += (size_t)k;
-        }
-        close(fd);
-        h->rnd_left = sizeof h->rnd;
-    }
-    memcpy(out, h->rnd + sizeof h->rnd - h->rnd_left, 16);
-    h->rnd_left -= 16;
-    return PGPIPE_OK;
-}
-
-/* A version 4 UUID as 36 characters and NUL. */
+/* A new version 4 UUID as 36 characters and NUL. */
 static int rec_uuid_new(pgpipe_records *h, char out[37])
 {
-    unsigned char b[16];
-    int rc = rec_random16(h, b);
-    if (rc != PGPIPE_OK)
-        return rc;
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    static const char hex[] = "0123456789abcdef";
-    int o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[b[i] >> 4];
-        out[o++] = hex[b[i] & 15];
-    }
-    out[o] = '\0';
+    if (pp_uuid_v4(out) != PGPIPE_OK)
+        return pp_err(&h->hdr.err, PGPIPE_IO, "records: cannot read /dev/urandom: %s",
+                      strerror(errno));
     return PGPIPE_OK;
 }
 
@@ -339,17 +271,28 @@ static int rec_sql(pgpipe_records *h, const char *fmt, ...)
     "metadata::text || ',\"created_at\":' || to_json(created_at)::text || " \
     "',\"updated_at\":' || to_json(updated_at)::text || '}'"
 
+/* s[0..n) as a quoted identifier in a new string; NULL when out of memory. */
+static char *rec_quote(const char *s, size_t n)
+{
+    pp_buf b = { 0 };
+    if (pp_quote_ident(&b, s, n) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK) {
+        pp_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 static int rec_create_table(pgpipe_records *h, PGconn *pg, const char *qschema, const char *qname,
                             const char *base)
 {
     char *qfi = NULL, *qmi = NULL, *qtr = NULL;
     char idx[REC_NAME_MAX + 32];
     snprintf(idx, sizeof idx, "%s_fields_gin", base);
-    qfi = PQescapeIdentifier(pg, idx, strlen(idx));
+    qfi = rec_quote(idx, strlen(idx));
     snprintf(idx, sizeof idx, "%s_metadata_gin", base);
-    qmi = PQescapeIdentifier(pg, idx, strlen(idx));
+    qmi = rec_quote(idx, strlen(idx));
     snprintf(idx, sizeof idx, "%s_updated_at", base);
-    qtr = PQescapeIdentifier(pg, idx, strlen(idx));
+    qtr = rec_quote(idx, strlen(idx));
     int rc = PGPIPE_OK;
     if (!qfi || !qmi || !qtr) {
         rc = pp_err_nomem(&h->hdr.err);
@@ -389,9 +332,9 @@ static int rec_create_table(pgpipe_records *h, PGconn *pg, const char *qschema, 
     if (rc != PGPIPE_OK)
         pp_rollback_open(pg);
 out:
-    PQfreemem(qfi);
-    PQfreemem(qmi);
-    PQfreemem(qtr);
+    pp_free(qfi);
+    pp_free(qmi);
+    pp_free(qtr);
     return rc;
 }
 
@@ -428,10 +371,10 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
     if (rc != PGPIPE_OK)
         return rc;
     PGconn *pg = pgpipe_conn_pg(c);
-    char *qs = PQescapeIdentifier(pg, schema, slen);
-    char *qn = PQescapeIdentifier(pg, base, strlen(base));
+    char *qs = rec_quote(schema, slen);
+    char *qn = rec_quote(base, strlen(base));
     if (!qs || !qn) {
-        rc = pp_err(&h->hdr.err, PGPIPE_DB, "records: quoting the name: %s", PQerrorMessage(pg));
+        rc = pp_err_nomem(&h->hdr.err);
         goto done;
     }
     pp_buf t = { 0 };
@@ -443,14 +386,14 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
     for (int i = 0; i < 2; i++) {
         char idx[REC_NAME_MAX + 32];
         snprintf(idx, sizeof idx, "%s_%s_gin", base, i ? "metadata" : "fields");
-        char *qi = PQescapeIdentifier(pg, idx, strlen(idx));
+        char *qi = rec_quote(idx, strlen(idx));
         pp_buf g = { 0 };
         if (!qi || pp_buf_appendf(&g, "%s.%s", qs, qi) != PGPIPE_OK) {
-            PQfreemem(qi);
+            pp_free(qi);
             rc = pp_err_nomem(&h->hdr.err);
             goto done;
         }
-        PQfreemem(qi);
+        pp_free(qi);
         h->gin[i] = g.data;
     }
     const char *v[1] = { h->qtable };
@@ -466,8 +409,8 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
             pp_logf(PGPIPE_LOG_INFO, "records", "collection %s ready", h->qtable);
     }
 done:
-    PQfreemem(qs);
-    PQfreemem(qn);
+    pp_free(qs);
+    pp_free(qn);
     pgpipe_pool_release(c);
     return rc;
 }
@@ -724,7 +667,7 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
             pp_buf_append(&cp.buf, ids_out[i], 36);
             pp_buf_putc(&cp.buf, '\t');
         }
-        if (csv_copy_escape(&cp.buf, docs[i], strlen(docs[i])) != PGPIPE_OK ||
+        if (pp_copy_field(&cp.buf, docs[i], strlen(docs[i])) != PGPIPE_OK ||
             pp_buf_putc(&cp.buf, '\n') != PGPIPE_OK) {
             rc = pp_err_nomem(&h->hdr.err);
             break;
@@ -1266,7 +1209,7 @@ static char *rec_nest(const rec_cond *c)
     int rc = PGPIPE_OK;
     for (int i = 0; i < c->nkeys && rc == PGPIPE_OK; i++) {
         rc = pp_buf_putc(&b, '{');
-        rc |= rec_json_str(&b, c->keys[i], strlen(c->keys[i]));
+        rc |= pp_json_str(&b, c->keys[i], strlen(c->keys[i]), 0);
         rc |= pp_buf_putc(&b, ':');
     }
     rc |= pp_buf_append(&b, c->json, strlen(c->json));
@@ -1775,12 +1718,12 @@ static int rec_import_put_member(rec_import *im, const pgpipe_json_val *obj, con
     if (t == PGPIPE_JSON_STRING) {
         size_t n;
         const char *s = pgpipe_json_get_str(v, &n);
-        return csv_copy_escape(b, s, n);
+        return pp_copy_field(b, s, n);
     }
     pp_buf tmp = { 0 };
     int rc = json_write_buf(&tmp, v);
     if (rc == PGPIPE_OK)
-        rc = csv_copy_escape(b, tmp.data, tmp.len);
+        rc = pp_copy_field(b, tmp.data, tmp.len);
     pp_buf_free(&tmp);
     return rc;
 }
@@ -1805,7 +1748,7 @@ static int rec_import_record(rec_import *im, const pgpipe_json_val *root, const 
     pp_buf *b = &im->cp.buf;
     size_t mark = b->len;
     if (!im->o->documents) {
-        rc = csv_copy_escape(b, raw, len);
+        rc = pp_copy_field(b, raw, len);
     } else {
         const pgpipe_json_val *id = pgpipe_json_obj_get(root, "id", 2);
         const pgpipe_json_val *fields = pgpipe_json_obj_get(root, "fields", 6);

@@ -1,0 +1,567 @@
+/*
+** The text layer: the one implementation of each text transformation the
+** library needs, so every component escapes, validates and generates the
+** same way.
+**   - COPY text-format escaping (the loader, the CSV writer, the record store);
+**   - JSON string escaping (the JSON writer, the loader's JSON columns, the
+**     log writer, the record store, the shell through pgpipe_quote_json);
+**   - UTF-8 validation (Unicode table 3-7: no overlongs, no surrogates,
+**     nothing above U+10FFFF);
+**   - random bytes and UUIDs (version 4, and version 7 monotonic within the
+**     process);
+**   - SQL identifier and schema.table quoting, array-literal elements;
+**   - SHA-256 (migration checksums), FNV-1a and a small PRNG for jitter.
+*/
+
+#include "pp_base.h"
+
+static const char pp_hexdig[] = "0123456789abcdef";
+
+/* ---- Word-at-a-time scanning ------------------------------------------- */
+
+#define PP_ONES 0x0101010101010101ull
+#define PP_HIGH 0x8080808080808080ull
+/* nonzero when some byte of w is below n (n <= 128) */
+#define PP_HAS_LESS(w, n) (((w) - PP_ONES * (n)) & ~(w) & PP_HIGH)
+/* nonzero when some byte of w equals c */
+#define PP_HAS_BYTE(w, c) PP_HAS_LESS((w) ^ (PP_ONES * (c)), 1)
+
+static inline uint64_t pp_load8(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* snprintf-style output: what passes cap is counted, not written. */
+typedef struct pp_bounded {
+    char *dst;
+    size_t cap, len;
+} pp_bounded;
+
+static inline void pp_bput(pp_bounded *o, const void *s, size_t n)
+{
+    if (n && o->len < o->cap)
+        memcpy(o->dst + o->len, s, o->cap - o->len < n ? o->cap - o->len : n);
+    o->len += n;
+}
+
+/* NUL-terminate (cutting the last byte when full); the full length. */
+static size_t pp_bend(pp_bounded *o)
+{
+    if (o->cap)
+        o->dst[o->len < o->cap ? o->len : o->cap - 1] = '\0';
+    return o->len;
+}
+
+/* ---- COPY text format ---------------------------------------------------- */
+
+/* The letter after the backslash of each byte's COPY escape; 0 = none. */
+static const unsigned char pp_copy_esc_tab[256] = {
+    ['\\'] = '\\', ['\t'] = 't', ['\n'] = 'n', ['\r'] = 'r',
+};
+
+PGPIPE_PRIVATE int pp_copy_escape(pp_buf *b, const char *s, size_t n)
+{
+    if (!n)
+        return PGPIPE_OK;
+    if (n > (SIZE_MAX - 64) / 2 || pp_buf_reserve(b, n + 16) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;
+    char *o = b->data + b->len;
+    /* room for the rest unescaped is reserved; each escape adds one byte and
+    ** checks for it, so text without escapes never checks */
+    size_t spare = b->cap - b->len - n;
+    for (;;) {
+        /* 8 bytes at a time while none is below 14 (tab, LF, CR and rare
+        ** control bytes) or a backslash; then at most 8 one by one */
+        while (e - p >= 8) {
+            uint64_t w = pp_load8(p);
+            if (PP_HAS_LESS(w, 0x0E) | PP_HAS_BYTE(w, '\\'))
+                break;
+            p += 8;
+        }
+        const unsigned char *lim = e - p > 8 ? p + 8 : e;
+        while (p < lim && !pp_copy_esc_tab[*p])
+            p++;
+        if (p == lim && p != e)
+            continue;
+        memcpy(o, run, (size_t)(p - run));
+        o += p - run;
+        if (p == e)
+            break;
+        if (PP_UNLIKELY(!spare)) {
+            b->len = (size_t)(o - b->data);
+            size_t left = (size_t)(e - p);
+            if (pp_buf_reserve(b, left + left / 2 + 16) != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+            o = b->data + b->len;
+            spare = b->cap - b->len - left;
+        }
+        spare--;
+        *o++ = '\\';
+        *o++ = (char)pp_copy_esc_tab[*p];
+        run = ++p;
+    }
+    b->len = (size_t)(o - b->data);
+    return PGPIPE_OK;
+}
+
+/* ---- JSON strings ------------------------------------------------------- */
+
+/* The letter after the backslash of each byte's escape; 'u' is \u00XX and 0
+** means the byte stands as it is. \b and \f take their short forms. */
+static const unsigned char pp_json_esc_tab[256] = {
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
+    ['"'] = '"', ['\\'] = '\\',
+};
+
+PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_t n, int flags)
+{
+    if (!n)
+        return 0;
+    pp_bounded o = { dst, cap, 0 };
+    const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;
+    for (;;) {
+        while (e - p >= 8) {
+            uint64_t w = pp_load8(p);
+            if (PP_HAS_LESS(w, 0x20) | PP_HAS_BYTE(w, '"') | PP_HAS_BYTE(w, '\\'))
+                break;
+            p += 8;
+        }
+        while (p < e && !pp_json_esc_tab[*p])
+            p++;
+        pp_bput(&o, run, (size_t)(p - run));
+        if (p == e)
+            return o.len;
+        unsigned char c = *p, x = pp_json_esc_tab[c];
+        char esc[7];
+        size_t el = 0;
+        esc[el++] = '\\';
+        if (flags & PP_JSON_COPY)
+            esc[el++] = '\\';
+        esc[el++] = (char)x;
+        if (x == 'u') {
+            esc[el++] = '0';
+            esc[el++] = '0';
+            esc[el++] = pp_hexdig[c >> 4];
+            esc[el++] = pp_hexdig[c & 15];
+        } else if (x == '\\' && (flags & PP_JSON_COPY)) {
+            esc[el++] = '\\';
+        }
+        pp_bput(&o, esc, el);
+        run = ++p;
+    }
+}
+
+PGPIPE_PRIVATE int pp_json_str(pp_buf *b, const char *s, size_t n, int flags)
+{
+    if (n > SIZE_MAX / 8 || pp_buf_reserve(b, n + 2) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    b->data[b->len++] = '"';
+    size_t room = b->cap - b->len;
+    size_t k = pp_json_escape(b->data + b->len, room, s, n, flags);
+    if (k + 1 > room) {
+        if (pp_buf_reserve(b, k + 1) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        pp_json_escape(b->data + b->len, k, s, n, flags);
+    }
+    b->len += k;
+    b->data[b->len++] = '"';
+    return PGPIPE_OK;
+}
+
+size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n)
+{
+    pp_bounded o = { dst, dst ? cap : 0, 0 };
+    pp_bput(&o, "\"", 1);
+    size_t room = o.len < o.cap ? o.cap - o.len : 0;
+    o.len += pp_json_escape(room ? o.dst + o.len : NULL, room, s, s ? n : 0, 0);
+    pp_bput(&o, "\"", 1);
+    return pp_bend(&o);
+}
+
+/* ---- UTF-8 ---------------------------------------------------------------- */
+
+PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    for (;;) {
+        /* ASCII without NUL: 8 bytes at a time, then one by one */
+        while (n - i >= 8) {
+            uint64_t w = pp_load8(s + i);
+            if ((w & PP_HIGH) | PP_HAS_LESS(w, 1))
+                break;
+            i += 8;
+        }
+        while (i < n && s[i] - 1u < 0x7Fu)
+            i++;
+        if (i == n || !s[i])
+            return i;
+        size_t k = pp_utf8_is3(s + i, n - i) ? 3 : pp_utf8_is2(s + i, n - i) ? 2 : 0;
+        if (!k && pp_utf8_problem(s + i, n - i, &k))
+            return i;
+        i += k;
+    }
+}
+
+/* ---- Random bytes and UUIDs ---------------------------------------------- */
+
+/* One buffer of /dev/urandom output for the process, refilled a block at a
+** time; a forked child drops what its parent read so the two never hand out
+** the same bytes. */
+static pp_mutex pp_text_mutex = PP_MUTEX_INIT;
+static unsigned char pp_rnd[4096];
+static size_t pp_rnd_left;
+static pid_t pp_rnd_pid;
+
+static int pp_rnd_fill_locked(void)
+{
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return PGPIPE_IO;
+    size_t got = 0;
+    while (got < sizeof pp_rnd) {
+        ssize_t k = read(fd, pp_rnd + got, sizeof pp_rnd - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            int saved = k < 0 ? errno : EIO;
+            close(fd);
+            errno = saved;
+            return PGPIPE_IO;
+        }
+        got += (size_t)k;
+    }
+    close(fd);
+    pp_rnd_left = sizeof pp_rnd;
+    pp_rnd_pid = getpid();
+    return PGPIPE_OK;
+}
+
+static int pp_random_locked(unsigned char *out, size_t n)
+{
+    if (pp_rnd_left && pp_rnd_pid != getpid())
+        pp_rnd_left = 0;
+    while (n) {
+        if (!pp_rnd_left && pp_rnd_fill_locked() != PGPIPE_OK)
+            return PGPIPE_IO;
+        size_t k = n < pp_rnd_left ? n : pp_rnd_left;
+        unsigned char *src = pp_rnd + sizeof pp_rnd - pp_rnd_left;
+        memcpy(out, src, k);
+        memset(src, 0, k); /* bytes handed out are not kept */
+        pp_rnd_left -= k;
+        out += k;
+        n -= k;
+    }
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_random_bytes(void *out, size_t n)
+{
+    pp_mutex_lock(&pp_text_mutex);
+    int rc = pp_random_locked(out, n);
+    pp_mutex_unlock(&pp_text_mutex);
+    return rc;
+}
+
+static void pp_uuid_format(const unsigned char u[16], char out[37])
+{
+    char *w = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *w++ = '-';
+        *w++ = pp_hexdig[u[i] >> 4];
+        *w++ = pp_hexdig[u[i] & 15];
+    }
+    *w = '\0';
+}
+
+PGPIPE_PRIVATE int pp_uuid_v4(char out[37])
+{
+    unsigned char u[16];
+    if (pp_random_bytes(u, sizeof u) != PGPIPE_OK)
+        return PGPIPE_IO;
+    u[6] = (unsigned char)(0x40 | (u[6] & 0x0F));
+    u[8] = (unsigned char)(0x80 | (u[8] & 0x3F));
+    pp_uuid_format(u, out);
+    return PGPIPE_OK;
+}
+
+/* The last version 7 UUID of the process: its time and its 74 bits after the
+** time (12 of rand_a, 62 of rand_b) read as one counter. */
+static uint64_t pp_v7_ms, pp_v7_hi, pp_v7_lo;
+
+PGPIPE_PRIVATE int pp_uuid_v7(char out[37])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    unsigned char r[14];
+    pp_mutex_lock(&pp_text_mutex);
+    if (pp_random_locked(r, sizeof r) != PGPIPE_OK) {
+        pp_mutex_unlock(&pp_text_mutex);
+        return PGPIPE_IO;
+    }
+    uint64_t hi = ((uint64_t)r[0] << 8 | r[1]) & 0xFFF, lo = 0;
+    for (int i = 2; i < 10; i++)
+        lo = lo << 8 | r[i];
+    lo &= 0x3FFFFFFFFFFFFFFFull;
+    if (ms <= pp_v7_ms) {
+        /* the same millisecond (or the clock went back): one more than the
+        ** last, by a random step so ids stay hard to guess */
+        uint64_t step = 1 + ((uint64_t)r[10] << 24 | (uint64_t)r[11] << 16 |
+                             (uint64_t)r[12] << 8 | r[13]);
+        ms = pp_v7_ms;
+        hi = pp_v7_hi;
+        lo = pp_v7_lo + step;
+        if (lo > 0x3FFFFFFFFFFFFFFFull) {
+            lo &= 0x3FFFFFFFFFFFFFFFull;
+            if (++hi > 0xFFF) { /* the counter is spent: borrow the next ms */
+                ms++;
+                hi = 0;
+            }
+        }
+    }
+    pp_v7_ms = ms;
+    pp_v7_hi = hi;
+    pp_v7_lo = lo;
+    pp_mutex_unlock(&pp_text_mutex);
+    unsigned char u[16];
+    for (int i = 0; i < 6; i++)
+        u[i] = (unsigned char)(ms >> (40 - 8 * i));
+    u[6] = (unsigned char)(0x70 | (hi >> 8));
+    u[7] = (unsigned char)hi;
+    u[8] = (unsigned char)(0x80 | (lo >> 56));
+    for (int i = 9; i < 16; i++)
+        u[i] = (unsigned char)(lo >> (8 * (15 - i)));
+    pp_uuid_format(u, out);
+    return PGPIPE_OK;
+}
+
+/* ---- SQL identifiers ---------------------------------------------------- */
+
+PGPIPE_PRIVATE int pp_quote_ident(pp_buf *b, const char *s, size_t n)
+{
+    if (n > SIZE_MAX / 2 - 4 || pp_buf_reserve(b, n + 2) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    b->data[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' && pp_buf_putc(b, '"') != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        if (pp_buf_putc(b, s[i]) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    return pp_buf_putc(b, '"');
+}
+
+PGPIPE_PRIVATE int pp_quote_path(pp_buf *out, const char *name)
+{
+    const char *p = name;
+    int parts = 0;
+    while (*p) {
+        if (parts++ && pp_buf_putc(out, '.') != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        if (*p == '"') { /* a quoted part: "" stands for " and ends nothing */
+            const char *q = ++p;
+            while (*q && !(*q == '"' && q[1] != '"'))
+                q += *q == '"' ? 2 : 1;
+            if (pp_buf_putc(out, '"') != PGPIPE_OK ||
+                pp_buf_append(out, p, (size_t)(q - p)) != PGPIPE_OK ||
+                pp_buf_putc(out, '"') != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+            p = *q ? q + 1 : q;
+        } else {
+            size_t k = strcspn(p, ".");
+            if (pp_quote_ident(out, p, k) != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+            p += k;
+        }
+        if (*p == '.')
+            p++;
+        else if (*p)
+            return PGPIPE_MISUSE;
+    }
+    return parts ? PGPIPE_OK : PGPIPE_MISUSE;
+}
+
+size_t pgpipe_quote_ident(char *dst, size_t cap, const char *name, int qualified)
+{
+    pp_bounded o = { dst, dst ? cap : 0, 0 };
+    if (!name)
+        name = "";
+    const char *dot = qualified ? strchr(name, '.') : NULL;
+    pp_bput(&o, "\"", 1);
+    for (const char *s = name; *s; s++) {
+        if (s == dot)
+            pp_bput(&o, "\".\"", 3);
+        else if (*s == '"')
+            pp_bput(&o, "\"\"", 2);
+        else
+            pp_bput(&o, s, 1);
+    }
+    pp_bput(&o, "\"", 1);
+    return pp_bend(&o);
+}
+
+/* ---- PostgreSQL array literals ------------------------------------------ */
+
+PGPIPE_PRIVATE int pp_array_elem(pp_buf *b, const char *s, size_t n)
+{
+    if (n > SIZE_MAX / 2 - 4 || pp_buf_reserve(b, n + 2) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    b->data[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if ((s[i] == '"' || s[i] == '\\') && pp_buf_putc(b, '\\') != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        if (pp_buf_putc(b, s[i]) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    return pp_buf_putc(b, '"');
+}
+
+/* ---- SHA-256 (FIPS 180-4) ------------------------------------------------ */
+
+static const uint32_t pp_sha_k[64] = {
+    0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u,
+    0x923f82a4u, 0xab1c5ed5u, 0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u,
+    0x72be5d74u, 0x80deb1feu, 0x9bdc06a7u, 0xc19bf174u, 0xe49b69c1u, 0xefbe4786u,
+    0x0fc19dc6u, 0x240ca1ccu, 0x2de92c6fu, 0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau,
+    0x983e5152u, 0xa831c66du, 0xb00327c8u, 0xbf597fc7u, 0xc6e00bf3u, 0xd5a79147u,
+    0x06ca6351u, 0x14292967u, 0x27b70a85u, 0x2e1b2138u, 0x4d2c6dfcu, 0x53380d13u,
+    0x650a7354u, 0x766a0abbu, 0x81c2c92eu, 0x92722c85u, 0xa2bfe8a1u, 0xa81a664bu,
+    0xc24b8b70u, 0xc76c51a3u, 0xd192e819u, 0xd6990624u, 0xf40e3585u, 0x106aa070u,
+    0x19a4c116u, 0x1e376c08u, 0x2748774cu, 0x34b0bcb5u, 0x391c0cb3u, 0x4ed8aa4au,
+    0x5b9cca4fu, 0x682e6ff3u, 0x748f82eeu, 0x78a5636fu, 0x84c87814u, 0x8cc70208u,
+    0x90befffau, 0xa4506cebu, 0xbef9a3f7u, 0xc67178f2u,
+};
+
+#define PP_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+PGPIPE_PRIVATE void pp_sha256_init(pp_sha256 *s)
+{
+    static const uint32_t iv[8] = { 0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
+                                    0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u };
+    memcpy(s->h, iv, sizeof iv);
+    s->total = 0;
+    s->fill = 0;
+}
+
+static void pp_sha256_block(pp_sha256 *s, const unsigned char *p)
+{
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = PP_ROR(w[i - 15], 7) ^ PP_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = PP_ROR(w[i - 2], 17) ^ PP_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
+    uint32_t e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (PP_ROR(e, 6) ^ PP_ROR(e, 11) ^ PP_ROR(e, 25)) +
+                      ((e & f) ^ (~e & g)) + pp_sha_k[i] + w[i];
+        uint32_t t2 = (PP_ROR(a, 2) ^ PP_ROR(a, 13) ^ PP_ROR(a, 22)) +
+                      ((a & b) ^ (a & c) ^ (b & c));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d;
+    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+}
+
+PGPIPE_PRIVATE void pp_sha256_update(pp_sha256 *s, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    s->total += n;
+    while (n) {
+        if (s->fill == 0 && n >= 64) {
+            pp_sha256_block(s, p);
+            p += 64;
+            n -= 64;
+            continue;
+        }
+        size_t k = 64 - s->fill < n ? 64 - s->fill : n;
+        memcpy(s->block + s->fill, p, k);
+        s->fill += k;
+        p += k;
+        n -= k;
+        if (s->fill == 64) {
+            pp_sha256_block(s, s->block);
+            s->fill = 0;
+        }
+    }
+}
+
+PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65])
+{
+    uint64_t bits = s->total * 8;
+    unsigned char pad[72];
+    size_t padlen = (s->fill < 56 ? 56 : 120) - s->fill;
+    memset(pad, 0, sizeof pad);
+    pad[0] = 0x80;
+    for (int i = 0; i < 8; i++)
+        pad[padlen + (size_t)i] = (unsigned char)(bits >> (56 - 8 * i));
+    uint64_t keep = s->total;
+    pp_sha256_update(s, pad, padlen + 8);
+    s->total = keep;
+    for (int i = 0; i < 32; i++) {
+        unsigned v = (s->h[i / 4] >> (24 - 8 * (i % 4))) & 0xffu;
+        out[2 * i] = pp_hexdig[v >> 4];
+        out[2 * i + 1] = pp_hexdig[v & 15];
+    }
+    out[64] = '\0';
+}
+
+void pgpipe_sha256_hex(const void *data, size_t len, char out[65])
+{
+    pp_sha256 s;
+    pp_sha256_init(&s);
+    pp_sha256_update(&s, data, len);
+    pp_sha256_hex(&s, out);
+}
+
+/* ---- Hashing and jitter ---------------------------------------------------- */
+
+PGPIPE_PRIVATE uint64_t pp_hash64(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+PGPIPE_PRIVATE uint64_t pp_rand_next(uint64_t *s)
+{
+    uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+PGPIPE_PRIVATE uint64_t pp_rand_seed(void)
+{
+    static uint64_t counter = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
+                 ((uint64_t)getpid() << 40);
+    s ^= (uint64_t)(uintptr_t)&s; /* differs between threads */
+    pp_mutex_lock(&pp_text_mutex);
+    s += 0x9E3779B97F4A7C15ull * ++counter;
+    pp_mutex_unlock(&pp_text_mutex);
+    return s ? s : 1;
+}

@@ -1,0 +1,290 @@
+/* Tests of the text layer (src/base/text.c): escapes, UTF-8, UUIDs, quoting,
+** SHA-256. */
+
+/* pp_buf contents as a NUL-terminated string (the tests own b). */
+static const char *text_t_str(pp_buf *b)
+{
+    if (pp_buf_putc(b, '\0') != PGPIPE_OK)
+        return "(out of memory)";
+    b->len--;
+    return b->data;
+}
+
+PGT_TEST(text, copy_escape)
+{
+    pp_buf b = { 0 };
+    PGT_OK(pp_copy_escape(&b, "a\tb\nc\rd\\e", 9));
+    PGT_EQ_STR(text_t_str(&b), "a\\tb\\nc\\rd\\\\e");
+    /* other control bytes, quotes and UTF-8 stay as they are */
+    b.len = 0;
+    PGT_OK(pp_copy_escape(&b, "\"'\x01\x1f\xc3\xa9", 7));
+    PGT_EQ_MEM(b.data, b.len, "\"'\x01\x1f\xc3\xa9", 7);
+    /* empty and NULL */
+    b.len = 0;
+    PGT_OK(pp_copy_escape(&b, NULL, 0));
+    PGT_EQ_INT(b.len, 0);
+    PGT_OK(pp_copy_field(&b, NULL, 0));
+    PGT_OK(pp_copy_field(&b, "", 0));
+    PGT_EQ_STR(text_t_str(&b), "\\N");
+    /* long text, escapes at every position of the 8-byte words, and a run of
+    ** escapes only (the buffer grows while escaping) */
+    char in[300], want[600];
+    for (int shift = 0; shift < 9; shift++) {
+        size_t w = 0;
+        for (int i = 0; i < 300; i++) {
+            in[i] = (char)((i + shift) % 9 == 0 ? "\t\n\r\\"[i % 4] : 'a' + i % 26);
+            if ((i + shift) % 9 == 0) {
+                want[w++] = '\\';
+                want[w++] = "tnr\\"[i % 4];
+            } else {
+                want[w++] = in[i];
+            }
+        }
+        pp_buf c = { 0 };
+        PGT_OK(pp_copy_escape(&c, in, sizeof in));
+        PGT_EQ_MEM(c.data, c.len, want, w);
+        pp_buf_free(&c);
+    }
+    memset(in, '\\', sizeof in);
+    b.len = 0;
+    PGT_OK(pp_copy_escape(&b, in, sizeof in));
+    PGT_EQ_INT(b.len, 600);
+    for (size_t i = 0; i < b.len; i++)
+        PGT_CHECK(b.data[i] == '\\');
+    pp_buf_free(&b);
+}
+
+PGT_TEST(text, json_escape)
+{
+    char out[128];
+    size_t n = pp_json_escape(out, sizeof out, "a\"b\\c\b\f\n\r\t\x01\x1f\x7f\xc3\xa9/", 16, 0);
+    PGT_EQ_MEM(out, n, "a\\\"b\\\\c\\b\\f\\n\\r\\t\\u0001\\u001f\x7f\xc3\xa9/", 33);
+    /* PP_JSON_COPY doubles every backslash the escape writes */
+    n = pp_json_escape(out, sizeof out, "\"\\\n\x02", 4, PP_JSON_COPY);
+    PGT_EQ_MEM(out, n, "\\\\\"\\\\\\\\\\\\n\\\\u0002", 17);
+    /* the length is the full one when the output is cut; nothing is written
+    ** past cap */
+    memset(out, '#', sizeof out);
+    n = pp_json_escape(out, 5, "ab\"cd\"ef", 8, 0);
+    PGT_EQ_INT(n, 10);
+    PGT_EQ_MEM(out, 6, "ab\\\"c#", 6);
+    PGT_EQ_INT(pp_json_escape(NULL, 0, "\x01", 1, 0), 6);
+    PGT_EQ_INT(pp_json_escape(NULL, 0, NULL, 0, 0), 0);
+
+    /* as a literal in a buffer, growing past the first reserve */
+    pp_buf b = { 0 };
+    char ctl[40];
+    for (int i = 0; i < 40; i++)
+        ctl[i] = (char)(i % 3 ? 'x' : 1);
+    PGT_OK(pp_json_str(&b, ctl, sizeof ctl, 0));
+    PGT_EQ_INT(b.len, 2 + 26 + 14 * 6);
+    PGT_CHECK(b.data[0] == '"' && b.data[b.len - 1] == '"');
+    PGT_CHECK(memcmp(b.data + 1, "\\u0001xx\\u0001", 14) == 0);
+    pp_buf_free(&b);
+
+    /* the public form, snprintf-like */
+    PGT_EQ_INT(pgpipe_quote_json(out, sizeof out, "tab\there", 8), 11);
+    PGT_EQ_STR(out, "\"tab\\there\"");
+    PGT_EQ_INT(pgpipe_quote_json(NULL, 0, "x\"", 2), 5);
+    PGT_EQ_INT(pgpipe_quote_json(out, 4, "abcdef", 6), 8);
+    PGT_EQ_STR(out, "\"ab");
+    PGT_EQ_INT(pgpipe_quote_json(out, sizeof out, NULL, 0), 2);
+    PGT_EQ_STR(out, "\"\"");
+}
+
+/* 1 when the whole of s is valid UTF-8 without NUL. */
+static int text_t_utf8(const char *s, size_t n)
+{
+    return pp_utf8_text_prefix((const unsigned char *)s, n) == n;
+}
+
+PGT_TEST(text, utf8)
+{
+    PGT_CHECK(text_t_utf8("", 0));
+    PGT_CHECK(text_t_utf8("plain ascii text, longer than a word", 36));
+    PGT_CHECK(text_t_utf8("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\xed\x9f\xbf", 16));
+    /* overlongs */
+    PGT_CHECK(!text_t_utf8("\xc0\xaf", 2));
+    PGT_CHECK(!text_t_utf8("\xc1\xbf", 2));
+    PGT_CHECK(!text_t_utf8("\xe0\x80\xaf", 3));
+    PGT_CHECK(!text_t_utf8("\xf0\x80\x80\xaf", 4));
+    /* surrogates U+D800 and U+DFFF */
+    PGT_CHECK(!text_t_utf8("\xed\xa0\x80", 3));
+    PGT_CHECK(!text_t_utf8("\xed\xbf\xbf", 3));
+    /* above U+10FFFF, bytes never in UTF-8, lone continuation */
+    PGT_CHECK(!text_t_utf8("\xf4\x90\x80\x80", 4));
+    PGT_CHECK(!text_t_utf8("\xf5\x80\x80\x80", 4));
+    PGT_CHECK(!text_t_utf8("\xff", 1));
+    PGT_CHECK(!text_t_utf8("\x80", 1));
+    /* truncated sequences: at the end, and cut by an ASCII byte */
+    PGT_CHECK(!text_t_utf8("ab\xe2\x82", 4));
+    PGT_CHECK(!text_t_utf8("\xf0\x9f\x98", 3));
+    PGT_CHECK(!text_t_utf8("\xc3x", 2));
+    /* NUL is not text */
+    PGT_CHECK(!text_t_utf8("abc\0defghijk", 12));
+    /* the prefix ends at the first bad byte, also after a clean word */
+    PGT_EQ_INT(pp_utf8_text_prefix((const unsigned char *)"abcdefgh\xc3\xa9z\xed\xa0\x80", 14), 11);
+    PGT_EQ_INT(pp_utf8_text_prefix((const unsigned char *)"abcdefghij\0", 11), 10);
+
+    /* the reasons */
+    size_t len = 9;
+    PGT_CHECK(pp_utf8_problem((const unsigned char *)"\xe2\x82\xac", 3, &len) == NULL);
+    PGT_EQ_INT(len, 3);
+    PGT_CONTAINS(pp_utf8_problem((const unsigned char *)"\xc0\x80", 2, &len), "overlong 2-byte");
+    PGT_EQ_INT(len, 0);
+    PGT_CONTAINS(pp_utf8_problem((const unsigned char *)"\xed\xa0\x80", 3, &len), "surrogate");
+    PGT_CONTAINS(pp_utf8_problem((const unsigned char *)"\xe2\x82", 2, &len), "truncated");
+    PGT_CONTAINS(pp_utf8_problem((const unsigned char *)"\xbf", 1, &len), "continuation");
+}
+
+PGT_TEST(text, quote_ident)
+{
+    pp_buf b = { 0 };
+    PGT_OK(pp_quote_ident(&b, "My \"odd\" name", 13));
+    PGT_EQ_STR(text_t_str(&b), "\"My \"\"odd\"\" name\"");
+    b.len = 0;
+    PGT_OK(pp_quote_ident(&b, "", 0));
+    PGT_EQ_STR(text_t_str(&b), "\"\"");
+
+    /* dotted names: each part quoted, quoted parts kept, dots in them too */
+    struct { const char *in, *out; int rc; } cases[] = {
+        { "events", "\"events\"", PGPIPE_OK },
+        { "app.events", "\"app\".\"events\"", PGPIPE_OK },
+        { "a.b.c", "\"a\".\"b\".\"c\"", PGPIPE_OK },
+        { "\"My.Schema\".t", "\"My.Schema\".\"t\"", PGPIPE_OK },
+        { "s.\"x\"\"y\"", "\"s\".\"x\"\"y\"", PGPIPE_OK },
+        { "we\"ird.t", "\"we\"\"ird\".\"t\"", PGPIPE_OK },
+        { "\"a\"b", NULL, PGPIPE_MISUSE },
+        { "", NULL, PGPIPE_MISUSE },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        b.len = 0;
+        PGT_EQ_INT(pp_quote_path(&b, cases[i].in), cases[i].rc);
+        if (cases[i].out)
+            PGT_EQ_STR(text_t_str(&b), cases[i].out);
+    }
+    pp_buf_free(&b);
+
+    /* the public form: split at the first dot when qualified */
+    char out[64];
+    PGT_EQ_INT(pgpipe_quote_ident(out, sizeof out, "analytics.daily", 1), 19);
+    PGT_EQ_STR(out, "\"analytics\".\"daily\"");
+    PGT_EQ_INT(pgpipe_quote_ident(out, sizeof out, "analytics.daily", 0), 17);
+    PGT_EQ_STR(out, "\"analytics.daily\"");
+    PGT_EQ_INT(pgpipe_quote_ident(out, sizeof out, "a.b.c", 1), 9);
+    PGT_EQ_STR(out, "\"a\".\"b.c\"");
+    PGT_EQ_INT(pgpipe_quote_ident(out, sizeof out, "x\"y", 0), 6);
+    PGT_EQ_STR(out, "\"x\"\"y\"");
+    PGT_EQ_INT(pgpipe_quote_ident(out, 3, "abc", 0), 5);
+    PGT_EQ_STR(out, "\"a");
+    PGT_EQ_INT(pgpipe_quote_ident(NULL, 0, "a.b", 1), 7);
+}
+
+PGT_TEST(text, sha256_vectors)
+{
+    char out[65];
+    /* FIPS 180-2, appendix B */
+    pgpipe_sha256_hex("abc", 3, out);
+    PGT_EQ_STR(out, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    pgpipe_sha256_hex("", 0, out);
+    PGT_EQ_STR(out, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const char *m448 = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    pgpipe_sha256_hex(m448, strlen(m448), out);
+    PGT_EQ_STR(out, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    /* streaming in odd pieces gives the same digest; one million 'a' */
+    pp_sha256 s;
+    pp_sha256_init(&s);
+    for (size_t i = 0; i < strlen(m448); i += 7)
+        pp_sha256_update(&s, m448 + i, strlen(m448) - i < 7 ? strlen(m448) - i : 7);
+    pp_sha256_hex(&s, out);
+    PGT_EQ_STR(out, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    char a[1000];
+    memset(a, 'a', sizeof a);
+    pp_sha256_init(&s);
+    for (int i = 0; i < 1000; i++)
+        pp_sha256_update(&s, a, sizeof a);
+    pp_sha256_hex(&s, out);
+    PGT_EQ_STR(out, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+/* 1 when u is 8-4-4-4-12 lowercase hex digits. */
+static int text_t_uuid_shape(const char *u)
+{
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (u[i] != '-')
+                return 0;
+        } else if (!strchr("0123456789abcdef", u[i]) || !u[i]) {
+            return 0;
+        }
+    }
+    return u[36] == '\0';
+}
+
+PGT_TEST(text, uuid_v4)
+{
+    char u[37], prev[37] = "";
+    for (int i = 0; i < 1000; i++) {
+        PGT_OK(pp_uuid_v4(u));
+        PGT_CHECK(text_t_uuid_shape(u));
+        PGT_CHECK(u[14] == '4');                   /* version */
+        PGT_CHECK(strchr("89ab", u[19]) != NULL);  /* variant 10xx */
+        PGT_CHECK(strcmp(u, prev) != 0);
+        memcpy(prev, u, sizeof u);
+    }
+}
+
+PGT_TEST(text, uuid_v7_ordered)
+{
+    enum { N = 10000 };
+    char (*ids)[37] = pp_malloc(N * sizeof *ids);
+    PGT_CHECK(ids != NULL);
+    if (!ids)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned long long ms0 = (unsigned long long)ts.tv_sec * 1000u + (unsigned long long)ts.tv_nsec / 1000000u;
+    for (int i = 0; i < N; i++)
+        PGT_OK(pp_uuid_v7(ids[i]));
+    int ordered = 1, shaped = 1, bits = 1;
+    for (int i = 0; i < N; i++) {
+        shaped &= text_t_uuid_shape(ids[i]);
+        bits &= ids[i][14] == '7' && strchr("89ab", ids[i][19]) != NULL;
+        if (i)
+            ordered &= strcmp(ids[i - 1], ids[i]) < 0;
+    }
+    PGT_CHECK(shaped);
+    PGT_CHECK(bits);
+    PGT_CHECK(ordered); /* strictly increasing, so also all different */
+    /* the first 48 bits are the time in ms (a day's slack for clock steps) */
+    char hex[13];
+    memcpy(hex, ids[0], 8);
+    memcpy(hex + 8, ids[0] + 9, 4);
+    hex[12] = '\0';
+    unsigned long long t = strtoull(hex, NULL, 16);
+    PGT_CHECK(t + 86400000ull >= ms0 && t <= ms0 + 86400000ull);
+    pp_free(ids);
+}
+
+PGT_TEST(text, hash_and_rand)
+{
+    /* FNV-1a test vectors */
+    PGT_CHECK(pp_hash64("") == 0xcbf29ce484222325ull);
+    PGT_CHECK(pp_hash64("a") == 0xaf63dc4c8601ec8cull);
+    PGT_CHECK(pp_hash64("foobar") == 0x85944171f73967e8ull);
+    uint64_t s = 0, t = 0;
+    PGT_CHECK(pp_rand_next(&s) == pp_rand_next(&t)); /* deterministic */
+    PGT_CHECK(pp_rand_next(&s) != pp_rand_next(&s));
+    PGT_CHECK(pp_rand_seed() != 0);
+}
+
+PGT_TEST(text, array_elem)
+{
+    pp_buf b = { 0 };
+    PGT_OK(pp_array_elem(&b, "a\"b\\c,d}", 8));
+    PGT_EQ_STR(text_t_str(&b), "\"a\\\"b\\\\c,d}\"");
+    b.len = 0;
+    PGT_OK(pp_array_elem(&b, "", 0));
+    PGT_EQ_STR(text_t_str(&b), "\"\"");
+    pp_buf_free(&b);
+}
