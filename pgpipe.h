@@ -182,27 +182,57 @@ int pgpipe_log_format_line(char *buf, size_t size, int json, int level,
 ** returns the length of the whole masked text, like snprintf. */
 size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size);
 
-/* ---- Transient failures and retries ----------------------------------- */
+/* ---- Clocks ----------------------------------------------------------- */
 
-/* 1 when an SQLSTATE names a failure worth retrying: class 08 (connection
-** exception), 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect
-** now, 40001 serialization failure, 40P01 deadlock, 53300 too many
-** connections, 55P03 lock not available, 58030 I/O error; 0 otherwise. */
+/* Sleep for ms milliseconds (restarts after signals). */
+void pgpipe_sleep_ms(int ms);
+/* Monotonic clock in microseconds. */
+int64_t pgpipe_now_us(void);
+
+/* ---- Embedded SQL ----------------------------------------------------- */
+
+/* The SQL files of the sql/ folder are compiled into the library. Returns the
+** text of the file at that path ("schema/V0001__core.sql"), NULL if absent.
+** The string is built on first use and lives until the process ends. */
+const char *pgpipe_sql_file(const char *path);
+/* Number of embedded files and the path of the i-th, in path order. */
+int pgpipe_sql_file_count(void);
+const char *pgpipe_sql_file_path(int i);
+/* ==== end src/base/util.h ==== */
+
+/* ==== begin src/base/exec.h ==== */
+/* ---- Failures and retries --------------------------------------------- */
+
+/* What to do about a failure, by its SQLSTATE (pgpipe_sqlstate_class):
+**   PGPIPE_SQLSTATE_RETRY        the same statement may succeed later: class 08
+**       (connection exception), 57P01 admin shutdown, 57P02 crash shutdown,
+**       57P03 cannot connect now, 40001 serialization failure, 40P01
+**       deadlock, 53300 too many connections, 55P03 lock not available,
+**       58030 I/O error;
+**   PGPIPE_SQLSTATE_DEAD_LETTER  the data itself is wrong: class 22 (data
+**       exception: bad cast, out of range, invalid text) or class 23
+**       (integrity constraint violation: NOT NULL, CHECK, unique, foreign
+**       key). Retrying the same record cannot succeed, so the claimer
+**       dead-letters it at once;
+**   PGPIPE_SQLSTATE_GIVE_UP      everything else, and no SQLSTATE at all. Class
+**       42 (undefined table, syntax) is here: it is the statement's fault,
+**       not the record's, and heals when the handler or the schema is fixed. */
+#define PGPIPE_SQLSTATE_GIVE_UP     0
+#define PGPIPE_SQLSTATE_RETRY       1
+#define PGPIPE_SQLSTATE_DEAD_LETTER 2
+int pgpipe_sqlstate_class(const char *sqlstate);
+/* 1 when the class of sqlstate is PGPIPE_SQLSTATE_RETRY, else 0. */
 int pgpipe_sqlstate_is_transient(const char *sqlstate);
-/* 1 when an SQLSTATE says the data itself is wrong: class 22 (data
-** exception: bad cast, out of range, invalid text) or class 23 (integrity
-** constraint violation: NOT NULL, CHECK, unique, foreign key). Retrying the
-** same record cannot succeed, so the claimer dead-letters it at once. Class
-** 42 (undefined table, syntax) is not one: it is the handler's fault, not
-** the record's, and heals when the handler or the schema is fixed. */
+/* 1 when the class of sqlstate is PGPIPE_SQLSTATE_DEAD_LETTER, else 0. */
 int pgpipe_sqlstate_is_data_error(const char *sqlstate);
 /* 1 when a failed libpq call is worth retrying: the connection is bad (lost
 ** connection, server restart) or the result's SQLSTATE is transient.
 ** conn and res may each be NULL. */
 int pgpipe_pq_is_transient(const PGconn *conn, const PGresult *res);
 
-/* Bounded exponential backoff with jitter. The n-th retry waits a random time
-** in [cap/2, cap] where cap = min(max_ms, base_ms * 2^n). */
+/* Bounded exponential backoff with jitter: the one backoff policy of the
+** library. The n-th retry waits a random time in [cap/2, cap] where
+** cap = min(max_ms, base_ms * 2^n). */
 typedef struct pgpipe_retry {
     int max_attempts;   /* total attempts including the first; default 5 */
     int base_ms;        /* default 100 */
@@ -221,22 +251,7 @@ int pgpipe_retry_next_delay(pgpipe_retry *r);
 ** retrying. Sleeps between attempts. Returns fn's last result code. */
 typedef int (*pgpipe_retry_fn)(void *ud, int attempt, int *transient);
 int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud);
-
-/* Sleep for ms milliseconds (restarts after signals). */
-void pgpipe_sleep_ms(int ms);
-/* Monotonic clock in microseconds. */
-int64_t pgpipe_now_us(void);
-
-/* ---- Embedded SQL ----------------------------------------------------- */
-
-/* The SQL files of the sql/ folder are compiled into the library. Returns the
-** text of the file at that path ("schema/V0001__core.sql"), NULL if absent.
-** The string is built on first use and lives until the process ends. */
-const char *pgpipe_sql_file(const char *path);
-/* Number of embedded files and the path of the i-th, in path order. */
-int pgpipe_sql_file_count(void);
-const char *pgpipe_sql_file_path(int i);
-/* ==== end src/base/util.h ==== */
+/* ==== end src/base/exec.h ==== */
 
 /* ==== begin src/parse/json.h ==== */
 #ifndef PGPIPE_OMIT_JSON

@@ -58,25 +58,6 @@ static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
     return PGPIPE_OK;
 }
 
-static int dlq_query(PGconn *conn, const char *sql, const dlq_where *w, PGresult **out,
-                     pgpipe_error *err, const char *what)
-{
-    PGresult *r = PQexecParams(conn, sql, w->n, NULL, w->v, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        int rc = pp_err_pq(err, conn, r, what);
-        PQclear(r);
-        if (out)
-            *out = NULL;
-        return rc;
-    }
-    if (out)
-        *out = r;
-    else
-        PQclear(r);
-    return PGPIPE_OK;
-}
-
 #define DLQ_LIST_COLS "id, stage, status, source_name, line_number, row_id, event_type," \
     " error_message, sqlstate, attempt_count, first_failed_at, last_failed_at, replay_count"
 
@@ -96,7 +77,7 @@ int pgpipe_dlq_list(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out, pg
     if (rc == PGPIPE_OK && limit > 0)
         rc = pp_buf_appendf(&q, " LIMIT %d", limit);
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, out, err, "listing dead letters");
+        rc = pp_exec(conn, q.data, w.n, w.v, out, err, "listing dead letters");
     else
         rc = pp_err_nomem(err);
     pp_buf_free(&q);
@@ -111,16 +92,15 @@ int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err
     char idb[24];
     snprintf(idb, sizeof idb, "%lld", id);
     const char *v[1] = { idb };
-    PGresult *r = PQexecParams(conn,
+    PGresult *r;
+    *out = NULL;
+    int rc = pp_exec(conn,
         "SELECT " DLQ_LIST_COLS ", raw_text, payload, error_context, source_table,"
         " row_received_at, batch_id, load_id, column_number, byte_offset, replayed_at,"
-        " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, NULL, v, NULL, NULL, 0);
-    *out = NULL;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int rc = pp_err_pq(err, conn, r, "reading a dead letter");
-        PQclear(r);
+        " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, v, &r, err,
+        "reading a dead letter");
+    if (rc != PGPIPE_OK)
         return rc;
-    }
     if (PQntuples(r) == 0) {
         PQclear(r);
         return pp_err(err, PGPIPE_DONE, "no dead letter with id %lld", id);
@@ -146,7 +126,7 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
                             " GROUP BY stage, sqlstate, error"
                             " ORDER BY count(*) DESC, stage, error", w.sql.data);
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, out, err, "counting dead letters");
+        rc = pp_exec(conn, q.data, w.n, w.v, out, err, "counting dead letters");
     else
         rc = pp_err_nomem(err);
     pp_buf_free(&q);
@@ -157,12 +137,7 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
 static int dlq_notify(PGconn *conn, const char *channel, const char *payload, pgpipe_error *err)
 {
     const char *v[2] = { channel, payload };
-    PGresult *r = PQexecParams(conn, "SELECT pg_notify($1, $2)", 2, NULL, v, NULL, NULL, 0);
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        rc = pp_err_pq(err, conn, r, "NOTIFY");
-    PQclear(r);
-    return rc;
+    return pp_exec(conn, "SELECT pg_notify($1, $2)", 2, v, NULL, err, "NOTIFY");
 }
 
 int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *target_table,
@@ -192,7 +167,7 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
     }
     PGresult *r = NULL;
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, &r, err, "replaying dead letters");
+        rc = pp_exec(conn, q.data, w.n, w.v, &r, err, "replaying dead letters");
     else
         rc = pp_err_nomem(err);
     pp_buf_free(&q);
@@ -243,7 +218,7 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
         rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
     PGresult *r = NULL;
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, &r, err, "purging dead letters");
+        rc = pp_exec(conn, q.data, w.n, w.v, &r, err, "purging dead letters");
     else
         rc = pp_err_nomem(err);
     if (rc == PGPIPE_OK && purged)
@@ -264,14 +239,13 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     char ws[16];
     snprintf(ws, sizeof ws, "%d", window_s);
     const char *v[1] = { ws };
-    PGresult *r = PQexecParams(conn,
+    PGresult *r;
+    int rc = pp_exec(conn,
         "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'"
-        " AND last_failed_at >= now() - $1::int * interval '1 second'", 1, NULL, v, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int rc = pp_err_pq(err, conn, r, "counting new dead letters");
-        PQclear(r);
+        " AND last_failed_at >= now() - $1::int * interval '1 second'", 1, v, &r, err,
+        "counting new dead letters");
+    if (rc != PGPIPE_OK)
         return rc;
-    }
     long long n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     if (count)
@@ -287,7 +261,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     snprintf(payload, sizeof payload,
              "{\"new_dead_letters\": %lld, \"window_s\": %d, \"threshold\": %d}", n, window_s,
              threshold);
-    int rc = dlq_notify(conn, channel && *channel ? channel : "pgpipe_dlq_alert", payload, err);
+    rc = dlq_notify(conn, channel && *channel ? channel : "pgpipe_dlq_alert", payload, err);
     if (rc != PGPIPE_OK)
         return rc;
     return pp_err(err, PGPIPE_BUSY, "%lld new dead letters within %d s (threshold %d)", n,

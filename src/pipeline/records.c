@@ -297,16 +297,9 @@ static int rec_exec(pgpipe_records *h, pgpipe_conn *c, const char *sql, int n,
     if (!r)
         return pp_err(&h->hdr.err, pgpipe_errcode(c) ? pgpipe_errcode(c) : PGPIPE_NOMEM,
                       "records: %s: %s", ctx, pgpipe_errmsg(c));
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        char cx[160];
-        snprintf(cx, sizeof cx, "records %s: %s", h->name, ctx);
-        pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, cx);
-        PQclear(r);
-        return PGPIPE_DB;
-    }
-    *res = r;
-    return PGPIPE_OK;
+    char cx[160];
+    snprintf(cx, sizeof cx, "records %s: %s", h->name, ctx);
+    return pp_exec_check(pgpipe_conn_pg(c), r, res, &h->hdr.err, cx);
 }
 
 /* Acquire, run, release. */
@@ -391,16 +384,12 @@ static int rec_create_table(pgpipe_records *h, PGconn *pg, const char *qschema, 
         rc = pp_err_nomem(&h->hdr.err);
         goto out;
     }
-    PGresult *r = PQexec(pg, b.data);
+    char cx[160];
+    snprintf(cx, sizeof cx, "records: creating collection %s", h->name);
+    rc = pp_exec(pg, b.data, 0, NULL, NULL, &h->hdr.err, cx);
     pp_buf_free(&b);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        char cx[160];
-        snprintf(cx, sizeof cx, "records: creating collection %s", h->name);
-        rc = pp_err_pq(&h->hdr.err, pg, r, cx);
-        if (PQtransactionStatus(pg) != PQTRANS_IDLE)
-            PQclear(PQexec(pg, "ROLLBACK"));
-    }
-    PQclear(r);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(pg);
 out:
     PQfreemem(qfi);
     PQfreemem(qmi);
@@ -651,13 +640,8 @@ static int rec_copy_begin(rec_copy *cp, pgpipe_records *h, const char *columns)
     cp->pg = pgpipe_conn_pg(cp->c);
     if ((rc = rec_sql(h, "COPY %s (%s) FROM STDIN", h->qtable, columns)) != PGPIPE_OK)
         return rc;
-    PGresult *r = PQexec(cp->pg, h->sql.data);
-    if (PQresultStatus(r) != PGRES_COPY_IN) {
-        pp_err_pq(&h->hdr.err, cp->pg, r, "records: COPY");
-        PQclear(r);
-        return PGPIPE_DB;
-    }
-    PQclear(r);
+    if ((rc = pp_copy_in_start(cp->pg, h->sql.data, &h->hdr.err, "records: COPY")) != PGPIPE_OK)
+        return rc;
     cp->open = 1;
     return PGPIPE_OK;
 }
@@ -1610,11 +1594,10 @@ int pgpipe_records_explain(pgpipe_records *h, const pgpipe_records_find_options 
     }
     pgpipe_conn *c;
     if ((rc = rec_acquire(h, &c)) == PGPIPE_OK) {
-        PGresult *r = PQexecParams(pgpipe_conn_pg(c), e.data, q.n, NULL,
-                                   (const char *const *)q.params, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, "records: explain");
-        } else {
+        PGresult *r;
+        rc = pp_exec(pgpipe_conn_pg(c), e.data, q.n, (const char *const *)q.params, &r,
+                     &h->hdr.err, "records: explain");
+        if (rc == PGPIPE_OK) {
             pp_buf out = { 0 };
             for (int i = 0; i < PQntuples(r); i++)
                 pp_buf_appendf(&out, "%s\n", PQgetvalue(r, i, 0));
@@ -1644,14 +1627,11 @@ int pgpipe_records_begin(pgpipe_records *h)
     pgpipe_conn *c;
     if ((rc = pgpipe_pool_acquire_ex(h->pool, &c, -1, &h->hdr.err)) != PGPIPE_OK)
         return rc;
-    PGresult *r = PQexec(pgpipe_conn_pg(c), "BEGIN");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, "records: BEGIN");
-        PQclear(r);
+    rc = pp_exec(pgpipe_conn_pg(c), "BEGIN", 0, NULL, NULL, &h->hdr.err, "records: BEGIN");
+    if (rc != PGPIPE_OK) {
         pgpipe_pool_release(c);
         return rc;
     }
-    PQclear(r);
     h->tx = c;
     return PGPIPE_OK;
 }
@@ -1666,11 +1646,10 @@ static int rec_end(pgpipe_records *h, int commit)
     h->tx = NULL;
     PGconn *pg = pgpipe_conn_pg(c);
     int failed = PQtransactionStatus(pg) == PQTRANS_INERROR;
-    PGresult *r = PQexec(pg, commit ? "COMMIT" : "ROLLBACK");
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        rc = pp_err_pq(&h->hdr.err, pg, r, commit ? "records: COMMIT" : "records: ROLLBACK");
-    else if (commit && (failed || !strcmp(PQcmdStatus(r), "ROLLBACK")))
+    PGresult *r;
+    int rc = pp_exec(pg, commit ? "COMMIT" : "ROLLBACK", 0, NULL, &r, &h->hdr.err,
+                     commit ? "records: COMMIT" : "records: ROLLBACK");
+    if (rc == PGPIPE_OK && commit && (failed || !strcmp(PQcmdStatus(r), "ROLLBACK")))
         rc = pp_err(&h->hdr.err, PGPIPE_DB,
                     "records: the transaction was rolled back because a statement in it failed");
     PQclear(r);
