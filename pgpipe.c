@@ -320,10 +320,11 @@ PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 /* ==== begin src/parse/pp_parse.h ==== */
 /*
 ** The parse layer's private header: readers of the input formats (JSON, CSV),
-** the SQL statement splitter, and what they share with the layers above.
+** the framer that cuts a JSON stream into records, the SQL statement
+** splitter, and what they share with the layers above.
 ** Parsers touch no database. Layer order and rules: src/base/pp_base.h.
 **
-** @components json csv sqlsplit
+** @components json csv framer sqlsplit
 */
 #ifndef PP_PARSE_H
 #define PP_PARSE_H
@@ -332,6 +333,59 @@ PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 #ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
+#endif
+#ifndef PGPIPE_OMIT_FRAMER
+/* The framer (src/parse/framer.c) cuts a stream of NDJSON lines, a JSON
+** array or one JSON document, fed in chunks of any size, into records: it
+** hands each record's bytes to a callback, with where it starts. It parses
+** no record: that is the caller's job (a bad record is a dead letter, a
+** broken frame ends the input). The loader and the HTTP ingest share it. */
+enum { PP_FRAME_NDJSON, PP_FRAME_ARRAY, PP_FRAME_ONE };
+/* JSON array states (pp_framer.state) */
+enum { PP_FR_START, PP_FR_FIRST, PP_FR_VALUE, PP_FR_ELEM, PP_FR_AFTER, PP_FR_END };
+/* pp_frame.flags */
+#define PP_FRAME_OVERLONG 1 /* raw is the first max_record bytes of a longer record */
+#define PP_FRAME_CUT 2      /* the input ended inside this array element */
+
+typedef struct pp_frame {
+    const char *raw;   /* the record (NDJSON: without the line end and a BOM) */
+    size_t len;
+    long long line;    /* line of its first byte, from 1 */
+    long long col;     /* characters before it on that line (array elements) */
+    long long off;     /* byte offset of its first byte in the input */
+    int flags;
+} pp_frame;
+
+/* Returns PGPIPE_OK to go on; anything else stops the feed and is returned. */
+typedef int (*pp_frame_fn)(void *ud, const pp_frame *r);
+
+typedef struct pp_framer {
+    int kind;
+    size_t max_record;
+    pp_frame_fn fn;
+    void *ud;
+    long long fed;        /* input bytes fed so far */
+    pp_buf carry;         /* a record straddling chunks */
+    long long carry_line, carry_off, carry_col;
+    int carry_over;       /* the record went past max_record */
+    long long line_no;    /* lines started (NDJSON) / newlines seen (array) */
+    int bom_pos;          /* bytes of a UTF-8 BOM matched at the stream start */
+    int state;            /* array: PP_FR_*; NDJSON, one: 1 while carrying */
+    int depth, instr, esc, scalar;
+    long long nl_off;     /* array: offset of the current line's first byte */
+    long long cont;       /* array: UTF-8 continuation bytes seen on the current line */
+    int unclosed;         /* set by framer_end: the array lacks its ']' */
+    pgpipe_error err;     /* a broken frame (PGPIPE_PARSE): message, line, offset */
+} pp_framer;
+
+/* Start a stream (keeps the carry buffer's memory); max_record > 0. */
+PGPIPE_PRIVATE void framer_begin(pp_framer *f, int kind, size_t max_record, pp_frame_fn fn, void *ud);
+/* Returns PGPIPE_OK, PGPIPE_NOMEM, PGPIPE_PARSE (a broken frame, f->err;
+** the stream cannot go on) or what the callback returned. */
+PGPIPE_PRIVATE int framer_feed(pp_framer *f, const char *data, size_t len);
+/* The input ended: hands over the record being carried. */
+PGPIPE_PRIVATE int framer_end(pp_framer *f);
+PGPIPE_PRIVATE void framer_free(pp_framer *f);
 #endif
 #ifndef PGPIPE_OMIT_SQLSPLIT
 /* SQL words as the statement splitter reads them (src/parse/sqlsplit.c); the
@@ -492,17 +546,8 @@ struct pgpipe_loader {
     long long seq;        /* of the last batch begun */
     pgpipe_load_summary sum;
     /* splitting */
-    pp_buf carry;         /* a record straddling chunks */
-    long long carry_line, carry_off;
-    int carry_over;       /* the record went past max_record */
-    long long line_no;    /* lines started (NDJSON) / newlines seen (JSON) */
-    int bom_pos;          /* bytes of a UTF-8 BOM matched at the stream start */
+    pp_framer fr;         /* NDJSON and JSON arrays */
     pp_buf sniff;         /* input held until the format is known */
-    int js_state;         /* JSON array splitter state */
-    int js_depth, js_instr, js_esc, js_scalar;
-    long long js_nl_off;  /* JSON array: offset of the current line's first byte */
-    long long js_cont;    /* UTF-8 continuation bytes seen on the current line */
-    long long carry_col;  /* JSON array: characters before the element on its line */
     pgpipe_csv *csv;
     int csv_ready;
     pp_buf *csv_keys;     /* per header column: "key": JSON + COPY escaped */
@@ -512,8 +557,6 @@ struct pgpipe_loader {
     pgpipe_error verr;
 };
 
-/* JSON array splitter states (pgpipe_loader.js_state) */
-enum { COPY_JS_START, COPY_JS_FIRST, COPY_JS_VALUE, COPY_JS_ELEM, COPY_JS_AFTER, COPY_JS_END };
 
 /* load.c: small helpers, connections, the load record, dead letters */
 PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...) PP_PRINTF(3, 4);
@@ -531,7 +574,7 @@ PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, lo
 /* load_input.c: framers */
 PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t len, long long base);
 PGPIPE_PRIVATE int copy_csv_drain(pgpipe_loader *l);
-PGPIPE_PRIVATE int copy_ndjson_end(pgpipe_loader *l);
+PGPIPE_PRIVATE void copy_framer_begin(pgpipe_loader *l, int format);
 PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l);
 
 /* load_lanes.c: batches, sending, lanes */
@@ -5996,6 +6039,369 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out)
 #endif /* PGPIPE_OMIT_CSV */
 /* ==== end src/parse/csv.c ==== */
 
+/* ==== begin src/parse/framer.c ==== */
+#ifndef PGPIPE_OMIT_FRAMER
+/*
+** The framer: a stream of NDJSON lines, of one JSON array (streamed element
+** by element) or of one JSON document, fed in chunks that may cut a record
+** anywhere, into records handed to a callback with their line, column and
+** byte offset. The array scan reads every byte of the input, so its steps
+** are static inline in one loop and touch nothing but the framer.
+*/
+
+
+PGPIPE_PRIVATE void framer_begin(pp_framer *f, int kind, size_t max_record, pp_frame_fn fn, void *ud)
+{
+    pp_buf carry = f->carry;
+    memset(f, 0, sizeof *f);
+    f->carry = carry;
+    f->carry.len = 0;
+    f->kind = kind;
+    f->max_record = max_record;
+    f->fn = fn;
+    f->ud = ud;
+    f->state = kind == PP_FRAME_ARRAY ? PP_FR_START : 0;
+}
+
+PGPIPE_PRIVATE void framer_free(pp_framer *f)
+{
+    pp_buf_free(&f->carry);
+}
+
+static int framer_emit(pp_framer *f, const char *p, size_t n, long long line, long long col,
+                       long long off, int flags)
+{
+    pp_frame r;
+    r.raw = p;
+    r.len = n;
+    r.line = line;
+    r.col = col;
+    r.off = off;
+    r.flags = flags;
+    return f->fn(f->ud, &r);
+}
+
+/* Append to the carry buffer up to max_record bytes; more marks it overlong. */
+static int framer_carry(pp_framer *f, const char *p, size_t n)
+{
+    size_t room = f->max_record > f->carry.len ? f->max_record - f->carry.len : 0;
+    if (n > room) {
+        f->carry_over = 1;
+        n = room;
+    }
+    return pp_buf_append(&f->carry, p, n);
+}
+
+/* The carried record went out: the buffer is free for the next. */
+static void framer_carry_done(pp_framer *f)
+{
+    f->carry.len = 0;
+    f->carry_over = 0;
+}
+
+/* ---- NDJSON ------------------------------------------------------------------ */
+
+static int framer_line(pp_framer *f, const char *p, size_t n, long long line, long long off, int overlong)
+{
+    if (n && p[n - 1] == '\r')
+        n--;
+    if (line == 1 && n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) {
+        p += 3;
+        n -= 3;
+        off += 3;
+    }
+    size_t i = 0;
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r'))
+        i++;
+    if (i == n && !overlong)
+        return PGPIPE_OK; /* blank line: not a record */
+    return framer_emit(f, p, n, line, 0, off, overlong ? PP_FRAME_OVERLONG : 0);
+}
+
+static int framer_ndjson_feed(pp_framer *f, const char *data, size_t len, long long base)
+{
+    const char *p = data, *end = data + len;
+    int rc;
+    if (f->state) { /* a line is being carried */
+        const char *nl = memchr(p, '\n', len);
+        if ((rc = framer_carry(f, p, nl ? (size_t)(nl - p) : len)) != PGPIPE_OK)
+            return rc;
+        if (!nl)
+            return PGPIPE_OK;
+        f->state = 0;
+        rc = framer_line(f, f->carry.data, f->carry.len, f->carry_line, f->carry_off, f->carry_over);
+        framer_carry_done(f);
+        if (rc != PGPIPE_OK)
+            return rc;
+        p = nl + 1;
+    }
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) {
+            f->state = 1;
+            f->carry_line = ++f->line_no;
+            f->carry_off = base + (p - data);
+            return framer_carry(f, p, (size_t)(end - p));
+        }
+        size_t n = (size_t)(nl - p);
+        f->line_no++;
+        if (n > f->max_record)
+            rc = framer_line(f, p, f->max_record, f->line_no, base + (p - data), 1);
+        else
+            rc = framer_line(f, p, n, f->line_no, base + (p - data), 0);
+        if (rc != PGPIPE_OK)
+            return rc;
+        p = nl + 1;
+    }
+    return PGPIPE_OK;
+}
+
+/* ---- JSON array, streamed element by element ----------------------------------- */
+
+/* The array's frame is broken at absolute offset off, by byte c. */
+static int framer_fatal(pp_framer *f, long long off, const char *what, unsigned char c)
+{
+    char got[16];
+    if (c >= 0x20 && c < 0x7f)
+        snprintf(got, sizeof got, "'%c'", c);
+    else
+        snprintf(got, sizeof got, "byte 0x%02x", c);
+    return pp_err_at(&f->err, PGPIPE_PARSE, "", f->line_no + 1, 0, off,
+                     "%s, found %s at line %lld (byte offset %lld)", what, got, f->line_no + 1, off);
+}
+
+/* An element ended at data[end) (exclusive); it began at data[start) or in
+** the carry buffer. */
+static int framer_element(pp_framer *f, const char *data, size_t start, size_t end, int carried)
+{
+    int rc;
+    if (carried) {
+        if ((rc = framer_carry(f, data, end)) != PGPIPE_OK)
+            return rc;
+        rc = framer_emit(f, f->carry.data, f->carry.len, f->carry_line, f->carry_col, f->carry_off,
+                         f->carry_over ? PP_FRAME_OVERLONG : 0);
+        framer_carry_done(f);
+        return rc;
+    }
+    size_t n = end - start;
+    if (n > f->max_record)
+        return framer_emit(f, data + start, f->max_record, f->carry_line, f->carry_col, f->carry_off,
+                           PP_FRAME_OVERLONG);
+    return framer_emit(f, data + start, n, f->carry_line, f->carry_col, f->carry_off, 0);
+}
+
+/* a newline at absolute offset pos of a JSON array: the next line starts */
+#define FRAMER_NL(f, pos) ((f)->line_no++, (f)->nl_off = (pos) + 1, (f)->cont = 0)
+
+/* An element ended at data[end): hand it over; the array goes on after it. */
+static int framer_close(pp_framer *f, const char *data, size_t start, size_t end, int *carried)
+{
+    int rc = framer_element(f, data, start, end, *carried);
+    if (rc != PGPIPE_OK)
+        return rc;
+    *carried = 0;
+    f->state = PP_FR_AFTER;
+    return PGPIPE_OK;
+}
+
+/* An element starts with byte c at absolute offset at. Returns the bytes
+** taken: a string's quote or a container's bracket; a scalar's first byte
+** is read again inside the element. */
+static inline size_t framer_begin_element(pp_framer *f, unsigned char c, long long at)
+{
+    f->state = PP_FR_ELEM;
+    f->depth = 0;
+    f->instr = f->esc = 0;
+    f->scalar = c != '{' && c != '[' && c != '"';
+    f->carry_line = f->line_no + 1;
+    f->carry_off = at;
+    f->carry_col = f->carry_off - f->nl_off - f->cont - (f->line_no == 0 ? f->bom_pos : 0);
+    if (f->scalar)
+        return 0;
+    if (c == '"')
+        f->instr = 1;
+    else
+        f->depth = 1;
+    return 1;
+}
+
+/* Inside an element (it began at data[start), or in the carry buffer when
+** *carried): reads on from data[*pos] towards its end, a string's closing
+** quote, a scalar's delimiter or the bracket that closes a container, and
+** hands the element over there. Advances *pos. */
+static inline int framer_in_element(pp_framer *f, const char *data, size_t len, long long base,
+                                    size_t *pos, size_t start, int *carried)
+{
+    size_t i = *pos;
+    unsigned char c = (unsigned char)data[i];
+    int rc = PGPIPE_OK;
+    if (f->instr) {
+        /* skip plain string bytes quickly */
+        while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
+            if (f->esc)
+                f->esc = 0;
+            f->cont += ((unsigned char)data[i] & 0xC0) == 0x80;
+            i++;
+        }
+        if (i < len) {
+            c = (unsigned char)data[i];
+            if (f->esc) {
+                f->esc = 0;
+            } else if (c == '\\') {
+                f->esc = 1;
+            } else if (c == '"') {
+                f->instr = 0;
+                if (f->depth == 0) { /* a string element */
+                    *pos = i + 1;
+                    return framer_close(f, data, start, i + 1, carried);
+                }
+            }
+            if (c == '\n')
+                FRAMER_NL(f, base + (long long)i);
+            i++;
+        }
+    } else if (f->scalar) {
+        if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            rc = framer_close(f, data, start, i, carried); /* the byte is seen again in AFTER */
+        else
+            i++;
+    } else {
+        if (c == '"') f->instr = 1;
+        else if (c == '{' || c == '[') f->depth++;
+        else if (c == '}' || c == ']') f->depth--;
+        else if (c == '\n') FRAMER_NL(f, base + (long long)i);
+        i++;
+        if (f->depth == 0)
+            rc = framer_close(f, data, start, i, carried);
+    }
+    *pos = i;
+    return rc;
+}
+
+static int framer_array_feed(pp_framer *f, const char *data, size_t len, long long base)
+{
+    size_t i = 0, start = 0;
+    int carried = f->state == PP_FR_ELEM; /* an element goes on from the last chunk */
+    int rc;
+    while (i < len) {
+        unsigned char c = (unsigned char)data[i];
+        switch (f->state) {
+        case PP_FR_START:
+            if (base + (long long)i < 3 && f->bom_pos == (int)(base + (long long)i) &&
+                c == (unsigned char)"\xEF\xBB\xBF"[f->bom_pos]) {
+                f->bom_pos++;
+                i++;
+                continue;
+            }
+            if (c == '[') { f->state = PP_FR_FIRST; i++; continue; }
+            if (c == '\n') { FRAMER_NL(f, base + (long long)i); i++; continue; }
+            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
+            return framer_fatal(f, base + (long long)i, "expected '[' to start a JSON array", c);
+        case PP_FR_FIRST:
+        case PP_FR_VALUE:
+            if (c == '\n') { FRAMER_NL(f, base + (long long)i); i++; continue; }
+            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
+            if (c == ']' && f->state == PP_FR_FIRST) { f->state = PP_FR_END; i++; continue; }
+            if (c == ']' || c == ',')
+                return framer_fatal(f, base + (long long)i, "expected an array element", c);
+            start = i;
+            carried = 0;
+            i += framer_begin_element(f, c, base + (long long)i);
+            continue;
+        case PP_FR_ELEM:
+            if ((rc = framer_in_element(f, data, len, base, &i, start, &carried)) != PGPIPE_OK)
+                return rc;
+            continue;
+        case PP_FR_AFTER:
+            if (c == '\n') { FRAMER_NL(f, base + (long long)i); i++; continue; }
+            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
+            if (c == ',') { f->state = PP_FR_VALUE; i++; continue; }
+            if (c == ']') { f->state = PP_FR_END; i++; continue; }
+            return framer_fatal(f, base + (long long)i, "expected ',' or ']' after an array element", c);
+        default: /* PP_FR_END */
+            if (c == '\n') { FRAMER_NL(f, base + (long long)i); i++; continue; }
+            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
+            return framer_fatal(f, base + (long long)i, "unexpected data after the end of the array", c);
+        }
+    }
+    if (f->state == PP_FR_ELEM) /* keep the element's bytes of this chunk */
+        return framer_carry(f, data + (carried ? 0 : start), len - (carried ? 0 : start));
+    return PGPIPE_OK;
+}
+
+static int framer_array_end(pp_framer *f)
+{
+    int rc = PGPIPE_OK;
+    if (f->state == PP_FR_ELEM) {
+        /* a scalar ends with the input; anything else was cut off */
+        int cut = !(f->scalar && !f->instr);
+        rc = framer_emit(f, f->carry.data ? f->carry.data : "", f->carry.len, f->carry_line,
+                         cut ? 0 : f->carry_col, f->carry_off,
+                         cut ? PP_FRAME_CUT : f->carry_over ? PP_FRAME_OVERLONG : 0);
+        framer_carry_done(f);
+        f->state = PP_FR_AFTER;
+    }
+    if (rc == PGPIPE_OK && f->state != PP_FR_END && f->state != PP_FR_START)
+        f->unclosed = 1;
+    return rc;
+}
+
+/* ---- one document: the whole input is the record ------------------------------ */
+
+static int framer_one_end(pp_framer *f)
+{
+    const char *p = f->carry.data ? f->carry.data : "";
+    size_t n = f->carry.len;
+    long long off = 0;
+    if (n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) {
+        p += 3;
+        n -= 3;
+        off = 3;
+    }
+    size_t i = 0;
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'))
+        i++;
+    int rc = PGPIPE_OK;
+    if (i < n || f->carry_over)
+        rc = framer_emit(f, p, n, 1, 0, off, f->carry_over ? PP_FRAME_OVERLONG : 0);
+    framer_carry_done(f);
+    return rc;
+}
+
+/* ---- entry points --------------------------------------------------------------- */
+
+PGPIPE_PRIVATE int framer_feed(pp_framer *f, const char *data, size_t len)
+{
+    long long base = f->fed;
+    f->fed += (long long)len;
+    switch (f->kind) {
+    case PP_FRAME_NDJSON: return framer_ndjson_feed(f, data, len, base);
+    case PP_FRAME_ARRAY: return framer_array_feed(f, data, len, base);
+    default: return framer_carry(f, data, len);
+    }
+}
+
+PGPIPE_PRIVATE int framer_end(pp_framer *f)
+{
+    int rc;
+    switch (f->kind) {
+    case PP_FRAME_NDJSON:
+        if (!f->state)
+            return PGPIPE_OK;
+        f->state = 0;
+        rc = framer_line(f, f->carry.data ? f->carry.data : "", f->carry.len, f->carry_line,
+                         f->carry_off, f->carry_over);
+        framer_carry_done(f);
+        return rc;
+    case PP_FRAME_ARRAY:
+        return framer_array_end(f);
+    default:
+        return framer_one_end(f);
+    }
+}
+#endif /* PGPIPE_OMIT_FRAMER */
+/* ==== end src/parse/framer.c ==== */
+
 /* ==== begin src/parse/sqlsplit.c ==== */
 #ifndef PGPIPE_OMIT_SQLSPLIT
 /*
@@ -10578,7 +10984,7 @@ static void copy_load_free_state(pgpipe_loader *l)
     pp_free(l->source);
     pp_free(l->load_key);
     l->source = l->load_key = NULL;
-    l->carry.len = l->sniff.len = 0;
+    l->sniff.len = 0;
 }
 
 static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path, int fd)
@@ -10588,11 +10994,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->t0 = pgpipe_now_us();
     l->in_bytes = 0;
     l->seq = 0;
-    l->line_no = 0;
-    l->bom_pos = 0;
-    l->js_nl_off = l->js_cont = l->carry_col = 0;
-    l->js_state = 0;
-    l->carry_over = 0;
+    copy_framer_begin(l, PGPIPE_FORMAT_NDJSON);
     l->failed = 0;
     l->src_size = l->src_mtime = -1;
     l->load_id = 0;
@@ -10629,8 +11031,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->format = l->opt_format;
     if (l->format == PGPIPE_FORMAT_AUTO)
         l->format = copy_ext_format(path ? path : name, &delim);
-    if (l->format == PGPIPE_FORMAT_JSON)
-        l->js_state = COPY_JS_START;
+    copy_framer_begin(l, l->format);
     l->csv_delimiter_now = delim;
     int rc = copy_format_ready(l, delim);
     if (rc == PGPIPE_OK)
@@ -10668,8 +11069,7 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
         return l->sniff.len > l->max_record ? copy_errf(l, PGPIPE_PARSE, "loader: %s: no data",
                                                         l->source) : PGPIPE_OK;
     l->format = s[i] == '[' ? PGPIPE_FORMAT_JSON : s[i] == '{' ? PGPIPE_FORMAT_NDJSON : PGPIPE_FORMAT_CSV;
-    if (l->format == PGPIPE_FORMAT_JSON)
-        l->js_state = COPY_JS_START;
+    copy_framer_begin(l, l->format);
     int rc = copy_format_ready(l, l->csv_delimiter_now);
     if (rc != PGPIPE_OK)
         return rc;
@@ -10876,7 +11276,7 @@ int pgpipe_loader_finish(pgpipe_loader *l)
             else
                 rc = copy_csv_drain(l);
             break;
-        case PGPIPE_FORMAT_NDJSON: rc = copy_ndjson_end(l); break;
+        case PGPIPE_FORMAT_NDJSON:
         case PGPIPE_FORMAT_JSON: rc = copy_json_end(l); break;
         default: break;
         }
@@ -11016,7 +11416,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_free(l->opt_load_key);
     pp_free(l->copy_sql);
     pp_free(l->done_seqs);
-    pp_buf_free(&l->carry);
+    framer_free(&l->fr);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
     pgpipe_json_doc_close(l->doc);
@@ -11031,9 +11431,8 @@ void pgpipe_loader_close(pgpipe_loader *l)
 /*
 ** The COPY loader's input side: a record (a CSV row or a JSON object) into
 ** one COPY text row of the batch, validated against the column mapping, or
-** a dead letter; and the framers that cut the input into records: CSV
-** (through the csv reader), NDJSON lines, and JSON arrays streamed element
-** by element. The overview is in src/pipeline/load.c.
+** a dead letter; and the input cut into records: CSV by the csv reader,
+** NDJSON lines and JSON arrays by the framer (src/parse/framer.c). The overview is in src/pipeline/load.c.
 */
 
 
@@ -11133,9 +11532,10 @@ static int copy_reject_input(pgpipe_loader *l, const char *raw, size_t len, long
     return PGPIPE_OK;
 }
 
-/* One JSON record (an NDJSON line or an array element). */
+/* One JSON record (an NDJSON line or an array element that starts after col
+** characters of its line). */
 static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long long line,
-                            long long off, int overlong)
+                            long long col, long long off, int overlong)
 {
     int rc = l->cur ? PGPIPE_OK : copy_batch_begin(l, line, off);
     if (rc != PGPIPE_OK)
@@ -11156,7 +11556,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         long long eline = line + (e->line > 0 ? e->line - 1 : 0);
         /* an array element may start mid-line: the parser's columns on its
         ** first line count from the element */
-        long long ecol = e->column + (l->format == PGPIPE_FORMAT_JSON && e->line <= 1 ? l->carry_col : 0);
+        long long ecol = e->column + (e->line <= 1 ? col : 0);
         /* the parser counts lines from the record's start: name the line of
         ** the input instead ("at line 1" of a record on line 5 misleads) */
         char tail[80];
@@ -11174,8 +11574,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
     if (pgpipe_json_type(root) != PGPIPE_JSON_OBJECT) {
         snprintf(msg, sizeof msg, "record is a JSON %s, not an object",
                  pgpipe_json_type_name(pgpipe_json_type(root)));
-        rc = copy_reject_input(l, raw, len, line,
-                               1 + (l->format == PGPIPE_FORMAT_JSON ? l->carry_col : 0), off, msg);
+        rc = copy_reject_input(l, raw, len, line, 1 + col, off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
     for (int i = 0; i < l->nrequired; i++) {
@@ -11375,284 +11774,49 @@ PGPIPE_PRIVATE int copy_csv_drain(pgpipe_loader *l)
     }
 }
 
-/* ---- NDJSON ------------------------------------------------------------------ */
+/* ---- NDJSON and JSON arrays: records from the framer ---------------------------- */
 
-static int copy_ndjson_line(pgpipe_loader *l, const char *p, size_t n, long long line, long long off,
-                            int overlong)
+/* A record the framer cut from the input (pp_framer callback). */
+static int copy_json_frame(void *ud, const pp_frame *r)
 {
-    if (n && p[n - 1] == '\r')
-        n--;
-    if (line == 1 && n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) {
-        p += 3;
-        n -= 3;
-        off += 3;
-    }
-    size_t i = 0;
-    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r'))
-        i++;
-    if (i == n && !overlong)
-        return PGPIPE_OK; /* blank line: not a record */
-    return copy_json_record(l, p, n, line, off, overlong);
-}
-
-/* Append to the carry buffer up to max_record bytes; more marks it overlong. */
-static int copy_carry(pgpipe_loader *l, const char *p, size_t n)
-{
-    size_t room = l->max_record > l->carry.len ? l->max_record - l->carry.len : 0;
-    if (n > room) {
-        l->carry_over = 1;
-        n = room;
-    }
-    return pp_buf_append(&l->carry, p, n) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&l->hdr.err);
-}
-
-static int copy_ndjson_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
-{
-    const char *p = data, *end = data + len;
-    int rc;
-    if (l->js_state) { /* a line is being carried */
-        const char *nl = memchr(p, '\n', len);
-        if ((rc = copy_carry(l, p, nl ? (size_t)(nl - p) : len)) != PGPIPE_OK)
-            return rc;
-        if (!nl)
-            return PGPIPE_OK;
-        l->js_state = 0;
-        rc = copy_ndjson_line(l, l->carry.data, l->carry.len, l->carry_line, l->carry_off, l->carry_over);
-        l->carry.len = 0;
-        l->carry_over = 0;
-        if (rc != PGPIPE_OK)
-            return rc;
-        p = nl + 1;
-    }
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl) {
-            l->js_state = 1;
-            l->carry_line = ++l->line_no;
-            l->carry_off = base + (p - data);
-            return copy_carry(l, p, (size_t)(end - p));
-        }
-        size_t n = (size_t)(nl - p);
-        l->line_no++;
-        if (n > l->max_record)
-            rc = copy_ndjson_line(l, p, l->max_record, l->line_no, base + (p - data), 1);
-        else
-            rc = copy_ndjson_line(l, p, n, l->line_no, base + (p - data), 0);
-        if (rc != PGPIPE_OK)
-            return rc;
-        p = nl + 1;
-    }
-    return PGPIPE_OK;
-}
-
-PGPIPE_PRIVATE int copy_ndjson_end(pgpipe_loader *l)
-{
-    if (!l->js_state)
-        return PGPIPE_OK;
-    l->js_state = 0;
-    int rc = copy_ndjson_line(l, l->carry.data ? l->carry.data : "", l->carry.len, l->carry_line,
-                              l->carry_off, l->carry_over);
-    l->carry.len = 0;
-    l->carry_over = 0;
-    return rc;
-}
-
-/* ---- JSON array, streamed element by element ----------------------------------- */
-
-static int copy_js_fatal(pgpipe_loader *l, long long off, const char *what, unsigned char c)
-{
-    char got[16];
-    if (c >= 0x20 && c < 0x7f)
-        snprintf(got, sizeof got, "'%c'", c);
-    else
-        snprintf(got, sizeof got, "byte 0x%02x", c);
-    return pp_err_at(&l->hdr.err, PGPIPE_PARSE, l->source, l->line_no + 1, 0, off,
-                     "loader: %s, found %s at line %lld (byte offset %lld)", what, got,
-                     l->line_no + 1, off);
-}
-
-/* An element ended at data[end) (exclusive); it began at data[start) or in
-** the carry buffer. */
-static int copy_js_element(pgpipe_loader *l, const char *data, size_t start, size_t end, int carried)
-{
-    int rc;
-    if (carried) {
-        if ((rc = copy_carry(l, data, end)) != PGPIPE_OK)
-            return rc;
-        rc = copy_json_record(l, l->carry.data, l->carry.len, l->carry_line, l->carry_off,
-                              l->carry_over);
-        l->carry.len = 0;
-        l->carry_over = 0;
-        return rc;
-    }
-    size_t n = end - start;
-    if (n > l->max_record)
-        return copy_json_record(l, data + start, l->max_record, l->carry_line, l->carry_off, 1);
-    return copy_json_record(l, data + start, n, l->carry_line, l->carry_off, 0);
-}
-
-/* a newline at absolute offset pos of a JSON array: the next line starts */
-#define COPY_JS_NL(l, pos) ((l)->line_no++, (l)->js_nl_off = (pos) + 1, (l)->js_cont = 0)
-
-/* An element ended at data[end): hand it over; the array goes on after it. */
-static int copy_js_close(pgpipe_loader *l, const char *data, size_t start, size_t end, int *carried)
-{
-    int rc = copy_js_element(l, data, start, end, *carried);
-    if (rc != PGPIPE_OK)
-        return rc;
-    *carried = 0;
-    l->js_state = COPY_JS_AFTER;
-    return PGPIPE_OK;
-}
-
-/* An element starts with byte c at absolute offset at. Returns the bytes
-** taken: a string's quote or a container's bracket; a scalar's first byte
-** is read again inside the element. */
-static inline size_t copy_js_begin(pgpipe_loader *l, unsigned char c, long long at)
-{
-    l->js_state = COPY_JS_ELEM;
-    l->js_depth = 0;
-    l->js_instr = l->js_esc = 0;
-    l->js_scalar = c != '{' && c != '[' && c != '"';
-    l->carry_line = l->line_no + 1;
-    l->carry_off = at;
-    l->carry_col = l->carry_off - l->js_nl_off - l->js_cont -
-                   (l->line_no == 0 ? l->bom_pos : 0);
-    if (l->js_scalar)
-        return 0;
-    if (c == '"')
-        l->js_instr = 1;
-    else
-        l->js_depth = 1;
-    return 1;
-}
-
-/* Inside an element (it began at data[start), or in the carry buffer when
-** *carried): reads on from data[*pos] towards its end, a string's closing
-** quote, a scalar's delimiter or the bracket that closes a container, and
-** hands the element over there. Advances *pos. */
-static inline int copy_js_in_element(pgpipe_loader *l, const char *data, size_t len,
-                                     long long base, size_t *pos, size_t start, int *carried)
-{
-    size_t i = *pos;
-    unsigned char c = (unsigned char)data[i];
+    pgpipe_loader *l = ud;
+    if (!(r->flags & PP_FRAME_CUT))
+        return copy_json_record(l, r->raw, r->len, r->line, r->col, r->off,
+                                (r->flags & PP_FRAME_OVERLONG) != 0);
+    /* the input ended inside an array element: dead-letter what there is */
     int rc = PGPIPE_OK;
-    if (l->js_instr) {
-        /* skip plain string bytes quickly */
-        while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
-            if (l->js_esc)
-                l->js_esc = 0;
-            l->js_cont += ((unsigned char)data[i] & 0xC0) == 0x80;
-            i++;
-        }
-        if (i < len) {
-            c = (unsigned char)data[i];
-            if (l->js_esc) {
-                l->js_esc = 0;
-            } else if (c == '\\') {
-                l->js_esc = 1;
-            } else if (c == '"') {
-                l->js_instr = 0;
-                if (l->js_depth == 0) { /* a string element */
-                    *pos = i + 1;
-                    return copy_js_close(l, data, start, i + 1, carried);
-                }
-            }
-            if (c == '\n')
-                COPY_JS_NL(l, base + (long long)i);
-            i++;
-        }
-    } else if (l->js_scalar) {
-        if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n')
-            rc = copy_js_close(l, data, start, i, carried); /* the byte is seen again in AFTER */
-        else
-            i++;
-    } else {
-        if (c == '"') l->js_instr = 1;
-        else if (c == '{' || c == '[') l->js_depth++;
-        else if (c == '}' || c == ']') l->js_depth--;
-        else if (c == '\n') COPY_JS_NL(l, base + (long long)i);
-        i++;
-        if (l->js_depth == 0)
-            rc = copy_js_close(l, data, start, i, carried);
-    }
-    *pos = i;
-    return rc;
+    if (!l->cur)
+        rc = copy_batch_begin(l, r->line, r->off);
+    if (rc == PGPIPE_OK && !l->cur->skipping)
+        rc = copy_reject_input(l, r->raw, r->len, r->line, 0, r->off,
+                               "the input ended inside this array element");
+    return rc ? rc : copy_record_done(l, r->line, r->off, r->len);
 }
 
-static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
+/* Start framing the input of a load in format (NDJSON or a JSON array). */
+PGPIPE_PRIVATE void copy_framer_begin(pgpipe_loader *l, int format)
 {
-    size_t i = 0, start = 0;
-    int carried = l->js_state == COPY_JS_ELEM; /* an element goes on from the last chunk */
-    int rc;
-    while (i < len) {
-        unsigned char c = (unsigned char)data[i];
-        switch (l->js_state) {
-        case COPY_JS_START:
-            if (base + (long long)i < 3 && l->bom_pos == (int)(base + (long long)i) &&
-                c == (unsigned char)"\xEF\xBB\xBF"[l->bom_pos]) {
-                l->bom_pos++;
-                i++;
-                continue;
-            }
-            if (c == '[') { l->js_state = COPY_JS_FIRST; i++; continue; }
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            return copy_js_fatal(l, base + (long long)i, "expected '[' to start a JSON array", c);
-        case COPY_JS_FIRST:
-        case COPY_JS_VALUE:
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            if (c == ']' && l->js_state == COPY_JS_FIRST) { l->js_state = COPY_JS_END; i++; continue; }
-            if (c == ']' || c == ',')
-                return copy_js_fatal(l, base + (long long)i, "expected an array element", c);
-            start = i;
-            carried = 0;
-            i += copy_js_begin(l, c, base + (long long)i);
-            continue;
-        case COPY_JS_ELEM:
-            if ((rc = copy_js_in_element(l, data, len, base, &i, start, &carried)) != PGPIPE_OK)
-                return rc;
-            continue;
-        case COPY_JS_AFTER:
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            if (c == ',') { l->js_state = COPY_JS_VALUE; i++; continue; }
-            if (c == ']') { l->js_state = COPY_JS_END; i++; continue; }
-            return copy_js_fatal(l, base + (long long)i, "expected ',' or ']' after an array element", c);
-        default: /* COPY_JS_END */
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            return copy_js_fatal(l, base + (long long)i, "unexpected data after the end of the array", c);
-        }
+    framer_begin(&l->fr, format == PGPIPE_FORMAT_JSON ? PP_FRAME_ARRAY : PP_FRAME_NDJSON,
+                 l->max_record, copy_json_frame, l);
+}
+
+/* A framer's result as the loader's: a broken frame names the source. */
+static int copy_framer_rc(pgpipe_loader *l, int rc)
+{
+    if (rc == PGPIPE_NOMEM)
+        return pp_err_nomem(&l->hdr.err);
+    if (rc == PGPIPE_PARSE && l->fr.err.code == PGPIPE_PARSE) {
+        l->fr.err.code = PGPIPE_OK;
+        return pp_err_at(&l->hdr.err, PGPIPE_PARSE, l->source, l->fr.err.line, 0, l->fr.err.offset,
+                         "loader: %s", l->fr.err.message);
     }
-    if (l->js_state == COPY_JS_ELEM) /* keep the element's bytes of this chunk */
-        return copy_carry(l, data + (carried ? 0 : start), len - (carried ? 0 : start));
-    return PGPIPE_OK;
+    return rc;
 }
 
 PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l)
 {
-    int rc = PGPIPE_OK;
-    if (l->js_state == COPY_JS_ELEM) {
-        if (l->js_scalar && !l->js_instr) {
-            rc = copy_json_record(l, l->carry.data ? l->carry.data : "", l->carry.len, l->carry_line,
-                                  l->carry_off, l->carry_over);
-        } else {
-            /* the input ended inside an element: dead-letter what there is */
-            if (!l->cur)
-                rc = copy_batch_begin(l, l->carry_line, l->carry_off);
-            if (rc == PGPIPE_OK && !l->cur->skipping)
-                rc = copy_reject_input(l, l->carry.data, l->carry.len, l->carry_line, 0, l->carry_off,
-                                       "the input ended inside this array element");
-            if (rc == PGPIPE_OK)
-                rc = copy_record_done(l, l->carry_line, l->carry_off, l->carry.len);
-        }
-        l->carry.len = 0;
-        l->carry_over = 0;
-        l->js_state = COPY_JS_AFTER;
-    }
-    if (rc == PGPIPE_OK && l->js_state != COPY_JS_END && l->js_state != COPY_JS_START)
+    int rc = copy_framer_rc(l, framer_end(&l->fr));
+    if (l->fr.unclosed)
         pp_logf(PGPIPE_LOG_WARN, "loader", "%s: the JSON array is not closed with ']'", l->source);
     return rc;
 }
@@ -11666,10 +11830,9 @@ PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t le
         if (pgpipe_csv_feed(l->csv, data, len) != PGPIPE_OK)
             return pp_err_nomem(&l->hdr.err);
         return copy_csv_drain(l);
-    case PGPIPE_FORMAT_NDJSON:
-        return copy_ndjson_feed(l, data, len, base);
-    default:
-        return copy_json_feed(l, data, len, base);
+    default: /* the framer counts the bytes itself */
+        (void)base;
+        return copy_framer_rc(l, framer_feed(&l->fr, data, len));
     }
 }
 #endif /* PGPIPE_OMIT_LOAD */

@@ -74,7 +74,7 @@ extern "C" {
 /* ---- Build options ----------------------------------------------------------
 ** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
 **   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
-**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, SQLSPLIT, POOL,
+**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, FRAMER, SQLSPLIT, POOL,
 **                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS),
 **                        with every component that needs it, as the table
 **                        below says (in order: a rule may set a later one).
@@ -89,8 +89,9 @@ extern "C" {
 #undef PGPIPE_OMIT_SCHEMA
 #define PGPIPE_OMIT_SCHEMA 1
 #endif
-/* LOAD needs JSON, CSV, POOL, MIGRATE, SCHEMA and DLQ */
-#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL) \
+/* LOAD needs JSON, CSV, FRAMER, POOL, MIGRATE, SCHEMA and DLQ */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_FRAMER) \
+    || defined(PGPIPE_OMIT_POOL) \
     || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_SCHEMA) || defined(PGPIPE_OMIT_DLQ)
 #undef PGPIPE_OMIT_LOAD
 #define PGPIPE_OMIT_LOAD 1

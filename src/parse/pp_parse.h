@@ -1,9 +1,10 @@
 /*
 ** The parse layer's private header: readers of the input formats (JSON, CSV),
-** the SQL statement splitter, and what they share with the layers above.
+** the framer that cuts a JSON stream into records, the SQL statement
+** splitter, and what they share with the layers above.
 ** Parsers touch no database. Layer order and rules: src/base/pp_base.h.
 **
-** @components json csv sqlsplit
+** @components json csv framer sqlsplit
 */
 #ifndef PP_PARSE_H
 #define PP_PARSE_H
@@ -13,6 +14,59 @@
 #ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
+#endif
+#ifndef PGPIPE_OMIT_FRAMER
+/* The framer (src/parse/framer.c) cuts a stream of NDJSON lines, a JSON
+** array or one JSON document, fed in chunks of any size, into records: it
+** hands each record's bytes to a callback, with where it starts. It parses
+** no record: that is the caller's job (a bad record is a dead letter, a
+** broken frame ends the input). The loader and the HTTP ingest share it. */
+enum { PP_FRAME_NDJSON, PP_FRAME_ARRAY, PP_FRAME_ONE };
+/* JSON array states (pp_framer.state) */
+enum { PP_FR_START, PP_FR_FIRST, PP_FR_VALUE, PP_FR_ELEM, PP_FR_AFTER, PP_FR_END };
+/* pp_frame.flags */
+#define PP_FRAME_OVERLONG 1 /* raw is the first max_record bytes of a longer record */
+#define PP_FRAME_CUT 2      /* the input ended inside this array element */
+
+typedef struct pp_frame {
+    const char *raw;   /* the record (NDJSON: without the line end and a BOM) */
+    size_t len;
+    long long line;    /* line of its first byte, from 1 */
+    long long col;     /* characters before it on that line (array elements) */
+    long long off;     /* byte offset of its first byte in the input */
+    int flags;
+} pp_frame;
+
+/* Returns PGPIPE_OK to go on; anything else stops the feed and is returned. */
+typedef int (*pp_frame_fn)(void *ud, const pp_frame *r);
+
+typedef struct pp_framer {
+    int kind;
+    size_t max_record;
+    pp_frame_fn fn;
+    void *ud;
+    long long fed;        /* input bytes fed so far */
+    pp_buf carry;         /* a record straddling chunks */
+    long long carry_line, carry_off, carry_col;
+    int carry_over;       /* the record went past max_record */
+    long long line_no;    /* lines started (NDJSON) / newlines seen (array) */
+    int bom_pos;          /* bytes of a UTF-8 BOM matched at the stream start */
+    int state;            /* array: PP_FR_*; NDJSON, one: 1 while carrying */
+    int depth, instr, esc, scalar;
+    long long nl_off;     /* array: offset of the current line's first byte */
+    long long cont;       /* array: UTF-8 continuation bytes seen on the current line */
+    int unclosed;         /* set by framer_end: the array lacks its ']' */
+    pgpipe_error err;     /* a broken frame (PGPIPE_PARSE): message, line, offset */
+} pp_framer;
+
+/* Start a stream (keeps the carry buffer's memory); max_record > 0. */
+PGPIPE_PRIVATE void framer_begin(pp_framer *f, int kind, size_t max_record, pp_frame_fn fn, void *ud);
+/* Returns PGPIPE_OK, PGPIPE_NOMEM, PGPIPE_PARSE (a broken frame, f->err;
+** the stream cannot go on) or what the callback returned. */
+PGPIPE_PRIVATE int framer_feed(pp_framer *f, const char *data, size_t len);
+/* The input ended: hands over the record being carried. */
+PGPIPE_PRIVATE int framer_end(pp_framer *f);
+PGPIPE_PRIVATE void framer_free(pp_framer *f);
 #endif
 #ifndef PGPIPE_OMIT_SQLSPLIT
 /* SQL words as the statement splitter reads them (src/parse/sqlsplit.c); the

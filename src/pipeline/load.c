@@ -576,7 +576,7 @@ static void copy_load_free_state(pgpipe_loader *l)
     pp_free(l->source);
     pp_free(l->load_key);
     l->source = l->load_key = NULL;
-    l->carry.len = l->sniff.len = 0;
+    l->sniff.len = 0;
 }
 
 static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path, int fd)
@@ -586,11 +586,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->t0 = pgpipe_now_us();
     l->in_bytes = 0;
     l->seq = 0;
-    l->line_no = 0;
-    l->bom_pos = 0;
-    l->js_nl_off = l->js_cont = l->carry_col = 0;
-    l->js_state = 0;
-    l->carry_over = 0;
+    copy_framer_begin(l, PGPIPE_FORMAT_NDJSON);
     l->failed = 0;
     l->src_size = l->src_mtime = -1;
     l->load_id = 0;
@@ -627,8 +623,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->format = l->opt_format;
     if (l->format == PGPIPE_FORMAT_AUTO)
         l->format = copy_ext_format(path ? path : name, &delim);
-    if (l->format == PGPIPE_FORMAT_JSON)
-        l->js_state = COPY_JS_START;
+    copy_framer_begin(l, l->format);
     l->csv_delimiter_now = delim;
     int rc = copy_format_ready(l, delim);
     if (rc == PGPIPE_OK)
@@ -666,8 +661,7 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
         return l->sniff.len > l->max_record ? copy_errf(l, PGPIPE_PARSE, "loader: %s: no data",
                                                         l->source) : PGPIPE_OK;
     l->format = s[i] == '[' ? PGPIPE_FORMAT_JSON : s[i] == '{' ? PGPIPE_FORMAT_NDJSON : PGPIPE_FORMAT_CSV;
-    if (l->format == PGPIPE_FORMAT_JSON)
-        l->js_state = COPY_JS_START;
+    copy_framer_begin(l, l->format);
     int rc = copy_format_ready(l, l->csv_delimiter_now);
     if (rc != PGPIPE_OK)
         return rc;
@@ -874,7 +868,7 @@ int pgpipe_loader_finish(pgpipe_loader *l)
             else
                 rc = copy_csv_drain(l);
             break;
-        case PGPIPE_FORMAT_NDJSON: rc = copy_ndjson_end(l); break;
+        case PGPIPE_FORMAT_NDJSON:
         case PGPIPE_FORMAT_JSON: rc = copy_json_end(l); break;
         default: break;
         }
@@ -1014,7 +1008,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_free(l->opt_load_key);
     pp_free(l->copy_sql);
     pp_free(l->done_seqs);
-    pp_buf_free(&l->carry);
+    framer_free(&l->fr);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
     pgpipe_json_doc_close(l->doc);

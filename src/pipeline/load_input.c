@@ -1,9 +1,8 @@
 /*
 ** The COPY loader's input side: a record (a CSV row or a JSON object) into
 ** one COPY text row of the batch, validated against the column mapping, or
-** a dead letter; and the framers that cut the input into records: CSV
-** (through the csv reader), NDJSON lines, and JSON arrays streamed element
-** by element. The overview is in src/pipeline/load.c.
+** a dead letter; and the input cut into records: CSV by the csv reader,
+** NDJSON lines and JSON arrays by the framer (src/parse/framer.c). The overview is in src/pipeline/load.c.
 */
 
 #include "pp_pipeline.h"
@@ -104,9 +103,10 @@ static int copy_reject_input(pgpipe_loader *l, const char *raw, size_t len, long
     return PGPIPE_OK;
 }
 
-/* One JSON record (an NDJSON line or an array element). */
+/* One JSON record (an NDJSON line or an array element that starts after col
+** characters of its line). */
 static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long long line,
-                            long long off, int overlong)
+                            long long col, long long off, int overlong)
 {
     int rc = l->cur ? PGPIPE_OK : copy_batch_begin(l, line, off);
     if (rc != PGPIPE_OK)
@@ -127,7 +127,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         long long eline = line + (e->line > 0 ? e->line - 1 : 0);
         /* an array element may start mid-line: the parser's columns on its
         ** first line count from the element */
-        long long ecol = e->column + (l->format == PGPIPE_FORMAT_JSON && e->line <= 1 ? l->carry_col : 0);
+        long long ecol = e->column + (e->line <= 1 ? col : 0);
         /* the parser counts lines from the record's start: name the line of
         ** the input instead ("at line 1" of a record on line 5 misleads) */
         char tail[80];
@@ -145,8 +145,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
     if (pgpipe_json_type(root) != PGPIPE_JSON_OBJECT) {
         snprintf(msg, sizeof msg, "record is a JSON %s, not an object",
                  pgpipe_json_type_name(pgpipe_json_type(root)));
-        rc = copy_reject_input(l, raw, len, line,
-                               1 + (l->format == PGPIPE_FORMAT_JSON ? l->carry_col : 0), off, msg);
+        rc = copy_reject_input(l, raw, len, line, 1 + col, off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
     for (int i = 0; i < l->nrequired; i++) {
@@ -346,284 +345,49 @@ PGPIPE_PRIVATE int copy_csv_drain(pgpipe_loader *l)
     }
 }
 
-/* ---- NDJSON ------------------------------------------------------------------ */
+/* ---- NDJSON and JSON arrays: records from the framer ---------------------------- */
 
-static int copy_ndjson_line(pgpipe_loader *l, const char *p, size_t n, long long line, long long off,
-                            int overlong)
+/* A record the framer cut from the input (pp_framer callback). */
+static int copy_json_frame(void *ud, const pp_frame *r)
 {
-    if (n && p[n - 1] == '\r')
-        n--;
-    if (line == 1 && n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) {
-        p += 3;
-        n -= 3;
-        off += 3;
-    }
-    size_t i = 0;
-    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r'))
-        i++;
-    if (i == n && !overlong)
-        return PGPIPE_OK; /* blank line: not a record */
-    return copy_json_record(l, p, n, line, off, overlong);
-}
-
-/* Append to the carry buffer up to max_record bytes; more marks it overlong. */
-static int copy_carry(pgpipe_loader *l, const char *p, size_t n)
-{
-    size_t room = l->max_record > l->carry.len ? l->max_record - l->carry.len : 0;
-    if (n > room) {
-        l->carry_over = 1;
-        n = room;
-    }
-    return pp_buf_append(&l->carry, p, n) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&l->hdr.err);
-}
-
-static int copy_ndjson_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
-{
-    const char *p = data, *end = data + len;
-    int rc;
-    if (l->js_state) { /* a line is being carried */
-        const char *nl = memchr(p, '\n', len);
-        if ((rc = copy_carry(l, p, nl ? (size_t)(nl - p) : len)) != PGPIPE_OK)
-            return rc;
-        if (!nl)
-            return PGPIPE_OK;
-        l->js_state = 0;
-        rc = copy_ndjson_line(l, l->carry.data, l->carry.len, l->carry_line, l->carry_off, l->carry_over);
-        l->carry.len = 0;
-        l->carry_over = 0;
-        if (rc != PGPIPE_OK)
-            return rc;
-        p = nl + 1;
-    }
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl) {
-            l->js_state = 1;
-            l->carry_line = ++l->line_no;
-            l->carry_off = base + (p - data);
-            return copy_carry(l, p, (size_t)(end - p));
-        }
-        size_t n = (size_t)(nl - p);
-        l->line_no++;
-        if (n > l->max_record)
-            rc = copy_ndjson_line(l, p, l->max_record, l->line_no, base + (p - data), 1);
-        else
-            rc = copy_ndjson_line(l, p, n, l->line_no, base + (p - data), 0);
-        if (rc != PGPIPE_OK)
-            return rc;
-        p = nl + 1;
-    }
-    return PGPIPE_OK;
-}
-
-PGPIPE_PRIVATE int copy_ndjson_end(pgpipe_loader *l)
-{
-    if (!l->js_state)
-        return PGPIPE_OK;
-    l->js_state = 0;
-    int rc = copy_ndjson_line(l, l->carry.data ? l->carry.data : "", l->carry.len, l->carry_line,
-                              l->carry_off, l->carry_over);
-    l->carry.len = 0;
-    l->carry_over = 0;
-    return rc;
-}
-
-/* ---- JSON array, streamed element by element ----------------------------------- */
-
-static int copy_js_fatal(pgpipe_loader *l, long long off, const char *what, unsigned char c)
-{
-    char got[16];
-    if (c >= 0x20 && c < 0x7f)
-        snprintf(got, sizeof got, "'%c'", c);
-    else
-        snprintf(got, sizeof got, "byte 0x%02x", c);
-    return pp_err_at(&l->hdr.err, PGPIPE_PARSE, l->source, l->line_no + 1, 0, off,
-                     "loader: %s, found %s at line %lld (byte offset %lld)", what, got,
-                     l->line_no + 1, off);
-}
-
-/* An element ended at data[end) (exclusive); it began at data[start) or in
-** the carry buffer. */
-static int copy_js_element(pgpipe_loader *l, const char *data, size_t start, size_t end, int carried)
-{
-    int rc;
-    if (carried) {
-        if ((rc = copy_carry(l, data, end)) != PGPIPE_OK)
-            return rc;
-        rc = copy_json_record(l, l->carry.data, l->carry.len, l->carry_line, l->carry_off,
-                              l->carry_over);
-        l->carry.len = 0;
-        l->carry_over = 0;
-        return rc;
-    }
-    size_t n = end - start;
-    if (n > l->max_record)
-        return copy_json_record(l, data + start, l->max_record, l->carry_line, l->carry_off, 1);
-    return copy_json_record(l, data + start, n, l->carry_line, l->carry_off, 0);
-}
-
-/* a newline at absolute offset pos of a JSON array: the next line starts */
-#define COPY_JS_NL(l, pos) ((l)->line_no++, (l)->js_nl_off = (pos) + 1, (l)->js_cont = 0)
-
-/* An element ended at data[end): hand it over; the array goes on after it. */
-static int copy_js_close(pgpipe_loader *l, const char *data, size_t start, size_t end, int *carried)
-{
-    int rc = copy_js_element(l, data, start, end, *carried);
-    if (rc != PGPIPE_OK)
-        return rc;
-    *carried = 0;
-    l->js_state = COPY_JS_AFTER;
-    return PGPIPE_OK;
-}
-
-/* An element starts with byte c at absolute offset at. Returns the bytes
-** taken: a string's quote or a container's bracket; a scalar's first byte
-** is read again inside the element. */
-static inline size_t copy_js_begin(pgpipe_loader *l, unsigned char c, long long at)
-{
-    l->js_state = COPY_JS_ELEM;
-    l->js_depth = 0;
-    l->js_instr = l->js_esc = 0;
-    l->js_scalar = c != '{' && c != '[' && c != '"';
-    l->carry_line = l->line_no + 1;
-    l->carry_off = at;
-    l->carry_col = l->carry_off - l->js_nl_off - l->js_cont -
-                   (l->line_no == 0 ? l->bom_pos : 0);
-    if (l->js_scalar)
-        return 0;
-    if (c == '"')
-        l->js_instr = 1;
-    else
-        l->js_depth = 1;
-    return 1;
-}
-
-/* Inside an element (it began at data[start), or in the carry buffer when
-** *carried): reads on from data[*pos] towards its end, a string's closing
-** quote, a scalar's delimiter or the bracket that closes a container, and
-** hands the element over there. Advances *pos. */
-static inline int copy_js_in_element(pgpipe_loader *l, const char *data, size_t len,
-                                     long long base, size_t *pos, size_t start, int *carried)
-{
-    size_t i = *pos;
-    unsigned char c = (unsigned char)data[i];
+    pgpipe_loader *l = ud;
+    if (!(r->flags & PP_FRAME_CUT))
+        return copy_json_record(l, r->raw, r->len, r->line, r->col, r->off,
+                                (r->flags & PP_FRAME_OVERLONG) != 0);
+    /* the input ended inside an array element: dead-letter what there is */
     int rc = PGPIPE_OK;
-    if (l->js_instr) {
-        /* skip plain string bytes quickly */
-        while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
-            if (l->js_esc)
-                l->js_esc = 0;
-            l->js_cont += ((unsigned char)data[i] & 0xC0) == 0x80;
-            i++;
-        }
-        if (i < len) {
-            c = (unsigned char)data[i];
-            if (l->js_esc) {
-                l->js_esc = 0;
-            } else if (c == '\\') {
-                l->js_esc = 1;
-            } else if (c == '"') {
-                l->js_instr = 0;
-                if (l->js_depth == 0) { /* a string element */
-                    *pos = i + 1;
-                    return copy_js_close(l, data, start, i + 1, carried);
-                }
-            }
-            if (c == '\n')
-                COPY_JS_NL(l, base + (long long)i);
-            i++;
-        }
-    } else if (l->js_scalar) {
-        if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n')
-            rc = copy_js_close(l, data, start, i, carried); /* the byte is seen again in AFTER */
-        else
-            i++;
-    } else {
-        if (c == '"') l->js_instr = 1;
-        else if (c == '{' || c == '[') l->js_depth++;
-        else if (c == '}' || c == ']') l->js_depth--;
-        else if (c == '\n') COPY_JS_NL(l, base + (long long)i);
-        i++;
-        if (l->js_depth == 0)
-            rc = copy_js_close(l, data, start, i, carried);
-    }
-    *pos = i;
-    return rc;
+    if (!l->cur)
+        rc = copy_batch_begin(l, r->line, r->off);
+    if (rc == PGPIPE_OK && !l->cur->skipping)
+        rc = copy_reject_input(l, r->raw, r->len, r->line, 0, r->off,
+                               "the input ended inside this array element");
+    return rc ? rc : copy_record_done(l, r->line, r->off, r->len);
 }
 
-static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
+/* Start framing the input of a load in format (NDJSON or a JSON array). */
+PGPIPE_PRIVATE void copy_framer_begin(pgpipe_loader *l, int format)
 {
-    size_t i = 0, start = 0;
-    int carried = l->js_state == COPY_JS_ELEM; /* an element goes on from the last chunk */
-    int rc;
-    while (i < len) {
-        unsigned char c = (unsigned char)data[i];
-        switch (l->js_state) {
-        case COPY_JS_START:
-            if (base + (long long)i < 3 && l->bom_pos == (int)(base + (long long)i) &&
-                c == (unsigned char)"\xEF\xBB\xBF"[l->bom_pos]) {
-                l->bom_pos++;
-                i++;
-                continue;
-            }
-            if (c == '[') { l->js_state = COPY_JS_FIRST; i++; continue; }
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            return copy_js_fatal(l, base + (long long)i, "expected '[' to start a JSON array", c);
-        case COPY_JS_FIRST:
-        case COPY_JS_VALUE:
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            if (c == ']' && l->js_state == COPY_JS_FIRST) { l->js_state = COPY_JS_END; i++; continue; }
-            if (c == ']' || c == ',')
-                return copy_js_fatal(l, base + (long long)i, "expected an array element", c);
-            start = i;
-            carried = 0;
-            i += copy_js_begin(l, c, base + (long long)i);
-            continue;
-        case COPY_JS_ELEM:
-            if ((rc = copy_js_in_element(l, data, len, base, &i, start, &carried)) != PGPIPE_OK)
-                return rc;
-            continue;
-        case COPY_JS_AFTER:
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            if (c == ',') { l->js_state = COPY_JS_VALUE; i++; continue; }
-            if (c == ']') { l->js_state = COPY_JS_END; i++; continue; }
-            return copy_js_fatal(l, base + (long long)i, "expected ',' or ']' after an array element", c);
-        default: /* COPY_JS_END */
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            return copy_js_fatal(l, base + (long long)i, "unexpected data after the end of the array", c);
-        }
+    framer_begin(&l->fr, format == PGPIPE_FORMAT_JSON ? PP_FRAME_ARRAY : PP_FRAME_NDJSON,
+                 l->max_record, copy_json_frame, l);
+}
+
+/* A framer's result as the loader's: a broken frame names the source. */
+static int copy_framer_rc(pgpipe_loader *l, int rc)
+{
+    if (rc == PGPIPE_NOMEM)
+        return pp_err_nomem(&l->hdr.err);
+    if (rc == PGPIPE_PARSE && l->fr.err.code == PGPIPE_PARSE) {
+        l->fr.err.code = PGPIPE_OK;
+        return pp_err_at(&l->hdr.err, PGPIPE_PARSE, l->source, l->fr.err.line, 0, l->fr.err.offset,
+                         "loader: %s", l->fr.err.message);
     }
-    if (l->js_state == COPY_JS_ELEM) /* keep the element's bytes of this chunk */
-        return copy_carry(l, data + (carried ? 0 : start), len - (carried ? 0 : start));
-    return PGPIPE_OK;
+    return rc;
 }
 
 PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l)
 {
-    int rc = PGPIPE_OK;
-    if (l->js_state == COPY_JS_ELEM) {
-        if (l->js_scalar && !l->js_instr) {
-            rc = copy_json_record(l, l->carry.data ? l->carry.data : "", l->carry.len, l->carry_line,
-                                  l->carry_off, l->carry_over);
-        } else {
-            /* the input ended inside an element: dead-letter what there is */
-            if (!l->cur)
-                rc = copy_batch_begin(l, l->carry_line, l->carry_off);
-            if (rc == PGPIPE_OK && !l->cur->skipping)
-                rc = copy_reject_input(l, l->carry.data, l->carry.len, l->carry_line, 0, l->carry_off,
-                                       "the input ended inside this array element");
-            if (rc == PGPIPE_OK)
-                rc = copy_record_done(l, l->carry_line, l->carry_off, l->carry.len);
-        }
-        l->carry.len = 0;
-        l->carry_over = 0;
-        l->js_state = COPY_JS_AFTER;
-    }
-    if (rc == PGPIPE_OK && l->js_state != COPY_JS_END && l->js_state != COPY_JS_START)
+    int rc = copy_framer_rc(l, framer_end(&l->fr));
+    if (l->fr.unclosed)
         pp_logf(PGPIPE_LOG_WARN, "loader", "%s: the JSON array is not closed with ']'", l->source);
     return rc;
 }
@@ -637,9 +401,8 @@ PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t le
         if (pgpipe_csv_feed(l->csv, data, len) != PGPIPE_OK)
             return pp_err_nomem(&l->hdr.err);
         return copy_csv_drain(l);
-    case PGPIPE_FORMAT_NDJSON:
-        return copy_ndjson_feed(l, data, len, base);
-    default:
-        return copy_json_feed(l, data, len, base);
+    default: /* the framer counts the bytes itself */
+        (void)base;
+        return copy_framer_rc(l, framer_feed(&l->fr, data, len));
     }
 }

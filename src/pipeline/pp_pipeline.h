@@ -133,17 +133,8 @@ struct pgpipe_loader {
     long long seq;        /* of the last batch begun */
     pgpipe_load_summary sum;
     /* splitting */
-    pp_buf carry;         /* a record straddling chunks */
-    long long carry_line, carry_off;
-    int carry_over;       /* the record went past max_record */
-    long long line_no;    /* lines started (NDJSON) / newlines seen (JSON) */
-    int bom_pos;          /* bytes of a UTF-8 BOM matched at the stream start */
+    pp_framer fr;         /* NDJSON and JSON arrays */
     pp_buf sniff;         /* input held until the format is known */
-    int js_state;         /* JSON array splitter state */
-    int js_depth, js_instr, js_esc, js_scalar;
-    long long js_nl_off;  /* JSON array: offset of the current line's first byte */
-    long long js_cont;    /* UTF-8 continuation bytes seen on the current line */
-    long long carry_col;  /* JSON array: characters before the element on its line */
     pgpipe_csv *csv;
     int csv_ready;
     pp_buf *csv_keys;     /* per header column: "key": JSON + COPY escaped */
@@ -153,8 +144,6 @@ struct pgpipe_loader {
     pgpipe_error verr;
 };
 
-/* JSON array splitter states (pgpipe_loader.js_state) */
-enum { COPY_JS_START, COPY_JS_FIRST, COPY_JS_VALUE, COPY_JS_ELEM, COPY_JS_AFTER, COPY_JS_END };
 
 /* load.c: small helpers, connections, the load record, dead letters */
 PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...) PP_PRINTF(3, 4);
@@ -172,7 +161,7 @@ PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, lo
 /* load_input.c: framers */
 PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t len, long long base);
 PGPIPE_PRIVATE int copy_csv_drain(pgpipe_loader *l);
-PGPIPE_PRIVATE int copy_ndjson_end(pgpipe_loader *l);
+PGPIPE_PRIVATE void copy_framer_begin(pgpipe_loader *l, int format);
 PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l);
 
 /* load_lanes.c: batches, sending, lanes */

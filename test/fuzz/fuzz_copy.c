@@ -1,8 +1,8 @@
 /*
-** Fuzz target of the loader's own parsing: the streaming JSON array splitter
-** and NDJSON line splitter (every batch "already committed", so no database
-** is needed), and the UTF-8 check (src/base/text.c) and raw-text escaping
-** of dead letters.
+** Fuzz target of the loader's own parsing: the framer's JSON array and NDJSON
+** splitting and the records it hands over (every batch "already committed", so
+** no database is needed), and the UTF-8 check (src/base/text.c) and raw-text
+** escaping of dead letters.
 ** Invariants: no crash or sanitizer report; feeding the input in two chunks
 ** gives the same records and the same result as one chunk; escaped raw text
 ** is valid UTF-8 without NUL bytes.
@@ -18,7 +18,7 @@ static int copy_fz_run(const uint8_t *d, size_t n, size_t cut, int format, long 
     l.batch_rows = 3;
     l.batch_bytes = 1 << 20;
     l.format = format;
-    l.js_state = format == PGPIPE_FORMAT_JSON ? COPY_JS_START : 0;
+    copy_framer_begin(&l, format);
     l.source = pp_strdup("fuzz");
     l.nlanes = 1;
     l.lanes[0].l = &l;
@@ -30,13 +30,13 @@ static int copy_fz_run(const uint8_t *d, size_t n, size_t cut, int format, long 
     if (rc == PGPIPE_OK)
         rc = copy_feed_known(&l, (const char *)d + cut, n - cut, (long long)cut);
     if (rc == PGPIPE_OK)
-        rc = format == PGPIPE_FORMAT_JSON ? copy_json_end(&l) : copy_ndjson_end(&l);
+        rc = copy_json_end(&l);
     if (rc == PGPIPE_OK)
         rc = copy_batch_end(&l);
     *records = l.sum.records_read;
     pp_free(l.done_seqs);
     pp_free(l.source);
-    pp_buf_free(&l.carry);
+    framer_free(&l.fr);
     pp_buf_free(&l.lanes[0].cbuf);
     pp_buf_free(&l.lanes[0].rbuf);
     pp_buf_free(&l.lanes[0].dbuf);
