@@ -1,11 +1,99 @@
 /*
-** Dead-letter queue operations on pgpipe.dead_letters: list, inspect,
-** counts, replay (pgpipe.dlq_replay in sql/schema/V0020__claimer.sql),
-** purge, growth alert. Filters become a WHERE clause of fixed text with
-** numbered parameters; no value is ever spliced into SQL.
+** The dead-letter queue, pgpipe.dead_letters: every write (the loader's
+** rows of stage 'load', the claimer's rows of stage 'process'), list,
+** inspect, counts, replay (pgpipe.dlq_replay in
+** sql/schema/V0022__dlq_replay_revalidates.sql), purge, the growth rule and
+** the numbers .health and .stats show. Filters become a WHERE clause of
+** fixed text with numbered parameters; no value is ever spliced into SQL.
 */
 
 #include "pp_pipeline.h"
+
+/* ---- writes ---------------------------------------------------------------- */
+
+PGPIPE_PRIVATE const char *pp_dlq_load_copy_sql(void)
+{
+    return "COPY pgpipe.dead_letters (stage, source_name, line_number, column_number, byte_offset, "
+           "load_id, batch_id, raw_text, raw_bytes, error_message, sqlstate, error_context) FROM STDIN";
+}
+
+/* The raw text of a dead letter, COPY-escaped, as raw_text and raw_bytes:
+** valid text goes to raw_text as it is (raw_bytes NULL); text with NUL bytes
+** or invalid UTF-8 goes to raw_text with those bytes written \xHH, and as it
+** was to raw_bytes (bytea hex). */
+static int dlq_put_raw(pp_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (copy_utf8_ok((const unsigned char *)s, n)) {
+        if (csv_copy_escape(b, s, n) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        return pp_buf_append(b, "\t\\N", 3);
+    }
+    size_t i = 0;
+    while (i < n) {
+        size_t k = copy_utf8_seq((const unsigned char *)s + i, n - i);
+        if (k) {
+            if (csv_copy_escape(b, s + i, k) != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+            i += k;
+        } else {
+            unsigned char c = (unsigned char)s[i++];
+            char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
+            if (pp_buf_append(b, e, 5) != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+        }
+    }
+    if (pp_buf_append(b, "\t\\\\x", 4) != PGPIPE_OK || pp_buf_reserve(b, 2 * n) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        b->data[b->len++] = hex[c >> 4];
+        b->data[b->len++] = hex[c & 15];
+    }
+    return PGPIPE_OK;
+}
+
+/* A text column: its COPY escape, or \N when NULL or empty. */
+static int dlq_put_opt(pp_buf *b, const char *s)
+{
+    return csv_copy_escape(b, s && *s ? s : NULL, s ? strlen(s) : 0);
+}
+
+PGPIPE_PRIVATE int pp_dlq_load_row(pp_buf *b, const pp_dlq_load_letter *d)
+{
+    int rc = pp_buf_append(b, "load\t", 5);
+    rc |= csv_copy_escape(b, d->source, strlen(d->source));
+    rc |= pp_buf_appendf(b, "\t%lld\t", d->line);
+    if (d->column > 0)
+        rc |= pp_buf_appendf(b, "%lld", d->column);
+    else
+        rc |= pp_buf_append(b, "\\N", 2);
+    rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", d->offset, d->load_id, d->batch_id);
+    rc |= dlq_put_raw(b, d->raw ? d->raw : "", d->raw ? d->rawlen : 0);
+    rc |= pp_buf_putc(b, '\t');
+    rc |= csv_copy_escape(b, d->message, strlen(d->message));
+    rc |= pp_buf_putc(b, '\t');
+    rc |= dlq_put_opt(b, d->sqlstate);
+    rc |= pp_buf_putc(b, '\t');
+    rc |= dlq_put_opt(b, d->context);
+    rc |= pp_buf_putc(b, '\n');
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const char *rows,
+                                         int source_table, int context)
+{
+    return pp_buf_appendf(b,
+        "INSERT INTO %s (stage, source_table, row_id, row_received_at, source_name,"
+        " batch_id, event_type, raw_text, payload, error_message, sqlstate, error_context,"
+        " attempt_count, first_failed_at, last_failed_at)"
+        " SELECT 'process', $%d, id, received_at, source, batch_id, event_type, payload::text,"
+        " payload, coalesce(msg, 'handler failed'), nullif(st, ''), $%d, attempts,"
+        " first_failed_at, now() FROM %s WHERE dead RETURNING 1",
+        qtable, source_table, context, rows);
+}
+
+/* ---- reading --------------------------------------------------------------- */
 
 void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f)
 {
@@ -254,6 +342,52 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
     return rc;
 }
 
+int pgpipe_dlq_growing(long long recent, long long before, long long threshold)
+{
+    return recent > threshold && (before > LLONG_MAX / 2 ? 0 : recent > 2 * before);
+}
+
+/* The first value of a one-row result as a number. */
+static long long dlq_num(const PGresult *r, int col)
+{
+    return strtoll(PQgetvalue(r, 0, col), NULL, 10);
+}
+
+int pgpipe_dlq_health_get(PGconn *conn, pgpipe_dlq_health *out, pgpipe_error *err)
+{
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "dlq health: no connection or output");
+    memset(out, 0, sizeof *out);
+    PGresult *r = PQexec(conn,
+        "SELECT count(*), count(*) FILTER (WHERE first_failed_at > now() - interval '1 hour'),"
+        " count(*) FILTER (WHERE first_failed_at > now() - interval '2 hours'"
+        " AND first_failed_at <= now() - interval '1 hour')"
+        " FROM pgpipe.dead_letters WHERE status = 'dead'");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        int rc = pp_err_pq(err, conn, r, "reading the dead letters' health");
+        PQclear(r);
+        return rc;
+    }
+    out->dead = dlq_num(r, 0);
+    out->last_hour = dlq_num(r, 1);
+    out->hour_before = dlq_num(r, 2);
+    PQclear(r);
+    out->growing = pgpipe_dlq_growing(out->last_hour, out->hour_before,
+                                      PGPIPE_DLQ_HEALTH_THRESHOLD);
+    return PGPIPE_OK;
+}
+
+int pgpipe_dlq_totals(PGconn *conn, PGresult **out, pgpipe_error *err)
+{
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "dlq totals: no connection or output");
+    static const dlq_where none;
+    return dlq_query(conn,
+        "SELECT stage, status, count(*) AS dead_letters, max(last_failed_at) AS latest"
+        " FROM pgpipe.dead_letters GROUP BY stage, status ORDER BY stage, status",
+        &none, out, err, "counting dead letters by stage and status");
+}
+
 int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const char *channel,
                             long long *count, pgpipe_error *err)
 {
@@ -276,7 +410,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     PQclear(r);
     if (count)
         *count = n;
-    if (n <= threshold)
+    if (!pgpipe_dlq_growing(n, 0, threshold))
         return PGPIPE_OK;
     char cnt[24], thr[16], payload[128];
     snprintf(cnt, sizeof cnt, "%lld", n);

@@ -244,7 +244,7 @@ static int copy_put_json_str(pp_buf *b, const char *s, size_t n)
 }
 
 /* 1 when s holds no NUL and is valid UTF-8. */
-static int copy_utf8_ok(const unsigned char *s, size_t n)
+PGPIPE_PRIVATE int copy_utf8_ok(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
@@ -288,49 +288,13 @@ static int copy_utf8_ok(const unsigned char *s, size_t n)
 }
 
 /* Length of a valid UTF-8 sequence at s (n bytes left), 0 when invalid/NUL. */
-static size_t copy_utf8_seq(const unsigned char *s, size_t n)
+PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n)
 {
     size_t k = s[0] < 0x80 ? 0 : s[0] >= 0xC2 && s[0] <= 0xDF ? 1 : s[0] >= 0xE0 && s[0] <= 0xEF ? 2
              : s[0] >= 0xF0 && s[0] <= 0xF4 ? 3 : 9;
     if (s[0] == 0 || k == 9 || k + 1 > n)
         return 0;
     return copy_utf8_ok(s, k + 1) ? k + 1 : 0;
-}
-
-/* The raw text of a dead letter, COPY-escaped, as raw_text and raw_bytes:
-** valid text goes to raw_text as it is (raw_bytes NULL); text with NUL bytes
-** or invalid UTF-8 goes to raw_text with those bytes written \xHH, and as it
-** was to raw_bytes (bytea hex). */
-static int copy_put_raw(pp_buf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    if (copy_utf8_ok((const unsigned char *)s, n)) {
-        if (copy_put_esc(b, s, n) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        return pp_buf_append(b, "\t\\N", 3);
-    }
-    size_t i = 0;
-    while (i < n) {
-        size_t k = copy_utf8_seq((const unsigned char *)s + i, n - i);
-        if (k) {
-            if (copy_put_esc(b, s + i, k) != PGPIPE_OK)
-                return PGPIPE_NOMEM;
-            i += k;
-        } else {
-            unsigned char c = (unsigned char)s[i++];
-            char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
-            if (pp_buf_append(b, e, 5) != PGPIPE_OK)
-                return PGPIPE_NOMEM;
-        }
-    }
-    if (pp_buf_append(b, "\t\\\\x", 4) != PGPIPE_OK || pp_buf_reserve(b, 2 * n) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        b->data[b->len++] = hex[c >> 4];
-        b->data[b->len++] = hex[c & 15];
-    }
-    return PGPIPE_OK;
 }
 
 /* Quote "schema.table" or "table" (parts may already be in double quotes). */
@@ -865,42 +829,16 @@ static int copy_op_register(pgpipe_loader *l, copy_lane *ln, const void *arg, in
 
 /* ---- dead letters --------------------------------------------------------- */
 
-/* Append one dead letter (COPY text row of pgpipe.dead_letters) to the
-** lane's batch; PGPIPE_NOMEM (the caller sets the error) or PGPIPE_OK. */
+/* Append one dead letter (its COPY text row, built by the DLQ component) to
+** the lane's batch; PGPIPE_NOMEM (the caller sets the error) or PGPIPE_OK. */
 static int copy_dead(copy_lane *ln, long long line, long long column, long long offset,
                      const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
                      const char *context)
 {
-    const pgpipe_loader *l = ln->l;
-    pp_buf *b = &ln->dbuf;
-    int rc = pp_buf_append(b, "load\t", 5);
-    rc |= copy_put_esc(b, l->source, strlen(l->source));
-    rc |= pp_buf_appendf(b, "\t%lld\t", line);
-    if (column > 0)
-        rc |= pp_buf_appendf(b, "%lld", column);
-    else
-        rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", offset, l->load_id, ln->uuid_text);
-    rc |= copy_put_raw(b, raw ? raw : "", raw ? rawlen : 0);
-    rc |= pp_buf_putc(b, '\t');
-    rc |= copy_put_esc(b, msg, strlen(msg));
-    rc |= pp_buf_putc(b, '\t');
-    if (sqlstate && *sqlstate)
-        rc |= copy_put_esc(b, sqlstate, strlen(sqlstate));
-    else
-        rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_putc(b, '\t');
-    if (context && *context)
-        rc |= copy_put_esc(b, context, strlen(context));
-    else
-        rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_putc(b, '\n');
-    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+    const pp_dlq_load_letter d = { ln->l->source, line, column, offset, ln->l->load_id,
+                                   ln->uuid_text, raw, rawlen, msg, sqlstate, context };
+    return pp_dlq_load_row(&ln->dbuf, &d);
 }
-
-static const char copy_dead_sql[] =
-    "COPY pgpipe.dead_letters (stage, source_name, line_number, column_number, byte_offset, "
-    "load_id, batch_id, raw_text, raw_bytes, error_message, sqlstate, error_context) FROM STDIN";
 
 /* ---- sending ---------------------------------------------------------------- */
 
@@ -1141,7 +1079,7 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
     const pgpipe_loader *l = ln->l;
     int rc;
     if (ln->dbuf.len) {
-        rc = copy_start(ln, copy_dead_sql, transient);
+        rc = copy_start(ln, pp_dlq_load_copy_sql(), transient);
         if (rc == PGPIPE_OK)
             rc = copy_put(ln, ln->dbuf.data, ln->dbuf.len, transient);
         if (rc == PGPIPE_OK)
