@@ -13667,6 +13667,19 @@ static int dlq_query(PGconn *conn, const char *sql, const dlq_where *w, PGresult
     return PGPIPE_OK;
 }
 
+/* Run the statement q built on w (rc: how building it went), then free both. */
+static int dlq_run(PGconn *conn, int rc, pp_buf *q, dlq_where *w, PGresult **out,
+                   pgpipe_error *err, const char *what)
+{
+    if (rc == PGPIPE_OK)
+        rc = dlq_query(conn, q->data, w, out, err, what);
+    else
+        rc = pp_err_nomem(err);
+    pp_buf_free(q);
+    pp_buf_free(&w->sql);
+    return rc;
+}
+
 #define DLQ_LIST_COLS "id, stage, status, source_name, line_number, row_id, event_type," \
     " error_message, sqlstate, attempt_count, first_failed_at, last_failed_at, replay_count"
 
@@ -13685,13 +13698,7 @@ int pgpipe_dlq_list(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out, pg
                             " ORDER BY last_failed_at DESC, id DESC", w.sql.data);
     if (rc == PGPIPE_OK && limit > 0)
         rc = pp_buf_appendf(&q, " LIMIT %d", limit);
-    if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, out, err, "listing dead letters");
-    else
-        rc = pp_err_nomem(err);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
-    return rc;
+    return dlq_run(conn, rc, &q, &w, out, err, "listing dead letters");
 }
 
 int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err)
@@ -13735,13 +13742,7 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
                             " AS error FROM pgpipe.dead_letters%s) d"
                             " GROUP BY stage, sqlstate, error"
                             " ORDER BY count(*) DESC, stage, error", w.sql.data);
-    if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, out, err, "counting dead letters");
-    else
-        rc = pp_err_nomem(err);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
-    return rc;
+    return dlq_run(conn, rc, &q, &w, out, err, "counting dead letters");
 }
 
 static int dlq_notify(PGconn *conn, const char *channel, const char *payload, pgpipe_error *err)
@@ -13781,12 +13782,7 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
                             w.sql.data, w.n);
     }
     PGresult *r = NULL;
-    if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, &r, err, "replaying dead letters");
-    else
-        rc = pp_err_nomem(err);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
+    rc = dlq_run(conn, rc, &q, &w, &r, err, "replaying dead letters");
     if (rc != PGPIPE_OK)
         return rc;
     long long ok = 0, bad = 0;
@@ -13832,15 +13828,10 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
     if (rc == PGPIPE_OK)
         rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
     PGresult *r = NULL;
-    if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q.data, &w, &r, err, "purging dead letters");
-    else
-        rc = pp_err_nomem(err);
+    rc = dlq_run(conn, rc, &q, &w, &r, err, "purging dead letters");
     if (rc == PGPIPE_OK && purged)
         *purged = strtoll(PQcmdTuples(r), NULL, 10);
     PQclear(r);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
     return rc;
 }
 
