@@ -163,12 +163,7 @@ install: $(B)/libpgpipe.a $(B)/libpgpipe.so.$(VERSION) $(B)/pgpipe $(B)/pgpipe.1
 
 CROSS_CC ?= aarch64-linux-gnu-gcc
 cross: pgpipe.c pgpipe.h
-	@command -v $(CROSS_CC) >/dev/null || { echo "$(CROSS_CC) missing: run 'sh tool/deps.sh --cross'"; exit 1; }
-	@mkdir -p $(B)/cross
-	$(CROSS_CC) $(STRICT) -Os $(PG_CFLAGS) -c pgpipe.c -o $(B)/cross/pgpipe-aarch64.o
-	$(CROSS_CC) $(STRICT) -Os -DPGPIPE_OMIT_THREADS $(PG_CFLAGS) -c pgpipe.c -o $(B)/cross/pgpipe-aarch64-nothreads.o
-	@aarch64-linux-gnu-size $(B)/cross/pgpipe-aarch64.o $(B)/cross/pgpipe-aarch64-nothreads.o 2>/dev/null || size $(B)/cross/*.o
-	@echo "aarch64 object (-Os): $$(wc -c < $(B)/cross/pgpipe-aarch64.o) bytes; single-threaded: $$(wc -c < $(B)/cross/pgpipe-aarch64-nothreads.o) bytes"
+	@sh tool/cross.sh $(CROSS_CC)
 
 # ---- benchmarks and fuzzing --------------------------------------------------
 BENCHES := $(notdir $(patsubst %/run.sh,%,$(wildcard test/bench/*/run.sh)))

@@ -168,10 +168,15 @@ extern const pp_sql_entry pp_sql_files[];
 #ifndef PP_PARSE_H
 #define PP_PARSE_H
 
+/* Declarations of a component sit inside its PGPIPE_OMIT_ guard. */
+#ifndef PGPIPE_OMIT_CSV
 /* Append the COPY text-format escape of data[0..len) (src/parse/csv.c). */
 PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len);
+#endif
+#ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
+#endif
 
 #endif /* PP_PARSE_H */
 /* ==== end src/parse/pp_parse.h ==== */
@@ -2130,6 +2135,7 @@ const char *pgpipe_sql_file(const char *path)
 /* ==== end src/base/util.c ==== */
 
 /* ==== begin src/parse/json.c ==== */
+#ifndef PGPIPE_OMIT_JSON
 /*
 ** JSON: an RFC 8259 parser into a flat document, a validator that allocates
 ** nothing, accessors, a compact writer, deep equality and an NDJSON reader.
@@ -4026,9 +4032,11 @@ int pgpipe_ndjson_line(const pgpipe_ndjson *r, const char **text, size_t *len)
 
 long long pgpipe_ndjson_records(const pgpipe_ndjson *r) { return r ? r->records : 0; }
 long long pgpipe_ndjson_errors(const pgpipe_ndjson *r) { return r ? r->errors : 0; }
+#endif /* PGPIPE_OMIT_JSON */
 /* ==== end src/parse/json.c ==== */
 
 /* ==== begin src/parse/csv.c ==== */
+#ifndef PGPIPE_OMIT_CSV
 /*
 ** CSV reader: a streaming pull parser for RFC 4180 and real-world CSV, and the
 ** COPY text writer the loader uses to forward its rows.
@@ -5119,9 +5127,11 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out)
     csv_buf_out(out, &b);
     return rc;
 }
+#endif /* PGPIPE_OMIT_CSV */
 /* ==== end src/parse/csv.c ==== */
 
 /* ==== begin src/db/pool.c ==== */
+#ifndef PGPIPE_OMIT_POOL
 /*
 ** Connection pool: sizing (pool_size + max_overflow), a FIFO queue of
 ** waiters with direct hand-off, health checks (pre-ping, lifetime, idle
@@ -6614,9 +6624,11 @@ void pgpipe_pipeline_free(pgpipe_pipeline *p)
     p->hdr.magic = 0;
     pp_free(p);
 }
+#endif /* PGPIPE_OMIT_POOL */
 /* ==== end src/db/pool.c ==== */
 
 /* ==== begin src/db/migrate.c ==== */
+#ifndef PGPIPE_OMIT_MIGRATE
 /*
 ** Migrations: a psql-compatible statement splitter, SHA-256 checksums, and a
 ** runner for versioned (V<version>__<name>.sql) and repeatable (R__<name>.sql)
@@ -8674,9 +8686,11 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
         rc = mig_install_embedded(conn, opt, "example", err);
     return rc;
 }
+#endif /* PGPIPE_OMIT_MIGRATE */
 /* ==== end src/db/migrate.c ==== */
 
 /* ==== begin src/db/local.c ==== */
+#ifndef PGPIPE_OMIT_LOCAL
 /*
 ** Private local server: initdb + pg_ctl in a directory, as the shell's
 ** --local DIR and `make demo` use it. The directory layout matches
@@ -9038,9 +9052,11 @@ int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_e
         return PGPIPE_OK;
     return pp_err(err, PGPIPE_ERROR, "could not stop the server in %s (see %s)", dir, log);
 }
+#endif /* PGPIPE_OMIT_LOCAL */
 /* ==== end src/db/local.c ==== */
 
 /* ==== begin src/pipeline/load.c ==== */
+#ifndef PGPIPE_OMIT_LOAD
 /*
 ** COPY loader: CSV, NDJSON and JSON arrays into PostgreSQL through COPY FROM
 ** STDIN, batch by batch, validated, dead-lettered, resumable.
@@ -11738,9 +11754,11 @@ void pgpipe_loader_close(pgpipe_loader *l)
     l->hdr.magic = 0;
     pp_free(l);
 }
+#endif /* PGPIPE_OMIT_LOAD */
 /* ==== end src/pipeline/load.c ==== */
 
 /* ==== begin src/pipeline/claim.c ==== */
+#ifndef PGPIPE_OMIT_CLAIM
 /*
 ** The SKIP LOCKED claimer and the worker pool.
 **
@@ -13498,9 +13516,11 @@ void pgpipe_workers_free(pgpipe_workers *w)
 }
 
 #endif /* PGPIPE_OMIT_THREADS */
+#endif /* PGPIPE_OMIT_CLAIM */
 /* ==== end src/pipeline/claim.c ==== */
 
 /* ==== begin src/pipeline/dlq.c ==== */
+#ifndef PGPIPE_OMIT_DLQ
 /*
 ** The dead-letter queue, pgpipe.dead_letters: every write (the loader's
 ** rows of stage 'load', the claimer's rows of stage 'process'), list,
@@ -13920,9 +13940,11 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     return pp_err(err, PGPIPE_BUSY, "%lld new dead letters within %d s (threshold %d)", n,
                   window_s, threshold);
 }
+#endif /* PGPIPE_OMIT_DLQ */
 /* ==== end src/pipeline/dlq.c ==== */
 
 /* ==== begin src/pipeline/records.c ==== */
+#ifndef PGPIPE_OMIT_RECORDS
 /*
 ** Record store: collections of JSONB documents (records.NAME tables) with
 ** CRUD through the pool's cached prepared statements, batch create through
@@ -16151,5 +16173,6 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
         *n = rows;
     return rc;
 }
+#endif /* PGPIPE_OMIT_RECORDS */
 /* ==== end src/pipeline/records.c ==== */
 

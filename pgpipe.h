@@ -29,6 +29,30 @@ extern "C" {
 #define PGPIPE_VERSION        "0.1.0"
 #define PGPIPE_VERSION_NUMBER 1000      /* X*1000000 + Y*1000 + Z */
 
+/* ---- Build options ----------------------------------------------------------
+** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
+**   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
+**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, POOL, MIGRATE,
+**                        LOCAL, LOAD, CLAIM, DLQ, RECORDS), with every
+**                        component that needs it, as the table below says.
+** `make cross` prints the aarch64 size of each configuration. */
+/* LOAD needs JSON, CSV, POOL, MIGRATE and DLQ */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL) \
+    || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_DLQ)
+#undef PGPIPE_OMIT_LOAD
+#define PGPIPE_OMIT_LOAD 1
+#endif
+/* CLAIM needs JSON, POOL and DLQ */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_POOL) || defined(PGPIPE_OMIT_DLQ)
+#undef PGPIPE_OMIT_CLAIM
+#define PGPIPE_OMIT_CLAIM 1
+#endif
+/* RECORDS needs JSON, CSV and POOL */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL)
+#undef PGPIPE_OMIT_RECORDS
+#define PGPIPE_OMIT_RECORDS 1
+#endif
+
 /* ==== begin src/base/util.h ==== */
 /* ---- Library version -------------------------------------------------- */
 
@@ -203,6 +227,7 @@ const char *pgpipe_sql_file_path(int i);
 /* ==== end src/base/util.h ==== */
 
 /* ==== begin src/parse/json.h ==== */
+#ifndef PGPIPE_OMIT_JSON
 /* ---- JSON (RFC 8259) ---------------------------------------------------- */
 
 /*
@@ -371,9 +396,11 @@ int pgpipe_ndjson_line(const pgpipe_ndjson *r, const char **text, size_t *len);
 /* Records returned and bad lines seen so far. */
 long long pgpipe_ndjson_records(const pgpipe_ndjson *r);
 long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
+#endif /* PGPIPE_OMIT_JSON */
 /* ==== end src/parse/json.h ==== */
 
 /* ==== begin src/parse/csv.h ==== */
+#ifndef PGPIPE_OMIT_CSV
 /* ---- CSV reader (src/csv.c) -------------------------------------------- */
 
 /* A streaming pull reader for RFC 4180 CSV and the files found in the wild:
@@ -509,9 +536,11 @@ int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
 /* Append the current CSV record as a COPY text row. An empty unquoted field
 ** becomes NULL (\N), an empty quoted field the empty string. */
 int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
+#endif /* PGPIPE_OMIT_CSV */
 /* ==== end src/parse/csv.h ==== */
 
 /* ==== begin src/db/pool.h ==== */
+#ifndef PGPIPE_OMIT_POOL
 /* ---- Connection pool -------------------------------------------------- */
 
 /* A thread-safe pool of libpq connections (SQLAlchemy-style sizing), with
@@ -722,9 +751,11 @@ int pgpipe_pipeline_count(const pgpipe_pipeline *p);
 PGresult *pgpipe_pipeline_result(const pgpipe_pipeline *p, int i);
 /* Free the pipeline (running it first if it was not run). */
 void pgpipe_pipeline_free(pgpipe_pipeline *p);
+#endif /* PGPIPE_OMIT_POOL */
 /* ==== end src/db/pool.h ==== */
 
 /* ==== begin src/db/migrate.h ==== */
+#ifndef PGPIPE_OMIT_MIGRATE
 /* ---- SQL scripts: the statement splitter ------------------------------ */
 
 /* Splits a buffer of SQL the way psql does: statements end at a ';' outside
@@ -876,9 +907,11 @@ void pgpipe_migrate_close(pgpipe_migrator *m);
 int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
 /* The built-in schema, then the example pipeline of sql/example. */
 int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
+#endif /* PGPIPE_OMIT_MIGRATE */
 /* ==== end src/db/migrate.h ==== */
 
 /* ==== begin src/db/local.h ==== */
+#ifndef PGPIPE_OMIT_LOCAL
 /* ---- Private local server --------------------------------------------- */
 
 /* A PostgreSQL cluster that pgpipe creates and runs in a directory of yours,
@@ -913,9 +946,11 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
 int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_error *err);
 /* 1 when a server runs in DIR, 0 otherwise. */
 int pgpipe_local_running(const char *dir);
+#endif /* PGPIPE_OMIT_LOCAL */
 /* ==== end src/db/local.h ==== */
 
 /* ==== begin src/pipeline/load.h ==== */
+#ifndef PGPIPE_OMIT_LOAD
 /* ---- COPY loader (src/copy.c) ------------------------------------------- */
 
 /* Loads CSV, NDJSON or a JSON array of objects into PostgreSQL with COPY FROM
@@ -1072,9 +1107,11 @@ PGconn *pgpipe_loader_conn(pgpipe_loader *l);
 void pgpipe_loader_close(pgpipe_loader *l);
 /* Format a summary as one line: "read 1000, loaded 998, dead-lettered 2, ..." */
 int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t size);
+#endif /* PGPIPE_OMIT_LOAD */
 /* ==== end src/pipeline/load.h ==== */
 
 /* ==== begin src/pipeline/claim.h ==== */
+#ifndef PGPIPE_OMIT_CLAIM
 /* ---- Claimer: parallel processing with FOR UPDATE SKIP LOCKED ---------- */
 
 /* A claimer takes batches of unprocessed rows of staging.raw_events (or any
@@ -1313,9 +1350,11 @@ int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out);
 void pgpipe_workers_free(pgpipe_workers *w);
 
 #endif /* PGPIPE_OMIT_THREADS */
+#endif /* PGPIPE_OMIT_CLAIM */
 /* ==== end src/pipeline/claim.h ==== */
 
 /* ==== begin src/pipeline/dlq.h ==== */
+#ifndef PGPIPE_OMIT_DLQ
 /* ---- Dead-letter queue operations --------------------------------------- */
 
 /* pgpipe.dead_letters holds every record that could not be loaded (stage
@@ -1404,9 +1443,11 @@ int pgpipe_dlq_totals(PGconn *conn, PGresult **out, pgpipe_error *err);
 ** PGPIPE_BUSY. PGPIPE_OK when below. *count may be NULL. */
 int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const char *channel,
                             long long *count, pgpipe_error *err);
+#endif /* PGPIPE_OMIT_DLQ */
 /* ==== end src/pipeline/dlq.h ==== */
 
 /* ==== begin src/pipeline/records.h ==== */
+#ifndef PGPIPE_OMIT_RECORDS
 /* ---- Record store: JSONB documents in collections (src/records.c) ------ */
 
 /* A collection is a table records.NAME (id uuid primary key default
@@ -1641,6 +1682,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
 ** Streamed with COPY TO STDOUT. *n (may be NULL) receives the count. */
 int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_records_filter *f,
                           int fields_only, long long *n);
+#endif /* PGPIPE_OMIT_RECORDS */
 /* ==== end src/pipeline/records.h ==== */
 
 

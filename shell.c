@@ -1568,7 +1568,9 @@ static int cmd_partitions(shell *sh, char **argv, int argc, const char *rest)
     }
 }
 
-/* .health: the numbers the source articles watch, each against its target. */
+/* .health: each signal an operator watches (cache hit ratio, staging backlog, DLQ
+** growth, partitions ahead, ...) against its target: ok or WARN; FAIL only when the
+** server is unreachable. */
 static int cmd_health(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc, (void)rest;

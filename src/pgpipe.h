@@ -25,6 +25,30 @@ extern "C" {
 #define PGPIPE_VERSION        "0.1.0"
 #define PGPIPE_VERSION_NUMBER 1000      /* X*1000000 + Y*1000 + Z */
 
+/* ---- Build options ----------------------------------------------------------
+** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
+**   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
+**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, POOL, MIGRATE,
+**                        LOCAL, LOAD, CLAIM, DLQ, RECORDS), with every
+**                        component that needs it, as the table below says.
+** `make cross` prints the aarch64 size of each configuration. */
+/* LOAD needs JSON, CSV, POOL, MIGRATE and DLQ */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL) \
+    || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_DLQ)
+#undef PGPIPE_OMIT_LOAD
+#define PGPIPE_OMIT_LOAD 1
+#endif
+/* CLAIM needs JSON, POOL and DLQ */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_POOL) || defined(PGPIPE_OMIT_DLQ)
+#undef PGPIPE_OMIT_CLAIM
+#define PGPIPE_OMIT_CLAIM 1
+#endif
+/* RECORDS needs JSON, CSV and POOL */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL)
+#undef PGPIPE_OMIT_RECORDS
+#define PGPIPE_OMIT_RECORDS 1
+#endif
+
 /* @@COMPONENT_HEADERS@@ */
 
 #ifdef __cplusplus

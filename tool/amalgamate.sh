@@ -46,10 +46,25 @@ for l in $layers; do
     for n in $names; do components="$components $l/$n"; done
 done
 
-# a source file without the includes of pgpipe.h and the private headers
-paste_src() { # $1 = path below src/
+# The build option that leaves a component out: PGPIPE_OMIT_ and the name
+# up to its first "_" in capitals (load_lanes.c belongs to PGPIPE_OMIT_LOAD).
+# The base layer cannot be left out. src/pgpipe.h says which components need
+# which, so that leaving one out leaves out those that need it.
+omit_macro() { # $1 = LAYER/NAME
+    case "$1" in base/*) return 0 ;; esac
+    n=${1#*/}
+    printf 'PGPIPE_OMIT_%s' "$(printf '%s' "${n%%_*}" | tr 'a-z' 'A-Z')"
+}
+
+# a source file without the includes of pgpipe.h and the private headers,
+# inside its component's #ifndef PGPIPE_OMIT_...
+paste_src() { # $1 = path below src/, $2 = LAYER/NAME of its component (optional)
+    m=""
+    [ -z "${2:-}" ] || m=$(omit_macro "$2")
     printf '/* ==== begin src/%s ==== */\n' "$1"
+    [ -z "$m" ] || printf '#ifndef %s\n' "$m"
     grep -v -e '^#include "pgpipe\.h"' -e '^#include "\(\.\./[a-z]*/\)\{0,1\}pp_[a-z]*\.h"' "$src/$1"
+    [ -z "$m" ] || printf '#endif /* %s */\n' "$m"
     printf '/* ==== end src/%s ==== */\n\n' "$1"
 }
 
@@ -67,7 +82,7 @@ tmp_h=$out/pgpipe.h.tmp.$$
         *@@COMPONENT_HEADERS@@*)
             for c in $components; do
                 [ -f "$src/$c.h" ] || continue
-                paste_src "$c.h"
+                paste_src "$c.h" "$c"
             done
             ;;
         *) printf '%s\n' "$line" ;;
@@ -134,7 +149,7 @@ EOF
 
     for c in $components; do
         [ -f "$src/$c.c" ] || continue
-        paste_src "$c.c"
+        paste_src "$c.c" "$c"
     done
 } > "$tmp_c"
 

@@ -9,9 +9,14 @@
 #define PP_PARSE_H
 #include "../base/pp_base.h"
 
+/* Declarations of a component sit inside its PGPIPE_OMIT_ guard. */
+#ifndef PGPIPE_OMIT_CSV
 /* Append the COPY text-format escape of data[0..len) (src/parse/csv.c). */
 PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len);
+#endif
+#ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
+#endif
 
 #endif /* PP_PARSE_H */

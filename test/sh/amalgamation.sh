@@ -48,6 +48,17 @@ for cc in gcc clang cc; do
     if nm -u nt.o | grep -q pthread_; then fail "$cc: single-threaded build still uses pthreads"; fi
     echo "$cc: compiles alone, $n exported symbols, all pgpipe_*"
 done
+# every component can be left out (its dependants go with it: src/pgpipe.h)
+omits=$(cd "$top" && for h in src/*/pp_*.h; do
+            case "$h" in src/base/*) continue ;; esac
+            sed -n 's/^\*\* @components //p' "$h" | tr ' ' '\n'
+        done | sed 's/_.*//' | tr 'a-z' 'A-Z' | sort -u)
+[ -n "$omits" ] || fail "no components found for the PGPIPE_OMIT_* check"
+for c in $omits; do
+    cc -std=c11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -DPGPIPE_OMIT_$c pgpipe.c $pgcf ||
+        fail "-DPGPIPE_OMIT_$c does not compile"
+done
+echo "each PGPIPE_OMIT_* configuration compiles"
 cd "$top"
 
 # 3. SQL embedding is byte-exact (quotes, backslashes, tabs, '?' runs that

@@ -7,4 +7,13 @@ out=$(make -s -o pgpipe.c -o pgpipe.h cross 2>&1) || { echo "$out"; exit 1; }
 echo "$out"
 echo "$out" | grep -q 'aarch64 object (-Os): [0-9]* bytes' || exit 1
 readelf -h build/cross/pgpipe-aarch64.o | grep -q 'AArch64' || { echo "not an aarch64 object"; exit 1; }
+# the size table: every configuration, each smaller than the full build
+full=$(echo "$out" | awk '$1 == "full" { print $2 }')
+[ -n "$full" ] || { echo "no 'full' row in the size table"; exit 1; }
+for c in "no threads" "no local server" "no records store" "no claimer" "no loader" "no migrations" \
+         "loader only" "migrations only" "parsers only"; do
+    t=$(echo "$out" | grep "^$c  " | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) { print $i; exit } }')
+    [ -n "$t" ] || { echo "no row '$c' in the size table"; exit 1; }
+    [ "$t" -lt "$full" ] || { echo "'$c' ($t) is not smaller than the full build ($full)"; exit 1; }
+done
 readelf -h build/cross/pgpipe-aarch64-nothreads.o | grep -q 'AArch64' || exit 1

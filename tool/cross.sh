@@ -1,0 +1,54 @@
+#!/bin/sh
+# make cross: compile pgpipe.c for aarch64 at -Os in each build configuration
+# and print a table: configuration -> text size, and its share of the full
+# build. Also checks that a configuration leaves out what it says: no
+# pgpipe_NAME_* symbol of an omitted component is defined.
+#
+#   sh tool/cross.sh [CC]        (default aarch64-linux-gnu-gcc)
+set -eu
+cc=${1:-aarch64-linux-gnu-gcc}
+command -v "$cc" >/dev/null || { echo "$cc missing: run 'sh tool/deps.sh --cross'"; exit 1; }
+size=${cc%gcc}size
+command -v "$size" >/dev/null || size=size
+nm=${cc%gcc}nm
+command -v "$nm" >/dev/null || nm=nm
+pgcf=$(pkg-config --cflags libpq 2>/dev/null || echo "-I$(pg_config --includedir)")
+out=build/cross
+mkdir -p $out
+
+# name|flags|symbol prefixes that must be absent
+configs='full||
+no threads|-DPGPIPE_OMIT_THREADS|pgpipe_workers_
+no local server|-DPGPIPE_OMIT_LOCAL|pgpipe_local_
+no records store|-DPGPIPE_OMIT_RECORDS|pgpipe_records_
+no claimer|-DPGPIPE_OMIT_CLAIM|pgpipe_claimer_ pgpipe_workers_
+no loader|-DPGPIPE_OMIT_LOAD|pgpipe_loader_
+no migrations|-DPGPIPE_OMIT_MIGRATE|pgpipe_migrate_ pgpipe_loader_
+loader only|-DPGPIPE_OMIT_CLAIM -DPGPIPE_OMIT_RECORDS -DPGPIPE_OMIT_LOCAL|pgpipe_claimer_ pgpipe_records_ pgpipe_local_
+loader only, no threads|-DPGPIPE_OMIT_CLAIM -DPGPIPE_OMIT_RECORDS -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_claimer_ pgpipe_records_ pgpipe_local_
+migrations only|-DPGPIPE_OMIT_JSON -DPGPIPE_OMIT_CSV -DPGPIPE_OMIT_DLQ -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_json_ pgpipe_csv_ pgpipe_loader_ pgpipe_claimer_ pgpipe_records_ pgpipe_dlq_
+parsers only|-DPGPIPE_OMIT_POOL -DPGPIPE_OMIT_MIGRATE -DPGPIPE_OMIT_DLQ -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_pool_ pgpipe_migrate_ pgpipe_loader_ pgpipe_claimer_ pgpipe_records_'
+
+full=0
+i=0
+: > $out/bench.txt
+printf '%-26s %10s %7s  %s\n' configuration text share flags
+echo "$configs" | while IFS='|' read -r name flags absent; do
+    i=$((i + 1))
+    o=$out/pgpipe-aarch64-$i.o
+    # shellcheck disable=SC2086
+    $cc -std=c11 -Wall -Wextra -Wpedantic -Werror -Os $flags $pgcf -c pgpipe.c -o $o ||
+        { echo "cross: '$name' ($flags) does not compile"; exit 1; }
+    for p in $absent; do
+        if $nm -g --defined-only $o | awk '{print $3}' | grep -q "^$p"; then
+            echo "cross: '$name' still defines $p* symbols"; exit 1
+        fi
+    done
+    text=$($size $o | awk 'NR == 2 { print $1 }')
+    [ $i = 1 ] && full=$text && cp $o $out/pgpipe-aarch64.o
+    [ "$name" = "no threads" ] && cp $o $out/pgpipe-aarch64-nothreads.o
+    printf '%-26s %10s %6s%%  %s\n' "$name" "$text" "$((text * 100 / full))" "${flags:--}"
+    echo "bench: component=cross workload=$(echo "$name" | tr -s ' ,' '_') metric=text_bytes pgpipe=$text" >> $out/bench.txt
+done
+cat $out/bench.txt
+echo "aarch64 object (-Os): $(wc -c < $out/pgpipe-aarch64.o) bytes; single-threaded: $(wc -c < $out/pgpipe-aarch64-nothreads.o) bytes"
