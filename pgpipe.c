@@ -206,13 +206,17 @@ PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
 #ifndef PP_PIPELINE_H
 #define PP_PIPELINE_H
 
+/* Declarations of a component sit inside its PGPIPE_OMIT_ guard. */
+
 /* ---- load ---------------------------------------------------------------- */
 
+#ifndef PGPIPE_OMIT_LOAD
 /* 1 when s[0..n) holds no NUL and is valid UTF-8; the length of the valid
 ** UTF-8 sequence at s (n bytes left), 0 when it is invalid or NUL
 ** (src/pipeline/load.c). */
 PGPIPE_PRIVATE int copy_utf8_ok(const unsigned char *s, size_t n);
 PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n);
+#endif
 
 /* ---- dlq ----------------------------------------------------------------- */
 
@@ -220,7 +224,9 @@ PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n);
 ** stages land the same row shape in pgpipe.dead_letters; the callers send
 ** it inside their own transaction, beside the work it accounts for (records
 ** in = loaded + dead-lettered holds at every commit). */
+#ifndef PGPIPE_OMIT_DLQ
 
+#ifndef PGPIPE_OMIT_LOAD
 /* A record the loader could not load (stage 'load'). */
 typedef struct pp_dlq_load_letter {
     const char *source;       /* source_name: the load's source name */
@@ -242,6 +248,7 @@ PGPIPE_PRIVATE const char *pp_dlq_load_copy_sql(void);
 ** is set: the caller's handle gets it). Text that is not valid UTF-8 goes to
 ** raw_text with those bytes written \xHH and, as it was, to raw_bytes. */
 PGPIPE_PRIVATE int pp_dlq_load_row(pp_buf *b, const pp_dlq_load_letter *d);
+#endif /* PGPIPE_OMIT_LOAD */
 
 /* Append to b the INSERT that dead-letters (stage 'process') the rows of
 ** rows, for a data-modifying WITH: rows is a CTE with the columns id,
@@ -253,6 +260,7 @@ PGPIPE_PRIVATE int pp_dlq_load_row(pp_buf *b, const pp_dlq_load_letter *d);
 ** RETURNs 1 per row. PGPIPE_OK or PGPIPE_NOMEM. */
 PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const char *rows,
                                          int source_table, int context);
+#endif /* PGPIPE_OMIT_DLQ */
 
 #endif /* PP_PIPELINE_H */
 /* ==== end src/pipeline/pp_pipeline.h ==== */
@@ -13533,6 +13541,9 @@ void pgpipe_workers_free(pgpipe_workers *w)
 
 /* ---- writes ---------------------------------------------------------------- */
 
+/* The loader's rows need its UTF-8 check and CSV's COPY escape: they exist
+** only with the loader. */
+#ifndef PGPIPE_OMIT_LOAD
 PGPIPE_PRIVATE const char *pp_dlq_load_copy_sql(void)
 {
     return "COPY pgpipe.dead_letters (stage, source_name, line_number, column_number, byte_offset, "
@@ -13601,6 +13612,7 @@ PGPIPE_PRIVATE int pp_dlq_load_row(pp_buf *b, const pp_dlq_load_letter *d)
     rc |= pp_buf_putc(b, '\n');
     return rc ? PGPIPE_NOMEM : PGPIPE_OK;
 }
+#endif /* PGPIPE_OMIT_LOAD */
 
 PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const char *rows,
                                          int source_table, int context)

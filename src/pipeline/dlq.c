@@ -11,6 +11,9 @@
 
 /* ---- writes ---------------------------------------------------------------- */
 
+/* The loader's rows need its UTF-8 check and CSV's COPY escape: they exist
+** only with the loader. */
+#ifndef PGPIPE_OMIT_LOAD
 PGPIPE_PRIVATE const char *pp_dlq_load_copy_sql(void)
 {
     return "COPY pgpipe.dead_letters (stage, source_name, line_number, column_number, byte_offset, "
@@ -79,6 +82,7 @@ PGPIPE_PRIVATE int pp_dlq_load_row(pp_buf *b, const pp_dlq_load_letter *d)
     rc |= pp_buf_putc(b, '\n');
     return rc ? PGPIPE_NOMEM : PGPIPE_OK;
 }
+#endif /* PGPIPE_OMIT_LOAD */
 
 PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const char *rows,
                                          int source_table, int context)
