@@ -13680,10 +13680,12 @@ static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
     return PGPIPE_OK;
 }
 
-static int dlq_query(PGconn *conn, const char *sql, const dlq_where *w, PGresult **out,
-                     pgpipe_error *err, const char *what)
+/* Run sql with n parameters v; *out (when out is not NULL) gets the result
+** for the caller to PQclear, NULL on an error (set with the context what). */
+static int dlq_query(PGconn *conn, const char *sql, int n, const char *const *v,
+                     PGresult **out, pgpipe_error *err, const char *what)
 {
-    PGresult *r = PQexecParams(conn, sql, w->n, NULL, w->v, NULL, NULL, 0);
+    PGresult *r = PQexecParams(conn, sql, n, NULL, v, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         int rc = pp_err_pq(err, conn, r, what);
@@ -13704,7 +13706,7 @@ static int dlq_run(PGconn *conn, int rc, pp_buf *q, dlq_where *w, PGresult **out
                    pgpipe_error *err, const char *what)
 {
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q->data, w, out, err, what);
+        rc = dlq_query(conn, q->data, w->n, w->v, out, err, what);
     else
         rc = pp_err_nomem(err);
     pp_buf_free(q);
@@ -13740,16 +13742,15 @@ int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err
     char idb[24];
     snprintf(idb, sizeof idb, "%lld", id);
     const char *v[1] = { idb };
-    PGresult *r = PQexecParams(conn,
+    PGresult *r;
+    int rc = dlq_query(conn,
         "SELECT " DLQ_LIST_COLS ", raw_text, payload, error_context, source_table,"
         " row_received_at, batch_id, load_id, column_number, byte_offset, replayed_at,"
-        " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, NULL, v, NULL, NULL, 0);
+        " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, v, &r, err,
+        "reading a dead letter");
     *out = NULL;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int rc = pp_err_pq(err, conn, r, "reading a dead letter");
-        PQclear(r);
+    if (rc != PGPIPE_OK)
         return rc;
-    }
     if (PQntuples(r) == 0) {
         PQclear(r);
         return pp_err(err, PGPIPE_DONE, "no dead letter with id %lld", id);
@@ -13780,12 +13781,7 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
 static int dlq_notify(PGconn *conn, const char *channel, const char *payload, pgpipe_error *err)
 {
     const char *v[2] = { channel, payload };
-    PGresult *r = PQexecParams(conn, "SELECT pg_notify($1, $2)", 2, NULL, v, NULL, NULL, 0);
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        rc = pp_err_pq(err, conn, r, "NOTIFY");
-    PQclear(r);
-    return rc;
+    return dlq_query(conn, "SELECT pg_notify($1, $2)", 2, v, NULL, err, "NOTIFY");
 }
 
 int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *target_table,
@@ -13883,16 +13879,15 @@ int pgpipe_dlq_health_get(PGconn *conn, pgpipe_dlq_health *out, pgpipe_error *er
     if (!conn || !out)
         return pp_err(err, PGPIPE_MISUSE, "dlq health: no connection or output");
     memset(out, 0, sizeof *out);
-    PGresult *r = PQexec(conn,
+    PGresult *r;
+    int rc = dlq_query(conn,
         "SELECT count(*), count(*) FILTER (WHERE first_failed_at > now() - interval '1 hour'),"
         " count(*) FILTER (WHERE first_failed_at > now() - interval '2 hours'"
         " AND first_failed_at <= now() - interval '1 hour')"
-        " FROM pgpipe.dead_letters WHERE status = 'dead'");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        int rc = pp_err_pq(err, conn, r, "reading the dead letters' health");
-        PQclear(r);
+        " FROM pgpipe.dead_letters WHERE status = 'dead'", 0, NULL, &r, err,
+        "reading the dead letters' health");
+    if (rc != PGPIPE_OK)
         return rc;
-    }
     out->dead = dlq_num(r, 0);
     out->last_hour = dlq_num(r, 1);
     out->hour_before = dlq_num(r, 2);
@@ -13906,11 +13901,10 @@ int pgpipe_dlq_totals(PGconn *conn, PGresult **out, pgpipe_error *err)
 {
     if (!conn || !out)
         return pp_err(err, PGPIPE_MISUSE, "dlq totals: no connection or output");
-    static const dlq_where none;
     return dlq_query(conn,
         "SELECT stage, status, count(*) AS dead_letters, max(last_failed_at) AS latest"
         " FROM pgpipe.dead_letters GROUP BY stage, status ORDER BY stage, status",
-        &none, out, err, "counting dead letters by stage and status");
+        0, NULL, out, err, "counting dead letters by stage and status");
 }
 
 int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const char *channel,
@@ -13923,15 +13917,14 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     char ws[16];
     snprintf(ws, sizeof ws, "%d", window_s);
     const char *v[1] = { ws };
-    PGresult *r = PQexecParams(conn,
+    PGresult *r;
+    int rc = dlq_query(conn,
         "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'"
-        " AND last_failed_at >= now() - $1::int * interval '1 second'", 1, NULL, v, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        int rc = pp_err_pq(err, conn, r, "counting new dead letters");
-        PQclear(r);
+        " AND last_failed_at >= now() - $1::int * interval '1 second'", 1, v, &r, err,
+        "counting new dead letters");
+    if (rc != PGPIPE_OK)
         return rc;
-    }
-    long long n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    long long n = dlq_num(r, 0);
     PQclear(r);
     if (count)
         *count = n;
@@ -13946,7 +13939,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     snprintf(payload, sizeof payload,
              "{\"new_dead_letters\": %lld, \"window_s\": %d, \"threshold\": %d}", n, window_s,
              threshold);
-    int rc = dlq_notify(conn, channel && *channel ? channel : "pgpipe_dlq_alert", payload, err);
+    rc = dlq_notify(conn, channel && *channel ? channel : "pgpipe_dlq_alert", payload, err);
     if (rc != PGPIPE_OK)
         return rc;
     return pp_err(err, PGPIPE_BUSY, "%lld new dead letters within %d s (threshold %d)", n,
