@@ -159,11 +159,11 @@ extern const pp_sql_entry pp_sql_files[];
 
 /* ==== begin src/parse/pp_parse.h ==== */
 /*
-** The parse layer's private header: readers of the input formats (JSON, CSV)
-** and what they share with the layers above. Parsers touch no database.
-** Layer order and rules: src/base/pp_base.h.
+** The parse layer's private header: readers of the input formats (JSON, CSV),
+** the SQL statement splitter, and what they share with the layers above.
+** Parsers touch no database. Layer order and rules: src/base/pp_base.h.
 **
-** @components json csv
+** @components json csv sqlsplit
 */
 #ifndef PP_PARSE_H
 #define PP_PARSE_H
@@ -177,6 +177,12 @@ PGPIPE_PRIVATE int csv_copy_escape(pp_buf *b, const char *data, size_t len);
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
 #endif
+#ifndef PGPIPE_OMIT_SQLSPLIT
+/* SQL words as the statement splitter reads them (src/parse/sqlsplit.c); the
+** migration runner uses them to spot transaction control statements. */
+PGPIPE_PRIVATE int sqlsplit_is_ident_char(unsigned char c);
+PGPIPE_PRIVATE int sqlsplit_word_is(const char *w, size_t n, const char *kw);
+#endif
 
 #endif /* PP_PARSE_H */
 /* ==== end src/parse/pp_parse.h ==== */
@@ -187,7 +193,7 @@ PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
 ** migrations and schema, the private local server). Layer order and rules:
 ** src/base/pp_base.h.
 **
-** @components pool migrate local
+** @components pool migrate schema local
 */
 #ifndef PP_DB_H
 #define PP_DB_H
@@ -201,29 +207,201 @@ PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
 ** production table (load into staging, claim and transform, dead letters,
 ** the records store). Layer order and rules: src/base/pp_base.h.
 **
-** @components load claim dlq records
+** @components load load_input load_lanes claim dlq records
 */
 #ifndef PP_PIPELINE_H
 #define PP_PIPELINE_H
 
-/* Declarations of a component sit inside its PGPIPE_OMIT_ guard. */
-
-/* ---- load ---------------------------------------------------------------- */
-
+/* ==== The COPY loader's internals ========================================
+** The loader is three files (load.c, load_input.c, load_lanes.c; overview in
+** load.c) that share its state and these functions. Nothing else uses them. */
 #ifndef PGPIPE_OMIT_LOAD
-/* 1 when s[0..n) holds no NUL and is valid UTF-8; the length of the valid
-** UTF-8 sequence at s (n bytes left), 0 when it is invalid or NUL
-** (src/pipeline/load.c). */
+
+/* where a column value comes from */
+enum { COPY_K_FIELD, COPY_K_FIXED, COPY_K_NULL, COPY_K_RECORD, COPY_K_LINE, COPY_K_SOURCE,
+       COPY_K_BATCH, COPY_K_LOAD };
+
+typedef struct copy_col {
+    char *column;
+    int kind;
+    char *field;    /* COPY_K_FIELD */
+    int is_path;    /* field holds '.' or '[' */
+    char *value;    /* COPY_K_FIXED, COPY-escaped */
+    char *raw_value;/* COPY_K_FIXED as given (for the load's recorded mapping) */
+    int csv_idx;    /* index of the field in the CSV header */
+    int json;       /* the value is JSON (validated for CSV) */
+} copy_col;
+
+typedef struct copy_row {
+    size_t coff;        /* offset of its COPY text in l->cbuf */
+    size_t roff;        /* offset of its raw text in l->rbuf */
+    long long line;
+    long long offset;
+    int bad;            /* rejected by the server */
+} copy_row;
+
+/* A lane: one connection and the batch on it. The loader's thread fills a
+** lane's batch (streaming it into the lane's COPY as it grows), then hands
+** the lane over to commit it: with several lanes each has a thread that
+** ends the COPY, books and commits while the loader fills the next lane,
+** so the server runs one COPY per lane side by side. Everything a commit
+** touches is the lane's own; its outcome (counts, error) is folded into the
+** loader's summary by the loader's thread. */
+enum { COPY_LANE_FREE, COPY_LANE_QUEUED, COPY_LANE_DONE };
+#define COPY_MAX_LANES 8
+
+typedef struct copy_lane {
+    struct pgpipe_loader *l;
+    /* connection */
+    PGconn *conn;
+    pgpipe_conn *pconn;
+    int own_conn;
+    int connected_once;
+    pgpipe_error err;     /* of this lane's connection and batch */
+    /* the batch */
+    long long seq;
+    int skipping;         /* committed by an earlier run: counted, not sent */
+    unsigned char uuid[16];
+    char uuid_text[37];
+    pp_buf cbuf;          /* COPY text of the batch */
+    pp_buf rbuf;          /* raw text of the rows */
+    pp_buf dbuf;          /* COPY text of dead letters (pgpipe.dead_letters) */
+    size_t dbuf_valid;    /* dead letters of validation (before isolation) */
+    copy_row *rows;
+    size_t nrows, caprows;
+    long long b_read, b_dead_valid, b_dead_srv, b_bytes;
+    long long b_first_line, b_last_line, b_start_off, b_end_off;
+    int copy_open;        /* streaming COPY of the batch in progress */
+    int stream_broken;    /* streaming failed: resend at the end */
+    size_t sent;          /* bytes of cbuf sent by the streaming COPY */
+    /* the commit's outcome, for the loader's thread to fold */
+    int state;            /* COPY_LANE_*, under the loader's mutex */
+    int rc;
+    long long r_retries, r_loaded, r_dead, r_batches, r_skipped_rows, r_skipped_batches;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_t tid;
+#endif
+} copy_lane;
+
+struct pgpipe_loader {
+    pp_handle hdr;
+    /* options */
+    char *conninfo;
+    PGconn *borrowed;
+    pgpipe_pool *pool;
+    int opt_format;
+    char *opt_source_name;
+    char *target;         /* as given, for messages and NOTIFY */
+    char *target_sql;     /* quoted */
+    copy_col *cols;
+    int ncols;
+    char **required;
+    int *req_idx;
+    int nrequired;
+    int csv_delimiter;
+    int csv_delimiter_now;
+    size_t max_record;
+    int opt_batch_rows;
+    size_t opt_batch_bytes;
+    char *channel;
+    int max_retries;
+    char *opt_load_key;
+    pgpipe_load_progress_fn progress;
+    void *progress_ud;
+    char *copy_sql;
+    int urandom;
+    /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
+    copy_lane lanes[COPY_MAX_LANES];
+    int nlanes;           /* configured */
+    int threaded;         /* the lanes' threads run (this load) */
+    int quit;             /* the lanes' threads should end */
+    copy_lane *cur;       /* the lane being filled, NULL between batches */
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+#endif
+    /* the load */
+    int active;
+    int failed;           /* the load stopped: further feeds return this */
+    int format;
+    char *source;         /* source name of this load */
+    char *load_key;
+    long long src_size;   /* -1 unknown */
+    long long src_mtime;  /* seconds, -1 unknown */
+    long long load_id;
+    int batch_rows;
+    size_t batch_bytes;
+    long long *done_seqs; /* committed by earlier runs, sorted */
+    size_t ndone;
+    int64_t t0;
+    long long in_bytes;   /* input bytes consumed so far */
+    long long seq;        /* of the last batch begun */
+    pgpipe_load_summary sum;
+    /* splitting */
+    pp_buf carry;         /* a record straddling chunks */
+    long long carry_line, carry_off;
+    int carry_over;       /* the record went past max_record */
+    long long line_no;    /* lines started (NDJSON) / newlines seen (JSON) */
+    int bom_pos;          /* bytes of a UTF-8 BOM matched at the stream start */
+    pp_buf sniff;         /* input held until the format is known */
+    int js_state;         /* JSON array splitter state */
+    int js_depth, js_instr, js_esc, js_scalar;
+    long long js_nl_off;  /* JSON array: offset of the current line's first byte */
+    long long js_cont;    /* UTF-8 continuation bytes seen on the current line */
+    long long carry_col;  /* JSON array: characters before the element on its line */
+    pgpipe_csv *csv;
+    int csv_ready;
+    pp_buf *csv_keys;     /* per header column: "key": JSON + COPY escaped */
+    int ncsv_keys;
+    pgpipe_json_doc *doc;
+    pp_buf scratch;
+    pgpipe_error verr;
+};
+
+/* JSON array splitter states (pgpipe_loader.js_state) */
+enum { COPY_JS_START, COPY_JS_FIRST, COPY_JS_VALUE, COPY_JS_ELEM, COPY_JS_AFTER, COPY_JS_END };
+
+/* load.c: small helpers, connections, the load record, dead letters */
+PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...) PP_PRINTF(3, 4);
+PGPIPE_PRIVATE int copy_put_esc(pp_buf *b, const char *s, size_t n);
+PGPIPE_PRIVATE int copy_put_json_str(pp_buf *b, const char *s, size_t n);
 PGPIPE_PRIVATE int copy_utf8_ok(const unsigned char *s, size_t n);
 PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n);
-#endif
+PGPIPE_PRIVATE void copy_new_uuid(pgpipe_loader *l, copy_lane *ln);
+PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken);
+PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient);
+PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *const *vals,
+                             PGresult **out, int *transient);
+PGPIPE_PRIVATE void copy_rollback(copy_lane *ln);
+PGPIPE_PRIVATE int copy_seq_done(const pgpipe_loader *l, long long seq);
+PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, long long offset,
+                             const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
+                             const char *context);
 
-/* ---- dlq ----------------------------------------------------------------- */
+/* load_input.c: framers */
+PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t len, long long base);
+PGPIPE_PRIVATE int copy_csv_drain(pgpipe_loader *l);
+PGPIPE_PRIVATE int copy_ndjson_end(pgpipe_loader *l);
+PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l);
 
-/* Every write of a dead letter is built here (src/pipeline/dlq.c), so both
-** stages land the same row shape in pgpipe.dead_letters; the callers send
-** it inside their own transaction, beside the work it accounts for (records
-** in = loaded + dead-lettered holds at every commit). */
+/* load_lanes.c: batches, sending, lanes */
+PGPIPE_PRIVATE void copy_batch_reset(copy_lane *ln);
+PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long off);
+PGPIPE_PRIVATE int copy_record_done(pgpipe_loader *l, long long line, long long off, size_t rawlen);
+PGPIPE_PRIVATE void copy_stream(copy_lane *ln);
+PGPIPE_PRIVATE int copy_batch_end(pgpipe_loader *l);
+PGPIPE_PRIVATE void copy_abandon(copy_lane *ln);
+PGPIPE_PRIVATE void copy_lanes_start(pgpipe_loader *l);
+PGPIPE_PRIVATE void copy_lanes_stop(pgpipe_loader *l);
+PGPIPE_PRIVATE int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all);
+PGPIPE_PRIVATE void copy_report(pgpipe_loader *l);
+#endif /* PGPIPE_OMIT_LOAD */
+
+/* ==== The dead-letter queue's writers =====================================
+** Every write of a dead letter is built in dlq.c, so both stages land the
+** same row shape in pgpipe.dead_letters; the callers send it inside their
+** own transaction, beside the work it accounts for (records in = loaded +
+** dead-lettered holds at every commit). */
 #ifndef PGPIPE_OMIT_DLQ
 
 #ifndef PGPIPE_OMIT_LOAD
@@ -5138,6 +5316,363 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out)
 #endif /* PGPIPE_OMIT_CSV */
 /* ==== end src/parse/csv.c ==== */
 
+/* ==== begin src/parse/sqlsplit.c ==== */
+#ifndef PGPIPE_OMIT_SQLSPLIT
+/*
+** The SQL statement splitter: cuts a buffer of SQL into statements the way
+** psql does (quotes, comments, dollar quotes, BEGIN ATOMIC bodies, COPY ...
+** FROM stdin data). The migration runner (src/db/migrate.c) and the shell's
+** script runner use it; it touches no database.
+*/
+
+
+struct pgpipe_sql_split {
+    pp_handle hdr;
+    const char *buf;
+    size_t len, pos;
+    long long line;       /* line of buf[pos] */
+    size_t line_start;    /* offset of that line's first byte */
+    int index;
+    int incomplete;       /* the input ended inside a statement */
+    char source[256];
+};
+
+int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
+                          const char *source)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pgpipe_sql_split *s = pp_calloc(1, sizeof *s);
+    *out = s;
+    if (!s)
+        return PGPIPE_NOMEM;
+    pp_handle_init(&s->hdr);
+    s->buf = buf ? buf : "";
+    s->len = buf ? len : 0;
+    s->line = 1;
+    snprintf(s->source, sizeof s->source, "%s", source && *source ? source : "<buffer>");
+    return PGPIPE_OK;
+}
+
+int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s)
+{
+    return s ? s->incomplete : 0;
+}
+
+void pgpipe_sql_split_close(pgpipe_sql_split *s)
+{
+    pp_free(s);
+}
+
+static int sqlsplit_is_ident_start(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+}
+
+PGPIPE_PRIVATE int sqlsplit_is_ident_char(unsigned char c)
+{
+    return sqlsplit_is_ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+
+/* Moves one byte forward, keeping the line count. */
+static inline void sqlsplit_step(pgpipe_sql_split *s)
+{
+    if (s->buf[s->pos] == '\n') {
+        s->line++;
+        s->line_start = s->pos + 1;
+    }
+    s->pos++;
+}
+
+static int sqlsplit_err(pgpipe_sql_split *s, long long line, size_t at, size_t line_start,
+                         const char *what)
+{
+    if (strncmp(what, "unterminated", 12) == 0)
+        s->incomplete = 1;
+    return pp_err_at(&s->hdr.err, PGPIPE_PARSE, s->source, line,
+                     (long long)(at - line_start) + 1, (long long)at, "%s", what);
+}
+
+/* Skips a comment at pos ("--" or a nested block comment). Returns 1 when it
+** skipped one, 0 when there is none, -1 on an unterminated block comment. */
+static int sqlsplit_skip_comment(pgpipe_sql_split *s)
+{
+    const char *b = s->buf;
+    if (s->pos + 1 < s->len && b[s->pos] == '-' && b[s->pos + 1] == '-') {
+        while (s->pos < s->len && b[s->pos] != '\n')
+            s->pos++;
+        return 1;
+    }
+    if (s->pos + 1 < s->len && b[s->pos] == '/' && b[s->pos + 1] == '*') {
+        long long line = s->line;
+        size_t at = s->pos, ls = s->line_start;
+        int depth = 0;
+        while (s->pos < s->len) {
+            if (s->pos + 1 < s->len && b[s->pos] == '/' && b[s->pos + 1] == '*') {
+                depth++;
+                s->pos += 2;
+            } else if (s->pos + 1 < s->len && b[s->pos] == '*' && b[s->pos + 1] == '/') {
+                s->pos += 2;
+                if (--depth == 0)
+                    return 1;
+            } else {
+                sqlsplit_step(s);
+            }
+        }
+        sqlsplit_err(s, line, at, ls, "unterminated /* comment");
+        return -1;
+    }
+    return 0;
+}
+
+/* Skips a quoted token starting at pos (', E', " or $tag$). Returns 0 or
+** PGPIPE_PARSE. */
+static int sqlsplit_skip_quoted(pgpipe_sql_split *s, char q, int backslash)
+{
+    long long line = s->line;
+    size_t at = s->pos, ls = s->line_start;
+    const char *b = s->buf;
+    s->pos++;
+    while (s->pos < s->len) {
+        char c = b[s->pos];
+        if (backslash && c == '\\' && s->pos + 1 < s->len) {
+            s->pos++;
+            sqlsplit_step(s);
+            continue;
+        }
+        if (c == q) {
+            if (s->pos + 1 < s->len && b[s->pos + 1] == q) {
+                s->pos += 2;
+                continue;
+            }
+            s->pos++;
+            return PGPIPE_OK;
+        }
+        sqlsplit_step(s);
+    }
+    return sqlsplit_err(s, line, at, ls,
+                         q == '"' ? "unterminated quoted identifier" : "unterminated quoted string");
+}
+
+/* At a '$': length of a dollar-quote delimiter ($$ or $tag$) here, or 0. */
+static size_t sqlsplit_dollar_tag(const pgpipe_sql_split *s, size_t p)
+{
+    const char *b = s->buf;
+    size_t q = p + 1;
+    if (q < s->len && b[q] == '$')
+        return 2;
+    if (q >= s->len || !sqlsplit_is_ident_start((unsigned char)b[q]))
+        return 0;
+    while (q < s->len && sqlsplit_is_ident_char((unsigned char)b[q]) && b[q] != '$')
+        q++;
+    return q < s->len && b[q] == '$' ? q + 1 - p : 0;
+}
+
+static int sqlsplit_skip_dollar(pgpipe_sql_split *s, size_t taglen)
+{
+    long long line = s->line;
+    size_t at = s->pos, ls = s->line_start;
+    const char *tag = s->buf + s->pos;
+    s->pos += taglen;
+    while (s->pos < s->len) {
+        if (s->buf[s->pos] == '$' && s->len - s->pos >= taglen &&
+            memcmp(s->buf + s->pos, tag, taglen) == 0) {
+            s->pos += taglen;
+            return PGPIPE_OK;
+        }
+        sqlsplit_step(s);
+    }
+    return sqlsplit_err(s, line, at, ls, "unterminated dollar-quoted string");
+}
+
+PGPIPE_PRIVATE int sqlsplit_word_is(const char *w, size_t n, const char *kw)
+{
+    return strlen(kw) == n && strncasecmp(w, kw, n) == 0;
+}
+
+int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
+{
+    if (!s || !st)
+        return PGPIPE_MISUSE;
+    if (s->hdr.err.code == PGPIPE_PARSE)
+        return PGPIPE_PARSE;
+    const char *b = s->buf;
+    memset(st, 0, sizeof *st);
+
+    /* skip blanks, comments and empty statements */
+    for (;;) {
+        while (s->pos < s->len && (isspace((unsigned char)b[s->pos]) || b[s->pos] == ';'))
+            sqlsplit_step(s);
+        if (s->pos >= s->len)
+            return PGPIPE_DONE;
+        int c = sqlsplit_skip_comment(s);
+        if (c < 0)
+            return PGPIPE_PARSE;
+        if (c == 0)
+            break;
+    }
+
+    size_t start = s->pos, end = s->len;
+    st->offset = start;
+    st->line = s->line;
+    st->column = (long long)(start - s->line_start) + 1;
+
+    int paren = 0, begin_depth = 0, nwords = 0, copy_stmt = 0, copy_in = 0;
+    char kw[4] = { 0, 0, 0, 0 };
+    int prev_from = 0, semicolon = 0;
+    while (s->pos < s->len) {
+        unsigned char c = (unsigned char)b[s->pos];
+        if (c == ';' && paren == 0 && begin_depth == 0) {
+            end = s->pos;
+            s->pos++;
+            semicolon = 1;
+            break;
+        }
+        if ((c == '-' || c == '/') && s->pos + 1 < s->len) {
+            int k = sqlsplit_skip_comment(s);
+            if (k < 0)
+                return PGPIPE_PARSE;
+            if (k > 0)
+                continue;
+        }
+        if (c == '\'' || c == '"') {
+            if (sqlsplit_skip_quoted(s, (char)c, 0) != PGPIPE_OK)
+                return PGPIPE_PARSE;
+            prev_from = 0;
+            continue;
+        }
+        if (c == '$') {
+            size_t tl = sqlsplit_dollar_tag(s, s->pos);
+            if (tl) {
+                if (sqlsplit_skip_dollar(s, tl) != PGPIPE_OK)
+                    return PGPIPE_PARSE;
+                prev_from = 0;
+            } else {
+                s->pos++;
+            }
+            continue;
+        }
+        if (c == '\\') {
+            sqlsplit_err(s, s->line, s->pos, s->line_start,
+                          "psql backslash commands are not supported (only the \\. line "
+                          "that ends COPY ... FROM stdin data)");
+            return PGPIPE_PARSE;
+        }
+        if (c == '(') {
+            paren++;
+            s->pos++;
+            continue;
+        }
+        if (c == ')') {
+            if (paren > 0)
+                paren--;
+            s->pos++;
+            continue;
+        }
+        if (sqlsplit_is_ident_char(c)) {
+            size_t w0 = s->pos;
+            while (s->pos < s->len && sqlsplit_is_ident_char((unsigned char)b[s->pos]))
+                s->pos++;
+            const char *w = b + w0;
+            size_t wn = s->pos - w0;
+            if (wn == 1 && (w[0] == 'e' || w[0] == 'E') && s->pos < s->len && b[s->pos] == '\'') {
+                if (sqlsplit_skip_quoted(s, '\'', 1) != PGPIPE_OK)
+                    return PGPIPE_PARSE;
+                prev_from = 0;
+                continue;
+            }
+            if (!sqlsplit_is_ident_start(c)) /* a number */
+                continue;
+            /* CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END */
+            if (nwords < 4) {
+                char k = 0;
+                if (sqlsplit_word_is(w, wn, "create")) k = 'c';
+                else if (sqlsplit_word_is(w, wn, "or")) k = 'o';
+                else if (sqlsplit_word_is(w, wn, "replace")) k = 'r';
+                else if (sqlsplit_word_is(w, wn, "function")) k = 'f';
+                else if (sqlsplit_word_is(w, wn, "procedure")) k = 'p';
+                kw[nwords] = k;
+            }
+            if (nwords == 0 && sqlsplit_word_is(w, wn, "copy"))
+                copy_stmt = 1;
+            nwords++;
+            int routine = kw[0] == 'c' &&
+                          (kw[1] == 'f' || kw[1] == 'p' ||
+                           (kw[1] == 'o' && kw[2] == 'r' && (kw[3] == 'f' || kw[3] == 'p')));
+            if (routine && paren == 0) {
+                if (sqlsplit_word_is(w, wn, "begin"))
+                    begin_depth++;
+                else if (sqlsplit_word_is(w, wn, "case") && begin_depth > 0)
+                    begin_depth++;
+                else if (sqlsplit_word_is(w, wn, "end") && begin_depth > 0)
+                    begin_depth--;
+            }
+            if (copy_stmt && paren == 0 && prev_from && sqlsplit_word_is(w, wn, "stdin"))
+                copy_in = 1;
+            prev_from = copy_stmt && paren == 0 && sqlsplit_word_is(w, wn, "from");
+            continue;
+        }
+        sqlsplit_step(s);
+    }
+    while (end > start && isspace((unsigned char)b[end - 1]))
+        end--;
+    st->sql = b + start;
+    st->len = end - start;
+    st->index = s->index++;
+    st->terminated = semicolon;
+    if (!semicolon)
+        s->incomplete = 1;
+
+    if (copy_in && semicolon) {
+        /* the rest of the line must be blank (or a comment); data follows */
+        while (s->pos < s->len && b[s->pos] != '\n') {
+            if (b[s->pos] == '-' && s->pos + 1 < s->len && b[s->pos + 1] == '-') {
+                while (s->pos < s->len && b[s->pos] != '\n')
+                    s->pos++;
+                break;
+            }
+            if (!isspace((unsigned char)b[s->pos])) {
+                sqlsplit_err(s, s->line, s->pos, s->line_start,
+                              "text after COPY ... FROM stdin; on the same line (the data "
+                              "must start on the next line)");
+                return PGPIPE_PARSE;
+            }
+            s->pos++;
+        }
+        if (s->pos < s->len)
+            sqlsplit_step(s); /* the newline */
+        size_t d0 = s->pos;
+        st->copy_line = s->line;
+        st->copy_data = b + d0;
+        st->copy_len = s->len - d0;
+        st->terminated = 0;
+        while (s->pos < s->len) {
+            size_t ls = s->pos, le = ls;
+            while (le < s->len && b[le] != '\n')
+                le++;
+            size_t ce = le;
+            if (ce > ls && b[ce - 1] == '\r')
+                ce--;
+            if (ce - ls == 2 && b[ls] == '\\' && b[ls + 1] == '.') {
+                st->copy_len = ls - d0;
+                st->terminated = 1;
+                s->pos = le;
+                if (s->pos < s->len)
+                    sqlsplit_step(s);
+                break;
+            }
+            s->pos = le;
+            if (s->pos < s->len)
+                sqlsplit_step(s);
+        }
+        if (!st->terminated)
+            s->incomplete = 1;
+    }
+    return PGPIPE_ROW;
+}
+#endif /* PGPIPE_OMIT_SQLSPLIT */
+/* ==== end src/parse/sqlsplit.c ==== */
+
 /* ==== begin src/db/pool.c ==== */
 #ifndef PGPIPE_OMIT_POOL
 /*
@@ -6638,11 +7173,11 @@ void pgpipe_pipeline_free(pgpipe_pipeline *p)
 /* ==== begin src/db/migrate.c ==== */
 #ifndef PGPIPE_OMIT_MIGRATE
 /*
-** Migrations: a psql-compatible statement splitter, SHA-256 checksums, and a
-** runner for versioned (V<version>__<name>.sql) and repeatable (R__<name>.sql)
-** migrations with a history table, an advisory lock, drift detection, repair,
-** baseline, dry run and resumable no-transaction files; plus the one-call
-** installers of the built-in schema and the example pipeline (sql/).
+** Migrations: SHA-256 checksums and a runner for versioned
+** (V<version>__<name>.sql) and repeatable (R__<name>.sql) migrations with a
+** history table, an advisory lock, drift detection, repair, baseline, dry run
+** and resumable no-transaction files. Files are cut into statements by
+** src/parse/sqlsplit.c; src/db/schema.c installs the embedded sql/ folders.
 */
 
 #include <dirent.h>
@@ -6804,353 +7339,6 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65])
     pgpipe_sha256_hex(t, n, out);
     pp_free(t);
     return PGPIPE_OK;
-}
-
-/* ---- Statement splitter ----------------------------------------------- */
-
-struct pgpipe_sql_split {
-    pp_handle hdr;
-    const char *buf;
-    size_t len, pos;
-    long long line;       /* line of buf[pos] */
-    size_t line_start;    /* offset of that line's first byte */
-    int index;
-    int incomplete;       /* the input ended inside a statement */
-    char source[256];
-};
-
-int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
-                          const char *source)
-{
-    if (!out)
-        return PGPIPE_MISUSE;
-    pgpipe_sql_split *s = pp_calloc(1, sizeof *s);
-    *out = s;
-    if (!s)
-        return PGPIPE_NOMEM;
-    pp_handle_init(&s->hdr);
-    s->buf = buf ? buf : "";
-    s->len = buf ? len : 0;
-    s->line = 1;
-    snprintf(s->source, sizeof s->source, "%s", source && *source ? source : "<buffer>");
-    return PGPIPE_OK;
-}
-
-int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s)
-{
-    return s ? s->incomplete : 0;
-}
-
-void pgpipe_sql_split_close(pgpipe_sql_split *s)
-{
-    pp_free(s);
-}
-
-static int mig_is_ident_start(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
-}
-
-static int mig_is_ident_char(unsigned char c)
-{
-    return mig_is_ident_start(c) || (c >= '0' && c <= '9') || c == '$';
-}
-
-/* Moves one byte forward, keeping the line count. */
-static inline void mig_step(pgpipe_sql_split *s)
-{
-    if (s->buf[s->pos] == '\n') {
-        s->line++;
-        s->line_start = s->pos + 1;
-    }
-    s->pos++;
-}
-
-static int mig_split_err(pgpipe_sql_split *s, long long line, size_t at, size_t line_start,
-                         const char *what)
-{
-    if (strncmp(what, "unterminated", 12) == 0)
-        s->incomplete = 1;
-    return pp_err_at(&s->hdr.err, PGPIPE_PARSE, s->source, line,
-                     (long long)(at - line_start) + 1, (long long)at, "%s", what);
-}
-
-/* Skips a comment at pos ("--" or a nested block comment). Returns 1 when it
-** skipped one, 0 when there is none, -1 on an unterminated block comment. */
-static int mig_skip_comment(pgpipe_sql_split *s)
-{
-    const char *b = s->buf;
-    if (s->pos + 1 < s->len && b[s->pos] == '-' && b[s->pos + 1] == '-') {
-        while (s->pos < s->len && b[s->pos] != '\n')
-            s->pos++;
-        return 1;
-    }
-    if (s->pos + 1 < s->len && b[s->pos] == '/' && b[s->pos + 1] == '*') {
-        long long line = s->line;
-        size_t at = s->pos, ls = s->line_start;
-        int depth = 0;
-        while (s->pos < s->len) {
-            if (s->pos + 1 < s->len && b[s->pos] == '/' && b[s->pos + 1] == '*') {
-                depth++;
-                s->pos += 2;
-            } else if (s->pos + 1 < s->len && b[s->pos] == '*' && b[s->pos + 1] == '/') {
-                s->pos += 2;
-                if (--depth == 0)
-                    return 1;
-            } else {
-                mig_step(s);
-            }
-        }
-        mig_split_err(s, line, at, ls, "unterminated /* comment");
-        return -1;
-    }
-    return 0;
-}
-
-/* Skips a quoted token starting at pos (', E', " or $tag$). Returns 0 or
-** PGPIPE_PARSE. */
-static int mig_skip_quoted(pgpipe_sql_split *s, char q, int backslash)
-{
-    long long line = s->line;
-    size_t at = s->pos, ls = s->line_start;
-    const char *b = s->buf;
-    s->pos++;
-    while (s->pos < s->len) {
-        char c = b[s->pos];
-        if (backslash && c == '\\' && s->pos + 1 < s->len) {
-            s->pos++;
-            mig_step(s);
-            continue;
-        }
-        if (c == q) {
-            if (s->pos + 1 < s->len && b[s->pos + 1] == q) {
-                s->pos += 2;
-                continue;
-            }
-            s->pos++;
-            return PGPIPE_OK;
-        }
-        mig_step(s);
-    }
-    return mig_split_err(s, line, at, ls,
-                         q == '"' ? "unterminated quoted identifier" : "unterminated quoted string");
-}
-
-/* At a '$': length of a dollar-quote delimiter ($$ or $tag$) here, or 0. */
-static size_t mig_dollar_tag(const pgpipe_sql_split *s, size_t p)
-{
-    const char *b = s->buf;
-    size_t q = p + 1;
-    if (q < s->len && b[q] == '$')
-        return 2;
-    if (q >= s->len || !mig_is_ident_start((unsigned char)b[q]))
-        return 0;
-    while (q < s->len && mig_is_ident_char((unsigned char)b[q]) && b[q] != '$')
-        q++;
-    return q < s->len && b[q] == '$' ? q + 1 - p : 0;
-}
-
-static int mig_skip_dollar(pgpipe_sql_split *s, size_t taglen)
-{
-    long long line = s->line;
-    size_t at = s->pos, ls = s->line_start;
-    const char *tag = s->buf + s->pos;
-    s->pos += taglen;
-    while (s->pos < s->len) {
-        if (s->buf[s->pos] == '$' && s->len - s->pos >= taglen &&
-            memcmp(s->buf + s->pos, tag, taglen) == 0) {
-            s->pos += taglen;
-            return PGPIPE_OK;
-        }
-        mig_step(s);
-    }
-    return mig_split_err(s, line, at, ls, "unterminated dollar-quoted string");
-}
-
-static int mig_word_is(const char *w, size_t n, const char *kw)
-{
-    return strlen(kw) == n && strncasecmp(w, kw, n) == 0;
-}
-
-int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
-{
-    if (!s || !st)
-        return PGPIPE_MISUSE;
-    if (s->hdr.err.code == PGPIPE_PARSE)
-        return PGPIPE_PARSE;
-    const char *b = s->buf;
-    memset(st, 0, sizeof *st);
-
-    /* skip blanks, comments and empty statements */
-    for (;;) {
-        while (s->pos < s->len && (isspace((unsigned char)b[s->pos]) || b[s->pos] == ';'))
-            mig_step(s);
-        if (s->pos >= s->len)
-            return PGPIPE_DONE;
-        int c = mig_skip_comment(s);
-        if (c < 0)
-            return PGPIPE_PARSE;
-        if (c == 0)
-            break;
-    }
-
-    size_t start = s->pos, end = s->len;
-    st->offset = start;
-    st->line = s->line;
-    st->column = (long long)(start - s->line_start) + 1;
-
-    int paren = 0, begin_depth = 0, nwords = 0, copy_stmt = 0, copy_in = 0;
-    char kw[4] = { 0, 0, 0, 0 };
-    int prev_from = 0, semicolon = 0;
-    while (s->pos < s->len) {
-        unsigned char c = (unsigned char)b[s->pos];
-        if (c == ';' && paren == 0 && begin_depth == 0) {
-            end = s->pos;
-            s->pos++;
-            semicolon = 1;
-            break;
-        }
-        if ((c == '-' || c == '/') && s->pos + 1 < s->len) {
-            int k = mig_skip_comment(s);
-            if (k < 0)
-                return PGPIPE_PARSE;
-            if (k > 0)
-                continue;
-        }
-        if (c == '\'' || c == '"') {
-            if (mig_skip_quoted(s, (char)c, 0) != PGPIPE_OK)
-                return PGPIPE_PARSE;
-            prev_from = 0;
-            continue;
-        }
-        if (c == '$') {
-            size_t tl = mig_dollar_tag(s, s->pos);
-            if (tl) {
-                if (mig_skip_dollar(s, tl) != PGPIPE_OK)
-                    return PGPIPE_PARSE;
-                prev_from = 0;
-            } else {
-                s->pos++;
-            }
-            continue;
-        }
-        if (c == '\\') {
-            mig_split_err(s, s->line, s->pos, s->line_start,
-                          "psql backslash commands are not supported (only the \\. line "
-                          "that ends COPY ... FROM stdin data)");
-            return PGPIPE_PARSE;
-        }
-        if (c == '(') {
-            paren++;
-            s->pos++;
-            continue;
-        }
-        if (c == ')') {
-            if (paren > 0)
-                paren--;
-            s->pos++;
-            continue;
-        }
-        if (mig_is_ident_char(c)) {
-            size_t w0 = s->pos;
-            while (s->pos < s->len && mig_is_ident_char((unsigned char)b[s->pos]))
-                s->pos++;
-            const char *w = b + w0;
-            size_t wn = s->pos - w0;
-            if (wn == 1 && (w[0] == 'e' || w[0] == 'E') && s->pos < s->len && b[s->pos] == '\'') {
-                if (mig_skip_quoted(s, '\'', 1) != PGPIPE_OK)
-                    return PGPIPE_PARSE;
-                prev_from = 0;
-                continue;
-            }
-            if (!mig_is_ident_start(c)) /* a number */
-                continue;
-            /* CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END */
-            if (nwords < 4) {
-                char k = 0;
-                if (mig_word_is(w, wn, "create")) k = 'c';
-                else if (mig_word_is(w, wn, "or")) k = 'o';
-                else if (mig_word_is(w, wn, "replace")) k = 'r';
-                else if (mig_word_is(w, wn, "function")) k = 'f';
-                else if (mig_word_is(w, wn, "procedure")) k = 'p';
-                kw[nwords] = k;
-            }
-            if (nwords == 0 && mig_word_is(w, wn, "copy"))
-                copy_stmt = 1;
-            nwords++;
-            int routine = kw[0] == 'c' &&
-                          (kw[1] == 'f' || kw[1] == 'p' ||
-                           (kw[1] == 'o' && kw[2] == 'r' && (kw[3] == 'f' || kw[3] == 'p')));
-            if (routine && paren == 0) {
-                if (mig_word_is(w, wn, "begin"))
-                    begin_depth++;
-                else if (mig_word_is(w, wn, "case") && begin_depth > 0)
-                    begin_depth++;
-                else if (mig_word_is(w, wn, "end") && begin_depth > 0)
-                    begin_depth--;
-            }
-            if (copy_stmt && paren == 0 && prev_from && mig_word_is(w, wn, "stdin"))
-                copy_in = 1;
-            prev_from = copy_stmt && paren == 0 && mig_word_is(w, wn, "from");
-            continue;
-        }
-        mig_step(s);
-    }
-    while (end > start && isspace((unsigned char)b[end - 1]))
-        end--;
-    st->sql = b + start;
-    st->len = end - start;
-    st->index = s->index++;
-    st->terminated = semicolon;
-    if (!semicolon)
-        s->incomplete = 1;
-
-    if (copy_in && semicolon) {
-        /* the rest of the line must be blank (or a comment); data follows */
-        while (s->pos < s->len && b[s->pos] != '\n') {
-            if (b[s->pos] == '-' && s->pos + 1 < s->len && b[s->pos + 1] == '-') {
-                while (s->pos < s->len && b[s->pos] != '\n')
-                    s->pos++;
-                break;
-            }
-            if (!isspace((unsigned char)b[s->pos])) {
-                mig_split_err(s, s->line, s->pos, s->line_start,
-                              "text after COPY ... FROM stdin; on the same line (the data "
-                              "must start on the next line)");
-                return PGPIPE_PARSE;
-            }
-            s->pos++;
-        }
-        if (s->pos < s->len)
-            mig_step(s); /* the newline */
-        size_t d0 = s->pos;
-        st->copy_line = s->line;
-        st->copy_data = b + d0;
-        st->copy_len = s->len - d0;
-        st->terminated = 0;
-        while (s->pos < s->len) {
-            size_t ls = s->pos, le = ls;
-            while (le < s->len && b[le] != '\n')
-                le++;
-            size_t ce = le;
-            if (ce > ls && b[ce - 1] == '\r')
-                ce--;
-            if (ce - ls == 2 && b[ls] == '\\' && b[ls + 1] == '.') {
-                st->copy_len = ls - d0;
-                st->terminated = 1;
-                s->pos = le;
-                if (s->pos < s->len)
-                    mig_step(s);
-                break;
-            }
-            s->pos = le;
-            if (s->pos < s->len)
-                mig_step(s);
-        }
-        if (!st->terminated)
-            s->incomplete = 1;
-    }
-    return PGPIPE_ROW;
 }
 
 /* ---- Migration files -------------------------------------------------- */
@@ -7565,7 +7753,7 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
         f->nstmts++;
     }
     if (rc == PGPIPE_PARSE)
-        m->hdr.err = sp->hdr.err;
+        m->hdr.err = *pgpipe_errinfo(sp);
     pgpipe_sql_split_close(sp);
     if (rc != PGPIPE_DONE) {
         mig_file_free_stmts(f);
@@ -7577,12 +7765,12 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
         for (int i = 0; i < f->nstmts; i++) {
             const char *s = f->stmts[i].sql;
             size_t n = 0;
-            while (mig_is_ident_char((unsigned char)s[n]))
+            while (sqlsplit_is_ident_char((unsigned char)s[n]))
                 n++;
             static const char *const tc[] = { "begin", "start", "commit", "end", "rollback",
                                               "abort", "savepoint", "release", "prepare" };
             for (size_t k = 0; k < sizeof tc / sizeof tc[0]; k++) {
-                if (!mig_word_is(s, n, tc[k]))
+                if (!sqlsplit_word_is(s, n, tc[k]))
                     continue;
                 if (k == 4 && strncasecmp(s + n, " to", 3) == 0)
                     break; /* ROLLBACK TO SAVEPOINT is harmless */
@@ -7963,85 +8151,109 @@ static int mig_entry_cmp(const void *pa, const void *pb)
     return strcmp(a->info.name, b->info.name);
 }
 
-/* Builds the entries from the files and the history, deciding what a run
-** would do with each. */
-static int mig_build_entries(pgpipe_migrator *m)
+/* Forgets which history rows matched a file, and finds the highest applied
+** (or baselined) version and the highest baseline version (NULL when none). */
+static void mig_history_bounds(pgpipe_migrator *m, const char **max_applied,
+                               const char **max_baseline)
 {
-    mig_entries_free(m);
-    int cap = 0;
-    const char *max_applied = NULL, *max_baseline = NULL;
+    *max_applied = *max_baseline = NULL;
     for (int i = 0; i < m->nrows; i++) {
         mig_row *r = &m->rows[i];
         r->matched = 0;
         if (r->kind != 'V')
             continue;
         if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0)
-            if (!max_applied || mig_vcmp(r->version, max_applied) > 0)
-                max_applied = r->version;
+            if (!*max_applied || mig_vcmp(r->version, *max_applied) > 0)
+                *max_applied = r->version;
         if (strcmp(r->status, "baseline") == 0)
-            if (!max_baseline || mig_vcmp(r->version, max_baseline) > 0)
-                max_baseline = r->version;
+            if (!*max_baseline || mig_vcmp(r->version, *max_baseline) > 0)
+                *max_baseline = r->version;
     }
+}
+
+/* State and action of a file not in the history. */
+static void mig_decide_new(pgpipe_migrator *m, mig_entry *e, const char *max_applied,
+                           const char *max_baseline)
+{
+    const mig_file *f = e->f;
+    pgpipe_migration_info *in = &e->info;
+    in->state = PGPIPE_MIGRATION_PENDING;
+    if (f->kind == 'V' && m->baseline && mig_vcmp(f->version, m->baseline) <= 0) {
+        e->do_baseline = 1;
+        snprintf(e->action, sizeof e->action, "record as baseline");
+    } else if (f->kind == 'V' && max_baseline && mig_vcmp(f->version, max_baseline) <= 0) {
+        in->state = PGPIPE_MIGRATION_IGNORED;
+        snprintf(e->action, sizeof e->action, "below the baseline %s: skipped",
+                 max_baseline);
+    } else if (f->kind == 'V' && max_applied && mig_vcmp(f->version, max_applied) < 0) {
+        e->out_of_order = 1;
+        if (m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER) {
+            in->will_run = 1;
+            snprintf(e->action, sizeof e->action, "apply (out of order)");
+        } else {
+            snprintf(e->action, sizeof e->action,
+                     "error: out of order (version %s is applied)", max_applied);
+        }
+    } else {
+        in->will_run = 1;
+        snprintf(e->action, sizeof e->action, "apply");
+    }
+}
+
+/* State and action of a file with a history row. */
+static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
+{
+    const mig_file *f = e->f;
+    const mig_row *r = e->r;
+    pgpipe_migration_info *in = &e->info;
     int repair = (m->flags & PGPIPE_MIGRATE_REPAIR) != 0;
+    if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
+        int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
+        int base = strcmp(r->status, "baseline") == 0;
+        if (same) {
+            in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
+        } else if (f->kind == 'R') {
+            in->state = PGPIPE_MIGRATION_OUTDATED;
+            in->will_run = 1;
+            snprintf(e->action, sizeof e->action, "re-apply (file changed)");
+        } else {
+            in->state = PGPIPE_MIGRATION_CHANGED;
+            e->do_repair = repair;
+            snprintf(e->action, sizeof e->action, "%s",
+                     repair ? "repair: record the new checksum"
+                            : "error: file changed since it was applied");
+        }
+    } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
+        in->state = PGPIPE_MIGRATION_PARTIAL;
+        in->will_run = 1;
+        e->resume_at = r->done;
+        snprintf(e->action, sizeof e->action, "resume at statement %d", r->done + 1);
+    } else {
+        in->state = PGPIPE_MIGRATION_FAILED;
+        in->will_run = 1;
+        snprintf(e->action, sizeof e->action, "re-apply (last attempt failed)");
+    }
+}
+
+/* An entry for each file, matched with its history row. */
+static int mig_add_file_entries(pgpipe_migrator *m, int *cap)
+{
+    const char *max_applied, *max_baseline;
+    mig_history_bounds(m, &max_applied, &max_baseline);
     for (int i = 0; i < m->nfiles; i++) {
         mig_file *f = &m->files[i];
-        mig_entry *e = mig_new_entry(m, &cap);
+        mig_entry *e = mig_new_entry(m, cap);
         if (!e)
             return pp_err_nomem(&m->hdr.err);
         e->f = f;
         mig_row *r = e->r = mig_find_row(m, f);
-        if (r)
+        if (r) {
             r->matched = 1;
-        pgpipe_migration_info *in = &e->info;
-        if (!r) {
-            in->state = PGPIPE_MIGRATION_PENDING;
-            if (f->kind == 'V' && m->baseline && mig_vcmp(f->version, m->baseline) <= 0) {
-                e->do_baseline = 1;
-                snprintf(e->action, sizeof e->action, "record as baseline");
-            } else if (f->kind == 'V' && max_baseline && mig_vcmp(f->version, max_baseline) <= 0) {
-                in->state = PGPIPE_MIGRATION_IGNORED;
-                snprintf(e->action, sizeof e->action, "below the baseline %s: skipped",
-                         max_baseline);
-            } else if (f->kind == 'V' && max_applied && mig_vcmp(f->version, max_applied) < 0) {
-                e->out_of_order = 1;
-                if (m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER) {
-                    in->will_run = 1;
-                    snprintf(e->action, sizeof e->action, "apply (out of order)");
-                } else {
-                    snprintf(e->action, sizeof e->action,
-                             "error: out of order (version %s is applied)", max_applied);
-                }
-            } else {
-                in->will_run = 1;
-                snprintf(e->action, sizeof e->action, "apply");
-            }
-        } else if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
-            int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
-            int base = strcmp(r->status, "baseline") == 0;
-            if (same) {
-                in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
-            } else if (f->kind == 'R') {
-                in->state = PGPIPE_MIGRATION_OUTDATED;
-                in->will_run = 1;
-                snprintf(e->action, sizeof e->action, "re-apply (file changed)");
-            } else {
-                in->state = PGPIPE_MIGRATION_CHANGED;
-                e->do_repair = repair;
-                snprintf(e->action, sizeof e->action, "%s",
-                         repair ? "repair: record the new checksum"
-                                : "error: file changed since it was applied");
-            }
-        } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
-            in->state = PGPIPE_MIGRATION_PARTIAL;
-            in->will_run = 1;
-            e->resume_at = r->done;
-            snprintf(e->action, sizeof e->action, "resume at statement %d", r->done + 1);
+            mig_decide_recorded(m, e);
         } else {
-            in->state = PGPIPE_MIGRATION_FAILED;
-            in->will_run = 1;
-            snprintf(e->action, sizeof e->action, "re-apply (last attempt failed)");
+            mig_decide_new(m, e, max_applied, max_baseline);
         }
-        if (in->will_run || in->state == PGPIPE_MIGRATION_FAILED) {
+        if (e->info.will_run || e->info.state == PGPIPE_MIGRATION_FAILED) {
             /* statement counts for the report; a run reports parse errors */
             pgpipe_error keep = m->hdr.err;
             if (mig_parse_file(m, f) == PGPIPE_NOMEM)
@@ -8049,11 +8261,17 @@ static int mig_build_entries(pgpipe_migrator *m)
             m->hdr.err = keep;
         }
     }
+    return PGPIPE_OK;
+}
+
+/* An entry for each history row whose file is gone. */
+static int mig_add_missing_entries(pgpipe_migrator *m, int *cap)
+{
     for (int i = 0; i < m->nrows; i++) {
         mig_row *r = &m->rows[i];
         if (r->matched)
             continue;
-        mig_entry *e = mig_new_entry(m, &cap);
+        mig_entry *e = mig_new_entry(m, cap);
         if (!e)
             return pp_err_nomem(&m->hdr.err);
         e->r = r;
@@ -8066,27 +8284,49 @@ static int mig_build_entries(pgpipe_migrator *m)
                                                               : "none (file missing on disk)");
         }
     }
-    /* a baseline version without a file of its own gets a marker row */
-    if (m->baseline) {
-        int have = 0;
-        for (int i = 0; i < m->nfiles; i++)
-            if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->baseline) == 0)
-                have = 1;
-        for (int i = 0; i < m->nrows; i++)
-            if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->baseline) == 0)
-                have = 1;
-        if (!have) {
-            mig_entry *e = mig_new_entry(m, &cap);
-            if (!e)
-                return pp_err_nomem(&m->hdr.err);
-            e->do_baseline = 1;
-            e->info.state = PGPIPE_MIGRATION_PENDING;
-            e->info.kind = 'V';
-            e->info.version = m->baseline;
-            e->info.name = "baseline";
-            snprintf(e->action, sizeof e->action, "record baseline marker");
-        }
-    }
+    return PGPIPE_OK;
+}
+
+/* A baseline version without a file or a history row of its own gets a
+** marker entry. */
+static int mig_add_baseline_marker(pgpipe_migrator *m, int *cap)
+{
+    if (!m->baseline)
+        return PGPIPE_OK;
+    int have = 0;
+    for (int i = 0; i < m->nfiles; i++)
+        if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->baseline) == 0)
+            have = 1;
+    for (int i = 0; i < m->nrows; i++)
+        if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->baseline) == 0)
+            have = 1;
+    if (have)
+        return PGPIPE_OK;
+    mig_entry *e = mig_new_entry(m, cap);
+    if (!e)
+        return pp_err_nomem(&m->hdr.err);
+    e->do_baseline = 1;
+    e->info.state = PGPIPE_MIGRATION_PENDING;
+    e->info.kind = 'V';
+    e->info.version = m->baseline;
+    e->info.name = "baseline";
+    snprintf(e->action, sizeof e->action, "record baseline marker");
+    return PGPIPE_OK;
+}
+
+/* Builds the entries from the files and the history, deciding what a run
+** would do with each, in the order a run takes them. */
+static int mig_build_entries(pgpipe_migrator *m)
+{
+    mig_entries_free(m);
+    int cap = 0;
+    int rc = mig_add_file_entries(m, &cap);
+    if (rc == PGPIPE_OK)
+        rc = mig_add_missing_entries(m, &cap);
+    if (rc == PGPIPE_OK)
+        rc = mig_add_baseline_marker(m, &cap);
+    if (rc != PGPIPE_OK)
+        return rc;
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (e->f || e->r)
@@ -8655,11 +8895,19 @@ void pgpipe_migrate_close(pgpipe_migrator *m)
     pp_free(m->tbl_name);
     pp_free(m);
 }
+#endif /* PGPIPE_OMIT_MIGRATE */
+/* ==== end src/db/migrate.c ==== */
 
-/* ---- The built-in schema and the example ------------------------------ */
+/* ==== begin src/db/schema.c ==== */
+#ifndef PGPIPE_OMIT_SCHEMA
+/*
+** The one-call installers of the built-in schema (sql/schema) and the example
+** pipeline (sql/example): the migration runner over the embedded folders.
+*/
 
-static int mig_install_embedded(PGconn *conn, const pgpipe_migrate_options *opt,
-                                const char *folder, pgpipe_error *err)
+
+static int schema_install_embedded(PGconn *conn, const pgpipe_migrate_options *opt,
+                                   const char *folder, pgpipe_error *err)
 {
     pgpipe_migrate_options o;
     pgpipe_migrate_options_init(&o);
@@ -8674,7 +8922,7 @@ static int mig_install_embedded(PGconn *conn, const pgpipe_migrate_options *opt,
         rc = pgpipe_migrate_run(m);
     if (err) {
         if (m)
-            *err = m->hdr.err;
+            *err = *pgpipe_errinfo(m);
         else
             pp_err_nomem(err);
     }
@@ -8684,18 +8932,18 @@ static int mig_install_embedded(PGconn *conn, const pgpipe_migrate_options *opt,
 
 int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err)
 {
-    return mig_install_embedded(conn, opt, "schema", err);
+    return schema_install_embedded(conn, opt, "schema", err);
 }
 
 int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err)
 {
-    int rc = mig_install_embedded(conn, opt, "schema", err);
+    int rc = schema_install_embedded(conn, opt, "schema", err);
     if (rc == PGPIPE_OK)
-        rc = mig_install_embedded(conn, opt, "example", err);
+        rc = schema_install_embedded(conn, opt, "example", err);
     return rc;
 }
-#endif /* PGPIPE_OMIT_MIGRATE */
-/* ==== end src/db/migrate.c ==== */
+#endif /* PGPIPE_OMIT_SCHEMA */
+/* ==== end src/db/schema.c ==== */
 
 /* ==== begin src/db/local.c ==== */
 #ifndef PGPIPE_OMIT_LOCAL
@@ -9078,164 +9326,25 @@ int pgpipe_local_stop(const char *dir, const pgpipe_local_options *opt, pgpipe_e
 ** (the server's "line N" context, else bisection under savepoints) for
 ** records the server rejects, reconnect-and-resend for lost connections.
 **
-** With several connections (lanes, below) the batch is not streamed while it
-** fills: the caller's thread fills a free lane and hands it to the lane's
-** thread, which sends, books and commits it on the lane's connection while
-** the next batch is read into another lane.
+** With several connections (lanes, in load_lanes.c) the batch is not
+** streamed while it fills: the caller's thread fills a free lane and hands
+** it to the lane's thread, which sends, books and commits it on the lane's
+** connection while the next batch is read into another lane.
+**
+** The loader is three files sharing the structs and declarations of
+** src/pipeline/pp_pipeline.h: this one (options, column mapping,
+** connections, the pgpipe.loads record, the public API), load_input.c
+** (records into COPY rows; the CSV, NDJSON and JSON-array framers) and
+** load_lanes.c (sending, isolating the rows the server rejects, committing
+** batches, lanes and their threads).
 */
 
 
-/* CopyData messages stay well under a Unix socket's buffer: the server reads
-** a whole message before it parses any of it, so a message larger than the
-** buffer keeps it waiting for the rest (256 KiB ones cost a tenth here). */
-#define COPY_SEND_CHUNK (32 * 1024)
 #define COPY_READ_CHUNK (256 * 1024)
-
-/* where a column value comes from */
-enum { COPY_K_FIELD, COPY_K_FIXED, COPY_K_NULL, COPY_K_RECORD, COPY_K_LINE, COPY_K_SOURCE,
-       COPY_K_BATCH, COPY_K_LOAD };
-
-typedef struct copy_col {
-    char *column;
-    int kind;
-    char *field;    /* COPY_K_FIELD */
-    int is_path;    /* field holds '.' or '[' */
-    char *value;    /* COPY_K_FIXED, COPY-escaped */
-    char *raw_value;/* COPY_K_FIXED as given (for the load's recorded mapping) */
-    int csv_idx;    /* index of the field in the CSV header */
-    int json;       /* the value is JSON (validated for CSV) */
-} copy_col;
-
-typedef struct copy_row {
-    size_t coff;        /* offset of its COPY text in l->cbuf */
-    size_t roff;        /* offset of its raw text in l->rbuf */
-    long long line;
-    long long offset;
-    int bad;            /* rejected by the server */
-} copy_row;
-
-/* A lane: one connection and the batch on it. The loader's thread fills a
-** lane's batch (streaming it into the lane's COPY as it grows), then hands
-** the lane over to commit it: with several lanes each has a thread that
-** ends the COPY, books and commits while the loader fills the next lane,
-** so the server runs one COPY per lane side by side. Everything a commit
-** touches is the lane's own; its outcome (counts, error) is folded into the
-** loader's summary by the loader's thread. */
-enum { COPY_LANE_FREE, COPY_LANE_QUEUED, COPY_LANE_DONE };
-#define COPY_MAX_LANES 8
-
-typedef struct copy_lane {
-    struct pgpipe_loader *l;
-    /* connection */
-    PGconn *conn;
-    pgpipe_conn *pconn;
-    int own_conn;
-    int connected_once;
-    pgpipe_error err;     /* of this lane's connection and batch */
-    /* the batch */
-    long long seq;
-    int skipping;         /* committed by an earlier run: counted, not sent */
-    unsigned char uuid[16];
-    char uuid_text[37];
-    pp_buf cbuf;          /* COPY text of the batch */
-    pp_buf rbuf;          /* raw text of the rows */
-    pp_buf dbuf;          /* COPY text of dead letters (pgpipe.dead_letters) */
-    size_t dbuf_valid;    /* dead letters of validation (before isolation) */
-    copy_row *rows;
-    size_t nrows, caprows;
-    long long b_read, b_dead_valid, b_dead_srv, b_bytes;
-    long long b_first_line, b_last_line, b_start_off, b_end_off;
-    int copy_open;        /* streaming COPY of the batch in progress */
-    int stream_broken;    /* streaming failed: resend at the end */
-    size_t sent;          /* bytes of cbuf sent by the streaming COPY */
-    /* the commit's outcome, for the loader's thread to fold */
-    int state;            /* COPY_LANE_*, under the loader's mutex */
-    int rc;
-    long long r_retries, r_loaded, r_dead, r_batches, r_skipped_rows, r_skipped_batches;
-#ifndef PGPIPE_OMIT_THREADS
-    pthread_t tid;
-#endif
-} copy_lane;
-
-struct pgpipe_loader {
-    pp_handle hdr;
-    /* options */
-    char *conninfo;
-    PGconn *borrowed;
-    pgpipe_pool *pool;
-    int opt_format;
-    char *opt_source_name;
-    char *target;         /* as given, for messages and NOTIFY */
-    char *target_sql;     /* quoted */
-    copy_col *cols;
-    int ncols;
-    char **required;
-    int *req_idx;
-    int nrequired;
-    int csv_delimiter;
-    int csv_delimiter_now;
-    size_t max_record;
-    int opt_batch_rows;
-    size_t opt_batch_bytes;
-    char *channel;
-    int max_retries;
-    char *opt_load_key;
-    pgpipe_load_progress_fn progress;
-    void *progress_ud;
-    char *copy_sql;
-    int urandom;
-    /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
-    copy_lane lanes[COPY_MAX_LANES];
-    int nlanes;           /* configured */
-    int threaded;         /* the lanes' threads run (this load) */
-    int quit;             /* the lanes' threads should end */
-    copy_lane *cur;       /* the lane being filled, NULL between batches */
-#ifndef PGPIPE_OMIT_THREADS
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-#endif
-    /* the load */
-    int active;
-    int failed;           /* the load stopped: further feeds return this */
-    int format;
-    char *source;         /* source name of this load */
-    char *load_key;
-    long long src_size;   /* -1 unknown */
-    long long src_mtime;  /* seconds, -1 unknown */
-    long long load_id;
-    int batch_rows;
-    size_t batch_bytes;
-    long long *done_seqs; /* committed by earlier runs, sorted */
-    size_t ndone;
-    int64_t t0;
-    long long in_bytes;   /* input bytes consumed so far */
-    long long seq;        /* of the last batch begun */
-    pgpipe_load_summary sum;
-    /* splitting */
-    pp_buf carry;         /* a record straddling chunks */
-    long long carry_line, carry_off;
-    int carry_over;       /* the record went past max_record */
-    long long line_no;    /* lines started (NDJSON) / newlines seen (JSON) */
-    int bom_pos;          /* bytes of a UTF-8 BOM matched at the stream start */
-    pp_buf sniff;         /* input held until the format is known */
-    int js_state;         /* JSON array splitter state */
-    int js_depth, js_instr, js_esc, js_scalar;
-    long long js_nl_off;  /* JSON array: offset of the current line's first byte */
-    long long js_cont;    /* UTF-8 continuation bytes seen on the current line */
-    long long carry_col;  /* JSON array: characters before the element on its line */
-    pgpipe_csv *csv;
-    int csv_ready;
-    pp_buf *csv_keys;     /* per header column: "key": JSON + COPY escaped */
-    int ncsv_keys;
-    pgpipe_json_doc *doc;
-    pp_buf scratch;
-    pgpipe_error verr;
-};
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...) PP_PRINTF(3, 4);
-static int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...)
+PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...)
 {
     char msg[900];
     va_list ap;
@@ -9250,7 +9359,7 @@ static const unsigned char copy_esc_tab[256] = {
     ['\\'] = '\\', ['\t'] = 't', ['\n'] = 'n', ['\r'] = 'r',
 };
 
-static int copy_put_esc(pp_buf *b, const char *s, size_t n)
+PGPIPE_PRIVATE int copy_put_esc(pp_buf *b, const char *s, size_t n)
 {
     if (pp_buf_reserve(b, n + 16) != PGPIPE_OK)
         return PGPIPE_NOMEM;
@@ -9274,7 +9383,7 @@ static int copy_put_esc(pp_buf *b, const char *s, size_t n)
 }
 
 /* A string as a JSON string literal ("..."), then COPY-escaped, in one pass. */
-static int copy_put_json_str(pp_buf *b, const char *s, size_t n)
+PGPIPE_PRIVATE int copy_put_json_str(pp_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     if (pp_buf_reserve(b, n + 2) != PGPIPE_OK)
@@ -9422,7 +9531,7 @@ static int copy_fill_random(pgpipe_loader *l, unsigned char *out, size_t n)
 }
 
 /* A UUID version 7: 48-bit Unix time in ms, then 74 random bits. */
-static void copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
+PGPIPE_PRIVATE void copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char *u = ln->uuid;
@@ -9580,7 +9689,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
 
 /* ---- connection --------------------------------------------------------- */
 
-static void copy_drop_conn(copy_lane *ln, int broken)
+PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken)
 {
     pgpipe_loader *l = ln->l;
     if (ln->pconn) {
@@ -9606,7 +9715,7 @@ static void copy_notice_processor(void *arg, const char *message)
     pp_logf(PGPIPE_LOG_INFO, "loader", "server: %.*s", n, message);
 }
 
-static int copy_connect(copy_lane *ln, int *transient)
+PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
 {
     pgpipe_loader *l = ln->l;
     *transient = 0;
@@ -9662,7 +9771,7 @@ static int copy_connect(copy_lane *ln, int *transient)
 }
 
 /* Run one statement (params optional); sets the lane's error. */
-static int copy_exec(copy_lane *ln, const char *sql, int n, const char *const *vals,
+PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *const *vals,
                      PGresult **out, int *transient)
 {
     *transient = 0;
@@ -9684,7 +9793,7 @@ static int copy_exec(copy_lane *ln, const char *sql, int n, const char *const *v
 }
 
 /* Roll back whatever the lane's connection has open (a failed batch). */
-static void copy_rollback(copy_lane *ln)
+PGPIPE_PRIVATE void copy_rollback(copy_lane *ln)
 {
     if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK &&
         PQtransactionStatus(ln->conn) != PQTRANS_IDLE)
@@ -9699,7 +9808,7 @@ static int copy_cmp_ll(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int copy_seq_done(const pgpipe_loader *l, long long seq)
+PGPIPE_PRIVATE int copy_seq_done(const pgpipe_loader *l, long long seq)
 {
     return l->ndone && bsearch(&seq, l->done_seqs, l->ndone, sizeof seq, copy_cmp_ll) != NULL;
 }
@@ -9897,1356 +10006,13 @@ static int copy_op_register(pgpipe_loader *l, copy_lane *ln, const void *arg, in
 
 /* Append one dead letter (its COPY text row, built by the DLQ component) to
 ** the lane's batch; PGPIPE_NOMEM (the caller sets the error) or PGPIPE_OK. */
-static int copy_dead(copy_lane *ln, long long line, long long column, long long offset,
-                     const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
-                     const char *context)
+PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, long long offset,
+                             const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
+                             const char *context)
 {
     const pp_dlq_load_letter d = { ln->l->source, line, column, offset, ln->l->load_id,
                                    ln->uuid_text, raw, rawlen, msg, sqlstate, context };
     return pp_dlq_load_row(&ln->dbuf, &d);
-}
-
-/* ---- sending ---------------------------------------------------------------- */
-
-/* Start COPY; PGPIPE_OK when the server is in COPY IN. */
-static int copy_start(copy_lane *ln, const char *sql, int *transient)
-{
-    *transient = 0;
-    PGresult *r = PQexec(ln->conn, sql);
-    if (PQresultStatus(r) == PGRES_COPY_IN) {
-        PQclear(r);
-        return PGPIPE_OK;
-    }
-    *transient = pgpipe_pq_is_transient(ln->conn, r);
-    pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
-    PQclear(r);
-    return PGPIPE_DB;
-}
-
-static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient)
-{
-    while (n) {
-        size_t k = n > COPY_SEND_CHUNK ? COPY_SEND_CHUNK : n;
-        if (PQputCopyData(ln->conn, p, (int)k) != 1) {
-            *transient = 1;
-            return pp_err_pq(&ln->err, ln->conn, NULL, "loader: sending COPY data");
-        }
-        p += k;
-        n -= k;
-    }
-    return PGPIPE_OK;
-}
-
-/* End COPY and read its result. *res gets the error result (caller clears). */
-static int copy_end(copy_lane *ln, int *transient, PGresult **res)
-{
-    *transient = 0;
-    if (res)
-        *res = NULL;
-    if (PQputCopyEnd(ln->conn, NULL) != 1) {
-        *transient = 1;
-        return pp_err_pq(&ln->err, ln->conn, NULL, "loader: ending COPY");
-    }
-    int rc = PGPIPE_OK;
-    PGresult *r;
-    int got = 0;
-    while ((r = PQgetResult(ln->conn)) != NULL) {
-        got = 1;
-        ExecStatusType st = PQresultStatus(r);
-        if (st == PGRES_COPY_IN) { /* should not happen: end again */
-            PQclear(r);
-            PQputCopyEnd(ln->conn, "unexpected");
-            continue;
-        }
-        if (st != PGRES_COMMAND_OK && rc == PGPIPE_OK) {
-            *transient = pgpipe_pq_is_transient(ln->conn, r);
-            rc = pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
-            if (res) {
-                *res = r;
-                continue;
-            }
-        }
-        PQclear(r);
-    }
-    if (!got && rc == PGPIPE_OK) {
-        *transient = 1;
-        rc = pp_err_pq(&ln->err, ln->conn, NULL, "loader: COPY");
-    }
-    if (PQstatus(ln->conn) != CONNECTION_OK) {
-        /* the connection broke after the result: what counts is the loss
-        ** (a row's rejection read just before it is stale) */
-        *transient = 1;
-        if (rc != PGPIPE_OK)
-            pp_err_pq(&ln->err, ln->conn, NULL, "loader: COPY");
-    }
-    return rc;
-}
-
-/* Abandon a streamed COPY (the load stopped mid-batch) and its transaction. */
-static void copy_abandon(copy_lane *ln)
-{
-    if (ln->copy_open && ln->conn) {
-        PQputCopyEnd(ln->conn, "load stopped");
-        PGresult *r;
-        while ((r = PQgetResult(ln->conn)) != NULL)
-            PQclear(r);
-    }
-    ln->copy_open = 0;
-    copy_rollback(ln);
-}
-
-static void copy_row_raw(const copy_lane *ln, size_t i, const char **p, size_t *n)
-{
-    size_t end = i + 1 < ln->nrows ? ln->rows[i + 1].roff : ln->rbuf.len;
-    *p = ln->rbuf.data + ln->rows[i].roff;
-    *n = end - ln->rows[i].roff;
-}
-
-/* Send rows [lo, hi) not marked bad, runs of good rows in one piece. */
-static int copy_send_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
-{
-    size_t i = lo;
-    while (i < hi) {
-        while (i < hi && ln->rows[i].bad)
-            i++;
-        size_t j = i;
-        while (j < hi && !ln->rows[j].bad)
-            j++;
-        if (j > i) {
-            size_t a = ln->rows[i].coff;
-            size_t b = j < ln->nrows ? ln->rows[j].coff : ln->cbuf.len;
-            int rc = copy_put(ln, ln->cbuf.data + a, b - a, transient);
-            if (rc != PGPIPE_OK)
-                return rc;
-        }
-        i = j;
-    }
-    return PGPIPE_OK;
-}
-
-/* The row of [lo, hi) that was the n-th (1-based) sent, (size_t)-1 if none. */
-static size_t copy_nth_sent(const copy_lane *ln, size_t lo, size_t hi, long long n)
-{
-    for (size_t i = lo; i < hi; i++)
-        if (!ln->rows[i].bad && --n == 0)
-            return i;
-    return (size_t)-1;
-}
-
-/* "COPY t, line 17, column x: ..." -> 17; 0 when absent. */
-static long long copy_context_line(const PGresult *r)
-{
-    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
-    if (!ctx || strncmp(ctx, "COPY ", 5) != 0)
-        return 0;
-    const char *p = strstr(ctx, ", line ");
-    return p ? atoll(p + 7) : 0;
-}
-
-/* Mark row i rejected and dead-letter it with the server's error. */
-static int copy_reject(copy_lane *ln, size_t i, const PGresult *r)
-{
-    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
-    const char *detail = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) : NULL;
-    char m[1024];
-    if (detail && *detail)
-        snprintf(m, sizeof m, "%s (%s)", msg ? msg : "rejected by the server", detail);
-    else
-        snprintf(m, sizeof m, "%s", msg ? msg : "rejected by the server");
-    const char *raw;
-    size_t rawlen;
-    copy_row_raw(ln, i, &raw, &rawlen);
-    ln->rows[i].bad = 1;
-    ln->b_dead_srv++;
-    if (copy_dead(ln, ln->rows[i].line, 0, ln->rows[i].offset, raw, rawlen, m, state, ctx) != PGPIPE_OK)
-        return pp_err_nomem(&ln->err);
-    return PGPIPE_OK;
-}
-
-/* Load rows [lo, hi) inside the open transaction, isolating the rows the
-** server rejects: a savepoint per attempt; on an error whose context names
-** the row ("COPY t, line N"), that row is dead-lettered, the rows before it
-** (accepted already) are loaded again and the attempt goes on after it;
-** without such a line the range is halved. After a rejection the next
-** attempts send a small window that doubles on success, so a batch of many
-** bad rows costs one short COPY per bad row, not one whole batch. */
-static int copy_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
-{
-    int rc;
-    size_t win = hi - lo;
-    while (lo < hi) {
-        size_t end = hi - lo > win ? lo + win : hi;
-        size_t live = 0;
-        for (size_t i = lo; i < end; i++)
-            live += !ln->rows[i].bad;
-        if (!live) {
-            lo = end;
-            continue;
-        }
-        rc = copy_exec(ln, "SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
-        if (rc == PGPIPE_OK)
-            rc = copy_start(ln, ln->l->copy_sql, transient);
-        if (rc != PGPIPE_OK)
-            return rc;
-        PGresult *err = NULL;
-        rc = copy_send_range(ln, lo, end, transient);
-        if (rc == PGPIPE_OK)
-            rc = copy_end(ln, transient, &err);
-        if (rc == PGPIPE_OK) {
-            rc = copy_exec(ln, "RELEASE SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
-            if (rc != PGPIPE_OK)
-                return rc;
-            lo = end;
-            win = win > (SIZE_MAX / 2) ? win : win * 2;
-            continue;
-        }
-        if (*transient) {
-            PQclear(err);
-            return rc;
-        }
-        rc = copy_exec(ln, "ROLLBACK TO SAVEPOINT pgpipe_rows; RELEASE SAVEPOINT pgpipe_rows",
-                       0, NULL, NULL, transient);
-        if (rc != PGPIPE_OK) {
-            PQclear(err);
-            return rc;
-        }
-        long long lnum = copy_context_line(err);
-        size_t k = lnum > 0 ? copy_nth_sent(ln, lo, end, lnum) : (size_t)-1;
-        if (k == (size_t)-1 && live == 1)
-            k = copy_nth_sent(ln, lo, end, 1);
-        if (k != (size_t)-1) {
-            rc = copy_reject(ln, k, err);
-            PQclear(err);
-            if (rc != PGPIPE_OK)
-                return rc;
-            if (k > lo && (rc = copy_range(ln, lo, k, transient)) != PGPIPE_OK)
-                return rc;
-            win = 2 * (k - lo) > 16 ? 2 * (k - lo) : 16;
-            lo = k + 1;
-            continue;
-        }
-        PQclear(err);
-        size_t mid = lo + (end - lo) / 2;
-        if ((rc = copy_range(ln, lo, mid, transient)) != PGPIPE_OK ||
-            (rc = copy_range(ln, mid, end, transient)) != PGPIPE_OK)
-            return rc;
-        lo = end;
-    }
-    return PGPIPE_OK;
-}
-
-/* Dead letters, load_batches row, loads counters, NOTIFY, COMMIT. Batches
-** of different lanes commit in any order: the loads row keeps the line and
-** offset of its highest committed batch. */
-static int copy_bookkeep_commit(copy_lane *ln, int *transient)
-{
-    const pgpipe_loader *l = ln->l;
-    int rc;
-    if (ln->dbuf.len) {
-        rc = copy_start(ln, pp_dlq_load_copy_sql(), transient);
-        if (rc == PGPIPE_OK)
-            rc = copy_put(ln, ln->dbuf.data, ln->dbuf.len, transient);
-        if (rc == PGPIPE_OK)
-            rc = copy_end(ln, transient, NULL);
-        if (rc != PGPIPE_OK)
-            return rc;
-    }
-    long long loaded = (long long)ln->nrows - ln->b_dead_srv;
-    long long dead = ln->b_dead_valid + ln->b_dead_srv;
-    char v[12][64];
-    char payload[600];
-    snprintf(v[0], 64, "%lld", l->load_id);
-    snprintf(v[1], 64, "%lld", ln->seq);
-    snprintf(v[2], 64, "%s", ln->uuid_text);
-    snprintf(v[3], 64, "%lld", ln->b_first_line);
-    snprintf(v[4], 64, "%lld", ln->b_last_line);
-    snprintf(v[5], 64, "%lld", ln->b_start_off);
-    snprintf(v[6], 64, "%lld", ln->b_end_off);
-    snprintf(v[7], 64, "%lld", ln->b_read);
-    snprintf(v[8], 64, "%lld", loaded);
-    snprintf(v[9], 64, "%lld", dead);
-    /* the payload is JSON; the target name is JSON-escaped */
-    pp_buf t = { 0 };
-    copy_put_json_str(&t, l->target, strlen(l->target));
-    snprintf(payload, sizeof payload, "{\"table\":%.*s,\"batch_id\":\"%s\",\"rows\":%lld,"
-             "\"load_id\":%lld,\"seq\":%lld}", t.len < 400 ? (int)t.len : 2,
-             t.len < 400 ? t.data : "\"\"", ln->uuid_text, loaded, l->load_id, ln->seq);
-    pp_buf_free(&t);
-    /* copy_put_json_str doubled backslashes for COPY: undo for the payload */
-    for (char *s = payload, *w = payload;; s++) {
-        if (s[0] == '\\' && s[1] == '\\')
-            s++;
-        if (!(*w++ = *s))
-            break;
-    }
-    const char *vals[12] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-                             l->channel ? l->channel : "", payload };
-    rc = copy_exec(ln,
-        "WITH b AS (INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, first_line, last_line, "
-        "start_offset, end_offset, rows_read, rows_loaded, rows_dead_lettered) VALUES ($1::bigint, "
-        "$2::bigint, $3::uuid, $4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::int, $9::int, "
-        "$10::int) RETURNING 1), "
-        "u AS (UPDATE pgpipe.loads SET rows_read = rows_read + $8::int, rows_loaded = rows_loaded + "
-        "$9::int, rows_dead_lettered = rows_dead_lettered + $10::int, batches = batches + 1, "
-        "last_batch_seq = greatest(last_batch_seq, $2::bigint), "
-        "last_line = CASE WHEN $2::bigint > last_batch_seq THEN $5::bigint ELSE last_line END, "
-        "last_offset = CASE WHEN $2::bigint > last_batch_seq THEN $7::bigint ELSE last_offset END, "
-        "updated_at = now() WHERE id = $1::bigint RETURNING 1) "
-        "SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM u), "
-        "(SELECT count(*) FROM (SELECT pg_notify($11::text, $12::text) "
-        "WHERE $11::text <> '' AND $9::int > 0) n)", 12, vals, NULL, transient);
-    if (rc != PGPIPE_OK)
-        return rc;
-    return copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
-}
-
-/* The whole batch from its buffer, in one transaction. */
-static int copy_batch_slow(copy_lane *ln, int *transient)
-{
-    /* forget what an earlier attempt isolated */
-    ln->dbuf.len = ln->dbuf_valid;
-    ln->b_dead_srv = 0;
-    for (size_t i = 0; i < ln->nrows; i++)
-        ln->rows[i].bad = 0;
-    int rc = copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, transient);
-    if (rc == PGPIPE_OK)
-        rc = copy_range(ln, 0, ln->nrows, transient);
-    if (rc == PGPIPE_OK)
-        rc = copy_bookkeep_commit(ln, transient);
-    if (rc != PGPIPE_OK && !*transient)
-        copy_rollback(ln);
-    return rc;
-}
-
-/* The streamed fast path: finish the COPY, book, commit. *fallback is set
-** when the batch should go the slow way (a row was rejected). */
-static int copy_batch_fast(copy_lane *ln, int *transient, int *fallback)
-{
-    *fallback = 0;
-    int rc = PGPIPE_OK;
-    if (ln->nrows) {
-        if (!ln->copy_open)
-            return *fallback = 1, PGPIPE_OK;
-        rc = copy_put(ln, ln->cbuf.data + ln->sent, ln->cbuf.len - ln->sent, transient);
-        if (rc == PGPIPE_OK)
-            rc = copy_end(ln, transient, NULL);
-        ln->copy_open = 0;
-        if (rc != PGPIPE_OK) {
-            if (*transient)
-                return rc;
-            copy_rollback(ln);
-            *fallback = 1;
-            return PGPIPE_OK;
-        }
-    } else {
-        rc = copy_exec(ln, "BEGIN", 0, NULL, NULL, transient);
-        if (rc != PGPIPE_OK)
-            return rc;
-    }
-    rc = copy_bookkeep_commit(ln, transient);
-    if (rc != PGPIPE_OK && !*transient)
-        copy_rollback(ln);
-    return rc;
-}
-
-/* Was the lane's batch committed (by an attempt whose reply was lost)? */
-static int copy_batch_committed(copy_lane *ln, int *yes, int *ours, int *transient)
-{
-    char a[32], b[32];
-    snprintf(a, sizeof a, "%lld", ln->l->load_id);
-    snprintf(b, sizeof b, "%lld", ln->seq);
-    const char *v[2] = { a, b };
-    PGresult *r;
-    int rc = copy_exec(ln, "SELECT rows_loaded, batch_id::text FROM pgpipe.load_batches "
-                           "WHERE load_id = $1::bigint AND seq = $2::bigint", 2, v, &r, transient);
-    if (rc != PGPIPE_OK)
-        return rc;
-    *yes = PQntuples(r) == 1;
-    *ours = *yes && !strcmp(PQgetvalue(r, 0, 1), ln->uuid_text);
-    if (*ours) {
-        long long loaded = atoll(PQgetvalue(r, 0, 0));
-        ln->b_dead_srv = (long long)ln->nrows - loaded;
-    }
-    PQclear(r);
-    return PGPIPE_OK;
-}
-
-static void copy_stream_open(copy_lane *ln);
-
-/* Commit the lane's batch, whatever it takes (within max_retries); the
-** outcome goes to ln->rc and the ln->r_* counts. Runs on the lane's thread
-** (or the loader's, with one lane) and touches nothing but the lane and the
-** loader's options. */
-static void copy_lane_commit(copy_lane *ln)
-{
-    pgpipe_retry rt;
-    pgpipe_retry_init(&rt, ln->l->max_retries + 1, 100, 2000);
-    int transient = 0, fallback = 0, rc, yes = 0, ours = 0;
-    if (ln->nrows && !ln->copy_open && !ln->stream_broken)
-        copy_stream_open(ln); /* not streamed while it filled */
-    int fast = !ln->stream_broken && ln->conn != NULL;
-    for (;;) {
-        yes = ours = 0;
-        if (fast) {
-            rc = copy_batch_fast(ln, &transient, &fallback);
-            fast = 0;
-            if (rc == PGPIPE_OK && fallback)
-                rc = copy_batch_slow(ln, &transient);
-        } else {
-            rc = copy_connect(ln, &transient);
-            if (rc == PGPIPE_OK)
-                rc = copy_batch_committed(ln, &yes, &ours, &transient);
-            if (rc == PGPIPE_OK && !yes)
-                rc = copy_batch_slow(ln, &transient);
-        }
-        if (rc == PGPIPE_OK)
-            break;
-        if (!transient) {
-            /* a duplicate load_batches key: the batch was committed by
-            ** another run of the same load (its row won: the batch is
-            ** theirs, skip it), or by an earlier attempt of ours whose
-            ** COMMIT was still in flight when we looked after reconnecting
-            ** (same batch id: it is committed, count it). When looking
-            ** fails on a lost connection, reconnect and look again. */
-            if (strcmp(ln->err.sqlstate, "23505") != 0) {
-                ln->rc = rc;
-                return;
-            }
-            int t = 0;
-            if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK &&
-                copy_batch_committed(ln, &yes, &ours, &t) == PGPIPE_OK) {
-                if (yes)
-                    break;
-                ln->rc = rc;
-                return;
-            }
-            if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK && !t) {
-                ln->rc = rc;
-                return;
-            }
-        }
-        int d = pgpipe_retry_next_delay(&rt);
-        if (d < 0) {
-            ln->rc = rc;
-            return;
-        }
-        pp_logf(PGPIPE_LOG_INFO, "loader", "batch %lld: %s; reconnecting in %d ms", ln->seq,
-                ln->err.message, d);
-        copy_drop_conn(ln, 1);
-        pgpipe_sleep_ms(d);
-    }
-    ln->rc = PGPIPE_OK;
-    pgpipe_error_clear(&ln->err);
-    if (yes && !ours) {
-        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld batch %lld was committed by another run: "
-                "skipped", ln->l->load_id, ln->seq);
-        ln->r_skipped_rows += ln->b_read;
-        ln->r_skipped_batches++;
-        return;
-    }
-    ln->r_loaded += (long long)ln->nrows - ln->b_dead_srv;
-    ln->r_dead += ln->b_dead_valid + ln->b_dead_srv;
-    ln->r_batches++;
-}
-
-/* ---- batches and lanes ------------------------------------------------------ */
-
-static void copy_batch_reset(copy_lane *ln)
-{
-    ln->cbuf.len = ln->rbuf.len = ln->dbuf.len = 0;
-    ln->dbuf_valid = 0;
-    ln->nrows = 0;
-    ln->b_read = ln->b_dead_valid = ln->b_dead_srv = ln->b_bytes = 0;
-    ln->copy_open = ln->stream_broken = 0;
-    ln->sent = 0;
-    ln->skipping = 0;
-}
-
-#ifndef PGPIPE_OMIT_THREADS
-static void *copy_lane_main(void *arg)
-{
-    copy_lane *ln = arg;
-    pgpipe_loader *l = ln->l;
-    pthread_mutex_lock(&l->mu);
-    for (;;) {
-        while (ln->state != COPY_LANE_QUEUED && !l->quit)
-            pthread_cond_wait(&l->cv, &l->mu);
-        if (ln->state != COPY_LANE_QUEUED)
-            break;
-        pthread_mutex_unlock(&l->mu);
-        copy_lane_commit(ln);
-        pthread_mutex_lock(&l->mu);
-        ln->state = COPY_LANE_DONE;
-        pthread_cond_broadcast(&l->cv);
-    }
-    pthread_mutex_unlock(&l->mu);
-    return NULL;
-}
-#endif
-
-/* Start a thread per lane for this load; with one lane, or when a thread
-** cannot be started, batches commit on the loader's thread. */
-static void copy_lanes_start(pgpipe_loader *l)
-{
-    l->threaded = 0;
-    l->quit = 0;
-#ifndef PGPIPE_OMIT_THREADS
-    if (l->nlanes < 2)
-        return;
-    int i;
-    for (i = 0; i < l->nlanes; i++)
-        if (pthread_create(&l->lanes[i].tid, NULL, copy_lane_main, &l->lanes[i]) != 0)
-            break;
-    if (i == l->nlanes) {
-        l->threaded = 1;
-        return;
-    }
-    pthread_mutex_lock(&l->mu);
-    l->quit = 1;
-    pthread_cond_broadcast(&l->cv);
-    pthread_mutex_unlock(&l->mu);
-    while (i-- > 0)
-        pthread_join(l->lanes[i].tid, NULL);
-    pp_logf(PGPIPE_LOG_WARN, "loader", "cannot start the lanes' threads: loading on one connection");
-#endif
-}
-
-static void copy_lanes_stop(pgpipe_loader *l)
-{
-#ifndef PGPIPE_OMIT_THREADS
-    if (!l->threaded)
-        return;
-    pthread_mutex_lock(&l->mu);
-    l->quit = 1;
-    pthread_cond_broadcast(&l->cv);
-    pthread_mutex_unlock(&l->mu);
-    for (int i = 0; i < l->nlanes; i++)
-        pthread_join(l->lanes[i].tid, NULL);
-    l->threaded = 0;
-#else
-    (void)l;
-#endif
-}
-
-static int copy_progress(pgpipe_loader *l);
-
-/* Take in a committed lane's outcome (loader's thread, the lane FREE
-** again). The first error stops the load; the progress callback hears of
-** every batch. */
-static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
-{
-    l->sum.retries += ln->r_retries;
-    l->sum.rows_loaded += ln->r_loaded;
-    l->sum.rows_dead += ln->r_dead;
-    l->sum.batches += ln->r_batches;
-    l->sum.rows_skipped += ln->r_skipped_rows;
-    l->sum.batches_skipped += ln->r_skipped_batches;
-    ln->r_retries = ln->r_loaded = ln->r_dead = ln->r_batches = 0;
-    ln->r_skipped_rows = ln->r_skipped_batches = 0;
-    int rc = ln->rc;
-    ln->rc = PGPIPE_OK;
-    copy_batch_reset(ln);
-    if (rc != PGPIPE_OK) {
-        l->hdr.err = ln->err;
-        return rc;
-    }
-    return copy_progress(l);
-}
-
-/* A free lane for the next batch: folds what the lanes committed meanwhile
-** and, when every lane is busy, waits for one. wait_all: wait for every
-** lane (the end of a load). The first error is returned, after the wait. */
-static int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all)
-{
-    int rc = PGPIPE_OK;
-    if (free_lane)
-        *free_lane = NULL;
-    if (!l->threaded) { /* lanes[0] commits on this thread: it is free */
-        (void)wait_all;
-        if (free_lane)
-            *free_lane = &l->lanes[0];
-        return rc;
-    }
-#ifndef PGPIPE_OMIT_THREADS
-    pgpipe_error first; /* the first error is the one reported */
-    int n = l->nlanes;
-    pthread_mutex_lock(&l->mu);
-    for (;;) {
-        int busy = 0;
-        copy_lane *done = NULL, *idle = NULL;
-        for (int i = 0; i < n; i++) {
-            copy_lane *ln = &l->lanes[i];
-            if (ln->state == COPY_LANE_DONE && !done)
-                done = ln;
-            else if (ln->state == COPY_LANE_QUEUED)
-                busy++;
-            else if (ln->state == COPY_LANE_FREE && !idle)
-                idle = ln;
-        }
-        if (done) {
-            done->state = COPY_LANE_FREE;
-            pthread_mutex_unlock(&l->mu);
-            int frc = copy_lane_fold(l, done);
-            if (rc == PGPIPE_OK && frc != PGPIPE_OK) {
-                rc = frc;
-                first = l->hdr.err;
-            }
-            pthread_mutex_lock(&l->mu);
-            continue;
-        }
-        if (wait_all ? busy == 0 : (idle != NULL || rc != PGPIPE_OK)) {
-            if (free_lane && rc == PGPIPE_OK)
-                *free_lane = idle;
-            break;
-        }
-        pthread_cond_wait(&l->cv, &l->mu);
-    }
-    pthread_mutex_unlock(&l->mu);
-    if (rc != PGPIPE_OK)
-        l->hdr.err = first;
-#endif
-    return rc;
-}
-
-/* Hand the filled lane over to be committed. */
-static int copy_lane_handoff(pgpipe_loader *l, copy_lane *ln)
-{
-    if (!l->threaded) {
-        copy_lane_commit(ln);
-        return copy_lane_fold(l, ln);
-    }
-#ifndef PGPIPE_OMIT_THREADS
-    pthread_mutex_lock(&l->mu);
-    ln->state = COPY_LANE_QUEUED;
-    pthread_cond_broadcast(&l->cv);
-    pthread_mutex_unlock(&l->mu);
-#endif
-    return PGPIPE_OK;
-}
-
-static int copy_batch_begin(pgpipe_loader *l, long long line, long long off)
-{
-    copy_lane *ln;
-    int rc = copy_lanes_collect(l, &ln, 0);
-    if (rc != PGPIPE_OK)
-        return rc;
-    copy_batch_reset(ln);
-    l->cur = ln;
-    ln->seq = ++l->seq;
-    ln->skipping = copy_seq_done(l, ln->seq);
-    if (!ln->skipping)
-        copy_new_uuid(l, ln);
-    ln->b_first_line = line;
-    ln->b_start_off = off;
-    return PGPIPE_OK;
-}
-
-static void copy_report(pgpipe_loader *l)
-{
-    l->sum.seconds = (double)(pgpipe_now_us() - l->t0) / 1e6;
-    l->sum.bytes = l->in_bytes;
-    l->sum.rows_per_sec = l->sum.seconds > 0 ? (double)l->sum.records_read / l->sum.seconds : 0;
-}
-
-static int copy_progress(pgpipe_loader *l)
-{
-    copy_report(l);
-    if (!l->progress)
-        return PGPIPE_OK;
-    pgpipe_load_progress p;
-    p.bytes_done = l->in_bytes;
-    p.bytes_total = l->src_size;
-    p.records_read = l->sum.records_read;
-    p.rows_loaded = l->sum.rows_loaded;
-    p.rows_dead = l->sum.rows_dead;
-    p.rows_skipped = l->sum.rows_skipped;
-    p.batches = l->sum.batches;
-    p.seconds = l->sum.seconds;
-    if (l->progress(l->progress_ud, &p))
-        return copy_errf(l, PGPIPE_BUSY, "loader: stopped by the progress callback after batch %lld",
-                         l->seq);
-    return PGPIPE_OK;
-}
-
-/* The current batch is complete: commit it (or count it, when an earlier
-** run committed it). */
-static int copy_batch_end(pgpipe_loader *l)
-{
-    copy_lane *ln = l->cur;
-    if (!ln)
-        return PGPIPE_OK;
-    l->cur = NULL;
-    if (ln->skipping) {
-        ln->r_skipped_rows += ln->b_read;
-        ln->r_skipped_batches++;
-        return copy_lane_fold(l, ln);
-    }
-    return copy_lane_handoff(l, ln);
-}
-
-/* A record was read (loaded or dead-lettered): count it, close a full batch. */
-static int copy_record_done(pgpipe_loader *l, long long line, long long off, size_t rawlen)
-{
-    copy_lane *ln = l->cur;
-    ln->b_read++;
-    l->sum.records_read++;
-    ln->b_bytes += (long long)rawlen + 1;
-    ln->b_last_line = line;
-    ln->b_end_off = off + (long long)rawlen;
-    if (ln->b_read >= l->batch_rows || (size_t)ln->b_bytes >= l->batch_bytes)
-        return copy_batch_end(l);
-    return PGPIPE_OK;
-}
-
-/* Begin the batch's transaction and COPY on the lane (connecting it if it
-** never was). A failure only marks the stream broken: the batch then goes
-** the slow way when it is committed. */
-static void copy_stream_open(copy_lane *ln)
-{
-    int transient = 0;
-    if (!ln->conn && !ln->connected_once)
-        copy_connect(ln, &transient);
-    if (!ln->conn || PQstatus(ln->conn) != CONNECTION_OK) {
-        ln->stream_broken = 1;
-        return;
-    }
-    if (copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, &transient) != PGPIPE_OK ||
-        copy_start(ln, ln->l->copy_sql, &transient) != PGPIPE_OK) {
-        copy_rollback(ln);
-        ln->stream_broken = 1;
-        return;
-    }
-    ln->copy_open = 1;
-    ln->sent = 0;
-}
-
-/* With one lane the batch streams to the server while it fills: the COPY
-** begins at the first row and the buffer is sent every COPY_SEND_CHUNK
-** bytes. (With several, the lane's thread sends the whole batch: filling
-** stays ahead of every server instead of waiting on one.) */
-static void copy_stream(copy_lane *ln)
-{
-    if (ln->stream_broken || ln->l->threaded)
-        return;
-    if (!ln->copy_open) {
-        copy_stream_open(ln);
-        if (!ln->copy_open)
-            return;
-    }
-    if (ln->cbuf.len - ln->sent >= COPY_SEND_CHUNK) {
-        int transient = 0;
-        if (copy_put(ln, ln->cbuf.data + ln->sent, ln->cbuf.len - ln->sent, &transient) != PGPIPE_OK) {
-            ln->stream_broken = 1;
-            ln->copy_open = 0;
-            return;
-        }
-        ln->sent = ln->cbuf.len;
-    }
-}
-
-/* ---- building rows --------------------------------------------------------- */
-
-static int copy_row_push(pgpipe_loader *l, size_t coff, const char *raw, size_t rawlen,
-                         long long line, long long off)
-{
-    copy_lane *ln = l->cur;
-    if (ln->nrows == ln->caprows) {
-        size_t n = ln->caprows ? ln->caprows * 2 : 1024;
-        copy_row *r = pp_realloc(ln->rows, n * sizeof *r);
-        if (!r)
-            return pp_err_nomem(&l->hdr.err);
-        ln->rows = r;
-        ln->caprows = n;
-    }
-    copy_row *r = &ln->rows[ln->nrows++];
-    r->coff = coff;
-    r->roff = ln->rbuf.len;
-    r->line = line;
-    r->offset = off;
-    r->bad = 0;
-    if (pp_buf_append(&ln->rbuf, raw, rawlen) != PGPIPE_OK)
-        return pp_err_nomem(&l->hdr.err);
-    copy_stream(ln);
-    return PGPIPE_OK;
-}
-
-/* A JSON value as a column value (COPY text). */
-static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int json, const char **why)
-{
-    pp_buf *b = &l->cur->cbuf;
-    size_t n;
-    const char *s;
-    switch (pgpipe_json_type(v)) {
-    case PGPIPE_JSON_INVALID:
-    case PGPIPE_JSON_NULL:
-        return pp_buf_append(b, "\\N", 2);
-    case PGPIPE_JSON_STRING:
-        s = pgpipe_json_get_str(v, &n);
-        if (json)
-            return copy_put_json_str(b, s, n);
-        if (memchr(s, '\0', n)) {
-            *why = "holds a NUL character";
-            return PGPIPE_PARSE;
-        }
-        return copy_put_esc(b, s, n);
-    case PGPIPE_JSON_NUMBER:
-        s = pgpipe_json_number_text(v, &n);
-        return pp_buf_append(b, s, n);
-    case PGPIPE_JSON_BOOL:
-        return pgpipe_json_get_bool(v) ? pp_buf_append(b, "true", 4) : pp_buf_append(b, "false", 5);
-    default: {
-        size_t cap = l->scratch.cap ? l->scratch.cap : 256;
-        for (;;) {
-            if (pp_buf_reserve(&l->scratch, cap) != PGPIPE_OK)
-                return PGPIPE_NOMEM;
-            int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
-            if (rc == PGPIPE_OK)
-                return copy_put_esc(b, l->scratch.data, n);
-            if (rc != PGPIPE_LIMIT)
-                return rc;
-            cap = n + 1;
-        }
-    }
-    }
-}
-
-static int copy_put_common(pgpipe_loader *l, const copy_col *c, long long line)
-{
-    pp_buf *b = &l->cur->cbuf;
-    switch (c->kind) {
-    case COPY_K_FIXED: return pp_buf_append(b, c->value, strlen(c->value));
-    case COPY_K_NULL: return pp_buf_append(b, "\\N", 2);
-    case COPY_K_LINE: return pp_buf_appendf(b, "%lld", line);
-    case COPY_K_SOURCE: return copy_put_esc(b, l->source, strlen(l->source));
-    case COPY_K_BATCH: return pp_buf_append(b, l->cur->uuid_text, 36);
-    case COPY_K_LOAD: return pp_buf_appendf(b, "%lld", l->load_id);
-    default: return PGPIPE_MISUSE;
-    }
-}
-
-static const pgpipe_json_val *copy_json_field(const pgpipe_json_val *root, const char *f, int path)
-{
-    return path ? pgpipe_json_path(root, f) : pgpipe_json_obj_get(root, f, strlen(f));
-}
-
-static int copy_reject_input(pgpipe_loader *l, const char *raw, size_t len, long long line,
-                             long long col, long long off, const char *msg)
-{
-    copy_lane *ln = l->cur;
-    ln->b_dead_valid++;
-    if (copy_dead(ln, line, col, off, raw, len, msg, NULL, NULL) != PGPIPE_OK)
-        return pp_err_nomem(&l->hdr.err);
-    ln->dbuf_valid = ln->dbuf.len;
-    return PGPIPE_OK;
-}
-
-/* One JSON record (an NDJSON line or an array element). */
-static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long long line,
-                            long long off, int overlong)
-{
-    int rc = l->cur ? PGPIPE_OK : copy_batch_begin(l, line, off);
-    if (rc != PGPIPE_OK)
-        return rc;
-    char msg[1100];
-    if (l->cur->skipping)
-        return copy_record_done(l, line, off, len);
-    if (overlong) {
-        snprintf(msg, sizeof msg, "record longer than the limit of %zu bytes", l->max_record);
-        rc = copy_reject_input(l, raw, len, line, 0, off, msg);
-        return rc ? rc : copy_record_done(l, line, off, len);
-    }
-    rc = pgpipe_json_parse(l->doc, raw, len);
-    if (rc == PGPIPE_NOMEM)
-        return pp_err_nomem(&l->hdr.err);
-    if (rc != PGPIPE_OK) {
-        const pgpipe_error *e = pgpipe_errinfo(l->doc);
-        long long eline = line + (e->line > 0 ? e->line - 1 : 0);
-        /* an array element may start mid-line: the parser's columns on its
-        ** first line count from the element */
-        long long ecol = e->column + (l->format == PGPIPE_FORMAT_JSON && e->line <= 1 ? l->carry_col : 0);
-        /* the parser counts lines from the record's start: name the line of
-        ** the input instead ("at line 1" of a record on line 5 misleads) */
-        char tail[80];
-        size_t ml = strlen(e->message);
-        int tl = snprintf(tail, sizeof tail, " at line %lld, column %lld", e->line, e->column);
-        if (tl > 0 && ml >= (size_t)tl && !strcmp(e->message + ml - (size_t)tl, tail))
-            snprintf(msg, sizeof msg, "%.*s at line %lld, column %lld", (int)(ml - (size_t)tl),
-                     e->message, eline, ecol);
-        else
-            snprintf(msg, sizeof msg, "%s", e->message);
-        rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
-        return rc ? rc : copy_record_done(l, line, off, len);
-    }
-    const pgpipe_json_val *root = pgpipe_json_root(l->doc);
-    if (pgpipe_json_type(root) != PGPIPE_JSON_OBJECT) {
-        snprintf(msg, sizeof msg, "record is a JSON %s, not an object",
-                 pgpipe_json_type_name(pgpipe_json_type(root)));
-        rc = copy_reject_input(l, raw, len, line,
-                               1 + (l->format == PGPIPE_FORMAT_JSON ? l->carry_col : 0), off, msg);
-        return rc ? rc : copy_record_done(l, line, off, len);
-    }
-    for (int i = 0; i < l->nrequired; i++) {
-        const char *f = l->required[i];
-        int t = pgpipe_json_type(copy_json_field(root, f, strpbrk(f, ".[") != NULL));
-        if (t == PGPIPE_JSON_INVALID || t == PGPIPE_JSON_NULL) {
-            snprintf(msg, sizeof msg, "required field \"%s\" is %s", f,
-                     t == PGPIPE_JSON_NULL ? "null" : "missing");
-            rc = copy_reject_input(l, raw, len, line, 0, off, msg);
-            return rc ? rc : copy_record_done(l, line, off, len);
-        }
-    }
-    pp_buf *cb = &l->cur->cbuf;
-    size_t coff = cb->len;
-    for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
-        const copy_col *c = &l->cols[i];
-        if (i)
-            rc = pp_buf_putc(cb, '\t');
-        if (rc != PGPIPE_OK)
-            break;
-        if (c->kind == COPY_K_RECORD) {
-            rc = copy_put_esc(cb, raw, len);
-        } else if (c->kind == COPY_K_FIELD) {
-            const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
-            const char *why = NULL;
-            rc = copy_put_json_value(l, v, c->json, &why);
-            if (rc == PGPIPE_PARSE) {
-                snprintf(msg, sizeof msg, "field \"%s\" %s", c->field, why);
-                cb->len = coff;
-                rc = copy_reject_input(l, raw, len, line, 0, off, msg);
-                return rc ? rc : copy_record_done(l, line, off, len);
-            }
-        } else {
-            rc = copy_put_common(l, c, line);
-        }
-    }
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_putc(cb, '\n');
-    if (rc != PGPIPE_OK)
-        return pp_err_nomem(&l->hdr.err);
-    rc = copy_row_push(l, coff, raw, len, line, off);
-    return rc ? rc : copy_record_done(l, line, off, len);
-}
-
-/* ---- CSV ------------------------------------------------------------------ */
-
-static int copy_csv_setup(pgpipe_loader *l)
-{
-    int n = pgpipe_csv_header_count(l->csv);
-    l->csv_keys = pp_calloc((size_t)(n > 0 ? n : 1), sizeof *l->csv_keys);
-    if (!l->csv_keys)
-        return pp_err_nomem(&l->hdr.err);
-    l->ncsv_keys = n;
-    for (int i = 0; i < n; i++) {
-        const char *h = pgpipe_csv_header_name(l->csv, i);
-        if (copy_put_json_str(&l->csv_keys[i], h, strlen(h)) != PGPIPE_OK ||
-            pp_buf_putc(&l->csv_keys[i], ':') != PGPIPE_OK)
-            return pp_err_nomem(&l->hdr.err);
-    }
-    for (int i = 0; i < l->ncols; i++) {
-        copy_col *c = &l->cols[i];
-        if (c->kind != COPY_K_FIELD)
-            continue;
-        c->csv_idx = pgpipe_csv_column_index(l->csv, c->field);
-        if (c->csv_idx < 0)
-            return pp_err_at(&l->hdr.err, PGPIPE_MISUSE, l->source, 1, 0, 0,
-                             "loader: the CSV header has no column \"%s\" (for %s)", c->field, c->column);
-    }
-    for (int i = 0; i < l->nrequired; i++) {
-        l->req_idx[i] = pgpipe_csv_column_index(l->csv, l->required[i]);
-        if (l->req_idx[i] < 0)
-            return pp_err_at(&l->hdr.err, PGPIPE_MISUSE, l->source, 1, 0, 0,
-                             "loader: the CSV header has no column \"%s\" (a required field)",
-                             l->required[i]);
-    }
-    l->csv_ready = 1;
-    return PGPIPE_OK;
-}
-
-/* The current CSV record (rc is PGPIPE_ROW or PGPIPE_PARSE). */
-static int copy_csv_record(pgpipe_loader *l, int next_rc)
-{
-    const char *raw = NULL;
-    size_t len = 0;
-    if (pgpipe_csv_raw_record(l->csv, &raw, &len) != PGPIPE_OK) {
-        raw = NULL;
-        len = 0;
-    }
-    long long line = pgpipe_csv_record_line(l->csv);
-    long long off = pgpipe_csv_record_offset(l->csv);
-    int rc = l->cur ? PGPIPE_OK : copy_batch_begin(l, line, off);
-    if (rc != PGPIPE_OK)
-        return rc;
-    if (l->cur->skipping)
-        return copy_record_done(l, line, off, len);
-    char msg[1200];
-    if (next_rc == PGPIPE_PARSE) {
-        const pgpipe_error *e = pgpipe_errinfo(l->csv);
-        rc = copy_reject_input(l, raw, len, e->line > 0 ? e->line : line, e->column, off, e->message);
-        return rc ? rc : copy_record_done(l, line, off, len);
-    }
-    if (!copy_utf8_ok((const unsigned char *)raw, len)) {
-        size_t i = 0;
-        while (i < len && copy_utf8_seq((const unsigned char *)raw + i, len - i))
-            i += copy_utf8_seq((const unsigned char *)raw + i, len - i);
-        /* line and column (in characters) of the bad byte in the input: a
-        ** quoted field may span lines */
-        long long eline = line, ecol = 1;
-        for (size_t k = 0; k < i; k++) {
-            if (raw[k] == '\n' || (raw[k] == '\r' && (k + 1 >= len || raw[k + 1] != '\n'))) {
-                eline++;
-                ecol = 1;
-            } else if (((unsigned char)raw[k] & 0xC0) != 0x80) {
-                ecol++;
-            }
-        }
-        snprintf(msg, sizeof msg, "%s at line %lld, column %lld (byte %zu of the record)",
-                 i < len && raw[i] == 0 ? "NUL byte" : "invalid UTF-8", eline, ecol, i + 1);
-        if (i < len && raw[i] != 0)
-            snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": byte 0x%02X",
-                     (unsigned)(unsigned char)raw[i]);
-        rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
-        return rc ? rc : copy_record_done(l, line, off, len);
-    }
-    int nf = 0;
-    const pgpipe_csv_span *f = pgpipe_csv_fields(l->csv, &nf);
-    for (int i = 0; i < l->nrequired; i++) {
-        int k = l->req_idx[i];
-        if (k >= nf || f[k].len == 0) {
-            snprintf(msg, sizeof msg, "required field \"%s\" is empty", l->required[i]);
-            rc = copy_reject_input(l, raw, len, line, 0, off, msg);
-            return rc ? rc : copy_record_done(l, line, off, len);
-        }
-    }
-    pp_buf *b = &l->cur->cbuf;
-    size_t coff = b->len;
-    rc = PGPIPE_OK;
-    for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
-        const copy_col *c = &l->cols[i];
-        if (i)
-            rc |= pp_buf_putc(b, '\t');
-        if (c->kind == COPY_K_FIELD) {
-            int k = c->csv_idx;
-            if (k >= nf || (f[k].len == 0 && !f[k].quoted)) {
-                rc |= pp_buf_append(b, "\\N", 2);
-                continue;
-            }
-            if (c->json && pgpipe_json_validate(f[k].data, f[k].len, &l->verr) != PGPIPE_OK) {
-                snprintf(msg, sizeof msg, "field \"%s\" is not valid JSON: %s", c->field,
-                         l->verr.message);
-                b->len = coff;
-                rc = copy_reject_input(l, raw, len, line, 0, off, msg);
-                return rc ? rc : copy_record_done(l, line, off, len);
-            }
-            rc |= copy_put_esc(b, f[k].data, f[k].len);
-        } else if (c->kind == COPY_K_RECORD) {
-            rc |= pp_buf_putc(b, '{');
-            int m = nf < l->ncsv_keys ? nf : l->ncsv_keys;
-            for (int k = 0; k < m && rc == PGPIPE_OK; k++) {
-                if (k)
-                    rc |= pp_buf_putc(b, ',');
-                rc |= pp_buf_append(b, l->csv_keys[k].data, l->csv_keys[k].len);
-                if (f[k].len == 0 && !f[k].quoted)
-                    rc |= pp_buf_append(b, "null", 4);
-                else
-                    rc |= copy_put_json_str(b, f[k].data, f[k].len);
-            }
-            rc |= pp_buf_putc(b, '}');
-        } else {
-            rc |= copy_put_common(l, c, line);
-        }
-    }
-    rc |= pp_buf_putc(b, '\n');
-    if (rc != PGPIPE_OK)
-        return pp_err_nomem(&l->hdr.err);
-    rc = copy_row_push(l, coff, raw ? raw : "", len, line, off);
-    return rc ? rc : copy_record_done(l, line, off, len);
-}
-
-static int copy_csv_drain(pgpipe_loader *l)
-{
-    for (;;) {
-        int rc = pgpipe_csv_next(l->csv);
-        if (rc == PGPIPE_BUSY || rc == PGPIPE_DONE)
-            return PGPIPE_OK;
-        if (rc != PGPIPE_ROW && rc != PGPIPE_PARSE) {
-            const pgpipe_error *e = pgpipe_errinfo(l->csv);
-            l->hdr.err = *e;
-            if (!l->hdr.err.source[0])
-                snprintf(l->hdr.err.source, sizeof l->hdr.err.source, "%s", l->source);
-            return rc;
-        }
-        int srv;
-        if (!l->csv_ready && (srv = copy_csv_setup(l)) != PGPIPE_OK)
-            return srv;
-        rc = copy_csv_record(l, rc);
-        if (rc != PGPIPE_OK)
-            return rc;
-    }
-}
-
-/* ---- NDJSON ------------------------------------------------------------------ */
-
-static int copy_ndjson_line(pgpipe_loader *l, const char *p, size_t n, long long line, long long off,
-                            int overlong)
-{
-    if (n && p[n - 1] == '\r')
-        n--;
-    if (line == 1 && n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) {
-        p += 3;
-        n -= 3;
-        off += 3;
-    }
-    size_t i = 0;
-    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r'))
-        i++;
-    if (i == n && !overlong)
-        return PGPIPE_OK; /* blank line: not a record */
-    return copy_json_record(l, p, n, line, off, overlong);
-}
-
-/* Append to the carry buffer up to max_record bytes; more marks it overlong. */
-static int copy_carry(pgpipe_loader *l, const char *p, size_t n)
-{
-    size_t room = l->max_record > l->carry.len ? l->max_record - l->carry.len : 0;
-    if (n > room) {
-        l->carry_over = 1;
-        n = room;
-    }
-    return pp_buf_append(&l->carry, p, n) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&l->hdr.err);
-}
-
-static int copy_ndjson_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
-{
-    const char *p = data, *end = data + len;
-    int rc;
-    if (l->js_state) { /* a line is being carried */
-        const char *nl = memchr(p, '\n', len);
-        if ((rc = copy_carry(l, p, nl ? (size_t)(nl - p) : len)) != PGPIPE_OK)
-            return rc;
-        if (!nl)
-            return PGPIPE_OK;
-        l->js_state = 0;
-        rc = copy_ndjson_line(l, l->carry.data, l->carry.len, l->carry_line, l->carry_off, l->carry_over);
-        l->carry.len = 0;
-        l->carry_over = 0;
-        if (rc != PGPIPE_OK)
-            return rc;
-        p = nl + 1;
-    }
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl) {
-            l->js_state = 1;
-            l->carry_line = ++l->line_no;
-            l->carry_off = base + (p - data);
-            return copy_carry(l, p, (size_t)(end - p));
-        }
-        size_t n = (size_t)(nl - p);
-        l->line_no++;
-        if (n > l->max_record)
-            rc = copy_ndjson_line(l, p, l->max_record, l->line_no, base + (p - data), 1);
-        else
-            rc = copy_ndjson_line(l, p, n, l->line_no, base + (p - data), 0);
-        if (rc != PGPIPE_OK)
-            return rc;
-        p = nl + 1;
-    }
-    return PGPIPE_OK;
-}
-
-static int copy_ndjson_end(pgpipe_loader *l)
-{
-    if (!l->js_state)
-        return PGPIPE_OK;
-    l->js_state = 0;
-    int rc = copy_ndjson_line(l, l->carry.data ? l->carry.data : "", l->carry.len, l->carry_line,
-                              l->carry_off, l->carry_over);
-    l->carry.len = 0;
-    l->carry_over = 0;
-    return rc;
-}
-
-/* ---- JSON array, streamed element by element ----------------------------------- */
-
-enum { COPY_JS_START, COPY_JS_FIRST, COPY_JS_VALUE, COPY_JS_ELEM, COPY_JS_AFTER, COPY_JS_END };
-
-static int copy_js_fatal(pgpipe_loader *l, long long off, const char *what, unsigned char c)
-{
-    char got[16];
-    if (c >= 0x20 && c < 0x7f)
-        snprintf(got, sizeof got, "'%c'", c);
-    else
-        snprintf(got, sizeof got, "byte 0x%02x", c);
-    return pp_err_at(&l->hdr.err, PGPIPE_PARSE, l->source, l->line_no + 1, 0, off,
-                     "loader: %s, found %s at line %lld (byte offset %lld)", what, got,
-                     l->line_no + 1, off);
-}
-
-/* An element ended at data[end) (exclusive); it began at data[start) or in
-** the carry buffer. */
-static int copy_js_element(pgpipe_loader *l, const char *data, size_t start, size_t end, int carried)
-{
-    int rc;
-    if (carried) {
-        if ((rc = copy_carry(l, data, end)) != PGPIPE_OK)
-            return rc;
-        rc = copy_json_record(l, l->carry.data, l->carry.len, l->carry_line, l->carry_off,
-                              l->carry_over);
-        l->carry.len = 0;
-        l->carry_over = 0;
-        return rc;
-    }
-    size_t n = end - start;
-    if (n > l->max_record)
-        return copy_json_record(l, data + start, l->max_record, l->carry_line, l->carry_off, 1);
-    return copy_json_record(l, data + start, n, l->carry_line, l->carry_off, 0);
-}
-
-/* a newline at absolute offset pos of a JSON array: the next line starts */
-#define COPY_JS_NL(l, pos) ((l)->line_no++, (l)->js_nl_off = (pos) + 1, (l)->js_cont = 0)
-
-static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
-{
-    size_t i = 0, start = 0;
-    int carried = l->js_state == COPY_JS_ELEM; /* an element goes on from the last chunk */
-    int rc;
-    while (i < len) {
-        unsigned char c = (unsigned char)data[i];
-        switch (l->js_state) {
-        case COPY_JS_START:
-            if (base + (long long)i < 3 && l->bom_pos == (int)(base + (long long)i) &&
-                c == (unsigned char)"\xEF\xBB\xBF"[l->bom_pos]) {
-                l->bom_pos++;
-                i++;
-                continue;
-            }
-            if (c == '[') { l->js_state = COPY_JS_FIRST; i++; continue; }
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            return copy_js_fatal(l, base + (long long)i, "expected '[' to start a JSON array", c);
-        case COPY_JS_FIRST:
-        case COPY_JS_VALUE:
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            if (c == ']' && l->js_state == COPY_JS_FIRST) { l->js_state = COPY_JS_END; i++; continue; }
-            if (c == ']' || c == ',')
-                return copy_js_fatal(l, base + (long long)i, "expected an array element", c);
-            l->js_state = COPY_JS_ELEM;
-            l->js_depth = 0;
-            l->js_instr = l->js_esc = 0;
-            l->js_scalar = c != '{' && c != '[' && c != '"';
-            l->carry_line = l->line_no + 1;
-            l->carry_off = base + (long long)i;
-            l->carry_col = l->carry_off - l->js_nl_off - l->js_cont -
-                           (l->line_no == 0 ? l->bom_pos : 0);
-            start = i;
-            carried = 0;
-            if (!l->js_scalar) {
-                if (c == '"')
-                    l->js_instr = 1;
-                else
-                    l->js_depth = 1;
-                i++;
-            }
-            continue;
-        case COPY_JS_ELEM:
-            if (l->js_instr) {
-                /* skip plain string bytes quickly */
-                while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
-                    if (l->js_esc)
-                        l->js_esc = 0;
-                    l->js_cont += ((unsigned char)data[i] & 0xC0) == 0x80;
-                    i++;
-                }
-                if (i == len)
-                    continue;
-                c = (unsigned char)data[i];
-                if (l->js_esc) {
-                    l->js_esc = 0;
-                } else if (c == '\\') {
-                    l->js_esc = 1;
-                } else if (c == '"') {
-                    l->js_instr = 0;
-                    if (l->js_depth == 0) { /* a string element */
-                        i++;
-                        if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
-                            return rc;
-                        carried = 0;
-                        l->js_state = COPY_JS_AFTER;
-                        continue;
-                    }
-                }
-                if (c == '\n')
-                    COPY_JS_NL(l, base + (long long)i);
-                i++;
-                continue;
-            }
-            if (l->js_scalar) {
-                if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n') {
-                    if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
-                        return rc;
-                    carried = 0;
-                    l->js_state = COPY_JS_AFTER;
-                    continue; /* the byte is seen again in AFTER */
-                }
-                i++;
-                continue;
-            }
-            if (c == '"') l->js_instr = 1;
-            else if (c == '{' || c == '[') l->js_depth++;
-            else if (c == '}' || c == ']') l->js_depth--;
-            else if (c == '\n') COPY_JS_NL(l, base + (long long)i);
-            i++;
-            if (l->js_depth == 0) {
-                if ((rc = copy_js_element(l, data, start, i, carried)) != PGPIPE_OK)
-                    return rc;
-                carried = 0;
-                l->js_state = COPY_JS_AFTER;
-            }
-            continue;
-        case COPY_JS_AFTER:
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            if (c == ',') { l->js_state = COPY_JS_VALUE; i++; continue; }
-            if (c == ']') { l->js_state = COPY_JS_END; i++; continue; }
-            return copy_js_fatal(l, base + (long long)i, "expected ',' or ']' after an array element", c);
-        default: /* COPY_JS_END */
-            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
-            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            return copy_js_fatal(l, base + (long long)i, "unexpected data after the end of the array", c);
-        }
-    }
-    if (l->js_state == COPY_JS_ELEM) /* keep the element's bytes of this chunk */
-        return copy_carry(l, data + (carried ? 0 : start), len - (carried ? 0 : start));
-    return PGPIPE_OK;
-}
-
-static int copy_json_end(pgpipe_loader *l)
-{
-    int rc = PGPIPE_OK;
-    if (l->js_state == COPY_JS_ELEM) {
-        if (l->js_scalar && !l->js_instr) {
-            rc = copy_json_record(l, l->carry.data ? l->carry.data : "", l->carry.len, l->carry_line,
-                                  l->carry_off, l->carry_over);
-        } else {
-            /* the input ended inside an element: dead-letter what there is */
-            if (!l->cur)
-                rc = copy_batch_begin(l, l->carry_line, l->carry_off);
-            if (rc == PGPIPE_OK && !l->cur->skipping)
-                rc = copy_reject_input(l, l->carry.data, l->carry.len, l->carry_line, 0, l->carry_off,
-                                       "the input ended inside this array element");
-            if (rc == PGPIPE_OK)
-                rc = copy_record_done(l, l->carry_line, l->carry_off, l->carry.len);
-        }
-        l->carry.len = 0;
-        l->carry_over = 0;
-        l->js_state = COPY_JS_AFTER;
-    }
-    if (rc == PGPIPE_OK && l->js_state != COPY_JS_END && l->js_state != COPY_JS_START)
-        pp_logf(PGPIPE_LOG_WARN, "loader", "%s: the JSON array is not closed with ']'", l->source);
-    return rc;
 }
 
 /* ---- loads --------------------------------------------------------------------- */
@@ -11361,20 +10127,6 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     pp_logf(PGPIPE_LOG_INFO, "loader", "load %lld of %s (%s) into %s%s", l->load_id, l->source,
             copy_format_name(l->format), l->target, l->ndone ? ": resuming" : "");
     return PGPIPE_OK;
-}
-
-static int copy_feed_known(pgpipe_loader *l, const char *data, size_t len, long long base)
-{
-    switch (l->format) {
-    case PGPIPE_FORMAT_CSV:
-        if (pgpipe_csv_feed(l->csv, data, len) != PGPIPE_OK)
-            return pp_err_nomem(&l->hdr.err);
-        return copy_csv_drain(l);
-    case PGPIPE_FORMAT_NDJSON:
-        return copy_ndjson_feed(l, data, len, base);
-    default:
-        return copy_json_feed(l, data, len, base);
-    }
 }
 
 /* Decide the format from the first bytes that are not whitespace or a BOM. */
@@ -11764,6 +10516,1417 @@ void pgpipe_loader_close(pgpipe_loader *l)
 }
 #endif /* PGPIPE_OMIT_LOAD */
 /* ==== end src/pipeline/load.c ==== */
+
+/* ==== begin src/pipeline/load_input.c ==== */
+#ifndef PGPIPE_OMIT_LOAD
+/*
+** The COPY loader's input side: a record (a CSV row or a JSON object) into
+** one COPY text row of the batch, validated against the column mapping, or
+** a dead letter; and the framers that cut the input into records: CSV
+** (through the csv reader), NDJSON lines, and JSON arrays streamed element
+** by element. The overview is in src/pipeline/load.c.
+*/
+
+
+/* ---- building rows --------------------------------------------------------- */
+
+static int copy_row_push(pgpipe_loader *l, size_t coff, const char *raw, size_t rawlen,
+                         long long line, long long off)
+{
+    copy_lane *ln = l->cur;
+    if (ln->nrows == ln->caprows) {
+        size_t n = ln->caprows ? ln->caprows * 2 : 1024;
+        copy_row *r = pp_realloc(ln->rows, n * sizeof *r);
+        if (!r)
+            return pp_err_nomem(&l->hdr.err);
+        ln->rows = r;
+        ln->caprows = n;
+    }
+    copy_row *r = &ln->rows[ln->nrows++];
+    r->coff = coff;
+    r->roff = ln->rbuf.len;
+    r->line = line;
+    r->offset = off;
+    r->bad = 0;
+    if (pp_buf_append(&ln->rbuf, raw, rawlen) != PGPIPE_OK)
+        return pp_err_nomem(&l->hdr.err);
+    copy_stream(ln);
+    return PGPIPE_OK;
+}
+
+/* A JSON value as a column value (COPY text). */
+static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int json, const char **why)
+{
+    pp_buf *b = &l->cur->cbuf;
+    size_t n;
+    const char *s;
+    switch (pgpipe_json_type(v)) {
+    case PGPIPE_JSON_INVALID:
+    case PGPIPE_JSON_NULL:
+        return pp_buf_append(b, "\\N", 2);
+    case PGPIPE_JSON_STRING:
+        s = pgpipe_json_get_str(v, &n);
+        if (json)
+            return copy_put_json_str(b, s, n);
+        if (memchr(s, '\0', n)) {
+            *why = "holds a NUL character";
+            return PGPIPE_PARSE;
+        }
+        return copy_put_esc(b, s, n);
+    case PGPIPE_JSON_NUMBER:
+        s = pgpipe_json_number_text(v, &n);
+        return pp_buf_append(b, s, n);
+    case PGPIPE_JSON_BOOL:
+        return pgpipe_json_get_bool(v) ? pp_buf_append(b, "true", 4) : pp_buf_append(b, "false", 5);
+    default: {
+        size_t cap = l->scratch.cap ? l->scratch.cap : 256;
+        for (;;) {
+            if (pp_buf_reserve(&l->scratch, cap) != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+            int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
+            if (rc == PGPIPE_OK)
+                return copy_put_esc(b, l->scratch.data, n);
+            if (rc != PGPIPE_LIMIT)
+                return rc;
+            cap = n + 1;
+        }
+    }
+    }
+}
+
+static int copy_put_common(pgpipe_loader *l, const copy_col *c, long long line)
+{
+    pp_buf *b = &l->cur->cbuf;
+    switch (c->kind) {
+    case COPY_K_FIXED: return pp_buf_append(b, c->value, strlen(c->value));
+    case COPY_K_NULL: return pp_buf_append(b, "\\N", 2);
+    case COPY_K_LINE: return pp_buf_appendf(b, "%lld", line);
+    case COPY_K_SOURCE: return copy_put_esc(b, l->source, strlen(l->source));
+    case COPY_K_BATCH: return pp_buf_append(b, l->cur->uuid_text, 36);
+    case COPY_K_LOAD: return pp_buf_appendf(b, "%lld", l->load_id);
+    default: return PGPIPE_MISUSE;
+    }
+}
+
+static const pgpipe_json_val *copy_json_field(const pgpipe_json_val *root, const char *f, int path)
+{
+    return path ? pgpipe_json_path(root, f) : pgpipe_json_obj_get(root, f, strlen(f));
+}
+
+static int copy_reject_input(pgpipe_loader *l, const char *raw, size_t len, long long line,
+                             long long col, long long off, const char *msg)
+{
+    copy_lane *ln = l->cur;
+    ln->b_dead_valid++;
+    if (copy_dead(ln, line, col, off, raw, len, msg, NULL, NULL) != PGPIPE_OK)
+        return pp_err_nomem(&l->hdr.err);
+    ln->dbuf_valid = ln->dbuf.len;
+    return PGPIPE_OK;
+}
+
+/* One JSON record (an NDJSON line or an array element). */
+static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long long line,
+                            long long off, int overlong)
+{
+    int rc = l->cur ? PGPIPE_OK : copy_batch_begin(l, line, off);
+    if (rc != PGPIPE_OK)
+        return rc;
+    char msg[1100];
+    if (l->cur->skipping)
+        return copy_record_done(l, line, off, len);
+    if (overlong) {
+        snprintf(msg, sizeof msg, "record longer than the limit of %zu bytes", l->max_record);
+        rc = copy_reject_input(l, raw, len, line, 0, off, msg);
+        return rc ? rc : copy_record_done(l, line, off, len);
+    }
+    rc = pgpipe_json_parse(l->doc, raw, len);
+    if (rc == PGPIPE_NOMEM)
+        return pp_err_nomem(&l->hdr.err);
+    if (rc != PGPIPE_OK) {
+        const pgpipe_error *e = pgpipe_errinfo(l->doc);
+        long long eline = line + (e->line > 0 ? e->line - 1 : 0);
+        /* an array element may start mid-line: the parser's columns on its
+        ** first line count from the element */
+        long long ecol = e->column + (l->format == PGPIPE_FORMAT_JSON && e->line <= 1 ? l->carry_col : 0);
+        /* the parser counts lines from the record's start: name the line of
+        ** the input instead ("at line 1" of a record on line 5 misleads) */
+        char tail[80];
+        size_t ml = strlen(e->message);
+        int tl = snprintf(tail, sizeof tail, " at line %lld, column %lld", e->line, e->column);
+        if (tl > 0 && ml >= (size_t)tl && !strcmp(e->message + ml - (size_t)tl, tail))
+            snprintf(msg, sizeof msg, "%.*s at line %lld, column %lld", (int)(ml - (size_t)tl),
+                     e->message, eline, ecol);
+        else
+            snprintf(msg, sizeof msg, "%s", e->message);
+        rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
+        return rc ? rc : copy_record_done(l, line, off, len);
+    }
+    const pgpipe_json_val *root = pgpipe_json_root(l->doc);
+    if (pgpipe_json_type(root) != PGPIPE_JSON_OBJECT) {
+        snprintf(msg, sizeof msg, "record is a JSON %s, not an object",
+                 pgpipe_json_type_name(pgpipe_json_type(root)));
+        rc = copy_reject_input(l, raw, len, line,
+                               1 + (l->format == PGPIPE_FORMAT_JSON ? l->carry_col : 0), off, msg);
+        return rc ? rc : copy_record_done(l, line, off, len);
+    }
+    for (int i = 0; i < l->nrequired; i++) {
+        const char *f = l->required[i];
+        int t = pgpipe_json_type(copy_json_field(root, f, strpbrk(f, ".[") != NULL));
+        if (t == PGPIPE_JSON_INVALID || t == PGPIPE_JSON_NULL) {
+            snprintf(msg, sizeof msg, "required field \"%s\" is %s", f,
+                     t == PGPIPE_JSON_NULL ? "null" : "missing");
+            rc = copy_reject_input(l, raw, len, line, 0, off, msg);
+            return rc ? rc : copy_record_done(l, line, off, len);
+        }
+    }
+    pp_buf *cb = &l->cur->cbuf;
+    size_t coff = cb->len;
+    for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
+        const copy_col *c = &l->cols[i];
+        if (i)
+            rc = pp_buf_putc(cb, '\t');
+        if (rc != PGPIPE_OK)
+            break;
+        if (c->kind == COPY_K_RECORD) {
+            rc = copy_put_esc(cb, raw, len);
+        } else if (c->kind == COPY_K_FIELD) {
+            const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
+            const char *why = NULL;
+            rc = copy_put_json_value(l, v, c->json, &why);
+            if (rc == PGPIPE_PARSE) {
+                snprintf(msg, sizeof msg, "field \"%s\" %s", c->field, why);
+                cb->len = coff;
+                rc = copy_reject_input(l, raw, len, line, 0, off, msg);
+                return rc ? rc : copy_record_done(l, line, off, len);
+            }
+        } else {
+            rc = copy_put_common(l, c, line);
+        }
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(cb, '\n');
+    if (rc != PGPIPE_OK)
+        return pp_err_nomem(&l->hdr.err);
+    rc = copy_row_push(l, coff, raw, len, line, off);
+    return rc ? rc : copy_record_done(l, line, off, len);
+}
+
+/* ---- CSV ------------------------------------------------------------------ */
+
+static int copy_csv_setup(pgpipe_loader *l)
+{
+    int n = pgpipe_csv_header_count(l->csv);
+    l->csv_keys = pp_calloc((size_t)(n > 0 ? n : 1), sizeof *l->csv_keys);
+    if (!l->csv_keys)
+        return pp_err_nomem(&l->hdr.err);
+    l->ncsv_keys = n;
+    for (int i = 0; i < n; i++) {
+        const char *h = pgpipe_csv_header_name(l->csv, i);
+        if (copy_put_json_str(&l->csv_keys[i], h, strlen(h)) != PGPIPE_OK ||
+            pp_buf_putc(&l->csv_keys[i], ':') != PGPIPE_OK)
+            return pp_err_nomem(&l->hdr.err);
+    }
+    for (int i = 0; i < l->ncols; i++) {
+        copy_col *c = &l->cols[i];
+        if (c->kind != COPY_K_FIELD)
+            continue;
+        c->csv_idx = pgpipe_csv_column_index(l->csv, c->field);
+        if (c->csv_idx < 0)
+            return pp_err_at(&l->hdr.err, PGPIPE_MISUSE, l->source, 1, 0, 0,
+                             "loader: the CSV header has no column \"%s\" (for %s)", c->field, c->column);
+    }
+    for (int i = 0; i < l->nrequired; i++) {
+        l->req_idx[i] = pgpipe_csv_column_index(l->csv, l->required[i]);
+        if (l->req_idx[i] < 0)
+            return pp_err_at(&l->hdr.err, PGPIPE_MISUSE, l->source, 1, 0, 0,
+                             "loader: the CSV header has no column \"%s\" (a required field)",
+                             l->required[i]);
+    }
+    l->csv_ready = 1;
+    return PGPIPE_OK;
+}
+
+/* The current CSV record (rc is PGPIPE_ROW or PGPIPE_PARSE). */
+static int copy_csv_record(pgpipe_loader *l, int next_rc)
+{
+    const char *raw = NULL;
+    size_t len = 0;
+    if (pgpipe_csv_raw_record(l->csv, &raw, &len) != PGPIPE_OK) {
+        raw = NULL;
+        len = 0;
+    }
+    long long line = pgpipe_csv_record_line(l->csv);
+    long long off = pgpipe_csv_record_offset(l->csv);
+    int rc = l->cur ? PGPIPE_OK : copy_batch_begin(l, line, off);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (l->cur->skipping)
+        return copy_record_done(l, line, off, len);
+    char msg[1200];
+    if (next_rc == PGPIPE_PARSE) {
+        const pgpipe_error *e = pgpipe_errinfo(l->csv);
+        rc = copy_reject_input(l, raw, len, e->line > 0 ? e->line : line, e->column, off, e->message);
+        return rc ? rc : copy_record_done(l, line, off, len);
+    }
+    if (!copy_utf8_ok((const unsigned char *)raw, len)) {
+        size_t i = 0;
+        while (i < len && copy_utf8_seq((const unsigned char *)raw + i, len - i))
+            i += copy_utf8_seq((const unsigned char *)raw + i, len - i);
+        /* line and column (in characters) of the bad byte in the input: a
+        ** quoted field may span lines */
+        long long eline = line, ecol = 1;
+        for (size_t k = 0; k < i; k++) {
+            if (raw[k] == '\n' || (raw[k] == '\r' && (k + 1 >= len || raw[k + 1] != '\n'))) {
+                eline++;
+                ecol = 1;
+            } else if (((unsigned char)raw[k] & 0xC0) != 0x80) {
+                ecol++;
+            }
+        }
+        snprintf(msg, sizeof msg, "%s at line %lld, column %lld (byte %zu of the record)",
+                 i < len && raw[i] == 0 ? "NUL byte" : "invalid UTF-8", eline, ecol, i + 1);
+        if (i < len && raw[i] != 0)
+            snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": byte 0x%02X",
+                     (unsigned)(unsigned char)raw[i]);
+        rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
+        return rc ? rc : copy_record_done(l, line, off, len);
+    }
+    int nf = 0;
+    const pgpipe_csv_span *f = pgpipe_csv_fields(l->csv, &nf);
+    for (int i = 0; i < l->nrequired; i++) {
+        int k = l->req_idx[i];
+        if (k >= nf || f[k].len == 0) {
+            snprintf(msg, sizeof msg, "required field \"%s\" is empty", l->required[i]);
+            rc = copy_reject_input(l, raw, len, line, 0, off, msg);
+            return rc ? rc : copy_record_done(l, line, off, len);
+        }
+    }
+    pp_buf *b = &l->cur->cbuf;
+    size_t coff = b->len;
+    rc = PGPIPE_OK;
+    for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
+        const copy_col *c = &l->cols[i];
+        if (i)
+            rc |= pp_buf_putc(b, '\t');
+        if (c->kind == COPY_K_FIELD) {
+            int k = c->csv_idx;
+            if (k >= nf || (f[k].len == 0 && !f[k].quoted)) {
+                rc |= pp_buf_append(b, "\\N", 2);
+                continue;
+            }
+            if (c->json && pgpipe_json_validate(f[k].data, f[k].len, &l->verr) != PGPIPE_OK) {
+                snprintf(msg, sizeof msg, "field \"%s\" is not valid JSON: %s", c->field,
+                         l->verr.message);
+                b->len = coff;
+                rc = copy_reject_input(l, raw, len, line, 0, off, msg);
+                return rc ? rc : copy_record_done(l, line, off, len);
+            }
+            rc |= copy_put_esc(b, f[k].data, f[k].len);
+        } else if (c->kind == COPY_K_RECORD) {
+            rc |= pp_buf_putc(b, '{');
+            int m = nf < l->ncsv_keys ? nf : l->ncsv_keys;
+            for (int k = 0; k < m && rc == PGPIPE_OK; k++) {
+                if (k)
+                    rc |= pp_buf_putc(b, ',');
+                rc |= pp_buf_append(b, l->csv_keys[k].data, l->csv_keys[k].len);
+                if (f[k].len == 0 && !f[k].quoted)
+                    rc |= pp_buf_append(b, "null", 4);
+                else
+                    rc |= copy_put_json_str(b, f[k].data, f[k].len);
+            }
+            rc |= pp_buf_putc(b, '}');
+        } else {
+            rc |= copy_put_common(l, c, line);
+        }
+    }
+    rc |= pp_buf_putc(b, '\n');
+    if (rc != PGPIPE_OK)
+        return pp_err_nomem(&l->hdr.err);
+    rc = copy_row_push(l, coff, raw ? raw : "", len, line, off);
+    return rc ? rc : copy_record_done(l, line, off, len);
+}
+
+PGPIPE_PRIVATE int copy_csv_drain(pgpipe_loader *l)
+{
+    for (;;) {
+        int rc = pgpipe_csv_next(l->csv);
+        if (rc == PGPIPE_BUSY || rc == PGPIPE_DONE)
+            return PGPIPE_OK;
+        if (rc != PGPIPE_ROW && rc != PGPIPE_PARSE) {
+            const pgpipe_error *e = pgpipe_errinfo(l->csv);
+            l->hdr.err = *e;
+            if (!l->hdr.err.source[0])
+                snprintf(l->hdr.err.source, sizeof l->hdr.err.source, "%s", l->source);
+            return rc;
+        }
+        int srv;
+        if (!l->csv_ready && (srv = copy_csv_setup(l)) != PGPIPE_OK)
+            return srv;
+        rc = copy_csv_record(l, rc);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+}
+
+/* ---- NDJSON ------------------------------------------------------------------ */
+
+static int copy_ndjson_line(pgpipe_loader *l, const char *p, size_t n, long long line, long long off,
+                            int overlong)
+{
+    if (n && p[n - 1] == '\r')
+        n--;
+    if (line == 1 && n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) {
+        p += 3;
+        n -= 3;
+        off += 3;
+    }
+    size_t i = 0;
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r'))
+        i++;
+    if (i == n && !overlong)
+        return PGPIPE_OK; /* blank line: not a record */
+    return copy_json_record(l, p, n, line, off, overlong);
+}
+
+/* Append to the carry buffer up to max_record bytes; more marks it overlong. */
+static int copy_carry(pgpipe_loader *l, const char *p, size_t n)
+{
+    size_t room = l->max_record > l->carry.len ? l->max_record - l->carry.len : 0;
+    if (n > room) {
+        l->carry_over = 1;
+        n = room;
+    }
+    return pp_buf_append(&l->carry, p, n) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&l->hdr.err);
+}
+
+static int copy_ndjson_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
+{
+    const char *p = data, *end = data + len;
+    int rc;
+    if (l->js_state) { /* a line is being carried */
+        const char *nl = memchr(p, '\n', len);
+        if ((rc = copy_carry(l, p, nl ? (size_t)(nl - p) : len)) != PGPIPE_OK)
+            return rc;
+        if (!nl)
+            return PGPIPE_OK;
+        l->js_state = 0;
+        rc = copy_ndjson_line(l, l->carry.data, l->carry.len, l->carry_line, l->carry_off, l->carry_over);
+        l->carry.len = 0;
+        l->carry_over = 0;
+        if (rc != PGPIPE_OK)
+            return rc;
+        p = nl + 1;
+    }
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) {
+            l->js_state = 1;
+            l->carry_line = ++l->line_no;
+            l->carry_off = base + (p - data);
+            return copy_carry(l, p, (size_t)(end - p));
+        }
+        size_t n = (size_t)(nl - p);
+        l->line_no++;
+        if (n > l->max_record)
+            rc = copy_ndjson_line(l, p, l->max_record, l->line_no, base + (p - data), 1);
+        else
+            rc = copy_ndjson_line(l, p, n, l->line_no, base + (p - data), 0);
+        if (rc != PGPIPE_OK)
+            return rc;
+        p = nl + 1;
+    }
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int copy_ndjson_end(pgpipe_loader *l)
+{
+    if (!l->js_state)
+        return PGPIPE_OK;
+    l->js_state = 0;
+    int rc = copy_ndjson_line(l, l->carry.data ? l->carry.data : "", l->carry.len, l->carry_line,
+                              l->carry_off, l->carry_over);
+    l->carry.len = 0;
+    l->carry_over = 0;
+    return rc;
+}
+
+/* ---- JSON array, streamed element by element ----------------------------------- */
+
+static int copy_js_fatal(pgpipe_loader *l, long long off, const char *what, unsigned char c)
+{
+    char got[16];
+    if (c >= 0x20 && c < 0x7f)
+        snprintf(got, sizeof got, "'%c'", c);
+    else
+        snprintf(got, sizeof got, "byte 0x%02x", c);
+    return pp_err_at(&l->hdr.err, PGPIPE_PARSE, l->source, l->line_no + 1, 0, off,
+                     "loader: %s, found %s at line %lld (byte offset %lld)", what, got,
+                     l->line_no + 1, off);
+}
+
+/* An element ended at data[end) (exclusive); it began at data[start) or in
+** the carry buffer. */
+static int copy_js_element(pgpipe_loader *l, const char *data, size_t start, size_t end, int carried)
+{
+    int rc;
+    if (carried) {
+        if ((rc = copy_carry(l, data, end)) != PGPIPE_OK)
+            return rc;
+        rc = copy_json_record(l, l->carry.data, l->carry.len, l->carry_line, l->carry_off,
+                              l->carry_over);
+        l->carry.len = 0;
+        l->carry_over = 0;
+        return rc;
+    }
+    size_t n = end - start;
+    if (n > l->max_record)
+        return copy_json_record(l, data + start, l->max_record, l->carry_line, l->carry_off, 1);
+    return copy_json_record(l, data + start, n, l->carry_line, l->carry_off, 0);
+}
+
+/* a newline at absolute offset pos of a JSON array: the next line starts */
+#define COPY_JS_NL(l, pos) ((l)->line_no++, (l)->js_nl_off = (pos) + 1, (l)->js_cont = 0)
+
+/* An element ended at data[end): hand it over; the array goes on after it. */
+static int copy_js_close(pgpipe_loader *l, const char *data, size_t start, size_t end, int *carried)
+{
+    int rc = copy_js_element(l, data, start, end, *carried);
+    if (rc != PGPIPE_OK)
+        return rc;
+    *carried = 0;
+    l->js_state = COPY_JS_AFTER;
+    return PGPIPE_OK;
+}
+
+/* An element starts with byte c at absolute offset at. Returns the bytes
+** taken: a string's quote or a container's bracket; a scalar's first byte
+** is read again inside the element. */
+static inline size_t copy_js_begin(pgpipe_loader *l, unsigned char c, long long at)
+{
+    l->js_state = COPY_JS_ELEM;
+    l->js_depth = 0;
+    l->js_instr = l->js_esc = 0;
+    l->js_scalar = c != '{' && c != '[' && c != '"';
+    l->carry_line = l->line_no + 1;
+    l->carry_off = at;
+    l->carry_col = l->carry_off - l->js_nl_off - l->js_cont -
+                   (l->line_no == 0 ? l->bom_pos : 0);
+    if (l->js_scalar)
+        return 0;
+    if (c == '"')
+        l->js_instr = 1;
+    else
+        l->js_depth = 1;
+    return 1;
+}
+
+/* Inside an element (it began at data[start), or in the carry buffer when
+** *carried): reads on from data[*pos] towards its end, a string's closing
+** quote, a scalar's delimiter or the bracket that closes a container, and
+** hands the element over there. Advances *pos. */
+static inline int copy_js_in_element(pgpipe_loader *l, const char *data, size_t len,
+                                     long long base, size_t *pos, size_t start, int *carried)
+{
+    size_t i = *pos;
+    unsigned char c = (unsigned char)data[i];
+    int rc = PGPIPE_OK;
+    if (l->js_instr) {
+        /* skip plain string bytes quickly */
+        while (i < len && data[i] != '"' && data[i] != '\\' && data[i] != '\n') {
+            if (l->js_esc)
+                l->js_esc = 0;
+            l->js_cont += ((unsigned char)data[i] & 0xC0) == 0x80;
+            i++;
+        }
+        if (i < len) {
+            c = (unsigned char)data[i];
+            if (l->js_esc) {
+                l->js_esc = 0;
+            } else if (c == '\\') {
+                l->js_esc = 1;
+            } else if (c == '"') {
+                l->js_instr = 0;
+                if (l->js_depth == 0) { /* a string element */
+                    *pos = i + 1;
+                    return copy_js_close(l, data, start, i + 1, carried);
+                }
+            }
+            if (c == '\n')
+                COPY_JS_NL(l, base + (long long)i);
+            i++;
+        }
+    } else if (l->js_scalar) {
+        if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            rc = copy_js_close(l, data, start, i, carried); /* the byte is seen again in AFTER */
+        else
+            i++;
+    } else {
+        if (c == '"') l->js_instr = 1;
+        else if (c == '{' || c == '[') l->js_depth++;
+        else if (c == '}' || c == ']') l->js_depth--;
+        else if (c == '\n') COPY_JS_NL(l, base + (long long)i);
+        i++;
+        if (l->js_depth == 0)
+            rc = copy_js_close(l, data, start, i, carried);
+    }
+    *pos = i;
+    return rc;
+}
+
+static int copy_json_feed(pgpipe_loader *l, const char *data, size_t len, long long base)
+{
+    size_t i = 0, start = 0;
+    int carried = l->js_state == COPY_JS_ELEM; /* an element goes on from the last chunk */
+    int rc;
+    while (i < len) {
+        unsigned char c = (unsigned char)data[i];
+        switch (l->js_state) {
+        case COPY_JS_START:
+            if (base + (long long)i < 3 && l->bom_pos == (int)(base + (long long)i) &&
+                c == (unsigned char)"\xEF\xBB\xBF"[l->bom_pos]) {
+                l->bom_pos++;
+                i++;
+                continue;
+            }
+            if (c == '[') { l->js_state = COPY_JS_FIRST; i++; continue; }
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
+            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
+            return copy_js_fatal(l, base + (long long)i, "expected '[' to start a JSON array", c);
+        case COPY_JS_FIRST:
+        case COPY_JS_VALUE:
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
+            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
+            if (c == ']' && l->js_state == COPY_JS_FIRST) { l->js_state = COPY_JS_END; i++; continue; }
+            if (c == ']' || c == ',')
+                return copy_js_fatal(l, base + (long long)i, "expected an array element", c);
+            start = i;
+            carried = 0;
+            i += copy_js_begin(l, c, base + (long long)i);
+            continue;
+        case COPY_JS_ELEM:
+            if ((rc = copy_js_in_element(l, data, len, base, &i, start, &carried)) != PGPIPE_OK)
+                return rc;
+            continue;
+        case COPY_JS_AFTER:
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
+            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
+            if (c == ',') { l->js_state = COPY_JS_VALUE; i++; continue; }
+            if (c == ']') { l->js_state = COPY_JS_END; i++; continue; }
+            return copy_js_fatal(l, base + (long long)i, "expected ',' or ']' after an array element", c);
+        default: /* COPY_JS_END */
+            if (c == '\n') { COPY_JS_NL(l, base + (long long)i); i++; continue; }
+            if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
+            return copy_js_fatal(l, base + (long long)i, "unexpected data after the end of the array", c);
+        }
+    }
+    if (l->js_state == COPY_JS_ELEM) /* keep the element's bytes of this chunk */
+        return copy_carry(l, data + (carried ? 0 : start), len - (carried ? 0 : start));
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l)
+{
+    int rc = PGPIPE_OK;
+    if (l->js_state == COPY_JS_ELEM) {
+        if (l->js_scalar && !l->js_instr) {
+            rc = copy_json_record(l, l->carry.data ? l->carry.data : "", l->carry.len, l->carry_line,
+                                  l->carry_off, l->carry_over);
+        } else {
+            /* the input ended inside an element: dead-letter what there is */
+            if (!l->cur)
+                rc = copy_batch_begin(l, l->carry_line, l->carry_off);
+            if (rc == PGPIPE_OK && !l->cur->skipping)
+                rc = copy_reject_input(l, l->carry.data, l->carry.len, l->carry_line, 0, l->carry_off,
+                                       "the input ended inside this array element");
+            if (rc == PGPIPE_OK)
+                rc = copy_record_done(l, l->carry_line, l->carry_off, l->carry.len);
+        }
+        l->carry.len = 0;
+        l->carry_over = 0;
+        l->js_state = COPY_JS_AFTER;
+    }
+    if (rc == PGPIPE_OK && l->js_state != COPY_JS_END && l->js_state != COPY_JS_START)
+        pp_logf(PGPIPE_LOG_WARN, "loader", "%s: the JSON array is not closed with ']'", l->source);
+    return rc;
+}
+
+/* ---- a chunk to the framer of the load's format ----------------------------- */
+
+PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t len, long long base)
+{
+    switch (l->format) {
+    case PGPIPE_FORMAT_CSV:
+        if (pgpipe_csv_feed(l->csv, data, len) != PGPIPE_OK)
+            return pp_err_nomem(&l->hdr.err);
+        return copy_csv_drain(l);
+    case PGPIPE_FORMAT_NDJSON:
+        return copy_ndjson_feed(l, data, len, base);
+    default:
+        return copy_json_feed(l, data, len, base);
+    }
+}
+#endif /* PGPIPE_OMIT_LOAD */
+/* ==== end src/pipeline/load_input.c ==== */
+
+/* ==== begin src/pipeline/load_lanes.c ==== */
+#ifndef PGPIPE_OMIT_LOAD
+/*
+** The COPY loader's sending side: a batch's COPY (streamed while it fills),
+** isolating the rows the server rejects (its "line N" context, else
+** bisection under savepoints), the batch's commit with its bookkeeping, and
+** the lanes: with several connections each lane has a thread that sends,
+** books and commits its batch while the next one is read into another lane.
+** The overview is in src/pipeline/load.c.
+*/
+
+
+/* CopyData messages stay well under a Unix socket's buffer: the server reads
+** a whole message before it parses any of it, so a message larger than the
+** buffer keeps it waiting for the rest (256 KiB ones cost a tenth here). */
+#define COPY_SEND_CHUNK (32 * 1024)
+
+/* ---- sending ---------------------------------------------------------------- */
+
+/* Start COPY; PGPIPE_OK when the server is in COPY IN. */
+static int copy_start(copy_lane *ln, const char *sql, int *transient)
+{
+    *transient = 0;
+    PGresult *r = PQexec(ln->conn, sql);
+    if (PQresultStatus(r) == PGRES_COPY_IN) {
+        PQclear(r);
+        return PGPIPE_OK;
+    }
+    *transient = pgpipe_pq_is_transient(ln->conn, r);
+    pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
+    PQclear(r);
+    return PGPIPE_DB;
+}
+
+static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient)
+{
+    while (n) {
+        size_t k = n > COPY_SEND_CHUNK ? COPY_SEND_CHUNK : n;
+        if (PQputCopyData(ln->conn, p, (int)k) != 1) {
+            *transient = 1;
+            return pp_err_pq(&ln->err, ln->conn, NULL, "loader: sending COPY data");
+        }
+        p += k;
+        n -= k;
+    }
+    return PGPIPE_OK;
+}
+
+/* End COPY and read its result. *res gets the error result (caller clears). */
+static int copy_end(copy_lane *ln, int *transient, PGresult **res)
+{
+    *transient = 0;
+    if (res)
+        *res = NULL;
+    if (PQputCopyEnd(ln->conn, NULL) != 1) {
+        *transient = 1;
+        return pp_err_pq(&ln->err, ln->conn, NULL, "loader: ending COPY");
+    }
+    int rc = PGPIPE_OK;
+    PGresult *r;
+    int got = 0;
+    while ((r = PQgetResult(ln->conn)) != NULL) {
+        got = 1;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_COPY_IN) { /* should not happen: end again */
+            PQclear(r);
+            PQputCopyEnd(ln->conn, "unexpected");
+            continue;
+        }
+        if (st != PGRES_COMMAND_OK && rc == PGPIPE_OK) {
+            *transient = pgpipe_pq_is_transient(ln->conn, r);
+            rc = pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
+            if (res) {
+                *res = r;
+                continue;
+            }
+        }
+        PQclear(r);
+    }
+    if (!got && rc == PGPIPE_OK) {
+        *transient = 1;
+        rc = pp_err_pq(&ln->err, ln->conn, NULL, "loader: COPY");
+    }
+    if (PQstatus(ln->conn) != CONNECTION_OK) {
+        /* the connection broke after the result: what counts is the loss
+        ** (a row's rejection read just before it is stale) */
+        *transient = 1;
+        if (rc != PGPIPE_OK)
+            pp_err_pq(&ln->err, ln->conn, NULL, "loader: COPY");
+    }
+    return rc;
+}
+
+/* Abandon a streamed COPY (the load stopped mid-batch) and its transaction. */
+PGPIPE_PRIVATE void copy_abandon(copy_lane *ln)
+{
+    if (ln->copy_open && ln->conn) {
+        PQputCopyEnd(ln->conn, "load stopped");
+        PGresult *r;
+        while ((r = PQgetResult(ln->conn)) != NULL)
+            PQclear(r);
+    }
+    ln->copy_open = 0;
+    copy_rollback(ln);
+}
+
+static void copy_row_raw(const copy_lane *ln, size_t i, const char **p, size_t *n)
+{
+    size_t end = i + 1 < ln->nrows ? ln->rows[i + 1].roff : ln->rbuf.len;
+    *p = ln->rbuf.data + ln->rows[i].roff;
+    *n = end - ln->rows[i].roff;
+}
+
+/* Send rows [lo, hi) not marked bad, runs of good rows in one piece. */
+static int copy_send_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
+{
+    size_t i = lo;
+    while (i < hi) {
+        while (i < hi && ln->rows[i].bad)
+            i++;
+        size_t j = i;
+        while (j < hi && !ln->rows[j].bad)
+            j++;
+        if (j > i) {
+            size_t a = ln->rows[i].coff;
+            size_t b = j < ln->nrows ? ln->rows[j].coff : ln->cbuf.len;
+            int rc = copy_put(ln, ln->cbuf.data + a, b - a, transient);
+            if (rc != PGPIPE_OK)
+                return rc;
+        }
+        i = j;
+    }
+    return PGPIPE_OK;
+}
+
+/* The row of [lo, hi) that was the n-th (1-based) sent, (size_t)-1 if none. */
+static size_t copy_nth_sent(const copy_lane *ln, size_t lo, size_t hi, long long n)
+{
+    for (size_t i = lo; i < hi; i++)
+        if (!ln->rows[i].bad && --n == 0)
+            return i;
+    return (size_t)-1;
+}
+
+/* "COPY t, line 17, column x: ..." -> 17; 0 when absent. */
+static long long copy_context_line(const PGresult *r)
+{
+    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+    if (!ctx || strncmp(ctx, "COPY ", 5) != 0)
+        return 0;
+    const char *p = strstr(ctx, ", line ");
+    return p ? atoll(p + 7) : 0;
+}
+
+/* Mark row i rejected and dead-letter it with the server's error. */
+static int copy_reject(copy_lane *ln, size_t i, const PGresult *r)
+{
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+    const char *detail = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    char m[1024];
+    if (detail && *detail)
+        snprintf(m, sizeof m, "%s (%s)", msg ? msg : "rejected by the server", detail);
+    else
+        snprintf(m, sizeof m, "%s", msg ? msg : "rejected by the server");
+    const char *raw;
+    size_t rawlen;
+    copy_row_raw(ln, i, &raw, &rawlen);
+    ln->rows[i].bad = 1;
+    ln->b_dead_srv++;
+    if (copy_dead(ln, ln->rows[i].line, 0, ln->rows[i].offset, raw, rawlen, m, state, ctx) != PGPIPE_OK)
+        return pp_err_nomem(&ln->err);
+    return PGPIPE_OK;
+}
+
+/* Load rows [lo, hi) inside the open transaction, isolating the rows the
+** server rejects: a savepoint per attempt; on an error whose context names
+** the row ("COPY t, line N"), that row is dead-lettered, the rows before it
+** (accepted already) are loaded again and the attempt goes on after it;
+** without such a line the range is halved. After a rejection the next
+** attempts send a small window that doubles on success, so a batch of many
+** bad rows costs one short COPY per bad row, not one whole batch. */
+static int copy_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
+{
+    int rc;
+    size_t win = hi - lo;
+    while (lo < hi) {
+        size_t end = hi - lo > win ? lo + win : hi;
+        size_t live = 0;
+        for (size_t i = lo; i < end; i++)
+            live += !ln->rows[i].bad;
+        if (!live) {
+            lo = end;
+            continue;
+        }
+        rc = copy_exec(ln, "SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
+        if (rc == PGPIPE_OK)
+            rc = copy_start(ln, ln->l->copy_sql, transient);
+        if (rc != PGPIPE_OK)
+            return rc;
+        PGresult *err = NULL;
+        rc = copy_send_range(ln, lo, end, transient);
+        if (rc == PGPIPE_OK)
+            rc = copy_end(ln, transient, &err);
+        if (rc == PGPIPE_OK) {
+            rc = copy_exec(ln, "RELEASE SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
+            if (rc != PGPIPE_OK)
+                return rc;
+            lo = end;
+            win = win > (SIZE_MAX / 2) ? win : win * 2;
+            continue;
+        }
+        if (*transient) {
+            PQclear(err);
+            return rc;
+        }
+        rc = copy_exec(ln, "ROLLBACK TO SAVEPOINT pgpipe_rows; RELEASE SAVEPOINT pgpipe_rows",
+                       0, NULL, NULL, transient);
+        if (rc != PGPIPE_OK) {
+            PQclear(err);
+            return rc;
+        }
+        long long lnum = copy_context_line(err);
+        size_t k = lnum > 0 ? copy_nth_sent(ln, lo, end, lnum) : (size_t)-1;
+        if (k == (size_t)-1 && live == 1)
+            k = copy_nth_sent(ln, lo, end, 1);
+        if (k != (size_t)-1) {
+            rc = copy_reject(ln, k, err);
+            PQclear(err);
+            if (rc != PGPIPE_OK)
+                return rc;
+            if (k > lo && (rc = copy_range(ln, lo, k, transient)) != PGPIPE_OK)
+                return rc;
+            win = 2 * (k - lo) > 16 ? 2 * (k - lo) : 16;
+            lo = k + 1;
+            continue;
+        }
+        PQclear(err);
+        size_t mid = lo + (end - lo) / 2;
+        if ((rc = copy_range(ln, lo, mid, transient)) != PGPIPE_OK ||
+            (rc = copy_range(ln, mid, end, transient)) != PGPIPE_OK)
+            return rc;
+        lo = end;
+    }
+    return PGPIPE_OK;
+}
+
+/* Dead letters, load_batches row, loads counters, NOTIFY, COMMIT. Batches
+** of different lanes commit in any order: the loads row keeps the line and
+** offset of its highest committed batch. */
+static int copy_bookkeep_commit(copy_lane *ln, int *transient)
+{
+    const pgpipe_loader *l = ln->l;
+    int rc;
+    if (ln->dbuf.len) {
+        /* the batch's dead letters, in its own transaction */
+        rc = copy_start(ln, pp_dlq_load_copy_sql(), transient);
+        if (rc == PGPIPE_OK)
+            rc = copy_put(ln, ln->dbuf.data, ln->dbuf.len, transient);
+        if (rc == PGPIPE_OK)
+            rc = copy_end(ln, transient, NULL);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    long long loaded = (long long)ln->nrows - ln->b_dead_srv;
+    long long dead = ln->b_dead_valid + ln->b_dead_srv;
+    char v[12][64];
+    char payload[600];
+    snprintf(v[0], 64, "%lld", l->load_id);
+    snprintf(v[1], 64, "%lld", ln->seq);
+    snprintf(v[2], 64, "%s", ln->uuid_text);
+    snprintf(v[3], 64, "%lld", ln->b_first_line);
+    snprintf(v[4], 64, "%lld", ln->b_last_line);
+    snprintf(v[5], 64, "%lld", ln->b_start_off);
+    snprintf(v[6], 64, "%lld", ln->b_end_off);
+    snprintf(v[7], 64, "%lld", ln->b_read);
+    snprintf(v[8], 64, "%lld", loaded);
+    snprintf(v[9], 64, "%lld", dead);
+    /* the payload is JSON; the target name is JSON-escaped */
+    pp_buf t = { 0 };
+    copy_put_json_str(&t, l->target, strlen(l->target));
+    snprintf(payload, sizeof payload, "{\"table\":%.*s,\"batch_id\":\"%s\",\"rows\":%lld,"
+             "\"load_id\":%lld,\"seq\":%lld}", t.len < 400 ? (int)t.len : 2,
+             t.len < 400 ? t.data : "\"\"", ln->uuid_text, loaded, l->load_id, ln->seq);
+    pp_buf_free(&t);
+    /* copy_put_json_str doubled backslashes for COPY: undo for the payload */
+    for (char *s = payload, *w = payload;; s++) {
+        if (s[0] == '\\' && s[1] == '\\')
+            s++;
+        if (!(*w++ = *s))
+            break;
+    }
+    const char *vals[12] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+                             l->channel ? l->channel : "", payload };
+    rc = copy_exec(ln,
+        "WITH b AS (INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, first_line, last_line, "
+        "start_offset, end_offset, rows_read, rows_loaded, rows_dead_lettered) VALUES ($1::bigint, "
+        "$2::bigint, $3::uuid, $4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::int, $9::int, "
+        "$10::int) RETURNING 1), "
+        "u AS (UPDATE pgpipe.loads SET rows_read = rows_read + $8::int, rows_loaded = rows_loaded + "
+        "$9::int, rows_dead_lettered = rows_dead_lettered + $10::int, batches = batches + 1, "
+        "last_batch_seq = greatest(last_batch_seq, $2::bigint), "
+        "last_line = CASE WHEN $2::bigint > last_batch_seq THEN $5::bigint ELSE last_line END, "
+        "last_offset = CASE WHEN $2::bigint > last_batch_seq THEN $7::bigint ELSE last_offset END, "
+        "updated_at = now() WHERE id = $1::bigint RETURNING 1) "
+        "SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM u), "
+        "(SELECT count(*) FROM (SELECT pg_notify($11::text, $12::text) "
+        "WHERE $11::text <> '' AND $9::int > 0) n)", 12, vals, NULL, transient);
+    if (rc != PGPIPE_OK)
+        return rc;
+    return copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
+}
+
+/* The whole batch from its buffer, in one transaction. */
+static int copy_batch_slow(copy_lane *ln, int *transient)
+{
+    /* forget what an earlier attempt isolated */
+    ln->dbuf.len = ln->dbuf_valid;
+    ln->b_dead_srv = 0;
+    for (size_t i = 0; i < ln->nrows; i++)
+        ln->rows[i].bad = 0;
+    int rc = copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, transient);
+    if (rc == PGPIPE_OK)
+        rc = copy_range(ln, 0, ln->nrows, transient);
+    if (rc == PGPIPE_OK)
+        rc = copy_bookkeep_commit(ln, transient);
+    if (rc != PGPIPE_OK && !*transient)
+        copy_rollback(ln);
+    return rc;
+}
+
+/* The streamed fast path: finish the COPY, book, commit. *fallback is set
+** when the batch should go the slow way (a row was rejected). */
+static int copy_batch_fast(copy_lane *ln, int *transient, int *fallback)
+{
+    *fallback = 0;
+    int rc = PGPIPE_OK;
+    if (ln->nrows) {
+        if (!ln->copy_open)
+            return *fallback = 1, PGPIPE_OK;
+        rc = copy_put(ln, ln->cbuf.data + ln->sent, ln->cbuf.len - ln->sent, transient);
+        if (rc == PGPIPE_OK)
+            rc = copy_end(ln, transient, NULL);
+        ln->copy_open = 0;
+        if (rc != PGPIPE_OK) {
+            if (*transient)
+                return rc;
+            copy_rollback(ln);
+            *fallback = 1;
+            return PGPIPE_OK;
+        }
+    } else {
+        rc = copy_exec(ln, "BEGIN", 0, NULL, NULL, transient);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    rc = copy_bookkeep_commit(ln, transient);
+    if (rc != PGPIPE_OK && !*transient)
+        copy_rollback(ln);
+    return rc;
+}
+
+/* Was the lane's batch committed (by an attempt whose reply was lost)? */
+static int copy_batch_committed(copy_lane *ln, int *yes, int *ours, int *transient)
+{
+    char a[32], b[32];
+    snprintf(a, sizeof a, "%lld", ln->l->load_id);
+    snprintf(b, sizeof b, "%lld", ln->seq);
+    const char *v[2] = { a, b };
+    PGresult *r;
+    int rc = copy_exec(ln, "SELECT rows_loaded, batch_id::text FROM pgpipe.load_batches "
+                           "WHERE load_id = $1::bigint AND seq = $2::bigint", 2, v, &r, transient);
+    if (rc != PGPIPE_OK)
+        return rc;
+    *yes = PQntuples(r) == 1;
+    *ours = *yes && !strcmp(PQgetvalue(r, 0, 1), ln->uuid_text);
+    if (*ours) {
+        long long loaded = atoll(PQgetvalue(r, 0, 0));
+        ln->b_dead_srv = (long long)ln->nrows - loaded;
+    }
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
+static void copy_stream_open(copy_lane *ln);
+
+/* Commit the lane's batch, whatever it takes (within max_retries); the
+** outcome goes to ln->rc and the ln->r_* counts. Runs on the lane's thread
+** (or the loader's, with one lane) and touches nothing but the lane and the
+** loader's options. */
+static void copy_lane_commit(copy_lane *ln)
+{
+    pgpipe_retry rt;
+    pgpipe_retry_init(&rt, ln->l->max_retries + 1, 100, 2000);
+    int transient = 0, fallback = 0, rc, yes = 0, ours = 0;
+    if (ln->nrows && !ln->copy_open && !ln->stream_broken)
+        copy_stream_open(ln); /* not streamed while it filled */
+    int fast = !ln->stream_broken && ln->conn != NULL;
+    for (;;) {
+        yes = ours = 0;
+        if (fast) {
+            rc = copy_batch_fast(ln, &transient, &fallback);
+            fast = 0;
+            if (rc == PGPIPE_OK && fallback)
+                rc = copy_batch_slow(ln, &transient);
+        } else {
+            rc = copy_connect(ln, &transient);
+            if (rc == PGPIPE_OK)
+                rc = copy_batch_committed(ln, &yes, &ours, &transient);
+            if (rc == PGPIPE_OK && !yes)
+                rc = copy_batch_slow(ln, &transient);
+        }
+        if (rc == PGPIPE_OK)
+            break;
+        if (!transient) {
+            /* a duplicate load_batches key: the batch was committed by
+            ** another run of the same load (its row won: the batch is
+            ** theirs, skip it), or by an earlier attempt of ours whose
+            ** COMMIT was still in flight when we looked after reconnecting
+            ** (same batch id: it is committed, count it). When looking
+            ** fails on a lost connection, reconnect and look again. */
+            if (strcmp(ln->err.sqlstate, "23505") != 0) {
+                ln->rc = rc;
+                return;
+            }
+            int t = 0;
+            if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK &&
+                copy_batch_committed(ln, &yes, &ours, &t) == PGPIPE_OK) {
+                if (yes)
+                    break;
+                ln->rc = rc;
+                return;
+            }
+            if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK && !t) {
+                ln->rc = rc;
+                return;
+            }
+        }
+        int d = pgpipe_retry_next_delay(&rt);
+        if (d < 0) {
+            ln->rc = rc;
+            return;
+        }
+        pp_logf(PGPIPE_LOG_INFO, "loader", "batch %lld: %s; reconnecting in %d ms", ln->seq,
+                ln->err.message, d);
+        copy_drop_conn(ln, 1);
+        pgpipe_sleep_ms(d);
+    }
+    ln->rc = PGPIPE_OK;
+    pgpipe_error_clear(&ln->err);
+    if (yes && !ours) {
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld batch %lld was committed by another run: "
+                "skipped", ln->l->load_id, ln->seq);
+        ln->r_skipped_rows += ln->b_read;
+        ln->r_skipped_batches++;
+        return;
+    }
+    ln->r_loaded += (long long)ln->nrows - ln->b_dead_srv;
+    ln->r_dead += ln->b_dead_valid + ln->b_dead_srv;
+    ln->r_batches++;
+}
+
+/* ---- batches and lanes ------------------------------------------------------ */
+
+PGPIPE_PRIVATE void copy_batch_reset(copy_lane *ln)
+{
+    ln->cbuf.len = ln->rbuf.len = ln->dbuf.len = 0;
+    ln->dbuf_valid = 0;
+    ln->nrows = 0;
+    ln->b_read = ln->b_dead_valid = ln->b_dead_srv = ln->b_bytes = 0;
+    ln->copy_open = ln->stream_broken = 0;
+    ln->sent = 0;
+    ln->skipping = 0;
+}
+
+#ifndef PGPIPE_OMIT_THREADS
+static void *copy_lane_main(void *arg)
+{
+    copy_lane *ln = arg;
+    pgpipe_loader *l = ln->l;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (ln->state != COPY_LANE_QUEUED && !l->quit)
+            pthread_cond_wait(&l->cv, &l->mu);
+        if (ln->state != COPY_LANE_QUEUED)
+            break;
+        pthread_mutex_unlock(&l->mu);
+        copy_lane_commit(ln);
+        pthread_mutex_lock(&l->mu);
+        ln->state = COPY_LANE_DONE;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+#endif
+
+/* Start a thread per lane for this load; with one lane, or when a thread
+** cannot be started, batches commit on the loader's thread. */
+PGPIPE_PRIVATE void copy_lanes_start(pgpipe_loader *l)
+{
+    l->threaded = 0;
+    l->quit = 0;
+#ifndef PGPIPE_OMIT_THREADS
+    if (l->nlanes < 2)
+        return;
+    int i;
+    for (i = 0; i < l->nlanes; i++)
+        if (pthread_create(&l->lanes[i].tid, NULL, copy_lane_main, &l->lanes[i]) != 0)
+            break;
+    if (i == l->nlanes) {
+        l->threaded = 1;
+        return;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->quit = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    while (i-- > 0)
+        pthread_join(l->lanes[i].tid, NULL);
+    pp_logf(PGPIPE_LOG_WARN, "loader", "cannot start the lanes' threads: loading on one connection");
+#endif
+}
+
+PGPIPE_PRIVATE void copy_lanes_stop(pgpipe_loader *l)
+{
+#ifndef PGPIPE_OMIT_THREADS
+    if (!l->threaded)
+        return;
+    pthread_mutex_lock(&l->mu);
+    l->quit = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    for (int i = 0; i < l->nlanes; i++)
+        pthread_join(l->lanes[i].tid, NULL);
+    l->threaded = 0;
+#else
+    (void)l;
+#endif
+}
+
+static int copy_progress(pgpipe_loader *l);
+
+/* Take in a committed lane's outcome (loader's thread, the lane FREE
+** again). The first error stops the load; the progress callback hears of
+** every batch. */
+static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
+{
+    l->sum.retries += ln->r_retries;
+    l->sum.rows_loaded += ln->r_loaded;
+    l->sum.rows_dead += ln->r_dead;
+    l->sum.batches += ln->r_batches;
+    l->sum.rows_skipped += ln->r_skipped_rows;
+    l->sum.batches_skipped += ln->r_skipped_batches;
+    ln->r_retries = ln->r_loaded = ln->r_dead = ln->r_batches = 0;
+    ln->r_skipped_rows = ln->r_skipped_batches = 0;
+    int rc = ln->rc;
+    ln->rc = PGPIPE_OK;
+    copy_batch_reset(ln);
+    if (rc != PGPIPE_OK) {
+        l->hdr.err = ln->err;
+        return rc;
+    }
+    return copy_progress(l);
+}
+
+/* A free lane for the next batch: folds what the lanes committed meanwhile
+** and, when every lane is busy, waits for one. wait_all: wait for every
+** lane (the end of a load). The first error is returned, after the wait. */
+PGPIPE_PRIVATE int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all)
+{
+    int rc = PGPIPE_OK;
+    if (free_lane)
+        *free_lane = NULL;
+    if (!l->threaded) { /* lanes[0] commits on this thread: it is free */
+        (void)wait_all;
+        if (free_lane)
+            *free_lane = &l->lanes[0];
+        return rc;
+    }
+#ifndef PGPIPE_OMIT_THREADS
+    pgpipe_error first; /* the first error is the one reported */
+    int n = l->nlanes;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        int busy = 0;
+        copy_lane *done = NULL, *idle = NULL;
+        for (int i = 0; i < n; i++) {
+            copy_lane *ln = &l->lanes[i];
+            if (ln->state == COPY_LANE_DONE && !done)
+                done = ln;
+            else if (ln->state == COPY_LANE_QUEUED)
+                busy++;
+            else if (ln->state == COPY_LANE_FREE && !idle)
+                idle = ln;
+        }
+        if (done) {
+            done->state = COPY_LANE_FREE;
+            pthread_mutex_unlock(&l->mu);
+            int frc = copy_lane_fold(l, done);
+            if (rc == PGPIPE_OK && frc != PGPIPE_OK) {
+                rc = frc;
+                first = l->hdr.err;
+            }
+            pthread_mutex_lock(&l->mu);
+            continue;
+        }
+        if (wait_all ? busy == 0 : (idle != NULL || rc != PGPIPE_OK)) {
+            if (free_lane && rc == PGPIPE_OK)
+                *free_lane = idle;
+            break;
+        }
+        pthread_cond_wait(&l->cv, &l->mu);
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (rc != PGPIPE_OK)
+        l->hdr.err = first;
+#endif
+    return rc;
+}
+
+/* Hand the filled lane over to be committed. */
+static int copy_lane_handoff(pgpipe_loader *l, copy_lane *ln)
+{
+    if (!l->threaded) {
+        copy_lane_commit(ln);
+        return copy_lane_fold(l, ln);
+    }
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_lock(&l->mu);
+    ln->state = COPY_LANE_QUEUED;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+#endif
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long off)
+{
+    copy_lane *ln;
+    int rc = copy_lanes_collect(l, &ln, 0);
+    if (rc != PGPIPE_OK)
+        return rc;
+    copy_batch_reset(ln);
+    l->cur = ln;
+    ln->seq = ++l->seq;
+    ln->skipping = copy_seq_done(l, ln->seq);
+    if (!ln->skipping)
+        copy_new_uuid(l, ln);
+    ln->b_first_line = line;
+    ln->b_start_off = off;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void copy_report(pgpipe_loader *l)
+{
+    l->sum.seconds = (double)(pgpipe_now_us() - l->t0) / 1e6;
+    l->sum.bytes = l->in_bytes;
+    l->sum.rows_per_sec = l->sum.seconds > 0 ? (double)l->sum.records_read / l->sum.seconds : 0;
+}
+
+static int copy_progress(pgpipe_loader *l)
+{
+    copy_report(l);
+    if (!l->progress)
+        return PGPIPE_OK;
+    pgpipe_load_progress p;
+    p.bytes_done = l->in_bytes;
+    p.bytes_total = l->src_size;
+    p.records_read = l->sum.records_read;
+    p.rows_loaded = l->sum.rows_loaded;
+    p.rows_dead = l->sum.rows_dead;
+    p.rows_skipped = l->sum.rows_skipped;
+    p.batches = l->sum.batches;
+    p.seconds = l->sum.seconds;
+    if (l->progress(l->progress_ud, &p))
+        return copy_errf(l, PGPIPE_BUSY, "loader: stopped by the progress callback after batch %lld",
+                         l->seq);
+    return PGPIPE_OK;
+}
+
+/* The current batch is complete: commit it (or count it, when an earlier
+** run committed it). */
+PGPIPE_PRIVATE int copy_batch_end(pgpipe_loader *l)
+{
+    copy_lane *ln = l->cur;
+    if (!ln)
+        return PGPIPE_OK;
+    l->cur = NULL;
+    if (ln->skipping) {
+        ln->r_skipped_rows += ln->b_read;
+        ln->r_skipped_batches++;
+        return copy_lane_fold(l, ln);
+    }
+    return copy_lane_handoff(l, ln);
+}
+
+/* A record was read (loaded or dead-lettered): count it, close a full batch. */
+PGPIPE_PRIVATE int copy_record_done(pgpipe_loader *l, long long line, long long off, size_t rawlen)
+{
+    copy_lane *ln = l->cur;
+    ln->b_read++;
+    l->sum.records_read++;
+    ln->b_bytes += (long long)rawlen + 1;
+    ln->b_last_line = line;
+    ln->b_end_off = off + (long long)rawlen;
+    if (ln->b_read >= l->batch_rows || (size_t)ln->b_bytes >= l->batch_bytes)
+        return copy_batch_end(l);
+    return PGPIPE_OK;
+}
+
+/* Begin the batch's transaction and COPY on the lane (connecting it if it
+** never was). A failure only marks the stream broken: the batch then goes
+** the slow way when it is committed. */
+static void copy_stream_open(copy_lane *ln)
+{
+    int transient = 0;
+    if (!ln->conn && !ln->connected_once)
+        copy_connect(ln, &transient);
+    if (!ln->conn || PQstatus(ln->conn) != CONNECTION_OK) {
+        ln->stream_broken = 1;
+        return;
+    }
+    if (copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, &transient) != PGPIPE_OK ||
+        copy_start(ln, ln->l->copy_sql, &transient) != PGPIPE_OK) {
+        copy_rollback(ln);
+        ln->stream_broken = 1;
+        return;
+    }
+    ln->copy_open = 1;
+    ln->sent = 0;
+}
+
+/* With one lane the batch streams to the server while it fills: the COPY
+** begins at the first row and the buffer is sent every COPY_SEND_CHUNK
+** bytes. (With several, the lane's thread sends the whole batch: filling
+** stays ahead of every server instead of waiting on one.) */
+PGPIPE_PRIVATE void copy_stream(copy_lane *ln)
+{
+    if (ln->stream_broken || ln->l->threaded)
+        return;
+    if (!ln->copy_open) {
+        copy_stream_open(ln);
+        if (!ln->copy_open)
+            return;
+    }
+    if (ln->cbuf.len - ln->sent >= COPY_SEND_CHUNK) {
+        int transient = 0;
+        if (copy_put(ln, ln->cbuf.data + ln->sent, ln->cbuf.len - ln->sent, &transient) != PGPIPE_OK) {
+            ln->stream_broken = 1;
+            ln->copy_open = 0;
+            return;
+        }
+        ln->sent = ln->cbuf.len;
+    }
+}
+#endif /* PGPIPE_OMIT_LOAD */
+/* ==== end src/pipeline/load_lanes.c ==== */
 
 /* ==== begin src/pipeline/claim.c ==== */
 #ifndef PGPIPE_OMIT_CLAIM

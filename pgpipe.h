@@ -32,13 +32,24 @@ extern "C" {
 /* ---- Build options ----------------------------------------------------------
 ** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
 **   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
-**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, POOL, MIGRATE,
-**                        LOCAL, LOAD, CLAIM, DLQ, RECORDS), with every
-**                        component that needs it, as the table below says.
+**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, SQLSPLIT, POOL,
+**                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS),
+**                        with every component that needs it, as the table
+**                        below says (in order: a rule may set a later one).
 ** `make cross` prints the aarch64 size of each configuration. */
-/* LOAD needs JSON, CSV, POOL, MIGRATE and DLQ */
+/* MIGRATE needs SQLSPLIT */
+#if defined(PGPIPE_OMIT_SQLSPLIT)
+#undef PGPIPE_OMIT_MIGRATE
+#define PGPIPE_OMIT_MIGRATE 1
+#endif
+/* SCHEMA needs MIGRATE */
+#if defined(PGPIPE_OMIT_MIGRATE)
+#undef PGPIPE_OMIT_SCHEMA
+#define PGPIPE_OMIT_SCHEMA 1
+#endif
+/* LOAD needs JSON, CSV, POOL, MIGRATE, SCHEMA and DLQ */
 #if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL) \
-    || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_DLQ)
+    || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_SCHEMA) || defined(PGPIPE_OMIT_DLQ)
 #undef PGPIPE_OMIT_LOAD
 #define PGPIPE_OMIT_LOAD 1
 #endif
@@ -539,6 +550,53 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
 #endif /* PGPIPE_OMIT_CSV */
 /* ==== end src/parse/csv.h ==== */
 
+/* ==== begin src/parse/sqlsplit.h ==== */
+#ifndef PGPIPE_OMIT_SQLSPLIT
+/* ---- SQL scripts: the statement splitter ------------------------------ */
+
+/* Splits a buffer of SQL the way psql does: statements end at a ';' outside
+** quotes, comments, parentheses and SQL-standard function bodies. It knows
+** 'strings' (standard_conforming_strings on: '' is a quote, backslash is a
+** plain character), E'strings' with backslash escapes, "identifiers",
+** $$dollar$$ and $tag$dollar$tag$ quotes, -- comments, nested comments,
+** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
+** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
+** the input). Other psql backslash commands are a parse error. */
+typedef struct pgpipe_sql_split pgpipe_sql_split;
+
+typedef struct pgpipe_sql_stmt {
+    const char *sql;         /* the statement without its ';' (not NUL-terminated) */
+    size_t len;
+    size_t offset;           /* byte offset of its first character */
+    long long line;          /* 1-based line and column where it starts */
+    long long column;
+    int index;               /* 0-based position among the statements */
+    const char *copy_data;   /* COPY ... FROM stdin: the data lines (ending with
+                                '\n' unless the input ended), else NULL */
+    size_t copy_len;
+    long long copy_line;     /* line where the data starts */
+    int terminated;          /* 1 when ended by ';' (and COPY data by \.), 0 when
+                                the input ended first */
+} pgpipe_sql_stmt;
+
+/* Open a splitter over buf[0..len) (kept by reference: keep it alive).
+** source names the input in errors ("V0001__x.sql", "<stdin>"; NULL for
+** "<buffer>"). */
+int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
+                          const char *source);
+/* Next statement: PGPIPE_ROW (stmt filled), PGPIPE_DONE, or PGPIPE_PARSE
+** (unterminated quote or comment, psql meta-command; the error names the
+** source, line and column). */
+int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *stmt);
+/* 1 when the input ended inside a statement: an unterminated quote, comment
+** or dollar quote (PGPIPE_PARSE), a last statement without ';', or COPY data
+** without its \. line. An interactive caller reads more input and splits
+** again. */
+int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s);
+void pgpipe_sql_split_close(pgpipe_sql_split *s);
+#endif /* PGPIPE_OMIT_SQLSPLIT */
+/* ==== end src/parse/sqlsplit.h ==== */
+
 /* ==== begin src/db/pool.h ==== */
 #ifndef PGPIPE_OMIT_POOL
 /* ---- Connection pool -------------------------------------------------- */
@@ -756,49 +814,6 @@ void pgpipe_pipeline_free(pgpipe_pipeline *p);
 
 /* ==== begin src/db/migrate.h ==== */
 #ifndef PGPIPE_OMIT_MIGRATE
-/* ---- SQL scripts: the statement splitter ------------------------------ */
-
-/* Splits a buffer of SQL the way psql does: statements end at a ';' outside
-** quotes, comments, parentheses and SQL-standard function bodies. It knows
-** 'strings' (standard_conforming_strings on: '' is a quote, backslash is a
-** plain character), E'strings' with backslash escapes, "identifiers",
-** $$dollar$$ and $tag$dollar$tag$ quotes, -- comments, nested comments,
-** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
-** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
-** the input). Other psql backslash commands are a parse error. */
-typedef struct pgpipe_sql_split pgpipe_sql_split;
-
-typedef struct pgpipe_sql_stmt {
-    const char *sql;         /* the statement without its ';' (not NUL-terminated) */
-    size_t len;
-    size_t offset;           /* byte offset of its first character */
-    long long line;          /* 1-based line and column where it starts */
-    long long column;
-    int index;               /* 0-based position among the statements */
-    const char *copy_data;   /* COPY ... FROM stdin: the data lines (ending with
-                                '\n' unless the input ended), else NULL */
-    size_t copy_len;
-    long long copy_line;     /* line where the data starts */
-    int terminated;          /* 1 when ended by ';' (and COPY data by \.), 0 when
-                                the input ended first */
-} pgpipe_sql_stmt;
-
-/* Open a splitter over buf[0..len) (kept by reference: keep it alive).
-** source names the input in errors ("V0001__x.sql", "<stdin>"; NULL for
-** "<buffer>"). */
-int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
-                          const char *source);
-/* Next statement: PGPIPE_ROW (stmt filled), PGPIPE_DONE, or PGPIPE_PARSE
-** (unterminated quote or comment, psql meta-command; the error names the
-** source, line and column). */
-int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *stmt);
-/* 1 when the input ended inside a statement: an unterminated quote, comment
-** or dollar quote (PGPIPE_PARSE), a last statement without ';', or COPY data
-** without its \. line. An interactive caller reads more input and splits
-** again. */
-int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s);
-void pgpipe_sql_split_close(pgpipe_sql_split *s);
-
 /* ---- Checksums -------------------------------------------------------- */
 
 /* SHA-256 of data as 64 lowercase hex digits and a NUL (out has 65 bytes). */
@@ -899,6 +914,12 @@ const char *pgpipe_migration_state_name(int state);
 ** length needed, like snprintf. */
 int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size);
 void pgpipe_migrate_close(pgpipe_migrator *m);
+#endif /* PGPIPE_OMIT_MIGRATE */
+/* ==== end src/db/migrate.h ==== */
+
+/* ==== begin src/db/schema.h ==== */
+#ifndef PGPIPE_OMIT_SCHEMA
+/* ---- The built-in schema and the example ------------------------------ */
 
 /* Install (or bring up to date) the built-in schema embedded from sql/schema:
 ** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,
@@ -907,8 +928,8 @@ void pgpipe_migrate_close(pgpipe_migrator *m);
 int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
 /* The built-in schema, then the example pipeline of sql/example. */
 int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
-#endif /* PGPIPE_OMIT_MIGRATE */
-/* ==== end src/db/migrate.h ==== */
+#endif /* PGPIPE_OMIT_SCHEMA */
+/* ==== end src/db/schema.h ==== */
 
 /* ==== begin src/db/local.h ==== */
 #ifndef PGPIPE_OMIT_LOCAL
@@ -951,7 +972,7 @@ int pgpipe_local_running(const char *dir);
 
 /* ==== begin src/pipeline/load.h ==== */
 #ifndef PGPIPE_OMIT_LOAD
-/* ---- COPY loader (src/copy.c) ------------------------------------------- */
+/* ---- COPY loader (src/pipeline/load.c) ---------------------------------- */
 
 /* Loads CSV, NDJSON or a JSON array of objects into PostgreSQL with COPY FROM
 ** STDIN, in batches, validating every record first. A bad record goes to

@@ -28,13 +28,24 @@ extern "C" {
 /* ---- Build options ----------------------------------------------------------
 ** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
 **   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
-**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, POOL, MIGRATE,
-**                        LOCAL, LOAD, CLAIM, DLQ, RECORDS), with every
-**                        component that needs it, as the table below says.
+**   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, SQLSPLIT, POOL,
+**                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS),
+**                        with every component that needs it, as the table
+**                        below says (in order: a rule may set a later one).
 ** `make cross` prints the aarch64 size of each configuration. */
-/* LOAD needs JSON, CSV, POOL, MIGRATE and DLQ */
+/* MIGRATE needs SQLSPLIT */
+#if defined(PGPIPE_OMIT_SQLSPLIT)
+#undef PGPIPE_OMIT_MIGRATE
+#define PGPIPE_OMIT_MIGRATE 1
+#endif
+/* SCHEMA needs MIGRATE */
+#if defined(PGPIPE_OMIT_MIGRATE)
+#undef PGPIPE_OMIT_SCHEMA
+#define PGPIPE_OMIT_SCHEMA 1
+#endif
+/* LOAD needs JSON, CSV, POOL, MIGRATE, SCHEMA and DLQ */
 #if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL) \
-    || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_DLQ)
+    || defined(PGPIPE_OMIT_MIGRATE) || defined(PGPIPE_OMIT_SCHEMA) || defined(PGPIPE_OMIT_DLQ)
 #undef PGPIPE_OMIT_LOAD
 #define PGPIPE_OMIT_LOAD 1
 #endif

@@ -1,9 +1,9 @@
 /*
-** Migrations: a psql-compatible statement splitter, SHA-256 checksums, and a
-** runner for versioned (V<version>__<name>.sql) and repeatable (R__<name>.sql)
-** migrations with a history table, an advisory lock, drift detection, repair,
-** baseline, dry run and resumable no-transaction files; plus the one-call
-** installers of the built-in schema and the example pipeline (sql/).
+** Migrations: SHA-256 checksums and a runner for versioned
+** (V<version>__<name>.sql) and repeatable (R__<name>.sql) migrations with a
+** history table, an advisory lock, drift detection, repair, baseline, dry run
+** and resumable no-transaction files. Files are cut into statements by
+** src/parse/sqlsplit.c; src/db/schema.c installs the embedded sql/ folders.
 */
 
 #include "pp_db.h"
@@ -166,353 +166,6 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65])
     pgpipe_sha256_hex(t, n, out);
     pp_free(t);
     return PGPIPE_OK;
-}
-
-/* ---- Statement splitter ----------------------------------------------- */
-
-struct pgpipe_sql_split {
-    pp_handle hdr;
-    const char *buf;
-    size_t len, pos;
-    long long line;       /* line of buf[pos] */
-    size_t line_start;    /* offset of that line's first byte */
-    int index;
-    int incomplete;       /* the input ended inside a statement */
-    char source[256];
-};
-
-int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
-                          const char *source)
-{
-    if (!out)
-        return PGPIPE_MISUSE;
-    pgpipe_sql_split *s = pp_calloc(1, sizeof *s);
-    *out = s;
-    if (!s)
-        return PGPIPE_NOMEM;
-    pp_handle_init(&s->hdr);
-    s->buf = buf ? buf : "";
-    s->len = buf ? len : 0;
-    s->line = 1;
-    snprintf(s->source, sizeof s->source, "%s", source && *source ? source : "<buffer>");
-    return PGPIPE_OK;
-}
-
-int pgpipe_sql_split_incomplete(const pgpipe_sql_split *s)
-{
-    return s ? s->incomplete : 0;
-}
-
-void pgpipe_sql_split_close(pgpipe_sql_split *s)
-{
-    pp_free(s);
-}
-
-static int mig_is_ident_start(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
-}
-
-static int mig_is_ident_char(unsigned char c)
-{
-    return mig_is_ident_start(c) || (c >= '0' && c <= '9') || c == '$';
-}
-
-/* Moves one byte forward, keeping the line count. */
-static inline void mig_step(pgpipe_sql_split *s)
-{
-    if (s->buf[s->pos] == '\n') {
-        s->line++;
-        s->line_start = s->pos + 1;
-    }
-    s->pos++;
-}
-
-static int mig_split_err(pgpipe_sql_split *s, long long line, size_t at, size_t line_start,
-                         const char *what)
-{
-    if (strncmp(what, "unterminated", 12) == 0)
-        s->incomplete = 1;
-    return pp_err_at(&s->hdr.err, PGPIPE_PARSE, s->source, line,
-                     (long long)(at - line_start) + 1, (long long)at, "%s", what);
-}
-
-/* Skips a comment at pos ("--" or a nested block comment). Returns 1 when it
-** skipped one, 0 when there is none, -1 on an unterminated block comment. */
-static int mig_skip_comment(pgpipe_sql_split *s)
-{
-    const char *b = s->buf;
-    if (s->pos + 1 < s->len && b[s->pos] == '-' && b[s->pos + 1] == '-') {
-        while (s->pos < s->len && b[s->pos] != '\n')
-            s->pos++;
-        return 1;
-    }
-    if (s->pos + 1 < s->len && b[s->pos] == '/' && b[s->pos + 1] == '*') {
-        long long line = s->line;
-        size_t at = s->pos, ls = s->line_start;
-        int depth = 0;
-        while (s->pos < s->len) {
-            if (s->pos + 1 < s->len && b[s->pos] == '/' && b[s->pos + 1] == '*') {
-                depth++;
-                s->pos += 2;
-            } else if (s->pos + 1 < s->len && b[s->pos] == '*' && b[s->pos + 1] == '/') {
-                s->pos += 2;
-                if (--depth == 0)
-                    return 1;
-            } else {
-                mig_step(s);
-            }
-        }
-        mig_split_err(s, line, at, ls, "unterminated /* comment");
-        return -1;
-    }
-    return 0;
-}
-
-/* Skips a quoted token starting at pos (', E', " or $tag$). Returns 0 or
-** PGPIPE_PARSE. */
-static int mig_skip_quoted(pgpipe_sql_split *s, char q, int backslash)
-{
-    long long line = s->line;
-    size_t at = s->pos, ls = s->line_start;
-    const char *b = s->buf;
-    s->pos++;
-    while (s->pos < s->len) {
-        char c = b[s->pos];
-        if (backslash && c == '\\' && s->pos + 1 < s->len) {
-            s->pos++;
-            mig_step(s);
-            continue;
-        }
-        if (c == q) {
-            if (s->pos + 1 < s->len && b[s->pos + 1] == q) {
-                s->pos += 2;
-                continue;
-            }
-            s->pos++;
-            return PGPIPE_OK;
-        }
-        mig_step(s);
-    }
-    return mig_split_err(s, line, at, ls,
-                         q == '"' ? "unterminated quoted identifier" : "unterminated quoted string");
-}
-
-/* At a '$': length of a dollar-quote delimiter ($$ or $tag$) here, or 0. */
-static size_t mig_dollar_tag(const pgpipe_sql_split *s, size_t p)
-{
-    const char *b = s->buf;
-    size_t q = p + 1;
-    if (q < s->len && b[q] == '$')
-        return 2;
-    if (q >= s->len || !mig_is_ident_start((unsigned char)b[q]))
-        return 0;
-    while (q < s->len && mig_is_ident_char((unsigned char)b[q]) && b[q] != '$')
-        q++;
-    return q < s->len && b[q] == '$' ? q + 1 - p : 0;
-}
-
-static int mig_skip_dollar(pgpipe_sql_split *s, size_t taglen)
-{
-    long long line = s->line;
-    size_t at = s->pos, ls = s->line_start;
-    const char *tag = s->buf + s->pos;
-    s->pos += taglen;
-    while (s->pos < s->len) {
-        if (s->buf[s->pos] == '$' && s->len - s->pos >= taglen &&
-            memcmp(s->buf + s->pos, tag, taglen) == 0) {
-            s->pos += taglen;
-            return PGPIPE_OK;
-        }
-        mig_step(s);
-    }
-    return mig_split_err(s, line, at, ls, "unterminated dollar-quoted string");
-}
-
-static int mig_word_is(const char *w, size_t n, const char *kw)
-{
-    return strlen(kw) == n && strncasecmp(w, kw, n) == 0;
-}
-
-int pgpipe_sql_split_next(pgpipe_sql_split *s, pgpipe_sql_stmt *st)
-{
-    if (!s || !st)
-        return PGPIPE_MISUSE;
-    if (s->hdr.err.code == PGPIPE_PARSE)
-        return PGPIPE_PARSE;
-    const char *b = s->buf;
-    memset(st, 0, sizeof *st);
-
-    /* skip blanks, comments and empty statements */
-    for (;;) {
-        while (s->pos < s->len && (isspace((unsigned char)b[s->pos]) || b[s->pos] == ';'))
-            mig_step(s);
-        if (s->pos >= s->len)
-            return PGPIPE_DONE;
-        int c = mig_skip_comment(s);
-        if (c < 0)
-            return PGPIPE_PARSE;
-        if (c == 0)
-            break;
-    }
-
-    size_t start = s->pos, end = s->len;
-    st->offset = start;
-    st->line = s->line;
-    st->column = (long long)(start - s->line_start) + 1;
-
-    int paren = 0, begin_depth = 0, nwords = 0, copy_stmt = 0, copy_in = 0;
-    char kw[4] = { 0, 0, 0, 0 };
-    int prev_from = 0, semicolon = 0;
-    while (s->pos < s->len) {
-        unsigned char c = (unsigned char)b[s->pos];
-        if (c == ';' && paren == 0 && begin_depth == 0) {
-            end = s->pos;
-            s->pos++;
-            semicolon = 1;
-            break;
-        }
-        if ((c == '-' || c == '/') && s->pos + 1 < s->len) {
-            int k = mig_skip_comment(s);
-            if (k < 0)
-                return PGPIPE_PARSE;
-            if (k > 0)
-                continue;
-        }
-        if (c == '\'' || c == '"') {
-            if (mig_skip_quoted(s, (char)c, 0) != PGPIPE_OK)
-                return PGPIPE_PARSE;
-            prev_from = 0;
-            continue;
-        }
-        if (c == '$') {
-            size_t tl = mig_dollar_tag(s, s->pos);
-            if (tl) {
-                if (mig_skip_dollar(s, tl) != PGPIPE_OK)
-                    return PGPIPE_PARSE;
-                prev_from = 0;
-            } else {
-                s->pos++;
-            }
-            continue;
-        }
-        if (c == '\\') {
-            mig_split_err(s, s->line, s->pos, s->line_start,
-                          "psql backslash commands are not supported (only the \\. line "
-                          "that ends COPY ... FROM stdin data)");
-            return PGPIPE_PARSE;
-        }
-        if (c == '(') {
-            paren++;
-            s->pos++;
-            continue;
-        }
-        if (c == ')') {
-            if (paren > 0)
-                paren--;
-            s->pos++;
-            continue;
-        }
-        if (mig_is_ident_char(c)) {
-            size_t w0 = s->pos;
-            while (s->pos < s->len && mig_is_ident_char((unsigned char)b[s->pos]))
-                s->pos++;
-            const char *w = b + w0;
-            size_t wn = s->pos - w0;
-            if (wn == 1 && (w[0] == 'e' || w[0] == 'E') && s->pos < s->len && b[s->pos] == '\'') {
-                if (mig_skip_quoted(s, '\'', 1) != PGPIPE_OK)
-                    return PGPIPE_PARSE;
-                prev_from = 0;
-                continue;
-            }
-            if (!mig_is_ident_start(c)) /* a number */
-                continue;
-            /* CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END */
-            if (nwords < 4) {
-                char k = 0;
-                if (mig_word_is(w, wn, "create")) k = 'c';
-                else if (mig_word_is(w, wn, "or")) k = 'o';
-                else if (mig_word_is(w, wn, "replace")) k = 'r';
-                else if (mig_word_is(w, wn, "function")) k = 'f';
-                else if (mig_word_is(w, wn, "procedure")) k = 'p';
-                kw[nwords] = k;
-            }
-            if (nwords == 0 && mig_word_is(w, wn, "copy"))
-                copy_stmt = 1;
-            nwords++;
-            int routine = kw[0] == 'c' &&
-                          (kw[1] == 'f' || kw[1] == 'p' ||
-                           (kw[1] == 'o' && kw[2] == 'r' && (kw[3] == 'f' || kw[3] == 'p')));
-            if (routine && paren == 0) {
-                if (mig_word_is(w, wn, "begin"))
-                    begin_depth++;
-                else if (mig_word_is(w, wn, "case") && begin_depth > 0)
-                    begin_depth++;
-                else if (mig_word_is(w, wn, "end") && begin_depth > 0)
-                    begin_depth--;
-            }
-            if (copy_stmt && paren == 0 && prev_from && mig_word_is(w, wn, "stdin"))
-                copy_in = 1;
-            prev_from = copy_stmt && paren == 0 && mig_word_is(w, wn, "from");
-            continue;
-        }
-        mig_step(s);
-    }
-    while (end > start && isspace((unsigned char)b[end - 1]))
-        end--;
-    st->sql = b + start;
-    st->len = end - start;
-    st->index = s->index++;
-    st->terminated = semicolon;
-    if (!semicolon)
-        s->incomplete = 1;
-
-    if (copy_in && semicolon) {
-        /* the rest of the line must be blank (or a comment); data follows */
-        while (s->pos < s->len && b[s->pos] != '\n') {
-            if (b[s->pos] == '-' && s->pos + 1 < s->len && b[s->pos + 1] == '-') {
-                while (s->pos < s->len && b[s->pos] != '\n')
-                    s->pos++;
-                break;
-            }
-            if (!isspace((unsigned char)b[s->pos])) {
-                mig_split_err(s, s->line, s->pos, s->line_start,
-                              "text after COPY ... FROM stdin; on the same line (the data "
-                              "must start on the next line)");
-                return PGPIPE_PARSE;
-            }
-            s->pos++;
-        }
-        if (s->pos < s->len)
-            mig_step(s); /* the newline */
-        size_t d0 = s->pos;
-        st->copy_line = s->line;
-        st->copy_data = b + d0;
-        st->copy_len = s->len - d0;
-        st->terminated = 0;
-        while (s->pos < s->len) {
-            size_t ls = s->pos, le = ls;
-            while (le < s->len && b[le] != '\n')
-                le++;
-            size_t ce = le;
-            if (ce > ls && b[ce - 1] == '\r')
-                ce--;
-            if (ce - ls == 2 && b[ls] == '\\' && b[ls + 1] == '.') {
-                st->copy_len = ls - d0;
-                st->terminated = 1;
-                s->pos = le;
-                if (s->pos < s->len)
-                    mig_step(s);
-                break;
-            }
-            s->pos = le;
-            if (s->pos < s->len)
-                mig_step(s);
-        }
-        if (!st->terminated)
-            s->incomplete = 1;
-    }
-    return PGPIPE_ROW;
 }
 
 /* ---- Migration files -------------------------------------------------- */
@@ -927,7 +580,7 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
         f->nstmts++;
     }
     if (rc == PGPIPE_PARSE)
-        m->hdr.err = sp->hdr.err;
+        m->hdr.err = *pgpipe_errinfo(sp);
     pgpipe_sql_split_close(sp);
     if (rc != PGPIPE_DONE) {
         mig_file_free_stmts(f);
@@ -939,12 +592,12 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
         for (int i = 0; i < f->nstmts; i++) {
             const char *s = f->stmts[i].sql;
             size_t n = 0;
-            while (mig_is_ident_char((unsigned char)s[n]))
+            while (sqlsplit_is_ident_char((unsigned char)s[n]))
                 n++;
             static const char *const tc[] = { "begin", "start", "commit", "end", "rollback",
                                               "abort", "savepoint", "release", "prepare" };
             for (size_t k = 0; k < sizeof tc / sizeof tc[0]; k++) {
-                if (!mig_word_is(s, n, tc[k]))
+                if (!sqlsplit_word_is(s, n, tc[k]))
                     continue;
                 if (k == 4 && strncasecmp(s + n, " to", 3) == 0)
                     break; /* ROLLBACK TO SAVEPOINT is harmless */
@@ -1325,85 +978,109 @@ static int mig_entry_cmp(const void *pa, const void *pb)
     return strcmp(a->info.name, b->info.name);
 }
 
-/* Builds the entries from the files and the history, deciding what a run
-** would do with each. */
-static int mig_build_entries(pgpipe_migrator *m)
+/* Forgets which history rows matched a file, and finds the highest applied
+** (or baselined) version and the highest baseline version (NULL when none). */
+static void mig_history_bounds(pgpipe_migrator *m, const char **max_applied,
+                               const char **max_baseline)
 {
-    mig_entries_free(m);
-    int cap = 0;
-    const char *max_applied = NULL, *max_baseline = NULL;
+    *max_applied = *max_baseline = NULL;
     for (int i = 0; i < m->nrows; i++) {
         mig_row *r = &m->rows[i];
         r->matched = 0;
         if (r->kind != 'V')
             continue;
         if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0)
-            if (!max_applied || mig_vcmp(r->version, max_applied) > 0)
-                max_applied = r->version;
+            if (!*max_applied || mig_vcmp(r->version, *max_applied) > 0)
+                *max_applied = r->version;
         if (strcmp(r->status, "baseline") == 0)
-            if (!max_baseline || mig_vcmp(r->version, max_baseline) > 0)
-                max_baseline = r->version;
+            if (!*max_baseline || mig_vcmp(r->version, *max_baseline) > 0)
+                *max_baseline = r->version;
     }
+}
+
+/* State and action of a file not in the history. */
+static void mig_decide_new(pgpipe_migrator *m, mig_entry *e, const char *max_applied,
+                           const char *max_baseline)
+{
+    const mig_file *f = e->f;
+    pgpipe_migration_info *in = &e->info;
+    in->state = PGPIPE_MIGRATION_PENDING;
+    if (f->kind == 'V' && m->baseline && mig_vcmp(f->version, m->baseline) <= 0) {
+        e->do_baseline = 1;
+        snprintf(e->action, sizeof e->action, "record as baseline");
+    } else if (f->kind == 'V' && max_baseline && mig_vcmp(f->version, max_baseline) <= 0) {
+        in->state = PGPIPE_MIGRATION_IGNORED;
+        snprintf(e->action, sizeof e->action, "below the baseline %s: skipped",
+                 max_baseline);
+    } else if (f->kind == 'V' && max_applied && mig_vcmp(f->version, max_applied) < 0) {
+        e->out_of_order = 1;
+        if (m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER) {
+            in->will_run = 1;
+            snprintf(e->action, sizeof e->action, "apply (out of order)");
+        } else {
+            snprintf(e->action, sizeof e->action,
+                     "error: out of order (version %s is applied)", max_applied);
+        }
+    } else {
+        in->will_run = 1;
+        snprintf(e->action, sizeof e->action, "apply");
+    }
+}
+
+/* State and action of a file with a history row. */
+static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
+{
+    const mig_file *f = e->f;
+    const mig_row *r = e->r;
+    pgpipe_migration_info *in = &e->info;
     int repair = (m->flags & PGPIPE_MIGRATE_REPAIR) != 0;
+    if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
+        int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
+        int base = strcmp(r->status, "baseline") == 0;
+        if (same) {
+            in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
+        } else if (f->kind == 'R') {
+            in->state = PGPIPE_MIGRATION_OUTDATED;
+            in->will_run = 1;
+            snprintf(e->action, sizeof e->action, "re-apply (file changed)");
+        } else {
+            in->state = PGPIPE_MIGRATION_CHANGED;
+            e->do_repair = repair;
+            snprintf(e->action, sizeof e->action, "%s",
+                     repair ? "repair: record the new checksum"
+                            : "error: file changed since it was applied");
+        }
+    } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
+        in->state = PGPIPE_MIGRATION_PARTIAL;
+        in->will_run = 1;
+        e->resume_at = r->done;
+        snprintf(e->action, sizeof e->action, "resume at statement %d", r->done + 1);
+    } else {
+        in->state = PGPIPE_MIGRATION_FAILED;
+        in->will_run = 1;
+        snprintf(e->action, sizeof e->action, "re-apply (last attempt failed)");
+    }
+}
+
+/* An entry for each file, matched with its history row. */
+static int mig_add_file_entries(pgpipe_migrator *m, int *cap)
+{
+    const char *max_applied, *max_baseline;
+    mig_history_bounds(m, &max_applied, &max_baseline);
     for (int i = 0; i < m->nfiles; i++) {
         mig_file *f = &m->files[i];
-        mig_entry *e = mig_new_entry(m, &cap);
+        mig_entry *e = mig_new_entry(m, cap);
         if (!e)
             return pp_err_nomem(&m->hdr.err);
         e->f = f;
         mig_row *r = e->r = mig_find_row(m, f);
-        if (r)
+        if (r) {
             r->matched = 1;
-        pgpipe_migration_info *in = &e->info;
-        if (!r) {
-            in->state = PGPIPE_MIGRATION_PENDING;
-            if (f->kind == 'V' && m->baseline && mig_vcmp(f->version, m->baseline) <= 0) {
-                e->do_baseline = 1;
-                snprintf(e->action, sizeof e->action, "record as baseline");
-            } else if (f->kind == 'V' && max_baseline && mig_vcmp(f->version, max_baseline) <= 0) {
-                in->state = PGPIPE_MIGRATION_IGNORED;
-                snprintf(e->action, sizeof e->action, "below the baseline %s: skipped",
-                         max_baseline);
-            } else if (f->kind == 'V' && max_applied && mig_vcmp(f->version, max_applied) < 0) {
-                e->out_of_order = 1;
-                if (m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER) {
-                    in->will_run = 1;
-                    snprintf(e->action, sizeof e->action, "apply (out of order)");
-                } else {
-                    snprintf(e->action, sizeof e->action,
-                             "error: out of order (version %s is applied)", max_applied);
-                }
-            } else {
-                in->will_run = 1;
-                snprintf(e->action, sizeof e->action, "apply");
-            }
-        } else if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
-            int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
-            int base = strcmp(r->status, "baseline") == 0;
-            if (same) {
-                in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
-            } else if (f->kind == 'R') {
-                in->state = PGPIPE_MIGRATION_OUTDATED;
-                in->will_run = 1;
-                snprintf(e->action, sizeof e->action, "re-apply (file changed)");
-            } else {
-                in->state = PGPIPE_MIGRATION_CHANGED;
-                e->do_repair = repair;
-                snprintf(e->action, sizeof e->action, "%s",
-                         repair ? "repair: record the new checksum"
-                                : "error: file changed since it was applied");
-            }
-        } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
-            in->state = PGPIPE_MIGRATION_PARTIAL;
-            in->will_run = 1;
-            e->resume_at = r->done;
-            snprintf(e->action, sizeof e->action, "resume at statement %d", r->done + 1);
+            mig_decide_recorded(m, e);
         } else {
-            in->state = PGPIPE_MIGRATION_FAILED;
-            in->will_run = 1;
-            snprintf(e->action, sizeof e->action, "re-apply (last attempt failed)");
+            mig_decide_new(m, e, max_applied, max_baseline);
         }
-        if (in->will_run || in->state == PGPIPE_MIGRATION_FAILED) {
+        if (e->info.will_run || e->info.state == PGPIPE_MIGRATION_FAILED) {
             /* statement counts for the report; a run reports parse errors */
             pgpipe_error keep = m->hdr.err;
             if (mig_parse_file(m, f) == PGPIPE_NOMEM)
@@ -1411,11 +1088,17 @@ static int mig_build_entries(pgpipe_migrator *m)
             m->hdr.err = keep;
         }
     }
+    return PGPIPE_OK;
+}
+
+/* An entry for each history row whose file is gone. */
+static int mig_add_missing_entries(pgpipe_migrator *m, int *cap)
+{
     for (int i = 0; i < m->nrows; i++) {
         mig_row *r = &m->rows[i];
         if (r->matched)
             continue;
-        mig_entry *e = mig_new_entry(m, &cap);
+        mig_entry *e = mig_new_entry(m, cap);
         if (!e)
             return pp_err_nomem(&m->hdr.err);
         e->r = r;
@@ -1428,27 +1111,49 @@ static int mig_build_entries(pgpipe_migrator *m)
                                                               : "none (file missing on disk)");
         }
     }
-    /* a baseline version without a file of its own gets a marker row */
-    if (m->baseline) {
-        int have = 0;
-        for (int i = 0; i < m->nfiles; i++)
-            if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->baseline) == 0)
-                have = 1;
-        for (int i = 0; i < m->nrows; i++)
-            if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->baseline) == 0)
-                have = 1;
-        if (!have) {
-            mig_entry *e = mig_new_entry(m, &cap);
-            if (!e)
-                return pp_err_nomem(&m->hdr.err);
-            e->do_baseline = 1;
-            e->info.state = PGPIPE_MIGRATION_PENDING;
-            e->info.kind = 'V';
-            e->info.version = m->baseline;
-            e->info.name = "baseline";
-            snprintf(e->action, sizeof e->action, "record baseline marker");
-        }
-    }
+    return PGPIPE_OK;
+}
+
+/* A baseline version without a file or a history row of its own gets a
+** marker entry. */
+static int mig_add_baseline_marker(pgpipe_migrator *m, int *cap)
+{
+    if (!m->baseline)
+        return PGPIPE_OK;
+    int have = 0;
+    for (int i = 0; i < m->nfiles; i++)
+        if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->baseline) == 0)
+            have = 1;
+    for (int i = 0; i < m->nrows; i++)
+        if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->baseline) == 0)
+            have = 1;
+    if (have)
+        return PGPIPE_OK;
+    mig_entry *e = mig_new_entry(m, cap);
+    if (!e)
+        return pp_err_nomem(&m->hdr.err);
+    e->do_baseline = 1;
+    e->info.state = PGPIPE_MIGRATION_PENDING;
+    e->info.kind = 'V';
+    e->info.version = m->baseline;
+    e->info.name = "baseline";
+    snprintf(e->action, sizeof e->action, "record baseline marker");
+    return PGPIPE_OK;
+}
+
+/* Builds the entries from the files and the history, deciding what a run
+** would do with each, in the order a run takes them. */
+static int mig_build_entries(pgpipe_migrator *m)
+{
+    mig_entries_free(m);
+    int cap = 0;
+    int rc = mig_add_file_entries(m, &cap);
+    if (rc == PGPIPE_OK)
+        rc = mig_add_missing_entries(m, &cap);
+    if (rc == PGPIPE_OK)
+        rc = mig_add_baseline_marker(m, &cap);
+    if (rc != PGPIPE_OK)
+        return rc;
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (e->f || e->r)
@@ -2016,43 +1721,4 @@ void pgpipe_migrate_close(pgpipe_migrator *m)
     pp_free(m->tbl_schema);
     pp_free(m->tbl_name);
     pp_free(m);
-}
-
-/* ---- The built-in schema and the example ------------------------------ */
-
-static int mig_install_embedded(PGconn *conn, const pgpipe_migrate_options *opt,
-                                const char *folder, pgpipe_error *err)
-{
-    pgpipe_migrate_options o;
-    pgpipe_migrate_options_init(&o);
-    if (opt)
-        o = *opt;
-    o.dir = NULL;
-    o.embedded = folder;
-    o.scope = folder;
-    pgpipe_migrator *m = NULL;
-    int rc = pgpipe_migrate_open(&m, conn, &o);
-    if (rc == PGPIPE_OK)
-        rc = pgpipe_migrate_run(m);
-    if (err) {
-        if (m)
-            *err = m->hdr.err;
-        else
-            pp_err_nomem(err);
-    }
-    pgpipe_migrate_close(m);
-    return rc;
-}
-
-int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err)
-{
-    return mig_install_embedded(conn, opt, "schema", err);
-}
-
-int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err)
-{
-    int rc = mig_install_embedded(conn, opt, "schema", err);
-    if (rc == PGPIPE_OK)
-        rc = mig_install_embedded(conn, opt, "example", err);
-    return rc;
 }

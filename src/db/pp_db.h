@@ -3,7 +3,7 @@
 ** migrations and schema, the private local server). Layer order and rules:
 ** src/base/pp_base.h.
 **
-** @components pool migrate local
+** @components pool migrate schema local
 */
 #ifndef PP_DB_H
 #define PP_DB_H

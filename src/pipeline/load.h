@@ -1,4 +1,4 @@
-/* ---- COPY loader (src/copy.c) ------------------------------------------- */
+/* ---- COPY loader (src/pipeline/load.c) ---------------------------------- */
 
 /* Loads CSV, NDJSON or a JSON array of objects into PostgreSQL with COPY FROM
 ** STDIN, in batches, validating every record first. A bad record goes to

@@ -3,30 +3,202 @@
 ** production table (load into staging, claim and transform, dead letters,
 ** the records store). Layer order and rules: src/base/pp_base.h.
 **
-** @components load claim dlq records
+** @components load load_input load_lanes claim dlq records
 */
 #ifndef PP_PIPELINE_H
 #define PP_PIPELINE_H
 #include "../db/pp_db.h"
 
-/* Declarations of a component sit inside its PGPIPE_OMIT_ guard. */
-
-/* ---- load ---------------------------------------------------------------- */
-
+/* ==== The COPY loader's internals ========================================
+** The loader is three files (load.c, load_input.c, load_lanes.c; overview in
+** load.c) that share its state and these functions. Nothing else uses them. */
 #ifndef PGPIPE_OMIT_LOAD
-/* 1 when s[0..n) holds no NUL and is valid UTF-8; the length of the valid
-** UTF-8 sequence at s (n bytes left), 0 when it is invalid or NUL
-** (src/pipeline/load.c). */
+
+/* where a column value comes from */
+enum { COPY_K_FIELD, COPY_K_FIXED, COPY_K_NULL, COPY_K_RECORD, COPY_K_LINE, COPY_K_SOURCE,
+       COPY_K_BATCH, COPY_K_LOAD };
+
+typedef struct copy_col {
+    char *column;
+    int kind;
+    char *field;    /* COPY_K_FIELD */
+    int is_path;    /* field holds '.' or '[' */
+    char *value;    /* COPY_K_FIXED, COPY-escaped */
+    char *raw_value;/* COPY_K_FIXED as given (for the load's recorded mapping) */
+    int csv_idx;    /* index of the field in the CSV header */
+    int json;       /* the value is JSON (validated for CSV) */
+} copy_col;
+
+typedef struct copy_row {
+    size_t coff;        /* offset of its COPY text in l->cbuf */
+    size_t roff;        /* offset of its raw text in l->rbuf */
+    long long line;
+    long long offset;
+    int bad;            /* rejected by the server */
+} copy_row;
+
+/* A lane: one connection and the batch on it. The loader's thread fills a
+** lane's batch (streaming it into the lane's COPY as it grows), then hands
+** the lane over to commit it: with several lanes each has a thread that
+** ends the COPY, books and commits while the loader fills the next lane,
+** so the server runs one COPY per lane side by side. Everything a commit
+** touches is the lane's own; its outcome (counts, error) is folded into the
+** loader's summary by the loader's thread. */
+enum { COPY_LANE_FREE, COPY_LANE_QUEUED, COPY_LANE_DONE };
+#define COPY_MAX_LANES 8
+
+typedef struct copy_lane {
+    struct pgpipe_loader *l;
+    /* connection */
+    PGconn *conn;
+    pgpipe_conn *pconn;
+    int own_conn;
+    int connected_once;
+    pgpipe_error err;     /* of this lane's connection and batch */
+    /* the batch */
+    long long seq;
+    int skipping;         /* committed by an earlier run: counted, not sent */
+    unsigned char uuid[16];
+    char uuid_text[37];
+    pp_buf cbuf;          /* COPY text of the batch */
+    pp_buf rbuf;          /* raw text of the rows */
+    pp_buf dbuf;          /* COPY text of dead letters (pgpipe.dead_letters) */
+    size_t dbuf_valid;    /* dead letters of validation (before isolation) */
+    copy_row *rows;
+    size_t nrows, caprows;
+    long long b_read, b_dead_valid, b_dead_srv, b_bytes;
+    long long b_first_line, b_last_line, b_start_off, b_end_off;
+    int copy_open;        /* streaming COPY of the batch in progress */
+    int stream_broken;    /* streaming failed: resend at the end */
+    size_t sent;          /* bytes of cbuf sent by the streaming COPY */
+    /* the commit's outcome, for the loader's thread to fold */
+    int state;            /* COPY_LANE_*, under the loader's mutex */
+    int rc;
+    long long r_retries, r_loaded, r_dead, r_batches, r_skipped_rows, r_skipped_batches;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_t tid;
+#endif
+} copy_lane;
+
+struct pgpipe_loader {
+    pp_handle hdr;
+    /* options */
+    char *conninfo;
+    PGconn *borrowed;
+    pgpipe_pool *pool;
+    int opt_format;
+    char *opt_source_name;
+    char *target;         /* as given, for messages and NOTIFY */
+    char *target_sql;     /* quoted */
+    copy_col *cols;
+    int ncols;
+    char **required;
+    int *req_idx;
+    int nrequired;
+    int csv_delimiter;
+    int csv_delimiter_now;
+    size_t max_record;
+    int opt_batch_rows;
+    size_t opt_batch_bytes;
+    char *channel;
+    int max_retries;
+    char *opt_load_key;
+    pgpipe_load_progress_fn progress;
+    void *progress_ud;
+    char *copy_sql;
+    int urandom;
+    /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
+    copy_lane lanes[COPY_MAX_LANES];
+    int nlanes;           /* configured */
+    int threaded;         /* the lanes' threads run (this load) */
+    int quit;             /* the lanes' threads should end */
+    copy_lane *cur;       /* the lane being filled, NULL between batches */
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+#endif
+    /* the load */
+    int active;
+    int failed;           /* the load stopped: further feeds return this */
+    int format;
+    char *source;         /* source name of this load */
+    char *load_key;
+    long long src_size;   /* -1 unknown */
+    long long src_mtime;  /* seconds, -1 unknown */
+    long long load_id;
+    int batch_rows;
+    size_t batch_bytes;
+    long long *done_seqs; /* committed by earlier runs, sorted */
+    size_t ndone;
+    int64_t t0;
+    long long in_bytes;   /* input bytes consumed so far */
+    long long seq;        /* of the last batch begun */
+    pgpipe_load_summary sum;
+    /* splitting */
+    pp_buf carry;         /* a record straddling chunks */
+    long long carry_line, carry_off;
+    int carry_over;       /* the record went past max_record */
+    long long line_no;    /* lines started (NDJSON) / newlines seen (JSON) */
+    int bom_pos;          /* bytes of a UTF-8 BOM matched at the stream start */
+    pp_buf sniff;         /* input held until the format is known */
+    int js_state;         /* JSON array splitter state */
+    int js_depth, js_instr, js_esc, js_scalar;
+    long long js_nl_off;  /* JSON array: offset of the current line's first byte */
+    long long js_cont;    /* UTF-8 continuation bytes seen on the current line */
+    long long carry_col;  /* JSON array: characters before the element on its line */
+    pgpipe_csv *csv;
+    int csv_ready;
+    pp_buf *csv_keys;     /* per header column: "key": JSON + COPY escaped */
+    int ncsv_keys;
+    pgpipe_json_doc *doc;
+    pp_buf scratch;
+    pgpipe_error verr;
+};
+
+/* JSON array splitter states (pgpipe_loader.js_state) */
+enum { COPY_JS_START, COPY_JS_FIRST, COPY_JS_VALUE, COPY_JS_ELEM, COPY_JS_AFTER, COPY_JS_END };
+
+/* load.c: small helpers, connections, the load record, dead letters */
+PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...) PP_PRINTF(3, 4);
+PGPIPE_PRIVATE int copy_put_esc(pp_buf *b, const char *s, size_t n);
+PGPIPE_PRIVATE int copy_put_json_str(pp_buf *b, const char *s, size_t n);
 PGPIPE_PRIVATE int copy_utf8_ok(const unsigned char *s, size_t n);
 PGPIPE_PRIVATE size_t copy_utf8_seq(const unsigned char *s, size_t n);
-#endif
+PGPIPE_PRIVATE void copy_new_uuid(pgpipe_loader *l, copy_lane *ln);
+PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken);
+PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient);
+PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *const *vals,
+                             PGresult **out, int *transient);
+PGPIPE_PRIVATE void copy_rollback(copy_lane *ln);
+PGPIPE_PRIVATE int copy_seq_done(const pgpipe_loader *l, long long seq);
+PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, long long offset,
+                             const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
+                             const char *context);
 
-/* ---- dlq ----------------------------------------------------------------- */
+/* load_input.c: framers */
+PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t len, long long base);
+PGPIPE_PRIVATE int copy_csv_drain(pgpipe_loader *l);
+PGPIPE_PRIVATE int copy_ndjson_end(pgpipe_loader *l);
+PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l);
 
-/* Every write of a dead letter is built here (src/pipeline/dlq.c), so both
-** stages land the same row shape in pgpipe.dead_letters; the callers send
-** it inside their own transaction, beside the work it accounts for (records
-** in = loaded + dead-lettered holds at every commit). */
+/* load_lanes.c: batches, sending, lanes */
+PGPIPE_PRIVATE void copy_batch_reset(copy_lane *ln);
+PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long off);
+PGPIPE_PRIVATE int copy_record_done(pgpipe_loader *l, long long line, long long off, size_t rawlen);
+PGPIPE_PRIVATE void copy_stream(copy_lane *ln);
+PGPIPE_PRIVATE int copy_batch_end(pgpipe_loader *l);
+PGPIPE_PRIVATE void copy_abandon(copy_lane *ln);
+PGPIPE_PRIVATE void copy_lanes_start(pgpipe_loader *l);
+PGPIPE_PRIVATE void copy_lanes_stop(pgpipe_loader *l);
+PGPIPE_PRIVATE int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all);
+PGPIPE_PRIVATE void copy_report(pgpipe_loader *l);
+#endif /* PGPIPE_OMIT_LOAD */
+
+/* ==== The dead-letter queue's writers =====================================
+** Every write of a dead letter is built in dlq.c, so both stages land the
+** same row shape in pgpipe.dead_letters; the callers send it inside their
+** own transaction, beside the work it accounts for (records in = loaded +
+** dead-lettered holds at every commit). */
 #ifndef PGPIPE_OMIT_DLQ
 
 #ifndef PGPIPE_OMIT_LOAD

@@ -1,0 +1,9 @@
+/* ---- The built-in schema and the example ------------------------------ */
+
+/* Install (or bring up to date) the built-in schema embedded from sql/schema:
+** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,
+** pgpipe.dead_letters, pgpipe.migrations, maintenance functions. Idempotent.
+** opt may be NULL (its dir/embedded/scope are ignored); err may be NULL. */
+int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
+/* The built-in schema, then the example pipeline of sql/example. */
+int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);

@@ -1,0 +1,756 @@
+/*
+** The COPY loader's sending side: a batch's COPY (streamed while it fills),
+** isolating the rows the server rejects (its "line N" context, else
+** bisection under savepoints), the batch's commit with its bookkeeping, and
+** the lanes: with several connections each lane has a thread that sends,
+** books and commits its batch while the next one is read into another lane.
+** The overview is in src/pipeline/load.c.
+*/
+
+#include "pp_pipeline.h"
+
+/* CopyData messages stay well under a Unix socket's buffer: the server reads
+** a whole message before it parses any of it, so a message larger than the
+** buffer keeps it waiting for the rest (256 KiB ones cost a tenth here). */
+#define COPY_SEND_CHUNK (32 * 1024)
+
+/* ---- sending ---------------------------------------------------------------- */
+
+/* Start COPY; PGPIPE_OK when the server is in COPY IN. */
+static int copy_start(copy_lane *ln, const char *sql, int *transient)
+{
+    *transient = 0;
+    PGresult *r = PQexec(ln->conn, sql);
+    if (PQresultStatus(r) == PGRES_COPY_IN) {
+        PQclear(r);
+        return PGPIPE_OK;
+    }
+    *transient = pgpipe_pq_is_transient(ln->conn, r);
+    pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
+    PQclear(r);
+    return PGPIPE_DB;
+}
+
+static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient)
+{
+    while (n) {
+        size_t k = n > COPY_SEND_CHUNK ? COPY_SEND_CHUNK : n;
+        if (PQputCopyData(ln->conn, p, (int)k) != 1) {
+            *transient = 1;
+            return pp_err_pq(&ln->err, ln->conn, NULL, "loader: sending COPY data");
+        }
+        p += k;
+        n -= k;
+    }
+    return PGPIPE_OK;
+}
+
+/* End COPY and read its result. *res gets the error result (caller clears). */
+static int copy_end(copy_lane *ln, int *transient, PGresult **res)
+{
+    *transient = 0;
+    if (res)
+        *res = NULL;
+    if (PQputCopyEnd(ln->conn, NULL) != 1) {
+        *transient = 1;
+        return pp_err_pq(&ln->err, ln->conn, NULL, "loader: ending COPY");
+    }
+    int rc = PGPIPE_OK;
+    PGresult *r;
+    int got = 0;
+    while ((r = PQgetResult(ln->conn)) != NULL) {
+        got = 1;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_COPY_IN) { /* should not happen: end again */
+            PQclear(r);
+            PQputCopyEnd(ln->conn, "unexpected");
+            continue;
+        }
+        if (st != PGRES_COMMAND_OK && rc == PGPIPE_OK) {
+            *transient = pgpipe_pq_is_transient(ln->conn, r);
+            rc = pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
+            if (res) {
+                *res = r;
+                continue;
+            }
+        }
+        PQclear(r);
+    }
+    if (!got && rc == PGPIPE_OK) {
+        *transient = 1;
+        rc = pp_err_pq(&ln->err, ln->conn, NULL, "loader: COPY");
+    }
+    if (PQstatus(ln->conn) != CONNECTION_OK) {
+        /* the connection broke after the result: what counts is the loss
+        ** (a row's rejection read just before it is stale) */
+        *transient = 1;
+        if (rc != PGPIPE_OK)
+            pp_err_pq(&ln->err, ln->conn, NULL, "loader: COPY");
+    }
+    return rc;
+}
+
+/* Abandon a streamed COPY (the load stopped mid-batch) and its transaction. */
+PGPIPE_PRIVATE void copy_abandon(copy_lane *ln)
+{
+    if (ln->copy_open && ln->conn) {
+        PQputCopyEnd(ln->conn, "load stopped");
+        PGresult *r;
+        while ((r = PQgetResult(ln->conn)) != NULL)
+            PQclear(r);
+    }
+    ln->copy_open = 0;
+    copy_rollback(ln);
+}
+
+static void copy_row_raw(const copy_lane *ln, size_t i, const char **p, size_t *n)
+{
+    size_t end = i + 1 < ln->nrows ? ln->rows[i + 1].roff : ln->rbuf.len;
+    *p = ln->rbuf.data + ln->rows[i].roff;
+    *n = end - ln->rows[i].roff;
+}
+
+/* Send rows [lo, hi) not marked bad, runs of good rows in one piece. */
+static int copy_send_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
+{
+    size_t i = lo;
+    while (i < hi) {
+        while (i < hi && ln->rows[i].bad)
+            i++;
+        size_t j = i;
+        while (j < hi && !ln->rows[j].bad)
+            j++;
+        if (j > i) {
+            size_t a = ln->rows[i].coff;
+            size_t b = j < ln->nrows ? ln->rows[j].coff : ln->cbuf.len;
+            int rc = copy_put(ln, ln->cbuf.data + a, b - a, transient);
+            if (rc != PGPIPE_OK)
+                return rc;
+        }
+        i = j;
+    }
+    return PGPIPE_OK;
+}
+
+/* The row of [lo, hi) that was the n-th (1-based) sent, (size_t)-1 if none. */
+static size_t copy_nth_sent(const copy_lane *ln, size_t lo, size_t hi, long long n)
+{
+    for (size_t i = lo; i < hi; i++)
+        if (!ln->rows[i].bad && --n == 0)
+            return i;
+    return (size_t)-1;
+}
+
+/* "COPY t, line 17, column x: ..." -> 17; 0 when absent. */
+static long long copy_context_line(const PGresult *r)
+{
+    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+    if (!ctx || strncmp(ctx, "COPY ", 5) != 0)
+        return 0;
+    const char *p = strstr(ctx, ", line ");
+    return p ? atoll(p + 7) : 0;
+}
+
+/* Mark row i rejected and dead-letter it with the server's error. */
+static int copy_reject(copy_lane *ln, size_t i, const PGresult *r)
+{
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+    const char *detail = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    char m[1024];
+    if (detail && *detail)
+        snprintf(m, sizeof m, "%s (%s)", msg ? msg : "rejected by the server", detail);
+    else
+        snprintf(m, sizeof m, "%s", msg ? msg : "rejected by the server");
+    const char *raw;
+    size_t rawlen;
+    copy_row_raw(ln, i, &raw, &rawlen);
+    ln->rows[i].bad = 1;
+    ln->b_dead_srv++;
+    if (copy_dead(ln, ln->rows[i].line, 0, ln->rows[i].offset, raw, rawlen, m, state, ctx) != PGPIPE_OK)
+        return pp_err_nomem(&ln->err);
+    return PGPIPE_OK;
+}
+
+/* Load rows [lo, hi) inside the open transaction, isolating the rows the
+** server rejects: a savepoint per attempt; on an error whose context names
+** the row ("COPY t, line N"), that row is dead-lettered, the rows before it
+** (accepted already) are loaded again and the attempt goes on after it;
+** without such a line the range is halved. After a rejection the next
+** attempts send a small window that doubles on success, so a batch of many
+** bad rows costs one short COPY per bad row, not one whole batch. */
+static int copy_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
+{
+    int rc;
+    size_t win = hi - lo;
+    while (lo < hi) {
+        size_t end = hi - lo > win ? lo + win : hi;
+        size_t live = 0;
+        for (size_t i = lo; i < end; i++)
+            live += !ln->rows[i].bad;
+        if (!live) {
+            lo = end;
+            continue;
+        }
+        rc = copy_exec(ln, "SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
+        if (rc == PGPIPE_OK)
+            rc = copy_start(ln, ln->l->copy_sql, transient);
+        if (rc != PGPIPE_OK)
+            return rc;
+        PGresult *err = NULL;
+        rc = copy_send_range(ln, lo, end, transient);
+        if (rc == PGPIPE_OK)
+            rc = copy_end(ln, transient, &err);
+        if (rc == PGPIPE_OK) {
+            rc = copy_exec(ln, "RELEASE SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
+            if (rc != PGPIPE_OK)
+                return rc;
+            lo = end;
+            win = win > (SIZE_MAX / 2) ? win : win * 2;
+            continue;
+        }
+        if (*transient) {
+            PQclear(err);
+            return rc;
+        }
+        rc = copy_exec(ln, "ROLLBACK TO SAVEPOINT pgpipe_rows; RELEASE SAVEPOINT pgpipe_rows",
+                       0, NULL, NULL, transient);
+        if (rc != PGPIPE_OK) {
+            PQclear(err);
+            return rc;
+        }
+        long long lnum = copy_context_line(err);
+        size_t k = lnum > 0 ? copy_nth_sent(ln, lo, end, lnum) : (size_t)-1;
+        if (k == (size_t)-1 && live == 1)
+            k = copy_nth_sent(ln, lo, end, 1);
+        if (k != (size_t)-1) {
+            rc = copy_reject(ln, k, err);
+            PQclear(err);
+            if (rc != PGPIPE_OK)
+                return rc;
+            if (k > lo && (rc = copy_range(ln, lo, k, transient)) != PGPIPE_OK)
+                return rc;
+            win = 2 * (k - lo) > 16 ? 2 * (k - lo) : 16;
+            lo = k + 1;
+            continue;
+        }
+        PQclear(err);
+        size_t mid = lo + (end - lo) / 2;
+        if ((rc = copy_range(ln, lo, mid, transient)) != PGPIPE_OK ||
+            (rc = copy_range(ln, mid, end, transient)) != PGPIPE_OK)
+            return rc;
+        lo = end;
+    }
+    return PGPIPE_OK;
+}
+
+/* Dead letters, load_batches row, loads counters, NOTIFY, COMMIT. Batches
+** of different lanes commit in any order: the loads row keeps the line and
+** offset of its highest committed batch. */
+static int copy_bookkeep_commit(copy_lane *ln, int *transient)
+{
+    const pgpipe_loader *l = ln->l;
+    int rc;
+    if (ln->dbuf.len) {
+        /* the batch's dead letters, in its own transaction */
+        rc = copy_start(ln, pp_dlq_load_copy_sql(), transient);
+        if (rc == PGPIPE_OK)
+            rc = copy_put(ln, ln->dbuf.data, ln->dbuf.len, transient);
+        if (rc == PGPIPE_OK)
+            rc = copy_end(ln, transient, NULL);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    long long loaded = (long long)ln->nrows - ln->b_dead_srv;
+    long long dead = ln->b_dead_valid + ln->b_dead_srv;
+    char v[12][64];
+    char payload[600];
+    snprintf(v[0], 64, "%lld", l->load_id);
+    snprintf(v[1], 64, "%lld", ln->seq);
+    snprintf(v[2], 64, "%s", ln->uuid_text);
+    snprintf(v[3], 64, "%lld", ln->b_first_line);
+    snprintf(v[4], 64, "%lld", ln->b_last_line);
+    snprintf(v[5], 64, "%lld", ln->b_start_off);
+    snprintf(v[6], 64, "%lld", ln->b_end_off);
+    snprintf(v[7], 64, "%lld", ln->b_read);
+    snprintf(v[8], 64, "%lld", loaded);
+    snprintf(v[9], 64, "%lld", dead);
+    /* the payload is JSON; the target name is JSON-escaped */
+    pp_buf t = { 0 };
+    copy_put_json_str(&t, l->target, strlen(l->target));
+    snprintf(payload, sizeof payload, "{\"table\":%.*s,\"batch_id\":\"%s\",\"rows\":%lld,"
+             "\"load_id\":%lld,\"seq\":%lld}", t.len < 400 ? (int)t.len : 2,
+             t.len < 400 ? t.data : "\"\"", ln->uuid_text, loaded, l->load_id, ln->seq);
+    pp_buf_free(&t);
+    /* copy_put_json_str doubled backslashes for COPY: undo for the payload */
+    for (char *s = payload, *w = payload;; s++) {
+        if (s[0] == '\\' && s[1] == '\\')
+            s++;
+        if (!(*w++ = *s))
+            break;
+    }
+    const char *vals[12] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+                             l->channel ? l->channel : "", payload };
+    rc = copy_exec(ln,
+        "WITH b AS (INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, first_line, last_line, "
+        "start_offset, end_offset, rows_read, rows_loaded, rows_dead_lettered) VALUES ($1::bigint, "
+        "$2::bigint, $3::uuid, $4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::int, $9::int, "
+        "$10::int) RETURNING 1), "
+        "u AS (UPDATE pgpipe.loads SET rows_read = rows_read + $8::int, rows_loaded = rows_loaded + "
+        "$9::int, rows_dead_lettered = rows_dead_lettered + $10::int, batches = batches + 1, "
+        "last_batch_seq = greatest(last_batch_seq, $2::bigint), "
+        "last_line = CASE WHEN $2::bigint > last_batch_seq THEN $5::bigint ELSE last_line END, "
+        "last_offset = CASE WHEN $2::bigint > last_batch_seq THEN $7::bigint ELSE last_offset END, "
+        "updated_at = now() WHERE id = $1::bigint RETURNING 1) "
+        "SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM u), "
+        "(SELECT count(*) FROM (SELECT pg_notify($11::text, $12::text) "
+        "WHERE $11::text <> '' AND $9::int > 0) n)", 12, vals, NULL, transient);
+    if (rc != PGPIPE_OK)
+        return rc;
+    return copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
+}
+
+/* The whole batch from its buffer, in one transaction. */
+static int copy_batch_slow(copy_lane *ln, int *transient)
+{
+    /* forget what an earlier attempt isolated */
+    ln->dbuf.len = ln->dbuf_valid;
+    ln->b_dead_srv = 0;
+    for (size_t i = 0; i < ln->nrows; i++)
+        ln->rows[i].bad = 0;
+    int rc = copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, transient);
+    if (rc == PGPIPE_OK)
+        rc = copy_range(ln, 0, ln->nrows, transient);
+    if (rc == PGPIPE_OK)
+        rc = copy_bookkeep_commit(ln, transient);
+    if (rc != PGPIPE_OK && !*transient)
+        copy_rollback(ln);
+    return rc;
+}
+
+/* The streamed fast path: finish the COPY, book, commit. *fallback is set
+** when the batch should go the slow way (a row was rejected). */
+static int copy_batch_fast(copy_lane *ln, int *transient, int *fallback)
+{
+    *fallback = 0;
+    int rc = PGPIPE_OK;
+    if (ln->nrows) {
+        if (!ln->copy_open)
+            return *fallback = 1, PGPIPE_OK;
+        rc = copy_put(ln, ln->cbuf.data + ln->sent, ln->cbuf.len - ln->sent, transient);
+        if (rc == PGPIPE_OK)
+            rc = copy_end(ln, transient, NULL);
+        ln->copy_open = 0;
+        if (rc != PGPIPE_OK) {
+            if (*transient)
+                return rc;
+            copy_rollback(ln);
+            *fallback = 1;
+            return PGPIPE_OK;
+        }
+    } else {
+        rc = copy_exec(ln, "BEGIN", 0, NULL, NULL, transient);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    rc = copy_bookkeep_commit(ln, transient);
+    if (rc != PGPIPE_OK && !*transient)
+        copy_rollback(ln);
+    return rc;
+}
+
+/* Was the lane's batch committed (by an attempt whose reply was lost)? */
+static int copy_batch_committed(copy_lane *ln, int *yes, int *ours, int *transient)
+{
+    char a[32], b[32];
+    snprintf(a, sizeof a, "%lld", ln->l->load_id);
+    snprintf(b, sizeof b, "%lld", ln->seq);
+    const char *v[2] = { a, b };
+    PGresult *r;
+    int rc = copy_exec(ln, "SELECT rows_loaded, batch_id::text FROM pgpipe.load_batches "
+                           "WHERE load_id = $1::bigint AND seq = $2::bigint", 2, v, &r, transient);
+    if (rc != PGPIPE_OK)
+        return rc;
+    *yes = PQntuples(r) == 1;
+    *ours = *yes && !strcmp(PQgetvalue(r, 0, 1), ln->uuid_text);
+    if (*ours) {
+        long long loaded = atoll(PQgetvalue(r, 0, 0));
+        ln->b_dead_srv = (long long)ln->nrows - loaded;
+    }
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
+static void copy_stream_open(copy_lane *ln);
+
+/* Commit the lane's batch, whatever it takes (within max_retries); the
+** outcome goes to ln->rc and the ln->r_* counts. Runs on the lane's thread
+** (or the loader's, with one lane) and touches nothing but the lane and the
+** loader's options. */
+static void copy_lane_commit(copy_lane *ln)
+{
+    pgpipe_retry rt;
+    pgpipe_retry_init(&rt, ln->l->max_retries + 1, 100, 2000);
+    int transient = 0, fallback = 0, rc, yes = 0, ours = 0;
+    if (ln->nrows && !ln->copy_open && !ln->stream_broken)
+        copy_stream_open(ln); /* not streamed while it filled */
+    int fast = !ln->stream_broken && ln->conn != NULL;
+    for (;;) {
+        yes = ours = 0;
+        if (fast) {
+            rc = copy_batch_fast(ln, &transient, &fallback);
+            fast = 0;
+            if (rc == PGPIPE_OK && fallback)
+                rc = copy_batch_slow(ln, &transient);
+        } else {
+            rc = copy_connect(ln, &transient);
+            if (rc == PGPIPE_OK)
+                rc = copy_batch_committed(ln, &yes, &ours, &transient);
+            if (rc == PGPIPE_OK && !yes)
+                rc = copy_batch_slow(ln, &transient);
+        }
+        if (rc == PGPIPE_OK)
+            break;
+        if (!transient) {
+            /* a duplicate load_batches key: the batch was committed by
+            ** another run of the same load (its row won: the batch is
+            ** theirs, skip it), or by an earlier attempt of ours whose
+            ** COMMIT was still in flight when we looked after reconnecting
+            ** (same batch id: it is committed, count it). When looking
+            ** fails on a lost connection, reconnect and look again. */
+            if (strcmp(ln->err.sqlstate, "23505") != 0) {
+                ln->rc = rc;
+                return;
+            }
+            int t = 0;
+            if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK &&
+                copy_batch_committed(ln, &yes, &ours, &t) == PGPIPE_OK) {
+                if (yes)
+                    break;
+                ln->rc = rc;
+                return;
+            }
+            if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK && !t) {
+                ln->rc = rc;
+                return;
+            }
+        }
+        int d = pgpipe_retry_next_delay(&rt);
+        if (d < 0) {
+            ln->rc = rc;
+            return;
+        }
+        pp_logf(PGPIPE_LOG_INFO, "loader", "batch %lld: %s; reconnecting in %d ms", ln->seq,
+                ln->err.message, d);
+        copy_drop_conn(ln, 1);
+        pgpipe_sleep_ms(d);
+    }
+    ln->rc = PGPIPE_OK;
+    pgpipe_error_clear(&ln->err);
+    if (yes && !ours) {
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld batch %lld was committed by another run: "
+                "skipped", ln->l->load_id, ln->seq);
+        ln->r_skipped_rows += ln->b_read;
+        ln->r_skipped_batches++;
+        return;
+    }
+    ln->r_loaded += (long long)ln->nrows - ln->b_dead_srv;
+    ln->r_dead += ln->b_dead_valid + ln->b_dead_srv;
+    ln->r_batches++;
+}
+
+/* ---- batches and lanes ------------------------------------------------------ */
+
+PGPIPE_PRIVATE void copy_batch_reset(copy_lane *ln)
+{
+    ln->cbuf.len = ln->rbuf.len = ln->dbuf.len = 0;
+    ln->dbuf_valid = 0;
+    ln->nrows = 0;
+    ln->b_read = ln->b_dead_valid = ln->b_dead_srv = ln->b_bytes = 0;
+    ln->copy_open = ln->stream_broken = 0;
+    ln->sent = 0;
+    ln->skipping = 0;
+}
+
+#ifndef PGPIPE_OMIT_THREADS
+static void *copy_lane_main(void *arg)
+{
+    copy_lane *ln = arg;
+    pgpipe_loader *l = ln->l;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (ln->state != COPY_LANE_QUEUED && !l->quit)
+            pthread_cond_wait(&l->cv, &l->mu);
+        if (ln->state != COPY_LANE_QUEUED)
+            break;
+        pthread_mutex_unlock(&l->mu);
+        copy_lane_commit(ln);
+        pthread_mutex_lock(&l->mu);
+        ln->state = COPY_LANE_DONE;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+#endif
+
+/* Start a thread per lane for this load; with one lane, or when a thread
+** cannot be started, batches commit on the loader's thread. */
+PGPIPE_PRIVATE void copy_lanes_start(pgpipe_loader *l)
+{
+    l->threaded = 0;
+    l->quit = 0;
+#ifndef PGPIPE_OMIT_THREADS
+    if (l->nlanes < 2)
+        return;
+    int i;
+    for (i = 0; i < l->nlanes; i++)
+        if (pthread_create(&l->lanes[i].tid, NULL, copy_lane_main, &l->lanes[i]) != 0)
+            break;
+    if (i == l->nlanes) {
+        l->threaded = 1;
+        return;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->quit = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    while (i-- > 0)
+        pthread_join(l->lanes[i].tid, NULL);
+    pp_logf(PGPIPE_LOG_WARN, "loader", "cannot start the lanes' threads: loading on one connection");
+#endif
+}
+
+PGPIPE_PRIVATE void copy_lanes_stop(pgpipe_loader *l)
+{
+#ifndef PGPIPE_OMIT_THREADS
+    if (!l->threaded)
+        return;
+    pthread_mutex_lock(&l->mu);
+    l->quit = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    for (int i = 0; i < l->nlanes; i++)
+        pthread_join(l->lanes[i].tid, NULL);
+    l->threaded = 0;
+#else
+    (void)l;
+#endif
+}
+
+static int copy_progress(pgpipe_loader *l);
+
+/* Take in a committed lane's outcome (loader's thread, the lane FREE
+** again). The first error stops the load; the progress callback hears of
+** every batch. */
+static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
+{
+    l->sum.retries += ln->r_retries;
+    l->sum.rows_loaded += ln->r_loaded;
+    l->sum.rows_dead += ln->r_dead;
+    l->sum.batches += ln->r_batches;
+    l->sum.rows_skipped += ln->r_skipped_rows;
+    l->sum.batches_skipped += ln->r_skipped_batches;
+    ln->r_retries = ln->r_loaded = ln->r_dead = ln->r_batches = 0;
+    ln->r_skipped_rows = ln->r_skipped_batches = 0;
+    int rc = ln->rc;
+    ln->rc = PGPIPE_OK;
+    copy_batch_reset(ln);
+    if (rc != PGPIPE_OK) {
+        l->hdr.err = ln->err;
+        return rc;
+    }
+    return copy_progress(l);
+}
+
+/* A free lane for the next batch: folds what the lanes committed meanwhile
+** and, when every lane is busy, waits for one. wait_all: wait for every
+** lane (the end of a load). The first error is returned, after the wait. */
+PGPIPE_PRIVATE int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all)
+{
+    int rc = PGPIPE_OK;
+    if (free_lane)
+        *free_lane = NULL;
+    if (!l->threaded) { /* lanes[0] commits on this thread: it is free */
+        (void)wait_all;
+        if (free_lane)
+            *free_lane = &l->lanes[0];
+        return rc;
+    }
+#ifndef PGPIPE_OMIT_THREADS
+    pgpipe_error first; /* the first error is the one reported */
+    int n = l->nlanes;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        int busy = 0;
+        copy_lane *done = NULL, *idle = NULL;
+        for (int i = 0; i < n; i++) {
+            copy_lane *ln = &l->lanes[i];
+            if (ln->state == COPY_LANE_DONE && !done)
+                done = ln;
+            else if (ln->state == COPY_LANE_QUEUED)
+                busy++;
+            else if (ln->state == COPY_LANE_FREE && !idle)
+                idle = ln;
+        }
+        if (done) {
+            done->state = COPY_LANE_FREE;
+            pthread_mutex_unlock(&l->mu);
+            int frc = copy_lane_fold(l, done);
+            if (rc == PGPIPE_OK && frc != PGPIPE_OK) {
+                rc = frc;
+                first = l->hdr.err;
+            }
+            pthread_mutex_lock(&l->mu);
+            continue;
+        }
+        if (wait_all ? busy == 0 : (idle != NULL || rc != PGPIPE_OK)) {
+            if (free_lane && rc == PGPIPE_OK)
+                *free_lane = idle;
+            break;
+        }
+        pthread_cond_wait(&l->cv, &l->mu);
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (rc != PGPIPE_OK)
+        l->hdr.err = first;
+#endif
+    return rc;
+}
+
+/* Hand the filled lane over to be committed. */
+static int copy_lane_handoff(pgpipe_loader *l, copy_lane *ln)
+{
+    if (!l->threaded) {
+        copy_lane_commit(ln);
+        return copy_lane_fold(l, ln);
+    }
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_lock(&l->mu);
+    ln->state = COPY_LANE_QUEUED;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+#endif
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long off)
+{
+    copy_lane *ln;
+    int rc = copy_lanes_collect(l, &ln, 0);
+    if (rc != PGPIPE_OK)
+        return rc;
+    copy_batch_reset(ln);
+    l->cur = ln;
+    ln->seq = ++l->seq;
+    ln->skipping = copy_seq_done(l, ln->seq);
+    if (!ln->skipping)
+        copy_new_uuid(l, ln);
+    ln->b_first_line = line;
+    ln->b_start_off = off;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void copy_report(pgpipe_loader *l)
+{
+    l->sum.seconds = (double)(pgpipe_now_us() - l->t0) / 1e6;
+    l->sum.bytes = l->in_bytes;
+    l->sum.rows_per_sec = l->sum.seconds > 0 ? (double)l->sum.records_read / l->sum.seconds : 0;
+}
+
+static int copy_progress(pgpipe_loader *l)
+{
+    copy_report(l);
+    if (!l->progress)
+        return PGPIPE_OK;
+    pgpipe_load_progress p;
+    p.bytes_done = l->in_bytes;
+    p.bytes_total = l->src_size;
+    p.records_read = l->sum.records_read;
+    p.rows_loaded = l->sum.rows_loaded;
+    p.rows_dead = l->sum.rows_dead;
+    p.rows_skipped = l->sum.rows_skipped;
+    p.batches = l->sum.batches;
+    p.seconds = l->sum.seconds;
+    if (l->progress(l->progress_ud, &p))
+        return copy_errf(l, PGPIPE_BUSY, "loader: stopped by the progress callback after batch %lld",
+                         l->seq);
+    return PGPIPE_OK;
+}
+
+/* The current batch is complete: commit it (or count it, when an earlier
+** run committed it). */
+PGPIPE_PRIVATE int copy_batch_end(pgpipe_loader *l)
+{
+    copy_lane *ln = l->cur;
+    if (!ln)
+        return PGPIPE_OK;
+    l->cur = NULL;
+    if (ln->skipping) {
+        ln->r_skipped_rows += ln->b_read;
+        ln->r_skipped_batches++;
+        return copy_lane_fold(l, ln);
+    }
+    return copy_lane_handoff(l, ln);
+}
+
+/* A record was read (loaded or dead-lettered): count it, close a full batch. */
+PGPIPE_PRIVATE int copy_record_done(pgpipe_loader *l, long long line, long long off, size_t rawlen)
+{
+    copy_lane *ln = l->cur;
+    ln->b_read++;
+    l->sum.records_read++;
+    ln->b_bytes += (long long)rawlen + 1;
+    ln->b_last_line = line;
+    ln->b_end_off = off + (long long)rawlen;
+    if (ln->b_read >= l->batch_rows || (size_t)ln->b_bytes >= l->batch_bytes)
+        return copy_batch_end(l);
+    return PGPIPE_OK;
+}
+
+/* Begin the batch's transaction and COPY on the lane (connecting it if it
+** never was). A failure only marks the stream broken: the batch then goes
+** the slow way when it is committed. */
+static void copy_stream_open(copy_lane *ln)
+{
+    int transient = 0;
+    if (!ln->conn && !ln->connected_once)
+        copy_connect(ln, &transient);
+    if (!ln->conn || PQstatus(ln->conn) != CONNECTION_OK) {
+        ln->stream_broken = 1;
+        return;
+    }
+    if (copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, &transient) != PGPIPE_OK ||
+        copy_start(ln, ln->l->copy_sql, &transient) != PGPIPE_OK) {
+        copy_rollback(ln);
+        ln->stream_broken = 1;
+        return;
+    }
+    ln->copy_open = 1;
+    ln->sent = 0;
+}
+
+/* With one lane the batch streams to the server while it fills: the COPY
+** begins at the first row and the buffer is sent every COPY_SEND_CHUNK
+** bytes. (With several, the lane's thread sends the whole batch: filling
+** stays ahead of every server instead of waiting on one.) */
+PGPIPE_PRIVATE void copy_stream(copy_lane *ln)
+{
+    if (ln->stream_broken || ln->l->threaded)
+        return;
+    if (!ln->copy_open) {
+        copy_stream_open(ln);
+        if (!ln->copy_open)
+            return;
+    }
+    if (ln->cbuf.len - ln->sent >= COPY_SEND_CHUNK) {
+        int transient = 0;
+        if (copy_put(ln, ln->cbuf.data + ln->sent, ln->cbuf.len - ln->sent, &transient) != PGPIPE_OK) {
+            ln->stream_broken = 1;
+            ln->copy_open = 0;
+            return;
+        }
+        ln->sent = ln->cbuf.len;
+    }
+}
