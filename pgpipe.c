@@ -28,7 +28,7 @@
 ** The "@components" line of each layer header lists the layer's components
 ** in data-flow order; pgpipe.h shows their public headers in that order.
 **
-** @components util
+** @components util exec
 */
 #ifndef PP_BASE_H
 #define PP_BASE_H
@@ -95,7 +95,7 @@ typedef struct pp_handle {
 
 PGPIPE_PRIVATE void pp_handle_init(pp_handle *h);
 
-/* Allocator (src/util.c). */
+/* Allocator (util.c). */
 PGPIPE_PRIVATE void *pp_malloc(size_t n);
 PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size);
 PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n);
@@ -103,7 +103,7 @@ PGPIPE_PRIVATE void pp_free(void *p);
 PGPIPE_PRIVATE char *pp_strdup(const char *s);
 PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n);
 
-/* Errors (src/util.c). Each returns the code it set, so callers can write
+/* Errors (util.c). Each returns the code it set, so callers can write
 ** `return pp_err(&h->err, PGPIPE_MISUSE, "...")`. */
 PGPIPE_PRIVATE int pp_err(pgpipe_error *e, int code, const char *fmt, ...) PP_PRINTF(3, 4);
 PGPIPE_PRIVATE int pp_err_at(pgpipe_error *e, int code, const char *source,
@@ -114,7 +114,7 @@ PGPIPE_PRIVATE int pp_err_pq(pgpipe_error *e, const PGconn *conn, const PGresult
                      const char *context);
 PGPIPE_PRIVATE int pp_err_nomem(pgpipe_error *e);
 
-/* Logging helpers (src/util.c). */
+/* Logging helpers (util.c). */
 PGPIPE_PRIVATE int pp_log_enabled(int level);
 PGPIPE_PRIVATE void pp_logf(int level, const char *component, const char *fmt, ...) PP_PRINTF(3, 4);
 
@@ -153,6 +153,50 @@ typedef struct pp_sql_entry {
 #ifndef PGPIPE_AMALGAMATION
 extern const pp_sql_entry pp_sql_files[];
 #endif
+
+/* ==== exec: running statements, classifying failures (src/base/exec.c) ==== */
+
+/* Each runs one statement and checks its result: success (COMMAND_OK,
+** TUPLES_OK or EMPTY_QUERY) returns PGPIPE_OK and hands the result to *res
+** (the caller clears it) or clears it when res is NULL; a failure sets err
+** ("context: message" and the SQLSTATE, 08006 when the connection broke, as
+** pp_err_pq does), clears the result, sets *res to NULL and returns
+** PGPIPE_DB. Whether to retry is then pgpipe_sqlstate_class(err->sqlstate).
+** err may be NULL (cleanup statements). */
+/* sql with parameters (PQexecParams), or, when nparams is 0 and params NULL,
+** as simple query text (PQexec: several statements allowed). */
+PGPIPE_PRIVATE int pp_exec(PGconn *conn, const char *sql, int nparams,
+                           const char *const *params, PGresult **res, pgpipe_error *err,
+                           const char *context);
+/* A statement prepared on conn, text parameters, text results. */
+PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
+                                    const char *const *params, PGresult **res,
+                                    pgpipe_error *err, const char *context);
+/* The check alone, for a result obtained otherwise (r may be NULL). */
+PGPIPE_PRIVATE int pp_exec_check(PGconn *conn, PGresult *r, PGresult **res, pgpipe_error *err,
+                                 const char *context);
+/* Start "COPY ... FROM STDIN": PGPIPE_OK when the server waits for the
+** data, else the failure as above. */
+PGPIPE_PRIVATE int pp_copy_in_start(PGconn *conn, const char *sql, pgpipe_error *err,
+                                    const char *context);
+/* Prepare sql as name (no parameter types); "already prepared" (42P05)
+** counts as success, since callers name statements by a hash of the text. */
+PGPIPE_PRIVATE int pp_prepare(PGconn *conn, const char *name, const char *sql,
+                              pgpipe_error *err, const char *context);
+/* After a failure: roll back the transaction conn has open, if any, and
+** ignore the outcome (the failure already set the error that matters). */
+PGPIPE_PRIVATE void pp_rollback_open(PGconn *conn);
+
+/* A failed connection attempt (no SQLSTATE): PGPIPE_SQLSTATE_GIVE_UP for a
+** failure retrying cannot fix (authentication, unknown database or role,
+** bad option), PGPIPE_SQLSTATE_RETRY for a server starting, stopping or
+** refusing, PP_CONNECT_UNKNOWN otherwise (the caller's policy decides). */
+#define PP_CONNECT_UNKNOWN (-1)
+PGPIPE_PRIVATE int pp_connect_failure_class(const PGconn *pg);
+
+/* A libpq notice processor that sends server notices to the log at INFO
+** under the component named by arg (a const char *), not to stderr. */
+PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 
 #endif /* PP_BASE_H */
 /* ==== end src/base/pp_base.h ==== */
@@ -1549,8 +1593,8 @@ static const pp_sql_entry pp_sql_files[] = {
 /* ==== begin src/base/util.c ==== */
 /*
 ** Shared foundation: version, result codes, per-handle errors, the allocator,
-** growable buffers, logging, password masking, transient-error classification,
-** retries with backoff, clocks, and access to the embedded SQL files.
+** growable buffers, logging, password masking, clocks, and access to the
+** embedded SQL files.
 */
 
 
@@ -1603,6 +1647,7 @@ int pgpipe_config_allocator(const pgpipe_allocator *a)
 PGPIPE_PRIVATE void *pp_malloc(size_t n) { return pp_alloc.malloc_fn(pp_alloc.ud, n ? n : 1); }
 PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n) { return pp_alloc.realloc_fn(pp_alloc.ud, p, n ? n : 1); }
 PGPIPE_PRIVATE void pp_free(void *p) { if (p) pp_alloc.free_fn(pp_alloc.ud, p); }
+void pgpipe_free(void *p) { pp_free(p); }
 
 PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size)
 {
@@ -2174,95 +2219,6 @@ PGPIPE_PRIVATE uint64_t pp_rand_seed(void)
     return s ? s : 1;
 }
 
-/* ---- Transient failures and retries ----------------------------------- */
-
-int pgpipe_sqlstate_is_transient(const char *st)
-{
-    if (!st || strlen(st) != 5)
-        return 0;
-    static const char *const codes[] = {
-        "57P01", /* admin_shutdown */
-        "57P02", /* crash_shutdown */
-        "57P03", /* cannot_connect_now */
-        "40001", /* serialization_failure */
-        "40P01", /* deadlock_detected */
-        "53300", /* too_many_connections */
-        "55P03", /* lock_not_available */
-        "58030", /* io_error */
-    };
-    if (st[0] == '0' && st[1] == '8') /* connection_exception class */
-        return 1;
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
-        if (memcmp(st, codes[i], 5) == 0)
-            return 1;
-    return 0;
-}
-
-int pgpipe_sqlstate_is_data_error(const char *st)
-{
-    /* class 22 data exception, class 23 integrity constraint violation */
-    return st && strlen(st) == 5 && st[0] == '2' && (st[1] == '2' || st[1] == '3');
-}
-
-int pgpipe_pq_is_transient(const PGconn *conn, const PGresult *res)
-{
-    if (res) {
-        const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        if (st && *st)
-            return pgpipe_sqlstate_is_transient(st);
-    }
-    /* no SQLSTATE: a client-side failure; worth retrying if the link broke */
-    return conn != NULL && PQstatus(conn) == CONNECTION_BAD;
-}
-
-void pgpipe_retry_init(pgpipe_retry *r, int max_attempts, int base_ms, int max_ms)
-{
-    r->max_attempts = max_attempts > 0 ? max_attempts : 5;
-    r->base_ms = base_ms > 0 ? base_ms : 100;
-    r->max_ms = max_ms > 0 ? max_ms : 5000;
-    if (r->max_ms < r->base_ms)
-        r->max_ms = r->base_ms;
-    r->attempt = 0;
-    r->seed = 0;
-}
-
-int pgpipe_retry_next_delay(pgpipe_retry *r)
-{
-    if (r->max_attempts <= 0)
-        pgpipe_retry_init(r, r->max_attempts, r->base_ms, r->max_ms);
-    r->attempt++;
-    if (r->attempt >= r->max_attempts)
-        return -1;
-    if (r->seed == 0)
-        r->seed = pp_rand_seed();
-    int n = r->attempt - 1;
-    long long cap = r->base_ms;
-    while (n-- > 0 && cap < r->max_ms)
-        cap *= 2;
-    if (cap > r->max_ms)
-        cap = r->max_ms;
-    long long half = cap / 2;
-    return (int)(half + (long long)(pp_rand_next(&r->seed) % (uint64_t)(cap - half + 1)));
-}
-
-int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud)
-{
-    if (!r || !fn)
-        return PGPIPE_MISUSE;
-    for (;;) {
-        int transient = 0;
-        int rc = fn(ud, r->attempt + 1, &transient);
-        if (rc == PGPIPE_OK || !transient)
-            return rc;
-        int delay = pgpipe_retry_next_delay(r);
-        if (delay < 0)
-            return rc;
-        pp_logf(PGPIPE_LOG_INFO, "retry", "attempt %d failed (%s), retrying in %d ms",
-                r->attempt, pgpipe_errstr(rc), delay);
-        pgpipe_sleep_ms(delay);
-    }
-}
-
 /* ---- Embedded SQL ----------------------------------------------------- */
 
 static pp_mutex pp_sql_mutex = PP_MUTEX_INIT;
@@ -2319,6 +2275,227 @@ const char *pgpipe_sql_file(const char *path)
     return NULL;
 }
 /* ==== end src/base/util.c ==== */
+
+/* ==== begin src/base/exec.c ==== */
+/*
+** Running statements and deciding what a failure means: one exec-and-check
+** family (the server's message and SQLSTATE go into a pgpipe_error with the
+** caller's context), one classification of SQLSTATEs into retry / give up /
+** dead-letter, one reading of failed connection attempts, and the one
+** backoff policy (pgpipe_retry) every retry loop of the library waits with.
+*/
+
+
+/* ---- Classification ---------------------------------------------------- */
+
+int pgpipe_sqlstate_class(const char *st)
+{
+    if (!st || strlen(st) != 5)
+        return PGPIPE_SQLSTATE_GIVE_UP;
+    static const char *const retry[] = {
+        "57P01", /* admin_shutdown */
+        "57P02", /* crash_shutdown */
+        "57P03", /* cannot_connect_now */
+        "40001", /* serialization_failure */
+        "40P01", /* deadlock_detected */
+        "53300", /* too_many_connections */
+        "55P03", /* lock_not_available */
+        "58030", /* io_error */
+    };
+    if (st[0] == '0' && st[1] == '8') /* connection_exception class */
+        return PGPIPE_SQLSTATE_RETRY;
+    for (size_t i = 0; i < sizeof retry / sizeof retry[0]; i++)
+        if (memcmp(st, retry[i], 5) == 0)
+            return PGPIPE_SQLSTATE_RETRY;
+    /* class 22 data exception, class 23 integrity constraint violation */
+    if (st[0] == '2' && (st[1] == '2' || st[1] == '3'))
+        return PGPIPE_SQLSTATE_DEAD_LETTER;
+    return PGPIPE_SQLSTATE_GIVE_UP;
+}
+
+int pgpipe_sqlstate_is_transient(const char *st)
+{
+    return pgpipe_sqlstate_class(st) == PGPIPE_SQLSTATE_RETRY;
+}
+
+int pgpipe_sqlstate_is_data_error(const char *st)
+{
+    return pgpipe_sqlstate_class(st) == PGPIPE_SQLSTATE_DEAD_LETTER;
+}
+
+int pgpipe_pq_is_transient(const PGconn *conn, const PGresult *res)
+{
+    if (res) {
+        const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (st && *st)
+            return pgpipe_sqlstate_is_transient(st);
+    }
+    /* no SQLSTATE: a client-side failure; worth retrying if the link broke */
+    return conn != NULL && PQstatus(conn) == CONNECTION_BAD;
+}
+
+/* A failed connection attempt carries no SQLSTATE, only libpq's or the
+** server's (English) message. */
+PGPIPE_PRIVATE int pp_connect_failure_class(const PGconn *pg)
+{
+    /* retrying cannot fix these */
+    static const char *const give_up[] = {
+        "authentication failed", "does not exist", "no pg_hba.conf entry",
+        "no password supplied", "not permitted to log in", "permission denied",
+        "invalid connection option", "invalid sslmode", "invalid port",
+    };
+    /* refused or reset while the server starts, stops or recovers */
+    static const char *const retry[] = {
+        "starting up", "shutting down", "Connection refused", "No such file",
+        "recovery", "terminat", "closed",
+    };
+    if (!pg)
+        return PP_CONNECT_UNKNOWN;
+    if (PQconnectionNeedsPassword(pg))
+        return PGPIPE_SQLSTATE_GIVE_UP;
+    const char *m = PQerrorMessage(pg);
+    for (size_t i = 0; i < sizeof give_up / sizeof give_up[0]; i++)
+        if (strstr(m, give_up[i]))
+            return PGPIPE_SQLSTATE_GIVE_UP;
+    for (size_t i = 0; i < sizeof retry / sizeof retry[0]; i++)
+        if (strstr(m, retry[i]))
+            return PGPIPE_SQLSTATE_RETRY;
+    return PP_CONNECT_UNKNOWN;
+}
+
+/* ---- Running statements ------------------------------------------------ */
+
+PGPIPE_PRIVATE int pp_exec_check(PGconn *conn, PGresult *r, PGresult **res, pgpipe_error *err,
+                                 const char *context)
+{
+    ExecStatusType st = PQresultStatus(r); /* PGRES_FATAL_ERROR when r is NULL */
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) {
+        if (res)
+            *res = r;
+        else
+            PQclear(r);
+        return PGPIPE_OK;
+    }
+    if (res)
+        *res = NULL;
+    pp_err_pq(err, conn, r, context);
+    PQclear(r);
+    return PGPIPE_DB;
+}
+
+PGPIPE_PRIVATE int pp_exec(PGconn *conn, const char *sql, int nparams,
+                           const char *const *params, PGresult **res, pgpipe_error *err,
+                           const char *context)
+{
+    PGresult *r = nparams > 0 || params
+                      ? PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0)
+                      : PQexec(conn, sql);
+    return pp_exec_check(conn, r, res, err, context);
+}
+
+PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
+                                    const char *const *params, PGresult **res,
+                                    pgpipe_error *err, const char *context)
+{
+    return pp_exec_check(conn, PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0), res,
+                         err, context);
+}
+
+PGPIPE_PRIVATE int pp_copy_in_start(PGconn *conn, const char *sql, pgpipe_error *err,
+                                    const char *context)
+{
+    PGresult *r = PQexec(conn, sql);
+    int rc = PGPIPE_OK;
+    if (PQresultStatus(r) != PGRES_COPY_IN)
+        rc = pp_err_pq(err, conn, r, context);
+    PQclear(r);
+    return rc;
+}
+
+PGPIPE_PRIVATE int pp_prepare(PGconn *conn, const char *name, const char *sql,
+                              pgpipe_error *err, const char *context)
+{
+    PGresult *r = PQprepare(conn, name, sql, 0, NULL);
+    int rc = PGPIPE_OK;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        /* 42P05: already prepared on this connection (the names are hashes
+        ** of the text, so it is the same statement) */
+        if (!st || strcmp(st, "42P05") != 0)
+            rc = pp_err_pq(err, conn, r, context);
+    }
+    PQclear(r);
+    return rc;
+}
+
+PGPIPE_PRIVATE void pp_rollback_open(PGconn *conn)
+{
+    if (!conn || PQstatus(conn) != CONNECTION_OK)
+        return;
+    PGTransactionStatusType t = PQtransactionStatus(conn);
+    if (t == PQTRANS_INTRANS || t == PQTRANS_INERROR)
+        PQclear(PQexec(conn, "ROLLBACK"));
+}
+
+PGPIPE_PRIVATE void pp_notice_to_log(void *component, const char *message)
+{
+    int n = (int)strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    pp_logf(PGPIPE_LOG_INFO, component ? (const char *)component : "pgpipe", "server: %.*s", n,
+            message);
+}
+
+/* ---- Backoff ----------------------------------------------------------- */
+
+void pgpipe_retry_init(pgpipe_retry *r, int max_attempts, int base_ms, int max_ms)
+{
+    r->max_attempts = max_attempts > 0 ? max_attempts : 5;
+    r->base_ms = base_ms > 0 ? base_ms : 100;
+    r->max_ms = max_ms > 0 ? max_ms : 5000;
+    if (r->max_ms < r->base_ms)
+        r->max_ms = r->base_ms;
+    r->attempt = 0;
+    r->seed = 0;
+}
+
+int pgpipe_retry_next_delay(pgpipe_retry *r)
+{
+    if (r->max_attempts <= 0)
+        pgpipe_retry_init(r, r->max_attempts, r->base_ms, r->max_ms);
+    r->attempt++;
+    if (r->attempt >= r->max_attempts)
+        return -1;
+    if (r->seed == 0)
+        r->seed = pp_rand_seed();
+    int n = r->attempt - 1;
+    long long cap = r->base_ms;
+    while (n-- > 0 && cap < r->max_ms)
+        cap *= 2;
+    if (cap > r->max_ms)
+        cap = r->max_ms;
+    long long half = cap / 2;
+    return (int)(half + (long long)(pp_rand_next(&r->seed) % (uint64_t)(cap - half + 1)));
+}
+
+int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud)
+{
+    if (!r || !fn)
+        return PGPIPE_MISUSE;
+    for (;;) {
+        int transient = 0;
+        int rc = fn(ud, r->attempt + 1, &transient);
+        if (rc == PGPIPE_OK || !transient)
+            return rc;
+        int delay = pgpipe_retry_next_delay(r);
+        if (delay < 0)
+            return rc;
+        pp_logf(PGPIPE_LOG_INFO, "retry", "attempt %d failed (%s), retrying in %d ms",
+                r->attempt, pgpipe_errstr(rc), delay);
+        pgpipe_sleep_ms(delay);
+    }
+}
+/* ==== end src/base/exec.c ==== */
 
 /* ==== begin src/parse/json.c ==== */
 #ifndef PGPIPE_OMIT_JSON
@@ -2407,7 +2584,7 @@ struct pgpipe_json_doc {
 
 static const char json_default_source[] = "<buffer>";
 
-int pgpipe_json_doc_new(pgpipe_json_doc **out)
+int pgpipe_json_doc_open(pgpipe_json_doc **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -2429,7 +2606,7 @@ static void json_arena_free(json_chunk *c)
     }
 }
 
-void pgpipe_json_doc_free(pgpipe_json_doc *d)
+void pgpipe_json_doc_close(pgpipe_json_doc *d)
 {
     if (!d)
         return;
@@ -3956,8 +4133,6 @@ int pgpipe_json_write_to(const pgpipe_json_val *v, char *buf, size_t cap, size_t
     return PGPIPE_OK;
 }
 
-void pgpipe_json_text_free(char *text) { pp_free(text); }
-
 /* ---- NDJSON ------------------------------------------------------------ */
 
 struct pgpipe_ndjson {
@@ -3978,7 +4153,7 @@ struct pgpipe_ndjson {
     int at_start;           /* nothing read yet: a BOM may follow */
 };
 
-int pgpipe_ndjson_new(pgpipe_ndjson **out)
+int pgpipe_ndjson_open(pgpipe_ndjson **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -3987,7 +4162,7 @@ int pgpipe_ndjson_new(pgpipe_ndjson **out)
     if (!r)
         return PGPIPE_NOMEM;
     pp_handle_init(&r->hdr);
-    if (pgpipe_json_doc_new(&r->doc) != PGPIPE_OK) {
+    if (pgpipe_json_doc_open(&r->doc) != PGPIPE_OK) {
         pp_free(r);
         *out = NULL;
         return PGPIPE_NOMEM;
@@ -3997,11 +4172,11 @@ int pgpipe_ndjson_new(pgpipe_ndjson **out)
     return PGPIPE_OK;
 }
 
-void pgpipe_ndjson_free(pgpipe_ndjson *r)
+void pgpipe_ndjson_close(pgpipe_ndjson *r)
 {
     if (!r)
         return;
-    pgpipe_json_doc_free(r->doc);
+    pgpipe_json_doc_close(r->doc);
     pp_buf_free(&r->carry);
     pp_free(r->source);
     r->hdr.magic = 0;
@@ -4467,19 +4642,31 @@ static pgpipe_csv *csv_open(int src, int fd, FILE *fp, const pgpipe_csv_options 
     return r;
 }
 
-pgpipe_csv *pgpipe_csv_open_fd(int fd, const pgpipe_csv_options *opts)
+/* The reader is returned even when the options are bad, so its error can be
+** read; pgpipe_csv_next() then keeps returning that code. */
+static int csv_open_out(pgpipe_csv **out, pgpipe_csv *r)
 {
-    return csv_open(CSV_SRC_FD, fd, NULL, opts);
+    if (!out) {
+        pgpipe_csv_close(r);
+        return PGPIPE_MISUSE;
+    }
+    *out = r;
+    return r ? r->fatal : PGPIPE_NOMEM;
 }
 
-pgpipe_csv *pgpipe_csv_open_file(FILE *fp, const pgpipe_csv_options *opts)
+int pgpipe_csv_open_fd(pgpipe_csv **out, int fd, const pgpipe_csv_options *opts)
 {
-    return csv_open(CSV_SRC_FILE, -1, fp, opts);
+    return csv_open_out(out, csv_open(CSV_SRC_FD, fd, NULL, opts));
 }
 
-pgpipe_csv *pgpipe_csv_open_feed(const pgpipe_csv_options *opts)
+int pgpipe_csv_open_file(pgpipe_csv **out, FILE *fp, const pgpipe_csv_options *opts)
 {
-    return csv_open(CSV_SRC_FEED, -1, NULL, opts);
+    return csv_open_out(out, csv_open(CSV_SRC_FILE, -1, fp, opts));
+}
+
+int pgpipe_csv_open_feed(pgpipe_csv **out, const pgpipe_csv_options *opts)
+{
+    return csv_open_out(out, csv_open(CSV_SRC_FEED, -1, NULL, opts));
 }
 
 void pgpipe_csv_close(pgpipe_csv *r)
@@ -5246,7 +5433,7 @@ static void csv_buf_out(pgpipe_copy_buf *o, const pp_buf *b)
     o->cap = b->cap;
 }
 
-void pgpipe_copy_buf_free(pgpipe_copy_buf *o)
+void pgpipe_copy_buf_clear(pgpipe_copy_buf *o)
 {
     if (!o)
         return;
@@ -5895,36 +6082,6 @@ static void pool_conn_free(pgpipe_conn *c)
     pp_free(c);
 }
 
-/* Failures a retry cannot fix (English libpq/server messages). Everything
-** else - refused, socket missing, "starting up", "shutting down", too many
-** clients - is retried until the acquire deadline. */
-static int pool_connect_failure_is_permanent(PGconn *pg)
-{
-    static const char *const pats[] = {
-        "authentication failed", "does not exist", "no pg_hba.conf entry",
-        "no password supplied", "not permitted to log in", "permission denied",
-        "invalid connection option", "invalid sslmode", "invalid port",
-    };
-    if (PQconnectionNeedsPassword(pg))
-        return 1;
-    const char *m = PQerrorMessage(pg);
-    for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++)
-        if (strstr(m, pats[i]))
-            return 1;
-    return 0;
-}
-
-/* Server notices go to the log, not to stderr (libpq's default). A caller
-** can install its own processor on pgpipe_conn_pg(). */
-static void pool_notice_processor(void *arg, const char *message)
-{
-    (void)arg;
-    int n = (int)strlen(message);
-    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
-        n--;
-    pp_logf(PGPIPE_LOG_INFO, "pool", "server: %.*s", n, message);
-}
-
 /* Open one connection (no lock held). On failure returns NULL, sets err, and
 ** *permanent tells whether retrying is pointless. */
 static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permanent)
@@ -5964,12 +6121,17 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
         return NULL;
     }
     if (PQstatus(c->pg) != CONNECTION_OK) {
-        *permanent = pool_connect_failure_is_permanent(c->pg);
+        /* only a failure known to be final stops the pool's retries:
+        ** refused, socket missing, "starting up", "shutting down", too
+        ** many clients and the unknown are retried until the deadline */
+        *permanent = pp_connect_failure_class(c->pg) == PGPIPE_SQLSTATE_GIVE_UP;
         pp_err_pq(err, c->pg, NULL, "cannot connect");
         pool_conn_free(c);
         return NULL;
     }
-    PQsetNoticeProcessor(c->pg, pool_notice_processor, NULL);
+    /* server notices go to the log, not to stderr (libpq's default); a
+    ** caller can install its own processor on pgpipe_conn_pg() */
+    PQsetNoticeProcessor(c->pg, pp_notice_to_log, (void *)"pool");
     int64_t now = pgpipe_now_us();
     c->created_us = c->released_us = c->validated_us = now;
     return c;
@@ -6000,10 +6162,8 @@ static int pool_ping(pgpipe_conn *c)
 {
     if (PQstatus(c->pg) != CONNECTION_OK)
         return 0;
-    PGresult *r = PQexec(c->pg, "");
-    int ok = r && PQresultStatus(r) == PGRES_EMPTY_QUERY;
-    PQclear(r);
-    return ok && PQstatus(c->pg) == CONNECTION_OK &&
+    return pp_exec(c->pg, "", 0, NULL, NULL, NULL, NULL) == PGPIPE_OK &&
+           PQstatus(c->pg) == CONNECTION_OK &&
            PQtransactionStatus(c->pg) == PQTRANS_IDLE;
 }
 
@@ -6020,10 +6180,8 @@ static int pool_conn_reset(pgpipe_conn *c)
         break;
     case PQTRANS_INTRANS:
     case PQTRANS_INERROR: {
-        PGresult *r = PQexec(pg, "ROLLBACK");
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        PQclear(r);
-        if (!ok || PQtransactionStatus(pg) != PQTRANS_IDLE)
+        if (pp_exec(pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL) != PGPIPE_OK ||
+            PQtransactionStatus(pg) != PQTRANS_IDLE)
             return 0;
         break;
     }
@@ -6032,10 +6190,7 @@ static int pool_conn_reset(pgpipe_conn *c)
     }
     pgpipe_pool *p = c->pool;
     if (p->reset_sql) {
-        PGresult *r = PQexec(pg, p->reset_sql);
-        ExecStatusType st = PQresultStatus(r);
-        PQclear(r);
-        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+        if (pp_exec(pg, p->reset_sql, 0, NULL, NULL, NULL, NULL) != PGPIPE_OK) {
             pp_logf(PGPIPE_LOG_WARN, "pool", "reset statement failed, closing the connection: %s",
                     PQerrorMessage(pg));
             return 0;
@@ -6244,13 +6399,22 @@ static void pool_note_connect_failure_locked(pgpipe_pool *p, const pgpipe_error 
     }
 }
 
+/* The backoff between failed connects, in a connector thread or an
+** acquiring caller: short, since someone is waiting, and without a limit on
+** attempts (the acquire deadline and the waiters' presence end them). */
+static void pool_backoff_init(pgpipe_retry *r)
+{
+    pgpipe_retry_init(r, INT_MAX, 10, 500);
+}
+
 #ifndef PGPIPE_OMIT_THREADS
 /* Opens one connection for the pool and hands it to the first waiter.
 ** Transient failures are retried with backoff while anyone still waits. */
 static void *pool_connector_main(void *arg)
 {
     pgpipe_pool *p = arg;
-    int delay_ms = 10;
+    pgpipe_retry backoff;
+    pool_backoff_init(&backoff);
     pgpipe_conn *extra = NULL;
     for (;;) {
         int permanent = 0;
@@ -6267,12 +6431,10 @@ static void *pool_connector_main(void *arg)
             p->total--;
             break;
         }
-        int jitter = (int)(pp_rand_next(&p->seed) % (uint64_t)(delay_ms / 2 + 1));
         pp_mutex_unlock(&p->mu);
-        pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying in %d ms: %s",
-                delay_ms - jitter, ce.message);
-        pgpipe_sleep_ms(delay_ms - jitter);
-        delay_ms = delay_ms * 2 > 500 ? 500 : delay_ms * 2;
+        int d = pgpipe_retry_next_delay(&backoff);
+        pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying in %d ms: %s", d, ce.message);
+        pgpipe_sleep_ms(d);
     }
     p->connectors--;
     pool_signal_close_locked(p);
@@ -6357,7 +6519,7 @@ static int pool_check_conninfo(pgpipe_error *e, const char *ci)
     return PGPIPE_OK;
 }
 
-int pgpipe_pool_open(const char *conninfo, const pgpipe_pool_options *opts, pgpipe_pool **out)
+int pgpipe_pool_open(pgpipe_pool **out, const char *conninfo, const pgpipe_pool_options *opts)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -6483,23 +6645,175 @@ static int pool_validate_locked(pgpipe_pool *p, pgpipe_conn *c)
     return ok;
 }
 
-static int pool_timeout_error(pgpipe_pool *p, pgpipe_error *e, int64_t start, const char *lasterr)
+/* One pgpipe_pool_acquire_ex call: its place in the queue, its clock, and
+** the backoff between the connects it makes for the pool. */
+typedef struct pool_acquire {
+    pool_waiter w;
+    pgpipe_error *e;
+    int64_t start, deadline;
+    int64_t retry_at;     /* the next connect of its job may start then */
+    pgpipe_retry backoff; /* the delays between its failed connects */
+} pool_acquire;
+
+/* What a step of the acquire loop leaves it to do. */
+enum { POOL_STEP_NONE, POOL_STEP_AGAIN, POOL_STEP_DONE };
+
+/* Step 1: take a connection handed over, or an idle one when nobody queues,
+** and validate it. DONE with *out set; AGAIN when it was dead (its slot is
+** refilled and this caller queues first); NONE when there is none to take. */
+static int pool_take_locked(pgpipe_pool *p, pool_acquire *a, pgpipe_conn **out)
 {
+    pool_waiter *w = &a->w;
+    pgpipe_conn *c;
+    if (w->conn) {
+        c = w->conn;
+        w->conn = NULL;
+        p->in_use--; /* counted again once validated */
+        if (w->job) { /* no need to open one any more */
+            w->job = 0;
+            pool_slot_freed_locked(p);
+        }
+    } else if (!w->queued && !p->whead && p->idle) {
+        c = p->idle;
+        p->idle = c->next;
+        c->next = NULL;
+        p->nidle--;
+    } else {
+        return POOL_STEP_NONE;
+    }
+    if (pool_validate_locked(p, c)) {
+        p->in_use++;
+        p->acquired++;
+        pool_record_wait_locked(p, pgpipe_now_us() - a->start);
+        *out = c;
+        return POOL_STEP_DONE;
+    }
+    pool_enqueue_locked(p, w, 1);
+    w->perm_gen = p->perm_gen;
+    if (p->closing)
+        p->total--;
+    else
+        pool_grow_locked(p);
+    return POOL_STEP_AGAIN;
+}
+
+/* Step 2: join the queue; take the job of growing the pool if it may. */
+static void pool_join_locked(pgpipe_pool *p, pool_waiter *w)
+{
+    if (w->queued)
+        return;
+    pool_enqueue_locked(p, w, 0);
+    w->perm_gen = p->perm_gen;
+    if (p->total < pool_max_total(p)) {
+        p->total++;
+        pool_grow_locked(p);
+    }
+}
+
+/* Step 3: when this caller holds the job of opening a connection for the
+** pool (not necessarily for itself) and its backoff has passed, open one
+** (the lock is released meanwhile). AGAIN after an attempt; DONE with *rc
+** when a failure ends the acquire; NONE when there was nothing to do. */
+static int pool_connect_locked(pgpipe_pool *p, pool_acquire *a, int64_t now, int *rc)
+{
+    pool_waiter *w = &a->w;
+    if (!w->job || w->connecting || now < a->retry_at)
+        return POOL_STEP_NONE;
+    w->job = 0;
+    w->connecting = 1;
+    pp_mutex_unlock(&p->mu);
+    int permanent = 0;
+    pgpipe_error ce;
+    pgpipe_conn *nc = pool_connect(p, &ce, &permanent);
+    pp_mutex_lock(&p->mu);
+    w->connecting = 0;
+    if (nc) {
+        pool_conn_born_locked(p, nc);
+        pgpipe_conn *extra = pool_deliver_locked(p, nc, pgpipe_now_us());
+        if (extra) {
+            pp_mutex_unlock(&p->mu);
+            pool_conn_free(extra);
+            pp_mutex_lock(&p->mu);
+        }
+        return POOL_STEP_AGAIN;
+    }
+    pool_note_connect_failure_locked(p, &ce, permanent);
+    w->perm_gen = p->perm_gen;
+    if (permanent || p->closing) {
+        if (w->queued)
+            pool_remove_waiter_locked(p, w);
+        pool_slot_freed_locked(p);
+        if (w->conn && !p->closing)
+            return POOL_STEP_AGAIN; /* one was handed over meanwhile: take it */
+        *a->e = ce;
+        *rc = ce.code;
+        return POOL_STEP_DONE;
+    }
+    w->job = 1; /* keep the slot; try again after a backoff */
+    int d = pgpipe_retry_next_delay(&a->backoff);
+    a->retry_at = pgpipe_now_us() + (int64_t)d * 1000;
+    pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying in %d ms: %s", d, ce.message);
+    return POOL_STEP_AGAIN;
+}
+
+static int pool_timeout_error(pgpipe_pool *p, pool_acquire *a)
+{
+    char lasterr[sizeof a->e->message] = "";
+    if (p->connect_err_us >= a->start)
+        snprintf(lasterr, sizeof lasterr, "%s", p->connect_err.message);
     p->timeouts++;
-    long long waited = (long long)((pgpipe_now_us() - start) / 1000);
+    long long waited = (long long)((pgpipe_now_us() - a->start) / 1000);
 #ifndef PGPIPE_OMIT_THREADS
-    return pp_err(e, PGPIPE_BUSY,
+    return pp_err(a->e, PGPIPE_BUSY,
                   "timed out after %lld ms waiting for a connection "
                   "(pool_size %d + max_overflow %d: %d in use, %d waiting)%s%s",
                   waited, p->opt.pool_size, p->opt.max_overflow, p->in_use, p->nwaiters,
                   lasterr[0] ? "; last connect error: " : "", lasterr);
 #else
-    return pp_err(e, PGPIPE_BUSY,
+    return pp_err(a->e, PGPIPE_BUSY,
                   "no connection available after %lld ms (pool_size %d + max_overflow %d: "
                   "%d in use; single-threaded build, so acquire does not wait)%s%s",
                   waited, p->opt.pool_size, p->opt.max_overflow, p->in_use,
                   lasterr[0] ? "; last connect error: " : "", lasterr);
 #endif
+}
+
+/* Step 4: wait for a hand-over, a job, the end of the backoff or the
+** deadline. PGPIPE_OK to go round again, or the timeout's error. */
+static int pool_wait_locked(pgpipe_pool *p, pool_acquire *a, int64_t now)
+{
+    if (now >= a->deadline)
+        return pool_timeout_error(p, a);
+    int64_t until = a->w.job && a->retry_at < a->deadline ? a->retry_at : a->deadline;
+#ifndef PGPIPE_OMIT_THREADS
+    pool_cond_wait_until(p, &a->w.cv, until);
+#else
+    if (!a->w.job) /* nobody else can give one back */
+        return pool_timeout_error(p, a);
+    pp_mutex_unlock(&p->mu);
+    pgpipe_sleep_ms((int)((until - now + 999) / 1000));
+    pp_mutex_lock(&p->mu);
+#endif
+    return PGPIPE_OK;
+}
+
+/* Leaving: give up the place in the queue and the job; returns what was
+** handed over too late, for the caller to close unlocked (or NULL). */
+static pgpipe_conn *pool_leave_locked(pgpipe_pool *p, pool_waiter *w)
+{
+    pgpipe_conn *late = NULL;
+    if (w->queued)
+        pool_remove_waiter_locked(p, w);
+    if (w->job) {
+        w->job = 0;
+        pool_slot_freed_locked(p);
+    }
+    if (w->conn) {
+        p->in_use--;
+        late = pool_deliver_locked(p, w->conn, pgpipe_now_us());
+        w->conn = NULL;
+    }
+    return late;
 }
 
 int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pgpipe_error *err)
@@ -6509,164 +6823,61 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pg
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC || !out)
         return pp_err(err, PGPIPE_MISUSE, "pgpipe_pool_acquire: NULL or invalid pool or output");
     pgpipe_error local;
-    pgpipe_error *e = err ? err : &local;
-    pgpipe_error_clear(e);
+    pool_acquire a;
+    memset(&a, 0, sizeof a);
+    a.e = err ? err : &local;
+    pgpipe_error_clear(a.e);
     if (timeout_ms < 0)
         timeout_ms = p->opt.acquire_timeout_ms;
-    int64_t start = pgpipe_now_us();
-    int64_t deadline = start + (int64_t)timeout_ms * 1000;
+    a.start = pgpipe_now_us();
+    a.deadline = a.start + (int64_t)timeout_ms * 1000;
+    pool_backoff_init(&a.backoff);
     int rc = PGPIPE_OK;
     pgpipe_conn *c = NULL;
-    char lasterr[sizeof e->message] = "";
-    int64_t retry_at = 0;
-    int delay_ms = 10;
-
-    pool_waiter w;
-    memset(&w, 0, sizeof w);
 #ifndef PGPIPE_OMIT_THREADS
-    if (pool_cond_init(p, &w.cv) != PGPIPE_OK)
-        return pp_err_nomem(e);
+    if (pool_cond_init(p, &a.w.cv) != PGPIPE_OK)
+        return pp_err_nomem(a.e);
 #endif
     pp_mutex_lock(&p->mu);
     if (p->closing) {
-        rc = pp_err(e, PGPIPE_MISUSE, "the pool is closed");
+        rc = pp_err(a.e, PGPIPE_MISUSE, "the pool is closed");
         if (!err)
-            p->hdr.err = *e;
+            p->hdr.err = *a.e;
         pp_mutex_unlock(&p->mu);
 #ifndef PGPIPE_OMIT_THREADS
-        pthread_cond_destroy(&w.cv);
+        pthread_cond_destroy(&a.w.cv);
 #endif
         return rc;
     }
     p->acquirers++;
-    pgpipe_conn *reaped = pool_reap_locked(p, start);
+    pgpipe_conn *reaped = pool_reap_locked(p, a.start);
     for (;;) {
         if (p->closing) {
-            rc = pp_err(e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
+            rc = pp_err(a.e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
             break;
         }
-        /* 1. a connection handed over, or an idle one when nobody queues */
-        if (w.conn || (!w.queued && !p->whead && p->idle)) {
-            if (w.conn) {
-                c = w.conn;
-                w.conn = NULL;
-                p->in_use--; /* counted again once validated */
-                if (w.job) { /* no need to open one any more */
-                    w.job = 0;
-                    pool_slot_freed_locked(p);
-                }
-            } else {
-                c = p->idle;
-                p->idle = c->next;
-                c->next = NULL;
-                p->nidle--;
-            }
-            if (pool_validate_locked(p, c)) {
-                p->in_use++;
-                p->acquired++;
-                pool_record_wait_locked(p, pgpipe_now_us() - start);
-                break;
-            }
-            /* it was dead: refill its slot; our turn comes first */
-            c = NULL;
-            pool_enqueue_locked(p, &w, 1);
-            w.perm_gen = p->perm_gen;
-            if (p->closing)
-                p->total--;
-            else
-                pool_grow_locked(p);
+        int step = pool_take_locked(p, &a, &c);
+        if (step == POOL_STEP_DONE)
+            break;
+        if (step == POOL_STEP_AGAIN)
             continue;
-        }
-        /* 2. join the queue; take the job of growing the pool if it may */
-        if (!w.queued) {
-            pool_enqueue_locked(p, &w, 0);
-            w.perm_gen = p->perm_gen;
-            if (p->total < pool_max_total(p)) {
-                p->total++;
-                pool_grow_locked(p);
-            }
-        }
-        if (w.perm_gen != p->perm_gen && !w.conn) {
+        pool_join_locked(p, &a.w);
+        if (a.w.perm_gen != p->perm_gen && !a.w.conn) {
             /* a connect failed in a way retrying cannot fix */
-            *e = p->perm_err;
-            rc = e->code;
+            *a.e = p->perm_err;
+            rc = a.e->code;
             break;
         }
-        /* 3. open a connection for the pool (not necessarily for us) */
         int64_t now = pgpipe_now_us();
-        if (w.job && !w.connecting && now >= retry_at) {
-            w.job = 0;
-            w.connecting = 1;
-            pp_mutex_unlock(&p->mu);
-            int permanent = 0;
-            pgpipe_error ce;
-            pgpipe_conn *nc = pool_connect(p, &ce, &permanent);
-            pp_mutex_lock(&p->mu);
-            w.connecting = 0;
-            if (nc) {
-                pool_conn_born_locked(p, nc);
-                pgpipe_conn *extra = pool_deliver_locked(p, nc, pgpipe_now_us());
-                if (extra) {
-                    pp_mutex_unlock(&p->mu);
-                    pool_conn_free(extra);
-                    pp_mutex_lock(&p->mu);
-                }
-                continue;
-            }
-            pool_note_connect_failure_locked(p, &ce, permanent);
-            w.perm_gen = p->perm_gen;
-            if (permanent || p->closing) {
-                if (w.queued)
-                    pool_remove_waiter_locked(p, &w);
-                pool_slot_freed_locked(p);
-                if (w.conn && !p->closing)
-                    continue; /* one was handed over meanwhile: take it */
-                *e = ce;
-                rc = ce.code;
-                break;
-            }
-            w.job = 1; /* keep the slot; try again after a backoff */
-            int jitter = (int)(pp_rand_next(&p->seed) % (uint64_t)(delay_ms / 2 + 1));
-            retry_at = pgpipe_now_us() + (int64_t)(delay_ms - jitter) * 1000;
-            delay_ms = delay_ms * 2 > 500 ? 500 : delay_ms * 2;
-            pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying: %s", ce.message);
+        step = pool_connect_locked(p, &a, now, &rc);
+        if (step == POOL_STEP_DONE)
+            break;
+        if (step == POOL_STEP_AGAIN)
             continue;
-        }
-        /* 4. wait for a hand-over, a job, the retry time or the deadline */
-        if (now >= deadline) {
-            if (p->connect_err_us >= start)
-                snprintf(lasterr, sizeof lasterr, "%s", p->connect_err.message);
-            rc = pool_timeout_error(p, e, start, lasterr);
+        if ((rc = pool_wait_locked(p, &a, now)) != PGPIPE_OK)
             break;
-        }
-        int64_t until = w.job && retry_at < deadline ? retry_at : deadline;
-#ifndef PGPIPE_OMIT_THREADS
-        pool_cond_wait_until(p, &w.cv, until);
-#else
-        if (!w.job) { /* nobody else can give one back */
-            if (p->connect_err_us >= start)
-                snprintf(lasterr, sizeof lasterr, "%s", p->connect_err.message);
-            rc = pool_timeout_error(p, e, start, lasterr);
-            break;
-        }
-        pp_mutex_unlock(&p->mu);
-        pgpipe_sleep_ms((int)((until - now + 999) / 1000));
-        pp_mutex_lock(&p->mu);
-#endif
     }
-    /* leaving: give up our place, our job, and pass on anything handed over late */
-    pgpipe_conn *late = NULL;
-    if (w.queued)
-        pool_remove_waiter_locked(p, &w);
-    if (w.job) {
-        w.job = 0;
-        pool_slot_freed_locked(p);
-    }
-    if (w.conn) {
-        p->in_use--;
-        late = pool_deliver_locked(p, w.conn, pgpipe_now_us());
-        w.conn = NULL;
-    }
+    pgpipe_conn *late = pool_leave_locked(p, &a.w);
     if (rc == PGPIPE_OK && p->closing) {
         /* closed while we validated it: do not hand it out */
         p->in_use--;
@@ -6676,16 +6887,16 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pg
         c->next = reaped;
         reaped = c;
         c = NULL;
-        rc = pp_err(e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
+        rc = pp_err(a.e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
     }
     p->acquirers--;
     if (!err && rc != PGPIPE_OK)
-        p->hdr.err = *e;
+        p->hdr.err = *a.e;
     pool_signal_close_locked(p);
     int free_pool = pool_should_free_locked(p);
     pp_mutex_unlock(&p->mu);
 #ifndef PGPIPE_OMIT_THREADS
-    pthread_cond_destroy(&w.cv);
+    pthread_cond_destroy(&a.w.cv);
 #endif
     pool_conn_free(late);
     pool_free_list(reaped);
@@ -6982,7 +7193,7 @@ struct pgpipe_pipeline {
     int send_failed;    /* a send failed: the connection is unusable */
 };
 
-int pgpipe_pipeline_begin(pgpipe_conn *c, int flags, pgpipe_pipeline **out)
+int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *c, int flags)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -7155,7 +7366,7 @@ int pgpipe_pipeline_run(pgpipe_pipeline *p, int *nfailed)
     return pp_err_pq(&p->hdr.err, pg, r, ctx);
 }
 
-void pgpipe_pipeline_free(pgpipe_pipeline *p)
+void pgpipe_pipeline_close(pgpipe_pipeline *p)
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
         return;
@@ -7806,27 +8017,19 @@ static void mig_progress_checksum(const mig_file *f, int n, char out[65])
 
 /* ---- The history table ------------------------------------------------ */
 
+/* The migrator's statements: its connection, its error; NULL on failure. */
 static PGresult *mig_exec(pgpipe_migrator *m, const char *sql, int n, const char *const *params,
                           const char *what)
 {
-    PGresult *r = n ? PQexecParams(m->conn, sql, n, NULL, params, NULL, NULL, 0)
-                    : PQexec(m->conn, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
-        return r;
-    pp_err_pq(&m->hdr.err, m->conn, r, what);
-    PQclear(r);
-    return NULL;
+    PGresult *r;
+    return pp_exec(m->conn, sql, n, n ? params : NULL, &r, &m->hdr.err, what) == PGPIPE_OK ? r
+                                                                                         : NULL;
 }
 
 static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *const *params,
                        const char *what)
 {
-    PGresult *r = mig_exec(m, sql, n, params, what);
-    if (!r)
-        return PGPIPE_DB;
-    PQclear(r);
-    return PGPIPE_OK;
+    return pp_exec(m->conn, sql, n, n ? params : NULL, NULL, &m->hdr.err, what);
 }
 
 static int mig_table_exists(pgpipe_migrator *m, int *exists)
@@ -8035,7 +8238,9 @@ static int mig_lock(pgpipe_migrator *m)
     const char *p[1] = { key };
     int64_t t0 = pgpipe_now_us();
     int timeout = m->lock_timeout_ms;
-    int delay = 20;
+    /* poll until the timeout, not a number of attempts */
+    pgpipe_retry backoff;
+    pgpipe_retry_init(&backoff, INT_MAX, 20, 320);
     for (;;) {
         PGresult *r = mig_exec(m, "SELECT pg_try_advisory_lock($1::bigint)", 1, p,
                                "cannot take the migration lock");
@@ -8050,22 +8255,20 @@ static int mig_lock(pgpipe_migrator *m)
         int64_t waited = (pgpipe_now_us() - t0) / 1000;
         if (timeout < 0 || waited >= timeout)
             break;
-        int d = delay;
+        int d = pgpipe_retry_next_delay(&backoff);
         if (waited + d > timeout)
             d = (int)(timeout - waited);
         pgpipe_sleep_ms(d);
-        if (delay < 250)
-            delay *= 2;
     }
     /* name the holder */
     char holder[64] = "another session";
-    PGresult *r = PQexecParams(m->conn,
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND classid = (($1::bigint >> 32) & 4294967295)::oid "
-        "AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1 LIMIT 1",
-        1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+    PGresult *r;
+    if (pp_exec(m->conn,
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND classid = (($1::bigint >> 32) & 4294967295)::oid "
+                "AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1 LIMIT 1",
+                1, p, &r, NULL, NULL) == PGPIPE_OK && PQntuples(r) == 1)
         snprintf(holder, sizeof holder, "backend pid %s", PQgetvalue(r, 0, 0));
     PQclear(r);
     return pp_err(&m->hdr.err, PGPIPE_BUSY,
@@ -8545,9 +8748,7 @@ static int mig_exec_stmt(pgpipe_migrator *m, const mig_file *f, int idx)
 
 static void mig_rollback_if_needed(pgpipe_migrator *m)
 {
-    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE &&
-        PQtransactionStatus(m->conn) != PQTRANS_UNKNOWN)
-        PQclear(PQexec(m->conn, "ROLLBACK"));
+    pp_rollback_open(m->conn);
 }
 
 /* Records a failure after the error is set; keeps that error. */
@@ -8818,7 +9019,7 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
 
 /* ---- Open and close --------------------------------------------------- */
 
-int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
+int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -8879,7 +9080,7 @@ int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrat
     return PGPIPE_OK;
 }
 
-void pgpipe_migrate_close(pgpipe_migrator *m)
+void pgpipe_migrator_close(pgpipe_migrator *m)
 {
     if (!m)
         return;
@@ -8917,7 +9118,7 @@ static int schema_install_embedded(PGconn *conn, const pgpipe_migrate_options *o
     o.embedded = folder;
     o.scope = folder;
     pgpipe_migrator *m = NULL;
-    int rc = pgpipe_migrate_open(&m, conn, &o);
+    int rc = pgpipe_migrator_open(&m, conn, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_migrate_run(m);
     if (err) {
@@ -8926,7 +9127,7 @@ static int schema_install_embedded(PGconn *conn, const pgpipe_migrate_options *o
         else
             pp_err_nomem(err);
     }
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     return rc;
 }
 
@@ -9706,15 +9907,6 @@ PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken)
 }
 
 /* (Re)connect the lane. *transient set when trying again may help. */
-static void copy_notice_processor(void *arg, const char *message)
-{
-    (void)arg;
-    int n = (int)strlen(message);
-    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
-        n--;
-    pp_logf(PGPIPE_LOG_INFO, "loader", "server: %.*s", n, message);
-}
-
 PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
 {
     pgpipe_loader *l = ln->l;
@@ -9755,14 +9947,12 @@ PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
     if (!ln->conn)
         return pp_err_nomem(&ln->err);
     /* the server's NOTICEs (the schema install's) go to the log, as on a pool's connections */
-    PQsetNoticeProcessor(ln->conn, copy_notice_processor, NULL);
+    PQsetNoticeProcessor(ln->conn, pp_notice_to_log, (void *)"loader");
     if (PQstatus(ln->conn) != CONNECTION_OK) {
         pp_err_pq(&ln->err, ln->conn, NULL, "loader: connect");
-        /* refused or reset while the server restarts: worth another try */
-        const char *m = PQerrorMessage(ln->conn);
-        *transient = strstr(m, "starting up") || strstr(m, "shutting down") ||
-                     strstr(m, "Connection refused") || strstr(m, "No such file") ||
-                     strstr(m, "recovery") || strstr(m, "terminat") || strstr(m, "closed");
+        /* only a server known to be starting, stopping or refusing is worth
+        ** another try: the load has a bounded number of attempts */
+        *transient = pp_connect_failure_class(ln->conn) == PGPIPE_SQLSTATE_RETRY;
         PQfinish(ln->conn);
         ln->conn = NULL;
         return PGPIPE_DB;
@@ -9774,30 +9964,15 @@ PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
 PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *const *vals,
                      PGresult **out, int *transient)
 {
-    *transient = 0;
-    if (out)
-        *out = NULL;
-    PGresult *r = n ? PQexecParams(ln->conn, sql, n, NULL, vals, NULL, NULL, 0) : PQexec(ln->conn, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-        if (out)
-            *out = r;
-        else
-            PQclear(r);
-        return PGPIPE_OK;
-    }
-    *transient = pgpipe_pq_is_transient(ln->conn, r);
-    pp_err_pq(&ln->err, ln->conn, r, "loader");
-    PQclear(r);
-    return PGPIPE_DB;
+    int rc = pp_exec(ln->conn, sql, n, n ? vals : NULL, out, &ln->err, "loader");
+    *transient = rc != PGPIPE_OK && pgpipe_sqlstate_is_transient(ln->err.sqlstate);
+    return rc;
 }
 
 /* Roll back whatever the lane's connection has open (a failed batch). */
 PGPIPE_PRIVATE void copy_rollback(copy_lane *ln)
 {
-    if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK &&
-        PQtransactionStatus(ln->conn) != PQTRANS_IDLE)
-        PQclear(PQexec(ln->conn, "ROLLBACK"));
+    pp_rollback_open(ln->conn);
 }
 
 /* ---- the load record (pgpipe.loads) -------------------------------------- */
@@ -9973,26 +10148,33 @@ static int copy_load_register(pgpipe_loader *l, int *transient)
 ** `attempts` times. A failure leaves its error in the loader's. */
 typedef int (*copy_lane_op)(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient);
 
+typedef struct copy_main_call {
+    pgpipe_loader *l;
+    copy_lane_op op;
+    const void *arg;
+} copy_main_call;
+
+static int copy_main_attempt(void *ud, int attempt, int *transient)
+{
+    copy_main_call *m = ud;
+    copy_lane *ln = &m->l->lanes[0];
+    if (attempt > 1)
+        copy_drop_conn(ln, 1); /* the failed attempt's connection may be broken */
+    int rc = copy_connect(ln, transient);
+    if (rc == PGPIPE_OK)
+        rc = m->op(m->l, ln, m->arg, transient);
+    return rc;
+}
+
 static int copy_on_main_lane(pgpipe_loader *l, int attempts, copy_lane_op op, const void *arg)
 {
-    copy_lane *ln = &l->lanes[0];
     pgpipe_retry rt;
     pgpipe_retry_init(&rt, attempts, 100, 2000);
-    for (;;) {
-        int transient = 0;
-        int rc = copy_connect(ln, &transient);
-        if (rc == PGPIPE_OK)
-            rc = op(l, ln, arg, &transient);
-        if (rc == PGPIPE_OK)
-            return PGPIPE_OK;
-        int d = transient ? pgpipe_retry_next_delay(&rt) : -1;
-        if (d < 0) {
-            l->hdr.err = ln->err;
-            return rc;
-        }
-        copy_drop_conn(ln, 1);
-        pgpipe_sleep_ms(d);
-    }
+    copy_main_call m = { l, op, arg };
+    int rc = pgpipe_retry_call(&rt, copy_main_attempt, &m);
+    if (rc != PGPIPE_OK)
+        l->hdr.err = l->lanes[0].err;
+    return rc;
 }
 
 static int copy_op_register(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
@@ -10043,7 +10225,7 @@ static int copy_format_ready(pgpipe_loader *l, int delim)
     co.delimiter = delim;
     co.source = l->source;
     co.max_field_size = l->max_record;
-    l->csv = pgpipe_csv_open_feed(&co);
+    pgpipe_csv_open_feed(&l->csv, &co);
     return l->csv ? PGPIPE_OK : pp_err_nomem(&l->hdr.err);
 }
 
@@ -10241,7 +10423,7 @@ static int copy_op_install(pgpipe_loader *l, copy_lane *ln, const void *arg, int
     return rc;
 }
 
-int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
+int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -10316,7 +10498,7 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
             if (l->cols[i].kind == COPY_K_FIELD &&
                 !(l->required[l->nrequired++] = pp_strdup(l->cols[i].field)))
                 return pp_err_nomem(&l->hdr.err);
-    if (pgpipe_json_doc_new(&l->doc) != PGPIPE_OK)
+    if (pgpipe_json_doc_open(&l->doc) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
 #ifdef O_CLOEXEC
     l->urandom = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -10508,7 +10690,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_buf_free(&l->carry);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
-    pgpipe_json_doc_free(l->doc);
+    pgpipe_json_doc_close(l->doc);
     if (l->urandom >= 0)
         close(l->urandom);
     l->hdr.magic = 0;
@@ -11190,16 +11372,9 @@ PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t le
 /* Start COPY; PGPIPE_OK when the server is in COPY IN. */
 static int copy_start(copy_lane *ln, const char *sql, int *transient)
 {
-    *transient = 0;
-    PGresult *r = PQexec(ln->conn, sql);
-    if (PQresultStatus(r) == PGRES_COPY_IN) {
-        PQclear(r);
-        return PGPIPE_OK;
-    }
-    *transient = pgpipe_pq_is_transient(ln->conn, r);
-    pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
-    PQclear(r);
-    return PGPIPE_DB;
+    int rc = pp_copy_in_start(ln->conn, sql, &ln->err, "loader: COPY");
+    *transient = rc != PGPIPE_OK && pgpipe_sqlstate_is_transient(ln->err.sqlstate);
+    return rc;
 }
 
 static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient)
@@ -12056,27 +12231,12 @@ static int claim_is_ok(const PGresult *r)
 /* Run simple SQL; PGPIPE_OK or PGPIPE_DB with the error on the claimer. */
 static int claim_exec(pgpipe_claimer *c, const char *sql)
 {
-    PGresult *r = PQexec(c->conn, sql);
-    int rc = PGPIPE_OK;
-    if (!claim_is_ok(r))
-        rc = pp_err_pq(&c->hdr.err, c->conn, r, sql);
-    PQclear(r);
-    return rc;
+    return pp_exec(c->conn, sql, 0, NULL, NULL, &c->hdr.err, sql);
 }
 
 static int claim_prepare(pgpipe_claimer *c, const char *name, const char *sql)
 {
-    PGresult *r = PQprepare(c->conn, name, sql, 0, NULL);
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        /* 42P05: already prepared on this connection (the name is a hash of
-        ** the text, so it is the same statement) */
-        if (!st || strcmp(st, "42P05") != 0)
-            rc = pp_err_pq(&c->hdr.err, c->conn, r, "preparing a claimer statement");
-    }
-    PQclear(r);
-    return rc;
+    return pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing a claimer statement");
 }
 
 static PGresult *claim_run(pgpipe_claimer *c, const char *name, int n, const char *const *v)
@@ -12284,19 +12444,18 @@ nomem:
 ** settings the claim changes for itself. */
 static int claim_save_settings(pgpipe_claimer *c)
 {
-    PGresult *r = PQexec(c->conn,
+    PGresult *r;
+    int rc = pp_exec(c->conn,
         "SELECT format('SELECT set_config(''plan_cache_mode'', %L, true),"
         " set_config(''enable_seqscan'', %L, true), set_config(''enable_bitmapscan'', %L, true),"
         " set_config(''enable_sort'', %L, true), set_config(''enable_hashjoin'', %L, true),"
         " set_config(''enable_mergejoin'', %L, true)', current_setting('plan_cache_mode'),"
         " current_setting('enable_seqscan'), current_setting('enable_bitmapscan'),"
         " current_setting('enable_sort'), current_setting('enable_hashjoin'),"
-        " current_setting('enable_mergejoin'))");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        int rc = pp_err_pq(&c->hdr.err, c->conn, r, "reading planner settings");
-        PQclear(r);
+        " current_setting('enable_mergejoin'))", 0, NULL, &r, &c->hdr.err,
+        "reading planner settings");
+    if (rc != PGPIPE_OK)
         return rc;
-    }
     c->restore_sql = pp_strdup(PQgetvalue(r, 0, 0));
     PQclear(r);
     return c->restore_sql ? PGPIPE_OK : pp_err_nomem(&c->hdr.err);
@@ -12386,7 +12545,7 @@ static void claim_batch_free(pgpipe_batch *b)
         pp_free(b->fstate);
         if (b->doc)
             for (int i = 0; i < b->n; i++)
-                pgpipe_json_doc_free(b->doc[i]);
+                pgpipe_json_doc_close(b->doc[i]);
         pp_free(b->doc);
         pp_free(b->failed);
         pp_free(b->ev);
@@ -12438,14 +12597,14 @@ const pgpipe_json_doc *pgpipe_batch_doc(pgpipe_batch *b, int i, pgpipe_error *er
     }
     if (!b->doc[i]) {
         pgpipe_json_doc *d;
-        if (pgpipe_json_doc_new(&d) != PGPIPE_OK) {
+        if (pgpipe_json_doc_open(&d) != PGPIPE_OK) {
             pp_err_nomem(err);
             return NULL;
         }
         if (pgpipe_json_parse(d, b->ev[i].payload, b->ev[i].payload_len) != PGPIPE_OK) {
             if (err)
                 *err = *pgpipe_errinfo(d);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
             return NULL;
         }
         b->doc[i] = d;
@@ -12591,10 +12750,7 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v
         pp_err_pq(&c->hdr.err, conn, bad, "claiming a batch");
         for (int i = 0; i < 5; i++)
             PQclear(res[i]);
-        if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
-            PGresult *r = PQexec(conn, "ROLLBACK");
-            PQclear(r);
-        }
+        pp_rollback_open(conn);
         return NULL;
     }
     PQclear(res[0]);
@@ -12656,10 +12812,8 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
             pp_free(b);
         }
         PQclear(r);
-        if (!lease) {
-            PGresult *x = PQexec(c->conn, "ROLLBACK");
-            PQclear(x);
-        }
+        if (!lease)
+            pp_rollback_open(c->conn);
         return pp_err_nomem(&c->hdr.err);
     }
     b->c = c;
@@ -12756,11 +12910,10 @@ static int claim_lease_done(pgpipe_claimer *c, pgpipe_batch *b, int *want, long 
     int rc = PGPIPE_OK;
     if (*want > 0) {
         const char *v[2] = { ids.data, b->token };
-        PGresult *r = claim_run(c, c->nm_done, 2, v);
-        if (claim_is_ok(r))
+        PGresult *r;
+        rc = pp_exec_prepared(c->conn, c->nm_done, 2, v, &r, &c->hdr.err, "completing a batch");
+        if (rc == PGPIPE_OK)
             *accepted = strtoll(PQcmdTuples(r), NULL, 10);
-        else
-            rc = pp_err_pq(&c->hdr.err, c->conn, r, "completing a batch");
         PQclear(r);
     }
     pp_buf_free(&ids);
@@ -12779,10 +12932,8 @@ int pgpipe_claim_complete(pgpipe_claimer *c, pgpipe_batch *b)
         rc = claim_mark_failed(c, b, nfailed, &retried, &dead);
         if (rc == PGPIPE_OK)
             rc = claim_exec(c, "COMMIT");
-        else if (PQstatus(c->conn) == CONNECTION_OK) {
-            PGresult *x = PQexec(c->conn, "ROLLBACK");
-            PQclear(x);
-        }
+        else
+            pp_rollback_open(c->conn);
         if (rc == PGPIPE_OK) {
             c->st.done += b->n - nfailed;
             c->st.retried += retried;
@@ -12836,10 +12987,8 @@ int pgpipe_claim_release(pgpipe_claimer *c, pgpipe_batch *b)
             rc = pp_err_nomem(&c->hdr.err);
         } else {
             const char *v[2] = { ids.data, b->token };
-            PGresult *r = claim_run(c, c->nm_release, 2, v);
-            if (!claim_is_ok(r))
-                rc = pp_err_pq(&c->hdr.err, c->conn, r, "releasing a batch");
-            PQclear(r);
+            rc = pp_exec_prepared(c->conn, c->nm_release, 2, v, NULL, &c->hdr.err,
+                                  "releasing a batch");
         }
         pp_buf_free(&ids);
     }
@@ -12858,17 +13007,10 @@ static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
         return PGPIPE_OK;
     char name[40];
     snprintf(name, sizeof name, "pgpipe_claim_h%016llx", (unsigned long long)h);
-    PGresult *r = PQprepare(c->conn, name, sql, 0, NULL);
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        if (!st || strcmp(st, "42P05") != 0)
-            rc = pp_err_pq(&c->hdr.err, c->conn, r, "preparing the SQL handler");
-        /* a syntax error or an unknown table does not heal by retrying */
-        c->handler_unusable = rc != PGPIPE_OK && PQstatus(c->conn) == CONNECTION_OK &&
-                              !pgpipe_sqlstate_is_transient(st);
-    }
-    PQclear(r);
+    int rc = pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing the SQL handler");
+    /* a syntax error or an unknown table does not heal by retrying */
+    c->handler_unusable = rc != PGPIPE_OK && PQstatus(c->conn) == CONNECTION_OK &&
+                          !pgpipe_sqlstate_is_transient(c->hdr.err.sqlstate);
     if (rc == PGPIPE_OK) {
         memcpy(c->nm_handler, name, sizeof name);
         c->handler_hash = h;
@@ -12918,11 +13060,10 @@ static int claim_call_batch(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_b
         const char *j = pgpipe_batch_json(v);
         if (!j)
             return pp_err_nomem(err);
-        PGresult *r = PQexecPrepared(c->conn, c->nm_handler, 1, &j, NULL, NULL, 0);
-        int rc = PGPIPE_OK;
-        if (!claim_is_ok(r))
-            rc = pp_err_pq(err, c->conn, r, NULL);
-        else if (PQresultStatus(r) == PGRES_TUPLES_OK && PQfnumber(r, "failed_id") >= 0)
+        PGresult *r;
+        int rc = pp_exec_prepared(c->conn, c->nm_handler, 1, &j, &r, err, NULL);
+        if (rc == PGPIPE_OK && PQresultStatus(r) == PGRES_TUPLES_OK &&
+            PQfnumber(r, "failed_id") >= 0)
             rc = claim_sql_refusals(v, r, err);
         PQclear(r);
         return rc;
@@ -13063,11 +13204,7 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
                 return PGPIPE_OK;
             }
         }
-        if (PQstatus(c->conn) == CONNECTION_OK &&
-            PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
-            PGresult *x = PQexec(c->conn, "ROLLBACK");
-            PQclear(x);
-        }
+        pp_rollback_open(c->conn);
     } else {
         pgpipe_error err;
         rc = claim_call_batch(c, h, b, &err);
@@ -13117,17 +13254,17 @@ static int claim_pending(pgpipe_claimer *c, long long *count, int exists)
         v[n++] = c->source;
     if (c->event_type)
         v[n++] = c->event_type;
-    PGresult *r = claim_run(c, exists ? c->nm_exists : c->nm_pending, n, v);
-    if (exists && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-        *count = PQgetvalue(r, 0, 0)[0] == 't';
-        PQclear(r);
-        return PGPIPE_OK;
-    }
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        *count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    else
+    PGresult *r;
+    int rc = pp_exec_prepared(c->conn, exists ? c->nm_exists : c->nm_pending, n, v, &r,
+                              &c->hdr.err, "counting pending rows");
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (PQntuples(r) != 1)
         rc = pp_err_pq(&c->hdr.err, c->conn, r, "counting pending rows");
+    else if (exists)
+        *count = PQgetvalue(r, 0, 0)[0] == 't';
+    else
+        *count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return rc;
 }
@@ -13337,10 +13474,7 @@ static void *claim_worker_main(void *arg)
                     char sql[300];
                     snprintf(sql, sizeof sql, "LISTEN %s", q);
                     PQfreemem(q);
-                    PGresult *r = PQexec(pg, sql);
-                    if (!claim_is_ok(r))
-                        rc = pp_err_pq(&cl->hdr.err, pg, r, "LISTEN");
-                    PQclear(r);
+                    rc = pp_exec(pg, sql, 0, NULL, NULL, &cl->hdr.err, "LISTEN");
                 }
             }
             if (rc != PGPIPE_OK) {
@@ -13425,8 +13559,8 @@ static void *claim_worker_main(void *arg)
     return NULL;
 }
 
-int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
-                         const pgpipe_workers_options *opts, const pgpipe_handler *h)
+int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h,
+                        const pgpipe_workers_options *opts)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -13667,7 +13801,7 @@ int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out)
     return PGPIPE_OK;
 }
 
-void pgpipe_workers_free(pgpipe_workers *w)
+void pgpipe_workers_close(pgpipe_workers *w)
 {
     if (!w)
         return;
@@ -13843,33 +13977,12 @@ static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
     return PGPIPE_OK;
 }
 
-/* Run sql with n parameters v; *out (when out is not NULL) gets the result
-** for the caller to PQclear, NULL on an error (set with the context what). */
-static int dlq_query(PGconn *conn, const char *sql, int n, const char *const *v,
-                     PGresult **out, pgpipe_error *err, const char *what)
-{
-    PGresult *r = PQexecParams(conn, sql, n, NULL, v, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        int rc = pp_err_pq(err, conn, r, what);
-        PQclear(r);
-        if (out)
-            *out = NULL;
-        return rc;
-    }
-    if (out)
-        *out = r;
-    else
-        PQclear(r);
-    return PGPIPE_OK;
-}
-
 /* Run the statement q built on w (rc: how building it went), then free both. */
 static int dlq_run(PGconn *conn, int rc, pp_buf *q, dlq_where *w, PGresult **out,
                    pgpipe_error *err, const char *what)
 {
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q->data, w->n, w->v, out, err, what);
+        rc = pp_exec(conn, q->data, w->n, w->v, out, err, what);
     else
         rc = pp_err_nomem(err);
     pp_buf_free(q);
@@ -13906,7 +14019,7 @@ int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err
     snprintf(idb, sizeof idb, "%lld", id);
     const char *v[1] = { idb };
     PGresult *r;
-    int rc = dlq_query(conn,
+    int rc = pp_exec(conn,
         "SELECT " DLQ_LIST_COLS ", raw_text, payload, error_context, source_table,"
         " row_received_at, batch_id, load_id, column_number, byte_offset, replayed_at,"
         " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, v, &r, err,
@@ -13944,7 +14057,7 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
 static int dlq_notify(PGconn *conn, const char *channel, const char *payload, pgpipe_error *err)
 {
     const char *v[2] = { channel, payload };
-    return dlq_query(conn, "SELECT pg_notify($1, $2)", 2, v, NULL, err, "NOTIFY");
+    return pp_exec(conn, "SELECT pg_notify($1, $2)", 2, v, NULL, err, "NOTIFY");
 }
 
 int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *target_table,
@@ -14043,7 +14156,7 @@ int pgpipe_dlq_health_get(PGconn *conn, pgpipe_dlq_health *out, pgpipe_error *er
         return pp_err(err, PGPIPE_MISUSE, "dlq health: no connection or output");
     memset(out, 0, sizeof *out);
     PGresult *r;
-    int rc = dlq_query(conn,
+    int rc = pp_exec(conn,
         "SELECT count(*), count(*) FILTER (WHERE first_failed_at > now() - interval '1 hour'),"
         " count(*) FILTER (WHERE first_failed_at > now() - interval '2 hours'"
         " AND first_failed_at <= now() - interval '1 hour')"
@@ -14064,7 +14177,7 @@ int pgpipe_dlq_totals(PGconn *conn, PGresult **out, pgpipe_error *err)
 {
     if (!conn || !out)
         return pp_err(err, PGPIPE_MISUSE, "dlq totals: no connection or output");
-    return dlq_query(conn,
+    return pp_exec(conn,
         "SELECT stage, status, count(*) AS dead_letters, max(last_failed_at) AS latest"
         " FROM pgpipe.dead_letters GROUP BY stage, status ORDER BY stage, status",
         0, NULL, out, err, "counting dead letters by stage and status");
@@ -14081,7 +14194,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     snprintf(ws, sizeof ws, "%d", window_s);
     const char *v[1] = { ws };
     PGresult *r;
-    int rc = dlq_query(conn,
+    int rc = pp_exec(conn,
         "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'"
         " AND last_failed_at >= now() - $1::int * interval '1 second'", 1, v, &r, err,
         "counting new dead letters");
@@ -14167,8 +14280,6 @@ struct pgpipe_records_cursor {
 };
 
 /* ---- small helpers ----------------------------------------------------- */
-
-void pgpipe_records_free(char *text) { pp_free(text); }
 
 static int rec_name_ok(const char *s, size_t n)
 {
@@ -14411,16 +14522,9 @@ static int rec_exec(pgpipe_records *h, pgpipe_conn *c, const char *sql, int n,
     if (!r)
         return pp_err(&h->hdr.err, pgpipe_errcode(c) ? pgpipe_errcode(c) : PGPIPE_NOMEM,
                       "records: %s: %s", ctx, pgpipe_errmsg(c));
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        char cx[160];
-        snprintf(cx, sizeof cx, "records %s: %s", h->name, ctx);
-        pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, cx);
-        PQclear(r);
-        return PGPIPE_DB;
-    }
-    *res = r;
-    return PGPIPE_OK;
+    char cx[160];
+    snprintf(cx, sizeof cx, "records %s: %s", h->name, ctx);
+    return pp_exec_check(pgpipe_conn_pg(c), r, res, &h->hdr.err, cx);
 }
 
 /* Acquire, run, release. */
@@ -14505,16 +14609,12 @@ static int rec_create_table(pgpipe_records *h, PGconn *pg, const char *qschema, 
         rc = pp_err_nomem(&h->hdr.err);
         goto out;
     }
-    PGresult *r = PQexec(pg, b.data);
+    char cx[160];
+    snprintf(cx, sizeof cx, "records: creating collection %s", h->name);
+    rc = pp_exec(pg, b.data, 0, NULL, NULL, &h->hdr.err, cx);
     pp_buf_free(&b);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        char cx[160];
-        snprintf(cx, sizeof cx, "records: creating collection %s", h->name);
-        rc = pp_err_pq(&h->hdr.err, pg, r, cx);
-        if (PQtransactionStatus(pg) != PQTRANS_IDLE)
-            PQclear(PQexec(pg, "ROLLBACK"));
-    }
-    PQclear(r);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(pg);
 out:
     PQfreemem(qfi);
     PQfreemem(qmi);
@@ -14522,7 +14622,7 @@ out:
     return rc;
 }
 
-int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **out)
+int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *name)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -14533,7 +14633,7 @@ int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **ou
     pp_handle_init(&h->hdr);
     h->pool = pool;
     h->name = pp_strdup(name ? name : "");
-    if (!h->name || pgpipe_json_doc_new(&h->doc) != PGPIPE_OK)
+    if (!h->name || pgpipe_json_doc_open(&h->doc) != PGPIPE_OK)
         return pp_err_nomem(&h->hdr.err);
     if (!pool || !name)
         return pp_err(&h->hdr.err, PGPIPE_MISUSE, "records: open needs a pool and a name");
@@ -14612,7 +14712,7 @@ void pgpipe_records_close(pgpipe_records *h)
         PQclear(PQexec(pgpipe_conn_pg(h->tx), "ROLLBACK"));
         pgpipe_pool_release(h->tx);
     }
-    pgpipe_json_doc_free(h->doc);
+    pgpipe_json_doc_close(h->doc);
     pp_buf_free(&h->sql);
     pp_free(h->qtable);
     pp_free(h->gin[0]);
@@ -14765,13 +14865,8 @@ static int rec_copy_begin(rec_copy *cp, pgpipe_records *h, const char *columns)
     cp->pg = pgpipe_conn_pg(cp->c);
     if ((rc = rec_sql(h, "COPY %s (%s) FROM STDIN", h->qtable, columns)) != PGPIPE_OK)
         return rc;
-    PGresult *r = PQexec(cp->pg, h->sql.data);
-    if (PQresultStatus(r) != PGRES_COPY_IN) {
-        pp_err_pq(&h->hdr.err, cp->pg, r, "records: COPY");
-        PQclear(r);
-        return PGPIPE_DB;
-    }
-    PQclear(r);
+    if ((rc = pp_copy_in_start(cp->pg, h->sql.data, &h->hdr.err, "records: COPY")) != PGPIPE_OK)
+        return rc;
     cp->open = 1;
     return PGPIPE_OK;
 }
@@ -14957,17 +15052,17 @@ static int rec_parse_path(pgpipe_records_filter *f, const char *text, size_t *po
                 return rec_ferr(f, text, s, "unterminated quoted key");
             i++;
             pgpipe_json_doc *d;
-            if (pgpipe_json_doc_new(&d) != PGPIPE_OK)
+            if (pgpipe_json_doc_open(&d) != PGPIPE_OK)
                 return pp_err_nomem(&f->hdr.err);
             int rc = pgpipe_json_parse(d, text + s, i - s);
             size_t kl = 0;
             const char *k = rc == PGPIPE_OK ? pgpipe_json_get_str(pgpipe_json_root(d), &kl) : NULL;
             if (!k || memchr(k, '\0', kl)) {
-                pgpipe_json_doc_free(d);
+                pgpipe_json_doc_close(d);
                 return rec_ferr(f, text, s, "bad quoted key (a JSON string without \\u0000)");
             }
             rc = rec_cond_key(c, k, kl);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
             if (rc != PGPIPE_OK)
                 return pp_err_nomem(&f->hdr.err);
         } else {
@@ -15074,7 +15169,7 @@ static int rec_filter_push(pgpipe_records_filter *f, rec_cond *c)
     return PGPIPE_OK;
 }
 
-int pgpipe_records_filter_new(pgpipe_records_filter **out)
+static int rec_filter_alloc(pgpipe_records_filter **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -15085,7 +15180,7 @@ int pgpipe_records_filter_new(pgpipe_records_filter **out)
     return PGPIPE_OK;
 }
 
-void pgpipe_records_filter_free(pgpipe_records_filter *f)
+void pgpipe_records_filter_close(pgpipe_records_filter *f)
 {
     if (!f)
         return;
@@ -15110,7 +15205,7 @@ static int rec_filter_finish(pgpipe_records_filter *f, rec_cond *c, const char *
         rc = pp_err(&f->hdr.err, PGPIPE_MISUSE, "records filter: %s needs a value", rec_op_name(c->op));
     } else {
         pgpipe_json_doc *d;
-        if (pgpipe_json_doc_new(&d) != PGPIPE_OK) {
+        if (pgpipe_json_doc_open(&d) != PGPIPE_OK) {
             rc = pp_err_nomem(&f->hdr.err);
         } else {
             pgpipe_json_doc_set_source(d, ctx);
@@ -15122,7 +15217,7 @@ static int rec_filter_finish(pgpipe_records_filter *f, rec_cond *c, const char *
                 f->hdr.err = *pgpipe_errinfo(d);
             else if (rc != PGPIPE_OK)
                 pp_err(&f->hdr.err, PGPIPE_PARSE, "records filter: %s", why);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
         }
     }
     if (rc == PGPIPE_OK)
@@ -15290,16 +15385,16 @@ fail:
     return rc;
 }
 
-int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out)
+int pgpipe_records_filter_open(pgpipe_records_filter **out, const char *text)
 {
-    int rc = pgpipe_records_filter_new(out);
+    int rc = rec_filter_alloc(out);
     if (rc != PGPIPE_OK)
         return rc;
     pgpipe_records_filter *f = *out;
     if (!text)
         return PGPIPE_OK;
     pgpipe_json_doc *d;
-    if (pgpipe_json_doc_new(&d) != PGPIPE_OK)
+    if (pgpipe_json_doc_open(&d) != PGPIPE_OK)
         return pp_err_nomem(&f->hdr.err);
     pgpipe_json_doc_set_source(d, "<filter>");
     size_t i = rec_skip_ws(text, 0);
@@ -15323,7 +15418,7 @@ int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out)
             break;
         }
     }
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
     return rc;
 }
 
@@ -15560,20 +15655,20 @@ static int rec_build_find(pgpipe_records *h, const pgpipe_records_find_options *
     pgpipe_records_filter *parsed = NULL;
     const pgpipe_records_filter *f = o->filter;
     if (!f && o->where) {
-        int rc = pgpipe_records_filter_parse(o->where, &parsed);
+        int rc = pgpipe_records_filter_open(&parsed, o->where);
         if (rc != PGPIPE_OK) {
             if (parsed)
                 h->hdr.err = parsed->hdr.err;
             else
                 pp_err_nomem(&h->hdr.err);
-            pgpipe_records_filter_free(parsed);
+            pgpipe_records_filter_close(parsed);
             return rc;
         }
         f = parsed;
     }
     rec_q_appendf(q, "SELECT %s FROM %s", select, h->qtable);
     rec_q_where(q, f);
-    pgpipe_records_filter_free(parsed);
+    pgpipe_records_filter_close(parsed);
     const char *s = o->sort;
     int desc = 0;
     if (s && *s == '-') {
@@ -15671,7 +15766,7 @@ int pgpipe_records_cursor_next(pgpipe_records_cursor *c, const char **json, size
 
 long long pgpipe_records_cursor_count(const pgpipe_records_cursor *c) { return c ? c->nrows : 0; }
 
-void pgpipe_records_cursor_free(pgpipe_records_cursor *c)
+void pgpipe_records_cursor_close(pgpipe_records_cursor *c)
 {
     if (!c)
         return;
@@ -15724,11 +15819,10 @@ int pgpipe_records_explain(pgpipe_records *h, const pgpipe_records_find_options 
     }
     pgpipe_conn *c;
     if ((rc = rec_acquire(h, &c)) == PGPIPE_OK) {
-        PGresult *r = PQexecParams(pgpipe_conn_pg(c), e.data, q.n, NULL,
-                                   (const char *const *)q.params, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, "records: explain");
-        } else {
+        PGresult *r;
+        rc = pp_exec(pgpipe_conn_pg(c), e.data, q.n, (const char *const *)q.params, &r,
+                     &h->hdr.err, "records: explain");
+        if (rc == PGPIPE_OK) {
             pp_buf out = { 0 };
             for (int i = 0; i < PQntuples(r); i++)
                 pp_buf_appendf(&out, "%s\n", PQgetvalue(r, i, 0));
@@ -15758,14 +15852,11 @@ int pgpipe_records_begin(pgpipe_records *h)
     pgpipe_conn *c;
     if ((rc = pgpipe_pool_acquire_ex(h->pool, &c, -1, &h->hdr.err)) != PGPIPE_OK)
         return rc;
-    PGresult *r = PQexec(pgpipe_conn_pg(c), "BEGIN");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, "records: BEGIN");
-        PQclear(r);
+    rc = pp_exec(pgpipe_conn_pg(c), "BEGIN", 0, NULL, NULL, &h->hdr.err, "records: BEGIN");
+    if (rc != PGPIPE_OK) {
         pgpipe_pool_release(c);
         return rc;
     }
-    PQclear(r);
     h->tx = c;
     return PGPIPE_OK;
 }
@@ -15780,11 +15871,10 @@ static int rec_end(pgpipe_records *h, int commit)
     h->tx = NULL;
     PGconn *pg = pgpipe_conn_pg(c);
     int failed = PQtransactionStatus(pg) == PQTRANS_INERROR;
-    PGresult *r = PQexec(pg, commit ? "COMMIT" : "ROLLBACK");
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        rc = pp_err_pq(&h->hdr.err, pg, r, commit ? "records: COMMIT" : "records: ROLLBACK");
-    else if (commit && (failed || !strcmp(PQcmdStatus(r), "ROLLBACK")))
+    PGresult *r;
+    int rc = pp_exec(pg, commit ? "COMMIT" : "ROLLBACK", 0, NULL, &r, &h->hdr.err,
+                     commit ? "records: COMMIT" : "records: ROLLBACK");
+    if (rc == PGPIPE_OK && commit && (failed || !strcmp(PQcmdStatus(r), "ROLLBACK")))
         rc = pp_err(&h->hdr.err, PGPIPE_DB,
                     "records: the transaction was rolled back because a statement in it failed");
     PQclear(r);
@@ -16181,7 +16271,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
     int format = 0; /* 0 unknown, 1 array, 2 NDJSON */
     size_t cap = 64 * 1024;
     char *buf = pp_malloc(cap);
-    if (!buf || pgpipe_json_doc_new(&im.doc) != PGPIPE_OK) {
+    if (!buf || pgpipe_json_doc_open(&im.doc) != PGPIPE_OK) {
         rc = pp_err_nomem(&h->hdr.err);
         goto out;
     }
@@ -16203,7 +16293,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
             if (i < (size_t)k) {
                 format = buf[i] == '[' ? 1 : 2;
                 if (format == 2) {
-                    if (pgpipe_ndjson_new(&nd) != PGPIPE_OK) {
+                    if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {
                         rc = pp_err_nomem(&h->hdr.err);
                         break;
                     }
@@ -16254,8 +16344,8 @@ out:
         summary->imported = 0;
     else if (summary->imported >= REC_GIN_CLEAN_ROWS)
         rc = rec_gin_clean(h);
-    pgpipe_ndjson_free(nd);
-    pgpipe_json_doc_free(im.doc);
+    pgpipe_ndjson_close(nd);
+    pgpipe_json_doc_close(im.doc);
     pp_buf_free(&im.elem);
     pp_free(buf);
     if (fd != STDIN_FILENO)

@@ -9,10 +9,52 @@
 ** into your program and build with:  cc -c pgpipe.c $(pkg-config --cflags libpq)
 ** then link with -lpq (and -lpthread unless built with -DPGPIPE_OMIT_THREADS).
 **
-** Conventions: every function returns an int result code (PGPIPE_OK is 0) unless
-** documented otherwise; handles are opaque and keep their last error, read with
-** pgpipe_errmsg() and friends. Nothing in the library prints except through the
-** log callback, and nothing exits or aborts the process.
+** The components below follow the data through the library: base (result
+** codes, errors, memory, logging, retries), the parsers (JSON, CSV, SQL
+** scripts), the database layer (pool, migrations, built-in schema, local
+** server), then the pipeline (COPY loader, claimer and workers, dead
+** letters, record store). Each section
+** starts with a banner, what the component is for, its handles and its
+** thread-safety rule.
+**
+** Conventions, the same for every component:
+**
+**   Results: every function returns an int result code (PGPIPE_OK is 0)
+**   unless documented otherwise.
+**
+**   Handles: each is an opaque pgpipe_X, made by
+**       int pgpipe_X_open(pgpipe_X **out, <required arguments>,
+**                         const pgpipe_X_options *opt);   (NULL = defaults)
+**   (the options argument only where the component has options) and released
+**   by
+**       void pgpipe_X_close(pgpipe_X *h);                 (NULL is a no-op)
+**   *out is set even when the open fails, as soon as a handle could be
+**   allocated, so its error can be read: close it all the same. *out is NULL
+**   only when memory ran out (pgpipe_errmsg(NULL) then says so). Objects
+**   handed out by another handle are given back to it instead of being
+**   opened and closed: a pgpipe_conn (pgpipe_pool_acquire/_release), a
+**   pgpipe_batch (pgpipe_claim_next/_complete). A handle made from another
+**   one (a pipeline on a connection, a cursor of a record store) reports a
+**   failed open on that parent and leaves *out NULL. pgpipe_pool_close alone
+**   returns a result: the connections it had to leave checked out.
+**
+**   Memory: strings and buffers the library allocates and hands over are
+**   released with pgpipe_free(); a caller-owned struct the library fills
+**   (pgpipe_copy_buf) is emptied with its _clear function.
+**
+**   Errors: a function called on a handle reports its error on that handle
+**   (pgpipe_errmsg(h), pgpipe_errinfo(h), ...). A function without one of
+**   our handles (it works on a PGconn, or on nothing) takes
+**   `pgpipe_error *err` as its last argument (NULL when not wanted); so does
+**   pgpipe_batch_doc, since a batch keeps no error. The one exception is
+**   pgpipe_pool_acquire_ex: a pool is shared by threads, so its own error
+**   slot would race, and the acquire reports to err instead.
+**
+**   Threads: each section states its rule. Unless it says otherwise a handle
+**   is used by one thread at a time, and different handles are independent.
+**
+** Nothing in the library prints except through the log callback, and nothing
+** exits or aborts the process.
 */
 #ifndef PGPIPE_H
 #define PGPIPE_H
@@ -65,6 +107,19 @@ extern "C" {
 #endif
 
 /* ==== begin src/base/util.h ==== */
+/* ==== Base: version, results, errors, handles, memory, logging ==== */
+
+/* What every other component builds on: result codes, the error record that
+** every handle carries, the list of handle types, the allocator, the log
+** stream, connection-string masking and the SQL files compiled into the
+** library. No handle of its own.
+**
+** Thread safety: every function here may be called from any thread, except
+** pgpipe_config_allocator (call it once, before anything else). The log
+** configuration is guarded by a lock.
+** Reading a handle's error (pgpipe_errmsg...) follows the handle's rule: it
+** is the error of the last call on that handle. */
+
 /* ---- Library version -------------------------------------------------- */
 
 /* The PGPIPE_VERSION this library was compiled from ("X.Y.Z"). */
@@ -104,9 +159,10 @@ typedef struct pgpipe_error {
     long long offset;
 } pgpipe_error;
 
-/* Every pgpipe handle (pool, loader, document, reader, ...) carries its last
-** error; these read it. A NULL handle reads as an out-of-memory error, since
-** that is the only way an opening function leaves the caller without one. */
+/* Every pgpipe handle (pool, loader, document, reader, ...) carries the error
+** of the last call on it; these read it. A NULL handle reads as an
+** out-of-memory error, since an open function leaves *out NULL only when
+** memory ran out. */
 const pgpipe_error *pgpipe_errinfo(const void *handle);
 int pgpipe_errcode(const void *handle);
 const char *pgpipe_errmsg(const void *handle);
@@ -117,6 +173,32 @@ void pgpipe_error_clear(pgpipe_error *err);
 /* Format an error as "source:line:column: message [SQLSTATE]" (the parts that
 ** apply) into buf. Returns the length it needed, like snprintf. */
 int pgpipe_error_format(const pgpipe_error *err, char *buf, size_t size);
+
+/* ---- Handles ---------------------------------------------------------- */
+
+/* Every handle type, with the functions that make and release it (see the
+** conventions at the top). Declared here so that any section can name any
+** handle. */
+typedef struct pgpipe_json_doc pgpipe_json_doc;   /* pgpipe_json_doc_open / _close */
+typedef struct pgpipe_ndjson pgpipe_ndjson;       /* pgpipe_ndjson_open / _close */
+typedef struct pgpipe_csv pgpipe_csv;             /* pgpipe_csv_open_fd/_file/_feed / _close */
+typedef struct pgpipe_pool pgpipe_pool;           /* pgpipe_pool_open / _close */
+typedef struct pgpipe_conn pgpipe_conn;           /* pgpipe_pool_acquire / pgpipe_pool_release */
+typedef struct pgpipe_pipeline pgpipe_pipeline;   /* pgpipe_pipeline_open / _close */
+typedef struct pgpipe_sql_split pgpipe_sql_split; /* pgpipe_sql_split_open / _close */
+typedef struct pgpipe_migrator pgpipe_migrator;   /* pgpipe_migrator_open / _close */
+typedef struct pgpipe_loader pgpipe_loader;       /* pgpipe_loader_open / _close */
+typedef struct pgpipe_claimer pgpipe_claimer;     /* pgpipe_claimer_open / _close */
+typedef struct pgpipe_batch pgpipe_batch;         /* pgpipe_claim_next / _complete, _release */
+typedef struct pgpipe_workers pgpipe_workers;     /* pgpipe_workers_open / _close */
+typedef struct pgpipe_records pgpipe_records;     /* pgpipe_records_open / _close */
+typedef struct pgpipe_records_filter pgpipe_records_filter; /* ..._filter_open / _close */
+typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find /
+                                                               ..._cursor_close */
+
+/* An options struct that two sections use (migrations and the built-in
+** schema); defined with the migrations. */
+typedef struct pgpipe_migrate_options pgpipe_migrate_options;
 
 /* ---- Memory ----------------------------------------------------------- */
 
@@ -133,6 +215,11 @@ typedef struct pgpipe_allocator {
 ** other pgpipe function allocates; memory must be freed by the allocator that
 ** allocated it. Not thread-safe. */
 int pgpipe_config_allocator(const pgpipe_allocator *alloc);
+
+/* Release a string or buffer the library allocated and handed over
+** (pgpipe_json_write, pgpipe_records_get, pgpipe_records_explain). NULL is a
+** no-op. */
+void pgpipe_free(void *p);
 
 /* ---- Logging ---------------------------------------------------------- */
 
@@ -181,27 +268,66 @@ int pgpipe_log_format_line(char *buf, size_t size, int json, int level,
 ** returns the length of the whole masked text, like snprintf. */
 size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size);
 
-/* ---- Transient failures and retries ----------------------------------- */
+/* ---- Clocks ----------------------------------------------------------- */
 
-/* 1 when an SQLSTATE names a failure worth retrying: class 08 (connection
-** exception), 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect
-** now, 40001 serialization failure, 40P01 deadlock, 53300 too many
-** connections, 55P03 lock not available, 58030 I/O error; 0 otherwise. */
+/* Sleep for ms milliseconds (restarts after signals). */
+void pgpipe_sleep_ms(int ms);
+/* Monotonic clock in microseconds. */
+int64_t pgpipe_now_us(void);
+
+/* ---- Embedded SQL ----------------------------------------------------- */
+
+/* The SQL files of the sql/ folder are compiled into the library. Returns the
+** text of the file at that path ("schema/V0001__core.sql"), NULL if absent.
+** The string is built on first use and lives until the process ends. */
+const char *pgpipe_sql_file(const char *path);
+/* Number of embedded files and the path of the i-th, in path order. */
+int pgpipe_sql_file_count(void);
+const char *pgpipe_sql_file_path(int i);
+/* ==== end src/base/util.h ==== */
+
+/* ==== begin src/base/exec.h ==== */
+/* ==== Failures and retries ==== */
+
+/* Says whether a failed statement is worth retrying, is the data's fault, or
+** neither, and retries a function with bounded, jittered backoff: the pool,
+** the loader and the claimer decide with it. No handle: a pgpipe_retry is a
+** plain struct of the caller's.
+**
+** Thread safety: the classifying functions keep no state and may be called
+** from any thread; a pgpipe_retry belongs to the thread that uses it. */
+
+
+/* What to do about a failure, by its SQLSTATE (pgpipe_sqlstate_class):
+**   PGPIPE_SQLSTATE_RETRY        the same statement may succeed later: class 08
+**       (connection exception), 57P01 admin shutdown, 57P02 crash shutdown,
+**       57P03 cannot connect now, 40001 serialization failure, 40P01
+**       deadlock, 53300 too many connections, 55P03 lock not available,
+**       58030 I/O error;
+**   PGPIPE_SQLSTATE_DEAD_LETTER  the data itself is wrong: class 22 (data
+**       exception: bad cast, out of range, invalid text) or class 23
+**       (integrity constraint violation: NOT NULL, CHECK, unique, foreign
+**       key). Retrying the same record cannot succeed, so the claimer
+**       dead-letters it at once;
+**   PGPIPE_SQLSTATE_GIVE_UP      everything else, and no SQLSTATE at all. Class
+**       42 (undefined table, syntax) is here: it is the statement's fault,
+**       not the record's, and heals when the handler or the schema is fixed. */
+#define PGPIPE_SQLSTATE_GIVE_UP     0
+#define PGPIPE_SQLSTATE_RETRY       1
+#define PGPIPE_SQLSTATE_DEAD_LETTER 2
+int pgpipe_sqlstate_class(const char *sqlstate);
+/* 1 when the class of sqlstate is PGPIPE_SQLSTATE_RETRY, else 0. */
 int pgpipe_sqlstate_is_transient(const char *sqlstate);
-/* 1 when an SQLSTATE says the data itself is wrong: class 22 (data
-** exception: bad cast, out of range, invalid text) or class 23 (integrity
-** constraint violation: NOT NULL, CHECK, unique, foreign key). Retrying the
-** same record cannot succeed, so the claimer dead-letters it at once. Class
-** 42 (undefined table, syntax) is not one: it is the handler's fault, not
-** the record's, and heals when the handler or the schema is fixed. */
+/* 1 when the class of sqlstate is PGPIPE_SQLSTATE_DEAD_LETTER, else 0. */
 int pgpipe_sqlstate_is_data_error(const char *sqlstate);
 /* 1 when a failed libpq call is worth retrying: the connection is bad (lost
 ** connection, server restart) or the result's SQLSTATE is transient.
 ** conn and res may each be NULL. */
 int pgpipe_pq_is_transient(const PGconn *conn, const PGresult *res);
 
-/* Bounded exponential backoff with jitter. The n-th retry waits a random time
-** in [cap/2, cap] where cap = min(max_ms, base_ms * 2^n). */
+/* Bounded exponential backoff with jitter: the one backoff policy of the
+** library. The n-th retry waits a random time in [cap/2, cap] where
+** cap = min(max_ms, base_ms * 2^n). */
 typedef struct pgpipe_retry {
     int max_attempts;   /* total attempts including the first; default 5 */
     int base_ms;        /* default 100 */
@@ -220,38 +346,37 @@ int pgpipe_retry_next_delay(pgpipe_retry *r);
 ** retrying. Sleeps between attempts. Returns fn's last result code. */
 typedef int (*pgpipe_retry_fn)(void *ud, int attempt, int *transient);
 int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud);
-
-/* Sleep for ms milliseconds (restarts after signals). */
-void pgpipe_sleep_ms(int ms);
-/* Monotonic clock in microseconds. */
-int64_t pgpipe_now_us(void);
-
-/* ---- Embedded SQL ----------------------------------------------------- */
-
-/* The SQL files of the sql/ folder are compiled into the library. Returns the
-** text of the file at that path ("schema/V0001__core.sql"), NULL if absent.
-** The string is built on first use and lives until the process ends. */
-const char *pgpipe_sql_file(const char *path);
-/* Number of embedded files and the path of the i-th, in path order. */
-int pgpipe_sql_file_count(void);
-const char *pgpipe_sql_file_path(int i);
-/* ==== end src/base/util.h ==== */
+/* ==== end src/base/exec.h ==== */
 
 /* ==== begin src/parse/json.h ==== */
 #ifndef PGPIPE_OMIT_JSON
-/* ---- JSON (RFC 8259) ---------------------------------------------------- */
+/* ==== JSON: documents and NDJSON streams ==== */
+
+/* Parses JSON into a read-only tree and reads NDJSON streams record by
+** record: the loader, the claimer and the record store read every payload
+** through it. Handles: pgpipe_json_doc (a document, reused across parses,
+** with its options set by pgpipe_json_doc_set_*), pgpipe_ndjson (a streaming
+** reader holding its own document).
+**
+** Thread safety: a document is parsed by one thread at a time; once parsed
+** it may be read by any number of threads at once (the accessors only
+** read), until the next parse or close. An NDJSON reader is used by one
+** thread at a time. pgpipe_json_validate and the functions on values keep
+** no state of their own. */
+
+/* ---- JSON (RFC 8259) --------------------------------------------------- */
 
 /*
 ** A parsed document is a read-only tree held in one arena owned by a
 ** pgpipe_json_doc handle. Parsing again with the same handle reuses its memory,
 ** so a stream of records allocates nothing per record once the arena has grown
-** to the largest record. One pgpipe_json_doc_free() releases everything.
+** to the largest record. One pgpipe_json_doc_close() releases everything.
 **
 ** Lifetime rule: strings without escapes and all numbers point into the input
 ** buffer (zero copy), so the input must outlive the document, unless the copy
 ** option is on (pgpipe_json_doc_set_copy), in which case the document keeps its
 ** own copy of the input. Values returned by the accessors are valid until the
-** next parse with the same handle or its free.
+** next parse with the same handle or its close.
 **
 ** Lengths are explicit everywhere: strings may hold NUL bytes ("\u0000") and
 ** are not NUL-terminated. Strings are UTF-8, always valid.
@@ -284,13 +409,12 @@ const char *pgpipe_sql_file_path(int i);
 #define PGPIPE_JSON_ARRAY   5
 #define PGPIPE_JSON_OBJECT  6
 
-typedef struct pgpipe_json_doc pgpipe_json_doc;
 /* A value inside a document (a node of its flat tree). */
 typedef struct pgpipe_json_val pgpipe_json_val;
 
 /* Create a document handle (empty until parsed). */
-int pgpipe_json_doc_new(pgpipe_json_doc **out);
-void pgpipe_json_doc_free(pgpipe_json_doc *doc);
+int pgpipe_json_doc_open(pgpipe_json_doc **out);
+void pgpipe_json_doc_close(pgpipe_json_doc *doc);
 /* Options, kept across parses. max_depth in 1..PGPIPE_JSON_DEPTH_LIMIT;
 ** source is the name used in error messages (copied; NULL = "<buffer>");
 ** copy != 0 makes the document keep its own copy of each input. */
@@ -367,12 +491,11 @@ int pgpipe_json_equal(const pgpipe_json_val *a, const pgpipe_json_val *b);
 
 /* Serialize v compactly (no whitespace; numbers as written; strings escaped
 ** as needed, non-ASCII kept as UTF-8). The text is allocated with the pgpipe
-** allocator and NUL-terminated; free it with pgpipe_json_text_free. */
+** allocator and NUL-terminated; free it with pgpipe_free. */
 int pgpipe_json_write(const pgpipe_json_val *v, char **out, size_t *len);
 /* The same into a caller buffer of cap bytes (NUL-terminated when it fits).
 ** *len receives the text length; PGPIPE_LIMIT when cap < *len + 1. */
 int pgpipe_json_write_to(const pgpipe_json_val *v, char *buf, size_t cap, size_t *len);
-void pgpipe_json_text_free(char *text);
 
 /* ---- NDJSON (one JSON text per line) ------------------------------------ */
 
@@ -390,12 +513,11 @@ void pgpipe_json_text_free(char *text);
 ** counts once finish was called. The chunk passed to feed is read in place, so
 ** it must stay valid until next returns PGPIPE_DONE; only a record that
 ** straddles chunks is copied, so memory is bounded by the longest line. A
-** returned value is valid until the next call of next, feed or free.
+** returned value is valid until the next call of next, feed or close.
 */
-typedef struct pgpipe_ndjson pgpipe_ndjson;
 
-int pgpipe_ndjson_new(pgpipe_ndjson **out);
-void pgpipe_ndjson_free(pgpipe_ndjson *r);
+int pgpipe_ndjson_open(pgpipe_ndjson **out);
+void pgpipe_ndjson_close(pgpipe_ndjson *r);
 int pgpipe_ndjson_set_source(pgpipe_ndjson *r, const char *source);
 int pgpipe_ndjson_set_max_depth(pgpipe_ndjson *r, int max_depth);
 int pgpipe_ndjson_feed(pgpipe_ndjson *r, const char *chunk, size_t len);
@@ -412,7 +534,18 @@ long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
 
 /* ==== begin src/parse/csv.h ==== */
 #ifndef PGPIPE_OMIT_CSV
-/* ---- CSV reader (src/csv.c) -------------------------------------------- */
+/* ==== CSV: reader and COPY text writer ==== */
+
+/* Reads CSV record by record and writes values in PostgreSQL's COPY text
+** format: the loader's CSV input and its COPY rows go through it. Handle:
+** pgpipe_csv (a reader over a file descriptor, a FILE * or fed chunks); the
+** writer appends to a caller-owned pgpipe_copy_buf.
+**
+** Thread safety: a reader is used by one thread at a time. The COPY text
+** functions write only to the buffer they are given and may run in any
+** number of threads. */
+
+/* ---- CSV reader -------------------------------------------------------- */
 
 /* A streaming pull reader for RFC 4180 CSV and the files found in the wild:
 ** quoted fields with "" inside, delimiters and line breaks inside quotes, LF,
@@ -423,8 +556,9 @@ long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
 **     pgpipe_csv_options o;
 **     pgpipe_csv_options_init(&o);
 **     o.header = 1;
-**     pgpipe_csv *r = pgpipe_csv_open_fd(fd, &o);   (NULL only when out of memory)
-**     int rc;
+**     pgpipe_csv *r;
+**     int rc = pgpipe_csv_open_fd(&r, fd, &o);   (an error shows again in next)
+**     if (rc != PGPIPE_OK) { report pgpipe_errmsg(r); pgpipe_csv_close(r); return; }
 **     while ((rc = pgpipe_csv_next(r)) == PGPIPE_ROW || rc == PGPIPE_PARSE) {
 **         if (rc == PGPIPE_PARSE) { dead-letter pgpipe_csv_raw_record(); continue; }
 **         int n; const pgpipe_csv_span *f = pgpipe_csv_fields(r, &n);
@@ -436,8 +570,6 @@ long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
 ** Fields are pointer + length spans, not NUL terminated, valid until the next
 ** call on the reader. They point straight into the reader's buffer unless the
 ** field held "" (then into a per-record scratch area). */
-
-typedef struct pgpipe_csv pgpipe_csv;
 
 typedef struct pgpipe_csv_options {
     int delimiter;          /* field separator, any byte but CR, LF and the quote; ',' */
@@ -470,14 +602,15 @@ typedef struct pgpipe_csv_span {
 void pgpipe_csv_options_init(pgpipe_csv_options *o);
 
 /* Open a reader. opts may be NULL (defaults); it is copied (the source string
-** too). The reader does not close fd or fp. These return NULL only when out
-** of memory; bad options leave a reader whose pgpipe_csv_next() returns
-** PGPIPE_MISUSE with the reason in pgpipe_errmsg(). */
-pgpipe_csv *pgpipe_csv_open_fd(int fd, const pgpipe_csv_options *opts);
-pgpipe_csv *pgpipe_csv_open_file(FILE *fp, const pgpipe_csv_options *opts);
+** too). The reader does not close fd or fp. *out is set even on failure:
+** bad options give PGPIPE_MISUSE with the reason in pgpipe_errmsg(*out)
+** (pgpipe_csv_next then returns PGPIPE_MISUSE too); *out is NULL only when
+** out of memory. */
+int pgpipe_csv_open_fd(pgpipe_csv **out, int fd, const pgpipe_csv_options *opts);
+int pgpipe_csv_open_file(pgpipe_csv **out, FILE *fp, const pgpipe_csv_options *opts);
 /* A reader fed by the caller: pgpipe_csv_feed() any number of chunks of any
 ** size (a record may straddle chunks), then pgpipe_csv_feed_end(). */
-pgpipe_csv *pgpipe_csv_open_feed(const pgpipe_csv_options *opts);
+int pgpipe_csv_open_feed(pgpipe_csv **out, const pgpipe_csv_options *opts);
 /* Add a chunk (copied). Field pointers of the current record become invalid. */
 int pgpipe_csv_feed(pgpipe_csv *r, const void *data, size_t len);
 /* No more chunks will come: the last record may end without a line break. */
@@ -526,15 +659,16 @@ void pgpipe_csv_close(pgpipe_csv *r);
 
 /* ---- COPY text format ---------------------------------------------------- */
 
-/* A growable output buffer for the COPY text writers. Start from all zeros;
-** data is allocated with the pgpipe allocator; free with pgpipe_copy_buf_free. */
+/* A growable output buffer for the COPY text writers, owned by the caller.
+** Start from all zeros; data is allocated with the pgpipe allocator;
+** pgpipe_copy_buf_clear frees it and zeroes the buffer for reuse. */
 typedef struct pgpipe_copy_buf {
     char *data;
     size_t len;
     size_t cap;
 } pgpipe_copy_buf;
 
-void pgpipe_copy_buf_free(pgpipe_copy_buf *b);
+void pgpipe_copy_buf_clear(pgpipe_copy_buf *b);
 
 /* Append one value in PostgreSQL COPY text format (default delimiter tab):
 ** backslash, tab, newline and carriage return are escaped; data == NULL writes
@@ -552,9 +686,15 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
 
 /* ==== begin src/parse/sqlsplit.h ==== */
 #ifndef PGPIPE_OMIT_SQLSPLIT
-/* ---- SQL scripts: the statement splitter ------------------------------ */
+/* ==== SQL splitter: statements of a SQL script ==== */
 
-/* Splits a buffer of SQL the way psql does: statements end at a ';' outside
+/* Cuts a buffer of SQL into statements, for the migration runner and the
+** shell's scripts. Handle: pgpipe_sql_split.
+**
+** Thread safety: a splitter is used by one thread at a time; it only reads
+** the buffer, which may be shared.
+**
+** It splits a buffer of SQL the way psql does: statements end at a ';' outside
 ** quotes, comments, parentheses and SQL-standard function bodies. It knows
 ** 'strings' (standard_conforming_strings on: '' is a quote, backslash is a
 ** plain character), E'strings' with backslash escapes, "identifiers",
@@ -562,7 +702,6 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);
 ** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
 ** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
 ** the input). Other psql backslash commands are a parse error. */
-typedef struct pgpipe_sql_split pgpipe_sql_split;
 
 typedef struct pgpipe_sql_stmt {
     const char *sql;         /* the statement without its ';' (not NUL-terminated) */
@@ -599,7 +738,19 @@ void pgpipe_sql_split_close(pgpipe_sql_split *s);
 
 /* ==== begin src/db/pool.h ==== */
 #ifndef PGPIPE_OMIT_POOL
-/* ---- Connection pool -------------------------------------------------- */
+/* ==== Connection pool, checked-out connections, pipeline mode ==== */
+
+/* Hands out libpq connections to the rest of the library and to programs.
+** Handles: pgpipe_pool, the pgpipe_conn it lends out (acquire / release),
+** and a pgpipe_pipeline opened on a checked-out connection.
+**
+** Thread safety: a pool's acquire, release, discard and stats functions may
+** be called from any number of threads at once (an acquire reports to its
+** err argument, not to the shared pool); open and close are called once
+** each, by one thread. A checked-out connection, and a pipeline on it,
+** belong to the thread that holds it. */
+
+/* ---- Connection pool --------------------------------------------------- */
 
 /* A thread-safe pool of libpq connections (SQLAlchemy-style sizing), with
 ** health checks, session reset on release, a prepared-statement cache per
@@ -609,9 +760,10 @@ void pgpipe_sql_split_close(pgpipe_sql_split *s);
 **   pgpipe_pool_options_init(&o);
 **   o.pool_size = 4; o.max_overflow = 4;
 **   pgpipe_pool *pool;
-**   if (pgpipe_pool_open("postgresql://app@db/prod", &o, &pool) != PGPIPE_OK) {
+**   if (pgpipe_pool_open(&pool, "postgresql://app@db/prod", &o) != PGPIPE_OK) {
 **       fprintf(stderr, "%s\n", pgpipe_errmsg(pool));   (pool may be NULL: no memory)
 **       pgpipe_pool_close(pool, NULL);
+**       return;
 **   }
 **   pgpipe_conn *c;
 **   pgpipe_error err;
@@ -623,17 +775,8 @@ void pgpipe_sql_split_close(pgpipe_sql_split *s);
 **   }
 **   pgpipe_pool_close(pool, NULL);
 **
-** Thread safety: pgpipe_pool_acquire_ex, pgpipe_pool_release,
-** pgpipe_pool_discard and pgpipe_pool_stats_get may be called from any number of
-** threads at once. A checked-out pgpipe_conn (and a pipeline on it) belongs to
-** the thread that holds it. pgpipe_pool_open and pgpipe_pool_close are called
-** once each, by one thread. Under PGPIPE_OMIT_THREADS nothing waits: an
-** acquire that finds no free connection and no free slot fails at once with
-** PGPIPE_BUSY. */
-
-typedef struct pgpipe_pool pgpipe_pool;
-typedef struct pgpipe_conn pgpipe_conn;
-typedef struct pgpipe_pipeline pgpipe_pipeline;
+** Under PGPIPE_OMIT_THREADS nothing waits: an acquire that finds no free
+** connection and no free slot fails at once with PGPIPE_BUSY. */
 
 typedef struct pgpipe_pool_options {
     int pool_size;          /* connections kept open once made (default 5) */
@@ -680,7 +823,7 @@ void pgpipe_pool_options_init(pgpipe_pool_options *o);
 ** connections are made before it returns. *out receives the handle even when
 ** opening fails (read the error with pgpipe_errmsg(*out), then close it);
 ** *out is NULL only when memory ran out. Messages never hold a password. */
-int pgpipe_pool_open(const char *conninfo, const pgpipe_pool_options *opts, pgpipe_pool **out);
+int pgpipe_pool_open(pgpipe_pool **out, const char *conninfo, const pgpipe_pool_options *opts);
 
 /* Check out a connection, waiting at most timeout_ms (-1 = the pool's
 ** acquire_timeout_ms, 0 = do not wait). Waiters are served first come, first
@@ -773,11 +916,11 @@ int pgpipe_conn_clear_cache(pgpipe_conn *conn);
 /* Send many statements on one connection without waiting for each reply.
 **
 **   pgpipe_pipeline *p;
-**   pgpipe_pipeline_begin(conn, PGPIPE_PIPELINE_SYNC_EACH, &p);
+**   pgpipe_pipeline_open(&p, conn, PGPIPE_PIPELINE_SYNC_EACH);
 **   for (...) pgpipe_pipeline_add(p, "UPDATE t SET done = true WHERE id = $1", 1, vals);
 **   int failed; rc = pgpipe_pipeline_run(p, &failed);
 **   ... pgpipe_pipeline_result(p, i) ...
-**   pgpipe_pipeline_free(p);
+**   pgpipe_pipeline_close(p);
 **
 ** Semantics when statement k fails:
 **   flags 0 (one Sync at the end): all the statements form one implicit
@@ -789,10 +932,12 @@ int pgpipe_conn_clear_cache(pgpipe_conn *conn);
 **     others run and commit.
 ** Inside a transaction the caller opened with BEGIN, the statements join it
 ** either way, and a failure aborts it. The connection must not be used for
-** anything else between begin and run. */
+** anything else between open and run. */
 #define PGPIPE_PIPELINE_SYNC_EACH 1
 
-int pgpipe_pipeline_begin(pgpipe_conn *conn, int flags, pgpipe_pipeline **out);
+/* Put the connection in pipeline mode. A failure (the connection is busy or
+** has a pipeline already) is reported on the connection, and *out is NULL. */
+int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *conn, int flags);
 /* Queue (and start sending) one statement with text parameters. */
 int pgpipe_pipeline_add(pgpipe_pipeline *p, const char *sql, int nparams,
                         const char *const *values);
@@ -807,13 +952,24 @@ int pgpipe_pipeline_count(const pgpipe_pipeline *p);
 /* The result of statement i (0-based) after run, owned by the pipeline; NULL
 ** when the connection broke before it arrived. */
 PGresult *pgpipe_pipeline_result(const pgpipe_pipeline *p, int i);
-/* Free the pipeline (running it first if it was not run). */
-void pgpipe_pipeline_free(pgpipe_pipeline *p);
+/* Close the pipeline (running it first if it was not run). NULL is a no-op. */
+void pgpipe_pipeline_close(pgpipe_pipeline *p);
 #endif /* PGPIPE_OMIT_POOL */
 /* ==== end src/db/pool.h ==== */
 
 /* ==== begin src/db/migrate.h ==== */
 #ifndef PGPIPE_OMIT_MIGRATE
+/* ==== Migrations: checksums and the migration runner ==== */
+
+/* Applies folders of versioned and repeatable SQL files to a database (the
+** built-in schema is installed the same way). Handle: pgpipe_migrator (a
+** runner on one connection); it splits files with pgpipe_sql_split.
+**
+** Thread safety: a migrator is used by one thread at a time, and nothing
+** else may use its connection meanwhile. Runners in different processes or
+** threads exclude each other with an advisory lock
+** (PGPIPE_MIGRATE_LOCK_KEY). The checksum functions keep no state. */
+
 /* ---- Checksums -------------------------------------------------------- */
 
 /* SHA-256 of data as 64 lowercase hex digits and a NUL (out has 65 bytes). */
@@ -842,7 +998,7 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);
 /* The advisory lock key every runner takes (pg_try_advisory_lock(bigint)). */
 #define PGPIPE_MIGRATE_LOCK_KEY 0x7067706970656D67LL /* "pgpipemg" */
 
-typedef struct pgpipe_migrate_options {
+struct pgpipe_migrate_options {
     const char *dir;              /* folder of migration files, or NULL and: */
     const char *embedded;         /* a folder of the embedded sql/ ("schema", "example") */
     const char *scope;            /* history rows of this set; default "default", or the
@@ -852,11 +1008,9 @@ typedef struct pgpipe_migrate_options {
     long long lock_key;           /* 0 = PGPIPE_MIGRATE_LOCK_KEY */
     const char *baseline_version; /* record versions <= this as applied without running */
     unsigned flags;               /* PGPIPE_MIGRATE_* */
-} pgpipe_migrate_options;
+};
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
-
-typedef struct pgpipe_migrator pgpipe_migrator;
 
 /* States of a migration in status and after a run. */
 #define PGPIPE_MIGRATION_APPLIED  1  /* applied, file unchanged */
@@ -895,7 +1049,7 @@ typedef struct pgpipe_migration_info {
 /* Open a runner on a connection (not taken over: close it yourself). The
 ** options are copied. Fails with PGPIPE_MISUSE on bad options; *out is set
 ** even then, so read its error and close it. */
-int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
+int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
 /* Apply what is pending: takes the advisory lock (PGPIPE_BUSY when another
 ** runner keeps it past the timeout), creates the history table, checks drift,
 ** then runs versioned files in order and changed repeatables. Stops at the
@@ -913,13 +1067,21 @@ const char *pgpipe_migration_state_name(int state);
 /* The entries as a text table for a terminal, with a summary line. Returns the
 ** length needed, like snprintf. */
 int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size);
-void pgpipe_migrate_close(pgpipe_migrator *m);
+void pgpipe_migrator_close(pgpipe_migrator *m);
 #endif /* PGPIPE_OMIT_MIGRATE */
 /* ==== end src/db/migrate.h ==== */
 
 /* ==== begin src/db/schema.h ==== */
 #ifndef PGPIPE_OMIT_SCHEMA
-/* ---- The built-in schema and the example ------------------------------ */
+/* ==== Built-in schema and the example pipeline ==== */
+
+/* Installs the tables every other component relies on (staging, loads,
+** dead letters, migrations), through the migration runner. No handle: the
+** functions work on a PGconn and report to err.
+**
+** Thread safety: the functions keep no state; concurrent installs, in
+** threads or processes, wait for each other on the migration runner's
+** advisory lock. Each call uses its connection alone meanwhile. */
 
 /* Install (or bring up to date) the built-in schema embedded from sql/schema:
 ** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,
@@ -933,7 +1095,16 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
 
 /* ==== begin src/db/local.h ==== */
 #ifndef PGPIPE_OMIT_LOCAL
-/* ---- Private local server --------------------------------------------- */
+/* ==== Local server: a private PostgreSQL cluster ==== */
+
+/* Creates, starts and stops a PostgreSQL cluster in a directory, for the
+** shell's --local DIR, demos and tests. No handle: the functions take the
+** directory and report to a pgpipe_error.
+**
+** Thread safety: start and stop run initdb and pg_ctl as child processes;
+** call them from one thread at a time, and start a watchdog before any
+** thread is started (it forks). pgpipe_local_running may be called from
+** any thread. */
 
 /* A PostgreSQL cluster that pgpipe creates and runs in a directory of yours,
 ** for trying things without installing or configuring a server (the shell's
@@ -972,7 +1143,17 @@ int pgpipe_local_running(const char *dir);
 
 /* ==== begin src/pipeline/load.h ==== */
 #ifndef PGPIPE_OMIT_LOAD
-/* ---- COPY loader (src/pipeline/load.c) ---------------------------------- */
+/* ==== COPY loader ==== */
+
+/* The way into the database: files and streams of CSV or JSON become rows
+** of staging.raw_events (or a table of yours), with every bad record
+** dead-lettered. Handle: pgpipe_loader.
+**
+** Thread safety: a loader is used by one thread at a time; it runs its own
+** lanes internally (one thread and one connection per extra lane, see
+** options.connections), and calls the progress callback on the caller's
+** thread. Any number of loaders may run at once, in threads or processes:
+** each batch is its own transaction. */
 
 /* Loads CSV, NDJSON or a JSON array of objects into PostgreSQL with COPY FROM
 ** STDIN, in batches, validating every record first. A bad record goes to
@@ -990,7 +1171,7 @@ int pgpipe_local_running(const char *dir);
 **     o.conninfo = "postgresql://app@db/prod";
 **     o.event_type_field = "type";
 **     pgpipe_loader *l;
-**     if (pgpipe_loader_open(&o, &l) == PGPIPE_OK &&
+**     if (pgpipe_loader_open(&l, &o) == PGPIPE_OK &&
 **         pgpipe_loader_load_file(l, "events.ndjson") == PGPIPE_OK) {
 **         pgpipe_load_summary s;
 **         pgpipe_loader_summary(l, &s);
@@ -1104,13 +1285,12 @@ typedef struct pgpipe_load_summary {
     int status;               /* PGPIPE_OK, or the code the load ended with */
 } pgpipe_load_summary;
 
-typedef struct pgpipe_loader pgpipe_loader;
 
 void pgpipe_loader_options_init(pgpipe_loader_options *o);
 /* Check the options, connect, install the schema when asked. *out is set even
 ** on failure (read pgpipe_errmsg(*out), then close it); NULL only when out of
 ** memory. Strings in the options are copied. */
-int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out);
+int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o);
 /* Load a whole file ("-" = stdin). Returns PGPIPE_OK when every record was
 ** loaded or dead-lettered; PGPIPE_DB/PGPIPE_IO/... when the load stopped
 ** (the committed batches stay; running it again resumes). */
@@ -1133,6 +1313,22 @@ int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t s
 
 /* ==== begin src/pipeline/claim.h ==== */
 #ifndef PGPIPE_OMIT_CLAIM
+/* ==== Claimer and workers: processing staged rows ==== */
+
+/* Takes the rows the loader staged, runs a handler on them (C or SQL), and
+** marks them processed, retried or dead-lettered. Handles: pgpipe_claimer
+** (claims batches on one connection), the pgpipe_batch it hands out, and
+** pgpipe_workers (threads running claimers on a pool).
+**
+** Thread safety: a claimer, and the batches it hands out, are used by one
+** thread at a time (its connection is theirs). Any number of claimers, in
+** threads or processes, may work on the same table: they never take the
+** same row. A workers handle is driven by the thread that opened it (wait,
+** run_until_empty, close); pgpipe_workers_stop and pgpipe_workers_stopping
+** may be called from any thread, stop also from a signal handler, and
+** pgpipe_workers_stats_get from any thread. Handlers run on the worker
+** threads at once: their ud is shared. */
+
 /* ---- Claimer: parallel processing with FOR UPDATE SKIP LOCKED ---------- */
 
 /* A claimer takes batches of unprocessed rows of staging.raw_events (or any
@@ -1212,7 +1408,6 @@ typedef struct pgpipe_event {
 } pgpipe_event;
 
 /* A claimed batch (opaque). Valid until completed or released. */
-typedef struct pgpipe_batch pgpipe_batch;
 
 int pgpipe_batch_count(const pgpipe_batch *b);
 const pgpipe_event *pgpipe_batch_event(const pgpipe_batch *b, int i);
@@ -1281,8 +1476,6 @@ typedef struct pgpipe_claim_stats {
     long long released;       /* rows given back without an attempt counted */
 } pgpipe_claim_stats;
 
-typedef struct pgpipe_claimer pgpipe_claimer;
-
 /* Open a claimer on a connection (not taken over). Prepares its statements
 ** on the connection (names "pgpipe_claim_<hash>"). *out is set even on
 ** failure (read the error, then close). */
@@ -1331,8 +1524,6 @@ typedef struct pgpipe_workers_options {
 
 void pgpipe_workers_options_init(pgpipe_workers_options *o);
 
-typedef struct pgpipe_workers pgpipe_workers;
-
 typedef struct pgpipe_workers_stats {
     pgpipe_claim_stats total;   /* summed over the workers */
     int threads;
@@ -1346,9 +1537,10 @@ typedef struct pgpipe_workers_stats {
 
 /* Start the workers. The pool must have room for opts->threads connections
 ** (plus one for run_until_empty). The handler is copied (its ud shared by
-** every thread: make it thread-safe). *out is set even on failure. */
-int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
-                         const pgpipe_workers_options *opts, const pgpipe_handler *h);
+** every thread: make it thread-safe). opts may be NULL (defaults). *out is
+** set even on failure. */
+int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h,
+                        const pgpipe_workers_options *opts);
 /* Ask the workers to stop: they finish (or release) their current batch and
 ** return their connections. Only sets an atomic flag and writes one byte to a
 ** pipe, so it is async-signal-safe: call it from a SIGINT/SIGTERM handler. */
@@ -1367,8 +1559,8 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms);
 ** worker's fatal error. */
 int pgpipe_workers_wait(pgpipe_workers *w);
 int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out);
-/* Stop, wait and free. NULL is a no-op. */
-void pgpipe_workers_free(pgpipe_workers *w);
+/* Stop, wait and release everything. NULL is a no-op. */
+void pgpipe_workers_close(pgpipe_workers *w);
 
 #endif /* PGPIPE_OMIT_THREADS */
 #endif /* PGPIPE_OMIT_CLAIM */
@@ -1376,7 +1568,14 @@ void pgpipe_workers_free(pgpipe_workers *w);
 
 /* ==== begin src/pipeline/dlq.h ==== */
 #ifndef PGPIPE_OMIT_DLQ
-/* ---- Dead-letter queue operations --------------------------------------- */
+/* ==== Dead-letter queue ==== */
+
+/* Lists, counts, replays and purges the records the loader and the claimer
+** could not take. No handle: every function works on a PGconn and reports
+** to its last argument, pgpipe_error *err (may be NULL).
+**
+** Thread safety: the functions keep no state; any number of threads may
+** call them, each on its own PGconn. */
 
 /* pgpipe.dead_letters holds every record that could not be loaded (stage
 ** 'load': the raw text as read) or processed (stage 'process': the staging
@@ -1469,7 +1668,19 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
 
 /* ==== begin src/pipeline/records.h ==== */
 #ifndef PGPIPE_OMIT_RECORDS
-/* ---- Record store: JSONB documents in collections (src/records.c) ------ */
+/* ==== Record store: JSONB documents in collections ==== */
+
+/* A document store on PostgreSQL: create, read, update, delete and search
+** JSON records, import and export them. Handles: pgpipe_records (a
+** collection, on a pool), pgpipe_records_filter (a parsed condition list),
+** pgpipe_records_cursor (the results of a search).
+**
+** Thread safety: a collection handle is used by one thread at a time; open
+** one per thread on the same pool (the pool is shared safely). A filter,
+** once built, may be shared by threads: searches only read it. A cursor is
+** used by one thread at a time. */
+
+/* ---- Collections ------------------------------------------------------- */
 
 /* A collection is a table records.NAME (id uuid primary key default
 ** gen_random_uuid(), fields jsonb, metadata jsonb, created_at and updated_at
@@ -1483,7 +1694,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
 ** values, paths and keys are always query parameters, never SQL text.
 **
 **     pgpipe_records *users;
-**     if (pgpipe_records_open(pool, "users", &users) != PGPIPE_OK) { ... }
+**     if (pgpipe_records_open(&users, pool, "users") != PGPIPE_OK) { ... }
 **     char id[37];
 **     pgpipe_records_create(users, "{\"name\":\"Alice\",\"age\":31}", id);
 **     pgpipe_records_find_options fo;
@@ -1496,14 +1707,11 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
 **         while (pgpipe_records_cursor_next(cur, &doc, NULL) == PGPIPE_ROW)
 **             puts(doc);   {"id":"...","fields":{...},"metadata":{},...}
 **     }
-**     pgpipe_records_cursor_free(cur);
+**     pgpipe_records_cursor_close(cur);
 **     pgpipe_records_close(users);
 **
 ** Not found (get, update, delete of an id that is not there) is PGPIPE_DONE
-** with a message naming the id. A handle is used by one thread at a time; open
-** one handle per thread on the same pool. */
-
-typedef struct pgpipe_records pgpipe_records;
+** with a message naming the id. */
 
 /* Open the collection NAME ("name" or "schema.name"; the schema defaults to
 ** "records"), creating schema, table, indexes and trigger when missing. Each
@@ -1512,14 +1720,11 @@ typedef struct pgpipe_records pgpipe_records;
 ** when several processes open the same new collection at once (the creation
 ** runs under a transaction-level advisory lock). *out is set even on failure
 ** (read pgpipe_errmsg, then close); NULL only when out of memory. */
-int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **out);
+int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *name);
 /* Close (rolls back an open transaction). NULL is a no-op. */
 void pgpipe_records_close(pgpipe_records *h);
 /* The quoted table name ("records"."users"), for your own SQL. */
 const char *pgpipe_records_table(const pgpipe_records *h);
-
-/* Free a string the records functions returned (get). NULL is a no-op. */
-void pgpipe_records_free(char *text);
 
 /* ---- CRUD ---- */
 
@@ -1531,7 +1736,7 @@ int pgpipe_records_create_meta(pgpipe_records *h, const char *fields, const char
                                char uuid_out[37]);
 /* The record as a JSON document {"id":..,"fields":..,"metadata":..,
 ** "created_at":..,"updated_at":..} (timestamps ISO 8601), allocated; free it
-** with pgpipe_records_free. PGPIPE_DONE when there is no such id; an id that
+** with pgpipe_free. PGPIPE_DONE when there is no such id; an id that
 ** is not a UUID is PGPIPE_PARSE. */
 int pgpipe_records_get(pgpipe_records *h, const char *id, char **json_out);
 
@@ -1583,7 +1788,7 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
 ** (tags.0). A path starting with @metadata addresses the metadata column
 ** (@metadata.version); @fields is the fields object itself (@fields.a = a).
 **
-** Text form (pgpipe_records_filter_parse; the shell's .records find):
+** Text form (pgpipe_records_filter_open; the shell's .records find):
 **     name = "Alice" and age > 30 and tags contains ["x"]
 **     address.city in ["Paris", "Lyon"] and email exists and name like "A%"
 **     @metadata.version >= 2 and "first.name" != "Bob"
@@ -1592,11 +1797,11 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
 ** "and" (or &&). Values are JSON: strings in double quotes, numbers,
 ** true/false/null, arrays and objects. Bad text is PGPIPE_PARSE with the
 ** column (1-based, in characters) on the filter handle: source "<filter>". */
-typedef struct pgpipe_records_filter pgpipe_records_filter;
 
-int pgpipe_records_filter_new(pgpipe_records_filter **out);
-/* *out is set even on failure (read pgpipe_errinfo(*out), then free it). */
-int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out);
+/* Open a filter holding the conditions of text in the form above, or none
+** when text is NULL (add them with pgpipe_records_filter_add). *out is set
+** even on failure (read pgpipe_errinfo(*out), then close it). */
+int pgpipe_records_filter_open(pgpipe_records_filter **out, const char *text);
 /* Add one condition: path in the syntax above, value the JSON text of the
 ** value (NULL for EXISTS). PGPIPE_PARSE/MISUSE on a bad path or value. */
 int pgpipe_records_filter_add(pgpipe_records_filter *f, const char *path, int op,
@@ -1607,7 +1812,7 @@ int pgpipe_records_filter_add_keys(pgpipe_records_filter *f, int metadata,
                                    const char *const *keys, int nkeys, int op,
                                    const char *value);
 int pgpipe_records_filter_count(const pgpipe_records_filter *f);
-void pgpipe_records_filter_free(pgpipe_records_filter *f);
+void pgpipe_records_filter_close(pgpipe_records_filter *f);
 
 /* ---- search ---- */
 
@@ -1624,23 +1829,22 @@ typedef struct pgpipe_records_find_options {
 
 void pgpipe_records_find_options_init(pgpipe_records_find_options *o);
 
-typedef struct pgpipe_records_cursor pgpipe_records_cursor;
-
-/* Run a search. *out is NULL on failure (the error is on h). The results are
+/* Run a search: *out receives a cursor over the results, to close with
+** pgpipe_records_cursor_close; it is NULL on failure (the error is on h). The results are
 ** fetched whole; use limit and offset to page, or export for everything. */
 int pgpipe_records_find(pgpipe_records *h, const pgpipe_records_find_options *o,
                         pgpipe_records_cursor **out);
-/* The next document (valid until the cursor is freed): PGPIPE_ROW or
+/* The next document (valid until the cursor is closed): PGPIPE_ROW or
 ** PGPIPE_DONE. len may be NULL. */
 int pgpipe_records_cursor_next(pgpipe_records_cursor *c, const char **json, size_t *len);
 /* Documents in the result. */
 long long pgpipe_records_cursor_count(const pgpipe_records_cursor *c);
-void pgpipe_records_cursor_free(pgpipe_records_cursor *c);
+void pgpipe_records_cursor_close(pgpipe_records_cursor *c);
 
 /* Count the records matching f (NULL: all). */
 int pgpipe_records_count(pgpipe_records *h, const pgpipe_records_filter *f, long long *n);
 /* EXPLAIN of the search o would run, with its parameters (one line of the
-** plan per line), allocated; free it with pgpipe_records_free. */
+** plan per line), allocated; free it with pgpipe_free. */
 int pgpipe_records_explain(pgpipe_records *h, const pgpipe_records_find_options *o, char **plan);
 
 /* ---- transactions ---- */

@@ -1506,7 +1506,7 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
     }
     pgpipe_migrator *m = NULL;
     PQnoticeProcessor old = quiet_notices(sh->conn);
-    int rc = pgpipe_migrate_open(&m, sh->conn, &o);
+    int rc = pgpipe_migrator_open(&m, sh->conn, &o);
     if (rc == PGPIPE_OK)
         rc = status ? pgpipe_migrate_status(m) : pgpipe_migrate_run(m);
     restore_notices(sh->conn, old);
@@ -1521,7 +1521,7 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
     }
     if (rc != PGPIPE_OK)
         print_error(pgpipe_errinfo(m));
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     return rc != PGPIPE_OK;
 }
 
@@ -1772,7 +1772,7 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
     po.pool_size = (wo.threads > 0 ? wo.threads : 2) + 1;
     po.max_overflow = 1;
     pgpipe_pool *pool;
-    int rc = pgpipe_pool_open(ci, &po, &pool);
+    int rc = pgpipe_pool_open(&pool, ci, &po);
     free(ci);
     if (rc != PGPIPE_OK) {
         errorf("%s", pool ? pgpipe_errmsg(pool) : "out of memory");
@@ -1780,9 +1780,9 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
         return 1;
     }
     pgpipe_workers *w;
-    if ((rc = pgpipe_workers_start(&w, pool, &wo, &h)) != PGPIPE_OK) {
+    if ((rc = pgpipe_workers_open(&w, pool, &h, &wo)) != PGPIPE_OK) {
         errorf("%s", w ? pgpipe_errmsg(w) : "out of memory");
-        pgpipe_workers_free(w);
+        pgpipe_workers_close(w);
         pgpipe_pool_close(pool, NULL);
         return 1;
     }
@@ -1821,7 +1821,7 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
             interrupted ? ", stopped" : "");
     if (wrc != PGPIPE_OK)
         print_error(pgpipe_errinfo(w));  /* with the SQLSTATE */
-    pgpipe_workers_free(w);
+    pgpipe_workers_close(w);
     pgpipe_pool_close(pool, NULL);
     return wrc != PGPIPE_OK;
 }
@@ -1867,13 +1867,13 @@ static int records_run(shell *sh, const char *coll, const char *sub, const char 
     po.max_overflow = 0;
     pgpipe_pool *pool = NULL;
     pgpipe_records *h = NULL;
-    int rc = ci ? pgpipe_pool_open(ci, &po, &pool) : PGPIPE_NOMEM;
+    int rc = ci ? pgpipe_pool_open(&pool, ci, &po) : PGPIPE_NOMEM;
     free(ci);
     if (rc != PGPIPE_OK) {
         errorf("%s", pool ? pgpipe_errmsg(pool) : "out of memory");
         goto out;
     }
-    if ((rc = pgpipe_records_open(pool, coll, &h)) != PGPIPE_OK) {
+    if ((rc = pgpipe_records_open(&h, pool, coll)) != PGPIPE_OK) {
         errorf("%s", h ? pgpipe_errmsg(h) : "out of memory");
         goto out;
     }
@@ -1885,7 +1885,7 @@ static int records_run(shell *sh, const char *coll, const char *sub, const char 
         char *doc;
         if ((rc = pgpipe_records_get(h, one, &doc)) == PGPIPE_OK)
             fprintf(sh->out, "%s\n", doc);
-        pgpipe_records_free(doc);
+        pgpipe_free(doc);
     } else if (!strcmp(sub, "update")) {
         if ((rc = pgpipe_records_update(h, one, arg, opt_has(&cur, "--replace")
                                                          ? PGPIPE_RECORDS_REPLACE
@@ -1914,7 +1914,7 @@ static int records_run(shell *sh, const char *coll, const char *sub, const char 
                 fprintf(sh->out, "(%lld record%s)\n", pgpipe_records_cursor_count(c),
                         pgpipe_records_cursor_count(c) == 1 ? "" : "s");
         }
-        pgpipe_records_cursor_free(c);
+        pgpipe_records_cursor_close(c);
     } else if (!strcmp(sub, "import")) {
         pgpipe_records_import_options io;
         pgpipe_records_import_options_init(&io);
@@ -2093,19 +2093,19 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
     /* a FILTER is checked before anything opens */
     pgpipe_records_filter *f = NULL;
     if ((!strcmp(sub, "count") || !strcmp(sub, "find")) &&
-        pgpipe_records_filter_parse(arg, &f) != PGPIPE_OK) {
+        pgpipe_records_filter_open(&f, arg) != PGPIPE_OK) {
         if (f) {
             char buf[1024];
             pgpipe_error_format(pgpipe_errinfo(f), buf, sizeof buf);
             errorf("%s: FILTER: %s", name, buf);
         } else
             errorf("out of memory");
-        pgpipe_records_filter_free(f);
+        pgpipe_records_filter_close(f);
         free(arg);
         goto done;
     }
     rc = records_run(sh, coll, sub, arg, f);
-    pgpipe_records_filter_free(f);
+    pgpipe_records_filter_close(f);
     free(arg);
 done:
     for (int i = 0; i < nw; i++)
@@ -2549,7 +2549,7 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
     pgpipe_loader *l = NULL;
     /* the schema install's NOTICEs (on the shell's connection) go to the log */
     PQnoticeProcessor old = quiet_notices(sh->conn);
-    rc = pgpipe_loader_open(&o, &l);
+    rc = pgpipe_loader_open(&l, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_loader_load_file(l, file);
     restore_notices(sh->conn, old);

@@ -5,10 +5,52 @@
 ** into your program and build with:  cc -c pgpipe.c $(pkg-config --cflags libpq)
 ** then link with -lpq (and -lpthread unless built with -DPGPIPE_OMIT_THREADS).
 **
-** Conventions: every function returns an int result code (PGPIPE_OK is 0) unless
-** documented otherwise; handles are opaque and keep their last error, read with
-** pgpipe_errmsg() and friends. Nothing in the library prints except through the
-** log callback, and nothing exits or aborts the process.
+** The components below follow the data through the library: base (result
+** codes, errors, memory, logging, retries), the parsers (JSON, CSV, SQL
+** scripts), the database layer (pool, migrations, built-in schema, local
+** server), then the pipeline (COPY loader, claimer and workers, dead
+** letters, record store). Each section
+** starts with a banner, what the component is for, its handles and its
+** thread-safety rule.
+**
+** Conventions, the same for every component:
+**
+**   Results: every function returns an int result code (PGPIPE_OK is 0)
+**   unless documented otherwise.
+**
+**   Handles: each is an opaque pgpipe_X, made by
+**       int pgpipe_X_open(pgpipe_X **out, <required arguments>,
+**                         const pgpipe_X_options *opt);   (NULL = defaults)
+**   (the options argument only where the component has options) and released
+**   by
+**       void pgpipe_X_close(pgpipe_X *h);                 (NULL is a no-op)
+**   *out is set even when the open fails, as soon as a handle could be
+**   allocated, so its error can be read: close it all the same. *out is NULL
+**   only when memory ran out (pgpipe_errmsg(NULL) then says so). Objects
+**   handed out by another handle are given back to it instead of being
+**   opened and closed: a pgpipe_conn (pgpipe_pool_acquire/_release), a
+**   pgpipe_batch (pgpipe_claim_next/_complete). A handle made from another
+**   one (a pipeline on a connection, a cursor of a record store) reports a
+**   failed open on that parent and leaves *out NULL. pgpipe_pool_close alone
+**   returns a result: the connections it had to leave checked out.
+**
+**   Memory: strings and buffers the library allocates and hands over are
+**   released with pgpipe_free(); a caller-owned struct the library fills
+**   (pgpipe_copy_buf) is emptied with its _clear function.
+**
+**   Errors: a function called on a handle reports its error on that handle
+**   (pgpipe_errmsg(h), pgpipe_errinfo(h), ...). A function without one of
+**   our handles (it works on a PGconn, or on nothing) takes
+**   `pgpipe_error *err` as its last argument (NULL when not wanted); so does
+**   pgpipe_batch_doc, since a batch keeps no error. The one exception is
+**   pgpipe_pool_acquire_ex: a pool is shared by threads, so its own error
+**   slot would race, and the acquire reports to err instead.
+**
+**   Threads: each section states its rule. Unless it says otherwise a handle
+**   is used by one thread at a time, and different handles are independent.
+**
+** Nothing in the library prints except through the log callback, and nothing
+** exits or aborts the process.
 */
 #ifndef PGPIPE_H
 #define PGPIPE_H

@@ -4,8 +4,9 @@
 # Starts a throwaway PostgreSQL cluster (tool/pgtmp.sh), runs the C tests
 # (build/test/runner) and the script tests (test/sh/GROUP*.sh), stops the
 # cluster whatever happens, and ends with the line "N passed, N failed".
-# A GROUP selects C tests of that group (or GROUP.NAME patterns) and script
-# tests whose file name starts with GROUP.
+# A WORD selects the C tests of group WORD and of test/test_WORD.c (GROUP.NAME
+# patterns select C tests by name; see test/pgtest.h) and the script tests
+# whose file name starts with WORD (or with the GROUP of a pattern).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"

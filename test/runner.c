@@ -1,7 +1,9 @@
 /*
 ** The test runner's main(): runs every registered test (or those matching the
-** arguments: GROUP, GROUP.NAME, or shell patterns such as 'json.*num*') each in
-** a forked child, prints one line per test and the closing count line.
+** arguments: GROUP, FILE, GROUP.NAME, or shell patterns such as 'json.*num*')
+** each in a forked child, prints one line per test and the closing count line.
+** A pattern without a dot also selects the tests of test/test_PATTERN.c,
+** whatever their groups (see pgtest.h: groups and files).
 **   --list            print the test names and exit
 **   --counts FILE     also write "passed failed skipped" to FILE
 ** PGT_TIMEOUT (seconds, default 300) bounds each test.
@@ -18,8 +20,8 @@ static int pgt_selected(const pgt_case *tc, int argc, char **argv, int first)
     snprintf(full, sizeof full, "%s.%s", tc->group, tc->name);
     for (int i = first; i < argc; i++) {
         const char *pat = argv[i];
-        if (!*pat || strcmp(pat, tc->group) == 0 || fnmatch(pat, full, 0) == 0 ||
-            fnmatch(pat, tc->group, 0) == 0)
+        if (!*pat || fnmatch(pat, full, 0) == 0 || fnmatch(pat, tc->group, 0) == 0 ||
+            (!strchr(pat, '.') && fnmatch(pat, tc->file, 0) == 0))
             return 1;
     }
     return 0;

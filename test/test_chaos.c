@@ -1,5 +1,6 @@
 /* Regression tests for bugs the chaos work (test/chaos/, make chaos) found in
-** the loader and the claimer. The chaos run itself is test/sh/chaos.sh. */
+** the loader and the claimer, each in the group of the component it guards;
+** `T=chaos` selects them and the chaos run itself (test/sh/chaos.sh). */
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -17,13 +18,9 @@ static long long chaos_t_int(PGconn *c, const char *sql)
 ** loaded twice (the load_batches key (load_id, seq) never clashed). The
 ** parent holds pgpipe.loads in EXCLUSIVE mode (reads go on, inserts wait)
 ** until both runs are waiting on a lock, so the window is wide open. */
-PGT_TEST(chaos, same_load_started_twice_at_once_loads_once)
+PGT_TEST(copy, chaos_same_load_started_twice_at_once_loads_once)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    PGT_OK(pgpipe_schema_install(c, NULL, &err));
+    PGconn *c = pgt_db_open();
     char path[512], key[64], src[64], sql[512];
     snprintf(path, sizeof path, "%s/chaos_twice.%d.ndjson", pgt_tmpdir(), (int)getpid());
     snprintf(key, sizeof key, "chaos-twice-%d", (int)getpid());
@@ -49,7 +46,7 @@ PGT_TEST(chaos, same_load_started_twice_at_once_loads_once)
             o.source_value = src;
             o.batch_rows = 100;
             pgpipe_loader *l = NULL;
-            int rc = pgpipe_loader_open(&o, &l);
+            int rc = pgpipe_loader_open(&l, &o);
             if (rc == PGPIPE_OK)
                 rc = pgpipe_loader_load_file(l, path);
             if (rc != PGPIPE_OK)
@@ -101,10 +98,9 @@ PGT_TEST(chaos, same_load_started_twice_at_once_loads_once)
 ** load_batches row (its id taken from the loader) in an open transaction,
 ** the loader's backend is terminated mid-batch, and the child commits once
 ** the retry waits on its row. */
-PGT_TEST(chaos, own_commit_in_flight_during_retry_is_not_a_duplicate)
+PGT_TEST(copy, chaos_own_commit_in_flight_during_retry_is_not_a_duplicate)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
+    PGconn *c = pgt_db_open();
     char app[64], dsn[1024], sql[600];
     snprintf(app, sizeof app, "chaos_inflight_%d", (int)getpid());
     snprintf(dsn, sizeof dsn, "%s application_name=%s", pgt_dsn(), app);
@@ -116,7 +112,7 @@ PGT_TEST(chaos, own_commit_in_flight_during_retry_is_not_a_duplicate)
     o.source_value = app;
     o.connections = 1; /* batch 2 on the connection pgpipe_loader_conn() names */
     pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&o, &l));
+    PGT_OK(pgpipe_loader_open(&l, &o));
     pp_buf in = { 0 };
     for (int i = 0; i < 150; i++)
         pp_buf_appendf(&in, "{\"event_type\":\"e\",\"n\":%d}\n", i);

@@ -1,4 +1,4 @@
-/* Tests of the SKIP LOCKED claimer and the worker pool (src/claim.c). */
+/* Tests of the SKIP LOCKED claimer and the worker pool (src/pipeline/claim.c). */
 #include <signal.h>
 #include <sys/wait.h>
 #include <poll.h>
@@ -7,19 +7,10 @@
 ** n pending rows (source 'src', event_type 'click', payload {"n": g}). */
 static PGconn *claim_t_setup(const char *table, int n)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    if (pgpipe_schema_install(c, NULL, &err) != PGPIPE_OK) {
-        fprintf(stderr, "    schema install: %s\n", err.message);
-        pgt_end_fail();
-    }
+    PGconn *c = pgt_db_open();
+    pgt_db_table(c, table, "(LIKE staging.raw_events INCLUDING ALL)");
     char sql[1024];
-    snprintf(sql, sizeof sql,
-             "DROP TABLE IF EXISTS %s; CREATE TABLE %s (LIKE staging.raw_events INCLUDING ALL);"
-             " DELETE FROM pgpipe.dead_letters WHERE source_table = '%s'",
-             table, table, table);
+    snprintf(sql, sizeof sql, "DELETE FROM pgpipe.dead_letters WHERE source_table = '%s'", table);
     PQclear(PGT_EXEC(c, sql));
     if (n > 0) {
         snprintf(sql, sizeof sql,
@@ -177,10 +168,7 @@ PGT_TEST(claim, skip_locked_disjoint)
 
 PGT_TEST(claim, filters_order_and_quoting)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    PGT_OK(pgpipe_schema_install(c, NULL, &err));
+    PGconn *c = pgt_db_open();
     PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS \"claim t\" CASCADE; CREATE SCHEMA \"claim t\";"
                         " CREATE TABLE \"claim t\".\"odd \"\"name\" (LIKE staging.raw_events INCLUDING ALL);"
                         " INSERT INTO \"claim t\".\"odd \"\"name\" (source, event_type, payload, received_at)"
@@ -547,7 +535,7 @@ static pgpipe_pool *claim_t_pool(int size)
     po.max_overflow = 2;
     po.acquire_timeout_ms = 5000;
     pgpipe_pool *p;
-    if (pgpipe_pool_open(pgt_dsn(), &po, &p) != PGPIPE_OK) {
+    if (pgpipe_pool_open(&p, pgt_dsn(), &po) != PGPIPE_OK) {
         fprintf(stderr, "    pool: %s\n", pgpipe_errmsg(p));
         pgt_end_fail();
     }
@@ -588,7 +576,7 @@ PGT_TEST(claim, data_errors_dead_letter_at_once)
             "INSERT INTO claim_t_dtgt SELECT (e->>'id')::bigint, (e->'payload'->>'n')::int"
             " FROM jsonb_array_elements($1::jsonb) e", NULL };
         pgpipe_workers *w;
-        PGT_OK(pgpipe_workers_start(&w, pool, &wo, &h));
+        PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
         PGT_OK(pgpipe_workers_run_until_empty(w, 60000));
         pgpipe_workers_stats ws;
         PGT_OK(pgpipe_workers_stats_get(w, &ws));
@@ -610,7 +598,7 @@ PGT_TEST(claim, data_errors_dead_letter_at_once)
                                      " source_table = 'claim_t_data'"), 4);
         PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_data WHERE processed"
                                      " AND next_attempt_at IS NULL"), 100);
-        pgpipe_workers_free(w);
+        pgpipe_workers_close(w);
         PGT_OK(pgpipe_pool_close(pool, NULL));
         PQfinish(c);
     }
@@ -676,7 +664,7 @@ PGT_TEST(claim, workers_wake_on_notify)
         "INSERT INTO claim_t_wlog SELECT (e->>'id')::bigint FROM jsonb_array_elements($1::jsonb) e",
         NULL };
     pgpipe_workers *w;
-    PGT_OK(pgpipe_workers_start(&w, pool, &wo, &h));
+    PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
     pgpipe_workers_stats ws;
     for (int i = 0; i < 200; i++) { /* wait until both idle */
         pgpipe_workers_stats_get(w, &ws);
@@ -693,7 +681,7 @@ PGT_TEST(claim, workers_wake_on_notify)
     PGT_CHECK(ws.wakeups >= 1);
     PGT_CHECK(ws.events_per_s > 0);
     PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_wlog"), 500);
-    pgpipe_workers_free(w);
+    pgpipe_workers_close(w);
     PGT_OK(pgpipe_pool_close(pool, NULL));
     PQfinish(c);
 }
@@ -711,7 +699,7 @@ PGT_TEST(claim, workers_stop_on_a_broken_handler)
     wo.poll_ms = 50;
     pgpipe_handler h = { NULL, NULL, "SELEKT jsonb_array_length($1::jsonb)", NULL };
     pgpipe_workers *w;
-    PGT_OK(pgpipe_workers_start(&w, pool, &wo, &h));
+    PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
     int rc = pgpipe_workers_run_until_empty(w, 60000);
     PGT_EQ_INT(rc, PGPIPE_DB);
     PGT_CONTAINS(pgpipe_errmsg(w), "stopped on an error");
@@ -719,7 +707,7 @@ PGT_TEST(claim, workers_stop_on_a_broken_handler)
     PGT_EQ_STR(pgpipe_errsqlstate(w), "42601");
     /* nothing was taken: the rows wait for a fixed handler */
     PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_broken WHERE NOT processed"), 20);
-    pgpipe_workers_free(w);
+    pgpipe_workers_close(w);
     PGT_OK(pgpipe_pool_close(pool, NULL));
     PQfinish(c);
 }
@@ -737,7 +725,7 @@ PGT_TEST(claim, workers_stop_on_signal)
     /* a slow handler that succeeds (it must take the batch as $1) */
     pgpipe_handler h = { NULL, NULL, "SELECT pg_sleep(0.05), jsonb_array_length($1::jsonb)", &x };
     pgpipe_workers *w;
-    PGT_OK(pgpipe_workers_start(&w, pool, &wo, &h));
+    PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
     PGT_OK(pgpipe_workers_handle_signals(w));
     /* signal once the first batch is done (bounded wait), so the stop
     ** lands in the middle of the work */
@@ -760,12 +748,12 @@ PGT_TEST(claim, workers_stop_on_signal)
     /* a SQL handler that ignores the rows is refused up front */
     pgpipe_workers *bad = NULL;
     pgpipe_handler nothing = { NULL, NULL, "SELECT 1", NULL };
-    PGT_EQ_INT(pgpipe_workers_start(&bad, pool, &wo, &nothing), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_workers_open(&bad, pool, &nothing, &wo), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(bad), "$1");
-    pgpipe_workers_free(bad);
+    pgpipe_workers_close(bad);
     PGT_EQ_INT(ws.total.retried, 0);
     PGT_CHECK(ws.total.done > 0 && ws.total.done < 200);
-    pgpipe_workers_free(w);
+    pgpipe_workers_close(w);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     PGT_OK(pgpipe_pool_close(pool, NULL));
@@ -987,7 +975,7 @@ PGT_TEST(claim, server_restart_and_several_processes)
                 "INSERT INTO claim_t_rslog SELECT (e->>'id')::bigint, pg_backend_pid()"
                 " FROM jsonb_array_elements($1::jsonb) e, pg_sleep(0.02)", NULL };
             pgpipe_workers *w;
-            if (pgpipe_workers_start(&w, pool, &wo, &h) != PGPIPE_OK)
+            if (pgpipe_workers_open(&w, pool, &h, &wo) != PGPIPE_OK)
                 _exit(2);
             int rc = pgpipe_workers_run_until_empty(w, 60000);
             pgpipe_workers_stats ws;
@@ -999,7 +987,7 @@ PGT_TEST(claim, server_restart_and_several_processes)
                 fprintf(f, "%lld %lld\n", ws.reconnects, ws.total.done);
                 fclose(f);
             }
-            pgpipe_workers_free(w);
+            pgpipe_workers_close(w);
             pgpipe_pool_close(pool, NULL);
             _exit(rc == PGPIPE_OK ? 0 : 1);
         }

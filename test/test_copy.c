@@ -1,8 +1,9 @@
 /*
-** Tests of the COPY loader (src/copy.c), against the test cluster: formats,
-** targets, validation and dead letters, server-side rejections, batches and
-** NOTIFY, resume, lost connections and a server restart in the middle of a
-** load (exact counts: every record once in the target or the dead letters).
+** Tests of the COPY loader (src/pipeline/load.c, group copy), against the
+** test cluster: formats, targets, validation and dead letters, server-side
+** rejections, batches and NOTIFY, resume, lost connections and a server
+** restart in the middle of a load (exact counts: every record once in the
+** target or the dead letters).
 */
 #include <sys/wait.h>
 #include <signal.h>
@@ -56,7 +57,7 @@ static pgpipe_loader *copy_t_open(pgpipe_loader_options *o)
 {
     o->conninfo = pgt_dsn();
     pgpipe_loader *l = NULL;
-    int rc = pgpipe_loader_open(o, &l);
+    int rc = pgpipe_loader_open(&l, o);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     return l;
 }
@@ -93,6 +94,22 @@ PGT_TEST(copy, escaping_and_utf8)
     pp_buf_free(&b);
 }
 
+static int copy_t_strcmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static uint64_t copy_t_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Batch ids are RFC 9562 version 7: the Unix time in milliseconds in the
+** first 48 bits, version 7, variant 10, then random bits. So an id made in a
+** later millisecond sorts after every earlier one (as text and as a
+** PostgreSQL uuid, both byte order); ids of one millisecond are distinct. */
 PGT_TEST(copy, uuid_v7)
 {
     pgpipe_loader l;
@@ -100,14 +117,52 @@ PGT_TEST(copy, uuid_v7)
     memset(&l, 0, sizeof l);
     memset(&ln, 0, sizeof ln);
     l.urandom = open("/dev/urandom", O_RDONLY);
-    copy_new_uuid(&l, &ln);
-    char first[37];
-    memcpy(first, ln.uuid_text, 37);
-    PGT_EQ_INT(strlen(first), 36);
-    PGT_EQ_INT(first[14], '7');
-    PGT_CHECK(strchr("89ab", first[19]) != NULL);
-    copy_new_uuid(&l, &ln);
-    PGT_CHECK(strcmp(first, ln.uuid_text) != 0);
+    PGT_CHECK(l.urandom >= 0);
+    char prev[37] = "";
+    for (int i = 0; i < 30; i++) {
+        uint64_t before = copy_t_now_ms();
+        copy_new_uuid(&l, &ln);
+        uint64_t after = copy_t_now_ms();
+        const char *t = ln.uuid_text;
+        PGT_EQ_INT(strlen(t), 36);
+        for (int k = 0; k < 36; k++) {
+            if (k == 8 || k == 13 || k == 18 || k == 23)
+                PGT_EQ_INT(t[k], '-');
+            else
+                PGT_CHECK_MSG(strchr("0123456789abcdef", t[k]) != NULL, "%s", t);
+        }
+        /* the 16 bytes, from the text */
+        unsigned char u[16];
+        for (int k = 0, at = 0; k < 16; k++, at += 2) {
+            if (t[at] == '-')
+                at++;
+            char two[3] = { t[at], t[at + 1], '\0' };
+            u[k] = (unsigned char)strtoul(two, NULL, 16);
+        }
+        PGT_EQ_INT(u[6] >> 4, 7);    /* version */
+        PGT_EQ_INT(u[8] >> 6, 2);    /* variant 10 */
+        uint64_t ms = 0;
+        for (int k = 0; k < 6; k++)
+            ms = ms << 8 | u[k];
+        PGT_CHECK_MSG(ms >= before && ms <= after, "%s: %" PRIu64 " not in [%" PRIu64 ", %"
+                      PRIu64 "]", t, ms, before, after);
+        if (i > 0)
+            PGT_CHECK_MSG(strcmp(prev, t) < 0, "made later but sorts first: %s then %s", prev, t);
+        memcpy(prev, t, sizeof prev);
+        pgpipe_sleep_ms(2); /* the next id's millisecond is a later one */
+    }
+    /* a burst: the time prefix never goes back, and no id repeats */
+    static char burst[2000][37];
+    for (int i = 0; i < 2000; i++) {
+        copy_new_uuid(&l, &ln);
+        memcpy(burst[i], ln.uuid_text, 37);
+        if (i > 0)
+            PGT_CHECK_MSG(memcmp(burst[i - 1], burst[i], 13) <= 0, "%s then %s", burst[i - 1],
+                          burst[i]);
+    }
+    qsort(burst, 2000, sizeof burst[0], copy_t_strcmp);
+    for (int i = 1; i < 2000; i++)
+        PGT_CHECK_MSG(strcmp(burst[i - 1], burst[i]) != 0, "repeated id %s", burst[i]);
     close(l.urandom);
 }
 
@@ -118,13 +173,13 @@ PGT_TEST(copy, options_are_checked)
     o.conninfo = pgt_dsn();
     o.batch_rows = 0;
     pgpipe_loader *l;
-    PGT_EQ_INT(pgpipe_loader_open(&o, &l), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_loader_open(&l, &o), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(l), "batch_rows");
     pgpipe_loader_close(l);
     pgpipe_loader_options_init(&o);
     o.conninfo = pgt_dsn();
     o.target = "public.t";
-    PGT_EQ_INT(pgpipe_loader_open(&o, &l), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_loader_open(&l, &o), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(l), "column mapping");
     pgpipe_loader_close(l);
 }
@@ -517,7 +572,7 @@ PGT_TEST(copy, lanes_commit_side_by_side_exactly_once)
     o.progress = copy_t_count_backends;
     o.progress_ud = &b;
     pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&o, &l));
+    PGT_OK(pgpipe_loader_open(&l, &o));
     int rc = pgpipe_loader_load_file(l, path);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     pgpipe_load_summary s;
@@ -860,7 +915,7 @@ PGT_TEST(copy, borrowed_connection_is_reset)
     o.progress = copy_t_kill_backend;
     o.progress_ud = &k;
     pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&o, &l));
+    PGT_OK(pgpipe_loader_open(&l, &o));
     k.l = l;
     int rc = pgpipe_loader_load_file(l, path);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));

@@ -1,4 +1,4 @@
-/* Tests of the CSV reader and the COPY text writer (src/csv.c). */
+/* Tests of the CSV reader and the COPY text writer (src/parse/csv.c). */
 #include <sys/wait.h>
 
 #define csv_t_feed_str(r, s) pgpipe_csv_feed((r), (s), strlen(s))
@@ -42,7 +42,8 @@ static char *csv_t_run_seed(const char *in, size_t n, const pgpipe_csv_options *
                             size_t chunk, uint64_t seed)
 {
     pp_buf out = { 0 };
-    pgpipe_csv *r = pgpipe_csv_open_feed(o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, o);
     PGT_CHECK(r != NULL);
     size_t off = 0;
     int rc = PGPIPE_BUSY;
@@ -91,7 +92,8 @@ PGT_TEST(csv, simple_rows_and_zero_copy)
 {
     csv_t_expect("a,b,c\n1,2,3\n", NULL, "L1|ua|ub|uc\nL2|u1|u2|u3\nDONE");
     /* unquoted and plain quoted fields point into the reader's buffer */
-    pgpipe_csv *r = pgpipe_csv_open_feed(NULL);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, NULL);
     PGT_OK(csv_t_feed_str(r, "abc,\"quoted\",x\n"));
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_ROW);
     PGT_EQ_INT(pgpipe_csv_field_count(r), 3);
@@ -154,7 +156,8 @@ PGT_TEST(csv, bom_is_skipped)
     pgpipe_csv_options o;
     pgpipe_csv_options_init(&o);
     o.header = 1;
-    pgpipe_csv *r = pgpipe_csv_open_feed(&o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, &o);
     PGT_OK(csv_t_feed_str(r, "\xEF\xBB\xBF\"id\",name\n7,x\n"));
     PGT_OK(pgpipe_csv_feed_end(r));
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_ROW);
@@ -193,7 +196,8 @@ PGT_TEST(csv, header_and_column_names)
     o.header = 1;
     csv_t_expect("id,name,\"e,mail\"\n1,ann,a@x\n2,bob,b@x\n", &o,
                  "L2|u1|uann|ua@x\nL3|u2|ubob|ub@x\nDONE");
-    pgpipe_csv *r = pgpipe_csv_open_feed(&o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, &o);
     PGT_EQ_INT(pgpipe_csv_header_count(r), 0);
     PGT_OK(csv_t_feed_str(r, "id,name,\"e,mail\",\"a\"\"b\"\n1,ann,a@x,q\n"));
     PGT_OK(pgpipe_csv_feed_end(r));
@@ -215,7 +219,7 @@ PGT_TEST(csv, header_and_column_names)
     /* only a header */
     csv_t_expect("a,b\n", &o, "DONE");
     /* a broken header stops the reader */
-    r = pgpipe_csv_open_feed(&o);
+    pgpipe_csv_open_feed(&r, &o);
     PGT_OK(csv_t_feed_str(r, "a,\"b\nc\n"));
     PGT_OK(pgpipe_csv_feed_end(r));
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_ERROR);
@@ -231,7 +235,8 @@ PGT_TEST(csv, strict_and_lenient_quotes)
     /* strict (default): a row error naming line, column and field; reading goes on */
     csv_t_expect("ok,1\nab\"c,d\n\"x\"y,z\nlast,2\n", &o,
                  "L1|uok|u1\nE2@2:3:f1 raw=ab\"c,d\nE3@3:4:f1 raw=\"x\"y,z\nL4|ulast|u2\nDONE");
-    pgpipe_csv *r = pgpipe_csv_open_feed(&o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, &o);
     PGT_OK(csv_t_feed_str(r, "a,b\"c\n"));
     PGT_OK(pgpipe_csv_feed_end(r));
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_PARSE);
@@ -257,7 +262,8 @@ PGT_TEST(csv, unterminated_quote_at_eof)
     pgpipe_csv_options_init(&o);
     o.source = "data.csv";
     csv_t_expect("a,b\nc,\"d\ne,f\n", &o, "L1|ua|ub\nE2@2:3:f2 raw=c,\"d\ne,f\n\nDONE");
-    pgpipe_csv *r = pgpipe_csv_open_feed(&o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, &o);
     PGT_OK(csv_t_feed_str(r, "x\n\"ab\ncd"));
     PGT_OK(pgpipe_csv_feed_end(r));
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_ROW);
@@ -288,7 +294,8 @@ PGT_TEST(csv, field_too_large)
     memcpy(in, "a,", 2);
     memset(in + 2, 'x', big);
     memcpy(in + 2 + big, "\nb,c\n", 6);
-    pgpipe_csv *r = pgpipe_csv_open_feed(&o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, &o);
     size_t total = big + 7;
     int parse = 0, rows = 0, rc;
     for (size_t off = 0; off <= total; off += 100) {
@@ -325,7 +332,8 @@ PGT_TEST(csv, field_count_differs_from_header)
     o.header = 1;
     csv_t_expect("a,b,c\n1,2,3\n1,2\n1,2,3,4\n\"x\ny\",2,3\n", &o,
                  "L2|u1|u2|u3\nE3@3:4:f3 raw=1,2\nE4@4:7:f4 raw=1,2,3,4\nL5|qx\ny|u2|u3\nDONE");
-    pgpipe_csv *r = pgpipe_csv_open_feed(&o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, &o);
     PGT_OK(csv_t_feed_str(r, "a,b\n1,2,\"3\"\n"));
     PGT_OK(pgpipe_csv_feed_end(r));
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_PARSE);
@@ -427,7 +435,8 @@ PGT_TEST(csv, fd_and_file_readers)
         o.buffer_size = sizes[s];
         int fd = open(path, O_RDONLY);
         PGT_CHECK(fd >= 0);
-        pgpipe_csv *r = pgpipe_csv_open_fd(fd, &o);
+        pgpipe_csv *r = NULL;
+        pgpipe_csv_open_fd(&r, fd, &o);
         char *got = csv_t_run_reader(r);
         PGT_EQ_STR(got, want);
         /* the buffer grows only to hold the longest record */
@@ -437,7 +446,7 @@ PGT_TEST(csv, fd_and_file_readers)
         pgpipe_csv_close(r);
         close(fd);
         f = fopen(path, "rb");
-        r = pgpipe_csv_open_file(f, &o);
+        pgpipe_csv_open_file(&r, f, &o);
         got = csv_t_run_reader(r);
         PGT_EQ_STR(got, want);
         pp_free(got);
@@ -458,7 +467,8 @@ PGT_TEST(csv, fd_and_file_readers)
         _exit(0);
     }
     close(pfd[1]);
-    pgpipe_csv *r = pgpipe_csv_open_fd(pfd[0], NULL);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_fd(&r, pfd[0], NULL);
     char *got = csv_t_run_reader(r);
     PGT_EQ_STR(got, want);
     pp_free(got);
@@ -484,7 +494,8 @@ PGT_TEST(csv, memory_is_bounded_by_the_longest_record)
     pgpipe_csv_options o;
     pgpipe_csv_options_init(&o);
     o.buffer_size = 4096;
-    pgpipe_csv *r = pgpipe_csv_open_fd(fd, &o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_fd(&r, fd, &o);
     long long rows = 0;
     while (pgpipe_csv_next(r) == PGPIPE_ROW)
         rows++;
@@ -502,20 +513,23 @@ PGT_TEST(csv, errors_and_misuse)
     pgpipe_csv_options o;
     pgpipe_csv_options_init(&o);
     o.delimiter = '\n';
-    pgpipe_csv *r = pgpipe_csv_open_feed(&o);
+    pgpipe_csv *r = NULL;
+    /* bad options fail the open, and leave a reader to read the error from */
+    PGT_EQ_INT(pgpipe_csv_open_feed(&r, &o), PGPIPE_MISUSE);
+    PGT_CHECK(r != NULL);
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(r), "delimiter");
     pgpipe_csv_close(r);
     pgpipe_csv_options_init(&o);
     o.quote = ',';
-    r = pgpipe_csv_open_feed(&o);
+    PGT_EQ_INT(pgpipe_csv_open_feed(&r, &o), PGPIPE_MISUSE);
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_MISUSE);
     pgpipe_csv_close(r);
     /* feeding a fd reader, feeding after the end */
-    r = pgpipe_csv_open_fd(0, NULL);
+    PGT_OK(pgpipe_csv_open_fd(&r, 0, NULL));
     PGT_EQ_INT(csv_t_feed_str(r, "a"), PGPIPE_MISUSE);
     pgpipe_csv_close(r);
-    r = pgpipe_csv_open_feed(NULL);
+    pgpipe_csv_open_feed(&r, NULL);
     PGT_OK(pgpipe_csv_feed_end(r));
     PGT_EQ_INT(csv_t_feed_str(r, "a"), PGPIPE_MISUSE);
     pgpipe_csv_close(r);
@@ -523,7 +537,7 @@ PGT_TEST(csv, errors_and_misuse)
     /* a read error is an I/O error and sticks */
     int fd = open(pgt_tmpdir(), O_RDONLY);
     PGT_CHECK(fd >= 0);
-    r = pgpipe_csv_open_fd(fd, NULL);
+    pgpipe_csv_open_fd(&r, fd, NULL);
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_IO);
     PGT_CONTAINS(pgpipe_errmsg(r), "read failed");
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_IO);
@@ -539,24 +553,25 @@ PGT_TEST(csv, copy_text_escaping)
     PGT_OK(pgpipe_copy_text_row(&b, 9, vals, NULL));
     const char *want = "plain\ttab\\there\tnl\\nx\tcr\\rx\tback\\\\slash\t\\\\N\t\\N\t\tZürich ✓\n";
     PGT_EQ_MEM(b.data, b.len, want, strlen(want));
-    pgpipe_copy_buf_free(&b);
+    pgpipe_copy_buf_clear(&b);
     /* an empty value into an empty buffer (found by the fuzzer: NULL + 0) */
     PGT_OK(pgpipe_copy_text_field(&b, "", 0));
     PGT_EQ_INT(b.len, 0);
     PGT_OK(pgpipe_copy_text_field(&b, NULL, 0));
     PGT_OK(pgpipe_copy_text_field(&b, "a\tb", 3));
     PGT_EQ_MEM(b.data, b.len, "\\Na\\tb", 6);
-    pgpipe_copy_buf_free(&b);
+    pgpipe_copy_buf_clear(&b);
     PGT_CHECK(b.data == NULL);
 
     /* a CSV record: empty unquoted is NULL, empty quoted is '' */
-    pgpipe_csv *r = pgpipe_csv_open_feed(NULL);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, NULL);
     PGT_OK(csv_t_feed_str(r, "a,,\"\",\"x\ty\\z\"\n"));
     PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_ROW);
     PGT_OK(pgpipe_csv_copy_row(r, &b));
     want = "a\t\\N\t\tx\\ty\\\\z\n";
     PGT_EQ_MEM(b.data, b.len, want, strlen(want));
-    pgpipe_copy_buf_free(&b);
+    pgpipe_copy_buf_clear(&b);
     pgpipe_csv_close(r);
 }
 
@@ -581,7 +596,8 @@ PGT_TEST(csv, copy_round_trip_through_postgres)
     }
     /* and rows from a CSV file through the loader's path */
     const char *csv = "100,\"q\"\"uote\tand\nnewline\",\n101,,\"\"\n102,\\N,\"\\\\\"\n";
-    pgpipe_csv *r = pgpipe_csv_open_feed(NULL);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, NULL);
     PGT_OK(pgpipe_csv_feed(r, csv, strlen(csv)));
     PGT_OK(pgpipe_csv_feed_end(r));
     while (pgpipe_csv_next(r) == PGPIPE_ROW)
@@ -603,7 +619,7 @@ PGT_TEST(csv, copy_round_trip_through_postgres)
     PQclear(res);
     while ((res = PQgetResult(c)) != NULL)
         PQclear(res);
-    pgpipe_copy_buf_free(&b);
+    pgpipe_copy_buf_clear(&b);
 
     snprintf(sql, sizeof sql, "SELECT id, a, b FROM %s ORDER BY id", tbl);
     res = PGT_EXEC(c, sql);

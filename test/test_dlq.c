@@ -1,20 +1,9 @@
-/* Tests of the dead-letter operations (src/dlq.c). */
+/* Tests of the dead-letter operations (src/pipeline/dlq.c). */
 
 static PGconn *dlq_t_setup(const char *target)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    if (pgpipe_schema_install(c, NULL, &err) != PGPIPE_OK) {
-        fprintf(stderr, "    schema install: %s\n", err.message);
-        pgt_end_fail();
-    }
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "DROP TABLE IF EXISTS %s; CREATE TABLE %s (LIKE staging.raw_events INCLUDING ALL)",
-             target, target);
-    PQclear(PGT_EXEC(c, sql));
+    PGconn *c = pgt_db_open();
+    pgt_db_table(c, target, "(LIKE staging.raw_events INCLUDING ALL)");
     return c;
 }
 
@@ -298,7 +287,7 @@ PGT_TEST(dlq, replay_load_revalidates_keeps_source)
     o.load_key = key;
     o.notify_channel = "";
     pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&o, &l));
+    PGT_OK(pgpipe_loader_open(&l, &o));
     PGT_OK(pgpipe_loader_load_file(l, path));
     pgpipe_load_summary s;
     pgpipe_loader_summary(l, &s);

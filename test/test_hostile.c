@@ -4,7 +4,8 @@
 ** of 1 and 7 bytes, so every multi-byte sequence, escape, quote, BOM, CRLF
 ** and record boundary straddles a chunk; the counts (read, loaded,
 ** dead-lettered) must be those of the whole-file load, and must add up.
-** The big files are the script test's (test/sh/hostile.sh).
+** The big files are the script test's (test/sh/hostile.sh). Group copy (the
+** loader); `T=hostile` selects this file and the script.
 */
 #include <dirent.h>
 
@@ -38,17 +39,14 @@ static char *hostile_t_read(const char *path, size_t *len)
     return b;
 }
 
-PGT_TEST(hostile, corpus_in_small_chunks)
+PGT_TEST(copy, hostile_corpus_in_small_chunks)
 {
     char dir[600], cmd[1400];
     snprintf(dir, sizeof dir, "%s/hostile_c_%d", pgt_tmpdir(), (int)getpid());
     const char *top = getenv("PGPIPE_TOP");
     snprintf(cmd, sizeof cmd, "HOSTILE_SMALL=1 sh '%s/test/sh/hostile.sh' --generate '%s'", top ? top : ".", dir);
     PGT_CHECK_MSG(system(cmd) == 0, "%s", cmd);
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    PGT_CHECK_MSG(pgpipe_schema_install(c, NULL, &err) == PGPIPE_OK, "%s", err.message);
+    PGconn *c = pgt_db_open();
     DIR *d = opendir(dir);
     PGT_CHECK(d != NULL);
     struct dirent *e;
@@ -80,7 +78,7 @@ PGT_TEST(hostile, corpus_in_small_chunks)
             snprintf(name, sizeof name, "hostile_c/%d/%s/%zu", (int)getpid(), e->d_name, chunks[k]);
             o.source_name = name;
             pgpipe_loader *l = NULL;
-            PGT_CHECK_MSG(pgpipe_loader_open(&o, &l) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+            PGT_CHECK_MSG(pgpipe_loader_open(&l, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
             pgpipe_load_summary s;
             int rc = hostile_t_load(l, data, len, chunks[k], &s);
             PGT_CHECK_MSG(rc == PGPIPE_OK, "%s in chunks of %zu: %s", e->d_name, chunks[k],

@@ -1,11 +1,11 @@
-/* Tests of the JSON parser, writer, accessors and NDJSON reader (src/json.c).
+/* Tests of the JSON parser, writer, accessors and NDJSON reader (src/parse/json.c).
 ** Every accepted input in this file goes through json_t_accept, which also
 ** checks validate == parse and parse -> write -> parse -> equal. */
 
 static pgpipe_json_doc *json_t_doc(void)
 {
     pgpipe_json_doc *d = NULL;
-    PGT_OK(pgpipe_json_doc_new(&d));
+    PGT_OK(pgpipe_json_doc_open(&d));
     return d;
 }
 
@@ -28,15 +28,15 @@ static pgpipe_json_doc *json_t_accept_n(const char *s, size_t n)
     PGT_CHECK_MSG(pgpipe_json_equal(root, pgpipe_json_root(d2)), "not equal after write: %s", text);
     PGT_OK(pgpipe_json_write(pgpipe_json_root(d2), &text2, &len2));
     PGT_EQ_MEM(text, len, text2, len2);
-    pgpipe_json_text_free(text);
-    pgpipe_json_text_free(text2);
-    pgpipe_json_doc_free(d2);
+    pgpipe_free(text);
+    pgpipe_free(text2);
+    pgpipe_json_doc_close(d2);
     return d;
 }
 
 static void json_t_accept(const char *s)
 {
-    pgpipe_json_doc_free(json_t_accept_n(s, strlen(s)));
+    pgpipe_json_doc_close(json_t_accept_n(s, strlen(s)));
 }
 
 /* Parse and validate must both fail with code and a message containing
@@ -63,7 +63,7 @@ static void json_t_reject_n(const char *s, size_t n, int code, const char *want,
     PGT_EQ_STR(ve.message, e->message);
     PGT_EQ_INT(ve.offset, e->offset);
     PGT_EQ_INT(pgpipe_json_validate(s, n, NULL), code);
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
 }
 
 static void json_t_reject(const char *s, const char *want)
@@ -165,7 +165,7 @@ PGT_TEST(json, number_conversions)
     PGT_OK(pgpipe_json_parse(d, "1e-400", 6));
     PGT_OK(pgpipe_json_get_double(pgpipe_json_root(d), &x));
     PGT_EQ_DBL(x, 0.0);
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
 }
 
 PGT_TEST(json, strings_and_escapes)
@@ -175,12 +175,12 @@ PGT_TEST(json, strings_and_escapes)
     size_t n;
     const char *s = pgpipe_json_get_str(pgpipe_json_root(d), &n);
     PGT_EQ_MEM(s, n, "a\"b\\c/d\b\f\n\r\t", 12);
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
 
     d = json_t_accept_n("\"\\u00e9\\u20AC\\ud83d\\ude00\\u0041\"", 32);
     s = pgpipe_json_get_str(pgpipe_json_root(d), &n);
     PGT_EQ_MEM(s, n, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80" "A", 10);
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
 
     /* embedded NUL, in a value and in a key */
     d = json_t_accept_n("{\"k\\u0000ey\":\"a\\u0000b\"}", 24);
@@ -193,7 +193,7 @@ PGT_TEST(json, strings_and_escapes)
     size_t len;
     PGT_OK(pgpipe_json_write_to(pgpipe_json_root(d), out, sizeof out, &len));
     PGT_EQ_STR(out, "{\"k\\u0000ey\":\"a\\u0000b\"}");
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
 
     /* raw UTF-8 passes through untouched */
     json_t_accept("\"\xc3\xa9\xe6\x97\xa5\xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf \xef\xbf\xbf\"");
@@ -257,7 +257,7 @@ PGT_TEST(json, utf8_rejects)
     buf[299] = '"';
     json_t_reject_n(buf, sizeof buf, PGPIPE_PARSE, "overlong", 1, 202);
     buf[201] = buf[202] = '\\';
-    pgpipe_json_doc_free(json_t_accept_n(buf, sizeof buf));
+    pgpipe_json_doc_close(json_t_accept_n(buf, sizeof buf));
 }
 
 PGT_TEST(json, structure_whitespace_trailing_empty)
@@ -301,7 +301,7 @@ PGT_TEST(json, bom_policy)
     json_t_reject_n("\xef\xbb\xbf{}", 5, PGPIPE_PARSE, "byte order mark (BOM)", 1, 1);
     /* the NDJSON reader skips one at the start of its stream only */
     pgpipe_ndjson *r;
-    PGT_OK(pgpipe_ndjson_new(&r));
+    PGT_OK(pgpipe_ndjson_open(&r));
     const char *in = "\xef\xbb\xbf{\"a\":1}\n\xef\xbb\xbf{}\n";
     PGT_OK(pgpipe_ndjson_feed(r, in, strlen(in)));
     PGT_OK(pgpipe_ndjson_finish(r));
@@ -313,7 +313,7 @@ PGT_TEST(json, bom_policy)
     PGT_EQ_INT(line, 2);
     PGT_CONTAINS(pgpipe_errmsg(r), "byte order mark");
     PGT_EQ_INT(pgpipe_ndjson_next(r, &v, &line), PGPIPE_DONE);
-    pgpipe_ndjson_free(r);
+    pgpipe_ndjson_close(r);
 }
 
 PGT_TEST(json, nesting_limits)
@@ -323,7 +323,7 @@ PGT_TEST(json, nesting_limits)
     memset(deep, '[', n);
     memset(deep + n, ']', n);
     /* 512 levels are fine, 513 are not */
-    pgpipe_json_doc_free(json_t_accept_n(deep + n - 512, 1024));
+    pgpipe_json_doc_close(json_t_accept_n(deep + n - 512, 1024));
     json_t_reject_n(deep + n - 513, 1026, PGPIPE_LIMIT, "more than 512 levels", 1, 513);
     /* 100000 levels: an error, not a crash, both ways */
     json_t_reject_n(deep, 2 * n, PGPIPE_LIMIT, "nesting too deep", 1, 513);
@@ -345,8 +345,8 @@ PGT_TEST(json, nesting_limits)
     size_t len;
     PGT_OK(pgpipe_json_write(pgpipe_json_root(d), &text, &len));
     PGT_EQ_MEM(text, len, deep + n - 60000, 120000);
-    pgpipe_json_text_free(text);
-    pgpipe_json_doc_free(d);
+    pgpipe_free(text);
+    pgpipe_json_doc_close(d);
     free(deep);
 }
 
@@ -375,7 +375,7 @@ PGT_TEST(json, error_location_and_source)
     PGT_EQ_INT(pgpipe_json_parse(d, "[\n \"abc", 7), PGPIPE_PARSE);
     PGT_EQ_INT(pgpipe_errinfo(d)->line, 2);
     PGT_EQ_INT(pgpipe_errinfo(d)->column, 2);
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
 }
 
 PGT_TEST(json, access_iteration_path)
@@ -445,7 +445,7 @@ PGT_TEST(json, access_iteration_path)
     PGT_CHECK(pgpipe_json_get_str(NULL, &n) == NULL);
     PGT_CHECK(pgpipe_json_path(NULL, "a") == NULL);
     PGT_EQ_INT(pgpipe_json_len(NULL), 0);
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
 }
 
 PGT_TEST(json, writer_and_equal)
@@ -467,12 +467,12 @@ PGT_TEST(json, writer_and_equal)
     PGT_EQ_INT(len, strlen(want));
     PGT_OK(pgpipe_json_write(pgpipe_json_path(pgpipe_json_root(d), "n"), &text, &len));
     PGT_EQ_STR(text, "[-0.50e+01,1,true,false,null,{},[]]");
-    pgpipe_json_text_free(text);
+    pgpipe_free(text);
     PGT_OK(pgpipe_json_write(pgpipe_json_path(pgpipe_json_root(d), "n[0]"), &text, &len));
     PGT_EQ_STR(text, "-0.50e+01");
-    pgpipe_json_text_free(text);
+    pgpipe_free(text);
     PGT_EQ_INT(pgpipe_json_write(NULL, &text, &len), PGPIPE_MISUSE);
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
 
     /* equality */
     pgpipe_json_doc *a = json_t_doc(), *b = json_t_doc();
@@ -499,8 +499,8 @@ PGT_TEST(json, writer_and_equal)
     }
     PGT_CHECK(pgpipe_json_equal(NULL, NULL));
     PGT_CHECK(!pgpipe_json_equal(pgpipe_json_root(a), NULL));
-    pgpipe_json_doc_free(a);
-    pgpipe_json_doc_free(b);
+    pgpipe_json_doc_close(a);
+    pgpipe_json_doc_close(b);
 }
 
 /* A counting allocator, to prove what does and does not allocate. */
@@ -555,7 +555,7 @@ PGT_TEST(json, arena_reuse_and_validate_allocate_nothing)
     PGT_OK(pgpipe_json_validate(rec, strlen(rec), &e));
     PGT_EQ_INT(json_t_allocs - before, 0);
     free(s);
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
     pgpipe_config_allocator(NULL);
 }
 
@@ -581,7 +581,7 @@ PGT_TEST(json, copy_option_and_lifetime)
     PGT_CHECK(pgpipe_json_root(d) == NULL);
     PGT_EQ_INT(pgpipe_json_parse(NULL, "1", 1), PGPIPE_MISUSE);
     PGT_EQ_INT(pgpipe_json_parse(d, NULL, 3), PGPIPE_MISUSE);
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
 }
 
 PGT_TEST(json, large_input)
@@ -601,7 +601,7 @@ PGT_TEST(json, large_input)
     int64_t v;
     PGT_OK(pgpipe_json_get_int64(pgpipe_json_path(pgpipe_json_root(d), "[12345].i"), &v));
     PGT_EQ_INT(v, 12345);
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
     free(s);
 }
 
@@ -618,7 +618,7 @@ static size_t json_t_ndjson(const char *in, size_t len, size_t step, json_t_rec 
                             pgpipe_ndjson **keep)
 {
     pgpipe_ndjson *r;
-    PGT_OK(pgpipe_ndjson_new(&r));
+    PGT_OK(pgpipe_ndjson_open(&r));
     PGT_OK(pgpipe_ndjson_set_source(r, "events.ndjson"));
     size_t n = 0, off = 0;
     if (!step)
@@ -655,7 +655,7 @@ static size_t json_t_ndjson(const char *in, size_t len, size_t step, json_t_rec 
     if (keep)
         *keep = r;
     else
-        pgpipe_ndjson_free(r);
+        pgpipe_ndjson_close(r);
     return n;
 }
 
@@ -699,7 +699,7 @@ PGT_TEST(json, ndjson_lines_crlf_blank_bad)
     PGT_EQ_INT(e->line, 2);
     PGT_EQ_INT(e->column, 6);
     PGT_EQ_INT(e->offset, 8);
-    pgpipe_ndjson_free(r);
+    pgpipe_ndjson_close(r);
 }
 
 PGT_TEST(json, ndjson_bom_straddles_and_raw_line)
@@ -715,7 +715,7 @@ PGT_TEST(json, ndjson_bom_straddles_and_raw_line)
     }
     /* a parse error on the first line counts the BOM as one column */
     pgpipe_ndjson *r;
-    PGT_OK(pgpipe_ndjson_new(&r));
+    PGT_OK(pgpipe_ndjson_open(&r));
     PGT_OK(pgpipe_ndjson_feed(r, "\xef\xbb\xbf[1,]\nnext", 12));
     const pgpipe_json_val *v;
     long long line;
@@ -733,14 +733,14 @@ PGT_TEST(json, ndjson_bom_straddles_and_raw_line)
     PGT_EQ_INT(pgpipe_ndjson_next(r, &v, &line), PGPIPE_PARSE); /* "next" is not JSON */
     PGT_EQ_INT(line, 2);
     PGT_EQ_INT(pgpipe_ndjson_next(r, &v, &line), PGPIPE_DONE);
-    pgpipe_ndjson_free(r);
+    pgpipe_ndjson_close(r);
 }
 
 PGT_TEST(json, ndjson_undrained_feed_and_depth)
 {
     /* feeding again before draining keeps every line */
     pgpipe_ndjson *r;
-    PGT_OK(pgpipe_ndjson_new(&r));
+    PGT_OK(pgpipe_ndjson_open(&r));
     PGT_OK(pgpipe_ndjson_set_max_depth(r, 2));
     PGT_OK(pgpipe_ndjson_feed(r, "[1]\n[[[2]]]\n[3", 14));
     PGT_OK(pgpipe_ndjson_feed(r, "]\n", 2));
@@ -757,7 +757,7 @@ PGT_TEST(json, ndjson_undrained_feed_and_depth)
     PGT_EQ_INT(x, 3);
     PGT_EQ_INT(pgpipe_ndjson_next(r, &v, &line), PGPIPE_DONE);
     PGT_EQ_INT(pgpipe_ndjson_set_max_depth(r, -1), PGPIPE_MISUSE);
-    pgpipe_ndjson_free(r);
+    pgpipe_ndjson_close(r);
 }
 
 PGT_TEST(json, ndjson_memory_bounded_by_longest_line)
@@ -765,7 +765,7 @@ PGT_TEST(json, ndjson_memory_bounded_by_longest_line)
     /* 20 MB of short records fed in 4 KB chunks: the reader keeps only a
     ** partial line (< 1 KB here) and the document stays small */
     pgpipe_ndjson *r;
-    PGT_OK(pgpipe_ndjson_new(&r));
+    PGT_OK(pgpipe_ndjson_open(&r));
     char chunk[4096], rec[128];
     size_t used = 0, total = 0;
     long long lines = 0, rows = 0;
@@ -796,7 +796,7 @@ PGT_TEST(json, ndjson_memory_bounded_by_longest_line)
     PGT_EQ_INT(rows, lines);
     PGT_EQ_INT(line, lines);
     PGT_CHECK(pgpipe_json_doc_memory(r->doc) < 16384);
-    pgpipe_ndjson_free(r);
+    pgpipe_ndjson_close(r);
 }
 
 /* ---- the shared corpora (skipped when ../shared/data is absent) ---- */
@@ -842,7 +842,7 @@ PGT_TEST(json, corpus_roundtrip)
         } else {
             PGT_EQ_INT(pgpipe_json_type(pgpipe_json_path(root, "events")), PGPIPE_JSON_OBJECT);
         }
-        pgpipe_json_doc_free(d);
+        pgpipe_json_doc_close(d);
         free(b);
     }
     size_t len;
@@ -851,7 +851,7 @@ PGT_TEST(json, corpus_roundtrip)
         found++;
         /* every line round-trips; the reader agrees line by line */
         pgpipe_ndjson *r;
-        PGT_OK(pgpipe_ndjson_new(&r));
+        PGT_OK(pgpipe_ndjson_open(&r));
         PGT_OK(pgpipe_ndjson_feed(r, b, len));
         PGT_OK(pgpipe_ndjson_finish(r));
         const pgpipe_json_val *v;
@@ -864,13 +864,13 @@ PGT_TEST(json, corpus_roundtrip)
             PGT_OK(pgpipe_json_write(v, &text, &tl));
             PGT_OK(pgpipe_json_parse(d2, text, tl));
             PGT_CHECK(pgpipe_json_equal(v, pgpipe_json_root(d2)));
-            pgpipe_json_text_free(text);
+            pgpipe_free(text);
             rows++;
         }
         PGT_EQ_INT(rc, PGPIPE_DONE);
         PGT_EQ_INT(rows, 793);
-        pgpipe_json_doc_free(d2);
-        pgpipe_ndjson_free(r);
+        pgpipe_json_doc_close(d2);
+        pgpipe_ndjson_close(r);
         free(b);
     }
     if (!found)
@@ -895,7 +895,7 @@ PGT_TEST(json, utf8_long_runs_of_3_byte_characters)
                 n += 3;
             }
             buf[n++] = '"';
-            pgpipe_json_doc_free(json_t_accept_n(buf, n));
+            pgpipe_json_doc_close(json_t_accept_n(buf, n));
         }
         for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
             size_t n = 0;

@@ -1,40 +1,12 @@
 /*
-** Tests of the migration runner, the statement splitter, the built-in schema
-** and the example pipeline, against the real test PostgreSQL.
+** Tests of the migration runner (src/db/migrate.c): file names, checksums,
+** ordering, transactions, drift, baselines and locking, against the real test
+** PostgreSQL. The statement splitter is test_sqlsplit.c's, the built-in
+** schema and the example pipeline test_schema.c's.
 */
 #include <sys/wait.h>
 
 /* ---- helpers ---------------------------------------------------------- */
-
-typedef struct mig_t_stmt {
-    char sql[512];
-    long long line;
-    char copy[256];
-    int has_copy;
-} mig_t_stmt;
-
-/* Splits text; returns the count (or -code on error). */
-static int mig_t_split(const char *text, mig_t_stmt *out, int max, pgpipe_error *err)
-{
-    pgpipe_sql_split *s = NULL;
-    PGT_OK(pgpipe_sql_split_open(&s, text, strlen(text), "t.sql"));
-    pgpipe_sql_stmt st;
-    int n = 0, rc;
-    while ((rc = pgpipe_sql_split_next(s, &st)) == PGPIPE_ROW) {
-        PGT_CHECK(n < max);
-        snprintf(out[n].sql, sizeof out[n].sql, "%.*s", (int)st.len, st.sql);
-        out[n].line = st.line;
-        out[n].has_copy = st.copy_data != NULL;
-        snprintf(out[n].copy, sizeof out[n].copy, "%.*s", (int)st.copy_len,
-                 st.copy_data ? st.copy_data : "");
-        PGT_EQ_INT(st.index, n);
-        n++;
-    }
-    if (err)
-        *err = *pgpipe_errinfo(s);
-    pgpipe_sql_split_close(s);
-    return rc == PGPIPE_DONE ? n : -rc;
-}
 
 static const char *mig_t_path(const char *dir, const char *file)
 {
@@ -107,12 +79,12 @@ static pgpipe_migrate_options mig_t_opts(const char *dir, const char *scope)
 static int mig_t_run(PGconn *c, const pgpipe_migrate_options *o, pgpipe_migrator **out)
 {
     pgpipe_migrator *m = NULL;
-    PGT_OK(pgpipe_migrate_open(&m, c, o));
+    PGT_OK(pgpipe_migrator_open(&m, c, o));
     int rc = pgpipe_migrate_run(m);
     if (out)
         *out = m;
     else
-        pgpipe_migrate_close(m);
+        pgpipe_migrator_close(m);
     return rc;
 }
 
@@ -132,144 +104,6 @@ static const char *mig_t_format(pgpipe_migrator *m)
     int n = pgpipe_migrate_format(m, mig_t_fmt, sizeof mig_t_fmt);
     PGT_CHECK(n > 0 && n < (int)sizeof mig_t_fmt);
     return mig_t_fmt;
-}
-
-/* A fresh database; returns a connection to it. */
-static PGconn *mig_t_db(const char *name)
-{
-    PGconn *admin = pgt_connect();
-    char sql[256];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-    PQclear(PGT_EXEC(admin, sql));
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
-    PQclear(PGT_EXEC(admin, sql));
-    PQfinish(admin);
-    char dsn[1024];
-    snprintf(dsn, sizeof dsn, "%s dbname=%s", pgt_dsn(), name);
-    PGconn *c = PQconnectdb(dsn);
-    PGT_CHECK_MSG(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
-    return c;
-}
-
-static void mig_t_drop_db(PGconn *c, const char *name)
-{
-    PQfinish(c);
-    PGconn *admin = pgt_connect();
-    char sql[256];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-    PQclear(PGT_EXEC(admin, sql));
-    PQfinish(admin);
-}
-
-/* ---- splitter --------------------------------------------------------- */
-
-PGT_TEST(migrate, split_quotes_comments_dollar)
-{
-    mig_t_stmt s[16];
-    const char *text =
-        "-- leading comment; with a semicolon\n"
-        "SELECT 'a;b', 'it''s; fine';\n"          /* line 2 */
-        "SELECT E'x\\';y', \"we;ird\"\"id\";\n"   /* line 3: E'' with \' */
-        "/* block /* nested; */ still; */ SELECT 3;\n" /* line 4 */
-        "CREATE FUNCTION f() RETURNS int AS $fn$\n" /* line 5 */
-        "BEGIN\n"
-        "  RAISE NOTICE 'a;b $$ not the end';\n"
-        "  RETURN 1;\n"
-        "END\n"
-        "$fn$ LANGUAGE plpgsql;\n"
-        "SELECT $$;$$, $1, a$$b FROM t;\n"           /* line 11: a$$b is an identifier */
-        ";;  \n"
-        "SELECT (1;2);\n"                           /* line 13: ; inside parentheses */
-        "SELECT 'standard \\' ;\n"                  /* line 14: backslash is plain */
-        "SELECT 1 -- trailing; comment\n"
-        "  + 2";                                    /* line 15, no final ; */
-    int n = mig_t_split(text, s, 16, NULL);
-    PGT_EQ_INT(n, 8);
-    PGT_EQ_STR(s[0].sql, "SELECT 'a;b', 'it''s; fine'");
-    PGT_EQ_INT(s[0].line, 2);
-    PGT_EQ_STR(s[1].sql, "SELECT E'x\\';y', \"we;ird\"\"id\"");
-    PGT_EQ_INT(s[1].line, 3);
-    PGT_EQ_STR(s[2].sql, "SELECT 3");
-    PGT_EQ_INT(s[2].line, 4);
-    PGT_CONTAINS(s[3].sql, "RETURN 1;\nEND\n$fn$ LANGUAGE plpgsql");
-    PGT_EQ_INT(s[3].line, 5);
-    PGT_EQ_STR(s[4].sql, "SELECT $$;$$, $1, a$$b FROM t");
-    PGT_EQ_INT(s[4].line, 11);
-    PGT_EQ_STR(s[5].sql, "SELECT (1;2)");
-    PGT_EQ_INT(s[5].line, 13);
-    PGT_EQ_STR(s[6].sql, "SELECT 'standard \\'");
-    PGT_EQ_INT(s[6].line, 14);
-    PGT_EQ_STR(s[7].sql, "SELECT 1 -- trailing; comment\n  + 2");
-    PGT_EQ_INT(s[7].line, 15);
-}
-
-PGT_TEST(migrate, split_begin_atomic_and_copy)
-{
-    mig_t_stmt s[8];
-    const char *text =
-        "CREATE OR REPLACE FUNCTION add(a int, b int) RETURNS int\n"
-        "LANGUAGE sql\n"
-        "BEGIN ATOMIC\n"
-        "  SELECT CASE WHEN a > 0 THEN a ELSE 0 END + b;\n"
-        "  SELECT 2;\n"
-        "END;\n"
-        "COPY t (a, b) FROM stdin;\n"      /* line 7 */
-        "1\tx;y\n"
-        "2\t'q\n"
-        "\\.\n"
-        "BEGIN;\n"                          /* line 11: a plain BEGIN splits */
-        "COPY t FROM STDIN WITH (FORMAT csv);  -- data next\r\n"
-        "3,z\r\n"
-        "\\.\r\n"
-        "COMMIT;\n";
-    int n = mig_t_split(text, s, 8, NULL);
-    PGT_EQ_INT(n, 5);
-    PGT_CONTAINS(s[0].sql, "SELECT 2;\nEND");
-    PGT_EQ_INT(s[0].line, 1);
-    PGT_EQ_STR(s[1].sql, "COPY t (a, b) FROM stdin");
-    PGT_EQ_INT(s[1].line, 7);
-    PGT_CHECK(s[1].has_copy);
-    PGT_EQ_STR(s[1].copy, "1\tx;y\n2\t'q\n");
-    PGT_EQ_STR(s[2].sql, "BEGIN");
-    PGT_EQ_INT(s[2].line, 11);
-    PGT_CHECK(!s[2].has_copy);
-    PGT_EQ_STR(s[3].copy, "3,z\r\n");
-    PGT_EQ_STR(s[4].sql, "COMMIT");
-    PGT_EQ_INT(s[4].line, 15);
-
-    /* COPY without an end marker: the data runs to the end of the input */
-    n = mig_t_split("COPY t FROM stdin;\na\nb", s, 8, NULL);
-    PGT_EQ_INT(n, 1);
-    PGT_EQ_STR(s[0].copy, "a\nb");
-    /* COPY TO stdout and COPY FROM a file have no inline data */
-    n = mig_t_split("COPY t TO stdout;\nCOPY t FROM '/tmp/stdin';\nSELECT 1;", s, 8, NULL);
-    PGT_EQ_INT(n, 3);
-    PGT_CHECK(!s[0].has_copy && !s[1].has_copy);
-}
-
-PGT_TEST(migrate, split_errors_name_the_place)
-{
-    mig_t_stmt s[4];
-    pgpipe_error e;
-    PGT_EQ_INT(mig_t_split("SELECT 1;\nSELECT 'abc\n;\n", s, 4, &e), -PGPIPE_PARSE);
-    PGT_EQ_STR(e.source, "t.sql");
-    PGT_EQ_INT(e.line, 2);
-    PGT_EQ_INT(e.column, 8);
-    PGT_CONTAINS(e.message, "unterminated quoted string");
-    PGT_EQ_INT(mig_t_split("SELECT 1;\n\n  /* a /* b */\n", s, 4, &e), -PGPIPE_PARSE);
-    PGT_EQ_INT(e.line, 3);
-    PGT_CONTAINS(e.message, "unterminated /* comment");
-    PGT_EQ_INT(mig_t_split("DO $body$ BEGIN END $body;", s, 4, &e), -PGPIPE_PARSE);
-    PGT_CONTAINS(e.message, "dollar-quoted");
-    PGT_EQ_INT(mig_t_split("SELECT \"x;", s, 4, &e), -PGPIPE_PARSE);
-    PGT_CONTAINS(e.message, "quoted identifier");
-    PGT_EQ_INT(mig_t_split("SELECT 1;\n\\set x 1\n", s, 4, &e), -PGPIPE_PARSE);
-    PGT_EQ_INT(e.line, 2);
-    PGT_CONTAINS(e.message, "backslash");
-    PGT_EQ_INT(mig_t_split("COPY t FROM stdin; SELECT 2;\n", s, 4, &e), -PGPIPE_PARSE);
-    PGT_CONTAINS(e.message, "same line");
-    PGT_EQ_INT(mig_t_split("", s, 4, NULL), 0);
-    PGT_EQ_INT(mig_t_split("  -- only a comment\n;;\n", s, 4, NULL), 0);
 }
 
 PGT_TEST(migrate, sha256_and_checksum)
@@ -318,7 +152,7 @@ PGT_TEST(migrate, file_names)
     PGconn *c = pgt_connect();
     pgpipe_migrate_options o = mig_t_opts(d, "names");
     pgpipe_migrator *m = NULL;
-    PGT_OK(pgpipe_migrate_open(&m, c, &o));
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
     PGT_OK(pgpipe_migrate_status(m));
     PGT_EQ_INT(pgpipe_migrate_count(m), 1);
     mig_t_write(d, "V2_missing_underscore.sql", "SELECT 2;");
@@ -334,15 +168,15 @@ PGT_TEST(migrate, file_names)
     mig_t_write(d, "V0001__same.sql", "SELECT 2;");
     PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_ERROR);
     PGT_CONTAINS(pgpipe_errmsg(m), "have the same version 1");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* bad options */
     o.history_table = "a.b.c";
-    PGT_EQ_INT(pgpipe_migrate_open(&m, c, &o), PGPIPE_MISUSE);
-    pgpipe_migrate_close(m);
+    PGT_EQ_INT(pgpipe_migrator_open(&m, c, &o), PGPIPE_MISUSE);
+    pgpipe_migrator_close(m);
     o = mig_t_opts(d, "names");
     o.baseline_version = "1.5";
-    PGT_EQ_INT(pgpipe_migrate_open(&m, c, &o), PGPIPE_MISUSE);
-    pgpipe_migrate_close(m);
+    PGT_EQ_INT(pgpipe_migrator_open(&m, c, &o), PGPIPE_MISUSE);
+    pgpipe_migrator_close(m);
     PQfinish(c);
 }
 
@@ -393,7 +227,7 @@ PGT_TEST(migrate, apply_in_version_order)
         PGT_CHECK(in->ran);
     }
     PGT_EQ_INT(pgpipe_migrate_entry(m, 4)->kind, 'R');
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
 
     PGT_EQ_STR(mig_t_str(c, "SELECT mig_order.f('a')"), "a;it's ;'\" ");
     PGT_EQ_STR(mig_t_str(c, "SELECT note FROM mig_order.t WHERE id = 1"), "first; with semicolon");
@@ -426,7 +260,7 @@ PGT_TEST(migrate, apply_in_version_order)
     const char *txt = mig_t_format(m);
     PGT_CONTAINS(txt, "5 migrations: 5 applied");
     PGT_CONTAINS(txt, "after_two");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_order CASCADE"));
     PQfinish(c);
 }
@@ -460,7 +294,7 @@ PGT_TEST(migrate, no_transaction_concurrently)
     PGT_EQ_INT(mig_t_find(m, "index")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(mig_t_find(m, "index")->transactional, 0);
     PGT_EQ_INT(mig_t_find(m, "bad")->state, PGPIPE_MIGRATION_FAILED);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_index WHERE indexrelid = "
                             "'mig_notx.mig_notx_t_id'::regclass AND indisvalid"), 1);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM unnest(enum_range(NULL::mig_notx.mood))"), 3);
@@ -498,7 +332,7 @@ PGT_TEST(migrate, failure_rolls_back_then_fix_continues)
     PGT_EQ_STR(mig_t_find(m, "two")->sqlstate, "42P01");
     PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_PENDING);
     PGT_CONTAINS(mig_t_format(m), "re-apply (last attempt failed)");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* rolled back: the table of the first statement is not there */
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_fail'"), 0);
     PGT_EQ_STR(mig_t_str(c, "SELECT status FROM mig_test.history WHERE scope = 'fail' "
@@ -514,13 +348,13 @@ PGT_TEST(migrate, failure_rolls_back_then_fix_continues)
     PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_CHECK(mig_t_find(m, "two")->error == NULL);
     PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_APPLIED);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_fail.a"), 1);
     /* a transaction control statement in a transactional file is refused */
     mig_t_write(d, "V4__commit.sql", "INSERT INTO mig_fail.a VALUES (2);\nCOMMIT;\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_PARSE);
     PGT_CONTAINS(mig_t_err(m), "V4__commit.sql:2:1: transaction control statement (COMMIT)");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_fail CASCADE"));
     PQfinish(c);
 }
@@ -547,7 +381,7 @@ PGT_TEST(migrate, no_transaction_failure_resumes)
     PGT_EQ_INT(in->statements_total, 5);
     PGT_CONTAINS(in->action, "resume at statement 4");
     PGT_CONTAINS(mig_t_format(m), "3/5 statements done; line 5");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_resume.a"), 1);
     /* changing what already ran is refused */
     mig_t_write(d, "V1__steps.sql",
@@ -559,7 +393,7 @@ PGT_TEST(migrate, no_transaction_failure_resumes)
                 "INSERT INTO mig_resume.a VALUES (2);\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
     PGT_CONTAINS(pgpipe_errmsg(m), "cannot resume: the first 3 statements");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* fixing the failed statement resumes after the three that ran */
     mig_t_write(d, "V1__steps.sql",
                 "-- pgpipe:no-transaction\n"
@@ -572,7 +406,7 @@ PGT_TEST(migrate, no_transaction_failure_resumes)
     in = mig_t_find(m, "steps");
     PGT_EQ_INT(in->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(in->statements_done, 5);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM mig_resume.a"),
                "1,2");
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_resume CASCADE"));
@@ -593,19 +427,19 @@ PGT_TEST(migrate, drift_repair_and_missing)
                 "CREATE SCHEMA mig_drift;\r\nCREATE TABLE mig_drift.a (id int);\r\n");
     pgpipe_migrator *m = NULL;
     PGT_OK(mig_t_run(c, &o, &m));
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* an edit is drift: an error naming the file */
     mig_t_write(d, "V1__one.sql", "CREATE SCHEMA mig_drift;\nCREATE TABLE mig_drift.a (id bigint);\n");
     mig_t_write(d, "V3__three.sql", "CREATE TABLE mig_drift.c (id int);\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
     PGT_CONTAINS(mig_t_err(m), "V1__one.sql: applied migration changed on disk");
     PGT_EQ_STR(pgpipe_errinfo(m)->source, "V1__one.sql");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_drift' "
                             "AND tablename = 'c'"), 0);
     /* status shows it; the file of V2 goes missing too */
     remove(mig_t_path(d, "V2__two.sql"));
-    PGT_OK(pgpipe_migrate_open(&m, c, &o));
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
     PGT_OK(pgpipe_migrate_status(m));
     PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_CHANGED);
     PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_MISSING);
@@ -615,14 +449,14 @@ PGT_TEST(migrate, drift_repair_and_missing)
     PGT_CONTAINS(txt, "changed");
     PGT_CONTAINS(txt, "missing");
     PGT_CONTAINS(txt, "3 migrations: 1 pending, 1 changed, 1 missing");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* repair records the new checksum and goes on */
     o.flags = PGPIPE_MIGRATE_REPAIR;
     PGT_OK(mig_t_run(c, &o, &m));
     PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_MISSING);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     /* the repaired file did not run again: the column is still int */
     PGT_EQ_STR(mig_t_str(c, "SELECT data_type FROM information_schema.columns WHERE "
                             "table_schema = 'mig_drift' AND table_name = 'a'"), "integer");
@@ -631,7 +465,7 @@ PGT_TEST(migrate, drift_repair_and_missing)
     o.flags = PGPIPE_MIGRATE_DENY_MISSING;
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
     PGT_CONTAINS(mig_t_err(m), "V2__two.sql: applied migration is missing on disk");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_drift CASCADE"));
     PQfinish(c);
 }
@@ -665,7 +499,7 @@ PGT_TEST(migrate, baseline_dry_run_out_of_order)
     PGT_CHECK(!pgpipe_migrate_entry(m, 0)->will_run);
     const char *txt = mig_t_format(m);
     PGT_CONTAINS(txt, "would apply");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_base'"), 0);
 
     /* baseline for real: V1 and V2 are recorded, not run (they would fail) */
@@ -675,7 +509,7 @@ PGT_TEST(migrate, baseline_dry_run_out_of_order)
     PGT_EQ_INT(pgpipe_migrate_entry(m, 1)->state, PGPIPE_MIGRATION_BASELINE);
     PGT_EQ_INT(mig_t_find(m, "new")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(mig_t_find(m, "view")->state, PGPIPE_MIGRATION_APPLIED);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_base.history WHERE status = 'baseline'"), 2);
     o.baseline_version = NULL;
     PGT_OK(mig_t_run(c, &o, NULL));
@@ -686,11 +520,11 @@ PGT_TEST(migrate, baseline_dry_run_out_of_order)
     mig_t_write(d, "V4__four.sql", "CREATE TABLE mig_base.t4 (id int);\n");
     PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
     PGT_CONTAINS(mig_t_err(m), "V4__four.sql: version 4 is pending but a higher version");
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     o.flags = PGPIPE_MIGRATE_OUT_OF_ORDER;
     PGT_OK(mig_t_run(c, &o, &m));
     PGT_EQ_INT(mig_t_find(m, "four")->state, PGPIPE_MIGRATION_APPLIED);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
 
     /* baseline at a version without a file records a marker; lower files are ignored */
     o.flags = 0;
@@ -699,13 +533,13 @@ PGT_TEST(migrate, baseline_dry_run_out_of_order)
     PGT_OK(mig_t_run(c, &o, &m));
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_base.history WHERE scope = 'base2' "
                             "AND status = 'baseline'"), 6);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     o.baseline_version = NULL;
     mig_t_write(d, "V6__six.sql", "SELECT 1 / 0;\n");
     PGT_OK(mig_t_run(c, &o, &m));
     PGT_EQ_INT(mig_t_find(m, "six")->state, PGPIPE_MIGRATION_IGNORED);
     PGT_EQ_INT(mig_t_find(m, "baseline")->state, PGPIPE_MIGRATION_BASELINE);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_base CASCADE"));
     PQfinish(c);
 }
@@ -729,13 +563,13 @@ PGT_TEST(migrate, repeatable_runs_when_changed)
     /* a new versioned file runs before the changed repeatable */
     mig_t_write(d, "V2__col.sql", "ALTER TABLE mig_rep.runs ADD COLUMN at timestamptz DEFAULT clock_timestamp();\n");
     pgpipe_migrator *m = NULL;
-    PGT_OK(pgpipe_migrate_open(&m, c, &o));
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
     PGT_OK(pgpipe_migrate_status(m));
     PGT_EQ_INT(mig_t_find(m, "count")->state, PGPIPE_MIGRATION_OUTDATED);
     PGT_OK(pgpipe_migrate_run(m));
     PGT_EQ_INT(mig_t_find(m, "count")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_CHECK(mig_t_find(m, "count")->ran);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT mig_rep.v()"), 2);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_rep.runs WHERE n = 2 AND at IS NOT NULL"), 1);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_test.history WHERE scope = 'rep' AND kind = 'R'"), 1);
@@ -753,12 +587,12 @@ static int mig_t_child_run(const char *dir, int timeout_ms, char *msg, size_t ms
     pgpipe_migrate_options o = mig_t_opts(dir, "lock");
     o.lock_timeout_ms = timeout_ms;
     pgpipe_migrator *m = NULL;
-    int rc = pgpipe_migrate_open(&m, c, &o);
+    int rc = pgpipe_migrator_open(&m, c, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_migrate_run(m);
     if (msg)
         snprintf(msg, msgsize, "%s", pgpipe_errmsg(m));
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQfinish(c);
     return rc;
 }
@@ -828,196 +662,6 @@ PGT_TEST(migrate, two_processes_never_both_apply)
     PQfinish(c);
 }
 
-/* ---- built-in schema and example -------------------------------------- */
-
-PGT_TEST(migrate, schema_install_idempotent)
-{
-    PGconn *c = mig_t_db("mig_schema_t");
-    pgpipe_error err;
-    int rc = pgpipe_schema_install(c, NULL, &err);
-    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
-    PGT_OK(pgpipe_schema_install(c, NULL, &err));
-    /* every embedded sql/schema file is applied once, however many there are */
-    int embedded = 0;
-    for (int i = 0; i < pgpipe_sql_file_count(); i++)
-        embedded += strncmp(pgpipe_sql_file_path(i), "schema/", 7) == 0;
-    PGT_CHECK(embedded >= 3);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pgpipe.migrations WHERE scope = 'schema' "
-                            "AND status = 'applied'"), embedded);
-    const char *tables[] = { "staging.raw_events", "staging.raw_events_default", "pgpipe.loads",
-                             "pgpipe.load_batches", "pgpipe.dead_letters", "pgpipe.migrations" };
-    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
-        char sql[200];
-        snprintf(sql, sizeof sql, "SELECT to_regclass('%s') IS NOT NULL", tables[i]);
-        PGT_EQ_STR(mig_t_str(c, sql), "t");
-    }
-    PGT_EQ_STR(mig_t_str(c, "SELECT pg_get_partkeydef('staging.raw_events'::regclass)"),
-               "RANGE (received_at)");
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'staging' AND "
-                            "tablename = 'raw_events' AND (indexdef LIKE '%USING brin%' OR "
-                            "indexdef LIKE '%WHERE (NOT processed)%' OR "
-                            "indexdef LIKE '%payload ->> ''user_id''%')"), 3);
-    /* yesterday .. today + 7 exist */
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pgpipe.raw_events_partitions "
-                            "WHERE partition <> 'raw_events_default'"), 9);
-    /* a row for any time is accepted; one from today lands in today's partition */
-    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload) "
-                        "VALUES ('t', 'x', '{\"user_id\": 7}')"));
-    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, received_at) "
-                        "VALUES ('t', 'x', '{}', '1999-01-01')"));
-    PGT_EQ_STR(mig_t_str(c, "SELECT tableoid::regclass::text FROM staging.raw_events "
-                            "WHERE received_at > '2000-01-01'"),
-               mig_t_str(c, "SELECT 'staging.raw_events_p' || to_char(now() AT TIME ZONE 'UTC', "
-                            "'YYYYMMDD')"));
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events_default"), 1);
-    /* the optional GIN index */
-    PGT_EQ_STR(mig_t_str(c, "SELECT pgpipe.raw_events_payload_gin(true)"), "t");
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_indexes WHERE indexname = 'raw_events_payload_gin'"), 1);
-    PGT_EQ_STR(mig_t_str(c, "SELECT pgpipe.raw_events_payload_gin(false)"), "f");
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_indexes WHERE indexname = 'raw_events_payload_gin'"), 0);
-    /* the tables the loader and the dead-letter queue write */
-    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.loads (source, format) VALUES ('a.csv', 'csv')"));
-    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, rows_loaded) "
-                        "SELECT id, 1, gen_random_uuid(), 10 FROM pgpipe.loads"));
-    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, source_name, line_number, "
-                        "raw_text, error_message, sqlstate) VALUES ('load', 'a.csv', 3, 'x,y', "
-                        "'bad json', '22P02')"));
-    PGconn *c2 = c;
-    mig_t_drop_db(c2, "mig_schema_t");
-}
-
-PGT_TEST(migrate, partitions_maintenance_and_retention)
-{
-    PGconn *c = mig_t_db("mig_part_t");
-    pgpipe_error err;
-    int rc = pgpipe_schema_install(c, NULL, &err);
-    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
-    /* rows 40 days ahead land in DEFAULT; creating that day's partition moves them */
-    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, received_at) "
-                        "SELECT 's', 'e', jsonb_build_object('n', g), "
-                        "(now() AT TIME ZONE 'UTC')::date + 40 + interval '1 hour' * (g % 24) "
-                        "FROM generate_series(1, 100) g"));
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events_default"), 100);
-    PGT_EQ_INT(mig_t_int(c, "SELECT pgpipe.create_partitions(2, "
-                            "(now() AT TIME ZONE 'UTC')::date + 39)"), 3);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events_default"), 0);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE tableoid = "
-                            "format('staging.raw_events_p%s', to_char((now() AT TIME ZONE 'UTC')::date + 40, "
-                            "'YYYYMMDD'))::regclass"), 100);
-    /* the moved partition has the indexes of the parent (pkey, unprocessed, BRIN, user_id) */
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_indexes WHERE tablename = format("
-                            "'raw_events_p%s', to_char((now() AT TIME ZONE 'UTC')::date + 40, "
-                            "'YYYYMMDD'))"), 4);
-    /* calling again creates nothing */
-    PGT_EQ_INT(mig_t_int(c, "SELECT pgpipe.create_partitions(2, "
-                            "(now() AT TIME ZONE 'UTC')::date + 39)"), 0);
-
-    /* retention: three old days; one still holds an unprocessed row */
-    PGT_EQ_INT(mig_t_int(c, "SELECT pgpipe.create_partitions(2, "
-                            "(now() AT TIME ZONE 'UTC')::date - 50)"), 3);
-    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, received_at, processed) "
-                        "SELECT 's', 'e', '{}', (now() AT TIME ZONE 'UTC')::date - 50 + d "
-                        "+ interval '3 hours', d <> 2 FROM generate_series(0, 2) d"));
-    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, received_at, processed) "
-                        "VALUES ('s', 'e', '{}', now() - interval '400 days', true)"));
-    PGT_EQ_INT(mig_t_int(c, "SELECT pgpipe.drop_old_partitions(30, detach_only => true)"), 2);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE received_at < now() - "
-                            "interval '30 days'"), 1);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events_default"), 0);
-    /* detached, not dropped */
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_class WHERE relname = format('raw_events_p%s', "
-                            "to_char((now() AT TIME ZONE 'UTC')::date - 50, 'YYYYMMDD')) "
-                            "AND NOT relispartition"), 1);
-    PGT_EQ_INT(mig_t_int(c, "SELECT pgpipe.drop_old_partitions(30, include_unprocessed => true)"), 1);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE received_at < now() - "
-                            "interval '30 days'"), 0);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_class WHERE relname = format('raw_events_p%s', "
-                            "to_char((now() AT TIME ZONE 'UTC')::date - 48, 'YYYYMMDD'))"), 0);
-    /* today's partitions are untouched */
-    PGT_CHECK(mig_t_int(c, "SELECT count(*) FROM pgpipe.raw_events_partitions") >= 10);
-    mig_t_drop_db(c, "mig_part_t");
-}
-
-PGT_TEST(migrate, example_pipeline)
-{
-    PGconn *c = mig_t_db("mig_example_t");
-    pgpipe_error err;
-    int rc = pgpipe_example_install(c, NULL, &err);
-    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
-    PGT_OK(pgpipe_example_install(c, NULL, &err));
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pgpipe.migrations WHERE scope = 'example' "
-                            "AND status = 'applied'"), 6);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_namespace WHERE nspname IN "
-                            "('staging', 'production', 'analytics')"), 3);
-    /* uuid-ossp only when the server has it; PostGIS is not installed here */
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_extension WHERE extname = 'uuid-ossp'"),
-               mig_t_int(c, "SELECT count(*) FROM pg_available_extensions WHERE name = 'uuid-ossp'"));
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_extension WHERE extname = 'postgis'"),
-               mig_t_int(c, "SELECT count(*) FROM pg_available_extensions WHERE name = 'postgis'"));
-    /* dim_date: 2020 .. 2035 */
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM production.dim_date"),
-               mig_t_int(c, "SELECT DATE '2036-01-01' - DATE '2020-01-01'"));
-    PGT_EQ_STR(mig_t_str(c, "SELECT day_name || ' ' || is_weekend FROM production.dim_date "
-                            "WHERE full_date = '2024-06-01'"), "Saturday true");
-    /* constraints */
-    PGresult *r = PQexec(c, "INSERT INTO production.users (email, full_name) VALUES ('no-at', 'X')");
-    PGT_EQ_STR(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23514");
-    PQclear(r);
-    r = PQexec(c, "INSERT INTO production.users (email) VALUES ('a@b.co')");
-    PGT_EQ_STR(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23502");
-    PQclear(r);
-    /* staging -> production, idempotent */
-    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_users (source, payload) VALUES "
-                        "('crm', '{\"email\": \"Ann@Example.com\", \"name\": \"Ann\"}'), "
-                        "('crm', '{\"email\": \"bob@example.com\", \"name\": \"Bob\"}'), "
-                        "('crm', '{\"email\": \"ann@example.com\", \"name\": \"Ann B\", \"country\": \"SE\"}')"));
-    PGT_EQ_INT(mig_t_int(c, "SELECT staging.promote_users()"), 2);
-    PGT_EQ_INT(mig_t_int(c, "SELECT staging.promote_users()"), 0);
-    PGT_EQ_STR(mig_t_str(c, "SELECT full_name || '/' || country FROM production.users "
-                            "WHERE email = 'ann@example.com'"), "Ann B/SE");
-    PGT_EQ_INT(mig_t_int(c, "SELECT production.upsert_user('bob@example.com', 'Robert')"),
-               mig_t_int(c, "SELECT id FROM production.users WHERE email = 'bob@example.com'"));
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM production.users"), 2);
-    /* updated_at follows updates */
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM production.users WHERE email = 'bob@example.com' "
-                            "AND updated_at > created_at"), 1);
-    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload) VALUES "
-                        "('pay', 'transaction', '{\"email\": \"ann@example.com\", \"amount\": 10.50, \"status\": \"completed\", \"ref\": \"t1\"}'), "
-                        "('pay', 'transaction', '{\"email\": \"bob@example.com\", \"amount\": 5, \"ref\": \"t2\"}'), "
-                        "('pay', 'transaction', '{\"email\": \"bob@example.com\", \"amount\": -1, \"ref\": \"t3\"}')"));
-    PGT_EQ_INT(mig_t_int(c, "SELECT staging.promote_transactions()"), 2);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE NOT processed"), 1);
-    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload) VALUES "
-                        "('pay', 'transaction', '{\"email\": \"bob@example.com\", \"amount\": 5, \"status\": \"completed\", \"ref\": \"t2\"}')"));
-    PGT_EQ_INT(mig_t_int(c, "SELECT staging.promote_transactions()"), 1);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM production.transactions"), 2);
-    r = PQexec(c, "INSERT INTO production.transactions (user_id, amount) "
-                  "SELECT id, 0 FROM production.users LIMIT 1");
-    PGT_EQ_STR(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23514");
-    PQclear(r);
-    r = PQexec(c, "INSERT INTO production.transactions (user_id, amount, status) "
-                  "SELECT id, 1, 'lost' FROM production.users LIMIT 1");
-    PGT_EQ_STR(PQresultErrorField(r, PG_DIAG_SQLSTATE), "23514");
-    PQclear(r);
-    PGT_EQ_STR(mig_t_str(c, "SELECT data_type || numeric_precision || ',' || numeric_scale FROM "
-                            "information_schema.columns WHERE table_schema = 'production' AND "
-                            "table_name = 'transactions' AND column_name = 'amount'"), "numeric10,2");
-    /* the materialized view refreshes concurrently */
-    PQclear(PGT_EXEC(c, "REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.daily_user_metrics"));
-    PGT_EQ_STR(mig_t_str(c, "SELECT active_users || '/' || transactions || '/' || revenue || '/' || "
-                            "new_users FROM analytics.daily_user_metrics"), "2/2/15.50/2");
-    /* cascade: deleting a user deletes their transactions */
-    PQclear(PGT_EXEC(c, "DELETE FROM production.users WHERE email = 'bob@example.com'"));
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM production.transactions"), 1);
-    PQclear(PGT_EXEC(c, "REFRESH MATERIALIZED VIEW CONCURRENTLY analytics.daily_user_metrics"));
-    PGT_EQ_STR(mig_t_str(c, "SELECT revenue::text FROM analytics.daily_user_metrics"), "10.50");
-    /* cleanup_old_data deletes processed rows older than N days */
-    PQclear(PGT_EXEC(c, "UPDATE staging.raw_users SET received_at = now() - interval '10 days'"));
-    PGT_EQ_INT(mig_t_int(c, "SELECT staging.cleanup_old_data(5)"), 3);
-    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_users"), 0);
-    mig_t_drop_db(c, "mig_example_t");
-}
-
 PGT_TEST(migrate, parse_error_stops_before_anything_runs)
 {
     const char *d = mig_t_dir("parse");
@@ -1035,40 +679,7 @@ PGT_TEST(migrate, parse_error_stops_before_anything_runs)
     /* status still works on the broken directory */
     PGT_OK(pgpipe_migrate_status(m));
     PGT_EQ_INT(pgpipe_migrate_count(m), 2);
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_parse_t'"), 0);
     PQfinish(c);
-}
-
-PGT_TEST(migrate, split_incomplete_input)
-{
-    /* what an interactive shell needs: is more input required? */
-    struct { const char *text; int incomplete; } cases[] = {
-        { "SELECT 1;", 0 },
-        { "SELECT 1; SELECT 2", 1 },
-        { "SELECT 'abc", 1 },
-        { "SELECT 1; /* open", 1 },
-        { "DO $$ BEGIN", 1 },
-        { "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;", 1 },
-        { "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;", 0 },
-        { "COPY t FROM stdin;\n1\n", 1 },
-        { "COPY t FROM stdin;\n1\n\\.\n", 0 },
-        { "  -- just a comment\n", 0 },
-        { "SELECT 1;\n\\q\n", 0 },
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        pgpipe_sql_split *s = NULL;
-        PGT_OK(pgpipe_sql_split_open(&s, cases[i].text, strlen(cases[i].text), NULL));
-        pgpipe_sql_stmt st;
-        int rc, last_term = 1;
-        while ((rc = pgpipe_sql_split_next(s, &st)) == PGPIPE_ROW)
-            last_term = st.terminated;
-        PGT_CHECK_MSG(pgpipe_sql_split_incomplete(s) == cases[i].incomplete, "case %zu: %s", i,
-                      cases[i].text);
-        if (rc == PGPIPE_DONE)
-            PGT_EQ_INT(last_term, !cases[i].incomplete);
-        if (i == 10)
-            PGT_EQ_STR(pgpipe_errinfo(s)->source, "<buffer>");
-        pgpipe_sql_split_close(s);
-    }
 }

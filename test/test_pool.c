@@ -1,4 +1,4 @@
-/* Tests of the connection pool (src/pool.c), against the test cluster. */
+/* Tests of the connection pool (src/db/pool.c), against the test cluster. */
 
 #include <pthread.h>
 
@@ -12,7 +12,7 @@ static pgpipe_pool *pool_t_open(int size, int overflow, void (*tweak)(pgpipe_poo
     if (tweak)
         tweak(&o);
     pgpipe_pool *p = NULL;
-    int rc = pgpipe_pool_open(pgt_dsn(), &o, &p);
+    int rc = pgpipe_pool_open(&p, pgt_dsn(), &o);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "open: %s", pgpipe_errmsg(p));
     return p;
 }
@@ -81,20 +81,20 @@ PGT_TEST(pool, options_defaults_and_validation)
 
     pgpipe_pool *p = NULL;
     o.pool_size = 0;
-    PGT_EQ_INT(pgpipe_pool_open("dbname=x", &o, &p), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_pool_open(&p, "dbname=x", &o), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(p), "pool_size must be at least 1");
     PGT_OK(pgpipe_pool_close(p, NULL));
 
     pgpipe_pool_options_init(&o);
     o.min_idle = 9;
-    PGT_EQ_INT(pgpipe_pool_open("dbname=x", &o, &p), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_pool_open(&p, "dbname=x", &o), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(p), "min_idle");
     PGT_OK(pgpipe_pool_close(p, NULL));
 
     /* a malformed conninfo is reported at open, with the password masked */
     pgpipe_pool_options_init(&o);
     o.min_idle = 0;
-    PGT_EQ_INT(pgpipe_pool_open("host=x password=hunter2 bogus_option=1", &o, &p), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_pool_open(&p, "host=x password=hunter2 bogus_option=1", &o), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(p), "invalid connection string");
     PGT_CONTAINS(pgpipe_errmsg(p), "bogus_option");
     PGT_CHECK(strstr(pgpipe_errmsg(p), "hunter2") == NULL);
@@ -108,7 +108,7 @@ PGT_TEST(pool, connect_failure_is_clear_and_masked)
     pgpipe_pool_options_init(&o);
     pgpipe_pool *p = NULL;
     /* nothing listens on this socket dir: open fails fast, no password shown */
-    int rc = pgpipe_pool_open("host=/nonexistent-pgpipe port=1 user=u password=hunter2", &o, &p);
+    int rc = pgpipe_pool_open(&p, "host=/nonexistent-pgpipe port=1 user=u password=hunter2", &o);
     PGT_EQ_INT(rc, PGPIPE_DB);
     PGT_CONTAINS(pgpipe_errmsg(p), "cannot connect");
     PGT_CHECK(strstr(pgpipe_errmsg(p), "hunter2") == NULL);
@@ -117,7 +117,7 @@ PGT_TEST(pool, connect_failure_is_clear_and_masked)
     /* with min_idle 0 the pool opens; an acquire retries until its timeout */
     o.min_idle = 0;
     o.acquire_timeout_ms = 300;
-    PGT_OK(pgpipe_pool_open("postgresql://u:hunter2@/x?host=/nonexistent-pgpipe&port=1", &o, &p));
+    PGT_OK(pgpipe_pool_open(&p, "postgresql://u:hunter2@/x?host=/nonexistent-pgpipe&port=1", &o));
     pgpipe_conn *c = NULL;
     pgpipe_error e;
     int64_t t0 = pgpipe_now_us();
@@ -226,7 +226,7 @@ PGT_TEST(pool, application_name_and_conninfo_forms)
     /* the user's string wins over the option; it is not rewritten */
     char ci[600];
     snprintf(ci, sizeof ci, "%s application_name=mine", pgt_dsn());
-    PGT_OK(pgpipe_pool_open(ci, NULL, &p));
+    PGT_OK(pgpipe_pool_open(&p, ci, NULL));
     c = pool_t_get(p);
     PGT_EQ_STR(pool_t_value(c, "SELECT current_setting('application_name')"), "mine");
     pgpipe_pool_release(c);
@@ -236,13 +236,13 @@ PGT_TEST(pool, application_name_and_conninfo_forms)
     const char *host = getenv("PGHOST"), *port = getenv("PGPORT");
     if (host && port) {
         snprintf(ci, sizeof ci, "postgresql:///postgres?host=%s&port=%s&user=postgres", host, port);
-        PGT_OK(pgpipe_pool_open(ci, NULL, &p));
+        PGT_OK(pgpipe_pool_open(&p, ci, NULL));
         c = pool_t_get(p);
         PGT_EQ_STR(pool_t_value(c, "SELECT current_database()"), "postgres");
         pgpipe_pool_release(c);
         pool_t_close(p);
         /* no conninfo at all: the PG* environment variables */
-        PGT_OK(pgpipe_pool_open(NULL, NULL, &p));
+        PGT_OK(pgpipe_pool_open(&p, NULL, NULL));
         c = pool_t_get(p);
         PGT_EQ_STR(pool_t_value(c, "SELECT 'env'"), "env");
         pgpipe_pool_release(c);
@@ -683,7 +683,7 @@ static void pool_t_pipeline_case(int flags, const char *table)
     snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s; CREATE TABLE %s (x int)", table, table);
     PQclear(PGT_EXEC(pg, sql));
     pgpipe_pipeline *pl;
-    PGT_OK(pgpipe_pipeline_begin(c, flags, &pl));
+    PGT_OK(pgpipe_pipeline_open(&pl, c, flags));
     snprintf(sql, sizeof sql, "INSERT INTO %s VALUES ($1::int)", table);
     for (int i = 1; i <= 5; i++) {
         char num[16];
@@ -709,14 +709,14 @@ static void pool_t_pipeline_case(int flags, const char *table)
         PGT_EQ_INT(failed, 1);
         PGT_EQ_INT(PQresultStatus(pgpipe_pipeline_result(pl, 3)), PGRES_COMMAND_OK);
         PGT_EQ_INT(PQresultStatus(pgpipe_pipeline_result(pl, 4)), PGRES_COMMAND_OK);
-        pgpipe_pipeline_free(pl);
+        pgpipe_pipeline_close(pl);
         PGT_EQ_STR(pool_t_value(c, sql), "1,2,4,5");
     } else {
         /* one implicit transaction: the rest skipped, the first two rolled back */
         PGT_EQ_INT(failed, 3);
         PGT_EQ_INT(PQresultStatus(pgpipe_pipeline_result(pl, 3)), PGRES_PIPELINE_ABORTED);
         PGT_EQ_INT(PQresultStatus(pgpipe_pipeline_result(pl, 4)), PGRES_PIPELINE_ABORTED);
-        pgpipe_pipeline_free(pl);
+        pgpipe_pipeline_close(pl);
         PGT_EQ_STR(pool_t_value(c, sql), "");
     }
     PGT_EQ_INT(PQpipelineStatus(pg), PQ_PIPELINE_OFF);
@@ -747,7 +747,7 @@ PGT_TEST(pool, pipeline_many_statements_results_in_order)
     pgpipe_conn *c = pool_t_get(p);
     for (int flags = 0; flags <= PGPIPE_PIPELINE_SYNC_EACH; flags++) {
         pgpipe_pipeline *pl;
-        PGT_OK(pgpipe_pipeline_begin(c, flags, &pl));
+        PGT_OK(pgpipe_pipeline_open(&pl, c, flags));
         /* enough to fill the socket buffers both ways */
         enum { N = 5000 };
         for (int i = 0; i < N; i++) {
@@ -766,23 +766,23 @@ PGT_TEST(pool, pipeline_many_statements_results_in_order)
         }
         PGT_CHECK(pgpipe_pipeline_result(pl, N) == NULL);
         PGT_EQ_INT(pgpipe_pipeline_run(pl, NULL), PGPIPE_MISUSE);
-        pgpipe_pipeline_free(pl);
+        pgpipe_pipeline_close(pl);
     }
     /* an empty pipeline, and one freed without running */
     pgpipe_pipeline *pl;
-    PGT_OK(pgpipe_pipeline_begin(c, 0, &pl));
+    PGT_OK(pgpipe_pipeline_open(&pl, c, 0));
     PGT_OK(pgpipe_pipeline_run(pl, NULL));
-    pgpipe_pipeline_free(pl);
-    PGT_OK(pgpipe_pipeline_begin(c, 0, &pl));
+    pgpipe_pipeline_close(pl);
+    PGT_OK(pgpipe_pipeline_open(&pl, c, 0));
     PGT_OK(pgpipe_pipeline_add(pl, "SELECT 1", 0, NULL));
-    pgpipe_pipeline_free(pl);
+    pgpipe_pipeline_close(pl);
     PGT_EQ_STR(pool_t_value(c, "SELECT 'after'"), "after");
     /* a pipeline left open at release: the connection is closed, not reused */
     int pid = pool_t_pid(c);
-    PGT_OK(pgpipe_pipeline_begin(c, 0, &pl));
+    PGT_OK(pgpipe_pipeline_open(&pl, c, 0));
     PGT_OK(pgpipe_pipeline_add(pl, "SELECT 1", 0, NULL));
     PGT_CHECK(!pool_conn_reset(c));
-    pgpipe_pipeline_free(pl);
+    pgpipe_pipeline_close(pl);
     PGT_OK(pgpipe_pool_release(c));
     c = pool_t_get(p);
     PGT_EQ_INT(pool_t_pid(c), pid);
@@ -888,12 +888,12 @@ static void pool_t_stress_step(pool_t_shared *sh, int id, int k)
         good = PQtransactionStatus(pg) == PQTRANS_INERROR;
     } else if (kind == 15 || kind == 16) { /* a short pipeline */
         pgpipe_pipeline *pl = NULL;
-        good = pgpipe_pipeline_begin(c, kind == 16 ? PGPIPE_PIPELINE_SYNC_EACH : 0, &pl) == PGPIPE_OK;
+        good = pgpipe_pipeline_open(&pl, c, kind == 16 ? PGPIPE_PIPELINE_SYNC_EACH : 0) == PGPIPE_OK;
         for (int i = 0; good && i < 5; i++)
             good = pgpipe_pipeline_add(pl, "SELECT $1::int", 1, v) == PGPIPE_OK;
         int failed = -1;
         good = good && pgpipe_pipeline_run(pl, &failed) == PGPIPE_OK && failed == 0;
-        pgpipe_pipeline_free(pl);
+        pgpipe_pipeline_close(pl);
     } else if (kind == 17) { /* the caller throws it away */
         pgpipe_pool_discard(c);
         pool_t_count(sh, sh->ok, id, NULL);
@@ -1118,7 +1118,7 @@ PGT_TEST(pool, permanent_connect_failure_fails_fast)
     pgpipe_pool_options_init(&o);
     o.min_idle = 0;
     pgpipe_pool *p = NULL;
-    PGT_OK(pgpipe_pool_open(ci, &o, &p));
+    PGT_OK(pgpipe_pool_open(&p, ci, &o));
     pgpipe_conn *c = NULL;
     pgpipe_error e;
     int64_t t0 = pgpipe_now_us();
@@ -1186,7 +1186,7 @@ PGT_TEST(pool, conninfo_from_a_service_file)
     fclose(f);
     setenv("PGSERVICEFILE", path, 1);
     pgpipe_pool *p = NULL;
-    PGT_CHECK_MSG(pgpipe_pool_open("service=pool_t_svc", NULL, &p) == PGPIPE_OK, "%s",
+    PGT_CHECK_MSG(pgpipe_pool_open(&p, "service=pool_t_svc", NULL) == PGPIPE_OK, "%s",
                   pgpipe_errmsg(p));
     pgpipe_conn *c = pool_t_get(p);
     /* the service file's settings are the user's string: they win */

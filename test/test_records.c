@@ -1,4 +1,4 @@
-/* Tests of the record store (src/records.c). */
+/* Tests of the record store (src/pipeline/records.c). */
 
 #include <sys/wait.h>
 
@@ -9,7 +9,7 @@ static pgpipe_pool *rec_t_pool(void)
     o.pool_size = 2;
     o.max_overflow = 2;
     pgpipe_pool *p;
-    int rc = pgpipe_pool_open(pgt_dsn(), &o, &p);
+    int rc = pgpipe_pool_open(&p, pgt_dsn(), &o);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", p ? pgpipe_errmsg(p) : "no memory");
     return p;
 }
@@ -19,12 +19,11 @@ static pgpipe_records *rec_t_open(pgpipe_pool *p, const char *name)
 {
     PGconn *c = pgt_connect();
     char sql[256];
-    snprintf(sql, sizeof sql, "SET client_min_messages = warning; DROP TABLE IF EXISTS records.\"%s\"",
-             name);
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS records.\"%s\"", name);
     PQclear(PQexec(c, sql));
     PQfinish(c);
     pgpipe_records *h;
-    int rc = pgpipe_records_open(p, name, &h);
+    int rc = pgpipe_records_open(&h, p, name);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(h));
     return h;
 }
@@ -42,12 +41,12 @@ static long long rec_t_scalar(const char *sql)
 static long long rec_t_count(pgpipe_records *h, const char *where)
 {
     pgpipe_records_filter *f;
-    int rc = pgpipe_records_filter_parse(where, &f);
+    int rc = pgpipe_records_filter_open(&f, where);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s: %s", where, pgpipe_errmsg(f));
     long long n = -1;
     rc = pgpipe_records_count(h, f, &n);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s: %s", where, pgpipe_errmsg(h));
-    pgpipe_records_filter_free(f);
+    pgpipe_records_filter_close(f);
     return n;
 }
 
@@ -67,7 +66,7 @@ static void rec_t_find(pgpipe_records *h, const char *where, const char *sort, l
     out[0] = '\0';
     const char *doc;
     pgpipe_json_doc *d;
-    PGT_OK(pgpipe_json_doc_new(&d));
+    PGT_OK(pgpipe_json_doc_open(&d));
     while (pgpipe_records_cursor_next(cur, &doc, NULL) == PGPIPE_ROW) {
         PGT_CHECK_MSG(pgpipe_json_parse(d, doc, strlen(doc)) == PGPIPE_OK, "%s", doc);
         const pgpipe_json_val *n = pgpipe_json_path(pgpipe_json_root(d), "fields.n");
@@ -76,8 +75,8 @@ static void rec_t_find(pgpipe_records *h, const char *where, const char *sort, l
         size_t at = strlen(out);
         snprintf(out + at, size - at, "%s%.*s", at ? "," : "", (int)len, t ? t : "?");
     }
-    pgpipe_json_doc_free(d);
-    pgpipe_records_cursor_free(cur);
+    pgpipe_json_doc_close(d);
+    pgpipe_records_cursor_close(cur);
 }
 
 PGT_TEST(records, open_creates_table_indexes_trigger_idempotent)
@@ -86,7 +85,7 @@ PGT_TEST(records, open_creates_table_indexes_trigger_idempotent)
     pgpipe_records *h = rec_t_open(p, "rec_t_open");
     PGT_EQ_STR(pgpipe_records_table(h), "\"records\".\"rec_t_open\"");
     pgpipe_records_close(h);
-    PGT_OK(pgpipe_records_open(p, "rec_t_open", &h)); /* again: nothing to do */
+    PGT_OK(pgpipe_records_open(&h, p, "rec_t_open")); /* again: nothing to do */
     pgpipe_records_close(h);
     PGT_EQ_INT(rec_t_scalar("SELECT count(*) FROM pg_indexes WHERE schemaname = 'records' AND "
                             "tablename = 'rec_t_open' AND indexdef LIKE '%USING gin (fields jsonb_path_ops)%'"), 1);
@@ -98,11 +97,11 @@ PGT_TEST(records, open_creates_table_indexes_trigger_idempotent)
     PGconn *c = pgt_connect();
     PQclear(PGT_EXEC(c, "DROP TABLE records.rec_t_open"));
     PQfinish(c);
-    PGT_OK(pgpipe_records_open(p, "rec_t_open", &h));
+    PGT_OK(pgpipe_records_open(&h, p, "rec_t_open"));
     PGT_EQ_INT(rec_t_count(h, ""), 0);
     pgpipe_records_close(h);
     /* schema.name form */
-    PGT_OK(pgpipe_records_open(p, "rec_t_schema.things", &h));
+    PGT_OK(pgpipe_records_open(&h, p, "rec_t_schema.things"));
     PGT_EQ_STR(pgpipe_records_table(h), "\"rec_t_schema\".\"things\"");
     pgpipe_records_close(h);
     pgpipe_pool_close(p, NULL);
@@ -112,7 +111,7 @@ PGT_TEST(records, concurrent_first_open)
 {
     /* four processes open the same new collection at the same moment */
     PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning; DROP TABLE IF EXISTS records.rec_t_race;"
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS records.rec_t_race;"
                         "DROP SCHEMA IF EXISTS rec_t_race_s CASCADE"));
     PQfinish(c);
     int64_t start = pgpipe_now_us() + 300000;
@@ -122,12 +121,12 @@ PGT_TEST(records, concurrent_first_open)
         PGT_CHECK(kids[i] >= 0);
         if (kids[i] == 0) {
             pgpipe_pool *p;
-            if (pgpipe_pool_open(pgt_dsn(), NULL, &p) != PGPIPE_OK)
+            if (pgpipe_pool_open(&p, pgt_dsn(), NULL) != PGPIPE_OK)
                 _exit(2);
             while (pgpipe_now_us() < start)
                 ;
             pgpipe_records *h;
-            int rc = pgpipe_records_open(p, i % 2 ? "rec_t_race" : "rec_t_race_s.c", &h);
+            int rc = pgpipe_records_open(&h, p, i % 2 ? "rec_t_race" : "rec_t_race_s.c");
             if (rc != PGPIPE_OK)
                 fprintf(stderr, "    child %d: %s\n", i, pgpipe_errmsg(h));
             char id[37];
@@ -160,25 +159,25 @@ PGT_TEST(records, crud)
     PGT_CONTAINS(doc, "\"metadata\":{}");
     PGT_CONTAINS(doc, id);
     pgpipe_json_doc *d;
-    PGT_OK(pgpipe_json_doc_new(&d));
+    PGT_OK(pgpipe_json_doc_open(&d));
     PGT_OK(pgpipe_json_parse(d, doc, strlen(doc)));
     const pgpipe_json_val *root = pgpipe_json_root(d);
     PGT_EQ_INT(pgpipe_json_len(root), 5);
     PGT_CHECK(pgpipe_json_type(pgpipe_json_path(root, "created_at")) == PGPIPE_JSON_STRING);
     PGT_CHECK(pgpipe_json_type(pgpipe_json_path(root, "updated_at")) == PGPIPE_JSON_STRING);
-    pgpipe_records_free(doc);
+    pgpipe_free(doc);
 
     /* merge keeps other keys; replace drops them; updated_at moves on */
     PGT_OK(pgpipe_records_update(h, id, "{\"age\":32,\"city\":\"Paris\"}", PGPIPE_RECORDS_MERGE));
     PGT_OK(pgpipe_records_get(h, id, &doc));
     PGT_CONTAINS(doc, "{\"age\": 32, \"city\": \"Paris\", \"name\": \"Alice\", \"tags\": [\"a\"]}");
-    pgpipe_records_free(doc);
+    pgpipe_free(doc);
     PGT_EQ_INT(rec_t_scalar("SELECT count(*) FROM records.rec_t_crud WHERE updated_at > created_at"), 1);
     PGT_OK(pgpipe_records_update(h, id, "{\"only\":true}", PGPIPE_RECORDS_REPLACE));
     PGT_OK(pgpipe_records_update(h, id, "{\"v\":\"2.0\"}", PGPIPE_RECORDS_MERGE | PGPIPE_RECORDS_METADATA));
     PGT_OK(pgpipe_records_get(h, id, &doc));
     PGT_CONTAINS(doc, "\"fields\":{\"only\": true},\"metadata\":{\"v\": \"2.0\"}");
-    pgpipe_records_free(doc);
+    pgpipe_free(doc);
     /* the trigger also covers UPDATEs made by hand */
     PGconn *c = pgt_connect();
     PQclear(PGT_EXEC(c, "UPDATE records.rec_t_crud SET updated_at = '2000-01-01'"));
@@ -216,11 +215,11 @@ PGT_TEST(records, crud)
     pgpipe_records_close(h);
 
     pgpipe_records *bad;
-    PGT_EQ_INT(pgpipe_records_open(p, "x\"; DROP TABLE t; --", &bad), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_records_open(&bad, p, "x\"; DROP TABLE t; --"), PGPIPE_MISUSE);
     pgpipe_records_close(bad);
-    PGT_EQ_INT(pgpipe_records_open(p, "", &bad), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_records_open(&bad, p, ""), PGPIPE_MISUSE);
     pgpipe_records_close(bad);
-    PGT_EQ_INT(pgpipe_records_open(p, "a.b.c", &bad), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_records_open(&bad, p, "a.b.c"), PGPIPE_MISUSE);
     pgpipe_records_close(bad);
     pgpipe_pool_close(p, NULL);
 }
@@ -232,7 +231,7 @@ PGT_TEST(records, statements_are_prepared_and_cached)
     o.pool_size = 1;
     o.max_overflow = 0;
     pgpipe_pool *p;
-    PGT_OK(pgpipe_pool_open(pgt_dsn(), &o, &p));
+    PGT_OK(pgpipe_pool_open(&p, pgt_dsn(), &o));
     pgpipe_records *h = rec_t_open(p, "rec_t_prep");
     char id[37];
     for (int i = 0; i < 3; i++)
@@ -268,7 +267,7 @@ PGT_TEST(records, create_batch)
     PGT_OK(pgpipe_records_get(h, ids[1234], &doc));
     PGT_CONTAINS(doc, "\"n\": 1234");
     PGT_CONTAINS(doc, "\"s\": \"tab\\there\\\\\"");
-    pgpipe_records_free(doc);
+    pgpipe_free(doc);
     /* without ids: the server makes them */
     PGT_OK(pgpipe_records_create_batch(h, docs, 10, NULL));
     PGT_EQ_INT(rec_t_count(h, "n = 5"), 2);
@@ -359,7 +358,7 @@ PGT_TEST(records, filters)
     PGT_EQ_STR(out, "2,1");
     /* the C builder, with raw keys */
     pgpipe_records_filter *f;
-    PGT_OK(pgpipe_records_filter_new(&f));
+    PGT_OK(pgpipe_records_filter_open(&f, NULL));
     const char *keys[] = { "first.name" };
     PGT_OK(pgpipe_records_filter_add_keys(f, 0, keys, 1, PGPIPE_RECORDS_EXISTS, NULL));
     long long n;
@@ -373,7 +372,7 @@ PGT_TEST(records, filters)
     PGT_EQ_INT(pgpipe_records_filter_add(f, "age", PGPIPE_RECORDS_EXISTS, "1"), PGPIPE_MISUSE);
     PGT_EQ_INT(pgpipe_records_filter_add(f, "age", 99, "1"), PGPIPE_MISUSE);
     PGT_EQ_INT(pgpipe_records_filter_add(f, "age", PGPIPE_RECORDS_EQ, "{bad"), PGPIPE_PARSE);
-    pgpipe_records_filter_free(f);
+    pgpipe_records_filter_close(f);
     /* a bad sort path */
     pgpipe_records_find_options o;
     pgpipe_records_find_options_init(&o);
@@ -407,26 +406,26 @@ PGT_TEST(records, filter_parse_errors_have_columns)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         pgpipe_records_filter *f;
-        int rc = pgpipe_records_filter_parse(cases[i].text, &f);
+        int rc = pgpipe_records_filter_open(&f, cases[i].text);
         PGT_CHECK_MSG(rc == PGPIPE_PARSE, "%s: rc %d", cases[i].text, rc);
         const pgpipe_error *e = pgpipe_errinfo(f);
         PGT_CHECK_MSG(e->column == cases[i].col, "%s: column %lld, want %lld (%s)", cases[i].text,
                       e->column, cases[i].col, e->message);
         PGT_CONTAINS(e->message, cases[i].msg);
         PGT_EQ_STR(e->source, "<filter>");
-        pgpipe_records_filter_free(f);
+        pgpipe_records_filter_close(f);
     }
     pgpipe_records_filter *f;
-    PGT_OK(pgpipe_records_filter_parse("  ", &f));
+    PGT_OK(pgpipe_records_filter_open(&f, "  "));
     PGT_EQ_INT(pgpipe_records_filter_count(f), 0);
-    pgpipe_records_filter_free(f);
-    PGT_OK(pgpipe_records_filter_parse("a.\"b.c\".d-e = -1.5e3 and x exists and y in []", &f));
+    pgpipe_records_filter_close(f);
+    PGT_OK(pgpipe_records_filter_open(&f, "a.\"b.c\".d-e = -1.5e3 and x exists and y in []"));
     PGT_EQ_INT(pgpipe_records_filter_count(f), 3);
     PGT_EQ_INT(f->c[0].nkeys, 3);
     PGT_EQ_STR(f->c[0].keys[1], "b.c");
     PGT_EQ_STR(f->c[0].keys[2], "d-e");
     PGT_EQ_INT(f->c[0].vnumeric, 1);
-    pgpipe_records_filter_free(f);
+    pgpipe_records_filter_close(f);
 }
 
 PGT_TEST(records, containment_uses_gin_index)
@@ -459,7 +458,7 @@ PGT_TEST(records, containment_uses_gin_index)
         PGT_OK(pgpipe_records_explain(h, &o, &plan));
         PGT_CHECK_MSG(strstr(plan, "Bitmap Index Scan on rec_t_gin_fields_gin") != NULL,
                       "%s:\n%s", wheres[i], plan);
-        pgpipe_records_free(plan);
+        pgpipe_free(plan);
     }
     PGT_EQ_INT(rec_t_count(h, "kind = \"k42\""), 50);
     PGT_EQ_INT(rec_t_count(h, "user.name = \"u77\""), 1);
@@ -473,7 +472,7 @@ PGT_TEST(records, containment_uses_gin_index)
     o.where = "@metadata contains {\"v\":1}";
     PGT_OK(pgpipe_records_explain(h, &o, &plan));
     PGT_CHECK_MSG(strstr(plan, "Bitmap Index Scan on rec_t_gin_metadata_gin") != NULL, "%s", plan);
-    pgpipe_records_free(plan);
+    pgpipe_free(plan);
     pgpipe_records_close(h);
     pgpipe_pool_close(p, NULL);
 }
@@ -483,7 +482,7 @@ PGT_TEST(records, injection_is_inert)
     pgpipe_pool *p = rec_t_pool();
     pgpipe_records *h = rec_t_people(p, "rec_t_inject");
     PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning; DROP TABLE IF EXISTS rec_t_canary; CREATE TABLE rec_t_canary (x int);"
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS rec_t_canary; CREATE TABLE rec_t_canary (x int);"
                         "INSERT INTO rec_t_canary VALUES (1)"));
     static const char *const evil[] = {
         "'; DROP TABLE rec_t_canary; --",
@@ -497,7 +496,7 @@ PGT_TEST(records, injection_is_inert)
     int ops[] = { PGPIPE_RECORDS_EQ, PGPIPE_RECORDS_NE, PGPIPE_RECORDS_GT, PGPIPE_RECORDS_LIKE,
                   PGPIPE_RECORDS_CONTAINS, PGPIPE_RECORDS_EXISTS, PGPIPE_RECORDS_IN };
     pgpipe_json_doc *jd;
-    PGT_OK(pgpipe_json_doc_new(&jd));
+    PGT_OK(pgpipe_json_doc_open(&jd));
     for (size_t i = 0; i < sizeof evil / sizeof evil[0]; i++) {
         /* as a key (raw and quoted in the text form), as a value, as a sort path */
         pp_buf quoted = { 0 }, val = { 0 };
@@ -506,7 +505,7 @@ PGT_TEST(records, injection_is_inert)
         pp_buf_appendf(&val, "[%s]", quoted.data);
         for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
             pgpipe_records_filter *f;
-            PGT_OK(pgpipe_records_filter_new(&f));
+            PGT_OK(pgpipe_records_filter_open(&f, NULL));
             const char *keys[2] = { evil[i], "n" };
             int op = ops[k];
             const char *v = op == PGPIPE_RECORDS_EXISTS ? NULL
@@ -516,7 +515,7 @@ PGT_TEST(records, injection_is_inert)
             long long n = -1;
             PGT_OK(pgpipe_records_count(h, f, &n));
             PGT_EQ_INT(n, op == PGPIPE_RECORDS_NE ? 5 : 0); /* != matches missing fields */
-            pgpipe_records_filter_free(f);
+            pgpipe_records_filter_close(f);
         }
         pp_buf text = { 0 };
         pp_buf_appendf(&text, "%s = %s and name in %s", quoted.data, quoted.data, val.data);
@@ -527,14 +526,14 @@ PGT_TEST(records, injection_is_inert)
         PGT_EQ_INT(strlen(out), 9); /* all five (in id order: the key is missing) */
         /* raw (unquoted) text is a parse error, never SQL */
         pgpipe_records_filter *f;
-        PGT_CHECK(pgpipe_records_filter_parse(evil[i], &f) == PGPIPE_PARSE);
-        pgpipe_records_filter_free(f);
+        PGT_CHECK(pgpipe_records_filter_open(&f, evil[i]) == PGPIPE_PARSE);
+        pgpipe_records_filter_close(f);
         /* as an id, and as a collection name */
         char *doc;
         PGT_EQ_INT(pgpipe_records_get(h, evil[i], &doc), PGPIPE_PARSE);
         PGT_EQ_INT(pgpipe_records_delete(h, evil[i]), PGPIPE_PARSE);
         pgpipe_records *bad;
-        PGT_EQ_INT(pgpipe_records_open(p, evil[i], &bad), PGPIPE_MISUSE);
+        PGT_EQ_INT(pgpipe_records_open(&bad, p, evil[i]), PGPIPE_MISUSE);
         pgpipe_records_close(bad);
         /* as stored data */
         char id[37];
@@ -543,19 +542,19 @@ PGT_TEST(records, injection_is_inert)
         pp_buf_putc(&rec, '\0');
         PGT_OK(pgpipe_records_create(h, rec.data, id));
         pp_buf_free(&rec);
-        PGT_OK(pgpipe_records_filter_new(&f));
+        PGT_OK(pgpipe_records_filter_open(&f, NULL));
         const char *keys[1] = { evil[i] };
         PGT_OK(pgpipe_records_filter_add_keys(f, 0, keys, 1, PGPIPE_RECORDS_EQ, quoted.data));
         long long n = -1;
         PGT_OK(pgpipe_records_count(h, f, &n));
         PGT_EQ_INT(n, 1); /* the evil text is data: it matches itself exactly */
-        pgpipe_records_filter_free(f);
+        pgpipe_records_filter_close(f);
         PGT_OK(pgpipe_records_delete(h, id));
         pp_buf_free(&quoted);
         pp_buf_free(&val);
         pp_buf_free(&text);
     }
-    pgpipe_json_doc_free(jd);
+    pgpipe_json_doc_close(jd);
     PGT_EQ_INT(rec_t_count(h, ""), 5);
     PGresult *r = PGT_EXEC(c, "SELECT x FROM rec_t_canary");
     PGT_EQ_STR(PQgetvalue(r, 0, 0), "1");
@@ -606,7 +605,7 @@ static int rec_t_tx_dberr(pgpipe_records *h, void *ud)
     pgpipe_records_cursor_next(cur, &doc, NULL);
     char dup[128];
     snprintf(dup, sizeof dup, "{\"id\":\"%.36s\",\"fields\":{}}", doc + 7);
-    pgpipe_records_cursor_free(cur);
+    pgpipe_records_cursor_close(cur);
     /* COPY of a document with an id that exists */
     const char *path = ud;
     FILE *fp = fopen(path, "w");
@@ -767,9 +766,9 @@ PGT_TEST(records, import_ndjson_and_array)
                             "USING (id) WHERE a.fields = b.fields AND a.created_at = b.created_at"), 6);
     /* export of fields only, filtered, imported as plain records */
     pgpipe_records_filter *f;
-    PGT_OK(pgpipe_records_filter_parse("n < 10", &f));
+    PGT_OK(pgpipe_records_filter_open(&f, "n < 10"));
     PGT_OK(pgpipe_records_export(h, out, f, 1, &n));
-    pgpipe_records_filter_free(f);
+    pgpipe_records_filter_close(f);
     PGT_EQ_INT(n, 3);
     FILE *fp = fopen(out, "r");
     char line[256];

@@ -7,6 +7,8 @@
 ** strings in errors and log lines. Each hostile text names a canary table
 ** that must survive: the text is either refused with a clear error or quoted
 ** (sent as a parameter) and stored as it was given.
+** Each test's group is the component it attacks (copy, claim, dlq, migrate,
+** schema, util); `T=security` selects this file's tests.
 */
 
 /* Hostile texts; %s is the canary table. */
@@ -32,17 +34,10 @@ static void sec_evil(char *out, size_t n, int i, const char *canary)
 /* A connection with the built-in schema and a canary table of one row. */
 static PGconn *sec_setup(const char *canary)
 {
-    PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    if (pgpipe_schema_install(c, NULL, &err) != PGPIPE_OK) {
-        fprintf(stderr, "    schema install: %s\n", err.message);
-        pgt_end_fail();
-    }
+    PGconn *c = pgt_db_open();
+    pgt_db_table(c, canary, "(alive int)");
     char sql[300];
-    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s; CREATE TABLE %s (alive int); "
-             "INSERT INTO %s VALUES (1)", canary, canary, canary);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", canary);
     PQclear(PGT_EXEC(c, sql));
     return c;
 }
@@ -75,7 +70,7 @@ static long long sec_count(PGconn *c, const char *sql, int n, const char *const 
 static const char sec_rec[] = "{\"event_type\":\"e\",\"k\":1}\n";
 
 /* Loader: the target table, the column names of a mapping. */
-PGT_TEST(security, loader_target_and_columns)
+PGT_TEST(copy, security_target_and_columns)
 {
     const char *canary = "sec_canary_ld";
     PGconn *c = sec_setup(canary);
@@ -93,7 +88,7 @@ PGT_TEST(security, loader_target_and_columns)
         o.columns = cols;
         o.ncolumns = 2;
         pgpipe_loader *l = NULL;
-        int rc = pgpipe_loader_open(&o, &l);
+        int rc = pgpipe_loader_open(&l, &o);
         if (rc == PGPIPE_OK)
             rc = pgpipe_loader_feed(l, sec_rec, sizeof sec_rec - 1);
         if (rc == PGPIPE_OK)
@@ -106,7 +101,7 @@ PGT_TEST(security, loader_target_and_columns)
         o.target = "sec_ld_t";
         cols[1].column = evil;
         l = NULL;
-        rc = pgpipe_loader_open(&o, &l);
+        rc = pgpipe_loader_open(&l, &o);
         if (rc == PGPIPE_OK)
             rc = pgpipe_loader_feed(l, sec_rec, sizeof sec_rec - 1);
         if (rc == PGPIPE_OK)
@@ -123,7 +118,7 @@ PGT_TEST(security, loader_target_and_columns)
 }
 
 /* A table whose name really is hostile text is loaded into, quoted right. */
-PGT_TEST(security, loader_into_hostile_table_name)
+PGT_TEST(copy, security_into_hostile_table_name)
 {
     const char *canary = "sec_canary_lq";
     PGconn *c = sec_setup(canary);
@@ -145,7 +140,7 @@ PGT_TEST(security, loader_into_hostile_table_name)
     o.columns = cols;
     o.ncolumns = 2;
     pgpipe_loader *l = NULL;
-    PGT_CHECK(pgpipe_loader_open(&o, &l) == PGPIPE_OK);
+    PGT_CHECK(pgpipe_loader_open(&l, &o) == PGPIPE_OK);
     PGT_OK(pgpipe_loader_feed(l, sec_rec, sizeof sec_rec - 1));
     PGT_CHECK_MSG(pgpipe_loader_finish(l) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     pgpipe_load_summary s;
@@ -165,7 +160,7 @@ PGT_TEST(security, loader_into_hostile_table_name)
 
 /* Loader values: source name, source and event type values, load key,
 ** NOTIFY channel, field names: stored or used exactly as given. */
-PGT_TEST(security, loader_values)
+PGT_TEST(copy, security_values)
 {
     const char *canary = "sec_canary_lv";
     PGconn *c = sec_setup(canary);
@@ -187,7 +182,7 @@ PGT_TEST(security, loader_values)
         o.required = req;
         o.nrequired = 1;
         pgpipe_loader *l = NULL;
-        PGT_CHECK(pgpipe_loader_open(&o, &l) == PGPIPE_OK);
+        PGT_CHECK(pgpipe_loader_open(&l, &o) == PGPIPE_OK);
         static const char recs[] = "{\"k\":1}\n{\"nok\":2}\n";
         PGT_OK(pgpipe_loader_feed(l, recs, sizeof recs - 1));
         PGT_CHECK_MSG(pgpipe_loader_finish(l) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
@@ -218,7 +213,7 @@ PGT_TEST(security, loader_values)
     o.payload_field = evil;
     o.notify_channel = "";
     pgpipe_loader *l = NULL;
-    PGT_CHECK(pgpipe_loader_open(&o, &l) == PGPIPE_OK);
+    PGT_CHECK(pgpipe_loader_open(&l, &o) == PGPIPE_OK);
     PGT_OK(pgpipe_loader_feed(l, sec_rec, sizeof sec_rec - 1));
     PGT_OK(pgpipe_loader_finish(l));
     pgpipe_load_summary s;
@@ -231,7 +226,7 @@ PGT_TEST(security, loader_values)
 
 /* Claimer: the table and the dead-letter table are quoted, the filters are
 ** parameters. */
-PGT_TEST(security, claimer_table_and_filters)
+PGT_TEST(claim, security_table_and_filters)
 {
     const char *canary = "sec_canary_cl";
     PGconn *c = sec_setup(canary);
@@ -302,7 +297,7 @@ PGT_TEST(security, claimer_table_and_filters)
 }
 
 /* Dead-letter filters and the replay target. */
-PGT_TEST(security, dlq_filters_and_replay_target)
+PGT_TEST(dlq, security_filters_and_replay_target)
 {
     const char *canary = "sec_canary_dl";
     PGconn *c = sec_setup(canary);
@@ -374,7 +369,7 @@ PGT_TEST(security, dlq_filters_and_replay_target)
 }
 
 /* Migrations: the history table, the scope, file names and the folder. */
-PGT_TEST(security, migrate_names)
+PGT_TEST(migrate, security_names)
 {
     const char *canary = "sec_canary_mg";
     PGconn *c = sec_setup(canary);
@@ -396,13 +391,13 @@ PGT_TEST(security, migrate_names)
         mo.dir = dir;
         mo.history_table = evil;
         pgpipe_migrator *m = NULL;
-        int rc = pgpipe_migrate_open(&m, c, &mo);
+        int rc = pgpipe_migrator_open(&m, c, &mo);
         if (rc == PGPIPE_OK)
             rc = pgpipe_migrate_run(m);
         /* refused (quotes) or a table of that exact (quoted) name */
         if (rc != PGPIPE_OK)
             PGT_CHECK(*pgpipe_errmsg(m) != '\0');
-        pgpipe_migrate_close(m);
+        pgpipe_migrator_close(m);
         SEC_CANARY_ALIVE(c, canary);
         /* the scope is a value */
         pgpipe_migrate_options_init(&mo);
@@ -410,11 +405,11 @@ PGT_TEST(security, migrate_names)
         mo.history_table = "sec_mig.history";
         mo.scope = evil;
         m = NULL;
-        rc = pgpipe_migrate_open(&m, c, &mo);
+        rc = pgpipe_migrator_open(&m, c, &mo);
         if (rc == PGPIPE_OK)
             rc = pgpipe_migrate_run(m);
         PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(m));
-        pgpipe_migrate_close(m);
+        pgpipe_migrator_close(m);
         const char *v[1] = { evil };
         PGT_EQ_INT(sec_count(c, "SELECT count(*) FROM sec_mig.history WHERE scope = $1 AND "
                                 "name LIKE 'x''); DROP TABLE%'", 1, v), 1);
@@ -433,7 +428,7 @@ PGT_TEST(security, migrate_names)
 
 #ifndef PGPIPE_OMIT_THREADS
 /* Workers: a hostile LISTEN channel is quoted; filters are parameters. */
-PGT_TEST(security, workers_channel)
+PGT_TEST(claim, security_workers_channel)
 {
     const char *canary = "sec_canary_wk";
     PGconn *c = sec_setup(canary);
@@ -447,7 +442,7 @@ PGT_TEST(security, workers_channel)
     pgpipe_pool_options_init(&po);
     po.pool_size = 3;
     pgpipe_pool *pool = NULL;
-    PGT_OK(pgpipe_pool_open(pgt_dsn(), &po, &pool));
+    PGT_OK(pgpipe_pool_open(&pool, pgt_dsn(), &po));
     pgpipe_workers_options wo;
     pgpipe_workers_options_init(&wo);
     wo.threads = 2;
@@ -456,12 +451,12 @@ PGT_TEST(security, workers_channel)
     wo.claim.table = "sec_wk_t";
     pgpipe_handler h = { NULL, NULL, "SELECT jsonb_array_length($1::jsonb)", NULL };
     pgpipe_workers *w = NULL;
-    PGT_CHECK_MSG(pgpipe_workers_start(&w, pool, &wo, &h) == PGPIPE_OK, "%s", pgpipe_errmsg(w));
+    PGT_CHECK_MSG(pgpipe_workers_open(&w, pool, &h, &wo) == PGPIPE_OK, "%s", pgpipe_errmsg(w));
     PGT_CHECK_MSG(pgpipe_workers_run_until_empty(w, 30000) == PGPIPE_OK, "%s", pgpipe_errmsg(w));
     pgpipe_workers_stats ws;
     pgpipe_workers_stats_get(w, &ws);
     PGT_EQ_INT(ws.total.done, 20);
-    pgpipe_workers_free(w);
+    pgpipe_workers_close(w);
     PGT_OK(pgpipe_pool_close(pool, NULL));
     SEC_CANARY_ALIVE(c, canary);
     PQclear(PGT_EXEC(c, "DROP TABLE sec_wk_t"));
@@ -506,7 +501,7 @@ static void sec_dsn_with(char *out, size_t n, const char *extra)
     snprintf(out, n, "%s %s", pgt_dsn(), extra);
 }
 
-PGT_TEST(security, passwords_not_in_errors_or_logs)
+PGT_TEST(util, security_passwords_not_in_errors_or_logs)
 {
     static sec_logbuf lb;
     lb.len = 0;
@@ -541,7 +536,7 @@ PGT_TEST(security, passwords_not_in_errors_or_logs)
         o.conninfo = conninfo;
         o.max_retries = 0;
         pgpipe_loader *l = NULL;
-        int rc = pgpipe_loader_open(&o, &l);
+        int rc = pgpipe_loader_open(&l, &o);
         if (rc == PGPIPE_OK)
             rc = pgpipe_loader_feed(l, sec_rec, sizeof sec_rec - 1);
         PGT_CHECK_MSG(rc != PGPIPE_OK, "case %zu connected", i);
@@ -557,7 +552,7 @@ PGT_TEST(security, passwords_not_in_errors_or_logs)
         po.min_idle = 1;
         po.connect_timeout_s = 2;
         pgpipe_pool *pool = NULL;
-        rc = pgpipe_pool_open(conninfo, &po, &pool);
+        rc = pgpipe_pool_open(&pool, conninfo, &po);
         if (rc == PGPIPE_OK) {
             pgpipe_conn *pc = NULL;
             pgpipe_error e;
@@ -584,7 +579,7 @@ PGT_TEST(security, passwords_not_in_errors_or_logs)
 
 /* Issue 20: every function in schema pgpipe runs with a fixed search_path
 ** (pg_catalog, pg_temp), so a future function without it fails here. */
-PGT_TEST(security, functions_pin_search_path)
+PGT_TEST(schema, security_functions_pin_search_path)
 {
     PGconn *c = sec_setup("sec_canary_sp");
     PGT_CHECK(sec_count(c, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgpipe'::regnamespace"
@@ -603,7 +598,7 @@ PGT_TEST(security, functions_pin_search_path)
 ** call. Schema evil holds functions with closer argument types than the
 ** built-ins the bodies use (to_char(date, text) in create_partitions,
 ** format(text, regclass) in dlq_replay); each logs its call. */
-PGT_TEST(security, hostile_search_path_not_followed)
+PGT_TEST(schema, security_hostile_search_path_not_followed)
 {
     PGconn *c = sec_setup("sec_canary_hsp");
     PQclear(PGT_EXEC(c,

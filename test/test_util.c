@@ -1,12 +1,41 @@
-/* Tests of the shared foundation (src/util.c). */
+/* Tests of the shared foundation (src/base/util.c). */
+
+/* "X.Y.Z" -> X*1000000 + Y*1000 + Z, or -1 when the text is not exactly
+** three dot-separated numbers with Y and Z below 1000. */
+static long util_t_version_number(const char *v)
+{
+    long part[3];
+    const char *p = v;
+    for (int i = 0; i < 3; i++) {
+        if (i > 0 && *p++ != '.')
+            return -1;
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        char *end;
+        part[i] = strtol(p, &end, 10);
+        p = end;
+    }
+    if (*p || part[1] > 999 || part[2] > 999)
+        return -1;
+    return part[0] * 1000000 + part[1] * 1000 + part[2];
+}
 
 PGT_TEST(util, version)
 {
+    /* the rule itself, on known texts */
+    PGT_EQ_INT(util_t_version_number("1.2.3"), 1002003);
+    PGT_EQ_INT(util_t_version_number("0.1.0"), 1000);
+    PGT_EQ_INT(util_t_version_number("12.0.999"), 12000999);
+    PGT_EQ_INT(util_t_version_number("1.2"), -1);
+    PGT_EQ_INT(util_t_version_number("1.2.3-dev"), -1);
+    PGT_EQ_INT(util_t_version_number("1.1000.0"), -1);
+    /* the library reports what the header promises, and its number follows
+    ** the rule from its text (a bump of one without the other fails here) */
     PGT_EQ_STR(pgpipe_libversion(), PGPIPE_VERSION);
     PGT_EQ_INT(pgpipe_libversion_number(), PGPIPE_VERSION_NUMBER);
-    int x = 0, y = 0, z = 0;
-    PGT_EQ_INT(sscanf(PGPIPE_VERSION, "%d.%d.%d", &x, &y, &z), 3);
-    PGT_EQ_INT(x * 1000000 + y * 1000 + z, PGPIPE_VERSION_NUMBER);
+    long want = util_t_version_number(pgpipe_libversion());
+    PGT_CHECK_MSG(want >= 0, "\"%s\" is not X.Y.Z", pgpipe_libversion());
+    PGT_EQ_INT(pgpipe_libversion_number(), want);
 }
 
 PGT_TEST(util, errstr_names_every_code)
@@ -182,106 +211,6 @@ PGT_TEST(util, default_log_writer_json)
     default_writer_case("json", "\"level\":\"info\",\"component\":\"t\",\"msg\":\"shown password=********\"}");
 }
 
-PGT_TEST(util, transient_sqlstates)
-{
-    const char *yes[] = { "08000", "08003", "08006", "08001", "08P01", "57P01", "57P02",
-                          "57P03", "40001", "40P01", "53300", "55P03", "58030" };
-    const char *no[] = { "23505", "42601", "22P02", "42P01", "57014", "XX000", "", "0800", NULL };
-    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
-        PGT_CHECK_MSG(pgpipe_sqlstate_is_transient(yes[i]), "%s should be transient", yes[i]);
-    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
-        PGT_CHECK_MSG(!pgpipe_sqlstate_is_transient(no[i]), "%s should not be transient",
-                      no[i] ? no[i] : "NULL");
-}
-
-PGT_TEST(util, transient_from_real_server)
-{
-    PGconn *c = pgt_connect();
-    /* a syntax error is final */
-    PGresult *r = PQexec(c, "SELEC 1");
-    PGT_EQ_INT(PQresultStatus(r), PGRES_FATAL_ERROR);
-    PGT_CHECK(!pgpipe_pq_is_transient(c, r));
-    pgpipe_error e;
-    pp_err_pq(&e, c, r, "running a query");
-    PGT_EQ_STR(e.sqlstate, "42601");
-    PGT_CONTAINS(e.message, "running a query: syntax error");
-    PQclear(r);
-
-    /* a terminated backend (what a server restart looks like) is transient */
-    PGconn *killer = pgt_connect();
-    char sql[128];
-    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", PQbackendPID(c));
-    PQclear(PGT_EXEC(killer, sql));
-    PQfinish(killer);
-    r = PQexec(c, "SELECT 1");
-    PGT_CHECK(PQresultStatus(r) != PGRES_TUPLES_OK);
-    PGT_CHECK(pgpipe_pq_is_transient(c, r));
-    pp_err_pq(&e, c, r, NULL);
-    PGT_CHECK(pgpipe_sqlstate_is_transient(e.sqlstate));
-    PQclear(r);
-    PQfinish(c);
-}
-
-PGT_TEST(util, retry_delays_are_bounded_and_grow)
-{
-    pgpipe_retry r;
-    pgpipe_retry_init(&r, 8, 100, 1000);
-    int caps[] = { 100, 200, 400, 800, 1000, 1000, 1000 };
-    for (int i = 0; i < 7; i++) {
-        int d = pgpipe_retry_next_delay(&r);
-        PGT_CHECK_MSG(d >= caps[i] / 2 && d <= caps[i], "delay %d = %d, cap %d", i, d, caps[i]);
-    }
-    PGT_EQ_INT(pgpipe_retry_next_delay(&r), -1);
-    PGT_EQ_INT(r.attempt, 8);
-
-    /* jitter: two retriers seeded differently do not march in step */
-    int same = 0;
-    for (int k = 0; k < 20; k++) {
-        pgpipe_retry a, b;
-        pgpipe_retry_init(&a, 3, 1000, 10000);
-        pgpipe_retry_init(&b, 3, 1000, 10000);
-        a.seed = 1 + (uint64_t)k;
-        b.seed = 1000 + (uint64_t)k;
-        same += pgpipe_retry_next_delay(&a) == pgpipe_retry_next_delay(&b);
-    }
-    PGT_CHECK(same < 5);
-}
-
-typedef struct flaky {
-    int calls, fail_times, transient;
-} flaky;
-
-static int flaky_fn(void *ud, int attempt, int *transient)
-{
-    flaky *f = ud;
-    f->calls++;
-    PGT_EQ_INT(attempt, f->calls);
-    if (f->calls <= f->fail_times) {
-        *transient = f->transient;
-        return PGPIPE_DB;
-    }
-    return PGPIPE_OK;
-}
-
-PGT_TEST(util, retry_call)
-{
-    pgpipe_retry r;
-    flaky f = { 0, 2, 1 };
-    pgpipe_retry_init(&r, 5, 1, 2);
-    PGT_OK(pgpipe_retry_call(&r, flaky_fn, &f));
-    PGT_EQ_INT(f.calls, 3);
-
-    flaky g = { 0, 2, 0 }; /* a final failure is not retried */
-    pgpipe_retry_init(&r, 5, 1, 2);
-    PGT_EQ_INT(pgpipe_retry_call(&r, flaky_fn, &g), PGPIPE_DB);
-    PGT_EQ_INT(g.calls, 1);
-
-    flaky h = { 0, 100, 1 }; /* attempts run out */
-    pgpipe_retry_init(&r, 4, 1, 2);
-    PGT_EQ_INT(pgpipe_retry_call(&r, flaky_fn, &h), PGPIPE_DB);
-    PGT_EQ_INT(h.calls, 4);
-}
-
 typedef struct counting_alloc {
     long mallocs, reallocs, frees;
     int fail;
@@ -339,21 +268,78 @@ PGT_TEST(util, allocator_is_replaceable)
     pp_free(s);
 }
 
+/* Appends to names[*n] the .sql files under TOP/sql/REL, as paths relative
+** to sql/ (the names the index uses). */
+static void util_t_sql_files(const char *top, const char *rel, char names[][256], int *n, int max)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/sql%s%s", top, *rel ? "/" : "", rel);
+    DIR *d = opendir(dir);
+    PGT_CHECK_MSG(d != NULL, "cannot open %s (PGPIPE_TOP names the source tree)", dir);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sub[600], full[1700];
+        snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", e->d_name);
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        struct stat st;
+        PGT_CHECK(stat(full, &st) == 0);
+        if (S_ISDIR(st.st_mode)) {
+            util_t_sql_files(top, sub, names, n, max);
+        } else {
+            size_t len = strlen(sub);
+            if (S_ISREG(st.st_mode) && len > 4 && strcmp(sub + len - 4, ".sql") == 0) {
+                PGT_CHECK(*n < max && len < 256);
+                memcpy(names[(*n)++], sub, len + 1);
+            }
+        }
+    }
+    closedir(d);
+}
+
+static int util_t_strcmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* The index of embedded SQL is the sql/ folder on disk: the same files, in
+** byte order of their paths, each with the same text. */
 PGT_TEST(util, embedded_sql_index)
 {
+    const char *top = getenv("PGPIPE_TOP");
+    static char disk[256][256];
+    int ndisk = 0;
+    util_t_sql_files(top && *top ? top : ".", "", disk, &ndisk, 256);
+    qsort(disk, (size_t)ndisk, sizeof disk[0], util_t_strcmp);
+    PGT_CHECK(ndisk >= 3);
     int n = pgpipe_sql_file_count();
-    PGT_CHECK(n >= 0);
+    PGT_EQ_INT(n, ndisk);
     for (int i = 0; i < n; i++) {
         const char *p = pgpipe_sql_file_path(i);
-        PGT_CHECK(p != NULL);
+        PGT_EQ_STR(p, disk[i]);
+        if (i > 0)
+            PGT_CHECK(strcmp(pgpipe_sql_file_path(i - 1), p) < 0);
         const char *s = pgpipe_sql_file(p);
         PGT_CHECK(s != NULL);
         PGT_CHECK(pgpipe_sql_file(p) == s); /* built once */
-        if (i > 0)
-            PGT_CHECK(strcmp(pgpipe_sql_file_path(i - 1), p) < 0);
+        char path[1400];
+        snprintf(path, sizeof path, "%s/sql/%s", top && *top ? top : ".", p);
+        FILE *f = fopen(path, "rb");
+        PGT_CHECK_MSG(f != NULL, "cannot open %s", path);
+        pp_buf text = { 0 };
+        char chunk[4096];
+        size_t got;
+        while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+            PGT_OK(pp_buf_append(&text, chunk, got));
+        fclose(f);
+        PGT_EQ_MEM(s, strlen(s), text.data, text.len);
+        pp_buf_free(&text);
     }
     PGT_CHECK(pgpipe_sql_file_path(n) == NULL);
+    PGT_CHECK(pgpipe_sql_file_path(-1) == NULL);
     PGT_CHECK(pgpipe_sql_file("no/such/file.sql") == NULL);
+    PGT_CHECK(pgpipe_sql_file(NULL) == NULL);
 }
 
 PGT_TEST(util, clock_and_sleep)

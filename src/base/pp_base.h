@@ -16,7 +16,7 @@
 ** The "@components" line of each layer header lists the layer's components
 ** in data-flow order; pgpipe.h shows their public headers in that order.
 **
-** @components util
+** @components util exec
 */
 #ifndef PP_BASE_H
 #define PP_BASE_H
@@ -84,7 +84,7 @@ typedef struct pp_handle {
 
 PGPIPE_PRIVATE void pp_handle_init(pp_handle *h);
 
-/* Allocator (src/util.c). */
+/* Allocator (util.c). */
 PGPIPE_PRIVATE void *pp_malloc(size_t n);
 PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size);
 PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n);
@@ -92,7 +92,7 @@ PGPIPE_PRIVATE void pp_free(void *p);
 PGPIPE_PRIVATE char *pp_strdup(const char *s);
 PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n);
 
-/* Errors (src/util.c). Each returns the code it set, so callers can write
+/* Errors (util.c). Each returns the code it set, so callers can write
 ** `return pp_err(&h->err, PGPIPE_MISUSE, "...")`. */
 PGPIPE_PRIVATE int pp_err(pgpipe_error *e, int code, const char *fmt, ...) PP_PRINTF(3, 4);
 PGPIPE_PRIVATE int pp_err_at(pgpipe_error *e, int code, const char *source,
@@ -103,7 +103,7 @@ PGPIPE_PRIVATE int pp_err_pq(pgpipe_error *e, const PGconn *conn, const PGresult
                      const char *context);
 PGPIPE_PRIVATE int pp_err_nomem(pgpipe_error *e);
 
-/* Logging helpers (src/util.c). */
+/* Logging helpers (util.c). */
 PGPIPE_PRIVATE int pp_log_enabled(int level);
 PGPIPE_PRIVATE void pp_logf(int level, const char *component, const char *fmt, ...) PP_PRINTF(3, 4);
 
@@ -142,5 +142,49 @@ typedef struct pp_sql_entry {
 #ifndef PGPIPE_AMALGAMATION
 extern const pp_sql_entry pp_sql_files[];
 #endif
+
+/* ==== exec: running statements, classifying failures (src/base/exec.c) ==== */
+
+/* Each runs one statement and checks its result: success (COMMAND_OK,
+** TUPLES_OK or EMPTY_QUERY) returns PGPIPE_OK and hands the result to *res
+** (the caller clears it) or clears it when res is NULL; a failure sets err
+** ("context: message" and the SQLSTATE, 08006 when the connection broke, as
+** pp_err_pq does), clears the result, sets *res to NULL and returns
+** PGPIPE_DB. Whether to retry is then pgpipe_sqlstate_class(err->sqlstate).
+** err may be NULL (cleanup statements). */
+/* sql with parameters (PQexecParams), or, when nparams is 0 and params NULL,
+** as simple query text (PQexec: several statements allowed). */
+PGPIPE_PRIVATE int pp_exec(PGconn *conn, const char *sql, int nparams,
+                           const char *const *params, PGresult **res, pgpipe_error *err,
+                           const char *context);
+/* A statement prepared on conn, text parameters, text results. */
+PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
+                                    const char *const *params, PGresult **res,
+                                    pgpipe_error *err, const char *context);
+/* The check alone, for a result obtained otherwise (r may be NULL). */
+PGPIPE_PRIVATE int pp_exec_check(PGconn *conn, PGresult *r, PGresult **res, pgpipe_error *err,
+                                 const char *context);
+/* Start "COPY ... FROM STDIN": PGPIPE_OK when the server waits for the
+** data, else the failure as above. */
+PGPIPE_PRIVATE int pp_copy_in_start(PGconn *conn, const char *sql, pgpipe_error *err,
+                                    const char *context);
+/* Prepare sql as name (no parameter types); "already prepared" (42P05)
+** counts as success, since callers name statements by a hash of the text. */
+PGPIPE_PRIVATE int pp_prepare(PGconn *conn, const char *name, const char *sql,
+                              pgpipe_error *err, const char *context);
+/* After a failure: roll back the transaction conn has open, if any, and
+** ignore the outcome (the failure already set the error that matters). */
+PGPIPE_PRIVATE void pp_rollback_open(PGconn *conn);
+
+/* A failed connection attempt (no SQLSTATE): PGPIPE_SQLSTATE_GIVE_UP for a
+** failure retrying cannot fix (authentication, unknown database or role,
+** bad option), PGPIPE_SQLSTATE_RETRY for a server starting, stopping or
+** refusing, PP_CONNECT_UNKNOWN otherwise (the caller's policy decides). */
+#define PP_CONNECT_UNKNOWN (-1)
+PGPIPE_PRIVATE int pp_connect_failure_class(const PGconn *pg);
+
+/* A libpq notice processor that sends server notices to the log at INFO
+** under the component named by arg (a const char *), not to stderr. */
+PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 
 #endif /* PP_BASE_H */

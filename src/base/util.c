@@ -1,7 +1,7 @@
 /*
 ** Shared foundation: version, result codes, per-handle errors, the allocator,
-** growable buffers, logging, password masking, transient-error classification,
-** retries with backoff, clocks, and access to the embedded SQL files.
+** growable buffers, logging, password masking, clocks, and access to the
+** embedded SQL files.
 */
 
 #include "pp_base.h"
@@ -55,6 +55,7 @@ int pgpipe_config_allocator(const pgpipe_allocator *a)
 PGPIPE_PRIVATE void *pp_malloc(size_t n) { return pp_alloc.malloc_fn(pp_alloc.ud, n ? n : 1); }
 PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n) { return pp_alloc.realloc_fn(pp_alloc.ud, p, n ? n : 1); }
 PGPIPE_PRIVATE void pp_free(void *p) { if (p) pp_alloc.free_fn(pp_alloc.ud, p); }
+void pgpipe_free(void *p) { pp_free(p); }
 
 PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size)
 {
@@ -624,95 +625,6 @@ PGPIPE_PRIVATE uint64_t pp_rand_seed(void)
     s += 0x9E3779B97F4A7C15ull * ++counter;
     pp_mutex_unlock(&pp_log_mutex);
     return s ? s : 1;
-}
-
-/* ---- Transient failures and retries ----------------------------------- */
-
-int pgpipe_sqlstate_is_transient(const char *st)
-{
-    if (!st || strlen(st) != 5)
-        return 0;
-    static const char *const codes[] = {
-        "57P01", /* admin_shutdown */
-        "57P02", /* crash_shutdown */
-        "57P03", /* cannot_connect_now */
-        "40001", /* serialization_failure */
-        "40P01", /* deadlock_detected */
-        "53300", /* too_many_connections */
-        "55P03", /* lock_not_available */
-        "58030", /* io_error */
-    };
-    if (st[0] == '0' && st[1] == '8') /* connection_exception class */
-        return 1;
-    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
-        if (memcmp(st, codes[i], 5) == 0)
-            return 1;
-    return 0;
-}
-
-int pgpipe_sqlstate_is_data_error(const char *st)
-{
-    /* class 22 data exception, class 23 integrity constraint violation */
-    return st && strlen(st) == 5 && st[0] == '2' && (st[1] == '2' || st[1] == '3');
-}
-
-int pgpipe_pq_is_transient(const PGconn *conn, const PGresult *res)
-{
-    if (res) {
-        const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        if (st && *st)
-            return pgpipe_sqlstate_is_transient(st);
-    }
-    /* no SQLSTATE: a client-side failure; worth retrying if the link broke */
-    return conn != NULL && PQstatus(conn) == CONNECTION_BAD;
-}
-
-void pgpipe_retry_init(pgpipe_retry *r, int max_attempts, int base_ms, int max_ms)
-{
-    r->max_attempts = max_attempts > 0 ? max_attempts : 5;
-    r->base_ms = base_ms > 0 ? base_ms : 100;
-    r->max_ms = max_ms > 0 ? max_ms : 5000;
-    if (r->max_ms < r->base_ms)
-        r->max_ms = r->base_ms;
-    r->attempt = 0;
-    r->seed = 0;
-}
-
-int pgpipe_retry_next_delay(pgpipe_retry *r)
-{
-    if (r->max_attempts <= 0)
-        pgpipe_retry_init(r, r->max_attempts, r->base_ms, r->max_ms);
-    r->attempt++;
-    if (r->attempt >= r->max_attempts)
-        return -1;
-    if (r->seed == 0)
-        r->seed = pp_rand_seed();
-    int n = r->attempt - 1;
-    long long cap = r->base_ms;
-    while (n-- > 0 && cap < r->max_ms)
-        cap *= 2;
-    if (cap > r->max_ms)
-        cap = r->max_ms;
-    long long half = cap / 2;
-    return (int)(half + (long long)(pp_rand_next(&r->seed) % (uint64_t)(cap - half + 1)));
-}
-
-int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud)
-{
-    if (!r || !fn)
-        return PGPIPE_MISUSE;
-    for (;;) {
-        int transient = 0;
-        int rc = fn(ud, r->attempt + 1, &transient);
-        if (rc == PGPIPE_OK || !transient)
-            return rc;
-        int delay = pgpipe_retry_next_delay(r);
-        if (delay < 0)
-            return rc;
-        pp_logf(PGPIPE_LOG_INFO, "retry", "attempt %d failed (%s), retrying in %d ms",
-                r->attempt, pgpipe_errstr(rc), delay);
-        pgpipe_sleep_ms(delay);
-    }
 }
 
 /* ---- Embedded SQL ----------------------------------------------------- */

@@ -1,3 +1,16 @@
+/* ==== Base: version, results, errors, handles, memory, logging ==== */
+
+/* What every other component builds on: result codes, the error record that
+** every handle carries, the list of handle types, the allocator, the log
+** stream, connection-string masking and the SQL files compiled into the
+** library. No handle of its own.
+**
+** Thread safety: every function here may be called from any thread, except
+** pgpipe_config_allocator (call it once, before anything else). The log
+** configuration is guarded by a lock.
+** Reading a handle's error (pgpipe_errmsg...) follows the handle's rule: it
+** is the error of the last call on that handle. */
+
 /* ---- Library version -------------------------------------------------- */
 
 /* The PGPIPE_VERSION this library was compiled from ("X.Y.Z"). */
@@ -37,9 +50,10 @@ typedef struct pgpipe_error {
     long long offset;
 } pgpipe_error;
 
-/* Every pgpipe handle (pool, loader, document, reader, ...) carries its last
-** error; these read it. A NULL handle reads as an out-of-memory error, since
-** that is the only way an opening function leaves the caller without one. */
+/* Every pgpipe handle (pool, loader, document, reader, ...) carries the error
+** of the last call on it; these read it. A NULL handle reads as an
+** out-of-memory error, since an open function leaves *out NULL only when
+** memory ran out. */
 const pgpipe_error *pgpipe_errinfo(const void *handle);
 int pgpipe_errcode(const void *handle);
 const char *pgpipe_errmsg(const void *handle);
@@ -50,6 +64,32 @@ void pgpipe_error_clear(pgpipe_error *err);
 /* Format an error as "source:line:column: message [SQLSTATE]" (the parts that
 ** apply) into buf. Returns the length it needed, like snprintf. */
 int pgpipe_error_format(const pgpipe_error *err, char *buf, size_t size);
+
+/* ---- Handles ---------------------------------------------------------- */
+
+/* Every handle type, with the functions that make and release it (see the
+** conventions at the top). Declared here so that any section can name any
+** handle. */
+typedef struct pgpipe_json_doc pgpipe_json_doc;   /* pgpipe_json_doc_open / _close */
+typedef struct pgpipe_ndjson pgpipe_ndjson;       /* pgpipe_ndjson_open / _close */
+typedef struct pgpipe_csv pgpipe_csv;             /* pgpipe_csv_open_fd/_file/_feed / _close */
+typedef struct pgpipe_pool pgpipe_pool;           /* pgpipe_pool_open / _close */
+typedef struct pgpipe_conn pgpipe_conn;           /* pgpipe_pool_acquire / pgpipe_pool_release */
+typedef struct pgpipe_pipeline pgpipe_pipeline;   /* pgpipe_pipeline_open / _close */
+typedef struct pgpipe_sql_split pgpipe_sql_split; /* pgpipe_sql_split_open / _close */
+typedef struct pgpipe_migrator pgpipe_migrator;   /* pgpipe_migrator_open / _close */
+typedef struct pgpipe_loader pgpipe_loader;       /* pgpipe_loader_open / _close */
+typedef struct pgpipe_claimer pgpipe_claimer;     /* pgpipe_claimer_open / _close */
+typedef struct pgpipe_batch pgpipe_batch;         /* pgpipe_claim_next / _complete, _release */
+typedef struct pgpipe_workers pgpipe_workers;     /* pgpipe_workers_open / _close */
+typedef struct pgpipe_records pgpipe_records;     /* pgpipe_records_open / _close */
+typedef struct pgpipe_records_filter pgpipe_records_filter; /* ..._filter_open / _close */
+typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find /
+                                                               ..._cursor_close */
+
+/* An options struct that two sections use (migrations and the built-in
+** schema); defined with the migrations. */
+typedef struct pgpipe_migrate_options pgpipe_migrate_options;
 
 /* ---- Memory ----------------------------------------------------------- */
 
@@ -66,6 +106,11 @@ typedef struct pgpipe_allocator {
 ** other pgpipe function allocates; memory must be freed by the allocator that
 ** allocated it. Not thread-safe. */
 int pgpipe_config_allocator(const pgpipe_allocator *alloc);
+
+/* Release a string or buffer the library allocated and handed over
+** (pgpipe_json_write, pgpipe_records_get, pgpipe_records_explain). NULL is a
+** no-op. */
+void pgpipe_free(void *p);
 
 /* ---- Logging ---------------------------------------------------------- */
 
@@ -114,45 +159,7 @@ int pgpipe_log_format_line(char *buf, size_t size, int json, int level,
 ** returns the length of the whole masked text, like snprintf. */
 size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size);
 
-/* ---- Transient failures and retries ----------------------------------- */
-
-/* 1 when an SQLSTATE names a failure worth retrying: class 08 (connection
-** exception), 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect
-** now, 40001 serialization failure, 40P01 deadlock, 53300 too many
-** connections, 55P03 lock not available, 58030 I/O error; 0 otherwise. */
-int pgpipe_sqlstate_is_transient(const char *sqlstate);
-/* 1 when an SQLSTATE says the data itself is wrong: class 22 (data
-** exception: bad cast, out of range, invalid text) or class 23 (integrity
-** constraint violation: NOT NULL, CHECK, unique, foreign key). Retrying the
-** same record cannot succeed, so the claimer dead-letters it at once. Class
-** 42 (undefined table, syntax) is not one: it is the handler's fault, not
-** the record's, and heals when the handler or the schema is fixed. */
-int pgpipe_sqlstate_is_data_error(const char *sqlstate);
-/* 1 when a failed libpq call is worth retrying: the connection is bad (lost
-** connection, server restart) or the result's SQLSTATE is transient.
-** conn and res may each be NULL. */
-int pgpipe_pq_is_transient(const PGconn *conn, const PGresult *res);
-
-/* Bounded exponential backoff with jitter. The n-th retry waits a random time
-** in [cap/2, cap] where cap = min(max_ms, base_ms * 2^n). */
-typedef struct pgpipe_retry {
-    int max_attempts;   /* total attempts including the first; default 5 */
-    int base_ms;        /* default 100 */
-    int max_ms;         /* default 5000 */
-    int attempt;        /* attempts made so far (state) */
-    uint64_t seed;      /* jitter state; 0 seeds from the clock */
-} pgpipe_retry;
-
-void pgpipe_retry_init(pgpipe_retry *r, int max_attempts, int base_ms, int max_ms);
-/* The delay before the next attempt in ms, counting the attempt as made;
-** -1 when no attempt is left. */
-int pgpipe_retry_next_delay(pgpipe_retry *r);
-
-/* Call fn until it succeeds, fails for good, or the attempts run out. fn
-** returns a result code and sets *transient to 1 when its failure is worth
-** retrying. Sleeps between attempts. Returns fn's last result code. */
-typedef int (*pgpipe_retry_fn)(void *ud, int attempt, int *transient);
-int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud);
+/* ---- Clocks ----------------------------------------------------------- */
 
 /* Sleep for ms milliseconds (restarts after signals). */
 void pgpipe_sleep_ms(int ms);

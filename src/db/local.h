@@ -1,4 +1,13 @@
-/* ---- Private local server --------------------------------------------- */
+/* ==== Local server: a private PostgreSQL cluster ==== */
+
+/* Creates, starts and stops a PostgreSQL cluster in a directory, for the
+** shell's --local DIR, demos and tests. No handle: the functions take the
+** directory and report to a pgpipe_error.
+**
+** Thread safety: start and stop run initdb and pg_ctl as child processes;
+** call them from one thread at a time, and start a watchdog before any
+** thread is started (it forks). pgpipe_local_running may be called from
+** any thread. */
 
 /* A PostgreSQL cluster that pgpipe creates and runs in a directory of yours,
 ** for trying things without installing or configuring a server (the shell's

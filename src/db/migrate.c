@@ -633,27 +633,19 @@ static void mig_progress_checksum(const mig_file *f, int n, char out[65])
 
 /* ---- The history table ------------------------------------------------ */
 
+/* The migrator's statements: its connection, its error; NULL on failure. */
 static PGresult *mig_exec(pgpipe_migrator *m, const char *sql, int n, const char *const *params,
                           const char *what)
 {
-    PGresult *r = n ? PQexecParams(m->conn, sql, n, NULL, params, NULL, NULL, 0)
-                    : PQexec(m->conn, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
-        return r;
-    pp_err_pq(&m->hdr.err, m->conn, r, what);
-    PQclear(r);
-    return NULL;
+    PGresult *r;
+    return pp_exec(m->conn, sql, n, n ? params : NULL, &r, &m->hdr.err, what) == PGPIPE_OK ? r
+                                                                                         : NULL;
 }
 
 static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *const *params,
                        const char *what)
 {
-    PGresult *r = mig_exec(m, sql, n, params, what);
-    if (!r)
-        return PGPIPE_DB;
-    PQclear(r);
-    return PGPIPE_OK;
+    return pp_exec(m->conn, sql, n, n ? params : NULL, NULL, &m->hdr.err, what);
 }
 
 static int mig_table_exists(pgpipe_migrator *m, int *exists)
@@ -862,7 +854,9 @@ static int mig_lock(pgpipe_migrator *m)
     const char *p[1] = { key };
     int64_t t0 = pgpipe_now_us();
     int timeout = m->lock_timeout_ms;
-    int delay = 20;
+    /* poll until the timeout, not a number of attempts */
+    pgpipe_retry backoff;
+    pgpipe_retry_init(&backoff, INT_MAX, 20, 320);
     for (;;) {
         PGresult *r = mig_exec(m, "SELECT pg_try_advisory_lock($1::bigint)", 1, p,
                                "cannot take the migration lock");
@@ -877,22 +871,20 @@ static int mig_lock(pgpipe_migrator *m)
         int64_t waited = (pgpipe_now_us() - t0) / 1000;
         if (timeout < 0 || waited >= timeout)
             break;
-        int d = delay;
+        int d = pgpipe_retry_next_delay(&backoff);
         if (waited + d > timeout)
             d = (int)(timeout - waited);
         pgpipe_sleep_ms(d);
-        if (delay < 250)
-            delay *= 2;
     }
     /* name the holder */
     char holder[64] = "another session";
-    PGresult *r = PQexecParams(m->conn,
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND classid = (($1::bigint >> 32) & 4294967295)::oid "
-        "AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1 LIMIT 1",
-        1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+    PGresult *r;
+    if (pp_exec(m->conn,
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND classid = (($1::bigint >> 32) & 4294967295)::oid "
+                "AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1 LIMIT 1",
+                1, p, &r, NULL, NULL) == PGPIPE_OK && PQntuples(r) == 1)
         snprintf(holder, sizeof holder, "backend pid %s", PQgetvalue(r, 0, 0));
     PQclear(r);
     return pp_err(&m->hdr.err, PGPIPE_BUSY,
@@ -1372,9 +1364,7 @@ static int mig_exec_stmt(pgpipe_migrator *m, const mig_file *f, int idx)
 
 static void mig_rollback_if_needed(pgpipe_migrator *m)
 {
-    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE &&
-        PQtransactionStatus(m->conn) != PQTRANS_UNKNOWN)
-        PQclear(PQexec(m->conn, "ROLLBACK"));
+    pp_rollback_open(m->conn);
 }
 
 /* Records a failure after the error is set; keeps that error. */
@@ -1645,7 +1635,7 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
 
 /* ---- Open and close --------------------------------------------------- */
 
-int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
+int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -1706,7 +1696,7 @@ int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrat
     return PGPIPE_OK;
 }
 
-void pgpipe_migrate_close(pgpipe_migrator *m)
+void pgpipe_migrator_close(pgpipe_migrator *m)
 {
     if (!m)
         return;

@@ -1,3 +1,14 @@
+/* ==== Migrations: checksums and the migration runner ==== */
+
+/* Applies folders of versioned and repeatable SQL files to a database (the
+** built-in schema is installed the same way). Handle: pgpipe_migrator (a
+** runner on one connection); it splits files with pgpipe_sql_split.
+**
+** Thread safety: a migrator is used by one thread at a time, and nothing
+** else may use its connection meanwhile. Runners in different processes or
+** threads exclude each other with an advisory lock
+** (PGPIPE_MIGRATE_LOCK_KEY). The checksum functions keep no state. */
+
 /* ---- Checksums -------------------------------------------------------- */
 
 /* SHA-256 of data as 64 lowercase hex digits and a NUL (out has 65 bytes). */
@@ -26,7 +37,7 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);
 /* The advisory lock key every runner takes (pg_try_advisory_lock(bigint)). */
 #define PGPIPE_MIGRATE_LOCK_KEY 0x7067706970656D67LL /* "pgpipemg" */
 
-typedef struct pgpipe_migrate_options {
+struct pgpipe_migrate_options {
     const char *dir;              /* folder of migration files, or NULL and: */
     const char *embedded;         /* a folder of the embedded sql/ ("schema", "example") */
     const char *scope;            /* history rows of this set; default "default", or the
@@ -36,11 +47,9 @@ typedef struct pgpipe_migrate_options {
     long long lock_key;           /* 0 = PGPIPE_MIGRATE_LOCK_KEY */
     const char *baseline_version; /* record versions <= this as applied without running */
     unsigned flags;               /* PGPIPE_MIGRATE_* */
-} pgpipe_migrate_options;
+};
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
-
-typedef struct pgpipe_migrator pgpipe_migrator;
 
 /* States of a migration in status and after a run. */
 #define PGPIPE_MIGRATION_APPLIED  1  /* applied, file unchanged */
@@ -79,7 +88,7 @@ typedef struct pgpipe_migration_info {
 /* Open a runner on a connection (not taken over: close it yourself). The
 ** options are copied. Fails with PGPIPE_MISUSE on bad options; *out is set
 ** even then, so read its error and close it. */
-int pgpipe_migrate_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
+int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
 /* Apply what is pending: takes the advisory lock (PGPIPE_BUSY when another
 ** runner keeps it past the timeout), creates the history table, checks drift,
 ** then runs versioned files in order and changed repeatables. Stops at the
@@ -97,4 +106,4 @@ const char *pgpipe_migration_state_name(int state);
 /* The entries as a text table for a terminal, with a summary line. Returns the
 ** length needed, like snprintf. */
 int pgpipe_migrate_format(const pgpipe_migrator *m, char *buf, size_t size);
-void pgpipe_migrate_close(pgpipe_migrator *m);
+void pgpipe_migrator_close(pgpipe_migrator *m);

@@ -219,36 +219,6 @@ static void pool_conn_free(pgpipe_conn *c)
     pp_free(c);
 }
 
-/* Failures a retry cannot fix (English libpq/server messages). Everything
-** else - refused, socket missing, "starting up", "shutting down", too many
-** clients - is retried until the acquire deadline. */
-static int pool_connect_failure_is_permanent(PGconn *pg)
-{
-    static const char *const pats[] = {
-        "authentication failed", "does not exist", "no pg_hba.conf entry",
-        "no password supplied", "not permitted to log in", "permission denied",
-        "invalid connection option", "invalid sslmode", "invalid port",
-    };
-    if (PQconnectionNeedsPassword(pg))
-        return 1;
-    const char *m = PQerrorMessage(pg);
-    for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++)
-        if (strstr(m, pats[i]))
-            return 1;
-    return 0;
-}
-
-/* Server notices go to the log, not to stderr (libpq's default). A caller
-** can install its own processor on pgpipe_conn_pg(). */
-static void pool_notice_processor(void *arg, const char *message)
-{
-    (void)arg;
-    int n = (int)strlen(message);
-    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
-        n--;
-    pp_logf(PGPIPE_LOG_INFO, "pool", "server: %.*s", n, message);
-}
-
 /* Open one connection (no lock held). On failure returns NULL, sets err, and
 ** *permanent tells whether retrying is pointless. */
 static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permanent)
@@ -288,12 +258,17 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
         return NULL;
     }
     if (PQstatus(c->pg) != CONNECTION_OK) {
-        *permanent = pool_connect_failure_is_permanent(c->pg);
+        /* only a failure known to be final stops the pool's retries:
+        ** refused, socket missing, "starting up", "shutting down", too
+        ** many clients and the unknown are retried until the deadline */
+        *permanent = pp_connect_failure_class(c->pg) == PGPIPE_SQLSTATE_GIVE_UP;
         pp_err_pq(err, c->pg, NULL, "cannot connect");
         pool_conn_free(c);
         return NULL;
     }
-    PQsetNoticeProcessor(c->pg, pool_notice_processor, NULL);
+    /* server notices go to the log, not to stderr (libpq's default); a
+    ** caller can install its own processor on pgpipe_conn_pg() */
+    PQsetNoticeProcessor(c->pg, pp_notice_to_log, (void *)"pool");
     int64_t now = pgpipe_now_us();
     c->created_us = c->released_us = c->validated_us = now;
     return c;
@@ -324,10 +299,8 @@ static int pool_ping(pgpipe_conn *c)
 {
     if (PQstatus(c->pg) != CONNECTION_OK)
         return 0;
-    PGresult *r = PQexec(c->pg, "");
-    int ok = r && PQresultStatus(r) == PGRES_EMPTY_QUERY;
-    PQclear(r);
-    return ok && PQstatus(c->pg) == CONNECTION_OK &&
+    return pp_exec(c->pg, "", 0, NULL, NULL, NULL, NULL) == PGPIPE_OK &&
+           PQstatus(c->pg) == CONNECTION_OK &&
            PQtransactionStatus(c->pg) == PQTRANS_IDLE;
 }
 
@@ -344,10 +317,8 @@ static int pool_conn_reset(pgpipe_conn *c)
         break;
     case PQTRANS_INTRANS:
     case PQTRANS_INERROR: {
-        PGresult *r = PQexec(pg, "ROLLBACK");
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        PQclear(r);
-        if (!ok || PQtransactionStatus(pg) != PQTRANS_IDLE)
+        if (pp_exec(pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL) != PGPIPE_OK ||
+            PQtransactionStatus(pg) != PQTRANS_IDLE)
             return 0;
         break;
     }
@@ -356,10 +327,7 @@ static int pool_conn_reset(pgpipe_conn *c)
     }
     pgpipe_pool *p = c->pool;
     if (p->reset_sql) {
-        PGresult *r = PQexec(pg, p->reset_sql);
-        ExecStatusType st = PQresultStatus(r);
-        PQclear(r);
-        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+        if (pp_exec(pg, p->reset_sql, 0, NULL, NULL, NULL, NULL) != PGPIPE_OK) {
             pp_logf(PGPIPE_LOG_WARN, "pool", "reset statement failed, closing the connection: %s",
                     PQerrorMessage(pg));
             return 0;
@@ -568,13 +536,22 @@ static void pool_note_connect_failure_locked(pgpipe_pool *p, const pgpipe_error 
     }
 }
 
+/* The backoff between failed connects, in a connector thread or an
+** acquiring caller: short, since someone is waiting, and without a limit on
+** attempts (the acquire deadline and the waiters' presence end them). */
+static void pool_backoff_init(pgpipe_retry *r)
+{
+    pgpipe_retry_init(r, INT_MAX, 10, 500);
+}
+
 #ifndef PGPIPE_OMIT_THREADS
 /* Opens one connection for the pool and hands it to the first waiter.
 ** Transient failures are retried with backoff while anyone still waits. */
 static void *pool_connector_main(void *arg)
 {
     pgpipe_pool *p = arg;
-    int delay_ms = 10;
+    pgpipe_retry backoff;
+    pool_backoff_init(&backoff);
     pgpipe_conn *extra = NULL;
     for (;;) {
         int permanent = 0;
@@ -591,12 +568,10 @@ static void *pool_connector_main(void *arg)
             p->total--;
             break;
         }
-        int jitter = (int)(pp_rand_next(&p->seed) % (uint64_t)(delay_ms / 2 + 1));
         pp_mutex_unlock(&p->mu);
-        pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying in %d ms: %s",
-                delay_ms - jitter, ce.message);
-        pgpipe_sleep_ms(delay_ms - jitter);
-        delay_ms = delay_ms * 2 > 500 ? 500 : delay_ms * 2;
+        int d = pgpipe_retry_next_delay(&backoff);
+        pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying in %d ms: %s", d, ce.message);
+        pgpipe_sleep_ms(d);
     }
     p->connectors--;
     pool_signal_close_locked(p);
@@ -681,7 +656,7 @@ static int pool_check_conninfo(pgpipe_error *e, const char *ci)
     return PGPIPE_OK;
 }
 
-int pgpipe_pool_open(const char *conninfo, const pgpipe_pool_options *opts, pgpipe_pool **out)
+int pgpipe_pool_open(pgpipe_pool **out, const char *conninfo, const pgpipe_pool_options *opts)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -807,23 +782,175 @@ static int pool_validate_locked(pgpipe_pool *p, pgpipe_conn *c)
     return ok;
 }
 
-static int pool_timeout_error(pgpipe_pool *p, pgpipe_error *e, int64_t start, const char *lasterr)
+/* One pgpipe_pool_acquire_ex call: its place in the queue, its clock, and
+** the backoff between the connects it makes for the pool. */
+typedef struct pool_acquire {
+    pool_waiter w;
+    pgpipe_error *e;
+    int64_t start, deadline;
+    int64_t retry_at;     /* the next connect of its job may start then */
+    pgpipe_retry backoff; /* the delays between its failed connects */
+} pool_acquire;
+
+/* What a step of the acquire loop leaves it to do. */
+enum { POOL_STEP_NONE, POOL_STEP_AGAIN, POOL_STEP_DONE };
+
+/* Step 1: take a connection handed over, or an idle one when nobody queues,
+** and validate it. DONE with *out set; AGAIN when it was dead (its slot is
+** refilled and this caller queues first); NONE when there is none to take. */
+static int pool_take_locked(pgpipe_pool *p, pool_acquire *a, pgpipe_conn **out)
 {
+    pool_waiter *w = &a->w;
+    pgpipe_conn *c;
+    if (w->conn) {
+        c = w->conn;
+        w->conn = NULL;
+        p->in_use--; /* counted again once validated */
+        if (w->job) { /* no need to open one any more */
+            w->job = 0;
+            pool_slot_freed_locked(p);
+        }
+    } else if (!w->queued && !p->whead && p->idle) {
+        c = p->idle;
+        p->idle = c->next;
+        c->next = NULL;
+        p->nidle--;
+    } else {
+        return POOL_STEP_NONE;
+    }
+    if (pool_validate_locked(p, c)) {
+        p->in_use++;
+        p->acquired++;
+        pool_record_wait_locked(p, pgpipe_now_us() - a->start);
+        *out = c;
+        return POOL_STEP_DONE;
+    }
+    pool_enqueue_locked(p, w, 1);
+    w->perm_gen = p->perm_gen;
+    if (p->closing)
+        p->total--;
+    else
+        pool_grow_locked(p);
+    return POOL_STEP_AGAIN;
+}
+
+/* Step 2: join the queue; take the job of growing the pool if it may. */
+static void pool_join_locked(pgpipe_pool *p, pool_waiter *w)
+{
+    if (w->queued)
+        return;
+    pool_enqueue_locked(p, w, 0);
+    w->perm_gen = p->perm_gen;
+    if (p->total < pool_max_total(p)) {
+        p->total++;
+        pool_grow_locked(p);
+    }
+}
+
+/* Step 3: when this caller holds the job of opening a connection for the
+** pool (not necessarily for itself) and its backoff has passed, open one
+** (the lock is released meanwhile). AGAIN after an attempt; DONE with *rc
+** when a failure ends the acquire; NONE when there was nothing to do. */
+static int pool_connect_locked(pgpipe_pool *p, pool_acquire *a, int64_t now, int *rc)
+{
+    pool_waiter *w = &a->w;
+    if (!w->job || w->connecting || now < a->retry_at)
+        return POOL_STEP_NONE;
+    w->job = 0;
+    w->connecting = 1;
+    pp_mutex_unlock(&p->mu);
+    int permanent = 0;
+    pgpipe_error ce;
+    pgpipe_conn *nc = pool_connect(p, &ce, &permanent);
+    pp_mutex_lock(&p->mu);
+    w->connecting = 0;
+    if (nc) {
+        pool_conn_born_locked(p, nc);
+        pgpipe_conn *extra = pool_deliver_locked(p, nc, pgpipe_now_us());
+        if (extra) {
+            pp_mutex_unlock(&p->mu);
+            pool_conn_free(extra);
+            pp_mutex_lock(&p->mu);
+        }
+        return POOL_STEP_AGAIN;
+    }
+    pool_note_connect_failure_locked(p, &ce, permanent);
+    w->perm_gen = p->perm_gen;
+    if (permanent || p->closing) {
+        if (w->queued)
+            pool_remove_waiter_locked(p, w);
+        pool_slot_freed_locked(p);
+        if (w->conn && !p->closing)
+            return POOL_STEP_AGAIN; /* one was handed over meanwhile: take it */
+        *a->e = ce;
+        *rc = ce.code;
+        return POOL_STEP_DONE;
+    }
+    w->job = 1; /* keep the slot; try again after a backoff */
+    int d = pgpipe_retry_next_delay(&a->backoff);
+    a->retry_at = pgpipe_now_us() + (int64_t)d * 1000;
+    pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying in %d ms: %s", d, ce.message);
+    return POOL_STEP_AGAIN;
+}
+
+static int pool_timeout_error(pgpipe_pool *p, pool_acquire *a)
+{
+    char lasterr[sizeof a->e->message] = "";
+    if (p->connect_err_us >= a->start)
+        snprintf(lasterr, sizeof lasterr, "%s", p->connect_err.message);
     p->timeouts++;
-    long long waited = (long long)((pgpipe_now_us() - start) / 1000);
+    long long waited = (long long)((pgpipe_now_us() - a->start) / 1000);
 #ifndef PGPIPE_OMIT_THREADS
-    return pp_err(e, PGPIPE_BUSY,
+    return pp_err(a->e, PGPIPE_BUSY,
                   "timed out after %lld ms waiting for a connection "
                   "(pool_size %d + max_overflow %d: %d in use, %d waiting)%s%s",
                   waited, p->opt.pool_size, p->opt.max_overflow, p->in_use, p->nwaiters,
                   lasterr[0] ? "; last connect error: " : "", lasterr);
 #else
-    return pp_err(e, PGPIPE_BUSY,
+    return pp_err(a->e, PGPIPE_BUSY,
                   "no connection available after %lld ms (pool_size %d + max_overflow %d: "
                   "%d in use; single-threaded build, so acquire does not wait)%s%s",
                   waited, p->opt.pool_size, p->opt.max_overflow, p->in_use,
                   lasterr[0] ? "; last connect error: " : "", lasterr);
 #endif
+}
+
+/* Step 4: wait for a hand-over, a job, the end of the backoff or the
+** deadline. PGPIPE_OK to go round again, or the timeout's error. */
+static int pool_wait_locked(pgpipe_pool *p, pool_acquire *a, int64_t now)
+{
+    if (now >= a->deadline)
+        return pool_timeout_error(p, a);
+    int64_t until = a->w.job && a->retry_at < a->deadline ? a->retry_at : a->deadline;
+#ifndef PGPIPE_OMIT_THREADS
+    pool_cond_wait_until(p, &a->w.cv, until);
+#else
+    if (!a->w.job) /* nobody else can give one back */
+        return pool_timeout_error(p, a);
+    pp_mutex_unlock(&p->mu);
+    pgpipe_sleep_ms((int)((until - now + 999) / 1000));
+    pp_mutex_lock(&p->mu);
+#endif
+    return PGPIPE_OK;
+}
+
+/* Leaving: give up the place in the queue and the job; returns what was
+** handed over too late, for the caller to close unlocked (or NULL). */
+static pgpipe_conn *pool_leave_locked(pgpipe_pool *p, pool_waiter *w)
+{
+    pgpipe_conn *late = NULL;
+    if (w->queued)
+        pool_remove_waiter_locked(p, w);
+    if (w->job) {
+        w->job = 0;
+        pool_slot_freed_locked(p);
+    }
+    if (w->conn) {
+        p->in_use--;
+        late = pool_deliver_locked(p, w->conn, pgpipe_now_us());
+        w->conn = NULL;
+    }
+    return late;
 }
 
 int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pgpipe_error *err)
@@ -833,164 +960,61 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pg
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC || !out)
         return pp_err(err, PGPIPE_MISUSE, "pgpipe_pool_acquire: NULL or invalid pool or output");
     pgpipe_error local;
-    pgpipe_error *e = err ? err : &local;
-    pgpipe_error_clear(e);
+    pool_acquire a;
+    memset(&a, 0, sizeof a);
+    a.e = err ? err : &local;
+    pgpipe_error_clear(a.e);
     if (timeout_ms < 0)
         timeout_ms = p->opt.acquire_timeout_ms;
-    int64_t start = pgpipe_now_us();
-    int64_t deadline = start + (int64_t)timeout_ms * 1000;
+    a.start = pgpipe_now_us();
+    a.deadline = a.start + (int64_t)timeout_ms * 1000;
+    pool_backoff_init(&a.backoff);
     int rc = PGPIPE_OK;
     pgpipe_conn *c = NULL;
-    char lasterr[sizeof e->message] = "";
-    int64_t retry_at = 0;
-    int delay_ms = 10;
-
-    pool_waiter w;
-    memset(&w, 0, sizeof w);
 #ifndef PGPIPE_OMIT_THREADS
-    if (pool_cond_init(p, &w.cv) != PGPIPE_OK)
-        return pp_err_nomem(e);
+    if (pool_cond_init(p, &a.w.cv) != PGPIPE_OK)
+        return pp_err_nomem(a.e);
 #endif
     pp_mutex_lock(&p->mu);
     if (p->closing) {
-        rc = pp_err(e, PGPIPE_MISUSE, "the pool is closed");
+        rc = pp_err(a.e, PGPIPE_MISUSE, "the pool is closed");
         if (!err)
-            p->hdr.err = *e;
+            p->hdr.err = *a.e;
         pp_mutex_unlock(&p->mu);
 #ifndef PGPIPE_OMIT_THREADS
-        pthread_cond_destroy(&w.cv);
+        pthread_cond_destroy(&a.w.cv);
 #endif
         return rc;
     }
     p->acquirers++;
-    pgpipe_conn *reaped = pool_reap_locked(p, start);
+    pgpipe_conn *reaped = pool_reap_locked(p, a.start);
     for (;;) {
         if (p->closing) {
-            rc = pp_err(e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
+            rc = pp_err(a.e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
             break;
         }
-        /* 1. a connection handed over, or an idle one when nobody queues */
-        if (w.conn || (!w.queued && !p->whead && p->idle)) {
-            if (w.conn) {
-                c = w.conn;
-                w.conn = NULL;
-                p->in_use--; /* counted again once validated */
-                if (w.job) { /* no need to open one any more */
-                    w.job = 0;
-                    pool_slot_freed_locked(p);
-                }
-            } else {
-                c = p->idle;
-                p->idle = c->next;
-                c->next = NULL;
-                p->nidle--;
-            }
-            if (pool_validate_locked(p, c)) {
-                p->in_use++;
-                p->acquired++;
-                pool_record_wait_locked(p, pgpipe_now_us() - start);
-                break;
-            }
-            /* it was dead: refill its slot; our turn comes first */
-            c = NULL;
-            pool_enqueue_locked(p, &w, 1);
-            w.perm_gen = p->perm_gen;
-            if (p->closing)
-                p->total--;
-            else
-                pool_grow_locked(p);
+        int step = pool_take_locked(p, &a, &c);
+        if (step == POOL_STEP_DONE)
+            break;
+        if (step == POOL_STEP_AGAIN)
             continue;
-        }
-        /* 2. join the queue; take the job of growing the pool if it may */
-        if (!w.queued) {
-            pool_enqueue_locked(p, &w, 0);
-            w.perm_gen = p->perm_gen;
-            if (p->total < pool_max_total(p)) {
-                p->total++;
-                pool_grow_locked(p);
-            }
-        }
-        if (w.perm_gen != p->perm_gen && !w.conn) {
+        pool_join_locked(p, &a.w);
+        if (a.w.perm_gen != p->perm_gen && !a.w.conn) {
             /* a connect failed in a way retrying cannot fix */
-            *e = p->perm_err;
-            rc = e->code;
+            *a.e = p->perm_err;
+            rc = a.e->code;
             break;
         }
-        /* 3. open a connection for the pool (not necessarily for us) */
         int64_t now = pgpipe_now_us();
-        if (w.job && !w.connecting && now >= retry_at) {
-            w.job = 0;
-            w.connecting = 1;
-            pp_mutex_unlock(&p->mu);
-            int permanent = 0;
-            pgpipe_error ce;
-            pgpipe_conn *nc = pool_connect(p, &ce, &permanent);
-            pp_mutex_lock(&p->mu);
-            w.connecting = 0;
-            if (nc) {
-                pool_conn_born_locked(p, nc);
-                pgpipe_conn *extra = pool_deliver_locked(p, nc, pgpipe_now_us());
-                if (extra) {
-                    pp_mutex_unlock(&p->mu);
-                    pool_conn_free(extra);
-                    pp_mutex_lock(&p->mu);
-                }
-                continue;
-            }
-            pool_note_connect_failure_locked(p, &ce, permanent);
-            w.perm_gen = p->perm_gen;
-            if (permanent || p->closing) {
-                if (w.queued)
-                    pool_remove_waiter_locked(p, &w);
-                pool_slot_freed_locked(p);
-                if (w.conn && !p->closing)
-                    continue; /* one was handed over meanwhile: take it */
-                *e = ce;
-                rc = ce.code;
-                break;
-            }
-            w.job = 1; /* keep the slot; try again after a backoff */
-            int jitter = (int)(pp_rand_next(&p->seed) % (uint64_t)(delay_ms / 2 + 1));
-            retry_at = pgpipe_now_us() + (int64_t)(delay_ms - jitter) * 1000;
-            delay_ms = delay_ms * 2 > 500 ? 500 : delay_ms * 2;
-            pp_logf(PGPIPE_LOG_INFO, "pool", "connect failed, retrying: %s", ce.message);
+        step = pool_connect_locked(p, &a, now, &rc);
+        if (step == POOL_STEP_DONE)
+            break;
+        if (step == POOL_STEP_AGAIN)
             continue;
-        }
-        /* 4. wait for a hand-over, a job, the retry time or the deadline */
-        if (now >= deadline) {
-            if (p->connect_err_us >= start)
-                snprintf(lasterr, sizeof lasterr, "%s", p->connect_err.message);
-            rc = pool_timeout_error(p, e, start, lasterr);
+        if ((rc = pool_wait_locked(p, &a, now)) != PGPIPE_OK)
             break;
-        }
-        int64_t until = w.job && retry_at < deadline ? retry_at : deadline;
-#ifndef PGPIPE_OMIT_THREADS
-        pool_cond_wait_until(p, &w.cv, until);
-#else
-        if (!w.job) { /* nobody else can give one back */
-            if (p->connect_err_us >= start)
-                snprintf(lasterr, sizeof lasterr, "%s", p->connect_err.message);
-            rc = pool_timeout_error(p, e, start, lasterr);
-            break;
-        }
-        pp_mutex_unlock(&p->mu);
-        pgpipe_sleep_ms((int)((until - now + 999) / 1000));
-        pp_mutex_lock(&p->mu);
-#endif
     }
-    /* leaving: give up our place, our job, and pass on anything handed over late */
-    pgpipe_conn *late = NULL;
-    if (w.queued)
-        pool_remove_waiter_locked(p, &w);
-    if (w.job) {
-        w.job = 0;
-        pool_slot_freed_locked(p);
-    }
-    if (w.conn) {
-        p->in_use--;
-        late = pool_deliver_locked(p, w.conn, pgpipe_now_us());
-        w.conn = NULL;
-    }
+    pgpipe_conn *late = pool_leave_locked(p, &a.w);
     if (rc == PGPIPE_OK && p->closing) {
         /* closed while we validated it: do not hand it out */
         p->in_use--;
@@ -1000,16 +1024,16 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pg
         c->next = reaped;
         reaped = c;
         c = NULL;
-        rc = pp_err(e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
+        rc = pp_err(a.e, PGPIPE_MISUSE, "the pool was closed while waiting for a connection");
     }
     p->acquirers--;
     if (!err && rc != PGPIPE_OK)
-        p->hdr.err = *e;
+        p->hdr.err = *a.e;
     pool_signal_close_locked(p);
     int free_pool = pool_should_free_locked(p);
     pp_mutex_unlock(&p->mu);
 #ifndef PGPIPE_OMIT_THREADS
-    pthread_cond_destroy(&w.cv);
+    pthread_cond_destroy(&a.w.cv);
 #endif
     pool_conn_free(late);
     pool_free_list(reaped);
@@ -1306,7 +1330,7 @@ struct pgpipe_pipeline {
     int send_failed;    /* a send failed: the connection is unusable */
 };
 
-int pgpipe_pipeline_begin(pgpipe_conn *c, int flags, pgpipe_pipeline **out)
+int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *c, int flags)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -1479,7 +1503,7 @@ int pgpipe_pipeline_run(pgpipe_pipeline *p, int *nfailed)
     return pp_err_pq(&p->hdr.err, pg, r, ctx);
 }
 
-void pgpipe_pipeline_free(pgpipe_pipeline *p)
+void pgpipe_pipeline_close(pgpipe_pipeline *p)
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
         return;

@@ -1,4 +1,16 @@
-/* ---- Connection pool -------------------------------------------------- */
+/* ==== Connection pool, checked-out connections, pipeline mode ==== */
+
+/* Hands out libpq connections to the rest of the library and to programs.
+** Handles: pgpipe_pool, the pgpipe_conn it lends out (acquire / release),
+** and a pgpipe_pipeline opened on a checked-out connection.
+**
+** Thread safety: a pool's acquire, release, discard and stats functions may
+** be called from any number of threads at once (an acquire reports to its
+** err argument, not to the shared pool); open and close are called once
+** each, by one thread. A checked-out connection, and a pipeline on it,
+** belong to the thread that holds it. */
+
+/* ---- Connection pool --------------------------------------------------- */
 
 /* A thread-safe pool of libpq connections (SQLAlchemy-style sizing), with
 ** health checks, session reset on release, a prepared-statement cache per
@@ -8,9 +20,10 @@
 **   pgpipe_pool_options_init(&o);
 **   o.pool_size = 4; o.max_overflow = 4;
 **   pgpipe_pool *pool;
-**   if (pgpipe_pool_open("postgresql://app@db/prod", &o, &pool) != PGPIPE_OK) {
+**   if (pgpipe_pool_open(&pool, "postgresql://app@db/prod", &o) != PGPIPE_OK) {
 **       fprintf(stderr, "%s\n", pgpipe_errmsg(pool));   (pool may be NULL: no memory)
 **       pgpipe_pool_close(pool, NULL);
+**       return;
 **   }
 **   pgpipe_conn *c;
 **   pgpipe_error err;
@@ -22,17 +35,8 @@
 **   }
 **   pgpipe_pool_close(pool, NULL);
 **
-** Thread safety: pgpipe_pool_acquire_ex, pgpipe_pool_release,
-** pgpipe_pool_discard and pgpipe_pool_stats_get may be called from any number of
-** threads at once. A checked-out pgpipe_conn (and a pipeline on it) belongs to
-** the thread that holds it. pgpipe_pool_open and pgpipe_pool_close are called
-** once each, by one thread. Under PGPIPE_OMIT_THREADS nothing waits: an
-** acquire that finds no free connection and no free slot fails at once with
-** PGPIPE_BUSY. */
-
-typedef struct pgpipe_pool pgpipe_pool;
-typedef struct pgpipe_conn pgpipe_conn;
-typedef struct pgpipe_pipeline pgpipe_pipeline;
+** Under PGPIPE_OMIT_THREADS nothing waits: an acquire that finds no free
+** connection and no free slot fails at once with PGPIPE_BUSY. */
 
 typedef struct pgpipe_pool_options {
     int pool_size;          /* connections kept open once made (default 5) */
@@ -79,7 +83,7 @@ void pgpipe_pool_options_init(pgpipe_pool_options *o);
 ** connections are made before it returns. *out receives the handle even when
 ** opening fails (read the error with pgpipe_errmsg(*out), then close it);
 ** *out is NULL only when memory ran out. Messages never hold a password. */
-int pgpipe_pool_open(const char *conninfo, const pgpipe_pool_options *opts, pgpipe_pool **out);
+int pgpipe_pool_open(pgpipe_pool **out, const char *conninfo, const pgpipe_pool_options *opts);
 
 /* Check out a connection, waiting at most timeout_ms (-1 = the pool's
 ** acquire_timeout_ms, 0 = do not wait). Waiters are served first come, first
@@ -172,11 +176,11 @@ int pgpipe_conn_clear_cache(pgpipe_conn *conn);
 /* Send many statements on one connection without waiting for each reply.
 **
 **   pgpipe_pipeline *p;
-**   pgpipe_pipeline_begin(conn, PGPIPE_PIPELINE_SYNC_EACH, &p);
+**   pgpipe_pipeline_open(&p, conn, PGPIPE_PIPELINE_SYNC_EACH);
 **   for (...) pgpipe_pipeline_add(p, "UPDATE t SET done = true WHERE id = $1", 1, vals);
 **   int failed; rc = pgpipe_pipeline_run(p, &failed);
 **   ... pgpipe_pipeline_result(p, i) ...
-**   pgpipe_pipeline_free(p);
+**   pgpipe_pipeline_close(p);
 **
 ** Semantics when statement k fails:
 **   flags 0 (one Sync at the end): all the statements form one implicit
@@ -188,10 +192,12 @@ int pgpipe_conn_clear_cache(pgpipe_conn *conn);
 **     others run and commit.
 ** Inside a transaction the caller opened with BEGIN, the statements join it
 ** either way, and a failure aborts it. The connection must not be used for
-** anything else between begin and run. */
+** anything else between open and run. */
 #define PGPIPE_PIPELINE_SYNC_EACH 1
 
-int pgpipe_pipeline_begin(pgpipe_conn *conn, int flags, pgpipe_pipeline **out);
+/* Put the connection in pipeline mode. A failure (the connection is busy or
+** has a pipeline already) is reported on the connection, and *out is NULL. */
+int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *conn, int flags);
 /* Queue (and start sending) one statement with text parameters. */
 int pgpipe_pipeline_add(pgpipe_pipeline *p, const char *sql, int nparams,
                         const char *const *values);
@@ -206,5 +212,5 @@ int pgpipe_pipeline_count(const pgpipe_pipeline *p);
 /* The result of statement i (0-based) after run, owned by the pipeline; NULL
 ** when the connection broke before it arrived. */
 PGresult *pgpipe_pipeline_result(const pgpipe_pipeline *p, int i);
-/* Free the pipeline (running it first if it was not run). */
-void pgpipe_pipeline_free(pgpipe_pipeline *p);
+/* Close the pipeline (running it first if it was not run). NULL is a no-op. */
+void pgpipe_pipeline_close(pgpipe_pipeline *p);

@@ -16,7 +16,7 @@ static int schema_install_embedded(PGconn *conn, const pgpipe_migrate_options *o
     o.embedded = folder;
     o.scope = folder;
     pgpipe_migrator *m = NULL;
-    int rc = pgpipe_migrate_open(&m, conn, &o);
+    int rc = pgpipe_migrator_open(&m, conn, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_migrate_run(m);
     if (err) {
@@ -25,7 +25,7 @@ static int schema_install_embedded(PGconn *conn, const pgpipe_migrate_options *o
         else
             pp_err_nomem(err);
     }
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     return rc;
 }
 

@@ -1,4 +1,12 @@
-/* ---- The built-in schema and the example ------------------------------ */
+/* ==== Built-in schema and the example pipeline ==== */
+
+/* Installs the tables every other component relies on (staging, loads,
+** dead letters, migrations), through the migration runner. No handle: the
+** functions work on a PGconn and report to err.
+**
+** Thread safety: the functions keep no state; concurrent installs, in
+** threads or processes, wait for each other on the migration runner's
+** advisory lock. Each call uses its connection alone meanwhile. */
 
 /* Install (or bring up to date) the built-in schema embedded from sql/schema:
 ** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,

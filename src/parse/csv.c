@@ -243,19 +243,31 @@ static pgpipe_csv *csv_open(int src, int fd, FILE *fp, const pgpipe_csv_options 
     return r;
 }
 
-pgpipe_csv *pgpipe_csv_open_fd(int fd, const pgpipe_csv_options *opts)
+/* The reader is returned even when the options are bad, so its error can be
+** read; pgpipe_csv_next() then keeps returning that code. */
+static int csv_open_out(pgpipe_csv **out, pgpipe_csv *r)
 {
-    return csv_open(CSV_SRC_FD, fd, NULL, opts);
+    if (!out) {
+        pgpipe_csv_close(r);
+        return PGPIPE_MISUSE;
+    }
+    *out = r;
+    return r ? r->fatal : PGPIPE_NOMEM;
 }
 
-pgpipe_csv *pgpipe_csv_open_file(FILE *fp, const pgpipe_csv_options *opts)
+int pgpipe_csv_open_fd(pgpipe_csv **out, int fd, const pgpipe_csv_options *opts)
 {
-    return csv_open(CSV_SRC_FILE, -1, fp, opts);
+    return csv_open_out(out, csv_open(CSV_SRC_FD, fd, NULL, opts));
 }
 
-pgpipe_csv *pgpipe_csv_open_feed(const pgpipe_csv_options *opts)
+int pgpipe_csv_open_file(pgpipe_csv **out, FILE *fp, const pgpipe_csv_options *opts)
 {
-    return csv_open(CSV_SRC_FEED, -1, NULL, opts);
+    return csv_open_out(out, csv_open(CSV_SRC_FILE, -1, fp, opts));
+}
+
+int pgpipe_csv_open_feed(pgpipe_csv **out, const pgpipe_csv_options *opts)
+{
+    return csv_open_out(out, csv_open(CSV_SRC_FEED, -1, NULL, opts));
 }
 
 void pgpipe_csv_close(pgpipe_csv *r)
@@ -1022,7 +1034,7 @@ static void csv_buf_out(pgpipe_copy_buf *o, const pp_buf *b)
     o->cap = b->cap;
 }
 
-void pgpipe_copy_buf_free(pgpipe_copy_buf *o)
+void pgpipe_copy_buf_clear(pgpipe_copy_buf *o)
 {
     if (!o)
         return;

@@ -1,4 +1,15 @@
-/* ---- CSV reader (src/csv.c) -------------------------------------------- */
+/* ==== CSV: reader and COPY text writer ==== */
+
+/* Reads CSV record by record and writes values in PostgreSQL's COPY text
+** format: the loader's CSV input and its COPY rows go through it. Handle:
+** pgpipe_csv (a reader over a file descriptor, a FILE * or fed chunks); the
+** writer appends to a caller-owned pgpipe_copy_buf.
+**
+** Thread safety: a reader is used by one thread at a time. The COPY text
+** functions write only to the buffer they are given and may run in any
+** number of threads. */
+
+/* ---- CSV reader -------------------------------------------------------- */
 
 /* A streaming pull reader for RFC 4180 CSV and the files found in the wild:
 ** quoted fields with "" inside, delimiters and line breaks inside quotes, LF,
@@ -9,8 +20,9 @@
 **     pgpipe_csv_options o;
 **     pgpipe_csv_options_init(&o);
 **     o.header = 1;
-**     pgpipe_csv *r = pgpipe_csv_open_fd(fd, &o);   (NULL only when out of memory)
-**     int rc;
+**     pgpipe_csv *r;
+**     int rc = pgpipe_csv_open_fd(&r, fd, &o);   (an error shows again in next)
+**     if (rc != PGPIPE_OK) { report pgpipe_errmsg(r); pgpipe_csv_close(r); return; }
 **     while ((rc = pgpipe_csv_next(r)) == PGPIPE_ROW || rc == PGPIPE_PARSE) {
 **         if (rc == PGPIPE_PARSE) { dead-letter pgpipe_csv_raw_record(); continue; }
 **         int n; const pgpipe_csv_span *f = pgpipe_csv_fields(r, &n);
@@ -22,8 +34,6 @@
 ** Fields are pointer + length spans, not NUL terminated, valid until the next
 ** call on the reader. They point straight into the reader's buffer unless the
 ** field held "" (then into a per-record scratch area). */
-
-typedef struct pgpipe_csv pgpipe_csv;
 
 typedef struct pgpipe_csv_options {
     int delimiter;          /* field separator, any byte but CR, LF and the quote; ',' */
@@ -56,14 +66,15 @@ typedef struct pgpipe_csv_span {
 void pgpipe_csv_options_init(pgpipe_csv_options *o);
 
 /* Open a reader. opts may be NULL (defaults); it is copied (the source string
-** too). The reader does not close fd or fp. These return NULL only when out
-** of memory; bad options leave a reader whose pgpipe_csv_next() returns
-** PGPIPE_MISUSE with the reason in pgpipe_errmsg(). */
-pgpipe_csv *pgpipe_csv_open_fd(int fd, const pgpipe_csv_options *opts);
-pgpipe_csv *pgpipe_csv_open_file(FILE *fp, const pgpipe_csv_options *opts);
+** too). The reader does not close fd or fp. *out is set even on failure:
+** bad options give PGPIPE_MISUSE with the reason in pgpipe_errmsg(*out)
+** (pgpipe_csv_next then returns PGPIPE_MISUSE too); *out is NULL only when
+** out of memory. */
+int pgpipe_csv_open_fd(pgpipe_csv **out, int fd, const pgpipe_csv_options *opts);
+int pgpipe_csv_open_file(pgpipe_csv **out, FILE *fp, const pgpipe_csv_options *opts);
 /* A reader fed by the caller: pgpipe_csv_feed() any number of chunks of any
 ** size (a record may straddle chunks), then pgpipe_csv_feed_end(). */
-pgpipe_csv *pgpipe_csv_open_feed(const pgpipe_csv_options *opts);
+int pgpipe_csv_open_feed(pgpipe_csv **out, const pgpipe_csv_options *opts);
 /* Add a chunk (copied). Field pointers of the current record become invalid. */
 int pgpipe_csv_feed(pgpipe_csv *r, const void *data, size_t len);
 /* No more chunks will come: the last record may end without a line break. */
@@ -112,15 +123,16 @@ void pgpipe_csv_close(pgpipe_csv *r);
 
 /* ---- COPY text format ---------------------------------------------------- */
 
-/* A growable output buffer for the COPY text writers. Start from all zeros;
-** data is allocated with the pgpipe allocator; free with pgpipe_copy_buf_free. */
+/* A growable output buffer for the COPY text writers, owned by the caller.
+** Start from all zeros; data is allocated with the pgpipe allocator;
+** pgpipe_copy_buf_clear frees it and zeroes the buffer for reuse. */
 typedef struct pgpipe_copy_buf {
     char *data;
     size_t len;
     size_t cap;
 } pgpipe_copy_buf;
 
-void pgpipe_copy_buf_free(pgpipe_copy_buf *b);
+void pgpipe_copy_buf_clear(pgpipe_copy_buf *b);
 
 /* Append one value in PostgreSQL COPY text format (default delimiter tab):
 ** backslash, tab, newline and carriage return are escaped; data == NULL writes

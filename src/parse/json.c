@@ -84,7 +84,7 @@ struct pgpipe_json_doc {
 
 static const char json_default_source[] = "<buffer>";
 
-int pgpipe_json_doc_new(pgpipe_json_doc **out)
+int pgpipe_json_doc_open(pgpipe_json_doc **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -106,7 +106,7 @@ static void json_arena_free(json_chunk *c)
     }
 }
 
-void pgpipe_json_doc_free(pgpipe_json_doc *d)
+void pgpipe_json_doc_close(pgpipe_json_doc *d)
 {
     if (!d)
         return;
@@ -1633,8 +1633,6 @@ int pgpipe_json_write_to(const pgpipe_json_val *v, char *buf, size_t cap, size_t
     return PGPIPE_OK;
 }
 
-void pgpipe_json_text_free(char *text) { pp_free(text); }
-
 /* ---- NDJSON ------------------------------------------------------------ */
 
 struct pgpipe_ndjson {
@@ -1655,7 +1653,7 @@ struct pgpipe_ndjson {
     int at_start;           /* nothing read yet: a BOM may follow */
 };
 
-int pgpipe_ndjson_new(pgpipe_ndjson **out)
+int pgpipe_ndjson_open(pgpipe_ndjson **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -1664,7 +1662,7 @@ int pgpipe_ndjson_new(pgpipe_ndjson **out)
     if (!r)
         return PGPIPE_NOMEM;
     pp_handle_init(&r->hdr);
-    if (pgpipe_json_doc_new(&r->doc) != PGPIPE_OK) {
+    if (pgpipe_json_doc_open(&r->doc) != PGPIPE_OK) {
         pp_free(r);
         *out = NULL;
         return PGPIPE_NOMEM;
@@ -1674,11 +1672,11 @@ int pgpipe_ndjson_new(pgpipe_ndjson **out)
     return PGPIPE_OK;
 }
 
-void pgpipe_ndjson_free(pgpipe_ndjson *r)
+void pgpipe_ndjson_close(pgpipe_ndjson *r)
 {
     if (!r)
         return;
-    pgpipe_json_doc_free(r->doc);
+    pgpipe_json_doc_close(r->doc);
     pp_buf_free(&r->carry);
     pp_free(r->source);
     r->hdr.magic = 0;

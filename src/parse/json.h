@@ -1,16 +1,30 @@
-/* ---- JSON (RFC 8259) ---------------------------------------------------- */
+/* ==== JSON: documents and NDJSON streams ==== */
+
+/* Parses JSON into a read-only tree and reads NDJSON streams record by
+** record: the loader, the claimer and the record store read every payload
+** through it. Handles: pgpipe_json_doc (a document, reused across parses,
+** with its options set by pgpipe_json_doc_set_*), pgpipe_ndjson (a streaming
+** reader holding its own document).
+**
+** Thread safety: a document is parsed by one thread at a time; once parsed
+** it may be read by any number of threads at once (the accessors only
+** read), until the next parse or close. An NDJSON reader is used by one
+** thread at a time. pgpipe_json_validate and the functions on values keep
+** no state of their own. */
+
+/* ---- JSON (RFC 8259) --------------------------------------------------- */
 
 /*
 ** A parsed document is a read-only tree held in one arena owned by a
 ** pgpipe_json_doc handle. Parsing again with the same handle reuses its memory,
 ** so a stream of records allocates nothing per record once the arena has grown
-** to the largest record. One pgpipe_json_doc_free() releases everything.
+** to the largest record. One pgpipe_json_doc_close() releases everything.
 **
 ** Lifetime rule: strings without escapes and all numbers point into the input
 ** buffer (zero copy), so the input must outlive the document, unless the copy
 ** option is on (pgpipe_json_doc_set_copy), in which case the document keeps its
 ** own copy of the input. Values returned by the accessors are valid until the
-** next parse with the same handle or its free.
+** next parse with the same handle or its close.
 **
 ** Lengths are explicit everywhere: strings may hold NUL bytes ("\u0000") and
 ** are not NUL-terminated. Strings are UTF-8, always valid.
@@ -43,13 +57,12 @@
 #define PGPIPE_JSON_ARRAY   5
 #define PGPIPE_JSON_OBJECT  6
 
-typedef struct pgpipe_json_doc pgpipe_json_doc;
 /* A value inside a document (a node of its flat tree). */
 typedef struct pgpipe_json_val pgpipe_json_val;
 
 /* Create a document handle (empty until parsed). */
-int pgpipe_json_doc_new(pgpipe_json_doc **out);
-void pgpipe_json_doc_free(pgpipe_json_doc *doc);
+int pgpipe_json_doc_open(pgpipe_json_doc **out);
+void pgpipe_json_doc_close(pgpipe_json_doc *doc);
 /* Options, kept across parses. max_depth in 1..PGPIPE_JSON_DEPTH_LIMIT;
 ** source is the name used in error messages (copied; NULL = "<buffer>");
 ** copy != 0 makes the document keep its own copy of each input. */
@@ -126,12 +139,11 @@ int pgpipe_json_equal(const pgpipe_json_val *a, const pgpipe_json_val *b);
 
 /* Serialize v compactly (no whitespace; numbers as written; strings escaped
 ** as needed, non-ASCII kept as UTF-8). The text is allocated with the pgpipe
-** allocator and NUL-terminated; free it with pgpipe_json_text_free. */
+** allocator and NUL-terminated; free it with pgpipe_free. */
 int pgpipe_json_write(const pgpipe_json_val *v, char **out, size_t *len);
 /* The same into a caller buffer of cap bytes (NUL-terminated when it fits).
 ** *len receives the text length; PGPIPE_LIMIT when cap < *len + 1. */
 int pgpipe_json_write_to(const pgpipe_json_val *v, char *buf, size_t cap, size_t *len);
-void pgpipe_json_text_free(char *text);
 
 /* ---- NDJSON (one JSON text per line) ------------------------------------ */
 
@@ -149,12 +161,11 @@ void pgpipe_json_text_free(char *text);
 ** counts once finish was called. The chunk passed to feed is read in place, so
 ** it must stay valid until next returns PGPIPE_DONE; only a record that
 ** straddles chunks is copied, so memory is bounded by the longest line. A
-** returned value is valid until the next call of next, feed or free.
+** returned value is valid until the next call of next, feed or close.
 */
-typedef struct pgpipe_ndjson pgpipe_ndjson;
 
-int pgpipe_ndjson_new(pgpipe_ndjson **out);
-void pgpipe_ndjson_free(pgpipe_ndjson *r);
+int pgpipe_ndjson_open(pgpipe_ndjson **out);
+void pgpipe_ndjson_close(pgpipe_ndjson *r);
 int pgpipe_ndjson_set_source(pgpipe_ndjson *r, const char *source);
 int pgpipe_ndjson_set_max_depth(pgpipe_ndjson *r, int max_depth);
 int pgpipe_ndjson_feed(pgpipe_ndjson *r, const char *chunk, size_t len);

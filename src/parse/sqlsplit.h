@@ -1,6 +1,12 @@
-/* ---- SQL scripts: the statement splitter ------------------------------ */
+/* ==== SQL splitter: statements of a SQL script ==== */
 
-/* Splits a buffer of SQL the way psql does: statements end at a ';' outside
+/* Cuts a buffer of SQL into statements, for the migration runner and the
+** shell's scripts. Handle: pgpipe_sql_split.
+**
+** Thread safety: a splitter is used by one thread at a time; it only reads
+** the buffer, which may be shared.
+**
+** It splits a buffer of SQL the way psql does: statements end at a ';' outside
 ** quotes, comments, parentheses and SQL-standard function bodies. It knows
 ** 'strings' (standard_conforming_strings on: '' is a quote, backslash is a
 ** plain character), E'strings' with backslash escapes, "identifiers",
@@ -8,7 +14,6 @@
 ** CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC ... END bodies, and inline data
 ** after COPY ... FROM stdin; ended by a line holding only \. (or the end of
 ** the input). Other psql backslash commands are a parse error. */
-typedef struct pgpipe_sql_split pgpipe_sql_split;
 
 typedef struct pgpipe_sql_stmt {
     const char *sql;         /* the statement without its ';' (not NUL-terminated) */

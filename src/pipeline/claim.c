@@ -125,27 +125,12 @@ static int claim_is_ok(const PGresult *r)
 /* Run simple SQL; PGPIPE_OK or PGPIPE_DB with the error on the claimer. */
 static int claim_exec(pgpipe_claimer *c, const char *sql)
 {
-    PGresult *r = PQexec(c->conn, sql);
-    int rc = PGPIPE_OK;
-    if (!claim_is_ok(r))
-        rc = pp_err_pq(&c->hdr.err, c->conn, r, sql);
-    PQclear(r);
-    return rc;
+    return pp_exec(c->conn, sql, 0, NULL, NULL, &c->hdr.err, sql);
 }
 
 static int claim_prepare(pgpipe_claimer *c, const char *name, const char *sql)
 {
-    PGresult *r = PQprepare(c->conn, name, sql, 0, NULL);
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        /* 42P05: already prepared on this connection (the name is a hash of
-        ** the text, so it is the same statement) */
-        if (!st || strcmp(st, "42P05") != 0)
-            rc = pp_err_pq(&c->hdr.err, c->conn, r, "preparing a claimer statement");
-    }
-    PQclear(r);
-    return rc;
+    return pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing a claimer statement");
 }
 
 static PGresult *claim_run(pgpipe_claimer *c, const char *name, int n, const char *const *v)
@@ -353,19 +338,18 @@ nomem:
 ** settings the claim changes for itself. */
 static int claim_save_settings(pgpipe_claimer *c)
 {
-    PGresult *r = PQexec(c->conn,
+    PGresult *r;
+    int rc = pp_exec(c->conn,
         "SELECT format('SELECT set_config(''plan_cache_mode'', %L, true),"
         " set_config(''enable_seqscan'', %L, true), set_config(''enable_bitmapscan'', %L, true),"
         " set_config(''enable_sort'', %L, true), set_config(''enable_hashjoin'', %L, true),"
         " set_config(''enable_mergejoin'', %L, true)', current_setting('plan_cache_mode'),"
         " current_setting('enable_seqscan'), current_setting('enable_bitmapscan'),"
         " current_setting('enable_sort'), current_setting('enable_hashjoin'),"
-        " current_setting('enable_mergejoin'))");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        int rc = pp_err_pq(&c->hdr.err, c->conn, r, "reading planner settings");
-        PQclear(r);
+        " current_setting('enable_mergejoin'))", 0, NULL, &r, &c->hdr.err,
+        "reading planner settings");
+    if (rc != PGPIPE_OK)
         return rc;
-    }
     c->restore_sql = pp_strdup(PQgetvalue(r, 0, 0));
     PQclear(r);
     return c->restore_sql ? PGPIPE_OK : pp_err_nomem(&c->hdr.err);
@@ -455,7 +439,7 @@ static void claim_batch_free(pgpipe_batch *b)
         pp_free(b->fstate);
         if (b->doc)
             for (int i = 0; i < b->n; i++)
-                pgpipe_json_doc_free(b->doc[i]);
+                pgpipe_json_doc_close(b->doc[i]);
         pp_free(b->doc);
         pp_free(b->failed);
         pp_free(b->ev);
@@ -507,14 +491,14 @@ const pgpipe_json_doc *pgpipe_batch_doc(pgpipe_batch *b, int i, pgpipe_error *er
     }
     if (!b->doc[i]) {
         pgpipe_json_doc *d;
-        if (pgpipe_json_doc_new(&d) != PGPIPE_OK) {
+        if (pgpipe_json_doc_open(&d) != PGPIPE_OK) {
             pp_err_nomem(err);
             return NULL;
         }
         if (pgpipe_json_parse(d, b->ev[i].payload, b->ev[i].payload_len) != PGPIPE_OK) {
             if (err)
                 *err = *pgpipe_errinfo(d);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
             return NULL;
         }
         b->doc[i] = d;
@@ -660,10 +644,7 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v
         pp_err_pq(&c->hdr.err, conn, bad, "claiming a batch");
         for (int i = 0; i < 5; i++)
             PQclear(res[i]);
-        if (PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_IDLE) {
-            PGresult *r = PQexec(conn, "ROLLBACK");
-            PQclear(r);
-        }
+        pp_rollback_open(conn);
         return NULL;
     }
     PQclear(res[0]);
@@ -725,10 +706,8 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
             pp_free(b);
         }
         PQclear(r);
-        if (!lease) {
-            PGresult *x = PQexec(c->conn, "ROLLBACK");
-            PQclear(x);
-        }
+        if (!lease)
+            pp_rollback_open(c->conn);
         return pp_err_nomem(&c->hdr.err);
     }
     b->c = c;
@@ -825,11 +804,10 @@ static int claim_lease_done(pgpipe_claimer *c, pgpipe_batch *b, int *want, long 
     int rc = PGPIPE_OK;
     if (*want > 0) {
         const char *v[2] = { ids.data, b->token };
-        PGresult *r = claim_run(c, c->nm_done, 2, v);
-        if (claim_is_ok(r))
+        PGresult *r;
+        rc = pp_exec_prepared(c->conn, c->nm_done, 2, v, &r, &c->hdr.err, "completing a batch");
+        if (rc == PGPIPE_OK)
             *accepted = strtoll(PQcmdTuples(r), NULL, 10);
-        else
-            rc = pp_err_pq(&c->hdr.err, c->conn, r, "completing a batch");
         PQclear(r);
     }
     pp_buf_free(&ids);
@@ -848,10 +826,8 @@ int pgpipe_claim_complete(pgpipe_claimer *c, pgpipe_batch *b)
         rc = claim_mark_failed(c, b, nfailed, &retried, &dead);
         if (rc == PGPIPE_OK)
             rc = claim_exec(c, "COMMIT");
-        else if (PQstatus(c->conn) == CONNECTION_OK) {
-            PGresult *x = PQexec(c->conn, "ROLLBACK");
-            PQclear(x);
-        }
+        else
+            pp_rollback_open(c->conn);
         if (rc == PGPIPE_OK) {
             c->st.done += b->n - nfailed;
             c->st.retried += retried;
@@ -905,10 +881,8 @@ int pgpipe_claim_release(pgpipe_claimer *c, pgpipe_batch *b)
             rc = pp_err_nomem(&c->hdr.err);
         } else {
             const char *v[2] = { ids.data, b->token };
-            PGresult *r = claim_run(c, c->nm_release, 2, v);
-            if (!claim_is_ok(r))
-                rc = pp_err_pq(&c->hdr.err, c->conn, r, "releasing a batch");
-            PQclear(r);
+            rc = pp_exec_prepared(c->conn, c->nm_release, 2, v, NULL, &c->hdr.err,
+                                  "releasing a batch");
         }
         pp_buf_free(&ids);
     }
@@ -927,17 +901,10 @@ static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
         return PGPIPE_OK;
     char name[40];
     snprintf(name, sizeof name, "pgpipe_claim_h%016llx", (unsigned long long)h);
-    PGresult *r = PQprepare(c->conn, name, sql, 0, NULL);
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        if (!st || strcmp(st, "42P05") != 0)
-            rc = pp_err_pq(&c->hdr.err, c->conn, r, "preparing the SQL handler");
-        /* a syntax error or an unknown table does not heal by retrying */
-        c->handler_unusable = rc != PGPIPE_OK && PQstatus(c->conn) == CONNECTION_OK &&
-                              !pgpipe_sqlstate_is_transient(st);
-    }
-    PQclear(r);
+    int rc = pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing the SQL handler");
+    /* a syntax error or an unknown table does not heal by retrying */
+    c->handler_unusable = rc != PGPIPE_OK && PQstatus(c->conn) == CONNECTION_OK &&
+                          !pgpipe_sqlstate_is_transient(c->hdr.err.sqlstate);
     if (rc == PGPIPE_OK) {
         memcpy(c->nm_handler, name, sizeof name);
         c->handler_hash = h;
@@ -987,11 +954,10 @@ static int claim_call_batch(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_b
         const char *j = pgpipe_batch_json(v);
         if (!j)
             return pp_err_nomem(err);
-        PGresult *r = PQexecPrepared(c->conn, c->nm_handler, 1, &j, NULL, NULL, 0);
-        int rc = PGPIPE_OK;
-        if (!claim_is_ok(r))
-            rc = pp_err_pq(err, c->conn, r, NULL);
-        else if (PQresultStatus(r) == PGRES_TUPLES_OK && PQfnumber(r, "failed_id") >= 0)
+        PGresult *r;
+        int rc = pp_exec_prepared(c->conn, c->nm_handler, 1, &j, &r, err, NULL);
+        if (rc == PGPIPE_OK && PQresultStatus(r) == PGRES_TUPLES_OK &&
+            PQfnumber(r, "failed_id") >= 0)
             rc = claim_sql_refusals(v, r, err);
         PQclear(r);
         return rc;
@@ -1132,11 +1098,7 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
                 return PGPIPE_OK;
             }
         }
-        if (PQstatus(c->conn) == CONNECTION_OK &&
-            PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
-            PGresult *x = PQexec(c->conn, "ROLLBACK");
-            PQclear(x);
-        }
+        pp_rollback_open(c->conn);
     } else {
         pgpipe_error err;
         rc = claim_call_batch(c, h, b, &err);
@@ -1186,17 +1148,17 @@ static int claim_pending(pgpipe_claimer *c, long long *count, int exists)
         v[n++] = c->source;
     if (c->event_type)
         v[n++] = c->event_type;
-    PGresult *r = claim_run(c, exists ? c->nm_exists : c->nm_pending, n, v);
-    if (exists && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-        *count = PQgetvalue(r, 0, 0)[0] == 't';
-        PQclear(r);
-        return PGPIPE_OK;
-    }
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        *count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    else
+    PGresult *r;
+    int rc = pp_exec_prepared(c->conn, exists ? c->nm_exists : c->nm_pending, n, v, &r,
+                              &c->hdr.err, "counting pending rows");
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (PQntuples(r) != 1)
         rc = pp_err_pq(&c->hdr.err, c->conn, r, "counting pending rows");
+    else if (exists)
+        *count = PQgetvalue(r, 0, 0)[0] == 't';
+    else
+        *count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return rc;
 }
@@ -1406,10 +1368,7 @@ static void *claim_worker_main(void *arg)
                     char sql[300];
                     snprintf(sql, sizeof sql, "LISTEN %s", q);
                     PQfreemem(q);
-                    PGresult *r = PQexec(pg, sql);
-                    if (!claim_is_ok(r))
-                        rc = pp_err_pq(&cl->hdr.err, pg, r, "LISTEN");
-                    PQclear(r);
+                    rc = pp_exec(pg, sql, 0, NULL, NULL, &cl->hdr.err, "LISTEN");
                 }
             }
             if (rc != PGPIPE_OK) {
@@ -1494,8 +1453,8 @@ static void *claim_worker_main(void *arg)
     return NULL;
 }
 
-int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
-                         const pgpipe_workers_options *opts, const pgpipe_handler *h)
+int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h,
+                        const pgpipe_workers_options *opts)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -1736,7 +1695,7 @@ int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out)
     return PGPIPE_OK;
 }
 
-void pgpipe_workers_free(pgpipe_workers *w)
+void pgpipe_workers_close(pgpipe_workers *w)
 {
     if (!w)
         return;

@@ -1,3 +1,19 @@
+/* ==== Claimer and workers: processing staged rows ==== */
+
+/* Takes the rows the loader staged, runs a handler on them (C or SQL), and
+** marks them processed, retried or dead-lettered. Handles: pgpipe_claimer
+** (claims batches on one connection), the pgpipe_batch it hands out, and
+** pgpipe_workers (threads running claimers on a pool).
+**
+** Thread safety: a claimer, and the batches it hands out, are used by one
+** thread at a time (its connection is theirs). Any number of claimers, in
+** threads or processes, may work on the same table: they never take the
+** same row. A workers handle is driven by the thread that opened it (wait,
+** run_until_empty, close); pgpipe_workers_stop and pgpipe_workers_stopping
+** may be called from any thread, stop also from a signal handler, and
+** pgpipe_workers_stats_get from any thread. Handlers run on the worker
+** threads at once: their ud is shared. */
+
 /* ---- Claimer: parallel processing with FOR UPDATE SKIP LOCKED ---------- */
 
 /* A claimer takes batches of unprocessed rows of staging.raw_events (or any
@@ -77,7 +93,6 @@ typedef struct pgpipe_event {
 } pgpipe_event;
 
 /* A claimed batch (opaque). Valid until completed or released. */
-typedef struct pgpipe_batch pgpipe_batch;
 
 int pgpipe_batch_count(const pgpipe_batch *b);
 const pgpipe_event *pgpipe_batch_event(const pgpipe_batch *b, int i);
@@ -146,8 +161,6 @@ typedef struct pgpipe_claim_stats {
     long long released;       /* rows given back without an attempt counted */
 } pgpipe_claim_stats;
 
-typedef struct pgpipe_claimer pgpipe_claimer;
-
 /* Open a claimer on a connection (not taken over). Prepares its statements
 ** on the connection (names "pgpipe_claim_<hash>"). *out is set even on
 ** failure (read the error, then close). */
@@ -196,8 +209,6 @@ typedef struct pgpipe_workers_options {
 
 void pgpipe_workers_options_init(pgpipe_workers_options *o);
 
-typedef struct pgpipe_workers pgpipe_workers;
-
 typedef struct pgpipe_workers_stats {
     pgpipe_claim_stats total;   /* summed over the workers */
     int threads;
@@ -211,9 +222,10 @@ typedef struct pgpipe_workers_stats {
 
 /* Start the workers. The pool must have room for opts->threads connections
 ** (plus one for run_until_empty). The handler is copied (its ud shared by
-** every thread: make it thread-safe). *out is set even on failure. */
-int pgpipe_workers_start(pgpipe_workers **out, pgpipe_pool *pool,
-                         const pgpipe_workers_options *opts, const pgpipe_handler *h);
+** every thread: make it thread-safe). opts may be NULL (defaults). *out is
+** set even on failure. */
+int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_handler *h,
+                        const pgpipe_workers_options *opts);
 /* Ask the workers to stop: they finish (or release) their current batch and
 ** return their connections. Only sets an atomic flag and writes one byte to a
 ** pipe, so it is async-signal-safe: call it from a SIGINT/SIGTERM handler. */
@@ -232,7 +244,7 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms);
 ** worker's fatal error. */
 int pgpipe_workers_wait(pgpipe_workers *w);
 int pgpipe_workers_stats_get(pgpipe_workers *w, pgpipe_workers_stats *out);
-/* Stop, wait and free. NULL is a no-op. */
-void pgpipe_workers_free(pgpipe_workers *w);
+/* Stop, wait and release everything. NULL is a no-op. */
+void pgpipe_workers_close(pgpipe_workers *w);
 
 #endif /* PGPIPE_OMIT_THREADS */

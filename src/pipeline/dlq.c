@@ -150,33 +150,12 @@ static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
     return PGPIPE_OK;
 }
 
-/* Run sql with n parameters v; *out (when out is not NULL) gets the result
-** for the caller to PQclear, NULL on an error (set with the context what). */
-static int dlq_query(PGconn *conn, const char *sql, int n, const char *const *v,
-                     PGresult **out, pgpipe_error *err, const char *what)
-{
-    PGresult *r = PQexecParams(conn, sql, n, NULL, v, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        int rc = pp_err_pq(err, conn, r, what);
-        PQclear(r);
-        if (out)
-            *out = NULL;
-        return rc;
-    }
-    if (out)
-        *out = r;
-    else
-        PQclear(r);
-    return PGPIPE_OK;
-}
-
 /* Run the statement q built on w (rc: how building it went), then free both. */
 static int dlq_run(PGconn *conn, int rc, pp_buf *q, dlq_where *w, PGresult **out,
                    pgpipe_error *err, const char *what)
 {
     if (rc == PGPIPE_OK)
-        rc = dlq_query(conn, q->data, w->n, w->v, out, err, what);
+        rc = pp_exec(conn, q->data, w->n, w->v, out, err, what);
     else
         rc = pp_err_nomem(err);
     pp_buf_free(q);
@@ -213,7 +192,7 @@ int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err
     snprintf(idb, sizeof idb, "%lld", id);
     const char *v[1] = { idb };
     PGresult *r;
-    int rc = dlq_query(conn,
+    int rc = pp_exec(conn,
         "SELECT " DLQ_LIST_COLS ", raw_text, payload, error_context, source_table,"
         " row_received_at, batch_id, load_id, column_number, byte_offset, replayed_at,"
         " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, v, &r, err,
@@ -251,7 +230,7 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
 static int dlq_notify(PGconn *conn, const char *channel, const char *payload, pgpipe_error *err)
 {
     const char *v[2] = { channel, payload };
-    return dlq_query(conn, "SELECT pg_notify($1, $2)", 2, v, NULL, err, "NOTIFY");
+    return pp_exec(conn, "SELECT pg_notify($1, $2)", 2, v, NULL, err, "NOTIFY");
 }
 
 int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *target_table,
@@ -350,7 +329,7 @@ int pgpipe_dlq_health_get(PGconn *conn, pgpipe_dlq_health *out, pgpipe_error *er
         return pp_err(err, PGPIPE_MISUSE, "dlq health: no connection or output");
     memset(out, 0, sizeof *out);
     PGresult *r;
-    int rc = dlq_query(conn,
+    int rc = pp_exec(conn,
         "SELECT count(*), count(*) FILTER (WHERE first_failed_at > now() - interval '1 hour'),"
         " count(*) FILTER (WHERE first_failed_at > now() - interval '2 hours'"
         " AND first_failed_at <= now() - interval '1 hour')"
@@ -371,7 +350,7 @@ int pgpipe_dlq_totals(PGconn *conn, PGresult **out, pgpipe_error *err)
 {
     if (!conn || !out)
         return pp_err(err, PGPIPE_MISUSE, "dlq totals: no connection or output");
-    return dlq_query(conn,
+    return pp_exec(conn,
         "SELECT stage, status, count(*) AS dead_letters, max(last_failed_at) AS latest"
         " FROM pgpipe.dead_letters GROUP BY stage, status ORDER BY stage, status",
         0, NULL, out, err, "counting dead letters by stage and status");
@@ -388,7 +367,7 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
     snprintf(ws, sizeof ws, "%d", window_s);
     const char *v[1] = { ws };
     PGresult *r;
-    int rc = dlq_query(conn,
+    int rc = pp_exec(conn,
         "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'"
         " AND last_failed_at >= now() - $1::int * interval '1 second'", 1, v, &r, err,
         "counting new dead letters");

@@ -1,4 +1,11 @@
-/* ---- Dead-letter queue operations --------------------------------------- */
+/* ==== Dead-letter queue ==== */
+
+/* Lists, counts, replays and purges the records the loader and the claimer
+** could not take. No handle: every function works on a PGconn and reports
+** to its last argument, pgpipe_error *err (may be NULL).
+**
+** Thread safety: the functions keep no state; any number of threads may
+** call them, each on its own PGconn. */
 
 /* pgpipe.dead_letters holds every record that could not be loaded (stage
 ** 'load': the raw text as read) or processed (stage 'process': the staging

@@ -392,15 +392,6 @@ PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken)
 }
 
 /* (Re)connect the lane. *transient set when trying again may help. */
-static void copy_notice_processor(void *arg, const char *message)
-{
-    (void)arg;
-    int n = (int)strlen(message);
-    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
-        n--;
-    pp_logf(PGPIPE_LOG_INFO, "loader", "server: %.*s", n, message);
-}
-
 PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
 {
     pgpipe_loader *l = ln->l;
@@ -441,14 +432,12 @@ PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
     if (!ln->conn)
         return pp_err_nomem(&ln->err);
     /* the server's NOTICEs (the schema install's) go to the log, as on a pool's connections */
-    PQsetNoticeProcessor(ln->conn, copy_notice_processor, NULL);
+    PQsetNoticeProcessor(ln->conn, pp_notice_to_log, (void *)"loader");
     if (PQstatus(ln->conn) != CONNECTION_OK) {
         pp_err_pq(&ln->err, ln->conn, NULL, "loader: connect");
-        /* refused or reset while the server restarts: worth another try */
-        const char *m = PQerrorMessage(ln->conn);
-        *transient = strstr(m, "starting up") || strstr(m, "shutting down") ||
-                     strstr(m, "Connection refused") || strstr(m, "No such file") ||
-                     strstr(m, "recovery") || strstr(m, "terminat") || strstr(m, "closed");
+        /* only a server known to be starting, stopping or refusing is worth
+        ** another try: the load has a bounded number of attempts */
+        *transient = pp_connect_failure_class(ln->conn) == PGPIPE_SQLSTATE_RETRY;
         PQfinish(ln->conn);
         ln->conn = NULL;
         return PGPIPE_DB;
@@ -460,30 +449,15 @@ PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
 PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *const *vals,
                      PGresult **out, int *transient)
 {
-    *transient = 0;
-    if (out)
-        *out = NULL;
-    PGresult *r = n ? PQexecParams(ln->conn, sql, n, NULL, vals, NULL, NULL, 0) : PQexec(ln->conn, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-        if (out)
-            *out = r;
-        else
-            PQclear(r);
-        return PGPIPE_OK;
-    }
-    *transient = pgpipe_pq_is_transient(ln->conn, r);
-    pp_err_pq(&ln->err, ln->conn, r, "loader");
-    PQclear(r);
-    return PGPIPE_DB;
+    int rc = pp_exec(ln->conn, sql, n, n ? vals : NULL, out, &ln->err, "loader");
+    *transient = rc != PGPIPE_OK && pgpipe_sqlstate_is_transient(ln->err.sqlstate);
+    return rc;
 }
 
 /* Roll back whatever the lane's connection has open (a failed batch). */
 PGPIPE_PRIVATE void copy_rollback(copy_lane *ln)
 {
-    if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK &&
-        PQtransactionStatus(ln->conn) != PQTRANS_IDLE)
-        PQclear(PQexec(ln->conn, "ROLLBACK"));
+    pp_rollback_open(ln->conn);
 }
 
 /* ---- the load record (pgpipe.loads) -------------------------------------- */
@@ -659,26 +633,33 @@ static int copy_load_register(pgpipe_loader *l, int *transient)
 ** `attempts` times. A failure leaves its error in the loader's. */
 typedef int (*copy_lane_op)(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient);
 
+typedef struct copy_main_call {
+    pgpipe_loader *l;
+    copy_lane_op op;
+    const void *arg;
+} copy_main_call;
+
+static int copy_main_attempt(void *ud, int attempt, int *transient)
+{
+    copy_main_call *m = ud;
+    copy_lane *ln = &m->l->lanes[0];
+    if (attempt > 1)
+        copy_drop_conn(ln, 1); /* the failed attempt's connection may be broken */
+    int rc = copy_connect(ln, transient);
+    if (rc == PGPIPE_OK)
+        rc = m->op(m->l, ln, m->arg, transient);
+    return rc;
+}
+
 static int copy_on_main_lane(pgpipe_loader *l, int attempts, copy_lane_op op, const void *arg)
 {
-    copy_lane *ln = &l->lanes[0];
     pgpipe_retry rt;
     pgpipe_retry_init(&rt, attempts, 100, 2000);
-    for (;;) {
-        int transient = 0;
-        int rc = copy_connect(ln, &transient);
-        if (rc == PGPIPE_OK)
-            rc = op(l, ln, arg, &transient);
-        if (rc == PGPIPE_OK)
-            return PGPIPE_OK;
-        int d = transient ? pgpipe_retry_next_delay(&rt) : -1;
-        if (d < 0) {
-            l->hdr.err = ln->err;
-            return rc;
-        }
-        copy_drop_conn(ln, 1);
-        pgpipe_sleep_ms(d);
-    }
+    copy_main_call m = { l, op, arg };
+    int rc = pgpipe_retry_call(&rt, copy_main_attempt, &m);
+    if (rc != PGPIPE_OK)
+        l->hdr.err = l->lanes[0].err;
+    return rc;
 }
 
 static int copy_op_register(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
@@ -729,7 +710,7 @@ static int copy_format_ready(pgpipe_loader *l, int delim)
     co.delimiter = delim;
     co.source = l->source;
     co.max_field_size = l->max_record;
-    l->csv = pgpipe_csv_open_feed(&co);
+    pgpipe_csv_open_feed(&l->csv, &co);
     return l->csv ? PGPIPE_OK : pp_err_nomem(&l->hdr.err);
 }
 
@@ -927,7 +908,7 @@ static int copy_op_install(pgpipe_loader *l, copy_lane *ln, const void *arg, int
     return rc;
 }
 
-int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
+int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -1002,7 +983,7 @@ int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out)
             if (l->cols[i].kind == COPY_K_FIELD &&
                 !(l->required[l->nrequired++] = pp_strdup(l->cols[i].field)))
                 return pp_err_nomem(&l->hdr.err);
-    if (pgpipe_json_doc_new(&l->doc) != PGPIPE_OK)
+    if (pgpipe_json_doc_open(&l->doc) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
 #ifdef O_CLOEXEC
     l->urandom = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -1194,7 +1175,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_buf_free(&l->carry);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
-    pgpipe_json_doc_free(l->doc);
+    pgpipe_json_doc_close(l->doc);
     if (l->urandom >= 0)
         close(l->urandom);
     l->hdr.magic = 0;

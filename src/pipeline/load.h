@@ -1,4 +1,14 @@
-/* ---- COPY loader (src/pipeline/load.c) ---------------------------------- */
+/* ==== COPY loader ==== */
+
+/* The way into the database: files and streams of CSV or JSON become rows
+** of staging.raw_events (or a table of yours), with every bad record
+** dead-lettered. Handle: pgpipe_loader.
+**
+** Thread safety: a loader is used by one thread at a time; it runs its own
+** lanes internally (one thread and one connection per extra lane, see
+** options.connections), and calls the progress callback on the caller's
+** thread. Any number of loaders may run at once, in threads or processes:
+** each batch is its own transaction. */
 
 /* Loads CSV, NDJSON or a JSON array of objects into PostgreSQL with COPY FROM
 ** STDIN, in batches, validating every record first. A bad record goes to
@@ -16,7 +26,7 @@
 **     o.conninfo = "postgresql://app@db/prod";
 **     o.event_type_field = "type";
 **     pgpipe_loader *l;
-**     if (pgpipe_loader_open(&o, &l) == PGPIPE_OK &&
+**     if (pgpipe_loader_open(&l, &o) == PGPIPE_OK &&
 **         pgpipe_loader_load_file(l, "events.ndjson") == PGPIPE_OK) {
 **         pgpipe_load_summary s;
 **         pgpipe_loader_summary(l, &s);
@@ -130,13 +140,12 @@ typedef struct pgpipe_load_summary {
     int status;               /* PGPIPE_OK, or the code the load ended with */
 } pgpipe_load_summary;
 
-typedef struct pgpipe_loader pgpipe_loader;
 
 void pgpipe_loader_options_init(pgpipe_loader_options *o);
 /* Check the options, connect, install the schema when asked. *out is set even
 ** on failure (read pgpipe_errmsg(*out), then close it); NULL only when out of
 ** memory. Strings in the options are copied. */
-int pgpipe_loader_open(const pgpipe_loader_options *o, pgpipe_loader **out);
+int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o);
 /* Load a whole file ("-" = stdin). Returns PGPIPE_OK when every record was
 ** loaded or dead-lettered; PGPIPE_DB/PGPIPE_IO/... when the load stopped
 ** (the committed batches stay; running it again resumes). */

@@ -19,16 +19,9 @@
 /* Start COPY; PGPIPE_OK when the server is in COPY IN. */
 static int copy_start(copy_lane *ln, const char *sql, int *transient)
 {
-    *transient = 0;
-    PGresult *r = PQexec(ln->conn, sql);
-    if (PQresultStatus(r) == PGRES_COPY_IN) {
-        PQclear(r);
-        return PGPIPE_OK;
-    }
-    *transient = pgpipe_pq_is_transient(ln->conn, r);
-    pp_err_pq(&ln->err, ln->conn, r, "loader: COPY");
-    PQclear(r);
-    return PGPIPE_DB;
+    int rc = pp_copy_in_start(ln->conn, sql, &ln->err, "loader: COPY");
+    *transient = rc != PGPIPE_OK && pgpipe_sqlstate_is_transient(ln->err.sqlstate);
+    return rc;
 }
 
 static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient)

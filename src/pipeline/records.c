@@ -54,8 +54,6 @@ struct pgpipe_records_cursor {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-void pgpipe_records_free(char *text) { pp_free(text); }
-
 static int rec_name_ok(const char *s, size_t n)
 {
     if (n == 0 || n > REC_NAME_MAX)
@@ -297,16 +295,9 @@ static int rec_exec(pgpipe_records *h, pgpipe_conn *c, const char *sql, int n,
     if (!r)
         return pp_err(&h->hdr.err, pgpipe_errcode(c) ? pgpipe_errcode(c) : PGPIPE_NOMEM,
                       "records: %s: %s", ctx, pgpipe_errmsg(c));
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        char cx[160];
-        snprintf(cx, sizeof cx, "records %s: %s", h->name, ctx);
-        pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, cx);
-        PQclear(r);
-        return PGPIPE_DB;
-    }
-    *res = r;
-    return PGPIPE_OK;
+    char cx[160];
+    snprintf(cx, sizeof cx, "records %s: %s", h->name, ctx);
+    return pp_exec_check(pgpipe_conn_pg(c), r, res, &h->hdr.err, cx);
 }
 
 /* Acquire, run, release. */
@@ -391,16 +382,12 @@ static int rec_create_table(pgpipe_records *h, PGconn *pg, const char *qschema, 
         rc = pp_err_nomem(&h->hdr.err);
         goto out;
     }
-    PGresult *r = PQexec(pg, b.data);
+    char cx[160];
+    snprintf(cx, sizeof cx, "records: creating collection %s", h->name);
+    rc = pp_exec(pg, b.data, 0, NULL, NULL, &h->hdr.err, cx);
     pp_buf_free(&b);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        char cx[160];
-        snprintf(cx, sizeof cx, "records: creating collection %s", h->name);
-        rc = pp_err_pq(&h->hdr.err, pg, r, cx);
-        if (PQtransactionStatus(pg) != PQTRANS_IDLE)
-            PQclear(PQexec(pg, "ROLLBACK"));
-    }
-    PQclear(r);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(pg);
 out:
     PQfreemem(qfi);
     PQfreemem(qmi);
@@ -408,7 +395,7 @@ out:
     return rc;
 }
 
-int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **out)
+int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *name)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -419,7 +406,7 @@ int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **ou
     pp_handle_init(&h->hdr);
     h->pool = pool;
     h->name = pp_strdup(name ? name : "");
-    if (!h->name || pgpipe_json_doc_new(&h->doc) != PGPIPE_OK)
+    if (!h->name || pgpipe_json_doc_open(&h->doc) != PGPIPE_OK)
         return pp_err_nomem(&h->hdr.err);
     if (!pool || !name)
         return pp_err(&h->hdr.err, PGPIPE_MISUSE, "records: open needs a pool and a name");
@@ -498,7 +485,7 @@ void pgpipe_records_close(pgpipe_records *h)
         PQclear(PQexec(pgpipe_conn_pg(h->tx), "ROLLBACK"));
         pgpipe_pool_release(h->tx);
     }
-    pgpipe_json_doc_free(h->doc);
+    pgpipe_json_doc_close(h->doc);
     pp_buf_free(&h->sql);
     pp_free(h->qtable);
     pp_free(h->gin[0]);
@@ -651,13 +638,8 @@ static int rec_copy_begin(rec_copy *cp, pgpipe_records *h, const char *columns)
     cp->pg = pgpipe_conn_pg(cp->c);
     if ((rc = rec_sql(h, "COPY %s (%s) FROM STDIN", h->qtable, columns)) != PGPIPE_OK)
         return rc;
-    PGresult *r = PQexec(cp->pg, h->sql.data);
-    if (PQresultStatus(r) != PGRES_COPY_IN) {
-        pp_err_pq(&h->hdr.err, cp->pg, r, "records: COPY");
-        PQclear(r);
-        return PGPIPE_DB;
-    }
-    PQclear(r);
+    if ((rc = pp_copy_in_start(cp->pg, h->sql.data, &h->hdr.err, "records: COPY")) != PGPIPE_OK)
+        return rc;
     cp->open = 1;
     return PGPIPE_OK;
 }
@@ -843,17 +825,17 @@ static int rec_parse_path(pgpipe_records_filter *f, const char *text, size_t *po
                 return rec_ferr(f, text, s, "unterminated quoted key");
             i++;
             pgpipe_json_doc *d;
-            if (pgpipe_json_doc_new(&d) != PGPIPE_OK)
+            if (pgpipe_json_doc_open(&d) != PGPIPE_OK)
                 return pp_err_nomem(&f->hdr.err);
             int rc = pgpipe_json_parse(d, text + s, i - s);
             size_t kl = 0;
             const char *k = rc == PGPIPE_OK ? pgpipe_json_get_str(pgpipe_json_root(d), &kl) : NULL;
             if (!k || memchr(k, '\0', kl)) {
-                pgpipe_json_doc_free(d);
+                pgpipe_json_doc_close(d);
                 return rec_ferr(f, text, s, "bad quoted key (a JSON string without \\u0000)");
             }
             rc = rec_cond_key(c, k, kl);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
             if (rc != PGPIPE_OK)
                 return pp_err_nomem(&f->hdr.err);
         } else {
@@ -960,7 +942,7 @@ static int rec_filter_push(pgpipe_records_filter *f, rec_cond *c)
     return PGPIPE_OK;
 }
 
-int pgpipe_records_filter_new(pgpipe_records_filter **out)
+static int rec_filter_alloc(pgpipe_records_filter **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
@@ -971,7 +953,7 @@ int pgpipe_records_filter_new(pgpipe_records_filter **out)
     return PGPIPE_OK;
 }
 
-void pgpipe_records_filter_free(pgpipe_records_filter *f)
+void pgpipe_records_filter_close(pgpipe_records_filter *f)
 {
     if (!f)
         return;
@@ -996,7 +978,7 @@ static int rec_filter_finish(pgpipe_records_filter *f, rec_cond *c, const char *
         rc = pp_err(&f->hdr.err, PGPIPE_MISUSE, "records filter: %s needs a value", rec_op_name(c->op));
     } else {
         pgpipe_json_doc *d;
-        if (pgpipe_json_doc_new(&d) != PGPIPE_OK) {
+        if (pgpipe_json_doc_open(&d) != PGPIPE_OK) {
             rc = pp_err_nomem(&f->hdr.err);
         } else {
             pgpipe_json_doc_set_source(d, ctx);
@@ -1008,7 +990,7 @@ static int rec_filter_finish(pgpipe_records_filter *f, rec_cond *c, const char *
                 f->hdr.err = *pgpipe_errinfo(d);
             else if (rc != PGPIPE_OK)
                 pp_err(&f->hdr.err, PGPIPE_PARSE, "records filter: %s", why);
-            pgpipe_json_doc_free(d);
+            pgpipe_json_doc_close(d);
         }
     }
     if (rc == PGPIPE_OK)
@@ -1176,16 +1158,16 @@ fail:
     return rc;
 }
 
-int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out)
+int pgpipe_records_filter_open(pgpipe_records_filter **out, const char *text)
 {
-    int rc = pgpipe_records_filter_new(out);
+    int rc = rec_filter_alloc(out);
     if (rc != PGPIPE_OK)
         return rc;
     pgpipe_records_filter *f = *out;
     if (!text)
         return PGPIPE_OK;
     pgpipe_json_doc *d;
-    if (pgpipe_json_doc_new(&d) != PGPIPE_OK)
+    if (pgpipe_json_doc_open(&d) != PGPIPE_OK)
         return pp_err_nomem(&f->hdr.err);
     pgpipe_json_doc_set_source(d, "<filter>");
     size_t i = rec_skip_ws(text, 0);
@@ -1209,7 +1191,7 @@ int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out)
             break;
         }
     }
-    pgpipe_json_doc_free(d);
+    pgpipe_json_doc_close(d);
     return rc;
 }
 
@@ -1446,20 +1428,20 @@ static int rec_build_find(pgpipe_records *h, const pgpipe_records_find_options *
     pgpipe_records_filter *parsed = NULL;
     const pgpipe_records_filter *f = o->filter;
     if (!f && o->where) {
-        int rc = pgpipe_records_filter_parse(o->where, &parsed);
+        int rc = pgpipe_records_filter_open(&parsed, o->where);
         if (rc != PGPIPE_OK) {
             if (parsed)
                 h->hdr.err = parsed->hdr.err;
             else
                 pp_err_nomem(&h->hdr.err);
-            pgpipe_records_filter_free(parsed);
+            pgpipe_records_filter_close(parsed);
             return rc;
         }
         f = parsed;
     }
     rec_q_appendf(q, "SELECT %s FROM %s", select, h->qtable);
     rec_q_where(q, f);
-    pgpipe_records_filter_free(parsed);
+    pgpipe_records_filter_close(parsed);
     const char *s = o->sort;
     int desc = 0;
     if (s && *s == '-') {
@@ -1557,7 +1539,7 @@ int pgpipe_records_cursor_next(pgpipe_records_cursor *c, const char **json, size
 
 long long pgpipe_records_cursor_count(const pgpipe_records_cursor *c) { return c ? c->nrows : 0; }
 
-void pgpipe_records_cursor_free(pgpipe_records_cursor *c)
+void pgpipe_records_cursor_close(pgpipe_records_cursor *c)
 {
     if (!c)
         return;
@@ -1610,11 +1592,10 @@ int pgpipe_records_explain(pgpipe_records *h, const pgpipe_records_find_options 
     }
     pgpipe_conn *c;
     if ((rc = rec_acquire(h, &c)) == PGPIPE_OK) {
-        PGresult *r = PQexecParams(pgpipe_conn_pg(c), e.data, q.n, NULL,
-                                   (const char *const *)q.params, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            rc = pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, "records: explain");
-        } else {
+        PGresult *r;
+        rc = pp_exec(pgpipe_conn_pg(c), e.data, q.n, (const char *const *)q.params, &r,
+                     &h->hdr.err, "records: explain");
+        if (rc == PGPIPE_OK) {
             pp_buf out = { 0 };
             for (int i = 0; i < PQntuples(r); i++)
                 pp_buf_appendf(&out, "%s\n", PQgetvalue(r, i, 0));
@@ -1644,14 +1625,11 @@ int pgpipe_records_begin(pgpipe_records *h)
     pgpipe_conn *c;
     if ((rc = pgpipe_pool_acquire_ex(h->pool, &c, -1, &h->hdr.err)) != PGPIPE_OK)
         return rc;
-    PGresult *r = PQexec(pgpipe_conn_pg(c), "BEGIN");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = pp_err_pq(&h->hdr.err, pgpipe_conn_pg(c), r, "records: BEGIN");
-        PQclear(r);
+    rc = pp_exec(pgpipe_conn_pg(c), "BEGIN", 0, NULL, NULL, &h->hdr.err, "records: BEGIN");
+    if (rc != PGPIPE_OK) {
         pgpipe_pool_release(c);
         return rc;
     }
-    PQclear(r);
     h->tx = c;
     return PGPIPE_OK;
 }
@@ -1666,11 +1644,10 @@ static int rec_end(pgpipe_records *h, int commit)
     h->tx = NULL;
     PGconn *pg = pgpipe_conn_pg(c);
     int failed = PQtransactionStatus(pg) == PQTRANS_INERROR;
-    PGresult *r = PQexec(pg, commit ? "COMMIT" : "ROLLBACK");
-    int rc = PGPIPE_OK;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        rc = pp_err_pq(&h->hdr.err, pg, r, commit ? "records: COMMIT" : "records: ROLLBACK");
-    else if (commit && (failed || !strcmp(PQcmdStatus(r), "ROLLBACK")))
+    PGresult *r;
+    int rc = pp_exec(pg, commit ? "COMMIT" : "ROLLBACK", 0, NULL, &r, &h->hdr.err,
+                     commit ? "records: COMMIT" : "records: ROLLBACK");
+    if (rc == PGPIPE_OK && commit && (failed || !strcmp(PQcmdStatus(r), "ROLLBACK")))
         rc = pp_err(&h->hdr.err, PGPIPE_DB,
                     "records: the transaction was rolled back because a statement in it failed");
     PQclear(r);
@@ -2067,7 +2044,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
     int format = 0; /* 0 unknown, 1 array, 2 NDJSON */
     size_t cap = 64 * 1024;
     char *buf = pp_malloc(cap);
-    if (!buf || pgpipe_json_doc_new(&im.doc) != PGPIPE_OK) {
+    if (!buf || pgpipe_json_doc_open(&im.doc) != PGPIPE_OK) {
         rc = pp_err_nomem(&h->hdr.err);
         goto out;
     }
@@ -2089,7 +2066,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
             if (i < (size_t)k) {
                 format = buf[i] == '[' ? 1 : 2;
                 if (format == 2) {
-                    if (pgpipe_ndjson_new(&nd) != PGPIPE_OK) {
+                    if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {
                         rc = pp_err_nomem(&h->hdr.err);
                         break;
                     }
@@ -2140,8 +2117,8 @@ out:
         summary->imported = 0;
     else if (summary->imported >= REC_GIN_CLEAN_ROWS)
         rc = rec_gin_clean(h);
-    pgpipe_ndjson_free(nd);
-    pgpipe_json_doc_free(im.doc);
+    pgpipe_ndjson_close(nd);
+    pgpipe_json_doc_close(im.doc);
     pp_buf_free(&im.elem);
     pp_free(buf);
     if (fd != STDIN_FILENO)

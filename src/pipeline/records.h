@@ -1,4 +1,16 @@
-/* ---- Record store: JSONB documents in collections (src/records.c) ------ */
+/* ==== Record store: JSONB documents in collections ==== */
+
+/* A document store on PostgreSQL: create, read, update, delete and search
+** JSON records, import and export them. Handles: pgpipe_records (a
+** collection, on a pool), pgpipe_records_filter (a parsed condition list),
+** pgpipe_records_cursor (the results of a search).
+**
+** Thread safety: a collection handle is used by one thread at a time; open
+** one per thread on the same pool (the pool is shared safely). A filter,
+** once built, may be shared by threads: searches only read it. A cursor is
+** used by one thread at a time. */
+
+/* ---- Collections ------------------------------------------------------- */
 
 /* A collection is a table records.NAME (id uuid primary key default
 ** gen_random_uuid(), fields jsonb, metadata jsonb, created_at and updated_at
@@ -12,7 +24,7 @@
 ** values, paths and keys are always query parameters, never SQL text.
 **
 **     pgpipe_records *users;
-**     if (pgpipe_records_open(pool, "users", &users) != PGPIPE_OK) { ... }
+**     if (pgpipe_records_open(&users, pool, "users") != PGPIPE_OK) { ... }
 **     char id[37];
 **     pgpipe_records_create(users, "{\"name\":\"Alice\",\"age\":31}", id);
 **     pgpipe_records_find_options fo;
@@ -25,14 +37,11 @@
 **         while (pgpipe_records_cursor_next(cur, &doc, NULL) == PGPIPE_ROW)
 **             puts(doc);   {"id":"...","fields":{...},"metadata":{},...}
 **     }
-**     pgpipe_records_cursor_free(cur);
+**     pgpipe_records_cursor_close(cur);
 **     pgpipe_records_close(users);
 **
 ** Not found (get, update, delete of an id that is not there) is PGPIPE_DONE
-** with a message naming the id. A handle is used by one thread at a time; open
-** one handle per thread on the same pool. */
-
-typedef struct pgpipe_records pgpipe_records;
+** with a message naming the id. */
 
 /* Open the collection NAME ("name" or "schema.name"; the schema defaults to
 ** "records"), creating schema, table, indexes and trigger when missing. Each
@@ -41,14 +50,11 @@ typedef struct pgpipe_records pgpipe_records;
 ** when several processes open the same new collection at once (the creation
 ** runs under a transaction-level advisory lock). *out is set even on failure
 ** (read pgpipe_errmsg, then close); NULL only when out of memory. */
-int pgpipe_records_open(pgpipe_pool *pool, const char *name, pgpipe_records **out);
+int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *name);
 /* Close (rolls back an open transaction). NULL is a no-op. */
 void pgpipe_records_close(pgpipe_records *h);
 /* The quoted table name ("records"."users"), for your own SQL. */
 const char *pgpipe_records_table(const pgpipe_records *h);
-
-/* Free a string the records functions returned (get). NULL is a no-op. */
-void pgpipe_records_free(char *text);
 
 /* ---- CRUD ---- */
 
@@ -60,7 +66,7 @@ int pgpipe_records_create_meta(pgpipe_records *h, const char *fields, const char
                                char uuid_out[37]);
 /* The record as a JSON document {"id":..,"fields":..,"metadata":..,
 ** "created_at":..,"updated_at":..} (timestamps ISO 8601), allocated; free it
-** with pgpipe_records_free. PGPIPE_DONE when there is no such id; an id that
+** with pgpipe_free. PGPIPE_DONE when there is no such id; an id that
 ** is not a UUID is PGPIPE_PARSE. */
 int pgpipe_records_get(pgpipe_records *h, const char *id, char **json_out);
 
@@ -112,7 +118,7 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
 ** (tags.0). A path starting with @metadata addresses the metadata column
 ** (@metadata.version); @fields is the fields object itself (@fields.a = a).
 **
-** Text form (pgpipe_records_filter_parse; the shell's .records find):
+** Text form (pgpipe_records_filter_open; the shell's .records find):
 **     name = "Alice" and age > 30 and tags contains ["x"]
 **     address.city in ["Paris", "Lyon"] and email exists and name like "A%"
 **     @metadata.version >= 2 and "first.name" != "Bob"
@@ -121,11 +127,11 @@ int pgpipe_records_create_batch(pgpipe_records *h, const char *const *docs, size
 ** "and" (or &&). Values are JSON: strings in double quotes, numbers,
 ** true/false/null, arrays and objects. Bad text is PGPIPE_PARSE with the
 ** column (1-based, in characters) on the filter handle: source "<filter>". */
-typedef struct pgpipe_records_filter pgpipe_records_filter;
 
-int pgpipe_records_filter_new(pgpipe_records_filter **out);
-/* *out is set even on failure (read pgpipe_errinfo(*out), then free it). */
-int pgpipe_records_filter_parse(const char *text, pgpipe_records_filter **out);
+/* Open a filter holding the conditions of text in the form above, or none
+** when text is NULL (add them with pgpipe_records_filter_add). *out is set
+** even on failure (read pgpipe_errinfo(*out), then close it). */
+int pgpipe_records_filter_open(pgpipe_records_filter **out, const char *text);
 /* Add one condition: path in the syntax above, value the JSON text of the
 ** value (NULL for EXISTS). PGPIPE_PARSE/MISUSE on a bad path or value. */
 int pgpipe_records_filter_add(pgpipe_records_filter *f, const char *path, int op,
@@ -136,7 +142,7 @@ int pgpipe_records_filter_add_keys(pgpipe_records_filter *f, int metadata,
                                    const char *const *keys, int nkeys, int op,
                                    const char *value);
 int pgpipe_records_filter_count(const pgpipe_records_filter *f);
-void pgpipe_records_filter_free(pgpipe_records_filter *f);
+void pgpipe_records_filter_close(pgpipe_records_filter *f);
 
 /* ---- search ---- */
 
@@ -153,23 +159,22 @@ typedef struct pgpipe_records_find_options {
 
 void pgpipe_records_find_options_init(pgpipe_records_find_options *o);
 
-typedef struct pgpipe_records_cursor pgpipe_records_cursor;
-
-/* Run a search. *out is NULL on failure (the error is on h). The results are
+/* Run a search: *out receives a cursor over the results, to close with
+** pgpipe_records_cursor_close; it is NULL on failure (the error is on h). The results are
 ** fetched whole; use limit and offset to page, or export for everything. */
 int pgpipe_records_find(pgpipe_records *h, const pgpipe_records_find_options *o,
                         pgpipe_records_cursor **out);
-/* The next document (valid until the cursor is freed): PGPIPE_ROW or
+/* The next document (valid until the cursor is closed): PGPIPE_ROW or
 ** PGPIPE_DONE. len may be NULL. */
 int pgpipe_records_cursor_next(pgpipe_records_cursor *c, const char **json, size_t *len);
 /* Documents in the result. */
 long long pgpipe_records_cursor_count(const pgpipe_records_cursor *c);
-void pgpipe_records_cursor_free(pgpipe_records_cursor *c);
+void pgpipe_records_cursor_close(pgpipe_records_cursor *c);
 
 /* Count the records matching f (NULL: all). */
 int pgpipe_records_count(pgpipe_records *h, const pgpipe_records_filter *f, long long *n);
 /* EXPLAIN of the search o would run, with its parameters (one line of the
-** plan per line), allocated; free it with pgpipe_records_free. */
+** plan per line), allocated; free it with pgpipe_free. */
 int pgpipe_records_explain(pgpipe_records *h, const pgpipe_records_find_options *o, char **plan);
 
 /* ---- transactions ---- */

@@ -163,7 +163,7 @@ static void chaos_loader_main(int f)
     o.batch_rows = 200;
     o.progress = chaos_progress;
     pgpipe_loader *l = NULL;
-    int rc = pgpipe_loader_open(&o, &l);
+    int rc = pgpipe_loader_open(&l, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_loader_load_file(l, path);
     pgpipe_load_summary s;
@@ -212,7 +212,7 @@ static void chaos_worker_main(int index, int lease, int drain, const char *conni
     pgpipe_pool *pool = NULL;
     int64_t t0 = pgpipe_now_us();
     for (;;) {
-        if (pgpipe_pool_open(conninfo, &po, &pool) == PGPIPE_OK)
+        if (pgpipe_pool_open(&pool, conninfo, &po) == PGPIPE_OK)
             break;
         fprintf(stderr, "worker %d: pool: %s\n", index, pgpipe_errmsg(pool));
         pgpipe_pool_close(pool, NULL);
@@ -233,7 +233,7 @@ static void chaos_worker_main(int index, int lease, int drain, const char *conni
     wo.claim.backoff_max_ms = 50;
     pgpipe_handler h = { NULL, NULL, chaos_handler_sql, NULL };
     pgpipe_workers *w = NULL;
-    int rc = pgpipe_workers_start(&w, pool, &wo, &h);
+    int rc = pgpipe_workers_open(&w, pool, &h, &wo);
     if (rc != PGPIPE_OK) {
         fprintf(stderr, "worker %d: start: %s\n", index, pgpipe_errmsg(w));
         exit(4);
@@ -249,7 +249,7 @@ static void chaos_worker_main(int index, int lease, int drain, const char *conni
             " reconnects %lld%s%s\n", index, lease ? "lease" : "tx", rc, st.total.batches,
             st.total.done, st.total.retried, st.total.dead, st.total.fenced, st.reconnects,
             rc != PGPIPE_OK ? ": " : "", rc != PGPIPE_OK ? pgpipe_errmsg(w) : "");
-    pgpipe_workers_free(w);
+    pgpipe_workers_close(w);
     pgpipe_pool_close(pool, NULL);
     exit(rc == PGPIPE_OK ? 0 : 1);
 }

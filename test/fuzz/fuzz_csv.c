@@ -35,7 +35,7 @@ static void fz_dump(pgpipe_csv *r, int rc, pp_buf *out)
         if (pgpipe_csv_copy_row(r, &cb) != PGPIPE_OK)
             __builtin_trap();
         pp_buf_append(out, cb.data, cb.len);
-        pgpipe_copy_buf_free(&cb);
+        pgpipe_copy_buf_clear(&cb);
     }
     if (rc != PGPIPE_ROW) {
         const pgpipe_error *e = pgpipe_errinfo(r);
@@ -61,7 +61,8 @@ static void fz_header(pgpipe_csv *r, pp_buf *out)
 static void fz_feed(const uint8_t *d, size_t n, const pgpipe_csv_options *o, uint64_t seed,
                     int chunked, pp_buf *out)
 {
-    pgpipe_csv *r = pgpipe_csv_open_feed(o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, o);
     if (!r)
         return;
     size_t off = 0;
@@ -97,7 +98,8 @@ static void fz_file(const uint8_t *d, size_t n, const pgpipe_csv_options *o, pp_
     FILE *f = fmemopen(n ? (void *)(uintptr_t)d : empty, n, "rb");
     if (!f)
         return;
-    pgpipe_csv *r = pgpipe_csv_open_file(f, o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_file(&r, f, o);
     int rc;
     while ((rc = pgpipe_csv_next(r)) == PGPIPE_ROW || rc == PGPIPE_PARSE)
         fz_dump(r, rc, out);

@@ -38,8 +38,8 @@ static void fj_walk(const pgpipe_json_val *v)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!fj_doc) {
-        pgpipe_json_doc_new(&fj_doc);
-        pgpipe_json_doc_new(&fj_doc2);
+        pgpipe_json_doc_open(&fj_doc);
+        pgpipe_json_doc_open(&fj_doc2);
     }
     int depth = PGPIPE_JSON_DEPTH_DEFAULT, copy = 0;
     if (size && data[0] == 0xFF) { /* option byte */
@@ -95,8 +95,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (pgpipe_json_write(pgpipe_json_root(fj_doc2), &again, &l3) != PGPIPE_OK || l3 != len)
             __builtin_trap();
         free(exact);
-        pgpipe_json_text_free(again);
-        pgpipe_json_text_free(text);
+        pgpipe_free(again);
+        pgpipe_free(text);
         fj_walk(root);
         pgpipe_json_path(root, "a.b[2].c");
         pgpipe_json_path(root, "[0]");

@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fn_rec *ref = NULL, *got = NULL;
     size_t nref = 0, ngot = 0;
     pgpipe_json_doc *doc;
-    pgpipe_json_doc_new(&doc);
+    pgpipe_json_doc_open(&doc);
     size_t pos = 0;
     long long line = 1;
     while (pos < size) {
@@ -61,11 +61,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         line++;
         pos = end + 1;
     }
-    pgpipe_json_doc_free(doc);
+    pgpipe_json_doc_close(doc);
 
     /* the reader, fed in pseudo-random chunks */
     pgpipe_ndjson *r;
-    pgpipe_ndjson_new(&r);
+    pgpipe_ndjson_open(&r);
     pgpipe_ndjson_set_source(r, "fuzz.ndjson");
     size_t off = 0;
     uint32_t st = seed | 1;
@@ -108,7 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (pgpipe_ndjson_records(r) + pgpipe_ndjson_errors(r) != (long long)ngot)
         __builtin_trap();
-    pgpipe_ndjson_free(r);
+    pgpipe_ndjson_close(r);
 
     if (ngot != nref)
         __builtin_trap();

@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (((unsigned char)*p & 0xC0) != 0x80)
             chars++;
     pgpipe_records_filter *f = NULL;
-    int rc = pgpipe_records_filter_parse(text, &f);
+    int rc = pgpipe_records_filter_open(&f, text);
     if (rc == PGPIPE_OK) {
         rec_q q;
         memset(&q, 0, sizeof q);
@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (rc != PGPIPE_NOMEM) {
         __builtin_trap();
     }
-    pgpipe_records_filter_free(f);
+    pgpipe_records_filter_close(f);
     free(text);
     return 0;
 }

@@ -53,7 +53,7 @@ static int lt_load(const char *path)
     pgpipe_loader_options_init(&o);
     o.conninfo = getenv("PGPIPE_TEST_DSN");
     pgpipe_loader *l = NULL;
-    int rc = pgpipe_loader_open(&o, &l);
+    int rc = pgpipe_loader_open(&l, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_loader_load_file(l, path);
     pgpipe_load_summary s;
@@ -73,7 +73,7 @@ static int lt_work(int threads, const char *donefile)
     pgpipe_pool_options_init(&po);
     po.pool_size = threads + 1;
     pgpipe_pool *pool;
-    if (pgpipe_pool_open(getenv("PGPIPE_TEST_DSN"), &po, &pool) != PGPIPE_OK) {
+    if (pgpipe_pool_open(&pool, getenv("PGPIPE_TEST_DSN"), &po) != PGPIPE_OK) {
         fprintf(stderr, "pool: %s\n", pgpipe_errmsg(pool));
         return 1;
     }
@@ -87,7 +87,7 @@ static int lt_work(int threads, const char *donefile)
         " SELECT (e->>'id')::bigint, e->>'event_type', (e->'payload'->>'user_id')::int,"
         " (e->'payload'->>'amount')::numeric FROM jsonb_array_elements($1::jsonb) e", NULL };
     pgpipe_workers *w;
-    if (pgpipe_workers_start(&w, pool, &wo, &h) != PGPIPE_OK) {
+    if (pgpipe_workers_open(&w, pool, &h, &wo) != PGPIPE_OK) {
         fprintf(stderr, "workers: %s\n", pgpipe_errmsg(w));
         return 1;
     }
@@ -99,7 +99,7 @@ static int lt_work(int threads, const char *donefile)
     printf("work: rc=%d done=%lld batches=%lld retried=%lld dead=%lld reconnects=%lld seconds=%.2f"
            " events_per_s=%.0f\n", rc, st.total.done, st.total.batches, st.total.retried,
            st.total.dead, st.reconnects, st.elapsed_s, st.events_per_s);
-    pgpipe_workers_free(w);
+    pgpipe_workers_close(w);
     pgpipe_pool_close(pool, NULL);
     return rc != PGPIPE_OK;
 }

@@ -22,7 +22,7 @@ int main(void)
     o.pool_size = 1;
     o.max_overflow = 1;
     pgpipe_pool *p;
-    CHECK(pgpipe_pool_open(getenv("PGPIPE_TEST_DSN"), &o, &p) == PGPIPE_OK);
+    CHECK(pgpipe_pool_open(&p, getenv("PGPIPE_TEST_DSN"), &o) == PGPIPE_OK);
     pgpipe_conn *a, *b, *c;
     CHECK(pgpipe_pool_acquire(p, &a) == PGPIPE_OK);
     CHECK(pgpipe_pool_acquire(p, &b) == PGPIPE_OK);
@@ -35,11 +35,11 @@ int main(void)
     CHECK(PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "21") == 0);
     PQclear(r);
     pgpipe_pipeline *pl;
-    CHECK(pgpipe_pipeline_begin(b, 0, &pl) == PGPIPE_OK);
+    CHECK(pgpipe_pipeline_open(&pl, b, 0) == PGPIPE_OK);
     CHECK(pgpipe_pipeline_add(pl, "SELECT 1", 0, NULL) == PGPIPE_OK);
     int failed = -1;
     CHECK(pgpipe_pipeline_run(pl, &failed) == PGPIPE_OK && failed == 0);
-    pgpipe_pipeline_free(pl);
+    pgpipe_pipeline_close(pl);
     CHECK(pgpipe_pool_release(b) == PGPIPE_OK);
     CHECK(pgpipe_pool_acquire(p, &c) == PGPIPE_OK);
     CHECK(pgpipe_pool_release(c) == PGPIPE_OK);

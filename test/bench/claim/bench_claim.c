@@ -85,7 +85,7 @@ static pgpipe_pool *pool_open(int n)
     po.pool_size = n;
     po.max_overflow = 2;
     pgpipe_pool *p;
-    if (pgpipe_pool_open(dsn(), &po, &p) != PGPIPE_OK) {
+    if (pgpipe_pool_open(&p, dsn(), &po) != PGPIPE_OK) {
         fprintf(stderr, "bench_claim: pool: %s\n", pgpipe_errmsg(p));
         exit(1);
     }
@@ -102,7 +102,7 @@ static int cmd_run(int w, int b, double secs)
     wo.poll_ms = 100;
     pgpipe_handler h = { NULL, noop_batch, NULL, NULL };
     pgpipe_workers *wk;
-    if (pgpipe_workers_start(&wk, pool, &wo, &h) != PGPIPE_OK) {
+    if (pgpipe_workers_open(&wk, pool, &h, &wo) != PGPIPE_OK) {
         fprintf(stderr, "bench_claim: workers: %s\n", pgpipe_errmsg(wk));
         return 1;
     }
@@ -119,7 +119,7 @@ static int cmd_run(int w, int b, double secs)
     pgpipe_workers_stats_get(wk, &st);
     double el = (pgpipe_now_us() - t0) / 1e6;
     printf("%.0f %lld %.3f\n", st.total.done / el, st.total.done, el);
-    pgpipe_workers_free(wk);
+    pgpipe_workers_close(wk);
     pgpipe_pool_close(pool, NULL);
     return 0;
 }
@@ -158,7 +158,7 @@ static int cmd_latency(int k)
     wo.poll_ms = 10000; /* fallback poll far above the target: NOTIFY does the work */
     pgpipe_handler h = { NULL, lat_batch, NULL, NULL };
     pgpipe_workers *wk;
-    if (pgpipe_workers_start(&wk, pool, &wo, &h) != PGPIPE_OK)
+    if (pgpipe_workers_open(&wk, pool, &h, &wo) != PGPIPE_OK)
         return 1;
     long long *s = calloc((size_t)k, sizeof *s);
     pgpipe_workers_stats st;
@@ -187,7 +187,7 @@ static int cmd_latency(int k)
     }
     qsort(s, (size_t)k, sizeof *s, cmp_ll);
     printf("%.3f %.3f %.3f\n", s[k / 2] / 1000.0, s[(k * 99) / 100] / 1000.0, s[k - 1] / 1000.0);
-    pgpipe_workers_free(wk);
+    pgpipe_workers_close(wk);
     pgpipe_pool_close(pool, NULL);
     PQfinish(c);
     free(s);
@@ -208,7 +208,7 @@ static int cmd_e2e(long long n, int w, int b)
     wo.poll_ms = 200;
     pgpipe_handler h = { NULL, noop_batch, NULL, NULL };
     pgpipe_workers *wk;
-    if (pgpipe_workers_start(&wk, pool, &wo, &h) != PGPIPE_OK)
+    if (pgpipe_workers_open(&wk, pool, &h, &wo) != PGPIPE_OK)
         return 1;
     /* the load is pgpipe's COPY loader (every record validated as JSON,
     ** 10K-row batches, one NOTIFY per committed batch) fed NDJSON */
@@ -224,7 +224,7 @@ static int cmd_e2e(long long n, int w, int b)
     lo.load_key = key;
     pgpipe_loader *l;
     int64_t t0 = pgpipe_now_us();
-    if (pgpipe_loader_open(&lo, &l) != PGPIPE_OK) {
+    if (pgpipe_loader_open(&l, &lo) != PGPIPE_OK) {
         fprintf(stderr, "loader: %s\n", pgpipe_errmsg(l));
         return 1;
     }
@@ -248,7 +248,7 @@ static int cmd_e2e(long long n, int w, int b)
     pgpipe_workers_stats_get(wk, &st);
     printf("%.0f %lld %.3f %.3f\n", st.total.done / el, st.total.done, el,
            (t_loaded - t0) / 1e6);
-    pgpipe_workers_free(wk);
+    pgpipe_workers_close(wk);
     pgpipe_pool_close(pool, NULL);
     PQfinish(c);
     return rc == PGPIPE_OK ? 0 : 1;

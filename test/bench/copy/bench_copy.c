@@ -106,7 +106,7 @@ static int load_pgpipe(const char *path, int connections)
     o.load_key = key;
     pgpipe_loader *l;
     double t0 = now_s();
-    int rc = pgpipe_loader_open(&o, &l);
+    int rc = pgpipe_loader_open(&l, &o);
     if (rc == PGPIPE_OK)
         rc = path ? pgpipe_loader_load_file(l, path) : pgpipe_loader_load_fd(l, 0, NULL);
     double t = now_s() - t0;
@@ -155,7 +155,8 @@ static int load_insert(const char *path, long long limit, int per_stmt, int conn
     pgpipe_csv_options co;
     pgpipe_csv_options_init(&co);
     co.header = 1;
-    pgpipe_csv *r = pgpipe_csv_open_fd(fd, &co);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_fd(&r, fd, &co);
     PGconn *c = conn();
     /* the statement for per_stmt rows */
     size_t cap = 64 + (size_t)per_stmt * 40;

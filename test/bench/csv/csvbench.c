@@ -127,7 +127,8 @@ static int run_pgpipe(const char *path, bench_acc *a)
     pgpipe_csv_options o;
     pgpipe_csv_options_init(&o);
     o.source = path;
-    pgpipe_csv *r = pgpipe_csv_open_fd(fd, &o);
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_fd(&r, fd, &o);
     int rc;
     while ((rc = pgpipe_csv_next(r)) == PGPIPE_ROW) {
         int n;

@@ -222,7 +222,7 @@ static int bj_stream_rss(const char *path)
         return 1;
     }
     pgpipe_ndjson *r;
-    pgpipe_ndjson_new(&r);
+    pgpipe_ndjson_open(&r);
     static char chunk[65536];
     long long recs = 0, bad = 0;
     double t0 = bj_now();
@@ -247,7 +247,7 @@ static int bj_stream_rss(const char *path)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("stream %lld %lld %.1f %.1f\n", recs, bad, (double)ru.ru_maxrss / 1024.0, (double)total / t / 1e6);
-    pgpipe_ndjson_free(r);
+    pgpipe_ndjson_close(r);
     close(fd);
     return 0;
 }
@@ -263,8 +263,8 @@ int main(int argc, char **argv)
     bj_buf = bj_read(argv[1], &bj_len);
     bj_ndjson = argc > 3 && strcmp(argv[3], "ndjson") == 0;
     const char *w = argv[2];
-    pgpipe_json_doc_new(&bj_doc);
-    pgpipe_ndjson_new(&bj_nd);
+    pgpipe_json_doc_open(&bj_doc);
+    pgpipe_ndjson_open(&bj_nd);
     bj_case cs[3];
     int n = 0;
 #if defined(BJ_PEER_JSONC)
@@ -283,8 +283,8 @@ int main(int argc, char **argv)
 #endif
     bj_measure_all(w, cs, n);
 #endif
-    pgpipe_json_doc_free(bj_doc);
-    pgpipe_ndjson_free(bj_nd);
+    pgpipe_json_doc_close(bj_doc);
+    pgpipe_ndjson_close(bj_nd);
     free(bj_buf);
     return 0;
 }

@@ -47,7 +47,7 @@ static int bench_apply(const char *dsn, const char *dir)
     o.dir = dir;
     o.history_table = "bench_hist.history";
     pgpipe_migrator *m = NULL;
-    int rc = pgpipe_migrate_open(&m, c, &o);
+    int rc = pgpipe_migrator_open(&m, c, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_migrate_run(m);
     if (rc != PGPIPE_OK) {
@@ -55,7 +55,7 @@ static int bench_apply(const char *dsn, const char *dir)
         pgpipe_error_format(pgpipe_errinfo(m), e, sizeof e);
         fprintf(stderr, "bench_migrate: %s\n", e);
     }
-    pgpipe_migrate_close(m);
+    pgpipe_migrator_close(m);
     PQfinish(c);
     return rc;
 }

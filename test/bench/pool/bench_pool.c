@@ -150,7 +150,7 @@ static run_result run_conn(int use_pool)
         o.pool_size = 4;
         o.max_overflow = 4;
         o.min_idle = 4;
-        if (pgpipe_pool_open(dsn, &o, &ctx.pool) != PGPIPE_OK) {
+        if (pgpipe_pool_open(&ctx.pool, dsn, &o) != PGPIPE_OK) {
             fprintf(stderr, "pool open failed: %s\n", pgpipe_errmsg(ctx.pool));
             exit(2);
         }
@@ -257,7 +257,7 @@ static int64_t run_updates(pgpipe_conn *c, int mode, long *errors)
         }
     } else {
         pgpipe_pipeline *p;
-        if (pgpipe_pipeline_begin(c, mode == 1 ? PGPIPE_PIPELINE_SYNC_EACH : 0, &p) != PGPIPE_OK) {
+        if (pgpipe_pipeline_open(&p, c, mode == 1 ? PGPIPE_PIPELINE_SYNC_EACH : 0) != PGPIPE_OK) {
             fprintf(stderr, "pipeline: %s\n", pgpipe_errmsg(c));
             exit(2);
         }
@@ -270,7 +270,7 @@ static int64_t run_updates(pgpipe_conn *c, int mode, long *errors)
         if (pgpipe_pipeline_run(p, &failed) != PGPIPE_OK)
             fprintf(stderr, "pipeline: %s\n", pgpipe_errmsg(p));
         *errors += failed;
-        pgpipe_pipeline_free(p);
+        pgpipe_pipeline_close(p);
     }
     return pgpipe_now_us() - t0;
 }
@@ -412,7 +412,7 @@ int main(int argc, char **argv)
     pgpipe_pool_options_init(&o);
     o.pool_size = 1;
     o.max_overflow = 0;
-    if (pgpipe_pool_open(dsn, &o, &pool) != PGPIPE_OK) {
+    if (pgpipe_pool_open(&pool, dsn, &o) != PGPIPE_OK) {
         fprintf(stderr, "pool: %s\n", pgpipe_errmsg(pool));
         return 2;
     }

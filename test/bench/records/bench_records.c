@@ -66,7 +66,7 @@ int main(int argc, char **argv)
     pgpipe_pool_options po;
     pgpipe_pool_options_init(&po);
     po.pool_size = 1;
-    if (pgpipe_pool_open(dsn, &po, &pool) != PGPIPE_OK)
+    if (pgpipe_pool_open(&pool, dsn, &po) != PGPIPE_OK)
         die("pool", pool);
     const char *mode = argv[1];
     long n = atol(argv[2]);
@@ -105,7 +105,7 @@ int main(int argc, char **argv)
         }
         double secs = (double)(pgpipe_now_us() - t0) / 1e6;
         printf("%.0f records/s (%ld in %.3f s)\n", (double)n / secs, n, secs);
-        pgpipe_copy_buf_free(&b);
+        pgpipe_copy_buf_clear(&b);
         pgpipe_pool_release(c);
         sql("DROP TABLE bench_plain");
         for (long i = 0; i < n; i++)
@@ -115,7 +115,7 @@ int main(int argc, char **argv)
         return 0;
     }
     pgpipe_records *h;
-    if (pgpipe_records_open(pool, coll, &h) != PGPIPE_OK)
+    if (pgpipe_records_open(&h, pool, coll) != PGPIPE_OK)
         die("open", h);
     if (!strcmp(mode, "batch") || !strcmp(mode, "single") || !strcmp(mode, "fill")) {
         char **docs = make_docs(n);
@@ -151,14 +151,14 @@ int main(int argc, char **argv)
                 if (pgpipe_records_explain(h, &o, &plan) != PGPIPE_OK)
                     die("explain", h);
                 fputs(plan, stdout);
-                pgpipe_records_free(plan);
+                pgpipe_free(plan);
                 break;
             }
             pgpipe_records_cursor *cur;
             if (pgpipe_records_find(h, &o, &cur) != PGPIPE_OK)
                 die("find", h);
             rows += pgpipe_records_cursor_count(cur);
-            pgpipe_records_cursor_free(cur);
+            pgpipe_records_cursor_close(cur);
         }
         double secs = (double)(pgpipe_now_us() - t0) / 1e6;
         if (!strcmp(mode, "search")) {

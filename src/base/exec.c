@@ -1,0 +1,219 @@
+/*
+** Running statements and deciding what a failure means: one exec-and-check
+** family (the server's message and SQLSTATE go into a pgpipe_error with the
+** caller's context), one classification of SQLSTATEs into retry / give up /
+** dead-letter, one reading of failed connection attempts, and the one
+** backoff policy (pgpipe_retry) every retry loop of the library waits with.
+*/
+
+#include "pp_base.h"
+
+/* ---- Classification ---------------------------------------------------- */
+
+int pgpipe_sqlstate_class(const char *st)
+{
+    if (!st || strlen(st) != 5)
+        return PGPIPE_SQLSTATE_GIVE_UP;
+    static const char *const retry[] = {
+        "57P01", /* admin_shutdown */
+        "57P02", /* crash_shutdown */
+        "57P03", /* cannot_connect_now */
+        "40001", /* serialization_failure */
+        "40P01", /* deadlock_detected */
+        "53300", /* too_many_connections */
+        "55P03", /* lock_not_available */
+        "58030", /* io_error */
+    };
+    if (st[0] == '0' && st[1] == '8') /* connection_exception class */
+        return PGPIPE_SQLSTATE_RETRY;
+    for (size_t i = 0; i < sizeof retry / sizeof retry[0]; i++)
+        if (memcmp(st, retry[i], 5) == 0)
+            return PGPIPE_SQLSTATE_RETRY;
+    /* class 22 data exception, class 23 integrity constraint violation */
+    if (st[0] == '2' && (st[1] == '2' || st[1] == '3'))
+        return PGPIPE_SQLSTATE_DEAD_LETTER;
+    return PGPIPE_SQLSTATE_GIVE_UP;
+}
+
+int pgpipe_sqlstate_is_transient(const char *st)
+{
+    return pgpipe_sqlstate_class(st) == PGPIPE_SQLSTATE_RETRY;
+}
+
+int pgpipe_sqlstate_is_data_error(const char *st)
+{
+    return pgpipe_sqlstate_class(st) == PGPIPE_SQLSTATE_DEAD_LETTER;
+}
+
+int pgpipe_pq_is_transient(const PGconn *conn, const PGresult *res)
+{
+    if (res) {
+        const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (st && *st)
+            return pgpipe_sqlstate_is_transient(st);
+    }
+    /* no SQLSTATE: a client-side failure; worth retrying if the link broke */
+    return conn != NULL && PQstatus(conn) == CONNECTION_BAD;
+}
+
+/* A failed connection attempt carries no SQLSTATE, only libpq's or the
+** server's (English) message. */
+PGPIPE_PRIVATE int pp_connect_failure_class(const PGconn *pg)
+{
+    /* retrying cannot fix these */
+    static const char *const give_up[] = {
+        "authentication failed", "does not exist", "no pg_hba.conf entry",
+        "no password supplied", "not permitted to log in", "permission denied",
+        "invalid connection option", "invalid sslmode", "invalid port",
+    };
+    /* refused or reset while the server starts, stops or recovers */
+    static const char *const retry[] = {
+        "starting up", "shutting down", "Connection refused", "No such file",
+        "recovery", "terminat", "closed",
+    };
+    if (!pg)
+        return PP_CONNECT_UNKNOWN;
+    if (PQconnectionNeedsPassword(pg))
+        return PGPIPE_SQLSTATE_GIVE_UP;
+    const char *m = PQerrorMessage(pg);
+    for (size_t i = 0; i < sizeof give_up / sizeof give_up[0]; i++)
+        if (strstr(m, give_up[i]))
+            return PGPIPE_SQLSTATE_GIVE_UP;
+    for (size_t i = 0; i < sizeof retry / sizeof retry[0]; i++)
+        if (strstr(m, retry[i]))
+            return PGPIPE_SQLSTATE_RETRY;
+    return PP_CONNECT_UNKNOWN;
+}
+
+/* ---- Running statements ------------------------------------------------ */
+
+PGPIPE_PRIVATE int pp_exec_check(PGconn *conn, PGresult *r, PGresult **res, pgpipe_error *err,
+                                 const char *context)
+{
+    ExecStatusType st = PQresultStatus(r); /* PGRES_FATAL_ERROR when r is NULL */
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) {
+        if (res)
+            *res = r;
+        else
+            PQclear(r);
+        return PGPIPE_OK;
+    }
+    if (res)
+        *res = NULL;
+    pp_err_pq(err, conn, r, context);
+    PQclear(r);
+    return PGPIPE_DB;
+}
+
+PGPIPE_PRIVATE int pp_exec(PGconn *conn, const char *sql, int nparams,
+                           const char *const *params, PGresult **res, pgpipe_error *err,
+                           const char *context)
+{
+    PGresult *r = nparams > 0 || params
+                      ? PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0)
+                      : PQexec(conn, sql);
+    return pp_exec_check(conn, r, res, err, context);
+}
+
+PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
+                                    const char *const *params, PGresult **res,
+                                    pgpipe_error *err, const char *context)
+{
+    return pp_exec_check(conn, PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0), res,
+                         err, context);
+}
+
+PGPIPE_PRIVATE int pp_copy_in_start(PGconn *conn, const char *sql, pgpipe_error *err,
+                                    const char *context)
+{
+    PGresult *r = PQexec(conn, sql);
+    int rc = PGPIPE_OK;
+    if (PQresultStatus(r) != PGRES_COPY_IN)
+        rc = pp_err_pq(err, conn, r, context);
+    PQclear(r);
+    return rc;
+}
+
+PGPIPE_PRIVATE int pp_prepare(PGconn *conn, const char *name, const char *sql,
+                              pgpipe_error *err, const char *context)
+{
+    PGresult *r = PQprepare(conn, name, sql, 0, NULL);
+    int rc = PGPIPE_OK;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        /* 42P05: already prepared on this connection (the names are hashes
+        ** of the text, so it is the same statement) */
+        if (!st || strcmp(st, "42P05") != 0)
+            rc = pp_err_pq(err, conn, r, context);
+    }
+    PQclear(r);
+    return rc;
+}
+
+PGPIPE_PRIVATE void pp_rollback_open(PGconn *conn)
+{
+    if (!conn || PQstatus(conn) != CONNECTION_OK)
+        return;
+    PGTransactionStatusType t = PQtransactionStatus(conn);
+    if (t == PQTRANS_INTRANS || t == PQTRANS_INERROR)
+        PQclear(PQexec(conn, "ROLLBACK"));
+}
+
+PGPIPE_PRIVATE void pp_notice_to_log(void *component, const char *message)
+{
+    int n = (int)strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    pp_logf(PGPIPE_LOG_INFO, component ? (const char *)component : "pgpipe", "server: %.*s", n,
+            message);
+}
+
+/* ---- Backoff ----------------------------------------------------------- */
+
+void pgpipe_retry_init(pgpipe_retry *r, int max_attempts, int base_ms, int max_ms)
+{
+    r->max_attempts = max_attempts > 0 ? max_attempts : 5;
+    r->base_ms = base_ms > 0 ? base_ms : 100;
+    r->max_ms = max_ms > 0 ? max_ms : 5000;
+    if (r->max_ms < r->base_ms)
+        r->max_ms = r->base_ms;
+    r->attempt = 0;
+    r->seed = 0;
+}
+
+int pgpipe_retry_next_delay(pgpipe_retry *r)
+{
+    if (r->max_attempts <= 0)
+        pgpipe_retry_init(r, r->max_attempts, r->base_ms, r->max_ms);
+    r->attempt++;
+    if (r->attempt >= r->max_attempts)
+        return -1;
+    if (r->seed == 0)
+        r->seed = pp_rand_seed();
+    int n = r->attempt - 1;
+    long long cap = r->base_ms;
+    while (n-- > 0 && cap < r->max_ms)
+        cap *= 2;
+    if (cap > r->max_ms)
+        cap = r->max_ms;
+    long long half = cap / 2;
+    return (int)(half + (long long)(pp_rand_next(&r->seed) % (uint64_t)(cap - half + 1)));
+}
+
+int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud)
+{
+    if (!r || !fn)
+        return PGPIPE_MISUSE;
+    for (;;) {
+        int transient = 0;
+        int rc = fn(ud, r->attempt + 1, &transient);
+        if (rc == PGPIPE_OK || !transient)
+            return rc;
+        int delay = pgpipe_retry_next_delay(r);
+        if (delay < 0)
+            return rc;
+        pp_logf(PGPIPE_LOG_INFO, "retry", "attempt %d failed (%s), retrying in %d ms",
+                r->attempt, pgpipe_errstr(rc), delay);
+        pgpipe_sleep_ms(delay);
+    }
+}
