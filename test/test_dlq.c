@@ -437,7 +437,7 @@ PGT_TEST(dlq, write_paths_land_their_row_shape)
     snprintf(key, sizeof key, "dlq_shape_%ld_%lld", (long)getpid(), (long long)pgpipe_now_us());
     o.load_key = key;
     pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&o, &l));
+    PGT_OK(pgpipe_loader_open(&l, &o));
     PGT_OK(pgpipe_loader_load_file(l, path));
     pgpipe_load_summary s;
     pgpipe_loader_summary(l, &s);
