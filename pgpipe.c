@@ -590,6 +590,47 @@ PGPIPE_PRIVATE int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, i
 PGPIPE_PRIVATE void copy_report(pgpipe_loader *l);
 #endif /* PGPIPE_OMIT_LOAD */
 
+/* ==== The dead-letter queue's writers =====================================
+** Every write of a dead letter is built in dlq.c, so both stages land the
+** same row shape in pgpipe.dead_letters; the callers send it inside their
+** own transaction, beside the work it accounts for (records in = loaded +
+** dead-lettered holds at every commit). */
+#ifndef PGPIPE_OMIT_DLQ
+
+/* A record the loader could not load (stage 'load'). */
+typedef struct pp_dlq_load_letter {
+    const char *source;       /* source_name: the load's source name */
+    long long line;           /* line_number */
+    long long column;         /* column_number; 0 = unknown (NULL) */
+    long long offset;         /* byte_offset */
+    long long load_id;
+    const char *batch_id;     /* uuid text of the batch */
+    const char *raw;          /* the record as read (NULL = empty) */
+    size_t rawlen;
+    const char *message;      /* error_message */
+    const char *sqlstate;     /* NULL or "" = none */
+    const char *context;      /* error_context; NULL or "" = none */
+} pp_dlq_load_letter;
+
+/* The COPY statement that takes the rows of pp_dlq_load_row. */
+PGPIPE_PRIVATE const char *pp_dlq_load_copy_sql(void);
+/* Append one COPY text row for d to b; PGPIPE_OK or PGPIPE_NOMEM (no error
+** is set: the caller's handle gets it). Text that is not valid UTF-8 goes to
+** raw_text with those bytes written \xHH and, as it was, to raw_bytes. */
+PGPIPE_PRIVATE int pp_dlq_load_row(pp_buf *b, const pp_dlq_load_letter *d);
+
+/* Append to b the INSERT that dead-letters (stage 'process') the rows of
+** rows, for a data-modifying WITH: rows is a CTE with the columns id,
+** received_at, source, batch_id, event_type, payload (jsonb), attempts,
+** first_failed_at, dead (only those rows go in), msg (NULL = "handler
+** failed") and st (the SQLSTATE, "" = none). qtable is the quoted dead-letter
+** table; source_table and context are the numbers of the statement's
+** parameters holding the staging table's name and the error context. It
+** RETURNs 1 per row. PGPIPE_OK or PGPIPE_NOMEM. */
+PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const char *rows,
+                                         int source_table, int context);
+#endif /* PGPIPE_OMIT_DLQ */
+
 #endif /* PP_PIPELINE_H */
 /* ==== end src/pipeline/pp_pipeline.h ==== */
 
@@ -10448,37 +10489,6 @@ PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...)
     return pp_err(&l->hdr.err, code, "%s", msg);
 }
 
-/* The raw text of a dead letter, COPY-escaped, as raw_text and raw_bytes:
-** valid text goes to raw_text as it is (raw_bytes NULL); text with NUL bytes
-** or invalid UTF-8 goes to raw_text with those bytes written \xHH, and as it
-** was to raw_bytes (bytea hex). */
-static int copy_put_raw(pp_buf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = pp_utf8_text_prefix(u, n);
-    if (pp_copy_escape(b, s, i) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    if (i == n)
-        return pp_buf_append(b, "\t\\N", 3);
-    while (i < n) {
-        unsigned char c = u[i++];
-        char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
-        size_t k = pp_utf8_text_prefix(u + i, n - i);
-        if (pp_buf_append(b, e, 5) != PGPIPE_OK || pp_copy_escape(b, s + i, k) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        i += k;
-    }
-    if (pp_buf_append(b, "\t\\\\x", 4) != PGPIPE_OK || pp_buf_reserve(b, 2 * n) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    for (i = 0; i < n; i++) {
-        unsigned char c = u[i];
-        b->data[b->len++] = hex[c >> 4];
-        b->data[b->len++] = hex[c & 15];
-    }
-    return PGPIPE_OK;
-}
-
 /* A new batch id: a version 7 UUID (time-ordered, so the ids of one loader
 ** sort in batch order). */
 PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
@@ -10905,37 +10915,15 @@ static int copy_op_register(pgpipe_loader *l, copy_lane *ln, const void *arg, in
 
 /* ---- dead letters --------------------------------------------------------- */
 
-/* Append one dead letter (COPY text row of pgpipe.dead_letters) to the
-** lane's batch; PGPIPE_NOMEM (the caller sets the error) or PGPIPE_OK. */
+/* Append one dead letter (its COPY text row, built by the DLQ component) to
+** the lane's batch; PGPIPE_NOMEM (the caller sets the error) or PGPIPE_OK. */
 PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, long long offset,
-                     const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
-                     const char *context)
+                             const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
+                             const char *context)
 {
-    const pgpipe_loader *l = ln->l;
-    pp_buf *b = &ln->dbuf;
-    int rc = pp_buf_append(b, "load\t", 5);
-    rc |= pp_copy_escape(b, l->source, strlen(l->source));
-    rc |= pp_buf_appendf(b, "\t%lld\t", line);
-    if (column > 0)
-        rc |= pp_buf_appendf(b, "%lld", column);
-    else
-        rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", offset, l->load_id, ln->uuid_text);
-    rc |= copy_put_raw(b, raw ? raw : "", raw ? rawlen : 0);
-    rc |= pp_buf_putc(b, '\t');
-    rc |= pp_copy_escape(b, msg, strlen(msg));
-    rc |= pp_buf_putc(b, '\t');
-    if (sqlstate && *sqlstate)
-        rc |= pp_copy_escape(b, sqlstate, strlen(sqlstate));
-    else
-        rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_putc(b, '\t');
-    if (context && *context)
-        rc |= pp_copy_escape(b, context, strlen(context));
-    else
-        rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_putc(b, '\n');
-    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+    const pp_dlq_load_letter d = { ln->l->source, line, column, offset, ln->l->load_id,
+                                   ln->uuid_text, raw, rawlen, msg, sqlstate, context };
+    return pp_dlq_load_row(&ln->dbuf, &d);
 }
 
 /* ---- loads --------------------------------------------------------------------- */
@@ -11855,12 +11843,6 @@ PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t le
 ** buffer keeps it waiting for the rest (256 KiB ones cost a tenth here). */
 #define COPY_SEND_CHUNK (32 * 1024)
 
-/* The batch's dead letters (the lane's dbuf, rows built by copy_dead()) are
-** sent with this COPY in the batch's own transaction. */
-static const char copy_dead_sql[] =
-    "COPY pgpipe.dead_letters (stage, source_name, line_number, column_number, byte_offset, "
-    "load_id, batch_id, raw_text, raw_bytes, error_message, sqlstate, error_context) FROM STDIN";
-
 /* ---- sending ---------------------------------------------------------------- */
 
 /* Start COPY; PGPIPE_OK when the server is in COPY IN. */
@@ -12093,7 +12075,8 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
     const pgpipe_loader *l = ln->l;
     int rc;
     if (ln->dbuf.len) {
-        rc = copy_start(ln, copy_dead_sql, transient);
+        /* the batch's dead letters, in its own transaction */
+        rc = copy_start(ln, pp_dlq_load_copy_sql(), transient);
         if (rc == PGPIPE_OK)
             rc = copy_put(ln, ln->dbuf.data, ln->dbuf.len, transient);
         if (rc == PGPIPE_OK)
@@ -12829,15 +12812,12 @@ static int claim_build_sql(pgpipe_claimer *c)
         " FROM f WHERE r.id = f.id%s"
         " RETURNING r.id, r.received_at, r.source, r.event_type, r.payload, r.batch_id,"
         " r.attempts, r.first_failed_at, r.processed AS dead, f.msg, f.st),"
-        " d AS (INSERT INTO %s (stage, source_table, row_id, row_received_at, source_name,"
-        " batch_id, event_type, raw_text, payload, error_message, sqlstate, error_context,"
-        " attempt_count, first_failed_at, last_failed_at)"
-        " SELECT 'process', $7, id, received_at, source, batch_id, event_type, payload::text,"
-        " payload, coalesce(msg, 'handler failed'), nullif(st, ''), $8, attempts,"
-        " first_failed_at, now() FROM u WHERE dead RETURNING 1)"
-        " SELECT (SELECT count(*) FROM u WHERE NOT dead), (SELECT count(*) FROM d)",
+        " d AS (",
         c->qtable, inc, inc, inc, inc, inc,
-        lease ? " AND r.claim_token = $10::uuid AND NOT r.processed" : "", c->qdlq);
+        lease ? " AND r.claim_token = $10::uuid AND NOT r.processed" : "");
+    rc |= pp_dlq_process_insert(&b, c->qdlq, "u", 7, 8);
+    rc |= pp_buf_appendf(&b, ")"
+        " SELECT (SELECT count(*) FROM u WHERE NOT dead), (SELECT count(*) FROM d)");
     if (rc != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
         goto nomem;
     c->sql_fail = b.data;
@@ -14256,12 +14236,95 @@ void pgpipe_workers_close(pgpipe_workers *w)
 /* ==== begin src/pipeline/dlq.c ==== */
 #ifndef PGPIPE_OMIT_DLQ
 /*
-** Dead-letter queue operations on pgpipe.dead_letters: list, inspect,
-** counts, replay (pgpipe.dlq_replay in sql/schema/V0020__claimer.sql),
-** purge, growth alert. Filters become a WHERE clause of fixed text with
-** numbered parameters; no value is ever spliced into SQL.
+** The dead-letter queue, pgpipe.dead_letters: every write (the loader's
+** rows of stage 'load', the claimer's rows of stage 'process'), list,
+** inspect, counts, replay (pgpipe.dlq_replay in
+** sql/schema/V0022__dlq_replay_revalidates.sql), purge, the growth rule and
+** the numbers .health and .stats show. Filters become a WHERE clause of
+** fixed text with numbered parameters; no value is ever spliced into SQL.
 */
 
+
+/* ---- writes ---------------------------------------------------------------- */
+
+PGPIPE_PRIVATE const char *pp_dlq_load_copy_sql(void)
+{
+    return "COPY pgpipe.dead_letters (stage, source_name, line_number, column_number, byte_offset, "
+           "load_id, batch_id, raw_text, raw_bytes, error_message, sqlstate, error_context) FROM STDIN";
+}
+
+/* The raw text of a dead letter, COPY-escaped, as raw_text and raw_bytes:
+** valid text goes to raw_text as it is (raw_bytes NULL); text with NUL bytes
+** or invalid UTF-8 goes to raw_text with those bytes written \xHH, and as it
+** was to raw_bytes (bytea hex). */
+static int dlq_put_raw(pp_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = pp_utf8_text_prefix(u, n);
+    if (pp_copy_escape(b, s, i) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    if (i == n)
+        return pp_buf_append(b, "\t\\N", 3);
+    while (i < n) {
+        unsigned char c = u[i++];
+        char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
+        size_t k = pp_utf8_text_prefix(u + i, n - i);
+        if (pp_buf_append(b, e, 5) != PGPIPE_OK || pp_copy_escape(b, s + i, k) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        i += k;
+    }
+    if (pp_buf_append(b, "\t\\\\x", 4) != PGPIPE_OK || pp_buf_reserve(b, 2 * n) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    for (i = 0; i < n; i++) {
+        unsigned char c = u[i];
+        b->data[b->len++] = hex[c >> 4];
+        b->data[b->len++] = hex[c & 15];
+    }
+    return PGPIPE_OK;
+}
+
+/* A text column: its COPY escape, or \N when NULL or empty. */
+static int dlq_put_opt(pp_buf *b, const char *s)
+{
+    return pp_copy_field(b, s && *s ? s : NULL, s ? strlen(s) : 0);
+}
+
+PGPIPE_PRIVATE int pp_dlq_load_row(pp_buf *b, const pp_dlq_load_letter *d)
+{
+    int rc = pp_buf_append(b, "load\t", 5);
+    rc |= pp_copy_escape(b, d->source, strlen(d->source));
+    rc |= pp_buf_appendf(b, "\t%lld\t", d->line);
+    if (d->column > 0)
+        rc |= pp_buf_appendf(b, "%lld", d->column);
+    else
+        rc |= pp_buf_append(b, "\\N", 2);
+    rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", d->offset, d->load_id, d->batch_id);
+    rc |= dlq_put_raw(b, d->raw ? d->raw : "", d->raw ? d->rawlen : 0);
+    rc |= pp_buf_putc(b, '\t');
+    rc |= pp_copy_escape(b, d->message, strlen(d->message));
+    rc |= pp_buf_putc(b, '\t');
+    rc |= dlq_put_opt(b, d->sqlstate);
+    rc |= pp_buf_putc(b, '\t');
+    rc |= dlq_put_opt(b, d->context);
+    rc |= pp_buf_putc(b, '\n');
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const char *rows,
+                                         int source_table, int context)
+{
+    return pp_buf_appendf(b,
+        "INSERT INTO %s (stage, source_table, row_id, row_received_at, source_name,"
+        " batch_id, event_type, raw_text, payload, error_message, sqlstate, error_context,"
+        " attempt_count, first_failed_at, last_failed_at)"
+        " SELECT 'process', $%d, id, received_at, source, batch_id, event_type, payload::text,"
+        " payload, coalesce(msg, 'handler failed'), nullif(st, ''), $%d, attempts,"
+        " first_failed_at, now() FROM %s WHERE dead RETURNING 1",
+        qtable, source_table, context, rows);
+}
+
+/* ---- reading --------------------------------------------------------------- */
 
 void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f)
 {
@@ -14314,6 +14377,19 @@ static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
     return PGPIPE_OK;
 }
 
+/* Run the statement q built on w (rc: how building it went), then free both. */
+static int dlq_run(PGconn *conn, int rc, pp_buf *q, dlq_where *w, PGresult **out,
+                   pgpipe_error *err, const char *what)
+{
+    if (rc == PGPIPE_OK)
+        rc = pp_exec(conn, q->data, w->n, w->v, out, err, what);
+    else
+        rc = pp_err_nomem(err);
+    pp_buf_free(q);
+    pp_buf_free(&w->sql);
+    return rc;
+}
+
 #define DLQ_LIST_COLS "id, stage, status, source_name, line_number, row_id, event_type," \
     " error_message, sqlstate, attempt_count, first_failed_at, last_failed_at, replay_count"
 
@@ -14332,13 +14408,7 @@ int pgpipe_dlq_list(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out, pg
                             " ORDER BY last_failed_at DESC, id DESC", w.sql.data);
     if (rc == PGPIPE_OK && limit > 0)
         rc = pp_buf_appendf(&q, " LIMIT %d", limit);
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(conn, q.data, w.n, w.v, out, err, "listing dead letters");
-    else
-        rc = pp_err_nomem(err);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
-    return rc;
+    return dlq_run(conn, rc, &q, &w, out, err, "listing dead letters");
 }
 
 int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err)
@@ -14349,12 +14419,12 @@ int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err
     snprintf(idb, sizeof idb, "%lld", id);
     const char *v[1] = { idb };
     PGresult *r;
-    *out = NULL;
     int rc = pp_exec(conn,
         "SELECT " DLQ_LIST_COLS ", raw_text, payload, error_context, source_table,"
         " row_received_at, batch_id, load_id, column_number, byte_offset, replayed_at,"
         " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, v, &r, err,
         "reading a dead letter");
+    *out = NULL;
     if (rc != PGPIPE_OK)
         return rc;
     if (PQntuples(r) == 0) {
@@ -14381,13 +14451,7 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
                             " AS error FROM pgpipe.dead_letters%s) d"
                             " GROUP BY stage, sqlstate, error"
                             " ORDER BY count(*) DESC, stage, error", w.sql.data);
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(conn, q.data, w.n, w.v, out, err, "counting dead letters");
-    else
-        rc = pp_err_nomem(err);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
-    return rc;
+    return dlq_run(conn, rc, &q, &w, out, err, "counting dead letters");
 }
 
 static int dlq_notify(PGconn *conn, const char *channel, const char *payload, pgpipe_error *err)
@@ -14422,12 +14486,7 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
                             w.sql.data, w.n);
     }
     PGresult *r = NULL;
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(conn, q.data, w.n, w.v, &r, err, "replaying dead letters");
-    else
-        rc = pp_err_nomem(err);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
+    rc = dlq_run(conn, rc, &q, &w, &r, err, "replaying dead letters");
     if (rc != PGPIPE_OK)
         return rc;
     long long ok = 0, bad = 0;
@@ -14473,16 +14532,55 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
     if (rc == PGPIPE_OK)
         rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
     PGresult *r = NULL;
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(conn, q.data, w.n, w.v, &r, err, "purging dead letters");
-    else
-        rc = pp_err_nomem(err);
+    rc = dlq_run(conn, rc, &q, &w, &r, err, "purging dead letters");
     if (rc == PGPIPE_OK && purged)
         *purged = strtoll(PQcmdTuples(r), NULL, 10);
     PQclear(r);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
     return rc;
+}
+
+int pgpipe_dlq_growing(long long recent, long long before, long long threshold)
+{
+    return recent > threshold && (before > LLONG_MAX / 2 ? 0 : recent > 2 * before);
+}
+
+/* The first value of a one-row result as a number. */
+static long long dlq_num(const PGresult *r, int col)
+{
+    return strtoll(PQgetvalue(r, 0, col), NULL, 10);
+}
+
+int pgpipe_dlq_health_get(PGconn *conn, pgpipe_dlq_health *out, pgpipe_error *err)
+{
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "dlq health: no connection or output");
+    memset(out, 0, sizeof *out);
+    PGresult *r;
+    int rc = pp_exec(conn,
+        "SELECT count(*), count(*) FILTER (WHERE first_failed_at > now() - interval '1 hour'),"
+        " count(*) FILTER (WHERE first_failed_at > now() - interval '2 hours'"
+        " AND first_failed_at <= now() - interval '1 hour')"
+        " FROM pgpipe.dead_letters WHERE status = 'dead'", 0, NULL, &r, err,
+        "reading the dead letters' health");
+    if (rc != PGPIPE_OK)
+        return rc;
+    out->dead = dlq_num(r, 0);
+    out->last_hour = dlq_num(r, 1);
+    out->hour_before = dlq_num(r, 2);
+    PQclear(r);
+    out->growing = pgpipe_dlq_growing(out->last_hour, out->hour_before,
+                                      PGPIPE_DLQ_HEALTH_THRESHOLD);
+    return PGPIPE_OK;
+}
+
+int pgpipe_dlq_totals(PGconn *conn, PGresult **out, pgpipe_error *err)
+{
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "dlq totals: no connection or output");
+    return pp_exec(conn,
+        "SELECT stage, status, count(*) AS dead_letters, max(last_failed_at) AS latest"
+        " FROM pgpipe.dead_letters GROUP BY stage, status ORDER BY stage, status",
+        0, NULL, out, err, "counting dead letters by stage and status");
 }
 
 int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const char *channel,
@@ -14502,11 +14600,11 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
         "counting new dead letters");
     if (rc != PGPIPE_OK)
         return rc;
-    long long n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    long long n = dlq_num(r, 0);
     PQclear(r);
     if (count)
         *count = n;
-    if (n <= threshold)
+    if (!pgpipe_dlq_growing(n, 0, threshold))
         return PGPIPE_OK;
     char cnt[24], thr[16], payload[128];
     snprintf(cnt, sizeof cnt, "%lld", n);

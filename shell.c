@@ -1604,24 +1604,19 @@ static int cmd_health(shell *sh, char **argv, int argc, const char *rest)
     free(backlog);
     free(oldest);
 
-    char *dl = query_value(sh,
-        "SELECT count(*) FILTER (WHERE status = 'dead') || ' dead, ' || "
-        "count(*) FILTER (WHERE status = 'dead' AND first_failed_at > now() - interval '1 hour')"
-        " || ' new in the last hour, ' || "
-        "count(*) FILTER (WHERE status = 'dead' AND first_failed_at > now() - interval '2 hours'"
-        " AND first_failed_at <= now() - interval '1 hour') || ' in the hour before' "
-        "FROM pgpipe.dead_letters", 0, NULL);
-    char *growing = query_value(sh,
-        "SELECT count(*) FILTER (WHERE first_failed_at > now() - interval '1 hour') > "
-        "2 * greatest(count(*) FILTER (WHERE first_failed_at > now() - interval '2 hours' "
-        "AND first_failed_at <= now() - interval '1 hour'), 5) "
-        "FROM pgpipe.dead_letters WHERE status = 'dead'", 0, NULL);
-    int grow = growing && growing[0] == 't';
-    fprintf(sh->out, "%-5s dead letters        %s%s\n", grow ? "WARN" : "ok", dl ? dl : "n/a",
+    pgpipe_dlq_health dh;
+    pgpipe_error err;
+    int dl_ok = pgpipe_dlq_health_get(sh->conn, &dh, &err) == PGPIPE_OK;
+    if (!dl_ok)
+        print_error(&err);
+    char dl[128] = "n/a";
+    if (dl_ok)
+        snprintf(dl, sizeof dl, "%lld dead, %lld new in the last hour, %lld in the hour before",
+                 dh.dead, dh.last_hour, dh.hour_before);
+    int grow = dl_ok && dh.growing;
+    fprintf(sh->out, "%-5s dead letters        %s%s\n", grow ? "WARN" : "ok", dl,
             grow ? " (growing: see .dlq)" : "");
     warn += grow;
-    free(dl);
-    free(growing);
 
     char *ahead = query_value(sh,
         "SELECT coalesce(max((regexp_match(partition, '_p([0-9]{8})$'))[1]::date) - "
@@ -2237,9 +2232,18 @@ static int cmd_stats(shell *sh, char **argv, int argc, const char *rest)
         "rows_dead_lettered AS dead_lettered, batches, "
         "round(extract(epoch FROM coalesce(finished_at, updated_at) - started_at)::numeric, 1) "
         "AS seconds FROM pgpipe.loads ORDER BY id DESC LIMIT 5");
-    rc |= run_sql(sh,
-        "SELECT stage, status, count(*) AS dead_letters, max(last_failed_at) AS latest "
-        "FROM pgpipe.dead_letters GROUP BY stage, status ORDER BY stage, status");
+    double t0 = now_ms();
+    PGresult *res = NULL;
+    pgpipe_error err;
+    if (pgpipe_dlq_totals(sh->conn, &res, &err) == PGPIPE_OK) {
+        print_result(sh, res);
+        PQclear(res);
+    } else {
+        print_error(&err);
+        rc = 1;
+    }
+    if (sh->timer)
+        fprintf(sh->out, "Time: %.3f ms\n", now_ms() - t0);
     return rc;
 }
 

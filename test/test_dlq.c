@@ -349,3 +349,236 @@ PGT_TEST(dlq, replay_load_revalidates_keeps_source)
     PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS dlq_t_rv_unused"));
     PQfinish(c);
 }
+
+/* ---- writes: the same row shape from every write path ---------------------- */
+
+/* The loader's dead letter as a COPY text row of pp_dlq_load_copy_sql: the
+** columns in its order, NULLs as \N, text COPY-escaped, raw text that is not
+** valid UTF-8 in raw_text with \xHH and in raw_bytes as bytea hex. */
+PGT_TEST(dlq, load_row_shape)
+{
+    pp_buf b = { 0 };
+    pp_dlq_load_letter d = { "in\tput.ndjson", 7, 0, 120, 42, "0190a1b2-0000-7000-8000-000000000001",
+                             "{\"a\":\"x\\y\"}", 11, "bad\nvalue", NULL, "" };
+    PGT_OK(pp_dlq_load_row(&b, &d));
+    static const char want1[] = "load\tin\\tput.ndjson\t7\t\\N\t120\t42\t"
+        "0190a1b2-0000-7000-8000-000000000001\t{\"a\":\"x\\\\y\"}\t\\N\tbad\\nvalue\t\\N\t\\N\n";
+    PGT_EQ_MEM(b.data, b.len, want1, sizeof want1 - 1);
+    b.len = 0;
+    d.column = 3;
+    d.raw = "a\0b\xff";
+    d.rawlen = 4;
+    d.sqlstate = "23514";
+    d.context = "COPY t, line 1";
+    PGT_OK(pp_dlq_load_row(&b, &d));
+    static const char want2[] = "load\tin\\tput.ndjson\t7\t3\t120\t42\t"
+        "0190a1b2-0000-7000-8000-000000000001\ta\\\\x00b\\\\xff\t\\\\x610062ff\tbad\\nvalue\t23514"
+        "\tCOPY t, line 1\n";
+    PGT_EQ_MEM(b.data, b.len, want2, sizeof want2 - 1);
+    b.len = 0;
+    d.raw = NULL; /* no text at all: an empty raw_text */
+    d.sqlstate = NULL;
+    d.context = NULL;
+    PGT_OK(pp_dlq_load_row(&b, &d));
+    PGT_CONTAINS(b.data, "000000000001\t\t\\N\tbad");
+    pp_buf_free(&b);
+    /* the claimer's INSERT, for its data-modifying WITH */
+    PGT_OK(pp_dlq_process_insert(&b, "\"pgpipe\".\"dead_letters\"", "u", 7, 8));
+    PGT_OK(pp_buf_putc(&b, '\0'));
+    PGT_CONTAINS(b.data, "INSERT INTO \"pgpipe\".\"dead_letters\" (stage, source_table, row_id,");
+    PGT_CONTAINS(b.data, "SELECT 'process', $7, id,");
+    PGT_CONTAINS(b.data, "nullif(st, ''), $8, attempts,");
+    PGT_CONTAINS(b.data, "FROM u WHERE dead RETURNING 1");
+    pp_buf_free(&b);
+}
+
+static int dlq_t_fail_some(void *ud, PGconn *conn, const pgpipe_event *ev, pgpipe_error *err)
+{
+    (void)ud;
+    (void)conn;
+    if (strstr(ev->payload, "\"g\": 1")) { /* a data error: dead at once */
+        pp_err(err, PGPIPE_ERROR, "division by zero in g=1");
+        memcpy(err->sqlstate, "22012", 6);
+        return PGPIPE_ERROR;
+    }
+    if (strstr(ev->payload, "\"g\": 2"))
+        return pp_err(err, PGPIPE_ERROR, "handler refused g=2");
+    return PGPIPE_OK;
+}
+
+/* A load's dead letters (checked by the loader, rejected by the server, not
+** valid UTF-8) and a claimer's (a data error, attempts used up) land in one
+** table with the columns of their stage; records in = loaded +
+** dead-lettered holds in pgpipe.loads. */
+PGT_TEST(dlq, write_paths_land_their_row_shape)
+{
+    PGconn *c = dlq_t_setup("dlq_t_shape_ev");
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS dlq_t_shape;"
+                        " CREATE TABLE dlq_t_shape (id int PRIMARY KEY, qty int CHECK (qty > 0))"));
+    char path[512];
+    snprintf(path, sizeof path, "%s/dlq_shape_%ld.ndjson", pgt_tmpdir(), (long)getpid());
+    FILE *fp = fopen(path, "w");
+    PGT_CHECK(fp != NULL);
+    fputs("{\"id\":1,\"qty\":1}\n"
+          "{\"id\":2,\"qty\":\n"              /* malformed: the loader's check */
+          "{\"id\":3,\"qty\":-1}\n"           /* CHECK: the server's 23514 */
+          "{\"id\":4,\"qty\":1,\"x\":\"\xff\"}\n", fp); /* not UTF-8 */
+    fclose(fp);
+    pgpipe_load_column cols[] = { { "id", "id", NULL, 0 }, { "qty", "qty", NULL, 0 } };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conn = c;
+    o.target = "public.dlq_t_shape";
+    o.columns = cols;
+    o.ncolumns = 2;
+    o.source_name = "dlq_t_shape.ndjson";
+    o.notify_channel = "";
+    char key[64];
+    snprintf(key, sizeof key, "dlq_shape_%ld_%lld", (long)getpid(), (long long)pgpipe_now_us());
+    o.load_key = key;
+    pgpipe_loader *l = NULL;
+    PGT_OK(pgpipe_loader_open(&l, &o));
+    PGT_OK(pgpipe_loader_load_file(l, path));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    pgpipe_loader_close(l);
+    unlink(path);
+    PGT_EQ_INT(s.records_read, 4);
+    PGT_EQ_INT(s.rows_loaded, 1);
+    PGT_EQ_INT(s.rows_dead, 3);
+    char sql[1600];
+    snprintf(sql, sizeof sql, "SELECT rows_read = rows_loaded + rows_dead_lettered"
+             " AND rows_dead_lettered = (SELECT count(*) FROM pgpipe.dead_letters WHERE load_id = %lld)"
+             " FROM pgpipe.loads WHERE id = %lld", s.load_id, s.load_id);
+    PGresult *r = PGT_EXEC(c, sql);
+    PGT_EQ_STR(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    /* one line per dead letter: what every stage 'load' row holds */
+    snprintf(sql, sizeof sql,
+             "SELECT string_agg(concat_ws('|', stage, source_name, line_number,"
+             " coalesce(column_number::text, '-'), byte_offset, coalesce(sqlstate, '-'),"
+             " error_context IS NOT NULL, raw_text, coalesce(encode(raw_bytes, 'hex'), '-'),"
+             " batch_id = (SELECT batch_id FROM pgpipe.load_batches WHERE load_id = %lld),"
+             " payload IS NULL AND row_id IS NULL AND source_table IS NULL, attempt_count, status,"
+             " error_message <> ''), E'\\n' ORDER BY line_number)"
+             " FROM pgpipe.dead_letters WHERE load_id = %lld", s.load_id, s.load_id);
+    r = PGT_EXEC(c, sql);
+    PGT_EQ_STR(PQgetvalue(r, 0, 0),
+               "load|dlq_t_shape.ndjson|2|15|17|-|f|{\"id\":2,\"qty\":|-|t|t|1|dead|t\n"
+               "load|dlq_t_shape.ndjson|3|-|32|23514|t|{\"id\":3,\"qty\":-1}|-|t|t|1|dead|t\n"
+               "load|dlq_t_shape.ndjson|4|22|50|-|f|{\"id\":4,\"qty\":1,\"x\":\"\\xff\"}|"
+               "7b226964223a342c22717479223a312c2278223a22ff227d|t|t|1|dead|t");
+    PQclear(r);
+
+    /* the claimer: a data error and a record out of attempts */
+    PQclear(PGT_EXEC(c, "DELETE FROM pgpipe.dead_letters WHERE source_table = 'dlq_t_shape_ev';"
+                        " INSERT INTO dlq_t_shape_ev (source, event_type, payload, batch_id)"
+                        " SELECT 'dlq_t_src', 'e', jsonb_build_object('g', g),"
+                        " '0190a1b2-0000-7000-8000-00000000000a' FROM generate_series(1, 3) g"));
+    pgpipe_claim_options co;
+    pgpipe_claim_options_init(&co);
+    co.table = "dlq_t_shape_ev";
+    co.max_attempts = 1;
+    co.worker_id = "dlq_t_worker";
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &co));
+    pgpipe_handler h = { dlq_t_fail_some, NULL, NULL, NULL };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+    pgpipe_claimer_close(cl);
+    r = PGT_EXEC(c,
+        "SELECT string_agg(concat_ws('|', d.stage, d.source_table, d.source_name, d.event_type,"
+        " d.row_id = e.id AND d.row_received_at = e.received_at, d.batch_id, d.raw_text,"
+        " d.payload::text, coalesce(d.sqlstate, '-'), d.error_message, d.error_context,"
+        " d.attempt_count, d.status, d.line_number IS NULL AND d.load_id IS NULL,"
+        " d.first_failed_at IS NOT NULL AND d.last_failed_at >= d.first_failed_at),"
+        " E'\\n' ORDER BY e.id)"
+        " FROM pgpipe.dead_letters d JOIN dlq_t_shape_ev e ON e.id = d.row_id"
+        " WHERE d.source_table = 'dlq_t_shape_ev'");
+    PGT_EQ_STR(PQgetvalue(r, 0, 0),
+               "process|dlq_t_shape_ev|dlq_t_src|e|t|0190a1b2-0000-7000-8000-00000000000a|{\"g\": 1}"
+               "|{\"g\": 1}|22012|division by zero in g=1|dlq_t_worker|1|dead|t|t\n"
+               "process|dlq_t_shape_ev|dlq_t_src|e|t|0190a1b2-0000-7000-8000-00000000000a|{\"g\": 2}"
+               "|{\"g\": 2}|-|handler refused g=2|dlq_t_worker|1|dead|t|t");
+    PQclear(r);
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM dlq_t_shape_ev WHERE processed"), 3);
+    PQclear(PGT_EXEC(c, "DELETE FROM pgpipe.dead_letters WHERE source_table = 'dlq_t_shape_ev';"
+                        " DROP TABLE dlq_t_shape_ev; DROP TABLE dlq_t_shape"));
+    PQfinish(c);
+}
+
+/* ---- the growth rule and what .health and .stats read ----------------------- */
+
+PGT_TEST(dlq, growth_rule_boundaries)
+{
+    /* more than the threshold and more than twice the window before */
+    PGT_EQ_INT(pgpipe_dlq_growing(10, 0, 10), 0);
+    PGT_EQ_INT(pgpipe_dlq_growing(11, 0, 10), 1);
+    PGT_EQ_INT(pgpipe_dlq_growing(11, 5, 10), 1);
+    PGT_EQ_INT(pgpipe_dlq_growing(12, 6, 10), 0);
+    PGT_EQ_INT(pgpipe_dlq_growing(13, 6, 10), 1);
+    PGT_EQ_INT(pgpipe_dlq_growing(0, 0, 0), 0);
+    PGT_EQ_INT(pgpipe_dlq_growing(1, 0, 0), 1);
+    PGT_EQ_INT(pgpipe_dlq_growing(LLONG_MAX, LLONG_MAX, 0), 0);
+    PGT_EQ_INT(pgpipe_dlq_growing(LLONG_MAX, LLONG_MAX / 2, 0), 1);
+
+    /* the alert applies it with no window before: threshold n is quiet */
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "SET client_min_messages = warning"));
+    pgpipe_error err;
+    PGT_OK(pgpipe_schema_install(c, NULL, &err));
+    /* one transaction, rolled back: the counts are of this test's rows only */
+    PQclear(PGT_EXEC(c, "BEGIN; DELETE FROM pgpipe.dead_letters;"
+                        " INSERT INTO pgpipe.dead_letters (stage, source_name, raw_text,"
+                        " error_message, first_failed_at, last_failed_at)"
+                        " SELECT 'load', 'dlq_t_health', 'x', 'boom', now() - interval '30 minutes',"
+                        " now() FROM generate_series(1, 10)"));
+    long long n = -1;
+    PGT_OK(pgpipe_dlq_check_growth(c, 10, 60, NULL, &n, &err));
+    PGT_EQ_INT(n, 10);
+    int level = pgpipe_log_get_level();
+    pgpipe_log_set_level(PGPIPE_LOG_ERROR); /* the alert's warning is expected */
+    PGT_EQ_INT(pgpipe_dlq_check_growth(c, 9, 60, NULL, &n, &err), PGPIPE_BUSY);
+    pgpipe_log_set_level(level);
+    /* .health: 10 new in the last hour is not growing, 11 is */
+    pgpipe_dlq_health hh;
+    PGT_OK(pgpipe_dlq_health_get(c, &hh, &err));
+    PGT_EQ_INT(hh.dead, 10);
+    PGT_EQ_INT(hh.last_hour, 10);
+    PGT_EQ_INT(hh.hour_before, 0);
+    PGT_EQ_INT(hh.growing, 0);
+    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, source_name, raw_text,"
+                        " error_message, first_failed_at) VALUES"
+                        " ('load', 'dlq_t_health', 'x', 'boom', now() - interval '59 minutes')"));
+    PGT_OK(pgpipe_dlq_health_get(c, &hh, &err));
+    PGT_EQ_INT(hh.last_hour, 11);
+    PGT_EQ_INT(hh.growing, 1);
+    /* 11 against 6 in the hour before (12 and more) is not growing; replayed
+    ** ones and older ones do not count */
+    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, source_name, raw_text,"
+                        " error_message, first_failed_at, status) SELECT 'load', 'dlq_t_health',"
+                        " 'x', 'boom', now() - interval '90 minutes', 'dead'"
+                        " FROM generate_series(1, 6);"
+                        " INSERT INTO pgpipe.dead_letters (stage, source_name, raw_text,"
+                        " error_message, first_failed_at, status) VALUES"
+                        " ('load', 'dlq_t_health', 'x', 'boom', now(), 'replayed'),"
+                        " ('load', 'dlq_t_health', 'x', 'boom', now() - interval '3 hours', 'dead')"));
+    PGT_OK(pgpipe_dlq_health_get(c, &hh, &err));
+    PGT_EQ_INT(hh.dead, 18);
+    PGT_EQ_INT(hh.last_hour, 11);
+    PGT_EQ_INT(hh.hour_before, 6);
+    PGT_EQ_INT(hh.growing, 0);
+    /* .stats: per stage and status */
+    PGresult *r = NULL;
+    PGT_OK(pgpipe_dlq_totals(c, &r, &err));
+    PGT_EQ_INT(PQntuples(r), 2);
+    PGT_EQ_STR(PQfname(r, 2), "dead_letters");
+    PGT_EQ_STR(PQfname(r, 3), "latest");
+    PGT_EQ_STR(PQgetvalue(r, 0, 1), "dead");
+    PGT_EQ_STR(PQgetvalue(r, 0, 2), "18");
+    PGT_EQ_STR(PQgetvalue(r, 1, 1), "replayed");
+    PGT_EQ_STR(PQgetvalue(r, 1, 2), "1");
+    PQclear(r);
+    PQclear(PGT_EXEC(c, "ROLLBACK"));
+    PGT_EQ_INT(pgpipe_dlq_health_get(NULL, &hh, &err), PGPIPE_MISUSE);
+    PQfinish(c);
+}

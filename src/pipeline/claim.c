@@ -237,15 +237,12 @@ static int claim_build_sql(pgpipe_claimer *c)
         " FROM f WHERE r.id = f.id%s"
         " RETURNING r.id, r.received_at, r.source, r.event_type, r.payload, r.batch_id,"
         " r.attempts, r.first_failed_at, r.processed AS dead, f.msg, f.st),"
-        " d AS (INSERT INTO %s (stage, source_table, row_id, row_received_at, source_name,"
-        " batch_id, event_type, raw_text, payload, error_message, sqlstate, error_context,"
-        " attempt_count, first_failed_at, last_failed_at)"
-        " SELECT 'process', $7, id, received_at, source, batch_id, event_type, payload::text,"
-        " payload, coalesce(msg, 'handler failed'), nullif(st, ''), $8, attempts,"
-        " first_failed_at, now() FROM u WHERE dead RETURNING 1)"
-        " SELECT (SELECT count(*) FROM u WHERE NOT dead), (SELECT count(*) FROM d)",
+        " d AS (",
         c->qtable, inc, inc, inc, inc, inc,
-        lease ? " AND r.claim_token = $10::uuid AND NOT r.processed" : "", c->qdlq);
+        lease ? " AND r.claim_token = $10::uuid AND NOT r.processed" : "");
+    rc |= pp_dlq_process_insert(&b, c->qdlq, "u", 7, 8);
+    rc |= pp_buf_appendf(&b, ")"
+        " SELECT (SELECT count(*) FROM u WHERE NOT dead), (SELECT count(*) FROM d)");
     if (rc != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
         goto nomem;
     c->sql_fail = b.data;

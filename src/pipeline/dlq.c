@@ -1,11 +1,94 @@
 /*
-** Dead-letter queue operations on pgpipe.dead_letters: list, inspect,
-** counts, replay (pgpipe.dlq_replay in sql/schema/V0020__claimer.sql),
-** purge, growth alert. Filters become a WHERE clause of fixed text with
-** numbered parameters; no value is ever spliced into SQL.
+** The dead-letter queue, pgpipe.dead_letters: every write (the loader's
+** rows of stage 'load', the claimer's rows of stage 'process'), list,
+** inspect, counts, replay (pgpipe.dlq_replay in
+** sql/schema/V0022__dlq_replay_revalidates.sql), purge, the growth rule and
+** the numbers .health and .stats show. Filters become a WHERE clause of
+** fixed text with numbered parameters; no value is ever spliced into SQL.
 */
 
 #include "pp_pipeline.h"
+
+/* ---- writes ---------------------------------------------------------------- */
+
+PGPIPE_PRIVATE const char *pp_dlq_load_copy_sql(void)
+{
+    return "COPY pgpipe.dead_letters (stage, source_name, line_number, column_number, byte_offset, "
+           "load_id, batch_id, raw_text, raw_bytes, error_message, sqlstate, error_context) FROM STDIN";
+}
+
+/* The raw text of a dead letter, COPY-escaped, as raw_text and raw_bytes:
+** valid text goes to raw_text as it is (raw_bytes NULL); text with NUL bytes
+** or invalid UTF-8 goes to raw_text with those bytes written \xHH, and as it
+** was to raw_bytes (bytea hex). */
+static int dlq_put_raw(pp_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = pp_utf8_text_prefix(u, n);
+    if (pp_copy_escape(b, s, i) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    if (i == n)
+        return pp_buf_append(b, "\t\\N", 3);
+    while (i < n) {
+        unsigned char c = u[i++];
+        char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
+        size_t k = pp_utf8_text_prefix(u + i, n - i);
+        if (pp_buf_append(b, e, 5) != PGPIPE_OK || pp_copy_escape(b, s + i, k) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        i += k;
+    }
+    if (pp_buf_append(b, "\t\\\\x", 4) != PGPIPE_OK || pp_buf_reserve(b, 2 * n) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    for (i = 0; i < n; i++) {
+        unsigned char c = u[i];
+        b->data[b->len++] = hex[c >> 4];
+        b->data[b->len++] = hex[c & 15];
+    }
+    return PGPIPE_OK;
+}
+
+/* A text column: its COPY escape, or \N when NULL or empty. */
+static int dlq_put_opt(pp_buf *b, const char *s)
+{
+    return pp_copy_field(b, s && *s ? s : NULL, s ? strlen(s) : 0);
+}
+
+PGPIPE_PRIVATE int pp_dlq_load_row(pp_buf *b, const pp_dlq_load_letter *d)
+{
+    int rc = pp_buf_append(b, "load\t", 5);
+    rc |= pp_copy_escape(b, d->source, strlen(d->source));
+    rc |= pp_buf_appendf(b, "\t%lld\t", d->line);
+    if (d->column > 0)
+        rc |= pp_buf_appendf(b, "%lld", d->column);
+    else
+        rc |= pp_buf_append(b, "\\N", 2);
+    rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", d->offset, d->load_id, d->batch_id);
+    rc |= dlq_put_raw(b, d->raw ? d->raw : "", d->raw ? d->rawlen : 0);
+    rc |= pp_buf_putc(b, '\t');
+    rc |= pp_copy_escape(b, d->message, strlen(d->message));
+    rc |= pp_buf_putc(b, '\t');
+    rc |= dlq_put_opt(b, d->sqlstate);
+    rc |= pp_buf_putc(b, '\t');
+    rc |= dlq_put_opt(b, d->context);
+    rc |= pp_buf_putc(b, '\n');
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const char *rows,
+                                         int source_table, int context)
+{
+    return pp_buf_appendf(b,
+        "INSERT INTO %s (stage, source_table, row_id, row_received_at, source_name,"
+        " batch_id, event_type, raw_text, payload, error_message, sqlstate, error_context,"
+        " attempt_count, first_failed_at, last_failed_at)"
+        " SELECT 'process', $%d, id, received_at, source, batch_id, event_type, payload::text,"
+        " payload, coalesce(msg, 'handler failed'), nullif(st, ''), $%d, attempts,"
+        " first_failed_at, now() FROM %s WHERE dead RETURNING 1",
+        qtable, source_table, context, rows);
+}
+
+/* ---- reading --------------------------------------------------------------- */
 
 void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f)
 {
@@ -58,6 +141,19 @@ static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
     return PGPIPE_OK;
 }
 
+/* Run the statement q built on w (rc: how building it went), then free both. */
+static int dlq_run(PGconn *conn, int rc, pp_buf *q, dlq_where *w, PGresult **out,
+                   pgpipe_error *err, const char *what)
+{
+    if (rc == PGPIPE_OK)
+        rc = pp_exec(conn, q->data, w->n, w->v, out, err, what);
+    else
+        rc = pp_err_nomem(err);
+    pp_buf_free(q);
+    pp_buf_free(&w->sql);
+    return rc;
+}
+
 #define DLQ_LIST_COLS "id, stage, status, source_name, line_number, row_id, event_type," \
     " error_message, sqlstate, attempt_count, first_failed_at, last_failed_at, replay_count"
 
@@ -76,13 +172,7 @@ int pgpipe_dlq_list(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out, pg
                             " ORDER BY last_failed_at DESC, id DESC", w.sql.data);
     if (rc == PGPIPE_OK && limit > 0)
         rc = pp_buf_appendf(&q, " LIMIT %d", limit);
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(conn, q.data, w.n, w.v, out, err, "listing dead letters");
-    else
-        rc = pp_err_nomem(err);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
-    return rc;
+    return dlq_run(conn, rc, &q, &w, out, err, "listing dead letters");
 }
 
 int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err)
@@ -93,12 +183,12 @@ int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err
     snprintf(idb, sizeof idb, "%lld", id);
     const char *v[1] = { idb };
     PGresult *r;
-    *out = NULL;
     int rc = pp_exec(conn,
         "SELECT " DLQ_LIST_COLS ", raw_text, payload, error_context, source_table,"
         " row_received_at, batch_id, load_id, column_number, byte_offset, replayed_at,"
         " replayed_by FROM pgpipe.dead_letters WHERE id = $1", 1, v, &r, err,
         "reading a dead letter");
+    *out = NULL;
     if (rc != PGPIPE_OK)
         return rc;
     if (PQntuples(r) == 0) {
@@ -125,13 +215,7 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
                             " AS error FROM pgpipe.dead_letters%s) d"
                             " GROUP BY stage, sqlstate, error"
                             " ORDER BY count(*) DESC, stage, error", w.sql.data);
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(conn, q.data, w.n, w.v, out, err, "counting dead letters");
-    else
-        rc = pp_err_nomem(err);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
-    return rc;
+    return dlq_run(conn, rc, &q, &w, out, err, "counting dead letters");
 }
 
 static int dlq_notify(PGconn *conn, const char *channel, const char *payload, pgpipe_error *err)
@@ -166,12 +250,7 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
                             w.sql.data, w.n);
     }
     PGresult *r = NULL;
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(conn, q.data, w.n, w.v, &r, err, "replaying dead letters");
-    else
-        rc = pp_err_nomem(err);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
+    rc = dlq_run(conn, rc, &q, &w, &r, err, "replaying dead letters");
     if (rc != PGPIPE_OK)
         return rc;
     long long ok = 0, bad = 0;
@@ -217,16 +296,55 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
     if (rc == PGPIPE_OK)
         rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
     PGresult *r = NULL;
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(conn, q.data, w.n, w.v, &r, err, "purging dead letters");
-    else
-        rc = pp_err_nomem(err);
+    rc = dlq_run(conn, rc, &q, &w, &r, err, "purging dead letters");
     if (rc == PGPIPE_OK && purged)
         *purged = strtoll(PQcmdTuples(r), NULL, 10);
     PQclear(r);
-    pp_buf_free(&q);
-    pp_buf_free(&w.sql);
     return rc;
+}
+
+int pgpipe_dlq_growing(long long recent, long long before, long long threshold)
+{
+    return recent > threshold && (before > LLONG_MAX / 2 ? 0 : recent > 2 * before);
+}
+
+/* The first value of a one-row result as a number. */
+static long long dlq_num(const PGresult *r, int col)
+{
+    return strtoll(PQgetvalue(r, 0, col), NULL, 10);
+}
+
+int pgpipe_dlq_health_get(PGconn *conn, pgpipe_dlq_health *out, pgpipe_error *err)
+{
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "dlq health: no connection or output");
+    memset(out, 0, sizeof *out);
+    PGresult *r;
+    int rc = pp_exec(conn,
+        "SELECT count(*), count(*) FILTER (WHERE first_failed_at > now() - interval '1 hour'),"
+        " count(*) FILTER (WHERE first_failed_at > now() - interval '2 hours'"
+        " AND first_failed_at <= now() - interval '1 hour')"
+        " FROM pgpipe.dead_letters WHERE status = 'dead'", 0, NULL, &r, err,
+        "reading the dead letters' health");
+    if (rc != PGPIPE_OK)
+        return rc;
+    out->dead = dlq_num(r, 0);
+    out->last_hour = dlq_num(r, 1);
+    out->hour_before = dlq_num(r, 2);
+    PQclear(r);
+    out->growing = pgpipe_dlq_growing(out->last_hour, out->hour_before,
+                                      PGPIPE_DLQ_HEALTH_THRESHOLD);
+    return PGPIPE_OK;
+}
+
+int pgpipe_dlq_totals(PGconn *conn, PGresult **out, pgpipe_error *err)
+{
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "dlq totals: no connection or output");
+    return pp_exec(conn,
+        "SELECT stage, status, count(*) AS dead_letters, max(last_failed_at) AS latest"
+        " FROM pgpipe.dead_letters GROUP BY stage, status ORDER BY stage, status",
+        0, NULL, out, err, "counting dead letters by stage and status");
 }
 
 int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const char *channel,
@@ -246,11 +364,11 @@ int pgpipe_dlq_check_growth(PGconn *conn, int threshold, int window_s, const cha
         "counting new dead letters");
     if (rc != PGPIPE_OK)
         return rc;
-    long long n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    long long n = dlq_num(r, 0);
     PQclear(r);
     if (count)
         *count = n;
-    if (n <= threshold)
+    if (!pgpipe_dlq_growing(n, 0, threshold))
         return PGPIPE_OK;
     char cnt[24], thr[16], payload[128];
     snprintf(cnt, sizeof cnt, "%lld", n);

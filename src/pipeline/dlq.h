@@ -64,8 +64,30 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
 ** status = "any" to purge all. */
 int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged,
                      pgpipe_error *err);
+/* The growth rule: dead letters are growing when the new ones of a window
+** (recent) are more than threshold and more than twice those of the window
+** before it (before; 0 when not counted). 1 when growing, else 0. Pure: no
+** database. pgpipe_dlq_check_growth and pgpipe_dlq_health_get apply it. */
+int pgpipe_dlq_growing(long long recent, long long before, long long threshold);
+
+/* What .health shows of the queue: status 'dead' only, by first failure. */
+typedef struct pgpipe_dlq_health {
+    long long dead;          /* dead letters */
+    long long last_hour;     /* of those, first failed within the last hour */
+    long long hour_before;   /* first failed in the hour before that */
+    int growing;             /* pgpipe_dlq_growing(last_hour, hour_before,
+                                PGPIPE_DLQ_HEALTH_THRESHOLD) */
+} pgpipe_dlq_health;
+#define PGPIPE_DLQ_HEALTH_THRESHOLD 10
+int pgpipe_dlq_health_get(PGconn *conn, pgpipe_dlq_health *out, pgpipe_error *err);
+/* What .stats shows: columns stage, status, dead_letters (the count) and
+** latest (the newest last_failed_at), one row per stage and status, ordered
+** by them. The caller PQclears *out. */
+int pgpipe_dlq_totals(PGconn *conn, PGresult **out, pgpipe_error *err);
+
 /* Growth alert: count dead letters whose last failure is within the last
-** window_s seconds; when more than threshold, log a warning (component
+** window_s seconds; when more than threshold (pgpipe_dlq_growing with no
+** window before), log a warning (component
 ** "dlq") and NOTIFY channel (NULL = "pgpipe_dlq_alert") with a JSON payload
 ** {"new_dead_letters": N, "window_s": W, "threshold": T}, and return
 ** PGPIPE_BUSY. PGPIPE_OK when below. *count may be NULL. */

@@ -40,37 +40,6 @@ PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...)
     return pp_err(&l->hdr.err, code, "%s", msg);
 }
 
-/* The raw text of a dead letter, COPY-escaped, as raw_text and raw_bytes:
-** valid text goes to raw_text as it is (raw_bytes NULL); text with NUL bytes
-** or invalid UTF-8 goes to raw_text with those bytes written \xHH, and as it
-** was to raw_bytes (bytea hex). */
-static int copy_put_raw(pp_buf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = pp_utf8_text_prefix(u, n);
-    if (pp_copy_escape(b, s, i) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    if (i == n)
-        return pp_buf_append(b, "\t\\N", 3);
-    while (i < n) {
-        unsigned char c = u[i++];
-        char e[6] = { '\\', '\\', 'x', hex[c >> 4], hex[c & 15], 0 };
-        size_t k = pp_utf8_text_prefix(u + i, n - i);
-        if (pp_buf_append(b, e, 5) != PGPIPE_OK || pp_copy_escape(b, s + i, k) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        i += k;
-    }
-    if (pp_buf_append(b, "\t\\\\x", 4) != PGPIPE_OK || pp_buf_reserve(b, 2 * n) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    for (i = 0; i < n; i++) {
-        unsigned char c = u[i];
-        b->data[b->len++] = hex[c >> 4];
-        b->data[b->len++] = hex[c & 15];
-    }
-    return PGPIPE_OK;
-}
-
 /* A new batch id: a version 7 UUID (time-ordered, so the ids of one loader
 ** sort in batch order). */
 PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
@@ -497,37 +466,15 @@ static int copy_op_register(pgpipe_loader *l, copy_lane *ln, const void *arg, in
 
 /* ---- dead letters --------------------------------------------------------- */
 
-/* Append one dead letter (COPY text row of pgpipe.dead_letters) to the
-** lane's batch; PGPIPE_NOMEM (the caller sets the error) or PGPIPE_OK. */
+/* Append one dead letter (its COPY text row, built by the DLQ component) to
+** the lane's batch; PGPIPE_NOMEM (the caller sets the error) or PGPIPE_OK. */
 PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, long long offset,
-                     const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
-                     const char *context)
+                             const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
+                             const char *context)
 {
-    const pgpipe_loader *l = ln->l;
-    pp_buf *b = &ln->dbuf;
-    int rc = pp_buf_append(b, "load\t", 5);
-    rc |= pp_copy_escape(b, l->source, strlen(l->source));
-    rc |= pp_buf_appendf(b, "\t%lld\t", line);
-    if (column > 0)
-        rc |= pp_buf_appendf(b, "%lld", column);
-    else
-        rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", offset, l->load_id, ln->uuid_text);
-    rc |= copy_put_raw(b, raw ? raw : "", raw ? rawlen : 0);
-    rc |= pp_buf_putc(b, '\t');
-    rc |= pp_copy_escape(b, msg, strlen(msg));
-    rc |= pp_buf_putc(b, '\t');
-    if (sqlstate && *sqlstate)
-        rc |= pp_copy_escape(b, sqlstate, strlen(sqlstate));
-    else
-        rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_putc(b, '\t');
-    if (context && *context)
-        rc |= pp_copy_escape(b, context, strlen(context));
-    else
-        rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_putc(b, '\n');
-    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+    const pp_dlq_load_letter d = { ln->l->source, line, column, offset, ln->l->load_id,
+                                   ln->uuid_text, raw, rawlen, msg, sqlstate, context };
+    return pp_dlq_load_row(&ln->dbuf, &d);
 }
 
 /* ---- loads --------------------------------------------------------------------- */

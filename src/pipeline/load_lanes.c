@@ -14,12 +14,6 @@
 ** buffer keeps it waiting for the rest (256 KiB ones cost a tenth here). */
 #define COPY_SEND_CHUNK (32 * 1024)
 
-/* The batch's dead letters (the lane's dbuf, rows built by copy_dead()) are
-** sent with this COPY in the batch's own transaction. */
-static const char copy_dead_sql[] =
-    "COPY pgpipe.dead_letters (stage, source_name, line_number, column_number, byte_offset, "
-    "load_id, batch_id, raw_text, raw_bytes, error_message, sqlstate, error_context) FROM STDIN";
-
 /* ---- sending ---------------------------------------------------------------- */
 
 /* Start COPY; PGPIPE_OK when the server is in COPY IN. */
@@ -252,7 +246,8 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
     const pgpipe_loader *l = ln->l;
     int rc;
     if (ln->dbuf.len) {
-        rc = copy_start(ln, copy_dead_sql, transient);
+        /* the batch's dead letters, in its own transaction */
+        rc = copy_start(ln, pp_dlq_load_copy_sql(), transient);
         if (rc == PGPIPE_OK)
             rc = copy_put(ln, ln->dbuf.data, ln->dbuf.len, transient);
         if (rc == PGPIPE_OK)

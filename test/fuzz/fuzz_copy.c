@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
             __builtin_trap();
     }
     pp_buf b = { 0 };
-    copy_put_raw(&b, (const char *)d, n);
+    dlq_put_raw(&b, (const char *)d, n);
     /* raw_text part (before the tab that starts raw_bytes) */
     const char *tab = memchr(b.data, '\t', b.len);
     size_t tl = tab ? (size_t)(tab - b.data) : b.len;

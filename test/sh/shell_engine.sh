@@ -8,6 +8,8 @@ tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/eng.XXXXXX")
 fail() { echo "FAIL: $*"; exit 1; }
 has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
 $1"; }
+line() { printf '%s\n' "$1" | grep -qxF -- "$2" || fail "expected the line '$2' in:
+$1"; }
 $P "$PGPIPE_TEST_DSN" "DROP DATABASE IF EXISTS shell_eng" "CREATE DATABASE shell_eng" >/dev/null || fail "createdb"
 D="$PGPIPE_TEST_DSN dbname=shell_eng"
 
@@ -84,6 +86,21 @@ has "$out" "oldest_pending"
 has "$out" "dead_lettered"
 has "$out" "dead_letters"
 $P "$D" ".help stats" | grep -q "dead letters by stage" || fail ".help stats"
+# dead letters: .health warns when this hour's new ones are more than 10 and
+# more than twice the hour before's; .stats counts them by stage and status
+$P "$D" "INSERT INTO pgpipe.dead_letters (stage, source_name, raw_text, error_message, first_failed_at) SELECT 'load', 'eng', 'x', 'boom', now() - interval '10 minutes' FROM generate_series(1, 10)" >/dev/null || fail "dead letters"
+out=$($P "$D" .health) || fail ".health"
+line "$out" "ok    dead letters        10 dead, 10 new in the last hour, 0 in the hour before"
+$P "$D" "INSERT INTO pgpipe.dead_letters (stage, source_name, raw_text, error_message) VALUES ('load', 'eng', 'x', 'boom')" >/dev/null || fail "dead letter"
+out=$($P "$D" .health) || fail ".health"
+line "$out" "WARN  dead letters        11 dead, 11 new in the last hour, 0 in the hour before (growing: see .dlq)"
+$P "$D" "INSERT INTO pgpipe.dead_letters (stage, source_name, raw_text, error_message, first_failed_at) SELECT 'load', 'eng', 'x', 'boom', now() - interval '90 minutes' FROM generate_series(1, 6)" >/dev/null || fail "dead letters"
+out=$($P "$D" .health) || fail ".health"
+line "$out" "ok    dead letters        17 dead, 11 new in the last hour, 6 in the hour before"
+out=$($P -m csv "$D" .stats) || fail ".stats: $out"
+line "$out" "stage,status,dead_letters,latest"
+printf '%s\n' "$out" | grep -q '^load,dead,17,20' || fail ".stats: no load,dead,17 row in:
+$out"
 
 $P "$PGPIPE_TEST_DSN" "DROP DATABASE shell_eng" >/dev/null
 echo "engine commands ok"
