@@ -1,6 +1,11 @@
-/* ---- Text --------------------------------------------------------------- */
+/* ==== Text ==== */
 
-/* Both write like snprintf: at most cap bytes including a NUL (dst may be
+/* Quoting for the two languages pgpipe writes, JSON and SQL, and SHA-256 (the
+** migration checksums). No handle: plain functions over the caller's buffers.
+**
+** Thread safety: no state; every function may be called from any thread. */
+
+/* The quoting functions write like snprintf: at most cap bytes including a NUL (dst may be
 ** NULL when cap is 0) and return the full length without the NUL, so a
 ** result >= cap means the output was cut; call with cap 0 to size a buffer. */
 
