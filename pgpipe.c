@@ -95,6 +95,11 @@ typedef struct pp_handle {
 } pp_handle;
 
 PGPIPE_PRIVATE void pp_handle_init(pp_handle *h);
+/* The first step of every pgpipe_X_open: a zeroed handle of size bytes (its
+** struct starts with a pp_handle), header initialised; NULL when out of
+** memory. The open stores it in *out at once, so a failed open still hands
+** back a handle whose error can be read. */
+PGPIPE_PRIVATE void *pp_handle_new(size_t size);
 
 /* Allocator (util.c). */
 PGPIPE_PRIVATE void *pp_malloc(size_t n);
@@ -1986,6 +1991,14 @@ PGPIPE_PRIVATE void pp_handle_init(pp_handle *h)
     pgpipe_error_clear(&h->err);
 }
 
+PGPIPE_PRIVATE void *pp_handle_new(size_t size)
+{
+    pp_handle *h = pp_calloc(1, size);
+    if (h)
+        pp_handle_init(h);
+    return h;
+}
+
 void pgpipe_error_clear(pgpipe_error *e)
 {
     if (!e)
@@ -3253,11 +3266,9 @@ int pgpipe_json_doc_open(pgpipe_json_doc **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_json_doc *d = pp_calloc(1, sizeof *d);
-    *out = d;
+    pgpipe_json_doc *d = *out = pp_handle_new(sizeof *d);
     if (!d)
         return PGPIPE_NOMEM;
-    pp_handle_init(&d->hdr);
     d->max_depth = PGPIPE_JSON_DEPTH_DEFAULT;
     return PGPIPE_OK;
 }
@@ -4768,11 +4779,9 @@ int pgpipe_ndjson_open(pgpipe_ndjson **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_ndjson *r = pp_calloc(1, sizeof *r);
-    *out = r;
+    pgpipe_ndjson *r = *out = pp_handle_new(sizeof *r);
     if (!r)
         return PGPIPE_NOMEM;
-    pp_handle_init(&r->hdr);
     if (pgpipe_json_doc_open(&r->doc) != PGPIPE_OK) {
         pp_free(r);
         *out = NULL;
@@ -5210,10 +5219,9 @@ static pgpipe_csv *csv_open(int src, int fd, FILE *fp, const pgpipe_csv_options 
         o = *opts;
     else
         pgpipe_csv_options_init(&o);
-    pgpipe_csv *r = pp_calloc(1, sizeof *r);
+    pgpipe_csv *r = pp_handle_new(sizeof *r);
     if (!r)
         return NULL;
-    pp_handle_init(&r->hdr);
     r->src = src;
     r->fd = fd;
     r->fp = fp;
@@ -6469,11 +6477,9 @@ int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_sql_split *s = pp_calloc(1, sizeof *s);
-    *out = s;
+    pgpipe_sql_split *s = *out = pp_handle_new(sizeof *s);
     if (!s)
         return PGPIPE_NOMEM;
-    pp_handle_init(&s->hdr);
     s->buf = buf ? buf : "";
     s->len = buf ? len : 0;
     s->line = 1;
@@ -7045,13 +7051,12 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
     keys[n] = NULL;
     vals[n] = NULL;
 
-    pgpipe_conn *c = pp_calloc(1, sizeof *c);
+    pgpipe_conn *c = pp_handle_new(sizeof *c);
     if (!c) {
         *permanent = 1;
         pp_err_nomem(err);
         return NULL;
     }
-    pp_handle_init(&c->hdr);
     c->pool = p;
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (!c->pg) {
@@ -7464,10 +7469,9 @@ int pgpipe_pool_open(pgpipe_pool **out, const char *conninfo, const pgpipe_pool_
     if (!out)
         return PGPIPE_MISUSE;
     *out = NULL;
-    pgpipe_pool *p = pp_calloc(1, sizeof *p);
+    pgpipe_pool *p = pp_handle_new(sizeof *p);
     if (!p)
         return PGPIPE_NOMEM;
-    pp_handle_init(&p->hdr);
     if (opts)
         p->opt = *opts;
     else
@@ -8145,10 +8149,9 @@ int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *c, int flags)
     if (PQtransactionStatus(c->pg) == PQTRANS_ACTIVE)
         return pp_err(&c->hdr.err, PGPIPE_MISUSE,
                       "the connection is busy (results not read) and cannot start a pipeline");
-    pgpipe_pipeline *p = pp_calloc(1, sizeof *p);
+    pgpipe_pipeline *p = pp_handle_new(sizeof *p);
     if (!p)
         return pp_err_nomem(&c->hdr.err);
-    pp_handle_init(&p->hdr);
     p->conn = c;
     p->flags = flags;
     if (PQsetnonblocking(c->pg, 1) != 0 || PQenterPipelineMode(c->pg) != 1) {
@@ -9855,11 +9858,9 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_migrator *m = pp_calloc(1, sizeof *m);
-    *out = m;
+    pgpipe_migrator *m = *out = pp_handle_new(sizeof *m);
     if (!m)
         return PGPIPE_NOMEM;
-    pp_handle_init(&m->hdr);
     m->conn = conn;
     pgpipe_migrate_options o;
     pgpipe_migrate_options_init(&o);
@@ -11150,11 +11151,9 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_loader *l = pp_calloc(1, sizeof *l);
-    *out = l;
+    pgpipe_loader *l = *out = pp_handle_new(sizeof *l);
     if (!l)
         return PGPIPE_NOMEM;
-    pp_handle_init(&l->hdr);
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -12885,11 +12884,9 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_claimer *c = pp_calloc(1, sizeof *c);
-    *out = c;
+    pgpipe_claimer *c = *out = pp_handle_new(sizeof *c);
     if (!c)
         return PGPIPE_NOMEM;
-    pp_handle_init(&c->hdr);
     c->conn = conn;
     if (opt)
         c->o = *opt;
@@ -13973,11 +13970,9 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_workers *w = pp_calloc(1, sizeof *w);
-    *out = w;
+    pgpipe_workers *w = *out = pp_handle_new(sizeof *w);
     if (!w)
         return PGPIPE_NOMEM;
-    pp_handle_init(&w->hdr);
     w->wake[0] = w->wake[1] = -1;
     atomic_init(&w->stop, 0);
     pthread_mutex_init(&w->mu, NULL);
@@ -14969,11 +14964,9 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_records *h = pp_calloc(1, sizeof *h);
-    *out = h;
+    pgpipe_records *h = *out = pp_handle_new(sizeof *h);
     if (!h)
         return PGPIPE_NOMEM;
-    pp_handle_init(&h->hdr);
     h->pool = pool;
     h->name = pp_strdup(name ? name : "");
     if (!h->name || pgpipe_json_doc_open(&h->doc) != PGPIPE_OK)
@@ -15516,11 +15509,8 @@ static int rec_filter_alloc(pgpipe_records_filter **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
-    *out = pp_calloc(1, sizeof **out);
-    if (!*out)
-        return PGPIPE_NOMEM;
-    pp_handle_init(&(*out)->hdr);
-    return PGPIPE_OK;
+    *out = pp_handle_new(sizeof **out);
+    return *out ? PGPIPE_OK : PGPIPE_NOMEM;
 }
 
 void pgpipe_records_filter_close(pgpipe_records_filter *f)

@@ -84,6 +84,11 @@ typedef struct pp_handle {
 } pp_handle;
 
 PGPIPE_PRIVATE void pp_handle_init(pp_handle *h);
+/* The first step of every pgpipe_X_open: a zeroed handle of size bytes (its
+** struct starts with a pp_handle), header initialised; NULL when out of
+** memory. The open stores it in *out at once, so a failed open still hands
+** back a handle whose error can be read. */
+PGPIPE_PRIVATE void *pp_handle_new(size_t size);
 
 /* Allocator (util.c). */
 PGPIPE_PRIVATE void *pp_malloc(size_t n);

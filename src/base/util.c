@@ -247,6 +247,14 @@ PGPIPE_PRIVATE void pp_handle_init(pp_handle *h)
     pgpipe_error_clear(&h->err);
 }
 
+PGPIPE_PRIVATE void *pp_handle_new(size_t size)
+{
+    pp_handle *h = pp_calloc(1, size);
+    if (h)
+        pp_handle_init(h);
+    return h;
+}
+
 void pgpipe_error_clear(pgpipe_error *e)
 {
     if (!e)

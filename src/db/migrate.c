@@ -1531,11 +1531,9 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_migrator *m = pp_calloc(1, sizeof *m);
-    *out = m;
+    pgpipe_migrator *m = *out = pp_handle_new(sizeof *m);
     if (!m)
         return PGPIPE_NOMEM;
-    pp_handle_init(&m->hdr);
     m->conn = conn;
     pgpipe_migrate_options o;
     pgpipe_migrate_options_init(&o);

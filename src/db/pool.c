@@ -242,13 +242,12 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
     keys[n] = NULL;
     vals[n] = NULL;
 
-    pgpipe_conn *c = pp_calloc(1, sizeof *c);
+    pgpipe_conn *c = pp_handle_new(sizeof *c);
     if (!c) {
         *permanent = 1;
         pp_err_nomem(err);
         return NULL;
     }
-    pp_handle_init(&c->hdr);
     c->pool = p;
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (!c->pg) {
@@ -661,10 +660,9 @@ int pgpipe_pool_open(pgpipe_pool **out, const char *conninfo, const pgpipe_pool_
     if (!out)
         return PGPIPE_MISUSE;
     *out = NULL;
-    pgpipe_pool *p = pp_calloc(1, sizeof *p);
+    pgpipe_pool *p = pp_handle_new(sizeof *p);
     if (!p)
         return PGPIPE_NOMEM;
-    pp_handle_init(&p->hdr);
     if (opts)
         p->opt = *opts;
     else
@@ -1342,10 +1340,9 @@ int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *c, int flags)
     if (PQtransactionStatus(c->pg) == PQTRANS_ACTIVE)
         return pp_err(&c->hdr.err, PGPIPE_MISUSE,
                       "the connection is busy (results not read) and cannot start a pipeline");
-    pgpipe_pipeline *p = pp_calloc(1, sizeof *p);
+    pgpipe_pipeline *p = pp_handle_new(sizeof *p);
     if (!p)
         return pp_err_nomem(&c->hdr.err);
-    pp_handle_init(&p->hdr);
     p->conn = c;
     p->flags = flags;
     if (PQsetnonblocking(c->pg, 1) != 0 || PQenterPipelineMode(c->pg) != 1) {

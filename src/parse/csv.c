@@ -200,10 +200,9 @@ static pgpipe_csv *csv_open(int src, int fd, FILE *fp, const pgpipe_csv_options 
         o = *opts;
     else
         pgpipe_csv_options_init(&o);
-    pgpipe_csv *r = pp_calloc(1, sizeof *r);
+    pgpipe_csv *r = pp_handle_new(sizeof *r);
     if (!r)
         return NULL;
-    pp_handle_init(&r->hdr);
     r->src = src;
     r->fd = fd;
     r->fp = fp;

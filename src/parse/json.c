@@ -88,11 +88,9 @@ int pgpipe_json_doc_open(pgpipe_json_doc **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_json_doc *d = pp_calloc(1, sizeof *d);
-    *out = d;
+    pgpipe_json_doc *d = *out = pp_handle_new(sizeof *d);
     if (!d)
         return PGPIPE_NOMEM;
-    pp_handle_init(&d->hdr);
     d->max_depth = PGPIPE_JSON_DEPTH_DEFAULT;
     return PGPIPE_OK;
 }
@@ -1603,11 +1601,9 @@ int pgpipe_ndjson_open(pgpipe_ndjson **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_ndjson *r = pp_calloc(1, sizeof *r);
-    *out = r;
+    pgpipe_ndjson *r = *out = pp_handle_new(sizeof *r);
     if (!r)
         return PGPIPE_NOMEM;
-    pp_handle_init(&r->hdr);
     if (pgpipe_json_doc_open(&r->doc) != PGPIPE_OK) {
         pp_free(r);
         *out = NULL;

@@ -23,11 +23,9 @@ int pgpipe_sql_split_open(pgpipe_sql_split **out, const char *buf, size_t len,
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_sql_split *s = pp_calloc(1, sizeof *s);
-    *out = s;
+    pgpipe_sql_split *s = *out = pp_handle_new(sizeof *s);
     if (!s)
         return PGPIPE_NOMEM;
-    pp_handle_init(&s->hdr);
     s->buf = buf ? buf : "";
     s->len = buf ? len : 0;
     s->line = 1;

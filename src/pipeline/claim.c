@@ -310,11 +310,9 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_claimer *c = pp_calloc(1, sizeof *c);
-    *out = c;
+    pgpipe_claimer *c = *out = pp_handle_new(sizeof *c);
     if (!c)
         return PGPIPE_NOMEM;
-    pp_handle_init(&c->hdr);
     c->conn = conn;
     if (opt)
         c->o = *opt;
@@ -1398,11 +1396,9 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_workers *w = pp_calloc(1, sizeof *w);
-    *out = w;
+    pgpipe_workers *w = *out = pp_handle_new(sizeof *w);
     if (!w)
         return PGPIPE_NOMEM;
-    pp_handle_init(&w->hdr);
     w->wake[0] = w->wake[1] = -1;
     atomic_init(&w->stop, 0);
     pthread_mutex_init(&w->mu, NULL);

@@ -701,11 +701,9 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_loader *l = pp_calloc(1, sizeof *l);
-    *out = l;
+    pgpipe_loader *l = *out = pp_handle_new(sizeof *l);
     if (!l)
         return PGPIPE_NOMEM;
-    pp_handle_init(&l->hdr);
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);

@@ -342,11 +342,9 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
 {
     if (!out)
         return PGPIPE_MISUSE;
-    pgpipe_records *h = pp_calloc(1, sizeof *h);
-    *out = h;
+    pgpipe_records *h = *out = pp_handle_new(sizeof *h);
     if (!h)
         return PGPIPE_NOMEM;
-    pp_handle_init(&h->hdr);
     h->pool = pool;
     h->name = pp_strdup(name ? name : "");
     if (!h->name || pgpipe_json_doc_open(&h->doc) != PGPIPE_OK)
@@ -889,11 +887,8 @@ static int rec_filter_alloc(pgpipe_records_filter **out)
 {
     if (!out)
         return PGPIPE_MISUSE;
-    *out = pp_calloc(1, sizeof **out);
-    if (!*out)
-        return PGPIPE_NOMEM;
-    pp_handle_init(&(*out)->hdr);
-    return PGPIPE_OK;
+    *out = pp_handle_new(sizeof **out);
+    return *out ? PGPIPE_OK : PGPIPE_NOMEM;
 }
 
 void pgpipe_records_filter_close(pgpipe_records_filter *f)
