@@ -154,6 +154,19 @@ static inline PP_UNUSED int pp_copy_field(pp_buf *b, const char *s, size_t n)
 {
     return s ? pp_copy_escape(b, s, n) : pp_buf_append(b, "\\N", 2);
 }
+/* The public pgpipe_copy_buf is a pp_buf in the caller's hands: borrow it
+** as one, and give it back. */
+static inline PP_UNUSED pp_buf pp_buf_of_copy(const pgpipe_copy_buf *o)
+{
+    pp_buf b = { o->data, o->len, o->cap };
+    return b;
+}
+static inline PP_UNUSED void pp_copy_of_buf(pgpipe_copy_buf *o, const pp_buf *b)
+{
+    o->data = b->data;
+    o->len = b->len;
+    o->cap = b->cap;
+}
 
 /* JSON string escaping: '"', '\\' and control bytes (\b \f \n \r \t short,
 ** the rest \u00XX); other bytes, UTF-8 included, stand as they are. With
@@ -2492,6 +2505,47 @@ PGPIPE_PRIVATE int pp_copy_escape(pp_buf *b, const char *s, size_t n)
     }
     b->len = (size_t)(o - b->data);
     return PGPIPE_OK;
+}
+
+/* ---- The public COPY text writer (pgpipe_copy_buf) ----------------------- */
+
+void pgpipe_copy_buf_clear(pgpipe_copy_buf *o)
+{
+    if (!o)
+        return;
+    pp_free(o->data);
+    o->data = NULL;
+    o->len = o->cap = 0;
+}
+
+int pgpipe_copy_text_field(pgpipe_copy_buf *out, const char *data, size_t len)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pp_buf b = pp_buf_of_copy(out);
+    int rc = pp_copy_field(&b, data, len);
+    pp_copy_of_buf(out, &b);
+    return rc;
+}
+
+int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
+                         const size_t *lens)
+{
+    if (!out || n < 0 || (n > 0 && !values))
+        return PGPIPE_MISUSE;
+    pp_buf b = pp_buf_of_copy(out);
+    int rc = PGPIPE_OK;
+    for (int i = 0; i < n && rc == PGPIPE_OK; i++) {
+        if (i)
+            rc = pp_buf_putc(&b, '\t');
+        if (rc == PGPIPE_OK)
+            rc = pp_copy_field(&b, values[i],
+                               values[i] ? (lens ? lens[i] : strlen(values[i])) : 0);
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(&b, '\n');
+    pp_copy_of_buf(out, &b);
+    return rc;
 }
 
 /* ---- JSON strings ------------------------------------------------------- */
@@ -5019,8 +5073,8 @@ long long pgpipe_ndjson_errors(const pgpipe_ndjson *r) { return r ? r->errors : 
 /* ==== begin src/parse/csv.c ==== */
 #ifndef PGPIPE_OMIT_CSV
 /*
-** CSV reader: a streaming pull parser for RFC 4180 and real-world CSV, and the
-** COPY text writer the loader uses to forward its rows.
+** CSV reader: a streaming pull parser for RFC 4180 and real-world CSV, which
+** can also hand a record on as a COPY text row (pgpipe_csv_copy_row).
 **
 ** Design. Input is read (or fed) into one buffer that is grown only when a
 ** single record is longer than it. After the last byte of data the buffer
@@ -6002,62 +6056,7 @@ int pgpipe_csv_column_index(const pgpipe_csv *r, const char *name)
     return -1;
 }
 
-/* ---- COPY text writer --------------------------------------------------- */
-
-static void csv_buf_in(pp_buf *b, const pgpipe_copy_buf *o)
-{
-    b->data = o->data;
-    b->len = o->len;
-    b->cap = o->cap;
-}
-
-static void csv_buf_out(pgpipe_copy_buf *o, const pp_buf *b)
-{
-    o->data = b->data;
-    o->len = b->len;
-    o->cap = b->cap;
-}
-
-void pgpipe_copy_buf_clear(pgpipe_copy_buf *o)
-{
-    if (!o)
-        return;
-    pp_free(o->data);
-    o->data = NULL;
-    o->len = o->cap = 0;
-}
-
-int pgpipe_copy_text_field(pgpipe_copy_buf *out, const char *data, size_t len)
-{
-    if (!out)
-        return PGPIPE_MISUSE;
-    pp_buf b;
-    csv_buf_in(&b, out);
-    int rc = pp_copy_field(&b, data, len);
-    csv_buf_out(out, &b);
-    return rc;
-}
-
-int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
-                         const size_t *lens)
-{
-    if (!out || n < 0 || (n > 0 && !values))
-        return PGPIPE_MISUSE;
-    pp_buf b;
-    csv_buf_in(&b, out);
-    int rc = PGPIPE_OK;
-    for (int i = 0; i < n && rc == PGPIPE_OK; i++) {
-        if (i)
-            rc = pp_buf_putc(&b, '\t');
-        if (rc == PGPIPE_OK)
-            rc = pp_copy_field(&b, values[i],
-                               values[i] ? (lens ? lens[i] : strlen(values[i])) : 0);
-    }
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_putc(&b, '\n');
-    csv_buf_out(out, &b);
-    return rc;
-}
+/* ---- the record as a COPY text row ------------------------------------ */
 
 /* The current record as a COPY text row into b (the loader's path). */
 static int csv_copy_row_buf(const pgpipe_csv *r, pp_buf *b)
@@ -6079,10 +6078,9 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out)
 {
     if (!r || !out || r->in_record)
         return PGPIPE_MISUSE;
-    pp_buf b;
-    csv_buf_in(&b, out);
+    pp_buf b = pp_buf_of_copy(out);
     int rc = csv_copy_row_buf(r, &b);
-    csv_buf_out(out, &b);
+    pp_copy_of_buf(out, &b);
     return rc;
 }
 #endif /* PGPIPE_OMIT_CSV */

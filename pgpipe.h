@@ -290,10 +290,12 @@ const char *pgpipe_sql_file_path(int i);
 /* ==== begin src/base/text.h ==== */
 /* ==== Text ==== */
 
-/* Quoting for the two languages pgpipe writes, JSON and SQL, and SHA-256 (the
-** migration checksums). No handle: plain functions over the caller's buffers.
+/* What pgpipe writes, written one way: quoting for JSON and SQL, values and
+** rows in PostgreSQL's COPY text format, and SHA-256 (the migration
+** checksums). No handle: plain functions over the caller's buffers.
 **
-** Thread safety: no state; every function may be called from any thread. */
+** Thread safety: no state; every function may be called from any thread,
+** each pgpipe_copy_buf by one thread at a time. */
 
 /* The quoting functions write like snprintf: at most cap bytes including a NUL (dst may be
 ** NULL when cap is 0) and return the full length without the NUL, so a
@@ -308,6 +310,28 @@ size_t pgpipe_quote_ident(char *dst, size_t cap, const char *name, int qualified
 
 /* SHA-256 of data as 64 lowercase hex digits and a NUL (out has 65 bytes). */
 void pgpipe_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* ---- COPY text format ---------------------------------------------------- */
+
+/* A growable output buffer for the COPY text writers, owned by the caller.
+** Start from all zeros; data is allocated with the pgpipe allocator;
+** pgpipe_copy_buf_clear frees it and zeroes the buffer for reuse. */
+typedef struct pgpipe_copy_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} pgpipe_copy_buf;
+
+void pgpipe_copy_buf_clear(pgpipe_copy_buf *b);
+
+/* Append one value in PostgreSQL COPY text format (default delimiter tab):
+** backslash, tab, newline and carriage return are escaped; data == NULL writes
+** \N (NULL). No delimiter or line end is added. */
+int pgpipe_copy_text_field(pgpipe_copy_buf *out, const char *data, size_t len);
+/* Append a whole row: n values separated by tabs, ended by a newline.
+** values[i] == NULL is NULL; lens may be NULL for NUL-terminated values. */
+int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
+                         const size_t *lens);
 /* ==== end src/base/text.h ==== */
 
 /* ==== begin src/base/exec.h ==== */
@@ -558,16 +582,13 @@ long long pgpipe_ndjson_errors(const pgpipe_ndjson *r);
 
 /* ==== begin src/parse/csv.h ==== */
 #ifndef PGPIPE_OMIT_CSV
-/* ==== CSV: reader and COPY text writer ==== */
+/* ==== CSV reader ==== */
 
-/* Reads CSV record by record and writes values in PostgreSQL's COPY text
-** format: the loader's CSV input and its COPY rows go through it. Handle:
-** pgpipe_csv (a reader over a file descriptor, a FILE * or fed chunks); the
-** writer appends to a caller-owned pgpipe_copy_buf.
+/* Reads CSV record by record (the loader's CSV input) and can hand a record
+** on as a COPY text row into a pgpipe_copy_buf (see Text). Handle:
+** pgpipe_csv (a reader over a file descriptor, a FILE * or fed chunks).
 **
-** Thread safety: a reader is used by one thread at a time. The COPY text
-** functions write only to the buffer they are given and may run in any
-** number of threads. */
+** Thread safety: a reader is used by one thread at a time. */
 
 /* ---- CSV reader -------------------------------------------------------- */
 
@@ -681,27 +702,8 @@ int pgpipe_csv_column_index(const pgpipe_csv *r, const char *name);
 
 void pgpipe_csv_close(pgpipe_csv *r);
 
-/* ---- COPY text format ---------------------------------------------------- */
+/* ---- A record as COPY text ------------------------------------------------ */
 
-/* A growable output buffer for the COPY text writers, owned by the caller.
-** Start from all zeros; data is allocated with the pgpipe allocator;
-** pgpipe_copy_buf_clear frees it and zeroes the buffer for reuse. */
-typedef struct pgpipe_copy_buf {
-    char *data;
-    size_t len;
-    size_t cap;
-} pgpipe_copy_buf;
-
-void pgpipe_copy_buf_clear(pgpipe_copy_buf *b);
-
-/* Append one value in PostgreSQL COPY text format (default delimiter tab):
-** backslash, tab, newline and carriage return are escaped; data == NULL writes
-** \N (NULL). No delimiter or line end is added. */
-int pgpipe_copy_text_field(pgpipe_copy_buf *out, const char *data, size_t len);
-/* Append a whole row: n values separated by tabs, ended by a newline.
-** values[i] == NULL is NULL; lens may be NULL for NUL-terminated values. */
-int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
-                         const size_t *lens);
 /* Append the current CSV record as a COPY text row. An empty unquoted field
 ** becomes NULL (\N), an empty quoted field the empty string. */
 int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);

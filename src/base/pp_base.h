@@ -143,6 +143,19 @@ static inline PP_UNUSED int pp_copy_field(pp_buf *b, const char *s, size_t n)
 {
     return s ? pp_copy_escape(b, s, n) : pp_buf_append(b, "\\N", 2);
 }
+/* The public pgpipe_copy_buf is a pp_buf in the caller's hands: borrow it
+** as one, and give it back. */
+static inline PP_UNUSED pp_buf pp_buf_of_copy(const pgpipe_copy_buf *o)
+{
+    pp_buf b = { o->data, o->len, o->cap };
+    return b;
+}
+static inline PP_UNUSED void pp_copy_of_buf(pgpipe_copy_buf *o, const pp_buf *b)
+{
+    o->data = b->data;
+    o->len = b->len;
+    o->cap = b->cap;
+}
 
 /* JSON string escaping: '"', '\\' and control bytes (\b \f \n \r \t short,
 ** the rest \u00XX); other bytes, UTF-8 included, stand as they are. With

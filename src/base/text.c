@@ -107,6 +107,47 @@ PGPIPE_PRIVATE int pp_copy_escape(pp_buf *b, const char *s, size_t n)
     return PGPIPE_OK;
 }
 
+/* ---- The public COPY text writer (pgpipe_copy_buf) ----------------------- */
+
+void pgpipe_copy_buf_clear(pgpipe_copy_buf *o)
+{
+    if (!o)
+        return;
+    pp_free(o->data);
+    o->data = NULL;
+    o->len = o->cap = 0;
+}
+
+int pgpipe_copy_text_field(pgpipe_copy_buf *out, const char *data, size_t len)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pp_buf b = pp_buf_of_copy(out);
+    int rc = pp_copy_field(&b, data, len);
+    pp_copy_of_buf(out, &b);
+    return rc;
+}
+
+int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
+                         const size_t *lens)
+{
+    if (!out || n < 0 || (n > 0 && !values))
+        return PGPIPE_MISUSE;
+    pp_buf b = pp_buf_of_copy(out);
+    int rc = PGPIPE_OK;
+    for (int i = 0; i < n && rc == PGPIPE_OK; i++) {
+        if (i)
+            rc = pp_buf_putc(&b, '\t');
+        if (rc == PGPIPE_OK)
+            rc = pp_copy_field(&b, values[i],
+                               values[i] ? (lens ? lens[i] : strlen(values[i])) : 0);
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(&b, '\n');
+    pp_copy_of_buf(out, &b);
+    return rc;
+}
+
 /* ---- JSON strings ------------------------------------------------------- */
 
 /* The letter after the backslash of each byte's escape; 'u' is \u00XX and 0

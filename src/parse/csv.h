@@ -1,13 +1,10 @@
-/* ==== CSV: reader and COPY text writer ==== */
+/* ==== CSV reader ==== */
 
-/* Reads CSV record by record and writes values in PostgreSQL's COPY text
-** format: the loader's CSV input and its COPY rows go through it. Handle:
-** pgpipe_csv (a reader over a file descriptor, a FILE * or fed chunks); the
-** writer appends to a caller-owned pgpipe_copy_buf.
+/* Reads CSV record by record (the loader's CSV input) and can hand a record
+** on as a COPY text row into a pgpipe_copy_buf (see Text). Handle:
+** pgpipe_csv (a reader over a file descriptor, a FILE * or fed chunks).
 **
-** Thread safety: a reader is used by one thread at a time. The COPY text
-** functions write only to the buffer they are given and may run in any
-** number of threads. */
+** Thread safety: a reader is used by one thread at a time. */
 
 /* ---- CSV reader -------------------------------------------------------- */
 
@@ -121,27 +118,8 @@ int pgpipe_csv_column_index(const pgpipe_csv *r, const char *name);
 
 void pgpipe_csv_close(pgpipe_csv *r);
 
-/* ---- COPY text format ---------------------------------------------------- */
+/* ---- A record as COPY text ------------------------------------------------ */
 
-/* A growable output buffer for the COPY text writers, owned by the caller.
-** Start from all zeros; data is allocated with the pgpipe allocator;
-** pgpipe_copy_buf_clear frees it and zeroes the buffer for reuse. */
-typedef struct pgpipe_copy_buf {
-    char *data;
-    size_t len;
-    size_t cap;
-} pgpipe_copy_buf;
-
-void pgpipe_copy_buf_clear(pgpipe_copy_buf *b);
-
-/* Append one value in PostgreSQL COPY text format (default delimiter tab):
-** backslash, tab, newline and carriage return are escaped; data == NULL writes
-** \N (NULL). No delimiter or line end is added. */
-int pgpipe_copy_text_field(pgpipe_copy_buf *out, const char *data, size_t len);
-/* Append a whole row: n values separated by tabs, ended by a newline.
-** values[i] == NULL is NULL; lens may be NULL for NUL-terminated values. */
-int pgpipe_copy_text_row(pgpipe_copy_buf *out, int n, const char *const *values,
-                         const size_t *lens);
 /* Append the current CSV record as a COPY text row. An empty unquoted field
 ** becomes NULL (\N), an empty quoted field the empty string. */
 int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out);

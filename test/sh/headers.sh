@@ -2,8 +2,9 @@
 # The public headers read as a reference (issue 19):
 #  1. each src/LAYER/NAME.h starts with a "/* ==== Component ==== */" banner
 #     whose paragraph names its handles and states a thread-safety rule;
-#  2. each compiles on top of the base alone (src/pgpipe.h's includes and
-#     src/base/util.h): no header depends on the order they are pasted in;
+#  2. each compiles on top of the base layer alone (src/pgpipe.h's includes
+#     and the public headers of src/base/, in their @components order): no
+#     header depends on the order the others are pasted in;
 #  3. pgpipe.h compiles as C99 and C11, pedantic, and as C++ when a C++
 #     compiler is there (a type declared twice would fail it);
 #  4. the handle conventions of the top comment hold: no pgpipe_*_free or
@@ -18,7 +19,9 @@ pgcflags=$(pkg-config --cflags libpq 2>/dev/null || echo "-I$(pg_config --includ
 # the base every component header may rely on: the includes of src/pgpipe.h
 # (everything up to the paste marker) and the base component
 sed -n '1,/@@COMPONENT_HEADERS@@/p' src/pgpipe.h | grep -v '@@COMPONENT_HEADERS@@' > "$tmp/base.h"
-cat src/base/util.h >> "$tmp/base.h"
+for c in $(sed -n 's/^\*\* @components //p' src/base/pp_base.h); do
+    [ ! -f "src/base/$c.h" ] || cat "src/base/$c.h" >> "$tmp/base.h"
+done
 
 n=0
 for h in src/*/*.h; do
@@ -29,7 +32,7 @@ for h in src/*/*.h; do
     awk 'NR > 1 && /^\/\* ----/ { exit } { print }' "$h" | grep -q 'Thread safety:' \
         || fail "$h: its first paragraph states no 'Thread safety:' rule"
     # 2. compiles on the base alone
-    case "$h" in src/base/util.h) continue ;; esac
+    case "$h" in src/base/*) continue ;; esac
     { cat "$tmp/base.h"; cat "$h"; printf '#ifdef __cplusplus\n}\n#endif\n#endif\n'; } > "$tmp/one.h"
     printf '#include "one.h"\nint pp_headers_probe;\n' > "$tmp/one.c"
     $cc -std=c11 -Wall -Wextra -Wpedantic -Werror -fsyntax-only $pgcflags -I"$tmp" "$tmp/one.c" \
