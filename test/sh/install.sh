@@ -2,9 +2,11 @@
 # make install PREFIX=...: header, static and shared library (soname
 # libpgpipe.so.MAJOR, only pgpipe_* exported), shell, man page and pgpipe.pc;
 # the README example builds against the installed copy with pkg-config alone,
-# linked with the shared library and with the static one, and both run.
+# linked with the shared library and with the static one, and both run; shell.c
+# builds on the installed header and library alone.
 set -eu
 cd "${PGPIPE_TOP:-.}"
+top=$(pwd)
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/install.XXXXXX")
 prefix=$tmp/prefix
 fail() { echo "FAIL: $*"; exit 1; }
@@ -86,3 +88,14 @@ if command -v groff >/dev/null 2>&1; then
 else
     echo "man page: $n command sections (groff not installed: not rendered)"
 fi
+
+# the shell is a client of the public API alone: shell.c, copied into an empty
+# directory, builds against the installed header and library, nothing else
+mkdir "$tmp/shellonly"
+cp "$top/shell.c" "$tmp/shellonly/"
+cd "$tmp/shellonly"
+# shellcheck disable=SC2046
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror shell.c $(pkg-config --cflags --libs pgpipe) -o pgpipe-shell ||
+    fail "shell.c does not build against the installed pgpipe.h and library alone"
+LD_LIBRARY_PATH=$prefix/lib ./pgpipe-shell --version >/dev/null || fail "the shell built on the installed library does not run"
+echo "shell.c builds on the installed pgpipe.h alone"
