@@ -394,6 +394,37 @@ int pgpipe_retry_next_delay(pgpipe_retry *r);
 ** retrying. Sleeps between attempts. Returns fn's last result code. */
 typedef int (*pgpipe_retry_fn)(void *ud, int attempt, int *transient);
 int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud);
+
+/* ---- Connection poolers ------------------------------------------------ */
+
+/* Whether server-session state lasts as long as the connection. Behind a
+** transaction-mode pooler (pgbouncer pool_mode = transaction, the common
+** production set-up) each transaction may run on a different server session,
+** so session state does not last: named prepared statements, session
+** advisory locks and LISTEN break. The components then use unnamed
+** statements, transaction-scoped advisory locks and polling instead.
+**   PGPIPE_POOLER_AUTO         decide by pgpipe_pooler_mode (the default of
+**                              every options struct)
+**   PGPIPE_POOLER_SESSION      session state lasts: a direct connection, or a
+**                              session-mode pooler
+**   PGPIPE_POOLER_TRANSACTION  it does not */
+#define PGPIPE_POOLER_AUTO        0
+#define PGPIPE_POOLER_SESSION     1
+#define PGPIPE_POOLER_TRANSACTION 2
+
+/* Resolve a configured mode for an open, idle connection. A mode other than
+** AUTO is returned as it is. AUTO reads the environment variable
+** PGPIPE_POOLER ("session", "transaction" or "auto"; anything else is an
+** error), and when it is unset or "auto" asks the server for its backend
+** pid: a pooler answers the client with its own cancel key, so a pid that
+** differs from PQbackendPID(conn) means one is in between. The pooler's mode
+** cannot be read through it, so a detected pooler counts as TRANSACTION,
+** which is correct in session mode too (set PGPIPE_POOLER=session to keep
+** LISTEN and named statements there). Returns the mode, or -1 with err set
+** (the probe failed, or PGPIPE_POOLER holds an unknown value). */
+int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err);
+/* "auto", "session", "transaction" (NULL for an unknown mode). */
+const char *pgpipe_pooler_name(int mode);
 /* ==== end src/base/exec.h ==== */
 
 /* ==== begin src/parse/json.h ==== */

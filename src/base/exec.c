@@ -217,3 +217,47 @@ int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud)
         pgpipe_sleep_ms(delay);
     }
 }
+
+/* ---- Connection poolers ------------------------------------------------ */
+
+const char *pgpipe_pooler_name(int mode)
+{
+    switch (mode) {
+    case PGPIPE_POOLER_AUTO: return "auto";
+    case PGPIPE_POOLER_SESSION: return "session";
+    case PGPIPE_POOLER_TRANSACTION: return "transaction";
+    default: return NULL;
+    }
+}
+
+int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err)
+{
+    if (configured == PGPIPE_POOLER_SESSION || configured == PGPIPE_POOLER_TRANSACTION)
+        return configured;
+    if (configured != PGPIPE_POOLER_AUTO) {
+        pp_err(err, PGPIPE_MISUSE, "pooler mode %d is not one of PGPIPE_POOLER_AUTO, "
+               "PGPIPE_POOLER_SESSION, PGPIPE_POOLER_TRANSACTION", configured);
+        return -1;
+    }
+    const char *env = getenv("PGPIPE_POOLER");
+    if (env && *env && strcmp(env, "auto") != 0) {
+        if (strcmp(env, "session") == 0)
+            return PGPIPE_POOLER_SESSION;
+        if (strcmp(env, "transaction") == 0)
+            return PGPIPE_POOLER_TRANSACTION;
+        pp_err(err, PGPIPE_MISUSE, "PGPIPE_POOLER=\"%.40s\": expected session, transaction "
+               "or auto", env);
+        return -1;
+    }
+    if (!conn) {
+        pp_err(err, PGPIPE_MISUSE, "pgpipe_pooler_mode: no connection");
+        return -1;
+    }
+    PGresult *r = NULL;
+    if (pp_exec(conn, "SELECT pg_backend_pid()", 0, NULL, &r, err,
+                "probing for a connection pooler") != PGPIPE_OK)
+        return -1;
+    long server_pid = PQntuples(r) == 1 ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    return server_pid == PQbackendPID(conn) ? PGPIPE_POOLER_SESSION : PGPIPE_POOLER_TRANSACTION;
+}
