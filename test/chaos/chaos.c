@@ -245,13 +245,19 @@ static void chaos_worker_main(int index, int lease, int drain, const char *conni
         rc = pgpipe_workers_wait(w);
     pgpipe_workers_stats st;
     pgpipe_workers_stats_get(w, &st);
-    fprintf(stderr, "worker %d (%s): rc %d: batches %lld done %lld retried %lld dead %lld fenced %lld"
-            " reconnects %lld%s%s\n", index, lease ? "lease" : "tx", rc, st.total.batches,
-            st.total.done, st.total.retried, st.total.dead, st.total.fenced, st.reconnects,
-            rc != PGPIPE_OK ? ": " : "", rc != PGPIPE_OK ? pgpipe_errmsg(w) : "");
+    /* the workers are joined: every claim has ended in exactly one counter */
+    const pgpipe_claim_stats *t = &st.total;
+    int adds_up = t->claimed ==
+                  t->done + t->retried + t->dead + t->fenced + t->released + t->abandoned;
+    fprintf(stderr, "worker %d (%s): rc %d: batches %lld claimed %lld done %lld retried %lld"
+            " dead %lld fenced %lld released %lld abandoned %lld reconnects %lld%s%s%s\n", index,
+            lease ? "lease" : "tx", rc, t->batches, t->claimed, t->done, t->retried, t->dead,
+            t->fenced, t->released, t->abandoned, st.reconnects,
+            adds_up ? "" : " COUNTERS DO NOT ADD UP", rc != PGPIPE_OK ? ": " : "",
+            rc != PGPIPE_OK ? pgpipe_errmsg(w) : "");
     pgpipe_workers_close(w);
     pgpipe_pool_close(pool, NULL);
-    exit(rc == PGPIPE_OK ? 0 : 1);
+    exit(rc != PGPIPE_OK ? 1 : adds_up ? 0 : 6);
 }
 
 static pid_t chaos_spawn_loader(int f)
