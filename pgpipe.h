@@ -1582,7 +1582,10 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out);
 /* Finish a batch: rows not marked failed become processed, failed ones are
 ** retried or dead-lettered; commits (transactional mode). In lease mode rows
 ** whose token no longer matches are refused and counted in stats.fenced
-** (PGPIPE_BUSY when every row was refused). Frees the batch. */
+** (PGPIPE_BUSY when every row was refused). Frees the batch. When this fails
+** (the COMMIT, or the connection), the batch's rows are charged an attempt
+** after the rollback, as said under "Failures" above, and the error is
+** returned. */
 int pgpipe_claim_complete(pgpipe_claimer *c, pgpipe_batch *b);
 /* Give a batch back untouched: transactional mode rolls back; lease mode
 ** clears the lease (token-checked) and takes back the attempt. Frees it. */
