@@ -79,6 +79,8 @@ struct pgpipe_pool {
     int reset_clears_cache;
     int set_connect_timeout;
     char connect_timeout[16];
+    int pooler;               /* PGPIPE_POOLER_SESSION or _TRANSACTION once the
+                                 first connection resolved it; AUTO before */
 
     pgpipe_conn *idle;        /* LIFO: the most recently used on top */
     int nidle;
@@ -268,6 +270,24 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
     /* server notices go to the log, not to stderr (libpq's default); a
     ** caller can install its own processor on pgpipe_conn_pg() */
     PQsetNoticeProcessor(c->pg, pp_notice_to_log, (void *)"pool");
+    /* the pooler mode, once per pool: racing first connections probe alike */
+    pp_mutex_lock(&p->mu);
+    int pooler = p->pooler;
+    pp_mutex_unlock(&p->mu);
+    if (pooler == PGPIPE_POOLER_AUTO) {
+        pooler = pgpipe_pooler_mode(c->pg, p->opt.pooler, err);
+        if (pooler < 0) {
+            *permanent = err->code == PGPIPE_MISUSE;
+            pool_conn_free(c);
+            return NULL;
+        }
+        pp_mutex_lock(&p->mu);
+        if (p->pooler == PGPIPE_POOLER_AUTO) {
+            p->pooler = pooler;
+            pp_logf(PGPIPE_LOG_DEBUG, "pool", "pooler mode: %s", pgpipe_pooler_name(pooler));
+        }
+        pp_mutex_unlock(&p->mu);
+    }
     int64_t now = pgpipe_now_us();
     c->created_us = c->released_us = c->validated_us = now;
     return c;
@@ -603,6 +623,7 @@ void pgpipe_pool_options_init(pgpipe_pool_options *o)
     o->stmt_cache_size = 100;
     o->application_name = "pgpipe";
     o->reset_sql = NULL;
+    o->pooler = PGPIPE_POOLER_AUTO;
 }
 
 static int pool_check_options(pgpipe_error *e, const pgpipe_pool_options *o)
@@ -626,6 +647,10 @@ static int pool_check_options(pgpipe_error *e, const pgpipe_pool_options *o)
                       "pool options acquire_timeout_ms, connect_timeout_s, max_lifetime_ms, "
                       "lifetime_jitter_ms, idle_timeout_ms, close_timeout_ms and "
                       "stmt_cache_size must not be negative");
+    if (o->pooler != PGPIPE_POOLER_AUTO && o->pooler != PGPIPE_POOLER_SESSION &&
+        o->pooler != PGPIPE_POOLER_TRANSACTION)
+        return pp_err(e, PGPIPE_MISUSE, "pool option pooler must be PGPIPE_POOLER_AUTO, "
+                      "_SESSION or _TRANSACTION (got %d)", o->pooler);
     if (o->pre_ping_ms < -1)
         return pp_err(e, PGPIPE_MISUSE, "pool option pre_ping_ms must be -1 (never) or more (got %d)",
                       o->pre_ping_ms);
@@ -1144,6 +1169,16 @@ int pgpipe_pool_close(pgpipe_pool *p, int *leaked)
     return PGPIPE_BUSY;
 }
 
+int pgpipe_pool_pooler(pgpipe_pool *p)
+{
+    if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_POOLER_AUTO;
+    pp_mutex_lock(&p->mu);
+    int mode = p->pooler;
+    pp_mutex_unlock(&p->mu);
+    return mode;
+}
+
 int pgpipe_pool_stats_get(pgpipe_pool *p, pgpipe_pool_stats *s)
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC || !s)
@@ -1229,7 +1264,10 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
     pgpipe_error_clear(&c->hdr.err);
     int cap = c->pool->opt.stmt_cache_size;
     PGresult *r;
-    if (cap <= 0) {
+    /* behind a transaction pooler the next transaction may run on another
+    ** server session, which does not have the statement: unnamed, one
+    ** round trip (Parse, Bind, Execute, Sync) that cannot be split */
+    if (cap <= 0 || pgpipe_pool_pooler(c->pool) == PGPIPE_POOLER_TRANSACTION) {
         r = PQexecParams(c->pg, sql, nparams, NULL, values, lengths, formats, result_format);
         if (!pool_result_ok(r))
             pp_err_pq(&c->hdr.err, c->pg, r, NULL);
