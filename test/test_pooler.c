@@ -490,3 +490,48 @@ PGT_TEST(pooler, shell_transaction)
     pgt_db_close(c);
     pgt_bouncer_stop();
 }
+
+/* ---- the migrator's lock (migfix's part of issue 20) -------------------------- */
+
+/* The schema install (the migrator, which .load and .migrate run) through
+** transaction mode leaves no advisory lock held on a pooled server session:
+** a direct run afterwards would wait for it and fail. Until the migrator
+** takes a transaction-scoped lock behind a transaction pooler this is a
+** known failure: it skips (saying so) unless PGPIPE_TEST_MIGRATE_LOCK=1. */
+static void pooler_t_quiet(void *ud, const char *message)
+{
+    (void)ud;
+    (void)message;
+}
+
+PGT_TEST(pooler, migrate_leaves_no_lock)
+{
+    unsetenv("PGPIPE_POOLER");
+    PGconn *direct = pgt_db_fresh("pooler_t_mig");
+    char dsn[512];
+    snprintf(dsn, sizeof dsn, "%s dbname=pooler_t_mig", pgt_bouncer_dsn("transaction"));
+    /* other clients move the migrator's transactions between the 2 sessions */
+    pooler_t_noise noise;
+    pooler_t_noise_start(&noise, dsn);
+    long long held = 0;
+    for (int round = 0; round < 3; round++) {
+        PGconn *b = PQconnectdb(dsn);
+        PGT_CHECK(PQstatus(b) == CONNECTION_OK);
+        PQsetNoticeProcessor(b, pooler_t_quiet, NULL); /* no session SET lasts here */
+        pgt_db_install(b);
+        PQfinish(b);
+        held += pgt_db_int(direct, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a"
+                                   " USING (pid) WHERE l.locktype = 'advisory'"
+                                   " AND a.datname = 'pooler_t_mig'");
+    }
+    pooler_t_noise_stop(&noise);
+    pgt_bouncer_stop();
+    const char *strict = getenv("PGPIPE_TEST_MIGRATE_LOCK");
+    if (held && !(strict && !strcmp(strict, "1"))) {
+        pgt_db_close(direct);
+        PGT_SKIP("the migrator's session advisory lock leaks behind a transaction pooler "
+                 "(issue 20, migfix); PGPIPE_TEST_MIGRATE_LOCK=1 makes this a failure");
+    }
+    PGT_EQ_INT(held, 0);
+    pgt_db_close(direct);
+}
