@@ -3250,10 +3250,10 @@ int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err)
         return -1;
     }
     const char *env = getenv("PGPIPE_POOLER");
-    if (env && *env && strcmp(env, "auto") != 0) {
-        if (strcmp(env, "session") == 0)
+    if (env && *env && strcasecmp(env, "auto") != 0) {
+        if (strcasecmp(env, "session") == 0)
             return PGPIPE_POOLER_SESSION;
-        if (strcmp(env, "transaction") == 0)
+        if (strcasecmp(env, "transaction") == 0)
             return PGPIPE_POOLER_TRANSACTION;
         pp_err(err, PGPIPE_MISUSE, "PGPIPE_POOLER=\"%.40s\": expected session, transaction "
                "or auto", env);
@@ -6898,6 +6898,7 @@ struct pgpipe_conn {
     int nstmts;
     uint64_t tick;
     int in_pipeline;
+    int pooler;               /* the pool's mode, resolved before it was made */
 };
 
 typedef struct pool_waiter {
@@ -7139,6 +7140,7 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
         }
         pp_mutex_unlock(&p->mu);
     }
+    c->pooler = pooler;
     int64_t now = pgpipe_now_us();
     c->created_us = c->released_us = c->validated_us = now;
     return c;
@@ -8118,7 +8120,7 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
     /* behind a transaction pooler the next transaction may run on another
     ** server session, which does not have the statement: unnamed, one
     ** round trip (Parse, Bind, Execute, Sync) that cannot be split */
-    if (cap <= 0 || pgpipe_pool_pooler(c->pool) == PGPIPE_POOLER_TRANSACTION) {
+    if (cap <= 0 || c->pooler == PGPIPE_POOLER_TRANSACTION) {
         r = PQexecParams(c->pg, sql, nparams, NULL, values, lengths, formats, result_format);
         if (!pool_result_ok(r))
             pp_err_pq(&c->hdr.err, c->pg, r, NULL);

@@ -305,6 +305,11 @@ static void pooler_t_load(const char *mode, const char *source, int records)
     o.batch_rows = 300;
     o.connections = 2;
     o.load_key = path;
+    /* pgt_db_open installed the schema. Installing it through plain
+    ** transaction mode is the migrator's session lock, which leaks there
+    ** until migfix's part of issue 20 lands (pooler.migrate_leaves_no_lock);
+    ** then this can install too. */
+    o.install_schema = 0;
     pgpipe_loader *l;
     PGT_OK(pgpipe_loader_open(&l, &o));
     int rc = pgpipe_loader_load_file(l, path);
@@ -431,7 +436,10 @@ PGT_TEST(pooler, no_already_exists_on_reopen)
 
 /* pgpipe --pooler transaction through pgbouncer in transaction mode: .load
 ** loads every record, .work processes each exactly once, none
-** dead-lettered, and says once that the workers poll. */
+** dead-lettered, and says once that the workers poll. (With
+** server_reset_query_always: .load installs the schema, and the migrator's
+** session lock must not outlive its transaction until migfix's part of
+** issue 20 lands; see pooler.migrate_leaves_no_lock.) */
 PGT_TEST(pooler, shell_transaction)
 {
     unsetenv("PGPIPE_POOLER");
@@ -453,7 +461,7 @@ PGT_TEST(pooler, shell_transaction)
         fprintf(f, "{\"event_type\":\"e\",\"n\":%d}\n", i);
     fclose(f);
     pooler_t_noise noise;
-    pooler_t_noise_start(&noise, pgt_bouncer_dsn("transaction"));
+    pooler_t_noise_start(&noise, pgt_bouncer_dsn("transaction-discard"));
     char handler[600];
     snprintf(handler, sizeof handler, "%s.sql", path);
     PGT_CHECK((f = fopen(handler, "w")) != NULL);
@@ -463,7 +471,7 @@ PGT_TEST(pooler, shell_transaction)
     snprintf(cmd, sizeof cmd,
              "'%s' --pooler transaction '%s' '.load %s --source pooler_t_sh --batch-rows 200'"
              " '.work 3 --source pooler_t_sh --max-attempts 1 --until-empty --sql %s'"
-             " >'%s' 2>&1", bin, pgt_bouncer_dsn("transaction"), path, handler, out);
+             " >'%s' 2>&1", bin, pgt_bouncer_dsn("transaction-discard"), path, handler, out);
     int rc = system(cmd);
     pooler_t_noise_stop(&noise);
     char text[8192] = "";
