@@ -192,7 +192,7 @@ PGT_TEST(pooler, stmt_cache_session)
 
 /* ---- workers with a SQL handler ----------------------------------------- */
 
-static void pooler_t_workers(const char *mode, const char *table, int events)
+static void pooler_t_workers(const char *mode, const char *table, int events, int lease)
 {
     PGconn *c = pgt_db_open();
     char sql[1024], log[64];
@@ -217,6 +217,10 @@ static void pooler_t_workers(const char *mode, const char *table, int events)
     wo.claim.table = table;
     wo.claim.batch_size = 25;
     wo.claim.max_attempts = 1; /* a lost statement would be dead-lettered at once */
+    if (lease) {
+        wo.claim.mode = PGPIPE_CLAIM_LEASE;
+        wo.claim.lease_ms = 60000;
+    }
     wo.threads = 3;
     char handler[256];
     snprintf(handler, sizeof handler,
@@ -250,9 +254,10 @@ static void pooler_t_workers(const char *mode, const char *table, int events)
 PGT_TEST(pooler, workers_transaction)
 {
     unsetenv("PGPIPE_POOLER");
-    pooler_t_workers("transaction", "pooler_t_wtx", 2000);
-    /* polling instead of LISTEN, said once (not once per worker) */
-    PGT_EQ_INT(pooler_t_log.notify_off, 1);
+    pooler_t_workers("transaction", "pooler_t_wtx", 2000, 0);
+    pooler_t_workers("transaction", "pooler_t_wtl", 500, 1);
+    /* polling instead of LISTEN, said once per workers (not once per worker) */
+    PGT_EQ_INT(pooler_t_log.notify_off, 2);
     PGT_CHECK_MSG(pooler_t_log.warnings == 0, "warning: %s", pooler_t_log.last_warning);
     pgt_bouncer_stop();
 }
@@ -264,7 +269,7 @@ PGT_TEST(pooler, workers_transaction)
 PGT_TEST(pooler, workers_told_session)
 {
     setenv("PGPIPE_POOLER", "session", 1);
-    pooler_t_workers("transaction-discard", "pooler_t_wts", 500);
+    pooler_t_workers("transaction-discard", "pooler_t_wts", 500, 0);
     unsetenv("PGPIPE_POOLER");
     PGT_EQ_INT(pooler_t_log.warnings, 1);
     PGT_CONTAINS(pooler_t_log.last_warning, "26000");
@@ -275,7 +280,7 @@ PGT_TEST(pooler, workers_told_session)
 PGT_TEST(pooler, workers_session)
 {
     setenv("PGPIPE_POOLER", "session", 1);
-    pooler_t_workers("session", "pooler_t_wse", 2000);
+    pooler_t_workers("session", "pooler_t_wse", 2000, 0);
     PGT_EQ_INT(pooler_t_log.notify_off, 0);
     PGT_CHECK_MSG(pooler_t_log.warnings == 0, "warning: %s", pooler_t_log.last_warning);
     unsetenv("PGPIPE_POOLER");
