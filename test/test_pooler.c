@@ -178,6 +178,12 @@ PGT_TEST(pooler, stmt_cache_transaction)
     unsetenv("PGPIPE_POOLER");
     pooler_t_cache("transaction-discard", PGPIPE_POOLER_AUTO, PGPIPE_POOLER_TRANSACTION);
     pooler_t_cache("transaction", PGPIPE_POOLER_AUTO, PGPIPE_POOLER_TRANSACTION);
+    /* told "session" behind a transaction pooler: no call fails, one warning */
+    pgpipe_config_log(pooler_t_log_fn, NULL);
+    pooler_t_cache("transaction-discard", PGPIPE_POOLER_SESSION, PGPIPE_POOLER_SESSION);
+    pgpipe_config_log(NULL, NULL);
+    PGT_EQ_INT(pooler_t_log.warnings, 1);
+    PGT_CONTAINS(pooler_t_log.last_warning, "26000");
     pgt_bouncer_stop();
 }
 
