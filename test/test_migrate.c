@@ -683,3 +683,211 @@ PGT_TEST(migrate, parse_error_stops_before_anything_runs)
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_parse_t'"), 0);
     PQfinish(c);
 }
+
+/* ---- issue 20: the loader's lock, restarts, unknown outcomes, poolers -- */
+
+/* Polls a query until it returns true; the test fails after 30 s. */
+static void mig_t_wait_true(PGconn *c, const char *sql)
+{
+    for (int i = 0; i < 600; i++) {
+        if (strcmp(mig_t_str(c, sql), "t") == 0)
+            return;
+        pgpipe_sleep_ms(50);
+    }
+    fprintf(stderr, "    still false after 30 s: %s\n", sql);
+    PGresult *r = PQexec(c, "SELECT pid, state, wait_event_type, wait_event, left(query, 80) "
+                            "FROM pg_stat_activity WHERE backend_type = 'client backend'");
+    for (int i = 0; i < PQntuples(r); i++)
+        fprintf(stderr, "      %s %s %s %s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
+    PQclear(r);
+    PGT_CHECK(0);
+}
+
+/* Waits until a backend runs a query starting with prefix and waits on a
+** lock (a gate the test holds). c must not be in a transaction, which would
+** keep seeing the activity of its first look. */
+static void mig_t_wait_blocked(PGconn *c, const char *prefix)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE "
+             "wait_event_type = 'Lock' AND query LIKE '%s%%' AND pid <> pg_backend_pid())", prefix);
+    mig_t_wait_true(c, sql);
+}
+
+/* Restarts the test cluster (every connection is lost). */
+static void mig_t_restart(void)
+{
+    const char *dir = getenv("PGPIPE_TEST_PGDIR");
+    const char *top = getenv("PGPIPE_TOP");
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "sh '%s/tool/pgtmp.sh' restart '%s' >/dev/null",
+             top && *top ? top : ".", dir);
+    PGT_CHECK_MSG(system(cmd) == 0, "restart failed: %s", cmd);
+}
+
+static void mig_t_need_restart(void)
+{
+    const char *dir = getenv("PGPIPE_TEST_PGDIR");
+    if (!dir || !*dir)
+        PGT_SKIP("no PGPIPE_TEST_PGDIR: cannot restart the test cluster");
+}
+
+/* A migration run on a thread of its own, on its own connection (kept open
+** after the run, so the entries can be read). */
+typedef struct mig_t_bg {
+    pgpipe_migrate_options o;
+    PGconn *conn;
+    pgpipe_migrator *m;
+    int rc;
+    pthread_t th;
+} mig_t_bg;
+
+static void *mig_t_bg_main(void *arg)
+{
+    mig_t_bg *b = arg;
+    b->rc = pgpipe_migrate_run(b->m);
+    return NULL;
+}
+
+static void mig_t_bg_start(mig_t_bg *b)
+{
+    b->conn = pgt_connect();
+    PGT_OK(pgpipe_migrator_open(&b->m, b->conn, &b->o));
+    PGT_CHECK(pthread_create(&b->th, NULL, mig_t_bg_main, b) == 0);
+}
+
+static void mig_t_bg_join(mig_t_bg *b)
+{
+    pthread_join(b->th, NULL);
+}
+
+static void mig_t_bg_close(mig_t_bg *b)
+{
+    pgpipe_migrator_close(b->m);
+    PQfinish(b->conn);
+}
+
+/* (a) A loader whose schema is installed loads while a migration holds the
+** lock; one that must install still takes it. */
+static int mig_t_child_load(const char *dsn)
+{
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = dsn;
+    o.source_value = "mig_t";
+    pgpipe_loader *l = NULL;
+    int rc = pgpipe_loader_open(&l, &o);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_loader_feed(l, "{\"event_type\":\"a\",\"n\":1}\n", 26);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_loader_finish(l);
+    if (rc != PGPIPE_OK)
+        fprintf(stderr, "    loader: %s\n", pgpipe_errmsg(l));
+    pgpipe_loader_close(l);
+    return rc;
+}
+
+PGT_TEST(migrate, loader_does_not_wait_for_a_migration)
+{
+    PGconn *c = pgt_db_open();
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PQclear(PGT_EXEC(c, sql)); /* a long migration of someone else */
+    PGconn *c2 = pgt_connect();
+    pgpipe_migrate_options o;
+    pgpipe_migrate_options_init(&o);
+    o.lock_timeout_ms = -1; /* one try: waiting would be the bug */
+    pgpipe_error err;
+    int rc = pgpipe_schema_install(c2, &o, &err);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
+    PQfinish(c2);
+    /* the loader (install_schema on by default) loads at once */
+    PGT_OK(mig_t_child_load(pgt_dsn()));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE source = 'mig_t'"), 1);
+    PQclear(PGT_EXEC(c, "DELETE FROM staging.raw_events WHERE source = 'mig_t'"));
+    PQfinish(c);
+
+    /* a fresh database: the install needs the lock and takes it */
+    PGconn *f = pgt_db_fresh("mig_t_fresh");
+    char dsn[1024];
+    snprintf(dsn, sizeof dsn, "%s dbname=mig_t_fresh", pgt_dsn());
+    PGconn *holder = PQconnectdb(dsn);
+    PGT_CHECK(PQstatus(holder) == CONNECTION_OK);
+    PQclear(PGT_EXEC(holder, sql));
+    PGT_EQ_INT(pgpipe_schema_install(f, &o, &err), PGPIPE_BUSY);
+    PGT_CONTAINS(err.message, "another migration runner holds the migration lock");
+    PQfinish(holder);
+    /* two loaders at once on it: both load, the schema is installed once */
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        PGT_CHECK(kids[k] >= 0);
+        if (kids[k] == 0)
+            _exit(mig_t_child_load(dsn));
+    }
+    for (int k = 0; k < 2; k++) {
+        int st = 0;
+        PGT_CHECK(waitpid(kids[k], &st, 0) == kids[k]);
+        PGT_CHECK(WIFEXITED(st));
+        PGT_EQ_INT(WEXITSTATUS(st), PGPIPE_OK);
+    }
+    int embedded = 0;
+    for (int i = 0; i < pgpipe_sql_file_count(); i++)
+        embedded += strncmp(pgpipe_sql_file_path(i), "schema/", 7) == 0;
+    PGT_EQ_INT(mig_t_int(f, "SELECT count(*) FROM pgpipe.migrations WHERE scope = 'schema' "
+                            "AND status = 'applied'"), embedded);
+    PGT_EQ_INT(mig_t_int(f, "SELECT count(*) FROM staging.raw_events"), 2);
+    pgt_db_close(f);
+}
+
+/* (b) A server restart between files: the failed run reports what
+** committed as applied, and the history agrees. */
+PGT_TEST(migrate, restart_between_files_reports_what_committed)
+{
+    mig_t_need_restart();
+    const char *d = mig_t_dir("restart");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_rs CASCADE; CREATE SCHEMA mig_rs;"
+                        "CREATE TABLE mig_rs.gate (x int);"
+                        "DO $$ BEGIN IF to_regclass('mig_test.history') IS NOT NULL THEN "
+                        "DELETE FROM mig_test.history WHERE scope = 'restart'; END IF; END $$"));
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_rs.one (id int);\n");
+    mig_t_write(d, "V2__two.sql", "CREATE TABLE mig_rs.two (id int);\n");
+    mig_t_write(d, "V3__gated.sql", "CREATE TABLE mig_rs.three AS SELECT * FROM mig_rs.gate;\n");
+    mig_t_write(d, "V4__four.sql", "CREATE TABLE mig_rs.four (id int);\n");
+    PGconn *gate = pgt_connect();
+    PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_rs.gate IN ACCESS EXCLUSIVE MODE"));
+    mig_t_bg b;
+    memset(&b, 0, sizeof b);
+    b.o = mig_t_opts(d, "restart");
+    mig_t_bg_start(&b);
+    mig_t_wait_blocked(c, "CREATE TABLE mig_rs.three");
+    mig_t_restart();
+    mig_t_bg_join(&b);
+    PQfinish(c);
+    PQfinish(gate);
+    PGT_CHECK(b.rc != PGPIPE_OK);
+    /* V1 and V2 committed: the run says so, not "pending" */
+    PGT_EQ_INT(mig_t_find(b.m, "one")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_CHECK(mig_t_find(b.m, "one")->ran);
+    PGT_EQ_INT(mig_t_find(b.m, "two")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(mig_t_find(b.m, "gated")->state, PGPIPE_MIGRATION_PENDING);
+    PGT_CHECK(!mig_t_find(b.m, "gated")->ran);
+    PGT_EQ_INT(mig_t_find(b.m, "four")->state, PGPIPE_MIGRATION_PENDING);
+    const char *txt = mig_t_format(b.m);
+    PGT_CONTAINS(txt, "4 migrations: 2 applied, 2 pending");
+    mig_t_bg_close(&b);
+    /* the history says the same, and the next run finishes */
+    c = pgt_connect();
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(version::text, ',' ORDER BY version) FROM "
+                            "mig_test.history WHERE scope = 'restart' AND status = 'applied'"),
+               "1,2");
+    pgpipe_migrate_options o = mig_t_opts(d, "restart");
+    pgpipe_migrator *m = NULL;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_CHECK(mig_t_find(m, "gated")->ran && !mig_t_find(m, "one")->ran);
+    pgpipe_migrator_close(m);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_rs CASCADE"));
+    PQfinish(c);
+}
