@@ -891,3 +891,145 @@ PGT_TEST(migrate, restart_between_files_reports_what_committed)
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_rs CASCADE"));
     PQfinish(c);
 }
+
+/* (c) A no-transaction file cut off by a server restart between a statement's
+** commit and the record of its progress. */
+/* Runs b until the statement starting with stmt_prefix waits at the gate
+** (gate_sql, held by the test); then holds the file's history row, opens
+** the gate, waits until the runner's progress write waits for the row, and
+** restarts the server. */
+static void mig_t_hold_progress_and_restart(PGconn *c, const char *gate_sql,
+                                            const char *stmt_prefix, const char *version,
+                                            mig_t_bg *b)
+{
+    PGconn *gate = pgt_connect();
+    char sql[512];
+    snprintf(sql, sizeof sql, "BEGIN; %s", gate_sql);
+    PQclear(PGT_EXEC(gate, sql));
+    mig_t_bg_start(b);
+    mig_t_wait_blocked(c, stmt_prefix);
+    /* hold the history row, then let the statement go: its progress write waits */
+    PGconn *row = pgt_connect();
+    snprintf(sql, sizeof sql, "BEGIN; SELECT 1 FROM mig_test.history WHERE scope = 'uo' AND "
+             "version = %s FOR UPDATE", version);
+    PQclear(PGT_EXEC(row, sql));
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    mig_t_wait_blocked(c, "UPDATE \"mig_test\".\"history\" SET statements_done");
+    mig_t_restart();
+    mig_t_bg_join(b);
+    PGT_CHECK(b->rc != PGPIPE_OK);
+    mig_t_bg_close(b);
+    PQfinish(row);
+    PQfinish(gate);
+}
+
+PGT_TEST(migrate, unknown_outcome_stops_until_resume_or_redo)
+{
+    mig_t_need_restart();
+    const char *d = mig_t_dir("uo");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_uo CASCADE; CREATE SCHEMA mig_uo;"
+                        "CREATE TABLE mig_uo.gate (x int); INSERT INTO mig_uo.gate VALUES (1);"
+                        "CREATE TABLE mig_uo.log (x text);"
+                        "DO $$ BEGIN IF to_regclass('mig_test.history') IS NOT NULL THEN "
+                        "DELETE FROM mig_test.history WHERE scope = 'uo'; END IF; END $$"));
+    mig_t_write(d, "V1__rows.sql",
+                "-- pgpipe:no-transaction\n"
+                "CREATE TABLE mig_uo.t (id int);\n"
+                "INSERT INTO mig_uo.t SELECT g FROM generate_series(1, 1000) g;\n"
+                "INSERT INTO mig_uo.t SELECT g FROM generate_series(1001, 2000) g, mig_uo.gate;\n"
+                "INSERT INTO mig_uo.t SELECT g FROM generate_series(2001, 3000) g;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "uo");
+    /* the restart falls between statement 3's work and its progress record */
+    mig_t_bg b;
+    memset(&b, 0, sizeof b);
+    b.o = o;
+    mig_t_hold_progress_and_restart(c, "LOCK TABLE mig_uo.gate IN ACCESS EXCLUSIVE MODE",
+                                    "INSERT INTO mig_uo.t SELECT g FROM generate_series(1001",
+                                    "1", &b);
+    PQfinish(c);
+    c = pgt_connect();
+    /* statement 3 committed with its progress or not at all: it did not */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_uo.t"), 1000);
+    PGT_EQ_STR(mig_t_str(c, "SELECT status || ' ' || statements_done || ' ' || "
+                            "COALESCE(statement_started, 0) FROM mig_test.history "
+                            "WHERE scope = 'uo' AND version = 1"), "partial 2 0");
+    pgpipe_migrator *m = NULL;
+    PGT_OK(mig_t_run(c, &o, &m));
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_uo.t"), 3000);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(DISTINCT id) FROM mig_uo.t"), 3000);
+
+    /* a statement that cannot run in a transaction: start and end records */
+    mig_t_write(d, "V2__index.sql",
+                "-- pgpipe:no-transaction\n"
+                "INSERT INTO mig_uo.log VALUES ('first');\n"
+                "CREATE INDEX CONCURRENTLY t_id ON mig_uo.t (id);\n"
+                "INSERT INTO mig_uo.log VALUES ('third');\n");
+    memset(&b, 0, sizeof b);
+    b.o = o;
+    mig_t_hold_progress_and_restart(c, "LOCK TABLE mig_uo.t IN SHARE UPDATE EXCLUSIVE MODE",
+                                    "CREATE INDEX CONCURRENTLY t_id", "2", &b);
+    PQfinish(c);
+    c = pgt_connect();
+    PGT_EQ_STR(mig_t_str(c, "SELECT status || ' ' || statements_done || ' ' || "
+                            "COALESCE(statement_started, 0) FROM mig_test.history "
+                            "WHERE scope = 'uo' AND version = 2"), "partial 1 2");
+    PQclear(PGT_EXEC(c, "CREATE TABLE mig_uo.saved AS SELECT status, statements_done, "
+                        "statement_started, progress_checksum FROM mig_test.history "
+                        "WHERE scope = 'uo' AND version = 2"));
+    /* the next run stops before anything runs, naming the file and the statement */
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    PGT_EQ_STR(pgpipe_errinfo(m)->source, "V2__index.sql");
+    PGT_EQ_INT(pgpipe_errinfo(m)->line, 3);
+    PGT_CONTAINS(pgpipe_errmsg(m), "statement 2 of 3 (CREATE INDEX CONCURRENTLY t_id ON mig_uo.t");
+    PGT_CONTAINS(pgpipe_errmsg(m), "its outcome is unknown");
+    PGT_CONTAINS(pgpipe_errmsg(m), "--resume-from 3 if it took effect, or --redo 2");
+    PGT_EQ_INT(mig_t_find(m, "index")->statement_unknown, 2);
+    PGT_CONTAINS(mig_t_format(m), "outcome is unknown");
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(x, ',') FROM mig_uo.log"), "first");
+    /* the options name the statement in doubt, or they are refused */
+    o.redo = 3;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(m), "--redo 3: the statement whose outcome is unknown is statement 2");
+    pgpipe_migrator_close(m);
+    o.redo = 0;
+    o.resume_from = 2;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_MISUSE);
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(x, ',') FROM mig_uo.log"), "first");
+    /* --resume-from 3: the index was built; it is not built again */
+    o.resume_from = 3;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "index")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(x, ',' ORDER BY x) FROM mig_uo.log"), "first,third");
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_index WHERE indexrelid = 'mig_uo.t_id'::regclass "
+                            "AND indisvalid"), 1);
+    /* nothing in doubt now: the options are refused */
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(m), "no statement's outcome is unknown");
+    pgpipe_migrator_close(m);
+    /* --redo 2: the same doubt, but the index was not built: it runs again */
+    PQclear(PGT_EXEC(c, "DROP INDEX mig_uo.t_id; DELETE FROM mig_uo.log WHERE x = 'third';"
+                        "UPDATE mig_test.history h SET (status, statements_done, statement_started, "
+                        "progress_checksum) = (SELECT * FROM mig_uo.saved) "
+                        "WHERE scope = 'uo' AND version = 2"));
+    o.resume_from = 0;
+    o.redo = 2;
+    PGT_OK(mig_t_run(c, &o, &m));
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(x, ',' ORDER BY x) FROM mig_uo.log"), "first,third");
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_index WHERE indexrelid = 'mig_uo.t_id'::regclass "
+                            "AND indisvalid"), 1);
+    /* a history table made before statement_started is upgraded (under the lock) */
+    o.redo = 0;
+    PQclear(PGT_EXEC(c, "ALTER TABLE mig_test.history DROP COLUMN statement_started"));
+    PGT_OK(mig_t_run(c, &o, NULL));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+                            "'mig_test' AND table_name = 'history' AND column_name = "
+                            "'statement_started'"), 1);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_uo CASCADE"));
+    PQfinish(c);
+}
