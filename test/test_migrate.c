@@ -1033,3 +1033,118 @@ PGT_TEST(migrate, unknown_outcome_stops_until_resume_or_redo)
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_uo CASCADE"));
     PQfinish(c);
 }
+
+/* (d) Behind a transaction pooler (PGPIPE_POOLER=transaction on a direct
+** connection): no session lock, ever; each step takes a transaction lock and
+** re-reads the history; concurrent runners still apply each file once. */
+static int mig_t_child_px(const char *dir, const char *dsn)
+{
+    PGconn *c = PQconnectdb(dsn);
+    if (PQstatus(c) != CONNECTION_OK)
+        return 99;
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    int rc;
+    if (dir) {
+        pgpipe_migrate_options o = mig_t_opts(dir, "px");
+        o.pooler = PGPIPE_POOLER_TRANSACTION;
+        pgpipe_migrator *m = NULL;
+        rc = pgpipe_migrator_open(&m, c, &o);
+        if (rc == PGPIPE_OK)
+            rc = pgpipe_migrate_run(m);
+        if (rc != PGPIPE_OK)
+            fprintf(stderr, "    runner %d: %s\n", (int)getpid(), pgpipe_errmsg(m));
+        pgpipe_migrator_close(m);
+    } else {
+        pgpipe_error err;
+        rc = pgpipe_schema_install(c, NULL, &err); /* the mode from PGPIPE_POOLER */
+        if (rc != PGPIPE_OK)
+            fprintf(stderr, "    install %d: %s\n", (int)getpid(), err.message);
+    }
+    PQfinish(c);
+    return rc;
+}
+
+static void mig_t_two_px(const char *dir, const char *dsn)
+{
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        PGT_CHECK(kids[k] >= 0);
+        if (kids[k] == 0)
+            _exit(mig_t_child_px(dir, dsn));
+    }
+    for (int k = 0; k < 2; k++) {
+        int st = 0;
+        PGT_CHECK(waitpid(kids[k], &st, 0) == kids[k]);
+        PGT_CHECK(WIFEXITED(st));
+        PGT_EQ_INT(WEXITSTATUS(st), PGPIPE_OK);
+    }
+}
+
+PGT_TEST(migrate, transaction_pooler_takes_no_session_lock)
+{
+    setenv("PGPIPE_POOLER", "transaction", 1);
+    const char *d = mig_t_dir("px");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_px CASCADE; CREATE SCHEMA mig_px;"
+                        "CREATE TABLE mig_px.gate (x int); CREATE TABLE mig_px.log (tag text);"
+                        "DO $$ BEGIN IF to_regclass('mig_test.history') IS NOT NULL THEN "
+                        "DELETE FROM mig_test.history WHERE scope = 'px'; END IF; END $$"));
+    /* while a statement runs outside a transaction, the runner holds no lock */
+    mig_t_write(d, "V1__vacuum.sql", "-- pgpipe:no-transaction\n"
+                                     "INSERT INTO mig_px.log VALUES ('v1.1');\n"
+                                     "VACUUM mig_px.gate;\n");
+    PGconn *gate = pgt_connect();
+    PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_px.gate IN SHARE UPDATE EXCLUSIVE MODE"));
+    mig_t_bg b;
+    memset(&b, 0, sizeof b);
+    b.o = mig_t_opts(d, "px"); /* pooler AUTO: PGPIPE_POOLER decides */
+    mig_t_bg_start(&b);
+    mig_t_wait_blocked(c, "VACUUM mig_px.gate");
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_EQ_STR(mig_t_str(c, sql), "t");
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_EQ_STR(mig_t_str(c, sql), "t");
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    mig_t_bg_join(&b);
+    PGT_CHECK_MSG(b.rc == PGPIPE_OK, "%s", pgpipe_errmsg(b.m));
+    PGT_EQ_INT(mig_t_find(b.m, "vacuum")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(mig_t_int(b.conn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                 "AND pid = pg_backend_pid()"), 0);
+    mig_t_bg_close(&b);
+    PQfinish(gate);
+
+    /* two runners at once: each statement and file exactly once */
+    mig_t_write(d, "V2__tx.sql", "INSERT INTO mig_px.log VALUES ('v2');\nSELECT pg_sleep(0.2);\n");
+    mig_t_write(d, "V3__notx.sql", "-- pgpipe:no-transaction\n"
+                                   "INSERT INTO mig_px.log VALUES ('v3.1');\n"
+                                   "INSERT INTO mig_px.log VALUES ('v3.2');\n"
+                                   "VACUUM mig_px.log;\n"
+                                   "INSERT INTO mig_px.log VALUES ('v3.4');\n");
+    mig_t_write(d, "V4__tx.sql", "INSERT INTO mig_px.log VALUES ('v4');\n");
+    mig_t_write(d, "R__view.sql", "CREATE OR REPLACE VIEW mig_px.v AS SELECT 1 AS one;\n"
+                                  "INSERT INTO mig_px.log VALUES ('r');\n");
+    mig_t_two_px(d, pgt_dsn());
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(tag || ':' || n, ',' ORDER BY tag) FROM "
+                            "(SELECT tag, count(*) n FROM mig_px.log GROUP BY tag) x"),
+               "r:1,v1.1:1,v2:1,v3.1:1,v3.2:1,v3.4:1,v4:1");
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_test.history WHERE scope = 'px' AND "
+                            "status = 'applied' AND statement_started IS NULL"), 5);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+
+    /* the loader's schema install, on a fresh database, two at once */
+    PGconn *f = pgt_db_fresh("mig_t_px");
+    char dsn[1024];
+    snprintf(dsn, sizeof dsn, "%s dbname=mig_t_px", pgt_dsn());
+    mig_t_two_px(NULL, dsn);
+    int embedded = 0;
+    for (int i = 0; i < pgpipe_sql_file_count(); i++)
+        embedded += strncmp(pgpipe_sql_file_path(i), "schema/", 7) == 0;
+    PGT_EQ_INT(mig_t_int(f, "SELECT count(*) FROM pgpipe.migrations WHERE scope = 'schema' "
+                            "AND status = 'applied'"), embedded);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    pgt_db_close(f);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_px CASCADE"));
+    PQfinish(c);
+}
