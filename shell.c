@@ -1422,7 +1422,7 @@ static int cmd_install(shell *sh, char **argv, int argc, const char *rest)
     return 0;
 }
 
-/* .migrate [DIR] [--status|--dry-run|--baseline V|--repair] */
+/* .migrate [DIR] [--status|--dry-run|--baseline V|--repair|--resume-from N|--redo N] */
 static const optdef opts_migrate[] = {
     { "--status", NULL, OPT_FLAG, NULL, 0, 0, NULL,
       "show applied, pending, changed and missing migrations; change nothing" },
@@ -1431,6 +1431,11 @@ static const optdef opts_migrate[] = {
       "record the versions up to V as applied without running them" },
     { "--repair", NULL, OPT_FLAG, NULL, 0, 0, NULL,
       "accept edited files of applied migrations (record their new checksums)" },
+    { "--resume-from", NULL, OPT_INT, "N", 1, 1000000000, NULL,
+      "a no-transaction file stopped at a statement whose outcome is unknown (a run cut off "
+      "between its start and its end): it took effect; go on with statement N, after it" },
+    { "--redo", NULL, OPT_INT, "N", 1, 1000000000, NULL,
+      "that statement N did not take effect (or may run twice): run it again and go on" },
     { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
 };
 static const argspec spec_migrate[] = { { NULL, "[DIR]", 0, 1, opts_migrate,
@@ -1447,6 +1452,13 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
     if (opt_has(&cur, "--repair"))
         o.flags |= PGPIPE_MIGRATE_REPAIR;
     o.baseline_version = opt_str(&cur, "--baseline", NULL);
+    o.resume_from = (int)opt_num(&cur, "--resume-from", 0);
+    o.redo = (int)opt_num(&cur, "--redo", 0);
+    if (o.resume_from && o.redo) {
+        errorf(".migrate: --resume-from and --redo: one or the other (the statement in doubt "
+               "took effect, or it runs again)");
+        return 1;
+    }
     if (o.baseline_version && (!*o.baseline_version ||
                                strspn(o.baseline_version, "0123456789") != strlen(o.baseline_version))) {
         errorf(".migrate: --baseline: expected a version number (digits), got \"%s\"",
@@ -1454,9 +1466,9 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
         return 1;
     }
     if (status + !!(o.flags & PGPIPE_MIGRATE_DRY_RUN) + !!(o.flags & PGPIPE_MIGRATE_REPAIR) +
-        !!o.baseline_version > 1 && status) {
-        errorf(".migrate: --status: changes nothing, so it does not go with --dry-run, --repair "
-               "or --baseline");
+        !!o.baseline_version + !!o.resume_from + !!o.redo > 1 && status) {
+        errorf(".migrate: --status: changes nothing, so it does not go with --dry-run, --repair, "
+               "--baseline, --resume-from or --redo");
         return 1;
     }
     /* the directory: said once when it is not there (not every file as missing) */
@@ -2615,9 +2627,12 @@ static const command commands[] = {
       "(the same as info) also shows the server NOTICEs of pgpipe's own schema installs\n"
       "(.install, .migrate, the install at .load); NOTICEs of your own SQL are always shown.",
       cmd_log, spec_log, 0 },
-    { "migrate", ".migrate [DIR] [--status|--dry-run|--baseline V|--repair]",
+    { "migrate", ".migrate [DIR] [--status|--dry-run|--baseline V|--repair|--resume-from N|--redo N]",
       "apply the migrations in DIR (default ./migrations): V<version>__<name>.sql once each,\n"
-      "in version order, then changed R__<name>.sql.", cmd_migrate, spec_migrate, 0 },
+      "in version order, then changed R__<name>.sql. A no-transaction file cut off while a\n"
+      "statement ran outside a transaction stops the next runs, naming the statement: check\n"
+      "what it did, then --resume-from N (the statement after it) or --redo N (it again).",
+      cmd_migrate, spec_migrate, 0 },
     { "mode", ".mode [aligned|csv|json|line]", "set how query results are printed", cmd_mode,
       spec_mode, 0 },
     { "partitions", ".partitions [list|ahead DAYS|retain DAYS [--detach-only]]",
