@@ -1148,3 +1148,52 @@ PGT_TEST(migrate, transaction_pooler_takes_no_session_lock)
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_px CASCADE"));
     PQfinish(c);
 }
+
+/* A no-transaction file with a transaction of its own: its progress is
+** recorded inside that transaction, just before its COMMIT; in either
+** pooler mode. */
+PGT_TEST(migrate, no_transaction_file_with_its_own_transaction)
+{
+    PGconn *c = pgt_connect();
+    for (int mode = PGPIPE_POOLER_SESSION; mode <= PGPIPE_POOLER_TRANSACTION; mode++) {
+        const char *d = mig_t_dir(mode == PGPIPE_POOLER_SESSION ? "own-s" : "own-t");
+        const char *scope = mode == PGPIPE_POOLER_SESSION ? "own-s" : "own-t";
+        PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_own CASCADE; CREATE SCHEMA mig_own"));
+        mig_t_write(d, "V1__own.sql", "-- pgpipe:no-transaction\n"
+                                      "CREATE TABLE mig_own.t (id int);\n"
+                                      "BEGIN;\n"
+                                      "INSERT INTO mig_own.t VALUES (1);\n"
+                                      "INSERT INTO mig_own.t VALUES (2);\n"
+                                      "COMMIT;\n"
+                                      "CREATE INDEX CONCURRENTLY t_id ON mig_own.t (id);\n"
+                                      "INSERT INTO mig_own.t VALUES (3);\n");
+        mig_t_write(d, "V2__fails.sql", "-- pgpipe:no-transaction\n"
+                                        "BEGIN;\n"
+                                        "INSERT INTO mig_own.t VALUES (10);\n"
+                                        "SELECT 1 / 0;\n"
+                                        "COMMIT;\n");
+        pgpipe_migrate_options o = mig_t_opts(d, scope);
+        o.pooler = mode;
+        pgpipe_migrator *m = NULL;
+        PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_DB);
+        PGT_EQ_INT(mig_t_find(m, "own")->state, PGPIPE_MIGRATION_APPLIED);
+        PGT_EQ_INT(mig_t_find(m, "fails")->state, PGPIPE_MIGRATION_PARTIAL);
+        PGT_EQ_INT(mig_t_find(m, "fails")->statements_done, 0);
+        pgpipe_migrator_close(m);
+        PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM mig_own.t"),
+                   "1,2,3");
+        mig_t_write(d, "V2__fails.sql", "-- pgpipe:no-transaction\n"
+                                        "BEGIN;\n"
+                                        "INSERT INTO mig_own.t VALUES (10);\n"
+                                        "SELECT 1 / 1;\n"
+                                        "COMMIT;\n");
+        PGT_OK(mig_t_run(c, &o, &m));
+        PGT_EQ_INT(mig_t_find(m, "fails")->state, PGPIPE_MIGRATION_APPLIED);
+        pgpipe_migrator_close(m);
+        PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM mig_own.t"),
+                   "1,2,3,10");
+        PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    }
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_own CASCADE"));
+    PQfinish(c);
+}

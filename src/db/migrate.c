@@ -1565,9 +1565,11 @@ static int mig_notx_begin(pgpipe_migrator *m, mig_entry *e, int start, int *skip
 /* Behind a transaction pooler, in a step's transaction: where the file
 ** stands now (*pos, or -1 when another runner finished it). A statement
 ** another runner started is waited for (up to the lock timeout), then
-** reported as in doubt. */
-static int mig_notx_position(pgpipe_migrator *m, const mig_file *f, int *pos)
+** reported as in doubt; *waited says the step's transaction was replaced
+** by a new one meanwhile. */
+static int mig_notx_position(pgpipe_migrator *m, const mig_file *f, int *pos, int *waited)
 {
+    *waited = 0;
     int64_t t0 = pgpipe_now_us();
     pgpipe_retry backoff;
     pgpipe_retry_init(&backoff, INT_MAX, 20, 320);
@@ -1588,10 +1590,11 @@ static int mig_notx_position(pgpipe_migrator *m, const mig_file *f, int *pos)
             *pos = now.done;
             return PGPIPE_OK;
         }
-        int64_t waited = (pgpipe_now_us() - t0) / 1000;
-        if (m->lock_timeout_ms < 0 || waited >= m->lock_timeout_ms)
+        int64_t ms = (pgpipe_now_us() - t0) / 1000;
+        if (m->lock_timeout_ms < 0 || ms >= m->lock_timeout_ms)
             return mig_doubt_error(m, f, now.started, 1);
         pp_rollback_open(m->conn);
+        *waited = 1;
         pgpipe_sleep_ms(pgpipe_retry_next_delay(&backoff));
         if ((rc = mig_begin(m)) != PGPIPE_OK)
             return rc;
@@ -1626,19 +1629,19 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
         int tc = mig_tc_kind(st->sql);
         if (PQtransactionStatus(m->conn) != PQTRANS_IDLE || tc) {
             /* the file's own transaction control, or a statement inside it */
-            if (tc == 2 && PQtransactionStatus(m->conn) == PQTRANS_INTRANS &&
-                (rc = mig_record_progress(m, f, i + 1)) != PGPIPE_OK)
+            int inside = tc == 2 && PQtransactionStatus(m->conn) == PQTRANS_INTRANS;
+            if (inside && (rc = mig_record_progress(m, f, i + 1)) != PGPIPE_OK)
                 break;
             if ((rc = mig_exec_stmt(m, f, i)) != PGPIPE_OK)
                 break;
             if (tc == 1 && m->txmode && PQtransactionStatus(m->conn) == PQTRANS_INTRANS) {
-                int pos = 0;
+                int pos = 0, waited = 0;
                 rc = mig_lock(m, 1);
                 if (rc == PGPIPE_OK)
-                    rc = mig_notx_position(m, f, &pos);
+                    rc = mig_notx_position(m, f, &pos, &waited);
                 if (rc != PGPIPE_OK)
                     break;
-                if (pos != i) { /* another runner moved on: follow it */
+                if (pos != i || waited) { /* follow another runner; or BEGIN again */
                     pp_rollback_open(m->conn);
                     if (pos < 0)
                         break;
@@ -1648,7 +1651,7 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
             }
             i++;
             if (PQtransactionStatus(m->conn) == PQTRANS_IDLE) {
-                if (tc != 2 && (rc = mig_record_progress(m, f, i)) != PGPIPE_OK)
+                if (!inside && (rc = mig_record_progress(m, f, i)) != PGPIPE_OK)
                     break;
                 done = i;
                 e->info.statements_done = done;
@@ -1658,8 +1661,8 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
         if ((rc = mig_begin(m)) != PGPIPE_OK)
             break;
         if (m->txmode) {
-            int pos = 0;
-            if ((rc = mig_notx_position(m, f, &pos)) != PGPIPE_OK)
+            int pos = 0, waited = 0;
+            if ((rc = mig_notx_position(m, f, &pos, &waited)) != PGPIPE_OK)
                 break;
             if (pos != i) {
                 pp_rollback_open(m->conn);
@@ -1688,8 +1691,8 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
             if ((rc = mig_begin(m)) != PGPIPE_OK)
                 break;
             if (m->txmode) {
-                int pos = 0;
-                if ((rc = mig_notx_position(m, f, &pos)) != PGPIPE_OK)
+                int pos = 0, waited = 0;
+                if ((rc = mig_notx_position(m, f, &pos, &waited)) != PGPIPE_OK)
                     break;
                 if (pos != i) {
                     pp_rollback_open(m->conn);
