@@ -1945,9 +1945,11 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
 }
 
 /* Reads the files and the history without a lock: *busy = 0 when there is
-** nothing to do (every file applied, unchanged, and the history table
-** current), so a caller such as the loader's schema install never waits on
-** a migration that runs meanwhile. The entries are then the run's. */
+** nothing to do (every file applied and unchanged), so a caller such as the
+** loader's schema install never waits on a migration that runs meanwhile.
+** The entries are then the run's. A history table without
+** statement_started is not work by itself: a run that has work adds it, so a
+** loader's role without rights on the table keeps loading. */
 static int mig_has_work(pgpipe_migrator *m, int *busy)
 {
     *busy = 1;
@@ -1956,7 +1958,7 @@ static int mig_has_work(pgpipe_migrator *m, int *busy)
         return PGPIPE_OK;
     int exists = 0;
     int rc = mig_table_exists(m, &exists);
-    if (rc != PGPIPE_OK || !exists || !m->has_started_col)
+    if (rc != PGPIPE_OK || !exists)
         return rc;
     rc = mig_load_files(m);
     if (rc == PGPIPE_OK)
