@@ -1069,7 +1069,10 @@ struct pgpipe_migrate_options {
     const char *scope;            /* history rows of this set; default "default", or the
                                      embedded folder's name */
     const char *history_table;    /* "schema.table", default "pgpipe.migrations" */
-    int lock_timeout_ms;          /* wait for the lock this long; 0 = 30000, <0 = try once */
+    int lock_timeout_ms;          /* wait for the lock this long; 0 = 30000, <0 = try once.
+                                     Behind a transaction pooler also how long a step
+                                     waits for a statement another runner started
+                                     outside a transaction before reporting it in doubt */
     long long lock_key;           /* 0 = PGPIPE_MIGRATE_LOCK_KEY */
     const char *baseline_version; /* record versions <= this as applied without running */
     unsigned flags;               /* PGPIPE_MIGRATE_* */
