@@ -8464,7 +8464,7 @@ typedef struct mig_entry {
     int out_of_order;
     int resume_at;        /* first statement to run */
     int in_doubt;         /* 1-based statement whose outcome is unknown, or 0 */
-    char action[128];
+    char action[192];
 } mig_entry;
 
 struct pgpipe_migrator {
