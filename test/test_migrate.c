@@ -870,7 +870,7 @@ PGT_TEST(migrate, restart_between_files_reports_what_committed)
     PGT_CHECK(b.rc != PGPIPE_OK);
     /* V1 and V2 committed: the run says so, not "pending" */
     PGT_EQ_INT(mig_t_find(b.m, "one")->state, PGPIPE_MIGRATION_APPLIED);
-    PGT_CHECK(mig_t_find(b.m, "one")->ran);
+    PGT_CHECK(mig_t_find(b.m, "one")->ran && !mig_t_find(b.m, "one")->will_run);
     PGT_EQ_INT(mig_t_find(b.m, "two")->state, PGPIPE_MIGRATION_APPLIED);
     PGT_EQ_INT(mig_t_find(b.m, "gated")->state, PGPIPE_MIGRATION_PENDING);
     PGT_CHECK(!mig_t_find(b.m, "gated")->ran);

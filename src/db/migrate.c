@@ -1485,6 +1485,7 @@ static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
             pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: applied by another runner meanwhile",
                     f->file);
             e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
             e->action[0] = '\0';
             return PGPIPE_OK;
         }
@@ -1521,6 +1522,7 @@ static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
     }
     e->info.ran = 1;
     e->info.state = PGPIPE_MIGRATION_APPLIED;
+    e->info.will_run = 0;
     e->info.statements_done = f->nstmts;
     e->action[0] = '\0';
     pp_logf(PGPIPE_LOG_INFO, "migrate", "applied %s (%d statements, %.1f ms)", f->file,
@@ -1616,6 +1618,7 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
     if (rc != PGPIPE_OK || skip) {
         if (skip) {
             e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
             e->action[0] = '\0';
         }
         return rc;
@@ -1736,6 +1739,7 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
         if (rc == PGPIPE_OK) {
             e->info.ran = 1;
             e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
             e->info.statements_done = f->nstmts;
             e->action[0] = '\0';
             pp_logf(PGPIPE_LOG_INFO, "migrate",
