@@ -414,7 +414,7 @@ int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud);
 
 /* Resolve a configured mode for an open, idle connection. A mode other than
 ** AUTO is returned as it is. AUTO reads the environment variable
-** PGPIPE_POOLER ("session", "transaction" or "auto"; anything else is an
+** PGPIPE_POOLER ("session", "transaction" or "auto", in any case; anything else is an
 ** error), and when it is unset or "auto" asks the server for its backend
 ** pid: a pooler answers the client with its own cancel key, so a pid that
 ** differs from PQbackendPID(conn) means one is in between. The pooler's mode
@@ -867,6 +867,12 @@ typedef struct pgpipe_pool_options {
     const char *reset_sql;  /* run on every release after the rollback, e.g.
                                "DISCARD ALL" (which also empties the statement
                                cache); NULL = none (default) */
+    int pooler;             /* PGPIPE_POOLER_AUTO (default: resolved once, on the
+                               pool's first connection, by pgpipe_pooler_mode),
+                               _SESSION or _TRANSACTION. Behind a transaction
+                               pooler pgpipe_conn_exec_cached runs statements
+                               unnamed, and the pool's users (workers) leave out
+                               session state (LISTEN, named statements). */
 } pgpipe_pool_options;
 
 /* Fill o with the defaults above. */
@@ -921,6 +927,12 @@ int pgpipe_pool_discard(pgpipe_conn *conn);
 ** handle must not be used after this call. NULL is a no-op. */
 int pgpipe_pool_close(pgpipe_pool *pool, int *leaked);
 
+/* The pool's pooler mode: PGPIPE_POOLER_SESSION or PGPIPE_POOLER_TRANSACTION
+** once a connection was made (options.pooler, or what pgpipe_pooler_mode
+** found on the first connection), PGPIPE_POOLER_AUTO before that (or for a
+** NULL pool). Any thread. */
+int pgpipe_pool_pooler(pgpipe_pool *pool);
+
 typedef struct pgpipe_pool_stats {
     int pool_size, max_overflow;
     int size;        /* connections open or being opened */
@@ -956,6 +968,11 @@ PGconn *pgpipe_conn_pg(pgpipe_conn *conn);
 ** arguments are those of PQexecPrepared; lengths and formats may be NULL.
 ** Returns the PGresult (check PQresultStatus; the caller PQclears it); on
 ** failure the error is also on the connection handle (pgpipe_errmsg(conn)).
+** Behind a transaction pooler (pgpipe_pool_pooler) nothing is cached: the
+** statement runs unnamed (PQexecParams), since the next transaction may run
+** on a server session that never saw it. A statement found gone again right
+** after it was prepared shows such a pooler where the pool was told
+** "session": the pool then switches to unnamed statements, with one warning.
 ** When the server no longer has the statement (26000, e.g. after DISCARD ALL
 ** run by hand) or its cached plan changed result type (0A000), it is prepared
 ** again and run once more - outside a transaction block; inside one the
@@ -1491,6 +1508,14 @@ typedef struct pgpipe_claim_options {
     int backoff_max_ms;       /* retry delay cap (default 300000) */
     const char *worker_id;    /* claimed_by; default "pgpipe-<pid>" */
     const char *dlq_table;    /* default "pgpipe.dead_letters" */
+    int pooler;               /* PGPIPE_POOLER_AUTO (default: pgpipe_pooler_mode
+                                 on the connection at open), _SESSION or
+                                 _TRANSACTION: behind a transaction pooler every
+                                 statement (the claim's and the SQL handler) runs
+                                 unnamed (PQexecParams) instead of prepared. A
+                                 prepared statement found gone (26000) switches
+                                 the claimer to unnamed statements with one
+                                 warning. The workers pass on their pool's mode. */
 } pgpipe_claim_options;
 
 void pgpipe_claim_options_init(pgpipe_claim_options *o);
@@ -1606,6 +1631,9 @@ void pgpipe_claimer_close(pgpipe_claimer *c);
 ** each running a claimer. Idle workers LISTEN on the loader's channel and
 ** sleep on the socket (poll on PQsocket) until a NOTIFY arrives or the
 ** fallback poll interval passes: no polling load while the queue is empty.
+** Behind a transaction pooler (the pool's pgpipe_pool_pooler, or
+** claim.pooler) a LISTEN would be lost with its server session: the workers
+** do not listen, poll every poll_ms, and say so once at info.
 ** A worker that lost its connection (server restart) gives it back and
 ** acquires a new one with backoff. Not available under PGPIPE_OMIT_THREADS. */
 #ifndef PGPIPE_OMIT_THREADS
