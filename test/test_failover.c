@@ -336,3 +336,36 @@ PGT_TEST(copy, failover_stream_batches_lost_fail_loudly)
     }
     fo_stop(&p);
 }
+
+/* Which server a connection reached, as the loader compares it: the system
+** identifier and the timeline, the timeline alone when the role may not run
+** pg_control_system() (revoked here, in a database of its own), nothing
+** inside a transaction (a refused call would abort the caller's). */
+PGT_TEST(copy, failover_server_id_falls_back)
+{
+    PGconn *admin = pgt_db_fresh("fo_serverid");
+    char role[64], sql[256], dsn[1024], id[64];
+    snprintf(role, sizeof role, "fo_serverid_%d", (int)getpid());
+    snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN", role, role);
+    PQclear(PGT_EXEC(admin, sql));
+    copy_server_id(admin, id, sizeof id);
+    PGT_CHECK_MSG(strchr(id, '/') && id[0] != '?' && strlen(id) > 10, "id %s", id);
+    char tl[16];
+    snprintf(tl, sizeof tl, "%s", strchr(id, '/') + 1);
+    PQclear(PGT_EXEC(admin, "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC"));
+    snprintf(dsn, sizeof dsn, "%s dbname=fo_serverid user=%s", pgt_dsn(), role);
+    PGconn *c = PQconnectdb(dsn);
+    PGT_CHECK_MSG(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+    copy_server_id(c, id, sizeof id);
+    PGT_CHECK_MSG(id[0] == '?' && id[1] == '/' && !strcmp(id + 2, tl), "id %s, timeline %s", id, tl);
+    PQclear(PQexec(c, "BEGIN"));
+    copy_server_id(c, id, sizeof id);
+    PGT_EQ_STR(id, "");
+    PGT_EQ_INT(PQtransactionStatus(c), PQTRANS_INTRANS); /* not aborted */
+    PQfinish(c);
+    pgt_db_close(admin);
+    PGconn *a2 = pgt_connect();
+    snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s", role);
+    PQclear(PGT_EXEC(a2, sql));
+    PQfinish(a2);
+}
