@@ -3316,10 +3316,10 @@ int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err)
         return -1;
     }
     const char *env = getenv("PGPIPE_POOLER");
-    if (env && *env && strcmp(env, "auto") != 0) {
-        if (strcmp(env, "session") == 0)
+    if (env && *env && strcasecmp(env, "auto") != 0) {
+        if (strcasecmp(env, "session") == 0)
             return PGPIPE_POOLER_SESSION;
-        if (strcmp(env, "transaction") == 0)
+        if (strcasecmp(env, "transaction") == 0)
             return PGPIPE_POOLER_TRANSACTION;
         pp_err(err, PGPIPE_MISUSE, "PGPIPE_POOLER=\"%.40s\": expected session, transaction "
                "or auto", env);
@@ -6964,6 +6964,7 @@ struct pgpipe_conn {
     int nstmts;
     uint64_t tick;
     int in_pipeline;
+    int pooler;               /* the pool's mode, resolved before it was made */
 };
 
 typedef struct pool_waiter {
@@ -6996,6 +6997,9 @@ struct pgpipe_pool {
     int reset_clears_cache;
     int set_connect_timeout;
     char connect_timeout[16];
+    int pooler;               /* PGPIPE_POOLER_SESSION or _TRANSACTION once the
+                                 first connection resolved it; AUTO before */
+    int said_lost;            /* warned that prepared statements vanish */
 
     pgpipe_conn *idle;        /* LIFO: the most recently used on top */
     int nidle;
@@ -7185,6 +7189,25 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
     /* server notices go to the log, not to stderr (libpq's default); a
     ** caller can install its own processor on pgpipe_conn_pg() */
     PQsetNoticeProcessor(c->pg, pp_notice_to_log, (void *)"pool");
+    /* the pooler mode, once per pool: racing first connections probe alike */
+    pp_mutex_lock(&p->mu);
+    int pooler = p->pooler;
+    pp_mutex_unlock(&p->mu);
+    if (pooler == PGPIPE_POOLER_AUTO) {
+        pooler = pgpipe_pooler_mode(c->pg, p->opt.pooler, err);
+        if (pooler < 0) {
+            *permanent = err->code == PGPIPE_MISUSE;
+            pool_conn_free(c);
+            return NULL;
+        }
+        pp_mutex_lock(&p->mu);
+        if (p->pooler == PGPIPE_POOLER_AUTO) {
+            p->pooler = pooler;
+            pp_logf(PGPIPE_LOG_DEBUG, "pool", "pooler mode: %s", pgpipe_pooler_name(pooler));
+        }
+        pp_mutex_unlock(&p->mu);
+    }
+    c->pooler = pooler;
     int64_t now = pgpipe_now_us();
     c->created_us = c->released_us = c->validated_us = now;
     return c;
@@ -7520,6 +7543,7 @@ void pgpipe_pool_options_init(pgpipe_pool_options *o)
     o->stmt_cache_size = 100;
     o->application_name = "pgpipe";
     o->reset_sql = NULL;
+    o->pooler = PGPIPE_POOLER_AUTO;
 }
 
 static int pool_check_options(pgpipe_error *e, const pgpipe_pool_options *o)
@@ -7543,6 +7567,10 @@ static int pool_check_options(pgpipe_error *e, const pgpipe_pool_options *o)
                       "pool options acquire_timeout_ms, connect_timeout_s, max_lifetime_ms, "
                       "lifetime_jitter_ms, idle_timeout_ms, close_timeout_ms and "
                       "stmt_cache_size must not be negative");
+    if (o->pooler != PGPIPE_POOLER_AUTO && o->pooler != PGPIPE_POOLER_SESSION &&
+        o->pooler != PGPIPE_POOLER_TRANSACTION)
+        return pp_err(e, PGPIPE_MISUSE, "pool option pooler must be PGPIPE_POOLER_AUTO, "
+                      "_SESSION or _TRANSACTION (got %d)", o->pooler);
     if (o->pre_ping_ms < -1)
         return pp_err(e, PGPIPE_MISUSE, "pool option pre_ping_ms must be -1 (never) or more (got %d)",
                       o->pre_ping_ms);
@@ -8061,6 +8089,16 @@ int pgpipe_pool_close(pgpipe_pool *p, int *leaked)
     return PGPIPE_BUSY;
 }
 
+int pgpipe_pool_pooler(pgpipe_pool *p)
+{
+    if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_POOLER_AUTO;
+    pp_mutex_lock(&p->mu);
+    int mode = p->pooler;
+    pp_mutex_unlock(&p->mu);
+    return mode;
+}
+
 int pgpipe_pool_stats_get(pgpipe_pool *p, pgpipe_pool_stats *s)
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC || !s)
@@ -8133,6 +8171,27 @@ static int pool_result_state_is(const PGresult *r, const char *state)
     return s && strcmp(s, state) == 0;
 }
 
+/* Prepared statements do not last on this pool's server sessions: run
+** unnamed from now on (this connection at once, new ones from the pool's
+** mode), and say so once per pool. */
+static void pool_conn_lost_statements(pgpipe_conn *c)
+{
+    pgpipe_pool *p = c->pool;
+    c->pooler = PGPIPE_POOLER_TRANSACTION;
+    pgpipe_conn_clear_cache(c);
+    pp_mutex_lock(&p->mu);
+    int say = !p->said_lost;
+    p->said_lost = 1;
+    p->pooler = PGPIPE_POOLER_TRANSACTION;
+    pp_mutex_unlock(&p->mu);
+    if (say)
+        pp_logf(PGPIPE_LOG_WARN, "pool",
+                "a statement prepared on this connection was gone at once (SQLSTATE 26000): a "
+                "transaction-mode pooler (pgbouncer pool_mode = transaction) is in between; "
+                "running statements unnamed from now on (set the pool's pooler option or "
+                "PGPIPE_POOLER=transaction to start so)");
+}
+
 PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
                                   const char *const *values, const int *lengths,
                                   const int *formats, int result_format)
@@ -8146,7 +8205,10 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
     pgpipe_error_clear(&c->hdr.err);
     int cap = c->pool->opt.stmt_cache_size;
     PGresult *r;
-    if (cap <= 0) {
+    /* behind a transaction pooler the next transaction may run on another
+    ** server session, which does not have the statement: unnamed, one
+    ** round trip (Parse, Bind, Execute, Sync) that cannot be split */
+    if (cap <= 0 || c->pooler == PGPIPE_POOLER_TRANSACTION) {
         r = PQexecParams(c->pg, sql, nparams, NULL, values, lengths, formats, result_format);
         if (!pool_result_ok(r))
             pp_err_pq(&c->hdr.err, c->pg, r, NULL);
@@ -8225,6 +8287,17 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
                 }
                 continue;
             }
+        }
+        if (attempt == 1 && lost && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+            /* gone again right after it was prepared: the two statements ran
+            ** on different server sessions, so a transaction pooler is in
+            ** between although the pool was told otherwise */
+            PQclear(r);
+            pool_conn_lost_statements(c);
+            r = PQexecParams(c->pg, sql, nparams, NULL, values, lengths, formats, result_format);
+            if (!pool_result_ok(r))
+                pp_err_pq(&c->hdr.err, c->pg, r, NULL);
+            return r;
         }
         pp_err_pq(&c->hdr.err, c->pg, r, NULL);
         return r;
@@ -8515,6 +8588,7 @@ typedef struct mig_row {
     char *version, *name, *file, *checksum, *algo, *status, *progress_ck;
     char *applied_at, *applied_by, *error, *sqlstate;
     int transactional, done, total;
+    int started;          /* statement_started: in flight or in doubt, 0 = none */
     double exec_ms;
     long long error_line;
     int matched;
@@ -8528,7 +8602,8 @@ typedef struct mig_entry {
     int do_repair;        /* record the new checksum */
     int out_of_order;
     int resume_at;        /* first statement to run */
-    char action[96];
+    int in_doubt;         /* 1-based statement whose outcome is unknown, or 0 */
+    char action[192];
 } mig_entry;
 
 struct pgpipe_migrator {
@@ -8547,6 +8622,11 @@ struct pgpipe_migrator {
     mig_entry *entries;
     int nentries;
     int locked;
+    int pooler;           /* as configured (PGPIPE_POOLER_*) */
+    int txmode;           /* this run: transaction locks only (a transaction pooler) */
+    int has_started_col;  /* the history table has statement_started */
+    int resume_from, redo;
+    int lost_at;          /* index+1 of the entry being applied when the run failed */
 };
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *o)
@@ -8967,15 +9047,21 @@ static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *c
     return pp_exec(m->conn, sql, n, n ? params : NULL, NULL, &m->hdr.err, what);
 }
 
+/* Whether the history table exists, and (in m->has_started_col) whether it
+** has the statement_started column that tables made before it lack. */
 static int mig_table_exists(pgpipe_migrator *m, int *exists)
 {
     /* m->tbl is the quoted name, passed as a value */
     const char *v[1] = { m->tbl };
-    PGresult *r = mig_exec(m, "SELECT to_regclass($1::text) IS NOT NULL", 1, v,
-                           "cannot look up the migration history table");
+    PGresult *r = mig_exec(m, "SELECT t.oid IS NOT NULL, EXISTS (SELECT 1 FROM "
+                              "pg_catalog.pg_attribute a WHERE a.attrelid = t.oid AND "
+                              "a.attname = 'statement_started' AND NOT a.attisdropped) "
+                              "FROM (SELECT pg_catalog.to_regclass($1::text) AS oid) t",
+                           1, v, "cannot look up the migration history table");
     if (!r)
         return PGPIPE_DB;
     *exists = PQgetvalue(r, 0, 0)[0] == 't';
+    m->has_started_col = PQgetvalue(r, 0, 1)[0] == 't';
     PQclear(r);
     return PGPIPE_OK;
 }
@@ -8997,8 +9083,19 @@ static int mig_create_table(pgpipe_migrator *m)
 {
     int exists = 0;
     int rc = mig_table_exists(m, &exists);
-    if (rc != PGPIPE_OK || exists)
+    if (rc != PGPIPE_OK || (exists && m->has_started_col))
         return rc;
+    if (exists) {
+        pp_buf q = { NULL, 0, 0 };
+        if (pp_buf_appendf(&q, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS statement_started "
+                               "INTEGER", m->tbl) != PGPIPE_OK)
+            return pp_err_nomem(&m->hdr.err);
+        rc = mig_exec_ok(m, q.data, 0, NULL, "cannot upgrade the migration history table");
+        pp_buf_free(&q);
+        if (rc == PGPIPE_OK)
+            m->has_started_col = 1;
+        return rc;
+    }
     pp_buf sch = { NULL, 0, 0 }, i1 = { NULL, 0, 0 }, i2 = { NULL, 0, 0 }, q = { NULL, 0, 0 };
     rc = PGPIPE_NOMEM;
     if (mig_quoted(&sch, m->tbl_schema, "") == PGPIPE_OK &&
@@ -9021,6 +9118,7 @@ static int mig_create_table(pgpipe_migrator *m)
             "    statements_done    INTEGER NOT NULL DEFAULT 0,\n"
             "    statements_total   INTEGER NOT NULL DEFAULT 0,\n"
             "    progress_checksum  TEXT,\n"
+            "    statement_started  INTEGER,\n"
             "    applied_at         TIMESTAMPTZ NOT NULL DEFAULT now(),\n"
             "    execution_ms       DOUBLE PRECISION NOT NULL DEFAULT 0,\n"
             "    applied_by         TEXT NOT NULL DEFAULT current_user,\n"
@@ -9039,6 +9137,8 @@ static int mig_create_table(pgpipe_migrator *m)
         rc = mig_exec_ok(m, q.data, 0, NULL, "cannot create the migration history table");
     else
         pp_err_nomem(&m->hdr.err);
+    if (rc == PGPIPE_OK)
+        m->has_started_col = 1;
     pp_buf_free(&sch);
     pp_buf_free(&i1);
     pp_buf_free(&i2);
@@ -9064,8 +9164,9 @@ static int mig_load_history(pgpipe_migrator *m)
             "checksum_algorithm, status, transactional, statements_done, statements_total, "
             "progress_checksum, to_char(applied_at AT TIME ZONE 'UTC', "
             "'YYYY-MM-DD HH24:MI:SS'), applied_by || COALESCE('@' || client_host, ''), "
-            "execution_ms, COALESCE(error_line, 0), error_message, error_sqlstate "
-            "FROM %s WHERE scope = $1 ORDER BY kind DESC, version, name", m->tbl) != PGPIPE_OK)
+            "execution_ms, COALESCE(error_line, 0), error_message, error_sqlstate, %s "
+            "FROM %s WHERE scope = $1 ORDER BY kind DESC, version, name",
+            m->has_started_col ? "COALESCE(statement_started, 0)" : "0", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
     const char *p[1] = { m->scope };
     PGresult *r = mig_exec(m, q.data, 1, p, "cannot read the migration history");
@@ -9098,6 +9199,7 @@ static int mig_load_history(pgpipe_migrator *m)
         w->error_line = atoll(PQgetvalue(r, i, 14));
         w->error = mig_dupval(r, i, 15);
         w->sqlstate = mig_dupval(r, i, 16);
+        w->started = atoi(PQgetvalue(r, i, 17));
         if (!w->version || !w->name || !w->file || !w->checksum || !w->algo || !w->status) {
             PQclear(r);
             return pp_err_nomem(&m->hdr.err);
@@ -9141,7 +9243,8 @@ static int mig_record(pgpipe_migrator *m, const mig_file *f, const char *status,
             "status = EXCLUDED.status, transactional = EXCLUDED.transactional, "
             "statements_done = EXCLUDED.statements_done, "
             "statements_total = EXCLUDED.statements_total, "
-            "progress_checksum = EXCLUDED.progress_checksum, applied_at = now(), "
+            "progress_checksum = EXCLUDED.progress_checksum, statement_started = NULL, "
+            "applied_at = now(), "
             "execution_ms = EXCLUDED.execution_ms, applied_by = current_user, "
             "client_host = EXCLUDED.client_host, "
             "client_app = current_setting('application_name'), "
@@ -9163,7 +9266,8 @@ static int mig_record_progress(pgpipe_migrator *m, const mig_file *f, int done)
     const char *p[5] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sdone, ck };
     pp_buf q = { NULL, 0, 0 };
     if (pp_buf_appendf(&q,
-            "UPDATE %s SET statements_done = $4::int, progress_checksum = $5 "
+            "UPDATE %s SET statements_done = $4::int, progress_checksum = $5, "
+            "statement_started = NULL "
             "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
             "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
@@ -9172,9 +9276,62 @@ static int mig_record_progress(pgpipe_migrator *m, const mig_file *f, int done)
     return rc;
 }
 
+/* Records that statement n (1-based) of a no-transaction file starts outside
+** a transaction block: until its end is recorded its outcome is unknown. */
+static int mig_record_start(pgpipe_migrator *m, const mig_file *f, int n)
+{
+    char sn[16];
+    snprintf(sn, sizeof sn, "%d", n);
+    const char *p[4] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sn };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "UPDATE %s SET statement_started = $4::int "
+            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
+            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 4, p, "cannot record the start of a statement");
+    pp_buf_free(&q);
+    return rc;
+}
+
+/* A file's history row as it is now (a transaction pooler's runner reads it
+** again under the transaction lock). status is "" when there is none. */
+typedef struct mig_now {
+    char status[16];
+    char checksum[65];
+    int done, started;
+} mig_now;
+
+static int mig_reread(pgpipe_migrator *m, const mig_file *f, mig_now *now)
+{
+    memset(now, 0, sizeof *now);
+    const char *p[3] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "SELECT status, checksum, statements_done, COALESCE(statement_started, 0) FROM %s "
+            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
+            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    PGresult *r = mig_exec(m, q.data, 3, p, "cannot read the migration history");
+    pp_buf_free(&q);
+    if (!r)
+        return PGPIPE_DB;
+    if (PQntuples(r) == 1) {
+        snprintf(now->status, sizeof now->status, "%s", PQgetvalue(r, 0, 0));
+        snprintf(now->checksum, sizeof now->checksum, "%s", PQgetvalue(r, 0, 1));
+        now->done = atoi(PQgetvalue(r, 0, 2));
+        now->started = atoi(PQgetvalue(r, 0, 3));
+    }
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
 /* ---- The advisory lock ------------------------------------------------ */
 
-static int mig_lock(pgpipe_migrator *m)
+/* Takes the advisory lock: for the session, or (xact) until the end of the
+** open transaction, which a transaction pooler keeps on one server
+** connection. */
+static int mig_lock(pgpipe_migrator *m, int xact)
 {
     char key[32];
     snprintf(key, sizeof key, "%lld", m->lock_key);
@@ -9185,14 +9342,15 @@ static int mig_lock(pgpipe_migrator *m)
     pgpipe_retry backoff;
     pgpipe_retry_init(&backoff, INT_MAX, 20, 320);
     for (;;) {
-        PGresult *r = mig_exec(m, "SELECT pg_try_advisory_lock($1::bigint)", 1, p,
+        PGresult *r = mig_exec(m, xact ? "SELECT pg_try_advisory_xact_lock($1::bigint)"
+                                       : "SELECT pg_try_advisory_lock($1::bigint)", 1, p,
                                "cannot take the migration lock");
         if (!r)
             return PGPIPE_DB;
         int got = PQgetvalue(r, 0, 0)[0] == 't';
         PQclear(r);
         if (got) {
-            m->locked = 1;
+            m->locked = !xact;
             return PGPIPE_OK;
         }
         int64_t waited = (pgpipe_now_us() - t0) / 1000;
@@ -9368,6 +9526,26 @@ static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
             snprintf(e->action, sizeof e->action, "%s",
                      repair ? "repair: record the new checksum"
                             : "error: file changed since it was applied");
+        }
+    } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V' && r->started > 0) {
+        /* started, end not recorded: it may or may not have taken effect */
+        in->state = PGPIPE_MIGRATION_PARTIAL;
+        e->in_doubt = in->statement_unknown = r->started;
+        e->resume_at = r->done;
+        if (m->redo == r->started) {
+            in->will_run = 1;
+            e->resume_at = r->started - 1;
+            snprintf(e->action, sizeof e->action, "redo statement %d", r->started);
+        } else if (m->resume_from > r->started) {
+            in->will_run = 1;
+            e->resume_at = m->resume_from - 1;
+            snprintf(e->action, sizeof e->action, "resume at statement %d (%d taken as done)",
+                     m->resume_from, r->started);
+        } else {
+            snprintf(e->action, sizeof e->action,
+                     "stopped: statement %d's outcome is unknown; check it, then run with "
+                     "--resume-from %d (it took effect) or --redo %d", r->started,
+                     r->started + 1, r->started);
         }
     } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
         in->state = PGPIPE_MIGRATION_PARTIAL;
@@ -9689,6 +9867,21 @@ static int mig_exec_stmt(pgpipe_migrator *m, const mig_file *f, int idx)
     return rc;
 }
 
+/* Opens a transaction; behind a transaction pooler it takes the transaction
+** lock too, so the steps of different runners take turns. */
+static int mig_begin(pgpipe_migrator *m)
+{
+    int rc = mig_exec_ok(m, "BEGIN", 0, NULL, "cannot begin a migration transaction");
+    if (rc == PGPIPE_OK && m->txmode)
+        rc = mig_lock(m, 1);
+    return rc;
+}
+
+static int mig_commit(pgpipe_migrator *m)
+{
+    return mig_exec_ok(m, "COMMIT", 0, NULL, "cannot commit the migration");
+}
+
 static void mig_rollback_if_needed(pgpipe_migrator *m)
 {
     pp_rollback_open(m->conn);
@@ -9702,10 +9895,16 @@ static void mig_record_failure(pgpipe_migrator *m, const mig_file *f, const char
     if (PQstatus(m->conn) == CONNECTION_OK) {
         char ck[65];
         mig_progress_checksum(f, done, ck);
-        if (mig_record(m, f, status, done, ck, ms, keep.line, keep.message, keep.sqlstate) !=
-            PGPIPE_OK)
+        int rc = m->txmode ? mig_begin(m) : PGPIPE_OK;
+        if (rc == PGPIPE_OK)
+            rc = mig_record(m, f, status, done, ck, ms, keep.line, keep.message, keep.sqlstate);
+        if (rc == PGPIPE_OK && m->txmode)
+            rc = mig_commit(m);
+        if (rc != PGPIPE_OK) {
+            pp_rollback_open(m->conn);
             pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: could not record the failure: %s",
                     f->file, m->hdr.err.message);
+        }
     }
     m->hdr.err = keep;
 }
@@ -9719,14 +9918,353 @@ static int mig_resume_point(pgpipe_migrator *m, const mig_entry *e, int *start)
     if (e->info.state != PGPIPE_MIGRATION_PARTIAL || !e->r || f->transactional)
         return PGPIPE_OK; /* a file made transactional since runs from the start */
     char ck[65];
-    mig_progress_checksum(f, e->resume_at, ck);
-    if (e->resume_at > f->nstmts || !e->r->progress_ck || strcmp(ck, e->r->progress_ck) != 0)
+    int ran = e->r->done; /* what the history says committed */
+    mig_progress_checksum(f, ran, ck);
+    if (ran > f->nstmts || !e->r->progress_ck || strcmp(ck, e->r->progress_ck) != 0)
         return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
                          "cannot resume: the first %d statements, which already ran, "
                          "changed since; restore them (only statements after them may "
-                         "change)", e->resume_at);
+                         "change)", ran);
+    if (e->resume_at > f->nstmts)
+        return pp_err_at(&m->hdr.err, PGPIPE_MISUSE, f->file, 0, 0, 0,
+                         "--resume-from %d: the file has %d statements (%d resumes after "
+                         "the last)", e->resume_at + 1, f->nstmts, f->nstmts + 1);
     *start = e->resume_at;
     return PGPIPE_OK;
+}
+
+/* Kind of a transaction control statement: 1 BEGIN or START, 2 COMMIT or
+** END, 3 ROLLBACK or ABORT (not ROLLBACK TO), 0 anything else. */
+static int mig_tc_kind(const char *s)
+{
+    size_t n = 0;
+    while (sqlsplit_is_ident_char((unsigned char)s[n]))
+        n++;
+    if (sqlsplit_word_is(s, n, "begin") || sqlsplit_word_is(s, n, "start"))
+        return 1;
+    if (sqlsplit_word_is(s, n, "commit") || sqlsplit_word_is(s, n, "end"))
+        return 2;
+    if ((sqlsplit_word_is(s, n, "rollback") && strncasecmp(s + n, " to", 3) != 0) ||
+        sqlsplit_word_is(s, n, "abort"))
+        return 3;
+    return 0;
+}
+
+/* The error of a statement whose start is recorded but not its end. */
+static int mig_doubt_error(pgpipe_migrator *m, const mig_file *f, int n, int other)
+{
+    const mig_stmt *st = f->parsed && n >= 1 && n <= f->nstmts ? &f->stmts[n - 1] : NULL;
+    char head[64] = "";
+    if (st) {
+        size_t k = 0;
+        for (const char *p = st->sql; *p && k < 48; p++)
+            head[k++] = *p == '\n' || *p == '\t' ? ' ' : *p;
+        head[k] = '\0';
+    }
+    return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st ? st->line : 0,
+                     st ? st->column : 0, 0,
+                     "statement %d of %d (%s%s) started but its end was not recorded (%s); "
+                     "its outcome is unknown, so it is not run again by itself: check what "
+                     "it did, then run again with --resume-from %d if it took effect, or "
+                     "--redo %d to run it again", n, f->nstmts, head,
+                     st && strlen(st->sql) > 48 ? "..." : "",
+                     other ? "another runner still runs it, or was cut off"
+                           : "the run was cut off: a lost connection or a server restart",
+                     n + 1, n);
+}
+
+/* A whole file in one transaction. */
+static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
+{
+    mig_file *f = e->f;
+    int64_t t0 = pgpipe_now_us();
+    int rc = mig_begin(m);
+    if (rc == PGPIPE_OK && m->txmode) {
+        /* under the lock: another runner may have applied it since we read */
+        mig_now now;
+        rc = mig_reread(m, f, &now);
+        if (rc != PGPIPE_OK) {
+            mig_rollback_if_needed(m);
+            return rc;
+        }
+        if ((!strcmp(now.status, "applied") || !strcmp(now.status, "baseline")) &&
+            !strcmp(now.checksum, f->checksum)) {
+            pp_rollback_open(m->conn);
+            pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: applied by another runner meanwhile",
+                    f->file);
+            e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
+            e->action[0] = '\0';
+            return PGPIPE_OK;
+        }
+    }
+    if (rc != PGPIPE_OK) { /* no transaction or no lock: nothing ran */
+        mig_rollback_if_needed(m);
+        return rc;
+    }
+    for (int i = 0; i < f->nstmts && rc == PGPIPE_OK; i++) {
+        rc = mig_exec_stmt(m, f, i);
+        if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS) {
+            rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, f->stmts[i].line,
+                           f->stmts[i].column, 0,
+                           "the statement ended the migration's transaction");
+        }
+    }
+    double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
+    if (rc == PGPIPE_OK) {
+        char ck[65];
+        mig_progress_checksum(f, f->nstmts, ck);
+        rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
+    }
+    if (rc == PGPIPE_OK) {
+        rc = mig_commit(m);
+        if (rc != PGPIPE_OK && PQstatus(m->conn) != CONNECTION_OK)
+            snprintf(e->action, sizeof e->action,
+                     "unknown: the connection was lost at COMMIT; the next run reads the "
+                     "history");
+    }
+    if (rc != PGPIPE_OK) {
+        mig_rollback_if_needed(m);
+        mig_record_failure(m, f, "failed", 0, ms);
+        return rc;
+    }
+    e->info.ran = 1;
+    e->info.state = PGPIPE_MIGRATION_APPLIED;
+    e->info.will_run = 0;
+    e->info.statements_done = f->nstmts;
+    e->action[0] = '\0';
+    pp_logf(PGPIPE_LOG_INFO, "migrate", "applied %s (%d statements, %.1f ms)", f->file,
+            f->nstmts, ms);
+    return PGPIPE_OK;
+}
+
+/* Behind a transaction pooler, at the start of a no-transaction file and
+** under the transaction lock: writes the file's row unless another runner
+** is already at it. *skip: another runner applied it. */
+static int mig_notx_begin(pgpipe_migrator *m, mig_entry *e, int start, int *skip)
+{
+    mig_file *f = e->f;
+    char ck[65];
+    *skip = 0;
+    mig_progress_checksum(f, start, ck);
+    if (!m->txmode)
+        return mig_record(m, f, "partial", start, ck, 0, 0, NULL, NULL);
+    int rc = mig_begin(m);
+    mig_now now;
+    if (rc == PGPIPE_OK)
+        rc = mig_reread(m, f, &now);
+    if (rc == PGPIPE_OK && !strcmp(now.status, "applied") && !strcmp(now.checksum, f->checksum)) {
+        *skip = 1;
+        pp_rollback_open(m->conn);
+        return PGPIPE_OK;
+    }
+    /* a partial row of the same file is another runner's progress (the steps
+    ** follow it), unless this run resolves the statement in doubt */
+    int theirs = rc == PGPIPE_OK && !strcmp(now.status, "partial") &&
+                 !strcmp(now.checksum, f->checksum) &&
+                 !(e->in_doubt && now.started == e->in_doubt && (m->redo || m->resume_from));
+    if (rc == PGPIPE_OK && !theirs)
+        rc = mig_record(m, f, "partial", start, ck, 0, 0, NULL, NULL);
+    if (rc == PGPIPE_OK)
+        rc = mig_commit(m);
+    if (rc != PGPIPE_OK)
+        mig_rollback_if_needed(m);
+    return rc;
+}
+
+/* Behind a transaction pooler, in a step's transaction: where the file
+** stands now (*pos, or -1 when another runner finished it). A statement
+** another runner started is waited for (up to the lock timeout), then
+** reported as in doubt; *waited says the step's transaction was replaced
+** by a new one meanwhile. */
+static int mig_notx_position(pgpipe_migrator *m, const mig_file *f, int *pos, int *waited)
+{
+    *waited = 0;
+    int64_t t0 = pgpipe_now_us();
+    pgpipe_retry backoff;
+    pgpipe_retry_init(&backoff, INT_MAX, 20, 320);
+    for (;;) {
+        mig_now now;
+        int rc = mig_reread(m, f, &now);
+        if (rc != PGPIPE_OK)
+            return rc;
+        if (!strcmp(now.status, "applied") && !strcmp(now.checksum, f->checksum)) {
+            *pos = -1;
+            return PGPIPE_OK;
+        }
+        if (strcmp(now.checksum, f->checksum) != 0)
+            return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
+                             "another runner applies a different version of this file "
+                             "(sha256 %.16s... recorded)", now.checksum);
+        if (!now.started) {
+            *pos = now.done;
+            return PGPIPE_OK;
+        }
+        int64_t ms = (pgpipe_now_us() - t0) / 1000;
+        if (m->lock_timeout_ms < 0 || ms >= m->lock_timeout_ms)
+            return mig_doubt_error(m, f, now.started, 1);
+        pp_rollback_open(m->conn);
+        *waited = 1;
+        pgpipe_sleep_ms(pgpipe_retry_next_delay(&backoff));
+        if ((rc = mig_begin(m)) != PGPIPE_OK)
+            return rc;
+    }
+}
+
+/* One statement at a time. A statement commits with its progress record in
+** a transaction of its own; one that cannot run in a transaction block
+** (SQLSTATE 25001, or 2D000 for a procedure that commits) runs alone
+** between a start and an end record. The file's own BEGIN ... COMMIT
+** blocks run as written; the progress is recorded just before their
+** COMMIT, inside them. */
+static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
+{
+    mig_file *f = e->f;
+    int64_t t0 = pgpipe_now_us();
+    int skip = 0;
+    int rc = mig_notx_begin(m, e, start, &skip);
+    if (rc != PGPIPE_OK || skip) {
+        if (skip) {
+            e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
+            e->action[0] = '\0';
+        }
+        return rc;
+    }
+    e->info.state = PGPIPE_MIGRATION_PARTIAL;
+    e->info.statements_done = start;
+    e->info.statement_unknown = 0;
+    int done = start;
+    for (int i = start; i < f->nstmts;) {
+        const mig_stmt *st = &f->stmts[i];
+        int tc = mig_tc_kind(st->sql);
+        if (PQtransactionStatus(m->conn) != PQTRANS_IDLE || tc) {
+            /* the file's own transaction control, or a statement inside it */
+            int inside = tc == 2 && PQtransactionStatus(m->conn) == PQTRANS_INTRANS;
+            if (inside && (rc = mig_record_progress(m, f, i + 1)) != PGPIPE_OK)
+                break;
+            if ((rc = mig_exec_stmt(m, f, i)) != PGPIPE_OK)
+                break;
+            if (tc == 1 && m->txmode && PQtransactionStatus(m->conn) == PQTRANS_INTRANS) {
+                int pos = 0, waited = 0;
+                rc = mig_lock(m, 1);
+                if (rc == PGPIPE_OK)
+                    rc = mig_notx_position(m, f, &pos, &waited);
+                if (rc != PGPIPE_OK)
+                    break;
+                if (pos != i || waited) { /* follow another runner; or BEGIN again */
+                    pp_rollback_open(m->conn);
+                    if (pos < 0)
+                        break;
+                    i = done = pos;
+                    continue;
+                }
+            }
+            i++;
+            if (PQtransactionStatus(m->conn) == PQTRANS_IDLE) {
+                if (!inside && (rc = mig_record_progress(m, f, i)) != PGPIPE_OK)
+                    break;
+                done = i;
+                e->info.statements_done = done;
+            }
+            continue;
+        }
+        if ((rc = mig_begin(m)) != PGPIPE_OK)
+            break;
+        if (m->txmode) {
+            int pos = 0, waited = 0;
+            if ((rc = mig_notx_position(m, f, &pos, &waited)) != PGPIPE_OK)
+                break;
+            if (pos != i) {
+                pp_rollback_open(m->conn);
+                if (pos < 0)
+                    break;
+                i = done = pos;
+                continue;
+            }
+        }
+        rc = mig_exec_stmt(m, f, i);
+        int alone = rc == PGPIPE_DB && (!strcmp(m->hdr.err.sqlstate, "25001") ||
+                                        !strcmp(m->hdr.err.sqlstate, "2D000"));
+        if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS)
+            rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st->line, st->column, 0,
+                           "the statement ended the migration's transaction");
+        if (rc == PGPIPE_OK) {
+            rc = mig_record_progress(m, f, i + 1);
+            if (rc == PGPIPE_OK)
+                rc = mig_commit(m);
+            if (rc != PGPIPE_OK)
+                break;
+        } else if (alone) {
+            /* cannot run in a transaction block: start record, the statement, end record */
+            pp_rollback_open(m->conn);
+            pgpipe_error_clear(&m->hdr.err);
+            if ((rc = mig_begin(m)) != PGPIPE_OK)
+                break;
+            if (m->txmode) {
+                int pos = 0, waited = 0;
+                if ((rc = mig_notx_position(m, f, &pos, &waited)) != PGPIPE_OK)
+                    break;
+                if (pos != i) {
+                    pp_rollback_open(m->conn);
+                    if (pos < 0)
+                        break;
+                    i = done = pos;
+                    continue;
+                }
+            }
+            rc = mig_record_start(m, f, i + 1);
+            if (rc == PGPIPE_OK)
+                rc = mig_commit(m);
+            if (rc != PGPIPE_OK)
+                break;
+            e->info.statement_unknown = i + 1;
+            if ((rc = mig_exec_stmt(m, f, i)) != PGPIPE_OK)
+                break;
+            if (PQtransactionStatus(m->conn) != PQTRANS_IDLE) {
+                rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st->line, st->column, 0,
+                               "the statement left a transaction open");
+                break;
+            }
+            if ((rc = mig_record_progress(m, f, i + 1)) != PGPIPE_OK)
+                break;
+        } else {
+            break;
+        }
+        i++;
+        done = i;
+        e->info.statements_done = done;
+        e->info.statement_unknown = 0;
+    }
+    double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
+    if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)
+        rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
+                       "the file left a transaction open (BEGIN without COMMIT)");
+    if (rc == PGPIPE_OK) {
+        char ck[65];
+        mig_progress_checksum(f, f->nstmts, ck);
+        rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
+        if (rc == PGPIPE_OK) {
+            e->info.ran = 1;
+            e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
+            e->info.statements_done = f->nstmts;
+            e->action[0] = '\0';
+            pp_logf(PGPIPE_LOG_INFO, "migrate",
+                    "applied %s without a transaction (statements %d-%d of %d, %.1f ms)",
+                    f->file, start + 1, f->nstmts, f->nstmts, ms);
+        }
+        return rc;
+    }
+    mig_rollback_if_needed(m);
+    if (PQstatus(m->conn) != CONNECTION_OK)
+        snprintf(e->action, sizeof e->action, "%s",
+                 e->info.statement_unknown ? "stopped: the connection was lost during a "
+                                             "statement run outside a transaction"
+                                           : "resume (the connection was lost)");
+    else if (!e->info.statement_unknown || m->hdr.err.code == PGPIPE_DB)
+        mig_record_failure(m, f, "partial", done, ms);
+    return rc;
 }
 
 static int mig_apply(pgpipe_migrator *m, mig_entry *e)
@@ -9742,80 +10280,106 @@ static int mig_apply(pgpipe_migrator *m, mig_entry *e)
     if (start > 0)
         pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: resuming at statement %d of %d", f->file,
                 start + 1, f->nstmts);
-    int64_t t0 = pgpipe_now_us();
-    if (f->transactional) {
-        rc = mig_exec_ok(m, "BEGIN", 0, NULL, "cannot begin the migration's transaction");
-        if (rc != PGPIPE_OK)
-            return rc;
-        for (int i = 0; i < f->nstmts && rc == PGPIPE_OK; i++) {
-            rc = mig_exec_stmt(m, f, i);
-            if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS) {
-                rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, f->stmts[i].line,
-                               f->stmts[i].column, 0,
-                               "the statement ended the migration's transaction");
-            }
-        }
-        double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
-        if (rc == PGPIPE_OK) {
-            char ck[65];
-            mig_progress_checksum(f, f->nstmts, ck);
-            rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
-        }
-        if (rc == PGPIPE_OK)
-            rc = mig_exec_ok(m, "COMMIT", 0, NULL, "cannot commit the migration");
-        if (rc != PGPIPE_OK) {
-            mig_rollback_if_needed(m);
-            mig_record_failure(m, f, "failed", 0, ms);
-            return rc;
-        }
-        e->info.ran = 1;
-        pp_logf(PGPIPE_LOG_INFO, "migrate", "applied %s (%d statements, %.1f ms)", f->file,
-                f->nstmts, ms);
+    return f->transactional ? mig_apply_tx(m, e) : mig_apply_notx(m, e, start);
+}
+
+/* Runs one step under the transaction lock when behind a transaction
+** pooler (the session lock covers it otherwise). */
+static int mig_step(pgpipe_migrator *m, int (*fn)(pgpipe_migrator *, mig_entry *), mig_entry *e)
+{
+    int rc = m->txmode ? mig_begin(m) : PGPIPE_OK;
+    if (rc == PGPIPE_OK)
+        rc = fn(m, e);
+    if (rc == PGPIPE_OK && m->txmode)
+        rc = mig_commit(m);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(m->conn);
+    return rc;
+}
+
+static int mig_step_create(pgpipe_migrator *m, mig_entry *e)
+{
+    (void)e;
+    return mig_create_table(m);
+}
+
+static int mig_step_repair(pgpipe_migrator *m, mig_entry *e)
+{
+    const char *p[4] = { m->scope, e->f->version, e->f->checksum, e->f->file };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q, "UPDATE %s SET checksum = $3, checksum_algorithm = 'sha256', "
+                           "file = $4 WHERE scope = $1 AND kind = 'V' AND version = "
+                           "$2::numeric", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 4, p, "cannot repair the recorded checksum");
+    pp_buf_free(&q);
+    if (rc == PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded the new checksum %s",
+                e->f->file, e->f->checksum);
+    return rc;
+}
+
+static int mig_step_baseline(pgpipe_migrator *m, mig_entry *e)
+{
+    const char *p[5] = { m->scope, e->info.version, e->f ? e->f->name : "baseline",
+                         e->f ? e->f->file : "", e->f ? e->f->checksum : "" };
+    pp_buf q = { NULL, 0, 0 };
+    /* ON CONFLICT: a concurrent runner behind a transaction pooler did it */
+    if (pp_buf_appendf(&q, "INSERT INTO %s (scope, kind, version, name, file, checksum, "
+                           "status, statements_total) VALUES ($1, 'V', $2::numeric, $3, "
+                           "$4, $5, 'baseline', 0) ON CONFLICT (scope, version) "
+                           "WHERE kind = 'V' DO NOTHING", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 5, p, "cannot record the baseline");
+    pp_buf_free(&q);
+    return rc;
+}
+
+/* A statement in doubt stops the run before anything runs, unless resume_from
+** or redo settles it. Behind a transaction pooler it may be another live
+** runner's: the file's steps wait for it (see mig_notx_position). */
+static int mig_check_doubt(pgpipe_migrator *m)
+{
+    mig_entry *doubt = NULL;
+    for (int i = 0; i < m->nentries && !doubt; i++)
+        if (m->entries[i].in_doubt && m->entries[i].f)
+            doubt = &m->entries[i];
+    const char *opt = m->redo ? "--redo" : "--resume-from";
+    int n = m->redo ? m->redo : m->resume_from;
+    if (!doubt) {
+        if (n)
+            return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                          "%s %d: no statement's outcome is unknown, so there is nothing to "
+                          "settle", opt, n);
         return PGPIPE_OK;
     }
-    /* no transaction: one statement at a time, progress after each commit */
-    char ck[65];
-    mig_progress_checksum(f, start, ck);
-    rc = mig_record(m, f, "partial", start, ck, 0, 0, NULL, NULL);
+    int rc = mig_parse_file(m, doubt->f);
     if (rc != PGPIPE_OK)
         return rc;
-    int done = start;
-    for (int i = start; i < f->nstmts; i++) {
-        rc = mig_exec_stmt(m, f, i);
-        if (rc != PGPIPE_OK)
-            break;
-        if (PQtransactionStatus(m->conn) == PQTRANS_IDLE) {
-            done = i + 1;
-            rc = mig_record_progress(m, f, done);
-            if (rc != PGPIPE_OK)
-                break;
-        }
+    int k = doubt->in_doubt;
+    if (m->redo && m->redo != k)
+        return pp_err_at(&m->hdr.err, PGPIPE_MISUSE, doubt->f->file, 0, 0, 0,
+                         "--redo %d: the statement whose outcome is unknown is statement %d",
+                         m->redo, k);
+    if (m->resume_from && m->resume_from <= k)
+        return pp_err_at(&m->hdr.err, PGPIPE_MISUSE, doubt->f->file, 0, 0, 0,
+                         "--resume-from %d: statement %d's outcome is unknown; resume after "
+                         "it (--resume-from %d or later), or run it again with --redo %d",
+                         m->resume_from, k, k + 1, k);
+    if (n || doubt->info.will_run)
+        return PGPIPE_OK;
+    if (m->txmode) {
+        doubt->info.will_run = 1;
+        return PGPIPE_OK;
     }
-    double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
-    if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)
-        rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
-                       "the file left a transaction open (BEGIN without COMMIT)");
-    if (rc == PGPIPE_OK) {
-        mig_progress_checksum(f, f->nstmts, ck);
-        rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
-        if (rc == PGPIPE_OK) {
-            e->info.ran = 1;
-            pp_logf(PGPIPE_LOG_INFO, "migrate",
-                    "applied %s without a transaction (statements %d-%d of %d, %.1f ms)",
-                    f->file, start + 1, f->nstmts, f->nstmts, ms);
-        }
-        return rc;
-    }
-    mig_rollback_if_needed(m);
-    mig_record_failure(m, f, "partial", done, ms);
-    return rc;
+    return mig_doubt_error(m, doubt->f, k, 0);
 }
 
 static int mig_run_locked(pgpipe_migrator *m, int dry)
 {
     int rc = PGPIPE_OK;
     if (!dry)
-        rc = mig_create_table(m);
+        rc = mig_step(m, mig_step_create, NULL);
     if (rc == PGPIPE_OK)
         rc = mig_load_files(m);
     if (rc == PGPIPE_OK)
@@ -9852,6 +10416,8 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
             pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: applied migration is missing on disk",
                     e->r->file);
     }
+    if ((rc = mig_check_doubt(m)) != PGPIPE_OK)
+        return rc;
     /* every file that will run must split cleanly before the first one runs */
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
@@ -9870,41 +10436,63 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
     /* repairs and baselines */
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
-        if (e->do_repair) {
-            const char *p[4] = { m->scope, e->f->version, e->f->checksum, e->f->file };
-            pp_buf q = { NULL, 0, 0 };
-            if (pp_buf_appendf(&q, "UPDATE %s SET checksum = $3, checksum_algorithm = 'sha256', "
-                                   "file = $4 WHERE scope = $1 AND kind = 'V' AND version = "
-                                   "$2::numeric", m->tbl) != PGPIPE_OK)
-                return pp_err_nomem(&m->hdr.err);
-            rc = mig_exec_ok(m, q.data, 4, p, "cannot repair the recorded checksum");
-            pp_buf_free(&q);
-            if (rc != PGPIPE_OK)
-                return rc;
-            pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded the new checksum %s",
-                    e->f->file, e->f->checksum);
-        } else if (e->do_baseline) {
-            const char *p[5] = { m->scope, e->info.version, e->f ? e->f->name : "baseline",
-                                 e->f ? e->f->file : "", e->f ? e->f->checksum : "" };
-            pp_buf q = { NULL, 0, 0 };
-            if (pp_buf_appendf(&q, "INSERT INTO %s (scope, kind, version, name, file, checksum, "
-                                   "status, statements_total) VALUES ($1, 'V', $2::numeric, $3, "
-                                   "$4, $5, 'baseline', 0)", m->tbl) != PGPIPE_OK)
-                return pp_err_nomem(&m->hdr.err);
-            rc = mig_exec_ok(m, q.data, 5, p, "cannot record the baseline");
-            pp_buf_free(&q);
-            if (rc != PGPIPE_OK)
-                return rc;
-        }
+        if (e->do_repair)
+            rc = mig_step(m, mig_step_repair, e);
+        else if (e->do_baseline)
+            rc = mig_step(m, mig_step_baseline, e);
+        if (rc != PGPIPE_OK)
+            return rc;
     }
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (!e->info.will_run || !e->f)
             continue;
         rc = mig_apply(m, e);
-        if (rc != PGPIPE_OK)
+        if (rc != PGPIPE_OK) {
+            m->lost_at = i + 1;
             return rc;
+        }
     }
+    return PGPIPE_OK;
+}
+
+/* Reads the files and the history without a lock: *busy = 0 when there is
+** nothing to do (every file applied and unchanged), so a caller such as the
+** loader's schema install never waits on a migration that runs meanwhile.
+** The entries are then the run's. A history table without
+** statement_started is not work by itself: a run that has work adds it, so a
+** loader's role without rights on the table keeps loading. */
+static int mig_has_work(pgpipe_migrator *m, int *busy)
+{
+    *busy = 1;
+    if (m->flags & (PGPIPE_MIGRATE_REPAIR | PGPIPE_MIGRATE_OUT_OF_ORDER) || m->baseline ||
+        m->resume_from || m->redo)
+        return PGPIPE_OK;
+    int exists = 0;
+    int rc = mig_table_exists(m, &exists);
+    if (rc != PGPIPE_OK || !exists)
+        return rc;
+    rc = mig_load_files(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_load_history(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_build_entries(m);
+    if (rc != PGPIPE_OK)
+        return rc;
+    for (int i = 0; i < m->nentries; i++) {
+        const mig_entry *e = &m->entries[i];
+        int st = e->info.state;
+        if (e->info.will_run || e->do_baseline || e->do_repair ||
+            (st != PGPIPE_MIGRATION_APPLIED && st != PGPIPE_MIGRATION_BASELINE &&
+             st != PGPIPE_MIGRATION_IGNORED && st != PGPIPE_MIGRATION_MISSING) ||
+            (st == PGPIPE_MIGRATION_MISSING && (m->flags & PGPIPE_MIGRATE_DENY_MISSING)))
+            return PGPIPE_OK;
+    }
+    for (int i = 0; i < m->nentries; i++)
+        if (m->entries[i].info.state == PGPIPE_MIGRATION_MISSING)
+            pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: applied migration is missing on disk",
+                    m->entries[i].r->file);
+    *busy = 0;
     return PGPIPE_OK;
 }
 
@@ -9920,11 +10508,29 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
                       "the connection is inside a transaction; migrations need an idle one");
     int dry = (m->flags & PGPIPE_MIGRATE_DRY_RUN) != 0;
     int rc = PGPIPE_OK;
-    if (!dry)
-        rc = mig_lock(m);
+    m->lost_at = 0;
+    m->txmode = 0;
+    if (!dry) {
+        int busy = 1;
+        rc = mig_has_work(m, &busy);
+        if (rc != PGPIPE_OK || !busy)
+            return rc;
+        int mode = pgpipe_pooler_mode(m->conn, m->pooler, &m->hdr.err);
+        if (mode < 0)
+            return m->hdr.err.code ? m->hdr.err.code : PGPIPE_ERROR;
+        m->txmode = mode == PGPIPE_POOLER_TRANSACTION;
+        if (!m->txmode)
+            rc = mig_lock(m, 0);
+    }
     if (rc != PGPIPE_OK)
         return rc;
     rc = mig_run_locked(m, dry);
+    if (!dry && PQstatus(m->conn) != CONNECTION_OK) {
+        /* the history cannot be read again: the entries are what this run
+        ** saw commit (mig_apply_tx, mig_apply_notx) */
+        m->locked = 0;
+        return rc;
+    }
     /* the entries show the state after the run (keeping the run's error) */
     if (!dry && PQstatus(m->conn) == CONNECTION_OK) {
         pgpipe_error keep = m->hdr.err;
@@ -9937,8 +10543,10 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
                                                         : m->entries[i].info.name);
         unsigned flags = m->flags;
         char *bl = m->baseline;
+        int resume_from = m->resume_from, redo = m->redo;
         m->flags &= ~PGPIPE_MIGRATE_REPAIR;
         m->baseline = NULL;
+        m->resume_from = m->redo = 0;
         if (mig_load_history(m) == PGPIPE_OK && mig_build_entries(m) == PGPIPE_OK) {
             for (int i = 0; ran && i < m->nentries; i++) {
                 char key[80];
@@ -9952,6 +10560,8 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
         }
         m->flags = flags;
         m->baseline = bl;
+        m->resume_from = resume_from;
+        m->redo = redo;
         pp_free(ran);
         m->hdr.err = keep;
     }
@@ -10006,6 +10616,16 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
     m->lock_timeout_ms = o.lock_timeout_ms == 0 ? 30000 : o.lock_timeout_ms;
     m->lock_key = o.lock_key ? o.lock_key : PGPIPE_MIGRATE_LOCK_KEY;
     m->flags = o.flags;
+    if (o.pooler != PGPIPE_POOLER_AUTO && o.pooler != PGPIPE_POOLER_SESSION &&
+        o.pooler != PGPIPE_POOLER_TRANSACTION)
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE, "pooler %d is not one of PGPIPE_POOLER_AUTO, "
+                      "PGPIPE_POOLER_SESSION, PGPIPE_POOLER_TRANSACTION", o.pooler);
+    m->pooler = o.pooler;
+    if (o.resume_from < 0 || o.redo < 0 || (o.resume_from && o.redo))
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                      "resume_from and redo: a statement number (1 or more), not both");
+    m->resume_from = o.resume_from;
+    m->redo = o.redo;
     if (o.baseline_version && *o.baseline_version) {
         size_t n = strlen(o.baseline_version);
         if (strspn(o.baseline_version, "0123456789") != n)
@@ -13123,6 +13743,11 @@ struct pgpipe_claimer {
     uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
     int handler_unusable;     /* the server refused to prepare the SQL handler */
     char *restore_sql;        /* puts the session's planner settings back */
+    int unnamed;              /* run statements unnamed (transaction pooler) */
+    int lost_handler;         /* the SQL handler's statement was found gone: the
+                                 record it failed runs once more, unnamed */
+    char *known;              /* names of pgpipe_claim statements the session
+                                 had at open, one per line (named mode) */
     pgpipe_claim_stats st;
     pgpipe_batch *cur;
 };
@@ -13183,14 +13808,99 @@ static int claim_exec(pgpipe_claimer *c, const char *sql)
     return pp_exec(c->conn, sql, 0, NULL, NULL, &c->hdr.err, sql);
 }
 
+/* Whether the session already has statement name (it kept it from an
+** earlier claimer): preparing it again would fail with 42P05, which the
+** server writes to its log as an ERROR each time a worker reconnects. */
+static int claim_known(const pgpipe_claimer *c, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *k = c->known; k && (k = strstr(k, name)) != NULL; k += n)
+        if ((k == c->known || k[-1] == '\n') && k[n] == '\n')
+            return 1;
+    return 0;
+}
+
+/* The pgpipe_claim statements this session has (named mode). */
+static int claim_read_known(pgpipe_claimer *c)
+{
+    PGresult *r;
+    int rc = pp_exec(c->conn, "SELECT coalesce(string_agg(name, E'\\n') || E'\\n', '') FROM "
+                     "pg_catalog.pg_prepared_statements WHERE name LIKE 'pgpipe\\_claim\\_%'",
+                     0, NULL, &r, &c->hdr.err, "reading the prepared statements");
+    if (rc != PGPIPE_OK)
+        return rc;
+    pp_free(c->known);
+    c->known = pp_strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return c->known ? PGPIPE_OK : pp_err_nomem(&c->hdr.err);
+}
+
 static int claim_prepare(pgpipe_claimer *c, const char *name, const char *sql)
 {
+    if (c->unnamed || claim_known(c, name))
+        return PGPIPE_OK;
     return pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing a claimer statement");
+}
+
+/* The text of the claimer statement called name (unnamed mode). */
+static const char *claim_sql_of(const pgpipe_claimer *c, const char *name)
+{
+    return name == c->nm_claim ? c->sql_claim : name == c->nm_done ? c->sql_done
+         : name == c->nm_fail ? c->sql_fail : name == c->nm_release ? c->sql_release
+         : name == c->nm_pending ? c->sql_pending : c->sql_exists;
+}
+
+/* A named statement the session no longer has (26000): a transaction pooler
+** sits in between (pgbouncer pool_mode = transaction) although the claimer
+** was told otherwise. Say so once, and go on with unnamed statements. */
+static void claim_stmt_lost(pgpipe_claimer *c, const char *sqlstate)
+{
+#ifndef PGPIPE_OMIT_THREADS
+    static atomic_int said;
+#else
+    static int said;
+#endif
+    if (c->unnamed || !sqlstate || strcmp(sqlstate, "26000") != 0)
+        return;
+    c->unnamed = 1;
+    c->handler_hash = 0;
+#ifndef PGPIPE_OMIT_THREADS
+    if (atomic_exchange(&said, 1) == 0)
+#else
+    if (!said++)
+#endif
+        pp_logf(PGPIPE_LOG_WARN, "claim",
+                "a prepared statement of the claimer is gone from the server session "
+                "(SQLSTATE 26000): a transaction-mode pooler (pgbouncer pool_mode = "
+                "transaction) is in between; using unnamed statements from now on "
+                "(set PGPIPE_POOLER=transaction or the pooler option to start so)");
+}
+
+/* A record failed only because the handler's statement was gone: run it
+** again (unnamed now), once. */
+static int claim_lost_rerun(pgpipe_claimer *c, const pgpipe_error *err)
+{
+    if (!c->lost_handler || strcmp(err->sqlstate, "26000") != 0)
+        return 0;
+    c->lost_handler = 0;
+    return 1;
 }
 
 static PGresult *claim_run(pgpipe_claimer *c, const char *name, int n, const char *const *v)
 {
-    return PQexecPrepared(c->conn, name, n, v, NULL, NULL, 0);
+    PGresult *r = c->unnamed
+        ? PQexecParams(c->conn, claim_sql_of(c, name), n, NULL, v, NULL, NULL, 0)
+        : PQexecPrepared(c->conn, name, n, v, NULL, NULL, 0);
+    claim_stmt_lost(c, PQresultErrorField(r, PG_DIAG_SQLSTATE));
+    return r;
+}
+
+/* pp_exec_prepared of a claimer statement, or its text unnamed. */
+static int claim_exec_prepared(pgpipe_claimer *c, const char *name, int n,
+                               const char *const *v, PGresult **res, pgpipe_error *err,
+                               const char *context)
+{
+    return pp_exec_check(c->conn, claim_run(c, name, n, v), res, err, context);
 }
 
 /* Append {a,b,c} (a bigint[] literal) of the records selected by want
@@ -13434,6 +14144,17 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
     int rc = claim_build_sql(c);
     if (rc == PGPIPE_OK)
         rc = claim_save_settings(c);
+    if (rc == PGPIPE_OK) {
+        int mode = pgpipe_pooler_mode(conn, o->pooler, &c->hdr.err);
+        if (mode < 0) {
+            rc = c->hdr.err.code;
+        } else {
+            c->unnamed = mode == PGPIPE_POOLER_TRANSACTION;
+            o->pooler = mode;
+        }
+    }
+    if (rc == PGPIPE_OK && !c->unnamed)
+        rc = claim_read_known(c);
     if (rc == PGPIPE_OK)
         rc = claim_prepare(c, c->nm_claim, c->sql_claim);
     if (rc == PGPIPE_OK)
@@ -13629,7 +14350,8 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v
     }
     int ok = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, CLAIM_PLAN_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
-             PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0) &&
+             (c->unnamed ? PQsendQueryParams(conn, c->sql_claim, n, NULL, v, NULL, NULL, 0)
+                         : PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0)) &&
              PQsendQueryParams(conn, c->restore_sql, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, lease ? "COMMIT" : "SAVEPOINT pgpipe_claim", 0, NULL, NULL,
                                NULL, NULL, 0) &&
@@ -13654,6 +14376,7 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v
         }
     if (failed) {
         pp_err_pq(&c->hdr.err, conn, bad, "claiming a batch");
+        claim_stmt_lost(c, c->hdr.err.sqlstate);
         for (int i = 0; i < 5; i++)
             PQclear(res[i]);
         pp_rollback_open(conn);
@@ -13819,7 +14542,7 @@ static int claim_lease_done(pgpipe_claimer *c, pgpipe_batch *b, int *want, long 
     if (*want > 0) {
         const char *v[2] = { ids.data, b->token };
         PGresult *r;
-        rc = pp_exec_prepared(c->conn, c->nm_done, 2, v, &r, &c->hdr.err, "completing a batch");
+        rc = claim_exec_prepared(c, c->nm_done, 2, v, &r, &c->hdr.err, "completing a batch");
         if (rc == PGPIPE_OK)
             *accepted = strtoll(PQcmdTuples(r), NULL, 10);
         PQclear(r);
@@ -13895,7 +14618,7 @@ int pgpipe_claim_release(pgpipe_claimer *c, pgpipe_batch *b)
             rc = pp_err_nomem(&c->hdr.err);
         } else {
             const char *v[2] = { ids.data, b->token };
-            rc = pp_exec_prepared(c->conn, c->nm_release, 2, v, NULL, &c->hdr.err,
+            rc = claim_exec_prepared(c, c->nm_release, 2, v, NULL, &c->hdr.err,
                                   "releasing a batch");
         }
         pp_buf_free(&ids);
@@ -13910,12 +14633,15 @@ int pgpipe_claim_release(pgpipe_claimer *c, pgpipe_batch *b)
 
 static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
 {
+    if (c->unnamed) /* claim_call_batch sends the text itself */
+        return PGPIPE_OK;
     uint64_t h = pp_hash64(sql);
     if (h == c->handler_hash && h)
         return PGPIPE_OK;
     char name[40];
     snprintf(name, sizeof name, "pgpipe_claim_h%016llx", (unsigned long long)h);
-    int rc = pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing the SQL handler");
+    int rc = claim_known(c, name) ? PGPIPE_OK
+           : pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing the SQL handler");
     /* a syntax error or an unknown table does not heal by retrying */
     c->handler_unusable = rc != PGPIPE_OK && PQstatus(c->conn) == CONNECTION_OK &&
                           !pgpipe_sqlstate_is_transient(c->hdr.err.sqlstate);
@@ -13969,7 +14695,14 @@ static int claim_call_batch(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_b
         if (!j)
             return pp_err_nomem(err);
         PGresult *r;
-        int rc = pp_exec_prepared(c->conn, c->nm_handler, 1, &j, &r, err, NULL);
+        int rc = c->unnamed ? pp_exec(c->conn, h->sql, 1, &j, &r, err, NULL)
+                            : pp_exec_prepared(c->conn, c->nm_handler, 1, &j, &r, err, NULL);
+        /* gone (26000): not the records' fault; the bisection reruns them
+        ** unnamed, so none is failed for it */
+        if (!c->unnamed) {
+            claim_stmt_lost(c, err->sqlstate);
+            c->lost_handler = c->unnamed;
+        }
         if (rc == PGPIPE_OK && PQresultStatus(r) == PGRES_TUPLES_OK &&
             PQfnumber(r, "failed_id") >= 0)
             rc = claim_sql_refusals(v, r, err);
@@ -14011,6 +14744,8 @@ static int claim_bisect(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch
     for (int i = lo; i < hi; i++)
         if (b->failed[i] == 1)
             claim_batch_unfail(b, i);
+    if (hi - lo == 1 && claim_lost_rerun(c, &err))
+        return claim_bisect(c, h, b, lo, hi, 0);
     if (hi - lo == 1)
         return pgpipe_batch_fail(b, lo, err.message, err.sqlstate);
     int mid = lo + (hi - lo) / 2;
@@ -14163,8 +14898,8 @@ static int claim_pending(pgpipe_claimer *c, long long *count, int exists)
     if (c->event_type)
         v[n++] = c->event_type;
     PGresult *r;
-    int rc = pp_exec_prepared(c->conn, exists ? c->nm_exists : c->nm_pending, n, v, &r,
-                              &c->hdr.err, "counting pending rows");
+    int rc = claim_exec_prepared(c, exists ? c->nm_exists : c->nm_pending, n, v, &r,
+                                 &c->hdr.err, "counting pending rows");
     if (rc != PGPIPE_OK)
         return rc;
     if (PQntuples(r) != 1)
@@ -14202,6 +14937,7 @@ void pgpipe_claimer_close(pgpipe_claimer *c)
     pp_free(c->sql_pending);
     pp_free(c->sql_exists);
     pp_free(c->restore_sql);
+    pp_free(c->known);
     pp_free(c);
 }
 
@@ -14248,7 +14984,31 @@ struct pgpipe_workers {
     int64_t start_us, last_us;
     long long last_done;
     int64_t last_alert_us;
+    atomic_int said_polling;   /* the "NOTIFY wake-ups are off" line was logged */
+    atomic_int lost_named;     /* a claimer found its statements gone (26000):
+                                  the next ones start unnamed */
 };
+
+/* The claim options of a new claimer of the workers. */
+static pgpipe_claim_options claim_worker_opts(pgpipe_workers *w)
+{
+    pgpipe_claim_options co = w->o.claim;
+    if (atomic_load(&w->lost_named))
+        co.pooler = PGPIPE_POOLER_TRANSACTION;
+    return co;
+}
+
+/* After a failure of cl: when its statements were found gone, the claimer
+** now runs them unnamed (and said so); so will the next ones. Returns 1 then
+** (try again at once: nothing else is wrong), once per such failure. */
+static int claim_worker_lost(pgpipe_workers *w, pgpipe_claimer *cl)
+{
+    if (!cl || !cl->unnamed || strcmp(cl->hdr.err.sqlstate, "26000") != 0)
+        return 0;
+    cl->hdr.err.sqlstate[0] = '\0';
+    atomic_store(&w->lost_named, 1);
+    return 1;
+}
 
 /* Sleep until the wake pipe is readable or ms pass. */
 static void claim_nap(pgpipe_workers *w, int ms)
@@ -14298,8 +15058,10 @@ static void claim_worker_drop(claim_worker *k, pgpipe_claimer **cl, pgpipe_conn 
         if (broken || PQstatus(pg) != CONNECTION_OK) {
             pgpipe_pool_discard(*pc);
         } else {
-            PGresult *r = PQexec(pg, "UNLISTEN *");
-            PQclear(r);
+            if (k->w->channel && !k->w->said_polling) {
+                PGresult *r = PQexec(pg, "UNLISTEN *");
+                PQclear(r);
+            }
             pgpipe_pool_release(*pc);
         }
         *pc = NULL;
@@ -14373,13 +15135,22 @@ static void *claim_worker_main(void *arg)
                 claim_nap(w, d > 0 ? d : 1000);
                 continue;
             }
-            pgpipe_claim_options co = w->o.claim;
+            pgpipe_claim_options co = claim_worker_opts(w);
             if (!co.worker_id || !*co.worker_id)
                 snprintf(wid, sizeof wid, "pgpipe-%ld/%d", (long)getpid(), k->index);
             co.worker_id = wid;
             PGconn *pg = pgpipe_conn_pg(pc);
             rc = pgpipe_claimer_open(&cl, pg, &co);
-            if (rc == PGPIPE_OK && w->channel) {
+            /* behind a transaction pooler a LISTEN stays on the server session
+            ** it ran on, which serves other clients from the next transaction:
+            ** nothing would ever arrive here. Poll instead, and say so once. */
+            int listen = w->channel && !(cl && cl->o.pooler == PGPIPE_POOLER_TRANSACTION);
+            if (rc == PGPIPE_OK && w->channel && !listen &&
+                atomic_exchange(&w->said_polling, 1) == 0)
+                pp_logf(PGPIPE_LOG_INFO, "claim",
+                        "NOTIFY wake-ups are off behind a transaction pooler (pooler mode "
+                        "transaction): the workers poll for new rows every %d ms", w->o.poll_ms);
+            if (rc == PGPIPE_OK && listen) {
                 pp_buf sql = { 0 };
                 if (pp_buf_append(&sql, "LISTEN ", 7) == PGPIPE_OK &&
                     pp_quote_ident(&sql, w->channel, strlen(w->channel)) == PGPIPE_OK &&
@@ -14441,6 +15212,8 @@ static void *claim_worker_main(void *arg)
             continue;
         }
         /* an error */
+        if (claim_worker_lost(w, cl))
+            continue;
         PGconn *pg = cl->conn;
         int broken = claim_retryable(pg, cl) || PQpipelineStatus(pg) != PQ_PIPELINE_OFF;
         pp_logf(broken ? PGPIPE_LOG_INFO : PGPIPE_LOG_WARN, "claim", "worker %d: %s",
@@ -14481,6 +15254,8 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
         return PGPIPE_NOMEM;
     w->wake[0] = w->wake[1] = -1;
     atomic_init(&w->stop, 0);
+    atomic_init(&w->said_polling, 0);
+    atomic_init(&w->lost_named, 0);
     pthread_mutex_init(&w->mu, NULL);
     if (opts)
         w->o = *opts;
@@ -14517,6 +15292,10 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
         if (pgpipe_pool_acquire_ex(pool, &pc, 10000, &e) == PGPIPE_OK) {
             PGconn *pg = pgpipe_conn_pg(pc);
             pgpipe_claimer *cl = NULL;
+            /* the pool resolved its mode on this connection: every claimer
+            ** of the workers takes it from there, without a probe */
+            if (w->o.claim.pooler == PGPIPE_POOLER_AUTO)
+                w->o.claim.pooler = pgpipe_pool_pooler(pool);
             int rc = pgpipe_claimer_open(&cl, pg, &w->o.claim);
             int transient = rc != PGPIPE_OK && claim_retryable(pg, cl);
             int have = cl != NULL;
@@ -14632,7 +15411,8 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
                 claim_nap(w, 100);
                 continue;
             }
-            if (pgpipe_claimer_open(&cl, pgpipe_conn_pg(pc), &w->o.claim) != PGPIPE_OK) {
+            pgpipe_claim_options co = claim_worker_opts(w);
+            if (pgpipe_claimer_open(&cl, pgpipe_conn_pg(pc), &co) != PGPIPE_OK) {
                 pgpipe_claimer_close(cl);
                 cl = NULL;
                 pgpipe_pool_discard(pc);
@@ -14655,6 +15435,8 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
         last_look = now;
         long long pending = -1;
         if (claim_pending(cl, &pending, 1) != PGPIPE_OK) {
+            if (claim_worker_lost(w, cl))
+                continue;
             int bad = PQstatus(cl->conn) != CONNECTION_OK;
             pgpipe_claimer_close(cl);
             cl = NULL;

@@ -414,7 +414,7 @@ int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud);
 
 /* Resolve a configured mode for an open, idle connection. A mode other than
 ** AUTO is returned as it is. AUTO reads the environment variable
-** PGPIPE_POOLER ("session", "transaction" or "auto"; anything else is an
+** PGPIPE_POOLER ("session", "transaction" or "auto", in any case; anything else is an
 ** error), and when it is unset or "auto" asks the server for its backend
 ** pid: a pooler answers the client with its own cancel key, so a pid that
 ** differs from PQbackendPID(conn) means one is in between. The pooler's mode
@@ -867,6 +867,12 @@ typedef struct pgpipe_pool_options {
     const char *reset_sql;  /* run on every release after the rollback, e.g.
                                "DISCARD ALL" (which also empties the statement
                                cache); NULL = none (default) */
+    int pooler;             /* PGPIPE_POOLER_AUTO (default: resolved once, on the
+                               pool's first connection, by pgpipe_pooler_mode),
+                               _SESSION or _TRANSACTION. Behind a transaction
+                               pooler pgpipe_conn_exec_cached runs statements
+                               unnamed, and the pool's users (workers) leave out
+                               session state (LISTEN, named statements). */
 } pgpipe_pool_options;
 
 /* Fill o with the defaults above. */
@@ -921,6 +927,12 @@ int pgpipe_pool_discard(pgpipe_conn *conn);
 ** handle must not be used after this call. NULL is a no-op. */
 int pgpipe_pool_close(pgpipe_pool *pool, int *leaked);
 
+/* The pool's pooler mode: PGPIPE_POOLER_SESSION or PGPIPE_POOLER_TRANSACTION
+** once a connection was made (options.pooler, or what pgpipe_pooler_mode
+** found on the first connection), PGPIPE_POOLER_AUTO before that (or for a
+** NULL pool). Any thread. */
+int pgpipe_pool_pooler(pgpipe_pool *pool);
+
 typedef struct pgpipe_pool_stats {
     int pool_size, max_overflow;
     int size;        /* connections open or being opened */
@@ -956,6 +968,11 @@ PGconn *pgpipe_conn_pg(pgpipe_conn *conn);
 ** arguments are those of PQexecPrepared; lengths and formats may be NULL.
 ** Returns the PGresult (check PQresultStatus; the caller PQclears it); on
 ** failure the error is also on the connection handle (pgpipe_errmsg(conn)).
+** Behind a transaction pooler (pgpipe_pool_pooler) nothing is cached: the
+** statement runs unnamed (PQexecParams), since the next transaction may run
+** on a server session that never saw it. A statement found gone again right
+** after it was prepared shows such a pooler where the pool was told
+** "session": the pool then switches to unnamed statements, with one warning.
 ** When the server no longer has the statement (26000, e.g. after DISCARD ALL
 ** run by hand) or its cached plan changed result type (0A000), it is prepared
 ** again and run once more - outside a transaction block; inside one the
@@ -1025,7 +1042,11 @@ void pgpipe_pipeline_close(pgpipe_pipeline *p);
 ** Thread safety: a migrator is used by one thread at a time, and nothing
 ** else may use its connection meanwhile. Runners in different processes or
 ** threads exclude each other with an advisory lock
-** (PGPIPE_MIGRATE_LOCK_KEY). The checksum functions keep no state. */
+** (PGPIPE_MIGRATE_LOCK_KEY): a session lock held for the run on a direct
+** connection; behind a transaction-mode pooler (see pgpipe_pooler_mode) a
+** transaction lock taken by each step, which re-reads the history under it.
+** A run with nothing to do takes no lock at all. The checksum functions keep
+** no state. */
 
 /* ---- Checksums -------------------------------------------------------- */
 
@@ -1042,8 +1063,14 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);
 ** (<version> is digits, compared as a number: V2 < V0010; <name> is free
 ** text). Other *.sql names are an error; other files and dot files are
 ** ignored. A line "-- pgpipe:no-transaction" runs the file outside a
-** transaction (one statement at a time, progress recorded after each);
-** otherwise the whole file runs in one transaction. */
+** transaction, one statement at a time; otherwise the whole file runs in one
+** transaction. In a no-transaction file each statement commits together
+** with its progress record (a transaction of its own), except a statement
+** that cannot run in a transaction block (CREATE INDEX CONCURRENTLY,
+** VACUUM, ...): its start is recorded before it runs and its end after. When
+** a run is cut off between the two (a lost connection, a server restart),
+** the statement's outcome is unknown: it never runs again by itself, and
+** later runs stop naming it until resume_from or redo says what to do. */
 
 #define PGPIPE_MIGRATE_DRY_RUN      0x01u /* report what would run, change nothing */
 #define PGPIPE_MIGRATE_REPAIR       0x02u /* accept changed files: record their checksum */
@@ -1059,10 +1086,20 @@ struct pgpipe_migrate_options {
     const char *scope;            /* history rows of this set; default "default", or the
                                      embedded folder's name */
     const char *history_table;    /* "schema.table", default "pgpipe.migrations" */
-    int lock_timeout_ms;          /* wait for the lock this long; 0 = 30000, <0 = try once */
+    int lock_timeout_ms;          /* wait for the lock this long; 0 = 30000, <0 = try once.
+                                     Behind a transaction pooler also how long a step
+                                     waits for a statement another runner started
+                                     outside a transaction before reporting it in doubt */
     long long lock_key;           /* 0 = PGPIPE_MIGRATE_LOCK_KEY */
     const char *baseline_version; /* record versions <= this as applied without running */
     unsigned flags;               /* PGPIPE_MIGRATE_* */
+    int pooler;                   /* PGPIPE_POOLER_*: AUTO (0) asks pgpipe_pooler_mode;
+                                     TRANSACTION takes no session lock (see above) */
+    int resume_from;              /* N > 0: the statement whose outcome is unknown took
+                                     effect; go on with statement N (1-based; N above it) */
+    int redo;                     /* N > 0: run the statement N whose outcome is unknown
+                                     again, and go on after it. resume_from and redo are
+                                     an error when no statement is in doubt */
 };
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
@@ -1099,18 +1136,26 @@ typedef struct pgpipe_migration_info {
     int ran;                    /* executed by the last pgpipe_migrate_run */
     const char *action;         /* what a run does with it: "apply", "resume at
                                    statement 3", "repair checksum", ... or "" */
+    int statement_unknown;      /* 1-based statement of a partial no-transaction file
+                                   whose start is recorded but not its end (its outcome
+                                   is unknown), or 0 */
 } pgpipe_migration_info;
 
 /* Open a runner on a connection (not taken over: close it yourself). The
 ** options are copied. Fails with PGPIPE_MISUSE on bad options; *out is set
 ** even then, so read its error and close it. */
 int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
-/* Apply what is pending: takes the advisory lock (PGPIPE_BUSY when another
-** runner keeps it past the timeout), creates the history table, checks drift,
-** then runs versioned files in order and changed repeatables. Stops at the
-** first failure: PGPIPE_DB with the file as source, the failing statement's
-** line, the server's message and SQLSTATE. With PGPIPE_MIGRATE_DRY_RUN it
-** only fills the entries (will_run) and changes nothing. */
+/* Apply what is pending: reads the history without a lock and returns at
+** once when everything is applied; otherwise takes the advisory lock
+** (PGPIPE_BUSY when another runner keeps it past the timeout), creates the
+** history table, checks drift, then runs versioned files in order and
+** changed repeatables. Stops at the first failure: PGPIPE_DB with the file
+** as source, the failing statement's line, the server's message and
+** SQLSTATE; PGPIPE_ERROR, before anything runs, when a statement's outcome
+** is unknown (see resume_from and redo). When the connection is lost the
+** entries still show what committed (ran, applied). With
+** PGPIPE_MIGRATE_DRY_RUN it only fills the entries (will_run) and changes
+** nothing. */
 int pgpipe_migrate_run(pgpipe_migrator *m);
 /* Read the files and the history and fill the entries; changes nothing. */
 int pgpipe_migrate_status(pgpipe_migrator *m);
@@ -1136,7 +1181,11 @@ void pgpipe_migrator_close(pgpipe_migrator *m);
 **
 ** Thread safety: the functions keep no state; concurrent installs, in
 ** threads or processes, wait for each other on the migration runner's
-** advisory lock. Each call uses its connection alone meanwhile. */
+** advisory lock, which is taken only when something is to be installed (an
+** installed schema is checked without it, so a loader never waits for a
+** migration that runs meanwhile). Behind a transaction pooler they follow
+** the runner's transaction-lock rule (pgpipe_migrate_options.pooler, or
+** PGPIPE_POOLER). Each call uses its connection alone meanwhile. */
 
 /* Install (or bring up to date) the built-in schema embedded from sql/schema:
 ** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,
@@ -1485,6 +1534,14 @@ typedef struct pgpipe_claim_options {
     int backoff_max_ms;       /* retry delay cap (default 300000) */
     const char *worker_id;    /* claimed_by; default "pgpipe-<pid>" */
     const char *dlq_table;    /* default "pgpipe.dead_letters" */
+    int pooler;               /* PGPIPE_POOLER_AUTO (default: pgpipe_pooler_mode
+                                 on the connection at open), _SESSION or
+                                 _TRANSACTION: behind a transaction pooler every
+                                 statement (the claim's and the SQL handler) runs
+                                 unnamed (PQexecParams) instead of prepared. A
+                                 prepared statement found gone (26000) switches
+                                 the claimer to unnamed statements with one
+                                 warning. The workers pass on their pool's mode. */
 } pgpipe_claim_options;
 
 void pgpipe_claim_options_init(pgpipe_claim_options *o);
@@ -1600,6 +1657,9 @@ void pgpipe_claimer_close(pgpipe_claimer *c);
 ** each running a claimer. Idle workers LISTEN on the loader's channel and
 ** sleep on the socket (poll on PQsocket) until a NOTIFY arrives or the
 ** fallback poll interval passes: no polling load while the queue is empty.
+** Behind a transaction pooler (the pool's pgpipe_pool_pooler, or
+** claim.pooler) a LISTEN would be lost with its server session: the workers
+** do not listen, poll every poll_ms, and say so once at info.
 ** A worker that lost its connection (server restart) gives it back and
 ** acquires a new one with backoff. Not available under PGPIPE_OMIT_THREADS. */
 #ifndef PGPIPE_OMIT_THREADS

@@ -1447,7 +1447,7 @@ static int cmd_install(shell *sh, char **argv, int argc, const char *rest)
     return 0;
 }
 
-/* .migrate [DIR] [--status|--dry-run|--baseline V|--repair] */
+/* .migrate [DIR] [--status|--dry-run|--baseline V|--repair|--resume-from N|--redo N] */
 static const optdef opts_migrate[] = {
     { "--status", NULL, OPT_FLAG, NULL, 0, 0, NULL,
       "show applied, pending, changed and missing migrations; change nothing" },
@@ -1456,6 +1456,11 @@ static const optdef opts_migrate[] = {
       "record the versions up to V as applied without running them" },
     { "--repair", NULL, OPT_FLAG, NULL, 0, 0, NULL,
       "accept edited files of applied migrations (record their new checksums)" },
+    { "--resume-from", NULL, OPT_INT, "N", 1, 1000000000, NULL,
+      "a no-transaction file stopped at a statement whose outcome is unknown (a run cut off "
+      "between its start and its end): it took effect; go on with statement N, after it" },
+    { "--redo", NULL, OPT_INT, "N", 1, 1000000000, NULL,
+      "that statement N did not take effect (or may run twice): run it again and go on" },
     { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
 };
 static const argspec spec_migrate[] = { { NULL, "[DIR]", 0, 1, opts_migrate,
@@ -1472,6 +1477,13 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
     if (opt_has(&cur, "--repair"))
         o.flags |= PGPIPE_MIGRATE_REPAIR;
     o.baseline_version = opt_str(&cur, "--baseline", NULL);
+    o.resume_from = (int)opt_num(&cur, "--resume-from", 0);
+    o.redo = (int)opt_num(&cur, "--redo", 0);
+    if (o.resume_from && o.redo) {
+        errorf(".migrate: --resume-from and --redo: one or the other (the statement in doubt "
+               "took effect, or it runs again)");
+        return 1;
+    }
     if (o.baseline_version && (!*o.baseline_version ||
                                strspn(o.baseline_version, "0123456789") != strlen(o.baseline_version))) {
         errorf(".migrate: --baseline: expected a version number (digits), got \"%s\"",
@@ -1479,9 +1491,9 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
         return 1;
     }
     if (status + !!(o.flags & PGPIPE_MIGRATE_DRY_RUN) + !!(o.flags & PGPIPE_MIGRATE_REPAIR) +
-        !!o.baseline_version > 1 && status) {
-        errorf(".migrate: --status: changes nothing, so it does not go with --dry-run, --repair "
-               "or --baseline");
+        !!o.baseline_version + !!o.resume_from + !!o.redo > 1 && status) {
+        errorf(".migrate: --status: changes nothing, so it does not go with --dry-run, --repair, "
+               "--baseline, --resume-from or --redo");
         return 1;
     }
     /* the directory: said once when it is not there (not every file as missing) */
@@ -1803,6 +1815,13 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
         fprintf(sh->out, "working on %s with %d workers%s\n",
                 wo.claim.table ? wo.claim.table : "staging.raw_events", wo.threads,
                 until_empty ? " until it is empty" : " (Ctrl-C stops)");
+    /* the library says it at info; shown here at the default level too (also
+    ** in scripts: it explains a slower pick-up), unless .log shows it anyway */
+    if (!opt_has(&cur, "--quiet") && wo.channel && *wo.channel &&
+        pgpipe_log_get_level() > PGPIPE_LOG_INFO &&
+        pgpipe_pool_pooler(pool) == PGPIPE_POOLER_TRANSACTION)
+        fprintf(stderr, "pgpipe: NOTIFY wake-ups are off behind a transaction pooler: the "
+                "workers poll every %d ms (--poll)\n", wo.poll_ms);
     pgpipe_workers_stats st;
     int empty = 0;
     while (!interrupted && !empty && !pgpipe_workers_stopping(w)) {
@@ -2686,9 +2705,12 @@ static const command commands[] = {
       "(the same as info) also shows the server NOTICEs of pgpipe's own schema installs\n"
       "(.install, .migrate, the install at .load); NOTICEs of your own SQL are always shown.",
       cmd_log, spec_log, 0 },
-    { "migrate", ".migrate [DIR] [--status|--dry-run|--baseline V|--repair]",
+    { "migrate", ".migrate [DIR] [--status|--dry-run|--baseline V|--repair|--resume-from N|--redo N]",
       "apply the migrations in DIR (default ./migrations): V<version>__<name>.sql once each,\n"
-      "in version order, then changed R__<name>.sql.", cmd_migrate, spec_migrate, 0 },
+      "in version order, then changed R__<name>.sql. A no-transaction file cut off while a\n"
+      "statement ran outside a transaction stops the next runs, naming the statement: check\n"
+      "what it did, then --resume-from N (the statement after it) or --redo N (it again).",
+      cmd_migrate, spec_migrate, 0 },
     { "mode", ".mode [aligned|csv|json|line]", "set how query results are printed", cmd_mode,
       spec_mode, 0 },
     { "partitions", ".partitions [list|ahead DAYS|retain DAYS [--detach-only]]",
@@ -2715,9 +2737,11 @@ static const command commands[] = {
     { "version", ".version", "show the pgpipe, libpq and server versions", cmd_version, spec_version, 0 },
     { "work", ".work [N] --sql \"SQL\"|FILE | --mark [options]",
       "process staging.raw_events with N SKIP LOCKED workers until Ctrl-C (or --until-empty),\n"
-      "with one handler: --sql or --mark. Ctrl-C cancels the statements in flight (even a\n"
-      "COMMIT stuck waiting for a synchronous standby) and says what is committed; the exit\n"
-      "status is then non-zero when work was in flight or --until-empty had not finished.",
+      "with one handler: --sql or --mark. Behind a transaction-mode pooler (pgbouncer; see\n"
+      "pgpipe --pooler, $PGPIPE_POOLER) NOTIFY cannot wake them: they poll every --poll MS.\n"
+      "Ctrl-C cancels the statements in flight (even a COMMIT stuck waiting for a synchronous\n"
+      "standby) and says what is committed; the exit status is then non-zero when work was in\n"
+      "flight or --until-empty had not finished.",
       cmd_work, spec_work, 0 },
     { NULL, NULL, NULL, NULL, NULL, 0 },
 };
@@ -3718,6 +3742,12 @@ static void usage(FILE *f)
             "                    ends, even killed) if this run started it\n"
             "  --keep            with --local: leave the server running on exit\n"
             "  --fast            with --local: a new cluster runs with fsync off (throwaway data)\n"
+            "  --pooler MODE     what sits between pgpipe and the server: session (a direct\n"
+            "                    connection or a session-mode pooler), transaction (pgbouncer\n"
+            "                    pool_mode = transaction: unnamed statements, no LISTEN, the\n"
+            "                    workers poll) or auto (default: a pooler is detected and taken\n"
+            "                    for transaction mode); sets $PGPIPE_POOLER for .load, .work,\n"
+            "                    .migrate and every other component\n"
             "  -h, --help        show this help\n"
             "  -V, --version     show the version\n"
             "A bad option, or one without its value, exits with status 2 before anything runs.\n"
@@ -3798,7 +3828,8 @@ static int parse_cli(shell *sh, cli *c, int argc, char **argv)
         char name[64];
         snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a) : (int)strlen(a), a);
         int takes = !strcmp(name, "-f") || !strcmp(name, "--file") || !strcmp(name, "-m") ||
-                    !strcmp(name, "--mode") || !strcmp(name, "--local");
+                    !strcmp(name, "--mode") || !strcmp(name, "--local") ||
+                    !strcmp(name, "--pooler");
         if (takes) {
             if (eq)
                 val = eq + 1;
@@ -3832,6 +3863,14 @@ static int parse_cli(shell *sh, cli *c, int argc, char **argv)
                 return 2;
         } else if (!strcmp(name, "--local")) {
             c->local_dir = val;
+        } else if (!strcmp(name, "--pooler")) {
+            if (strcmp(val, "session") && strcmp(val, "transaction") && strcmp(val, "auto")) {
+                fprintf(stderr, "pgpipe: --pooler %s: expected session, transaction or auto\n",
+                        val);
+                return 2;
+            }
+            /* every component the shell opens reads it (pgpipe_pooler_mode) */
+            setenv("PGPIPE_POOLER", val, 1);
         } else if (!strcmp(name, "--keep")) {
             c->keep = 1;
         } else if (!strcmp(name, "--fast")) {

@@ -39,6 +39,22 @@
 ** pgt_db_int(c, SQL) and pgt_db_str(c, SQL) read a query's one value. A test
 ** that needs a server state of its own (migrations on an empty database)
 ** takes a fresh database.
+**
+** pgbouncer. pgt_bouncer_dsn("session"), pgt_bouncer_dsn("transaction") and
+** pgt_bouncer_dsn("transaction-discard") return the conninfo of a real
+** pgbouncer in front of the test cluster in that pool_mode (any dbname
+** passes through: append " dbname=X"), started on first use by this test's
+** process: its own ini and userlist in a directory under the test temp dir,
+** a free TCP port on 127.0.0.1, default_pool_size 2 in transaction mode (so
+** transactions move between server connections), server_reset_query =
+** DISCARD ALL; "transaction-discard" also sets server_reset_query_always, so
+** every transaction starts on a reset session (no statement, lock or LISTEN
+** survives; plain "transaction" is pgbouncer's default, where what one
+** client leaves in a session is found by the next). It runs as
+** the cluster's user (pgbouncer refuses root) and dies with the test process
+** (parent-death signal, so a failed assertion or a timeout stops it too).
+** Call it from the test's main thread. No pgbouncer installed: the test is
+** skipped (tool/deps.sh --test installs it).
 */
 #ifndef PGTEST_H
 #define PGTEST_H
@@ -285,6 +301,228 @@ static const char *pgt_tmpdir(void)
 {
     const char *t = getenv("PGPIPE_TEST_TMP");
     return t && *t ? t : "/tmp";
+}
+
+/* ---- pgbouncer in front of the test cluster --------------------------------- */
+
+#include <pwd.h>
+#include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+static struct { pid_t pid; char dsn[256]; char dir[512]; } pgt_bouncers[3];
+
+/* The pgbouncer program: PGPIPE_PGBOUNCER, PATH, then /usr/sbin (Debian's
+** place, often not on a user's PATH). NULL when there is none. */
+static const char *pgt_bouncer_bin(void)
+{
+    static char path[1024];
+    const char *env = getenv("PGPIPE_PGBOUNCER");
+    if (env && *env)
+        return access(env, X_OK) == 0 ? env : NULL;
+    const char *p = getenv("PATH");
+    char dirs[4096];
+    snprintf(dirs, sizeof dirs, "%s:/usr/sbin:/usr/local/sbin", p ? p : "/usr/bin:/bin");
+    for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(path, sizeof path, "%s/pgbouncer", d);
+        if (access(path, X_OK) == 0)
+            return path;
+    }
+    return NULL;
+}
+
+/* A TCP port on 127.0.0.1 nothing listens on now (0 when none is found). */
+static int pgt_free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0)
+        return 0;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    int port = 0;
+    if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(s, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(s);
+    return port;
+}
+
+static void pgt_bouncer_log(const char *dir)
+{
+    char path[600], line[512];
+    snprintf(path, sizeof path, "%s/pgbouncer.log", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    fprintf(stderr, "    --- %s\n", path);
+    while (fgets(line, sizeof line, f))
+        fprintf(stderr, "    %s", line);
+    fclose(f);
+}
+
+static const char *pgt_bouncer_dsn(const char *mode)
+{
+    int slot = !strcmp(mode, "session") ? 0 : !strcmp(mode, "transaction") ? 1
+             : !strcmp(mode, "transaction-discard") ? 2 : -1;
+    if (slot < 0) {
+        fprintf(stderr, "    pgt_bouncer_dsn(%s): session, transaction or transaction-discard\n",
+                mode);
+        pgt_end_fail();
+    }
+    if (pgt_bouncers[slot].pid > 0)
+        return pgt_bouncers[slot].dsn;
+    const char *dsn = pgt_dsn();
+    const char *bin = pgt_bouncer_bin();
+    if (!bin)
+        PGT_SKIP("pgbouncer is not installed (sh tool/deps.sh --test installs it)");
+    /* where the cluster listens, and as whom it runs */
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &msg);
+    const char *host = NULL, *port = NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (!strcmp(o->keyword, "host") && o->val)
+            host = o->val;
+        if (!strcmp(o->keyword, "port") && o->val)
+            port = o->val;
+    }
+    if (!opts || !host || !port) {
+        fprintf(stderr, "    pgbouncer: cannot read host and port of %s\n", dsn);
+        pgt_end_fail();
+    }
+    uid_t uid = geteuid();
+    gid_t gid = getegid();
+    const char *pgdir = getenv("PGPIPE_TEST_PGDIR");
+    struct stat st;
+    if (uid == 0) {
+        if (!pgdir || stat(pgdir, &st) != 0 || st.st_uid == 0)
+            PGT_SKIP("pgbouncer refuses to run as root and the cluster's user is unknown");
+        uid = st.st_uid;
+        gid = st.st_gid;
+    }
+    char *dir = pgt_bouncers[slot].dir;
+    snprintf(dir, sizeof pgt_bouncers[slot].dir, "%s/bouncer-%s-%d-XXXXXX", pgt_tmpdir(), mode,
+             (int)getpid());
+    if (!mkdtemp(dir) || chmod(dir, 0700) != 0 || (geteuid() == 0 && chown(dir, uid, gid) != 0)) {
+        fprintf(stderr, "    pgbouncer: cannot make %s\n", dir);
+        pgt_end_fail();
+    }
+    char path[700];
+    snprintf(path, sizeof path, "%s/userlist.txt", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "    pgbouncer: cannot write %s\n", path);
+        pgt_end_fail();
+    }
+    fprintf(f, "\"postgres\" \"\"\n");
+    fclose(f);
+    int txn = slot > 0;
+    for (int tries = 0; tries < 5; tries++) {
+        int lport = pgt_free_port();
+        snprintf(path, sizeof path, "%s/pgbouncer.ini", dir);
+        f = fopen(path, "w");
+        if (!f) {
+            fprintf(stderr, "    pgbouncer: cannot write %s\n", path);
+            pgt_end_fail();
+        }
+        fprintf(f,
+                "[databases]\n* = host=%s port=%s\n"
+                "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir =\n"
+                "auth_type = trust\nauth_file = %s/userlist.txt\n"
+                "logfile = %s/pgbouncer.log\npidfile = %s/pgbouncer.pid\n"
+                "pool_mode = %s\ndefault_pool_size = %d\nmin_pool_size = 0\n"
+                "reserve_pool_size = 0\nmax_client_conn = 400\n"
+                "server_reset_query = DISCARD ALL\nserver_reset_query_always = %d\n"
+                "server_login_retry = 1\nquery_wait_timeout = 60\n"
+                "ignore_startup_parameters = extra_float_digits\n",
+                host, port, lport, dir, dir, dir, txn ? "transaction" : "session", txn ? 2 : 40,
+                slot == 2);
+        fclose(f);
+        fflush(NULL);
+        pid_t parent = getpid();
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("fork");
+            pgt_end_fail();
+        }
+        if (pid == 0) {
+            if (geteuid() == 0 && (setgid(gid) != 0 || setuid(uid) != 0))
+                _exit(126);
+#ifdef __linux__
+            /* after setuid, which clears it: die with the test process */
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
+            if (getppid() != parent)
+                _exit(0);
+            char out[700];
+            snprintf(out, sizeof out, "%s/stderr.log", dir);
+            int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+            execl(bin, "pgbouncer", path, (char *)NULL);
+            _exit(127);
+        }
+        snprintf(pgt_bouncers[slot].dsn, sizeof pgt_bouncers[slot].dsn,
+                 "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=5", lport);
+        /* ready when a connection through it gets to the server */
+        for (int i = 0; i < 200; i++) {
+            int status;
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                pid = -1;
+                break;
+            }
+            PGconn *c = PQconnectdb(pgt_bouncers[slot].dsn);
+            int ok = PQstatus(c) == CONNECTION_OK;
+            PQfinish(c);
+            if (ok) {
+                pgt_bouncers[slot].pid = pid;
+                PQconninfoFree(opts);
+                return pgt_bouncers[slot].dsn;
+            }
+            pgpipe_sleep_ms(50);
+        }
+        if (pid > 0) {
+            kill(pid, SIGTERM);
+            waitpid(pid, NULL, 0);
+        }
+        /* a port taken meanwhile: try another; anything else is final */
+        char lp[700], line[512];
+        int busy = 0;
+        snprintf(lp, sizeof lp, "%s/pgbouncer.log", dir);
+        if ((f = fopen(lp, "r"))) {
+            while (fgets(line, sizeof line, f))
+                busy |= strstr(line, "Address already in use") != NULL;
+            fclose(f);
+        }
+        if (!busy)
+            break;
+    }
+    fprintf(stderr, "    pgbouncer (%s mode) did not start\n", mode);
+    pgt_bouncer_log(dir);
+    pgt_end_fail();
+    return NULL;
+}
+
+/* Stop this process's pgbouncers now (they also die with the process). */
+static void pgt_bouncer_stop(void)
+{
+    for (int i = 0; i < 3; i++)
+        if (pgt_bouncers[i].pid > 0) {
+            kill(pgt_bouncers[i].pid, SIGTERM);
+            waitpid(pgt_bouncers[i].pid, NULL, 0);
+            pgt_bouncers[i].pid = 0;
+        }
 }
 
 #endif

@@ -11,7 +11,9 @@
 #               binaries (initdb, pg_ctl, postgres)
 #   --test      (the default) --demo, plus what `make test` runs so that no
 #               test is skipped: an ASan+UBSan build of that program, --cross,
-#               --fuzz, --valgrind, openssl, groff (the man page), ps, ss
+#               --fuzz, --valgrind, openssl, groff (the man page), ps, ss,
+#               pgbouncer (the pooler tests run it in session and transaction
+#               mode in front of the throwaway cluster)
 #   --cross     the aarch64 cross compiler and its C library (pgpipe.c with
 #               <stdint.h> and libpq-fe.h compiles for aarch64)
 #   --fuzz      clang with libFuzzer and its sanitizer runtimes
@@ -170,6 +172,17 @@ if [ $test = 1 ]; then
     need_cmd groff groff-base
     need_cmd ps procps
     need_cmd ss iproute2
+    # pgbouncer lives in /usr/sbin, often not on a user's PATH; the tests
+    # find it the same way (test/pgtest.h, test/sh/lib/bouncer.sh)
+    bouncer=$(command -v pgbouncer 2>/dev/null || true)
+    [ -n "$bouncer" ] || [ ! -x /usr/sbin/pgbouncer ] || bouncer=/usr/sbin/pgbouncer
+    if [ -z "$bouncer" ]; then
+        note pgbouncer "missing (pgbouncer)"; want pgbouncer
+    elif v=$("$bouncer" --version 2>&1 | head -n 1) && [ -n "$v" ]; then
+        note pgbouncer "ok ($v)"
+    else
+        note pgbouncer "FAILS (pgbouncer): $("$bouncer" --version 2>&1 | head -n 1)"; want pgbouncer
+    fi
 fi
 if [ $tsan = 1 ] && [ $cc_ok = 1 ]; then
     if ok tsan; then

@@ -47,6 +47,7 @@ struct pgpipe_conn {
     int nstmts;
     uint64_t tick;
     int in_pipeline;
+    int pooler;               /* the pool's mode, resolved before it was made */
 };
 
 typedef struct pool_waiter {
@@ -79,6 +80,9 @@ struct pgpipe_pool {
     int reset_clears_cache;
     int set_connect_timeout;
     char connect_timeout[16];
+    int pooler;               /* PGPIPE_POOLER_SESSION or _TRANSACTION once the
+                                 first connection resolved it; AUTO before */
+    int said_lost;            /* warned that prepared statements vanish */
 
     pgpipe_conn *idle;        /* LIFO: the most recently used on top */
     int nidle;
@@ -268,6 +272,25 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
     /* server notices go to the log, not to stderr (libpq's default); a
     ** caller can install its own processor on pgpipe_conn_pg() */
     PQsetNoticeProcessor(c->pg, pp_notice_to_log, (void *)"pool");
+    /* the pooler mode, once per pool: racing first connections probe alike */
+    pp_mutex_lock(&p->mu);
+    int pooler = p->pooler;
+    pp_mutex_unlock(&p->mu);
+    if (pooler == PGPIPE_POOLER_AUTO) {
+        pooler = pgpipe_pooler_mode(c->pg, p->opt.pooler, err);
+        if (pooler < 0) {
+            *permanent = err->code == PGPIPE_MISUSE;
+            pool_conn_free(c);
+            return NULL;
+        }
+        pp_mutex_lock(&p->mu);
+        if (p->pooler == PGPIPE_POOLER_AUTO) {
+            p->pooler = pooler;
+            pp_logf(PGPIPE_LOG_DEBUG, "pool", "pooler mode: %s", pgpipe_pooler_name(pooler));
+        }
+        pp_mutex_unlock(&p->mu);
+    }
+    c->pooler = pooler;
     int64_t now = pgpipe_now_us();
     c->created_us = c->released_us = c->validated_us = now;
     return c;
@@ -603,6 +626,7 @@ void pgpipe_pool_options_init(pgpipe_pool_options *o)
     o->stmt_cache_size = 100;
     o->application_name = "pgpipe";
     o->reset_sql = NULL;
+    o->pooler = PGPIPE_POOLER_AUTO;
 }
 
 static int pool_check_options(pgpipe_error *e, const pgpipe_pool_options *o)
@@ -626,6 +650,10 @@ static int pool_check_options(pgpipe_error *e, const pgpipe_pool_options *o)
                       "pool options acquire_timeout_ms, connect_timeout_s, max_lifetime_ms, "
                       "lifetime_jitter_ms, idle_timeout_ms, close_timeout_ms and "
                       "stmt_cache_size must not be negative");
+    if (o->pooler != PGPIPE_POOLER_AUTO && o->pooler != PGPIPE_POOLER_SESSION &&
+        o->pooler != PGPIPE_POOLER_TRANSACTION)
+        return pp_err(e, PGPIPE_MISUSE, "pool option pooler must be PGPIPE_POOLER_AUTO, "
+                      "_SESSION or _TRANSACTION (got %d)", o->pooler);
     if (o->pre_ping_ms < -1)
         return pp_err(e, PGPIPE_MISUSE, "pool option pre_ping_ms must be -1 (never) or more (got %d)",
                       o->pre_ping_ms);
@@ -1144,6 +1172,16 @@ int pgpipe_pool_close(pgpipe_pool *p, int *leaked)
     return PGPIPE_BUSY;
 }
 
+int pgpipe_pool_pooler(pgpipe_pool *p)
+{
+    if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_POOLER_AUTO;
+    pp_mutex_lock(&p->mu);
+    int mode = p->pooler;
+    pp_mutex_unlock(&p->mu);
+    return mode;
+}
+
 int pgpipe_pool_stats_get(pgpipe_pool *p, pgpipe_pool_stats *s)
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC || !s)
@@ -1216,6 +1254,27 @@ static int pool_result_state_is(const PGresult *r, const char *state)
     return s && strcmp(s, state) == 0;
 }
 
+/* Prepared statements do not last on this pool's server sessions: run
+** unnamed from now on (this connection at once, new ones from the pool's
+** mode), and say so once per pool. */
+static void pool_conn_lost_statements(pgpipe_conn *c)
+{
+    pgpipe_pool *p = c->pool;
+    c->pooler = PGPIPE_POOLER_TRANSACTION;
+    pgpipe_conn_clear_cache(c);
+    pp_mutex_lock(&p->mu);
+    int say = !p->said_lost;
+    p->said_lost = 1;
+    p->pooler = PGPIPE_POOLER_TRANSACTION;
+    pp_mutex_unlock(&p->mu);
+    if (say)
+        pp_logf(PGPIPE_LOG_WARN, "pool",
+                "a statement prepared on this connection was gone at once (SQLSTATE 26000): a "
+                "transaction-mode pooler (pgbouncer pool_mode = transaction) is in between; "
+                "running statements unnamed from now on (set the pool's pooler option or "
+                "PGPIPE_POOLER=transaction to start so)");
+}
+
 PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
                                   const char *const *values, const int *lengths,
                                   const int *formats, int result_format)
@@ -1229,7 +1288,10 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
     pgpipe_error_clear(&c->hdr.err);
     int cap = c->pool->opt.stmt_cache_size;
     PGresult *r;
-    if (cap <= 0) {
+    /* behind a transaction pooler the next transaction may run on another
+    ** server session, which does not have the statement: unnamed, one
+    ** round trip (Parse, Bind, Execute, Sync) that cannot be split */
+    if (cap <= 0 || c->pooler == PGPIPE_POOLER_TRANSACTION) {
         r = PQexecParams(c->pg, sql, nparams, NULL, values, lengths, formats, result_format);
         if (!pool_result_ok(r))
             pp_err_pq(&c->hdr.err, c->pg, r, NULL);
@@ -1308,6 +1370,17 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
                 }
                 continue;
             }
+        }
+        if (attempt == 1 && lost && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+            /* gone again right after it was prepared: the two statements ran
+            ** on different server sessions, so a transaction pooler is in
+            ** between although the pool was told otherwise */
+            PQclear(r);
+            pool_conn_lost_statements(c);
+            r = PQexecParams(c->pg, sql, nparams, NULL, values, lengths, formats, result_format);
+            if (!pool_result_ok(r))
+                pp_err_pq(&c->hdr.err, c->pg, r, NULL);
+            return r;
         }
         pp_err_pq(&c->hdr.err, c->pg, r, NULL);
         return r;

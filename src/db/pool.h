@@ -70,6 +70,12 @@ typedef struct pgpipe_pool_options {
     const char *reset_sql;  /* run on every release after the rollback, e.g.
                                "DISCARD ALL" (which also empties the statement
                                cache); NULL = none (default) */
+    int pooler;             /* PGPIPE_POOLER_AUTO (default: resolved once, on the
+                               pool's first connection, by pgpipe_pooler_mode),
+                               _SESSION or _TRANSACTION. Behind a transaction
+                               pooler pgpipe_conn_exec_cached runs statements
+                               unnamed, and the pool's users (workers) leave out
+                               session state (LISTEN, named statements). */
 } pgpipe_pool_options;
 
 /* Fill o with the defaults above. */
@@ -124,6 +130,12 @@ int pgpipe_pool_discard(pgpipe_conn *conn);
 ** handle must not be used after this call. NULL is a no-op. */
 int pgpipe_pool_close(pgpipe_pool *pool, int *leaked);
 
+/* The pool's pooler mode: PGPIPE_POOLER_SESSION or PGPIPE_POOLER_TRANSACTION
+** once a connection was made (options.pooler, or what pgpipe_pooler_mode
+** found on the first connection), PGPIPE_POOLER_AUTO before that (or for a
+** NULL pool). Any thread. */
+int pgpipe_pool_pooler(pgpipe_pool *pool);
+
 typedef struct pgpipe_pool_stats {
     int pool_size, max_overflow;
     int size;        /* connections open or being opened */
@@ -159,6 +171,11 @@ PGconn *pgpipe_conn_pg(pgpipe_conn *conn);
 ** arguments are those of PQexecPrepared; lengths and formats may be NULL.
 ** Returns the PGresult (check PQresultStatus; the caller PQclears it); on
 ** failure the error is also on the connection handle (pgpipe_errmsg(conn)).
+** Behind a transaction pooler (pgpipe_pool_pooler) nothing is cached: the
+** statement runs unnamed (PQexecParams), since the next transaction may run
+** on a server session that never saw it. A statement found gone again right
+** after it was prepared shows such a pooler where the pool was told
+** "session": the pool then switches to unnamed statements, with one warning.
 ** When the server no longer has the statement (26000, e.g. after DISCARD ALL
 ** run by hand) or its cached plan changed result type (0A000), it is prepared
 ** again and run once more - outside a transaction block; inside one the

@@ -48,6 +48,11 @@ struct pgpipe_claimer {
     uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
     int handler_unusable;     /* the server refused to prepare the SQL handler */
     char *restore_sql;        /* puts the session's planner settings back */
+    int unnamed;              /* run statements unnamed (transaction pooler) */
+    int lost_handler;         /* the SQL handler's statement was found gone: the
+                                 record it failed runs once more, unnamed */
+    char *known;              /* names of pgpipe_claim statements the session
+                                 had at open, one per line (named mode) */
     pgpipe_claim_stats st;
     pgpipe_batch *cur;
 };
@@ -108,14 +113,99 @@ static int claim_exec(pgpipe_claimer *c, const char *sql)
     return pp_exec(c->conn, sql, 0, NULL, NULL, &c->hdr.err, sql);
 }
 
+/* Whether the session already has statement name (it kept it from an
+** earlier claimer): preparing it again would fail with 42P05, which the
+** server writes to its log as an ERROR each time a worker reconnects. */
+static int claim_known(const pgpipe_claimer *c, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *k = c->known; k && (k = strstr(k, name)) != NULL; k += n)
+        if ((k == c->known || k[-1] == '\n') && k[n] == '\n')
+            return 1;
+    return 0;
+}
+
+/* The pgpipe_claim statements this session has (named mode). */
+static int claim_read_known(pgpipe_claimer *c)
+{
+    PGresult *r;
+    int rc = pp_exec(c->conn, "SELECT coalesce(string_agg(name, E'\\n') || E'\\n', '') FROM "
+                     "pg_catalog.pg_prepared_statements WHERE name LIKE 'pgpipe\\_claim\\_%'",
+                     0, NULL, &r, &c->hdr.err, "reading the prepared statements");
+    if (rc != PGPIPE_OK)
+        return rc;
+    pp_free(c->known);
+    c->known = pp_strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return c->known ? PGPIPE_OK : pp_err_nomem(&c->hdr.err);
+}
+
 static int claim_prepare(pgpipe_claimer *c, const char *name, const char *sql)
 {
+    if (c->unnamed || claim_known(c, name))
+        return PGPIPE_OK;
     return pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing a claimer statement");
+}
+
+/* The text of the claimer statement called name (unnamed mode). */
+static const char *claim_sql_of(const pgpipe_claimer *c, const char *name)
+{
+    return name == c->nm_claim ? c->sql_claim : name == c->nm_done ? c->sql_done
+         : name == c->nm_fail ? c->sql_fail : name == c->nm_release ? c->sql_release
+         : name == c->nm_pending ? c->sql_pending : c->sql_exists;
+}
+
+/* A named statement the session no longer has (26000): a transaction pooler
+** sits in between (pgbouncer pool_mode = transaction) although the claimer
+** was told otherwise. Say so once, and go on with unnamed statements. */
+static void claim_stmt_lost(pgpipe_claimer *c, const char *sqlstate)
+{
+#ifndef PGPIPE_OMIT_THREADS
+    static atomic_int said;
+#else
+    static int said;
+#endif
+    if (c->unnamed || !sqlstate || strcmp(sqlstate, "26000") != 0)
+        return;
+    c->unnamed = 1;
+    c->handler_hash = 0;
+#ifndef PGPIPE_OMIT_THREADS
+    if (atomic_exchange(&said, 1) == 0)
+#else
+    if (!said++)
+#endif
+        pp_logf(PGPIPE_LOG_WARN, "claim",
+                "a prepared statement of the claimer is gone from the server session "
+                "(SQLSTATE 26000): a transaction-mode pooler (pgbouncer pool_mode = "
+                "transaction) is in between; using unnamed statements from now on "
+                "(set PGPIPE_POOLER=transaction or the pooler option to start so)");
+}
+
+/* A record failed only because the handler's statement was gone: run it
+** again (unnamed now), once. */
+static int claim_lost_rerun(pgpipe_claimer *c, const pgpipe_error *err)
+{
+    if (!c->lost_handler || strcmp(err->sqlstate, "26000") != 0)
+        return 0;
+    c->lost_handler = 0;
+    return 1;
 }
 
 static PGresult *claim_run(pgpipe_claimer *c, const char *name, int n, const char *const *v)
 {
-    return PQexecPrepared(c->conn, name, n, v, NULL, NULL, 0);
+    PGresult *r = c->unnamed
+        ? PQexecParams(c->conn, claim_sql_of(c, name), n, NULL, v, NULL, NULL, 0)
+        : PQexecPrepared(c->conn, name, n, v, NULL, NULL, 0);
+    claim_stmt_lost(c, PQresultErrorField(r, PG_DIAG_SQLSTATE));
+    return r;
+}
+
+/* pp_exec_prepared of a claimer statement, or its text unnamed. */
+static int claim_exec_prepared(pgpipe_claimer *c, const char *name, int n,
+                               const char *const *v, PGresult **res, pgpipe_error *err,
+                               const char *context)
+{
+    return pp_exec_check(c->conn, claim_run(c, name, n, v), res, err, context);
 }
 
 /* Append {a,b,c} (a bigint[] literal) of the records selected by want
@@ -359,6 +449,17 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
     int rc = claim_build_sql(c);
     if (rc == PGPIPE_OK)
         rc = claim_save_settings(c);
+    if (rc == PGPIPE_OK) {
+        int mode = pgpipe_pooler_mode(conn, o->pooler, &c->hdr.err);
+        if (mode < 0) {
+            rc = c->hdr.err.code;
+        } else {
+            c->unnamed = mode == PGPIPE_POOLER_TRANSACTION;
+            o->pooler = mode;
+        }
+    }
+    if (rc == PGPIPE_OK && !c->unnamed)
+        rc = claim_read_known(c);
     if (rc == PGPIPE_OK)
         rc = claim_prepare(c, c->nm_claim, c->sql_claim);
     if (rc == PGPIPE_OK)
@@ -554,7 +655,8 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v
     }
     int ok = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, CLAIM_PLAN_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
-             PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0) &&
+             (c->unnamed ? PQsendQueryParams(conn, c->sql_claim, n, NULL, v, NULL, NULL, 0)
+                         : PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0)) &&
              PQsendQueryParams(conn, c->restore_sql, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, lease ? "COMMIT" : "SAVEPOINT pgpipe_claim", 0, NULL, NULL,
                                NULL, NULL, 0) &&
@@ -579,6 +681,7 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v
         }
     if (failed) {
         pp_err_pq(&c->hdr.err, conn, bad, "claiming a batch");
+        claim_stmt_lost(c, c->hdr.err.sqlstate);
         for (int i = 0; i < 5; i++)
             PQclear(res[i]);
         pp_rollback_open(conn);
@@ -744,7 +847,7 @@ static int claim_lease_done(pgpipe_claimer *c, pgpipe_batch *b, int *want, long 
     if (*want > 0) {
         const char *v[2] = { ids.data, b->token };
         PGresult *r;
-        rc = pp_exec_prepared(c->conn, c->nm_done, 2, v, &r, &c->hdr.err, "completing a batch");
+        rc = claim_exec_prepared(c, c->nm_done, 2, v, &r, &c->hdr.err, "completing a batch");
         if (rc == PGPIPE_OK)
             *accepted = strtoll(PQcmdTuples(r), NULL, 10);
         PQclear(r);
@@ -820,7 +923,7 @@ int pgpipe_claim_release(pgpipe_claimer *c, pgpipe_batch *b)
             rc = pp_err_nomem(&c->hdr.err);
         } else {
             const char *v[2] = { ids.data, b->token };
-            rc = pp_exec_prepared(c->conn, c->nm_release, 2, v, NULL, &c->hdr.err,
+            rc = claim_exec_prepared(c, c->nm_release, 2, v, NULL, &c->hdr.err,
                                   "releasing a batch");
         }
         pp_buf_free(&ids);
@@ -835,12 +938,15 @@ int pgpipe_claim_release(pgpipe_claimer *c, pgpipe_batch *b)
 
 static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
 {
+    if (c->unnamed) /* claim_call_batch sends the text itself */
+        return PGPIPE_OK;
     uint64_t h = pp_hash64(sql);
     if (h == c->handler_hash && h)
         return PGPIPE_OK;
     char name[40];
     snprintf(name, sizeof name, "pgpipe_claim_h%016llx", (unsigned long long)h);
-    int rc = pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing the SQL handler");
+    int rc = claim_known(c, name) ? PGPIPE_OK
+           : pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing the SQL handler");
     /* a syntax error or an unknown table does not heal by retrying */
     c->handler_unusable = rc != PGPIPE_OK && PQstatus(c->conn) == CONNECTION_OK &&
                           !pgpipe_sqlstate_is_transient(c->hdr.err.sqlstate);
@@ -894,7 +1000,14 @@ static int claim_call_batch(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_b
         if (!j)
             return pp_err_nomem(err);
         PGresult *r;
-        int rc = pp_exec_prepared(c->conn, c->nm_handler, 1, &j, &r, err, NULL);
+        int rc = c->unnamed ? pp_exec(c->conn, h->sql, 1, &j, &r, err, NULL)
+                            : pp_exec_prepared(c->conn, c->nm_handler, 1, &j, &r, err, NULL);
+        /* gone (26000): not the records' fault; the bisection reruns them
+        ** unnamed, so none is failed for it */
+        if (!c->unnamed) {
+            claim_stmt_lost(c, err->sqlstate);
+            c->lost_handler = c->unnamed;
+        }
         if (rc == PGPIPE_OK && PQresultStatus(r) == PGRES_TUPLES_OK &&
             PQfnumber(r, "failed_id") >= 0)
             rc = claim_sql_refusals(v, r, err);
@@ -936,6 +1049,8 @@ static int claim_bisect(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch
     for (int i = lo; i < hi; i++)
         if (b->failed[i] == 1)
             claim_batch_unfail(b, i);
+    if (hi - lo == 1 && claim_lost_rerun(c, &err))
+        return claim_bisect(c, h, b, lo, hi, 0);
     if (hi - lo == 1)
         return pgpipe_batch_fail(b, lo, err.message, err.sqlstate);
     int mid = lo + (hi - lo) / 2;
@@ -1088,8 +1203,8 @@ static int claim_pending(pgpipe_claimer *c, long long *count, int exists)
     if (c->event_type)
         v[n++] = c->event_type;
     PGresult *r;
-    int rc = pp_exec_prepared(c->conn, exists ? c->nm_exists : c->nm_pending, n, v, &r,
-                              &c->hdr.err, "counting pending rows");
+    int rc = claim_exec_prepared(c, exists ? c->nm_exists : c->nm_pending, n, v, &r,
+                                 &c->hdr.err, "counting pending rows");
     if (rc != PGPIPE_OK)
         return rc;
     if (PQntuples(r) != 1)
@@ -1127,6 +1242,7 @@ void pgpipe_claimer_close(pgpipe_claimer *c)
     pp_free(c->sql_pending);
     pp_free(c->sql_exists);
     pp_free(c->restore_sql);
+    pp_free(c->known);
     pp_free(c);
 }
 
@@ -1173,7 +1289,31 @@ struct pgpipe_workers {
     int64_t start_us, last_us;
     long long last_done;
     int64_t last_alert_us;
+    atomic_int said_polling;   /* the "NOTIFY wake-ups are off" line was logged */
+    atomic_int lost_named;     /* a claimer found its statements gone (26000):
+                                  the next ones start unnamed */
 };
+
+/* The claim options of a new claimer of the workers. */
+static pgpipe_claim_options claim_worker_opts(pgpipe_workers *w)
+{
+    pgpipe_claim_options co = w->o.claim;
+    if (atomic_load(&w->lost_named))
+        co.pooler = PGPIPE_POOLER_TRANSACTION;
+    return co;
+}
+
+/* After a failure of cl: when its statements were found gone, the claimer
+** now runs them unnamed (and said so); so will the next ones. Returns 1 then
+** (try again at once: nothing else is wrong), once per such failure. */
+static int claim_worker_lost(pgpipe_workers *w, pgpipe_claimer *cl)
+{
+    if (!cl || !cl->unnamed || strcmp(cl->hdr.err.sqlstate, "26000") != 0)
+        return 0;
+    cl->hdr.err.sqlstate[0] = '\0';
+    atomic_store(&w->lost_named, 1);
+    return 1;
+}
 
 /* Sleep until the wake pipe is readable or ms pass. */
 static void claim_nap(pgpipe_workers *w, int ms)
@@ -1223,8 +1363,10 @@ static void claim_worker_drop(claim_worker *k, pgpipe_claimer **cl, pgpipe_conn 
         if (broken || PQstatus(pg) != CONNECTION_OK) {
             pgpipe_pool_discard(*pc);
         } else {
-            PGresult *r = PQexec(pg, "UNLISTEN *");
-            PQclear(r);
+            if (k->w->channel && !k->w->said_polling) {
+                PGresult *r = PQexec(pg, "UNLISTEN *");
+                PQclear(r);
+            }
             pgpipe_pool_release(*pc);
         }
         *pc = NULL;
@@ -1298,13 +1440,22 @@ static void *claim_worker_main(void *arg)
                 claim_nap(w, d > 0 ? d : 1000);
                 continue;
             }
-            pgpipe_claim_options co = w->o.claim;
+            pgpipe_claim_options co = claim_worker_opts(w);
             if (!co.worker_id || !*co.worker_id)
                 snprintf(wid, sizeof wid, "pgpipe-%ld/%d", (long)getpid(), k->index);
             co.worker_id = wid;
             PGconn *pg = pgpipe_conn_pg(pc);
             rc = pgpipe_claimer_open(&cl, pg, &co);
-            if (rc == PGPIPE_OK && w->channel) {
+            /* behind a transaction pooler a LISTEN stays on the server session
+            ** it ran on, which serves other clients from the next transaction:
+            ** nothing would ever arrive here. Poll instead, and say so once. */
+            int listen = w->channel && !(cl && cl->o.pooler == PGPIPE_POOLER_TRANSACTION);
+            if (rc == PGPIPE_OK && w->channel && !listen &&
+                atomic_exchange(&w->said_polling, 1) == 0)
+                pp_logf(PGPIPE_LOG_INFO, "claim",
+                        "NOTIFY wake-ups are off behind a transaction pooler (pooler mode "
+                        "transaction): the workers poll for new rows every %d ms", w->o.poll_ms);
+            if (rc == PGPIPE_OK && listen) {
                 pp_buf sql = { 0 };
                 if (pp_buf_append(&sql, "LISTEN ", 7) == PGPIPE_OK &&
                     pp_quote_ident(&sql, w->channel, strlen(w->channel)) == PGPIPE_OK &&
@@ -1366,6 +1517,8 @@ static void *claim_worker_main(void *arg)
             continue;
         }
         /* an error */
+        if (claim_worker_lost(w, cl))
+            continue;
         PGconn *pg = cl->conn;
         int broken = claim_retryable(pg, cl) || PQpipelineStatus(pg) != PQ_PIPELINE_OFF;
         pp_logf(broken ? PGPIPE_LOG_INFO : PGPIPE_LOG_WARN, "claim", "worker %d: %s",
@@ -1406,6 +1559,8 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
         return PGPIPE_NOMEM;
     w->wake[0] = w->wake[1] = -1;
     atomic_init(&w->stop, 0);
+    atomic_init(&w->said_polling, 0);
+    atomic_init(&w->lost_named, 0);
     pthread_mutex_init(&w->mu, NULL);
     if (opts)
         w->o = *opts;
@@ -1442,6 +1597,10 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
         if (pgpipe_pool_acquire_ex(pool, &pc, 10000, &e) == PGPIPE_OK) {
             PGconn *pg = pgpipe_conn_pg(pc);
             pgpipe_claimer *cl = NULL;
+            /* the pool resolved its mode on this connection: every claimer
+            ** of the workers takes it from there, without a probe */
+            if (w->o.claim.pooler == PGPIPE_POOLER_AUTO)
+                w->o.claim.pooler = pgpipe_pool_pooler(pool);
             int rc = pgpipe_claimer_open(&cl, pg, &w->o.claim);
             int transient = rc != PGPIPE_OK && claim_retryable(pg, cl);
             int have = cl != NULL;
@@ -1557,7 +1716,8 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
                 claim_nap(w, 100);
                 continue;
             }
-            if (pgpipe_claimer_open(&cl, pgpipe_conn_pg(pc), &w->o.claim) != PGPIPE_OK) {
+            pgpipe_claim_options co = claim_worker_opts(w);
+            if (pgpipe_claimer_open(&cl, pgpipe_conn_pg(pc), &co) != PGPIPE_OK) {
                 pgpipe_claimer_close(cl);
                 cl = NULL;
                 pgpipe_pool_discard(pc);
@@ -1580,6 +1740,8 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
         last_look = now;
         long long pending = -1;
         if (claim_pending(cl, &pending, 1) != PGPIPE_OK) {
+            if (claim_worker_lost(w, cl))
+                continue;
             int bad = PQstatus(cl->conn) != CONNECTION_OK;
             pgpipe_claimer_close(cl);
             cl = NULL;

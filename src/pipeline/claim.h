@@ -77,6 +77,14 @@ typedef struct pgpipe_claim_options {
     int backoff_max_ms;       /* retry delay cap (default 300000) */
     const char *worker_id;    /* claimed_by; default "pgpipe-<pid>" */
     const char *dlq_table;    /* default "pgpipe.dead_letters" */
+    int pooler;               /* PGPIPE_POOLER_AUTO (default: pgpipe_pooler_mode
+                                 on the connection at open), _SESSION or
+                                 _TRANSACTION: behind a transaction pooler every
+                                 statement (the claim's and the SQL handler) runs
+                                 unnamed (PQexecParams) instead of prepared. A
+                                 prepared statement found gone (26000) switches
+                                 the claimer to unnamed statements with one
+                                 warning. The workers pass on their pool's mode. */
 } pgpipe_claim_options;
 
 void pgpipe_claim_options_init(pgpipe_claim_options *o);
@@ -192,6 +200,9 @@ void pgpipe_claimer_close(pgpipe_claimer *c);
 ** each running a claimer. Idle workers LISTEN on the loader's channel and
 ** sleep on the socket (poll on PQsocket) until a NOTIFY arrives or the
 ** fallback poll interval passes: no polling load while the queue is empty.
+** Behind a transaction pooler (the pool's pgpipe_pool_pooler, or
+** claim.pooler) a LISTEN would be lost with its server session: the workers
+** do not listen, poll every poll_ms, and say so once at info.
 ** A worker that lost its connection (server restart) gives it back and
 ** acquires a new one with backoff. Not available under PGPIPE_OMIT_THREADS. */
 #ifndef PGPIPE_OMIT_THREADS
