@@ -54,6 +54,7 @@
 #ifndef PGPIPE_OMIT_THREADS
 #include <pthread.h>
 #endif
+#include <stdatomic.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PP_LIKELY(x)   __builtin_expect(!!(x), 1)
@@ -321,6 +322,21 @@ PGPIPE_PRIVATE int pp_prepare(PGconn *conn, const char *name, const char *sql,
 ** ignore the outcome (the failure already set the error that matters). */
 PGPIPE_PRIVATE void pp_rollback_open(PGconn *conn);
 
+/* A cancel slot: the PGcancel of a connection, made while nothing can
+** interrupt (pp_cancel_arm, on the connection's thread), used from a signal
+** handler or another thread (pp_cancel_fire: PQcancel, async-signal-safe).
+** arm waits for a fire in progress on another thread before it frees the
+** handle it replaces, so fire never uses freed memory. Zeroed = unarmed. */
+typedef struct pp_cancel_slot {
+    _Atomic(PGcancel *) cancel;
+    atomic_int busy;
+} pp_cancel_slot;
+/* Arm the slot with conn's cancel handle (NULL: disarm), freeing the old. */
+PGPIPE_PRIVATE void pp_cancel_arm(pp_cancel_slot *s, PGconn *conn);
+/* Ask the server to cancel what the slot's connection runs; 1 when a
+** request was sent. Async-signal-safe. */
+PGPIPE_PRIVATE int pp_cancel_fire(pp_cancel_slot *s);
+
 /* A failed connection attempt (no SQLSTATE): PGPIPE_SQLSTATE_GIVE_UP for a
 ** failure retrying cannot fix (authentication, unknown database or role,
 ** bad option), PGPIPE_SQLSTATE_RETRY for a server starting, stopping or
@@ -460,6 +476,13 @@ typedef struct copy_col {
     int json;       /* the value is JSON (validated for CSV) */
 } copy_col;
 
+/* A batch this run committed, as the loader booked it. */
+typedef struct copy_booked {
+    long long seq, loaded, dead;
+    char uuid[37];
+    int missing;          /* not on the server at the last check */
+} copy_booked;
+
 typedef struct copy_row {
     size_t coff;        /* offset of its COPY text in l->cbuf */
     size_t roff;        /* offset of its raw text in l->rbuf */
@@ -486,6 +509,9 @@ typedef struct copy_lane {
     int own_conn;
     int connected_once;
     pgpipe_error err;     /* of this lane's connection and batch */
+    pp_cancel_slot cancel;/* for pgpipe_loader_cancel */
+    int reconnected;      /* connected anew since the loader last looked */
+    char server_id[64];   /* the server connected to: copy_server_id */
     /* the batch */
     long long seq;
     int skipping;         /* committed by an earlier run: counted, not sent */
@@ -505,6 +531,7 @@ typedef struct copy_lane {
     int state;            /* COPY_LANE_*, under the loader's mutex */
     int rc;
     long long r_retries, r_loaded, r_dead, r_batches, r_skipped_rows, r_skipped_batches;
+    int r_at_cancel;      /* its COMMIT returned after the load was cancelled */
 #ifndef PGPIPE_OMIT_THREADS
     pthread_t tid;
 #endif
@@ -558,7 +585,19 @@ struct pgpipe_loader {
     int batch_rows;
     size_t batch_bytes;
     long long *done_seqs; /* committed by earlier runs, sorted */
+    long long *done_rows; /* and their records (rows_read) */
     size_t ndone;
+    /* checking that what was committed is still there (a failover to a
+    ** replica that had not received it): the batches this run committed,
+    ** and the server the load began on */
+    copy_booked *booked;
+    size_t nbooked, capbooked;
+    char server_id[64];
+    char checked_id[64];  /* the other server a reconnect checked last */
+    int rereadable;       /* the input can be read again (a regular file) */
+    int reloading;        /* this run reloads the batches a failover lost */
+    int need_reload;      /* the end found batches missing: read them again */
+    atomic_int cancel_req;/* pgpipe_loader_cancel was called */
     int64_t t0;
     long long in_bytes;   /* input bytes consumed so far */
     long long seq;        /* of the last batch begun */
@@ -585,6 +624,9 @@ PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *
                              PGresult **out, int *transient);
 PGPIPE_PRIVATE void copy_rollback(copy_lane *ln);
 PGPIPE_PRIVATE int copy_seq_done(const pgpipe_loader *l, long long seq);
+PGPIPE_PRIVATE int copy_cancelled(const pgpipe_loader *l);
+PGPIPE_PRIVATE int copy_book(pgpipe_loader *l, const copy_lane *ln);
+PGPIPE_PRIVATE void copy_after_reconnect(pgpipe_loader *l, copy_lane *ln);
 PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, long long offset,
                              const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
                              const char *context);
@@ -3167,6 +3209,30 @@ PGPIPE_PRIVATE void pp_rollback_open(PGconn *conn)
     PGTransactionStatusType t = PQtransactionStatus(conn);
     if (t == PQTRANS_INTRANS || t == PQTRANS_INERROR)
         PQclear(PQexec(conn, "ROLLBACK"));
+}
+
+PGPIPE_PRIVATE void pp_cancel_arm(pp_cancel_slot *s, PGconn *conn)
+{
+    PGcancel *c = conn && PQstatus(conn) == CONNECTION_OK ? PQgetCancel(conn) : NULL;
+    PGcancel *old = atomic_exchange(&s->cancel, c);
+    /* a fire that loaded old before the exchange holds busy up until done */
+    while (atomic_load(&s->busy))
+        pgpipe_sleep_ms(1);
+    if (old)
+        PQfreeCancel(old);
+}
+
+PGPIPE_PRIVATE int pp_cancel_fire(pp_cancel_slot *s)
+{
+    atomic_fetch_add(&s->busy, 1);
+    PGcancel *c = atomic_load(&s->cancel);
+    int sent = 0;
+    if (c) {
+        char err[256];
+        sent = PQcancel(c, err, sizeof err);
+    }
+    atomic_fetch_sub(&s->busy, 1);
+    return sent;
 }
 
 PGPIPE_PRIVATE void pp_notice_to_log(void *component, const char *message)
@@ -8522,6 +8588,7 @@ typedef struct mig_row {
     char *version, *name, *file, *checksum, *algo, *status, *progress_ck;
     char *applied_at, *applied_by, *error, *sqlstate;
     int transactional, done, total;
+    int started;          /* statement_started: in flight or in doubt, 0 = none */
     double exec_ms;
     long long error_line;
     int matched;
@@ -8535,7 +8602,8 @@ typedef struct mig_entry {
     int do_repair;        /* record the new checksum */
     int out_of_order;
     int resume_at;        /* first statement to run */
-    char action[96];
+    int in_doubt;         /* 1-based statement whose outcome is unknown, or 0 */
+    char action[192];
 } mig_entry;
 
 struct pgpipe_migrator {
@@ -8554,6 +8622,11 @@ struct pgpipe_migrator {
     mig_entry *entries;
     int nentries;
     int locked;
+    int pooler;           /* as configured (PGPIPE_POOLER_*) */
+    int txmode;           /* this run: transaction locks only (a transaction pooler) */
+    int has_started_col;  /* the history table has statement_started */
+    int resume_from, redo;
+    int lost_at;          /* index+1 of the entry being applied when the run failed */
 };
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *o)
@@ -8974,15 +9047,21 @@ static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *c
     return pp_exec(m->conn, sql, n, n ? params : NULL, NULL, &m->hdr.err, what);
 }
 
+/* Whether the history table exists, and (in m->has_started_col) whether it
+** has the statement_started column that tables made before it lack. */
 static int mig_table_exists(pgpipe_migrator *m, int *exists)
 {
     /* m->tbl is the quoted name, passed as a value */
     const char *v[1] = { m->tbl };
-    PGresult *r = mig_exec(m, "SELECT to_regclass($1::text) IS NOT NULL", 1, v,
-                           "cannot look up the migration history table");
+    PGresult *r = mig_exec(m, "SELECT t.oid IS NOT NULL, EXISTS (SELECT 1 FROM "
+                              "pg_catalog.pg_attribute a WHERE a.attrelid = t.oid AND "
+                              "a.attname = 'statement_started' AND NOT a.attisdropped) "
+                              "FROM (SELECT pg_catalog.to_regclass($1::text) AS oid) t",
+                           1, v, "cannot look up the migration history table");
     if (!r)
         return PGPIPE_DB;
     *exists = PQgetvalue(r, 0, 0)[0] == 't';
+    m->has_started_col = PQgetvalue(r, 0, 1)[0] == 't';
     PQclear(r);
     return PGPIPE_OK;
 }
@@ -9004,8 +9083,19 @@ static int mig_create_table(pgpipe_migrator *m)
 {
     int exists = 0;
     int rc = mig_table_exists(m, &exists);
-    if (rc != PGPIPE_OK || exists)
+    if (rc != PGPIPE_OK || (exists && m->has_started_col))
         return rc;
+    if (exists) {
+        pp_buf q = { NULL, 0, 0 };
+        if (pp_buf_appendf(&q, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS statement_started "
+                               "INTEGER", m->tbl) != PGPIPE_OK)
+            return pp_err_nomem(&m->hdr.err);
+        rc = mig_exec_ok(m, q.data, 0, NULL, "cannot upgrade the migration history table");
+        pp_buf_free(&q);
+        if (rc == PGPIPE_OK)
+            m->has_started_col = 1;
+        return rc;
+    }
     pp_buf sch = { NULL, 0, 0 }, i1 = { NULL, 0, 0 }, i2 = { NULL, 0, 0 }, q = { NULL, 0, 0 };
     rc = PGPIPE_NOMEM;
     if (mig_quoted(&sch, m->tbl_schema, "") == PGPIPE_OK &&
@@ -9028,6 +9118,7 @@ static int mig_create_table(pgpipe_migrator *m)
             "    statements_done    INTEGER NOT NULL DEFAULT 0,\n"
             "    statements_total   INTEGER NOT NULL DEFAULT 0,\n"
             "    progress_checksum  TEXT,\n"
+            "    statement_started  INTEGER,\n"
             "    applied_at         TIMESTAMPTZ NOT NULL DEFAULT now(),\n"
             "    execution_ms       DOUBLE PRECISION NOT NULL DEFAULT 0,\n"
             "    applied_by         TEXT NOT NULL DEFAULT current_user,\n"
@@ -9046,6 +9137,8 @@ static int mig_create_table(pgpipe_migrator *m)
         rc = mig_exec_ok(m, q.data, 0, NULL, "cannot create the migration history table");
     else
         pp_err_nomem(&m->hdr.err);
+    if (rc == PGPIPE_OK)
+        m->has_started_col = 1;
     pp_buf_free(&sch);
     pp_buf_free(&i1);
     pp_buf_free(&i2);
@@ -9071,8 +9164,9 @@ static int mig_load_history(pgpipe_migrator *m)
             "checksum_algorithm, status, transactional, statements_done, statements_total, "
             "progress_checksum, to_char(applied_at AT TIME ZONE 'UTC', "
             "'YYYY-MM-DD HH24:MI:SS'), applied_by || COALESCE('@' || client_host, ''), "
-            "execution_ms, COALESCE(error_line, 0), error_message, error_sqlstate "
-            "FROM %s WHERE scope = $1 ORDER BY kind DESC, version, name", m->tbl) != PGPIPE_OK)
+            "execution_ms, COALESCE(error_line, 0), error_message, error_sqlstate, %s "
+            "FROM %s WHERE scope = $1 ORDER BY kind DESC, version, name",
+            m->has_started_col ? "COALESCE(statement_started, 0)" : "0", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
     const char *p[1] = { m->scope };
     PGresult *r = mig_exec(m, q.data, 1, p, "cannot read the migration history");
@@ -9105,6 +9199,7 @@ static int mig_load_history(pgpipe_migrator *m)
         w->error_line = atoll(PQgetvalue(r, i, 14));
         w->error = mig_dupval(r, i, 15);
         w->sqlstate = mig_dupval(r, i, 16);
+        w->started = atoi(PQgetvalue(r, i, 17));
         if (!w->version || !w->name || !w->file || !w->checksum || !w->algo || !w->status) {
             PQclear(r);
             return pp_err_nomem(&m->hdr.err);
@@ -9148,7 +9243,8 @@ static int mig_record(pgpipe_migrator *m, const mig_file *f, const char *status,
             "status = EXCLUDED.status, transactional = EXCLUDED.transactional, "
             "statements_done = EXCLUDED.statements_done, "
             "statements_total = EXCLUDED.statements_total, "
-            "progress_checksum = EXCLUDED.progress_checksum, applied_at = now(), "
+            "progress_checksum = EXCLUDED.progress_checksum, statement_started = NULL, "
+            "applied_at = now(), "
             "execution_ms = EXCLUDED.execution_ms, applied_by = current_user, "
             "client_host = EXCLUDED.client_host, "
             "client_app = current_setting('application_name'), "
@@ -9170,7 +9266,8 @@ static int mig_record_progress(pgpipe_migrator *m, const mig_file *f, int done)
     const char *p[5] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sdone, ck };
     pp_buf q = { NULL, 0, 0 };
     if (pp_buf_appendf(&q,
-            "UPDATE %s SET statements_done = $4::int, progress_checksum = $5 "
+            "UPDATE %s SET statements_done = $4::int, progress_checksum = $5, "
+            "statement_started = NULL "
             "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
             "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
@@ -9179,9 +9276,62 @@ static int mig_record_progress(pgpipe_migrator *m, const mig_file *f, int done)
     return rc;
 }
 
+/* Records that statement n (1-based) of a no-transaction file starts outside
+** a transaction block: until its end is recorded its outcome is unknown. */
+static int mig_record_start(pgpipe_migrator *m, const mig_file *f, int n)
+{
+    char sn[16];
+    snprintf(sn, sizeof sn, "%d", n);
+    const char *p[4] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sn };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "UPDATE %s SET statement_started = $4::int "
+            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
+            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 4, p, "cannot record the start of a statement");
+    pp_buf_free(&q);
+    return rc;
+}
+
+/* A file's history row as it is now (a transaction pooler's runner reads it
+** again under the transaction lock). status is "" when there is none. */
+typedef struct mig_now {
+    char status[16];
+    char checksum[65];
+    int done, started;
+} mig_now;
+
+static int mig_reread(pgpipe_migrator *m, const mig_file *f, mig_now *now)
+{
+    memset(now, 0, sizeof *now);
+    const char *p[3] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "SELECT status, checksum, statements_done, COALESCE(statement_started, 0) FROM %s "
+            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
+            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    PGresult *r = mig_exec(m, q.data, 3, p, "cannot read the migration history");
+    pp_buf_free(&q);
+    if (!r)
+        return PGPIPE_DB;
+    if (PQntuples(r) == 1) {
+        snprintf(now->status, sizeof now->status, "%s", PQgetvalue(r, 0, 0));
+        snprintf(now->checksum, sizeof now->checksum, "%s", PQgetvalue(r, 0, 1));
+        now->done = atoi(PQgetvalue(r, 0, 2));
+        now->started = atoi(PQgetvalue(r, 0, 3));
+    }
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
 /* ---- The advisory lock ------------------------------------------------ */
 
-static int mig_lock(pgpipe_migrator *m)
+/* Takes the advisory lock: for the session, or (xact) until the end of the
+** open transaction, which a transaction pooler keeps on one server
+** connection. */
+static int mig_lock(pgpipe_migrator *m, int xact)
 {
     char key[32];
     snprintf(key, sizeof key, "%lld", m->lock_key);
@@ -9192,14 +9342,15 @@ static int mig_lock(pgpipe_migrator *m)
     pgpipe_retry backoff;
     pgpipe_retry_init(&backoff, INT_MAX, 20, 320);
     for (;;) {
-        PGresult *r = mig_exec(m, "SELECT pg_try_advisory_lock($1::bigint)", 1, p,
+        PGresult *r = mig_exec(m, xact ? "SELECT pg_try_advisory_xact_lock($1::bigint)"
+                                       : "SELECT pg_try_advisory_lock($1::bigint)", 1, p,
                                "cannot take the migration lock");
         if (!r)
             return PGPIPE_DB;
         int got = PQgetvalue(r, 0, 0)[0] == 't';
         PQclear(r);
         if (got) {
-            m->locked = 1;
+            m->locked = !xact;
             return PGPIPE_OK;
         }
         int64_t waited = (pgpipe_now_us() - t0) / 1000;
@@ -9375,6 +9526,26 @@ static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
             snprintf(e->action, sizeof e->action, "%s",
                      repair ? "repair: record the new checksum"
                             : "error: file changed since it was applied");
+        }
+    } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V' && r->started > 0) {
+        /* started, end not recorded: it may or may not have taken effect */
+        in->state = PGPIPE_MIGRATION_PARTIAL;
+        e->in_doubt = in->statement_unknown = r->started;
+        e->resume_at = r->done;
+        if (m->redo == r->started) {
+            in->will_run = 1;
+            e->resume_at = r->started - 1;
+            snprintf(e->action, sizeof e->action, "redo statement %d", r->started);
+        } else if (m->resume_from > r->started) {
+            in->will_run = 1;
+            e->resume_at = m->resume_from - 1;
+            snprintf(e->action, sizeof e->action, "resume at statement %d (%d taken as done)",
+                     m->resume_from, r->started);
+        } else {
+            snprintf(e->action, sizeof e->action,
+                     "stopped: statement %d's outcome is unknown; check it, then run with "
+                     "--resume-from %d (it took effect) or --redo %d", r->started,
+                     r->started + 1, r->started);
         }
     } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
         in->state = PGPIPE_MIGRATION_PARTIAL;
@@ -9696,6 +9867,21 @@ static int mig_exec_stmt(pgpipe_migrator *m, const mig_file *f, int idx)
     return rc;
 }
 
+/* Opens a transaction; behind a transaction pooler it takes the transaction
+** lock too, so the steps of different runners take turns. */
+static int mig_begin(pgpipe_migrator *m)
+{
+    int rc = mig_exec_ok(m, "BEGIN", 0, NULL, "cannot begin a migration transaction");
+    if (rc == PGPIPE_OK && m->txmode)
+        rc = mig_lock(m, 1);
+    return rc;
+}
+
+static int mig_commit(pgpipe_migrator *m)
+{
+    return mig_exec_ok(m, "COMMIT", 0, NULL, "cannot commit the migration");
+}
+
 static void mig_rollback_if_needed(pgpipe_migrator *m)
 {
     pp_rollback_open(m->conn);
@@ -9709,10 +9895,16 @@ static void mig_record_failure(pgpipe_migrator *m, const mig_file *f, const char
     if (PQstatus(m->conn) == CONNECTION_OK) {
         char ck[65];
         mig_progress_checksum(f, done, ck);
-        if (mig_record(m, f, status, done, ck, ms, keep.line, keep.message, keep.sqlstate) !=
-            PGPIPE_OK)
+        int rc = m->txmode ? mig_begin(m) : PGPIPE_OK;
+        if (rc == PGPIPE_OK)
+            rc = mig_record(m, f, status, done, ck, ms, keep.line, keep.message, keep.sqlstate);
+        if (rc == PGPIPE_OK && m->txmode)
+            rc = mig_commit(m);
+        if (rc != PGPIPE_OK) {
+            pp_rollback_open(m->conn);
             pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: could not record the failure: %s",
                     f->file, m->hdr.err.message);
+        }
     }
     m->hdr.err = keep;
 }
@@ -9726,14 +9918,353 @@ static int mig_resume_point(pgpipe_migrator *m, const mig_entry *e, int *start)
     if (e->info.state != PGPIPE_MIGRATION_PARTIAL || !e->r || f->transactional)
         return PGPIPE_OK; /* a file made transactional since runs from the start */
     char ck[65];
-    mig_progress_checksum(f, e->resume_at, ck);
-    if (e->resume_at > f->nstmts || !e->r->progress_ck || strcmp(ck, e->r->progress_ck) != 0)
+    int ran = e->r->done; /* what the history says committed */
+    mig_progress_checksum(f, ran, ck);
+    if (ran > f->nstmts || !e->r->progress_ck || strcmp(ck, e->r->progress_ck) != 0)
         return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
                          "cannot resume: the first %d statements, which already ran, "
                          "changed since; restore them (only statements after them may "
-                         "change)", e->resume_at);
+                         "change)", ran);
+    if (e->resume_at > f->nstmts)
+        return pp_err_at(&m->hdr.err, PGPIPE_MISUSE, f->file, 0, 0, 0,
+                         "--resume-from %d: the file has %d statements (%d resumes after "
+                         "the last)", e->resume_at + 1, f->nstmts, f->nstmts + 1);
     *start = e->resume_at;
     return PGPIPE_OK;
+}
+
+/* Kind of a transaction control statement: 1 BEGIN or START, 2 COMMIT or
+** END, 3 ROLLBACK or ABORT (not ROLLBACK TO), 0 anything else. */
+static int mig_tc_kind(const char *s)
+{
+    size_t n = 0;
+    while (sqlsplit_is_ident_char((unsigned char)s[n]))
+        n++;
+    if (sqlsplit_word_is(s, n, "begin") || sqlsplit_word_is(s, n, "start"))
+        return 1;
+    if (sqlsplit_word_is(s, n, "commit") || sqlsplit_word_is(s, n, "end"))
+        return 2;
+    if ((sqlsplit_word_is(s, n, "rollback") && strncasecmp(s + n, " to", 3) != 0) ||
+        sqlsplit_word_is(s, n, "abort"))
+        return 3;
+    return 0;
+}
+
+/* The error of a statement whose start is recorded but not its end. */
+static int mig_doubt_error(pgpipe_migrator *m, const mig_file *f, int n, int other)
+{
+    const mig_stmt *st = f->parsed && n >= 1 && n <= f->nstmts ? &f->stmts[n - 1] : NULL;
+    char head[64] = "";
+    if (st) {
+        size_t k = 0;
+        for (const char *p = st->sql; *p && k < 48; p++)
+            head[k++] = *p == '\n' || *p == '\t' ? ' ' : *p;
+        head[k] = '\0';
+    }
+    return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st ? st->line : 0,
+                     st ? st->column : 0, 0,
+                     "statement %d of %d (%s%s) started but its end was not recorded (%s); "
+                     "its outcome is unknown, so it is not run again by itself: check what "
+                     "it did, then run again with --resume-from %d if it took effect, or "
+                     "--redo %d to run it again", n, f->nstmts, head,
+                     st && strlen(st->sql) > 48 ? "..." : "",
+                     other ? "another runner still runs it, or was cut off"
+                           : "the run was cut off: a lost connection or a server restart",
+                     n + 1, n);
+}
+
+/* A whole file in one transaction. */
+static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
+{
+    mig_file *f = e->f;
+    int64_t t0 = pgpipe_now_us();
+    int rc = mig_begin(m);
+    if (rc == PGPIPE_OK && m->txmode) {
+        /* under the lock: another runner may have applied it since we read */
+        mig_now now;
+        rc = mig_reread(m, f, &now);
+        if (rc != PGPIPE_OK) {
+            mig_rollback_if_needed(m);
+            return rc;
+        }
+        if ((!strcmp(now.status, "applied") || !strcmp(now.status, "baseline")) &&
+            !strcmp(now.checksum, f->checksum)) {
+            pp_rollback_open(m->conn);
+            pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: applied by another runner meanwhile",
+                    f->file);
+            e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
+            e->action[0] = '\0';
+            return PGPIPE_OK;
+        }
+    }
+    if (rc != PGPIPE_OK) { /* no transaction or no lock: nothing ran */
+        mig_rollback_if_needed(m);
+        return rc;
+    }
+    for (int i = 0; i < f->nstmts && rc == PGPIPE_OK; i++) {
+        rc = mig_exec_stmt(m, f, i);
+        if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS) {
+            rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, f->stmts[i].line,
+                           f->stmts[i].column, 0,
+                           "the statement ended the migration's transaction");
+        }
+    }
+    double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
+    if (rc == PGPIPE_OK) {
+        char ck[65];
+        mig_progress_checksum(f, f->nstmts, ck);
+        rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
+    }
+    if (rc == PGPIPE_OK) {
+        rc = mig_commit(m);
+        if (rc != PGPIPE_OK && PQstatus(m->conn) != CONNECTION_OK)
+            snprintf(e->action, sizeof e->action,
+                     "unknown: the connection was lost at COMMIT; the next run reads the "
+                     "history");
+    }
+    if (rc != PGPIPE_OK) {
+        mig_rollback_if_needed(m);
+        mig_record_failure(m, f, "failed", 0, ms);
+        return rc;
+    }
+    e->info.ran = 1;
+    e->info.state = PGPIPE_MIGRATION_APPLIED;
+    e->info.will_run = 0;
+    e->info.statements_done = f->nstmts;
+    e->action[0] = '\0';
+    pp_logf(PGPIPE_LOG_INFO, "migrate", "applied %s (%d statements, %.1f ms)", f->file,
+            f->nstmts, ms);
+    return PGPIPE_OK;
+}
+
+/* Behind a transaction pooler, at the start of a no-transaction file and
+** under the transaction lock: writes the file's row unless another runner
+** is already at it. *skip: another runner applied it. */
+static int mig_notx_begin(pgpipe_migrator *m, mig_entry *e, int start, int *skip)
+{
+    mig_file *f = e->f;
+    char ck[65];
+    *skip = 0;
+    mig_progress_checksum(f, start, ck);
+    if (!m->txmode)
+        return mig_record(m, f, "partial", start, ck, 0, 0, NULL, NULL);
+    int rc = mig_begin(m);
+    mig_now now;
+    if (rc == PGPIPE_OK)
+        rc = mig_reread(m, f, &now);
+    if (rc == PGPIPE_OK && !strcmp(now.status, "applied") && !strcmp(now.checksum, f->checksum)) {
+        *skip = 1;
+        pp_rollback_open(m->conn);
+        return PGPIPE_OK;
+    }
+    /* a partial row of the same file is another runner's progress (the steps
+    ** follow it), unless this run resolves the statement in doubt */
+    int theirs = rc == PGPIPE_OK && !strcmp(now.status, "partial") &&
+                 !strcmp(now.checksum, f->checksum) &&
+                 !(e->in_doubt && now.started == e->in_doubt && (m->redo || m->resume_from));
+    if (rc == PGPIPE_OK && !theirs)
+        rc = mig_record(m, f, "partial", start, ck, 0, 0, NULL, NULL);
+    if (rc == PGPIPE_OK)
+        rc = mig_commit(m);
+    if (rc != PGPIPE_OK)
+        mig_rollback_if_needed(m);
+    return rc;
+}
+
+/* Behind a transaction pooler, in a step's transaction: where the file
+** stands now (*pos, or -1 when another runner finished it). A statement
+** another runner started is waited for (up to the lock timeout), then
+** reported as in doubt; *waited says the step's transaction was replaced
+** by a new one meanwhile. */
+static int mig_notx_position(pgpipe_migrator *m, const mig_file *f, int *pos, int *waited)
+{
+    *waited = 0;
+    int64_t t0 = pgpipe_now_us();
+    pgpipe_retry backoff;
+    pgpipe_retry_init(&backoff, INT_MAX, 20, 320);
+    for (;;) {
+        mig_now now;
+        int rc = mig_reread(m, f, &now);
+        if (rc != PGPIPE_OK)
+            return rc;
+        if (!strcmp(now.status, "applied") && !strcmp(now.checksum, f->checksum)) {
+            *pos = -1;
+            return PGPIPE_OK;
+        }
+        if (strcmp(now.checksum, f->checksum) != 0)
+            return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
+                             "another runner applies a different version of this file "
+                             "(sha256 %.16s... recorded)", now.checksum);
+        if (!now.started) {
+            *pos = now.done;
+            return PGPIPE_OK;
+        }
+        int64_t ms = (pgpipe_now_us() - t0) / 1000;
+        if (m->lock_timeout_ms < 0 || ms >= m->lock_timeout_ms)
+            return mig_doubt_error(m, f, now.started, 1);
+        pp_rollback_open(m->conn);
+        *waited = 1;
+        pgpipe_sleep_ms(pgpipe_retry_next_delay(&backoff));
+        if ((rc = mig_begin(m)) != PGPIPE_OK)
+            return rc;
+    }
+}
+
+/* One statement at a time. A statement commits with its progress record in
+** a transaction of its own; one that cannot run in a transaction block
+** (SQLSTATE 25001, or 2D000 for a procedure that commits) runs alone
+** between a start and an end record. The file's own BEGIN ... COMMIT
+** blocks run as written; the progress is recorded just before their
+** COMMIT, inside them. */
+static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
+{
+    mig_file *f = e->f;
+    int64_t t0 = pgpipe_now_us();
+    int skip = 0;
+    int rc = mig_notx_begin(m, e, start, &skip);
+    if (rc != PGPIPE_OK || skip) {
+        if (skip) {
+            e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
+            e->action[0] = '\0';
+        }
+        return rc;
+    }
+    e->info.state = PGPIPE_MIGRATION_PARTIAL;
+    e->info.statements_done = start;
+    e->info.statement_unknown = 0;
+    int done = start;
+    for (int i = start; i < f->nstmts;) {
+        const mig_stmt *st = &f->stmts[i];
+        int tc = mig_tc_kind(st->sql);
+        if (PQtransactionStatus(m->conn) != PQTRANS_IDLE || tc) {
+            /* the file's own transaction control, or a statement inside it */
+            int inside = tc == 2 && PQtransactionStatus(m->conn) == PQTRANS_INTRANS;
+            if (inside && (rc = mig_record_progress(m, f, i + 1)) != PGPIPE_OK)
+                break;
+            if ((rc = mig_exec_stmt(m, f, i)) != PGPIPE_OK)
+                break;
+            if (tc == 1 && m->txmode && PQtransactionStatus(m->conn) == PQTRANS_INTRANS) {
+                int pos = 0, waited = 0;
+                rc = mig_lock(m, 1);
+                if (rc == PGPIPE_OK)
+                    rc = mig_notx_position(m, f, &pos, &waited);
+                if (rc != PGPIPE_OK)
+                    break;
+                if (pos != i || waited) { /* follow another runner; or BEGIN again */
+                    pp_rollback_open(m->conn);
+                    if (pos < 0)
+                        break;
+                    i = done = pos;
+                    continue;
+                }
+            }
+            i++;
+            if (PQtransactionStatus(m->conn) == PQTRANS_IDLE) {
+                if (!inside && (rc = mig_record_progress(m, f, i)) != PGPIPE_OK)
+                    break;
+                done = i;
+                e->info.statements_done = done;
+            }
+            continue;
+        }
+        if ((rc = mig_begin(m)) != PGPIPE_OK)
+            break;
+        if (m->txmode) {
+            int pos = 0, waited = 0;
+            if ((rc = mig_notx_position(m, f, &pos, &waited)) != PGPIPE_OK)
+                break;
+            if (pos != i) {
+                pp_rollback_open(m->conn);
+                if (pos < 0)
+                    break;
+                i = done = pos;
+                continue;
+            }
+        }
+        rc = mig_exec_stmt(m, f, i);
+        int alone = rc == PGPIPE_DB && (!strcmp(m->hdr.err.sqlstate, "25001") ||
+                                        !strcmp(m->hdr.err.sqlstate, "2D000"));
+        if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS)
+            rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st->line, st->column, 0,
+                           "the statement ended the migration's transaction");
+        if (rc == PGPIPE_OK) {
+            rc = mig_record_progress(m, f, i + 1);
+            if (rc == PGPIPE_OK)
+                rc = mig_commit(m);
+            if (rc != PGPIPE_OK)
+                break;
+        } else if (alone) {
+            /* cannot run in a transaction block: start record, the statement, end record */
+            pp_rollback_open(m->conn);
+            pgpipe_error_clear(&m->hdr.err);
+            if ((rc = mig_begin(m)) != PGPIPE_OK)
+                break;
+            if (m->txmode) {
+                int pos = 0, waited = 0;
+                if ((rc = mig_notx_position(m, f, &pos, &waited)) != PGPIPE_OK)
+                    break;
+                if (pos != i) {
+                    pp_rollback_open(m->conn);
+                    if (pos < 0)
+                        break;
+                    i = done = pos;
+                    continue;
+                }
+            }
+            rc = mig_record_start(m, f, i + 1);
+            if (rc == PGPIPE_OK)
+                rc = mig_commit(m);
+            if (rc != PGPIPE_OK)
+                break;
+            e->info.statement_unknown = i + 1;
+            if ((rc = mig_exec_stmt(m, f, i)) != PGPIPE_OK)
+                break;
+            if (PQtransactionStatus(m->conn) != PQTRANS_IDLE) {
+                rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st->line, st->column, 0,
+                               "the statement left a transaction open");
+                break;
+            }
+            if ((rc = mig_record_progress(m, f, i + 1)) != PGPIPE_OK)
+                break;
+        } else {
+            break;
+        }
+        i++;
+        done = i;
+        e->info.statements_done = done;
+        e->info.statement_unknown = 0;
+    }
+    double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
+    if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)
+        rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
+                       "the file left a transaction open (BEGIN without COMMIT)");
+    if (rc == PGPIPE_OK) {
+        char ck[65];
+        mig_progress_checksum(f, f->nstmts, ck);
+        rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
+        if (rc == PGPIPE_OK) {
+            e->info.ran = 1;
+            e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
+            e->info.statements_done = f->nstmts;
+            e->action[0] = '\0';
+            pp_logf(PGPIPE_LOG_INFO, "migrate",
+                    "applied %s without a transaction (statements %d-%d of %d, %.1f ms)",
+                    f->file, start + 1, f->nstmts, f->nstmts, ms);
+        }
+        return rc;
+    }
+    mig_rollback_if_needed(m);
+    if (PQstatus(m->conn) != CONNECTION_OK)
+        snprintf(e->action, sizeof e->action, "%s",
+                 e->info.statement_unknown ? "stopped: the connection was lost during a "
+                                             "statement run outside a transaction"
+                                           : "resume (the connection was lost)");
+    else if (!e->info.statement_unknown || m->hdr.err.code == PGPIPE_DB)
+        mig_record_failure(m, f, "partial", done, ms);
+    return rc;
 }
 
 static int mig_apply(pgpipe_migrator *m, mig_entry *e)
@@ -9749,80 +10280,106 @@ static int mig_apply(pgpipe_migrator *m, mig_entry *e)
     if (start > 0)
         pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: resuming at statement %d of %d", f->file,
                 start + 1, f->nstmts);
-    int64_t t0 = pgpipe_now_us();
-    if (f->transactional) {
-        rc = mig_exec_ok(m, "BEGIN", 0, NULL, "cannot begin the migration's transaction");
-        if (rc != PGPIPE_OK)
-            return rc;
-        for (int i = 0; i < f->nstmts && rc == PGPIPE_OK; i++) {
-            rc = mig_exec_stmt(m, f, i);
-            if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS) {
-                rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, f->stmts[i].line,
-                               f->stmts[i].column, 0,
-                               "the statement ended the migration's transaction");
-            }
-        }
-        double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
-        if (rc == PGPIPE_OK) {
-            char ck[65];
-            mig_progress_checksum(f, f->nstmts, ck);
-            rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
-        }
-        if (rc == PGPIPE_OK)
-            rc = mig_exec_ok(m, "COMMIT", 0, NULL, "cannot commit the migration");
-        if (rc != PGPIPE_OK) {
-            mig_rollback_if_needed(m);
-            mig_record_failure(m, f, "failed", 0, ms);
-            return rc;
-        }
-        e->info.ran = 1;
-        pp_logf(PGPIPE_LOG_INFO, "migrate", "applied %s (%d statements, %.1f ms)", f->file,
-                f->nstmts, ms);
+    return f->transactional ? mig_apply_tx(m, e) : mig_apply_notx(m, e, start);
+}
+
+/* Runs one step under the transaction lock when behind a transaction
+** pooler (the session lock covers it otherwise). */
+static int mig_step(pgpipe_migrator *m, int (*fn)(pgpipe_migrator *, mig_entry *), mig_entry *e)
+{
+    int rc = m->txmode ? mig_begin(m) : PGPIPE_OK;
+    if (rc == PGPIPE_OK)
+        rc = fn(m, e);
+    if (rc == PGPIPE_OK && m->txmode)
+        rc = mig_commit(m);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(m->conn);
+    return rc;
+}
+
+static int mig_step_create(pgpipe_migrator *m, mig_entry *e)
+{
+    (void)e;
+    return mig_create_table(m);
+}
+
+static int mig_step_repair(pgpipe_migrator *m, mig_entry *e)
+{
+    const char *p[4] = { m->scope, e->f->version, e->f->checksum, e->f->file };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q, "UPDATE %s SET checksum = $3, checksum_algorithm = 'sha256', "
+                           "file = $4 WHERE scope = $1 AND kind = 'V' AND version = "
+                           "$2::numeric", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 4, p, "cannot repair the recorded checksum");
+    pp_buf_free(&q);
+    if (rc == PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded the new checksum %s",
+                e->f->file, e->f->checksum);
+    return rc;
+}
+
+static int mig_step_baseline(pgpipe_migrator *m, mig_entry *e)
+{
+    const char *p[5] = { m->scope, e->info.version, e->f ? e->f->name : "baseline",
+                         e->f ? e->f->file : "", e->f ? e->f->checksum : "" };
+    pp_buf q = { NULL, 0, 0 };
+    /* ON CONFLICT: a concurrent runner behind a transaction pooler did it */
+    if (pp_buf_appendf(&q, "INSERT INTO %s (scope, kind, version, name, file, checksum, "
+                           "status, statements_total) VALUES ($1, 'V', $2::numeric, $3, "
+                           "$4, $5, 'baseline', 0) ON CONFLICT (scope, version) "
+                           "WHERE kind = 'V' DO NOTHING", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 5, p, "cannot record the baseline");
+    pp_buf_free(&q);
+    return rc;
+}
+
+/* A statement in doubt stops the run before anything runs, unless resume_from
+** or redo settles it. Behind a transaction pooler it may be another live
+** runner's: the file's steps wait for it (see mig_notx_position). */
+static int mig_check_doubt(pgpipe_migrator *m)
+{
+    mig_entry *doubt = NULL;
+    for (int i = 0; i < m->nentries && !doubt; i++)
+        if (m->entries[i].in_doubt && m->entries[i].f)
+            doubt = &m->entries[i];
+    const char *opt = m->redo ? "--redo" : "--resume-from";
+    int n = m->redo ? m->redo : m->resume_from;
+    if (!doubt) {
+        if (n)
+            return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                          "%s %d: no statement's outcome is unknown, so there is nothing to "
+                          "settle", opt, n);
         return PGPIPE_OK;
     }
-    /* no transaction: one statement at a time, progress after each commit */
-    char ck[65];
-    mig_progress_checksum(f, start, ck);
-    rc = mig_record(m, f, "partial", start, ck, 0, 0, NULL, NULL);
+    int rc = mig_parse_file(m, doubt->f);
     if (rc != PGPIPE_OK)
         return rc;
-    int done = start;
-    for (int i = start; i < f->nstmts; i++) {
-        rc = mig_exec_stmt(m, f, i);
-        if (rc != PGPIPE_OK)
-            break;
-        if (PQtransactionStatus(m->conn) == PQTRANS_IDLE) {
-            done = i + 1;
-            rc = mig_record_progress(m, f, done);
-            if (rc != PGPIPE_OK)
-                break;
-        }
+    int k = doubt->in_doubt;
+    if (m->redo && m->redo != k)
+        return pp_err_at(&m->hdr.err, PGPIPE_MISUSE, doubt->f->file, 0, 0, 0,
+                         "--redo %d: the statement whose outcome is unknown is statement %d",
+                         m->redo, k);
+    if (m->resume_from && m->resume_from <= k)
+        return pp_err_at(&m->hdr.err, PGPIPE_MISUSE, doubt->f->file, 0, 0, 0,
+                         "--resume-from %d: statement %d's outcome is unknown; resume after "
+                         "it (--resume-from %d or later), or run it again with --redo %d",
+                         m->resume_from, k, k + 1, k);
+    if (n || doubt->info.will_run)
+        return PGPIPE_OK;
+    if (m->txmode) {
+        doubt->info.will_run = 1;
+        return PGPIPE_OK;
     }
-    double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
-    if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)
-        rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
-                       "the file left a transaction open (BEGIN without COMMIT)");
-    if (rc == PGPIPE_OK) {
-        mig_progress_checksum(f, f->nstmts, ck);
-        rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
-        if (rc == PGPIPE_OK) {
-            e->info.ran = 1;
-            pp_logf(PGPIPE_LOG_INFO, "migrate",
-                    "applied %s without a transaction (statements %d-%d of %d, %.1f ms)",
-                    f->file, start + 1, f->nstmts, f->nstmts, ms);
-        }
-        return rc;
-    }
-    mig_rollback_if_needed(m);
-    mig_record_failure(m, f, "partial", done, ms);
-    return rc;
+    return mig_doubt_error(m, doubt->f, k, 0);
 }
 
 static int mig_run_locked(pgpipe_migrator *m, int dry)
 {
     int rc = PGPIPE_OK;
     if (!dry)
-        rc = mig_create_table(m);
+        rc = mig_step(m, mig_step_create, NULL);
     if (rc == PGPIPE_OK)
         rc = mig_load_files(m);
     if (rc == PGPIPE_OK)
@@ -9859,6 +10416,8 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
             pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: applied migration is missing on disk",
                     e->r->file);
     }
+    if ((rc = mig_check_doubt(m)) != PGPIPE_OK)
+        return rc;
     /* every file that will run must split cleanly before the first one runs */
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
@@ -9877,41 +10436,63 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
     /* repairs and baselines */
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
-        if (e->do_repair) {
-            const char *p[4] = { m->scope, e->f->version, e->f->checksum, e->f->file };
-            pp_buf q = { NULL, 0, 0 };
-            if (pp_buf_appendf(&q, "UPDATE %s SET checksum = $3, checksum_algorithm = 'sha256', "
-                                   "file = $4 WHERE scope = $1 AND kind = 'V' AND version = "
-                                   "$2::numeric", m->tbl) != PGPIPE_OK)
-                return pp_err_nomem(&m->hdr.err);
-            rc = mig_exec_ok(m, q.data, 4, p, "cannot repair the recorded checksum");
-            pp_buf_free(&q);
-            if (rc != PGPIPE_OK)
-                return rc;
-            pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded the new checksum %s",
-                    e->f->file, e->f->checksum);
-        } else if (e->do_baseline) {
-            const char *p[5] = { m->scope, e->info.version, e->f ? e->f->name : "baseline",
-                                 e->f ? e->f->file : "", e->f ? e->f->checksum : "" };
-            pp_buf q = { NULL, 0, 0 };
-            if (pp_buf_appendf(&q, "INSERT INTO %s (scope, kind, version, name, file, checksum, "
-                                   "status, statements_total) VALUES ($1, 'V', $2::numeric, $3, "
-                                   "$4, $5, 'baseline', 0)", m->tbl) != PGPIPE_OK)
-                return pp_err_nomem(&m->hdr.err);
-            rc = mig_exec_ok(m, q.data, 5, p, "cannot record the baseline");
-            pp_buf_free(&q);
-            if (rc != PGPIPE_OK)
-                return rc;
-        }
+        if (e->do_repair)
+            rc = mig_step(m, mig_step_repair, e);
+        else if (e->do_baseline)
+            rc = mig_step(m, mig_step_baseline, e);
+        if (rc != PGPIPE_OK)
+            return rc;
     }
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (!e->info.will_run || !e->f)
             continue;
         rc = mig_apply(m, e);
-        if (rc != PGPIPE_OK)
+        if (rc != PGPIPE_OK) {
+            m->lost_at = i + 1;
             return rc;
+        }
     }
+    return PGPIPE_OK;
+}
+
+/* Reads the files and the history without a lock: *busy = 0 when there is
+** nothing to do (every file applied and unchanged), so a caller such as the
+** loader's schema install never waits on a migration that runs meanwhile.
+** The entries are then the run's. A history table without
+** statement_started is not work by itself: a run that has work adds it, so a
+** loader's role without rights on the table keeps loading. */
+static int mig_has_work(pgpipe_migrator *m, int *busy)
+{
+    *busy = 1;
+    if (m->flags & (PGPIPE_MIGRATE_REPAIR | PGPIPE_MIGRATE_OUT_OF_ORDER) || m->baseline ||
+        m->resume_from || m->redo)
+        return PGPIPE_OK;
+    int exists = 0;
+    int rc = mig_table_exists(m, &exists);
+    if (rc != PGPIPE_OK || !exists)
+        return rc;
+    rc = mig_load_files(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_load_history(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_build_entries(m);
+    if (rc != PGPIPE_OK)
+        return rc;
+    for (int i = 0; i < m->nentries; i++) {
+        const mig_entry *e = &m->entries[i];
+        int st = e->info.state;
+        if (e->info.will_run || e->do_baseline || e->do_repair ||
+            (st != PGPIPE_MIGRATION_APPLIED && st != PGPIPE_MIGRATION_BASELINE &&
+             st != PGPIPE_MIGRATION_IGNORED && st != PGPIPE_MIGRATION_MISSING) ||
+            (st == PGPIPE_MIGRATION_MISSING && (m->flags & PGPIPE_MIGRATE_DENY_MISSING)))
+            return PGPIPE_OK;
+    }
+    for (int i = 0; i < m->nentries; i++)
+        if (m->entries[i].info.state == PGPIPE_MIGRATION_MISSING)
+            pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: applied migration is missing on disk",
+                    m->entries[i].r->file);
+    *busy = 0;
     return PGPIPE_OK;
 }
 
@@ -9927,11 +10508,29 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
                       "the connection is inside a transaction; migrations need an idle one");
     int dry = (m->flags & PGPIPE_MIGRATE_DRY_RUN) != 0;
     int rc = PGPIPE_OK;
-    if (!dry)
-        rc = mig_lock(m);
+    m->lost_at = 0;
+    m->txmode = 0;
+    if (!dry) {
+        int busy = 1;
+        rc = mig_has_work(m, &busy);
+        if (rc != PGPIPE_OK || !busy)
+            return rc;
+        int mode = pgpipe_pooler_mode(m->conn, m->pooler, &m->hdr.err);
+        if (mode < 0)
+            return m->hdr.err.code ? m->hdr.err.code : PGPIPE_ERROR;
+        m->txmode = mode == PGPIPE_POOLER_TRANSACTION;
+        if (!m->txmode)
+            rc = mig_lock(m, 0);
+    }
     if (rc != PGPIPE_OK)
         return rc;
     rc = mig_run_locked(m, dry);
+    if (!dry && PQstatus(m->conn) != CONNECTION_OK) {
+        /* the history cannot be read again: the entries are what this run
+        ** saw commit (mig_apply_tx, mig_apply_notx) */
+        m->locked = 0;
+        return rc;
+    }
     /* the entries show the state after the run (keeping the run's error) */
     if (!dry && PQstatus(m->conn) == CONNECTION_OK) {
         pgpipe_error keep = m->hdr.err;
@@ -9944,8 +10543,10 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
                                                         : m->entries[i].info.name);
         unsigned flags = m->flags;
         char *bl = m->baseline;
+        int resume_from = m->resume_from, redo = m->redo;
         m->flags &= ~PGPIPE_MIGRATE_REPAIR;
         m->baseline = NULL;
+        m->resume_from = m->redo = 0;
         if (mig_load_history(m) == PGPIPE_OK && mig_build_entries(m) == PGPIPE_OK) {
             for (int i = 0; ran && i < m->nentries; i++) {
                 char key[80];
@@ -9959,6 +10560,8 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
         }
         m->flags = flags;
         m->baseline = bl;
+        m->resume_from = resume_from;
+        m->redo = redo;
         pp_free(ran);
         m->hdr.err = keep;
     }
@@ -10013,6 +10616,16 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
     m->lock_timeout_ms = o.lock_timeout_ms == 0 ? 30000 : o.lock_timeout_ms;
     m->lock_key = o.lock_key ? o.lock_key : PGPIPE_MIGRATE_LOCK_KEY;
     m->flags = o.flags;
+    if (o.pooler != PGPIPE_POOLER_AUTO && o.pooler != PGPIPE_POOLER_SESSION &&
+        o.pooler != PGPIPE_POOLER_TRANSACTION)
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE, "pooler %d is not one of PGPIPE_POOLER_AUTO, "
+                      "PGPIPE_POOLER_SESSION, PGPIPE_POOLER_TRANSACTION", o.pooler);
+    m->pooler = o.pooler;
+    if (o.resume_from < 0 || o.redo < 0 || (o.resume_from && o.redo))
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                      "resume_from and redo: a statement number (1 or more), not both");
+    m->resume_from = o.resume_from;
+    m->redo = o.redo;
     if (o.baseline_version && *o.baseline_version) {
         size_t n = strlen(o.baseline_version);
         if (strspn(o.baseline_version, "0123456789") != n)
@@ -10577,6 +11190,15 @@ int pgpipe_local_restart(const char *dir, const pgpipe_local_options *opt, pgpip
 ** (the server's "line N" context, else bisection under savepoints) for
 ** records the server rejects, reconnect-and-resend for lost connections.
 **
+** A failover to an asynchronous replica can lose batches that were
+** committed: whenever a lane reconnects to another server (system
+** identifier and timeline, copy_server_id) and at the end of every load,
+** the batches the load counts as committed are looked up in
+** pgpipe.load_batches; a file's missing batches are loaded again by
+** resuming the load, for other inputs the load fails naming them.
+** pgpipe_loader_cancel cancels the statements in flight on every lane (a
+** COMMIT stuck waiting for a synchronous standby) and nothing is retried.
+**
 ** With several connections (lanes, in load_lanes.c) the batch is not
 ** streamed while it fills: the caller's thread fills a free lane and hands
 ** it to the lane's thread, which sends, books and commits it on the lane's
@@ -10754,6 +11376,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
 PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken)
 {
     pgpipe_loader *l = ln->l;
+    pp_cancel_arm(&ln->cancel, NULL);
     if (ln->pconn) {
         if (broken)
             pgpipe_pool_discard(ln->pconn);
@@ -10767,6 +11390,42 @@ PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken)
     ln->copy_open = 0;
 }
 
+/* Which server conn talks to: "SYSID/TIMELINE" (the system identifier
+** and the timeline of its WAL now). A promoted replica keeps the system
+** identifier and starts a new timeline, so a failover shows as another
+** id. When the role may not read pg_control_system() the timeline alone
+** ("?/TIMELINE"); "" when neither can be read. Run outside a transaction. */
+static void copy_server_id(PGconn *conn, char *out, size_t size)
+{
+    static const char *const q[2] = {
+        "SELECT system_identifier::text || '/' || substr(pg_walfile_name(pg_current_wal_lsn()), "
+        "1, 8) FROM pg_control_system()",
+        "SELECT '?/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)" };
+    out[0] = '\0';
+    /* a borrowed connection may be inside its owner's transaction, which a
+    ** refused function would abort */
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return;
+    for (int i = 0; i < 2 && !out[0]; i++) {
+        PGresult *r = NULL;
+        if (pp_exec(conn, q[i], 0, NULL, &r, NULL, "loader") == PGPIPE_OK) {
+            if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+                snprintf(out, size, "%s", PQgetvalue(r, 0, 0));
+            PQclear(r);
+        }
+    }
+}
+
+/* A lane's connection is new: the handle pgpipe_loader_cancel uses, and
+** which server it reached (a reconnect may land on another one). */
+static int copy_connected(copy_lane *ln, int again)
+{
+    pp_cancel_arm(&ln->cancel, ln->conn);
+    copy_server_id(ln->conn, ln->server_id, sizeof ln->server_id);
+    ln->reconnected |= again;
+    return PGPIPE_OK;
+}
+
 /* (Re)connect the lane. *transient set when trying again may help. */
 PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
 {
@@ -10774,18 +11433,23 @@ PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
     *transient = 0;
     if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK)
         return PGPIPE_OK;
+    if (copy_cancelled(l))
+        return pp_err(&ln->err, PGPIPE_BUSY, "loader: cancelled");
     if (l->borrowed) {
+        int again = ln->conn != NULL;
         ln->conn = l->borrowed;
         if (PQstatus(ln->conn) != CONNECTION_OK) {
             PQreset(ln->conn);
             ln->r_retries++;
+            again = 1;
         }
         if (PQstatus(ln->conn) != CONNECTION_OK) {
             *transient = 1;
             return pp_err_pq(&ln->err, ln->conn, NULL, "loader: reconnect");
         }
-        return PGPIPE_OK;
+        return copy_connected(ln, again);
     }
+    int again = ln->connected_once;
     if (ln->connected_once)
         ln->r_retries++;
     ln->connected_once = 1;
@@ -10801,7 +11465,7 @@ PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
             return rc;
         }
         ln->conn = pgpipe_conn_pg(ln->pconn);
-        return PGPIPE_OK;
+        return copy_connected(ln, again);
     }
     ln->conn = PQconnectdb(l->conninfo ? l->conninfo : "");
     ln->own_conn = 1;
@@ -10818,7 +11482,7 @@ PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
         ln->conn = NULL;
         return PGPIPE_DB;
     }
-    return PGPIPE_OK;
+    return copy_connected(ln, again);
 }
 
 /* Run one statement (params optional); sets the lane's error. */
@@ -10921,19 +11585,23 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
             PQclear(r);
             snprintf(num[0], sizeof num[0], "%lld", l->load_id);
             const char *v1[1] = { num[0] };
-            rc = copy_exec(ln, "SELECT seq FROM pgpipe.load_batches WHERE load_id = $1::bigint ORDER BY seq",
-                           1, v1, &r, transient);
+            rc = copy_exec(ln, "SELECT seq, rows_read FROM pgpipe.load_batches "
+                              "WHERE load_id = $1::bigint ORDER BY seq", 1, v1, &r, transient);
             if (rc != PGPIPE_OK)
                 return rc;
             size_t n = (size_t)PQntuples(r);
             pp_free(l->done_seqs);
+            pp_free(l->done_rows);
             l->done_seqs = pp_malloc((n ? n : 1) * sizeof *l->done_seqs);
-            if (!l->done_seqs) {
+            l->done_rows = pp_malloc((n ? n : 1) * sizeof *l->done_rows);
+            if (!l->done_seqs || !l->done_rows) {
                 PQclear(r);
                 return pp_err_nomem(&ln->err);
             }
-            for (size_t i = 0; i < n; i++)
+            for (size_t i = 0; i < n; i++) {
                 l->done_seqs[i] = atoll(PQgetvalue(r, (int)i, 0));
+                l->done_rows[i] = atoll(PQgetvalue(r, (int)i, 1));
+            }
             l->ndone = n;
             PQclear(r);
             return copy_exec(ln, "UPDATE pgpipe.loads SET status = 'running', updated_at = now(), "
@@ -11003,6 +11671,10 @@ static int copy_main_attempt(void *ud, int attempt, int *transient)
 {
     copy_main_call *m = ud;
     copy_lane *ln = &m->l->lanes[0];
+    if (attempt > 1 && copy_cancelled(m->l)) {
+        *transient = 0;
+        return pp_err(&ln->err, PGPIPE_BUSY, "loader: cancelled");
+    }
     if (attempt > 1)
         copy_drop_conn(ln, 1); /* the failed attempt's connection may be broken */
     int rc = copy_connect(ln, transient);
@@ -11027,6 +11699,160 @@ static int copy_op_register(pgpipe_loader *l, copy_lane *ln, const void *arg, in
     (void)ln;
     (void)arg;
     return copy_load_register(l, transient);
+}
+
+/* ---- is what was committed still there? ------------------------------------ */
+
+PGPIPE_PRIVATE int copy_cancelled(const pgpipe_loader *l)
+{
+    return atomic_load(&((pgpipe_loader *)l)->cancel_req) != 0;
+}
+
+int pgpipe_loader_cancel(pgpipe_loader *l)
+{
+    if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_MISUSE;
+    atomic_store(&l->cancel_req, 1);
+    for (int i = 0; i < COPY_MAX_LANES; i++)
+        pp_cancel_fire(&l->lanes[i].cancel);
+    return PGPIPE_OK;
+}
+
+/* Remember a batch the lane committed (the loader's thread, at the fold). */
+PGPIPE_PRIVATE int copy_book(pgpipe_loader *l, const copy_lane *ln)
+{
+    if (l->nbooked == l->capbooked) {
+        size_t cap = l->capbooked ? 2 * l->capbooked : 64;
+        copy_booked *b = pp_realloc(l->booked, cap * sizeof *b);
+        if (!b)
+            return pp_err_nomem(&l->hdr.err);
+        l->booked = b;
+        l->capbooked = cap;
+    }
+    copy_booked *b = &l->booked[l->nbooked++];
+    b->seq = ln->seq;
+    b->loaded = ln->r_loaded;
+    b->dead = ln->r_dead;
+    b->missing = 0;
+    memcpy(b->uuid, ln->uuid_text, sizeof b->uuid);
+    return PGPIPE_OK;
+}
+
+typedef struct copy_seen {
+    long long seq;
+    const char *uuid;
+} copy_seen;
+
+static int copy_cmp_seen(const void *a, const void *b)
+{
+    long long x = ((const copy_seen *)a)->seq, y = ((const copy_seen *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* The outcome of a check: what is missing of what was committed. */
+typedef struct copy_check {
+    long long batches, rows;          /* missing, all runs */
+    long long ours, ours_loaded, ours_dead;  /* missing, committed by this run */
+    long long theirs_rows;            /* missing records of earlier runs' batches */
+    char seqs[160];                   /* "6, 7, 9-12" (the first ones) */
+} copy_check;
+
+static void copy_check_seq(copy_check *c, long long seq)
+{
+    size_t n = strlen(c->seqs);
+    if (n + 24 < sizeof c->seqs)
+        snprintf(c->seqs + n, sizeof c->seqs - n, "%s%lld", n ? ", " : "", seq);
+    else if (n + 5 < sizeof c->seqs && strcmp(c->seqs + n - 3, "...") != 0)
+        snprintf(c->seqs + n, sizeof c->seqs - n, ", ...");
+}
+
+/* Compare the batches this load counts as committed (l->booked of this run,
+** done_seqs of earlier runs) with the load's pgpipe.load_batches rows on the
+** lane's server: a batch of ours must be there with its batch id (the loads
+** row may be gone too, and its id reused by another load). Marks the missing
+** ones. Read-only: it never waits for a synchronous standby. */
+static int copy_verify(pgpipe_loader *l, copy_lane *ln, copy_check *c, int *transient)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < l->nbooked; i++)
+        l->booked[i].missing = 0;
+    char id[32];
+    snprintf(id, sizeof id, "%lld", l->load_id);
+    const char *v[1] = { id };
+    PGresult *r = NULL;
+    int rc = copy_exec(ln, "SELECT seq, batch_id::text FROM pgpipe.load_batches "
+                           "WHERE load_id = $1::bigint ORDER BY seq", 1, v, &r, transient);
+    if (rc != PGPIPE_OK)
+        return rc;
+    size_t n = (size_t)PQntuples(r);
+    copy_seen *seen = pp_malloc((n ? n : 1) * sizeof *seen);
+    if (!seen) {
+        PQclear(r);
+        return pp_err_nomem(&ln->err);
+    }
+    for (size_t i = 0; i < n; i++) {
+        seen[i].seq = atoll(PQgetvalue(r, (int)i, 0));
+        seen[i].uuid = PQgetvalue(r, (int)i, 1);
+    }
+    for (size_t i = 0; i < l->ndone; i++) {
+        copy_seen key = { l->done_seqs[i], NULL };
+        if (!bsearch(&key, seen, n, sizeof *seen, copy_cmp_seen)) {
+            c->batches++;
+            c->rows += l->done_rows[i];
+            c->theirs_rows += l->done_rows[i];
+            copy_check_seq(c, l->done_seqs[i]);
+        }
+    }
+    for (size_t i = 0; i < l->nbooked; i++) {
+        copy_booked *b = &l->booked[i];
+        copy_seen key = { b->seq, NULL };
+        const copy_seen *s = bsearch(&key, seen, n, sizeof *seen, copy_cmp_seen);
+        if (s && !strcmp(s->uuid, b->uuid))
+            continue;
+        b->missing = 1;
+        c->batches++;
+        c->ours++;
+        c->ours_loaded += b->loaded;
+        c->ours_dead += b->dead;
+        c->rows += b->loaded + b->dead;
+        copy_check_seq(c, b->seq);
+    }
+    pp_free(seen);
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
+static int copy_op_verify(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
+{
+    return copy_verify(l, ln, (copy_check *)arg, transient);
+}
+
+/* After a lane reconnected (the loader's thread, the lane free): on another
+** server than the load began on (a failover), check at once what is still
+** there; the end of the load checks again and fills the gap or fails. */
+PGPIPE_PRIVATE void copy_after_reconnect(pgpipe_loader *l, copy_lane *ln)
+{
+    ln->reconnected = 0;
+    if (!ln->conn || PQstatus(ln->conn) != CONNECTION_OK ||
+        (l->server_id[0] && !strcmp(ln->server_id, l->server_id)))
+        return;
+    /* the other lanes reconnecting to the same server need not say it again */
+    if (ln->server_id[0] && !strcmp(ln->server_id, l->checked_id))
+        return;
+    snprintf(l->checked_id, sizeof l->checked_id, "%s", ln->server_id);
+    copy_check c;
+    int t;
+    if (copy_verify(l, ln, &c, &t) != PGPIPE_OK)
+        return; /* the end of the load checks again */
+    if (c.batches)
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld: reconnected to another server (%s, the load "
+                "began on %s): %lld committed batch%s (%lld records) missing there: %s",
+                l->load_id, ln->server_id[0] ? ln->server_id : "unknown",
+                l->server_id[0] ? l->server_id : "unknown", c.batches, c.batches == 1 ? "" : "es",
+                c.rows, c.seqs);
+    else
+        pp_logf(PGPIPE_LOG_INFO, "loader", "load %lld: reconnected to %s; every committed batch "
+                "is there", l->load_id, ln->server_id[0] ? ln->server_id : "a server");
 }
 
 /* ---- dead letters --------------------------------------------------------- */
@@ -11094,6 +11920,9 @@ static void copy_load_free_state(pgpipe_loader *l)
 static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path, int fd)
 {
     copy_load_free_state(l);
+    l->nbooked = 0;
+    l->need_reload = 0;
+    l->rereadable = 0;
     memset(&l->sum, 0, sizeof l->sum);
     l->t0 = pgpipe_now_us();
     l->in_bytes = 0;
@@ -11138,12 +11967,19 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     copy_framer_begin(l, l->format);
     l->csv_delimiter_now = delim;
     int rc = copy_format_ready(l, delim);
+    if (rc == PGPIPE_OK && copy_cancelled(l))
+        rc = copy_errf(l, PGPIPE_BUSY, "loader: cancelled");
     if (rc == PGPIPE_OK)
         rc = copy_on_main_lane(l, l->max_retries + 1, copy_op_register, NULL);
     l->sum.retries += l->lanes[0].r_retries;
     l->lanes[0].r_retries = 0;
     if (rc != PGPIPE_OK)
         return rc;
+    /* the server the load begins on: a lane that reconnects elsewhere checks */
+    snprintf(l->server_id, sizeof l->server_id, "%s", l->lanes[0].server_id);
+    l->checked_id[0] = '\0';
+    l->lanes[0].reconnected = 0;
+    l->rereadable = path && fd >= 0 && l->src_size >= 0 && l->load_key;
     copy_lanes_start(l);
     l->active = 1;
     pp_logf(PGPIPE_LOG_INFO, "loader", "load %lld of %s (%s) into %s%s", l->load_id, l->source,
@@ -11195,12 +12031,22 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
 
 static int copy_op_close(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
 {
-    (void)l;
     copy_rollback(ln);
-    return copy_exec(ln, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "
-                         "error_sqlstate = $4, finished_at = CASE WHEN $2 = 'running' THEN NULL "
-                         "ELSE now() END, updated_at = now() WHERE id = $1::bigint",
-                     4, arg, NULL, transient);
+    /* cancelled (a COMMIT hung waiting for a synchronous standby, say): the
+    ** status must not wait for that standby too */
+    int cancelled = copy_cancelled(l);
+    int rc = cancelled ? copy_exec(ln, "BEGIN; SET LOCAL synchronous_commit = local", 0, NULL,
+                                   NULL, transient) : PGPIPE_OK;
+    if (rc == PGPIPE_OK)
+        rc = copy_exec(ln, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "
+                           "error_sqlstate = $4, finished_at = CASE WHEN $2 = 'running' THEN NULL "
+                           "ELSE now() END, updated_at = now() WHERE id = $1::bigint",
+                       4, arg, NULL, transient);
+    if (rc == PGPIPE_OK && cancelled)
+        rc = copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
+    if (rc != PGPIPE_OK)
+        copy_rollback(ln);
+    return rc;
 }
 
 /* Record how the load ended in pgpipe.loads (best effort, with retries). */
@@ -11221,7 +12067,74 @@ static void copy_load_close(pgpipe_loader *l, int code)
         pgpipe_error_clear(&l->hdr.err);
 }
 
-static int copy_load_fd_named(pgpipe_loader *l, int fd, const char *name, const char *path)
+/* The end of a load: are the batches it counts as committed on the server
+** it talks to now? Missing ones leave the counts (rows_missing) and fail
+** the load with a message naming them; need_reload is set when the input
+** can be read again to fill the gap (copy_load_fd_named does). */
+static int copy_load_check(pgpipe_loader *l, int rc)
+{
+    l->need_reload = 0;
+    if (l->load_id <= 0 || (!l->nbooked && !l->ndone))
+        return rc;
+    pgpipe_error keep = l->hdr.err;
+    copy_check c;
+    int vrc = copy_on_main_lane(l, rc == PGPIPE_OK ? l->max_retries + 1 : 1, copy_op_verify, &c);
+    l->sum.retries += l->lanes[0].r_retries;
+    l->lanes[0].r_retries = 0;
+    if (vrc != PGPIPE_OK) {
+        if (rc != PGPIPE_OK) {
+            l->hdr.err = keep;
+            return rc;
+        }
+        /* not known to be there is not a success */
+        return copy_errf(l, vrc, "loader: load %lld: cannot check that its committed batches "
+                         "are on the server: %s", l->load_id, l->lanes[0].err.message);
+    }
+    l->hdr.err = keep;
+    if (!c.batches)
+        return rc;
+    l->sum.rows_loaded -= c.ours_loaded;
+    l->sum.rows_dead -= c.ours_dead;
+    l->sum.batches -= c.ours;
+    l->sum.rows_skipped -= c.theirs_rows;
+    l->sum.batches_skipped -= c.batches - c.ours;
+    l->sum.batches_missing = c.batches;
+    l->sum.rows_missing = c.rows;
+    const char *now_id = l->lanes[0].server_id;
+    char moved[300] = "";
+    if (strcmp(now_id, l->server_id) != 0)
+        snprintf(moved, sizeof moved, " (the load began on server %s, it is on %s now: a "
+                 "failover to a replica that had not received them)",
+                 l->server_id[0] ? l->server_id : "unknown", now_id[0] ? now_id : "unknown");
+    char how[400];
+    if (l->opt_load_key)
+        snprintf(how, sizeof how, "run the same load again with the same key (--key %.200s): it "
+                 "loads exactly the missing batches", l->opt_load_key);
+    else if (l->load_key)
+        snprintf(how, sizeof how, "run the same load of the unchanged file again: it loads "
+                 "exactly the missing batches");
+    else
+        snprintf(how, sizeof how, "this load has no key, so a new run cannot skip the batches "
+                 "that are there: give a key (--key) to loads from streams");
+    if (rc != PGPIPE_OK) {
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld: %lld committed batch%s (%lld records) "
+                "missing on the server%s: batch%s %s", l->load_id, c.batches,
+                c.batches == 1 ? "" : "es", c.rows, moved, c.batches == 1 ? "" : "es", c.seqs);
+        l->hdr.err = keep;
+        return rc;
+    }
+    l->need_reload = l->rereadable && !l->reloading;
+    rc = copy_errf(l, PGPIPE_DB, "loader: load %lld of %s: %lld committed batch%s (%lld "
+                   "records) %s not on the server now%s: batch%s %s; %s", l->load_id, l->source,
+                   c.batches, c.batches == 1 ? "" : "es", c.rows, c.batches == 1 ? "is" : "are",
+                   moved, c.batches == 1 ? "" : "es", c.seqs, how);
+    if (l->need_reload)
+        pp_logf(PGPIPE_LOG_WARN, "loader", "%s; reading %s again to load them", l->hdr.err.message,
+                l->source);
+    return rc;
+}
+
+static int copy_load_pass(pgpipe_loader *l, int fd, const char *name, const char *path)
 {
     int rc = copy_load_begin(l, name, path, fd);
     if (rc != PGPIPE_OK)
@@ -11245,6 +12158,45 @@ static int copy_load_fd_named(pgpipe_loader *l, int fd, const char *name, const 
     pp_free(buf);
     l->failed = rc;
     return pgpipe_loader_finish(l);
+}
+
+/* A load of a file whose committed batches a failover lost is resumed at
+** once, on the same file (unchanged: same size and time): the resume skips
+** the batches the server has and loads exactly the missing ones. The
+** summary is that of the whole: the first pass's batches that stayed, and
+** the second's (batches_reloaded). */
+static int copy_load_fd_named(pgpipe_loader *l, int fd, const char *name, const char *path)
+{
+    int rc = copy_load_pass(l, fd, name, path);
+    if (!l->need_reload)
+        return rc;
+    l->need_reload = 0;
+    pgpipe_load_summary a = l->sum;
+    struct stat st;
+    if (lseek(fd, 0, SEEK_SET) != 0 || fstat(fd, &st) != 0 || (long long)st.st_size != l->src_size ||
+        (long long)st.st_mtime != l->src_mtime) {
+        pp_logf(PGPIPE_LOG_WARN, "loader", "%s changed or cannot be read again: its missing "
+                "batches are not reloaded", l->source);
+        return rc;
+    }
+    l->reloading = 1;
+    rc = copy_load_pass(l, fd, name, path);
+    l->reloading = 0;
+    pgpipe_load_summary b = l->sum;
+    l->sum.rows_loaded = b.rows_loaded + a.rows_loaded;
+    l->sum.rows_dead = b.rows_dead + a.rows_dead;
+    l->sum.rows_skipped = b.rows_skipped - (a.rows_loaded + a.rows_dead);
+    l->sum.batches = b.batches + a.batches;
+    l->sum.batches_skipped = b.batches_skipped - a.batches;
+    l->sum.batches_reloaded = b.batches;
+    l->sum.retries = a.retries + b.retries;
+    l->sum.batches_at_cancel = a.batches_at_cancel + b.batches_at_cancel;
+    l->sum.seconds = a.seconds + b.seconds;
+    l->sum.rows_per_sec = l->sum.seconds > 0 ? (double)l->sum.records_read / l->sum.seconds : 0;
+    if (rc == PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld: the %lld missing batch%s loaded again",
+                l->load_id, b.batches, b.batches == 1 ? "" : "es");
+    return rc;
 }
 
 /* ---- public API ------------------------------------------------------------- */
@@ -11397,6 +12349,7 @@ int pgpipe_loader_finish(pgpipe_loader *l)
         copy_abandon(l->cur);
         l->cur = NULL;
     }
+    rc = copy_load_check(l, rc);
     copy_load_close(l, rc);
     copy_report(l);
     l->sum.load_id = l->load_id;
@@ -11465,6 +12418,16 @@ int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t s
         m = snprintf(more, sizeof more, ", %lld batches, %.2f s, %.0f rows/s", s->batches,
                      s->seconds, s->rows_per_sec);
     }
+    if (s->batches_reloaded || s->batches_missing)
+    {
+        size_t k = m >= 0 && (size_t)m < sizeof more ? (size_t)m : sizeof more - 1;
+        if (s->batches_missing)
+            m += snprintf(more + k, sizeof more - k, ", MISSING %lld (in %lld committed batches)",
+                          s->rows_missing, s->batches_missing);
+        else
+            m += snprintf(more + k, sizeof more - k, ", %lld batches lost in a failover loaded again",
+                          s->batches_reloaded);
+    }
     if (n >= 0 && (size_t)n < size)
         snprintf(buf + n, size - (size_t)n, "%s", more);
     return n + m;
@@ -11490,6 +12453,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
             ln->conn = NULL;
         else
             copy_drop_conn(ln, 0);
+        pp_cancel_arm(&ln->cancel, NULL);
         pp_free(ln->rows);
         pp_buf_free(&ln->cbuf);
         pp_buf_free(&ln->rbuf);
@@ -11518,6 +12482,8 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_free(l->opt_load_key);
     pp_free(l->copy_sql);
     pp_free(l->done_seqs);
+    pp_free(l->done_rows);
+    pp_free(l->booked);
     framer_free(&l->fr);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
@@ -12146,7 +13112,8 @@ static int copy_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
             win = win > (SIZE_MAX / 2) ? win : win * 2;
             continue;
         }
-        if (*transient) {
+        if (*transient || copy_cancelled(ln->l)) {
+            /* a cancelled COPY names the line it was at: no row to blame */
             PQclear(err);
             return rc;
         }
@@ -12327,9 +13294,22 @@ static void copy_lane_commit(copy_lane *ln)
     int fast = !ln->stream_broken && ln->conn != NULL;
     for (;;) {
         yes = ours = 0;
+        if (copy_cancelled(ln->l)) {
+            /* cancelled before this attempt (the last one's failure may have
+            ** been the cancel, swallowed by copy_stream_open) */
+            if (ln->copy_open)
+                copy_abandon(ln);
+            else
+                copy_rollback(ln);
+            ln->rc = pp_err(&ln->err, PGPIPE_BUSY, "loader: cancelled: batch %lld (lines %lld-%lld) "
+                            "is not committed", ln->seq, ln->b_first_line, ln->b_last_line);
+            return;
+        }
         if (fast) {
             rc = copy_batch_fast(ln, &transient, &fallback);
             fast = 0;
+            if (rc == PGPIPE_OK && fallback && copy_cancelled(ln->l))
+                continue; /* the COPY failed on the cancel: not a row to isolate */
             if (rc == PGPIPE_OK && fallback)
                 rc = copy_batch_slow(ln, &transient);
         } else {
@@ -12341,6 +13321,17 @@ static void copy_lane_commit(copy_lane *ln)
         }
         if (rc == PGPIPE_OK)
             break;
+        if (copy_cancelled(ln->l)) {
+            /* nothing is retried; a COMMIT the cancel cut short while it
+            ** waited for a synchronous standby succeeded (above) */
+            copy_rollback(ln);
+            char why[sizeof ln->err.message];
+            snprintf(why, sizeof why, "%s", ln->err.message);
+            ln->rc = pp_err(&ln->err, PGPIPE_BUSY, "loader: cancelled: batch %lld (lines %lld-%lld) "
+                            "is not committed (%.400s)", ln->seq, ln->b_first_line, ln->b_last_line,
+                            why);
+            return;
+        }
         if (!transient) {
             /* a duplicate load_batches key: the batch was committed by
             ** another run of the same load (its row won: the batch is
@@ -12387,6 +13378,7 @@ static void copy_lane_commit(copy_lane *ln)
     ln->r_loaded += (long long)ln->nrows - ln->b_dead_srv;
     ln->r_dead += ln->b_dead_valid + ln->b_dead_srv;
     ln->r_batches++;
+    ln->r_at_cancel = copy_cancelled(ln->l);
 }
 
 /* ---- batches and lanes ------------------------------------------------------ */
@@ -12475,6 +13467,16 @@ static int copy_progress(pgpipe_loader *l);
 ** every batch. */
 static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
 {
+    int brc = ln->r_batches ? copy_book(l, ln) : PGPIPE_OK;
+    if (ln->r_at_cancel) {
+        l->sum.batches_at_cancel++;
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld batch %lld committed while the load was "
+                "being cancelled: the server has it, but if its COMMIT was waiting for a "
+                "synchronous standby, that standby may not", l->load_id, ln->seq);
+        ln->r_at_cancel = 0;
+    }
+    if (ln->reconnected)
+        copy_after_reconnect(l, ln);
     l->sum.retries += ln->r_retries;
     l->sum.rows_loaded += ln->r_loaded;
     l->sum.rows_dead += ln->r_dead;
@@ -12490,6 +13492,8 @@ static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
         l->hdr.err = ln->err;
         return rc;
     }
+    if (brc != PGPIPE_OK)
+        return brc;
     return copy_progress(l);
 }
 
@@ -12570,6 +13574,8 @@ PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long 
     int rc = copy_lanes_collect(l, &ln, 0);
     if (rc != PGPIPE_OK)
         return rc;
+    if (copy_cancelled(l))
+        return copy_errf(l, PGPIPE_BUSY, "loader: cancelled before batch %lld", l->seq + 1);
     copy_batch_reset(ln);
     l->cur = ln;
     ln->seq = ++l->seq;
@@ -13622,13 +14628,15 @@ static int claim_record_lost(pgpipe_claimer *c)
     /* charged only when the server gave the failure a reason of its own (a
     ** SQLSTATE outside class 08): a connection cut without a word (network,
     ** proxy, a crashed backend), a server restart, the crash of another
-    ** session (57P02) or a prepared statement gone behind a pooler (26000) is
-    ** not the batch's doing. Its rows are pending again at once
+    ** session (57P02), a prepared statement gone behind a pooler (26000) or a
+    ** cancel (57014: Ctrl-C; a handler's own timeout fails its records, not
+    ** the batch) is not the batch's doing. Its rows are pending again at once
     ** (transactional mode) or given back now (lease mode: released) */
     const char *st = l->cause.sqlstate;
     int restarted = strcmp(l->server_start, c->server_start) != 0;
     if (!st[0] || strncmp(st, "08", 2) == 0 || strcmp(st, "57P02") == 0 ||
-        strcmp(st, "57P03") == 0 || strcmp(st, "26000") == 0 || restarted) {
+        strcmp(st, "57P03") == 0 || strcmp(st, "26000") == 0 ||
+        strcmp(st, "57014") == 0 || restarted) {
         long long back = 0;
         if (c->o.mode == PGPIPE_CLAIM_LEASE) {
             const char *rv[2] = { l->ids, l->token };
@@ -13645,6 +14653,7 @@ static int claim_record_lost(pgpipe_claimer *c)
                 "an attempt: %s (cause: %s)", c->worker_id, l->n,
                 restarted ? "the server restarted"
                 : strcmp(st, "26000") == 0 ? "its statement was gone from the session"
+                : strcmp(st, "57014") == 0 ? "it was cancelled"
                 : "the session ended without a reason from the server", msg);
         pp_free(l->ids);
         memset(l, 0, sizeof *l);
@@ -14293,6 +15302,8 @@ typedef struct claim_worker {
     pgpipe_error fatal_err;    /* and its error, when it had one */
     claim_lost lost;           /* a batch lost with its connection, whose
                                   attempt the next connection records */
+    pp_cancel_slot cancel;     /* its connection's, for pgpipe_workers_cancel */
+    atomic_int ended;          /* its thread is done */
 } claim_worker;
 
 struct pgpipe_workers {
@@ -14404,6 +15415,7 @@ static void claim_worker_drop(claim_worker *k, pgpipe_claimer **cl, pgpipe_conn 
         }
         *pc = NULL;
     }
+    pp_cancel_arm(&k->cancel, NULL);
 }
 
 static void claim_maybe_alert(pgpipe_workers *w, PGconn *conn)
@@ -14543,6 +15555,7 @@ static void *claim_worker_main(void *arg)
                 continue;
             }
             backoff.attempt = 0;
+            pp_cancel_arm(&k->cancel, pgpipe_conn_pg(pc));
         }
         int nrows = 0;
         long long dead_before = cl->st.dead;
@@ -14617,6 +15630,7 @@ static void *claim_worker_main(void *arg)
         memset(&k->lost, 0, sizeof k->lost);
     }
     claim_worker_sync(k, NULL, 0);
+    atomic_store(&k->ended, 1);
     return NULL;
 }
 
@@ -14886,6 +15900,29 @@ void pgpipe_workers_close(pgpipe_workers *w)
     pp_free(w->wk);
     pp_free(w->channel);
     pp_free(w);
+}
+
+/* Each worker arms its slot once its connection is set up, and disarms it
+** when it lets the connection go; a fire in between cancels whatever that
+** connection runs then. */
+int pgpipe_workers_cancel(pgpipe_workers *w)
+{
+    if (!w || w->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_MISUSE;
+    pgpipe_workers_stop(w);
+    for (int i = 0; i < w->n && w->wk; i++)
+        pp_cancel_fire(&w->wk[i].cancel);
+    return PGPIPE_OK;
+}
+
+int pgpipe_workers_running(const pgpipe_workers *w)
+{
+    if (!w || w->hdr.magic != PP_HANDLE_MAGIC || !w->wk)
+        return 0;
+    int n = 0;
+    for (int i = 0; i < w->n; i++)
+        n += w->wk[i].started && !atomic_load(&w->wk[i].ended);
+    return n;
 }
 
 #endif /* PGPIPE_OMIT_THREADS */

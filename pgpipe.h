@@ -1042,7 +1042,11 @@ void pgpipe_pipeline_close(pgpipe_pipeline *p);
 ** Thread safety: a migrator is used by one thread at a time, and nothing
 ** else may use its connection meanwhile. Runners in different processes or
 ** threads exclude each other with an advisory lock
-** (PGPIPE_MIGRATE_LOCK_KEY). The checksum functions keep no state. */
+** (PGPIPE_MIGRATE_LOCK_KEY): a session lock held for the run on a direct
+** connection; behind a transaction-mode pooler (see pgpipe_pooler_mode) a
+** transaction lock taken by each step, which re-reads the history under it.
+** A run with nothing to do takes no lock at all. The checksum functions keep
+** no state. */
 
 /* ---- Checksums -------------------------------------------------------- */
 
@@ -1059,8 +1063,14 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);
 ** (<version> is digits, compared as a number: V2 < V0010; <name> is free
 ** text). Other *.sql names are an error; other files and dot files are
 ** ignored. A line "-- pgpipe:no-transaction" runs the file outside a
-** transaction (one statement at a time, progress recorded after each);
-** otherwise the whole file runs in one transaction. */
+** transaction, one statement at a time; otherwise the whole file runs in one
+** transaction. In a no-transaction file each statement commits together
+** with its progress record (a transaction of its own), except a statement
+** that cannot run in a transaction block (CREATE INDEX CONCURRENTLY,
+** VACUUM, ...): its start is recorded before it runs and its end after. When
+** a run is cut off between the two (a lost connection, a server restart),
+** the statement's outcome is unknown: it never runs again by itself, and
+** later runs stop naming it until resume_from or redo says what to do. */
 
 #define PGPIPE_MIGRATE_DRY_RUN      0x01u /* report what would run, change nothing */
 #define PGPIPE_MIGRATE_REPAIR       0x02u /* accept changed files: record their checksum */
@@ -1076,10 +1086,20 @@ struct pgpipe_migrate_options {
     const char *scope;            /* history rows of this set; default "default", or the
                                      embedded folder's name */
     const char *history_table;    /* "schema.table", default "pgpipe.migrations" */
-    int lock_timeout_ms;          /* wait for the lock this long; 0 = 30000, <0 = try once */
+    int lock_timeout_ms;          /* wait for the lock this long; 0 = 30000, <0 = try once.
+                                     Behind a transaction pooler also how long a step
+                                     waits for a statement another runner started
+                                     outside a transaction before reporting it in doubt */
     long long lock_key;           /* 0 = PGPIPE_MIGRATE_LOCK_KEY */
     const char *baseline_version; /* record versions <= this as applied without running */
     unsigned flags;               /* PGPIPE_MIGRATE_* */
+    int pooler;                   /* PGPIPE_POOLER_*: AUTO (0) asks pgpipe_pooler_mode;
+                                     TRANSACTION takes no session lock (see above) */
+    int resume_from;              /* N > 0: the statement whose outcome is unknown took
+                                     effect; go on with statement N (1-based; N above it) */
+    int redo;                     /* N > 0: run the statement N whose outcome is unknown
+                                     again, and go on after it. resume_from and redo are
+                                     an error when no statement is in doubt */
 };
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
@@ -1116,18 +1136,26 @@ typedef struct pgpipe_migration_info {
     int ran;                    /* executed by the last pgpipe_migrate_run */
     const char *action;         /* what a run does with it: "apply", "resume at
                                    statement 3", "repair checksum", ... or "" */
+    int statement_unknown;      /* 1-based statement of a partial no-transaction file
+                                   whose start is recorded but not its end (its outcome
+                                   is unknown), or 0 */
 } pgpipe_migration_info;
 
 /* Open a runner on a connection (not taken over: close it yourself). The
 ** options are copied. Fails with PGPIPE_MISUSE on bad options; *out is set
 ** even then, so read its error and close it. */
 int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
-/* Apply what is pending: takes the advisory lock (PGPIPE_BUSY when another
-** runner keeps it past the timeout), creates the history table, checks drift,
-** then runs versioned files in order and changed repeatables. Stops at the
-** first failure: PGPIPE_DB with the file as source, the failing statement's
-** line, the server's message and SQLSTATE. With PGPIPE_MIGRATE_DRY_RUN it
-** only fills the entries (will_run) and changes nothing. */
+/* Apply what is pending: reads the history without a lock and returns at
+** once when everything is applied; otherwise takes the advisory lock
+** (PGPIPE_BUSY when another runner keeps it past the timeout), creates the
+** history table, checks drift, then runs versioned files in order and
+** changed repeatables. Stops at the first failure: PGPIPE_DB with the file
+** as source, the failing statement's line, the server's message and
+** SQLSTATE; PGPIPE_ERROR, before anything runs, when a statement's outcome
+** is unknown (see resume_from and redo). When the connection is lost the
+** entries still show what committed (ran, applied). With
+** PGPIPE_MIGRATE_DRY_RUN it only fills the entries (will_run) and changes
+** nothing. */
 int pgpipe_migrate_run(pgpipe_migrator *m);
 /* Read the files and the history and fill the entries; changes nothing. */
 int pgpipe_migrate_status(pgpipe_migrator *m);
@@ -1153,7 +1181,11 @@ void pgpipe_migrator_close(pgpipe_migrator *m);
 **
 ** Thread safety: the functions keep no state; concurrent installs, in
 ** threads or processes, wait for each other on the migration runner's
-** advisory lock. Each call uses its connection alone meanwhile. */
+** advisory lock, which is taken only when something is to be installed (an
+** installed schema is checked without it, so a loader never waits for a
+** migration that runs meanwhile). Behind a transaction pooler they follow
+** the runner's transaction-lock rule (pgpipe_migrate_options.pooler, or
+** PGPIPE_POOLER). Each call uses its connection alone meanwhile. */
 
 /* Install (or bring up to date) the built-in schema embedded from sql/schema:
 ** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,
@@ -1353,7 +1385,17 @@ typedef struct pgpipe_loader_options {
 } pgpipe_loader_options;
 
 /* Totals of the last load of a loader. records_read = rows_loaded +
-** rows_dead + rows_skipped. */
+** rows_dead + rows_skipped + rows_missing.
+**
+** At the end of a load, and whenever a lane reconnects to a server that is
+** not the one the load began on (another system identifier or timeline: a
+** failover), the loader checks that every batch it committed is still in
+** pgpipe.load_batches. A file's missing batches are loaded again at once (the
+** same load, resumed: exactly the gap; batches_reloaded); for other inputs,
+** or when the file changed, the load fails (PGPIPE_DB) with a message that
+** names the missing batches and how to fill them (run the same load again
+** with the same key), and their records are counted in rows_missing, not in
+** rows_loaded. */
 typedef struct pgpipe_load_summary {
     long long load_id;        /* pgpipe.loads.id */
     long long records_read;
@@ -1367,6 +1409,13 @@ typedef struct pgpipe_load_summary {
     double seconds;
     double rows_per_sec;      /* records_read / seconds */
     int status;               /* PGPIPE_OK, or the code the load ended with */
+    long long batches_reloaded; /* lost in a failover, then loaded again */
+    long long batches_missing;  /* committed, but not on the server at the end */
+    long long rows_missing;     /* the records of those batches */
+    long long batches_at_cancel;/* committed while pgpipe_loader_cancel was under
+                                   way: kept by the server (a COMMIT whose wait
+                                   for a synchronous standby is cancelled stays
+                                   committed), but that standby may lack them */
 } pgpipe_load_summary;
 
 
@@ -1387,6 +1436,15 @@ int pgpipe_loader_feed(pgpipe_loader *l, const void *buf, size_t len);
 int pgpipe_loader_finish(pgpipe_loader *l);
 /* Totals of the last (or the running) load. */
 int pgpipe_loader_summary(const pgpipe_loader *l, pgpipe_load_summary *out);
+/* Cancel the running load from a signal handler or another thread: the
+** statements in flight on every connection of the loader are cancelled
+** (PQcancel, on handles made when each connection was opened), nothing is
+** retried, and the load ends with PGPIPE_BUSY (status 'interrupted'; the
+** batches committed stay, and running the same load again resumes it).
+** A cancelled loader stays cancelled: a later load ends at its first batch.
+** Async-signal-safe and safe to call again (a second Ctrl-C cancels what
+** runs then). Not while pgpipe_loader_close runs. */
+int pgpipe_loader_cancel(pgpipe_loader *l);
 /* The connection the loader uses now (NULL when none). */
 PGconn *pgpipe_loader_conn(pgpipe_loader *l);
 void pgpipe_loader_close(pgpipe_loader *l);
@@ -1457,16 +1515,16 @@ int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t s
 ** with the server's message and SQLSTATE as last_error, so it reaches the
 ** dead letters after max_attempts like any failing record. A connection cut
 ** without a reason from the server (class 08: network, proxy), a server
-** restart, the crash of another session (57P02) or a prepared statement gone
-** behind a pooler (26000) is not the batch's doing and is not charged (the
-** rows are pending again; lease mode releases them: stats.released, else
-** stats.abandoned). The attempt is
-** recorded outside the failed transaction: at once when the connection still
-** works, else by the worker on its next connection before it claims again
-** (a plain claimer cannot reach a new connection: its caller re-opens one,
-** and the rows come back after their lease in lease mode, at once in
-** transactional mode, without the attempt). The happy path pays nothing for
-** this. Each such failure is logged at warning level.
+** restart, the crash of another session (57P02), a prepared statement gone
+** behind a pooler (26000) or a cancel (57014) is not the batch's doing and is
+** not charged: the rows are pending again (lease mode releases them:
+** stats.released; else stats.abandoned). The attempt is recorded outside the
+** failed transaction: at once when the connection still works, else by the
+** worker on its next connection before it claims again (a plain claimer
+** cannot reach a new connection: its caller re-opens one, and the rows come
+** back after their lease in lease mode, at once in transactional mode,
+** without the attempt). The happy path pays nothing for this. Each such
+** failure is logged at warning level.
 **
 ** Lock order: every statement that locks staging rows it does not hold yet
 ** locks them in primary-key order, and in lease mode with a SQL handler the
@@ -1677,6 +1735,18 @@ void pgpipe_workers_stop(pgpipe_workers *w);
 ** an error that stops them all, such as a SQL handler the server refuses to
 ** prepare); pgpipe_workers_wait then gives the error. */
 int pgpipe_workers_stopping(const pgpipe_workers *w);
+/* Stop the workers now: pgpipe_workers_stop, and the statement each worker
+** runs at this moment is cancelled (PQcancel on a handle made when its
+** connection was set up), so a worker stuck in a statement, such as a
+** COMMIT waiting for a synchronous standby that is gone, returns. What a
+** cancelled statement did is rolled back, except a COMMIT cancelled while
+** waiting for a standby: PostgreSQL keeps it committed locally (with a
+** WARNING), so it counts as done. Async-signal-safe; call it again when a
+** worker still runs (pgpipe_workers_running) and is stuck in another
+** statement. */
+int pgpipe_workers_cancel(pgpipe_workers *w);
+/* How many worker threads have not ended yet (0 once all are done). */
+int pgpipe_workers_running(const pgpipe_workers *w);
 /* Install SIGINT and SIGTERM handlers that call pgpipe_workers_stop(w). */
 int pgpipe_workers_handle_signals(pgpipe_workers *w);
 /* Wait until every pending row (matching the filters) is processed or

@@ -683,3 +683,525 @@ PGT_TEST(migrate, parse_error_stops_before_anything_runs)
     PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_parse_t'"), 0);
     PQfinish(c);
 }
+
+/* ---- issue 20: the loader's lock, restarts, unknown outcomes, poolers -- */
+
+/* Polls a query until it returns true; the test fails after 30 s. */
+static void mig_t_wait_true(PGconn *c, const char *sql)
+{
+    for (int i = 0; i < 600; i++) {
+        if (strcmp(mig_t_str(c, sql), "t") == 0)
+            return;
+        pgpipe_sleep_ms(50);
+    }
+    fprintf(stderr, "    still false after 30 s: %s\n", sql);
+    PGresult *r = PQexec(c, "SELECT pid, state, wait_event_type, wait_event, left(query, 80) "
+                            "FROM pg_stat_activity WHERE backend_type = 'client backend'");
+    for (int i = 0; i < PQntuples(r); i++)
+        fprintf(stderr, "      %s %s %s %s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
+    PQclear(r);
+    PGT_CHECK(0);
+}
+
+/* Waits until a backend runs a query starting with prefix and waits on a
+** lock (a gate the test holds). c must not be in a transaction, which would
+** keep seeing the activity of its first look. */
+static void mig_t_wait_blocked(PGconn *c, const char *prefix)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE "
+             "wait_event_type = 'Lock' AND query LIKE '%s%%' AND pid <> pg_backend_pid())", prefix);
+    mig_t_wait_true(c, sql);
+}
+
+/* Restarts the test cluster (every connection is lost). */
+static void mig_t_restart(void)
+{
+    const char *dir = getenv("PGPIPE_TEST_PGDIR");
+    const char *top = getenv("PGPIPE_TOP");
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "sh '%s/tool/pgtmp.sh' restart '%s' >/dev/null",
+             top && *top ? top : ".", dir);
+    PGT_CHECK_MSG(system(cmd) == 0, "restart failed: %s", cmd);
+}
+
+static void mig_t_need_restart(void)
+{
+    const char *dir = getenv("PGPIPE_TEST_PGDIR");
+    if (!dir || !*dir)
+        PGT_SKIP("no PGPIPE_TEST_PGDIR: cannot restart the test cluster");
+}
+
+/* A migration run on a thread of its own, on its own connection (kept open
+** after the run, so the entries can be read). */
+typedef struct mig_t_bg {
+    pgpipe_migrate_options o;
+    PGconn *conn;
+    pgpipe_migrator *m;
+    int rc;
+    pthread_t th;
+} mig_t_bg;
+
+static void *mig_t_bg_main(void *arg)
+{
+    mig_t_bg *b = arg;
+    b->rc = pgpipe_migrate_run(b->m);
+    return NULL;
+}
+
+static void mig_t_bg_start(mig_t_bg *b)
+{
+    b->conn = pgt_connect();
+    PGT_OK(pgpipe_migrator_open(&b->m, b->conn, &b->o));
+    PGT_CHECK(pthread_create(&b->th, NULL, mig_t_bg_main, b) == 0);
+}
+
+static void mig_t_bg_join(mig_t_bg *b)
+{
+    pthread_join(b->th, NULL);
+}
+
+static void mig_t_bg_close(mig_t_bg *b)
+{
+    pgpipe_migrator_close(b->m);
+    PQfinish(b->conn);
+}
+
+/* (a) A loader whose schema is installed loads while a migration holds the
+** lock; one that must install still takes it. */
+static int mig_t_child_load(const char *dsn)
+{
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = dsn;
+    o.source_value = "mig_t";
+    pgpipe_loader *l = NULL;
+    int rc = pgpipe_loader_open(&l, &o);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_loader_feed(l, "{\"event_type\":\"a\",\"n\":1}\n", 26);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_loader_finish(l);
+    if (rc != PGPIPE_OK)
+        fprintf(stderr, "    loader: %s\n", pgpipe_errmsg(l));
+    pgpipe_loader_close(l);
+    return rc;
+}
+
+PGT_TEST(migrate, loader_does_not_wait_for_a_migration)
+{
+    PGconn *c = pgt_db_open();
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PQclear(PGT_EXEC(c, sql)); /* a long migration of someone else */
+    PGconn *c2 = pgt_connect();
+    pgpipe_migrate_options o;
+    pgpipe_migrate_options_init(&o);
+    o.lock_timeout_ms = -1; /* one try: waiting would be the bug */
+    pgpipe_error err;
+    int rc = pgpipe_schema_install(c2, &o, &err);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err.message);
+    PQfinish(c2);
+    /* the loader (install_schema on by default) loads at once */
+    PGT_OK(mig_t_child_load(pgt_dsn()));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE source = 'mig_t'"), 1);
+    PQclear(PGT_EXEC(c, "DELETE FROM staging.raw_events WHERE source = 'mig_t'"));
+    PQfinish(c);
+
+    /* a fresh database: the install needs the lock and takes it */
+    PGconn *f = pgt_db_fresh("mig_t_fresh");
+    char dsn[1024];
+    snprintf(dsn, sizeof dsn, "%s dbname=mig_t_fresh", pgt_dsn());
+    PGconn *holder = PQconnectdb(dsn);
+    PGT_CHECK(PQstatus(holder) == CONNECTION_OK);
+    PQclear(PGT_EXEC(holder, sql));
+    PGT_EQ_INT(pgpipe_schema_install(f, &o, &err), PGPIPE_BUSY);
+    PGT_CONTAINS(err.message, "another migration runner holds the migration lock");
+    PQfinish(holder);
+    /* two loaders at once on it: both load, the schema is installed once */
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        PGT_CHECK(kids[k] >= 0);
+        if (kids[k] == 0)
+            _exit(mig_t_child_load(dsn));
+    }
+    for (int k = 0; k < 2; k++) {
+        int st = 0;
+        PGT_CHECK(waitpid(kids[k], &st, 0) == kids[k]);
+        PGT_CHECK(WIFEXITED(st));
+        PGT_EQ_INT(WEXITSTATUS(st), PGPIPE_OK);
+    }
+    int embedded = 0;
+    for (int i = 0; i < pgpipe_sql_file_count(); i++)
+        embedded += strncmp(pgpipe_sql_file_path(i), "schema/", 7) == 0;
+    PGT_EQ_INT(mig_t_int(f, "SELECT count(*) FROM pgpipe.migrations WHERE scope = 'schema' "
+                            "AND status = 'applied'"), embedded);
+    PGT_EQ_INT(mig_t_int(f, "SELECT count(*) FROM staging.raw_events"), 2);
+    pgt_db_close(f);
+}
+
+/* (b) A server restart between files: the failed run reports what
+** committed as applied, and the history agrees. */
+PGT_TEST(migrate, restart_between_files_reports_what_committed)
+{
+    mig_t_need_restart();
+    const char *d = mig_t_dir("restart");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_rs CASCADE; CREATE SCHEMA mig_rs;"
+                        "CREATE TABLE mig_rs.gate (x int);"
+                        "DO $$ BEGIN IF to_regclass('mig_test.history') IS NOT NULL THEN "
+                        "DELETE FROM mig_test.history WHERE scope = 'restart'; END IF; END $$"));
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_rs.one (id int);\n");
+    mig_t_write(d, "V2__two.sql", "CREATE TABLE mig_rs.two (id int);\n");
+    mig_t_write(d, "V3__gated.sql", "CREATE TABLE mig_rs.three AS SELECT * FROM mig_rs.gate;\n");
+    mig_t_write(d, "V4__four.sql", "CREATE TABLE mig_rs.four (id int);\n");
+    PGconn *gate = pgt_connect();
+    PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_rs.gate IN ACCESS EXCLUSIVE MODE"));
+    mig_t_bg b;
+    memset(&b, 0, sizeof b);
+    b.o = mig_t_opts(d, "restart");
+    mig_t_bg_start(&b);
+    mig_t_wait_blocked(c, "CREATE TABLE mig_rs.three");
+    mig_t_restart();
+    mig_t_bg_join(&b);
+    PQfinish(c);
+    PQfinish(gate);
+    PGT_CHECK(b.rc != PGPIPE_OK);
+    /* V1 and V2 committed: the run says so, not "pending" */
+    PGT_EQ_INT(mig_t_find(b.m, "one")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_CHECK(mig_t_find(b.m, "one")->ran && !mig_t_find(b.m, "one")->will_run);
+    PGT_EQ_INT(mig_t_find(b.m, "two")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(mig_t_find(b.m, "gated")->state, PGPIPE_MIGRATION_PENDING);
+    PGT_CHECK(!mig_t_find(b.m, "gated")->ran);
+    PGT_EQ_INT(mig_t_find(b.m, "four")->state, PGPIPE_MIGRATION_PENDING);
+    const char *txt = mig_t_format(b.m);
+    PGT_CONTAINS(txt, "4 migrations: 2 applied, 2 pending");
+    mig_t_bg_close(&b);
+    /* the history says the same, and the next run finishes */
+    c = pgt_connect();
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(version::text, ',' ORDER BY version) FROM "
+                            "mig_test.history WHERE scope = 'restart' AND status = 'applied'"),
+               "1,2");
+    pgpipe_migrate_options o = mig_t_opts(d, "restart");
+    pgpipe_migrator *m = NULL;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_CHECK(mig_t_find(m, "gated")->ran && !mig_t_find(m, "one")->ran);
+    pgpipe_migrator_close(m);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_rs CASCADE"));
+    PQfinish(c);
+}
+
+/* (c) A no-transaction file cut off by a server restart between a statement's
+** commit and the record of its progress. */
+/* Runs b until the statement starting with stmt_prefix waits at the gate
+** (gate_sql, held by the test); then holds the file's history row, opens
+** the gate, waits until the runner's progress write waits for the row, and
+** restarts the server. */
+static void mig_t_hold_progress_and_restart(PGconn *c, const char *gate_sql,
+                                            const char *stmt_prefix, const char *version,
+                                            mig_t_bg *b)
+{
+    PGconn *gate = pgt_connect();
+    char sql[512];
+    snprintf(sql, sizeof sql, "BEGIN; %s", gate_sql);
+    PQclear(PGT_EXEC(gate, sql));
+    mig_t_bg_start(b);
+    mig_t_wait_blocked(c, stmt_prefix);
+    /* hold the history row, then let the statement go: its progress write waits */
+    PGconn *row = pgt_connect();
+    snprintf(sql, sizeof sql, "BEGIN; SELECT 1 FROM mig_test.history WHERE scope = 'uo' AND "
+             "version = %s FOR UPDATE", version);
+    PQclear(PGT_EXEC(row, sql));
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    mig_t_wait_blocked(c, "UPDATE \"mig_test\".\"history\" SET statements_done");
+    mig_t_restart();
+    mig_t_bg_join(b);
+    PGT_CHECK(b->rc != PGPIPE_OK);
+    mig_t_bg_close(b);
+    PQfinish(row);
+    PQfinish(gate);
+}
+
+PGT_TEST(migrate, unknown_outcome_stops_until_resume_or_redo)
+{
+    mig_t_need_restart();
+    const char *d = mig_t_dir("uo");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_uo CASCADE; CREATE SCHEMA mig_uo;"
+                        "CREATE TABLE mig_uo.gate (x int); INSERT INTO mig_uo.gate VALUES (1);"
+                        "CREATE TABLE mig_uo.log (x text);"
+                        "DO $$ BEGIN IF to_regclass('mig_test.history') IS NOT NULL THEN "
+                        "DELETE FROM mig_test.history WHERE scope = 'uo'; END IF; END $$"));
+    mig_t_write(d, "V1__rows.sql",
+                "-- pgpipe:no-transaction\n"
+                "CREATE TABLE mig_uo.t (id int);\n"
+                "INSERT INTO mig_uo.t SELECT g FROM generate_series(1, 1000) g;\n"
+                "INSERT INTO mig_uo.t SELECT g FROM generate_series(1001, 2000) g, mig_uo.gate;\n"
+                "INSERT INTO mig_uo.t SELECT g FROM generate_series(2001, 3000) g;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "uo");
+    /* the restart falls between statement 3's work and its progress record */
+    mig_t_bg b;
+    memset(&b, 0, sizeof b);
+    b.o = o;
+    mig_t_hold_progress_and_restart(c, "LOCK TABLE mig_uo.gate IN ACCESS EXCLUSIVE MODE",
+                                    "INSERT INTO mig_uo.t SELECT g FROM generate_series(1001",
+                                    "1", &b);
+    PQfinish(c);
+    c = pgt_connect();
+    /* statement 3 committed with its progress or not at all: it did not */
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_uo.t"), 1000);
+    PGT_EQ_STR(mig_t_str(c, "SELECT status || ' ' || statements_done || ' ' || "
+                            "COALESCE(statement_started, 0) FROM mig_test.history "
+                            "WHERE scope = 'uo' AND version = 1"), "partial 2 0");
+    pgpipe_migrator *m = NULL;
+    PGT_OK(mig_t_run(c, &o, &m));
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_uo.t"), 3000);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(DISTINCT id) FROM mig_uo.t"), 3000);
+
+    /* a statement that cannot run in a transaction: start and end records */
+    mig_t_write(d, "V2__index.sql",
+                "-- pgpipe:no-transaction\n"
+                "INSERT INTO mig_uo.log VALUES ('first');\n"
+                "CREATE INDEX CONCURRENTLY t_id ON mig_uo.t (id);\n"
+                "INSERT INTO mig_uo.log VALUES ('third');\n");
+    memset(&b, 0, sizeof b);
+    b.o = o;
+    mig_t_hold_progress_and_restart(c, "LOCK TABLE mig_uo.t IN SHARE UPDATE EXCLUSIVE MODE",
+                                    "CREATE INDEX CONCURRENTLY t_id", "2", &b);
+    PQfinish(c);
+    c = pgt_connect();
+    PGT_EQ_STR(mig_t_str(c, "SELECT status || ' ' || statements_done || ' ' || "
+                            "COALESCE(statement_started, 0) FROM mig_test.history "
+                            "WHERE scope = 'uo' AND version = 2"), "partial 1 2");
+    PQclear(PGT_EXEC(c, "CREATE TABLE mig_uo.saved AS SELECT status, statements_done, "
+                        "statement_started, progress_checksum FROM mig_test.history "
+                        "WHERE scope = 'uo' AND version = 2"));
+    /* the next run stops before anything runs, naming the file and the statement */
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    PGT_EQ_STR(pgpipe_errinfo(m)->source, "V2__index.sql");
+    PGT_EQ_INT(pgpipe_errinfo(m)->line, 3);
+    PGT_CONTAINS(pgpipe_errmsg(m), "statement 2 of 3 (CREATE INDEX CONCURRENTLY t_id ON mig_uo.t");
+    PGT_CONTAINS(pgpipe_errmsg(m), "its outcome is unknown");
+    PGT_CONTAINS(pgpipe_errmsg(m), "--resume-from 3 if it took effect, or --redo 2");
+    PGT_EQ_INT(mig_t_find(m, "index")->statement_unknown, 2);
+    PGT_CONTAINS(mig_t_format(m), "outcome is unknown");
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(x, ',') FROM mig_uo.log"), "first");
+    /* the options name the statement in doubt, or they are refused */
+    o.redo = 3;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(m), "--redo 3: the statement whose outcome is unknown is statement 2");
+    pgpipe_migrator_close(m);
+    o.redo = 0;
+    o.resume_from = 2;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_MISUSE);
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(x, ',') FROM mig_uo.log"), "first");
+    /* --resume-from 3: the index was built; it is not built again */
+    o.resume_from = 3;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "index")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(x, ',' ORDER BY x) FROM mig_uo.log"), "first,third");
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_index WHERE indexrelid = 'mig_uo.t_id'::regclass "
+                            "AND indisvalid"), 1);
+    /* nothing in doubt now: the options are refused */
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(m), "no statement's outcome is unknown");
+    pgpipe_migrator_close(m);
+    /* --redo 2: the same doubt, but the index was not built: it runs again */
+    PQclear(PGT_EXEC(c, "DROP INDEX mig_uo.t_id; DELETE FROM mig_uo.log WHERE x = 'third';"
+                        "UPDATE mig_test.history h SET (status, statements_done, statement_started, "
+                        "progress_checksum) = (SELECT * FROM mig_uo.saved) "
+                        "WHERE scope = 'uo' AND version = 2"));
+    o.resume_from = 0;
+    o.redo = 2;
+    PGT_OK(mig_t_run(c, &o, &m));
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(x, ',' ORDER BY x) FROM mig_uo.log"), "first,third");
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_index WHERE indexrelid = 'mig_uo.t_id'::regclass "
+                            "AND indisvalid"), 1);
+    /* a history table made before statement_started: a run with nothing to do
+    ** leaves it alone; one that has work adds the column (under the lock) */
+    o.redo = 0;
+    PQclear(PGT_EXEC(c, "ALTER TABLE mig_test.history DROP COLUMN statement_started"));
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "index")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+                            "'mig_test' AND table_name = 'history' AND column_name = "
+                            "'statement_started'"), 0);
+    mig_t_write(d, "V3__more.sql", "-- pgpipe:no-transaction\nVACUUM mig_uo.log;\n");
+    PGT_OK(mig_t_run(c, &o, NULL));
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+                            "'mig_test' AND table_name = 'history' AND column_name = "
+                            "'statement_started'"), 1);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_uo CASCADE"));
+    PQfinish(c);
+}
+
+/* (d) Behind a transaction pooler (PGPIPE_POOLER=transaction on a direct
+** connection): no session lock, ever; each step takes a transaction lock and
+** re-reads the history; concurrent runners still apply each file once. */
+static int mig_t_child_px(const char *dir, const char *dsn)
+{
+    PGconn *c = PQconnectdb(dsn);
+    if (PQstatus(c) != CONNECTION_OK)
+        return 99;
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    int rc;
+    if (dir) {
+        pgpipe_migrate_options o = mig_t_opts(dir, "px");
+        o.pooler = PGPIPE_POOLER_TRANSACTION;
+        pgpipe_migrator *m = NULL;
+        rc = pgpipe_migrator_open(&m, c, &o);
+        if (rc == PGPIPE_OK)
+            rc = pgpipe_migrate_run(m);
+        if (rc != PGPIPE_OK)
+            fprintf(stderr, "    runner %d: %s\n", (int)getpid(), pgpipe_errmsg(m));
+        pgpipe_migrator_close(m);
+    } else {
+        pgpipe_error err;
+        rc = pgpipe_schema_install(c, NULL, &err); /* the mode from PGPIPE_POOLER */
+        if (rc != PGPIPE_OK)
+            fprintf(stderr, "    install %d: %s\n", (int)getpid(), err.message);
+    }
+    PQfinish(c);
+    return rc;
+}
+
+static void mig_t_two_px(const char *dir, const char *dsn)
+{
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        PGT_CHECK(kids[k] >= 0);
+        if (kids[k] == 0)
+            _exit(mig_t_child_px(dir, dsn));
+    }
+    for (int k = 0; k < 2; k++) {
+        int st = 0;
+        PGT_CHECK(waitpid(kids[k], &st, 0) == kids[k]);
+        PGT_CHECK(WIFEXITED(st));
+        PGT_EQ_INT(WEXITSTATUS(st), PGPIPE_OK);
+    }
+}
+
+PGT_TEST(migrate, transaction_pooler_takes_no_session_lock)
+{
+    setenv("PGPIPE_POOLER", "transaction", 1);
+    const char *d = mig_t_dir("px");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_px CASCADE; CREATE SCHEMA mig_px;"
+                        "CREATE TABLE mig_px.gate (x int); CREATE TABLE mig_px.log (tag text);"
+                        "DO $$ BEGIN IF to_regclass('mig_test.history') IS NOT NULL THEN "
+                        "DELETE FROM mig_test.history WHERE scope = 'px'; END IF; END $$"));
+    /* while a statement runs outside a transaction, the runner holds no lock */
+    mig_t_write(d, "V1__vacuum.sql", "-- pgpipe:no-transaction\n"
+                                     "INSERT INTO mig_px.log VALUES ('v1.1');\n"
+                                     "VACUUM mig_px.gate;\n");
+    PGconn *gate = pgt_connect();
+    PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_px.gate IN SHARE UPDATE EXCLUSIVE MODE"));
+    mig_t_bg b;
+    memset(&b, 0, sizeof b);
+    b.o = mig_t_opts(d, "px"); /* pooler AUTO: PGPIPE_POOLER decides */
+    mig_t_bg_start(&b);
+    mig_t_wait_blocked(c, "VACUUM mig_px.gate");
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_EQ_STR(mig_t_str(c, sql), "t");
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_EQ_STR(mig_t_str(c, sql), "t");
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    mig_t_bg_join(&b);
+    PGT_CHECK_MSG(b.rc == PGPIPE_OK, "%s", pgpipe_errmsg(b.m));
+    PGT_EQ_INT(mig_t_find(b.m, "vacuum")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(mig_t_int(b.conn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                 "AND pid = pg_backend_pid()"), 0);
+    mig_t_bg_close(&b);
+    PQfinish(gate);
+
+    /* two runners at once: each statement and file exactly once */
+    mig_t_write(d, "V2__tx.sql", "INSERT INTO mig_px.log VALUES ('v2');\nSELECT pg_sleep(0.2);\n");
+    mig_t_write(d, "V3__notx.sql", "-- pgpipe:no-transaction\n"
+                                   "INSERT INTO mig_px.log VALUES ('v3.1');\n"
+                                   "INSERT INTO mig_px.log VALUES ('v3.2');\n"
+                                   "VACUUM mig_px.log;\n"
+                                   "INSERT INTO mig_px.log VALUES ('v3.4');\n");
+    mig_t_write(d, "V4__tx.sql", "INSERT INTO mig_px.log VALUES ('v4');\n");
+    mig_t_write(d, "R__view.sql", "CREATE OR REPLACE VIEW mig_px.v AS SELECT 1 AS one;\n"
+                                  "INSERT INTO mig_px.log VALUES ('r');\n");
+    mig_t_two_px(d, pgt_dsn());
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(tag || ':' || n, ',' ORDER BY tag) FROM "
+                            "(SELECT tag, count(*) n FROM mig_px.log GROUP BY tag) x"),
+               "r:1,v1.1:1,v2:1,v3.1:1,v3.2:1,v3.4:1,v4:1");
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_test.history WHERE scope = 'px' AND "
+                            "status = 'applied' AND statement_started IS NULL"), 5);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+
+    /* the loader's schema install, on a fresh database, two at once */
+    PGconn *f = pgt_db_fresh("mig_t_px");
+    char dsn[1024];
+    snprintf(dsn, sizeof dsn, "%s dbname=mig_t_px", pgt_dsn());
+    mig_t_two_px(NULL, dsn);
+    int embedded = 0;
+    for (int i = 0; i < pgpipe_sql_file_count(); i++)
+        embedded += strncmp(pgpipe_sql_file_path(i), "schema/", 7) == 0;
+    PGT_EQ_INT(mig_t_int(f, "SELECT count(*) FROM pgpipe.migrations WHERE scope = 'schema' "
+                            "AND status = 'applied'"), embedded);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    pgt_db_close(f);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_px CASCADE"));
+    PQfinish(c);
+}
+
+/* A no-transaction file with a transaction of its own: its progress is
+** recorded inside that transaction, just before its COMMIT; in either
+** pooler mode. */
+PGT_TEST(migrate, no_transaction_file_with_its_own_transaction)
+{
+    PGconn *c = pgt_connect();
+    for (int mode = PGPIPE_POOLER_SESSION; mode <= PGPIPE_POOLER_TRANSACTION; mode++) {
+        const char *d = mig_t_dir(mode == PGPIPE_POOLER_SESSION ? "own-s" : "own-t");
+        const char *scope = mode == PGPIPE_POOLER_SESSION ? "own-s" : "own-t";
+        PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_own CASCADE; CREATE SCHEMA mig_own"));
+        mig_t_write(d, "V1__own.sql", "-- pgpipe:no-transaction\n"
+                                      "CREATE TABLE mig_own.t (id int);\n"
+                                      "BEGIN;\n"
+                                      "INSERT INTO mig_own.t VALUES (1);\n"
+                                      "INSERT INTO mig_own.t VALUES (2);\n"
+                                      "COMMIT;\n"
+                                      "CREATE INDEX CONCURRENTLY t_id ON mig_own.t (id);\n"
+                                      "INSERT INTO mig_own.t VALUES (3);\n");
+        mig_t_write(d, "V2__fails.sql", "-- pgpipe:no-transaction\n"
+                                        "BEGIN;\n"
+                                        "INSERT INTO mig_own.t VALUES (10);\n"
+                                        "SELECT 1 / 0;\n"
+                                        "COMMIT;\n");
+        pgpipe_migrate_options o = mig_t_opts(d, scope);
+        o.pooler = mode;
+        pgpipe_migrator *m = NULL;
+        PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_DB);
+        PGT_EQ_INT(mig_t_find(m, "own")->state, PGPIPE_MIGRATION_APPLIED);
+        PGT_EQ_INT(mig_t_find(m, "fails")->state, PGPIPE_MIGRATION_PARTIAL);
+        PGT_EQ_INT(mig_t_find(m, "fails")->statements_done, 0);
+        pgpipe_migrator_close(m);
+        PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM mig_own.t"),
+                   "1,2,3");
+        mig_t_write(d, "V2__fails.sql", "-- pgpipe:no-transaction\n"
+                                        "BEGIN;\n"
+                                        "INSERT INTO mig_own.t VALUES (10);\n"
+                                        "SELECT 1 / 1;\n"
+                                        "COMMIT;\n");
+        PGT_OK(mig_t_run(c, &o, &m));
+        PGT_EQ_INT(mig_t_find(m, "fails")->state, PGPIPE_MIGRATION_APPLIED);
+        pgpipe_migrator_close(m);
+        PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM mig_own.t"),
+                   "1,2,3,10");
+        PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    }
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_own CASCADE"));
+    PQfinish(c);
+}

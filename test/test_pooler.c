@@ -329,11 +329,7 @@ static void pooler_t_load(const char *mode, const char *source, int records)
     o.batch_rows = 300;
     o.connections = 2;
     o.load_key = path;
-    /* pgt_db_open installed the schema. Installing it through plain
-    ** transaction mode is the migrator's session lock, which leaks there
-    ** until migfix's part of issue 20 lands (pooler.migrate_leaves_no_lock);
-    ** then this can install too. */
-    o.install_schema = 0;
+    /* the loader checks the schema pgt_db_open installed, through the pooler */
     pgpipe_loader *l;
     PGT_OK(pgpipe_loader_open(&l, &o));
     int rc = pgpipe_loader_load_file(l, path);
@@ -460,10 +456,7 @@ PGT_TEST(pooler, no_already_exists_on_reopen)
 
 /* pgpipe --pooler transaction through pgbouncer in transaction mode: .load
 ** loads every record, .work processes each exactly once, none
-** dead-lettered, and says once that the workers poll. (With
-** server_reset_query_always: .load installs the schema, and the migrator's
-** session lock must not outlive its transaction until migfix's part of
-** issue 20 lands; see pooler.migrate_leaves_no_lock.) */
+** dead-lettered, and says once that the workers poll. */
 PGT_TEST(pooler, shell_transaction)
 {
     unsetenv("PGPIPE_POOLER");
@@ -527,9 +520,7 @@ PGT_TEST(pooler, shell_transaction)
 
 /* The schema install (the migrator, which .load and .migrate run) through
 ** transaction mode leaves no advisory lock held on a pooled server session:
-** a direct run afterwards would wait for it and fail. Until the migrator
-** takes a transaction-scoped lock behind a transaction pooler this is a
-** known failure: it skips (saying so) unless PGPIPE_TEST_MIGRATE_LOCK=1. */
+** a direct run afterwards would wait for it and fail. */
 static void pooler_t_quiet(void *ud, const char *message)
 {
     (void)ud;
@@ -558,12 +549,6 @@ PGT_TEST(pooler, migrate_leaves_no_lock)
     }
     pooler_t_noise_stop(&noise);
     pgt_bouncer_stop();
-    const char *strict = getenv("PGPIPE_TEST_MIGRATE_LOCK");
-    if (held && !(strict && !strcmp(strict, "1"))) {
-        pgt_db_close(direct);
-        PGT_SKIP("the migrator's session advisory lock leaks behind a transaction pooler "
-                 "(issue 20, migfix); PGPIPE_TEST_MIGRATE_LOCK=1 makes this a failure");
-    }
     PGT_EQ_INT(held, 0);
     pgt_db_close(direct);
 }

@@ -80,6 +80,7 @@ typedef struct mig_row {
     char *version, *name, *file, *checksum, *algo, *status, *progress_ck;
     char *applied_at, *applied_by, *error, *sqlstate;
     int transactional, done, total;
+    int started;          /* statement_started: in flight or in doubt, 0 = none */
     double exec_ms;
     long long error_line;
     int matched;
@@ -93,7 +94,8 @@ typedef struct mig_entry {
     int do_repair;        /* record the new checksum */
     int out_of_order;
     int resume_at;        /* first statement to run */
-    char action[96];
+    int in_doubt;         /* 1-based statement whose outcome is unknown, or 0 */
+    char action[192];
 } mig_entry;
 
 struct pgpipe_migrator {
@@ -112,6 +114,11 @@ struct pgpipe_migrator {
     mig_entry *entries;
     int nentries;
     int locked;
+    int pooler;           /* as configured (PGPIPE_POOLER_*) */
+    int txmode;           /* this run: transaction locks only (a transaction pooler) */
+    int has_started_col;  /* the history table has statement_started */
+    int resume_from, redo;
+    int lost_at;          /* index+1 of the entry being applied when the run failed */
 };
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *o)
@@ -532,15 +539,21 @@ static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *c
     return pp_exec(m->conn, sql, n, n ? params : NULL, NULL, &m->hdr.err, what);
 }
 
+/* Whether the history table exists, and (in m->has_started_col) whether it
+** has the statement_started column that tables made before it lack. */
 static int mig_table_exists(pgpipe_migrator *m, int *exists)
 {
     /* m->tbl is the quoted name, passed as a value */
     const char *v[1] = { m->tbl };
-    PGresult *r = mig_exec(m, "SELECT to_regclass($1::text) IS NOT NULL", 1, v,
-                           "cannot look up the migration history table");
+    PGresult *r = mig_exec(m, "SELECT t.oid IS NOT NULL, EXISTS (SELECT 1 FROM "
+                              "pg_catalog.pg_attribute a WHERE a.attrelid = t.oid AND "
+                              "a.attname = 'statement_started' AND NOT a.attisdropped) "
+                              "FROM (SELECT pg_catalog.to_regclass($1::text) AS oid) t",
+                           1, v, "cannot look up the migration history table");
     if (!r)
         return PGPIPE_DB;
     *exists = PQgetvalue(r, 0, 0)[0] == 't';
+    m->has_started_col = PQgetvalue(r, 0, 1)[0] == 't';
     PQclear(r);
     return PGPIPE_OK;
 }
@@ -562,8 +575,19 @@ static int mig_create_table(pgpipe_migrator *m)
 {
     int exists = 0;
     int rc = mig_table_exists(m, &exists);
-    if (rc != PGPIPE_OK || exists)
+    if (rc != PGPIPE_OK || (exists && m->has_started_col))
         return rc;
+    if (exists) {
+        pp_buf q = { NULL, 0, 0 };
+        if (pp_buf_appendf(&q, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS statement_started "
+                               "INTEGER", m->tbl) != PGPIPE_OK)
+            return pp_err_nomem(&m->hdr.err);
+        rc = mig_exec_ok(m, q.data, 0, NULL, "cannot upgrade the migration history table");
+        pp_buf_free(&q);
+        if (rc == PGPIPE_OK)
+            m->has_started_col = 1;
+        return rc;
+    }
     pp_buf sch = { NULL, 0, 0 }, i1 = { NULL, 0, 0 }, i2 = { NULL, 0, 0 }, q = { NULL, 0, 0 };
     rc = PGPIPE_NOMEM;
     if (mig_quoted(&sch, m->tbl_schema, "") == PGPIPE_OK &&
@@ -586,6 +610,7 @@ static int mig_create_table(pgpipe_migrator *m)
             "    statements_done    INTEGER NOT NULL DEFAULT 0,\n"
             "    statements_total   INTEGER NOT NULL DEFAULT 0,\n"
             "    progress_checksum  TEXT,\n"
+            "    statement_started  INTEGER,\n"
             "    applied_at         TIMESTAMPTZ NOT NULL DEFAULT now(),\n"
             "    execution_ms       DOUBLE PRECISION NOT NULL DEFAULT 0,\n"
             "    applied_by         TEXT NOT NULL DEFAULT current_user,\n"
@@ -604,6 +629,8 @@ static int mig_create_table(pgpipe_migrator *m)
         rc = mig_exec_ok(m, q.data, 0, NULL, "cannot create the migration history table");
     else
         pp_err_nomem(&m->hdr.err);
+    if (rc == PGPIPE_OK)
+        m->has_started_col = 1;
     pp_buf_free(&sch);
     pp_buf_free(&i1);
     pp_buf_free(&i2);
@@ -629,8 +656,9 @@ static int mig_load_history(pgpipe_migrator *m)
             "checksum_algorithm, status, transactional, statements_done, statements_total, "
             "progress_checksum, to_char(applied_at AT TIME ZONE 'UTC', "
             "'YYYY-MM-DD HH24:MI:SS'), applied_by || COALESCE('@' || client_host, ''), "
-            "execution_ms, COALESCE(error_line, 0), error_message, error_sqlstate "
-            "FROM %s WHERE scope = $1 ORDER BY kind DESC, version, name", m->tbl) != PGPIPE_OK)
+            "execution_ms, COALESCE(error_line, 0), error_message, error_sqlstate, %s "
+            "FROM %s WHERE scope = $1 ORDER BY kind DESC, version, name",
+            m->has_started_col ? "COALESCE(statement_started, 0)" : "0", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
     const char *p[1] = { m->scope };
     PGresult *r = mig_exec(m, q.data, 1, p, "cannot read the migration history");
@@ -663,6 +691,7 @@ static int mig_load_history(pgpipe_migrator *m)
         w->error_line = atoll(PQgetvalue(r, i, 14));
         w->error = mig_dupval(r, i, 15);
         w->sqlstate = mig_dupval(r, i, 16);
+        w->started = atoi(PQgetvalue(r, i, 17));
         if (!w->version || !w->name || !w->file || !w->checksum || !w->algo || !w->status) {
             PQclear(r);
             return pp_err_nomem(&m->hdr.err);
@@ -706,7 +735,8 @@ static int mig_record(pgpipe_migrator *m, const mig_file *f, const char *status,
             "status = EXCLUDED.status, transactional = EXCLUDED.transactional, "
             "statements_done = EXCLUDED.statements_done, "
             "statements_total = EXCLUDED.statements_total, "
-            "progress_checksum = EXCLUDED.progress_checksum, applied_at = now(), "
+            "progress_checksum = EXCLUDED.progress_checksum, statement_started = NULL, "
+            "applied_at = now(), "
             "execution_ms = EXCLUDED.execution_ms, applied_by = current_user, "
             "client_host = EXCLUDED.client_host, "
             "client_app = current_setting('application_name'), "
@@ -728,7 +758,8 @@ static int mig_record_progress(pgpipe_migrator *m, const mig_file *f, int done)
     const char *p[5] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sdone, ck };
     pp_buf q = { NULL, 0, 0 };
     if (pp_buf_appendf(&q,
-            "UPDATE %s SET statements_done = $4::int, progress_checksum = $5 "
+            "UPDATE %s SET statements_done = $4::int, progress_checksum = $5, "
+            "statement_started = NULL "
             "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
             "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
@@ -737,9 +768,62 @@ static int mig_record_progress(pgpipe_migrator *m, const mig_file *f, int done)
     return rc;
 }
 
+/* Records that statement n (1-based) of a no-transaction file starts outside
+** a transaction block: until its end is recorded its outcome is unknown. */
+static int mig_record_start(pgpipe_migrator *m, const mig_file *f, int n)
+{
+    char sn[16];
+    snprintf(sn, sizeof sn, "%d", n);
+    const char *p[4] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sn };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "UPDATE %s SET statement_started = $4::int "
+            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
+            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 4, p, "cannot record the start of a statement");
+    pp_buf_free(&q);
+    return rc;
+}
+
+/* A file's history row as it is now (a transaction pooler's runner reads it
+** again under the transaction lock). status is "" when there is none. */
+typedef struct mig_now {
+    char status[16];
+    char checksum[65];
+    int done, started;
+} mig_now;
+
+static int mig_reread(pgpipe_migrator *m, const mig_file *f, mig_now *now)
+{
+    memset(now, 0, sizeof *now);
+    const char *p[3] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "SELECT status, checksum, statements_done, COALESCE(statement_started, 0) FROM %s "
+            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
+            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    PGresult *r = mig_exec(m, q.data, 3, p, "cannot read the migration history");
+    pp_buf_free(&q);
+    if (!r)
+        return PGPIPE_DB;
+    if (PQntuples(r) == 1) {
+        snprintf(now->status, sizeof now->status, "%s", PQgetvalue(r, 0, 0));
+        snprintf(now->checksum, sizeof now->checksum, "%s", PQgetvalue(r, 0, 1));
+        now->done = atoi(PQgetvalue(r, 0, 2));
+        now->started = atoi(PQgetvalue(r, 0, 3));
+    }
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
 /* ---- The advisory lock ------------------------------------------------ */
 
-static int mig_lock(pgpipe_migrator *m)
+/* Takes the advisory lock: for the session, or (xact) until the end of the
+** open transaction, which a transaction pooler keeps on one server
+** connection. */
+static int mig_lock(pgpipe_migrator *m, int xact)
 {
     char key[32];
     snprintf(key, sizeof key, "%lld", m->lock_key);
@@ -750,14 +834,15 @@ static int mig_lock(pgpipe_migrator *m)
     pgpipe_retry backoff;
     pgpipe_retry_init(&backoff, INT_MAX, 20, 320);
     for (;;) {
-        PGresult *r = mig_exec(m, "SELECT pg_try_advisory_lock($1::bigint)", 1, p,
+        PGresult *r = mig_exec(m, xact ? "SELECT pg_try_advisory_xact_lock($1::bigint)"
+                                       : "SELECT pg_try_advisory_lock($1::bigint)", 1, p,
                                "cannot take the migration lock");
         if (!r)
             return PGPIPE_DB;
         int got = PQgetvalue(r, 0, 0)[0] == 't';
         PQclear(r);
         if (got) {
-            m->locked = 1;
+            m->locked = !xact;
             return PGPIPE_OK;
         }
         int64_t waited = (pgpipe_now_us() - t0) / 1000;
@@ -933,6 +1018,26 @@ static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
             snprintf(e->action, sizeof e->action, "%s",
                      repair ? "repair: record the new checksum"
                             : "error: file changed since it was applied");
+        }
+    } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V' && r->started > 0) {
+        /* started, end not recorded: it may or may not have taken effect */
+        in->state = PGPIPE_MIGRATION_PARTIAL;
+        e->in_doubt = in->statement_unknown = r->started;
+        e->resume_at = r->done;
+        if (m->redo == r->started) {
+            in->will_run = 1;
+            e->resume_at = r->started - 1;
+            snprintf(e->action, sizeof e->action, "redo statement %d", r->started);
+        } else if (m->resume_from > r->started) {
+            in->will_run = 1;
+            e->resume_at = m->resume_from - 1;
+            snprintf(e->action, sizeof e->action, "resume at statement %d (%d taken as done)",
+                     m->resume_from, r->started);
+        } else {
+            snprintf(e->action, sizeof e->action,
+                     "stopped: statement %d's outcome is unknown; check it, then run with "
+                     "--resume-from %d (it took effect) or --redo %d", r->started,
+                     r->started + 1, r->started);
         }
     } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V') {
         in->state = PGPIPE_MIGRATION_PARTIAL;
@@ -1254,6 +1359,21 @@ static int mig_exec_stmt(pgpipe_migrator *m, const mig_file *f, int idx)
     return rc;
 }
 
+/* Opens a transaction; behind a transaction pooler it takes the transaction
+** lock too, so the steps of different runners take turns. */
+static int mig_begin(pgpipe_migrator *m)
+{
+    int rc = mig_exec_ok(m, "BEGIN", 0, NULL, "cannot begin a migration transaction");
+    if (rc == PGPIPE_OK && m->txmode)
+        rc = mig_lock(m, 1);
+    return rc;
+}
+
+static int mig_commit(pgpipe_migrator *m)
+{
+    return mig_exec_ok(m, "COMMIT", 0, NULL, "cannot commit the migration");
+}
+
 static void mig_rollback_if_needed(pgpipe_migrator *m)
 {
     pp_rollback_open(m->conn);
@@ -1267,10 +1387,16 @@ static void mig_record_failure(pgpipe_migrator *m, const mig_file *f, const char
     if (PQstatus(m->conn) == CONNECTION_OK) {
         char ck[65];
         mig_progress_checksum(f, done, ck);
-        if (mig_record(m, f, status, done, ck, ms, keep.line, keep.message, keep.sqlstate) !=
-            PGPIPE_OK)
+        int rc = m->txmode ? mig_begin(m) : PGPIPE_OK;
+        if (rc == PGPIPE_OK)
+            rc = mig_record(m, f, status, done, ck, ms, keep.line, keep.message, keep.sqlstate);
+        if (rc == PGPIPE_OK && m->txmode)
+            rc = mig_commit(m);
+        if (rc != PGPIPE_OK) {
+            pp_rollback_open(m->conn);
             pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: could not record the failure: %s",
                     f->file, m->hdr.err.message);
+        }
     }
     m->hdr.err = keep;
 }
@@ -1284,14 +1410,353 @@ static int mig_resume_point(pgpipe_migrator *m, const mig_entry *e, int *start)
     if (e->info.state != PGPIPE_MIGRATION_PARTIAL || !e->r || f->transactional)
         return PGPIPE_OK; /* a file made transactional since runs from the start */
     char ck[65];
-    mig_progress_checksum(f, e->resume_at, ck);
-    if (e->resume_at > f->nstmts || !e->r->progress_ck || strcmp(ck, e->r->progress_ck) != 0)
+    int ran = e->r->done; /* what the history says committed */
+    mig_progress_checksum(f, ran, ck);
+    if (ran > f->nstmts || !e->r->progress_ck || strcmp(ck, e->r->progress_ck) != 0)
         return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
                          "cannot resume: the first %d statements, which already ran, "
                          "changed since; restore them (only statements after them may "
-                         "change)", e->resume_at);
+                         "change)", ran);
+    if (e->resume_at > f->nstmts)
+        return pp_err_at(&m->hdr.err, PGPIPE_MISUSE, f->file, 0, 0, 0,
+                         "--resume-from %d: the file has %d statements (%d resumes after "
+                         "the last)", e->resume_at + 1, f->nstmts, f->nstmts + 1);
     *start = e->resume_at;
     return PGPIPE_OK;
+}
+
+/* Kind of a transaction control statement: 1 BEGIN or START, 2 COMMIT or
+** END, 3 ROLLBACK or ABORT (not ROLLBACK TO), 0 anything else. */
+static int mig_tc_kind(const char *s)
+{
+    size_t n = 0;
+    while (sqlsplit_is_ident_char((unsigned char)s[n]))
+        n++;
+    if (sqlsplit_word_is(s, n, "begin") || sqlsplit_word_is(s, n, "start"))
+        return 1;
+    if (sqlsplit_word_is(s, n, "commit") || sqlsplit_word_is(s, n, "end"))
+        return 2;
+    if ((sqlsplit_word_is(s, n, "rollback") && strncasecmp(s + n, " to", 3) != 0) ||
+        sqlsplit_word_is(s, n, "abort"))
+        return 3;
+    return 0;
+}
+
+/* The error of a statement whose start is recorded but not its end. */
+static int mig_doubt_error(pgpipe_migrator *m, const mig_file *f, int n, int other)
+{
+    const mig_stmt *st = f->parsed && n >= 1 && n <= f->nstmts ? &f->stmts[n - 1] : NULL;
+    char head[64] = "";
+    if (st) {
+        size_t k = 0;
+        for (const char *p = st->sql; *p && k < 48; p++)
+            head[k++] = *p == '\n' || *p == '\t' ? ' ' : *p;
+        head[k] = '\0';
+    }
+    return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st ? st->line : 0,
+                     st ? st->column : 0, 0,
+                     "statement %d of %d (%s%s) started but its end was not recorded (%s); "
+                     "its outcome is unknown, so it is not run again by itself: check what "
+                     "it did, then run again with --resume-from %d if it took effect, or "
+                     "--redo %d to run it again", n, f->nstmts, head,
+                     st && strlen(st->sql) > 48 ? "..." : "",
+                     other ? "another runner still runs it, or was cut off"
+                           : "the run was cut off: a lost connection or a server restart",
+                     n + 1, n);
+}
+
+/* A whole file in one transaction. */
+static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
+{
+    mig_file *f = e->f;
+    int64_t t0 = pgpipe_now_us();
+    int rc = mig_begin(m);
+    if (rc == PGPIPE_OK && m->txmode) {
+        /* under the lock: another runner may have applied it since we read */
+        mig_now now;
+        rc = mig_reread(m, f, &now);
+        if (rc != PGPIPE_OK) {
+            mig_rollback_if_needed(m);
+            return rc;
+        }
+        if ((!strcmp(now.status, "applied") || !strcmp(now.status, "baseline")) &&
+            !strcmp(now.checksum, f->checksum)) {
+            pp_rollback_open(m->conn);
+            pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: applied by another runner meanwhile",
+                    f->file);
+            e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
+            e->action[0] = '\0';
+            return PGPIPE_OK;
+        }
+    }
+    if (rc != PGPIPE_OK) { /* no transaction or no lock: nothing ran */
+        mig_rollback_if_needed(m);
+        return rc;
+    }
+    for (int i = 0; i < f->nstmts && rc == PGPIPE_OK; i++) {
+        rc = mig_exec_stmt(m, f, i);
+        if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS) {
+            rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, f->stmts[i].line,
+                           f->stmts[i].column, 0,
+                           "the statement ended the migration's transaction");
+        }
+    }
+    double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
+    if (rc == PGPIPE_OK) {
+        char ck[65];
+        mig_progress_checksum(f, f->nstmts, ck);
+        rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
+    }
+    if (rc == PGPIPE_OK) {
+        rc = mig_commit(m);
+        if (rc != PGPIPE_OK && PQstatus(m->conn) != CONNECTION_OK)
+            snprintf(e->action, sizeof e->action,
+                     "unknown: the connection was lost at COMMIT; the next run reads the "
+                     "history");
+    }
+    if (rc != PGPIPE_OK) {
+        mig_rollback_if_needed(m);
+        mig_record_failure(m, f, "failed", 0, ms);
+        return rc;
+    }
+    e->info.ran = 1;
+    e->info.state = PGPIPE_MIGRATION_APPLIED;
+    e->info.will_run = 0;
+    e->info.statements_done = f->nstmts;
+    e->action[0] = '\0';
+    pp_logf(PGPIPE_LOG_INFO, "migrate", "applied %s (%d statements, %.1f ms)", f->file,
+            f->nstmts, ms);
+    return PGPIPE_OK;
+}
+
+/* Behind a transaction pooler, at the start of a no-transaction file and
+** under the transaction lock: writes the file's row unless another runner
+** is already at it. *skip: another runner applied it. */
+static int mig_notx_begin(pgpipe_migrator *m, mig_entry *e, int start, int *skip)
+{
+    mig_file *f = e->f;
+    char ck[65];
+    *skip = 0;
+    mig_progress_checksum(f, start, ck);
+    if (!m->txmode)
+        return mig_record(m, f, "partial", start, ck, 0, 0, NULL, NULL);
+    int rc = mig_begin(m);
+    mig_now now;
+    if (rc == PGPIPE_OK)
+        rc = mig_reread(m, f, &now);
+    if (rc == PGPIPE_OK && !strcmp(now.status, "applied") && !strcmp(now.checksum, f->checksum)) {
+        *skip = 1;
+        pp_rollback_open(m->conn);
+        return PGPIPE_OK;
+    }
+    /* a partial row of the same file is another runner's progress (the steps
+    ** follow it), unless this run resolves the statement in doubt */
+    int theirs = rc == PGPIPE_OK && !strcmp(now.status, "partial") &&
+                 !strcmp(now.checksum, f->checksum) &&
+                 !(e->in_doubt && now.started == e->in_doubt && (m->redo || m->resume_from));
+    if (rc == PGPIPE_OK && !theirs)
+        rc = mig_record(m, f, "partial", start, ck, 0, 0, NULL, NULL);
+    if (rc == PGPIPE_OK)
+        rc = mig_commit(m);
+    if (rc != PGPIPE_OK)
+        mig_rollback_if_needed(m);
+    return rc;
+}
+
+/* Behind a transaction pooler, in a step's transaction: where the file
+** stands now (*pos, or -1 when another runner finished it). A statement
+** another runner started is waited for (up to the lock timeout), then
+** reported as in doubt; *waited says the step's transaction was replaced
+** by a new one meanwhile. */
+static int mig_notx_position(pgpipe_migrator *m, const mig_file *f, int *pos, int *waited)
+{
+    *waited = 0;
+    int64_t t0 = pgpipe_now_us();
+    pgpipe_retry backoff;
+    pgpipe_retry_init(&backoff, INT_MAX, 20, 320);
+    for (;;) {
+        mig_now now;
+        int rc = mig_reread(m, f, &now);
+        if (rc != PGPIPE_OK)
+            return rc;
+        if (!strcmp(now.status, "applied") && !strcmp(now.checksum, f->checksum)) {
+            *pos = -1;
+            return PGPIPE_OK;
+        }
+        if (strcmp(now.checksum, f->checksum) != 0)
+            return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
+                             "another runner applies a different version of this file "
+                             "(sha256 %.16s... recorded)", now.checksum);
+        if (!now.started) {
+            *pos = now.done;
+            return PGPIPE_OK;
+        }
+        int64_t ms = (pgpipe_now_us() - t0) / 1000;
+        if (m->lock_timeout_ms < 0 || ms >= m->lock_timeout_ms)
+            return mig_doubt_error(m, f, now.started, 1);
+        pp_rollback_open(m->conn);
+        *waited = 1;
+        pgpipe_sleep_ms(pgpipe_retry_next_delay(&backoff));
+        if ((rc = mig_begin(m)) != PGPIPE_OK)
+            return rc;
+    }
+}
+
+/* One statement at a time. A statement commits with its progress record in
+** a transaction of its own; one that cannot run in a transaction block
+** (SQLSTATE 25001, or 2D000 for a procedure that commits) runs alone
+** between a start and an end record. The file's own BEGIN ... COMMIT
+** blocks run as written; the progress is recorded just before their
+** COMMIT, inside them. */
+static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
+{
+    mig_file *f = e->f;
+    int64_t t0 = pgpipe_now_us();
+    int skip = 0;
+    int rc = mig_notx_begin(m, e, start, &skip);
+    if (rc != PGPIPE_OK || skip) {
+        if (skip) {
+            e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
+            e->action[0] = '\0';
+        }
+        return rc;
+    }
+    e->info.state = PGPIPE_MIGRATION_PARTIAL;
+    e->info.statements_done = start;
+    e->info.statement_unknown = 0;
+    int done = start;
+    for (int i = start; i < f->nstmts;) {
+        const mig_stmt *st = &f->stmts[i];
+        int tc = mig_tc_kind(st->sql);
+        if (PQtransactionStatus(m->conn) != PQTRANS_IDLE || tc) {
+            /* the file's own transaction control, or a statement inside it */
+            int inside = tc == 2 && PQtransactionStatus(m->conn) == PQTRANS_INTRANS;
+            if (inside && (rc = mig_record_progress(m, f, i + 1)) != PGPIPE_OK)
+                break;
+            if ((rc = mig_exec_stmt(m, f, i)) != PGPIPE_OK)
+                break;
+            if (tc == 1 && m->txmode && PQtransactionStatus(m->conn) == PQTRANS_INTRANS) {
+                int pos = 0, waited = 0;
+                rc = mig_lock(m, 1);
+                if (rc == PGPIPE_OK)
+                    rc = mig_notx_position(m, f, &pos, &waited);
+                if (rc != PGPIPE_OK)
+                    break;
+                if (pos != i || waited) { /* follow another runner; or BEGIN again */
+                    pp_rollback_open(m->conn);
+                    if (pos < 0)
+                        break;
+                    i = done = pos;
+                    continue;
+                }
+            }
+            i++;
+            if (PQtransactionStatus(m->conn) == PQTRANS_IDLE) {
+                if (!inside && (rc = mig_record_progress(m, f, i)) != PGPIPE_OK)
+                    break;
+                done = i;
+                e->info.statements_done = done;
+            }
+            continue;
+        }
+        if ((rc = mig_begin(m)) != PGPIPE_OK)
+            break;
+        if (m->txmode) {
+            int pos = 0, waited = 0;
+            if ((rc = mig_notx_position(m, f, &pos, &waited)) != PGPIPE_OK)
+                break;
+            if (pos != i) {
+                pp_rollback_open(m->conn);
+                if (pos < 0)
+                    break;
+                i = done = pos;
+                continue;
+            }
+        }
+        rc = mig_exec_stmt(m, f, i);
+        int alone = rc == PGPIPE_DB && (!strcmp(m->hdr.err.sqlstate, "25001") ||
+                                        !strcmp(m->hdr.err.sqlstate, "2D000"));
+        if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS)
+            rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st->line, st->column, 0,
+                           "the statement ended the migration's transaction");
+        if (rc == PGPIPE_OK) {
+            rc = mig_record_progress(m, f, i + 1);
+            if (rc == PGPIPE_OK)
+                rc = mig_commit(m);
+            if (rc != PGPIPE_OK)
+                break;
+        } else if (alone) {
+            /* cannot run in a transaction block: start record, the statement, end record */
+            pp_rollback_open(m->conn);
+            pgpipe_error_clear(&m->hdr.err);
+            if ((rc = mig_begin(m)) != PGPIPE_OK)
+                break;
+            if (m->txmode) {
+                int pos = 0, waited = 0;
+                if ((rc = mig_notx_position(m, f, &pos, &waited)) != PGPIPE_OK)
+                    break;
+                if (pos != i) {
+                    pp_rollback_open(m->conn);
+                    if (pos < 0)
+                        break;
+                    i = done = pos;
+                    continue;
+                }
+            }
+            rc = mig_record_start(m, f, i + 1);
+            if (rc == PGPIPE_OK)
+                rc = mig_commit(m);
+            if (rc != PGPIPE_OK)
+                break;
+            e->info.statement_unknown = i + 1;
+            if ((rc = mig_exec_stmt(m, f, i)) != PGPIPE_OK)
+                break;
+            if (PQtransactionStatus(m->conn) != PQTRANS_IDLE) {
+                rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st->line, st->column, 0,
+                               "the statement left a transaction open");
+                break;
+            }
+            if ((rc = mig_record_progress(m, f, i + 1)) != PGPIPE_OK)
+                break;
+        } else {
+            break;
+        }
+        i++;
+        done = i;
+        e->info.statements_done = done;
+        e->info.statement_unknown = 0;
+    }
+    double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
+    if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)
+        rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
+                       "the file left a transaction open (BEGIN without COMMIT)");
+    if (rc == PGPIPE_OK) {
+        char ck[65];
+        mig_progress_checksum(f, f->nstmts, ck);
+        rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
+        if (rc == PGPIPE_OK) {
+            e->info.ran = 1;
+            e->info.state = PGPIPE_MIGRATION_APPLIED;
+            e->info.will_run = 0;
+            e->info.statements_done = f->nstmts;
+            e->action[0] = '\0';
+            pp_logf(PGPIPE_LOG_INFO, "migrate",
+                    "applied %s without a transaction (statements %d-%d of %d, %.1f ms)",
+                    f->file, start + 1, f->nstmts, f->nstmts, ms);
+        }
+        return rc;
+    }
+    mig_rollback_if_needed(m);
+    if (PQstatus(m->conn) != CONNECTION_OK)
+        snprintf(e->action, sizeof e->action, "%s",
+                 e->info.statement_unknown ? "stopped: the connection was lost during a "
+                                             "statement run outside a transaction"
+                                           : "resume (the connection was lost)");
+    else if (!e->info.statement_unknown || m->hdr.err.code == PGPIPE_DB)
+        mig_record_failure(m, f, "partial", done, ms);
+    return rc;
 }
 
 static int mig_apply(pgpipe_migrator *m, mig_entry *e)
@@ -1307,80 +1772,106 @@ static int mig_apply(pgpipe_migrator *m, mig_entry *e)
     if (start > 0)
         pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: resuming at statement %d of %d", f->file,
                 start + 1, f->nstmts);
-    int64_t t0 = pgpipe_now_us();
-    if (f->transactional) {
-        rc = mig_exec_ok(m, "BEGIN", 0, NULL, "cannot begin the migration's transaction");
-        if (rc != PGPIPE_OK)
-            return rc;
-        for (int i = 0; i < f->nstmts && rc == PGPIPE_OK; i++) {
-            rc = mig_exec_stmt(m, f, i);
-            if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_INTRANS) {
-                rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, f->stmts[i].line,
-                               f->stmts[i].column, 0,
-                               "the statement ended the migration's transaction");
-            }
-        }
-        double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
-        if (rc == PGPIPE_OK) {
-            char ck[65];
-            mig_progress_checksum(f, f->nstmts, ck);
-            rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
-        }
-        if (rc == PGPIPE_OK)
-            rc = mig_exec_ok(m, "COMMIT", 0, NULL, "cannot commit the migration");
-        if (rc != PGPIPE_OK) {
-            mig_rollback_if_needed(m);
-            mig_record_failure(m, f, "failed", 0, ms);
-            return rc;
-        }
-        e->info.ran = 1;
-        pp_logf(PGPIPE_LOG_INFO, "migrate", "applied %s (%d statements, %.1f ms)", f->file,
-                f->nstmts, ms);
+    return f->transactional ? mig_apply_tx(m, e) : mig_apply_notx(m, e, start);
+}
+
+/* Runs one step under the transaction lock when behind a transaction
+** pooler (the session lock covers it otherwise). */
+static int mig_step(pgpipe_migrator *m, int (*fn)(pgpipe_migrator *, mig_entry *), mig_entry *e)
+{
+    int rc = m->txmode ? mig_begin(m) : PGPIPE_OK;
+    if (rc == PGPIPE_OK)
+        rc = fn(m, e);
+    if (rc == PGPIPE_OK && m->txmode)
+        rc = mig_commit(m);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(m->conn);
+    return rc;
+}
+
+static int mig_step_create(pgpipe_migrator *m, mig_entry *e)
+{
+    (void)e;
+    return mig_create_table(m);
+}
+
+static int mig_step_repair(pgpipe_migrator *m, mig_entry *e)
+{
+    const char *p[4] = { m->scope, e->f->version, e->f->checksum, e->f->file };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q, "UPDATE %s SET checksum = $3, checksum_algorithm = 'sha256', "
+                           "file = $4 WHERE scope = $1 AND kind = 'V' AND version = "
+                           "$2::numeric", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 4, p, "cannot repair the recorded checksum");
+    pp_buf_free(&q);
+    if (rc == PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded the new checksum %s",
+                e->f->file, e->f->checksum);
+    return rc;
+}
+
+static int mig_step_baseline(pgpipe_migrator *m, mig_entry *e)
+{
+    const char *p[5] = { m->scope, e->info.version, e->f ? e->f->name : "baseline",
+                         e->f ? e->f->file : "", e->f ? e->f->checksum : "" };
+    pp_buf q = { NULL, 0, 0 };
+    /* ON CONFLICT: a concurrent runner behind a transaction pooler did it */
+    if (pp_buf_appendf(&q, "INSERT INTO %s (scope, kind, version, name, file, checksum, "
+                           "status, statements_total) VALUES ($1, 'V', $2::numeric, $3, "
+                           "$4, $5, 'baseline', 0) ON CONFLICT (scope, version) "
+                           "WHERE kind = 'V' DO NOTHING", m->tbl) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_exec_ok(m, q.data, 5, p, "cannot record the baseline");
+    pp_buf_free(&q);
+    return rc;
+}
+
+/* A statement in doubt stops the run before anything runs, unless resume_from
+** or redo settles it. Behind a transaction pooler it may be another live
+** runner's: the file's steps wait for it (see mig_notx_position). */
+static int mig_check_doubt(pgpipe_migrator *m)
+{
+    mig_entry *doubt = NULL;
+    for (int i = 0; i < m->nentries && !doubt; i++)
+        if (m->entries[i].in_doubt && m->entries[i].f)
+            doubt = &m->entries[i];
+    const char *opt = m->redo ? "--redo" : "--resume-from";
+    int n = m->redo ? m->redo : m->resume_from;
+    if (!doubt) {
+        if (n)
+            return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                          "%s %d: no statement's outcome is unknown, so there is nothing to "
+                          "settle", opt, n);
         return PGPIPE_OK;
     }
-    /* no transaction: one statement at a time, progress after each commit */
-    char ck[65];
-    mig_progress_checksum(f, start, ck);
-    rc = mig_record(m, f, "partial", start, ck, 0, 0, NULL, NULL);
+    int rc = mig_parse_file(m, doubt->f);
     if (rc != PGPIPE_OK)
         return rc;
-    int done = start;
-    for (int i = start; i < f->nstmts; i++) {
-        rc = mig_exec_stmt(m, f, i);
-        if (rc != PGPIPE_OK)
-            break;
-        if (PQtransactionStatus(m->conn) == PQTRANS_IDLE) {
-            done = i + 1;
-            rc = mig_record_progress(m, f, done);
-            if (rc != PGPIPE_OK)
-                break;
-        }
+    int k = doubt->in_doubt;
+    if (m->redo && m->redo != k)
+        return pp_err_at(&m->hdr.err, PGPIPE_MISUSE, doubt->f->file, 0, 0, 0,
+                         "--redo %d: the statement whose outcome is unknown is statement %d",
+                         m->redo, k);
+    if (m->resume_from && m->resume_from <= k)
+        return pp_err_at(&m->hdr.err, PGPIPE_MISUSE, doubt->f->file, 0, 0, 0,
+                         "--resume-from %d: statement %d's outcome is unknown; resume after "
+                         "it (--resume-from %d or later), or run it again with --redo %d",
+                         m->resume_from, k, k + 1, k);
+    if (n || doubt->info.will_run)
+        return PGPIPE_OK;
+    if (m->txmode) {
+        doubt->info.will_run = 1;
+        return PGPIPE_OK;
     }
-    double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
-    if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)
-        rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
-                       "the file left a transaction open (BEGIN without COMMIT)");
-    if (rc == PGPIPE_OK) {
-        mig_progress_checksum(f, f->nstmts, ck);
-        rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
-        if (rc == PGPIPE_OK) {
-            e->info.ran = 1;
-            pp_logf(PGPIPE_LOG_INFO, "migrate",
-                    "applied %s without a transaction (statements %d-%d of %d, %.1f ms)",
-                    f->file, start + 1, f->nstmts, f->nstmts, ms);
-        }
-        return rc;
-    }
-    mig_rollback_if_needed(m);
-    mig_record_failure(m, f, "partial", done, ms);
-    return rc;
+    return mig_doubt_error(m, doubt->f, k, 0);
 }
 
 static int mig_run_locked(pgpipe_migrator *m, int dry)
 {
     int rc = PGPIPE_OK;
     if (!dry)
-        rc = mig_create_table(m);
+        rc = mig_step(m, mig_step_create, NULL);
     if (rc == PGPIPE_OK)
         rc = mig_load_files(m);
     if (rc == PGPIPE_OK)
@@ -1417,6 +1908,8 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
             pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: applied migration is missing on disk",
                     e->r->file);
     }
+    if ((rc = mig_check_doubt(m)) != PGPIPE_OK)
+        return rc;
     /* every file that will run must split cleanly before the first one runs */
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
@@ -1435,41 +1928,63 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
     /* repairs and baselines */
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
-        if (e->do_repair) {
-            const char *p[4] = { m->scope, e->f->version, e->f->checksum, e->f->file };
-            pp_buf q = { NULL, 0, 0 };
-            if (pp_buf_appendf(&q, "UPDATE %s SET checksum = $3, checksum_algorithm = 'sha256', "
-                                   "file = $4 WHERE scope = $1 AND kind = 'V' AND version = "
-                                   "$2::numeric", m->tbl) != PGPIPE_OK)
-                return pp_err_nomem(&m->hdr.err);
-            rc = mig_exec_ok(m, q.data, 4, p, "cannot repair the recorded checksum");
-            pp_buf_free(&q);
-            if (rc != PGPIPE_OK)
-                return rc;
-            pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded the new checksum %s",
-                    e->f->file, e->f->checksum);
-        } else if (e->do_baseline) {
-            const char *p[5] = { m->scope, e->info.version, e->f ? e->f->name : "baseline",
-                                 e->f ? e->f->file : "", e->f ? e->f->checksum : "" };
-            pp_buf q = { NULL, 0, 0 };
-            if (pp_buf_appendf(&q, "INSERT INTO %s (scope, kind, version, name, file, checksum, "
-                                   "status, statements_total) VALUES ($1, 'V', $2::numeric, $3, "
-                                   "$4, $5, 'baseline', 0)", m->tbl) != PGPIPE_OK)
-                return pp_err_nomem(&m->hdr.err);
-            rc = mig_exec_ok(m, q.data, 5, p, "cannot record the baseline");
-            pp_buf_free(&q);
-            if (rc != PGPIPE_OK)
-                return rc;
-        }
+        if (e->do_repair)
+            rc = mig_step(m, mig_step_repair, e);
+        else if (e->do_baseline)
+            rc = mig_step(m, mig_step_baseline, e);
+        if (rc != PGPIPE_OK)
+            return rc;
     }
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (!e->info.will_run || !e->f)
             continue;
         rc = mig_apply(m, e);
-        if (rc != PGPIPE_OK)
+        if (rc != PGPIPE_OK) {
+            m->lost_at = i + 1;
             return rc;
+        }
     }
+    return PGPIPE_OK;
+}
+
+/* Reads the files and the history without a lock: *busy = 0 when there is
+** nothing to do (every file applied and unchanged), so a caller such as the
+** loader's schema install never waits on a migration that runs meanwhile.
+** The entries are then the run's. A history table without
+** statement_started is not work by itself: a run that has work adds it, so a
+** loader's role without rights on the table keeps loading. */
+static int mig_has_work(pgpipe_migrator *m, int *busy)
+{
+    *busy = 1;
+    if (m->flags & (PGPIPE_MIGRATE_REPAIR | PGPIPE_MIGRATE_OUT_OF_ORDER) || m->baseline ||
+        m->resume_from || m->redo)
+        return PGPIPE_OK;
+    int exists = 0;
+    int rc = mig_table_exists(m, &exists);
+    if (rc != PGPIPE_OK || !exists)
+        return rc;
+    rc = mig_load_files(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_load_history(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_build_entries(m);
+    if (rc != PGPIPE_OK)
+        return rc;
+    for (int i = 0; i < m->nentries; i++) {
+        const mig_entry *e = &m->entries[i];
+        int st = e->info.state;
+        if (e->info.will_run || e->do_baseline || e->do_repair ||
+            (st != PGPIPE_MIGRATION_APPLIED && st != PGPIPE_MIGRATION_BASELINE &&
+             st != PGPIPE_MIGRATION_IGNORED && st != PGPIPE_MIGRATION_MISSING) ||
+            (st == PGPIPE_MIGRATION_MISSING && (m->flags & PGPIPE_MIGRATE_DENY_MISSING)))
+            return PGPIPE_OK;
+    }
+    for (int i = 0; i < m->nentries; i++)
+        if (m->entries[i].info.state == PGPIPE_MIGRATION_MISSING)
+            pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: applied migration is missing on disk",
+                    m->entries[i].r->file);
+    *busy = 0;
     return PGPIPE_OK;
 }
 
@@ -1485,11 +2000,29 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
                       "the connection is inside a transaction; migrations need an idle one");
     int dry = (m->flags & PGPIPE_MIGRATE_DRY_RUN) != 0;
     int rc = PGPIPE_OK;
-    if (!dry)
-        rc = mig_lock(m);
+    m->lost_at = 0;
+    m->txmode = 0;
+    if (!dry) {
+        int busy = 1;
+        rc = mig_has_work(m, &busy);
+        if (rc != PGPIPE_OK || !busy)
+            return rc;
+        int mode = pgpipe_pooler_mode(m->conn, m->pooler, &m->hdr.err);
+        if (mode < 0)
+            return m->hdr.err.code ? m->hdr.err.code : PGPIPE_ERROR;
+        m->txmode = mode == PGPIPE_POOLER_TRANSACTION;
+        if (!m->txmode)
+            rc = mig_lock(m, 0);
+    }
     if (rc != PGPIPE_OK)
         return rc;
     rc = mig_run_locked(m, dry);
+    if (!dry && PQstatus(m->conn) != CONNECTION_OK) {
+        /* the history cannot be read again: the entries are what this run
+        ** saw commit (mig_apply_tx, mig_apply_notx) */
+        m->locked = 0;
+        return rc;
+    }
     /* the entries show the state after the run (keeping the run's error) */
     if (!dry && PQstatus(m->conn) == CONNECTION_OK) {
         pgpipe_error keep = m->hdr.err;
@@ -1502,8 +2035,10 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
                                                         : m->entries[i].info.name);
         unsigned flags = m->flags;
         char *bl = m->baseline;
+        int resume_from = m->resume_from, redo = m->redo;
         m->flags &= ~PGPIPE_MIGRATE_REPAIR;
         m->baseline = NULL;
+        m->resume_from = m->redo = 0;
         if (mig_load_history(m) == PGPIPE_OK && mig_build_entries(m) == PGPIPE_OK) {
             for (int i = 0; ran && i < m->nentries; i++) {
                 char key[80];
@@ -1517,6 +2052,8 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
         }
         m->flags = flags;
         m->baseline = bl;
+        m->resume_from = resume_from;
+        m->redo = redo;
         pp_free(ran);
         m->hdr.err = keep;
     }
@@ -1571,6 +2108,16 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
     m->lock_timeout_ms = o.lock_timeout_ms == 0 ? 30000 : o.lock_timeout_ms;
     m->lock_key = o.lock_key ? o.lock_key : PGPIPE_MIGRATE_LOCK_KEY;
     m->flags = o.flags;
+    if (o.pooler != PGPIPE_POOLER_AUTO && o.pooler != PGPIPE_POOLER_SESSION &&
+        o.pooler != PGPIPE_POOLER_TRANSACTION)
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE, "pooler %d is not one of PGPIPE_POOLER_AUTO, "
+                      "PGPIPE_POOLER_SESSION, PGPIPE_POOLER_TRANSACTION", o.pooler);
+    m->pooler = o.pooler;
+    if (o.resume_from < 0 || o.redo < 0 || (o.resume_from && o.redo))
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                      "resume_from and redo: a statement number (1 or more), not both");
+    m->resume_from = o.resume_from;
+    m->redo = o.redo;
     if (o.baseline_version && *o.baseline_version) {
         size_t n = strlen(o.baseline_version);
         if (strspn(o.baseline_version, "0123456789") != n)

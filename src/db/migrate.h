@@ -7,7 +7,11 @@
 ** Thread safety: a migrator is used by one thread at a time, and nothing
 ** else may use its connection meanwhile. Runners in different processes or
 ** threads exclude each other with an advisory lock
-** (PGPIPE_MIGRATE_LOCK_KEY). The checksum functions keep no state. */
+** (PGPIPE_MIGRATE_LOCK_KEY): a session lock held for the run on a direct
+** connection; behind a transaction-mode pooler (see pgpipe_pooler_mode) a
+** transaction lock taken by each step, which re-reads the history under it.
+** A run with nothing to do takes no lock at all. The checksum functions keep
+** no state. */
 
 /* ---- Checksums -------------------------------------------------------- */
 
@@ -24,8 +28,14 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);
 ** (<version> is digits, compared as a number: V2 < V0010; <name> is free
 ** text). Other *.sql names are an error; other files and dot files are
 ** ignored. A line "-- pgpipe:no-transaction" runs the file outside a
-** transaction (one statement at a time, progress recorded after each);
-** otherwise the whole file runs in one transaction. */
+** transaction, one statement at a time; otherwise the whole file runs in one
+** transaction. In a no-transaction file each statement commits together
+** with its progress record (a transaction of its own), except a statement
+** that cannot run in a transaction block (CREATE INDEX CONCURRENTLY,
+** VACUUM, ...): its start is recorded before it runs and its end after. When
+** a run is cut off between the two (a lost connection, a server restart),
+** the statement's outcome is unknown: it never runs again by itself, and
+** later runs stop naming it until resume_from or redo says what to do. */
 
 #define PGPIPE_MIGRATE_DRY_RUN      0x01u /* report what would run, change nothing */
 #define PGPIPE_MIGRATE_REPAIR       0x02u /* accept changed files: record their checksum */
@@ -41,10 +51,20 @@ struct pgpipe_migrate_options {
     const char *scope;            /* history rows of this set; default "default", or the
                                      embedded folder's name */
     const char *history_table;    /* "schema.table", default "pgpipe.migrations" */
-    int lock_timeout_ms;          /* wait for the lock this long; 0 = 30000, <0 = try once */
+    int lock_timeout_ms;          /* wait for the lock this long; 0 = 30000, <0 = try once.
+                                     Behind a transaction pooler also how long a step
+                                     waits for a statement another runner started
+                                     outside a transaction before reporting it in doubt */
     long long lock_key;           /* 0 = PGPIPE_MIGRATE_LOCK_KEY */
     const char *baseline_version; /* record versions <= this as applied without running */
     unsigned flags;               /* PGPIPE_MIGRATE_* */
+    int pooler;                   /* PGPIPE_POOLER_*: AUTO (0) asks pgpipe_pooler_mode;
+                                     TRANSACTION takes no session lock (see above) */
+    int resume_from;              /* N > 0: the statement whose outcome is unknown took
+                                     effect; go on with statement N (1-based; N above it) */
+    int redo;                     /* N > 0: run the statement N whose outcome is unknown
+                                     again, and go on after it. resume_from and redo are
+                                     an error when no statement is in doubt */
 };
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);
@@ -81,18 +101,26 @@ typedef struct pgpipe_migration_info {
     int ran;                    /* executed by the last pgpipe_migrate_run */
     const char *action;         /* what a run does with it: "apply", "resume at
                                    statement 3", "repair checksum", ... or "" */
+    int statement_unknown;      /* 1-based statement of a partial no-transaction file
+                                   whose start is recorded but not its end (its outcome
+                                   is unknown), or 0 */
 } pgpipe_migration_info;
 
 /* Open a runner on a connection (not taken over: close it yourself). The
 ** options are copied. Fails with PGPIPE_MISUSE on bad options; *out is set
 ** even then, so read its error and close it. */
 int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt);
-/* Apply what is pending: takes the advisory lock (PGPIPE_BUSY when another
-** runner keeps it past the timeout), creates the history table, checks drift,
-** then runs versioned files in order and changed repeatables. Stops at the
-** first failure: PGPIPE_DB with the file as source, the failing statement's
-** line, the server's message and SQLSTATE. With PGPIPE_MIGRATE_DRY_RUN it
-** only fills the entries (will_run) and changes nothing. */
+/* Apply what is pending: reads the history without a lock and returns at
+** once when everything is applied; otherwise takes the advisory lock
+** (PGPIPE_BUSY when another runner keeps it past the timeout), creates the
+** history table, checks drift, then runs versioned files in order and
+** changed repeatables. Stops at the first failure: PGPIPE_DB with the file
+** as source, the failing statement's line, the server's message and
+** SQLSTATE; PGPIPE_ERROR, before anything runs, when a statement's outcome
+** is unknown (see resume_from and redo). When the connection is lost the
+** entries still show what committed (ran, applied). With
+** PGPIPE_MIGRATE_DRY_RUN it only fills the entries (will_run) and changes
+** nothing. */
 int pgpipe_migrate_run(pgpipe_migrator *m);
 /* Read the files and the history and fill the entries; changes nothing. */
 int pgpipe_migrate_status(pgpipe_migrator *m);

@@ -6,7 +6,11 @@
 **
 ** Thread safety: the functions keep no state; concurrent installs, in
 ** threads or processes, wait for each other on the migration runner's
-** advisory lock. Each call uses its connection alone meanwhile. */
+** advisory lock, which is taken only when something is to be installed (an
+** installed schema is checked without it, so a loader never waits for a
+** migration that runs meanwhile). Behind a transaction pooler they follow
+** the runner's transaction-lock rule (pgpipe_migrate_options.pooler, or
+** PGPIPE_POOLER). Each call uses its connection alone meanwhile. */
 
 /* Install (or bring up to date) the built-in schema embedded from sql/schema:
 ** staging.raw_events and its partitions, pgpipe.loads, pgpipe.load_batches,

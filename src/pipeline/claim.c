@@ -933,13 +933,15 @@ static int claim_record_lost(pgpipe_claimer *c)
     /* charged only when the server gave the failure a reason of its own (a
     ** SQLSTATE outside class 08): a connection cut without a word (network,
     ** proxy, a crashed backend), a server restart, the crash of another
-    ** session (57P02) or a prepared statement gone behind a pooler (26000) is
-    ** not the batch's doing. Its rows are pending again at once
+    ** session (57P02), a prepared statement gone behind a pooler (26000) or a
+    ** cancel (57014: Ctrl-C; a handler's own timeout fails its records, not
+    ** the batch) is not the batch's doing. Its rows are pending again at once
     ** (transactional mode) or given back now (lease mode: released) */
     const char *st = l->cause.sqlstate;
     int restarted = strcmp(l->server_start, c->server_start) != 0;
     if (!st[0] || strncmp(st, "08", 2) == 0 || strcmp(st, "57P02") == 0 ||
-        strcmp(st, "57P03") == 0 || strcmp(st, "26000") == 0 || restarted) {
+        strcmp(st, "57P03") == 0 || strcmp(st, "26000") == 0 ||
+        strcmp(st, "57014") == 0 || restarted) {
         long long back = 0;
         if (c->o.mode == PGPIPE_CLAIM_LEASE) {
             const char *rv[2] = { l->ids, l->token };
@@ -956,6 +958,7 @@ static int claim_record_lost(pgpipe_claimer *c)
                 "an attempt: %s (cause: %s)", c->worker_id, l->n,
                 restarted ? "the server restarted"
                 : strcmp(st, "26000") == 0 ? "its statement was gone from the session"
+                : strcmp(st, "57014") == 0 ? "it was cancelled"
                 : "the session ended without a reason from the server", msg);
         pp_free(l->ids);
         memset(l, 0, sizeof *l);
@@ -1604,6 +1607,8 @@ typedef struct claim_worker {
     pgpipe_error fatal_err;    /* and its error, when it had one */
     claim_lost lost;           /* a batch lost with its connection, whose
                                   attempt the next connection records */
+    pp_cancel_slot cancel;     /* its connection's, for pgpipe_workers_cancel */
+    atomic_int ended;          /* its thread is done */
 } claim_worker;
 
 struct pgpipe_workers {
@@ -1715,6 +1720,7 @@ static void claim_worker_drop(claim_worker *k, pgpipe_claimer **cl, pgpipe_conn 
         }
         *pc = NULL;
     }
+    pp_cancel_arm(&k->cancel, NULL);
 }
 
 static void claim_maybe_alert(pgpipe_workers *w, PGconn *conn)
@@ -1854,6 +1860,7 @@ static void *claim_worker_main(void *arg)
                 continue;
             }
             backoff.attempt = 0;
+            pp_cancel_arm(&k->cancel, pgpipe_conn_pg(pc));
         }
         int nrows = 0;
         long long dead_before = cl->st.dead;
@@ -1928,6 +1935,7 @@ static void *claim_worker_main(void *arg)
         memset(&k->lost, 0, sizeof k->lost);
     }
     claim_worker_sync(k, NULL, 0);
+    atomic_store(&k->ended, 1);
     return NULL;
 }
 
@@ -2197,6 +2205,29 @@ void pgpipe_workers_close(pgpipe_workers *w)
     pp_free(w->wk);
     pp_free(w->channel);
     pp_free(w);
+}
+
+/* Each worker arms its slot once its connection is set up, and disarms it
+** when it lets the connection go; a fire in between cancels whatever that
+** connection runs then. */
+int pgpipe_workers_cancel(pgpipe_workers *w)
+{
+    if (!w || w->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_MISUSE;
+    pgpipe_workers_stop(w);
+    for (int i = 0; i < w->n && w->wk; i++)
+        pp_cancel_fire(&w->wk[i].cancel);
+    return PGPIPE_OK;
+}
+
+int pgpipe_workers_running(const pgpipe_workers *w)
+{
+    if (!w || w->hdr.magic != PP_HANDLE_MAGIC || !w->wk)
+        return 0;
+    int n = 0;
+    for (int i = 0; i < w->n; i++)
+        n += w->wk[i].started && !atomic_load(&w->wk[i].ended);
+    return n;
 }
 
 #endif /* PGPIPE_OMIT_THREADS */

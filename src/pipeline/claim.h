@@ -58,16 +58,16 @@
 ** with the server's message and SQLSTATE as last_error, so it reaches the
 ** dead letters after max_attempts like any failing record. A connection cut
 ** without a reason from the server (class 08: network, proxy), a server
-** restart, the crash of another session (57P02) or a prepared statement gone
-** behind a pooler (26000) is not the batch's doing and is not charged (the
-** rows are pending again; lease mode releases them: stats.released, else
-** stats.abandoned). The attempt is
-** recorded outside the failed transaction: at once when the connection still
-** works, else by the worker on its next connection before it claims again
-** (a plain claimer cannot reach a new connection: its caller re-opens one,
-** and the rows come back after their lease in lease mode, at once in
-** transactional mode, without the attempt). The happy path pays nothing for
-** this. Each such failure is logged at warning level.
+** restart, the crash of another session (57P02), a prepared statement gone
+** behind a pooler (26000) or a cancel (57014) is not the batch's doing and is
+** not charged: the rows are pending again (lease mode releases them:
+** stats.released; else stats.abandoned). The attempt is recorded outside the
+** failed transaction: at once when the connection still works, else by the
+** worker on its next connection before it claims again (a plain claimer
+** cannot reach a new connection: its caller re-opens one, and the rows come
+** back after their lease in lease mode, at once in transactional mode,
+** without the attempt). The happy path pays nothing for this. Each such
+** failure is logged at warning level.
 **
 ** Lock order: every statement that locks staging rows it does not hold yet
 ** locks them in primary-key order, and in lease mode with a SQL handler the
@@ -278,6 +278,18 @@ void pgpipe_workers_stop(pgpipe_workers *w);
 ** an error that stops them all, such as a SQL handler the server refuses to
 ** prepare); pgpipe_workers_wait then gives the error. */
 int pgpipe_workers_stopping(const pgpipe_workers *w);
+/* Stop the workers now: pgpipe_workers_stop, and the statement each worker
+** runs at this moment is cancelled (PQcancel on a handle made when its
+** connection was set up), so a worker stuck in a statement, such as a
+** COMMIT waiting for a synchronous standby that is gone, returns. What a
+** cancelled statement did is rolled back, except a COMMIT cancelled while
+** waiting for a standby: PostgreSQL keeps it committed locally (with a
+** WARNING), so it counts as done. Async-signal-safe; call it again when a
+** worker still runs (pgpipe_workers_running) and is stuck in another
+** statement. */
+int pgpipe_workers_cancel(pgpipe_workers *w);
+/* How many worker threads have not ended yet (0 once all are done). */
+int pgpipe_workers_running(const pgpipe_workers *w);
 /* Install SIGINT and SIGTERM handlers that call pgpipe_workers_stop(w). */
 int pgpipe_workers_handle_signals(pgpipe_workers *w);
 /* Wait until every pending row (matching the filters) is processed or

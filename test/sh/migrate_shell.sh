@@ -1,0 +1,56 @@
+#!/bin/sh
+# .migrate --resume-from N / --redo N: a statement whose outcome is unknown
+# (its start recorded, not its end) stops every run until one of them says
+# what to do; they are refused when nothing is in doubt. The runner's own
+# behaviour is tested in test/test_migrate.c.
+set -u
+cd "${PGPIPE_TOP:-.}"
+P=build/test/pgpipe
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/migsh.XXXXXX")
+fail() { echo "FAIL: $*"; exit 1; }
+has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
+$1"; }
+$P "$PGPIPE_TEST_DSN" "DROP DATABASE IF EXISTS migsh" "CREATE DATABASE migsh" >/dev/null || fail "createdb"
+D="$PGPIPE_TEST_DSN dbname=migsh"
+q() { $P -m csv "$D" "$1" | tail -n 1; }
+$P "$D" "CREATE SCHEMA migsh" "CREATE TABLE migsh.log (x text)" >/dev/null || fail "setup"
+mkdir "$tmp/m"
+printf -- '-- pgpipe:no-transaction\nINSERT INTO migsh.log VALUES (1);\nINSERT INTO migsh.log VALUES (2);\n' \
+    > "$tmp/m/V1__two.sql"
+
+out=$($P "$D" ".help migrate") || fail ".help migrate"
+has "$out" "--resume-from N"
+has "$out" "--redo N"
+err=$($P "$D" ".migrate $tmp/m --resume-from 2" 2>&1) && fail "--resume-from with nothing in doubt"
+has "$err" "--resume-from 2: no statement's outcome is unknown"
+err=$($P "$D" ".migrate $tmp/m --resume-from 2 --redo 1" 2>&1) && fail "both options accepted"
+has "$err" "one or the other"
+err=$($P "$D" ".migrate $tmp/m --redo 0" 2>&1) && fail "--redo 0 accepted"
+[ "$(q "SELECT count(*) FROM migsh.log")" = 0 ] || fail "a refused run ran something"
+
+# statement 1 started, its end never recorded (as a run cut off leaves it)
+$P "$D" ".migrate $tmp/m" >/dev/null || fail "first run"
+$P "$D" "DELETE FROM migsh.log" "UPDATE pgpipe.migrations SET status = 'partial',
+    statements_done = 0, statement_started = 1, progress_checksum =
+    'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
+    WHERE scope = 'default' AND version = 1" >/dev/null || fail "forge"
+err=$($P "$D" ".migrate $tmp/m" 2>&1) && fail "a statement in doubt ran again"
+has "$err" "V1__two.sql:2:1: statement 1 of 2 (INSERT INTO migsh.log VALUES (1)) started but its end was not recorded"
+has "$err" "--resume-from 2 if it took effect, or --redo 1"
+out=$($P "$D" ".migrate $tmp/m --status") || fail "--status"
+has "$out" "outcome is unknown"
+err=$($P "$D" ".migrate $tmp/m --redo 2" 2>&1) && fail "--redo of another statement"
+has "$err" "--redo 2: the statement whose outcome is unknown is statement 1"
+[ "$(q "SELECT count(*) FROM migsh.log")" = 0 ] || fail "a stopped run ran something"
+out=$($P "$D" ".migrate $tmp/m --redo 1") || fail "--redo 1: $out"
+[ "$(q "SELECT string_agg(x, '+' ORDER BY x) FROM migsh.log")" = "1+2" ] || fail "--redo 1 ran"
+
+# the same doubt settled the other way: statement 1 is taken as done
+$P "$D" "DELETE FROM migsh.log WHERE x = '2'" "UPDATE pgpipe.migrations SET status = 'partial',
+    statements_done = 0, statement_started = 1, progress_checksum =
+    'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
+    WHERE scope = 'default' AND version = 1" >/dev/null || fail "forge 2"
+out=$($P "$D" ".migrate $tmp/m --resume-from 2") || fail "--resume-from 2: $out"
+[ "$(q "SELECT string_agg(x, '+' ORDER BY x) FROM migsh.log")" = "1+2" ] || fail "--resume-from 2 ran"
+$P "$PGPIPE_TEST_DSN" "DROP DATABASE migsh" >/dev/null
+rm -rf "$tmp"
