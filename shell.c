@@ -1866,8 +1866,8 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
     if (interrupted && (busy > 0 || until_empty))
         fprintf(stderr, "pgpipe: .work interrupted%s: the %lld events counted done are committed. "
                         "The statements in flight were cancelled: what they did is rolled back and "
-                        "their events stay pending (a leased claim is taken again when its lease "
-                        "ends), except a COMMIT cancelled while it waited for a synchronous standby: "
+                        "their events stay pending (a leased claim is released at once, not "
+                        "charged an attempt), except a COMMIT cancelled while it waited for a synchronous standby: "
                         "the server keeps it committed (its WARNING says so) and it is counted done, "
                         "but that standby may not have it.\n",
                 busy > 0 ? " with work in flight" : " before the table was empty", st.total.done);
