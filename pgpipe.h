@@ -1351,7 +1351,17 @@ typedef struct pgpipe_loader_options {
 } pgpipe_loader_options;
 
 /* Totals of the last load of a loader. records_read = rows_loaded +
-** rows_dead + rows_skipped. */
+** rows_dead + rows_skipped + rows_missing.
+**
+** At the end of a load, and whenever a lane reconnects to a server that is
+** not the one the load began on (another system identifier or timeline: a
+** failover), the loader checks that every batch it committed is still in
+** pgpipe.load_batches. A file's missing batches are loaded again at once (the
+** same load, resumed: exactly the gap; batches_reloaded); for other inputs,
+** or when the file changed, the load fails (PGPIPE_DB) with a message that
+** names the missing batches and how to fill them (run the same load again
+** with the same key), and their records are counted in rows_missing, not in
+** rows_loaded. */
 typedef struct pgpipe_load_summary {
     long long load_id;        /* pgpipe.loads.id */
     long long records_read;
@@ -1365,6 +1375,13 @@ typedef struct pgpipe_load_summary {
     double seconds;
     double rows_per_sec;      /* records_read / seconds */
     int status;               /* PGPIPE_OK, or the code the load ended with */
+    long long batches_reloaded; /* lost in a failover, then loaded again */
+    long long batches_missing;  /* committed, but not on the server at the end */
+    long long rows_missing;     /* the records of those batches */
+    long long batches_at_cancel;/* committed while pgpipe_loader_cancel was under
+                                   way: kept by the server (a COMMIT whose wait
+                                   for a synchronous standby is cancelled stays
+                                   committed), but that standby may lack them */
 } pgpipe_load_summary;
 
 
@@ -1385,6 +1402,15 @@ int pgpipe_loader_feed(pgpipe_loader *l, const void *buf, size_t len);
 int pgpipe_loader_finish(pgpipe_loader *l);
 /* Totals of the last (or the running) load. */
 int pgpipe_loader_summary(const pgpipe_loader *l, pgpipe_load_summary *out);
+/* Cancel the running load from a signal handler or another thread: the
+** statements in flight on every connection of the loader are cancelled
+** (PQcancel, on handles made when each connection was opened), nothing is
+** retried, and the load ends with PGPIPE_BUSY (status 'interrupted'; the
+** batches committed stay, and running the same load again resumes it).
+** A cancelled loader stays cancelled: a later load ends at its first batch.
+** Async-signal-safe and safe to call again (a second Ctrl-C cancels what
+** runs then). Not while pgpipe_loader_close runs. */
+int pgpipe_loader_cancel(pgpipe_loader *l);
 /* The connection the loader uses now (NULL when none). */
 PGconn *pgpipe_loader_conn(pgpipe_loader *l);
 void pgpipe_loader_close(pgpipe_loader *l);

@@ -159,6 +159,30 @@ PGPIPE_PRIVATE void pp_rollback_open(PGconn *conn)
         PQclear(PQexec(conn, "ROLLBACK"));
 }
 
+PGPIPE_PRIVATE void pp_cancel_arm(pp_cancel_slot *s, PGconn *conn)
+{
+    PGcancel *c = conn && PQstatus(conn) == CONNECTION_OK ? PQgetCancel(conn) : NULL;
+    PGcancel *old = atomic_exchange(&s->cancel, c);
+    /* a fire that loaded old before the exchange holds busy up until done */
+    while (atomic_load(&s->busy))
+        pgpipe_sleep_ms(1);
+    if (old)
+        PQfreeCancel(old);
+}
+
+PGPIPE_PRIVATE int pp_cancel_fire(pp_cancel_slot *s)
+{
+    atomic_fetch_add(&s->busy, 1);
+    PGcancel *c = atomic_load(&s->cancel);
+    int sent = 0;
+    if (c) {
+        char err[256];
+        sent = PQcancel(c, err, sizeof err);
+    }
+    atomic_fetch_sub(&s->busy, 1);
+    return sent;
+}
+
 PGPIPE_PRIVATE void pp_notice_to_log(void *component, const char *message)
 {
     int n = (int)strlen(message);

@@ -43,6 +43,7 @@
 #ifndef PGPIPE_OMIT_THREADS
 #include <pthread.h>
 #endif
+#include <stdatomic.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PP_LIKELY(x)   __builtin_expect(!!(x), 1)
@@ -309,6 +310,21 @@ PGPIPE_PRIVATE int pp_prepare(PGconn *conn, const char *name, const char *sql,
 /* After a failure: roll back the transaction conn has open, if any, and
 ** ignore the outcome (the failure already set the error that matters). */
 PGPIPE_PRIVATE void pp_rollback_open(PGconn *conn);
+
+/* A cancel slot: the PGcancel of a connection, made while nothing can
+** interrupt (pp_cancel_arm, on the connection's thread), used from a signal
+** handler or another thread (pp_cancel_fire: PQcancel, async-signal-safe).
+** arm waits for a fire in progress on another thread before it frees the
+** handle it replaces, so fire never uses freed memory. Zeroed = unarmed. */
+typedef struct pp_cancel_slot {
+    _Atomic(PGcancel *) cancel;
+    atomic_int busy;
+} pp_cancel_slot;
+/* Arm the slot with conn's cancel handle (NULL: disarm), freeing the old. */
+PGPIPE_PRIVATE void pp_cancel_arm(pp_cancel_slot *s, PGconn *conn);
+/* Ask the server to cancel what the slot's connection runs; 1 when a
+** request was sent. Async-signal-safe. */
+PGPIPE_PRIVATE int pp_cancel_fire(pp_cancel_slot *s);
 
 /* A failed connection attempt (no SQLSTATE): PGPIPE_SQLSTATE_GIVE_UP for a
 ** failure retrying cannot fix (authentication, unknown database or role,

@@ -189,6 +189,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
 PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken)
 {
     pgpipe_loader *l = ln->l;
+    pp_cancel_arm(&ln->cancel, NULL);
     if (ln->pconn) {
         if (broken)
             pgpipe_pool_discard(ln->pconn);
@@ -202,6 +203,38 @@ PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken)
     ln->copy_open = 0;
 }
 
+/* Which server conn talks to: "SYSID/TIMELINE" (the system identifier
+** and the timeline of its WAL now). A promoted replica keeps the system
+** identifier and starts a new timeline, so a failover shows as another
+** id. When the role may not read pg_control_system() the timeline alone
+** ("?/TIMELINE"); "" when neither can be read. Run outside a transaction. */
+static void copy_server_id(PGconn *conn, char *out, size_t size)
+{
+    static const char *const q[2] = {
+        "SELECT system_identifier::text || '/' || substr(pg_walfile_name(pg_current_wal_lsn()), "
+        "1, 8) FROM pg_control_system()",
+        "SELECT '?/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)" };
+    out[0] = '\0';
+    for (int i = 0; i < 2 && !out[0]; i++) {
+        PGresult *r = NULL;
+        if (pp_exec(conn, q[i], 0, NULL, &r, NULL, "loader") == PGPIPE_OK) {
+            if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+                snprintf(out, size, "%s", PQgetvalue(r, 0, 0));
+            PQclear(r);
+        }
+    }
+}
+
+/* A lane's connection is new: the handle pgpipe_loader_cancel uses, and
+** which server it reached (a reconnect may land on another one). */
+static int copy_connected(copy_lane *ln, int again)
+{
+    pp_cancel_arm(&ln->cancel, ln->conn);
+    copy_server_id(ln->conn, ln->server_id, sizeof ln->server_id);
+    ln->reconnected |= again;
+    return PGPIPE_OK;
+}
+
 /* (Re)connect the lane. *transient set when trying again may help. */
 PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
 {
@@ -209,18 +242,23 @@ PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
     *transient = 0;
     if (ln->conn && PQstatus(ln->conn) == CONNECTION_OK)
         return PGPIPE_OK;
+    if (copy_cancelled(l))
+        return pp_err(&ln->err, PGPIPE_BUSY, "loader: cancelled");
     if (l->borrowed) {
+        int again = ln->conn != NULL;
         ln->conn = l->borrowed;
         if (PQstatus(ln->conn) != CONNECTION_OK) {
             PQreset(ln->conn);
             ln->r_retries++;
+            again = 1;
         }
         if (PQstatus(ln->conn) != CONNECTION_OK) {
             *transient = 1;
             return pp_err_pq(&ln->err, ln->conn, NULL, "loader: reconnect");
         }
-        return PGPIPE_OK;
+        return copy_connected(ln, again);
     }
+    int again = ln->connected_once;
     if (ln->connected_once)
         ln->r_retries++;
     ln->connected_once = 1;
@@ -236,7 +274,7 @@ PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
             return rc;
         }
         ln->conn = pgpipe_conn_pg(ln->pconn);
-        return PGPIPE_OK;
+        return copy_connected(ln, again);
     }
     ln->conn = PQconnectdb(l->conninfo ? l->conninfo : "");
     ln->own_conn = 1;
@@ -253,7 +291,7 @@ PGPIPE_PRIVATE int copy_connect(copy_lane *ln, int *transient)
         ln->conn = NULL;
         return PGPIPE_DB;
     }
-    return PGPIPE_OK;
+    return copy_connected(ln, again);
 }
 
 /* Run one statement (params optional); sets the lane's error. */
@@ -356,19 +394,23 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
             PQclear(r);
             snprintf(num[0], sizeof num[0], "%lld", l->load_id);
             const char *v1[1] = { num[0] };
-            rc = copy_exec(ln, "SELECT seq FROM pgpipe.load_batches WHERE load_id = $1::bigint ORDER BY seq",
-                           1, v1, &r, transient);
+            rc = copy_exec(ln, "SELECT seq, rows_read FROM pgpipe.load_batches "
+                              "WHERE load_id = $1::bigint ORDER BY seq", 1, v1, &r, transient);
             if (rc != PGPIPE_OK)
                 return rc;
             size_t n = (size_t)PQntuples(r);
             pp_free(l->done_seqs);
+            pp_free(l->done_rows);
             l->done_seqs = pp_malloc((n ? n : 1) * sizeof *l->done_seqs);
-            if (!l->done_seqs) {
+            l->done_rows = pp_malloc((n ? n : 1) * sizeof *l->done_rows);
+            if (!l->done_seqs || !l->done_rows) {
                 PQclear(r);
                 return pp_err_nomem(&ln->err);
             }
-            for (size_t i = 0; i < n; i++)
+            for (size_t i = 0; i < n; i++) {
                 l->done_seqs[i] = atoll(PQgetvalue(r, (int)i, 0));
+                l->done_rows[i] = atoll(PQgetvalue(r, (int)i, 1));
+            }
             l->ndone = n;
             PQclear(r);
             return copy_exec(ln, "UPDATE pgpipe.loads SET status = 'running', updated_at = now(), "
@@ -438,6 +480,10 @@ static int copy_main_attempt(void *ud, int attempt, int *transient)
 {
     copy_main_call *m = ud;
     copy_lane *ln = &m->l->lanes[0];
+    if (attempt > 1 && copy_cancelled(m->l)) {
+        *transient = 0;
+        return pp_err(&ln->err, PGPIPE_BUSY, "loader: cancelled");
+    }
     if (attempt > 1)
         copy_drop_conn(ln, 1); /* the failed attempt's connection may be broken */
     int rc = copy_connect(ln, transient);
@@ -462,6 +508,156 @@ static int copy_op_register(pgpipe_loader *l, copy_lane *ln, const void *arg, in
     (void)ln;
     (void)arg;
     return copy_load_register(l, transient);
+}
+
+/* ---- is what was committed still there? ------------------------------------ */
+
+PGPIPE_PRIVATE int copy_cancelled(const pgpipe_loader *l)
+{
+    return atomic_load(&((pgpipe_loader *)l)->cancel_req) != 0;
+}
+
+int pgpipe_loader_cancel(pgpipe_loader *l)
+{
+    if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_MISUSE;
+    atomic_store(&l->cancel_req, 1);
+    for (int i = 0; i < COPY_MAX_LANES; i++)
+        pp_cancel_fire(&l->lanes[i].cancel);
+    return PGPIPE_OK;
+}
+
+/* Remember a batch the lane committed (the loader's thread, at the fold). */
+PGPIPE_PRIVATE int copy_book(pgpipe_loader *l, const copy_lane *ln)
+{
+    if (l->nbooked == l->capbooked) {
+        size_t cap = l->capbooked ? 2 * l->capbooked : 64;
+        copy_booked *b = pp_realloc(l->booked, cap * sizeof *b);
+        if (!b)
+            return pp_err_nomem(&l->hdr.err);
+        l->booked = b;
+        l->capbooked = cap;
+    }
+    copy_booked *b = &l->booked[l->nbooked++];
+    b->seq = ln->seq;
+    b->loaded = ln->r_loaded;
+    b->dead = ln->r_dead;
+    b->missing = 0;
+    memcpy(b->uuid, ln->uuid_text, sizeof b->uuid);
+    return PGPIPE_OK;
+}
+
+typedef struct copy_seen {
+    long long seq;
+    const char *uuid;
+} copy_seen;
+
+static int copy_cmp_seen(const void *a, const void *b)
+{
+    long long x = ((const copy_seen *)a)->seq, y = ((const copy_seen *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* The outcome of a check: what is missing of what was committed. */
+typedef struct copy_check {
+    long long batches, rows;          /* missing, all runs */
+    long long ours, ours_loaded, ours_dead;  /* missing, committed by this run */
+    long long theirs_rows;            /* missing records of earlier runs' batches */
+    char seqs[160];                   /* "6, 7, 9-12" (the first ones) */
+} copy_check;
+
+static void copy_check_seq(copy_check *c, long long seq)
+{
+    size_t n = strlen(c->seqs);
+    if (n + 24 < sizeof c->seqs)
+        snprintf(c->seqs + n, sizeof c->seqs - n, "%s%lld", n ? ", " : "", seq);
+    else if (n + 5 < sizeof c->seqs && strcmp(c->seqs + n - 3, "...") != 0)
+        snprintf(c->seqs + n, sizeof c->seqs - n, ", ...");
+}
+
+/* Compare the batches this load counts as committed (l->booked of this run,
+** done_seqs of earlier runs) with the load's pgpipe.load_batches rows on the
+** lane's server: a batch of ours must be there with its batch id (the loads
+** row may be gone too, and its id reused by another load). Marks the missing
+** ones. Read-only: it never waits for a synchronous standby. */
+static int copy_verify(pgpipe_loader *l, copy_lane *ln, copy_check *c, int *transient)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < l->nbooked; i++)
+        l->booked[i].missing = 0;
+    char id[32];
+    snprintf(id, sizeof id, "%lld", l->load_id);
+    const char *v[1] = { id };
+    PGresult *r = NULL;
+    int rc = copy_exec(ln, "SELECT seq, batch_id::text FROM pgpipe.load_batches "
+                           "WHERE load_id = $1::bigint ORDER BY seq", 1, v, &r, transient);
+    if (rc != PGPIPE_OK)
+        return rc;
+    size_t n = (size_t)PQntuples(r);
+    copy_seen *seen = pp_malloc((n ? n : 1) * sizeof *seen);
+    if (!seen) {
+        PQclear(r);
+        return pp_err_nomem(&ln->err);
+    }
+    for (size_t i = 0; i < n; i++) {
+        seen[i].seq = atoll(PQgetvalue(r, (int)i, 0));
+        seen[i].uuid = PQgetvalue(r, (int)i, 1);
+    }
+    for (size_t i = 0; i < l->ndone; i++) {
+        copy_seen key = { l->done_seqs[i], NULL };
+        if (!bsearch(&key, seen, n, sizeof *seen, copy_cmp_seen)) {
+            c->batches++;
+            c->rows += l->done_rows[i];
+            c->theirs_rows += l->done_rows[i];
+            copy_check_seq(c, l->done_seqs[i]);
+        }
+    }
+    for (size_t i = 0; i < l->nbooked; i++) {
+        copy_booked *b = &l->booked[i];
+        copy_seen key = { b->seq, NULL };
+        const copy_seen *s = bsearch(&key, seen, n, sizeof *seen, copy_cmp_seen);
+        if (s && !strcmp(s->uuid, b->uuid))
+            continue;
+        b->missing = 1;
+        c->batches++;
+        c->ours++;
+        c->ours_loaded += b->loaded;
+        c->ours_dead += b->dead;
+        c->rows += b->loaded + b->dead;
+        copy_check_seq(c, b->seq);
+    }
+    pp_free(seen);
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
+static int copy_op_verify(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
+{
+    return copy_verify(l, ln, (copy_check *)arg, transient);
+}
+
+/* After a lane reconnected (the loader's thread, the lane free): on another
+** server than the load began on (a failover), check at once what is still
+** there; the end of the load checks again and fills the gap or fails. */
+PGPIPE_PRIVATE void copy_after_reconnect(pgpipe_loader *l, copy_lane *ln)
+{
+    ln->reconnected = 0;
+    if (!ln->conn || PQstatus(ln->conn) != CONNECTION_OK ||
+        (l->server_id[0] && !strcmp(ln->server_id, l->server_id)))
+        return;
+    copy_check c;
+    int t;
+    if (copy_verify(l, ln, &c, &t) != PGPIPE_OK)
+        return; /* the end of the load checks again */
+    if (c.batches)
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld: reconnected to another server (%s, the load "
+                "began on %s): %lld committed batch%s (%lld records) missing there: %s",
+                l->load_id, ln->server_id[0] ? ln->server_id : "unknown",
+                l->server_id[0] ? l->server_id : "unknown", c.batches, c.batches == 1 ? "" : "es",
+                c.rows, c.seqs);
+    else
+        pp_logf(PGPIPE_LOG_INFO, "loader", "load %lld: reconnected to %s; every committed batch "
+                "is there", l->load_id, ln->server_id[0] ? ln->server_id : "a server");
 }
 
 /* ---- dead letters --------------------------------------------------------- */
@@ -529,6 +725,9 @@ static void copy_load_free_state(pgpipe_loader *l)
 static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path, int fd)
 {
     copy_load_free_state(l);
+    l->nbooked = 0;
+    l->need_reload = 0;
+    l->rereadable = 0;
     memset(&l->sum, 0, sizeof l->sum);
     l->t0 = pgpipe_now_us();
     l->in_bytes = 0;
@@ -573,12 +772,18 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     copy_framer_begin(l, l->format);
     l->csv_delimiter_now = delim;
     int rc = copy_format_ready(l, delim);
+    if (rc == PGPIPE_OK && copy_cancelled(l))
+        rc = copy_errf(l, PGPIPE_BUSY, "loader: cancelled");
     if (rc == PGPIPE_OK)
         rc = copy_on_main_lane(l, l->max_retries + 1, copy_op_register, NULL);
     l->sum.retries += l->lanes[0].r_retries;
     l->lanes[0].r_retries = 0;
     if (rc != PGPIPE_OK)
         return rc;
+    /* the server the load begins on: a lane that reconnects elsewhere checks */
+    snprintf(l->server_id, sizeof l->server_id, "%s", l->lanes[0].server_id);
+    l->lanes[0].reconnected = 0;
+    l->rereadable = path && fd >= 0 && l->src_size >= 0 && l->load_key;
     copy_lanes_start(l);
     l->active = 1;
     pp_logf(PGPIPE_LOG_INFO, "loader", "load %lld of %s (%s) into %s%s", l->load_id, l->source,
@@ -630,12 +835,22 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
 
 static int copy_op_close(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
 {
-    (void)l;
     copy_rollback(ln);
-    return copy_exec(ln, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "
-                         "error_sqlstate = $4, finished_at = CASE WHEN $2 = 'running' THEN NULL "
-                         "ELSE now() END, updated_at = now() WHERE id = $1::bigint",
-                     4, arg, NULL, transient);
+    /* cancelled (a COMMIT hung waiting for a synchronous standby, say): the
+    ** status must not wait for that standby too */
+    int cancelled = copy_cancelled(l);
+    int rc = cancelled ? copy_exec(ln, "BEGIN; SET LOCAL synchronous_commit = local", 0, NULL,
+                                   NULL, transient) : PGPIPE_OK;
+    if (rc == PGPIPE_OK)
+        rc = copy_exec(ln, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "
+                           "error_sqlstate = $4, finished_at = CASE WHEN $2 = 'running' THEN NULL "
+                           "ELSE now() END, updated_at = now() WHERE id = $1::bigint",
+                       4, arg, NULL, transient);
+    if (rc == PGPIPE_OK && cancelled)
+        rc = copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
+    if (rc != PGPIPE_OK)
+        copy_rollback(ln);
+    return rc;
 }
 
 /* Record how the load ended in pgpipe.loads (best effort, with retries). */
@@ -656,7 +871,74 @@ static void copy_load_close(pgpipe_loader *l, int code)
         pgpipe_error_clear(&l->hdr.err);
 }
 
-static int copy_load_fd_named(pgpipe_loader *l, int fd, const char *name, const char *path)
+/* The end of a load: are the batches it counts as committed on the server
+** it talks to now? Missing ones leave the counts (rows_missing) and fail
+** the load with a message naming them; need_reload is set when the input
+** can be read again to fill the gap (copy_load_fd_named does). */
+static int copy_load_check(pgpipe_loader *l, int rc)
+{
+    l->need_reload = 0;
+    if (l->load_id <= 0 || (!l->nbooked && !l->ndone))
+        return rc;
+    pgpipe_error keep = l->hdr.err;
+    copy_check c;
+    int vrc = copy_on_main_lane(l, rc == PGPIPE_OK ? l->max_retries + 1 : 1, copy_op_verify, &c);
+    l->sum.retries += l->lanes[0].r_retries;
+    l->lanes[0].r_retries = 0;
+    if (vrc != PGPIPE_OK) {
+        if (rc != PGPIPE_OK) {
+            l->hdr.err = keep;
+            return rc;
+        }
+        /* not known to be there is not a success */
+        return copy_errf(l, vrc, "loader: load %lld: cannot check that its committed batches "
+                         "are on the server: %s", l->load_id, l->lanes[0].err.message);
+    }
+    l->hdr.err = keep;
+    if (!c.batches)
+        return rc;
+    l->sum.rows_loaded -= c.ours_loaded;
+    l->sum.rows_dead -= c.ours_dead;
+    l->sum.batches -= c.ours;
+    l->sum.rows_skipped -= c.theirs_rows;
+    l->sum.batches_skipped -= c.batches - c.ours;
+    l->sum.batches_missing = c.batches;
+    l->sum.rows_missing = c.rows;
+    const char *now_id = l->lanes[0].server_id;
+    char moved[300] = "";
+    if (strcmp(now_id, l->server_id) != 0)
+        snprintf(moved, sizeof moved, " (the load began on server %s, it is on %s now: a "
+                 "failover to a replica that had not received them)",
+                 l->server_id[0] ? l->server_id : "unknown", now_id[0] ? now_id : "unknown");
+    char how[400];
+    if (l->opt_load_key)
+        snprintf(how, sizeof how, "run the same load again with the same key (--key %.200s): it "
+                 "loads exactly the missing batches", l->opt_load_key);
+    else if (l->load_key)
+        snprintf(how, sizeof how, "run the same load of the unchanged file again: it loads "
+                 "exactly the missing batches");
+    else
+        snprintf(how, sizeof how, "this load has no key, so a new run cannot skip the batches "
+                 "that are there: give a key (--key) to loads from streams");
+    if (rc != PGPIPE_OK) {
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld: %lld committed batch%s (%lld records) "
+                "missing on the server%s: batch%s %s", l->load_id, c.batches,
+                c.batches == 1 ? "" : "es", c.rows, moved, c.batches == 1 ? "" : "es", c.seqs);
+        l->hdr.err = keep;
+        return rc;
+    }
+    l->need_reload = l->rereadable && !l->reloading;
+    rc = copy_errf(l, PGPIPE_DB, "loader: load %lld of %s: %lld committed batch%s (%lld "
+                   "records) %s not on the server now%s: batch%s %s; %s", l->load_id, l->source,
+                   c.batches, c.batches == 1 ? "" : "es", c.rows, c.batches == 1 ? "is" : "are",
+                   moved, c.batches == 1 ? "" : "es", c.seqs, how);
+    if (l->need_reload)
+        pp_logf(PGPIPE_LOG_WARN, "loader", "%s; reading %s again to load them", l->hdr.err.message,
+                l->source);
+    return rc;
+}
+
+static int copy_load_pass(pgpipe_loader *l, int fd, const char *name, const char *path)
 {
     int rc = copy_load_begin(l, name, path, fd);
     if (rc != PGPIPE_OK)
@@ -680,6 +962,45 @@ static int copy_load_fd_named(pgpipe_loader *l, int fd, const char *name, const 
     pp_free(buf);
     l->failed = rc;
     return pgpipe_loader_finish(l);
+}
+
+/* A load of a file whose committed batches a failover lost is resumed at
+** once, on the same file (unchanged: same size and time): the resume skips
+** the batches the server has and loads exactly the missing ones. The
+** summary is that of the whole: the first pass's batches that stayed, and
+** the second's (batches_reloaded). */
+static int copy_load_fd_named(pgpipe_loader *l, int fd, const char *name, const char *path)
+{
+    int rc = copy_load_pass(l, fd, name, path);
+    if (!l->need_reload)
+        return rc;
+    l->need_reload = 0;
+    pgpipe_load_summary a = l->sum;
+    struct stat st;
+    if (lseek(fd, 0, SEEK_SET) != 0 || fstat(fd, &st) != 0 || (long long)st.st_size != l->src_size ||
+        (long long)st.st_mtime != l->src_mtime) {
+        pp_logf(PGPIPE_LOG_WARN, "loader", "%s changed or cannot be read again: its missing "
+                "batches are not reloaded", l->source);
+        return rc;
+    }
+    l->reloading = 1;
+    rc = copy_load_pass(l, fd, name, path);
+    l->reloading = 0;
+    pgpipe_load_summary b = l->sum;
+    l->sum.rows_loaded = b.rows_loaded + a.rows_loaded;
+    l->sum.rows_dead = b.rows_dead + a.rows_dead;
+    l->sum.rows_skipped = b.rows_skipped - (a.rows_loaded + a.rows_dead);
+    l->sum.batches = b.batches + a.batches;
+    l->sum.batches_skipped = b.batches_skipped - a.batches;
+    l->sum.batches_reloaded = b.batches;
+    l->sum.retries = a.retries + b.retries;
+    l->sum.batches_at_cancel = a.batches_at_cancel + b.batches_at_cancel;
+    l->sum.seconds = a.seconds + b.seconds;
+    l->sum.rows_per_sec = l->sum.seconds > 0 ? (double)l->sum.records_read / l->sum.seconds : 0;
+    if (rc == PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld: the %lld missing batch%s loaded again",
+                l->load_id, b.batches, b.batches == 1 ? "" : "es");
+    return rc;
 }
 
 /* ---- public API ------------------------------------------------------------- */
@@ -832,6 +1153,7 @@ int pgpipe_loader_finish(pgpipe_loader *l)
         copy_abandon(l->cur);
         l->cur = NULL;
     }
+    rc = copy_load_check(l, rc);
     copy_load_close(l, rc);
     copy_report(l);
     l->sum.load_id = l->load_id;
@@ -900,6 +1222,16 @@ int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t s
         m = snprintf(more, sizeof more, ", %lld batches, %.2f s, %.0f rows/s", s->batches,
                      s->seconds, s->rows_per_sec);
     }
+    if (s->batches_reloaded || s->batches_missing)
+    {
+        size_t k = m >= 0 && (size_t)m < sizeof more ? (size_t)m : sizeof more - 1;
+        if (s->batches_missing)
+            m += snprintf(more + k, sizeof more - k, ", MISSING %lld (in %lld committed batches)",
+                          s->rows_missing, s->batches_missing);
+        else
+            m += snprintf(more + k, sizeof more - k, ", %lld batches lost in a failover loaded again",
+                          s->batches_reloaded);
+    }
     if (n >= 0 && (size_t)n < size)
         snprintf(buf + n, size - (size_t)n, "%s", more);
     return n + m;
@@ -925,6 +1257,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
             ln->conn = NULL;
         else
             copy_drop_conn(ln, 0);
+        pp_cancel_arm(&ln->cancel, NULL);
         pp_free(ln->rows);
         pp_buf_free(&ln->cbuf);
         pp_buf_free(&ln->rbuf);
@@ -953,6 +1286,8 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_free(l->opt_load_key);
     pp_free(l->copy_sql);
     pp_free(l->done_seqs);
+    pp_free(l->done_rows);
+    pp_free(l->booked);
     framer_free(&l->fr);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);

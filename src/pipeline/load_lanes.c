@@ -398,6 +398,17 @@ static void copy_lane_commit(copy_lane *ln)
         }
         if (rc == PGPIPE_OK)
             break;
+        if (copy_cancelled(ln->l)) {
+            /* nothing is retried; a COMMIT the cancel cut short while it
+            ** waited for a synchronous standby succeeded (above) */
+            copy_rollback(ln);
+            char why[sizeof ln->err.message];
+            snprintf(why, sizeof why, "%s", ln->err.message);
+            ln->rc = pp_err(&ln->err, PGPIPE_BUSY, "loader: cancelled: batch %lld (lines %lld-%lld) "
+                            "is not committed (%.400s)", ln->seq, ln->b_first_line, ln->b_last_line,
+                            why);
+            return;
+        }
         if (!transient) {
             /* a duplicate load_batches key: the batch was committed by
             ** another run of the same load (its row won: the batch is
@@ -444,6 +455,7 @@ static void copy_lane_commit(copy_lane *ln)
     ln->r_loaded += (long long)ln->nrows - ln->b_dead_srv;
     ln->r_dead += ln->b_dead_valid + ln->b_dead_srv;
     ln->r_batches++;
+    ln->r_at_cancel = copy_cancelled(ln->l);
 }
 
 /* ---- batches and lanes ------------------------------------------------------ */
@@ -532,6 +544,16 @@ static int copy_progress(pgpipe_loader *l);
 ** every batch. */
 static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
 {
+    int brc = ln->r_batches ? copy_book(l, ln) : PGPIPE_OK;
+    if (ln->r_at_cancel) {
+        l->sum.batches_at_cancel++;
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld batch %lld committed while the load was "
+                "being cancelled: the server has it, but if its COMMIT was waiting for a "
+                "synchronous standby, that standby may not", l->load_id, ln->seq);
+        ln->r_at_cancel = 0;
+    }
+    if (ln->reconnected)
+        copy_after_reconnect(l, ln);
     l->sum.retries += ln->r_retries;
     l->sum.rows_loaded += ln->r_loaded;
     l->sum.rows_dead += ln->r_dead;
@@ -547,6 +569,8 @@ static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
         l->hdr.err = ln->err;
         return rc;
     }
+    if (brc != PGPIPE_OK)
+        return brc;
     return copy_progress(l);
 }
 
@@ -627,6 +651,8 @@ PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long 
     int rc = copy_lanes_collect(l, &ln, 0);
     if (rc != PGPIPE_OK)
         return rc;
+    if (copy_cancelled(l))
+        return copy_errf(l, PGPIPE_BUSY, "loader: cancelled before batch %lld", l->seq + 1);
     copy_batch_reset(ln);
     l->cur = ln;
     ln->seq = ++l->seq;

@@ -29,6 +29,13 @@ typedef struct copy_col {
     int json;       /* the value is JSON (validated for CSV) */
 } copy_col;
 
+/* A batch this run committed, as the loader booked it. */
+typedef struct copy_booked {
+    long long seq, loaded, dead;
+    char uuid[37];
+    int missing;          /* not on the server at the last check */
+} copy_booked;
+
 typedef struct copy_row {
     size_t coff;        /* offset of its COPY text in l->cbuf */
     size_t roff;        /* offset of its raw text in l->rbuf */
@@ -55,6 +62,9 @@ typedef struct copy_lane {
     int own_conn;
     int connected_once;
     pgpipe_error err;     /* of this lane's connection and batch */
+    pp_cancel_slot cancel;/* for pgpipe_loader_cancel */
+    int reconnected;      /* connected anew since the loader last looked */
+    char server_id[64];   /* the server connected to: copy_server_id */
     /* the batch */
     long long seq;
     int skipping;         /* committed by an earlier run: counted, not sent */
@@ -74,6 +84,7 @@ typedef struct copy_lane {
     int state;            /* COPY_LANE_*, under the loader's mutex */
     int rc;
     long long r_retries, r_loaded, r_dead, r_batches, r_skipped_rows, r_skipped_batches;
+    int r_at_cancel;      /* its COMMIT returned after the load was cancelled */
 #ifndef PGPIPE_OMIT_THREADS
     pthread_t tid;
 #endif
@@ -127,7 +138,18 @@ struct pgpipe_loader {
     int batch_rows;
     size_t batch_bytes;
     long long *done_seqs; /* committed by earlier runs, sorted */
+    long long *done_rows; /* and their records (rows_read) */
     size_t ndone;
+    /* checking that what was committed is still there (a failover to a
+    ** replica that had not received it): the batches this run committed,
+    ** and the server the load began on */
+    copy_booked *booked;
+    size_t nbooked, capbooked;
+    char server_id[64];
+    int rereadable;       /* the input can be read again (a regular file) */
+    int reloading;        /* this run reloads the batches a failover lost */
+    int need_reload;      /* the end found batches missing: read them again */
+    atomic_int cancel_req;/* pgpipe_loader_cancel was called */
     int64_t t0;
     long long in_bytes;   /* input bytes consumed so far */
     long long seq;        /* of the last batch begun */
@@ -154,6 +176,9 @@ PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *
                              PGresult **out, int *transient);
 PGPIPE_PRIVATE void copy_rollback(copy_lane *ln);
 PGPIPE_PRIVATE int copy_seq_done(const pgpipe_loader *l, long long seq);
+PGPIPE_PRIVATE int copy_cancelled(const pgpipe_loader *l);
+PGPIPE_PRIVATE int copy_book(pgpipe_loader *l, const copy_lane *ln);
+PGPIPE_PRIVATE void copy_after_reconnect(pgpipe_loader *l, copy_lane *ln);
 PGPIPE_PRIVATE int copy_dead(copy_lane *ln, long long line, long long column, long long offset,
                              const char *raw, size_t rawlen, const char *msg, const char *sqlstate,
                              const char *context);
