@@ -14367,7 +14367,29 @@ struct pgpipe_workers {
     long long last_done;
     int64_t last_alert_us;
     atomic_int said_polling;   /* the "NOTIFY wake-ups are off" line was logged */
+    atomic_int lost_named;     /* a claimer found its statements gone (26000):
+                                  the next ones start unnamed */
 };
+
+/* The claim options of a new claimer of the workers. */
+static pgpipe_claim_options claim_worker_opts(pgpipe_workers *w)
+{
+    pgpipe_claim_options co = w->o.claim;
+    if (atomic_load(&w->lost_named))
+        co.pooler = PGPIPE_POOLER_TRANSACTION;
+    return co;
+}
+
+/* After a failure of cl: when its statements were found gone, the claimer
+** now runs them unnamed (and said so); so will the next ones. Returns 1 then
+** (try again at once: nothing else is wrong). */
+static int claim_worker_lost(pgpipe_workers *w, const pgpipe_claimer *cl)
+{
+    if (!cl || !cl->unnamed || strcmp(cl->hdr.err.sqlstate, "26000") != 0)
+        return 0;
+    atomic_store(&w->lost_named, 1);
+    return 1;
+}
 
 /* Sleep until the wake pipe is readable or ms pass. */
 static void claim_nap(pgpipe_workers *w, int ms)
@@ -14493,7 +14515,7 @@ static void *claim_worker_main(void *arg)
                 claim_nap(w, d > 0 ? d : 1000);
                 continue;
             }
-            pgpipe_claim_options co = w->o.claim;
+            pgpipe_claim_options co = claim_worker_opts(w);
             if (!co.worker_id || !*co.worker_id)
                 snprintf(wid, sizeof wid, "pgpipe-%ld/%d", (long)getpid(), k->index);
             co.worker_id = wid;
@@ -14569,6 +14591,8 @@ static void *claim_worker_main(void *arg)
             continue;
         }
         /* an error */
+        if (claim_worker_lost(w, cl))
+            continue;
         PGconn *pg = cl->conn;
         int broken = claim_retryable(pg, cl) || PQpipelineStatus(pg) != PQ_PIPELINE_OFF;
         pp_logf(broken ? PGPIPE_LOG_INFO : PGPIPE_LOG_WARN, "claim", "worker %d: %s",
@@ -14609,6 +14633,7 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
     w->wake[0] = w->wake[1] = -1;
     atomic_init(&w->stop, 0);
     atomic_init(&w->said_polling, 0);
+    atomic_init(&w->lost_named, 0);
     pthread_mutex_init(&w->mu, NULL);
     if (opts)
         w->o = *opts;
@@ -14764,7 +14789,8 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
                 claim_nap(w, 100);
                 continue;
             }
-            if (pgpipe_claimer_open(&cl, pgpipe_conn_pg(pc), &w->o.claim) != PGPIPE_OK) {
+            pgpipe_claim_options co = claim_worker_opts(w);
+            if (pgpipe_claimer_open(&cl, pgpipe_conn_pg(pc), &co) != PGPIPE_OK) {
                 pgpipe_claimer_close(cl);
                 cl = NULL;
                 pgpipe_pool_discard(pc);
@@ -14787,6 +14813,8 @@ int pgpipe_workers_run_until_empty(pgpipe_workers *w, int timeout_ms)
         last_look = now;
         long long pending = -1;
         if (claim_pending(cl, &pending, 1) != PGPIPE_OK) {
+            if (claim_worker_lost(w, cl))
+                continue;
             int bad = PQstatus(cl->conn) != CONNECTION_OK;
             pgpipe_claimer_close(cl);
             cl = NULL;

@@ -1777,6 +1777,13 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
         fprintf(sh->out, "working on %s with %d workers%s\n",
                 wo.claim.table ? wo.claim.table : "staging.raw_events", wo.threads,
                 until_empty ? " until it is empty" : " (Ctrl-C stops)");
+    /* the library says it at info; shown here at the default level too (also
+    ** in scripts: it explains a slower pick-up), unless .log shows it anyway */
+    if (!opt_has(&cur, "--quiet") && wo.channel && *wo.channel &&
+        pgpipe_log_get_level() > PGPIPE_LOG_INFO &&
+        pgpipe_pool_pooler(pool) == PGPIPE_POOLER_TRANSACTION)
+        fprintf(stderr, "pgpipe: NOTIFY wake-ups are off behind a transaction pooler: the "
+                "workers poll every %d ms (--poll)\n", wo.poll_ms);
     pgpipe_workers_stats st;
     int empty = 0;
     while (!interrupted && !empty && !pgpipe_workers_stopping(w)) {
@@ -2644,7 +2651,9 @@ static const command commands[] = {
     { "version", ".version", "show the pgpipe, libpq and server versions", cmd_version, spec_version, 0 },
     { "work", ".work [N] --sql \"SQL\"|FILE | --mark [options]",
       "process staging.raw_events with N SKIP LOCKED workers until Ctrl-C (or --until-empty),\n"
-      "with one handler: --sql or --mark.", cmd_work, spec_work, 0 },
+      "with one handler: --sql or --mark. Behind a transaction-mode pooler (pgbouncer; see\n"
+      "pgpipe --pooler, $PGPIPE_POOLER) NOTIFY cannot wake them: they poll every --poll MS.",
+      cmd_work, spec_work, 0 },
     { NULL, NULL, NULL, NULL, NULL, 0 },
 };
 
@@ -3644,6 +3653,12 @@ static void usage(FILE *f)
             "                    ends, even killed) if this run started it\n"
             "  --keep            with --local: leave the server running on exit\n"
             "  --fast            with --local: a new cluster runs with fsync off (throwaway data)\n"
+            "  --pooler MODE     what sits between pgpipe and the server: session (a direct\n"
+            "                    connection or a session-mode pooler), transaction (pgbouncer\n"
+            "                    pool_mode = transaction: unnamed statements, no LISTEN, the\n"
+            "                    workers poll) or auto (default: a pooler is detected and taken\n"
+            "                    for transaction mode); sets $PGPIPE_POOLER for .load, .work,\n"
+            "                    .migrate and every other component\n"
             "  -h, --help        show this help\n"
             "  -V, --version     show the version\n"
             "A bad option, or one without its value, exits with status 2 before anything runs.\n"
@@ -3724,7 +3739,8 @@ static int parse_cli(shell *sh, cli *c, int argc, char **argv)
         char name[64];
         snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a) : (int)strlen(a), a);
         int takes = !strcmp(name, "-f") || !strcmp(name, "--file") || !strcmp(name, "-m") ||
-                    !strcmp(name, "--mode") || !strcmp(name, "--local");
+                    !strcmp(name, "--mode") || !strcmp(name, "--local") ||
+                    !strcmp(name, "--pooler");
         if (takes) {
             if (eq)
                 val = eq + 1;
@@ -3758,6 +3774,14 @@ static int parse_cli(shell *sh, cli *c, int argc, char **argv)
                 return 2;
         } else if (!strcmp(name, "--local")) {
             c->local_dir = val;
+        } else if (!strcmp(name, "--pooler")) {
+            if (strcmp(val, "session") && strcmp(val, "transaction") && strcmp(val, "auto")) {
+                fprintf(stderr, "pgpipe: --pooler %s: expected session, transaction or auto\n",
+                        val);
+                return 2;
+            }
+            /* every component the shell opens reads it (pgpipe_pooler_mode) */
+            setenv("PGPIPE_POOLER", val, 1);
         } else if (!strcmp(name, "--keep")) {
             c->keep = 1;
         } else if (!strcmp(name, "--fast")) {

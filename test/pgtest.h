@@ -40,13 +40,17 @@
 ** that needs a server state of its own (migrations on an empty database)
 ** takes a fresh database.
 **
-** pgbouncer. pgt_bouncer_dsn("session") and pgt_bouncer_dsn("transaction")
-** return the conninfo of a real pgbouncer in front of the test cluster in
-** that pool_mode (any dbname passes through: append " dbname=X"), started on
-** first use by this test's process: its own ini and userlist in a directory
-** under the test temp dir, a free TCP port on 127.0.0.1, default_pool_size 2
-** in transaction mode (so transactions move between server connections),
-** server_reset_query = DISCARD ALL (always, in transaction mode). It runs as
+** pgbouncer. pgt_bouncer_dsn("session"), pgt_bouncer_dsn("transaction") and
+** pgt_bouncer_dsn("transaction-discard") return the conninfo of a real
+** pgbouncer in front of the test cluster in that pool_mode (any dbname
+** passes through: append " dbname=X"), started on first use by this test's
+** process: its own ini and userlist in a directory under the test temp dir,
+** a free TCP port on 127.0.0.1, default_pool_size 2 in transaction mode (so
+** transactions move between server connections), server_reset_query =
+** DISCARD ALL; "transaction-discard" also sets server_reset_query_always, so
+** every transaction starts on a reset session (no statement, lock or LISTEN
+** survives; plain "transaction" is pgbouncer's default, where what one
+** client leaves in a session is found by the next). It runs as
 ** the cluster's user (pgbouncer refuses root) and dies with the test process
 ** (parent-death signal, so a failed assertion or a timeout stops it too).
 ** Call it from the test's main thread. No pgbouncer installed: the test is
@@ -312,7 +316,7 @@ static const char *pgt_tmpdir(void)
 #include <sys/prctl.h>
 #endif
 
-static struct { char mode[16]; pid_t pid; char dsn[256]; char dir[512]; } pgt_bouncers[2];
+static struct { pid_t pid; char dsn[256]; char dir[512]; } pgt_bouncers[3];
 
 /* The pgbouncer program: PGPIPE_PGBOUNCER, PATH, then /usr/sbin (Debian's
 ** place, often not on a user's PATH). NULL when there is none. */
@@ -367,9 +371,11 @@ static void pgt_bouncer_log(const char *dir)
 
 static const char *pgt_bouncer_dsn(const char *mode)
 {
-    int slot = strcmp(mode, "session") == 0 ? 0 : strcmp(mode, "transaction") == 0 ? 1 : -1;
+    int slot = !strcmp(mode, "session") ? 0 : !strcmp(mode, "transaction") ? 1
+             : !strcmp(mode, "transaction-discard") ? 2 : -1;
     if (slot < 0) {
-        fprintf(stderr, "    pgt_bouncer_dsn(%s): session or transaction\n", mode);
+        fprintf(stderr, "    pgt_bouncer_dsn(%s): session, transaction or transaction-discard\n",
+                mode);
         pgt_end_fail();
     }
     if (pgt_bouncers[slot].pid > 0)
@@ -418,7 +424,7 @@ static const char *pgt_bouncer_dsn(const char *mode)
     }
     fprintf(f, "\"postgres\" \"\"\n");
     fclose(f);
-    int txn = slot == 1;
+    int txn = slot > 0;
     for (int tries = 0; tries < 5; tries++) {
         int lport = pgt_free_port();
         snprintf(path, sizeof path, "%s/pgbouncer.ini", dir);
@@ -437,7 +443,8 @@ static const char *pgt_bouncer_dsn(const char *mode)
                 "server_reset_query = DISCARD ALL\nserver_reset_query_always = %d\n"
                 "server_login_retry = 1\nquery_wait_timeout = 60\n"
                 "ignore_startup_parameters = extra_float_digits\n",
-                host, port, lport, dir, dir, dir, mode, txn ? 2 : 40, txn);
+                host, port, lport, dir, dir, dir, txn ? "transaction" : "session", txn ? 2 : 40,
+                slot == 2);
         fclose(f);
         fflush(NULL);
         pid_t parent = getpid();
@@ -479,7 +486,6 @@ static const char *pgt_bouncer_dsn(const char *mode)
             int ok = PQstatus(c) == CONNECTION_OK;
             PQfinish(c);
             if (ok) {
-                snprintf(pgt_bouncers[slot].mode, sizeof pgt_bouncers[slot].mode, "%s", mode);
                 pgt_bouncers[slot].pid = pid;
                 PQconninfoFree(opts);
                 return pgt_bouncers[slot].dsn;
@@ -511,7 +517,7 @@ static const char *pgt_bouncer_dsn(const char *mode)
 /* Stop this process's pgbouncers now (they also die with the process). */
 static void pgt_bouncer_stop(void)
 {
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         if (pgt_bouncers[i].pid > 0) {
             kill(pgt_bouncers[i].pid, SIGTERM);
             waitpid(pgt_bouncers[i].pid, NULL, 0);

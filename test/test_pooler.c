@@ -2,10 +2,11 @@
 ** detection (pgpipe_pooler_mode), the pool's statement cache, the claimer and
 ** workers with a SQL handler, the loader and the shell, each through a real
 ** pgbouncer in front of the test cluster (pgt_bouncer_dsn in pgtest.h). In
-** transaction mode pgbouncer has 2 server connections and resets each with
-** DISCARD ALL after every transaction, so session state (named statements,
-** LISTEN) is lost between any two transactions: what works there works
-** behind any transaction pooler. */
+** transaction mode pgbouncer has 2 server connections shared with another
+** client, so consecutive transactions of one connection run on different
+** server sessions; "transaction-discard" also resets each session with
+** DISCARD ALL after every transaction, so no session state (named
+** statements, LISTEN, advisory locks) survives a transaction at all. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
@@ -148,7 +149,7 @@ static void pooler_t_cache(const char *mode, int configured, int want)
     PGT_EQ_INT(pgpipe_pool_pooler(p), want);
     pooler_t_noise noise;
     pooler_t_noise_start(&noise, pgt_bouncer_dsn(mode));
-    int failures = 0, calls = 300;
+    int failures = 0, calls = 200;
     char first[512] = "";
     for (int i = 0; i < calls; i++) {
         pgpipe_conn *c;
@@ -175,6 +176,7 @@ static void pooler_t_cache(const char *mode, int configured, int want)
 PGT_TEST(pooler, stmt_cache_transaction)
 {
     unsetenv("PGPIPE_POOLER");
+    pooler_t_cache("transaction-discard", PGPIPE_POOLER_AUTO, PGPIPE_POOLER_TRANSACTION);
     pooler_t_cache("transaction", PGPIPE_POOLER_AUTO, PGPIPE_POOLER_TRANSACTION);
     pgt_bouncer_stop();
 }
@@ -252,6 +254,21 @@ PGT_TEST(pooler, workers_transaction)
     /* polling instead of LISTEN, said once (not once per worker) */
     PGT_EQ_INT(pooler_t_log.notify_off, 1);
     PGT_CHECK_MSG(pooler_t_log.warnings == 0, "warning: %s", pooler_t_log.last_warning);
+    pgt_bouncer_stop();
+}
+
+/* Told "session" (PGPIPE_POOLER=session) behind a transaction pooler that
+** resets every session: the first statement found gone (26000) is named in
+** one warning, the claimers go on unnamed, and no record is failed for it
+** (max_attempts 1 would dead-letter it). */
+PGT_TEST(pooler, workers_told_session)
+{
+    setenv("PGPIPE_POOLER", "session", 1);
+    pooler_t_workers("transaction-discard", "pooler_t_wts", 500);
+    unsetenv("PGPIPE_POOLER");
+    PGT_EQ_INT(pooler_t_log.warnings, 1);
+    PGT_CONTAINS(pooler_t_log.last_warning, "26000");
+    PGT_CONTAINS(pooler_t_log.last_warning, "pool_mode = transaction");
     pgt_bouncer_stop();
 }
 
@@ -334,4 +351,187 @@ PGT_TEST(pooler, load_session)
     unsetenv("PGPIPE_POOLER");
     pooler_t_load("session", "pooler_t_lse", 3000);
     pgt_bouncer_stop();
+}
+
+/* ---- "prepared statement already exists" ------------------------------------ */
+
+/* The server log from byte `from` on (static buffer, "" when unreadable). */
+static const char *pooler_t_server_log(long from)
+{
+    static char buf[1 << 16];
+    char path[1024];
+    const char *dir = getenv("PGPIPE_TEST_PGDIR");
+    buf[0] = '\0';
+    if (!dir)
+        return buf;
+    snprintf(path, sizeof path, "%s/server.log", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return buf;
+    fseek(f, from, SEEK_SET);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static long pooler_t_server_log_size(void)
+{
+    char path[1024];
+    const char *dir = getenv("PGPIPE_TEST_PGDIR");
+    if (!dir)
+        PGT_SKIP("no PGPIPE_TEST_PGDIR (the server log is needed)");
+    snprintf(path, sizeof path, "%s/server.log", dir);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        PGT_SKIP("the server log is not readable");
+    return (long)st.st_size;
+}
+
+/* A claimer opened again on a connection that still has the statements of
+** the last one (a worker that reconnects gets a pooled connection back) does
+** not prepare them again: the server would log each 42P05 as an ERROR. */
+PGT_TEST(pooler, no_already_exists_on_reopen)
+{
+    unsetenv("PGPIPE_POOLER");
+    PGconn *c = pgt_db_open();
+    pgt_db_table(c, "pooler_t_reopen", "(LIKE staging.raw_events INCLUDING ALL)");
+    pgt_db_table(c, "pooler_t_reopen_log", "(event_id bigint)");
+    PQclear(PGT_EXEC(c, "INSERT INTO pooler_t_reopen (source, event_type, payload)"
+                        " SELECT 's', 'e', '{}' FROM generate_series(1, 30)"));
+    long from = pooler_t_server_log_size();
+    pgpipe_claim_options o;
+    pgpipe_claim_options_init(&o);
+    o.table = "pooler_t_reopen";
+    o.batch_size = 10;
+    pgpipe_handler h = { NULL, NULL,
+        "INSERT INTO pooler_t_reopen_log SELECT (e->>'id')::bigint"
+        " FROM jsonb_array_elements($1::jsonb) e", NULL };
+    for (int i = 0; i < 3; i++) {
+        pgpipe_claimer *cl;
+        PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+        int n = 0;
+        PGT_OK(pgpipe_claimer_run_batch(cl, &h, &n));
+        PGT_EQ_INT(n, 10);
+        long long pending = -1;
+        PGT_OK(pgpipe_claimer_pending(cl, &pending));
+        PGT_EQ_INT(pending, 20 - 10 * i);
+        pgpipe_claimer_close(cl);
+    }
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(DISTINCT event_id) FROM pooler_t_reopen_log"), 30);
+    /* the statements were prepared once: 6 of the claimer and the handler */
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pg_prepared_statements"
+                             " WHERE name LIKE 'pgpipe\\_claim\\_%'"), 7);
+    const char *log = pooler_t_server_log(from);
+    PGT_CHECK_MSG(strstr(log, "already exists") == NULL, "server log:\n%s", log);
+    pgt_db_close(c);
+}
+
+/* ---- the shell ------------------------------------------------------------- */
+
+/* pgpipe --pooler transaction through pgbouncer in transaction mode: .load
+** loads every record, .work processes each exactly once, none
+** dead-lettered, and says once that the workers poll. */
+PGT_TEST(pooler, shell_transaction)
+{
+    unsetenv("PGPIPE_POOLER");
+    const char *top = getenv("PGPIPE_TOP");
+    char bin[1024];
+    snprintf(bin, sizeof bin, "%s/build/test/pgpipe", top ? top : ".");
+    if (access(bin, X_OK) != 0)
+        PGT_SKIP("build/test/pgpipe is not built (make test-build)");
+    PGconn *c = pgt_db_open();
+    PQclear(PGT_EXEC(c, "DELETE FROM staging.raw_events WHERE source = 'pooler_t_sh'"));
+    PQclear(PGT_EXEC(c, "DELETE FROM pgpipe.dead_letters WHERE source_name = 'pooler_t_sh'"));
+    pgt_db_table(c, "pooler_t_sh_log", "(event_id bigint)");
+    char path[512], out[600], cmd[4096];
+    snprintf(path, sizeof path, "%s/pooler_t_sh.%d.ndjson", pgt_tmpdir(), (int)getpid());
+    snprintf(out, sizeof out, "%s.out", path);
+    FILE *f = fopen(path, "w");
+    PGT_CHECK(f != NULL);
+    for (int i = 0; i < 1500; i++)
+        fprintf(f, "{\"event_type\":\"e\",\"n\":%d}\n", i);
+    fclose(f);
+    pooler_t_noise noise;
+    pooler_t_noise_start(&noise, pgt_bouncer_dsn("transaction"));
+    char handler[600];
+    snprintf(handler, sizeof handler, "%s.sql", path);
+    PGT_CHECK((f = fopen(handler, "w")) != NULL);
+    fprintf(f, "INSERT INTO pooler_t_sh_log SELECT (e->>'id')::bigint"
+               " FROM jsonb_array_elements($1::jsonb) e\n");
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "'%s' --pooler transaction '%s' '.load %s --source pooler_t_sh --batch-rows 200'"
+             " '.work 3 --source pooler_t_sh --max-attempts 1 --until-empty --sql %s'"
+             " >'%s' 2>&1", bin, pgt_bouncer_dsn("transaction"), path, handler, out);
+    int rc = system(cmd);
+    pooler_t_noise_stop(&noise);
+    char text[8192] = "";
+    if ((f = fopen(out, "r"))) {
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        text[n] = '\0';
+        fclose(f);
+    }
+    PGT_CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "exit %d:\n%s", rc, text);
+    PGT_CONTAINS(text, "done 1500, retried 0, dead-lettered 0");
+    const char *say = strstr(text, "NOTIFY wake-ups are off behind a transaction pooler");
+    PGT_CHECK_MSG(say && !strstr(say + 1, "NOTIFY wake-ups are off"), "said not once:\n%s", text);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM staging.raw_events WHERE source = 'pooler_t_sh'"
+                             " AND processed"), 1500);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(DISTINCT event_id) FROM pooler_t_sh_log"), 1500);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pooler_t_sh_log"), 1500);
+    /* a bad mode is refused before anything runs */
+    snprintf(cmd, sizeof cmd, "'%s' --pooler bogus 'SELECT 1' >'%s' 2>&1", bin, out);
+    rc = system(cmd);
+    PGT_CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    unlink(path);
+    unlink(out);
+    unlink(handler);
+    pgt_db_close(c);
+    pgt_bouncer_stop();
+}
+
+/* ---- the migrator's lock (migfix's part of issue 20) -------------------------- */
+
+/* The schema install (the migrator, which .load and .migrate run) through
+** transaction mode leaves no advisory lock held on a pooled server session:
+** a direct run afterwards would wait for it and fail. Until the migrator
+** takes a transaction-scoped lock behind a transaction pooler this is a
+** known failure: it skips (saying so) unless PGPIPE_TEST_MIGRATE_LOCK=1. */
+static void pooler_t_quiet(void *ud, const char *message)
+{
+    (void)ud;
+    (void)message;
+}
+
+PGT_TEST(pooler, migrate_leaves_no_lock)
+{
+    unsetenv("PGPIPE_POOLER");
+    PGconn *direct = pgt_db_fresh("pooler_t_mig");
+    char dsn[512];
+    snprintf(dsn, sizeof dsn, "%s dbname=pooler_t_mig", pgt_bouncer_dsn("transaction"));
+    /* other clients move the migrator's transactions between the 2 sessions */
+    pooler_t_noise noise;
+    pooler_t_noise_start(&noise, dsn);
+    long long held = 0;
+    for (int round = 0; round < 3; round++) {
+        PGconn *b = PQconnectdb(dsn);
+        PGT_CHECK(PQstatus(b) == CONNECTION_OK);
+        PQsetNoticeProcessor(b, pooler_t_quiet, NULL); /* no session SET lasts here */
+        pgt_db_install(b);
+        PQfinish(b);
+        held += pgt_db_int(direct, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a"
+                                   " USING (pid) WHERE l.locktype = 'advisory'"
+                                   " AND a.datname = 'pooler_t_mig'");
+    }
+    pooler_t_noise_stop(&noise);
+    pgt_bouncer_stop();
+    const char *strict = getenv("PGPIPE_TEST_MIGRATE_LOCK");
+    if (held && !(strict && !strcmp(strict, "1"))) {
+        pgt_db_close(direct);
+        PGT_SKIP("the migrator's session advisory lock leaks behind a transaction pooler "
+                 "(issue 20, migfix); PGPIPE_TEST_MIGRATE_LOCK=1 makes this a failure");
+    }
+    PGT_EQ_INT(held, 0);
+    pgt_db_close(direct);
 }
