@@ -14348,6 +14348,8 @@ typedef struct claim_worker {
     int idle;
     int fatal;                 /* the code that stopped this worker */
     pgpipe_error fatal_err;    /* and its error, when it had one */
+    pp_cancel_slot cancel;     /* its connection's, for pgpipe_workers_cancel */
+    atomic_int ended;          /* its thread is done */
 } claim_worker;
 
 struct pgpipe_workers {
@@ -14447,6 +14449,7 @@ static void claim_worker_drop(claim_worker *k, pgpipe_claimer **cl, pgpipe_conn 
         }
         *pc = NULL;
     }
+    pp_cancel_arm(&k->cancel, NULL);
 }
 
 static void claim_maybe_alert(pgpipe_workers *w, PGconn *conn)
@@ -14552,6 +14555,7 @@ static void *claim_worker_main(void *arg)
                 continue;
             }
             backoff.attempt = 0;
+            pp_cancel_arm(&k->cancel, pgpipe_conn_pg(pc));
         }
         int nrows = 0;
         long long dead_before = cl->st.dead;
@@ -14619,6 +14623,7 @@ static void *claim_worker_main(void *arg)
     }
     claim_worker_drop(k, &cl, &pc, 0);
     claim_worker_sync(k, NULL, 0);
+    atomic_store(&k->ended, 1);
     return NULL;
 }
 
@@ -14888,6 +14893,29 @@ void pgpipe_workers_close(pgpipe_workers *w)
     pp_free(w->wk);
     pp_free(w->channel);
     pp_free(w);
+}
+
+/* Each worker arms its slot once its connection is set up, and disarms it
+** when it lets the connection go; a fire in between cancels whatever that
+** connection runs then. */
+int pgpipe_workers_cancel(pgpipe_workers *w)
+{
+    if (!w || w->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_MISUSE;
+    pgpipe_workers_stop(w);
+    for (int i = 0; i < w->n && w->wk; i++)
+        pp_cancel_fire(&w->wk[i].cancel);
+    return PGPIPE_OK;
+}
+
+int pgpipe_workers_running(const pgpipe_workers *w)
+{
+    if (!w || w->hdr.magic != PP_HANDLE_MAGIC || !w->wk)
+        return 0;
+    int n = 0;
+    for (int i = 0; i < w->n; i++)
+        n += w->wk[i].started && !atomic_load(&w->wk[i].ended);
+    return n;
 }
 
 #endif /* PGPIPE_OMIT_THREADS */

@@ -1668,6 +1668,18 @@ void pgpipe_workers_stop(pgpipe_workers *w);
 ** an error that stops them all, such as a SQL handler the server refuses to
 ** prepare); pgpipe_workers_wait then gives the error. */
 int pgpipe_workers_stopping(const pgpipe_workers *w);
+/* Stop the workers now: pgpipe_workers_stop, and the statement each worker
+** runs at this moment is cancelled (PQcancel on a handle made when its
+** connection was set up), so a worker stuck in a statement, such as a
+** COMMIT waiting for a synchronous standby that is gone, returns. What a
+** cancelled statement did is rolled back, except a COMMIT cancelled while
+** waiting for a standby: PostgreSQL keeps it committed locally (with a
+** WARNING), so it counts as done. Async-signal-safe; call it again when a
+** worker still runs (pgpipe_workers_running) and is stuck in another
+** statement. */
+int pgpipe_workers_cancel(pgpipe_workers *w);
+/* How many worker threads have not ended yet (0 once all are done). */
+int pgpipe_workers_running(const pgpipe_workers *w);
 /* Install SIGINT and SIGTERM handlers that call pgpipe_workers_stop(w). */
 int pgpipe_workers_handle_signals(pgpipe_workers *w);
 /* Wait until every pending row (matching the filters) is processed or

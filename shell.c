@@ -115,6 +115,12 @@ static volatile sig_atomic_t interrupted = 0;
 /* the signal (SIGTERM, SIGHUP, SIGQUIT, SIGPIPE) that asked the run to end */
 static volatile sig_atomic_t terminating = 0;
 static PGcancel *volatile cancel_handle = NULL;
+/* The .load or .work running now: Ctrl-C cancels what their connections run
+** (a COMMIT stuck waiting for a synchronous standby, say), not only the
+** shell's own statement. cancel_loader_at points at the loader variable of
+** .load, set as soon as pgpipe_loader_open makes the handle. */
+static pgpipe_loader *volatile *volatile cancel_loader_at = NULL;
+static pgpipe_workers *volatile cancel_workers = NULL;
 
 static void on_sigint(int sig)
 {
@@ -126,6 +132,25 @@ static void on_sigint(int sig)
         char err[64];
         PQcancel(c, err, sizeof err);
     }
+    pgpipe_loader *volatile *at = cancel_loader_at;
+    pgpipe_loader *l = at ? *at : NULL;
+    if (l)
+        pgpipe_loader_cancel(l);
+    pgpipe_workers *w = cancel_workers;
+    if (w)
+        pgpipe_workers_cancel(w);
+}
+
+/* Sets what the handler reads with the signals blocked (this thread: the
+** library's threads have ended whenever the handle is cleared). */
+static void set_cancel_targets(pgpipe_loader *volatile *l, pgpipe_workers *w)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    cancel_loader_at = l;
+    cancel_workers = w;
+    sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
 /* Replaces the cancel handle the handler uses (NULL: none) with the signals
@@ -1773,6 +1798,7 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     interrupted = 0;
+    set_cancel_targets(NULL, w);
     if (!quiet)
         fprintf(sh->out, "working on %s with %d workers%s\n",
                 wo.claim.table ? wo.claim.table : "staging.raw_events", wo.threads,
@@ -1798,8 +1824,24 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
             fflush(sh->out);
         }
     }
+    int busy = 0;
+    if (interrupted) {
+        /* Ctrl-C cancelled what the workers ran (the handler did); one may
+        ** be stuck in the next statement (the release of its claim, a
+        ** COMMIT waiting for a synchronous standby): cancel again while any
+        ** still runs */
+        pgpipe_workers_stats_get(w, &st);
+        busy = st.threads - st.idle;
+        pgpipe_workers_cancel(w);
+        for (int i = 1; pgpipe_workers_running(w) > 0; i++) {
+            pgpipe_sleep_ms(100);
+            if (i % 20 == 0)
+                pgpipe_workers_cancel(w);
+        }
+    }
     pgpipe_workers_stop(w);
     int wrc = pgpipe_workers_wait(w);
+    set_cancel_targets(NULL, NULL);
     pgpipe_workers_stats_get(w, &st);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
@@ -1807,11 +1849,19 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
             " (%.0f events/s)%s\n", st.total.claimed, st.total.done, st.total.retried,
             st.total.dead, st.total.fenced, st.elapsed_s, st.events_per_s,
             interrupted ? ", stopped" : "");
+    if (interrupted && (busy > 0 || until_empty))
+        fprintf(stderr, "pgpipe: .work interrupted%s: the %lld events counted done are committed. "
+                        "The statements in flight were cancelled: what they did is rolled back and "
+                        "their events stay pending (a leased claim is taken again when its lease "
+                        "ends), except a COMMIT cancelled while it waited for a synchronous standby: "
+                        "the server keeps it committed (its WARNING says so) and it is counted done, "
+                        "but that standby may not have it.\n",
+                busy > 0 ? " with work in flight" : " before the table was empty", st.total.done);
     if (wrc != PGPIPE_OK)
         print_error(pgpipe_errinfo(w));  /* with the SQLSTATE */
     pgpipe_workers_close(w);
     pgpipe_pool_close(pool, NULL);
-    return wrc != PGPIPE_OK;
+    return wrc != PGPIPE_OK || (interrupted && (busy > 0 || until_empty));
 }
 
 /* .records COLLECTION create JSON | get ID | update [--replace] ID JSON | delete ID |
@@ -2359,6 +2409,20 @@ static void load_resume_hint(shell *sh, char **argv, int argc, const char *file,
             s->batches, s->batches == 1 ? "" : "es", s->rows_loaded, dot, full);
 }
 
+/* After Ctrl-C stopped a .load: what is committed and what is not. */
+static void load_cancel_report(const pgpipe_load_summary *s)
+{
+    if (s->batches_at_cancel)
+        fprintf(stderr, "pgpipe: %lld of the committed batches committed while Ctrl-C cancelled "
+                        "them: a COMMIT cancelled while waiting for a synchronous standby stays "
+                        "committed on the server (its WARNING says so), but that standby may not "
+                        "have it\n", s->batches_at_cancel);
+    long long open = s->records_read - s->rows_loaded - s->rows_dead - s->rows_skipped - s->rows_missing;
+    fprintf(stderr, "pgpipe: not committed: %lld record%s read in the batches in flight (cancelled "
+                    "and rolled back), and the rest of the input\n", open > 0 ? open : 0,
+            open == 1 ? "" : "s");
+}
+
 /* .load FILE [options]: the COPY loader (see .help load). */
 static const optdef opts_load[] = {
     { "--format", NULL, OPT_ENUM, "csv|ndjson|json|auto", 0, 0, "auto (by extension, else the first byte)",
@@ -2534,12 +2598,15 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
     }
     o.progress = load_progress;
     interrupted = 0;
-    pgpipe_loader *l = NULL;
+    pgpipe_loader *volatile lv = NULL;
+    set_cancel_targets(&lv, NULL);
     /* the schema install's NOTICEs (on the shell's connection) go to the log */
     PQnoticeProcessor old = quiet_notices(sh->conn);
-    rc = pgpipe_loader_open(&l, &o);
+    rc = pgpipe_loader_open((pgpipe_loader **)&lv, &o);
+    pgpipe_loader *l = lv;
     if (rc == PGPIPE_OK)
         rc = pgpipe_loader_load_file(l, file);
+    set_cancel_targets(NULL, NULL);
     restore_notices(sh->conn, old);
     if (isatty(STDERR_FILENO))
         fprintf(stderr, "\r%100s\r", "");
@@ -2556,10 +2623,12 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
                     s.records_read, s.rows_loaded, s.rows_dead, s.batches, s.seconds,
                     s.rows_per_sec);
     }
-    if (rc != PGPIPE_OK && interrupted)
+    if (rc != PGPIPE_OK && interrupted) {
         load_resume_hint(sh, argv, argc, file, &s);
-    else if (rc != PGPIPE_OK)
+        load_cancel_report(&s);
+    } else if (rc != PGPIPE_OK) {
         print_error(pgpipe_errinfo(l));
+    }
     pgpipe_loader_close(l);
     free(ci);
     rc = rc == PGPIPE_OK ? 0 : 1;
@@ -2616,7 +2685,9 @@ static const command commands[] = {
     { "load", ".load FILE|- [options]",
       "load CSV, NDJSON or a JSON array into staging.raw_events (or T) with the COPY loader:\n"
       "validated, batched, bad records to pgpipe.dead_letters, resumable (the same file again\n"
-      "skips what was committed).", cmd_load, spec_load, 0 },
+      "skips what was committed). Batches a failover lost are loaded again from the file (else\n"
+      "the load fails naming them). Ctrl-C cancels the statements in flight, even a COMMIT\n"
+      "stuck waiting for a synchronous standby, and says what is committed.", cmd_load, spec_load, 0 },
     { "log", ".log [debug|info|notice|warn|error|off]",
       "show or set what of pgpipe's log reaches stderr (default warn, or $PGPIPE_LOG). notice\n"
       "(the same as info) also shows the server NOTICEs of pgpipe's own schema installs\n"
@@ -2652,7 +2723,10 @@ static const command commands[] = {
     { "work", ".work [N] --sql \"SQL\"|FILE | --mark [options]",
       "process staging.raw_events with N SKIP LOCKED workers until Ctrl-C (or --until-empty),\n"
       "with one handler: --sql or --mark. Behind a transaction-mode pooler (pgbouncer; see\n"
-      "pgpipe --pooler, $PGPIPE_POOLER) NOTIFY cannot wake them: they poll every --poll MS.",
+      "pgpipe --pooler, $PGPIPE_POOLER) NOTIFY cannot wake them: they poll every --poll MS.\n"
+      "Ctrl-C cancels the statements in flight (even a COMMIT stuck waiting for a synchronous\n"
+      "standby) and says what is committed; the exit status is then non-zero when work was\n"
+      "in flight or --until-empty had not finished.",
       cmd_work, spec_work, 0 },
     { NULL, NULL, NULL, NULL, NULL, 0 },
 };

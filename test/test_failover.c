@@ -1,0 +1,338 @@
+/* Failover: a load whose committed batches a failover to an asynchronous
+** replica lost. Each test runs its own primary and streaming replica
+** (tool/pgtmp.sh, pg_basebackup -R), never the shared test cluster: the
+** primary is stopped (immediate) and the replica promoted in the middle of
+** the load. The replica is made to lag on purpose: after the first batches
+** reached it, its primary_conninfo is emptied (the WAL receiver stops), the
+** loader commits more batches on the primary alone, then the primary dies
+** and the loader's multi-host conninfo reaches the promoted replica. */
+#include <limits.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+typedef struct fo_pair {
+    char dir[300], bindir[300], runas[64];
+    int pport, rport;
+    char dsn[512];    /* both hosts, read-write one */
+} fo_pair;
+
+static int fo_sh(const char *fmt, ...) PP_PRINTF(1, 2);
+static int fo_sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    return rc == -1 ? -1 : WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+static int fo_read_int(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    int v = 0;
+    if (f) {
+        if (fscanf(f, "%d", &v) != 1)
+            v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
+static PGconn *fo_conn(int port)
+{
+    char ci[128];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres", port);
+    PGconn *c = PQconnectdb(ci);
+    PGT_CHECK_MSG(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    return c;
+}
+
+static long long fo_int(PGconn *c, const char *sql)
+{
+    PGresult *r = PGT_EXEC(c, sql);
+    long long v = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+    PQclear(r);
+    return v;
+}
+
+/* Poll until sql on c gives 1 (every 20 ms, at most 30 s). */
+static void fo_until(PGconn *c, const char *sql)
+{
+    for (int i = 0; i < 1500; i++) {
+        if (fo_int(c, sql) == 1)
+            return;
+        pgpipe_sleep_ms(20);
+    }
+    PGT_CHECK_MSG(0, "still not true after 30 s: %s", sql);
+}
+
+/* A primary and its streaming replica, each stopped when this test ends. */
+static void fo_start(fo_pair *p, const char *name)
+{
+    const char *top = getenv("PGPIPE_TOP");
+    if (!top || !*top)
+        top = ".";
+    FILE *b = popen("sh tool/pgtmp.sh bindir 2>/dev/null", "r");
+    PGT_CHECK(b != NULL);
+    if (!fgets(p->bindir, sizeof p->bindir, b))
+        p->bindir[0] = '\0';
+    pclose(b);
+    p->bindir[strcspn(p->bindir, "\n")] = '\0';
+    /* the directory may hold links to initdb and pg_ctl alone: the one
+    ** pg_ctl really is in has pg_basebackup too */
+    char tool[400], real[300];
+    snprintf(tool, sizeof tool, "%s/pg_ctl", p->bindir);
+    ssize_t len = readlink(tool, real, sizeof real - 1);
+    if (len > 0 && real[0] == '/') {
+        real[len] = '\0';
+        char *slash = strrchr(real, '/');
+        *slash = '\0';
+        snprintf(p->bindir, sizeof p->bindir, "%s", real);
+    }
+    snprintf(tool, sizeof tool, "%s/pg_basebackup", p->bindir);
+    if (!p->bindir[0] || access(tool, X_OK) != 0)
+        PGT_SKIP("no pg_basebackup");
+    /* pgtmp runs the servers as postgres when we are root: so do the tools */
+    snprintf(p->runas, sizeof p->runas, "%s", geteuid() == 0 ? "runuser -u postgres --" : "");
+    snprintf(p->dir, sizeof p->dir, "%s/%s.%d", pgt_tmpdir(), name, (int)getpid());
+    PGT_CHECK(mkdir(p->dir, 0755) == 0);
+    PGT_EQ_INT(fo_sh("cd '%s' && sh tool/pgtmp.sh start '%s/p' --tcp --owner %d >/dev/null", top,
+                     p->dir, (int)getpid()), 0);
+    char path[400];
+    snprintf(path, sizeof path, "%s/p/port", p->dir);
+    p->pport = fo_read_int(path);
+    PGT_CHECK(p->pport > 0);
+    PGT_EQ_INT(fo_sh("mkdir '%s/r' && chmod 755 '%s/r'", p->dir, p->dir), 0);
+    if (geteuid() == 0)
+        PGT_EQ_INT(fo_sh("chown postgres '%s/r'", p->dir), 0);
+    PGT_EQ_INT(fo_sh("%s '%s' -h 127.0.0.1 -p %d -U postgres -D '%s/r/data' -R -X stream -c fast "
+                     "--no-sync >'%s/basebackup.log' 2>&1", p->runas, tool, p->pport, p->dir,
+                     p->dir), 0);
+    PGT_EQ_INT(fo_sh("cd '%s' && sh tool/pgtmp.sh start '%s/r' --tcp --owner %d >/dev/null", top,
+                     p->dir, (int)getpid()), 0);
+    snprintf(path, sizeof path, "%s/r/port", p->dir);
+    p->rport = fo_read_int(path);
+    PGT_CHECK(p->rport > 0);
+    snprintf(p->dsn, sizeof p->dsn, "host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres "
+             "dbname=postgres target_session_attrs=read-write connect_timeout=5",
+             p->pport, p->rport);
+    PGconn *c = fo_conn(p->pport);
+    fo_until(c, "SELECT (count(*) = 1)::int FROM pg_stat_replication WHERE state = 'streaming'");
+    pgt_db_install(c);
+    PQfinish(c);
+}
+
+static void fo_stop(fo_pair *p)
+{
+    const char *top = getenv("PGPIPE_TOP");
+    fo_sh("cd '%s' && sh tool/pgtmp.sh stop '%s/r' >/dev/null 2>&1; sh tool/pgtmp.sh stop '%s/p' "
+          ">/dev/null 2>&1", top && *top ? top : ".", p->dir, p->dir);
+}
+
+/* The replica has replayed everything the primary wrote; then it stops
+** receiving (its WAL receiver goes when primary_conninfo is emptied). */
+static void fo_cut_replication(fo_pair *p)
+{
+    PGconn *pc = fo_conn(p->pport), *rc = fo_conn(p->rport);
+    char sql[256];
+    char *lsn = NULL;
+    PGresult *r = PGT_EXEC(pc, "SELECT pg_current_wal_lsn()::text");
+    lsn = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    snprintf(sql, sizeof sql, "SELECT (pg_last_wal_replay_lsn() >= '%s'::pg_lsn)::int", lsn);
+    free(lsn);
+    fo_until(rc, sql);
+    PQclear(PGT_EXEC(rc, "ALTER SYSTEM SET primary_conninfo = ''"));
+    PQclear(PGT_EXEC(rc, "SELECT pg_reload_conf()"));
+    fo_until(rc, "SELECT (count(*) = 0)::int FROM pg_stat_wal_receiver");
+    PQfinish(pc);
+    PQfinish(rc);
+}
+
+/* The primary dies (immediate: no shutdown checkpoint, no last WAL sent)
+** and the replica becomes the primary. */
+static void fo_failover(fo_pair *p)
+{
+    PGT_EQ_INT(fo_sh("%s '%s/pg_ctl' -D '%s/p/data' -m immediate -w stop >/dev/null 2>&1", p->runas,
+                     p->bindir, p->dir), 0);
+    PGT_EQ_INT(fo_sh("%s '%s/pg_ctl' -D '%s/r/data' -w promote >/dev/null 2>&1", p->runas, p->bindir,
+                     p->dir), 0);
+}
+
+typedef struct fo_run {
+    fo_pair *p;
+    long long cut_after, fail_after;
+} fo_run;
+
+static int fo_progress(void *ud, const pgpipe_load_progress *pr)
+{
+    fo_run *f = ud;
+    if (pr->batches == f->cut_after) {
+        f->cut_after = -1;
+        fo_cut_replication(f->p);
+    }
+    if (pr->batches == f->fail_after) {
+        f->fail_after = -1; /* once: the reload counts its batches anew */
+        fo_failover(f->p);
+    }
+    return 0;
+}
+
+/* 2,000 records, every 250th not JSON (dead-lettered: 8). */
+static void fo_write(const char *path, int from, int to)
+{
+    FILE *f = fopen(path, from ? "a" : "w");
+    PGT_CHECK(f != NULL);
+    for (int i = from; i < to; i++) {
+        if (i % 250 == 249)
+            fprintf(f, "{not json %d\n", i);
+        else
+            fprintf(f, "{\"event_type\":\"fo\",\"n\":%d}\n", i);
+    }
+    PGT_CHECK(fclose(f) == 0);
+}
+
+/* What the new primary holds of the load: every record once, and the
+** invariant records in = loaded + dead-lettered in its pgpipe.loads row. */
+static void fo_check_server(fo_pair *p, long long load_id, const char *src, long long expect_rows)
+{
+    PGconn *c = fo_conn(p->rport);
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s'", src);
+    PGT_EQ_INT(fo_int(c, sql), expect_rows);
+    snprintf(sql, sizeof sql, "SELECT count(DISTINCT payload->>'n') FROM staging.raw_events "
+             "WHERE source = '%s'", src);
+    PGT_EQ_INT(fo_int(c, sql), expect_rows);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = '%s'", src);
+    PGT_EQ_INT(fo_int(c, sql), 2000 - expect_rows);
+    snprintf(sql, sizeof sql, "SELECT rows_read FROM pgpipe.loads WHERE id = %lld", load_id);
+    PGT_EQ_INT(fo_int(c, sql), 2000);
+    snprintf(sql, sizeof sql, "SELECT rows_loaded FROM pgpipe.loads WHERE id = %lld", load_id);
+    PGT_EQ_INT(fo_int(c, sql), expect_rows);
+    snprintf(sql, sizeof sql, "SELECT rows_dead_lettered FROM pgpipe.loads WHERE id = %lld", load_id);
+    PGT_EQ_INT(fo_int(c, sql), 2000 - expect_rows);
+    snprintf(sql, sizeof sql, "SELECT status FROM pgpipe.loads WHERE id = %lld", load_id);
+    PGresult *r = PGT_EXEC(c, sql);
+    PGT_EQ_STR(PQgetvalue(r, 0, 0), "completed");
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* A file: the loader finds batches 6-10 missing on the promoted replica
+** and loads them again from the file, so the load ends with every record
+** on the new primary exactly once (it printed success with 500 missing). */
+PGT_TEST(copy, failover_file_batches_lost_are_reloaded)
+{
+    fo_pair p;
+    fo_start(&p, "fo_file");
+    char path[512], src[64];
+    snprintf(path, sizeof path, "%s/fo_file.%d.ndjson", pgt_tmpdir(), (int)getpid());
+    snprintf(src, sizeof src, "fo_file_%d", (int)getpid());
+    fo_write(path, 0, 2000);
+    fo_run f = { &p, 5, 10 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = p.dsn;
+    o.connections = 1;
+    o.batch_rows = 100;
+    o.source_name = src;
+    o.progress = fo_progress;
+    o.progress_ud = &f;
+    pgpipe_loader *l = NULL;
+    PGT_OK(pgpipe_loader_open(&l, &o));
+    int rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.records_read, 2000);
+    PGT_EQ_INT(s.rows_loaded, 1992);
+    PGT_EQ_INT(s.rows_dead, 8);
+    PGT_EQ_INT(s.rows_skipped, 0);
+    PGT_EQ_INT(s.batches_reloaded, 5);
+    PGT_EQ_INT(s.batches, 20);
+    PGT_EQ_INT(s.rows_missing, 0);
+    char line[512];
+    pgpipe_load_summary_format(&s, line, sizeof line);
+    PGT_CONTAINS(line, "5 batches lost in a failover loaded again");
+    pgpipe_loader_close(l);
+    fo_check_server(&p, s.load_id, src, 1992);
+    fo_stop(&p);
+}
+
+/* Input that cannot be read again (fed in chunks): the load fails, names
+** the missing batches and says how to fill them; running it again with the
+** same key then loads exactly those. */
+PGT_TEST(copy, failover_stream_batches_lost_fail_loudly)
+{
+    fo_pair p;
+    fo_start(&p, "fo_stream");
+    char path[512], src[64], key[64];
+    snprintf(path, sizeof path, "%s/fo_stream.%d.ndjson", pgt_tmpdir(), (int)getpid());
+    snprintf(src, sizeof src, "fo_stream_%d", (int)getpid());
+    snprintf(key, sizeof key, "fo-stream-%d", (int)getpid());
+    fo_write(path, 0, 2000);
+    FILE *in = fopen(path, "r");
+    PGT_CHECK(in != NULL);
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf, in);
+    fclose(in);
+    /* the offsets of lines 500 and 1000: batches 1-5, 6-10, 11-20 */
+    size_t cut[2] = { 0, 0 };
+    int lines = 0;
+    for (size_t i = 0; i < n; i++)
+        if (buf[i] == '\n' && (++lines == 500 || lines == 1000))
+            cut[lines == 1000] = i + 1;
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = p.dsn;
+    o.connections = 1;
+    o.batch_rows = 100;
+    o.source_name = src;
+    o.load_key = key;
+    for (int run = 0; run < 2; run++) {
+        pgpipe_loader *l = NULL;
+        PGT_OK(pgpipe_loader_open(&l, &o));
+        PGT_OK(pgpipe_loader_feed(l, buf, cut[0]));
+        if (run == 0)
+            fo_cut_replication(&p);
+        PGT_OK(pgpipe_loader_feed(l, buf + cut[0], cut[1] - cut[0]));
+        if (run == 0)
+            fo_failover(&p);
+        PGT_OK(pgpipe_loader_feed(l, buf + cut[1], n - cut[1]));
+        int rc = pgpipe_loader_finish(l);
+        pgpipe_load_summary s;
+        pgpipe_loader_summary(l, &s);
+        PGT_EQ_INT(s.records_read, 2000);
+        if (run == 0) {
+            PGT_EQ_INT(rc, PGPIPE_DB);
+            const char *m = pgpipe_errmsg(l);
+            PGT_CONTAINS(m, "5 committed batches (500 records) are not on the server now");
+            PGT_CONTAINS(m, "batches 6, 7, 8, 9, 10");
+            PGT_CONTAINS(m, "failover");
+            PGT_CONTAINS(m, key);
+            PGT_EQ_INT(s.rows_missing, 500);
+            PGT_EQ_INT(s.batches_missing, 5);
+            PGT_EQ_INT(s.rows_loaded + s.rows_dead, 1500);
+            /* the new primary says so too */
+            PGconn *c = fo_conn(p.rport);
+            char sql[256];
+            snprintf(sql, sizeof sql, "SELECT status FROM pgpipe.loads WHERE id = %lld", s.load_id);
+            PGresult *r = PGT_EXEC(c, sql);
+            PGT_EQ_STR(PQgetvalue(r, 0, 0), "failed");
+            PQclear(r);
+            PQfinish(c);
+        } else {
+            PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+            PGT_EQ_INT(s.rows_loaded + s.rows_dead, 500);
+            PGT_EQ_INT(s.rows_skipped, 1500);
+            PGT_EQ_INT(s.rows_missing, 0);
+            fo_check_server(&p, s.load_id, src, 1992);
+        }
+        pgpipe_loader_close(l);
+    }
+    fo_stop(&p);
+}
