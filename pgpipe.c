@@ -13116,6 +13116,18 @@ struct pgpipe_batch {
     int top;                  /* 1 for a claimed batch, 0 for a view */
 };
 
+/* A batch that failed as a whole after its claim, kept until its attempt is
+** recorded (claim_record_lost), possibly on another connection. */
+typedef struct claim_lost {
+    char *ids;                /* bigint[] literal of its rows; NULL = none */
+    int n;
+    char token[37];
+    pgpipe_error cause;       /* the failure: message and SQLSTATE */
+} claim_lost;
+
+struct pgpipe_claimer;
+static int claim_record_lost(struct pgpipe_claimer *c);
+
 struct pgpipe_claimer {
     pp_handle hdr;
     PGconn *conn;
@@ -13123,6 +13135,7 @@ struct pgpipe_claimer {
     char *table, *source, *event_type, *worker_id, *dlq_table; /* copies */
     char *qtable, *qdlq;      /* quoted names */
     char *sql_claim, *sql_done, *sql_fail, *sql_release, *sql_pending, *sql_exists;
+    char *sql_lost, *sql_lock; /* rare or pipelined: sent unprepared */
     char nm_claim[40], nm_done[40], nm_fail[40], nm_release[40], nm_pending[40], nm_exists[40];
     char nm_handler[40];
     uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
@@ -13135,6 +13148,9 @@ struct pgpipe_claimer {
                                  had at open, one per line (named mode) */
     pgpipe_claim_stats st;
     pgpipe_batch *cur;
+    claim_lost lost;
+    pgpipe_error fatal;       /* what the server said closing the session */
+    PQnoticeReceiver prev_recv; /* set while claim_notice_receiver is installed */
 };
 
 void pgpipe_claim_options_init(pgpipe_claim_options *o)
@@ -13341,6 +13357,52 @@ static int claim_data_error_array(pp_buf *b, const pgpipe_batch *bt)
 
 /* ---- Opening ------------------------------------------------------------ */
 
+/* The statement that records failed rows: retry with backoff or dead-letter
+** ($1 ids, $2 messages, $3 SQLSTATEs, $4 max_attempts, $5 and $6 backoff,
+** $7 table, $8 worker, $9 per record: the SQLSTATE says the data is wrong,
+** so it is dead-lettered at once; lease mode: $10 the token). Transactional
+** mode counts the attempt here (lease mode counted it at the claim). lost:
+** the rows of a batch whose transaction failed as a whole, charged after its
+** rollback, so only the rows still pending (transactional mode) are. The
+** rows are locked in primary-key order before they are written. */
+static int claim_fail_sql(pgpipe_claimer *c, int lease, int lost, char **out)
+{
+    pp_buf b = { 0 };
+    const char *inc = lease ? "" : " + 1";
+    const char *held = lease ? " AND claim_token = $10::uuid AND NOT processed"
+                             : lost ? " AND NOT processed" : "";
+    int rc = pp_buf_appendf(&b,
+        "WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $9::boolean[])"
+        " AS f(id, msg, st, data_error)),"
+        " l AS MATERIALIZED (SELECT id, received_at FROM %s WHERE id = ANY ($1::bigint[])%s"
+        " ORDER BY id FOR UPDATE),"
+        " u AS (UPDATE %s r SET attempts = r.attempts%s, last_error = f.msg,"
+        " first_failed_at = coalesce(r.first_failed_at, now()),"
+        " processed = (r.attempts%s >= $4::int OR f.data_error),"
+        " processed_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN now() END,"
+        " next_attempt_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN NULL"
+        " ELSE now() +"
+        " least($6::float8, $5::float8 * power(2::float8, r.attempts%s - 1))"
+        " * (0.5 + random() / 2) * interval '1 millisecond' END,"
+        " claim_token = NULL, lease_expires_at = NULL"
+        " FROM f, l WHERE r.id = f.id AND r.id = l.id AND r.received_at = l.received_at%s"
+        " RETURNING r.id, r.received_at, r.source, r.event_type, r.payload, r.batch_id,"
+        " r.attempts, r.first_failed_at, r.processed AS dead, f.msg, f.st),"
+        " d AS (",
+        c->qtable, held, c->qtable, inc, inc, inc, inc, inc,
+        lease ? " AND r.claim_token = $10::uuid AND NOT r.processed"
+              : lost ? " AND NOT r.processed" : "");
+    rc |= pp_dlq_process_insert(&b, c->qdlq, "u", 7, 8);
+    rc |= pp_buf_appendf(&b, ")"
+        " SELECT (SELECT count(*) FROM u WHERE NOT dead), (SELECT count(*) FROM d)");
+    if (rc != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK) {
+        pp_buf_free(&b);
+        return PGPIPE_NOMEM;
+    }
+    *out = b.data;
+    return PGPIPE_OK;
+}
+
 static int claim_build_sql(pgpipe_claimer *c)
 {
     const pgpipe_claim_options *o = &c->o;
@@ -13382,47 +13444,37 @@ static int claim_build_sql(pgpipe_claimer *c)
 
     /* lease completion; in transactional mode the claim marked the rows */
     if (pp_buf_appendf(&b,
-            "UPDATE %s SET processed = true, processed_at = now(), claim_token = NULL,"
-            " lease_expires_at = NULL WHERE id = ANY ($1::bigint[]) AND claim_token = $2::uuid"
-            " AND NOT processed", c->qtable) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
+            "WITH l AS MATERIALIZED (SELECT id, received_at FROM %s WHERE id = ANY ($1::bigint[])"
+            " AND claim_token = $2::uuid AND NOT processed ORDER BY id FOR UPDATE)"
+            " UPDATE %s r SET processed = true, processed_at = now(), claim_token = NULL,"
+            " lease_expires_at = NULL FROM l WHERE r.id = l.id AND r.received_at = l.received_at"
+            " AND r.claim_token = $2::uuid AND NOT r.processed", c->qtable, c->qtable) !=
+            PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
         goto nomem;
     c->sql_done = b.data;
     memset(&b, 0, sizeof b);
 
-    /* failure: retry with backoff or dead-letter ($9: per record, the
-    ** SQLSTATE says the data is wrong, so it is dead-lettered at once) */
-    const char *inc = lease ? "" : " + 1";
-    rc = pp_buf_appendf(&b,
-        "WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $9::boolean[])"
-        " AS f(id, msg, st, data_error)),"
-        " u AS (UPDATE %s r SET attempts = r.attempts%s, last_error = f.msg,"
-        " first_failed_at = coalesce(r.first_failed_at, now()),"
-        " processed = (r.attempts%s >= $4::int OR f.data_error),"
-        " processed_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN now() END,"
-        " next_attempt_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN NULL"
-        " ELSE now() +"
-        " least($6::float8, $5::float8 * power(2::float8, r.attempts%s - 1))"
-        " * (0.5 + random() / 2) * interval '1 millisecond' END,"
-        " claim_token = NULL, lease_expires_at = NULL"
-        " FROM f WHERE r.id = f.id%s"
-        " RETURNING r.id, r.received_at, r.source, r.event_type, r.payload, r.batch_id,"
-        " r.attempts, r.first_failed_at, r.processed AS dead, f.msg, f.st),"
-        " d AS (",
-        c->qtable, inc, inc, inc, inc, inc,
-        lease ? " AND r.claim_token = $10::uuid AND NOT r.processed" : "");
-    rc |= pp_dlq_process_insert(&b, c->qdlq, "u", 7, 8);
-    rc |= pp_buf_appendf(&b, ")"
-        " SELECT (SELECT count(*) FROM u WHERE NOT dead), (SELECT count(*) FROM d)");
-    if (rc != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
+    /* lease mode with a SQL handler: the rows still held, locked before the
+    ** handler writes anything */
+    if (pp_buf_appendf(&b,
+            "SELECT id FROM %s WHERE id = ANY ($1::bigint[]) AND claim_token = $2::uuid"
+            " AND NOT processed ORDER BY id FOR UPDATE", c->qtable) != PGPIPE_OK ||
+        pp_buf_putc(&b, '\0') != PGPIPE_OK)
         goto nomem;
-    c->sql_fail = b.data;
+    c->sql_lock = b.data;
     memset(&b, 0, sizeof b);
 
+    if (claim_fail_sql(c, lease, 0, &c->sql_fail) != PGPIPE_OK ||
+        claim_fail_sql(c, lease, 1, &c->sql_lost) != PGPIPE_OK)
+        goto nomem;
+
     if (pp_buf_appendf(&b,
-            "UPDATE %s SET claim_token = NULL, lease_expires_at = NULL,"
-            " attempts = greatest(attempts - 1, 0) WHERE id = ANY ($1::bigint[])"
-            " AND claim_token = $2::uuid AND NOT processed", c->qtable) != PGPIPE_OK ||
-        pp_buf_putc(&b, '\0') != PGPIPE_OK)
+            "WITH l AS MATERIALIZED (SELECT id, received_at FROM %s WHERE id = ANY ($1::bigint[])"
+            " AND claim_token = $2::uuid AND NOT processed ORDER BY id FOR UPDATE)"
+            " UPDATE %s r SET claim_token = NULL, lease_expires_at = NULL,"
+            " attempts = greatest(r.attempts - 1, 0) FROM l WHERE r.id = l.id"
+            " AND r.received_at = l.received_at AND r.claim_token = $2::uuid AND NOT r.processed",
+            c->qtable, c->qtable) != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
         goto nomem;
     c->sql_release = b.data;
     memset(&b, 0, sizeof b);
@@ -13780,6 +13832,9 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
     *out = NULL;
     if (c->cur)
         return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: the previous batch is not finished");
+    /* a failed batch whose attempt could not be recorded yet goes first */
+    if (c->lost.ids && claim_record_lost(c) != PGPIPE_OK)
+        return c->hdr.err.code;
     int lease = c->o.mode == PGPIPE_CLAIM_LEASE;
     char lms[16], token[37] = "";
     snprintf(lms, sizeof lms, "%d", c->o.lease_ms);
@@ -13912,6 +13967,162 @@ static int claim_nfailed(const pgpipe_batch *b)
     return n;
 }
 
+/* ---- Batches that fail as a whole --------------------------------------- */
+
+/* A server that ends a session (idle_in_transaction_session_timeout, 25P03;
+** pg_terminate_backend, 57P01) says why in a FATAL message sent while the
+** client is idle, which libpq hands to the notice receiver. The workers
+** install this receiver on their connections (from the pool, which keeps
+** libpq's default receiver: it ignores its argument) to keep that message as
+** the cause of a batch lost with the connection; every notice still goes on
+** to the previous receiver. */
+static void claim_notice_receiver(void *arg, const PGresult *res)
+{
+    pgpipe_claimer *c = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+        pp_err_pq(&c->fatal, NULL, res, NULL);
+    if (c->prev_recv)
+        c->prev_recv(NULL, res);
+}
+
+/* 1 when the connection is gone. Reads what the server sent while the
+** handler ran (one non-blocking read, no round trip): a session the server
+** ended is seen here, with its FATAL message, instead of as a write into a
+** closed socket, which loses the message. */
+static int claim_conn_gone(pgpipe_claimer *c)
+{
+    if (PQstatus(c->conn) == CONNECTION_OK)
+        (void)PQconsumeInput(c->conn);
+    return PQstatus(c->conn) != CONNECTION_OK;
+}
+
+/* Append a literal array of n copies of s. */
+static int claim_repeat_array(pp_buf *b, const char *s, int n)
+{
+    int rc = pp_buf_putc(b, '{');
+    for (int i = 0; rc == PGPIPE_OK && i < n; i++) {
+        if (i)
+            rc = pp_buf_putc(b, ',');
+        if (rc == PGPIPE_OK)
+            rc = pp_array_elem(b, s, strlen(s));
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_append(b, "}", 2);
+    return rc;
+}
+
+/* Charge the kept batch (c->lost) one attempt on c's connection, with its
+** failure as last_error: retried with backoff, or dead-lettered after
+** max_attempts (at once for a data error). Rows no longer pending (done by
+** another worker meanwhile, or reclaimed in lease mode) are counted as
+** abandoned. On failure the batch stays kept. */
+static int claim_record_lost(pgpipe_claimer *c)
+{
+    claim_lost *l = &c->lost;
+    if (!l->ids)
+        return PGPIPE_OK;
+    const char *msg = l->cause.message[0] ? l->cause.message : "batch failed";
+    pp_buf msgs = { 0 }, sts = { 0 }, dat = { 0 };
+    int rc = claim_repeat_array(&msgs, msg, l->n);
+    if (rc == PGPIPE_OK)
+        rc = claim_repeat_array(&sts, l->cause.sqlstate, l->n);
+    if (rc == PGPIPE_OK)
+        rc = claim_repeat_array(&dat, pgpipe_sqlstate_is_data_error(l->cause.sqlstate) ? "t"
+                                                                                       : "f", l->n);
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&msgs);
+        pp_buf_free(&sts);
+        pp_buf_free(&dat);
+        return pp_err_nomem(&c->hdr.err);
+    }
+    char ma[16], bb[24], bm[24];
+    snprintf(ma, sizeof ma, "%d", c->o.max_attempts);
+    snprintf(bb, sizeof bb, "%d", c->o.backoff_base_ms);
+    snprintf(bm, sizeof bm, "%d", c->o.backoff_max_ms);
+    const char *v[10] = { l->ids, msgs.data, sts.data, ma, bb, bm, c->table, c->worker_id,
+                          dat.data, l->token };
+    PGresult *r;
+    rc = pp_exec(c->conn, c->sql_lost, c->o.mode == PGPIPE_CLAIM_LEASE ? 10 : 9, v, &r,
+                 &c->hdr.err, "recording the attempt of a failed batch");
+    pp_buf_free(&msgs);
+    pp_buf_free(&sts);
+    pp_buf_free(&dat);
+    if (rc != PGPIPE_OK)
+        return rc;
+    long long retried = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    long long dead = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    PQclear(r);
+    c->st.retried += retried;
+    c->st.dead += dead;
+    c->st.abandoned += l->n - retried - dead;
+    pp_logf(PGPIPE_LOG_WARN, "claim",
+            "%s: attempt recorded for the %d rows of the failed batch: %lld to retry, "
+            "%lld dead-lettered, %lld no longer pending (cause: %s%s%s)", c->worker_id, l->n,
+            retried, dead, l->n - retried - dead, msg, l->cause.sqlstate[0] ? ", SQLSTATE " : "",
+            l->cause.sqlstate);
+    pp_free(l->ids);
+    memset(l, 0, sizeof *l);
+    return PGPIPE_OK;
+}
+
+/* A claimed batch that cannot be finished (its connection was lost, its
+** transaction or its completion failed), with the failure in c->hdr.err:
+** roll back what is open, keep the batch's rows (only the failed ones when
+** failed_only), and charge them an attempt at once if the connection still
+** works, else on the next connection (claim_adopt_lost). Frees the batch;
+** c->hdr.err keeps the original failure. */
+static void claim_batch_lost(pgpipe_claimer *c, pgpipe_batch *b, int failed_only)
+{
+    pgpipe_error cause = c->hdr.err;
+    int alive = PQstatus(c->conn) == CONNECTION_OK;
+    if (!alive && c->fatal.message[0]) { /* the server's own reason */
+        pp_err(&cause, PGPIPE_DB, "connection lost: %s", c->fatal.message);
+        memcpy(cause.sqlstate, c->fatal.sqlstate, sizeof cause.sqlstate);
+    }
+    pgpipe_error_clear(&c->fatal);
+    c->cur = NULL;
+    if (alive)
+        pp_rollback_open(c->conn);
+    if (c->lost.ids) { /* not recorded before: cannot happen on a live connection */
+        c->st.abandoned += c->lost.n;
+        pp_free(c->lost.ids);
+        memset(&c->lost, 0, sizeof c->lost);
+    }
+    pp_buf ids = { 0 };
+    int n = 0, rc = pp_buf_putc(&ids, '{');
+    for (int i = 0; rc == PGPIPE_OK && i < b->n; i++) {
+        if (failed_only && !b->failed[i])
+            continue;
+        rc = pp_buf_appendf(&ids, n ? ",%lld" : "%lld", b->ev[i].id);
+        n++;
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_append(&ids, "}", 2);
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&ids);
+        c->st.abandoned += n;
+    } else if (n > 0) {
+        c->lost.ids = ids.data;
+        c->lost.n = n;
+        memcpy(c->lost.token, b->token, sizeof c->lost.token);
+        c->lost.cause = cause;
+    } else {
+        pp_buf_free(&ids);
+    }
+    char st[24] = "";
+    if (cause.sqlstate[0])
+        snprintf(st, sizeof st, " (SQLSTATE %s)", cause.sqlstate);
+    pp_logf(PGPIPE_LOG_WARN, "claim", "%s: a batch of %d rows failed as a whole: %s%s; %s",
+            c->worker_id, b->n, cause.message, st,
+            !n ? "nothing to retry" : alive ? "recording an attempt"
+                                            : "its attempt is recorded on the next connection");
+    claim_batch_free(b);
+    if (alive && c->lost.ids)
+        claim_record_lost(c);
+    c->hdr.err = cause;
+}
+
 /* Lease completion of the rows not marked failed, inside or outside a
 ** transaction; *accepted receives the rows whose token still matched. */
 static int claim_lease_done(pgpipe_claimer *c, pgpipe_batch *b, int *want, long long *accepted)
@@ -13944,30 +14155,40 @@ int pgpipe_claim_complete(pgpipe_claimer *c, pgpipe_batch *b)
     int nfailed = claim_nfailed(b), rc;
     long long retried = 0, dead = 0;
     if (c->o.mode == PGPIPE_CLAIM_TRANSACTIONAL) {
-        rc = claim_mark_failed(c, b, nfailed, &retried, &dead);
+        rc = claim_conn_gone(c) ? pp_err_pq(&c->hdr.err, c->conn, NULL, "completing a batch")
+                                : claim_mark_failed(c, b, nfailed, &retried, &dead);
         if (rc == PGPIPE_OK)
             rc = claim_exec(c, "COMMIT");
-        else
-            pp_rollback_open(c->conn);
-        if (rc == PGPIPE_OK) {
-            c->st.done += b->n - nfailed;
-            c->st.retried += retried;
-            c->st.dead += dead;
+        if (rc != PGPIPE_OK) {
+            /* the transaction is gone with the attempts it counted */
+            claim_batch_lost(c, b, 0);
+            return rc;
         }
+        c->st.done += b->n - nfailed;
+        c->st.retried += retried;
+        c->st.dead += dead;
         claim_batch_free(b);
         return rc;
     }
     int want = 0;
     long long accepted = 0;
     rc = claim_lease_done(c, b, &want, &accepted);
-    if (rc == PGPIPE_OK)
-        rc = claim_mark_failed(c, b, nfailed, &retried, &dead);
-    if (rc == PGPIPE_OK) {
+    if (rc != PGPIPE_OK) {
+        claim_batch_lost(c, b, 0);
+        return rc;
+    }
+    c->st.done += accepted;
+    c->st.fenced += want - accepted;
+    rc = claim_mark_failed(c, b, nfailed, &retried, &dead);
+    if (rc != PGPIPE_OK) {
+        claim_batch_lost(c, b, 1);
+        return rc;
+    }
+    {
         long long refused = (want - accepted) + (nfailed - retried - dead);
-        c->st.done += accepted;
         c->st.retried += retried;
         c->st.dead += dead;
-        c->st.fenced += refused;
+        c->st.fenced += nfailed - retried - dead;
         if (refused > 0) {
             pp_logf(PGPIPE_LOG_WARN, "claim",
                     "lease lost: %lld of %d rows were reclaimed by another worker; "
@@ -14007,13 +14228,95 @@ int pgpipe_claim_release(pgpipe_claimer *c, pgpipe_batch *b)
         }
         pp_buf_free(&ids);
     }
-    if (rc == PGPIPE_OK)
+    /* a transaction that failed to roll back is rolled back by the server:
+    ** its rows are back as well */
+    if (rc == PGPIPE_OK || c->o.mode == PGPIPE_CLAIM_TRANSACTIONAL)
         c->st.released += b->n;
+    else
+        c->st.abandoned += b->n; /* left to their lease */
     claim_batch_free(b);
     return rc;
 }
 
 /* ---- Running a handler -------------------------------------------------- */
+
+/* Lease mode with a SQL handler, in one round trip: BEGIN, lock the batch's
+** rows still held (token, not processed) in primary-key order, SAVEPOINT.
+** The rows are locked before the handler writes, as the plain SKIP LOCKED
+** pattern does (lock, then write), so the two cannot deadlock. Rows no longer
+** held (reclaimed, or processed by another client) are marked failed with
+** the mark 3: the handler does not see them and their completion is refused
+** (stats.fenced). *held: the rows locked. On failure no transaction is left
+** open. */
+static int claim_lease_lock(pgpipe_claimer *c, pgpipe_batch *b, int *held)
+{
+    PGconn *conn = c->conn;
+    pp_buf ids = { 0 };
+    int k;
+    *held = 0;
+    if (claim_id_array(&ids, b, 0, &k) != PGPIPE_OK) {
+        pp_buf_free(&ids);
+        return pp_err_nomem(&c->hdr.err);
+    }
+    const char *v[2] = { ids.data, b->token };
+    if (!PQenterPipelineMode(conn)) {
+        pp_buf_free(&ids);
+        return pp_err_pq(&c->hdr.err, conn, NULL, "entering pipeline mode");
+    }
+    int ok = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+             PQsendQueryParams(conn, c->sql_lock, 2, NULL, v, NULL, NULL, 0) &&
+             PQsendQueryParams(conn, "SAVEPOINT pgpipe_claim", 0, NULL, NULL, NULL, NULL, 0) &&
+             PQpipelineSync(conn);
+    pp_buf_free(&ids);
+    if (!ok) {
+        pp_err_pq(&c->hdr.err, conn, NULL, "locking the batch");
+        PQexitPipelineMode(conn);
+        return PGPIPE_DB;
+    }
+    PGresult *res[3];
+    for (int i = 0; i < 3; i++)
+        res[i] = claim_pipe_take(conn);
+    PQclear(PQgetResult(conn)); /* PGRES_PIPELINE_SYNC */
+    PQexitPipelineMode(conn);
+    int rc = PGPIPE_OK;
+    for (int i = 0; i < 3 && rc == PGPIPE_OK; i++)
+        if (!res[i] || !claim_is_ok(res[i]))
+            rc = pp_err_pq(&c->hdr.err, conn, res[i], "locking the batch");
+    long long *got = NULL;
+    int rows = rc == PGPIPE_OK ? PQntuples(res[1]) : 0;
+    if (rc == PGPIPE_OK && rows > 0 && !(got = pp_calloc((size_t)rows, sizeof *got)))
+        rc = pp_err_nomem(&c->hdr.err);
+    for (int j = 0; j < rows && got; j++)
+        got[j] = strtoll(PQgetvalue(res[1], j, 0), NULL, 10); /* ascending */
+    if (rc == PGPIPE_OK) {
+        for (int i = 0; i < b->n; i++) {
+            if (b->failed[i])
+                continue;
+            int lo = 0, hi = rows;
+            while (lo < hi) {
+                int mid = lo + (hi - lo) / 2;
+                if (got[mid] < b->ev[i].id)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo < rows && got[lo] == b->ev[i].id) {
+                (*held)++;
+            } else {
+                if (pgpipe_batch_fail(b, i, "lease lost: taken by another worker or client",
+                                      NULL) != PGPIPE_OK)
+                    rc = pp_err_nomem(&c->hdr.err);
+                b->failed[i] = 3;
+            }
+        }
+    }
+    pp_free(got);
+    for (int i = 0; i < 3; i++)
+        PQclear(res[i]);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(conn);
+    return rc;
+}
 
 static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
 {
@@ -14117,7 +14420,7 @@ static int claim_bisect(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch
     pgpipe_error err;
     int rc = claim_call_batch(c, h, top ? b : v, &err);
     claim_batch_free(v);
-    if (PQstatus(c->conn) != CONNECTION_OK)
+    if (claim_conn_gone(c))
         return pp_err_pq(&c->hdr.err, c->conn, NULL, "processing a batch");
     if (rc == PGPIPE_OK)
         return top ? PGPIPE_OK : claim_exec(c, "RELEASE SAVEPOINT pgpipe_b");
@@ -14195,8 +14498,21 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
         rc = claim_bisect(c, h, b, 0, b->n, 1);
     } else if (h->sql) {
         /* lease + SQL: the statement and the token-checked completion share
-        ** one transaction */
-        rc = claim_exec(c, "BEGIN; SAVEPOINT pgpipe_claim");
+        ** one transaction, which locks the rows still held first */
+        int held = 0, gone = 0;
+        rc = claim_lease_lock(c, b, &held);
+        for (int i = 0; i < b->n; i++)
+            gone += b->failed[i] == 3;
+        if (rc == PGPIPE_OK && gone == b->n) {
+            rc = claim_exec(c, "ROLLBACK");
+            c->st.fenced += b->n;
+            c->cur = NULL;
+            claim_batch_free(b);
+            pp_logf(PGPIPE_LOG_WARN, "claim", "lease lost: none of the %d rows is held any more",
+                    n);
+            return rc == PGPIPE_OK ? pp_err(&c->hdr.err, PGPIPE_BUSY,
+                                            "lease lost: the batch was reclaimed") : rc;
+        }
         if (rc == PGPIPE_OK)
             rc = claim_bisect(c, h, b, 0, b->n, 1);
         if (rc == PGPIPE_OK) {
@@ -14226,12 +14542,14 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
                 c->st.fenced += refused;
                 c->cur = NULL;
                 claim_batch_free(b);
+                if (refused > 0)
+                    pp_logf(PGPIPE_LOG_WARN, "claim", "lease lost: %lld of %d rows were taken "
+                            "by another client; their completion was refused", refused, n);
                 if (nrows)
                     *nrows = n;
                 return PGPIPE_OK;
             }
         }
-        pp_rollback_open(c->conn);
     } else {
         pgpipe_error err;
         rc = claim_call_batch(c, h, b, &err);
@@ -14243,16 +14561,10 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
         }
     }
     if (rc != PGPIPE_OK) {
-        int keep = rc;
-        pgpipe_error e = c->hdr.err;
-        if (PQstatus(c->conn) == CONNECTION_OK)
-            pgpipe_claim_release(c, b);
-        else {
-            c->cur = NULL;
-            claim_batch_free(b);
-        }
-        c->hdr.err = e;
-        return keep;
+        /* the batch failed as a whole: its attempt is counted outside the
+        ** failed transaction */
+        claim_batch_lost(c, b, 0);
+        return rc;
     }
     rc = pgpipe_claim_complete(c, b);
     if (nrows)
@@ -14320,6 +14632,9 @@ void pgpipe_claimer_close(pgpipe_claimer *c)
     pp_free(c->sql_release);
     pp_free(c->sql_pending);
     pp_free(c->sql_exists);
+    pp_free(c->sql_lost);
+    pp_free(c->sql_lock);
+    pp_free(c->lost.ids);
     pp_free(c->restore_sql);
     pp_free(c->known);
     pp_free(c);
@@ -14350,6 +14665,8 @@ typedef struct claim_worker {
     pgpipe_error fatal_err;    /* and its error, when it had one */
     pp_cancel_slot cancel;     /* its connection's, for pgpipe_workers_cancel */
     atomic_int ended;          /* its thread is done */
+    claim_lost lost;           /* a batch lost with its connection, whose
+                                  attempt the next connection records */
 } claim_worker;
 
 struct pgpipe_workers {
@@ -14419,12 +14736,23 @@ static void claim_add_stats(pgpipe_claim_stats *a, const pgpipe_claim_stats *b)
     a->dead += b->dead;
     a->fenced += b->fenced;
     a->released += b->released;
+    a->abandoned += b->abandoned;
 }
 
 static void claim_worker_drop(claim_worker *k, pgpipe_claimer **cl, pgpipe_conn **pc, int broken)
 {
     pgpipe_workers *w = k->w;
     pthread_mutex_lock(&w->mu);
+    if (*cl && (*cl)->lost.ids) {
+        if (broken && !k->lost.ids) { /* recorded on the next connection */
+            k->lost = (*cl)->lost;
+            memset(&(*cl)->lost, 0, sizeof (*cl)->lost);
+        } else {
+            (*cl)->st.abandoned += (*cl)->lost.n;
+        }
+    }
+    if (*cl && (*cl)->prev_recv)
+        PQsetNoticeReceiver((*cl)->conn, (*cl)->prev_recv, NULL);
     if (*cl) {
         pgpipe_claim_stats s;
         pgpipe_claimer_stats(*cl, &s);
@@ -14524,6 +14852,23 @@ static void *claim_worker_main(void *arg)
             co.worker_id = wid;
             PGconn *pg = pgpipe_conn_pg(pc);
             rc = pgpipe_claimer_open(&cl, pg, &co);
+            if (rc == PGPIPE_OK)
+                cl->prev_recv = PQsetNoticeReceiver(pg, claim_notice_receiver, cl);
+            if (rc == PGPIPE_OK && k->lost.ids) {
+                /* the batch lost with the last connection: its attempt
+                ** first (kept on the claimer should this fail too) */
+                cl->lost = k->lost;
+                memset(&k->lost, 0, sizeof k->lost);
+                rc = claim_record_lost(cl);
+                if (rc != PGPIPE_OK && !claim_retryable(pg, cl)) {
+                    pp_logf(PGPIPE_LOG_WARN, "claim", "worker %d: the failed batch's attempt "
+                            "cannot be recorded: %s", k->index, pgpipe_errmsg(cl));
+                    cl->st.abandoned += cl->lost.n;
+                    pp_free(cl->lost.ids);
+                    memset(&cl->lost, 0, sizeof cl->lost);
+                    rc = PGPIPE_OK;
+                }
+            }
             /* behind a transaction pooler a LISTEN stays on the server session
             ** it ran on, which serves other clients from the next transaction:
             ** nothing would ever arrive here. Poll instead, and say so once. */
@@ -14622,6 +14967,13 @@ static void *claim_worker_main(void *arg)
         }
     }
     claim_worker_drop(k, &cl, &pc, 0);
+    if (k->lost.ids) { /* no connection came back before the stop */
+        pthread_mutex_lock(&w->mu);
+        k->base.abandoned += k->lost.n;
+        pthread_mutex_unlock(&w->mu);
+        pp_free(k->lost.ids);
+        memset(&k->lost, 0, sizeof k->lost);
+    }
     claim_worker_sync(k, NULL, 0);
     atomic_store(&k->ended, 1);
     return NULL;

@@ -1819,8 +1819,10 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
             pgpipe_sleep_ms(1000);
         if (!quiet && !empty) {
             pgpipe_workers_stats_get(w, &st);
-            fprintf(sh->out, "  claimed %lld, done %lld, retried %lld, dead-lettered %lld, %.0f events/s\n",
-                    st.total.claimed, st.total.done, st.total.retried, st.total.dead, st.recent_per_s);
+            fprintf(sh->out, "  claimed %lld, done %lld, retried %lld, dead-lettered %lld, fenced %lld,"
+                    " released %lld, abandoned %lld, %.0f events/s\n", st.total.claimed,
+                    st.total.done, st.total.retried, st.total.dead, st.total.fenced,
+                    st.total.released, st.total.abandoned, st.recent_per_s);
             fflush(sh->out);
         }
     }
@@ -1845,10 +1847,10 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
     pgpipe_workers_stats_get(w, &st);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    fprintf(sh->out, "claimed %lld, done %lld, retried %lld, dead-lettered %lld, fenced %lld in %.1f s"
-            " (%.0f events/s)%s\n", st.total.claimed, st.total.done, st.total.retried,
-            st.total.dead, st.total.fenced, st.elapsed_s, st.events_per_s,
-            interrupted ? ", stopped" : "");
+    fprintf(sh->out, "claimed %lld, done %lld, retried %lld, dead-lettered %lld, fenced %lld,"
+            " released %lld, abandoned %lld in %.1f s (%.0f events/s)%s\n", st.total.claimed,
+            st.total.done, st.total.retried, st.total.dead, st.total.fenced, st.total.released,
+            st.total.abandoned, st.elapsed_s, st.events_per_s, interrupted ? ", stopped" : "");
     if (interrupted && (busy > 0 || until_empty))
         fprintf(stderr, "pgpipe: .work interrupted%s: the %lld events counted done are committed. "
                         "The statements in flight were cancelled: what they did is rolled back and "

@@ -1053,3 +1053,307 @@ PGT_TEST(claim, handler_sees_the_session_planner_settings)
     pgpipe_claimer_close(cl);
     PQfinish(c);
 }
+
+/* ---- Issue 20: attempts counted outside the failed transaction ---------- */
+
+typedef struct claim_t_logcount {
+    pthread_mutex_t mu;
+    int failed_whole;          /* "failed as a whole" warnings */
+    int recorded;              /* "attempt recorded" warnings */
+    int deadlocks;             /* warnings naming 40P01 */
+    char last[512];
+} claim_t_logcount;
+
+static void claim_t_log(void *ud, int level, const char *component, const char *message,
+                        const pgpipe_log_field *fields, int nfields)
+{
+    (void)fields, (void)nfields;
+    claim_t_logcount *lc = ud;
+    if (level < PGPIPE_LOG_WARN || strcmp(component, "claim") != 0)
+        return;
+    pthread_mutex_lock(&lc->mu);
+    lc->failed_whole += strstr(message, "failed as a whole") != NULL;
+    lc->recorded += strstr(message, "attempt recorded") != NULL;
+    lc->deadlocks += strstr(message, "40P01") != NULL;
+    snprintf(lc->last, sizeof lc->last, "%s", message);
+    pthread_mutex_unlock(&lc->mu);
+}
+
+static long long claim_t_identity(const pgpipe_claim_stats *s)
+{
+    return s->done + s->retried + s->dead + s->fenced + s->released + s->abandoned;
+}
+
+static int claim_t_sleepy(void *ud, PGconn *conn, const pgpipe_event *ev, pgpipe_error *err)
+{
+    (void)ud, (void)conn, (void)err;
+    if (strstr(ev->payload, "\"n\": 3") || strstr(ev->payload, "\"n\":3"))
+        pgpipe_sleep_ms(400); /* idle in the claim's transaction past the timeout */
+    return PGPIPE_OK;
+}
+
+/* Issue 20: a C handler slower than the server's
+** idle_in_transaction_session_timeout loses its connection (25P03) with the
+** claim's transaction, and with it any attempt counted inside. The attempt is
+** recorded on the next connection, so the record reaches the dead letters
+** after max_attempts with the server's message and SQLSTATE, the others are
+** done, every failure is logged at warning level, and every claim ends in one
+** counter. (Before: the row was retried forever, silently.) */
+PGT_TEST(claim, idle_timeout_attempts_counted_outside)
+{
+    PGconn *c = claim_t_setup("claim_t_idle", 4);
+    /* every connection of this test process: the server kills a session
+    ** idle in a transaction for 200 ms */
+    setenv("PGOPTIONS", "-c idle_in_transaction_session_timeout=200", 1);
+    claim_t_logcount lc;
+    memset(&lc, 0, sizeof lc);
+    pthread_mutex_init(&lc.mu, NULL);
+    pgpipe_config_log(claim_t_log, &lc);
+    pgpipe_log_set_level(PGPIPE_LOG_WARN);
+    pgpipe_pool *pool = claim_t_pool(3);
+    pgpipe_workers_options wo;
+    pgpipe_workers_options_init(&wo);
+    claim_t_opts(&wo.claim, "claim_t_idle");
+    wo.claim.batch_size = 1;
+    wo.claim.max_attempts = 3;
+    wo.threads = 1;
+    wo.channel = "";
+    wo.poll_ms = 20;
+    pgpipe_handler h = { claim_t_sleepy, NULL, NULL, NULL };
+    pgpipe_workers *w;
+    PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+    int rc = pgpipe_workers_run_until_empty(w, 20000);
+    pgpipe_workers_stats ws;
+    PGT_OK(pgpipe_workers_stats_get(w, &ws));
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "rc %d (%s); claimed %lld done %lld retried %lld dead %lld",
+                  rc, pgpipe_errmsg(w), ws.total.claimed, ws.total.done, ws.total.retried,
+                  ws.total.dead);
+    pgpipe_workers_close(w);
+    PGT_OK(pgpipe_pool_close(pool, NULL));
+    pgpipe_config_log(NULL, NULL);
+    PGT_EQ_INT(ws.total.done, 3);
+    PGT_EQ_INT(ws.total.retried, 2);
+    PGT_EQ_INT(ws.total.dead, 1);
+    PGT_EQ_INT(ws.total.claimed, 6);
+    PGT_EQ_INT(claim_t_identity(&ws.total), ws.total.claimed);
+    PGT_CHECK(ws.reconnects >= 3);
+    PGT_EQ_INT(lc.failed_whole, 3);
+    PGT_EQ_INT(lc.recorded, 3);
+    PGT_CHECK_MSG(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                    " source_table = 'claim_t_idle' AND (payload->>'n')::int = 3"
+                                    " AND attempt_count = 3 AND sqlstate = '25P03'"
+                                    " AND error_message LIKE '%idle-in-transaction%'") == 1,
+                  "dead letters: %s", pgt_db_str(c, "SELECT string_agg(format('%s/%s/%s',"
+                  " attempt_count, sqlstate, error_message), '; ') FROM pgpipe.dead_letters"
+                  " WHERE source_table = 'claim_t_idle'"));
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_idle WHERE processed"), 4);
+    PQfinish(c);
+}
+
+/* A transactional batch whose COMMIT fails with the connection alive (a
+** deferred foreign key: 23503 at COMMIT, which no savepoint bisection sees)
+** is charged its attempt after the rollback: a data error, so it is
+** dead-lettered at once. (Before: its attempt rolled back with it and the
+** row came back for ever.) */
+PGT_TEST(claim, tx_commit_failure_counts_the_attempt)
+{
+    PGconn *c = claim_t_setup("claim_t_commitfail", 3);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_cf_out, claim_t_cf_ref;"
+                        " CREATE TABLE claim_t_cf_ref (n int PRIMARY KEY);"
+                        " INSERT INTO claim_t_cf_ref VALUES (1), (3);"
+                        " CREATE TABLE claim_t_cf_out (n int REFERENCES claim_t_cf_ref"
+                        " DEFERRABLE INITIALLY DEFERRED)"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_commitfail");
+    o.batch_size = 1;
+    o.order = PGPIPE_CLAIM_ORDER_ID;
+    o.max_attempts = 5;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_handler h = { NULL, NULL,
+        "INSERT INTO claim_t_cf_out SELECT (e->'payload'->>'n')::int"
+        " FROM jsonb_array_elements($1::jsonb) e", NULL };
+    int fails = 0;
+    for (int i = 0; i < 10; i++) {
+        int rc = pgpipe_claimer_run_batch(cl, &h, NULL);
+        if (rc == PGPIPE_DONE)
+            break;
+        if (rc != PGPIPE_OK) {
+            fails++;
+            PGT_EQ_STR(pgpipe_errsqlstate(cl), "23503");
+        }
+    }
+    PGT_EQ_INT(fails, 1);
+    pgpipe_claim_stats st;
+    PGT_OK(pgpipe_claimer_stats(cl, &st));
+    PGT_EQ_INT(st.done, 2);
+    PGT_EQ_INT(st.dead, 1);
+    PGT_EQ_INT(st.claimed, 3);
+    PGT_EQ_INT(claim_t_identity(&st), st.claimed);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_table"
+                                 " = 'claim_t_commitfail' AND (payload->>'n')::int = 2"
+                                 " AND attempt_count = 1 AND sqlstate = '23503'"), 1);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_commitfail WHERE NOT processed"), 0);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
+/* ---- Issue 20: lease-mode workers beside plain SKIP LOCKED clients ------ */
+
+typedef struct claim_t_peer {
+    pthread_t tid;
+    const char *table;
+    long long done;            /* rows this peer processed */
+    int deadlocks;             /* 40P01 seen */
+    int errors;                /* other failures */
+    char err[256];
+} claim_t_peer;
+
+static int claim_t_peer_ok(PGconn *pc, PGresult *r, claim_t_peer *p)
+{
+    ExecStatusType s = PQresultStatus(r);
+    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
+        return 1;
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (st && strcmp(st, "40P01") == 0)
+        p->deadlocks++;
+    else
+        p->errors++;
+    snprintf(p->err, sizeof p->err, "%s", PQerrorMessage(pc));
+    return 0;
+}
+
+/* The seed's worker: BEGIN; SELECT id ... FOR UPDATE SKIP LOCKED LIMIT n;
+** write the rows out; UPDATE ... SET processed = true WHERE id = ANY(...);
+** COMMIT, until no row is pending. It knows nothing of leases. */
+static void *claim_t_peer_main(void *arg)
+{
+    claim_t_peer *p = arg;
+    PGconn *pc = PQconnectdb(pgt_dsn());
+    if (PQstatus(pc) != CONNECTION_OK) {
+        p->errors++;
+        snprintf(p->err, sizeof p->err, "%s", PQerrorMessage(pc));
+        PQfinish(pc);
+        return NULL;
+    }
+    char sel[256], upd[256], cnt[256];
+    snprintf(sel, sizeof sel, "SELECT array_agg(id ORDER BY id) FROM (SELECT id FROM %s"
+             " WHERE NOT processed ORDER BY id LIMIT 20 FOR UPDATE SKIP LOCKED) s", p->table);
+    snprintf(upd, sizeof upd, "UPDATE %s SET processed = true, processed_at = now()"
+             " WHERE id = ANY ($1::bigint[])", p->table);
+    snprintf(cnt, sizeof cnt, "SELECT count(*) FROM %s WHERE NOT processed", p->table);
+    for (int loop = 0; loop < 20000; loop++) {
+        PQclear(PQexec(pc, "BEGIN"));
+        PGresult *r = PQexec(pc, sel);
+        if (!claim_t_peer_ok(pc, r, p) || PQgetisnull(r, 0, 0)) {
+            PQclear(r);
+            PQclear(PQexec(pc, "ROLLBACK"));
+            r = PQexec(pc, cnt);
+            long long left = claim_t_peer_ok(pc, r, p) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                                                       : 0;
+            PQclear(r);
+            if (left == 0)
+                break;
+            pgpipe_sleep_ms(5);
+            continue;
+        }
+        char *ids = pp_strdup(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        const char *v[1] = { ids };
+        long long n = 1;
+        for (const char *s = ids; *s; s++)
+            n += *s == ',';
+        r = PQexecParams(pc, "INSERT INTO claim_t_peer_out (event_id, by)"
+                         " SELECT unnest($1::bigint[]), 'peer'", 1, NULL, v, NULL, NULL, 0);
+        int ok = claim_t_peer_ok(pc, r, p);
+        PQclear(r);
+        if (ok) {
+            r = PQexecParams(pc, upd, 1, NULL, v, NULL, NULL, 0);
+            ok = claim_t_peer_ok(pc, r, p);
+            PQclear(r);
+        }
+        if (ok) {
+            r = PQexec(pc, "COMMIT");
+            ok = claim_t_peer_ok(pc, r, p);
+            PQclear(r);
+        } else {
+            PQclear(PQexec(pc, "ROLLBACK"));
+        }
+        if (ok)
+            p->done += n;
+        pp_free(ids);
+    }
+    PQfinish(pc);
+    return NULL;
+}
+
+/* Issue 20: lease-mode workers (SQL handler) beside two clients of the
+** seed's SKIP LOCKED pattern, all writing one output table keyed by the
+** event: every row processed exactly once, no deadlock on either side (the
+** workers lock their rows before their handler writes, in primary-key
+** order, as the peers do), and every claim in exactly one counter. (Before:
+** the handler wrote first and locked at completion, so a peer that took a
+** leased row deadlocked with it, and the workers' unique violations went to
+** the dead letters.) */
+PGT_TEST(claim, lease_beside_skip_locked_peers)
+{
+    const int N = 3000;
+    PGconn *c = claim_t_setup("claim_t_peers", N);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_peer_out; CREATE TABLE claim_t_peer_out"
+                        " (event_id bigint PRIMARY KEY, by text NOT NULL)"));
+    claim_t_logcount lc;
+    memset(&lc, 0, sizeof lc);
+    pthread_mutex_init(&lc.mu, NULL);
+    pgpipe_config_log(claim_t_log, &lc);
+    pgpipe_log_set_level(PGPIPE_LOG_WARN);
+    pgpipe_pool *pool = claim_t_pool(4);
+    pgpipe_workers_options wo;
+    pgpipe_workers_options_init(&wo);
+    claim_t_opts(&wo.claim, "claim_t_peers");
+    wo.claim.mode = PGPIPE_CLAIM_LEASE;
+    wo.claim.lease_ms = 30000;
+    wo.claim.batch_size = 20;
+    wo.threads = 2;
+    wo.channel = "";
+    wo.poll_ms = 20;
+    pgpipe_handler h = { NULL, NULL,
+        "INSERT INTO claim_t_peer_out (event_id, by) SELECT (e->>'id')::bigint, 'pgpipe'"
+        " FROM jsonb_array_elements($1::jsonb) e", NULL };
+    pgpipe_workers *w;
+    PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+    claim_t_peer peers[2];
+    memset(peers, 0, sizeof peers);
+    for (int i = 0; i < 2; i++) {
+        peers[i].table = "claim_t_peers";
+        PGT_CHECK(pthread_create(&peers[i].tid, NULL, claim_t_peer_main, &peers[i]) == 0);
+    }
+    int rc = pgpipe_workers_run_until_empty(w, 60000);
+    for (int i = 0; i < 2; i++)
+        pthread_join(peers[i].tid, NULL);
+    pgpipe_workers_stats ws;
+    PGT_OK(pgpipe_workers_stats_get(w, &ws));
+    pgpipe_workers_close(w);
+    PGT_OK(pgpipe_pool_close(pool, NULL));
+    pgpipe_config_log(NULL, NULL);
+    PGT_OK(rc);
+    const pgpipe_claim_stats *t = &ws.total;
+    PGT_CHECK_MSG(peers[0].deadlocks + peers[1].deadlocks == 0 && lc.deadlocks == 0,
+                  "deadlocks: peers %d + %d, pgpipe %d (%s)", peers[0].deadlocks,
+                  peers[1].deadlocks, lc.deadlocks, lc.last);
+    PGT_CHECK_MSG(peers[0].errors + peers[1].errors == 0, "peer errors: %s%s", peers[0].err,
+                  peers[1].err);
+    PGT_CHECK_MSG(claim_t_identity(t) == t->claimed,
+                  "claimed %lld, done %lld, retried %lld, dead %lld, fenced %lld,"
+                  " released %lld, abandoned %lld", t->claimed, t->done, t->retried, t->dead,
+                  t->fenced, t->released, t->abandoned);
+    PGT_EQ_INT(t->retried + t->dead + t->abandoned, 0);
+    PGT_EQ_INT(t->done + peers[0].done + peers[1].done, N);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_peer_out"), N);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_peer_out WHERE by = 'pgpipe'"),
+               t->done);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_peers WHERE processed"), N);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_table"
+                                 " = 'claim_t_peers'"), 0);
+    PGT_CHECK(t->done > 0 && peers[0].done + peers[1].done > 0); /* both sides worked */
+    PQfinish(c);
+}

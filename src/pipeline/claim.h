@@ -50,7 +50,25 @@
 ** failure time) and marked processed (it leaves the pending set; the staging
 ** row stays, so a replay sets it back to unprocessed). A batch handler (SQL
 ** or C) that fails in a transaction is bisected under savepoints until the
-** failing records are isolated; the others commit. */
+** failing records are isolated; the others commit.
+**
+** A batch that fails as a whole after its claim (the connection is lost, for
+** instance killed by idle_in_transaction_session_timeout while a slow handler
+** runs, or its COMMIT fails) counts one attempt for each of its rows, with
+** the failure's message and SQLSTATE as last_error, so it reaches the dead
+** letters after max_attempts like any failing record. The attempt is
+** recorded outside the failed transaction: at once when the connection still
+** works, else by the worker on its next connection before it claims again
+** (a plain claimer cannot reach a new connection: its caller re-opens one,
+** and the rows come back after their lease in lease mode, at once in
+** transactional mode, without the attempt). The happy path pays nothing for
+** this. Each such failure is logged at warning level.
+**
+** Lock order: every statement that locks staging rows it does not hold yet
+** locks them in primary-key order, and in lease mode with a SQL handler the
+** batch's staging rows are locked before the handler runs, the order of the
+** plain SKIP LOCKED pattern (lock the rows, then write), so lease-mode
+** workers do not deadlock with other clients of that pattern. */
 
 #define PGPIPE_CLAIM_TRANSACTIONAL 0
 #define PGPIPE_CLAIM_LEASE         1
@@ -167,7 +185,14 @@ typedef struct pgpipe_claim_stats {
     long long dead;           /* rows moved to the dead-letter queue */
     long long fenced;         /* completions refused: the lease was lost */
     long long released;       /* rows given back without an attempt counted */
+    long long abandoned;      /* rows of a batch that ended on an error whose
+                                 outcome could not be recorded (their attempt
+                                 count stands; they are claimable again) */
 } pgpipe_claim_stats;
+/* Every claimed row ends in exactly one counter: once no batch is in flight,
+** claimed == done + retried + dead + fenced + released + abandoned. A batch
+** whose connection was lost stays in flight until a worker records its
+** attempt on its next connection (see "Failures" above). */
 
 /* Open a claimer on a connection (not taken over). Prepares its statements
 ** on the connection (names "pgpipe_claim_<hash>"). *out is set even on
