@@ -49,7 +49,7 @@
 ** received is run again after it (what its operator must do: the loader had
 ** exited and cannot know). Workers that stop cleanly report their claim
 ** counters: every row claimed must be in exactly one of done, retried, dead,
-** fenced, released.
+** fenced, released, abandoned.
 **
 ** Phases: setup (direct connection), chaos (CHAOS_SECONDS of faults through
 ** the proxy), calm (the proxy replaced by one without faults on the same
@@ -305,13 +305,13 @@ static void chaos_worker_main(int index, int lease, int drain, const char *conni
         FILE *sf = fopen(path, "a");
         const char *pm = pgpipe_pooler_name(pgpipe_pool_pooler(pool));
         if (sf) {
-            fprintf(sf, "%d %lld %lld %lld %lld %lld %lld %s\n", index, st.total.claimed,
+            fprintf(sf, "%d %lld %lld %lld %lld %lld %lld %lld %s\n", index, st.total.claimed,
                     st.total.done, st.total.retried, st.total.dead, st.total.fenced,
-                    st.total.released, pm ? pm : "?");
+                    st.total.released, st.total.abandoned, pm ? pm : "?");
             fclose(sf);
         }
-        fprintf(stderr, "worker %d: claimed %lld released %lld; pooler %s\n", index,
-                st.total.claimed, st.total.released, pm ? pm : "?");
+        fprintf(stderr, "worker %d: claimed %lld released %lld abandoned %lld; pooler %s\n", index,
+                st.total.claimed, st.total.released, st.total.abandoned, pm ? pm : "?");
     }
     pgpipe_workers_close(w);
     pgpipe_pool_close(pool, NULL);
@@ -1032,29 +1032,29 @@ static const char *chaos_kinds_text(int bits, char *buf, size_t size)
 }
 
 /* The workers' reports (worker-stats.txt): every claimed row in exactly one
-** counter, and the pooler mode each pool found by itself. Returns 1 when a
+** counter (pgpipe_claim_stats), and the pooler mode each pool found by itself. Returns 1 when a
 ** check fails. */
 static int chaos_check_workers(void)
 {
     char path[600], line[512];
     snprintf(path, sizeof path, "%s/worker-stats.txt", chaos_dir);
     FILE *f = fopen(path, "r");
-    long long sum[6] = { 0 }, unbalanced = 0, reports = 0, wrong_pooler = 0;
+    long long sum[7] = { 0 }, unbalanced = 0, reports = 0, wrong_pooler = 0;
     const char *want = (chaos_faults & CF_BOUNCER) ? "transaction" : "session";
     while (f && fgets(line, sizeof line, f)) {
         int index;
-        long long v[6];
+        long long v[7];
         char pm[32];
-        if (sscanf(line, "%d %lld %lld %lld %lld %lld %lld %31s", &index, &v[0], &v[1], &v[2], &v[3],
-                   &v[4], &v[5], pm) != 8)
+        if (sscanf(line, "%d %lld %lld %lld %lld %lld %lld %lld %31s", &index, &v[0], &v[1], &v[2],
+                   &v[3], &v[4], &v[5], &v[6], pm) != 9)
             continue;
         reports++;
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < 7; i++)
             sum[i] += v[i];
-        if (v[0] != v[1] + v[2] + v[3] + v[4] + v[5]) {
+        if (v[0] != v[1] + v[2] + v[3] + v[4] + v[5] + v[6]) {
             unbalanced++;
             printf("  worker %d: claimed %lld != done %lld + retried %lld + dead %lld + fenced %lld"
-                   " + released %lld\n", index, v[0], v[1], v[2], v[3], v[4], v[5]);
+                   " + released %lld + abandoned %lld\n", index, v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
         }
         if (strcmp(pm, want) != 0)
             wrong_pooler++;
@@ -1062,8 +1062,9 @@ static int chaos_check_workers(void)
     if (f)
         fclose(f);
     printf("claims (%lld worker processes that stopped cleanly): claimed %lld = done %lld + retried %lld"
-           " + dead %lld + fenced %lld + released %lld; %lld in no counter\n", reports, sum[0], sum[1],
-           sum[2], sum[3], sum[4], sum[5], sum[0] - sum[1] - sum[2] - sum[3] - sum[4] - sum[5]);
+           " + dead %lld + fenced %lld + released %lld + abandoned %lld; %lld in no counter\n", reports,
+           sum[0], sum[1], sum[2], sum[3], sum[4], sum[5], sum[6],
+           sum[0] - sum[1] - sum[2] - sum[3] - sum[4] - sum[5] - sum[6]);
     printf("pooler found by the workers' pools: %lld of %lld said %s\n", reports - wrong_pooler,
            reports, want);
     int bad = 0;
