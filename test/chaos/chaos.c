@@ -849,10 +849,20 @@ static int chaos_check(int nrec, int nfiles)
         " d AS (SELECT coalesce(payload->>'rid', substring(raw_text from '\"rid\":([0-9]+)'))::bigint rid,"
         "              count(*) FILTER (WHERE stage = 'load') nl,"
         "              count(*) FILTER (WHERE stage = 'process') np,"
-        "              count(*) FILTER (WHERE stage = 'process' AND error_message ILIKE '%lease%') npl"
+        "              count(*) FILTER (WHERE stage = 'process' AND error_message ILIKE '%lease%') npl,"
+        /* attempts lost with their connection count too (pgpipe_claim_stats
+        ** abandoned / the issue's "a record that keeps killing its
+        ** connection"): under these faults a good record may run out of them */
+        "              count(*) FILTER (WHERE stage = 'process' AND error_message NOT ILIKE '%lease%' AND"
+        "                (sqlstate LIKE '08%' OR sqlstate IN ('57P01', '57P02', '57P03')"
+        "                 OR error_message ~* '(connection|terminat|server closed|shut ?down|EOF|could not"
+        " (receive|send)|recovery|starting up|timeout|timed out)')) npc,"
+        "              string_agg(DISTINCT left(error_message, 160) || coalesce(' [' || sqlstate || ']', ''),"
+        "                         ' | ') msg"
         "       FROM pgpipe.dead_letters GROUP BY 1)"
         " SELECT e.rid, e.kind, coalesce(s.n, 0) staged, coalesce(p.n, 0) prod, coalesce(g.n, 0) logged,"
-        "        coalesce(d.nl, 0) dead_load, coalesce(d.np, 0) dead_proc, coalesce(d.npl, 0) dead_lease"
+        "        coalesce(d.nl, 0) dead_load, coalesce(d.np, 0) dead_proc, coalesce(d.npl, 0) dead_lease,"
+        "        coalesce(d.npc, 0) dead_conn, d.msg"
         " FROM chaos.expected e LEFT JOIN s USING (rid) LEFT JOIN p USING (rid)"
         " LEFT JOIN g USING (rid) LEFT JOIN d USING (rid)");
     /* what each kind must give */
@@ -863,6 +873,8 @@ static int chaos_check(int nrec, int nfiles)
         ** worker was killed max_attempts times: processed never, dead once */
         " WHEN kind = 'good' AND staged = 1 AND prod = 0 AND logged = 0 AND dead_load = 0 AND dead_proc = 1"
         "      AND dead_lease = 1 THEN 'ok-lease-dead'"
+        " WHEN kind = 'good' AND staged = 1 AND prod = 0 AND logged = 0 AND dead_load = 0 AND dead_proc = 1"
+        "      AND dead_conn = 1 THEN 'ok-conn-dead'"
         " WHEN kind IN ('badjson', 'notype', 'nul') AND staged = 0 AND prod = 0 AND logged = 0"
         "      AND dead_load = 1 AND dead_proc = 0 THEN 'ok'"
         " WHEN kind = 'procfail' AND staged = 1 AND prod = 0 AND logged = 0 AND dead_load = 0"
@@ -872,16 +884,20 @@ static int chaos_check(int nrec, int nfiles)
         "      OR (prod > 0 AND dead_load + dead_proc > 0) THEN 'TWICE'"
         " ELSE 'WRONG' END AS v FROM tally");
     PGresult *r = PQexec(c, "SELECT kind, count(*), count(*) FILTER (WHERE v LIKE 'ok%'),"
-                            " sum(prod), sum(dead_load), sum(dead_proc), count(*) FILTER (WHERE v = 'ok-lease-dead')"
+                            " sum(prod), sum(dead_load), sum(dead_proc), count(*) FILTER (WHERE v = 'ok-lease-dead'),"
+                            " count(*) FILTER (WHERE v = 'ok-conn-dead')"
                             " FROM verdict GROUP BY kind ORDER BY kind");
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         chaos_die("verdict: %s", PQerrorMessage(c));
     printf("records by kind:  kind      records  ok  in_production  dead_at_load  dead_at_process\n");
     for (int i = 0; i < PQntuples(r); i++) {
-        int ld = strcmp(PQgetvalue(r, i, 6), "0") != 0;
-        printf("                  %-9s %7s %7s %9s %13s %13s%s%s%s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
-               PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5),
-               ld ? "  (lease expired on every attempt: " : "", ld ? PQgetvalue(r, i, 6) : "", ld ? ")" : "");
+        int ld = strcmp(PQgetvalue(r, i, 6), "0") != 0, cd = strcmp(PQgetvalue(r, i, 7), "0") != 0;
+        printf("                  %-9s %7s %7s %9s %13s %13s%s%s%s%s%s%s\n", PQgetvalue(r, i, 0),
+               PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
+               PQgetvalue(r, i, 5), ld ? "  (lease expired on every attempt: " : "",
+               ld ? PQgetvalue(r, i, 6) : "", ld ? ")" : "",
+               cd ? "  (connection lost on every attempt: " : "", cd ? PQgetvalue(r, i, 7) : "",
+               cd ? ")" : "");
     }
     PQclear(r);
     long long total = chaos_scalar(c, "SELECT count(*) FROM verdict");
@@ -892,12 +908,13 @@ static int chaos_check(int nrec, int nfiles)
     printf("records: %lld, ok %lld, missing %lld, twice %lld, wrong %lld\n", total, okc, missing, twice, wrong);
     if (total != nrec || okc != nrec) {
         bad = 1;
-        r = PQexec(c, "SELECT v, rid, kind, staged, prod, logged, dead_load, dead_proc FROM verdict"
-                      " WHERE v NOT LIKE 'ok%' ORDER BY rid LIMIT 20");
+        r = PQexec(c, "SELECT v, rid, kind, staged, prod, logged, dead_load, dead_proc, coalesce(msg, '')"
+                      " FROM verdict WHERE v NOT LIKE 'ok%' ORDER BY rid LIMIT 20");
         for (int i = 0; i < PQntuples(r); i++)
-            printf("  %s rid=%s kind=%s staged=%s production=%s processings=%s dead_at_load=%s dead_at_process=%s\n",
+            printf("  %s rid=%s kind=%s staged=%s production=%s processings=%s dead_at_load=%s dead_at_process=%s%s%s\n",
                    PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
-                   PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), PQgetvalue(r, i, 6), PQgetvalue(r, i, 7));
+                   PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), PQgetvalue(r, i, 6), PQgetvalue(r, i, 7),
+                   *PQgetvalue(r, i, 8) ? ": " : "", PQgetvalue(r, i, 8));
         PQclear(r);
     }
     /* nothing that is not an input record */
