@@ -1202,9 +1202,12 @@ int main(void)
     }
     int64_t t0 = pgpipe_now_us(), end = t0 + (int64_t)(seconds * 1e6);
     int64_t next_event = t0 + (int64_t)(event_ms * (0.5 + chaos_rand()) * 1000);
-    /* the failover: once, while the loads run (they span ~60% of the phase) */
+    /* the failover: once, while the loads run: when 25-50% of the batches
+    ** are committed (how fast that goes depends on the other faults), at
+    ** 60% of the phase at the latest */
     int failover = (chaos_faults & CF_FAILOVER) ? 1 : 0; /* 1 pending, 2 cut, 3 done */
-    int64_t failover_at = t0 + (int64_t)(seconds * (0.3 + 0.25 * chaos_rand()) * 1e6);
+    int64_t failover_at = t0 + (int64_t)(seconds * 0.6 * 1e6);
+    long long failover_batches = (long long)((double)nrec / 200.0 * (0.25 + 0.25 * chaos_rand())) + 1;
     int64_t failover_cut = 0, failover_done = 0, failover_poll = 0;
     long long cut_batches = -1;
     double failover_lag_ms = chaos_envd("CHAOS_FAILOVER_LAG_MS", 1500);
@@ -1268,7 +1271,12 @@ int main(void)
             }
         }
         /* the failover, in two steps */
-        if (failover == 1 && !calm && now >= failover_at) {
+        int cut = 0;
+        if (failover == 1 && !calm && now >= failover_poll) {
+            failover_poll = now + 250000;
+            cut = now >= failover_at || chaos_batches_now() >= failover_batches;
+        }
+        if (cut) {
             chaos_failover_cut();
             failover = 2;
             failover_cut = now;
