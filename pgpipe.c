@@ -3315,10 +3315,10 @@ int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err)
         return -1;
     }
     const char *env = getenv("PGPIPE_POOLER");
-    if (env && *env && strcmp(env, "auto") != 0) {
-        if (strcmp(env, "session") == 0)
+    if (env && *env && strcasecmp(env, "auto") != 0) {
+        if (strcasecmp(env, "session") == 0)
             return PGPIPE_POOLER_SESSION;
-        if (strcmp(env, "transaction") == 0)
+        if (strcasecmp(env, "transaction") == 0)
             return PGPIPE_POOLER_TRANSACTION;
         pp_err(err, PGPIPE_MISUSE, "PGPIPE_POOLER=\"%.40s\": expected session, transaction "
                "or auto", env);
@@ -6963,6 +6963,7 @@ struct pgpipe_conn {
     int nstmts;
     uint64_t tick;
     int in_pipeline;
+    int pooler;               /* the pool's mode, resolved before it was made */
 };
 
 typedef struct pool_waiter {
@@ -6997,6 +6998,7 @@ struct pgpipe_pool {
     char connect_timeout[16];
     int pooler;               /* PGPIPE_POOLER_SESSION or _TRANSACTION once the
                                  first connection resolved it; AUTO before */
+    int said_lost;            /* warned that prepared statements vanish */
 
     pgpipe_conn *idle;        /* LIFO: the most recently used on top */
     int nidle;
@@ -7204,6 +7206,7 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
         }
         pp_mutex_unlock(&p->mu);
     }
+    c->pooler = pooler;
     int64_t now = pgpipe_now_us();
     c->created_us = c->released_us = c->validated_us = now;
     return c;
@@ -8167,6 +8170,27 @@ static int pool_result_state_is(const PGresult *r, const char *state)
     return s && strcmp(s, state) == 0;
 }
 
+/* Prepared statements do not last on this pool's server sessions: run
+** unnamed from now on (this connection at once, new ones from the pool's
+** mode), and say so once per pool. */
+static void pool_conn_lost_statements(pgpipe_conn *c)
+{
+    pgpipe_pool *p = c->pool;
+    c->pooler = PGPIPE_POOLER_TRANSACTION;
+    pgpipe_conn_clear_cache(c);
+    pp_mutex_lock(&p->mu);
+    int say = !p->said_lost;
+    p->said_lost = 1;
+    p->pooler = PGPIPE_POOLER_TRANSACTION;
+    pp_mutex_unlock(&p->mu);
+    if (say)
+        pp_logf(PGPIPE_LOG_WARN, "pool",
+                "a statement prepared on this connection was gone at once (SQLSTATE 26000): a "
+                "transaction-mode pooler (pgbouncer pool_mode = transaction) is in between; "
+                "running statements unnamed from now on (set the pool's pooler option or "
+                "PGPIPE_POOLER=transaction to start so)");
+}
+
 PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
                                   const char *const *values, const int *lengths,
                                   const int *formats, int result_format)
@@ -8183,7 +8207,7 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
     /* behind a transaction pooler the next transaction may run on another
     ** server session, which does not have the statement: unnamed, one
     ** round trip (Parse, Bind, Execute, Sync) that cannot be split */
-    if (cap <= 0 || pgpipe_pool_pooler(c->pool) == PGPIPE_POOLER_TRANSACTION) {
+    if (cap <= 0 || c->pooler == PGPIPE_POOLER_TRANSACTION) {
         r = PQexecParams(c->pg, sql, nparams, NULL, values, lengths, formats, result_format);
         if (!pool_result_ok(r))
             pp_err_pq(&c->hdr.err, c->pg, r, NULL);
@@ -8262,6 +8286,17 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
                 }
                 continue;
             }
+        }
+        if (attempt == 1 && lost && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+            /* gone again right after it was prepared: the two statements ran
+            ** on different server sessions, so a transaction pooler is in
+            ** between although the pool was told otherwise */
+            PQclear(r);
+            pool_conn_lost_statements(c);
+            r = PQexecParams(c->pg, sql, nparams, NULL, values, lengths, formats, result_format);
+            if (!pool_result_ok(r))
+                pp_err_pq(&c->hdr.err, c->pg, r, NULL);
+            return r;
         }
         pp_err_pq(&c->hdr.err, c->pg, r, NULL);
         return r;
@@ -13583,11 +13618,12 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
         rc = claim_save_settings(c);
     if (rc == PGPIPE_OK) {
         int mode = pgpipe_pooler_mode(conn, o->pooler, &c->hdr.err);
-        if (mode < 0)
+        if (mode < 0) {
             rc = c->hdr.err.code;
-        else
+        } else {
             c->unnamed = mode == PGPIPE_POOLER_TRANSACTION;
-        o->pooler = mode;
+            o->pooler = mode;
+        }
     }
     if (rc == PGPIPE_OK && !c->unnamed)
         rc = claim_read_known(c);
@@ -14701,11 +14737,12 @@ static pgpipe_claim_options claim_worker_opts(pgpipe_workers *w)
 
 /* After a failure of cl: when its statements were found gone, the claimer
 ** now runs them unnamed (and said so); so will the next ones. Returns 1 then
-** (try again at once: nothing else is wrong). */
-static int claim_worker_lost(pgpipe_workers *w, const pgpipe_claimer *cl)
+** (try again at once: nothing else is wrong), once per such failure. */
+static int claim_worker_lost(pgpipe_workers *w, pgpipe_claimer *cl)
 {
     if (!cl || !cl->unnamed || strcmp(cl->hdr.err.sqlstate, "26000") != 0)
         return 0;
+    cl->hdr.err.sqlstate[0] = '\0';
     atomic_store(&w->lost_named, 1);
     return 1;
 }

@@ -414,7 +414,7 @@ int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud);
 
 /* Resolve a configured mode for an open, idle connection. A mode other than
 ** AUTO is returned as it is. AUTO reads the environment variable
-** PGPIPE_POOLER ("session", "transaction" or "auto"; anything else is an
+** PGPIPE_POOLER ("session", "transaction" or "auto", in any case; anything else is an
 ** error), and when it is unset or "auto" asks the server for its backend
 ** pid: a pooler answers the client with its own cancel key, so a pid that
 ** differs from PQbackendPID(conn) means one is in between. The pooler's mode
@@ -970,7 +970,9 @@ PGconn *pgpipe_conn_pg(pgpipe_conn *conn);
 ** failure the error is also on the connection handle (pgpipe_errmsg(conn)).
 ** Behind a transaction pooler (pgpipe_pool_pooler) nothing is cached: the
 ** statement runs unnamed (PQexecParams), since the next transaction may run
-** on a server session that never saw it.
+** on a server session that never saw it. A statement found gone again right
+** after it was prepared shows such a pooler where the pool was told
+** "session": the pool then switches to unnamed statements, with one warning.
 ** When the server no longer has the statement (26000, e.g. after DISCARD ALL
 ** run by hand) or its cached plan changed result type (0A000), it is prepared
 ** again and run once more - outside a transaction block; inside one the

@@ -178,6 +178,12 @@ PGT_TEST(pooler, stmt_cache_transaction)
     unsetenv("PGPIPE_POOLER");
     pooler_t_cache("transaction-discard", PGPIPE_POOLER_AUTO, PGPIPE_POOLER_TRANSACTION);
     pooler_t_cache("transaction", PGPIPE_POOLER_AUTO, PGPIPE_POOLER_TRANSACTION);
+    /* told "session" behind a transaction pooler: no call fails, one warning */
+    pgpipe_config_log(pooler_t_log_fn, NULL);
+    pooler_t_cache("transaction-discard", PGPIPE_POOLER_SESSION, PGPIPE_POOLER_SESSION);
+    pgpipe_config_log(NULL, NULL);
+    PGT_EQ_INT(pooler_t_log.warnings, 1);
+    PGT_CONTAINS(pooler_t_log.last_warning, "26000");
     pgt_bouncer_stop();
 }
 
@@ -192,18 +198,25 @@ PGT_TEST(pooler, stmt_cache_session)
 
 /* ---- workers with a SQL handler ----------------------------------------- */
 
-static void pooler_t_workers(const char *mode, const char *table, int events)
+static void pooler_t_workers(const char *mode, const char *table, int events, int lease)
 {
     PGconn *c = pgt_db_open();
     char sql[1024], log[64];
     snprintf(log, sizeof log, "%s_log", table);
     pgt_db_table(c, table, "(LIKE staging.raw_events INCLUDING ALL)");
-    pgt_db_table(c, log, "(event_id bigint)");
+    pgt_db_table(c, log, "(event_id bigint, n int)");
     snprintf(sql, sizeof sql, "DELETE FROM pgpipe.dead_letters WHERE source_table = '%s'", table);
     PQclear(PGT_EXEC(c, sql));
     snprintf(sql, sizeof sql,
              "INSERT INTO %s (source, event_type, payload) SELECT 'src', 'click',"
              " jsonb_build_object('n', g) FROM generate_series(1, %d) g", table, events);
+    PQclear(PGT_EXEC(c, sql));
+    /* and a few the handler refuses (22P02, a data error): dead-lettered at
+    ** once, found by bisecting under savepoints, which must stay on one
+    ** server session too */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO %s (source, event_type, payload) SELECT 'src', 'click',"
+             " jsonb_build_object('n', 'bad' || g) FROM generate_series(1, 5) g", table);
     PQclear(PGT_EXEC(c, sql));
 
     pgpipe_config_log(pooler_t_log_fn, NULL);
@@ -217,10 +230,15 @@ static void pooler_t_workers(const char *mode, const char *table, int events)
     wo.claim.table = table;
     wo.claim.batch_size = 25;
     wo.claim.max_attempts = 1; /* a lost statement would be dead-lettered at once */
+    if (lease) {
+        wo.claim.mode = PGPIPE_CLAIM_LEASE;
+        wo.claim.lease_ms = 60000;
+    }
     wo.threads = 3;
     char handler[256];
     snprintf(handler, sizeof handler,
-             "INSERT INTO %s SELECT (e->>'id')::bigint FROM jsonb_array_elements($1::jsonb) e", log);
+             "INSERT INTO %s SELECT (e->>'id')::bigint, (e->'payload'->>'n')::int"
+             " FROM jsonb_array_elements($1::jsonb) e", log);
     pgpipe_handler h = { NULL, NULL, handler, NULL };
     pgpipe_workers *w;
     PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
@@ -232,17 +250,22 @@ static void pooler_t_workers(const char *mode, const char *table, int events)
     PGT_OK(pgpipe_pool_close(pool, NULL));
     pgpipe_config_log(NULL, NULL);
     PGT_OK(rc);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_table = '%s'"
+             " AND sqlstate = '22P02' AND payload->>'n' LIKE 'bad%%'", table);
+    PGT_EQ_INT(pgt_db_int(c, sql), 5);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_table = '%s'",
              table);
-    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    PGT_EQ_INT(pgt_db_int(c, sql), 5);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE processed", table);
+    PGT_EQ_INT(pgt_db_int(c, sql), events + 5);
+    snprintf(sql, sizeof sql, "SELECT count(DISTINCT n) FROM %s", log);
     PGT_EQ_INT(pgt_db_int(c, sql), events);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", log);
     PGT_EQ_INT(pgt_db_int(c, sql), events);
     snprintf(sql, sizeof sql, "SELECT count(DISTINCT event_id) FROM %s", log);
     PGT_EQ_INT(pgt_db_int(c, sql), events);
     PGT_EQ_INT(ws.total.done, events);
-    PGT_EQ_INT(ws.total.dead, 0);
+    PGT_EQ_INT(ws.total.dead, 5);
     PGT_CHECK(noise.txns > 0);
     pgt_db_close(c);
 }
@@ -250,9 +273,10 @@ static void pooler_t_workers(const char *mode, const char *table, int events)
 PGT_TEST(pooler, workers_transaction)
 {
     unsetenv("PGPIPE_POOLER");
-    pooler_t_workers("transaction", "pooler_t_wtx", 2000);
-    /* polling instead of LISTEN, said once (not once per worker) */
-    PGT_EQ_INT(pooler_t_log.notify_off, 1);
+    pooler_t_workers("transaction", "pooler_t_wtx", 2000, 0);
+    pooler_t_workers("transaction", "pooler_t_wtl", 500, 1);
+    /* polling instead of LISTEN, said once per workers (not once per worker) */
+    PGT_EQ_INT(pooler_t_log.notify_off, 2);
     PGT_CHECK_MSG(pooler_t_log.warnings == 0, "warning: %s", pooler_t_log.last_warning);
     pgt_bouncer_stop();
 }
@@ -264,7 +288,7 @@ PGT_TEST(pooler, workers_transaction)
 PGT_TEST(pooler, workers_told_session)
 {
     setenv("PGPIPE_POOLER", "session", 1);
-    pooler_t_workers("transaction-discard", "pooler_t_wts", 500);
+    pooler_t_workers("transaction-discard", "pooler_t_wts", 500, 0);
     unsetenv("PGPIPE_POOLER");
     PGT_EQ_INT(pooler_t_log.warnings, 1);
     PGT_CONTAINS(pooler_t_log.last_warning, "26000");
@@ -275,7 +299,7 @@ PGT_TEST(pooler, workers_told_session)
 PGT_TEST(pooler, workers_session)
 {
     setenv("PGPIPE_POOLER", "session", 1);
-    pooler_t_workers("session", "pooler_t_wse", 2000);
+    pooler_t_workers("session", "pooler_t_wse", 2000, 0);
     PGT_EQ_INT(pooler_t_log.notify_off, 0);
     PGT_CHECK_MSG(pooler_t_log.warnings == 0, "warning: %s", pooler_t_log.last_warning);
     unsetenv("PGPIPE_POOLER");
@@ -305,6 +329,11 @@ static void pooler_t_load(const char *mode, const char *source, int records)
     o.batch_rows = 300;
     o.connections = 2;
     o.load_key = path;
+    /* pgt_db_open installed the schema. Installing it through plain
+    ** transaction mode is the migrator's session lock, which leaks there
+    ** until migfix's part of issue 20 lands (pooler.migrate_leaves_no_lock);
+    ** then this can install too. */
+    o.install_schema = 0;
     pgpipe_loader *l;
     PGT_OK(pgpipe_loader_open(&l, &o));
     int rc = pgpipe_loader_load_file(l, path);
@@ -431,7 +460,10 @@ PGT_TEST(pooler, no_already_exists_on_reopen)
 
 /* pgpipe --pooler transaction through pgbouncer in transaction mode: .load
 ** loads every record, .work processes each exactly once, none
-** dead-lettered, and says once that the workers poll. */
+** dead-lettered, and says once that the workers poll. (With
+** server_reset_query_always: .load installs the schema, and the migrator's
+** session lock must not outlive its transaction until migfix's part of
+** issue 20 lands; see pooler.migrate_leaves_no_lock.) */
 PGT_TEST(pooler, shell_transaction)
 {
     unsetenv("PGPIPE_POOLER");
@@ -453,7 +485,7 @@ PGT_TEST(pooler, shell_transaction)
         fprintf(f, "{\"event_type\":\"e\",\"n\":%d}\n", i);
     fclose(f);
     pooler_t_noise noise;
-    pooler_t_noise_start(&noise, pgt_bouncer_dsn("transaction"));
+    pooler_t_noise_start(&noise, pgt_bouncer_dsn("transaction-discard"));
     char handler[600];
     snprintf(handler, sizeof handler, "%s.sql", path);
     PGT_CHECK((f = fopen(handler, "w")) != NULL);
@@ -463,7 +495,7 @@ PGT_TEST(pooler, shell_transaction)
     snprintf(cmd, sizeof cmd,
              "'%s' --pooler transaction '%s' '.load %s --source pooler_t_sh --batch-rows 200'"
              " '.work 3 --source pooler_t_sh --max-attempts 1 --until-empty --sql %s'"
-             " >'%s' 2>&1", bin, pgt_bouncer_dsn("transaction"), path, handler, out);
+             " >'%s' 2>&1", bin, pgt_bouncer_dsn("transaction-discard"), path, handler, out);
     int rc = system(cmd);
     pooler_t_noise_stop(&noise);
     char text[8192] = "";

@@ -264,10 +264,10 @@ int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err)
         return -1;
     }
     const char *env = getenv("PGPIPE_POOLER");
-    if (env && *env && strcmp(env, "auto") != 0) {
-        if (strcmp(env, "session") == 0)
+    if (env && *env && strcasecmp(env, "auto") != 0) {
+        if (strcasecmp(env, "session") == 0)
             return PGPIPE_POOLER_SESSION;
-        if (strcmp(env, "transaction") == 0)
+        if (strcasecmp(env, "transaction") == 0)
             return PGPIPE_POOLER_TRANSACTION;
         pp_err(err, PGPIPE_MISUSE, "PGPIPE_POOLER=\"%.40s\": expected session, transaction "
                "or auto", env);

@@ -77,7 +77,7 @@ int pgpipe_retry_call(pgpipe_retry *r, pgpipe_retry_fn fn, void *ud);
 
 /* Resolve a configured mode for an open, idle connection. A mode other than
 ** AUTO is returned as it is. AUTO reads the environment variable
-** PGPIPE_POOLER ("session", "transaction" or "auto"; anything else is an
+** PGPIPE_POOLER ("session", "transaction" or "auto", in any case; anything else is an
 ** error), and when it is unset or "auto" asks the server for its backend
 ** pid: a pooler answers the client with its own cancel key, so a pid that
 ** differs from PQbackendPID(conn) means one is in between. The pooler's mode

@@ -47,6 +47,7 @@ struct pgpipe_conn {
     int nstmts;
     uint64_t tick;
     int in_pipeline;
+    int pooler;               /* the pool's mode, resolved before it was made */
 };
 
 typedef struct pool_waiter {
@@ -81,6 +82,7 @@ struct pgpipe_pool {
     char connect_timeout[16];
     int pooler;               /* PGPIPE_POOLER_SESSION or _TRANSACTION once the
                                  first connection resolved it; AUTO before */
+    int said_lost;            /* warned that prepared statements vanish */
 
     pgpipe_conn *idle;        /* LIFO: the most recently used on top */
     int nidle;
@@ -288,6 +290,7 @@ static pgpipe_conn *pool_connect(pgpipe_pool *p, pgpipe_error *err, int *permane
         }
         pp_mutex_unlock(&p->mu);
     }
+    c->pooler = pooler;
     int64_t now = pgpipe_now_us();
     c->created_us = c->released_us = c->validated_us = now;
     return c;
@@ -1251,6 +1254,27 @@ static int pool_result_state_is(const PGresult *r, const char *state)
     return s && strcmp(s, state) == 0;
 }
 
+/* Prepared statements do not last on this pool's server sessions: run
+** unnamed from now on (this connection at once, new ones from the pool's
+** mode), and say so once per pool. */
+static void pool_conn_lost_statements(pgpipe_conn *c)
+{
+    pgpipe_pool *p = c->pool;
+    c->pooler = PGPIPE_POOLER_TRANSACTION;
+    pgpipe_conn_clear_cache(c);
+    pp_mutex_lock(&p->mu);
+    int say = !p->said_lost;
+    p->said_lost = 1;
+    p->pooler = PGPIPE_POOLER_TRANSACTION;
+    pp_mutex_unlock(&p->mu);
+    if (say)
+        pp_logf(PGPIPE_LOG_WARN, "pool",
+                "a statement prepared on this connection was gone at once (SQLSTATE 26000): a "
+                "transaction-mode pooler (pgbouncer pool_mode = transaction) is in between; "
+                "running statements unnamed from now on (set the pool's pooler option or "
+                "PGPIPE_POOLER=transaction to start so)");
+}
+
 PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
                                   const char *const *values, const int *lengths,
                                   const int *formats, int result_format)
@@ -1267,7 +1291,7 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
     /* behind a transaction pooler the next transaction may run on another
     ** server session, which does not have the statement: unnamed, one
     ** round trip (Parse, Bind, Execute, Sync) that cannot be split */
-    if (cap <= 0 || pgpipe_pool_pooler(c->pool) == PGPIPE_POOLER_TRANSACTION) {
+    if (cap <= 0 || c->pooler == PGPIPE_POOLER_TRANSACTION) {
         r = PQexecParams(c->pg, sql, nparams, NULL, values, lengths, formats, result_format);
         if (!pool_result_ok(r))
             pp_err_pq(&c->hdr.err, c->pg, r, NULL);
@@ -1346,6 +1370,17 @@ PGresult *pgpipe_conn_exec_cached(pgpipe_conn *c, const char *sql, int nparams,
                 }
                 continue;
             }
+        }
+        if (attempt == 1 && lost && PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+            /* gone again right after it was prepared: the two statements ran
+            ** on different server sessions, so a transaction pooler is in
+            ** between although the pool was told otherwise */
+            PQclear(r);
+            pool_conn_lost_statements(c);
+            r = PQexecParams(c->pg, sql, nparams, NULL, values, lengths, formats, result_format);
+            if (!pool_result_ok(r))
+                pp_err_pq(&c->hdr.err, c->pg, r, NULL);
+            return r;
         }
         pp_err_pq(&c->hdr.err, c->pg, r, NULL);
         return r;

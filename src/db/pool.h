@@ -173,7 +173,9 @@ PGconn *pgpipe_conn_pg(pgpipe_conn *conn);
 ** failure the error is also on the connection handle (pgpipe_errmsg(conn)).
 ** Behind a transaction pooler (pgpipe_pool_pooler) nothing is cached: the
 ** statement runs unnamed (PQexecParams), since the next transaction may run
-** on a server session that never saw it.
+** on a server session that never saw it. A statement found gone again right
+** after it was prepared shows such a pooler where the pool was told
+** "session": the pool then switches to unnamed statements, with one warning.
 ** When the server no longer has the statement (26000, e.g. after DISCARD ALL
 ** run by hand) or its cached plan changed result type (0A000), it is prepared
 ** again and run once more - outside a transaction block; inside one the

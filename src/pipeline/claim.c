@@ -503,11 +503,12 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
         rc = claim_save_settings(c);
     if (rc == PGPIPE_OK) {
         int mode = pgpipe_pooler_mode(conn, o->pooler, &c->hdr.err);
-        if (mode < 0)
+        if (mode < 0) {
             rc = c->hdr.err.code;
-        else
+        } else {
             c->unnamed = mode == PGPIPE_POOLER_TRANSACTION;
-        o->pooler = mode;
+            o->pooler = mode;
+        }
     }
     if (rc == PGPIPE_OK && !c->unnamed)
         rc = claim_read_known(c);
@@ -1621,11 +1622,12 @@ static pgpipe_claim_options claim_worker_opts(pgpipe_workers *w)
 
 /* After a failure of cl: when its statements were found gone, the claimer
 ** now runs them unnamed (and said so); so will the next ones. Returns 1 then
-** (try again at once: nothing else is wrong). */
-static int claim_worker_lost(pgpipe_workers *w, const pgpipe_claimer *cl)
+** (try again at once: nothing else is wrong), once per such failure. */
+static int claim_worker_lost(pgpipe_workers *w, pgpipe_claimer *cl)
 {
     if (!cl || !cl->unnamed || strcmp(cl->hdr.err.sqlstate, "26000") != 0)
         return 0;
+    cl->hdr.err.sqlstate[0] = '\0';
     atomic_store(&w->lost_named, 1);
     return 1;
 }
