@@ -10845,6 +10845,10 @@ static void copy_server_id(PGconn *conn, char *out, size_t size)
         "1, 8) FROM pg_control_system()",
         "SELECT '?/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)" };
     out[0] = '\0';
+    /* a borrowed connection may be inside its owner's transaction, which a
+    ** refused function would abort */
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return;
     for (int i = 0; i < 2 && !out[0]; i++) {
         PGresult *r = NULL;
         if (pp_exec(conn, q[i], 0, NULL, &r, NULL, "loader") == PGPIPE_OK) {
@@ -12727,6 +12731,17 @@ static void copy_lane_commit(copy_lane *ln)
     int fast = !ln->stream_broken && ln->conn != NULL;
     for (;;) {
         yes = ours = 0;
+        if (copy_cancelled(ln->l)) {
+            /* cancelled before this attempt (the last one's failure may have
+            ** been the cancel, swallowed by copy_stream_open) */
+            if (ln->copy_open)
+                copy_abandon(ln);
+            else
+                copy_rollback(ln);
+            ln->rc = pp_err(&ln->err, PGPIPE_BUSY, "loader: cancelled: batch %lld (lines %lld-%lld) "
+                            "is not committed", ln->seq, ln->b_first_line, ln->b_last_line);
+            return;
+        }
         if (fast) {
             rc = copy_batch_fast(ln, &transient, &fallback);
             fast = 0;

@@ -1,5 +1,8 @@
-/* Failover: a load whose committed batches a failover to an asynchronous
-** replica lost. Each test runs its own primary and streaming replica
+/* Failover and hung servers (issue 20), in the loader's group: a load whose
+** committed batches a failover to an asynchronous replica lost, and
+** pgpipe_loader_cancel (the shell's Ctrl-C, test/sh/shell_cancel.sh, covers
+** a COMMIT stuck on a synchronous standby, in .load and .work).
+** The failover tests run their own primary and streaming replica
 ** (tool/pgtmp.sh, pg_basebackup -R), never the shared test cluster: the
 ** primary is stopped (immediate) and the replica promoted in the middle of
 ** the load. The replica is made to lag on purpose: after the first batches
@@ -335,4 +338,111 @@ PGT_TEST(copy, failover_stream_batches_lost_fail_loudly)
         pgpipe_loader_close(l);
     }
     fo_stop(&p);
+}
+
+/* Which server a connection reached, as the loader compares it: the system
+** identifier and the timeline, the timeline alone when the role may not run
+** pg_control_system() (revoked here, in a database of its own), nothing
+** inside a transaction (a refused call would abort the caller's). */
+PGT_TEST(copy, failover_server_id_falls_back)
+{
+    PGconn *admin = pgt_db_fresh("fo_serverid");
+    char role[64], sql[256], dsn[1024], id[64];
+    snprintf(role, sizeof role, "fo_serverid_%d", (int)getpid());
+    snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN", role, role);
+    PQclear(PGT_EXEC(admin, sql));
+    copy_server_id(admin, id, sizeof id);
+    PGT_CHECK_MSG(strchr(id, '/') && id[0] != '?' && strlen(id) > 10, "id %s", id);
+    char tl[16];
+    snprintf(tl, sizeof tl, "%s", strchr(id, '/') + 1);
+    PQclear(PGT_EXEC(admin, "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC"));
+    snprintf(dsn, sizeof dsn, "%s dbname=fo_serverid user=%s", pgt_dsn(), role);
+    PGconn *c = PQconnectdb(dsn);
+    PGT_CHECK_MSG(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+    copy_server_id(c, id, sizeof id);
+    PGT_CHECK_MSG(id[0] == '?' && id[1] == '/' && !strcmp(id + 2, tl), "id %s, timeline %s", id, tl);
+    PQclear(PQexec(c, "BEGIN"));
+    copy_server_id(c, id, sizeof id);
+    PGT_EQ_STR(id, "");
+    PGT_EQ_INT(PQtransactionStatus(c), PQTRANS_INTRANS); /* not aborted */
+    PQfinish(c);
+    pgt_db_close(admin);
+    PGconn *a2 = pgt_connect();
+    snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s", role);
+    PQclear(PGT_EXEC(a2, sql));
+    PQfinish(a2);
+}
+
+/* pgpipe_loader_cancel from another thread while every lane's COPY waits on
+** a lock nobody will release: the load ends (it waited forever before, and
+** retried the cancelled statement), as 'interrupted', with nothing counted
+** that the server does not have. */
+typedef struct fo_canceller {
+    pgpipe_loader *l;
+    char table[64];
+    int sent;
+} fo_canceller;
+
+static void *fo_cancel_main(void *arg)
+{
+    fo_canceller *k = arg;
+    PGconn *c = pgt_connect();
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT (count(*) >= 2)::int FROM pg_stat_activity WHERE "
+             "wait_event_type = 'Lock' AND query LIKE 'COPY %%%s%%'", k->table);
+    fo_until(c, sql);
+    PQfinish(c);
+    k->sent = pgpipe_loader_cancel(k->l) == PGPIPE_OK;
+    return NULL;
+}
+
+PGT_TEST(copy, failover_cancel_from_another_thread)
+{
+    PGconn *c = pgt_db_open();
+    fo_canceller k;
+    memset(&k, 0, sizeof k);
+    snprintf(k.table, sizeof k.table, "fo_cancel_%d", (int)getpid());
+    pgt_db_table(c, k.table, "(n int)");
+    char path[512], sql[256];
+    snprintf(path, sizeof path, "%s/fo_cancel.%d.ndjson", pgt_tmpdir(), (int)getpid());
+    FILE *f = fopen(path, "w");
+    PGT_CHECK(f != NULL);
+    for (int i = 0; i < 1000; i++)
+        fprintf(f, "{\"n\":%d}\n", i);
+    PGT_CHECK(fclose(f) == 0);
+    snprintf(sql, sizeof sql, "BEGIN; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", k.table);
+    PQclear(PGT_EXEC(c, sql));
+    pgpipe_load_column cols[1] = { { "n", "n", NULL, 0 } };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = pgt_dsn();
+    o.install_schema = 0;
+    o.target = k.table;
+    o.columns = cols;
+    o.ncolumns = 1;
+    o.batch_rows = 100;
+    o.connections = 2;
+    pgpipe_loader *l = NULL;
+    PGT_OK(pgpipe_loader_open(&l, &o));
+    k.l = l;
+    pthread_t t;
+    PGT_CHECK(pthread_create(&t, NULL, fo_cancel_main, &k) == 0);
+    int rc = pgpipe_loader_load_file(l, path);
+    pthread_join(t, NULL);
+    PGT_CHECK(k.sent);
+    PGT_EQ_INT(rc, PGPIPE_BUSY);
+    PGT_CONTAINS(pgpipe_errmsg(l), "cancelled");
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.batches, 0);
+    PGT_EQ_INT(s.rows_loaded, 0);
+    /* a cancelled loader stays cancelled */
+    PGT_EQ_INT(pgpipe_loader_load_file(l, path), PGPIPE_BUSY);
+    pgpipe_loader_close(l);
+    PQclear(PGT_EXEC(c, "COMMIT"));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", k.table);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT status FROM pgpipe.loads WHERE id = %lld", s.load_id);
+    PGT_EQ_STR(pgt_db_str(c, sql), "interrupted");
+    PQfinish(c);
 }

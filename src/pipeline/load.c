@@ -215,6 +215,10 @@ static void copy_server_id(PGconn *conn, char *out, size_t size)
         "1, 8) FROM pg_control_system()",
         "SELECT '?/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)" };
     out[0] = '\0';
+    /* a borrowed connection may be inside its owner's transaction, which a
+    ** refused function would abort */
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return;
     for (int i = 0; i < 2 && !out[0]; i++) {
         PGresult *r = NULL;
         if (pp_exec(conn, q[i], 0, NULL, &r, NULL, "loader") == PGPIPE_OK) {

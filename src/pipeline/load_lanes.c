@@ -384,6 +384,17 @@ static void copy_lane_commit(copy_lane *ln)
     int fast = !ln->stream_broken && ln->conn != NULL;
     for (;;) {
         yes = ours = 0;
+        if (copy_cancelled(ln->l)) {
+            /* cancelled before this attempt (the last one's failure may have
+            ** been the cancel, swallowed by copy_stream_open) */
+            if (ln->copy_open)
+                copy_abandon(ln);
+            else
+                copy_rollback(ln);
+            ln->rc = pp_err(&ln->err, PGPIPE_BUSY, "loader: cancelled: batch %lld (lines %lld-%lld) "
+                            "is not committed", ln->seq, ln->b_first_line, ln->b_last_line);
+            return;
+        }
         if (fast) {
             rc = copy_batch_fast(ln, &transient, &fallback);
             fast = 0;
