@@ -13173,6 +13173,7 @@ typedef struct claim_lost {
     int n;
     char token[37];
     pgpipe_error cause;       /* the failure: message and SQLSTATE */
+    char server_start[48];    /* pg_postmaster_start_time of its server */
 } claim_lost;
 
 struct pgpipe_claimer;
@@ -13196,6 +13197,7 @@ struct pgpipe_claimer {
                                  record it failed runs once more, unnamed */
     char *known;              /* names of pgpipe_claim statements the session
                                  had at open, one per line (named mode) */
+    char server_start[48];    /* pg_postmaster_start_time(), read at open */
     pgpipe_claim_stats st;
     pgpipe_batch *cur;
     claim_lost lost;
@@ -13569,11 +13571,12 @@ static int claim_save_settings(pgpipe_claimer *c)
         " set_config(''enable_mergejoin'', %L, true)', current_setting('plan_cache_mode'),"
         " current_setting('enable_seqscan'), current_setting('enable_bitmapscan'),"
         " current_setting('enable_sort'), current_setting('enable_hashjoin'),"
-        " current_setting('enable_mergejoin'))", 0, NULL, &r, &c->hdr.err,
-        "reading planner settings");
+        " current_setting('enable_mergejoin')), pg_postmaster_start_time()::text", 0, NULL, &r,
+        &c->hdr.err, "reading planner settings");
     if (rc != PGPIPE_OK)
         return rc;
     c->restore_sql = pp_strdup(PQgetvalue(r, 0, 0));
+    snprintf(c->server_start, sizeof c->server_start, "%s", PQgetvalue(r, 0, 1));
     PQclear(r);
     return c->restore_sql ? PGPIPE_OK : pp_err_nomem(&c->hdr.err);
 }
@@ -14074,6 +14077,23 @@ static int claim_record_lost(pgpipe_claimer *c)
     if (!l->ids)
         return PGPIPE_OK;
     const char *msg = l->cause.message[0] ? l->cause.message : "batch failed";
+    /* charged only when the server gave the failure a reason of its own (a
+    ** SQLSTATE outside class 08): a connection cut without a word (network,
+    ** proxy, a crashed backend), a server restart or the crash of another
+    ** session (57P02) is not the batch's doing; its rows are pending again
+    ** (transactional mode) or after their lease */
+    const char *st = l->cause.sqlstate;
+    if (!st[0] || strncmp(st, "08", 2) == 0 || strcmp(st, "57P02") == 0 ||
+        strcmp(st, "57P03") == 0 || strcmp(l->server_start, c->server_start) != 0) {
+        c->st.abandoned += l->n;
+        pp_logf(PGPIPE_LOG_WARN, "claim", "%s: the %d rows of the failed batch are not charged "
+                "an attempt: %s (cause: %s)", c->worker_id, l->n,
+                strcmp(l->server_start, c->server_start) != 0 ? "the server restarted"
+                : "the session ended without a reason from the server", msg);
+        pp_free(l->ids);
+        memset(l, 0, sizeof *l);
+        return PGPIPE_OK;
+    }
     pp_buf msgs = { 0 }, sts = { 0 }, dat = { 0 };
     int rc = claim_repeat_array(&msgs, msg, l->n);
     if (rc == PGPIPE_OK)
@@ -14121,7 +14141,7 @@ static int claim_record_lost(pgpipe_claimer *c)
 ** transaction or its completion failed), with the failure in c->hdr.err:
 ** roll back what is open, keep the batch's rows (only the failed ones when
 ** failed_only), and charge them an attempt at once if the connection still
-** works, else on the next connection (claim_adopt_lost). Frees the batch;
+** works, else by the worker on its next connection. Frees the batch;
 ** c->hdr.err keeps the original failure. */
 static void claim_batch_lost(pgpipe_claimer *c, pgpipe_batch *b, int failed_only)
 {
@@ -14157,6 +14177,7 @@ static void claim_batch_lost(pgpipe_claimer *c, pgpipe_batch *b, int failed_only
         c->lost.ids = ids.data;
         c->lost.n = n;
         memcpy(c->lost.token, b->token, sizeof c->lost.token);
+        memcpy(c->lost.server_start, c->server_start, sizeof c->lost.server_start);
         c->lost.cause = cause;
     } else {
         pp_buf_free(&ids);
@@ -14242,7 +14263,7 @@ int pgpipe_claim_complete(pgpipe_claimer *c, pgpipe_batch *b)
         c->st.fenced += nfailed - retried - dead;
         if (refused > 0) {
             pp_logf(PGPIPE_LOG_WARN, "claim",
-                    "lease lost: %lld of %d rows were reclaimed by another worker; "
+                    "lease lost: %lld of %d rows were taken by another worker or client; "
                     "their completion was refused", refused, b->n);
             if (refused == b->n)
                 rc = pp_err(&c->hdr.err, PGPIPE_BUSY,

@@ -1357,3 +1357,43 @@ PGT_TEST(claim, lease_beside_skip_locked_peers)
     PGT_CHECK(t->done > 0 && peers[0].done + peers[1].done > 0); /* both sides worked */
     PQfinish(c);
 }
+
+/* A lease-mode completion that fails (here lock_timeout, 55P03, on a row
+** another client holds) used to drop the batch from every counter; now the
+** batch's failure is recorded (at the next claim when the rows are still
+** locked at once): the rows are retried, and the counters add up. */
+PGT_TEST(claim, lease_completion_failure_is_counted)
+{
+    PGconn *c = claim_t_setup("claim_t_lcf", 5);
+    PGconn *other = pgt_connect();
+    PQclear(PGT_EXEC(c, "SET lock_timeout = '100ms'"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_lcf");
+    o.mode = PGPIPE_CLAIM_LEASE;
+    o.max_attempts = 3;
+    o.backoff_base_ms = 60000; /* the rows stay out of reach: one claim each */
+    o.backoff_max_ms = 60000;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_batch *b;
+    PGT_EQ_INT(pgpipe_claim_next(cl, &b), PGPIPE_ROW);
+    PGT_EQ_INT(pgpipe_batch_count(b), 5);
+    PQclear(PGT_EXEC(other, "BEGIN; SELECT 1 FROM claim_t_lcf WHERE id = (SELECT max(id)"
+                            " FROM claim_t_lcf) FOR UPDATE"));
+    PGT_EQ_INT(pgpipe_claim_complete(cl, b), PGPIPE_DB);
+    PGT_EQ_STR(pgpipe_errsqlstate(cl), "55P03");
+    PQclear(PGT_EXEC(other, "ROLLBACK"));
+    /* the failure is recorded before the next claim, which finds nothing */
+    PGT_EQ_INT(pgpipe_claim_next(cl, &b), PGPIPE_DONE);
+    pgpipe_claim_stats st;
+    PGT_OK(pgpipe_claimer_stats(cl, &st));
+    PGT_EQ_INT(st.claimed, 5);
+    PGT_EQ_INT(st.retried, 5);
+    PGT_EQ_INT(claim_t_identity(&st), st.claimed);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_lcf WHERE NOT processed"
+                                 " AND attempts = 1 AND claim_token IS NULL"
+                                 " AND last_error LIKE '%lock timeout%'"), 5);
+    pgpipe_claimer_close(cl);
+    PQfinish(other);
+    PQfinish(c);
+}

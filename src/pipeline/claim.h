@@ -52,11 +52,14 @@
 ** or C) that fails in a transaction is bisected under savepoints until the
 ** failing records are isolated; the others commit.
 **
-** A batch that fails as a whole after its claim (the connection is lost, for
-** instance killed by idle_in_transaction_session_timeout while a slow handler
-** runs, or its COMMIT fails) counts one attempt for each of its rows, with
-** the failure's message and SQLSTATE as last_error, so it reaches the dead
-** letters after max_attempts like any failing record. The attempt is
+** A batch that fails as a whole after its claim (its COMMIT fails, or the
+** server ends its session, for instance by idle_in_transaction_session_timeout
+** while a slow handler runs, 25P03) counts one attempt for each of its rows,
+** with the server's message and SQLSTATE as last_error, so it reaches the
+** dead letters after max_attempts like any failing record. A connection cut
+** without a reason from the server (class 08: network, proxy), a server
+** restart or the crash of another session (57P02) is not the batch's doing
+** and is not charged (stats.abandoned). The attempt is
 ** recorded outside the failed transaction: at once when the connection still
 ** works, else by the worker on its next connection before it claims again
 ** (a plain claimer cannot reach a new connection: its caller re-opens one,
@@ -205,7 +208,10 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out);
 /* Finish a batch: rows not marked failed become processed, failed ones are
 ** retried or dead-lettered; commits (transactional mode). In lease mode rows
 ** whose token no longer matches are refused and counted in stats.fenced
-** (PGPIPE_BUSY when every row was refused). Frees the batch. */
+** (PGPIPE_BUSY when every row was refused). Frees the batch. When this fails
+** (the COMMIT, or the connection), the batch's rows are charged an attempt
+** after the rollback, as said under "Failures" above, and the error is
+** returned. */
 int pgpipe_claim_complete(pgpipe_claimer *c, pgpipe_batch *b);
 /* Give a batch back untouched: transactional mode rolls back; lease mode
 ** clears the lease (token-checked) and takes back the attempt. Frees it. */

@@ -24,7 +24,7 @@ $P "$D" "DROP TABLE IF EXISTS claim_sh, claim_sh_out" \
     >/dev/null || fail "setup"
 
 out=$($P "$D" ".work --table claim_sh --workers 2 --batch 50 --max-attempts 1 --until-empty --sql \"INSERT INTO claim_sh_out SELECT (e->>'id')::bigint, (e->'payload'->>'n')::int FROM jsonb_array_elements(\$1::jsonb) e\"") || fail "work exit $?: $out"
-has "$out" "claimed 500, done 499, retried 0, dead-lettered 1"
+has "$out" "claimed 500, done 499, retried 0, dead-lettered 1, fenced 0, released 0, abandoned 0 in"
 out=$($P -m csv "$D" "SELECT count(*) FROM claim_sh_out")
 has "$out" "499"
 
