@@ -10642,6 +10642,15 @@ int pgpipe_local_restart(const char *dir, const pgpipe_local_options *opt, pgpip
 ** (the server's "line N" context, else bisection under savepoints) for
 ** records the server rejects, reconnect-and-resend for lost connections.
 **
+** A failover to an asynchronous replica can lose batches that were
+** committed: whenever a lane reconnects to another server (system
+** identifier and timeline, copy_server_id) and at the end of every load,
+** the batches the load counts as committed are looked up in
+** pgpipe.load_batches; a file's missing batches are loaded again by
+** resuming the load, for other inputs the load fails naming them.
+** pgpipe_loader_cancel cancels the statements in flight on every lane (a
+** COMMIT stuck waiting for a synchronous standby) and nothing is retried.
+**
 ** With several connections (lanes, in load_lanes.c) the batch is not
 ** streamed while it fills: the caller's thread fills a free lane and hands
 ** it to the lane's thread, which sends, books and commits it on the lane's
@@ -12550,7 +12559,8 @@ static int copy_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
             win = win > (SIZE_MAX / 2) ? win : win * 2;
             continue;
         }
-        if (*transient) {
+        if (*transient || copy_cancelled(ln->l)) {
+            /* a cancelled COPY names the line it was at: no row to blame */
             PQclear(err);
             return rc;
         }
@@ -12745,6 +12755,8 @@ static void copy_lane_commit(copy_lane *ln)
         if (fast) {
             rc = copy_batch_fast(ln, &transient, &fallback);
             fast = 0;
+            if (rc == PGPIPE_OK && fallback && copy_cancelled(ln->l))
+                continue; /* the COPY failed on the cancel: not a row to isolate */
             if (rc == PGPIPE_OK && fallback)
                 rc = copy_batch_slow(ln, &transient);
         } else {

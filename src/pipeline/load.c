@@ -11,6 +11,15 @@
 ** (the server's "line N" context, else bisection under savepoints) for
 ** records the server rejects, reconnect-and-resend for lost connections.
 **
+** A failover to an asynchronous replica can lose batches that were
+** committed: whenever a lane reconnects to another server (system
+** identifier and timeline, copy_server_id) and at the end of every load,
+** the batches the load counts as committed are looked up in
+** pgpipe.load_batches; a file's missing batches are loaded again by
+** resuming the load, for other inputs the load fails naming them.
+** pgpipe_loader_cancel cancels the statements in flight on every lane (a
+** COMMIT stuck waiting for a synchronous standby) and nothing is retried.
+**
 ** With several connections (lanes, in load_lanes.c) the batch is not
 ** streamed while it fills: the caller's thread fills a free lane and hands
 ** it to the lane's thread, which sends, books and commits it on the lane's

@@ -203,7 +203,8 @@ static int copy_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
             win = win > (SIZE_MAX / 2) ? win : win * 2;
             continue;
         }
-        if (*transient) {
+        if (*transient || copy_cancelled(ln->l)) {
+            /* a cancelled COPY names the line it was at: no row to blame */
             PQclear(err);
             return rc;
         }
@@ -398,6 +399,8 @@ static void copy_lane_commit(copy_lane *ln)
         if (fast) {
             rc = copy_batch_fast(ln, &transient, &fallback);
             fast = 0;
+            if (rc == PGPIPE_OK && fallback && copy_cancelled(ln->l))
+                continue; /* the COPY failed on the cancel: not a row to isolate */
             if (rc == PGPIPE_OK && fallback)
                 rc = copy_batch_slow(ln, &transient);
         } else {
