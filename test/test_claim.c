@@ -1088,7 +1088,7 @@ static int claim_t_sleepy(void *ud, PGconn *conn, const pgpipe_event *ev, pgpipe
 {
     (void)ud, (void)conn, (void)err;
     if (strstr(ev->payload, "\"n\": 3") || strstr(ev->payload, "\"n\":3"))
-        pgpipe_sleep_ms(400); /* idle in the claim's transaction past the timeout */
+        pgpipe_sleep_ms(900); /* idle in the claim's transaction past the timeout */
     return PGPIPE_OK;
 }
 
@@ -1103,8 +1103,8 @@ PGT_TEST(claim, idle_timeout_attempts_counted_outside)
 {
     PGconn *c = claim_t_setup("claim_t_idle", 4);
     /* every connection of this test process: the server kills a session
-    ** idle in a transaction for 200 ms */
-    setenv("PGOPTIONS", "-c idle_in_transaction_session_timeout=200", 1);
+    ** idle in a transaction for 300 ms */
+    setenv("PGOPTIONS", "-c idle_in_transaction_session_timeout=300", 1);
     claim_t_logcount lc;
     memset(&lc, 0, sizeof lc);
     pthread_mutex_init(&lc.mu, NULL);
@@ -1132,13 +1132,16 @@ PGT_TEST(claim, idle_timeout_attempts_counted_outside)
     PGT_OK(pgpipe_pool_close(pool, NULL));
     pgpipe_config_log(NULL, NULL);
     PGT_EQ_INT(ws.total.done, 3);
-    PGT_EQ_INT(ws.total.retried, 2);
     PGT_EQ_INT(ws.total.dead, 1);
-    PGT_EQ_INT(ws.total.claimed, 6);
+    /* the slow record three times (a quick one stalled past the timeout by a
+    ** busy machine would be retried once more) */
+    PGT_CHECK(ws.total.retried >= 2);
     PGT_EQ_INT(claim_t_identity(&ws.total), ws.total.claimed);
     PGT_CHECK(ws.reconnects >= 3);
-    PGT_EQ_INT(lc.failed_whole, 3);
-    PGT_EQ_INT(lc.recorded, 3);
+    PGT_CHECK(lc.failed_whole >= 3);
+    PGT_EQ_INT(lc.recorded, lc.failed_whole);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_table"
+                                 " = 'claim_t_idle'"), 1);
     PGT_CHECK_MSG(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
                                     " source_table = 'claim_t_idle' AND (payload->>'n')::int = 3"
                                     " AND attempt_count = 3 AND sqlstate = '25P03'"

@@ -893,23 +893,6 @@ static int claim_nfailed(const pgpipe_batch *b)
 
 /* ---- Batches that fail as a whole --------------------------------------- */
 
-/* A server that ends a session (idle_in_transaction_session_timeout, 25P03;
-** pg_terminate_backend, 57P01) says why in a FATAL message sent while the
-** client is idle, which libpq hands to the notice receiver. The workers
-** install this receiver on their connections (from the pool, which keeps
-** libpq's default receiver: it ignores its argument) to keep that message as
-** the cause of a batch lost with the connection; every notice still goes on
-** to the previous receiver. */
-static void claim_notice_receiver(void *arg, const PGresult *res)
-{
-    pgpipe_claimer *c = arg;
-    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
-    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
-        pp_err_pq(&c->fatal, NULL, res, NULL);
-    if (c->prev_recv)
-        c->prev_recv(NULL, res);
-}
-
 /* 1 when the connection is gone. Reads what the server sent while the
 ** handler ran (one non-blocking read, no round trip): a session the server
 ** ended is seen here, with its FATAL message, instead of as a write into a
@@ -1763,6 +1746,23 @@ static int claim_drain_notifies(PGconn *pg)
 static int claim_retryable(PGconn *pg, const pgpipe_claimer *cl)
 {
     return PQstatus(pg) != CONNECTION_OK || pgpipe_sqlstate_is_transient(pgpipe_errsqlstate(cl));
+}
+
+/* A server that ends a session (idle_in_transaction_session_timeout, 25P03;
+** pg_terminate_backend, 57P01) says why in a FATAL message sent while the
+** client is idle, which libpq hands to the notice receiver. The workers
+** install this receiver on their connections (from the pool, which keeps
+** libpq's default receiver: it ignores its argument) to keep that message as
+** the cause of a batch lost with the connection; every notice still goes on
+** to the previous receiver. */
+static void claim_notice_receiver(void *arg, const PGresult *res)
+{
+    pgpipe_claimer *c = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0))
+        pp_err_pq(&c->fatal, NULL, res, NULL);
+    if (c->prev_recv)
+        c->prev_recv(NULL, res);
 }
 
 static void *claim_worker_main(void *arg)
