@@ -225,9 +225,10 @@ static void fo_check_server(fo_pair *p, long long load_id, const char *src, long
     PQfinish(c);
 }
 
-/* A file: the loader finds batches 6-10 missing on the promoted replica
-** and loads them again from the file, so the load ends with every record
-** on the new primary exactly once (it printed success with 500 missing). */
+/* A file, on two lanes: the loader finds the batches committed after the
+** cut missing on the promoted replica and loads them again from the file,
+** so the load ends with every record on the new primary exactly once (it
+** printed success with about 500 missing). */
 PGT_TEST(copy, failover_file_batches_lost_are_reloaded)
 {
     fo_pair p;
@@ -240,7 +241,7 @@ PGT_TEST(copy, failover_file_batches_lost_are_reloaded)
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
     o.conninfo = p.dsn;
-    o.connections = 1;
+    o.connections = 2; /* which batches are in flight at the cut varies: about 5 are lost */
     o.batch_rows = 100;
     o.source_name = src;
     o.progress = fo_progress;
@@ -255,12 +256,13 @@ PGT_TEST(copy, failover_file_batches_lost_are_reloaded)
     PGT_EQ_INT(s.rows_loaded, 1992);
     PGT_EQ_INT(s.rows_dead, 8);
     PGT_EQ_INT(s.rows_skipped, 0);
-    PGT_EQ_INT(s.batches_reloaded, 5);
+    PGT_CHECK_MSG(s.batches_reloaded >= 3 && s.batches_reloaded <= 7, "%lld reloaded",
+                  s.batches_reloaded);
     PGT_EQ_INT(s.batches, 20);
     PGT_EQ_INT(s.rows_missing, 0);
     char line[512];
     pgpipe_load_summary_format(&s, line, sizeof line);
-    PGT_CONTAINS(line, "5 batches lost in a failover loaded again");
+    PGT_CONTAINS(line, "batches lost in a failover loaded again");
     pgpipe_loader_close(l);
     fo_check_server(&p, s.load_id, src, 1992);
     fo_stop(&p);

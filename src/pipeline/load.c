@@ -658,6 +658,10 @@ PGPIPE_PRIVATE void copy_after_reconnect(pgpipe_loader *l, copy_lane *ln)
     if (!ln->conn || PQstatus(ln->conn) != CONNECTION_OK ||
         (l->server_id[0] && !strcmp(ln->server_id, l->server_id)))
         return;
+    /* the other lanes reconnecting to the same server need not say it again */
+    if (ln->server_id[0] && !strcmp(ln->server_id, l->checked_id))
+        return;
+    snprintf(l->checked_id, sizeof l->checked_id, "%s", ln->server_id);
     copy_check c;
     int t;
     if (copy_verify(l, ln, &c, &t) != PGPIPE_OK)
@@ -795,6 +799,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
         return rc;
     /* the server the load begins on: a lane that reconnects elsewhere checks */
     snprintf(l->server_id, sizeof l->server_id, "%s", l->lanes[0].server_id);
+    l->checked_id[0] = '\0';
     l->lanes[0].reconnected = 0;
     l->rereadable = path && fd >= 0 && l->src_size >= 0 && l->load_key;
     copy_lanes_start(l);

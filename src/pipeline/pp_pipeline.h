@@ -146,6 +146,7 @@ struct pgpipe_loader {
     copy_booked *booked;
     size_t nbooked, capbooked;
     char server_id[64];
+    char checked_id[64];  /* the other server a reconnect checked last */
     int rereadable;       /* the input can be read again (a regular file) */
     int reloading;        /* this run reloads the batches a failover lost */
     int need_reload;      /* the end found batches missing: read them again */
