@@ -23,7 +23,9 @@
 #   make demo             (first: tool/deps.sh --demo) the main job on a private
 #                         local server
 #   make chaos            faults, restarts and SIGKILLs under load, checked record
-#                         by record (CHAOS_SEED, CHAOS_SECONDS=120, CHAOS_RECORDS)
+#                         by record (CHAOS_SEED, CHAOS_SECONDS=120, CHAOS_RECORDS;
+#                         CHAOS_FAULTS=net,restart,kill,dup,pgbouncer,failover:
+#                         the fault kinds, default all that are installed)
 #   make load-test        10M events through the loader and 4 workers, RSS sampled
 #   make valgrind         the demo at a small size with every shell run under memcheck
 

@@ -7,8 +7,19 @@
 #
 #   CHAOS_SEED=1 CHAOS_SECONDS=120 CHAOS_RECORDS=100000 sh test/chaos/run.sh
 #
+# CHAOS_FAULTS picks the fault kinds (comma-separated; default all):
+#   net        the proxy drops, cuts and stalls connections
+#   restart    server restarts            kill  SIGKILLs of loaders and workers
+#   dup        second runs of a load beside the running one
+#   pgbouncer  pgbouncer in transaction mode between the proxy and the server
+#              (skipped with a message when not installed)
+#   failover   a streaming replica promoted mid-load after the replication was
+#              cut (CHAOS_FAILOVER_LAG_MS of commits are lost with the primary)
+# CHAOS_FAULTS=net,restart,kill,dup is the run as it was before the last two.
+#
 # Other knobs: CHAOS_FILES, CHAOS_LOADERS, CHAOS_WORKERS, CHAOS_DROP,
-# CHAOS_CUT, CHAOS_STALL, CHAOS_STALL_MS, CHAOS_EVENT_MS. CHAOS_SAN=0 builds
+# CHAOS_CUT, CHAOS_STALL, CHAOS_STALL_MS, CHAOS_EVENT_MS, CHAOS_BOUNCER_POOL,
+# CHAOS_FAILOVER_LAG_MS, CHAOS_PGBOUNCER (its path). CHAOS_SAN=0 builds
 # without ASan/UBSan (default: with, as in make test), CHAOS_SAN=thread with
 # ThreadSanitizer. CHAOS_KEEP=1 keeps the
 # scratch directory (input files, one log per loader and worker slot).
@@ -36,6 +47,30 @@ fi
 export CHAOS_PROXY="$B/faultproxy"
 export CHAOS_DIR=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/chaos.XXXXXX")
 chmod 755 "$CHAOS_DIR"
+# the pooler must be found by pgpipe itself, not told
+unset PGPIPE_POOLER
+# pg_basebackup beside the server's pg_ctl (its bindir may hold links only)
+if [ -z "${CHAOS_PGBIN:-}" ]; then
+    CHAOS_PGBIN=$(sh tool/pgtmp.sh bindir 2>/dev/null || true)
+    [ -n "$CHAOS_PGBIN" ] && CHAOS_PGBIN=$(dirname "$(readlink -f "$CHAOS_PGBIN/pg_ctl")")
+fi
+export CHAOS_PGBIN
+if [ -z "${CHAOS_PGBOUNCER:-}" ]; then
+    CHAOS_PGBOUNCER=${PGPIPE_PGBOUNCER:-$(command -v pgbouncer 2>/dev/null || true)}
+    [ -z "$CHAOS_PGBOUNCER" ] && [ -x /usr/sbin/pgbouncer ] && CHAOS_PGBOUNCER=/usr/sbin/pgbouncer
+fi
+export CHAOS_PGBOUNCER
+# what the run starts beside the cluster ends with it, whatever happened
+# (chaos stops them itself; this is for a run that was killed)
+cleanup() {
+    if [ -f "$CHAOS_DIR/bouncer/pgbouncer.pid" ]; then
+        kill "$(cat "$CHAOS_DIR/bouncer/pgbouncer.pid")" 2>/dev/null || true
+    fi
+    if [ -f "$CHAOS_DIR/replica/opts" ]; then
+        sh tool/pgtmp.sh stop "$CHAOS_DIR/replica" >/dev/null 2>&1 || true
+    fi
+}
+trap 'cleanup; rm -rf "$CHAOS_DIR"; exit 130' INT TERM
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 set +e
@@ -43,6 +78,8 @@ set +e
 sh tool/pgtmp.sh run -- "$B/chaos"
 rc=$?
 set -e
+cleanup
+trap - INT TERM
 if [ $rc != 0 ]; then
     for f in "$CHAOS_DIR"/*.log; do
         [ -f "$f" ] || continue
