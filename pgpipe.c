@@ -10111,6 +10111,22 @@ static int mig_notx_position(pgpipe_migrator *m, const mig_file *f, int *pos, in
     }
 }
 
+/* A no-transaction file's step, in the transaction just begun: with
+** *pos == i go on with statement i. Behind a transaction pooler another
+** runner may have moved the file on: then the transaction is rolled back and
+** *pos says where to continue (-1: the file is finished). */
+static int mig_notx_sync(pgpipe_migrator *m, const mig_file *f, int i, int *pos)
+{
+    *pos = i;
+    if (!m->txmode)
+        return PGPIPE_OK;
+    int waited = 0;
+    int rc = mig_notx_position(m, f, pos, &waited);
+    if (rc == PGPIPE_OK && *pos != i)
+        pp_rollback_open(m->conn);
+    return rc;
+}
+
 /* One statement at a time. A statement commits with its progress record in
 ** a transaction of its own; one that cannot run in a transaction block
 ** (SQLSTATE 25001, or 2D000 for a procedure that commits) runs alone
@@ -10171,17 +10187,14 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
         }
         if ((rc = mig_begin(m)) != PGPIPE_OK)
             break;
-        if (m->txmode) {
-            int pos = 0, waited = 0;
-            if ((rc = mig_notx_position(m, f, &pos, &waited)) != PGPIPE_OK)
+        int pos;
+        if ((rc = mig_notx_sync(m, f, i, &pos)) != PGPIPE_OK)
+            break;
+        if (pos != i) {
+            if (pos < 0)
                 break;
-            if (pos != i) {
-                pp_rollback_open(m->conn);
-                if (pos < 0)
-                    break;
-                i = done = pos;
-                continue;
-            }
+            i = done = pos;
+            continue;
         }
         rc = mig_exec_stmt(m, f, i);
         int alone = rc == PGPIPE_DB && (!strcmp(m->hdr.err.sqlstate, "25001") ||
@@ -10201,17 +10214,13 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
             pgpipe_error_clear(&m->hdr.err);
             if ((rc = mig_begin(m)) != PGPIPE_OK)
                 break;
-            if (m->txmode) {
-                int pos = 0, waited = 0;
-                if ((rc = mig_notx_position(m, f, &pos, &waited)) != PGPIPE_OK)
+            if ((rc = mig_notx_sync(m, f, i, &pos)) != PGPIPE_OK)
+                break;
+            if (pos != i) {
+                if (pos < 0)
                     break;
-                if (pos != i) {
-                    pp_rollback_open(m->conn);
-                    if (pos < 0)
-                        break;
-                    i = done = pos;
-                    continue;
-                }
+                i = done = pos;
+                continue;
             }
             rc = mig_record_start(m, f, i + 1);
             if (rc == PGPIPE_OK)
