@@ -1089,14 +1089,18 @@ PGT_TEST(pool, survives_server_restart_under_16_threads)
                       sh.lasterr[i]);
         PGT_CHECK_MSG(sh.qfail_nontransient[i] == 0, "thread %d: non-transient failure: %s", i,
                       sh.lasterr[i]);
-        /* only the query in flight when the server went down may fail */
-        PGT_CHECK_MSG(sh.qfail[i] <= 1, "thread %d: %d failed queries: %s", i, sh.qfail[i],
-                      sh.lasterr[i]);
         PGT_CHECK_MSG(sh.ok_after[i] >= 3, "thread %d: %d successes after the restart", i,
                       sh.ok_after[i]);
         failures += sh.qfail[i];
     }
     PGT_CHECK(after);
+    /* Only a query on a connection of the old server can fail, and a failed
+    ** connection is closed, never handed out again: so there are at most as
+    ** many failures as the pool held connections (pool_size + max_overflow).
+    ** Not "one per thread": while the postmaster signals its backends one by
+    ** one, a ping can succeed on a backend an instant before its SIGTERM
+    ** arrives, so a thread may meet two dying connections on a loaded machine. */
+    PGT_CHECK_MSG(failures <= 4 + 4, "%d failed queries for a pool of 8 connections", failures);
     pgpipe_pool_stats s;
     PGT_OK(pgpipe_pool_stats_get(sh.pool, &s));
     fprintf(stderr, "    restart took %lld ms; %d in-flight failures; created %lld closed %lld "
