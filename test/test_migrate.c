@@ -915,6 +915,15 @@ static void mig_t_hold_progress_and_restart(PGconn *c, const char *gate_sql,
     PQclear(PGT_EXEC(row, sql));
     PQclear(PGT_EXEC(gate, "COMMIT"));
     mig_t_wait_blocked(c, "UPDATE \"mig_test\".\"history\" SET statements_done");
+    /* End the runner's session first, while its progress write still waits:
+    ** in a restart alone the lock holder may die first, and on a loaded
+    ** machine the runner's write can then commit before its own SIGTERM. */
+    PQclear(PGT_EXEC(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                        "wait_event_type = 'Lock' AND query LIKE 'UPDATE \"mig_test\".\"history\" "
+                        "SET statements_done%' AND pid <> pg_backend_pid()"));
+    mig_t_wait_true(c, "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE "
+                       "'UPDATE \"mig_test\".\"history\" SET statements_done%' AND state <> 'idle' "
+                       "AND pid <> pg_backend_pid())");
     mig_t_restart();
     mig_t_bg_join(b);
     PGT_CHECK(b->rc != PGPIPE_OK);
