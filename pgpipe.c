@@ -694,6 +694,147 @@ PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const ch
 #endif /* PP_PIPELINE_H */
 /* ==== end src/pipeline/pp_pipeline.h ==== */
 
+/* ==== begin src/http/pp_http.h ==== */
+/*
+** The HTTP layer's private header: the ingest server (webhooks and API
+** pushes into staging). Layer order and rules: src/base/pp_base.h.
+**
+**   http_proto   the HTTP/1.1 request parser (incremental, strict: limits,
+**                smuggling, chunked bodies) and the response writer
+**   http_auth    tokens (stored hashed), HMAC-SHA256 signatures (GitHub,
+**                Stripe, Standard Webhooks), trusted proxies
+**   http_ingest  request bodies into records, group commit into staging,
+**                idempotency keys, dead letters, backpressure
+**   http         the server: sockets, event loop, timeouts, routing,
+**                /healthz /readyz /metrics, access log, drain; the public API
+**
+** @components http_proto http_auth http_ingest http
+*/
+#ifndef PP_HTTP_H
+#define PP_HTTP_H
+
+#ifndef PGPIPE_OMIT_HTTP
+
+/* ==== A request, as the parser hands it over (http_proto.c) ==============
+** Every pointer points into the connection's buffers and stays valid until
+** the router returns (copy what outlives it). */
+typedef struct pp_http_header {
+    const char *name;   /* as sent; compare with strncasecmp */
+    size_t name_len;
+    const char *value;  /* leading/trailing blanks trimmed */
+    size_t value_len;
+} pp_http_header;
+
+enum { PP_HTTP_GET = 1, PP_HTTP_HEAD, PP_HTTP_POST, PP_HTTP_PUT, PP_HTTP_DELETE,
+       PP_HTTP_OPTIONS, PP_HTTP_OTHER };
+
+#define PP_HTTP_MAX_HEADERS 100
+
+typedef struct pp_http_request {
+    int method;                 /* PP_HTTP_* */
+    const char *target;         /* request target as sent (path?query) */
+    size_t target_len;
+    const char *path;           /* percent-decoding is the router's */
+    size_t path_len;
+    const char *query;          /* after '?', or NULL */
+    size_t query_len;
+    int minor;                  /* HTTP/1.<minor> */
+    int keep_alive;             /* the connection stays open after the answer */
+    pp_http_header headers[PP_HTTP_MAX_HEADERS];
+    int nheaders;
+    const char *body;           /* the whole body, chunked encoding removed */
+    size_t body_len;
+    char id[37];                /* request id (UUIDv7), answered as X-Request-Id */
+    char peer[64];              /* client address (X-Forwarded-For when trusted) */
+    int64_t t_start_us;         /* pgpipe_now_us() when its first byte arrived */
+} pp_http_request;
+
+/* The value of header name (case-insensitive), or NULL; *len its length. */
+PGPIPE_PRIVATE const char *pp_http_header_get(const pp_http_request *rq, const char *name,
+                                              size_t *len);
+
+/* ==== An answer ============================================================
+** The router (or ingest, later, from a committer thread) fills one; the
+** server writes it. body is owned by the reply (pp_malloc'd, freed by the
+** server). */
+typedef struct pp_http_reply {
+    int status;                 /* 202, 400, 401, 403, 404, 413, 429, 503, ... */
+    const char *content_type;   /* static string; "application/json" */
+    char *body;
+    size_t body_len;
+    int retry_after;            /* > 0: a Retry-After header (seconds) */
+    int close;                  /* close the connection after it */
+} pp_http_reply;
+
+/* A reply with a JSON error body {"error":{"status":..,"code":"..","message":"..",
+** "request_id":".."}}; PGPIPE_OK or PGPIPE_NOMEM. */
+PGPIPE_PRIVATE int pp_http_reply_error(pp_http_reply *r, int status, const char *code,
+                                       const char *request_id, const char *fmt, ...)
+    PP_PRINTF(5, 6);
+PGPIPE_PRIVATE void pp_http_reply_free(pp_http_reply *r);
+
+struct pgpipe_http;
+
+/* ==== Auth (http_auth.c) =================================================== */
+typedef struct pp_http_auth pp_http_auth;
+/* Sources and tokens of the server; tokens are read from pgpipe.http_tokens
+** with conn (only the SHA-256 of each is kept). */
+PGPIPE_PRIVATE int pp_http_auth_open(pp_http_auth **out, const pgpipe_http_options *o,
+                                     PGconn *conn, pgpipe_error *err);
+PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err);
+/* May this request write to source? 0 = yes; else the status (401/403) with
+** *deny filled. now is the Unix time for signed timestamps. */
+PGPIPE_PRIVATE int pp_http_auth_check(pp_http_auth *a, const char *source,
+                                      const pp_http_request *rq, time_t now,
+                                      pp_http_reply *deny);
+/* The settings of source (the "*" entry or the defaults when not listed). */
+PGPIPE_PRIVATE const pgpipe_http_source *pp_http_auth_source(const pp_http_auth *a,
+                                                             const char *source);
+/* Does any token exist (tokens required unless told otherwise)? */
+PGPIPE_PRIVATE int pp_http_auth_has_tokens(const pp_http_auth *a);
+/* Is addr (text) one of the trusted proxies? */
+PGPIPE_PRIVATE int pp_http_auth_trusted_proxy(const pp_http_auth *a, const char *addr);
+PGPIPE_PRIVATE void pp_http_auth_close(pp_http_auth *a);
+/* HMAC-SHA256 (RFC 2104) and a compare that takes the same time for any
+** contents of equal-length inputs. */
+PGPIPE_PRIVATE void pp_hmac_sha256(const void *key, size_t key_len, const void *msg,
+                                   size_t msg_len, unsigned char out[32]);
+PGPIPE_PRIVATE int pp_ct_equal(const void *a, const void *b, size_t n);
+
+/* ==== Ingest (http_ingest.c) =============================================== */
+typedef struct pp_ingest pp_ingest;
+/* Called by ingest from a committer thread when a queued request's group has
+** committed (or failed): the server writes reply to the connection the
+** ticket names, if it is still open, and frees reply->body either way.
+** Thread-safe; wakes the event loop. */
+typedef void (*pp_ingest_done_fn)(struct pgpipe_http *h, uint64_t ticket, pp_http_reply *reply);
+
+PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
+                                  pp_http_auth *auth, struct pgpipe_http *h,
+                                  pp_ingest_done_fn done, pgpipe_error *err);
+/* Take POST /v1/events/{source} (auth already passed). Returns 1 when it
+** answered at once (*now filled: 400, 413, 503 ...; or a stored answer for a
+** repeated idempotency key that is already committed) or 0 when the request
+** is queued for the next group: done(h, ticket, reply) follows. Runs on the
+** event loop's thread; never blocks on the database. */
+PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
+                                    const char *source, uint64_t ticket, pp_http_reply *now);
+/* Can records be committed now (database reachable, under the memory
+** budget)? 1 = ready; else 0 with a reason for /readyz. */
+PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size);
+/* Append ingest's metrics (Prometheus text) to b. */
+PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b);
+/* Requests queued or committing (for metrics and the drain). */
+PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig);
+/* Commit what is queued now and wait until every queued request has been
+** answered through done (graceful drain). */
+PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig);
+PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig);
+
+#endif /* PGPIPE_OMIT_HTTP */
+#endif /* PP_HTTP_H */
+/* ==== end src/http/pp_http.h ==== */
+
 /* ==== begin sql/example/R__example_upserts.sql ==== */
 static const char *const pp_sql_0[] = {
     "-- Idempotent moves from staging to production (repeatable: re-applied when\n",
@@ -18476,4 +18617,321 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
 }
 #endif /* PGPIPE_OMIT_RECORDS */
 /* ==== end src/pipeline/records.c ==== */
+
+/* ==== begin src/http/http_proto.c ==== */
+#ifndef PGPIPE_OMIT_HTTP
+/*
+** The HTTP/1.1 request parser and the response helpers.
+*/
+
+
+#ifndef PGPIPE_OMIT_HTTP
+#include <stdio.h>
+
+PGPIPE_PRIVATE const char *pp_http_header_get(const pp_http_request *rq, const char *name,
+                                              size_t *len)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < rq->nheaders; i++) {
+        const pp_http_header *h = &rq->headers[i];
+        if (h->name_len == n && !strncasecmp(h->name, name, n)) {
+            if (len)
+                *len = h->value_len;
+            return h->value;
+        }
+    }
+    if (len)
+        *len = 0;
+    return NULL;
+}
+
+PGPIPE_PRIVATE int pp_http_reply_error(pp_http_reply *r, int status, const char *code,
+                                       const char *request_id, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pp_buf b = {0};
+    int rc = pp_buf_appendf(&b, "{\"error\":{\"status\":%d,\"code\":", status);
+    if (rc == PGPIPE_OK)
+        rc = pp_json_str(&b, code, strlen(code), 0);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&b, ",\"message\":");
+    if (rc == PGPIPE_OK)
+        rc = pp_json_str(&b, msg, strlen(msg), 0);
+    if (rc == PGPIPE_OK && request_id && *request_id) {
+        rc = pp_buf_appendf(&b, ",\"request_id\":");
+        if (rc == PGPIPE_OK)
+            rc = pp_json_str(&b, request_id, strlen(request_id), 0);
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&b, "}}\n");
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&b);
+        return rc;
+    }
+    memset(r, 0, sizeof *r);
+    r->status = status;
+    r->content_type = "application/json";
+    r->body = b.data;
+    r->body_len = b.len;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void pp_http_reply_free(pp_http_reply *r)
+{
+    pp_free(r->body);
+    r->body = NULL;
+    r->body_len = 0;
+}
+
+#endif /* PGPIPE_OMIT_HTTP */
+#endif /* PGPIPE_OMIT_HTTP */
+/* ==== end src/http/http_proto.c ==== */
+
+/* ==== begin src/http/http_auth.c ==== */
+#ifndef PGPIPE_OMIT_HTTP
+/*
+** Who may write: tokens, HMAC-SHA256 signatures, trusted proxies.
+** (Skeleton: every request is allowed; the real checks land next.)
+*/
+
+
+#ifndef PGPIPE_OMIT_HTTP
+
+struct pp_http_auth {
+    pgpipe_http_source defaults;
+};
+
+PGPIPE_PRIVATE int pp_http_auth_open(pp_http_auth **out, const pgpipe_http_options *o,
+                                     PGconn *conn, pgpipe_error *err)
+{
+    (void)o;
+    (void)conn;
+    *out = pp_calloc(1, sizeof **out);
+    if (!*out)
+        return pp_err_nomem(err);
+    (*out)->defaults.window_hours = 72;
+    (*out)->defaults.tolerance_s = 300;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err)
+{
+    (void)a;
+    (void)conn;
+    (void)err;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_http_auth_check(pp_http_auth *a, const char *source,
+                                      const pp_http_request *rq, time_t now,
+                                      pp_http_reply *deny)
+{
+    (void)a;
+    (void)source;
+    (void)rq;
+    (void)now;
+    (void)deny;
+    return 0;
+}
+
+PGPIPE_PRIVATE const pgpipe_http_source *pp_http_auth_source(const pp_http_auth *a,
+                                                             const char *source)
+{
+    (void)source;
+    return &a->defaults;
+}
+
+PGPIPE_PRIVATE int pp_http_auth_has_tokens(const pp_http_auth *a)
+{
+    (void)a;
+    return 0;
+}
+
+PGPIPE_PRIVATE int pp_http_auth_trusted_proxy(const pp_http_auth *a, const char *addr)
+{
+    (void)a;
+    (void)addr;
+    return 0;
+}
+
+PGPIPE_PRIVATE void pp_http_auth_close(pp_http_auth *a)
+{
+    pp_free(a);
+}
+
+PGPIPE_PRIVATE void pp_hmac_sha256(const void *key, size_t key_len, const void *msg,
+                                   size_t msg_len, unsigned char out[32])
+{
+    (void)key;
+    (void)key_len;
+    (void)msg;
+    (void)msg_len;
+    memset(out, 0, 32);
+}
+
+PGPIPE_PRIVATE int pp_ct_equal(const void *a, const void *b, size_t n)
+{
+    const unsigned char *x = a, *y = b;
+    unsigned char d = 0;
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned char)(x[i] ^ y[i]);
+    return d == 0;
+}
+
+#endif /* PGPIPE_OMIT_HTTP */
+#endif /* PGPIPE_OMIT_HTTP */
+/* ==== end src/http/http_auth.c ==== */
+
+/* ==== begin src/http/http_ingest.c ==== */
+#ifndef PGPIPE_OMIT_HTTP
+/*
+** Request bodies into records, group commit into staging, idempotency keys,
+** dead letters, backpressure. (Skeleton: answers 503 until it lands.)
+*/
+
+
+#ifndef PGPIPE_OMIT_HTTP
+
+struct pp_ingest {
+    int unused;
+};
+
+PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
+                                  pp_http_auth *auth, struct pgpipe_http *h,
+                                  pp_ingest_done_fn done, pgpipe_error *err)
+{
+    (void)o;
+    (void)auth;
+    (void)h;
+    (void)done;
+    *out = pp_calloc(1, sizeof **out);
+    return *out ? PGPIPE_OK : pp_err_nomem(err);
+}
+
+PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
+                                    const char *source, uint64_t ticket, pp_http_reply *now)
+{
+    (void)ig;
+    (void)source;
+    (void)ticket;
+    if (pp_http_reply_error(now, 503, "not_ready", rq->id, "ingest is not built yet") != PGPIPE_OK)
+        now->status = 503;
+    return 1;
+}
+
+PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size)
+{
+    (void)ig;
+    if (size)
+        snprintf(why, size, "ingest is not built yet");
+    return 0;
+}
+
+PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b)
+{
+    (void)ig;
+    (void)b;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig)
+{
+    (void)ig;
+    return 0;
+}
+
+PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig)
+{
+    (void)ig;
+}
+
+PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
+{
+    pp_free(ig);
+}
+
+#endif /* PGPIPE_OMIT_HTTP */
+#endif /* PGPIPE_OMIT_HTTP */
+/* ==== end src/http/http_ingest.c ==== */
+
+/* ==== begin src/http/http.c ==== */
+#ifndef PGPIPE_OMIT_HTTP
+/*
+** The HTTP server: sockets, the event loop, timeouts, routing, /healthz,
+** /readyz, /metrics, the access log and the drain; the public API.
+** (Skeleton: the server lands next.)
+*/
+
+
+#ifndef PGPIPE_OMIT_HTTP
+
+struct pgpipe_http {
+    pp_handle h;
+};
+
+void pgpipe_http_options_init(pgpipe_http_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->listen = "127.0.0.1:8080";
+    o->require_tokens = -1;
+    o->max_header_bytes = 16 << 10;
+    o->max_body_bytes = 8 << 20;
+    o->max_records = 10000;
+    o->max_connections = 4096;
+    o->header_timeout_ms = 10000;
+    o->body_timeout_ms = 30000;
+    o->idle_timeout_ms = 60000;
+    o->group_window_ms = 2;
+    o->group_records = 5000;
+    o->committers = 2;
+    o->memory_budget = (size_t)64 << 20;
+    o->window_hours = 72;
+    o->install_schema = 1;
+}
+
+int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
+{
+    (void)o;
+    *out = pp_handle_new(sizeof **out);
+    if (!*out)
+        return PGPIPE_NOMEM;
+    return pp_err(&(*out)->h.err, PGPIPE_MISUSE, "the HTTP server is not built yet");
+}
+
+int pgpipe_http_port(const pgpipe_http *h, int i)
+{
+    (void)h;
+    (void)i;
+    return 0;
+}
+
+int pgpipe_http_run(pgpipe_http *h)
+{
+    return pp_err(&h->h.err, PGPIPE_MISUSE, "the HTTP server is not built yet");
+}
+
+int pgpipe_http_stop(pgpipe_http *h)
+{
+    (void)h;
+    return PGPIPE_OK;
+}
+
+int pgpipe_http_reload(pgpipe_http *h)
+{
+    (void)h;
+    return PGPIPE_OK;
+}
+
+void pgpipe_http_close(pgpipe_http *h)
+{
+    pp_free(h);
+}
+
+#endif /* PGPIPE_OMIT_HTTP */
+#endif /* PGPIPE_OMIT_HTTP */
+/* ==== end src/http/http.c ==== */
 

@@ -71,7 +71,7 @@ extern "C" {
 ** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
 **   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
 **   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, FRAMER, SQLSPLIT, POOL,
-**                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS),
+**                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS, HTTP),
 **                        with every component that needs it, as the table
 **                        below says (in order: a rule may set a later one).
 ** `make cross` prints the aarch64 size of each configuration. */
@@ -101,6 +101,11 @@ extern "C" {
 #if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL)
 #undef PGPIPE_OMIT_RECORDS
 #define PGPIPE_OMIT_RECORDS 1
+#endif
+/* HTTP needs LOAD, DLQ and threads */
+#if defined(PGPIPE_OMIT_LOAD) || defined(PGPIPE_OMIT_DLQ) || defined(PGPIPE_OMIT_THREADS)
+#undef PGPIPE_OMIT_HTTP
+#define PGPIPE_OMIT_HTTP 1
 #endif
 
 /* @@COMPONENT_HEADERS@@ */

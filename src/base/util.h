@@ -86,6 +86,7 @@ typedef struct pgpipe_records pgpipe_records;     /* pgpipe_records_open / _clos
 typedef struct pgpipe_records_filter pgpipe_records_filter; /* ..._filter_open / _close */
 typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find /
                                                                ..._cursor_close */
+typedef struct pgpipe_http pgpipe_http;           /* pgpipe_http_open / _close */
 
 /* An options struct that two sections use (migrations and the built-in
 ** schema); defined with the migrations. */

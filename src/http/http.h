@@ -1,0 +1,106 @@
+/* ==== HTTP ingest ==== */
+
+/* The HTTP source: a server that takes webhooks and API pushes straight into
+** staging.raw_events, and answers each request only after the transaction
+** holding its records has committed. Handle: pgpipe_http.
+**
+**     POST /v1/events/{source}    one JSON object, a JSON array, NDJSON
+**                                 (application/x-ndjson) or CSV (text/csv)
+**     GET  /healthz               200 while the process serves
+**     GET  /readyz                200 when new records can be committed, else 503
+**     GET  /metrics               Prometheus text format
+**
+** A request is 202 {"request_id":..,"accepted":N,"dead_lettered":N,"errors":[..]}
+** once committed; records that are not valid go to pgpipe.dead_letters with
+** the request's id, the others are loaded. Requests are grouped into one COPY
+** transaction (group commit), so throughput does not depend on one commit per
+** request. A retried request with the same idempotency key gets the first
+** response again and adds nothing.
+**
+**     pgpipe_http_options o;
+**     pgpipe_http_options_init(&o);
+**     o.conninfo = "postgresql://app@db/prod";
+**     o.listen = "127.0.0.1:8080";
+**     pgpipe_http *h;
+**     if (pgpipe_http_open(&h, &o) == PGPIPE_OK)
+**         pgpipe_http_run(h);          // until pgpipe_http_stop (e.g. on SIGTERM)
+**     else fprintf(stderr, "%s\n", pgpipe_errmsg(h));
+**     pgpipe_http_close(h);
+**
+** Thread safety: pgpipe_http_run runs on the caller's thread (the event loop)
+** plus the server's own committer threads; pgpipe_http_stop and
+** pgpipe_http_reload may be called from a signal handler or any thread. */
+
+/* How a source's senders sign their deliveries (HMAC-SHA256 over the raw body). */
+#define PGPIPE_HTTP_SIG_NONE     0  /* no signature: a bearer token (if tokens are required) */
+#define PGPIPE_HTTP_SIG_GITHUB   1  /* X-Hub-Signature-256: sha256=<hex> */
+#define PGPIPE_HTTP_SIG_STRIPE   2  /* Stripe-Signature: t=<unix>,v1=<hex>[,v1=..] over "t.body" */
+#define PGPIPE_HTTP_SIG_STANDARD 3  /* Standard Webhooks: webhook-id, webhook-timestamp,
+                                       webhook-signature: v1,<base64> over "id.ts.body" */
+
+/* Settings of one source (the {source} segment of the path). */
+typedef struct pgpipe_http_source {
+    const char *name;             /* the path segment; "*" = every source not listed */
+    int signature;                /* PGPIPE_HTTP_SIG_*; NONE */
+    const char *secret;           /* HMAC key for the signature (Standard Webhooks:
+                                     "whsec_<base64>"); copied */
+    int tolerance_s;              /* signed timestamp tolerance (replay window); 300 */
+    int window_hours;             /* idempotency window: keys are kept at least this
+                                     long; 72 */
+    const char *event_type_field; /* event_type from this payload field ... */
+    const char *event_type_header;/* ... else this header ... */
+    const char *event_type_value; /* ... else this text ("" = NULL) */
+    const char *idempotency_header; /* a delivery id header used as the key when
+                                       there is no Idempotency-Key (X-GitHub-Delivery) */
+    const char *idempotency_field;  /* or a payload field (single-record bodies) */
+} pgpipe_http_source;
+
+typedef struct pgpipe_http_options {
+    /* the database: conninfo (the server opens its own connections) */
+    const char *conninfo;         /* anything libpq accepts; NULL/"" = PG* variables */
+    const char *listen;           /* "HOST:PORT[,HOST:PORT..]", "[::1]:8080"; port 0
+                                     picks one (pgpipe_http_port); "127.0.0.1:8080" */
+    int insecure;                 /* 1: listen beyond loopback without tokens */
+    const pgpipe_http_source *sources; /* per-source settings; copied */
+    int nsources;
+    int require_tokens;           /* -1 auto: required when any token exists for
+                                     the source or the address is not loopback; 0; 1 */
+    const char *trusted_proxies;  /* comma-separated addresses/CIDRs whose
+                                     X-Forwarded-For is believed; NULL = none */
+    /* limits */
+    size_t max_header_bytes;      /* request line + headers; 16 KiB */
+    size_t max_body_bytes;        /* 8 MiB */
+    int max_records;              /* per request; 10000 */
+    int max_connections;          /* open at once; 4096 */
+    int header_timeout_ms;        /* to receive the whole head; 10000 */
+    int body_timeout_ms;          /* to receive the whole body; 30000 */
+    int idle_timeout_ms;          /* keep-alive connection idle; 60000 */
+    /* group commit */
+    int group_window_ms;          /* wait at most this long to fill a group; 2 */
+    int group_records;            /* close a group at this many records; 5000 */
+    int committers;               /* connections committing groups side by side; 2 */
+    size_t memory_budget;         /* bytes of accepted, uncommitted requests before
+                                     503 Retry-After; 64 MiB */
+    int window_hours;             /* idempotency window of unlisted sources; 72 */
+    /* observability */
+    int access_log;               /* 0 none, 1 one log line per request (pgpipe_log,
+                                     component "http"; logfmt or JSON as configured) */
+    int install_schema;           /* 1: install/upgrade the built-in schema; 1 */
+} pgpipe_http_options;
+
+void pgpipe_http_options_init(pgpipe_http_options *o);
+/* Check the options, connect, install the schema when asked, load the tokens
+** and bind the listening sockets. *out is set even on failure (read
+** pgpipe_errmsg(*out), then close it); NULL only when out of memory. */
+int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o);
+/* The port the i-th listen address is bound to (0 when there is none). */
+int pgpipe_http_port(const pgpipe_http *h, int i);
+/* Serve until pgpipe_http_stop: then stop accepting, finish and answer the
+** requests in flight (their group commits first), close the connections and
+** return PGPIPE_OK. */
+int pgpipe_http_run(pgpipe_http *h);
+/* Ask a running server to drain and return. Async-signal-safe. */
+int pgpipe_http_stop(pgpipe_http *h);
+/* Reload the tokens at the next turn of the loop. Async-signal-safe. */
+int pgpipe_http_reload(pgpipe_http *h);
+void pgpipe_http_close(pgpipe_http *h);
