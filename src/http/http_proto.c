@@ -347,18 +347,18 @@ static int hp_body(pp_http_parser *p, char *buf, size_t len, pp_http_request *rq
             p->state = HP_CH_SIZE;
             break;
         case HP_CH_TRAILER: {
-            long nl = hp_line(buf, p->pos, len);
-            if (nl == -1) {
-                if (p->trailer_bytes + (len - p->pos) > p->max_header_bytes)
-                    return hp_fail(p, 431, "the trailer fields are larger than the limit");
+            /* the size first: fed in pieces, a long line is all it sees */
+            const char *lf = memchr(buf + p->pos, '\n', len - p->pos);
+            size_t upto = lf ? (size_t)(lf - buf) + 1 : len;
+            if (p->trailer_bytes + (upto - p->pos) > p->max_header_bytes)
+                return hp_fail(p, 431, "the trailer fields are larger than the limit");
+            if (!lf)
                 return PP_HTTP_MORE;
-            }
+            long nl = hp_line(buf, p->pos, len);
             if (nl == -2)
                 return hp_fail(p, 400, "a bare LF in the trailer fields");
             size_t b = p->pos;
             p->trailer_bytes += (size_t)nl + 1 - b;
-            if (p->trailer_bytes > p->max_header_bytes)
-                return hp_fail(p, 431, "the trailer fields are larger than the limit");
             p->pos = (size_t)nl + 1;
             if ((size_t)nl - 1 == b)
                 return hp_done(p, buf, p->pos, rq);
@@ -392,10 +392,10 @@ PGPIPE_PRIVATE int pp_http_parse(pp_http_parser *p, char *buf, size_t len, pp_ht
         if (!nl)
             goto more;
         size_t i = (size_t)(nl - buf);
+        if (i + 1 > p->max_header_bytes) /* first: fed in pieces, this is all it sees */
+            return hp_fail(p, 431, "the head is larger than the limit");
         if (i == p->scan || buf[i - 1] != '\r')
             return hp_fail(p, 400, "a bare LF in the head");
-        if (i + 1 > p->max_header_bytes)
-            return hp_fail(p, 431, "the head is larger than the limit");
         if (i == p->scan + 1 && p->scan > start) {
             p->head_len = i + 1;
             break;
