@@ -740,3 +740,69 @@ PGT_TEST(http, drain_answers_in_flight)
     close(idle);
     pgpipe_http_close(s.h);
 }
+
+/* The access log: one line per request with its fields, and no header value
+** (Authorization, signatures) in it; the peer behind a trusted proxy. */
+static pthread_mutex_t http_t_log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char http_t_log[1 << 16];
+static size_t http_t_log_len;
+
+static void http_t_log_fn(void *ud, int level, const char *component, const char *message,
+                          const pgpipe_log_field *f, int n)
+{
+    (void)ud;
+    (void)level;
+    pthread_mutex_lock(&http_t_log_mu);
+    char line[1024];
+    int k = snprintf(line, sizeof line, "%s %s", component, message);
+    for (int i = 0; i < n && k > 0 && (size_t)k < sizeof line; i++)
+        k += snprintf(line + k, sizeof line - (size_t)k, " %s=%s", f[i].key, f[i].value);
+    if (k > 0 && (size_t)k < sizeof line && http_t_log_len + (size_t)k + 2 < sizeof http_t_log) {
+        memcpy(http_t_log + http_t_log_len, line, (size_t)k);
+        http_t_log_len += (size_t)k;
+        http_t_log[http_t_log_len++] = '\n';
+        http_t_log[http_t_log_len] = 0;
+    }
+    pthread_mutex_unlock(&http_t_log_mu);
+}
+
+static void http_t_trust_local(pgpipe_http_options *o)
+{
+    o->trusted_proxies = "127.0.0.1,10.0.0.0/8";
+}
+
+PGT_TEST(http, access_log_and_forwarded_peer)
+{
+    PGT_OK(pgpipe_config_log(http_t_log_fn, NULL));
+    pgpipe_log_set_level(PGPIPE_LOG_INFO);
+    http_t_srv s;
+    http_t_start(&s, http_t_trust_local);
+    http_t_resp r;
+    PGT_EQ_INT(http_t_ask(s.port, "POST /v1/events/logged HTTP/1.1\r\nHost: x\r\n"
+                                  "Authorization: Bearer SECRET-TOKEN-1\r\n"
+                                  "X-Hub-Signature-256: sha256=SECRET-SIG-2\r\n"
+                                  "X-Forwarded-For: 192.0.2.7, 203.0.113.9, 10.1.2.3\r\n"
+                                  "Content-Length: 2\r\n\r\n{}", &r) > 0, 1);
+    char id[64] = "";
+    const char *p = strstr(r.head, "X-Request-Id: ");
+    PGT_CHECK(p);
+    memcpy(id, p + 14, 36);
+    free(r.body);
+    PGT_OK(pgpipe_http_reload(s.h));
+    PGT_EQ_INT(http_t_ask(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    free(r.body);
+    http_t_stop(&s);
+    int trusted = pp_http_auth_trusted_proxy(s.h->auth, "127.0.0.1");
+    pgpipe_http_close(s.h);
+    pgpipe_config_log(NULL, NULL);
+    PGT_CONTAINS(http_t_log, "http request method=POST path=/v1/events/logged status=");
+    PGT_CONTAINS(http_t_log, id);
+    PGT_CONTAINS(http_t_log, " ms=");
+    PGT_CONTAINS(http_t_log, " bytes=");
+    PGT_CONTAINS(http_t_log, "http request method=GET path=/healthz status=200");
+    PGT_CHECK(!strstr(http_t_log, "SECRET"));
+    PGT_CONTAINS(http_t_log, "tokens reloaded");
+    /* the right-most address that is not a trusted proxy (with the real
+    ** trusted-proxy check; the skeleton trusts nobody) */
+    PGT_CONTAINS(http_t_log, trusted ? "peer=203.0.113.9 " : "peer=127.0.0.1 ");
+}

@@ -460,6 +460,7 @@ static void hs_next_request(pgpipe_http *h, hs_conn *c)
     rq->body_len = 0;
     rq->id[0] = 0;
     rq->t_start_us = h->now;
+    memcpy(rq->peer, c->peer, sizeof rq->peer); /* hs_peer refines it once the head is in */
 }
 
 /* The largest the read buffer may grow for the request being read. */
@@ -1146,9 +1147,7 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     int rc = hs_check_options(h, o);
     if (rc != PGPIPE_OK)
         return rc;
-    h->o = *o;
-    h->o.sources = NULL; /* auth keeps its own copy */
-    h->o.nsources = 0;
+    h->o = *o; /* sources: read while opening (auth and ingest copy what they keep) */
     h->conninfo = pp_strdup(o->conninfo ? o->conninfo : "");
     h->listen_s = pp_strdup(o->listen);
     h->trusted = o->trusted_proxies && *o->trusted_proxies ? pp_strdup(o->trusted_proxies) : NULL;
@@ -1166,12 +1165,14 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     PQsetNoticeProcessor(h->db, pp_notice_to_log, (void *)"http");
     if (o->install_schema && (rc = pgpipe_schema_install(h->db, NULL, &h->h.err)) != PGPIPE_OK)
         return rc;
-    if ((rc = pp_http_auth_open(&h->auth, o, h->db, &h->h.err)) != PGPIPE_OK)
+    if ((rc = pp_http_auth_open(&h->auth, &h->o, h->db, &h->h.err)) != PGPIPE_OK)
         return rc;
     int need_loopback = !o->insecure && !pp_http_auth_has_tokens(h->auth) &&
                         o->require_tokens != 1;
     if ((rc = pp_ingest_open(&h->ig, &h->o, h->auth, h, hs_done_cb, &h->h.err)) != PGPIPE_OK)
         return rc;
+    h->o.sources = NULL; /* the caller's, valid only during the open */
+    h->o.nsources = 0;
     if ((rc = hs_bind(h, need_loopback)) != PGPIPE_OK)
         return rc;
 
