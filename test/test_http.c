@@ -577,6 +577,18 @@ PGT_TEST(http, header_and_body_timeouts)
     free(r.body);
     PGT_CHECK(http_t_closed(fd));
     close(fd);
+    /* a client that keeps the next request's head coming, one piece every
+    ** 50 ms, is never cut: each request has its own deadline */
+    fd = http_t_connect(s.port, 0);
+    http_t_nrest = 0;
+    http_t_sends(fd, "GET /healthz HTTP/1.1\r\nHo");
+    for (int i = 0; i < 16; i++) {
+        pgpipe_sleep_ms(50);
+        http_t_sends(fd, "st: x\r\n\r\nGET /healthz HTTP/1.1\r\nHo");
+        PGT_EQ_INT(http_t_read(fd, &r), 200);
+        free(r.body);
+    }
+    close(fd);
     http_t_stop(&s);
     PGT_EQ_INT(s.h->submitted, 0);
     pgpipe_http_close(s.h);
@@ -805,4 +817,52 @@ PGT_TEST(http, access_log_and_forwarded_peer)
     /* the right-most address that is not a trusted proxy (with the real
     ** trusted-proxy check; the skeleton trusts nobody) */
     PGT_CONTAINS(http_t_log, trusted ? "peer=203.0.113.9 " : "peer=127.0.0.1 ");
+}
+
+/* POSTs over one keep-alive connection, pipelined, in the three body
+** framings (Content-Length, chunked, 100-continue): each 202 comes after its
+** records committed, so the rows are there when the answer is read. */
+PGT_TEST(http, post_acknowledged_after_commit)
+{
+    PGconn *db = pgt_db_open();
+    char src[64], q[256], req[1024];
+    snprintf(src, sizeof src, "httpt_%d", (int)getpid());
+    snprintf(q, sizeof q, "SELECT count(*) FROM staging.raw_events WHERE source = '%s'", src);
+    http_t_srv s;
+    http_t_start(&s, NULL);
+    int fd = http_t_connect(s.port, 0);
+    http_t_nrest = 0;
+    http_t_resp r;
+    snprintf(req, sizeof req,
+             "POST /v1/events/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: 9\r\n\r\n{\"n\":1}\r\n"
+             "POST /v1/events/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n4\r\n{\"n\"\r\n3\r\n:2}\r\n0\r\n\r\n",
+             src, src);
+    http_t_sends(fd, req);
+    int st = http_t_read(fd, &r);
+    if (st == 503 && strstr(r.body, "not built yet"))
+        PGT_SKIP("ingest is the skeleton yet");
+    PGT_CHECK_MSG(st == 202, "POST: %d %s", st, r.body);
+    PGT_CONTAINS(r.body, "\"accepted\":1");
+    free(r.body);
+    PGT_CHECK(pgt_db_int(db, q) >= 1);
+    PGT_EQ_INT(http_t_read(fd, &r), 202);
+    free(r.body);
+    PGT_EQ_INT(pgt_db_int(db, q), 2);
+    snprintf(req, sizeof req,
+             "POST /v1/events/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Expect: 100-continue\r\nContent-Length: 7\r\n\r\n", src);
+    http_t_sends(fd, req);
+    PGT_EQ_INT(http_t_read(fd, &r), 100);
+    free(r.body);
+    http_t_sends(fd, "{\"n\":3}");
+    PGT_EQ_INT(http_t_read(fd, &r), 202);
+    free(r.body);
+    PGT_EQ_INT(pgt_db_int(db, q), 3);
+    close(fd);
+    http_t_stop(&s);
+    PGT_EQ_INT(s.h->submitted, 3);
+    pgpipe_http_close(s.h);
+    pgt_db_close(db);
 }

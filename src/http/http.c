@@ -449,6 +449,7 @@ static void hs_next_request(pgpipe_http *h, hs_conn *c)
     }
     pp_http_parser_init(&c->p, h->o.max_header_bytes, h->o.max_body_bytes);
     c->got_head = 0;
+    hs_timer_off(h, c); /* each request has its own deadlines */
     pp_http_request *rq = &c->rq;
     rq->method = 0;
     rq->path = NULL;
@@ -753,11 +754,6 @@ static void hs_process(pgpipe_http *h, hs_conn *c)
             break;
         hs_next_request(h, c);
     }
-    if (c->state == HS_READ && c->out_off < c->out.len) {
-        hs_timer_on(h, c, HS_T_IDLE); /* a write timeout: the client must read */
-    } else if (c->state == HS_READ && !c->closing) {
-        hs_timer_on(h, c, c->got_head ? HS_T_BODY : c->rlen ? HS_T_HEAD : HS_T_IDLE);
-    }
 }
 
 /* After anything happened to c: send, then close or watch it. */
@@ -770,6 +766,10 @@ static void hs_settle(pgpipe_http *h, hs_conn *c)
         hs_close(h, c); /* the client is gone and nothing is owed */
         return;
     }
+    if (c->state == HS_READ && c->out_off < c->out.len)
+        hs_timer_on(h, c, HS_T_IDLE); /* a write timeout: the client must read */
+    else if (c->state == HS_READ && !c->closing)
+        hs_timer_on(h, c, c->got_head ? HS_T_BODY : c->rlen ? HS_T_HEAD : HS_T_IDLE);
     hs_interest(h, c);
 }
 
