@@ -866,3 +866,38 @@ PGT_TEST(http, post_acknowledged_after_commit)
     pgpipe_http_close(s.h);
     pgt_db_close(db);
 }
+
+/* An answer whose ticket names no waiting request (its connection closed, or
+** the slot serves another connection now) is dropped, and freed. */
+PGT_TEST(http, stale_answer_dropped)
+{
+    http_t_srv s;
+    http_t_start(&s, http_t_long_window);
+    http_t_resp r;
+    /* a POST whose client leaves before its group commits (with the
+    ** skeleton ingest it is answered at once) */
+    int gone = http_t_connect(s.port, 0);
+    http_t_sends(gone, HTTP_T_POST "Content-Type: application/json\r\nContent-Length: 7\r\n\r\n"
+                                   "{\"g\":1}");
+    int a = http_t_connect(s.port, 0);
+    http_t_nrest = 0;
+    http_t_sends(a, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    PGT_EQ_INT(http_t_read(a, &r), 200);
+    free(r.body);
+    close(gone);
+    /* answers for tickets nobody waits for, in every slot, from this thread
+    ** as a committer would */
+    for (int slot = 0; slot < s.h->nslots; slot++) {
+        pp_http_reply rep;
+        PGT_OK(pp_http_reply_error(&rep, 299, "stale", "x", "never sent"));
+        hs_done_cb(s.h, (uint64_t)slot << 32 | 0xfffffff0u, &rep);
+        PGT_CHECK(rep.body == NULL);
+    }
+    http_t_sends(a, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    PGT_EQ_INT(http_t_read(a, &r), 200);
+    PGT_CHECK(!strstr(r.body, "stale"));
+    free(r.body);
+    close(a);
+    http_t_stop(&s);
+    pgpipe_http_close(s.h);
+}
