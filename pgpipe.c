@@ -20335,9 +20335,20 @@ static int hs_loopback(const struct sockaddr *sa)
 }
 
 /* Resolve, check and bind every listen address. */
+static int hs_bind_list(pgpipe_http *h, char *spec, int need_loopback);
+
 static int hs_bind(pgpipe_http *h, int need_loopback)
 {
-    char *spec = h->listen_s;
+    char *spec = pp_strdup(h->listen_s); /* cut at the commas */
+    if (!spec)
+        return pp_err_nomem(&h->h.err);
+    int rc = hs_bind_list(h, spec, need_loopback);
+    pp_free(spec);
+    return rc;
+}
+
+static int hs_bind_list(pgpipe_http *h, char *spec, int need_loopback)
+{
     for (char *item = spec; item && *item;) {
         char *comma = strchr(item, ',');
         if (comma)
