@@ -20348,6 +20348,20 @@ static void ig_commit(ig_committer *c, ig_group *g)
     }
     double secs = (double)(pgpipe_now_us() - t0) / 1e6;
     long long committed = 0, replayed = 0;
+    /* a key repeated in the group: the first request's answer, marked */
+    for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
+        ig_req *q = &g->reqs[i];
+        const ig_req *f = q->fate == IG_DUP ? &g->reqs[q->first] : NULL;
+        if (!f || !f->answer)
+            continue;
+        q->answer = pp_malloc(f->answer_len + 20);
+        if (q->answer) {
+            memcpy(q->answer, f->answer, f->answer_len - 1);
+            memcpy(q->answer + f->answer_len - 1, ",\"replayed\":true}", 17);
+            q->answer_len = f->answer_len + 16;
+        }
+        q->status = 202;
+    }
     /* answer: after the COMMIT only */
     for (size_t i = 0; i < g->nreqs; i++) {
         ig_req *q = &g->reqs[i];
@@ -20358,24 +20372,13 @@ static void ig_commit(ig_committer *c, ig_group *g)
                                    "with the same idempotency key"
                                  : "the records could not be committed: retry later";
             ig_reply(&rep, 503, "not_committed", q->id, 1, m);
-        } else if (q->fate == IG_DUP) {
-            const ig_req *f = &g->reqs[q->first];
-            char *b = pp_malloc(f->answer_len + 20);
-            if (b) {
-                memcpy(b, f->answer, f->answer_len - 1);
-                memcpy(b + f->answer_len - 1, ",\"replayed\":true}", 17);
-                rep.body = b;
-                rep.body_len = f->answer_len + 16;
-            }
-            rep.status = 202;
-            replayed++;
         } else {
             rep.status = q->status;
             rep.body = q->answer;
             rep.body_len = q->answer_len;
             q->answer = NULL;
             committed += q->fate == IG_NEW;
-            replayed += q->fate == IG_REPLAY;
+            replayed += q->fate == IG_REPLAY || q->fate == IG_DUP;
         }
         ig->done(ig->h, q->ticket, &rep);
     }
