@@ -18951,6 +18951,10 @@ PGPIPE_PRIVATE int pp_ct_equal(const void *a, const void *b, size_t n)
 #define IG_MAX_COMMITTERS 16
 #define IG_MAINTAIN_US (3600LL * 1000000) /* http_keys partitions: hourly */
 #define IG_NONE UINT32_MAX
+/* keyed requests in one group: each holds an advisory lock until COMMIT, and
+** the server's lock table has max_locks_per_transaction x max_connections
+** slots for everyone (6,400 by default) */
+#define IG_GROUP_KEYS 1000
 
 /* what becomes of a request in its group's transaction */
 enum { IG_NEW, IG_REPLAY, IG_EXPIRED, IG_DUP };
@@ -19779,7 +19783,7 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
     ig->pending_bytes += r->bytes;
     if (g->nreqs == 1)
         g->t_first = pgpipe_now_us();
-    if (g->nrecords >= ig->group_records) {
+    if (g->nrecords >= ig->group_records || g->nkeys >= IG_GROUP_KEYS) {
         /* full: it waits for the next free committer */
         if (ig->qtail)
             ig->qtail->next = g;
