@@ -571,3 +571,30 @@ PGT_TEST(http_ingest, backpressure_and_drain)
     PGT_EQ_INT(HI_ROWS(c), 1);
     pgt_db_close(c);
 }
+
+PGT_TEST(http_ingest, keys_partitions)
+{
+    PGconn *c = pgt_db_open();
+    /* days ahead exist; a day past keep_hours is dropped whole */
+    PQclear(PGT_EXEC(c, "SELECT pgpipe.http_keys_maintain()"));
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pg_inherits WHERE inhparent = "
+                             "'pgpipe.http_keys'::regclass AND inhrelid::regclass::text = "
+                             "'pgpipe.http_keys_p' || to_char((now() AT TIME ZONE 'UTC')::date + 3, "
+                             "'YYYYMMDD')"), 1);
+    PQclear(PGT_EXEC(c, "DO $$ DECLARE d date := (now() AT TIME ZONE 'UTC')::date - 10; BEGIN "
+                        "EXECUTE format('CREATE TABLE IF NOT EXISTS pgpipe.%I PARTITION OF pgpipe.http_keys "
+                        "FOR VALUES FROM (%L) TO (%L)', 'http_keys_p' || to_char(d, 'YYYYMMDD'), "
+                        "d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC'); END $$"));
+    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.http_keys (source, key, key_hash, first_seen, request_id, "
+                        "accepted, dead_lettered) VALUES ('hi_parts', 'k', md5('hi_parts' || E'\\n' || "
+                        "'k')::uuid, now() - interval '10 days', gen_random_uuid(), 1, 0)"));
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.http_keys WHERE source = 'hi_parts'"), 1);
+    /* kept while within keep_hours */
+    PQclear(PGT_EXEC(c, "SELECT pgpipe.http_keys_maintain(24 * 30)"));
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.http_keys WHERE source = 'hi_parts'"), 1);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT pgpipe.http_keys_maintain(96)"), 1);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.http_keys WHERE source = 'hi_parts'"), 0);
+    /* nothing to do: nothing done */
+    PGT_EQ_INT(pgt_db_int(c, "SELECT pgpipe.http_keys_maintain(96)"), 0);
+    pgt_db_close(c);
+}

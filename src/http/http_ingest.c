@@ -770,10 +770,13 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
            m_d = g->dbuf.len, m_k = g->kbuf.len, m_m = g->mbuf.len;
     uint32_t ri = (uint32_t)g->nreqs;
     ig_req *r = &g->reqs[ri];
+    int rc0 = PGPIPE_OK;
     memset(r, 0, sizeof *r);
     r->ticket = ticket;
-    memcpy(r->id, rq->id, 36);
-    r->id[36] = '\0';
+    if (strlen(rq->id) == 36)
+        memcpy(r->id, rq->id, 37);
+    else if (pp_uuid_v7(r->id) != PGPIPE_OK)
+        rc0 = PGPIPE_NOMEM;
     r->fate = IG_NEW;
     r->first = IG_NONE;
     r->window_hours = window;
@@ -783,7 +786,7 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
     size_t srclen = strlen(source);
     r->src_off = g->kbuf.len;
     r->src_len = srclen;
-    int rc = pp_buf_append(&g->kbuf, source, srclen + 1);
+    int rc = rc0 | pp_buf_append(&g->kbuf, source, srclen + 1);
     ig->etb.len = 0;
     rc |= pp_copy_escape(&ig->etb, source, srclen);
     rc |= pp_buf_putc(&ig->etb, '\t');
@@ -895,6 +898,14 @@ static int ig_transient(ig_committer *c)
 {
     return !c->conn || PQstatus(c->conn) != CONNECTION_OK ||
            pgpipe_sqlstate_is_transient(c->err.sqlstate);
+}
+
+/* A value the server refuses (a data exception, a constraint): the row's
+** fault, not the group's. */
+static int ig_data_error(const ig_committer *c)
+{
+    return c->err.sqlstate[0] &&
+           pgpipe_sqlstate_class(c->err.sqlstate) == PGPIPE_SQLSTATE_DEAD_LETTER;
 }
 
 static int ig_exec(ig_committer *c, const char *sql, int n, const char *const *v, PGresult **res)
@@ -1038,7 +1049,11 @@ static int ig_rows_isolate(ig_committer *c, ig_group *g)
             g->rows[lo].bad = 2;
             continue;
         }
-        if (ig_transient(c) || ig_exec(c, "ROLLBACK TO SAVEPOINT ig_rows", 0, NULL, NULL) != PGPIPE_OK) {
+        if (ig_transient(c) || !ig_data_error(c)) {
+            PQclear(err);
+            return PGPIPE_DB;
+        }
+        if (ig_exec(c, "ROLLBACK TO SAVEPOINT ig_rows", 0, NULL, NULL) != PGPIPE_OK) {
             PQclear(err);
             return PGPIPE_DB;
         }
@@ -1416,7 +1431,7 @@ static void ig_commit(ig_committer *c, ig_group *g)
     int rc = PGPIPE_DB, sent = 0, transient = 1;
     if (ig_connect(c, 1)) {
         rc = ig_transaction(c, g, 0, &acc, &dead, &sent);
-        if (rc != PGPIPE_OK && !sent && !ig_transient(c) && c->err.sqlstate[0]) {
+        if (rc != PGPIPE_OK && !sent && !ig_transient(c) && ig_data_error(c)) {
             /* a row refused (a value JSONB cannot hold ...): isolate it */
             pp_rollback_open(c->conn);
             rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
