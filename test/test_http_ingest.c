@@ -615,3 +615,38 @@ PGT_TEST(http_ingest, keys_partitions)
     PGT_EQ_INT(pgt_db_int(c, "SELECT pgpipe.http_keys_maintain(96)"), 0);
     pgt_db_close(c);
 }
+
+PGT_TEST(http_ingest, commit_fails_503)
+{
+    PGconn *c = pgt_db_open();
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    pp_ingest *ig = hi_open("commitfail", &o);
+    hi_clean(c);
+    /* a deferred check that fails at COMMIT for this source's keys */
+    char sql[1200];
+    snprintf(sql, sizeof sql,
+             "CREATE FUNCTION public.hi_fail_%d() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$BEGIN IF NEW.source = '%s' THEN RAISE EXCEPTION 'refused at commit'; END IF; "
+             "RETURN NULL; END$$;"
+             "CREATE CONSTRAINT TRIGGER hi_fail_%d AFTER INSERT ON pgpipe.http_keys "
+             "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.hi_fail_%d()",
+             (int)getpid(), hi_source, (int)getpid(), (int)getpid());
+    PQclear(PGT_EXEC(c, sql));
+    pp_http_request rq;
+    hi_answer a;
+    hi_req(&rq, "application/json", "{\"event_type\":\"e\"}", (size_t)-1, "Idempotency-Key", "cf", NULL);
+    int st = hi_post(ig, &rq, &a);
+    snprintf(sql, sizeof sql, "DROP TRIGGER hi_fail_%d ON pgpipe.http_keys; DROP FUNCTION "
+             "public.hi_fail_%d()", (int)getpid(), (int)getpid());
+    PQclear(PGT_EXEC(c, sql));
+    PGT_EQ_INT(st, 503);
+    PGT_CHECK(a.retry_after >= 1);
+    /* the retry with its key commits once */
+    hi_req(&rq, "application/json", "{\"event_type\":\"e\"}", (size_t)-1, "Idempotency-Key", "cf", NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 202);
+    PGT_CHECK(strstr(a.body, "replayed") == NULL);
+    pp_ingest_close(ig);
+    PGT_EQ_INT(HI_ROWS(c), 1);
+    pgt_db_close(c);
+}
