@@ -1472,7 +1472,7 @@ static void ig_commit(ig_committer *c, ig_group *g)
         pp_http_reply rep = { 0 };
         rep.content_type = "application/json";
         if (rc != PGPIPE_OK) {
-            const char *m = sent ? "the commit's outcome is unknown (the connection failed): retry "
+            const char *m = sent ? "the commit failed or its outcome is unknown: retry "
                                    "with the same idempotency key"
                                  : "the records could not be committed: retry later";
             ig_reply(&rep, 503, "not_committed", q->id, 1, m);
