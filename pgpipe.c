@@ -18907,9 +18907,12 @@ typedef struct auth_source {
     size_t key_len;
 } auth_source;
 
+/* Revoked tokens are kept too: a source that has had tokens keeps needing
+** one after its last is revoked (auto mode), rather than opening up. */
 typedef struct auth_token {
     char *source;           /* "*" = every source */
     unsigned char hash[32];
+    int revoked;
 } auth_token;
 
 typedef struct auth_net {
@@ -18928,6 +18931,7 @@ struct pp_http_auth {
     pp_mutex mu;            /* guards tokens: a reload may come from another thread */
     auth_token *tokens;
     int ntokens;
+    int nlive;              /* of them not revoked */
     auth_net *proxies;
     int nproxies;
 };
@@ -19228,13 +19232,14 @@ static int hex_decode(const char *s, size_t len, unsigned char *out, size_t n)
     return 1;
 }
 
-static int tokens_read(PGconn *conn, auth_token **out, int *count, pgpipe_error *err)
+static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
+                       pgpipe_error *err)
 {
     PGresult *r = NULL;
     *out = NULL;
-    *count = 0;
-    int rc = pp_exec(conn, "SELECT source, token_sha256 FROM pgpipe.http_tokens "
-                           "WHERE revoked_at IS NULL ORDER BY id", 0, NULL, &r, err,
+    *count = *live = 0;
+    int rc = pp_exec(conn, "SELECT source, token_sha256, revoked_at IS NOT NULL "
+                           "FROM pgpipe.http_tokens ORDER BY id", 0, NULL, &r, err,
                      "reading the HTTP tokens (pgpipe.http_tokens)");
     if (rc != PGPIPE_OK)
         return rc;
@@ -19254,6 +19259,8 @@ static int tokens_read(PGconn *conn, auth_token **out, int *count, pgpipe_error 
             tokens_free(t, k);
             return pp_err_nomem(err);
         }
+        t[k].revoked = PQgetvalue(r, i, 2)[0] == 't';
+        *live += !t[k].revoked;
         k++;
     }
     PQclear(r);
@@ -19265,8 +19272,8 @@ static int tokens_read(PGconn *conn, auth_token **out, int *count, pgpipe_error 
 PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err)
 {
     auth_token *t;
-    int n;
-    int rc = tokens_read(conn, &t, &n, err);
+    int n, live;
+    int rc = tokens_read(conn, &t, &n, &live, err);
     if (rc != PGPIPE_OK)
         return rc; /* the tokens read before stay in force */
     pp_mutex_lock(&a->mu);
@@ -19274,6 +19281,7 @@ PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_err
     int oldn = a->ntokens;
     a->tokens = t;
     a->ntokens = n;
+    a->nlive = live;
     pp_mutex_unlock(&a->mu);
     tokens_free(old, oldn);
     return PGPIPE_OK;
@@ -19326,8 +19334,8 @@ PGPIPE_PRIVATE int pp_http_auth_open(pp_http_auth **out, const pgpipe_http_optio
     }
     if (rc == PGPIPE_OK)
         rc = proxies_parse(a, o->trusted_proxies, err);
-    if (rc == PGPIPE_OK)
-        rc = tokens_read(conn, &a->tokens, &a->ntokens, err);
+    if (rc == PGPIPE_OK && conn) /* no connection (the tests of signatures): no tokens */
+        rc = tokens_read(conn, &a->tokens, &a->ntokens, &a->nlive, err);
     if (rc != PGPIPE_OK) {
         pp_http_auth_close(a);
         return rc;
@@ -19357,12 +19365,12 @@ PGPIPE_PRIVATE const pgpipe_http_source *pp_http_auth_source(const pp_http_auth 
 PGPIPE_PRIVATE int pp_http_auth_has_tokens(const pp_http_auth *a)
 {
     pp_mutex_lock((pp_mutex *)&a->mu);
-    int n = a->ntokens;
+    int n = a->nlive;
     pp_mutex_unlock((pp_mutex *)&a->mu);
     return n > 0;
 }
 
-/* Live tokens for source (its own and "*" ones); under a->mu. */
+/* Has source had tokens (its own or "*" ones, live or revoked)? Under a->mu. */
 static int source_has_tokens(const pp_http_auth *a, const char *source)
 {
     for (int i = 0; i < a->ntokens; i++)
@@ -19417,7 +19425,7 @@ static int check_bearer(pp_http_auth *a, const char *source, const pp_http_reque
     pp_mutex_lock(&a->mu);
     for (int k = 0; k < a->ntokens; k++) {
         int mine = !strcmp(a->tokens[k].source, "*") || !strcmp(a->tokens[k].source, source);
-        ok |= pp_ct_equal(a->tokens[k].hash, d, 32) & mine;
+        ok |= pp_ct_equal(a->tokens[k].hash, d, 32) & mine & !a->tokens[k].revoked;
     }
     pp_mutex_unlock(&a->mu);
     if (ok)

@@ -2123,8 +2123,10 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
 ** "Authorization: Bearer TOKEN". A token is "pgp_" and 43 URL-safe base64
 ** characters (32 random bytes); only its SHA-256 is stored, so it is shown
 ** once, by pgpipe_http_token_add, and never again. A token of source "*" is
-** good for every source. A running server reads the live tokens at open and
-** again on pgpipe_http_reload (SIGHUP in the shell).
+** good for every source. A running server reads the tokens at open and
+** again on pgpipe_http_reload (SIGHUP in the shell). With require_tokens
+** auto (-1), a source that has a token, live or revoked, needs one: revoking
+** the last token of a source does not open it up.
 **
 ** No handle: every function works on a PGconn and reports to its last
 ** argument, pgpipe_error *err (may be NULL). Thread safety: no state; any
