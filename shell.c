@@ -3262,11 +3262,11 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
         const argspec *sp = c->spec;
         if (opt_has(&cur, "--options")) {
             for (int k = 0; sp && (k == 0 || sp[k].sub); k++) {
+                const char *sub = sp[k].sub ? sp[k].sub : "", *gap = *sub ? " " : "";
                 for (const optdef *d = sp[k].opts; d && d->name; d++) {
-                    fprintf(sh->out, "%s%s%s\n", sp[k].sub ? sp[k].sub : "", sp[k].sub ? " " : "", d->name);
+                    fprintf(sh->out, "%s%s%s\n", sub, gap, d->name);
                     if (d->alias)
-                        fprintf(sh->out, "%s%s%s\n", sp[k].sub ? sp[k].sub : "", sp[k].sub ? " " : "",
-                                d->alias);
+                        fprintf(sh->out, "%s%s%s\n", sub, gap, d->alias);
                 }
                 if (!sp[k].sub)
                     break;
