@@ -774,6 +774,8 @@ typedef struct pp_http_reply {
     size_t body_len;
     int retry_after;            /* > 0: a Retry-After header (seconds) */
     int close;                  /* close the connection after it */
+    const char *www_authenticate; /* static string: a WWW-Authenticate header
+                                     (401 for a bearer token, RFC 6750), or NULL */
 } pp_http_reply;
 
 /* A reply with a JSON error body {"error":{"status":..,"code":"..","message":"..",
@@ -19404,8 +19406,11 @@ static int check_bearer(pp_http_auth *a, const char *source, const pp_http_reque
     if (!h) {
         if (!required)
             return 0;
-        return deny_with(deny, 401, "unauthorized", rq, "source \"%s\" needs a bearer token: "
-                         "Authorization: Bearer <token>", source);
+        deny_with(deny, 401, "unauthorized", rq, "source \"%s\" needs a bearer token: "
+                  "Authorization: Bearer <token>", source);
+        if (deny)
+            deny->www_authenticate = "Bearer realm=\"pgpipe\"";
+        return 401;
     }
     size_t i = 0;
     while (i < n && h[i] != ' ')
@@ -19413,9 +19418,13 @@ static int check_bearer(pp_http_auth *a, const char *source, const pp_http_reque
     size_t tok = i;
     while (tok < n && h[tok] == ' ')
         tok++;
-    if (i != 6 || strncasecmp(h, "Bearer", 6) || tok == i || tok == n)
-        return deny_with(deny, 401, "invalid_request", rq, "the Authorization header is not "
-                         "\"Bearer <token>\"");
+    if (i != 6 || strncasecmp(h, "Bearer", 6) || tok == i || tok == n) {
+        deny_with(deny, 401, "invalid_request", rq, "the Authorization header is not "
+                  "\"Bearer <token>\"");
+        if (deny)
+            deny->www_authenticate = "Bearer realm=\"pgpipe\", error=\"invalid_request\"";
+        return 401;
+    }
     pp_sha256 s;
     unsigned char d[32];
     pp_sha256_init(&s);

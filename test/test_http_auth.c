@@ -510,6 +510,15 @@ PGT_TEST(http_auth, tokens)
     PGT_EQ_INT(hauth_t_bearer(a, "hauth_a", bearer, msg, sizeof msg), 0);
     PGT_EQ_INT(hauth_t_bearer(a, "hauth_a", NULL, msg, sizeof msg), 401);
     PGT_CONTAINS(msg, "needs a bearer token");
+    {
+        pp_http_request rq;
+        pp_http_reply r;
+        hauth_t_rq(&rq, "{}");
+        memset(&r, 0, sizeof r);
+        PGT_EQ_INT(pp_http_auth_check(a, "hauth_a", &rq, time(NULL), &r), 401);
+        PGT_EQ_STR(r.www_authenticate, "Bearer realm=\"pgpipe\"");
+        pp_http_reply_free(&r);
+    }
     PGT_EQ_INT(hauth_t_bearer(a, "hauth_a", "Basic dXNlcjpwYXNz", msg, sizeof msg), 401);
     PGT_CONTAINS(msg, "invalid_request");
     PGT_EQ_INT(hauth_t_bearer(a, "hauth_a", "Bearer", msg, sizeof msg), 401);
