@@ -3087,15 +3087,20 @@ static int cmd_serve(shell *sh, char **argv, int argc, const char *rest)
     /* the secrets are copied into the server: ours go now */
     serve_sources_free(&ss);
     /* the handlers first: a script may signal as soon as it reads the port */
-    struct sigaction sa, old_int, old_term, old_hup;
+    struct sigaction sa, ign, old_int, old_term, old_hup, old_pipe;
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
+    ign = sa;
     sa.sa_handler = on_serve_signal;
+    ign.sa_handler = SIG_IGN;
     serve_stops = 0;
     serve_handle = h;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     sigaction(SIGHUP, &sa, &old_hup);
+    /* a client gone while its answer is written is the server's to handle,
+    ** not the end of the shell's run */
+    sigaction(SIGPIPE, &ign, &old_pipe);
     int run = PGPIPE_OK;
     if (port_file && serve_port_file(port_file, pgpipe_http_port(h, 0)))
         run = -1;
@@ -3115,6 +3120,7 @@ static int cmd_serve(shell *sh, char **argv, int argc, const char *rest)
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     sigaction(SIGHUP, &old_hup, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
     serve_handle = NULL;
     pgpipe_log_set_level(old_level);
     if (run != PGPIPE_OK) {
