@@ -590,3 +590,49 @@ PGT_TEST(http_auth, tokens)
                         "OR label = 'hauth all'"));
     pgt_db_close(c);
 }
+
+/* Random and cut-off signature headers: never accepted, never a crash (the
+** sanitizers watch the parsing). */
+PGT_TEST(http_auth, garbage_headers)
+{
+    pgpipe_http_source s[3] = {
+        { .name = "g", .signature = PGPIPE_HTTP_SIG_GITHUB, .secret = "k" },
+        { .name = "s", .signature = PGPIPE_HTTP_SIG_STRIPE, .secret = "k" },
+        { .name = "w", .signature = PGPIPE_HTTP_SIG_STANDARD, .secret = "whsec_a2V5" },
+    };
+    pp_http_auth *a = hauth_t_open(s, 3, NULL);
+    const char *seed[] = {
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        "t=1700000000,v1=15027c92e35002d657782fc1a244c16eaec1b212c960f36588b316fb6d05bd4f",
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE= v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uF",
+    };
+    const char *alphabet = "tv1=,. sha256x0123456789abcdef+/=-_\t";
+    uint64_t rs = 12345;
+    char buf[160], msg[600];
+    for (int n = 0; n < 3000; n++) {
+        const char *src = n % 3 == 0 ? "g" : n % 3 == 1 ? "s" : "w";
+        const char *sd = seed[n % 3];
+        size_t len = (size_t)(pp_rand_next(&rs) % sizeof buf);
+        if (n % 2) { /* a cut-off or mutated real header */
+            snprintf(buf, sizeof buf, "%s", sd);
+            len = strlen(buf) ? (size_t)(pp_rand_next(&rs) % (strlen(buf) + 1)) : 0;
+            buf[len] = '\0';
+            if (len)
+                buf[pp_rand_next(&rs) % len] = alphabet[pp_rand_next(&rs) % strlen(alphabet)];
+        } else {
+            for (size_t i = 0; i < len; i++)
+                buf[i] = alphabet[pp_rand_next(&rs) % strlen(alphabet)];
+            buf[len] = '\0';
+        }
+        pp_http_request rq;
+        hauth_t_rq(&rq, "{\"a\":1}");
+        hauth_t_hdr(&rq, "X-Hub-Signature-256", buf);
+        hauth_t_hdr(&rq, "Stripe-Signature", buf);
+        hauth_t_hdr(&rq, "webhook-id", "msg_1");
+        hauth_t_hdr(&rq, "webhook-timestamp", "1700000000");
+        hauth_t_hdr(&rq, "webhook-signature", buf);
+        int st = hauth_t_check(a, src, &rq, 1700000000, msg, sizeof msg);
+        PGT_CHECK_MSG(st == 401 || st == 403, "%s %s: %d", src, buf, st);
+    }
+    pp_http_auth_close(a);
+}
