@@ -106,6 +106,8 @@ typedef struct pp_http_reply {
     size_t body_len;
     int retry_after;            /* > 0: a Retry-After header (seconds) */
     int close;                  /* close the connection after it */
+    const char *www_authenticate; /* static string: a WWW-Authenticate header
+                                     (401 for a bearer token, RFC 6750), or NULL */
 } pp_http_reply;
 
 /* A reply with a JSON error body {"error":{"status":..,"code":"..","message":"..",
