@@ -302,6 +302,11 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
             hs_put(b, s, (size_t)(e - s));
             HS_PUTS(b, "\r\n");
         }
+        if (r->www_authenticate) {
+            HS_PUTS(b, "WWW-Authenticate: ");
+            hs_put(b, r->www_authenticate, strlen(r->www_authenticate));
+            HS_PUTS(b, "\r\n");
+        }
         if (extra)
             hs_put(b, extra, strlen(extra));
         if (c->closing)
