@@ -903,3 +903,32 @@ PGT_TEST(http, stale_answer_dropped)
     http_t_stop(&s);
     pgpipe_http_close(s.h);
 }
+
+static void http_t_tokens_required(pgpipe_http_options *o)
+{
+    o->require_tokens = 1;
+}
+
+/* A head that auth refuses gets 401 at once: with Expect: 100-continue the
+** body is never asked for; without, nothing reaches ingest. */
+PGT_TEST(http, unauthorized_before_ingest)
+{
+    http_t_srv s;
+    http_t_start(&s, http_t_tokens_required);
+    int fd = http_t_connect(s.port, 0);
+    http_t_nrest = 0;
+    http_t_sends(fd, HTTP_T_POST "Expect: 100-continue\r\nContent-Length: 7\r\n\r\n");
+    http_t_resp r;
+    PGT_EQ_INT(http_t_read(fd, &r), 401);
+    PGT_CONTAINS(r.head, "WWW-Authenticate: Bearer");
+    PGT_CONTAINS(r.head, "Connection: close");
+    free(r.body);
+    PGT_CHECK(http_t_closed(fd));
+    close(fd);
+    PGT_EQ_INT(http_t_ask(s.port, HTTP_T_POST "Authorization: Bearer pgp_nope\r\n"
+                                  "Content-Length: 7\r\n\r\n{\"a\":1}", &r), 403);
+    free(r.body);
+    http_t_stop(&s);
+    PGT_EQ_INT(s.h->submitted, 0);
+    pgpipe_http_close(s.h);
+}
