@@ -2,8 +2,8 @@
 # What building, running and testing pgpipe needs (also `make deps`; `make demo`
 # and `make test` run it first with --demo / --test --quiet).
 #
-#   sh tool/deps.sh [--demo|--test] [--cross] [--fuzz] [--valgrind] [--tsan]
-#                   [--check] [--quiet]
+#   sh tool/deps.sh [--demo|--test] [--bench-http] [--cross] [--fuzz]
+#                   [--valgrind] [--tsan] [--check] [--quiet]
 #
 #   --demo      the build and the server: a C compiler that compiles, links and
 #               runs a libpq program with the project's flags (make, cc, the C
@@ -13,7 +13,14 @@
 #               test is skipped: an ASan+UBSan build of that program, --cross,
 #               --fuzz, --valgrind, openssl, groff (the man page), ps, ss,
 #               pgbouncer (the pooler tests run it in session and transaction
-#               mode in front of the throwaway cluster)
+#               mode in front of the throwaway cluster), and for the HTTP
+#               ingest tests: curl, wrk, nginx (TLS in front of the server)
+#               and python3 (the urllib/http.client clients)
+#   --bench-http  (make bench-http runs it first) --demo, wrk, and the peers
+#               the HTTP benchmark compares with: FastAPI + uvicorn (with
+#               uvloop and httptools, as `uvicorn[standard]` installs it) +
+#               asyncpg from Debian, and fastify + pg from npm, installed into
+#               build/bench/http/npm (never by --test)
 #   --cross     the aarch64 cross compiler and its C library (pgpipe.c with
 #               <stdint.h> and libpq-fe.h compiles for aarch64)
 #   --fuzz      clang with libFuzzer and its sanitizer runtimes
@@ -28,22 +35,24 @@
 # the exit status is 1.
 set -eu
 
-demo=0; test=0; cross=0; fuzz=0; valgrind=0; tsan=0; check_only=0; quiet=0; modes=""
+demo=0; test=0; bench_http=0; cross=0; fuzz=0; valgrind=0; tsan=0; check_only=0; quiet=0; modes=""
 for a in "$@"; do
     case "$a" in
     --demo) demo=1; modes="$modes $a" ;;
     --test) test=1; modes="$modes $a" ;;
+    --bench-http) bench_http=1; modes="$modes $a" ;;
     --cross) cross=1; modes="$modes $a" ;;
     --fuzz) fuzz=1; modes="$modes $a" ;;
     --valgrind) valgrind=1; modes="$modes $a" ;;
     --tsan) tsan=1; modes="$modes $a" ;;
     --check) check_only=1 ;;
     --quiet) quiet=1 ;;
-    *) echo "usage: $0 [--demo|--test] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--demo|--test] [--bench-http] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
     esac
 done
 [ -n "$modes" ] || { test=1; modes=" --test"; }
 if [ $test = 1 ]; then demo=1; cross=1; fuzz=1; valgrind=1; fi
+[ $bench_http = 0 ] || demo=1
 
 here=$(cd "$(dirname "$0")" && pwd)
 CC=${CC:-cc}
@@ -183,6 +192,61 @@ if [ $test = 1 ]; then
     else
         note pgbouncer "FAILS (pgbouncer): $("$bouncer" --version 2>&1 | head -n 1)"; want pgbouncer
     fi
+    # the HTTP ingest tests: real clients against the running server, and
+    # nginx (in /usr/sbin) terminating TLS in front of it
+    need_cmd curl curl
+    need_cmd python3 python3
+    nginx=$(command -v nginx 2>/dev/null || true)
+    [ -n "$nginx" ] || [ ! -x /usr/sbin/nginx ] || nginx=/usr/sbin/nginx
+    if [ -z "$nginx" ]; then
+        note nginx "missing (nginx)"; want nginx
+    elif "$nginx" -V 2>&1 | grep -q -- --with-http_ssl_module; then
+        note nginx "ok ($("$nginx" -v 2>&1 | sed 's/.*: //'), with TLS)"
+    else
+        note nginx "FAILS: built without http_ssl_module (nginx)"; want nginx
+    fi
+fi
+if [ $test = 1 ] || [ $bench_http = 1 ]; then
+    need_cmd wrk wrk
+fi
+npm_dir="$(cd "$here/.." && pwd)/build/bench/http/npm"
+npm_missing=0
+# the npm peers go into the project's build folder (any user may install them)
+npm_install() {
+    mkdir -p "$npm_dir" || return 1
+    [ -f "$npm_dir/package.json" ] || echo '{"name":"pgpipe-http-bench-peers","private":true}' >"$npm_dir/package.json"
+    echo "npm install fastify@4 pg@8 (into $npm_dir)"
+    (cd "$npm_dir" && npm install --no-audit --no-fund fastify@4 pg@8 >npm.log 2>&1) ||
+        { tail -n 20 "$npm_dir/npm.log"; return 1; }
+}
+if [ $bench_http = 1 ]; then
+    # Debian's python3 (its packages are not on another python3's path)
+    if [ ! -x /usr/bin/python3 ]; then
+        note "FastAPI peer" "missing (python3-fastapi, python3-uvicorn, python3-asyncpg, python3-uvloop, python3-httptools)"
+        want python3-fastapi; want python3-uvicorn; want python3-asyncpg; want python3-uvloop; want python3-httptools
+    else
+        for m in fastapi:python3-fastapi uvicorn:python3-uvicorn asyncpg:python3-asyncpg \
+                 uvloop:python3-uvloop httptools:python3-httptools; do
+            if /usr/bin/python3 -c "import ${m%%:*}" 2>/dev/null; then
+                note "python3 ${m%%:*}" ok
+            else
+                note "python3 ${m%%:*}" "missing (${m#*:})"; want "${m#*:}"
+            fi
+        done
+    fi
+    need_cmd node nodejs
+    need_cmd npm npm
+    # fastify 4 runs on Debian 12's Node 18 (5 needs Node 20)
+    if [ -f "$npm_dir/node_modules/fastify/package.json" ] && [ -f "$npm_dir/node_modules/pg/package.json" ]; then
+        note "npm fastify, pg" "ok ($npm_dir)"
+    else
+        note "npm fastify, pg" "missing (npm install fastify@4 pg@8 into $npm_dir)"
+        npm_missing=1
+        # npm is there: install them now (apt-get below brings npm otherwise)
+        if [ $check_only = 0 ] && have npm && npm_install; then
+            note "npm fastify, pg" "installed ($npm_dir)"; npm_missing=0
+        fi
+    fi
 fi
 if [ $tsan = 1 ] && [ $cc_ok = 1 ]; then
     if ok tsan; then
@@ -217,6 +281,7 @@ if [ $fuzz = 1 ]; then
     fi
 fi
 
+[ $npm_missing = 0 ] || problems="$problems npm-packages"
 if [ -z "$missing" ] && [ -z "$problems" ]; then
     [ $quiet = 1 ] || { echo "pgpipe dependency check:$modes"; printf '%s' "$report"; echo "all dependencies present"; }
     exit 0
@@ -224,8 +289,13 @@ fi
 echo "pgpipe dependency check:$modes"
 printf '%s' "$report"
 if [ -z "$missing" ]; then
-    echo "the libpq test program fails although every package is present:"
-    sed "s/^/    /" "$tmp/pq.log" | tail -n 20
+    case "$problems" in *libpq-program*)
+        echo "the libpq test program fails although every package is present:"
+        sed "s/^/    /" "$tmp/pq.log" | tail -n 20 ;;
+    esac
+    case "$problems" in *npm-packages*)
+        echo "run:  (cd $npm_dir && npm install fastify@4 pg@8)" ;;
+    esac
     exit 1
 fi
 
@@ -246,6 +316,17 @@ if [ $check_only = 0 ] && [ "$(id -u)" = 0 ] && have apt-get; then
         apt-get update -o DPkg::Lock::Timeout=600 >"$tmp/update.log" 2>&1 || { cat "$tmp/update.log"; exit 1; }
     }
     ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || update
+    # nginx's package starts a server on port 80 where no policy says
+    # otherwise; the tests start their own, so keep it from starting
+    policy=""
+    case " $missing " in *" nginx "*)
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            policy=/usr/sbin/policy-rc.d
+            printf '#!/bin/sh\n# tool/deps.sh: no service starts while it installs\nexit 101\n' >"$policy"
+            chmod 755 "$policy"
+            trap 'rm -f "$policy"; rm -rf "$tmp"' EXIT
+        fi ;;
+    esac
     # shellcheck disable=SC2086
     if ! apt-get install $opts $missing >"$tmp/apt.log" 2>&1; then
         update
@@ -253,6 +334,8 @@ if [ $check_only = 0 ] && [ "$(id -u)" = 0 ] && have apt-get; then
         apt-get install $opts $missing >"$tmp/apt.log" 2>&1 || { tail -n 20 "$tmp/apt.log"; exit 1; }
     fi
     echo "installed $(grep -c '^Setting up' "$tmp/apt.log") packages (apt-get install $opts$missing)"
+    [ -z "$policy" ] || rm -f "$policy"
+    if [ $npm_missing = 1 ] && have npm; then npm_install || exit 1; fi
     # shellcheck disable=SC2086
     sh "$0" --check $modes
     exit $?
