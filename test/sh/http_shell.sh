@@ -2,7 +2,8 @@
 # The shell's .serve: option errors (nothing listens), secrets refused on the
 # command line, .serve token add|list|revoke, and a real server under curl:
 # no token 401, a wrong one 403, the right one 202 with the row committed, a
-# GitHub-signed delivery, SIGHUP after a revoke 403, SIGTERM drains and exits 0.
+# GitHub-signed delivery, SIGHUP after a revoke 403, SIGTERM drains and exits 0,
+# a second signal during a drain stops at once without acknowledging.
 set -u
 cd "${PGPIPE_TOP:-.}"
 P=build/test/pgpipe
@@ -138,6 +139,44 @@ rc=$?
 pid=""
 [ $rc = 0 ] || fail "exit $rc after SIGTERM: $(cat "$tmp/serve.err")"
 has "$(cat "$tmp/serve.err")" "drained"
+
+# a second signal during the drain stops at once: a request whose commit
+# waits on a lock is not answered (and so not acknowledged), exit 1
+start "--tokens off"
+$P "$D" "SET application_name = 'httpsh_lock'" "BEGIN" \
+    "LOCK TABLE staging.raw_events IN ACCESS EXCLUSIVE MODE" "SELECT pg_sleep(60)" >/dev/null 2>&1 &
+lpid=$!
+i=0
+until [ "$(q "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'httpsh_lock' AND l.relation = 'staging.raw_events'::regclass AND l.mode = 'AccessExclusiveLock' AND l.granted")" = 1 ]; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "the lock was not taken"
+    sleep 0.1
+done
+post hsh '{"n":"stuck"}' > "$tmp/stuck.code" &
+cpid=$!
+i=0
+until [ "$(q "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'staging.raw_events'::regclass")" -ge 1 ]; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "the request's commit never waited on the lock"
+    sleep 0.1
+done
+kill -INT "$pid"
+i=0
+until grep -q "draining" "$tmp/serve.err"; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "no drain after SIGINT"
+    sleep 0.1
+done
+kill -0 "$pid" 2>/dev/null || fail "the drain did not wait for the request in flight"
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+pid=""
+[ $rc = 1 ] || fail "exit $rc after a second signal"
+has "$(cat "$tmp/serve.err")" "stopped at once: the requests in flight were not answered"
+wait "$cpid"
+[ "$(cat "$tmp/stuck.code")" != 202 ] || fail "the stuck request was acknowledged"
+q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'httpsh_lock'" >/dev/null
+wait "$lpid"
+[ "$(q "SELECT count(*) FROM staging.raw_events WHERE payload->>'n' = 'stuck'")" = 0 ] ||
+    fail "an unanswered request committed after the server stopped"
 
 # beyond loopback without a live token: refused unless --insecure
 $P "$D" "UPDATE pgpipe.http_tokens SET revoked_at = now()" >/dev/null
