@@ -252,6 +252,41 @@ PGT_TEST(http_ingest, bad_records_dead_lettered)
     pgt_db_close(c);
 }
 
+/* A source configured with an event-type field makes it required: a record
+** without it is a dead letter (only an unconfigured source falls back to
+** its own name). */
+PGT_TEST(http_ingest, configured_event_type_is_required)
+{
+    PGconn *c = pgt_db_open();
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    pgpipe_http_source src[1];
+    memset(src, 0, sizeof src);
+    char name[64];
+    snprintf(name, sizeof name, "hi_etreq_%d", (int)getpid());
+    src[0].name = name;
+    src[0].event_type_field = "kind";
+    o.sources = src;
+    o.nsources = 1;
+    pp_ingest *ig = hi_open("etreq", &o);
+    snprintf(hi_source, sizeof hi_source, "%s", name);
+    hi_clean(c);
+    pp_http_request rq;
+    hi_answer a;
+    hi_req(&rq, "application/x-ndjson", "{\"kind\":\"k1\",\"n\":1}\n{\"n\":2}\n", (size_t)-1,
+           NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 202);
+    PGT_CONTAINS(a.body, "\"accepted\":1,\"dead_lettered\":1");
+    PGT_CONTAINS(a.body, "field \\\"kind\\\" is missing");
+    pp_ingest_close(ig);
+    char sql[300];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' "
+             "AND event_type = 'k1'", name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 1);
+    PGT_EQ_INT(HI_DEAD(c), 1);
+    pgt_db_close(c);
+}
+
 PGT_TEST(http_ingest, bad_body_400)
 {
     PGconn *c = pgt_db_open();
