@@ -269,8 +269,18 @@ typedef struct pp_sha256 {
 } pp_sha256;
 PGPIPE_PRIVATE void pp_sha256_init(pp_sha256 *s);
 PGPIPE_PRIVATE void pp_sha256_update(pp_sha256 *s, const void *data, size_t n);
-/* Finish: 64 lowercase hex digits and a NUL. */
+/* Finish: 64 lowercase hex digits and a NUL; or the 32 bytes of the digest. */
 PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65]);
+PGPIPE_PRIVATE void pp_sha256_final(pp_sha256 *s, unsigned char out[32]);
+
+/* Base64 (RFC 4648). Encode writes like snprintf (returns the length
+** without the NUL; >= cap means nothing was written): the standard alphabet
+** with '=' padding, or with url set the URL-safe one without padding.
+** Decode takes either alphabet, with or without the padding, and returns
+** the number of bytes written, or -1 when s[0..n) is not base64 or needs
+** more than cap bytes. */
+PGPIPE_PRIVATE size_t pp_base64_encode(char *dst, size_t cap, const void *data, size_t n, int url);
+PGPIPE_PRIVATE long pp_base64_decode(unsigned char *dst, size_t cap, const char *s, size_t n);
 
 /* 64-bit FNV-1a of a string (statement names, cache keys; not for security). */
 PGPIPE_PRIVATE uint64_t pp_hash64(const char *s);
@@ -636,6 +646,18 @@ PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t le
 PGPIPE_PRIVATE int copy_csv_drain(pgpipe_loader *l);
 PGPIPE_PRIVATE void copy_framer_begin(pgpipe_loader *l, int format);
 PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l);
+/* A CSV record as a JSON object, the loader's way (also the HTTP ingest's
+** text/csv bodies): copy_csv_keys makes the "name": prefix of each header
+** column (JSON- and COPY-escaped; *keys freed by the caller, each pp_buf and
+** the array), copy_csv_object appends {"name":"value",..} of the fields f,
+** COPY-escaped, an empty unquoted field as null. PGPIPE_OK or NOMEM. */
+PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, pp_buf **keys, int *nkeys);
+PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const pp_buf *keys, int nkeys,
+                                   const pgpipe_csv_span *f, int nf);
+/* Is raw (a record starting on line) not valid UTF-8 text or holds a NUL?
+** 1 with msg naming the line and column of the bad byte (*eline, *ecol). */
+PGPIPE_PRIVATE int copy_text_problem(const char *raw, size_t len, long long line, char *msg,
+                                     size_t size, long long *eline, long long *ecol);
 
 /* load_lanes.c: batches, sending, lanes */
 PGPIPE_PRIVATE void copy_batch_reset(copy_lane *ln);
@@ -663,8 +685,8 @@ typedef struct pp_dlq_load_letter {
     long long line;           /* line_number */
     long long column;         /* column_number; 0 = unknown (NULL) */
     long long offset;         /* byte_offset */
-    long long load_id;
-    const char *batch_id;     /* uuid text of the batch */
+    long long load_id;        /* 0 = none (NULL): an HTTP request */
+    const char *batch_id;     /* uuid text of the batch (HTTP: the request id) */
     const char *raw;          /* the record as read (NULL = empty) */
     size_t rawlen;
     const char *message;      /* error_message */
@@ -749,6 +771,44 @@ typedef struct pp_http_request {
     int64_t t_start_us;         /* pgpipe_now_us() when its first byte arrived */
 } pp_http_request;
 
+/* The request parser: strict HTTP/1.1 (and 1.0) over a connection's buffer,
+** incremental, no allocation. Call pp_http_parse with the buffer holding the
+** request from its first byte (buf may be a new copy between calls, len only
+** grows); it returns
+**   PP_HTTP_MORE   read more bytes and call again
+**   PP_HTTP_GOT_HEAD  the head is complete and valid, the body is still to come
+**                  (rq's head fields are set; expect_continue says whether the
+**                  client waits for "100 Continue"); call again
+**   PP_HTTP_DONE   the request is complete: rq filled, body decoded in place
+**                  (chunked framing removed), consumed = its bytes in buf (a
+**                  pipelined request may follow); init again for the next
+**   PP_HTTP_ERROR  status (400, 413, 417, 431, 505) and why (static text);
+**                  answer it and close the connection
+** Refused with 400: Content-Length with Transfer-Encoding, duplicate or
+** malformed lengths, a Transfer-Encoding other than "chunked", obsolete line
+** folding, bare CR or LF, blanks before a colon, control characters, names
+** outside RFC 9110 tchar, bad chunk framing, a missing or repeated Host. */
+enum { PP_HTTP_ERROR = -1, PP_HTTP_MORE = 0, PP_HTTP_GOT_HEAD = 1, PP_HTTP_DONE = 2 };
+typedef struct pp_http_parser {
+    size_t max_header_bytes;    /* request line + headers (431 beyond) */
+    size_t max_body_bytes;      /* decoded body (413 beyond) */
+    int state;
+    int chunked;
+    int expect_continue;        /* Expect: 100-continue on an HTTP/1.1 request */
+    int status;                 /* PP_HTTP_ERROR: the answer's status */
+    const char *why;            /* PP_HTTP_ERROR: what is wrong */
+    size_t scan;                /* head: where the next unterminated line starts */
+    size_t head_len;            /* bytes of the head, final CRLF included */
+    size_t pos;                 /* body: the next raw byte */
+    size_t body_len;            /* body: decoded bytes so far */
+    uint64_t left;              /* bytes of the body or of the chunk still to come */
+    size_t trailer_bytes;
+    size_t consumed;            /* PP_HTTP_DONE: bytes of buf the request used */
+} pp_http_parser;
+PGPIPE_PRIVATE void pp_http_parser_init(pp_http_parser *p, size_t max_header_bytes,
+                                        size_t max_body_bytes);
+PGPIPE_PRIVATE int pp_http_parse(pp_http_parser *p, char *buf, size_t len, pp_http_request *rq);
+
 /* The value of header name (case-insensitive), or NULL; *len its length. */
 PGPIPE_PRIVATE const char *pp_http_header_get(const pp_http_request *rq, const char *name,
                                               size_t *len);
@@ -764,6 +824,8 @@ typedef struct pp_http_reply {
     size_t body_len;
     int retry_after;            /* > 0: a Retry-After header (seconds) */
     int close;                  /* close the connection after it */
+    const char *www_authenticate; /* static string: a WWW-Authenticate header
+                                     (401 for a bearer token, RFC 6750), or NULL */
 } pp_http_reply;
 
 /* A reply with a JSON error body {"error":{"status":..,"code":"..","message":"..",
@@ -1920,6 +1982,115 @@ static const char *const pp_sql_13[] = {
 };
 /* ==== end sql/schema/V0023__functions_search_path.sql ==== */
 
+/* ==== begin sql/schema/V0024__http_ingest.sql ==== */
+static const char *const pp_sql_14[] = {
+    "-- pgpipe built-in schema: the HTTP ingest server's idempotency keys (issue 21).\n",
+    "--\n",
+    "-- A request that carries an idempotency key (Idempotency-Key, or a sender's\n",
+    "-- delivery id) is recorded here in the same transaction as its records, with\n",
+    "-- the counts of its first response, so a retry gets that response again and\n",
+    "-- adds nothing. The table is RANGE partitioned by day on first_seen:\n",
+    "-- pgpipe.http_keys_maintain() creates the days ahead and drops whole days\n",
+    "-- past the longest idempotency window (never a row-by-row DELETE), so its\n",
+    "-- size is bounded by the traffic of that window. There is no DEFAULT\n",
+    "-- partition: a key outside every partition fails its transaction (the\n",
+    "-- server then runs the maintenance and tries again) rather than landing\n",
+    "-- where no drop would reach it.\n",
+    "--\n",
+    "-- Uniqueness of (source, key) cannot be a constraint across partitions;\n",
+    "-- the server takes pg_advisory_xact_lock on the key's hash before it looks\n",
+    "-- the key up, so two servers on one database never both accept a key.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.http_keys (\n",
+    "    source        TEXT        NOT NULL,\n",
+    "    key           TEXT        NOT NULL,\n",
+    "    -- md5(source || E'\\n' || key): the lookup's index holds 16 bytes a key\n",
+    "    key_hash      UUID        NOT NULL,\n",
+    "    first_seen    TIMESTAMPTZ NOT NULL DEFAULT now(),\n",
+    "    request_id    UUID        NOT NULL,  -- the request that was applied\n",
+    "    accepted      INTEGER     NOT NULL,\n",
+    "    dead_lettered INTEGER     NOT NULL,\n",
+    "    errors        TEXT                   -- its response's \"errors\" array; NULL = []\n",
+    ") PARTITION BY RANGE (first_seen);\n",
+    "CREATE INDEX IF NOT EXISTS http_keys_hash_idx ON pgpipe.http_keys (key_hash);\n",
+    "\n",
+    "COMMENT ON TABLE pgpipe.http_keys IS\n",
+    "    'HTTP ingest idempotency keys with their first response, daily partitions (http_keys_maintain)';\n",
+    "\n",
+    "-- Creates the daily partitions (UTC) from yesterday to ahead_days ahead and\n",
+    "-- drops the partitions that end more than keep_hours ago. Returns the number\n",
+    "-- of partitions created plus dropped; cheap when there is nothing to do (a\n",
+    "-- catalog lookup per day). Safe from several sessions at once.\n",
+    "CREATE OR REPLACE FUNCTION pgpipe.http_keys_maintain(keep_hours integer DEFAULT 96,\n",
+    "                                                     ahead_days integer DEFAULT 3)\n",
+    "RETURNS integer\n",
+    "LANGUAGE plpgsql\n",
+    "SET search_path = pg_catalog, pg_temp\n",
+    "AS $fn$\n",
+    "DECLARE\n",
+    "    d     date;\n",
+    "    part  text;\n",
+    "    n     integer := 0;\n",
+    "    r     record;\n",
+    "    today date := (now() AT TIME ZONE 'UTC')::date;\n",
+    "BEGIN\n",
+    "    IF keep_hours IS NULL OR keep_hours < 1 OR ahead_days IS NULL OR ahead_days < 0 THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.http_keys_maintain: keep_hours >= 1 and ahead_days >= 0, got %, %',\n",
+    "            keep_hours, ahead_days;\n",
+    "    END IF;\n",
+    "    PERFORM pg_advisory_xact_lock(hashtext('pgpipe.http_keys partitions'));\n",
+    "    FOR i IN -1 .. ahead_days LOOP\n",
+    "        d := today + i;\n",
+    "        part := 'http_keys_p' || to_char(d, 'YYYYMMDD');\n",
+    "        CONTINUE WHEN to_regclass(format('pgpipe.%I', part)) IS NOT NULL;\n",
+    "        EXECUTE format('CREATE TABLE pgpipe.%I PARTITION OF pgpipe.http_keys '\n",
+    "                       'FOR VALUES FROM (%L) TO (%L)', part,\n",
+    "                       d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC');\n",
+    "        n := n + 1;\n",
+    "    END LOOP;\n",
+    "    FOR r IN SELECT c.oid::regclass AS part, c.relname\n",
+    "             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid\n",
+    "             WHERE i.inhparent = 'pgpipe.http_keys'::regclass\n",
+    "               AND c.relname ~ '^http_keys_p[0-9]{8}$' LOOP\n",
+    "        IF (to_date(substr(r.relname, 12), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC'\n",
+    "           < now() - make_interval(hours => keep_hours) THEN\n",
+    "            EXECUTE format('DROP TABLE %s', r.part);\n",
+    "            n := n + 1;\n",
+    "        END IF;\n",
+    "    END LOOP;\n",
+    "    RETURN n;\n",
+    "END\n",
+    "$fn$;\n",
+    "\n",
+    "SELECT pgpipe.http_keys_maintain();\n",
+    NULL
+};
+/* ==== end sql/schema/V0024__http_ingest.sql ==== */
+
+/* ==== begin sql/schema/V0025__http_tokens.sql ==== */
+static const char *const pp_sql_15[] = {
+    "-- pgpipe built-in schema: the bearer tokens of the HTTP ingest server (.serve).\n",
+    "-- Only the SHA-256 of a token is kept: a token is 32 random bytes, so a\n",
+    "-- fast hash is as good as a slow one (nothing to guess from), and the server\n",
+    "-- can hash each request's token without a password-hashing cost. The last\n",
+    "-- four characters are kept to tell tokens apart in listings. Idempotent.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.http_tokens (\n",
+    "    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n",
+    "    source       TEXT NOT NULL CHECK (source <> ''),  -- '*' = every source\n",
+    "    label        TEXT,\n",
+    "    token_sha256 TEXT NOT NULL UNIQUE CHECK (token_sha256 ~ '^[0-9a-f]{64}$'),\n",
+    "    hint         TEXT NOT NULL,                        -- the token's last 4 characters\n",
+    "    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),\n",
+    "    revoked_at   TIMESTAMPTZ\n",
+    ");\n",
+    "COMMENT ON TABLE pgpipe.http_tokens IS\n",
+    "    'bearer tokens of the HTTP ingest server: SHA-256 only (.serve token add|list|revoke)';\n",
+    "\n",
+    "CREATE INDEX IF NOT EXISTS http_tokens_live_idx\n",
+    "    ON pgpipe.http_tokens (source) WHERE revoked_at IS NULL;\n",
+    NULL
+};
+/* ==== end sql/schema/V0025__http_tokens.sql ==== */
+
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -1935,6 +2106,8 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0021__staging_lean_indexes.sql", pp_sql_11 },
     { "schema/V0022__dlq_replay_revalidates.sql", pp_sql_12 },
     { "schema/V0023__functions_search_path.sql", pp_sql_13 },
+    { "schema/V0024__http_ingest.sql", pp_sql_14 },
+    { "schema/V0025__http_tokens.sql", pp_sql_15 },
     { NULL, NULL }
 };
 
@@ -3126,7 +3299,7 @@ PGPIPE_PRIVATE void pp_sha256_update(pp_sha256 *s, const void *data, size_t n)
     }
 }
 
-PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65])
+PGPIPE_PRIVATE void pp_sha256_final(pp_sha256 *s, unsigned char out[32])
 {
     uint64_t bits = s->total * 8;
     unsigned char pad[72];
@@ -3138,10 +3311,17 @@ PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65])
     uint64_t keep = s->total;
     pp_sha256_update(s, pad, padlen + 8);
     s->total = keep;
+    for (int i = 0; i < 32; i++)
+        out[i] = (unsigned char)(s->h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65])
+{
+    unsigned char d[32];
+    pp_sha256_final(s, d);
     for (int i = 0; i < 32; i++) {
-        unsigned v = (s->h[i / 4] >> (24 - 8 * (i % 4))) & 0xffu;
-        out[2 * i] = pp_hexdig[v >> 4];
-        out[2 * i + 1] = pp_hexdig[v & 15];
+        out[2 * i] = pp_hexdig[d[i] >> 4];
+        out[2 * i + 1] = pp_hexdig[d[i] & 15];
     }
     out[64] = '\0';
 }
@@ -3152,6 +3332,84 @@ void pgpipe_sha256_hex(const void *data, size_t len, char out[65])
     pp_sha256_init(&s);
     pp_sha256_update(&s, data, len);
     pp_sha256_hex(&s, out);
+}
+
+/* ---- Base64 (RFC 4648) ------------------------------------------------------ */
+
+PGPIPE_PRIVATE size_t pp_base64_encode(char *dst, size_t cap, const void *data, size_t n, int url)
+{
+    static const char std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char safe[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const char *al = url ? safe : std;
+    const unsigned char *p = data;
+    size_t len = url ? (n * 4 + 2) / 3 : (n + 2) / 3 * 4;
+    if (len >= cap)
+        return len;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        size_t k = n - i < 3 ? n - i : 3;
+        if (k > 1)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (k > 2)
+            v |= p[i + 2];
+        dst[w++] = al[v >> 18];
+        dst[w++] = al[(v >> 12) & 63];
+        if (k > 1)
+            dst[w++] = al[(v >> 6) & 63];
+        else if (!url)
+            dst[w++] = '=';
+        if (k > 2)
+            dst[w++] = al[v & 63];
+        else if (!url)
+            dst[w++] = '=';
+    }
+    dst[w] = '\0';
+    return w;
+}
+
+static int pp_base64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+' || c == '-')
+        return 62;
+    if (c == '/' || c == '_')
+        return 63;
+    return -1;
+}
+
+PGPIPE_PRIVATE long pp_base64_decode(unsigned char *dst, size_t cap, const char *s, size_t n)
+{
+    while (n && s[n - 1] == '=')
+        n--;
+    if (n % 4 == 1)
+        return -1;
+    size_t out = n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0);
+    if (out > cap)
+        return -1;
+    uint32_t acc = 0;
+    size_t w = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = pp_base64_value((unsigned char)s[i]);
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            dst[w++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (acc != 0) /* bits left over that no encoder writes */
+        return -1;
+    return (long)w;
 }
 
 /* ---- Hashing and jitter ---------------------------------------------------- */
@@ -12839,19 +13097,70 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
 
 /* ---- CSV ------------------------------------------------------------------ */
 
+PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, pp_buf **keys, int *nkeys)
+{
+    int n = pgpipe_csv_header_count(csv);
+    *keys = pp_calloc((size_t)(n > 0 ? n : 1), sizeof **keys);
+    if (!*keys)
+        return PGPIPE_NOMEM;
+    *nkeys = n;
+    for (int i = 0; i < n; i++) {
+        const char *h = pgpipe_csv_header_name(csv, i);
+        if (pp_json_str(&(*keys)[i], h, strlen(h), PP_JSON_COPY) != PGPIPE_OK ||
+            pp_buf_putc(&(*keys)[i], ':') != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const pp_buf *keys, int nkeys,
+                                   const pgpipe_csv_span *f, int nf)
+{
+    int rc = pp_buf_putc(b, '{');
+    int m = nf < nkeys ? nf : nkeys;
+    for (int k = 0; k < m && rc == PGPIPE_OK; k++) {
+        if (k)
+            rc |= pp_buf_putc(b, ',');
+        rc |= pp_buf_append(b, keys[k].data, keys[k].len);
+        if (f[k].len == 0 && !f[k].quoted)
+            rc |= pp_buf_append(b, "null", 4);
+        else
+            rc |= pp_json_str(b, f[k].data, f[k].len, PP_JSON_COPY);
+    }
+    rc |= pp_buf_putc(b, '}');
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int copy_text_problem(const char *raw, size_t len, long long line, char *msg,
+                                     size_t size, long long *eline, long long *ecol)
+{
+    size_t i = pp_utf8_text_prefix((const unsigned char *)raw, len);
+    if (i >= len)
+        return 0;
+    /* line and column (in characters) of the bad byte in the input: a
+    ** quoted field may span lines */
+    *eline = line;
+    *ecol = 1;
+    for (size_t k = 0; k < i; k++) {
+        if (raw[k] == '\n' || (raw[k] == '\r' && (k + 1 >= len || raw[k + 1] != '\n'))) {
+            ++*eline;
+            *ecol = 1;
+        } else if (((unsigned char)raw[k] & 0xC0) != 0x80) {
+            ++*ecol;
+        }
+    }
+    snprintf(msg, size, "%s at line %lld, column %lld (byte %zu of the record)",
+             raw[i] == 0 ? "NUL byte" : "invalid UTF-8", *eline, *ecol, i + 1);
+    if (raw[i] != 0)
+        snprintf(msg + strlen(msg), size - strlen(msg), ": byte 0x%02X",
+                 (unsigned)(unsigned char)raw[i]);
+    return 1;
+}
+
 static int copy_csv_setup(pgpipe_loader *l)
 {
-    int n = pgpipe_csv_header_count(l->csv);
-    l->csv_keys = pp_calloc((size_t)(n > 0 ? n : 1), sizeof *l->csv_keys);
-    if (!l->csv_keys)
+    if (copy_csv_keys(l->csv, &l->csv_keys, &l->ncsv_keys) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
-    l->ncsv_keys = n;
-    for (int i = 0; i < n; i++) {
-        const char *h = pgpipe_csv_header_name(l->csv, i);
-        if (pp_json_str(&l->csv_keys[i], h, strlen(h), PP_JSON_COPY) != PGPIPE_OK ||
-            pp_buf_putc(&l->csv_keys[i], ':') != PGPIPE_OK)
-            return pp_err_nomem(&l->hdr.err);
-    }
     for (int i = 0; i < l->ncols; i++) {
         copy_col *c = &l->cols[i];
         if (c->kind != COPY_K_FIELD)
@@ -12894,24 +13203,8 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
         rc = copy_reject_input(l, raw, len, e->line > 0 ? e->line : line, e->column, off, e->message);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
-    size_t i = pp_utf8_text_prefix((const unsigned char *)raw, len);
-    if (i < len) {
-        /* line and column (in characters) of the bad byte in the input: a
-        ** quoted field may span lines */
-        long long eline = line, ecol = 1;
-        for (size_t k = 0; k < i; k++) {
-            if (raw[k] == '\n' || (raw[k] == '\r' && (k + 1 >= len || raw[k + 1] != '\n'))) {
-                eline++;
-                ecol = 1;
-            } else if (((unsigned char)raw[k] & 0xC0) != 0x80) {
-                ecol++;
-            }
-        }
-        snprintf(msg, sizeof msg, "%s at line %lld, column %lld (byte %zu of the record)",
-                 i < len && raw[i] == 0 ? "NUL byte" : "invalid UTF-8", eline, ecol, i + 1);
-        if (i < len && raw[i] != 0)
-            snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": byte 0x%02X",
-                     (unsigned)(unsigned char)raw[i]);
+    long long eline, ecol;
+    if (copy_text_problem(raw, len, line, msg, sizeof msg, &eline, &ecol)) {
         rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
@@ -12947,18 +13240,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
             }
             rc |= pp_copy_escape(b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
-            rc |= pp_buf_putc(b, '{');
-            int m = nf < l->ncsv_keys ? nf : l->ncsv_keys;
-            for (int k = 0; k < m && rc == PGPIPE_OK; k++) {
-                if (k)
-                    rc |= pp_buf_putc(b, ',');
-                rc |= pp_buf_append(b, l->csv_keys[k].data, l->csv_keys[k].len);
-                if (f[k].len == 0 && !f[k].quoted)
-                    rc |= pp_buf_append(b, "null", 4);
-                else
-                    rc |= pp_json_str(b, f[k].data, f[k].len, PP_JSON_COPY);
-            }
-            rc |= pp_buf_putc(b, '}');
+            rc |= copy_csv_object(b, l->csv_keys, l->ncsv_keys, f, nf);
         } else {
             rc |= copy_put_common(l, c, line);
         }
@@ -16145,7 +16427,12 @@ PGPIPE_PRIVATE int pp_dlq_load_row(pp_buf *b, const pp_dlq_load_letter *d)
         rc |= pp_buf_appendf(b, "%lld", d->column);
     else
         rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", d->offset, d->load_id, d->batch_id);
+    rc |= pp_buf_appendf(b, "\t%lld\t", d->offset);
+    if (d->load_id > 0)
+        rc |= pp_buf_appendf(b, "%lld", d->load_id);
+    else
+        rc |= pp_buf_append(b, "\\N", 2);
+    rc |= pp_buf_appendf(b, "\t%s\t", d->batch_id);
     rc |= dlq_put_raw(b, d->raw ? d->raw : "", d->raw ? d->rawlen : 0);
     rc |= pp_buf_putc(b, '\t');
     rc |= pp_copy_escape(b, d->message, strlen(d->message));
@@ -18628,6 +18915,422 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
 #ifndef PGPIPE_OMIT_HTTP
 #include <stdio.h>
 
+/* ---- the request parser -------------------------------------------------- */
+
+enum { HP_HEAD, HP_BODY, HP_CH_SIZE, HP_CH_DATA, HP_CH_CRLF, HP_CH_TRAILER, HP_DONE, HP_ERROR };
+
+/* Byte classes: RFC 9110 tchar (names, methods), field value bytes (VCHAR,
+** SP, HTAB, obs-text), request-target bytes (VCHAR). */
+#define HP_TCHAR 1
+#define HP_VALUE 2
+#define HP_TARGET 4
+static unsigned char hp_class[256];
+static atomic_int hp_class_ready;
+
+static void hp_class_init(void)
+{
+    if (atomic_load_explicit(&hp_class_ready, memory_order_acquire))
+        return;
+    /* idempotent: threads racing here write the same bytes */
+    static const char tspecial[] = "!#$%&'*+-.^_`|~";
+    unsigned char t[256];
+    for (int c = 0; c < 256; c++) {
+        unsigned char v = 0;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            (c && strchr(tspecial, c)))
+            v |= HP_TCHAR;
+        if (c == '\t' || (c >= 0x20 && c != 0x7f))
+            v |= HP_VALUE;
+        if (c > 0x20 && c < 0x7f)
+            v |= HP_TARGET;
+        t[c] = v;
+    }
+    memcpy(hp_class, t, sizeof t);
+    atomic_store_explicit(&hp_class_ready, 1, memory_order_release);
+}
+
+PGPIPE_PRIVATE void pp_http_parser_init(pp_http_parser *p, size_t max_header_bytes,
+                                        size_t max_body_bytes)
+{
+    hp_class_init();
+    memset(p, 0, sizeof *p);
+    p->max_header_bytes = max_header_bytes;
+    p->max_body_bytes = max_body_bytes;
+}
+
+static int hp_fail(pp_http_parser *p, int status, const char *why)
+{
+    p->state = HP_ERROR;
+    p->status = status;
+    p->why = why;
+    return PP_HTTP_ERROR;
+}
+
+static int hp_ieq(const char *s, size_t n, const char *lit)
+{
+    size_t m = strlen(lit);
+    return n == m && !strncasecmp(s, lit, n);
+}
+
+/* Does the comma-separated list s[0..n) hold token tok? */
+static int hp_has_token(const char *s, size_t n, const char *tok)
+{
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == ','))
+            i++;
+        size_t b = i;
+        while (i < n && s[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t'))
+            e--;
+        if (e > b && hp_ieq(s + b, e - b, tok))
+            return 1;
+    }
+    return 0;
+}
+
+static int hp_method(const char *m, size_t n)
+{
+    switch (n) {
+    case 3:
+        if (!memcmp(m, "GET", 3))
+            return PP_HTTP_GET;
+        if (!memcmp(m, "PUT", 3))
+            return PP_HTTP_PUT;
+        break;
+    case 4:
+        if (!memcmp(m, "POST", 4))
+            return PP_HTTP_POST;
+        if (!memcmp(m, "HEAD", 4))
+            return PP_HTTP_HEAD;
+        break;
+    case 6:
+        if (!memcmp(m, "DELETE", 6))
+            return PP_HTTP_DELETE;
+        break;
+    case 7:
+        if (!memcmp(m, "OPTIONS", 7))
+            return PP_HTTP_OPTIONS;
+        break;
+    }
+    return PP_HTTP_OTHER;
+}
+
+/* One header line's name and value: [b, e) holds the line without its CRLF.
+** 0, or the error already recorded. */
+static int hp_field(pp_http_parser *p, const char *b, const char *e, pp_http_header *h)
+{
+    const char *q = b;
+    if (*q == ' ' || *q == '\t')
+        return hp_fail(p, 400, "obsolete line folding");
+    while (q < e && (hp_class[(unsigned char)*q] & HP_TCHAR))
+        q++;
+    if (q == e || *q != ':')
+        return hp_fail(p, 400, q < e && (*q == ' ' || *q == '\t')
+                                   ? "whitespace between a header name and its colon"
+                                   : "a header line without a valid name and a colon");
+    if (q == b)
+        return hp_fail(p, 400, "an empty header name");
+    h->name = b;
+    h->name_len = (size_t)(q - b);
+    q++;
+    while (q < e && (*q == ' ' || *q == '\t'))
+        q++;
+    const char *v = q;
+    for (; q < e; q++)
+        if (PP_UNLIKELY(!(hp_class[(unsigned char)*q] & HP_VALUE)))
+            return hp_fail(p, 400, "a control character in a header value");
+    while (q > v && (q[-1] == ' ' || q[-1] == '\t'))
+        q--;
+    h->value = v;
+    h->value_len = (size_t)(q - v);
+    return 0;
+}
+
+/* The whole head is buf[0..end): check it and fill rq. */
+static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_http_request *rq)
+{
+    const char *s = buf + start, *lim = buf + end;
+    /* request line: method SP target SP HTTP/1.x */
+    const char *nl = memchr(s, '\n', (size_t)(lim - s));
+    const char *le = nl - 1; /* the CR */
+    const char *q = s;
+    while (q < le && (hp_class[(unsigned char)*q] & HP_TCHAR))
+        q++;
+    if (q == s || q == le || *q != ' ')
+        return hp_fail(p, 400, "a malformed request line");
+    rq->method = hp_method(s, (size_t)(q - s));
+    const char *t = ++q;
+    while (q < le && (hp_class[(unsigned char)*q] & HP_TARGET))
+        q++;
+    if (q == t || q == le || *q != ' ')
+        return hp_fail(p, 400, "a malformed request target");
+    if (*t != '/')
+        return hp_fail(p, 400, "the request target must be a path (origin-form)");
+    rq->target = t;
+    rq->target_len = (size_t)(q - t);
+    const char *qm = memchr(t, '?', rq->target_len);
+    rq->path = t;
+    rq->path_len = qm ? (size_t)(qm - t) : rq->target_len;
+    rq->query = qm ? qm + 1 : NULL;
+    rq->query_len = qm ? (size_t)(q - qm - 1) : 0;
+    q++;
+    if (le - q != 8 || memcmp(q, "HTTP/", 5) || q[6] != '.' || q[5] < '0' || q[5] > '9' ||
+        q[7] < '0' || q[7] > '9')
+        return hp_fail(p, 400, "a malformed HTTP version");
+    if (q[5] != '1' || q[7] > '1')
+        return hp_fail(p, 505, "only HTTP/1.0 and HTTP/1.1 are served");
+    rq->minor = q[7] - '0';
+
+    int ncl = 0, nte = 0, nhost = 0, conn_close = 0, conn_keep = 0, expect = 0;
+    uint64_t cl = 0;
+    const pp_http_header *te = NULL;
+    rq->nheaders = 0;
+    for (const char *b = nl + 1; b < lim;) {
+        nl = memchr(b, '\n', (size_t)(lim - b));
+        le = nl - 1;
+        if (le == b)
+            break; /* the empty line */
+        if (rq->nheaders == PP_HTTP_MAX_HEADERS)
+            return hp_fail(p, 431, "too many header fields");
+        pp_http_header *h = &rq->headers[rq->nheaders];
+        if (hp_field(p, b, le, h))
+            return PP_HTTP_ERROR;
+        rq->nheaders++;
+        b = nl + 1;
+        switch (h->name_len) {
+        case 4:
+            if (hp_ieq(h->name, 4, "host"))
+                nhost++;
+            break;
+        case 6:
+            if (hp_ieq(h->name, 6, "expect")) {
+                if (!hp_ieq(h->value, h->value_len, "100-continue"))
+                    return hp_fail(p, 417, "the only expectation served is 100-continue");
+                expect = 1;
+            }
+            break;
+        case 10:
+            if (hp_ieq(h->name, 10, "connection")) {
+                conn_close |= hp_has_token(h->value, h->value_len, "close");
+                conn_keep |= hp_has_token(h->value, h->value_len, "keep-alive");
+            }
+            break;
+        case 14:
+            if (hp_ieq(h->name, 14, "content-length")) {
+                if (ncl++)
+                    return hp_fail(p, 400, "more than one Content-Length");
+                if (h->value_len == 0 || h->value_len > 18)
+                    return hp_fail(p, 400, "a malformed Content-Length");
+                for (size_t i = 0; i < h->value_len; i++) {
+                    unsigned d = (unsigned)(unsigned char)h->value[i] - '0';
+                    if (d > 9)
+                        return hp_fail(p, 400, "a malformed Content-Length");
+                    cl = cl * 10 + d;
+                }
+            }
+            break;
+        case 17:
+            if (hp_ieq(h->name, 17, "transfer-encoding")) {
+                nte++;
+                te = h;
+            }
+            break;
+        }
+    }
+    if (nte && ncl)
+        return hp_fail(p, 400, "both Content-Length and Transfer-Encoding");
+    if (nte > 1 || (te && !hp_ieq(te->value, te->value_len, "chunked")))
+        return hp_fail(p, 400, "the only Transfer-Encoding served is chunked");
+    if (te && rq->minor == 0)
+        return hp_fail(p, 400, "Transfer-Encoding in an HTTP/1.0 request");
+    if (nhost > 1 || (rq->minor == 1 && nhost == 0))
+        return hp_fail(p, 400, nhost ? "more than one Host" : "no Host header");
+    if (cl > p->max_body_bytes)
+        return hp_fail(p, 413, "the body is larger than the limit");
+    rq->keep_alive = rq->minor == 1 ? !conn_close : conn_keep && !conn_close;
+    p->expect_continue = expect && rq->minor == 1;
+    p->chunked = te != NULL;
+    p->left = cl;
+    rq->body = NULL;
+    rq->body_len = 0;
+    return 0;
+}
+
+/* Find the end of the line that starts at from: the index of its LF, or -1
+** (not here yet), or -2 (a bare LF). */
+static long hp_line(const char *buf, size_t from, size_t len)
+{
+    const char *nl = memchr(buf + from, '\n', len - from);
+    if (!nl)
+        return -1;
+    size_t i = (size_t)(nl - buf);
+    if (i == from || buf[i - 1] != '\r')
+        return -2;
+    return (long)i;
+}
+
+static int hp_done(pp_http_parser *p, char *buf, size_t end, pp_http_request *rq)
+{
+    rq->body = buf + p->head_len;
+    rq->body_len = p->body_len;
+    p->consumed = end;
+    p->state = HP_DONE;
+    return PP_HTTP_DONE;
+}
+
+static int hp_body(pp_http_parser *p, char *buf, size_t len, pp_http_request *rq)
+{
+    for (;;) {
+        switch (p->state) {
+        case HP_BODY:
+            if (len - p->head_len < p->left)
+                return PP_HTTP_MORE;
+            p->body_len = (size_t)p->left;
+            return hp_done(p, buf, p->head_len + p->body_len, rq);
+        case HP_CH_SIZE: {
+            long nl = hp_line(buf, p->pos, len);
+            if (nl == -1) {
+                if (len - p->pos > 1024)
+                    return hp_fail(p, 400, "a chunk size line longer than 1024 bytes");
+                return PP_HTTP_MORE;
+            }
+            if (nl == -2 || (size_t)nl - p->pos > 1024)
+                return hp_fail(p, 400, "a malformed chunk size line");
+            const char *q = buf + p->pos, *e = buf + nl - 1;
+            uint64_t n = 0;
+            const char *d = q;
+            while (q < e && isxdigit((unsigned char)*q)) {
+                unsigned v = *q <= '9' ? (unsigned)(*q - '0') : (unsigned)((*q | 0x20) - 'a' + 10);
+                n = n * 16 + v;
+                if (n > p->max_body_bytes)
+                    return hp_fail(p, 413, "the body is larger than the limit");
+                q++;
+            }
+            if (q == d)
+                return hp_fail(p, 400, "a malformed chunk size");
+            while (q < e && (*q == ' ' || *q == '\t'))
+                q++;
+            if (q < e) {
+                if (*q != ';')
+                    return hp_fail(p, 400, "a malformed chunk size");
+                for (; q < e; q++) /* extensions are ignored, but must be text */
+                    if (!(hp_class[(unsigned char)*q] & HP_VALUE))
+                        return hp_fail(p, 400, "a control character in a chunk extension");
+            }
+            if (p->body_len + n > p->max_body_bytes)
+                return hp_fail(p, 413, "the body is larger than the limit");
+            p->pos = (size_t)nl + 1;
+            p->left = n;
+            p->state = n ? HP_CH_DATA : HP_CH_TRAILER;
+            break;
+        }
+        case HP_CH_DATA: {
+            size_t n = len - p->pos;
+            if (n > p->left)
+                n = (size_t)p->left;
+            if (n == 0)
+                return PP_HTTP_MORE;
+            char *to = buf + p->head_len + p->body_len;
+            if (to != buf + p->pos)
+                memmove(to, buf + p->pos, n);
+            p->body_len += n;
+            p->pos += n;
+            p->left -= n;
+            if (p->left)
+                return PP_HTTP_MORE;
+            p->state = HP_CH_CRLF;
+            break;
+        }
+        case HP_CH_CRLF:
+            if (len - p->pos < 2)
+                return len > p->pos && buf[p->pos] != '\r'
+                           ? hp_fail(p, 400, "chunk data longer than its size")
+                           : PP_HTTP_MORE;
+            if (buf[p->pos] != '\r' || buf[p->pos + 1] != '\n')
+                return hp_fail(p, 400, "chunk data longer than its size");
+            p->pos += 2;
+            p->state = HP_CH_SIZE;
+            break;
+        case HP_CH_TRAILER: {
+            /* the size first: fed in pieces, a long line is all it sees */
+            const char *lf = memchr(buf + p->pos, '\n', len - p->pos);
+            size_t upto = lf ? (size_t)(lf - buf) + 1 : len;
+            if (p->trailer_bytes + (upto - p->pos) > p->max_header_bytes)
+                return hp_fail(p, 431, "the trailer fields are larger than the limit");
+            if (!lf)
+                return PP_HTTP_MORE;
+            long nl = hp_line(buf, p->pos, len);
+            if (nl == -2)
+                return hp_fail(p, 400, "a bare LF in the trailer fields");
+            size_t b = p->pos;
+            p->trailer_bytes += (size_t)nl + 1 - b;
+            p->pos = (size_t)nl + 1;
+            if ((size_t)nl - 1 == b)
+                return hp_done(p, buf, p->pos, rq);
+            pp_http_header h; /* checked like a header, then dropped */
+            if (hp_field(p, buf + b, buf + nl - 1, &h))
+                return PP_HTTP_ERROR;
+            break;
+        }
+        default:
+            return hp_fail(p, 400, "the parser was not reset");
+        }
+    }
+}
+
+PGPIPE_PRIVATE int pp_http_parse(pp_http_parser *p, char *buf, size_t len, pp_http_request *rq)
+{
+    if (p->state == HP_ERROR)
+        return PP_HTTP_ERROR;
+    if (p->state != HP_HEAD)
+        return hp_body(p, buf, len, rq);
+    /* leading empty lines before the request line are ignored (RFC 9112 2.2) */
+    size_t start = 0;
+    while (start + 1 < len && buf[start] == '\r' && buf[start + 1] == '\n')
+        start += 2;
+    if (p->scan < start)
+        p->scan = start;
+    for (;;) {
+        if (p->scan >= len)
+            goto more;
+        const char *nl = memchr(buf + p->scan, '\n', len - p->scan);
+        if (!nl)
+            goto more;
+        size_t i = (size_t)(nl - buf);
+        if (i + 1 > p->max_header_bytes) /* first: fed in pieces, this is all it sees */
+            return hp_fail(p, 431, "the head is larger than the limit");
+        if (i == p->scan || buf[i - 1] != '\r')
+            return hp_fail(p, 400, "a bare LF in the head");
+        if (i == p->scan + 1 && p->scan > start) {
+            p->head_len = i + 1;
+            break;
+        }
+        if (i == p->scan + 1)
+            return hp_fail(p, 400, "a malformed request line");
+        p->scan = i + 1;
+    }
+    if (hp_head(p, buf, start, p->head_len, rq))
+        return PP_HTTP_ERROR;
+    if (p->chunked) {
+        p->pos = p->head_len;
+        p->state = HP_CH_SIZE;
+    } else {
+        p->state = HP_BODY;
+        if (len - p->head_len >= p->left)
+            return hp_body(p, buf, len, rq);
+        return PP_HTTP_GOT_HEAD;
+    }
+    int rc = hp_body(p, buf, len, rq);
+    return rc == PP_HTTP_MORE ? PP_HTTP_GOT_HEAD : rc;
+more:
+    if (len > p->max_header_bytes)
+        return hp_fail(p, 431, "the head is larger than the limit");
+    return PP_HTTP_MORE;
+}
+
 PGPIPE_PRIVATE const char *pp_http_header_get(const pp_http_request *rq, const char *name,
                                               size_t *len)
 {
@@ -18694,92 +19397,887 @@ PGPIPE_PRIVATE void pp_http_reply_free(pp_http_reply *r)
 /* ==== begin src/http/http_auth.c ==== */
 #ifndef PGPIPE_OMIT_HTTP
 /*
-** Who may write: tokens, HMAC-SHA256 signatures, trusted proxies.
-** (Skeleton: every request is allowed; the real checks land next.)
+** Who may write: bearer tokens (stored hashed), HMAC-SHA256 signatures in
+** the three forms webhook senders use, trusted proxies.
+**
+** Answers. No credentials, a malformed one, or a signed timestamp outside
+** the tolerance: 401 (the sender must send or make a fresh one). A
+** well-formed token or signature that is not valid for the source (unknown,
+** revoked, another source's token; a signature over other bytes or with
+** another secret): 403. RFC 9110 (15.5.4) has 403 for "credentials
+** provided but insufficient"; RFC 6750 would answer an unknown token 401
+** invalid_token: the JSON error's code carries its names (invalid_request,
+** invalid_token) so a client can tell the cases apart either way. Nothing is
+** written in any of these cases: the check runs before ingest sees the body.
+**
+** Every compare of a secret-derived value is constant-time (pp_ct_equal),
+** over every candidate (all tokens, all signatures of a header), so timing
+** tells which one matched no more than whether one did.
 */
 
 
 #ifndef PGPIPE_OMIT_HTTP
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <strings.h>
+
+/* ==== HMAC-SHA256 (RFC 2104) ============================================== */
+
+typedef struct hmac_ctx {
+    pp_sha256 inner, outer;
+} hmac_ctx;
+
+static void hmac_init(hmac_ctx *h, const void *key, size_t key_len)
+{
+    unsigned char k[64], pad[64];
+    memset(k, 0, sizeof k);
+    if (key_len > sizeof k) {
+        pp_sha256 s;
+        pp_sha256_init(&s);
+        pp_sha256_update(&s, key, key_len);
+        pp_sha256_final(&s, k);
+    } else if (key_len) {
+        memcpy(k, key, key_len);
+    }
+    for (int i = 0; i < 64; i++)
+        pad[i] = (unsigned char)(k[i] ^ 0x36);
+    pp_sha256_init(&h->inner);
+    pp_sha256_update(&h->inner, pad, sizeof pad);
+    for (int i = 0; i < 64; i++)
+        pad[i] = (unsigned char)(k[i] ^ 0x5c);
+    pp_sha256_init(&h->outer);
+    pp_sha256_update(&h->outer, pad, sizeof pad);
+}
+
+static void hmac_update(hmac_ctx *h, const void *data, size_t n)
+{
+    pp_sha256_update(&h->inner, data, n);
+}
+
+static void hmac_final(hmac_ctx *h, unsigned char out[32])
+{
+    unsigned char d[32];
+    pp_sha256_final(&h->inner, d);
+    pp_sha256_update(&h->outer, d, sizeof d);
+    pp_sha256_final(&h->outer, out);
+}
+
+PGPIPE_PRIVATE void pp_hmac_sha256(const void *key, size_t key_len, const void *msg,
+                                   size_t msg_len, unsigned char out[32])
+{
+    hmac_ctx h;
+    hmac_init(&h, key, key_len);
+    hmac_update(&h, msg, msg_len);
+    hmac_final(&h, out);
+}
+
+PGPIPE_PRIVATE int pp_ct_equal(const void *a, const void *b, size_t n)
+{
+    const volatile unsigned char *x = a, *y = b;
+    unsigned char d = 0;
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned char)(x[i] ^ y[i]);
+    return d == 0;
+}
+
+/* ==== The handle =========================================================== */
+
+typedef struct auth_source {
+    pgpipe_http_source s;   /* strings owned */
+    unsigned char *key;     /* the HMAC key: the secret's bytes (Standard
+                               Webhooks: the base64 after "whsec_", decoded) */
+    size_t key_len;
+} auth_source;
+
+/* Revoked tokens are kept too: a source that has had tokens keeps needing
+** one after its last is revoked (auto mode), rather than opening up. */
+typedef struct auth_token {
+    char *source;           /* "*" = every source */
+    unsigned char hash[32];
+    int revoked;
+} auth_token;
+
+typedef struct auth_net {
+    int v6;
+    unsigned char addr[16];
+    int bits;
+} auth_net;
 
 struct pp_http_auth {
-    pgpipe_http_source defaults;
+    auth_source *sources;
+    int nsources;
+    auth_source defaults;   /* an unlisted source when there is no "*" entry */
+    int require;            /* options.require_tokens */
+    int beyond_loopback;    /* some listen address is not a loopback one */
+    int insecure;
+    pp_mutex mu;            /* guards tokens: a reload may come from another thread */
+    auth_token *tokens;
+    int ntokens;
+    int nlive;              /* of them not revoked */
+    auth_net *proxies;
+    int nproxies;
 };
 
-PGPIPE_PRIVATE int pp_http_auth_open(pp_http_auth **out, const pgpipe_http_options *o,
-                                     PGconn *conn, pgpipe_error *err)
+static void source_free(auth_source *s)
 {
-    (void)o;
-    (void)conn;
-    *out = pp_calloc(1, sizeof **out);
-    if (!*out)
+    pp_free((char *)s->s.name);
+    if (s->s.secret)
+        memset((char *)s->s.secret, 0, strlen(s->s.secret));
+    pp_free((char *)s->s.secret);
+    pp_free((char *)s->s.event_type_field);
+    pp_free((char *)s->s.event_type_header);
+    pp_free((char *)s->s.event_type_value);
+    pp_free((char *)s->s.idempotency_header);
+    pp_free((char *)s->s.idempotency_field);
+    if (s->key)
+        memset(s->key, 0, s->key_len);
+    pp_free(s->key);
+    memset(s, 0, sizeof *s);
+}
+
+static void tokens_free(auth_token *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        pp_free(t[i].source);
+    pp_free(t);
+}
+
+PGPIPE_PRIVATE void pp_http_auth_close(pp_http_auth *a)
+{
+    if (!a)
+        return;
+    for (int i = 0; i < a->nsources; i++)
+        source_free(&a->sources[i]);
+    pp_free(a->sources);
+    source_free(&a->defaults);
+    tokens_free(a->tokens, a->ntokens);
+    pp_free(a->proxies);
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_destroy(&a->mu);
+#endif
+    pp_free(a);
+}
+
+/* A copy of s, or NULL for NULL; *bad set when out of memory. */
+static char *dup_opt(const char *s, int *bad)
+{
+    if (!s)
+        return NULL;
+    char *d = pp_strdup(s);
+    if (!d)
+        *bad = 1;
+    return d;
+}
+
+/* dst = src with the fields src leaves unset taken from def (may be NULL),
+** then from the built-in defaults; strings copied. */
+static int source_fill(auth_source *dst, const pgpipe_http_source *src,
+                       const pgpipe_http_source *def, int window_hours, pgpipe_error *err)
+{
+    int bad = 0;
+    const pgpipe_http_source *d = def;
+    memset(dst, 0, sizeof *dst);
+    dst->s.name = dup_opt(src->name ? src->name : "*", &bad);
+    dst->s.signature = src->signature;
+    const char *secret = src->secret;
+    if (src->signature == PGPIPE_HTTP_SIG_NONE && d && d->signature != PGPIPE_HTTP_SIG_NONE) {
+        dst->s.signature = d->signature;
+        secret = d->secret;
+    }
+    dst->s.secret = dup_opt(secret && *secret ? secret : NULL, &bad);
+    dst->s.tolerance_s = src->tolerance_s > 0 ? src->tolerance_s
+                         : d && d->tolerance_s > 0 ? d->tolerance_s : 300;
+    dst->s.window_hours = src->window_hours > 0 ? src->window_hours
+                          : d && d->window_hours > 0 ? d->window_hours
+                          : window_hours > 0 ? window_hours : 72;
+#define PICK(f) dst->s.f = dup_opt(src->f ? src->f : d ? d->f : NULL, &bad)
+    PICK(event_type_field);
+    PICK(event_type_header);
+    PICK(event_type_value);
+    PICK(idempotency_header);
+    PICK(idempotency_field);
+#undef PICK
+    if (bad)
         return pp_err_nomem(err);
-    (*out)->defaults.window_hours = 72;
-    (*out)->defaults.tolerance_s = 300;
+    const char *name = dst->s.name;
+    if (dst->s.signature < PGPIPE_HTTP_SIG_NONE || dst->s.signature > PGPIPE_HTTP_SIG_STANDARD)
+        return pp_err(err, PGPIPE_MISUSE, "http source \"%s\": unknown signature kind %d", name,
+                      dst->s.signature);
+    if (src->tolerance_s < 0)
+        return pp_err(err, PGPIPE_MISUSE, "http source \"%s\": tolerance_s %d is negative", name,
+                      src->tolerance_s);
+    if (dst->s.signature == PGPIPE_HTTP_SIG_NONE)
+        return PGPIPE_OK;
+    if (!dst->s.secret)
+        return pp_err(err, PGPIPE_MISUSE, "http source \"%s\": a signature needs a secret", name);
+    const char *sec = dst->s.secret;
+    size_t n = strlen(sec);
+    if (dst->s.signature == PGPIPE_HTTP_SIG_STANDARD) {
+        /* Standard Webhooks: "whsec_" then the key in base64 */
+        if (!strncmp(sec, "whsec_", 6))
+            sec += 6, n -= 6;
+        dst->key = pp_malloc(n + 1);
+        if (!dst->key)
+            return pp_err_nomem(err);
+        long k = pp_base64_decode(dst->key, n + 1, sec, n);
+        if (k <= 0)
+            return pp_err(err, PGPIPE_MISUSE, "http source \"%s\": the Standard Webhooks secret "
+                          "is not \"whsec_\" and base64", name);
+        dst->key_len = (size_t)k;
+    } else {
+        dst->key = pp_malloc(n ? n : 1);
+        if (!dst->key)
+            return pp_err_nomem(err);
+        memcpy(dst->key, sec, n);
+        dst->key_len = n;
+    }
+    return PGPIPE_OK;
+}
+
+/* Is host (text, brackets removed) a loopback name or address? */
+static int host_is_loopback(const char *host)
+{
+    unsigned char b[16];
+    if (!strcasecmp(host, "localhost"))
+        return 1;
+    if (inet_pton(AF_INET, host, b) == 1)
+        return b[0] == 127;
+    if (inet_pton(AF_INET6, host, b) == 1) {
+        static const unsigned char one[16] = { [15] = 1 };
+        static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+        return !memcmp(b, one, 16) || (!memcmp(b, mapped, 12) && b[12] == 127);
+    }
+    return 0;
+}
+
+/* Does listen ("HOST:PORT[,...]") name an address beyond loopback? An
+** entry without a host, or one that is not understood, counts as beyond. */
+static int listen_beyond_loopback(const char *listen)
+{
+    const char *p = listen && *listen ? listen : "127.0.0.1:8080";
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        char e[256];
+        snprintf(e, sizeof e, "%.*s", (int)(n < 255 ? n : 255), p);
+        p += n + (p[n] == ',');
+        char *s = e;
+        while (*s == ' ')
+            s++;
+        char *host = s, *end;
+        if (*s == '[') {
+            host = s + 1;
+            end = strchr(host, ']');
+        } else {
+            end = strrchr(s, ':');
+        }
+        if (!end)
+            return 1;
+        *end = '\0';
+        if (!*host || !host_is_loopback(host))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- trusted proxies ------------------------------------------------------ */
+
+/* Text (brackets allowed around IPv6) to an address; an IPv4-mapped IPv6
+** address becomes its IPv4 one (and 2 is returned). 0 when it is not an
+** address. */
+static int parse_addr(const char *text, size_t n, auth_net *out)
+{
+    char buf[64];
+    if (n && text[0] == '[' && text[n - 1] == ']')
+        text++, n -= 2;
+    if (n == 0 || n >= sizeof buf)
+        return 0;
+    memcpy(buf, text, n);
+    buf[n] = '\0';
+    memset(out, 0, sizeof *out);
+    if (inet_pton(AF_INET, buf, out->addr) == 1) {
+        out->bits = 32;
+        return 1;
+    }
+    if (inet_pton(AF_INET6, buf, out->addr) != 1)
+        return 0;
+    static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+    out->v6 = 1;
+    out->bits = 128;
+    if (!memcmp(out->addr, mapped, 12)) {
+        memmove(out->addr, out->addr + 12, 4);
+        memset(out->addr + 4, 0, 12);
+        out->v6 = 0;
+        out->bits = 32;
+        return 2;
+    }
+    return 1;
+}
+
+static int proxies_parse(pp_http_auth *a, const char *list, pgpipe_error *err)
+{
+    if (!list)
+        return PGPIPE_OK;
+    int cap = 1;
+    for (const char *q = list; *q; q++)
+        cap += *q == ',';
+    a->proxies = pp_calloc((size_t)cap, sizeof *a->proxies);
+    if (!a->proxies)
+        return pp_err_nomem(err);
+    const char *p = list;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        const char *s = p, *e = p + n;
+        while (s < e && (*s == ' ' || *s == '\t'))
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (s < e) {
+            const char *slash = memchr(s, '/', (size_t)(e - s));
+            auth_net net;
+            int ok = parse_addr(s, (size_t)((slash ? slash : e) - s), &net);
+            int mapped = ok == 2;
+            if (ok) {
+                int full = net.v6 ? 128 : 32;
+                if (slash) {
+                    const char *d = slash + 1;
+                    int bits = 0, digits = 0;
+                    while (d < e && *d >= '0' && *d <= '9' && digits < 4)
+                        bits = bits * 10 + (*d++ - '0'), digits++;
+                    if (mapped)
+                        bits -= 96; /* ::ffff:a.b.c.d/120 is a.b.c.d/24 */
+                    if (!digits || d != e || bits < 0 || bits > full)
+                        ok = 0;
+                    else
+                        net.bits = bits;
+                }
+            }
+            if (!ok)
+                return pp_err(err, PGPIPE_MISUSE, "trusted proxies: \"%.*s\" is not an IPv4 or "
+                              "IPv6 address or CIDR", (int)(e - s), s);
+            a->proxies[a->nproxies++] = net;
+        } else if (p[n] || n) {
+            return pp_err(err, PGPIPE_MISUSE, "trusted proxies: an empty entry in \"%s\"", list);
+        }
+        if (!p[n])
+            break;
+        p += n + 1;
+    }
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_http_auth_trusted_proxy(const pp_http_auth *a, const char *addr)
+{
+    auth_net x;
+    if (!a || !a->nproxies || !addr || !parse_addr(addr, strlen(addr), &x))
+        return 0;
+    for (int i = 0; i < a->nproxies; i++) {
+        const auth_net *n = &a->proxies[i];
+        if (n->v6 != x.v6)
+            continue;
+        int whole = n->bits / 8, rest = n->bits % 8;
+        if (memcmp(n->addr, x.addr, (size_t)whole))
+            continue;
+        if (rest) {
+            unsigned char m = (unsigned char)(0xff << (8 - rest));
+            if ((n->addr[whole] & m) != (x.addr[whole] & m))
+                continue;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- tokens ----------------------------------------------------------------- */
+
+static int hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* 2n hex digits to n bytes; 0 when s[0..len) is not exactly that. */
+static int hex_decode(const char *s, size_t len, unsigned char *out, size_t n)
+{
+    if (len != 2 * n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        int h = hex_value((unsigned char)s[2 * i]), l = hex_value((unsigned char)s[2 * i + 1]);
+        if (h < 0 || l < 0)
+            return 0;
+        out[i] = (unsigned char)(h << 4 | l);
+    }
+    return 1;
+}
+
+static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
+                       pgpipe_error *err)
+{
+    PGresult *r = NULL;
+    *out = NULL;
+    *count = *live = 0;
+    int rc = pp_exec(conn, "SELECT source, token_sha256, revoked_at IS NOT NULL "
+                           "FROM pgpipe.http_tokens ORDER BY id", 0, NULL, &r, err,
+                     "reading the HTTP tokens (pgpipe.http_tokens)");
+    if (rc != PGPIPE_OK)
+        return rc;
+    int n = PQntuples(r);
+    auth_token *t = pp_calloc((size_t)(n ? n : 1), sizeof *t);
+    if (!t) {
+        PQclear(r);
+        return pp_err_nomem(err);
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        const char *h = PQgetvalue(r, i, 1);
+        if (!hex_decode(h, strlen(h), t[k].hash, 32))
+            continue; /* the table's CHECK keeps these out */
+        if (!(t[k].source = pp_strdup(PQgetvalue(r, i, 0)))) {
+            PQclear(r);
+            tokens_free(t, k);
+            return pp_err_nomem(err);
+        }
+        t[k].revoked = PQgetvalue(r, i, 2)[0] == 't';
+        *live += !t[k].revoked;
+        k++;
+    }
+    PQclear(r);
+    *out = t;
+    *count = k;
     return PGPIPE_OK;
 }
 
 PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err)
 {
-    (void)a;
-    (void)conn;
-    (void)err;
+    auth_token *t;
+    int n, live;
+    int rc = tokens_read(conn, &t, &n, &live, err);
+    if (rc != PGPIPE_OK)
+        return rc; /* the tokens read before stay in force */
+    pp_mutex_lock(&a->mu);
+    auth_token *old = a->tokens;
+    int oldn = a->ntokens;
+    a->tokens = t;
+    a->ntokens = n;
+    a->nlive = live;
+    pp_mutex_unlock(&a->mu);
+    tokens_free(old, oldn);
     return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_http_auth_open(pp_http_auth **out, const pgpipe_http_options *o,
+                                     PGconn *conn, pgpipe_error *err)
+{
+    *out = NULL;
+    pp_http_auth *a = pp_calloc(1, sizeof *a);
+    if (!a)
+        return pp_err_nomem(err);
+    pp_mutex mu = PP_MUTEX_INIT;
+    a->mu = mu;
+    a->require = o->require_tokens;
+    a->insecure = o->insecure;
+    a->beyond_loopback = listen_beyond_loopback(o->listen);
+    int rc = PGPIPE_OK;
+    if (a->require < -1 || a->require > 1)
+        rc = pp_err(err, PGPIPE_MISUSE, "require_tokens %d: expected -1 (auto), 0 or 1",
+                    a->require);
+    const pgpipe_http_source *star = NULL;
+    for (int i = 0; rc == PGPIPE_OK && i < o->nsources; i++) {
+        const char *name = o->sources[i].name;
+        if (!name || !*name) {
+            rc = pp_err(err, PGPIPE_MISUSE, "http source %d has no name", i + 1);
+            break;
+        }
+        for (int j = 0; j < i; j++)
+            if (!strcmp(o->sources[j].name, name))
+                rc = pp_err(err, PGPIPE_MISUSE, "http source \"%s\" is listed twice", name);
+        if (!strcmp(name, "*"))
+            star = &o->sources[i];
+    }
+    if (rc == PGPIPE_OK && o->nsources > 0) {
+        a->sources = pp_calloc((size_t)o->nsources, sizeof *a->sources);
+        if (!a->sources)
+            rc = pp_err_nomem(err);
+    }
+    for (int i = 0; rc == PGPIPE_OK && i < o->nsources; i++) {
+        const pgpipe_http_source *s = &o->sources[i];
+        a->nsources++;
+        rc = source_fill(&a->sources[i], s, s == star ? NULL : star, o->window_hours, err);
+    }
+    if (rc == PGPIPE_OK) {
+        pgpipe_http_source none;
+        memset(&none, 0, sizeof none);
+        none.name = "*";
+        rc = source_fill(&a->defaults, &none, NULL, o->window_hours, err);
+    }
+    if (rc == PGPIPE_OK)
+        rc = proxies_parse(a, o->trusted_proxies, err);
+    if (rc == PGPIPE_OK && conn) /* no connection (the tests of signatures): no tokens */
+        rc = tokens_read(conn, &a->tokens, &a->ntokens, &a->nlive, err);
+    if (rc != PGPIPE_OK) {
+        pp_http_auth_close(a);
+        return rc;
+    }
+    *out = a;
+    return PGPIPE_OK;
+}
+
+static const auth_source *find_source(const pp_http_auth *a, const char *source)
+{
+    const auth_source *star = NULL;
+    for (int i = 0; i < a->nsources; i++) {
+        if (source && !strcmp(a->sources[i].s.name, source))
+            return &a->sources[i];
+        if (!strcmp(a->sources[i].s.name, "*"))
+            star = &a->sources[i];
+    }
+    return star ? star : &a->defaults;
+}
+
+PGPIPE_PRIVATE const pgpipe_http_source *pp_http_auth_source(const pp_http_auth *a,
+                                                             const char *source)
+{
+    return &find_source(a, source)->s;
+}
+
+PGPIPE_PRIVATE int pp_http_auth_has_tokens(const pp_http_auth *a)
+{
+    pp_mutex_lock((pp_mutex *)&a->mu);
+    int n = a->nlive;
+    pp_mutex_unlock((pp_mutex *)&a->mu);
+    return n > 0;
+}
+
+/* Has source had tokens (its own or "*" ones, live or revoked)? Under a->mu. */
+static int source_has_tokens(const pp_http_auth *a, const char *source)
+{
+    for (int i = 0; i < a->ntokens; i++)
+        if (!strcmp(a->tokens[i].source, "*") || !strcmp(a->tokens[i].source, source))
+            return 1;
+    return 0;
+}
+
+static int deny_with(pp_http_reply *deny, int status, const char *code,
+                     const pp_http_request *rq, const char *fmt, ...) PP_PRINTF(5, 6);
+static int deny_with(pp_http_reply *deny, int status, const char *code,
+                     const pp_http_request *rq, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (deny)
+        pp_http_reply_error(deny, status, code, rq->id, "%s", msg);
+    return status;
+}
+
+/* "Authorization: Bearer TOKEN" against the live tokens of source; with
+** required unset, a request without the header passes. */
+static int check_bearer(pp_http_auth *a, const char *source, const pp_http_request *rq,
+                        int required, pp_http_reply *deny)
+{
+    size_t n;
+    const char *h = pp_http_header_get(rq, "Authorization", &n);
+    if (!h) {
+        if (!required)
+            return 0;
+        deny_with(deny, 401, "unauthorized", rq, "source \"%s\" needs a bearer token: "
+                  "Authorization: Bearer <token>", source);
+        if (deny)
+            deny->www_authenticate = "Bearer realm=\"pgpipe\"";
+        return 401;
+    }
+    size_t i = 0;
+    while (i < n && h[i] != ' ')
+        i++;
+    size_t tok = i;
+    while (tok < n && h[tok] == ' ')
+        tok++;
+    if (i != 6 || strncasecmp(h, "Bearer", 6) || tok == i || tok == n) {
+        deny_with(deny, 401, "invalid_request", rq, "the Authorization header is not "
+                  "\"Bearer <token>\"");
+        if (deny)
+            deny->www_authenticate = "Bearer realm=\"pgpipe\", error=\"invalid_request\"";
+        return 401;
+    }
+    pp_sha256 s;
+    unsigned char d[32];
+    pp_sha256_init(&s);
+    pp_sha256_update(&s, h + tok, n - tok);
+    pp_sha256_final(&s, d);
+    int ok = 0;
+    pp_mutex_lock(&a->mu);
+    for (int k = 0; k < a->ntokens; k++) {
+        int mine = !strcmp(a->tokens[k].source, "*") || !strcmp(a->tokens[k].source, source);
+        ok |= pp_ct_equal(a->tokens[k].hash, d, 32) & mine & !a->tokens[k].revoked;
+    }
+    pp_mutex_unlock(&a->mu);
+    if (ok)
+        return 0;
+    return deny_with(deny, 403, "invalid_token", rq, "the bearer token is not valid for source "
+                     "\"%s\" (unknown, revoked or another source's)", source);
+}
+
+/* A Unix time of 1 to 12 digits; -1 otherwise. */
+static long long parse_unix(const char *s, size_t n)
+{
+    if (n == 0 || n > 12)
+        return -1;
+    long long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+static int check_time(const auth_source *src, const pp_http_request *rq, long long t, time_t now,
+                      const char *what, pp_http_reply *deny)
+{
+    long long d = (long long)now - t;
+    if (d > src->s.tolerance_s)
+        return deny_with(deny, 401, "stale_signature", rq, "the %s is %lld s old: outside "
+                         "the tolerance of %d s (a replay, or a clock off)", what, d,
+                         src->s.tolerance_s);
+    if (-d > src->s.tolerance_s)
+        return deny_with(deny, 401, "stale_signature", rq, "the %s is %lld s in the future: "
+                         "outside the tolerance of %d s (a clock off)", what, -d,
+                         src->s.tolerance_s);
+    return 0;
+}
+
+#define SIG_MAX 8
+
+static int check_github(const auth_source *src, const pp_http_request *rq, pp_http_reply *deny)
+{
+    size_t n;
+    const char *h = pp_http_header_get(rq, "X-Hub-Signature-256", &n);
+    if (!h)
+        return deny_with(deny, 401, "missing_signature", rq, "source \"%s\" needs a signed "
+                         "delivery: the X-Hub-Signature-256 header is missing", src->s.name);
+    unsigned char got[32], want[32];
+    if (n < 7 || strncmp(h, "sha256=", 7) || !hex_decode(h + 7, n - 7, got, 32))
+        return deny_with(deny, 401, "malformed_signature", rq, "X-Hub-Signature-256 is not "
+                         "\"sha256=\" and 64 hex digits");
+    pp_hmac_sha256(src->key, src->key_len, rq->body, rq->body_len, want);
+    if (!pp_ct_equal(got, want, 32))
+        return deny_with(deny, 403, "bad_signature", rq, "X-Hub-Signature-256 does not match "
+                         "the body with source \"%s\"'s secret", src->s.name);
+    return 0;
+}
+
+static int check_stripe(const auth_source *src, const pp_http_request *rq, time_t now,
+                        pp_http_reply *deny)
+{
+    size_t n;
+    const char *h = pp_http_header_get(rq, "Stripe-Signature", &n);
+    if (!h)
+        return deny_with(deny, 401, "missing_signature", rq, "source \"%s\" needs a signed "
+                         "delivery: the Stripe-Signature header is missing", src->s.name);
+    long long t = -1;
+    const char *ts = NULL;
+    size_t tslen = 0;
+    unsigned char sig[SIG_MAX][32];
+    int nsig = 0, bad = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && h[j] != ',')
+            j++;
+        size_t a = i, b = j;
+        while (a < b && h[a] == ' ')
+            a++;
+        while (b > a && h[b - 1] == ' ')
+            b--;
+        if (b - a > 2 && h[a] == 't' && h[a + 1] == '=') {
+            if (ts)
+                bad = 1; /* two timestamps: which one was signed? */
+            ts = h + a + 2;
+            tslen = b - a - 2;
+            t = parse_unix(ts, tslen);
+        } else if (b - a > 3 && !strncmp(h + a, "v1=", 3) && nsig < SIG_MAX) {
+            if (hex_decode(h + a + 3, b - a - 3, sig[nsig], 32))
+                nsig++;
+        }
+        i = j + 1;
+    }
+    if (bad || t < 0 || nsig == 0)
+        return deny_with(deny, 401, "malformed_signature", rq, "Stripe-Signature needs one "
+                         "t=<unix time> and a v1=<64 hex digits>");
+    unsigned char want[32];
+    hmac_ctx c;
+    hmac_init(&c, src->key, src->key_len);
+    hmac_update(&c, ts, tslen);
+    hmac_update(&c, ".", 1);
+    hmac_update(&c, rq->body, rq->body_len);
+    hmac_final(&c, want);
+    int ok = 0;
+    for (int k = 0; k < nsig; k++)
+        ok |= pp_ct_equal(sig[k], want, 32);
+    if (!ok)
+        return deny_with(deny, 403, "bad_signature", rq, "no v1 signature of Stripe-Signature "
+                         "matches the body with source \"%s\"'s secret", src->s.name);
+    return check_time(src, rq, t, now, "Stripe-Signature timestamp", deny);
+}
+
+static int check_standard(const auth_source *src, const pp_http_request *rq, time_t now,
+                          pp_http_reply *deny)
+{
+    size_t idn, tsn, n;
+    const char *id = pp_http_header_get(rq, "webhook-id", &idn);
+    const char *ts = pp_http_header_get(rq, "webhook-timestamp", &tsn);
+    const char *h = pp_http_header_get(rq, "webhook-signature", &n);
+    if (!id || !ts || !h)
+        return deny_with(deny, 401, "missing_signature", rq, "source \"%s\" needs a signed "
+                         "delivery: the %s header is missing", src->s.name,
+                         !id ? "webhook-id" : !ts ? "webhook-timestamp" : "webhook-signature");
+    long long t = parse_unix(ts, tsn);
+    if (t < 0 || idn == 0)
+        return deny_with(deny, 401, "malformed_signature", rq, "%s", t < 0 ?
+                         "webhook-timestamp is not a Unix time" : "webhook-id is empty");
+    unsigned char sig[SIG_MAX][32];
+    int nsig = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && h[j] != ' ')
+            j++;
+        if (j - i > 3 && !strncmp(h + i, "v1,", 3) && nsig < SIG_MAX) {
+            unsigned char tmp[33];
+            if (pp_base64_decode(tmp, sizeof tmp, h + i + 3, j - i - 3) == 32)
+                memcpy(sig[nsig++], tmp, 32);
+        }
+        i = j + 1;
+    }
+    if (nsig == 0)
+        return deny_with(deny, 401, "malformed_signature", rq, "webhook-signature holds no "
+                         "\"v1,<base64 of 32 bytes>\"");
+    unsigned char want[32];
+    hmac_ctx c;
+    hmac_init(&c, src->key, src->key_len);
+    hmac_update(&c, id, idn);
+    hmac_update(&c, ".", 1);
+    hmac_update(&c, ts, tsn);
+    hmac_update(&c, ".", 1);
+    hmac_update(&c, rq->body, rq->body_len);
+    hmac_final(&c, want);
+    int ok = 0;
+    for (int k = 0; k < nsig; k++)
+        ok |= pp_ct_equal(sig[k], want, 32);
+    if (!ok)
+        return deny_with(deny, 403, "bad_signature", rq, "no v1 signature of webhook-signature "
+                         "matches the body with source \"%s\"'s secret", src->s.name);
+    return check_time(src, rq, t, now, "webhook-timestamp", deny);
 }
 
 PGPIPE_PRIVATE int pp_http_auth_check(pp_http_auth *a, const char *source,
                                       const pp_http_request *rq, time_t now,
                                       pp_http_reply *deny)
 {
-    (void)a;
-    (void)source;
-    (void)rq;
-    (void)now;
-    (void)deny;
-    return 0;
+    const auth_source *src = find_source(a, source);
+    int st;
+    switch (src->s.signature) {
+    case PGPIPE_HTTP_SIG_GITHUB:
+        st = check_github(src, rq, deny);
+        break;
+    case PGPIPE_HTTP_SIG_STRIPE:
+        st = check_stripe(src, rq, now, deny);
+        break;
+    case PGPIPE_HTTP_SIG_STANDARD:
+        st = check_standard(src, rq, now, deny);
+        break;
+    default:
+        st = -1;
+        break;
+    }
+    if (st >= 0) /* signed: a token is optional, but one sent must be valid */
+        return st ? st : check_bearer(a, source, rq, 0, deny);
+    if (a->require == 0)
+        return 0;
+    int required = a->require == 1;
+    if (!required) {
+        pp_mutex_lock(&a->mu);
+        required = source_has_tokens(a, source) || (a->beyond_loopback && !a->insecure);
+        pp_mutex_unlock(&a->mu);
+    }
+    return required ? check_bearer(a, source, rq, 1, deny) : 0;
 }
 
-PGPIPE_PRIVATE const pgpipe_http_source *pp_http_auth_source(const pp_http_auth *a,
-                                                             const char *source)
+/* ==== Token management (public) ============================================ */
+
+int pgpipe_http_token_add(PGconn *conn, const char *source, const char *label,
+                          char *token_out, size_t size, pgpipe_error *err)
 {
-    (void)source;
-    return &a->defaults;
+    if (err)
+        pgpipe_error_clear(err);
+    if (!conn || !source || !*source || !token_out)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_add: needs a connection, a source "
+                      "and a buffer");
+    if (size < PGPIPE_HTTP_TOKEN_SIZE)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_add: the buffer needs %d bytes",
+                      PGPIPE_HTTP_TOKEN_SIZE);
+    unsigned char raw[32];
+    char tok[PGPIPE_HTTP_TOKEN_SIZE], hash[65];
+    if (pp_random_bytes(raw, sizeof raw) != PGPIPE_OK)
+        return pp_err(err, PGPIPE_IO, "no random bytes for a token: %s", strerror(errno));
+    memcpy(tok, "pgp_", 4);
+    pp_base64_encode(tok + 4, sizeof tok - 4, raw, sizeof raw, 1);
+    memset(raw, 0, sizeof raw);
+    /* SHA-256 is the right hash here: the token has 256 bits of entropy, so
+    ** no dictionary or brute force applies and a slow KDF would only slow
+    ** every request down */
+    pgpipe_sha256_hex(tok, strlen(tok), hash);
+    const char *hint = tok + strlen(tok) - 4;
+    const char *params[4] = { source, label && *label ? label : NULL, hash, hint };
+    int rc = pp_exec(conn, "INSERT INTO pgpipe.http_tokens (source, label, token_sha256, hint) "
+                           "VALUES ($1, $2, $3, $4)", 4, params, NULL, err,
+                     "adding an HTTP token");
+    if (rc == PGPIPE_OK)
+        memcpy(token_out, tok, strlen(tok) + 1);
+    memset(tok, 0, sizeof tok);
+    return rc;
 }
 
-PGPIPE_PRIVATE int pp_http_auth_has_tokens(const pp_http_auth *a)
+int pgpipe_http_token_list(PGconn *conn, const char *source, PGresult **out, pgpipe_error *err)
 {
-    (void)a;
-    return 0;
+    if (err)
+        pgpipe_error_clear(err);
+    if (out)
+        *out = NULL;
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_list: needs a connection and out");
+    const char *params[1] = { source };
+    return pp_exec(conn, "SELECT id, source, label, '...' || hint AS hint, created_at, revoked_at "
+                         "FROM pgpipe.http_tokens WHERE $1::text IS NULL OR source = $1 "
+                         "ORDER BY id", 1, params, out, err, "listing the HTTP tokens");
 }
 
-PGPIPE_PRIVATE int pp_http_auth_trusted_proxy(const pp_http_auth *a, const char *addr)
+int pgpipe_http_token_revoke(PGconn *conn, const char *source, long long id, pgpipe_error *err)
 {
-    (void)a;
-    (void)addr;
-    return 0;
-}
-
-PGPIPE_PRIVATE void pp_http_auth_close(pp_http_auth *a)
-{
-    pp_free(a);
-}
-
-PGPIPE_PRIVATE void pp_hmac_sha256(const void *key, size_t key_len, const void *msg,
-                                   size_t msg_len, unsigned char out[32])
-{
-    (void)key;
-    (void)key_len;
-    (void)msg;
-    (void)msg_len;
-    memset(out, 0, 32);
-}
-
-PGPIPE_PRIVATE int pp_ct_equal(const void *a, const void *b, size_t n)
-{
-    const unsigned char *x = a, *y = b;
-    unsigned char d = 0;
-    for (size_t i = 0; i < n; i++)
-        d |= (unsigned char)(x[i] ^ y[i]);
-    return d == 0;
+    if (err)
+        pgpipe_error_clear(err);
+    if (!conn || !source || !*source)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_revoke: needs a connection and a "
+                      "source");
+    char ids[24];
+    snprintf(ids, sizeof ids, "%lld", id);
+    const char *params[2] = { ids, source };
+    PGresult *r = NULL;
+    int rc = pp_exec(conn, "UPDATE pgpipe.http_tokens SET revoked_at = now() "
+                           "WHERE id = $1 AND source = $2 AND revoked_at IS NULL RETURNING id",
+                     2, params, &r, err, "revoking an HTTP token");
+    if (rc != PGPIPE_OK)
+        return rc;
+    int n = PQntuples(r);
+    PQclear(r);
+    if (n == 0)
+        return pp_err(err, PGPIPE_DONE, "no live HTTP token %lld of source \"%s\" (unknown, "
+                      "another source's, or revoked already)", id, source);
+    return PGPIPE_OK;
 }
 
 #endif /* PGPIPE_OMIT_HTTP */
@@ -18790,67 +20288,1784 @@ PGPIPE_PRIVATE int pp_ct_equal(const void *a, const void *b, size_t n)
 #ifndef PGPIPE_OMIT_HTTP
 /*
 ** Request bodies into records, group commit into staging, idempotency keys,
-** dead letters, backpressure. (Skeleton: answers 503 until it lands.)
+** dead letters, backpressure.
+**
+** The way of a request. pp_ingest_submit (the event loop's thread) cuts the
+** body into records (JSON: the framer for arrays and NDJSON, one document
+** otherwise; CSV: the csv reader, each row an object as the loader makes
+** it), parses each JSON record once (event_type field, idempotency field)
+** and appends its COPY text for staging.raw_events straight to the open
+** group's buffer; a record that is not valid goes, as COPY text for
+** pgpipe.dead_letters, to the group's dead-letter buffer. A body that
+** cannot be cut into records at all is refused with 400 and leaves nothing
+** behind. The group closes after group_window_ms or group_records records;
+** a committer thread (each with its own connection) takes it and runs one
+** transaction: lock the group's idempotency keys (pg_advisory_xact_lock on
+** their hashes, sorted), look them up (a key committed before: that request
+** gets its stored response and adds nothing; a key repeated inside the
+** group: the first applies), COPY the rows, COPY the dead letters, record
+** the keys with their responses, COMMIT. Only then is each request answered
+** through done(). A row the server refuses (a \u0000 JSONB cannot hold) is
+** isolated under savepoints and dead-lettered alone; a lost connection or a
+** failed COMMIT answers 503 Retry-After (the outcome is unknown: a client
+** retrying with its key is safe), never 202.
+**
+** Records in = accepted + dead-lettered holds for every request: both are
+** written in its group's transaction.
 */
 
 
 #ifndef PGPIPE_OMIT_HTTP
 
+#define IG_MAX_KEY 255          /* bytes of an idempotency key */
+#define IG_MAX_LISTED 100       /* errors listed in one response (the count has all) */
+#define IG_SEND_CHUNK (32 * 1024)
+#define IG_MAX_COMMITTERS 16
+#define IG_MAINTAIN_US (3600LL * 1000000) /* http_keys partitions: hourly */
+#define IG_NONE UINT32_MAX
+/* keyed requests in one group: each holds an advisory lock until COMMIT, and
+** the server's lock table has max_locks_per_transaction x max_connections
+** slots for everyone (6,400 by default) */
+#define IG_GROUP_KEYS 1000
+
+/* what becomes of a request in its group's transaction */
+enum { IG_NEW, IG_REPLAY, IG_EXPIRED, IG_DUP };
+
+typedef struct ig_row {
+    size_t coff;        /* its COPY text in g->cbuf */
+    size_t roff, rlen;  /* the record as sent, in g->rbuf */
+    uint32_t req;
+    uint32_t rec;       /* 1-based record number in its request */
+    long long line, col, off;
+    int bad;            /* refused by the server: dead-lettered */
+} ig_row;
+
+typedef struct ig_err {
+    uint32_t next;      /* the request's next error, IG_NONE */
+    uint32_t rec;
+    long long line, col, off;
+    size_t moff, mlen;  /* message in g->mbuf */
+} ig_err;
+
+typedef struct ig_req {
+    uint64_t ticket;
+    char id[37];
+    int fate;           /* IG_* */
+    uint32_t first;     /* IG_DUP: the request of the group it repeats */
+    size_t src_off, src_len; /* source name in g->kbuf */
+    size_t key_off, key_len; /* "source\nkey" NUL-ended in g->kbuf; key_len 0: none */
+    size_t keyonly;     /* offset of the key itself */
+    int window_hours;
+    size_t row_lo, row_hi;
+    size_t d_lo, d_hi;  /* its dead letters of validation in g->dbuf */
+    long long nrec, dead;
+    uint32_t err_head, err_tail;
+    size_t bytes;       /* counted in pending_bytes */
+    char *answer;       /* its response body once known */
+    size_t answer_len;
+    int status;
+} ig_req;
+
+typedef struct ig_group {
+    struct ig_group *next;
+    ig_req *reqs;
+    size_t nreqs, capreqs;
+    ig_row *rows;
+    size_t nrows, caprows;
+    ig_err *errs;
+    size_t nerrs, caperrs;
+    pp_buf cbuf;        /* COPY text of staging.raw_events rows */
+    pp_buf rbuf;        /* the records as sent */
+    pp_buf dbuf;        /* COPY text of dead letters */
+    pp_buf kbuf;        /* sources and keys */
+    pp_buf mbuf;        /* error messages */
+    long long nrecords;
+    size_t bytes;
+    int nkeys;
+    int64_t t_first;
+} ig_group;
+
+typedef struct ig_committer {
+    pp_ingest *ig;
+    int idx;
+    PGconn *conn;
+    int live;           /* counted in ig->live */
+    int64_t next_try;   /* reconnect not before (monotonic us) */
+    int backoff_ms;
+    int64_t maintained; /* last http_keys_maintain, 0 = never */
+    pgpipe_error err;
+    pp_buf a[6];        /* array parameters */
+    pp_buf scratch;
+    uint32_t *hash;     /* in-group key dedup */
+    size_t caphash;
+    pthread_t tid;
+    int started;
+} ig_committer;
+
+/* Prometheus histogram buckets */
+static const double ig_size_le[] = { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000 };
+static const double ig_lat_le[] = { 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5 };
+#define IG_NSIZE (sizeof ig_size_le / sizeof ig_size_le[0])
+#define IG_NLAT (sizeof ig_lat_le / sizeof ig_lat_le[0])
+
 struct pp_ingest {
-    int unused;
+    struct pgpipe_http *h;
+    pp_ingest_done_fn done;
+    pp_http_auth *auth;
+    const pgpipe_http_options *o;   /* for its sources when there is no auth */
+    pgpipe_http_source defaults;
+    char *conninfo;
+    int max_records;
+    size_t max_body;
+    int window_ms;
+    int group_records;
+    size_t budget;
+    int keep_hours;     /* http_keys partitions are dropped past this */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;  /* committers wait for work */
+    pthread_cond_t dcv; /* the drain waits for answers */
+    ig_group *open;     /* filling */
+    ig_group *qhead, *qtail; /* closed, waiting for a committer */
+    ig_group *spare;    /* reusable */
+    int quit;
+    int flush;          /* commit what is open without waiting */
+    long long pending;  /* requests queued or committing */
+    size_t pending_bytes;
+    atomic_int live;    /* committers with a working connection */
+    ig_committer cm[IG_MAX_COMMITTERS];
+    int ncm;
+    /* the submit's state (event loop's thread only) */
+    pgpipe_json_doc *doc;
+    pp_framer fr;
+    pp_buf etb;         /* the request's "source\tevent type" COPY text */
+    /* metrics, under mu */
+    long long m_accepted, m_dead, m_committed, m_replayed, m_refused, m_failed, m_reconnects;
+    long long m_groups, m_size_b[IG_NSIZE + 1], m_lat_b[IG_NLAT + 1];
+    double m_size_sum, m_lat_sum;
 };
 
-PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
-                                  pp_http_auth *auth, struct pgpipe_http *h,
-                                  pp_ingest_done_fn done, pgpipe_error *err)
+/* ---- small helpers ---------------------------------------------------------- */
+
+static int ig_reply(pp_http_reply *r, int status, const char *code, const char *id,
+                    int retry_after, const char *msg)
 {
-    (void)o;
-    (void)auth;
-    (void)h;
-    (void)done;
-    *out = pp_calloc(1, sizeof **out);
-    return *out ? PGPIPE_OK : pp_err_nomem(err);
+    memset(r, 0, sizeof *r);
+    if (pp_http_reply_error(r, status, code, id, "%s", msg) != PGPIPE_OK) {
+        r->status = status;
+        r->content_type = "application/json";
+    }
+    r->retry_after = retry_after;
+    return 1;
+}
+
+static int ig_grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return PGPIPE_OK;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *q = pp_realloc(*p, n * size);
+    if (!q)
+        return PGPIPE_NOMEM;
+    *p = q;
+    *cap = n;
+    return PGPIPE_OK;
+}
+
+static const char *ig_header(const pp_http_request *rq, const char *name, size_t *len)
+{
+    if (!name || !*name)
+        return NULL;
+    const char *v = pp_http_header_get(rq, name, len);
+    return v && *len ? v : NULL;
+}
+
+static const pgpipe_http_source *ig_source(const pp_ingest *ig, const char *name)
+{
+    if (ig->auth)
+        return pp_http_auth_source(ig->auth, name);
+    const pgpipe_http_source *star = NULL;
+    for (int i = 0; ig->o && i < ig->o->nsources; i++) {
+        const pgpipe_http_source *s = &ig->o->sources[i];
+        if (s->name && !strcmp(s->name, name))
+            return s;
+        if (s->name && !strcmp(s->name, "*"))
+            star = s;
+    }
+    return star ? star : &ig->defaults;
+}
+
+static int ig_window(const pp_ingest *ig, const pgpipe_http_source *s)
+{
+    return s->window_hours > 0 ? s->window_hours : ig->defaults.window_hours;
+}
+
+/* "text at line 3, column 7" -> "text" (the caller names the position). */
+static size_t ig_msg_len(const char *m)
+{
+    const char *p = strstr(m, " at line ");
+    return p ? (size_t)(p - m) : strlen(m);
+}
+
+/* ---- groups ---------------------------------------------------------------------- */
+
+static ig_group *ig_group_get(pp_ingest *ig)
+{
+    ig_group *g = ig->spare;
+    if (g) {
+        ig->spare = g->next;
+    } else if (!(g = pp_calloc(1, sizeof *g))) {
+        return NULL;
+    }
+    g->next = NULL;
+    g->nreqs = g->nrows = g->nerrs = 0;
+    g->cbuf.len = g->rbuf.len = g->dbuf.len = g->kbuf.len = g->mbuf.len = 0;
+    g->nrecords = 0;
+    g->bytes = 0;
+    g->nkeys = 0;
+    g->t_first = 0;
+    return g;
+}
+
+static void ig_group_free(ig_group *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->nreqs; i++)
+        pp_free(g->reqs[i].answer);
+    pp_free(g->reqs);
+    pp_free(g->rows);
+    pp_free(g->errs);
+    pp_buf_free(&g->cbuf);
+    pp_buf_free(&g->rbuf);
+    pp_buf_free(&g->dbuf);
+    pp_buf_free(&g->kbuf);
+    pp_buf_free(&g->mbuf);
+    pp_free(g);
+}
+
+/* A group back to the spares; a very large one gives its memory back. */
+static void ig_group_put(pp_ingest *ig, ig_group *g)
+{
+    if (g->cbuf.cap + g->rbuf.cap > 8u * 1024 * 1024) {
+        ig_group_free(g);
+        return;
+    }
+    g->next = ig->spare;
+    ig->spare = g;
+}
+
+/* ---- cutting a body into records ------------------------------------------------ */
+
+typedef struct ig_parse {
+    pp_ingest *ig;
+    ig_group *g;
+    ig_req *r;
+    uint32_t ri;
+    const pgpipe_http_source *s;
+    const char *body;
+    size_t body_len;
+    size_t body_off;         /* of the body in g->rbuf */
+    const char *et_hdr;      /* event_type from a header (COPY-escaped in et_buf) */
+    pp_buf *et_buf;          /* source and event type header, COPY-escaped */
+    size_t et_src;           /* bytes of "source\t" in et_buf */
+    const char *et_field;
+    const char *id_field;    /* idempotency field (single-record bodies) */
+    char idval[IG_MAX_KEY + 2];
+    int idlen;               /* -1 none, -2 too long or not text */
+    int single;              /* the body is one document: a bad one is a 400 */
+    int status;              /* a refusal: 400 / 413 */
+    char why[600];
+} ig_parse;
+
+static int ig_add_err(ig_group *g, ig_req *r, uint32_t rec, long long line, long long col,
+                      long long off, const char *msg, size_t mlen)
+{
+    if (ig_grow((void **)&g->errs, &g->caperrs, g->nerrs + 1, sizeof *g->errs) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    uint32_t k = (uint32_t)g->nerrs++;
+    ig_err *e = &g->errs[k];
+    e->next = IG_NONE;
+    e->rec = rec;
+    e->line = line;
+    e->col = col;
+    e->off = off;
+    e->moff = g->mbuf.len;
+    e->mlen = mlen;
+    if (r->err_tail != IG_NONE)
+        g->errs[r->err_tail].next = k;
+    else
+        r->err_head = k;
+    r->err_tail = k;
+    return pp_buf_append(&g->mbuf, msg, mlen);
+}
+
+/* The current record of the request (raw, at line/col/off) is a dead letter. */
+static int ig_dead(ig_parse *p, const char *raw, size_t len, long long line, long long col,
+                   long long off, const char *msg, size_t mlen)
+{
+    ig_group *g = p->g;
+    char m[700];
+    snprintf(m, sizeof m, "%.*s", (int)(mlen < 600 ? mlen : 600), msg);
+    char ctx[64];
+    snprintf(ctx, sizeof ctx, "http request %s, record %lld", p->r->id, p->r->nrec);
+    pp_dlq_load_letter d = { .source = g->kbuf.data + p->r->src_off, .line = line, .column = col,
+                             .offset = off, .load_id = 0, .batch_id = p->r->id, .raw = raw,
+                             .rawlen = len, .message = m, .sqlstate = NULL, .context = ctx };
+    p->r->dead++;
+    if (pp_dlq_load_row(&g->dbuf, &d) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    return ig_add_err(g, p->r, (uint32_t)p->r->nrec, line, col, off, m, strlen(m));
+}
+
+/* A body error that refuses the whole request (400 / 413). */
+static int ig_refuse(ig_parse *p, int status, const char *fmt, ...) PP_PRINTF(3, 4);
+static int ig_refuse(ig_parse *p, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->why, sizeof p->why, fmt, ap);
+    va_end(ap);
+    p->status = status;
+    return PGPIPE_PARSE;
+}
+
+static int ig_count(ig_parse *p)
+{
+    if (p->ig->max_records > 0 && p->r->nrec >= p->ig->max_records)
+        return ig_refuse(p, 413, "the body holds more than %d records (max_records)",
+                         p->ig->max_records);
+    p->r->nrec++;
+    return PGPIPE_OK;
+}
+
+/* Append the row's COPY text: source, event_type, payload, batch_id. The
+** caller has appended the payload's escape function's input; here the
+** fixed parts. */
+static int ig_row_begin(ig_parse *p, size_t *coff)
+{
+    ig_group *g = p->g;
+    *coff = g->cbuf.len;
+    return pp_buf_append(&g->cbuf, p->et_buf->data, p->et_src); /* "source\t" */
+}
+
+static int ig_row_end(ig_parse *p, size_t coff, const char *raw, size_t len, long long line,
+                      long long col, long long off)
+{
+    ig_group *g = p->g;
+    int rc = pp_buf_putc(&g->cbuf, '\t');
+    rc |= pp_buf_append(&g->cbuf, p->r->id, 36);
+    rc |= pp_buf_putc(&g->cbuf, '\n');
+    if (rc != PGPIPE_OK ||
+        ig_grow((void **)&g->rows, &g->caprows, g->nrows + 1, sizeof *g->rows) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    ig_row *w = &g->rows[g->nrows++];
+    w->coff = coff;
+    uintptr_t a = (uintptr_t)raw, b0 = (uintptr_t)p->body;
+    if (raw && a >= b0 && a + len <= b0 + p->body_len) {
+        w->roff = p->body_off + (size_t)(a - b0);
+    } else {
+        w->roff = g->rbuf.len;
+        if (pp_buf_append(&g->rbuf, raw ? raw : "", len) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    w->rlen = len;
+    w->req = p->ri;
+    w->rec = (uint32_t)p->r->nrec;
+    w->line = line;
+    w->col = col;
+    w->off = off;
+    w->bad = 0;
+    return PGPIPE_OK;
+}
+
+/* The event type from the record's field v (COPY text), else the header's,
+** else NULL (the record is a dead letter). */
+static int ig_put_event_type(ig_parse *p, const pgpipe_json_val *v, const char **why)
+{
+    pp_buf *b = &p->g->cbuf;
+    size_t n;
+    const char *s;
+    switch (pgpipe_json_type(v)) {
+    case PGPIPE_JSON_STRING:
+        s = pgpipe_json_get_str(v, &n);
+        if (memchr(s, '\0', n)) {
+            *why = "holds a NUL character";
+            return PGPIPE_PARSE;
+        }
+        return pp_copy_escape(b, s, n);
+    case PGPIPE_JSON_NUMBER:
+        s = pgpipe_json_number_text(v, &n);
+        return pp_buf_append(b, s, n);
+    case PGPIPE_JSON_BOOL:
+        return pgpipe_json_get_bool(v) ? pp_buf_append(b, "true", 4) : pp_buf_append(b, "false", 5);
+    case PGPIPE_JSON_INVALID:
+    case PGPIPE_JSON_NULL:
+        if (p->et_hdr)
+            return pp_buf_append(b, p->et_buf->data + p->et_src, p->et_buf->len - p->et_src);
+        *why = "is missing and the request names no event type (header)";
+        return PGPIPE_PARSE;
+    default:
+        *why = "is not a string";
+        return PGPIPE_PARSE;
+    }
+}
+
+/* One JSON record: raw starts at line (col characters into it) and byte off. */
+static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long line,
+                          long long col, long long off)
+{
+    ig_group *g = p->g;
+    int rc = ig_count(p);
+    if (rc != PGPIPE_OK)
+        return rc;
+    rc = pgpipe_json_parse(p->ig->doc, raw, len);
+    if (rc == PGPIPE_NOMEM)
+        return rc;
+    char m[700];
+    if (rc != PGPIPE_OK) {
+        const pgpipe_error *e = pgpipe_errinfo(p->ig->doc);
+        long long eline = line + (e->line > 0 ? e->line - 1 : 0);
+        long long ecol = e->column + (e->line <= 1 ? col : 0);
+        long long eoff = off + (e->offset > 0 ? e->offset : 0);
+        if (p->single)
+            return ig_refuse(p, 400, "the body is not valid JSON: %.*s at line %lld, column %lld "
+                             "(byte offset %lld)", (int)ig_msg_len(e->message), e->message, eline,
+                             ecol, eoff);
+        int ml = snprintf(m, sizeof m, "%.*s at line %lld, column %lld",
+                          (int)ig_msg_len(e->message), e->message, eline, ecol);
+        return ig_dead(p, raw, len, eline, ecol, eoff, m, (size_t)ml);
+    }
+    const pgpipe_json_val *root = pgpipe_json_root(p->ig->doc);
+    if (pgpipe_json_type(root) != PGPIPE_JSON_OBJECT) {
+        if (p->single)
+            return ig_refuse(p, 400, "the body is a JSON %s, not an object or an array of objects",
+                             pgpipe_json_type_name(pgpipe_json_type(root)));
+        int ml = snprintf(m, sizeof m, "record is a JSON %s, not an object",
+                          pgpipe_json_type_name(pgpipe_json_type(root)));
+        return ig_dead(p, raw, len, line, col + 1, off, m, (size_t)ml);
+    }
+    if (p->id_field && p->r->nrec == 1) {
+        const pgpipe_json_val *v = pgpipe_json_obj_get(root, p->id_field, strlen(p->id_field));
+        size_t n = 0;
+        const char *s = NULL;
+        if (pgpipe_json_type(v) == PGPIPE_JSON_STRING)
+            s = pgpipe_json_get_str(v, &n);
+        else if (pgpipe_json_type(v) == PGPIPE_JSON_NUMBER)
+            s = pgpipe_json_number_text(v, &n);
+        if (s && n <= IG_MAX_KEY) {
+            memcpy(p->idval, s, n);
+            p->idlen = (int)n;
+        } else if (s) {
+            p->idlen = -2;
+        }
+    }
+    size_t coff;
+    rc = ig_row_begin(p, &coff);
+    const char *why = NULL;
+    if (rc == PGPIPE_OK) {
+        const pgpipe_json_val *v = p->et_field
+            ? pgpipe_json_obj_get(root, p->et_field, strlen(p->et_field)) : NULL;
+        rc = ig_put_event_type(p, v, &why);
+    }
+    if (rc == PGPIPE_PARSE) {
+        g->cbuf.len = coff;
+        int ml = snprintf(m, sizeof m, "field \"%s\" %s", p->et_field ? p->et_field : "event_type",
+                          why);
+        return ig_dead(p, raw, len, line, col ? col + 1 : 0, off, m, (size_t)ml);
+    }
+    rc |= pp_buf_putc(&g->cbuf, '\t');
+    rc |= pp_copy_escape(&g->cbuf, raw, len);
+    if (rc != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    return ig_row_end(p, coff, raw, len, line, col, off);
+}
+
+static int ig_frame(void *ud, const pp_frame *f)
+{
+    ig_parse *p = ud;
+    if (f->flags & PP_FRAME_CUT)
+        return ig_refuse(p, 400, "the body ends inside the array element at line %lld, column %lld "
+                         "(byte offset %lld)", f->line, f->col + 1, f->off);
+    if (f->flags & PP_FRAME_OVERLONG) {
+        int rc = ig_count(p);
+        if (rc != PGPIPE_OK)
+            return rc;
+        static const char m[] = "record longer than the body limit";
+        return ig_dead(p, f->raw, f->len, f->line, f->col + 1, f->off, m, sizeof m - 1);
+    }
+    return ig_json_record(p, f->raw, f->len, f->line, f->col, f->off);
+}
+
+static int ig_json_body(ig_parse *p, int ndjson)
+{
+    const char *b = p->body;
+    size_t n = p->body_len;
+    size_t i = 0;
+    if (n >= 3 && !memcmp(b, "\xEF\xBB\xBF", 3))
+        i = 3;
+    size_t j = i;
+    while (j < n && (b[j] == ' ' || b[j] == '\t' || b[j] == '\r' || b[j] == '\n'))
+        j++;
+    if (j == n)
+        return ig_refuse(p, 400, "the body is empty: no record");
+    if (!ndjson && b[j] != '[') {
+        /* one document: the whole body is the record (no framer copy) */
+        p->single = 1;
+        long long line = 1, col = 0;
+        return ig_json_record(p, b + i, n - i, line, col, (long long)i);
+    }
+    pp_framer *fr = &p->ig->fr;
+    framer_begin(fr, ndjson ? PP_FRAME_NDJSON : PP_FRAME_ARRAY, p->ig->max_body ? p->ig->max_body : n + 1,
+                 ig_frame, p);
+    int rc = framer_feed(fr, b, n);
+    if (rc == PGPIPE_OK)
+        rc = framer_end(fr);
+    if (rc == PGPIPE_PARSE && fr->err.code == PGPIPE_PARSE) {
+        fr->err.code = PGPIPE_OK;
+        return ig_refuse(p, 400, "the body is not a JSON array of records: %s (line %lld, byte offset "
+                         "%lld)", fr->err.message, fr->err.line, fr->err.offset);
+    }
+    if (rc == PGPIPE_OK && fr->unclosed)
+        return ig_refuse(p, 400, "the body's JSON array is not closed with ']' (byte offset %zu)", n);
+    return rc;
+}
+
+static int ig_csv_body(ig_parse *p)
+{
+    pgpipe_csv_options co;
+    pgpipe_csv_options_init(&co);
+    co.header = 1;
+    co.source = "<body>";
+    pgpipe_csv *csv = NULL;
+    pp_buf *keys = NULL;
+    int nkeys = 0, etk = -1;
+    int rc = pgpipe_csv_open_feed(&csv, &co);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_csv_feed(csv, p->body, p->body_len);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_csv_feed_end(csv);
+    if (rc != PGPIPE_OK) {
+        pgpipe_csv_close(csv);
+        return PGPIPE_NOMEM;
+    }
+    ig_group *g = p->g;
+    char m[1200];
+    for (;;) {
+        rc = pgpipe_csv_next(csv);
+        if (rc == PGPIPE_DONE || rc == PGPIPE_BUSY) {
+            rc = PGPIPE_OK;
+            break;
+        }
+        if (rc != PGPIPE_ROW && rc != PGPIPE_PARSE) {
+            const pgpipe_error *e = pgpipe_errinfo(csv);
+            rc = ig_refuse(p, 400, "the body is not CSV: %s (line %lld)", e->message, e->line);
+            break;
+        }
+        if (!keys) {
+            if (copy_csv_keys(csv, &keys, &nkeys) != PGPIPE_OK) {
+                rc = PGPIPE_NOMEM;
+                break;
+            }
+            if (p->et_field)
+                etk = pgpipe_csv_column_index(csv, p->et_field);
+        }
+        int row_error = rc == PGPIPE_PARSE;
+        if ((rc = ig_count(p)) != PGPIPE_OK)
+            break;
+        const char *raw = NULL;
+        size_t len = 0;
+        if (pgpipe_csv_raw_record(csv, &raw, &len) != PGPIPE_OK)
+            raw = NULL, len = 0;
+        long long line = pgpipe_csv_record_line(csv), off = pgpipe_csv_record_offset(csv);
+        long long eline, ecol;
+        if (raw && copy_text_problem(raw, len, line, m, sizeof m, &eline, &ecol)) {
+            rc = ig_dead(p, raw, len, eline, ecol, off, m, strlen(m));
+        } else if (row_error) {
+            const pgpipe_error *e = pgpipe_errinfo(csv);
+            rc = ig_dead(p, raw, len, e->line > 0 ? e->line : line, e->column, off, e->message,
+                         strlen(e->message));
+        } else {
+            int nf = 0;
+            const pgpipe_csv_span *f = pgpipe_csv_fields(csv, &nf);
+            size_t coff;
+            rc = ig_row_begin(p, &coff);
+            if (etk >= 0 && etk < nf && (f[etk].len || f[etk].quoted))
+                rc |= pp_copy_escape(&g->cbuf, f[etk].data, f[etk].len);
+            else if (p->et_hdr)
+                rc |= pp_buf_append(&g->cbuf, p->et_buf->data + p->et_src,
+                                    p->et_buf->len - p->et_src);
+            else {
+                g->cbuf.len = coff;
+                int ml = snprintf(m, sizeof m, "field \"%s\" is missing and the request names no "
+                                  "event type (header)", p->et_field ? p->et_field : "event_type");
+                rc = ig_dead(p, raw, len, line, 0, off, m, (size_t)ml);
+                if (rc != PGPIPE_OK)
+                    break;
+                continue;
+            }
+            rc |= pp_buf_putc(&g->cbuf, '\t');
+            rc |= copy_csv_object(&g->cbuf, keys, nkeys, f, nf);
+            if (rc != PGPIPE_OK) {
+                rc = PGPIPE_NOMEM;
+                break;
+            }
+            rc = ig_row_end(p, coff, raw, len, line, 0, off);
+        }
+        if (rc != PGPIPE_OK)
+            break;
+    }
+    for (int i = 0; i < nkeys; i++)
+        pp_buf_free(&keys[i]);
+    pp_free(keys);
+    pgpipe_csv_close(csv);
+    return rc;
+}
+
+/* ---- submit (the event loop's thread) --------------------------------------------- */
+
+enum { IG_JSON, IG_NDJSON, IG_CSV };
+
+/* The body's format from Content-Type (parameters such as charset ignored). */
+static int ig_media(const char *ct, size_t n)
+{
+    static const struct { const char *name; int kind; } types[] = {
+        { "application/json", IG_JSON },       { "application/x-ndjson", IG_NDJSON },
+        { "application/jsonl", IG_NDJSON },    { "application/x-jsonlines", IG_NDJSON },
+        { "application/jsonlines", IG_NDJSON }, { "text/csv", IG_CSV },
+    };
+    if (!ct)
+        return -1;
+    size_t k = 0;
+    while (k < n && ct[k] != ';')
+        k++;
+    while (k > 0 && (ct[k - 1] == ' ' || ct[k - 1] == '\t'))
+        k--;
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (strlen(types[i].name) == k && !strncasecmp(ct, types[i].name, k))
+            return types[i].kind;
+    return -1;
+}
+
+/* The signed timestamp of a delivery (Unix seconds), 0 when none. */
+static long long ig_signed_time(const pp_http_request *rq, const pgpipe_http_source *s)
+{
+    size_t n;
+    const char *v;
+    char tmp[32];
+    if (s->signature == PGPIPE_HTTP_SIG_STANDARD && (v = ig_header(rq, "webhook-timestamp", &n))) {
+        snprintf(tmp, sizeof tmp, "%.*s", (int)(n < 31 ? n : 31), v);
+        return atoll(tmp);
+    }
+    if (s->signature == PGPIPE_HTTP_SIG_STRIPE && (v = ig_header(rq, "Stripe-Signature", &n))) {
+        for (size_t i = 0; i + 2 < n; i++)
+            if ((i == 0 || v[i - 1] == ',') && v[i] == 't' && v[i + 1] == '=') {
+                size_t j = i + 2, k = 0;
+                while (j < n && v[j] >= '0' && v[j] <= '9' && k < 20)
+                    tmp[k++] = v[j++];
+                tmp[k] = '\0';
+                return atoll(tmp);
+            }
+    }
+    return 0;
+}
+
+static int ig_key_ok(const char *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)k[i] < 0x21 || (unsigned char)k[i] > 0x7E)
+            return 0;
+    return 1;
+}
+
+/* Retry-After for a full budget: 1 s per quarter of the budget queued, 1..5. */
+static int ig_retry_after(const pp_ingest *ig)
+{
+    size_t q = ig->budget / 4 ? ig->budget / 4 : 1;
+    size_t s = 1 + ig->pending_bytes / q;
+    return s > 5 ? 5 : (int)s;
+}
+
+static void ig_refused(pp_ingest *ig)
+{
+    pthread_mutex_lock(&ig->mu);
+    ig->m_refused++;
+    pthread_mutex_unlock(&ig->mu);
 }
 
 PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
                                     const char *source, uint64_t ticket, pp_http_reply *now)
 {
-    (void)ig;
-    (void)source;
-    (void)ticket;
-    if (pp_http_reply_error(now, 503, "not_ready", rq->id, "ingest is not built yet") != PGPIPE_OK)
-        now->status = 503;
+    memset(now, 0, sizeof *now);
+    if (atomic_load(&ig->live) == 0) {
+        ig_refused(ig);
+        return ig_reply(now, 503, "database_unavailable", rq->id, 2,
+                        "no connection to the database: try again later");
+    }
+    const pgpipe_http_source *s = ig_source(ig, source);
+    size_t ctn = 0;
+    const char *ct = pp_http_header_get(rq, "Content-Type", &ctn);
+    int kind = ig_media(ct, ctn);
+    if (kind < 0) {
+        ig_refused(ig);
+        return ig_reply(now, 415, "unsupported_media_type", rq->id, 0,
+                        "Content-Type must be application/json, application/x-ndjson "
+                        "(application/jsonl) or text/csv");
+    }
+    /* the idempotency key */
+    size_t kn = 0;
+    const char *key = ig_header(rq, "Idempotency-Key", &kn);
+    if (!key)
+        key = ig_header(rq, s->idempotency_header, &kn);
+    if (!key && s->signature == PGPIPE_HTTP_SIG_STANDARD)
+        key = ig_header(rq, "webhook-id", &kn);
+    if (key && (kn > IG_MAX_KEY || !ig_key_ok(key, kn))) {
+        ig_refused(ig);
+        return ig_reply(now, 400, "bad_idempotency_key", rq->id, 0,
+                        kn > IG_MAX_KEY ? "the idempotency key is longer than 255 bytes"
+                                        : "the idempotency key must be visible ASCII");
+    }
+    int window = ig_window(ig, s);
+    long long ts = ig_signed_time(rq, s);
+    if (ts > 0 && (long long)time(NULL) - ts > (long long)window * 3600) {
+        ig_refused(ig);
+        return ig_reply(now, 409, "idempotency_key_expired", rq->id, 0,
+                        "the delivery's signed timestamp is older than the source's idempotency "
+                        "window: it cannot be checked for a repeat, so it is not applied");
+    }
+
+    pthread_mutex_lock(&ig->mu);
+    size_t need = rq->body_len * 2 + 512;
+    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget) {
+        int ra = ig_retry_after(ig);
+        ig->m_refused++;
+        pthread_mutex_unlock(&ig->mu);
+        return ig_reply(now, 503, "over_memory_budget", rq->id, ra,
+                        "too much accepted work is waiting for its commit: try again later");
+    }
+    if (!ig->open && !(ig->open = ig_group_get(ig))) {
+        pthread_mutex_unlock(&ig->mu);
+        return ig_reply(now, 503, "out_of_memory", rq->id, 1, "out of memory");
+    }
+    ig_group *g = ig->open;
+    if (ig_grow((void **)&g->reqs, &g->capreqs, g->nreqs + 1, sizeof *g->reqs) != PGPIPE_OK) {
+        pthread_mutex_unlock(&ig->mu);
+        return ig_reply(now, 503, "out_of_memory", rq->id, 1, "out of memory");
+    }
+    size_t m_rows = g->nrows, m_errs = g->nerrs, m_c = g->cbuf.len, m_r = g->rbuf.len,
+           m_d = g->dbuf.len, m_k = g->kbuf.len, m_m = g->mbuf.len;
+    uint32_t ri = (uint32_t)g->nreqs;
+    ig_req *r = &g->reqs[ri];
+    int rc0 = PGPIPE_OK;
+    memset(r, 0, sizeof *r);
+    r->ticket = ticket;
+    if (strlen(rq->id) == 36)
+        memcpy(r->id, rq->id, 37);
+    else if (pp_uuid_v7(r->id) != PGPIPE_OK)
+        rc0 = PGPIPE_NOMEM;
+    r->fate = IG_NEW;
+    r->first = IG_NONE;
+    r->window_hours = window;
+    r->err_head = r->err_tail = IG_NONE;
+    r->row_lo = g->nrows;
+    r->d_lo = g->dbuf.len;
+    size_t srclen = strlen(source);
+    r->src_off = g->kbuf.len;
+    r->src_len = srclen;
+    int rc = rc0 | pp_buf_append(&g->kbuf, source, srclen + 1);
+    ig->etb.len = 0;
+    rc |= pp_copy_escape(&ig->etb, source, srclen);
+    rc |= pp_buf_putc(&ig->etb, '\t');
+    size_t etn = 0;
+    const char *eth = ig_header(rq, s->event_type_header ? s->event_type_header : "X-Event-Type", &etn);
+    if (!eth && !s->event_type_header)
+        eth = ig_header(rq, "X-GitHub-Event", &etn);
+    const char *etv = s->event_type_value && *s->event_type_value ? s->event_type_value : NULL;
+    ig_parse p = { 0 };
+    p.ig = ig;
+    p.g = g;
+    p.r = r;
+    p.ri = ri;
+    p.s = s;
+    p.body = rq->body ? rq->body : "";
+    p.body_len = rq->body_len;
+    p.body_off = g->rbuf.len;
+    p.et_buf = &ig->etb;
+    p.et_src = ig->etb.len;
+    p.et_field = s->event_type_field && *s->event_type_field ? s->event_type_field
+                 : (s->event_type_header || etv) ? NULL : "event_type";
+    p.idlen = -1;
+    p.id_field = !key && s->idempotency_field && *s->idempotency_field ? s->idempotency_field : NULL;
+    if (eth || etv) {
+        p.et_hdr = eth ? eth : etv;
+        rc |= pp_copy_escape(&ig->etb, p.et_hdr, eth ? etn : strlen(etv));
+    }
+    rc |= pp_buf_append(&g->rbuf, p.body, p.body_len);
+    if (rc == PGPIPE_OK) {
+        if (kind == IG_CSV)
+            rc = ig_csv_body(&p);
+        else
+            rc = ig_json_body(&p, kind == IG_NDJSON);
+    }
+    if (rc == PGPIPE_OK && !key && p.id_field && r->nrec == 1) {
+        if (p.idlen == -2 || (p.idlen >= 0 && !ig_key_ok(p.idval, (size_t)p.idlen)))
+            rc = ig_refuse(&p, 400, "the idempotency field \"%s\" must be visible ASCII of at most "
+                           "255 bytes", p.id_field);
+        else if (p.idlen > 0) {
+            key = p.idval;
+            kn = (size_t)p.idlen;
+        }
+    }
+    if (rc == PGPIPE_OK && key) {
+        r->key_off = g->kbuf.len;
+        r->keyonly = g->kbuf.len + srclen + 1;
+        r->key_len = kn;
+        rc |= pp_buf_append(&g->kbuf, source, srclen);
+        rc |= pp_buf_putc(&g->kbuf, '\n');
+        rc |= pp_buf_append(&g->kbuf, key, kn);
+        rc |= pp_buf_putc(&g->kbuf, '\0');
+    }
+    if (rc != PGPIPE_OK) {
+        /* nothing of the request stays in the group */
+        g->nrows = m_rows;
+        g->nerrs = m_errs;
+        g->cbuf.len = m_c;
+        g->rbuf.len = m_r;
+        g->dbuf.len = m_d;
+        g->kbuf.len = m_k;
+        g->mbuf.len = m_m;
+        ig->m_refused++;
+        int empty = g->nreqs == 0;
+        if (empty) {
+            ig->open = NULL;
+            ig_group_put(ig, g);
+        }
+        pthread_mutex_unlock(&ig->mu);
+        if (rc == PGPIPE_PARSE && p.status)
+            return ig_reply(now, p.status, p.status == 413 ? "too_many_records" : "bad_body", rq->id,
+                            0, p.why);
+        return ig_reply(now, 503, "out_of_memory", rq->id, 1, "out of memory");
+    }
+    r->row_hi = g->nrows;
+    r->d_hi = g->dbuf.len;
+    r->bytes = (g->cbuf.len - m_c) + (g->rbuf.len - m_r) + (g->dbuf.len - m_d) + 256;
+    g->nreqs++;
+    g->nkeys += key != NULL;
+    g->nrecords += r->nrec;
+    g->bytes += r->bytes;
+    ig->pending++;
+    ig->pending_bytes += r->bytes;
+    if (g->nreqs == 1)
+        g->t_first = pgpipe_now_us();
+    if (g->nrecords >= ig->group_records || g->nkeys >= IG_GROUP_KEYS) {
+        /* full: it waits for the next free committer */
+        if (ig->qtail)
+            ig->qtail->next = g;
+        else
+            ig->qhead = g;
+        ig->qtail = g;
+        ig->open = NULL;
+        pthread_cond_signal(&ig->cv);
+    } else if (g->nreqs == 1) {
+        pthread_cond_signal(&ig->cv);
+    }
+    pthread_mutex_unlock(&ig->mu);
+    return 0;
+}
+
+/* ---- the committers ------------------------------------------------------------------ */
+
+static const char ig_rows_copy[] =
+    "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN";
+
+/* The statement failed: is the outcome worth a retry by the client (the
+** connection is gone, a serialization failure ...)? */
+static int ig_transient(ig_committer *c)
+{
+    return !c->conn || PQstatus(c->conn) != CONNECTION_OK ||
+           pgpipe_sqlstate_is_transient(c->err.sqlstate);
+}
+
+/* A value the server refuses (a data exception, a constraint): the row's
+** fault, not the group's. */
+static int ig_data_error(const ig_committer *c)
+{
+    return c->err.sqlstate[0] &&
+           pgpipe_sqlstate_class(c->err.sqlstate) == PGPIPE_SQLSTATE_DEAD_LETTER;
+}
+
+static int ig_exec(ig_committer *c, const char *sql, int n, const char *const *v, PGresult **res)
+{
+    return pp_exec(c->conn, sql, n, n ? v : NULL, res, &c->err, "http ingest");
+}
+
+static int ig_send(ig_committer *c, const char *p, size_t n)
+{
+    for (size_t k; n; p += k, n -= k) {
+        k = n < IG_SEND_CHUNK ? n : IG_SEND_CHUNK;
+        if (PQputCopyData(c->conn, p, (int)k) != 1)
+            return pp_err_pq(&c->err, c->conn, NULL, "http ingest: COPY data");
+    }
+    return PGPIPE_OK;
+}
+
+/* End a COPY; *res keeps a failure's result (the caller clears it). */
+static int ig_copy_end(ig_committer *c, PGresult **res)
+{
+    *res = NULL;
+    if (PQputCopyEnd(c->conn, NULL) != 1)
+        return pp_err_pq(&c->err, c->conn, NULL, "http ingest: COPY end");
+    int rc = PGPIPE_OK, got = 0;
+    PGresult *r;
+    while ((r = PQgetResult(c->conn)) != NULL) {
+        got = 1;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == PGPIPE_OK) {
+            rc = pp_err_pq(&c->err, c->conn, r, "http ingest: COPY");
+            *res = r;
+            continue;
+        }
+        PQclear(r);
+    }
+    if (!got || PQstatus(c->conn) != CONNECTION_OK)
+        rc = pp_err_pq(&c->err, c->conn, NULL, "http ingest: COPY");
+    return rc;
+}
+
+/* Is the row part of what this transaction writes? */
+static int ig_live(const ig_group *g, size_t i)
+{
+    return !g->rows[i].bad && g->reqs[g->rows[i].req].fate == IG_NEW;
+}
+
+static size_t ig_row_end_off(const ig_group *g, size_t i)
+{
+    return i + 1 < g->nrows ? g->rows[i + 1].coff : g->cbuf.len;
+}
+
+/* COPY the live rows of [lo, hi) (runs of them in one piece). */
+static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGresult **res)
+{
+    *res = NULL;
+    int rc = pp_copy_in_start(c->conn, ig_rows_copy, &c->err, "http ingest: COPY");
+    for (size_t i = lo; i < hi && rc == PGPIPE_OK;) {
+        while (i < hi && !ig_live(g, i))
+            i++;
+        size_t j = i;
+        while (j < hi && ig_live(g, j))
+            j++;
+        if (j > i)
+            rc = ig_send(c, g->cbuf.data + g->rows[i].coff,
+                         ig_row_end_off(g, j - 1) - g->rows[i].coff);
+        i = j;
+    }
+    if (rc != PGPIPE_OK) {
+        if (PQstatus(c->conn) == CONNECTION_OK && PQisBusy(c->conn) == 0)
+            PQputCopyEnd(c->conn, "http ingest: send failed");
+        return rc;
+    }
+    return ig_copy_end(c, res);
+}
+
+/* Row i was refused by the server (r: its error): dead-letter it. */
+static int ig_reject(ig_group *g, size_t i, const PGresult *r)
+{
+    ig_row *w = &g->rows[i];
+    ig_req *q = &g->reqs[w->req];
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *detail = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    char m[700], ctx[96];
+    snprintf(m, sizeof m, "%s%s%s%s", msg ? msg : "refused by the server", detail ? " (" : "",
+             detail ? detail : "", detail ? ")" : "");
+    snprintf(ctx, sizeof ctx, "http request %s, record %u", q->id, w->rec);
+    pp_dlq_load_letter d = { .source = g->kbuf.data + q->src_off, .line = w->line,
+                             .column = w->col ? w->col + 1 : 0, .offset = w->off, .load_id = 0,
+                             .batch_id = q->id, .raw = g->rbuf.data + w->roff, .rawlen = w->rlen,
+                             .message = m,
+                             .sqlstate = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL,
+                             .context = ctx };
+    w->bad = 1;
+    q->dead++;
+    if (pp_dlq_load_row(&g->dbuf, &d) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    return ig_add_err(g, q, w->rec, w->line, d.column, w->off, m, strlen(m));
+}
+
+/* "COPY raw_events, line 17, column payload: ..." -> 17; 0 when absent. */
+static long long ig_copy_line(const PGresult *r)
+{
+    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+    const char *p = ctx && !strncmp(ctx, "COPY ", 5) ? strstr(ctx, ", line ") : NULL;
+    return p ? atoll(p + 7) : 0;
+}
+
+/* The rows one by one under savepoints, after the COPY of all of them was
+** refused: a refused row names its COPY line, so it is dead-lettered and
+** the rest sent again; an error without a line falls back to one COPY per
+** row. Transient failures end it. */
+static int ig_rows_isolate(ig_committer *c, ig_group *g)
+{
+    for (int per_row = 0;;) {
+        size_t live = 0, only = 0;
+        for (size_t i = 0; i < g->nrows; i++)
+            if (ig_live(g, i))
+                live++, only = i;
+        if (!live) {
+            for (size_t i = 0; i < g->nrows; i++)
+                if (g->rows[i].bad == 2)
+                    g->rows[i].bad = 0;
+            return PGPIPE_OK;
+        }
+        size_t lo = 0, hi = g->nrows;
+        if (per_row) {
+            /* the next live row alone */
+            while (!ig_live(g, lo))
+                lo++;
+            hi = lo + 1;
+        }
+        PGresult *err = NULL;
+        int rc = ig_exec(c, "SAVEPOINT ig_rows", 0, NULL, NULL);
+        if (rc == PGPIPE_OK)
+            rc = ig_copy_rows(c, g, lo, hi, &err);
+        if (rc == PGPIPE_OK) {
+            if ((rc = ig_exec(c, "RELEASE SAVEPOINT ig_rows", 0, NULL, NULL)) != PGPIPE_OK)
+                return rc;
+            if (!per_row)
+                return PGPIPE_OK;
+            /* done with these: mark them sent by moving on */
+            g->rows[lo].bad = 2;
+            continue;
+        }
+        if (ig_transient(c) || !ig_data_error(c)) {
+            PQclear(err);
+            return PGPIPE_DB;
+        }
+        if (ig_exec(c, "ROLLBACK TO SAVEPOINT ig_rows", 0, NULL, NULL) != PGPIPE_OK) {
+            PQclear(err);
+            return PGPIPE_DB;
+        }
+        size_t k = (size_t)-1;
+        long long n = per_row ? 1 : ig_copy_line(err);
+        for (size_t i = lo; n > 0 && i < hi; i++)
+            if (ig_live(g, i) && --n == 0)
+                k = i;
+        if (k == (size_t)-1 && live == 1)
+            k = only;
+        if (k == (size_t)-1) {
+            per_row = 1;
+            PQclear(err);
+            continue;
+        }
+        rc = ig_reject(g, k, err);
+        PQclear(err);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+}
+
+/* The body of a 202: {"request_id":..,"accepted":N,"dead_lettered":N,"errors":[..]}
+** (a replay: the first response with "replayed":true). */
+static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, const char *errs,
+                   size_t elen, int replayed)
+{
+    int rc = pp_buf_appendf(b, "{\"request_id\":\"%s\",\"accepted\":%lld,\"dead_lettered\":%lld,"
+                            "\"errors\":", rid, acc, dead);
+    rc |= elen ? pp_buf_append(b, errs, elen) : pp_buf_append(b, "[]", 2);
+    if (replayed)
+        rc |= pp_buf_append(b, ",\"replayed\":true", 16);
+    rc |= pp_buf_putc(b, '}');
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+/* The "errors" array of request q (empty when none). */
+static int ig_errors_json(pp_buf *b, const ig_group *g, const ig_req *q)
+{
+    int rc = PGPIPE_OK, n = 0;
+    for (uint32_t k = q->err_head; k != IG_NONE && n < IG_MAX_LISTED; k = g->errs[k].next, n++) {
+        const ig_err *e = &g->errs[k];
+        rc |= pp_buf_appendf(b, "%c{\"record\":%u,\"line\":%lld,\"column\":%lld,\"offset\":%lld,"
+                             "\"error\":", n ? ',' : '[', e->rec, e->line, e->col, e->off);
+        rc |= pp_json_str(b, g->mbuf.data + e->moff, e->mlen, 0);
+        rc |= pp_buf_putc(b, '}');
+    }
+    if (n)
+        rc |= pp_buf_putc(b, ']');
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+static char *ig_dup(const char *s, size_t n)
+{
+    char *d = pp_malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+/* Set a request's answer to a copy of b. */
+static int ig_answer(ig_req *q, int status, const pp_buf *b)
+{
+    pp_free(q->answer);
+    q->answer = ig_dup(b->data ? b->data : "", b->len);
+    q->answer_len = b->len;
+    q->status = status;
+    return q->answer ? PGPIPE_OK : PGPIPE_NOMEM;
+}
+
+/* Build the arrays of the keyed requests of fate (or every keyed one when
+** fate < 0) into c->a[]: source, key, window, index / request id ... */
+static void ig_arrays_begin(ig_committer *c, int n)
+{
+    for (int i = 0; i < n; i++) {
+        c->a[i].len = 0;
+        pp_buf_putc(&c->a[i], '{');
+    }
+}
+
+static int ig_arrays_end(ig_committer *c, int n, const char **v)
+{
+    int rc = PGPIPE_OK;
+    for (int i = 0; i < n; i++) {
+        rc |= pp_buf_putc(&c->a[i], '}');
+        rc |= pp_buf_putc(&c->a[i], '\0');
+        v[i] = c->a[i].data;
+    }
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+static int ig_array_text(pp_buf *b, const char *s, size_t n)
+{
+    if (b->len > 1 && pp_buf_putc(b, ',') != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    return s ? pp_array_elem(b, s, n) : pp_buf_append(b, "NULL", 4);
+}
+
+static int ig_array_int(pp_buf *b, long long v)
+{
+    return pp_buf_appendf(b, "%s%lld", b->len > 1 ? "," : "", v);
+}
+
+/* Lock the group's keys, look them up: fates REPLAY / EXPIRED with their
+** answers, then IG_DUP for a key repeated inside the group. */
+static int ig_keys_check(ig_committer *c, ig_group *g)
+{
+    const char *v[4];
+    ig_arrays_begin(c, 4);
+    int rc = PGPIPE_OK;
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        if (!q->key_len)
+            continue;
+        rc |= ig_array_text(&c->a[0], g->kbuf.data + q->src_off, q->src_len);
+        rc |= ig_array_text(&c->a[1], g->kbuf.data + q->keyonly, q->key_len);
+        rc |= ig_array_int(&c->a[2], q->window_hours);
+        rc |= ig_array_int(&c->a[3], (long long)i);
+    }
+    if (rc != PGPIPE_OK || ig_arrays_end(c, 4, v) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    /* two servers on one database: the second waits here for the first's
+    ** commit, then finds its key */
+    rc = ig_exec(c, "SELECT count(pg_advisory_xact_lock(x.h)) FROM (SELECT DISTINCT "
+                    "hashtextextended(u.s || E'\\n' || u.k, 0) AS h FROM unnest($1::text[], "
+                    "$2::text[]) AS u(s, k) ORDER BY 1) AS x", 2, v, NULL);
+    if (rc != PGPIPE_OK)
+        return rc;
+    PGresult *res = NULL;
+    rc = ig_exec(c, "SELECT u.i, h.request_id, h.accepted, h.dead_lettered, h.errors, "
+                    "h.first_seen < now() - make_interval(hours => u.w), "
+                    "to_char(h.first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+                    "FROM unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS u(s, k, w, i) "
+                    "CROSS JOIN LATERAL (SELECT * FROM pgpipe.http_keys AS h WHERE h.key_hash = "
+                    "md5(u.s || E'\\n' || u.k)::uuid AND h.source = u.s AND h.key = u.k "
+                    "ORDER BY h.first_seen LIMIT 1) AS h", 4, v, &res);
+    if (rc != PGPIPE_OK)
+        return rc;
+    for (int t = 0; t < PQntuples(res) && rc == PGPIPE_OK; t++) {
+        size_t i = (size_t)atoll(PQgetvalue(res, t, 0));
+        if (i >= g->nreqs)
+            continue;
+        ig_req *q = &g->reqs[i];
+        c->scratch.len = 0;
+        if (!strcmp(PQgetvalue(res, t, 5), "t")) {
+            pp_http_reply e = { 0 };
+            q->fate = IG_EXPIRED;
+            if (pp_http_reply_error(&e, 409, "idempotency_key_expired", q->id,
+                                    "the idempotency key was first used at %s, longer ago than "
+                                    "the source's window of %d hours: it is not applied again",
+                                    PQgetvalue(res, t, 6), q->window_hours) != PGPIPE_OK) {
+                rc = pp_err_nomem(&c->err);
+                break;
+            }
+            pp_free(q->answer);
+            q->answer = e.body;
+            q->answer_len = e.body_len;
+            q->status = 409;
+            continue;
+        }
+        q->fate = IG_REPLAY;
+        const char *errs = PQgetisnull(res, t, 4) ? NULL : PQgetvalue(res, t, 4);
+        if (ig_body(&c->scratch, PQgetvalue(res, t, 1), atoll(PQgetvalue(res, t, 2)),
+                    atoll(PQgetvalue(res, t, 3)), errs, errs ? strlen(errs) : 0, 1) != PGPIPE_OK ||
+            ig_answer(q, 202, &c->scratch) != PGPIPE_OK)
+            rc = pp_err_nomem(&c->err);
+    }
+    PQclear(res);
+    if (rc != PGPIPE_OK)
+        return rc;
+    /* a key repeated inside the group: the first request with it applies */
+    size_t cap = 16;
+    while (cap < 2 * (size_t)g->nkeys)
+        cap *= 2;
+    if (ig_grow((void **)&c->hash, &c->caphash, cap, sizeof *c->hash) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    memset(c->hash, 0xFF, cap * sizeof *c->hash);
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        if (!q->key_len || q->fate != IG_NEW)
+            continue;
+        const char *k = g->kbuf.data + q->key_off;
+        size_t h = (size_t)pp_hash64(k) & (cap - 1);
+        for (;; h = (h + 1) & (cap - 1)) {
+            uint32_t o = c->hash[h];
+            if (o == IG_NONE) {
+                c->hash[h] = (uint32_t)i;
+                break;
+            }
+            if (!strcmp(g->kbuf.data + g->reqs[o].key_off, k)) {
+                q->fate = IG_DUP;
+                q->first = o;
+                break;
+            }
+        }
+    }
+    return PGPIPE_OK;
+}
+
+/* The answers of the group's new requests, and their keys' rows. */
+static int ig_finish(ig_committer *c, ig_group *g, long long *acc, long long *dead)
+{
+    const char *v[6];
+    int nkeyed = 0, rc = PGPIPE_OK;
+    ig_arrays_begin(c, 6);
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        if (q->fate != IG_NEW)
+            continue;
+        long long bad = 0;
+        for (size_t k = q->row_lo; k < q->row_hi; k++)
+            bad += g->rows[k].bad != 0;
+        long long a = (long long)(q->row_hi - q->row_lo) - bad;
+        *acc += a;
+        *dead += q->dead;
+        pp_buf errs = { 0 };
+        rc |= ig_errors_json(&errs, g, q);
+        c->scratch.len = 0;
+        rc |= ig_body(&c->scratch, q->id, a, q->dead, errs.data, errs.len, 0);
+        rc |= ig_answer(q, 202, &c->scratch);
+        if (q->key_len) {
+            rc |= ig_array_text(&c->a[0], g->kbuf.data + q->src_off, q->src_len);
+            rc |= ig_array_text(&c->a[1], g->kbuf.data + q->keyonly, q->key_len);
+            rc |= ig_array_text(&c->a[2], q->id, 36);
+            rc |= ig_array_int(&c->a[3], a);
+            rc |= ig_array_int(&c->a[4], q->dead);
+            rc |= ig_array_text(&c->a[5], errs.len ? errs.data : NULL, errs.len);
+            nkeyed++;
+        }
+        pp_buf_free(&errs);
+    }
+    if (rc != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    if (!nkeyed)
+        return PGPIPE_OK;
+    if (ig_arrays_end(c, 6, v) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    return ig_exec(c, "INSERT INTO pgpipe.http_keys (source, key, key_hash, request_id, accepted, "
+                      "dead_lettered, errors) SELECT u.s, u.k, md5(u.s || E'\\n' || u.k)::uuid, "
+                      "u.r::uuid, u.a, u.d, u.e FROM unnest($1::text[], $2::text[], $3::text[], "
+                      "$4::int[], $5::int[], $6::text[]) AS u(s, k, r, a, d, e)", 6, v, NULL);
+}
+
+/* The group's transaction. *stage tells how far it got (for the answer). */
+static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc, long long *dead,
+                          int *commit_sent)
+{
+    *acc = *dead = 0;
+    *commit_sent = 0;
+    for (size_t i = 0; i < g->nreqs; i++) {
+        g->reqs[i].fate = IG_NEW;
+        g->reqs[i].first = IG_NONE;
+    }
+    int rc = ig_exec(c, "BEGIN", 0, NULL, NULL);
+    if (rc == PGPIPE_OK && g->nkeys)
+        rc = ig_keys_check(c, g);
+    if (rc != PGPIPE_OK)
+        return rc;
+    size_t live = 0;
+    for (size_t i = 0; i < g->nrows; i++)
+        live += ig_live(g, i);
+    if (live && !slow) {
+        PGresult *err = NULL;
+        rc = ig_copy_rows(c, g, 0, g->nrows, &err);
+        PQclear(err);
+        if (rc != PGPIPE_OK)
+            return rc; /* the caller tries the slow way when the server refused a row */
+    } else if (live) {
+        rc = ig_rows_isolate(c, g);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    /* dead letters: the new requests' ones of validation, then the server's */
+    int any = 0;
+    for (size_t i = 0; i < g->nreqs && !any; i++)
+        any = g->reqs[i].fate == IG_NEW && (g->reqs[i].d_hi > g->reqs[i].d_lo);
+    size_t dtail = g->nreqs ? g->reqs[g->nreqs - 1].d_hi : 0;
+    if (any || g->dbuf.len > dtail) {
+        rc = pp_copy_in_start(c->conn, pp_dlq_load_copy_sql(), &c->err, "http ingest: dead letters");
+        for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
+            const ig_req *q = &g->reqs[i];
+            if (q->fate == IG_NEW && q->d_hi > q->d_lo)
+                rc = ig_send(c, g->dbuf.data + q->d_lo, q->d_hi - q->d_lo);
+        }
+        if (rc == PGPIPE_OK && g->dbuf.len > dtail)
+            rc = ig_send(c, g->dbuf.data + dtail, g->dbuf.len - dtail);
+        if (rc != PGPIPE_OK)
+            return rc;
+        PGresult *err = NULL;
+        rc = ig_copy_end(c, &err);
+        PQclear(err);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    rc = ig_finish(c, g, acc, dead);
+    if (rc != PGPIPE_OK)
+        return rc;
+    *commit_sent = 1;
+    return ig_exec(c, "COMMIT", 0, NULL, NULL);
+}
+
+static void ig_disconnect(ig_committer *c)
+{
+    pp_ingest *ig = c->ig;
+    if (c->conn)
+        PQfinish(c->conn);
+    c->conn = NULL;
+    if (c->live) {
+        c->live = 0;
+        atomic_fetch_sub(&ig->live, 1);
+    }
+}
+
+/* Create the coming days' key partitions and drop the expired ones. */
+static void ig_maintain(ig_committer *c)
+{
+    char v[16];
+    const char *vals[1] = { v };
+    snprintf(v, sizeof v, "%d", c->ig->keep_hours);
+    if (ig_exec(c, "SELECT pgpipe.http_keys_maintain($1::int)", 1, vals, NULL) != PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_WARN, "http", "idempotency key partitions: %s", c->err.message);
+    c->maintained = pgpipe_now_us();
+}
+
+/* Connect (when it is time to try). 1 = the committer has a connection. */
+static int ig_connect(ig_committer *c, int now_anyway)
+{
+    pp_ingest *ig = c->ig;
+    if (c->conn && PQstatus(c->conn) == CONNECTION_OK)
+        return 1;
+    ig_disconnect(c);
+    int64_t t = pgpipe_now_us();
+    if (!now_anyway && t < c->next_try)
+        return 0;
+    c->conn = PQconnectdb(ig->conninfo ? ig->conninfo : "");
+    if (c->conn)
+        PQsetNoticeProcessor(c->conn, pp_notice_to_log, (void *)"http");
+    if (!c->conn || PQstatus(c->conn) != CONNECTION_OK ||
+        ig_exec(c, "SET application_name = 'pgpipe http ingest'", 0, NULL, NULL) != PGPIPE_OK) {
+        if (c->conn)
+            pp_err_pq(&c->err, c->conn, NULL, "http ingest: connect");
+        if (c->conn)
+            PQfinish(c->conn);
+        c->conn = NULL;
+        c->backoff_ms = c->backoff_ms ? (c->backoff_ms * 2 > 5000 ? 5000 : c->backoff_ms * 2) : 100;
+        c->next_try = pgpipe_now_us() + (int64_t)c->backoff_ms * 1000;
+        return 0;
+    }
+    c->backoff_ms = 0;
+    c->live = 1;
+    atomic_fetch_add(&ig->live, 1);
+    pthread_mutex_lock(&ig->mu);
+    ig->m_reconnects++;
+    pthread_mutex_unlock(&ig->mu);
+    ig_maintain(c);
     return 1;
+}
+
+static void ig_histo(long long *b, const double *le, size_t n, double v)
+{
+    size_t i = 0;
+    while (i < n && v > le[i])
+        i++;
+    b[i]++;
+}
+
+/* Commit group g and answer each of its requests. */
+static void ig_commit(ig_committer *c, ig_group *g)
+{
+    pp_ingest *ig = c->ig;
+    int64_t t0 = pgpipe_now_us();
+    long long acc = 0, dead = 0;
+    int rc = PGPIPE_DB, sent = 0, transient = 1;
+    if (ig_connect(c, 1)) {
+        rc = ig_transaction(c, g, 0, &acc, &dead, &sent);
+        if (rc != PGPIPE_OK && !sent && !ig_transient(c) && ig_data_error(c)) {
+            /* a row refused (a value JSONB cannot hold ...): isolate it */
+            pp_rollback_open(c->conn);
+            rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
+        }
+        transient = rc != PGPIPE_OK && ig_transient(c);
+        if (rc != PGPIPE_OK) {
+            pp_logf(PGPIPE_LOG_WARN, "http", "group of %zu requests not committed: %s", g->nreqs,
+                    c->err.message);
+            if (transient) {
+                ig_disconnect(c);
+                c->next_try = 0; /* a new connection at once, then back off */
+            } else {
+                pp_rollback_open(c->conn);
+                if (!strcmp(c->err.sqlstate, "23514"))
+                    ig_maintain(c); /* no partition for a key: make them */
+            }
+        }
+    }
+    double secs = (double)(pgpipe_now_us() - t0) / 1e6;
+    long long committed = 0, replayed = 0;
+    /* a key repeated in the group: the first request's answer, marked */
+    for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
+        ig_req *q = &g->reqs[i];
+        const ig_req *f = q->fate == IG_DUP ? &g->reqs[q->first] : NULL;
+        if (!f || !f->answer)
+            continue;
+        q->answer = pp_malloc(f->answer_len + 20);
+        if (q->answer) {
+            memcpy(q->answer, f->answer, f->answer_len - 1);
+            memcpy(q->answer + f->answer_len - 1, ",\"replayed\":true}", 17);
+            q->answer_len = f->answer_len + 16;
+        }
+        q->status = 202;
+    }
+    /* answer: after the COMMIT only */
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        pp_http_reply rep = { 0 };
+        rep.content_type = "application/json";
+        if (rc != PGPIPE_OK) {
+            const char *m = sent ? "the commit failed or its outcome is unknown: retry "
+                                   "with the same idempotency key"
+                                 : "the records could not be committed: retry later";
+            ig_reply(&rep, 503, "not_committed", q->id, 1, m);
+        } else {
+            rep.status = q->status;
+            rep.body = q->answer;
+            rep.body_len = q->answer_len;
+            q->answer = NULL;
+            committed += q->fate == IG_NEW;
+            replayed += q->fate == IG_REPLAY || q->fate == IG_DUP;
+        }
+        ig->done(ig->h, q->ticket, &rep);
+    }
+    for (size_t i = 0; i < g->nreqs; i++) {
+        pp_free(g->reqs[i].answer);
+        g->reqs[i].answer = NULL;
+    }
+    pthread_mutex_lock(&ig->mu);
+    ig->pending -= (long long)g->nreqs;
+    ig->pending_bytes -= g->bytes;
+    if (rc == PGPIPE_OK) {
+        ig->m_committed += committed;
+        ig->m_replayed += replayed;
+        ig->m_refused += (long long)g->nreqs - committed - replayed;
+        ig->m_accepted += acc;
+        ig->m_dead += dead;
+        ig->m_groups++;
+        ig_histo(ig->m_size_b, ig_size_le, IG_NSIZE, (double)g->nrecords);
+        ig_histo(ig->m_lat_b, ig_lat_le, IG_NLAT, secs);
+        ig->m_size_sum += (double)g->nrecords;
+        ig->m_lat_sum += secs;
+    } else {
+        ig->m_failed += (long long)g->nreqs;
+    }
+    ig_group_put(ig, g);
+    pthread_cond_broadcast(&ig->dcv);
+    pthread_mutex_unlock(&ig->mu);
+}
+
+/* The next group to commit (under mu), or NULL; *wait_us how long until the
+** open one is due. */
+static ig_group *ig_take(pp_ingest *ig, int64_t *wait_us)
+{
+    ig_group *g = ig->qhead;
+    if (g) {
+        ig->qhead = g->next;
+        if (!ig->qhead)
+            ig->qtail = NULL;
+        g->next = NULL;
+        return g;
+    }
+    g = ig->open;
+    *wait_us = -1;
+    if (!g || !g->nreqs)
+        return NULL;
+    int64_t due = g->t_first + (int64_t)ig->window_ms * 1000;
+    int64_t t = pgpipe_now_us();
+    if (ig->flush || ig->quit || t >= due || g->nrecords >= ig->group_records) {
+        ig->open = NULL;
+        return g;
+    }
+    *wait_us = due - t;
+    return NULL;
+}
+
+static void ig_wait(pp_ingest *ig, int64_t us)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = (int64_t)ts.tv_nsec + (us % 1000000) * 1000;
+    ts.tv_sec += (time_t)(us / 1000000 + ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    pthread_cond_timedwait(&ig->cv, &ig->mu, &ts);
+}
+
+static void *ig_committer_main(void *arg)
+{
+    ig_committer *c = arg;
+    pp_ingest *ig = c->ig;
+    pthread_mutex_lock(&ig->mu);
+    for (;;) {
+        int64_t wait_us = -1;
+        ig_group *g = ig_take(ig, &wait_us);
+        if (g) {
+            pthread_mutex_unlock(&ig->mu);
+            ig_commit(c, g);
+            pthread_mutex_lock(&ig->mu);
+            continue;
+        }
+        if (ig->quit && !ig->qhead && (!ig->open || !ig->open->nreqs))
+            break;
+        int64_t t = pgpipe_now_us();
+        int need_conn = !c->conn || PQstatus(c->conn) != CONNECTION_OK;
+        if (need_conn && t >= c->next_try) {
+            pthread_mutex_unlock(&ig->mu);
+            ig_connect(c, 0);
+            pthread_mutex_lock(&ig->mu);
+            continue;
+        }
+        if (!need_conn && t - c->maintained >= IG_MAINTAIN_US) {
+            pthread_mutex_unlock(&ig->mu);
+            ig_maintain(c);
+            pthread_mutex_lock(&ig->mu);
+            continue;
+        }
+        int64_t w = 1000000;
+        if (wait_us >= 0 && wait_us < w)
+            w = wait_us;
+        if (need_conn && c->next_try - t < w)
+            w = c->next_try - t > 0 ? c->next_try - t : 0;
+        ig_wait(ig, w);
+    }
+    pthread_mutex_unlock(&ig->mu);
+    return NULL;
+}
+
+/* ---- the interface --------------------------------------------------------------------- */
+
+PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
+                                  pp_http_auth *auth, struct pgpipe_http *h,
+                                  pp_ingest_done_fn done, pgpipe_error *err)
+{
+    pp_ingest *ig = *out = pp_calloc(1, sizeof *ig);
+    if (!ig)
+        return pp_err_nomem(err);
+    ig->h = h;
+    ig->done = done;
+    ig->auth = auth;
+    ig->o = o;
+    ig->defaults.window_hours = o->window_hours > 0 ? o->window_hours : 72;
+    ig->defaults.tolerance_s = 300;
+    ig->max_records = o->max_records;
+    ig->max_body = o->max_body_bytes;
+    ig->window_ms = o->group_window_ms >= 0 ? o->group_window_ms : 2;
+    ig->group_records = o->group_records > 0 ? o->group_records : 5000;
+    ig->budget = o->memory_budget ? o->memory_budget : (size_t)64 << 20;
+    int maxw = ig->defaults.window_hours;
+    for (int i = 0; i < o->nsources && o->sources; i++)
+        if (o->sources[i].window_hours > maxw)
+            maxw = o->sources[i].window_hours;
+    /* a key is reported expired for a day past its window before its
+    ** partition goes */
+    ig->keep_hours = maxw + 24;
+    ig->ncm = o->committers > 0 ? (o->committers < IG_MAX_COMMITTERS ? o->committers
+                                                                      : IG_MAX_COMMITTERS) : 2;
+    if (o->conninfo && !(ig->conninfo = pp_strdup(o->conninfo)))
+        return pp_err_nomem(err);
+    if (pgpipe_json_doc_open(&ig->doc) != PGPIPE_OK)
+        return pp_err_nomem(err);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&ig->mu, NULL);
+    pthread_cond_init(&ig->cv, &ca);
+    pthread_cond_init(&ig->dcv, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&ig->live, 0);
+    for (int i = 0; i < ig->ncm; i++) {
+        ig_committer *c = &ig->cm[i];
+        c->ig = ig;
+        c->idx = i;
+        /* connected before the server answers its first request, so it is
+        ** ready at once when the database is */
+        ig_connect(c, 1);
+    }
+    for (int i = 0; i < ig->ncm; i++) {
+        ig_committer *c = &ig->cm[i];
+        if (pthread_create(&c->tid, NULL, ig_committer_main, c) != 0)
+            return pp_err(err, PGPIPE_NOMEM, "http ingest: cannot start a committer thread");
+        c->started = 1;
+    }
+    return PGPIPE_OK;
 }
 
 PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size)
 {
-    (void)ig;
+    if (atomic_load(&ig->live) == 0) {
+        if (size)
+            snprintf(why, size, "no connection to the database");
+        return 0;
+    }
+    pthread_mutex_lock(&ig->mu);
+    int over = ig->pending_bytes > ig->budget;
+    pthread_mutex_unlock(&ig->mu);
+    if (over) {
+        if (size)
+            snprintf(why, size, "the accepted, uncommitted requests exceed the memory budget");
+        return 0;
+    }
     if (size)
-        snprintf(why, size, "ingest is not built yet");
-    return 0;
+        *why = '\0';
+    return 1;
+}
+
+static int ig_hist(pp_buf *b, const char *name, const char *help, const long long *bk,
+                   const double *le, size_t n, double sum, long long count)
+{
+    int rc = pp_buf_appendf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    long long cum = 0;
+    for (size_t i = 0; i < n; i++) {
+        cum += bk[i];
+        rc |= pp_buf_appendf(b, "%s_bucket{le=\"%g\"} %lld\n", name, le[i], cum);
+    }
+    cum += bk[n];
+    rc |= pp_buf_appendf(b, "%s_bucket{le=\"+Inf\"} %lld\n%s_sum %.6f\n%s_count %lld\n", name, cum,
+                         name, sum, name, count);
+    return rc;
 }
 
 PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b)
 {
-    (void)ig;
-    (void)b;
-    return PGPIPE_OK;
+    pthread_mutex_lock(&ig->mu);
+    static const char *const ctr[][2] = {
+        { "pgpipe_http_records_accepted_total", "records committed to staging" },
+        { "pgpipe_http_records_dead_lettered_total", "records sent to the dead-letter queue" },
+        { "pgpipe_http_requests_committed_total", "requests whose records were committed" },
+        { "pgpipe_http_requests_replayed_total", "requests answered with a stored response (idempotency key)" },
+        { "pgpipe_http_requests_refused_total", "requests ingest refused (400, 409, 413, 415, 503)" },
+        { "pgpipe_http_requests_failed_total", "requests whose group failed to commit (503)" },
+        { "pgpipe_http_committer_connects_total", "committer connections made (reconnects included)" },
+    };
+    long long v[] = { ig->m_accepted, ig->m_dead, ig->m_committed, ig->m_replayed,
+                      ig->m_refused, ig->m_failed, ig->m_reconnects };
+    int rc = PGPIPE_OK;
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        rc |= pp_buf_appendf(b, "# HELP %s %s\n# TYPE %s counter\n%s %lld\n", ctr[i][0], ctr[i][1],
+                             ctr[i][0], ctr[i][0], v[i]);
+    long long queued = 0;
+    for (ig_group *g = ig->qhead; g; g = g->next)
+        queued += (long long)g->nreqs;
+    if (ig->open)
+        queued += (long long)ig->open->nreqs;
+    rc |= pp_buf_appendf(b, "# HELP pgpipe_http_queue_depth requests waiting for a group commit\n"
+                            "# TYPE pgpipe_http_queue_depth gauge\npgpipe_http_queue_depth %lld\n"
+                            "# HELP pgpipe_http_pending_requests requests queued or committing\n"
+                            "# TYPE pgpipe_http_pending_requests gauge\n"
+                            "pgpipe_http_pending_requests %lld\n"
+                            "# HELP pgpipe_http_pending_bytes memory of accepted, uncommitted requests\n"
+                            "# TYPE pgpipe_http_pending_bytes gauge\npgpipe_http_pending_bytes %zu\n"
+                            "# HELP pgpipe_http_committers_connected committers with a working connection\n"
+                            "# TYPE pgpipe_http_committers_connected gauge\n"
+                            "pgpipe_http_committers_connected %d\n",
+                         queued, ig->pending, ig->pending_bytes, atomic_load(&ig->live));
+    rc |= ig_hist(b, "pgpipe_http_group_records", "records per group commit", ig->m_size_b,
+                  ig_size_le, IG_NSIZE, ig->m_size_sum, ig->m_groups);
+    rc |= ig_hist(b, "pgpipe_http_commit_seconds", "time of a group's transaction", ig->m_lat_b,
+                  ig_lat_le, IG_NLAT, ig->m_lat_sum, ig->m_groups);
+    pthread_mutex_unlock(&ig->mu);
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
 }
 
 PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig)
 {
-    (void)ig;
-    return 0;
+    pthread_mutex_lock(&ig->mu);
+    long long n = ig->pending;
+    pthread_mutex_unlock(&ig->mu);
+    return n;
 }
 
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig)
 {
-    (void)ig;
+    pthread_mutex_lock(&ig->mu);
+    ig->flush++;
+    pthread_cond_broadcast(&ig->cv);
+    while (ig->pending > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&ig->dcv, &ig->mu, &ts);
+    }
+    ig->flush--;
+    pthread_mutex_unlock(&ig->mu);
 }
 
 PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 {
+    if (!ig)
+        return;
+    pthread_mutex_lock(&ig->mu);
+    ig->quit = 1;
+    pthread_cond_broadcast(&ig->cv);
+    pthread_mutex_unlock(&ig->mu);
+    for (int i = 0; i < ig->ncm; i++) {
+        ig_committer *c = &ig->cm[i];
+        if (c->started)
+            pthread_join(c->tid, NULL);
+        ig_disconnect(c);
+        for (int k = 0; k < 6; k++)
+            pp_buf_free(&c->a[k]);
+        pp_buf_free(&c->scratch);
+        pp_free(c->hash);
+    }
+    ig_group_free(ig->open);
+    while (ig->spare) {
+        ig_group *g = ig->spare;
+        ig->spare = g->next;
+        ig_group_free(g);
+    }
+    pthread_mutex_destroy(&ig->mu);
+    pthread_cond_destroy(&ig->cv);
+    pthread_cond_destroy(&ig->dcv);
+    if (ig->doc)
+        pgpipe_json_doc_close(ig->doc);
+    framer_free(&ig->fr);
+    pp_buf_free(&ig->etb);
+    pp_free(ig->conninfo);
     pp_free(ig);
 }
 
@@ -18863,15 +22078,39 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 /*
 ** The HTTP server: sockets, the event loop, timeouts, routing, /healthz,
 ** /readyz, /metrics, the access log and the drain; the public API.
-** (Skeleton: the server lands next.)
+**
+** One thread runs the loop (epoll, level-triggered; Linux only: a poll
+** fallback would cost an O(connections) scan per turn). A connection reads
+** into its own buffer, which the parser (http_proto.c) works on in place;
+** answers are appended to its output buffer and sent with one send() per
+** turn (MSG_NOSIGNAL: the process's signal handlers are the caller's). A
+** POST goes to ingest with a ticket (slot << 32 | sequence): the answer comes
+** back from a committer thread through hs_done_cb, which queues it and wakes
+** the loop; a ticket whose connection closed meanwhile finds another
+** sequence in the slot and its answer is dropped. While ingest holds a
+** request, its connection reads nothing more, so pipelined requests are
+** answered in order.
+**
+** Timeouts: each kind (head, body, idle/write, lingering close) has a fixed
+** duration, so each list is sorted by deadline when entries are appended:
+** O(1) to arm, disarm and expire.
 */
 
 
 #ifndef PGPIPE_OMIT_HTTP
+#include <stdio.h>
 
-struct pgpipe_http {
-    pp_handle h;
-};
+#ifdef __linux__
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#endif
+
+#define HS_MAX_LISTEN 16
 
 void pgpipe_http_options_init(pgpipe_http_options *o)
 {
@@ -18893,13 +22132,1364 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
     o->install_schema = 1;
 }
 
+#ifdef __linux__
+
+enum { HS_FREE, HS_READ, HS_WAIT, HS_LINGER };
+enum { HS_T_HEAD, HS_T_BODY, HS_T_IDLE, HS_T_LINGER, HS_NT };
+#define HS_TAG_WAKE   ((uint64_t)1 << 40)
+#define HS_TAG_LISTEN ((uint64_t)1 << 41)
+#define HS_OUT_HIGH   ((size_t)1 << 20)   /* stop parsing while this much is unsent */
+#define HS_RBUF_MIN   4096
+#define HS_LINGER_MS  2000
+
+typedef struct hs_conn hs_conn;
+struct hs_conn {
+    int fd;
+    int slot;
+    int state;                  /* HS_* */
+    int events;                 /* epoll interest now */
+    int peer_eof;               /* the client closed its side */
+    int closing;                /* close once the output is sent */
+    int got_head;
+    int trusted;                /* the socket peer is a trusted proxy */
+    uint64_t ticket;            /* the request ingest holds (HS_WAIT) */
+    char *rbuf;
+    size_t rlen, rcap;
+    pp_buf out;
+    size_t out_off;
+    pp_http_parser p;
+    int tlist;                  /* HS_T_* or -1 */
+    int64_t deadline;
+    hs_conn *tprev, *tnext;
+    char peer[64];              /* the socket peer */
+    pp_http_request rq;
+};
+
+typedef struct hs_tlist {
+    hs_conn *head, *tail;
+    int64_t dur_us;
+} hs_tlist;
+
+typedef struct hs_done {
+    uint64_t ticket;
+    pp_http_reply reply;
+} hs_done;
+
+/* request latency buckets (seconds) */
+static const double hs_lat_le[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                    0.25, 0.5, 1, 2.5, 5, 10 };
+#define HS_NLAT (sizeof hs_lat_le / sizeof hs_lat_le[0])
+
+struct pgpipe_http {
+    pp_handle h;
+    pgpipe_http_options o;      /* strings below are our copies */
+    char *conninfo, *listen_s, *trusted;
+    PGconn *db;                 /* schema install and token (re)loads */
+    pp_http_auth *auth;
+    pp_ingest *ig;
+    int nlisten;
+    int lfd[HS_MAX_LISTEN];
+    int lport[HS_MAX_LISTEN];
+    int ep, wakefd, sparefd;
+    atomic_int stop, reload, running;
+    hs_conn **conns;
+    int nslots, nfree, nopen;
+    int nwait;                  /* connections in HS_WAIT */
+    int *free_slots;
+    hs_tlist tl[HS_NT];
+    int64_t now;
+    time_t date_t;
+    char date[40];
+    uint32_t seq;
+    int draining;
+    pp_mutex mu;                /* guards done/ndone/capdone */
+    hs_done *done;
+    size_t ndone, capdone;
+    /* metrics (loop thread only) */
+    uint64_t by_status[600];
+    uint64_t accepted, refused, bytes_in, bytes_out, submitted;
+    uint64_t lat[HS_NLAT + 1];
+    double lat_sum;
+    uint64_t lat_count;
+};
+
+/* ---- timers ------------------------------------------------------------- */
+
+static void hs_timer_off(pgpipe_http *h, hs_conn *c)
+{
+    if (c->tlist < 0)
+        return;
+    hs_tlist *l = &h->tl[c->tlist];
+    if (c->tprev)
+        c->tprev->tnext = c->tnext;
+    else
+        l->head = c->tnext;
+    if (c->tnext)
+        c->tnext->tprev = c->tprev;
+    else
+        l->tail = c->tprev;
+    c->tprev = c->tnext = NULL;
+    c->tlist = -1;
+}
+
+/* Arm timer kind k (a no-op when it is armed already: a deadline covers a
+** whole phase, not each read). */
+static void hs_timer_on(pgpipe_http *h, hs_conn *c, int k)
+{
+    if (c->tlist == k)
+        return;
+    hs_timer_off(h, c);
+    hs_tlist *l = &h->tl[k];
+    c->deadline = h->now + l->dur_us;
+    c->tlist = k;
+    c->tprev = l->tail;
+    c->tnext = NULL;
+    if (l->tail)
+        l->tail->tnext = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+static int hs_next_timeout_ms(pgpipe_http *h)
+{
+    int64_t next = h->now + 1000000; /* wake once a second at least (Date) */
+    for (int k = 0; k < HS_NT; k++)
+        if (h->tl[k].head && h->tl[k].head->deadline < next)
+            next = h->tl[k].head->deadline;
+    int64_t ms = (next - h->now + 999) / 1000;
+    return ms < 0 ? 0 : (int)ms;
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static const char *hs_reason(int s)
+{
+    switch (s) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+static void hs_date(pgpipe_http *h)
+{
+    time_t t = time(NULL);
+    if (t == h->date_t)
+        return;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(h->date, sizeof h->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    h->date_t = t;
+}
+
+static char *hs_utoa(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
+static int hs_put(pp_buf *b, const char *s, size_t n)
+{
+    return pp_buf_append(b, s, n);
+}
+#define HS_PUTS(b, lit) hs_put((b), (lit), sizeof(lit) - 1)
+
+static void hs_close(pgpipe_http *h, hs_conn *c);
+
+static void hs_access_log(pgpipe_http *h, hs_conn *c, int status, size_t bytes, int64_t us)
+{
+    if (!h->o.access_log || !pp_log_enabled(PGPIPE_LOG_INFO))
+        return;
+    static const char *mname[] = { "-", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
+                                   "OTHER" };
+    pp_http_request *rq = &c->rq;
+    char path[256], st[8], by[24], ms[32], body[24];
+    size_t pl = rq->path ? rq->path_len : 0;
+    if (pl >= sizeof path)
+        pl = sizeof path - 1;
+    memcpy(path, rq->path ? rq->path : "", pl);
+    path[pl] = 0;
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(by, sizeof by, "%zu", bytes);
+    snprintf(body, sizeof body, "%zu", rq->body ? rq->body_len : (size_t)0);
+    snprintf(ms, sizeof ms, "%.3f", (double)us / 1000.0);
+    int m = rq->method >= 0 && rq->method <= PP_HTTP_OTHER ? rq->method : 0;
+    pgpipe_log_field f[] = {
+        { "method", mname[m] }, { "path", path }, { "status", st }, { "bytes", by },
+        { "body_bytes", body }, { "ms", ms }, { "peer", rq->peer }, { "request_id", rq->id },
+    };
+    pgpipe_log(PGPIPE_LOG_INFO, "http", "request", f, (int)(sizeof f / sizeof f[0]));
+}
+
+/* Append the answer to rq (status line, headers, body) and account for it;
+** takes reply->body. extra: more header lines ("Allow: ...\r\n") or NULL. */
+static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const char *extra)
+{
+    pp_http_request *rq = &c->rq;
+    int status = r->status >= 100 && r->status < 600 ? r->status : 500;
+    if (r->close || !rq->keep_alive || h->draining || c->peer_eof || !c->p.consumed)
+        c->closing = 1; /* consumed is 0 while the request is not complete */
+    hs_date(h);
+    pp_buf *b = &c->out;
+    char num[24], *e = num + sizeof num;
+    int rc = pp_buf_reserve(b, 256 + r->body_len);
+    if (rc == PGPIPE_OK) {
+        HS_PUTS(b, "HTTP/1.1 ");
+        char *s = hs_utoa(e, (uint64_t)status);
+        hs_put(b, s, (size_t)(e - s));
+        pp_buf_putc(b, ' ');
+        const char *reason = hs_reason(status);
+        hs_put(b, reason, strlen(reason));
+        HS_PUTS(b, "\r\nContent-Type: ");
+        const char *ct = r->content_type ? r->content_type : "application/json";
+        hs_put(b, ct, strlen(ct));
+        HS_PUTS(b, "\r\nContent-Length: ");
+        s = hs_utoa(e, r->body_len);
+        hs_put(b, s, (size_t)(e - s));
+        HS_PUTS(b, "\r\nX-Request-Id: ");
+        hs_put(b, rq->id, strlen(rq->id));
+        HS_PUTS(b, "\r\nDate: ");
+        hs_put(b, h->date, strlen(h->date));
+        HS_PUTS(b, "\r\n");
+        if (r->retry_after > 0) {
+            HS_PUTS(b, "Retry-After: ");
+            s = hs_utoa(e, (uint64_t)r->retry_after);
+            hs_put(b, s, (size_t)(e - s));
+            HS_PUTS(b, "\r\n");
+        }
+        if (extra)
+            hs_put(b, extra, strlen(extra));
+        if (c->closing)
+            HS_PUTS(b, "Connection: close\r\n");
+        else if (rq->minor == 0)
+            HS_PUTS(b, "Connection: keep-alive\r\n");
+        HS_PUTS(b, "\r\n");
+        if (rq->method != PP_HTTP_HEAD && r->body_len)
+            rc = hs_put(b, r->body, r->body_len);
+    }
+    if (rc != PGPIPE_OK)
+        c->closing = 1; /* out of memory: the connection goes, the server stays */
+    h->by_status[status]++;
+    int64_t us = h->now - rq->t_start_us;
+    if (us < 0)
+        us = 0;
+    double sec = (double)us / 1e6;
+    size_t i = 0;
+    while (i < HS_NLAT && sec > hs_lat_le[i])
+        i++;
+    h->lat[i]++;
+    h->lat_sum += sec;
+    h->lat_count++;
+    hs_access_log(h, c, status, r->body_len, us);
+    pp_http_reply_free(r);
+}
+
+static void hs_error(pgpipe_http *h, hs_conn *c, int status, const char *code, const char *why,
+                     const char *extra)
+{
+    pp_http_reply r;
+    if (pp_http_reply_error(&r, status, code, c->rq.id, "%s", why) != PGPIPE_OK) {
+        memset(&r, 0, sizeof r);
+        r.status = status;
+    }
+    hs_write_reply(h, c, &r, extra);
+}
+
+static void hs_reply_text(pgpipe_http *h, hs_conn *c, int status, const char *ct, char *body,
+                          size_t len)
+{
+    pp_http_reply r;
+    memset(&r, 0, sizeof r);
+    r.status = status;
+    r.content_type = ct;
+    r.body = body;
+    r.body_len = len;
+    hs_write_reply(h, c, &r, NULL);
+}
+
+static void hs_reply_json(pgpipe_http *h, hs_conn *c, int status, const char *json)
+{
+    char *b = pp_strdup(json);
+    hs_reply_text(h, c, status, "application/json", b, b ? strlen(b) : 0);
+}
+
+/* Send what is queued. -1 when the connection closed. */
+static int hs_flush(pgpipe_http *h, hs_conn *c)
+{
+    while (c->out_off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            h->bytes_out += (uint64_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 0;
+        } else {
+            hs_close(h, c);
+            return -1;
+        }
+    }
+    c->out.len = c->out_off = 0;
+    if (c->out.cap > ((size_t)64 << 10)) {
+        pp_buf_free(&c->out);
+        c->out_off = 0;
+    }
+    if (c->closing && c->state == HS_READ) {
+        if (h->draining || c->peer_eof) {
+            hs_close(h, c);
+            return -1;
+        }
+        /* lingering close: the client may still be sending (a refused
+        ** body); closing now could reset the connection before it has read
+        ** the answer */
+        shutdown(c->fd, SHUT_WR);
+        c->state = HS_LINGER;
+        hs_timer_on(h, c, HS_T_LINGER);
+    }
+    return 0;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void hs_interest(pgpipe_http *h, hs_conn *c)
+{
+    int want = 0;
+    if (c->state == HS_LINGER || (c->state == HS_READ && !c->closing && !c->peer_eof &&
+                                  c->out.len - c->out_off < HS_OUT_HIGH))
+        want |= EPOLLIN;
+    if (c->out_off < c->out.len)
+        want |= EPOLLOUT;
+    if (want == c->events)
+        return;
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = (uint32_t)want;
+    ev.data.u64 = (uint64_t)c->slot;
+    epoll_ctl(h->ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->events = want;
+}
+
+static void hs_close(pgpipe_http *h, hs_conn *c)
+{
+    if (c->state == HS_FREE)
+        return;
+    if (c->state == HS_WAIT)
+        h->nwait--;
+    hs_timer_off(h, c);
+    close(c->fd); /* removes it from the epoll set too */
+    c->fd = -1;
+    c->state = HS_FREE;
+    c->ticket = 0;
+    if (c->rcap > ((size_t)64 << 10)) {
+        pp_free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = 0;
+    }
+    c->rlen = 0;
+    pp_buf_free(&c->out);
+    c->out_off = 0;
+    h->free_slots[h->nfree++] = c->slot;
+    h->nopen--;
+}
+
+/* A fresh parser for the next request, whose bytes (if any) start the buffer. */
+static void hs_next_request(pgpipe_http *h, hs_conn *c)
+{
+    if (c->p.consumed) {
+        size_t rest = c->rlen - c->p.consumed;
+        if (rest)
+            memmove(c->rbuf, c->rbuf + c->p.consumed, rest);
+        c->rlen = rest;
+    }
+    pp_http_parser_init(&c->p, h->o.max_header_bytes, h->o.max_body_bytes);
+    c->got_head = 0;
+    hs_timer_off(h, c); /* each request has its own deadlines */
+    pp_http_request *rq = &c->rq;
+    rq->method = 0;
+    rq->path = NULL;
+    rq->path_len = 0;
+    rq->nheaders = 0;
+    rq->keep_alive = 0;
+    rq->minor = 1;
+    rq->body = NULL;
+    rq->body_len = 0;
+    rq->id[0] = 0;
+    rq->t_start_us = h->now;
+    memcpy(rq->peer, c->peer, sizeof rq->peer); /* hs_peer refines it once the head is in */
+}
+
+/* The largest the read buffer may grow for the request being read. */
+static size_t hs_rlimit(pgpipe_http *h, hs_conn *c)
+{
+    size_t hb = h->o.max_header_bytes + 4096;
+    if (!c->got_head)
+        return hb < 16384 ? 16384 : hb;
+    if (c->p.chunked) /* chunk framing on top of the body, bounded */
+        return c->p.head_len + 2 * h->o.max_body_bytes + 65536;
+    return c->p.head_len + (size_t)c->p.left + 4096;
+}
+
+/* Grow the read buffer, moving the request's pointers with it. */
+static int hs_grow(pgpipe_http *h, hs_conn *c)
+{
+    size_t lim = hs_rlimit(h, c);
+    if (c->rcap >= lim)
+        return -1;
+    size_t cap = c->rcap ? c->rcap * 2 : HS_RBUF_MIN;
+    if (c->got_head && !c->p.chunked && cap < lim)
+        cap = lim; /* the length is known: one allocation */
+    if (cap > lim)
+        cap = lim;
+    char *nb = pp_malloc(cap);
+    if (!nb)
+        return -1;
+    char *ob = c->rbuf;
+    if (c->rlen)
+        memcpy(nb, ob, c->rlen);
+    if (ob && c->got_head) {
+        pp_http_request *rq = &c->rq;
+#define HS_MOVE(p) if (p) p = nb + ((p) - ob)
+        HS_MOVE(rq->target);
+        HS_MOVE(rq->path);
+        HS_MOVE(rq->query);
+        for (int i = 0; i < rq->nheaders; i++) {
+            HS_MOVE(rq->headers[i].name);
+            HS_MOVE(rq->headers[i].value);
+        }
+#undef HS_MOVE
+    }
+    pp_free(ob);
+    c->rbuf = nb;
+    c->rcap = cap;
+    return 0;
+}
+
+/* Read what the socket has. -1 when the connection closed. */
+static int hs_read(pgpipe_http *h, hs_conn *c)
+{
+    for (;;) {
+        if (c->rlen == c->rcap && hs_grow(h, c) < 0)
+            return 0; /* full: the parser decides (431, 413) */
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+        if (n > 0) {
+            if (c->rlen == 0 && !c->got_head)
+                c->rq.t_start_us = h->now;
+            h->bytes_in += (uint64_t)n;
+            if (c->state == HS_LINGER)
+                continue; /* discarded: only its end is awaited */
+            c->rlen += (size_t)n;
+            if (c->rlen < c->rcap)
+                return 0;
+        } else if (n == 0) {
+            c->peer_eof = 1;
+            if (c->state == HS_LINGER) {
+                hs_close(h, c);
+                return -1;
+            }
+            return 0;
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        } else {
+            hs_close(h, c);
+            return -1;
+        }
+    }
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+static int hs_path_is(const pp_http_request *rq, const char *lit)
+{
+    size_t n = strlen(lit);
+    return rq->path_len == n && !memcmp(rq->path, lit, n);
+}
+
+#define HS_EVENTS "/v1/events/"
+
+/* Is the head of c's request one this server takes? 0 = yes (for a POST to
+** the events path, *source is set); else an answer is written (404, 405,
+** 400, 401/403) and 1 returned. With body_known 0 (an Expect: 100-continue
+** head) only the checks that need no body run. */
+static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
+{
+    pp_http_request *rq = &c->rq;
+    int get = rq->method == PP_HTTP_GET || rq->method == PP_HTTP_HEAD;
+    source[0] = 0;
+    if (hs_path_is(rq, "/healthz") || hs_path_is(rq, "/readyz") || hs_path_is(rq, "/metrics")) {
+        if (!get) {
+            hs_error(h, c, 405, "method_not_allowed", "this path answers GET and HEAD",
+                     "Allow: GET, HEAD\r\n");
+            return 1;
+        }
+        return 0;
+    }
+    size_t pre = sizeof HS_EVENTS - 1;
+    if (rq->path_len < pre || memcmp(rq->path, HS_EVENTS, pre) || rq->path_len == pre) {
+        hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
+                 NULL);
+        return 1;
+    }
+    const char *s = rq->path + pre;
+    size_t n = rq->path_len - pre;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '/') {
+            hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
+                     NULL);
+            return 1;
+        }
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-') || n > 64) {
+            hs_error(h, c, 400, "invalid_source",
+                     "a source is 1 to 64 characters of A-Z a-z 0-9 . _ -", NULL);
+            return 1;
+        }
+    }
+    if (rq->method != PP_HTTP_POST) {
+        hs_error(h, c, 405, "method_not_allowed", "events are sent with POST", "Allow: POST\r\n");
+        return 1;
+    }
+    memcpy(source, s, n);
+    source[n] = 0;
+    if (!body_known) {
+        const pgpipe_http_source *src = pp_http_auth_source(h->auth, source);
+        if (src && src->signature != PGPIPE_HTTP_SIG_NONE)
+            return 0; /* a signature covers the body: checked once it is here */
+    }
+    pp_http_reply deny;
+    memset(&deny, 0, sizeof deny);
+    int st = pp_http_auth_check(h->auth, source, rq, time(NULL), &deny);
+    if (st) {
+        if (!deny.status)
+            deny.status = st;
+        hs_write_reply(h, c, &deny, NULL);
+        return 1;
+    }
+    return 0;
+}
+
+static void hs_metrics(pgpipe_http *h, hs_conn *c);
+
+static void hs_readyz(pgpipe_http *h, hs_conn *c)
+{
+    char why[256] = "";
+    if (pp_ingest_ready(h->ig, why, sizeof why)) {
+        hs_reply_json(h, c, 200, "{\"status\":\"ready\"}\n");
+        return;
+    }
+    pp_buf b = { 0 };
+    pp_buf_appendf(&b, "{\"status\":\"unready\",\"reason\":");
+    pp_json_str(&b, why, strlen(why), 0);
+    pp_buf_appendf(&b, "}\n");
+    hs_reply_text(h, c, 503, "application/json", b.data, b.data ? b.len : 0);
+}
+
+/* Route a complete request: answer it, or hand it to ingest (HS_WAIT). */
+static void hs_route(pgpipe_http *h, hs_conn *c)
+{
+    char source[72];
+    if (hs_check(h, c, source, 1))
+        return;
+    pp_http_request *rq = &c->rq;
+    if (!source[0]) {
+        if (hs_path_is(rq, "/healthz"))
+            hs_reply_json(h, c, 200, "{\"status\":\"ok\"}\n");
+        else if (hs_path_is(rq, "/readyz"))
+            hs_readyz(h, c);
+        else
+            hs_metrics(h, c);
+        return;
+    }
+    if (++h->seq == 0)
+        h->seq = 1;
+    uint64_t ticket = (uint64_t)(uint32_t)c->slot << 32 | h->seq;
+    pp_http_reply now;
+    memset(&now, 0, sizeof now);
+    h->submitted++;
+    c->ticket = ticket;
+    c->state = HS_WAIT;
+    if (pp_ingest_submit(h->ig, rq, source, ticket, &now)) {
+        c->state = HS_READ;
+        c->ticket = 0;
+        hs_write_reply(h, c, &now, NULL);
+        return;
+    }
+    h->nwait++;
+    hs_timer_off(h, c);
+}
+
+/* The peer of a request: the socket's, or, from a trusted proxy, the
+** right-most X-Forwarded-For entry that is not itself a trusted proxy. */
+static void hs_peer(pgpipe_http *h, hs_conn *c)
+{
+    pp_http_request *rq = &c->rq;
+    memcpy(rq->peer, c->peer, sizeof rq->peer);
+    if (!c->trusted)
+        return;
+    const pp_http_header *xff = NULL;
+    for (int i = 0; i < rq->nheaders; i++)
+        if (rq->headers[i].name_len == 15 && !strncasecmp(rq->headers[i].name, "x-forwarded-for", 15))
+            xff = &rq->headers[i];
+    if (!xff)
+        return;
+    const char *v = xff->value;
+    size_t e = xff->value_len;
+    char addr[64];
+    while (e > 0) {
+        size_t b = e;
+        while (b > 0 && v[b - 1] != ',')
+            b--;
+        size_t s = b, t = e;
+        while (s < t && (v[s] == ' ' || v[s] == '\t'))
+            s++;
+        while (t > s && (v[t - 1] == ' ' || v[t - 1] == '\t'))
+            t--;
+        if (t > s && t - s < sizeof addr) {
+            memcpy(addr, v + s, t - s);
+            addr[t - s] = 0;
+            memcpy(rq->peer, addr, t - s + 1);
+            if (!pp_http_auth_trusted_proxy(h->auth, addr))
+                return;
+        }
+        e = b ? b - 1 : 0;
+    }
+}
+
+static void hs_request_id(pgpipe_http *h, hs_conn *c)
+{
+    if (c->rq.id[0])
+        return;
+    if (pp_uuid_v7(c->rq.id) != PGPIPE_OK)
+        snprintf(c->rq.id, sizeof c->rq.id, "%08x-0000-7000-8000-%012llx", (unsigned)h->seq,
+                 (unsigned long long)h->now);
+}
+
+/* Parse and answer what the buffer holds, in order. */
+static void hs_process(pgpipe_http *h, hs_conn *c)
+{
+    while (c->state == HS_READ && !c->closing && c->out.len - c->out_off < HS_OUT_HIGH) {
+        int rc = pp_http_parse(&c->p, c->rbuf, c->rlen, &c->rq);
+        if (rc == PP_HTTP_MORE) {
+            if (c->rlen == c->rcap && c->rcap >= hs_rlimit(h, c)) {
+                hs_request_id(h, c);
+                hs_error(h, c, 413, "body_too_large",
+                         "the chunked body's framing is larger than the limit allows", NULL);
+            }
+            break;
+        }
+        if (rc == PP_HTTP_ERROR) {
+            hs_request_id(h, c);
+            static const char *codes[] = { "bad_request", "body_too_large", "headers_too_large",
+                                           "expectation_failed", "version_not_supported" };
+            int s = c->p.status;
+            hs_error(h, c, s,
+                     codes[s == 413 ? 1 : s == 431 ? 2 : s == 417 ? 3 : s == 505 ? 4 : 0],
+                     c->p.why, NULL);
+            break;
+        }
+        hs_request_id(h, c);
+        if (!c->got_head) {
+            c->got_head = 1;
+            hs_peer(h, c);
+        }
+        if (rc == PP_HTTP_GOT_HEAD) {
+            if (c->p.expect_continue) {
+                char source[72];
+                if (hs_check(h, c, source, 0))
+                    break;
+                HS_PUTS(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            continue;
+        }
+        hs_route(h, c);
+        if (c->state == HS_WAIT || c->closing)
+            break;
+        hs_next_request(h, c);
+    }
+}
+
+/* After anything happened to c: send, then close or watch it. */
+static void hs_settle(pgpipe_http *h, hs_conn *c)
+{
+    if (c->out_off < c->out.len || (c->closing && c->state == HS_READ))
+        if (hs_flush(h, c) < 0)
+            return;
+    if (c->state == HS_READ && c->peer_eof && c->out_off == c->out.len) {
+        hs_close(h, c); /* the client is gone and nothing is owed */
+        return;
+    }
+    if (c->state == HS_READ && c->out_off < c->out.len)
+        hs_timer_on(h, c, HS_T_IDLE); /* a write timeout: the client must read */
+    else if (c->state == HS_READ && !c->closing)
+        hs_timer_on(h, c, c->got_head ? HS_T_BODY : c->rlen ? HS_T_HEAD : HS_T_IDLE);
+    hs_interest(h, c);
+}
+
+static void hs_conn_event(pgpipe_http *h, hs_conn *c, uint32_t ev)
+{
+    if (ev & EPOLLERR) {
+        hs_close(h, c);
+        return;
+    }
+    if (ev & (EPOLLIN | EPOLLHUP)) {
+        if (c->state == HS_WAIT) {
+            if (ev & EPOLLHUP)
+                hs_close(h, c); /* its answer will be dropped */
+            return;
+        }
+        if (hs_read(h, c) < 0)
+            return;
+    }
+    if ((ev & EPOLLOUT) && hs_flush(h, c) < 0)
+        return;
+    if (c->state == HS_READ)
+        hs_process(h, c);
+    hs_settle(h, c);
+}
+
+static void hs_accept(pgpipe_http *h, int li)
+{
+    for (int k = 0; k < 256; k++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept(h->lfd[li], (struct sockaddr *)&ss, &sl);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if ((errno == EMFILE || errno == ENFILE) && h->sparefd >= 0) {
+                /* out of descriptors: take the client with the spare one and
+                ** close it at once, rather than spin on a ready listener */
+                close(h->sparefd);
+                fd = accept(h->lfd[li], NULL, NULL);
+                if (fd >= 0)
+                    close(fd);
+                h->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                h->refused++;
+                continue;
+            }
+            return;
+        }
+        if (h->nopen >= h->o.max_connections || h->draining || h->nfree == 0) {
+            close(fd);
+            h->refused++;
+            continue;
+        }
+        int fl = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        int slot = h->free_slots[--h->nfree];
+        hs_conn *c = h->conns[slot];
+        if (!c) {
+            c = pp_calloc(1, sizeof *c);
+            if (!c) {
+                h->nfree++;
+                close(fd);
+                h->refused++;
+                continue;
+            }
+            c->slot = slot;
+            c->tlist = -1;
+            h->conns[slot] = c;
+        }
+        c->fd = fd;
+        c->state = HS_READ;
+        c->peer_eof = c->closing = 0;
+        c->ticket = 0;
+        c->rlen = 0;
+        c->out.len = c->out_off = 0;
+        c->peer[0] = 0;
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer, sizeof c->peer);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer, sizeof c->peer);
+        c->trusted = h->trusted && c->peer[0] && pp_http_auth_trusted_proxy(h->auth, c->peer);
+        c->p.consumed = 0;
+        hs_next_request(h, c);
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLIN;
+        ev.data.u64 = (uint64_t)slot;
+        if (epoll_ctl(h->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            c->state = HS_FREE;
+            h->free_slots[h->nfree++] = slot;
+            h->refused++;
+            continue;
+        }
+        c->events = EPOLLIN;
+        h->nopen++;
+        h->accepted++;
+        hs_timer_on(h, c, HS_T_HEAD);
+    }
+}
+
+/* ---- answers from ingest ------------------------------------------------ */
+
+static void hs_wake(pgpipe_http *h)
+{
+    uint64_t one = 1;
+    ssize_t n = write(h->wakefd, &one, sizeof one);
+    (void)n; /* a full counter still wakes the loop */
+}
+
+static void hs_done_cb(pgpipe_http *h, uint64_t ticket, pp_http_reply *reply)
+{
+    pp_mutex_lock(&h->mu);
+    if (h->ndone == h->capdone) {
+        size_t cap = h->capdone ? h->capdone * 2 : 64;
+        hs_done *nd = pp_realloc(h->done, cap * sizeof *nd);
+        if (!nd) {
+            pp_mutex_unlock(&h->mu);
+            pp_http_reply_free(reply); /* the client sees its connection end */
+            return;
+        }
+        h->done = nd;
+        h->capdone = cap;
+    }
+    h->done[h->ndone].ticket = ticket;
+    h->done[h->ndone].reply = *reply;
+    h->ndone++;
+    pp_mutex_unlock(&h->mu);
+    reply->body = NULL;
+    reply->body_len = 0;
+    hs_wake(h);
+}
+
+static void hs_deliver(pgpipe_http *h)
+{
+    pp_mutex_lock(&h->mu);
+    hs_done *d = h->done;
+    size_t n = h->ndone;
+    h->done = NULL;
+    h->ndone = h->capdone = 0;
+    pp_mutex_unlock(&h->mu);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t = d[i].ticket;
+        uint32_t slot = (uint32_t)(t >> 32);
+        hs_conn *c = slot < (uint32_t)h->nslots ? h->conns[slot] : NULL;
+        if (!c || c->state != HS_WAIT || c->ticket != t) {
+            pp_http_reply_free(&d[i].reply);
+            continue;
+        }
+        c->state = HS_READ;
+        c->ticket = 0;
+        h->nwait--;
+        hs_write_reply(h, c, &d[i].reply, NULL);
+        if (!c->closing) {
+            hs_next_request(h, c);
+            hs_process(h, c);
+        }
+        hs_settle(h, c);
+    }
+    pp_free(d);
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+static void hs_metrics(pgpipe_http *h, hs_conn *c)
+{
+    pp_buf b = { 0 };
+    pp_buf_appendf(&b, "# HELP pgpipe_http_requests_total HTTP requests answered, by status.\n"
+                       "# TYPE pgpipe_http_requests_total counter\n");
+    for (int s = 100; s < 600; s++)
+        if (h->by_status[s])
+            pp_buf_appendf(&b, "pgpipe_http_requests_total{status=\"%d\"} %llu\n", s,
+                           (unsigned long long)h->by_status[s]);
+    pp_buf_appendf(&b,
+                   "# HELP pgpipe_http_open_connections Client connections open now.\n"
+                   "# TYPE pgpipe_http_open_connections gauge\n"
+                   "pgpipe_http_open_connections %d\n"
+                   "# HELP pgpipe_http_connections_accepted_total Client connections accepted.\n"
+                   "# TYPE pgpipe_http_connections_accepted_total counter\n"
+                   "pgpipe_http_connections_accepted_total %llu\n"
+                   "# HELP pgpipe_http_connections_refused_total Client connections closed at "
+                   "once (max_connections, out of descriptors, draining).\n"
+                   "# TYPE pgpipe_http_connections_refused_total counter\n"
+                   "pgpipe_http_connections_refused_total %llu\n"
+                   "# HELP pgpipe_http_received_bytes_total Bytes read from clients.\n"
+                   "# TYPE pgpipe_http_received_bytes_total counter\n"
+                   "pgpipe_http_received_bytes_total %llu\n"
+                   "# HELP pgpipe_http_sent_bytes_total Bytes sent to clients.\n"
+                   "# TYPE pgpipe_http_sent_bytes_total counter\n"
+                   "pgpipe_http_sent_bytes_total %llu\n"
+                   "# HELP pgpipe_http_ingest_submitted_total Requests handed to ingest.\n"
+                   "# TYPE pgpipe_http_ingest_submitted_total counter\n"
+                   "pgpipe_http_ingest_submitted_total %llu\n"
+                   "# HELP pgpipe_http_requests_in_ingest Requests whose answer waits for "
+                   "their group's commit.\n"
+                   "# TYPE pgpipe_http_requests_in_ingest gauge\n"
+                   "pgpipe_http_requests_in_ingest %d\n"
+                   "# HELP pgpipe_http_request_duration_seconds From a request's first byte "
+                   "to its answer.\n"
+                   "# TYPE pgpipe_http_request_duration_seconds histogram\n",
+                   h->nopen, (unsigned long long)h->accepted, (unsigned long long)h->refused,
+                   (unsigned long long)h->bytes_in, (unsigned long long)h->bytes_out,
+                   (unsigned long long)h->submitted, h->nwait);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < HS_NLAT; i++) {
+        cum += h->lat[i];
+        pp_buf_appendf(&b, "pgpipe_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                       hs_lat_le[i], (unsigned long long)cum);
+    }
+    cum += h->lat[HS_NLAT];
+    pp_buf_appendf(&b,
+                   "pgpipe_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+                   "pgpipe_http_request_duration_seconds_sum %.6f\n"
+                   "pgpipe_http_request_duration_seconds_count %llu\n",
+                   (unsigned long long)cum, h->lat_sum, (unsigned long long)h->lat_count);
+    pp_ingest_metrics(h->ig, &b);
+    hs_reply_text(h, c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data,
+                  b.data ? b.len : 0);
+}
+
+/* ---- listen addresses --------------------------------------------------- */
+
+static int hs_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const unsigned char *a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+        return a[0] == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        static const unsigned char lo[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+        static const unsigned char v4[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+        return !memcmp(a, lo, 16) || (!memcmp(a, v4, 12) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+/* Resolve, check and bind every listen address. */
+static int hs_bind(pgpipe_http *h, int need_loopback)
+{
+    char *spec = h->listen_s;
+    for (char *item = spec; item && *item;) {
+        char *comma = strchr(item, ',');
+        if (comma)
+            *comma = 0;
+        while (*item == ' ')
+            item++;
+        char host[256], port[16];
+        const char *colon;
+        if (*item == '[') {
+            const char *rb = strchr(item, ']');
+            if (!rb || rb[1] != ':' || (size_t)(rb - item - 1) >= sizeof host)
+                return pp_err(&h->h.err, PGPIPE_MISUSE,
+                              "listen: \"%s\" is not [IPV6]:PORT", item);
+            memcpy(host, item + 1, (size_t)(rb - item - 1));
+            host[rb - item - 1] = 0;
+            colon = rb + 1;
+        } else {
+            colon = strrchr(item, ':');
+            if (!colon || (size_t)(colon - item) >= sizeof host)
+                return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: \"%s\" is not HOST:PORT", item);
+            memcpy(host, item, (size_t)(colon - item));
+            host[colon - item] = 0;
+        }
+        char *end;
+        long pn = strtol(colon + 1, &end, 10);
+        if (!colon[1] || *end || pn < 0 || pn > 65535)
+            return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: bad port in \"%s\" (0-65535)", item);
+        snprintf(port, sizeof port, "%ld", pn);
+        struct addrinfo hints, *ai = NULL;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE;
+        int g = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+        if (g != 0 || !ai)
+            return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: cannot resolve \"%s\": %s", host,
+                          gai_strerror(g));
+        if (need_loopback && !hs_loopback(ai->ai_addr)) {
+            freeaddrinfo(ai);
+            return pp_err(&h->h.err, PGPIPE_MISUSE,
+                          "listen: %s is not a loopback address and no token exists: add one "
+                          "(.serve token add SOURCE) or allow it with --insecure "
+                          "(options.insecure)", item);
+        }
+        if (h->nlisten == HS_MAX_LISTEN) {
+            freeaddrinfo(ai);
+            return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: more than %d addresses",
+                          HS_MAX_LISTEN);
+        }
+        int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+        int one = 1;
+        if (fd >= 0) {
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (ai->ai_family == AF_INET6)
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        }
+        if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            freeaddrinfo(ai);
+            return pp_err(&h->h.err, PGPIPE_IO, "listen: cannot listen on %s: %s", item,
+                          strerror(e));
+        }
+        freeaddrinfo(ai);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        getsockname(fd, (struct sockaddr *)&ss, &sl);
+        h->lport[h->nlisten] = ntohs(ss.ss_family == AF_INET6
+                                         ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                         : ((struct sockaddr_in *)&ss)->sin_port);
+        h->lfd[h->nlisten++] = fd;
+        item = comma ? comma + 1 : NULL;
+    }
+    if (h->nlisten == 0)
+        return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: no address given");
+    return PGPIPE_OK;
+}
+
+/* ---- the public API ----------------------------------------------------- */
+
+static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
+{
+    pgpipe_error *e = &h->h.err;
+    if (!o->listen || !*o->listen)
+        return pp_err(e, PGPIPE_MISUSE, "options.listen: no address (HOST:PORT)");
+    if (o->max_header_bytes < 256)
+        return pp_err(e, PGPIPE_MISUSE, "options.max_header_bytes: %zu is below 256",
+                      o->max_header_bytes);
+    if (o->max_body_bytes < 1 || o->max_body_bytes > ((size_t)1 << 34))
+        return pp_err(e, PGPIPE_MISUSE, "options.max_body_bytes: %zu is not 1..16 GiB",
+                      o->max_body_bytes);
+    if (o->max_connections < 1 || o->max_connections > 1000000)
+        return pp_err(e, PGPIPE_MISUSE, "options.max_connections: %d is not 1..1000000",
+                      o->max_connections);
+    if (o->max_records < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.max_records: %d is below 1", o->max_records);
+    if (o->header_timeout_ms < 1 || o->body_timeout_ms < 1 || o->idle_timeout_ms < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.%s: must be at least 1 ms",
+                      o->header_timeout_ms < 1 ? "header_timeout_ms"
+                      : o->body_timeout_ms < 1 ? "body_timeout_ms" : "idle_timeout_ms");
+    if (o->group_window_ms < 0)
+        return pp_err(e, PGPIPE_MISUSE, "options.group_window_ms: %d is below 0",
+                      o->group_window_ms);
+    if (o->group_records < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.group_records: %d is below 1", o->group_records);
+    if (o->committers < 1 || o->committers > 64)
+        return pp_err(e, PGPIPE_MISUSE, "options.committers: %d is not 1..64", o->committers);
+    if (o->memory_budget < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.memory_budget: must be above 0");
+    if (o->window_hours < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.window_hours: %d is below 1", o->window_hours);
+    if (o->nsources < 0 || (o->nsources > 0 && !o->sources))
+        return pp_err(e, PGPIPE_MISUSE, "options.sources: %d sources but no array", o->nsources);
+    return PGPIPE_OK;
+}
+
+int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
+{
+    pgpipe_http *h = pp_handle_new(sizeof *h);
+    *out = h;
+    if (!h)
+        return PGPIPE_NOMEM;
+    h->ep = h->wakefd = h->sparefd = -1;
+    pthread_mutex_init(&h->mu, NULL);
+    pgpipe_http_options def;
+    if (!o) {
+        pgpipe_http_options_init(&def);
+        o = &def;
+    }
+    int rc = hs_check_options(h, o);
+    if (rc != PGPIPE_OK)
+        return rc;
+    h->o = *o; /* sources: read while opening (auth and ingest copy what they keep) */
+    h->conninfo = pp_strdup(o->conninfo ? o->conninfo : "");
+    h->listen_s = pp_strdup(o->listen);
+    h->trusted = o->trusted_proxies && *o->trusted_proxies ? pp_strdup(o->trusted_proxies) : NULL;
+    if (!h->conninfo || !h->listen_s || (o->trusted_proxies && *o->trusted_proxies && !h->trusted))
+        return pp_err_nomem(&h->h.err);
+    h->o.conninfo = h->conninfo;
+    h->o.listen = h->listen_s;
+    h->o.trusted_proxies = h->trusted;
+
+    h->db = PQconnectdb(h->conninfo);
+    if (!h->db)
+        return pp_err_nomem(&h->h.err);
+    if (PQstatus(h->db) != CONNECTION_OK)
+        return pp_err_pq(&h->h.err, h->db, NULL, "http: connecting (options.conninfo)");
+    PQsetNoticeProcessor(h->db, pp_notice_to_log, (void *)"http");
+    if (o->install_schema && (rc = pgpipe_schema_install(h->db, NULL, &h->h.err)) != PGPIPE_OK)
+        return rc;
+    if ((rc = pp_http_auth_open(&h->auth, &h->o, h->db, &h->h.err)) != PGPIPE_OK)
+        return rc;
+    int need_loopback = !o->insecure && !pp_http_auth_has_tokens(h->auth) &&
+                        o->require_tokens != 1;
+    if ((rc = pp_ingest_open(&h->ig, &h->o, h->auth, h, hs_done_cb, &h->h.err)) != PGPIPE_OK)
+        return rc;
+    h->o.sources = NULL; /* the caller's, valid only during the open */
+    h->o.nsources = 0;
+    if ((rc = hs_bind(h, need_loopback)) != PGPIPE_OK)
+        return rc;
+
+    h->nslots = o->max_connections;
+    h->conns = pp_calloc((size_t)h->nslots, sizeof *h->conns);
+    h->free_slots = pp_malloc((size_t)h->nslots * sizeof *h->free_slots);
+    if (!h->conns || !h->free_slots)
+        return pp_err_nomem(&h->h.err);
+    for (int i = 0; i < h->nslots; i++)
+        h->free_slots[i] = h->nslots - 1 - i;
+    h->nfree = h->nslots;
+    h->tl[HS_T_HEAD].dur_us = (int64_t)o->header_timeout_ms * 1000;
+    h->tl[HS_T_BODY].dur_us = (int64_t)o->body_timeout_ms * 1000;
+    h->tl[HS_T_IDLE].dur_us = (int64_t)o->idle_timeout_ms * 1000;
+    h->tl[HS_T_LINGER].dur_us = (int64_t)HS_LINGER_MS * 1000;
+
+    h->ep = epoll_create1(EPOLL_CLOEXEC);
+    h->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    h->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (h->ep < 0 || h->wakefd < 0)
+        return pp_err(&h->h.err, PGPIPE_IO, "http: epoll/eventfd: %s", strerror(errno));
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.u64 = HS_TAG_WAKE;
+    epoll_ctl(h->ep, EPOLL_CTL_ADD, h->wakefd, &ev);
+    for (int i = 0; i < h->nlisten; i++) {
+        ev.data.u64 = HS_TAG_LISTEN + (uint64_t)i;
+        if (epoll_ctl(h->ep, EPOLL_CTL_ADD, h->lfd[i], &ev) < 0)
+            return pp_err(&h->h.err, PGPIPE_IO, "http: epoll_ctl: %s", strerror(errno));
+    }
+    return PGPIPE_OK;
+}
+
+int pgpipe_http_port(const pgpipe_http *h, int i)
+{
+    if (!h || i < 0 || i >= h->nlisten)
+        return 0;
+    return h->lport[i];
+}
+
+static void hs_timers(pgpipe_http *h)
+{
+    for (int k = 0; k < HS_NT; k++) {
+        hs_conn *c;
+        while ((c = h->tl[k].head) && c->deadline <= h->now) {
+            hs_timer_off(h, c);
+            if (k == HS_T_IDLE || k == HS_T_LINGER || c->state != HS_READ) {
+                hs_close(h, c);
+                continue;
+            }
+            hs_request_id(h, c);
+            hs_error(h, c, 408, "timeout",
+                     k == HS_T_HEAD ? "the request head did not arrive in time"
+                                    : "the request body did not arrive in time",
+                     NULL);
+            c->closing = 1;
+            hs_settle(h, c);
+        }
+    }
+}
+
+static void hs_reload(pgpipe_http *h)
+{
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    if (PQstatus(h->db) != CONNECTION_OK)
+        PQreset(h->db);
+    if (pp_http_auth_reload(h->auth, h->db, &err) != PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_WARN, "http", "reloading the tokens failed, the old ones stay: %s",
+                err.message);
+    else
+        pp_logf(PGPIPE_LOG_INFO, "http", "tokens reloaded");
+}
+
+/* Stop accepting, answer what ingest holds, send, close. */
+static void hs_drain(pgpipe_http *h)
+{
+    h->draining = 1;
+    for (int i = 0; i < h->nlisten; i++) {
+        close(h->lfd[i]);
+        h->lfd[i] = -1;
+    }
+    h->nlisten = 0;
+    for (int i = 0; i < h->nslots; i++) {
+        hs_conn *c = h->conns[i];
+        if (!c || c->state == HS_FREE || c->state == HS_WAIT)
+            continue;
+        if (c->out_off == c->out.len || c->state == HS_LINGER)
+            hs_close(h, c);
+        else
+            c->closing = 1;
+    }
+    pp_ingest_drain(h->ig);
+    h->now = pgpipe_now_us();
+    hs_deliver(h);
+    /* send what is owed, for at most the idle timeout */
+    int64_t until = h->now + h->tl[HS_T_IDLE].dur_us;
+    struct epoll_event evs[64];
+    while (h->nopen > 0 && h->now < until) {
+        int n = epoll_wait(h->ep, evs, 64, 100);
+        h->now = pgpipe_now_us();
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = evs[i].data.u64;
+            if (tag == HS_TAG_WAKE) {
+                uint64_t v;
+                ssize_t r = read(h->wakefd, &v, sizeof v);
+                (void)r;
+                hs_deliver(h);
+            } else if (tag < HS_TAG_WAKE) {
+                hs_conn *c = h->conns[tag];
+                if (c && c->state != HS_FREE)
+                    hs_conn_event(h, c, evs[i].events);
+            }
+        }
+        for (int i = 0; i < h->nslots; i++) {
+            hs_conn *c = h->conns[i];
+            if (c && c->state == HS_READ && c->out_off == c->out.len)
+                hs_close(h, c);
+        }
+    }
+    for (int i = 0; i < h->nslots; i++)
+        if (h->conns[i] && h->conns[i]->state != HS_FREE)
+            hs_close(h, h->conns[i]);
+}
+
+int pgpipe_http_run(pgpipe_http *h)
+{
+    if (!h || !h->ig || h->ep < 0)
+        return h ? pp_err(&h->h.err, PGPIPE_MISUSE, "pgpipe_http_run: the server is not open")
+                 : PGPIPE_MISUSE;
+    if (atomic_exchange(&h->running, 1))
+        return pp_err(&h->h.err, PGPIPE_MISUSE, "pgpipe_http_run: already running");
+    struct epoll_event evs[256];
+    h->now = pgpipe_now_us();
+    while (!atomic_load(&h->stop)) {
+        int n = epoll_wait(h->ep, evs, 256, hs_next_timeout_ms(h));
+        if (n < 0 && errno != EINTR) {
+            atomic_store(&h->running, 0);
+            return pp_err(&h->h.err, PGPIPE_IO, "http: epoll_wait: %s", strerror(errno));
+        }
+        h->now = pgpipe_now_us();
+        int woke = 0;
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = evs[i].data.u64;
+            if (tag < HS_TAG_WAKE) {
+                hs_conn *c = h->conns[tag];
+                if (c && c->state != HS_FREE)
+                    hs_conn_event(h, c, evs[i].events);
+            } else if (tag == HS_TAG_WAKE) {
+                uint64_t v;
+                ssize_t r = read(h->wakefd, &v, sizeof v);
+                (void)r;
+                woke = 1;
+            } else {
+                hs_accept(h, (int)(tag - HS_TAG_LISTEN));
+            }
+        }
+        if (woke)
+            hs_deliver(h);
+        hs_timers(h);
+        if (atomic_exchange(&h->reload, 0))
+            hs_reload(h);
+    }
+    hs_drain(h);
+    atomic_store(&h->running, 0);
+    return PGPIPE_OK;
+}
+
+int pgpipe_http_stop(pgpipe_http *h)
+{
+    if (!h || h->wakefd < 0)
+        return PGPIPE_MISUSE;
+    atomic_store(&h->stop, 1);
+    hs_wake(h);
+    return PGPIPE_OK;
+}
+
+int pgpipe_http_reload(pgpipe_http *h)
+{
+    if (!h || h->wakefd < 0)
+        return PGPIPE_MISUSE;
+    atomic_store(&h->reload, 1);
+    hs_wake(h);
+    return PGPIPE_OK;
+}
+
+void pgpipe_http_close(pgpipe_http *h)
+{
+    if (!h)
+        return;
+    if (h->ig)
+        pp_ingest_close(h->ig); /* its committers may still answer: before the rest */
+    for (int i = 0; i < h->nslots && h->conns; i++) {
+        hs_conn *c = h->conns[i];
+        if (!c)
+            continue;
+        if (c->state != HS_FREE)
+            close(c->fd);
+        pp_free(c->rbuf);
+        pp_buf_free(&c->out);
+        pp_free(c);
+    }
+    pp_free(h->conns);
+    pp_free(h->free_slots);
+    for (int i = 0; i < h->nlisten; i++)
+        if (h->lfd[i] >= 0)
+            close(h->lfd[i]);
+    for (size_t i = 0; i < h->ndone; i++)
+        pp_http_reply_free(&h->done[i].reply);
+    pp_free(h->done);
+    if (h->ep >= 0)
+        close(h->ep);
+    if (h->wakefd >= 0)
+        close(h->wakefd);
+    if (h->sparefd >= 0)
+        close(h->sparefd);
+    if (h->auth)
+        pp_http_auth_close(h->auth);
+    if (h->db)
+        PQfinish(h->db);
+    pthread_mutex_destroy(&h->mu);
+    pp_free(h->conninfo);
+    pp_free(h->listen_s);
+    pp_free(h->trusted);
+    pp_free(h);
+}
+
+#else /* not Linux */
+
+struct pgpipe_http {
+    pp_handle h;
+};
+
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     (void)o;
     *out = pp_handle_new(sizeof **out);
     if (!*out)
         return PGPIPE_NOMEM;
-    return pp_err(&(*out)->h.err, PGPIPE_MISUSE, "the HTTP server is not built yet");
+    return pp_err(&(*out)->h.err, PGPIPE_MISUSE, "the HTTP server needs Linux (epoll)");
 }
 
 int pgpipe_http_port(const pgpipe_http *h, int i)
@@ -18911,19 +23501,19 @@ int pgpipe_http_port(const pgpipe_http *h, int i)
 
 int pgpipe_http_run(pgpipe_http *h)
 {
-    return pp_err(&h->h.err, PGPIPE_MISUSE, "the HTTP server is not built yet");
+    return pp_err(&h->h.err, PGPIPE_MISUSE, "the HTTP server needs Linux (epoll)");
 }
 
 int pgpipe_http_stop(pgpipe_http *h)
 {
     (void)h;
-    return PGPIPE_OK;
+    return PGPIPE_MISUSE;
 }
 
 int pgpipe_http_reload(pgpipe_http *h)
 {
     (void)h;
-    return PGPIPE_OK;
+    return PGPIPE_MISUSE;
 }
 
 void pgpipe_http_close(pgpipe_http *h)
@@ -18931,6 +23521,7 @@ void pgpipe_http_close(pgpipe_http *h)
     pp_free(h);
 }
 
+#endif /* __linux__ */
 #endif /* PGPIPE_OMIT_HTTP */
 #endif /* PGPIPE_OMIT_HTTP */
 /* ==== end src/http/http.c ==== */

@@ -495,7 +495,9 @@ static void print_error(const pgpipe_error *e)
 ** option, a missing value, a bad number, an unknown choice, an unreadable
 ** file or an argument too many each get one error line naming the command
 ** and the option, and nothing runs. .help lists the same tables. */
-enum { OPT_FLAG, OPT_INT, OPT_ENUM, OPT_TEXT, OPT_FILE, OPT_SQL };
+/* OPT_LIST: text that may be given more than once (.serve --source); the
+** values, in order, are in optset.list. */
+enum { OPT_FLAG, OPT_INT, OPT_ENUM, OPT_TEXT, OPT_FILE, OPT_SQL, OPT_LIST };
 
 typedef struct optdef {
     const char *name;   /* "--workers" */
@@ -518,6 +520,7 @@ typedef struct argspec {
 
 #define OPT_MAX 40
 #define POS_MAX 8
+#define LIST_MAX 64
 
 typedef struct optset {
     char cmd[64];                 /* ".work", ".dlq purge": for messages */
@@ -527,6 +530,8 @@ typedef struct optset {
     char *owned[OPT_MAX];         /* OPT_SQL read from a file */
     const char *pos[POS_MAX];
     int npos;
+    const char *list[LIST_MAX];   /* the values of OPT_LIST options, in order */
+    int nlist;
     const char *sub;              /* the sub-command chosen, or NULL */
 } optset;
 
@@ -766,7 +771,7 @@ static int opt_parse(optset *o, const char *cmd, const argspec *spec, char **arg
             return 1;
         }
         const optdef *d = &spec->opts[k];
-        if (o->val[k]) {
+        if (o->val[k] && d->kind != OPT_LIST) {
             errorf("%s: %s: given twice", cmd, d->name);
             return 1;
         }
@@ -788,6 +793,13 @@ static int opt_parse(optset *o, const char *cmd, const argspec *spec, char **arg
         if (opt_value(o, k, v))
             return 1;
         o->val[k] = v;
+        if (d->kind == OPT_LIST) {
+            if (o->nlist >= LIST_MAX) {
+                errorf("%s: %s: given more than %d times", cmd, d->name, LIST_MAX);
+                return 1;
+            }
+            o->list[o->nlist++] = v;
+        }
     }
     if (o->npos < spec->minpos) {
         errorf("%s: missing %s (usage: %s %s; .help %.*s)", cmd, spec->args, cmd, spec->args,
@@ -888,7 +900,8 @@ static void print_usage(FILE *f, const char *name, const argspec *s)
         snprintf(seg, sizeof seg, ".%s COLLECTION %s", name, s->sub);
         args += 10;
     } else {
-        snprintf(seg, sizeof seg, ".%s%s%s", name, s->sub ? " " : "", s->sub ? s->sub : "");
+        snprintf(seg, sizeof seg, ".%s%s%s", name, s->sub && *s->sub ? " " : "",
+                 s->sub ? s->sub : "");
     }
     put_segment(f, seg, &col, 4, 79);
     if (args) {
@@ -2652,6 +2665,478 @@ out:
     return rc;
 }
 
+/* ---- .serve: the HTTP ingest server ---------------------------------------- */
+
+/* The server being run (for the signal handler) and how many stop signals
+** it has had: the first drains, a second stops at once. */
+static pgpipe_http *volatile serve_handle = NULL;
+static volatile sig_atomic_t serve_stops = 0;
+
+static void serve_say(const char *msg)
+{
+    ssize_t w = write(STDERR_FILENO, msg, strlen(msg));
+    (void)w;
+}
+
+static void on_serve_signal(int sig)
+{
+    pgpipe_http *h = serve_handle;
+    if (!h)
+        return;
+    if (sig == SIGHUP) {
+        pgpipe_http_reload(h);
+        return;
+    }
+    if (serve_stops++ == 0) {
+        pgpipe_http_stop(h);
+        serve_say("pgpipe: .serve: draining: no new connections; the requests in flight are "
+                  "answered after their commit (a second Ctrl-C or SIGTERM stops at once)\n");
+        return;
+    }
+    serve_say("pgpipe: .serve: stopped at once: the requests in flight were not answered. "
+              "None of them was acknowledged, so their senders retry them: those that "
+              "committed are not added twice when they carry an idempotency key "
+              "(Idempotency-Key or the source's delivery id), the others are added then\n");
+    _exit(1);
+}
+
+#define SERVE_SOURCES_MAX LIST_MAX
+typedef struct serve_sources {
+    pgpipe_http_source src[SERVE_SOURCES_MAX + 1];
+    char *text[SERVE_SOURCES_MAX + 1];   /* the specs, cut in place */
+    char *secret[SERVE_SOURCES_MAX + 1]; /* read from the environment or a file */
+    int n;
+} serve_sources;
+
+static void serve_sources_free(serve_sources *ss)
+{
+    for (int i = 0; i < ss->n; i++) {
+        free(ss->text[i]);
+        if (ss->secret[i]) {
+            memset(ss->secret[i], 0, strlen(ss->secret[i]));
+            free(ss->secret[i]);
+        }
+    }
+    memset(ss, 0, sizeof *ss);
+}
+
+/* The secret in file path (its first line, blanks at the end removed). */
+static char *serve_read_secret(const char *spec, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        errorf(".serve: --source %s: secret-file: cannot open \"%s\": %s", spec, path,
+               strerror(errno));
+        return NULL;
+    }
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    n = strlen(buf);
+    while (n && isspace((unsigned char)buf[n - 1]))
+        buf[--n] = '\0';
+    if (!n) {
+        errorf(".serve: --source %s: secret-file: \"%s\" is empty", spec, path);
+        return NULL;
+    }
+    char *s = strdup(buf);
+    memset(buf, 0, sizeof buf);
+    return s;
+}
+
+/* One --source 'NAME[:key=value,...]' into ss; 0, or 1 with one error line. */
+static int serve_source_parse(serve_sources *ss, const char *spec)
+{
+    if (ss->n >= SERVE_SOURCES_MAX) {
+        errorf(".serve: --source: more than %d sources", SERVE_SOURCES_MAX);
+        return 1;
+    }
+    int i = ss->n;
+    char *t = strdup(spec);
+    if (!t) {
+        errorf("out of memory");
+        return 1;
+    }
+    ss->text[i] = t;
+    ss->n++;
+    pgpipe_http_source *s = &ss->src[i];
+    memset(s, 0, sizeof *s);
+    char *colon = strchr(t, ':');
+    if (colon)
+        *colon = '\0';
+    s->name = t;
+    int name_ok = *t != '\0';
+    for (const char *p = t; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("._-~", *p))
+            name_ok = !strcmp(t, "*");
+    if (!name_ok) {
+        errorf(".serve: --source \"%s\": the name must be letters, digits, '.', '_', '-', '~' "
+               "(the {source} of POST /v1/events/{source}) or * (every other source)", spec);
+        return 1;
+    }
+    for (int j = 0; j < i; j++)
+        if (!strcmp(ss->src[j].name, t)) {
+            errorf(".serve: --source \"%s\": source %s is given twice", spec, t);
+            return 1;
+        }
+    const char *secret_env = NULL, *secret_file = NULL;
+    char *p = colon ? colon + 1 : NULL;
+    while (p && *p) {
+        char *item = p;
+        char *comma = strchr(p, ',');
+        if (comma)
+            *comma = '\0';
+        p = comma ? comma + 1 : NULL;
+        char *eq = strchr(item, '=');
+        if (!eq || eq == item || !eq[1]) {
+            errorf(".serve: --source \"%s\": \"%s\": expected key=value", spec, item);
+            return 1;
+        }
+        *eq = '\0';
+        const char *k = item, *v = eq + 1;
+        long long num;
+        char what[64];
+        snprintf(what, sizeof what, "--source %s: %s", t, k);
+        if (!strcmp(k, "secret")) {
+            errorf(".serve: --source \"%s\": secret=: a secret on the command line is seen by "
+                   "every user of the machine (ps, /proc) and kept in shell history: use "
+                   "secret-env=VAR or secret-file=PATH", t);
+            return 1;
+        } else if (!strcmp(k, "signature")) {
+            if (parse_choice(".serve", what, v, "github|stripe|standard", &num))
+                return 1;
+            s->signature = num == 0 ? PGPIPE_HTTP_SIG_GITHUB
+                         : num == 1 ? PGPIPE_HTTP_SIG_STRIPE : PGPIPE_HTTP_SIG_STANDARD;
+        } else if (!strcmp(k, "secret-env")) {
+            secret_env = v;
+        } else if (!strcmp(k, "secret-file")) {
+            secret_file = v;
+        } else if (!strcmp(k, "tolerance")) {
+            if (parse_num(".serve", what, v, 1, 86400 * 7, &num))
+                return 1;
+            s->tolerance_s = (int)num;
+        } else if (!strcmp(k, "window")) {
+            if (parse_num(".serve", what, v, 1, 24 * 366, &num))
+                return 1;
+            s->window_hours = (int)num;
+        } else if (!strcmp(k, "event-type-field")) {
+            s->event_type_field = v;
+        } else if (!strcmp(k, "event-type-header")) {
+            s->event_type_header = v;
+        } else if (!strcmp(k, "event-type")) {
+            s->event_type_value = v;
+        } else if (!strcmp(k, "idempotency-header")) {
+            s->idempotency_header = v;
+        } else if (!strcmp(k, "idempotency-field")) {
+            s->idempotency_field = v;
+        } else {
+            errorf(".serve: --source \"%s\": %s: unknown key (signature, secret-env, secret-file, "
+                   "tolerance, window, event-type-field, event-type-header, event-type, "
+                   "idempotency-header, idempotency-field)", t, k);
+            return 1;
+        }
+    }
+    if (secret_env && secret_file) {
+        errorf(".serve: --source \"%s\": secret-env and secret-file: give one", t);
+        return 1;
+    }
+    if (secret_env) {
+        const char *e = getenv(secret_env);
+        if (!e || !*e) {
+            errorf(".serve: --source \"%s\": secret-env: $%s is not set or empty", t, secret_env);
+            return 1;
+        }
+        if (!(ss->secret[i] = strdup(e))) {
+            errorf("out of memory");
+            return 1;
+        }
+    } else if (secret_file && !(ss->secret[i] = serve_read_secret(t, secret_file))) {
+        return 1;
+    }
+    s->secret = ss->secret[i];
+    if (s->signature != PGPIPE_HTTP_SIG_NONE && !s->secret) {
+        errorf(".serve: --source \"%s\": signature needs its secret: secret-env=VAR or "
+               "secret-file=PATH", t);
+        return 1;
+    }
+    if (s->signature == PGPIPE_HTTP_SIG_NONE && s->secret) {
+        errorf(".serve: --source \"%s\": a secret without signature=github|stripe|standard "
+               "would check nothing", t);
+        return 1;
+    }
+    return 0;
+}
+
+/* Writes port to path through a temporary file and a rename, so a reader
+** never sees it half written. */
+static int serve_port_file(const char *path, int port)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fprintf(f, "%d\n", port) > 0;
+    if (f && fclose(f) != 0)
+        ok = 0;
+    if (ok && rename(tmp, path) != 0)
+        ok = 0;
+    if (!ok) {
+        errorf(".serve: --port-file: cannot write \"%s\": %s", path, strerror(errno));
+        unlink(tmp);
+        return 1;
+    }
+    return 0;
+}
+
+static int serve_token(shell *sh)
+{
+    const char *what = cur.pos[0];
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    int add = !strcmp(what, "add"), list = !strcmp(what, "list"), revoke = !strcmp(what, "revoke");
+    if (!add && !list && !revoke) {
+        errorf(".serve token: unknown sub-command \"%s\" (add, list or revoke)", what);
+        return 1;
+    }
+    if ((add && (cur.npos < 2 || cur.npos > 3)) || (list && cur.npos > 2) ||
+        (revoke && cur.npos != 3)) {
+        errorf(".serve token %s: expected %s", what, add ? "SOURCE [LABEL]" : list ? "[SOURCE]"
+               : "SOURCE ID");
+        return 1;
+    }
+    long long id = 0;
+    if (revoke && parse_num(".serve token revoke", "ID", cur.pos[2], 1, LLONG_MAX, &id))
+        return 1;
+    /* the table is part of the built-in schema */
+    PQnoticeProcessor old = quiet_notices(sh->conn);
+    int rc = pgpipe_schema_install(sh->conn, NULL, &err);
+    restore_notices(sh->conn, old);
+    if (rc != PGPIPE_OK) {
+        print_error(&err);
+        return 1;
+    }
+    if (add) {
+        char tok[PGPIPE_HTTP_TOKEN_SIZE], hash[65];
+        if (pgpipe_http_token_add(sh->conn, cur.pos[1], cur.npos > 2 ? cur.pos[2] : NULL, tok,
+                                  sizeof tok, &err) != PGPIPE_OK) {
+            print_error(&err);
+            return 1;
+        }
+        pgpipe_sha256_hex(tok, strlen(tok), hash);
+        const char *params[1] = { hash };
+        char *tid = query_value(sh, "SELECT id FROM pgpipe.http_tokens WHERE token_sha256 = $1",
+                                1, params);
+        fprintf(sh->out, "%s\n", tok);
+        fflush(sh->out);
+        fprintf(stderr, "pgpipe: token %s for source \"%s\": store it now, it is not shown again "
+                "(only its SHA-256 is kept). Senders send it as \"Authorization: Bearer "
+                "<token>\"; a running .serve takes it on SIGHUP.\n", tid ? tid : "?", cur.pos[1]);
+        free(tid);
+        memset(tok, 0, sizeof tok);
+        return 0;
+    }
+    if (revoke) {
+        if (pgpipe_http_token_revoke(sh->conn, cur.pos[1], id, &err) != PGPIPE_OK) {
+            print_error(&err);
+            return 1;
+        }
+        fprintf(sh->out, "revoked token %lld of source \"%s\" (a running .serve refuses it after "
+                "SIGHUP)\n", id, cur.pos[1]);
+        return 0;
+    }
+    PGresult *res = NULL;
+    if (pgpipe_http_token_list(sh->conn, cur.npos > 1 ? cur.pos[1] : NULL, &res, &err) !=
+        PGPIPE_OK) {
+        print_error(&err);
+        return 1;
+    }
+    print_result(sh, res);
+    PQclear(res);
+    return 0;
+}
+
+static const optdef opts_serve[] = {
+    { "--listen", NULL, OPT_TEXT, "ADDR[,ADDR]", 0, 0, "127.0.0.1:8080",
+      "HOST:PORT to listen on, [::1]:PORT for IPv6; port 0 picks a free one. Beyond loopback "
+      "only with tokens (or --insecure)" },
+    { "--port-file", NULL, OPT_TEXT, "FILE", 0, 0, NULL,
+      "write the first port to FILE once bound (for scripts with port 0)" },
+    { "--insecure", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "listen beyond loopback with no token in the database" },
+    { "--tokens", NULL, OPT_ENUM, "auto|required|off", 0, 0, "auto",
+      "bearer tokens: auto = required for a source that has tokens, and for every source "
+      "when listening beyond loopback; required; off. A signed source needs its signature "
+      "instead" },
+    { "--source", NULL, OPT_LIST, "'NAME[:key=value,...]'", 0, 0, NULL,
+      "settings of a source (again for each; NAME * = every other source). Keys: "
+      "signature=github|stripe|standard, secret-env=VAR, secret-file=PATH (never secret=: "
+      "the command line is visible to every user), tolerance=SECONDS (300), window=HOURS, "
+      "event-type-field=F, event-type-header=H, event-type=VALUE, idempotency-header=H, "
+      "idempotency-field=F" },
+    { "--event-type-field", NULL, OPT_TEXT, "F", 0, 0, NULL,
+      "event_type from this payload field (sources without their own)" },
+    { "--event-type-header", NULL, OPT_TEXT, "H", 0, 0, NULL,
+      "else from this request header (sources without their own)" },
+    { "--group-window", NULL, OPT_INT, "MS", 0, 60000, "2",
+      "group commit: wait at most MS for more requests" },
+    { "--group-records", NULL, OPT_INT, "N", 1, 10000000, "5000",
+      "group commit: commit at N records" },
+    { "--committers", NULL, OPT_INT, "N", 1, 64, "2", "connections committing groups" },
+    { "--max-header", NULL, OPT_INT, "BYTES", 256, INT_MAX, "16384",
+      "request line and headers" },
+    { "--max-body", NULL, OPT_INT, "BYTES", 1, LLONG_MAX, "8388608", "a request's body (413)" },
+    { "--max-records", NULL, OPT_INT, "N", 1, INT_MAX, "10000", "records in one request (413)" },
+    { "--max-connections", NULL, OPT_INT, "N", 1, 1000000, "4096", "open connections" },
+    { "--header-timeout", NULL, OPT_INT, "MS", 1, INT_MAX, "10000",
+      "to receive a request's head" },
+    { "--body-timeout", NULL, OPT_INT, "MS", 1, INT_MAX, "30000", "to receive its body" },
+    { "--idle-timeout", NULL, OPT_INT, "MS", 1, INT_MAX, "60000",
+      "a keep-alive connection idle" },
+    { "--memory-budget", NULL, OPT_INT, "BYTES", 1, LLONG_MAX, "67108864",
+      "accepted, uncommitted request bytes before 503 Retry-After" },
+    { "--window", NULL, OPT_INT, "HOURS", 1, 24 * 366, "72",
+      "idempotency keys are kept this long (sources without window=)" },
+    { "--trusted-proxies", NULL, OPT_TEXT, "LIST", 0, 0, "none",
+      "addresses and CIDRs (comma-separated) whose X-Forwarded-For is believed" },
+    { "--access-log", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "one log line per request (component http; at least .log info)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_serve[] = {
+    { "", NULL, 0, 0, opts_serve,
+      "take webhooks and API pushes into staging.raw_events (Ctrl-C or SIGTERM drains)" },
+    { "token", "add SOURCE [LABEL] | list [SOURCE] | revoke SOURCE ID", 1, 3, NULL,
+      "bearer tokens: add prints a new one once; list; revoke" },
+    { NULL, NULL, 0, 0, NULL, NULL },
+};
+
+static int cmd_serve(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    if (cur.sub && !strcmp(cur.sub, "token"))
+        return serve_token(sh);
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    serve_sources ss;
+    memset(&ss, 0, sizeof ss);
+    int rc = 1;
+    char *ci = NULL;
+    pgpipe_http *h = NULL;
+    for (int i = 0; i < cur.nlist; i++)
+        if (serve_source_parse(&ss, cur.list[i]))
+            goto out;
+    /* --event-type-field/--event-type-header: the "*" entry's, unless it has its own */
+    const char *etf = opt_str(&cur, "--event-type-field", NULL);
+    const char *eth = opt_str(&cur, "--event-type-header", NULL);
+    if (etf || eth) {
+        pgpipe_http_source *star = NULL;
+        for (int i = 0; i < ss.n; i++)
+            if (!strcmp(ss.src[i].name, "*"))
+                star = &ss.src[i];
+        if (!star) {
+            star = &ss.src[ss.n++];
+            memset(star, 0, sizeof *star);
+            star->name = "*";
+        }
+        if (etf && !star->event_type_field)
+            star->event_type_field = etf;
+        if (eth && !star->event_type_header)
+            star->event_type_header = eth;
+    }
+    o.sources = ss.src;
+    o.nsources = ss.n;
+    o.listen = opt_str(&cur, "--listen", o.listen);
+    if (!*o.listen) {
+        errorf(".serve: --listen: empty");
+        goto out;
+    }
+    o.insecure = opt_has(&cur, "--insecure");
+    if (opt_has(&cur, "--tokens")) {
+        long long k = opt_num(&cur, "--tokens", 0);
+        o.require_tokens = k == 0 ? -1 : k == 1 ? 1 : 0;
+    }
+    o.group_window_ms = (int)opt_num(&cur, "--group-window", o.group_window_ms);
+    o.group_records = (int)opt_num(&cur, "--group-records", o.group_records);
+    o.committers = (int)opt_num(&cur, "--committers", o.committers);
+    o.max_header_bytes = (size_t)opt_num(&cur, "--max-header", (long long)o.max_header_bytes);
+    o.max_body_bytes = (size_t)opt_num(&cur, "--max-body", (long long)o.max_body_bytes);
+    o.max_records = (int)opt_num(&cur, "--max-records", o.max_records);
+    o.max_connections = (int)opt_num(&cur, "--max-connections", o.max_connections);
+    o.header_timeout_ms = (int)opt_num(&cur, "--header-timeout", o.header_timeout_ms);
+    o.body_timeout_ms = (int)opt_num(&cur, "--body-timeout", o.body_timeout_ms);
+    o.idle_timeout_ms = (int)opt_num(&cur, "--idle-timeout", o.idle_timeout_ms);
+    o.memory_budget = (size_t)opt_num(&cur, "--memory-budget", (long long)o.memory_budget);
+    o.window_hours = (int)opt_num(&cur, "--window", o.window_hours);
+    o.trusted_proxies = opt_str(&cur, "--trusted-proxies", NULL);
+    o.access_log = opt_has(&cur, "--access-log");
+    const char *port_file = opt_str(&cur, "--port-file", NULL);
+    if (!(ci = work_conninfo(sh->conn))) {
+        errorf("out of memory");
+        goto out;
+    }
+    o.conninfo = ci;
+    int old_level = pgpipe_log_get_level();
+    if (o.access_log && old_level > PGPIPE_LOG_INFO)
+        pgpipe_log_set_level(PGPIPE_LOG_INFO);
+    if (pgpipe_http_open(&h, &o) != PGPIPE_OK) {
+        errorf(".serve: %s", h ? pgpipe_errmsg(h) : "out of memory");
+        pgpipe_log_set_level(old_level);
+        goto out;
+    }
+    /* the secrets are copied into the server: ours go now */
+    serve_sources_free(&ss);
+    /* the handlers first: a script may signal as soon as it reads the port */
+    struct sigaction sa, ign, old_int, old_term, old_hup, old_pipe;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    ign = sa;
+    sa.sa_handler = on_serve_signal;
+    ign.sa_handler = SIG_IGN;
+    serve_stops = 0;
+    serve_handle = h;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGHUP, &sa, &old_hup);
+    /* a client gone while its answer is written is the server's to handle,
+    ** not the end of the shell's run */
+    sigaction(SIGPIPE, &ign, &old_pipe);
+    int run = PGPIPE_OK;
+    if (port_file && serve_port_file(port_file, pgpipe_http_port(h, 0)))
+        run = -1;
+    const char *p = run == PGPIPE_OK ? o.listen : "";
+    for (int i = 0; *p; i++) {
+        size_t n = strcspn(p, ",");
+        const char *e = p + n, *colon = e;
+        while (colon > p && colon[-1] != ':' && colon[-1] != ']')
+            colon--;
+        size_t hostlen = colon > p && colon[-1] == ':' ? (size_t)(colon - 1 - p) : n;
+        fprintf(stderr, "serving on http://%.*s:%d\n", (int)hostlen, p, pgpipe_http_port(h, i));
+        p = *e ? e + 1 : e;
+    }
+    fflush(stderr);
+    if (run == PGPIPE_OK)
+        run = pgpipe_http_run(h);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
+    serve_handle = NULL;
+    pgpipe_log_set_level(old_level);
+    if (run != PGPIPE_OK) {
+        if (run > 0)
+            print_error(pgpipe_errinfo(h));
+        goto out;
+    }
+    fprintf(stderr, "pgpipe: .serve: drained and stopped\n");
+    rc = 0;
+out:
+    pgpipe_http_close(h);
+    serve_sources_free(&ss);
+    free(ci);
+    return rc;
+}
+
 static const optdef opts_help[] = {
     { "--options", NULL, OPT_FLAG, NULL, 0, 0, NULL,
       "only the option names of COMMAND, one per line (for scripts)" },
@@ -2732,6 +3217,19 @@ static const command commands[] = {
     { "refresh", ".refresh VIEW [--concurrently]",
       "REFRESH MATERIALIZED VIEW (CONCURRENTLY needs a unique index on the view)", cmd_refresh,
       spec_refresh, 0 },
+    { "serve", ".serve [options] | .serve token add|list|revoke ...",
+      "the HTTP ingest server: POST /v1/events/{source} with one JSON object, a JSON array,\n"
+      "NDJSON (application/x-ndjson) or CSV (text/csv) goes into staging.raw_events and is\n"
+      "answered 202 only after its records are committed (group commit); bad records go to\n"
+      "the dead-letter queue. GET /healthz, /readyz, /metrics. Who may write: a bearer token\n"
+      "(.serve token add SOURCE prints one; only its SHA-256 is stored) or, for a source with\n"
+      "signature=, the sender's HMAC-SHA256 signature (GitHub X-Hub-Signature-256, Stripe\n"
+      "Stripe-Signature, Standard Webhooks). Missing or malformed credentials or a stale\n"
+      "signed timestamp: 401; a token or signature that is not valid: 403; nothing is written.\n"
+      "Prints \"serving on http://ADDR:PORT\" per address on stderr. SIGTERM or Ctrl-C drains\n"
+      "(the requests in flight are answered after their commit) and ends with status 0; a\n"
+      "second one stops at once. SIGHUP reloads the tokens. TLS: put nginx in front\n"
+      "(tool/nginx/pgpipe-http.conf) and name it in --trusted-proxies.", cmd_serve, spec_serve, 0 },
     { "stats", ".stats",
       "events in staging by type (pending, retrying, oldest pending), the last loads,\n"
       "and dead letters by stage and status", cmd_stats, spec_stats, 0 },
@@ -2770,11 +3268,11 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
         const argspec *sp = c->spec;
         if (opt_has(&cur, "--options")) {
             for (int k = 0; sp && (k == 0 || sp[k].sub); k++) {
+                const char *sub = sp[k].sub ? sp[k].sub : "", *gap = *sub ? " " : "";
                 for (const optdef *d = sp[k].opts; d && d->name; d++) {
-                    fprintf(sh->out, "%s%s%s\n", sp[k].sub ? sp[k].sub : "", sp[k].sub ? " " : "", d->name);
+                    fprintf(sh->out, "%s%s%s\n", sub, gap, d->name);
                     if (d->alias)
-                        fprintf(sh->out, "%s%s%s\n", sp[k].sub ? sp[k].sub : "", sp[k].sub ? " " : "",
-                                d->alias);
+                        fprintf(sh->out, "%s%s%s\n", sub, gap, d->alias);
                 }
                 if (!sp[k].sub)
                     break;
@@ -2811,8 +3309,8 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
             if (sp[k].sub) {
                 int coll = sp[k].args && !strncmp(sp[k].args, "COLLECTION", 10);
                 char head[512];
-                snprintf(head, sizeof head, ".%s %s%s%s%s: %s", c->name, coll ? "COLLECTION " : "",
-                         sp[k].sub, sp[k].args ? " " : "",
+                snprintf(head, sizeof head, ".%s%s%s%s%s%s: %s", c->name, *sp[k].sub ? " " : "",
+                         coll ? "COLLECTION " : "", sp[k].sub, sp[k].args ? " " : "",
                          sp[k].args ? sp[k].args + (coll ? 11 : 0) : "", sp[k].summary);
                 int col = 0;
                 fputc('\n', sh->out);
@@ -2849,6 +3347,7 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
         else if (sp && sp[0].sub)
             snprintf(summary, sizeof summary, "%s", c->name[0] == 'd' ? "the dead-letter queue" :
                      c->name[0] == 'p' ? "the daily partitions of staging.raw_events" :
+                     c->name[0] == 's' ? "the HTTP ingest server and its tokens" :
                      "the record store: JSON documents in records.COLLECTION");
         fputs("    ", sh->out);
         put_wrapped(sh->out, summary, &col, 4, 79);
@@ -2873,19 +3372,20 @@ static int run_checked(shell *sh, const command *c, char **argv, int argc, const
         if (argc > 1 && argv[1][0] != '-') {
             pick = NULL;
             for (int k = 0; sp[k].sub; k++)
-                if (!strcmp(sp[k].sub, argv[1]))
+                if (*sp[k].sub && !strcmp(sp[k].sub, argv[1]))
                     pick = &sp[k];
             if (!pick) {
                 char list[160] = "";
                 for (int k = 0; sp[k].sub; k++)
-                    snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
-                             k ? (sp[k + 1].sub ? ", " : " or ") : "", sp[k].sub);
+                    if (*sp[k].sub) /* the unnamed default has no name to give */
+                        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                                 *list ? (sp[k + 1].sub ? ", " : " or ") : "", sp[k].sub);
                 errorf("%s: unknown sub-command \"%s\" (%s)", name, argv[1], list);
                 return 1;
             }
             first = 2;
         }
-        snprintf(name, sizeof name, ".%s %s", c->name, pick->sub);
+        snprintf(name, sizeof name, ".%s%s%s", c->name, *pick->sub ? " " : "", pick->sub);
         sp = pick;
     }
     if (opt_parse(&cur, name, sp, argv + first, argc - first))

@@ -258,8 +258,18 @@ typedef struct pp_sha256 {
 } pp_sha256;
 PGPIPE_PRIVATE void pp_sha256_init(pp_sha256 *s);
 PGPIPE_PRIVATE void pp_sha256_update(pp_sha256 *s, const void *data, size_t n);
-/* Finish: 64 lowercase hex digits and a NUL. */
+/* Finish: 64 lowercase hex digits and a NUL; or the 32 bytes of the digest. */
 PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65]);
+PGPIPE_PRIVATE void pp_sha256_final(pp_sha256 *s, unsigned char out[32]);
+
+/* Base64 (RFC 4648). Encode writes like snprintf (returns the length
+** without the NUL; >= cap means nothing was written): the standard alphabet
+** with '=' padding, or with url set the URL-safe one without padding.
+** Decode takes either alphabet, with or without the padding, and returns
+** the number of bytes written, or -1 when s[0..n) is not base64 or needs
+** more than cap bytes. */
+PGPIPE_PRIVATE size_t pp_base64_encode(char *dst, size_t cap, const void *data, size_t n, int url);
+PGPIPE_PRIVATE long pp_base64_decode(unsigned char *dst, size_t cap, const char *s, size_t n);
 
 /* 64-bit FNV-1a of a string (statement names, cache keys; not for security). */
 PGPIPE_PRIVATE uint64_t pp_hash64(const char *s);

@@ -543,7 +543,7 @@ PGPIPE_PRIVATE void pp_sha256_update(pp_sha256 *s, const void *data, size_t n)
     }
 }
 
-PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65])
+PGPIPE_PRIVATE void pp_sha256_final(pp_sha256 *s, unsigned char out[32])
 {
     uint64_t bits = s->total * 8;
     unsigned char pad[72];
@@ -555,10 +555,17 @@ PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65])
     uint64_t keep = s->total;
     pp_sha256_update(s, pad, padlen + 8);
     s->total = keep;
+    for (int i = 0; i < 32; i++)
+        out[i] = (unsigned char)(s->h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+PGPIPE_PRIVATE void pp_sha256_hex(pp_sha256 *s, char out[65])
+{
+    unsigned char d[32];
+    pp_sha256_final(s, d);
     for (int i = 0; i < 32; i++) {
-        unsigned v = (s->h[i / 4] >> (24 - 8 * (i % 4))) & 0xffu;
-        out[2 * i] = pp_hexdig[v >> 4];
-        out[2 * i + 1] = pp_hexdig[v & 15];
+        out[2 * i] = pp_hexdig[d[i] >> 4];
+        out[2 * i + 1] = pp_hexdig[d[i] & 15];
     }
     out[64] = '\0';
 }
@@ -569,6 +576,84 @@ void pgpipe_sha256_hex(const void *data, size_t len, char out[65])
     pp_sha256_init(&s);
     pp_sha256_update(&s, data, len);
     pp_sha256_hex(&s, out);
+}
+
+/* ---- Base64 (RFC 4648) ------------------------------------------------------ */
+
+PGPIPE_PRIVATE size_t pp_base64_encode(char *dst, size_t cap, const void *data, size_t n, int url)
+{
+    static const char std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char safe[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const char *al = url ? safe : std;
+    const unsigned char *p = data;
+    size_t len = url ? (n * 4 + 2) / 3 : (n + 2) / 3 * 4;
+    if (len >= cap)
+        return len;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        size_t k = n - i < 3 ? n - i : 3;
+        if (k > 1)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (k > 2)
+            v |= p[i + 2];
+        dst[w++] = al[v >> 18];
+        dst[w++] = al[(v >> 12) & 63];
+        if (k > 1)
+            dst[w++] = al[(v >> 6) & 63];
+        else if (!url)
+            dst[w++] = '=';
+        if (k > 2)
+            dst[w++] = al[v & 63];
+        else if (!url)
+            dst[w++] = '=';
+    }
+    dst[w] = '\0';
+    return w;
+}
+
+static int pp_base64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+' || c == '-')
+        return 62;
+    if (c == '/' || c == '_')
+        return 63;
+    return -1;
+}
+
+PGPIPE_PRIVATE long pp_base64_decode(unsigned char *dst, size_t cap, const char *s, size_t n)
+{
+    while (n && s[n - 1] == '=')
+        n--;
+    if (n % 4 == 1)
+        return -1;
+    size_t out = n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0);
+    if (out > cap)
+        return -1;
+    uint32_t acc = 0;
+    size_t w = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = pp_base64_value((unsigned char)s[i]);
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            dst[w++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (acc != 0) /* bits left over that no encoder writes */
+        return -1;
+    return (long)w;
 }
 
 /* ---- Hashing and jitter ---------------------------------------------------- */

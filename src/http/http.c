@@ -1,16 +1,40 @@
 /*
 ** The HTTP server: sockets, the event loop, timeouts, routing, /healthz,
 ** /readyz, /metrics, the access log and the drain; the public API.
-** (Skeleton: the server lands next.)
+**
+** One thread runs the loop (epoll, level-triggered; Linux only: a poll
+** fallback would cost an O(connections) scan per turn). A connection reads
+** into its own buffer, which the parser (http_proto.c) works on in place;
+** answers are appended to its output buffer and sent with one send() per
+** turn (MSG_NOSIGNAL: the process's signal handlers are the caller's). A
+** POST goes to ingest with a ticket (slot << 32 | sequence): the answer comes
+** back from a committer thread through hs_done_cb, which queues it and wakes
+** the loop; a ticket whose connection closed meanwhile finds another
+** sequence in the slot and its answer is dropped. While ingest holds a
+** request, its connection reads nothing more, so pipelined requests are
+** answered in order.
+**
+** Timeouts: each kind (head, body, idle/write, lingering close) has a fixed
+** duration, so each list is sorted by deadline when entries are appended:
+** O(1) to arm, disarm and expire.
 */
 
 #include "pp_http.h"
 
 #ifndef PGPIPE_OMIT_HTTP
+#include <stdio.h>
 
-struct pgpipe_http {
-    pp_handle h;
-};
+#ifdef __linux__
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#endif
+
+#define HS_MAX_LISTEN 16
 
 void pgpipe_http_options_init(pgpipe_http_options *o)
 {
@@ -32,13 +56,1364 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
     o->install_schema = 1;
 }
 
+#ifdef __linux__
+
+enum { HS_FREE, HS_READ, HS_WAIT, HS_LINGER };
+enum { HS_T_HEAD, HS_T_BODY, HS_T_IDLE, HS_T_LINGER, HS_NT };
+#define HS_TAG_WAKE   ((uint64_t)1 << 40)
+#define HS_TAG_LISTEN ((uint64_t)1 << 41)
+#define HS_OUT_HIGH   ((size_t)1 << 20)   /* stop parsing while this much is unsent */
+#define HS_RBUF_MIN   4096
+#define HS_LINGER_MS  2000
+
+typedef struct hs_conn hs_conn;
+struct hs_conn {
+    int fd;
+    int slot;
+    int state;                  /* HS_* */
+    int events;                 /* epoll interest now */
+    int peer_eof;               /* the client closed its side */
+    int closing;                /* close once the output is sent */
+    int got_head;
+    int trusted;                /* the socket peer is a trusted proxy */
+    uint64_t ticket;            /* the request ingest holds (HS_WAIT) */
+    char *rbuf;
+    size_t rlen, rcap;
+    pp_buf out;
+    size_t out_off;
+    pp_http_parser p;
+    int tlist;                  /* HS_T_* or -1 */
+    int64_t deadline;
+    hs_conn *tprev, *tnext;
+    char peer[64];              /* the socket peer */
+    pp_http_request rq;
+};
+
+typedef struct hs_tlist {
+    hs_conn *head, *tail;
+    int64_t dur_us;
+} hs_tlist;
+
+typedef struct hs_done {
+    uint64_t ticket;
+    pp_http_reply reply;
+} hs_done;
+
+/* request latency buckets (seconds) */
+static const double hs_lat_le[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                    0.25, 0.5, 1, 2.5, 5, 10 };
+#define HS_NLAT (sizeof hs_lat_le / sizeof hs_lat_le[0])
+
+struct pgpipe_http {
+    pp_handle h;
+    pgpipe_http_options o;      /* strings below are our copies */
+    char *conninfo, *listen_s, *trusted;
+    PGconn *db;                 /* schema install and token (re)loads */
+    pp_http_auth *auth;
+    pp_ingest *ig;
+    int nlisten;
+    int lfd[HS_MAX_LISTEN];
+    int lport[HS_MAX_LISTEN];
+    int ep, wakefd, sparefd;
+    atomic_int stop, reload, running;
+    hs_conn **conns;
+    int nslots, nfree, nopen;
+    int nwait;                  /* connections in HS_WAIT */
+    int *free_slots;
+    hs_tlist tl[HS_NT];
+    int64_t now;
+    time_t date_t;
+    char date[40];
+    uint32_t seq;
+    int draining;
+    pp_mutex mu;                /* guards done/ndone/capdone */
+    hs_done *done;
+    size_t ndone, capdone;
+    /* metrics (loop thread only) */
+    uint64_t by_status[600];
+    uint64_t accepted, refused, bytes_in, bytes_out, submitted;
+    uint64_t lat[HS_NLAT + 1];
+    double lat_sum;
+    uint64_t lat_count;
+};
+
+/* ---- timers ------------------------------------------------------------- */
+
+static void hs_timer_off(pgpipe_http *h, hs_conn *c)
+{
+    if (c->tlist < 0)
+        return;
+    hs_tlist *l = &h->tl[c->tlist];
+    if (c->tprev)
+        c->tprev->tnext = c->tnext;
+    else
+        l->head = c->tnext;
+    if (c->tnext)
+        c->tnext->tprev = c->tprev;
+    else
+        l->tail = c->tprev;
+    c->tprev = c->tnext = NULL;
+    c->tlist = -1;
+}
+
+/* Arm timer kind k (a no-op when it is armed already: a deadline covers a
+** whole phase, not each read). */
+static void hs_timer_on(pgpipe_http *h, hs_conn *c, int k)
+{
+    if (c->tlist == k)
+        return;
+    hs_timer_off(h, c);
+    hs_tlist *l = &h->tl[k];
+    c->deadline = h->now + l->dur_us;
+    c->tlist = k;
+    c->tprev = l->tail;
+    c->tnext = NULL;
+    if (l->tail)
+        l->tail->tnext = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+static int hs_next_timeout_ms(pgpipe_http *h)
+{
+    int64_t next = h->now + 1000000; /* wake once a second at least (Date) */
+    for (int k = 0; k < HS_NT; k++)
+        if (h->tl[k].head && h->tl[k].head->deadline < next)
+            next = h->tl[k].head->deadline;
+    int64_t ms = (next - h->now + 999) / 1000;
+    return ms < 0 ? 0 : (int)ms;
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static const char *hs_reason(int s)
+{
+    switch (s) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+static void hs_date(pgpipe_http *h)
+{
+    time_t t = time(NULL);
+    if (t == h->date_t)
+        return;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(h->date, sizeof h->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    h->date_t = t;
+}
+
+static char *hs_utoa(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
+static int hs_put(pp_buf *b, const char *s, size_t n)
+{
+    return pp_buf_append(b, s, n);
+}
+#define HS_PUTS(b, lit) hs_put((b), (lit), sizeof(lit) - 1)
+
+static void hs_close(pgpipe_http *h, hs_conn *c);
+
+static void hs_access_log(pgpipe_http *h, hs_conn *c, int status, size_t bytes, int64_t us)
+{
+    if (!h->o.access_log || !pp_log_enabled(PGPIPE_LOG_INFO))
+        return;
+    static const char *mname[] = { "-", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
+                                   "OTHER" };
+    pp_http_request *rq = &c->rq;
+    char path[256], st[8], by[24], ms[32], body[24];
+    size_t pl = rq->path ? rq->path_len : 0;
+    if (pl >= sizeof path)
+        pl = sizeof path - 1;
+    memcpy(path, rq->path ? rq->path : "", pl);
+    path[pl] = 0;
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(by, sizeof by, "%zu", bytes);
+    snprintf(body, sizeof body, "%zu", rq->body ? rq->body_len : (size_t)0);
+    snprintf(ms, sizeof ms, "%.3f", (double)us / 1000.0);
+    int m = rq->method >= 0 && rq->method <= PP_HTTP_OTHER ? rq->method : 0;
+    pgpipe_log_field f[] = {
+        { "method", mname[m] }, { "path", path }, { "status", st }, { "bytes", by },
+        { "body_bytes", body }, { "ms", ms }, { "peer", rq->peer }, { "request_id", rq->id },
+    };
+    pgpipe_log(PGPIPE_LOG_INFO, "http", "request", f, (int)(sizeof f / sizeof f[0]));
+}
+
+/* Append the answer to rq (status line, headers, body) and account for it;
+** takes reply->body. extra: more header lines ("Allow: ...\r\n") or NULL. */
+static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const char *extra)
+{
+    pp_http_request *rq = &c->rq;
+    int status = r->status >= 100 && r->status < 600 ? r->status : 500;
+    if (r->close || !rq->keep_alive || h->draining || c->peer_eof || !c->p.consumed)
+        c->closing = 1; /* consumed is 0 while the request is not complete */
+    hs_date(h);
+    pp_buf *b = &c->out;
+    char num[24], *e = num + sizeof num;
+    int rc = pp_buf_reserve(b, 256 + r->body_len);
+    if (rc == PGPIPE_OK) {
+        HS_PUTS(b, "HTTP/1.1 ");
+        char *s = hs_utoa(e, (uint64_t)status);
+        hs_put(b, s, (size_t)(e - s));
+        pp_buf_putc(b, ' ');
+        const char *reason = hs_reason(status);
+        hs_put(b, reason, strlen(reason));
+        HS_PUTS(b, "\r\nContent-Type: ");
+        const char *ct = r->content_type ? r->content_type : "application/json";
+        hs_put(b, ct, strlen(ct));
+        HS_PUTS(b, "\r\nContent-Length: ");
+        s = hs_utoa(e, r->body_len);
+        hs_put(b, s, (size_t)(e - s));
+        HS_PUTS(b, "\r\nX-Request-Id: ");
+        hs_put(b, rq->id, strlen(rq->id));
+        HS_PUTS(b, "\r\nDate: ");
+        hs_put(b, h->date, strlen(h->date));
+        HS_PUTS(b, "\r\n");
+        if (r->retry_after > 0) {
+            HS_PUTS(b, "Retry-After: ");
+            s = hs_utoa(e, (uint64_t)r->retry_after);
+            hs_put(b, s, (size_t)(e - s));
+            HS_PUTS(b, "\r\n");
+        }
+        if (extra)
+            hs_put(b, extra, strlen(extra));
+        if (c->closing)
+            HS_PUTS(b, "Connection: close\r\n");
+        else if (rq->minor == 0)
+            HS_PUTS(b, "Connection: keep-alive\r\n");
+        HS_PUTS(b, "\r\n");
+        if (rq->method != PP_HTTP_HEAD && r->body_len)
+            rc = hs_put(b, r->body, r->body_len);
+    }
+    if (rc != PGPIPE_OK)
+        c->closing = 1; /* out of memory: the connection goes, the server stays */
+    h->by_status[status]++;
+    int64_t us = h->now - rq->t_start_us;
+    if (us < 0)
+        us = 0;
+    double sec = (double)us / 1e6;
+    size_t i = 0;
+    while (i < HS_NLAT && sec > hs_lat_le[i])
+        i++;
+    h->lat[i]++;
+    h->lat_sum += sec;
+    h->lat_count++;
+    hs_access_log(h, c, status, r->body_len, us);
+    pp_http_reply_free(r);
+}
+
+static void hs_error(pgpipe_http *h, hs_conn *c, int status, const char *code, const char *why,
+                     const char *extra)
+{
+    pp_http_reply r;
+    if (pp_http_reply_error(&r, status, code, c->rq.id, "%s", why) != PGPIPE_OK) {
+        memset(&r, 0, sizeof r);
+        r.status = status;
+    }
+    hs_write_reply(h, c, &r, extra);
+}
+
+static void hs_reply_text(pgpipe_http *h, hs_conn *c, int status, const char *ct, char *body,
+                          size_t len)
+{
+    pp_http_reply r;
+    memset(&r, 0, sizeof r);
+    r.status = status;
+    r.content_type = ct;
+    r.body = body;
+    r.body_len = len;
+    hs_write_reply(h, c, &r, NULL);
+}
+
+static void hs_reply_json(pgpipe_http *h, hs_conn *c, int status, const char *json)
+{
+    char *b = pp_strdup(json);
+    hs_reply_text(h, c, status, "application/json", b, b ? strlen(b) : 0);
+}
+
+/* Send what is queued. -1 when the connection closed. */
+static int hs_flush(pgpipe_http *h, hs_conn *c)
+{
+    while (c->out_off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            h->bytes_out += (uint64_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 0;
+        } else {
+            hs_close(h, c);
+            return -1;
+        }
+    }
+    c->out.len = c->out_off = 0;
+    if (c->out.cap > ((size_t)64 << 10)) {
+        pp_buf_free(&c->out);
+        c->out_off = 0;
+    }
+    if (c->closing && c->state == HS_READ) {
+        if (h->draining || c->peer_eof) {
+            hs_close(h, c);
+            return -1;
+        }
+        /* lingering close: the client may still be sending (a refused
+        ** body); closing now could reset the connection before it has read
+        ** the answer */
+        shutdown(c->fd, SHUT_WR);
+        c->state = HS_LINGER;
+        hs_timer_on(h, c, HS_T_LINGER);
+    }
+    return 0;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void hs_interest(pgpipe_http *h, hs_conn *c)
+{
+    int want = 0;
+    if (c->state == HS_LINGER || (c->state == HS_READ && !c->closing && !c->peer_eof &&
+                                  c->out.len - c->out_off < HS_OUT_HIGH))
+        want |= EPOLLIN;
+    if (c->out_off < c->out.len)
+        want |= EPOLLOUT;
+    if (want == c->events)
+        return;
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = (uint32_t)want;
+    ev.data.u64 = (uint64_t)c->slot;
+    epoll_ctl(h->ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->events = want;
+}
+
+static void hs_close(pgpipe_http *h, hs_conn *c)
+{
+    if (c->state == HS_FREE)
+        return;
+    if (c->state == HS_WAIT)
+        h->nwait--;
+    hs_timer_off(h, c);
+    close(c->fd); /* removes it from the epoll set too */
+    c->fd = -1;
+    c->state = HS_FREE;
+    c->ticket = 0;
+    if (c->rcap > ((size_t)64 << 10)) {
+        pp_free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = 0;
+    }
+    c->rlen = 0;
+    pp_buf_free(&c->out);
+    c->out_off = 0;
+    h->free_slots[h->nfree++] = c->slot;
+    h->nopen--;
+}
+
+/* A fresh parser for the next request, whose bytes (if any) start the buffer. */
+static void hs_next_request(pgpipe_http *h, hs_conn *c)
+{
+    if (c->p.consumed) {
+        size_t rest = c->rlen - c->p.consumed;
+        if (rest)
+            memmove(c->rbuf, c->rbuf + c->p.consumed, rest);
+        c->rlen = rest;
+    }
+    pp_http_parser_init(&c->p, h->o.max_header_bytes, h->o.max_body_bytes);
+    c->got_head = 0;
+    hs_timer_off(h, c); /* each request has its own deadlines */
+    pp_http_request *rq = &c->rq;
+    rq->method = 0;
+    rq->path = NULL;
+    rq->path_len = 0;
+    rq->nheaders = 0;
+    rq->keep_alive = 0;
+    rq->minor = 1;
+    rq->body = NULL;
+    rq->body_len = 0;
+    rq->id[0] = 0;
+    rq->t_start_us = h->now;
+    memcpy(rq->peer, c->peer, sizeof rq->peer); /* hs_peer refines it once the head is in */
+}
+
+/* The largest the read buffer may grow for the request being read. */
+static size_t hs_rlimit(pgpipe_http *h, hs_conn *c)
+{
+    size_t hb = h->o.max_header_bytes + 4096;
+    if (!c->got_head)
+        return hb < 16384 ? 16384 : hb;
+    if (c->p.chunked) /* chunk framing on top of the body, bounded */
+        return c->p.head_len + 2 * h->o.max_body_bytes + 65536;
+    return c->p.head_len + (size_t)c->p.left + 4096;
+}
+
+/* Grow the read buffer, moving the request's pointers with it. */
+static int hs_grow(pgpipe_http *h, hs_conn *c)
+{
+    size_t lim = hs_rlimit(h, c);
+    if (c->rcap >= lim)
+        return -1;
+    size_t cap = c->rcap ? c->rcap * 2 : HS_RBUF_MIN;
+    if (c->got_head && !c->p.chunked && cap < lim)
+        cap = lim; /* the length is known: one allocation */
+    if (cap > lim)
+        cap = lim;
+    char *nb = pp_malloc(cap);
+    if (!nb)
+        return -1;
+    char *ob = c->rbuf;
+    if (c->rlen)
+        memcpy(nb, ob, c->rlen);
+    if (ob && c->got_head) {
+        pp_http_request *rq = &c->rq;
+#define HS_MOVE(p) if (p) p = nb + ((p) - ob)
+        HS_MOVE(rq->target);
+        HS_MOVE(rq->path);
+        HS_MOVE(rq->query);
+        for (int i = 0; i < rq->nheaders; i++) {
+            HS_MOVE(rq->headers[i].name);
+            HS_MOVE(rq->headers[i].value);
+        }
+#undef HS_MOVE
+    }
+    pp_free(ob);
+    c->rbuf = nb;
+    c->rcap = cap;
+    return 0;
+}
+
+/* Read what the socket has. -1 when the connection closed. */
+static int hs_read(pgpipe_http *h, hs_conn *c)
+{
+    for (;;) {
+        if (c->rlen == c->rcap && hs_grow(h, c) < 0)
+            return 0; /* full: the parser decides (431, 413) */
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+        if (n > 0) {
+            if (c->rlen == 0 && !c->got_head)
+                c->rq.t_start_us = h->now;
+            h->bytes_in += (uint64_t)n;
+            if (c->state == HS_LINGER)
+                continue; /* discarded: only its end is awaited */
+            c->rlen += (size_t)n;
+            if (c->rlen < c->rcap)
+                return 0;
+        } else if (n == 0) {
+            c->peer_eof = 1;
+            if (c->state == HS_LINGER) {
+                hs_close(h, c);
+                return -1;
+            }
+            return 0;
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        } else {
+            hs_close(h, c);
+            return -1;
+        }
+    }
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+static int hs_path_is(const pp_http_request *rq, const char *lit)
+{
+    size_t n = strlen(lit);
+    return rq->path_len == n && !memcmp(rq->path, lit, n);
+}
+
+#define HS_EVENTS "/v1/events/"
+
+/* Is the head of c's request one this server takes? 0 = yes (for a POST to
+** the events path, *source is set); else an answer is written (404, 405,
+** 400, 401/403) and 1 returned. With body_known 0 (an Expect: 100-continue
+** head) only the checks that need no body run. */
+static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
+{
+    pp_http_request *rq = &c->rq;
+    int get = rq->method == PP_HTTP_GET || rq->method == PP_HTTP_HEAD;
+    source[0] = 0;
+    if (hs_path_is(rq, "/healthz") || hs_path_is(rq, "/readyz") || hs_path_is(rq, "/metrics")) {
+        if (!get) {
+            hs_error(h, c, 405, "method_not_allowed", "this path answers GET and HEAD",
+                     "Allow: GET, HEAD\r\n");
+            return 1;
+        }
+        return 0;
+    }
+    size_t pre = sizeof HS_EVENTS - 1;
+    if (rq->path_len < pre || memcmp(rq->path, HS_EVENTS, pre) || rq->path_len == pre) {
+        hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
+                 NULL);
+        return 1;
+    }
+    const char *s = rq->path + pre;
+    size_t n = rq->path_len - pre;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '/') {
+            hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
+                     NULL);
+            return 1;
+        }
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-') || n > 64) {
+            hs_error(h, c, 400, "invalid_source",
+                     "a source is 1 to 64 characters of A-Z a-z 0-9 . _ -", NULL);
+            return 1;
+        }
+    }
+    if (rq->method != PP_HTTP_POST) {
+        hs_error(h, c, 405, "method_not_allowed", "events are sent with POST", "Allow: POST\r\n");
+        return 1;
+    }
+    memcpy(source, s, n);
+    source[n] = 0;
+    if (!body_known) {
+        const pgpipe_http_source *src = pp_http_auth_source(h->auth, source);
+        if (src && src->signature != PGPIPE_HTTP_SIG_NONE)
+            return 0; /* a signature covers the body: checked once it is here */
+    }
+    pp_http_reply deny;
+    memset(&deny, 0, sizeof deny);
+    int st = pp_http_auth_check(h->auth, source, rq, time(NULL), &deny);
+    if (st) {
+        if (!deny.status)
+            deny.status = st;
+        hs_write_reply(h, c, &deny, NULL);
+        return 1;
+    }
+    return 0;
+}
+
+static void hs_metrics(pgpipe_http *h, hs_conn *c);
+
+static void hs_readyz(pgpipe_http *h, hs_conn *c)
+{
+    char why[256] = "";
+    if (pp_ingest_ready(h->ig, why, sizeof why)) {
+        hs_reply_json(h, c, 200, "{\"status\":\"ready\"}\n");
+        return;
+    }
+    pp_buf b = { 0 };
+    pp_buf_appendf(&b, "{\"status\":\"unready\",\"reason\":");
+    pp_json_str(&b, why, strlen(why), 0);
+    pp_buf_appendf(&b, "}\n");
+    hs_reply_text(h, c, 503, "application/json", b.data, b.data ? b.len : 0);
+}
+
+/* Route a complete request: answer it, or hand it to ingest (HS_WAIT). */
+static void hs_route(pgpipe_http *h, hs_conn *c)
+{
+    char source[72];
+    if (hs_check(h, c, source, 1))
+        return;
+    pp_http_request *rq = &c->rq;
+    if (!source[0]) {
+        if (hs_path_is(rq, "/healthz"))
+            hs_reply_json(h, c, 200, "{\"status\":\"ok\"}\n");
+        else if (hs_path_is(rq, "/readyz"))
+            hs_readyz(h, c);
+        else
+            hs_metrics(h, c);
+        return;
+    }
+    if (++h->seq == 0)
+        h->seq = 1;
+    uint64_t ticket = (uint64_t)(uint32_t)c->slot << 32 | h->seq;
+    pp_http_reply now;
+    memset(&now, 0, sizeof now);
+    h->submitted++;
+    c->ticket = ticket;
+    c->state = HS_WAIT;
+    if (pp_ingest_submit(h->ig, rq, source, ticket, &now)) {
+        c->state = HS_READ;
+        c->ticket = 0;
+        hs_write_reply(h, c, &now, NULL);
+        return;
+    }
+    h->nwait++;
+    hs_timer_off(h, c);
+}
+
+/* The peer of a request: the socket's, or, from a trusted proxy, the
+** right-most X-Forwarded-For entry that is not itself a trusted proxy. */
+static void hs_peer(pgpipe_http *h, hs_conn *c)
+{
+    pp_http_request *rq = &c->rq;
+    memcpy(rq->peer, c->peer, sizeof rq->peer);
+    if (!c->trusted)
+        return;
+    const pp_http_header *xff = NULL;
+    for (int i = 0; i < rq->nheaders; i++)
+        if (rq->headers[i].name_len == 15 && !strncasecmp(rq->headers[i].name, "x-forwarded-for", 15))
+            xff = &rq->headers[i];
+    if (!xff)
+        return;
+    const char *v = xff->value;
+    size_t e = xff->value_len;
+    char addr[64];
+    while (e > 0) {
+        size_t b = e;
+        while (b > 0 && v[b - 1] != ',')
+            b--;
+        size_t s = b, t = e;
+        while (s < t && (v[s] == ' ' || v[s] == '\t'))
+            s++;
+        while (t > s && (v[t - 1] == ' ' || v[t - 1] == '\t'))
+            t--;
+        if (t > s && t - s < sizeof addr) {
+            memcpy(addr, v + s, t - s);
+            addr[t - s] = 0;
+            memcpy(rq->peer, addr, t - s + 1);
+            if (!pp_http_auth_trusted_proxy(h->auth, addr))
+                return;
+        }
+        e = b ? b - 1 : 0;
+    }
+}
+
+static void hs_request_id(pgpipe_http *h, hs_conn *c)
+{
+    if (c->rq.id[0])
+        return;
+    if (pp_uuid_v7(c->rq.id) != PGPIPE_OK)
+        snprintf(c->rq.id, sizeof c->rq.id, "%08x-0000-7000-8000-%012llx", (unsigned)h->seq,
+                 (unsigned long long)h->now);
+}
+
+/* Parse and answer what the buffer holds, in order. */
+static void hs_process(pgpipe_http *h, hs_conn *c)
+{
+    while (c->state == HS_READ && !c->closing && c->out.len - c->out_off < HS_OUT_HIGH) {
+        int rc = pp_http_parse(&c->p, c->rbuf, c->rlen, &c->rq);
+        if (rc == PP_HTTP_MORE) {
+            if (c->rlen == c->rcap && c->rcap >= hs_rlimit(h, c)) {
+                hs_request_id(h, c);
+                hs_error(h, c, 413, "body_too_large",
+                         "the chunked body's framing is larger than the limit allows", NULL);
+            }
+            break;
+        }
+        if (rc == PP_HTTP_ERROR) {
+            hs_request_id(h, c);
+            static const char *codes[] = { "bad_request", "body_too_large", "headers_too_large",
+                                           "expectation_failed", "version_not_supported" };
+            int s = c->p.status;
+            hs_error(h, c, s,
+                     codes[s == 413 ? 1 : s == 431 ? 2 : s == 417 ? 3 : s == 505 ? 4 : 0],
+                     c->p.why, NULL);
+            break;
+        }
+        hs_request_id(h, c);
+        if (!c->got_head) {
+            c->got_head = 1;
+            hs_peer(h, c);
+        }
+        if (rc == PP_HTTP_GOT_HEAD) {
+            if (c->p.expect_continue) {
+                char source[72];
+                if (hs_check(h, c, source, 0))
+                    break;
+                HS_PUTS(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            continue;
+        }
+        hs_route(h, c);
+        if (c->state == HS_WAIT || c->closing)
+            break;
+        hs_next_request(h, c);
+    }
+}
+
+/* After anything happened to c: send, then close or watch it. */
+static void hs_settle(pgpipe_http *h, hs_conn *c)
+{
+    if (c->out_off < c->out.len || (c->closing && c->state == HS_READ))
+        if (hs_flush(h, c) < 0)
+            return;
+    if (c->state == HS_READ && c->peer_eof && c->out_off == c->out.len) {
+        hs_close(h, c); /* the client is gone and nothing is owed */
+        return;
+    }
+    if (c->state == HS_READ && c->out_off < c->out.len)
+        hs_timer_on(h, c, HS_T_IDLE); /* a write timeout: the client must read */
+    else if (c->state == HS_READ && !c->closing)
+        hs_timer_on(h, c, c->got_head ? HS_T_BODY : c->rlen ? HS_T_HEAD : HS_T_IDLE);
+    hs_interest(h, c);
+}
+
+static void hs_conn_event(pgpipe_http *h, hs_conn *c, uint32_t ev)
+{
+    if (ev & EPOLLERR) {
+        hs_close(h, c);
+        return;
+    }
+    if (ev & (EPOLLIN | EPOLLHUP)) {
+        if (c->state == HS_WAIT) {
+            if (ev & EPOLLHUP)
+                hs_close(h, c); /* its answer will be dropped */
+            return;
+        }
+        if (hs_read(h, c) < 0)
+            return;
+    }
+    if ((ev & EPOLLOUT) && hs_flush(h, c) < 0)
+        return;
+    if (c->state == HS_READ)
+        hs_process(h, c);
+    hs_settle(h, c);
+}
+
+static void hs_accept(pgpipe_http *h, int li)
+{
+    for (int k = 0; k < 256; k++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept(h->lfd[li], (struct sockaddr *)&ss, &sl);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if ((errno == EMFILE || errno == ENFILE) && h->sparefd >= 0) {
+                /* out of descriptors: take the client with the spare one and
+                ** close it at once, rather than spin on a ready listener */
+                close(h->sparefd);
+                fd = accept(h->lfd[li], NULL, NULL);
+                if (fd >= 0)
+                    close(fd);
+                h->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                h->refused++;
+                continue;
+            }
+            return;
+        }
+        if (h->nopen >= h->o.max_connections || h->draining || h->nfree == 0) {
+            close(fd);
+            h->refused++;
+            continue;
+        }
+        int fl = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        int slot = h->free_slots[--h->nfree];
+        hs_conn *c = h->conns[slot];
+        if (!c) {
+            c = pp_calloc(1, sizeof *c);
+            if (!c) {
+                h->nfree++;
+                close(fd);
+                h->refused++;
+                continue;
+            }
+            c->slot = slot;
+            c->tlist = -1;
+            h->conns[slot] = c;
+        }
+        c->fd = fd;
+        c->state = HS_READ;
+        c->peer_eof = c->closing = 0;
+        c->ticket = 0;
+        c->rlen = 0;
+        c->out.len = c->out_off = 0;
+        c->peer[0] = 0;
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer, sizeof c->peer);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer, sizeof c->peer);
+        c->trusted = h->trusted && c->peer[0] && pp_http_auth_trusted_proxy(h->auth, c->peer);
+        c->p.consumed = 0;
+        hs_next_request(h, c);
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = EPOLLIN;
+        ev.data.u64 = (uint64_t)slot;
+        if (epoll_ctl(h->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            c->state = HS_FREE;
+            h->free_slots[h->nfree++] = slot;
+            h->refused++;
+            continue;
+        }
+        c->events = EPOLLIN;
+        h->nopen++;
+        h->accepted++;
+        hs_timer_on(h, c, HS_T_HEAD);
+    }
+}
+
+/* ---- answers from ingest ------------------------------------------------ */
+
+static void hs_wake(pgpipe_http *h)
+{
+    uint64_t one = 1;
+    ssize_t n = write(h->wakefd, &one, sizeof one);
+    (void)n; /* a full counter still wakes the loop */
+}
+
+static void hs_done_cb(pgpipe_http *h, uint64_t ticket, pp_http_reply *reply)
+{
+    pp_mutex_lock(&h->mu);
+    if (h->ndone == h->capdone) {
+        size_t cap = h->capdone ? h->capdone * 2 : 64;
+        hs_done *nd = pp_realloc(h->done, cap * sizeof *nd);
+        if (!nd) {
+            pp_mutex_unlock(&h->mu);
+            pp_http_reply_free(reply); /* the client sees its connection end */
+            return;
+        }
+        h->done = nd;
+        h->capdone = cap;
+    }
+    h->done[h->ndone].ticket = ticket;
+    h->done[h->ndone].reply = *reply;
+    h->ndone++;
+    pp_mutex_unlock(&h->mu);
+    reply->body = NULL;
+    reply->body_len = 0;
+    hs_wake(h);
+}
+
+static void hs_deliver(pgpipe_http *h)
+{
+    pp_mutex_lock(&h->mu);
+    hs_done *d = h->done;
+    size_t n = h->ndone;
+    h->done = NULL;
+    h->ndone = h->capdone = 0;
+    pp_mutex_unlock(&h->mu);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t = d[i].ticket;
+        uint32_t slot = (uint32_t)(t >> 32);
+        hs_conn *c = slot < (uint32_t)h->nslots ? h->conns[slot] : NULL;
+        if (!c || c->state != HS_WAIT || c->ticket != t) {
+            pp_http_reply_free(&d[i].reply);
+            continue;
+        }
+        c->state = HS_READ;
+        c->ticket = 0;
+        h->nwait--;
+        hs_write_reply(h, c, &d[i].reply, NULL);
+        if (!c->closing) {
+            hs_next_request(h, c);
+            hs_process(h, c);
+        }
+        hs_settle(h, c);
+    }
+    pp_free(d);
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+static void hs_metrics(pgpipe_http *h, hs_conn *c)
+{
+    pp_buf b = { 0 };
+    pp_buf_appendf(&b, "# HELP pgpipe_http_requests_total HTTP requests answered, by status.\n"
+                       "# TYPE pgpipe_http_requests_total counter\n");
+    for (int s = 100; s < 600; s++)
+        if (h->by_status[s])
+            pp_buf_appendf(&b, "pgpipe_http_requests_total{status=\"%d\"} %llu\n", s,
+                           (unsigned long long)h->by_status[s]);
+    pp_buf_appendf(&b,
+                   "# HELP pgpipe_http_open_connections Client connections open now.\n"
+                   "# TYPE pgpipe_http_open_connections gauge\n"
+                   "pgpipe_http_open_connections %d\n"
+                   "# HELP pgpipe_http_connections_accepted_total Client connections accepted.\n"
+                   "# TYPE pgpipe_http_connections_accepted_total counter\n"
+                   "pgpipe_http_connections_accepted_total %llu\n"
+                   "# HELP pgpipe_http_connections_refused_total Client connections closed at "
+                   "once (max_connections, out of descriptors, draining).\n"
+                   "# TYPE pgpipe_http_connections_refused_total counter\n"
+                   "pgpipe_http_connections_refused_total %llu\n"
+                   "# HELP pgpipe_http_received_bytes_total Bytes read from clients.\n"
+                   "# TYPE pgpipe_http_received_bytes_total counter\n"
+                   "pgpipe_http_received_bytes_total %llu\n"
+                   "# HELP pgpipe_http_sent_bytes_total Bytes sent to clients.\n"
+                   "# TYPE pgpipe_http_sent_bytes_total counter\n"
+                   "pgpipe_http_sent_bytes_total %llu\n"
+                   "# HELP pgpipe_http_ingest_submitted_total Requests handed to ingest.\n"
+                   "# TYPE pgpipe_http_ingest_submitted_total counter\n"
+                   "pgpipe_http_ingest_submitted_total %llu\n"
+                   "# HELP pgpipe_http_requests_in_ingest Requests whose answer waits for "
+                   "their group's commit.\n"
+                   "# TYPE pgpipe_http_requests_in_ingest gauge\n"
+                   "pgpipe_http_requests_in_ingest %d\n"
+                   "# HELP pgpipe_http_request_duration_seconds From a request's first byte "
+                   "to its answer.\n"
+                   "# TYPE pgpipe_http_request_duration_seconds histogram\n",
+                   h->nopen, (unsigned long long)h->accepted, (unsigned long long)h->refused,
+                   (unsigned long long)h->bytes_in, (unsigned long long)h->bytes_out,
+                   (unsigned long long)h->submitted, h->nwait);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < HS_NLAT; i++) {
+        cum += h->lat[i];
+        pp_buf_appendf(&b, "pgpipe_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                       hs_lat_le[i], (unsigned long long)cum);
+    }
+    cum += h->lat[HS_NLAT];
+    pp_buf_appendf(&b,
+                   "pgpipe_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+                   "pgpipe_http_request_duration_seconds_sum %.6f\n"
+                   "pgpipe_http_request_duration_seconds_count %llu\n",
+                   (unsigned long long)cum, h->lat_sum, (unsigned long long)h->lat_count);
+    pp_ingest_metrics(h->ig, &b);
+    hs_reply_text(h, c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data,
+                  b.data ? b.len : 0);
+}
+
+/* ---- listen addresses --------------------------------------------------- */
+
+static int hs_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const unsigned char *a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+        return a[0] == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        static const unsigned char lo[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+        static const unsigned char v4[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+        return !memcmp(a, lo, 16) || (!memcmp(a, v4, 12) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+/* Resolve, check and bind every listen address. */
+static int hs_bind(pgpipe_http *h, int need_loopback)
+{
+    char *spec = h->listen_s;
+    for (char *item = spec; item && *item;) {
+        char *comma = strchr(item, ',');
+        if (comma)
+            *comma = 0;
+        while (*item == ' ')
+            item++;
+        char host[256], port[16];
+        const char *colon;
+        if (*item == '[') {
+            const char *rb = strchr(item, ']');
+            if (!rb || rb[1] != ':' || (size_t)(rb - item - 1) >= sizeof host)
+                return pp_err(&h->h.err, PGPIPE_MISUSE,
+                              "listen: \"%s\" is not [IPV6]:PORT", item);
+            memcpy(host, item + 1, (size_t)(rb - item - 1));
+            host[rb - item - 1] = 0;
+            colon = rb + 1;
+        } else {
+            colon = strrchr(item, ':');
+            if (!colon || (size_t)(colon - item) >= sizeof host)
+                return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: \"%s\" is not HOST:PORT", item);
+            memcpy(host, item, (size_t)(colon - item));
+            host[colon - item] = 0;
+        }
+        char *end;
+        long pn = strtol(colon + 1, &end, 10);
+        if (!colon[1] || *end || pn < 0 || pn > 65535)
+            return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: bad port in \"%s\" (0-65535)", item);
+        snprintf(port, sizeof port, "%ld", pn);
+        struct addrinfo hints, *ai = NULL;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE;
+        int g = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+        if (g != 0 || !ai)
+            return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: cannot resolve \"%s\": %s", host,
+                          gai_strerror(g));
+        if (need_loopback && !hs_loopback(ai->ai_addr)) {
+            freeaddrinfo(ai);
+            return pp_err(&h->h.err, PGPIPE_MISUSE,
+                          "listen: %s is not a loopback address and no token exists: add one "
+                          "(.serve token add SOURCE) or allow it with --insecure "
+                          "(options.insecure)", item);
+        }
+        if (h->nlisten == HS_MAX_LISTEN) {
+            freeaddrinfo(ai);
+            return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: more than %d addresses",
+                          HS_MAX_LISTEN);
+        }
+        int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+        int one = 1;
+        if (fd >= 0) {
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (ai->ai_family == AF_INET6)
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        }
+        if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            freeaddrinfo(ai);
+            return pp_err(&h->h.err, PGPIPE_IO, "listen: cannot listen on %s: %s", item,
+                          strerror(e));
+        }
+        freeaddrinfo(ai);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        getsockname(fd, (struct sockaddr *)&ss, &sl);
+        h->lport[h->nlisten] = ntohs(ss.ss_family == AF_INET6
+                                         ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                         : ((struct sockaddr_in *)&ss)->sin_port);
+        h->lfd[h->nlisten++] = fd;
+        item = comma ? comma + 1 : NULL;
+    }
+    if (h->nlisten == 0)
+        return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: no address given");
+    return PGPIPE_OK;
+}
+
+/* ---- the public API ----------------------------------------------------- */
+
+static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
+{
+    pgpipe_error *e = &h->h.err;
+    if (!o->listen || !*o->listen)
+        return pp_err(e, PGPIPE_MISUSE, "options.listen: no address (HOST:PORT)");
+    if (o->max_header_bytes < 256)
+        return pp_err(e, PGPIPE_MISUSE, "options.max_header_bytes: %zu is below 256",
+                      o->max_header_bytes);
+    if (o->max_body_bytes < 1 || o->max_body_bytes > ((size_t)1 << 34))
+        return pp_err(e, PGPIPE_MISUSE, "options.max_body_bytes: %zu is not 1..16 GiB",
+                      o->max_body_bytes);
+    if (o->max_connections < 1 || o->max_connections > 1000000)
+        return pp_err(e, PGPIPE_MISUSE, "options.max_connections: %d is not 1..1000000",
+                      o->max_connections);
+    if (o->max_records < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.max_records: %d is below 1", o->max_records);
+    if (o->header_timeout_ms < 1 || o->body_timeout_ms < 1 || o->idle_timeout_ms < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.%s: must be at least 1 ms",
+                      o->header_timeout_ms < 1 ? "header_timeout_ms"
+                      : o->body_timeout_ms < 1 ? "body_timeout_ms" : "idle_timeout_ms");
+    if (o->group_window_ms < 0)
+        return pp_err(e, PGPIPE_MISUSE, "options.group_window_ms: %d is below 0",
+                      o->group_window_ms);
+    if (o->group_records < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.group_records: %d is below 1", o->group_records);
+    if (o->committers < 1 || o->committers > 64)
+        return pp_err(e, PGPIPE_MISUSE, "options.committers: %d is not 1..64", o->committers);
+    if (o->memory_budget < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.memory_budget: must be above 0");
+    if (o->window_hours < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.window_hours: %d is below 1", o->window_hours);
+    if (o->nsources < 0 || (o->nsources > 0 && !o->sources))
+        return pp_err(e, PGPIPE_MISUSE, "options.sources: %d sources but no array", o->nsources);
+    return PGPIPE_OK;
+}
+
+int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
+{
+    pgpipe_http *h = pp_handle_new(sizeof *h);
+    *out = h;
+    if (!h)
+        return PGPIPE_NOMEM;
+    h->ep = h->wakefd = h->sparefd = -1;
+    pthread_mutex_init(&h->mu, NULL);
+    pgpipe_http_options def;
+    if (!o) {
+        pgpipe_http_options_init(&def);
+        o = &def;
+    }
+    int rc = hs_check_options(h, o);
+    if (rc != PGPIPE_OK)
+        return rc;
+    h->o = *o; /* sources: read while opening (auth and ingest copy what they keep) */
+    h->conninfo = pp_strdup(o->conninfo ? o->conninfo : "");
+    h->listen_s = pp_strdup(o->listen);
+    h->trusted = o->trusted_proxies && *o->trusted_proxies ? pp_strdup(o->trusted_proxies) : NULL;
+    if (!h->conninfo || !h->listen_s || (o->trusted_proxies && *o->trusted_proxies && !h->trusted))
+        return pp_err_nomem(&h->h.err);
+    h->o.conninfo = h->conninfo;
+    h->o.listen = h->listen_s;
+    h->o.trusted_proxies = h->trusted;
+
+    h->db = PQconnectdb(h->conninfo);
+    if (!h->db)
+        return pp_err_nomem(&h->h.err);
+    if (PQstatus(h->db) != CONNECTION_OK)
+        return pp_err_pq(&h->h.err, h->db, NULL, "http: connecting (options.conninfo)");
+    PQsetNoticeProcessor(h->db, pp_notice_to_log, (void *)"http");
+    if (o->install_schema && (rc = pgpipe_schema_install(h->db, NULL, &h->h.err)) != PGPIPE_OK)
+        return rc;
+    if ((rc = pp_http_auth_open(&h->auth, &h->o, h->db, &h->h.err)) != PGPIPE_OK)
+        return rc;
+    int need_loopback = !o->insecure && !pp_http_auth_has_tokens(h->auth) &&
+                        o->require_tokens != 1;
+    if ((rc = pp_ingest_open(&h->ig, &h->o, h->auth, h, hs_done_cb, &h->h.err)) != PGPIPE_OK)
+        return rc;
+    h->o.sources = NULL; /* the caller's, valid only during the open */
+    h->o.nsources = 0;
+    if ((rc = hs_bind(h, need_loopback)) != PGPIPE_OK)
+        return rc;
+
+    h->nslots = o->max_connections;
+    h->conns = pp_calloc((size_t)h->nslots, sizeof *h->conns);
+    h->free_slots = pp_malloc((size_t)h->nslots * sizeof *h->free_slots);
+    if (!h->conns || !h->free_slots)
+        return pp_err_nomem(&h->h.err);
+    for (int i = 0; i < h->nslots; i++)
+        h->free_slots[i] = h->nslots - 1 - i;
+    h->nfree = h->nslots;
+    h->tl[HS_T_HEAD].dur_us = (int64_t)o->header_timeout_ms * 1000;
+    h->tl[HS_T_BODY].dur_us = (int64_t)o->body_timeout_ms * 1000;
+    h->tl[HS_T_IDLE].dur_us = (int64_t)o->idle_timeout_ms * 1000;
+    h->tl[HS_T_LINGER].dur_us = (int64_t)HS_LINGER_MS * 1000;
+
+    h->ep = epoll_create1(EPOLL_CLOEXEC);
+    h->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    h->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (h->ep < 0 || h->wakefd < 0)
+        return pp_err(&h->h.err, PGPIPE_IO, "http: epoll/eventfd: %s", strerror(errno));
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.u64 = HS_TAG_WAKE;
+    epoll_ctl(h->ep, EPOLL_CTL_ADD, h->wakefd, &ev);
+    for (int i = 0; i < h->nlisten; i++) {
+        ev.data.u64 = HS_TAG_LISTEN + (uint64_t)i;
+        if (epoll_ctl(h->ep, EPOLL_CTL_ADD, h->lfd[i], &ev) < 0)
+            return pp_err(&h->h.err, PGPIPE_IO, "http: epoll_ctl: %s", strerror(errno));
+    }
+    return PGPIPE_OK;
+}
+
+int pgpipe_http_port(const pgpipe_http *h, int i)
+{
+    if (!h || i < 0 || i >= h->nlisten)
+        return 0;
+    return h->lport[i];
+}
+
+static void hs_timers(pgpipe_http *h)
+{
+    for (int k = 0; k < HS_NT; k++) {
+        hs_conn *c;
+        while ((c = h->tl[k].head) && c->deadline <= h->now) {
+            hs_timer_off(h, c);
+            if (k == HS_T_IDLE || k == HS_T_LINGER || c->state != HS_READ) {
+                hs_close(h, c);
+                continue;
+            }
+            hs_request_id(h, c);
+            hs_error(h, c, 408, "timeout",
+                     k == HS_T_HEAD ? "the request head did not arrive in time"
+                                    : "the request body did not arrive in time",
+                     NULL);
+            c->closing = 1;
+            hs_settle(h, c);
+        }
+    }
+}
+
+static void hs_reload(pgpipe_http *h)
+{
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    if (PQstatus(h->db) != CONNECTION_OK)
+        PQreset(h->db);
+    if (pp_http_auth_reload(h->auth, h->db, &err) != PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_WARN, "http", "reloading the tokens failed, the old ones stay: %s",
+                err.message);
+    else
+        pp_logf(PGPIPE_LOG_INFO, "http", "tokens reloaded");
+}
+
+/* Stop accepting, answer what ingest holds, send, close. */
+static void hs_drain(pgpipe_http *h)
+{
+    h->draining = 1;
+    for (int i = 0; i < h->nlisten; i++) {
+        close(h->lfd[i]);
+        h->lfd[i] = -1;
+    }
+    h->nlisten = 0;
+    for (int i = 0; i < h->nslots; i++) {
+        hs_conn *c = h->conns[i];
+        if (!c || c->state == HS_FREE || c->state == HS_WAIT)
+            continue;
+        if (c->out_off == c->out.len || c->state == HS_LINGER)
+            hs_close(h, c);
+        else
+            c->closing = 1;
+    }
+    pp_ingest_drain(h->ig);
+    h->now = pgpipe_now_us();
+    hs_deliver(h);
+    /* send what is owed, for at most the idle timeout */
+    int64_t until = h->now + h->tl[HS_T_IDLE].dur_us;
+    struct epoll_event evs[64];
+    while (h->nopen > 0 && h->now < until) {
+        int n = epoll_wait(h->ep, evs, 64, 100);
+        h->now = pgpipe_now_us();
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = evs[i].data.u64;
+            if (tag == HS_TAG_WAKE) {
+                uint64_t v;
+                ssize_t r = read(h->wakefd, &v, sizeof v);
+                (void)r;
+                hs_deliver(h);
+            } else if (tag < HS_TAG_WAKE) {
+                hs_conn *c = h->conns[tag];
+                if (c && c->state != HS_FREE)
+                    hs_conn_event(h, c, evs[i].events);
+            }
+        }
+        for (int i = 0; i < h->nslots; i++) {
+            hs_conn *c = h->conns[i];
+            if (c && c->state == HS_READ && c->out_off == c->out.len)
+                hs_close(h, c);
+        }
+    }
+    for (int i = 0; i < h->nslots; i++)
+        if (h->conns[i] && h->conns[i]->state != HS_FREE)
+            hs_close(h, h->conns[i]);
+}
+
+int pgpipe_http_run(pgpipe_http *h)
+{
+    if (!h || !h->ig || h->ep < 0)
+        return h ? pp_err(&h->h.err, PGPIPE_MISUSE, "pgpipe_http_run: the server is not open")
+                 : PGPIPE_MISUSE;
+    if (atomic_exchange(&h->running, 1))
+        return pp_err(&h->h.err, PGPIPE_MISUSE, "pgpipe_http_run: already running");
+    struct epoll_event evs[256];
+    h->now = pgpipe_now_us();
+    while (!atomic_load(&h->stop)) {
+        int n = epoll_wait(h->ep, evs, 256, hs_next_timeout_ms(h));
+        if (n < 0 && errno != EINTR) {
+            atomic_store(&h->running, 0);
+            return pp_err(&h->h.err, PGPIPE_IO, "http: epoll_wait: %s", strerror(errno));
+        }
+        h->now = pgpipe_now_us();
+        int woke = 0;
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = evs[i].data.u64;
+            if (tag < HS_TAG_WAKE) {
+                hs_conn *c = h->conns[tag];
+                if (c && c->state != HS_FREE)
+                    hs_conn_event(h, c, evs[i].events);
+            } else if (tag == HS_TAG_WAKE) {
+                uint64_t v;
+                ssize_t r = read(h->wakefd, &v, sizeof v);
+                (void)r;
+                woke = 1;
+            } else {
+                hs_accept(h, (int)(tag - HS_TAG_LISTEN));
+            }
+        }
+        if (woke)
+            hs_deliver(h);
+        hs_timers(h);
+        if (atomic_exchange(&h->reload, 0))
+            hs_reload(h);
+    }
+    hs_drain(h);
+    atomic_store(&h->running, 0);
+    return PGPIPE_OK;
+}
+
+int pgpipe_http_stop(pgpipe_http *h)
+{
+    if (!h || h->wakefd < 0)
+        return PGPIPE_MISUSE;
+    atomic_store(&h->stop, 1);
+    hs_wake(h);
+    return PGPIPE_OK;
+}
+
+int pgpipe_http_reload(pgpipe_http *h)
+{
+    if (!h || h->wakefd < 0)
+        return PGPIPE_MISUSE;
+    atomic_store(&h->reload, 1);
+    hs_wake(h);
+    return PGPIPE_OK;
+}
+
+void pgpipe_http_close(pgpipe_http *h)
+{
+    if (!h)
+        return;
+    if (h->ig)
+        pp_ingest_close(h->ig); /* its committers may still answer: before the rest */
+    for (int i = 0; i < h->nslots && h->conns; i++) {
+        hs_conn *c = h->conns[i];
+        if (!c)
+            continue;
+        if (c->state != HS_FREE)
+            close(c->fd);
+        pp_free(c->rbuf);
+        pp_buf_free(&c->out);
+        pp_free(c);
+    }
+    pp_free(h->conns);
+    pp_free(h->free_slots);
+    for (int i = 0; i < h->nlisten; i++)
+        if (h->lfd[i] >= 0)
+            close(h->lfd[i]);
+    for (size_t i = 0; i < h->ndone; i++)
+        pp_http_reply_free(&h->done[i].reply);
+    pp_free(h->done);
+    if (h->ep >= 0)
+        close(h->ep);
+    if (h->wakefd >= 0)
+        close(h->wakefd);
+    if (h->sparefd >= 0)
+        close(h->sparefd);
+    if (h->auth)
+        pp_http_auth_close(h->auth);
+    if (h->db)
+        PQfinish(h->db);
+    pthread_mutex_destroy(&h->mu);
+    pp_free(h->conninfo);
+    pp_free(h->listen_s);
+    pp_free(h->trusted);
+    pp_free(h);
+}
+
+#else /* not Linux */
+
+struct pgpipe_http {
+    pp_handle h;
+};
+
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     (void)o;
     *out = pp_handle_new(sizeof **out);
     if (!*out)
         return PGPIPE_NOMEM;
-    return pp_err(&(*out)->h.err, PGPIPE_MISUSE, "the HTTP server is not built yet");
+    return pp_err(&(*out)->h.err, PGPIPE_MISUSE, "the HTTP server needs Linux (epoll)");
 }
 
 int pgpipe_http_port(const pgpipe_http *h, int i)
@@ -50,19 +1425,19 @@ int pgpipe_http_port(const pgpipe_http *h, int i)
 
 int pgpipe_http_run(pgpipe_http *h)
 {
-    return pp_err(&h->h.err, PGPIPE_MISUSE, "the HTTP server is not built yet");
+    return pp_err(&h->h.err, PGPIPE_MISUSE, "the HTTP server needs Linux (epoll)");
 }
 
 int pgpipe_http_stop(pgpipe_http *h)
 {
     (void)h;
-    return PGPIPE_OK;
+    return PGPIPE_MISUSE;
 }
 
 int pgpipe_http_reload(pgpipe_http *h)
 {
     (void)h;
-    return PGPIPE_OK;
+    return PGPIPE_MISUSE;
 }
 
 void pgpipe_http_close(pgpipe_http *h)
@@ -70,4 +1445,5 @@ void pgpipe_http_close(pgpipe_http *h)
     pp_free(h);
 }
 
+#endif /* __linux__ */
 #endif /* PGPIPE_OMIT_HTTP */

@@ -1,67 +1,1784 @@
 /*
 ** Request bodies into records, group commit into staging, idempotency keys,
-** dead letters, backpressure. (Skeleton: answers 503 until it lands.)
+** dead letters, backpressure.
+**
+** The way of a request. pp_ingest_submit (the event loop's thread) cuts the
+** body into records (JSON: the framer for arrays and NDJSON, one document
+** otherwise; CSV: the csv reader, each row an object as the loader makes
+** it), parses each JSON record once (event_type field, idempotency field)
+** and appends its COPY text for staging.raw_events straight to the open
+** group's buffer; a record that is not valid goes, as COPY text for
+** pgpipe.dead_letters, to the group's dead-letter buffer. A body that
+** cannot be cut into records at all is refused with 400 and leaves nothing
+** behind. The group closes after group_window_ms or group_records records;
+** a committer thread (each with its own connection) takes it and runs one
+** transaction: lock the group's idempotency keys (pg_advisory_xact_lock on
+** their hashes, sorted), look them up (a key committed before: that request
+** gets its stored response and adds nothing; a key repeated inside the
+** group: the first applies), COPY the rows, COPY the dead letters, record
+** the keys with their responses, COMMIT. Only then is each request answered
+** through done(). A row the server refuses (a \u0000 JSONB cannot hold) is
+** isolated under savepoints and dead-lettered alone; a lost connection or a
+** failed COMMIT answers 503 Retry-After (the outcome is unknown: a client
+** retrying with its key is safe), never 202.
+**
+** Records in = accepted + dead-lettered holds for every request: both are
+** written in its group's transaction.
 */
 
 #include "pp_http.h"
 
 #ifndef PGPIPE_OMIT_HTTP
 
+#define IG_MAX_KEY 255          /* bytes of an idempotency key */
+#define IG_MAX_LISTED 100       /* errors listed in one response (the count has all) */
+#define IG_SEND_CHUNK (32 * 1024)
+#define IG_MAX_COMMITTERS 16
+#define IG_MAINTAIN_US (3600LL * 1000000) /* http_keys partitions: hourly */
+#define IG_NONE UINT32_MAX
+/* keyed requests in one group: each holds an advisory lock until COMMIT, and
+** the server's lock table has max_locks_per_transaction x max_connections
+** slots for everyone (6,400 by default) */
+#define IG_GROUP_KEYS 1000
+
+/* what becomes of a request in its group's transaction */
+enum { IG_NEW, IG_REPLAY, IG_EXPIRED, IG_DUP };
+
+typedef struct ig_row {
+    size_t coff;        /* its COPY text in g->cbuf */
+    size_t roff, rlen;  /* the record as sent, in g->rbuf */
+    uint32_t req;
+    uint32_t rec;       /* 1-based record number in its request */
+    long long line, col, off;
+    int bad;            /* refused by the server: dead-lettered */
+} ig_row;
+
+typedef struct ig_err {
+    uint32_t next;      /* the request's next error, IG_NONE */
+    uint32_t rec;
+    long long line, col, off;
+    size_t moff, mlen;  /* message in g->mbuf */
+} ig_err;
+
+typedef struct ig_req {
+    uint64_t ticket;
+    char id[37];
+    int fate;           /* IG_* */
+    uint32_t first;     /* IG_DUP: the request of the group it repeats */
+    size_t src_off, src_len; /* source name in g->kbuf */
+    size_t key_off, key_len; /* "source\nkey" NUL-ended in g->kbuf; key_len 0: none */
+    size_t keyonly;     /* offset of the key itself */
+    int window_hours;
+    size_t row_lo, row_hi;
+    size_t d_lo, d_hi;  /* its dead letters of validation in g->dbuf */
+    long long nrec, dead;
+    uint32_t err_head, err_tail;
+    size_t bytes;       /* counted in pending_bytes */
+    char *answer;       /* its response body once known */
+    size_t answer_len;
+    int status;
+} ig_req;
+
+typedef struct ig_group {
+    struct ig_group *next;
+    ig_req *reqs;
+    size_t nreqs, capreqs;
+    ig_row *rows;
+    size_t nrows, caprows;
+    ig_err *errs;
+    size_t nerrs, caperrs;
+    pp_buf cbuf;        /* COPY text of staging.raw_events rows */
+    pp_buf rbuf;        /* the records as sent */
+    pp_buf dbuf;        /* COPY text of dead letters */
+    pp_buf kbuf;        /* sources and keys */
+    pp_buf mbuf;        /* error messages */
+    long long nrecords;
+    size_t bytes;
+    int nkeys;
+    int64_t t_first;
+} ig_group;
+
+typedef struct ig_committer {
+    pp_ingest *ig;
+    int idx;
+    PGconn *conn;
+    int live;           /* counted in ig->live */
+    int64_t next_try;   /* reconnect not before (monotonic us) */
+    int backoff_ms;
+    int64_t maintained; /* last http_keys_maintain, 0 = never */
+    pgpipe_error err;
+    pp_buf a[6];        /* array parameters */
+    pp_buf scratch;
+    uint32_t *hash;     /* in-group key dedup */
+    size_t caphash;
+    pthread_t tid;
+    int started;
+} ig_committer;
+
+/* Prometheus histogram buckets */
+static const double ig_size_le[] = { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000 };
+static const double ig_lat_le[] = { 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5 };
+#define IG_NSIZE (sizeof ig_size_le / sizeof ig_size_le[0])
+#define IG_NLAT (sizeof ig_lat_le / sizeof ig_lat_le[0])
+
 struct pp_ingest {
-    int unused;
+    struct pgpipe_http *h;
+    pp_ingest_done_fn done;
+    pp_http_auth *auth;
+    const pgpipe_http_options *o;   /* for its sources when there is no auth */
+    pgpipe_http_source defaults;
+    char *conninfo;
+    int max_records;
+    size_t max_body;
+    int window_ms;
+    int group_records;
+    size_t budget;
+    int keep_hours;     /* http_keys partitions are dropped past this */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;  /* committers wait for work */
+    pthread_cond_t dcv; /* the drain waits for answers */
+    ig_group *open;     /* filling */
+    ig_group *qhead, *qtail; /* closed, waiting for a committer */
+    ig_group *spare;    /* reusable */
+    int quit;
+    int flush;          /* commit what is open without waiting */
+    long long pending;  /* requests queued or committing */
+    size_t pending_bytes;
+    atomic_int live;    /* committers with a working connection */
+    ig_committer cm[IG_MAX_COMMITTERS];
+    int ncm;
+    /* the submit's state (event loop's thread only) */
+    pgpipe_json_doc *doc;
+    pp_framer fr;
+    pp_buf etb;         /* the request's "source\tevent type" COPY text */
+    /* metrics, under mu */
+    long long m_accepted, m_dead, m_committed, m_replayed, m_refused, m_failed, m_reconnects;
+    long long m_groups, m_size_b[IG_NSIZE + 1], m_lat_b[IG_NLAT + 1];
+    double m_size_sum, m_lat_sum;
 };
 
-PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
-                                  pp_http_auth *auth, struct pgpipe_http *h,
-                                  pp_ingest_done_fn done, pgpipe_error *err)
+/* ---- small helpers ---------------------------------------------------------- */
+
+static int ig_reply(pp_http_reply *r, int status, const char *code, const char *id,
+                    int retry_after, const char *msg)
 {
-    (void)o;
-    (void)auth;
-    (void)h;
-    (void)done;
-    *out = pp_calloc(1, sizeof **out);
-    return *out ? PGPIPE_OK : pp_err_nomem(err);
+    memset(r, 0, sizeof *r);
+    if (pp_http_reply_error(r, status, code, id, "%s", msg) != PGPIPE_OK) {
+        r->status = status;
+        r->content_type = "application/json";
+    }
+    r->retry_after = retry_after;
+    return 1;
+}
+
+static int ig_grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return PGPIPE_OK;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *q = pp_realloc(*p, n * size);
+    if (!q)
+        return PGPIPE_NOMEM;
+    *p = q;
+    *cap = n;
+    return PGPIPE_OK;
+}
+
+static const char *ig_header(const pp_http_request *rq, const char *name, size_t *len)
+{
+    if (!name || !*name)
+        return NULL;
+    const char *v = pp_http_header_get(rq, name, len);
+    return v && *len ? v : NULL;
+}
+
+static const pgpipe_http_source *ig_source(const pp_ingest *ig, const char *name)
+{
+    if (ig->auth)
+        return pp_http_auth_source(ig->auth, name);
+    const pgpipe_http_source *star = NULL;
+    for (int i = 0; ig->o && i < ig->o->nsources; i++) {
+        const pgpipe_http_source *s = &ig->o->sources[i];
+        if (s->name && !strcmp(s->name, name))
+            return s;
+        if (s->name && !strcmp(s->name, "*"))
+            star = s;
+    }
+    return star ? star : &ig->defaults;
+}
+
+static int ig_window(const pp_ingest *ig, const pgpipe_http_source *s)
+{
+    return s->window_hours > 0 ? s->window_hours : ig->defaults.window_hours;
+}
+
+/* "text at line 3, column 7" -> "text" (the caller names the position). */
+static size_t ig_msg_len(const char *m)
+{
+    const char *p = strstr(m, " at line ");
+    return p ? (size_t)(p - m) : strlen(m);
+}
+
+/* ---- groups ---------------------------------------------------------------------- */
+
+static ig_group *ig_group_get(pp_ingest *ig)
+{
+    ig_group *g = ig->spare;
+    if (g) {
+        ig->spare = g->next;
+    } else if (!(g = pp_calloc(1, sizeof *g))) {
+        return NULL;
+    }
+    g->next = NULL;
+    g->nreqs = g->nrows = g->nerrs = 0;
+    g->cbuf.len = g->rbuf.len = g->dbuf.len = g->kbuf.len = g->mbuf.len = 0;
+    g->nrecords = 0;
+    g->bytes = 0;
+    g->nkeys = 0;
+    g->t_first = 0;
+    return g;
+}
+
+static void ig_group_free(ig_group *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->nreqs; i++)
+        pp_free(g->reqs[i].answer);
+    pp_free(g->reqs);
+    pp_free(g->rows);
+    pp_free(g->errs);
+    pp_buf_free(&g->cbuf);
+    pp_buf_free(&g->rbuf);
+    pp_buf_free(&g->dbuf);
+    pp_buf_free(&g->kbuf);
+    pp_buf_free(&g->mbuf);
+    pp_free(g);
+}
+
+/* A group back to the spares; a very large one gives its memory back. */
+static void ig_group_put(pp_ingest *ig, ig_group *g)
+{
+    if (g->cbuf.cap + g->rbuf.cap > 8u * 1024 * 1024) {
+        ig_group_free(g);
+        return;
+    }
+    g->next = ig->spare;
+    ig->spare = g;
+}
+
+/* ---- cutting a body into records ------------------------------------------------ */
+
+typedef struct ig_parse {
+    pp_ingest *ig;
+    ig_group *g;
+    ig_req *r;
+    uint32_t ri;
+    const pgpipe_http_source *s;
+    const char *body;
+    size_t body_len;
+    size_t body_off;         /* of the body in g->rbuf */
+    const char *et_hdr;      /* event_type from a header (COPY-escaped in et_buf) */
+    pp_buf *et_buf;          /* source and event type header, COPY-escaped */
+    size_t et_src;           /* bytes of "source\t" in et_buf */
+    const char *et_field;
+    const char *id_field;    /* idempotency field (single-record bodies) */
+    char idval[IG_MAX_KEY + 2];
+    int idlen;               /* -1 none, -2 too long or not text */
+    int single;              /* the body is one document: a bad one is a 400 */
+    int status;              /* a refusal: 400 / 413 */
+    char why[600];
+} ig_parse;
+
+static int ig_add_err(ig_group *g, ig_req *r, uint32_t rec, long long line, long long col,
+                      long long off, const char *msg, size_t mlen)
+{
+    if (ig_grow((void **)&g->errs, &g->caperrs, g->nerrs + 1, sizeof *g->errs) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    uint32_t k = (uint32_t)g->nerrs++;
+    ig_err *e = &g->errs[k];
+    e->next = IG_NONE;
+    e->rec = rec;
+    e->line = line;
+    e->col = col;
+    e->off = off;
+    e->moff = g->mbuf.len;
+    e->mlen = mlen;
+    if (r->err_tail != IG_NONE)
+        g->errs[r->err_tail].next = k;
+    else
+        r->err_head = k;
+    r->err_tail = k;
+    return pp_buf_append(&g->mbuf, msg, mlen);
+}
+
+/* The current record of the request (raw, at line/col/off) is a dead letter. */
+static int ig_dead(ig_parse *p, const char *raw, size_t len, long long line, long long col,
+                   long long off, const char *msg, size_t mlen)
+{
+    ig_group *g = p->g;
+    char m[700];
+    snprintf(m, sizeof m, "%.*s", (int)(mlen < 600 ? mlen : 600), msg);
+    char ctx[64];
+    snprintf(ctx, sizeof ctx, "http request %s, record %lld", p->r->id, p->r->nrec);
+    pp_dlq_load_letter d = { .source = g->kbuf.data + p->r->src_off, .line = line, .column = col,
+                             .offset = off, .load_id = 0, .batch_id = p->r->id, .raw = raw,
+                             .rawlen = len, .message = m, .sqlstate = NULL, .context = ctx };
+    p->r->dead++;
+    if (pp_dlq_load_row(&g->dbuf, &d) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    return ig_add_err(g, p->r, (uint32_t)p->r->nrec, line, col, off, m, strlen(m));
+}
+
+/* A body error that refuses the whole request (400 / 413). */
+static int ig_refuse(ig_parse *p, int status, const char *fmt, ...) PP_PRINTF(3, 4);
+static int ig_refuse(ig_parse *p, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->why, sizeof p->why, fmt, ap);
+    va_end(ap);
+    p->status = status;
+    return PGPIPE_PARSE;
+}
+
+static int ig_count(ig_parse *p)
+{
+    if (p->ig->max_records > 0 && p->r->nrec >= p->ig->max_records)
+        return ig_refuse(p, 413, "the body holds more than %d records (max_records)",
+                         p->ig->max_records);
+    p->r->nrec++;
+    return PGPIPE_OK;
+}
+
+/* Append the row's COPY text: source, event_type, payload, batch_id. The
+** caller has appended the payload's escape function's input; here the
+** fixed parts. */
+static int ig_row_begin(ig_parse *p, size_t *coff)
+{
+    ig_group *g = p->g;
+    *coff = g->cbuf.len;
+    return pp_buf_append(&g->cbuf, p->et_buf->data, p->et_src); /* "source\t" */
+}
+
+static int ig_row_end(ig_parse *p, size_t coff, const char *raw, size_t len, long long line,
+                      long long col, long long off)
+{
+    ig_group *g = p->g;
+    int rc = pp_buf_putc(&g->cbuf, '\t');
+    rc |= pp_buf_append(&g->cbuf, p->r->id, 36);
+    rc |= pp_buf_putc(&g->cbuf, '\n');
+    if (rc != PGPIPE_OK ||
+        ig_grow((void **)&g->rows, &g->caprows, g->nrows + 1, sizeof *g->rows) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    ig_row *w = &g->rows[g->nrows++];
+    w->coff = coff;
+    uintptr_t a = (uintptr_t)raw, b0 = (uintptr_t)p->body;
+    if (raw && a >= b0 && a + len <= b0 + p->body_len) {
+        w->roff = p->body_off + (size_t)(a - b0);
+    } else {
+        w->roff = g->rbuf.len;
+        if (pp_buf_append(&g->rbuf, raw ? raw : "", len) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    w->rlen = len;
+    w->req = p->ri;
+    w->rec = (uint32_t)p->r->nrec;
+    w->line = line;
+    w->col = col;
+    w->off = off;
+    w->bad = 0;
+    return PGPIPE_OK;
+}
+
+/* The event type from the record's field v (COPY text), else the header's,
+** else NULL (the record is a dead letter). */
+static int ig_put_event_type(ig_parse *p, const pgpipe_json_val *v, const char **why)
+{
+    pp_buf *b = &p->g->cbuf;
+    size_t n;
+    const char *s;
+    switch (pgpipe_json_type(v)) {
+    case PGPIPE_JSON_STRING:
+        s = pgpipe_json_get_str(v, &n);
+        if (memchr(s, '\0', n)) {
+            *why = "holds a NUL character";
+            return PGPIPE_PARSE;
+        }
+        return pp_copy_escape(b, s, n);
+    case PGPIPE_JSON_NUMBER:
+        s = pgpipe_json_number_text(v, &n);
+        return pp_buf_append(b, s, n);
+    case PGPIPE_JSON_BOOL:
+        return pgpipe_json_get_bool(v) ? pp_buf_append(b, "true", 4) : pp_buf_append(b, "false", 5);
+    case PGPIPE_JSON_INVALID:
+    case PGPIPE_JSON_NULL:
+        if (p->et_hdr)
+            return pp_buf_append(b, p->et_buf->data + p->et_src, p->et_buf->len - p->et_src);
+        *why = "is missing and the request names no event type (header)";
+        return PGPIPE_PARSE;
+    default:
+        *why = "is not a string";
+        return PGPIPE_PARSE;
+    }
+}
+
+/* One JSON record: raw starts at line (col characters into it) and byte off. */
+static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long line,
+                          long long col, long long off)
+{
+    ig_group *g = p->g;
+    int rc = ig_count(p);
+    if (rc != PGPIPE_OK)
+        return rc;
+    rc = pgpipe_json_parse(p->ig->doc, raw, len);
+    if (rc == PGPIPE_NOMEM)
+        return rc;
+    char m[700];
+    if (rc != PGPIPE_OK) {
+        const pgpipe_error *e = pgpipe_errinfo(p->ig->doc);
+        long long eline = line + (e->line > 0 ? e->line - 1 : 0);
+        long long ecol = e->column + (e->line <= 1 ? col : 0);
+        long long eoff = off + (e->offset > 0 ? e->offset : 0);
+        if (p->single)
+            return ig_refuse(p, 400, "the body is not valid JSON: %.*s at line %lld, column %lld "
+                             "(byte offset %lld)", (int)ig_msg_len(e->message), e->message, eline,
+                             ecol, eoff);
+        int ml = snprintf(m, sizeof m, "%.*s at line %lld, column %lld",
+                          (int)ig_msg_len(e->message), e->message, eline, ecol);
+        return ig_dead(p, raw, len, eline, ecol, eoff, m, (size_t)ml);
+    }
+    const pgpipe_json_val *root = pgpipe_json_root(p->ig->doc);
+    if (pgpipe_json_type(root) != PGPIPE_JSON_OBJECT) {
+        if (p->single)
+            return ig_refuse(p, 400, "the body is a JSON %s, not an object or an array of objects",
+                             pgpipe_json_type_name(pgpipe_json_type(root)));
+        int ml = snprintf(m, sizeof m, "record is a JSON %s, not an object",
+                          pgpipe_json_type_name(pgpipe_json_type(root)));
+        return ig_dead(p, raw, len, line, col + 1, off, m, (size_t)ml);
+    }
+    if (p->id_field && p->r->nrec == 1) {
+        const pgpipe_json_val *v = pgpipe_json_obj_get(root, p->id_field, strlen(p->id_field));
+        size_t n = 0;
+        const char *s = NULL;
+        if (pgpipe_json_type(v) == PGPIPE_JSON_STRING)
+            s = pgpipe_json_get_str(v, &n);
+        else if (pgpipe_json_type(v) == PGPIPE_JSON_NUMBER)
+            s = pgpipe_json_number_text(v, &n);
+        if (s && n <= IG_MAX_KEY) {
+            memcpy(p->idval, s, n);
+            p->idlen = (int)n;
+        } else if (s) {
+            p->idlen = -2;
+        }
+    }
+    size_t coff;
+    rc = ig_row_begin(p, &coff);
+    const char *why = NULL;
+    if (rc == PGPIPE_OK) {
+        const pgpipe_json_val *v = p->et_field
+            ? pgpipe_json_obj_get(root, p->et_field, strlen(p->et_field)) : NULL;
+        rc = ig_put_event_type(p, v, &why);
+    }
+    if (rc == PGPIPE_PARSE) {
+        g->cbuf.len = coff;
+        int ml = snprintf(m, sizeof m, "field \"%s\" %s", p->et_field ? p->et_field : "event_type",
+                          why);
+        return ig_dead(p, raw, len, line, col ? col + 1 : 0, off, m, (size_t)ml);
+    }
+    rc |= pp_buf_putc(&g->cbuf, '\t');
+    rc |= pp_copy_escape(&g->cbuf, raw, len);
+    if (rc != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    return ig_row_end(p, coff, raw, len, line, col, off);
+}
+
+static int ig_frame(void *ud, const pp_frame *f)
+{
+    ig_parse *p = ud;
+    if (f->flags & PP_FRAME_CUT)
+        return ig_refuse(p, 400, "the body ends inside the array element at line %lld, column %lld "
+                         "(byte offset %lld)", f->line, f->col + 1, f->off);
+    if (f->flags & PP_FRAME_OVERLONG) {
+        int rc = ig_count(p);
+        if (rc != PGPIPE_OK)
+            return rc;
+        static const char m[] = "record longer than the body limit";
+        return ig_dead(p, f->raw, f->len, f->line, f->col + 1, f->off, m, sizeof m - 1);
+    }
+    return ig_json_record(p, f->raw, f->len, f->line, f->col, f->off);
+}
+
+static int ig_json_body(ig_parse *p, int ndjson)
+{
+    const char *b = p->body;
+    size_t n = p->body_len;
+    size_t i = 0;
+    if (n >= 3 && !memcmp(b, "\xEF\xBB\xBF", 3))
+        i = 3;
+    size_t j = i;
+    while (j < n && (b[j] == ' ' || b[j] == '\t' || b[j] == '\r' || b[j] == '\n'))
+        j++;
+    if (j == n)
+        return ig_refuse(p, 400, "the body is empty: no record");
+    if (!ndjson && b[j] != '[') {
+        /* one document: the whole body is the record (no framer copy) */
+        p->single = 1;
+        long long line = 1, col = 0;
+        return ig_json_record(p, b + i, n - i, line, col, (long long)i);
+    }
+    pp_framer *fr = &p->ig->fr;
+    framer_begin(fr, ndjson ? PP_FRAME_NDJSON : PP_FRAME_ARRAY, p->ig->max_body ? p->ig->max_body : n + 1,
+                 ig_frame, p);
+    int rc = framer_feed(fr, b, n);
+    if (rc == PGPIPE_OK)
+        rc = framer_end(fr);
+    if (rc == PGPIPE_PARSE && fr->err.code == PGPIPE_PARSE) {
+        fr->err.code = PGPIPE_OK;
+        return ig_refuse(p, 400, "the body is not a JSON array of records: %s (line %lld, byte offset "
+                         "%lld)", fr->err.message, fr->err.line, fr->err.offset);
+    }
+    if (rc == PGPIPE_OK && fr->unclosed)
+        return ig_refuse(p, 400, "the body's JSON array is not closed with ']' (byte offset %zu)", n);
+    return rc;
+}
+
+static int ig_csv_body(ig_parse *p)
+{
+    pgpipe_csv_options co;
+    pgpipe_csv_options_init(&co);
+    co.header = 1;
+    co.source = "<body>";
+    pgpipe_csv *csv = NULL;
+    pp_buf *keys = NULL;
+    int nkeys = 0, etk = -1;
+    int rc = pgpipe_csv_open_feed(&csv, &co);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_csv_feed(csv, p->body, p->body_len);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_csv_feed_end(csv);
+    if (rc != PGPIPE_OK) {
+        pgpipe_csv_close(csv);
+        return PGPIPE_NOMEM;
+    }
+    ig_group *g = p->g;
+    char m[1200];
+    for (;;) {
+        rc = pgpipe_csv_next(csv);
+        if (rc == PGPIPE_DONE || rc == PGPIPE_BUSY) {
+            rc = PGPIPE_OK;
+            break;
+        }
+        if (rc != PGPIPE_ROW && rc != PGPIPE_PARSE) {
+            const pgpipe_error *e = pgpipe_errinfo(csv);
+            rc = ig_refuse(p, 400, "the body is not CSV: %s (line %lld)", e->message, e->line);
+            break;
+        }
+        if (!keys) {
+            if (copy_csv_keys(csv, &keys, &nkeys) != PGPIPE_OK) {
+                rc = PGPIPE_NOMEM;
+                break;
+            }
+            if (p->et_field)
+                etk = pgpipe_csv_column_index(csv, p->et_field);
+        }
+        int row_error = rc == PGPIPE_PARSE;
+        if ((rc = ig_count(p)) != PGPIPE_OK)
+            break;
+        const char *raw = NULL;
+        size_t len = 0;
+        if (pgpipe_csv_raw_record(csv, &raw, &len) != PGPIPE_OK)
+            raw = NULL, len = 0;
+        long long line = pgpipe_csv_record_line(csv), off = pgpipe_csv_record_offset(csv);
+        long long eline, ecol;
+        if (raw && copy_text_problem(raw, len, line, m, sizeof m, &eline, &ecol)) {
+            rc = ig_dead(p, raw, len, eline, ecol, off, m, strlen(m));
+        } else if (row_error) {
+            const pgpipe_error *e = pgpipe_errinfo(csv);
+            rc = ig_dead(p, raw, len, e->line > 0 ? e->line : line, e->column, off, e->message,
+                         strlen(e->message));
+        } else {
+            int nf = 0;
+            const pgpipe_csv_span *f = pgpipe_csv_fields(csv, &nf);
+            size_t coff;
+            rc = ig_row_begin(p, &coff);
+            if (etk >= 0 && etk < nf && (f[etk].len || f[etk].quoted))
+                rc |= pp_copy_escape(&g->cbuf, f[etk].data, f[etk].len);
+            else if (p->et_hdr)
+                rc |= pp_buf_append(&g->cbuf, p->et_buf->data + p->et_src,
+                                    p->et_buf->len - p->et_src);
+            else {
+                g->cbuf.len = coff;
+                int ml = snprintf(m, sizeof m, "field \"%s\" is missing and the request names no "
+                                  "event type (header)", p->et_field ? p->et_field : "event_type");
+                rc = ig_dead(p, raw, len, line, 0, off, m, (size_t)ml);
+                if (rc != PGPIPE_OK)
+                    break;
+                continue;
+            }
+            rc |= pp_buf_putc(&g->cbuf, '\t');
+            rc |= copy_csv_object(&g->cbuf, keys, nkeys, f, nf);
+            if (rc != PGPIPE_OK) {
+                rc = PGPIPE_NOMEM;
+                break;
+            }
+            rc = ig_row_end(p, coff, raw, len, line, 0, off);
+        }
+        if (rc != PGPIPE_OK)
+            break;
+    }
+    for (int i = 0; i < nkeys; i++)
+        pp_buf_free(&keys[i]);
+    pp_free(keys);
+    pgpipe_csv_close(csv);
+    return rc;
+}
+
+/* ---- submit (the event loop's thread) --------------------------------------------- */
+
+enum { IG_JSON, IG_NDJSON, IG_CSV };
+
+/* The body's format from Content-Type (parameters such as charset ignored). */
+static int ig_media(const char *ct, size_t n)
+{
+    static const struct { const char *name; int kind; } types[] = {
+        { "application/json", IG_JSON },       { "application/x-ndjson", IG_NDJSON },
+        { "application/jsonl", IG_NDJSON },    { "application/x-jsonlines", IG_NDJSON },
+        { "application/jsonlines", IG_NDJSON }, { "text/csv", IG_CSV },
+    };
+    if (!ct)
+        return -1;
+    size_t k = 0;
+    while (k < n && ct[k] != ';')
+        k++;
+    while (k > 0 && (ct[k - 1] == ' ' || ct[k - 1] == '\t'))
+        k--;
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (strlen(types[i].name) == k && !strncasecmp(ct, types[i].name, k))
+            return types[i].kind;
+    return -1;
+}
+
+/* The signed timestamp of a delivery (Unix seconds), 0 when none. */
+static long long ig_signed_time(const pp_http_request *rq, const pgpipe_http_source *s)
+{
+    size_t n;
+    const char *v;
+    char tmp[32];
+    if (s->signature == PGPIPE_HTTP_SIG_STANDARD && (v = ig_header(rq, "webhook-timestamp", &n))) {
+        snprintf(tmp, sizeof tmp, "%.*s", (int)(n < 31 ? n : 31), v);
+        return atoll(tmp);
+    }
+    if (s->signature == PGPIPE_HTTP_SIG_STRIPE && (v = ig_header(rq, "Stripe-Signature", &n))) {
+        for (size_t i = 0; i + 2 < n; i++)
+            if ((i == 0 || v[i - 1] == ',') && v[i] == 't' && v[i + 1] == '=') {
+                size_t j = i + 2, k = 0;
+                while (j < n && v[j] >= '0' && v[j] <= '9' && k < 20)
+                    tmp[k++] = v[j++];
+                tmp[k] = '\0';
+                return atoll(tmp);
+            }
+    }
+    return 0;
+}
+
+static int ig_key_ok(const char *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)k[i] < 0x21 || (unsigned char)k[i] > 0x7E)
+            return 0;
+    return 1;
+}
+
+/* Retry-After for a full budget: 1 s per quarter of the budget queued, 1..5. */
+static int ig_retry_after(const pp_ingest *ig)
+{
+    size_t q = ig->budget / 4 ? ig->budget / 4 : 1;
+    size_t s = 1 + ig->pending_bytes / q;
+    return s > 5 ? 5 : (int)s;
+}
+
+static void ig_refused(pp_ingest *ig)
+{
+    pthread_mutex_lock(&ig->mu);
+    ig->m_refused++;
+    pthread_mutex_unlock(&ig->mu);
 }
 
 PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
                                     const char *source, uint64_t ticket, pp_http_reply *now)
 {
-    (void)ig;
-    (void)source;
-    (void)ticket;
-    if (pp_http_reply_error(now, 503, "not_ready", rq->id, "ingest is not built yet") != PGPIPE_OK)
-        now->status = 503;
+    memset(now, 0, sizeof *now);
+    if (atomic_load(&ig->live) == 0) {
+        ig_refused(ig);
+        return ig_reply(now, 503, "database_unavailable", rq->id, 2,
+                        "no connection to the database: try again later");
+    }
+    const pgpipe_http_source *s = ig_source(ig, source);
+    size_t ctn = 0;
+    const char *ct = pp_http_header_get(rq, "Content-Type", &ctn);
+    int kind = ig_media(ct, ctn);
+    if (kind < 0) {
+        ig_refused(ig);
+        return ig_reply(now, 415, "unsupported_media_type", rq->id, 0,
+                        "Content-Type must be application/json, application/x-ndjson "
+                        "(application/jsonl) or text/csv");
+    }
+    /* the idempotency key */
+    size_t kn = 0;
+    const char *key = ig_header(rq, "Idempotency-Key", &kn);
+    if (!key)
+        key = ig_header(rq, s->idempotency_header, &kn);
+    if (!key && s->signature == PGPIPE_HTTP_SIG_STANDARD)
+        key = ig_header(rq, "webhook-id", &kn);
+    if (key && (kn > IG_MAX_KEY || !ig_key_ok(key, kn))) {
+        ig_refused(ig);
+        return ig_reply(now, 400, "bad_idempotency_key", rq->id, 0,
+                        kn > IG_MAX_KEY ? "the idempotency key is longer than 255 bytes"
+                                        : "the idempotency key must be visible ASCII");
+    }
+    int window = ig_window(ig, s);
+    long long ts = ig_signed_time(rq, s);
+    if (ts > 0 && (long long)time(NULL) - ts > (long long)window * 3600) {
+        ig_refused(ig);
+        return ig_reply(now, 409, "idempotency_key_expired", rq->id, 0,
+                        "the delivery's signed timestamp is older than the source's idempotency "
+                        "window: it cannot be checked for a repeat, so it is not applied");
+    }
+
+    pthread_mutex_lock(&ig->mu);
+    size_t need = rq->body_len * 2 + 512;
+    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget) {
+        int ra = ig_retry_after(ig);
+        ig->m_refused++;
+        pthread_mutex_unlock(&ig->mu);
+        return ig_reply(now, 503, "over_memory_budget", rq->id, ra,
+                        "too much accepted work is waiting for its commit: try again later");
+    }
+    if (!ig->open && !(ig->open = ig_group_get(ig))) {
+        pthread_mutex_unlock(&ig->mu);
+        return ig_reply(now, 503, "out_of_memory", rq->id, 1, "out of memory");
+    }
+    ig_group *g = ig->open;
+    if (ig_grow((void **)&g->reqs, &g->capreqs, g->nreqs + 1, sizeof *g->reqs) != PGPIPE_OK) {
+        pthread_mutex_unlock(&ig->mu);
+        return ig_reply(now, 503, "out_of_memory", rq->id, 1, "out of memory");
+    }
+    size_t m_rows = g->nrows, m_errs = g->nerrs, m_c = g->cbuf.len, m_r = g->rbuf.len,
+           m_d = g->dbuf.len, m_k = g->kbuf.len, m_m = g->mbuf.len;
+    uint32_t ri = (uint32_t)g->nreqs;
+    ig_req *r = &g->reqs[ri];
+    int rc0 = PGPIPE_OK;
+    memset(r, 0, sizeof *r);
+    r->ticket = ticket;
+    if (strlen(rq->id) == 36)
+        memcpy(r->id, rq->id, 37);
+    else if (pp_uuid_v7(r->id) != PGPIPE_OK)
+        rc0 = PGPIPE_NOMEM;
+    r->fate = IG_NEW;
+    r->first = IG_NONE;
+    r->window_hours = window;
+    r->err_head = r->err_tail = IG_NONE;
+    r->row_lo = g->nrows;
+    r->d_lo = g->dbuf.len;
+    size_t srclen = strlen(source);
+    r->src_off = g->kbuf.len;
+    r->src_len = srclen;
+    int rc = rc0 | pp_buf_append(&g->kbuf, source, srclen + 1);
+    ig->etb.len = 0;
+    rc |= pp_copy_escape(&ig->etb, source, srclen);
+    rc |= pp_buf_putc(&ig->etb, '\t');
+    size_t etn = 0;
+    const char *eth = ig_header(rq, s->event_type_header ? s->event_type_header : "X-Event-Type", &etn);
+    if (!eth && !s->event_type_header)
+        eth = ig_header(rq, "X-GitHub-Event", &etn);
+    const char *etv = s->event_type_value && *s->event_type_value ? s->event_type_value : NULL;
+    ig_parse p = { 0 };
+    p.ig = ig;
+    p.g = g;
+    p.r = r;
+    p.ri = ri;
+    p.s = s;
+    p.body = rq->body ? rq->body : "";
+    p.body_len = rq->body_len;
+    p.body_off = g->rbuf.len;
+    p.et_buf = &ig->etb;
+    p.et_src = ig->etb.len;
+    p.et_field = s->event_type_field && *s->event_type_field ? s->event_type_field
+                 : (s->event_type_header || etv) ? NULL : "event_type";
+    p.idlen = -1;
+    p.id_field = !key && s->idempotency_field && *s->idempotency_field ? s->idempotency_field : NULL;
+    if (eth || etv) {
+        p.et_hdr = eth ? eth : etv;
+        rc |= pp_copy_escape(&ig->etb, p.et_hdr, eth ? etn : strlen(etv));
+    }
+    rc |= pp_buf_append(&g->rbuf, p.body, p.body_len);
+    if (rc == PGPIPE_OK) {
+        if (kind == IG_CSV)
+            rc = ig_csv_body(&p);
+        else
+            rc = ig_json_body(&p, kind == IG_NDJSON);
+    }
+    if (rc == PGPIPE_OK && !key && p.id_field && r->nrec == 1) {
+        if (p.idlen == -2 || (p.idlen >= 0 && !ig_key_ok(p.idval, (size_t)p.idlen)))
+            rc = ig_refuse(&p, 400, "the idempotency field \"%s\" must be visible ASCII of at most "
+                           "255 bytes", p.id_field);
+        else if (p.idlen > 0) {
+            key = p.idval;
+            kn = (size_t)p.idlen;
+        }
+    }
+    if (rc == PGPIPE_OK && key) {
+        r->key_off = g->kbuf.len;
+        r->keyonly = g->kbuf.len + srclen + 1;
+        r->key_len = kn;
+        rc |= pp_buf_append(&g->kbuf, source, srclen);
+        rc |= pp_buf_putc(&g->kbuf, '\n');
+        rc |= pp_buf_append(&g->kbuf, key, kn);
+        rc |= pp_buf_putc(&g->kbuf, '\0');
+    }
+    if (rc != PGPIPE_OK) {
+        /* nothing of the request stays in the group */
+        g->nrows = m_rows;
+        g->nerrs = m_errs;
+        g->cbuf.len = m_c;
+        g->rbuf.len = m_r;
+        g->dbuf.len = m_d;
+        g->kbuf.len = m_k;
+        g->mbuf.len = m_m;
+        ig->m_refused++;
+        int empty = g->nreqs == 0;
+        if (empty) {
+            ig->open = NULL;
+            ig_group_put(ig, g);
+        }
+        pthread_mutex_unlock(&ig->mu);
+        if (rc == PGPIPE_PARSE && p.status)
+            return ig_reply(now, p.status, p.status == 413 ? "too_many_records" : "bad_body", rq->id,
+                            0, p.why);
+        return ig_reply(now, 503, "out_of_memory", rq->id, 1, "out of memory");
+    }
+    r->row_hi = g->nrows;
+    r->d_hi = g->dbuf.len;
+    r->bytes = (g->cbuf.len - m_c) + (g->rbuf.len - m_r) + (g->dbuf.len - m_d) + 256;
+    g->nreqs++;
+    g->nkeys += key != NULL;
+    g->nrecords += r->nrec;
+    g->bytes += r->bytes;
+    ig->pending++;
+    ig->pending_bytes += r->bytes;
+    if (g->nreqs == 1)
+        g->t_first = pgpipe_now_us();
+    if (g->nrecords >= ig->group_records || g->nkeys >= IG_GROUP_KEYS) {
+        /* full: it waits for the next free committer */
+        if (ig->qtail)
+            ig->qtail->next = g;
+        else
+            ig->qhead = g;
+        ig->qtail = g;
+        ig->open = NULL;
+        pthread_cond_signal(&ig->cv);
+    } else if (g->nreqs == 1) {
+        pthread_cond_signal(&ig->cv);
+    }
+    pthread_mutex_unlock(&ig->mu);
+    return 0;
+}
+
+/* ---- the committers ------------------------------------------------------------------ */
+
+static const char ig_rows_copy[] =
+    "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN";
+
+/* The statement failed: is the outcome worth a retry by the client (the
+** connection is gone, a serialization failure ...)? */
+static int ig_transient(ig_committer *c)
+{
+    return !c->conn || PQstatus(c->conn) != CONNECTION_OK ||
+           pgpipe_sqlstate_is_transient(c->err.sqlstate);
+}
+
+/* A value the server refuses (a data exception, a constraint): the row's
+** fault, not the group's. */
+static int ig_data_error(const ig_committer *c)
+{
+    return c->err.sqlstate[0] &&
+           pgpipe_sqlstate_class(c->err.sqlstate) == PGPIPE_SQLSTATE_DEAD_LETTER;
+}
+
+static int ig_exec(ig_committer *c, const char *sql, int n, const char *const *v, PGresult **res)
+{
+    return pp_exec(c->conn, sql, n, n ? v : NULL, res, &c->err, "http ingest");
+}
+
+static int ig_send(ig_committer *c, const char *p, size_t n)
+{
+    for (size_t k; n; p += k, n -= k) {
+        k = n < IG_SEND_CHUNK ? n : IG_SEND_CHUNK;
+        if (PQputCopyData(c->conn, p, (int)k) != 1)
+            return pp_err_pq(&c->err, c->conn, NULL, "http ingest: COPY data");
+    }
+    return PGPIPE_OK;
+}
+
+/* End a COPY; *res keeps a failure's result (the caller clears it). */
+static int ig_copy_end(ig_committer *c, PGresult **res)
+{
+    *res = NULL;
+    if (PQputCopyEnd(c->conn, NULL) != 1)
+        return pp_err_pq(&c->err, c->conn, NULL, "http ingest: COPY end");
+    int rc = PGPIPE_OK, got = 0;
+    PGresult *r;
+    while ((r = PQgetResult(c->conn)) != NULL) {
+        got = 1;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && rc == PGPIPE_OK) {
+            rc = pp_err_pq(&c->err, c->conn, r, "http ingest: COPY");
+            *res = r;
+            continue;
+        }
+        PQclear(r);
+    }
+    if (!got || PQstatus(c->conn) != CONNECTION_OK)
+        rc = pp_err_pq(&c->err, c->conn, NULL, "http ingest: COPY");
+    return rc;
+}
+
+/* Is the row part of what this transaction writes? */
+static int ig_live(const ig_group *g, size_t i)
+{
+    return !g->rows[i].bad && g->reqs[g->rows[i].req].fate == IG_NEW;
+}
+
+static size_t ig_row_end_off(const ig_group *g, size_t i)
+{
+    return i + 1 < g->nrows ? g->rows[i + 1].coff : g->cbuf.len;
+}
+
+/* COPY the live rows of [lo, hi) (runs of them in one piece). */
+static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGresult **res)
+{
+    *res = NULL;
+    int rc = pp_copy_in_start(c->conn, ig_rows_copy, &c->err, "http ingest: COPY");
+    for (size_t i = lo; i < hi && rc == PGPIPE_OK;) {
+        while (i < hi && !ig_live(g, i))
+            i++;
+        size_t j = i;
+        while (j < hi && ig_live(g, j))
+            j++;
+        if (j > i)
+            rc = ig_send(c, g->cbuf.data + g->rows[i].coff,
+                         ig_row_end_off(g, j - 1) - g->rows[i].coff);
+        i = j;
+    }
+    if (rc != PGPIPE_OK) {
+        if (PQstatus(c->conn) == CONNECTION_OK && PQisBusy(c->conn) == 0)
+            PQputCopyEnd(c->conn, "http ingest: send failed");
+        return rc;
+    }
+    return ig_copy_end(c, res);
+}
+
+/* Row i was refused by the server (r: its error): dead-letter it. */
+static int ig_reject(ig_group *g, size_t i, const PGresult *r)
+{
+    ig_row *w = &g->rows[i];
+    ig_req *q = &g->reqs[w->req];
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *detail = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    char m[700], ctx[96];
+    snprintf(m, sizeof m, "%s%s%s%s", msg ? msg : "refused by the server", detail ? " (" : "",
+             detail ? detail : "", detail ? ")" : "");
+    snprintf(ctx, sizeof ctx, "http request %s, record %u", q->id, w->rec);
+    pp_dlq_load_letter d = { .source = g->kbuf.data + q->src_off, .line = w->line,
+                             .column = w->col ? w->col + 1 : 0, .offset = w->off, .load_id = 0,
+                             .batch_id = q->id, .raw = g->rbuf.data + w->roff, .rawlen = w->rlen,
+                             .message = m,
+                             .sqlstate = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL,
+                             .context = ctx };
+    w->bad = 1;
+    q->dead++;
+    if (pp_dlq_load_row(&g->dbuf, &d) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    return ig_add_err(g, q, w->rec, w->line, d.column, w->off, m, strlen(m));
+}
+
+/* "COPY raw_events, line 17, column payload: ..." -> 17; 0 when absent. */
+static long long ig_copy_line(const PGresult *r)
+{
+    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+    const char *p = ctx && !strncmp(ctx, "COPY ", 5) ? strstr(ctx, ", line ") : NULL;
+    return p ? atoll(p + 7) : 0;
+}
+
+/* The rows one by one under savepoints, after the COPY of all of them was
+** refused: a refused row names its COPY line, so it is dead-lettered and
+** the rest sent again; an error without a line falls back to one COPY per
+** row. Transient failures end it. */
+static int ig_rows_isolate(ig_committer *c, ig_group *g)
+{
+    for (int per_row = 0;;) {
+        size_t live = 0, only = 0;
+        for (size_t i = 0; i < g->nrows; i++)
+            if (ig_live(g, i))
+                live++, only = i;
+        if (!live) {
+            for (size_t i = 0; i < g->nrows; i++)
+                if (g->rows[i].bad == 2)
+                    g->rows[i].bad = 0;
+            return PGPIPE_OK;
+        }
+        size_t lo = 0, hi = g->nrows;
+        if (per_row) {
+            /* the next live row alone */
+            while (!ig_live(g, lo))
+                lo++;
+            hi = lo + 1;
+        }
+        PGresult *err = NULL;
+        int rc = ig_exec(c, "SAVEPOINT ig_rows", 0, NULL, NULL);
+        if (rc == PGPIPE_OK)
+            rc = ig_copy_rows(c, g, lo, hi, &err);
+        if (rc == PGPIPE_OK) {
+            if ((rc = ig_exec(c, "RELEASE SAVEPOINT ig_rows", 0, NULL, NULL)) != PGPIPE_OK)
+                return rc;
+            if (!per_row)
+                return PGPIPE_OK;
+            /* done with these: mark them sent by moving on */
+            g->rows[lo].bad = 2;
+            continue;
+        }
+        if (ig_transient(c) || !ig_data_error(c)) {
+            PQclear(err);
+            return PGPIPE_DB;
+        }
+        if (ig_exec(c, "ROLLBACK TO SAVEPOINT ig_rows", 0, NULL, NULL) != PGPIPE_OK) {
+            PQclear(err);
+            return PGPIPE_DB;
+        }
+        size_t k = (size_t)-1;
+        long long n = per_row ? 1 : ig_copy_line(err);
+        for (size_t i = lo; n > 0 && i < hi; i++)
+            if (ig_live(g, i) && --n == 0)
+                k = i;
+        if (k == (size_t)-1 && live == 1)
+            k = only;
+        if (k == (size_t)-1) {
+            per_row = 1;
+            PQclear(err);
+            continue;
+        }
+        rc = ig_reject(g, k, err);
+        PQclear(err);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+}
+
+/* The body of a 202: {"request_id":..,"accepted":N,"dead_lettered":N,"errors":[..]}
+** (a replay: the first response with "replayed":true). */
+static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, const char *errs,
+                   size_t elen, int replayed)
+{
+    int rc = pp_buf_appendf(b, "{\"request_id\":\"%s\",\"accepted\":%lld,\"dead_lettered\":%lld,"
+                            "\"errors\":", rid, acc, dead);
+    rc |= elen ? pp_buf_append(b, errs, elen) : pp_buf_append(b, "[]", 2);
+    if (replayed)
+        rc |= pp_buf_append(b, ",\"replayed\":true", 16);
+    rc |= pp_buf_putc(b, '}');
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+/* The "errors" array of request q (empty when none). */
+static int ig_errors_json(pp_buf *b, const ig_group *g, const ig_req *q)
+{
+    int rc = PGPIPE_OK, n = 0;
+    for (uint32_t k = q->err_head; k != IG_NONE && n < IG_MAX_LISTED; k = g->errs[k].next, n++) {
+        const ig_err *e = &g->errs[k];
+        rc |= pp_buf_appendf(b, "%c{\"record\":%u,\"line\":%lld,\"column\":%lld,\"offset\":%lld,"
+                             "\"error\":", n ? ',' : '[', e->rec, e->line, e->col, e->off);
+        rc |= pp_json_str(b, g->mbuf.data + e->moff, e->mlen, 0);
+        rc |= pp_buf_putc(b, '}');
+    }
+    if (n)
+        rc |= pp_buf_putc(b, ']');
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+static char *ig_dup(const char *s, size_t n)
+{
+    char *d = pp_malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+/* Set a request's answer to a copy of b. */
+static int ig_answer(ig_req *q, int status, const pp_buf *b)
+{
+    pp_free(q->answer);
+    q->answer = ig_dup(b->data ? b->data : "", b->len);
+    q->answer_len = b->len;
+    q->status = status;
+    return q->answer ? PGPIPE_OK : PGPIPE_NOMEM;
+}
+
+/* Build the arrays of the keyed requests of fate (or every keyed one when
+** fate < 0) into c->a[]: source, key, window, index / request id ... */
+static void ig_arrays_begin(ig_committer *c, int n)
+{
+    for (int i = 0; i < n; i++) {
+        c->a[i].len = 0;
+        pp_buf_putc(&c->a[i], '{');
+    }
+}
+
+static int ig_arrays_end(ig_committer *c, int n, const char **v)
+{
+    int rc = PGPIPE_OK;
+    for (int i = 0; i < n; i++) {
+        rc |= pp_buf_putc(&c->a[i], '}');
+        rc |= pp_buf_putc(&c->a[i], '\0');
+        v[i] = c->a[i].data;
+    }
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+static int ig_array_text(pp_buf *b, const char *s, size_t n)
+{
+    if (b->len > 1 && pp_buf_putc(b, ',') != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    return s ? pp_array_elem(b, s, n) : pp_buf_append(b, "NULL", 4);
+}
+
+static int ig_array_int(pp_buf *b, long long v)
+{
+    return pp_buf_appendf(b, "%s%lld", b->len > 1 ? "," : "", v);
+}
+
+/* Lock the group's keys, look them up: fates REPLAY / EXPIRED with their
+** answers, then IG_DUP for a key repeated inside the group. */
+static int ig_keys_check(ig_committer *c, ig_group *g)
+{
+    const char *v[4];
+    ig_arrays_begin(c, 4);
+    int rc = PGPIPE_OK;
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        if (!q->key_len)
+            continue;
+        rc |= ig_array_text(&c->a[0], g->kbuf.data + q->src_off, q->src_len);
+        rc |= ig_array_text(&c->a[1], g->kbuf.data + q->keyonly, q->key_len);
+        rc |= ig_array_int(&c->a[2], q->window_hours);
+        rc |= ig_array_int(&c->a[3], (long long)i);
+    }
+    if (rc != PGPIPE_OK || ig_arrays_end(c, 4, v) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    /* two servers on one database: the second waits here for the first's
+    ** commit, then finds its key */
+    rc = ig_exec(c, "SELECT count(pg_advisory_xact_lock(x.h)) FROM (SELECT DISTINCT "
+                    "hashtextextended(u.s || E'\\n' || u.k, 0) AS h FROM unnest($1::text[], "
+                    "$2::text[]) AS u(s, k) ORDER BY 1) AS x", 2, v, NULL);
+    if (rc != PGPIPE_OK)
+        return rc;
+    PGresult *res = NULL;
+    rc = ig_exec(c, "SELECT u.i, h.request_id, h.accepted, h.dead_lettered, h.errors, "
+                    "h.first_seen < now() - make_interval(hours => u.w), "
+                    "to_char(h.first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+                    "FROM unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS u(s, k, w, i) "
+                    "CROSS JOIN LATERAL (SELECT * FROM pgpipe.http_keys AS h WHERE h.key_hash = "
+                    "md5(u.s || E'\\n' || u.k)::uuid AND h.source = u.s AND h.key = u.k "
+                    "ORDER BY h.first_seen LIMIT 1) AS h", 4, v, &res);
+    if (rc != PGPIPE_OK)
+        return rc;
+    for (int t = 0; t < PQntuples(res) && rc == PGPIPE_OK; t++) {
+        size_t i = (size_t)atoll(PQgetvalue(res, t, 0));
+        if (i >= g->nreqs)
+            continue;
+        ig_req *q = &g->reqs[i];
+        c->scratch.len = 0;
+        if (!strcmp(PQgetvalue(res, t, 5), "t")) {
+            pp_http_reply e = { 0 };
+            q->fate = IG_EXPIRED;
+            if (pp_http_reply_error(&e, 409, "idempotency_key_expired", q->id,
+                                    "the idempotency key was first used at %s, longer ago than "
+                                    "the source's window of %d hours: it is not applied again",
+                                    PQgetvalue(res, t, 6), q->window_hours) != PGPIPE_OK) {
+                rc = pp_err_nomem(&c->err);
+                break;
+            }
+            pp_free(q->answer);
+            q->answer = e.body;
+            q->answer_len = e.body_len;
+            q->status = 409;
+            continue;
+        }
+        q->fate = IG_REPLAY;
+        const char *errs = PQgetisnull(res, t, 4) ? NULL : PQgetvalue(res, t, 4);
+        if (ig_body(&c->scratch, PQgetvalue(res, t, 1), atoll(PQgetvalue(res, t, 2)),
+                    atoll(PQgetvalue(res, t, 3)), errs, errs ? strlen(errs) : 0, 1) != PGPIPE_OK ||
+            ig_answer(q, 202, &c->scratch) != PGPIPE_OK)
+            rc = pp_err_nomem(&c->err);
+    }
+    PQclear(res);
+    if (rc != PGPIPE_OK)
+        return rc;
+    /* a key repeated inside the group: the first request with it applies */
+    size_t cap = 16;
+    while (cap < 2 * (size_t)g->nkeys)
+        cap *= 2;
+    if (ig_grow((void **)&c->hash, &c->caphash, cap, sizeof *c->hash) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    memset(c->hash, 0xFF, cap * sizeof *c->hash);
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        if (!q->key_len || q->fate != IG_NEW)
+            continue;
+        const char *k = g->kbuf.data + q->key_off;
+        size_t h = (size_t)pp_hash64(k) & (cap - 1);
+        for (;; h = (h + 1) & (cap - 1)) {
+            uint32_t o = c->hash[h];
+            if (o == IG_NONE) {
+                c->hash[h] = (uint32_t)i;
+                break;
+            }
+            if (!strcmp(g->kbuf.data + g->reqs[o].key_off, k)) {
+                q->fate = IG_DUP;
+                q->first = o;
+                break;
+            }
+        }
+    }
+    return PGPIPE_OK;
+}
+
+/* The answers of the group's new requests, and their keys' rows. */
+static int ig_finish(ig_committer *c, ig_group *g, long long *acc, long long *dead)
+{
+    const char *v[6];
+    int nkeyed = 0, rc = PGPIPE_OK;
+    ig_arrays_begin(c, 6);
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        if (q->fate != IG_NEW)
+            continue;
+        long long bad = 0;
+        for (size_t k = q->row_lo; k < q->row_hi; k++)
+            bad += g->rows[k].bad != 0;
+        long long a = (long long)(q->row_hi - q->row_lo) - bad;
+        *acc += a;
+        *dead += q->dead;
+        pp_buf errs = { 0 };
+        rc |= ig_errors_json(&errs, g, q);
+        c->scratch.len = 0;
+        rc |= ig_body(&c->scratch, q->id, a, q->dead, errs.data, errs.len, 0);
+        rc |= ig_answer(q, 202, &c->scratch);
+        if (q->key_len) {
+            rc |= ig_array_text(&c->a[0], g->kbuf.data + q->src_off, q->src_len);
+            rc |= ig_array_text(&c->a[1], g->kbuf.data + q->keyonly, q->key_len);
+            rc |= ig_array_text(&c->a[2], q->id, 36);
+            rc |= ig_array_int(&c->a[3], a);
+            rc |= ig_array_int(&c->a[4], q->dead);
+            rc |= ig_array_text(&c->a[5], errs.len ? errs.data : NULL, errs.len);
+            nkeyed++;
+        }
+        pp_buf_free(&errs);
+    }
+    if (rc != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    if (!nkeyed)
+        return PGPIPE_OK;
+    if (ig_arrays_end(c, 6, v) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    return ig_exec(c, "INSERT INTO pgpipe.http_keys (source, key, key_hash, request_id, accepted, "
+                      "dead_lettered, errors) SELECT u.s, u.k, md5(u.s || E'\\n' || u.k)::uuid, "
+                      "u.r::uuid, u.a, u.d, u.e FROM unnest($1::text[], $2::text[], $3::text[], "
+                      "$4::int[], $5::int[], $6::text[]) AS u(s, k, r, a, d, e)", 6, v, NULL);
+}
+
+/* The group's transaction. *stage tells how far it got (for the answer). */
+static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc, long long *dead,
+                          int *commit_sent)
+{
+    *acc = *dead = 0;
+    *commit_sent = 0;
+    for (size_t i = 0; i < g->nreqs; i++) {
+        g->reqs[i].fate = IG_NEW;
+        g->reqs[i].first = IG_NONE;
+    }
+    int rc = ig_exec(c, "BEGIN", 0, NULL, NULL);
+    if (rc == PGPIPE_OK && g->nkeys)
+        rc = ig_keys_check(c, g);
+    if (rc != PGPIPE_OK)
+        return rc;
+    size_t live = 0;
+    for (size_t i = 0; i < g->nrows; i++)
+        live += ig_live(g, i);
+    if (live && !slow) {
+        PGresult *err = NULL;
+        rc = ig_copy_rows(c, g, 0, g->nrows, &err);
+        PQclear(err);
+        if (rc != PGPIPE_OK)
+            return rc; /* the caller tries the slow way when the server refused a row */
+    } else if (live) {
+        rc = ig_rows_isolate(c, g);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    /* dead letters: the new requests' ones of validation, then the server's */
+    int any = 0;
+    for (size_t i = 0; i < g->nreqs && !any; i++)
+        any = g->reqs[i].fate == IG_NEW && (g->reqs[i].d_hi > g->reqs[i].d_lo);
+    size_t dtail = g->nreqs ? g->reqs[g->nreqs - 1].d_hi : 0;
+    if (any || g->dbuf.len > dtail) {
+        rc = pp_copy_in_start(c->conn, pp_dlq_load_copy_sql(), &c->err, "http ingest: dead letters");
+        for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
+            const ig_req *q = &g->reqs[i];
+            if (q->fate == IG_NEW && q->d_hi > q->d_lo)
+                rc = ig_send(c, g->dbuf.data + q->d_lo, q->d_hi - q->d_lo);
+        }
+        if (rc == PGPIPE_OK && g->dbuf.len > dtail)
+            rc = ig_send(c, g->dbuf.data + dtail, g->dbuf.len - dtail);
+        if (rc != PGPIPE_OK)
+            return rc;
+        PGresult *err = NULL;
+        rc = ig_copy_end(c, &err);
+        PQclear(err);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    rc = ig_finish(c, g, acc, dead);
+    if (rc != PGPIPE_OK)
+        return rc;
+    *commit_sent = 1;
+    return ig_exec(c, "COMMIT", 0, NULL, NULL);
+}
+
+static void ig_disconnect(ig_committer *c)
+{
+    pp_ingest *ig = c->ig;
+    if (c->conn)
+        PQfinish(c->conn);
+    c->conn = NULL;
+    if (c->live) {
+        c->live = 0;
+        atomic_fetch_sub(&ig->live, 1);
+    }
+}
+
+/* Create the coming days' key partitions and drop the expired ones. */
+static void ig_maintain(ig_committer *c)
+{
+    char v[16];
+    const char *vals[1] = { v };
+    snprintf(v, sizeof v, "%d", c->ig->keep_hours);
+    if (ig_exec(c, "SELECT pgpipe.http_keys_maintain($1::int)", 1, vals, NULL) != PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_WARN, "http", "idempotency key partitions: %s", c->err.message);
+    c->maintained = pgpipe_now_us();
+}
+
+/* Connect (when it is time to try). 1 = the committer has a connection. */
+static int ig_connect(ig_committer *c, int now_anyway)
+{
+    pp_ingest *ig = c->ig;
+    if (c->conn && PQstatus(c->conn) == CONNECTION_OK)
+        return 1;
+    ig_disconnect(c);
+    int64_t t = pgpipe_now_us();
+    if (!now_anyway && t < c->next_try)
+        return 0;
+    c->conn = PQconnectdb(ig->conninfo ? ig->conninfo : "");
+    if (c->conn)
+        PQsetNoticeProcessor(c->conn, pp_notice_to_log, (void *)"http");
+    if (!c->conn || PQstatus(c->conn) != CONNECTION_OK ||
+        ig_exec(c, "SET application_name = 'pgpipe http ingest'", 0, NULL, NULL) != PGPIPE_OK) {
+        if (c->conn)
+            pp_err_pq(&c->err, c->conn, NULL, "http ingest: connect");
+        if (c->conn)
+            PQfinish(c->conn);
+        c->conn = NULL;
+        c->backoff_ms = c->backoff_ms ? (c->backoff_ms * 2 > 5000 ? 5000 : c->backoff_ms * 2) : 100;
+        c->next_try = pgpipe_now_us() + (int64_t)c->backoff_ms * 1000;
+        return 0;
+    }
+    c->backoff_ms = 0;
+    c->live = 1;
+    atomic_fetch_add(&ig->live, 1);
+    pthread_mutex_lock(&ig->mu);
+    ig->m_reconnects++;
+    pthread_mutex_unlock(&ig->mu);
+    ig_maintain(c);
     return 1;
+}
+
+static void ig_histo(long long *b, const double *le, size_t n, double v)
+{
+    size_t i = 0;
+    while (i < n && v > le[i])
+        i++;
+    b[i]++;
+}
+
+/* Commit group g and answer each of its requests. */
+static void ig_commit(ig_committer *c, ig_group *g)
+{
+    pp_ingest *ig = c->ig;
+    int64_t t0 = pgpipe_now_us();
+    long long acc = 0, dead = 0;
+    int rc = PGPIPE_DB, sent = 0, transient = 1;
+    if (ig_connect(c, 1)) {
+        rc = ig_transaction(c, g, 0, &acc, &dead, &sent);
+        if (rc != PGPIPE_OK && !sent && !ig_transient(c) && ig_data_error(c)) {
+            /* a row refused (a value JSONB cannot hold ...): isolate it */
+            pp_rollback_open(c->conn);
+            rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
+        }
+        transient = rc != PGPIPE_OK && ig_transient(c);
+        if (rc != PGPIPE_OK) {
+            pp_logf(PGPIPE_LOG_WARN, "http", "group of %zu requests not committed: %s", g->nreqs,
+                    c->err.message);
+            if (transient) {
+                ig_disconnect(c);
+                c->next_try = 0; /* a new connection at once, then back off */
+            } else {
+                pp_rollback_open(c->conn);
+                if (!strcmp(c->err.sqlstate, "23514"))
+                    ig_maintain(c); /* no partition for a key: make them */
+            }
+        }
+    }
+    double secs = (double)(pgpipe_now_us() - t0) / 1e6;
+    long long committed = 0, replayed = 0;
+    /* a key repeated in the group: the first request's answer, marked */
+    for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
+        ig_req *q = &g->reqs[i];
+        const ig_req *f = q->fate == IG_DUP ? &g->reqs[q->first] : NULL;
+        if (!f || !f->answer)
+            continue;
+        q->answer = pp_malloc(f->answer_len + 20);
+        if (q->answer) {
+            memcpy(q->answer, f->answer, f->answer_len - 1);
+            memcpy(q->answer + f->answer_len - 1, ",\"replayed\":true}", 17);
+            q->answer_len = f->answer_len + 16;
+        }
+        q->status = 202;
+    }
+    /* answer: after the COMMIT only */
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        pp_http_reply rep = { 0 };
+        rep.content_type = "application/json";
+        if (rc != PGPIPE_OK) {
+            const char *m = sent ? "the commit failed or its outcome is unknown: retry "
+                                   "with the same idempotency key"
+                                 : "the records could not be committed: retry later";
+            ig_reply(&rep, 503, "not_committed", q->id, 1, m);
+        } else {
+            rep.status = q->status;
+            rep.body = q->answer;
+            rep.body_len = q->answer_len;
+            q->answer = NULL;
+            committed += q->fate == IG_NEW;
+            replayed += q->fate == IG_REPLAY || q->fate == IG_DUP;
+        }
+        ig->done(ig->h, q->ticket, &rep);
+    }
+    for (size_t i = 0; i < g->nreqs; i++) {
+        pp_free(g->reqs[i].answer);
+        g->reqs[i].answer = NULL;
+    }
+    pthread_mutex_lock(&ig->mu);
+    ig->pending -= (long long)g->nreqs;
+    ig->pending_bytes -= g->bytes;
+    if (rc == PGPIPE_OK) {
+        ig->m_committed += committed;
+        ig->m_replayed += replayed;
+        ig->m_refused += (long long)g->nreqs - committed - replayed;
+        ig->m_accepted += acc;
+        ig->m_dead += dead;
+        ig->m_groups++;
+        ig_histo(ig->m_size_b, ig_size_le, IG_NSIZE, (double)g->nrecords);
+        ig_histo(ig->m_lat_b, ig_lat_le, IG_NLAT, secs);
+        ig->m_size_sum += (double)g->nrecords;
+        ig->m_lat_sum += secs;
+    } else {
+        ig->m_failed += (long long)g->nreqs;
+    }
+    ig_group_put(ig, g);
+    pthread_cond_broadcast(&ig->dcv);
+    pthread_mutex_unlock(&ig->mu);
+}
+
+/* The next group to commit (under mu), or NULL; *wait_us how long until the
+** open one is due. */
+static ig_group *ig_take(pp_ingest *ig, int64_t *wait_us)
+{
+    ig_group *g = ig->qhead;
+    if (g) {
+        ig->qhead = g->next;
+        if (!ig->qhead)
+            ig->qtail = NULL;
+        g->next = NULL;
+        return g;
+    }
+    g = ig->open;
+    *wait_us = -1;
+    if (!g || !g->nreqs)
+        return NULL;
+    int64_t due = g->t_first + (int64_t)ig->window_ms * 1000;
+    int64_t t = pgpipe_now_us();
+    if (ig->flush || ig->quit || t >= due || g->nrecords >= ig->group_records) {
+        ig->open = NULL;
+        return g;
+    }
+    *wait_us = due - t;
+    return NULL;
+}
+
+static void ig_wait(pp_ingest *ig, int64_t us)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = (int64_t)ts.tv_nsec + (us % 1000000) * 1000;
+    ts.tv_sec += (time_t)(us / 1000000 + ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    pthread_cond_timedwait(&ig->cv, &ig->mu, &ts);
+}
+
+static void *ig_committer_main(void *arg)
+{
+    ig_committer *c = arg;
+    pp_ingest *ig = c->ig;
+    pthread_mutex_lock(&ig->mu);
+    for (;;) {
+        int64_t wait_us = -1;
+        ig_group *g = ig_take(ig, &wait_us);
+        if (g) {
+            pthread_mutex_unlock(&ig->mu);
+            ig_commit(c, g);
+            pthread_mutex_lock(&ig->mu);
+            continue;
+        }
+        if (ig->quit && !ig->qhead && (!ig->open || !ig->open->nreqs))
+            break;
+        int64_t t = pgpipe_now_us();
+        int need_conn = !c->conn || PQstatus(c->conn) != CONNECTION_OK;
+        if (need_conn && t >= c->next_try) {
+            pthread_mutex_unlock(&ig->mu);
+            ig_connect(c, 0);
+            pthread_mutex_lock(&ig->mu);
+            continue;
+        }
+        if (!need_conn && t - c->maintained >= IG_MAINTAIN_US) {
+            pthread_mutex_unlock(&ig->mu);
+            ig_maintain(c);
+            pthread_mutex_lock(&ig->mu);
+            continue;
+        }
+        int64_t w = 1000000;
+        if (wait_us >= 0 && wait_us < w)
+            w = wait_us;
+        if (need_conn && c->next_try - t < w)
+            w = c->next_try - t > 0 ? c->next_try - t : 0;
+        ig_wait(ig, w);
+    }
+    pthread_mutex_unlock(&ig->mu);
+    return NULL;
+}
+
+/* ---- the interface --------------------------------------------------------------------- */
+
+PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
+                                  pp_http_auth *auth, struct pgpipe_http *h,
+                                  pp_ingest_done_fn done, pgpipe_error *err)
+{
+    pp_ingest *ig = *out = pp_calloc(1, sizeof *ig);
+    if (!ig)
+        return pp_err_nomem(err);
+    ig->h = h;
+    ig->done = done;
+    ig->auth = auth;
+    ig->o = o;
+    ig->defaults.window_hours = o->window_hours > 0 ? o->window_hours : 72;
+    ig->defaults.tolerance_s = 300;
+    ig->max_records = o->max_records;
+    ig->max_body = o->max_body_bytes;
+    ig->window_ms = o->group_window_ms >= 0 ? o->group_window_ms : 2;
+    ig->group_records = o->group_records > 0 ? o->group_records : 5000;
+    ig->budget = o->memory_budget ? o->memory_budget : (size_t)64 << 20;
+    int maxw = ig->defaults.window_hours;
+    for (int i = 0; i < o->nsources && o->sources; i++)
+        if (o->sources[i].window_hours > maxw)
+            maxw = o->sources[i].window_hours;
+    /* a key is reported expired for a day past its window before its
+    ** partition goes */
+    ig->keep_hours = maxw + 24;
+    ig->ncm = o->committers > 0 ? (o->committers < IG_MAX_COMMITTERS ? o->committers
+                                                                      : IG_MAX_COMMITTERS) : 2;
+    if (o->conninfo && !(ig->conninfo = pp_strdup(o->conninfo)))
+        return pp_err_nomem(err);
+    if (pgpipe_json_doc_open(&ig->doc) != PGPIPE_OK)
+        return pp_err_nomem(err);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&ig->mu, NULL);
+    pthread_cond_init(&ig->cv, &ca);
+    pthread_cond_init(&ig->dcv, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&ig->live, 0);
+    for (int i = 0; i < ig->ncm; i++) {
+        ig_committer *c = &ig->cm[i];
+        c->ig = ig;
+        c->idx = i;
+        /* connected before the server answers its first request, so it is
+        ** ready at once when the database is */
+        ig_connect(c, 1);
+    }
+    for (int i = 0; i < ig->ncm; i++) {
+        ig_committer *c = &ig->cm[i];
+        if (pthread_create(&c->tid, NULL, ig_committer_main, c) != 0)
+            return pp_err(err, PGPIPE_NOMEM, "http ingest: cannot start a committer thread");
+        c->started = 1;
+    }
+    return PGPIPE_OK;
 }
 
 PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size)
 {
-    (void)ig;
+    if (atomic_load(&ig->live) == 0) {
+        if (size)
+            snprintf(why, size, "no connection to the database");
+        return 0;
+    }
+    pthread_mutex_lock(&ig->mu);
+    int over = ig->pending_bytes > ig->budget;
+    pthread_mutex_unlock(&ig->mu);
+    if (over) {
+        if (size)
+            snprintf(why, size, "the accepted, uncommitted requests exceed the memory budget");
+        return 0;
+    }
     if (size)
-        snprintf(why, size, "ingest is not built yet");
-    return 0;
+        *why = '\0';
+    return 1;
+}
+
+static int ig_hist(pp_buf *b, const char *name, const char *help, const long long *bk,
+                   const double *le, size_t n, double sum, long long count)
+{
+    int rc = pp_buf_appendf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    long long cum = 0;
+    for (size_t i = 0; i < n; i++) {
+        cum += bk[i];
+        rc |= pp_buf_appendf(b, "%s_bucket{le=\"%g\"} %lld\n", name, le[i], cum);
+    }
+    cum += bk[n];
+    rc |= pp_buf_appendf(b, "%s_bucket{le=\"+Inf\"} %lld\n%s_sum %.6f\n%s_count %lld\n", name, cum,
+                         name, sum, name, count);
+    return rc;
 }
 
 PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b)
 {
-    (void)ig;
-    (void)b;
-    return PGPIPE_OK;
+    pthread_mutex_lock(&ig->mu);
+    static const char *const ctr[][2] = {
+        { "pgpipe_http_records_accepted_total", "records committed to staging" },
+        { "pgpipe_http_records_dead_lettered_total", "records sent to the dead-letter queue" },
+        { "pgpipe_http_requests_committed_total", "requests whose records were committed" },
+        { "pgpipe_http_requests_replayed_total", "requests answered with a stored response (idempotency key)" },
+        { "pgpipe_http_requests_refused_total", "requests ingest refused (400, 409, 413, 415, 503)" },
+        { "pgpipe_http_requests_failed_total", "requests whose group failed to commit (503)" },
+        { "pgpipe_http_committer_connects_total", "committer connections made (reconnects included)" },
+    };
+    long long v[] = { ig->m_accepted, ig->m_dead, ig->m_committed, ig->m_replayed,
+                      ig->m_refused, ig->m_failed, ig->m_reconnects };
+    int rc = PGPIPE_OK;
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        rc |= pp_buf_appendf(b, "# HELP %s %s\n# TYPE %s counter\n%s %lld\n", ctr[i][0], ctr[i][1],
+                             ctr[i][0], ctr[i][0], v[i]);
+    long long queued = 0;
+    for (ig_group *g = ig->qhead; g; g = g->next)
+        queued += (long long)g->nreqs;
+    if (ig->open)
+        queued += (long long)ig->open->nreqs;
+    rc |= pp_buf_appendf(b, "# HELP pgpipe_http_queue_depth requests waiting for a group commit\n"
+                            "# TYPE pgpipe_http_queue_depth gauge\npgpipe_http_queue_depth %lld\n"
+                            "# HELP pgpipe_http_pending_requests requests queued or committing\n"
+                            "# TYPE pgpipe_http_pending_requests gauge\n"
+                            "pgpipe_http_pending_requests %lld\n"
+                            "# HELP pgpipe_http_pending_bytes memory of accepted, uncommitted requests\n"
+                            "# TYPE pgpipe_http_pending_bytes gauge\npgpipe_http_pending_bytes %zu\n"
+                            "# HELP pgpipe_http_committers_connected committers with a working connection\n"
+                            "# TYPE pgpipe_http_committers_connected gauge\n"
+                            "pgpipe_http_committers_connected %d\n",
+                         queued, ig->pending, ig->pending_bytes, atomic_load(&ig->live));
+    rc |= ig_hist(b, "pgpipe_http_group_records", "records per group commit", ig->m_size_b,
+                  ig_size_le, IG_NSIZE, ig->m_size_sum, ig->m_groups);
+    rc |= ig_hist(b, "pgpipe_http_commit_seconds", "time of a group's transaction", ig->m_lat_b,
+                  ig_lat_le, IG_NLAT, ig->m_lat_sum, ig->m_groups);
+    pthread_mutex_unlock(&ig->mu);
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
 }
 
 PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig)
 {
-    (void)ig;
-    return 0;
+    pthread_mutex_lock(&ig->mu);
+    long long n = ig->pending;
+    pthread_mutex_unlock(&ig->mu);
+    return n;
 }
 
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig)
 {
-    (void)ig;
+    pthread_mutex_lock(&ig->mu);
+    ig->flush++;
+    pthread_cond_broadcast(&ig->cv);
+    while (ig->pending > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&ig->dcv, &ig->mu, &ts);
+    }
+    ig->flush--;
+    pthread_mutex_unlock(&ig->mu);
 }
 
 PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 {
+    if (!ig)
+        return;
+    pthread_mutex_lock(&ig->mu);
+    ig->quit = 1;
+    pthread_cond_broadcast(&ig->cv);
+    pthread_mutex_unlock(&ig->mu);
+    for (int i = 0; i < ig->ncm; i++) {
+        ig_committer *c = &ig->cm[i];
+        if (c->started)
+            pthread_join(c->tid, NULL);
+        ig_disconnect(c);
+        for (int k = 0; k < 6; k++)
+            pp_buf_free(&c->a[k]);
+        pp_buf_free(&c->scratch);
+        pp_free(c->hash);
+    }
+    ig_group_free(ig->open);
+    while (ig->spare) {
+        ig_group *g = ig->spare;
+        ig->spare = g->next;
+        ig_group_free(g);
+    }
+    pthread_mutex_destroy(&ig->mu);
+    pthread_cond_destroy(&ig->cv);
+    pthread_cond_destroy(&ig->dcv);
+    if (ig->doc)
+        pgpipe_json_doc_close(ig->doc);
+    framer_free(&ig->fr);
+    pp_buf_free(&ig->etb);
+    pp_free(ig->conninfo);
     pp_free(ig);
 }
 

@@ -53,6 +53,44 @@ typedef struct pp_http_request {
     int64_t t_start_us;         /* pgpipe_now_us() when its first byte arrived */
 } pp_http_request;
 
+/* The request parser: strict HTTP/1.1 (and 1.0) over a connection's buffer,
+** incremental, no allocation. Call pp_http_parse with the buffer holding the
+** request from its first byte (buf may be a new copy between calls, len only
+** grows); it returns
+**   PP_HTTP_MORE   read more bytes and call again
+**   PP_HTTP_GOT_HEAD  the head is complete and valid, the body is still to come
+**                  (rq's head fields are set; expect_continue says whether the
+**                  client waits for "100 Continue"); call again
+**   PP_HTTP_DONE   the request is complete: rq filled, body decoded in place
+**                  (chunked framing removed), consumed = its bytes in buf (a
+**                  pipelined request may follow); init again for the next
+**   PP_HTTP_ERROR  status (400, 413, 417, 431, 505) and why (static text);
+**                  answer it and close the connection
+** Refused with 400: Content-Length with Transfer-Encoding, duplicate or
+** malformed lengths, a Transfer-Encoding other than "chunked", obsolete line
+** folding, bare CR or LF, blanks before a colon, control characters, names
+** outside RFC 9110 tchar, bad chunk framing, a missing or repeated Host. */
+enum { PP_HTTP_ERROR = -1, PP_HTTP_MORE = 0, PP_HTTP_GOT_HEAD = 1, PP_HTTP_DONE = 2 };
+typedef struct pp_http_parser {
+    size_t max_header_bytes;    /* request line + headers (431 beyond) */
+    size_t max_body_bytes;      /* decoded body (413 beyond) */
+    int state;
+    int chunked;
+    int expect_continue;        /* Expect: 100-continue on an HTTP/1.1 request */
+    int status;                 /* PP_HTTP_ERROR: the answer's status */
+    const char *why;            /* PP_HTTP_ERROR: what is wrong */
+    size_t scan;                /* head: where the next unterminated line starts */
+    size_t head_len;            /* bytes of the head, final CRLF included */
+    size_t pos;                 /* body: the next raw byte */
+    size_t body_len;            /* body: decoded bytes so far */
+    uint64_t left;              /* bytes of the body or of the chunk still to come */
+    size_t trailer_bytes;
+    size_t consumed;            /* PP_HTTP_DONE: bytes of buf the request used */
+} pp_http_parser;
+PGPIPE_PRIVATE void pp_http_parser_init(pp_http_parser *p, size_t max_header_bytes,
+                                        size_t max_body_bytes);
+PGPIPE_PRIVATE int pp_http_parse(pp_http_parser *p, char *buf, size_t len, pp_http_request *rq);
+
 /* The value of header name (case-insensitive), or NULL; *len its length. */
 PGPIPE_PRIVATE const char *pp_http_header_get(const pp_http_request *rq, const char *name,
                                               size_t *len);
@@ -68,6 +106,8 @@ typedef struct pp_http_reply {
     size_t body_len;
     int retry_after;            /* > 0: a Retry-After header (seconds) */
     int close;                  /* close the connection after it */
+    const char *www_authenticate; /* static string: a WWW-Authenticate header
+                                     (401 for a bearer token, RFC 6750), or NULL */
 } pp_http_reply;
 
 /* A reply with a JSON error body {"error":{"status":..,"code":"..","message":"..",

@@ -63,7 +63,12 @@ PGPIPE_PRIVATE int pp_dlq_load_row(pp_buf *b, const pp_dlq_load_letter *d)
         rc |= pp_buf_appendf(b, "%lld", d->column);
     else
         rc |= pp_buf_append(b, "\\N", 2);
-    rc |= pp_buf_appendf(b, "\t%lld\t%lld\t%s\t", d->offset, d->load_id, d->batch_id);
+    rc |= pp_buf_appendf(b, "\t%lld\t", d->offset);
+    if (d->load_id > 0)
+        rc |= pp_buf_appendf(b, "%lld", d->load_id);
+    else
+        rc |= pp_buf_append(b, "\\N", 2);
+    rc |= pp_buf_appendf(b, "\t%s\t", d->batch_id);
     rc |= dlq_put_raw(b, d->raw ? d->raw : "", d->raw ? d->rawlen : 0);
     rc |= pp_buf_putc(b, '\t');
     rc |= pp_copy_escape(b, d->message, strlen(d->message));

@@ -192,19 +192,70 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
 
 /* ---- CSV ------------------------------------------------------------------ */
 
+PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, pp_buf **keys, int *nkeys)
+{
+    int n = pgpipe_csv_header_count(csv);
+    *keys = pp_calloc((size_t)(n > 0 ? n : 1), sizeof **keys);
+    if (!*keys)
+        return PGPIPE_NOMEM;
+    *nkeys = n;
+    for (int i = 0; i < n; i++) {
+        const char *h = pgpipe_csv_header_name(csv, i);
+        if (pp_json_str(&(*keys)[i], h, strlen(h), PP_JSON_COPY) != PGPIPE_OK ||
+            pp_buf_putc(&(*keys)[i], ':') != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const pp_buf *keys, int nkeys,
+                                   const pgpipe_csv_span *f, int nf)
+{
+    int rc = pp_buf_putc(b, '{');
+    int m = nf < nkeys ? nf : nkeys;
+    for (int k = 0; k < m && rc == PGPIPE_OK; k++) {
+        if (k)
+            rc |= pp_buf_putc(b, ',');
+        rc |= pp_buf_append(b, keys[k].data, keys[k].len);
+        if (f[k].len == 0 && !f[k].quoted)
+            rc |= pp_buf_append(b, "null", 4);
+        else
+            rc |= pp_json_str(b, f[k].data, f[k].len, PP_JSON_COPY);
+    }
+    rc |= pp_buf_putc(b, '}');
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int copy_text_problem(const char *raw, size_t len, long long line, char *msg,
+                                     size_t size, long long *eline, long long *ecol)
+{
+    size_t i = pp_utf8_text_prefix((const unsigned char *)raw, len);
+    if (i >= len)
+        return 0;
+    /* line and column (in characters) of the bad byte in the input: a
+    ** quoted field may span lines */
+    *eline = line;
+    *ecol = 1;
+    for (size_t k = 0; k < i; k++) {
+        if (raw[k] == '\n' || (raw[k] == '\r' && (k + 1 >= len || raw[k + 1] != '\n'))) {
+            ++*eline;
+            *ecol = 1;
+        } else if (((unsigned char)raw[k] & 0xC0) != 0x80) {
+            ++*ecol;
+        }
+    }
+    snprintf(msg, size, "%s at line %lld, column %lld (byte %zu of the record)",
+             raw[i] == 0 ? "NUL byte" : "invalid UTF-8", *eline, *ecol, i + 1);
+    if (raw[i] != 0)
+        snprintf(msg + strlen(msg), size - strlen(msg), ": byte 0x%02X",
+                 (unsigned)(unsigned char)raw[i]);
+    return 1;
+}
+
 static int copy_csv_setup(pgpipe_loader *l)
 {
-    int n = pgpipe_csv_header_count(l->csv);
-    l->csv_keys = pp_calloc((size_t)(n > 0 ? n : 1), sizeof *l->csv_keys);
-    if (!l->csv_keys)
+    if (copy_csv_keys(l->csv, &l->csv_keys, &l->ncsv_keys) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
-    l->ncsv_keys = n;
-    for (int i = 0; i < n; i++) {
-        const char *h = pgpipe_csv_header_name(l->csv, i);
-        if (pp_json_str(&l->csv_keys[i], h, strlen(h), PP_JSON_COPY) != PGPIPE_OK ||
-            pp_buf_putc(&l->csv_keys[i], ':') != PGPIPE_OK)
-            return pp_err_nomem(&l->hdr.err);
-    }
     for (int i = 0; i < l->ncols; i++) {
         copy_col *c = &l->cols[i];
         if (c->kind != COPY_K_FIELD)
@@ -247,24 +298,8 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
         rc = copy_reject_input(l, raw, len, e->line > 0 ? e->line : line, e->column, off, e->message);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
-    size_t i = pp_utf8_text_prefix((const unsigned char *)raw, len);
-    if (i < len) {
-        /* line and column (in characters) of the bad byte in the input: a
-        ** quoted field may span lines */
-        long long eline = line, ecol = 1;
-        for (size_t k = 0; k < i; k++) {
-            if (raw[k] == '\n' || (raw[k] == '\r' && (k + 1 >= len || raw[k + 1] != '\n'))) {
-                eline++;
-                ecol = 1;
-            } else if (((unsigned char)raw[k] & 0xC0) != 0x80) {
-                ecol++;
-            }
-        }
-        snprintf(msg, sizeof msg, "%s at line %lld, column %lld (byte %zu of the record)",
-                 i < len && raw[i] == 0 ? "NUL byte" : "invalid UTF-8", eline, ecol, i + 1);
-        if (i < len && raw[i] != 0)
-            snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": byte 0x%02X",
-                     (unsigned)(unsigned char)raw[i]);
+    long long eline, ecol;
+    if (copy_text_problem(raw, len, line, msg, sizeof msg, &eline, &ecol)) {
         rc = copy_reject_input(l, raw, len, eline, ecol, off, msg);
         return rc ? rc : copy_record_done(l, line, off, len);
     }
@@ -300,18 +335,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
             }
             rc |= pp_copy_escape(b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
-            rc |= pp_buf_putc(b, '{');
-            int m = nf < l->ncsv_keys ? nf : l->ncsv_keys;
-            for (int k = 0; k < m && rc == PGPIPE_OK; k++) {
-                if (k)
-                    rc |= pp_buf_putc(b, ',');
-                rc |= pp_buf_append(b, l->csv_keys[k].data, l->csv_keys[k].len);
-                if (f[k].len == 0 && !f[k].quoted)
-                    rc |= pp_buf_append(b, "null", 4);
-                else
-                    rc |= pp_json_str(b, f[k].data, f[k].len, PP_JSON_COPY);
-            }
-            rc |= pp_buf_putc(b, '}');
+            rc |= copy_csv_object(b, l->csv_keys, l->ncsv_keys, f, nf);
         } else {
             rc |= copy_put_common(l, c, line);
         }

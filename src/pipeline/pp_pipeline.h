@@ -189,6 +189,18 @@ PGPIPE_PRIVATE int copy_feed_known(pgpipe_loader *l, const char *data, size_t le
 PGPIPE_PRIVATE int copy_csv_drain(pgpipe_loader *l);
 PGPIPE_PRIVATE void copy_framer_begin(pgpipe_loader *l, int format);
 PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l);
+/* A CSV record as a JSON object, the loader's way (also the HTTP ingest's
+** text/csv bodies): copy_csv_keys makes the "name": prefix of each header
+** column (JSON- and COPY-escaped; *keys freed by the caller, each pp_buf and
+** the array), copy_csv_object appends {"name":"value",..} of the fields f,
+** COPY-escaped, an empty unquoted field as null. PGPIPE_OK or NOMEM. */
+PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, pp_buf **keys, int *nkeys);
+PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const pp_buf *keys, int nkeys,
+                                   const pgpipe_csv_span *f, int nf);
+/* Is raw (a record starting on line) not valid UTF-8 text or holds a NUL?
+** 1 with msg naming the line and column of the bad byte (*eline, *ecol). */
+PGPIPE_PRIVATE int copy_text_problem(const char *raw, size_t len, long long line, char *msg,
+                                     size_t size, long long *eline, long long *ecol);
 
 /* load_lanes.c: batches, sending, lanes */
 PGPIPE_PRIVATE void copy_batch_reset(copy_lane *ln);
@@ -216,8 +228,8 @@ typedef struct pp_dlq_load_letter {
     long long line;           /* line_number */
     long long column;         /* column_number; 0 = unknown (NULL) */
     long long offset;         /* byte_offset */
-    long long load_id;
-    const char *batch_id;     /* uuid text of the batch */
+    long long load_id;        /* 0 = none (NULL): an HTTP request */
+    const char *batch_id;     /* uuid text of the batch (HTTP: the request id) */
     const char *raw;          /* the record as read (NULL = empty) */
     size_t rawlen;
     const char *message;      /* error_message */

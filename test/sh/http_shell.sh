@@ -1,0 +1,150 @@
+#!/bin/sh
+# The shell's .serve: option errors (nothing listens), secrets refused on the
+# command line, .serve token add|list|revoke, and a real server under curl:
+# no token 401, a wrong one 403, the right one 202 with the row committed, a
+# GitHub-signed delivery, SIGHUP after a revoke 403, SIGTERM drains and exits 0.
+set -u
+cd "${PGPIPE_TOP:-.}"
+P=build/test/pgpipe
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/httpsh.XXXXXX")
+pid=""
+cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
+$1"; }
+[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+for c in curl openssl; do
+    command -v $c >/dev/null || { echo "$c is not installed (tool/deps.sh --test)"; exit 77; }
+done
+
+$P "$PGPIPE_TEST_DSN" "DROP DATABASE IF EXISTS httpsh" "CREATE DATABASE httpsh" >/dev/null ||
+    fail "createdb"
+D="$PGPIPE_TEST_DSN dbname=httpsh"
+q() { $P -m csv "$D" "$1" | tail -n 1; }
+
+# ---- bad options: one line naming the option, non-zero, nothing listens ----
+bad() { # COMMAND EXPECTED
+    err=$($P "$D" "$1" 2>&1) && fail "accepted: $1"
+    has "$err" "$2"
+    case "$err" in *"serving on"*) fail "listened: $1" ;; esac
+}
+bad ".serve --bogus" "--bogus: unknown option"
+bad ".serve --max-body x" "--max-body: expected a positive integer"
+bad ".serve --committers 0" "--committers: expected an integer from 1 to 64"
+bad ".serve --tokens maybe" "--tokens: expected auto, required or off"
+bad ".serve --insecure=1" "--insecure: takes no value"
+bad ".serve extra" 'unknown sub-command "extra" (token)'
+bad ".serve --source 'gh:signature=github,secret=hunter2'" "secret=: a secret on the command line"
+err=$($P "$D" ".serve --source 'gh:signature=github,secret=hunter2'" 2>&1)
+case "$err" in *hunter2*) fail "the refused secret is echoed: $err" ;; esac
+bad ".serve --source 'gh:signature=github'" "signature needs its secret"
+bad ".serve --source 'gh:signature=gitlab,secret-env=X'" "expected github, stripe or standard"
+bad ".serve --source 'gh:signature=github,secret-env=HSH_UNSET'" '$HSH_UNSET is not set'
+bad ".serve --source 'gh:signature=github,secret-file=$tmp/none'" "secret-file: cannot open"
+bad ".serve --source 'gh:secret-file=$tmp/none,secret-env=X'" "give one"
+bad ".serve --source 'gh:colour=blue'" "colour: unknown key"
+bad ".serve --source 'gh:tolerance=soon'" "tolerance: expected"
+bad ".serve --source 'gh:window'" '"window": expected key=value'
+bad ".serve --source 'bad/name'" "the name must be"
+bad ".serve --source a --source a" "source a is given twice"
+bad ".serve --source 'a:event-type=x' --listen ''" "--listen: empty"
+bad ".serve token" "missing add SOURCE"
+bad ".serve token frob" 'unknown sub-command "frob" (add, list or revoke)'
+bad ".serve token revoke hsh x" "ID: expected"
+bad ".serve token add" "expected SOURCE [LABEL]"
+
+# ---- tokens ----
+out=$($P "$D" ".serve token add hsh 'ci job'" 2>"$tmp/add.err") || fail "token add: $(cat "$tmp/add.err")"
+tok=$(printf '%s\n' "$out" | tail -n 1)
+case "$tok" in pgp_???????????????????????????????????????????) ;; *) fail "token: $out" ;; esac
+has "$(cat "$tmp/add.err")" "store it now, it is not shown again"
+hint=$(printf '%s' "$tok" | tail -c 4)
+out=$($P "$D" ".serve token list") || fail "token list"
+has "$out" "...$hint"
+has "$out" "ci job"
+case "$out" in *"$tok"*) fail "list shows the token" ;; esac
+[ "$(q "SELECT count(*) FROM pgpipe.http_tokens WHERE token_sha256 = '$(printf '%s' "$tok" | sha256sum | cut -c1-64)'")" = 1 ] ||
+    fail "the stored hash is not the token's SHA-256"
+id=$(q "SELECT id FROM pgpipe.http_tokens WHERE source = 'hsh'")
+out=$($P "$D" ".serve token add other") || fail "token add other"
+other=$(printf '%s\n' "$out" | tail -n 1)
+out=$($P "$D" ".serve token list other") || fail "token list other"
+case "$out" in *hsh*) fail "list other shows hsh: $out" ;; esac
+bad ".serve token revoke other $id" "no live HTTP token $id of source \"other\""
+
+# ---- a real server ----
+printf 'It'"'"'s a Secret to Everybody\n' > "$tmp/gh.secret"
+start() { # ARGS...: runs .serve in the background; sets pid and port
+    rm -f "$tmp/port"
+    $P "$D" ".serve --listen 127.0.0.1:0 --port-file $tmp/port $*" 2>"$tmp/serve.err" &
+    pid=$!
+    i=0
+    while [ ! -s "$tmp/port" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 300 ]; do
+        sleep 0.1; i=$((i + 1))
+    done
+    if [ ! -s "$tmp/port" ]; then
+        if grep -q "not built yet" "$tmp/serve.err"; then
+            echo "the HTTP server is not built yet (the option and token checks passed)"; exit 77
+        fi
+        fail "the server did not start: $(cat "$tmp/serve.err")"
+    fi
+    port=$(cat "$tmp/port")
+}
+post() { # SOURCE BODY [CURL ARGS...]: prints the status, the body in $tmp/body
+    src=$1 body=$2; shift 2
+    curl -s -o "$tmp/body" -w '%{http_code}' --max-time 30 -H 'Content-Type: application/json' \
+        --data-binary "$body" "$@" "http://127.0.0.1:$port/v1/events/$src"
+}
+start "--source 'gh:signature=github,secret-file=$tmp/gh.secret' --trusted-proxies 127.0.0.1"
+has "$(cat "$tmp/serve.err")" "serving on http://127.0.0.1:$port"
+
+[ "$(post hsh '{"n":1}')" = 401 ] || fail "no token: $(cat "$tmp/body")"
+has "$(cat "$tmp/body")" '"error"'
+[ "$(post hsh '{"n":2}' -H 'Authorization: Bearer pgp_wrong')" = 403 ] || fail "wrong token"
+[ "$(post hsh '{"n":3}' -H "Authorization: Bearer $other")" = 403 ] || fail "another source's token"
+[ "$(q "SELECT count(*) FROM staging.raw_events WHERE source = 'hsh'")" = 0 ] ||
+    fail "a refused request wrote"
+[ "$(post hsh '{"n":4}' -H "Authorization: Bearer $tok")" = 202 ] || fail "right token: $(cat "$tmp/body")"
+[ "$(q "SELECT count(*) FROM staging.raw_events WHERE source = 'hsh' AND payload->>'n' = '4'")" = 1 ] ||
+    fail "the accepted record is not in staging"
+
+# a GitHub delivery signed as GitHub signs it (HMAC-SHA256 of the raw body,
+# here by openssl), the same body tampered, and one unsigned
+body='{"zen":"Keep it logically awesome.","hook_id":12345678}'
+sig=sha256=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "It's a Secret to Everybody" | sed 's/.*= //')
+[ "$(post gh "$body" -H "X-Hub-Signature-256: $sig" -H 'X-GitHub-Event: ping')" = 202 ] ||
+    fail "signed delivery: $(cat "$tmp/body")"
+[ "$(q "SELECT count(*) FROM staging.raw_events WHERE source = 'gh'")" = 1 ] || fail "signed row"
+[ "$(post gh '{"zen":"Keep it logically awesome.","hook_id":12345679}' -H "X-Hub-Signature-256: $sig")" = 403 ] ||
+    fail "tampered body"
+[ "$(post gh "$body")" = 401 ] || fail "unsigned delivery"
+[ "$(q "SELECT count(*) FROM staging.raw_events WHERE source = 'gh'")" = 1 ] || fail "a refused delivery wrote"
+
+# revoke, SIGHUP: the token is refused (the reload happens at the loop's next turn)
+$P "$D" ".serve token revoke hsh $id" >/dev/null || fail "revoke"
+[ "$(post hsh '{"n":5}' -H "Authorization: Bearer $tok")" = 202 ] || fail "revoked before SIGHUP"
+kill -HUP "$pid"
+i=0
+while [ "$(post hsh '{"n":6}' -H "Authorization: Bearer $tok")" != 403 ]; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "still accepted 10 s after SIGHUP"
+    sleep 0.1
+done
+kill -0 "$pid" 2>/dev/null || fail "SIGHUP ended the server"
+
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+pid=""
+[ $rc = 0 ] || fail "exit $rc after SIGTERM: $(cat "$tmp/serve.err")"
+has "$(cat "$tmp/serve.err")" "drained"
+
+# beyond loopback without a live token: refused unless --insecure
+$P "$D" "UPDATE pgpipe.http_tokens SET revoked_at = now()" >/dev/null
+err=$($P "$D" ".serve --listen 0.0.0.0:0" 2>&1) && fail "listened beyond loopback without tokens"
+case "$err" in *"serving on"*) fail "listened: $err" ;; esac
+printf '%s\n' "$err" | grep -qi "token\|insecure" || fail "no reason given: $err"
+bad ".serve --listen 127.0.0.1:0 --trusted-proxies 10.0.0.1/33" '"10.0.0.1/33" is not'
+
+$P "$PGPIPE_TEST_DSN" "DROP DATABASE IF EXISTS httpsh" >/dev/null 2>&1
+echo "ok"
