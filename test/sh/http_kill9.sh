@@ -188,7 +188,10 @@ if not failure:
         r = h.getresponse()
         again = r.read()
         h.close()
-        if r.status != 202 or again != first:
+        a, f = json.loads(again) if r.status == 202 else None, json.loads(first)
+        if a is not None and a.pop("replayed", True) is not True:
+            a = None
+        if r.status != 202 or a != f:  # the first answer (a replay may say "replayed": true)
             failure.append("request %d sent again: %d %r, the first answer %r" % (i, r.status, again[:200], first[:200]))
             break
     print("%d requests sent again got their first answer" % len(answers))
