@@ -823,6 +823,8 @@ typedef struct pp_http_reply {
     char *body;
     size_t body_len;
     int retry_after;            /* > 0: a Retry-After header (seconds) */
+    int replayed;               /* the stored answer to an idempotency key seen
+                                   before: an Idempotent-Replayed: true header */
     int close;                  /* close the connection after it */
     const char *www_authenticate; /* static string: a WWW-Authenticate header
                                      (401 for a bearer token, RFC 6750), or NULL */
@@ -21100,6 +21102,13 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
     if (eth || etv) {
         p.et_hdr = eth ? eth : etv;
         rc |= pp_copy_escape(&ig->etb, p.et_hdr, eth ? etn : strlen(etv));
+    } else if (!s->event_type_field && !s->event_type_header) {
+        /* Nothing configured names the event type and the record has no
+        ** "event_type": a sender that says nothing still gets its events
+        ** in, typed by the source they were posted to. A source that sets a
+        ** field or header makes it required (missing: dead letter). */
+        p.et_hdr = source;
+        rc |= pp_copy_escape(&ig->etb, source, srclen);
     }
     rc |= pp_buf_append(&g->rbuf, p.body, p.body_len);
     if (rc == PGPIPE_OK) {
@@ -21363,16 +21372,15 @@ static int ig_rows_isolate(ig_committer *c, ig_group *g)
     }
 }
 
-/* The body of a 202: {"request_id":..,"accepted":N,"dead_lettered":N,"errors":[..]}
-** (a replay: the first response with "replayed":true). */
+/* The body of a 202: {"request_id":..,"accepted":N,"dead_lettered":N,"errors":[..]}.
+** A replay gets the very same body (the reply's replayed flag adds the
+** Idempotent-Replayed header), so a client comparing bodies sees one answer. */
 static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, const char *errs,
-                   size_t elen, int replayed)
+                   size_t elen)
 {
     int rc = pp_buf_appendf(b, "{\"request_id\":\"%s\",\"accepted\":%lld,\"dead_lettered\":%lld,"
                             "\"errors\":", rid, acc, dead);
     rc |= elen ? pp_buf_append(b, errs, elen) : pp_buf_append(b, "[]", 2);
-    if (replayed)
-        rc |= pp_buf_append(b, ",\"replayed\":true", 16);
     rc |= pp_buf_putc(b, '}');
     return rc ? PGPIPE_NOMEM : PGPIPE_OK;
 }
@@ -21506,7 +21514,7 @@ static int ig_keys_check(ig_committer *c, ig_group *g)
         q->fate = IG_REPLAY;
         const char *errs = PQgetisnull(res, t, 4) ? NULL : PQgetvalue(res, t, 4);
         if (ig_body(&c->scratch, PQgetvalue(res, t, 1), atoll(PQgetvalue(res, t, 2)),
-                    atoll(PQgetvalue(res, t, 3)), errs, errs ? strlen(errs) : 0, 1) != PGPIPE_OK ||
+                    atoll(PQgetvalue(res, t, 3)), errs, errs ? strlen(errs) : 0) != PGPIPE_OK ||
             ig_answer(q, 202, &c->scratch) != PGPIPE_OK)
             rc = pp_err_nomem(&c->err);
     }
@@ -21561,7 +21569,7 @@ static int ig_finish(ig_committer *c, ig_group *g, long long *acc, long long *de
         pp_buf errs = { 0 };
         rc |= ig_errors_json(&errs, g, q);
         c->scratch.len = 0;
-        rc |= ig_body(&c->scratch, q->id, a, q->dead, errs.data, errs.len, 0);
+        rc |= ig_body(&c->scratch, q->id, a, q->dead, errs.data, errs.len);
         rc |= ig_answer(q, 202, &c->scratch);
         if (q->key_len) {
             rc |= ig_array_text(&c->a[0], g->kbuf.data + q->src_off, q->src_len);
@@ -21739,17 +21747,16 @@ static void ig_commit(ig_committer *c, ig_group *g)
     }
     double secs = (double)(pgpipe_now_us() - t0) / 1e6;
     long long committed = 0, replayed = 0;
-    /* a key repeated in the group: the first request's answer, marked */
+    /* a key repeated in the group: the first request's answer */
     for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
         ig_req *q = &g->reqs[i];
         const ig_req *f = q->fate == IG_DUP ? &g->reqs[q->first] : NULL;
         if (!f || !f->answer)
             continue;
-        q->answer = pp_malloc(f->answer_len + 20);
+        q->answer = pp_malloc(f->answer_len);
         if (q->answer) {
-            memcpy(q->answer, f->answer, f->answer_len - 1);
-            memcpy(q->answer + f->answer_len - 1, ",\"replayed\":true}", 17);
-            q->answer_len = f->answer_len + 16;
+            memcpy(q->answer, f->answer, f->answer_len);
+            q->answer_len = f->answer_len;
         }
         q->status = 202;
     }
@@ -21768,6 +21775,7 @@ static void ig_commit(ig_committer *c, ig_group *g)
             rep.body = q->answer;
             rep.body_len = q->answer_len;
             q->answer = NULL;
+            rep.replayed = q->fate == IG_REPLAY || q->fate == IG_DUP;
             committed += q->fate == IG_NEW;
             replayed += q->fate == IG_REPLAY || q->fate == IG_DUP;
         }
@@ -22378,6 +22386,8 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
             hs_put(b, s, (size_t)(e - s));
             HS_PUTS(b, "\r\n");
         }
+        if (r->replayed)
+            HS_PUTS(b, "Idempotent-Replayed: true\r\n");
         if (extra)
             hs_put(b, extra, strlen(extra));
         if (c->closing)

@@ -302,6 +302,8 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
             hs_put(b, s, (size_t)(e - s));
             HS_PUTS(b, "\r\n");
         }
+        if (r->replayed)
+            HS_PUTS(b, "Idempotent-Replayed: true\r\n");
         if (extra)
             hs_put(b, extra, strlen(extra));
         if (c->closing)

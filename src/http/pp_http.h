@@ -105,6 +105,8 @@ typedef struct pp_http_reply {
     char *body;
     size_t body_len;
     int retry_after;            /* > 0: a Retry-After header (seconds) */
+    int replayed;               /* the stored answer to an idempotency key seen
+                                   before: an Idempotent-Replayed: true header */
     int close;                  /* close the connection after it */
     const char *www_authenticate; /* static string: a WWW-Authenticate header
                                      (401 for a bearer token, RFC 6750), or NULL */
