@@ -39,7 +39,25 @@ fail() {
 }
 q() { $P -m csv "$D" "$1" | sed 1d; }
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# a free port below the ephemeral range: no outgoing connection of another
+# program can take it while the server is down between a kill and its restart
+port=$(python3 -c '
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError):
+    low = 32768
+for _ in range(200):
+    p = random.randrange(10000, max(low, 11000))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+') || fail "no free port"
+[ -n "$port" ] || fail "no free port"
 # serve: start .serve on $port (the same port after every kill: a restarted
 # service must rebind at once); waits for the port file, up to 30 s
 serve() {
