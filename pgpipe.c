@@ -24674,7 +24674,7 @@ static const char *rf_name(rf_ctx *c, int want, const char *what)
     if (c->o->npos > want)
         rf_diag(c->pf, c->line, c->o->poscol[want], "%s: unexpected \"%s\" (options start with --)", c->cmd,
                 c->o->pos[want]);
-    return c->o->pos[want - 1];
+    return want ? c->o->pos[want - 1] : NULL;
 }
 
 static void rf_need(rf_ctx *c, const char *opt)

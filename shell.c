@@ -4252,6 +4252,11 @@ static void usage(FILE *f)
             "                    .migrate and every other component\n"
             "  -h, --help        show this help\n"
             "  -V, --version     show the version\n"
+            "pgpipe run [--check] [--on-alert CMD] PIPELINE\n"
+            "                    the pipeline runner: --check validates the pipeline file\n"
+            "                    without a database and prints FILE:LINE: message per problem\n"
+            "                    (status 1) or a summary (status 0); running it is not\n"
+            "                    implemented yet (status 2)\n"
             "A bad option, or one without its value, exits with status 2 before anything runs.\n"
             "Interactive when stdin is a terminal: SQL may span lines and ends with ';',\n"
             "dot commands take one line (.help lists them), and so do psql's \\q \\x \\timing\n"
@@ -4259,6 +4264,63 @@ static void usage(FILE *f)
             "~/.pgpipe_history. In a script an error reads FILE:LINE: error: ... and the exit\n"
             "status is 1. SIGTERM, SIGHUP and SIGQUIT cancel the running statement and end the\n"
             "run (status 128+signal).\n");
+}
+
+/* pgpipe run [--check] [--on-alert CMD] PIPELINE: the pipeline file is read
+** and checked offline (no connection is made). */
+static int run_main(int argc, char **argv)
+{
+    int check = 0;
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--check")) {
+            check = 1;
+        } else if (!strcmp(argv[i], "--on-alert") && i + 1 < argc) {
+            i++; /* for the runner */
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "pgpipe run: unknown option %s (usage: pgpipe run [--check] "
+                    "[--on-alert CMD] PIPELINE)\n", argv[i]);
+            return 2;
+        } else if (!file) {
+            file = argv[i];
+        } else {
+            fprintf(stderr, "pgpipe run: one PIPELINE file, got \"%s\" too\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!file) {
+        fprintf(stderr, "usage: pgpipe run [--check] [--on-alert CMD] PIPELINE\n");
+        return 2;
+    }
+    pgpipe_pipefile *pf = NULL;
+    int rc = pgpipe_pipefile_open(&pf, file, NULL, 0);
+    if (rc == PGPIPE_PARSE) {
+        for (int i = 0; i < pgpipe_pipefile_diag_count(pf); i++) {
+            const pgpipe_pipe_diag *d = pgpipe_pipefile_diag(pf, i);
+            if (d->column > 0)
+                printf("%s:%d:%d: %s\n", d->file, d->line, d->column, d->message);
+            else
+                printf("%s:%d: %s\n", d->file, d->line, d->message);
+        }
+        pgpipe_pipefile_close(pf);
+        return 1;
+    }
+    if (rc) {
+        fprintf(stderr, "pgpipe run: %s\n", pgpipe_errmsg(pf));
+        pgpipe_pipefile_close(pf);
+        return 1;
+    }
+    const pgpipe_pipe_def *p = pgpipe_pipefile_def(pf);
+    if (check)
+        printf("pipeline %s OK: %d source%s, %d worker%s, %d schedule%s, %d task%s, %d alert%s\n", p->name,
+               p->nsources, p->nsources == 1 ? "" : "s", p->nworkers, p->nworkers == 1 ? "" : "s",
+               p->nschedules, p->nschedules == 1 ? "" : "s", p->ntasks, p->ntasks == 1 ? "" : "s",
+               p->nalerts, p->nalerts == 1 ? "" : "s");
+    else
+        fprintf(stderr, "pgpipe run: running a pipeline is not implemented yet; "
+                "pgpipe run --check %s validates the file\n", file);
+    pgpipe_pipefile_close(pf);
+    return check ? 0 : 2;
 }
 
 /* A connection string: a postgres:// URI, or key=value words only (so SQL
@@ -4418,6 +4480,8 @@ int main(int argc, char **argv)
     memset(&sh, 0, sizeof sh);
     sh.out = stdout;
     sh.source = "<stdin>";
+    if (argc > 1 && !strcmp(argv[1], "run"))
+        return run_main(argc - 1, argv + 1);
     cli c;
     int rc = parse_cli(&sh, &c, argc, argv);
     if (rc) {
