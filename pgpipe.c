@@ -24817,7 +24817,13 @@ static void rf_schedule(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
             const char *opt = every ? "--every" : "--cron";
             /* "every " is not in the file: shift the column back */
             long long col = e.column > 0 ? rf_col(&c, opt) + e.column - 1 - (every ? 6 : 0) : 0;
-            rf_diag(pf, line, col > 0 ? (int)col : rf_col(&c, opt), ".schedule: %s: %s", opt, e.message);
+            char *msg = e.message;
+            if (every && !strncmp(msg, "every: ", 7))
+                msg += 7;
+            char *at = strstr(msg, " (column "); /* the diagnostic has the file's column */
+            if (at && e.column > 0)
+                *at = 0;
+            rf_diag(pf, line, col > 0 ? (int)col : rf_col(&c, opt), ".schedule: %s: %s", opt, msg);
         }
     }
     const char *tz = rf_get(&c, "--tz");

@@ -28,3 +28,14 @@ case "$out" in *"not implemented yet"*) ;; *) fail "pgpipe run: $out" ;; esac
 grep -q "none.pgpipe" "$tmp/out" || fail "a missing file: $(cat "$tmp/out")"
 "$P" run --bogus x > /dev/null 2>&1; [ $? = 2 ] || fail "a bad option is not status 2"
 echo "run --check: the example passes, every error kind reported, no connection"
+
+# the same inside the shell: .run --check FILE (needs the test cluster to start)
+if [ -n "${PGPIPE_TEST_DSN:-}" ]; then
+    out=$(env -u PGHOST -u PGPORT "$P" "$PGPIPE_TEST_DSN" ".run --check sql/example/pipeline.pgpipe" 2>&1) \
+        || fail ".run --check: $out"
+    case "$out" in *"pipeline example OK"*) ;; *) fail ".run --check: $out" ;; esac
+    env -u PGHOST -u PGPORT "$P" "$PGPIPE_TEST_DSN" ".run --check test/run/broken.pgpipe" > "$tmp/out" 2>&1 \
+        && fail ".run --check of the broken file succeeded"
+    grep -q '^test/run/broken.pgpipe:1:1: unknown directive .sorce' "$tmp/out" || fail ".run --check: $(cat "$tmp/out")"
+    echo ".run --check in the shell: the same"
+fi
