@@ -20356,6 +20356,7 @@ int pgpipe_http_token_revoke(PGconn *conn, const char *source, long long id, pgp
 #define IG_SEND_CHUNK (32 * 1024)
 #define IG_MAX_COMMITTERS 16
 #define IG_MAINTAIN_US (3600LL * 1000000) /* http_keys partitions: hourly */
+#define IG_PING_US (1000LL * 1000)           /* an idle connection is checked */
 #define IG_NONE UINT32_MAX
 /* keyed requests in one group: each holds an advisory lock until COMMIT, and
 ** the server's lock table has max_locks_per_transaction x max_connections
@@ -20427,6 +20428,7 @@ typedef struct ig_committer {
     int64_t next_try;   /* reconnect not before (monotonic us) */
     int backoff_ms;
     int64_t maintained; /* last http_keys_maintain, 0 = never */
+    int64_t used;       /* the connection last answered (monotonic us) */
     pgpipe_error err;
     pp_buf a[6];        /* array parameters */
     pp_buf scratch;
@@ -21732,6 +21734,7 @@ static int ig_connect(ig_committer *c, int now_anyway)
         return 0;
     }
     c->backoff_ms = 0;
+    c->used = pgpipe_now_us();
     c->live = 1;
     atomic_fetch_add(&ig->live, 1);
     pthread_mutex_lock(&ig->mu);
@@ -21777,7 +21780,8 @@ static void ig_commit(ig_committer *c, ig_group *g)
             }
         }
     }
-    double secs = (double)(pgpipe_now_us() - t0) / 1e6;
+    c->used = pgpipe_now_us();
+    double secs = (double)(c->used - t0) / 1e6;
     long long committed = 0, replayed = 0;
     /* a key repeated in the group: the first request's answer */
     for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
@@ -21899,6 +21903,18 @@ static void *ig_committer_main(void *arg)
             pthread_mutex_lock(&ig->mu);
             continue;
         }
+        if (!need_conn && t - c->used >= IG_PING_US) {
+            /* an idle connection is checked, so readiness follows a server
+            ** that went away between groups */
+            pthread_mutex_unlock(&ig->mu);
+            if (ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK && ig_transient(c)) {
+                ig_disconnect(c);
+                c->next_try = 0;
+            }
+            c->used = pgpipe_now_us();
+            pthread_mutex_lock(&ig->mu);
+            continue;
+        }
         if (!need_conn && t - c->maintained >= IG_MAINTAIN_US) {
             pthread_mutex_unlock(&ig->mu);
             ig_maintain(c);
@@ -21910,6 +21926,8 @@ static void *ig_committer_main(void *arg)
             w = wait_us;
         if (need_conn && c->next_try - t < w)
             w = c->next_try - t > 0 ? c->next_try - t : 0;
+        if (!need_conn && c->used + IG_PING_US - t < w)
+            w = c->used + IG_PING_US - t > 0 ? c->used + IG_PING_US - t : 0;
         ig_wait(ig, w);
     }
     pthread_mutex_unlock(&ig->mu);
@@ -22418,6 +22436,11 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
             hs_put(b, s, (size_t)(e - s));
             HS_PUTS(b, "\r\n");
         }
+        if (r->www_authenticate) {
+            HS_PUTS(b, "WWW-Authenticate: ");
+            hs_put(b, r->www_authenticate, strlen(r->www_authenticate));
+            HS_PUTS(b, "\r\n");
+        }
         if (r->replayed)
             HS_PUTS(b, "Idempotent-Replayed: true\r\n");
         if (extra)
@@ -22599,9 +22622,9 @@ static int hs_grow(pgpipe_http *h, hs_conn *c)
     size_t lim = hs_rlimit(h, c);
     if (c->rcap >= lim)
         return -1;
+    /* doubling, even when the length is known: a client that announces a
+    ** large body and sends little of it gets little memory */
     size_t cap = c->rcap ? c->rcap * 2 : HS_RBUF_MIN;
-    if (c->got_head && !c->p.chunked && cap < lim)
-        cap = lim; /* the length is known: one allocation */
     if (cap > lim)
         cap = lim;
     char *nb = pp_malloc(cap);
@@ -22631,6 +22654,22 @@ static int hs_grow(pgpipe_http *h, hs_conn *c)
 /* Read what the socket has. -1 when the connection closed. */
 static int hs_read(pgpipe_http *h, hs_conn *c)
 {
+    if (c->state == HS_LINGER) { /* discard until the client's end */
+        char sink[4096];
+        for (;;) {
+            ssize_t n = recv(c->fd, sink, sizeof sink, 0);
+            if (n > 0) {
+                h->bytes_in += (uint64_t)n;
+            } else if (n < 0 && errno == EINTR) {
+                continue;
+            } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                return 0;
+            } else {
+                hs_close(h, c);
+                return -1;
+            }
+        }
+    }
     for (;;) {
         if (c->rlen == c->rcap && hs_grow(h, c) < 0)
             return 0; /* full: the parser decides (431, 413) */
@@ -22639,17 +22678,11 @@ static int hs_read(pgpipe_http *h, hs_conn *c)
             if (c->rlen == 0 && !c->got_head)
                 c->rq.t_start_us = h->now;
             h->bytes_in += (uint64_t)n;
-            if (c->state == HS_LINGER)
-                continue; /* discarded: only its end is awaited */
             c->rlen += (size_t)n;
             if (c->rlen < c->rcap)
                 return 0;
         } else if (n == 0) {
             c->peer_eof = 1;
-            if (c->state == HS_LINGER) {
-                hs_close(h, c);
-                return -1;
-            }
             return 0;
         } else if (errno == EINTR) {
             continue;
@@ -23128,9 +23161,20 @@ static int hs_loopback(const struct sockaddr *sa)
 }
 
 /* Resolve, check and bind every listen address. */
+static int hs_bind_list(pgpipe_http *h, char *spec, int need_loopback);
+
 static int hs_bind(pgpipe_http *h, int need_loopback)
 {
-    char *spec = h->listen_s;
+    char *spec = pp_strdup(h->listen_s); /* cut at the commas */
+    if (!spec)
+        return pp_err_nomem(&h->h.err);
+    int rc = hs_bind_list(h, spec, need_loopback);
+    pp_free(spec);
+    return rc;
+}
+
+static int hs_bind_list(pgpipe_http *h, char *spec, int need_loopback)
+{
     for (char *item = spec; item && *item;) {
         char *comma = strchr(item, ',');
         if (comma)

@@ -4321,7 +4321,10 @@ static void usage(FILE *f)
             "\\i \\ir \\c \\conninfo \\? (and \\g \\r \\p inside a statement); history in\n"
             "~/.pgpipe_history. In a script an error reads FILE:LINE: error: ... and the exit\n"
             "status is 1. SIGTERM, SIGHUP and SIGQUIT cancel the running statement and end the\n"
-            "run (status 128+signal).\n");
+            "run (status 128+signal).\n"
+            "As a service: pgpipe CONNINFO '.serve --listen 127.0.0.1:8080' runs the HTTP ingest\n"
+            "server (.help serve); there SIGTERM drains it and ends with status 0, and SIGHUP\n"
+            "reloads its tokens.\n");
 }
 
 /* pgpipe run [--check] [--on-alert CMD] PIPELINE: the pipeline file is read

@@ -140,6 +140,15 @@ static long long hi_count(PGconn *c, const char *table_where)
 #define HI_ROWS(c) hi_count(c, "staging.raw_events WHERE source = ")
 #define HI_DEAD(c) hi_count(c, "pgpipe.dead_letters WHERE source_name = ")
 
+/* "name value" of a metric line in text, -1 when absent. */
+static double hi_metric(const char *text, const char *name)
+{
+    char pat[200];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = strstr(text, pat);
+    return p ? atof(p + strlen(pat)) : -1;
+}
+
 static void hi_clean(PGconn *c)
 {
     char sql[512];
@@ -453,15 +462,6 @@ PGT_TEST(http_ingest, expired_key)
     pgt_db_close(c);
 }
 
-/* "name value" of a metric line in text, -1 when absent. */
-static double hi_metric(const char *text, const char *name)
-{
-    char pat[200];
-    snprintf(pat, sizeof pat, "\n%s ", name);
-    const char *p = strstr(text, pat);
-    return p ? atof(p + strlen(pat)) : -1;
-}
-
 PGT_TEST(http_ingest, group_commit_groups)
 {
     PGconn *c = pgt_db_open();
@@ -587,6 +587,29 @@ PGT_TEST(http_ingest, database_unreachable)
             pgpipe_sleep_ms(50);
     }
     PGT_CHECK(ok);
+    /* idle connections are checked: sessions ended between groups are
+    ** replaced without a request failing first */
+    pp_ingest_drain(ig);
+    pp_buf m = { 0 };
+    PGT_OK(pp_ingest_metrics(ig, &m));
+    pp_buf_putc(&m, '\0');
+    double before = hi_metric(m.data, "pgpipe_http_committer_connects_total");
+    pthread_mutex_lock(&ig->mu);
+    for (int i = 0; i < ig->ncm; i++) {
+        snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d, 5000)", PQbackendPID(ig->cm[i].conn));
+        PQclear(PGT_EXEC(c, sql));
+    }
+    pthread_mutex_unlock(&ig->mu);
+    double after = before;
+    for (int i = 0; i < 100 && after < before + ig->ncm; i++) {
+        pgpipe_sleep_ms(100);
+        m.len = 0;
+        PGT_OK(pp_ingest_metrics(ig, &m));
+        pp_buf_putc(&m, '\0');
+        after = hi_metric(m.data, "pgpipe_http_committer_connects_total");
+    }
+    pp_buf_free(&m);
+    PGT_CHECK(after >= before + ig->ncm);
     pp_ingest_close(ig);
     PGT_EQ_INT(HI_ROWS(c), 1);
     pgt_db_close(c);

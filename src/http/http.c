@@ -302,6 +302,11 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
             hs_put(b, s, (size_t)(e - s));
             HS_PUTS(b, "\r\n");
         }
+        if (r->www_authenticate) {
+            HS_PUTS(b, "WWW-Authenticate: ");
+            hs_put(b, r->www_authenticate, strlen(r->www_authenticate));
+            HS_PUTS(b, "\r\n");
+        }
         if (r->replayed)
             HS_PUTS(b, "Idempotent-Replayed: true\r\n");
         if (extra)
@@ -483,9 +488,9 @@ static int hs_grow(pgpipe_http *h, hs_conn *c)
     size_t lim = hs_rlimit(h, c);
     if (c->rcap >= lim)
         return -1;
+    /* doubling, even when the length is known: a client that announces a
+    ** large body and sends little of it gets little memory */
     size_t cap = c->rcap ? c->rcap * 2 : HS_RBUF_MIN;
-    if (c->got_head && !c->p.chunked && cap < lim)
-        cap = lim; /* the length is known: one allocation */
     if (cap > lim)
         cap = lim;
     char *nb = pp_malloc(cap);
@@ -515,6 +520,22 @@ static int hs_grow(pgpipe_http *h, hs_conn *c)
 /* Read what the socket has. -1 when the connection closed. */
 static int hs_read(pgpipe_http *h, hs_conn *c)
 {
+    if (c->state == HS_LINGER) { /* discard until the client's end */
+        char sink[4096];
+        for (;;) {
+            ssize_t n = recv(c->fd, sink, sizeof sink, 0);
+            if (n > 0) {
+                h->bytes_in += (uint64_t)n;
+            } else if (n < 0 && errno == EINTR) {
+                continue;
+            } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                return 0;
+            } else {
+                hs_close(h, c);
+                return -1;
+            }
+        }
+    }
     for (;;) {
         if (c->rlen == c->rcap && hs_grow(h, c) < 0)
             return 0; /* full: the parser decides (431, 413) */
@@ -523,17 +544,11 @@ static int hs_read(pgpipe_http *h, hs_conn *c)
             if (c->rlen == 0 && !c->got_head)
                 c->rq.t_start_us = h->now;
             h->bytes_in += (uint64_t)n;
-            if (c->state == HS_LINGER)
-                continue; /* discarded: only its end is awaited */
             c->rlen += (size_t)n;
             if (c->rlen < c->rcap)
                 return 0;
         } else if (n == 0) {
             c->peer_eof = 1;
-            if (c->state == HS_LINGER) {
-                hs_close(h, c);
-                return -1;
-            }
             return 0;
         } else if (errno == EINTR) {
             continue;
@@ -1012,9 +1027,20 @@ static int hs_loopback(const struct sockaddr *sa)
 }
 
 /* Resolve, check and bind every listen address. */
+static int hs_bind_list(pgpipe_http *h, char *spec, int need_loopback);
+
 static int hs_bind(pgpipe_http *h, int need_loopback)
 {
-    char *spec = h->listen_s;
+    char *spec = pp_strdup(h->listen_s); /* cut at the commas */
+    if (!spec)
+        return pp_err_nomem(&h->h.err);
+    int rc = hs_bind_list(h, spec, need_loopback);
+    pp_free(spec);
+    return rc;
+}
+
+static int hs_bind_list(pgpipe_http *h, char *spec, int need_loopback)
+{
     for (char *item = spec; item && *item;) {
         char *comma = strchr(item, ',');
         if (comma)

@@ -35,6 +35,7 @@
 #define IG_SEND_CHUNK (32 * 1024)
 #define IG_MAX_COMMITTERS 16
 #define IG_MAINTAIN_US (3600LL * 1000000) /* http_keys partitions: hourly */
+#define IG_PING_US (1000LL * 1000)           /* an idle connection is checked */
 #define IG_NONE UINT32_MAX
 /* keyed requests in one group: each holds an advisory lock until COMMIT, and
 ** the server's lock table has max_locks_per_transaction x max_connections
@@ -106,6 +107,7 @@ typedef struct ig_committer {
     int64_t next_try;   /* reconnect not before (monotonic us) */
     int backoff_ms;
     int64_t maintained; /* last http_keys_maintain, 0 = never */
+    int64_t used;       /* the connection last answered (monotonic us) */
     pgpipe_error err;
     pp_buf a[6];        /* array parameters */
     pp_buf scratch;
@@ -1411,6 +1413,7 @@ static int ig_connect(ig_committer *c, int now_anyway)
         return 0;
     }
     c->backoff_ms = 0;
+    c->used = pgpipe_now_us();
     c->live = 1;
     atomic_fetch_add(&ig->live, 1);
     pthread_mutex_lock(&ig->mu);
@@ -1456,7 +1459,8 @@ static void ig_commit(ig_committer *c, ig_group *g)
             }
         }
     }
-    double secs = (double)(pgpipe_now_us() - t0) / 1e6;
+    c->used = pgpipe_now_us();
+    double secs = (double)(c->used - t0) / 1e6;
     long long committed = 0, replayed = 0;
     /* a key repeated in the group: the first request's answer */
     for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
@@ -1578,6 +1582,18 @@ static void *ig_committer_main(void *arg)
             pthread_mutex_lock(&ig->mu);
             continue;
         }
+        if (!need_conn && t - c->used >= IG_PING_US) {
+            /* an idle connection is checked, so readiness follows a server
+            ** that went away between groups */
+            pthread_mutex_unlock(&ig->mu);
+            if (ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK && ig_transient(c)) {
+                ig_disconnect(c);
+                c->next_try = 0;
+            }
+            c->used = pgpipe_now_us();
+            pthread_mutex_lock(&ig->mu);
+            continue;
+        }
         if (!need_conn && t - c->maintained >= IG_MAINTAIN_US) {
             pthread_mutex_unlock(&ig->mu);
             ig_maintain(c);
@@ -1589,6 +1605,8 @@ static void *ig_committer_main(void *arg)
             w = wait_us;
         if (need_conn && c->next_try - t < w)
             w = c->next_try - t > 0 ? c->next_try - t : 0;
+        if (!need_conn && c->used + IG_PING_US - t < w)
+            w = c->used + IG_PING_US - t > 0 ? c->used + IG_PING_US - t : 0;
         ig_wait(ig, w);
     }
     pthread_mutex_unlock(&ig->mu);

@@ -2,9 +2,9 @@
 # TLS through nginx: the shipped tool/nginx/pgpipe-http.conf (only its EDIT
 # lines rewritten) in front of `.serve --trusted-proxies 127.0.0.1`, with a
 # self-signed certificate made here; curl --cacert posts through it: 202, the
-# row committed, the Authorization header passed on, and pgpipe sees the
-# client's address from X-Forwarded-For (a forged one from the client is
-# dropped by nginx).
+# row committed, the Authorization header passed on, pgpipe sees the client's
+# address from X-Forwarded-For (a forged one from the client is dropped by
+# nginx), and nginx reuses its connections to pgpipe (keep-alive upstream).
 set -u
 cd "${PGPIPE_TOP:-.}"
 top=$(pwd)
@@ -127,6 +127,13 @@ until grep -q "127.0.0.2" "$tmp/serve.err"; do
     sleep 0.1
 done
 grep -q "203.0.113.7" "$tmp/serve.err" && fail "pgpipe believed the client's forged X-Forwarded-For"
+
+# nginx kept its upstream connections alive: fewer connections to pgpipe than
+# requests through nginx (read straight from pgpipe, one connection more)
+through=$(wc -l < "$tmp/ng/access.log")
+accepted=$(curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^pgpipe_http_connections_accepted_total \([0-9]*\).*/\1/p')
+[ -n "$accepted" ] || fail "no pgpipe_http_connections_accepted_total in /metrics"
+[ $((accepted - 1)) -lt "$through" ] || fail "$through requests through nginx took $((accepted - 1)) connections"
 
 kill -QUIT "$npid"; wait "$npid"; npid=""
 kill -TERM "$spid"; wait "$spid"; rc=$?; spid=""

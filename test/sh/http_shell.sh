@@ -2,7 +2,9 @@
 # The shell's .serve: option errors (nothing listens), secrets refused on the
 # command line, .serve token add|list|revoke, and a real server under curl:
 # no token 401, a wrong one 403, the right one 202 with the row committed, a
-# GitHub-signed delivery, SIGHUP after a revoke 403, SIGTERM drains and exits 0.
+# GitHub, a Stripe and a Standard Webhooks delivery signed as their senders
+# sign them (stale ones refused), SIGHUP after a revoke 403, SIGTERM drains and exits 0,
+# a second signal during a drain stops at once without acknowledging.
 set -u
 cd "${PGPIPE_TOP:-.}"
 P=build/test/pgpipe
@@ -14,7 +16,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
 $1"; }
 [ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
-for c in curl openssl; do
+for c in curl openssl python3; do
     command -v $c >/dev/null || { echo "$c is not installed (tool/deps.sh --test)"; exit 77; }
 done
 
@@ -96,7 +98,10 @@ post() { # SOURCE BODY [CURL ARGS...]: prints the status, the body in $tmp/body
     curl -s -o "$tmp/body" -w '%{http_code}' --max-time 30 -H 'Content-Type: application/json' \
         --data-binary "$body" "$@" "http://127.0.0.1:$port/v1/events/$src"
 }
-start "--source 'gh:signature=github,secret-file=$tmp/gh.secret' --trusted-proxies 127.0.0.1"
+export HSH_STRIPE=whsec_stripe_shell_secret HSH_SW=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+start "--source 'gh:signature=github,secret-file=$tmp/gh.secret' --trusted-proxies 127.0.0.1" \
+      "--source 'st:signature=stripe,secret-env=HSH_STRIPE,tolerance=300'" \
+      "--source 'sw:signature=standard,secret-env=HSH_SW'"
 has "$(cat "$tmp/serve.err")" "serving on http://127.0.0.1:$port"
 
 [ "$(post hsh '{"n":1}')" = 401 ] || fail "no token: $(cat "$tmp/body")"
@@ -121,6 +126,41 @@ sig=sha256=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "It's a Secret to 
 [ "$(post gh "$body")" = 401 ] || fail "unsigned delivery"
 [ "$(q "SELECT count(*) FROM staging.raw_events WHERE source = 'gh'")" = 1 ] || fail "a refused delivery wrote"
 
+# Stripe and Standard Webhooks deliveries signed as their senders sign them
+# (Python's hmac): fresh ones are taken, one an hour old is refused naming the
+# tolerance
+sign() { # KIND SECRET BODY TIMESTAMP [ID]: the signature header's value
+    python3 - "$@" <<'PY'
+import base64, hashlib, hmac, sys
+kind, secret, body, ts = sys.argv[1:5]
+if kind == "stripe":
+    mac = hmac.new(secret.encode(), (ts + "." + body).encode(), hashlib.sha256).hexdigest()
+    print("t=%s,v1=%s" % (ts, mac))
+else:
+    key = base64.b64decode(secret[len("whsec_"):])
+    mac = hmac.new(key, ("%s.%s.%s" % (sys.argv[5], ts, body)).encode(), hashlib.sha256).digest()
+    print("v1," + base64.b64encode(mac).decode())
+PY
+}
+now=$(date +%s)
+body='{"id":"evt_shell_1","type":"payment_intent.succeeded"}'
+[ "$(post st "$body" -H "Stripe-Signature: $(sign stripe "$HSH_STRIPE" "$body" "$now")")" = 202 ] ||
+    fail "stripe delivery: $(cat "$tmp/body")"
+[ "$(post st "$body" -H "Stripe-Signature: $(sign stripe "$HSH_STRIPE" "$body" $((now - 3600)))")" = 401 ] ||
+    fail "stale stripe delivery"
+has "$(cat "$tmp/body")" "tolerance of 300 s"
+[ "$(post st "$body" -H "Stripe-Signature: $(sign stripe whsec_other "$body" "$now")")" = 403 ] ||
+    fail "stripe delivery with another secret"
+body='{"type":"invoice.paid","data":{"n":7}}'
+[ "$(post sw "$body" -H "webhook-id: msg_shell_1" -H "webhook-timestamp: $now" \
+      -H "webhook-signature: $(sign standard "$HSH_SW" "$body" "$now" msg_shell_1)")" = 202 ] ||
+    fail "standard webhooks delivery: $(cat "$tmp/body")"
+[ "$(post sw "$body" -H "webhook-id: msg_shell_2" -H "webhook-timestamp: $((now + 3600))" \
+      -H "webhook-signature: $(sign standard "$HSH_SW" "$body" $((now + 3600)) msg_shell_2)")" = 401 ] ||
+    fail "future standard webhooks delivery"
+[ "$(q "SELECT count(*) FROM staging.raw_events WHERE source IN ('st', 'sw')")" = 2 ] ||
+    fail "the signed deliveries: $(q "SELECT count(*) FROM staging.raw_events WHERE source IN ('st', 'sw')") rows"
+
 # revoke, SIGHUP: the token is refused (the reload happens at the loop's next turn)
 $P "$D" ".serve token revoke hsh $id" >/dev/null || fail "revoke"
 [ "$(post hsh '{"n":5}' -H "Authorization: Bearer $tok")" = 202 ] || fail "revoked before SIGHUP"
@@ -138,6 +178,44 @@ rc=$?
 pid=""
 [ $rc = 0 ] || fail "exit $rc after SIGTERM: $(cat "$tmp/serve.err")"
 has "$(cat "$tmp/serve.err")" "drained"
+
+# a second signal during the drain stops at once: a request whose commit
+# waits on a lock is not answered (and so not acknowledged), exit 1
+start "--tokens off"
+$P "$D" "SET application_name = 'httpsh_lock'" "BEGIN" \
+    "LOCK TABLE staging.raw_events IN ACCESS EXCLUSIVE MODE" "SELECT pg_sleep(60)" >/dev/null 2>&1 &
+lpid=$!
+i=0
+until [ "$(q "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'httpsh_lock' AND l.relation = 'staging.raw_events'::regclass AND l.mode = 'AccessExclusiveLock' AND l.granted")" = 1 ]; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "the lock was not taken"
+    sleep 0.1
+done
+post hsh '{"n":"stuck"}' > "$tmp/stuck.code" &
+cpid=$!
+i=0
+until [ "$(q "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'staging.raw_events'::regclass")" -ge 1 ]; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "the request's commit never waited on the lock"
+    sleep 0.1
+done
+kill -INT "$pid"
+i=0
+until grep -q "draining" "$tmp/serve.err"; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "no drain after SIGINT"
+    sleep 0.1
+done
+kill -0 "$pid" 2>/dev/null || fail "the drain did not wait for the request in flight"
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+pid=""
+[ $rc = 1 ] || fail "exit $rc after a second signal"
+has "$(cat "$tmp/serve.err")" "stopped at once: the requests in flight were not answered"
+wait "$cpid"
+[ "$(cat "$tmp/stuck.code")" != 202 ] || fail "the stuck request was acknowledged"
+q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'httpsh_lock'" >/dev/null
+wait "$lpid"
+[ "$(q "SELECT count(*) FROM staging.raw_events WHERE payload->>'n' = 'stuck'")" = 0 ] ||
+    fail "an unanswered request committed after the server stopped"
 
 # beyond loopback without a live token: refused unless --insecure
 $P "$D" "UPDATE pgpipe.http_tokens SET revoked_at = now()" >/dev/null
