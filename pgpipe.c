@@ -899,6 +899,38 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig);
 #endif /* PP_HTTP_H */
 /* ==== end src/http/pp_http.h ==== */
 
+/* ==== begin src/run/pp_run.h ==== */
+/*
+** The run layer's private header: the pipeline runner (issue 22). Layer
+** order and rules: src/base/pp_base.h.
+**
+**   run_cron   cron expressions and intervals, next firing in an IANA zone
+**   run_file   the pipeline file: reader, struct tree, offline validation
+**              (pgpipe run --check)
+**
+** Both are left out with PGPIPE_OMIT_RUN (src/pgpipe.h says what it needs).
+**
+** @components run_cron run_file
+*/
+#ifndef PP_RUN_H
+#define PP_RUN_H
+
+#ifndef PGPIPE_OMIT_RUN
+/* Days since 1970-01-01 of a proleptic Gregorian date, and back
+** (run_cron.c; the pipeline file reuses them for nothing else yet). */
+PGPIPE_PRIVATE int64_t run_days_from_civil(int64_t y, int m, int d);
+PGPIPE_PRIVATE void run_civil_from_days(int64_t z, int64_t *y, int *m, int *d);
+/* "30s", "5m", "2h", "1d", "500ms" -> milliseconds; -1 when malformed.
+** Shared by the cron intervals and the pipeline file's durations. */
+PGPIPE_PRIVATE int64_t run_duration_ms(const char *s);
+/* 1 when ZONE names a readable file of the time zone database (or is
+** "UTC"): glibc silently reads an unknown zone as UTC, so check first. */
+PGPIPE_PRIVATE int run_tz_exists(const char *zone);
+#endif
+
+#endif /* PP_RUN_H */
+/* ==== end src/run/pp_run.h ==== */
+
 /* ==== begin sql/example/R__example_upserts.sql ==== */
 static const char *const pp_sql_0[] = {
     "-- Idempotent moves from staging to production (repeatable: re-applied when\n",
@@ -23579,4 +23611,1930 @@ void pgpipe_http_close(pgpipe_http *h)
 #endif /* PGPIPE_OMIT_HTTP */
 #endif /* PGPIPE_OMIT_HTTP */
 /* ==== end src/http/http.c ==== */
+
+/* ==== begin src/run/run_cron.c ==== */
+#ifndef PGPIPE_OMIT_RUN
+/*
+** Cron expressions and intervals (see run_cron.h for the syntax and the
+** DST rules). The next firing walks the local calendar day by day and
+** turns each matching wall-clock minute into an instant with wall_to_utc,
+** which implements the DST rules; the local offset of an instant comes
+** from localtime_r under the zone set in TZ.
+*/
+
+#ifndef PGPIPE_OMIT_RUN
+
+PGPIPE_PRIVATE int64_t run_days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+PGPIPE_PRIVATE void run_civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+PGPIPE_PRIVATE int64_t run_duration_ms(const char *s)
+{
+    if (!s || !*s)
+        return -1;
+    int64_t total = 0;
+    while (*s) {
+        if (!isdigit((unsigned char)*s))
+            return -1;
+        int64_t n = 0;
+        while (isdigit((unsigned char)*s)) {
+            n = n * 10 + (*s++ - '0');
+            if (n > (int64_t)1 << 40)
+                return -1;
+        }
+        int64_t unit;
+        if (!strncmp(s, "ms", 2)) { unit = 1; s += 2; }
+        else if (*s == 's') { unit = 1000; s++; }
+        else if (*s == 'm') { unit = 60000; s++; }
+        else if (*s == 'h') { unit = 3600000; s++; }
+        else if (*s == 'd') { unit = 86400000; s++; }
+        else return -1;
+        total += n * unit;
+        if (total > (int64_t)1 << 50)
+            return -1;
+    }
+    return total;
+}
+
+static const char *run_tz_dir(void)
+{
+    const char *d = getenv("TZDIR");
+    return d && *d ? d : "/usr/share/zoneinfo";
+}
+
+PGPIPE_PRIVATE int run_tz_exists(const char *zone)
+{
+    if (!zone || !*zone || !strcmp(zone, "UTC"))
+        return 1;
+    if (zone[0] == '/' || strstr(zone, "..") || strlen(zone) > 200)
+        return 0;
+    for (const char *p = zone; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("_+-/", *p))
+            return 0;
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", run_tz_dir(), zone);
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0;
+}
+
+/* ---- parsing ---------------------------------------------------------- */
+
+typedef struct cron_field {
+    const char *name;
+    int lo, hi;              /* values accepted (weekday: 0-7) */
+    const char *const *names; /* names[i] is value lo + i... (NULL: none) */
+    int name_base;
+} cron_field;
+
+static const char *const cron_months[] = { "jan", "feb", "mar", "apr", "may", "jun",
+                                           "jul", "aug", "sep", "oct", "nov", "dec", NULL };
+static const char *const cron_wdays[] = { "sun", "mon", "tue", "wed", "thu", "fri", "sat", NULL };
+
+static const cron_field cron_fields[5] = {
+    { "minute", 0, 59, NULL, 0 },
+    { "hour", 0, 23, NULL, 0 },
+    { "day-of-month", 1, 31, NULL, 0 },
+    { "month", 1, 12, cron_months, 1 },
+    { "day-of-week", 0, 7, cron_wdays, 0 },
+};
+
+static int cron_fail(pgpipe_error *err, long long col, const char *fmt, ...) PP_PRINTF(3, 4);
+static int cron_fail(pgpipe_error *err, long long col, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (err) {
+        if (col > 0)
+            pp_err_at(err, PGPIPE_PARSE, "", 0, col, col - 1, "%s (column %lld)", msg, col);
+        else
+            pp_err_at(err, PGPIPE_PARSE, "", 0, 0, 0, "%s", msg);
+    }
+    return PGPIPE_PARSE;
+}
+
+/* One value of field f at s (a number or a name); sets *end. -1 when none. */
+static int cron_value(const cron_field *f, const char *s, const char **end)
+{
+    if (isdigit((unsigned char)*s)) {
+        long v = 0;
+        const char *p = s;
+        while (isdigit((unsigned char)*p) && v < 1000)
+            v = v * 10 + (*p++ - '0');
+        while (isdigit((unsigned char)*p))
+            p++;
+        *end = p;
+        return (int)v;
+    }
+    if (f->names && isalpha((unsigned char)s[0])) {
+        for (int i = 0; f->names[i]; i++)
+            if (!strncasecmp(s, f->names[i], 3) && !isalnum((unsigned char)s[3])) {
+                *end = s + 3;
+                return f->name_base + i;
+            }
+    }
+    *end = s;
+    return -1;
+}
+
+/* Field fi of text [s, e), starting at column col of the expression. */
+static int cron_parse_field(int fi, const char *s, const char *e, long long col, uint64_t *bits,
+                            pgpipe_error *err)
+{
+    const cron_field *f = &cron_fields[fi];
+    const char *p = s;
+    *bits = 0;
+    for (;;) {
+        const char *item = p;
+        int lo, hi, step = 1;
+        if (*p == '*') {
+            lo = f->lo;
+            hi = f->hi == 7 ? 6 : f->hi;
+            p++;
+        } else {
+            const char *q;
+            lo = cron_value(f, p, &q);
+            if (lo < 0)
+                return cron_fail(err, col + (p - s), "%s field: expected a number%s or '*' at \"%.*s\"",
+                                 f->name, f->names ? ", a name" : "", (int)(e - p), p);
+            if (lo < f->lo || lo > f->hi)
+                return cron_fail(err, col + (p - s), "%s field: %d is out of range %d-%d", f->name,
+                                 lo, f->lo, f->hi);
+            p = q;
+            hi = lo;
+            if (*p == '-') {
+                const char *r = ++p;
+                hi = cron_value(f, p, &q);
+                if (hi < 0)
+                    return cron_fail(err, col + (p - s), "%s field: expected the end of the range at \"%.*s\"",
+                                     f->name, (int)(e - p), p);
+                if (hi < f->lo || hi > f->hi)
+                    return cron_fail(err, col + (r - s), "%s field: %d is out of range %d-%d",
+                                     f->name, hi, f->lo, f->hi);
+                if (hi < lo)
+                    return cron_fail(err, col + (item - s), "%s field: range %d-%d goes backwards",
+                                     f->name, lo, hi);
+                p = q;
+            } else if (*p == '/') {
+                hi = f->hi == 7 ? 6 : f->hi; /* N/S: from N to the end */
+            }
+        }
+        if (*p == '/') {
+            const char *r = ++p;
+            if (!isdigit((unsigned char)*p))
+                return cron_fail(err, col + (r - s), "%s field: expected a step number after '/'", f->name);
+            long v = 0;
+            while (isdigit((unsigned char)*p) && v < 1000)
+                v = v * 10 + (*p++ - '0');
+            if (v < 1 || v > f->hi)
+                return cron_fail(err, col + (r - s), "%s field: step %ld is out of range 1-%d", f->name,
+                                 v, f->hi);
+            step = (int)v;
+        }
+        for (int v = lo; v <= hi; v += step)
+            *bits |= (uint64_t)1 << (fi == 4 && v == 7 ? 0 : v);
+        if (p == e)
+            return PGPIPE_OK;
+        if (*p != ',')
+            return cron_fail(err, col + (p - s), "%s field: unexpected \"%.*s\"", f->name, (int)(e - p), p);
+        p++;
+        if (p == e)
+            return cron_fail(err, col + (p - s) - 1, "%s field: a list ends with ','", f->name);
+    }
+}
+
+static const int cron_mdays_max[13] = { 0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+
+int pgpipe_cron_parse(pgpipe_cron *out, const char *expr, pgpipe_error *err)
+{
+    if (!out || !expr) {
+        if (err)
+            pp_err(err, PGPIPE_MISUSE, "pgpipe_cron_parse: NULL argument");
+        return PGPIPE_MISUSE;
+    }
+    memset(out, 0, sizeof *out);
+    const char *s = expr;
+    while (isspace((unsigned char)*s))
+        s++;
+    if (!*s)
+        return cron_fail(err, 0, "empty schedule expression");
+    if (!strncasecmp(s, "every", 5) && (isspace((unsigned char)s[5]) || !s[5])) {
+        const char *d = s + 5;
+        while (isspace((unsigned char)*d))
+            d++;
+        const char *de = d + strlen(d);
+        while (de > d && isspace((unsigned char)de[-1]))
+            de--;
+        char buf[64];
+        snprintf(buf, sizeof buf, "%.*s", (int)(de - d), d);
+        int64_t ms = de - d < 60 ? run_duration_ms(buf) : -1;
+        if (ms < 0 || ms % 1000)
+            return cron_fail(err, d - expr + 1, "every: expected an interval like 30s, 5m, 2h or 1d, got \"%s\"", buf);
+        if (ms < 1000)
+            return cron_fail(err, d - expr + 1, "every: the interval must be at least 1s");
+        out->every_ms = ms;
+        return PGPIPE_OK;
+    }
+    if (*s == '@') {
+        static const char *const macros[][2] = {
+            { "@yearly", "0 0 1 1 *" }, { "@annually", "0 0 1 1 *" }, { "@monthly", "0 0 1 * *" },
+            { "@weekly", "0 0 * * 0" }, { "@daily", "0 0 * * *" },   { "@midnight", "0 0 * * *" },
+            { "@hourly", "0 * * * *" },
+        };
+        size_t n = 0;
+        while (s[n] && !isspace((unsigned char)s[n]))
+            n++;
+        const char *rest = s + n;
+        while (isspace((unsigned char)*rest))
+            rest++;
+        for (size_t i = 0; i < sizeof macros / sizeof macros[0]; i++)
+            if (strlen(macros[i][0]) == n && !strncasecmp(s, macros[i][0], n)) {
+                if (*rest)
+                    return cron_fail(err, rest - expr + 1, "%s takes no fields after it", macros[i][0]);
+                return pgpipe_cron_parse(out, macros[i][1], err);
+            }
+        return cron_fail(err, s - expr + 1,
+                         "unknown macro \"%.*s\" (@yearly, @monthly, @weekly, @daily, @hourly)", (int)n, s);
+    }
+    const char *fs[6], *fe[6];
+    int nf = 0;
+    while (*s) {
+        if (nf == 5) {
+            const char *e = s;
+            while (*e && !isspace((unsigned char)*e))
+                e++;
+            return cron_fail(err, s - expr + 1, "expected 5 fields (minute hour day-of-month month "
+                             "day-of-week), found more at \"%.*s\"", (int)(e - s), s);
+        }
+        fs[nf] = s;
+        while (*s && !isspace((unsigned char)*s))
+            s++;
+        fe[nf++] = s;
+        while (isspace((unsigned char)*s))
+            s++;
+    }
+    if (nf < 5)
+        return cron_fail(err, 0, "expected 5 fields (minute hour day-of-month month day-of-week), found %d",
+                         nf);
+    uint64_t b[5];
+    for (int i = 0; i < 5; i++) {
+        int rc = cron_parse_field(i, fs[i], fe[i], fs[i] - expr + 1, &b[i], err);
+        if (rc)
+            return rc;
+    }
+    out->minutes = b[0];
+    out->hours = (uint32_t)b[1];
+    out->mdays = (uint32_t)b[2];
+    out->months = (uint16_t)b[3];
+    out->wdays = (uint8_t)b[4];
+    out->mday_star = fs[2][0] == '*';
+    out->wday_star = fs[4][0] == '*';
+    /* a day of month no chosen month has, with the weekday not helping */
+    if (!out->mday_star && out->wday_star) {
+        int ok = 0;
+        for (int m = 1; m <= 12 && !ok; m++)
+            for (int d = 1; d <= cron_mdays_max[m] && out->months >> m & 1; d++)
+                if (out->mdays >> d & 1) {
+                    ok = 1;
+                    break;
+                }
+        if (!ok)
+            return cron_fail(err, fs[2] - expr + 1,
+                             "day-of-month field: never fires (no chosen month has that day)");
+    }
+    return PGPIPE_OK;
+}
+
+/* ---- next firing ------------------------------------------------------- */
+
+static pp_mutex run_tz_lock = PP_MUTEX_INIT;
+
+/* The UTC offset (seconds east) at instant t, in the zone TZ names now. */
+static int64_t tz_offset(int64_t t)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!localtime_r(&tt, &tm))
+        return 0;
+    int64_t wall = run_days_from_civil(tm.tm_year + 1900LL, tm.tm_mon + 1, tm.tm_mday) * 86400
+                   + tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec;
+    return wall - t;
+}
+
+/* The instant of wall-clock time W (seconds of the local calendar since
+** 1970-01-01 00:00): its first occurrence when it occurs twice; when it
+** does not occur (a gap), the first instant after the gap. */
+static int64_t wall_to_utc(int64_t W, int utc)
+{
+    if (utc)
+        return W;
+    int64_t oa = tz_offset(W - 54000), ob = tz_offset(W + 46800);
+    int64_t best = INT64_MAX;
+    if (tz_offset(W - oa) == oa)
+        best = W - oa;
+    if (ob != oa && tz_offset(W - ob) == ob && W - ob < best)
+        best = W - ob;
+    if (best != INT64_MAX)
+        return best;
+    /* a gap: the offset goes from oa to ob (> oa) at an instant T in
+    ** (W - ob, W - oa]; the first valid instant after W is T */
+    int64_t lo = W - ob, hi = W - oa;
+    if (lo > hi) {
+        int64_t x = lo;
+        lo = hi;
+        hi = x;
+    }
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (tz_offset(mid) == oa)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return hi;
+}
+
+static int cron_day_matches(const pgpipe_cron *c, int64_t z)
+{
+    int64_t y;
+    int m, d;
+    run_civil_from_days(z, &y, &m, &d);
+    if (!(c->months >> m & 1))
+        return 0;
+    int w = (int)(((z % 7) + 11) % 7); /* 1970-01-01 was a Thursday (4) */
+    int dom = c->mdays >> d & 1, dow = c->wdays >> w & 1;
+    return c->mday_star || c->wday_star ? dom && dow : dom || dow;
+}
+
+int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_t *next,
+                     pgpipe_error *err)
+{
+    if (!c || !next) {
+        if (err)
+            pp_err(err, PGPIPE_MISUSE, "pgpipe_cron_next: NULL argument");
+        return PGPIPE_MISUSE;
+    }
+    if (c->every_ms > 0) {
+        int64_t step = c->every_ms / 1000;
+        int64_t q = after >= 0 ? after / step : -((-after + step - 1) / step);
+        *next = (q + 1) * step;
+        return PGPIPE_OK;
+    }
+    int utc = !tz || !*tz || !strcmp(tz, "UTC");
+    if (!run_tz_exists(tz)) {
+        if (err)
+            pp_err(err, PGPIPE_MISUSE, "unknown time zone \"%s\" (not in %s)", tz, run_tz_dir());
+        return PGPIPE_MISUSE;
+    }
+    char *old = NULL;
+    int had_old = 0;
+    if (!utc) {
+        pp_mutex_lock(&run_tz_lock);
+        const char *o = getenv("TZ");
+        if (o) {
+            had_old = 1;
+            old = pp_strdup(o);
+        }
+        setenv("TZ", tz, 1);
+        tzset();
+    }
+    int64_t wall_after = after + (utc ? 0 : tz_offset(after));
+    int64_t z0 = (wall_after >= 0 ? wall_after / 86400 : -((-wall_after + 86399) / 86400)) - 1;
+    int rc = PGPIPE_LIMIT;
+    for (int64_t z = z0; z < z0 + 366 * 30 && rc != PGPIPE_OK; z++) {
+        if (!cron_day_matches(c, z))
+            continue;
+        for (int h = 0; h < 24 && rc != PGPIPE_OK; h++) {
+            if (!(c->hours >> h & 1))
+                continue;
+            for (int mi = 0; mi < 60; mi++) {
+                if (!(c->minutes >> mi & 1))
+                    continue;
+                int64_t W = z * 86400 + h * 3600 + mi * 60;
+                if (W < wall_after - 3 * 3600) /* no DST shift is that large */
+                    continue;
+                int64_t t = wall_to_utc(W, utc);
+                if (t > after) {
+                    *next = t;
+                    rc = PGPIPE_OK;
+                    break;
+                }
+            }
+        }
+    }
+    if (!utc) {
+        if (had_old && old)
+            setenv("TZ", old, 1);
+        else
+            unsetenv("TZ");
+        tzset();
+        pp_mutex_unlock(&run_tz_lock);
+        pp_free(old);
+    }
+    if (rc != PGPIPE_OK && err)
+        pp_err(err, PGPIPE_LIMIT, "the schedule does not fire in the next 30 years");
+    return rc;
+}
+
+#endif /* PGPIPE_OMIT_RUN */
+#endif /* PGPIPE_OMIT_RUN */
+/* ==== end src/run/run_cron.c ==== */
+
+/* ==== begin src/run/run_file.c ==== */
+#ifndef PGPIPE_OMIT_RUN
+/*
+** The pipeline file (format and checks: run_file.h). One pass reads the
+** lines: SQL is gathered until the statement splitter says it is complete,
+** a line starting with '.' between statements is a dot command or a
+** directive. Checks that need the whole file (names, --after, cycles,
+** tables) run after it. Every problem becomes a diagnostic; reading goes on.
+*/
+
+#ifndef PGPIPE_OMIT_RUN
+
+#include <dirent.h>
+
+#define RF_MAXW 64
+
+typedef struct rf_word {
+    char *s;     /* unquoted text (owned by the line's scratch) */
+    int col;     /* 1-based column of the word */
+    int vcol;    /* column of its first character of content */
+} rf_word;
+
+typedef struct rf_ref {
+    char *name;
+    int line, col;
+} rf_ref;
+
+struct pgpipe_pipefile {
+    pp_handle h;
+    pgpipe_pipe_def p;
+    char *path, *dir;
+    char **mem;                       /* everything the tree points to */
+    size_t nmem, cmem;
+    pgpipe_pipe_diag *diag;
+    int ndiag, cdiag;
+    pgpipe_pipe_step *setup;
+    int csetup;
+    pgpipe_pipe_source *src;
+    int csrc;
+    pgpipe_pipe_workers *wk;
+    int cwk;
+    pgpipe_pipe_schedule *sch;
+    int csch;
+    pgpipe_pipe_task *task;
+    int ctask;
+    pgpipe_pipe_alert *alert;
+    int calert;
+    /* the block being read: its steps go to *steps */
+    pgpipe_pipe_step **blk_steps;
+    int *blk_n, blk_cap, blk_line;
+    const char *blk_kind;
+    int history_line;
+    int install_example;
+    char **tables;                    /* created by the file (lower case) */
+    int ntables, ctables;
+    rf_ref *refs;                     /* tables named by the file */
+    int nrefs, crefs;
+    int nomem;
+};
+
+/* ---- memory and diagnostics -------------------------------------------- */
+
+static void *rf_keep(pgpipe_pipefile *pf, void *p)
+{
+    if (!p) {
+        pf->nomem = 1;
+        return NULL;
+    }
+    if (pf->nmem == pf->cmem) {
+        size_t c = pf->cmem ? pf->cmem * 2 : 64;
+        char **m = pp_realloc(pf->mem, c * sizeof *m);
+        if (!m) {
+            pf->nomem = 1;
+            pp_free(p);
+            return NULL;
+        }
+        pf->mem = m;
+        pf->cmem = c;
+    }
+    pf->mem[pf->nmem++] = p;
+    return p;
+}
+
+static char *rf_str(pgpipe_pipefile *pf, const char *s)
+{
+    return s ? rf_keep(pf, pp_strdup(s)) : NULL;
+}
+
+/* grow *arr (of elem bytes, *cap slots) to hold n + 1 */
+static int rf_grow(pgpipe_pipefile *pf, void **arr, int n, int *cap, size_t elem)
+{
+    if (n < *cap)
+        return 1;
+    int c = *cap ? *cap * 2 : 8;
+    void *a = pp_realloc(*arr, (size_t)c * elem);
+    if (!a) {
+        pf->nomem = 1;
+        return 0;
+    }
+    memset((char *)a + (size_t)*cap * elem, 0, (size_t)(c - *cap) * elem);
+    *arr = a;
+    *cap = c;
+    return 1;
+}
+
+static void rf_diag(pgpipe_pipefile *pf, int line, int col, const char *fmt, ...) PP_PRINTF(4, 5);
+static void rf_diag(pgpipe_pipefile *pf, int line, int col, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!rf_grow(pf, (void **)&pf->diag, pf->ndiag, &pf->cdiag, sizeof *pf->diag))
+        return;
+    pgpipe_pipe_diag *d = &pf->diag[pf->ndiag];
+    d->file = pf->path;
+    d->line = line;
+    d->column = col;
+    d->message = rf_str(pf, msg);
+    pf->ndiag++;
+}
+
+/* ---- did you mean ------------------------------------------------------- */
+
+static int rf_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40)
+        return 99;
+    int row[41];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int prev = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int cur = row[j];
+            int sub = prev + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+            int best = row[j] + 1 < row[j - 1] + 1 ? row[j] + 1 : row[j - 1] + 1;
+            row[j] = sub < best ? sub : best;
+            prev = cur;
+        }
+    }
+    return row[lb];
+}
+
+/* " (did you mean PREFIXname?)" for the closest of names, or "" */
+static const char *rf_suggest(char *buf, size_t cap, const char *word, const char *prefix,
+                              const char *const *names)
+{
+    const char *best = NULL;
+    int bd = 99;
+    for (int i = 0; names[i]; i++) {
+        int d = rf_distance(word, names[i]);
+        if (d < bd) {
+            bd = d;
+            best = names[i];
+        }
+    }
+    int len = (int)strlen(word);
+    if (best && bd <= 2 && bd <= (len + 1) / 2)
+        snprintf(buf, cap, " (did you mean %s%s?)", prefix, best);
+    else
+        buf[0] = 0;
+    return buf;
+}
+
+/* ---- words and options ------------------------------------------------- */
+
+/* Cut a dot command line into words (quotes '...' and "..." with \" and
+** \\ inside double quotes). out[i].s point into scratch (cap >= strlen+1). */
+static int rf_words(pgpipe_pipefile *pf, int lineno, const char *line, char *scratch, rf_word *out,
+                    int max)
+{
+    int n = 0;
+    const char *p = line;
+    char *w = scratch;
+    while (*p) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!*p)
+            break;
+        if (n == max) {
+            rf_diag(pf, lineno, (int)(p - line) + 1, "too many words on one line (at most %d)", max);
+            return -1;
+        }
+        out[n].s = w;
+        out[n].col = (int)(p - line) + 1;
+        out[n].vcol = out[n].col;
+        int first = 1;
+        while (*p && *p != ' ' && *p != '\t') {
+            if (*p == '\'' || *p == '"') {
+                char q = *p++;
+                const char *start = p - 1;
+                if (first)
+                    out[n].vcol = (int)(p - line) + 1;
+                while (*p && *p != q) {
+                    if (q == '"' && *p == '\\' && (p[1] == '"' || p[1] == '\\'))
+                        p++;
+                    *w++ = *p++;
+                }
+                if (!*p) {
+                    rf_diag(pf, lineno, (int)(start - line) + 1, "unterminated quote %c", q);
+                    return -1;
+                }
+                p++;
+            } else {
+                *w++ = *p++;
+            }
+            first = 0;
+        }
+        *w++ = 0;
+        n++;
+    }
+    return n;
+}
+
+typedef struct rf_opt {
+    const char *name;   /* "--batch" */
+    int flag;           /* takes no value */
+} rf_opt;
+
+typedef struct rf_opts {
+    const char *val[24];
+    int col[24];        /* where the value starts (the option's column for flags) */
+    int given[24];
+    const char *pos[8]; /* the positional words */
+    int poscol[8];
+    int npos;
+} rf_opts;
+
+/* Sort the words after the directive into options of spec (NULL-name ended)
+** and positional words; 0 when a problem was reported. */
+static int rf_parse_opts(pgpipe_pipefile *pf, int line, const char *cmd, rf_word *w, int nw,
+                         const rf_opt *spec, rf_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    int ok = 1;
+    for (int i = 1; i < nw; i++) {
+        const char *a = w[i].s;
+        if (strncmp(a, "--", 2) != 0) {
+            if (o->npos < 8) {
+                o->pos[o->npos] = a;
+                o->poscol[o->npos++] = w[i].vcol;
+            }
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        int k = -1;
+        for (int j = 0; spec[j].name; j++)
+            if (strlen(spec[j].name) == nlen && !strncmp(spec[j].name, a, nlen))
+                k = j;
+        if (k < 0) {
+            char name[64], sug[96];
+            snprintf(name, sizeof name, "%.*s", (int)(nlen < 60 ? nlen : 60), a);
+            const char *names[25];
+            int m = 0;
+            for (int j = 0; spec[j].name && m < 24; j++)
+                names[m++] = spec[j].name + 2;
+            names[m] = NULL;
+            rf_suggest(sug, sizeof sug, name + 2, "--", names);
+            rf_diag(pf, line, w[i].col, "%s: unknown option %s%s", cmd, name, sug);
+            ok = 0;
+            if (!eq && i + 1 < nw && strncmp(w[i + 1].s, "--", 2) != 0)
+                i++; /* its value, most likely */
+            continue;
+        }
+        if (o->given[k]) {
+            rf_diag(pf, line, w[i].col, "%s: %s given twice", cmd, spec[k].name);
+            ok = 0;
+        }
+        o->given[k] = 1;
+        if (spec[k].flag) {
+            if (eq) {
+                rf_diag(pf, line, w[i].col, "%s: %s takes no value", cmd, spec[k].name);
+                ok = 0;
+            }
+            o->val[k] = "";
+            o->col[k] = w[i].col;
+        } else if (eq) {
+            o->val[k] = eq + 1;
+            o->col[k] = w[i].vcol == w[i].col ? w[i].col + (int)nlen + 1 : w[i].vcol;
+        } else if (i + 1 < nw) {
+            o->val[k] = w[++i].s;
+            o->col[k] = w[i].vcol;
+        } else {
+            rf_diag(pf, line, w[i].col, "%s: %s needs a value", cmd, spec[k].name);
+            o->given[k] = 0;
+            ok = 0;
+        }
+    }
+    return ok;
+}
+
+/* index of option name in spec */
+static int rf_k(const rf_opt *spec, const char *name)
+{
+    for (int j = 0; spec[j].name; j++)
+        if (!strcmp(spec[j].name, name))
+            return j;
+    return -1;
+}
+
+typedef struct rf_ctx {
+    pgpipe_pipefile *pf;
+    int line;
+    const char *cmd;
+    const rf_opt *spec;
+    rf_opts *o;
+} rf_ctx;
+
+static const char *rf_get(rf_ctx *c, const char *name)
+{
+    int k = rf_k(c->spec, name);
+    return k >= 0 && c->o->given[k] ? c->o->val[k] : NULL;
+}
+
+static int rf_col(rf_ctx *c, const char *name)
+{
+    int k = rf_k(c->spec, name);
+    return k >= 0 ? c->o->col[k] : 0;
+}
+
+static int64_t rf_dur(rf_ctx *c, const char *name, int64_t dflt)
+{
+    const char *v = rf_get(c, name);
+    if (!v)
+        return dflt;
+    int64_t ms = run_duration_ms(v);
+    if (ms < 0) {
+        rf_diag(c->pf, c->line, rf_col(c, name),
+                "%s: %s: expected a duration like 30s, 5m, 2h, 1d or 1h30m, got \"%s\"", c->cmd, name, v);
+        return dflt;
+    }
+    return ms;
+}
+
+static int64_t rf_num(rf_ctx *c, const char *name, int64_t lo, int64_t hi, int64_t dflt)
+{
+    const char *v = rf_get(c, name);
+    if (!v)
+        return dflt;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (!*v || *end || errno || n < lo || n > hi) {
+        rf_diag(c->pf, c->line, rf_col(c, name), "%s: %s: expected a whole number from %lld to %lld, got \"%s\"",
+                c->cmd, name, (long long)lo, (long long)hi, v);
+        return dflt;
+    }
+    return n;
+}
+
+/* index of the value among choices ("a|b|c"), dflt when not given */
+static int rf_choice(rf_ctx *c, const char *name, const char *choices, int dflt)
+{
+    const char *v = rf_get(c, name);
+    if (!v)
+        return dflt;
+    const char *p = choices;
+    for (int i = 0;; i++) {
+        const char *e = strchr(p, '|');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (strlen(v) == n && !strncmp(v, p, n))
+            return i;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    rf_diag(c->pf, c->line, rf_col(c, name), "%s: %s: expected %s, got \"%s\"", c->cmd, name, choices, v);
+    return dflt;
+}
+
+/* a path of the file, resolved against its folder (owned by pf) */
+static char *rf_path(pgpipe_pipefile *pf, const char *p)
+{
+    if (!p)
+        return NULL;
+    if (p[0] == '/' || !pf->dir[0])
+        return rf_str(pf, p);
+    size_t n = strlen(pf->dir) + strlen(p) + 2;
+    char *s = pp_malloc(n);
+    if (s)
+        snprintf(s, n, "%s/%s", pf->dir, p);
+    return rf_keep(pf, s);
+}
+
+/* 1 when path is a readable regular file (want_dir: a readable folder);
+** else reports what is wrong at line:col */
+static int rf_check_file(pgpipe_pipefile *pf, int line, int col, const char *what, const char *shown,
+                         const char *path, int want_dir)
+{
+    struct stat st;
+    if (!path)
+        return 0;
+    if (stat(path, &st) != 0) {
+        rf_diag(pf, line, col, "%s %s does not exist", what, shown);
+        return 0;
+    }
+    if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) {
+        rf_diag(pf, line, col, "%s %s is not a %s", what, shown, want_dir ? "folder" : "regular file");
+        return 0;
+    }
+    if (access(path, want_dir ? R_OK | X_OK : R_OK) != 0) {
+        rf_diag(pf, line, col, "%s %s is not readable", what, shown);
+        return 0;
+    }
+    return 1;
+}
+
+static void rf_table_ref(pgpipe_pipefile *pf, const char *name, int line, int col)
+{
+    if (!name || !rf_grow(pf, (void **)&pf->refs, pf->nrefs, &pf->crefs, sizeof *pf->refs))
+        return;
+    pf->refs[pf->nrefs].name = rf_str(pf, name);
+    pf->refs[pf->nrefs].line = line;
+    pf->refs[pf->nrefs++].col = col;
+}
+
+/* ---- tables created by SQL ---------------------------------------------- */
+
+static const char *rf_skipws(const char *p, const char *e)
+{
+    for (;;) {
+        while (p < e && isspace((unsigned char)*p))
+            p++;
+        if (p + 1 < e && p[0] == '-' && p[1] == '-') {
+            while (p < e && *p != '\n')
+                p++;
+            continue;
+        }
+        return p;
+    }
+}
+
+/* the next word of [p, e) if it is kw (case-insensitive), else NULL */
+static const char *rf_kw(const char *p, const char *e, const char *kw)
+{
+    p = rf_skipws(p, e);
+    size_t n = strlen(kw);
+    if ((size_t)(e - p) < n || strncasecmp(p, kw, n) != 0)
+        return NULL;
+    if (p + n < e && (isalnum((unsigned char)p[n]) || p[n] == '_'))
+        return NULL;
+    return p + n;
+}
+
+/* an identifier, unquoted ones folded to lower case; NULL if none */
+static const char *rf_ident(const char *p, const char *e, char *out, size_t cap, size_t *len)
+{
+    if (p < e && *p == '"') {
+        p++;
+        while (p < e && *p != '"') {
+            if (*len + 1 < cap)
+                out[(*len)++] = *p;
+            p++;
+        }
+        return p < e ? p + 1 : NULL;
+    }
+    if (p >= e || !(isalpha((unsigned char)*p) || *p == '_'))
+        return NULL;
+    while (p < e && (isalnum((unsigned char)*p) || *p == '_' || *p == '$')) {
+        if (*len + 1 < cap)
+            out[(*len)++] = (char)tolower((unsigned char)*p);
+        p++;
+    }
+    return p;
+}
+
+/* CREATE [OR REPLACE] [TEMP|TEMPORARY|UNLOGGED] [MATERIALIZED] TABLE|VIEW
+** [IF NOT EXISTS] name: remember name */
+static void rf_scan_create(pgpipe_pipefile *pf, const char *p, size_t n)
+{
+    const char *e = p + n, *q;
+    if (!(p = rf_kw(p, e, "create")))
+        return;
+    if ((q = rf_kw(p, e, "or")) && (q = rf_kw(q, e, "replace")))
+        p = q;
+    if ((q = rf_kw(p, e, "temp")) || (q = rf_kw(p, e, "temporary")) || (q = rf_kw(p, e, "unlogged")))
+        p = q;
+    if ((q = rf_kw(p, e, "materialized")))
+        p = q;
+    if (!(q = rf_kw(p, e, "table")) && !(q = rf_kw(p, e, "view")))
+        return;
+    p = q;
+    if ((q = rf_kw(p, e, "if")) && (q = rf_kw(q, e, "not")) && (q = rf_kw(q, e, "exists")))
+        p = q;
+    p = rf_skipws(p, e);
+    char name[256];
+    size_t len = 0;
+    if (!(p = rf_ident(p, e, name, sizeof name, &len)))
+        return;
+    if (p < e && *p == '.') {
+        name[len++] = '.';
+        if (!rf_ident(p + 1, e, name, sizeof name, &len))
+            return;
+    }
+    name[len] = 0;
+    if (rf_grow(pf, (void **)&pf->tables, pf->ntables, &pf->ctables, sizeof *pf->tables))
+        pf->tables[pf->ntables++] = rf_str(pf, name);
+}
+
+static void rf_scan_sql(pgpipe_pipefile *pf, const char *text, size_t len, const char *name)
+{
+    pgpipe_sql_split *s = NULL;
+    if (pgpipe_sql_split_open(&s, text, len, name) != PGPIPE_OK) {
+        pgpipe_sql_split_close(s);
+        return;
+    }
+    pgpipe_sql_stmt st;
+    while (pgpipe_sql_split_next(s, &st) == PGPIPE_ROW)
+        rf_scan_create(pf, st.sql, st.len);
+    pgpipe_sql_split_close(s);
+}
+
+static void rf_scan_sql_file(pgpipe_pipefile *pf, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return;
+    pp_buf b = { 0 };
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (pp_buf_append(&b, chunk, n) != PGPIPE_OK)
+            break;
+    fclose(f);
+    rf_scan_sql(pf, b.data ? b.data : "", b.len, path);
+    pp_buf_free(&b);
+}
+
+static void rf_scan_sql_dir(pgpipe_pipefile *pf, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        if (n < 5 || strcmp(de->d_name + n - 4, ".sql"))
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        rf_scan_sql_file(pf, path);
+    }
+    closedir(d);
+}
+
+/* the built-in schema (and the example) the amalgamation embeds */
+static void rf_scan_builtin(pgpipe_pipefile *pf)
+{
+    for (const pp_sql_entry *e = pp_sql_files; e->path; e++) {
+        if (strncmp(e->path, "schema/", 7) && !(pf->install_example && !strncmp(e->path, "example/", 8)))
+            continue;
+        pp_buf b = { 0 };
+        for (const char *const *l = e->lines; *l; l++)
+            pp_buf_append(&b, *l, strlen(*l));
+        rf_scan_sql(pf, b.data ? b.data : "", b.len, e->path);
+        pp_buf_free(&b);
+    }
+}
+
+/* ---- directives --------------------------------------------------------- */
+
+static const char *const rf_directives[] = { "pipeline", "source", "workers", "schedule", "task",
+                                             "alert", "history", "end", NULL };
+/* the shell's dot commands a pipeline may run */
+static const char *const rf_dotcmds[] = { "install", "migrate", "load", "read", "refresh",
+                                          "partitions", "dlq", "log", NULL };
+
+static void rf_add_step(pgpipe_pipefile *pf, int kind, const char *text, size_t n, int line)
+{
+    pgpipe_pipe_step **arr = pf->blk_steps ? pf->blk_steps : &pf->setup;
+    int *cnt = pf->blk_steps ? pf->blk_n : &pf->p.nsetup;
+    int *cap = pf->blk_steps ? &pf->blk_cap : &pf->csetup;
+    if (!rf_grow(pf, (void **)arr, *cnt, cap, sizeof **arr))
+        return;
+    pgpipe_pipe_step *s = &(*arr)[(*cnt)++];
+    s->kind = kind;
+    s->text = rf_keep(pf, pp_strndup(text, n));
+    s->line = line;
+    if (kind == PGPIPE_PIPE_SQL)
+        rf_scan_create(pf, text, n);
+}
+
+static void rf_dot(pgpipe_pipefile *pf, int line, rf_word *w, int nw, const char *raw)
+{
+    const char *cmd = w[0].s + 1;
+    if (!strcmp(cmd, "install")) {
+        for (int i = 1; i < nw; i++)
+            if (!strcmp(w[i].s, "--example"))
+                pf->install_example = 1;
+    } else if (!strcmp(cmd, "migrate")) {
+        const char *d = "migrations";
+        int col = w[0].col;
+        for (int i = 1; i < nw; i++)
+            if (strncmp(w[i].s, "--", 2)) {
+                d = w[i].s;
+                col = w[i].vcol;
+                break;
+            } else if (strcmp(w[i].s, "--status") && strcmp(w[i].s, "--dry-run") && strcmp(w[i].s, "--repair")) {
+                i++; /* an option with a value */
+            }
+        char *path = rf_path(pf, d);
+        if (rf_check_file(pf, line, col, ".migrate: folder", d, path, 1))
+            rf_scan_sql_dir(pf, path);
+    } else if (!strcmp(cmd, "load") || !strcmp(cmd, "read")) {
+        if (nw < 2 || !strncmp(w[1].s, "--", 2))
+            rf_diag(pf, line, w[0].col, ".%s: needs a FILE", cmd);
+        else if (strcmp(w[1].s, "-"))
+            rf_check_file(pf, line, w[1].vcol, strcmp(cmd, "load") ? ".read: file" : ".load: file", w[1].s,
+                          rf_path(pf, w[1].s), 0);
+    } else if (!strcmp(cmd, "refresh")) {
+        if (nw < 2 || !strncmp(w[1].s, "--", 2))
+            rf_diag(pf, line, w[0].col, ".refresh: needs a VIEW");
+        else
+            rf_table_ref(pf, w[1].s, line, w[1].vcol);
+    }
+    rf_add_step(pf, PGPIPE_PIPE_DOT, raw, strlen(raw), line);
+}
+
+static const rf_opt rf_opts_files[] = {
+    { "--dir", 0 }, { "--pattern", 0 }, { "--format", 0 }, { "--after", 0 }, { "--done-dir", 0 },
+    { "--settle", 0 }, { "--poll", 0 }, { "--table", 0 }, { "--source", 0 }, { "--event-type", 0 },
+    { "--event-type-field", 0 }, { NULL, 0 } };
+static const rf_opt rf_opts_http[] = {
+    { "--listen", 0 }, { "--table", 0 }, { "--event-type", 0 }, { "--event-type-field", 0 },
+    { "--signature", 0 }, { "--secret-env", 0 }, { NULL, 0 } };
+static const rf_opt rf_opts_workers[] = {
+    { "--sql", 0 }, { "--so", 0 }, { "--workers", 0 }, { "--batch", 0 }, { "--mode", 0 },
+    { "--lease", 0 }, { "--max-attempts", 0 }, { "--table", 0 }, { NULL, 0 } };
+static const rf_opt rf_opts_schedule[] = {
+    { "--cron", 0 }, { "--every", 0 }, { "--tz", 0 }, { "--jitter", 0 }, { "--overlap", 0 },
+    { "--missed", 0 }, { "--timeout", 0 }, { NULL, 0 } };
+static const rf_opt rf_opts_task[] = {
+    { "--after", 0 }, { "--retries", 0 }, { "--backoff", 0 }, { "--backoff-max", 0 },
+    { "--timeout", 0 }, { "--on-failure", 0 }, { NULL, 0 } };
+static const rf_opt rf_opts_alert[] = {
+    { "--threshold", 0 }, { "--window", 0 }, { "--older-than", 0 }, { "--event-type", 0 },
+    { "--task", 0 }, { "--count", 0 }, { "--schedule", 0 }, { "--notify", 0 }, { "--table", 0 },
+    { "--command", 0 }, { NULL, 0 } };
+static const rf_opt rf_opts_history[] = {
+    { "--keep-ok", 0 }, { "--keep-failed", 0 }, { "--keep-last", 0 }, { "--failures-only", 1 },
+    { NULL, 0 } };
+
+/* the NAME positional of a directive; reports when missing or extra */
+static const char *rf_name(rf_ctx *c, int want, const char *what)
+{
+    if (c->o->npos < want) {
+        rf_diag(c->pf, c->line, 0, "%s: needs %s", c->cmd, what);
+        return NULL;
+    }
+    if (c->o->npos > want)
+        rf_diag(c->pf, c->line, c->o->poscol[want], "%s: unexpected \"%s\" (options start with --)", c->cmd,
+                c->o->pos[want]);
+    return want ? c->o->pos[want - 1] : NULL;
+}
+
+static void rf_need(rf_ctx *c, const char *opt)
+{
+    if (!rf_get(c, opt))
+        rf_diag(c->pf, c->line, 0, "%s: %s is required", c->cmd, opt);
+}
+
+static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    rf_opts o;
+    const char *kind = nw > 1 ? w[1].s : "";
+    int files = !strcmp(kind, "files"), http = !strcmp(kind, "http");
+    if (!files && !http) {
+        rf_diag(pf, line, nw > 1 ? w[1].col : 0,
+                ".source: expected files or http%s%s%s", nw > 1 ? ", got \"" : "", nw > 1 ? kind : "",
+                nw > 1 ? "\" (API pull and CDC sources are not supported yet)" : "");
+        return;
+    }
+    rf_ctx c = { pf, line, files ? ".source files" : ".source http", files ? rf_opts_files : rf_opts_http, &o };
+    rf_parse_opts(pf, line, c.cmd, w + 1, nw - 1, c.spec, &o);
+    if (!rf_grow(pf, (void **)&pf->src, pf->p.nsources, &pf->csrc, sizeof *pf->src))
+        return;
+    pgpipe_pipe_source *s = &pf->src[pf->p.nsources++];
+    s->kind = files ? PGPIPE_PIPE_SOURCE_FILES : PGPIPE_PIPE_SOURCE_HTTP;
+    s->line = line;
+    s->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
+    s->table = rf_str(pf, rf_get(&c, "--table"));
+    if (s->table)
+        rf_table_ref(pf, s->table, line, rf_col(&c, "--table"));
+    s->event_type = rf_str(pf, rf_get(&c, "--event-type"));
+    s->event_type_field = rf_str(pf, rf_get(&c, "--event-type-field"));
+    if (s->event_type && s->event_type_field)
+        rf_diag(pf, line, rf_col(&c, "--event-type-field"), "%s: --event-type and --event-type-field "
+                "do not go together", c.cmd);
+    if (files) {
+        rf_need(&c, "--dir");
+        s->dir = rf_path(pf, rf_get(&c, "--dir"));
+        s->pattern = rf_str(pf, rf_get(&c, "--pattern") ? rf_get(&c, "--pattern") : "*");
+        static const char *const fmts[] = { "auto", "csv", "ndjson", "json" };
+        s->format = fmts[rf_choice(&c, "--format", "auto|csv|ndjson|json", 0)];
+        s->delete_after = rf_choice(&c, "--after", "move|delete", 0);
+        if (rf_get(&c, "--done-dir"))
+            s->done_dir = rf_path(pf, rf_get(&c, "--done-dir"));
+        else if (s->dir) {
+            char buf[4096];
+            snprintf(buf, sizeof buf, "%s/done", s->dir);
+            s->done_dir = rf_str(pf, buf);
+        }
+        if (s->delete_after && rf_get(&c, "--done-dir"))
+            rf_diag(pf, line, rf_col(&c, "--done-dir"), "%s: --done-dir does not go with --after delete", c.cmd);
+        s->settle_ms = rf_dur(&c, "--settle", 5000);
+        s->poll_ms = rf_dur(&c, "--poll", 1000);
+    } else {
+        s->listen = rf_str(pf, rf_get(&c, "--listen"));
+        if (rf_get(&c, "--signature"))
+            s->signature = rf_str(pf, (const char *[]){ "github", "stripe", "standard" }
+                                      [rf_choice(&c, "--signature", "github|stripe|standard", 0)]);
+        s->secret_env = rf_str(pf, rf_get(&c, "--secret-env"));
+        if (s->signature && !s->secret_env)
+            rf_diag(pf, line, rf_col(&c, "--signature"), "%s: --signature needs --secret-env", c.cmd);
+    }
+}
+
+static void rf_workers(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    rf_opts o;
+    rf_ctx c = { pf, line, ".workers", rf_opts_workers, &o };
+    rf_parse_opts(pf, line, c.cmd, w, nw, c.spec, &o);
+    if (!rf_grow(pf, (void **)&pf->wk, pf->p.nworkers, &pf->cwk, sizeof *pf->wk))
+        return;
+    pgpipe_pipe_workers *k = &pf->wk[pf->p.nworkers++];
+    k->line = line;
+    k->event_type = rf_str(pf, rf_name(&c, 1, "an EVENT_TYPE (or *)"));
+    const char *sql = rf_get(&c, "--sql"), *so = rf_get(&c, "--so");
+    if (!sql == !so)
+        rf_diag(pf, line, sql ? rf_col(&c, "--so") : 0, ".workers: give one handler: --sql FILE or --so LIB:SYMBOL");
+    if (sql) {
+        k->sql_file = rf_path(pf, sql);
+        if (rf_check_file(pf, line, rf_col(&c, "--sql"), ".workers: handler file", sql, k->sql_file, 0))
+            rf_scan_sql_file(pf, k->sql_file);
+    } else if (so) {
+        const char *colon = strrchr(so, ':');
+        if (!colon || colon == so || !colon[1]) {
+            rf_diag(pf, line, rf_col(&c, "--so"), ".workers: --so: expected LIB:SYMBOL, got \"%s\"", so);
+        } else {
+            char lib[4096];
+            snprintf(lib, sizeof lib, "%.*s", (int)(colon - so), so);
+            k->so_lib = rf_path(pf, lib);
+            k->so_symbol = rf_str(pf, colon + 1);
+            rf_check_file(pf, line, rf_col(&c, "--so"), ".workers: handler library", lib, k->so_lib, 0);
+        }
+    }
+    k->workers = (int)rf_num(&c, "--workers", 1, 256, 1);
+    k->batch = (int)rf_num(&c, "--batch", 1, 100000, 100);
+    k->mode = rf_choice(&c, "--mode", "transaction|lease", PGPIPE_PIPE_TRANSACTION);
+    k->lease_ms = rf_dur(&c, "--lease", 0);
+    if (k->lease_ms && k->mode != PGPIPE_PIPE_LEASE)
+        rf_diag(pf, line, rf_col(&c, "--lease"), ".workers: --lease needs --mode lease");
+    k->max_attempts = (int)rf_num(&c, "--max-attempts", 1, 1000, 5);
+    k->table = rf_str(pf, rf_get(&c, "--table"));
+    if (k->table)
+        rf_table_ref(pf, k->table, line, rf_col(&c, "--table"));
+}
+
+static void rf_open_block(pgpipe_pipefile *pf, int line, const char *kind, pgpipe_pipe_step **steps,
+                          int *n)
+{
+    pf->blk_kind = kind;
+    pf->blk_line = line;
+    pf->blk_steps = steps;
+    pf->blk_n = n;
+    pf->blk_cap = 0;
+}
+
+static void rf_schedule(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    rf_opts o;
+    rf_ctx c = { pf, line, ".schedule", rf_opts_schedule, &o };
+    rf_parse_opts(pf, line, c.cmd, w, nw, c.spec, &o);
+    if (!rf_grow(pf, (void **)&pf->sch, pf->p.nschedules, &pf->csch, sizeof *pf->sch))
+        return;
+    pgpipe_pipe_schedule *s = &pf->sch[pf->p.nschedules++];
+    s->line = line;
+    s->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
+    const char *cron = rf_get(&c, "--cron"), *every = rf_get(&c, "--every");
+    if (!cron == !every)
+        rf_diag(pf, line, cron ? rf_col(&c, "--every") : 0, ".schedule: give one of --cron \"EXPR\" or --every DURATION");
+    char buf[512];
+    if (every)
+        snprintf(buf, sizeof buf, "every %s", every);
+    else
+        snprintf(buf, sizeof buf, "%s", cron ? cron : "");
+    if (cron || every) {
+        s->expr = rf_str(pf, buf);
+        pgpipe_cron cr;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (pgpipe_cron_parse(&cr, buf, &e) != PGPIPE_OK) {
+            const char *opt = every ? "--every" : "--cron";
+            /* "every " is not in the file: shift the column back */
+            long long col = e.column > 0 ? rf_col(&c, opt) + e.column - 1 - (every ? 6 : 0) : 0;
+            char *msg = e.message;
+            if (every && !strncmp(msg, "every: ", 7))
+                msg += 7;
+            char *at = strstr(msg, " (column "); /* the diagnostic has the file's column */
+            if (at && e.column > 0)
+                *at = 0;
+            rf_diag(pf, line, col > 0 ? (int)col : rf_col(&c, opt), ".schedule: %s: %s", opt, msg);
+        }
+    }
+    const char *tz = rf_get(&c, "--tz");
+    s->tz = rf_str(pf, tz ? tz : "UTC");
+    if (tz && !run_tz_exists(tz))
+        rf_diag(pf, line, rf_col(&c, "--tz"), ".schedule: --tz: unknown time zone \"%s\"", tz);
+    s->jitter_ms = rf_dur(&c, "--jitter", 0);
+    s->timeout_ms = rf_dur(&c, "--timeout", 0);
+    s->overlap = rf_choice(&c, "--overlap", "skip|queue|replace", PGPIPE_PIPE_OVERLAP_SKIP);
+    static const int missed_of[] = { PGPIPE_PIPE_MISSED_SKIP, PGPIPE_PIPE_MISSED_ONCE, PGPIPE_PIPE_MISSED_ALL };
+    s->missed = missed_of[rf_choice(&c, "--missed", "skip|once|all", 1)];
+    rf_open_block(pf, line, ".schedule", (pgpipe_pipe_step **)&s->steps, &s->nsteps);
+}
+
+static void rf_task(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    rf_opts o;
+    rf_ctx c = { pf, line, ".task", rf_opts_task, &o };
+    rf_parse_opts(pf, line, c.cmd, w, nw, c.spec, &o);
+    if (!rf_grow(pf, (void **)&pf->task, pf->p.ntasks, &pf->ctask, sizeof *pf->task))
+        return;
+    pgpipe_pipe_task *t = &pf->task[pf->p.ntasks++];
+    t->line = line;
+    t->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
+    rf_need(&c, "--after");
+    const char *after = rf_get(&c, "--after");
+    if (after) {
+        int n = 1;
+        for (const char *p = after; *p; p++)
+            n += *p == ',';
+        const char **names = rf_keep(pf, pp_calloc((size_t)n, sizeof *names));
+        if (names) {
+            const char *p = after;
+            for (int i = 0; i < n; i++) {
+                const char *e = strchr(p, ',');
+                size_t len = e ? (size_t)(e - p) : strlen(p);
+                if (!len)
+                    rf_diag(pf, line, rf_col(&c, "--after") + (int)(p - after), ".task: --after: an empty name in the list");
+                else
+                    names[t->nafter++] = rf_keep(pf, pp_strndup(p, len));
+                p = e ? e + 1 : p + len;
+            }
+            t->after = names;
+        }
+    }
+    t->retries = (int)rf_num(&c, "--retries", 0, 1000, 0);
+    t->backoff_ms = rf_dur(&c, "--backoff", 1000);
+    t->backoff_max_ms = rf_dur(&c, "--backoff-max", 300000);
+    t->timeout_ms = rf_dur(&c, "--timeout", 0);
+    t->on_failure = rf_choice(&c, "--on-failure", "stop|continue", PGPIPE_PIPE_FAIL_STOP);
+    rf_open_block(pf, line, ".task", (pgpipe_pipe_step **)&t->steps, &t->nsteps);
+}
+
+static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    static const char *const kinds[] = { "dlq-growth", "backlog-age", "task-failures", "schedule-missed", NULL };
+    const char *kind = nw > 1 ? w[1].s : "";
+    int k = 0;
+    for (int i = 0; kinds[i]; i++)
+        if (!strcmp(kind, kinds[i]))
+            k = i + 1;
+    if (!k) {
+        char sug[96];
+        rf_diag(pf, line, nw > 1 ? w[1].col : 0,
+                ".alert: expected dlq-growth, backlog-age, task-failures or schedule-missed, got \"%s\"%s", kind,
+                rf_suggest(sug, sizeof sug, kind, "", kinds));
+        return;
+    }
+    rf_opts o;
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, ".alert %s", kind);
+    rf_ctx c = { pf, line, cmd, rf_opts_alert, &o };
+    rf_parse_opts(pf, line, cmd, w + 1, nw - 1, c.spec, &o);
+    if (!rf_grow(pf, (void **)&pf->alert, pf->p.nalerts, &pf->calert, sizeof *pf->alert))
+        return;
+    pgpipe_pipe_alert *a = &pf->alert[pf->p.nalerts++];
+    a->kind = k;
+    a->line = line;
+    /* which options belong to which kind */
+    static const char *const own[][3] = { { "--threshold", "--window", NULL },
+                                           { "--older-than", "--event-type", NULL },
+                                           { "--task", "--count", NULL },
+                                           { "--schedule", NULL, NULL } };
+    for (int j = 0; c.spec[j].name; j++) {
+        if (!o.given[j] || j >= 7)
+            continue; /* --notify --table --command go with every kind */
+        int mine = 0;
+        for (int i = 0; i < 3 && own[k - 1][i]; i++)
+            mine |= !strcmp(own[k - 1][i], c.spec[j].name);
+        if (!mine)
+            rf_diag(pf, line, o.col[j], "%s: %s is not an option of this kind", cmd, c.spec[j].name);
+    }
+    (void)rf_name(&c, 0, "");
+    switch (k) {
+    case PGPIPE_PIPE_ALERT_DLQ_GROWTH:
+        rf_need(&c, "--threshold");
+        a->threshold = rf_num(&c, "--threshold", 1, INT64_MAX / 2, 0);
+        a->window_ms = rf_dur(&c, "--window", 600000);
+        break;
+    case PGPIPE_PIPE_ALERT_BACKLOG_AGE:
+        rf_need(&c, "--older-than");
+        a->older_than_ms = rf_dur(&c, "--older-than", 0);
+        a->event_type = rf_str(pf, rf_get(&c, "--event-type"));
+        break;
+    case PGPIPE_PIPE_ALERT_TASK_FAILURES:
+        rf_need(&c, "--task");
+        a->target = rf_str(pf, rf_get(&c, "--task"));
+        a->threshold = rf_num(&c, "--count", 1, 1000000, 3);
+        break;
+    default:
+        rf_need(&c, "--schedule");
+        a->target = rf_str(pf, rf_get(&c, "--schedule"));
+        break;
+    }
+    a->notify = rf_str(pf, rf_get(&c, "--notify"));
+    a->table = rf_str(pf, rf_get(&c, "--table"));
+    if (a->table)
+        rf_table_ref(pf, a->table, line, rf_col(&c, "--table"));
+    a->command = rf_str(pf, rf_get(&c, "--command"));
+}
+
+static void rf_history(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    rf_opts o;
+    rf_ctx c = { pf, line, ".history", rf_opts_history, &o };
+    if (pf->history_line)
+        rf_diag(pf, line, 0, ".history: given twice (first at line %d)", pf->history_line);
+    pf->history_line = line;
+    rf_parse_opts(pf, line, c.cmd, w, nw, c.spec, &o);
+    (void)rf_name(&c, 0, "");
+    pgpipe_pipe_history *h = &pf->p.history;
+    h->keep_ok_ms = rf_dur(&c, "--keep-ok", h->keep_ok_ms);
+    h->keep_failed_ms = rf_dur(&c, "--keep-failed", h->keep_failed_ms);
+    h->keep_last = (int)rf_num(&c, "--keep-last", 0, 1000000, h->keep_last);
+    h->failures_only = rf_get(&c, "--failures-only") != NULL;
+}
+
+/* a line starting with '.' */
+static void rf_command(pgpipe_pipefile *pf, int line, const char *text)
+{
+    size_t n = strlen(text);
+    char *scratch = pp_malloc(n + 1);
+    rf_word w[RF_MAXW];
+    if (!scratch) {
+        pf->nomem = 1;
+        return;
+    }
+    int nw = rf_words(pf, line, text, scratch, w, RF_MAXW);
+    if (nw <= 0) {
+        pp_free(scratch);
+        return;
+    }
+    const char *cmd = w[0].s + 1;
+    int in_block = pf->blk_steps != NULL;
+    if (!strcmp(cmd, "end")) {
+        if (!in_block)
+            rf_diag(pf, line, w[0].col, ".end without .schedule or .task");
+        else if (nw > 1)
+            rf_diag(pf, line, w[1].col, ".end takes nothing after it");
+        pf->blk_steps = NULL;
+    } else if (in_block && (!strcmp(cmd, "schedule") || !strcmp(cmd, "task") || !strcmp(cmd, "source")
+                            || !strcmp(cmd, "workers") || !strcmp(cmd, "alert") || !strcmp(cmd, "history")
+                            || !strcmp(cmd, "pipeline"))) {
+        rf_diag(pf, pf->blk_line, 0, "%s without .end (before .%s at line %d)", pf->blk_kind, cmd, line);
+        pf->blk_steps = NULL;
+        rf_command(pf, line, text);
+    } else if (!strcmp(cmd, "pipeline")) {
+        if (nw != 2)
+            rf_diag(pf, line, w[0].col, ".pipeline: expected one NAME");
+        else
+            pf->p.name = rf_str(pf, w[1].s);
+    } else if (!strcmp(cmd, "source")) {
+        rf_source(pf, line, w, nw);
+    } else if (!strcmp(cmd, "workers")) {
+        rf_workers(pf, line, w, nw);
+    } else if (!strcmp(cmd, "schedule")) {
+        rf_schedule(pf, line, w, nw);
+    } else if (!strcmp(cmd, "task")) {
+        rf_task(pf, line, w, nw);
+    } else if (!strcmp(cmd, "alert")) {
+        rf_alert(pf, line, w, nw);
+    } else if (!strcmp(cmd, "history")) {
+        rf_history(pf, line, w, nw);
+    } else {
+        int known = 0;
+        for (int i = 0; rf_dotcmds[i]; i++)
+            known |= !strcmp(cmd, rf_dotcmds[i]);
+        if (known) {
+            rf_dot(pf, line, w, nw, text);
+        } else {
+            const char *all[32];
+            int m = 0;
+            for (int i = 0; rf_directives[i]; i++)
+                all[m++] = rf_directives[i];
+            for (int i = 0; rf_dotcmds[i]; i++)
+                all[m++] = rf_dotcmds[i];
+            all[m] = NULL;
+            char sug[96];
+            rf_diag(pf, line, w[0].col, "unknown directive .%s%s", cmd, rf_suggest(sug, sizeof sug, cmd, ".", all));
+        }
+    }
+    pp_free(scratch);
+}
+
+/* ---- SQL between the dot commands --------------------------------------- */
+
+/* Split acc: its complete statements become steps. Returns 1 when acc is
+** done with (all statements ended, or a problem reported), 0 when it needs
+** more lines. at_command: a dot command or the end follows. */
+static int rf_flush_sql(pgpipe_pipefile *pf, pp_buf *acc, int first_line, int at_command, int at_line)
+{
+    pgpipe_sql_split *s = NULL;
+    if (pgpipe_sql_split_open(&s, acc->data, acc->len, pf->path) != PGPIPE_OK) {
+        pf->nomem = 1;
+        pgpipe_sql_split_close(s);
+        return 1;
+    }
+    pgpipe_sql_stmt st[1];
+    int rc;
+    int n = 0;
+    pgpipe_sql_stmt all[64];
+    while ((rc = pgpipe_sql_split_next(s, st)) == PGPIPE_ROW && n < 64)
+        all[n++] = *st;
+    int incomplete = pgpipe_sql_split_incomplete(s);
+    if (rc == PGPIPE_PARSE && !incomplete) {
+        const pgpipe_error *e = pgpipe_errinfo(s);
+        rf_diag(pf, first_line + (int)e->line - 1, (int)e->column, "%s", e->message);
+        pgpipe_sql_split_close(s);
+        return 1;
+    }
+    if (incomplete && !at_command) {
+        pgpipe_sql_split_close(s);
+        return 0;
+    }
+    if (incomplete && rc == PGPIPE_PARSE) {
+        const pgpipe_error *e = pgpipe_errinfo(s);
+        if (at_line > 0) {
+            /* inside a quote: the dot command line is part of it */
+            pgpipe_sql_split_close(s);
+            return 0;
+        }
+        rf_diag(pf, first_line + (int)e->line - 1, (int)e->column, "%s", e->message);
+        pgpipe_sql_split_close(s);
+        return 1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!all[i].terminated)
+            rf_diag(pf, first_line + (int)all[i].line - 1, 0, "SQL statement does not end with ';'%s",
+                    at_line > 0 ? " before the dot command" : "");
+        rf_add_step(pf, PGPIPE_PIPE_SQL, all[i].sql, all[i].len, first_line + (int)all[i].line - 1);
+    }
+    pgpipe_sql_split_close(s);
+    return 1;
+}
+
+/* ---- whole-file checks -------------------------------------------------- */
+
+static int rf_is_schedule(const pgpipe_pipefile *pf, const char *name)
+{
+    for (int i = 0; i < pf->p.nschedules; i++)
+        if (pf->sch[i].name && !strcmp(pf->sch[i].name, name))
+            return 1;
+    return 0;
+}
+
+static int rf_task_index(const pgpipe_pipefile *pf, const char *name)
+{
+    for (int i = 0; i < pf->p.ntasks; i++)
+        if (pf->task[i].name && !strcmp(pf->task[i].name, name))
+            return i;
+    return -1;
+}
+
+static void rf_dups(pgpipe_pipefile *pf, const char *what, const char *const *names, const int *lines, int n)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (names[i] && names[j] && !strcmp(names[i], names[j])) {
+                rf_diag(pf, lines[i], 0, "%s \"%s\" is defined twice (first at line %d)", what, names[i], lines[j]);
+                break;
+            }
+}
+
+static void rf_check_names(pgpipe_pipefile *pf)
+{
+    int n = pf->p.nsources + pf->p.nworkers + pf->p.nschedules + pf->p.ntasks + 1;
+    const char **names = pp_calloc((size_t)n, sizeof *names);
+    int *lines = pp_calloc((size_t)n, sizeof *lines);
+    if (!names || !lines) {
+        pf->nomem = 1;
+        pp_free(names);
+        pp_free(lines);
+        return;
+    }
+    for (int i = 0; i < pf->p.nsources; i++)
+        names[i] = pf->src[i].name, lines[i] = pf->src[i].line;
+    rf_dups(pf, "source", names, lines, pf->p.nsources);
+    for (int i = 0; i < pf->p.nworkers; i++)
+        names[i] = pf->wk[i].event_type, lines[i] = pf->wk[i].line;
+    rf_dups(pf, "workers for event type", names, lines, pf->p.nworkers);
+    /* schedules and tasks share one namespace: --after names either */
+    int m = 0;
+    for (int i = 0; i < pf->p.nschedules; i++, m++)
+        names[m] = pf->sch[i].name, lines[m] = pf->sch[i].line;
+    for (int i = 0; i < pf->p.ntasks; i++, m++)
+        names[m] = pf->task[i].name, lines[m] = pf->task[i].line;
+    rf_dups(pf, "schedule or task", names, lines, m);
+    pp_free(names);
+    pp_free(lines);
+
+    /* --after and alert targets */
+    const char *cand[256];
+    int nc = 0;
+    for (int i = 0; i < pf->p.nschedules && nc < 255; i++)
+        if (pf->sch[i].name)
+            cand[nc++] = pf->sch[i].name;
+    for (int i = 0; i < pf->p.ntasks && nc < 255; i++)
+        if (pf->task[i].name)
+            cand[nc++] = pf->task[i].name;
+    cand[nc] = NULL;
+    char sug[128];
+    for (int i = 0; i < pf->p.ntasks; i++) {
+        pgpipe_pipe_task *t = &pf->task[i];
+        for (int j = 0; j < t->nafter; j++) {
+            if (t->name && !strcmp(t->after[j], t->name))
+                rf_diag(pf, t->line, 0, ".task %s: --after names the task itself", t->name);
+            else if (!rf_is_schedule(pf, t->after[j]) && rf_task_index(pf, t->after[j]) < 0)
+                rf_diag(pf, t->line, 0, ".task %s: --after: no schedule or task \"%s\"%s", t->name ? t->name : "?",
+                        t->after[j], rf_suggest(sug, sizeof sug, t->after[j], "", cand));
+        }
+    }
+    for (int i = 0; i < pf->p.nalerts; i++) {
+        pgpipe_pipe_alert *a = &pf->alert[i];
+        if (!a->target)
+            continue;
+        if (a->kind == PGPIPE_PIPE_ALERT_TASK_FAILURES && rf_task_index(pf, a->target) < 0)
+            rf_diag(pf, a->line, 0, ".alert task-failures: --task: no task \"%s\"", a->target);
+        if (a->kind == PGPIPE_PIPE_ALERT_SCHEDULE_MISSED && !rf_is_schedule(pf, a->target))
+            rf_diag(pf, a->line, 0, ".alert schedule-missed: --schedule: no schedule \"%s\"", a->target);
+    }
+}
+
+/* Cycles among tasks; then orders the tasks so each follows those it
+** names (Kahn's algorithm; tasks on a cycle keep their file order at the
+** end). */
+static void rf_check_cycles(pgpipe_pipefile *pf)
+{
+    int n = pf->p.ntasks;
+    if (!n)
+        return;
+    int *state = pp_calloc((size_t)n, sizeof *state), *order = pp_calloc((size_t)n, sizeof *order);
+    int *path = pp_calloc((size_t)n + 1, sizeof *path);
+    if (!state || !order || !path) {
+        pf->nomem = 1;
+        goto out;
+    }
+    /* depth-first from each task: state 0 new, 1 on the path, 2 done */
+    for (int root = 0; root < n; root++) {
+        if (state[root])
+            continue;
+        int depth = 0, *next = pp_calloc((size_t)n, sizeof *next);
+        if (!next) {
+            pf->nomem = 1;
+            goto out;
+        }
+        path[0] = root;
+        state[root] = 1;
+        while (depth >= 0) {
+            int v = path[depth];
+            pgpipe_pipe_task *t = &pf->task[v];
+            if (next[v] < t->nafter) {
+                int u = rf_task_index(pf, t->after[next[v]++]);
+                if (u < 0 || u == v)
+                    continue;
+                if (state[u] == 1) {
+                    char buf[512];
+                    size_t len = 0;
+                    int from = depth;
+                    while (from > 0 && path[from] != u)
+                        from--;
+                    for (int i = from; i <= depth && len < sizeof buf - 64; i++)
+                        len += (size_t)snprintf(buf + len, sizeof buf - len, "%s -> ", pf->task[path[i]].name);
+                    snprintf(buf + len, sizeof buf - len, "%s", pf->task[u].name);
+                    rf_diag(pf, pf->task[u].line, 0, "dependency cycle: %s (each runs --after the next)", buf);
+                } else if (state[u] == 0) {
+                    state[u] = 1;
+                    path[++depth] = u;
+                }
+            } else {
+                state[v] = 2;
+                depth--;
+            }
+        }
+        pp_free(next);
+    }
+    /* order: repeatedly take the first task whose --after tasks are placed */
+    int placed = 0;
+    memset(state, 0, (size_t)n * sizeof *state);
+    while (placed < n) {
+        int took = 0;
+        for (int i = 0; i < n; i++) {
+            if (state[i])
+                continue;
+            int ready = 1;
+            for (int j = 0; j < pf->task[i].nafter && ready; j++) {
+                int u = rf_task_index(pf, pf->task[i].after[j]);
+                ready = u < 0 || u == i || state[u];
+            }
+            if (ready) {
+                state[i] = 1;
+                order[placed++] = i;
+                took = 1;
+            }
+        }
+        if (!took)
+            for (int i = 0; i < n; i++)
+                if (!state[i]) {
+                    state[i] = 1;
+                    order[placed++] = i;
+                }
+    }
+    pgpipe_pipe_task *sorted = pp_malloc((size_t)n * sizeof *sorted);
+    if (!sorted) {
+        pf->nomem = 1;
+        goto out;
+    }
+    for (int i = 0; i < n; i++)
+        sorted[i] = pf->task[order[i]];
+    memcpy(pf->task, sorted, (size_t)n * sizeof *sorted);
+    pp_free(sorted);
+out:
+    pp_free(state);
+    pp_free(order);
+    pp_free(path);
+}
+
+static int rf_table_known(const pgpipe_pipefile *pf, const char *ref)
+{
+    char want[256];
+    size_t len = 0;
+    const char *p = ref, *e = ref + strlen(ref);
+    if (!(p = rf_ident(p, e, want, sizeof want, &len)))
+        return 0;
+    if (p < e && *p == '.') {
+        want[len++] = '.';
+        if (!(p = rf_ident(p + 1, e, want, sizeof want, &len)))
+            return 0;
+    }
+    want[len] = 0;
+    int qualified = strchr(want, '.') != NULL;
+    for (int i = 0; i < pf->ntables; i++) {
+        const char *t = pf->tables[i];
+        if (!t)
+            continue;
+        if (!strcmp(t, want))
+            return 1;
+        const char *dot = strchr(t, '.');
+        if (!qualified && dot && !strcmp(dot + 1, want))
+            return 1;
+        if (qualified && !dot && !strcmp(strchr(want, '.') + 1, t))
+            return 1;
+    }
+    return 0;
+}
+
+static void rf_check_tables(pgpipe_pipefile *pf)
+{
+    if (!pf->nrefs)
+        return;
+    rf_scan_builtin(pf);
+    for (int i = 0; i < pf->nrefs; i++)
+        if (pf->refs[i].name && !rf_table_known(pf, pf->refs[i].name))
+            rf_diag(pf, pf->refs[i].line, pf->refs[i].col,
+                    "unknown table %s (not created by this file, its migrations and handlers, or pgpipe's "
+                    "schema%s)", pf->refs[i].name, pf->install_example ? " and example" : "");
+}
+
+static int rf_diag_cmp(const void *a, const void *b)
+{
+    const pgpipe_pipe_diag *x = a, *y = b;
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    /* same line: in the order they were found (message pointers are
+    ** allocated in that order, but compare the column first) */
+    if (x->column != y->column)
+        return x->column < y->column ? -1 : 1;
+    return 0;
+}
+
+/* ---- the public API ------------------------------------------------------ */
+
+static int rf_read_file(const char *path, pp_buf *b)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return PGPIPE_IO;
+    char chunk[16384];
+    ssize_t n;
+    while ((n = read(fd, chunk, sizeof chunk)) > 0)
+        if (pp_buf_append(b, chunk, (size_t)n) != PGPIPE_OK) {
+            close(fd);
+            return PGPIPE_NOMEM;
+        }
+    close(fd);
+    return n < 0 ? PGPIPE_IO : PGPIPE_OK;
+}
+
+int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *text, size_t len)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pgpipe_pipefile *pf = *out = pp_handle_new(sizeof *pf);
+    if (!pf)
+        return PGPIPE_NOMEM;
+    if (!path)
+        return pp_err(&pf->h.err, PGPIPE_MISUSE, "pgpipe_pipefile_open: path is NULL");
+    pf->path = pp_strdup(path);
+    pf->dir = pp_strdup(path);
+    if (!pf->path || !pf->dir)
+        return pp_err_nomem(&pf->h.err);
+    char *slash = strrchr(pf->dir, '/');
+    if (slash)
+        *(slash == pf->dir ? slash + 1 : slash) = 0;
+    else
+        pf->dir[0] = 0;
+    pgpipe_pipe_def *p = &pf->p;
+    p->path = pf->path;
+    p->history.keep_ok_ms = 7 * 86400000LL;
+    p->history.keep_failed_ms = 30 * 86400000LL;
+    p->history.keep_last = 100;
+    {
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        char name[256];
+        snprintf(name, sizeof name, "%s", base);
+        char *dot = strrchr(name, '.');
+        if (dot && dot != name)
+            *dot = 0;
+        p->name = rf_str(pf, name);
+    }
+    pp_buf file = { 0 };
+    if (!text) {
+        int rc = rf_read_file(path, &file);
+        if (rc) {
+            pp_buf_free(&file);
+            return rc == PGPIPE_IO ? pp_err(&pf->h.err, PGPIPE_IO, "%s: %s", path, strerror(errno))
+                                   : pp_err_nomem(&pf->h.err);
+        }
+        text = file.data ? file.data : "";
+        len = file.len;
+    }
+    pp_buf acc = { 0 }, line = { 0 };
+    int acc_line = 0;
+    size_t i = 0;
+    int lineno = 0;
+    while (i < len && !pf->nomem) {
+        size_t j = i;
+        while (j < len && text[j] != '\n')
+            j++;
+        lineno++;
+        line.len = 0;
+        pp_buf_append(&line, text + i, j - i);
+        if (line.len && line.data[line.len - 1] == '\r')
+            line.len--;
+        pp_buf_putc(&line, 0);
+        i = j + 1;
+        const char *l = line.data;
+        while (*l == ' ' || *l == '\t')
+            l++;
+        if (*l == '.' && isalpha((unsigned char)l[1])) {
+            if (acc.len) {
+                if (!rf_flush_sql(pf, &acc, acc_line, 1, lineno)) {
+                    /* inside a quote: the line belongs to the SQL */
+                    pp_buf_append(&acc, line.data, strlen(line.data));
+                    pp_buf_putc(&acc, '\n');
+                    continue;
+                }
+                acc.len = 0;
+            }
+            rf_command(pf, lineno, l);
+            continue;
+        }
+        if (!acc.len) {
+            if (!*l || !strncmp(l, "--", 2))
+                continue;
+            acc_line = lineno;
+        }
+        pp_buf_append(&acc, line.data, strlen(line.data));
+        pp_buf_putc(&acc, '\n');
+        if (rf_flush_sql(pf, &acc, acc_line, 0, 0))
+            acc.len = 0;
+    }
+    if (acc.len)
+        rf_flush_sql(pf, &acc, acc_line, 1, 0);
+    if (pf->blk_steps)
+        rf_diag(pf, pf->blk_line, 0, "%s without .end", pf->blk_kind);
+    pp_buf_free(&acc);
+    pp_buf_free(&line);
+    pp_buf_free(&file);
+    rf_check_names(pf);
+    rf_check_cycles(pf);
+    rf_check_tables(pf);
+    p->setup = pf->setup;
+    p->sources = pf->src;
+    p->workers = pf->wk;
+    p->schedules = pf->sch;
+    p->tasks = pf->task;
+    p->alerts = pf->alert;
+    if (pf->nomem)
+        return pp_err_nomem(&pf->h.err);
+    /* stable sort by line, then column (insertion sort: few diagnostics) */
+    for (int a = 1; a < pf->ndiag; a++) {
+        pgpipe_pipe_diag d = pf->diag[a];
+        int b = a;
+        while (b > 0 && rf_diag_cmp(&pf->diag[b - 1], &d) > 0) {
+            pf->diag[b] = pf->diag[b - 1];
+            b--;
+        }
+        pf->diag[b] = d;
+    }
+    if (pf->ndiag)
+        return pp_err_at(&pf->h.err, PGPIPE_PARSE, path, pf->diag[0].line, pf->diag[0].column, 0,
+                         "%d problem%s, the first: %s", pf->ndiag, pf->ndiag == 1 ? "" : "s",
+                         pf->diag[0].message);
+    return PGPIPE_OK;
+}
+
+const pgpipe_pipe_def *pgpipe_pipefile_def(const pgpipe_pipefile *pf)
+{
+    return pf ? &pf->p : NULL;
+}
+
+int pgpipe_pipefile_diag_count(const pgpipe_pipefile *pf)
+{
+    return pf ? pf->ndiag : 0;
+}
+
+const pgpipe_pipe_diag *pgpipe_pipefile_diag(const pgpipe_pipefile *pf, int i)
+{
+    return pf && i >= 0 && i < pf->ndiag ? &pf->diag[i] : NULL;
+}
+
+void pgpipe_pipefile_close(pgpipe_pipefile *pf)
+{
+    if (!pf)
+        return;
+    for (size_t i = 0; i < pf->nmem; i++)
+        pp_free(pf->mem[i]);
+    pp_free(pf->mem);
+    pp_free(pf->diag);
+    pp_free(pf->setup);
+    for (int i = 0; i < pf->p.nschedules; i++)
+        pp_free((void *)pf->sch[i].steps);
+    for (int i = 0; i < pf->p.ntasks; i++)
+        pp_free((void *)pf->task[i].steps);
+    pp_free(pf->src);
+    pp_free(pf->wk);
+    pp_free(pf->sch);
+    pp_free(pf->task);
+    pp_free(pf->alert);
+    pp_free(pf->tables);
+    pp_free(pf->refs);
+    pp_free(pf->path);
+    pp_free(pf->dir);
+    pp_free(pf);
+}
+
+#endif /* PGPIPE_OMIT_RUN */
+#endif /* PGPIPE_OMIT_RUN */
+/* ==== end src/run/run_file.c ==== */
 

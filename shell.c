@@ -1159,6 +1159,60 @@ static int cmd_refresh(shell *sh, char **argv, int argc, const char *rest)
     return rc;
 }
 
+/* Read and check a pipeline file (pgpipe run, .run): each problem as
+** FILE:LINE[:COLUMN]: message on stdout and 1, or with check the summary
+** and 0; without check, 2: the runner is not built yet. */
+static int run_check_file(const char *file, int check)
+{
+    pgpipe_pipefile *pf = NULL;
+    int rc = pgpipe_pipefile_open(&pf, file, NULL, 0);
+    if (rc == PGPIPE_PARSE) {
+        for (int i = 0; i < pgpipe_pipefile_diag_count(pf); i++) {
+            const pgpipe_pipe_diag *d = pgpipe_pipefile_diag(pf, i);
+            if (d->column > 0)
+                printf("%s:%d:%d: %s\n", d->file, d->line, d->column, d->message);
+            else
+                printf("%s:%d: %s\n", d->file, d->line, d->message);
+        }
+        pgpipe_pipefile_close(pf);
+        return 1;
+    }
+    if (rc) {
+        fprintf(stderr, "pgpipe run: %s\n", pgpipe_errmsg(pf));
+        pgpipe_pipefile_close(pf);
+        return 1;
+    }
+    const pgpipe_pipe_def *p = pgpipe_pipefile_def(pf);
+    if (check)
+        printf("pipeline %s OK: %d source%s, %d worker%s, %d schedule%s, %d task%s, %d alert%s\n", p->name,
+               p->nsources, p->nsources == 1 ? "" : "s", p->nworkers, p->nworkers == 1 ? "" : "s",
+               p->nschedules, p->nschedules == 1 ? "" : "s", p->ntasks, p->ntasks == 1 ? "" : "s",
+               p->nalerts, p->nalerts == 1 ? "" : "s");
+    else
+        fprintf(stderr, "pgpipe run: running a pipeline is not implemented yet; "
+                "pgpipe run --check %s validates the file\n", file);
+    pgpipe_pipefile_close(pf);
+    return check ? 0 : 2;
+}
+
+static const optdef opts_run[] = {
+    { "--check", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "validate the file without the database: FILE:LINE: message per problem, or a summary" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_run[] = { { NULL, "FILE", 1, 1, opts_run,
+                                       "check a pipeline file (running it comes later)" } };
+static int cmd_run(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)sh, (void)argv, (void)argc, (void)rest;
+    if (!opt_has(&cur, "--check")) {
+        errorf(".run: running a pipeline is not implemented yet; .run --check %s validates it", cur.pos[0]);
+        return 1;
+    }
+    fflush(stdout);
+    return run_check_file(cur.pos[0], 1) != 0;
+}
+
 /* .export QUERY FILE [--format csv|ndjson] through COPY TO STDOUT. */
 static const optdef opts_export[] = {
     { "--format", NULL, OPT_ENUM, "csv|ndjson", 0, 0, "csv",
@@ -3217,6 +3271,10 @@ static const command commands[] = {
     { "refresh", ".refresh VIEW [--concurrently]",
       "REFRESH MATERIALIZED VIEW (CONCURRENTLY needs a unique index on the view)", cmd_refresh,
       spec_refresh, 0 },
+    { "run", ".run --check FILE",
+      "check a pipeline file (the format: pgpipe.h, run_file) without touching the database:\n"
+      "one FILE:LINE: message per problem, or a summary. `pgpipe run PIPELINE` will run it.",
+      cmd_run, spec_run, 0 },
     { "serve", ".serve [options] | .serve token add|list|revoke ...",
       "the HTTP ingest server: POST /v1/events/{source} with one JSON object, a JSON array,\n"
       "NDJSON (application/x-ndjson) or CSV (text/csv) goes into staging.raw_events and is\n"
@@ -4252,6 +4310,11 @@ static void usage(FILE *f)
             "                    .migrate and every other component\n"
             "  -h, --help        show this help\n"
             "  -V, --version     show the version\n"
+            "pgpipe run [--check] [--on-alert CMD] PIPELINE\n"
+            "                    the pipeline runner: --check validates the pipeline file\n"
+            "                    without a database and prints FILE:LINE: message per problem\n"
+            "                    (status 1) or a summary (status 0); running it is not\n"
+            "                    implemented yet (status 2)\n"
             "A bad option, or one without its value, exits with status 2 before anything runs.\n"
             "Interactive when stdin is a terminal: SQL may span lines and ends with ';',\n"
             "dot commands take one line (.help lists them), and so do psql's \\q \\x \\timing\n"
@@ -4262,6 +4325,35 @@ static void usage(FILE *f)
             "As a service: pgpipe CONNINFO '.serve --listen 127.0.0.1:8080' runs the HTTP ingest\n"
             "server (.help serve); there SIGTERM drains it and ends with status 0, and SIGHUP\n"
             "reloads its tokens.\n");
+}
+
+/* pgpipe run [--check] [--on-alert CMD] PIPELINE: the pipeline file is read
+** and checked offline (no connection is made). */
+static int run_main(int argc, char **argv)
+{
+    int check = 0;
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--check")) {
+            check = 1;
+        } else if (!strcmp(argv[i], "--on-alert") && i + 1 < argc) {
+            i++; /* for the runner */
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "pgpipe run: unknown option %s (usage: pgpipe run [--check] "
+                    "[--on-alert CMD] PIPELINE)\n", argv[i]);
+            return 2;
+        } else if (!file) {
+            file = argv[i];
+        } else {
+            fprintf(stderr, "pgpipe run: one PIPELINE file, got \"%s\" too\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!file) {
+        fprintf(stderr, "usage: pgpipe run [--check] [--on-alert CMD] PIPELINE\n");
+        return 2;
+    }
+    return run_check_file(file, check);
 }
 
 /* A connection string: a postgres:// URI, or key=value words only (so SQL
@@ -4421,6 +4513,8 @@ int main(int argc, char **argv)
     memset(&sh, 0, sizeof sh);
     sh.out = stdout;
     sh.source = "<stdin>";
+    if (argc > 1 && !strcmp(argv[1], "run"))
+        return run_main(argc - 1, argv + 1);
     cli c;
     int rc = parse_cli(&sh, &c, argc, argv);
     if (rc) {

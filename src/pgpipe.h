@@ -71,7 +71,8 @@ extern "C" {
 ** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
 **   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
 **   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, FRAMER, SQLSPLIT, POOL,
-**                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS, HTTP),
+**                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS, HTTP,
+**                        RUN),
 **                        with every component that needs it, as the table
 **                        below says (in order: a rule may set a later one).
 ** `make cross` prints the aarch64 size of each configuration. */
@@ -106,6 +107,14 @@ extern "C" {
 #if defined(PGPIPE_OMIT_LOAD) || defined(PGPIPE_OMIT_DLQ) || defined(PGPIPE_OMIT_THREADS)
 #undef PGPIPE_OMIT_HTTP
 #define PGPIPE_OMIT_HTTP 1
+#endif
+/* RUN (the pipeline runner) needs SQLSPLIT, LOAD, CLAIM and threads: its
+** workers and schedules are threads. (Without HTTP it still runs, refusing
+** a pipeline with an http source.) */
+#if defined(PGPIPE_OMIT_SQLSPLIT) || defined(PGPIPE_OMIT_LOAD) || defined(PGPIPE_OMIT_CLAIM) \
+    || defined(PGPIPE_OMIT_THREADS)
+#undef PGPIPE_OMIT_RUN
+#define PGPIPE_OMIT_RUN 1
 #endif
 
 /* @@COMPONENT_HEADERS@@ */

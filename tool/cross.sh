@@ -24,6 +24,7 @@ no records store|-DPGPIPE_OMIT_RECORDS|pgpipe_records_
 no claimer|-DPGPIPE_OMIT_CLAIM|pgpipe_claimer_ pgpipe_workers_
 no loader|-DPGPIPE_OMIT_LOAD|pgpipe_loader_
 no migrations|-DPGPIPE_OMIT_MIGRATE|pgpipe_migrate_ pgpipe_loader_
+no runner|-DPGPIPE_OMIT_RUN|pgpipe_cron_ pgpipe_pipefile_
 loader only|-DPGPIPE_OMIT_CLAIM -DPGPIPE_OMIT_RECORDS -DPGPIPE_OMIT_LOCAL|pgpipe_claimer_ pgpipe_records_ pgpipe_local_
 loader only, no threads|-DPGPIPE_OMIT_CLAIM -DPGPIPE_OMIT_RECORDS -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_claimer_ pgpipe_records_ pgpipe_local_
 migrations only|-DPGPIPE_OMIT_JSON -DPGPIPE_OMIT_CSV -DPGPIPE_OMIT_DLQ -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_json_ pgpipe_csv_ pgpipe_loader_ pgpipe_claimer_ pgpipe_records_ pgpipe_dlq_

@@ -1,0 +1,223 @@
+/* ==== Pipeline file: what `pgpipe run` runs ==== */
+
+/* Reads a pipeline file into a tree of read-only structs and validates it
+** offline (pgpipe run --check): nothing here touches a database. Handle:
+** pgpipe_pipefile (owns the tree and the diagnostics).
+**
+** Thread safety: a pipefile is read-only once opened; several threads may
+** read one at the same time.
+**
+** ---- The format ------------------------------------------------------------
+** A pipeline file is a pgpipe shell script (SQL statements and dot
+** commands, `--` comments) plus directives, which are dot commands too.
+** Options are written as in the shell: --name VALUE or --name=VALUE,
+** values quoted with '...' or "..." when they hold blanks. Durations are
+** N + ms|s|m|h|d, combinable ("1h30m"). Relative paths are relative to the
+** file's folder. The SQL and dot commands outside any block are the setup:
+** run once, in order, when the pipeline starts (.install --example,
+** .migrate DIR, CREATE TABLE IF NOT EXISTS ...).
+**
+**   .pipeline NAME               name it (default: the file name without
+**                                extension); instances running the same
+**                                name share its schedules and history
+**   .source files NAME --dir DIR [--pattern GLOB] [--format auto|csv|ndjson|json]
+**           [--after move|delete] [--done-dir DIR] [--settle DURATION]
+**           [--poll DURATION] [--table TABLE] [--source NAME]
+**           [--event-type TYPE | --event-type-field FIELD]
+**                                watch DIR (made when missing) for files
+**                                matching GLOB (default *), load each once
+**                                with the COPY loader (the load's resume
+**                                makes it once across restarts and hosts),
+**                                then move it into --done-dir (default
+**                                DIR/done) or delete it. A file whose size
+**                                or mtime changed within --settle (5s) is
+**                                still being written and waits.
+**   .source http NAME [--listen ADDR:PORT] [--table TABLE]
+**           [--event-type TYPE | --event-type-field FIELD]
+**           [--signature github|stripe|standard] [--secret-env VAR]
+**                                the HTTP ingest (.serve) as source NAME
+**   .workers EVENT_TYPE|* (--sql FILE | --so LIB:SYMBOL) [--workers N]
+**           [--batch N] [--mode transaction|lease] [--lease DURATION]
+**           [--max-attempts N] [--table TABLE]
+**                                SKIP LOCKED workers (.work) for one event
+**                                type: a SQL handler file (ELT) or a C
+**                                handler in a shared library (ETL, dlopen)
+**   .schedule NAME (--cron "EXPR" | --every DURATION) [--tz ZONE]
+**           [--jitter DURATION] [--overlap skip|queue|replace]
+**           [--missed skip|once|all] [--timeout DURATION]
+**     BODY
+**   .end                         BODY (SQL and dot commands) runs at each
+**                                firing: EXPR as pgpipe_cron_parse reads
+**                                it, in ZONE (default UTC); --overlap
+**                                (default skip) when the last run still
+**                                runs, --missed (default once) for slots
+**                                missed while no instance ran
+**   .task NAME --after A[,B...] [--retries N] [--backoff DURATION]
+**           [--backoff-max DURATION] [--timeout DURATION]
+**           [--on-failure stop|continue]
+**     BODY
+**   .end                         runs after every named schedule or task
+**                                succeeded (a schedule's firing starts
+**                                its tasks); retried N times (default 0)
+**                                with exponential backoff from --backoff
+**                                (1s) up to --backoff-max (5m), with
+**                                jitter; on failure, stop (default: the
+**                                tasks after it do not run) or continue
+**   .alert dlq-growth --threshold N [--window DURATION]     (default 10m)
+**   .alert backlog-age --older-than DURATION [--event-type TYPE]
+**   .alert task-failures --task NAME [--count K]            (default 3)
+**   .alert schedule-missed --schedule NAME
+**           each also [--notify CHANNEL] [--table TABLE] [--command CMD]
+**                                an alert is always a log line; also a
+**                                NOTIFY on CHANNEL, a row in TABLE, and
+**                                CMD run with the alert as JSON on stdin
+**                                (as `pgpipe run --on-alert CMD` for all)
+**   .history [--keep-ok DURATION] [--keep-failed DURATION]
+**           [--keep-last N] [--failures-only]
+**                                run history bounds (defaults 7d, 30d,
+**                                100; --failures-only records no success)
+**
+** Dot commands allowed in the setup and in bodies: .install, .migrate,
+** .load, .read, .refresh, .partitions, .dlq, .log.
+**
+** What validation checks (each problem one diagnostic, all reported):
+** unknown directive or dot command (with "did you mean" when one is
+** close), unknown option, missing or repeated option, a bad value
+** (number, duration, choice), a bad cron expression (with its column), an
+** unknown time zone, duplicate names, --after naming no schedule or task,
+** a dependency cycle, a handler, .read or .load file or .migrate folder
+** that is missing or not readable, a shared library LIB that is missing
+** (the SYMBOL is checked by the runner), a block without .end, .end
+** without a block, SQL that does not split (unterminated quote), and
+** "unknown table": a --table of a directive and the view of .refresh must
+** be created by the file (CREATE TABLE / VIEW / MATERIALIZED VIEW in its
+** SQL or in the SQL files of its .migrate folders and --sql handlers) or
+** by the built-in schema (sql/schema; sql/example too when the file runs
+** .install --example). A name without a schema matches any schema. */
+
+typedef struct pgpipe_pipefile pgpipe_pipefile;
+
+/* A problem found: FILE:LINE[:COLUMN]: message. */
+typedef struct pgpipe_pipe_diag {
+    const char *file;
+    int line;
+    int column;           /* 0 when the message is about the whole line */
+    const char *message;
+} pgpipe_pipe_diag;
+
+/* A SQL statement or a dot command of the setup or a body. */
+enum { PGPIPE_PIPE_SQL = 1, PGPIPE_PIPE_DOT };
+typedef struct pgpipe_pipe_step {
+    int kind;             /* PGPIPE_PIPE_SQL or PGPIPE_PIPE_DOT */
+    const char *text;     /* SQL without its ';', or the whole dot command line */
+    int line;
+} pgpipe_pipe_step;
+
+enum { PGPIPE_PIPE_SOURCE_FILES = 1, PGPIPE_PIPE_SOURCE_HTTP };
+typedef struct pgpipe_pipe_source {
+    int kind;             /* PGPIPE_PIPE_SOURCE_* */
+    const char *name;
+    int line;
+    /* files */
+    const char *dir;      /* resolved against the file's folder */
+    const char *pattern;  /* "*" by default */
+    const char *format;   /* "auto" by default */
+    int delete_after;     /* 1: --after delete; 0: move into done_dir */
+    const char *done_dir; /* DIR/done by default */
+    int64_t settle_ms, poll_ms;
+    /* both */
+    const char *table;    /* NULL: staging.raw_events */
+    const char *event_type, *event_type_field; /* NULL when not given */
+    /* http */
+    const char *listen, *signature, *secret_env;
+} pgpipe_pipe_source;
+
+enum { PGPIPE_PIPE_TRANSACTION = 0, PGPIPE_PIPE_LEASE = 1 };
+typedef struct pgpipe_pipe_workers {
+    const char *event_type; /* "*" for every type */
+    int line;
+    const char *sql_file;   /* resolved; NULL with so_lib */
+    const char *so_lib, *so_symbol;
+    int workers, batch, mode, max_attempts; /* defaults 1, 100, transaction, 5 */
+    int64_t lease_ms;       /* 0: the claimer's default */
+    const char *table;      /* NULL: staging.raw_events */
+} pgpipe_pipe_workers;
+
+enum { PGPIPE_PIPE_OVERLAP_SKIP = 0, PGPIPE_PIPE_OVERLAP_QUEUE, PGPIPE_PIPE_OVERLAP_REPLACE };
+enum { PGPIPE_PIPE_MISSED_ONCE = 0, PGPIPE_PIPE_MISSED_SKIP, PGPIPE_PIPE_MISSED_ALL };
+typedef struct pgpipe_pipe_schedule {
+    const char *name;
+    int line;
+    const char *expr;     /* as written (--every D is stored as "every D"); it
+                             parsed: pgpipe_cron_parse gives its pgpipe_cron */
+    const char *tz;       /* "UTC" by default */
+    int64_t jitter_ms, timeout_ms; /* 0: none */
+    int overlap, missed;  /* PGPIPE_PIPE_OVERLAP_*, PGPIPE_PIPE_MISSED_* */
+    const pgpipe_pipe_step *steps;
+    int nsteps;
+} pgpipe_pipe_schedule;
+
+enum { PGPIPE_PIPE_FAIL_STOP = 0, PGPIPE_PIPE_FAIL_CONTINUE };
+typedef struct pgpipe_pipe_task {
+    const char *name;
+    int line;
+    const char *const *after; /* names of schedules or tasks */
+    int nafter;
+    int retries;
+    int64_t backoff_ms, backoff_max_ms, timeout_ms; /* 1s, 5m, 0 = none */
+    int on_failure;       /* PGPIPE_PIPE_FAIL_* */
+    const pgpipe_pipe_step *steps;
+    int nsteps;
+} pgpipe_pipe_task;
+
+enum { PGPIPE_PIPE_ALERT_DLQ_GROWTH = 1, PGPIPE_PIPE_ALERT_BACKLOG_AGE,
+       PGPIPE_PIPE_ALERT_TASK_FAILURES, PGPIPE_PIPE_ALERT_SCHEDULE_MISSED };
+typedef struct pgpipe_pipe_alert {
+    int kind;             /* PGPIPE_PIPE_ALERT_* */
+    int line;
+    int64_t threshold;    /* dlq-growth: dead letters per window; task-failures: K */
+    int64_t window_ms;    /* dlq-growth */
+    int64_t older_than_ms; /* backlog-age */
+    const char *event_type; /* backlog-age, NULL: any */
+    const char *target;   /* task-failures: the task; schedule-missed: the schedule */
+    const char *notify, *table, *command; /* NULL when not given */
+} pgpipe_pipe_alert;
+
+typedef struct pgpipe_pipe_history {
+    int64_t keep_ok_ms, keep_failed_ms; /* 7d, 30d */
+    int keep_last;        /* 100 */
+    int failures_only;
+} pgpipe_pipe_history;
+
+/* The whole file. Arrays are in file order; everything is owned by the
+** pipefile and lives until pgpipe_pipefile_close. */
+typedef struct pgpipe_pipe_def {
+    const char *name;
+    const char *path;     /* as given to pgpipe_pipefile_open */
+    const pgpipe_pipe_step *setup;
+    int nsetup;
+    const pgpipe_pipe_source *sources;
+    int nsources;
+    const pgpipe_pipe_workers *workers;
+    int nworkers;
+    const pgpipe_pipe_schedule *schedules;
+    int nschedules;
+    const pgpipe_pipe_task *tasks; /* in an order where each comes after those it follows */
+    int ntasks;
+    const pgpipe_pipe_alert *alerts;
+    int nalerts;
+    pgpipe_pipe_history history;
+} pgpipe_pipe_def;
+
+/* Read and validate the pipeline file at path (text NULL), or text[0..len)
+** named path. PGPIPE_OK when the file is valid; PGPIPE_PARSE when it has
+** problems (read them with pgpipe_pipefile_diag; the tree holds what could
+** be read); PGPIPE_IO when the file cannot be read; PGPIPE_NOMEM. */
+int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *text, size_t len);
+/* The tree (never NULL for an open pipefile). */
+const pgpipe_pipe_def *pgpipe_pipefile_def(const pgpipe_pipefile *pf);
+/* The problems found, in line order: count, and the i-th (NULL when out
+** of range). */
+int pgpipe_pipefile_diag_count(const pgpipe_pipefile *pf);
+const pgpipe_pipe_diag *pgpipe_pipefile_diag(const pgpipe_pipefile *pf, int i);
+void pgpipe_pipefile_close(pgpipe_pipefile *pf);

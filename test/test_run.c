@@ -1,0 +1,211 @@
+/* Tests of the run layer (src/run): cron expressions and their next firing
+** (DST in Europe/Berlin and America/New_York, Feb 29, the Vixie day rule,
+** errors with field and column), and the pipeline file reader. */
+
+/* Unix seconds of a UTC time */
+static int64_t run_t_utc(int y, int mo, int d, int h, int mi)
+{
+    return run_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60;
+}
+
+/* next firing of expr after `after` in tz, or -1 on error */
+static int64_t run_t_next(const char *expr, const char *tz, int64_t after)
+{
+    pgpipe_cron c;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pgpipe_cron_parse(&c, expr, &e) != PGPIPE_OK) {
+        fprintf(stderr, "    parse %s: %s\n", expr, e.message);
+        return -1;
+    }
+    int64_t t;
+    if (pgpipe_cron_next(&c, after, tz, &t, &e) != PGPIPE_OK) {
+        fprintf(stderr, "    next %s: %s\n", expr, e.message);
+        return -1;
+    }
+    return t;
+}
+
+PGT_TEST(run, cron_next_utc)
+{
+    struct { const char *expr; int64_t after, want; } cases[] = {
+        { "* * * * *", run_t_utc(2026, 1, 1, 0, 0), run_t_utc(2026, 1, 1, 0, 1) },
+        { "*/15 * * * *", run_t_utc(2026, 1, 1, 0, 50), run_t_utc(2026, 1, 1, 1, 0) },
+        { "5,10-12 3 * * *", run_t_utc(2026, 1, 1, 3, 10), run_t_utc(2026, 1, 1, 3, 11) },
+        { "5,10-12 3 * * *", run_t_utc(2026, 1, 1, 3, 12), run_t_utc(2026, 1, 2, 3, 5) },
+        { "0 9-17/4 * * *", run_t_utc(2026, 1, 1, 9, 0), run_t_utc(2026, 1, 1, 13, 0) },
+        { "30 8 * * MON-FRI", run_t_utc(2026, 1, 2, 9, 0), run_t_utc(2026, 1, 5, 8, 30) }, /* Fri -> Mon */
+        { "0 0 * * 7", run_t_utc(2026, 1, 1, 0, 0), run_t_utc(2026, 1, 4, 0, 0) },         /* 7 = Sunday */
+        { "0 0 * * sun", run_t_utc(2026, 1, 1, 0, 0), run_t_utc(2026, 1, 4, 0, 0) },
+        { "0 0 1 jan-mar/2 *", run_t_utc(2026, 1, 1, 0, 0), run_t_utc(2026, 3, 1, 0, 0) },
+        { "0 0 13 * 5", run_t_utc(2026, 1, 1, 0, 0), run_t_utc(2026, 1, 2, 0, 0) },  /* Vixie: Friday 2nd */
+        { "0 0 13 * 5", run_t_utc(2026, 1, 9, 0, 0), run_t_utc(2026, 1, 13, 0, 0) }, /* or the 13th */
+        { "0 0 */10 * 1", run_t_utc(2026, 1, 1, 0, 0), run_t_utc(2026, 5, 11, 0, 0) }, /* '*' start: AND */
+        { "0 0 29 2 *", run_t_utc(2025, 3, 1, 0, 0), run_t_utc(2028, 2, 29, 0, 0) },
+        { "0 0 31 * *", run_t_utc(2026, 4, 1, 0, 0), run_t_utc(2026, 5, 31, 0, 0) },
+        { "@hourly", run_t_utc(2026, 1, 1, 0, 30), run_t_utc(2026, 1, 1, 1, 0) },
+        { "@daily", run_t_utc(2026, 1, 1, 0, 0), run_t_utc(2026, 1, 2, 0, 0) },
+        { "@weekly", run_t_utc(2026, 1, 1, 0, 0), run_t_utc(2026, 1, 4, 0, 0) },
+        { "@monthly", run_t_utc(2026, 1, 31, 0, 0), run_t_utc(2026, 2, 1, 0, 0) },
+        { "@yearly", run_t_utc(2026, 6, 1, 0, 0), run_t_utc(2027, 1, 1, 0, 0) },
+        { "every 30s", run_t_utc(2026, 1, 1, 0, 0) + 10, run_t_utc(2026, 1, 1, 0, 0) + 30 },
+        { "every 5m", run_t_utc(2026, 1, 1, 0, 5), run_t_utc(2026, 1, 1, 0, 10) },
+        { "every 2h", run_t_utc(2026, 1, 1, 1, 0), run_t_utc(2026, 1, 1, 2, 0) },
+        { "every 1d", run_t_utc(2026, 1, 1, 12, 0), run_t_utc(2026, 1, 2, 0, 0) },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t got = run_t_next(cases[i].expr, "UTC", cases[i].after);
+        PGT_CHECK_MSG(got == cases[i].want, "%s: got %lld, want %lld", cases[i].expr, (long long)got,
+                      (long long)cases[i].want);
+    }
+}
+
+PGT_TEST(run, cron_dst)
+{
+    /* Berlin 2026-03-29: 02:00 CET -> 03:00 CEST (01:00 UTC); 2026-10-25:
+    ** 03:00 CEST -> 02:00 CET (01:00 UTC) */
+    const char *B = "Europe/Berlin", *NY = "America/New_York";
+    PGT_EQ_INT(run_t_next("30 2 * * *", B, run_t_utc(2026, 3, 28, 12, 0)), run_t_utc(2026, 3, 29, 1, 0));
+    PGT_EQ_INT(run_t_next("30 2 * * *", B, run_t_utc(2026, 3, 29, 1, 0)), run_t_utc(2026, 3, 30, 0, 30));
+    PGT_EQ_INT(run_t_next("*/15 * * * *", B, run_t_utc(2026, 3, 29, 0, 50)), run_t_utc(2026, 3, 29, 1, 0));
+    PGT_EQ_INT(run_t_next("*/15 * * * *", B, run_t_utc(2026, 3, 29, 1, 0)), run_t_utc(2026, 3, 29, 1, 15));
+    PGT_EQ_INT(run_t_next("30 2 * * *", B, run_t_utc(2026, 10, 24, 12, 0)), run_t_utc(2026, 10, 25, 0, 30));
+    PGT_EQ_INT(run_t_next("30 2 * * *", B, run_t_utc(2026, 10, 25, 0, 30)), run_t_utc(2026, 10, 26, 1, 30));
+    /* the repeated hour fires nothing: after 02:40 CEST comes 03:00 CET */
+    PGT_EQ_INT(run_t_next("*/20 2-3 * * *", B, run_t_utc(2026, 10, 25, 0, 40)), run_t_utc(2026, 10, 25, 2, 0));
+    PGT_EQ_INT(run_t_next("0 12 * * *", B, run_t_utc(2026, 7, 1, 0, 0)), run_t_utc(2026, 7, 1, 10, 0));
+    /* New York 2026-03-08 02:00 EST -> 03:00 EDT (07:00 UTC); 2026-11-01 02:00 EDT -> 01:00 EST (06:00 UTC) */
+    PGT_EQ_INT(run_t_next("30 2 * * *", NY, run_t_utc(2026, 3, 7, 12, 0)), run_t_utc(2026, 3, 8, 7, 0));
+    PGT_EQ_INT(run_t_next("30 1 * * *", NY, run_t_utc(2026, 10, 31, 12, 0)), run_t_utc(2026, 11, 1, 5, 30));
+    PGT_EQ_INT(run_t_next("30 1 * * *", NY, run_t_utc(2026, 11, 1, 5, 30)), run_t_utc(2026, 11, 2, 6, 30));
+    PGT_EQ_INT(run_t_next("0 0 29 2 *", NY, run_t_utc(2025, 1, 1, 0, 0)), run_t_utc(2028, 2, 29, 5, 0));
+    /* the process's TZ is left as it was */
+    PGT_CHECK(getenv("TZ") == NULL || strcmp(getenv("TZ"), B) != 0);
+    pgpipe_cron c;
+    int64_t t;
+    pgpipe_error e;
+    PGT_OK(pgpipe_cron_parse(&c, "0 0 * * *", NULL));
+    PGT_EQ_INT(pgpipe_cron_next(&c, 0, "Mars/Olympus", &t, &e), PGPIPE_MISUSE);
+    PGT_CONTAINS(e.message, "unknown time zone");
+}
+
+PGT_TEST(run, cron_errors)
+{
+    struct { const char *expr, *msg; int col; } cases[] = {
+        { "61 * * * *", "minute field: 61 is out of range 0-59", 1 },
+        { "* 24 * * *", "hour field: 24 is out of range 0-23", 3 },
+        { "* * 0 * *", "day-of-month field: 0 is out of range 1-31", 5 },
+        { "* * * 13 *", "month field: 13 is out of range 1-12", 7 },
+        { "* * * * 8", "day-of-week field: 8 is out of range 0-7", 9 },
+        { "* * * foo *", "month field: expected a number, a name or '*' at \"foo\"", 7 },
+        { "5-2 * * * *", "minute field: range 5-2 goes backwards", 1 },
+        { "*/0 * * * *", "minute field: step 0 is out of range 1-59", 3 },
+        { "1, * * * *", "minute field: a list ends with ','", 2 },
+        { "* * * *", "expected 5 fields (minute hour day-of-month month day-of-week), found 4", 0 },
+        { "* * * * * *", "found more at \"*\"", 11 },
+        { "@fortnightly", "unknown macro \"@fortnightly\"", 1 },
+        { "every 5x", "every: expected an interval like 30s, 5m, 2h or 1d, got \"5x\"", 7 },
+        { "every 500ms", "every: expected an interval", 7 },
+        { "0 0 30 2 *", "day-of-month field: never fires", 5 },
+        { "", "empty schedule expression", 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pgpipe_cron c;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        PGT_CHECK_MSG(pgpipe_cron_parse(&c, cases[i].expr, &e) == PGPIPE_PARSE, "%s parsed", cases[i].expr);
+        PGT_CHECK_MSG(strstr(e.message, cases[i].msg) != NULL, "%s: %s", cases[i].expr, e.message);
+        PGT_CHECK_MSG(e.column == cases[i].col, "%s: column %lld", cases[i].expr, e.column);
+    }
+}
+
+/* a pipeline from text; returns the diagnostics joined by '\n' */
+static const char *run_t_pf(const char *text, pgpipe_pipefile **out)
+{
+    static char buf[8192];
+    pgpipe_pipefile *pf = NULL;
+    int rc = pgpipe_pipefile_open(&pf, "t.pgpipe", text, strlen(text));
+    buf[0] = 0;
+    size_t len = 0;
+    for (int i = 0; i < pgpipe_pipefile_diag_count(pf); i++) {
+        const pgpipe_pipe_diag *d = pgpipe_pipefile_diag(pf, i);
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%d:%d: %s\n", d->line, d->column, d->message);
+    }
+    if (rc != PGPIPE_OK && rc != PGPIPE_PARSE)
+        snprintf(buf, sizeof buf, "rc %d", rc);
+    if (out)
+        *out = pf;
+    else
+        pgpipe_pipefile_close(pf);
+    return buf;
+}
+
+PGT_TEST(run, file_tree)
+{
+    pgpipe_pipefile *pf;
+    const char *d = run_t_pf(
+        ".pipeline demo\n"
+        "CREATE TABLE IF NOT EXISTS app.events_out (id int);\n"
+        "CREATE FUNCTION f() RETURNS text AS $$\n"
+        ".not a command inside a dollar quote\n"
+        "$$ LANGUAGE sql;\n"
+        ".source files in --dir /tmp --pattern=*.csv --table app.events_out --after delete\n"
+        ".schedule s1 --every 5m --tz America/New_York --overlap queue --missed all\n"
+        "  SELECT 1;\n"
+        "  .refresh app.events_out\n"
+        ".end\n"
+        ".task b --after a --retries 2 --backoff 2s --on-failure continue\n"
+        "SELECT 'b';\n"
+        ".end\n"
+        ".task a --after s1\n"
+        ".end\n"
+        ".history --keep-last 5 --failures-only\n", &pf);
+    PGT_EQ_STR(d, "");
+    const pgpipe_pipe_def *p = pgpipe_pipefile_def(pf);
+    PGT_EQ_STR(p->name, "demo");
+    PGT_EQ_INT(p->nsetup, 2);
+    PGT_EQ_INT(p->setup[1].line, 3);
+    PGT_CONTAINS(p->setup[1].text, ".not a command");
+    PGT_EQ_INT(p->nsources, 1);
+    PGT_EQ_STR(p->sources[0].pattern, "*.csv");
+    PGT_EQ_INT(p->sources[0].delete_after, 1);
+    PGT_EQ_INT(p->sources[0].settle_ms, 5000);
+    PGT_EQ_INT(p->nschedules, 1);
+    PGT_EQ_STR(p->schedules[0].expr, "every 5m");
+    PGT_EQ_INT(p->schedules[0].overlap, PGPIPE_PIPE_OVERLAP_QUEUE);
+    PGT_EQ_INT(p->schedules[0].missed, PGPIPE_PIPE_MISSED_ALL);
+    PGT_EQ_INT(p->schedules[0].nsteps, 2);
+    PGT_EQ_INT(p->schedules[0].steps[1].kind, PGPIPE_PIPE_DOT);
+    PGT_EQ_INT(p->ntasks, 2);
+    PGT_EQ_STR(p->tasks[0].name, "a"); /* ordered: a before b, which follows it */
+    PGT_EQ_STR(p->tasks[1].name, "b");
+    PGT_EQ_INT(p->tasks[1].retries, 2);
+    PGT_EQ_INT(p->tasks[1].backoff_ms, 2000);
+    PGT_EQ_INT(p->tasks[1].on_failure, PGPIPE_PIPE_FAIL_CONTINUE);
+    PGT_EQ_INT(p->history.keep_last, 5);
+    PGT_EQ_INT(p->history.failures_only, 1);
+    PGT_EQ_INT(p->history.keep_ok_ms, 7 * 86400000LL);
+    pgpipe_pipefile_close(pf);
+}
+
+PGT_TEST(run, file_errors)
+{
+    PGT_EQ_STR(run_t_pf(".shedule x --every 1m\n.end\n", NULL),
+               "1:1: unknown directive .shedule (did you mean .schedule?)\n"
+               "2:1: .end without .schedule or .task\n");
+    PGT_EQ_STR(run_t_pf(".history --keep-okay 1d --keep-last -1\n", NULL),
+               "1:10: .history: unknown option --keep-okay (did you mean --keep-ok?)\n"
+               "1:37: .history: --keep-last: expected a whole number from 0 to 1000000, got \"-1\"\n");
+    PGT_EQ_STR(run_t_pf(".schedule x --cron \"0 25 * * *\"\n.end\n", NULL),
+               "1:23: .schedule: --cron: hour field: 25 is out of range 0-23\n");
+    PGT_EQ_STR(run_t_pf(".task a --after b\n.end\n.task b --after c\n.end\n.task c --after a\n.end\n", NULL),
+               "1:0: dependency cycle: a -> b -> c -> a (each runs --after the next)\n");
+    PGT_EQ_STR(run_t_pf(".workers x --sql /nonexistent/h.sql\n.workers x --so /nonexistent/l.so:f\n", NULL),
+               "1:18: .workers: handler file /nonexistent/h.sql does not exist\n"
+               "2:0: workers for event type \"x\" is defined twice (first at line 1)\n"
+               "2:17: .workers: handler library /nonexistent/l.so does not exist\n");
+    PGT_EQ_STR(run_t_pf("SELECT 'open\n", NULL), "1:8: unterminated quoted string\n");
+    PGT_EQ_STR(run_t_pf(".source files a --dir d --table nope\n.install --example\n.refresh analytics.daily_user_metrics\n", NULL),
+               "1:33: unknown table nope (not created by this file, its migrations and handlers, or pgpipe's schema and example)\n");
+    PGT_EQ_STR(run_t_pf(".source files a --dir d --table raw_events\n", NULL), "");
+}
