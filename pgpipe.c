@@ -20106,6 +20106,24 @@ static int check_github(const auth_source *src, const pp_http_request *rq, pp_ht
     return 0;
 }
 
+/* Does any of the nsig signatures equal the HMAC-SHA256, with the source's
+** secret, of the parts one after another? Every signature is compared, in
+** constant time, whichever matches. */
+static int sig_any_matches(const auth_source *src, const char *const *part, const size_t *plen,
+                           int nparts, unsigned char (*sig)[32], int nsig)
+{
+    unsigned char want[32];
+    hmac_ctx c;
+    hmac_init(&c, src->key, src->key_len);
+    for (int i = 0; i < nparts; i++)
+        hmac_update(&c, part[i], plen[i]);
+    hmac_final(&c, want);
+    int ok = 0;
+    for (int k = 0; k < nsig; k++)
+        ok |= pp_ct_equal(sig[k], want, 32);
+    return ok;
+}
+
 static int check_stripe(const auth_source *src, const pp_http_request *rq, time_t now,
                         pp_http_reply *deny)
 {
@@ -20143,17 +20161,9 @@ static int check_stripe(const auth_source *src, const pp_http_request *rq, time_
     if (bad || t < 0 || nsig == 0)
         return deny_with(deny, 401, "malformed_signature", rq, "Stripe-Signature needs one "
                          "t=<unix time> and a v1=<64 hex digits>");
-    unsigned char want[32];
-    hmac_ctx c;
-    hmac_init(&c, src->key, src->key_len);
-    hmac_update(&c, ts, tslen);
-    hmac_update(&c, ".", 1);
-    hmac_update(&c, rq->body, rq->body_len);
-    hmac_final(&c, want);
-    int ok = 0;
-    for (int k = 0; k < nsig; k++)
-        ok |= pp_ct_equal(sig[k], want, 32);
-    if (!ok)
+    const char *part[] = { ts, ".", rq->body };
+    size_t plen[] = { tslen, 1, rq->body_len };
+    if (!sig_any_matches(src, part, plen, 3, sig, nsig))
         return deny_with(deny, 403, "bad_signature", rq, "no v1 signature of Stripe-Signature "
                          "matches the body with source \"%s\"'s secret", src->s.name);
     return check_time(src, rq, t, now, "Stripe-Signature timestamp", deny);
@@ -20190,19 +20200,9 @@ static int check_standard(const auth_source *src, const pp_http_request *rq, tim
     if (nsig == 0)
         return deny_with(deny, 401, "malformed_signature", rq, "webhook-signature holds no "
                          "\"v1,<base64 of 32 bytes>\"");
-    unsigned char want[32];
-    hmac_ctx c;
-    hmac_init(&c, src->key, src->key_len);
-    hmac_update(&c, id, idn);
-    hmac_update(&c, ".", 1);
-    hmac_update(&c, ts, tsn);
-    hmac_update(&c, ".", 1);
-    hmac_update(&c, rq->body, rq->body_len);
-    hmac_final(&c, want);
-    int ok = 0;
-    for (int k = 0; k < nsig; k++)
-        ok |= pp_ct_equal(sig[k], want, 32);
-    if (!ok)
+    const char *part[] = { id, ".", ts, ".", rq->body };
+    size_t plen[] = { idn, 1, tsn, 1, rq->body_len };
+    if (!sig_any_matches(src, part, plen, 5, sig, nsig))
         return deny_with(deny, 403, "bad_signature", rq, "no v1 signature of webhook-signature "
                          "matches the body with source \"%s\"'s secret", src->s.name);
     return check_time(src, rq, t, now, "webhook-timestamp", deny);
