@@ -21951,7 +21951,7 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
     ig->defaults.tolerance_s = 300;
     ig->max_records = o->max_records;
     ig->max_body = o->max_body_bytes;
-    ig->window_ms = o->group_window_ms >= 0 ? o->group_window_ms : 2;
+    ig->window_ms = o->group_window_ms >= 0 ? o->group_window_ms : 0;
     ig->group_records = o->group_records > 0 ? o->group_records : 5000;
     ig->budget = o->memory_budget ? o->memory_budget : (size_t)64 << 20;
     int maxw = ig->defaults.window_hours;
@@ -22182,7 +22182,7 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
     o->header_timeout_ms = 10000;
     o->body_timeout_ms = 30000;
     o->idle_timeout_ms = 60000;
-    o->group_window_ms = 2;
+    o->group_window_ms = 0;
     o->group_records = 5000;
     o->committers = 2;
     o->memory_budget = (size_t)64 << 20;

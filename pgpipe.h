@@ -2244,7 +2244,9 @@ typedef struct pgpipe_http_options {
     int body_timeout_ms;          /* to receive the whole body; 30000 */
     int idle_timeout_ms;          /* keep-alive connection idle; 60000 */
     /* group commit */
-    int group_window_ms;          /* wait at most this long to fill a group; 2 */
+    int group_window_ms;          /* wait at most this long to fill a group; 0: a
+                                     free committer takes what has arrived, and
+                                     groups form while the others commit */
     int group_records;            /* close a group at this many records; 5000 */
     int committers;               /* connections committing groups side by side; 2 */
     size_t memory_budget;         /* bytes of accepted, uncommitted requests before

@@ -3032,7 +3032,7 @@ static const optdef opts_serve[] = {
       "event_type from this payload field (sources without their own)" },
     { "--event-type-header", NULL, OPT_TEXT, "H", 0, 0, NULL,
       "else from this request header (sources without their own)" },
-    { "--group-window", NULL, OPT_INT, "MS", 0, 60000, "2",
+    { "--group-window", NULL, OPT_INT, "MS", 0, 60000, "0",
       "group commit: wait at most MS for more requests" },
     { "--group-records", NULL, OPT_INT, "N", 1, 10000000, "5000",
       "group commit: commit at N records" },

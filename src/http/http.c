@@ -48,7 +48,7 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
     o->header_timeout_ms = 10000;
     o->body_timeout_ms = 30000;
     o->idle_timeout_ms = 60000;
-    o->group_window_ms = 2;
+    o->group_window_ms = 0;
     o->group_records = 5000;
     o->committers = 2;
     o->memory_budget = (size_t)64 << 20;

@@ -1630,7 +1630,7 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
     ig->defaults.tolerance_s = 300;
     ig->max_records = o->max_records;
     ig->max_body = o->max_body_bytes;
-    ig->window_ms = o->group_window_ms >= 0 ? o->group_window_ms : 2;
+    ig->window_ms = o->group_window_ms >= 0 ? o->group_window_ms : 0;
     ig->group_records = o->group_records > 0 ? o->group_records : 5000;
     ig->budget = o->memory_budget ? o->memory_budget : (size_t)64 << 20;
     int maxw = ig->defaults.window_hours;
