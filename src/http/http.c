@@ -1474,4 +1474,11 @@ void pgpipe_http_close(pgpipe_http *h)
 }
 
 #endif /* __linux__ */
+
+int pgpipe_http_page_write(pgpipe_http_page_reply *out, const void *data, size_t len)
+{
+    if (!out || !out->priv || (!data && len))
+        return PGPIPE_MISUSE;
+    return pp_buf_append((pp_buf *)out->priv, data, len);
+}
 #endif /* PGPIPE_OMIT_HTTP */

@@ -55,6 +55,38 @@ typedef struct pgpipe_http_source {
     const char *idempotency_field;  /* or a payload field (single-record bodies) */
 } pgpipe_http_source;
 
+/* Pages besides the server's own, for an embedding program (the pipeline
+** runner serves its status page at "/"). The page hook is called on the
+** event-loop thread for a request to any path the server does not own
+** (everything but /v1/events/..., /healthz, /readyz and /metrics), so it
+** must not block: serve a snapshot built elsewhere. It sets out->status
+** (0 or untouched: no such page, 404), out->content_type (a string that
+** outlives the call) and writes the body with pgpipe_http_page_write. The
+** metrics hook writes more Prometheus lines at the end of /metrics the
+** same way. The server's token check does not apply to these pages: the
+** hook applies its own rule to rq->authorization. */
+typedef struct pgpipe_http_page_request {
+    const char *method;           /* "GET", "HEAD", "POST", ... */
+    const char *path;             /* without the query */
+    const char *query;            /* after '?'; "" when none */
+    const char *authorization;    /* the Authorization header or NULL */
+    const char *content_type;     /* the Content-Type header or NULL */
+    const char *body;             /* the request body (POST), body_len bytes */
+    size_t body_len;
+} pgpipe_http_page_request;
+typedef struct pgpipe_http_page_reply {
+    int status;                   /* 0: no such page */
+    const char *content_type;     /* default "text/html; charset=utf-8" */
+    const char *headers;          /* more header lines ("Name: v\r\n"), or NULL */
+    void *priv;                   /* the server's: the body buffer */
+} pgpipe_http_page_reply;
+typedef void (*pgpipe_http_page_fn)(void *ud, const pgpipe_http_page_request *rq,
+                                    pgpipe_http_page_reply *out);
+typedef void (*pgpipe_http_metrics_fn)(void *ud, pgpipe_http_page_reply *out);
+/* Append len bytes to a page's body (from a page or metrics hook only).
+** PGPIPE_OK or PGPIPE_NOMEM. */
+int pgpipe_http_page_write(pgpipe_http_page_reply *out, const void *data, size_t len);
+
 typedef struct pgpipe_http_options {
     /* the database: conninfo (the server opens its own connections) */
     const char *conninfo;         /* anything libpq accepts; NULL/"" = PG* variables */
@@ -88,6 +120,10 @@ typedef struct pgpipe_http_options {
     int access_log;               /* 0 none, 1 one log line per request (pgpipe_log,
                                      component "http"; logfmt or JSON as configured) */
     int install_schema;           /* 1: install/upgrade the built-in schema; 1 */
+    /* more pages (the pipeline runner's status page at "/"); see below */
+    pgpipe_http_page_fn page;     /* NULL: none */
+    pgpipe_http_metrics_fn metrics; /* more /metrics lines; NULL: none */
+    void *page_ud;                /* passed to both */
 } pgpipe_http_options;
 
 void pgpipe_http_options_init(pgpipe_http_options *o);

@@ -2,19 +2,35 @@
 ** The run layer's private header: the pipeline runner (issue 22). Layer
 ** order and rules: src/base/pp_base.h.
 **
-**   run_cron   cron expressions and intervals, next firing in an IANA zone
-**   run_file   the pipeline file: reader, struct tree, offline validation
-**              (pgpipe run --check)
+**   run_cron    cron expressions and intervals, next firing in an IANA zone
+**   run_file    the pipeline file: reader, struct tree, offline validation
+**               (pgpipe run --check)
+**   run_step    one step of a setup or a body: SQL, or one of the dot
+**               commands a pipeline file may use (.load .migrate .install
+**               .read .refresh .partitions .dlq .log), run in the library
+**   run_sched   schedules (slots fired once across instances, missed and
+**               overlap policies), tasks after them (retries, backoff,
+**               timeouts, failure policy), the run history and its bounds
+**   run_source  watched folders, the HTTP source, the workers of each
+**               event type (SQL handlers, C handlers by dlopen)
+**   run_alert   alert rules, evaluated on a timer or raised by the others;
+**               delivered to the log, NOTIFY, a table and a command
+**   run_status  the status page (HTML + inline SVG) and the runner's
+**               /metrics lines, served by the HTTP component
+**   run         the runner: open, setup, threads, instance heartbeat,
+**               drain on stop, reload; the public API (run.h)
 **
-** Both are left out with PGPIPE_OMIT_RUN (src/pgpipe.h says what it needs).
+** All are left out with PGPIPE_OMIT_RUN (src/pgpipe.h says what it needs).
 **
-** @components run_cron run_file
+** @components run_cron run_file run_step run_sched run_source run_alert run_status run
 */
 #ifndef PP_RUN_H
 #define PP_RUN_H
 #include "../http/pp_http.h"
 
 #ifndef PGPIPE_OMIT_RUN
+#include <signal.h>
+
 /* Days since 1970-01-01 of a proleptic Gregorian date, and back
 ** (run_cron.c; the pipeline file reuses them for nothing else yet). */
 PGPIPE_PRIVATE int64_t run_days_from_civil(int64_t y, int m, int d);
@@ -25,6 +41,119 @@ PGPIPE_PRIVATE int64_t run_duration_ms(const char *s);
 /* 1 when ZONE names a readable file of the time zone database (or is
 ** "UTC"): glibc silently reads an unknown zone as UTC, so check first. */
 PGPIPE_PRIVATE int run_tz_exists(const char *zone);
+
+/* ==== The runner, shared by the components (run.c owns it) ==============
+** Each component keeps its state behind its own pointer (sched, sources,
+** alerts, status) and touches only its own; the rest is read-only while
+** the runner runs, except where a comment says who writes it. */
+typedef struct run_sched run_sched;
+typedef struct run_sources run_sources;
+typedef struct run_alerts run_alerts;
+typedef struct run_status run_status;
+
+struct pgpipe_runner {
+    pp_handle h;                  /* first: pgpipe_errmsg(runner) */
+    pgpipe_run_options opt;       /* copied; strings below are owned copies */
+    char *conninfo, *on_alert, *http_token;
+    char instance[160];           /* opt.instance or "HOST:PID" */
+    char host[128];
+    char *path;                   /* the pipeline file */
+    char *base_dir;               /* its folder: relative paths in steps */
+    pgpipe_pipefile *pf;          /* the file running now */
+    const pgpipe_pipe_def *def;   /* pgpipe_pipefile_def(pf) */
+    pgpipe_pool *pool;            /* every component's connections */
+    volatile sig_atomic_t stop_flag;   /* set by pgpipe_runner_stop */
+    volatile sig_atomic_t reload_flag; /* set by pgpipe_runner_reload */
+    int wake_fd[2];               /* a byte written wakes the main loop */
+    pp_mutex mu;                  /* guards what a comment says it guards */
+    int64_t started_ms;           /* wall clock at pgpipe_runner_run */
+    run_sched *sched;
+    run_sources *sources;
+    run_alerts *alerts;
+    run_status *status;
+};
+
+/* Wall clock in milliseconds since the epoch (schedules fire on it). */
+PGPIPE_PRIVATE int64_t run_now_ms(void);
+/* A structured log line of the runner: component "run", the pipeline and
+** instance as fields, then the key/value pairs given (const char *, a
+** NULL key ends the list; at most 12 pairs). */
+PGPIPE_PRIVATE void run_log(const pgpipe_runner *r, int level, const char *message, ...);
+/* 1 once the runner is asked to stop (pgpipe_runner_stop, run_for_ms). */
+PGPIPE_PRIVATE int run_stopping(const pgpipe_runner *r);
+
+/* ==== run_step.c: one step of a setup or a body ==========================
+** Runs steps[0..n) in order on conn, stopping at the first that fails.
+** SQL runs as written (a body may hold VACUUM: steps are not wrapped in a
+** transaction; a step that is a BEGIN ... COMMIT block is the user's).
+** timeout_ms > 0 bounds the whole run: statement_timeout for SQL, a cancel
+** for long dot commands, PGPIPE_BUSY when it passes. *rows (may be NULL)
+** receives the rows affected or loaded, summed. On failure err says which
+** step (FILE:LINE) and why, with the SQLSTATE. Dot commands are the ones
+** run_file.c allows in setups and bodies; relative paths are against
+** r->base_dir. */
+PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_pipe_step *steps,
+                                  int n, int64_t timeout_ms, long long *rows, pgpipe_error *err);
+
+/* ==== run_sched.c: schedules, tasks, history =============================
+** start: threads that fire the schedules of r->def and run their tasks;
+** stop: no new firing starts, running bodies get the drain time, then are
+** cancelled; the threads are joined. reload: apply the schedules and tasks
+** of def (r->def is switched by run.c after reload returns OK). lost:
+** called periodically by run.c with the instances found dead, so their
+** running firings are recorded as lost. maintain: history retention
+** (partitions, keep-last), called hourly by run.c on its own connection. */
+PGPIPE_PRIVATE int run_sched_start(pgpipe_runner *r);
+PGPIPE_PRIVATE void run_sched_stop(pgpipe_runner *r, int drain_ms);
+PGPIPE_PRIVATE int run_sched_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);
+PGPIPE_PRIVATE void run_sched_free(pgpipe_runner *r);
+PGPIPE_PRIVATE int run_sched_maintain(pgpipe_runner *r, PGconn *conn, pgpipe_error *err);
+/* The next firing of each schedule (status page, .runs): a JSON array of
+** {"schedule":..,"next":"ISO 8601","running":bool} appended to out. */
+PGPIPE_PRIVATE void run_sched_next_json(pgpipe_runner *r, pp_buf *out);
+
+/* ==== run_source.c: sources and workers ==================================
+** start: watched folders (a thread polling them), the HTTP source (its own
+** thread running pgpipe_http_run, with the status page as its page hook),
+** the workers of each .workers directive (pgpipe_workers on r->pool).
+** stop: sources stop taking new input, workers finish or release their
+** batch within drain_ms. */
+PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r);
+PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms);
+PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);
+PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r);
+/* Counters for the status page and /metrics: appended as Prometheus lines. */
+PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out);
+
+/* ==== run_alert.c: alerts ================================================
+** start: a thread evaluating the periodic rules (dlq-growth, backlog-age,
+** task-failures) of r->def. raise: an alert from another component
+** (run_sched: a schedule missed, a task failed K times in a row); kind is
+** the rule's name ("schedule-missed"), subject what it is about (the
+** schedule), detail a JSON object text (NULL: {}). An alert fires once
+** per subject until its condition clears, on one instance only, and goes
+** to the log line, the rule's NOTIFY channel, table and command, and to
+** r->on_alert. */
+PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r);
+PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r);
+PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);
+PGPIPE_PRIVATE void run_alerts_free(pgpipe_runner *r);
+PGPIPE_PRIVATE void run_alert_raise(pgpipe_runner *r, const char *kind, const char *subject,
+                                    const char *message, const char *detail_json);
+
+/* ==== run_status.c: the status page ======================================
+** start: a thread that rebuilds the page (and the runner's metrics text)
+** from the database every few seconds, so the HTTP loop serves a snapshot
+** and never waits for the database. page: the pgpipe_http page hook (ud =
+** the runner). */
+PGPIPE_PRIVATE int run_status_start(pgpipe_runner *r);
+PGPIPE_PRIVATE void run_status_stop(pgpipe_runner *r);
+PGPIPE_PRIVATE void run_status_free(pgpipe_runner *r);
+#ifndef PGPIPE_OMIT_HTTP
+PGPIPE_PRIVATE void run_status_page(void *ud, const pgpipe_http_page_request *rq,
+                                    pgpipe_http_page_reply *out);
+PGPIPE_PRIVATE void run_status_metrics(void *ud, pgpipe_http_page_reply *out);
+#endif
 #endif
 
 #endif /* PP_RUN_H */
