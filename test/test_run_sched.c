@@ -370,3 +370,107 @@ PGT_TEST(run_sched, history_bound)
     PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.run_history"), 100 * 5 + 10);
     pgt_db_close(c);
 }
+
+PGT_TEST(run_sched, overlap_queue_replace)
+{
+    PGconn *c = pgt_db_open();
+    char q[64], rp[64], sql[1024], text[1024];
+    snprintf(q, sizeof q, "rs_queue_%ld", (long)getpid());
+    snprintf(rp, sizeof rp, "rs_replace_%ld", (long)getpid());
+    snprintf(text, sizeof text,
+             ".pipeline %s\n.schedule s --every 1s --overlap queue\nSELECT pg_sleep(1.3);\n.end\n",
+             q);
+    const char *pq = rst_file(q, text);
+    snprintf(text, sizeof text,
+             ".pipeline %s\n.schedule s --every 1s --overlap replace\nSELECT pg_sleep(30);\n"
+             ".end\n", rp);
+    const char *pr = rst_file(rp, text);
+    rst_runner a, b;
+    rst_start(&a, pq, "a");
+    rst_start(&b, pr, "b");
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND status = 'ok'",
+             q);
+    rst_wait(c, sql, 3, 10000);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+             "sqlstate = '57014'", rp);
+    rst_wait(c, sql, 2, 10000);
+    rst_stop(&a);
+    rst_stop(&b);
+    /* queue: a firing waits for the running one instead of being skipped */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND status = 'ok'",
+             q);
+    PGT_CHECK(pgt_db_int(c, sql) >= 3);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+             "status = 'skipped'", q);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    /* replace: each firing cancels the one before */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+             "sqlstate = '57014'", rp);
+    PGT_CHECK(pgt_db_int(c, sql) >= 2);
+    for (int i = 0; i < 2; i++) {
+        const char *n = i ? rp : q;
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM pgpipe.run_history x JOIN pgpipe.run_history y ON "
+                 "x.id < y.id AND x.started_at < y.finished_at AND y.started_at < x.finished_at "
+                 "WHERE x.pipeline = '%s' AND y.pipeline = '%s' AND x.status <> 'skipped' AND "
+                 "y.status <> 'skipped'", n, n);
+        PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    }
+    pgt_db_close(c);
+}
+
+PGT_TEST(run_sched, reload_failures_only)
+{
+    PGconn *c = pgt_db_open();
+    char name[64], sql[1024], text[1024], tbl[80];
+    snprintf(name, sizeof name, "rs_reload_%ld", (long)getpid());
+    snprintf(tbl, sizeof tbl, "public.%s", name);
+    pgt_db_table(c, tbl, "(s text)");
+    snprintf(text, sizeof text,
+             ".pipeline %s\n.history --failures-only\n"
+             ".schedule one --every 1s\nINSERT INTO %s VALUES ('one');\n.end\n"
+             ".schedule bad --every 1s\nSELECT 1/0;\n.end\n", name, tbl);
+    const char *path = rst_file(name, text);
+    rst_runner a;
+    rst_start(&a, path, "a");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'one'", tbl);
+    PGT_CHECK(rst_wait(c, sql, 1, 8000) >= 1);
+    /* the next firing of each schedule, for the status page */
+    pp_buf j = { 0 };
+    run_sched_next_json(a.r, &j);
+    PGT_CONTAINS(j.data, "{\"schedule\":\"one\",\"next\":\"20");
+    PGT_CONTAINS(j.data, "{\"schedule\":\"bad\",\"next\":\"20");
+    pp_buf_free(&j);
+    /* the file changes: one and bad go, two comes */
+    snprintf(text, sizeof text,
+             ".pipeline %s\n.history --failures-only\n"
+             ".schedule two --every 1s\nINSERT INTO %s VALUES ('two');\n.end\n", name, tbl);
+    rst_file(name, text);
+    PGT_OK(pgpipe_runner_reload(a.r));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'two'", tbl);
+    PGT_CHECK(rst_wait(c, sql, 1, 8000) >= 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'one'", tbl);
+    long long ones = pgt_db_int(c, sql);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'two'", tbl);
+    rst_wait(c, sql, 3, 8000);
+    rst_stop(&a);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'one'", tbl);
+    PGT_CHECK(pgt_db_int(c, sql) <= ones + 1); /* at most one already claimed */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'two'", tbl);
+    PGT_CHECK(pgt_db_int(c, sql) >= 3);
+    /* --failures-only: the failures are there, no ok row */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND status = 'ok'",
+             name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND name = 'bad' "
+             "AND status = 'failed' AND sqlstate = '22012'", name);
+    PGT_CHECK(pgt_db_int(c, sql) >= 1);
+    pgt_db_close(c);
+}

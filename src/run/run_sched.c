@@ -713,7 +713,7 @@ static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t
     if (rc)
         return -1;
     int won = 0;
-    *prev = 0;
+    *prev = -1; /* the row is gone (deleted by hand): the caller makes it again */
     if (PQntuples(res) == 1) {
         *prev = atoll(PQgetvalue(res, 0, 0));
         won = atoi(PQgetvalue(res, 0, 1)) > 0;
@@ -800,6 +800,10 @@ static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int s
     int won = rs_claim(c, cfg, sc, L, &prev, e);
     if (won < 0)
         return -1;
+    if (!won && prev < 0) {
+        st->ready = 0;
+        return 0;
+    }
     if (!won) {
         rs_set_next(s, st, sc, prev > L ? prev : L);
         return 0;
