@@ -236,7 +236,8 @@ struct run_sched {
     int nst;
     int64_t last_maint_ms;
     rs_fails fails[32];
-    uint64_t rnd;
+    uint64_t rnd;         /* backoff jitter; guarded by mu */
+    uint64_t trnd;        /* slot jitter; the timer's own */
 };
 
 static void rs_cfg_unref(run_sched *s, rs_cfg *c)
@@ -776,7 +777,8 @@ static void rs_set_next(run_sched *s, rs_state *st, const rs_schedule *sc, int64
         return;
     }
     st->next = n;
-    st->jitter_ms = sc->jitter_ms > 0 ? (int64_t)(pp_rand_next(&s->rnd) % (uint64_t)sc->jitter_ms) : 0;
+    st->jitter_ms =
+        sc->jitter_ms > 0 ? (int64_t)(pp_rand_next(&s->trnd) % (uint64_t)sc->jitter_ms) : 0;
     st->fire_ms = n * 1000 + st->jitter_ms;
 }
 
@@ -979,7 +981,8 @@ static void *rs_timer_main(void *arg)
             continue;
         }
         /* the database work is done unlocked; s->st is only this thread's */
-        rs_state *st = &s->st[due];
+        /* a copy: run_sched_next_json reads s->st under mu meanwhile */
+        rs_state cur = s->st[due], *st = &cur;
         pthread_mutex_unlock(&s->mu);
         memset(&e, 0, sizeof e);
         int fail = 0;
@@ -1010,10 +1013,12 @@ static void *rs_timer_main(void *arg)
             }
         }
         pthread_mutex_lock(&s->mu);
+        if (fail)
+            st->fire_ms = run_now_ms() + 1000;
+        s->st[due] = cur;
         if (fail) {
             run_log(r, PGPIPE_LOG_WARN, "schedule: the database failed; trying again in 1 s",
                     "schedule", cfg->s[due].name, "error", e.message, NULL);
-            st->fire_ms = run_now_ms() + 1000;
             rs_wait_until(s, st->fire_ms);
         }
     }
@@ -1049,6 +1054,7 @@ PGPIPE_PRIVATE int run_sched_start(pgpipe_runner *r)
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->rnd = pp_rand_seed();
+    s->trnd = pp_rand_seed();
     r->sched = s;
     if (!(s->cfg = rs_cfg_new(r->def, &r->h.err)))
         return r->h.err.code ? r->h.err.code : PGPIPE_NOMEM;
