@@ -19,10 +19,10 @@
 #include <dirent.h>
 #include <errno.h>
 
-#define RS_MAXW 64
-#define RS_MAX_DEPTH 8
+#define STP_MAXW 64
+#define STP_MAX_DEPTH 8
 
-typedef struct rs_ctx {
+typedef struct stp_ctx {
     pgpipe_runner *r;
     PGconn *conn;
     int64_t deadline;    /* wall clock ms; 0 = none */
@@ -30,13 +30,13 @@ typedef struct rs_ctx {
     long long rows;
     pgpipe_error *err;
     int depth;           /* .read nesting */
-} rs_ctx;
+} stp_ctx;
 
 /* ---- errors ------------------------------------------------------------- */
 
 /* err = "FILE:LINE: [.cmd: ]inner message", keeping the inner SQLSTATE;
 ** a statement cancelled by the step's timeout becomes PGPIPE_BUSY. */
-static int rs_fail(rs_ctx *x, const char *file, int line, const char *cmd, int code,
+static int stp_fail(stp_ctx *x, const char *file, int line, const char *cmd, int code,
                    const char *msg, const char *sqlstate)
 {
     char state[6];
@@ -53,9 +53,9 @@ static int rs_fail(rs_ctx *x, const char *file, int line, const char *cmd, int c
     return code;
 }
 
-static int rs_failf(rs_ctx *x, const char *file, int line, const char *cmd, int code,
+static int stp_failf(stp_ctx *x, const char *file, int line, const char *cmd, int code,
                     const char *fmt, ...) PP_PRINTF(6, 7);
-static int rs_failf(rs_ctx *x, const char *file, int line, const char *cmd, int code,
+static int stp_failf(stp_ctx *x, const char *file, int line, const char *cmd, int code,
                     const char *fmt, ...)
 {
     char m[1024];
@@ -63,25 +63,25 @@ static int rs_failf(rs_ctx *x, const char *file, int line, const char *cmd, int 
     va_start(ap, fmt);
     vsnprintf(m, sizeof m, fmt, ap);
     va_end(ap);
-    return rs_fail(x, file, line, cmd, code, m, NULL);
+    return stp_fail(x, file, line, cmd, code, m, NULL);
 }
 
-static int rs_fail_err(rs_ctx *x, const char *file, int line, const char *cmd,
+static int stp_fail_err(stp_ctx *x, const char *file, int line, const char *cmd,
                        const pgpipe_error *e)
 {
-    return rs_fail(x, file, line, cmd, e->code ? e->code : PGPIPE_ERROR, e->message, e->sqlstate);
+    return stp_fail(x, file, line, cmd, e->code ? e->code : PGPIPE_ERROR, e->message, e->sqlstate);
 }
 
 /* ---- the timeout -------------------------------------------------------- */
 
 /* Before a statement: statement_timeout = the time left (at least 1 ms). */
-static int rs_arm(rs_ctx *x, const char *file, int line, const char *cmd)
+static int stp_arm(stp_ctx *x, const char *file, int line, const char *cmd)
 {
     if (!x->deadline)
         return PGPIPE_OK;
     int64_t left = x->deadline - run_now_ms();
     if (left <= 0)
-        return rs_failf(x, file, line, cmd, PGPIPE_BUSY, "timed out: the steps ran longer than %lld ms",
+        return stp_failf(x, file, line, cmd, PGPIPE_BUSY, "timed out: the steps ran longer than %lld ms",
                         (long long)x->timeout_ms);
     char v[32];
     snprintf(v, sizeof v, "%lld", (long long)left);
@@ -90,7 +90,7 @@ static int rs_arm(rs_ctx *x, const char *file, int line, const char *cmd)
     memset(&e, 0, sizeof e);
     if (pp_exec(x->conn, "SELECT set_config('statement_timeout', $1, false)", 1, p, NULL, &e,
                 "setting the step's timeout"))
-        return rs_fail_err(x, file, line, cmd, &e);
+        return stp_fail_err(x, file, line, cmd, &e);
     return PGPIPE_OK;
 }
 
@@ -100,7 +100,7 @@ static int rs_arm(rs_ctx *x, const char *file, int line, const char *cmd)
 ** blanks separate, '...' and "..." quote (\" and \\ inside "..."). The
 ** words point into scratch (strlen(line) + 1 bytes). -1: a quote is not
 ** closed, or too many words. */
-static int rs_words(const char *line, char *scratch, char **out, int max)
+static int stp_words(const char *line, char *scratch, char **out, int max)
 {
     int n = 0;
     const char *p = line;
@@ -132,27 +132,27 @@ static int rs_words(const char *line, char *scratch, char **out, int max)
     }
 }
 
-typedef struct rs_opt {
+typedef struct stp_opt {
     const char *name, *alias;
     int flag;
-} rs_opt;
+} stp_opt;
 
-typedef struct rs_args {
+typedef struct stp_args {
     const char *pos[8];
     int npos;
     const char *val[32];
-} rs_args;
+} stp_args;
 
 /* Sort words[from..nw) into the options of spec and positional words. */
-static int rs_args_parse(rs_ctx *x, const char *file, int line, const char *cmd, char **w, int nw,
-                         int from, const rs_opt *spec, rs_args *a)
+static int stp_args_parse(stp_ctx *x, const char *file, int line, const char *cmd, char **w, int nw,
+                         int from, const stp_opt *spec, stp_args *a)
 {
     memset(a, 0, sizeof *a);
     for (int i = from; i < nw; i++) {
         const char *s = w[i];
         if (strncmp(s, "--", 2) != 0) {
             if (a->npos == 8)
-                return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "too many arguments");
+                return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "too many arguments");
             a->pos[a->npos++] = s;
             continue;
         }
@@ -164,7 +164,7 @@ static int rs_args_parse(rs_ctx *x, const char *file, int line, const char *cmd,
                 (spec[j].alias && strlen(spec[j].alias) == n && !strncmp(spec[j].alias, s, n)))
                 k = j;
         if (k < 0)
-            return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "unknown option %.*s", (int)n, s);
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "unknown option %.*s", (int)n, s);
         if (spec[k].flag)
             a->val[k] = "";
         else if (eq)
@@ -172,12 +172,12 @@ static int rs_args_parse(rs_ctx *x, const char *file, int line, const char *cmd,
         else if (i + 1 < nw)
             a->val[k] = w[++i];
         else
-            return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "%s needs a value", spec[k].name);
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "%s needs a value", spec[k].name);
     }
     return PGPIPE_OK;
 }
 
-static const char *rs_get(const rs_opt *spec, const rs_args *a, const char *name)
+static const char *stp_get(const stp_opt *spec, const stp_args *a, const char *name)
 {
     for (int j = 0; spec[j].name; j++)
         if (!strcmp(spec[j].name, name))
@@ -185,21 +185,21 @@ static const char *rs_get(const rs_opt *spec, const rs_args *a, const char *name
     return NULL;
 }
 
-static int rs_num(rs_ctx *x, const char *file, int line, const char *cmd, const char *what,
+static int stp_num(stp_ctx *x, const char *file, int line, const char *cmd, const char *what,
                   const char *v, long long lo, long long hi, long long *out)
 {
     char *end;
     errno = 0;
     long long n = v ? strtoll(v, &end, 10) : 0;
     if (!v || !*v || *end || errno || n < lo || n > hi)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "%s: expected a whole number from %lld to "
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "%s: expected a whole number from %lld to "
                         "%lld, got \"%s\"", what, lo, hi, v ? v : "");
     *out = n;
     return PGPIPE_OK;
 }
 
 /* A path of a step: relative ones are against the pipeline file's folder. */
-static char *rs_path(const pgpipe_runner *r, const char *p)
+static char *stp_path(const pgpipe_runner *r, const char *p)
 {
     if (p[0] == '/' || !r->base_dir || !r->base_dir[0])
         return pp_strdup(p);
@@ -211,7 +211,7 @@ static char *rs_path(const pgpipe_runner *r, const char *p)
 }
 
 /* Server NOTICEs of pgpipe's own installs and migrations go to the log. */
-static void rs_notice(void *arg, const char *message)
+static void stp_notice(void *arg, const char *message)
 {
     (void)arg;
     int n = (int)strlen(message);
@@ -224,73 +224,73 @@ static void rs_notice(void *arg, const char *message)
 
 /* ---- the dot commands --------------------------------------------------- */
 
-static int rs_steps_text(rs_ctx *x, const char *file, const char *text, size_t len);
+static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t len);
 
-static int rs_install(rs_ctx *x, const char *file, int line, char **w, int nw)
+static int stp_install(stp_ctx *x, const char *file, int line, char **w, int nw)
 {
-    static const rs_opt spec[] = { { "--example", NULL, 1 }, { NULL, NULL, 0 } };
-    rs_args a;
-    int rc = rs_args_parse(x, file, line, ".install", w, nw, 1, spec, &a);
+    static const stp_opt spec[] = { { "--example", NULL, 1 }, { NULL, NULL, 0 } };
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, ".install", w, nw, 1, spec, &a);
     if (rc)
         return rc;
     if (a.npos)
-        return rs_failf(x, file, line, ".install", PGPIPE_MISUSE, "unexpected \"%s\"", a.pos[0]);
-    if ((rc = rs_arm(x, file, line, ".install")))
+        return stp_failf(x, file, line, ".install", PGPIPE_MISUSE, "unexpected \"%s\"", a.pos[0]);
+    if ((rc = stp_arm(x, file, line, ".install")))
         return rc;
     pgpipe_error e;
     memset(&e, 0, sizeof e);
-    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, rs_notice, NULL);
+    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, stp_notice, NULL);
     rc = a.val[0] ? pgpipe_example_install(x->conn, NULL, &e) : pgpipe_schema_install(x->conn, NULL, &e);
     PQsetNoticeProcessor(x->conn, old, NULL);
-    return rc ? rs_fail_err(x, file, line, ".install", &e) : PGPIPE_OK;
+    return rc ? stp_fail_err(x, file, line, ".install", &e) : PGPIPE_OK;
 }
 
-static int rs_migrate(rs_ctx *x, const char *file, int line, char **w, int nw)
+static int stp_migrate(stp_ctx *x, const char *file, int line, char **w, int nw)
 {
-    static const rs_opt spec[] = { { "--status", NULL, 1 }, { "--dry-run", NULL, 1 },
+    static const stp_opt spec[] = { { "--status", NULL, 1 }, { "--dry-run", NULL, 1 },
                                    { "--baseline", NULL, 0 }, { "--repair", NULL, 1 },
                                    { "--resume-from", NULL, 0 }, { "--redo", NULL, 0 },
                                    { NULL, NULL, 0 } };
     const char *cmd = ".migrate";
-    rs_args a;
-    int rc = rs_args_parse(x, file, line, cmd, w, nw, 1, spec, &a);
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, cmd, w, nw, 1, spec, &a);
     if (rc)
         return rc;
     if (a.npos > 1)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "unexpected \"%s\"", a.pos[1]);
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "unexpected \"%s\"", a.pos[1]);
     pgpipe_migrate_options o;
     pgpipe_migrate_options_init(&o);
     long long n = 0;
-    if (a.val[4] && (rc = rs_num(x, file, line, cmd, "--resume-from", a.val[4], 1, 1000000000, &n)))
+    if (a.val[4] && (rc = stp_num(x, file, line, cmd, "--resume-from", a.val[4], 1, 1000000000, &n)))
         return rc;
     o.resume_from = (int)n;
     n = 0;
-    if (a.val[5] && (rc = rs_num(x, file, line, cmd, "--redo", a.val[5], 1, 1000000000, &n)))
+    if (a.val[5] && (rc = stp_num(x, file, line, cmd, "--redo", a.val[5], 1, 1000000000, &n)))
         return rc;
     o.redo = (int)n;
     if (o.resume_from && o.redo)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "--resume-from and --redo: one or the other");
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--resume-from and --redo: one or the other");
     if (a.val[1])
         o.flags |= PGPIPE_MIGRATE_DRY_RUN;
     if (a.val[3])
         o.flags |= PGPIPE_MIGRATE_REPAIR;
     o.baseline_version = a.val[2];
-    char *dir = rs_path(x->r, a.npos ? a.pos[0] : "migrations");
+    char *dir = stp_path(x->r, a.npos ? a.pos[0] : "migrations");
     if (!dir)
-        return rs_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
+        return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
     o.dir = dir;
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        rc = rs_failf(x, file, line, cmd, PGPIPE_IO, "no such directory: %s", dir);
+        rc = stp_failf(x, file, line, cmd, PGPIPE_IO, "no such directory: %s", dir);
         pp_free(dir);
         return rc;
     }
-    if ((rc = rs_arm(x, file, line, cmd))) {
+    if ((rc = stp_arm(x, file, line, cmd))) {
         pp_free(dir);
         return rc;
     }
     pgpipe_migrator *m = NULL;
-    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, rs_notice, NULL);
+    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, stp_notice, NULL);
     rc = pgpipe_migrator_open(&m, x->conn, &o);
     if (rc == PGPIPE_OK)
         rc = a.val[0] ? pgpipe_migrate_status(m) : pgpipe_migrate_run(m);
@@ -308,9 +308,9 @@ static int rs_migrate(rs_ctx *x, const char *file, int line, char **w, int nw)
     if (rc != PGPIPE_OK) {
         const pgpipe_error *e = m ? pgpipe_errinfo(m) : NULL;
         if (e)
-            rc = rs_fail_err(x, file, line, cmd, e);
+            rc = stp_fail_err(x, file, line, cmd, e);
         else
-            rc = rs_failf(x, file, line, cmd, rc, "out of memory");
+            rc = stp_failf(x, file, line, cmd, rc, "out of memory");
     }
     pgpipe_migrator_close(m);
     pp_free(dir);
@@ -319,15 +319,15 @@ static int rs_migrate(rs_ctx *x, const char *file, int line, char **w, int nw)
 
 /* .load stops after the batch during which the time ran out or the runner
 ** was asked to stop (running it again resumes it). */
-typedef struct rs_load_ud {
-    rs_ctx *x;
+typedef struct stp_load_ud {
+    stp_ctx *x;
     int stopped;
-} rs_load_ud;
+} stp_load_ud;
 
-static int rs_load_progress(void *ud, const pgpipe_load_progress *p)
+static int stp_load_progress(void *ud, const pgpipe_load_progress *p)
 {
     (void)p;
-    rs_load_ud *u = ud;
+    stp_load_ud *u = ud;
     if ((u->x->deadline && run_now_ms() >= u->x->deadline) || run_stopping(u->x->r)) {
         u->stopped = 1;
         return 1;
@@ -336,7 +336,7 @@ static int rs_load_progress(void *ud, const pgpipe_load_progress *p)
 }
 
 /* Split a comma list in place into at most max parts. */
-static int rs_list(char *buf, char **parts, int max)
+static int stp_list(char *buf, char **parts, int max)
 {
     int n = 0;
     for (char *t = buf, *next; t; t = next) {
@@ -350,9 +350,9 @@ static int rs_list(char *buf, char **parts, int max)
     return n;
 }
 
-static int rs_load(rs_ctx *x, const char *file, int line, char **w, int nw)
+static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
 {
-    static const rs_opt spec[] = {
+    static const stp_opt spec[] = {
         { "--format", NULL, 0 },        { "--event-type-field", NULL, 0 }, { "--event-type", "--type", 0 },
         { "--source-field", NULL, 0 },  { "--source", NULL, 0 },           { "--payload-field", NULL, 0 },
         { "--received-at-field", NULL, 0 }, { "--require", NULL, 0 },      { "--table", NULL, 0 },
@@ -361,16 +361,16 @@ static int rs_load(rs_ctx *x, const char *file, int line, char **w, int nw)
         { "--connections", NULL, 0 },   { "--max-record-bytes", NULL, 0 }, { "--delimiter", NULL, 0 },
         { NULL, NULL, 0 } };
     const char *cmd = ".load";
-    rs_args a;
-    int rc = rs_args_parse(x, file, line, cmd, w, nw, 1, spec, &a);
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, cmd, w, nw, 1, spec, &a);
     if (rc)
         return rc;
     if (a.npos != 1)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, a.npos ? "one FILE only" : "needs a FILE");
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, a.npos ? "one FILE only" : "needs a FILE");
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
     o.install_schema = 0;
-    const char *fmt = rs_get(spec, &a, "--format");
+    const char *fmt = stp_get(spec, &a, "--format");
     if (fmt) {
         if (!strcmp(fmt, "csv"))
             o.format = PGPIPE_FORMAT_CSV;
@@ -379,20 +379,20 @@ static int rs_load(rs_ctx *x, const char *file, int line, char **w, int nw)
         else if (!strcmp(fmt, "json"))
             o.format = PGPIPE_FORMAT_JSON;
         else if (strcmp(fmt, "auto"))
-            return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "--format: expected csv|ndjson|json|auto, "
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--format: expected csv|ndjson|json|auto, "
                             "got \"%s\"", fmt);
     }
-    o.event_type_field = rs_get(spec, &a, "--event-type-field");
-    o.event_type_value = rs_get(spec, &a, "--event-type");
-    o.source_field = rs_get(spec, &a, "--source-field");
-    o.source_value = rs_get(spec, &a, "--source");
-    o.payload_field = rs_get(spec, &a, "--payload-field");
-    o.received_at_field = rs_get(spec, &a, "--received-at-field");
-    o.target = rs_get(spec, &a, "--table");
-    o.source_name = rs_get(spec, &a, "--name");
-    o.load_key = rs_get(spec, &a, "--key");
-    if (rs_get(spec, &a, "--channel"))
-        o.notify_channel = rs_get(spec, &a, "--channel");
+    o.event_type_field = stp_get(spec, &a, "--event-type-field");
+    o.event_type_value = stp_get(spec, &a, "--event-type");
+    o.source_field = stp_get(spec, &a, "--source-field");
+    o.source_value = stp_get(spec, &a, "--source");
+    o.payload_field = stp_get(spec, &a, "--payload-field");
+    o.received_at_field = stp_get(spec, &a, "--received-at-field");
+    o.target = stp_get(spec, &a, "--table");
+    o.source_name = stp_get(spec, &a, "--name");
+    o.load_key = stp_get(spec, &a, "--key");
+    if (stp_get(spec, &a, "--channel"))
+        o.notify_channel = stp_get(spec, &a, "--channel");
     long long n;
     struct { const char *name; long long lo, hi; long long *dst; } nums[4];
     long long batch_rows = o.batch_rows, batch_bytes = (long long)o.batch_bytes, conns = 1,
@@ -402,8 +402,8 @@ static int rs_load(rs_ctx *x, const char *file, int line, char **w, int nw)
     nums[2].name = "--connections", nums[2].lo = 1, nums[2].hi = 8, nums[2].dst = &conns;
     nums[3].name = "--max-record-bytes", nums[3].lo = 1, nums[3].hi = LLONG_MAX, nums[3].dst = &maxrec;
     for (int i = 0; i < 4; i++) {
-        const char *v = rs_get(spec, &a, nums[i].name);
-        if (v && (rc = rs_num(x, file, line, cmd, nums[i].name, v, nums[i].lo, nums[i].hi, &n)))
+        const char *v = stp_get(spec, &a, nums[i].name);
+        if (v && (rc = stp_num(x, file, line, cmd, nums[i].name, v, nums[i].lo, nums[i].hi, &n)))
             return rc;
         if (v)
             *nums[i].dst = n;
@@ -411,38 +411,38 @@ static int rs_load(rs_ctx *x, const char *file, int line, char **w, int nw)
     o.batch_rows = (int)batch_rows;
     o.batch_bytes = (size_t)batch_bytes;
     o.max_record_bytes = (size_t)maxrec;
-    const char *delim = rs_get(spec, &a, "--delimiter");
+    const char *delim = stp_get(spec, &a, "--delimiter");
     if (delim) {
         if (!strcmp(delim, "tab"))
             o.csv_delimiter = '\t';
         else if (strlen(delim) == 1 && delim[0] != '"' && delim[0] != '\n' && delim[0] != '\r')
             o.csv_delimiter = (unsigned char)delim[0];
         else
-            return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "--delimiter: expected one character or "
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--delimiter: expected one character or "
                             "tab, got \"%s\"", delim);
     }
-    const char *map = rs_get(spec, &a, "--map"), *req = rs_get(spec, &a, "--require");
+    const char *map = stp_get(spec, &a, "--map"), *req = stp_get(spec, &a, "--require");
     if (!o.target != !map)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, o.target ? "--table: needs --map" :
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, o.target ? "--table: needs --map" :
                         "--map: needs --table");
     if (o.source_field && o.source_value)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "--source: does not go with --source-field");
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--source: does not go with --source-field");
     if (o.event_type_field && o.event_type_value)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "--event-type: does not go with --event-type-field");
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--event-type: does not go with --event-type-field");
     char *mapbuf = map ? pp_strdup(map) : NULL, *reqbuf = req ? pp_strdup(req) : NULL;
-    char *path = rs_path(x->r, a.pos[0]);
+    char *path = stp_path(x->r, a.pos[0]);
     char *parts[64];
     const char *reqs[64];
     pgpipe_load_column cols[64];
     pgpipe_loader *l = NULL;
     if ((map && !mapbuf) || (req && !reqbuf) || !path) {
-        rc = rs_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
+        rc = stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
         goto out;
     }
     if (reqbuf) {
-        int k = rs_list(reqbuf, parts, 64);
+        int k = stp_list(reqbuf, parts, 64);
         if (k < 0) {
-            rc = rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "--require: an empty entry or more than 64");
+            rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--require: an empty entry or more than 64");
             goto out;
         }
         for (int i = 0; i < k; i++)
@@ -451,9 +451,9 @@ static int rs_load(rs_ctx *x, const char *file, int line, char **w, int nw)
         o.nrequired = k;
     }
     if (mapbuf) {
-        int k = rs_list(mapbuf, parts, 64);
+        int k = stp_list(mapbuf, parts, 64);
         if (k < 0) {
-            rc = rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: an empty entry or more than 64");
+            rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: an empty entry or more than 64");
             goto out;
         }
         for (int i = 0; i < k; i++) {
@@ -487,12 +487,12 @@ static int rs_load(rs_ctx *x, const char *file, int line, char **w, int nw)
         o.conn = x->conn;
         o.connections = 1;
     }
-    rs_load_ud u = { x, 0 };
-    o.progress = rs_load_progress;
+    stp_load_ud u = { x, 0 };
+    o.progress = stp_load_progress;
     o.progress_ud = &u;
-    if ((rc = rs_arm(x, file, line, cmd)))
+    if ((rc = stp_arm(x, file, line, cmd)))
         goto out;
-    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, rs_notice, NULL);
+    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, stp_notice, NULL);
     rc = pgpipe_loader_open(&l, &o);
     if (rc == PGPIPE_OK)
         rc = pgpipe_loader_load_file(l, path);
@@ -510,14 +510,14 @@ static int rs_load(rs_ctx *x, const char *file, int line, char **w, int nw)
         x->rows += s.rows_loaded;
     }
     if (rc == PGPIPE_OK && u.stopped && (!x->deadline || run_now_ms() >= x->deadline))
-        rc = rs_failf(x, file, line, cmd, PGPIPE_BUSY, "timed out after %lld ms (the batches committed "
+        rc = stp_failf(x, file, line, cmd, PGPIPE_BUSY, "timed out after %lld ms (the batches committed "
                       "stay; the next run resumes the load)", (long long)x->timeout_ms);
     else if (rc == PGPIPE_OK && u.stopped)
-        rc = rs_failf(x, file, line, cmd, PGPIPE_BUSY, "stopped: the runner is stopping (the next run "
+        rc = stp_failf(x, file, line, cmd, PGPIPE_BUSY, "stopped: the runner is stopping (the next run "
                       "resumes the load)");
     else if (rc != PGPIPE_OK)
-        rc = l ? rs_fail_err(x, file, line, cmd, pgpipe_errinfo(l))
-               : rs_failf(x, file, line, cmd, rc, "out of memory");
+        rc = l ? stp_fail_err(x, file, line, cmd, pgpipe_errinfo(l))
+               : stp_failf(x, file, line, cmd, rc, "out of memory");
 out:
     pgpipe_loader_close(l);
     pp_free(mapbuf);
@@ -526,20 +526,20 @@ out:
     return rc;
 }
 
-static int rs_read(rs_ctx *x, const char *file, int line, char **w, int nw)
+static int stp_read(stp_ctx *x, const char *file, int line, char **w, int nw)
 {
     const char *cmd = ".read";
     if (nw != 2)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "expected one FILE");
-    if (x->depth >= RS_MAX_DEPTH)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "nested more than %d deep (does a file "
-                        "read itself?)", RS_MAX_DEPTH);
-    char *path = rs_path(x->r, w[1]);
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "expected one FILE");
+    if (x->depth >= STP_MAX_DEPTH)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "nested more than %d deep (does a file "
+                        "read itself?)", STP_MAX_DEPTH);
+    char *path = stp_path(x->r, w[1]);
     if (!path)
-        return rs_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
+        return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
     FILE *f = fopen(path, "rb");
     if (!f) {
-        int rc = rs_failf(x, file, line, cmd, PGPIPE_IO, "cannot open %s: %s", path, strerror(errno));
+        int rc = stp_failf(x, file, line, cmd, PGPIPE_IO, "cannot open %s: %s", path, strerror(errno));
         pp_free(path);
         return rc;
     }
@@ -553,10 +553,10 @@ static int rs_read(rs_ctx *x, const char *file, int line, char **w, int nw)
         rc = PGPIPE_IO;
     fclose(f);
     if (rc)
-        rc = rs_failf(x, file, line, cmd, rc, "cannot read %s", path);
+        rc = stp_failf(x, file, line, cmd, rc, "cannot read %s", path);
     else {
         x->depth++;
-        rc = rs_steps_text(x, path, b.data ? b.data : "", b.len);
+        rc = stp_steps_text(x, path, b.data ? b.data : "", b.len);
         x->depth--;
     }
     pp_buf_free(&b);
@@ -564,19 +564,19 @@ static int rs_read(rs_ctx *x, const char *file, int line, char **w, int nw)
     return rc;
 }
 
-static int rs_refresh(rs_ctx *x, const char *file, int line, char **w, int nw)
+static int stp_refresh(stp_ctx *x, const char *file, int line, char **w, int nw)
 {
-    static const rs_opt spec[] = { { "--concurrently", NULL, 1 }, { NULL, NULL, 0 } };
-    rs_args a;
-    int rc = rs_args_parse(x, file, line, ".refresh", w, nw, 1, spec, &a);
+    static const stp_opt spec[] = { { "--concurrently", NULL, 1 }, { NULL, NULL, 0 } };
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, ".refresh", w, nw, 1, spec, &a);
     if (rc)
         return rc;
     if (a.npos != 1)
-        return rs_failf(x, file, line, ".refresh", PGPIPE_MISUSE, "expected one VIEW");
+        return stp_failf(x, file, line, ".refresh", PGPIPE_MISUSE, "expected one VIEW");
     size_t qn = pgpipe_quote_ident(NULL, 0, a.pos[0], 1);
     char *q = pp_malloc(qn + 1);
     if (!q)
-        return rs_failf(x, file, line, ".refresh", PGPIPE_NOMEM, "out of memory");
+        return stp_failf(x, file, line, ".refresh", PGPIPE_NOMEM, "out of memory");
     pgpipe_quote_ident(q, qn + 1, a.pos[0], 1);
     pp_buf sql = { 0 };
     pp_buf_appendf(&sql, "REFRESH MATERIALIZED VIEW %s%s", a.val[0] ? "CONCURRENTLY " : "", q);
@@ -584,32 +584,32 @@ static int rs_refresh(rs_ctx *x, const char *file, int line, char **w, int nw)
     pgpipe_error e;
     memset(&e, 0, sizeof e);
     if (!sql.data)
-        rc = rs_failf(x, file, line, ".refresh", PGPIPE_NOMEM, "out of memory");
-    else if (!(rc = rs_arm(x, file, line, ".refresh")) &&
+        rc = stp_failf(x, file, line, ".refresh", PGPIPE_NOMEM, "out of memory");
+    else if (!(rc = stp_arm(x, file, line, ".refresh")) &&
              pp_exec(x->conn, sql.data, 0, NULL, NULL, &e, "refresh"))
-        rc = rs_fail_err(x, file, line, ".refresh", &e);
+        rc = stp_fail_err(x, file, line, ".refresh", &e);
     pp_buf_free(&sql);
     return rc;
 }
 
-static int rs_partitions(rs_ctx *x, const char *file, int line, char **w, int nw)
+static int stp_partitions(stp_ctx *x, const char *file, int line, char **w, int nw)
 {
-    static const rs_opt spec[] = { { "--detach-only", NULL, 1 }, { NULL, NULL, 0 } };
+    static const stp_opt spec[] = { { "--detach-only", NULL, 1 }, { NULL, NULL, 0 } };
     const char *cmd = ".partitions";
-    rs_args a;
-    int rc = rs_args_parse(x, file, line, cmd, w, nw, 1, spec, &a);
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, cmd, w, nw, 1, spec, &a);
     if (rc)
         return rc;
     int ahead = a.npos >= 1 && !strcmp(a.pos[0], "ahead");
     int retain = a.npos >= 1 && !strcmp(a.pos[0], "retain");
     if ((!ahead && !retain) || a.npos != 2)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "expected ahead DAYS or retain DAYS");
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "expected ahead DAYS or retain DAYS");
     if (ahead && a.val[0])
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "--detach-only goes with retain");
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--detach-only goes with retain");
     long long days;
-    if ((rc = rs_num(x, file, line, cmd, "DAYS", a.pos[1], 1, 36500, &days)))
+    if ((rc = stp_num(x, file, line, cmd, "DAYS", a.pos[1], 1, 36500, &days)))
         return rc;
-    if ((rc = rs_arm(x, file, line, cmd)))
+    if ((rc = stp_arm(x, file, line, cmd)))
         return rc;
     const char *p[2] = { a.pos[1], a.val[0] ? "t" : "f" };
     PGresult *res = NULL;
@@ -618,7 +618,7 @@ static int rs_partitions(rs_ctx *x, const char *file, int line, char **w, int nw
     if (pp_exec(x->conn, ahead ? "SELECT pgpipe.create_partitions($1::int, (now() AT TIME ZONE 'UTC')::date)"
                                : "SELECT pgpipe.drop_old_partitions($1::int, $2::bool)",
                 ahead ? 1 : 2, p, &res, &e, ahead ? "partitions ahead" : "partitions retain"))
-        return rs_fail_err(x, file, line, cmd, &e);
+        return stp_fail_err(x, file, line, cmd, &e);
     char ln[16];
     snprintf(ln, sizeof ln, "%d", line);
     run_log(x->r, PGPIPE_LOG_INFO, ahead ? "partitions created" : a.val[0] ? "partitions detached"
@@ -629,27 +629,27 @@ static int rs_partitions(rs_ctx *x, const char *file, int line, char **w, int nw
     return PGPIPE_OK;
 }
 
-static int rs_dlq(rs_ctx *x, const char *file, int line, char **w, int nw)
+static int stp_dlq(stp_ctx *x, const char *file, int line, char **w, int nw)
 {
-    static const rs_opt spec[] = { { "--stage", NULL, 0 }, { "--source", NULL, 0 }, { "--error", NULL, 0 },
+    static const stp_opt spec[] = { { "--stage", NULL, 0 }, { "--source", NULL, 0 }, { "--error", NULL, 0 },
                                    { "--since", NULL, 0 }, { "--until", "--older-than", 0 },
                                    { "--all", NULL, 1 },   { "--table", NULL, 0 }, { "--status", NULL, 0 },
                                    { NULL, NULL, 0 } };
     const char *sub = nw > 1 ? w[1] : "";
     int replay = !strcmp(sub, "replay"), purge = !strcmp(sub, "purge");
     if (!replay && !purge)
-        return rs_failf(x, file, line, ".dlq", PGPIPE_MISUSE, "expected replay or purge (the others only "
+        return stp_failf(x, file, line, ".dlq", PGPIPE_MISUSE, "expected replay or purge (the others only "
                         "show: run them in the shell)");
     const char *cmd = replay ? ".dlq replay" : ".dlq purge";
-    rs_args a;
-    int rc = rs_args_parse(x, file, line, cmd, w, nw, 2, spec, &a);
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, cmd, w, nw, 2, spec, &a);
     if (rc)
         return rc;
     pgpipe_dlq_filter f;
     pgpipe_dlq_filter_init(&f);
     if (a.npos > 1)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "unexpected \"%s\"", a.pos[1]);
-    if (a.npos && (rc = rs_num(x, file, line, cmd, "ID", a.pos[0], 1, LLONG_MAX, &f.id)))
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "unexpected \"%s\"", a.pos[1]);
+    if (a.npos && (rc = stp_num(x, file, line, cmd, "ID", a.pos[0], 1, LLONG_MAX, &f.id)))
         return rc;
     f.stage = a.val[0];
     f.source = a.val[1];
@@ -660,15 +660,15 @@ static int rs_dlq(rs_ctx *x, const char *file, int line, char **w, int nw)
     if (a.val[7])
         f.status = a.val[7];
     if (replay && a.val[7])
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "unknown option --status");
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "unknown option --status");
     if (purge && a.val[6])
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "unknown option --table");
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "unknown option --table");
     int filtered = f.id > 0 || f.stage || f.source || f.error_like || f.since || f.until || a.val[7];
     if (all && filtered)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "--all: does not go with an ID or a filter");
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--all: does not go with an ID or a filter");
     if (!all && !filtered)
-        return rs_failf(x, file, line, cmd, PGPIPE_MISUSE, "needs an ID, a filter or --all");
-    if ((rc = rs_arm(x, file, line, cmd)))
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "needs an ID, a filter or --all");
+    if ((rc = stp_arm(x, file, line, cmd)))
         return rc;
     pgpipe_error e;
     memset(&e, 0, sizeof e);
@@ -681,7 +681,7 @@ static int rs_dlq(rs_ctx *x, const char *file, int line, char **w, int nw)
         rc = pgpipe_dlq_purge(x->conn, &f, &ok, &e);
     }
     if (rc)
-        return rs_fail_err(x, file, line, cmd, &e);
+        return stp_fail_err(x, file, line, cmd, &e);
     char so[24], sb[24], ln[16];
     snprintf(so, sizeof so, "%lld", ok);
     snprintf(sb, sizeof sb, "%lld", bad);
@@ -697,7 +697,7 @@ static int rs_dlq(rs_ctx *x, const char *file, int line, char **w, int nw)
 
 /* .log LEVEL: the log's level (as the shell's .log); .log LEVEL MESSAGE...:
 ** one log line at that level. */
-static int rs_logcmd(rs_ctx *x, const char *file, int line, char **w, int nw)
+static int stp_logcmd(stp_ctx *x, const char *file, int line, char **w, int nw)
 {
     static const char *const names[] = { "debug", "info", "notice", "warn", "error", "off", NULL };
     static const int lv[] = { PGPIPE_LOG_DEBUG, PGPIPE_LOG_INFO, PGPIPE_LOG_INFO, PGPIPE_LOG_WARN,
@@ -707,14 +707,14 @@ static int rs_logcmd(rs_ctx *x, const char *file, int line, char **w, int nw)
         if (!strcasecmp(w[1], names[i]))
             k = i;
     if (k < 0)
-        return rs_failf(x, file, line, ".log", PGPIPE_MISUSE, "expected a level (debug|info|notice|warn|"
+        return stp_failf(x, file, line, ".log", PGPIPE_MISUSE, "expected a level (debug|info|notice|warn|"
                         "error|off)%s%s%s", nw > 1 ? ", got \"" : "", nw > 1 ? w[1] : "", nw > 1 ? "\"" : "");
     if (nw == 2) {
         pgpipe_log_set_level(lv[k]);
         return PGPIPE_OK;
     }
     if (lv[k] == PGPIPE_LOG_OFF)
-        return rs_failf(x, file, line, ".log", PGPIPE_MISUSE, "off is no level for a message");
+        return stp_failf(x, file, line, ".log", PGPIPE_MISUSE, "off is no level for a message");
     pp_buf m = { 0 };
     for (int i = 2; i < nw; i++)
         pp_buf_appendf(&m, "%s%s", i > 2 ? " " : "", w[i]);
@@ -725,43 +725,43 @@ static int rs_logcmd(rs_ctx *x, const char *file, int line, char **w, int nw)
     return PGPIPE_OK;
 }
 
-static int rs_dot(rs_ctx *x, const char *file, int line, const char *text)
+static int stp_dot(stp_ctx *x, const char *file, int line, const char *text)
 {
     size_t n = strlen(text);
     char *scratch = pp_malloc(n + 1);
-    char *w[RS_MAXW];
+    char *w[STP_MAXW];
     if (!scratch)
-        return rs_failf(x, file, line, NULL, PGPIPE_NOMEM, "out of memory");
-    int nw = rs_words(text, scratch, w, RS_MAXW);
+        return stp_failf(x, file, line, NULL, PGPIPE_NOMEM, "out of memory");
+    int nw = stp_words(text, scratch, w, STP_MAXW);
     int rc;
     if (nw <= 0 || w[0][0] != '.')
-        rc = rs_failf(x, file, line, NULL, PGPIPE_PARSE, "%s: not a dot command (an unclosed quote?)", text);
+        rc = stp_failf(x, file, line, NULL, PGPIPE_PARSE, "%s: not a dot command (an unclosed quote?)", text);
     else if (!strcmp(w[0], ".install"))
-        rc = rs_install(x, file, line, w, nw);
+        rc = stp_install(x, file, line, w, nw);
     else if (!strcmp(w[0], ".migrate"))
-        rc = rs_migrate(x, file, line, w, nw);
+        rc = stp_migrate(x, file, line, w, nw);
     else if (!strcmp(w[0], ".load"))
-        rc = rs_load(x, file, line, w, nw);
+        rc = stp_load(x, file, line, w, nw);
     else if (!strcmp(w[0], ".read"))
-        rc = rs_read(x, file, line, w, nw);
+        rc = stp_read(x, file, line, w, nw);
     else if (!strcmp(w[0], ".refresh"))
-        rc = rs_refresh(x, file, line, w, nw);
+        rc = stp_refresh(x, file, line, w, nw);
     else if (!strcmp(w[0], ".partitions"))
-        rc = rs_partitions(x, file, line, w, nw);
+        rc = stp_partitions(x, file, line, w, nw);
     else if (!strcmp(w[0], ".dlq"))
-        rc = rs_dlq(x, file, line, w, nw);
+        rc = stp_dlq(x, file, line, w, nw);
     else if (!strcmp(w[0], ".log"))
-        rc = rs_logcmd(x, file, line, w, nw);
+        rc = stp_logcmd(x, file, line, w, nw);
     else
-        rc = rs_failf(x, file, line, w[0], PGPIPE_MISUSE, "not a command a pipeline may run (.install, "
+        rc = stp_failf(x, file, line, w[0], PGPIPE_MISUSE, "not a command a pipeline may run (.install, "
                       ".migrate, .load, .read, .refresh, .partitions, .dlq, .log)");
     pp_free(scratch);
     return rc;
 }
 
-static int rs_sql(rs_ctx *x, const char *file, int line, const char *sql)
+static int stp_sql(stp_ctx *x, const char *file, int line, const char *sql)
 {
-    int rc = rs_arm(x, file, line, NULL);
+    int rc = stp_arm(x, file, line, NULL);
     if (rc)
         return rc;
     PGresult *res = NULL;
@@ -770,7 +770,7 @@ static int rs_sql(rs_ctx *x, const char *file, int line, const char *sql)
     if (pp_exec(x->conn, sql, 0, NULL, &res, &e, "SQL")) {
         /* "SQL: message": the context pp_exec put in front says nothing here */
         const char *m = !strncmp(e.message, "SQL: ", 5) ? e.message + 5 : e.message;
-        return rs_fail(x, file, line, NULL, e.code ? e.code : PGPIPE_DB, m, e.sqlstate);
+        return stp_fail(x, file, line, NULL, e.code ? e.code : PGPIPE_DB, m, e.sqlstate);
     }
     const char *t = PQcmdTuples(res);
     if (t && *t)
@@ -781,7 +781,7 @@ static int rs_sql(rs_ctx *x, const char *file, int line, const char *sql)
 
 /* A script (.read): SQL statements, and lines starting with '.' between
 ** them as dot commands, as the pipeline file itself is read. */
-static int rs_steps_text(rs_ctx *x, const char *file, const char *text, size_t len)
+static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t len)
 {
     pp_buf acc = { 0 };
     int acc_line = 1, lineno = 0, rc = PGPIPE_OK;
@@ -801,7 +801,7 @@ static int rs_steps_text(rs_ctx *x, const char *file, const char *text, size_t l
             pgpipe_sql_split *s = NULL;
             if (pgpipe_sql_split_open(&s, acc.data ? acc.data : "", acc.len, file) != PGPIPE_OK) {
                 pgpipe_sql_split_close(s);
-                rc = rs_failf(x, file, acc_line, NULL, PGPIPE_NOMEM, "out of memory");
+                rc = stp_failf(x, file, acc_line, NULL, PGPIPE_NOMEM, "out of memory");
                 break;
             }
             pgpipe_sql_stmt st;
@@ -811,7 +811,7 @@ static int rs_steps_text(rs_ctx *x, const char *file, const char *text, size_t l
             int inside = r2 == PGPIPE_PARSE && pgpipe_sql_split_incomplete(s);
             if (r2 == PGPIPE_PARSE && (!inside || at_end)) {
                 const pgpipe_error *e = pgpipe_errinfo(s);
-                rc = rs_fail(x, file, acc_line + (int)e->line - 1, NULL, PGPIPE_PARSE, e->message, NULL);
+                rc = stp_fail(x, file, acc_line + (int)e->line - 1, NULL, PGPIPE_PARSE, e->message, NULL);
                 pgpipe_sql_split_close(s);
                 break;
             }
@@ -821,8 +821,8 @@ static int rs_steps_text(rs_ctx *x, const char *file, const char *text, size_t l
                     pgpipe_sql_split_open(&s, acc.data, acc.len, file);
                     while (!rc && pgpipe_sql_split_next(s, &st) == PGPIPE_ROW) {
                         char *sql = pp_strndup(st.sql, st.len);
-                        rc = sql ? rs_sql(x, file, acc_line + (int)st.line - 1, sql)
-                                 : rs_failf(x, file, acc_line, NULL, PGPIPE_NOMEM, "out of memory");
+                        rc = sql ? stp_sql(x, file, acc_line + (int)st.line - 1, sql)
+                                 : stp_failf(x, file, acc_line, NULL, PGPIPE_NOMEM, "out of memory");
                         pp_free(sql);
                     }
                     pgpipe_sql_split_close(s);
@@ -834,7 +834,7 @@ static int rs_steps_text(rs_ctx *x, const char *file, const char *text, size_t l
                 if (at_end)
                     break;
                 char *cmd = pp_strndup(q, (size_t)(nl - q));
-                rc = cmd ? rs_dot(x, file, lineno, cmd) : rs_failf(x, file, lineno, NULL, PGPIPE_NOMEM,
+                rc = cmd ? stp_dot(x, file, lineno, cmd) : stp_failf(x, file, lineno, NULL, PGPIPE_NOMEM,
                                                                    "out of memory");
                 pp_free(cmd);
                 if (rc)
@@ -846,7 +846,7 @@ static int rs_steps_text(rs_ctx *x, const char *file, const char *text, size_t l
         if (!acc.len)
             acc_line = lineno;
         if (pp_buf_append(&acc, p, (size_t)(nl - p)) || pp_buf_append(&acc, "\n", 1)) {
-            rc = rs_failf(x, file, lineno, NULL, PGPIPE_NOMEM, "out of memory");
+            rc = stp_failf(x, file, lineno, NULL, PGPIPE_NOMEM, "out of memory");
             break;
         }
         p = nl < end ? nl + 1 : end;
@@ -860,7 +860,7 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
 {
     if (rows)
         *rows = 0;
-    rs_ctx x;
+    stp_ctx x;
     memset(&x, 0, sizeof x);
     x.r = r;
     x.conn = conn;
@@ -882,8 +882,8 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
     const char *file = r->path ? r->path : "pipeline";
     for (int i = 0; i < n && !rc; i++) {
         const pgpipe_pipe_step *s = &steps[i];
-        rc = s->kind == PGPIPE_PIPE_SQL ? rs_sql(&x, file, s->line, s->text)
-                                        : rs_dot(&x, file, s->line, s->text);
+        rc = s->kind == PGPIPE_PIPE_SQL ? stp_sql(&x, file, s->line, s->text)
+                                        : stp_dot(&x, file, s->line, s->text);
     }
     if (saved) {
         /* a failed statement may have left a transaction block aborted */
