@@ -46,8 +46,8 @@ static int stp_fail(stp_ctx *x, const char *file, int line, const char *cmd, int
     int timed_out = x->deadline && !strcmp(state, "57014") && run_now_ms() >= x->deadline - 50;
     if (timed_out)
         code = PGPIPE_BUSY;
-    pp_err(x->err, code, "%s:%d: %s%s%s%s%s%s", file, line, cmd ? cmd : "", cmd ? ": " : "",
-           timed_out ? "timed out: " : "", m, *state ? " (SQLSTATE " : "", *state ? ")" : "");
+    pp_err(x->err, code, "%s:%d: %s%s%s%s%s%s%s", file, line, cmd ? cmd : "", cmd ? ": " : "",
+           timed_out ? "timed out: " : "", m, *state ? " (SQLSTATE " : "", state, *state ? ")" : "");
     if (x->err)
         memcpy(x->err->sqlstate, state, sizeof state);
     return code;
