@@ -390,3 +390,134 @@ PGT_TEST(run_source, step_timeout)
     PQfinish(c);
     pgpipe_runner_close(r);
 }
+
+/* the workers handle of the i-th .workers line (NULL when none) */
+static pgpipe_workers *rsrc_t_workers(pgpipe_runner *r, int i, int *n)
+{
+    run_sources *s = r->sources;
+    if (!s)
+        return NULL;
+    pp_mutex_lock(&s->mu);
+    pgpipe_workers *w = i < s->nwork && s->work[i] ? s->work[i]->w : NULL;
+    *n = s->nwork;
+    pp_mutex_unlock(&s->mu);
+    return w;
+}
+
+/* A reload starts the workers added, keeps those unchanged running, and
+** applies a folder's changed settings. */
+PGT_TEST(run_source, reload_workers_and_folders)
+{
+    const char *dsn = pgt_dsn();
+    PGconn *c = pgt_db_open();
+    int pid = (int)getpid();
+    char dir[512], p[800], file[700], sql[1024], text[2048], ta[64], tb[64];
+    snprintf(ta, sizeof ta, "rsrc_ra_%d", pid);
+    snprintf(tb, sizeof tb, "rsrc_rb_%d", pid);
+    snprintf(dir, sizeof dir, "%s/rsrc_reload_%d", pgt_tmpdir(), pid);
+    mkdir(dir, 0777);
+    const char *types[2] = { ta, tb };
+    for (int k = 0; k < 2; k++) {
+        snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS public.%s_out; CREATE TABLE public.%s_out (id bigint)",
+                 types[k], types[k]);
+        PQclear(PGT_EXEC(c, sql));
+        snprintf(p, sizeof p, "%s/h%d.sql", dir, k);
+        snprintf(sql, sizeof sql, "INSERT INTO public.%s_out (id) SELECT (e->'payload'->>'id')::bigint "
+                 "FROM jsonb_array_elements($1::jsonb) e", types[k]);
+        rsrc_t_write(p, sql);
+    }
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             ".workers %s --sql h0.sql\n"
+             ".source files drop --dir in --pattern '*.ndjson' --event-type %s --settle 0s --poll 1h\n",
+             ta, ta, tb);
+    rsrc_t_write(file, text);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, dsn, "rsrc-reload");
+    int n = 0;
+    pgpipe_workers *wa = NULL;
+    for (int i = 0; i < 200 && !(wa = rsrc_t_workers(a.r, 0, &n)); i++)
+        rsrc_t_nap(50);
+    PGT_CHECK(wa != NULL);
+    PGT_EQ_INT(n, 1);
+    /* --poll 1h: the folder is looked at once, at start; a file dropped now waits */
+    rsrc_t_nap(300);
+    snprintf(p, sizeof p, "%s/in/r1.ndjson", dir);
+    FILE *fp = fopen(p, "w");
+    PGT_CHECK(fp != NULL);
+    rsrc_t_lines(fp, 1, 5);
+    fclose(fp);
+
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             ".workers %s --sql h0.sql\n"
+             ".workers %s --sql h1.sql\n"
+             ".source files drop --dir in --pattern '*.ndjson' --event-type %s --settle 0s --poll 100ms\n",
+             ta, ta, tb, tb);
+    rsrc_t_write(file, text);
+    PGT_OK(pgpipe_runner_reload(a.r));
+    for (int i = 0; i < 200 && n != 2; i++) {
+        rsrc_t_workers(a.r, 0, &n);
+        rsrc_t_nap(50);
+    }
+    PGT_EQ_INT(n, 2);
+    PGT_CHECK(rsrc_t_workers(a.r, 0, &n) == wa); /* unchanged: kept running */
+    /* the folder polls every 100ms now: the file goes in, the new workers take it */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_out", tb);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 5, 20000), 5);
+    /* the kept workers still work */
+    snprintf(sql, sizeof sql, "INSERT INTO staging.raw_events (source, event_type, payload) "
+             "SELECT 'test', '%s', jsonb_build_object('id', g) FROM generate_series(1, 3) g; "
+             "NOTIFY pgpipe_events", ta);
+    PQclear(PGT_EXEC(c, sql));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_out", ta);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 3, 20000), 3);
+    PGT_OK(rsrc_t_stop(&a));
+    pgt_db_close(c);
+}
+
+/* A file whose load fails stays, is retried with backoff, and after
+** RSRC_MAX_FAILURES failures is moved into DIR/failed. */
+PGT_TEST(run_source, failing_file_moved_aside)
+{
+    const char *dsn = pgt_dsn();
+    PGconn *c = pgt_db_open();
+    int pid = (int)getpid();
+    char dir[512], in[600], p[800], file[700], sql[512], text[2048], t[64];
+    snprintf(t, sizeof t, "public.rsrc_gone_%d", pid);
+    snprintf(dir, sizeof dir, "%s/rsrc_fail_%d", pgt_tmpdir(), pid);
+    snprintf(in, sizeof in, "%s/in", dir);
+    mkdir(dir, 0777);
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    snprintf(text, sizeof text,
+             ".pipeline rsrc_fail_%d\n"
+             "CREATE TABLE IF NOT EXISTS %s (LIKE staging.raw_events INCLUDING DEFAULTS);\n"
+             ".source files bad --dir in --table %s --settle 0s --poll 50ms\n", pid, t, t);
+    rsrc_t_write(file, text);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, dsn, "rsrc-fail");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_tables WHERE schemaname || '.' || tablename = '%s'", t);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 1, 20000), 1);
+    /* the table goes away: every load of the file fails */
+    snprintf(sql, sizeof sql, "DROP TABLE %s", t);
+    PQclear(PGT_EXEC(c, sql));
+    snprintf(p, sizeof p, "%s/x.ndjson", in);
+    FILE *fp = fopen(p, "w");
+    PGT_CHECK(fp != NULL);
+    rsrc_t_lines(fp, 1, 3);
+    fclose(fp);
+    char failed[700];
+    snprintf(failed, sizeof failed, "%s/failed", in);
+    for (int i = 0; i < 200 && !rsrc_t_exists(failed, "x.ndjson"); i++)
+        rsrc_t_nap(50);
+    PGT_CHECK(rsrc_t_exists(failed, "x.ndjson"));
+    PGT_CHECK(!rsrc_t_exists(in, "x.ndjson"));
+    pp_buf m = { 0 };
+    run_sources_metrics(a.r, &m);
+    PGT_CHECK_MSG(m.data && strstr(m.data, "pgpipe_run_source_failures_total{source=\"bad\"} 5\n"), "%s",
+                  m.data ? m.data : "");
+    pp_buf_free(&m);
+    PGT_OK(rsrc_t_stop(&a));
+    pgt_db_close(c);
+}

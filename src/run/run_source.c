@@ -4,8 +4,9 @@
 **
 ** Watched folders: one thread polls every folder. A file is taken when it
 ** matches the pattern, is not hidden or partial (".name", "*.tmp",
-** "*.part"), was seen unchanged (size and mtime) on two polls in a row and
-** its mtime is older than --settle: a file still being written waits. Each
+** "*.part") and its mtime is older than --settle (with --settle 0: it was
+** seen unchanged, size and mtime, on two polls in a row): a file still
+** being written waits. Each
 ** file is loaded once across restarts and instances: the load key is the
 ** source, path, size and mtime, a session advisory lock on its hash is held
 ** while loading (an instance that cannot take it skips the file), and the
@@ -411,7 +412,9 @@ static void rsrc_poll_folder(pgpipe_runner *r, rsrc_folder *f)
     for (int i = 0; i < f->nfiles && !run_stopping(r) && !atomic_load(&r->sources->stop); i++) {
         rsrc_file *fe = &f->files[i];
         int64_t now = run_now_ms();
-        if (fe->unchanged < 1 || now - fe->mtime_ns / 1000000 < f->settle_ms || now < fe->next_try)
+        /* with --settle 0 a file must at least look the same on two polls */
+        if ((fe->unchanged < 1 && f->settle_ms == 0) || now - fe->mtime_ns / 1000000 < f->settle_ms ||
+            now < fe->next_try)
             continue;
         rsrc_load_file(r, f, fe);
     }
