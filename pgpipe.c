@@ -26726,7 +26726,8 @@ typedef struct rsrc_work {
 } rsrc_work;
 
 struct run_sources {
-    pp_mutex mu;          /* guards folders (the list and counters), pending, work */
+    pp_mutex mu;          /* guards folders (the list and counters), pending, work,
+                             the http list and each one's running */
     rsrc_folder **folders;
     int nfolders;
     rsrc_folder **pending; /* a reload's folders, applied by the poller */
@@ -27240,7 +27241,9 @@ static int rsrc_http_start(pgpipe_runner *r, rsrc_http *h, pgpipe_error *err)
     if (pthread_create(&h->th, NULL, rsrc_http_thread, h) != 0)
         return pp_err(err, PGPIPE_ERROR, "%s:%d: .source http %s: cannot start a thread", r->path, h->line,
                       h->name);
+    pp_mutex_lock(&r->sources->mu);
     h->running = 1;
+    pp_mutex_unlock(&r->sources->mu);
     char port[16];
     snprintf(port, sizeof port, "%d", pgpipe_http_port(h->h, 0));
     run_log(r, PGPIPE_LOG_INFO, "HTTP source listening", "source", h->name, "port", port, NULL);
@@ -27248,16 +27251,18 @@ static int rsrc_http_start(pgpipe_runner *r, rsrc_http *h, pgpipe_error *err)
 #endif
 }
 
-static void rsrc_http_stop(rsrc_http *h)
+static void rsrc_http_stop(run_sources *s, rsrc_http *h)
 {
 #ifndef PGPIPE_OMIT_HTTP
     if (h->running) {
         pgpipe_http_stop(h->h);
         pthread_join(h->th, NULL);
+        pp_mutex_lock(&s->mu);
         h->running = 0;
+        pp_mutex_unlock(&s->mu);
     }
 #else
-    (void)h;
+    (void)s, (void)h;
 #endif
 }
 
@@ -27462,7 +27467,9 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
         rsrc_http *h = rsrc_http_new(&def->sources[i]);
         if (!h)
             return pp_err_nomem(&r->h.err);
+        pp_mutex_lock(&s->mu);
         s->http[s->nhttp++] = h;
+        pp_mutex_unlock(&s->mu);
         if (rsrc_http_start(r, h, &r->h.err))
             return r->h.err.code;
     }
@@ -27489,7 +27496,7 @@ PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms)
     }
     for (int i = 0; i < s->nhttp; i++)
         if (s->http[i])
-            rsrc_http_stop(s->http[i]);
+            rsrc_http_stop(s, s->http[i]);
     pp_mutex_lock(&s->mu);
     rsrc_work **ws = s->work;
     int n = s->nwork;
@@ -27605,12 +27612,15 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
     }
     for (int j = 0; j < s->nhttp; j++)
         if (s->http[j]) {
-            rsrc_http_stop(s->http[j]);
+            rsrc_http_stop(s, s->http[j]);
             rsrc_http_free(s->http[j]);
         }
-    pp_free(s->http);
+    pp_mutex_lock(&s->mu);
+    rsrc_http **oldh = s->http;
     s->http = nh;
     s->nhttp = nnh;
+    pp_mutex_unlock(&s->mu);
+    pp_free(oldh);
     for (int i = 0; i < nnh; i++) {
         if (nh[i]->h)
             continue;

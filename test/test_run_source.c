@@ -521,3 +521,67 @@ PGT_TEST(run_source, failing_file_moved_aside)
     PGT_OK(rsrc_t_stop(&a));
     pgt_db_close(c);
 }
+
+#ifndef PGPIPE_OMIT_HTTP
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* The HTTP source: its own server on its own thread, events into staging
+** with the source's event type field; stop drains it. */
+PGT_TEST(run_source, http_source)
+{
+    const char *dsn = pgt_dsn();
+    PGconn *c = pgt_db_open();
+    int pid = (int)getpid();
+    char dir[512], file[700], text[1024], name[64];
+    snprintf(name, sizeof name, "rsrc_http_%d", pid);
+    snprintf(dir, sizeof dir, "%s/rsrc_http_%d", pgt_tmpdir(), pid);
+    mkdir(dir, 0777);
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    snprintf(text, sizeof text, ".pipeline %s\n.source http %s --listen 127.0.0.1:0 --event-type-field kind\n",
+             name, name);
+    rsrc_t_write(file, text);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, dsn, "rsrc-http");
+    int port = 0;
+    for (int i = 0; i < 200 && !port; i++) {
+        run_sources *s = a.r->sources;
+        if (s) {
+            pp_mutex_lock(&s->mu);
+            if (s->nhttp == 1 && s->http[0]->running)
+                port = pgpipe_http_port(s->http[0]->h, 0);
+            pp_mutex_unlock(&s->mu);
+        }
+        if (!port)
+            rsrc_t_nap(50);
+    }
+    PGT_CHECK(port > 0);
+    char body[256], req[1024];
+    snprintf(body, sizeof body, "[{\"kind\": \"%s\", \"n\": 1}, {\"kind\": \"%s\", \"n\": 2}]", name, name);
+    snprintf(req, sizeof req, "POST /v1/events/%s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", name, strlen(body), body);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    PGT_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    PGT_CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    char resp[2048];
+    size_t got = 0;
+    ssize_t k;
+    while (got < sizeof resp - 1 && (k = read(fd, resp + got, sizeof resp - 1 - got)) > 0)
+        got += (size_t)k;
+    resp[got] = 0;
+    close(fd);
+    PGT_CHECK_MSG(!strncmp(resp, "HTTP/1.1 202", 12), "%s", resp);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE event_type = '%s' AND source = '%s'",
+             name, name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 2);
+    PGT_OK(rsrc_t_stop(&a));
+    pgt_db_close(c);
+}
+#endif
