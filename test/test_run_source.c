@@ -394,7 +394,7 @@ PGT_TEST(run_source, step_timeout)
 /* the workers handle of the i-th .workers line (NULL when none) */
 static pgpipe_workers *rsrc_t_workers(pgpipe_runner *r, int i, int *n)
 {
-    run_sources *s = r->sources;
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
     if (!s)
         return NULL;
     pp_mutex_lock(&s->mu);
@@ -546,7 +546,7 @@ PGT_TEST(run_source, http_source)
     rsrc_t_start(&a, file, dsn, "rsrc-http");
     int port = 0;
     for (int i = 0; i < 200 && !port; i++) {
-        run_sources *s = a.r->sources;
+        run_sources *s = __atomic_load_n(&a.r->sources, __ATOMIC_ACQUIRE);
         if (s) {
             pp_mutex_lock(&s->mu);
             if (s->nhttp == 1 && s->http[0]->running)

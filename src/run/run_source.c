@@ -551,9 +551,10 @@ static void *rsrc_http_thread(void *arg)
 }
 #endif
 
-static int rsrc_http_start(pgpipe_runner *r, rsrc_http *h, pgpipe_error *err)
+static int rsrc_http_start(pgpipe_runner *r, run_sources *s, rsrc_http *h, pgpipe_error *err)
 {
 #ifdef PGPIPE_OMIT_HTTP
+    (void)s;
     return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source http %s: this pgpipe was built without the HTTP "
                   "server (PGPIPE_OMIT_HTTP)", r->path, h->line, h->name);
 #else
@@ -592,9 +593,9 @@ static int rsrc_http_start(pgpipe_runner *r, rsrc_http *h, pgpipe_error *err)
     if (pthread_create(&h->th, NULL, rsrc_http_thread, h) != 0)
         return pp_err(err, PGPIPE_ERROR, "%s:%d: .source http %s: cannot start a thread", r->path, h->line,
                       h->name);
-    pp_mutex_lock(&r->sources->mu);
+    pp_mutex_lock(&s->mu);
     h->running = 1;
-    pp_mutex_unlock(&r->sources->mu);
+    pp_mutex_unlock(&s->mu);
     char port[16];
     snprintf(port, sizeof port, "%d", pgpipe_http_port(h->h, 0));
     run_log(r, PGPIPE_LOG_INFO, "HTTP source listening", "source", h->name, "port", port, NULL);
@@ -783,6 +784,15 @@ static void rsrc_work_stop_all(rsrc_work **ws, int n, int drain_ms)
 
 /* ---- start, stop, reload ------------------------------------------------ */
 
+/* r->sources is read by other threads (the status page's metrics): it is
+** published once filled in, and on a failure too, so stop and free find
+** what was started. */
+static int rsrc_publish(pgpipe_runner *r, run_sources *s, int rc)
+{
+    __atomic_store_n(&r->sources, s, __ATOMIC_RELEASE);
+    return rc;
+}
+
 PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
 {
     const pgpipe_pipe_def *def = r->def;
@@ -791,39 +801,37 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
         return pp_err_nomem(&r->h.err);
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->stop, 0);
-    r->sources = s;
     s->folders = rsrc_folders_of(def, &s->nfolders);
     if (s->nfolders < 0) {
         s->nfolders = 0;
-        return pp_err_nomem(&r->h.err);
+        return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
     }
     s->http = pp_calloc((size_t)def->nsources + 1, sizeof *s->http);
     s->work = pp_calloc((size_t)def->nworkers + 1, sizeof *s->work);
     if (!s->http || !s->work)
-        return pp_err_nomem(&r->h.err);
+        return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
     for (int i = 0; i < def->nworkers; i++) {
         pgpipe_error e;
         memset(&e, 0, sizeof e);
         rsrc_work *w = rsrc_work_new(&def->workers[i], &e);
         if (!w)
-            return pp_err(&r->h.err, e.code ? e.code : PGPIPE_NOMEM, "%s:%d: .workers %s: %s", r->path,
-                          def->workers[i].line, def->workers[i].event_type, e.message);
+            return rsrc_publish(r, s, pp_err(&r->h.err, e.code ? e.code : PGPIPE_NOMEM, "%s:%d: .workers %s: %s",
+                                             r->path, def->workers[i].line, def->workers[i].event_type, e.message));
         s->work[s->nwork++] = w;
         if (rsrc_work_start(r, w, &r->h.err))
-            return r->h.err.code;
+            return rsrc_publish(r, s, r->h.err.code);
     }
     for (int i = 0; i < def->nsources; i++) {
         if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_HTTP)
             continue;
         rsrc_http *h = rsrc_http_new(&def->sources[i]);
         if (!h)
-            return pp_err_nomem(&r->h.err);
-        pp_mutex_lock(&s->mu);
+            return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
         s->http[s->nhttp++] = h;
-        pp_mutex_unlock(&s->mu);
-        if (rsrc_http_start(r, h, &r->h.err))
-            return r->h.err.code;
+        if (rsrc_http_start(r, s, h, &r->h.err))
+            return rsrc_publish(r, s, r->h.err.code);
     }
+    rsrc_publish(r, s, PGPIPE_OK);
     if (pthread_create(&s->poller, NULL, rsrc_poller, r) != 0)
         return pp_err(&r->h.err, PGPIPE_ERROR, "cannot start the file sources' thread");
     s->poller_on = 1;
@@ -977,7 +985,7 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
             continue;
         pgpipe_error e;
         memset(&e, 0, sizeof e);
-        if (rsrc_http_start(r, nh[i], &e)) {
+        if (rsrc_http_start(r, s, nh[i], &e)) {
             run_log(r, PGPIPE_LOG_ERROR, "reload: HTTP source not started", "source", nh[i]->name, "error",
                     e.message, NULL);
             failed = 1;
@@ -1025,7 +1033,7 @@ static void rsrc_label(pp_buf *out, const char *v)
 
 PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
 {
-    run_sources *s = r->sources;
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
     if (!s)
         return;
     static const char *const fnames[] = { "pgpipe_run_source_files_total", "pgpipe_run_source_rows_total",
