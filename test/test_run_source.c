@@ -387,6 +387,36 @@ PGT_TEST(run_source, step_timeout)
     PGT_OK(run_steps_exec(r, c, ok, 1, 5000, &rows, &e));
     PGT_EQ_INT(rows, 1);
     PGT_EQ_STR(pgt_db_str(c, "SHOW statement_timeout"), "7min");
+    /* a .load on the pool's connections (no statement_timeout there) is
+    ** cancelled at the deadline: a trigger makes every row slow */
+    char sql[512], p[800], step[256];
+    snprintf(sql, sizeof sql,
+             "DROP TABLE IF EXISTS public.rsrc_slow_%d;"
+             "CREATE TABLE public.rsrc_slow_%d (id int);"
+             "CREATE OR REPLACE FUNCTION public.rsrc_slow_row() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END$$;"
+             "CREATE TRIGGER slow BEFORE INSERT ON public.rsrc_slow_%d FOR EACH ROW "
+             "EXECUTE FUNCTION public.rsrc_slow_row()", pid, pid, pid);
+    PQclear(PGT_EXEC(c, sql));
+    snprintf(p, sizeof p, "%s/slow.csv", dir);
+    FILE *fp = fopen(p, "w");
+    PGT_CHECK(fp != NULL);
+    fputs("id\n", fp);
+    for (int i = 0; i < 40; i++)
+        fprintf(fp, "%d\n", i);
+    fclose(fp);
+    snprintf(step, sizeof step, ".load slow.csv --table public.rsrc_slow_%d --map id --connections 2 "
+             "--batch-rows 10", pid);
+    pgpipe_pipe_step load[1] = { { PGPIPE_PIPE_DOT, step, 5 } };
+    memset(&e, 0, sizeof e);
+    rc = run_steps_exec(r, c, load, 1, 800, &rows, &e);
+    PGT_EQ_INT(rc, PGPIPE_BUSY);
+    PGT_CHECK_MSG(strstr(e.message, ":5: .load: timed out") != NULL, "%s", e.message);
+    /* well short of the 12 s the rows take */
+    snprintf(sql, sizeof sql, "SELECT count(*) < 40 FROM public.rsrc_slow_%d", pid);
+    PGT_EQ_STR(pgt_db_str(c, sql), "t");
+    snprintf(sql, sizeof sql, "DROP TABLE public.rsrc_slow_%d", pid);
+    PQclear(PGT_EXEC(c, sql));
     PQfinish(c);
     pgpipe_runner_close(r);
 }

@@ -8,9 +8,10 @@
 **
 ** A timeout bounds the whole run: every statement runs under a
 ** statement_timeout of the time left (the dot commands run their
-** statements on the step's connection too), and a .load also stops after
-** the batch during which the time ran out. The connection's own
-** statement_timeout is put back afterwards.
+** statements on the step's connection too), and a .load is cancelled when
+** the time runs out (pgpipe_loader_cancel: its other connections have no
+** statement_timeout). The connection's own statement_timeout is put back
+** afterwards.
 */
 #include "pp_run.h"
 
@@ -335,6 +336,35 @@ static int stp_load_progress(void *ud, const pgpipe_load_progress *p)
     return 0;
 }
 
+/* A load past the deadline is cancelled (pgpipe_loader_cancel) by a
+** watchdog thread: a slow batch on any of its connections does not
+** outlive it. */
+typedef struct stp_watch {
+    pgpipe_loader *l;
+    int64_t deadline;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, fired;
+} stp_watch;
+
+static void *stp_watch_thread(void *arg)
+{
+    stp_watch *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        int64_t now = run_now_ms();
+        if (now >= w->deadline) {
+            w->fired = 1;
+            pgpipe_loader_cancel(w->l);
+            break;
+        }
+        struct timespec ts = { (time_t)(w->deadline / 1000), (long)(w->deadline % 1000) * 1000000 };
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
 /* Split a comma list in place into at most max parts. */
 static int stp_list(char *buf, char **parts, int max)
 {
@@ -494,8 +524,34 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
         goto out;
     PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, stp_notice, NULL);
     rc = pgpipe_loader_open(&l, &o);
+    stp_watch wd;
+    memset(&wd, 0, sizeof wd);
+    pthread_t wt;
+    int watching = 0;
+    if (rc == PGPIPE_OK && x->deadline) {
+        wd.l = l;
+        wd.deadline = x->deadline;
+        pthread_mutex_init(&wd.mu, NULL);
+        pthread_cond_init(&wd.cv, NULL); /* CLOCK_REALTIME, as run_now_ms */
+        watching = pthread_create(&wt, NULL, stp_watch_thread, &wd) == 0;
+        if (!watching) {
+            pthread_mutex_destroy(&wd.mu);
+            pthread_cond_destroy(&wd.cv);
+        }
+    }
     if (rc == PGPIPE_OK)
         rc = pgpipe_loader_load_file(l, path);
+    if (watching) {
+        pthread_mutex_lock(&wd.mu);
+        wd.done = 1;
+        pthread_cond_signal(&wd.cv);
+        pthread_mutex_unlock(&wd.mu);
+        pthread_join(wt, NULL);
+        pthread_mutex_destroy(&wd.mu);
+        pthread_cond_destroy(&wd.cv);
+        if (wd.fired)
+            u.stopped = 1;
+    }
     PQsetNoticeProcessor(x->conn, old, NULL);
     pgpipe_load_summary s;
     memset(&s, 0, sizeof s);
@@ -509,7 +565,7 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
                 "line", ln, "summary", sum, NULL);
         x->rows += s.rows_loaded;
     }
-    if (rc == PGPIPE_OK && u.stopped && (!x->deadline || run_now_ms() >= x->deadline))
+    if (u.stopped && x->deadline && run_now_ms() >= x->deadline)
         rc = stp_failf(x, file, line, cmd, PGPIPE_BUSY, "timed out after %lld ms (the batches committed "
                       "stay; the next run resumes the load)", (long long)x->timeout_ms);
     else if (rc == PGPIPE_OK && u.stopped)
