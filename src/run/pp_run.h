@@ -29,7 +29,6 @@
 #include "../http/pp_http.h"
 
 #ifndef PGPIPE_OMIT_RUN
-#include <signal.h>
 
 /* Days since 1970-01-01 of a proleptic Gregorian date, and back
 ** (run_cron.c; the pipeline file reuses them for nothing else yet). */
@@ -62,8 +61,8 @@ struct pgpipe_runner {
     pgpipe_pipefile *pf;          /* the file running now */
     const pgpipe_pipe_def *def;   /* pgpipe_pipefile_def(pf) */
     pgpipe_pool *pool;            /* every component's connections */
-    volatile sig_atomic_t stop_flag;   /* set by pgpipe_runner_stop */
-    volatile sig_atomic_t reload_flag; /* set by pgpipe_runner_reload */
+    atomic_int stop_flag;         /* set by pgpipe_runner_stop (lock-free: signal-safe) */
+    atomic_int reload_flag;       /* set by pgpipe_runner_reload */
     int wake_fd[2];               /* a byte written wakes the main loop */
     pp_mutex mu;                  /* guards what a comment says it guards */
     int64_t started_ms;           /* wall clock at pgpipe_runner_run */
