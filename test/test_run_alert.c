@@ -369,3 +369,178 @@ PGT_TEST(run_alert, command_killed_after_bound)
     pgpipe_config_log(NULL, NULL);
     pgt_db_close(c);
 }
+
+/* ---- the status page -------------------------------------------------------- */
+
+typedef struct ra_t_page_out {
+    int status;
+    const char *headers;
+    pp_buf body;
+} ra_t_page_out;
+
+/* One request to the page hook, as the HTTP loop makes it. */
+static void ra_t_ask_page(pgpipe_runner *r, const char *method, const char *path,
+                          const char *query, const char *auth, ra_t_page_out *o)
+{
+    memset(o, 0, sizeof *o);
+    pgpipe_http_page_request rq;
+    memset(&rq, 0, sizeof rq);
+    rq.method = method;
+    rq.path = path;
+    rq.query = query ? query : "";
+    rq.authorization = auth;
+    rq.body = "";
+    pgpipe_http_page_reply out;
+    memset(&out, 0, sizeof out);
+    out.priv = &o->body;
+    run_status_page(r, &rq, &out);
+    o->status = out.status;
+    o->headers = out.headers;
+    pp_buf_putc(&o->body, 0);
+}
+
+/* The text of the element with attributes attrs (a data-metric="..." ...
+** prefix), up to '<'. */
+static const char *ra_t_metric(const char *html, const char *attrs)
+{
+    static char v[128];
+    const char *p = strstr(html, attrs);
+    if (!p)
+        return "(missing)";
+    p = strchr(p, '>');
+    if (!p)
+        return "(missing)";
+    size_t n = strcspn(p + 1, "<");
+    if (n >= sizeof v)
+        n = sizeof v - 1;
+    memcpy(v, p + 1, n);
+    v[n] = 0;
+    return v;
+}
+
+PGT_TEST(run_alert, status_page_numbers_and_actions)
+{
+    PGconn *c = ra_t_db("pgpipe_t_run_status");
+    pgt_db_install(c);
+    char dir[512], file[600];
+    snprintf(dir, sizeof dir, "%s/ra_t_st_%d", pgt_tmpdir(), (int)getpid());
+    mkdir(dir, 0700);
+    snprintf(file, sizeof file, "%s/status.pgpipe", dir);
+    ra_t_write(file, ".pipeline ra_status\n"
+                     ".schedule ra_hourly --cron '0 * * * *'\n  SELECT 1;\n.end\n");
+    /* 3 pending of one type, 1 of another, 5 processed a minute ago, 3
+    ** dead letters under two errors */
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, "
+                        "received_at) SELECT 'ra', 'ra<user>', '{}', now() - interval '2 minutes' "
+                        "FROM generate_series(1, 3)"));
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload) VALUES "
+                        "('ra', 'ra_order', '{}')"));
+    PQclear(PGT_EXEC(c, "INSERT INTO staging.raw_events (source, event_type, payload, "
+                        "received_at, processed, processed_at) SELECT 'ra', 'ra_done', '{}', "
+                        "now() - interval '3 minutes', true, now() - interval '90 seconds' "
+                        "FROM generate_series(1, 5)"));
+    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, error_message) VALUES "
+                        "('load', 'ra boom'), ('load', 'ra boom'), ('load', 'ra \"bang\"')"));
+    ra_t_runner a;
+    ra_t_start(&a, file, "ra_st_one", NULL, "ra-secret-token");
+
+    ra_t_page_out o;
+    for (int i = 0; i < 200; i++) {
+        ra_t_ask_page(a.r, "GET", "/", NULL, NULL, &o);
+        if (o.status == 200 && strstr(o.body.data, "data-metric=\"instances-alive\">1<"))
+            break;
+        pp_buf_free(&o.body);
+        ra_t_sleep_us(100 * 1000);
+    }
+    PGT_EQ_INT(o.status, 200);
+    const char *h = o.body.data;
+    PGT_CONTAINS(h, "<!DOCTYPE html>");
+    PGT_CONTAINS(h, "<svg");
+    /* the numbers, each against the database */
+    char want[64];
+    snprintf(want, sizeof want, "%lld", pgt_db_int(c, "SELECT count(*) FROM staging.raw_events "
+                                                      "WHERE NOT processed AND event_type = 'ra<user>'"));
+    PGT_EQ_STR(want, "3");
+    PGT_EQ_STR(ra_t_metric(h, "data-metric=\"backlog\" data-table=\"staging.raw_events\" "
+                              "data-event-type=\"ra&lt;user&gt;\""), want);
+    PGT_EQ_STR(ra_t_metric(h, "data-metric=\"backlog\" data-table=\"staging.raw_events\" "
+                              "data-event-type=\"ra_order\""), "1");
+    long long age = atoll(ra_t_metric(h, "data-metric=\"oldest-pending-s\" data-table=\"staging"
+                                         ".raw_events\" data-event-type=\"ra&lt;user&gt;\""));
+    PGT_CHECK_MSG(age >= 120 && age < 600, "oldest pending age %lld", age);
+    PGT_EQ_STR(ra_t_metric(h, "data-metric=\"backlog-total\""), "4");
+    PGT_EQ_STR(ra_t_metric(h, "data-metric=\"processed-last-hour\""), "5");
+    PGT_CONTAINS(h, "data-minutes-ago=\"1\" data-count=\"5\"");
+    snprintf(want, sizeof want, "%lld", pgt_db_int(c, "SELECT count(*) FROM pgpipe.dead_letters "
+                                                      "WHERE status = 'dead'"));
+    PGT_EQ_STR(ra_t_metric(h, "data-metric=\"dlq-total\""), want);
+    PGT_EQ_STR(ra_t_metric(h, "data-metric=\"dlq-count\" data-error=\"ra boom\""), "2");
+    PGT_EQ_STR(ra_t_metric(h, "data-metric=\"dlq-count\" data-error=\"ra &quot;bang&quot;\""), "1");
+    PGT_EQ_STR(ra_t_metric(h, "data-metric=\"instances-alive\""), "1");
+    PGT_CONTAINS(h, "data-metric=\"heartbeat-age-s\" data-instance=\"ra_st_one\"");
+    PGT_CONTAINS(h, "id=\"schedules\"");
+    PGT_EQ_STR(ra_t_metric(h, "data-metric=\"alerts-firing\""), "0");
+    pp_buf_free(&o.body);
+
+    /* HEAD too; other paths are not the page's */
+    ra_t_ask_page(a.r, "HEAD", "/", NULL, NULL, &o);
+    PGT_EQ_INT(o.status, 200);
+    pp_buf_free(&o.body);
+    ra_t_ask_page(a.r, "GET", "/nope", NULL, NULL, &o);
+    PGT_EQ_INT(o.status, 0);
+    pp_buf_free(&o.body);
+
+    /* the metrics lines */
+    pp_buf mb = { 0 };
+    pgpipe_http_page_reply mo;
+    memset(&mo, 0, sizeof mo);
+    mo.priv = &mb;
+    run_status_metrics(a.r, &mo);
+    pp_buf_putc(&mb, 0);
+    PGT_CONTAINS(mb.data, "pgpipe_run_backlog{pipeline=\"ra_status\",table=\"staging.raw_events\","
+                          "event_type=\"ra<user>\"} 3\n");
+    PGT_CONTAINS(mb.data, "pgpipe_run_dead_letters{pipeline=\"ra_status\"} 3\n");
+    PGT_CONTAINS(mb.data, "pgpipe_run_instances_alive{pipeline=\"ra_status\"} 1\n");
+    PGT_CONTAINS(mb.data, "# TYPE pgpipe_run_backlog_oldest_seconds gauge\n");
+    pp_buf_free(&mb);
+
+    /* actions: the token decides */
+    ra_t_ask_page(a.r, "POST", "/actions/replay-dlq", NULL, NULL, &o);
+    PGT_EQ_INT(o.status, 401);
+    PGT_CHECK(o.headers && strstr(o.headers, "WWW-Authenticate: Bearer"));
+    pp_buf_free(&o.body);
+    ra_t_ask_page(a.r, "POST", "/actions/replay-dlq", NULL, "Bearer ra-wrong", &o);
+    PGT_EQ_INT(o.status, 403);
+    pp_buf_free(&o.body);
+    ra_t_ask_page(a.r, "POST", "/actions/replay-dlq", NULL, "Bearer ra-secret-tokenX", &o);
+    PGT_EQ_INT(o.status, 403);
+    pp_buf_free(&o.body);
+    ra_t_ask_page(a.r, "GET", "/actions/replay-dlq", NULL, "Bearer ra-secret-token", &o);
+    PGT_EQ_INT(o.status, 405);
+    pp_buf_free(&o.body);
+    ra_t_ask_page(a.r, "POST", "/actions/fire", "schedule=nope", "Bearer ra-secret-token", &o);
+    PGT_EQ_INT(o.status, 400);
+    pp_buf_free(&o.body);
+    ra_t_ask_page(a.r, "POST", "/actions/replay-dlq", NULL, "Bearer ra-secret-token", &o);
+    PGT_EQ_INT(o.status, 202);
+    pp_buf_free(&o.body);
+    ra_t_ask_page(a.r, "POST", "/actions/fire", "x=1&schedule=ra%5fhourly", "bearer ra-secret-token",
+                  &o);
+    PGT_EQ_INT(o.status, 202);
+    PGT_CONTAINS(o.body.data, "\"schedule\":\"ra_hourly\"");
+    pp_buf_free(&o.body);
+    PGT_EQ_INT(ra_t_wait_int(c, "SELECT count(*) FROM pgpipe.run_actions WHERE pipeline = "
+                                "'ra_status' AND instance = 'ra_st_one' AND ((action = "
+                                "'replay-dlq' AND target IS NULL) OR (action = 'fire' AND "
+                                "target = 'ra_hourly'))", 2), 2);
+    /* without a token the actions do not exist */
+    char *tok = a.r->http_token;
+    a.r->http_token = NULL;
+    ra_t_ask_page(a.r, "POST", "/actions/replay-dlq", NULL, "Bearer ra-secret-token", &o);
+    PGT_EQ_INT(o.status, 0);
+    pp_buf_free(&o.body);
+    a.r->http_token = tok;
+
+    ra_t_stop(&a);
+    pgt_db_close(c);
+}
