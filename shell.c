@@ -1188,29 +1188,168 @@ static int run_check_file(const char *file, int check)
                p->nsources, p->nsources == 1 ? "" : "s", p->nworkers, p->nworkers == 1 ? "" : "s",
                p->nschedules, p->nschedules == 1 ? "" : "s", p->ntasks, p->ntasks == 1 ? "" : "s",
                p->nalerts, p->nalerts == 1 ? "" : "s");
-    else
-        fprintf(stderr, "pgpipe run: running a pipeline is not implemented yet; "
-                "pgpipe run --check %s validates the file\n", file);
     pgpipe_pipefile_close(pf);
-    return check ? 0 : 2;
+    return 0;
+}
+
+/* "90", "30s", "5m", "2h", "1d" -> milliseconds (a bare number is seconds);
+** -1 when malformed. */
+static long long run_parse_duration(const char *s)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(s, &end, 10);
+    if (errno || end == s || n < 0 || n > 10LL * 365 * 86400)
+        return -1;
+    long long unit = !*end || !strcmp(end, "s") ? 1000 : !strcmp(end, "m") ? 60000
+                   : !strcmp(end, "h") ? 3600000 : !strcmp(end, "d") ? 86400000 : -1;
+    return unit < 0 ? -1 : n * unit;
+}
+
+/* The runner being run (for the signal handler) and how many stop signals
+** it has had: the first drains, a second stops at once. */
+static pgpipe_runner *volatile runner_handle = NULL;
+static volatile sig_atomic_t runner_stops = 0;
+
+static void on_runner_signal(int sig)
+{
+    pgpipe_runner *r = runner_handle;
+    if (!r)
+        return;
+    if (sig == SIGHUP) {
+        pgpipe_runner_reload(r);
+        return;
+    }
+    if (runner_stops++ == 0) {
+        pgpipe_runner_stop(r);
+        const char *m = "pgpipe: run: draining: workers finish their batch, no new firing "
+                        "starts (a second Ctrl-C or SIGTERM stops at once)\n";
+        ssize_t w = write(STDERR_FILENO, m, strlen(m));
+        (void)w;
+        return;
+    }
+    const char *m = "pgpipe: run: stopped at once: claimed batches come back to the other "
+                    "workers (their transaction rolled back or their lease expires)\n";
+    ssize_t w = write(STDERR_FILENO, m, strlen(m));
+    (void)w;
+    _exit(1);
+}
+
+/* Run a pipeline until SIGTERM/SIGINT (drain, status 0) or run_for_ms;
+** SIGHUP reloads the file. 0, or 1 with the error on stderr. */
+static int run_pipeline(const char *conninfo, const char *file, const pgpipe_run_options *base)
+{
+    pgpipe_run_options o = *base;
+    o.conninfo = conninfo;
+    pgpipe_runner *r = NULL;
+    int old_level = pgpipe_log_get_level();
+    if (!getenv("PGPIPE_LOG") && old_level > PGPIPE_LOG_INFO)
+        pgpipe_log_set_level(PGPIPE_LOG_INFO); /* a service says what it does */
+    if (pgpipe_runner_open(&r, file, &o) != PGPIPE_OK) {
+        fprintf(stderr, "pgpipe run: %s\n", r ? pgpipe_errmsg(r) : "out of memory");
+        pgpipe_runner_close(r);
+        pgpipe_log_set_level(old_level);
+        return 1;
+    }
+    struct sigaction sa, ign, old_int, old_term, old_hup, old_pipe;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    ign = sa;
+    sa.sa_handler = on_runner_signal;
+    ign.sa_handler = SIG_IGN;
+    runner_stops = 0;
+    runner_handle = r;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGHUP, &sa, &old_hup);
+    sigaction(SIGPIPE, &ign, &old_pipe);
+    int rc = pgpipe_runner_run(r);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
+    sigaction(SIGPIPE, &old_pipe, NULL);
+    runner_handle = NULL;
+    if (rc)
+        fprintf(stderr, "pgpipe run: %s\n", pgpipe_errmsg(r));
+    else
+        fprintf(stderr, "pgpipe: run: drained and stopped\n");
+    pgpipe_runner_close(r);
+    pgpipe_log_set_level(old_level);
+    return rc ? 1 : 0;
 }
 
 static const optdef opts_run[] = {
     { "--check", NULL, OPT_FLAG, NULL, 0, 0, NULL,
       "validate the file without the database: FILE:LINE: message per problem, or a summary" },
+    { "--for", NULL, OPT_TEXT, "DURATION", 0, 0, NULL,
+      "stop by itself after this long (90, 30s, 5m, 2h): a bounded run" },
+    { "--instance", NULL, OPT_TEXT, "NAME", 0, 0, NULL,
+      "this instance's name in the history (default HOST:PID)" },
+    { "--on-alert", NULL, OPT_TEXT, "CMD", 0, 0, NULL,
+      "run CMD (sh -c) for every alert, the alert as JSON on its stdin" },
     { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
 };
 static const argspec spec_run[] = { { NULL, "FILE", 1, 1, opts_run,
-                                       "check a pipeline file (running it comes later)" } };
+                                       "run a pipeline file, or check it" } };
+static char *work_conninfo(PGconn *conn);
 static int cmd_run(shell *sh, char **argv, int argc, const char *rest)
 {
-    (void)sh, (void)argv, (void)argc, (void)rest;
-    if (!opt_has(&cur, "--check")) {
-        errorf(".run: running a pipeline is not implemented yet; .run --check %s validates it", cur.pos[0]);
+    (void)argv, (void)argc, (void)rest;
+    fflush(stdout);
+    if (opt_has(&cur, "--check"))
+        return run_check_file(cur.pos[0], 1) != 0;
+    pgpipe_run_options o;
+    pgpipe_run_options_init(&o);
+    const char *f = opt_str(&cur, "--for", NULL);
+    if (f && (o.run_for_ms = run_parse_duration(f)) <= 0) {
+        errorf(".run: --for: \"%s\" is not a duration (90, 30s, 5m, 2h, 1d)", f);
         return 1;
     }
-    fflush(stdout);
-    return run_check_file(cur.pos[0], 1) != 0;
+    o.instance = opt_str(&cur, "--instance", NULL);
+    o.on_alert = opt_str(&cur, "--on-alert", NULL);
+    char *ci = work_conninfo(sh->conn);
+    if (!ci) {
+        errorf("out of memory");
+        return 1;
+    }
+    int rc = run_pipeline(ci, cur.pos[0], &o);
+    free(ci);
+    return rc;
+}
+
+/* .runs [NAME] [--pipeline P] [--status S] [--since T] [--limit N]: the
+** run history of the pipeline runner (pgpipe_runs_list). */
+static const optdef opts_runs[] = {
+    { "--pipeline", NULL, OPT_TEXT, "NAME", 0, 0, "every pipeline", "runs of this pipeline" },
+    { "--status", NULL, OPT_ENUM, "ok|failed|skipped|missed|lost|timeout", 0, 0, "any",
+      "runs that ended so" },
+    { "--since", NULL, OPT_TEXT, "TIME", 0, 0, NULL,
+      "runs started since an interval ago ('1 day') or a timestamp" },
+    { "--limit", NULL, OPT_INT, "N", 1, 100000, "50", "at most N runs (newest first)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_runs[] = { { NULL, "[NAME]", 0, 1, opts_runs,
+                                        "task and schedule runs, newest first" } };
+static int cmd_runs(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    pgpipe_runs_filter f;
+    memset(&f, 0, sizeof f);
+    f.name = cur.npos ? cur.pos[0] : NULL;
+    f.pipeline = opt_str(&cur, "--pipeline", NULL);
+    f.status = opt_str(&cur, "--status", NULL);
+    f.since = opt_str(&cur, "--since", NULL);
+    f.limit = (int)opt_num(&cur, "--limit", 50);
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    PGresult *res = NULL;
+    if (pgpipe_runs_list(sh->conn, &f, &res, &err) != PGPIPE_OK) {
+        print_error(&err);
+        return 1;
+    }
+    print_result(sh, res);
+    PQclear(res);
+    return 0;
 }
 
 /* .export QUERY FILE [--format csv|ndjson] through COPY TO STDOUT. */
@@ -3271,10 +3410,17 @@ static const command commands[] = {
     { "refresh", ".refresh VIEW [--concurrently]",
       "REFRESH MATERIALIZED VIEW (CONCURRENTLY needs a unique index on the view)", cmd_refresh,
       spec_refresh, 0 },
-    { "run", ".run --check FILE",
-      "check a pipeline file (the format: pgpipe.h, run_file) without touching the database:\n"
-      "one FILE:LINE: message per problem, or a summary. `pgpipe run PIPELINE` will run it.",
+    { "run", ".run FILE [--for DURATION] [--instance NAME] [--on-alert CMD] | .run --check FILE",
+      "run a pipeline file on this connection until Ctrl-C or SIGTERM (they drain it; SIGHUP\n"
+      "reloads the file), or with --check validate it without touching the database: one\n"
+      "FILE:LINE: message per problem, or a summary. The format: README, pgpipe.h (run_file).\n"
+      "As a service: pgpipe run --db CONNINFO PIPELINE.",
       cmd_run, spec_run, 0 },
+    { "runs", ".runs [NAME] [--pipeline P] [--status S] [--since TIME] [--limit N]",
+      "the pipeline runner's history (pgpipe.run_history): one row per schedule firing and\n"
+      "task run, newest first: pipeline, kind, name, slot (when it was due), started_at,\n"
+      "finished_at, status (ok failed skipped missed lost timeout), attempts, rows, error,\n"
+      "instance.", cmd_runs, spec_runs, 0 },
     { "serve", ".serve [options] | .serve token add|list|revoke ...",
       "the HTTP ingest server: POST /v1/events/{source} with one JSON object, a JSON array,\n"
       "NDJSON (application/x-ndjson) or CSV (text/csv) goes into staging.raw_events and is\n"
@@ -4327,33 +4473,60 @@ static void usage(FILE *f)
             "reloads its tokens.\n");
 }
 
-/* pgpipe run [--check] [--on-alert CMD] PIPELINE: the pipeline file is read
-** and checked offline (no connection is made). */
+#define RUN_USAGE "usage: pgpipe run [--check] [--db CONNINFO] [--for DURATION] " \
+                  "[--instance NAME] [--on-alert CMD] PIPELINE\n"
+
+/* pgpipe run [options] PIPELINE: run the pipeline as a service (the
+** database from --db, else the PG* variables); with --check the file is
+** read and checked offline (no connection is made). */
 static int run_main(int argc, char **argv)
 {
     int check = 0;
-    const char *file = NULL;
+    const char *file = NULL, *db = "";
+    pgpipe_run_options o;
+    pgpipe_run_options_init(&o);
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--check")) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "--check")) {
             check = 1;
-        } else if (!strcmp(argv[i], "--on-alert") && i + 1 < argc) {
-            i++; /* for the runner */
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "pgpipe run: unknown option %s (usage: pgpipe run [--check] "
-                    "[--on-alert CMD] PIPELINE)\n", argv[i]);
+        } else if (!strcmp(a, "--db") || !strcmp(a, "--for") || !strcmp(a, "--instance") ||
+                   !strcmp(a, "--on-alert")) {
+            if (!has) {
+                fprintf(stderr, "pgpipe run: %s needs a value\n" RUN_USAGE, a);
+                return 2;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(a, "--db")) {
+                db = v;
+            } else if (!strcmp(a, "--for")) {
+                if ((o.run_for_ms = run_parse_duration(v)) <= 0) {
+                    fprintf(stderr, "pgpipe run: --for: \"%s\" is not a duration (90, 30s, "
+                            "5m, 2h, 1d)\n", v);
+                    return 2;
+                }
+            } else if (!strcmp(a, "--instance")) {
+                o.instance = v;
+            } else {
+                o.on_alert = v;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "pgpipe run: unknown option %s\n" RUN_USAGE, a);
             return 2;
         } else if (!file) {
-            file = argv[i];
+            file = a;
         } else {
-            fprintf(stderr, "pgpipe run: one PIPELINE file, got \"%s\" too\n", argv[i]);
+            fprintf(stderr, "pgpipe run: one PIPELINE file, got \"%s\" too\n", a);
             return 2;
         }
     }
     if (!file) {
-        fprintf(stderr, "usage: pgpipe run [--check] [--on-alert CMD] PIPELINE\n");
+        fputs(RUN_USAGE, stderr);
         return 2;
     }
-    return run_check_file(file, check);
+    if (check)
+        return run_check_file(file, 1);
+    return run_pipeline(db, file, &o);
 }
 
 /* A connection string: a postgres:// URI, or key=value words only (so SQL

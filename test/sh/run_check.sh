@@ -2,7 +2,8 @@
 # pgpipe run --check (issue 22): the seed example's pipeline passes with its
 # summary; a file with one of every error kind prints exactly the expected
 # FILE:LINE lines and exits 1; nothing connects (PGHOST points nowhere);
-# pgpipe run without --check says running is not implemented yet (exit 2).
+# pgpipe run without --check and without a database fails at once (exit 1)
+# naming the connection, not the file.
 set -u
 cd "${PGPIPE_TOP:-.}"
 P=build/test/pgpipe
@@ -19,9 +20,13 @@ out=$("$P" run --check sql/example/pipeline.pgpipe 2>&1); rc=$?
 diff -u test/run/broken.expected "$tmp/out" || fail "the broken pipeline's lines differ"
 [ ! -s "$tmp/err" ] || fail "stderr: $(cat "$tmp/err")"
 
-out=$("$P" run sql/example/pipeline.pgpipe 2>&1); rc=$?
-[ $rc = 2 ] || fail "pgpipe run without --check: exit $rc"
-case "$out" in *"not implemented yet"*) ;; *) fail "pgpipe run: $out" ;; esac
+out=$(timeout 60 "$P" run sql/example/pipeline.pgpipe 2>&1); rc=$?
+[ $rc = 1 ] || fail "pgpipe run without a database: exit $rc: $out"
+case "$out" in *"pgpipe run: "*nonexistent*) ;; *) fail "pgpipe run without a database: $out" ;; esac
+out=$("$P" run --for 5x sql/example/pipeline.pgpipe 2>&1); rc=$?
+[ $rc = 2 ] || fail "pgpipe run --for 5x: exit $rc"
+case "$out" in *"--for: \"5x\" is not a duration"*) ;; *) fail "pgpipe run --for 5x: $out" ;; esac
+"$P" run --db > /dev/null 2>&1; [ $? = 2 ] || fail "pgpipe run --db without a value is not status 2"
 
 "$P" run --check "$tmp/none.pgpipe" > "$tmp/out" 2>&1; rc=$?
 [ $rc = 1 ] || fail "a missing file: exit $rc"
