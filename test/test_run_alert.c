@@ -439,8 +439,9 @@ PGT_TEST(run_alert, status_page_numbers_and_actions)
                         "received_at, processed, processed_at) SELECT 'ra', 'ra_done', '{}', "
                         "now() - interval '3 minutes', true, now() - interval '90 seconds' "
                         "FROM generate_series(1, 5)"));
-    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, error_message) VALUES "
-                        "('load', 'ra boom'), ('load', 'ra boom'), ('load', 'ra \"bang\"')"));
+    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, error_message, raw_text, "
+                        "source_name, event_type) SELECT 'load', e, '{\"n\":1}', 'ra', "
+                        "'ra_replayed' FROM unnest(ARRAY['ra boom', 'ra boom', 'ra \"bang\"']) e"));
     ra_t_runner a;
     ra_t_start(&a, file, "ra_st_one", NULL, "ra-secret-token");
 
@@ -531,8 +532,14 @@ PGT_TEST(run_alert, status_page_numbers_and_actions)
     pp_buf_free(&o.body);
     PGT_EQ_INT(ra_t_wait_int(c, "SELECT count(*) FROM pgpipe.run_actions WHERE pipeline = "
                                 "'ra_status' AND instance = 'ra_st_one' AND ((action = "
-                                "'replay-dlq' AND target IS NULL) OR (action = 'fire' AND "
-                                "target = 'ra_hourly'))", 2), 2);
+                                "'replay-dlq' AND target IS NULL AND taken_by = 'ra_st_one' "
+                                "AND taken_at IS NOT NULL) OR (action = 'fire' AND target = "
+                                "'ra_hourly' AND taken_at IS NULL))", 2), 2);
+    /* the replay ran: the dead letters are back as pending events */
+    PGT_EQ_INT(ra_t_wait_int(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE status = "
+                                "'replayed'", 3), 3);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM staging.raw_events WHERE event_type = "
+                             "'ra_replayed' AND NOT processed"), 3);
     /* without a token the actions do not exist */
     char *tok = a.r->http_token;
     a.r->http_token = NULL;

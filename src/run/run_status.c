@@ -14,8 +14,10 @@
 ** them without parsing the text.
 **
 ** Actions: with the runner's bearer token, POST /actions/fire?schedule=NAME
-** and POST /actions/replay-dlq are recorded in pgpipe.run_actions (202) for
-** the runner to act on. Without a configured token they do not exist (404);
+** and POST /actions/replay-dlq are recorded in pgpipe.run_actions (202). A
+** replay is done by this thread at once (pgpipe_dlq_replay of every dead
+** letter into staging.raw_events; the row is recorded as taken); a firing
+** waits there, untaken, for the schedules to act on it. Without a configured token they do not exist (404);
 ** no or a malformed Authorization is 401, a wrong token 403.
 */
 #include "pp_run.h"
@@ -568,17 +570,35 @@ static void st_actions(pgpipe_runner *r, run_status *s, PGconn *c)
         pp_mutex_unlock(&r->mu);
     }
     for (int i = 0; i < n && pipeline; i++) {
-        const char *p[4] = { pipeline, a[i].action, a[i].target[0] ? a[i].target : NULL,
-                             r->instance };
+        /* a replay is done here and now (any instance may replay the dead
+        ** letters); a firing is left for the schedules to take */
+        int replay = !strcmp(a[i].action, "replay-dlq");
+        const char *p[5] = { pipeline, a[i].action, a[i].target[0] ? a[i].target : NULL,
+                             r->instance, replay ? "t" : "f" };
         pgpipe_error e;
         memset(&e, 0, sizeof e);
-        if (pp_exec(c, "INSERT INTO pgpipe.run_actions (pipeline, action, target, instance) "
-                       "VALUES ($1, $2, $3, $4)", 4, p, NULL, &e, "recording an action"))
+        if (pp_exec(c, "INSERT INTO pgpipe.run_actions (pipeline, action, target, instance, "
+                       "taken_at, taken_by) VALUES ($1, $2, $3, $4, CASE WHEN $5::bool THEN "
+                       "now() END, CASE WHEN $5::bool THEN $4 END)", 5, p, NULL, &e,
+                    "recording an action")) {
             run_log(r, PGPIPE_LOG_WARN, "status page action not recorded", "action",
                     a[i].action, "target", a[i].target, "error", e.message, NULL);
-        else
-            run_log(r, PGPIPE_LOG_INFO, "status page action requested", "action", a[i].action,
-                    "target", a[i].target, NULL);
+            continue;
+        }
+        run_log(r, PGPIPE_LOG_INFO, "status page action requested", "action", a[i].action,
+                "target", a[i].target, NULL);
+        if (!replay)
+            continue;
+        long long ok = 0, refused = 0;
+        pp_exec(c, "SET statement_timeout = '10min'", 0, NULL, NULL, NULL, NULL);
+        int rc = pgpipe_dlq_replay(c, NULL, NULL, NULL, &ok, &refused, &e);
+        pp_exec(c, "SET statement_timeout = '5s'", 0, NULL, NULL, NULL, NULL);
+        char so[24], sr[24];
+        snprintf(so, sizeof so, "%lld", ok);
+        snprintf(sr, sizeof sr, "%lld", refused);
+        run_log(r, rc ? PGPIPE_LOG_WARN : PGPIPE_LOG_INFO,
+                rc ? "dead-letter replay failed" : "dead letters replayed", "replayed", so,
+                "refused", sr, "error", rc ? e.message : "", NULL);
     }
     pp_free(pipeline);
 }
