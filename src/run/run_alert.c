@@ -266,7 +266,7 @@ static void run_alert_command(pgpipe_runner *r, const char *cmd, const char *jso
 ** remind), record it and deliver it. */
 static void run_alert_fire(pgpipe_runner *r, PGconn *c, const char *pipeline,
                            const run_alert_rule *u, const char *rule, const char *subject,
-                           const char *message, const char *detail)
+                           const char *message, const char *detail, int raised)
 {
     char renotify[16];
     snprintf(renotify, sizeof renotify, "%d", RUN_ALERT_RENOTIFY_S);
@@ -288,11 +288,17 @@ static void run_alert_fire(pgpipe_runner *r, PGconn *c, const char *pipeline,
         "RETURNING to_char(fired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
         "fired_at::text",
         7, p, &res, &e, "recording the alert");
-    if (rc) {
+    if (rc && !raised) {
+        /* a condition is evaluated again at the next turn: delivering it
+        ** unrecorded would repeat it every turn */
+        run_log(r, PGPIPE_LOG_WARN, "alert not recorded, so not delivered", "rule", rule,
+                "subject", subject, "error", e.message, NULL);
+        return;
+    } else if (rc) {
         run_log(r, PGPIPE_LOG_WARN, "alert not recorded; delivering it from here", "rule", rule,
                 "subject", subject, "error", e.message, NULL);
-        /* the database is away: deliver anyway (the log and the command do
-        ** not need it); another instance may deliver it too */
+        /* a raised alert comes once: deliver it anyway (the log and the
+        ** commands need no database); another instance may deliver it too */
     } else if (PQntuples(res) == 0) {
         PQclear(res);
         return; /* already on, delivered by this or another instance */
@@ -507,7 +513,7 @@ static void run_alert_deliver_raised(pgpipe_runner *r, PGconn *c, const run_aler
             (!x->target || !strcmp(x->target, m->subject)))
             u = x;
     }
-    run_alert_fire(r, c, t->pipeline, u, m->kind, m->subject, m->message, m->detail);
+    run_alert_fire(r, c, t->pipeline, u, m->kind, m->subject, m->message, m->detail, 1);
 }
 
 static void *run_alert_main(void *arg)
@@ -574,7 +580,7 @@ static void *run_alert_main(void *arg)
                                            sizeof subject, &msg, &det);
                 const char *rule = run_alert_kind_name(u->kind);
                 if (holds > 0 && msg.data && det.data)
-                    run_alert_fire(r, c, t.pipeline, u, rule, subject, msg.data, det.data);
+                    run_alert_fire(r, c, t.pipeline, u, rule, subject, msg.data, det.data, 0);
                 else if (holds == 0)
                     run_alert_clear(r, c, t.pipeline, rule, subject);
                 pp_buf_free(&msg);
