@@ -19,7 +19,7 @@
 ** Delivery, each step's failure logged and not stopping the next: a log
 ** line (warn), the rule's NOTIFY channel, a row in the rule's table, the
 ** rule's command and the runner's --on-alert command (sh -c, the alert as
-** one JSON object on stdin, killed after 10 s). The same statement that
+** one JSON object on stdin, killed with its process group after 10 s). The same statement that
 ** wins the compare-and-set records the alert in pgpipe.run_alerts (kept 30
 ** days).
 */
@@ -29,13 +29,10 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 #define RUN_ALERT_EVERY_MS   2000
 #define RUN_ALERT_RENOTIFY_S 3600
@@ -197,21 +194,26 @@ static void run_alert_command(pgpipe_runner *r, const char *cmd, const char *jso
                 "error", strerror(errno), NULL);
         return;
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&at);
-    posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
-    posix_spawnattr_setpgroup(&at, 0); /* its own group: a timeout kills what it started */
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-    char *argv[] = { (char *)"sh", (char *)"-c", (char *)cmd, NULL };
-    pid_t pid = -1;
-    int err = posix_spawn(&pid, "/bin/sh", &fa, &at, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
+    /* fork + execl rather than posix_spawn: posix_spawn needs environ,
+    ** and a reference to it from code built without -fPIC cannot go into
+    ** a shared library. The child calls only async-signal-safe functions. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* no handler of ours runs in the child */
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0); /* its own group: a timeout kills what it started */
+        dup2(sv[1], 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int err = pid < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid > 0)
+        setpgid(pid, pid); /* also here, so the group exists before any kill */
     close(sv[1]);
     if (err) {
         close(sv[0]);
