@@ -1033,7 +1033,9 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out);
 ** schedule), detail a JSON object text (NULL: {}). An alert fires once
 ** per subject until its condition clears, on one instance only, and goes
 ** to the log line, the rule's NOTIFY channel, table and command, and to
-** r->on_alert. */
+** r->on_alert. raise queues the alert for the alert thread (it never waits
+** for the database or a command) and may be called before start; it takes
+** r->mu, so not while holding it. */
 PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r);
 PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r);
 PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);
@@ -2414,6 +2416,67 @@ static const char *const pp_sql_16[] = {
 };
 /* ==== end sql/schema/V0026__runner.sql ==== */
 
+/* ==== begin sql/schema/V0027__run_alerts.sql ==== */
+static const char *const pp_sql_17[] = {
+    "-- pgpipe built-in schema: the pipeline runner's alerts and the status page's\n",
+    "-- action requests (pgpipe run). Idempotent.\n",
+    "\n",
+    "-- One row per alert condition (pipeline, rule, subject): whether it fires\n",
+    "-- now. Instances running the same pipeline all evaluate the rules; the one\n",
+    "-- whose compare-and-set UPDATE turns firing on (or re-notifies after an\n",
+    "-- hour) delivers the alert, the others see it on and stay quiet.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.run_alert_state (\n",
+    "    pipeline    TEXT NOT NULL,\n",
+    "    rule        TEXT NOT NULL,               -- dlq-growth, backlog-age, ...\n",
+    "    subject     TEXT NOT NULL,               -- what it is about: an event type, a task ...\n",
+    "    firing      BOOLEAN NOT NULL DEFAULT false,\n",
+    "    fired_at    TIMESTAMPTZ,                 -- when the condition started to hold\n",
+    "    notified_at TIMESTAMPTZ,                 -- the last delivery\n",
+    "    cleared_at  TIMESTAMPTZ,                 -- when it last stopped holding\n",
+    "    fired_by    TEXT,                        -- the instance that delivered\n",
+    "    message     TEXT,\n",
+    "    PRIMARY KEY (pipeline, rule, subject)\n",
+    ");\n",
+    "COMMENT ON TABLE pgpipe.run_alert_state IS\n",
+    "    'pgpipe run alerts: firing or not, per rule and subject (one instance delivers)';\n",
+    "\n",
+    "-- Every alert delivered, kept 30 days (the runner deletes older rows).\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.run_alerts (\n",
+    "    id          BIGSERIAL PRIMARY KEY,\n",
+    "    pipeline    TEXT NOT NULL,\n",
+    "    rule        TEXT NOT NULL,\n",
+    "    subject     TEXT NOT NULL,\n",
+    "    message     TEXT NOT NULL,\n",
+    "    detail      JSONB NOT NULL DEFAULT '{}',\n",
+    "    instance    TEXT NOT NULL,\n",
+    "    fired_at    TIMESTAMPTZ NOT NULL DEFAULT now()\n",
+    ");\n",
+    "CREATE INDEX IF NOT EXISTS run_alerts_fired_idx ON pgpipe.run_alerts (fired_at);\n",
+    "CREATE INDEX IF NOT EXISTS run_alerts_pipeline_idx ON pgpipe.run_alerts (pipeline, fired_at);\n",
+    "COMMENT ON TABLE pgpipe.run_alerts IS 'pgpipe run: alerts delivered (30 days)';\n",
+    "\n",
+    "-- Requests made on the status page with the bearer token (POST\n",
+    "-- /actions/fire\?schedule=NAME, /actions/replay-dlq), for the runner to act\n",
+    "-- on; taken_at/taken_by are set by the instance that acts.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.run_actions (\n",
+    "    id           BIGSERIAL PRIMARY KEY,\n",
+    "    pipeline     TEXT NOT NULL,\n",
+    "    action       TEXT NOT NULL CHECK (action IN ('fire', 'replay-dlq')),\n",
+    "    target       TEXT,                       -- fire: the schedule\n",
+    "    requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),\n",
+    "    requested_by TEXT,                       -- the client address\n",
+    "    instance     TEXT NOT NULL,              -- the instance that took the request\n",
+    "    taken_at     TIMESTAMPTZ,\n",
+    "    taken_by     TEXT\n",
+    ");\n",
+    "CREATE INDEX IF NOT EXISTS run_actions_open_idx\n",
+    "    ON pgpipe.run_actions (pipeline, requested_at) WHERE taken_at IS NULL;\n",
+    "COMMENT ON TABLE pgpipe.run_actions IS\n",
+    "    'pgpipe run: actions requested on the status page, for the runner to act on';\n",
+    NULL
+};
+/* ==== end sql/schema/V0027__run_alerts.sql ==== */
+
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -2432,6 +2495,7 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0024__http_ingest.sql", pp_sql_14 },
     { "schema/V0025__http_tokens.sql", pp_sql_15 },
     { "schema/V0026__runner.sql", pp_sql_16 },
+    { "schema/V0027__run_alerts.sql", pp_sql_17 },
     { NULL, NULL }
 };
 
@@ -23013,6 +23077,8 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
         return 0;
     }
     size_t pre = sizeof HS_EVENTS - 1;
+    if (h->o.page && (rq->path_len < pre || memcmp(rq->path, HS_EVENTS, pre)))
+        return 0; /* the embedding program's pages (hs_page) */
     if (rq->path_len < pre || memcmp(rq->path, HS_EVENTS, pre) || rq->path_len == pre) {
         hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
                  NULL);
@@ -23059,6 +23125,54 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
 
 static void hs_metrics(pgpipe_http *h, hs_conn *c);
 
+/* A request for the embedding program's pages: the page hook answers it
+** from what it has at hand (it must not block the loop); status 0 is 404. */
+static void hs_page(pgpipe_http *h, hs_conn *c)
+{
+    static const char *mname[] = { "-", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
+                                   "OTHER" };
+    pp_http_request *rq = &c->rq;
+    size_t alen = 0, clen = 0;
+    const char *auth = pp_http_header_get(rq, "authorization", &alen);
+    const char *ctype = pp_http_header_get(rq, "content-type", &clen);
+    char *path = pp_strndup(rq->path, rq->path_len);
+    char *query = pp_strndup(rq->query ? rq->query : "", rq->query ? rq->query_len : 0);
+    char *a = auth ? pp_strndup(auth, alen) : NULL, *ct = ctype ? pp_strndup(ctype, clen) : NULL;
+    pp_buf body = { 0 };
+    pgpipe_http_page_reply out;
+    memset(&out, 0, sizeof out);
+    out.priv = &body;
+    if (path && query && (!auth || a) && (!ctype || ct)) {
+        pgpipe_http_page_request pr;
+        pr.method = mname[rq->method >= 0 && rq->method <= PP_HTTP_OTHER ? rq->method : 0];
+        pr.path = path;
+        pr.query = query;
+        pr.authorization = a;
+        pr.content_type = ct;
+        pr.body = rq->body ? rq->body : "";
+        pr.body_len = rq->body ? rq->body_len : 0;
+        h->o.page(h->o.page_ud, &pr, &out);
+    } else {
+        out.status = 500;
+    }
+    pp_free(path);
+    pp_free(query);
+    pp_free(a);
+    pp_free(ct);
+    if (out.status <= 0) {
+        pp_buf_free(&body);
+        hs_error(h, c, 404, "not_found", "no such page", NULL);
+        return;
+    }
+    pp_http_reply r;
+    memset(&r, 0, sizeof r);
+    r.status = out.status;
+    r.content_type = out.content_type ? out.content_type : "text/html; charset=utf-8";
+    r.body = body.data;
+    r.body_len = body.data ? body.len : 0;
+    hs_write_reply(h, c, &r, out.headers);
+}
+
 static void hs_readyz(pgpipe_http *h, hs_conn *c)
 {
     char why[256] = "";
@@ -23085,8 +23199,10 @@ static void hs_route(pgpipe_http *h, hs_conn *c)
             hs_reply_json(h, c, 200, "{\"status\":\"ok\"}\n");
         else if (hs_path_is(rq, "/readyz"))
             hs_readyz(h, c);
-        else
+        else if (hs_path_is(rq, "/metrics"))
             hs_metrics(h, c);
+        else
+            hs_page(h, c);
         return;
     }
     if (++h->seq == 0)
@@ -23429,6 +23545,12 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "pgpipe_http_request_duration_seconds_count %llu\n",
                    (unsigned long long)cum, h->lat_sum, (unsigned long long)h->lat_count);
     pp_ingest_metrics(h->ig, &b);
+    if (h->o.metrics) {
+        pgpipe_http_page_reply more;
+        memset(&more, 0, sizeof more);
+        more.priv = &b;
+        h->o.metrics(h->o.page_ud, &more);
+    }
     hs_reply_text(h, c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data,
                   b.data ? b.len : 0);
 }
@@ -29154,26 +29276,719 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
 /* ==== begin src/run/run_alert.c ==== */
 #ifndef PGPIPE_OMIT_RUN
 /*
-** Alerts: rules evaluated on a timer or raised by the other components,
-** delivered once per condition to the log, NOTIFY, a table and a command.
-** STUB (lead): the alerts helper replaces it.
+** Alerts: the rules of the pipeline file (.alert), evaluated every few
+** seconds on the alert thread's own connection (dlq-growth, backlog-age,
+** task-failures, schedule-missed), or raised by the other components
+** (run_alert_raise: run_sched for a missed schedule or a task failing in a
+** row). Raised alerts are queued and delivered by the alert thread, so the
+** caller never waits for the database or a command.
+**
+** Once per condition, on one instance: pgpipe.run_alert_state holds one row
+** per (pipeline, rule, subject). Firing is a compare-and-set (an INSERT ...
+** ON CONFLICT DO UPDATE ... WHERE NOT firing OR notified an hour ago): the
+** instance whose statement turns the row on delivers, the others (and this
+** one at the next turns) find it on and stay quiet. A periodic rule whose
+** condition no longer holds turns the row off, so the next time it holds it
+** is delivered again; while it holds it is delivered again every hour (a
+** reminder, and the way a raised alert with nothing that clears it, such as
+** a missed schedule without a run history, fires again later).
+**
+** Delivery, each step's failure logged and not stopping the next: a log
+** line (warn), the rule's NOTIFY channel, a row in the rule's table, the
+** rule's command and the runner's --on-alert command (sh -c, the alert as
+** one JSON object on stdin, killed with its process group after 10 s). The same statement that
+** wins the compare-and-set records the alert in pgpipe.run_alerts (kept 30
+** days).
 */
 
 #ifndef PGPIPE_OMIT_RUN
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
-PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r) { (void)r; return PGPIPE_OK; }
-PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r) { (void)r; }
-PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def)
+#define RUN_ALERT_EVERY_MS   2000
+#define RUN_ALERT_RENOTIFY_S 3600
+#define RUN_ALERT_CMD_MS     10000
+#define RUN_ALERT_QUEUE      256
+#define RUN_ALERT_PURGE_MS   (3600 * 1000)
+
+typedef struct run_alert_msg {
+    char *kind, *subject, *message, *detail;
+} run_alert_msg;
+
+struct run_alerts {
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;           /* guards what follows */
+    pthread_cond_t cv;
+    int stop;
+    run_alert_msg q[RUN_ALERT_QUEUE];
+    int nq;
+};
+
+/* A rule as this turn sees it: copied from r->def under r->mu, since a
+** reload closes the old tree. */
+typedef struct run_alert_rule {
+    int kind;
+    int64_t threshold, window_ms, older_than_ms;
+    char *event_type, *target, *notify, *table, *command;
+    char *events_table;           /* backlog-age: where its events wait */
+} run_alert_rule;
+
+typedef struct run_alert_turn {
+    char *pipeline;
+    run_alert_rule *rules;
+    int nrules;
+} run_alert_turn;
+
+static const char *run_alert_kind_name(int kind)
 {
-    (void)r, (void)def;
+    switch (kind) {
+    case PGPIPE_PIPE_ALERT_DLQ_GROWTH: return "dlq-growth";
+    case PGPIPE_PIPE_ALERT_BACKLOG_AGE: return "backlog-age";
+    case PGPIPE_PIPE_ALERT_TASK_FAILURES: return "task-failures";
+    case PGPIPE_PIPE_ALERT_SCHEDULE_MISSED: return "schedule-missed";
+    default: return "alert";
+    }
+}
+
+static char *run_alert_dup(const char *s)
+{
+    return s ? pp_strdup(s) : NULL;
+}
+
+static void run_alert_turn_free(run_alert_turn *t)
+{
+    for (int i = 0; i < t->nrules; i++) {
+        run_alert_rule *u = &t->rules[i];
+        pp_free(u->event_type), pp_free(u->target), pp_free(u->notify);
+        pp_free(u->table), pp_free(u->command), pp_free(u->events_table);
+    }
+    pp_free(t->rules);
+    pp_free(t->pipeline);
+    memset(t, 0, sizeof *t);
+}
+
+/* The table whose unprocessed rows are the backlog of event_type: the one
+** of the .workers directive for it (or for "*"), else staging.raw_events. */
+static const char *run_alert_events_table(const pgpipe_pipe_def *d, const char *event_type)
+{
+    const char *any = NULL;
+    for (int i = 0; i < d->nworkers; i++) {
+        const pgpipe_pipe_workers *w = &d->workers[i];
+        if (event_type && !strcmp(w->event_type, event_type) && w->table)
+            return w->table;
+        if (!strcmp(w->event_type, "*") && w->table)
+            any = w->table;
+    }
+    return any ? any : "staging.raw_events";
+}
+
+static int run_alert_turn_load(pgpipe_runner *r, run_alert_turn *t)
+{
+    memset(t, 0, sizeof *t);
+    int rc = PGPIPE_OK;
+    pp_mutex_lock(&r->mu);
+    const pgpipe_pipe_def *d = r->def;
+    t->pipeline = pp_strdup(d->name);
+    if (d->nalerts > 0)
+        t->rules = pp_calloc((size_t)d->nalerts, sizeof *t->rules);
+    if (!t->pipeline || (d->nalerts > 0 && !t->rules))
+        rc = PGPIPE_NOMEM;
+    for (int i = 0; !rc && i < d->nalerts; i++) {
+        const pgpipe_pipe_alert *a = &d->alerts[i];
+        run_alert_rule *u = &t->rules[t->nrules++];
+        u->kind = a->kind;
+        u->threshold = a->threshold;
+        u->window_ms = a->window_ms;
+        u->older_than_ms = a->older_than_ms;
+        u->event_type = run_alert_dup(a->event_type);
+        u->target = run_alert_dup(a->target);
+        u->notify = run_alert_dup(a->notify);
+        u->table = run_alert_dup(a->table);
+        u->command = run_alert_dup(a->command);
+        u->events_table = pp_strdup(run_alert_events_table(d, a->event_type));
+        if ((a->event_type && !u->event_type) || (a->target && !u->target) ||
+            (a->notify && !u->notify) || (a->table && !u->table) ||
+            (a->command && !u->command) || !u->events_table)
+            rc = PGPIPE_NOMEM;
+    }
+    pp_mutex_unlock(&r->mu);
+    if (rc)
+        run_alert_turn_free(t);
+    return rc;
+}
+
+/* A table name from the pipeline file goes into SQL as written: only
+** identifier characters, dots and double quotes pass. */
+static int run_alert_name_ok(const char *s)
+{
+    if (!s || !*s || strlen(s) > 200)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '.' || *p == '"' || *p == '$' || (unsigned char)*p >= 0x80))
+            return 0;
+    return 1;
+}
+
+/* ---- delivery ----------------------------------------------------------- */
+
+/* The alert as one JSON object; with_detail 0 replaces the detail (a NOTIFY
+** payload is limited to 8000 bytes). */
+static void run_alert_json(pp_buf *b, const char *pipeline, const char *instance,
+                           const char *rule, const char *subject, const char *message,
+                           const char *detail, const char *fired_at, int with_detail)
+{
+    pp_buf_appendf(b, "{\"pipeline\":");
+    pp_json_str(b, pipeline, strlen(pipeline), 0);
+    pp_buf_appendf(b, ",\"instance\":");
+    pp_json_str(b, instance, strlen(instance), 0);
+    pp_buf_appendf(b, ",\"rule\":");
+    pp_json_str(b, rule, strlen(rule), 0);
+    pp_buf_appendf(b, ",\"subject\":");
+    pp_json_str(b, subject, strlen(subject), 0);
+    pp_buf_appendf(b, ",\"message\":");
+    pp_json_str(b, message, with_detail || strlen(message) < 1000 ? strlen(message) : 1000, 0);
+    pp_buf_appendf(b, ",\"detail\":%s,\"fired_at\":", with_detail ? detail : "{\"truncated\":true}");
+    pp_json_str(b, fired_at, strlen(fired_at), 0);
+    pp_buf_appendf(b, "}");
+}
+
+/* Run cmd (sh -c) with json on its stdin; wait at most RUN_ALERT_CMD_MS,
+** then kill its process group. Its stdout and stderr are the process's. */
+static void run_alert_command(pgpipe_runner *r, const char *cmd, const char *json,
+                              const char *rule, const char *subject)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+        run_log(r, PGPIPE_LOG_WARN, "alert command not run", "rule", rule, "subject", subject,
+                "error", strerror(errno), NULL);
+        return;
+    }
+    /* fork + execl rather than posix_spawn: posix_spawn needs environ,
+    ** and a reference to it from code built without -fPIC cannot go into
+    ** a shared library. The child calls only async-signal-safe functions. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* no handler of ours runs in the child */
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0); /* its own group: a timeout kills what it started */
+        dup2(sv[1], 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int err = pid < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid > 0)
+        setpgid(pid, pid); /* also here, so the group exists before any kill */
+    close(sv[1]);
+    if (err) {
+        close(sv[0]);
+        run_log(r, PGPIPE_LOG_WARN, "alert command not run", "rule", rule, "subject", subject,
+                "error", strerror(err), NULL);
+        return;
+    }
+    int64_t deadline = run_now_ms() + RUN_ALERT_CMD_MS;
+    size_t len = strlen(json), off = 0;
+    while (off < len) { /* a command that does not read must not hold us */
+        int64_t left = deadline - run_now_ms();
+        if (left <= 0)
+            break;
+        struct pollfd p = { sv[0], POLLOUT, 0 };
+        if (poll(&p, 1, (int)left) <= 0)
+            continue;
+        ssize_t n = send(sv[0], json + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0)
+            off += (size_t)n;
+        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            break; /* it closed its stdin: its business */
+    }
+    close(sv[0]);
+    int status = 0, done = 0;
+    for (;;) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR)) {
+            done = w == pid;
+            break;
+        }
+        if (run_now_ms() >= deadline)
+            break;
+        struct timespec ts = { 0, 20 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    if (!done) {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        run_log(r, PGPIPE_LOG_WARN, "alert command killed after 10 s", "rule", rule, "subject",
+                subject, "command", cmd, NULL);
+    } else if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+        char st[32];
+        snprintf(st, sizeof st, "%d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        run_log(r, PGPIPE_LOG_WARN, "alert command failed", "rule", rule, "subject", subject,
+                "command", cmd, "exit", st, NULL);
+    }
+}
+
+/* Turn the alert on; when this instance's statement did it (or it is time to
+** remind), record it and deliver it. */
+static void run_alert_fire(pgpipe_runner *r, PGconn *c, const char *pipeline,
+                           const run_alert_rule *u, const char *rule, const char *subject,
+                           const char *message, const char *detail, int raised)
+{
+    char renotify[16];
+    snprintf(renotify, sizeof renotify, "%d", RUN_ALERT_RENOTIFY_S);
+    const char *p[7] = { pipeline, rule, subject, r->instance, message,
+                         detail && *detail ? detail : "{}", renotify };
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    int rc = !c ? pp_err(&e, PGPIPE_DB, "no connection") : pp_exec(c,
+        "WITH f AS (INSERT INTO pgpipe.run_alert_state AS s (pipeline, rule, subject, firing, "
+        "fired_at, notified_at, fired_by, message) VALUES ($1, $2, $3, true, now(), now(), $4, $5) "
+        "ON CONFLICT (pipeline, rule, subject) DO UPDATE SET firing = true, "
+        "fired_at = CASE WHEN s.firing THEN s.fired_at ELSE now() END, notified_at = now(), "
+        "fired_by = $4, message = $5 "
+        "WHERE NOT s.firing OR s.notified_at < now() - $7::int * interval '1 second' "
+        "RETURNING now() AS at) "
+        "INSERT INTO pgpipe.run_alerts (pipeline, rule, subject, message, detail, instance, "
+        "fired_at) SELECT $1, $2, $3, $5, $6::jsonb, $4, at FROM f "
+        "RETURNING to_char(fired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+        "fired_at::text",
+        7, p, &res, &e, "recording the alert");
+    if (rc && !raised) {
+        /* a condition is evaluated again at the next turn: delivering it
+        ** unrecorded would repeat it every turn */
+        run_log(r, PGPIPE_LOG_WARN, "alert not recorded, so not delivered", "rule", rule,
+                "subject", subject, "error", e.message, NULL);
+        return;
+    } else if (rc) {
+        run_log(r, PGPIPE_LOG_WARN, "alert not recorded; delivering it from here", "rule", rule,
+                "subject", subject, "error", e.message, NULL);
+        /* a raised alert comes once: deliver it anyway (the log and the
+        ** commands need no database); another instance may deliver it too */
+    } else if (PQntuples(res) == 0) {
+        PQclear(res);
+        return; /* already on, delivered by this or another instance */
+    }
+    char at[64] = "", at_sql[64] = "";
+    if (res) {
+        snprintf(at, sizeof at, "%s", PQgetvalue(res, 0, 0));
+        snprintf(at_sql, sizeof at_sql, "%s", PQgetvalue(res, 0, 1));
+        PQclear(res);
+    } else {
+        time_t now = time(NULL);
+        struct tm tmv;
+        gmtime_r(&now, &tmv);
+        strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+        snprintf(at_sql, sizeof at_sql, "%s", at);
+    }
+    const char *det = p[5];
+    /* 1: the log line */
+    run_log(r, PGPIPE_LOG_WARN, message, "rule", rule, "subject", subject, "detail", det, NULL);
+    pp_buf js = { 0 };
+    run_alert_json(&js, pipeline, r->instance, rule, subject, message, det, at, 1);
+    if (!js.data) {
+        run_log(r, PGPIPE_LOG_WARN, "alert not delivered: out of memory", "rule", rule, NULL);
+        return;
+    }
+    /* 2: NOTIFY */
+    if (c && u && u->notify) {
+        pp_buf small = { 0 };
+        const char *payload = js.data;
+        if (js.len >= 7900) {
+            run_alert_json(&small, pipeline, r->instance, rule, subject, message, det, at, 0);
+            payload = small.data ? small.data : "{}";
+        }
+        const char *np[2] = { u->notify, payload };
+        memset(&e, 0, sizeof e);
+        if (pp_exec(c, "SELECT pg_notify($1, $2)", 2, np, NULL, &e, "NOTIFY"))
+            run_log(r, PGPIPE_LOG_WARN, "alert NOTIFY failed", "rule", rule, "channel",
+                    u->notify, "error", e.message, NULL);
+        pp_buf_free(&small);
+    }
+    /* 3: the rule's table */
+    if (c && u && u->table) {
+        memset(&e, 0, sizeof e);
+        if (!run_alert_name_ok(u->table)) {
+            run_log(r, PGPIPE_LOG_WARN, "alert table refused: not a table name", "rule", rule,
+                    "table", u->table, NULL);
+        } else {
+            pp_buf sql = { 0 };
+            pp_buf_appendf(&sql, "INSERT INTO %s (pipeline, rule, subject, message, detail, "
+                                 "fired_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6::timestamptz)",
+                           u->table);
+            const char *tp[6] = { pipeline, rule, subject, message, det, at_sql };
+            if (!sql.data || pp_exec(c, sql.data, 6, tp, NULL, &e, "alert table"))
+                run_log(r, PGPIPE_LOG_WARN, "alert row not written", "rule", rule, "table",
+                        u->table, "error", sql.data ? e.message : "out of memory", NULL);
+            pp_buf_free(&sql);
+        }
+    }
+    /* 4: the commands */
+    if (u && u->command)
+        run_alert_command(r, u->command, js.data, rule, subject);
+    if (r->on_alert)
+        run_alert_command(r, r->on_alert, js.data, rule, subject);
+    pp_buf_free(&js);
+}
+
+static void run_alert_clear(pgpipe_runner *r, PGconn *c, const char *pipeline, const char *rule,
+                            const char *subject)
+{
+    const char *p[3] = { pipeline, rule, subject };
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(c, "UPDATE pgpipe.run_alert_state SET firing = false, cleared_at = now() "
+                   "WHERE pipeline = $1 AND rule = $2 AND subject = $3 AND firing",
+                3, p, NULL, &e, "clearing the alert"))
+        run_log(r, PGPIPE_LOG_WARN, "alert not cleared", "rule", rule, "subject", subject,
+                "error", e.message, NULL);
+}
+
+/* ---- the periodic rules -------------------------------------------------- */
+
+/* Query one row; NULL on failure (logged once per turn by the caller). */
+static PGresult *run_alert_query(PGconn *c, const char *sql, int n, const char *const *p,
+                                 pgpipe_error *e)
+{
+    PGresult *res = NULL;
+    if (pp_exec(c, sql, n, p, &res, e, "evaluating an alert rule"))
+        return NULL;
+    return res;
+}
+
+/* 1: the condition holds, 0: it does not, -1: cannot tell (left as it is). */
+static int run_alert_eval(pgpipe_runner *r, PGconn *c, const char *pipeline,
+                          const run_alert_rule *u, int have_history, char *subject, size_t ssz,
+                          pp_buf *msg, pp_buf *detail)
+{
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    PGresult *res = NULL;
+    int holds = -1;
+    switch (u->kind) {
+    case PGPIPE_PIPE_ALERT_DLQ_GROWTH: {
+        snprintf(subject, ssz, "dead_letters");
+        char ws[24];
+        int64_t win_s = u->window_ms > 0 ? u->window_ms / 1000 : 600;
+        snprintf(ws, sizeof ws, "%lld", (long long)(win_s > 0 ? win_s : 1));
+        const char *p[1] = { ws };
+        res = run_alert_query(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead' "
+                                 "AND last_failed_at >= now() - $1::bigint * interval '1 second'",
+                              1, p, &e);
+        if (!res)
+            break;
+        long long n = atoll(PQgetvalue(res, 0, 0));
+        holds = pgpipe_dlq_growing(n, 0, u->threshold);
+        pp_buf_appendf(msg, "%lld new dead letters within %s s (threshold %lld)", n, ws,
+                       (long long)u->threshold);
+        pp_buf_appendf(detail, "{\"new_dead_letters\":%lld,\"window_s\":%s,\"threshold\":%lld}",
+                       n, ws, (long long)u->threshold);
+        break;
+    }
+    case PGPIPE_PIPE_ALERT_BACKLOG_AGE: {
+        snprintf(subject, ssz, "%s", u->event_type ? u->event_type : "*");
+        if (!run_alert_name_ok(u->events_table))
+            break;
+        pp_buf sql = { 0 };
+        /* the oldest unprocessed row: the partial index on unprocessed rows
+        ** (received_at, id) WHERE NOT processed reads it first */
+        pp_buf_appendf(&sql, "SELECT floor(extract(epoch FROM now() - received_at))::bigint "
+                             "FROM %s WHERE NOT processed%s ORDER BY received_at LIMIT 1",
+                       u->events_table, u->event_type ? " AND event_type = $1" : "");
+        const char *p[1] = { u->event_type };
+        if (sql.data)
+            res = run_alert_query(c, sql.data, u->event_type ? 1 : 0, u->event_type ? p : NULL, &e);
+        pp_buf_free(&sql);
+        if (!res)
+            break;
+        long long age = PQntuples(res) ? atoll(PQgetvalue(res, 0, 0)) : -1;
+        long long lim = (long long)(u->older_than_ms / 1000);
+        holds = age >= 0 && age * 1000 > u->older_than_ms;
+        pp_buf_appendf(msg, "the oldest pending event%s%s is %lld s old (limit %lld s)",
+                       u->event_type ? " of type " : "", u->event_type ? u->event_type : "",
+                       age < 0 ? 0 : age, lim);
+        pp_buf_appendf(detail, "{\"event_type\":");
+        if (u->event_type)
+            pp_json_str(detail, u->event_type, strlen(u->event_type), 0);
+        else
+            pp_buf_appendf(detail, "null");
+        pp_buf_appendf(detail, ",\"oldest_age_s\":%lld,\"older_than_s\":%lld,\"table\":",
+                       age < 0 ? 0 : age, lim);
+        pp_json_str(detail, u->events_table, strlen(u->events_table), 0);
+        pp_buf_appendf(detail, "}");
+        break;
+    }
+    case PGPIPE_PIPE_ALERT_TASK_FAILURES:
+    case PGPIPE_PIPE_ALERT_SCHEDULE_MISSED: {
+        snprintf(subject, ssz, "%s", u->target ? u->target : "*");
+        if (!have_history || !u->target)
+            break; /* raised by run_sched only; the hourly reminder resets it */
+        int task = u->kind == PGPIPE_PIPE_ALERT_TASK_FAILURES;
+        long long k = task ? (u->threshold > 0 ? u->threshold : 3) : 1;
+        char ks[24];
+        snprintf(ks, sizeof ks, "%lld", k);
+        const char *p[3] = { pipeline, u->target, ks };
+        res = run_alert_query(c,
+            task ? "SELECT count(*) FILTER (WHERE status IN ('failed', 'timeout', 'lost')), "
+                   "count(*) FROM (SELECT status FROM pgpipe.run_history WHERE pipeline = $1 "
+                   "AND name = $2 AND status NOT IN ('running', 'skipped') "
+                   "ORDER BY started_at DESC NULLS LAST LIMIT $3::int) h"
+                 : "SELECT count(*) FILTER (WHERE status = 'missed'), count(*) FROM "
+                   "(SELECT status FROM pgpipe.run_history WHERE pipeline = $1 AND name = $2 "
+                   "AND status <> 'running' ORDER BY started_at DESC NULLS LAST LIMIT $3::int) h",
+            3, p, &e);
+        if (!res)
+            break;
+        long long bad = atoll(PQgetvalue(res, 0, 0)), n = atoll(PQgetvalue(res, 0, 1));
+        holds = n == k && bad == k;
+        if (task)
+            pp_buf_appendf(msg, "task %s failed %lld times in a row", u->target, k);
+        else
+            pp_buf_appendf(msg, "schedule %s missed its slot", u->target);
+        pp_buf_appendf(detail, "{\"%s\":", task ? "task" : "schedule");
+        pp_json_str(detail, u->target, strlen(u->target), 0);
+        pp_buf_appendf(detail, task ? ",\"count\":%lld}" : "}", k);
+        break;
+    }
+    default:
+        break;
+    }
+    if (res)
+        PQclear(res);
+    if (holds < 0 && e.message[0])
+        run_log(r, PGPIPE_LOG_WARN, "alert rule not evaluated", "rule",
+                run_alert_kind_name(u->kind), "subject", subject, "error", e.message, NULL);
+    return holds;
+}
+
+/* ---- the thread ---------------------------------------------------------- */
+
+static void run_alert_msg_free(run_alert_msg *m)
+{
+    pp_free(m->kind), pp_free(m->subject), pp_free(m->message), pp_free(m->detail);
+    memset(m, 0, sizeof *m);
+}
+
+static void run_alert_deliver_raised(pgpipe_runner *r, PGconn *c, const run_alert_turn *t,
+                                     run_alert_msg *m)
+{
+    const run_alert_rule *u = NULL;
+    for (int i = 0; i < t->nrules && !u; i++) {
+        const run_alert_rule *x = &t->rules[i];
+        if (!strcmp(run_alert_kind_name(x->kind), m->kind) &&
+            (!x->target || !strcmp(x->target, m->subject)))
+            u = x;
+    }
+    run_alert_fire(r, c, t->pipeline, u, m->kind, m->subject, m->message, m->detail, 1);
+}
+
+static void *run_alert_main(void *arg)
+{
+    pgpipe_runner *r = arg;
+    run_alerts *a = r->alerts;
+    pgpipe_conn *cc = NULL;
+    int64_t next_eval = 0, next_purge = 0;
+    for (;;) {
+        run_alert_msg batch[RUN_ALERT_QUEUE];
+        int nb = 0, stop;
+        pthread_mutex_lock(&a->mu);
+        while (!a->stop && a->nq == 0 && run_now_ms() < next_eval) {
+            int64_t until = next_eval;
+            struct timespec ts = { (time_t)(until / 1000), (long)(until % 1000) * 1000000L };
+            pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+        }
+        stop = a->stop;
+        memcpy(batch, a->q, sizeof batch[0] * (size_t)a->nq);
+        nb = a->nq;
+        a->nq = 0;
+        pthread_mutex_unlock(&a->mu);
+        if (stop) {
+            /* what was raised while stopping is at least logged */
+            for (int i = 0; i < nb; i++) {
+                run_log(r, PGPIPE_LOG_WARN, batch[i].message, "rule", batch[i].kind, "subject",
+                        batch[i].subject, NULL);
+                run_alert_msg_free(&batch[i]);
+            }
+            break;
+        }
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (!cc && pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e) != PGPIPE_OK) {
+            cc = NULL;
+            run_log(r, PGPIPE_LOG_WARN, "alerts: no connection", "error", e.message, NULL);
+        }
+        PGconn *c = cc ? pgpipe_conn_pg(cc) : NULL;
+        run_alert_turn t;
+        if (run_alert_turn_load(r, &t) != PGPIPE_OK) {
+            for (int i = 0; i < nb; i++)
+                run_alert_msg_free(&batch[i]);
+            next_eval = run_now_ms() + RUN_ALERT_EVERY_MS;
+            continue;
+        }
+        for (int i = 0; i < nb; i++) {
+            run_alert_deliver_raised(r, c, &t, &batch[i]);
+            run_alert_msg_free(&batch[i]);
+        }
+        if (c && run_now_ms() >= next_eval) {
+            next_eval = run_now_ms() + RUN_ALERT_EVERY_MS;
+            int have_history = 0;
+            PGresult *res = NULL;
+            if (pp_exec(c, "SELECT to_regclass('pgpipe.run_history') IS NOT NULL", 0, NULL, &res,
+                        NULL, NULL) == PGPIPE_OK) {
+                have_history = PQgetvalue(res, 0, 0)[0] == 't';
+                PQclear(res);
+            }
+            for (int i = 0; i < t.nrules && !run_stopping(r); i++) {
+                const run_alert_rule *u = &t.rules[i];
+                char subject[256];
+                pp_buf msg = { 0 }, det = { 0 };
+                int holds = run_alert_eval(r, c, t.pipeline, u, have_history, subject,
+                                           sizeof subject, &msg, &det);
+                const char *rule = run_alert_kind_name(u->kind);
+                if (holds > 0 && msg.data && det.data)
+                    run_alert_fire(r, c, t.pipeline, u, rule, subject, msg.data, det.data, 0);
+                else if (holds == 0)
+                    run_alert_clear(r, c, t.pipeline, rule, subject);
+                pp_buf_free(&msg);
+                pp_buf_free(&det);
+            }
+            if (run_now_ms() >= next_purge) {
+                pp_exec(c, "DELETE FROM pgpipe.run_alerts WHERE fired_at < now() - interval "
+                           "'30 days'", 0, NULL, NULL, NULL, NULL);
+                pp_exec(c, "DELETE FROM pgpipe.run_actions WHERE requested_at < now() - "
+                           "interval '30 days'", 0, NULL, NULL, NULL, NULL);
+                next_purge = run_now_ms() + RUN_ALERT_PURGE_MS;
+            }
+        } else if (!c) {
+            next_eval = run_now_ms() + RUN_ALERT_EVERY_MS;
+        }
+        run_alert_turn_free(&t);
+        if (cc && PQstatus(pgpipe_conn_pg(cc)) != CONNECTION_OK) {
+            pgpipe_pool_discard(cc);
+            cc = NULL;
+        }
+    }
+    if (cc)
+        pgpipe_pool_release(cc);
+    return NULL;
+}
+
+/* r->alerts is made by whichever comes first, start or a raise (run_sched
+** starts before the alerts and may raise at once): r->mu guards that. */
+static run_alerts *run_alerts_get(pgpipe_runner *r)
+{
+    pp_mutex_lock(&r->mu);
+    if (!r->alerts) {
+        run_alerts *a = pp_calloc(1, sizeof *a);
+        if (a) {
+            pthread_mutex_init(&a->mu, NULL);
+            pthread_condattr_t ca;
+            pthread_condattr_init(&ca);
+            pthread_condattr_setclock(&ca, CLOCK_REALTIME);
+            pthread_cond_init(&a->cv, &ca);
+            pthread_condattr_destroy(&ca);
+            r->alerts = a;
+        }
+    }
+    run_alerts *a = r->alerts;
+    pp_mutex_unlock(&r->mu);
+    return a;
+}
+
+PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r)
+{
+    run_alerts *a = run_alerts_get(r);
+    if (!a)
+        return pp_err_nomem(&r->h.err);
+    if (a->started)
+        return PGPIPE_OK;
+    a->stop = 0;
+    if (pthread_create(&a->th, NULL, run_alert_main, r))
+        return pp_err(&r->h.err, PGPIPE_IO, "alerts: cannot start the thread");
+    a->started = 1;
     return PGPIPE_OK;
 }
-PGPIPE_PRIVATE void run_alerts_free(pgpipe_runner *r) { (void)r; }
+
+PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r)
+{
+    run_alerts *a = r->alerts;
+    if (!a || !a->started)
+        return;
+    pthread_mutex_lock(&a->mu);
+    a->stop = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->th, NULL);
+    a->started = 0;
+}
+
+/* The thread copies the rules from r->def at every turn (under r->mu), so
+** a reload needs nothing but a prompt turn. */
+PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def)
+{
+    (void)def;
+    run_alerts *a = r->alerts;
+    if (a) {
+        pthread_mutex_lock(&a->mu);
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+    }
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void run_alerts_free(pgpipe_runner *r)
+{
+    run_alerts *a = r->alerts;
+    if (!a)
+        return;
+    run_alerts_stop(r);
+    for (int i = 0; i < a->nq; i++)
+        run_alert_msg_free(&a->q[i]);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    pp_free(a);
+    r->alerts = NULL;
+}
+
 PGPIPE_PRIVATE void run_alert_raise(pgpipe_runner *r, const char *kind, const char *subject,
                                     const char *message, const char *detail_json)
 {
-    (void)detail_json;
-    run_log(r, PGPIPE_LOG_WARN, message, "alert", kind, "subject", subject, NULL);
+    if (!r || !kind)
+        return;
+    run_alerts *a = run_alerts_get(r);
+    run_alert_msg m;
+    m.kind = pp_strdup(kind);
+    m.subject = pp_strdup(subject ? subject : "");
+    m.message = pp_strdup(message ? message : kind);
+    m.detail = pp_strdup(detail_json && *detail_json ? detail_json : "{}");
+    int queued = 0;
+    if (a && m.kind && m.subject && m.message && m.detail) {
+        pthread_mutex_lock(&a->mu);
+        if (a->nq < RUN_ALERT_QUEUE && !a->stop) {
+            a->q[a->nq++] = m;
+            queued = 1;
+            pthread_cond_broadcast(&a->cv);
+        }
+        pthread_mutex_unlock(&a->mu);
+    }
+    if (!queued) {
+        run_log(r, PGPIPE_LOG_WARN, message ? message : kind, "rule", kind, "subject",
+                subject ? subject : "", "delivery", "log only (alert queue full or stopped)",
+                NULL);
+        run_alert_msg_free(&m);
+    }
 }
 
 #endif /* PGPIPE_OMIT_RUN */
@@ -29183,24 +29998,898 @@ PGPIPE_PRIVATE void run_alert_raise(pgpipe_runner *r, const char *kind, const ch
 /* ==== begin src/run/run_status.c ==== */
 #ifndef PGPIPE_OMIT_RUN
 /*
-** The status page and the runner's metrics, served by the HTTP component.
-** STUB (lead): the status helper replaces it.
+** The status page and the runner's /metrics lines. A thread rebuilds both
+** every few seconds on its own connection (statement_timeout 5 s) and keeps
+** them as a snapshot under its mutex: the HTTP loop copies the snapshot and
+** never waits for the database.
+**
+** The page is one HTML document, no script, no external asset (inline CSS
+** and SVG; a meta refresh reloads it): backlog per event type with the age
+** of the oldest pending event, processed events per minute over the last
+** hour, dead letters by error, recent runs (failures first), the next firing
+** of each schedule, the instances and the alerts firing. Every number sits
+** in an element with a data-metric attribute (and data-event-type,
+** data-schedule, data-instance, data-error as fits) so a browser test reads
+** them without parsing the text.
+**
+** Actions: with the runner's bearer token, POST /actions/fire?schedule=NAME
+** and POST /actions/replay-dlq are recorded in pgpipe.run_actions (202). A
+** replay is done by this thread at once (pgpipe_dlq_replay of every dead
+** letter into staging.raw_events; the row is recorded as taken); a firing
+** waits there, untaken, for the schedules to act on it. Without a configured token they do not exist (404);
+** no or a malformed Authorization is 401, a wrong token 403.
 */
 
 #ifndef PGPIPE_OMIT_RUN
+#include <time.h>
 
-PGPIPE_PRIVATE int run_status_start(pgpipe_runner *r) { (void)r; return PGPIPE_OK; }
-PGPIPE_PRIVATE void run_status_stop(pgpipe_runner *r) { (void)r; }
-PGPIPE_PRIVATE void run_status_free(pgpipe_runner *r) { (void)r; }
+#define RUN_STATUS_EVERY_MS 3000
+#define RUN_STATUS_CHART_MS 30000
+#define RUN_STATUS_ACTIONS  32
+#define RUN_STATUS_TABLES   8
+
+typedef struct run_status_action {
+    char action[16];
+    char target[160];
+} run_status_action;
+
+struct run_status {
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;           /* guards what follows */
+    pthread_cond_t cv;
+    int stop;
+    int ready;                    /* a snapshot was built */
+    pp_buf page, metrics;         /* the snapshot */
+    run_status_action act[RUN_STATUS_ACTIONS];
+    int nact;
+    /* the thread's own */
+    long long chart[60];          /* processed per minute, [0] = 59 minutes ago */
+    int chart_ok;
+    int64_t next_chart;
+};
+
+/* ---- escaping ------------------------------------------------------------ */
+
+static void st_html(pp_buf *b, const char *s)
+{
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '&': pp_buf_appendf(b, "&amp;"); break;
+        case '<': pp_buf_appendf(b, "&lt;"); break;
+        case '>': pp_buf_appendf(b, "&gt;"); break;
+        case '"': pp_buf_appendf(b, "&quot;"); break;
+        case '\'': pp_buf_appendf(b, "&#39;"); break;
+        default: pp_buf_putc(b, *s);
+        }
+    }
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void st_label(pp_buf *b, const char *s)
+{
+    for (; s && *s; s++) {
+        if (*s == '\\' || *s == '"')
+            pp_buf_putc(b, '\\'), pp_buf_putc(b, *s);
+        else if (*s == '\n')
+            pp_buf_appendf(b, "\\n");
+        else
+            pp_buf_putc(b, *s);
+    }
+}
+
+static const char *st_val(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col);
+}
+
+static void st_error(pp_buf *h, const char *what, const pgpipe_error *e)
+{
+    pp_buf_appendf(h, "<p class=\"err\">%s unavailable: ", what);
+    st_html(h, e->message);
+    pp_buf_appendf(h, "</p>\n");
+}
+
+/* ---- the snapshot -------------------------------------------------------- */
+
+typedef struct st_ctx {
+    pgpipe_runner *r;
+    PGconn *c;
+    char *pipeline;
+    char *tables[RUN_STATUS_TABLES];
+    int ntables;
+    pp_buf *h, *m;                /* the page, the metrics */
+} st_ctx;
+
+static void st_backlog(st_ctx *x)
+{
+    pp_buf *h = x->h, *m = x->m;
+    pp_buf_appendf(h, "<section id=\"backlog\"><h2>Backlog</h2>\n<table><tr><th>table</th>"
+                      "<th>event type</th><th>pending</th><th>oldest pending (s)</th></tr>\n");
+    pp_buf_appendf(m, "# HELP pgpipe_run_backlog Unprocessed events, by table and event type "
+                      "(counted up to 1000000 per table).\n# TYPE pgpipe_run_backlog gauge\n");
+    pp_buf mo = { 0 };
+    pp_buf_appendf(&mo, "# HELP pgpipe_run_backlog_oldest_seconds Age of the oldest unprocessed "
+                        "event, by table and event type.\n"
+                        "# TYPE pgpipe_run_backlog_oldest_seconds gauge\n");
+    long long total = 0;
+    for (int t = 0; t < x->ntables; t++) {
+        pp_buf sql = { 0 };
+        /* bounded: at most a million of the oldest pending rows, read in
+        ** the order of the partial index on unprocessed rows */
+        pp_buf_appendf(&sql, "SELECT event_type, count(*), floor(extract(epoch FROM now() - "
+                             "min(received_at)))::bigint FROM (SELECT event_type, received_at "
+                             "FROM %s WHERE NOT processed ORDER BY received_at LIMIT 1000000) s "
+                             "GROUP BY 1 ORDER BY 1 LIMIT 200", x->tables[t]);
+        PGresult *res = NULL;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (!sql.data || pp_exec(x->c, sql.data, 0, NULL, &res, &e, "backlog")) {
+            pp_buf_free(&sql);
+            pp_buf_appendf(h, "<tr><td colspan=\"4\" class=\"err\">");
+            st_html(h, x->tables[t]);
+            pp_buf_appendf(h, ": ");
+            st_html(h, e.message);
+            pp_buf_appendf(h, "</td></tr>\n");
+            continue;
+        }
+        pp_buf_free(&sql);
+        for (int i = 0; i < PQntuples(res); i++) {
+            const char *et = st_val(res, i, 0), *n = st_val(res, i, 1), *age = st_val(res, i, 2);
+            total += atoll(n);
+            pp_buf_appendf(h, "<tr><td>");
+            st_html(h, x->tables[t]);
+            pp_buf_appendf(h, "</td><td>");
+            st_html(h, et);
+            pp_buf_appendf(h, "</td><td class=\"n\" data-metric=\"backlog\" data-table=\"");
+            st_html(h, x->tables[t]);
+            pp_buf_appendf(h, "\" data-event-type=\"");
+            st_html(h, et);
+            pp_buf_appendf(h, "\">%s</td><td class=\"n\" data-metric=\"oldest-pending-s\" "
+                              "data-table=\"", n);
+            st_html(h, x->tables[t]);
+            pp_buf_appendf(h, "\" data-event-type=\"");
+            st_html(h, et);
+            pp_buf_appendf(h, "\">%s</td></tr>\n", age);
+            pp_buf_appendf(m, "pgpipe_run_backlog{pipeline=\"");
+            st_label(m, x->pipeline);
+            pp_buf_appendf(m, "\",table=\"");
+            st_label(m, x->tables[t]);
+            pp_buf_appendf(m, "\",event_type=\"");
+            st_label(m, et);
+            pp_buf_appendf(m, "\"} %s\n", n);
+            pp_buf_appendf(&mo, "pgpipe_run_backlog_oldest_seconds{pipeline=\"");
+            st_label(&mo, x->pipeline);
+            pp_buf_appendf(&mo, "\",table=\"");
+            st_label(&mo, x->tables[t]);
+            pp_buf_appendf(&mo, "\",event_type=\"");
+            st_label(&mo, et);
+            pp_buf_appendf(&mo, "\"} %s\n", age);
+        }
+        PQclear(res);
+    }
+    pp_buf_appendf(h, "</table>\n<p>pending in all: <span class=\"n\" data-metric=\"backlog-total\">"
+                      "%lld</span></p></section>\n", total);
+    if (mo.data)
+        pp_buf_append(m, mo.data, mo.len);
+    pp_buf_free(&mo);
+}
+
+/* Processed events per minute over the last hour, as bars. Rows received
+** more than 6 hours ago are not counted: that bounds the scan to the recent
+** partitions (processed_at has no index). */
+static void st_chart_query(st_ctx *x, run_status *s)
+{
+    long long v[60];
+    memset(v, 0, sizeof v);
+    int ok = 0;
+    for (int t = 0; t < x->ntables; t++) {
+        pp_buf sql = { 0 };
+        pp_buf_appendf(&sql, "SELECT floor(extract(epoch FROM now() - processed_at) / 60)::int, "
+                             "count(*) FROM %s WHERE processed AND processed_at > now() - "
+                             "interval '1 hour' AND received_at > now() - interval '6 hours' "
+                             "GROUP BY 1", x->tables[t]);
+        PGresult *res = NULL;
+        if (sql.data && pp_exec(x->c, sql.data, 0, NULL, &res, NULL, NULL) == PGPIPE_OK) {
+            ok = 1;
+            for (int i = 0; i < PQntuples(res); i++) {
+                int ago = atoi(st_val(res, i, 0));
+                if (ago >= 0 && ago < 60)
+                    v[59 - ago] += atoll(st_val(res, i, 1));
+            }
+            PQclear(res);
+        }
+        pp_buf_free(&sql);
+    }
+    memcpy(s->chart, v, sizeof v);
+    s->chart_ok = ok;
+}
+
+static void st_chart(st_ctx *x, run_status *s)
+{
+    pp_buf *h = x->h, *m = x->m;
+    long long max = 1, sum = 0;
+    for (int i = 0; i < 60; i++) {
+        if (s->chart[i] > max)
+            max = s->chart[i];
+        sum += s->chart[i];
+    }
+    pp_buf_appendf(h, "<section id=\"throughput\"><h2>Processed per minute, last hour</h2>\n");
+    if (!s->chart_ok)
+        pp_buf_appendf(h, "<p class=\"err\">throughput unavailable</p>\n");
+    pp_buf_appendf(h, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"130\" "
+                      "viewBox=\"0 0 600 130\" role=\"img\" aria-label=\"processed events per "
+                      "minute\"><line x1=\"0\" y1=\"120\" x2=\"600\" y2=\"120\" stroke=\"#999\"/>\n");
+    for (int i = 0; i < 60; i++) {
+        int bh = (int)(s->chart[i] * 110 / max);
+        pp_buf_appendf(h, "<rect x=\"%d\" y=\"%d\" width=\"8\" height=\"%d\" fill=\"#4a7\" "
+                          "data-minutes-ago=\"%d\" data-count=\"%lld\"><title>%d min ago: %lld"
+                          "</title></rect>\n", i * 10 + 1, 120 - bh, bh, 59 - i, s->chart[i],
+                       59 - i, s->chart[i]);
+    }
+    pp_buf_appendf(h, "<text x=\"2\" y=\"10\" font-size=\"10\">max %lld/min</text></svg>\n"
+                      "<p>processed in the last hour: <span class=\"n\" data-metric=\"processed-"
+                      "last-hour\">%lld</span></p></section>\n", max, sum);
+    pp_buf_appendf(m, "# HELP pgpipe_run_processed_last_hour Events processed in the last hour "
+                      "(received within 6 hours).\n# TYPE pgpipe_run_processed_last_hour gauge\n"
+                      "pgpipe_run_processed_last_hour{pipeline=\"");
+    st_label(m, x->pipeline);
+    pp_buf_appendf(m, "\"} %lld\n", sum);
+}
+
+static void st_dlq(st_ctx *x)
+{
+    pp_buf *h = x->h, *m = x->m;
+    pp_buf_appendf(h, "<section id=\"dlq\"><h2>Dead letters</h2>\n");
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->c, "SELECT left(error_message, 200), count(*) FROM pgpipe.dead_letters "
+                      "WHERE status = 'dead' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20",
+                0, NULL, &res, &e, "dead letters")) {
+        st_error(h, "dead letters", &e);
+        pp_buf_appendf(h, "</section>\n");
+        return;
+    }
+    PGresult *tot = NULL;
+    long long total = 0;
+    if (pp_exec(x->c, "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'", 0, NULL,
+                &tot, NULL, NULL) == PGPIPE_OK) {
+        total = atoll(st_val(tot, 0, 0));
+        PQclear(tot);
+    }
+    pp_buf_appendf(h, "<p>dead: <span class=\"n\" data-metric=\"dlq-total\">%lld</span></p>\n"
+                      "<table><tr><th>error</th><th>count</th></tr>\n", total);
+    for (int i = 0; i < PQntuples(res); i++) {
+        pp_buf_appendf(h, "<tr><td>");
+        st_html(h, st_val(res, i, 0));
+        pp_buf_appendf(h, "</td><td class=\"n\" data-metric=\"dlq-count\" data-error=\"");
+        st_html(h, st_val(res, i, 0));
+        pp_buf_appendf(h, "\">%s</td></tr>\n", st_val(res, i, 1));
+    }
+    pp_buf_appendf(h, "</table></section>\n");
+    PQclear(res);
+    pp_buf_appendf(m, "# HELP pgpipe_run_dead_letters Dead letters (status dead).\n"
+                      "# TYPE pgpipe_run_dead_letters gauge\npgpipe_run_dead_letters{pipeline=\"");
+    st_label(m, x->pipeline);
+    pp_buf_appendf(m, "\"} %lld\n", total);
+}
+
+static void st_runs(st_ctx *x)
+{
+    pp_buf *h = x->h;
+    pp_buf_appendf(h, "<section id=\"runs\"><h2>Recent runs</h2>\n");
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->c, "SELECT to_regclass('pgpipe.run_history') IS NOT NULL", 0, NULL, &res, &e,
+                "run history") == PGPIPE_OK &&
+        PQgetvalue(res, 0, 0)[0] != 't') {
+        PQclear(res);
+        pp_buf_appendf(h, "<p>no run history yet</p></section>\n");
+        return;
+    }
+    if (res)
+        PQclear(res);
+    res = NULL;
+    const char *p[1] = { x->pipeline };
+    /* the last 50 runs, failures first */
+    if (pp_exec(x->c,
+                "SELECT kind::text, name::text, status::text, started_at::text, "
+                "finished_at::text, attempts::text, rows::text, left(error::text, 300), "
+                "instance::text FROM (SELECT * FROM pgpipe.run_history WHERE pipeline = $1 "
+                "ORDER BY started_at DESC NULLS LAST LIMIT 50) h ORDER BY (status::text IN "
+                "('failed', 'timeout', 'lost', 'missed')) DESC, started_at DESC NULLS LAST",
+                1, p, &res, &e, "run history")) {
+        st_error(h, "run history", &e);
+        pp_buf_appendf(h, "</section>\n");
+        return;
+    }
+    pp_buf_appendf(h, "<table><tr><th>kind</th><th>name</th><th>status</th><th>started</th>"
+                      "<th>finished</th><th>attempts</th><th>rows</th><th>error</th>"
+                      "<th>instance</th></tr>\n");
+    int failed = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *st = st_val(res, i, 2);
+        int bad = !strcmp(st, "failed") || !strcmp(st, "timeout") || !strcmp(st, "lost") ||
+                  !strcmp(st, "missed");
+        failed += bad;
+        pp_buf_appendf(h, "<tr class=\"%s\" data-run-status=\"", bad ? "bad" : "ok");
+        st_html(h, st);
+        pp_buf_appendf(h, "\" data-name=\"");
+        st_html(h, st_val(res, i, 1));
+        pp_buf_appendf(h, "\">");
+        for (int col = 0; col < 9; col++) {
+            pp_buf_appendf(h, "<td>");
+            st_html(h, st_val(res, i, col));
+            pp_buf_appendf(h, "</td>");
+        }
+        pp_buf_appendf(h, "</tr>\n");
+    }
+    pp_buf_appendf(h, "</table><p>failed among these: <span class=\"n\" data-metric=\"runs-"
+                      "failed\">%d</span></p></section>\n", failed);
+    PQclear(res);
+}
+
+static void st_schedules(st_ctx *x)
+{
+    pp_buf *h = x->h, *m = x->m;
+    pp_buf js = { 0 };
+    run_sched_next_json(x->r, &js);
+    pp_buf_appendf(h, "<section id=\"schedules\"><h2>Schedules</h2>\n");
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    const char *p[1] = { js.data ? js.data : "[]" };
+    int rc = pp_exec(x->c,
+                     "SELECT e->>'schedule', e->>'next', coalesce((e->>'running')::boolean, "
+                     "false)::int, floor(extract(epoch FROM (e->>'next')::timestamptz))::bigint "
+                     "FROM jsonb_array_elements($1::jsonb) e",
+                     1, p, &res, &e, "schedules");
+    pp_buf_free(&js);
+    if (rc) {
+        st_error(h, "schedules", &e);
+        pp_buf_appendf(h, "</section>\n");
+        return;
+    }
+    pp_buf_appendf(h, "<table><tr><th>schedule</th><th>next firing</th><th>running</th></tr>\n");
+    pp_buf_appendf(m, "# HELP pgpipe_run_schedule_next_timestamp_seconds The next firing of "
+                      "each schedule (Unix time).\n"
+                      "# TYPE pgpipe_run_schedule_next_timestamp_seconds gauge\n");
+    pp_buf mr = { 0 };
+    pp_buf_appendf(&mr, "# HELP pgpipe_run_schedule_running 1 while a firing of the schedule "
+                        "runs.\n# TYPE pgpipe_run_schedule_running gauge\n");
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *name = st_val(res, i, 0);
+        pp_buf_appendf(h, "<tr><td>");
+        st_html(h, name);
+        pp_buf_appendf(h, "</td><td data-metric=\"schedule-next\" data-schedule=\"");
+        st_html(h, name);
+        pp_buf_appendf(h, "\">");
+        st_html(h, st_val(res, i, 1));
+        pp_buf_appendf(h, "</td><td data-metric=\"schedule-running\" data-schedule=\"");
+        st_html(h, name);
+        pp_buf_appendf(h, "\">%s</td></tr>\n", st_val(res, i, 2));
+        if (!PQgetisnull(res, i, 3)) {
+            pp_buf_appendf(m, "pgpipe_run_schedule_next_timestamp_seconds{pipeline=\"");
+            st_label(m, x->pipeline);
+            pp_buf_appendf(m, "\",schedule=\"");
+            st_label(m, name);
+            pp_buf_appendf(m, "\"} %s\n", st_val(res, i, 3));
+        }
+        pp_buf_appendf(&mr, "pgpipe_run_schedule_running{pipeline=\"");
+        st_label(&mr, x->pipeline);
+        pp_buf_appendf(&mr, "\",schedule=\"");
+        st_label(&mr, name);
+        pp_buf_appendf(&mr, "\"} %s\n", st_val(res, i, 2));
+    }
+    pp_buf_appendf(h, "</table></section>\n");
+    if (mr.data)
+        pp_buf_append(m, mr.data, mr.len);
+    pp_buf_free(&mr);
+    PQclear(res);
+}
+
+static void st_instances(st_ctx *x)
+{
+    pp_buf *h = x->h, *m = x->m;
+    pp_buf_appendf(h, "<section id=\"instances\"><h2>Instances</h2>\n");
+    char tmo[24];
+    snprintf(tmo, sizeof tmo, "%d", x->r->opt.instance_timeout_ms);
+    const char *p[2] = { x->pipeline, tmo };
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->c,
+                "SELECT instance, host, pid::text, floor(extract(epoch FROM now() - "
+                "heartbeat_at))::bigint, (stopped_at IS NULL AND heartbeat_at > now() - "
+                "$2::int * interval '1 millisecond')::int, started_at::text "
+                "FROM pgpipe.run_instances WHERE pipeline = $1 ORDER BY 5 DESC, 1 LIMIT 100",
+                2, p, &res, &e, "instances")) {
+        st_error(h, "instances", &e);
+        pp_buf_appendf(h, "</section>\n");
+        return;
+    }
+    int alive = 0;
+    pp_buf_appendf(h, "<table><tr><th>instance</th><th>host</th><th>pid</th><th>heartbeat age "
+                      "(s)</th><th>alive</th><th>started</th></tr>\n");
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *in = st_val(res, i, 0);
+        int ok = atoi(st_val(res, i, 4));
+        alive += ok;
+        pp_buf_appendf(h, "<tr class=\"%s\"><td>", ok ? "ok" : "bad");
+        st_html(h, in);
+        pp_buf_appendf(h, "</td><td>");
+        st_html(h, st_val(res, i, 1));
+        pp_buf_appendf(h, "</td><td>%s</td><td class=\"n\" data-metric=\"heartbeat-age-s\" "
+                          "data-instance=\"", st_val(res, i, 2));
+        st_html(h, in);
+        pp_buf_appendf(h, "\">%s</td><td data-metric=\"instance-alive\" data-instance=\"",
+                       st_val(res, i, 3));
+        st_html(h, in);
+        pp_buf_appendf(h, "\">%d</td><td>", ok);
+        st_html(h, st_val(res, i, 5));
+        pp_buf_appendf(h, "</td></tr>\n");
+    }
+    pp_buf_appendf(h, "</table><p>alive: <span class=\"n\" data-metric=\"instances-alive\">%d"
+                      "</span></p></section>\n", alive);
+    PQclear(res);
+    pp_buf_appendf(m, "# HELP pgpipe_run_instances_alive Instances of the pipeline whose "
+                      "heartbeat is recent.\n# TYPE pgpipe_run_instances_alive gauge\n"
+                      "pgpipe_run_instances_alive{pipeline=\"");
+    st_label(m, x->pipeline);
+    pp_buf_appendf(m, "\"} %d\n", alive);
+}
+
+static void st_alerts(st_ctx *x)
+{
+    pp_buf *h = x->h, *m = x->m;
+    pp_buf_appendf(h, "<section id=\"alerts\"><h2>Alerts firing</h2>\n");
+    const char *p[1] = { x->pipeline };
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->c, "SELECT rule, subject, coalesce(message, ''), fired_at::text FROM "
+                      "pgpipe.run_alert_state WHERE pipeline = $1 AND firing ORDER BY fired_at "
+                      "DESC LIMIT 50", 1, p, &res, &e, "alerts")) {
+        st_error(h, "alerts", &e);
+        pp_buf_appendf(h, "</section>\n");
+        return;
+    }
+    pp_buf_appendf(h, "<table><tr><th>rule</th><th>subject</th><th>message</th><th>since</th>"
+                      "</tr>\n");
+    for (int i = 0; i < PQntuples(res); i++) {
+        pp_buf_appendf(h, "<tr class=\"bad\" data-alert-rule=\"");
+        st_html(h, st_val(res, i, 0));
+        pp_buf_appendf(h, "\" data-alert-subject=\"");
+        st_html(h, st_val(res, i, 1));
+        pp_buf_appendf(h, "\">");
+        for (int col = 0; col < 4; col++) {
+            pp_buf_appendf(h, "<td>");
+            st_html(h, st_val(res, i, col));
+            pp_buf_appendf(h, "</td>");
+        }
+        pp_buf_appendf(h, "</tr>\n");
+    }
+    pp_buf_appendf(h, "</table><p>firing: <span class=\"n\" data-metric=\"alerts-firing\">%d"
+                      "</span></p></section>\n", PQntuples(res));
+    pp_buf_appendf(m, "# HELP pgpipe_run_alerts_firing Alert conditions holding now.\n"
+                      "# TYPE pgpipe_run_alerts_firing gauge\npgpipe_run_alerts_firing{pipeline=\"");
+    st_label(m, x->pipeline);
+    pp_buf_appendf(m, "\"} %d\n", PQntuples(res));
+    PQclear(res);
+}
+
+/* Copy what the page needs of r->def (a reload closes the old tree under
+** r->mu). */
+static int st_ctx_load(st_ctx *x, pgpipe_runner *r)
+{
+    memset(x, 0, sizeof *x);
+    x->r = r;
+    pp_mutex_lock(&r->mu);
+    const pgpipe_pipe_def *d = r->def;
+    x->pipeline = pp_strdup(d->name);
+    const char *t0 = "staging.raw_events";
+    for (int i = -1; i < d->nworkers && x->ntables < RUN_STATUS_TABLES; i++) {
+        const char *t = i < 0 ? t0 : d->workers[i].table ? d->workers[i].table : t0;
+        int seen = 0;
+        for (int j = 0; j < x->ntables; j++)
+            seen |= !strcmp(x->tables[j], t);
+        if (!seen && (x->tables[x->ntables] = pp_strdup(t)))
+            x->ntables++;
+    }
+    pp_mutex_unlock(&r->mu);
+    return x->pipeline ? PGPIPE_OK : PGPIPE_NOMEM;
+}
+
+static void st_ctx_free(st_ctx *x)
+{
+    pp_free(x->pipeline);
+    for (int i = 0; i < x->ntables; i++)
+        pp_free(x->tables[i]);
+}
+
+static void st_build(pgpipe_runner *r, run_status *s, PGconn *c, pp_buf *h, pp_buf *m)
+{
+    st_ctx x;
+    if (st_ctx_load(&x, r))
+        return;
+    x.c = c;
+    x.h = h;
+    x.m = m;
+    time_t now = time(NULL);
+    struct tm tmv;
+    char at[40];
+    gmtime_r(&now, &tmv);
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    pp_buf_appendf(h, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                      "<meta http-equiv=\"refresh\" content=\"5\"><title>pgpipe: ");
+    st_html(h, x.pipeline);
+    pp_buf_appendf(h, "</title>\n<style>body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
+                      "h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.4em}"
+                      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
+                      "text-align:left}td.n,.n{text-align:right;font-variant-numeric:tabular-nums}"
+                      "tr.bad td{background:#fde8e8}.err{color:#b00}"
+                      "section{margin-bottom:1em}</style></head>\n<body>\n<h1>pipeline "
+                      "<span id=\"pipeline\">");
+    st_html(h, x.pipeline);
+    pp_buf_appendf(h, "</span></h1>\n<p>instance <span id=\"instance\">");
+    st_html(h, r->instance);
+    pp_buf_appendf(h, "</span>, built <span id=\"built-at\" data-epoch=\"%lld\">%s</span></p>\n",
+                   (long long)now, at);
+    st_backlog(&x);
+    if (run_now_ms() >= s->next_chart) {
+        st_chart_query(&x, s);
+        s->next_chart = run_now_ms() + RUN_STATUS_CHART_MS;
+    }
+    st_chart(&x, s);
+    st_dlq(&x);
+    st_runs(&x);
+    st_schedules(&x);
+    st_instances(&x);
+    st_alerts(&x);
+    pp_buf_appendf(h, "</body></html>\n");
+    st_ctx_free(&x);
+}
+
+/* Record the actions the page queued. */
+static void st_actions(pgpipe_runner *r, run_status *s, PGconn *c)
+{
+    run_status_action a[RUN_STATUS_ACTIONS];
+    pthread_mutex_lock(&s->mu);
+    int n = s->nact;
+    memcpy(a, s->act, sizeof a[0] * (size_t)n);
+    s->nact = 0;
+    pthread_mutex_unlock(&s->mu);
+    char *pipeline = NULL;
+    if (n) {
+        pp_mutex_lock(&r->mu);
+        pipeline = pp_strdup(r->def->name);
+        pp_mutex_unlock(&r->mu);
+    }
+    for (int i = 0; i < n && pipeline; i++) {
+        /* a replay is done here and now (any instance may replay the dead
+        ** letters); a firing is left for the schedules to take */
+        int replay = !strcmp(a[i].action, "replay-dlq");
+        const char *p[5] = { pipeline, a[i].action, a[i].target[0] ? a[i].target : NULL,
+                             r->instance, replay ? "t" : "f" };
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (pp_exec(c, "INSERT INTO pgpipe.run_actions (pipeline, action, target, instance, "
+                       "taken_at, taken_by) VALUES ($1, $2, $3, $4, CASE WHEN $5::bool THEN "
+                       "now() END, CASE WHEN $5::bool THEN $4 END)", 5, p, NULL, &e,
+                    "recording an action")) {
+            run_log(r, PGPIPE_LOG_WARN, "status page action not recorded", "action",
+                    a[i].action, "target", a[i].target, "error", e.message, NULL);
+            continue;
+        }
+        run_log(r, PGPIPE_LOG_INFO, "status page action requested", "action", a[i].action,
+                "target", a[i].target, NULL);
+        if (!replay)
+            continue;
+        long long ok = 0, refused = 0;
+        pp_exec(c, "SET statement_timeout = '10min'", 0, NULL, NULL, NULL, NULL);
+        int rc = pgpipe_dlq_replay(c, NULL, NULL, NULL, &ok, &refused, &e);
+        pp_exec(c, "SET statement_timeout = '5s'", 0, NULL, NULL, NULL, NULL);
+        char so[24], sr[24];
+        snprintf(so, sizeof so, "%lld", ok);
+        snprintf(sr, sizeof sr, "%lld", refused);
+        run_log(r, rc ? PGPIPE_LOG_WARN : PGPIPE_LOG_INFO,
+                rc ? "dead-letter replay failed" : "dead letters replayed", "replayed", so,
+                "refused", sr, "error", rc ? e.message : "", NULL);
+    }
+    pp_free(pipeline);
+}
+
+static void *st_main(void *arg)
+{
+    pgpipe_runner *r = arg;
+    run_status *s = r->status;
+    pgpipe_conn *cc = NULL;
+    int64_t next = 0;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->stop && s->nact == 0 && run_now_ms() < next) {
+            struct timespec ts = { (time_t)(next / 1000), (long)(next % 1000) * 1000000L };
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        }
+        int stop = s->stop;
+        pthread_mutex_unlock(&s->mu);
+        if (stop)
+            break;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (!cc) {
+            if (pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e) != PGPIPE_OK) {
+                cc = NULL;
+                next = run_now_ms() + RUN_STATUS_EVERY_MS;
+                continue;
+            }
+            /* a page must not wait on a stuck query: reset before release */
+            pp_exec(pgpipe_conn_pg(cc), "SET statement_timeout = '5s'", 0, NULL, NULL, NULL,
+                    NULL);
+        }
+        PGconn *c = pgpipe_conn_pg(cc);
+        st_actions(r, s, c);
+        if (run_now_ms() >= next) {
+            pp_buf h = { 0 }, m = { 0 };
+            st_build(r, s, c, &h, &m);
+            if (h.data && m.data) {
+                pthread_mutex_lock(&s->mu);
+                pp_buf_free(&s->page);
+                pp_buf_free(&s->metrics);
+                s->page = h;
+                s->metrics = m;
+                s->ready = 1;
+                pthread_mutex_unlock(&s->mu);
+            } else {
+                pp_buf_free(&h);
+                pp_buf_free(&m);
+            }
+            next = run_now_ms() + RUN_STATUS_EVERY_MS;
+        }
+        if (PQstatus(c) != CONNECTION_OK) {
+            pgpipe_pool_discard(cc);
+            cc = NULL;
+        }
+    }
+    if (cc) {
+        pp_exec(pgpipe_conn_pg(cc), "RESET statement_timeout", 0, NULL, NULL, NULL, NULL);
+        pgpipe_pool_release(cc);
+    }
+    return NULL;
+}
+
+PGPIPE_PRIVATE int run_status_start(pgpipe_runner *r)
+{
+    if (!r->status) {
+        run_status *s = pp_calloc(1, sizeof *s);
+        if (!s)
+            return pp_err_nomem(&r->h.err);
+        pthread_mutex_init(&s->mu, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_REALTIME);
+        pthread_cond_init(&s->cv, &ca);
+        pthread_condattr_destroy(&ca);
+        r->status = s;
+    }
+    run_status *s = r->status;
+    if (s->started)
+        return PGPIPE_OK;
+    s->stop = 0;
+    if (pthread_create(&s->th, NULL, st_main, r))
+        return pp_err(&r->h.err, PGPIPE_IO, "status page: cannot start the thread");
+    s->started = 1;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void run_status_stop(pgpipe_runner *r)
+{
+    run_status *s = r->status;
+    if (!s || !s->started)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->th, NULL);
+    s->started = 0;
+}
+
+PGPIPE_PRIVATE void run_status_free(pgpipe_runner *r)
+{
+    run_status *s = r->status;
+    if (!s)
+        return;
+    run_status_stop(r);
+    pp_buf_free(&s->page);
+    pp_buf_free(&s->metrics);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    pp_free(s);
+    r->status = NULL;
+}
+
 #ifndef PGPIPE_OMIT_HTTP
+
+/* The value of key in a query string, percent-decoded into out; 0 when
+** missing or too long. */
+static int st_query_get(const char *q, const char *key, char *out, size_t cap)
+{
+    size_t kl = strlen(key);
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        if (len > kl && !strncmp(q, key, kl) && q[kl] == '=') {
+            size_t o = 0;
+            for (size_t i = kl + 1; i < len; i++) {
+                char ch = q[i];
+                if (ch == '+') {
+                    ch = ' ';
+                } else if (ch == '%') {
+                    if (i + 2 >= len)
+                        return 0;
+                    char hx[3] = { q[i + 1], q[i + 2], 0 };
+                    char *end;
+                    long v = strtol(hx, &end, 16);
+                    if (end != hx + 2 || v <= 0)
+                        return 0;
+                    ch = (char)v;
+                    i += 2;
+                }
+                if (o + 1 >= cap)
+                    return 0;
+                out[o++] = ch;
+            }
+            out[o] = 0;
+            return o > 0;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return 0;
+}
+
+static void st_reply(pgpipe_http_page_reply *out, int status, const char *json,
+                     const char *headers)
+{
+    out->status = status;
+    out->content_type = "application/json";
+    out->headers = headers;
+    pgpipe_http_page_write(out, json, strlen(json));
+}
+
+/* Constant time whatever the lengths: compare HMACs of both under one key. */
+static int st_token_ok(const char *given, size_t n, const char *want)
+{
+    static const char key[] = "pgpipe status page token";
+    unsigned char a[32], b[32];
+    pp_hmac_sha256(key, sizeof key - 1, given, n, a);
+    pp_hmac_sha256(key, sizeof key - 1, want, strlen(want), b);
+    return pp_ct_equal(a, b, 32);
+}
+
+static void st_action(pgpipe_runner *r, const pgpipe_http_page_request *rq,
+                      pgpipe_http_page_reply *out, const char *action)
+{
+    if (!r->http_token)
+        return; /* no token configured: the page is read-only, these paths do not exist */
+    if (strcmp(rq->method, "POST")) {
+        st_reply(out, 405, "{\"error\":\"actions are POST requests\"}\n", "Allow: POST\r\n");
+        return;
+    }
+    const char *au = rq->authorization;
+    if (!au || strncasecmp(au, "Bearer ", 7) || !au[7]) {
+        st_reply(out, 401, "{\"error\":\"a bearer token is required\"}\n",
+                 "WWW-Authenticate: Bearer realm=\"pgpipe\"\r\n");
+        return;
+    }
+    if (!st_token_ok(au + 7, strlen(au + 7), r->http_token)) {
+        st_reply(out, 403, "{\"error\":\"wrong token\"}\n", NULL);
+        return;
+    }
+    run_status_action a;
+    memset(&a, 0, sizeof a);
+    snprintf(a.action, sizeof a.action, "%s", action);
+    if (!strcmp(action, "fire")) {
+        if (!st_query_get(rq->query, "schedule", a.target, sizeof a.target)) {
+            st_reply(out, 400, "{\"error\":\"name the schedule: ?schedule=NAME\"}\n", NULL);
+            return;
+        }
+        int known = 0;
+        pp_mutex_lock(&r->mu);
+        for (int i = 0; i < r->def->nschedules; i++)
+            known |= !strcmp(r->def->schedules[i].name, a.target);
+        pp_mutex_unlock(&r->mu);
+        if (!known) {
+            st_reply(out, 400, "{\"error\":\"no such schedule\"}\n", NULL);
+            return;
+        }
+    }
+    run_status *s = r->status;
+    int queued = 0;
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        if (s->nact < RUN_STATUS_ACTIONS && s->started) {
+            s->act[s->nact++] = a;
+            queued = 1;
+            pthread_cond_broadcast(&s->cv);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (!queued) {
+        st_reply(out, 503, "{\"error\":\"too many actions pending\"}\n", "Retry-After: 1\r\n");
+        return;
+    }
+    pp_buf b = { 0 };
+    pp_buf_appendf(&b, "{\"accepted\":true,\"action\":\"%s\"", action);
+    if (a.target[0]) {
+        pp_buf_appendf(&b, ",\"schedule\":");
+        pp_json_str(&b, a.target, strlen(a.target), 0);
+    }
+    pp_buf_appendf(&b, "}\n");
+    st_reply(out, 202, b.data ? b.data : "{}\n", NULL);
+    pp_buf_free(&b);
+}
+
 PGPIPE_PRIVATE void run_status_page(void *ud, const pgpipe_http_page_request *rq,
                                     pgpipe_http_page_reply *out)
 {
-    (void)ud, (void)rq, (void)out;
+    pgpipe_runner *r = ud;
+    if (!strcmp(rq->path, "/actions/fire")) {
+        st_action(r, rq, out, "fire");
+        return;
+    }
+    if (!strcmp(rq->path, "/actions/replay-dlq")) {
+        st_action(r, rq, out, "replay-dlq");
+        return;
+    }
+    if (strcmp(rq->path, "/") && strcmp(rq->path, "/index.html"))
+        return; /* 404 */
+    if (strcmp(rq->method, "GET") && strcmp(rq->method, "HEAD")) {
+        st_reply(out, 405, "{\"error\":\"the status page answers GET and HEAD\"}\n",
+                 "Allow: GET, HEAD\r\n");
+        return;
+    }
+    run_status *s = r->status;
+    int ok = 0;
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        if (s->ready) {
+            ok = 1;
+            out->status = 200;
+            out->content_type = "text/html; charset=utf-8";
+            out->headers = "Cache-Control: no-store\r\n";
+            pgpipe_http_page_write(out, s->page.data, s->page.len);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (!ok) {
+        out->status = 503;
+        out->content_type = "text/html; charset=utf-8";
+        out->headers = "Retry-After: 1\r\n";
+        static const char wait[] = "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+                                   "<meta http-equiv=\"refresh\" content=\"1\"><title>pgpipe"
+                                   "</title></head><body><p>starting...</p></body></html>\n";
+        pgpipe_http_page_write(out, wait, sizeof wait - 1);
+    }
 }
+
 PGPIPE_PRIVATE void run_status_metrics(void *ud, pgpipe_http_page_reply *out)
 {
-    (void)ud, (void)out;
+    pgpipe_runner *r = ud;
+    run_status *s = r->status;
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        if (s->ready)
+            pgpipe_http_page_write(out, s->metrics.data, s->metrics.len);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pp_buf b = { 0 };
+    run_sources_metrics(r, &b);
+    if (b.data)
+        pgpipe_http_page_write(out, b.data, b.len);
+    pp_buf_free(&b);
 }
 #endif
 

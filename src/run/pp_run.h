@@ -132,7 +132,9 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out);
 ** schedule), detail a JSON object text (NULL: {}). An alert fires once
 ** per subject until its condition clears, on one instance only, and goes
 ** to the log line, the rule's NOTIFY channel, table and command, and to
-** r->on_alert. */
+** r->on_alert. raise queues the alert for the alert thread (it never waits
+** for the database or a command) and may be called before start; it takes
+** r->mu, so not while holding it. */
 PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r);
 PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r);
 PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);
