@@ -28068,6 +28068,19 @@ PGPIPE_PRIVATE void run_sched_free(pgpipe_runner *r)
     r->sched = NULL;
 }
 
+/* pgpipe.run_actions exists (the schema may predate it when the runner
+** does not install it). */
+static int rs_actions_exist(PGconn *c)
+{
+    PGresult *res = NULL;
+    if (pp_exec(c, "SELECT to_regclass('pgpipe.run_actions') IS NOT NULL", 0, NULL, &res, NULL,
+                NULL))
+        return 0;
+    int ok = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return ok;
+}
+
 PGPIPE_PRIVATE int run_sched_maintain(pgpipe_runner *r, PGconn *conn, pgpipe_error *err)
 {
     run_sched *s = r->sched;
@@ -28115,6 +28128,40 @@ PGPIPE_PRIVATE int run_sched_maintain(pgpipe_runner *r, PGconn *conn, pgpipe_err
                     PQgetvalue(res, i, 0), "lost_instance", PQgetvalue(res, i, 1), NULL);
         }
         PQclear(res);
+    }
+    /* "fire now" requests of the status page: one instance takes each (the
+    ** UPDATE's SKIP LOCKED) and fires it as a manual slot, now, under the
+    ** schedule's overlap rule; it does not move the schedule's last slot */
+    if (!rc && rs_actions_exist(conn)) {
+        const char *pa[2] = { cfg->pipeline, r->instance };
+        PGresult *ar = NULL;
+        if (pp_exec(conn,
+                    "UPDATE pgpipe.run_actions SET taken_at = now(), taken_by = $2 WHERE id IN "
+                    "(SELECT id FROM pgpipe.run_actions WHERE pipeline = $1 AND action = 'fire' "
+                    "AND taken_at IS NULL ORDER BY id LIMIT 16 FOR UPDATE SKIP LOCKED) "
+                    "RETURNING target",
+                    2, pa, &ar, NULL, NULL) == PGPIPE_OK) {
+            for (int i = 0; i < PQntuples(ar); i++) {
+                const char *name = PQgetvalue(ar, i, 0);
+                int si = -1;
+                for (int k = 0; k < cfg->ns; k++)
+                    if (!strcmp(cfg->s[k].name, name))
+                        si = k;
+                int64_t *slot = si >= 0 ? pp_malloc(sizeof *slot) : NULL;
+                if (!slot) {
+                    run_log(r, PGPIPE_LOG_WARN, "a fire request names no schedule of this "
+                            "pipeline (or memory ran out)", "schedule", name, NULL);
+                    continue;
+                }
+                *slot = run_now_ms() / 1000;
+                run_log(r, PGPIPE_LOG_INFO, "firing on request (status page)", "schedule", name,
+                        NULL);
+                if (rs_enqueue(s, cfg, si, slot, 1))
+                    run_log(r, PGPIPE_LOG_INFO, "fire request skipped: the schedule runs",
+                            "schedule", name, NULL);
+            }
+            PQclear(ar);
+        }
     }
     if (!rc && (!s->last_maint_ms || run_now_ms() - s->last_maint_ms >= RS_MAINTAIN_MS)) {
         char kl[16];
