@@ -211,18 +211,6 @@ static char *stp_path(const pgpipe_runner *r, const char *p)
     return s;
 }
 
-/* Server NOTICEs of pgpipe's own installs and migrations go to the log. */
-static void stp_notice(void *arg, const char *message)
-{
-    (void)arg;
-    int n = (int)strlen(message);
-    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
-        n--;
-    char line[1024];
-    snprintf(line, sizeof line, "server: %.*s", n, message);
-    pgpipe_log(PGPIPE_LOG_DEBUG, "run", line, NULL, 0);
-}
-
 /* ---- the dot commands --------------------------------------------------- */
 
 static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t len);
@@ -240,7 +228,7 @@ static int stp_install(stp_ctx *x, const char *file, int line, char **w, int nw)
         return rc;
     pgpipe_error e;
     memset(&e, 0, sizeof e);
-    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, stp_notice, NULL);
+    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, pp_notice_to_log, (void *)"run");
     rc = a.val[0] ? pgpipe_example_install(x->conn, NULL, &e) : pgpipe_schema_install(x->conn, NULL, &e);
     PQsetNoticeProcessor(x->conn, old, NULL);
     return rc ? stp_fail_err(x, file, line, ".install", &e) : PGPIPE_OK;
@@ -291,7 +279,7 @@ static int stp_migrate(stp_ctx *x, const char *file, int line, char **w, int nw)
         return rc;
     }
     pgpipe_migrator *m = NULL;
-    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, stp_notice, NULL);
+    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, pp_notice_to_log, (void *)"run");
     rc = pgpipe_migrator_open(&m, x->conn, &o);
     if (rc == PGPIPE_OK)
         rc = a.val[0] ? pgpipe_migrate_status(m) : pgpipe_migrate_run(m);
@@ -522,7 +510,7 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
     o.progress_ud = &u;
     if ((rc = stp_arm(x, file, line, cmd)))
         goto out;
-    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, stp_notice, NULL);
+    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, pp_notice_to_log, (void *)"run");
     rc = pgpipe_loader_open(&l, &o);
     stp_watch wd;
     memset(&wd, 0, sizeof wd);
