@@ -2345,11 +2345,16 @@ static const char *const pp_sql_16[] = {
     "    IF to_regclass(format('pgpipe.%I', part)) IS NOT NULL THEN\n",
     "        RETURN;\n",
     "    END IF;\n",
+    "    -- Two sessions may get here at once, and to_regclass may still answer\n",
+    "    -- from this session's catalog cache after the other's CREATE: the\n",
+    "    -- loser's \"already exists\" means the partition is there.\n",
     "    PERFORM pg_advisory_xact_lock(hashtext('pgpipe.run_history partitions'));\n",
-    "    IF to_regclass(format('pgpipe.%I', part)) IS NULL THEN\n",
-    "        EXECUTE format('CREATE TABLE pgpipe.%I PARTITION OF pgpipe.run_history '\n",
+    "    BEGIN\n",
+    "        EXECUTE format('CREATE TABLE IF NOT EXISTS pgpipe.%I PARTITION OF pgpipe.run_history '\n",
     "                       'FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);\n",
-    "    END IF;\n",
+    "    EXCEPTION WHEN duplicate_table OR unique_violation THEN\n",
+    "        NULL;\n",
+    "    END;\n",
     "END\n",
     "$fn$;\n",
     "\n",
@@ -30707,7 +30712,8 @@ PGPIPE_PRIVATE int run_status_start(pgpipe_runner *r)
         pthread_condattr_setclock(&ca, CLOCK_REALTIME);
         pthread_cond_init(&s->cv, &ca);
         pthread_condattr_destroy(&ca);
-        r->status = s;
+        /* the HTTP thread reads r->status (its page hook) from now on */
+        __atomic_store_n(&r->status, s, __ATOMIC_RELEASE);
     }
     run_status *s = r->status;
     if (s->started)
@@ -30715,7 +30721,9 @@ PGPIPE_PRIVATE int run_status_start(pgpipe_runner *r)
     s->stop = 0;
     if (pthread_create(&s->th, NULL, st_main, r))
         return pp_err(&r->h.err, PGPIPE_IO, "status page: cannot start the thread");
+    pthread_mutex_lock(&s->mu);
     s->started = 1;
+    pthread_mutex_unlock(&s->mu);
     return PGPIPE_OK;
 }
 
@@ -30729,7 +30737,9 @@ PGPIPE_PRIVATE void run_status_stop(pgpipe_runner *r)
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->th, NULL);
+    pthread_mutex_lock(&s->mu);
     s->started = 0;
+    pthread_mutex_unlock(&s->mu);
 }
 
 PGPIPE_PRIVATE void run_status_free(pgpipe_runner *r)
@@ -30841,7 +30851,7 @@ static void st_action(pgpipe_runner *r, const pgpipe_http_page_request *rq,
             return;
         }
     }
-    run_status *s = r->status;
+    run_status *s = __atomic_load_n(&r->status, __ATOMIC_ACQUIRE);
     int queued = 0;
     if (s) {
         pthread_mutex_lock(&s->mu);
@@ -30886,7 +30896,7 @@ PGPIPE_PRIVATE void run_status_page(void *ud, const pgpipe_http_page_request *rq
                  "Allow: GET, HEAD\r\n");
         return;
     }
-    run_status *s = r->status;
+    run_status *s = __atomic_load_n(&r->status, __ATOMIC_ACQUIRE);
     int ok = 0;
     if (s) {
         pthread_mutex_lock(&s->mu);
@@ -30913,7 +30923,7 @@ PGPIPE_PRIVATE void run_status_page(void *ud, const pgpipe_http_page_request *rq
 PGPIPE_PRIVATE void run_status_metrics(void *ud, pgpipe_http_page_reply *out)
 {
     pgpipe_runner *r = ud;
-    run_status *s = r->status;
+    run_status *s = __atomic_load_n(&r->status, __ATOMIC_ACQUIRE);
     if (s) {
         pthread_mutex_lock(&s->mu);
         if (s->ready)

@@ -335,7 +335,7 @@ PGT_TEST(run_alert, delivered_once_across_instances_and_again_after_clear)
     pgt_db_close(c);
 }
 
-static volatile int ra_t_killed;
+static atomic_int ra_t_killed;
 static void ra_t_log_killed(void *ud, int level, const char *component, const char *message,
                             const pgpipe_log_field *f, int nf)
 {

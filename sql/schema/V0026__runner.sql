@@ -86,11 +86,16 @@ BEGIN
     IF to_regclass(format('pgpipe.%I', part)) IS NOT NULL THEN
         RETURN;
     END IF;
+    -- Two sessions may get here at once, and to_regclass may still answer
+    -- from this session's catalog cache after the other's CREATE: the
+    -- loser's "already exists" means the partition is there.
     PERFORM pg_advisory_xact_lock(hashtext('pgpipe.run_history partitions'));
-    IF to_regclass(format('pgpipe.%I', part)) IS NULL THEN
-        EXECUTE format('CREATE TABLE pgpipe.%I PARTITION OF pgpipe.run_history '
+    BEGIN
+        EXECUTE format('CREATE TABLE IF NOT EXISTS pgpipe.%I PARTITION OF pgpipe.run_history '
                        'FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);
-    END IF;
+    EXCEPTION WHEN duplicate_table OR unique_violation THEN
+        NULL;
+    END;
 END
 $fn$;
 

@@ -674,7 +674,8 @@ PGPIPE_PRIVATE int run_status_start(pgpipe_runner *r)
         pthread_condattr_setclock(&ca, CLOCK_REALTIME);
         pthread_cond_init(&s->cv, &ca);
         pthread_condattr_destroy(&ca);
-        r->status = s;
+        /* the HTTP thread reads r->status (its page hook) from now on */
+        __atomic_store_n(&r->status, s, __ATOMIC_RELEASE);
     }
     run_status *s = r->status;
     if (s->started)
@@ -682,7 +683,9 @@ PGPIPE_PRIVATE int run_status_start(pgpipe_runner *r)
     s->stop = 0;
     if (pthread_create(&s->th, NULL, st_main, r))
         return pp_err(&r->h.err, PGPIPE_IO, "status page: cannot start the thread");
+    pthread_mutex_lock(&s->mu);
     s->started = 1;
+    pthread_mutex_unlock(&s->mu);
     return PGPIPE_OK;
 }
 
@@ -696,7 +699,9 @@ PGPIPE_PRIVATE void run_status_stop(pgpipe_runner *r)
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->th, NULL);
+    pthread_mutex_lock(&s->mu);
     s->started = 0;
+    pthread_mutex_unlock(&s->mu);
 }
 
 PGPIPE_PRIVATE void run_status_free(pgpipe_runner *r)
@@ -808,7 +813,7 @@ static void st_action(pgpipe_runner *r, const pgpipe_http_page_request *rq,
             return;
         }
     }
-    run_status *s = r->status;
+    run_status *s = __atomic_load_n(&r->status, __ATOMIC_ACQUIRE);
     int queued = 0;
     if (s) {
         pthread_mutex_lock(&s->mu);
@@ -853,7 +858,7 @@ PGPIPE_PRIVATE void run_status_page(void *ud, const pgpipe_http_page_request *rq
                  "Allow: GET, HEAD\r\n");
         return;
     }
-    run_status *s = r->status;
+    run_status *s = __atomic_load_n(&r->status, __ATOMIC_ACQUIRE);
     int ok = 0;
     if (s) {
         pthread_mutex_lock(&s->mu);
@@ -880,7 +885,7 @@ PGPIPE_PRIVATE void run_status_page(void *ud, const pgpipe_http_page_request *rq
 PGPIPE_PRIVATE void run_status_metrics(void *ud, pgpipe_http_page_reply *out)
 {
     pgpipe_runner *r = ud;
-    run_status *s = r->status;
+    run_status *s = __atomic_load_n(&r->status, __ATOMIC_ACQUIRE);
     if (s) {
         pthread_mutex_lock(&s->mu);
         if (s->ready)
