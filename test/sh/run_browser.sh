@@ -1,0 +1,106 @@
+#!/bin/sh
+# The runner's status page (issue 22) in a real headless browser: `pgpipe
+# run` with an HTTP source on a free port serves the page at /; the test
+# seeds a backlog of two event types and dead letters with two errors, loads
+# the page in Debian's chromium through Selenium (test/sh/run_browser.py),
+# checks the figures the page marks (data-metric, data-event-type,
+# data-error) against the database, saves a screenshot as
+# build/test/run_browser.png, and stops the runner with SIGTERM (exit 0).
+# Skips while the runner serves no page yet (GET / answers 404, or the HTTP
+# source is not served at all).
+set -u
+cd "${PGPIPE_TOP:-.}"
+P=build/test/pgpipe
+D=${PGPIPE_TEST_DSN:-}
+PY=/usr/bin/python3
+[ -n "$D" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
+[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+for c in curl psql chromium chromedriver; do
+    command -v $c >/dev/null 2>&1 || { echo "$c missing (sh tool/deps.sh --test)"; exit 77; }
+done
+"$PY" -c 'import selenium' 2>/dev/null || { echo "python3-selenium missing (sh tool/deps.sh --test)"; exit 77; }
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/runbrowser.XXXXXX")
+chmod 755 "$tmp"
+rpid=""
+cleanup() { [ -z "$rpid" ] || { kill -9 "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null; }; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; echo "-- runner log (tail):"; tail -n 20 "$tmp/run.err" 2>/dev/null; exit 1; }
+q() { psql -qAtX -v ON_ERROR_STOP=1 -d "$D" -c "$1"; }
+
+# ---- the database: the schema, then a backlog and dead letters of our own ----------
+$P "$D" ".install" >/dev/null 2>"$tmp/install.err" || fail "install: $(cat "$tmp/install.err")"
+q "DELETE FROM staging.raw_events WHERE event_type LIKE 'browser\\_%';
+   DELETE FROM pgpipe.dead_letters WHERE error_message LIKE 'browser: %';
+   INSERT INTO staging.raw_events (source, event_type, payload, received_at)
+   SELECT 'browser', 'browser_user', jsonb_build_object('i', i), now() - i * interval '1 minute'
+   FROM generate_series(1, 7) i;
+   INSERT INTO staging.raw_events (source, event_type, payload, received_at)
+   SELECT 'browser', 'browser_order', jsonb_build_object('i', i), now() - i * interval '10 second'
+   FROM generate_series(1, 3) i;
+   INSERT INTO pgpipe.dead_letters (stage, event_type, raw_text, error_message)
+   SELECT 'load', 'browser_user', '{bad', 'browser: bad json' FROM generate_series(1, 4);
+   INSERT INTO pgpipe.dead_letters (stage, event_type, raw_text, error_message)
+   SELECT 'process', 'browser_order', '{}', 'browser: missing user_id' FROM generate_series(1, 2)" >/dev/null ||
+    fail "seeding"
+
+# ---- the runner: an HTTP source on a free port (the file names the port) -----------
+port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$tmp/browser.pgpipe" <<EOF
+.pipeline browser
+.source http web --listen 127.0.0.1:$port
+.schedule tick --every 1h
+SELECT 1;
+.end
+EOF
+$P run --db "$D" --for 60s --instance browser-test "$tmp/browser.pgpipe" 2>"$tmp/run.err" &
+rpid=$!
+U=http://127.0.0.1:$port
+# the sources have started once the runner logs "running": its HTTP server
+# gets 5 s more to answer
+i=0; ran=0
+until curl -fsS -o /dev/null --max-time 2 "$U/healthz" 2>/dev/null; do
+    kill -0 "$rpid" 2>/dev/null || { wait "$rpid"; rpid=""; fail "pgpipe run exited before serving"; }
+    i=$((i + 1))
+    [ $i -le 300 ] || fail "pgpipe run: not running after 30 s"
+    if [ $ran = 0 ] && grep -q "msg=running" "$tmp/run.err"; then ran=$i; fi
+    if [ $ran -gt 0 ] && [ $((i - ran)) -gt 50 ]; then
+        echo "SKIP: pgpipe run serves no HTTP source yet (nothing on 127.0.0.1:$port 5 s after it runs)"; exit 77
+    fi
+    sleep 0.1
+done
+code=$(curl -sS -o "$tmp/page.html" -w '%{http_code}' --max-time 10 "$U/") || fail "GET / failed"
+[ "$code" != 404 ] || { echo "SKIP: the runner has no status page yet (GET / answers 404)"; exit 77; }
+[ "$code" = 200 ] || fail "GET / answered $code"
+
+# ---- what the page must show, from the database ---------------------------------------
+# the page is a snapshot rebuilt every few seconds: the seeded rows were
+# there before the runner started, and nothing here changes them
+q "SELECT json_build_object(
+     'backlog', (SELECT json_object_agg(event_type, n) FROM (SELECT event_type, count(*) AS n
+                 FROM staging.raw_events WHERE NOT processed AND event_type LIKE 'browser\\_%'
+                 GROUP BY event_type) b),
+     'dlq', (SELECT json_object_agg(error_message, n) FROM (SELECT error_message, count(*) AS n
+             FROM pgpipe.dead_letters WHERE status = 'dead' AND error_message LIKE 'browser: %'
+             GROUP BY error_message) d),
+     'instances', (SELECT count(*) FROM pgpipe.run_instances
+                   WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '15 s'))" >"$tmp/expected.json" ||
+    fail "reading the expected figures"
+cat "$tmp/expected.json"
+mkdir -p build/test
+timeout 60 "$PY" test/sh/run_browser.py "$U/" "$tmp/expected.json" build/test/run_browser.png >"$tmp/browser.out" 2>&1
+rc=$?
+cat "$tmp/browser.out"
+[ $rc = 0 ] || fail "the status page in chromium (exit $rc)"
+[ -s build/test/run_browser.png ] || fail "no screenshot build/test/run_browser.png"
+echo "screenshot: build/test/run_browser.png"
+
+# ---- SIGTERM drains and exits 0 -------------------------------------------------------
+kill -TERM "$rpid"
+i=0
+while kill -0 "$rpid" 2>/dev/null; do
+    i=$((i + 1)); [ $i -le 300 ] || fail "pgpipe run still running 30 s after SIGTERM"
+    sleep 0.1
+done
+wait "$rpid"; rc=$?; rpid=""
+[ $rc = 0 ] || fail "pgpipe run exited $rc after SIGTERM"
+echo "ok"
