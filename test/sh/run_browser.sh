@@ -9,7 +9,7 @@
 # Skips while the runner serves no page yet (GET / answers 404, or the HTTP
 # source is not served at all).
 set -u
-cd "${PGPIPE_TOP:-.}"
+cd "${PGPIPE_TOP:-.}" || exit 1
 P=build/test/pgpipe
 D=${PGPIPE_TEST_DSN:-}
 PY=/usr/bin/python3
