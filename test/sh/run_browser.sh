@@ -1,13 +1,13 @@
 #!/bin/sh
 # The runner's status page (issue 22) in a real headless browser: `pgpipe
 # run` with an HTTP source on a free port serves the page at /; the test
-# seeds a backlog of two event types and dead letters with two errors, loads
-# the page in Debian's chromium through Selenium (test/sh/run_browser.py),
-# checks the figures the page marks (data-metric, data-event-type,
-# data-error) against the database, saves a screenshot as
-# build/test/run_browser.png, and stops the runner with SIGTERM (exit 0).
-# Skips while the runner serves no page yet (GET / answers 404, or the HTTP
-# source is not served at all).
+# seeds a backlog of two event types, processed events and dead letters with
+# two errors, loads the page in Debian's chromium through Selenium
+# (test/sh/run_browser.py), checks the figures the page marks (data-metric
+# with data-event-type, data-error, data-instance, data-schedule) against the
+# database, saves a screenshot as build/test/run_browser.png, and stops the
+# runner with SIGTERM (exit 0). Skips while the runner serves no page yet
+# (GET / answers 404, or the HTTP source is not served at all).
 set -u
 cd "${PGPIPE_TOP:-.}" || exit 1
 P=build/test/pgpipe
@@ -22,21 +22,20 @@ done
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/runbrowser.XXXXXX")
 chmod 755 "$tmp"
 rpid=""
-cleanup() { [ -z "$rpid" ] || { kill -9 "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null; }; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; echo "-- runner log (tail):"; tail -n 20 "$tmp/run.err" 2>/dev/null; exit 1; }
 q() { psql -qAtX -v ON_ERROR_STOP=1 -d "$D" -c "$1"; }
-
-# ---- the database: the schema, then a backlog and dead letters of our own ----------
-$P "$D" ".install" >/dev/null 2>"$tmp/install.err" || fail "install: $(cat "$tmp/install.err")"
-q "DELETE FROM staging.raw_events WHERE event_type LIKE 'browser\\_%';
-   DELETE FROM pgpipe.dead_letters WHERE error_message LIKE 'browser: %';
-   INSERT INTO staging.raw_events (source, event_type, payload, received_at)
+# the rows seeded here go at the end, so no later test sees them
+unseed() {
+    unseed
+q "INSERT INTO staging.raw_events (source, event_type, payload, received_at)
    SELECT 'browser', 'browser_user', jsonb_build_object('i', i), now() - i * interval '1 minute'
    FROM generate_series(1, 7) i;
    INSERT INTO staging.raw_events (source, event_type, payload, received_at)
    SELECT 'browser', 'browser_order', jsonb_build_object('i', i), now() - i * interval '10 second'
    FROM generate_series(1, 3) i;
+   INSERT INTO staging.raw_events (source, event_type, payload, received_at, processed, processed_at)
+   SELECT 'browser', 'browser_done', jsonb_build_object('i', i), now() - interval '3 minutes', true,
+          now() - interval '2 minutes'
+   FROM generate_series(1, 5) i;
    INSERT INTO pgpipe.dead_letters (stage, event_type, raw_text, error_message)
    SELECT 'load', 'browser_user', '{bad', 'browser: bad json' FROM generate_series(1, 4);
    INSERT INTO pgpipe.dead_letters (stage, event_type, raw_text, error_message)
@@ -68,26 +67,55 @@ until curl -fsS -o /dev/null --max-time 2 "$U/healthz" 2>/dev/null; do
     fi
     sleep 0.1
 done
-code=$(curl -sS -o "$tmp/page.html" -w '%{http_code}' --max-time 10 "$U/") || fail "GET / failed"
+# 503 while the first snapshot is being built
+i=0
+while :; do
+    code=$(curl -sS -o "$tmp/page.html" -w '%{http_code}' --max-time 10 "$U/") || fail "GET / failed"
+    [ "$code" = 503 ] || break
+    i=$((i + 1)); [ $i -le 100 ] || fail "GET / still answers 503 after 10 s"
+    sleep 0.1
+done
 [ "$code" != 404 ] || { echo "SKIP: the runner has no status page yet (GET / answers 404)"; exit 77; }
 [ "$code" = 200 ] || fail "GET / answered $code"
 
 # ---- what the page must show, from the database ---------------------------------------
-# the page is a snapshot rebuilt every few seconds: the seeded rows were
-# there before the runner started, and nothing here changes them
-q "SELECT json_build_object(
-     'backlog', (SELECT json_object_agg(event_type, n) FROM (SELECT event_type, count(*) AS n
-                 FROM staging.raw_events WHERE NOT processed AND event_type LIKE 'browser\\_%'
-                 GROUP BY event_type) b),
-     'dlq', (SELECT json_object_agg(error_message, n) FROM (SELECT error_message, count(*) AS n
-             FROM pgpipe.dead_letters WHERE status = 'dead' AND error_message LIKE 'browser: %'
-             GROUP BY error_message) d),
-     'instances', (SELECT count(*) FROM pgpipe.run_instances
-                   WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '15 s'))" >"$tmp/expected.json" ||
-    fail "reading the expected figures"
-cat "$tmp/expected.json"
+# The page is a snapshot rebuilt every few seconds: the seeded rows were
+# there before the runner started, and nothing here changes them. The ages
+# are checked against the page's own build time; the schedule "every 1h"
+# fires next at the coming whole hour.
+q "SELECT json_agg(c) FROM (
+     SELECT json_build_object('metric', 'backlog', 'attrs', json_build_object('event-type', event_type,
+                'table', 'staging.raw_events'), 'value', count(*)) AS c
+     FROM staging.raw_events WHERE NOT processed AND event_type LIKE 'browser\\_%' GROUP BY event_type
+     UNION ALL
+     SELECT json_build_object('metric', 'oldest-pending-s', 'attrs', json_build_object('event-type', event_type),
+                'age_of', extract(epoch FROM min(received_at)))
+     FROM staging.raw_events WHERE NOT processed AND event_type LIKE 'browser\\_%' GROUP BY event_type
+     UNION ALL
+     SELECT json_build_object('metric', 'backlog-total', 'attrs', '{}'::json, 'value', count(*))
+     FROM staging.raw_events WHERE NOT processed
+     UNION ALL
+     SELECT json_build_object('metric', 'dlq-count', 'attrs', json_build_object('error', error_message), 'value', count(*))
+     FROM pgpipe.dead_letters WHERE status = 'dead' AND error_message LIKE 'browser: %' GROUP BY error_message
+     UNION ALL
+     SELECT json_build_object('metric', 'dlq-total', 'attrs', '{}'::json, 'value', count(*))
+     FROM pgpipe.dead_letters WHERE status = 'dead'
+     UNION ALL
+     SELECT json_build_object('metric', 'instances-alive', 'attrs', '{}'::json, 'value', count(*))
+     FROM pgpipe.run_instances WHERE pipeline = 'browser' AND stopped_at IS NULL
+                                 AND heartbeat_at > now() - interval '15 s'
+     UNION ALL
+     SELECT json_build_object('metric', 'instance-alive', 'attrs', json_build_object('instance', 'browser-test'), 'value', 1)
+     UNION ALL
+     SELECT json_build_object('metric', 'processed-last-hour', 'attrs', '{}'::json, 'min', 5)
+     UNION ALL
+     SELECT json_build_object('metric', 'schedule-next', 'attrs', json_build_object('schedule', 'tick'),
+                'epoch_in', json_build_array(h, h + 3600), 'optional', true)
+     FROM (SELECT floor(extract(epoch FROM now()) / 3600) * 3600 AS h) n
+   ) s" >"$tmp/checks.json" || fail "reading the expected figures"
+cat "$tmp/checks.json"
 mkdir -p build/test
-timeout 60 "$PY" test/sh/run_browser.py "$U/" "$tmp/expected.json" build/test/run_browser.png >"$tmp/browser.out" 2>&1
+timeout 60 "$PY" test/sh/run_browser.py "$U/" "$tmp/checks.json" build/test/run_browser.png >"$tmp/browser.out" 2>&1
 rc=$?
 cat "$tmp/browser.out"
 [ $rc = 0 ] || fail "the status page in chromium (exit $rc)"
