@@ -25,7 +25,19 @@ rpid=""
 q() { psql -qAtX -v ON_ERROR_STOP=1 -d "$D" -c "$1"; }
 # the rows seeded here go at the end, so no later test sees them
 unseed() {
+    q "DELETE FROM staging.raw_events WHERE event_type LIKE 'browser\\_%';
+       DELETE FROM pgpipe.dead_letters WHERE error_message LIKE 'browser: %'" >/dev/null 2>&1
+}
+cleanup() {
+    [ -z "$rpid" ] || { kill -9 "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null; }
     unseed
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; echo "-- runner log (tail):"; tail -n 20 "$tmp/run.err" 2>/dev/null; exit 1; }
+
+# ---- the database: the schema, then a backlog, processed events and dead letters -----
+$P "$D" ".install" >/dev/null 2>"$tmp/install.err" || fail "install: $(cat "$tmp/install.err")"
+unseed
 q "INSERT INTO staging.raw_events (source, event_type, payload, received_at)
    SELECT 'browser', 'browser_user', jsonb_build_object('i', i), now() - i * interval '1 minute'
    FROM generate_series(1, 7) i;
