@@ -31,7 +31,7 @@ checks = json.load(open(checks_path))
 opts = Options()
 opts.binary_location = "/usr/bin/chromium"
 for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-          "--window-size=1280,2000", "--disable-extensions", "--no-first-run"):
+          "--window-size=1280,1400", "--disable-extensions", "--no-first-run"):
     opts.add_argument(a)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 problems = []
