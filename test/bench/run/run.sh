@@ -140,6 +140,11 @@ rc=0; wait "$pid" || rc=$?
 pid=""
 [ $rc = 0 ] || echo "pgpipe run exited $rc after SIGTERM (log: $out/pgpipe.log)" >&2
 ticks=$(getconf CLK_TCK)
+# what pgpipe's own history says of the window's firings (a late claim may
+# be recorded as missed although it ran)
+q "SELECT 'pgpipe run_history: ' || coalesce(string_agg(status || ' ' || n, ', '), 'no rows') FROM
+   (SELECT status::text, count(*) AS n FROM pgpipe.run_history WHERE pipeline = 'bench_run'
+    AND slot >= to_timestamp($t1) AND slot < to_timestamp($tend) GROUP BY 1 ORDER BY 1) h" >&2 2>/dev/null || true
 
 # ---- per round: firings, lateness, wall and CPU per firing -------------------------
 # slot = the contender's own minute at or before fired_at + 5 s
@@ -160,18 +165,20 @@ once AS (SELECT who, slot, count(*) FILTER (WHERE n = 1) AS once
 SELECT who, extract(epoch FROM slot)::bigint, count(*), count(DISTINCT job),
        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
        round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-       round(max(ms)::numeric, 1), min(once.once)
+       round(max(ms)::numeric, 1), min(once.once), round(min(ms)::numeric, 1)
 FROM w JOIN once USING (who, slot) GROUP BY who, slot ORDER BY slot;
 SQL
 # raw: who slot firings distinct p50 p99 max wall_ms_per_firing cpu_ms_per_firing
-# scheduler_cpu_ms_per_firing once (jobs fired exactly once in the slot)
+# scheduler_cpu_ms_per_firing once (jobs fired exactly once in the slot) first
+# (the first firing's lateness: how soon after the slot the scheduler acts,
+# whatever K)
 awk -v k="$K" -v hz="$ticks" 'NR == FNR { c[$1] = $2; p[$1] = $3; l[$1] = $4; next }
     { s = $2; n = $3
       if (!((s) in c) || !((s + 60) in c)) next
       cpu = (c[s + 60] - c[s]) + ($1 == "pgpipe" ? p[s + 60] - p[s] : 0)
       sch = $1 == "pgpipe" ? p[s + 60] - p[s] : l[s + 60] - l[s]
-      printf "%s %s %s %s %s %s %s %.3f %.3f %.3f %s\n", $1, s, n, $4, $5, $6, $7, $7 / k,
-             cpu * 1000 / hz / n, sch * 1000 / hz / n, $8 }' "$out/cpu.txt" "$out/rounds.txt" >"$out/raw.txt"
+      printf "%s %s %s %s %s %s %s %.3f %.3f %.3f %s %s\n", $1, s, n, $4, $5, $6, $7, $7 / k,
+             cpu * 1000 / hz / n, sch * 1000 / hz / n, $8, $9 }' "$out/cpu.txt" "$out/rounds.txt" >"$out/raw.txt"
 
 # counts over the window: expected K x M; missed = expected - distinct (job, slot); twice = the rest
 counts() { # who -> "firings distinct once"
@@ -186,30 +193,33 @@ stats() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "missing" || b == "missing" || b + 0 <= 0) print "missing"; else printf "%.2f\n", a / b }'; }
 exp=$((K * M))
 : >"$res"
-printf '\n| component | workload | contender | p50 lateness ms (min, max) | p99 lateness ms (min, max) | wall ms/firing | CPU ms/firing: all (scheduler) | fired / expected | missed | twice |\n|---|---|---|---|---|---|---|---|---|---|\n'
+printf '\n| component | workload | contender | first firing ms | p50 lateness ms (min, max) | p99 lateness ms (min, max) | wall ms/firing | CPU ms/firing: all (scheduler) | fired / expected | missed | twice |\n|---|---|---|---|---|---|---|---|---|---|---|\n'
 # shellcheck disable=SC2046
 for who in pgpipe pg_cron; do
     set -- $(counts $who); n=$1; d=$2; once=$3
     if [ "$who" = pg_cron ] && [ $cron = 0 ]; then
-        printf '| run | %s jobs x %s rounds | pg_cron | missing | | | | | | |\n' "$K" "$M"; continue
+        printf '| run | %s jobs x %s rounds | pg_cron | missing | | | | | | | |\n' "$K" "$M"; continue
     fi
+    set -- $(stats $who 12); first=$1; eval "first_$(echo $who | tr -d _)=$1"
     set -- $(stats $who 5); p50="$1 ($2, $3)"; eval "p50_$(echo $who | tr -d _)=$1"
     set -- $(stats $who 6); p99="$1 ($2, $3)"; eval "p99_$(echo $who | tr -d _)=$1"
     set -- $(stats $who 8); wall=$1; eval "wall_$(echo $who | tr -d _)=$1"
     set -- $(stats $who 9); cpu=$1; eval "cpu_$(echo $who | tr -d _)=$1"
     set -- $(stats $who 10); sch=$1; eval "sch_$(echo $who | tr -d _)=$1"
     eval "ok_$(echo $who | tr -d _)=$(awk -v o="$once" -v e="$exp" 'BEGIN { printf "%.2f\n", o * 100 / e }')"
-    printf '| run | %s jobs x %s rounds | %s | %s | %s | %s | %s (%s) | %s / %s | %s | %s |\n' "$K" "$M" "$who" "$p50" "$p99" "$wall" "$cpu" "$sch" "$n" "$exp" "$((exp - d))" "$((n - d))"
+    printf '| run | %s jobs x %s rounds | %s | %s | %s | %s | %s | %s (%s) | %s / %s | %s | %s |\n' "$K" "$M" "$who" "$first" "$p50" "$p99" "$wall" "$cpu" "$sch" "$n" "$exp" "$((exp - d))" "$((n - d))"
 done
-printf '| run | %s jobs x %s rounds | pgpipe peak RSS MB | %s | | | | | | |\n' "$K" "$M" "$rss"
+printf '| run | %s jobs x %s rounds | pgpipe peak RSS MB | %s | | | | | | | |\n' "$K" "$M" "$rss"
 echo
 # lower-is-better metrics: ratio = peer / pgpipe; the target's too
+: "${first_pgpipe:=missing}" "${first_pgcron:=missing}"
 : "${p50_pgpipe:=missing}" "${p99_pgpipe:=missing}" "${wall_pgpipe:=missing}" "${cpu_pgpipe:=missing}" "${sch_pgpipe:=missing}" "${ok_pgpipe:=missing}"
 : "${p50_pgcron:=missing}" "${p99_pgcron:=missing}" "${wall_pgcron:=missing}" "${cpu_pgcron:=missing}" "${sch_pgcron:=missing}" "${ok_pgcron:=missing}"
 wl="${K}x${M}-burst"
 {
 echo "bench: component=run workload=$wl metric=p99_lateness_ms pgpipe=$p99_pgpipe peer=target peer_value=100 ratio=$(ratio 100 "$p99_pgpipe")"
 echo "bench: component=run workload=$wl metric=p99_lateness_ms pgpipe=$p99_pgpipe peer=pg_cron peer_value=$p99_pgcron ratio=$(ratio "$p99_pgcron" "$p99_pgpipe")"
+echo "bench: component=run workload=$wl metric=first_firing_ms pgpipe=$first_pgpipe peer=pg_cron peer_value=$first_pgcron ratio=$(ratio "$first_pgcron" "$first_pgpipe")"
 echo "bench: component=run workload=$wl metric=p50_lateness_ms pgpipe=$p50_pgpipe peer=pg_cron peer_value=$p50_pgcron ratio=$(ratio "$p50_pgcron" "$p50_pgpipe")"
 echo "bench: component=run workload=$wl metric=wall_ms_per_firing pgpipe=$wall_pgpipe peer=pg_cron peer_value=$wall_pgcron ratio=$(ratio "$wall_pgcron" "$wall_pgpipe")"
 echo "bench: component=run workload=$wl metric=cpu_ms_per_firing pgpipe=$cpu_pgpipe peer=pg_cron peer_value=$cpu_pgcron ratio=$(ratio "$cpu_pgcron" "$cpu_pgpipe")"
