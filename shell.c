@@ -1317,6 +1317,41 @@ static int cmd_run(shell *sh, char **argv, int argc, const char *rest)
     return rc;
 }
 
+/* .runs [NAME] [--pipeline P] [--status S] [--since T] [--limit N]: the
+** run history of the pipeline runner (pgpipe_runs_list). */
+static const optdef opts_runs[] = {
+    { "--pipeline", NULL, OPT_TEXT, "NAME", 0, 0, "every pipeline", "runs of this pipeline" },
+    { "--status", NULL, OPT_ENUM, "ok|failed|skipped|missed|lost|timeout", 0, 0, "any",
+      "runs that ended so" },
+    { "--since", NULL, OPT_TEXT, "TIME", 0, 0, NULL,
+      "runs started since an interval ago ('1 day') or a timestamp" },
+    { "--limit", NULL, OPT_INT, "N", 1, 100000, "50", "at most N runs (newest first)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_runs[] = { { NULL, "[NAME]", 0, 1, opts_runs,
+                                        "task and schedule runs, newest first" } };
+static int cmd_runs(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    pgpipe_runs_filter f;
+    memset(&f, 0, sizeof f);
+    f.name = cur.npos ? cur.pos[0] : NULL;
+    f.pipeline = opt_str(&cur, "--pipeline", NULL);
+    f.status = opt_str(&cur, "--status", NULL);
+    f.since = opt_str(&cur, "--since", NULL);
+    f.limit = (int)opt_num(&cur, "--limit", 50);
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    PGresult *res = NULL;
+    if (pgpipe_runs_list(sh->conn, &f, &res, &err) != PGPIPE_OK) {
+        print_error(&err);
+        return 1;
+    }
+    print_result(sh, res);
+    PQclear(res);
+    return 0;
+}
+
 /* .export QUERY FILE [--format csv|ndjson] through COPY TO STDOUT. */
 static const optdef opts_export[] = {
     { "--format", NULL, OPT_ENUM, "csv|ndjson", 0, 0, "csv",
@@ -3381,6 +3416,11 @@ static const command commands[] = {
       "FILE:LINE: message per problem, or a summary. The format: README, pgpipe.h (run_file).\n"
       "As a service: pgpipe run --db CONNINFO PIPELINE.",
       cmd_run, spec_run, 0 },
+    { "runs", ".runs [NAME] [--pipeline P] [--status S] [--since TIME] [--limit N]",
+      "the pipeline runner's history (pgpipe.run_history): one row per schedule firing and\n"
+      "task run, newest first: pipeline, kind, name, slot (when it was due), started_at,\n"
+      "finished_at, status (ok failed skipped missed lost timeout), attempts, rows, error,\n"
+      "instance.", cmd_runs, spec_runs, 0 },
     { "serve", ".serve [options] | .serve token add|list|revoke ...",
       "the HTTP ingest server: POST /v1/events/{source} with one JSON object, a JSON array,\n"
       "NDJSON (application/x-ndjson) or CSV (text/csv) goes into staging.raw_events and is\n"
@@ -4416,11 +4456,15 @@ static void usage(FILE *f)
             "                    .migrate and every other component\n"
             "  -h, --help        show this help\n"
             "  -V, --version     show the version\n"
-            "pgpipe run [--check] [--on-alert CMD] PIPELINE\n"
-            "                    the pipeline runner: --check validates the pipeline file\n"
-            "                    without a database and prints FILE:LINE: message per problem\n"
-            "                    (status 1) or a summary (status 0); running it is not\n"
-            "                    implemented yet (status 2)\n"
+            "pgpipe run [--db CONNINFO] [--for DURATION] [--instance NAME] [--on-alert CMD] PIPELINE\n"
+            "                    the pipeline runner: runs the file's setup, sources, workers,\n"
+            "                    schedules and alerts as a service (the database: --db, else the\n"
+            "                    PG* variables) until SIGTERM or Ctrl-C, which drain it (status\n"
+            "                    0; a second one stops at once, status 1); SIGHUP reloads the\n"
+            "                    file; --for stops it after a time (90, 30s, 5m, 2h)\n"
+            "pgpipe run --check PIPELINE\n"
+            "                    validate the pipeline file without a database: FILE:LINE:\n"
+            "                    message per problem (status 1) or a summary (status 0)\n"
             "A bad option, or one without its value, exits with status 2 before anything runs.\n"
             "Interactive when stdin is a terminal: SQL may span lines and ends with ';',\n"
             "dot commands take one line (.help lists them), and so do psql's \\q \\x \\timing\n"

@@ -20,8 +20,8 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
             return pp_err(err, PGPIPE_ERROR, "%s:%d: %s: dot commands are not run yet", r->path,
                           s->line, s->text);
         PGresult *res = NULL;
-        char ctx[64];
-        snprintf(ctx, sizeof ctx, "line %d", s->line);
+        char ctx[512];
+        snprintf(ctx, sizeof ctx, "%s:%d", r->path, s->line);
         int rc = pp_exec(conn, s->text, 0, NULL, &res, err, ctx);
         if (rc)
             return rc;

@@ -1,0 +1,114 @@
+#!/bin/sh
+# pgpipe run as a service (issue 22, "Service behaviour"), on the test cluster:
+#   - the setup runs once; the instance is registered in pgpipe.run_instances
+#     and marked stopped by a clean stop
+#   - SIGTERM drains and exits 0 within a bound; --for stops by itself
+#   - SIGHUP with a broken file keeps the running pipeline (one log line
+#     naming FILE:LINE), with a good file reloads it
+#   - systemd's notify protocol: READY=1 then STOPPING=1 on $NOTIFY_SOCKET
+#   - a failing setup step exits 1 naming FILE:LINE and the server's error
+#   - a pipeline file that does not check exits 1 before connecting
+set -u
+cd "${PGPIPE_TOP:-.}"
+P=$PWD/build/test/pgpipe
+[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+[ -n "${PGPIPE_TEST_DSN:-}" ] || { echo "needs the test cluster (PGPIPE_TEST_DSN)"; exit 77; }
+command -v python3 >/dev/null || { echo "python3 is not installed (tool/deps.sh --test)"; exit 77; }
+D=$PGPIPE_TEST_DSN
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/run_service.XXXXXX")
+pid=""; lpid=""
+cleanup() {
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+    [ -n "$lpid" ] && kill "$lpid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$tmp"/*.err; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done; exit 1; }
+q() { psql "$D" -XAtqc "$1"; }
+# wait_for SECONDS COMMAND...: poll until the command succeeds
+wait_for() {
+    n=$(( $1 * 10 )); shift
+    while [ $n -gt 0 ]; do "$@" && return 0; sleep 0.1; n=$((n - 1)); done
+    return 1
+}
+registered() { [ "$(q "SELECT count(*) FROM pgpipe.run_instances WHERE pipeline = 'svc' AND instance = '$1' AND stopped_at IS NULL" 2>/dev/null)" = 1 ]; }
+exited() { ! kill -0 "$1" 2>/dev/null; }
+
+q "DROP TABLE IF EXISTS run_svc_setup" >/dev/null
+cat > "$tmp/svc.pgpipe" <<'EOF'
+.pipeline svc
+CREATE TABLE IF NOT EXISTS run_svc_setup (n int);
+INSERT INTO run_svc_setup VALUES (1);
+EOF
+
+# ---- systemd notify listener, then the run ----------------------------------
+cat > "$tmp/notify.py" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(60)
+with open(sys.argv[2], "a") as out:
+    while True:
+        try:
+            msg = s.recv(4096).decode()
+        except socket.timeout:
+            break
+        out.write(msg.replace("\n", " ") + "\n")
+        out.flush()
+EOF
+python3 "$tmp/notify.py" "$tmp/notify.sock" "$tmp/notify.log" & lpid=$!
+wait_for 10 test -S "$tmp/notify.sock" || fail "the notify listener did not start"
+
+NOTIFY_SOCKET=$tmp/notify.sock "$P" run --db "$D" --instance svc-a "$tmp/svc.pgpipe" \
+    > "$tmp/a.out" 2> "$tmp/a.err" & pid=$!
+wait_for 30 registered svc-a || fail "the instance was not registered"
+wait_for 10 grep -q 'READY=1' "$tmp/notify.log" || fail "no READY=1 on NOTIFY_SOCKET"
+[ "$(q 'SELECT count(*) FROM run_svc_setup')" = 1 ] || fail "the setup did not run once"
+
+# ---- SIGHUP: a broken file is refused, a good one applied --------------------
+cp "$tmp/svc.pgpipe" "$tmp/good.pgpipe"
+printf '.pipeline svc\n.sorce files x --dir .\n' > "$tmp/svc.pgpipe"
+kill -HUP "$pid"
+wait_for 10 grep -q 'reload refused' "$tmp/a.err" || fail "a broken file on SIGHUP: no 'reload refused'"
+grep 'reload refused' "$tmp/a.err" | grep -q 'svc.pgpipe:2' || fail "the refusal does not name FILE:LINE"
+kill -0 "$pid" 2>/dev/null || fail "the runner died on a broken reload"
+cp "$tmp/good.pgpipe" "$tmp/svc.pgpipe"
+kill -HUP "$pid"
+wait_for 10 grep -q 'msg=reloaded' "$tmp/a.err" || fail "a good file on SIGHUP: no 'reloaded'"
+
+# ---- SIGTERM drains and exits 0 ---------------------------------------------
+kill -TERM "$pid"
+wait_for 40 exited "$pid" || fail "SIGTERM: still running after 40 s"
+wait "$pid"; rc=$?; pid=""
+[ $rc = 0 ] || fail "SIGTERM: exit $rc"
+grep -q 'drained and stopped' "$tmp/a.err" || fail "SIGTERM: no 'drained and stopped'"
+[ "$(q "SELECT stopped_at IS NOT NULL FROM pgpipe.run_instances WHERE pipeline = 'svc' AND instance = 'svc-a'")" = t ] \
+    || fail "a clean stop did not set stopped_at"
+wait_for 10 grep -q 'STOPPING=1' "$tmp/notify.log" || fail "no STOPPING=1 on NOTIFY_SOCKET"
+echo "run: registered, SIGHUP refuses a broken file and applies a good one, SIGTERM drains (exit 0), sd_notify READY/STOPPING"
+
+# ---- --for: a bounded run; the setup runs again on each start ---------------
+"$P" run --db "$D" --for 2s --instance svc-b "$tmp/svc.pgpipe" > "$tmp/b.out" 2> "$tmp/b.err" & pid=$!
+wait_for 40 exited "$pid" || fail "--for 2s: still running after 40 s"
+wait "$pid"; rc=$?; pid=""
+[ $rc = 0 ] || fail "--for 2s: exit $rc"
+[ "$(q 'SELECT count(*) FROM run_svc_setup')" = 2 ] || fail "the second start did not run the setup"
+echo "run --for 2s: stopped by itself, exit 0"
+
+# ---- a failing setup step: exit 1, FILE:LINE and the server's message --------
+cat > "$tmp/bad.pgpipe" <<'EOF'
+.pipeline svcbad
+CREATE TABLE IF NOT EXISTS run_svc_setup (n int);
+INSERT INTO run_svc_nosuch VALUES (1);
+EOF
+timeout 60 "$P" run --db "$D" "$tmp/bad.pgpipe" > "$tmp/c.out" 2> "$tmp/c.err"; rc=$?
+[ $rc = 1 ] || fail "a failing setup: exit $rc"
+grep -q 'bad.pgpipe:3' "$tmp/c.err" || fail "a failing setup: no FILE:LINE: $(cat "$tmp/c.err")"
+grep -q 'run_svc_nosuch' "$tmp/c.err" || fail "a failing setup: no server message"
+
+# ---- a file that does not check: exit 1 before connecting --------------------
+timeout 60 env PGCONNECT_TIMEOUT=1 "$P" run --db "host=/nonexistent/socket port=1" "$tmp/svc.pgpipe.none" \
+    > "$tmp/d.out" 2> "$tmp/d.err"; rc=$?
+[ $rc = 1 ] || fail "a missing file: exit $rc"
+grep -q 'svc.pgpipe.none' "$tmp/d.err" || fail "a missing file: $(cat "$tmp/d.err")"
+echo "run: a failing setup names FILE:LINE (exit 1); a missing file fails before connecting"
