@@ -22,9 +22,13 @@
 # per firing: the cluster's CPU in that minute (postmaster, its live
 # children, and the children it reaped: pg_cron's one-job connections) plus
 # the pgpipe process's in pgpipe's minutes, / firings; and the scheduler's
-# own process alone (pgpipe; pg_cron's launcher). Figures are the median
-# of the rounds, min and max beside. Correctness: every (job, slot) of the
-# window fired exactly once (none missed, none twice), for both.
+# own process alone (pgpipe; pg_cron's launcher). The first firing's
+# lateness says how soon after the slot the scheduler acts at all; the p99
+# of a burst is about K x the wall time per firing (a throughput figure), so
+# RUN_BENCH_JOBS=20 measures the firing accuracy of a light load. Figures
+# are the median of the rounds, min and max beside. Correctness: every
+# (job, slot) of the window fired exactly once (none missed, none twice),
+# for both; pgpipe's own history of the window is printed too.
 #
 # pg_cron runs with its defaults (a new connection per run, to cron.host =
 # the cluster's socket folder; cron.log_run on: its history, as pgpipe's)
