@@ -10,6 +10,8 @@
 #       the page's build time (data-epoch of #built-at) - EPOCH, within 2 s
 #   {"metric": ..., "attrs": ..., "epoch_in": [A, B]}  an ISO 8601 time in [A, B]
 #   "optional": true  a check whose element may be missing
+#   {"runs": N}   the recent runs table lists N runs (rows with
+#       data-run-status), every failure before every success
 # Also: the page fetches nothing besides itself (no external asset), has the
 # inline SVG chart, and its processed-last-hour figure is the sum of the
 # chart's bars. Prints what the page marks and one line per problem; exits 1
@@ -71,6 +73,8 @@ try:
             built: b ? b.getAttribute('data-epoch') : null,
             marked: Array.prototype.map.call(document.querySelectorAll('[data-metric]'),
                 function (e) { return {attrs: attrs(e), text: e.textContent}; }),
+            runs: Array.prototype.map.call(document.querySelectorAll('[data-run-status]'),
+                function (e) { return e.getAttribute('data-run-status'); }),
             bars: Array.prototype.map.call(document.querySelectorAll('svg [data-count]'),
                 function (e) { return e.getAttribute('data-count'); }),
             svgs: document.querySelectorAll('svg').length,
@@ -100,7 +104,21 @@ def find(metric, attrs):
     return None
 
 
+print("runs listed: %s" % " ".join(page["runs"]))
 for c in checks:
+    if "runs" in c:
+        runs = page["runs"]
+        if len(runs) != c["runs"]:
+            problems.append("the page lists %d recent runs, the database has %d" % (len(runs), c["runs"]))
+        ok_seen = False
+        for st in runs:
+            bad = st in ("failed", "timeout", "lost", "missed")
+            if bad and ok_seen:
+                problems.append("recent runs: a %s run listed after a successful one (failures come first): %s"
+                                % (st, " ".join(runs)))
+                break
+            ok_seen |= not bad
+        continue
     what = 'data-metric="%s" %s' % (c["metric"], " ".join('data-%s="%s"' % kv for kv in sorted(c["attrs"].items())))
     m = find(c["metric"], c["attrs"])
     if m is None:

@@ -1,11 +1,11 @@
 #!/bin/sh
 # The runner's status page (issue 22) in a real headless browser: `pgpipe
 # run` with an HTTP source on a free port serves the page at /; the test
-# seeds a backlog of two event types, processed events and dead letters with
-# two errors, loads the page in Debian's chromium through Selenium
+# seeds a backlog of two event types, processed events, dead letters with
+# two errors and (where the runner keeps one) a run history, loads the page in Debian's chromium through Selenium
 # (test/sh/run_browser.py), checks the figures the page marks (data-metric
-# with data-event-type, data-error, data-instance, data-schedule) against the
-# database, saves a screenshot as build/test/run_browser.png, and stops the
+# with data-event-type, data-error, data-instance, data-schedule; the runs
+# listed, failures first) against the database, saves a screenshot as build/test/run_browser.png, and stops the
 # runner with SIGTERM (exit 0). Skips while the runner serves no page yet
 # (GET / answers 404, or the HTTP source is not served at all).
 set -u
@@ -27,6 +27,10 @@ q() { psql -qAtX -v ON_ERROR_STOP=1 -d "$D" -c "$1"; }
 unseed() {
     q "DELETE FROM staging.raw_events WHERE event_type LIKE 'browser\\_%';
        DELETE FROM pgpipe.dead_letters WHERE error_message LIKE 'browser: %'" >/dev/null 2>&1
+    # the history and schedule state of this pipeline, where the runner has them
+    # (a schedule left from an earlier run would fire its missed slot)
+    q "DELETE FROM pgpipe.run_history WHERE pipeline = 'browser'" >/dev/null 2>&1
+    q "DELETE FROM pgpipe.run_schedules WHERE pipeline = 'browser'" >/dev/null 2>&1
 }
 cleanup() {
     [ -z "$rpid" ] || { kill -9 "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null; }
@@ -53,6 +57,17 @@ q "INSERT INTO staging.raw_events (source, event_type, payload, received_at)
    INSERT INTO pgpipe.dead_letters (stage, event_type, raw_text, error_message)
    SELECT 'process', 'browser_order', '{}', 'browser: missing user_id' FROM generate_series(1, 2)" >/dev/null ||
     fail "seeding"
+# recent runs: two failures older than three successes, to be listed first
+history=$(q "SELECT to_regclass('pgpipe.run_history') IS NOT NULL")
+if [ "$history" = t ]; then
+    q "SELECT pgpipe.run_history_partition(current_date + 30);
+       INSERT INTO pgpipe.run_history (pipeline, kind, name, slot, started_at, finished_at, status,
+                                       error, instance, host, expires_on)
+       SELECT 'browser', 'schedule', 'tick', now() - i * interval '1 hour', now() - i * interval '1 hour',
+              now() - i * interval '1 hour' + interval '1 s', CASE WHEN i > 3 THEN 'failed' ELSE 'ok' END,
+              CASE WHEN i > 3 THEN 'browser: division by zero' END, 'browser-old', 'vm', current_date + 30
+       FROM generate_series(1, 5) i" >/dev/null || fail "seeding the run history"
+fi
 
 # ---- the runner: an HTTP source on a free port (the file names the port) -----------
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -125,7 +140,21 @@ q "SELECT json_agg(c) FROM (
                 'epoch_in', json_build_array(h, h + 3600), 'optional', true)
      FROM (SELECT floor(extract(epoch FROM now()) / 3600) * 3600 AS h) n
    ) s" >"$tmp/checks.json" || fail "reading the expected figures"
-cat "$tmp/checks.json"
+if [ "$history" = t ]; then
+    # the runs the page lists (the last 50), failures first
+    q "SELECT json_agg(c) FROM (
+         SELECT json_build_object('metric', 'runs-failed', 'attrs', '{}'::json,
+                    'value', count(*) FILTER (WHERE status IN ('failed', 'timeout', 'lost', 'missed'))) AS c
+         FROM (SELECT status FROM pgpipe.run_history WHERE pipeline = 'browser'
+               ORDER BY started_at DESC LIMIT 50) h
+         UNION ALL
+         SELECT json_build_object('runs', count(*)) FROM (SELECT 1 FROM pgpipe.run_history
+               WHERE pipeline = 'browser' ORDER BY started_at DESC LIMIT 50) h
+       ) s" >"$tmp/runs.json" || fail "reading the run history"
+    "$PY" -c 'import json, sys; a = json.load(open(sys.argv[1])); a += json.load(open(sys.argv[2])); json.dump(a, open(sys.argv[1], "w"))' \
+        "$tmp/checks.json" "$tmp/runs.json" || fail "merging the checks"
+fi
+cat "$tmp/checks.json"; echo
 mkdir -p build/test
 timeout 60 "$PY" test/sh/run_browser.py "$U/" "$tmp/checks.json" build/test/run_browser.png >"$tmp/browser.out" 2>&1
 rc=$?
