@@ -930,7 +930,6 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig);
 #define PP_RUN_H
 
 #ifndef PGPIPE_OMIT_RUN
-#include <signal.h>
 
 /* Days since 1970-01-01 of a proleptic Gregorian date, and back
 ** (run_cron.c; the pipeline file reuses them for nothing else yet). */
@@ -963,8 +962,8 @@ struct pgpipe_runner {
     pgpipe_pipefile *pf;          /* the file running now */
     const pgpipe_pipe_def *def;   /* pgpipe_pipefile_def(pf) */
     pgpipe_pool *pool;            /* every component's connections */
-    volatile sig_atomic_t stop_flag;   /* set by pgpipe_runner_stop */
-    volatile sig_atomic_t reload_flag; /* set by pgpipe_runner_reload */
+    atomic_int stop_flag;         /* set by pgpipe_runner_stop (lock-free: signal-safe) */
+    atomic_int reload_flag;       /* set by pgpipe_runner_reload */
     int wake_fd[2];               /* a byte written wakes the main loop */
     pp_mutex mu;                  /* guards what a comment says it guards */
     int64_t started_ms;           /* wall clock at pgpipe_runner_run */
@@ -1034,7 +1033,9 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out);
 ** schedule), detail a JSON object text (NULL: {}). An alert fires once
 ** per subject until its condition clears, on one instance only, and goes
 ** to the log line, the rule's NOTIFY channel, table and command, and to
-** r->on_alert. */
+** r->on_alert. raise queues the alert for the alert thread (it never waits
+** for the database or a command) and may be called before start; it takes
+** r->mu, so not while holding it. */
 PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r);
 PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r);
 PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);
@@ -2276,9 +2277,205 @@ static const char *const pp_sql_16[] = {
     ");\n",
     "COMMENT ON TABLE pgpipe.run_instances IS\n",
     "    'instances of pgpipe run, by pipeline: alive while heartbeat_at is recent';\n",
+    "\n",
+    "-- Schedules: one row per (pipeline, schedule). last_slot is the latest slot\n",
+    "-- claimed by any instance; an instance fires a slot only after moving\n",
+    "-- last_slot forward to it with a compare-and-set\n",
+    "--   UPDATE ... SET last_slot = $slot WHERE ... AND last_slot < $slot\n",
+    "-- so each slot fires on exactly one instance with no leader to elect: the\n",
+    "-- row lock orders the contenders and the loser's WHERE finds the slot taken.\n",
+    "-- A new schedule starts at the moment its row is made (no backfill).\n",
+    "-- running_* say which instance runs a firing now (cleared at its end, or\n",
+    "-- recorded as lost when that instance's heartbeat stops).\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.run_schedules (\n",
+    "    pipeline         TEXT NOT NULL,\n",
+    "    schedule         TEXT NOT NULL,\n",
+    "    expr             TEXT NOT NULL,\n",
+    "    tz               TEXT NOT NULL DEFAULT 'UTC',\n",
+    "    last_slot        TIMESTAMPTZ,\n",
+    "    running_instance TEXT,\n",
+    "    running_since    TIMESTAMPTZ,\n",
+    "    running_slot     TIMESTAMPTZ,\n",
+    "    updated_at       TIMESTAMPTZ NOT NULL DEFAULT now(),\n",
+    "    PRIMARY KEY (pipeline, schedule)\n",
+    ");\n",
+    "COMMENT ON TABLE pgpipe.run_schedules IS\n",
+    "    'pgpipe run schedules: the last slot claimed (compare-and-set) and the firing running now';\n",
+    "\n",
+    "-- The run history: one row per finished firing or task run (one INSERT\n",
+    "-- each; running state stays in run_schedules). RANGE partitioned by day on\n",
+    "-- expires_on (the started day + the pipeline's keep_ok for ok/skipped rows,\n",
+    "-- + keep_failed for the others), so retention is dropping whole partitions\n",
+    "-- (pgpipe.run_history_maintain), never a DELETE of bulk rows: the table's\n",
+    "-- size is bounded by the runs of the retention window.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.run_history (\n",
+    "    id          BIGINT GENERATED ALWAYS AS IDENTITY,\n",
+    "    pipeline    TEXT NOT NULL,\n",
+    "    kind        TEXT NOT NULL CHECK (kind IN ('schedule', 'task')),\n",
+    "    name        TEXT NOT NULL,\n",
+    "    slot        TIMESTAMPTZ,                  -- the scheduled time\n",
+    "    started_at  TIMESTAMPTZ NOT NULL,\n",
+    "    finished_at TIMESTAMPTZ NOT NULL,\n",
+    "    status      TEXT NOT NULL\n",
+    "                CHECK (status IN ('ok', 'failed', 'skipped', 'missed', 'lost', 'timeout')),\n",
+    "    attempts    INT NOT NULL DEFAULT 1,\n",
+    "    rows        BIGINT,\n",
+    "    error       TEXT,\n",
+    "    sqlstate    TEXT,\n",
+    "    instance    TEXT NOT NULL,\n",
+    "    host        TEXT NOT NULL,\n",
+    "    expires_on  DATE NOT NULL\n",
+    ") PARTITION BY RANGE (expires_on);\n",
+    "CREATE INDEX IF NOT EXISTS run_history_name_idx\n",
+    "    ON pgpipe.run_history (pipeline, kind, name, started_at);\n",
+    "CREATE INDEX IF NOT EXISTS run_history_started_idx ON pgpipe.run_history (started_at);\n",
+    "COMMENT ON TABLE pgpipe.run_history IS\n",
+    "    'pgpipe run history, daily partitions by expiry day (run_history_maintain drops them)';\n",
+    "\n",
+    "-- The partition of expiry day d, made when missing (the runner calls it\n",
+    "-- when an INSERT finds no partition). Safe from several sessions at once.\n",
+    "CREATE OR REPLACE FUNCTION pgpipe.run_history_partition(d date)\n",
+    "RETURNS void\n",
+    "LANGUAGE plpgsql\n",
+    "SET search_path = pg_catalog, pg_temp\n",
+    "AS $fn$\n",
+    "DECLARE\n",
+    "    part text := 'run_history_p' || to_char(d, 'YYYYMMDD');\n",
+    "BEGIN\n",
+    "    IF to_regclass(format('pgpipe.%I', part)) IS NOT NULL THEN\n",
+    "        RETURN;\n",
+    "    END IF;\n",
+    "    PERFORM pg_advisory_xact_lock(hashtext('pgpipe.run_history partitions'));\n",
+    "    IF to_regclass(format('pgpipe.%I', part)) IS NULL THEN\n",
+    "        EXECUTE format('CREATE TABLE pgpipe.%I PARTITION OF pgpipe.run_history '\n",
+    "                       'FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);\n",
+    "    END IF;\n",
+    "END\n",
+    "$fn$;\n",
+    "\n",
+    "-- Retention: drops the partitions whose expiry day is before today, after\n",
+    "-- moving each name's newest keep_last rows out of them (their expires_on\n",
+    "-- becomes today, a live partition), so every task keeps its last keep_last\n",
+    "-- runs however old. Returns the number of partitions dropped. The rows\n",
+    "-- moved are at most keep_last per name; everything else goes with DROP\n",
+    "-- TABLE (no bulk DELETE, no bloat, no long VACUUM).\n",
+    "CREATE OR REPLACE FUNCTION pgpipe.run_history_maintain(keep_last integer,\n",
+    "                                                       today date DEFAULT current_date)\n",
+    "RETURNS integer\n",
+    "LANGUAGE plpgsql\n",
+    "SET search_path = pg_catalog, pg_temp\n",
+    "AS $fn$\n",
+    "DECLARE\n",
+    "    r     record;\n",
+    "    k     record;\n",
+    "    n     integer := 0;\n",
+    "    thr   timestamptz;\n",
+    "    parts regclass[] := '{}';\n",
+    "BEGIN\n",
+    "    IF keep_last IS NULL OR keep_last < 0 THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.run_history_maintain: keep_last >= 0, got %', keep_last;\n",
+    "    END IF;\n",
+    "    PERFORM pg_advisory_xact_lock(hashtext('pgpipe.run_history partitions'));\n",
+    "    FOR r IN SELECT c.oid::regclass AS part\n",
+    "             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid\n",
+    "             WHERE i.inhparent = 'pgpipe.run_history'::regclass\n",
+    "               AND c.relname ~ '^run_history_p[0-9]{8}$'\n",
+    "               AND to_date(substr(c.relname, 14), 'YYYYMMDD') < today LOOP\n",
+    "        parts := parts || r.part;\n",
+    "    END LOOP;\n",
+    "    IF cardinality(parts) = 0 THEN\n",
+    "        RETURN 0;\n",
+    "    END IF;\n",
+    "    IF keep_last > 0 THEN\n",
+    "        PERFORM pgpipe.run_history_partition(today);\n",
+    "        FOR k IN SELECT DISTINCT pipeline, kind, name FROM pgpipe.run_history\n",
+    "                 WHERE expires_on < today LOOP\n",
+    "            -- the newest keep_last rows by the (pipeline, kind, name,\n",
+    "            -- started_at) index: bounded work per name, whatever the size\n",
+    "            SELECT x.started_at INTO thr FROM pgpipe.run_history x\n",
+    "            WHERE x.pipeline = k.pipeline AND x.kind = k.kind AND x.name = k.name\n",
+    "            ORDER BY x.started_at DESC OFFSET keep_last - 1 LIMIT 1;\n",
+    "            UPDATE pgpipe.run_history h SET expires_on = today\n",
+    "            WHERE h.pipeline = k.pipeline AND h.kind = k.kind AND h.name = k.name\n",
+    "              AND h.started_at >= coalesce(thr, '-infinity') AND h.expires_on < today\n",
+    "              AND h.id IN (SELECT x.id FROM pgpipe.run_history x\n",
+    "                           WHERE x.pipeline = k.pipeline AND x.kind = k.kind\n",
+    "                             AND x.name = k.name\n",
+    "                             AND x.started_at >= coalesce(thr, '-infinity')\n",
+    "                           ORDER BY x.started_at DESC, x.id DESC LIMIT keep_last);\n",
+    "        END LOOP;\n",
+    "    END IF;\n",
+    "    FOR i IN 1 .. cardinality(parts) LOOP\n",
+    "        EXECUTE format('DROP TABLE %s', parts[i]);\n",
+    "        n := n + 1;\n",
+    "    END LOOP;\n",
+    "    RETURN n;\n",
+    "END\n",
+    "$fn$;\n",
     NULL
 };
 /* ==== end sql/schema/V0026__runner.sql ==== */
+
+/* ==== begin sql/schema/V0027__run_alerts.sql ==== */
+static const char *const pp_sql_17[] = {
+    "-- pgpipe built-in schema: the pipeline runner's alerts and the status page's\n",
+    "-- action requests (pgpipe run). Idempotent.\n",
+    "\n",
+    "-- One row per alert condition (pipeline, rule, subject): whether it fires\n",
+    "-- now. Instances running the same pipeline all evaluate the rules; the one\n",
+    "-- whose compare-and-set UPDATE turns firing on (or re-notifies after an\n",
+    "-- hour) delivers the alert, the others see it on and stay quiet.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.run_alert_state (\n",
+    "    pipeline    TEXT NOT NULL,\n",
+    "    rule        TEXT NOT NULL,               -- dlq-growth, backlog-age, ...\n",
+    "    subject     TEXT NOT NULL,               -- what it is about: an event type, a task ...\n",
+    "    firing      BOOLEAN NOT NULL DEFAULT false,\n",
+    "    fired_at    TIMESTAMPTZ,                 -- when the condition started to hold\n",
+    "    notified_at TIMESTAMPTZ,                 -- the last delivery\n",
+    "    cleared_at  TIMESTAMPTZ,                 -- when it last stopped holding\n",
+    "    fired_by    TEXT,                        -- the instance that delivered\n",
+    "    message     TEXT,\n",
+    "    PRIMARY KEY (pipeline, rule, subject)\n",
+    ");\n",
+    "COMMENT ON TABLE pgpipe.run_alert_state IS\n",
+    "    'pgpipe run alerts: firing or not, per rule and subject (one instance delivers)';\n",
+    "\n",
+    "-- Every alert delivered, kept 30 days (the runner deletes older rows).\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.run_alerts (\n",
+    "    id          BIGSERIAL PRIMARY KEY,\n",
+    "    pipeline    TEXT NOT NULL,\n",
+    "    rule        TEXT NOT NULL,\n",
+    "    subject     TEXT NOT NULL,\n",
+    "    message     TEXT NOT NULL,\n",
+    "    detail      JSONB NOT NULL DEFAULT '{}',\n",
+    "    instance    TEXT NOT NULL,\n",
+    "    fired_at    TIMESTAMPTZ NOT NULL DEFAULT now()\n",
+    ");\n",
+    "CREATE INDEX IF NOT EXISTS run_alerts_fired_idx ON pgpipe.run_alerts (fired_at);\n",
+    "CREATE INDEX IF NOT EXISTS run_alerts_pipeline_idx ON pgpipe.run_alerts (pipeline, fired_at);\n",
+    "COMMENT ON TABLE pgpipe.run_alerts IS 'pgpipe run: alerts delivered (30 days)';\n",
+    "\n",
+    "-- Requests made on the status page with the bearer token (POST\n",
+    "-- /actions/fire\?schedule=NAME, /actions/replay-dlq), for the runner to act\n",
+    "-- on; taken_at/taken_by are set by the instance that acts.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.run_actions (\n",
+    "    id           BIGSERIAL PRIMARY KEY,\n",
+    "    pipeline     TEXT NOT NULL,\n",
+    "    action       TEXT NOT NULL CHECK (action IN ('fire', 'replay-dlq')),\n",
+    "    target       TEXT,                       -- fire: the schedule\n",
+    "    requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),\n",
+    "    requested_by TEXT,                       -- the client address\n",
+    "    instance     TEXT NOT NULL,              -- the instance that took the request\n",
+    "    taken_at     TIMESTAMPTZ,\n",
+    "    taken_by     TEXT\n",
+    ");\n",
+    "CREATE INDEX IF NOT EXISTS run_actions_open_idx\n",
+    "    ON pgpipe.run_actions (pipeline, requested_at) WHERE taken_at IS NULL;\n",
+    "COMMENT ON TABLE pgpipe.run_actions IS\n",
+    "    'pgpipe run: actions requested on the status page, for the runner to act on';\n",
+    NULL
+};
+/* ==== end sql/schema/V0027__run_alerts.sql ==== */
 
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
@@ -2298,6 +2495,7 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0024__http_ingest.sql", pp_sql_14 },
     { "schema/V0025__http_tokens.sql", pp_sql_15 },
     { "schema/V0026__runner.sql", pp_sql_16 },
+    { "schema/V0027__run_alerts.sql", pp_sql_17 },
     { NULL, NULL }
 };
 
@@ -22879,6 +23077,8 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
         return 0;
     }
     size_t pre = sizeof HS_EVENTS - 1;
+    if (h->o.page && (rq->path_len < pre || memcmp(rq->path, HS_EVENTS, pre)))
+        return 0; /* the embedding program's pages (hs_page) */
     if (rq->path_len < pre || memcmp(rq->path, HS_EVENTS, pre) || rq->path_len == pre) {
         hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
                  NULL);
@@ -22925,6 +23125,54 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
 
 static void hs_metrics(pgpipe_http *h, hs_conn *c);
 
+/* A request for the embedding program's pages: the page hook answers it
+** from what it has at hand (it must not block the loop); status 0 is 404. */
+static void hs_page(pgpipe_http *h, hs_conn *c)
+{
+    static const char *mname[] = { "-", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
+                                   "OTHER" };
+    pp_http_request *rq = &c->rq;
+    size_t alen = 0, clen = 0;
+    const char *auth = pp_http_header_get(rq, "authorization", &alen);
+    const char *ctype = pp_http_header_get(rq, "content-type", &clen);
+    char *path = pp_strndup(rq->path, rq->path_len);
+    char *query = pp_strndup(rq->query ? rq->query : "", rq->query ? rq->query_len : 0);
+    char *a = auth ? pp_strndup(auth, alen) : NULL, *ct = ctype ? pp_strndup(ctype, clen) : NULL;
+    pp_buf body = { 0 };
+    pgpipe_http_page_reply out;
+    memset(&out, 0, sizeof out);
+    out.priv = &body;
+    if (path && query && (!auth || a) && (!ctype || ct)) {
+        pgpipe_http_page_request pr;
+        pr.method = mname[rq->method >= 0 && rq->method <= PP_HTTP_OTHER ? rq->method : 0];
+        pr.path = path;
+        pr.query = query;
+        pr.authorization = a;
+        pr.content_type = ct;
+        pr.body = rq->body ? rq->body : "";
+        pr.body_len = rq->body ? rq->body_len : 0;
+        h->o.page(h->o.page_ud, &pr, &out);
+    } else {
+        out.status = 500;
+    }
+    pp_free(path);
+    pp_free(query);
+    pp_free(a);
+    pp_free(ct);
+    if (out.status <= 0) {
+        pp_buf_free(&body);
+        hs_error(h, c, 404, "not_found", "no such page", NULL);
+        return;
+    }
+    pp_http_reply r;
+    memset(&r, 0, sizeof r);
+    r.status = out.status;
+    r.content_type = out.content_type ? out.content_type : "text/html; charset=utf-8";
+    r.body = body.data;
+    r.body_len = body.data ? body.len : 0;
+    hs_write_reply(h, c, &r, out.headers);
+}
+
 static void hs_readyz(pgpipe_http *h, hs_conn *c)
 {
     char why[256] = "";
@@ -22951,8 +23199,10 @@ static void hs_route(pgpipe_http *h, hs_conn *c)
             hs_reply_json(h, c, 200, "{\"status\":\"ok\"}\n");
         else if (hs_path_is(rq, "/readyz"))
             hs_readyz(h, c);
-        else
+        else if (hs_path_is(rq, "/metrics"))
             hs_metrics(h, c);
+        else
+            hs_page(h, c);
         return;
     }
     if (++h->seq == 0)
@@ -23295,6 +23545,12 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "pgpipe_http_request_duration_seconds_count %llu\n",
                    (unsigned long long)cum, h->lat_sum, (unsigned long long)h->lat_count);
     pp_ingest_metrics(h->ig, &b);
+    if (h->o.metrics) {
+        pgpipe_http_page_reply more;
+        memset(&more, 0, sizeof more);
+        more.priv = &b;
+        h->o.metrics(h->o.page_ud, &more);
+    }
     hs_reply_text(h, c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data,
                   b.data ? b.len : 0);
 }
@@ -25706,34 +25962,956 @@ void pgpipe_pipefile_close(pgpipe_pipefile *pf)
 /*
 ** One step of a setup or a schedule/task body: a SQL statement, or one of
 ** the dot commands a pipeline file may use, run by the library itself so a
-** C program gets the same pipeline as the shell.
-** STUB (lead): SQL only; the dot commands come with the sources helper.
+** C program gets the same pipeline as the shell. The options are the
+** shell's (shell.c: cmd_install, cmd_migrate, cmd_load, cmd_read,
+** cmd_refresh, cmd_partitions, cmd_dlq, cmd_log); what the shell prints
+** becomes a log line here.
+**
+** A timeout bounds the whole run: every statement runs under a
+** statement_timeout of the time left (the dot commands run their
+** statements on the step's connection too), and a .load is cancelled when
+** the time runs out (pgpipe_loader_cancel: its other connections have no
+** statement_timeout). The connection's own statement_timeout is put back
+** afterwards.
 */
 
 #ifndef PGPIPE_OMIT_RUN
 
+#include <dirent.h>
+#include <errno.h>
+
+#define STP_MAXW 64
+#define STP_MAX_DEPTH 8
+
+typedef struct stp_ctx {
+    pgpipe_runner *r;
+    PGconn *conn;
+    int64_t deadline;    /* wall clock ms; 0 = none */
+    int64_t timeout_ms;
+    long long rows;
+    pgpipe_error *err;
+    int depth;           /* .read nesting */
+} stp_ctx;
+
+/* ---- errors ------------------------------------------------------------- */
+
+/* err = "FILE:LINE: [.cmd: ]inner message", keeping the inner SQLSTATE;
+** a statement cancelled by the step's timeout becomes PGPIPE_BUSY. */
+static int stp_fail(stp_ctx *x, const char *file, int line, const char *cmd, int code,
+                   const char *msg, const char *sqlstate)
+{
+    char state[6];
+    snprintf(state, sizeof state, "%s", sqlstate ? sqlstate : "");
+    char m[1024];
+    snprintf(m, sizeof m, "%s", msg ? msg : "failed");
+    int timed_out = x->deadline && !strcmp(state, "57014") && run_now_ms() >= x->deadline - 50;
+    if (timed_out)
+        code = PGPIPE_BUSY;
+    pp_err(x->err, code, "%s:%d: %s%s%s%s%s%s%s", file, line, cmd ? cmd : "", cmd ? ": " : "",
+           timed_out ? "timed out: " : "", m, *state ? " (SQLSTATE " : "", state, *state ? ")" : "");
+    if (x->err)
+        memcpy(x->err->sqlstate, state, sizeof state);
+    return code;
+}
+
+static int stp_failf(stp_ctx *x, const char *file, int line, const char *cmd, int code,
+                    const char *fmt, ...) PP_PRINTF(6, 7);
+static int stp_failf(stp_ctx *x, const char *file, int line, const char *cmd, int code,
+                    const char *fmt, ...)
+{
+    char m[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m, sizeof m, fmt, ap);
+    va_end(ap);
+    return stp_fail(x, file, line, cmd, code, m, NULL);
+}
+
+static int stp_fail_err(stp_ctx *x, const char *file, int line, const char *cmd,
+                       const pgpipe_error *e)
+{
+    return stp_fail(x, file, line, cmd, e->code ? e->code : PGPIPE_ERROR, e->message, e->sqlstate);
+}
+
+/* ---- the timeout -------------------------------------------------------- */
+
+/* Before a statement: statement_timeout = the time left (at least 1 ms). */
+static int stp_arm(stp_ctx *x, const char *file, int line, const char *cmd)
+{
+    if (!x->deadline)
+        return PGPIPE_OK;
+    int64_t left = x->deadline - run_now_ms();
+    if (left <= 0)
+        return stp_failf(x, file, line, cmd, PGPIPE_BUSY, "timed out: the steps ran longer than %lld ms",
+                        (long long)x->timeout_ms);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)left);
+    const char *p[1] = { v };
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->conn, "SELECT set_config('statement_timeout', $1, false)", 1, p, NULL, &e,
+                "setting the step's timeout"))
+        return stp_fail_err(x, file, line, cmd, &e);
+    return PGPIPE_OK;
+}
+
+/* ---- words and options -------------------------------------------------- */
+
+/* Cut a dot command line into words as the pipeline file reads them:
+** blanks separate, '...' and "..." quote (\" and \\ inside "..."). The
+** words point into scratch (strlen(line) + 1 bytes). -1: a quote is not
+** closed, or too many words. */
+static int stp_words(const char *line, char *scratch, char **out, int max)
+{
+    int n = 0;
+    const char *p = line;
+    char *w = scratch;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+            p++;
+        if (!*p)
+            return n;
+        if (n == max)
+            return -1;
+        out[n++] = w;
+        while (*p && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            if (*p == '\'' || *p == '"') {
+                char q = *p++;
+                while (*p && *p != q) {
+                    if (q == '"' && *p == '\\' && (p[1] == '"' || p[1] == '\\'))
+                        p++;
+                    *w++ = *p++;
+                }
+                if (!*p)
+                    return -1;
+                p++;
+            } else {
+                *w++ = *p++;
+            }
+        }
+        *w++ = 0;
+    }
+}
+
+typedef struct stp_opt {
+    const char *name, *alias;
+    int flag;
+} stp_opt;
+
+typedef struct stp_args {
+    const char *pos[8];
+    int npos;
+    const char *val[32];
+} stp_args;
+
+/* Sort words[from..nw) into the options of spec and positional words. */
+static int stp_args_parse(stp_ctx *x, const char *file, int line, const char *cmd, char **w, int nw,
+                         int from, const stp_opt *spec, stp_args *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = from; i < nw; i++) {
+        const char *s = w[i];
+        if (strncmp(s, "--", 2) != 0) {
+            if (a->npos == 8)
+                return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "too many arguments");
+            a->pos[a->npos++] = s;
+            continue;
+        }
+        const char *eq = strchr(s, '=');
+        size_t n = eq ? (size_t)(eq - s) : strlen(s);
+        int k = -1;
+        for (int j = 0; spec && spec[j].name && k < 0; j++)
+            if ((strlen(spec[j].name) == n && !strncmp(spec[j].name, s, n)) ||
+                (spec[j].alias && strlen(spec[j].alias) == n && !strncmp(spec[j].alias, s, n)))
+                k = j;
+        if (k < 0)
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "unknown option %.*s", (int)n, s);
+        if (spec[k].flag)
+            a->val[k] = "";
+        else if (eq)
+            a->val[k] = eq + 1;
+        else if (i + 1 < nw)
+            a->val[k] = w[++i];
+        else
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "%s needs a value", spec[k].name);
+    }
+    return PGPIPE_OK;
+}
+
+static const char *stp_get(const stp_opt *spec, const stp_args *a, const char *name)
+{
+    for (int j = 0; spec[j].name; j++)
+        if (!strcmp(spec[j].name, name))
+            return a->val[j];
+    return NULL;
+}
+
+static int stp_num(stp_ctx *x, const char *file, int line, const char *cmd, const char *what,
+                  const char *v, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long n = v ? strtoll(v, &end, 10) : 0;
+    if (!v || !*v || *end || errno || n < lo || n > hi)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "%s: expected a whole number from %lld to "
+                        "%lld, got \"%s\"", what, lo, hi, v ? v : "");
+    *out = n;
+    return PGPIPE_OK;
+}
+
+/* A path of a step: relative ones are against the pipeline file's folder. */
+static char *stp_path(const pgpipe_runner *r, const char *p)
+{
+    if (p[0] == '/' || !r->base_dir || !r->base_dir[0])
+        return pp_strdup(p);
+    size_t n = strlen(r->base_dir) + strlen(p) + 2;
+    char *s = pp_malloc(n);
+    if (s)
+        snprintf(s, n, "%s/%s", r->base_dir, p);
+    return s;
+}
+
+/* Server NOTICEs of pgpipe's own installs and migrations go to the log. */
+static void stp_notice(void *arg, const char *message)
+{
+    (void)arg;
+    int n = (int)strlen(message);
+    while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' '))
+        n--;
+    char line[1024];
+    snprintf(line, sizeof line, "server: %.*s", n, message);
+    pgpipe_log(PGPIPE_LOG_DEBUG, "run", line, NULL, 0);
+}
+
+/* ---- the dot commands --------------------------------------------------- */
+
+static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t len);
+
+static int stp_install(stp_ctx *x, const char *file, int line, char **w, int nw)
+{
+    static const stp_opt spec[] = { { "--example", NULL, 1 }, { NULL, NULL, 0 } };
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, ".install", w, nw, 1, spec, &a);
+    if (rc)
+        return rc;
+    if (a.npos)
+        return stp_failf(x, file, line, ".install", PGPIPE_MISUSE, "unexpected \"%s\"", a.pos[0]);
+    if ((rc = stp_arm(x, file, line, ".install")))
+        return rc;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, stp_notice, NULL);
+    rc = a.val[0] ? pgpipe_example_install(x->conn, NULL, &e) : pgpipe_schema_install(x->conn, NULL, &e);
+    PQsetNoticeProcessor(x->conn, old, NULL);
+    return rc ? stp_fail_err(x, file, line, ".install", &e) : PGPIPE_OK;
+}
+
+static int stp_migrate(stp_ctx *x, const char *file, int line, char **w, int nw)
+{
+    static const stp_opt spec[] = { { "--status", NULL, 1 }, { "--dry-run", NULL, 1 },
+                                   { "--baseline", NULL, 0 }, { "--repair", NULL, 1 },
+                                   { "--resume-from", NULL, 0 }, { "--redo", NULL, 0 },
+                                   { NULL, NULL, 0 } };
+    const char *cmd = ".migrate";
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, cmd, w, nw, 1, spec, &a);
+    if (rc)
+        return rc;
+    if (a.npos > 1)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "unexpected \"%s\"", a.pos[1]);
+    pgpipe_migrate_options o;
+    pgpipe_migrate_options_init(&o);
+    long long n = 0;
+    if (a.val[4] && (rc = stp_num(x, file, line, cmd, "--resume-from", a.val[4], 1, 1000000000, &n)))
+        return rc;
+    o.resume_from = (int)n;
+    n = 0;
+    if (a.val[5] && (rc = stp_num(x, file, line, cmd, "--redo", a.val[5], 1, 1000000000, &n)))
+        return rc;
+    o.redo = (int)n;
+    if (o.resume_from && o.redo)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--resume-from and --redo: one or the other");
+    if (a.val[1])
+        o.flags |= PGPIPE_MIGRATE_DRY_RUN;
+    if (a.val[3])
+        o.flags |= PGPIPE_MIGRATE_REPAIR;
+    o.baseline_version = a.val[2];
+    char *dir = stp_path(x->r, a.npos ? a.pos[0] : "migrations");
+    if (!dir)
+        return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
+    o.dir = dir;
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        rc = stp_failf(x, file, line, cmd, PGPIPE_IO, "no such directory: %s", dir);
+        pp_free(dir);
+        return rc;
+    }
+    if ((rc = stp_arm(x, file, line, cmd))) {
+        pp_free(dir);
+        return rc;
+    }
+    pgpipe_migrator *m = NULL;
+    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, stp_notice, NULL);
+    rc = pgpipe_migrator_open(&m, x->conn, &o);
+    if (rc == PGPIPE_OK)
+        rc = a.val[0] ? pgpipe_migrate_status(m) : pgpipe_migrate_run(m);
+    PQsetNoticeProcessor(x->conn, old, NULL);
+    int len = m ? pgpipe_migrate_format(m, NULL, 0) : 0;
+    char *text = len > 0 ? pp_malloc((size_t)len + 1) : NULL;
+    if (text) {
+        pgpipe_migrate_format(m, text, (size_t)len + 1);
+        char ln[16];
+        snprintf(ln, sizeof ln, "%d", line);
+        run_log(x->r, PGPIPE_LOG_INFO, ".migrate", "dir", dir, "file", file, "line", ln, "report",
+                text, NULL);
+        pp_free(text);
+    }
+    if (rc != PGPIPE_OK) {
+        const pgpipe_error *e = m ? pgpipe_errinfo(m) : NULL;
+        if (e)
+            rc = stp_fail_err(x, file, line, cmd, e);
+        else
+            rc = stp_failf(x, file, line, cmd, rc, "out of memory");
+    }
+    pgpipe_migrator_close(m);
+    pp_free(dir);
+    return rc;
+}
+
+/* .load stops after the batch during which the time ran out or the runner
+** was asked to stop (running it again resumes it). */
+typedef struct stp_load_ud {
+    stp_ctx *x;
+    int stopped;
+} stp_load_ud;
+
+static int stp_load_progress(void *ud, const pgpipe_load_progress *p)
+{
+    (void)p;
+    stp_load_ud *u = ud;
+    if ((u->x->deadline && run_now_ms() >= u->x->deadline) || run_stopping(u->x->r)) {
+        u->stopped = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* A load past the deadline is cancelled (pgpipe_loader_cancel) by a
+** watchdog thread: a slow batch on any of its connections does not
+** outlive it. */
+typedef struct stp_watch {
+    pgpipe_loader *l;
+    int64_t deadline;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, fired;
+} stp_watch;
+
+static void *stp_watch_thread(void *arg)
+{
+    stp_watch *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        int64_t now = run_now_ms();
+        if (now >= w->deadline) {
+            w->fired = 1;
+            pgpipe_loader_cancel(w->l);
+            break;
+        }
+        struct timespec ts = { (time_t)(w->deadline / 1000), (long)(w->deadline % 1000) * 1000000 };
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Split a comma list in place into at most max parts. */
+static int stp_list(char *buf, char **parts, int max)
+{
+    int n = 0;
+    for (char *t = buf, *next; t; t = next) {
+        next = strchr(t, ',');
+        if (next)
+            *next++ = 0;
+        if (!*t || n == max)
+            return -1;
+        parts[n++] = t;
+    }
+    return n;
+}
+
+static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
+{
+    static const stp_opt spec[] = {
+        { "--format", NULL, 0 },        { "--event-type-field", NULL, 0 }, { "--event-type", "--type", 0 },
+        { "--source-field", NULL, 0 },  { "--source", NULL, 0 },           { "--payload-field", NULL, 0 },
+        { "--received-at-field", NULL, 0 }, { "--require", NULL, 0 },      { "--table", NULL, 0 },
+        { "--map", NULL, 0 },           { "--name", NULL, 0 },             { "--key", NULL, 0 },
+        { "--channel", NULL, 0 },       { "--batch-rows", NULL, 0 },       { "--batch-bytes", NULL, 0 },
+        { "--connections", NULL, 0 },   { "--max-record-bytes", NULL, 0 }, { "--delimiter", NULL, 0 },
+        { NULL, NULL, 0 } };
+    const char *cmd = ".load";
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, cmd, w, nw, 1, spec, &a);
+    if (rc)
+        return rc;
+    if (a.npos != 1)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, a.npos ? "one FILE only" : "needs a FILE");
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.install_schema = 0;
+    const char *fmt = stp_get(spec, &a, "--format");
+    if (fmt) {
+        if (!strcmp(fmt, "csv"))
+            o.format = PGPIPE_FORMAT_CSV;
+        else if (!strcmp(fmt, "ndjson"))
+            o.format = PGPIPE_FORMAT_NDJSON;
+        else if (!strcmp(fmt, "json"))
+            o.format = PGPIPE_FORMAT_JSON;
+        else if (strcmp(fmt, "auto"))
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--format: expected csv|ndjson|json|auto, "
+                            "got \"%s\"", fmt);
+    }
+    o.event_type_field = stp_get(spec, &a, "--event-type-field");
+    o.event_type_value = stp_get(spec, &a, "--event-type");
+    o.source_field = stp_get(spec, &a, "--source-field");
+    o.source_value = stp_get(spec, &a, "--source");
+    o.payload_field = stp_get(spec, &a, "--payload-field");
+    o.received_at_field = stp_get(spec, &a, "--received-at-field");
+    o.target = stp_get(spec, &a, "--table");
+    o.source_name = stp_get(spec, &a, "--name");
+    o.load_key = stp_get(spec, &a, "--key");
+    if (stp_get(spec, &a, "--channel"))
+        o.notify_channel = stp_get(spec, &a, "--channel");
+    long long n;
+    struct { const char *name; long long lo, hi; long long *dst; } nums[4];
+    long long batch_rows = o.batch_rows, batch_bytes = (long long)o.batch_bytes, conns = 1,
+              maxrec = (long long)o.max_record_bytes;
+    nums[0].name = "--batch-rows", nums[0].lo = 1, nums[0].hi = INT_MAX, nums[0].dst = &batch_rows;
+    nums[1].name = "--batch-bytes", nums[1].lo = 1, nums[1].hi = LLONG_MAX, nums[1].dst = &batch_bytes;
+    nums[2].name = "--connections", nums[2].lo = 1, nums[2].hi = 8, nums[2].dst = &conns;
+    nums[3].name = "--max-record-bytes", nums[3].lo = 1, nums[3].hi = LLONG_MAX, nums[3].dst = &maxrec;
+    for (int i = 0; i < 4; i++) {
+        const char *v = stp_get(spec, &a, nums[i].name);
+        if (v && (rc = stp_num(x, file, line, cmd, nums[i].name, v, nums[i].lo, nums[i].hi, &n)))
+            return rc;
+        if (v)
+            *nums[i].dst = n;
+    }
+    o.batch_rows = (int)batch_rows;
+    o.batch_bytes = (size_t)batch_bytes;
+    o.max_record_bytes = (size_t)maxrec;
+    const char *delim = stp_get(spec, &a, "--delimiter");
+    if (delim) {
+        if (!strcmp(delim, "tab"))
+            o.csv_delimiter = '\t';
+        else if (strlen(delim) == 1 && delim[0] != '"' && delim[0] != '\n' && delim[0] != '\r')
+            o.csv_delimiter = (unsigned char)delim[0];
+        else
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--delimiter: expected one character or "
+                            "tab, got \"%s\"", delim);
+    }
+    const char *map = stp_get(spec, &a, "--map"), *req = stp_get(spec, &a, "--require");
+    if (!o.target != !map)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, o.target ? "--table: needs --map" :
+                        "--map: needs --table");
+    if (o.source_field && o.source_value)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--source: does not go with --source-field");
+    if (o.event_type_field && o.event_type_value)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--event-type: does not go with --event-type-field");
+    char *mapbuf = map ? pp_strdup(map) : NULL, *reqbuf = req ? pp_strdup(req) : NULL;
+    char *path = stp_path(x->r, a.pos[0]);
+    char *parts[64];
+    const char *reqs[64];
+    pgpipe_load_column cols[64];
+    pgpipe_loader *l = NULL;
+    if ((map && !mapbuf) || (req && !reqbuf) || !path) {
+        rc = stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
+        goto out;
+    }
+    if (reqbuf) {
+        int k = stp_list(reqbuf, parts, 64);
+        if (k < 0) {
+            rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--require: an empty entry or more than 64");
+            goto out;
+        }
+        for (int i = 0; i < k; i++)
+            reqs[i] = parts[i];
+        o.required = reqs;
+        o.nrequired = k;
+    }
+    if (mapbuf) {
+        int k = stp_list(mapbuf, parts, 64);
+        if (k < 0) {
+            rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: an empty entry or more than 64");
+            goto out;
+        }
+        for (int i = 0; i < k; i++) {
+            char *t = parts[i], *eq = strchr(t, '=');
+            memset(&cols[i], 0, sizeof cols[i]);
+            cols[i].column = t;
+            cols[i].field = t;
+            if (eq) {
+                *eq = 0;
+                if (eq[1] == '\'') {
+                    cols[i].field = NULL;
+                    cols[i].value = eq + 2;
+                    size_t vl = strlen(eq + 2);
+                    if (vl && eq[1 + vl] == '\'')
+                        eq[1 + vl] = 0;
+                } else if (!strncmp(eq + 1, "json:", 5)) {
+                    cols[i].field = eq + 6;
+                    cols[i].json = 1;
+                } else {
+                    cols[i].field = eq + 1;
+                }
+            }
+        }
+        o.columns = cols;
+        o.ncolumns = k;
+    }
+    if (conns > 1) {
+        o.pool = x->r->pool;
+        o.connections = (int)conns;
+    } else {
+        o.conn = x->conn;
+        o.connections = 1;
+    }
+    stp_load_ud u = { x, 0 };
+    o.progress = stp_load_progress;
+    o.progress_ud = &u;
+    if ((rc = stp_arm(x, file, line, cmd)))
+        goto out;
+    PQnoticeProcessor old = PQsetNoticeProcessor(x->conn, stp_notice, NULL);
+    rc = pgpipe_loader_open(&l, &o);
+    stp_watch wd;
+    memset(&wd, 0, sizeof wd);
+    pthread_t wt;
+    int watching = 0;
+    if (rc == PGPIPE_OK && x->deadline) {
+        wd.l = l;
+        wd.deadline = x->deadline;
+        pthread_mutex_init(&wd.mu, NULL);
+        pthread_cond_init(&wd.cv, NULL); /* CLOCK_REALTIME, as run_now_ms */
+        watching = pthread_create(&wt, NULL, stp_watch_thread, &wd) == 0;
+        if (!watching) {
+            pthread_mutex_destroy(&wd.mu);
+            pthread_cond_destroy(&wd.cv);
+        }
+    }
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_loader_load_file(l, path);
+    if (watching) {
+        pthread_mutex_lock(&wd.mu);
+        wd.done = 1;
+        pthread_cond_signal(&wd.cv);
+        pthread_mutex_unlock(&wd.mu);
+        pthread_join(wt, NULL);
+        pthread_mutex_destroy(&wd.mu);
+        pthread_cond_destroy(&wd.cv);
+        if (wd.fired)
+            u.stopped = 1;
+    }
+    PQsetNoticeProcessor(x->conn, old, NULL);
+    pgpipe_load_summary s;
+    memset(&s, 0, sizeof s);
+    if (l)
+        pgpipe_loader_summary(l, &s);
+    if (s.load_id > 0) {
+        char sum[512], ln[16];
+        pgpipe_load_summary_format(&s, sum, sizeof sum);
+        snprintf(ln, sizeof ln, "%d", line);
+        run_log(x->r, rc ? PGPIPE_LOG_WARN : PGPIPE_LOG_INFO, ".load", "path", path, "file", file,
+                "line", ln, "summary", sum, NULL);
+        x->rows += s.rows_loaded;
+    }
+    if (u.stopped && x->deadline && run_now_ms() >= x->deadline)
+        rc = stp_failf(x, file, line, cmd, PGPIPE_BUSY, "timed out after %lld ms (the batches committed "
+                      "stay; the next run resumes the load)", (long long)x->timeout_ms);
+    else if (rc == PGPIPE_OK && u.stopped)
+        rc = stp_failf(x, file, line, cmd, PGPIPE_BUSY, "stopped: the runner is stopping (the next run "
+                      "resumes the load)");
+    else if (rc != PGPIPE_OK)
+        rc = l ? stp_fail_err(x, file, line, cmd, pgpipe_errinfo(l))
+               : stp_failf(x, file, line, cmd, rc, "out of memory");
+out:
+    pgpipe_loader_close(l);
+    pp_free(mapbuf);
+    pp_free(reqbuf);
+    pp_free(path);
+    return rc;
+}
+
+static int stp_read(stp_ctx *x, const char *file, int line, char **w, int nw)
+{
+    const char *cmd = ".read";
+    if (nw != 2)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "expected one FILE");
+    if (x->depth >= STP_MAX_DEPTH)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "nested more than %d deep (does a file "
+                        "read itself?)", STP_MAX_DEPTH);
+    char *path = stp_path(x->r, w[1]);
+    if (!path)
+        return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int rc = stp_failf(x, file, line, cmd, PGPIPE_IO, "cannot open %s: %s", path, strerror(errno));
+        pp_free(path);
+        return rc;
+    }
+    pp_buf b = { 0 };
+    char chunk[8192];
+    size_t n;
+    int rc = PGPIPE_OK;
+    while (!rc && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        rc = pp_buf_append(&b, chunk, n);
+    if (!rc && ferror(f))
+        rc = PGPIPE_IO;
+    fclose(f);
+    if (rc)
+        rc = stp_failf(x, file, line, cmd, rc, "cannot read %s", path);
+    else {
+        x->depth++;
+        rc = stp_steps_text(x, path, b.data ? b.data : "", b.len);
+        x->depth--;
+    }
+    pp_buf_free(&b);
+    pp_free(path);
+    return rc;
+}
+
+static int stp_refresh(stp_ctx *x, const char *file, int line, char **w, int nw)
+{
+    static const stp_opt spec[] = { { "--concurrently", NULL, 1 }, { NULL, NULL, 0 } };
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, ".refresh", w, nw, 1, spec, &a);
+    if (rc)
+        return rc;
+    if (a.npos != 1)
+        return stp_failf(x, file, line, ".refresh", PGPIPE_MISUSE, "expected one VIEW");
+    size_t qn = pgpipe_quote_ident(NULL, 0, a.pos[0], 1);
+    char *q = pp_malloc(qn + 1);
+    if (!q)
+        return stp_failf(x, file, line, ".refresh", PGPIPE_NOMEM, "out of memory");
+    pgpipe_quote_ident(q, qn + 1, a.pos[0], 1);
+    pp_buf sql = { 0 };
+    pp_buf_appendf(&sql, "REFRESH MATERIALIZED VIEW %s%s", a.val[0] ? "CONCURRENTLY " : "", q);
+    pp_free(q);
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (!sql.data)
+        rc = stp_failf(x, file, line, ".refresh", PGPIPE_NOMEM, "out of memory");
+    else if (!(rc = stp_arm(x, file, line, ".refresh")) &&
+             pp_exec(x->conn, sql.data, 0, NULL, NULL, &e, "refresh"))
+        rc = stp_fail_err(x, file, line, ".refresh", &e);
+    pp_buf_free(&sql);
+    return rc;
+}
+
+static int stp_partitions(stp_ctx *x, const char *file, int line, char **w, int nw)
+{
+    static const stp_opt spec[] = { { "--detach-only", NULL, 1 }, { NULL, NULL, 0 } };
+    const char *cmd = ".partitions";
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, cmd, w, nw, 1, spec, &a);
+    if (rc)
+        return rc;
+    int ahead = a.npos >= 1 && !strcmp(a.pos[0], "ahead");
+    int retain = a.npos >= 1 && !strcmp(a.pos[0], "retain");
+    if ((!ahead && !retain) || a.npos != 2)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "expected ahead DAYS or retain DAYS");
+    if (ahead && a.val[0])
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--detach-only goes with retain");
+    long long days;
+    if ((rc = stp_num(x, file, line, cmd, "DAYS", a.pos[1], 1, 36500, &days)))
+        return rc;
+    if ((rc = stp_arm(x, file, line, cmd)))
+        return rc;
+    const char *p[2] = { a.pos[1], a.val[0] ? "t" : "f" };
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->conn, ahead ? "SELECT pgpipe.create_partitions($1::int, (now() AT TIME ZONE 'UTC')::date)"
+                               : "SELECT pgpipe.drop_old_partitions($1::int, $2::bool)",
+                ahead ? 1 : 2, p, &res, &e, ahead ? "partitions ahead" : "partitions retain"))
+        return stp_fail_err(x, file, line, cmd, &e);
+    char ln[16];
+    snprintf(ln, sizeof ln, "%d", line);
+    run_log(x->r, PGPIPE_LOG_INFO, ahead ? "partitions created" : a.val[0] ? "partitions detached"
+                                                                           : "partitions dropped",
+            "count", PQntuples(res) ? PQgetvalue(res, 0, 0) : "0", "days", a.pos[1], "file", file,
+            "line", ln, NULL);
+    PQclear(res);
+    return PGPIPE_OK;
+}
+
+static int stp_dlq(stp_ctx *x, const char *file, int line, char **w, int nw)
+{
+    static const stp_opt spec[] = { { "--stage", NULL, 0 }, { "--source", NULL, 0 }, { "--error", NULL, 0 },
+                                   { "--since", NULL, 0 }, { "--until", "--older-than", 0 },
+                                   { "--all", NULL, 1 },   { "--table", NULL, 0 }, { "--status", NULL, 0 },
+                                   { NULL, NULL, 0 } };
+    const char *sub = nw > 1 ? w[1] : "";
+    int replay = !strcmp(sub, "replay"), purge = !strcmp(sub, "purge");
+    if (!replay && !purge)
+        return stp_failf(x, file, line, ".dlq", PGPIPE_MISUSE, "expected replay or purge (the others only "
+                        "show: run them in the shell)");
+    const char *cmd = replay ? ".dlq replay" : ".dlq purge";
+    stp_args a;
+    int rc = stp_args_parse(x, file, line, cmd, w, nw, 2, spec, &a);
+    if (rc)
+        return rc;
+    pgpipe_dlq_filter f;
+    pgpipe_dlq_filter_init(&f);
+    if (a.npos > 1)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "unexpected \"%s\"", a.pos[1]);
+    if (a.npos && (rc = stp_num(x, file, line, cmd, "ID", a.pos[0], 1, LLONG_MAX, &f.id)))
+        return rc;
+    f.stage = a.val[0];
+    f.source = a.val[1];
+    f.error_like = a.val[2];
+    f.since = a.val[3];
+    f.until = a.val[4];
+    int all = a.val[5] != NULL;
+    if (a.val[7])
+        f.status = a.val[7];
+    if (replay && a.val[7])
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "unknown option --status");
+    if (purge && a.val[6])
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "unknown option --table");
+    int filtered = f.id > 0 || f.stage || f.source || f.error_like || f.since || f.until || a.val[7];
+    if (all && filtered)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--all: does not go with an ID or a filter");
+    if (!all && !filtered)
+        return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "needs an ID, a filter or --all");
+    if ((rc = stp_arm(x, file, line, cmd)))
+        return rc;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    long long ok = 0, bad = 0;
+    if (replay)
+        rc = pgpipe_dlq_replay(x->conn, &f, a.val[6], NULL, &ok, &bad, &e);
+    else {
+        if (all)
+            f.status = "any";
+        rc = pgpipe_dlq_purge(x->conn, &f, &ok, &e);
+    }
+    if (rc)
+        return stp_fail_err(x, file, line, cmd, &e);
+    char so[24], sb[24], ln[16];
+    snprintf(so, sizeof so, "%lld", ok);
+    snprintf(sb, sizeof sb, "%lld", bad);
+    snprintf(ln, sizeof ln, "%d", line);
+    if (replay)
+        run_log(x->r, PGPIPE_LOG_INFO, "dead letters replayed", "replayed", so, "refused", sb, "file",
+                file, "line", ln, NULL);
+    else
+        run_log(x->r, PGPIPE_LOG_INFO, "dead letters purged", "purged", so, "file", file, "line", ln, NULL);
+    x->rows += ok;
+    return PGPIPE_OK;
+}
+
+/* .log LEVEL: the log's level (as the shell's .log); .log LEVEL MESSAGE...:
+** one log line at that level. */
+static int stp_logcmd(stp_ctx *x, const char *file, int line, char **w, int nw)
+{
+    static const char *const names[] = { "debug", "info", "notice", "warn", "error", "off", NULL };
+    static const int lv[] = { PGPIPE_LOG_DEBUG, PGPIPE_LOG_INFO, PGPIPE_LOG_INFO, PGPIPE_LOG_WARN,
+                              PGPIPE_LOG_ERROR, PGPIPE_LOG_OFF };
+    int k = -1;
+    for (int i = 0; nw > 1 && names[i]; i++)
+        if (!strcasecmp(w[1], names[i]))
+            k = i;
+    if (k < 0)
+        return stp_failf(x, file, line, ".log", PGPIPE_MISUSE, "expected a level (debug|info|notice|warn|"
+                        "error|off)%s%s%s", nw > 1 ? ", got \"" : "", nw > 1 ? w[1] : "", nw > 1 ? "\"" : "");
+    if (nw == 2) {
+        pgpipe_log_set_level(lv[k]);
+        return PGPIPE_OK;
+    }
+    if (lv[k] == PGPIPE_LOG_OFF)
+        return stp_failf(x, file, line, ".log", PGPIPE_MISUSE, "off is no level for a message");
+    pp_buf m = { 0 };
+    for (int i = 2; i < nw; i++)
+        pp_buf_appendf(&m, "%s%s", i > 2 ? " " : "", w[i]);
+    char ln[16];
+    snprintf(ln, sizeof ln, "%d", line);
+    run_log(x->r, lv[k], m.data ? m.data : "", "file", file, "line", ln, NULL);
+    pp_buf_free(&m);
+    return PGPIPE_OK;
+}
+
+static int stp_dot(stp_ctx *x, const char *file, int line, const char *text)
+{
+    size_t n = strlen(text);
+    char *scratch = pp_malloc(n + 1);
+    char *w[STP_MAXW];
+    if (!scratch)
+        return stp_failf(x, file, line, NULL, PGPIPE_NOMEM, "out of memory");
+    int nw = stp_words(text, scratch, w, STP_MAXW);
+    int rc;
+    if (nw <= 0 || w[0][0] != '.')
+        rc = stp_failf(x, file, line, NULL, PGPIPE_PARSE, "%s: not a dot command (an unclosed quote?)", text);
+    else if (!strcmp(w[0], ".install"))
+        rc = stp_install(x, file, line, w, nw);
+    else if (!strcmp(w[0], ".migrate"))
+        rc = stp_migrate(x, file, line, w, nw);
+    else if (!strcmp(w[0], ".load"))
+        rc = stp_load(x, file, line, w, nw);
+    else if (!strcmp(w[0], ".read"))
+        rc = stp_read(x, file, line, w, nw);
+    else if (!strcmp(w[0], ".refresh"))
+        rc = stp_refresh(x, file, line, w, nw);
+    else if (!strcmp(w[0], ".partitions"))
+        rc = stp_partitions(x, file, line, w, nw);
+    else if (!strcmp(w[0], ".dlq"))
+        rc = stp_dlq(x, file, line, w, nw);
+    else if (!strcmp(w[0], ".log"))
+        rc = stp_logcmd(x, file, line, w, nw);
+    else
+        rc = stp_failf(x, file, line, w[0], PGPIPE_MISUSE, "not a command a pipeline may run (.install, "
+                      ".migrate, .load, .read, .refresh, .partitions, .dlq, .log)");
+    pp_free(scratch);
+    return rc;
+}
+
+static int stp_sql(stp_ctx *x, const char *file, int line, const char *sql)
+{
+    int rc = stp_arm(x, file, line, NULL);
+    if (rc)
+        return rc;
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->conn, sql, 0, NULL, &res, &e, "SQL")) {
+        /* "SQL: message": the context pp_exec put in front says nothing here */
+        const char *m = !strncmp(e.message, "SQL: ", 5) ? e.message + 5 : e.message;
+        return stp_fail(x, file, line, NULL, e.code ? e.code : PGPIPE_DB, m, e.sqlstate);
+    }
+    const char *t = PQcmdTuples(res);
+    if (t && *t)
+        x->rows += atoll(t);
+    PQclear(res);
+    return PGPIPE_OK;
+}
+
+/* A script (.read): SQL statements, and lines starting with '.' between
+** them as dot commands, as the pipeline file itself is read. */
+static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t len)
+{
+    pp_buf acc = { 0 };
+    int acc_line = 1, lineno = 0, rc = PGPIPE_OK;
+    const char *p = text, *end = text + len;
+    for (;;) {
+        int at_end = p >= end;
+        const char *nl = at_end ? end : memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            nl = end;
+        lineno += !at_end;
+        const char *q = p;
+        while (q < nl && (*q == ' ' || *q == '\t'))
+            q++;
+        int dot = !at_end && q < nl && *q == '.';
+        if (dot || at_end) {
+            /* the SQL gathered so far, unless the dot line is inside a quote */
+            pgpipe_sql_split *s = NULL;
+            if (pgpipe_sql_split_open(&s, acc.data ? acc.data : "", acc.len, file) != PGPIPE_OK) {
+                pgpipe_sql_split_close(s);
+                rc = stp_failf(x, file, acc_line, NULL, PGPIPE_NOMEM, "out of memory");
+                break;
+            }
+            pgpipe_sql_stmt st;
+            int r2, nstmt = 0;
+            while ((r2 = pgpipe_sql_split_next(s, &st)) == PGPIPE_ROW)
+                nstmt++;
+            int inside = r2 == PGPIPE_PARSE && pgpipe_sql_split_incomplete(s);
+            if (r2 == PGPIPE_PARSE && (!inside || at_end)) {
+                const pgpipe_error *e = pgpipe_errinfo(s);
+                rc = stp_fail(x, file, acc_line + (int)e->line - 1, NULL, PGPIPE_PARSE, e->message, NULL);
+                pgpipe_sql_split_close(s);
+                break;
+            }
+            pgpipe_sql_split_close(s);
+            if (!inside) {
+                if (nstmt) {
+                    pgpipe_sql_split_open(&s, acc.data, acc.len, file);
+                    while (!rc && pgpipe_sql_split_next(s, &st) == PGPIPE_ROW) {
+                        char *sql = pp_strndup(st.sql, st.len);
+                        rc = sql ? stp_sql(x, file, acc_line + (int)st.line - 1, sql)
+                                 : stp_failf(x, file, acc_line, NULL, PGPIPE_NOMEM, "out of memory");
+                        pp_free(sql);
+                    }
+                    pgpipe_sql_split_close(s);
+                    if (rc)
+                        break;
+                }
+                acc.len = 0;
+                acc_line = lineno + 1;
+                if (at_end)
+                    break;
+                char *cmd = pp_strndup(q, (size_t)(nl - q));
+                rc = cmd ? stp_dot(x, file, lineno, cmd) : stp_failf(x, file, lineno, NULL, PGPIPE_NOMEM,
+                                                                   "out of memory");
+                pp_free(cmd);
+                if (rc)
+                    break;
+                p = nl < end ? nl + 1 : end;
+                continue;
+            }
+        }
+        if (!acc.len)
+            acc_line = lineno;
+        if (pp_buf_append(&acc, p, (size_t)(nl - p)) || pp_buf_append(&acc, "\n", 1)) {
+            rc = stp_failf(x, file, lineno, NULL, PGPIPE_NOMEM, "out of memory");
+            break;
+        }
+        p = nl < end ? nl + 1 : end;
+    }
+    pp_buf_free(&acc);
+    return rc;
+}
+
 PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_pipe_step *steps,
                                   int n, int64_t timeout_ms, long long *rows, pgpipe_error *err)
 {
-    (void)timeout_ms;
     if (rows)
         *rows = 0;
-    for (int i = 0; i < n; i++) {
-        const pgpipe_pipe_step *s = &steps[i];
-        if (s->kind != PGPIPE_PIPE_SQL)
-            return pp_err(err, PGPIPE_ERROR, "%s:%d: %s: dot commands are not run yet", r->path,
-                          s->line, s->text);
+    stp_ctx x;
+    memset(&x, 0, sizeof x);
+    x.r = r;
+    x.conn = conn;
+    x.err = err;
+    x.timeout_ms = timeout_ms;
+    x.deadline = timeout_ms > 0 ? run_now_ms() + timeout_ms : 0;
+    char *saved = NULL;
+    if (x.deadline) {
         PGresult *res = NULL;
-        char ctx[512];
-        snprintf(ctx, sizeof ctx, "%s:%d", r->path, s->line);
-        int rc = pp_exec(conn, s->text, 0, NULL, &res, err, ctx);
-        if (rc)
-            return rc;
-        if (rows && *PQcmdTuples(res))
-            *rows += atoll(PQcmdTuples(res));
+        if (pp_exec(conn, "SELECT current_setting('statement_timeout')", 0, NULL, &res, err,
+                    "reading statement_timeout"))
+            return err ? err->code : PGPIPE_DB;
+        saved = pp_strdup(PQgetvalue(res, 0, 0));
         PQclear(res);
+        if (!saved)
+            return pp_err_nomem(err);
     }
-    return PGPIPE_OK;
+    int rc = PGPIPE_OK;
+    const char *file = r->path ? r->path : "pipeline";
+    for (int i = 0; i < n && !rc; i++) {
+        const pgpipe_pipe_step *s = &steps[i];
+        rc = s->kind == PGPIPE_PIPE_SQL ? stp_sql(&x, file, s->line, s->text)
+                                        : stp_dot(&x, file, s->line, s->text);
+    }
+    if (saved) {
+        /* a failed statement may have left a transaction block aborted */
+        if (PQtransactionStatus(conn) == PQTRANS_INERROR)
+            pp_rollback_open(conn);
+        const char *p[1] = { saved };
+        pp_exec(conn, "SELECT set_config('statement_timeout', $1, false)", 1, p, NULL, NULL, NULL);
+        pp_free(saved);
+    }
+    if (rows)
+        *rows = x.rows;
+    return rc;
 }
 
 #endif /* PGPIPE_OMIT_RUN */
@@ -25744,36 +26922,1315 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
 #ifndef PGPIPE_OMIT_RUN
 /*
 ** Schedules, the tasks after them, and the run history.
-** STUB (lead): the schedules helper replaces it.
+**
+** Exactly once without a leader: every instance computes each schedule's
+** next slot and, when it comes, claims it with a compare-and-set on
+** pgpipe.run_schedules.last_slot (the UPDATE moves last_slot forward only
+** if it is still before the slot). The row lock orders the contenders; the
+** loser's WHERE finds the slot taken and it computes the next one. No
+** lease to renew, no fencing token, nothing to fail over: an instance that
+** dies simply stops claiming, and the others go on.
+**
+** One timer thread sleeps until the nearest slot (a condition variable, so
+** stop and reload wake it), claims it, and hands the firing to a few
+** executor threads, so a long body never delays another schedule's slot.
+** An executor takes a connection from the runner's pool, holds a session
+** advisory lock on (pipeline, schedule) for the whole firing (the overlap
+** rule across instances: the lock dies with a dead instance's session),
+** runs the body, then the tasks that follow it, and writes one history row
+** per run. The timer thread also fires the cancels of bodies past their
+** timeout and, on stop, past the drain time.
+**
+** Threads never read r->def after start/reload returned: each keeps a
+** reference to a copy of what it needs (rs_cfg), freed with its last user.
 */
 
 #ifndef PGPIPE_OMIT_RUN
+#include <math.h>
+#include <time.h>
 
-PGPIPE_PRIVATE int run_sched_start(pgpipe_runner *r) { (void)r; return PGPIPE_OK; }
-PGPIPE_PRIVATE void run_sched_stop(pgpipe_runner *r, int drain_ms) { (void)r, (void)drain_ms; }
+#define RS_MAX_EXECUTORS 4
+#define RS_GRACE_MS      5000   /* a slot fired later than this was missed */
+#define RS_ALL_MAX       1000   /* --missed all runs at most this many slots */
+#define RS_COUNT_MAX     100000 /* missed cron slots counted at most */
+#define RS_MAINTAIN_MS   3600000
+
+/* ---- the copied configuration ------------------------------------------ */
+
+typedef struct rs_schedule {
+    char *name, *expr, *tz;
+    pgpipe_cron cron;
+    int64_t jitter_ms, timeout_ms;
+    int overlap, missed;
+    pgpipe_pipe_step *steps;
+    int nsteps;
+} rs_schedule;
+
+typedef struct rs_task {
+    char *name;
+    char **after;
+    int nafter;
+    int retries;
+    int64_t backoff_ms, backoff_max_ms, timeout_ms;
+    int on_failure;
+    int alert_k;          /* task-failures --count, 0: no rule */
+    pgpipe_pipe_step *steps;
+    int nsteps;
+} rs_task;
+
+typedef struct rs_cfg {
+    int refs;             /* guarded by run_sched.mu */
+    char *pipeline;
+    rs_schedule *s;
+    int ns;
+    rs_task *t;
+    int nt;
+    pgpipe_pipe_history hist;
+} rs_cfg;
+
+static pgpipe_pipe_step *rs_steps_copy(const pgpipe_pipe_step *st, int n, int *ok)
+{
+    if (n <= 0)
+        return NULL;
+    pgpipe_pipe_step *c = pp_calloc((size_t)n, sizeof *c);
+    if (!c) {
+        *ok = 0;
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        c[i] = st[i];
+        if (!(c[i].text = pp_strdup(st[i].text ? st[i].text : "")))
+            *ok = 0;
+    }
+    return c;
+}
+
+static void rs_steps_free(pgpipe_pipe_step *st, int n)
+{
+    for (int i = 0; st && i < n; i++)
+        pp_free((char *)st[i].text);
+    pp_free(st);
+}
+
+static void rs_cfg_free(rs_cfg *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; c->s && i < c->ns; i++) {
+        pp_free(c->s[i].name), pp_free(c->s[i].expr), pp_free(c->s[i].tz);
+        rs_steps_free(c->s[i].steps, c->s[i].nsteps);
+    }
+    for (int i = 0; c->t && i < c->nt; i++) {
+        pp_free(c->t[i].name);
+        for (int j = 0; c->t[i].after && j < c->t[i].nafter; j++)
+            pp_free(c->t[i].after[j]);
+        pp_free(c->t[i].after);
+        rs_steps_free(c->t[i].steps, c->t[i].nsteps);
+    }
+    pp_free(c->s);
+    pp_free(c->t);
+    pp_free(c->pipeline);
+    pp_free(c);
+}
+
+static rs_cfg *rs_cfg_new(const pgpipe_pipe_def *d, pgpipe_error *err)
+{
+    rs_cfg *c = pp_calloc(1, sizeof *c);
+    if (!c) {
+        pp_err_nomem(err);
+        return NULL;
+    }
+    int ok = 1;
+    c->refs = 1;
+    c->pipeline = pp_strdup(d->name);
+    c->hist = d->history;
+    c->ns = d->nschedules;
+    c->nt = d->ntasks;
+    if (!c->pipeline || (c->ns && !(c->s = pp_calloc((size_t)c->ns, sizeof *c->s))) ||
+        (c->nt && !(c->t = pp_calloc((size_t)c->nt, sizeof *c->t)))) {
+        c->ns = c->s ? c->ns : 0, c->nt = c->t ? c->nt : 0;
+        rs_cfg_free(c);
+        pp_err_nomem(err);
+        return NULL;
+    }
+    for (int i = 0; i < c->ns; i++) {
+        const pgpipe_pipe_schedule *ps = &d->schedules[i];
+        rs_schedule *s = &c->s[i];
+        s->name = pp_strdup(ps->name);
+        s->expr = pp_strdup(ps->expr);
+        s->tz = pp_strdup(ps->tz && *ps->tz ? ps->tz : "UTC");
+        s->jitter_ms = ps->jitter_ms, s->timeout_ms = ps->timeout_ms;
+        s->overlap = ps->overlap, s->missed = ps->missed;
+        s->steps = rs_steps_copy(ps->steps, ps->nsteps, &ok);
+        s->nsteps = ps->nsteps;
+        if (!s->name || !s->expr || !s->tz)
+            ok = 0;
+        else if (pgpipe_cron_parse(&s->cron, s->expr, err) != PGPIPE_OK) {
+            rs_cfg_free(c);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < c->nt; i++) {
+        const pgpipe_pipe_task *pt = &d->tasks[i];
+        rs_task *t = &c->t[i];
+        t->name = pp_strdup(pt->name);
+        t->retries = pt->retries;
+        t->backoff_ms = pt->backoff_ms, t->backoff_max_ms = pt->backoff_max_ms;
+        t->timeout_ms = pt->timeout_ms, t->on_failure = pt->on_failure;
+        t->steps = rs_steps_copy(pt->steps, pt->nsteps, &ok);
+        t->nsteps = pt->nsteps;
+        if (pt->nafter > 0 && (t->after = pp_calloc((size_t)pt->nafter, sizeof *t->after))) {
+            t->nafter = pt->nafter;
+            for (int j = 0; j < pt->nafter; j++)
+                if (!(t->after[j] = pp_strdup(pt->after[j])))
+                    ok = 0;
+        } else if (pt->nafter > 0) {
+            ok = 0;
+        }
+        for (int a = 0; a < d->nalerts; a++)
+            if (d->alerts[a].kind == PGPIPE_PIPE_ALERT_TASK_FAILURES && d->alerts[a].target &&
+                !strcmp(d->alerts[a].target, pt->name))
+                t->alert_k = (int)(d->alerts[a].threshold > 0 ? d->alerts[a].threshold : 3);
+        if (!t->name)
+            ok = 0;
+    }
+    if (!ok) {
+        rs_cfg_free(c);
+        pp_err_nomem(err);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- state ------------------------------------------------------------- */
+
+/* One firing handed to an executor: slots[0..nslots) of schedule si, run
+** in order (several only for --missed all). */
+typedef struct rs_job {
+    struct rs_job *next;
+    rs_cfg *cfg;
+    int si;
+    int64_t *slots;       /* Unix seconds */
+    int nslots;
+} rs_job;
+
+typedef struct rs_exec {
+    pthread_t th;
+    int started;
+    pgpipe_runner *r;
+    pp_cancel_slot cancel;
+    /* guarded by run_sched.mu */
+    int busy;
+    int64_t deadline_ms;  /* 0: none; past it the timer cancels */
+    int timed_out, cancelled;
+    const char *sched;    /* the schedule or task running now */
+    char job[128];        /* the schedule whose firing it runs, "" idle */
+} rs_exec;
+
+/* The timer's view of one schedule of the current cfg. */
+typedef struct rs_state {
+    int ready;            /* row made and next computed */
+    int64_t next;         /* the next slot, Unix seconds */
+    int64_t fire_ms;      /* next * 1000 + jitter */
+    int64_t jitter_ms;    /* the jitter drawn for next */
+} rs_state;
+
+/* Consecutive failures of a task, for the task-failures alert. */
+typedef struct rs_fails {
+    char name[128];
+    int n;
+} rs_fails;
+
+struct run_sched {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;    /* the timer and the executors wait on it */
+    rs_cfg *cfg;          /* current; guarded by mu */
+    int gen;              /* bumped by reload */
+    int stopping;
+    int64_t drain_until;  /* after stop: cancels fire past it */
+    pthread_t timer;
+    int timer_started;
+    rs_exec ex[RS_MAX_EXECUTORS];
+    int nex;
+    rs_job *head, *tail;
+    rs_state *st;         /* per schedule of cfg; the timer's own */
+    int nst;
+    int64_t last_maint_ms;
+    rs_fails fails[32];
+    uint64_t rnd;         /* backoff jitter; guarded by mu */
+    uint64_t trnd;        /* slot jitter; the timer's own */
+};
+
+static void rs_cfg_unref(run_sched *s, rs_cfg *c)
+{
+    pthread_mutex_lock(&s->mu);
+    int last = --c->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (last)
+        rs_cfg_free(c);
+}
+
+static void rs_wait_until(run_sched *s, int64_t until_ms)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(until_ms / 1000);
+    ts.tv_nsec = (long)(until_ms % 1000) * 1000000L;
+    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static void rs_i64(char *b, size_t n, int64_t v)
+{
+    snprintf(b, n, "%lld", (long long)v);
+}
+
+static void rs_iso(char *b, size_t n, int64_t sec)
+{
+    time_t t = (time_t)sec;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(b, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The advisory lock keys of a schedule: (class, object), positive int4s.
+** queue: the second lock a queued firing holds while it waits. */
+static void rs_keys(const char *pipeline, const char *sched, int queue, char k1[16], char k2[16])
+{
+    char buf[600];
+    snprintf(buf, sizeof buf, "%s\n%s", pipeline, sched);
+    snprintf(k1, 16, "%ld", (long)((pp_hash64(queue ? "pgpipe.run.queue" : "pgpipe.run") >> 33)));
+    snprintf(k2, 16, "%ld", (long)(pp_hash64(buf) >> 33));
+}
+
+static int rs_next(const rs_schedule *sc, int64_t after, int64_t *out)
+{
+    return pgpipe_cron_next(&sc->cron, after, sc->tz, out, NULL);
+}
+
+static int64_t rs_keep_days(const rs_cfg *c, const char *status)
+{
+    int64_t ms = !strcmp(status, "ok") || !strcmp(status, "skipped") ? c->hist.keep_ok_ms
+                                                                     : c->hist.keep_failed_ms;
+    int64_t d = (ms + 86399999) / 86400000;
+    return d < 1 ? 1 : d;
+}
+
+/* One history row: one INSERT (the partition of its expiry day is made
+** when missing). Failures are logged, never fatal to the firing. */
+static void rs_history(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const char *kind,
+                       const char *name, int64_t slot, int64_t started_ms, int64_t finished_ms,
+                       const char *status, int attempts, long long rows, const char *error,
+                       const char *sqlstate)
+{
+    if (cfg->hist.failures_only && !strcmp(status, "ok"))
+        return;
+    char sl[24], st[24], fi[24], at[16], rw[24], kd[16];
+    rs_i64(sl, sizeof sl, slot);
+    rs_i64(st, sizeof st, started_ms);
+    rs_i64(fi, sizeof fi, finished_ms);
+    snprintf(at, sizeof at, "%d", attempts);
+    snprintf(rw, sizeof rw, "%lld", rows);
+    rs_i64(kd, sizeof kd, rs_keep_days(cfg, status));
+    const char *p[14] = { cfg->pipeline, kind, name, slot ? sl : NULL, st, fi, status, at,
+                          rows >= 0 ? rw : NULL, error && *error ? error : NULL,
+                          sqlstate && *sqlstate ? sqlstate : NULL, r->instance, r->host, kd };
+    static const char *sql =
+        "INSERT INTO pgpipe.run_history (pipeline, kind, name, slot, started_at, finished_at, "
+        "status, attempts, rows, error, sqlstate, instance, host, expires_on) VALUES ($1, $2, "
+        "$3, to_timestamp($4::bigint), to_timestamp($5::float8 / 1000), "
+        "to_timestamp($6::float8 / 1000), $7, $8::int, $9::bigint, $10, $11, $12, $13, "
+        "(to_timestamp($5::float8 / 1000) AT TIME ZONE 'UTC')::date + $14::int)";
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    for (int tries = 0; tries < 2; tries++) {
+        if (pp_exec(c, sql, 14, p, NULL, &e, "recording the run") == PGPIPE_OK)
+            return;
+        if (strcmp(e.sqlstate, "23514")) /* not "no partition of relation found" */
+            break;
+        const char *q[2] = { st, kd };
+        if (pp_exec(c,
+                    "SELECT pgpipe.run_history_partition((to_timestamp($1::float8 / 1000) AT "
+                    "TIME ZONE 'UTC')::date + $2::int)",
+                    2, q, NULL, &e, "making the history partition"))
+            break;
+    }
+    run_log(r, PGPIPE_LOG_WARN, "run history: the row was not written", "name", name, "status",
+            status, "error", e.message, NULL);
+}
+
+/* ---- the executors ----------------------------------------------------- */
+
+static int rs_sleep(run_sched *s, int64_t ms)
+{
+    int64_t until = run_now_ms() + ms;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping && run_now_ms() < until)
+        rs_wait_until(s, until);
+    int stop = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return stop ? -1 : 0;
+}
+
+/* Run steps with a deadline the timer thread enforces (cancel) besides
+** the step runner's own. Returns the rc; *status gets the outcome. */
+static int rs_exec_steps(rs_exec *x, run_sched *s, PGconn *c, const char *name,
+                         const pgpipe_pipe_step *steps, int n, int64_t timeout_ms,
+                         long long *rows, pgpipe_error *e, const char **status)
+{
+    pthread_mutex_lock(&s->mu);
+    x->deadline_ms = timeout_ms > 0 ? run_now_ms() + timeout_ms : 0;
+    x->timed_out = 0;
+    x->sched = name;
+    pthread_mutex_unlock(&s->mu);
+    memset(e, 0, sizeof *e);
+    *rows = 0;
+    int rc = run_steps_exec(x->r, c, steps, n, timeout_ms, rows, e);
+    pthread_mutex_lock(&s->mu);
+    int to = x->timed_out;
+    x->deadline_ms = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (rc == PGPIPE_OK)
+        *status = "ok";
+    else if (rc == PGPIPE_BUSY || to)
+        *status = "timeout";
+    else
+        *status = "failed";
+    return rc;
+}
+
+static rs_fails *rs_fails_of(run_sched *s, const char *name)
+{
+    rs_fails *free_slot = NULL;
+    for (size_t i = 0; i < sizeof s->fails / sizeof s->fails[0]; i++) {
+        if (!strcmp(s->fails[i].name, name))
+            return &s->fails[i];
+        if (!free_slot && !s->fails[i].name[0])
+            free_slot = &s->fails[i];
+    }
+    if (free_slot)
+        snprintf(free_slot->name, sizeof free_slot->name, "%s", name);
+    return free_slot;
+}
+
+enum { RS_T_NONE = 0, RS_T_OK, RS_T_FAILED_STOP, RS_T_FAILED_CONT, RS_T_SKIPPED };
+
+/* The tasks after a successful firing of schedule sname, in dependency
+** order (cfg->t is sorted so), on the same connection. */
+static void rs_run_tasks(rs_exec *x, run_sched *s, PGconn *c, rs_cfg *cfg, const char *sname,
+                         int64_t slot)
+{
+    pgpipe_runner *r = x->r;
+    if (!cfg->nt)
+        return;
+    int *res = pp_calloc((size_t)cfg->nt, sizeof *res);
+    if (!res)
+        return;
+    for (int i = 0; i < cfg->nt; i++) {
+        rs_task *t = &cfg->t[i];
+        int involved = 0, all_ok = 1, blocked = 0;
+        for (int j = 0; j < t->nafter; j++) {
+            int st = RS_T_NONE;
+            if (!strcmp(t->after[j], sname))
+                st = RS_T_OK;
+            else
+                for (int k = 0; k < i; k++)
+                    if (!strcmp(cfg->t[k].name, t->after[j]))
+                        st = res[k];
+            if (st != RS_T_NONE)
+                involved = 1;
+            if (st == RS_T_FAILED_STOP || st == RS_T_SKIPPED)
+                blocked = 1;
+            if (st != RS_T_OK && st != RS_T_FAILED_CONT)
+                all_ok = 0;
+        }
+        if (!involved)
+            continue;
+        int64_t t0 = run_now_ms();
+        if (blocked || !all_ok || run_stopping(r)) {
+            if (blocked || run_stopping(r)) {
+                res[i] = RS_T_SKIPPED;
+                rs_history(r, c, cfg, "task", t->name, slot, t0, t0, "skipped", 0, -1,
+                           run_stopping(r) ? "the runner is stopping"
+                                           : "a task it runs after failed",
+                           NULL);
+            }
+            continue;
+        }
+        pgpipe_error e;
+        const char *status = "failed";
+        long long rows = 0;
+        int attempts = 0;
+        int64_t backoff = t->backoff_ms > 0 ? t->backoff_ms : 1000;
+        for (;;) {
+            attempts++;
+            rs_exec_steps(x, s, c, t->name, t->steps, t->nsteps, t->timeout_ms, &rows, &e,
+                          &status);
+            if (!strcmp(status, "ok") || attempts > t->retries || run_stopping(r))
+                break;
+            /* exponential backoff with jitter: a delay in [b/2, b] */
+            int64_t b = backoff;
+            pthread_mutex_lock(&s->mu);
+            uint64_t rv = pp_rand_next(&s->rnd);
+            pthread_mutex_unlock(&s->mu);
+            int64_t d = b / 2 + (b > 1 ? (int64_t)(rv % (uint64_t)(b - b / 2 + 1)) : 0);
+            run_log(r, PGPIPE_LOG_WARN, "task failed; retrying", "task", t->name, "error",
+                    e.message, NULL);
+            if (rs_sleep(s, d))
+                break;
+            backoff = backoff * 2;
+            if (t->backoff_max_ms > 0 && backoff > t->backoff_max_ms)
+                backoff = t->backoff_max_ms;
+        }
+        int ok = !strcmp(status, "ok");
+        res[i] = ok ? RS_T_OK : t->on_failure == PGPIPE_PIPE_FAIL_CONTINUE ? RS_T_FAILED_CONT
+                                                                          : RS_T_FAILED_STOP;
+        rs_history(r, c, cfg, "task", t->name, slot, t0, run_now_ms(), status, attempts,
+                   ok ? rows : -1, ok ? NULL : e.message, ok ? NULL : e.sqlstate);
+        pthread_mutex_lock(&s->mu);
+        rs_fails *f = rs_fails_of(s, t->name);
+        int nfail = 0;
+        if (f)
+            nfail = f->n = ok ? 0 : f->n + 1;
+        pthread_mutex_unlock(&s->mu);
+        if (!ok) {
+            run_log(r, PGPIPE_LOG_ERROR, "task failed", "task", t->name, "status", status,
+                    "error", e.message, NULL);
+            if (t->alert_k > 0 && nfail == t->alert_k) {
+                pp_buf d = { 0 };
+                char msg[256];
+                snprintf(msg, sizeof msg, "task %s failed %d times in a row", t->name, nfail);
+                pp_buf_appendf(&d, "{\"task\":");
+                pp_json_str(&d, t->name, strlen(t->name), 0);
+                pp_buf_appendf(&d, ",\"failures\":%d,\"error\":", nfail);
+                pp_json_str(&d, e.message, strlen(e.message), 0);
+                pp_buf_appendf(&d, "}");
+                run_alert_raise(r, "task-failures", t->name, msg, d.data);
+                pp_buf_free(&d);
+            }
+        }
+    }
+    pp_free(res);
+}
+
+static int rs_try_lock(PGconn *c, const char *k1, const char *k2, int *got, pgpipe_error *e)
+{
+    const char *p[2] = { k1, k2 };
+    PGresult *res = NULL;
+    int rc = pp_exec(c, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, p, &res, e,
+                     "the overlap lock");
+    if (rc)
+        return rc;
+    *got = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return PGPIPE_OK;
+}
+
+static void rs_unlock(PGconn *c, const char *k1, const char *k2)
+{
+    const char *p[2] = { k1, k2 };
+    pp_exec(c, "SELECT pg_advisory_unlock($1::int, $2::int)", 2, p, NULL, NULL, NULL);
+}
+
+/* Take the overlap lock by the schedule's rule: 1 taken, 0 not (recorded
+** as skipped by the caller), -1 the connection failed. */
+static int rs_overlap(rs_exec *x, run_sched *s, PGconn *c, const rs_cfg *cfg,
+                      const rs_schedule *sc, pgpipe_error *e)
+{
+    char k1[16], k2[16], q1[16], q2[16];
+    rs_keys(cfg->pipeline, sc->name, 0, k1, k2);
+    int got = 0;
+    if (rs_try_lock(c, k1, k2, &got, e))
+        return -1;
+    if (got || sc->overlap == PGPIPE_PIPE_OVERLAP_SKIP)
+        return got;
+    int queued = 0;
+    if (sc->overlap == PGPIPE_PIPE_OVERLAP_QUEUE) {
+        /* at most one firing waits, across instances: the one holding the
+        ** queue lock */
+        rs_keys(cfg->pipeline, sc->name, 1, q1, q2);
+        if (rs_try_lock(c, q1, q2, &queued, e))
+            return -1;
+        if (!queued)
+            return 0;
+    } else {
+        const char *p[2] = { k1, k2 };
+        pp_exec(c,
+                "SELECT pg_cancel_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
+                "classid = $1::int::oid AND objid = $2::int::oid AND objsubid = 2 AND granted "
+                "AND pid <> pg_backend_pid()",
+                2, p, NULL, NULL, NULL);
+        run_log(x->r, PGPIPE_LOG_WARN, "overlap replace: cancelled the running firing",
+                "schedule", sc->name, NULL);
+    }
+    /* wait for the running firing to end (replace: for the cancel to land) */
+    int64_t until = sc->overlap == PGPIPE_PIPE_OVERLAP_REPLACE ? run_now_ms() + 30000 : 0;
+    while (!got && !run_stopping(x->r) && (!until || run_now_ms() < until)) {
+        if (rs_sleep(s, 50))
+            break;
+        if (rs_try_lock(c, k1, k2, &got, e))
+            return -1;
+    }
+    if (queued)
+        rs_unlock(c, q1, q2);
+    return got;
+}
+
+static void rs_running(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const char *sched,
+                       int64_t slot, int set)
+{
+    char sl[24];
+    rs_i64(sl, sizeof sl, slot);
+    const char *p[4] = { cfg->pipeline, sched, r->instance, sl };
+    if (set)
+        pp_exec(c,
+                "UPDATE pgpipe.run_schedules SET running_instance = $3, running_since = now(), "
+                "running_slot = to_timestamp($4::bigint), updated_at = now() "
+                "WHERE pipeline = $1 AND schedule = $2",
+                4, p, NULL, NULL, NULL);
+    else
+        pp_exec(c,
+                "UPDATE pgpipe.run_schedules SET running_instance = NULL, running_since = NULL, "
+                "running_slot = NULL, updated_at = now() "
+                "WHERE pipeline = $1 AND schedule = $2 AND running_instance = $3",
+                3, p, NULL, NULL, NULL);
+}
+
+static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
+{
+    pgpipe_runner *r = x->r;
+    rs_cfg *cfg = j->cfg;
+    const rs_schedule *sc = &cfg->s[j->si];
+    int64_t last = j->slots[j->nslots - 1];
+    pgpipe_conn *cc = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    int64_t t0 = run_now_ms();
+    if (pgpipe_pool_acquire_ex(r->pool, &cc, 10000, &e)) {
+        run_log(r, PGPIPE_LOG_ERROR, "no connection for a firing", "schedule", sc->name, "error",
+                e.message, NULL);
+        return;
+    }
+    PGconn *c = pgpipe_conn_pg(cc);
+    pp_cancel_arm(&x->cancel, c);
+    int broken = 0;
+    int lk = rs_overlap(x, s, c, cfg, sc, &e);
+    if (lk < 0) {
+        broken = 1;
+        run_log(r, PGPIPE_LOG_ERROR, "firing failed: the database", "schedule", sc->name,
+                "error", e.message, NULL);
+    } else if (lk == 0) {
+        rs_history(r, c, cfg, "schedule", sc->name, last, t0, run_now_ms(), "skipped", 0, -1,
+                   run_stopping(r) ? "the runner is stopping" : "the last run still runs",
+                   NULL);
+        run_log(r, PGPIPE_LOG_INFO, "firing skipped: the last run still runs", "schedule",
+                sc->name, NULL);
+    } else {
+        for (int i = 0; i < j->nslots && !run_stopping(r); i++) {
+            int64_t slot = j->slots[i];
+            int64_t st = run_now_ms();
+            rs_running(r, c, cfg, sc->name, slot, 1);
+            long long rows = 0;
+            const char *status;
+            rs_exec_steps(x, s, c, sc->name, sc->steps, sc->nsteps, sc->timeout_ms, &rows, &e,
+                          &status);
+            int ok = !strcmp(status, "ok");
+            if (PQstatus(c) != CONNECTION_OK) {
+                broken = 1;
+                break;
+            }
+            rs_history(r, c, cfg, "schedule", sc->name, slot, st, run_now_ms(), status, 1,
+                       ok ? rows : -1, ok ? NULL : e.message, ok ? NULL : e.sqlstate);
+            if (!ok)
+                run_log(r, PGPIPE_LOG_ERROR, "firing failed", "schedule", sc->name, "status",
+                        status, "error", e.message, NULL);
+            else
+                rs_run_tasks(x, s, c, cfg, sc->name, slot);
+            rs_running(r, c, cfg, sc->name, slot, 0);
+        }
+        char k1[16], k2[16];
+        rs_keys(cfg->pipeline, sc->name, 0, k1, k2);
+        if (!broken)
+            rs_unlock(c, k1, k2);
+    }
+    pp_cancel_arm(&x->cancel, NULL);
+    if (broken || PQstatus(c) != CONNECTION_OK)
+        pgpipe_pool_discard(cc); /* the session lock goes with it */
+    else
+        pgpipe_pool_release(cc);
+}
+
+static void *rs_exec_main(void *arg)
+{
+    rs_exec *x = arg;
+    run_sched *s = x->r->sched;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->head && !s->stopping)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->stopping)
+            break;
+        rs_job *j = s->head;
+        s->head = j->next;
+        if (!s->head)
+            s->tail = NULL;
+        x->busy = 1;
+        x->cancelled = 0;
+        snprintf(x->job, sizeof x->job, "%s", j->cfg->s[j->si].name);
+        pthread_mutex_unlock(&s->mu);
+        rs_job_run(x, s, j);
+        pp_free(j->slots);
+        rs_cfg_unref(s, j->cfg);
+        pp_free(j);
+        pthread_mutex_lock(&s->mu);
+        x->busy = 0;
+        x->job[0] = 0;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- the timer --------------------------------------------------------- */
+
+/* Make the schedule's row (a new one starts now: no backfill) and read its
+** last slot (Unix seconds) into *last. */
+static int rs_row(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const rs_schedule *sc,
+                  int64_t *last, pgpipe_error *e)
+{
+    const char *p[5] = { cfg->pipeline, sc->name, sc->expr, sc->tz, r->instance };
+    PGresult *res = NULL;
+    int rc = pp_exec(c,
+                     "INSERT INTO pgpipe.run_schedules AS s (pipeline, schedule, expr, tz, "
+                     "last_slot) VALUES ($1, $2, $3, $4, now()) ON CONFLICT (pipeline, schedule) "
+                     "DO UPDATE SET expr = EXCLUDED.expr, tz = EXCLUDED.tz, updated_at = now(), "
+                     "last_slot = coalesce(s.last_slot, now()) "
+                     "RETURNING floor(extract(epoch FROM last_slot))::bigint",
+                     4, p, &res, e, "the schedule's row");
+    if (rc)
+        return rc;
+    *last = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return PGPIPE_OK;
+}
+
+/* The compare-and-set: 1 when this instance won slot (then *prev is the
+** last slot before it), 0 when another has it (*prev: the slot it has). */
+static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t slot,
+                    int64_t *prev, pgpipe_error *e)
+{
+    char sl[24];
+    rs_i64(sl, sizeof sl, slot);
+    const char *p[3] = { cfg->pipeline, sc->name, sl };
+    PGresult *res = NULL;
+    int rc = pp_exec(c,
+                     "WITH o AS (SELECT last_slot FROM pgpipe.run_schedules WHERE pipeline = $1 "
+                     "AND schedule = $2 FOR UPDATE), u AS (UPDATE pgpipe.run_schedules s SET "
+                     "last_slot = to_timestamp($3::bigint), updated_at = now() WHERE "
+                     "s.pipeline = $1 AND s.schedule = $2 AND (s.last_slot IS NULL OR "
+                     "s.last_slot < to_timestamp($3::bigint)) RETURNING 1) "
+                     "SELECT coalesce(floor(extract(epoch FROM o.last_slot))::bigint, 0), "
+                     "(SELECT count(*) FROM u) FROM o",
+                     3, p, &res, e, "claiming the slot");
+    if (rc)
+        return -1;
+    int won = 0;
+    *prev = -1; /* the row is gone (deleted by hand): the caller makes it again */
+    if (PQntuples(res) == 1) {
+        *prev = atoll(PQgetvalue(res, 0, 0));
+        won = atoi(PQgetvalue(res, 0, 1)) > 0;
+    }
+    PQclear(res);
+    return won;
+}
+
+/* Hand a firing to the executors. The overlap rule on this instance
+** (the advisory lock covers the others): skip when a firing of the
+** schedule runs or waits here; queue: at most one waits; replace: the
+** running one is cancelled. Returns 0 when queued, 1 when skipped. */
+static int rs_enqueue(run_sched *s, rs_cfg *cfg, int si, int64_t *slots, int n)
+{
+    rs_job *j = pp_calloc(1, sizeof *j);
+    if (!j) {
+        pp_free(slots);
+        return 1;
+    }
+    const rs_schedule *sc = &cfg->s[si];
+    j->si = si, j->slots = slots, j->nslots = n;
+    pthread_mutex_lock(&s->mu);
+    int running = 0, waiting = 0;
+    for (int i = 0; i < s->nex; i++)
+        if (s->ex[i].busy && !strcmp(s->ex[i].job, sc->name))
+            running = 1;
+    for (rs_job *q = s->head; q; q = q->next)
+        if (!strcmp(q->cfg->s[q->si].name, sc->name))
+            waiting = 1;
+    if (waiting || (running && sc->overlap == PGPIPE_PIPE_OVERLAP_SKIP)) {
+        pthread_mutex_unlock(&s->mu);
+        pp_free(slots);
+        pp_free(j);
+        return 1;
+    }
+    if (running && sc->overlap == PGPIPE_PIPE_OVERLAP_REPLACE)
+        for (int i = 0; i < s->nex; i++)
+            if (s->ex[i].busy && !strcmp(s->ex[i].job, sc->name)) {
+                s->ex[i].cancelled = 1;
+                pp_cancel_fire(&s->ex[i].cancel);
+            }
+    j->cfg = cfg;
+    cfg->refs++;
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
+    s->tail = j;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static void rs_set_next(run_sched *s, rs_state *st, const rs_schedule *sc, int64_t after)
+{
+    int64_t n;
+    if (rs_next(sc, after, &n)) {
+        st->ready = 0; /* nothing fires within 30 years: look again in an hour */
+        st->fire_ms = run_now_ms() + 3600000;
+        return;
+    }
+    st->next = n;
+    st->jitter_ms =
+        sc->jitter_ms > 0 ? (int64_t)(pp_rand_next(&s->trnd) % (uint64_t)sc->jitter_ms) : 0;
+    st->fire_ms = n * 1000 + st->jitter_ms;
+}
+
+/* The slot st->next came: claim the latest slot not after now, and apply
+** the missed rule to the slots between the last claimed one and it. */
+static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int si, rs_state *st,
+                   pgpipe_error *e)
+{
+    const rs_schedule *sc = &cfg->s[si];
+    int64_t now_ms = run_now_ms(), now = now_ms / 1000;
+    int64_t L = st->next, n;
+    if (sc->cron.every_ms >= 1000) {
+        int64_t ev = sc->cron.every_ms / 1000, at = now - now % ev;
+        if (at > L)
+            L = at;
+    } else {
+        while (!rs_next(sc, L, &n) && n <= now)
+            L = n;
+    }
+    int64_t prev = 0;
+    int won = rs_claim(c, cfg, sc, L, &prev, e);
+    if (won < 0)
+        return -1;
+    if (!won && prev < 0) {
+        st->ready = 0;
+        return 0;
+    }
+    if (!won) {
+        rs_set_next(s, st, sc, prev > L ? prev : L);
+        return 0;
+    }
+    /* the slots in (prev, L]: normally L alone */
+    int64_t count = 0, first = 0;
+    if (prev > 0 && prev < L) {
+        if (sc->cron.every_ms > 0) {
+            int64_t ev = sc->cron.every_ms / 1000 > 0 ? sc->cron.every_ms / 1000 : 1;
+            int64_t f;
+            if (!rs_next(sc, prev, &f) && f <= L)
+                first = f, count = (L - f) / ev + 1;
+        } else {
+            int64_t cur = prev;
+            while (count < RS_COUNT_MAX && !rs_next(sc, cur, &n) && n <= L) {
+                if (!count)
+                    first = n;
+                cur = n, count++;
+            }
+        }
+    }
+    if (count < 1)
+        count = 1, first = L;
+    int current = now_ms - (L * 1000 + st->jitter_ms) < RS_GRACE_MS;
+    int64_t missed = count - (current ? 1 : 0);
+    int64_t *slots = NULL;
+    int nslots = 0;
+    if (missed > 0) {
+        const char *pol = sc->missed == PGPIPE_PIPE_MISSED_SKIP ? "skip"
+                          : sc->missed == PGPIPE_PIPE_MISSED_ALL ? "all" : "once";
+        char fs[32], ls[32], cnt[24], msg[256];
+        rs_iso(fs, sizeof fs, first);
+        rs_iso(ls, sizeof ls, current ? L - 1 : L);
+        rs_i64(cnt, sizeof cnt, missed);
+        if (sc->missed == PGPIPE_PIPE_MISSED_ALL) {
+            int64_t take = count > RS_ALL_MAX ? RS_ALL_MAX : count;
+            if (count > RS_ALL_MAX)
+                run_log(r, PGPIPE_LOG_WARN, "missed all: too many slots; running the latest 1000",
+                        "schedule", sc->name, "missed", cnt, NULL);
+            /* the latest `take` slots in order: walk from the first one
+            ** that is within them */
+            slots = pp_calloc((size_t)take, sizeof *slots);
+            if (slots) {
+                int64_t cur = first;
+                int64_t skipn = count - take;
+                if (sc->cron.every_ms > 0 && skipn > 0) {
+                    int64_t ev = sc->cron.every_ms / 1000 > 0 ? sc->cron.every_ms / 1000 : 1;
+                    cur = first + skipn * ev;
+                    skipn = 0;
+                }
+                while (skipn-- > 0 && !rs_next(sc, cur, &n))
+                    cur = n;
+                slots[nslots++] = cur;
+                while (nslots < take && !rs_next(sc, cur, &n) && n <= L)
+                    slots[nslots++] = cur = n;
+            }
+        } else if (sc->missed == PGPIPE_PIPE_MISSED_ONCE || current) {
+            if ((slots = pp_malloc(sizeof *slots)))
+                slots[nslots++] = L;
+        }
+        snprintf(msg, sizeof msg, "%s slot%s missed (%s .. %s); --missed %s: %s", cnt,
+                 missed == 1 ? "" : "s", fs, ls, pol,
+                 sc->missed == PGPIPE_PIPE_MISSED_SKIP ? "none run"
+                 : sc->missed == PGPIPE_PIPE_MISSED_ALL ? "each run in order"
+                                                         : "run once for the latest");
+        int64_t t = run_now_ms();
+        rs_history(r, c, cfg, "schedule", sc->name, first, t, t, "missed", 0, missed, msg, NULL);
+        run_log(r, PGPIPE_LOG_WARN, "schedule missed slots", "schedule", sc->name, "missed", cnt,
+                "policy", pol, NULL);
+        pp_buf d = { 0 };
+        pp_buf_appendf(&d, "{\"schedule\":");
+        pp_json_str(&d, sc->name, strlen(sc->name), 0);
+        pp_buf_appendf(&d, ",\"missed\":%lld,\"first\":\"%s\",\"last\":\"%s\",\"policy\":\"%s\"}",
+                       (long long)missed, fs, ls, pol);
+        run_alert_raise(r, "schedule-missed", sc->name, msg, d.data);
+        pp_buf_free(&d);
+    } else if ((slots = pp_malloc(sizeof *slots))) {
+        slots[nslots++] = L;
+    }
+    if (nslots && rs_enqueue(s, cfg, si, slots, nslots)) {
+        int64_t t = run_now_ms();
+        rs_history(r, c, cfg, "schedule", sc->name, L, t, t, "skipped", 0, -1,
+                   "the last run still runs", NULL);
+        run_log(r, PGPIPE_LOG_INFO, "firing skipped: the last run still runs", "schedule",
+                sc->name, NULL);
+    } else if (!nslots) {
+        pp_free(slots);
+    }
+    rs_set_next(s, st, sc, L);
+    return 0;
+}
+
+/* The timer checks the running bodies: past their timeout, or past the
+** drain time after stop, they are cancelled. Called with mu held; returns
+** the nearest deadline (0: none). */
+static int64_t rs_watch(run_sched *s, int64_t now)
+{
+    int64_t nearest = 0;
+    for (int i = 0; i < s->nex; i++) {
+        rs_exec *x = &s->ex[i];
+        if (!x->busy)
+            continue;
+        int64_t dl = x->deadline_ms;
+        if (s->stopping && s->drain_until && (!dl || s->drain_until < dl))
+            dl = s->drain_until;
+        if (!dl || x->cancelled)
+            continue;
+        if (now >= dl) {
+            x->cancelled = 1;
+            if (x->deadline_ms && now >= x->deadline_ms)
+                x->timed_out = 1;
+            pp_cancel_fire(&x->cancel);
+        } else if (!nearest || dl < nearest) {
+            nearest = dl;
+        }
+    }
+    return nearest;
+}
+
+static void *rs_timer_main(void *arg)
+{
+    pgpipe_runner *r = arg;
+    run_sched *s = r->sched;
+    pgpipe_conn *cc = NULL;
+    int gen = -1;
+    rs_cfg *cfg = NULL;
+    pgpipe_error e;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        if (gen != s->gen) { /* start or reload: take the new cfg */
+            rs_cfg *old = cfg;
+            cfg = s->cfg;
+            cfg->refs++;
+            gen = s->gen;
+            rs_state *nst = pp_calloc((size_t)(cfg->ns ? cfg->ns : 1), sizeof *nst);
+            /* a schedule unchanged by the reload keeps its next slot */
+            for (int i = 0; nst && old && i < cfg->ns; i++)
+                for (int k = 0; k < old->ns && k < s->nst; k++)
+                    if (!strcmp(old->s[k].name, cfg->s[i].name) &&
+                        !strcmp(old->s[k].expr, cfg->s[i].expr) &&
+                        !strcmp(old->s[k].tz, cfg->s[i].tz) && s->st[k].ready)
+                        nst[i] = s->st[k];
+            pp_free(s->st);
+            s->st = nst;
+            s->nst = nst ? cfg->ns : 0;
+            if (old) {
+                int last = --old->refs == 0;
+                if (last) {
+                    pthread_mutex_unlock(&s->mu);
+                    rs_cfg_free(old);
+                    pthread_mutex_lock(&s->mu);
+                }
+            }
+            continue;
+        }
+        int64_t now = run_now_ms();
+        int64_t wake = now + 60000;
+        int due = -1;
+        for (int i = 0; i < s->nst; i++) {
+            rs_state *st = &s->st[i];
+            if (!st->ready || st->fire_ms <= now) {
+                due = i;
+                break;
+            }
+            if (st->fire_ms < wake)
+                wake = st->fire_ms;
+        }
+        int64_t dl = rs_watch(s, now);
+        if (dl && dl < wake)
+            wake = dl;
+        if (due < 0) {
+            rs_wait_until(s, wake);
+            continue;
+        }
+        /* the database work is done unlocked; s->st is only this thread's */
+        /* a copy: run_sched_next_json reads s->st under mu meanwhile */
+        rs_state cur = s->st[due], *st = &cur;
+        pthread_mutex_unlock(&s->mu);
+        memset(&e, 0, sizeof e);
+        int fail = 0;
+        if (!cc) {
+            if (pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e))
+                cc = NULL, fail = 1;
+        }
+        if (cc) {
+            PGconn *c = pgpipe_conn_pg(cc);
+            const rs_schedule *sc = &cfg->s[due];
+            if (!st->ready) {
+                int64_t last;
+                if (rs_row(r, c, cfg, sc, &last, &e))
+                    fail = 1;
+                else {
+                    rs_set_next(s, st, sc, last);
+                    /* slots missed while no instance ran come due at once */
+                    if (st->next <= run_now_ms() / 1000)
+                        st->fire_ms = 0;
+                    st->ready = 1;
+                }
+            } else if (rs_fire(r, s, c, cfg, due, st, &e)) {
+                fail = 1;
+            }
+            if (fail && PQstatus(c) != CONNECTION_OK) {
+                pgpipe_pool_discard(cc);
+                cc = NULL;
+            }
+        }
+        pthread_mutex_lock(&s->mu);
+        if (fail)
+            st->fire_ms = run_now_ms() + 1000;
+        s->st[due] = cur;
+        if (fail) {
+            run_log(r, PGPIPE_LOG_WARN, "schedule: the database failed; trying again in 1 s",
+                    "schedule", cfg->s[due].name, "error", e.message, NULL);
+            rs_wait_until(s, st->fire_ms);
+        }
+    }
+    /* drain: cancel past the deadline until the executors are idle */
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < s->nex; i++)
+            busy |= s->ex[i].busy;
+        if (!busy)
+            break;
+        int64_t now = run_now_ms();
+        int64_t dl = rs_watch(s, now);
+        rs_wait_until(s, dl && dl < now + 200 ? dl : now + 200);
+    }
+    int last = cfg && --cfg->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (last)
+        rs_cfg_free(cfg);
+    if (cc)
+        pgpipe_pool_release(cc);
+    return NULL;
+}
+
+/* ---- the component's interface ----------------------------------------- */
+
+PGPIPE_PRIVATE int run_sched_start(pgpipe_runner *r)
+{
+    if (r->sched)
+        return PGPIPE_MISUSE;
+    run_sched *s = pp_calloc(1, sizeof *s);
+    if (!s)
+        return pp_err_nomem(&r->h.err);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->rnd = pp_rand_seed();
+    s->trnd = pp_rand_seed();
+    r->sched = s;
+    if (!(s->cfg = rs_cfg_new(r->def, &r->h.err)))
+        return r->h.err.code ? r->h.err.code : PGPIPE_NOMEM;
+    s->nex = r->def->nschedules < RS_MAX_EXECUTORS ? r->def->nschedules : RS_MAX_EXECUTORS;
+    if (s->nex < 1)
+        s->nex = 1;
+    for (int i = 0; i < s->nex; i++) {
+        s->ex[i].r = r;
+        if (pthread_create(&s->ex[i].th, NULL, rs_exec_main, &s->ex[i]))
+            return pp_err(&r->h.err, PGPIPE_ERROR, "schedules: cannot start a thread");
+        s->ex[i].started = 1;
+    }
+    if (pthread_create(&s->timer, NULL, rs_timer_main, r))
+        return pp_err(&r->h.err, PGPIPE_ERROR, "schedules: cannot start a thread");
+    s->timer_started = 1;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void run_sched_stop(pgpipe_runner *r, int drain_ms)
+{
+    run_sched *s = r->sched;
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    s->drain_until = run_now_ms() + (drain_ms > 0 ? drain_ms : 0);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->timer_started) {
+        pthread_join(s->timer, NULL);
+        s->timer_started = 0;
+    } else { /* no timer to cancel past the drain time: wait for them */
+    }
+    for (int i = 0; i < s->nex; i++)
+        if (s->ex[i].started) {
+            pthread_join(s->ex[i].th, NULL);
+            s->ex[i].started = 0;
+        }
+    /* claimed but not started: they are dropped, and said so */
+    while (s->head) {
+        rs_job *j = s->head;
+        s->head = j->next;
+        run_log(r, PGPIPE_LOG_WARN, "stopping: a claimed firing did not start", "schedule",
+                j->cfg->s[j->si].name, NULL);
+        pp_free(j->slots);
+        rs_cfg_unref(s, j->cfg);
+        pp_free(j);
+    }
+    s->tail = NULL;
+}
+
 PGPIPE_PRIVATE int run_sched_reload(pgpipe_runner *r, const pgpipe_pipe_def *def)
 {
-    (void)r, (void)def;
+    run_sched *s = r->sched;
+    if (!s)
+        return PGPIPE_OK;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    rs_cfg *c = rs_cfg_new(def, &e);
+    if (!c) {
+        run_log(r, PGPIPE_LOG_ERROR, "schedules: reload refused", "error", e.message, NULL);
+        return e.code ? e.code : PGPIPE_NOMEM;
+    }
+    pthread_mutex_lock(&s->mu);
+    rs_cfg *old = s->cfg;
+    s->cfg = c;
+    s->gen++;
+    int last = --old->refs == 0;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (last)
+        rs_cfg_free(old);
     return PGPIPE_OK;
 }
-PGPIPE_PRIVATE void run_sched_free(pgpipe_runner *r) { (void)r; }
+
+PGPIPE_PRIVATE void run_sched_free(pgpipe_runner *r)
+{
+    run_sched *s = r->sched;
+    if (!s)
+        return;
+    run_sched_stop(r, 0);
+    for (int i = 0; i < s->nex; i++)
+        pp_cancel_arm(&s->ex[i].cancel, NULL);
+    if (s->cfg)
+        rs_cfg_unref(s, s->cfg);
+    pp_free(s->st);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    pp_free(s);
+    r->sched = NULL;
+}
+
+/* pgpipe.run_actions exists (the schema may predate it when the runner
+** does not install it). */
+static int rs_actions_exist(PGconn *c)
+{
+    PGresult *res = NULL;
+    if (pp_exec(c, "SELECT to_regclass('pgpipe.run_actions') IS NOT NULL", 0, NULL, &res, NULL,
+                NULL))
+        return 0;
+    int ok = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return ok;
+}
+
 PGPIPE_PRIVATE int run_sched_maintain(pgpipe_runner *r, PGconn *conn, pgpipe_error *err)
 {
-    (void)r, (void)conn, (void)err;
-    return PGPIPE_OK;
+    run_sched *s = r->sched;
+    if (!s)
+        return PGPIPE_OK;
+    pthread_mutex_lock(&s->mu);
+    rs_cfg *cfg = s->cfg;
+    if (cfg)
+        cfg->refs++;
+    pthread_mutex_unlock(&s->mu);
+    if (!cfg)
+        return PGPIPE_OK;
+    /* firings of instances found dead (or stopped) are recorded as lost */
+    char to[24];
+    snprintf(to, sizeof to, "%d", r->opt.instance_timeout_ms);
+    const char *p[3] = { cfg->pipeline, r->instance, to };
+    PGresult *res = NULL;
+    int rc = pp_exec(conn,
+                     "WITH o AS (SELECT s2.schedule, s2.running_instance AS inst, "
+                     "s2.running_since AS since, s2.running_slot AS slot FROM "
+                     "pgpipe.run_schedules s2 LEFT JOIN pgpipe.run_instances i ON "
+                     "i.pipeline = s2.pipeline AND i.instance = s2.running_instance WHERE "
+                     "s2.pipeline = $1 AND s2.running_instance IS NOT NULL AND "
+                     "(s2.running_instance <> $2 OR NOT EXISTS (SELECT 1 FROM pgpipe.run_instances"
+                     " WHERE pipeline = $1 AND instance = $2)) AND (i.instance IS NULL OR "
+                     "i.stopped_at IS NOT NULL OR i.heartbeat_at < now() - "
+                     "make_interval(secs => $3::float8 / 1000)) FOR UPDATE OF s2 SKIP LOCKED), "
+                     "u AS (UPDATE pgpipe.run_schedules s SET running_instance = NULL, "
+                     "running_since = NULL, running_slot = NULL, updated_at = now() FROM o "
+                     "WHERE s.pipeline = $1 AND s.schedule = o.schedule RETURNING o.*) "
+                     "SELECT schedule, inst, floor(extract(epoch FROM since) * 1000)::bigint, "
+                     "coalesce(floor(extract(epoch FROM slot))::bigint, 0) FROM u",
+                     3, p, &res, err, "finding lost firings");
+    /* this instance's own rows are live: only another's (or a same-named
+    ** predecessor's, which has no row) can be lost */
+    if (!rc) {
+        for (int i = 0; i < PQntuples(res); i++) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "instance %s stopped while running it",
+                     PQgetvalue(res, i, 1));
+            rs_history(r, conn, cfg, "schedule", PQgetvalue(res, i, 0),
+                       atoll(PQgetvalue(res, i, 3)), atoll(PQgetvalue(res, i, 2)), run_now_ms(),
+                       "lost", 1, -1, msg, NULL);
+            run_log(r, PGPIPE_LOG_WARN, "a firing was lost with its instance", "schedule",
+                    PQgetvalue(res, i, 0), "lost_instance", PQgetvalue(res, i, 1), NULL);
+        }
+        PQclear(res);
+    }
+    /* "fire now" requests of the status page: one instance takes each (the
+    ** UPDATE's SKIP LOCKED) and fires it as a manual slot, now, under the
+    ** schedule's overlap rule; it does not move the schedule's last slot */
+    if (!rc && rs_actions_exist(conn)) {
+        const char *pa[2] = { cfg->pipeline, r->instance };
+        PGresult *ar = NULL;
+        if (pp_exec(conn,
+                    "UPDATE pgpipe.run_actions SET taken_at = now(), taken_by = $2 WHERE id IN "
+                    "(SELECT id FROM pgpipe.run_actions WHERE pipeline = $1 AND action = 'fire' "
+                    "AND taken_at IS NULL ORDER BY id LIMIT 16 FOR UPDATE SKIP LOCKED) "
+                    "RETURNING target",
+                    2, pa, &ar, NULL, NULL) == PGPIPE_OK) {
+            for (int i = 0; i < PQntuples(ar); i++) {
+                const char *name = PQgetvalue(ar, i, 0);
+                int si = -1;
+                for (int k = 0; k < cfg->ns; k++)
+                    if (!strcmp(cfg->s[k].name, name))
+                        si = k;
+                int64_t *slot = si >= 0 ? pp_malloc(sizeof *slot) : NULL;
+                if (!slot) {
+                    run_log(r, PGPIPE_LOG_WARN, "a fire request names no schedule of this "
+                            "pipeline (or memory ran out)", "schedule", name, NULL);
+                    continue;
+                }
+                *slot = run_now_ms() / 1000;
+                run_log(r, PGPIPE_LOG_INFO, "firing on request (status page)", "schedule", name,
+                        NULL);
+                if (rs_enqueue(s, cfg, si, slot, 1))
+                    run_log(r, PGPIPE_LOG_INFO, "fire request skipped: the schedule runs",
+                            "schedule", name, NULL);
+            }
+            PQclear(ar);
+        }
+    }
+    if (!rc && (!s->last_maint_ms || run_now_ms() - s->last_maint_ms >= RS_MAINTAIN_MS)) {
+        char kl[16];
+        snprintf(kl, sizeof kl, "%d", cfg->hist.keep_last);
+        const char *q[1] = { kl };
+        rc = pp_exec(conn, "SELECT pgpipe.run_history_maintain($1::int)", 1, q, NULL, err,
+                     "history retention");
+        if (!rc)
+            s->last_maint_ms = run_now_ms();
+    }
+    rs_cfg_unref(s, cfg);
+    return rc;
 }
+
 PGPIPE_PRIVATE void run_sched_next_json(pgpipe_runner *r, pp_buf *out)
 {
-    (void)r;
-    pp_buf_appendf(out, "[]");
+    run_sched *s = r->sched;
+    pp_buf_appendf(out, "[");
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        rs_cfg *cfg = s->cfg;
+        for (int i = 0; cfg && i < cfg->ns; i++) {
+            int running = 0;
+            for (int k = 0; k < s->nex; k++)
+                if (s->ex[k].busy && !strcmp(s->ex[k].job, cfg->s[i].name))
+                    running = 1;
+            pp_buf_appendf(out, "%s{\"schedule\":", i ? "," : "");
+            pp_json_str(out, cfg->s[i].name, strlen(cfg->s[i].name), 0);
+            if (i < s->nst && s->st[i].ready) {
+                char iso[32];
+                rs_iso(iso, sizeof iso, s->st[i].next);
+                pp_buf_appendf(out, ",\"next\":\"%s\"", iso);
+            } else {
+                pp_buf_appendf(out, ",\"next\":null");
+            }
+            pp_buf_appendf(out, ",\"running\":%s}", running ? "true" : "false");
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    pp_buf_appendf(out, "]");
 }
 
 int pgpipe_runs_list(PGconn *conn, const pgpipe_runs_filter *f, PGresult **out, pgpipe_error *err)
 {
-    (void)conn, (void)f;
     if (out)
         *out = NULL;
-    return pp_err(err, PGPIPE_MISUSE, "pgpipe_runs_list: not implemented yet");
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_runs_list: no connection or no result pointer");
+    pgpipe_runs_filter none;
+    memset(&none, 0, sizeof none);
+    if (!f)
+        f = &none;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", f->limit > 0 ? f->limit : 50);
+    const char *p[5] = { f->pipeline, f->name, f->status, f->since, lim };
+    /* since: a timestamp ("2026-01-02 ...") or an interval back from now */
+    int ts = f->since && strlen(f->since) > 4 && f->since[0] >= '0' && f->since[0] <= '9' &&
+             f->since[1] >= '0' && f->since[1] <= '9' && f->since[2] >= '0' &&
+             f->since[2] <= '9' && f->since[3] >= '0' && f->since[3] <= '9' &&
+             f->since[4] == '-';
+    char sql[640];
+    snprintf(sql, sizeof sql,
+             "SELECT pipeline, kind, name, slot, started_at, finished_at, status, attempts, "
+             "rows, error, instance FROM pgpipe.run_history "
+             "WHERE ($1::text IS NULL OR pipeline = $1) AND ($2::text IS NULL OR name = $2) "
+             "AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR started_at >= %s) "
+             "ORDER BY started_at DESC, id DESC LIMIT $5::int",
+             ts ? "$4::timestamptz" : "now() - $4::interval");
+    return pp_exec(conn, sql, 5, p, out, err, "listing the runs");
 }
 
 #endif /* PGPIPE_OMIT_RUN */
@@ -25783,22 +28240,1081 @@ int pgpipe_runs_list(PGconn *conn, const pgpipe_runs_filter *f, PGresult **out, 
 /* ==== begin src/run/run_source.c ==== */
 #ifndef PGPIPE_OMIT_RUN
 /*
-** Sources (watched folders, the HTTP source) and the workers of each
-** event type.
-** STUB (lead): the sources helper replaces it.
+** Sources (watched folders, the HTTP source) and the workers of each event
+** type.
+**
+** Watched folders: one thread polls every folder. A file is taken when it
+** matches the pattern, is not hidden or partial (".name", "*.tmp",
+** "*.part") and its mtime is older than --settle (with --settle 0: it was
+** seen unchanged, size and mtime, on two polls in a row): a file still
+** being written waits. Each
+** file is loaded once across restarts and instances: the load key is the
+** source, path, size and mtime, a session advisory lock on its hash is held
+** while loading (an instance that cannot take it skips the file), and the
+** loader's resume makes a second load of a loaded file skip every batch.
+** Then the file is moved into the done folder (made when missing; a file
+** already gone was moved by another instance) or deleted. A failed load
+** leaves the file, is retried with backoff, and after RSRC_MAX_FAILURES
+** failures the file is moved into DIR/failed.
+**
+** Reload: a folder, HTTP source or workers line whose settings are the same
+** keeps running (with its counters); the others are stopped and started.
+** Nothing here points into a pipeline file's tree: settings are copied.
 */
 
 #ifndef PGPIPE_OMIT_RUN
 
-PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r) { (void)r; return PGPIPE_OK; }
-PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms) { (void)r, (void)drain_ms; }
-PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *def)
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fnmatch.h>
+
+#define RSRC_MAX_FAILURES 5
+#define RSRC_BACKOFF_MAX_MS 300000
+
+/* ---- state -------------------------------------------------------------- */
+
+typedef struct rsrc_file {
+    char *name;
+    long long size;
+    int64_t mtime_ns;
+    int unchanged;        /* polls in a row it was seen as it is */
+    int failures;
+    int64_t next_try;     /* wall clock ms: not before (backoff) */
+    int seen;             /* in the current listing */
+} rsrc_file;
+
+typedef struct rsrc_folder {
+    char *name, *dir, *pattern, *format, *done_dir, *table, *event_type, *event_type_field;
+    int delete_after;
+    int64_t settle_ms, poll_ms;
+    int line;
+    int64_t next_poll;
+    rsrc_file *files;
+    int nfiles, cfiles;
+    long long loaded, rows, dead, failures; /* under run_sources.mu */
+} rsrc_folder;
+
+typedef struct rsrc_http {
+    char *name, *listen, *table, *event_type, *event_type_field, *signature, *secret_env;
+    int line;
+#ifndef PGPIPE_OMIT_HTTP
+    pgpipe_http *h;
+#else
+    void *h;
+#endif
+    pthread_t th;
+    int running;
+} rsrc_http;
+
+typedef struct rsrc_work {
+    char *event_type, *sql_file, *so_lib, *so_symbol, *table;
+    int workers, batch, mode, max_attempts, line;
+    int64_t lease_ms;
+    char *sql;            /* the handler statement (sql_file's text) */
+    void *dl;
+    pgpipe_workers *w;
+} rsrc_work;
+
+struct run_sources {
+    pp_mutex mu;          /* guards folders (the list and counters), pending, work,
+                             the http list and each one's running */
+    rsrc_folder **folders;
+    int nfolders;
+    rsrc_folder **pending; /* a reload's folders, applied by the poller */
+    int npending, has_pending;
+    pthread_t poller;
+    int poller_on;
+    atomic_int stop;
+    rsrc_http **http;
+    int nhttp;
+    rsrc_work **work;
+    int nwork;
+};
+
+static int rsrc_same(const char *a, const char *b)
 {
-    (void)r, (void)def;
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static int rsrc_dup(char **dst, const char *s)
+{
+    *dst = s ? pp_strdup(s) : NULL;
+    return !s || *dst;
+}
+
+/* mkdir -p */
+static int rsrc_mkdirs(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return -1;
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* ---- watched folders ---------------------------------------------------- */
+
+static void rsrc_folder_free(rsrc_folder *f)
+{
+    if (!f)
+        return;
+    for (int i = 0; i < f->nfiles; i++)
+        pp_free(f->files[i].name);
+    pp_free(f->files);
+    pp_free(f->name), pp_free(f->dir), pp_free(f->pattern), pp_free(f->format);
+    pp_free(f->done_dir), pp_free(f->table), pp_free(f->event_type), pp_free(f->event_type_field);
+    pp_free(f);
+}
+
+static rsrc_folder *rsrc_folder_new(const pgpipe_pipe_source *s)
+{
+    rsrc_folder *f = pp_calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    int ok = rsrc_dup(&f->name, s->name) & rsrc_dup(&f->dir, s->dir) &
+             rsrc_dup(&f->pattern, s->pattern ? s->pattern : "*") &
+             rsrc_dup(&f->format, s->format ? s->format : "auto") & rsrc_dup(&f->done_dir, s->done_dir) &
+             rsrc_dup(&f->table, s->table) & rsrc_dup(&f->event_type, s->event_type) &
+             rsrc_dup(&f->event_type_field, s->event_type_field);
+    f->delete_after = s->delete_after;
+    f->settle_ms = s->settle_ms;
+    f->poll_ms = s->poll_ms > 0 ? s->poll_ms : 1000;
+    f->line = s->line;
+    if (!ok || !f->dir || !f->name) {
+        rsrc_folder_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static int rsrc_folder_same(const rsrc_folder *a, const rsrc_folder *b)
+{
+    return rsrc_same(a->name, b->name) && rsrc_same(a->dir, b->dir) && rsrc_same(a->pattern, b->pattern) &&
+           rsrc_same(a->format, b->format) && rsrc_same(a->done_dir, b->done_dir) &&
+           rsrc_same(a->table, b->table) && rsrc_same(a->event_type, b->event_type) &&
+           rsrc_same(a->event_type_field, b->event_type_field) && a->delete_after == b->delete_after &&
+           a->settle_ms == b->settle_ms && a->poll_ms == b->poll_ms;
+}
+
+/* Hidden and partial files are never taken. */
+static int rsrc_skip_name(const char *n)
+{
+    size_t len = strlen(n);
+    if (n[0] == '.')
+        return 1;
+    if (len >= 4 && !strcmp(n + len - 4, ".tmp"))
+        return 1;
+    return len >= 5 && !strcmp(n + len - 5, ".part");
+}
+
+typedef struct rsrc_load_ud {
+    pgpipe_runner *r;
+    run_sources *s;
+} rsrc_load_ud;
+
+static int rsrc_progress(void *ud, const pgpipe_load_progress *p)
+{
+    (void)p;
+    rsrc_load_ud *u = ud;
+    return run_stopping(u->r) || atomic_load(&u->s->stop);
+}
+
+static void rsrc_count(pgpipe_runner *r, rsrc_folder *f, long long files, long long rows, long long dead,
+                       long long failures)
+{
+    run_sources *s = r->sources;
+    pp_mutex_lock(&s->mu);
+    f->loaded += files, f->rows += rows, f->dead += dead, f->failures += failures;
+    pp_mutex_unlock(&s->mu);
+}
+
+/* Move path into folder dir under its own name. 0, or -1 with errno. A file
+** already gone (another instance moved it) is fine. */
+static int rsrc_move(const char *path, const char *dir, const char *name)
+{
+    if (rsrc_mkdirs(dir))
+        return -1;
+    char to[4096];
+    if (snprintf(to, sizeof to, "%s/%s", dir, name) >= (int)sizeof to) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if (rename(path, to) != 0 && errno != ENOENT)
+        return -1;
+    return 0;
+}
+
+/* Load one settled file under its advisory lock; then move or delete it. */
+static void rsrc_load_file(pgpipe_runner *r, rsrc_folder *f, rsrc_file *fe)
+{
+    run_sources *s = r->sources;
+    char path[4096], key[4608], lock[32], num[3][32];
+    snprintf(path, sizeof path, "%s/%s", f->dir, fe->name);
+    snprintf(key, sizeof key, "pgpipe-file:%s:%s:%lld:%lld", f->name, path, fe->size, (long long)fe->mtime_ns);
+    snprintf(lock, sizeof lock, "%lld", (long long)(pp_hash64(key) & 0x7fffffffffffffffULL));
+    pgpipe_conn *cc = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e) != PGPIPE_OK) {
+        run_log(r, PGPIPE_LOG_WARN, "file source: no connection; the file waits", "source", f->name,
+                "file", path, "error", e.message, NULL);
+        return;
+    }
+    PGconn *c = pgpipe_conn_pg(cc);
+    const char *p[1] = { lock };
+    PGresult *res = NULL;
+    if (pp_exec(c, "SELECT pg_try_advisory_lock($1::bigint)", 1, p, &res, &e, "the file's lock")) {
+        run_log(r, PGPIPE_LOG_WARN, "file source: cannot take the file's lock; it waits", "source",
+                f->name, "file", path, "error", e.message, NULL);
+        pgpipe_pool_discard(cc);
+        return;
+    }
+    int mine = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (!mine) { /* another instance loads it now */
+        pgpipe_pool_release(cc);
+        return;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || (long long)st.st_size != fe->size ||
+        (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != fe->mtime_ns) {
+        /* moved by another instance meanwhile, or written again: the next poll sees */
+        pp_exec(c, "SELECT pg_advisory_unlock($1::bigint)", 1, p, NULL, NULL, NULL);
+        pgpipe_pool_release(cc);
+        return;
+    }
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conn = c;
+    o.connections = 1;
+    o.install_schema = 0;
+    o.source_name = f->name;
+    o.load_key = key;
+    o.format = !strcmp(f->format, "csv") ? PGPIPE_FORMAT_CSV : !strcmp(f->format, "ndjson") ? PGPIPE_FORMAT_NDJSON
+             : !strcmp(f->format, "json") ? PGPIPE_FORMAT_JSON : PGPIPE_FORMAT_AUTO;
+    o.event_type_field = f->event_type_field;
+    o.event_type_value = f->event_type;
+    pgpipe_load_column cols[4];
+    if (f->table && strcmp(f->table, "staging.raw_events")) {
+        /* a table with the columns of staging.raw_events */
+        memset(cols, 0, sizeof cols);
+        cols[0].column = "source", cols[0].field = "$source";
+        cols[1].column = "event_type";
+        if (f->event_type)
+            cols[1].value = f->event_type;
+        else
+            cols[1].field = f->event_type_field ? f->event_type_field : "event_type";
+        cols[2].column = "payload", cols[2].field = "$record", cols[2].json = 1;
+        cols[3].column = "batch_id", cols[3].field = "$batch_id";
+        o.target = f->table;
+        o.columns = cols;
+        o.ncolumns = 4;
+        o.event_type_field = o.event_type_value = NULL;
+    }
+    rsrc_load_ud u = { r, s };
+    o.progress = rsrc_progress;
+    o.progress_ud = &u;
+    pgpipe_loader *l = NULL;
+    int rc = pgpipe_loader_open(&l, &o);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_loader_load_file(l, path);
+    pgpipe_load_summary sum;
+    memset(&sum, 0, sizeof sum);
+    if (l)
+        pgpipe_loader_summary(l, &sum);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", l ? pgpipe_errmsg(l) : "out of memory");
+    int stopped = rc != PGPIPE_OK && (run_stopping(r) || atomic_load(&s->stop));
+    pgpipe_loader_close(l);
+    snprintf(num[0], sizeof num[0], "%lld", sum.rows_loaded);
+    snprintf(num[1], sizeof num[1], "%lld", sum.rows_dead);
+    snprintf(num[2], sizeof num[2], "%lld", sum.rows_skipped);
+    if (rc == PGPIPE_OK) {
+        int moved = f->delete_after ? (unlink(path) == 0 || errno == ENOENT ? 0 : -1)
+                                    : rsrc_move(path, f->done_dir, fe->name);
+        if (moved)
+            run_log(r, PGPIPE_LOG_ERROR, f->delete_after ? "file source: loaded, but cannot delete the file"
+                                                         : "file source: loaded, but cannot move the file",
+                    "source", f->name, "file", path, "error", strerror(errno), NULL);
+        run_log(r, PGPIPE_LOG_INFO, "file loaded", "source", f->name, "file", path, "rows", num[0],
+                "dead_letters", num[1], "skipped", num[2], NULL);
+        rsrc_count(r, f, 1, sum.rows_loaded, sum.rows_dead, 0);
+        fe->failures = 0;
+        if (moved) { /* not loaded again (the resume skips it), but not in a tight loop either */
+            fe->failures = 1;
+            fe->next_try = run_now_ms() + RSRC_BACKOFF_MAX_MS;
+        }
+    } else if (stopped) {
+        run_log(r, PGPIPE_LOG_INFO, "file source: load interrupted by the stop; the next run resumes it",
+                "source", f->name, "file", path, NULL);
+    } else {
+        fe->failures++;
+        rsrc_count(r, f, 0, sum.rows_loaded, sum.rows_dead, 1);
+        int64_t back = f->poll_ms;
+        for (int i = 1; i < fe->failures && back < RSRC_BACKOFF_MAX_MS; i++)
+            back *= 2;
+        if (back > RSRC_BACKOFF_MAX_MS)
+            back = RSRC_BACKOFF_MAX_MS;
+        fe->next_try = run_now_ms() + back;
+        char fl[16];
+        snprintf(fl, sizeof fl, "%d", fe->failures);
+        if (fe->failures >= RSRC_MAX_FAILURES) {
+            char failed[4096];
+            snprintf(failed, sizeof failed, "%s/failed", f->dir);
+            int mv = rsrc_move(path, failed, fe->name);
+            run_log(r, PGPIPE_LOG_ERROR, mv ? "file source: load failed again; cannot move the file aside"
+                                            : "file source: load failed again; file moved into failed/",
+                    "source", f->name, "file", path, "failures", fl, "error", msg, NULL);
+        } else {
+            run_log(r, PGPIPE_LOG_WARN, "file source: load failed; retried later", "source", f->name,
+                    "file", path, "failures", fl, "error", msg, NULL);
+        }
+    }
+    if (pp_exec(c, "SELECT pg_advisory_unlock($1::bigint)", 1, p, NULL, NULL, NULL) ||
+        PQstatus(c) != CONNECTION_OK)
+        pgpipe_pool_discard(cc); /* the session (and its lock) ends with it */
+    else
+        pgpipe_pool_release(cc);
+}
+
+static rsrc_file *rsrc_file_find(rsrc_folder *f, const char *name)
+{
+    for (int i = 0; i < f->nfiles; i++)
+        if (!strcmp(f->files[i].name, name))
+            return &f->files[i];
+    return NULL;
+}
+
+static void rsrc_poll_folder(pgpipe_runner *r, rsrc_folder *f)
+{
+    DIR *d = opendir(f->dir);
+    if (!d) {
+        if (errno == ENOENT)
+            rsrc_mkdirs(f->dir);
+        return;
+    }
+    for (int i = 0; i < f->nfiles; i++)
+        f->files[i].seen = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *n = de->d_name;
+        if (rsrc_skip_name(n) || fnmatch(f->pattern, n, 0) != 0)
+            continue;
+        char path[4096];
+        struct stat st;
+        if (snprintf(path, sizeof path, "%s/%s", f->dir, n) >= (int)sizeof path || stat(path, &st) != 0 ||
+            !S_ISREG(st.st_mode))
+            continue;
+        int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        rsrc_file *fe = rsrc_file_find(f, n);
+        if (!fe) {
+            if (f->nfiles == f->cfiles) {
+                int c = f->cfiles ? f->cfiles * 2 : 16;
+                rsrc_file *a = pp_realloc(f->files, (size_t)c * sizeof *a);
+                if (!a)
+                    continue;
+                f->files = a, f->cfiles = c;
+            }
+            fe = &f->files[f->nfiles];
+            memset(fe, 0, sizeof *fe);
+            if (!(fe->name = pp_strdup(n)))
+                continue;
+            f->nfiles++;
+            fe->size = (long long)st.st_size;
+            fe->mtime_ns = mt;
+        } else if (fe->size != (long long)st.st_size || fe->mtime_ns != mt) {
+            fe->size = (long long)st.st_size;
+            fe->mtime_ns = mt;
+            fe->unchanged = 0;
+            fe->failures = 0; /* written again: a new file */
+            fe->next_try = 0;
+        } else {
+            fe->unchanged++;
+        }
+        fe->seen = 1;
+    }
+    closedir(d);
+    /* forget the files gone */
+    int k = 0;
+    for (int i = 0; i < f->nfiles; i++) {
+        if (f->files[i].seen)
+            f->files[k++] = f->files[i];
+        else
+            pp_free(f->files[i].name);
+    }
+    f->nfiles = k;
+    for (int i = 0; i < f->nfiles && !run_stopping(r) && !atomic_load(&r->sources->stop); i++) {
+        rsrc_file *fe = &f->files[i];
+        int64_t now = run_now_ms();
+        /* with --settle 0 a file must at least look the same on two polls */
+        if ((fe->unchanged < 1 && f->settle_ms == 0) || now - fe->mtime_ns / 1000000 < f->settle_ms ||
+            now < fe->next_try)
+            continue;
+        rsrc_load_file(r, f, fe);
+    }
+}
+
+/* Apply a reload's folders: same settings keep their state and counters. */
+static void rsrc_apply_pending(run_sources *s)
+{
+    pp_mutex_lock(&s->mu);
+    if (!s->has_pending) {
+        pp_mutex_unlock(&s->mu);
+        return;
+    }
+    rsrc_folder **old = s->folders;
+    int nold = s->nfolders;
+    for (int i = 0; i < s->npending; i++)
+        for (int j = 0; j < nold; j++)
+            if (old[j] && rsrc_folder_same(s->pending[i], old[j])) {
+                rsrc_folder_free(s->pending[i]);
+                s->pending[i] = old[j];
+                old[j] = NULL;
+                break;
+            }
+    s->folders = s->pending;
+    s->nfolders = s->npending;
+    s->pending = NULL;
+    s->npending = 0;
+    s->has_pending = 0;
+    pp_mutex_unlock(&s->mu);
+    for (int j = 0; j < nold; j++)
+        rsrc_folder_free(old[j]);
+    pp_free(old);
+}
+
+static void *rsrc_poller(void *arg)
+{
+    pgpipe_runner *r = arg;
+    run_sources *s = r->sources;
+    while (!run_stopping(r) && !atomic_load(&s->stop)) {
+        rsrc_apply_pending(s);
+        int64_t now = run_now_ms(), next = now + 1000;
+        for (int i = 0; i < s->nfolders && !run_stopping(r) && !atomic_load(&s->stop); i++) {
+            rsrc_folder *f = s->folders[i];
+            if (now >= f->next_poll) {
+                rsrc_poll_folder(r, f);
+                f->next_poll = run_now_ms() + f->poll_ms;
+            }
+            if (f->next_poll < next)
+                next = f->next_poll;
+        }
+        /* sleep in short steps: a stop or a reload is seen soon */
+        while (!run_stopping(r) && !atomic_load(&s->stop) && run_now_ms() < next) {
+            pp_mutex_lock(&s->mu);
+            int pend = s->has_pending;
+            pp_mutex_unlock(&s->mu);
+            if (pend)
+                break;
+            struct timespec ts = { 0, 50 * 1000000 };
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* The folders of def, copied; NULL with *n = -1 when out of memory. */
+static rsrc_folder **rsrc_folders_of(const pgpipe_pipe_def *def, int *n)
+{
+    *n = 0;
+    rsrc_folder **a = pp_calloc((size_t)def->nsources + 1, sizeof *a);
+    if (!a) {
+        *n = -1;
+        return NULL;
+    }
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_FILES)
+            continue;
+        if (!(a[*n] = rsrc_folder_new(&def->sources[i]))) {
+            for (int j = 0; j < *n; j++)
+                rsrc_folder_free(a[j]);
+            pp_free(a);
+            *n = -1;
+            return NULL;
+        }
+        rsrc_mkdirs(a[*n]->dir);
+        (*n)++;
+    }
+    return a;
+}
+
+/* ---- the HTTP source ---------------------------------------------------- */
+
+static void rsrc_http_free(rsrc_http *h)
+{
+    if (!h)
+        return;
+#ifndef PGPIPE_OMIT_HTTP
+    pgpipe_http_close(h->h);
+#endif
+    pp_free(h->name), pp_free(h->listen), pp_free(h->table), pp_free(h->event_type);
+    pp_free(h->event_type_field), pp_free(h->signature), pp_free(h->secret_env);
+    pp_free(h);
+}
+
+static rsrc_http *rsrc_http_new(const pgpipe_pipe_source *s)
+{
+    rsrc_http *h = pp_calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->listen, s->listen) & rsrc_dup(&h->table, s->table) &
+             rsrc_dup(&h->event_type, s->event_type) & rsrc_dup(&h->event_type_field, s->event_type_field) &
+             rsrc_dup(&h->signature, s->signature) & rsrc_dup(&h->secret_env, s->secret_env);
+    h->line = s->line;
+    if (!ok) {
+        rsrc_http_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+static int rsrc_http_same(const rsrc_http *a, const rsrc_http *b)
+{
+    return rsrc_same(a->name, b->name) && rsrc_same(a->listen, b->listen) && rsrc_same(a->table, b->table) &&
+           rsrc_same(a->event_type, b->event_type) && rsrc_same(a->event_type_field, b->event_type_field) &&
+           rsrc_same(a->signature, b->signature) && rsrc_same(a->secret_env, b->secret_env);
+}
+
+#ifndef PGPIPE_OMIT_HTTP
+static void *rsrc_http_thread(void *arg)
+{
+    rsrc_http *h = arg;
+    pgpipe_http_run(h->h);
+    return NULL;
+}
+#endif
+
+static int rsrc_http_start(pgpipe_runner *r, run_sources *s, rsrc_http *h, pgpipe_error *err)
+{
+#ifdef PGPIPE_OMIT_HTTP
+    (void)s;
+    return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source http %s: this pgpipe was built without the HTTP "
+                  "server (PGPIPE_OMIT_HTTP)", r->path, h->line, h->name);
+#else
+    if (h->table && strcmp(h->table, "staging.raw_events"))
+        return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source http %s: --table: the HTTP source loads "
+                      "staging.raw_events only", r->path, h->line, h->name);
+    pgpipe_http_source src;
+    memset(&src, 0, sizeof src);
+    src.name = h->name;
+    src.event_type_field = h->event_type_field;
+    src.event_type_value = h->event_type;
+    if (h->signature) {
+        src.signature = !strcmp(h->signature, "github") ? PGPIPE_HTTP_SIG_GITHUB
+                      : !strcmp(h->signature, "stripe") ? PGPIPE_HTTP_SIG_STRIPE : PGPIPE_HTTP_SIG_STANDARD;
+        const char *secret = h->secret_env ? getenv(h->secret_env) : NULL;
+        if (!secret || !*secret)
+            return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source http %s: --secret-env: the environment "
+                          "variable %s is not set", r->path, h->line, h->name, h->secret_env ? h->secret_env : "");
+        src.secret = secret;
+    }
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    o.conninfo = r->conninfo;
+    if (h->listen)
+        o.listen = h->listen;
+    o.sources = &src;
+    o.nsources = 1;
+    o.install_schema = !r->opt.install_schema;
+    o.page = run_status_page;
+    o.metrics = run_status_metrics;
+    o.page_ud = r;
+    int rc = pgpipe_http_open(&h->h, &o);
+    if (rc)
+        return pp_err(err, rc, "%s:%d: .source http %s: %s", r->path, h->line, h->name,
+                      h->h ? pgpipe_errmsg(h->h) : "out of memory");
+    if (pthread_create(&h->th, NULL, rsrc_http_thread, h) != 0)
+        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source http %s: cannot start a thread", r->path, h->line,
+                      h->name);
+    pp_mutex_lock(&s->mu);
+    h->running = 1;
+    pp_mutex_unlock(&s->mu);
+    char port[16];
+    snprintf(port, sizeof port, "%d", pgpipe_http_port(h->h, 0));
+    run_log(r, PGPIPE_LOG_INFO, "HTTP source listening", "source", h->name, "port", port, NULL);
+    return PGPIPE_OK;
+#endif
+}
+
+static void rsrc_http_stop(run_sources *s, rsrc_http *h)
+{
+#ifndef PGPIPE_OMIT_HTTP
+    if (h->running) {
+        pgpipe_http_stop(h->h);
+        pthread_join(h->th, NULL);
+        pp_mutex_lock(&s->mu);
+        h->running = 0;
+        pp_mutex_unlock(&s->mu);
+    }
+#else
+    (void)s, (void)h;
+#endif
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void rsrc_work_free(rsrc_work *w)
+{
+    if (!w)
+        return;
+    pgpipe_workers_close(w->w);
+    if (w->dl)
+        dlclose(w->dl);
+    pp_free(w->event_type), pp_free(w->sql_file), pp_free(w->so_lib), pp_free(w->so_symbol);
+    pp_free(w->table), pp_free(w->sql);
+    pp_free(w);
+}
+
+/* The one statement of a SQL handler file. */
+static char *rsrc_read_handler(const char *path, pgpipe_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        pp_err(err, PGPIPE_IO, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    pp_buf b = { 0 };
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (pp_buf_append(&b, chunk, n)) {
+            fclose(f);
+            pp_buf_free(&b);
+            pp_err_nomem(err);
+            return NULL;
+        }
+    fclose(f);
+    pgpipe_sql_split *s = NULL;
+    char *out = NULL;
+    int count = 0;
+    if (pgpipe_sql_split_open(&s, b.data ? b.data : "", b.len, path) == PGPIPE_OK) {
+        pgpipe_sql_stmt st;
+        int rc;
+        while ((rc = pgpipe_sql_split_next(s, &st)) == PGPIPE_ROW)
+            if (count++ == 0)
+                out = pp_strndup(st.sql, st.len);
+        if (rc == PGPIPE_PARSE)
+            pp_err(err, PGPIPE_PARSE, "%s", pgpipe_errmsg(s));
+        else if (count != 1)
+            pp_err(err, PGPIPE_PARSE, "%s: a SQL handler is one statement (found %d)", path, count);
+        if (rc == PGPIPE_PARSE || count != 1) {
+            pp_free(out);
+            out = NULL;
+        }
+    }
+    pgpipe_sql_split_close(s);
+    pp_buf_free(&b);
+    return out;
+}
+
+static rsrc_work *rsrc_work_new(const pgpipe_pipe_workers *k, pgpipe_error *err)
+{
+    rsrc_work *w = pp_calloc(1, sizeof *w);
+    if (!w) {
+        pp_err_nomem(err);
+        return NULL;
+    }
+    int ok = rsrc_dup(&w->event_type, k->event_type) & rsrc_dup(&w->sql_file, k->sql_file) &
+             rsrc_dup(&w->so_lib, k->so_lib) & rsrc_dup(&w->so_symbol, k->so_symbol) &
+             rsrc_dup(&w->table, k->table);
+    w->workers = k->workers, w->batch = k->batch, w->mode = k->mode, w->max_attempts = k->max_attempts;
+    w->lease_ms = k->lease_ms, w->line = k->line;
+    if (!ok) {
+        pp_err_nomem(err);
+        rsrc_work_free(w);
+        return NULL;
+    }
+    if (w->sql_file && !(w->sql = rsrc_read_handler(w->sql_file, err))) {
+        rsrc_work_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static int rsrc_work_same(const rsrc_work *a, const rsrc_work *b)
+{
+    return rsrc_same(a->event_type, b->event_type) && rsrc_same(a->sql_file, b->sql_file) &&
+           rsrc_same(a->so_lib, b->so_lib) && rsrc_same(a->so_symbol, b->so_symbol) &&
+           rsrc_same(a->table, b->table) && rsrc_same(a->sql, b->sql) && a->workers == b->workers &&
+           a->batch == b->batch && a->mode == b->mode && a->max_attempts == b->max_attempts &&
+           a->lease_ms == b->lease_ms;
+}
+
+static int rsrc_work_start(pgpipe_runner *r, rsrc_work *w, pgpipe_error *err)
+{
+    pgpipe_handler h;
+    memset(&h, 0, sizeof h);
+    if (w->sql) {
+        h.sql = w->sql;
+    } else {
+        w->dl = dlopen(w->so_lib, RTLD_NOW | RTLD_LOCAL);
+        if (!w->dl) {
+            const char *m = dlerror();
+            return pp_err(err, PGPIPE_IO, "%s:%d: .workers %s: --so: cannot load %s: %s", r->path, w->line,
+                          w->event_type, w->so_lib, m ? m : "dlopen failed");
+        }
+        dlerror();
+        void *sym = dlsym(w->dl, w->so_symbol);
+        if (!sym) {
+            const char *m = dlerror();
+            return pp_err(err, PGPIPE_MISUSE, "%s:%d: .workers %s: --so: %s has no symbol %s%s%s", r->path,
+                          w->line, w->event_type, w->so_lib, w->so_symbol, m ? ": " : "", m ? m : "");
+        }
+        /* ISO C has no cast from an object pointer to a function pointer */
+        memcpy(&h.record, &sym, sizeof h.record);
+    }
+    pgpipe_workers_options o;
+    pgpipe_workers_options_init(&o);
+    o.threads = w->workers;
+    o.claim.table = w->table;
+    o.claim.mode = w->mode == PGPIPE_PIPE_LEASE ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+    o.claim.batch_size = w->batch;
+    o.claim.event_type = strcmp(w->event_type, "*") ? w->event_type : NULL;
+    if (w->lease_ms > 0)
+        o.claim.lease_ms = w->lease_ms > INT_MAX ? INT_MAX : (int)w->lease_ms;
+    o.claim.max_attempts = w->max_attempts;
+    o.claim.worker_id = r->instance;
+    int rc = pgpipe_workers_open(&w->w, r->pool, &h, &o);
+    if (rc) {
+        pp_err(err, rc, "%s:%d: .workers %s: %s", r->path, w->line, w->event_type,
+               w->w ? pgpipe_errmsg(w->w) : "out of memory");
+        pgpipe_workers_close(w->w);
+        w->w = NULL;
+        return rc;
+    }
     return PGPIPE_OK;
 }
-PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r) { (void)r; }
-PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out) { (void)r, (void)out; }
+
+/* Stop a set of workers: they finish or release their batch within
+** drain_ms, then what still runs is cancelled; then they are freed. */
+static void rsrc_work_stop_all(rsrc_work **ws, int n, int drain_ms)
+{
+    for (int i = 0; i < n; i++)
+        if (ws[i] && ws[i]->w)
+            pgpipe_workers_stop(ws[i]->w);
+    int64_t until = run_now_ms() + (drain_ms > 0 ? drain_ms : 0);
+    for (;;) {
+        int running = 0;
+        for (int i = 0; i < n; i++)
+            if (ws[i] && ws[i]->w)
+                running += pgpipe_workers_running(ws[i]->w);
+        if (!running)
+            break;
+        if (run_now_ms() >= until) {
+            for (int i = 0; i < n; i++)
+                if (ws[i] && ws[i]->w && pgpipe_workers_running(ws[i]->w))
+                    pgpipe_workers_cancel(ws[i]->w);
+            break;
+        }
+        struct timespec ts = { 0, 20 * 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < n; i++) {
+        rsrc_work_free(ws[i]);
+        ws[i] = NULL;
+    }
+}
+
+/* ---- start, stop, reload ------------------------------------------------ */
+
+/* r->sources is read by other threads (the status page's metrics): it is
+** published once filled in, and on a failure too, so stop and free find
+** what was started. */
+static int rsrc_publish(pgpipe_runner *r, run_sources *s, int rc)
+{
+    __atomic_store_n(&r->sources, s, __ATOMIC_RELEASE);
+    return rc;
+}
+
+PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
+{
+    const pgpipe_pipe_def *def = r->def;
+    run_sources *s = pp_calloc(1, sizeof *s);
+    if (!s)
+        return pp_err_nomem(&r->h.err);
+    pthread_mutex_init(&s->mu, NULL);
+    atomic_init(&s->stop, 0);
+    s->folders = rsrc_folders_of(def, &s->nfolders);
+    if (s->nfolders < 0) {
+        s->nfolders = 0;
+        return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
+    }
+    s->http = pp_calloc((size_t)def->nsources + 1, sizeof *s->http);
+    s->work = pp_calloc((size_t)def->nworkers + 1, sizeof *s->work);
+    if (!s->http || !s->work)
+        return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
+    for (int i = 0; i < def->nworkers; i++) {
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        rsrc_work *w = rsrc_work_new(&def->workers[i], &e);
+        if (!w)
+            return rsrc_publish(r, s, pp_err(&r->h.err, e.code ? e.code : PGPIPE_NOMEM, "%s:%d: .workers %s: %s",
+                                             r->path, def->workers[i].line, def->workers[i].event_type, e.message));
+        s->work[s->nwork++] = w;
+        if (rsrc_work_start(r, w, &r->h.err))
+            return rsrc_publish(r, s, r->h.err.code);
+    }
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_HTTP)
+            continue;
+        rsrc_http *h = rsrc_http_new(&def->sources[i]);
+        if (!h)
+            return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
+        s->http[s->nhttp++] = h;
+        if (rsrc_http_start(r, s, h, &r->h.err))
+            return rsrc_publish(r, s, r->h.err.code);
+    }
+    rsrc_publish(r, s, PGPIPE_OK);
+    if (pthread_create(&s->poller, NULL, rsrc_poller, r) != 0)
+        return pp_err(&r->h.err, PGPIPE_ERROR, "cannot start the file sources' thread");
+    s->poller_on = 1;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms)
+{
+    run_sources *s = r->sources;
+    if (!s)
+        return;
+    atomic_store(&s->stop, 1);
+#ifndef PGPIPE_OMIT_HTTP
+    for (int i = 0; i < s->nhttp; i++)
+        if (s->http[i] && s->http[i]->running)
+            pgpipe_http_stop(s->http[i]->h);
+#endif
+    if (s->poller_on) {
+        pthread_join(s->poller, NULL);
+        s->poller_on = 0;
+    }
+    for (int i = 0; i < s->nhttp; i++)
+        if (s->http[i])
+            rsrc_http_stop(s, s->http[i]);
+    pp_mutex_lock(&s->mu);
+    rsrc_work **ws = s->work;
+    int n = s->nwork;
+    s->work = NULL;
+    s->nwork = 0;
+    pp_mutex_unlock(&s->mu);
+    if (ws) {
+        rsrc_work_stop_all(ws, n, drain_ms);
+        pp_free(ws);
+    }
+}
+
+PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *def)
+{
+    run_sources *s = r->sources;
+    if (!s)
+        return PGPIPE_OK;
+    int failed = 0;
+    /* folders: handed to the poller, which keeps those that did not change */
+    int nf;
+    rsrc_folder **nfold = rsrc_folders_of(def, &nf);
+    if (nf < 0) {
+        failed = 1;
+    } else {
+        pp_mutex_lock(&s->mu);
+        for (int i = 0; i < s->npending; i++)
+            rsrc_folder_free(s->pending[i]);
+        pp_free(s->pending);
+        s->pending = nfold;
+        s->npending = nf;
+        s->has_pending = 1;
+        pp_mutex_unlock(&s->mu);
+    }
+    /* workers: the same settings (and handler text) keep running */
+    rsrc_work **nw = pp_calloc((size_t)def->nworkers + 1, sizeof *nw);
+    rsrc_work **gone = pp_calloc((size_t)s->nwork + 1, sizeof *gone);
+    if (!nw || !gone) {
+        pp_free(nw);
+        pp_free(gone);
+        return PGPIPE_NOMEM;
+    }
+    int nnw = 0, ngone = 0;
+    int *kept = pp_calloc((size_t)s->nwork + 1, sizeof *kept);
+    for (int i = 0; i < def->nworkers; i++) {
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        rsrc_work *w = rsrc_work_new(&def->workers[i], &e);
+        if (!w) {
+            run_log(r, PGPIPE_LOG_ERROR, "reload: workers not started", "event_type",
+                    def->workers[i].event_type, "error", e.message, NULL);
+            failed = 1;
+            continue;
+        }
+        int j;
+        for (j = 0; j < s->nwork; j++)
+            if (kept && !kept[j] && s->work[j] && rsrc_work_same(w, s->work[j]))
+                break;
+        if (kept && j < s->nwork) {
+            kept[j] = 1;
+            rsrc_work_free(w);
+            nw[nnw++] = s->work[j];
+        } else {
+            nw[nnw++] = w; /* started below, after the old ones stopped */
+        }
+    }
+    for (int j = 0; j < s->nwork; j++)
+        if (!kept || !kept[j])
+            gone[ngone++] = s->work[j];
+    pp_free(kept);
+    pp_mutex_lock(&s->mu);
+    rsrc_work **old = s->work;
+    s->work = nw;
+    s->nwork = nnw;
+    pp_mutex_unlock(&s->mu);
+    pp_free(old);
+    rsrc_work_stop_all(gone, ngone, r->opt.drain_timeout_ms);
+    pp_free(gone);
+    for (int i = 0; i < nnw; i++) {
+        if (nw[i]->w)
+            continue;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (rsrc_work_start(r, nw[i], &e)) {
+            run_log(r, PGPIPE_LOG_ERROR, "reload: workers not started", "event_type", nw[i]->event_type,
+                    "error", e.message, NULL);
+            failed = 1;
+        }
+    }
+    /* HTTP sources */
+    rsrc_http **nh = pp_calloc((size_t)def->nsources + 1, sizeof *nh);
+    if (!nh)
+        return PGPIPE_NOMEM;
+    int nnh = 0;
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_HTTP)
+            continue;
+        rsrc_http *h = rsrc_http_new(&def->sources[i]);
+        if (!h) {
+            failed = 1;
+            continue;
+        }
+        int j;
+        for (j = 0; j < s->nhttp; j++)
+            if (s->http[j] && rsrc_http_same(h, s->http[j]))
+                break;
+        if (j < s->nhttp) {
+            rsrc_http_free(h);
+            nh[nnh++] = s->http[j];
+            s->http[j] = NULL;
+        } else {
+            nh[nnh++] = h;
+        }
+    }
+    for (int j = 0; j < s->nhttp; j++)
+        if (s->http[j]) {
+            rsrc_http_stop(s, s->http[j]);
+            rsrc_http_free(s->http[j]);
+        }
+    pp_mutex_lock(&s->mu);
+    rsrc_http **oldh = s->http;
+    s->http = nh;
+    s->nhttp = nnh;
+    pp_mutex_unlock(&s->mu);
+    pp_free(oldh);
+    for (int i = 0; i < nnh; i++) {
+        if (nh[i]->h)
+            continue;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (rsrc_http_start(r, s, nh[i], &e)) {
+            run_log(r, PGPIPE_LOG_ERROR, "reload: HTTP source not started", "source", nh[i]->name, "error",
+                    e.message, NULL);
+            failed = 1;
+        }
+    }
+    return failed ? PGPIPE_ERROR : PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
+{
+    run_sources *s = r->sources;
+    if (!s)
+        return;
+    if (s->poller_on || s->nwork || s->nhttp)
+        run_sources_stop(r, 0);
+    for (int i = 0; i < s->nfolders; i++)
+        rsrc_folder_free(s->folders[i]);
+    pp_free(s->folders);
+    for (int i = 0; i < s->npending; i++)
+        rsrc_folder_free(s->pending[i]);
+    pp_free(s->pending);
+    for (int i = 0; i < s->nhttp; i++)
+        rsrc_http_free(s->http[i]);
+    pp_free(s->http);
+    pp_free(s->work);
+    pthread_mutex_destroy(&s->mu);
+    pp_free(s);
+    r->sources = NULL;
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+/* a Prometheus label value: \ " and newline escaped */
+static void rsrc_label(pp_buf *out, const char *v)
+{
+    for (const char *p = v ? v : ""; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            pp_buf_appendf(out, "\\%c", *p);
+        else if (*p == '\n')
+            pp_buf_append(out, "\\n", 2);
+        else
+            pp_buf_append(out, p, 1);
+    }
+}
+
+PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
+{
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
+    if (!s)
+        return;
+    static const char *const fnames[] = { "pgpipe_run_source_files_total", "pgpipe_run_source_rows_total",
+                                          "pgpipe_run_source_dead_letters_total",
+                                          "pgpipe_run_source_failures_total" };
+    static const char *const fhelp[] = { "files loaded by a watched folder", "rows loaded from its files",
+                                         "records of its files dead-lettered", "failed loads of its files" };
+    static const char *const wnames[] = { "pgpipe_run_workers_done_total", "pgpipe_run_workers_failed_total",
+                                          "pgpipe_run_workers_dead_lettered_total" };
+    static const char *const whelp[] = { "events processed by the workers of an event type",
+                                         "events failed and retried later",
+                                         "events moved to the dead letters" };
+    pp_mutex_lock(&s->mu);
+    for (int m = 0; m < 4 && s->nfolders; m++) {
+        pp_buf_appendf(out, "# HELP %s %s\n# TYPE %s counter\n", fnames[m], fhelp[m], fnames[m]);
+        for (int i = 0; i < s->nfolders; i++) {
+            rsrc_folder *f = s->folders[i];
+            long long v = m == 0 ? f->loaded : m == 1 ? f->rows : m == 2 ? f->dead : f->failures;
+            pp_buf_appendf(out, "%s{source=\"", fnames[m]);
+            rsrc_label(out, f->name);
+            pp_buf_appendf(out, "\"} %lld\n", v);
+        }
+    }
+    pgpipe_workers_stats st[64];
+    int n = s->nwork < 64 ? s->nwork : 64;
+    for (int i = 0; i < n; i++) {
+        memset(&st[i], 0, sizeof st[i]);
+        if (s->work[i] && s->work[i]->w)
+            pgpipe_workers_stats_get(s->work[i]->w, &st[i]);
+    }
+    for (int m = 0; m < 3 && n; m++) {
+        pp_buf_appendf(out, "# HELP %s %s\n# TYPE %s counter\n", wnames[m], whelp[m], wnames[m]);
+        for (int i = 0; i < n; i++) {
+            long long v = m == 0 ? st[i].total.done : m == 1 ? st[i].total.retried : st[i].total.dead;
+            pp_buf_appendf(out, "%s{event_type=\"", wnames[m]);
+            rsrc_label(out, s->work[i]->event_type);
+            pp_buf_appendf(out, "\"} %lld\n", v);
+        }
+    }
+    pp_mutex_unlock(&s->mu);
+}
 
 #endif /* PGPIPE_OMIT_RUN */
 #endif /* PGPIPE_OMIT_RUN */
@@ -25807,26 +29323,719 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out) { (void)r
 /* ==== begin src/run/run_alert.c ==== */
 #ifndef PGPIPE_OMIT_RUN
 /*
-** Alerts: rules evaluated on a timer or raised by the other components,
-** delivered once per condition to the log, NOTIFY, a table and a command.
-** STUB (lead): the alerts helper replaces it.
+** Alerts: the rules of the pipeline file (.alert), evaluated every few
+** seconds on the alert thread's own connection (dlq-growth, backlog-age,
+** task-failures, schedule-missed), or raised by the other components
+** (run_alert_raise: run_sched for a missed schedule or a task failing in a
+** row). Raised alerts are queued and delivered by the alert thread, so the
+** caller never waits for the database or a command.
+**
+** Once per condition, on one instance: pgpipe.run_alert_state holds one row
+** per (pipeline, rule, subject). Firing is a compare-and-set (an INSERT ...
+** ON CONFLICT DO UPDATE ... WHERE NOT firing OR notified an hour ago): the
+** instance whose statement turns the row on delivers, the others (and this
+** one at the next turns) find it on and stay quiet. A periodic rule whose
+** condition no longer holds turns the row off, so the next time it holds it
+** is delivered again; while it holds it is delivered again every hour (a
+** reminder, and the way a raised alert with nothing that clears it, such as
+** a missed schedule without a run history, fires again later).
+**
+** Delivery, each step's failure logged and not stopping the next: a log
+** line (warn), the rule's NOTIFY channel, a row in the rule's table, the
+** rule's command and the runner's --on-alert command (sh -c, the alert as
+** one JSON object on stdin, killed with its process group after 10 s). The same statement that
+** wins the compare-and-set records the alert in pgpipe.run_alerts (kept 30
+** days).
 */
 
 #ifndef PGPIPE_OMIT_RUN
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
-PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r) { (void)r; return PGPIPE_OK; }
-PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r) { (void)r; }
-PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def)
+#define RUN_ALERT_EVERY_MS   2000
+#define RUN_ALERT_RENOTIFY_S 3600
+#define RUN_ALERT_CMD_MS     10000
+#define RUN_ALERT_QUEUE      256
+#define RUN_ALERT_PURGE_MS   (3600 * 1000)
+
+typedef struct run_alert_msg {
+    char *kind, *subject, *message, *detail;
+} run_alert_msg;
+
+struct run_alerts {
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;           /* guards what follows */
+    pthread_cond_t cv;
+    int stop;
+    run_alert_msg q[RUN_ALERT_QUEUE];
+    int nq;
+};
+
+/* A rule as this turn sees it: copied from r->def under r->mu, since a
+** reload closes the old tree. */
+typedef struct run_alert_rule {
+    int kind;
+    int64_t threshold, window_ms, older_than_ms;
+    char *event_type, *target, *notify, *table, *command;
+    char *events_table;           /* backlog-age: where its events wait */
+} run_alert_rule;
+
+typedef struct run_alert_turn {
+    char *pipeline;
+    run_alert_rule *rules;
+    int nrules;
+} run_alert_turn;
+
+static const char *run_alert_kind_name(int kind)
 {
-    (void)r, (void)def;
+    switch (kind) {
+    case PGPIPE_PIPE_ALERT_DLQ_GROWTH: return "dlq-growth";
+    case PGPIPE_PIPE_ALERT_BACKLOG_AGE: return "backlog-age";
+    case PGPIPE_PIPE_ALERT_TASK_FAILURES: return "task-failures";
+    case PGPIPE_PIPE_ALERT_SCHEDULE_MISSED: return "schedule-missed";
+    default: return "alert";
+    }
+}
+
+static char *run_alert_dup(const char *s)
+{
+    return s ? pp_strdup(s) : NULL;
+}
+
+static void run_alert_turn_free(run_alert_turn *t)
+{
+    for (int i = 0; i < t->nrules; i++) {
+        run_alert_rule *u = &t->rules[i];
+        pp_free(u->event_type), pp_free(u->target), pp_free(u->notify);
+        pp_free(u->table), pp_free(u->command), pp_free(u->events_table);
+    }
+    pp_free(t->rules);
+    pp_free(t->pipeline);
+    memset(t, 0, sizeof *t);
+}
+
+/* The table whose unprocessed rows are the backlog of event_type: the one
+** of the .workers directive for it (or for "*"), else staging.raw_events. */
+static const char *run_alert_events_table(const pgpipe_pipe_def *d, const char *event_type)
+{
+    const char *any = NULL;
+    for (int i = 0; i < d->nworkers; i++) {
+        const pgpipe_pipe_workers *w = &d->workers[i];
+        if (event_type && !strcmp(w->event_type, event_type) && w->table)
+            return w->table;
+        if (!strcmp(w->event_type, "*") && w->table)
+            any = w->table;
+    }
+    return any ? any : "staging.raw_events";
+}
+
+static int run_alert_turn_load(pgpipe_runner *r, run_alert_turn *t)
+{
+    memset(t, 0, sizeof *t);
+    int rc = PGPIPE_OK;
+    pp_mutex_lock(&r->mu);
+    const pgpipe_pipe_def *d = r->def;
+    t->pipeline = pp_strdup(d->name);
+    if (d->nalerts > 0)
+        t->rules = pp_calloc((size_t)d->nalerts, sizeof *t->rules);
+    if (!t->pipeline || (d->nalerts > 0 && !t->rules))
+        rc = PGPIPE_NOMEM;
+    for (int i = 0; !rc && i < d->nalerts; i++) {
+        const pgpipe_pipe_alert *a = &d->alerts[i];
+        run_alert_rule *u = &t->rules[t->nrules++];
+        u->kind = a->kind;
+        u->threshold = a->threshold;
+        u->window_ms = a->window_ms;
+        u->older_than_ms = a->older_than_ms;
+        u->event_type = run_alert_dup(a->event_type);
+        u->target = run_alert_dup(a->target);
+        u->notify = run_alert_dup(a->notify);
+        u->table = run_alert_dup(a->table);
+        u->command = run_alert_dup(a->command);
+        u->events_table = pp_strdup(run_alert_events_table(d, a->event_type));
+        if ((a->event_type && !u->event_type) || (a->target && !u->target) ||
+            (a->notify && !u->notify) || (a->table && !u->table) ||
+            (a->command && !u->command) || !u->events_table)
+            rc = PGPIPE_NOMEM;
+    }
+    pp_mutex_unlock(&r->mu);
+    if (rc)
+        run_alert_turn_free(t);
+    return rc;
+}
+
+/* A table name from the pipeline file goes into SQL as written: only
+** identifier characters, dots and double quotes pass. */
+static int run_alert_name_ok(const char *s)
+{
+    if (!s || !*s || strlen(s) > 200)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '.' || *p == '"' || *p == '$' || (unsigned char)*p >= 0x80))
+            return 0;
+    return 1;
+}
+
+/* ---- delivery ----------------------------------------------------------- */
+
+/* The alert as one JSON object; with_detail 0 replaces the detail (a NOTIFY
+** payload is limited to 8000 bytes). */
+static void run_alert_json(pp_buf *b, const char *pipeline, const char *instance,
+                           const char *rule, const char *subject, const char *message,
+                           const char *detail, const char *fired_at, int with_detail)
+{
+    pp_buf_appendf(b, "{\"pipeline\":");
+    pp_json_str(b, pipeline, strlen(pipeline), 0);
+    pp_buf_appendf(b, ",\"instance\":");
+    pp_json_str(b, instance, strlen(instance), 0);
+    pp_buf_appendf(b, ",\"rule\":");
+    pp_json_str(b, rule, strlen(rule), 0);
+    pp_buf_appendf(b, ",\"subject\":");
+    pp_json_str(b, subject, strlen(subject), 0);
+    pp_buf_appendf(b, ",\"message\":");
+    pp_json_str(b, message, with_detail || strlen(message) < 1000 ? strlen(message) : 1000, 0);
+    pp_buf_appendf(b, ",\"detail\":%s,\"fired_at\":", with_detail ? detail : "{\"truncated\":true}");
+    pp_json_str(b, fired_at, strlen(fired_at), 0);
+    pp_buf_appendf(b, "}");
+}
+
+/* Run cmd (sh -c) with json on its stdin; wait at most RUN_ALERT_CMD_MS,
+** then kill its process group. Its stdout and stderr are the process's. */
+static void run_alert_command(pgpipe_runner *r, const char *cmd, const char *json,
+                              const char *rule, const char *subject)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+        run_log(r, PGPIPE_LOG_WARN, "alert command not run", "rule", rule, "subject", subject,
+                "error", strerror(errno), NULL);
+        return;
+    }
+    /* fork + execl rather than posix_spawn: posix_spawn needs environ,
+    ** and a reference to it from code built without -fPIC cannot go into
+    ** a shared library. The child calls only async-signal-safe functions. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* no handler of ours runs in the child */
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0); /* its own group: a timeout kills what it started */
+        dup2(sv[1], 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int err = pid < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid > 0)
+        setpgid(pid, pid); /* also here, so the group exists before any kill */
+    close(sv[1]);
+    if (err) {
+        close(sv[0]);
+        run_log(r, PGPIPE_LOG_WARN, "alert command not run", "rule", rule, "subject", subject,
+                "error", strerror(err), NULL);
+        return;
+    }
+    int64_t deadline = run_now_ms() + RUN_ALERT_CMD_MS;
+    size_t len = strlen(json), off = 0;
+    while (off < len) { /* a command that does not read must not hold us */
+        int64_t left = deadline - run_now_ms();
+        if (left <= 0)
+            break;
+        struct pollfd p = { sv[0], POLLOUT, 0 };
+        if (poll(&p, 1, (int)left) <= 0)
+            continue;
+        ssize_t n = send(sv[0], json + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0)
+            off += (size_t)n;
+        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            break; /* it closed its stdin: its business */
+    }
+    close(sv[0]);
+    int status = 0, done = 0;
+    for (;;) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR)) {
+            done = w == pid;
+            break;
+        }
+        if (run_now_ms() >= deadline)
+            break;
+        struct timespec ts = { 0, 20 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    if (!done) {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        run_log(r, PGPIPE_LOG_WARN, "alert command killed after 10 s", "rule", rule, "subject",
+                subject, "command", cmd, NULL);
+    } else if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+        char st[32];
+        snprintf(st, sizeof st, "%d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        run_log(r, PGPIPE_LOG_WARN, "alert command failed", "rule", rule, "subject", subject,
+                "command", cmd, "exit", st, NULL);
+    }
+}
+
+/* Turn the alert on; when this instance's statement did it (or it is time to
+** remind), record it and deliver it. */
+static void run_alert_fire(pgpipe_runner *r, PGconn *c, const char *pipeline,
+                           const run_alert_rule *u, const char *rule, const char *subject,
+                           const char *message, const char *detail, int raised)
+{
+    char renotify[16];
+    snprintf(renotify, sizeof renotify, "%d", RUN_ALERT_RENOTIFY_S);
+    const char *p[7] = { pipeline, rule, subject, r->instance, message,
+                         detail && *detail ? detail : "{}", renotify };
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    int rc = !c ? pp_err(&e, PGPIPE_DB, "no connection") : pp_exec(c,
+        "WITH f AS (INSERT INTO pgpipe.run_alert_state AS s (pipeline, rule, subject, firing, "
+        "fired_at, notified_at, fired_by, message) VALUES ($1, $2, $3, true, now(), now(), $4, $5) "
+        "ON CONFLICT (pipeline, rule, subject) DO UPDATE SET firing = true, "
+        "fired_at = CASE WHEN s.firing THEN s.fired_at ELSE now() END, notified_at = now(), "
+        "fired_by = $4, message = $5 "
+        "WHERE NOT s.firing OR s.notified_at < now() - $7::int * interval '1 second' "
+        "RETURNING now() AS at) "
+        "INSERT INTO pgpipe.run_alerts (pipeline, rule, subject, message, detail, instance, "
+        "fired_at) SELECT $1, $2, $3, $5, $6::jsonb, $4, at FROM f "
+        "RETURNING to_char(fired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+        "fired_at::text",
+        7, p, &res, &e, "recording the alert");
+    if (rc && !raised) {
+        /* a condition is evaluated again at the next turn: delivering it
+        ** unrecorded would repeat it every turn */
+        run_log(r, PGPIPE_LOG_WARN, "alert not recorded, so not delivered", "rule", rule,
+                "subject", subject, "error", e.message, NULL);
+        return;
+    } else if (rc) {
+        run_log(r, PGPIPE_LOG_WARN, "alert not recorded; delivering it from here", "rule", rule,
+                "subject", subject, "error", e.message, NULL);
+        /* a raised alert comes once: deliver it anyway (the log and the
+        ** commands need no database); another instance may deliver it too */
+    } else if (PQntuples(res) == 0) {
+        PQclear(res);
+        return; /* already on, delivered by this or another instance */
+    }
+    char at[64] = "", at_sql[64] = "";
+    if (res) {
+        snprintf(at, sizeof at, "%s", PQgetvalue(res, 0, 0));
+        snprintf(at_sql, sizeof at_sql, "%s", PQgetvalue(res, 0, 1));
+        PQclear(res);
+    } else {
+        time_t now = time(NULL);
+        struct tm tmv;
+        gmtime_r(&now, &tmv);
+        strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+        snprintf(at_sql, sizeof at_sql, "%s", at);
+    }
+    const char *det = p[5];
+    /* 1: the log line */
+    run_log(r, PGPIPE_LOG_WARN, message, "rule", rule, "subject", subject, "detail", det, NULL);
+    pp_buf js = { 0 };
+    run_alert_json(&js, pipeline, r->instance, rule, subject, message, det, at, 1);
+    if (!js.data) {
+        run_log(r, PGPIPE_LOG_WARN, "alert not delivered: out of memory", "rule", rule, NULL);
+        return;
+    }
+    /* 2: NOTIFY */
+    if (c && u && u->notify) {
+        pp_buf small = { 0 };
+        const char *payload = js.data;
+        if (js.len >= 7900) {
+            run_alert_json(&small, pipeline, r->instance, rule, subject, message, det, at, 0);
+            payload = small.data ? small.data : "{}";
+        }
+        const char *np[2] = { u->notify, payload };
+        memset(&e, 0, sizeof e);
+        if (pp_exec(c, "SELECT pg_notify($1, $2)", 2, np, NULL, &e, "NOTIFY"))
+            run_log(r, PGPIPE_LOG_WARN, "alert NOTIFY failed", "rule", rule, "channel",
+                    u->notify, "error", e.message, NULL);
+        pp_buf_free(&small);
+    }
+    /* 3: the rule's table */
+    if (c && u && u->table) {
+        memset(&e, 0, sizeof e);
+        if (!run_alert_name_ok(u->table)) {
+            run_log(r, PGPIPE_LOG_WARN, "alert table refused: not a table name", "rule", rule,
+                    "table", u->table, NULL);
+        } else {
+            pp_buf sql = { 0 };
+            pp_buf_appendf(&sql, "INSERT INTO %s (pipeline, rule, subject, message, detail, "
+                                 "fired_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6::timestamptz)",
+                           u->table);
+            const char *tp[6] = { pipeline, rule, subject, message, det, at_sql };
+            if (!sql.data || pp_exec(c, sql.data, 6, tp, NULL, &e, "alert table"))
+                run_log(r, PGPIPE_LOG_WARN, "alert row not written", "rule", rule, "table",
+                        u->table, "error", sql.data ? e.message : "out of memory", NULL);
+            pp_buf_free(&sql);
+        }
+    }
+    /* 4: the commands */
+    if (u && u->command)
+        run_alert_command(r, u->command, js.data, rule, subject);
+    if (r->on_alert)
+        run_alert_command(r, r->on_alert, js.data, rule, subject);
+    pp_buf_free(&js);
+}
+
+static void run_alert_clear(pgpipe_runner *r, PGconn *c, const char *pipeline, const char *rule,
+                            const char *subject)
+{
+    const char *p[3] = { pipeline, rule, subject };
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(c, "UPDATE pgpipe.run_alert_state SET firing = false, cleared_at = now() "
+                   "WHERE pipeline = $1 AND rule = $2 AND subject = $3 AND firing",
+                3, p, NULL, &e, "clearing the alert"))
+        run_log(r, PGPIPE_LOG_WARN, "alert not cleared", "rule", rule, "subject", subject,
+                "error", e.message, NULL);
+}
+
+/* ---- the periodic rules -------------------------------------------------- */
+
+/* Query one row; NULL on failure (logged once per turn by the caller). */
+static PGresult *run_alert_query(PGconn *c, const char *sql, int n, const char *const *p,
+                                 pgpipe_error *e)
+{
+    PGresult *res = NULL;
+    if (pp_exec(c, sql, n, p, &res, e, "evaluating an alert rule"))
+        return NULL;
+    return res;
+}
+
+/* 1: the condition holds, 0: it does not, -1: cannot tell (left as it is). */
+static int run_alert_eval(pgpipe_runner *r, PGconn *c, const char *pipeline,
+                          const run_alert_rule *u, int have_history, char *subject, size_t ssz,
+                          pp_buf *msg, pp_buf *detail)
+{
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    PGresult *res = NULL;
+    int holds = -1;
+    switch (u->kind) {
+    case PGPIPE_PIPE_ALERT_DLQ_GROWTH: {
+        snprintf(subject, ssz, "dead_letters");
+        char ws[24];
+        int64_t win_s = u->window_ms > 0 ? u->window_ms / 1000 : 600;
+        snprintf(ws, sizeof ws, "%lld", (long long)(win_s > 0 ? win_s : 1));
+        const char *p[1] = { ws };
+        res = run_alert_query(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead' "
+                                 "AND last_failed_at >= now() - $1::bigint * interval '1 second'",
+                              1, p, &e);
+        if (!res)
+            break;
+        long long n = atoll(PQgetvalue(res, 0, 0));
+        holds = pgpipe_dlq_growing(n, 0, u->threshold);
+        pp_buf_appendf(msg, "%lld new dead letters within %s s (threshold %lld)", n, ws,
+                       (long long)u->threshold);
+        pp_buf_appendf(detail, "{\"new_dead_letters\":%lld,\"window_s\":%s,\"threshold\":%lld}",
+                       n, ws, (long long)u->threshold);
+        break;
+    }
+    case PGPIPE_PIPE_ALERT_BACKLOG_AGE: {
+        snprintf(subject, ssz, "%s", u->event_type ? u->event_type : "*");
+        if (!run_alert_name_ok(u->events_table))
+            break;
+        pp_buf sql = { 0 };
+        /* the oldest unprocessed row: the partial index on unprocessed rows
+        ** (received_at, id) WHERE NOT processed reads it first */
+        pp_buf_appendf(&sql, "SELECT floor(extract(epoch FROM now() - received_at))::bigint "
+                             "FROM %s WHERE NOT processed%s ORDER BY received_at LIMIT 1",
+                       u->events_table, u->event_type ? " AND event_type = $1" : "");
+        const char *p[1] = { u->event_type };
+        if (sql.data)
+            res = run_alert_query(c, sql.data, u->event_type ? 1 : 0, u->event_type ? p : NULL, &e);
+        pp_buf_free(&sql);
+        if (!res)
+            break;
+        long long age = PQntuples(res) ? atoll(PQgetvalue(res, 0, 0)) : -1;
+        long long lim = (long long)(u->older_than_ms / 1000);
+        holds = age >= 0 && age * 1000 > u->older_than_ms;
+        pp_buf_appendf(msg, "the oldest pending event%s%s is %lld s old (limit %lld s)",
+                       u->event_type ? " of type " : "", u->event_type ? u->event_type : "",
+                       age < 0 ? 0 : age, lim);
+        pp_buf_appendf(detail, "{\"event_type\":");
+        if (u->event_type)
+            pp_json_str(detail, u->event_type, strlen(u->event_type), 0);
+        else
+            pp_buf_appendf(detail, "null");
+        pp_buf_appendf(detail, ",\"oldest_age_s\":%lld,\"older_than_s\":%lld,\"table\":",
+                       age < 0 ? 0 : age, lim);
+        pp_json_str(detail, u->events_table, strlen(u->events_table), 0);
+        pp_buf_appendf(detail, "}");
+        break;
+    }
+    case PGPIPE_PIPE_ALERT_TASK_FAILURES:
+    case PGPIPE_PIPE_ALERT_SCHEDULE_MISSED: {
+        snprintf(subject, ssz, "%s", u->target ? u->target : "*");
+        if (!have_history || !u->target)
+            break; /* raised by run_sched only; the hourly reminder resets it */
+        int task = u->kind == PGPIPE_PIPE_ALERT_TASK_FAILURES;
+        long long k = task ? (u->threshold > 0 ? u->threshold : 3) : 1;
+        char ks[24];
+        snprintf(ks, sizeof ks, "%lld", k);
+        const char *p[3] = { pipeline, u->target, ks };
+        res = run_alert_query(c,
+            task ? "SELECT count(*) FILTER (WHERE status IN ('failed', 'timeout', 'lost')), "
+                   "count(*) FROM (SELECT status FROM pgpipe.run_history WHERE pipeline = $1 "
+                   "AND name = $2 AND status NOT IN ('running', 'skipped') "
+                   "ORDER BY started_at DESC NULLS LAST LIMIT $3::int) h"
+                 : "SELECT count(*) FILTER (WHERE status = 'missed'), count(*) FROM "
+                   "(SELECT status FROM pgpipe.run_history WHERE pipeline = $1 AND name = $2 "
+                   "AND status <> 'running' ORDER BY started_at DESC NULLS LAST LIMIT $3::int) h",
+            3, p, &e);
+        if (!res)
+            break;
+        long long bad = atoll(PQgetvalue(res, 0, 0)), n = atoll(PQgetvalue(res, 0, 1));
+        holds = n == k && bad == k;
+        if (task)
+            pp_buf_appendf(msg, "task %s failed %lld times in a row", u->target, k);
+        else
+            pp_buf_appendf(msg, "schedule %s missed its slot", u->target);
+        pp_buf_appendf(detail, "{\"%s\":", task ? "task" : "schedule");
+        pp_json_str(detail, u->target, strlen(u->target), 0);
+        pp_buf_appendf(detail, task ? ",\"count\":%lld}" : "}", k);
+        break;
+    }
+    default:
+        break;
+    }
+    if (res)
+        PQclear(res);
+    if (holds < 0 && e.message[0])
+        run_log(r, PGPIPE_LOG_WARN, "alert rule not evaluated", "rule",
+                run_alert_kind_name(u->kind), "subject", subject, "error", e.message, NULL);
+    return holds;
+}
+
+/* ---- the thread ---------------------------------------------------------- */
+
+static void run_alert_msg_free(run_alert_msg *m)
+{
+    pp_free(m->kind), pp_free(m->subject), pp_free(m->message), pp_free(m->detail);
+    memset(m, 0, sizeof *m);
+}
+
+static void run_alert_deliver_raised(pgpipe_runner *r, PGconn *c, const run_alert_turn *t,
+                                     run_alert_msg *m)
+{
+    const run_alert_rule *u = NULL;
+    for (int i = 0; i < t->nrules && !u; i++) {
+        const run_alert_rule *x = &t->rules[i];
+        if (!strcmp(run_alert_kind_name(x->kind), m->kind) &&
+            (!x->target || !strcmp(x->target, m->subject)))
+            u = x;
+    }
+    run_alert_fire(r, c, t->pipeline, u, m->kind, m->subject, m->message, m->detail, 1);
+}
+
+static void *run_alert_main(void *arg)
+{
+    pgpipe_runner *r = arg;
+    run_alerts *a = r->alerts;
+    pgpipe_conn *cc = NULL;
+    int64_t next_eval = 0, next_purge = 0;
+    for (;;) {
+        run_alert_msg batch[RUN_ALERT_QUEUE];
+        int nb = 0, stop;
+        pthread_mutex_lock(&a->mu);
+        while (!a->stop && a->nq == 0 && run_now_ms() < next_eval) {
+            int64_t until = next_eval;
+            struct timespec ts = { (time_t)(until / 1000), (long)(until % 1000) * 1000000L };
+            pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+        }
+        stop = a->stop;
+        memcpy(batch, a->q, sizeof batch[0] * (size_t)a->nq);
+        nb = a->nq;
+        a->nq = 0;
+        pthread_mutex_unlock(&a->mu);
+        if (stop) {
+            /* what was raised while stopping is at least logged */
+            for (int i = 0; i < nb; i++) {
+                run_log(r, PGPIPE_LOG_WARN, batch[i].message, "rule", batch[i].kind, "subject",
+                        batch[i].subject, NULL);
+                run_alert_msg_free(&batch[i]);
+            }
+            break;
+        }
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (!cc && pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e) != PGPIPE_OK) {
+            cc = NULL;
+            run_log(r, PGPIPE_LOG_WARN, "alerts: no connection", "error", e.message, NULL);
+        }
+        PGconn *c = cc ? pgpipe_conn_pg(cc) : NULL;
+        run_alert_turn t;
+        if (run_alert_turn_load(r, &t) != PGPIPE_OK) {
+            for (int i = 0; i < nb; i++)
+                run_alert_msg_free(&batch[i]);
+            next_eval = run_now_ms() + RUN_ALERT_EVERY_MS;
+            continue;
+        }
+        for (int i = 0; i < nb; i++) {
+            run_alert_deliver_raised(r, c, &t, &batch[i]);
+            run_alert_msg_free(&batch[i]);
+        }
+        if (c && run_now_ms() >= next_eval) {
+            next_eval = run_now_ms() + RUN_ALERT_EVERY_MS;
+            int have_history = 0;
+            PGresult *res = NULL;
+            if (pp_exec(c, "SELECT to_regclass('pgpipe.run_history') IS NOT NULL", 0, NULL, &res,
+                        NULL, NULL) == PGPIPE_OK) {
+                have_history = PQgetvalue(res, 0, 0)[0] == 't';
+                PQclear(res);
+            }
+            for (int i = 0; i < t.nrules && !run_stopping(r); i++) {
+                const run_alert_rule *u = &t.rules[i];
+                char subject[256];
+                pp_buf msg = { 0 }, det = { 0 };
+                int holds = run_alert_eval(r, c, t.pipeline, u, have_history, subject,
+                                           sizeof subject, &msg, &det);
+                const char *rule = run_alert_kind_name(u->kind);
+                if (holds > 0 && msg.data && det.data)
+                    run_alert_fire(r, c, t.pipeline, u, rule, subject, msg.data, det.data, 0);
+                else if (holds == 0)
+                    run_alert_clear(r, c, t.pipeline, rule, subject);
+                pp_buf_free(&msg);
+                pp_buf_free(&det);
+            }
+            if (run_now_ms() >= next_purge) {
+                pp_exec(c, "DELETE FROM pgpipe.run_alerts WHERE fired_at < now() - interval "
+                           "'30 days'", 0, NULL, NULL, NULL, NULL);
+                pp_exec(c, "DELETE FROM pgpipe.run_actions WHERE requested_at < now() - "
+                           "interval '30 days'", 0, NULL, NULL, NULL, NULL);
+                next_purge = run_now_ms() + RUN_ALERT_PURGE_MS;
+            }
+        } else if (!c) {
+            next_eval = run_now_ms() + RUN_ALERT_EVERY_MS;
+        }
+        run_alert_turn_free(&t);
+        if (cc && PQstatus(pgpipe_conn_pg(cc)) != CONNECTION_OK) {
+            pgpipe_pool_discard(cc);
+            cc = NULL;
+        }
+    }
+    if (cc)
+        pgpipe_pool_release(cc);
+    return NULL;
+}
+
+/* r->alerts is made by whichever comes first, start or a raise (run_sched
+** starts before the alerts and may raise at once): r->mu guards that. */
+static run_alerts *run_alerts_get(pgpipe_runner *r)
+{
+    pp_mutex_lock(&r->mu);
+    if (!r->alerts) {
+        run_alerts *a = pp_calloc(1, sizeof *a);
+        if (a) {
+            pthread_mutex_init(&a->mu, NULL);
+            pthread_condattr_t ca;
+            pthread_condattr_init(&ca);
+            pthread_condattr_setclock(&ca, CLOCK_REALTIME);
+            pthread_cond_init(&a->cv, &ca);
+            pthread_condattr_destroy(&ca);
+            r->alerts = a;
+        }
+    }
+    run_alerts *a = r->alerts;
+    pp_mutex_unlock(&r->mu);
+    return a;
+}
+
+PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r)
+{
+    run_alerts *a = run_alerts_get(r);
+    if (!a)
+        return pp_err_nomem(&r->h.err);
+    if (a->started)
+        return PGPIPE_OK;
+    a->stop = 0;
+    if (pthread_create(&a->th, NULL, run_alert_main, r))
+        return pp_err(&r->h.err, PGPIPE_IO, "alerts: cannot start the thread");
+    a->started = 1;
     return PGPIPE_OK;
 }
-PGPIPE_PRIVATE void run_alerts_free(pgpipe_runner *r) { (void)r; }
+
+PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r)
+{
+    run_alerts *a = r->alerts;
+    if (!a || !a->started)
+        return;
+    pthread_mutex_lock(&a->mu);
+    a->stop = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->th, NULL);
+    a->started = 0;
+}
+
+/* The thread copies the rules from r->def at every turn (under r->mu), so
+** a reload needs nothing but a prompt turn. */
+PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def)
+{
+    (void)def;
+    run_alerts *a = r->alerts;
+    if (a) {
+        pthread_mutex_lock(&a->mu);
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+    }
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void run_alerts_free(pgpipe_runner *r)
+{
+    run_alerts *a = r->alerts;
+    if (!a)
+        return;
+    run_alerts_stop(r);
+    for (int i = 0; i < a->nq; i++)
+        run_alert_msg_free(&a->q[i]);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    pp_free(a);
+    r->alerts = NULL;
+}
+
 PGPIPE_PRIVATE void run_alert_raise(pgpipe_runner *r, const char *kind, const char *subject,
                                     const char *message, const char *detail_json)
 {
-    (void)detail_json;
-    run_log(r, PGPIPE_LOG_WARN, message, "alert", kind, "subject", subject, NULL);
+    if (!r || !kind)
+        return;
+    run_alerts *a = run_alerts_get(r);
+    run_alert_msg m;
+    m.kind = pp_strdup(kind);
+    m.subject = pp_strdup(subject ? subject : "");
+    m.message = pp_strdup(message ? message : kind);
+    m.detail = pp_strdup(detail_json && *detail_json ? detail_json : "{}");
+    int queued = 0;
+    if (a && m.kind && m.subject && m.message && m.detail) {
+        pthread_mutex_lock(&a->mu);
+        if (a->nq < RUN_ALERT_QUEUE && !a->stop) {
+            a->q[a->nq++] = m;
+            queued = 1;
+            pthread_cond_broadcast(&a->cv);
+        }
+        pthread_mutex_unlock(&a->mu);
+    }
+    if (!queued) {
+        run_log(r, PGPIPE_LOG_WARN, message ? message : kind, "rule", kind, "subject",
+                subject ? subject : "", "delivery", "log only (alert queue full or stopped)",
+                NULL);
+        run_alert_msg_free(&m);
+    }
 }
 
 #endif /* PGPIPE_OMIT_RUN */
@@ -25836,24 +30045,898 @@ PGPIPE_PRIVATE void run_alert_raise(pgpipe_runner *r, const char *kind, const ch
 /* ==== begin src/run/run_status.c ==== */
 #ifndef PGPIPE_OMIT_RUN
 /*
-** The status page and the runner's metrics, served by the HTTP component.
-** STUB (lead): the status helper replaces it.
+** The status page and the runner's /metrics lines. A thread rebuilds both
+** every few seconds on its own connection (statement_timeout 5 s) and keeps
+** them as a snapshot under its mutex: the HTTP loop copies the snapshot and
+** never waits for the database.
+**
+** The page is one HTML document, no script, no external asset (inline CSS
+** and SVG; a meta refresh reloads it): backlog per event type with the age
+** of the oldest pending event, processed events per minute over the last
+** hour, dead letters by error, recent runs (failures first), the next firing
+** of each schedule, the instances and the alerts firing. Every number sits
+** in an element with a data-metric attribute (and data-event-type,
+** data-schedule, data-instance, data-error as fits) so a browser test reads
+** them without parsing the text.
+**
+** Actions: with the runner's bearer token, POST /actions/fire?schedule=NAME
+** and POST /actions/replay-dlq are recorded in pgpipe.run_actions (202). A
+** replay is done by this thread at once (pgpipe_dlq_replay of every dead
+** letter into staging.raw_events; the row is recorded as taken); a firing
+** waits there, untaken, for the schedules to act on it. Without a configured token they do not exist (404);
+** no or a malformed Authorization is 401, a wrong token 403.
 */
 
 #ifndef PGPIPE_OMIT_RUN
+#include <time.h>
 
-PGPIPE_PRIVATE int run_status_start(pgpipe_runner *r) { (void)r; return PGPIPE_OK; }
-PGPIPE_PRIVATE void run_status_stop(pgpipe_runner *r) { (void)r; }
-PGPIPE_PRIVATE void run_status_free(pgpipe_runner *r) { (void)r; }
+#define RUN_STATUS_EVERY_MS 3000
+#define RUN_STATUS_CHART_MS 30000
+#define RUN_STATUS_ACTIONS  32
+#define RUN_STATUS_TABLES   8
+
+typedef struct run_status_action {
+    char action[16];
+    char target[160];
+} run_status_action;
+
+struct run_status {
+    pthread_t th;
+    int started;
+    pthread_mutex_t mu;           /* guards what follows */
+    pthread_cond_t cv;
+    int stop;
+    int ready;                    /* a snapshot was built */
+    pp_buf page, metrics;         /* the snapshot */
+    run_status_action act[RUN_STATUS_ACTIONS];
+    int nact;
+    /* the thread's own */
+    long long chart[60];          /* processed per minute, [0] = 59 minutes ago */
+    int chart_ok;
+    int64_t next_chart;
+};
+
+/* ---- escaping ------------------------------------------------------------ */
+
+static void st_html(pp_buf *b, const char *s)
+{
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '&': pp_buf_appendf(b, "&amp;"); break;
+        case '<': pp_buf_appendf(b, "&lt;"); break;
+        case '>': pp_buf_appendf(b, "&gt;"); break;
+        case '"': pp_buf_appendf(b, "&quot;"); break;
+        case '\'': pp_buf_appendf(b, "&#39;"); break;
+        default: pp_buf_putc(b, *s);
+        }
+    }
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void st_label(pp_buf *b, const char *s)
+{
+    for (; s && *s; s++) {
+        if (*s == '\\' || *s == '"')
+            pp_buf_putc(b, '\\'), pp_buf_putc(b, *s);
+        else if (*s == '\n')
+            pp_buf_appendf(b, "\\n");
+        else
+            pp_buf_putc(b, *s);
+    }
+}
+
+static const char *st_val(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col);
+}
+
+static void st_error(pp_buf *h, const char *what, const pgpipe_error *e)
+{
+    pp_buf_appendf(h, "<p class=\"err\">%s unavailable: ", what);
+    st_html(h, e->message);
+    pp_buf_appendf(h, "</p>\n");
+}
+
+/* ---- the snapshot -------------------------------------------------------- */
+
+typedef struct st_ctx {
+    pgpipe_runner *r;
+    PGconn *c;
+    char *pipeline;
+    char *tables[RUN_STATUS_TABLES];
+    int ntables;
+    pp_buf *h, *m;                /* the page, the metrics */
+} st_ctx;
+
+static void st_backlog(st_ctx *x)
+{
+    pp_buf *h = x->h, *m = x->m;
+    pp_buf_appendf(h, "<section id=\"backlog\"><h2>Backlog</h2>\n<table><tr><th>table</th>"
+                      "<th>event type</th><th>pending</th><th>oldest pending (s)</th></tr>\n");
+    pp_buf_appendf(m, "# HELP pgpipe_run_backlog Unprocessed events, by table and event type "
+                      "(counted up to 1000000 per table).\n# TYPE pgpipe_run_backlog gauge\n");
+    pp_buf mo = { 0 };
+    pp_buf_appendf(&mo, "# HELP pgpipe_run_backlog_oldest_seconds Age of the oldest unprocessed "
+                        "event, by table and event type.\n"
+                        "# TYPE pgpipe_run_backlog_oldest_seconds gauge\n");
+    long long total = 0;
+    for (int t = 0; t < x->ntables; t++) {
+        pp_buf sql = { 0 };
+        /* bounded: at most a million of the oldest pending rows, read in
+        ** the order of the partial index on unprocessed rows */
+        pp_buf_appendf(&sql, "SELECT event_type, count(*), floor(extract(epoch FROM now() - "
+                             "min(received_at)))::bigint FROM (SELECT event_type, received_at "
+                             "FROM %s WHERE NOT processed ORDER BY received_at LIMIT 1000000) s "
+                             "GROUP BY 1 ORDER BY 1 LIMIT 200", x->tables[t]);
+        PGresult *res = NULL;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (!sql.data || pp_exec(x->c, sql.data, 0, NULL, &res, &e, "backlog")) {
+            pp_buf_free(&sql);
+            pp_buf_appendf(h, "<tr><td colspan=\"4\" class=\"err\">");
+            st_html(h, x->tables[t]);
+            pp_buf_appendf(h, ": ");
+            st_html(h, e.message);
+            pp_buf_appendf(h, "</td></tr>\n");
+            continue;
+        }
+        pp_buf_free(&sql);
+        for (int i = 0; i < PQntuples(res); i++) {
+            const char *et = st_val(res, i, 0), *n = st_val(res, i, 1), *age = st_val(res, i, 2);
+            total += atoll(n);
+            pp_buf_appendf(h, "<tr><td>");
+            st_html(h, x->tables[t]);
+            pp_buf_appendf(h, "</td><td>");
+            st_html(h, et);
+            pp_buf_appendf(h, "</td><td class=\"n\" data-metric=\"backlog\" data-table=\"");
+            st_html(h, x->tables[t]);
+            pp_buf_appendf(h, "\" data-event-type=\"");
+            st_html(h, et);
+            pp_buf_appendf(h, "\">%s</td><td class=\"n\" data-metric=\"oldest-pending-s\" "
+                              "data-table=\"", n);
+            st_html(h, x->tables[t]);
+            pp_buf_appendf(h, "\" data-event-type=\"");
+            st_html(h, et);
+            pp_buf_appendf(h, "\">%s</td></tr>\n", age);
+            pp_buf_appendf(m, "pgpipe_run_backlog{pipeline=\"");
+            st_label(m, x->pipeline);
+            pp_buf_appendf(m, "\",table=\"");
+            st_label(m, x->tables[t]);
+            pp_buf_appendf(m, "\",event_type=\"");
+            st_label(m, et);
+            pp_buf_appendf(m, "\"} %s\n", n);
+            pp_buf_appendf(&mo, "pgpipe_run_backlog_oldest_seconds{pipeline=\"");
+            st_label(&mo, x->pipeline);
+            pp_buf_appendf(&mo, "\",table=\"");
+            st_label(&mo, x->tables[t]);
+            pp_buf_appendf(&mo, "\",event_type=\"");
+            st_label(&mo, et);
+            pp_buf_appendf(&mo, "\"} %s\n", age);
+        }
+        PQclear(res);
+    }
+    pp_buf_appendf(h, "</table>\n<p>pending in all: <span class=\"n\" data-metric=\"backlog-total\">"
+                      "%lld</span></p></section>\n", total);
+    if (mo.data)
+        pp_buf_append(m, mo.data, mo.len);
+    pp_buf_free(&mo);
+}
+
+/* Processed events per minute over the last hour, as bars. Rows received
+** more than 6 hours ago are not counted: that bounds the scan to the recent
+** partitions (processed_at has no index). */
+static void st_chart_query(st_ctx *x, run_status *s)
+{
+    long long v[60];
+    memset(v, 0, sizeof v);
+    int ok = 0;
+    for (int t = 0; t < x->ntables; t++) {
+        pp_buf sql = { 0 };
+        pp_buf_appendf(&sql, "SELECT floor(extract(epoch FROM now() - processed_at) / 60)::int, "
+                             "count(*) FROM %s WHERE processed AND processed_at > now() - "
+                             "interval '1 hour' AND received_at > now() - interval '6 hours' "
+                             "GROUP BY 1", x->tables[t]);
+        PGresult *res = NULL;
+        if (sql.data && pp_exec(x->c, sql.data, 0, NULL, &res, NULL, NULL) == PGPIPE_OK) {
+            ok = 1;
+            for (int i = 0; i < PQntuples(res); i++) {
+                int ago = atoi(st_val(res, i, 0));
+                if (ago >= 0 && ago < 60)
+                    v[59 - ago] += atoll(st_val(res, i, 1));
+            }
+            PQclear(res);
+        }
+        pp_buf_free(&sql);
+    }
+    memcpy(s->chart, v, sizeof v);
+    s->chart_ok = ok;
+}
+
+static void st_chart(st_ctx *x, run_status *s)
+{
+    pp_buf *h = x->h, *m = x->m;
+    long long max = 1, sum = 0;
+    for (int i = 0; i < 60; i++) {
+        if (s->chart[i] > max)
+            max = s->chart[i];
+        sum += s->chart[i];
+    }
+    pp_buf_appendf(h, "<section id=\"throughput\"><h2>Processed per minute, last hour</h2>\n");
+    if (!s->chart_ok)
+        pp_buf_appendf(h, "<p class=\"err\">throughput unavailable</p>\n");
+    pp_buf_appendf(h, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"130\" "
+                      "viewBox=\"0 0 600 130\" role=\"img\" aria-label=\"processed events per "
+                      "minute\"><line x1=\"0\" y1=\"120\" x2=\"600\" y2=\"120\" stroke=\"#999\"/>\n");
+    for (int i = 0; i < 60; i++) {
+        int bh = (int)(s->chart[i] * 110 / max);
+        pp_buf_appendf(h, "<rect x=\"%d\" y=\"%d\" width=\"8\" height=\"%d\" fill=\"#4a7\" "
+                          "data-minutes-ago=\"%d\" data-count=\"%lld\"><title>%d min ago: %lld"
+                          "</title></rect>\n", i * 10 + 1, 120 - bh, bh, 59 - i, s->chart[i],
+                       59 - i, s->chart[i]);
+    }
+    pp_buf_appendf(h, "<text x=\"2\" y=\"10\" font-size=\"10\">max %lld/min</text></svg>\n"
+                      "<p>processed in the last hour: <span class=\"n\" data-metric=\"processed-"
+                      "last-hour\">%lld</span></p></section>\n", max, sum);
+    pp_buf_appendf(m, "# HELP pgpipe_run_processed_last_hour Events processed in the last hour "
+                      "(received within 6 hours).\n# TYPE pgpipe_run_processed_last_hour gauge\n"
+                      "pgpipe_run_processed_last_hour{pipeline=\"");
+    st_label(m, x->pipeline);
+    pp_buf_appendf(m, "\"} %lld\n", sum);
+}
+
+static void st_dlq(st_ctx *x)
+{
+    pp_buf *h = x->h, *m = x->m;
+    pp_buf_appendf(h, "<section id=\"dlq\"><h2>Dead letters</h2>\n");
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->c, "SELECT left(error_message, 200), count(*) FROM pgpipe.dead_letters "
+                      "WHERE status = 'dead' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20",
+                0, NULL, &res, &e, "dead letters")) {
+        st_error(h, "dead letters", &e);
+        pp_buf_appendf(h, "</section>\n");
+        return;
+    }
+    PGresult *tot = NULL;
+    long long total = 0;
+    if (pp_exec(x->c, "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'", 0, NULL,
+                &tot, NULL, NULL) == PGPIPE_OK) {
+        total = atoll(st_val(tot, 0, 0));
+        PQclear(tot);
+    }
+    pp_buf_appendf(h, "<p>dead: <span class=\"n\" data-metric=\"dlq-total\">%lld</span></p>\n"
+                      "<table><tr><th>error</th><th>count</th></tr>\n", total);
+    for (int i = 0; i < PQntuples(res); i++) {
+        pp_buf_appendf(h, "<tr><td>");
+        st_html(h, st_val(res, i, 0));
+        pp_buf_appendf(h, "</td><td class=\"n\" data-metric=\"dlq-count\" data-error=\"");
+        st_html(h, st_val(res, i, 0));
+        pp_buf_appendf(h, "\">%s</td></tr>\n", st_val(res, i, 1));
+    }
+    pp_buf_appendf(h, "</table></section>\n");
+    PQclear(res);
+    pp_buf_appendf(m, "# HELP pgpipe_run_dead_letters Dead letters (status dead).\n"
+                      "# TYPE pgpipe_run_dead_letters gauge\npgpipe_run_dead_letters{pipeline=\"");
+    st_label(m, x->pipeline);
+    pp_buf_appendf(m, "\"} %lld\n", total);
+}
+
+static void st_runs(st_ctx *x)
+{
+    pp_buf *h = x->h;
+    pp_buf_appendf(h, "<section id=\"runs\"><h2>Recent runs</h2>\n");
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->c, "SELECT to_regclass('pgpipe.run_history') IS NOT NULL", 0, NULL, &res, &e,
+                "run history") == PGPIPE_OK &&
+        PQgetvalue(res, 0, 0)[0] != 't') {
+        PQclear(res);
+        pp_buf_appendf(h, "<p>no run history yet</p></section>\n");
+        return;
+    }
+    if (res)
+        PQclear(res);
+    res = NULL;
+    const char *p[1] = { x->pipeline };
+    /* the last 50 runs, failures first */
+    if (pp_exec(x->c,
+                "SELECT kind::text, name::text, status::text, started_at::text, "
+                "finished_at::text, attempts::text, rows::text, left(error::text, 300), "
+                "instance::text FROM (SELECT * FROM pgpipe.run_history WHERE pipeline = $1 "
+                "ORDER BY started_at DESC NULLS LAST LIMIT 50) h ORDER BY (status::text IN "
+                "('failed', 'timeout', 'lost', 'missed')) DESC, started_at DESC NULLS LAST",
+                1, p, &res, &e, "run history")) {
+        st_error(h, "run history", &e);
+        pp_buf_appendf(h, "</section>\n");
+        return;
+    }
+    pp_buf_appendf(h, "<table><tr><th>kind</th><th>name</th><th>status</th><th>started</th>"
+                      "<th>finished</th><th>attempts</th><th>rows</th><th>error</th>"
+                      "<th>instance</th></tr>\n");
+    int failed = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *st = st_val(res, i, 2);
+        int bad = !strcmp(st, "failed") || !strcmp(st, "timeout") || !strcmp(st, "lost") ||
+                  !strcmp(st, "missed");
+        failed += bad;
+        pp_buf_appendf(h, "<tr class=\"%s\" data-run-status=\"", bad ? "bad" : "ok");
+        st_html(h, st);
+        pp_buf_appendf(h, "\" data-name=\"");
+        st_html(h, st_val(res, i, 1));
+        pp_buf_appendf(h, "\">");
+        for (int col = 0; col < 9; col++) {
+            pp_buf_appendf(h, "<td>");
+            st_html(h, st_val(res, i, col));
+            pp_buf_appendf(h, "</td>");
+        }
+        pp_buf_appendf(h, "</tr>\n");
+    }
+    pp_buf_appendf(h, "</table><p>failed among these: <span class=\"n\" data-metric=\"runs-"
+                      "failed\">%d</span></p></section>\n", failed);
+    PQclear(res);
+}
+
+static void st_schedules(st_ctx *x)
+{
+    pp_buf *h = x->h, *m = x->m;
+    pp_buf js = { 0 };
+    run_sched_next_json(x->r, &js);
+    pp_buf_appendf(h, "<section id=\"schedules\"><h2>Schedules</h2>\n");
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    const char *p[1] = { js.data ? js.data : "[]" };
+    int rc = pp_exec(x->c,
+                     "SELECT e->>'schedule', e->>'next', coalesce((e->>'running')::boolean, "
+                     "false)::int, floor(extract(epoch FROM (e->>'next')::timestamptz))::bigint "
+                     "FROM jsonb_array_elements($1::jsonb) e",
+                     1, p, &res, &e, "schedules");
+    pp_buf_free(&js);
+    if (rc) {
+        st_error(h, "schedules", &e);
+        pp_buf_appendf(h, "</section>\n");
+        return;
+    }
+    pp_buf_appendf(h, "<table><tr><th>schedule</th><th>next firing</th><th>running</th></tr>\n");
+    pp_buf_appendf(m, "# HELP pgpipe_run_schedule_next_timestamp_seconds The next firing of "
+                      "each schedule (Unix time).\n"
+                      "# TYPE pgpipe_run_schedule_next_timestamp_seconds gauge\n");
+    pp_buf mr = { 0 };
+    pp_buf_appendf(&mr, "# HELP pgpipe_run_schedule_running 1 while a firing of the schedule "
+                        "runs.\n# TYPE pgpipe_run_schedule_running gauge\n");
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *name = st_val(res, i, 0);
+        pp_buf_appendf(h, "<tr><td>");
+        st_html(h, name);
+        pp_buf_appendf(h, "</td><td data-metric=\"schedule-next\" data-schedule=\"");
+        st_html(h, name);
+        pp_buf_appendf(h, "\">");
+        st_html(h, st_val(res, i, 1));
+        pp_buf_appendf(h, "</td><td data-metric=\"schedule-running\" data-schedule=\"");
+        st_html(h, name);
+        pp_buf_appendf(h, "\">%s</td></tr>\n", st_val(res, i, 2));
+        if (!PQgetisnull(res, i, 3)) {
+            pp_buf_appendf(m, "pgpipe_run_schedule_next_timestamp_seconds{pipeline=\"");
+            st_label(m, x->pipeline);
+            pp_buf_appendf(m, "\",schedule=\"");
+            st_label(m, name);
+            pp_buf_appendf(m, "\"} %s\n", st_val(res, i, 3));
+        }
+        pp_buf_appendf(&mr, "pgpipe_run_schedule_running{pipeline=\"");
+        st_label(&mr, x->pipeline);
+        pp_buf_appendf(&mr, "\",schedule=\"");
+        st_label(&mr, name);
+        pp_buf_appendf(&mr, "\"} %s\n", st_val(res, i, 2));
+    }
+    pp_buf_appendf(h, "</table></section>\n");
+    if (mr.data)
+        pp_buf_append(m, mr.data, mr.len);
+    pp_buf_free(&mr);
+    PQclear(res);
+}
+
+static void st_instances(st_ctx *x)
+{
+    pp_buf *h = x->h, *m = x->m;
+    pp_buf_appendf(h, "<section id=\"instances\"><h2>Instances</h2>\n");
+    char tmo[24];
+    snprintf(tmo, sizeof tmo, "%d", x->r->opt.instance_timeout_ms);
+    const char *p[2] = { x->pipeline, tmo };
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->c,
+                "SELECT instance, host, pid::text, floor(extract(epoch FROM now() - "
+                "heartbeat_at))::bigint, (stopped_at IS NULL AND heartbeat_at > now() - "
+                "$2::int * interval '1 millisecond')::int, started_at::text "
+                "FROM pgpipe.run_instances WHERE pipeline = $1 ORDER BY 5 DESC, 1 LIMIT 100",
+                2, p, &res, &e, "instances")) {
+        st_error(h, "instances", &e);
+        pp_buf_appendf(h, "</section>\n");
+        return;
+    }
+    int alive = 0;
+    pp_buf_appendf(h, "<table><tr><th>instance</th><th>host</th><th>pid</th><th>heartbeat age "
+                      "(s)</th><th>alive</th><th>started</th></tr>\n");
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *in = st_val(res, i, 0);
+        int ok = atoi(st_val(res, i, 4));
+        alive += ok;
+        pp_buf_appendf(h, "<tr class=\"%s\"><td>", ok ? "ok" : "bad");
+        st_html(h, in);
+        pp_buf_appendf(h, "</td><td>");
+        st_html(h, st_val(res, i, 1));
+        pp_buf_appendf(h, "</td><td>%s</td><td class=\"n\" data-metric=\"heartbeat-age-s\" "
+                          "data-instance=\"", st_val(res, i, 2));
+        st_html(h, in);
+        pp_buf_appendf(h, "\">%s</td><td data-metric=\"instance-alive\" data-instance=\"",
+                       st_val(res, i, 3));
+        st_html(h, in);
+        pp_buf_appendf(h, "\">%d</td><td>", ok);
+        st_html(h, st_val(res, i, 5));
+        pp_buf_appendf(h, "</td></tr>\n");
+    }
+    pp_buf_appendf(h, "</table><p>alive: <span class=\"n\" data-metric=\"instances-alive\">%d"
+                      "</span></p></section>\n", alive);
+    PQclear(res);
+    pp_buf_appendf(m, "# HELP pgpipe_run_instances_alive Instances of the pipeline whose "
+                      "heartbeat is recent.\n# TYPE pgpipe_run_instances_alive gauge\n"
+                      "pgpipe_run_instances_alive{pipeline=\"");
+    st_label(m, x->pipeline);
+    pp_buf_appendf(m, "\"} %d\n", alive);
+}
+
+static void st_alerts(st_ctx *x)
+{
+    pp_buf *h = x->h, *m = x->m;
+    pp_buf_appendf(h, "<section id=\"alerts\"><h2>Alerts firing</h2>\n");
+    const char *p[1] = { x->pipeline };
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pp_exec(x->c, "SELECT rule, subject, coalesce(message, ''), fired_at::text FROM "
+                      "pgpipe.run_alert_state WHERE pipeline = $1 AND firing ORDER BY fired_at "
+                      "DESC LIMIT 50", 1, p, &res, &e, "alerts")) {
+        st_error(h, "alerts", &e);
+        pp_buf_appendf(h, "</section>\n");
+        return;
+    }
+    pp_buf_appendf(h, "<table><tr><th>rule</th><th>subject</th><th>message</th><th>since</th>"
+                      "</tr>\n");
+    for (int i = 0; i < PQntuples(res); i++) {
+        pp_buf_appendf(h, "<tr class=\"bad\" data-alert-rule=\"");
+        st_html(h, st_val(res, i, 0));
+        pp_buf_appendf(h, "\" data-alert-subject=\"");
+        st_html(h, st_val(res, i, 1));
+        pp_buf_appendf(h, "\">");
+        for (int col = 0; col < 4; col++) {
+            pp_buf_appendf(h, "<td>");
+            st_html(h, st_val(res, i, col));
+            pp_buf_appendf(h, "</td>");
+        }
+        pp_buf_appendf(h, "</tr>\n");
+    }
+    pp_buf_appendf(h, "</table><p>firing: <span class=\"n\" data-metric=\"alerts-firing\">%d"
+                      "</span></p></section>\n", PQntuples(res));
+    pp_buf_appendf(m, "# HELP pgpipe_run_alerts_firing Alert conditions holding now.\n"
+                      "# TYPE pgpipe_run_alerts_firing gauge\npgpipe_run_alerts_firing{pipeline=\"");
+    st_label(m, x->pipeline);
+    pp_buf_appendf(m, "\"} %d\n", PQntuples(res));
+    PQclear(res);
+}
+
+/* Copy what the page needs of r->def (a reload closes the old tree under
+** r->mu). */
+static int st_ctx_load(st_ctx *x, pgpipe_runner *r)
+{
+    memset(x, 0, sizeof *x);
+    x->r = r;
+    pp_mutex_lock(&r->mu);
+    const pgpipe_pipe_def *d = r->def;
+    x->pipeline = pp_strdup(d->name);
+    const char *t0 = "staging.raw_events";
+    for (int i = -1; i < d->nworkers && x->ntables < RUN_STATUS_TABLES; i++) {
+        const char *t = i < 0 ? t0 : d->workers[i].table ? d->workers[i].table : t0;
+        int seen = 0;
+        for (int j = 0; j < x->ntables; j++)
+            seen |= !strcmp(x->tables[j], t);
+        if (!seen && (x->tables[x->ntables] = pp_strdup(t)))
+            x->ntables++;
+    }
+    pp_mutex_unlock(&r->mu);
+    return x->pipeline ? PGPIPE_OK : PGPIPE_NOMEM;
+}
+
+static void st_ctx_free(st_ctx *x)
+{
+    pp_free(x->pipeline);
+    for (int i = 0; i < x->ntables; i++)
+        pp_free(x->tables[i]);
+}
+
+static void st_build(pgpipe_runner *r, run_status *s, PGconn *c, pp_buf *h, pp_buf *m)
+{
+    st_ctx x;
+    if (st_ctx_load(&x, r))
+        return;
+    x.c = c;
+    x.h = h;
+    x.m = m;
+    time_t now = time(NULL);
+    struct tm tmv;
+    char at[40];
+    gmtime_r(&now, &tmv);
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    pp_buf_appendf(h, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                      "<meta http-equiv=\"refresh\" content=\"5\"><title>pgpipe: ");
+    st_html(h, x.pipeline);
+    pp_buf_appendf(h, "</title>\n<style>body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
+                      "h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.4em}"
+                      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
+                      "text-align:left}td.n,.n{text-align:right;font-variant-numeric:tabular-nums}"
+                      "tr.bad td{background:#fde8e8}.err{color:#b00}"
+                      "section{margin-bottom:1em}</style></head>\n<body>\n<h1>pipeline "
+                      "<span id=\"pipeline\">");
+    st_html(h, x.pipeline);
+    pp_buf_appendf(h, "</span></h1>\n<p>instance <span id=\"instance\">");
+    st_html(h, r->instance);
+    pp_buf_appendf(h, "</span>, built <span id=\"built-at\" data-epoch=\"%lld\">%s</span></p>\n",
+                   (long long)now, at);
+    st_backlog(&x);
+    if (run_now_ms() >= s->next_chart) {
+        st_chart_query(&x, s);
+        s->next_chart = run_now_ms() + RUN_STATUS_CHART_MS;
+    }
+    st_chart(&x, s);
+    st_dlq(&x);
+    st_runs(&x);
+    st_schedules(&x);
+    st_instances(&x);
+    st_alerts(&x);
+    pp_buf_appendf(h, "</body></html>\n");
+    st_ctx_free(&x);
+}
+
+/* Record the actions the page queued. */
+static void st_actions(pgpipe_runner *r, run_status *s, PGconn *c)
+{
+    run_status_action a[RUN_STATUS_ACTIONS];
+    pthread_mutex_lock(&s->mu);
+    int n = s->nact;
+    memcpy(a, s->act, sizeof a[0] * (size_t)n);
+    s->nact = 0;
+    pthread_mutex_unlock(&s->mu);
+    char *pipeline = NULL;
+    if (n) {
+        pp_mutex_lock(&r->mu);
+        pipeline = pp_strdup(r->def->name);
+        pp_mutex_unlock(&r->mu);
+    }
+    for (int i = 0; i < n && pipeline; i++) {
+        /* a replay is done here and now (any instance may replay the dead
+        ** letters); a firing is left for the schedules to take */
+        int replay = !strcmp(a[i].action, "replay-dlq");
+        const char *p[5] = { pipeline, a[i].action, a[i].target[0] ? a[i].target : NULL,
+                             r->instance, replay ? "t" : "f" };
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (pp_exec(c, "INSERT INTO pgpipe.run_actions (pipeline, action, target, instance, "
+                       "taken_at, taken_by) VALUES ($1, $2, $3, $4, CASE WHEN $5::bool THEN "
+                       "now() END, CASE WHEN $5::bool THEN $4 END)", 5, p, NULL, &e,
+                    "recording an action")) {
+            run_log(r, PGPIPE_LOG_WARN, "status page action not recorded", "action",
+                    a[i].action, "target", a[i].target, "error", e.message, NULL);
+            continue;
+        }
+        run_log(r, PGPIPE_LOG_INFO, "status page action requested", "action", a[i].action,
+                "target", a[i].target, NULL);
+        if (!replay)
+            continue;
+        long long ok = 0, refused = 0;
+        pp_exec(c, "SET statement_timeout = '10min'", 0, NULL, NULL, NULL, NULL);
+        int rc = pgpipe_dlq_replay(c, NULL, NULL, NULL, &ok, &refused, &e);
+        pp_exec(c, "SET statement_timeout = '5s'", 0, NULL, NULL, NULL, NULL);
+        char so[24], sr[24];
+        snprintf(so, sizeof so, "%lld", ok);
+        snprintf(sr, sizeof sr, "%lld", refused);
+        run_log(r, rc ? PGPIPE_LOG_WARN : PGPIPE_LOG_INFO,
+                rc ? "dead-letter replay failed" : "dead letters replayed", "replayed", so,
+                "refused", sr, "error", rc ? e.message : "", NULL);
+    }
+    pp_free(pipeline);
+}
+
+static void *st_main(void *arg)
+{
+    pgpipe_runner *r = arg;
+    run_status *s = r->status;
+    pgpipe_conn *cc = NULL;
+    int64_t next = 0;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->stop && s->nact == 0 && run_now_ms() < next) {
+            struct timespec ts = { (time_t)(next / 1000), (long)(next % 1000) * 1000000L };
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        }
+        int stop = s->stop;
+        pthread_mutex_unlock(&s->mu);
+        if (stop)
+            break;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (!cc) {
+            if (pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e) != PGPIPE_OK) {
+                cc = NULL;
+                next = run_now_ms() + RUN_STATUS_EVERY_MS;
+                continue;
+            }
+            /* a page must not wait on a stuck query: reset before release */
+            pp_exec(pgpipe_conn_pg(cc), "SET statement_timeout = '5s'", 0, NULL, NULL, NULL,
+                    NULL);
+        }
+        PGconn *c = pgpipe_conn_pg(cc);
+        st_actions(r, s, c);
+        if (run_now_ms() >= next) {
+            pp_buf h = { 0 }, m = { 0 };
+            st_build(r, s, c, &h, &m);
+            if (h.data && m.data) {
+                pthread_mutex_lock(&s->mu);
+                pp_buf_free(&s->page);
+                pp_buf_free(&s->metrics);
+                s->page = h;
+                s->metrics = m;
+                s->ready = 1;
+                pthread_mutex_unlock(&s->mu);
+            } else {
+                pp_buf_free(&h);
+                pp_buf_free(&m);
+            }
+            next = run_now_ms() + RUN_STATUS_EVERY_MS;
+        }
+        if (PQstatus(c) != CONNECTION_OK) {
+            pgpipe_pool_discard(cc);
+            cc = NULL;
+        }
+    }
+    if (cc) {
+        pp_exec(pgpipe_conn_pg(cc), "RESET statement_timeout", 0, NULL, NULL, NULL, NULL);
+        pgpipe_pool_release(cc);
+    }
+    return NULL;
+}
+
+PGPIPE_PRIVATE int run_status_start(pgpipe_runner *r)
+{
+    if (!r->status) {
+        run_status *s = pp_calloc(1, sizeof *s);
+        if (!s)
+            return pp_err_nomem(&r->h.err);
+        pthread_mutex_init(&s->mu, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_REALTIME);
+        pthread_cond_init(&s->cv, &ca);
+        pthread_condattr_destroy(&ca);
+        r->status = s;
+    }
+    run_status *s = r->status;
+    if (s->started)
+        return PGPIPE_OK;
+    s->stop = 0;
+    if (pthread_create(&s->th, NULL, st_main, r))
+        return pp_err(&r->h.err, PGPIPE_IO, "status page: cannot start the thread");
+    s->started = 1;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void run_status_stop(pgpipe_runner *r)
+{
+    run_status *s = r->status;
+    if (!s || !s->started)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->th, NULL);
+    s->started = 0;
+}
+
+PGPIPE_PRIVATE void run_status_free(pgpipe_runner *r)
+{
+    run_status *s = r->status;
+    if (!s)
+        return;
+    run_status_stop(r);
+    pp_buf_free(&s->page);
+    pp_buf_free(&s->metrics);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    pp_free(s);
+    r->status = NULL;
+}
+
 #ifndef PGPIPE_OMIT_HTTP
+
+/* The value of key in a query string, percent-decoded into out; 0 when
+** missing or too long. */
+static int st_query_get(const char *q, const char *key, char *out, size_t cap)
+{
+    size_t kl = strlen(key);
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        if (len > kl && !strncmp(q, key, kl) && q[kl] == '=') {
+            size_t o = 0;
+            for (size_t i = kl + 1; i < len; i++) {
+                char ch = q[i];
+                if (ch == '+') {
+                    ch = ' ';
+                } else if (ch == '%') {
+                    if (i + 2 >= len)
+                        return 0;
+                    char hx[3] = { q[i + 1], q[i + 2], 0 };
+                    char *end;
+                    long v = strtol(hx, &end, 16);
+                    if (end != hx + 2 || v <= 0)
+                        return 0;
+                    ch = (char)v;
+                    i += 2;
+                }
+                if (o + 1 >= cap)
+                    return 0;
+                out[o++] = ch;
+            }
+            out[o] = 0;
+            return o > 0;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return 0;
+}
+
+static void st_reply(pgpipe_http_page_reply *out, int status, const char *json,
+                     const char *headers)
+{
+    out->status = status;
+    out->content_type = "application/json";
+    out->headers = headers;
+    pgpipe_http_page_write(out, json, strlen(json));
+}
+
+/* Constant time whatever the lengths: compare HMACs of both under one key. */
+static int st_token_ok(const char *given, size_t n, const char *want)
+{
+    static const char key[] = "pgpipe status page token";
+    unsigned char a[32], b[32];
+    pp_hmac_sha256(key, sizeof key - 1, given, n, a);
+    pp_hmac_sha256(key, sizeof key - 1, want, strlen(want), b);
+    return pp_ct_equal(a, b, 32);
+}
+
+static void st_action(pgpipe_runner *r, const pgpipe_http_page_request *rq,
+                      pgpipe_http_page_reply *out, const char *action)
+{
+    if (!r->http_token)
+        return; /* no token configured: the page is read-only, these paths do not exist */
+    if (strcmp(rq->method, "POST")) {
+        st_reply(out, 405, "{\"error\":\"actions are POST requests\"}\n", "Allow: POST\r\n");
+        return;
+    }
+    const char *au = rq->authorization;
+    if (!au || strncasecmp(au, "Bearer ", 7) || !au[7]) {
+        st_reply(out, 401, "{\"error\":\"a bearer token is required\"}\n",
+                 "WWW-Authenticate: Bearer realm=\"pgpipe\"\r\n");
+        return;
+    }
+    if (!st_token_ok(au + 7, strlen(au + 7), r->http_token)) {
+        st_reply(out, 403, "{\"error\":\"wrong token\"}\n", NULL);
+        return;
+    }
+    run_status_action a;
+    memset(&a, 0, sizeof a);
+    snprintf(a.action, sizeof a.action, "%s", action);
+    if (!strcmp(action, "fire")) {
+        if (!st_query_get(rq->query, "schedule", a.target, sizeof a.target)) {
+            st_reply(out, 400, "{\"error\":\"name the schedule: ?schedule=NAME\"}\n", NULL);
+            return;
+        }
+        int known = 0;
+        pp_mutex_lock(&r->mu);
+        for (int i = 0; i < r->def->nschedules; i++)
+            known |= !strcmp(r->def->schedules[i].name, a.target);
+        pp_mutex_unlock(&r->mu);
+        if (!known) {
+            st_reply(out, 400, "{\"error\":\"no such schedule\"}\n", NULL);
+            return;
+        }
+    }
+    run_status *s = r->status;
+    int queued = 0;
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        if (s->nact < RUN_STATUS_ACTIONS && s->started) {
+            s->act[s->nact++] = a;
+            queued = 1;
+            pthread_cond_broadcast(&s->cv);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (!queued) {
+        st_reply(out, 503, "{\"error\":\"too many actions pending\"}\n", "Retry-After: 1\r\n");
+        return;
+    }
+    pp_buf b = { 0 };
+    pp_buf_appendf(&b, "{\"accepted\":true,\"action\":\"%s\"", action);
+    if (a.target[0]) {
+        pp_buf_appendf(&b, ",\"schedule\":");
+        pp_json_str(&b, a.target, strlen(a.target), 0);
+    }
+    pp_buf_appendf(&b, "}\n");
+    st_reply(out, 202, b.data ? b.data : "{}\n", NULL);
+    pp_buf_free(&b);
+}
+
 PGPIPE_PRIVATE void run_status_page(void *ud, const pgpipe_http_page_request *rq,
                                     pgpipe_http_page_reply *out)
 {
-    (void)ud, (void)rq, (void)out;
+    pgpipe_runner *r = ud;
+    if (!strcmp(rq->path, "/actions/fire")) {
+        st_action(r, rq, out, "fire");
+        return;
+    }
+    if (!strcmp(rq->path, "/actions/replay-dlq")) {
+        st_action(r, rq, out, "replay-dlq");
+        return;
+    }
+    if (strcmp(rq->path, "/") && strcmp(rq->path, "/index.html"))
+        return; /* 404 */
+    if (strcmp(rq->method, "GET") && strcmp(rq->method, "HEAD")) {
+        st_reply(out, 405, "{\"error\":\"the status page answers GET and HEAD\"}\n",
+                 "Allow: GET, HEAD\r\n");
+        return;
+    }
+    run_status *s = r->status;
+    int ok = 0;
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        if (s->ready) {
+            ok = 1;
+            out->status = 200;
+            out->content_type = "text/html; charset=utf-8";
+            out->headers = "Cache-Control: no-store\r\n";
+            pgpipe_http_page_write(out, s->page.data, s->page.len);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (!ok) {
+        out->status = 503;
+        out->content_type = "text/html; charset=utf-8";
+        out->headers = "Retry-After: 1\r\n";
+        static const char wait[] = "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+                                   "<meta http-equiv=\"refresh\" content=\"1\"><title>pgpipe"
+                                   "</title></head><body><p>starting...</p></body></html>\n";
+        pgpipe_http_page_write(out, wait, sizeof wait - 1);
+    }
 }
+
 PGPIPE_PRIVATE void run_status_metrics(void *ud, pgpipe_http_page_reply *out)
 {
-    (void)ud, (void)out;
+    pgpipe_runner *r = ud;
+    run_status *s = r->status;
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        if (s->ready)
+            pgpipe_http_page_write(out, s->metrics.data, s->metrics.len);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pp_buf b = { 0 };
+    run_sources_metrics(r, &b);
+    if (b.data)
+        pgpipe_http_page_write(out, b.data, b.len);
+    pp_buf_free(&b);
 }
 #endif
 
@@ -25904,7 +30987,7 @@ PGPIPE_PRIVATE int64_t run_now_ms(void)
 
 PGPIPE_PRIVATE int run_stopping(const pgpipe_runner *r)
 {
-    return r->stop_flag != 0;
+    return atomic_load(&((pgpipe_runner *)r)->stop_flag) != 0;
 }
 
 PGPIPE_PRIVATE void run_log(const pgpipe_runner *r, int level, const char *message, ...)
@@ -26077,7 +31160,7 @@ int pgpipe_runner_stop(pgpipe_runner *r)
 {
     if (!r)
         return PGPIPE_MISUSE;
-    r->stop_flag = 1;
+    atomic_store(&r->stop_flag, 1);
     run_wake(r);
     return PGPIPE_OK;
 }
@@ -26086,7 +31169,7 @@ int pgpipe_runner_reload(pgpipe_runner *r)
 {
     if (!r)
         return PGPIPE_MISUSE;
-    r->reload_flag = 1;
+    atomic_store(&r->reload_flag, 1);
     run_wake(r);
     return PGPIPE_OK;
 }
@@ -26186,22 +31269,21 @@ int pgpipe_runner_run(pgpipe_runner *r)
     run_log(r, PGPIPE_LOG_INFO, "setup done; starting", "file", r->path, NULL);
     if ((rc = run_sched_start(r)) || (rc = run_sources_start(r)) || (rc = run_alerts_start(r)) ||
         (rc = run_status_start(r))) {
-        r->stop_flag = 1;
+        atomic_store(&r->stop_flag, 1);
     } else {
         run_sd_notify(r, "READY=1\nSTATUS=running");
         run_log(r, PGPIPE_LOG_INFO, "running", NULL);
     }
     int64_t next_beat = run_now_ms() + RUN_HEARTBEAT_MS, next_maint = run_now_ms();
     pgpipe_error e;
-    while (!r->stop_flag) {
+    while (!atomic_load(&r->stop_flag)) {
         int64_t now = run_now_ms();
         if (r->opt.run_for_ms && now - r->started_ms >= r->opt.run_for_ms) {
             run_log(r, PGPIPE_LOG_INFO, "run time reached", NULL);
-            r->stop_flag = 1;
+            atomic_store(&r->stop_flag, 1);
             break;
         }
-        if (r->reload_flag) {
-            r->reload_flag = 0;
+        if (atomic_exchange(&r->reload_flag, 0)) {
             run_reload(r);
         }
         if (now >= next_beat) {

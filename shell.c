@@ -1287,6 +1287,8 @@ static const optdef opts_run[] = {
       "this instance's name in the history (default HOST:PID)" },
     { "--on-alert", NULL, OPT_TEXT, "CMD", 0, 0, NULL,
       "run CMD (sh -c) for every alert, the alert as JSON on its stdin" },
+    { "--token-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL,
+      "the status page's actions need the bearer token in this environment variable" },
     { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
 };
 static const argspec spec_run[] = { { NULL, "FILE", 1, 1, opts_run,
@@ -1307,6 +1309,11 @@ static int cmd_run(shell *sh, char **argv, int argc, const char *rest)
     }
     o.instance = opt_str(&cur, "--instance", NULL);
     o.on_alert = opt_str(&cur, "--on-alert", NULL);
+    const char *tv = opt_str(&cur, "--token-env", NULL);
+    if (tv && (!(o.http_token = getenv(tv)) || !*o.http_token)) {
+        errorf(".run: --token-env: the environment variable %s is not set", tv);
+        return 1;
+    }
     char *ci = work_conninfo(sh->conn);
     if (!ci) {
         errorf("out of memory");
@@ -4456,12 +4463,14 @@ static void usage(FILE *f)
             "                    .migrate and every other component\n"
             "  -h, --help        show this help\n"
             "  -V, --version     show the version\n"
-            "pgpipe run [--db CONNINFO] [--for DURATION] [--instance NAME] [--on-alert CMD] PIPELINE\n"
+            "pgpipe run [--db CONNINFO] [--for DURATION] [--instance NAME] [--on-alert CMD]\n"
+            "           [--token-env VAR] PIPELINE\n"
             "                    the pipeline runner: runs the file's setup, sources, workers,\n"
             "                    schedules and alerts as a service (the database: --db, else the\n"
             "                    PG* variables) until SIGTERM or Ctrl-C, which drain it (status\n"
             "                    0; a second one stops at once, status 1); SIGHUP reloads the\n"
-            "                    file; --for stops it after a time (90, 30s, 5m, 2h)\n"
+            "                    file; --for stops it after a time (90, 30s, 5m, 2h); the\n"
+            "                    status page's actions need the bearer token in $VAR\n"
             "pgpipe run --check PIPELINE\n"
             "                    validate the pipeline file without a database: FILE:LINE:\n"
             "                    message per problem (status 1) or a summary (status 0)\n"
@@ -4478,7 +4487,7 @@ static void usage(FILE *f)
 }
 
 #define RUN_USAGE "usage: pgpipe run [--check] [--db CONNINFO] [--for DURATION] " \
-                  "[--instance NAME] [--on-alert CMD] PIPELINE\n"
+                  "[--instance NAME] [--on-alert CMD] [--token-env VAR] PIPELINE\n"
 
 /* pgpipe run [options] PIPELINE: run the pipeline as a service (the
 ** database from --db, else the PG* variables); with --check the file is
@@ -4495,7 +4504,7 @@ static int run_main(int argc, char **argv)
         if (!strcmp(a, "--check")) {
             check = 1;
         } else if (!strcmp(a, "--db") || !strcmp(a, "--for") || !strcmp(a, "--instance") ||
-                   !strcmp(a, "--on-alert")) {
+                   !strcmp(a, "--on-alert") || !strcmp(a, "--token-env")) {
             if (!has) {
                 fprintf(stderr, "pgpipe run: %s needs a value\n" RUN_USAGE, a);
                 return 2;
@@ -4511,6 +4520,12 @@ static int run_main(int argc, char **argv)
                 }
             } else if (!strcmp(a, "--instance")) {
                 o.instance = v;
+            } else if (!strcmp(a, "--token-env")) {
+                if (!(o.http_token = getenv(v)) || !*o.http_token) {
+                    fprintf(stderr, "pgpipe run: --token-env: the environment variable %s is "
+                            "not set\n", v);
+                    return 2;
+                }
             } else {
                 o.on_alert = v;
             }

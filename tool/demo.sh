@@ -4,21 +4,24 @@
 #   DEMO_ROWS=1000000 sh tool/demo.sh        (make demo builds first; 1M
 #                                             transactions is the default)
 #
-# 1. starts a private server (pgpipe --local) and installs the built-in schema
-#    and the three-layer example (staging -> production -> analytics);
+# 1. starts a private server (pgpipe --local);
 # 2. generates sample data with a fixed seed: users as CSV, DEMO_ROWS
 #    transactions as NDJSON, a few percent deliberately bad (malformed JSON,
 #    invalid emails, negative amounts, unknown status);
-# 3. loads the users with the COPY loader and moves them to production.users
-#    with SKIP LOCKED workers (the email CHECK refuses the bad ones);
-# 4. loads the transactions while workers, woken by the loader's NOTIFY,
-#    transform them into production.transactions; bad records of either step
-#    go to the dead-letter queue;
-# 5. refreshes analytics.daily_user_metrics concurrently and prints the load
-#    and worker summaries, the dead letters by error with an example of each,
-#    the top rows of the view, .health, and a check that the counts add up.
-# The server is stopped and its directory removed at the end (DEMO_KEEP=1
-# keeps both and prints how to connect).
+# 3. runs the example pipeline, sql/example/pipeline.pgpipe, with `.run` (the
+#    pipeline runner): its setup installs the built-in schema and the
+#    three-layer example (staging -> production -> analytics), its folder
+#    sources watch incoming/, its workers transform each event type into
+#    production, its schedules refresh the analytics view (every 10 s here
+#    instead of every minute) and keep partitions ahead;
+# 4. drops the users into incoming/, then the transactions once the users
+#    are in production (a transaction names its user); bad records of every
+#    step go to the dead-letter queue;
+# 5. waits for a refresh of analytics.daily_user_metrics after the last
+#    event, stops the runner with SIGTERM (it drains) and prints the run
+#    history, the dead letters by error with an example of each, the top
+#    rows of the view, .health, and a check that the counts add up.
+# Every wait is bounded (DEMO_WAIT seconds each, 600 by default).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -43,8 +46,8 @@ t0=$(date +%s)
 step() { printf '\n== %s   [%d s]\n' "$*" $(( $(date +%s) - t0 )); }
 pg() { "$P" --local "$dir/pg" --fast --keep "$@"; }
 
-step "1. a private PostgreSQL server in $dir/pg, the built-in schema and the example pipeline"
-pg .version ".install --example"
+step "1. a private PostgreSQL server in $dir/pg"
+pg .version
 
 step "2. sample data: $users users (CSV), $rows transactions (NDJSON), a few percent bad on purpose"
 awk -v n="$users" 'BEGIN {
@@ -74,51 +77,54 @@ awk -v n="$rows" -v users="$users" -v now="$(date +%s)" 'BEGIN {
 }' > "$dir/events.ndjson"
 ls -l "$dir/users.csv" "$dir/events.ndjson" | awk '{ printf "%12d bytes  %s\n", $5, $NF }'
 
-# The transaction handler checks what it can itself and returns the records
-# it refuses as failed_id + error (they are dead-lettered without bisecting
-# the batch); the constraints still catch anything else.
-cat > "$dir/transactions.sql" <<'SQL'
-WITH r AS (
-  SELECT (e->>'id')::bigint AS id, e->'payload' AS p, u.id AS user_id
-  FROM jsonb_array_elements($1::jsonb) e
-  LEFT JOIN production.users u ON u.email = lower(e->'payload'->>'email')),
-chk AS (
-  SELECT r.*, CASE
-    WHEN user_id IS NULL THEN 'no such user: ' || coalesce(p->>'email', '(none)')
-    WHEN NOT staging.valid_amount(p) THEN 'amount must be positive: ' || coalesce(p->>'amount', '(none)')
-    WHEN coalesce(p->>'status', '') NOT IN ('pending', 'completed', 'failed', 'refunded')
-      THEN 'unknown status: ' || coalesce(p->>'status', '(none)')
-    END AS error
-  FROM r),
-ins AS (
-  INSERT INTO production.transactions (user_id, amount, status, external_ref, created_at)
-  SELECT user_id, (p->>'amount')::numeric, p->>'status', p->>'ref', to_timestamp((p->>'ts')::bigint)
-  FROM chk WHERE error IS NULL
-  ON CONFLICT (external_ref) DO NOTHING)
-SELECT id AS failed_id, error FROM chk WHERE error IS NOT NULL
-SQL
+# the example pipeline, as shipped, in a folder of its own (its paths are
+# relative to the file): analytics refreshed every 10 s rather than every
+# minute, and the HTTP source on a free port
+mkdir -p "$dir/run/incoming"
+cp -R sql/example/pipeline "$dir/run/pipeline"
+sed -e 's/--cron "\* \* \* \* \*"/--every 10s/' -e 's/127\.0\.0\.1:8080/127.0.0.1:0/' \
+    sql/example/pipeline.pgpipe > "$dir/run/pipeline.pgpipe"
+W=${DEMO_WAIT:-600}
+# wait_for WHAT SQL: until the query's single value is t (every DEMO_WAIT s at most)
+wait_for() {
+    i=0
+    while [ "$("$P" --local "$dir/pg" --keep -m csv "$2" 2>/dev/null | tail -n 1)" != t ]; do
+        i=$((i + 1))
+        if [ $i -gt $((W * 5)) ] || ! kill -0 "$bg" 2>/dev/null; then
+            echo "demo: gave up waiting for $1; the runner's log:"; tail -n 20 "$dir/run.log"; exit 1
+        fi
+        sleep 0.2
+    done
+}
 
-step "3. load the users with the COPY loader; SKIP LOCKED workers move them to production.users"
-pg ".load $dir/users.csv --event-type user --source demo"
-pg ".work --event-type user --workers 2 --batch 500 --max-attempts 1 --until-empty --sql \"
-  INSERT INTO production.users (email, full_name, country)
-  SELECT lower(e->'payload'->>'email'), e->'payload'->>'full_name', nullif(e->'payload'->>'country', '')
-  FROM jsonb_array_elements(\$1::jsonb) e
-  ON CONFLICT (email) DO UPDATE SET full_name = EXCLUDED.full_name, country = EXCLUDED.country\""
-
-step "4. load the transactions while workers transform them (each committed batch NOTIFYs the workers)"
-work=".work --event-type transaction --workers 2 --batch 1000 --max-attempts 1 --sql $dir/transactions.sql"
-"$P" --local "$dir/pg" --keep "$work --quiet" > "$dir/work-bg.out" 2>&1 &
+step "3. pgpipe run: the example pipeline (sql/example/pipeline.pgpipe) as a service"
+grep -E '^\.(pipeline|install|source|workers|schedule|task|alert|history)' "$dir/run/pipeline.pgpipe"
+"$P" --local "$dir/pg" --keep ".run $dir/run/pipeline.pgpipe --for 30m" > "$dir/run.log" 2>&1 &
 bg=$!
-pg ".load $dir/events.ndjson --format ndjson --event-type-field event_type --source demo"
-# the load is done: drain what is left, then stop the workers that ran during the load
-pg "$work --until-empty"
-kill -TERM $bg 2>/dev/null || true
-wait $bg || true
-printf 'during the load: '; cat "$dir/work-bg.out"
+wait_for "the runner to start" "SELECT count(*) = 1 FROM pgpipe.run_instances WHERE pipeline = 'example' AND stopped_at IS NULL" 
 
-step "5. analytics: REFRESH MATERIALIZED VIEW CONCURRENTLY"
-pg ".refresh analytics.daily_user_metrics --concurrently"
+step "4. users.csv into incoming/: loaded by the folder source, moved to production.users by the user workers"
+mv "$dir/users.csv" "$dir/run/incoming/users.csv"
+wait_for "the users" "SELECT (SELECT count(*) FROM pgpipe.loads WHERE status = 'completed') >= 1
+                        AND NOT EXISTS (SELECT 1 FROM staging.raw_events WHERE event_type = 'user' AND NOT processed)"
+
+sed -n 's/.*msg="HTTP source listening".*port=\([0-9]*\).*/the status page and the HTTP source: http:\/\/127.0.0.1:\1\//p' "$dir/run.log"
+
+step "5. events.ndjson into incoming/: loaded while the transaction workers transform it"
+mv "$dir/events.ndjson" "$dir/run/incoming/events.ndjson"
+wait_for "the transactions" "SELECT (SELECT count(*) FROM pgpipe.loads WHERE status = 'completed') >= 2
+                               AND NOT EXISTS (SELECT 1 FROM staging.raw_events WHERE NOT processed)"
+done_at=$("$P" --local "$dir/pg" --keep -m csv "SELECT now()" | tail -n 1)
+wait_for "a refresh of the analytics view" "SELECT EXISTS (SELECT 1 FROM pgpipe.run_history
+    WHERE pipeline = 'example' AND name = 'analytics' AND status = 'ok' AND started_at > '$done_at')"
+kill -TERM "$bg"
+wait "$bg" || { echo "demo: the runner did not stop cleanly:"; tail -n 20 "$dir/run.log"; exit 1; }
+bg=
+grep -E 'msg="file loaded"|drained' "$dir/run.log" | sed 's/^ts=[^ ]* //'
+ls "$dir/run/incoming/done"
+
+step "the run history (.runs): each schedule firing and task run"
+pg ".runs --pipeline example --limit 8"
 
 step "dead letters by error, with an example of each"
 pg "SELECT stage, count(*) AS n, left(regexp_replace(error_message, '[0-9]+', 'N', 'g'), 70) AS error

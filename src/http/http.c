@@ -589,6 +589,8 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
         return 0;
     }
     size_t pre = sizeof HS_EVENTS - 1;
+    if (h->o.page && (rq->path_len < pre || memcmp(rq->path, HS_EVENTS, pre)))
+        return 0; /* the embedding program's pages (hs_page) */
     if (rq->path_len < pre || memcmp(rq->path, HS_EVENTS, pre) || rq->path_len == pre) {
         hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
                  NULL);
@@ -635,6 +637,54 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
 
 static void hs_metrics(pgpipe_http *h, hs_conn *c);
 
+/* A request for the embedding program's pages: the page hook answers it
+** from what it has at hand (it must not block the loop); status 0 is 404. */
+static void hs_page(pgpipe_http *h, hs_conn *c)
+{
+    static const char *mname[] = { "-", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
+                                   "OTHER" };
+    pp_http_request *rq = &c->rq;
+    size_t alen = 0, clen = 0;
+    const char *auth = pp_http_header_get(rq, "authorization", &alen);
+    const char *ctype = pp_http_header_get(rq, "content-type", &clen);
+    char *path = pp_strndup(rq->path, rq->path_len);
+    char *query = pp_strndup(rq->query ? rq->query : "", rq->query ? rq->query_len : 0);
+    char *a = auth ? pp_strndup(auth, alen) : NULL, *ct = ctype ? pp_strndup(ctype, clen) : NULL;
+    pp_buf body = { 0 };
+    pgpipe_http_page_reply out;
+    memset(&out, 0, sizeof out);
+    out.priv = &body;
+    if (path && query && (!auth || a) && (!ctype || ct)) {
+        pgpipe_http_page_request pr;
+        pr.method = mname[rq->method >= 0 && rq->method <= PP_HTTP_OTHER ? rq->method : 0];
+        pr.path = path;
+        pr.query = query;
+        pr.authorization = a;
+        pr.content_type = ct;
+        pr.body = rq->body ? rq->body : "";
+        pr.body_len = rq->body ? rq->body_len : 0;
+        h->o.page(h->o.page_ud, &pr, &out);
+    } else {
+        out.status = 500;
+    }
+    pp_free(path);
+    pp_free(query);
+    pp_free(a);
+    pp_free(ct);
+    if (out.status <= 0) {
+        pp_buf_free(&body);
+        hs_error(h, c, 404, "not_found", "no such page", NULL);
+        return;
+    }
+    pp_http_reply r;
+    memset(&r, 0, sizeof r);
+    r.status = out.status;
+    r.content_type = out.content_type ? out.content_type : "text/html; charset=utf-8";
+    r.body = body.data;
+    r.body_len = body.data ? body.len : 0;
+    hs_write_reply(h, c, &r, out.headers);
+}
+
 static void hs_readyz(pgpipe_http *h, hs_conn *c)
 {
     char why[256] = "";
@@ -661,8 +711,10 @@ static void hs_route(pgpipe_http *h, hs_conn *c)
             hs_reply_json(h, c, 200, "{\"status\":\"ok\"}\n");
         else if (hs_path_is(rq, "/readyz"))
             hs_readyz(h, c);
-        else
+        else if (hs_path_is(rq, "/metrics"))
             hs_metrics(h, c);
+        else
+            hs_page(h, c);
         return;
     }
     if (++h->seq == 0)
@@ -1005,6 +1057,12 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "pgpipe_http_request_duration_seconds_count %llu\n",
                    (unsigned long long)cum, h->lat_sum, (unsigned long long)h->lat_count);
     pp_ingest_metrics(h->ig, &b);
+    if (h->o.metrics) {
+        pgpipe_http_page_reply more;
+        memset(&more, 0, sizeof more);
+        more.priv = &b;
+        h->o.metrics(h->o.page_ud, &more);
+    }
     hs_reply_text(h, c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data,
                   b.data ? b.len : 0);
 }

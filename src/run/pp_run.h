@@ -29,7 +29,6 @@
 #include "../http/pp_http.h"
 
 #ifndef PGPIPE_OMIT_RUN
-#include <signal.h>
 
 /* Days since 1970-01-01 of a proleptic Gregorian date, and back
 ** (run_cron.c; the pipeline file reuses them for nothing else yet). */
@@ -62,8 +61,8 @@ struct pgpipe_runner {
     pgpipe_pipefile *pf;          /* the file running now */
     const pgpipe_pipe_def *def;   /* pgpipe_pipefile_def(pf) */
     pgpipe_pool *pool;            /* every component's connections */
-    volatile sig_atomic_t stop_flag;   /* set by pgpipe_runner_stop */
-    volatile sig_atomic_t reload_flag; /* set by pgpipe_runner_reload */
+    atomic_int stop_flag;         /* set by pgpipe_runner_stop (lock-free: signal-safe) */
+    atomic_int reload_flag;       /* set by pgpipe_runner_reload */
     int wake_fd[2];               /* a byte written wakes the main loop */
     pp_mutex mu;                  /* guards what a comment says it guards */
     int64_t started_ms;           /* wall clock at pgpipe_runner_run */
@@ -133,7 +132,9 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out);
 ** schedule), detail a JSON object text (NULL: {}). An alert fires once
 ** per subject until its condition clears, on one instance only, and goes
 ** to the log line, the rule's NOTIFY channel, table and command, and to
-** r->on_alert. */
+** r->on_alert. raise queues the alert for the alert thread (it never waits
+** for the database or a command) and may be called before start; it takes
+** r->mu, so not while holding it. */
 PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r);
 PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r);
 PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);

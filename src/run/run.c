@@ -40,7 +40,7 @@ PGPIPE_PRIVATE int64_t run_now_ms(void)
 
 PGPIPE_PRIVATE int run_stopping(const pgpipe_runner *r)
 {
-    return r->stop_flag != 0;
+    return atomic_load(&((pgpipe_runner *)r)->stop_flag) != 0;
 }
 
 PGPIPE_PRIVATE void run_log(const pgpipe_runner *r, int level, const char *message, ...)
@@ -213,7 +213,7 @@ int pgpipe_runner_stop(pgpipe_runner *r)
 {
     if (!r)
         return PGPIPE_MISUSE;
-    r->stop_flag = 1;
+    atomic_store(&r->stop_flag, 1);
     run_wake(r);
     return PGPIPE_OK;
 }
@@ -222,7 +222,7 @@ int pgpipe_runner_reload(pgpipe_runner *r)
 {
     if (!r)
         return PGPIPE_MISUSE;
-    r->reload_flag = 1;
+    atomic_store(&r->reload_flag, 1);
     run_wake(r);
     return PGPIPE_OK;
 }
@@ -322,22 +322,21 @@ int pgpipe_runner_run(pgpipe_runner *r)
     run_log(r, PGPIPE_LOG_INFO, "setup done; starting", "file", r->path, NULL);
     if ((rc = run_sched_start(r)) || (rc = run_sources_start(r)) || (rc = run_alerts_start(r)) ||
         (rc = run_status_start(r))) {
-        r->stop_flag = 1;
+        atomic_store(&r->stop_flag, 1);
     } else {
         run_sd_notify(r, "READY=1\nSTATUS=running");
         run_log(r, PGPIPE_LOG_INFO, "running", NULL);
     }
     int64_t next_beat = run_now_ms() + RUN_HEARTBEAT_MS, next_maint = run_now_ms();
     pgpipe_error e;
-    while (!r->stop_flag) {
+    while (!atomic_load(&r->stop_flag)) {
         int64_t now = run_now_ms();
         if (r->opt.run_for_ms && now - r->started_ms >= r->opt.run_for_ms) {
             run_log(r, PGPIPE_LOG_INFO, "run time reached", NULL);
-            r->stop_flag = 1;
+            atomic_store(&r->stop_flag, 1);
             break;
         }
-        if (r->reload_flag) {
-            r->reload_flag = 0;
+        if (atomic_exchange(&r->reload_flag, 0)) {
             run_reload(r);
         }
         if (now >= next_beat) {

@@ -1,36 +1,1315 @@
 /*
 ** Schedules, the tasks after them, and the run history.
-** STUB (lead): the schedules helper replaces it.
+**
+** Exactly once without a leader: every instance computes each schedule's
+** next slot and, when it comes, claims it with a compare-and-set on
+** pgpipe.run_schedules.last_slot (the UPDATE moves last_slot forward only
+** if it is still before the slot). The row lock orders the contenders; the
+** loser's WHERE finds the slot taken and it computes the next one. No
+** lease to renew, no fencing token, nothing to fail over: an instance that
+** dies simply stops claiming, and the others go on.
+**
+** One timer thread sleeps until the nearest slot (a condition variable, so
+** stop and reload wake it), claims it, and hands the firing to a few
+** executor threads, so a long body never delays another schedule's slot.
+** An executor takes a connection from the runner's pool, holds a session
+** advisory lock on (pipeline, schedule) for the whole firing (the overlap
+** rule across instances: the lock dies with a dead instance's session),
+** runs the body, then the tasks that follow it, and writes one history row
+** per run. The timer thread also fires the cancels of bodies past their
+** timeout and, on stop, past the drain time.
+**
+** Threads never read r->def after start/reload returned: each keeps a
+** reference to a copy of what it needs (rs_cfg), freed with its last user.
 */
 #include "pp_run.h"
 
 #ifndef PGPIPE_OMIT_RUN
+#include <math.h>
+#include <time.h>
 
-PGPIPE_PRIVATE int run_sched_start(pgpipe_runner *r) { (void)r; return PGPIPE_OK; }
-PGPIPE_PRIVATE void run_sched_stop(pgpipe_runner *r, int drain_ms) { (void)r, (void)drain_ms; }
+#define RS_MAX_EXECUTORS 4
+#define RS_GRACE_MS      5000   /* a slot fired later than this was missed */
+#define RS_ALL_MAX       1000   /* --missed all runs at most this many slots */
+#define RS_COUNT_MAX     100000 /* missed cron slots counted at most */
+#define RS_MAINTAIN_MS   3600000
+
+/* ---- the copied configuration ------------------------------------------ */
+
+typedef struct rs_schedule {
+    char *name, *expr, *tz;
+    pgpipe_cron cron;
+    int64_t jitter_ms, timeout_ms;
+    int overlap, missed;
+    pgpipe_pipe_step *steps;
+    int nsteps;
+} rs_schedule;
+
+typedef struct rs_task {
+    char *name;
+    char **after;
+    int nafter;
+    int retries;
+    int64_t backoff_ms, backoff_max_ms, timeout_ms;
+    int on_failure;
+    int alert_k;          /* task-failures --count, 0: no rule */
+    pgpipe_pipe_step *steps;
+    int nsteps;
+} rs_task;
+
+typedef struct rs_cfg {
+    int refs;             /* guarded by run_sched.mu */
+    char *pipeline;
+    rs_schedule *s;
+    int ns;
+    rs_task *t;
+    int nt;
+    pgpipe_pipe_history hist;
+} rs_cfg;
+
+static pgpipe_pipe_step *rs_steps_copy(const pgpipe_pipe_step *st, int n, int *ok)
+{
+    if (n <= 0)
+        return NULL;
+    pgpipe_pipe_step *c = pp_calloc((size_t)n, sizeof *c);
+    if (!c) {
+        *ok = 0;
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        c[i] = st[i];
+        if (!(c[i].text = pp_strdup(st[i].text ? st[i].text : "")))
+            *ok = 0;
+    }
+    return c;
+}
+
+static void rs_steps_free(pgpipe_pipe_step *st, int n)
+{
+    for (int i = 0; st && i < n; i++)
+        pp_free((char *)st[i].text);
+    pp_free(st);
+}
+
+static void rs_cfg_free(rs_cfg *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; c->s && i < c->ns; i++) {
+        pp_free(c->s[i].name), pp_free(c->s[i].expr), pp_free(c->s[i].tz);
+        rs_steps_free(c->s[i].steps, c->s[i].nsteps);
+    }
+    for (int i = 0; c->t && i < c->nt; i++) {
+        pp_free(c->t[i].name);
+        for (int j = 0; c->t[i].after && j < c->t[i].nafter; j++)
+            pp_free(c->t[i].after[j]);
+        pp_free(c->t[i].after);
+        rs_steps_free(c->t[i].steps, c->t[i].nsteps);
+    }
+    pp_free(c->s);
+    pp_free(c->t);
+    pp_free(c->pipeline);
+    pp_free(c);
+}
+
+static rs_cfg *rs_cfg_new(const pgpipe_pipe_def *d, pgpipe_error *err)
+{
+    rs_cfg *c = pp_calloc(1, sizeof *c);
+    if (!c) {
+        pp_err_nomem(err);
+        return NULL;
+    }
+    int ok = 1;
+    c->refs = 1;
+    c->pipeline = pp_strdup(d->name);
+    c->hist = d->history;
+    c->ns = d->nschedules;
+    c->nt = d->ntasks;
+    if (!c->pipeline || (c->ns && !(c->s = pp_calloc((size_t)c->ns, sizeof *c->s))) ||
+        (c->nt && !(c->t = pp_calloc((size_t)c->nt, sizeof *c->t)))) {
+        c->ns = c->s ? c->ns : 0, c->nt = c->t ? c->nt : 0;
+        rs_cfg_free(c);
+        pp_err_nomem(err);
+        return NULL;
+    }
+    for (int i = 0; i < c->ns; i++) {
+        const pgpipe_pipe_schedule *ps = &d->schedules[i];
+        rs_schedule *s = &c->s[i];
+        s->name = pp_strdup(ps->name);
+        s->expr = pp_strdup(ps->expr);
+        s->tz = pp_strdup(ps->tz && *ps->tz ? ps->tz : "UTC");
+        s->jitter_ms = ps->jitter_ms, s->timeout_ms = ps->timeout_ms;
+        s->overlap = ps->overlap, s->missed = ps->missed;
+        s->steps = rs_steps_copy(ps->steps, ps->nsteps, &ok);
+        s->nsteps = ps->nsteps;
+        if (!s->name || !s->expr || !s->tz)
+            ok = 0;
+        else if (pgpipe_cron_parse(&s->cron, s->expr, err) != PGPIPE_OK) {
+            rs_cfg_free(c);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < c->nt; i++) {
+        const pgpipe_pipe_task *pt = &d->tasks[i];
+        rs_task *t = &c->t[i];
+        t->name = pp_strdup(pt->name);
+        t->retries = pt->retries;
+        t->backoff_ms = pt->backoff_ms, t->backoff_max_ms = pt->backoff_max_ms;
+        t->timeout_ms = pt->timeout_ms, t->on_failure = pt->on_failure;
+        t->steps = rs_steps_copy(pt->steps, pt->nsteps, &ok);
+        t->nsteps = pt->nsteps;
+        if (pt->nafter > 0 && (t->after = pp_calloc((size_t)pt->nafter, sizeof *t->after))) {
+            t->nafter = pt->nafter;
+            for (int j = 0; j < pt->nafter; j++)
+                if (!(t->after[j] = pp_strdup(pt->after[j])))
+                    ok = 0;
+        } else if (pt->nafter > 0) {
+            ok = 0;
+        }
+        for (int a = 0; a < d->nalerts; a++)
+            if (d->alerts[a].kind == PGPIPE_PIPE_ALERT_TASK_FAILURES && d->alerts[a].target &&
+                !strcmp(d->alerts[a].target, pt->name))
+                t->alert_k = (int)(d->alerts[a].threshold > 0 ? d->alerts[a].threshold : 3);
+        if (!t->name)
+            ok = 0;
+    }
+    if (!ok) {
+        rs_cfg_free(c);
+        pp_err_nomem(err);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- state ------------------------------------------------------------- */
+
+/* One firing handed to an executor: slots[0..nslots) of schedule si, run
+** in order (several only for --missed all). */
+typedef struct rs_job {
+    struct rs_job *next;
+    rs_cfg *cfg;
+    int si;
+    int64_t *slots;       /* Unix seconds */
+    int nslots;
+} rs_job;
+
+typedef struct rs_exec {
+    pthread_t th;
+    int started;
+    pgpipe_runner *r;
+    pp_cancel_slot cancel;
+    /* guarded by run_sched.mu */
+    int busy;
+    int64_t deadline_ms;  /* 0: none; past it the timer cancels */
+    int timed_out, cancelled;
+    const char *sched;    /* the schedule or task running now */
+    char job[128];        /* the schedule whose firing it runs, "" idle */
+} rs_exec;
+
+/* The timer's view of one schedule of the current cfg. */
+typedef struct rs_state {
+    int ready;            /* row made and next computed */
+    int64_t next;         /* the next slot, Unix seconds */
+    int64_t fire_ms;      /* next * 1000 + jitter */
+    int64_t jitter_ms;    /* the jitter drawn for next */
+} rs_state;
+
+/* Consecutive failures of a task, for the task-failures alert. */
+typedef struct rs_fails {
+    char name[128];
+    int n;
+} rs_fails;
+
+struct run_sched {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;    /* the timer and the executors wait on it */
+    rs_cfg *cfg;          /* current; guarded by mu */
+    int gen;              /* bumped by reload */
+    int stopping;
+    int64_t drain_until;  /* after stop: cancels fire past it */
+    pthread_t timer;
+    int timer_started;
+    rs_exec ex[RS_MAX_EXECUTORS];
+    int nex;
+    rs_job *head, *tail;
+    rs_state *st;         /* per schedule of cfg; the timer's own */
+    int nst;
+    int64_t last_maint_ms;
+    rs_fails fails[32];
+    uint64_t rnd;         /* backoff jitter; guarded by mu */
+    uint64_t trnd;        /* slot jitter; the timer's own */
+};
+
+static void rs_cfg_unref(run_sched *s, rs_cfg *c)
+{
+    pthread_mutex_lock(&s->mu);
+    int last = --c->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (last)
+        rs_cfg_free(c);
+}
+
+static void rs_wait_until(run_sched *s, int64_t until_ms)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(until_ms / 1000);
+    ts.tv_nsec = (long)(until_ms % 1000) * 1000000L;
+    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static void rs_i64(char *b, size_t n, int64_t v)
+{
+    snprintf(b, n, "%lld", (long long)v);
+}
+
+static void rs_iso(char *b, size_t n, int64_t sec)
+{
+    time_t t = (time_t)sec;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(b, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The advisory lock keys of a schedule: (class, object), positive int4s.
+** queue: the second lock a queued firing holds while it waits. */
+static void rs_keys(const char *pipeline, const char *sched, int queue, char k1[16], char k2[16])
+{
+    char buf[600];
+    snprintf(buf, sizeof buf, "%s\n%s", pipeline, sched);
+    snprintf(k1, 16, "%ld", (long)((pp_hash64(queue ? "pgpipe.run.queue" : "pgpipe.run") >> 33)));
+    snprintf(k2, 16, "%ld", (long)(pp_hash64(buf) >> 33));
+}
+
+static int rs_next(const rs_schedule *sc, int64_t after, int64_t *out)
+{
+    return pgpipe_cron_next(&sc->cron, after, sc->tz, out, NULL);
+}
+
+static int64_t rs_keep_days(const rs_cfg *c, const char *status)
+{
+    int64_t ms = !strcmp(status, "ok") || !strcmp(status, "skipped") ? c->hist.keep_ok_ms
+                                                                     : c->hist.keep_failed_ms;
+    int64_t d = (ms + 86399999) / 86400000;
+    return d < 1 ? 1 : d;
+}
+
+/* One history row: one INSERT (the partition of its expiry day is made
+** when missing). Failures are logged, never fatal to the firing. */
+static void rs_history(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const char *kind,
+                       const char *name, int64_t slot, int64_t started_ms, int64_t finished_ms,
+                       const char *status, int attempts, long long rows, const char *error,
+                       const char *sqlstate)
+{
+    if (cfg->hist.failures_only && !strcmp(status, "ok"))
+        return;
+    char sl[24], st[24], fi[24], at[16], rw[24], kd[16];
+    rs_i64(sl, sizeof sl, slot);
+    rs_i64(st, sizeof st, started_ms);
+    rs_i64(fi, sizeof fi, finished_ms);
+    snprintf(at, sizeof at, "%d", attempts);
+    snprintf(rw, sizeof rw, "%lld", rows);
+    rs_i64(kd, sizeof kd, rs_keep_days(cfg, status));
+    const char *p[14] = { cfg->pipeline, kind, name, slot ? sl : NULL, st, fi, status, at,
+                          rows >= 0 ? rw : NULL, error && *error ? error : NULL,
+                          sqlstate && *sqlstate ? sqlstate : NULL, r->instance, r->host, kd };
+    static const char *sql =
+        "INSERT INTO pgpipe.run_history (pipeline, kind, name, slot, started_at, finished_at, "
+        "status, attempts, rows, error, sqlstate, instance, host, expires_on) VALUES ($1, $2, "
+        "$3, to_timestamp($4::bigint), to_timestamp($5::float8 / 1000), "
+        "to_timestamp($6::float8 / 1000), $7, $8::int, $9::bigint, $10, $11, $12, $13, "
+        "(to_timestamp($5::float8 / 1000) AT TIME ZONE 'UTC')::date + $14::int)";
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    for (int tries = 0; tries < 2; tries++) {
+        if (pp_exec(c, sql, 14, p, NULL, &e, "recording the run") == PGPIPE_OK)
+            return;
+        if (strcmp(e.sqlstate, "23514")) /* not "no partition of relation found" */
+            break;
+        const char *q[2] = { st, kd };
+        if (pp_exec(c,
+                    "SELECT pgpipe.run_history_partition((to_timestamp($1::float8 / 1000) AT "
+                    "TIME ZONE 'UTC')::date + $2::int)",
+                    2, q, NULL, &e, "making the history partition"))
+            break;
+    }
+    run_log(r, PGPIPE_LOG_WARN, "run history: the row was not written", "name", name, "status",
+            status, "error", e.message, NULL);
+}
+
+/* ---- the executors ----------------------------------------------------- */
+
+static int rs_sleep(run_sched *s, int64_t ms)
+{
+    int64_t until = run_now_ms() + ms;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping && run_now_ms() < until)
+        rs_wait_until(s, until);
+    int stop = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return stop ? -1 : 0;
+}
+
+/* Run steps with a deadline the timer thread enforces (cancel) besides
+** the step runner's own. Returns the rc; *status gets the outcome. */
+static int rs_exec_steps(rs_exec *x, run_sched *s, PGconn *c, const char *name,
+                         const pgpipe_pipe_step *steps, int n, int64_t timeout_ms,
+                         long long *rows, pgpipe_error *e, const char **status)
+{
+    pthread_mutex_lock(&s->mu);
+    x->deadline_ms = timeout_ms > 0 ? run_now_ms() + timeout_ms : 0;
+    x->timed_out = 0;
+    x->sched = name;
+    pthread_mutex_unlock(&s->mu);
+    memset(e, 0, sizeof *e);
+    *rows = 0;
+    int rc = run_steps_exec(x->r, c, steps, n, timeout_ms, rows, e);
+    pthread_mutex_lock(&s->mu);
+    int to = x->timed_out;
+    x->deadline_ms = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (rc == PGPIPE_OK)
+        *status = "ok";
+    else if (rc == PGPIPE_BUSY || to)
+        *status = "timeout";
+    else
+        *status = "failed";
+    return rc;
+}
+
+static rs_fails *rs_fails_of(run_sched *s, const char *name)
+{
+    rs_fails *free_slot = NULL;
+    for (size_t i = 0; i < sizeof s->fails / sizeof s->fails[0]; i++) {
+        if (!strcmp(s->fails[i].name, name))
+            return &s->fails[i];
+        if (!free_slot && !s->fails[i].name[0])
+            free_slot = &s->fails[i];
+    }
+    if (free_slot)
+        snprintf(free_slot->name, sizeof free_slot->name, "%s", name);
+    return free_slot;
+}
+
+enum { RS_T_NONE = 0, RS_T_OK, RS_T_FAILED_STOP, RS_T_FAILED_CONT, RS_T_SKIPPED };
+
+/* The tasks after a successful firing of schedule sname, in dependency
+** order (cfg->t is sorted so), on the same connection. */
+static void rs_run_tasks(rs_exec *x, run_sched *s, PGconn *c, rs_cfg *cfg, const char *sname,
+                         int64_t slot)
+{
+    pgpipe_runner *r = x->r;
+    if (!cfg->nt)
+        return;
+    int *res = pp_calloc((size_t)cfg->nt, sizeof *res);
+    if (!res)
+        return;
+    for (int i = 0; i < cfg->nt; i++) {
+        rs_task *t = &cfg->t[i];
+        int involved = 0, all_ok = 1, blocked = 0;
+        for (int j = 0; j < t->nafter; j++) {
+            int st = RS_T_NONE;
+            if (!strcmp(t->after[j], sname))
+                st = RS_T_OK;
+            else
+                for (int k = 0; k < i; k++)
+                    if (!strcmp(cfg->t[k].name, t->after[j]))
+                        st = res[k];
+            if (st != RS_T_NONE)
+                involved = 1;
+            if (st == RS_T_FAILED_STOP || st == RS_T_SKIPPED)
+                blocked = 1;
+            if (st != RS_T_OK && st != RS_T_FAILED_CONT)
+                all_ok = 0;
+        }
+        if (!involved)
+            continue;
+        int64_t t0 = run_now_ms();
+        if (blocked || !all_ok || run_stopping(r)) {
+            if (blocked || run_stopping(r)) {
+                res[i] = RS_T_SKIPPED;
+                rs_history(r, c, cfg, "task", t->name, slot, t0, t0, "skipped", 0, -1,
+                           run_stopping(r) ? "the runner is stopping"
+                                           : "a task it runs after failed",
+                           NULL);
+            }
+            continue;
+        }
+        pgpipe_error e;
+        const char *status = "failed";
+        long long rows = 0;
+        int attempts = 0;
+        int64_t backoff = t->backoff_ms > 0 ? t->backoff_ms : 1000;
+        for (;;) {
+            attempts++;
+            rs_exec_steps(x, s, c, t->name, t->steps, t->nsteps, t->timeout_ms, &rows, &e,
+                          &status);
+            if (!strcmp(status, "ok") || attempts > t->retries || run_stopping(r))
+                break;
+            /* exponential backoff with jitter: a delay in [b/2, b] */
+            int64_t b = backoff;
+            pthread_mutex_lock(&s->mu);
+            uint64_t rv = pp_rand_next(&s->rnd);
+            pthread_mutex_unlock(&s->mu);
+            int64_t d = b / 2 + (b > 1 ? (int64_t)(rv % (uint64_t)(b - b / 2 + 1)) : 0);
+            run_log(r, PGPIPE_LOG_WARN, "task failed; retrying", "task", t->name, "error",
+                    e.message, NULL);
+            if (rs_sleep(s, d))
+                break;
+            backoff = backoff * 2;
+            if (t->backoff_max_ms > 0 && backoff > t->backoff_max_ms)
+                backoff = t->backoff_max_ms;
+        }
+        int ok = !strcmp(status, "ok");
+        res[i] = ok ? RS_T_OK : t->on_failure == PGPIPE_PIPE_FAIL_CONTINUE ? RS_T_FAILED_CONT
+                                                                          : RS_T_FAILED_STOP;
+        rs_history(r, c, cfg, "task", t->name, slot, t0, run_now_ms(), status, attempts,
+                   ok ? rows : -1, ok ? NULL : e.message, ok ? NULL : e.sqlstate);
+        pthread_mutex_lock(&s->mu);
+        rs_fails *f = rs_fails_of(s, t->name);
+        int nfail = 0;
+        if (f)
+            nfail = f->n = ok ? 0 : f->n + 1;
+        pthread_mutex_unlock(&s->mu);
+        if (!ok) {
+            run_log(r, PGPIPE_LOG_ERROR, "task failed", "task", t->name, "status", status,
+                    "error", e.message, NULL);
+            if (t->alert_k > 0 && nfail == t->alert_k) {
+                pp_buf d = { 0 };
+                char msg[256];
+                snprintf(msg, sizeof msg, "task %s failed %d times in a row", t->name, nfail);
+                pp_buf_appendf(&d, "{\"task\":");
+                pp_json_str(&d, t->name, strlen(t->name), 0);
+                pp_buf_appendf(&d, ",\"failures\":%d,\"error\":", nfail);
+                pp_json_str(&d, e.message, strlen(e.message), 0);
+                pp_buf_appendf(&d, "}");
+                run_alert_raise(r, "task-failures", t->name, msg, d.data);
+                pp_buf_free(&d);
+            }
+        }
+    }
+    pp_free(res);
+}
+
+static int rs_try_lock(PGconn *c, const char *k1, const char *k2, int *got, pgpipe_error *e)
+{
+    const char *p[2] = { k1, k2 };
+    PGresult *res = NULL;
+    int rc = pp_exec(c, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, p, &res, e,
+                     "the overlap lock");
+    if (rc)
+        return rc;
+    *got = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return PGPIPE_OK;
+}
+
+static void rs_unlock(PGconn *c, const char *k1, const char *k2)
+{
+    const char *p[2] = { k1, k2 };
+    pp_exec(c, "SELECT pg_advisory_unlock($1::int, $2::int)", 2, p, NULL, NULL, NULL);
+}
+
+/* Take the overlap lock by the schedule's rule: 1 taken, 0 not (recorded
+** as skipped by the caller), -1 the connection failed. */
+static int rs_overlap(rs_exec *x, run_sched *s, PGconn *c, const rs_cfg *cfg,
+                      const rs_schedule *sc, pgpipe_error *e)
+{
+    char k1[16], k2[16], q1[16], q2[16];
+    rs_keys(cfg->pipeline, sc->name, 0, k1, k2);
+    int got = 0;
+    if (rs_try_lock(c, k1, k2, &got, e))
+        return -1;
+    if (got || sc->overlap == PGPIPE_PIPE_OVERLAP_SKIP)
+        return got;
+    int queued = 0;
+    if (sc->overlap == PGPIPE_PIPE_OVERLAP_QUEUE) {
+        /* at most one firing waits, across instances: the one holding the
+        ** queue lock */
+        rs_keys(cfg->pipeline, sc->name, 1, q1, q2);
+        if (rs_try_lock(c, q1, q2, &queued, e))
+            return -1;
+        if (!queued)
+            return 0;
+    } else {
+        const char *p[2] = { k1, k2 };
+        pp_exec(c,
+                "SELECT pg_cancel_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
+                "classid = $1::int::oid AND objid = $2::int::oid AND objsubid = 2 AND granted "
+                "AND pid <> pg_backend_pid()",
+                2, p, NULL, NULL, NULL);
+        run_log(x->r, PGPIPE_LOG_WARN, "overlap replace: cancelled the running firing",
+                "schedule", sc->name, NULL);
+    }
+    /* wait for the running firing to end (replace: for the cancel to land) */
+    int64_t until = sc->overlap == PGPIPE_PIPE_OVERLAP_REPLACE ? run_now_ms() + 30000 : 0;
+    while (!got && !run_stopping(x->r) && (!until || run_now_ms() < until)) {
+        if (rs_sleep(s, 50))
+            break;
+        if (rs_try_lock(c, k1, k2, &got, e))
+            return -1;
+    }
+    if (queued)
+        rs_unlock(c, q1, q2);
+    return got;
+}
+
+static void rs_running(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const char *sched,
+                       int64_t slot, int set)
+{
+    char sl[24];
+    rs_i64(sl, sizeof sl, slot);
+    const char *p[4] = { cfg->pipeline, sched, r->instance, sl };
+    if (set)
+        pp_exec(c,
+                "UPDATE pgpipe.run_schedules SET running_instance = $3, running_since = now(), "
+                "running_slot = to_timestamp($4::bigint), updated_at = now() "
+                "WHERE pipeline = $1 AND schedule = $2",
+                4, p, NULL, NULL, NULL);
+    else
+        pp_exec(c,
+                "UPDATE pgpipe.run_schedules SET running_instance = NULL, running_since = NULL, "
+                "running_slot = NULL, updated_at = now() "
+                "WHERE pipeline = $1 AND schedule = $2 AND running_instance = $3",
+                3, p, NULL, NULL, NULL);
+}
+
+static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
+{
+    pgpipe_runner *r = x->r;
+    rs_cfg *cfg = j->cfg;
+    const rs_schedule *sc = &cfg->s[j->si];
+    int64_t last = j->slots[j->nslots - 1];
+    pgpipe_conn *cc = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    int64_t t0 = run_now_ms();
+    if (pgpipe_pool_acquire_ex(r->pool, &cc, 10000, &e)) {
+        run_log(r, PGPIPE_LOG_ERROR, "no connection for a firing", "schedule", sc->name, "error",
+                e.message, NULL);
+        return;
+    }
+    PGconn *c = pgpipe_conn_pg(cc);
+    pp_cancel_arm(&x->cancel, c);
+    int broken = 0;
+    int lk = rs_overlap(x, s, c, cfg, sc, &e);
+    if (lk < 0) {
+        broken = 1;
+        run_log(r, PGPIPE_LOG_ERROR, "firing failed: the database", "schedule", sc->name,
+                "error", e.message, NULL);
+    } else if (lk == 0) {
+        rs_history(r, c, cfg, "schedule", sc->name, last, t0, run_now_ms(), "skipped", 0, -1,
+                   run_stopping(r) ? "the runner is stopping" : "the last run still runs",
+                   NULL);
+        run_log(r, PGPIPE_LOG_INFO, "firing skipped: the last run still runs", "schedule",
+                sc->name, NULL);
+    } else {
+        for (int i = 0; i < j->nslots && !run_stopping(r); i++) {
+            int64_t slot = j->slots[i];
+            int64_t st = run_now_ms();
+            rs_running(r, c, cfg, sc->name, slot, 1);
+            long long rows = 0;
+            const char *status;
+            rs_exec_steps(x, s, c, sc->name, sc->steps, sc->nsteps, sc->timeout_ms, &rows, &e,
+                          &status);
+            int ok = !strcmp(status, "ok");
+            if (PQstatus(c) != CONNECTION_OK) {
+                broken = 1;
+                break;
+            }
+            rs_history(r, c, cfg, "schedule", sc->name, slot, st, run_now_ms(), status, 1,
+                       ok ? rows : -1, ok ? NULL : e.message, ok ? NULL : e.sqlstate);
+            if (!ok)
+                run_log(r, PGPIPE_LOG_ERROR, "firing failed", "schedule", sc->name, "status",
+                        status, "error", e.message, NULL);
+            else
+                rs_run_tasks(x, s, c, cfg, sc->name, slot);
+            rs_running(r, c, cfg, sc->name, slot, 0);
+        }
+        char k1[16], k2[16];
+        rs_keys(cfg->pipeline, sc->name, 0, k1, k2);
+        if (!broken)
+            rs_unlock(c, k1, k2);
+    }
+    pp_cancel_arm(&x->cancel, NULL);
+    if (broken || PQstatus(c) != CONNECTION_OK)
+        pgpipe_pool_discard(cc); /* the session lock goes with it */
+    else
+        pgpipe_pool_release(cc);
+}
+
+static void *rs_exec_main(void *arg)
+{
+    rs_exec *x = arg;
+    run_sched *s = x->r->sched;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->head && !s->stopping)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->stopping)
+            break;
+        rs_job *j = s->head;
+        s->head = j->next;
+        if (!s->head)
+            s->tail = NULL;
+        x->busy = 1;
+        x->cancelled = 0;
+        snprintf(x->job, sizeof x->job, "%s", j->cfg->s[j->si].name);
+        pthread_mutex_unlock(&s->mu);
+        rs_job_run(x, s, j);
+        pp_free(j->slots);
+        rs_cfg_unref(s, j->cfg);
+        pp_free(j);
+        pthread_mutex_lock(&s->mu);
+        x->busy = 0;
+        x->job[0] = 0;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- the timer --------------------------------------------------------- */
+
+/* Make the schedule's row (a new one starts now: no backfill) and read its
+** last slot (Unix seconds) into *last. */
+static int rs_row(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const rs_schedule *sc,
+                  int64_t *last, pgpipe_error *e)
+{
+    const char *p[5] = { cfg->pipeline, sc->name, sc->expr, sc->tz, r->instance };
+    PGresult *res = NULL;
+    int rc = pp_exec(c,
+                     "INSERT INTO pgpipe.run_schedules AS s (pipeline, schedule, expr, tz, "
+                     "last_slot) VALUES ($1, $2, $3, $4, now()) ON CONFLICT (pipeline, schedule) "
+                     "DO UPDATE SET expr = EXCLUDED.expr, tz = EXCLUDED.tz, updated_at = now(), "
+                     "last_slot = coalesce(s.last_slot, now()) "
+                     "RETURNING floor(extract(epoch FROM last_slot))::bigint",
+                     4, p, &res, e, "the schedule's row");
+    if (rc)
+        return rc;
+    *last = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return PGPIPE_OK;
+}
+
+/* The compare-and-set: 1 when this instance won slot (then *prev is the
+** last slot before it), 0 when another has it (*prev: the slot it has). */
+static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t slot,
+                    int64_t *prev, pgpipe_error *e)
+{
+    char sl[24];
+    rs_i64(sl, sizeof sl, slot);
+    const char *p[3] = { cfg->pipeline, sc->name, sl };
+    PGresult *res = NULL;
+    int rc = pp_exec(c,
+                     "WITH o AS (SELECT last_slot FROM pgpipe.run_schedules WHERE pipeline = $1 "
+                     "AND schedule = $2 FOR UPDATE), u AS (UPDATE pgpipe.run_schedules s SET "
+                     "last_slot = to_timestamp($3::bigint), updated_at = now() WHERE "
+                     "s.pipeline = $1 AND s.schedule = $2 AND (s.last_slot IS NULL OR "
+                     "s.last_slot < to_timestamp($3::bigint)) RETURNING 1) "
+                     "SELECT coalesce(floor(extract(epoch FROM o.last_slot))::bigint, 0), "
+                     "(SELECT count(*) FROM u) FROM o",
+                     3, p, &res, e, "claiming the slot");
+    if (rc)
+        return -1;
+    int won = 0;
+    *prev = -1; /* the row is gone (deleted by hand): the caller makes it again */
+    if (PQntuples(res) == 1) {
+        *prev = atoll(PQgetvalue(res, 0, 0));
+        won = atoi(PQgetvalue(res, 0, 1)) > 0;
+    }
+    PQclear(res);
+    return won;
+}
+
+/* Hand a firing to the executors. The overlap rule on this instance
+** (the advisory lock covers the others): skip when a firing of the
+** schedule runs or waits here; queue: at most one waits; replace: the
+** running one is cancelled. Returns 0 when queued, 1 when skipped. */
+static int rs_enqueue(run_sched *s, rs_cfg *cfg, int si, int64_t *slots, int n)
+{
+    rs_job *j = pp_calloc(1, sizeof *j);
+    if (!j) {
+        pp_free(slots);
+        return 1;
+    }
+    const rs_schedule *sc = &cfg->s[si];
+    j->si = si, j->slots = slots, j->nslots = n;
+    pthread_mutex_lock(&s->mu);
+    int running = 0, waiting = 0;
+    for (int i = 0; i < s->nex; i++)
+        if (s->ex[i].busy && !strcmp(s->ex[i].job, sc->name))
+            running = 1;
+    for (rs_job *q = s->head; q; q = q->next)
+        if (!strcmp(q->cfg->s[q->si].name, sc->name))
+            waiting = 1;
+    if (waiting || (running && sc->overlap == PGPIPE_PIPE_OVERLAP_SKIP)) {
+        pthread_mutex_unlock(&s->mu);
+        pp_free(slots);
+        pp_free(j);
+        return 1;
+    }
+    if (running && sc->overlap == PGPIPE_PIPE_OVERLAP_REPLACE)
+        for (int i = 0; i < s->nex; i++)
+            if (s->ex[i].busy && !strcmp(s->ex[i].job, sc->name)) {
+                s->ex[i].cancelled = 1;
+                pp_cancel_fire(&s->ex[i].cancel);
+            }
+    j->cfg = cfg;
+    cfg->refs++;
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
+    s->tail = j;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static void rs_set_next(run_sched *s, rs_state *st, const rs_schedule *sc, int64_t after)
+{
+    int64_t n;
+    if (rs_next(sc, after, &n)) {
+        st->ready = 0; /* nothing fires within 30 years: look again in an hour */
+        st->fire_ms = run_now_ms() + 3600000;
+        return;
+    }
+    st->next = n;
+    st->jitter_ms =
+        sc->jitter_ms > 0 ? (int64_t)(pp_rand_next(&s->trnd) % (uint64_t)sc->jitter_ms) : 0;
+    st->fire_ms = n * 1000 + st->jitter_ms;
+}
+
+/* The slot st->next came: claim the latest slot not after now, and apply
+** the missed rule to the slots between the last claimed one and it. */
+static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int si, rs_state *st,
+                   pgpipe_error *e)
+{
+    const rs_schedule *sc = &cfg->s[si];
+    int64_t now_ms = run_now_ms(), now = now_ms / 1000;
+    int64_t L = st->next, n;
+    if (sc->cron.every_ms >= 1000) {
+        int64_t ev = sc->cron.every_ms / 1000, at = now - now % ev;
+        if (at > L)
+            L = at;
+    } else {
+        while (!rs_next(sc, L, &n) && n <= now)
+            L = n;
+    }
+    int64_t prev = 0;
+    int won = rs_claim(c, cfg, sc, L, &prev, e);
+    if (won < 0)
+        return -1;
+    if (!won && prev < 0) {
+        st->ready = 0;
+        return 0;
+    }
+    if (!won) {
+        rs_set_next(s, st, sc, prev > L ? prev : L);
+        return 0;
+    }
+    /* the slots in (prev, L]: normally L alone */
+    int64_t count = 0, first = 0;
+    if (prev > 0 && prev < L) {
+        if (sc->cron.every_ms > 0) {
+            int64_t ev = sc->cron.every_ms / 1000 > 0 ? sc->cron.every_ms / 1000 : 1;
+            int64_t f;
+            if (!rs_next(sc, prev, &f) && f <= L)
+                first = f, count = (L - f) / ev + 1;
+        } else {
+            int64_t cur = prev;
+            while (count < RS_COUNT_MAX && !rs_next(sc, cur, &n) && n <= L) {
+                if (!count)
+                    first = n;
+                cur = n, count++;
+            }
+        }
+    }
+    if (count < 1)
+        count = 1, first = L;
+    int current = now_ms - (L * 1000 + st->jitter_ms) < RS_GRACE_MS;
+    int64_t missed = count - (current ? 1 : 0);
+    int64_t *slots = NULL;
+    int nslots = 0;
+    if (missed > 0) {
+        const char *pol = sc->missed == PGPIPE_PIPE_MISSED_SKIP ? "skip"
+                          : sc->missed == PGPIPE_PIPE_MISSED_ALL ? "all" : "once";
+        char fs[32], ls[32], cnt[24], msg[256];
+        rs_iso(fs, sizeof fs, first);
+        rs_iso(ls, sizeof ls, current ? L - 1 : L);
+        rs_i64(cnt, sizeof cnt, missed);
+        if (sc->missed == PGPIPE_PIPE_MISSED_ALL) {
+            int64_t take = count > RS_ALL_MAX ? RS_ALL_MAX : count;
+            if (count > RS_ALL_MAX)
+                run_log(r, PGPIPE_LOG_WARN, "missed all: too many slots; running the latest 1000",
+                        "schedule", sc->name, "missed", cnt, NULL);
+            /* the latest `take` slots in order: walk from the first one
+            ** that is within them */
+            slots = pp_calloc((size_t)take, sizeof *slots);
+            if (slots) {
+                int64_t cur = first;
+                int64_t skipn = count - take;
+                if (sc->cron.every_ms > 0 && skipn > 0) {
+                    int64_t ev = sc->cron.every_ms / 1000 > 0 ? sc->cron.every_ms / 1000 : 1;
+                    cur = first + skipn * ev;
+                    skipn = 0;
+                }
+                while (skipn-- > 0 && !rs_next(sc, cur, &n))
+                    cur = n;
+                slots[nslots++] = cur;
+                while (nslots < take && !rs_next(sc, cur, &n) && n <= L)
+                    slots[nslots++] = cur = n;
+            }
+        } else if (sc->missed == PGPIPE_PIPE_MISSED_ONCE || current) {
+            if ((slots = pp_malloc(sizeof *slots)))
+                slots[nslots++] = L;
+        }
+        snprintf(msg, sizeof msg, "%s slot%s missed (%s .. %s); --missed %s: %s", cnt,
+                 missed == 1 ? "" : "s", fs, ls, pol,
+                 sc->missed == PGPIPE_PIPE_MISSED_SKIP ? "none run"
+                 : sc->missed == PGPIPE_PIPE_MISSED_ALL ? "each run in order"
+                                                         : "run once for the latest");
+        int64_t t = run_now_ms();
+        rs_history(r, c, cfg, "schedule", sc->name, first, t, t, "missed", 0, missed, msg, NULL);
+        run_log(r, PGPIPE_LOG_WARN, "schedule missed slots", "schedule", sc->name, "missed", cnt,
+                "policy", pol, NULL);
+        pp_buf d = { 0 };
+        pp_buf_appendf(&d, "{\"schedule\":");
+        pp_json_str(&d, sc->name, strlen(sc->name), 0);
+        pp_buf_appendf(&d, ",\"missed\":%lld,\"first\":\"%s\",\"last\":\"%s\",\"policy\":\"%s\"}",
+                       (long long)missed, fs, ls, pol);
+        run_alert_raise(r, "schedule-missed", sc->name, msg, d.data);
+        pp_buf_free(&d);
+    } else if ((slots = pp_malloc(sizeof *slots))) {
+        slots[nslots++] = L;
+    }
+    if (nslots && rs_enqueue(s, cfg, si, slots, nslots)) {
+        int64_t t = run_now_ms();
+        rs_history(r, c, cfg, "schedule", sc->name, L, t, t, "skipped", 0, -1,
+                   "the last run still runs", NULL);
+        run_log(r, PGPIPE_LOG_INFO, "firing skipped: the last run still runs", "schedule",
+                sc->name, NULL);
+    } else if (!nslots) {
+        pp_free(slots);
+    }
+    rs_set_next(s, st, sc, L);
+    return 0;
+}
+
+/* The timer checks the running bodies: past their timeout, or past the
+** drain time after stop, they are cancelled. Called with mu held; returns
+** the nearest deadline (0: none). */
+static int64_t rs_watch(run_sched *s, int64_t now)
+{
+    int64_t nearest = 0;
+    for (int i = 0; i < s->nex; i++) {
+        rs_exec *x = &s->ex[i];
+        if (!x->busy)
+            continue;
+        int64_t dl = x->deadline_ms;
+        if (s->stopping && s->drain_until && (!dl || s->drain_until < dl))
+            dl = s->drain_until;
+        if (!dl || x->cancelled)
+            continue;
+        if (now >= dl) {
+            x->cancelled = 1;
+            if (x->deadline_ms && now >= x->deadline_ms)
+                x->timed_out = 1;
+            pp_cancel_fire(&x->cancel);
+        } else if (!nearest || dl < nearest) {
+            nearest = dl;
+        }
+    }
+    return nearest;
+}
+
+static void *rs_timer_main(void *arg)
+{
+    pgpipe_runner *r = arg;
+    run_sched *s = r->sched;
+    pgpipe_conn *cc = NULL;
+    int gen = -1;
+    rs_cfg *cfg = NULL;
+    pgpipe_error e;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        if (gen != s->gen) { /* start or reload: take the new cfg */
+            rs_cfg *old = cfg;
+            cfg = s->cfg;
+            cfg->refs++;
+            gen = s->gen;
+            rs_state *nst = pp_calloc((size_t)(cfg->ns ? cfg->ns : 1), sizeof *nst);
+            /* a schedule unchanged by the reload keeps its next slot */
+            for (int i = 0; nst && old && i < cfg->ns; i++)
+                for (int k = 0; k < old->ns && k < s->nst; k++)
+                    if (!strcmp(old->s[k].name, cfg->s[i].name) &&
+                        !strcmp(old->s[k].expr, cfg->s[i].expr) &&
+                        !strcmp(old->s[k].tz, cfg->s[i].tz) && s->st[k].ready)
+                        nst[i] = s->st[k];
+            pp_free(s->st);
+            s->st = nst;
+            s->nst = nst ? cfg->ns : 0;
+            if (old) {
+                int last = --old->refs == 0;
+                if (last) {
+                    pthread_mutex_unlock(&s->mu);
+                    rs_cfg_free(old);
+                    pthread_mutex_lock(&s->mu);
+                }
+            }
+            continue;
+        }
+        int64_t now = run_now_ms();
+        int64_t wake = now + 60000;
+        int due = -1;
+        for (int i = 0; i < s->nst; i++) {
+            rs_state *st = &s->st[i];
+            if (!st->ready || st->fire_ms <= now) {
+                due = i;
+                break;
+            }
+            if (st->fire_ms < wake)
+                wake = st->fire_ms;
+        }
+        int64_t dl = rs_watch(s, now);
+        if (dl && dl < wake)
+            wake = dl;
+        if (due < 0) {
+            rs_wait_until(s, wake);
+            continue;
+        }
+        /* the database work is done unlocked; s->st is only this thread's */
+        /* a copy: run_sched_next_json reads s->st under mu meanwhile */
+        rs_state cur = s->st[due], *st = &cur;
+        pthread_mutex_unlock(&s->mu);
+        memset(&e, 0, sizeof e);
+        int fail = 0;
+        if (!cc) {
+            if (pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e))
+                cc = NULL, fail = 1;
+        }
+        if (cc) {
+            PGconn *c = pgpipe_conn_pg(cc);
+            const rs_schedule *sc = &cfg->s[due];
+            if (!st->ready) {
+                int64_t last;
+                if (rs_row(r, c, cfg, sc, &last, &e))
+                    fail = 1;
+                else {
+                    rs_set_next(s, st, sc, last);
+                    /* slots missed while no instance ran come due at once */
+                    if (st->next <= run_now_ms() / 1000)
+                        st->fire_ms = 0;
+                    st->ready = 1;
+                }
+            } else if (rs_fire(r, s, c, cfg, due, st, &e)) {
+                fail = 1;
+            }
+            if (fail && PQstatus(c) != CONNECTION_OK) {
+                pgpipe_pool_discard(cc);
+                cc = NULL;
+            }
+        }
+        pthread_mutex_lock(&s->mu);
+        if (fail)
+            st->fire_ms = run_now_ms() + 1000;
+        s->st[due] = cur;
+        if (fail) {
+            run_log(r, PGPIPE_LOG_WARN, "schedule: the database failed; trying again in 1 s",
+                    "schedule", cfg->s[due].name, "error", e.message, NULL);
+            rs_wait_until(s, st->fire_ms);
+        }
+    }
+    /* drain: cancel past the deadline until the executors are idle */
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < s->nex; i++)
+            busy |= s->ex[i].busy;
+        if (!busy)
+            break;
+        int64_t now = run_now_ms();
+        int64_t dl = rs_watch(s, now);
+        rs_wait_until(s, dl && dl < now + 200 ? dl : now + 200);
+    }
+    int last = cfg && --cfg->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (last)
+        rs_cfg_free(cfg);
+    if (cc)
+        pgpipe_pool_release(cc);
+    return NULL;
+}
+
+/* ---- the component's interface ----------------------------------------- */
+
+PGPIPE_PRIVATE int run_sched_start(pgpipe_runner *r)
+{
+    if (r->sched)
+        return PGPIPE_MISUSE;
+    run_sched *s = pp_calloc(1, sizeof *s);
+    if (!s)
+        return pp_err_nomem(&r->h.err);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->rnd = pp_rand_seed();
+    s->trnd = pp_rand_seed();
+    r->sched = s;
+    if (!(s->cfg = rs_cfg_new(r->def, &r->h.err)))
+        return r->h.err.code ? r->h.err.code : PGPIPE_NOMEM;
+    s->nex = r->def->nschedules < RS_MAX_EXECUTORS ? r->def->nschedules : RS_MAX_EXECUTORS;
+    if (s->nex < 1)
+        s->nex = 1;
+    for (int i = 0; i < s->nex; i++) {
+        s->ex[i].r = r;
+        if (pthread_create(&s->ex[i].th, NULL, rs_exec_main, &s->ex[i]))
+            return pp_err(&r->h.err, PGPIPE_ERROR, "schedules: cannot start a thread");
+        s->ex[i].started = 1;
+    }
+    if (pthread_create(&s->timer, NULL, rs_timer_main, r))
+        return pp_err(&r->h.err, PGPIPE_ERROR, "schedules: cannot start a thread");
+    s->timer_started = 1;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void run_sched_stop(pgpipe_runner *r, int drain_ms)
+{
+    run_sched *s = r->sched;
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    s->drain_until = run_now_ms() + (drain_ms > 0 ? drain_ms : 0);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->timer_started) {
+        pthread_join(s->timer, NULL);
+        s->timer_started = 0;
+    } else { /* no timer to cancel past the drain time: wait for them */
+    }
+    for (int i = 0; i < s->nex; i++)
+        if (s->ex[i].started) {
+            pthread_join(s->ex[i].th, NULL);
+            s->ex[i].started = 0;
+        }
+    /* claimed but not started: they are dropped, and said so */
+    while (s->head) {
+        rs_job *j = s->head;
+        s->head = j->next;
+        run_log(r, PGPIPE_LOG_WARN, "stopping: a claimed firing did not start", "schedule",
+                j->cfg->s[j->si].name, NULL);
+        pp_free(j->slots);
+        rs_cfg_unref(s, j->cfg);
+        pp_free(j);
+    }
+    s->tail = NULL;
+}
+
 PGPIPE_PRIVATE int run_sched_reload(pgpipe_runner *r, const pgpipe_pipe_def *def)
 {
-    (void)r, (void)def;
+    run_sched *s = r->sched;
+    if (!s)
+        return PGPIPE_OK;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    rs_cfg *c = rs_cfg_new(def, &e);
+    if (!c) {
+        run_log(r, PGPIPE_LOG_ERROR, "schedules: reload refused", "error", e.message, NULL);
+        return e.code ? e.code : PGPIPE_NOMEM;
+    }
+    pthread_mutex_lock(&s->mu);
+    rs_cfg *old = s->cfg;
+    s->cfg = c;
+    s->gen++;
+    int last = --old->refs == 0;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (last)
+        rs_cfg_free(old);
     return PGPIPE_OK;
 }
-PGPIPE_PRIVATE void run_sched_free(pgpipe_runner *r) { (void)r; }
+
+PGPIPE_PRIVATE void run_sched_free(pgpipe_runner *r)
+{
+    run_sched *s = r->sched;
+    if (!s)
+        return;
+    run_sched_stop(r, 0);
+    for (int i = 0; i < s->nex; i++)
+        pp_cancel_arm(&s->ex[i].cancel, NULL);
+    if (s->cfg)
+        rs_cfg_unref(s, s->cfg);
+    pp_free(s->st);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    pp_free(s);
+    r->sched = NULL;
+}
+
+/* pgpipe.run_actions exists (the schema may predate it when the runner
+** does not install it). */
+static int rs_actions_exist(PGconn *c)
+{
+    PGresult *res = NULL;
+    if (pp_exec(c, "SELECT to_regclass('pgpipe.run_actions') IS NOT NULL", 0, NULL, &res, NULL,
+                NULL))
+        return 0;
+    int ok = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return ok;
+}
+
 PGPIPE_PRIVATE int run_sched_maintain(pgpipe_runner *r, PGconn *conn, pgpipe_error *err)
 {
-    (void)r, (void)conn, (void)err;
-    return PGPIPE_OK;
+    run_sched *s = r->sched;
+    if (!s)
+        return PGPIPE_OK;
+    pthread_mutex_lock(&s->mu);
+    rs_cfg *cfg = s->cfg;
+    if (cfg)
+        cfg->refs++;
+    pthread_mutex_unlock(&s->mu);
+    if (!cfg)
+        return PGPIPE_OK;
+    /* firings of instances found dead (or stopped) are recorded as lost */
+    char to[24];
+    snprintf(to, sizeof to, "%d", r->opt.instance_timeout_ms);
+    const char *p[3] = { cfg->pipeline, r->instance, to };
+    PGresult *res = NULL;
+    int rc = pp_exec(conn,
+                     "WITH o AS (SELECT s2.schedule, s2.running_instance AS inst, "
+                     "s2.running_since AS since, s2.running_slot AS slot FROM "
+                     "pgpipe.run_schedules s2 LEFT JOIN pgpipe.run_instances i ON "
+                     "i.pipeline = s2.pipeline AND i.instance = s2.running_instance WHERE "
+                     "s2.pipeline = $1 AND s2.running_instance IS NOT NULL AND "
+                     "(s2.running_instance <> $2 OR NOT EXISTS (SELECT 1 FROM pgpipe.run_instances"
+                     " WHERE pipeline = $1 AND instance = $2)) AND (i.instance IS NULL OR "
+                     "i.stopped_at IS NOT NULL OR i.heartbeat_at < now() - "
+                     "make_interval(secs => $3::float8 / 1000)) FOR UPDATE OF s2 SKIP LOCKED), "
+                     "u AS (UPDATE pgpipe.run_schedules s SET running_instance = NULL, "
+                     "running_since = NULL, running_slot = NULL, updated_at = now() FROM o "
+                     "WHERE s.pipeline = $1 AND s.schedule = o.schedule RETURNING o.*) "
+                     "SELECT schedule, inst, floor(extract(epoch FROM since) * 1000)::bigint, "
+                     "coalesce(floor(extract(epoch FROM slot))::bigint, 0) FROM u",
+                     3, p, &res, err, "finding lost firings");
+    /* this instance's own rows are live: only another's (or a same-named
+    ** predecessor's, which has no row) can be lost */
+    if (!rc) {
+        for (int i = 0; i < PQntuples(res); i++) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "instance %s stopped while running it",
+                     PQgetvalue(res, i, 1));
+            rs_history(r, conn, cfg, "schedule", PQgetvalue(res, i, 0),
+                       atoll(PQgetvalue(res, i, 3)), atoll(PQgetvalue(res, i, 2)), run_now_ms(),
+                       "lost", 1, -1, msg, NULL);
+            run_log(r, PGPIPE_LOG_WARN, "a firing was lost with its instance", "schedule",
+                    PQgetvalue(res, i, 0), "lost_instance", PQgetvalue(res, i, 1), NULL);
+        }
+        PQclear(res);
+    }
+    /* "fire now" requests of the status page: one instance takes each (the
+    ** UPDATE's SKIP LOCKED) and fires it as a manual slot, now, under the
+    ** schedule's overlap rule; it does not move the schedule's last slot */
+    if (!rc && rs_actions_exist(conn)) {
+        const char *pa[2] = { cfg->pipeline, r->instance };
+        PGresult *ar = NULL;
+        if (pp_exec(conn,
+                    "UPDATE pgpipe.run_actions SET taken_at = now(), taken_by = $2 WHERE id IN "
+                    "(SELECT id FROM pgpipe.run_actions WHERE pipeline = $1 AND action = 'fire' "
+                    "AND taken_at IS NULL ORDER BY id LIMIT 16 FOR UPDATE SKIP LOCKED) "
+                    "RETURNING target",
+                    2, pa, &ar, NULL, NULL) == PGPIPE_OK) {
+            for (int i = 0; i < PQntuples(ar); i++) {
+                const char *name = PQgetvalue(ar, i, 0);
+                int si = -1;
+                for (int k = 0; k < cfg->ns; k++)
+                    if (!strcmp(cfg->s[k].name, name))
+                        si = k;
+                int64_t *slot = si >= 0 ? pp_malloc(sizeof *slot) : NULL;
+                if (!slot) {
+                    run_log(r, PGPIPE_LOG_WARN, "a fire request names no schedule of this "
+                            "pipeline (or memory ran out)", "schedule", name, NULL);
+                    continue;
+                }
+                *slot = run_now_ms() / 1000;
+                run_log(r, PGPIPE_LOG_INFO, "firing on request (status page)", "schedule", name,
+                        NULL);
+                if (rs_enqueue(s, cfg, si, slot, 1))
+                    run_log(r, PGPIPE_LOG_INFO, "fire request skipped: the schedule runs",
+                            "schedule", name, NULL);
+            }
+            PQclear(ar);
+        }
+    }
+    if (!rc && (!s->last_maint_ms || run_now_ms() - s->last_maint_ms >= RS_MAINTAIN_MS)) {
+        char kl[16];
+        snprintf(kl, sizeof kl, "%d", cfg->hist.keep_last);
+        const char *q[1] = { kl };
+        rc = pp_exec(conn, "SELECT pgpipe.run_history_maintain($1::int)", 1, q, NULL, err,
+                     "history retention");
+        if (!rc)
+            s->last_maint_ms = run_now_ms();
+    }
+    rs_cfg_unref(s, cfg);
+    return rc;
 }
+
 PGPIPE_PRIVATE void run_sched_next_json(pgpipe_runner *r, pp_buf *out)
 {
-    (void)r;
-    pp_buf_appendf(out, "[]");
+    run_sched *s = r->sched;
+    pp_buf_appendf(out, "[");
+    if (s) {
+        pthread_mutex_lock(&s->mu);
+        rs_cfg *cfg = s->cfg;
+        for (int i = 0; cfg && i < cfg->ns; i++) {
+            int running = 0;
+            for (int k = 0; k < s->nex; k++)
+                if (s->ex[k].busy && !strcmp(s->ex[k].job, cfg->s[i].name))
+                    running = 1;
+            pp_buf_appendf(out, "%s{\"schedule\":", i ? "," : "");
+            pp_json_str(out, cfg->s[i].name, strlen(cfg->s[i].name), 0);
+            if (i < s->nst && s->st[i].ready) {
+                char iso[32];
+                rs_iso(iso, sizeof iso, s->st[i].next);
+                pp_buf_appendf(out, ",\"next\":\"%s\"", iso);
+            } else {
+                pp_buf_appendf(out, ",\"next\":null");
+            }
+            pp_buf_appendf(out, ",\"running\":%s}", running ? "true" : "false");
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    pp_buf_appendf(out, "]");
 }
 
 int pgpipe_runs_list(PGconn *conn, const pgpipe_runs_filter *f, PGresult **out, pgpipe_error *err)
 {
-    (void)conn, (void)f;
     if (out)
         *out = NULL;
-    return pp_err(err, PGPIPE_MISUSE, "pgpipe_runs_list: not implemented yet");
+    if (!conn || !out)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_runs_list: no connection or no result pointer");
+    pgpipe_runs_filter none;
+    memset(&none, 0, sizeof none);
+    if (!f)
+        f = &none;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", f->limit > 0 ? f->limit : 50);
+    const char *p[5] = { f->pipeline, f->name, f->status, f->since, lim };
+    /* since: a timestamp ("2026-01-02 ...") or an interval back from now */
+    int ts = f->since && strlen(f->since) > 4 && f->since[0] >= '0' && f->since[0] <= '9' &&
+             f->since[1] >= '0' && f->since[1] <= '9' && f->since[2] >= '0' &&
+             f->since[2] <= '9' && f->since[3] >= '0' && f->since[3] <= '9' &&
+             f->since[4] == '-';
+    char sql[640];
+    snprintf(sql, sizeof sql,
+             "SELECT pipeline, kind, name, slot, started_at, finished_at, status, attempts, "
+             "rows, error, instance FROM pgpipe.run_history "
+             "WHERE ($1::text IS NULL OR pipeline = $1) AND ($2::text IS NULL OR name = $2) "
+             "AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR started_at >= %s) "
+             "ORDER BY started_at DESC, id DESC LIMIT $5::int",
+             ts ? "$4::timestamptz" : "now() - $4::interval");
+    return pp_exec(conn, sql, 5, p, out, err, "listing the runs");
 }
 
 #endif /* PGPIPE_OMIT_RUN */

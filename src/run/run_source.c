@@ -1,20 +1,1079 @@
 /*
-** Sources (watched folders, the HTTP source) and the workers of each
-** event type.
-** STUB (lead): the sources helper replaces it.
+** Sources (watched folders, the HTTP source) and the workers of each event
+** type.
+**
+** Watched folders: one thread polls every folder. A file is taken when it
+** matches the pattern, is not hidden or partial (".name", "*.tmp",
+** "*.part") and its mtime is older than --settle (with --settle 0: it was
+** seen unchanged, size and mtime, on two polls in a row): a file still
+** being written waits. Each
+** file is loaded once across restarts and instances: the load key is the
+** source, path, size and mtime, a session advisory lock on its hash is held
+** while loading (an instance that cannot take it skips the file), and the
+** loader's resume makes a second load of a loaded file skip every batch.
+** Then the file is moved into the done folder (made when missing; a file
+** already gone was moved by another instance) or deleted. A failed load
+** leaves the file, is retried with backoff, and after RSRC_MAX_FAILURES
+** failures the file is moved into DIR/failed.
+**
+** Reload: a folder, HTTP source or workers line whose settings are the same
+** keeps running (with its counters); the others are stopped and started.
+** Nothing here points into a pipeline file's tree: settings are copied.
 */
 #include "pp_run.h"
 
 #ifndef PGPIPE_OMIT_RUN
 
-PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r) { (void)r; return PGPIPE_OK; }
-PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms) { (void)r, (void)drain_ms; }
-PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *def)
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fnmatch.h>
+
+#define RSRC_MAX_FAILURES 5
+#define RSRC_BACKOFF_MAX_MS 300000
+
+/* ---- state -------------------------------------------------------------- */
+
+typedef struct rsrc_file {
+    char *name;
+    long long size;
+    int64_t mtime_ns;
+    int unchanged;        /* polls in a row it was seen as it is */
+    int failures;
+    int64_t next_try;     /* wall clock ms: not before (backoff) */
+    int seen;             /* in the current listing */
+} rsrc_file;
+
+typedef struct rsrc_folder {
+    char *name, *dir, *pattern, *format, *done_dir, *table, *event_type, *event_type_field;
+    int delete_after;
+    int64_t settle_ms, poll_ms;
+    int line;
+    int64_t next_poll;
+    rsrc_file *files;
+    int nfiles, cfiles;
+    long long loaded, rows, dead, failures; /* under run_sources.mu */
+} rsrc_folder;
+
+typedef struct rsrc_http {
+    char *name, *listen, *table, *event_type, *event_type_field, *signature, *secret_env;
+    int line;
+#ifndef PGPIPE_OMIT_HTTP
+    pgpipe_http *h;
+#else
+    void *h;
+#endif
+    pthread_t th;
+    int running;
+} rsrc_http;
+
+typedef struct rsrc_work {
+    char *event_type, *sql_file, *so_lib, *so_symbol, *table;
+    int workers, batch, mode, max_attempts, line;
+    int64_t lease_ms;
+    char *sql;            /* the handler statement (sql_file's text) */
+    void *dl;
+    pgpipe_workers *w;
+} rsrc_work;
+
+struct run_sources {
+    pp_mutex mu;          /* guards folders (the list and counters), pending, work,
+                             the http list and each one's running */
+    rsrc_folder **folders;
+    int nfolders;
+    rsrc_folder **pending; /* a reload's folders, applied by the poller */
+    int npending, has_pending;
+    pthread_t poller;
+    int poller_on;
+    atomic_int stop;
+    rsrc_http **http;
+    int nhttp;
+    rsrc_work **work;
+    int nwork;
+};
+
+static int rsrc_same(const char *a, const char *b)
 {
-    (void)r, (void)def;
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static int rsrc_dup(char **dst, const char *s)
+{
+    *dst = s ? pp_strdup(s) : NULL;
+    return !s || *dst;
+}
+
+/* mkdir -p */
+static int rsrc_mkdirs(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return -1;
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(buf, 0777) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* ---- watched folders ---------------------------------------------------- */
+
+static void rsrc_folder_free(rsrc_folder *f)
+{
+    if (!f)
+        return;
+    for (int i = 0; i < f->nfiles; i++)
+        pp_free(f->files[i].name);
+    pp_free(f->files);
+    pp_free(f->name), pp_free(f->dir), pp_free(f->pattern), pp_free(f->format);
+    pp_free(f->done_dir), pp_free(f->table), pp_free(f->event_type), pp_free(f->event_type_field);
+    pp_free(f);
+}
+
+static rsrc_folder *rsrc_folder_new(const pgpipe_pipe_source *s)
+{
+    rsrc_folder *f = pp_calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    int ok = rsrc_dup(&f->name, s->name) & rsrc_dup(&f->dir, s->dir) &
+             rsrc_dup(&f->pattern, s->pattern ? s->pattern : "*") &
+             rsrc_dup(&f->format, s->format ? s->format : "auto") & rsrc_dup(&f->done_dir, s->done_dir) &
+             rsrc_dup(&f->table, s->table) & rsrc_dup(&f->event_type, s->event_type) &
+             rsrc_dup(&f->event_type_field, s->event_type_field);
+    f->delete_after = s->delete_after;
+    f->settle_ms = s->settle_ms;
+    f->poll_ms = s->poll_ms > 0 ? s->poll_ms : 1000;
+    f->line = s->line;
+    if (!ok || !f->dir || !f->name) {
+        rsrc_folder_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static int rsrc_folder_same(const rsrc_folder *a, const rsrc_folder *b)
+{
+    return rsrc_same(a->name, b->name) && rsrc_same(a->dir, b->dir) && rsrc_same(a->pattern, b->pattern) &&
+           rsrc_same(a->format, b->format) && rsrc_same(a->done_dir, b->done_dir) &&
+           rsrc_same(a->table, b->table) && rsrc_same(a->event_type, b->event_type) &&
+           rsrc_same(a->event_type_field, b->event_type_field) && a->delete_after == b->delete_after &&
+           a->settle_ms == b->settle_ms && a->poll_ms == b->poll_ms;
+}
+
+/* Hidden and partial files are never taken. */
+static int rsrc_skip_name(const char *n)
+{
+    size_t len = strlen(n);
+    if (n[0] == '.')
+        return 1;
+    if (len >= 4 && !strcmp(n + len - 4, ".tmp"))
+        return 1;
+    return len >= 5 && !strcmp(n + len - 5, ".part");
+}
+
+typedef struct rsrc_load_ud {
+    pgpipe_runner *r;
+    run_sources *s;
+} rsrc_load_ud;
+
+static int rsrc_progress(void *ud, const pgpipe_load_progress *p)
+{
+    (void)p;
+    rsrc_load_ud *u = ud;
+    return run_stopping(u->r) || atomic_load(&u->s->stop);
+}
+
+static void rsrc_count(pgpipe_runner *r, rsrc_folder *f, long long files, long long rows, long long dead,
+                       long long failures)
+{
+    run_sources *s = r->sources;
+    pp_mutex_lock(&s->mu);
+    f->loaded += files, f->rows += rows, f->dead += dead, f->failures += failures;
+    pp_mutex_unlock(&s->mu);
+}
+
+/* Move path into folder dir under its own name. 0, or -1 with errno. A file
+** already gone (another instance moved it) is fine. */
+static int rsrc_move(const char *path, const char *dir, const char *name)
+{
+    if (rsrc_mkdirs(dir))
+        return -1;
+    char to[4096];
+    if (snprintf(to, sizeof to, "%s/%s", dir, name) >= (int)sizeof to) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if (rename(path, to) != 0 && errno != ENOENT)
+        return -1;
+    return 0;
+}
+
+/* Load one settled file under its advisory lock; then move or delete it. */
+static void rsrc_load_file(pgpipe_runner *r, rsrc_folder *f, rsrc_file *fe)
+{
+    run_sources *s = r->sources;
+    char path[4096], key[4608], lock[32], num[3][32];
+    snprintf(path, sizeof path, "%s/%s", f->dir, fe->name);
+    snprintf(key, sizeof key, "pgpipe-file:%s:%s:%lld:%lld", f->name, path, fe->size, (long long)fe->mtime_ns);
+    snprintf(lock, sizeof lock, "%lld", (long long)(pp_hash64(key) & 0x7fffffffffffffffULL));
+    pgpipe_conn *cc = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e) != PGPIPE_OK) {
+        run_log(r, PGPIPE_LOG_WARN, "file source: no connection; the file waits", "source", f->name,
+                "file", path, "error", e.message, NULL);
+        return;
+    }
+    PGconn *c = pgpipe_conn_pg(cc);
+    const char *p[1] = { lock };
+    PGresult *res = NULL;
+    if (pp_exec(c, "SELECT pg_try_advisory_lock($1::bigint)", 1, p, &res, &e, "the file's lock")) {
+        run_log(r, PGPIPE_LOG_WARN, "file source: cannot take the file's lock; it waits", "source",
+                f->name, "file", path, "error", e.message, NULL);
+        pgpipe_pool_discard(cc);
+        return;
+    }
+    int mine = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (!mine) { /* another instance loads it now */
+        pgpipe_pool_release(cc);
+        return;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || (long long)st.st_size != fe->size ||
+        (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != fe->mtime_ns) {
+        /* moved by another instance meanwhile, or written again: the next poll sees */
+        pp_exec(c, "SELECT pg_advisory_unlock($1::bigint)", 1, p, NULL, NULL, NULL);
+        pgpipe_pool_release(cc);
+        return;
+    }
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conn = c;
+    o.connections = 1;
+    o.install_schema = 0;
+    o.source_name = f->name;
+    o.load_key = key;
+    o.format = !strcmp(f->format, "csv") ? PGPIPE_FORMAT_CSV : !strcmp(f->format, "ndjson") ? PGPIPE_FORMAT_NDJSON
+             : !strcmp(f->format, "json") ? PGPIPE_FORMAT_JSON : PGPIPE_FORMAT_AUTO;
+    o.event_type_field = f->event_type_field;
+    o.event_type_value = f->event_type;
+    pgpipe_load_column cols[4];
+    if (f->table && strcmp(f->table, "staging.raw_events")) {
+        /* a table with the columns of staging.raw_events */
+        memset(cols, 0, sizeof cols);
+        cols[0].column = "source", cols[0].field = "$source";
+        cols[1].column = "event_type";
+        if (f->event_type)
+            cols[1].value = f->event_type;
+        else
+            cols[1].field = f->event_type_field ? f->event_type_field : "event_type";
+        cols[2].column = "payload", cols[2].field = "$record", cols[2].json = 1;
+        cols[3].column = "batch_id", cols[3].field = "$batch_id";
+        o.target = f->table;
+        o.columns = cols;
+        o.ncolumns = 4;
+        o.event_type_field = o.event_type_value = NULL;
+    }
+    rsrc_load_ud u = { r, s };
+    o.progress = rsrc_progress;
+    o.progress_ud = &u;
+    pgpipe_loader *l = NULL;
+    int rc = pgpipe_loader_open(&l, &o);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_loader_load_file(l, path);
+    pgpipe_load_summary sum;
+    memset(&sum, 0, sizeof sum);
+    if (l)
+        pgpipe_loader_summary(l, &sum);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", l ? pgpipe_errmsg(l) : "out of memory");
+    int stopped = rc != PGPIPE_OK && (run_stopping(r) || atomic_load(&s->stop));
+    pgpipe_loader_close(l);
+    snprintf(num[0], sizeof num[0], "%lld", sum.rows_loaded);
+    snprintf(num[1], sizeof num[1], "%lld", sum.rows_dead);
+    snprintf(num[2], sizeof num[2], "%lld", sum.rows_skipped);
+    if (rc == PGPIPE_OK) {
+        int moved = f->delete_after ? (unlink(path) == 0 || errno == ENOENT ? 0 : -1)
+                                    : rsrc_move(path, f->done_dir, fe->name);
+        if (moved)
+            run_log(r, PGPIPE_LOG_ERROR, f->delete_after ? "file source: loaded, but cannot delete the file"
+                                                         : "file source: loaded, but cannot move the file",
+                    "source", f->name, "file", path, "error", strerror(errno), NULL);
+        run_log(r, PGPIPE_LOG_INFO, "file loaded", "source", f->name, "file", path, "rows", num[0],
+                "dead_letters", num[1], "skipped", num[2], NULL);
+        rsrc_count(r, f, 1, sum.rows_loaded, sum.rows_dead, 0);
+        fe->failures = 0;
+        if (moved) { /* not loaded again (the resume skips it), but not in a tight loop either */
+            fe->failures = 1;
+            fe->next_try = run_now_ms() + RSRC_BACKOFF_MAX_MS;
+        }
+    } else if (stopped) {
+        run_log(r, PGPIPE_LOG_INFO, "file source: load interrupted by the stop; the next run resumes it",
+                "source", f->name, "file", path, NULL);
+    } else {
+        fe->failures++;
+        rsrc_count(r, f, 0, sum.rows_loaded, sum.rows_dead, 1);
+        int64_t back = f->poll_ms;
+        for (int i = 1; i < fe->failures && back < RSRC_BACKOFF_MAX_MS; i++)
+            back *= 2;
+        if (back > RSRC_BACKOFF_MAX_MS)
+            back = RSRC_BACKOFF_MAX_MS;
+        fe->next_try = run_now_ms() + back;
+        char fl[16];
+        snprintf(fl, sizeof fl, "%d", fe->failures);
+        if (fe->failures >= RSRC_MAX_FAILURES) {
+            char failed[4096];
+            snprintf(failed, sizeof failed, "%s/failed", f->dir);
+            int mv = rsrc_move(path, failed, fe->name);
+            run_log(r, PGPIPE_LOG_ERROR, mv ? "file source: load failed again; cannot move the file aside"
+                                            : "file source: load failed again; file moved into failed/",
+                    "source", f->name, "file", path, "failures", fl, "error", msg, NULL);
+        } else {
+            run_log(r, PGPIPE_LOG_WARN, "file source: load failed; retried later", "source", f->name,
+                    "file", path, "failures", fl, "error", msg, NULL);
+        }
+    }
+    if (pp_exec(c, "SELECT pg_advisory_unlock($1::bigint)", 1, p, NULL, NULL, NULL) ||
+        PQstatus(c) != CONNECTION_OK)
+        pgpipe_pool_discard(cc); /* the session (and its lock) ends with it */
+    else
+        pgpipe_pool_release(cc);
+}
+
+static rsrc_file *rsrc_file_find(rsrc_folder *f, const char *name)
+{
+    for (int i = 0; i < f->nfiles; i++)
+        if (!strcmp(f->files[i].name, name))
+            return &f->files[i];
+    return NULL;
+}
+
+static void rsrc_poll_folder(pgpipe_runner *r, rsrc_folder *f)
+{
+    DIR *d = opendir(f->dir);
+    if (!d) {
+        if (errno == ENOENT)
+            rsrc_mkdirs(f->dir);
+        return;
+    }
+    for (int i = 0; i < f->nfiles; i++)
+        f->files[i].seen = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *n = de->d_name;
+        if (rsrc_skip_name(n) || fnmatch(f->pattern, n, 0) != 0)
+            continue;
+        char path[4096];
+        struct stat st;
+        if (snprintf(path, sizeof path, "%s/%s", f->dir, n) >= (int)sizeof path || stat(path, &st) != 0 ||
+            !S_ISREG(st.st_mode))
+            continue;
+        int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        rsrc_file *fe = rsrc_file_find(f, n);
+        if (!fe) {
+            if (f->nfiles == f->cfiles) {
+                int c = f->cfiles ? f->cfiles * 2 : 16;
+                rsrc_file *a = pp_realloc(f->files, (size_t)c * sizeof *a);
+                if (!a)
+                    continue;
+                f->files = a, f->cfiles = c;
+            }
+            fe = &f->files[f->nfiles];
+            memset(fe, 0, sizeof *fe);
+            if (!(fe->name = pp_strdup(n)))
+                continue;
+            f->nfiles++;
+            fe->size = (long long)st.st_size;
+            fe->mtime_ns = mt;
+        } else if (fe->size != (long long)st.st_size || fe->mtime_ns != mt) {
+            fe->size = (long long)st.st_size;
+            fe->mtime_ns = mt;
+            fe->unchanged = 0;
+            fe->failures = 0; /* written again: a new file */
+            fe->next_try = 0;
+        } else {
+            fe->unchanged++;
+        }
+        fe->seen = 1;
+    }
+    closedir(d);
+    /* forget the files gone */
+    int k = 0;
+    for (int i = 0; i < f->nfiles; i++) {
+        if (f->files[i].seen)
+            f->files[k++] = f->files[i];
+        else
+            pp_free(f->files[i].name);
+    }
+    f->nfiles = k;
+    for (int i = 0; i < f->nfiles && !run_stopping(r) && !atomic_load(&r->sources->stop); i++) {
+        rsrc_file *fe = &f->files[i];
+        int64_t now = run_now_ms();
+        /* with --settle 0 a file must at least look the same on two polls */
+        if ((fe->unchanged < 1 && f->settle_ms == 0) || now - fe->mtime_ns / 1000000 < f->settle_ms ||
+            now < fe->next_try)
+            continue;
+        rsrc_load_file(r, f, fe);
+    }
+}
+
+/* Apply a reload's folders: same settings keep their state and counters. */
+static void rsrc_apply_pending(run_sources *s)
+{
+    pp_mutex_lock(&s->mu);
+    if (!s->has_pending) {
+        pp_mutex_unlock(&s->mu);
+        return;
+    }
+    rsrc_folder **old = s->folders;
+    int nold = s->nfolders;
+    for (int i = 0; i < s->npending; i++)
+        for (int j = 0; j < nold; j++)
+            if (old[j] && rsrc_folder_same(s->pending[i], old[j])) {
+                rsrc_folder_free(s->pending[i]);
+                s->pending[i] = old[j];
+                old[j] = NULL;
+                break;
+            }
+    s->folders = s->pending;
+    s->nfolders = s->npending;
+    s->pending = NULL;
+    s->npending = 0;
+    s->has_pending = 0;
+    pp_mutex_unlock(&s->mu);
+    for (int j = 0; j < nold; j++)
+        rsrc_folder_free(old[j]);
+    pp_free(old);
+}
+
+static void *rsrc_poller(void *arg)
+{
+    pgpipe_runner *r = arg;
+    run_sources *s = r->sources;
+    while (!run_stopping(r) && !atomic_load(&s->stop)) {
+        rsrc_apply_pending(s);
+        int64_t now = run_now_ms(), next = now + 1000;
+        for (int i = 0; i < s->nfolders && !run_stopping(r) && !atomic_load(&s->stop); i++) {
+            rsrc_folder *f = s->folders[i];
+            if (now >= f->next_poll) {
+                rsrc_poll_folder(r, f);
+                f->next_poll = run_now_ms() + f->poll_ms;
+            }
+            if (f->next_poll < next)
+                next = f->next_poll;
+        }
+        /* sleep in short steps: a stop or a reload is seen soon */
+        while (!run_stopping(r) && !atomic_load(&s->stop) && run_now_ms() < next) {
+            pp_mutex_lock(&s->mu);
+            int pend = s->has_pending;
+            pp_mutex_unlock(&s->mu);
+            if (pend)
+                break;
+            struct timespec ts = { 0, 50 * 1000000 };
+            nanosleep(&ts, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* The folders of def, copied; NULL with *n = -1 when out of memory. */
+static rsrc_folder **rsrc_folders_of(const pgpipe_pipe_def *def, int *n)
+{
+    *n = 0;
+    rsrc_folder **a = pp_calloc((size_t)def->nsources + 1, sizeof *a);
+    if (!a) {
+        *n = -1;
+        return NULL;
+    }
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_FILES)
+            continue;
+        if (!(a[*n] = rsrc_folder_new(&def->sources[i]))) {
+            for (int j = 0; j < *n; j++)
+                rsrc_folder_free(a[j]);
+            pp_free(a);
+            *n = -1;
+            return NULL;
+        }
+        rsrc_mkdirs(a[*n]->dir);
+        (*n)++;
+    }
+    return a;
+}
+
+/* ---- the HTTP source ---------------------------------------------------- */
+
+static void rsrc_http_free(rsrc_http *h)
+{
+    if (!h)
+        return;
+#ifndef PGPIPE_OMIT_HTTP
+    pgpipe_http_close(h->h);
+#endif
+    pp_free(h->name), pp_free(h->listen), pp_free(h->table), pp_free(h->event_type);
+    pp_free(h->event_type_field), pp_free(h->signature), pp_free(h->secret_env);
+    pp_free(h);
+}
+
+static rsrc_http *rsrc_http_new(const pgpipe_pipe_source *s)
+{
+    rsrc_http *h = pp_calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->listen, s->listen) & rsrc_dup(&h->table, s->table) &
+             rsrc_dup(&h->event_type, s->event_type) & rsrc_dup(&h->event_type_field, s->event_type_field) &
+             rsrc_dup(&h->signature, s->signature) & rsrc_dup(&h->secret_env, s->secret_env);
+    h->line = s->line;
+    if (!ok) {
+        rsrc_http_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+static int rsrc_http_same(const rsrc_http *a, const rsrc_http *b)
+{
+    return rsrc_same(a->name, b->name) && rsrc_same(a->listen, b->listen) && rsrc_same(a->table, b->table) &&
+           rsrc_same(a->event_type, b->event_type) && rsrc_same(a->event_type_field, b->event_type_field) &&
+           rsrc_same(a->signature, b->signature) && rsrc_same(a->secret_env, b->secret_env);
+}
+
+#ifndef PGPIPE_OMIT_HTTP
+static void *rsrc_http_thread(void *arg)
+{
+    rsrc_http *h = arg;
+    pgpipe_http_run(h->h);
+    return NULL;
+}
+#endif
+
+static int rsrc_http_start(pgpipe_runner *r, run_sources *s, rsrc_http *h, pgpipe_error *err)
+{
+#ifdef PGPIPE_OMIT_HTTP
+    (void)s;
+    return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source http %s: this pgpipe was built without the HTTP "
+                  "server (PGPIPE_OMIT_HTTP)", r->path, h->line, h->name);
+#else
+    if (h->table && strcmp(h->table, "staging.raw_events"))
+        return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source http %s: --table: the HTTP source loads "
+                      "staging.raw_events only", r->path, h->line, h->name);
+    pgpipe_http_source src;
+    memset(&src, 0, sizeof src);
+    src.name = h->name;
+    src.event_type_field = h->event_type_field;
+    src.event_type_value = h->event_type;
+    if (h->signature) {
+        src.signature = !strcmp(h->signature, "github") ? PGPIPE_HTTP_SIG_GITHUB
+                      : !strcmp(h->signature, "stripe") ? PGPIPE_HTTP_SIG_STRIPE : PGPIPE_HTTP_SIG_STANDARD;
+        const char *secret = h->secret_env ? getenv(h->secret_env) : NULL;
+        if (!secret || !*secret)
+            return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source http %s: --secret-env: the environment "
+                          "variable %s is not set", r->path, h->line, h->name, h->secret_env ? h->secret_env : "");
+        src.secret = secret;
+    }
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    o.conninfo = r->conninfo;
+    if (h->listen)
+        o.listen = h->listen;
+    o.sources = &src;
+    o.nsources = 1;
+    o.install_schema = !r->opt.install_schema;
+    o.page = run_status_page;
+    o.metrics = run_status_metrics;
+    o.page_ud = r;
+    int rc = pgpipe_http_open(&h->h, &o);
+    if (rc)
+        return pp_err(err, rc, "%s:%d: .source http %s: %s", r->path, h->line, h->name,
+                      h->h ? pgpipe_errmsg(h->h) : "out of memory");
+    if (pthread_create(&h->th, NULL, rsrc_http_thread, h) != 0)
+        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source http %s: cannot start a thread", r->path, h->line,
+                      h->name);
+    pp_mutex_lock(&s->mu);
+    h->running = 1;
+    pp_mutex_unlock(&s->mu);
+    char port[16];
+    snprintf(port, sizeof port, "%d", pgpipe_http_port(h->h, 0));
+    run_log(r, PGPIPE_LOG_INFO, "HTTP source listening", "source", h->name, "port", port, NULL);
+    return PGPIPE_OK;
+#endif
+}
+
+static void rsrc_http_stop(run_sources *s, rsrc_http *h)
+{
+#ifndef PGPIPE_OMIT_HTTP
+    if (h->running) {
+        pgpipe_http_stop(h->h);
+        pthread_join(h->th, NULL);
+        pp_mutex_lock(&s->mu);
+        h->running = 0;
+        pp_mutex_unlock(&s->mu);
+    }
+#else
+    (void)s, (void)h;
+#endif
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void rsrc_work_free(rsrc_work *w)
+{
+    if (!w)
+        return;
+    pgpipe_workers_close(w->w);
+    if (w->dl)
+        dlclose(w->dl);
+    pp_free(w->event_type), pp_free(w->sql_file), pp_free(w->so_lib), pp_free(w->so_symbol);
+    pp_free(w->table), pp_free(w->sql);
+    pp_free(w);
+}
+
+/* The one statement of a SQL handler file. */
+static char *rsrc_read_handler(const char *path, pgpipe_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        pp_err(err, PGPIPE_IO, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    pp_buf b = { 0 };
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (pp_buf_append(&b, chunk, n)) {
+            fclose(f);
+            pp_buf_free(&b);
+            pp_err_nomem(err);
+            return NULL;
+        }
+    fclose(f);
+    pgpipe_sql_split *s = NULL;
+    char *out = NULL;
+    int count = 0;
+    if (pgpipe_sql_split_open(&s, b.data ? b.data : "", b.len, path) == PGPIPE_OK) {
+        pgpipe_sql_stmt st;
+        int rc;
+        while ((rc = pgpipe_sql_split_next(s, &st)) == PGPIPE_ROW)
+            if (count++ == 0)
+                out = pp_strndup(st.sql, st.len);
+        if (rc == PGPIPE_PARSE)
+            pp_err(err, PGPIPE_PARSE, "%s", pgpipe_errmsg(s));
+        else if (count != 1)
+            pp_err(err, PGPIPE_PARSE, "%s: a SQL handler is one statement (found %d)", path, count);
+        if (rc == PGPIPE_PARSE || count != 1) {
+            pp_free(out);
+            out = NULL;
+        }
+    }
+    pgpipe_sql_split_close(s);
+    pp_buf_free(&b);
+    return out;
+}
+
+static rsrc_work *rsrc_work_new(const pgpipe_pipe_workers *k, pgpipe_error *err)
+{
+    rsrc_work *w = pp_calloc(1, sizeof *w);
+    if (!w) {
+        pp_err_nomem(err);
+        return NULL;
+    }
+    int ok = rsrc_dup(&w->event_type, k->event_type) & rsrc_dup(&w->sql_file, k->sql_file) &
+             rsrc_dup(&w->so_lib, k->so_lib) & rsrc_dup(&w->so_symbol, k->so_symbol) &
+             rsrc_dup(&w->table, k->table);
+    w->workers = k->workers, w->batch = k->batch, w->mode = k->mode, w->max_attempts = k->max_attempts;
+    w->lease_ms = k->lease_ms, w->line = k->line;
+    if (!ok) {
+        pp_err_nomem(err);
+        rsrc_work_free(w);
+        return NULL;
+    }
+    if (w->sql_file && !(w->sql = rsrc_read_handler(w->sql_file, err))) {
+        rsrc_work_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static int rsrc_work_same(const rsrc_work *a, const rsrc_work *b)
+{
+    return rsrc_same(a->event_type, b->event_type) && rsrc_same(a->sql_file, b->sql_file) &&
+           rsrc_same(a->so_lib, b->so_lib) && rsrc_same(a->so_symbol, b->so_symbol) &&
+           rsrc_same(a->table, b->table) && rsrc_same(a->sql, b->sql) && a->workers == b->workers &&
+           a->batch == b->batch && a->mode == b->mode && a->max_attempts == b->max_attempts &&
+           a->lease_ms == b->lease_ms;
+}
+
+static int rsrc_work_start(pgpipe_runner *r, rsrc_work *w, pgpipe_error *err)
+{
+    pgpipe_handler h;
+    memset(&h, 0, sizeof h);
+    if (w->sql) {
+        h.sql = w->sql;
+    } else {
+        w->dl = dlopen(w->so_lib, RTLD_NOW | RTLD_LOCAL);
+        if (!w->dl) {
+            const char *m = dlerror();
+            return pp_err(err, PGPIPE_IO, "%s:%d: .workers %s: --so: cannot load %s: %s", r->path, w->line,
+                          w->event_type, w->so_lib, m ? m : "dlopen failed");
+        }
+        dlerror();
+        void *sym = dlsym(w->dl, w->so_symbol);
+        if (!sym) {
+            const char *m = dlerror();
+            return pp_err(err, PGPIPE_MISUSE, "%s:%d: .workers %s: --so: %s has no symbol %s%s%s", r->path,
+                          w->line, w->event_type, w->so_lib, w->so_symbol, m ? ": " : "", m ? m : "");
+        }
+        /* ISO C has no cast from an object pointer to a function pointer */
+        memcpy(&h.record, &sym, sizeof h.record);
+    }
+    pgpipe_workers_options o;
+    pgpipe_workers_options_init(&o);
+    o.threads = w->workers;
+    o.claim.table = w->table;
+    o.claim.mode = w->mode == PGPIPE_PIPE_LEASE ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+    o.claim.batch_size = w->batch;
+    o.claim.event_type = strcmp(w->event_type, "*") ? w->event_type : NULL;
+    if (w->lease_ms > 0)
+        o.claim.lease_ms = w->lease_ms > INT_MAX ? INT_MAX : (int)w->lease_ms;
+    o.claim.max_attempts = w->max_attempts;
+    o.claim.worker_id = r->instance;
+    int rc = pgpipe_workers_open(&w->w, r->pool, &h, &o);
+    if (rc) {
+        pp_err(err, rc, "%s:%d: .workers %s: %s", r->path, w->line, w->event_type,
+               w->w ? pgpipe_errmsg(w->w) : "out of memory");
+        pgpipe_workers_close(w->w);
+        w->w = NULL;
+        return rc;
+    }
     return PGPIPE_OK;
 }
-PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r) { (void)r; }
-PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out) { (void)r, (void)out; }
+
+/* Stop a set of workers: they finish or release their batch within
+** drain_ms, then what still runs is cancelled; then they are freed. */
+static void rsrc_work_stop_all(rsrc_work **ws, int n, int drain_ms)
+{
+    for (int i = 0; i < n; i++)
+        if (ws[i] && ws[i]->w)
+            pgpipe_workers_stop(ws[i]->w);
+    int64_t until = run_now_ms() + (drain_ms > 0 ? drain_ms : 0);
+    for (;;) {
+        int running = 0;
+        for (int i = 0; i < n; i++)
+            if (ws[i] && ws[i]->w)
+                running += pgpipe_workers_running(ws[i]->w);
+        if (!running)
+            break;
+        if (run_now_ms() >= until) {
+            for (int i = 0; i < n; i++)
+                if (ws[i] && ws[i]->w && pgpipe_workers_running(ws[i]->w))
+                    pgpipe_workers_cancel(ws[i]->w);
+            break;
+        }
+        struct timespec ts = { 0, 20 * 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < n; i++) {
+        rsrc_work_free(ws[i]);
+        ws[i] = NULL;
+    }
+}
+
+/* ---- start, stop, reload ------------------------------------------------ */
+
+/* r->sources is read by other threads (the status page's metrics): it is
+** published once filled in, and on a failure too, so stop and free find
+** what was started. */
+static int rsrc_publish(pgpipe_runner *r, run_sources *s, int rc)
+{
+    __atomic_store_n(&r->sources, s, __ATOMIC_RELEASE);
+    return rc;
+}
+
+PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
+{
+    const pgpipe_pipe_def *def = r->def;
+    run_sources *s = pp_calloc(1, sizeof *s);
+    if (!s)
+        return pp_err_nomem(&r->h.err);
+    pthread_mutex_init(&s->mu, NULL);
+    atomic_init(&s->stop, 0);
+    s->folders = rsrc_folders_of(def, &s->nfolders);
+    if (s->nfolders < 0) {
+        s->nfolders = 0;
+        return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
+    }
+    s->http = pp_calloc((size_t)def->nsources + 1, sizeof *s->http);
+    s->work = pp_calloc((size_t)def->nworkers + 1, sizeof *s->work);
+    if (!s->http || !s->work)
+        return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
+    for (int i = 0; i < def->nworkers; i++) {
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        rsrc_work *w = rsrc_work_new(&def->workers[i], &e);
+        if (!w)
+            return rsrc_publish(r, s, pp_err(&r->h.err, e.code ? e.code : PGPIPE_NOMEM, "%s:%d: .workers %s: %s",
+                                             r->path, def->workers[i].line, def->workers[i].event_type, e.message));
+        s->work[s->nwork++] = w;
+        if (rsrc_work_start(r, w, &r->h.err))
+            return rsrc_publish(r, s, r->h.err.code);
+    }
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_HTTP)
+            continue;
+        rsrc_http *h = rsrc_http_new(&def->sources[i]);
+        if (!h)
+            return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
+        s->http[s->nhttp++] = h;
+        if (rsrc_http_start(r, s, h, &r->h.err))
+            return rsrc_publish(r, s, r->h.err.code);
+    }
+    rsrc_publish(r, s, PGPIPE_OK);
+    if (pthread_create(&s->poller, NULL, rsrc_poller, r) != 0)
+        return pp_err(&r->h.err, PGPIPE_ERROR, "cannot start the file sources' thread");
+    s->poller_on = 1;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms)
+{
+    run_sources *s = r->sources;
+    if (!s)
+        return;
+    atomic_store(&s->stop, 1);
+#ifndef PGPIPE_OMIT_HTTP
+    for (int i = 0; i < s->nhttp; i++)
+        if (s->http[i] && s->http[i]->running)
+            pgpipe_http_stop(s->http[i]->h);
+#endif
+    if (s->poller_on) {
+        pthread_join(s->poller, NULL);
+        s->poller_on = 0;
+    }
+    for (int i = 0; i < s->nhttp; i++)
+        if (s->http[i])
+            rsrc_http_stop(s, s->http[i]);
+    pp_mutex_lock(&s->mu);
+    rsrc_work **ws = s->work;
+    int n = s->nwork;
+    s->work = NULL;
+    s->nwork = 0;
+    pp_mutex_unlock(&s->mu);
+    if (ws) {
+        rsrc_work_stop_all(ws, n, drain_ms);
+        pp_free(ws);
+    }
+}
+
+PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *def)
+{
+    run_sources *s = r->sources;
+    if (!s)
+        return PGPIPE_OK;
+    int failed = 0;
+    /* folders: handed to the poller, which keeps those that did not change */
+    int nf;
+    rsrc_folder **nfold = rsrc_folders_of(def, &nf);
+    if (nf < 0) {
+        failed = 1;
+    } else {
+        pp_mutex_lock(&s->mu);
+        for (int i = 0; i < s->npending; i++)
+            rsrc_folder_free(s->pending[i]);
+        pp_free(s->pending);
+        s->pending = nfold;
+        s->npending = nf;
+        s->has_pending = 1;
+        pp_mutex_unlock(&s->mu);
+    }
+    /* workers: the same settings (and handler text) keep running */
+    rsrc_work **nw = pp_calloc((size_t)def->nworkers + 1, sizeof *nw);
+    rsrc_work **gone = pp_calloc((size_t)s->nwork + 1, sizeof *gone);
+    if (!nw || !gone) {
+        pp_free(nw);
+        pp_free(gone);
+        return PGPIPE_NOMEM;
+    }
+    int nnw = 0, ngone = 0;
+    int *kept = pp_calloc((size_t)s->nwork + 1, sizeof *kept);
+    for (int i = 0; i < def->nworkers; i++) {
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        rsrc_work *w = rsrc_work_new(&def->workers[i], &e);
+        if (!w) {
+            run_log(r, PGPIPE_LOG_ERROR, "reload: workers not started", "event_type",
+                    def->workers[i].event_type, "error", e.message, NULL);
+            failed = 1;
+            continue;
+        }
+        int j;
+        for (j = 0; j < s->nwork; j++)
+            if (kept && !kept[j] && s->work[j] && rsrc_work_same(w, s->work[j]))
+                break;
+        if (kept && j < s->nwork) {
+            kept[j] = 1;
+            rsrc_work_free(w);
+            nw[nnw++] = s->work[j];
+        } else {
+            nw[nnw++] = w; /* started below, after the old ones stopped */
+        }
+    }
+    for (int j = 0; j < s->nwork; j++)
+        if (!kept || !kept[j])
+            gone[ngone++] = s->work[j];
+    pp_free(kept);
+    pp_mutex_lock(&s->mu);
+    rsrc_work **old = s->work;
+    s->work = nw;
+    s->nwork = nnw;
+    pp_mutex_unlock(&s->mu);
+    pp_free(old);
+    rsrc_work_stop_all(gone, ngone, r->opt.drain_timeout_ms);
+    pp_free(gone);
+    for (int i = 0; i < nnw; i++) {
+        if (nw[i]->w)
+            continue;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (rsrc_work_start(r, nw[i], &e)) {
+            run_log(r, PGPIPE_LOG_ERROR, "reload: workers not started", "event_type", nw[i]->event_type,
+                    "error", e.message, NULL);
+            failed = 1;
+        }
+    }
+    /* HTTP sources */
+    rsrc_http **nh = pp_calloc((size_t)def->nsources + 1, sizeof *nh);
+    if (!nh)
+        return PGPIPE_NOMEM;
+    int nnh = 0;
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_HTTP)
+            continue;
+        rsrc_http *h = rsrc_http_new(&def->sources[i]);
+        if (!h) {
+            failed = 1;
+            continue;
+        }
+        int j;
+        for (j = 0; j < s->nhttp; j++)
+            if (s->http[j] && rsrc_http_same(h, s->http[j]))
+                break;
+        if (j < s->nhttp) {
+            rsrc_http_free(h);
+            nh[nnh++] = s->http[j];
+            s->http[j] = NULL;
+        } else {
+            nh[nnh++] = h;
+        }
+    }
+    for (int j = 0; j < s->nhttp; j++)
+        if (s->http[j]) {
+            rsrc_http_stop(s, s->http[j]);
+            rsrc_http_free(s->http[j]);
+        }
+    pp_mutex_lock(&s->mu);
+    rsrc_http **oldh = s->http;
+    s->http = nh;
+    s->nhttp = nnh;
+    pp_mutex_unlock(&s->mu);
+    pp_free(oldh);
+    for (int i = 0; i < nnh; i++) {
+        if (nh[i]->h)
+            continue;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (rsrc_http_start(r, s, nh[i], &e)) {
+            run_log(r, PGPIPE_LOG_ERROR, "reload: HTTP source not started", "source", nh[i]->name, "error",
+                    e.message, NULL);
+            failed = 1;
+        }
+    }
+    return failed ? PGPIPE_ERROR : PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
+{
+    run_sources *s = r->sources;
+    if (!s)
+        return;
+    if (s->poller_on || s->nwork || s->nhttp)
+        run_sources_stop(r, 0);
+    for (int i = 0; i < s->nfolders; i++)
+        rsrc_folder_free(s->folders[i]);
+    pp_free(s->folders);
+    for (int i = 0; i < s->npending; i++)
+        rsrc_folder_free(s->pending[i]);
+    pp_free(s->pending);
+    for (int i = 0; i < s->nhttp; i++)
+        rsrc_http_free(s->http[i]);
+    pp_free(s->http);
+    pp_free(s->work);
+    pthread_mutex_destroy(&s->mu);
+    pp_free(s);
+    r->sources = NULL;
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+/* a Prometheus label value: \ " and newline escaped */
+static void rsrc_label(pp_buf *out, const char *v)
+{
+    for (const char *p = v ? v : ""; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            pp_buf_appendf(out, "\\%c", *p);
+        else if (*p == '\n')
+            pp_buf_append(out, "\\n", 2);
+        else
+            pp_buf_append(out, p, 1);
+    }
+}
+
+PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
+{
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
+    if (!s)
+        return;
+    static const char *const fnames[] = { "pgpipe_run_source_files_total", "pgpipe_run_source_rows_total",
+                                          "pgpipe_run_source_dead_letters_total",
+                                          "pgpipe_run_source_failures_total" };
+    static const char *const fhelp[] = { "files loaded by a watched folder", "rows loaded from its files",
+                                         "records of its files dead-lettered", "failed loads of its files" };
+    static const char *const wnames[] = { "pgpipe_run_workers_done_total", "pgpipe_run_workers_failed_total",
+                                          "pgpipe_run_workers_dead_lettered_total" };
+    static const char *const whelp[] = { "events processed by the workers of an event type",
+                                         "events failed and retried later",
+                                         "events moved to the dead letters" };
+    pp_mutex_lock(&s->mu);
+    for (int m = 0; m < 4 && s->nfolders; m++) {
+        pp_buf_appendf(out, "# HELP %s %s\n# TYPE %s counter\n", fnames[m], fhelp[m], fnames[m]);
+        for (int i = 0; i < s->nfolders; i++) {
+            rsrc_folder *f = s->folders[i];
+            long long v = m == 0 ? f->loaded : m == 1 ? f->rows : m == 2 ? f->dead : f->failures;
+            pp_buf_appendf(out, "%s{source=\"", fnames[m]);
+            rsrc_label(out, f->name);
+            pp_buf_appendf(out, "\"} %lld\n", v);
+        }
+    }
+    pgpipe_workers_stats st[64];
+    int n = s->nwork < 64 ? s->nwork : 64;
+    for (int i = 0; i < n; i++) {
+        memset(&st[i], 0, sizeof st[i]);
+        if (s->work[i] && s->work[i]->w)
+            pgpipe_workers_stats_get(s->work[i]->w, &st[i]);
+    }
+    for (int m = 0; m < 3 && n; m++) {
+        pp_buf_appendf(out, "# HELP %s %s\n# TYPE %s counter\n", wnames[m], whelp[m], wnames[m]);
+        for (int i = 0; i < n; i++) {
+            long long v = m == 0 ? st[i].total.done : m == 1 ? st[i].total.retried : st[i].total.dead;
+            pp_buf_appendf(out, "%s{event_type=\"", wnames[m]);
+            rsrc_label(out, s->work[i]->event_type);
+            pp_buf_appendf(out, "\"} %lld\n", v);
+        }
+    }
+    pp_mutex_unlock(&s->mu);
+}
 
 #endif /* PGPIPE_OMIT_RUN */

@@ -8,6 +8,8 @@
 #   - systemd's notify protocol: READY=1 then STOPPING=1 on $NOTIFY_SOCKET
 #   - a failing setup step exits 1 naming FILE:LINE and the server's error
 #   - a pipeline file that does not check exits 1 before connecting
+#   - the status page's "fire now" action: 401 without the token given by
+#     --token-env, 403 with a wrong one, 202 with it, and the body runs once
 set -u
 cd "${PGPIPE_TOP:-.}"
 P=$PWD/build/test/pgpipe
@@ -112,3 +114,42 @@ timeout 60 env PGCONNECT_TIMEOUT=1 "$P" run --db "host=/nonexistent/socket port=
 [ $rc = 1 ] || fail "a missing file: exit $rc"
 grep -q 'svc.pgpipe.none' "$tmp/d.err" || fail "a missing file: $(cat "$tmp/d.err")"
 echo "run: a failing setup names FILE:LINE (exit 1); a missing file fails before connecting"
+
+# ---- the status page: fire a schedule now, with the token from --token-env ---
+if command -v curl >/dev/null; then
+    q "DROP TABLE IF EXISTS run_svc_fired" >/dev/null
+    cat > "$tmp/web.pgpipe" <<'EOF'
+.pipeline svcweb
+CREATE TABLE IF NOT EXISTS run_svc_fired (at timestamptz DEFAULT now());
+.source http web --listen 127.0.0.1:0
+.schedule yearly --cron "0 0 1 1 *"
+INSERT INTO run_svc_fired DEFAULT VALUES;
+.end
+EOF
+    RUN_SVC_TOKEN=s3cret-token "$P" run --db "$D" --token-env RUN_SVC_TOKEN "$tmp/web.pgpipe" \
+        > "$tmp/e.out" 2> "$tmp/e.err" & pid=$!
+    wait_for 30 grep -q 'HTTP source listening' "$tmp/e.err" || fail "the HTTP source did not start"
+    port=$(sed -n 's/.*HTTP source listening.*port=\([0-9]*\).*/\1/p' "$tmp/e.err" | head -n 1)
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/actions/fire?schedule=yearly")
+    [ "$code" = 401 ] || fail "fire without the token: HTTP $code"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Authorization: Bearer wrong' \
+        "http://127.0.0.1:$port/actions/fire?schedule=yearly")
+    [ "$code" = 403 ] || fail "fire with a wrong token: HTTP $code"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Authorization: Bearer s3cret-token' \
+        "http://127.0.0.1:$port/actions/fire?schedule=yearly")
+    [ "$code" = 202 ] || fail "fire with the token: HTTP $code"
+    fired() { [ "$(q 'SELECT count(*) FROM run_svc_fired')" = 1 ]; }
+    wait_for 30 fired || fail "the fire request did not run the body"
+    curl -sf "http://127.0.0.1:$port/" | grep -q 'yearly' || fail "the status page does not name the schedule"
+    kill -TERM "$pid"
+    wait_for 40 exited "$pid" || fail "SIGTERM: still running after 40 s"
+    wait "$pid"; rc=$?; pid=""
+    [ $rc = 0 ] || fail "SIGTERM with the HTTP source: exit $rc"
+    [ "$(q "SELECT count(*) FROM pgpipe.run_actions WHERE pipeline = 'svcweb' AND taken_at IS NOT NULL")" = 1 ] \
+        || fail "the fire request was not marked taken"
+    [ "$(q "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = 'svcweb' AND name = 'yearly' AND status = 'ok'")" = 1 ] \
+        || fail "the requested firing is not in the history"
+    echo "run: the status page fires a schedule with the token (401 without, 403 wrong, 202 right), once"
+else
+    echo "curl is not installed: the status page's fire action is not tested"
+fi

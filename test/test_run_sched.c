@@ -1,0 +1,476 @@
+/* Tests of the runner's schedules (src/run/run_sched.c) on the test
+** cluster: each slot fired exactly once by two instances of one pipeline,
+** the missed-slot policies after a 10-hour gap, overlap skip, task chains
+** with retries and both failure policies, timeouts, lost firings, the run
+** history's bound (1M rows, dropped by partition) and pgpipe_runs_list. */
+#include <pthread.h>
+
+typedef struct rst_runner {
+    pgpipe_runner *r;
+    pthread_t th;
+    int rc;
+} rst_runner;
+
+static void *rst_main(void *arg)
+{
+    rst_runner *x = arg;
+    x->rc = pgpipe_runner_run(x->r);
+    return NULL;
+}
+
+/* A pipeline file under the test's temp dir; returns its path (static). */
+static const char *rst_file(const char *name, const char *text)
+{
+    static char path[4][512];
+    static int k;
+    char *p = path[k++ & 3];
+    snprintf(p, sizeof path[0], "%s/%s-%ld.pgpipe", pgt_tmpdir(), name, (long)getpid());
+    FILE *f = fopen(p, "w");
+    PGT_CHECK(f != NULL);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+static void rst_start(rst_runner *x, const char *path, const char *instance)
+{
+    pgpipe_run_options o;
+    pgpipe_run_options_init(&o);
+    o.conninfo = pgt_dsn();
+    o.instance = instance;
+    o.sd_notify = 0;
+    o.drain_timeout_ms = 1000;
+    memset(x, 0, sizeof *x);
+    int rc = pgpipe_runner_open(&x->r, path, &o);
+    if (rc)
+        fprintf(stderr, "    pgpipe_runner_open: %s\n", pgpipe_errmsg(x->r));
+    PGT_OK(rc);
+    PGT_CHECK(pthread_create(&x->th, NULL, rst_main, x) == 0);
+}
+
+static void rst_stop(rst_runner *x)
+{
+    pgpipe_runner_stop(x->r);
+    pthread_join(x->th, NULL);
+    if (x->rc)
+        fprintf(stderr, "    pgpipe_runner_run: %s\n", pgpipe_errmsg(x->r));
+    PGT_OK(x->rc);
+    pgpipe_runner_close(x->r);
+}
+
+/* Poll sql (one number) until it reaches want, at most ms. */
+static long long rst_wait(PGconn *c, const char *sql, long long want, int ms)
+{
+    long long v = 0;
+    for (int waited = 0; waited <= ms; waited += 100) {
+        if ((v = pgt_db_int(c, sql)) >= want)
+            break;
+        { struct timespec ts_ = { 0, 100000000L }; nanosleep(&ts_, NULL); }
+    }
+    return v;
+}
+
+PGT_TEST(run_sched, once_across_instances)
+{
+    PGconn *c = pgt_db_open();
+    char name[64], sql[1024], text[1024];
+    snprintf(name, sizeof name, "rs_once_%ld", (long)getpid());
+    snprintf(sql, sizeof sql, "(slot timestamptz, inst text)");
+    char tbl[80];
+    snprintf(tbl, sizeof tbl, "public.%s", name);
+    pgt_db_table(c, tbl, sql);
+    /* the body records the slot it runs for, read back from the claim */
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             ".schedule tick --every 1s\n"
+             "INSERT INTO %s SELECT running_slot, running_instance FROM pgpipe.run_schedules "
+             "WHERE pipeline = '%s' AND schedule = 'tick';\n"
+             ".end\n",
+             name, tbl, name);
+    const char *path = rst_file(name, text);
+    rst_runner a, b;
+    rst_start(&a, path, "a");
+    rst_start(&b, path, "b");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", tbl);
+    rst_wait(c, sql, 4, 8000);
+    { struct timespec ts_ = { 0, 500000000L }; nanosleep(&ts_, NULL); }
+    rst_stop(&a);
+    rst_stop(&b);
+    long long n = pgt_db_int(c, sql);
+    PGT_CHECK_MSG(n >= 3, "only %lld firings in ~4 s", n);
+    snprintf(sql, sizeof sql, "SELECT count(DISTINCT slot) FROM %s", tbl);
+    PGT_EQ_INT(pgt_db_int(c, sql), n); /* no slot fired twice */
+    snprintf(sql, sizeof sql,
+             "SELECT extract(epoch FROM max(slot) - min(slot))::bigint + 1 FROM %s", tbl);
+    PGT_EQ_INT(pgt_db_int(c, sql), n); /* and none skipped in between */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND status = 'ok'",
+             name);
+    PGT_EQ_INT(pgt_db_int(c, sql), n); /* one history row each */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND status <> 'ok'",
+             name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    pgt_db_close(c);
+}
+
+PGT_TEST(run_sched, missed_policies)
+{
+    PGconn *c = pgt_db_open();
+    char name[64], sql[2048], text[2048], tbl[80];
+    snprintf(name, sizeof name, "rs_missed_%ld", (long)getpid());
+    snprintf(tbl, sizeof tbl, "public.%s", name);
+    pgt_db_table(c, tbl, "(sched text, slot timestamptz)");
+    /* hourly slots: keep away from the top of the hour, where the current
+    ** slot would still be on time (bounded: at most ~20 s) */
+    for (int i = 0; i < 25; i++) {
+        long long s = pgt_db_int(c, "SELECT extract(epoch FROM now())::bigint % 3600");
+        if (s >= 10 && s < 3590)
+            break;
+        sleep(1);
+    }
+    pp_buf t = { 0 };
+    pp_buf_appendf(&t, ".pipeline %s\n", name);
+    const char *pol[3] = { "skip", "once", "all" };
+    for (int i = 0; i < 3; i++)
+        pp_buf_appendf(&t,
+                       ".schedule s_%s --every 1h --missed %s\n"
+                       "INSERT INTO %s SELECT schedule, running_slot FROM pgpipe.run_schedules "
+                       "WHERE pipeline = '%s' AND schedule = 's_%s';\n"
+                       ".end\n",
+                       pol[i], pol[i], tbl, name, pol[i]);
+    const char *path = rst_file(name, t.data);
+    pp_buf_free(&t);
+    (void)text;
+    /* what a 10-hour outage leaves: last_slot 10 slots back; and a firing
+    ** of an instance that died (a stale heartbeat) */
+    snprintf(sql, sizeof sql,
+             "DELETE FROM pgpipe.run_schedules WHERE pipeline = '%s';"
+             "INSERT INTO pgpipe.run_schedules (pipeline, schedule, expr, tz, last_slot) "
+             "SELECT '%s', 's_' || p, 'every 1h', 'UTC', date_trunc('hour', now()) - "
+             "interval '10 hours' FROM unnest(ARRAY['skip','once','all']) p;"
+             "INSERT INTO pgpipe.run_schedules (pipeline, schedule, expr, running_instance, "
+             "running_since, running_slot) VALUES ('%s', 'ghost', 'every 1h', 'dead', "
+             "now() - interval '1 minute', date_trunc('hour', now()));"
+             "INSERT INTO pgpipe.run_instances (pipeline, instance, host, pid, version, "
+             "heartbeat_at) VALUES ('%s', 'dead', 'h', 1, 'x', now() - interval '1 hour') "
+             "ON CONFLICT DO NOTHING",
+             name, name, name, name);
+    PQclear(PGT_EXEC(c, sql));
+    rst_runner a;
+    rst_start(&a, path, "a");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE sched = 's_all'", tbl);
+    rst_wait(c, sql, 10, 15000);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+             "status IN ('missed', 'lost')", name);
+    rst_wait(c, sql, 4, 10000);
+    rst_stop(&a);
+    for (int i = 0; i < 3; i++) {
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+                 "name = 's_%s' AND status = 'missed' AND rows = 10", name, pol[i]);
+        PGT_CHECK_MSG(pgt_db_int(c, sql) == 1, "s_%s: no 'missed' row naming 10 slots", pol[i]);
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM pgpipe.run_schedules WHERE pipeline = '%s' AND "
+                 "schedule = 's_%s' AND last_slot = date_trunc('hour', now())", name, pol[i]);
+        PGT_CHECK_MSG(pgt_db_int(c, sql) == 1, "s_%s: last_slot is not the current hour",
+                      pol[i]);
+    }
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE sched = 's_skip'", tbl);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM %s WHERE sched = 's_once' AND slot = date_trunc('hour', now())",
+             tbl);
+    PGT_EQ_INT(pgt_db_int(c, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE sched = 's_once'", tbl);
+    PGT_EQ_INT(pgt_db_int(c, sql), 1);
+    snprintf(sql, sizeof sql,
+             "SELECT count(DISTINCT slot) FROM %s WHERE sched = 's_all' AND slot > "
+             "date_trunc('hour', now()) - interval '10 hours'", tbl);
+    PGT_EQ_INT(pgt_db_int(c, sql), 10);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE sched = 's_all'", tbl);
+    PGT_EQ_INT(pgt_db_int(c, sql), 10);
+    /* the dead instance's firing is recorded as lost and cleared */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND name = 'ghost' "
+             "AND status = 'lost'", name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 1);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_schedules WHERE pipeline = '%s' AND "
+             "running_instance IS NOT NULL", name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    pgt_db_close(c);
+}
+
+PGT_TEST(run_sched, overlap_skip)
+{
+    PGconn *c = pgt_db_open();
+    char name[64], sql[1024], text[1024];
+    snprintf(name, sizeof name, "rs_overlap_%ld", (long)getpid());
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             ".schedule slow --every 1s\n"
+             "SELECT pg_sleep(2.2);\n"
+             ".end\n",
+             name);
+    const char *path = rst_file(name, text);
+    rst_runner a, b;
+    rst_start(&a, path, "a");
+    rst_start(&b, path, "b");
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND status = 'ok'",
+             name);
+    rst_wait(c, sql, 2, 10000);
+    rst_stop(&a);
+    rst_stop(&b);
+    PGT_CHECK(pgt_db_int(c, sql) >= 2);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+             "status = 'skipped'", name);
+    PGT_CHECK(pgt_db_int(c, sql) >= 2);
+    /* never two bodies at once, on either instance */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history x JOIN pgpipe.run_history y ON "
+             "x.id < y.id AND x.started_at < y.finished_at AND y.started_at < x.finished_at "
+             "WHERE x.pipeline = '%s' AND y.pipeline = '%s' AND x.status <> 'skipped' AND "
+             "y.status <> 'skipped'", name, name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    pgt_db_close(c);
+}
+
+PGT_TEST(run_sched, tasks_retries_timeout)
+{
+    PGconn *c = pgt_db_open();
+    char name[64], sql[1024], text[2048];
+    snprintf(name, sizeof name, "rs_tasks_%ld", (long)getpid());
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             ".schedule src1 --every 1h\nSELECT 1;\n.end\n"
+             ".task a1 --after src1\nSELECT 1;\n.end\n"
+             ".task b1 --after a1 --retries 2 --backoff 100ms\nSELECT 1/0;\n.end\n"
+             ".task c1 --after b1\nSELECT 1;\n.end\n"
+             ".schedule src2 --every 1h\nSELECT 1;\n.end\n"
+             ".task a2 --after src2\nSELECT 1;\n.end\n"
+             ".task b2 --after a2 --retries 1 --backoff 100ms --on-failure continue\n"
+             "SELECT 1/0;\n.end\n"
+             ".task c2 --after b2\nSELECT 1;\n.end\n"
+             ".task d --after a1,a2\nSELECT 1;\n.end\n"
+             ".schedule slow --every 1h --timeout 300ms\nSELECT pg_sleep(5);\n.end\n",
+             name);
+    const char *path = rst_file(name, text);
+    for (int i = 0; i < 25; i++) { /* no hourly slot comes due meanwhile */
+        long long s = pgt_db_int(c, "SELECT extract(epoch FROM now())::bigint % 3600");
+        if (s >= 10 && s < 3570)
+            break;
+        sleep(1);
+    }
+    /* make every schedule's current slot come due at start: last_slot one
+    ** hour back and the slot now on time is missed with --missed once */
+    snprintf(sql, sizeof sql,
+             "DELETE FROM pgpipe.run_schedules WHERE pipeline = '%s';"
+             "INSERT INTO pgpipe.run_schedules (pipeline, schedule, expr, last_slot) SELECT "
+             "'%s', s, 'every 1h', date_trunc('hour', now()) - interval '1 hour' FROM "
+             "unnest(ARRAY['src1','src2','slow']) s",
+             name, name);
+    PQclear(PGT_EXEC(c, sql));
+    rst_runner a;
+    rst_start(&a, path, "a");
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+             "(name IN ('c1', 'c2', 'd') OR status = 'timeout')", name);
+    rst_wait(c, sql, 3, 15000);
+    rst_stop(&a);
+    struct { const char *name, *status; int attempts; } want[] = {
+        { "src1", "ok", 1 }, { "a1", "ok", 1 }, { "b1", "failed", 3 }, { "c1", "skipped", 0 },
+        { "src2", "ok", 1 }, { "a2", "ok", 1 }, { "b2", "failed", 2 }, { "c2", "ok", 1 },
+        { "slow", "timeout", 1 },
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND name = '%s' "
+                 "AND status = '%s' AND attempts = %d", name, want[i].name, want[i].status,
+                 want[i].attempts);
+        PGT_CHECK_MSG(pgt_db_int(c, sql) == 1, "%s: no row with status %s, %d attempts",
+                      want[i].name, want[i].status, want[i].attempts);
+    }
+    /* d follows a1 and a2, never both in one firing: it never runs */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND name = 'd'",
+             name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    snprintf(sql, sizeof sql,
+             "SELECT sqlstate FROM pgpipe.run_history WHERE pipeline = '%s' AND name = 'b1'",
+             name);
+    PGT_EQ_STR(pgt_db_str(c, sql), "22012");
+    /* pgpipe_runs_list filters */
+    pgpipe_runs_filter f;
+    memset(&f, 0, sizeof f);
+    f.pipeline = name;
+    f.status = "failed";
+    f.since = "1 hour";
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    PGT_OK(pgpipe_runs_list(c, &f, &res, &e));
+    PGT_EQ_INT(PQntuples(res), 2);
+    PGT_EQ_INT(PQnfields(res), 11);
+    PGT_EQ_STR(PQfname(res, 2), "name");
+    PQclear(res);
+    f.status = NULL;
+    f.name = "c1";
+    f.since = "2000-01-01";
+    PGT_OK(pgpipe_runs_list(c, &f, &res, &e));
+    PGT_EQ_INT(PQntuples(res), 1);
+    PGT_EQ_STR(PQgetvalue(res, 0, 6), "skipped");
+    PQclear(res);
+    f.name = NULL;
+    f.limit = 3;
+    PGT_OK(pgpipe_runs_list(c, &f, &res, &e));
+    PGT_EQ_INT(PQntuples(res), 3);
+    PQclear(res);
+    pgt_db_close(c);
+}
+
+PGT_TEST(run_sched, history_bound)
+{
+    PGconn *c = pgt_db_fresh("pgpipe_t_runhist");
+    pgt_db_install(c);
+    /* 1M runs of 100 tasks over 40 days, each row expiring on its day */
+    PQclear(PGT_EXEC(c, "SELECT pgpipe.run_history_partition(current_date + d) "
+                        "FROM generate_series(0, 39) d"));
+    PQclear(PGT_EXEC(c,
+        "INSERT INTO pgpipe.run_history (pipeline, kind, name, slot, started_at, finished_at, "
+        "status, attempts, instance, host, expires_on) "
+        "SELECT 'p', 'task', 't' || (g % 100), NULL, now() + (g / 25000) * interval '1 day' + "
+        "g * interval '1 ms', now(), CASE WHEN g % 10 = 0 THEN 'failed' ELSE 'ok' END, 1, 'i', "
+        "'h', current_date + g / 25000 FROM generate_series(0, 999999) g"));
+    /* and a few rows that are still live on that day */
+    PQclear(PGT_EXEC(c, "SELECT pgpipe.run_history_partition(current_date + 45)"));
+    PQclear(PGT_EXEC(c,
+        "INSERT INTO pgpipe.run_history (pipeline, kind, name, started_at, finished_at, status, "
+        "instance, host, expires_on) SELECT 'p', 'schedule', 'live', now(), now(), 'ok', 'i', "
+        "'h', current_date + 45 FROM generate_series(1, 10)"));
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.run_history"), 1000010);
+    /* newest started_at of each task before: these must survive */
+    PQclear(PGT_EXEC(c, "CREATE TEMP TABLE newest AS SELECT name, max(started_at) m "
+                        "FROM pgpipe.run_history GROUP BY name"));
+    PGT_EQ_INT(pgt_db_int(c, "SELECT pgpipe.run_history_maintain(5, current_date + 40)"), 40);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.run_history"), 100 * 5 + 10);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT max(c) FROM (SELECT count(*) c FROM pgpipe.run_history "
+                             "WHERE name <> 'live' GROUP BY name) x"), 5);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM newest n WHERE NOT EXISTS (SELECT 1 FROM "
+                             "pgpipe.run_history h WHERE h.name = n.name AND h.started_at = n.m)"),
+               0);
+    /* only the live partition and the one the kept rows moved to remain */
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pg_inherits WHERE inhparent = "
+                             "'pgpipe.run_history'::regclass"), 2);
+    /* again the next day: the kept rows move on, nothing else changes */
+    PGT_EQ_INT(pgt_db_int(c, "SELECT pgpipe.run_history_maintain(5, current_date + 41)"), 1);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.run_history"), 100 * 5 + 10);
+    pgt_db_close(c);
+}
+
+PGT_TEST(run_sched, overlap_queue_replace)
+{
+    PGconn *c = pgt_db_open();
+    char q[64], rp[64], sql[1024], text[1024];
+    snprintf(q, sizeof q, "rs_queue_%ld", (long)getpid());
+    snprintf(rp, sizeof rp, "rs_replace_%ld", (long)getpid());
+    snprintf(text, sizeof text,
+             ".pipeline %s\n.schedule s --every 1s --overlap queue\nSELECT pg_sleep(1.3);\n.end\n",
+             q);
+    const char *pq = rst_file(q, text);
+    snprintf(text, sizeof text,
+             ".pipeline %s\n.schedule s --every 1s --overlap replace\nSELECT pg_sleep(30);\n"
+             ".end\n", rp);
+    const char *pr = rst_file(rp, text);
+    rst_runner a, b;
+    rst_start(&a, pq, "a");
+    rst_start(&b, pr, "b");
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND status = 'ok'",
+             q);
+    rst_wait(c, sql, 3, 10000);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+             "sqlstate = '57014'", rp);
+    rst_wait(c, sql, 2, 10000);
+    rst_stop(&a);
+    rst_stop(&b);
+    /* queue: a firing waits for the running one instead of being skipped */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND status = 'ok'",
+             q);
+    PGT_CHECK(pgt_db_int(c, sql) >= 3);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+             "status = 'skipped'", q);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    /* replace: each firing cancels the one before */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+             "sqlstate = '57014'", rp);
+    PGT_CHECK(pgt_db_int(c, sql) >= 2);
+    for (int i = 0; i < 2; i++) {
+        const char *n = i ? rp : q;
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM pgpipe.run_history x JOIN pgpipe.run_history y ON "
+                 "x.id < y.id AND x.started_at < y.finished_at AND y.started_at < x.finished_at "
+                 "WHERE x.pipeline = '%s' AND y.pipeline = '%s' AND x.status <> 'skipped' AND "
+                 "y.status <> 'skipped'", n, n);
+        PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    }
+    pgt_db_close(c);
+}
+
+PGT_TEST(run_sched, reload_failures_only)
+{
+    PGconn *c = pgt_db_open();
+    char name[64], sql[1024], text[1024], tbl[80];
+    snprintf(name, sizeof name, "rs_reload_%ld", (long)getpid());
+    snprintf(tbl, sizeof tbl, "public.%s", name);
+    pgt_db_table(c, tbl, "(s text)");
+    snprintf(text, sizeof text,
+             ".pipeline %s\n.history --failures-only\n"
+             ".schedule one --every 1s\nINSERT INTO %s VALUES ('one');\n.end\n"
+             ".schedule bad --every 1s\nSELECT 1/0;\n.end\n", name, tbl);
+    const char *path = rst_file(name, text);
+    rst_runner a;
+    rst_start(&a, path, "a");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'one'", tbl);
+    PGT_CHECK(rst_wait(c, sql, 1, 8000) >= 1);
+    /* the next firing of each schedule, for the status page */
+    pp_buf j = { 0 };
+    run_sched_next_json(a.r, &j);
+    PGT_CONTAINS(j.data, "{\"schedule\":\"one\",\"next\":\"20");
+    PGT_CONTAINS(j.data, "{\"schedule\":\"bad\",\"next\":\"20");
+    pp_buf_free(&j);
+    /* the file changes: one and bad go, two comes */
+    snprintf(text, sizeof text,
+             ".pipeline %s\n.history --failures-only\n"
+             ".schedule two --every 1s\nINSERT INTO %s VALUES ('two');\n.end\n", name, tbl);
+    rst_file(name, text);
+    PGT_OK(pgpipe_runner_reload(a.r));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'two'", tbl);
+    PGT_CHECK(rst_wait(c, sql, 1, 8000) >= 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'one'", tbl);
+    long long ones = pgt_db_int(c, sql);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'two'", tbl);
+    rst_wait(c, sql, 3, 8000);
+    rst_stop(&a);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'one'", tbl);
+    PGT_CHECK(pgt_db_int(c, sql) <= ones + 1); /* at most one already claimed */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'two'", tbl);
+    PGT_CHECK(pgt_db_int(c, sql) >= 3);
+    /* --failures-only: the failures are there, no ok row */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND status = 'ok'",
+             name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND name = 'bad' "
+             "AND status = 'failed' AND sqlstate = '22012'", name);
+    PGT_CHECK(pgt_db_int(c, sql) >= 1);
+    pgt_db_close(c);
+}

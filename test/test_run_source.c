@@ -1,0 +1,617 @@
+/* Tests of the runner's sources and workers (src/run/run_source.c) and of
+** the steps' dot commands (src/run/run_step.c), against the test cluster:
+** watched folders (a file written in two halves is not taken half-written;
+** two runners on one folder load each file once; a restart loads nothing
+** again), SQL and C (.so) handlers, each dot command in a setup, a failing
+** step named FILE:LINE, a step timeout. */
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+typedef struct rsrc_t_run {
+    pgpipe_runner *r;
+    pthread_t th;
+    int rc;
+    int started;
+} rsrc_t_run;
+
+static void rsrc_t_write(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    PGT_CHECK_MSG(f != NULL, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void *rsrc_t_thread(void *arg)
+{
+    rsrc_t_run *x = arg;
+    x->rc = pgpipe_runner_run(x->r);
+    return NULL;
+}
+
+static void rsrc_t_start(rsrc_t_run *x, const char *file, const char *dsn, const char *instance)
+{
+    pgpipe_run_options o;
+    pgpipe_run_options_init(&o);
+    o.conninfo = dsn;
+    o.instance = instance;
+    o.drain_timeout_ms = 5000;
+    o.sd_notify = 0;
+    memset(x, 0, sizeof *x);
+    int rc = pgpipe_runner_open(&x->r, file, &o);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "runner_open: %s", pgpipe_errmsg(x->r));
+    PGT_CHECK(pthread_create(&x->th, NULL, rsrc_t_thread, x) == 0);
+    x->started = 1;
+}
+
+static int rsrc_t_stop(rsrc_t_run *x)
+{
+    if (x->started) {
+        pgpipe_runner_stop(x->r);
+        pthread_join(x->th, NULL);
+        x->started = 0;
+    }
+    int rc = x->rc;
+    pgpipe_runner_close(x->r);
+    x->r = NULL;
+    return rc;
+}
+
+/* wait (at most timeout_ms) until the query's one value is want */
+static void rsrc_t_nap(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+static long long rsrc_t_wait(PGconn *c, const char *sql, long long want, int timeout_ms)
+{
+    long long v = -1;
+    for (int waited = 0; waited <= timeout_ms; waited += 100) {
+        v = pgt_db_int(c, sql);
+        if (v == want)
+            return v;
+        rsrc_t_nap(100);
+    }
+    return v;
+}
+
+static int rsrc_t_exists(const char *dir, const char *name)
+{
+    char p[1024];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return stat(p, &st) == 0;
+}
+
+/* n NDJSON lines with ids from first */
+static void rsrc_t_lines(FILE *f, int first, int n)
+{
+    for (int i = first; i < first + n; i++)
+        fprintf(f, "{\"id\": %d, \"v\": %d}\n", i, i * 2);
+    fflush(f);
+}
+
+PGT_TEST(run_source, files_and_workers)
+{
+    const char *dsn = pgt_dsn();
+    PGconn *c = pgt_db_open();
+    int pid = (int)getpid();
+    char dir[512], in[600], done[700], file[700], path[800], sql[1024], type[64];
+    snprintf(type, sizeof type, "rsrc_%d", pid);
+    snprintf(dir, sizeof dir, "%s/rsrc_files_%d", pgt_tmpdir(), pid);
+    snprintf(in, sizeof in, "%s/in", dir);
+    snprintf(done, sizeof done, "%s/done", in);
+    mkdir(dir, 0777);
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS public.%s_out", type);
+    PQclear(PGT_EXEC(c, sql));
+    snprintf(path, sizeof path, "%s/handler.sql", dir);
+    snprintf(sql, sizeof sql,
+             "-- the rows of one batch\n"
+             "INSERT INTO public.%s_out (id, v)\n"
+             "SELECT (e->'payload'->>'id')::bigint, (e->'payload'->>'v')::int\n"
+             "FROM jsonb_array_elements($1::jsonb) e;\n", type);
+    rsrc_t_write(path, sql);
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    char text[2048];
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             "CREATE TABLE IF NOT EXISTS public.%s_out (id bigint PRIMARY KEY, v int);\n"
+             ".source files drop --dir in --pattern '*.ndjson' --format ndjson --event-type %s "
+             "--settle 2s --poll 100ms\n"
+             ".workers %s --sql handler.sql --workers 2 --batch 50\n", type, type, type, type);
+    rsrc_t_write(file, text);
+
+    /* two runners on the same folder at the same time */
+    rsrc_t_run a, b;
+    rsrc_t_start(&a, file, dsn, "rsrc-a");
+    rsrc_t_start(&b, file, dsn, "rsrc-b");
+    /* the runners make the folder */
+    for (int i = 0; i < 100 && !rsrc_t_exists(in, "."); i++)
+        rsrc_t_nap(50);
+    PGT_CHECK(rsrc_t_exists(in, "."));
+
+    /* a whole file, written aside under a hidden name and renamed in */
+    char tmp[900], f1[900];
+    snprintf(tmp, sizeof tmp, "%s/.f1.ndjson", in);
+    snprintf(f1, sizeof f1, "%s/f1.ndjson", in);
+    FILE *fp = fopen(tmp, "w");
+    PGT_CHECK(fp != NULL);
+    rsrc_t_lines(fp, 1, 100);
+    fclose(fp);
+    PGT_CHECK(rename(tmp, f1) == 0);
+    /* partial files are never taken */
+    snprintf(tmp, sizeof tmp, "%s/f3.ndjson.part", in);
+    fp = fopen(tmp, "w");
+    rsrc_t_lines(fp, 5000, 10);
+    fclose(fp);
+    /* one written slowly, in two halves with a pause shorter than --settle */
+    char f2[900];
+    snprintf(f2, sizeof f2, "%s/f2.ndjson", in);
+    fp = fopen(f2, "w");
+    PGT_CHECK(fp != NULL);
+    rsrc_t_lines(fp, 101, 50);
+    rsrc_t_nap(700);
+    rsrc_t_lines(fp, 151, 50);
+    fclose(fp);
+
+    char q_out[256], q_staged[256], q_done[256];
+    snprintf(q_out, sizeof q_out, "SELECT count(*) FROM public.%s_out", type);
+    snprintf(q_staged, sizeof q_staged, "SELECT count(*) FROM staging.raw_events WHERE event_type = '%s'", type);
+    snprintf(q_done, sizeof q_done,
+             "SELECT count(*) FROM staging.raw_events WHERE event_type = '%s' AND processed", type);
+    PGT_EQ_INT(rsrc_t_wait(c, q_out, 200, 30000), 200);
+    PGT_EQ_INT(pgt_db_int(c, q_staged), 200);
+    PGT_EQ_INT(rsrc_t_wait(c, q_done, 200, 10000), 200);
+    /* the moves happen right after the loads */
+    for (int i = 0; i < 50 && !(rsrc_t_exists(done, "f1.ndjson") && rsrc_t_exists(done, "f2.ndjson")); i++)
+        rsrc_t_nap(100);
+    PGT_CHECK(rsrc_t_exists(done, "f1.ndjson"));
+    PGT_CHECK(rsrc_t_exists(done, "f2.ndjson"));
+    PGT_CHECK(!rsrc_t_exists(in, "f1.ndjson"));
+    PGT_CHECK(!rsrc_t_exists(in, "f2.ndjson"));
+    PGT_CHECK(rsrc_t_exists(in, "f3.ndjson.part"));
+    /* each file is one load: two loads, none loaded twice */
+    snprintf(sql, sizeof sql, "SELECT coalesce(sum(rows_loaded), 0) FROM pgpipe.loads WHERE source = 'drop' "
+             "AND source_checksum LIKE 'pgpipe-file:drop:%s/%%'", in);
+    PGT_EQ_INT(pgt_db_int(c, sql), 200);
+    /* the metrics count them: the two runners together loaded both files */
+    long long files = 0;
+    rsrc_t_run *both[2] = { &a, &b };
+    for (int k = 0; k < 2; k++) {
+        pp_buf m = { 0 };
+        run_sources_metrics(both[k]->r, &m);
+        PGT_CHECK(m.data && strstr(m.data, "pgpipe_run_workers_done_total{event_type=\"rsrc_"));
+        const char *p = strstr(m.data, "pgpipe_run_source_files_total{source=\"drop\"} ");
+        PGT_CHECK(p != NULL);
+        files += atoll(p + strlen("pgpipe_run_source_files_total{source=\"drop\"} "));
+        pp_buf_free(&m);
+    }
+    PGT_EQ_INT(files, 2);
+    PGT_OK(rsrc_t_stop(&b));
+    PGT_OK(rsrc_t_stop(&a));
+
+    /* a restart: a file loaded but not moved (a crash in between: put back
+    ** with its size and mtime) is not loaded again, only moved; a new one is */
+    char back[900];
+    snprintf(back, sizeof back, "%s/f1.ndjson", done);
+    PGT_CHECK(rename(back, f1) == 0);
+    char f4[900];
+    snprintf(f4, sizeof f4, "%s/f4.ndjson", in);
+    fp = fopen(f4, "w");
+    rsrc_t_lines(fp, 201, 10);
+    fclose(fp);
+    rsrc_t_start(&a, file, dsn, "rsrc-a");
+    PGT_EQ_INT(rsrc_t_wait(c, q_out, 210, 30000), 210);
+    for (int i = 0; i < 50 && rsrc_t_exists(in, "f1.ndjson"); i++)
+        rsrc_t_nap(100);
+    PGT_CHECK(!rsrc_t_exists(in, "f1.ndjson"));
+    PGT_CHECK(rsrc_t_exists(done, "f1.ndjson"));
+    PGT_EQ_INT(pgt_db_int(c, q_staged), 210);
+    PGT_OK(rsrc_t_stop(&a));
+    pgt_db_close(c);
+}
+
+/* A C handler from a shared library; a missing symbol fails the start. */
+PGT_TEST(run_source, so_handler)
+{
+    const char *dsn = pgt_dsn();
+    const char *top = getenv("PGPIPE_TOP") ? getenv("PGPIPE_TOP") : ".";
+    int pid = (int)getpid();
+    char dir[512], so[700], cmd[2048], type[64];
+    snprintf(type, sizeof type, "rsrc_so_%d", pid);
+    snprintf(dir, sizeof dir, "%s/rsrc_so_%d", pgt_tmpdir(), pid);
+    mkdir(dir, 0777);
+    snprintf(so, sizeof so, "%s/handler.so", dir);
+    snprintf(cmd, sizeof cmd, "cc -shared -fPIC -I%s -I%s/test $(pkg-config --cflags libpq 2>/dev/null) "
+             "-o %s %s/test/run/handler_so.c >%s/cc.log 2>&1", top, top, so, top, dir);
+    if (system(cmd) != 0)
+        PGT_SKIP("cannot build a shared library here (no cc, or no -shared): the --so handler is not tested");
+    PGconn *c = pgt_db_open();
+    char sql[512], file[700], text[2048];
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS public.%s_out", type);
+    PQclear(PGT_EXEC(c, sql));
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+
+    /* the symbol is looked up at start */
+    snprintf(text, sizeof text, ".pipeline %s\n.workers %s --so handler.so:no_such_symbol\n", type, type);
+    rsrc_t_write(file, text);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, dsn, "rsrc-so");
+    pthread_join(a.th, NULL);
+    a.started = 0;
+    PGT_CHECK(a.rc != PGPIPE_OK);
+    PGT_CHECK_MSG(strstr(pgpipe_errmsg(a.r), "no_such_symbol") != NULL, "%s", pgpipe_errmsg(a.r));
+    PGT_CHECK_MSG(strstr(pgpipe_errmsg(a.r), "pipeline.pgpipe:2: .workers") != NULL, "%s", pgpipe_errmsg(a.r));
+    rsrc_t_stop(&a);
+
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             "CREATE TABLE IF NOT EXISTS public.%s_out (id bigint PRIMARY KEY);\n"
+             ".workers %s --so handler.so:rsrc_test_handler --workers 1 --batch 10\n", type, type, type);
+    rsrc_t_write(file, text);
+    rsrc_t_start(&a, file, dsn, "rsrc-so");
+    /* the events, staged as the loader or the HTTP source would */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO staging.raw_events (source, event_type, payload) SELECT 'test', '%s', "
+             "jsonb_build_object('id', g) FROM generate_series(1, 25) g", type);
+    /* the setup makes the table: wait for it before staging (the workers
+    ** would dead-letter events whose table is not there yet) */
+    char q[256];
+    snprintf(q, sizeof q, "SELECT count(*) FROM pg_tables WHERE tablename = '%s_out'", type);
+    PGT_EQ_INT(rsrc_t_wait(c, q, 1, 20000), 1);
+    PQclear(PGT_EXEC(c, sql));
+    PQclear(PGT_EXEC(c, "NOTIFY pgpipe_events"));
+    snprintf(q, sizeof q, "SELECT count(*) FROM public.%s_out", type);
+    PGT_EQ_INT(rsrc_t_wait(c, q, 25, 20000), 25);
+    PGT_OK(rsrc_t_stop(&a));
+    pgt_db_close(c);
+}
+
+/* Every dot command in a setup, on a database of its own (.migrate keeps
+** its history there); a failing step is named FILE:LINE with its SQLSTATE. */
+PGT_TEST(run_source, steps_dot_commands)
+{
+    PGconn *c = pgt_db_fresh("rsrc_steps");
+    char dsn[1024];
+    snprintf(dsn, sizeof dsn, "%s dbname=rsrc_steps", pgt_dsn());
+    int pid = (int)getpid();
+    char dir[512], p[800], file[700];
+    snprintf(dir, sizeof dir, "%s/rsrc_steps_%d", pgt_tmpdir(), pid);
+    mkdir(dir, 0777);
+    snprintf(p, sizeof p, "%s/mig", dir);
+    mkdir(p, 0777);
+    snprintf(p, sizeof p, "%s/mig/V1__t.sql", dir);
+    rsrc_t_write(p, "CREATE TABLE public.migrated (id int);\n");
+    snprintf(p, sizeof p, "%s/data.csv", dir);
+    rsrc_t_write(p, "id,v\n1,10\n2,20\n3,30\n");
+    snprintf(p, sizeof p, "%s/events.ndjson", dir);
+    rsrc_t_write(p, "{\"event_type\": \"rsrc_steps\", \"n\": 1}\n{\"event_type\": \"rsrc_steps\", \"n\": 2}\n");
+    snprintf(p, sizeof p, "%s/more.sql", dir);
+    rsrc_t_write(p, "-- SQL and dot commands, as a file\n"
+                    "INSERT INTO public.t (id, v) VALUES (4, 40);\n"
+                    ".log info 'read: more.sql'\n"
+                    "INSERT INTO public.t (id, v) VALUES (5, length('a\n"
+                    ".b: a line of a quoted string, not a dot command') + 1);\n"
+                    ".read nested.sql\n");
+    snprintf(p, sizeof p, "%s/nested.sql", dir);
+    rsrc_t_write(p, "INSERT INTO public.t (id, v) VALUES (6, 60);\n");
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    rsrc_t_write(file,
+                 ".pipeline rsrc_steps\n"
+                 ".install\n"
+                 ".migrate mig\n"
+                 "CREATE TABLE public.t (id int PRIMARY KEY, v int);\n"
+                 ".load data.csv --table public.t --map id,v\n"
+                 ".load events.ndjson --format ndjson --name rsrc_steps\n"
+                 ".read more.sql\n"
+                 "CREATE MATERIALIZED VIEW public.mv AS SELECT count(*) AS n FROM public.t;\n"
+                 "INSERT INTO public.t (id, v) VALUES (7, 70);\n"
+                 ".refresh public.mv\n"
+                 ".partitions ahead 2\n"
+                 ".partitions retain 30 --detach-only\n"
+                 ".dlq replay --source nobody\n"
+                 ".log info \"setup done\"\n");
+    pgpipe_run_options o;
+    pgpipe_run_options_init(&o);
+    o.conninfo = dsn;
+    o.sd_notify = 0;
+    o.run_for_ms = 1;
+    pgpipe_runner *r = NULL;
+    PGT_OK(pgpipe_runner_open(&r, file, &o));
+    int rc = pgpipe_runner_run(r);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(r));
+    pgpipe_runner_close(r);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'migrated'"), 1);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM public.t"), 7);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT n FROM public.mv"), 7);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM staging.raw_events WHERE event_type = 'rsrc_steps'"), 2);
+
+    /* a failing step: FILE:LINE: .cmd: message (SQLSTATE) */
+    rsrc_t_write(file, ".pipeline rsrc_steps\n"
+                       "SELECT 1;\n"
+                       ".dlq replay --since 'not a time'\n");
+    PGT_OK(pgpipe_runner_open(&r, file, &o));
+    rc = pgpipe_runner_run(r);
+    PGT_CHECK(rc != PGPIPE_OK);
+    char want[1024];
+    snprintf(want, sizeof want, "%s:3: .dlq replay: ", file);
+    PGT_CHECK_MSG(strstr(pgpipe_errmsg(r), want) != NULL, "%s", pgpipe_errmsg(r));
+    PGT_CHECK_MSG(strstr(pgpipe_errmsg(r), "(SQLSTATE 22007)") != NULL, "%s", pgpipe_errmsg(r));
+    pgpipe_runner_close(r);
+
+    /* SQL fails with its line, in a .read file with the read file's line */
+    snprintf(p, sizeof p, "%s/bad.sql", dir);
+    rsrc_t_write(p, "SELECT 1;\n\nSELECT * FROM no_such_table;\n");
+    rsrc_t_write(file, ".pipeline rsrc_steps\n.read bad.sql\n");
+    PGT_OK(pgpipe_runner_open(&r, file, &o));
+    PGT_CHECK(pgpipe_runner_run(r) != PGPIPE_OK);
+    snprintf(want, sizeof want, "%s:3: ", p);
+    PGT_CHECK_MSG(strstr(pgpipe_errmsg(r), want) != NULL, "%s", pgpipe_errmsg(r));
+    PGT_CHECK_MSG(strstr(pgpipe_errmsg(r), "(SQLSTATE 42P01)") != NULL, "%s", pgpipe_errmsg(r));
+    pgpipe_runner_close(r);
+    pgt_db_close(c);
+}
+
+/* A timeout bounds the steps: PGPIPE_BUSY, and the connection's own
+** statement_timeout is back afterwards. */
+PGT_TEST(run_source, step_timeout)
+{
+    const char *dsn = pgt_dsn();
+    int pid = (int)getpid();
+    char dir[512], file[700];
+    snprintf(dir, sizeof dir, "%s/rsrc_timeout_%d", pgt_tmpdir(), pid);
+    mkdir(dir, 0777);
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    rsrc_t_write(file, ".pipeline rsrc_timeout\n");
+    pgpipe_run_options o;
+    pgpipe_run_options_init(&o);
+    o.conninfo = dsn;
+    o.sd_notify = 0;
+    pgpipe_runner *r = NULL;
+    PGT_OK(pgpipe_runner_open(&r, file, &o));
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "SET statement_timeout = '7min'"));
+    pgpipe_pipe_step steps[2] = { { PGPIPE_PIPE_SQL, "SELECT 1", 2 },
+                                  { PGPIPE_PIPE_SQL, "SELECT pg_sleep(10)", 3 } };
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    long long rows = -1;
+    int rc = run_steps_exec(r, c, steps, 2, 300, &rows, &e);
+    PGT_EQ_INT(rc, PGPIPE_BUSY);
+    PGT_CHECK_MSG(strstr(e.message, ":3: timed out") != NULL, "%s", e.message);
+    PGT_EQ_STR(pgt_db_str(c, "SHOW statement_timeout"), "7min");
+    /* with time enough the steps run, and the setting is put back too */
+    pgpipe_pipe_step ok[1] = { { PGPIPE_PIPE_SQL, "SELECT 2", 4 } };
+    PGT_OK(run_steps_exec(r, c, ok, 1, 5000, &rows, &e));
+    PGT_EQ_INT(rows, 1);
+    PGT_EQ_STR(pgt_db_str(c, "SHOW statement_timeout"), "7min");
+    /* a .load on the pool's connections (no statement_timeout there) is
+    ** cancelled at the deadline: a trigger makes every row slow */
+    char sql[512], p[800], step[256];
+    snprintf(sql, sizeof sql,
+             "DROP TABLE IF EXISTS public.rsrc_slow_%d;"
+             "CREATE TABLE public.rsrc_slow_%d (id int);"
+             "CREATE OR REPLACE FUNCTION public.rsrc_slow_row() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END$$;"
+             "CREATE TRIGGER slow BEFORE INSERT ON public.rsrc_slow_%d FOR EACH ROW "
+             "EXECUTE FUNCTION public.rsrc_slow_row()", pid, pid, pid);
+    PQclear(PGT_EXEC(c, sql));
+    snprintf(p, sizeof p, "%s/slow.csv", dir);
+    FILE *fp = fopen(p, "w");
+    PGT_CHECK(fp != NULL);
+    fputs("id\n", fp);
+    for (int i = 0; i < 40; i++)
+        fprintf(fp, "%d\n", i);
+    fclose(fp);
+    snprintf(step, sizeof step, ".load slow.csv --table public.rsrc_slow_%d --map id --connections 2 "
+             "--batch-rows 10", pid);
+    pgpipe_pipe_step load[1] = { { PGPIPE_PIPE_DOT, step, 5 } };
+    memset(&e, 0, sizeof e);
+    rc = run_steps_exec(r, c, load, 1, 800, &rows, &e);
+    PGT_EQ_INT(rc, PGPIPE_BUSY);
+    PGT_CHECK_MSG(strstr(e.message, ":5: .load: timed out") != NULL, "%s", e.message);
+    /* well short of the 12 s the rows take */
+    snprintf(sql, sizeof sql, "SELECT count(*) < 40 FROM public.rsrc_slow_%d", pid);
+    PGT_EQ_STR(pgt_db_str(c, sql), "t");
+    snprintf(sql, sizeof sql, "DROP TABLE public.rsrc_slow_%d", pid);
+    PQclear(PGT_EXEC(c, sql));
+    PQfinish(c);
+    pgpipe_runner_close(r);
+}
+
+/* the workers handle of the i-th .workers line (NULL when none) */
+static pgpipe_workers *rsrc_t_workers(pgpipe_runner *r, int i, int *n)
+{
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
+    if (!s)
+        return NULL;
+    pp_mutex_lock(&s->mu);
+    pgpipe_workers *w = i < s->nwork && s->work[i] ? s->work[i]->w : NULL;
+    *n = s->nwork;
+    pp_mutex_unlock(&s->mu);
+    return w;
+}
+
+/* A reload starts the workers added, keeps those unchanged running, and
+** applies a folder's changed settings. */
+PGT_TEST(run_source, reload_workers_and_folders)
+{
+    const char *dsn = pgt_dsn();
+    PGconn *c = pgt_db_open();
+    int pid = (int)getpid();
+    char dir[512], p[800], file[700], sql[1024], text[2048], ta[64], tb[64];
+    snprintf(ta, sizeof ta, "rsrc_ra_%d", pid);
+    snprintf(tb, sizeof tb, "rsrc_rb_%d", pid);
+    snprintf(dir, sizeof dir, "%s/rsrc_reload_%d", pgt_tmpdir(), pid);
+    mkdir(dir, 0777);
+    const char *types[2] = { ta, tb };
+    for (int k = 0; k < 2; k++) {
+        snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS public.%s_out; CREATE TABLE public.%s_out (id bigint)",
+                 types[k], types[k]);
+        PQclear(PGT_EXEC(c, sql));
+        snprintf(p, sizeof p, "%s/h%d.sql", dir, k);
+        snprintf(sql, sizeof sql, "INSERT INTO public.%s_out (id) SELECT (e->'payload'->>'id')::bigint "
+                 "FROM jsonb_array_elements($1::jsonb) e", types[k]);
+        rsrc_t_write(p, sql);
+    }
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             ".workers %s --sql h0.sql\n"
+             ".source files drop --dir in --pattern '*.ndjson' --event-type %s --settle 0s --poll 1h\n",
+             ta, ta, tb);
+    rsrc_t_write(file, text);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, dsn, "rsrc-reload");
+    int n = 0;
+    pgpipe_workers *wa = NULL;
+    for (int i = 0; i < 200 && !(wa = rsrc_t_workers(a.r, 0, &n)); i++)
+        rsrc_t_nap(50);
+    PGT_CHECK(wa != NULL);
+    PGT_EQ_INT(n, 1);
+    /* --poll 1h: the folder is looked at once, at start; a file dropped now waits */
+    rsrc_t_nap(300);
+    snprintf(p, sizeof p, "%s/in/r1.ndjson", dir);
+    FILE *fp = fopen(p, "w");
+    PGT_CHECK(fp != NULL);
+    rsrc_t_lines(fp, 1, 5);
+    fclose(fp);
+
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             ".workers %s --sql h0.sql\n"
+             ".workers %s --sql h1.sql\n"
+             ".source files drop --dir in --pattern '*.ndjson' --event-type %s --settle 0s --poll 100ms\n",
+             ta, ta, tb, tb);
+    rsrc_t_write(file, text);
+    PGT_OK(pgpipe_runner_reload(a.r));
+    for (int i = 0; i < 200 && n != 2; i++) {
+        rsrc_t_workers(a.r, 0, &n);
+        rsrc_t_nap(50);
+    }
+    PGT_EQ_INT(n, 2);
+    PGT_CHECK(rsrc_t_workers(a.r, 0, &n) == wa); /* unchanged: kept running */
+    /* the folder polls every 100ms now: the file goes in, the new workers take it */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_out", tb);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 5, 20000), 5);
+    /* the kept workers still work */
+    snprintf(sql, sizeof sql, "INSERT INTO staging.raw_events (source, event_type, payload) "
+             "SELECT 'test', '%s', jsonb_build_object('id', g) FROM generate_series(1, 3) g; "
+             "NOTIFY pgpipe_events", ta);
+    PQclear(PGT_EXEC(c, sql));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_out", ta);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 3, 20000), 3);
+    PGT_OK(rsrc_t_stop(&a));
+    pgt_db_close(c);
+}
+
+/* A file whose load fails stays, is retried with backoff, and after
+** RSRC_MAX_FAILURES failures is moved into DIR/failed. */
+PGT_TEST(run_source, failing_file_moved_aside)
+{
+    const char *dsn = pgt_dsn();
+    PGconn *c = pgt_db_open();
+    int pid = (int)getpid();
+    char dir[512], in[600], p[800], file[700], sql[512], text[2048], t[64];
+    snprintf(t, sizeof t, "public.rsrc_gone_%d", pid);
+    snprintf(dir, sizeof dir, "%s/rsrc_fail_%d", pgt_tmpdir(), pid);
+    snprintf(in, sizeof in, "%s/in", dir);
+    mkdir(dir, 0777);
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    snprintf(text, sizeof text,
+             ".pipeline rsrc_fail_%d\n"
+             "CREATE TABLE IF NOT EXISTS %s (LIKE staging.raw_events INCLUDING DEFAULTS);\n"
+             ".source files bad --dir in --table %s --settle 0s --poll 50ms\n", pid, t, t);
+    rsrc_t_write(file, text);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, dsn, "rsrc-fail");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_tables WHERE schemaname || '.' || tablename = '%s'", t);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 1, 20000), 1);
+    /* the table goes away: every load of the file fails */
+    snprintf(sql, sizeof sql, "DROP TABLE %s", t);
+    PQclear(PGT_EXEC(c, sql));
+    snprintf(p, sizeof p, "%s/x.ndjson", in);
+    FILE *fp = fopen(p, "w");
+    PGT_CHECK(fp != NULL);
+    rsrc_t_lines(fp, 1, 3);
+    fclose(fp);
+    char failed[700];
+    snprintf(failed, sizeof failed, "%s/failed", in);
+    for (int i = 0; i < 200 && !rsrc_t_exists(failed, "x.ndjson"); i++)
+        rsrc_t_nap(50);
+    PGT_CHECK(rsrc_t_exists(failed, "x.ndjson"));
+    PGT_CHECK(!rsrc_t_exists(in, "x.ndjson"));
+    pp_buf m = { 0 };
+    run_sources_metrics(a.r, &m);
+    PGT_CHECK_MSG(m.data && strstr(m.data, "pgpipe_run_source_failures_total{source=\"bad\"} 5\n"), "%s",
+                  m.data ? m.data : "");
+    pp_buf_free(&m);
+    PGT_OK(rsrc_t_stop(&a));
+    pgt_db_close(c);
+}
+
+#ifndef PGPIPE_OMIT_HTTP
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* The HTTP source: its own server on its own thread, events into staging
+** with the source's event type field; stop drains it. */
+PGT_TEST(run_source, http_source)
+{
+    const char *dsn = pgt_dsn();
+    PGconn *c = pgt_db_open();
+    int pid = (int)getpid();
+    char dir[512], file[700], text[1024], name[64];
+    snprintf(name, sizeof name, "rsrc_http_%d", pid);
+    snprintf(dir, sizeof dir, "%s/rsrc_http_%d", pgt_tmpdir(), pid);
+    mkdir(dir, 0777);
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    snprintf(text, sizeof text, ".pipeline %s\n.source http %s --listen 127.0.0.1:0 --event-type-field kind\n",
+             name, name);
+    rsrc_t_write(file, text);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, dsn, "rsrc-http");
+    int port = 0;
+    for (int i = 0; i < 200 && !port; i++) {
+        run_sources *s = __atomic_load_n(&a.r->sources, __ATOMIC_ACQUIRE);
+        if (s) {
+            pp_mutex_lock(&s->mu);
+            if (s->nhttp == 1 && s->http[0]->running)
+                port = pgpipe_http_port(s->http[0]->h, 0);
+            pp_mutex_unlock(&s->mu);
+        }
+        if (!port)
+            rsrc_t_nap(50);
+    }
+    PGT_CHECK(port > 0);
+    char body[256], req[1024];
+    snprintf(body, sizeof body, "[{\"kind\": \"%s\", \"n\": 1}, {\"kind\": \"%s\", \"n\": 2}]", name, name);
+    snprintf(req, sizeof req, "POST /v1/events/%s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", name, strlen(body), body);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    PGT_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    PGT_CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    char resp[2048];
+    size_t got = 0;
+    ssize_t k;
+    while (got < sizeof resp - 1 && (k = read(fd, resp + got, sizeof resp - 1 - got)) > 0)
+        got += (size_t)k;
+    resp[got] = 0;
+    close(fd);
+    PGT_CHECK_MSG(!strncmp(resp, "HTTP/1.1 202", 12), "%s", resp);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE event_type = '%s' AND source = '%s'",
+             name, name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 2);
+    PGT_OK(rsrc_t_stop(&a));
+    pgt_db_close(c);
+}
+#endif
