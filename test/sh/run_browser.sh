@@ -57,6 +57,15 @@ q "INSERT INTO staging.raw_events (source, event_type, payload, received_at)
    INSERT INTO pgpipe.dead_letters (stage, event_type, raw_text, error_message)
    SELECT 'process', 'browser_order', '{}', 'browser: missing user_id' FROM generate_series(1, 2)" >/dev/null ||
     fail "seeding"
+# The page lists the 20 most frequent errors: the dead letters earlier tests
+# left could push ours out, so ours get more than the most frequent other
+q "WITH m AS (SELECT coalesce(max(n), 0) AS m FROM (SELECT count(*) AS n FROM pgpipe.dead_letters
+              WHERE status = 'dead' GROUP BY left(error_message, 200)) c)
+   INSERT INTO pgpipe.dead_letters (stage, event_type, raw_text, error_message)
+   SELECT 'load', 'browser_user', '{bad', e FROM m,
+          LATERAL (SELECT 'browser: bad json' FROM generate_series(1, m.m)
+                   UNION ALL SELECT 'browser: missing user_id' FROM generate_series(1, m.m - 1)) x(e)" >/dev/null ||
+    fail "seeding more dead letters"
 # recent runs: two failures older than three successes, to be listed first
 history=$(q "SELECT to_regclass('pgpipe.run_history') IS NOT NULL")
 if [ "$history" = t ]; then
