@@ -2,8 +2,8 @@
 # What building, running and testing pgpipe needs (also `make deps`; `make demo`
 # and `make test` run it first with --demo / --test --quiet).
 #
-#   sh tool/deps.sh [--demo|--test] [--bench-http] [--cross] [--fuzz]
-#                   [--valgrind] [--tsan] [--check] [--quiet]
+#   sh tool/deps.sh [--demo|--test] [--bench-http] [--bench-run] [--cross]
+#                   [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]
 #
 #   --demo      the build and the server: a C compiler that compiles, links and
 #               runs a libpq program with the project's flags (make, cc, the C
@@ -15,12 +15,17 @@
 #               pgbouncer (the pooler tests run it in session and transaction
 #               mode in front of the throwaway cluster), and for the HTTP
 #               ingest tests: curl, wrk, nginx (TLS in front of the server)
-#               and python3 (the urllib/http.client clients)
+#               and python3 (the urllib/http.client clients), and for the
+#               runner's status page a real headless browser: chromium,
+#               chromium-driver and python3-selenium (test/sh/run_browser.sh)
 #   --bench-http  (make bench-http runs it first) --demo, wrk, and the peers
 #               the HTTP benchmark compares with: FastAPI + uvicorn (with
 #               uvloop and httptools, as `uvicorn[standard]` installs it) +
 #               asyncpg from Debian, and fastify + pg from npm, installed into
 #               build/bench/http/npm (never by --test)
+#   --bench-run (make bench-run runs it first) --demo, and the peer the
+#               runner's benchmark compares with: pg_cron for the server
+#               the throwaway clusters run (postgresql-NN-cron)
 #   --cross     the aarch64 cross compiler and its C library (pgpipe.c with
 #               <stdint.h> and libpq-fe.h compiles for aarch64)
 #   --fuzz      clang with libFuzzer and its sanitizer runtimes
@@ -35,24 +40,26 @@
 # the exit status is 1.
 set -eu
 
-demo=0; test=0; bench_http=0; cross=0; fuzz=0; valgrind=0; tsan=0; check_only=0; quiet=0; modes=""
+demo=0; test=0; bench_http=0; bench_run=0; cross=0; fuzz=0; valgrind=0; tsan=0; check_only=0; quiet=0; modes=""
 for a in "$@"; do
     case "$a" in
     --demo) demo=1; modes="$modes $a" ;;
     --test) test=1; modes="$modes $a" ;;
     --bench-http) bench_http=1; modes="$modes $a" ;;
+    --bench-run) bench_run=1; modes="$modes $a" ;;
     --cross) cross=1; modes="$modes $a" ;;
     --fuzz) fuzz=1; modes="$modes $a" ;;
     --valgrind) valgrind=1; modes="$modes $a" ;;
     --tsan) tsan=1; modes="$modes $a" ;;
     --check) check_only=1 ;;
     --quiet) quiet=1 ;;
-    *) echo "usage: $0 [--demo|--test] [--bench-http] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--demo|--test] [--bench-http] [--bench-run] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
     esac
 done
 [ -n "$modes" ] || { test=1; modes=" --test"; }
 if [ $test = 1 ]; then demo=1; cross=1; fuzz=1; valgrind=1; fi
 [ $bench_http = 0 ] || demo=1
+[ $bench_run = 0 ] || demo=1
 
 here=$(cd "$(dirname "$0")" && pwd)
 CC=${CC:-cc}
@@ -205,6 +212,16 @@ if [ $test = 1 ]; then
     else
         note nginx "FAILS: built without http_ssl_module (nginx)"; want nginx
     fi
+    # the status page of `pgpipe run` is tested in a real headless browser
+    # (test/sh/run_browser.sh): Debian's chromium, its WebDriver and
+    # Selenium for Debian's python3
+    need_cmd chromium chromium
+    need_cmd chromedriver chromium-driver
+    if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import selenium' 2>/dev/null; then
+        note "python3 selenium" ok
+    else
+        note "python3 selenium" "missing (python3-selenium)"; want python3-selenium
+    fi
 fi
 if [ $test = 1 ] || [ $bench_http = 1 ]; then
     need_cmd wrk wrk
@@ -246,6 +263,23 @@ if [ $bench_http = 1 ]; then
         if [ $check_only = 0 ] && have npm && npm_install; then
             note "npm fastify, pg" "installed ($npm_dir)"; npm_missing=0
         fi
+    fi
+fi
+if [ $bench_run = 1 ]; then
+    # pg_cron built for the server the throwaway clusters run: Debian's
+    # postgresql-NN-cron, NN the server's major version
+    if [ -n "$bindir" ] && pgmajor=$("$bindir/postgres" -V 2>/dev/null | sed -n 's/.*PostgreSQL) \([0-9][0-9]*\).*/\1/p') &&
+            [ -n "$pgmajor" ]; then
+        # where the server really is (bindir may hold links to it)
+        pgbin=$(dirname "$(readlink -f "$bindir/postgres")")
+        pglib=$("$pgbin/pg_config" --pkglibdir 2>/dev/null || echo "${pgbin%/bin}/lib")
+        if [ -f "$pglib/pg_cron.so" ]; then
+            note "pg_cron" "ok ($pglib/pg_cron.so)"
+        else
+            note "pg_cron" "missing (postgresql-$pgmajor-cron)"; want "postgresql-$pgmajor-cron"
+        fi
+    else
+        note "pg_cron" "checked once the PostgreSQL server is there"
     fi
 fi
 if [ $tsan = 1 ] && [ $cc_ok = 1 ]; then

@@ -5,7 +5,8 @@
 # headers, no cross C library, no libFuzzer runtime) are named by the package
 # that is missing, not passed. Nothing is installed (--check), nothing is
 # removed: the missing pieces are simulated. The Makefile's libpq flags with
-# neither pkg-config nor pg_config on PATH have no bare -I.
+# neither pkg-config nor pg_config on PATH have no bare -I. The browser (for
+# the status page test) and pg_cron (make bench-run) are named by package.
 set -u
 cd "${PGPIPE_TOP:-.}"
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/deps.XXXXXX")
@@ -99,3 +100,31 @@ has "$line" "-c pgpipe.c"
 case " $line " in *" -I "*) fail "bare -I in: $line" ;; esac
 echo "$line" | grep -qE -- '-I( |$)' && fail "bare -I in: $line"
 echo "ok: no bare -I without pkg-config and pg_config"
+
+# 6. the status page's browser test needs chromium and its driver: without
+# them on PATH, --test names both packages
+nobrowser=$(bin_without chromium chromedriver)
+out=$(PATH=$nobrowser sh tool/deps.sh --test --check 2>&1); rc=$?
+echo "$out"
+[ $rc = 1 ] || fail "deps.sh --test without chromium: exit $rc"
+has "$out" "chromium               missing (chromium)"
+has "$out" "chromedriver           missing (chromium-driver)"
+
+# 7. --bench-run: pg_cron is looked for beside the server the clusters run,
+# and named for its major version (a server here without pg_cron.so)
+fake=$tmp/pgbin
+mkdir -p "$fake/lib"
+printf '#!/bin/sh\necho "postgres (PostgreSQL) 15.99"\n' >"$fake/postgres"
+printf '#!/bin/sh\n[ "$1" = --pkglibdir ] && echo %s\n' "$fake/lib" >"$fake/pg_config"
+printf '#!/bin/sh\nexit 0\n' >"$fake/pg_ctl"; cp "$fake/pg_ctl" "$fake/initdb"
+chmod +x "$fake"/*
+out=$(PGTMP_BINDIR=$fake sh tool/deps.sh --bench-run --check 2>&1); rc=$?
+echo "$out"
+[ $rc = 1 ] || fail "deps.sh --bench-run without pg_cron: exit $rc"
+has "$out" "pg_cron                missing (postgresql-15-cron)"
+touch "$fake/lib/pg_cron.so"
+out=$(PGTMP_BINDIR=$fake sh tool/deps.sh --bench-run --check 2>&1); rc=$?
+echo "$out"
+[ $rc = 0 ] || fail "deps.sh --bench-run with pg_cron: exit $rc"
+has "$out" "pg_cron                ok ($fake/lib/pg_cron.so)"
+echo "ok: chromium and pg_cron are named by their packages"
