@@ -27126,6 +27126,7 @@ typedef struct rs_state {
     int64_t next;         /* the next slot, Unix seconds */
     int64_t fire_ms;      /* next * 1000 + jitter */
     int64_t jitter_ms;    /* the jitter drawn for next */
+    int64_t planned_ms;   /* when next was computed */
 } rs_state;
 
 /* Consecutive failures of a task, for the task-failures alert. */
@@ -27691,6 +27692,7 @@ static void rs_set_next(run_sched *s, rs_state *st, const rs_schedule *sc, int64
         return;
     }
     st->next = n;
+    st->planned_ms = run_now_ms();
     st->jitter_ms =
         sc->jitter_ms > 0 ? (int64_t)(pp_rand_next(&s->trnd) % (uint64_t)sc->jitter_ms) : 0;
     st->fire_ms = n * 1000 + st->jitter_ms;
@@ -27743,7 +27745,12 @@ static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int s
     }
     if (count < 1)
         count = 1, first = L;
-    int current = now_ms - (L * 1000 + st->jitter_ms) < RS_GRACE_MS;
+    /* The slot the timer was waiting for is current however late its
+    ** claim comes (a burst of schedules due at once is claimed one after
+    ** another); a slot it did not wait for (this instance started or woke
+    ** after it) is missed once past the grace. */
+    int current = (L == st->next && st->planned_ms <= L * 1000 + st->jitter_ms) ||
+                  now_ms - (L * 1000 + st->jitter_ms) < RS_GRACE_MS;
     int64_t missed = count - (current ? 1 : 0);
     int64_t *slots = NULL;
     int nslots = 0;
