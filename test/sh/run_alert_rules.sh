@@ -1,9 +1,10 @@
 #!/bin/sh
 # The alert rules the schedules raise (issue 22), end to end through
 # `pgpipe run`:
-#   - schedule-missed: a schedule whose last slot is 10 hours old (what an
-#     outage leaves in pgpipe.run_schedules) raises one alert, with the
-#     count, into the rule's table and to --on-alert's command
+#   - schedule-missed: an every-minute schedule whose last slot is 10 minutes
+#     old (what a 10-minute outage leaves in pgpipe.run_schedules) raises
+#     one alert, with the count, into the rule's table and to --on-alert's
+#     command
 #   - task-failures: a task that fails on every firing raises one alert
 #     after K failures in a row, not before
 set -u
@@ -39,26 +40,26 @@ q "SET client_min_messages = warning; DROP TABLE IF EXISTS rar_alerts; DELETE FR
 cat > "$tmp/missed.pgpipe" <<'EOF'
 .pipeline rar_missed
 CREATE TABLE IF NOT EXISTS rar_alerts (pipeline text, rule text, subject text, message text, detail jsonb, fired_at timestamptz);
-.schedule hourly --every 1h --missed skip
+.schedule minutely --every 1m --missed skip
 SELECT 1;
 .end
-.alert schedule-missed --schedule hourly --table rar_alerts
+.alert schedule-missed --schedule minutely --table rar_alerts
 EOF
 "$P" run --db "$D" --for 2s "$tmp/missed.pgpipe" > "$tmp/m1.out" 2> "$tmp/m1.err" || fail "the first run"
 [ "$(q "SELECT count(*) FROM pgpipe.run_schedules WHERE pipeline = 'rar_missed'")" = 1 ] \
     || fail "the schedule has no row after a run"
-q "UPDATE pgpipe.run_schedules SET last_slot = date_trunc('hour', now()) - interval '10 hours' WHERE pipeline = 'rar_missed'" >/dev/null
+q "UPDATE pgpipe.run_schedules SET last_slot = date_trunc('minute', now()) - interval '10 minutes' WHERE pipeline = 'rar_missed'" >/dev/null
 "$P" run --db "$D" --on-alert "cat >> $tmp/on_alert.json" "$tmp/missed.pgpipe" > "$tmp/m2.out" 2> "$tmp/m2.err" & pid=$!
 wait_for 30 rows_ge "SELECT count(*) FROM rar_alerts WHERE rule = 'schedule-missed'" 1 \
     || fail "no schedule-missed alert in the rule's table"
 wait_for 15 test -s "$tmp/on_alert.json" || fail "--on-alert's command got nothing"
 stop
-[ "$(q "SELECT count(*) FROM rar_alerts WHERE rule = 'schedule-missed' AND subject = 'hourly'")" = 1 ] \
+[ "$(q "SELECT count(*) FROM rar_alerts WHERE rule = 'schedule-missed' AND subject = 'minutely'")" = 1 ] \
     || fail "schedule-missed delivered $(q "SELECT count(*) FROM rar_alerts WHERE rule = 'schedule-missed'") times"
 grep -q '"rule":"schedule-missed"' "$tmp/on_alert.json" || fail "--on-alert's JSON: $(cat "$tmp/on_alert.json")"
 missed=$(q "SELECT rows FROM pgpipe.run_history WHERE pipeline = 'rar_missed' AND status = 'missed'")
 [ "$missed" -ge 9 ] || fail "the history's missed row counts $missed slots"
-echo "run alerts: a 10-hour outage raises schedule-missed once ($missed slots), to the table and --on-alert"
+echo "run alerts: a 10-minute outage raises schedule-missed once ($missed slots), to the table and --on-alert"
 
 # ---- task-failures -------------------------------------------------------------
 cat > "$tmp/tasks.pgpipe" <<'EOF'
