@@ -10,6 +10,7 @@
 #   - a pipeline file that does not check exits 1 before connecting
 #   - the status page's "fire now" action: 401 without the token given by
 #     --token-env, 403 with a wrong one, 202 with it, and the body runs once
+#   - SIGTERM waits for a running body; a second one stops at once (exit 1)
 set -u
 cd "${PGPIPE_TOP:-.}"
 P=$PWD/build/test/pgpipe
@@ -153,3 +154,23 @@ EOF
 else
     echo "curl is not installed: the status page's fire action is not tested"
 fi
+
+# ---- a second SIGTERM while a body runs stops at once (exit 1) ---------------
+cat > "$tmp/slow.pgpipe" <<'EOF'
+.pipeline svcslow
+.schedule slow --every 1s
+SELECT pg_sleep(60);
+.end
+EOF
+"$P" run --db "$D" "$tmp/slow.pgpipe" > "$tmp/f.out" 2> "$tmp/f.err" & pid=$!
+sleeping() { [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'")" -ge 1 ]; }
+wait_for 30 sleeping || fail "the slow body did not start"
+kill -TERM "$pid"
+wait_for 10 grep -q 'draining' "$tmp/f.err" || fail "the first SIGTERM did not start the drain"
+kill -0 "$pid" 2>/dev/null || fail "the first SIGTERM did not wait for the running body"
+kill -TERM "$pid"
+wait_for 10 exited "$pid" || fail "a second SIGTERM did not stop at once"
+wait "$pid"; rc=$?; pid=""
+[ $rc = 1 ] || fail "a second SIGTERM: exit $rc"
+grep -q 'stopped at once' "$tmp/f.err" || fail "a second SIGTERM: no 'stopped at once'"
+echo "run: SIGTERM waits for a running body; a second one stops at once (exit 1)"
