@@ -27150,6 +27150,7 @@ struct run_sched {
     rs_state *st;         /* per schedule of cfg; the timer's own */
     int nst;
     int64_t last_maint_ms;
+    int actions_ok;       /* pgpipe.run_actions was found (run.c's thread only) */
     rs_fails fails[32];
     uint64_t rnd;         /* backoff jitter; guarded by mu */
     uint64_t trnd;        /* slot jitter; the timer's own */
@@ -28132,7 +28133,7 @@ PGPIPE_PRIVATE int run_sched_maintain(pgpipe_runner *r, PGconn *conn, pgpipe_err
     /* "fire now" requests of the status page: one instance takes each (the
     ** UPDATE's SKIP LOCKED) and fires it as a manual slot, now, under the
     ** schedule's overlap rule; it does not move the schedule's last slot */
-    if (!rc && rs_actions_exist(conn)) {
+    if (!rc && (s->actions_ok || (s->actions_ok = rs_actions_exist(conn)))) {
         const char *pa[2] = { cfg->pipeline, r->instance };
         PGresult *ar = NULL;
         if (pp_exec(conn,
