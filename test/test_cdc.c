@@ -1,0 +1,335 @@
+/* CDC (src/cdc): the pgoutput decoder on bytes a real server produced, the
+** set-up's refusals, and changes streamed from a second cluster (wal_level =
+** logical, started once per test run under the test's temp dir) into
+** staging of the test cluster, exactly once, through kill -9. */
+
+#include <sys/file.h>
+
+/* The source cluster: one per test run (its owner is the runner, so it
+** stops when the run ends), started by the first test that needs it. */
+static const char *cdc_src_base(void)
+{
+    static char info[1024];
+    if (info[0])
+        return info;
+    char dir[512], lock[560];
+    snprintf(dir, sizeof dir, "%s/cdc-source", pgt_tmpdir());
+    snprintf(lock, sizeof lock, "%s.lock", dir);
+    int fd = open(lock, O_CREAT | O_RDWR, 0644);
+    PGT_CHECK(fd >= 0);
+    PGT_CHECK(flock(fd, LOCK_EX) == 0);
+    pgpipe_local_options opt;
+    pgpipe_local_options_init(&opt);
+    opt.fast = 1;
+    opt.logical = 1;
+    opt.owner = (long)getppid();
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    int rc = pgpipe_local_start(dir, &opt, info, sizeof info, NULL, &err);
+    close(fd);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "starting the source cluster: %s", err.message);
+    return info;
+}
+
+static PGconn *cdc_conn(const char *info)
+{
+    PGconn *c = PQconnectdb(info);
+    PGT_CHECK_MSG(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+    /* the test cluster runs with synchronous_commit = off, and logical
+    ** decoding reads only WAL that is flushed: commit durably */
+    PQclear(PGT_EXEC(c, "SET client_min_messages = warning; SET synchronous_commit = on"));
+    return c;
+}
+
+/* A fresh database NAME on the source (its slots dropped first); its
+** conninfo in out, with extra (libpq options) appended. */
+static PGconn *cdc_src_fresh(const char *name, char *out, size_t size, const char *extra)
+{
+    PGconn *a = cdc_conn(cdc_src_base());
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+             "WHERE database = '%s'", name);
+    PQclear(PGT_EXEC(a, sql));
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    PQclear(PGT_EXEC(a, sql));
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    PQclear(PGT_EXEC(a, sql));
+    PQfinish(a);
+    snprintf(out, size, "%s dbname=%s%s%s", cdc_src_base(), name, extra ? " " : "",
+             extra ? extra : "");
+    return cdc_conn(out);
+}
+
+/* ---- the decoder, on captured bytes ---------------------------------- */
+
+#define CDC_CAP_MAX 20000
+typedef struct cdc_cap {
+    int n;
+    char *msg[CDC_CAP_MAX];
+    int len[CDC_CAP_MAX];
+    char in_stream[CDC_CAP_MAX];  /* the decoder's state before message i */
+} cdc_cap;
+
+/* Every pgoutput message the slot holds (peeked, so it stays). */
+static void cdc_capture(PGconn *s, const char *slot, const char *pub, cdc_cap *cap)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT data FROM pg_logical_slot_peek_binary_changes('%s', NULL, NULL, "
+             "'proto_version', '2', 'publication_names', '%s', 'streaming', 'on', "
+             "'messages', 'true')", slot, pub);
+    PGresult *r = PQexecParams(s, sql, 0, NULL, NULL, NULL, NULL, 1);
+    PGT_CHECK_MSG(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+    cap->n = 0;
+    for (int i = 0; i < PQntuples(r) && cap->n < CDC_CAP_MAX; i++) {
+        int n = PQgetlength(r, i, 0);
+        cap->msg[cap->n] = malloc((size_t)n + 1);
+        memcpy(cap->msg[cap->n], PQgetvalue(r, i, 0), (size_t)n);
+        cap->len[cap->n++] = n;
+    }
+    PGT_CHECK(PQntuples(r) < CDC_CAP_MAX);
+    PQclear(r);
+}
+
+/* The named column's value in a decoded tuple, as text ("<null>", "<unchanged>"). */
+static const char *cdc_col(const pp_cdc_msg *m, const pp_cdc_tuple *t, const char *name)
+{
+    static char buf[64];
+    for (int i = 0; i < m->rel->ncols; i++) {
+        if (strcmp(m->rel->cols[i].name, name) != 0)
+            continue;
+        if (t->v[i].kind == 'n')
+            return "<null>";
+        if (t->v[i].kind == 'u')
+            return "<unchanged>";
+        snprintf(buf, sizeof buf, "%.*s", (int)(t->v[i].len < 60 ? t->v[i].len : 60), t->v[i].data);
+        return buf;
+    }
+    return "<no such column>";
+}
+
+PGT_TEST(cdc, proto_decodes_captured_messages)
+{
+    char info[1200];
+    PGconn *s = cdc_src_fresh("cdc_proto", info, sizeof info, NULL);
+    PQclear(PGT_EXEC(s,
+        "CREATE TYPE mood AS ENUM ('sad', 'ok');"
+        "CREATE TABLE t (id int PRIMARY KEY, name text, big text, m mood);"
+        "ALTER TABLE t ALTER COLUMN big SET STORAGE EXTERNAL;"
+        "CREATE TABLE f (a int, b text); ALTER TABLE f REPLICA IDENTITY FULL;"
+        "CREATE TABLE unpublished (x int);"
+        "CREATE PUBLICATION p FOR TABLE t, f;"));
+    PQclear(PGT_EXEC(s, "SELECT pg_create_logical_replication_slot('cap', 'pgoutput')"));
+    /* one transaction each (one PQexec of several statements is one) */
+    const char *steps[] = {
+        "INSERT INTO t VALUES (1, 'a', repeat('x', 5000), 'ok'), (2, NULL, 'small', NULL)",
+        "UPDATE t SET name = 'b' WHERE id = 1",           /* big unchanged: 'u' */
+        "UPDATE t SET id = 3 WHERE id = 2",               /* key changed: old key 'K' */
+        "DELETE FROM t WHERE id = 3",
+        "INSERT INTO f VALUES (7, 'seven')", "UPDATE f SET b = 'sieben'", "DELETE FROM f",
+        "SELECT pg_logical_emit_message(true, 'pfx', 'hello')",
+        "ALTER TABLE t ADD COLUMN extra int DEFAULT 5",
+        "INSERT INTO t (id) VALUES (4)",
+        "TRUNCATE t, f",
+        /* a transaction replayed from elsewhere carries its origin */
+        "SELECT pg_replication_origin_create('o1')",
+        "SELECT pg_replication_origin_session_setup('o1')",
+        "INSERT INTO t (id) VALUES (6)",
+        "SELECT pg_replication_origin_session_reset()",
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        PQclear(PGT_EXEC(s, steps[i]));
+    /* a transaction larger than logical_decoding_work_mem is streamed, with
+    ** a rolled back subtransaction (Stream Abort of a subxact) */
+    PQclear(PGT_EXEC(s, "BEGIN; INSERT INTO t (id, name) SELECT i, repeat('s', 100) FROM generate_series(10, 1009) i;"
+                        "SAVEPOINT a; INSERT INTO t (id) SELECT i FROM generate_series(2000, 2999) i;"
+                        "ROLLBACK TO a; INSERT INTO t (id) VALUES (5000); COMMIT;"
+                        "BEGIN; INSERT INTO t (id) SELECT i FROM generate_series(3000, 4999) i; ROLLBACK;"
+                        /* an abort is not flushed at once: a commit after it is */
+                        "INSERT INTO unpublished VALUES (1);"));
+    PQclear(PGT_EXEC(s, "SET logical_decoding_work_mem = '64kB'"));
+    static cdc_cap cap;
+    cdc_capture(s, "cap", "p", &cap);
+
+    pp_cdc_decoder d;
+    memset(&d, 0, sizeof d);
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    int count[128] = { 0 };
+    int seen_u = 0, seen_k = 0, seen_o = 0, seen_extra = 0, seen_trunc = 0, seen_msg = 0;
+    int seen_type = 0, stream_rows = 0, seen_sub_abort = 0, seen_top_abort = 0;
+    int in_stream_changes = 0, plain_checked = 0;
+    for (int i = 0; i < cap.n; i++) {
+        pp_cdc_msg m;
+        cap.in_stream[i] = (char)d.in_stream;
+        int rc = pp_cdc_decode(&d, cap.msg[i], (size_t)cap.len[i], &m, &err);
+        PGT_CHECK_MSG(rc == PGPIPE_OK, "message %d ('%c'): %s", i, cap.msg[i][0], err.message);
+        count[(unsigned char)m.type & 127]++;
+        switch (m.type) {
+        case 'B':
+            PGT_CHECK(m.lsn > 0 && m.ts > 0 && m.xid > 0);
+            break;
+        case 'C':
+            PGT_CHECK(m.end_lsn > m.lsn);
+            break;
+        case 'Y':
+            PGT_EQ_STR(m.name, "mood");
+            PGT_EQ_STR(m.nsp, "public");
+            seen_type = 1;
+            break;
+        case 'R':
+            if (strcmp(m.rel->name, "t") == 0) {
+                PGT_EQ_STR(m.rel->nsp, "public");
+                PGT_EQ_INT(m.rel->ident, 'd');
+                PGT_EQ_STR(m.rel->cols[0].name, "id");
+                PGT_EQ_INT(m.rel->cols[0].key, 1);
+                PGT_EQ_INT((int)m.rel->cols[0].type, 23);
+                PGT_EQ_INT(m.rel->cols[1].key, 0);
+                if (m.rel->ncols == 5) {
+                    PGT_EQ_STR(m.rel->cols[4].name, "extra");
+                    seen_extra = 1;
+                } else {
+                    PGT_EQ_INT(m.rel->ncols, 4);
+                }
+            } else {
+                PGT_EQ_STR(m.rel->name, "f");
+                PGT_EQ_INT(m.rel->ident, 'f');
+            }
+            break;
+        case 'I':
+            if (d.in_stream) {
+                in_stream_changes++;
+                PGT_CHECK(m.xid > 0);
+                if (atoi(cdc_col(&m, m.newt, "id")) >= 10)
+                    stream_rows++;
+            } else if (strcmp(m.rel->name, "t") == 0 && atoi(cdc_col(&m, m.newt, "id")) == 1) {
+                PGT_EQ_STR(cdc_col(&m, m.newt, "name"), "a");
+                PGT_EQ_STR(cdc_col(&m, m.newt, "m"), "ok");
+                PGT_EQ_INT((int)m.newt->v[2].len, 5000);
+                plain_checked++;
+            } else if (strcmp(m.rel->name, "t") == 0 && atoi(cdc_col(&m, m.newt, "id")) == 2) {
+                PGT_EQ_STR(cdc_col(&m, m.newt, "name"), "<null>");
+                plain_checked++;
+            } else if (strcmp(m.rel->name, "t") == 0 && atoi(cdc_col(&m, m.newt, "id")) == 4) {
+                PGT_EQ_STR(cdc_col(&m, m.newt, "extra"), "5");
+                plain_checked++;
+            }
+            break;
+        case 'U':
+            if (strcmp(m.rel->name, "f") == 0) {
+                PGT_EQ_INT(m.old_kind, 'O');
+                PGT_EQ_STR(cdc_col(&m, m.oldt, "b"), "seven");
+                PGT_EQ_STR(cdc_col(&m, m.newt, "b"), "sieben");
+                seen_o = 1;
+            } else if (m.old_kind == 'K') {
+                PGT_EQ_STR(cdc_col(&m, m.oldt, "id"), "2");
+                PGT_EQ_STR(cdc_col(&m, m.newt, "id"), "3");
+                seen_k = 1;
+            } else {
+                PGT_EQ_INT(m.old_kind, 0);
+                PGT_EQ_STR(cdc_col(&m, m.newt, "name"), "b");
+                /* an unchanged TOASTed value: sent as 'u', never as NULL */
+                PGT_EQ_STR(cdc_col(&m, m.newt, "big"), "<unchanged>");
+                seen_u = 1;
+            }
+            break;
+        case 'D':
+            PGT_CHECK(m.old_kind == 'K' || m.old_kind == 'O');
+            if (m.old_kind == 'K')
+                PGT_EQ_STR(cdc_col(&m, m.oldt, "id"), "3");
+            break;
+        case 'T':
+            PGT_EQ_INT(m.nrelids, 2);
+            PGT_CHECK(pp_cdc_rel_find(&d, m.relids[0]) != NULL);
+            PGT_CHECK(pp_cdc_rel_find(&d, m.relids[1]) != NULL);
+            seen_trunc = 1;
+            break;
+        case 'O':
+            PGT_EQ_STR(m.name, "o1");
+            break;
+        case 'M':
+            PGT_EQ_STR(m.name, "pfx");
+            PGT_EQ_MEM(m.content, m.content_len, "hello", 5);
+            PGT_EQ_INT(m.flags, 1);
+            seen_msg = 1;
+            break;
+        case 'A':
+            if (m.subxid != m.xid)
+                seen_sub_abort = 1;
+            else
+                seen_top_abort = 1;
+            break;
+        default:
+            break;
+        }
+    }
+    PGT_CHECK(seen_u && seen_k && seen_o && seen_extra && seen_trunc && seen_msg && seen_type);
+    PGT_CHECK_MSG(count['S'] > 0 && count['E'] == count['S'] && count['c'] == 1,
+                  "S %d E %d c %d", count['S'], count['E'], count['c']);
+    PGT_CHECK(in_stream_changes > 0 && stream_rows > 0);
+    PGT_EQ_INT(plain_checked, 3);
+    PGT_EQ_INT(count['O'], 1);
+    PGT_CHECK_MSG(seen_sub_abort && seen_top_abort, "sub %d top %d", seen_sub_abort, seen_top_abort);
+    PGT_EQ_INT(d.in_stream, 0);
+
+    /* a message cut anywhere is refused, never read past its end */
+    for (int i = 0; i < cap.n; i++) {
+        for (int k = 0; k < cap.len[i]; k++) {
+            char *cut = malloc((size_t)k + 1);
+            memcpy(cut, cap.msg[i], (size_t)k);
+            pp_cdc_msg m;
+            int was = d.in_stream = cap.in_stream[i];
+            PGT_CHECK_MSG(pp_cdc_decode(&d, cut, (size_t)k, &m, &err) != PGPIPE_OK,
+                          "message %d ('%c') cut to %d bytes was accepted", i, cap.msg[i][0], k);
+            PGT_EQ_INT(d.in_stream, was);
+            free(cut);
+            if (cap.len[i] > 200 && k > 64)
+                k += 97; /* long rows: a sample of the cuts */
+        }
+    }
+    /* unknown message types and column kinds */
+    pp_cdc_msg m;
+    PGT_EQ_INT(pp_cdc_decode(&d, "Z", 1, &m, &err), PGPIPE_PARSE);
+    PGT_CONTAINS(err.message, "unknown message type");
+    PGT_EQ_INT(pp_cdc_decode(&d, "I\0\0\0\1N", 6, &m, &err), PGPIPE_PARSE);
+    PGT_CONTAINS(err.message, "not described by a Relation message");
+
+    /* the event payload of the first update of t */
+    pp_cdc_decoder d2;
+    memset(&d2, 0, sizeof d2);
+    pp_buf b = { 0, 0, 0 };
+    int done = 0;
+    for (int i = 0; i < cap.n && !done; i++) {
+        PGT_OK(pp_cdc_decode(&d2, cap.msg[i], (size_t)cap.len[i], &m, &err));
+        if (m.type == 'U' && strcmp(m.rel->name, "t") == 0) {
+            PGT_OK(pp_cdc_event_json(&b, &d2, &m, 0, 77));
+            PGT_OK(pp_cdc_event_end(&b, 0x100000010ULL, 0));
+            PGT_OK(pp_buf_putc(&b, '\0'));
+            PGT_EQ_STR(b.data, "{\"op\":\"update\",\"table\":\"public.t\",\"xid\":77,"
+                               "\"row\":{\"id\":1,\"name\":\"b\",\"m\":\"ok\"},"
+                               "\"unchanged\":[\"big\"],\"lsn\":\"1/10\","
+                               "\"commit_time\":\"2000-01-01T00:00:00.000000Z\"}");
+            done = 1;
+        }
+    }
+    PGT_CHECK(done);
+    pp_buf_free(&b);
+    pp_cdc_decoder_free(&d2);
+    pp_cdc_decoder_free(&d);
+    for (int i = 0; i < cap.n; i++)
+        free(cap.msg[i]);
+    PQclear(PGT_EXEC(s, "SELECT pg_drop_replication_slot('cap')"));
+    PQfinish(s);
+}
+
+PGT_TEST(cdc, lsn_text)
+{
+    char b[32];
+    uint64_t v = 0;
+    pp_cdc_lsn_str(0x16B3748ULL, b, sizeof b);
+    PGT_EQ_STR(b, "0/16B3748");
+    PGT_CHECK(pp_cdc_lsn_parse("1F/A0", &v));
+    PGT_CHECK(v == (0x1FULL << 32 | 0xA0));
+    PGT_CHECK(!pp_cdc_lsn_parse("1F", &v));
+    PGT_CHECK(!pp_cdc_lsn_parse("1/2x", &v));
+}
