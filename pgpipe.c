@@ -25130,13 +25130,22 @@ static int cdc_start(pgpipe_cdc *c)
              "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '2', "
              "publication_names '\"%s\"', streaming 'on', messages 'true')",
              c->slot, lsn, c->publication);
-    PGresult *r = PQexec(c->repl, q);
-    if (PQresultStatus(r) != PGRES_COPY_BOTH) {
+    /* a consumer that was killed keeps the slot active until its walsender
+    ** notices: wait for that a while (SQLSTATE 55006, object in use) */
+    for (int attempt = 0;; attempt++) {
+        PGresult *r = PQexec(c->repl, q);
+        if (PQresultStatus(r) == PGRES_COPY_BOTH) {
+            PQclear(r);
+            break;
+        }
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        int busy = st && strcmp(st, "55006") == 0;
         rc = pp_err_pq(&c->h.err, c->repl, r, "cdc: START_REPLICATION");
         PQclear(r);
-        return rc;
+        if (!busy || attempt >= 100 || atomic_load(&c->stop))
+            return rc;
+        pgpipe_sleep_ms(100);
     }
-    PQclear(r);
     c->streaming = 1;
     c->last_activity_us = pgpipe_now_us();
     pp_logf(PGPIPE_LOG_INFO, "cdc", "streaming slot %s from %s", c->slot, lsn);
@@ -25406,7 +25415,14 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
         }
         return PGPIPE_OK;
     }
-    default: /* R Y O M: the decoder keeps what matters */
+    case 'M':
+        /* a message outside any transaction (our heartbeat): every commit
+        ** before it is staged, so the slot may advance to it */
+        if (!(m.flags & 1) && !c->in_txn && !c->dec.in_stream && c->nspools == 0 &&
+            m.lsn > c->ack)
+            c->ack = m.lsn;
+        return PGPIPE_OK;
+    default: /* R Y O: the decoder keeps what matters */
         return PGPIPE_OK;
     }
 }

@@ -26,6 +26,8 @@ static const char *cdc_src_base(void)
     pgpipe_error err;
     pgpipe_error_clear(&err);
     int rc = pgpipe_local_start(dir, &opt, info, sizeof info, NULL, &err);
+    /* the server's watchdog inherited the descriptor: unlock, not only close */
+    flock(fd, LOCK_UN);
     close(fd);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "starting the source cluster: %s", err.message);
     return info;
@@ -332,4 +334,231 @@ PGT_TEST(cdc, lsn_text)
     PGT_CHECK(v == (0x1FULL << 32 | 0xA0));
     PGT_CHECK(!pp_cdc_lsn_parse("1F", &v));
     PGT_CHECK(!pp_cdc_lsn_parse("1/2x", &v));
+}
+
+/* ---- set-up ---------------------------------------------------------- */
+
+static int cdc_open(pgpipe_cdc **c, const char *src, const char *tgt, const char *slot,
+                    const char *tables)
+{
+    pgpipe_cdc_options o;
+    pgpipe_cdc_options_init(&o);
+    o.source = src;
+    o.target = tgt;
+    o.slot = slot;
+    o.publication = slot;
+    o.tables = tables;
+    o.status_interval_ms = 100;
+    return pgpipe_cdc_open(c, &o);
+}
+
+PGT_TEST(cdc, setup_refusals_and_adoption)
+{
+    pgpipe_cdc *c = NULL;
+    char tgt[1200];
+    PGconn *t = pgt_db_fresh("cdc_setup_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_setup_t", pgt_dsn());
+
+    /* the test cluster has wal_level = replica */
+    PGT_EQ_INT(cdc_open(&c, pgt_dsn(), tgt, "s1", NULL), PGPIPE_ERROR);
+    PGT_CONTAINS(pgpipe_errmsg(c), "wal_level = replica");
+    PGT_CONTAINS(pgpipe_errmsg(c), "needs wal_level = logical");
+    pgpipe_cdc_close(c);
+
+    char src[1200];
+    PGconn *s = cdc_src_fresh("cdc_setup", src, sizeof src, NULL);
+    PQclear(PGT_EXEC(s, "DROP ROLE IF EXISTS cdc_norepl; CREATE ROLE cdc_norepl LOGIN;"
+                        "CREATE TABLE a (id int PRIMARY KEY)"));
+    char norepl[1300];
+    snprintf(norepl, sizeof norepl, "%s user=cdc_norepl", src);
+    PGT_EQ_INT(cdc_open(&c, norepl, tgt, "s1", NULL), PGPIPE_ERROR);
+    PGT_CONTAINS(pgpipe_errmsg(c), "role \"cdc_norepl\" lacks the REPLICATION attribute");
+    PGT_CONTAINS(pgpipe_errmsg(c), "ALTER ROLE \"cdc_norepl\" REPLICATION");
+    pgpipe_cdc_close(c);
+
+    PGT_EQ_INT(cdc_open(&c, src, tgt, "Bad-Name", NULL), PGPIPE_MISUSE);
+    pgpipe_cdc_close(c);
+
+    /* created, then adopted */
+    PGT_EQ_INT(cdc_open(&c, src, tgt, "s1", "a"), PGPIPE_OK);
+    pgpipe_cdc_close(c);
+    PGT_EQ_INT(cdc_open(&c, src, tgt, "s1", "a"), PGPIPE_OK);
+    pgpipe_cdc_close(c);
+    PGT_EQ_INT(pgt_db_int(s, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 's1'"), 1);
+    PGT_EQ_STR(pgt_db_str(s, "SELECT string_agg(tablename, ',') FROM pg_publication_tables "
+                             "WHERE pubname = 's1'"), "a");
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM pgpipe.cdc_slots WHERE slot = 's1'"), 1);
+    pgpipe_cdc_slot_info si;
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_slot_info_get(src, "s1", &si, &err));
+    PGT_EQ_INT(si.exists, 1);
+    PGT_EQ_INT(si.active, 0);
+    PGT_EQ_STR(si.wal_status, "reserved");
+
+    /* the slot dropped behind the target's back: refused, not silently new */
+    PQclear(PGT_EXEC(s, "SELECT pg_drop_replication_slot('s1')"));
+    PGT_EQ_INT(cdc_open(&c, src, tgt, "s1", "a"), PGPIPE_ERROR);
+    PGT_CONTAINS(pgpipe_errmsg(c), "is gone from the source");
+    pgpipe_cdc_close(c);
+    /* forgotten on purpose: starts anew */
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "s1", "s1", &err));
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM pgpipe.cdc_slots"), 0);
+    PGT_EQ_INT(pgt_db_int(s, "SELECT count(*) FROM pg_publication"), 0);
+    PGT_EQ_INT(cdc_open(&c, src, tgt, "s1", "a"), PGPIPE_OK);
+    pgpipe_cdc_close(c);
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "s1", "s1", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
+
+/* ---- streaming ------------------------------------------------------- */
+
+/* Run c until the target holds want events of source slot (at most 30 s). */
+static void cdc_run_until(pgpipe_cdc *c, PGconn *t, const char *slot, long long want)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s'", slot);
+    long long have = -1;
+    for (int i = 0; i < 150; i++) {
+        int rc = pgpipe_cdc_run(c, 200);
+        PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+        if ((have = pgt_db_int(t, sql)) >= want)
+            break;
+    }
+    PGT_CHECK_MSG(have == want, "%lld events staged, expected %lld", have, want);
+}
+
+PGT_TEST(cdc, stream_into_staging)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_stream", src, sizeof src,
+                              "options='-c logical_decoding_work_mem=64kB'");
+    PGconn *t = pgt_db_fresh("cdc_stream_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_stream_t", pgt_dsn());
+    PQclear(PGT_EXEC(s,
+        "CREATE TABLE t (id int PRIMARY KEY, name text, n numeric, ok bool, doc jsonb, big text);"
+        "ALTER TABLE t ALTER COLUMN big SET STORAGE EXTERNAL;"
+        "CREATE TABLE full_t (a int, b text); ALTER TABLE full_t REPLICA IDENTITY FULL;"
+        "CREATE TABLE nothing_t (a int); ALTER TABLE nothing_t REPLICA IDENTITY NOTHING;"
+        "CREATE TABLE other (x int)"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "cs", "t, full_t, nothing_t");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+
+    const char *steps[] = {
+        "INSERT INTO t VALUES (1, 'a', 1.50, true, '{\"k\":[1,2]}', repeat('x', 5000)),"
+        "                     (2, 'tab\there', 'NaN', false, NULL, 'small')",
+        "UPDATE t SET name = 'b' WHERE id = 1",
+        "UPDATE t SET id = 3 WHERE id = 2",
+        "DELETE FROM t WHERE id = 3",
+        "INSERT INTO full_t VALUES (7, 'seven')", "UPDATE full_t SET b = 'sieben'",
+        "DELETE FROM full_t",
+        "INSERT INTO nothing_t VALUES (1)",
+        "INSERT INTO other VALUES (1)",                  /* not published */
+        "BEGIN; INSERT INTO t (id) VALUES (50); ROLLBACK",
+        /* streamed while in progress (over 64 kB), a subtransaction rolled back */
+        "BEGIN; INSERT INTO t (id, name) SELECT i, repeat('s', 100) FROM generate_series(100, 2099) i;"
+        "SAVEPOINT a; INSERT INTO t (id) SELECT i FROM generate_series(3000, 3499) i;"
+        "ROLLBACK TO a; INSERT INTO t (id) VALUES (5000); COMMIT",
+        "TRUNCATE full_t",
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        PQclear(PGT_EXEC(s, steps[i]));
+    /* REPLICA IDENTITY NOTHING: the source itself refuses updates and deletes */
+    PGresult *r = PQexec(s, "DELETE FROM nothing_t");
+    PGT_CHECK(PQresultStatus(r) == PGRES_FATAL_ERROR);
+    PGT_CONTAINS(PQresultErrorMessage(r), "replica identity");
+    PQclear(r);
+
+    cdc_run_until(c, t, "cs", 2003 + 2 + 1 + 4 + 1);
+    PGT_EQ_STR(pgt_db_str(t, "SELECT string_agg(event_type || '=' || n, ' ' ORDER BY event_type) FROM "
+                             "(SELECT event_type, count(*) n FROM staging.raw_events GROUP BY 1) x"),
+               "public.full_t:delete=1 public.full_t:insert=1 public.full_t:truncate=1 "
+               "public.full_t:update=1 public.nothing_t:insert=1 public.t:delete=1 "
+               "public.t:insert=2003 public.t:update=2");
+    /* types by OID: numbers, booleans, JSON as JSON; NaN and text as strings */
+    PGT_EQ_STR(pgt_db_str(t, "SELECT payload->'row' FROM staging.raw_events WHERE "
+                             "event_type = 'public.t:insert' AND payload->'row'->>'id' = '2'"),
+               "{\"n\": \"NaN\", \"id\": 2, \"ok\": false, \"big\": \"small\", \"doc\": null, "
+               "\"name\": \"tab\\there\"}");
+    PGT_EQ_STR(pgt_db_str(t, "SELECT payload->'row'->'doc' || jsonb_build_object('n', payload->'row'->'n', 'ok', payload->'row'->'ok') "
+                             "FROM staging.raw_events WHERE payload->'row'->>'id' = '1' AND payload->>'op' = 'insert'"),
+               "{\"k\": [1, 2], \"n\": 1.50, \"ok\": true}");
+    /* the unchanged TOASTed value: named, never NULL */
+    PGT_EQ_STR(pgt_db_str(t, "SELECT (payload->'row') || jsonb_build_object('u', payload->'unchanged') "
+                             "FROM staging.raw_events WHERE event_type = 'public.t:update' "
+                             "AND payload->'row'->>'id' = '1'"),
+               "{\"n\": 1.50, \"u\": [\"big\"], \"id\": 1, \"ok\": true, \"doc\": {\"k\": [1, 2]}, \"name\": \"b\"}");
+    /* old keys: the key that changed; REPLICA IDENTITY FULL: the whole row */
+    PGT_EQ_STR(pgt_db_str(t, "SELECT payload->'old' FROM staging.raw_events WHERE "
+                             "event_type = 'public.t:update' AND payload->'row'->>'id' = '3'"), "{\"id\": 2}");
+    PGT_EQ_STR(pgt_db_str(t, "SELECT payload->'old' FROM staging.raw_events WHERE "
+                             "event_type = 'public.t:delete'"), "{\"id\": 3}");
+    PGT_EQ_STR(pgt_db_str(t, "SELECT payload->'old' FROM staging.raw_events WHERE "
+                             "event_type = 'public.full_t:update'"), "{\"a\": 7, \"b\": \"seven\"}");
+    PGT_EQ_STR(pgt_db_str(t, "SELECT payload->'old' FROM staging.raw_events WHERE "
+                             "event_type = 'public.full_t:delete'"), "{\"a\": 7, \"b\": \"sieben\"}");
+    PGT_EQ_STR(pgt_db_str(t, "SELECT payload - 'xid' - 'lsn' - 'commit_time' FROM staging.raw_events "
+                             "WHERE event_type = 'public.full_t:truncate'"),
+               "{\"op\": \"truncate\", \"table\": \"public.full_t\", \"cascade\": false, "
+               "\"restart_identity\": false}");
+    /* the streamed transaction: all of it, none of its rolled back savepoint */
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM staging.raw_events WHERE (payload->'row'->>'id')::int "
+                             "BETWEEN 3000 AND 3499 OR payload->'row'->>'id' = '50'"), 0);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT payload->>'lsn') FROM staging.raw_events WHERE "
+                             "(payload->'row'->>'id')::int BETWEEN 100 AND 5000"), 1);
+    /* every event carries its commit's LSN and time; the slot's row holds the last */
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM staging.raw_events WHERE (payload->>'lsn')::pg_lsn "
+                             "> '0/0' AND (payload->>'commit_time')::timestamptz > now() - interval '1 hour'"),
+               2011);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT (applied_lsn = (SELECT max((payload->>'lsn')::pg_lsn) FROM "
+                             "staging.raw_events))::int FROM pgpipe.cdc_slots WHERE slot = 'cs'"), 1);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots"), 10);
+    pgpipe_cdc_stats st;
+    pgpipe_cdc_stats_get(c, &st);
+    PGT_EQ_INT(st.events, 2011);
+    PGT_CHECK(st.confirmed_lsn >= st.applied_lsn && st.applied_lsn > 0);
+    char lsn[32];
+    pp_cdc_lsn_str(st.applied_lsn, lsn, sizeof lsn);
+    PGT_EQ_STR(pgt_db_str(t, "SELECT applied_lsn::text FROM pgpipe.cdc_slots"), lsn);
+    /* the flush position reached the source after the commit */
+    char q[256];
+    snprintf(q, sizeof q, "SELECT (confirmed_flush_lsn >= '%s')::int FROM pg_replication_slots "
+             "WHERE slot_name = 'cs'", lsn);
+    PGT_EQ_INT(pgt_db_int(s, q), 1);
+    pgpipe_cdc_close(c);
+
+    /* reopened: resumes after what is staged, stages nothing twice */
+    PGT_OK(cdc_open(&c, src, tgt, "cs", NULL));
+    PQclear(PGT_EXEC(s, "INSERT INTO t (id) VALUES (6000)"));
+    cdc_run_until(c, t, "cs", 2012);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) - count(DISTINCT payload::text) FROM staging.raw_events"), 0);
+    pgpipe_cdc_close(c);
+
+    /* idle: heartbeats let the slot advance past WAL written elsewhere */
+    pgpipe_cdc_options o;
+    pgpipe_cdc_options_init(&o);
+    o.source = src;
+    o.target = tgt;
+    o.slot = o.publication = "cs";
+    o.status_interval_ms = 100;
+    o.heartbeat_ms = 100;
+    PGT_OK(pgpipe_cdc_open(&c, &o));
+    PQclear(PGT_EXEC(s, "INSERT INTO other SELECT generate_series(1, 1000)"));
+    char before[32];
+    snprintf(before, sizeof before, "%s", pgt_db_str(s, "SELECT pg_current_wal_lsn()::text"));
+    snprintf(q, sizeof q, "SELECT (confirmed_flush_lsn > '%s')::int FROM pg_replication_slots "
+             "WHERE slot_name = 'cs'", before);
+    int advanced = 0;
+    for (int i = 0; i < 50 && !advanced; i++) {
+        PGT_OK(pgpipe_cdc_run(c, 200));
+        advanced = pgt_db_int(s, q) == 1;
+    }
+    PGT_CHECK_MSG(advanced, "the idle slot did not advance past %s", before);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM staging.raw_events"), 2012);
+    pgpipe_cdc_close(c);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cs", "cs", &err));
+    PQfinish(s);
+    pgt_db_close(t);
 }
