@@ -562,3 +562,122 @@ PGT_TEST(cdc, stream_into_staging)
     PQfinish(s);
     pgt_db_close(t);
 }
+
+/* ---- exactly once through kill -9 ------------------------------------ */
+
+/* A child that streams slot into the target until it is killed (it opens
+** again after a failure, as a supervisor would restart it). */
+static pid_t cdc_child(const char *src, const char *tgt, const char *slot)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    PGT_CHECK(pid >= 0);
+    if (pid > 0)
+        return pid;
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    for (;;) {
+        pgpipe_cdc *c = NULL;
+        if (cdc_open(&c, src, tgt, slot, NULL) == PGPIPE_OK)
+            pgpipe_cdc_run(c, -1);
+        pgpipe_cdc_close(c);
+        pgpipe_sleep_ms(100);
+    }
+}
+
+static void cdc_kill(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* Poll sql on c until it gives 1 (every 5 ms, at most 15 s); 1 when it did. */
+static int cdc_until(PGconn *c, const char *sql)
+{
+    for (int i = 0; i < 3000; i++) {
+        if (pgt_db_int(c, sql) == 1)
+            return 1;
+        pgpipe_sleep_ms(5);
+    }
+    return 0;
+}
+
+PGT_TEST(cdc, kill9_exactly_once)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_kill", src, sizeof src,
+                              "options='-c logical_decoding_work_mem=64kB'");
+    PGconn *t = pgt_db_fresh("cdc_kill_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_kill_t application_name=cdc_kill", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE k (id bigint PRIMARY KEY, pad text)"));
+    pgpipe_cdc *c = NULL;
+    PGT_OK(cdc_open(&c, src, tgt, "ck", "k"));
+    pgpipe_cdc_close(c);
+    long long total = 0;
+    char sql[512];
+
+    /* 1: killed while small transactions stream in */
+    pid_t pid = cdc_child(src, tgt, "ck");
+    for (int i = 0; i < 150; i++) {
+        int n = 1 + i % 5;
+        snprintf(sql, sizeof sql, "INSERT INTO k SELECT g, 'x' FROM generate_series(%lld, %lld) g",
+                 total + 1, total + n);
+        PQclear(PGT_EXEC(s, sql));
+        total += n;
+        if (i == 60)
+            cdc_until(t, "SELECT (count(*) > 0)::int FROM staging.raw_events");
+        if (i == 61)
+            cdc_kill(pid);
+        if (i == 62)
+            pid = cdc_child(src, tgt, "ck");
+    }
+    /* 2: killed while it commits a large (streamed) transaction into staging */
+    long long before = total;
+    snprintf(sql, sizeof sql, "INSERT INTO k SELECT g, repeat('p', 50) FROM generate_series(%lld, %lld) g",
+             total + 1, total + 20000);
+    PQclear(PGT_EXEC(s, sql));
+    total += 20000;
+    snprintf(sql, sizeof sql, "SELECT ((SELECT count(*) FROM staging.raw_events) >= %lld AND "
+             "EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'cdc_kill' AND "
+             "query LIKE 'COPY%%' AND state = 'active'))::int", before);
+    int in_copy = cdc_until(t, sql);
+    cdc_kill(pid);
+    /* 3: killed while a transaction still open on the source streams into its spool */
+    pid = cdc_child(src, tgt, "ck");
+    PGconn *s2 = cdc_conn(src);
+    PQclear(PGT_EXEC(s2, "BEGIN"));
+    snprintf(sql, sizeof sql, "INSERT INTO k SELECT g, repeat('q', 50) FROM generate_series(%lld, %lld) g",
+             total + 1, total + 5000);
+    PQclear(PGT_EXEC(s2, sql));
+    total += 5000;
+    snprintf(sql, sizeof sql, "SELECT (count(*) >= %lld)::int FROM staging.raw_events", before + 20000);
+    PGT_CHECK(cdc_until(t, sql));
+    /* the open transaction was sent in streamed blocks by now (it is over
+    ** logical_decoding_work_mem); the streamed bytes are read from the source */
+    PGT_CHECK(cdc_until(s, "SELECT (sum(stream_txns) > 0)::int FROM pg_stat_replication_slots "
+                           "WHERE slot_name = 'ck'"));
+    cdc_kill(pid);
+    PQclear(PGT_EXEC(s2, "COMMIT"));
+    PQfinish(s2);
+
+    /* restarted once more: everything, once */
+    PGT_OK(cdc_open(&c, src, tgt, "ck", NULL));
+    cdc_run_until(c, t, "ck", total);
+    pgpipe_cdc_close(c);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT (payload->'row'->>'id')::bigint) FROM staging.raw_events"),
+               total);
+    snprintf(sql, sizeof sql, "SELECT (min((payload->'row'->>'id')::bigint) = 1 AND "
+             "max((payload->'row'->>'id')::bigint) = %lld)::int FROM staging.raw_events", total);
+    PGT_EQ_INT(pgt_db_int(t, sql), 1);
+    PGT_EQ_INT(pgt_db_int(s, "SELECT count(*) FROM k"), total);
+    fprintf(stderr, "    %lld rows; the second kill %s inside the large COPY\n", total,
+            in_copy ? "landed" : "did not land");
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "ck", "ck", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
