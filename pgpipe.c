@@ -24634,6 +24634,7 @@ struct pgpipe_cdc {
     pp_handle h;
     char *source, *target, *slot, *publication;
     int status_ms, heartbeat_ms;
+    int transient;              /* the last failure may heal: connect again */
     PGconn *src;                /* plain connection to the source: heartbeats */
     PGconn *tgt;                /* the staging database */
     PGconn *repl;               /* replication=database; streaming once started */
@@ -24652,7 +24653,7 @@ struct pgpipe_cdc {
     pp_buf js, line, copy;      /* scratch */
     int64_t last_status_us, last_activity_us;
     atomic_int stop;
-    _Atomic long long n_txn, n_events, n_skipped;
+    _Atomic long long n_txn, n_events, n_skipped, n_reconnects;
     _Atomic uint64_t st_applied, st_confirmed, st_received;
 };
 
@@ -25437,12 +25438,20 @@ static int cdc_heartbeat(pgpipe_cdc *c)
     return rc;
 }
 
-int pgpipe_cdc_run(pgpipe_cdc *c, int timeout_ms)
+/* Stream until the deadline, a stop or the first failure. */
+static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
 {
-    if (!c)
-        return PGPIPE_MISUSE;
-    int rc = PGPIPE_OK;
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX : pgpipe_now_us() + (int64_t)timeout_ms * 1000;
+    int rc = PGPIPE_OK, ended = 0;
+    c->transient = 0;
+    /* after a failure (a server restarted, the network cut): connect again;
+    ** the stream resumes from the applied LSN */
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+        PQreset(c->tgt);
+    if (c->src && PQstatus(c->src) != CONNECTION_OK)
+        PQreset(c->src);
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+        return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
+                      PQerrorMessage(c->tgt));
     if (!c->streaming && (rc = cdc_start(c)) != PGPIPE_OK) {
         cdc_reset(c);
         return rc;
@@ -25498,17 +25507,55 @@ int pgpipe_cdc_run(pgpipe_cdc *c, int timeout_ms)
             continue;
         }
         if (n == -1) {
+            /* the walsender ends the stream when its server shuts down */
             PGresult *r = PQgetResult(c->repl);
-            rc = pp_err_pq(&c->h.err, c->repl, r, "cdc: the source ended the replication stream");
+            if (r && PQresultStatus(r) == PGRES_FATAL_ERROR)
+                rc = pp_err_pq(&c->h.err, c->repl, r, "cdc: the source ended the replication stream");
+            else
+                rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the source ended the replication stream "
+                            "(its server shutting down?)");
             PQclear(r);
+            ended = 1;
         } else {
             rc = pp_err_pq(&c->h.err, c->repl, NULL, "cdc: reading the replication stream");
         }
     }
     if (rc == PGPIPE_OK)
         rc = cdc_send_status(c, 0);
-    if (rc != PGPIPE_OK)
+    if (rc != PGPIPE_OK) {
+        /* worth another try: a lost connection or a server going down, not
+        ** a refusal (an invalidated slot, a malformed message) */
+        c->transient = ended || pgpipe_sqlstate_class(c->h.err.sqlstate) == PGPIPE_SQLSTATE_RETRY ||
+                       (c->repl && PQstatus(c->repl) == CONNECTION_BAD) ||
+                       (c->tgt && PQstatus(c->tgt) == CONNECTION_BAD) ||
+                       (c->src && PQstatus(c->src) == CONNECTION_BAD);
         cdc_reset(c);
+    }
+    return rc;
+}
+
+int pgpipe_cdc_run(pgpipe_cdc *c, int timeout_ms)
+{
+    if (!c)
+        return PGPIPE_MISUSE;
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : pgpipe_now_us() + (int64_t)timeout_ms * 1000;
+    int backoff_ms = 100, rc;
+    for (;;) {
+        rc = cdc_run_once(c, deadline);
+        if (rc == PGPIPE_OK || !c->transient || atomic_load(&c->stop) ||
+            pgpipe_now_us() >= deadline)
+            break;
+        /* nothing unconfirmed was acknowledged: connect again and resume
+        ** from the applied LSN */
+        atomic_fetch_add(&c->n_reconnects, 1);
+        pp_logf(PGPIPE_LOG_WARN, "cdc", "%s; connecting again in %d ms", c->h.err.message,
+                backoff_ms);
+        for (int waited = 0; waited < backoff_ms && !atomic_load(&c->stop) &&
+                             pgpipe_now_us() < deadline; waited += 50)
+            pgpipe_sleep_ms(50);
+        if (backoff_ms < 10000)
+            backoff_ms *= 2;
+    }
     atomic_store(&c->stop, 0);
     return rc;
 }
@@ -25529,6 +25576,7 @@ void pgpipe_cdc_stats_get(pgpipe_cdc *c, pgpipe_cdc_stats *out)
     out->transactions = atomic_load(&c->n_txn);
     out->events = atomic_load(&c->n_events);
     out->skipped = atomic_load(&c->n_skipped);
+    out->reconnects = atomic_load(&c->n_reconnects);
     out->applied_lsn = atomic_load(&c->st_applied);
     out->confirmed_lsn = atomic_load(&c->st_confirmed);
     out->received_lsn = atomic_load(&c->st_received);

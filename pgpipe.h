@@ -2394,9 +2394,15 @@ void pgpipe_cdc_options_init(pgpipe_cdc_options *opt);
 int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt);
 
 /* Stream changes into staging for timeout_ms (< 0: until pgpipe_cdc_stop).
-** PGPIPE_OK when the time is up or stop was asked; otherwise the error (the
-** connection to the source or the target lost, a malformed message): what
-** was staged is staged, and a new run resumes after it. */
+** A failure that may heal (a connection to the source or the target lost,
+** a server restarting: SQLSTATE class 08, 57P0x, ...) is logged, and the
+** stream connects again with a backoff (100 ms doubling to 10 s) and
+** resumes from the applied LSN; nothing was confirmed that is not staged.
+** PGPIPE_OK when the time is up or stop was asked while the stream ran;
+** otherwise the error: one that cannot heal (an invalidated slot, a
+** malformed message, a refused statement), or the healing kind when it
+** still lasted at the end. What was staged is staged, and a new run
+** resumes after it. */
 int pgpipe_cdc_run(pgpipe_cdc *c, int timeout_ms);
 
 /* Ask a running pgpipe_cdc_run to return. Async-signal-safe. */
@@ -2406,6 +2412,7 @@ typedef struct pgpipe_cdc_stats {
     long long transactions;     /* source transactions staged by this handle */
     long long events;           /* change events staged by this handle */
     long long skipped;          /* transactions skipped: staged before (a resumed stream) */
+    long long reconnects;       /* failures that healed: connected again and resumed */
     uint64_t applied_lsn;       /* the last staged transaction's end (pgpipe.cdc_slots) */
     uint64_t confirmed_lsn;     /* flush position last sent to the source */
     uint64_t received_lsn;      /* the source's WAL position last heard of */

@@ -681,3 +681,58 @@ PGT_TEST(cdc, kill9_exactly_once)
     PQfinish(s);
     pgt_db_close(t);
 }
+
+/* ---- failures that heal ---------------------------------------------- */
+
+PGT_TEST(cdc, source_restart_and_target_loss_heal)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_fail", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_fail_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_fail_t application_name=cdc_fail", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE f (id int PRIMARY KEY)"));
+    pgpipe_cdc *c = NULL;
+    PGT_OK(cdc_open(&c, src, tgt, "cf", "f"));
+    PQclear(PGT_EXEC(s, "INSERT INTO f SELECT generate_series(1, 10)"));
+    cdc_run_until(c, t, "cf", 10);
+    PQfinish(s);
+
+    /* the source restarts under the stream: it connects again and resumes */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/cdc-source", pgt_tmpdir());
+    pgpipe_error err;
+    PGT_OK(pgpipe_local_restart(dir, NULL, &err));
+    s = cdc_conn(src);
+    PQclear(PGT_EXEC(s, "INSERT INTO f SELECT generate_series(11, 20)"));
+    long long have = 0;
+    for (int i = 0; i < 100 && have < 20; i++) {
+        if (pgpipe_cdc_run(c, 200) != PGPIPE_OK)
+            fprintf(stderr, "    run: %s\n", pgpipe_errmsg(c));
+        have = pgt_db_int(t, "SELECT count(*) FROM staging.raw_events");
+    }
+    PGT_EQ_INT(have, 20);
+    pgpipe_cdc_stats st;
+    pgpipe_cdc_stats_get(c, &st);
+    PGT_CHECK_MSG(st.reconnects >= 1, "reconnects %lld", st.reconnects);
+
+    /* the target's session ends: the transaction is not acknowledged, and
+    ** after connecting again it is staged once */
+    PGconn *a = pgt_connect();
+    PQclear(PGT_EXEC(a, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'cdc_fail'"));
+    PQclear(PGT_EXEC(s, "INSERT INTO f SELECT generate_series(21, 30)"));
+    have = 0;
+    for (int i = 0; i < 100 && have < 30; i++) {
+        pgpipe_cdc_run(c, 200);
+        have = pgt_db_int(t, "SELECT count(*) FROM staging.raw_events");
+    }
+    PGT_EQ_INT(have, 30);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT payload->'row'->>'id') FROM staging.raw_events"), 30);
+    pgpipe_cdc_stats_get(c, &st);
+    PGT_CHECK_MSG(st.reconnects >= 2, "reconnects %lld", st.reconnects);
+    pgpipe_cdc_close(c);
+    PQfinish(a);
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cf", "cf", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
