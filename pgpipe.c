@@ -2654,6 +2654,21 @@ static const char *const pp_sql_18[] = {
     ");\n",
     "COMMENT ON TABLE pgpipe.cdc_slots IS\n",
     "    'pgpipe CDC: per replication slot, the source LSN staged so far (exactly once)';\n",
+    "\n",
+    "-- The initial snapshot of a slot, one row per published table: its rows are\n",
+    "-- staged in one transaction with done_at, so an interrupted snapshot resumes\n",
+    "-- with the tables not done. snapshot_lsn is the consistent point the rows\n",
+    "-- were read at: the stream skips that table's changes committed before it.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.cdc_snapshot_tables (\n",
+    "    slot         TEXT NOT NULL REFERENCES pgpipe.cdc_slots (slot) ON DELETE CASCADE,\n",
+    "    table_name   TEXT NOT NULL,               -- schema.table, as in event_type\n",
+    "    snapshot_lsn PG_LSN,\n",
+    "    rows         BIGINT,\n",
+    "    done_at      TIMESTAMPTZ,\n",
+    "    PRIMARY KEY (slot, table_name)\n",
+    ");\n",
+    "COMMENT ON TABLE pgpipe.cdc_snapshot_tables IS\n",
+    "    'pgpipe CDC: the initial snapshot per table of a slot (resumable per table)';\n",
     NULL
 };
 /* ==== end sql/schema/V0029__cdc.sql ==== */
@@ -24651,6 +24666,11 @@ struct pgpipe_cdc {
     int nspools, capspools;
     cdc_spool *cur;             /* inside a Stream Start .. Stop block */
     pp_buf js, line, copy;      /* scratch */
+    uint64_t final_lsn;         /* the open transaction's commit LSN (Begin) */
+    /* tables whose snapshot is newer than the stream: their changes that
+    ** committed before it are in the snapshot */
+    struct cdc_skip { char *table; uint64_t lsn; } *skips;
+    int nskips;
     int64_t last_status_us, last_activity_us;
     atomic_int stop;
     _Atomic long long n_txn, n_events, n_skipped, n_reconnects;
@@ -24921,7 +24941,7 @@ static int cdc_publication(pgpipe_cdc *c, const char *tables, int create)
 
 /* The slot on the source and its row on the target: create, adopt, or
 ** refuse (a lost slot, another cluster's slot of the same name). */
-static int cdc_slot(pgpipe_cdc *c, int create)
+static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
 {
     PGresult *r = NULL;
     int rc = pp_exec(c->repl, "IDENTIFY_SYSTEM", 0, NULL, &r, &c->h.err,
@@ -24997,17 +25017,220 @@ static int cdc_slot(pgpipe_cdc *c, int create)
         char lsn[32];
         pp_cdc_lsn_str(start, lsn, sizeof lsn);
         const char *p[5] = { c->slot, c->sysid, db, c->publication, lsn };
-        rc = pp_exec(c->tgt,
-                     "INSERT INTO pgpipe.cdc_slots (slot, system_id, database, publication, "
-                     "applied_lsn) VALUES ($1, $2, $3, $4, $5::pg_lsn) ON CONFLICT (slot) DO NOTHING",
-                     5, p, NULL, &c->h.err, "cdc: recording the slot on the target");
-        if (rc != PGPIPE_OK)
+        /* the slot's row and the tables its snapshot will copy, together */
+        rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt,
+                         "INSERT INTO pgpipe.cdc_slots (slot, system_id, database, publication, "
+                         "applied_lsn) VALUES ($1, $2, $3, $4, $5::pg_lsn)",
+                         5, p, NULL, &c->h.err, "cdc: recording the slot on the target");
+        if (rc == PGPIPE_OK && snapshot) {
+            const char *pp[1] = { c->publication };
+            rc = pp_exec(c->src, "SELECT schemaname || '.' || tablename FROM pg_publication_tables "
+                                 "WHERE pubname = $1", 1, pp, &r, &c->h.err,
+                         "cdc: listing the publication's tables");
+            for (int i = 0; rc == PGPIPE_OK && i < PQntuples(r); i++) {
+                const char *q[2] = { c->slot, PQgetvalue(r, i, 0) };
+                rc = pp_exec(c->tgt, "INSERT INTO pgpipe.cdc_snapshot_tables (slot, table_name) "
+                                     "VALUES ($1, $2)", 2, q, NULL, &c->h.err,
+                             "cdc: recording the snapshot's tables");
+            }
+            PQclear(r);
+        }
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err, "cdc: COMMIT on the target");
+        if (rc != PGPIPE_OK) {
+            pp_rollback_open(c->tgt);
             return rc;
+        }
         c->applied = start;
     }
     c->ack = c->applied;
     atomic_store(&c->st_applied, c->applied);
     return PGPIPE_OK;
+}
+
+/* One table's rows into staging under the snapshot ss has set, marked
+** done in the same target transaction. */
+static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const char *quoted,
+                              const char *lsn)
+{
+    pp_buf pre = { 0, 0, 0 }, tmp = { 0, 0, 0 }, q = { 0, 0, 0 };
+    int rc = pp_copy_escape(&pre, c->slot, strlen(c->slot));
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&tmp, "%s:insert", name);
+    if (rc == PGPIPE_OK && pp_buf_putc(&pre, '\t') == PGPIPE_OK)
+        rc = pp_copy_escape(&pre, tmp.data, tmp.len);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&pre, "\t{\"op\":\"insert\",\"table\":");
+    if (rc == PGPIPE_OK)
+        rc = pp_json_str(&pre, name, strlen(name), PP_JSON_COPY);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&pre, ",\"snapshot\":true,\"row\":");
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&q, "COPY (SELECT to_jsonb(t) FROM ONLY %s t) TO STDOUT", quoted);
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&pre);
+        pp_buf_free(&tmp);
+        pp_buf_free(&q);
+        return pp_err_nomem(&c->h.err);
+    }
+    char end[64];
+    int endn = snprintf(end, sizeof end, ",\"lsn\":\"%s\"}\n", lsn);
+    long long rows = 0;
+    rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
+    if (rc == PGPIPE_OK)
+        rc = pp_copy_in_start(c->tgt, "COPY staging.raw_events (source, event_type, payload) FROM STDIN",
+                              &c->h.err, "cdc: COPY the snapshot into staging");
+    if (rc == PGPIPE_OK) {
+        PGresult *r = PQexec(ss, q.data);
+        if (PQresultStatus(r) != PGRES_COPY_OUT)
+            rc = pp_err_pq(&c->h.err, ss, r, "cdc: COPY a table of the snapshot");
+        PQclear(r);
+    }
+    c->copy.len = 0;
+    while (rc == PGPIPE_OK) {
+        char *buf = NULL;
+        int n = PQgetCopyData(ss, &buf, 0);
+        if (n < 0) {
+            PGresult *r = PQgetResult(ss);
+            if (n == -2 || PQresultStatus(r) != PGRES_COMMAND_OK)
+                rc = pp_err_pq(&c->h.err, ss, r, "cdc: COPY a table of the snapshot");
+            PQclear(r);
+            while ((r = PQgetResult(ss)) != NULL)
+                PQclear(r);
+            break;
+        }
+        if (n > 0 && buf[n - 1] == '\n')
+            n--;
+        if (pp_buf_append(&c->copy, pre.data, pre.len) || pp_buf_append(&c->copy, buf, (size_t)n) ||
+            pp_buf_append(&c->copy, end, (size_t)endn))
+            rc = pp_err_nomem(&c->h.err);
+        PQfreemem(buf);
+        rows++;
+        if (rc == PGPIPE_OK && c->copy.len >= 256 * 1024) {
+            if (PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
+                rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
+            c->copy.len = 0;
+        }
+    }
+    if (rc == PGPIPE_OK && c->copy.len &&
+        PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
+        rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
+    if (rc == PGPIPE_OK) {
+        if (PQputCopyEnd(c->tgt, NULL) != 1) {
+            rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
+        } else {
+            PGresult *r;
+            while ((r = PQgetResult(c->tgt)) != NULL) {
+                if (rc == PGPIPE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+                    rc = pp_err_pq(&c->h.err, c->tgt, r, "cdc: COPY the snapshot into staging");
+                PQclear(r);
+            }
+        }
+    }
+    if (rc == PGPIPE_OK) {
+        char nrows[32];
+        snprintf(nrows, sizeof nrows, "%lld", rows);
+        const char *p[4] = { c->slot, name, nrows, lsn };
+        rc = pp_exec(c->tgt, "UPDATE pgpipe.cdc_snapshot_tables SET done_at = now(), rows = $3, "
+                             "snapshot_lsn = $4::pg_lsn WHERE slot = $1 AND table_name = $2",
+                     4, p, NULL, &c->h.err, "cdc: marking a table of the snapshot done");
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err, "cdc: COMMIT on the target");
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(c->tgt);
+    else
+        pp_logf(PGPIPE_LOG_INFO, "cdc", "snapshot of %s: %lld rows at %s", name, rows, lsn);
+    pp_buf_free(&pre);
+    pp_buf_free(&tmp);
+    pp_buf_free(&q);
+    return rc;
+}
+
+/* The tables of the snapshot not done yet, read under the snapshot of a
+** temporary slot made now (its consistent point is after the slot's own,
+** so the stream holds every change after it); then the stream's filter. */
+static int cdc_snapshot(pgpipe_cdc *c)
+{
+    const char *p1[1] = { c->slot };
+    PGresult *pend = NULL, *r = NULL;
+    int rc = pp_exec(c->tgt, "SELECT table_name FROM pgpipe.cdc_snapshot_tables WHERE slot = $1 "
+                             "AND done_at IS NULL ORDER BY table_name", 1, p1, &pend, &c->h.err,
+                     "cdc: reading the snapshot's state");
+    if (rc != PGPIPE_OK)
+        return rc;
+    PGconn *rs = NULL, *ss = NULL;
+    if (PQntuples(pend) > 0) {
+        char q[256], lsn[32];
+        snprintf(q, sizeof q, "CREATE_REPLICATION_SLOT \"%.50s_snap\" TEMPORARY LOGICAL pgoutput "
+                 "(SNAPSHOT 'export')", c->slot);
+        if ((rc = cdc_connect(c, &rs, c->source, 1, "source (snapshot)")) == PGPIPE_OK)
+            rc = pp_exec(rs, q, 0, NULL, &r, &c->h.err, "cdc: a temporary slot for the snapshot");
+        if (rc == PGPIPE_OK) {
+            snprintf(lsn, sizeof lsn, "%s", PQgetvalue(r, 0, 1));
+            snprintf(q, sizeof q, "SET TRANSACTION SNAPSHOT '%s'", PQgetvalue(r, 0, 2));
+            PQclear(r);
+            r = NULL;
+            rc = cdc_connect(c, &ss, c->source, 0, "source (snapshot)");
+        }
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(ss, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL,
+                         &c->h.err, "cdc: the snapshot's transaction");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(ss, q, 0, NULL, NULL, &c->h.err, "cdc: the snapshot's transaction");
+        const char *pp[1] = { c->publication };
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(ss, "SELECT schemaname || '.' || tablename, quote_ident(schemaname) || "
+                             "'.' || quote_ident(tablename) FROM pg_publication_tables "
+                             "WHERE pubname = $1", 1, pp, &r, &c->h.err,
+                         "cdc: listing the publication's tables");
+        for (int i = 0; rc == PGPIPE_OK && i < PQntuples(pend); i++) {
+            const char *name = PQgetvalue(pend, i, 0), *quoted = NULL;
+            for (int k = 0; k < PQntuples(r) && !quoted; k++)
+                if (!strcmp(PQgetvalue(r, k, 0), name))
+                    quoted = PQgetvalue(r, k, 1);
+            if (!quoted) { /* left the publication meanwhile: nothing to copy */
+                const char *p[3] = { c->slot, name, lsn };
+                rc = pp_exec(c->tgt, "UPDATE pgpipe.cdc_snapshot_tables SET done_at = now(), rows = 0, "
+                                     "snapshot_lsn = $3::pg_lsn WHERE slot = $1 AND table_name = $2",
+                             3, p, NULL, &c->h.err, "cdc: marking a table of the snapshot done");
+                continue;
+            }
+            rc = cdc_snapshot_table(c, ss, name, quoted, lsn);
+        }
+        PQclear(r);
+        r = NULL;
+        if (ss)
+            PQfinish(ss); /* read only: nothing to commit */
+        if (rs)
+            PQfinish(rs); /* the temporary slot goes with its session */
+    }
+    PQclear(pend);
+    if (rc != PGPIPE_OK)
+        return rc;
+    char applied[32];
+    pp_cdc_lsn_str(c->applied, applied, sizeof applied);
+    const char *p2[2] = { c->slot, applied };
+    rc = pp_exec(c->tgt, "SELECT table_name, snapshot_lsn::text FROM pgpipe.cdc_snapshot_tables "
+                         "WHERE slot = $1 AND snapshot_lsn > $2::pg_lsn", 2, p2, &r, &c->h.err,
+                 "cdc: reading the snapshot's state");
+    if (rc != PGPIPE_OK)
+        return rc;
+    int n = PQntuples(r);
+    if (n > 0 && !(c->skips = pp_calloc((size_t)n, sizeof *c->skips)))
+        rc = pp_err_nomem(&c->h.err);
+    for (int i = 0; rc == PGPIPE_OK && i < n; i++) {
+        if (!(c->skips[i].table = pp_strdup(PQgetvalue(r, i, 0)))) {
+            rc = pp_err_nomem(&c->h.err);
+            break;
+        }
+        pp_cdc_lsn_parse(PQgetvalue(r, i, 1), &c->skips[i].lsn);
+        c->nskips = i + 1;
+    }
+    PQclear(r);
+    return rc;
 }
 
 int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
@@ -25045,7 +25268,8 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
         return rc;
     if ((rc = cdc_publication(c, opt->tables, opt->create)) != PGPIPE_OK ||
         (rc = cdc_connect(c, &c->repl, c->source, 1, "source (replication)")) != PGPIPE_OK ||
-        (rc = cdc_slot(c, opt->create)) != PGPIPE_OK)
+        (rc = cdc_slot(c, opt->create, opt->snapshot)) != PGPIPE_OK ||
+        (rc = cdc_snapshot(c)) != PGPIPE_OK)
         return rc;
     return PGPIPE_OK;
 }
@@ -25153,6 +25377,40 @@ static int cdc_start(pgpipe_cdc *c)
     return PGPIPE_OK;
 }
 
+/* A change of nsp.name committed at lsn is in that table's snapshot. */
+static int cdc_skipped(pgpipe_cdc *c, const char *nsp, const char *name, uint64_t lsn)
+{
+    size_t nl = strlen(nsp);
+    for (int i = 0; i < c->nskips; i++) {
+        const char *t = c->skips[i].table;
+        if (lsn < c->skips[i].lsn && !strncmp(t, nsp, nl) && t[nl] == '.' &&
+            !strcmp(t + nl + 1, name))
+            return 1;
+    }
+    return 0;
+}
+
+/* The same for a spooled record, by its event_type ("schema.table:op",
+** COPY-escaped: compared as it is, a table needing escapes is not
+** filtered and its early changes may appear twice). */
+static int cdc_skipped_line(pgpipe_cdc *c, const char *rec, size_t n, uint64_t lsn)
+{
+    const char *tab = memchr(rec, '\t', n);
+    if (!tab)
+        return 0;
+    const char *colon = tab;
+    while (colon > rec && colon[-1] != ':')
+        colon--;
+    if (colon == rec)
+        return 0;
+    size_t len = (size_t)(colon - 1 - rec);
+    for (int i = 0; i < c->nskips; i++)
+        if (lsn < c->skips[i].lsn && strlen(c->skips[i].table) == len &&
+            !memcmp(c->skips[i].table, rec, len))
+            return 1;
+    return 0;
+}
+
 /* One record of the open transaction (or of the streamed one). */
 static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
 {
@@ -25174,6 +25432,8 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
                       m->relids[i]);
     const char *op = m->type == 'I' ? "insert" : m->type == 'U' ? "update"
                    : m->type == 'D' ? "delete" : "truncate";
+    if (!s && c->nskips && cdc_skipped(c, r->nsp, r->name, c->final_lsn))
+        return PGPIPE_OK;
     int rc = pp_buf_appendf(&c->js, "%s.%s:%s", r->nsp, r->name, op);
     if (rc == PGPIPE_OK)
         rc = pp_copy_escape(&c->line, c->js.data, c->js.len);
@@ -25215,11 +25475,11 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
 
 /* Append one record, finished with the commit's fields, to the COPY. */
 static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char *end,
-                           size_t endn, long long *count)
+                           size_t endn, long long *count, uint64_t commit_lsn, int filter)
 {
     if (n && rec[n - 1] == '\n')
         n--;
-    if (!n)
+    if (!n || (filter && cdc_skipped_line(c, rec, n, commit_lsn)))
         return PGPIPE_OK;
     pp_buf *b = &c->copy;
     if (pp_copy_escape(b, c->slot, strlen(c->slot)) != PGPIPE_OK || pp_buf_putc(b, '\t') ||
@@ -25236,7 +25496,8 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
 
 /* Stage a committed transaction: its records (mem, or the spool file f)
 ** and its LSN in one target transaction; then it may be confirmed. */
-static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t end_lsn, int64_t ts)
+static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
+                      uint64_t end_lsn, int64_t ts)
 {
     if (end_lsn <= c->applied) {
         atomic_fetch_add(&c->n_skipped, 1);
@@ -25266,7 +25527,7 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t end_ls
         while (rc == PGPIPE_OK && p < lim) {
             const char *nl = memchr(p, '\n', (size_t)(lim - p));
             size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
-            rc = cdc_copy_record(c, p, n, end, endn, &count);
+            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
             p += n;
         }
     } else if (rc == PGPIPE_OK) {
@@ -25275,7 +25536,7 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t end_ls
         ssize_t n;
         rewind(f);
         while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
-            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count);
+            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
         free(ln);
         if (rc == PGPIPE_OK && ferror(f))
             rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
@@ -25340,13 +25601,14 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
     case 'B':
         c->in_txn = 1;
         c->xid = m.xid;
+        c->final_lsn = m.lsn;
         c->txn.len = 0;
         return PGPIPE_OK;
     case 'C':
         if (!c->in_txn)
             return pp_err(&c->h.err, PGPIPE_PARSE, "pgoutput: COMMIT without BEGIN");
         c->in_txn = 0;
-        rc = cdc_commit(c, &c->txn, NULL, m.end_lsn, m.ts);
+        rc = cdc_commit(c, &c->txn, NULL, m.lsn, m.end_lsn, m.ts);
         c->txn.len = 0;
         if (c->txn.cap > 16 * 1024 * 1024) {
             pp_buf_free(&c->txn);
@@ -25388,11 +25650,11 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
         cdc_spool *s = cdc_spool_find(c, m.xid);
         pp_buf none = { 0, 0, 0 };
         if (!s) /* nothing of it was sent: nothing to stage */
-            return cdc_commit(c, &none, NULL, m.end_lsn, m.ts);
+            return cdc_commit(c, &none, NULL, m.lsn, m.end_lsn, m.ts);
         if (fflush(s->f) != 0)
             return pp_err(&c->h.err, PGPIPE_IO, "cdc: spool file: %s", strerror(errno));
-        rc = ftell(s->f) == 0 ? cdc_commit(c, &none, NULL, m.end_lsn, m.ts)
-                              : cdc_commit(c, NULL, s->f, m.end_lsn, m.ts);
+        rc = ftell(s->f) == 0 ? cdc_commit(c, &none, NULL, m.lsn, m.end_lsn, m.ts)
+                              : cdc_commit(c, NULL, s->f, m.lsn, m.end_lsn, m.ts);
         cdc_spool_drop(c, s);
         return rc;
     }
@@ -25665,6 +25927,9 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
     if (c->tgt)
         PQfinish(c->tgt);
     pp_free(c->spools);
+    for (int i = 0; i < c->nskips; i++)
+        pp_free(c->skips[i].table);
+    pp_free(c->skips);
     pp_buf_free(&c->txn);
     pp_buf_free(&c->js);
     pp_buf_free(&c->line);

@@ -2877,6 +2877,8 @@ static const optdef opts_cdc_start[] = {
       "\"t1, s.t2\": the tables of a publication this creates" },
     { "--no-create", NULL, OPT_FLAG, NULL, 0, 0, NULL,
       "refuse when the publication or the slot is missing instead of creating it" },
+    { "--snapshot", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "a new slot: stage the tables' current rows first (resumable per table)" },
     { "--heartbeat", NULL, OPT_INT, "MS", 0, 86400000, "10000",
       "idle this long: pg_logical_emit_message on the source so the slot advances (0: never)" },
     { "--for", NULL, OPT_TEXT, "DURATION", 0, 0, NULL,
@@ -2950,6 +2952,7 @@ static int cdc_start(shell *sh)
     o.publication = opt_str(&cur, "--publication", o.slot);
     o.tables = opt_str(&cur, "--tables", NULL);
     o.create = !opt_has(&cur, "--no-create");
+    o.snapshot = opt_has(&cur, "--snapshot");
     o.heartbeat_ms = (int)opt_num(&cur, "--heartbeat", o.heartbeat_ms);
     const char *f = opt_str(&cur, "--for", NULL);
     long long for_ms = -1;

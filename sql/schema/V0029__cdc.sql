@@ -20,3 +20,18 @@ CREATE TABLE IF NOT EXISTS pgpipe.cdc_slots (
 );
 COMMENT ON TABLE pgpipe.cdc_slots IS
     'pgpipe CDC: per replication slot, the source LSN staged so far (exactly once)';
+
+-- The initial snapshot of a slot, one row per published table: its rows are
+-- staged in one transaction with done_at, so an interrupted snapshot resumes
+-- with the tables not done. snapshot_lsn is the consistent point the rows
+-- were read at: the stream skips that table's changes committed before it.
+CREATE TABLE IF NOT EXISTS pgpipe.cdc_snapshot_tables (
+    slot         TEXT NOT NULL REFERENCES pgpipe.cdc_slots (slot) ON DELETE CASCADE,
+    table_name   TEXT NOT NULL,               -- schema.table, as in event_type
+    snapshot_lsn PG_LSN,
+    rows         BIGINT,
+    done_at      TIMESTAMPTZ,
+    PRIMARY KEY (slot, table_name)
+);
+COMMENT ON TABLE pgpipe.cdc_snapshot_tables IS
+    'pgpipe CDC: the initial snapshot per table of a slot (resumable per table)';

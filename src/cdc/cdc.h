@@ -37,6 +37,15 @@
 **     else fprintf(stderr, "%s\n", pgpipe_errmsg(c));
 **     pgpipe_cdc_close(c);
 **
+** The initial snapshot (options.snapshot): the rows the published tables
+** hold are staged as "schema.table:insert" events with "snapshot":true and
+** no commit_time, read under a snapshot exported by a temporary slot made
+** after the slot; one target transaction per table, marked done in
+** pgpipe.cdc_snapshot_tables. The stream then skips a table's changes that
+** committed before its snapshot (they are in it): no gap, no overlap. An
+** interrupted snapshot resumes with the tables not done, under a new
+** snapshot (each table consistent in itself, and with the stream).
+**
 ** The source needs wal_level = logical, a role with the REPLICATION
 ** attribute (or a superuser) and, to create the publication, ownership of
 ** the tables. Set max_slot_wal_keep_size on the source: a slot whose
@@ -54,6 +63,8 @@ typedef struct pgpipe_cdc_options {
                                    NULL = FOR ALL TABLES */
     int create;                 /* 1: create the publication and the slot when missing; 1 */
     int install;                /* 1: install or upgrade the pgpipe schema on the target; 1 */
+    int snapshot;               /* 1: when the target has no state for the slot yet, stage
+                                   the published tables' rows first (below); 0 */
     int status_interval_ms;     /* standby status to the source at least this often; 1000 */
     int heartbeat_ms;           /* idle this long: pg_logical_emit_message on the source,
                                    so the slot advances; 0 = never; 10000 */
