@@ -526,6 +526,28 @@ PGT_TEST(cdc, stream_into_staging)
     snprintf(q, sizeof q, "SELECT (confirmed_flush_lsn >= '%s')::int FROM pg_replication_slots "
              "WHERE slot_name = 'cs'", lsn);
     PGT_EQ_INT(pgt_db_int(s, q), 1);
+
+    /* relation changes mid-stream: each change is described anew before it */
+    const char *ddl[] = {
+        "ALTER TABLE full_t ADD COLUMN c int DEFAULT 7",
+        "INSERT INTO full_t VALUES (1, 'one', 11)",
+        "ALTER TABLE full_t DROP COLUMN b",
+        "INSERT INTO full_t VALUES (2, 12)",
+        "ALTER TABLE full_t RENAME COLUMN c TO cc",
+        "INSERT INTO full_t VALUES (3, 13)",
+        "ALTER TABLE full_t ALTER COLUMN cc TYPE text",
+        "INSERT INTO full_t VALUES (4, 'fourteen')",
+    };
+    for (size_t i = 0; i < sizeof ddl / sizeof ddl[0]; i++)
+        PQclear(PGT_EXEC(s, ddl[i]));
+    cdc_run_until(c, t, "cs", 2011 + 4);
+    PGT_EQ_STR(pgt_db_str(t, "SELECT string_agg((payload->'row')::text, ' ' ORDER BY id) FROM "
+                             "staging.raw_events WHERE event_type = 'public.full_t:insert' AND "
+                             "(payload->'row'->>'a')::int < 7"),
+               "{\"a\": 1, \"b\": \"one\", \"c\": 11} {\"a\": 2, \"c\": 12} "
+               "{\"a\": 3, \"cc\": 13} {\"a\": 4, \"cc\": \"fourteen\"}");
+    PQclear(PGT_EXEC(t, "DELETE FROM staging.raw_events WHERE event_type = 'public.full_t:insert' "
+                        "AND (payload->'row'->>'a')::int < 7"));
     pgpipe_cdc_close(c);
 
     /* reopened: resumes after what is staged, stages nothing twice */
