@@ -1832,6 +1832,32 @@ static int cmd_health(shell *sh, char **argv, int argc, const char *rest)
     fprintf(sh->out, "%-5s connections         %s\n", "ok", conns ? conns : "n/a");
     free(conns);
 
+    /* a replication slot nobody reads (a stopped CDC consumer) keeps WAL until
+    ** the disk is full, unless max_slot_wal_keep_size invalidates it first */
+    char *slots = query_value(sh,
+        "SELECT count(*) FILTER (WHERE NOT active OR wal_status IN ('unreserved', 'lost')) || '|' "
+        "|| count(*) || '|' || coalesce(string_agg(format('%s %s, retains %s%s', slot_name, "
+        "CASE WHEN active THEN 'active' ELSE 'inactive' END, pg_size_pretty(coalesce(CASE WHEN "
+        "pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - "
+        "restart_lsn, 0)), CASE WHEN wal_status IN ('unreserved', 'lost') THEN ' (wal_status ' "
+        "|| wal_status || ')' ELSE '' END), '; ' ORDER BY slot_name) FILTER (WHERE NOT active "
+        "OR wal_status IN ('unreserved', 'lost')), '') FROM pg_replication_slots", 0, NULL);
+    if (slots) {
+        int bad = atoi(slots), all = 0;
+        const char *bar = strchr(slots, '|');
+        if (bar)
+            all = atoi(bar + 1);
+        const char *detail = bar ? strchr(bar + 1, '|') : NULL;
+        if (bad)
+            fprintf(sh->out, "WARN  replication slots   %d of %d unread: %s (a stopped consumer "
+                    "keeps WAL: .cdc start resumes, .cdc stop drops)\n", bad, all,
+                    detail ? detail + 1 : "");
+        else
+            fprintf(sh->out, "ok    replication slots   %d, none unread\n", all);
+        warn += bad > 0;
+        free(slots);
+    }
+
     char *has = query_value(sh, "SELECT to_regclass('staging.raw_events') IS NOT NULL AND "
                                 "to_regclass('pgpipe.dead_letters') IS NOT NULL", 0, NULL);
     int installed = has && has[0] == 't';
@@ -2889,6 +2915,10 @@ static const optdef opts_cdc_status[] = {
     { "--source", NULL, OPT_TEXT, "CONNINFO", 0, 0, NULL,
       "also the slot's lag and retained WAL on the source (pg_replication_slots)" },
     { "--slot", NULL, OPT_TEXT, "NAME", 0, 0, "every slot", "only this slot" },
+    { "--max-lag", NULL, OPT_INT, "BYTES", 0, LLONG_MAX, "1073741824",
+      "with --source: ALERT and exit status 1 when the slot lags more" },
+    { "--max-retained", NULL, OPT_INT, "BYTES", 0, LLONG_MAX, "10737418240",
+      "with --source: ALERT and exit status 1 when the slot keeps more WAL" },
     { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
 };
 static const optdef opts_cdc_stop[] = {
@@ -3053,6 +3083,24 @@ static int cdc_status(shell *sh)
     if (!si.active)
         fprintf(sh->out, "  warning: no consumer reads this slot and the source keeps WAL for "
                 "it: .cdc start resumes it, .cdc stop drops it\n");
+    long long max_lag = opt_num(&cur, "--max-lag", 1LL << 30);
+    long long max_kept = opt_num(&cur, "--max-retained", 10LL << 30);
+    if (si.lag_bytes > max_lag) {
+        fprintf(sh->out, "ALERT slot %s lags %s behind the source (over --max-lag %lld)\n", name,
+                lag, max_lag);
+        rc = 1;
+    }
+    if (si.retained_bytes > max_kept) {
+        fprintf(sh->out, "ALERT slot %s keeps %s of WAL on the source (over --max-retained %lld)\n",
+                name, kept, max_kept);
+        rc = 1;
+    }
+    if (!strcmp(si.wal_status, "unreserved") || !strcmp(si.wal_status, "lost")) {
+        fprintf(sh->out, "ALERT slot %s has wal_status %s: %s\n", name, si.wal_status,
+                !strcmp(si.wal_status, "lost") ? "it was invalidated, changes are missing "
+                "(.cdc stop, then .cdc start --snapshot)" : "the source is about to invalidate it");
+        rc = 1;
+    }
     return rc;
 }
 

@@ -61,11 +61,21 @@ has "$out" "slot sh: INACTIVE (no consumer), wal_status reserved"
 has "$out" "retained WAL"
 has "$out" "max_slot_wal_keep_size is unlimited on the source"
 
+out=$($P "$T" ".cdc status --source '$S' --slot sh --max-retained 1") && fail "no alert over --max-retained"
+has "$out" "ALERT slot sh keeps"
+has "$out" "(over --max-retained 1)"
+
+# .health on the source shows the slot nobody reads as the risk it is
+out=$($P "$S" .health) || fail ".health: $out"
+has "$out" "WARN  replication slots   1 of 1 unread: sh inactive, retains"
+
 out=$($P "$T" ".cdc stop --source '$S' --slot sh") || fail "stop: $out"
 has "$out" "cdc: slot sh dropped with publication sh, forgotten here"
 out=$($P -m csv "$S" "SELECT count(*) FROM pg_replication_slots") || fail "slots"
 has "$out" "0"
 out=$($P "$T" ".cdc status --source '$S' --slot sh")
 has "$out" "slot sh: not on the source"
+out=$($P "$S" .health) || fail ".health: $out"
+has "$out" "ok    replication slots   0, none unread"
 $P "$D" "DROP DATABASE IF EXISTS cdc_sh WITH (FORCE)" >/dev/null 2>&1
 echo "ok"
