@@ -874,3 +874,41 @@ PGT_TEST(cdc, snapshot_resumes_per_table_through_kill9)
     PQfinish(s);
     pgt_db_close(t);
 }
+
+/* ---- a slot the source invalidated ------------------------------------ */
+
+PGT_TEST(cdc, invalidated_slot_is_reported)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_lost", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_lost_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_lost_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE l (id int PRIMARY KEY, pad text)"));
+    pgpipe_cdc *c = NULL;
+    PGT_OK(cdc_open(&c, src, tgt, "cl", "l"));
+    pgpipe_cdc_close(c);
+    /* nobody reads it; the source keeps at most 1 MB of WAL for slots */
+    PQclear(PGT_EXEC(s, "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'"));
+    PQclear(PGT_EXEC(s, "SELECT pg_reload_conf()"));
+    pgpipe_sleep_ms(200);
+    for (int i = 0; i < 6; i++) {
+        PQclear(PGT_EXEC(s, "INSERT INTO l SELECT g, repeat('w', 500) FROM generate_series(1, 5000) g "
+                            "ON CONFLICT (id) DO UPDATE SET pad = excluded.pad || 'x'"));
+        PQclear(PGT_EXEC(s, "SELECT pg_switch_wal()"));
+        PQclear(PGT_EXEC(s, "CHECKPOINT"));
+    }
+    PQclear(PGT_EXEC(s, "ALTER SYSTEM RESET max_slot_wal_keep_size"));
+    PQclear(PGT_EXEC(s, "SELECT pg_reload_conf()"));
+    PGT_EQ_STR(pgt_db_str(s, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'cl'"), "lost");
+    PGT_EQ_INT(cdc_open(&c, src, tgt, "cl", "l"), PGPIPE_ERROR);
+    PGT_CONTAINS(pgpipe_errmsg(c), "slot \"cl\" was invalidated by the source");
+    PGT_CONTAINS(pgpipe_errmsg(c), "max_slot_wal_keep_size");
+    pgpipe_cdc_close(c);
+    pgpipe_cdc_slot_info si;
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_slot_info_get(src, "cl", &si, &err));
+    PGT_EQ_STR(si.wal_status, "lost");
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cl", "cl", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
