@@ -2630,8 +2630,200 @@ static const char *const pp_sql_17[] = {
 };
 /* ==== end sql/schema/V0027__run_alerts.sql ==== */
 
-/* ==== begin sql/schema/V0029__cdc.sql ==== */
+/* ==== begin sql/schema/V0028__run_fire.sql ==== */
 static const char *const pp_sql_18[] = {
+    "-- pgpipe built-in schema: transactional firings of the pipeline runner.\n",
+    "--\n",
+    "-- pgpipe.run_fire fires a list of schedule slots in ONE transaction, each\n",
+    "-- with its claim and its history row: for each (name, slot), in the order\n",
+    "-- given (the runner sorts by name, so concurrent callers take the rows in\n",
+    "-- one order and cannot deadlock on them):\n",
+    "--   1. the compare-and-set claim on pgpipe.run_schedules (row lock held to\n",
+    "--      the end of the transaction; another instance firing the same slot\n",
+    "--      waits here, then finds it taken; when the holder's transaction\n",
+    "--      dies instead, the slot is free and fires here). The wait is at\n",
+    "--      most 2 s: a row held longer means a firing of that schedule still\n",
+    "--      runs in its transaction (a body that turned out long), and the\n",
+    "--      firing comes back 'busy': skipped by the overlap rule. The claims\n",
+    "--      come first, all of them (set-based where no one holds the rows);\n",
+    "--   2. the overlap rule: the schedule's advisory lock, as the runner's\n",
+    "--      other firings take it (a session lock there, a transaction lock\n",
+    "--      here; the two conflict): not free -> 'skipped';\n",
+    "--   3. the body's statements, under the CALLER's search_path, in a\n",
+    "--      subtransaction: an error fails this firing alone ('failed', its\n",
+    "--      message and SQLSTATE), never the others;\n",
+    "--   4. one history row (unless p_failures_only and it succeeded).\n",
+    "-- A crash before the commit leaves nothing: not the claim, not the body,\n",
+    "-- not the history row, so the slot is still free for another instance (or\n",
+    "-- this one restarted). A crash after the commit loses nothing. So a slot\n",
+    "-- fires exactly once even under kill -9 of the runner or of the server.\n",
+    "-- Returns one row per firing: status 'ok', 'failed', 'skipped', 'taken'\n",
+    "-- (another instance had claimed it; o_prev is its slot), 'busy' (see 1.)\n",
+    "-- or 'gone' (no schedule row), and for a claimed slot o_prev = the slot\n",
+    "-- claimed before it (the caller counts the slots missed in between).\n",
+    "-- A body reads its slot with current_setting('pgpipe.slot').\n",
+    "-- The runner sends only bodies that can run inside a transaction block\n",
+    "-- (see run_sched.c: rs_tx_eligible).\n",
+    "CREATE OR REPLACE FUNCTION pgpipe.run_fire(\n",
+    "    p_pipeline text, p_instance text, p_host text,\n",
+    "    p_names text[], p_slots bigint[], p_k1 int, p_k2 int[],\n",
+    "    p_steps text[], p_step_of int[],\n",
+    "    p_keep_ok int, p_keep_failed int, p_failures_only boolean, p_path text,\n",
+    "    p_lock_timeout text)\n",
+    "RETURNS TABLE (o_i int, o_status text, o_prev bigint, o_rows bigint, o_error text,\n",
+    "               o_sqlstate text, o_started_ms bigint, o_finished_ms bigint)\n",
+    "LANGUAGE plpgsql\n",
+    "SET search_path = pg_catalog, pg_temp\n",
+    "AS $fn$\n",
+    "DECLARE\n",
+    "    n       int := coalesce(cardinality(p_names), 0);\n",
+    "    nst     int := coalesce(cardinality(p_steps), 0);\n",
+    "    j       int := 1;\n",
+    "    r       record;\n",
+    "    v_last  timestamptz;\n",
+    "    v_count bigint;\n",
+    "    v_rows  bigint;\n",
+    "    v_err   text;\n",
+    "    v_ss    text;\n",
+    "    v_stat  text;\n",
+    "    t0      timestamptz;\n",
+    "    d       date;\n",
+    "    st      text[];          -- per firing: won, taken, busy, gone, then the outcome\n",
+    "    prev    bigint[];\n",
+    "    nrows   bigint[];\n",
+    "    err     text[];\n",
+    "    ss      text[];\n",
+    "    ts0     timestamptz[];\n",
+    "    ts1     timestamptz[];\n",
+    "BEGIN\n",
+    "    IF cardinality(p_slots) IS DISTINCT FROM n OR cardinality(p_k2) IS DISTINCT FROM n\n",
+    "       OR coalesce(cardinality(p_step_of), 0) <> nst THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.run_fire: the arrays differ in length';\n",
+    "    END IF;\n",
+    "    IF n = 0 THEN\n",
+    "        RETURN;\n",
+    "    END IF;\n",
+    "    st := array_fill(NULL::text, ARRAY[n]);\n",
+    "    prev := array_fill(NULL::bigint, ARRAY[n]);\n",
+    "    nrows := array_fill(NULL::bigint, ARRAY[n]);\n",
+    "    err := array_fill(NULL::text, ARRAY[n]);\n",
+    "    ss := err;\n",
+    "    ts0 := array_fill(NULL::timestamptz, ARRAY[n]);\n",
+    "    ts1 := ts0;\n",
+    "\n",
+    "    -- 1. The claims. First every row that is free now, in one statement\n",
+    "    -- (rows locked in name order); then, one by one, those another\n",
+    "    -- transaction holds: wait for it (at most 2 s), then decide.\n",
+    "    FOR r IN SELECT u.k, s.last_slot\n",
+    "             FROM unnest(p_names) WITH ORDINALITY AS u(name, k)\n",
+    "             JOIN pgpipe.run_schedules s ON s.pipeline = p_pipeline AND s.schedule = u.name\n",
+    "             ORDER BY u.name\n",
+    "             FOR UPDATE OF s SKIP LOCKED LOOP\n",
+    "        prev[r.k] := coalesce(floor(extract(epoch FROM r.last_slot))::bigint, 0);\n",
+    "        st[r.k] := CASE WHEN r.last_slot >= to_timestamp(p_slots[r.k]) THEN 'taken'\n",
+    "                        ELSE 'won' END;\n",
+    "    END LOOP;\n",
+    "    PERFORM set_config('lock_timeout', '2s', true);\n",
+    "    FOR k IN 1 .. n LOOP\n",
+    "        CONTINUE WHEN st[k] IS NOT NULL;\n",
+    "        BEGIN\n",
+    "            SELECT s.last_slot INTO v_last FROM pgpipe.run_schedules s\n",
+    "            WHERE s.pipeline = p_pipeline AND s.schedule = p_names[k]\n",
+    "            FOR UPDATE;\n",
+    "            IF NOT FOUND THEN\n",
+    "                st[k] := 'gone';\n",
+    "            ELSE\n",
+    "                prev[k] := coalesce(floor(extract(epoch FROM v_last))::bigint, 0);\n",
+    "                st[k] := CASE WHEN v_last >= to_timestamp(p_slots[k]) THEN 'taken'\n",
+    "                              ELSE 'won' END;\n",
+    "            END IF;\n",
+    "        EXCEPTION WHEN lock_not_available THEN\n",
+    "            st[k] := 'busy';\n",
+    "        END;\n",
+    "    END LOOP;\n",
+    "    PERFORM set_config('lock_timeout', p_lock_timeout, true);\n",
+    "    UPDATE pgpipe.run_schedules s SET last_slot = to_timestamp(u.slot), updated_at = now()\n",
+    "    FROM unnest(p_names, p_slots, st) AS u(name, slot, stat)\n",
+    "    WHERE u.stat = 'won' AND s.pipeline = p_pipeline AND s.schedule = u.name;\n",
+    "\n",
+    "    -- 2. The bodies, under the caller's search_path (they are the\n",
+    "    -- caller's SQL); this loop calls built-ins schema-qualified. Each body\n",
+    "    -- in a subtransaction: its error undoes it alone. pgpipe.slot tells a\n",
+    "    -- body its slot (current_setting('pgpipe.slot')::timestamptz).\n",
+    "    PERFORM pg_catalog.set_config('search_path', p_path, true);\n",
+    "    FOR k IN 1 .. n LOOP\n",
+    "        IF st[k] = 'won' THEN\n",
+    "            t0 := pg_catalog.clock_timestamp();\n",
+    "            v_rows := NULL;\n",
+    "            v_err := NULL;\n",
+    "            v_ss := NULL;\n",
+    "            IF NOT pg_catalog.pg_try_advisory_xact_lock(p_k1, p_k2[k]) THEN\n",
+    "                v_stat := 'skipped';\n",
+    "                v_err := 'the last run still runs';\n",
+    "            ELSE\n",
+    "                v_rows := 0;\n",
+    "                BEGIN\n",
+    "                    PERFORM pg_catalog.set_config('pgpipe.slot',\n",
+    "                                                  pg_catalog.to_timestamp(p_slots[k])::text, true);\n",
+    "                    WHILE j <= nst AND p_step_of[j] = k LOOP\n",
+    "                        EXECUTE p_steps[j];\n",
+    "                        GET DIAGNOSTICS v_count = ROW_COUNT;\n",
+    "                        v_rows := v_rows + v_count;\n",
+    "                        j := j + 1;\n",
+    "                    END LOOP;\n",
+    "                    v_stat := 'ok';\n",
+    "                EXCEPTION WHEN OTHERS THEN\n",
+    "                    GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_ss = RETURNED_SQLSTATE;\n",
+    "                    v_stat := 'failed';\n",
+    "                    v_rows := NULL;\n",
+    "                END;\n",
+    "            END IF;\n",
+    "            st[k] := v_stat;\n",
+    "            nrows[k] := v_rows;\n",
+    "            err[k] := v_err;\n",
+    "            ss[k] := v_ss;\n",
+    "            ts0[k] := t0;\n",
+    "            ts1[k] := pg_catalog.clock_timestamp();\n",
+    "        END IF;\n",
+    "        -- past this firing's steps, run or not\n",
+    "        WHILE j <= nst AND p_step_of[j] <= k LOOP\n",
+    "            j := j + 1;\n",
+    "        END LOOP;\n",
+    "    END LOOP;\n",
+    "    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);\n",
+    "\n",
+    "    -- 3. The history rows (the partitions of their expiry days first).\n",
+    "    FOR d IN SELECT DISTINCT (u.t AT TIME ZONE 'UTC')::date\n",
+    "                             + CASE WHEN u.stat IN ('ok', 'skipped') THEN p_keep_ok\n",
+    "                                    ELSE p_keep_failed END\n",
+    "             FROM unnest(ts0, st) AS u(t, stat) WHERE u.t IS NOT NULL LOOP\n",
+    "        PERFORM pgpipe.run_history_partition(d);\n",
+    "    END LOOP;\n",
+    "    INSERT INTO pgpipe.run_history (pipeline, kind, name, slot, started_at, finished_at,\n",
+    "                                    status, attempts, rows, error, sqlstate, instance, host,\n",
+    "                                    expires_on)\n",
+    "    SELECT p_pipeline, 'schedule', u.name, to_timestamp(u.slot), u.t0, u.t1, u.stat, 1, u.nrows,\n",
+    "           u.err, u.ss, p_instance, p_host,\n",
+    "           (u.t0 AT TIME ZONE 'UTC')::date\n",
+    "           + CASE WHEN u.stat IN ('ok', 'skipped') THEN p_keep_ok ELSE p_keep_failed END\n",
+    "    FROM unnest(p_names, p_slots, st, nrows, err, ss, ts0, ts1)\n",
+    "         AS u(name, slot, stat, nrows, err, ss, t0, t1)\n",
+    "    WHERE u.t0 IS NOT NULL AND NOT (p_failures_only AND u.stat = 'ok');\n",
+    "\n",
+    "    RETURN QUERY\n",
+    "    SELECT u.k::int, u.stat, u.prev, u.nrows, u.err, u.ss,\n",
+    "           floor(extract(epoch FROM u.t0) * 1000)::bigint,\n",
+    "           floor(extract(epoch FROM u.t1) * 1000)::bigint\n",
+    "    FROM unnest(st, prev, nrows, err, ss, ts0, ts1) WITH ORDINALITY\n",
+    "         AS u(stat, prev, nrows, err, ss, t0, t1, k);\n",
+    "END\n",
+    "$fn$;\n",
+    NULL
+};
+/* ==== end sql/schema/V0028__run_fire.sql ==== */
+
+/* ==== begin sql/schema/V0029__cdc.sql ==== */
+static const char *const pp_sql_19[] = {
     "-- pgpipe built-in schema: change data capture (logical replication from\n",
     "-- another PostgreSQL database into staging.raw_events). Idempotent.\n",
     "\n",
@@ -2692,7 +2884,8 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0025__http_tokens.sql", pp_sql_15 },
     { "schema/V0026__runner.sql", pp_sql_16 },
     { "schema/V0027__run_alerts.sql", pp_sql_17 },
-    { "schema/V0029__cdc.sql", pp_sql_18 },
+    { "schema/V0028__run_fire.sql", pp_sql_18 },
+    { "schema/V0029__cdc.sql", pp_sql_19 },
     { NULL, NULL }
 };
 
@@ -28834,14 +29027,28 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
 ** dies simply stops claiming, and the others go on.
 **
 ** One timer thread sleeps until the nearest slot (a condition variable, so
-** stop and reload wake it), claims it, and hands the firing to a few
-** executor threads, so a long body never delays another schedule's slot.
-** An executor takes a connection from the runner's pool, holds a session
-** advisory lock on (pipeline, schedule) for the whole firing (the overlap
-** rule across instances: the lock dies with a dead instance's session),
-** runs the body, then the tasks that follow it, and writes one history row
-** per run. The timer thread also fires the cancels of bodies past their
-** timeout and, on stop, past the drain time.
+** stop and reload wake it) and hands the due firings to a few executor
+** threads, so a long body never delays another schedule's slot. A firing
+** goes one of two ways:
+**
+** - Transactional (most schedules: plain SQL bodies; rs_tx_eligible says
+**   which): the timer does no database work; every schedule due at that
+**   moment goes, in name order, into a few pgpipe.run_fire calls (one per
+**   executor), each ONE transaction that claims each slot, runs each body
+**   in a subtransaction and writes each history row. A burst of thousands
+**   of schedules due at the same second costs a few commits, and a firing
+**   cut short (kill -9, a lost server) leaves its slot unclaimed for the
+**   next contender: exactly once with no crash window.
+** - Claimed, then run: the timer claims the slot (its own commit) and an
+**   executor holds a session advisory lock on (pipeline, schedule) for the
+**   whole firing (the overlap rule across instances: the lock dies with a
+**   dead instance's session), runs the body step by step (dot commands,
+**   timeouts, VACUUM and the like), then the tasks that follow it, and
+**   writes one history row per run. A firing cut short is recorded "lost"
+**   by another instance once the heartbeat of its own stops.
+**
+** The timer thread also fires the cancels of bodies past their timeout
+** and, on stop, past the drain time.
 **
 ** Threads never read r->def after start/reload returned: each keeps a
 ** reference to a copy of what it needs (rs_cfg), freed with its last user.
@@ -28849,6 +29056,7 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
 
 #ifndef PGPIPE_OMIT_RUN
 #include <math.h>
+#include <strings.h>
 #include <time.h>
 
 #define RS_MAX_EXECUTORS 4
@@ -28856,6 +29064,13 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
 #define RS_ALL_MAX       1000   /* --missed all runs at most this many slots */
 #define RS_COUNT_MAX     100000 /* missed cron slots counted at most */
 #define RS_MAINTAIN_MS   3600000
+/* Transactional firings (pgpipe.run_fire): a firing whose last run took
+** RS_TX_SHORT_MS or more gets a transaction of its own instead of sharing
+** one with others; RS_TX_LONG_MS or more, it leaves the transactional path
+** (its row lock would hold the other instances' firings of it that long). */
+#define RS_TX_SHORT_MS   100
+#define RS_TX_LONG_MS    1000
+#define RS_TX_CHUNK_MIN  32     /* firings per shared transaction, at least */
 
 /* ---- the copied configuration ------------------------------------------ */
 
@@ -28866,6 +29081,11 @@ typedef struct rs_schedule {
     int overlap, missed;
     pgpipe_pipe_step *steps;
     int nsteps;
+    int tx;               /* fires by pgpipe.run_fire: see rs_tx_eligible */
+    /* guarded by run_sched.mu */
+    int64_t last_ms;      /* the last transactional firing's duration, -1 none */
+    int gone;             /* run_fire found no row: the timer makes it again */
+    int64_t skipped_through; /* slots to this one were skipped as busy: not missed */
 } rs_schedule;
 
 typedef struct rs_task {
@@ -28888,6 +29108,7 @@ typedef struct rs_cfg {
     rs_task *t;
     int nt;
     pgpipe_pipe_history hist;
+    int *rank;            /* rank[i]: schedule i's place in name order */
 } rs_cfg;
 
 static pgpipe_pipe_step *rs_steps_copy(const pgpipe_pipe_step *st, int n, int *ok)
@@ -28931,8 +29152,92 @@ static void rs_cfg_free(rs_cfg *c)
     }
     pp_free(c->s);
     pp_free(c->t);
+    pp_free(c->rank);
     pp_free(c->pipeline);
     pp_free(c);
+}
+
+/* The first keyword of a statement, past blanks and comments, lower case
+** into kw; "" when none. */
+static void rs_first_word(const char *q, char *kw, size_t n)
+{
+    for (;;) {
+        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r' || *q == '(')
+            q++;
+        if (q[0] == '-' && q[1] == '-') {
+            q += strcspn(q, "\n");
+        } else if (q[0] == '/' && q[1] == '*') {
+            const char *e = strstr(q + 2, "*/");
+            q = e ? e + 2 : q + strlen(q);
+        } else {
+            break;
+        }
+    }
+    size_t i = 0;
+    while (i + 1 < n && ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z')))
+        kw[i++] = (char)(*q >= 'A' && *q <= 'Z' ? *q - 'A' + 'a' : *q), q++;
+    kw[i] = 0;
+}
+
+/* A schedule fires transactionally (pgpipe.run_fire: its claim, its body
+** and its history row commit together, so it fires exactly once even when
+** an instance is killed mid-firing) when its body can run inside a
+** transaction block and inside a function, and nothing of the schedule
+** needs the executor's own handling: every step is a statement that starts
+** with INSERT, UPDATE, DELETE, MERGE, SELECT (not SELECT ... INTO), WITH,
+** VALUES, TABLE or NOTIFY (no dot command, no VACUUM, no CONCURRENTLY, no
+** transaction control, no SET); no --timeout (a function's statements
+** cannot each have one); --overlap skip; --missed once or skip; no task
+** after it. The others fire as before: claim, then the body statement by
+** statement, then the history row (a firing cut short there is recorded
+** "lost"). */
+static int rs_tx_eligible(const rs_cfg *c, const rs_schedule *sc)
+{
+    static const char *const ok[] = { "insert", "update", "delete", "merge", "select",
+                                      "with",   "values", "table",  "notify" };
+    if (sc->nsteps < 1 || sc->timeout_ms > 0 || sc->overlap != PGPIPE_PIPE_OVERLAP_SKIP ||
+        sc->missed == PGPIPE_PIPE_MISSED_ALL)
+        return 0;
+    for (int i = 0; i < c->nt; i++)
+        for (int k = 0; k < c->t[i].nafter; k++)
+            if (!strcmp(c->t[i].after[k], sc->name))
+                return 0;
+    for (int i = 0; i < sc->nsteps; i++) {
+        const pgpipe_pipe_step *st = &sc->steps[i];
+        if (st->kind != PGPIPE_PIPE_SQL || !st->text)
+            return 0;
+        char kw[16];
+        rs_first_word(st->text, kw, sizeof kw);
+        size_t k = 0;
+        while (k < sizeof ok / sizeof ok[0] && strcmp(kw, ok[k]))
+            k++;
+        if (k == sizeof ok / sizeof ok[0])
+            return 0;
+        /* EXECUTE cannot run SELECT ... INTO (it makes a table); a word
+        ** "into" anywhere in a SELECT or WITH sends it the other way */
+        if (!strcmp(kw, "select") || !strcmp(kw, "with")) {
+            const char *t = st->text;
+            for (size_t q = 0; t[q]; q++) {
+                if (strncasecmp(t + q, "into", 4))
+                    continue;
+                int before = q > 0 && (isalnum((unsigned char)t[q - 1]) || t[q - 1] == '_');
+                int after = isalnum((unsigned char)t[q + 4]) || t[q + 4] == '_';
+                if (!before && !after)
+                    return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+typedef struct rs_named {
+    const char *name;
+    int i;
+} rs_named;
+
+static int rs_named_cmp(const void *a, const void *b)
+{
+    return strcmp(((const rs_named *)a)->name, ((const rs_named *)b)->name);
 }
 
 static rs_cfg *rs_cfg_new(const pgpipe_pipe_def *d, pgpipe_error *err)
@@ -28996,24 +29301,43 @@ static rs_cfg *rs_cfg_new(const pgpipe_pipe_def *d, pgpipe_error *err)
         if (!t->name)
             ok = 0;
     }
+    rs_named *by = ok && c->ns ? pp_calloc((size_t)c->ns, sizeof *by) : NULL;
+    if (ok && c->ns && (!by || !(c->rank = pp_calloc((size_t)c->ns, sizeof *c->rank))))
+        ok = 0;
     if (!ok) {
+        pp_free(by);
         rs_cfg_free(c);
         pp_err_nomem(err);
         return NULL;
     }
+    for (int i = 0; i < c->ns; i++) {
+        c->s[i].tx = rs_tx_eligible(c, &c->s[i]);
+        c->s[i].last_ms = -1;
+        by[i].name = c->s[i].name, by[i].i = i;
+    }
+    if (c->ns)
+        qsort(by, (size_t)c->ns, sizeof *by, rs_named_cmp);
+    for (int k = 0; k < c->ns; k++)
+        c->rank[by[k].i] = k;
+    pp_free(by);
     return c;
 }
 
 /* ---- state ------------------------------------------------------------- */
 
 /* One firing handed to an executor: slots[0..nslots) of schedule si, run
-** in order (several only for --missed all). */
+** in order (several only for --missed all); claim: the slot is not claimed
+** yet (a transactional firing that fell back to this path). Or, with sis,
+** transactional firings: slot slots[k] of schedule sis[k], in name order,
+** all in one pgpipe.run_fire call. */
 typedef struct rs_job {
     struct rs_job *next;
     rs_cfg *cfg;
     int si;
     int64_t *slots;       /* Unix seconds */
     int nslots;
+    int claim;
+    int *sis;
 } rs_job;
 
 typedef struct rs_exec {
@@ -29036,6 +29360,7 @@ typedef struct rs_state {
     int64_t fire_ms;      /* next * 1000 + jitter */
     int64_t jitter_ms;    /* the jitter drawn for next */
     int64_t planned_ms;   /* when next was computed */
+    int64_t tx_slot;      /* the slot a transactional firing is due for */
 } rs_state;
 
 /* Consecutive failures of a task, for the task-failures alert. */
@@ -29060,6 +29385,8 @@ struct run_sched {
     int nst;
     int64_t last_maint_ms;
     int actions_ok;       /* pgpipe.run_actions was found (run.c's thread only) */
+    int tx_off;           /* pgpipe.run_fire is missing (an older schema); mu */
+    int *txq;             /* the timer's: schedules due for a transactional firing */
     rs_fails fails[32];
     uint64_t rnd;         /* backoff jitter; guarded by mu */
     uint64_t trnd;        /* slot jitter; the timer's own */
@@ -29164,6 +29491,11 @@ static void rs_history(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const cha
 }
 
 /* ---- the executors ----------------------------------------------------- */
+
+static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t slot,
+                    int64_t *prev, pgpipe_error *e);
+static int rs_enqueue(run_sched *s, rs_cfg *cfg, int si, int64_t *slots, int n, int claim);
+static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j);
 
 static int rs_sleep(run_sched *s, int64_t ms)
 {
@@ -29386,11 +29718,13 @@ static void rs_running(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const cha
     char sl[24];
     rs_i64(sl, sizeof sl, slot);
     const char *p[4] = { cfg->pipeline, sched, r->instance, sl };
-    if (set)
+    if (set) /* and pgpipe.slot tells the body its slot, as run_fire does */
         pp_exec(c,
-                "UPDATE pgpipe.run_schedules SET running_instance = $3, running_since = now(), "
-                "running_slot = to_timestamp($4::bigint), updated_at = now() "
-                "WHERE pipeline = $1 AND schedule = $2",
+                "WITH u AS (UPDATE pgpipe.run_schedules SET running_instance = $3, "
+                "running_since = now(), running_slot = to_timestamp($4::bigint), "
+                "updated_at = now() WHERE pipeline = $1 AND schedule = $2 RETURNING 1) "
+                "SELECT set_config('pgpipe.slot', to_timestamp($4::bigint)::text, false) "
+                "FROM (SELECT count(*) FROM u) x",
                 4, p, NULL, NULL, NULL);
     else
         pp_exec(c,
@@ -29416,6 +29750,30 @@ static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
         return;
     }
     PGconn *c = pgpipe_conn_pg(cc);
+    if (j->claim) { /* a transactional firing that fell back: claim it here */
+        int64_t prev = 0;
+        int won = rs_claim(c, cfg, sc, j->slots[0], &prev, &e);
+        /* The claim waited for the row while a firing of the schedule ran
+        ** in its transaction: a slot it won only past the grace came while
+        ** that firing still ran, and the overlap rule skips it. */
+        int late = won > 0 && run_now_ms() - j->slots[0] * 1000 > RS_GRACE_MS;
+        if (late) {
+            rs_history(r, c, cfg, "schedule", sc->name, j->slots[0], t0, run_now_ms(),
+                       "skipped", 0, -1, "the last run still ran at the slot's time", NULL);
+            run_log(r, PGPIPE_LOG_INFO, "firing skipped: the last run still ran", "schedule",
+                    sc->name, NULL);
+        }
+        if (won <= 0 || late) {
+            if (won < 0)
+                run_log(r, PGPIPE_LOG_ERROR, "firing failed: the database", "schedule",
+                        sc->name, "error", e.message, NULL);
+            if (PQstatus(c) != CONNECTION_OK)
+                pgpipe_pool_discard(cc);
+            else
+                pgpipe_pool_release(cc);
+            return;
+        }
+    }
     pp_cancel_arm(&x->cancel, c);
     int broken = 0;
     int lk = rs_overlap(x, s, c, cfg, sc, &e);
@@ -29480,9 +29838,15 @@ static void *rs_exec_main(void *arg)
             s->tail = NULL;
         x->busy = 1;
         x->cancelled = 0;
-        snprintf(x->job, sizeof x->job, "%s", j->cfg->s[j->si].name);
+        /* a transactional job has no one schedule: its overlap rule is the
+        ** advisory lock run_fire takes */
+        snprintf(x->job, sizeof x->job, "%s", j->sis ? "" : j->cfg->s[j->si].name);
         pthread_mutex_unlock(&s->mu);
-        rs_job_run(x, s, j);
+        if (j->sis)
+            rs_tx_run(x, s, j);
+        else
+            rs_job_run(x, s, j);
+        pp_free(j->sis);
         pp_free(j->slots);
         rs_cfg_unref(s, j->cfg);
         pp_free(j);
@@ -29552,7 +29916,7 @@ static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t
 ** (the advisory lock covers the others): skip when a firing of the
 ** schedule runs or waits here; queue: at most one waits; replace: the
 ** running one is cancelled. Returns 0 when queued, 1 when skipped. */
-static int rs_enqueue(run_sched *s, rs_cfg *cfg, int si, int64_t *slots, int n)
+static int rs_enqueue(run_sched *s, rs_cfg *cfg, int si, int64_t *slots, int n, int claim)
 {
     rs_job *j = pp_calloc(1, sizeof *j);
     if (!j) {
@@ -29560,7 +29924,7 @@ static int rs_enqueue(run_sched *s, rs_cfg *cfg, int si, int64_t *slots, int n)
         return 1;
     }
     const rs_schedule *sc = &cfg->s[si];
-    j->si = si, j->slots = slots, j->nslots = n;
+    j->si = si, j->slots = slots, j->nslots = n, j->claim = claim;
     pthread_mutex_lock(&s->mu);
     int running = 0, waiting = 0;
     for (int i = 0; i < s->nex; i++)
@@ -29608,14 +29972,10 @@ static void rs_set_next(run_sched *s, rs_state *st, const rs_schedule *sc, int64
     st->fire_ms = n * 1000 + st->jitter_ms;
 }
 
-/* The slot st->next came: claim the latest slot not after now, and apply
-** the missed rule to the slots between the last claimed one and it. */
-static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int si, rs_state *st,
-                   pgpipe_error *e)
+/* The latest slot of sc not after now (Unix seconds), from slot `from`. */
+static int64_t rs_latest(const rs_schedule *sc, int64_t from, int64_t now)
 {
-    const rs_schedule *sc = &cfg->s[si];
-    int64_t now_ms = run_now_ms(), now = now_ms / 1000;
-    int64_t L = st->next, n;
+    int64_t L = from, n;
     if (sc->cron.every_ms >= 1000) {
         int64_t ev = sc->cron.every_ms / 1000, at = now - now % ev;
         if (at > L)
@@ -29624,6 +29984,69 @@ static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int s
         while (!rs_next(sc, L, &n) && n <= now)
             L = n;
     }
+    return L;
+}
+
+/* The slots in (prev, L]: their count, *first the earliest (0 if none). */
+static int64_t rs_between(const rs_schedule *sc, int64_t prev, int64_t L, int64_t *first)
+{
+    int64_t count = 0, n;
+    *first = 0;
+    if (prev <= 0 || prev >= L)
+        return 0;
+    if (sc->cron.every_ms > 0) {
+        int64_t ev = sc->cron.every_ms / 1000 > 0 ? sc->cron.every_ms / 1000 : 1;
+        int64_t f;
+        if (!rs_next(sc, prev, &f) && f <= L)
+            *first = f, count = (L - f) / ev + 1;
+    } else {
+        int64_t cur = prev;
+        while (count < RS_COUNT_MAX && !rs_next(sc, cur, &n) && n <= L) {
+            if (!count)
+                *first = n;
+            cur = n, count++;
+        }
+    }
+    return count;
+}
+
+/* Record `missed` slots from `first` (the history row, the log line, the
+** schedule-missed alert); current: slot L itself fires. */
+static void rs_missed_note(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const rs_schedule *sc,
+                           int64_t first, int64_t missed, int current, int64_t L)
+{
+    const char *pol = sc->missed == PGPIPE_PIPE_MISSED_SKIP ? "skip"
+                      : sc->missed == PGPIPE_PIPE_MISSED_ALL ? "all" : "once";
+    char fs[32], ls[32], cnt[24], msg[256];
+    rs_iso(fs, sizeof fs, first);
+    rs_iso(ls, sizeof ls, current ? L - 1 : L);
+    rs_i64(cnt, sizeof cnt, missed);
+    snprintf(msg, sizeof msg, "%s slot%s missed (%s .. %s); --missed %s: %s", cnt,
+             missed == 1 ? "" : "s", fs, ls, pol,
+             sc->missed == PGPIPE_PIPE_MISSED_SKIP ? "none run"
+             : sc->missed == PGPIPE_PIPE_MISSED_ALL ? "each run in order"
+                                                     : "run once for the latest");
+    int64_t t = run_now_ms();
+    rs_history(r, c, cfg, "schedule", sc->name, first, t, t, "missed", 0, missed, msg, NULL);
+    run_log(r, PGPIPE_LOG_WARN, "schedule missed slots", "schedule", sc->name, "missed", cnt,
+            "policy", pol, NULL);
+    pp_buf d = { 0 };
+    pp_buf_appendf(&d, "{\"schedule\":");
+    pp_json_str(&d, sc->name, strlen(sc->name), 0);
+    pp_buf_appendf(&d, ",\"missed\":%lld,\"first\":\"%s\",\"last\":\"%s\",\"policy\":\"%s\"}",
+                   (long long)missed, fs, ls, pol);
+    run_alert_raise(r, "schedule-missed", sc->name, msg, d.data);
+    pp_buf_free(&d);
+}
+
+/* The slot st->next came: claim the latest slot not after now, and apply
+** the missed rule to the slots between the last claimed one and it. */
+static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int si, rs_state *st,
+                   pgpipe_error *e)
+{
+    const rs_schedule *sc = &cfg->s[si];
+    int64_t now_ms = run_now_ms(), now = now_ms / 1000;
+    int64_t L = rs_latest(sc, st->next, now), n;
     int64_t prev = 0;
     int won = rs_claim(c, cfg, sc, L, &prev, e);
     if (won < 0)
@@ -29636,23 +30059,12 @@ static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int s
         rs_set_next(s, st, sc, prev > L ? prev : L);
         return 0;
     }
-    /* the slots in (prev, L]: normally L alone */
-    int64_t count = 0, first = 0;
-    if (prev > 0 && prev < L) {
-        if (sc->cron.every_ms > 0) {
-            int64_t ev = sc->cron.every_ms / 1000 > 0 ? sc->cron.every_ms / 1000 : 1;
-            int64_t f;
-            if (!rs_next(sc, prev, &f) && f <= L)
-                first = f, count = (L - f) / ev + 1;
-        } else {
-            int64_t cur = prev;
-            while (count < RS_COUNT_MAX && !rs_next(sc, cur, &n) && n <= L) {
-                if (!count)
-                    first = n;
-                cur = n, count++;
-            }
-        }
-    }
+    /* the slots in (prev, L]: normally L alone; those skipped here as busy
+    ** (rs_tx_run) were not missed */
+    pthread_mutex_lock(&s->mu);
+    int64_t from = prev < sc->skipped_through ? sc->skipped_through : prev;
+    pthread_mutex_unlock(&s->mu);
+    int64_t first = 0, count = rs_between(sc, from, L, &first);
     if (count < 1)
         count = 1, first = L;
     /* The slot the timer was waiting for is current however late its
@@ -29665,14 +30077,10 @@ static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int s
     int64_t *slots = NULL;
     int nslots = 0;
     if (missed > 0) {
-        const char *pol = sc->missed == PGPIPE_PIPE_MISSED_SKIP ? "skip"
-                          : sc->missed == PGPIPE_PIPE_MISSED_ALL ? "all" : "once";
-        char fs[32], ls[32], cnt[24], msg[256];
-        rs_iso(fs, sizeof fs, first);
-        rs_iso(ls, sizeof ls, current ? L - 1 : L);
-        rs_i64(cnt, sizeof cnt, missed);
         if (sc->missed == PGPIPE_PIPE_MISSED_ALL) {
             int64_t take = count > RS_ALL_MAX ? RS_ALL_MAX : count;
+            char cnt[24];
+            rs_i64(cnt, sizeof cnt, missed);
             if (count > RS_ALL_MAX)
                 run_log(r, PGPIPE_LOG_WARN, "missed all: too many slots; running the latest 1000",
                         "schedule", sc->name, "missed", cnt, NULL);
@@ -29697,26 +30105,11 @@ static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int s
             if ((slots = pp_malloc(sizeof *slots)))
                 slots[nslots++] = L;
         }
-        snprintf(msg, sizeof msg, "%s slot%s missed (%s .. %s); --missed %s: %s", cnt,
-                 missed == 1 ? "" : "s", fs, ls, pol,
-                 sc->missed == PGPIPE_PIPE_MISSED_SKIP ? "none run"
-                 : sc->missed == PGPIPE_PIPE_MISSED_ALL ? "each run in order"
-                                                         : "run once for the latest");
-        int64_t t = run_now_ms();
-        rs_history(r, c, cfg, "schedule", sc->name, first, t, t, "missed", 0, missed, msg, NULL);
-        run_log(r, PGPIPE_LOG_WARN, "schedule missed slots", "schedule", sc->name, "missed", cnt,
-                "policy", pol, NULL);
-        pp_buf d = { 0 };
-        pp_buf_appendf(&d, "{\"schedule\":");
-        pp_json_str(&d, sc->name, strlen(sc->name), 0);
-        pp_buf_appendf(&d, ",\"missed\":%lld,\"first\":\"%s\",\"last\":\"%s\",\"policy\":\"%s\"}",
-                       (long long)missed, fs, ls, pol);
-        run_alert_raise(r, "schedule-missed", sc->name, msg, d.data);
-        pp_buf_free(&d);
+        rs_missed_note(r, c, cfg, sc, first, missed, current, L);
     } else if ((slots = pp_malloc(sizeof *slots))) {
         slots[nslots++] = L;
     }
-    if (nslots && rs_enqueue(s, cfg, si, slots, nslots)) {
+    if (nslots && rs_enqueue(s, cfg, si, slots, nslots, 0)) {
         int64_t t = run_now_ms();
         rs_history(r, c, cfg, "schedule", sc->name, L, t, t, "skipped", 0, -1,
                    "the last run still runs", NULL);
@@ -29727,6 +30120,264 @@ static int rs_fire(pgpipe_runner *r, run_sched *s, PGconn *c, rs_cfg *cfg, int s
     }
     rs_set_next(s, st, sc, L);
     return 0;
+}
+
+/* ---- transactional firings -------------------------------------------- */
+
+/* Fire j's slots by one pgpipe.run_fire call (see V0028__run_fire.sql):
+** claims, bodies and history rows in one transaction. A connection lost
+** mid-call is tried once more (the call is idempotent: what committed is
+** found taken); any other failure of the call as a whole (a deadlock
+** between bodies, an older schema without run_fire) rolled everything
+** back, so each firing goes the other way instead: claimed and run by
+** rs_job_run. When stopping, nothing more: the slots stay free for another
+** instance, or for this one after its restart. */
+static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j)
+{
+    pgpipe_runner *r = x->r;
+    rs_cfg *cfg = j->cfg;
+    int n = j->nslots;
+    pp_buf names = { 0 }, slots = { 0 }, k2s = { 0 }, steps = { 0 }, owner = { 0 };
+    char k1[16], k2[16], kok[16], kfail[16];
+    int ok = 1;
+    ok &= pp_buf_append(&names, "{", 1) == 0 && pp_buf_append(&slots, "{", 1) == 0 &&
+          pp_buf_append(&k2s, "{", 1) == 0 && pp_buf_append(&steps, "{", 1) == 0 &&
+          pp_buf_append(&owner, "{", 1) == 0;
+    int nst = 0;
+    for (int k = 0; ok && k < n; k++) {
+        const rs_schedule *sc = &cfg->s[j->sis[k]];
+        rs_keys(cfg->pipeline, sc->name, 0, k1, k2);
+        ok &= (k == 0 || (pp_buf_append(&names, ",", 1) == 0 &&
+                          pp_buf_append(&slots, ",", 1) == 0 &&
+                          pp_buf_append(&k2s, ",", 1) == 0)) &&
+              pp_array_elem(&names, sc->name, strlen(sc->name)) == 0 &&
+              pp_buf_appendf(&slots, "%lld", (long long)j->slots[k]) == 0 &&
+              pp_buf_appendf(&k2s, "%s", k2) == 0;
+        for (int t = 0; ok && t < sc->nsteps; t++, nst++)
+            ok &= (nst == 0 || (pp_buf_append(&steps, ",", 1) == 0 &&
+                                pp_buf_append(&owner, ",", 1) == 0)) &&
+                  pp_array_elem(&steps, sc->steps[t].text, strlen(sc->steps[t].text)) == 0 &&
+                  pp_buf_appendf(&owner, "%d", k + 1) == 0;
+    }
+    ok &= pp_buf_append(&names, "}", 2) == 0 && pp_buf_append(&slots, "}", 2) == 0 &&
+          pp_buf_append(&k2s, "}", 2) == 0 && pp_buf_append(&steps, "}", 2) == 0 &&
+          pp_buf_append(&owner, "}", 2) == 0;
+    snprintf(kok, sizeof kok, "%lld", (long long)rs_keep_days(cfg, "ok"));
+    snprintf(kfail, sizeof kfail, "%lld", (long long)rs_keep_days(cfg, "failed"));
+    const char *p[12] = { cfg->pipeline, r->instance, r->host, names.data, slots.data, k1,
+                          k2s.data, steps.data, owner.data, kok, kfail,
+                          cfg->hist.failures_only ? "t" : "f" };
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    PGresult *res = NULL;
+    int done = 0;
+    for (int attempt = 0; ok && !done && attempt < 2 && !run_stopping(r); attempt++) {
+        pgpipe_conn *cc = NULL;
+        if (pgpipe_pool_acquire_ex(r->pool, &cc, 10000, &e))
+            break;
+        PGconn *c = pgpipe_conn_pg(cc);
+        pp_cancel_arm(&x->cancel, c);
+        int rc = pp_exec(c,
+                         "SELECT o_i, o_status, o_prev, o_rows, o_error, o_sqlstate, "
+                         "o_started_ms, o_finished_ms FROM pgpipe.run_fire($1, $2, $3, "
+                         "$4::text[], $5::bigint[], $6::int, $7::int[], $8::text[], $9::int[], "
+                         "$10::int, $11::int, $12::bool, current_setting('search_path'), "
+                         "current_setting('lock_timeout'))",
+                         12, p, &res, &e, "firing");
+        pp_cancel_arm(&x->cancel, NULL);
+        if (rc == PGPIPE_OK) {
+            done = 1;
+            for (int i = 0; i < PQntuples(res); i++) {
+                int k = atoi(PQgetvalue(res, i, 0)) - 1;
+                if (k < 0 || k >= n)
+                    continue;
+                int si = j->sis[k];
+                rs_schedule *sc = &cfg->s[si];
+                const char *st = PQgetvalue(res, i, 1);
+                int64_t prev = atoll(PQgetvalue(res, i, 2));
+                if (!strcmp(st, "gone")) {
+                    pthread_mutex_lock(&s->mu);
+                    sc->gone = 1;
+                    pthread_mutex_unlock(&s->mu);
+                    continue;
+                }
+                if (!strcmp(st, "taken"))
+                    continue;
+                if (!strcmp(st, "busy")) {
+                    /* a firing of it held its row past the wait: it still
+                    ** runs, in its transaction, so this slot is skipped by
+                    ** the overlap rule (recorded by each instance that met
+                    ** it: the slot could not be claimed) */
+                    rs_history(r, c, cfg, "schedule", sc->name, j->slots[k], run_now_ms(),
+                               run_now_ms(), "skipped", 0, -1,
+                               "the last run still runs (in its transaction)", NULL);
+                    run_log(r, PGPIPE_LOG_INFO, "firing skipped: the last run still runs",
+                            "schedule", sc->name, NULL);
+                    pthread_mutex_lock(&s->mu);
+                    if (sc->skipped_through < j->slots[k])
+                        sc->skipped_through = j->slots[k];
+                    pthread_mutex_unlock(&s->mu);
+                    continue;
+                }
+                if (!strcmp(st, "ok") || !strcmp(st, "failed")) {
+                    int64_t ms = atoll(PQgetvalue(res, i, 7)) - atoll(PQgetvalue(res, i, 6));
+                    pthread_mutex_lock(&s->mu);
+                    sc->last_ms = ms;
+                    pthread_mutex_unlock(&s->mu);
+                }
+                if (!strcmp(st, "failed"))
+                    run_log(r, PGPIPE_LOG_ERROR, "firing failed", "schedule", sc->name,
+                            "status", st, "error", PQgetvalue(res, i, 4), NULL);
+                else if (!strcmp(st, "skipped"))
+                    run_log(r, PGPIPE_LOG_INFO, "firing skipped: the last run still runs",
+                            "schedule", sc->name, NULL);
+                /* slots passed between the last claimed one and this one,
+                ** less those skipped here as busy */
+                pthread_mutex_lock(&s->mu);
+                if (prev < sc->skipped_through)
+                    prev = sc->skipped_through;
+                pthread_mutex_unlock(&s->mu);
+                int64_t first = 0, count = rs_between(sc, prev, j->slots[k], &first);
+                if (count > 1)
+                    rs_missed_note(r, c, cfg, sc, first, count - 1, 1, j->slots[k]);
+            }
+            PQclear(res);
+            res = NULL;
+        } else if (!strcmp(e.sqlstate, "42883")) { /* undefined_function */
+            pthread_mutex_lock(&s->mu);
+            int first = !s->tx_off;
+            s->tx_off = 1;
+            pthread_mutex_unlock(&s->mu);
+            if (first)
+                run_log(r, PGPIPE_LOG_WARN, "pgpipe.run_fire is missing (the schema is older "
+                        "than this runner; .migrate updates it): schedules fire one by one",
+                        NULL);
+        } else {
+            run_log(r, PGPIPE_LOG_WARN, "transactional firing failed; firing one by one",
+                    "error", e.message, NULL);
+        }
+        int broken = PQstatus(c) != CONNECTION_OK;
+        if (broken)
+            pgpipe_pool_discard(cc);
+        else
+            pgpipe_pool_release(cc);
+        if (!broken && !done)
+            break;
+    }
+    pp_buf_free(&names), pp_buf_free(&slots), pp_buf_free(&k2s);
+    pp_buf_free(&steps), pp_buf_free(&owner);
+    if (done || run_stopping(r))
+        return;
+    /* each one by the other path, claimed there */
+    for (int k = 0; k < n; k++) {
+        int64_t *one = pp_malloc(sizeof *one);
+        if (!one)
+            break;
+        *one = j->slots[k];
+        if (rs_enqueue(s, cfg, j->sis[k], one, 1, 1))
+            run_log(r, PGPIPE_LOG_INFO, "firing skipped: the last run still runs", "schedule",
+                    cfg->s[j->sis[k]].name, NULL);
+    }
+}
+
+/* Is schedule i, due now, for a transactional firing? Then st->tx_slot is
+** its slot. Called by the timer with mu held. */
+static int rs_tx_due(run_sched *s, rs_cfg *cfg, int i, rs_state *st, int64_t now_ms)
+{
+    const rs_schedule *sc = &cfg->s[i];
+    if (s->tx_off || !sc->tx || sc->last_ms >= RS_TX_LONG_MS || !st->ready)
+        return 0;
+    int64_t L = rs_latest(sc, st->next, now_ms / 1000);
+    /* only the slot the timer waited for, or one within the grace: a late
+    ** start's slots take the missed rule's way (rs_fire) */
+    int current = (L == st->next && st->planned_ms <= L * 1000 + st->jitter_ms) ||
+                  now_ms - (L * 1000 + st->jitter_ms) < RS_GRACE_MS;
+    if (!current)
+        return 0;
+    st->tx_slot = L;
+    return 1;
+}
+
+typedef struct rs_txf {
+    int rank, si;
+    int64_t slot, last_ms;
+} rs_txf;
+
+static int rs_txf_cmp(const void *a, const void *b)
+{
+    const rs_txf *x = a, *y = b;
+    return x->rank < y->rank ? -1 : x->rank > y->rank;
+}
+
+/* Queue a transactional job of the m firings f[0..m). mu held. 0 or -1. */
+static int rs_tx_job(run_sched *s, rs_cfg *cfg, const rs_txf *f, int m)
+{
+    rs_job *j = pp_calloc(1, sizeof *j);
+    int *sis = j ? pp_calloc((size_t)m, sizeof *sis) : NULL;
+    int64_t *sl = sis ? pp_calloc((size_t)m, sizeof *sl) : NULL;
+    if (!sl) {
+        pp_free(j), pp_free(sis);
+        return -1;
+    }
+    for (int k = 0; k < m; k++)
+        sis[k] = f[k].si, sl[k] = f[k].slot;
+    j->cfg = cfg, cfg->refs++;
+    j->sis = sis, j->slots = sl, j->nslots = m, j->si = sis[0];
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
+    s->tail = j;
+    return 0;
+}
+
+/* Hand the n schedules of s->txq to the executors as transactional jobs:
+** the short ones (last run under RS_TX_SHORT_MS, or none yet) in name
+** order (concurrent run_fire calls then lock the schedule rows in one
+** order) in up to one shared job per executor, at least RS_TX_CHUNK_MIN
+** firings each; the others a job each. Then each one's next slot. A job
+** that cannot be made is tried again in a second. mu held. */
+static void rs_tx_dispatch(run_sched *s, rs_cfg *cfg, int n)
+{
+    rs_txf *f = pp_calloc((size_t)n, sizeof *f);
+    if (!f) {
+        for (int k = 0; k < n; k++)
+            s->st[s->txq[k]].fire_ms = run_now_ms() + 1000;
+        return;
+    }
+    /* the short ones first, in name order; then the others */
+    for (int k = 0; k < n; k++) {
+        int si = s->txq[k];
+        f[k].si = si, f[k].slot = s->st[si].tx_slot, f[k].last_ms = cfg->s[si].last_ms;
+        f[k].rank = cfg->rank[si] + (f[k].last_ms < RS_TX_SHORT_MS ? 0 : cfg->ns);
+    }
+    qsort(f, (size_t)n, sizeof *f, rs_txf_cmp);
+    int nshort = 0;
+    while (nshort < n && f[nshort].last_ms < RS_TX_SHORT_MS)
+        nshort++;
+    int chunks = (nshort + RS_TX_CHUNK_MIN - 1) / RS_TX_CHUNK_MIN;
+    if (chunks > s->nex)
+        chunks = s->nex;
+    int64_t retry = run_now_ms() + 1000;
+    for (int c = 0, k = 0; c < chunks; c++) {
+        int m = (nshort - k) / (chunks - c);
+        if (rs_tx_job(s, cfg, f + k, m))
+            for (int q = k; q < k + m; q++)
+                f[q].slot = -1;
+        k += m;
+    }
+    for (int k = nshort; k < n; k++)
+        if (rs_tx_job(s, cfg, f + k, 1))
+            f[k].slot = -1;
+    for (int k = 0; k < n; k++) {
+        rs_state *st = &s->st[f[k].si];
+        if (f[k].slot < 0)
+            st->fire_ms = retry;
+        else
+            rs_set_next(s, st, &cfg->s[f[k].si], f[k].slot);
+    }
+    pthread_cond_broadcast(&s->cv);
+    pp_free(f);
 }
 
 /* The timer checks the running bodies: past their timeout, or past the
@@ -29779,9 +30430,12 @@ static void *rs_timer_main(void *arg)
                         !strcmp(old->s[k].expr, cfg->s[i].expr) &&
                         !strcmp(old->s[k].tz, cfg->s[i].tz) && s->st[k].ready)
                         nst[i] = s->st[k];
+            int *txq = pp_calloc((size_t)(cfg->ns ? cfg->ns : 1), sizeof *txq);
             pp_free(s->st);
+            pp_free(s->txq);
             s->st = nst;
-            s->nst = nst ? cfg->ns : 0;
+            s->txq = txq;
+            s->nst = nst && txq ? cfg->ns : 0;
             if (old) {
                 int last = --old->refs == 0;
                 if (last) {
@@ -29794,15 +30448,26 @@ static void *rs_timer_main(void *arg)
         }
         int64_t now = run_now_ms();
         int64_t wake = now + 60000;
-        int due = -1;
+        int due = -1, ntx = 0;
         for (int i = 0; i < s->nst; i++) {
             rs_state *st = &s->st[i];
+            if (cfg->s[i].gone) { /* run_fire found no row: make it again */
+                cfg->s[i].gone = 0;
+                st->ready = 0;
+            }
             if (!st->ready || st->fire_ms <= now) {
-                due = i;
-                break;
+                if (rs_tx_due(s, cfg, i, st, now))
+                    s->txq[ntx++] = i;
+                else if (due < 0)
+                    due = i;
+                continue;
             }
             if (st->fire_ms < wake)
                 wake = st->fire_ms;
+        }
+        if (ntx) { /* all due at once: no database work on this thread */
+            rs_tx_dispatch(s, cfg, ntx);
+            continue;
         }
         int64_t dl = rs_watch(s, now);
         if (dl && dl < wake)
@@ -29928,8 +30593,13 @@ PGPIPE_PRIVATE void run_sched_stop(pgpipe_runner *r, int drain_ms)
     while (s->head) {
         rs_job *j = s->head;
         s->head = j->next;
-        run_log(r, PGPIPE_LOG_WARN, "stopping: a claimed firing did not start", "schedule",
-                j->cfg->s[j->si].name, NULL);
+        if (j->sis) /* not claimed: the slots stay free for another instance */
+            run_log(r, PGPIPE_LOG_INFO, "stopping: firings not made; their slots stay free",
+                    "schedule", j->cfg->s[j->si].name, NULL);
+        else
+            run_log(r, PGPIPE_LOG_WARN, "stopping: a claimed firing did not start", "schedule",
+                    j->cfg->s[j->si].name, NULL);
+        pp_free(j->sis);
         pp_free(j->slots);
         rs_cfg_unref(s, j->cfg);
         pp_free(j);
@@ -29972,6 +30642,7 @@ PGPIPE_PRIVATE void run_sched_free(pgpipe_runner *r)
     if (s->cfg)
         rs_cfg_unref(s, s->cfg);
     pp_free(s->st);
+    pp_free(s->txq);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     pp_free(s);
@@ -30066,7 +30737,7 @@ PGPIPE_PRIVATE int run_sched_maintain(pgpipe_runner *r, PGconn *conn, pgpipe_err
                 *slot = run_now_ms() / 1000;
                 run_log(r, PGPIPE_LOG_INFO, "firing on request (status page)", "schedule", name,
                         NULL);
-                if (rs_enqueue(s, cfg, si, slot, 1))
+                if (rs_enqueue(s, cfg, si, slot, 1, 0))
                     run_log(r, PGPIPE_LOG_INFO, "fire request skipped: the schedule runs",
                             "schedule", name, NULL);
             }

@@ -9,6 +9,12 @@
 ** raw records, errors (line, column, offset, field, message) and COPY text;
 ** any difference or sanitizer report is a crash.
 */
+/* only what this target needs: each target compiles the amalgamation,
+** and make test builds all of them */
+#define PGPIPE_OMIT_POOL 1
+#define PGPIPE_OMIT_MIGRATE 1
+#define PGPIPE_OMIT_LOCAL 1
+#define PGPIPE_OMIT_DLQ 1
 #include "pgpipe.c"
 
 static void fz_dump(pgpipe_csv *r, int rc, pp_buf *out)

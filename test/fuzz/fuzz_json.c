@@ -4,6 +4,12 @@
 ** equal, write_to with an exact and a short buffer, and walk the accessors.
 ** The first byte picks options (max depth, copy) so limits get exercised.
 */
+/* only what this target needs: each target compiles the amalgamation,
+** and make test builds all of them */
+#define PGPIPE_OMIT_POOL 1
+#define PGPIPE_OMIT_MIGRATE 1
+#define PGPIPE_OMIT_LOCAL 1
+#define PGPIPE_OMIT_DLQ 1
 #include "pgpipe.c"
 
 static pgpipe_json_doc *fj_doc, *fj_doc2;

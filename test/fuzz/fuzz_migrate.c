@@ -3,6 +3,11 @@
 ** normalization: any input either splits or fails with PGPIPE_PARSE naming a
 ** line; statements lie inside the input, in order, and never overlap.
 */
+/* only what this target needs: each target compiles the amalgamation,
+** and make test builds all of them */
+#define PGPIPE_OMIT_POOL 1
+#define PGPIPE_OMIT_LOCAL 1
+#define PGPIPE_OMIT_DLQ 1
 #include "pgpipe.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);

@@ -3,6 +3,12 @@
 ** sizes (taken from the first bytes), and what the reader yields (line
 ** numbers, good/bad, compact text) must match parsing each line on its own.
 */
+/* only what this target needs: each target compiles the amalgamation,
+** and make test builds all of them */
+#define PGPIPE_OMIT_POOL 1
+#define PGPIPE_OMIT_MIGRATE 1
+#define PGPIPE_OMIT_LOCAL 1
+#define PGPIPE_OMIT_DLQ 1
 #include "pgpipe.c"
 
 typedef struct fn_rec {

@@ -6,6 +6,10 @@
 ** parameters: at most a fixed number of bytes per condition), and whose
 ** parameters are as many as the highest $n it names.
 */
+/* only what this target needs: each target compiles the amalgamation,
+** and make test builds all of them */
+#define PGPIPE_OMIT_LOCAL 1
+#define PGPIPE_OMIT_DLQ 1
 #include "pgpipe.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

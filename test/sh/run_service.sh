@@ -163,7 +163,10 @@ SELECT pg_sleep(59.5);
 .end
 EOF
 "$P" run --db "$D" "$tmp/slow.pgpipe" > "$tmp/f.out" 2> "$tmp/f.err" & pid=$!
-sleeping() { [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(59.5)%' AND state = 'active'")" -ge 1 ]; }
+# (a plain SQL body runs inside a pgpipe.run_fire call: the sleep shows as
+# the backend's wait event, not in its query text)
+slow_body="wait_event = 'PgSleep' AND (query LIKE 'SELECT pg_sleep(59.5)%' OR query LIKE '%pgpipe.run_fire(%') AND pid <> pg_backend_pid()"
+sleeping() { [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE $slow_body")" -ge 1 ]; }
 wait_for 30 sleeping || fail "the slow body did not start"
 kill -TERM "$pid"
 wait_for 10 grep -q 'draining' "$tmp/f.err" || fail "the first SIGTERM did not start the drain"
@@ -175,5 +178,5 @@ wait "$pid"; rc=$?; pid=""
 grep -q 'stopped at once' "$tmp/f.err" || fail "a second SIGTERM: no 'stopped at once'"
 # the server does not notice the client gone while pg_sleep runs: end that
 # backend, so later tests that count sleeping backends see only theirs
-q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(59.5)%'" >/dev/null
+q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE $slow_body" >/dev/null
 echo "run: SIGTERM waits for a running body; a second one stops at once (exit 1)"

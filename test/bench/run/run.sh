@@ -8,10 +8,10 @@
 # minute: pgpipe's K schedules are "*/2 * * * *" (even minutes), pg_cron's K
 # jobs "1-59/2 * * * *" (odd minutes). Both run the whole time, each idle
 # while the other fires: the contenders are interleaved without a restart.
-# The window is the 2 x M minutes (M = RUN_BENCH_SLOTS, 3) from the first
+# The window is the 2 x M minutes (M = RUN_BENCH_SLOTS, 5) from the first
 # whole minute after both are ready: each contender fires K x M tasks in M
-# rounds (6,000 with the defaults; K x M = 10,000, e.g. RUN_BENCH_SLOTS=5,
-# takes 11 minutes). The whole bench takes about 2M + 1.5 minutes.
+# rounds (10,000 with the defaults, the count). The whole bench
+# takes about 2M + 1.5 minutes (11.5 with the defaults).
 #
 # Lateness of a firing = fired_at (clock_timestamp() in the statement) - its
 # slot, the same measure for both. The slot is the contender's own minute
@@ -36,7 +36,7 @@
 # connections pgpipe runs schedule bodies on (its executor threads), as
 # BENCH.md asks (the same connection count); pg_cron's own default is 32.
 #   sh test/bench/run/run.sh
-# Environment: RUN_BENCH_JOBS (K, 2000), RUN_BENCH_SLOTS (M, 3),
+# Environment: RUN_BENCH_JOBS (K, 2000), RUN_BENCH_SLOTS (M, 5),
 # RUN_BENCH_CRON_RUNNING (4), PGTMP_DURABLE (1: fsync and
 # synchronous_commit on, as in production; 0 for the fast cluster),
 # SKIP_DEPS=1 (do not run tool/deps.sh --bench-run).
@@ -55,7 +55,7 @@ fi
 
 # ---- inside the throwaway cluster ------------------------------------------
 K=${RUN_BENCH_JOBS:-2000}
-M=${RUN_BENCH_SLOTS:-3}
+M=${RUN_BENCH_SLOTS:-5}
 CRON_RUNNING=${RUN_BENCH_CRON_RUNNING:-4}
 P=$top/build/pgpipe
 D=$PGPIPE_TEST_DSN
