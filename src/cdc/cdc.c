@@ -144,8 +144,8 @@ static int cdc_tuple(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, int 
     return rc == PGPIPE_OK ? pp_buf_putc(b, '}') : rc;
 }
 
-int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const pp_cdc_msg *m, int i,
-                      uint32_t xid)
+PGPIPE_PRIVATE int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const pp_cdc_msg *m,
+                                     int i, uint32_t xid)
 {
     const pp_cdc_rel *r = m->rel;
     const char *op = m->type == 'I' ? "insert" : m->type == 'U' ? "update"
@@ -190,7 +190,7 @@ int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const pp_cdc_msg *m, i
     return rc;
 }
 
-int pp_cdc_event_end(pp_buf *b, uint64_t end_lsn, int64_t commit_ts)
+PGPIPE_PRIVATE int pp_cdc_event_end(pp_buf *b, uint64_t end_lsn, int64_t commit_ts)
 {
     char lsn[32], when[48];
     pp_cdc_lsn_str(end_lsn, lsn, sizeof lsn);

@@ -68,7 +68,7 @@ static const char *rdstr(rd *r)
     return s;
 }
 
-const pp_cdc_rel *pp_cdc_rel_find(const pp_cdc_decoder *d, uint32_t oid)
+PGPIPE_PRIVATE const pp_cdc_rel *pp_cdc_rel_find(const pp_cdc_decoder *d, uint32_t oid)
 {
     for (int i = 0; i < d->nrels; i++)
         if (d->rels[i].oid == oid)
@@ -86,7 +86,7 @@ static void rel_clear(pp_cdc_rel *r)
     memset(r, 0, sizeof *r);
 }
 
-void pp_cdc_decoder_free(pp_cdc_decoder *d)
+PGPIPE_PRIVATE void pp_cdc_decoder_free(pp_cdc_decoder *d)
 {
     if (!d)
         return;
@@ -224,8 +224,8 @@ static int check_width(const pp_cdc_msg *m, const pp_cdc_tuple *t, pgpipe_error 
     return PGPIPE_OK;
 }
 
-int pp_cdc_decode(pp_cdc_decoder *d, const char *buf, size_t len, pp_cdc_msg *m,
-                  pgpipe_error *err)
+PGPIPE_PRIVATE int pp_cdc_decode(pp_cdc_decoder *d, const char *buf, size_t len,
+                                 pp_cdc_msg *m, pgpipe_error *err)
 {
     memset(m, 0, sizeof *m);
     rd r = { buf, buf + len, 0 };
@@ -361,12 +361,12 @@ int pp_cdc_decode(pp_cdc_decoder *d, const char *buf, size_t len, pp_cdc_msg *m,
     return PGPIPE_OK;
 }
 
-void pp_cdc_lsn_str(uint64_t lsn, char *out, size_t size)
+PGPIPE_PRIVATE void pp_cdc_lsn_str(uint64_t lsn, char *out, size_t size)
 {
     snprintf(out, size, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xFFFFFFFFu));
 }
 
-int pp_cdc_lsn_parse(const char *s, uint64_t *lsn)
+PGPIPE_PRIVATE int pp_cdc_lsn_parse(const char *s, uint64_t *lsn)
 {
     unsigned hi, lo;
     int used = 0;
