@@ -268,6 +268,50 @@ PGT_TEST(copy, failover_file_batches_lost_are_reloaded)
     fo_stop(&p);
 }
 
+/* The replica stops receiving before the load begins: the commit that
+** registered the load (its pgpipe.loads row) is on the old primary alone,
+** as are the first batches. After the failover the loader's next batch
+** hit the foreign key of its load_batches / dead_letters rows (23503) and
+** the load failed; it must find its loads row gone and load the file again
+** under a new one. */
+PGT_TEST(copy, failover_loads_row_lost_is_registered_again)
+{
+    fo_pair p;
+    fo_start(&p, "fo_reg");
+    char path[512], src[64];
+    snprintf(path, sizeof path, "%s/fo_reg.%d.ndjson", pgt_tmpdir(), (int)getpid());
+    snprintf(src, sizeof src, "fo_reg_%d", (int)getpid());
+    fo_write(path, 0, 2000);
+    fo_run f = { &p, -1, 3 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = p.dsn;
+    o.connections = 1;
+    o.batch_rows = 100;
+    o.source_name = src;
+    o.progress = fo_progress;
+    o.progress_ud = &f;
+    pgpipe_loader *l = NULL;
+    PGT_OK(pgpipe_loader_open(&l, &o)); /* the schema, on both */
+    fo_cut_replication(&p);
+    int rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_EQ_INT(f.fail_after, -1); /* the failover happened */
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.records_read, 2000);
+    PGT_EQ_INT(s.rows_loaded, 1992);
+    PGT_EQ_INT(s.rows_dead, 8);
+    PGT_EQ_INT(s.rows_missing, 0);
+    pgpipe_loader_close(l);
+    fo_check_server(&p, s.load_id, src, 1992);
+    PGconn *c = fo_conn(p.rport);
+    PGT_EQ_INT(fo_int(c, "SELECT count(*) FROM pgpipe.loads"), 1);
+    PGT_EQ_INT(fo_int(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE load_id IS NULL"), 0);
+    PQfinish(c);
+    fo_stop(&p);
+}
+
 /* Input that cannot be read again (fed in chunks): the load fails, names
 ** the missing batches and says how to fill them; running it again with the
 ** same key then loads exactly those. */
