@@ -510,6 +510,9 @@ typedef struct copy_row {
 ** loader's summary by the loader's thread. */
 enum { COPY_LANE_FREE, COPY_LANE_QUEUED, COPY_LANE_DONE };
 #define COPY_MAX_LANES 8
+/* pgpipe.loads.started_at as the loader compares it (exact: the same
+** expression on the same stored value) */
+#define COPY_LOAD_STARTED "(extract(epoch FROM started_at) * 1000000)::bigint"
 
 typedef struct copy_lane {
     struct pgpipe_loader *l;
@@ -592,6 +595,9 @@ struct pgpipe_loader {
     long long src_size;   /* -1 unknown */
     long long src_mtime;  /* seconds, -1 unknown */
     long long load_id;
+    /* its started_at in microseconds: after a failover the id may be that of
+    ** another load (the sequence's advance was lost with the row) */
+    char load_started[32];
     int batch_rows;
     size_t batch_bytes;
     long long *done_seqs; /* committed by earlier runs, sorted */
@@ -12757,13 +12763,14 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
     if (l->load_key) {
         const char *v[2] = { l->load_key, l->target };
         rc = copy_exec(ln, "SELECT id, coalesce(options->>'batch_rows', ''), "
-                          "coalesce(options->>'batch_bytes', '') FROM pgpipe.loads "
+                          "coalesce(options->>'batch_bytes', ''), " COPY_LOAD_STARTED " FROM pgpipe.loads "
                           "WHERE source_checksum = $1 AND target = $2 ORDER BY id DESC LIMIT 1",
                        2, v, &r, transient);
         if (rc != PGPIPE_OK)
             return rc;
         if (PQntuples(r) == 1) {
             l->load_id = atoll(PQgetvalue(r, 0, 0));
+            snprintf(l->load_started, sizeof l->load_started, "%s", PQgetvalue(r, 0, 3));
             /* the batch boundaries must be those of the earlier run */
             if (*PQgetvalue(r, 0, 1))
                 l->batch_rows = atoi(PQgetvalue(r, 0, 1));
@@ -12811,11 +12818,12 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
                       "format, target, options) VALUES ($1, $2::bigint, to_timestamp($3::bigint), $4, "
                       "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint, "
                       "'mapping', $9::jsonb)) "
-                      "RETURNING id", 9, v, &r, transient);
+                      "RETURNING id, " COPY_LOAD_STARTED, 9, v, &r, transient);
     pp_free(mapping);
     if (rc != PGPIPE_OK)
         return rc;
     l->load_id = atoll(PQgetvalue(r, 0, 0));
+    snprintf(l->load_started, sizeof l->load_started, "%s", PQgetvalue(r, 0, 1));
     PQclear(r);
     return PGPIPE_OK;
 }
@@ -12941,6 +12949,7 @@ typedef struct copy_check {
     long long batches, rows;          /* missing, all runs */
     long long ours, ours_loaded, ours_dead;  /* missing, committed by this run */
     long long theirs_rows;            /* missing records of earlier runs' batches */
+    int gone;                         /* the load's own pgpipe.loads row is not there */
     char seqs[160];                   /* "6, 7, 9-12" (the first ones) */
 } copy_check;
 
@@ -12956,8 +12965,8 @@ static void copy_check_seq(copy_check *c, long long seq)
 /* Compare the batches this load counts as committed (l->booked of this run,
 ** done_seqs of earlier runs) with the load's pgpipe.load_batches rows on the
 ** lane's server: a batch of ours must be there with its batch id (the loads
-** row may be gone too, and its id reused by another load). Marks the missing
-** ones. Read-only: it never waits for a synchronous standby. */
+** row may be gone too, and its id reused by another load: c->gone, and then
+** every batch is missing). Marks the missing ones. Read-only: it never waits for a synchronous standby. */
 static int copy_verify(pgpipe_loader *l, copy_lane *ln, copy_check *c, int *transient)
 {
     memset(c, 0, sizeof *c);
@@ -12965,13 +12974,20 @@ static int copy_verify(pgpipe_loader *l, copy_lane *ln, copy_check *c, int *tran
         l->booked[i].missing = 0;
     char id[32];
     snprintf(id, sizeof id, "%lld", l->load_id);
-    const char *v[1] = { id };
+    const char *v[2] = { id, l->load_started };
     PGresult *r = NULL;
-    int rc = copy_exec(ln, "SELECT seq, batch_id::text FROM pgpipe.load_batches "
-                           "WHERE load_id = $1::bigint ORDER BY seq", 1, v, &r, transient);
+    int rc = copy_exec(ln, "SELECT count(*) FROM pgpipe.loads WHERE id = $1::bigint AND "
+                           COPY_LOAD_STARTED " = $2::bigint", 2, v, &r, transient);
     if (rc != PGPIPE_OK)
         return rc;
-    size_t n = (size_t)PQntuples(r);
+    c->gone = atoll(PQgetvalue(r, 0, 0)) == 0;
+    PQclear(r);
+    rc = copy_exec(ln, "SELECT seq, batch_id::text FROM pgpipe.load_batches "
+                       "WHERE load_id = $1::bigint ORDER BY seq", 1, v, &r, transient);
+    if (rc != PGPIPE_OK)
+        return rc;
+    /* without its loads row, what has the id is another load's */
+    size_t n = c->gone ? 0 : (size_t)PQntuples(r);
     copy_seen *seen = pp_malloc((n ? n : 1) * sizeof *seen);
     if (!seen) {
         PQclear(r);
@@ -13031,7 +13047,14 @@ PGPIPE_PRIVATE void copy_after_reconnect(pgpipe_loader *l, copy_lane *ln)
     int t;
     if (copy_verify(l, ln, &c, &t) != PGPIPE_OK)
         return; /* the end of the load checks again */
-    if (c.batches)
+    if (c.gone)
+        pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld: reconnected to another server (%s, the load "
+                "began on %s): the load's own pgpipe.loads row is not there (the commit that "
+                "registered it was lost), nor %lld committed batch%s (%lld records)", l->load_id,
+                ln->server_id[0] ? ln->server_id : "unknown",
+                l->server_id[0] ? l->server_id : "unknown", c.batches, c.batches == 1 ? "" : "es",
+                c.rows);
+    else if (c.batches)
         pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld: reconnected to another server (%s, the load "
                 "began on %s): %lld committed batch%s (%lld records) missing there: %s",
                 l->load_id, ln->server_id[0] ? ln->server_id : "unknown",
@@ -13118,6 +13141,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->failed = 0;
     l->src_size = l->src_mtime = -1;
     l->load_id = 0;
+    l->load_started[0] = '\0';
     l->cur = NULL;
     for (int i = 0; i < COPY_MAX_LANES; i++) {
         copy_batch_reset(&l->lanes[i]);
@@ -13227,8 +13251,8 @@ static int copy_op_close(pgpipe_loader *l, copy_lane *ln, const void *arg, int *
     if (rc == PGPIPE_OK)
         rc = copy_exec(ln, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "
                            "error_sqlstate = $4, finished_at = CASE WHEN $2 = 'running' THEN NULL "
-                           "ELSE now() END, updated_at = now() WHERE id = $1::bigint",
-                       4, arg, NULL, transient);
+                           "ELSE now() END, updated_at = now() WHERE id = $1::bigint AND "
+                           COPY_LOAD_STARTED " = $5::bigint", 5, arg, NULL, transient);
     if (rc == PGPIPE_OK && cancelled)
         rc = copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
     if (rc != PGPIPE_OK)
@@ -13242,8 +13266,10 @@ static void copy_load_close(pgpipe_loader *l, int code)
     const char *status = code == PGPIPE_OK ? "completed" : code == PGPIPE_BUSY ? "interrupted" : "failed";
     char id[32];
     snprintf(id, sizeof id, "%lld", l->load_id);
-    const char *v[4] = { id, status, code == PGPIPE_OK ? NULL : l->hdr.err.message,
-                         code == PGPIPE_OK || !l->hdr.err.sqlstate[0] ? NULL : l->hdr.err.sqlstate };
+    /* never the row of another load that has the id now */
+    const char *v[5] = { id, status, code == PGPIPE_OK ? NULL : l->hdr.err.message,
+                         code == PGPIPE_OK || !l->hdr.err.sqlstate[0] ? NULL : l->hdr.err.sqlstate,
+                         l->load_started };
     pgpipe_error keep = l->hdr.err;
     if (l->load_id > 0)
         copy_on_main_lane(l, code == PGPIPE_OK ? l->max_retries + 1 : 3, copy_op_close, v);
@@ -13261,7 +13287,9 @@ static void copy_load_close(pgpipe_loader *l, int code)
 static int copy_load_check(pgpipe_loader *l, int rc)
 {
     l->need_reload = 0;
-    if (l->load_id <= 0 || (!l->nbooked && !l->ndone))
+    /* a batch hit a foreign key to pgpipe.loads: is the load's own row there? */
+    int fk = rc != PGPIPE_OK && !strcmp(l->hdr.err.sqlstate, "23503");
+    if (l->load_id <= 0 || (!l->nbooked && !l->ndone && !fk))
         return rc;
     pgpipe_error keep = l->hdr.err;
     copy_check c;
@@ -13278,7 +13306,7 @@ static int copy_load_check(pgpipe_loader *l, int rc)
                          "are on the server: %s", l->load_id, l->lanes[0].err.message);
     }
     l->hdr.err = keep;
-    if (!c.batches)
+    if (!c.batches && !c.gone)
         return rc;
     l->sum.rows_loaded -= c.ours_loaded;
     l->sum.rows_dead -= c.ours_dead;
@@ -13293,6 +13321,23 @@ static int copy_load_check(pgpipe_loader *l, int rc)
         snprintf(moved, sizeof moved, " (the load began on server %s, it is on %s now: a "
                  "failover to a replica that had not received them)",
                  l->server_id[0] ? l->server_id : "unknown", now_id[0] ? now_id : "unknown");
+    if (c.gone && (rc == PGPIPE_OK || fk)) {
+        /* the row was committed before any batch of the load: what lost it
+        ** lost them all (or they were refused), so nothing of the load is
+        ** there and a new load reads everything again */
+        l->need_reload = l->rereadable && !l->reloading;
+        rc = copy_errf(l, PGPIPE_DB, "loader: load %lld of %s: its row in pgpipe.loads is not on "
+                       "the server now, nor the %lld batch%s (%lld records) it had committed: the "
+                       "commit that registered the load was lost%s; run the same load again: it "
+                       "registers the load anew and loads every record", l->load_id, l->source,
+                       c.batches, c.batches == 1 ? "" : "es", c.rows,
+                       moved[0] ? moved : " (a crash of a server with synchronous_commit off, or "
+                       "a failover to a replica that had not received it)");
+        if (l->need_reload)
+            pp_logf(PGPIPE_LOG_WARN, "loader", "%s; reading %s again as a new load",
+                    l->hdr.err.message, l->source);
+        return rc;
+    }
     char how[400];
     if (l->opt_load_key)
         snprintf(how, sizeof how, "run the same load again with the same key (--key %.200s): it "
@@ -13305,8 +13350,9 @@ static int copy_load_check(pgpipe_loader *l, int rc)
                  "that are there: give a key (--key) to loads from streams");
     if (rc != PGPIPE_OK) {
         pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld: %lld committed batch%s (%lld records) "
-                "missing on the server%s: batch%s %s", l->load_id, c.batches,
-                c.batches == 1 ? "" : "es", c.rows, moved, c.batches == 1 ? "" : "es", c.seqs);
+                "missing on the server%s: batch%s %s%s", l->load_id, c.batches,
+                c.batches == 1 ? "" : "es", c.rows, moved, c.batches == 1 ? "" : "es", c.seqs,
+                c.gone ? "; its pgpipe.loads row is not there either" : "");
         l->hdr.err = keep;
         return rc;
     }
@@ -14397,8 +14443,9 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
              "\"load_id\":%lld,\"seq\":%lld}", t.len < 400 ? (int)t.len : 2,
              t.len < 400 ? t.data : "\"\"", ln->uuid_text, loaded, l->load_id, ln->seq);
     pp_buf_free(&t);
-    const char *vals[12] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-                             l->channel ? l->channel : "", payload };
+    const char *vals[13] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+                             l->channel ? l->channel : "", payload, l->load_started };
+    PGresult *r = NULL;
     rc = copy_exec(ln,
         "WITH b AS (INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, first_line, last_line, "
         "start_offset, end_offset, rows_read, rows_loaded, rows_dead_lettered) VALUES ($1::bigint, "
@@ -14409,12 +14456,25 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
         "last_batch_seq = greatest(last_batch_seq, $2::bigint), "
         "last_line = CASE WHEN $2::bigint > last_batch_seq THEN $5::bigint ELSE last_line END, "
         "last_offset = CASE WHEN $2::bigint > last_batch_seq THEN $7::bigint ELSE last_offset END, "
-        "updated_at = now() WHERE id = $1::bigint RETURNING 1) "
+        "updated_at = now() WHERE id = $1::bigint AND " COPY_LOAD_STARTED " = $13::bigint "
+        "RETURNING 1) "
         "SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM u), "
         "(SELECT count(*) FROM (SELECT pg_notify($11::text, $12::text) "
-        "WHERE $11::text <> '' AND $9::int > 0) n)", 12, vals, NULL, transient);
+        "WHERE $11::text <> '' AND $9::int > 0) n)", 13, vals, &r, transient);
     if (rc != PGPIPE_OK)
         return rc;
+    /* the id is another load's (a failover lost our row and the sequence's
+    ** advance): refused like a row that is gone, which the end of the load
+    ** finds out (copy_load_check) */
+    int ours = atoll(PQgetvalue(r, 0, 1)) == 1;
+    PQclear(r);
+    if (!ours) {
+        *transient = 0;
+        rc = pp_err(&ln->err, PGPIPE_DB, "loader: batch %lld: the row of load %lld in pgpipe.loads "
+                    "is another load's or gone", ln->seq, l->load_id);
+        snprintf(ln->err.sqlstate, sizeof ln->err.sqlstate, "23503");
+        return rc;
+    }
     return copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
 }
 

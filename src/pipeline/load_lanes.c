@@ -277,8 +277,9 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
              "\"load_id\":%lld,\"seq\":%lld}", t.len < 400 ? (int)t.len : 2,
              t.len < 400 ? t.data : "\"\"", ln->uuid_text, loaded, l->load_id, ln->seq);
     pp_buf_free(&t);
-    const char *vals[12] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-                             l->channel ? l->channel : "", payload };
+    const char *vals[13] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+                             l->channel ? l->channel : "", payload, l->load_started };
+    PGresult *r = NULL;
     rc = copy_exec(ln,
         "WITH b AS (INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, first_line, last_line, "
         "start_offset, end_offset, rows_read, rows_loaded, rows_dead_lettered) VALUES ($1::bigint, "
@@ -289,12 +290,25 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
         "last_batch_seq = greatest(last_batch_seq, $2::bigint), "
         "last_line = CASE WHEN $2::bigint > last_batch_seq THEN $5::bigint ELSE last_line END, "
         "last_offset = CASE WHEN $2::bigint > last_batch_seq THEN $7::bigint ELSE last_offset END, "
-        "updated_at = now() WHERE id = $1::bigint RETURNING 1) "
+        "updated_at = now() WHERE id = $1::bigint AND " COPY_LOAD_STARTED " = $13::bigint "
+        "RETURNING 1) "
         "SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM u), "
         "(SELECT count(*) FROM (SELECT pg_notify($11::text, $12::text) "
-        "WHERE $11::text <> '' AND $9::int > 0) n)", 12, vals, NULL, transient);
+        "WHERE $11::text <> '' AND $9::int > 0) n)", 13, vals, &r, transient);
     if (rc != PGPIPE_OK)
         return rc;
+    /* the id is another load's (a failover lost our row and the sequence's
+    ** advance): refused like a row that is gone, which the end of the load
+    ** finds out (copy_load_check) */
+    int ours = atoll(PQgetvalue(r, 0, 1)) == 1;
+    PQclear(r);
+    if (!ours) {
+        *transient = 0;
+        rc = pp_err(&ln->err, PGPIPE_DB, "loader: batch %lld: the row of load %lld in pgpipe.loads "
+                    "is another load's or gone", ln->seq, l->load_id);
+        snprintf(ln->err.sqlstate, sizeof ln->err.sqlstate, "23503");
+        return rc;
+    }
     return copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
 }
 

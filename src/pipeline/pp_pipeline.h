@@ -53,6 +53,9 @@ typedef struct copy_row {
 ** loader's summary by the loader's thread. */
 enum { COPY_LANE_FREE, COPY_LANE_QUEUED, COPY_LANE_DONE };
 #define COPY_MAX_LANES 8
+/* pgpipe.loads.started_at as the loader compares it (exact: the same
+** expression on the same stored value) */
+#define COPY_LOAD_STARTED "(extract(epoch FROM started_at) * 1000000)::bigint"
 
 typedef struct copy_lane {
     struct pgpipe_loader *l;
@@ -135,6 +138,9 @@ struct pgpipe_loader {
     long long src_size;   /* -1 unknown */
     long long src_mtime;  /* seconds, -1 unknown */
     long long load_id;
+    /* its started_at in microseconds: after a failover the id may be that of
+    ** another load (the sequence's advance was lost with the row) */
+    char load_started[32];
     int batch_rows;
     size_t batch_bytes;
     long long *done_seqs; /* committed by earlier runs, sorted */
