@@ -399,6 +399,67 @@ PGT_TEST(copy, failover_loads_id_of_another_load_is_not_ours)
     PQfinish(c);
 }
 
+/* The same, fed in chunks (it cannot be read again): the load fails and
+** says what happened; running it again with its key loads everything. */
+PGT_TEST(copy, failover_loads_row_lost_stream_fails_loudly)
+{
+    char path[512], key[64];
+    fo_impostor m;
+    memset(&m, 0, sizeof m);
+    snprintf(path, sizeof path, "%s/fo_imps.%d.ndjson", pgt_tmpdir(), (int)getpid());
+    snprintf(m.src, sizeof m.src, "fo_imps_%d", (int)getpid());
+    snprintf(key, sizeof key, "fo-imps-%d", (int)getpid());
+    fo_write(path, 0, 2000);
+    FILE *in = fopen(path, "r");
+    PGT_CHECK(in != NULL);
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf, in);
+    fclose(in);
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = pgt_dsn();
+    o.connections = 1;
+    o.batch_rows = 100;
+    o.source_name = m.src;
+    o.load_key = key;
+    o.progress = fo_impostor_progress;
+    o.progress_ud = &m;
+    for (int run = 0; run < 2; run++) {
+        PGT_OK(pgpipe_loader_open(&m.l, &o));
+        pgpipe_loader_feed(m.l, buf, n); /* fails at batch 3 in the first run */
+        int rc = pgpipe_loader_finish(m.l);
+        pgpipe_load_summary s;
+        pgpipe_loader_summary(m.l, &s);
+        if (run == 0) {
+            PGT_EQ_INT(m.done, 1);
+            PGT_EQ_INT(rc, PGPIPE_DB);
+            const char *msg = pgpipe_errmsg(m.l);
+            PGT_CONTAINS(msg, "its row in pgpipe.loads is not on the server now");
+            PGT_CONTAINS(msg, "the 2 batches (200 records)");
+            PGT_CONTAINS(msg, "run the same load again");
+            PGT_EQ_INT(s.rows_loaded + s.rows_dead, 0);
+            PGT_EQ_INT(s.rows_missing, 200);
+        } else {
+            PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(m.l));
+            PGT_EQ_INT(s.rows_loaded, 1992);
+            PGT_EQ_INT(s.rows_dead, 8);
+            PGT_EQ_INT(s.rows_skipped, 0);
+        }
+        pgpipe_loader_close(m.l);
+    }
+    PGconn *c = pgt_connect();
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) || ' ' || count(DISTINCT payload->>'n') FROM "
+             "staging.raw_events WHERE source = '%s'", m.src);
+    PGresult *r = PGT_EXEC(c, sql);
+    PGT_EQ_STR(PQgetvalue(r, 0, 0), "1992 1992");
+    PQclear(r);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = '%s'",
+             m.src);
+    PGT_EQ_INT(fo_int(c, sql), 8);
+    PQfinish(c);
+}
+
 /* Input that cannot be read again (fed in chunks): the load fails, names
 ** the missing batches and says how to fill them; running it again with the
 ** same key then loads exactly those. */
