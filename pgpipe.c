@@ -1172,6 +1172,12 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
 PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r);
 /* Counters for the status page and /metrics: appended as Prometheus lines. */
 PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out);
+#ifndef PGPIPE_OMIT_CDC
+/* What the CDC source NAME last read of its slot on the source (every
+** 10 s): 1 with *out filled, 0 when nothing yet (or no such source). */
+PGPIPE_PRIVATE int run_sources_cdc_info(pgpipe_runner *r, const char *name,
+                                        pgpipe_cdc_slot_info *out);
+#endif
 
 /* ==== run_alert.c: alerts ================================================
 ** start: a thread evaluating the periodic rules (dlq-growth, backlog-age,
@@ -27217,6 +27223,10 @@ static const rf_opt rf_opts_files[] = {
 static const rf_opt rf_opts_http[] = {
     { "--listen", 0 }, { "--table", 0 }, { "--event-type", 0 }, { "--event-type-field", 0 },
     { "--signature", 0 }, { "--secret-env", 0 }, { NULL, 0 } };
+static const rf_opt rf_opts_cdc[] = {
+    { "--source", 0 }, { "--source-env", 0 }, { "--slot", 0 }, { "--publication", 0 },
+    { "--tables", 0 }, { "--snapshot", 1 }, { "--heartbeat", 0 }, { "--no-create", 1 },
+    { NULL, 0 } };
 static const rf_opt rf_opts_workers[] = {
     { "--sql", 0 }, { "--so", 0 }, { "--workers", 0 }, { "--batch", 0 }, { "--mode", 0 },
     { "--lease", 0 }, { "--max-attempts", 0 }, { "--table", 0 }, { NULL, 0 } };
@@ -27228,8 +27238,8 @@ static const rf_opt rf_opts_task[] = {
     { "--timeout", 0 }, { "--on-failure", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_alert[] = {
     { "--threshold", 0 }, { "--window", 0 }, { "--older-than", 0 }, { "--event-type", 0 },
-    { "--task", 0 }, { "--count", 0 }, { "--schedule", 0 }, { "--notify", 0 }, { "--table", 0 },
-    { "--command", 0 }, { NULL, 0 } };
+    { "--task", 0 }, { "--count", 0 }, { "--schedule", 0 }, { "--source", 0 }, { "--max-lag", 0 },
+    { "--max-retained", 0 }, { "--notify", 0 }, { "--table", 0 }, { "--command", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_history[] = {
     { "--keep-ok", 0 }, { "--keep-failed", 0 }, { "--keep-last", 0 }, { "--failures-only", 1 },
     { NULL, 0 } };
@@ -27253,15 +27263,56 @@ static void rf_need(rf_ctx *c, const char *opt)
         rf_diag(c->pf, c->line, 0, "%s: %s is required", c->cmd, opt);
 }
 
+/* .source cdc NAME ...: see run_file.h. The conninfo is not checked here
+** (no database is touched); a variable that is not set is the runner's
+** error at start. */
+static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    rf_opts o;
+    rf_ctx c = { pf, line, ".source cdc", rf_opts_cdc, &o };
+    rf_parse_opts(pf, line, c.cmd, w + 1, nw - 1, c.spec, &o);
+    if (!rf_grow(pf, (void **)&pf->src, pf->p.nsources, &pf->csrc, sizeof *pf->src))
+        return;
+    pgpipe_pipe_source *s = &pf->src[pf->p.nsources++];
+    s->kind = PGPIPE_PIPE_SOURCE_CDC;
+    s->line = line;
+    s->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
+    s->source_conninfo = rf_str(pf, rf_get(&c, "--source"));
+    s->source_env = rf_str(pf, rf_get(&c, "--source-env"));
+    if (!s->source_conninfo == !s->source_env)
+        rf_diag(pf, line, s->source_env ? rf_col(&c, "--source-env") : 0,
+                ".source cdc: give the source database once: --source-env VAR (keeps a password "
+                "out of the file) or --source CONNINFO");
+    s->slot = rf_str(pf, rf_get(&c, "--slot") ? rf_get(&c, "--slot") : s->name);
+    s->publication = rf_str(pf, rf_get(&c, "--publication") ? rf_get(&c, "--publication") : s->name);
+    s->tables = rf_str(pf, rf_get(&c, "--tables"));
+    s->snapshot = rf_get(&c, "--snapshot") != NULL;
+    s->no_create = rf_get(&c, "--no-create") != NULL;
+    s->heartbeat_ms = rf_dur(&c, "--heartbeat", 10000);
+    /* a slot name: lower case letters, digits and underscores (the server's rule) */
+    for (const char *q = s->slot; q && *q; q++)
+        if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_')) {
+            rf_diag(pf, line, rf_get(&c, "--slot") ? rf_col(&c, "--slot") : 0,
+                    ".source cdc: slot \"%s\": a replication slot name has only lower case "
+                    "letters, digits and underscores%s", s->slot,
+                    rf_get(&c, "--slot") ? "" : " (it defaults to the NAME: give --slot)");
+            break;
+        }
+}
+
 static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
     rf_opts o;
     const char *kind = nw > 1 ? w[1].s : "";
-    int files = !strcmp(kind, "files"), http = !strcmp(kind, "http");
-    if (!files && !http) {
+    int files = !strcmp(kind, "files"), http = !strcmp(kind, "http"), cdc = !strcmp(kind, "cdc");
+    if (!files && !http && !cdc) {
         rf_diag(pf, line, nw > 1 ? w[1].col : 0,
-                ".source: expected files or http%s%s%s", nw > 1 ? ", got \"" : "", nw > 1 ? kind : "",
-                nw > 1 ? "\" (API pull and CDC sources are not supported yet)" : "");
+                ".source: expected files, http or cdc%s%s%s", nw > 1 ? ", got \"" : "",
+                nw > 1 ? kind : "", nw > 1 ? "\" (API pull sources are not supported yet)" : "");
+        return;
+    }
+    if (cdc) {
+        rf_source_cdc(pf, line, w, nw);
         return;
     }
     rf_ctx c = { pf, line, files ? ".source files" : ".source http", files ? rf_opts_files : rf_opts_http, &o };
@@ -27447,9 +27498,34 @@ static void rf_task(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     rf_open_block(pf, line, ".task", (pgpipe_pipe_step **)&t->steps, &t->nsteps);
 }
 
+/* A size in bytes: N, NkB, NMB, NGB or NTB (1024-based, as PostgreSQL's
+** settings); 0 when not given. */
+static int64_t rf_size(rf_ctx *c, const char *name)
+{
+    const char *v = rf_get(c, name);
+    if (!v)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    static const char *const units[] = { "", "B", "kB", "MB", "GB", "TB" };
+    static const int shift[] = { 0, 0, 10, 20, 30, 40 };
+    int u = -1;
+    for (int i = 0; end && end != v && i < 6; i++)
+        if (!strcmp(end, units[i]))
+            u = i;
+    if (u < 0 || errno || n <= 0 || n > (INT64_MAX >> shift[u])) {
+        rf_diag(c->pf, c->line, rf_col(c, name),
+                "%s: %s: expected a size like 512MB or 10GB, got \"%s\"", c->cmd, name, v);
+        return 0;
+    }
+    return (int64_t)n << shift[u];
+}
+
 static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
-    static const char *const kinds[] = { "dlq-growth", "backlog-age", "task-failures", "schedule-missed", NULL };
+    static const char *const kinds[] = { "dlq-growth", "backlog-age", "task-failures", "schedule-missed",
+                                         "cdc-lag", NULL };
     const char *kind = nw > 1 ? w[1].s : "";
     int k = 0;
     for (int i = 0; kinds[i]; i++)
@@ -27458,7 +27534,8 @@ static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     if (!k) {
         char sug[96];
         rf_diag(pf, line, nw > 1 ? w[1].col : 0,
-                ".alert: expected dlq-growth, backlog-age, task-failures or schedule-missed, got \"%s\"%s", kind,
+                ".alert: expected dlq-growth, backlog-age, task-failures, schedule-missed or cdc-lag, "
+                "got \"%s\"%s", kind,
                 rf_suggest(sug, sizeof sug, kind, "", kinds));
         return;
     }
@@ -27476,9 +27553,10 @@ static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     static const char *const own[][3] = { { "--threshold", "--window", NULL },
                                            { "--older-than", "--event-type", NULL },
                                            { "--task", "--count", NULL },
-                                           { "--schedule", NULL, NULL } };
+                                           { "--schedule", NULL, NULL },
+                                           { "--source", "--max-lag", "--max-retained" } };
     for (int j = 0; c.spec[j].name; j++) {
-        if (!o.given[j] || j >= 7)
+        if (!o.given[j] || j >= 10)
             continue; /* --notify --table --command go with every kind */
         int mine = 0;
         for (int i = 0; i < 3 && own[k - 1][i]; i++)
@@ -27502,6 +27580,12 @@ static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
         rf_need(&c, "--task");
         a->target = rf_str(pf, rf_get(&c, "--task"));
         a->threshold = rf_num(&c, "--count", 1, 1000000, 3);
+        break;
+    case PGPIPE_PIPE_ALERT_CDC_LAG:
+        rf_need(&c, "--source");
+        a->target = rf_str(pf, rf_get(&c, "--source"));
+        a->max_lag = rf_size(&c, "--max-lag");
+        a->max_retained = rf_size(&c, "--max-retained");
         break;
     default:
         rf_need(&c, "--schedule");
@@ -27733,6 +27817,14 @@ static void rf_check_names(pgpipe_pipefile *pf)
             rf_diag(pf, a->line, 0, ".alert task-failures: --task: no task \"%s\"", a->target);
         if (a->kind == PGPIPE_PIPE_ALERT_SCHEDULE_MISSED && !rf_is_schedule(pf, a->target))
             rf_diag(pf, a->line, 0, ".alert schedule-missed: --schedule: no schedule \"%s\"", a->target);
+        if (a->kind == PGPIPE_PIPE_ALERT_CDC_LAG) {
+            int found = 0;
+            for (int k = 0; k < pf->p.nsources; k++)
+                found |= pf->src[k].kind == PGPIPE_PIPE_SOURCE_CDC && pf->src[k].name &&
+                         !strcmp(pf->src[k].name, a->target);
+            if (!found)
+                rf_diag(pf, a->line, 0, ".alert cdc-lag: --source: no .source cdc \"%s\"", a->target);
+        }
     }
 }
 
@@ -30903,6 +30995,29 @@ typedef struct rsrc_http {
     int running;
 } rsrc_http;
 
+/* A CDC source: a thread streams (pgpipe_cdc_run in 10 s slices, between
+** which it reads the slot's lag on the source for /metrics); a failure that
+** does not heal by itself (the stream heals lost connections) is logged and
+** tried again with a backoff up to a minute. */
+typedef struct rsrc_cdc {
+    char *name, *conninfo, *env, *slot, *publication, *tables;
+    int snapshot, no_create, line;
+    int64_t heartbeat_ms;
+    pgpipe_runner *r;
+    char *source;         /* the conninfo in use (the variable's value) */
+    pthread_t th;
+    int running;          /* run_sources.mu */
+    atomic_int stop;
+    pthread_mutex_t cmu;  /* guards what follows */
+#ifndef PGPIPE_OMIT_CDC
+    pgpipe_cdc *c;        /* while it streams */
+    pgpipe_cdc_stats st;  /* the last handle's, carried over */
+    pgpipe_cdc_slot_info info;
+#endif
+    long long events, transactions, reconnects; /* of the handles closed before */
+    int streaming, info_ok;
+} rsrc_cdc;
+
 typedef struct rsrc_work {
     char *event_type, *sql_file, *so_lib, *so_symbol, *table;
     int workers, batch, mode, max_attempts, line;
@@ -30926,6 +31041,8 @@ struct run_sources {
     int nhttp;
     rsrc_work **work;
     int nwork;
+    rsrc_cdc **cdc;
+    int ncdc;
 };
 
 static int rsrc_same(const char *a, const char *b)
@@ -31454,6 +31571,180 @@ static void rsrc_http_stop(run_sources *s, rsrc_http *h)
 #endif
 }
 
+/* ---- the CDC source ----------------------------------------------------- */
+
+static void rsrc_cdc_free(rsrc_cdc *h)
+{
+    if (!h)
+        return;
+    pp_free(h->name), pp_free(h->conninfo), pp_free(h->env), pp_free(h->slot);
+    pp_free(h->publication), pp_free(h->tables), pp_free(h->source);
+    pthread_mutex_destroy(&h->cmu);
+    pp_free(h);
+}
+
+static rsrc_cdc *rsrc_cdc_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
+{
+    rsrc_cdc *h = pp_calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    pthread_mutex_init(&h->cmu, NULL);
+    int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->conninfo, s->source_conninfo) &
+             rsrc_dup(&h->env, s->source_env) & rsrc_dup(&h->slot, s->slot) &
+             rsrc_dup(&h->publication, s->publication) & rsrc_dup(&h->tables, s->tables);
+    h->snapshot = s->snapshot, h->no_create = s->no_create, h->line = s->line;
+    h->heartbeat_ms = s->heartbeat_ms;
+    h->r = r;
+    if (!ok) {
+        rsrc_cdc_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+static int rsrc_cdc_same(const rsrc_cdc *a, const rsrc_cdc *b)
+{
+    return rsrc_same(a->name, b->name) && rsrc_same(a->conninfo, b->conninfo) &&
+           rsrc_same(a->env, b->env) && rsrc_same(a->slot, b->slot) &&
+           rsrc_same(a->publication, b->publication) && rsrc_same(a->tables, b->tables) &&
+           a->snapshot == b->snapshot && a->no_create == b->no_create &&
+           a->heartbeat_ms == b->heartbeat_ms;
+}
+
+#ifndef PGPIPE_OMIT_CDC
+static void *rsrc_cdc_thread(void *arg)
+{
+    rsrc_cdc *h = arg;
+    pgpipe_runner *r = h->r;
+    int64_t backoff = 1000;
+    while (!atomic_load(&h->stop)) {
+        pgpipe_cdc_options o;
+        pgpipe_cdc_options_init(&o);
+        o.source = h->source;
+        o.target = r->conninfo;
+        o.slot = h->slot;
+        o.publication = h->publication;
+        o.tables = h->tables;
+        o.create = !h->no_create;
+        o.install = !r->opt.install_schema;
+        o.snapshot = h->snapshot;
+        o.heartbeat_ms = (int)(h->heartbeat_ms < INT_MAX ? h->heartbeat_ms : INT_MAX);
+        pgpipe_cdc *c = NULL;
+        int rc = pgpipe_cdc_open(&c, &o);
+        if (rc == PGPIPE_OK) {
+            pthread_mutex_lock(&h->cmu);
+            h->c = c;
+            h->streaming = 1;
+            pthread_mutex_unlock(&h->cmu);
+            run_log(r, PGPIPE_LOG_INFO, "CDC source streaming", "source", h->name, "slot", h->slot,
+                    NULL);
+            backoff = 1000;
+            /* a stop asked before h->c was set is seen here; one asked
+            ** after reaches the stream through pgpipe_cdc_stop */
+            int slice = 1000; /* the slot's first reading soon, then every 10 s */
+            while (rc == PGPIPE_OK && !atomic_load(&h->stop)) {
+                rc = pgpipe_cdc_run(c, slice);
+                slice = 10000;
+                pgpipe_cdc_slot_info info;
+                pgpipe_error e;
+                memset(&e, 0, sizeof e);
+                int got = !atomic_load(&h->stop) &&
+                          pgpipe_cdc_slot_info_get(h->source, h->slot, &info, &e) == PGPIPE_OK;
+                pthread_mutex_lock(&h->cmu);
+                pgpipe_cdc_stats_get(c, &h->st);
+                if (got)
+                    h->info = info, h->info_ok = 1;
+                pthread_mutex_unlock(&h->cmu);
+            }
+            pthread_mutex_lock(&h->cmu);
+            h->c = NULL;
+            h->streaming = 0;
+            h->events += h->st.events, h->transactions += h->st.transactions;
+            h->reconnects += h->st.reconnects;
+            memset(&h->st, 0, sizeof h->st);
+            pthread_mutex_unlock(&h->cmu);
+        }
+        if (rc != PGPIPE_OK && !atomic_load(&h->stop)) {
+            char wait[24];
+            snprintf(wait, sizeof wait, "%lld ms", (long long)backoff);
+            run_log(r, PGPIPE_LOG_ERROR, "CDC source failed; trying again", "source", h->name,
+                    "error", c ? pgpipe_errmsg(c) : "out of memory", "in", wait, NULL);
+        }
+        pgpipe_cdc_close(c);
+        for (int64_t waited = 0; waited < backoff && !atomic_load(&h->stop); waited += 100)
+            pgpipe_sleep_ms(100);
+        backoff = backoff < 30000 ? backoff * 2 : 60000;
+    }
+    return NULL;
+}
+#endif
+
+static int rsrc_cdc_start(pgpipe_runner *r, run_sources *s, rsrc_cdc *h, pgpipe_error *err)
+{
+#ifdef PGPIPE_OMIT_CDC
+    (void)s;
+    return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source cdc %s: this pgpipe was built without CDC "
+                  "(PGPIPE_OMIT_CDC)", r->path, h->line, h->name);
+#else
+    const char *src = h->conninfo;
+    if (h->env) {
+        src = getenv(h->env);
+        if (!src || !*src)
+            return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source cdc %s: --source-env: the "
+                          "environment variable %s is not set", r->path, h->line, h->name, h->env);
+    }
+    if (!(h->source = pp_strdup(src)))
+        return pp_err_nomem(err);
+    if (pthread_create(&h->th, NULL, rsrc_cdc_thread, h) != 0)
+        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source cdc %s: cannot start a thread", r->path,
+                      h->line, h->name);
+    pp_mutex_lock(&s->mu);
+    h->running = 1;
+    pp_mutex_unlock(&s->mu);
+    return PGPIPE_OK;
+#endif
+}
+
+static void rsrc_cdc_stop(run_sources *s, rsrc_cdc *h)
+{
+    if (!h->running)
+        return;
+    atomic_store(&h->stop, 1);
+#ifndef PGPIPE_OMIT_CDC
+    pthread_mutex_lock(&h->cmu);
+    if (h->c)
+        pgpipe_cdc_stop(h->c);
+    pthread_mutex_unlock(&h->cmu);
+#endif
+    pthread_join(h->th, NULL);
+    pp_mutex_lock(&s->mu);
+    h->running = 0;
+    pp_mutex_unlock(&s->mu);
+}
+
+#ifndef PGPIPE_OMIT_CDC
+PGPIPE_PRIVATE int run_sources_cdc_info(pgpipe_runner *r, const char *name,
+                                        pgpipe_cdc_slot_info *out)
+{
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
+    int got = 0;
+    if (!s)
+        return 0;
+    pp_mutex_lock(&s->mu);
+    for (int i = 0; i < s->ncdc && !got; i++) {
+        rsrc_cdc *h = s->cdc[i];
+        if (!h || strcmp(h->name, name))
+            continue;
+        pthread_mutex_lock(&h->cmu);
+        if ((got = h->info_ok))
+            *out = h->info;
+        pthread_mutex_unlock(&h->cmu);
+    }
+    pp_mutex_unlock(&s->mu);
+    return got;
+}
+#endif
+
 /* ---- workers ------------------------------------------------------------ */
 
 static void rsrc_work_free(rsrc_work *w)
@@ -31643,8 +31934,9 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
         return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
     }
     s->http = pp_calloc((size_t)def->nsources + 1, sizeof *s->http);
+    s->cdc = pp_calloc((size_t)def->nsources + 1, sizeof *s->cdc);
     s->work = pp_calloc((size_t)def->nworkers + 1, sizeof *s->work);
-    if (!s->http || !s->work)
+    if (!s->http || !s->cdc || !s->work)
         return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
     for (int i = 0; i < def->nworkers; i++) {
         pgpipe_error e;
@@ -31665,6 +31957,16 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
             return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
         s->http[s->nhttp++] = h;
         if (rsrc_http_start(r, s, h, &r->h.err))
+            return rsrc_publish(r, s, r->h.err.code);
+    }
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_CDC)
+            continue;
+        rsrc_cdc *h = rsrc_cdc_new(r, &def->sources[i]);
+        if (!h)
+            return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
+        s->cdc[s->ncdc++] = h;
+        if (rsrc_cdc_start(r, s, h, &r->h.err))
             return rsrc_publish(r, s, r->h.err.code);
     }
     rsrc_publish(r, s, PGPIPE_OK);
@@ -31692,6 +31994,9 @@ PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms)
     for (int i = 0; i < s->nhttp; i++)
         if (s->http[i])
             rsrc_http_stop(s, s->http[i]);
+    for (int i = 0; i < s->ncdc; i++)
+        if (s->cdc[i])
+            rsrc_cdc_stop(s, s->cdc[i]);
     pp_mutex_lock(&s->mu);
     rsrc_work **ws = s->work;
     int n = s->nwork;
@@ -31827,6 +32132,53 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
             failed = 1;
         }
     }
+    /* CDC sources: the unchanged keep streaming */
+    rsrc_cdc **nc = pp_calloc((size_t)def->nsources + 1, sizeof *nc);
+    if (!nc)
+        return PGPIPE_NOMEM;
+    int nnc = 0;
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_CDC)
+            continue;
+        rsrc_cdc *h = rsrc_cdc_new(r, &def->sources[i]);
+        if (!h) {
+            failed = 1;
+            continue;
+        }
+        int j;
+        for (j = 0; j < s->ncdc; j++)
+            if (s->cdc[j] && rsrc_cdc_same(h, s->cdc[j]))
+                break;
+        if (j < s->ncdc) {
+            rsrc_cdc_free(h);
+            nc[nnc++] = s->cdc[j];
+            s->cdc[j] = NULL;
+        } else {
+            nc[nnc++] = h;
+        }
+    }
+    for (int j = 0; j < s->ncdc; j++)
+        if (s->cdc[j]) {
+            rsrc_cdc_stop(s, s->cdc[j]);
+            rsrc_cdc_free(s->cdc[j]);
+        }
+    pp_mutex_lock(&s->mu);
+    rsrc_cdc **oldc = s->cdc;
+    s->cdc = nc;
+    s->ncdc = nnc;
+    pp_mutex_unlock(&s->mu);
+    pp_free(oldc);
+    for (int i = 0; i < nnc; i++) {
+        if (nc[i]->running)
+            continue;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (rsrc_cdc_start(r, s, nc[i], &e)) {
+            run_log(r, PGPIPE_LOG_ERROR, "reload: CDC source not started", "source", nc[i]->name,
+                    "error", e.message, NULL);
+            failed = 1;
+        }
+    }
     return failed ? PGPIPE_ERROR : PGPIPE_OK;
 }
 
@@ -31835,7 +32187,7 @@ PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
     run_sources *s = r->sources;
     if (!s)
         return;
-    if (s->poller_on || s->nwork || s->nhttp)
+    if (s->poller_on || s->nwork || s->nhttp || s->ncdc)
         run_sources_stop(r, 0);
     for (int i = 0; i < s->nfolders; i++)
         rsrc_folder_free(s->folders[i]);
@@ -31846,6 +32198,9 @@ PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
     for (int i = 0; i < s->nhttp; i++)
         rsrc_http_free(s->http[i]);
     pp_free(s->http);
+    for (int i = 0; i < s->ncdc; i++)
+        rsrc_cdc_free(s->cdc[i]);
+    pp_free(s->cdc);
     pp_free(s->work);
     pthread_mutex_destroy(&s->mu);
     pp_free(s);
@@ -31909,6 +32264,45 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
             pp_buf_appendf(out, "\"} %lld\n", v);
         }
     }
+#ifndef PGPIPE_OMIT_CDC
+    /* CDC sources: counters, and the slot as the source last said (read
+    ** every 10 s by the stream's thread, never here: a scrape must not wait
+    ** for another server) */
+    static const char *const cnames[] = { "pgpipe_cdc_events_total", "pgpipe_cdc_transactions_total",
+                                          "pgpipe_cdc_reconnects_total", "pgpipe_cdc_streaming",
+                                          "pgpipe_cdc_slot_lag_bytes",
+                                          "pgpipe_cdc_slot_retained_bytes" };
+    static const char *const chelp[] = { "change events staged by a CDC source",
+                                         "source transactions staged",
+                                         "lost connections healed (the stream resumed)",
+                                         "1 while the source streams",
+                                         "source WAL not yet confirmed by the slot",
+                                         "source WAL the slot keeps (restart_lsn)" };
+    for (int m = 0; m < 6 && s->ncdc; m++) {
+        pp_buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", cnames[m], chelp[m], cnames[m],
+                       m < 3 ? "counter" : "gauge");
+        for (int i = 0; i < s->ncdc; i++) {
+            rsrc_cdc *h = s->cdc[i];
+            if (!h)
+                continue;
+            pthread_mutex_lock(&h->cmu);
+            if (h->c) /* the live counters (thread-safe) */
+                pgpipe_cdc_stats_get(h->c, &h->st);
+            int known = m < 4 || h->info_ok;
+            long long v = m == 0   ? h->events + h->st.events
+                          : m == 1 ? h->transactions + h->st.transactions
+                          : m == 2 ? h->reconnects + h->st.reconnects
+                          : m == 3 ? h->streaming
+                          : m == 4 ? h->info.lag_bytes : h->info.retained_bytes;
+            pthread_mutex_unlock(&h->cmu);
+            if (!known)
+                continue;
+            pp_buf_appendf(out, "%s{source=\"", cnames[m]);
+            rsrc_label(out, h->name);
+            pp_buf_appendf(out, "\"} %lld\n", v);
+        }
+    }
+#endif
     pp_mutex_unlock(&s->mu);
 }
 
@@ -31977,7 +32371,7 @@ struct run_alerts {
 ** reload closes the old tree. */
 typedef struct run_alert_rule {
     int kind;
-    int64_t threshold, window_ms, older_than_ms;
+    int64_t threshold, window_ms, older_than_ms, max_lag, max_retained;
     char *event_type, *target, *notify, *table, *command;
     char *events_table;           /* backlog-age: where its events wait */
 } run_alert_rule;
@@ -31995,6 +32389,7 @@ static const char *run_alert_kind_name(int kind)
     case PGPIPE_PIPE_ALERT_BACKLOG_AGE: return "backlog-age";
     case PGPIPE_PIPE_ALERT_TASK_FAILURES: return "task-failures";
     case PGPIPE_PIPE_ALERT_SCHEDULE_MISSED: return "schedule-missed";
+    case PGPIPE_PIPE_ALERT_CDC_LAG: return "cdc-lag";
     default: return "alert";
     }
 }
@@ -32049,6 +32444,7 @@ static int run_alert_turn_load(pgpipe_runner *r, run_alert_turn *t)
         u->threshold = a->threshold;
         u->window_ms = a->window_ms;
         u->older_than_ms = a->older_than_ms;
+        u->max_lag = a->max_lag, u->max_retained = a->max_retained;
         u->event_type = run_alert_dup(a->event_type);
         u->target = run_alert_dup(a->target);
         u->notify = run_alert_dup(a->notify);
@@ -32371,6 +32767,35 @@ static int run_alert_eval(pgpipe_runner *r, PGconn *c, const char *pipeline,
                        age < 0 ? 0 : age, lim);
         pp_json_str(detail, u->events_table, strlen(u->events_table), 0);
         pp_buf_appendf(detail, "}");
+        break;
+    }
+    case PGPIPE_PIPE_ALERT_CDC_LAG: {
+        /* the slot as the source's thread last read it (no connection to
+        ** the source database from here) */
+        snprintf(subject, ssz, "%s", u->target ? u->target : "*");
+#ifndef PGPIPE_OMIT_CDC
+        pgpipe_cdc_slot_info in;
+        if (!u->target || !run_sources_cdc_info(r, u->target, &in))
+            break;
+        int lost = !strcmp(in.wal_status, "unreserved") || !strcmp(in.wal_status, "lost");
+        holds = !in.exists || lost || (u->max_lag > 0 && in.lag_bytes > u->max_lag) ||
+                (u->max_retained > 0 && in.retained_bytes > u->max_retained);
+        if (!in.exists)
+            pp_buf_appendf(msg, "the replication slot of CDC source %s is gone", u->target);
+        else
+            pp_buf_appendf(msg, "CDC source %s: slot lag %lld bytes (limit %lld), WAL retained "
+                           "%lld bytes (limit %lld), wal_status %s", u->target, in.lag_bytes,
+                           (long long)u->max_lag, in.retained_bytes, (long long)u->max_retained,
+                           in.wal_status);
+        pp_buf_appendf(detail, "{\"source\":");
+        pp_json_str(detail, u->target, strlen(u->target), 0);
+        pp_buf_appendf(detail, ",\"exists\":%s,\"lag_bytes\":%lld,\"retained_bytes\":%lld,"
+                       "\"max_lag\":%lld,\"max_retained\":%lld,\"wal_status\":",
+                       in.exists ? "true" : "false", in.lag_bytes, in.retained_bytes,
+                       (long long)u->max_lag, (long long)u->max_retained);
+        pp_json_str(detail, in.wal_status, strlen(in.wal_status), 0);
+        pp_buf_appendf(detail, "}");
+#endif
         break;
     }
     case PGPIPE_PIPE_ALERT_TASK_FAILURES:
