@@ -209,3 +209,25 @@ PGT_TEST(run, file_errors)
                "1:33: unknown table nope (not created by this file, its migrations and handlers, or pgpipe's schema and example)\n");
     PGT_EQ_STR(run_t_pf(".source files a --dir d --table raw_events\n", NULL), "");
 }
+
+/* Not an assertion: the cost of one pgpipe_cron_next in a DST zone, printed
+** for the record (the runner calls it twice per firing). */
+PGT_TEST(run, cron_tz_speed)
+{
+    pgpipe_cron c;
+    PGT_OK(pgpipe_cron_parse(&c, "*/5 * * * *", NULL));
+    int64_t t = run_t_utc(2026, 1, 1, 0, 0), n = 0;
+    const char *zones[] = { "UTC", "Europe/Berlin" };
+    for (int z = 0; z < 2; z++) {
+        int64_t at = t;
+        PGT_OK(pgpipe_cron_next(&c, at, zones[z], &n, NULL)); /* the first call may read the zone */
+        int calls = 10000;
+        int64_t t0 = pgpipe_now_us();
+        for (int i = 0; i < calls; i++) {
+            PGT_OK(pgpipe_cron_next(&c, at, zones[z], &n, NULL));
+            at = n;
+        }
+        double us = (double)(pgpipe_now_us() - t0) / calls;
+        fprintf(stderr, "    pgpipe_cron_next in %s: %.2f us per call\n", zones[z], us);
+    }
+}
