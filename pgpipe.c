@@ -899,6 +899,154 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig);
 #endif /* PP_HTTP_H */
 /* ==== end src/http/pp_http.h ==== */
 
+/* ==== begin src/cdc/pp_cdc.h ==== */
+/*
+** The CDC layer's private header: changes of another PostgreSQL database,
+** read over a logical replication connection (the built-in pgoutput
+** plugin), into staging. Layer order and rules: src/base/pp_base.h.
+**
+**   cdc_proto   the pgoutput message decoder (protocol versions 1 and 2:
+**               transactions, relations, types, row changes, truncate,
+**               origins, logical messages, streamed transactions); pure,
+**               works on byte buffers
+**   cdc         set-up (checks, publication, slot), the replication
+**               stream, events into staging.raw_events with the applied
+**               LSN in the same transaction; the public API (cdc.h)
+**
+** Both are left out with PGPIPE_OMIT_CDC (src/pgpipe.h says what it needs).
+**
+** @components cdc_proto cdc
+*/
+#ifndef PP_CDC_H
+#define PP_CDC_H
+
+#ifndef PGPIPE_OMIT_CDC
+
+/* ==== The pgoutput decoder (cdc_proto.c) ================================
+** A decoder keeps what the stream told it so far: the relations (the
+** 'R' messages, by OID) and whether a streamed block is open (inside one,
+** changes carry the xid of their (sub)transaction). pp_cdc_decode takes
+** the payload of one XLogData message (one pgoutput message) and fills
+** *m; pointers in *m point into buf or into the decoder and stay valid
+** until the next call. */
+typedef struct pp_cdc_col {
+    char *name;
+    uint32_t type;              /* the type's OID */
+    int32_t typmod;
+    int key;                    /* part of the replica identity */
+} pp_cdc_col;
+
+typedef struct pp_cdc_rel {
+    uint32_t oid;
+    char *nsp;                  /* "pg_catalog" when the message says "" */
+    char *name;
+    char ident;                 /* REPLICA IDENTITY: 'd'efault, 'n'othing, 'f'ull, 'i'ndex */
+    int ncols;
+    pp_cdc_col *cols;
+} pp_cdc_rel;
+
+/* One column of a tuple: kind 'n' NULL, 'u' unchanged TOASTed value (not
+** sent: the row's value did not change and is not known here), 't' text,
+** 'b' binary (data, len). */
+typedef struct pp_cdc_value {
+    char kind;
+    const char *data;
+    uint32_t len;
+} pp_cdc_value;
+
+typedef struct pp_cdc_tuple {
+    int n;
+    int cap;
+    pp_cdc_value *v;
+} pp_cdc_tuple;
+
+/* Message types: the byte pgoutput sends. */
+#define PP_CDC_BEGIN         'B'
+#define PP_CDC_COMMIT        'C'
+#define PP_CDC_ORIGIN        'O'
+#define PP_CDC_RELATION      'R'
+#define PP_CDC_TYPE          'Y'
+#define PP_CDC_INSERT        'I'
+#define PP_CDC_UPDATE        'U'
+#define PP_CDC_DELETE        'D'
+#define PP_CDC_TRUNCATE      'T'
+#define PP_CDC_MESSAGE       'M'
+#define PP_CDC_STREAM_START  'S'
+#define PP_CDC_STREAM_STOP   'E'
+#define PP_CDC_STREAM_COMMIT 'c'
+#define PP_CDC_STREAM_ABORT  'A'
+
+typedef struct pp_cdc_msg {
+    char type;                  /* PP_CDC_* */
+    uint32_t xid;               /* B S c A, and changes inside a streamed block */
+    uint32_t subxid;            /* A: the aborted (sub)transaction */
+    int first_segment;          /* S */
+    uint64_t lsn;               /* B: final LSN; C c: commit LSN; M: the message's; O: commit LSN */
+    uint64_t end_lsn;           /* C c: end of the commit record */
+    int64_t ts;                 /* B C c: commit time, µs since 2000-01-01 UTC */
+    uint8_t flags;              /* C c: flags; M: 1 = transactional; T: 1 CASCADE, 2 RESTART IDENTITY */
+    const pp_cdc_rel *rel;      /* R I U D */
+    uint32_t oid;               /* Y: the type's OID */
+    const char *nsp, *name;     /* Y: the type; O: origin name (name); M: prefix (name) */
+    const char *content;        /* M */
+    uint32_t content_len;
+    char old_kind;              /* U D: 'K' key columns, 'O' the whole old row, 0 none */
+    const pp_cdc_tuple *oldt;   /* U D when old_kind */
+    const pp_cdc_tuple *newt;   /* I U */
+    const uint32_t *relids;     /* T */
+    int nrelids;
+} pp_cdc_msg;
+
+typedef struct pp_cdc_decoder {
+    int in_stream;              /* between Stream Start and Stream Stop */
+    pp_cdc_rel *rels;
+    int nrels, caprels;
+    pp_cdc_tuple oldt, newt;
+    uint32_t *relids;
+    int caprelids;
+} pp_cdc_decoder;
+
+/* Decode one message. PGPIPE_OK, PGPIPE_NOMEM, or PGPIPE_PARSE with err
+** naming the message and what is wrong (truncated, unknown type, a change
+** for a relation no 'R' message described). */
+PGPIPE_PRIVATE int pp_cdc_decode(pp_cdc_decoder *d, const char *buf, size_t len,
+                                 pp_cdc_msg *m, pgpipe_error *err);
+PGPIPE_PRIVATE const pp_cdc_rel *pp_cdc_rel_find(const pp_cdc_decoder *d, uint32_t oid);
+PGPIPE_PRIVATE void pp_cdc_decoder_free(pp_cdc_decoder *d);
+
+/* Big-endian integers of the replication protocol. */
+static inline PP_UNUSED uint64_t pp_cdc_get64(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | u[i];
+    return v;
+}
+static inline PP_UNUSED void pp_cdc_put64(char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (char)(v & 0xFF);
+        v >>= 8;
+    }
+}
+/* "X/Y" as PostgreSQL writes an LSN; size >= 20. */
+PGPIPE_PRIVATE void pp_cdc_lsn_str(uint64_t lsn, char *out, size_t size);
+/* Parse "X/Y"; 0 when s is not an LSN. */
+PGPIPE_PRIVATE int pp_cdc_lsn_parse(const char *s, uint64_t *lsn);
+
+/* The payload of a change event (cdc.c), as README and cdc.h describe it,
+** without the commit's fields and the closing brace: those are known only
+** at the commit (pp_cdc_event_end). m is an I, U, D or T message (T: its
+** relation i); xid is the top-level transaction's. */
+PGPIPE_PRIVATE int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const pp_cdc_msg *m,
+                                     int i, uint32_t xid);
+PGPIPE_PRIVATE int pp_cdc_event_end(pp_buf *b, uint64_t end_lsn, int64_t commit_ts);
+
+#endif /* PGPIPE_OMIT_CDC */
+#endif /* PP_CDC_H */
+/* ==== end src/cdc/pp_cdc.h ==== */
+
 /* ==== begin src/run/pp_run.h ==== */
 /*
 ** The run layer's private header: the pipeline runner (issue 22). Layer
@@ -2674,6 +2822,49 @@ static const char *const pp_sql_18[] = {
 };
 /* ==== end sql/schema/V0028__run_fire.sql ==== */
 
+/* ==== begin sql/schema/V0029__cdc.sql ==== */
+static const char *const pp_sql_19[] = {
+    "-- pgpipe built-in schema: change data capture (logical replication from\n",
+    "-- another PostgreSQL database into staging.raw_events). Idempotent.\n",
+    "\n",
+    "-- One row per replication slot: the end LSN of the last source transaction\n",
+    "-- whose events are staged. It is written in the same transaction as those\n",
+    "-- events, so after a crash the stream resumes right after it and nothing\n",
+    "-- is staged twice; the source is told the slot may advance only after that\n",
+    "-- commit.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.cdc_slots (\n",
+    "    slot         TEXT PRIMARY KEY,            -- the slot's name, the events' source\n",
+    "    system_id    TEXT NOT NULL,               -- the source cluster (IDENTIFY_SYSTEM)\n",
+    "    database     TEXT NOT NULL,               -- the source database\n",
+    "    publication  TEXT NOT NULL,\n",
+    "    applied_lsn  PG_LSN NOT NULL,             -- end of the last staged commit\n",
+    "    commit_time  TIMESTAMPTZ,                 -- its commit time on the source\n",
+    "    transactions BIGINT NOT NULL DEFAULT 0,   -- staged so far\n",
+    "    events       BIGINT NOT NULL DEFAULT 0,\n",
+    "    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),\n",
+    "    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now()\n",
+    ");\n",
+    "COMMENT ON TABLE pgpipe.cdc_slots IS\n",
+    "    'pgpipe CDC: per replication slot, the source LSN staged so far (exactly once)';\n",
+    "\n",
+    "-- The initial snapshot of a slot, one row per published table: its rows are\n",
+    "-- staged in one transaction with done_at, so an interrupted snapshot resumes\n",
+    "-- with the tables not done. snapshot_lsn is the consistent point the rows\n",
+    "-- were read at: the stream skips that table's changes committed before it.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.cdc_snapshot_tables (\n",
+    "    slot         TEXT NOT NULL REFERENCES pgpipe.cdc_slots (slot) ON DELETE CASCADE,\n",
+    "    table_name   TEXT NOT NULL,               -- schema.table, as in event_type\n",
+    "    snapshot_lsn PG_LSN,\n",
+    "    rows         BIGINT,\n",
+    "    done_at      TIMESTAMPTZ,\n",
+    "    PRIMARY KEY (slot, table_name)\n",
+    ");\n",
+    "COMMENT ON TABLE pgpipe.cdc_snapshot_tables IS\n",
+    "    'pgpipe CDC: the initial snapshot per table of a slot (resumable per table)';\n",
+    NULL
+};
+/* ==== end sql/schema/V0029__cdc.sql ==== */
+
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -2694,6 +2885,7 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0026__runner.sql", pp_sql_16 },
     { "schema/V0027__run_alerts.sql", pp_sql_17 },
     { "schema/V0028__run_fire.sql", pp_sql_18 },
+    { "schema/V0029__cdc.sql", pp_sql_19 },
     { NULL, NULL }
 };
 
@@ -12071,9 +12263,10 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
     int port = opt && opt->port > 0 ? opt->port : 5432;
     if (opt && opt->tcp && opt->port <= 0 && (port = local_free_port()) == 0)
         return pp_err(err, PGPIPE_IO, "no free TCP port on 127.0.0.1 for the server in %s", abs);
-    char opts[PATH_MAX + 96], portfile[PATH_MAX + 16];
-    snprintf(opts, sizeof opts, "-p %d -k '%s'%s", port, abs,
-             opt && opt->tcp ? " -c listen_addresses=127.0.0.1" : "");
+    char opts[PATH_MAX + 128], portfile[PATH_MAX + 16];
+    snprintf(opts, sizeof opts, "-p %d -k '%s'%s%s", port, abs,
+             opt && opt->tcp ? " -c listen_addresses=127.0.0.1" : "",
+             opt && opt->logical ? " -c wal_level=logical" : "");
     snprintf(portfile, sizeof portfile, "%s/port", abs);
     char portbuf[32];
     snprintf(portbuf, sizeof portbuf, "%d\n", port);
@@ -24229,6 +24422,1722 @@ int pgpipe_http_page_write(pgpipe_http_page_reply *out, const void *data, size_t
 #endif /* PGPIPE_OMIT_HTTP */
 /* ==== end src/http/http.c ==== */
 
+/* ==== begin src/cdc/cdc_proto.c ==== */
+#ifndef PGPIPE_OMIT_CDC
+/*
+** The pgoutput message decoder: one logical replication message (the
+** payload of an XLogData message) into a pp_cdc_msg. Protocol versions 1
+** and 2 (streamed transactions); the layout of each message is PostgreSQL's
+** "Logical Replication Message Formats". No I/O: unit-testable on bytes.
+*/
+
+#ifndef PGPIPE_OMIT_CDC
+
+typedef struct rd {
+    const char *p, *end;
+    int bad;
+} rd;
+
+static uint8_t rd8(rd *r)
+{
+    if (r->end - r->p < 1) {
+        r->bad = 1;
+        return 0;
+    }
+    return (uint8_t)*r->p++;
+}
+static uint16_t rd16(rd *r)
+{
+    if (r->end - r->p < 2) {
+        r->bad = 1;
+        r->p = r->end;
+        return 0;
+    }
+    const unsigned char *u = (const unsigned char *)r->p;
+    r->p += 2;
+    return (uint16_t)(u[0] << 8 | u[1]);
+}
+static uint32_t rd32(rd *r)
+{
+    if (r->end - r->p < 4) {
+        r->bad = 1;
+        r->p = r->end;
+        return 0;
+    }
+    const unsigned char *u = (const unsigned char *)r->p;
+    r->p += 4;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+static uint64_t rd64(rd *r)
+{
+    if (r->end - r->p < 8) {
+        r->bad = 1;
+        r->p = r->end;
+        return 0;
+    }
+    uint64_t v = pp_cdc_get64(r->p);
+    r->p += 8;
+    return v;
+}
+/* A NUL-terminated string inside the message. */
+static const char *rdstr(rd *r)
+{
+    const char *s = r->p;
+    const char *nul = r->p < r->end ? memchr(r->p, '\0', (size_t)(r->end - r->p)) : NULL;
+    if (!nul) {
+        r->bad = 1;
+        r->p = r->end;
+        return "";
+    }
+    r->p = nul + 1;
+    return s;
+}
+
+PGPIPE_PRIVATE const pp_cdc_rel *pp_cdc_rel_find(const pp_cdc_decoder *d, uint32_t oid)
+{
+    for (int i = 0; i < d->nrels; i++)
+        if (d->rels[i].oid == oid)
+            return &d->rels[i];
+    return NULL;
+}
+
+static void rel_clear(pp_cdc_rel *r)
+{
+    pp_free(r->nsp);
+    pp_free(r->name);
+    for (int i = 0; i < r->ncols; i++)
+        pp_free(r->cols[i].name);
+    pp_free(r->cols);
+    memset(r, 0, sizeof *r);
+}
+
+PGPIPE_PRIVATE void pp_cdc_decoder_free(pp_cdc_decoder *d)
+{
+    if (!d)
+        return;
+    for (int i = 0; i < d->nrels; i++)
+        rel_clear(&d->rels[i]);
+    pp_free(d->rels);
+    pp_free(d->oldt.v);
+    pp_free(d->newt.v);
+    pp_free(d->relids);
+    memset(d, 0, sizeof *d);
+}
+
+static int bad(pgpipe_error *err, char type, const char *what)
+{
+    return pp_err(err, PGPIPE_PARSE, "pgoutput message '%c': %s", type ? type : '?', what);
+}
+
+/* A Relation message replaces what the decoder knew of that OID (a column
+** added, dropped, renamed or retyped arrives as a new description before
+** the first change that needs it). */
+static int dec_relation(pp_cdc_decoder *d, rd *r, pp_cdc_msg *m, pgpipe_error *err)
+{
+    pp_cdc_rel n;
+    memset(&n, 0, sizeof n);
+    n.oid = rd32(r);
+    const char *nsp = rdstr(r), *name = rdstr(r);
+    n.ident = (char)rd8(r);
+    int ncols = rd16(r);
+    if (r->bad)
+        return bad(err, 'R', "truncated");
+    n.nsp = pp_strdup(*nsp ? nsp : "pg_catalog");
+    n.name = pp_strdup(name);
+    n.cols = ncols ? pp_calloc((size_t)ncols, sizeof *n.cols) : NULL;
+    if (!n.nsp || !n.name || (ncols && !n.cols)) {
+        rel_clear(&n);
+        return pp_err_nomem(err);
+    }
+    for (int i = 0; i < ncols; i++) {
+        pp_cdc_col *c = &n.cols[i];
+        c->key = rd8(r) & 1;
+        const char *cn = rdstr(r);
+        c->type = rd32(r);
+        c->typmod = (int32_t)rd32(r);
+        if (r->bad) {
+            n.ncols = i;
+            rel_clear(&n);
+            return bad(err, 'R', "truncated column list");
+        }
+        n.ncols = i + 1;
+        if (!(c->name = pp_strdup(cn))) {
+            rel_clear(&n);
+            return pp_err_nomem(err);
+        }
+    }
+    pp_cdc_rel *slot = (pp_cdc_rel *)pp_cdc_rel_find(d, n.oid);
+    if (slot) {
+        rel_clear(slot);
+    } else {
+        if (d->nrels == d->caprels) {
+            int cap = d->caprels ? d->caprels * 2 : 16;
+            pp_cdc_rel *nr = pp_realloc(d->rels, (size_t)cap * sizeof *nr);
+            if (!nr) {
+                rel_clear(&n);
+                return pp_err_nomem(err);
+            }
+            d->rels = nr;
+            d->caprels = cap;
+        }
+        slot = &d->rels[d->nrels++];
+    }
+    *slot = n;
+    m->rel = slot;
+    return PGPIPE_OK;
+}
+
+static int dec_tuple(rd *r, pp_cdc_tuple *t, char type, pgpipe_error *err)
+{
+    int n = rd16(r);
+    if (r->bad)
+        return bad(err, type, "truncated tuple");
+    if (n > t->cap) {
+        pp_cdc_value *v = pp_realloc(t->v, (size_t)n * sizeof *v);
+        if (!v)
+            return pp_err_nomem(err);
+        t->v = v;
+        t->cap = n;
+    }
+    t->n = n;
+    for (int i = 0; i < n; i++) {
+        pp_cdc_value *v = &t->v[i];
+        v->kind = (char)rd8(r);
+        v->data = NULL;
+        v->len = 0;
+        switch (v->kind) {
+        case 'n':
+        case 'u':
+            break;
+        case 't':
+        case 'b':
+            v->len = rd32(r);
+            if (r->bad || (size_t)(r->end - r->p) < v->len)
+                return bad(err, type, "truncated column value");
+            v->data = r->p;
+            r->p += v->len;
+            break;
+        default:
+            return r->bad ? bad(err, type, "truncated tuple")
+                          : pp_err(err, PGPIPE_PARSE,
+                                   "pgoutput message '%c': unknown column kind 0x%02x", type,
+                                   (unsigned char)v->kind);
+        }
+    }
+    return PGPIPE_OK;
+}
+
+/* I U D: the relation must be known and the tuple as wide as it says. */
+static int dec_rel_of(pp_cdc_decoder *d, rd *r, pp_cdc_msg *m, pgpipe_error *err)
+{
+    uint32_t oid = rd32(r);
+    if (r->bad)
+        return bad(err, m->type, "truncated");
+    if (!(m->rel = pp_cdc_rel_find(d, oid)))
+        return pp_err(err, PGPIPE_PARSE,
+                      "pgoutput message '%c': relation %u was not described by a Relation "
+                      "message first", m->type, oid);
+    return PGPIPE_OK;
+}
+
+static int check_width(const pp_cdc_msg *m, const pp_cdc_tuple *t, pgpipe_error *err)
+{
+    if (t->n != m->rel->ncols)
+        return pp_err(err, PGPIPE_PARSE,
+                      "pgoutput message '%c': %d columns for %s.%s, its Relation message has %d",
+                      m->type, t->n, m->rel->nsp, m->rel->name, m->rel->ncols);
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_cdc_decode(pp_cdc_decoder *d, const char *buf, size_t len,
+                                 pp_cdc_msg *m, pgpipe_error *err)
+{
+    memset(m, 0, sizeof *m);
+    rd r = { buf, buf + len, 0 };
+    if (len < 1)
+        return bad(err, 0, "empty message");
+    m->type = (char)rd8(&r);
+    int rc;
+    /* inside a streamed block, these carry the (sub)transaction's xid */
+    switch (m->type) {
+    case 'R': case 'Y': case 'I': case 'U': case 'D': case 'T': case 'M':
+        if (d->in_stream)
+            m->xid = rd32(&r);
+        break;
+    default:
+        break;
+    }
+    switch (m->type) {
+    case 'B':
+        m->lsn = rd64(&r);
+        m->ts = (int64_t)rd64(&r);
+        m->xid = rd32(&r);
+        break;
+    case 'C':
+        m->flags = rd8(&r);
+        m->lsn = rd64(&r);
+        m->end_lsn = rd64(&r);
+        m->ts = (int64_t)rd64(&r);
+        break;
+    case 'O':
+        m->lsn = rd64(&r);
+        m->name = rdstr(&r);
+        break;
+    case 'R':
+        if (r.bad)
+            return bad(err, m->type, "truncated");
+        return dec_relation(d, &r, m, err);
+    case 'Y':
+        m->oid = rd32(&r);
+        m->nsp = rdstr(&r);
+        m->name = rdstr(&r);
+        break;
+    case 'I':
+        if ((rc = dec_rel_of(d, &r, m, err)) != PGPIPE_OK)
+            return rc;
+        if (rd8(&r) != 'N')
+            return bad(err, m->type, r.bad ? "truncated" : "expected 'N' before the new tuple");
+        if ((rc = dec_tuple(&r, &d->newt, m->type, err)) != PGPIPE_OK ||
+            (rc = check_width(m, &d->newt, err)) != PGPIPE_OK)
+            return rc;
+        m->newt = &d->newt;
+        break;
+    case 'U':
+    case 'D': {
+        if ((rc = dec_rel_of(d, &r, m, err)) != PGPIPE_OK)
+            return rc;
+        uint8_t k = rd8(&r);
+        if (k == 'K' || k == 'O') {
+            m->old_kind = (char)k;
+            if ((rc = dec_tuple(&r, &d->oldt, m->type, err)) != PGPIPE_OK ||
+                (rc = check_width(m, &d->oldt, err)) != PGPIPE_OK)
+                return rc;
+            m->oldt = &d->oldt;
+            if (m->type == 'U')
+                k = rd8(&r);
+        } else if (m->type == 'D') {
+            return bad(err, m->type, r.bad ? "truncated" : "expected 'K' or 'O'");
+        }
+        if (m->type == 'U') {
+            if (k != 'N')
+                return bad(err, m->type, r.bad ? "truncated" : "expected 'N' before the new tuple");
+            if ((rc = dec_tuple(&r, &d->newt, m->type, err)) != PGPIPE_OK ||
+                (rc = check_width(m, &d->newt, err)) != PGPIPE_OK)
+                return rc;
+            m->newt = &d->newt;
+        }
+        break;
+    }
+    case 'T': {
+        uint32_t n = rd32(&r);
+        m->flags = rd8(&r);
+        if (r.bad || (size_t)(r.end - r.p) / 4 < n)
+            return bad(err, m->type, "truncated");
+        if ((int)n > d->caprelids) {
+            uint32_t *ids = pp_realloc(d->relids, (size_t)n * sizeof *ids);
+            if (!ids)
+                return pp_err_nomem(err);
+            d->relids = ids;
+            d->caprelids = (int)n;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            d->relids[i] = rd32(&r);
+        m->relids = d->relids;
+        m->nrelids = (int)n;
+        break;
+    }
+    case 'M':
+        m->flags = rd8(&r);
+        m->lsn = rd64(&r);
+        m->name = rdstr(&r);
+        m->content_len = rd32(&r);
+        if (r.bad || (size_t)(r.end - r.p) < m->content_len)
+            return bad(err, m->type, "truncated");
+        m->content = r.p;
+        r.p += m->content_len;
+        break;
+    case 'S':
+        m->xid = rd32(&r);
+        m->first_segment = rd8(&r);
+        if (!r.bad)
+            d->in_stream = 1;
+        break;
+    case 'E':
+        d->in_stream = 0;
+        break;
+    case 'c':
+        m->xid = rd32(&r);
+        m->flags = rd8(&r);
+        m->lsn = rd64(&r);
+        m->end_lsn = rd64(&r);
+        m->ts = (int64_t)rd64(&r);
+        break;
+    case 'A':
+        m->xid = rd32(&r);
+        m->subxid = rd32(&r);
+        /* protocol 4 adds the abort LSN and time; ignored */
+        break;
+    default:
+        return pp_err(err, PGPIPE_PARSE, "pgoutput: unknown message type 0x%02x",
+                      (unsigned char)m->type);
+    }
+    if (r.bad)
+        return bad(err, m->type, "truncated");
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE void pp_cdc_lsn_str(uint64_t lsn, char *out, size_t size)
+{
+    snprintf(out, size, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xFFFFFFFFu));
+}
+
+PGPIPE_PRIVATE int pp_cdc_lsn_parse(const char *s, uint64_t *lsn)
+{
+    unsigned hi, lo;
+    int used = 0;
+    if (!s || sscanf(s, "%X/%X%n", &hi, &lo, &used) != 2 || s[used])
+        return 0;
+    *lsn = (uint64_t)hi << 32 | lo;
+    return 1;
+}
+
+#endif /* PGPIPE_OMIT_CDC */
+#endif /* PGPIPE_OMIT_CDC */
+/* ==== end src/cdc/cdc_proto.c ==== */
+
+/* ==== begin src/cdc/cdc.c ==== */
+#ifndef PGPIPE_OMIT_CDC
+/*
+** CDC: set-up (checks, publication, slot), the replication stream and the
+** events into staging with the applied LSN in the same transaction. The
+** public API is in cdc.h; the messages are decoded by cdc_proto.c.
+**
+** The events of a transaction are kept until its commit: in memory for a
+** transaction pgoutput sends whole (it is at most logical_decoding_work_mem
+** of changes, or the server would have streamed it), in a temporary file
+** per transaction for one it streams while in progress (no size limit in
+** memory). Each record is "event_type TAB payload-without-its-end", both
+** already in COPY text form; the commit adds the source, the commit's LSN
+** and time, and sends them with COPY in one transaction with the LSN.
+*/
+
+#ifndef PGPIPE_OMIT_CDC
+
+#include <poll.h>
+
+/* A streamed transaction's records, and where each of its
+** subtransactions starts in the file (a subtransaction abort cuts there). */
+typedef struct cdc_sub {
+    uint32_t xid;
+    long off;
+} cdc_sub;
+typedef struct cdc_spool {
+    uint32_t xid;
+    FILE *f;
+    cdc_sub *subs;
+    int nsubs, capsubs;
+} cdc_spool;
+
+struct pgpipe_cdc {
+    pp_handle h;
+    char *source, *target, *slot, *publication;
+    int status_ms, heartbeat_ms;
+    int transient;              /* the last failure may heal: connect again */
+    PGconn *src;                /* plain connection to the source: heartbeats */
+    PGconn *tgt;                /* the staging database */
+    PGconn *repl;               /* replication=database; streaming once started */
+    int streaming;
+    char sysid[32];
+    pp_cdc_decoder dec;
+    uint64_t applied;           /* pgpipe.cdc_slots.applied_lsn */
+    uint64_t ack;               /* what may be confirmed as flushed */
+    /* the open transaction pgoutput sends whole */
+    int in_txn;
+    uint32_t xid;
+    pp_buf txn;
+    cdc_spool *spools;          /* streamed transactions in progress */
+    int nspools, capspools;
+    cdc_spool *cur;             /* inside a Stream Start .. Stop block */
+    pp_buf js, line, copy;      /* scratch */
+    uint64_t final_lsn;         /* the open transaction's commit LSN (Begin) */
+    /* tables whose snapshot is newer than the stream: their changes that
+    ** committed before it are in the snapshot */
+    struct cdc_skip { char *table; uint64_t lsn; } *skips;
+    int nskips;
+    int64_t last_status_us, last_activity_us;
+    atomic_int stop;
+    _Atomic long long n_txn, n_events, n_skipped, n_reconnects;
+    _Atomic uint64_t st_applied, st_confirmed, st_received;
+};
+
+/* PostgreSQL's epoch (2000-01-01) in Unix seconds. */
+#define CDC_PG_EPOCH 946684800LL
+
+void pgpipe_cdc_options_init(pgpipe_cdc_options *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->slot = "pgpipe_cdc";
+    o->publication = "pgpipe_cdc";
+    o->create = 1;
+    o->install = 1;
+    o->status_interval_ms = 1000;
+    o->heartbeat_ms = 10000;
+}
+
+/* ---- the event payload ----------------------------------------------- */
+
+static int is_json_number(const char *s, uint32_t n)
+{
+    uint32_t i = 0;
+    if (i < n && s[i] == '-')
+        i++;
+    if (i >= n || !isdigit((unsigned char)s[i]))
+        return 0;
+    for (; i < n; i++)
+        if (!isdigit((unsigned char)s[i]) && s[i] != '.' && s[i] != 'e' && s[i] != 'E' &&
+            s[i] != '+' && s[i] != '-')
+            return 0;
+    return 1;
+}
+
+/* One value by its type's OID: booleans, numbers and JSON as JSON. */
+static int cdc_value(pp_buf *b, const pp_cdc_col *c, const pp_cdc_value *v)
+{
+    if (v->kind == 'n')
+        return pp_buf_append(b, "null", 4);
+    if (v->kind == 'b') {
+        size_t cap = (v->len + 2) / 3 * 4 + 1;
+        if (pp_buf_reserve(b, cap + 2) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        b->data[b->len++] = '"';
+        b->len += pp_base64_encode(b->data + b->len, cap, v->data, v->len, 0);
+        b->data[b->len++] = '"';
+        return PGPIPE_OK;
+    }
+    switch (c->type) {
+    case 16: /* bool */
+        return v->len == 1 && v->data[0] == 't' ? pp_buf_append(b, "true", 4)
+                                                 : pp_buf_append(b, "false", 5);
+    case 20: case 21: case 23: case 26: case 700: case 701: case 1700:
+        if (is_json_number(v->data, v->len))
+            return pp_buf_append(b, v->data, v->len);
+        break; /* NaN, Infinity: a string */
+    case 114: case 3802: /* json, jsonb: the server's text is JSON */
+        return pp_buf_append(b, v->data, v->len);
+    default:
+        break;
+    }
+    return pp_json_str(b, v->data, v->len, 0);
+}
+
+/* {"name":value,...} of a tuple; keys_only: the replica identity's columns. */
+static int cdc_tuple(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, int keys_only)
+{
+    int rc = pp_buf_putc(b, '{'), first = 1;
+    for (int i = 0; rc == PGPIPE_OK && i < t->n; i++) {
+        if (t->v[i].kind == 'u' || (keys_only && !r->cols[i].key))
+            continue;
+        if (!first)
+            rc = pp_buf_putc(b, ',');
+        first = 0;
+        if (rc == PGPIPE_OK)
+            rc = pp_json_str(b, r->cols[i].name, strlen(r->cols[i].name), 0);
+        if (rc == PGPIPE_OK)
+            rc = pp_buf_putc(b, ':');
+        if (rc == PGPIPE_OK)
+            rc = cdc_value(b, &r->cols[i], &t->v[i]);
+    }
+    return rc == PGPIPE_OK ? pp_buf_putc(b, '}') : rc;
+}
+
+PGPIPE_PRIVATE int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const pp_cdc_msg *m,
+                                     int i, uint32_t xid)
+{
+    const pp_cdc_rel *r = m->rel;
+    const char *op = m->type == 'I' ? "insert" : m->type == 'U' ? "update"
+                   : m->type == 'D' ? "delete" : "truncate";
+    if (m->type == 'T' && !(r = pp_cdc_rel_find(d, m->relids[i])))
+        return PGPIPE_PARSE;
+    int rc = pp_buf_appendf(b, "{\"op\":\"%s\",\"table\":", op);
+    pp_buf name = { 0, 0, 0 };
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&name, "%s.%s", r->nsp, r->name);
+    if (rc == PGPIPE_OK)
+        rc = pp_json_str(b, name.data, name.len, 0);
+    pp_buf_free(&name);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(b, ",\"xid\":%u", xid);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (m->type == 'T')
+        return pp_buf_appendf(b, ",\"cascade\":%s,\"restart_identity\":%s",
+                              m->flags & 1 ? "true" : "false", m->flags & 2 ? "true" : "false");
+    if (m->newt) {
+        rc = pp_buf_append(b, ",\"row\":", 7);
+        if (rc == PGPIPE_OK)
+            rc = cdc_tuple(b, r, m->newt, 0);
+        int first = 1;
+        for (int k = 0; rc == PGPIPE_OK && k < m->newt->n; k++) {
+            if (m->newt->v[k].kind != 'u')
+                continue;
+            rc = pp_buf_append(b, first ? ",\"unchanged\":[" : ",", first ? 14 : 1);
+            first = 0;
+            if (rc == PGPIPE_OK)
+                rc = pp_json_str(b, r->cols[k].name, strlen(r->cols[k].name), 0);
+        }
+        if (rc == PGPIPE_OK && !first)
+            rc = pp_buf_putc(b, ']');
+    }
+    if (rc == PGPIPE_OK && m->oldt) {
+        rc = pp_buf_append(b, ",\"old\":", 7);
+        if (rc == PGPIPE_OK)
+            rc = cdc_tuple(b, r, m->oldt, m->old_kind == 'K');
+    }
+    return rc;
+}
+
+PGPIPE_PRIVATE int pp_cdc_event_end(pp_buf *b, uint64_t end_lsn, int64_t commit_ts)
+{
+    char lsn[32], when[48];
+    pp_cdc_lsn_str(end_lsn, lsn, sizeof lsn);
+    int64_t us = commit_ts % 1000000, s = commit_ts / 1000000;
+    if (us < 0) {
+        us += 1000000;
+        s--;
+    }
+    time_t t = (time_t)(s + CDC_PG_EPOCH);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    return pp_buf_appendf(b, ",\"lsn\":\"%s\",\"commit_time\":\"%s.%06dZ\"}", lsn, when,
+                          (int)us);
+}
+
+/* ---- connections and set-up ------------------------------------------ */
+
+static int cdc_connect(pgpipe_cdc *c, PGconn **out, const char *conninfo, int replication,
+                       const char *what)
+{
+    const char *keys[] = { "dbname", replication ? "replication" : NULL, NULL };
+    const char *vals[] = { conninfo ? conninfo : "", "database", NULL };
+    PGconn *pg = PQconnectdbParams(keys, vals, 1);
+    if (!pg)
+        return pp_err_nomem(&c->h.err);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the %s: %s", what,
+               PQerrorMessage(pg));
+        snprintf(c->h.err.sqlstate, sizeof c->h.err.sqlstate, "08006");
+        PQfinish(pg);
+        return PGPIPE_DB;
+    }
+    PQsetNoticeProcessor(pg, pp_notice_to_log, (void *)"cdc");
+    *out = pg;
+    return PGPIPE_OK;
+}
+
+/* Slot and publication names go into replication commands: keep them to
+** what PostgreSQL allows for slots. */
+static int cdc_name_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_'))
+            return 0;
+    return 1;
+}
+
+static int cdc_check_source(pgpipe_cdc *c)
+{
+    PGresult *r = NULL;
+    int rc = pp_exec(c->src,
+                     "SELECT current_setting('wal_level'), current_user, "
+                     "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+                     0, NULL, &r, &c->h.err, "cdc: checking the source");
+    if (rc != PGPIPE_OK)
+        return rc;
+    char level[32], role[128];
+    snprintf(level, sizeof level, "%s", PQgetvalue(r, 0, 0));
+    snprintf(role, sizeof role, "%s", PQgetvalue(r, 0, 1));
+    int repl = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
+    PQclear(r);
+    if (strcmp(level, "logical") != 0)
+        return pp_err(&c->h.err, PGPIPE_ERROR,
+                      "cdc: the source has wal_level = %s; logical replication needs "
+                      "wal_level = logical (set it in postgresql.conf or with ALTER SYSTEM SET "
+                      "wal_level = logical, then restart the source server)", level);
+    if (!repl)
+        return pp_err(&c->h.err, PGPIPE_ERROR,
+                      "cdc: role \"%s\" lacks the REPLICATION attribute needed for a "
+                      "replication slot (ALTER ROLE \"%s\" REPLICATION, or connect as a "
+                      "superuser)", role, role);
+    return PGPIPE_OK;
+}
+
+static int cdc_publication(pgpipe_cdc *c, const char *tables, int create)
+{
+    const char *p[1] = { c->publication };
+    PGresult *r = NULL;
+    int rc = pp_exec(c->src, "SELECT 1 FROM pg_publication WHERE pubname = $1", 1, p, &r,
+                     &c->h.err, "cdc: looking for the publication");
+    if (rc != PGPIPE_OK)
+        return rc;
+    int found = PQntuples(r) == 1;
+    PQclear(r);
+    if (found)
+        return PGPIPE_OK;
+    if (!create)
+        return pp_err(&c->h.err, PGPIPE_ERROR, "cdc: the source has no publication \"%s\"",
+                      c->publication);
+    pp_buf q = { 0, 0, 0 };
+    rc = pp_buf_appendf(&q, "CREATE PUBLICATION \"%s\" ", c->publication);
+    if (rc == PGPIPE_OK && (!tables || !*tables)) {
+        rc = pp_buf_appendf(&q, "FOR ALL TABLES");
+    } else if (rc == PGPIPE_OK) {
+        rc = pp_buf_appendf(&q, "FOR TABLE ");
+        const char *s = tables;
+        int first = 1;
+        while (rc == PGPIPE_OK && *s) {
+            while (*s == ' ' || *s == ',')
+                s++;
+            size_t n = strcspn(s, ", ");
+            if (!n)
+                break;
+            char *one = pp_strndup(s, n);
+            if (!one) {
+                rc = PGPIPE_NOMEM;
+                break;
+            }
+            if (!first)
+                rc = pp_buf_putc(&q, ',');
+            if (rc == PGPIPE_OK)
+                rc = pp_quote_path(&q, one);
+            pp_free(one);
+            first = 0;
+            s += n;
+        }
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(&q, '\0');
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&q);
+        return rc == PGPIPE_NOMEM ? pp_err_nomem(&c->h.err)
+                                  : pp_err(&c->h.err, rc, "cdc: bad table list \"%s\"", tables);
+    }
+    rc = pp_exec(c->src, q.data, 0, NULL, NULL, &c->h.err, "cdc: creating the publication");
+    pp_buf_free(&q);
+    return rc;
+}
+
+/* The slot on the source and its row on the target: create, adopt, or
+** refuse (a lost slot, another cluster's slot of the same name). */
+static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
+{
+    PGresult *r = NULL;
+    int rc = pp_exec(c->repl, "IDENTIFY_SYSTEM", 0, NULL, &r, &c->h.err,
+                     "cdc: IDENTIFY_SYSTEM on the source");
+    if (rc != PGPIPE_OK)
+        return rc;
+    snprintf(c->sysid, sizeof c->sysid, "%s", PQgetvalue(r, 0, 0));
+    char db[128];
+    snprintf(db, sizeof db, "%s", PQgetisnull(r, 0, 3) ? "" : PQgetvalue(r, 0, 3));
+    PQclear(r);
+
+    const char *p1[1] = { c->slot };
+    rc = pp_exec(c->tgt, "SELECT system_id, applied_lsn::text FROM pgpipe.cdc_slots WHERE slot = $1",
+                 1, p1, &r, &c->h.err, "cdc: reading the slot's applied LSN");
+    if (rc != PGPIPE_OK)
+        return rc;
+    int known = PQntuples(r) == 1;
+    if (known) {
+        if (strcmp(PQgetvalue(r, 0, 0), c->sysid) != 0) {
+            rc = pp_err(&c->h.err, PGPIPE_ERROR,
+                        "cdc: slot \"%s\" on the target belongs to another source cluster "
+                        "(system %s, this one is %s); choose another slot name", c->slot,
+                        PQgetvalue(r, 0, 0), c->sysid);
+            PQclear(r);
+            return rc;
+        }
+        pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &c->applied);
+    }
+    PQclear(r);
+
+    rc = pp_exec(c->src,
+                 "SELECT plugin, database, coalesce(wal_status, ''), "
+                 "coalesce(confirmed_flush_lsn::text, '') FROM pg_replication_slots "
+                 "WHERE slot_name = $1", 1, p1, &r, &c->h.err, "cdc: looking for the slot");
+    if (rc != PGPIPE_OK)
+        return rc;
+    uint64_t start = 0;
+    if (PQntuples(r) == 1) {
+        if (strcmp(PQgetvalue(r, 0, 0), "pgoutput") != 0 || strcmp(PQgetvalue(r, 0, 1), db) != 0)
+            rc = pp_err(&c->h.err, PGPIPE_ERROR,
+                        "cdc: slot \"%s\" exists with plugin %s on database %s; pgpipe needs a "
+                        "pgoutput slot on %s", c->slot, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1),
+                        db);
+        else if (strcmp(PQgetvalue(r, 0, 2), "lost") == 0)
+            rc = pp_err(&c->h.err, PGPIPE_ERROR,
+                        "cdc: slot \"%s\" was invalidated by the source (wal_status lost: it "
+                        "kept more WAL than max_slot_wal_keep_size); changes are missing: drop "
+                        "it (.cdc drop) and start again", c->slot);
+        else
+            pp_cdc_lsn_parse(PQgetvalue(r, 0, 3), &start);
+        PQclear(r);
+        if (rc != PGPIPE_OK)
+            return rc;
+    } else {
+        PQclear(r);
+        if (known)
+            return pp_err(&c->h.err, PGPIPE_ERROR,
+                          "cdc: slot \"%s\" is gone from the source (dropped or invalidated) "
+                          "but the target staged changes from it; changes since then may be "
+                          "missing: drop its state (.cdc drop) and start again", c->slot);
+        if (!create)
+            return pp_err(&c->h.err, PGPIPE_ERROR, "cdc: the source has no slot \"%s\"",
+                          c->slot);
+        rc = pp_exec(c->src, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                     1, p1, &r, &c->h.err, "cdc: creating the replication slot");
+        if (rc != PGPIPE_OK)
+            return rc;
+        pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &start);
+        PQclear(r);
+        pp_logf(PGPIPE_LOG_INFO, "cdc", "created replication slot %s", c->slot);
+    }
+    if (!known) {
+        char lsn[32];
+        pp_cdc_lsn_str(start, lsn, sizeof lsn);
+        const char *p[5] = { c->slot, c->sysid, db, c->publication, lsn };
+        /* the slot's row and the tables its snapshot will copy, together */
+        rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt,
+                         "INSERT INTO pgpipe.cdc_slots (slot, system_id, database, publication, "
+                         "applied_lsn) VALUES ($1, $2, $3, $4, $5::pg_lsn)",
+                         5, p, NULL, &c->h.err, "cdc: recording the slot on the target");
+        if (rc == PGPIPE_OK && snapshot) {
+            const char *pp[1] = { c->publication };
+            rc = pp_exec(c->src, "SELECT schemaname || '.' || tablename FROM pg_publication_tables "
+                                 "WHERE pubname = $1", 1, pp, &r, &c->h.err,
+                         "cdc: listing the publication's tables");
+            for (int i = 0; rc == PGPIPE_OK && i < PQntuples(r); i++) {
+                const char *q[2] = { c->slot, PQgetvalue(r, i, 0) };
+                rc = pp_exec(c->tgt, "INSERT INTO pgpipe.cdc_snapshot_tables (slot, table_name) "
+                                     "VALUES ($1, $2)", 2, q, NULL, &c->h.err,
+                             "cdc: recording the snapshot's tables");
+            }
+            PQclear(r);
+        }
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err, "cdc: COMMIT on the target");
+        if (rc != PGPIPE_OK) {
+            pp_rollback_open(c->tgt);
+            return rc;
+        }
+        c->applied = start;
+    }
+    c->ack = c->applied;
+    atomic_store(&c->st_applied, c->applied);
+    return PGPIPE_OK;
+}
+
+/* One table's rows into staging under the snapshot ss has set, marked
+** done in the same target transaction. */
+static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const char *quoted,
+                              const char *lsn)
+{
+    pp_buf pre = { 0, 0, 0 }, tmp = { 0, 0, 0 }, q = { 0, 0, 0 };
+    int rc = pp_copy_escape(&pre, c->slot, strlen(c->slot));
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&tmp, "%s:insert", name);
+    if (rc == PGPIPE_OK && pp_buf_putc(&pre, '\t') == PGPIPE_OK)
+        rc = pp_copy_escape(&pre, tmp.data, tmp.len);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&pre, "\t{\"op\":\"insert\",\"table\":");
+    if (rc == PGPIPE_OK)
+        rc = pp_json_str(&pre, name, strlen(name), PP_JSON_COPY);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&pre, ",\"snapshot\":true,\"row\":");
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&q, "COPY (SELECT to_jsonb(t) FROM ONLY %s t) TO STDOUT", quoted);
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&pre);
+        pp_buf_free(&tmp);
+        pp_buf_free(&q);
+        return pp_err_nomem(&c->h.err);
+    }
+    char end[64];
+    int endn = snprintf(end, sizeof end, ",\"lsn\":\"%s\"}\n", lsn);
+    long long rows = 0;
+    rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
+    if (rc == PGPIPE_OK)
+        rc = pp_copy_in_start(c->tgt, "COPY staging.raw_events (source, event_type, payload) FROM STDIN",
+                              &c->h.err, "cdc: COPY the snapshot into staging");
+    if (rc == PGPIPE_OK) {
+        PGresult *r = PQexec(ss, q.data);
+        if (PQresultStatus(r) != PGRES_COPY_OUT)
+            rc = pp_err_pq(&c->h.err, ss, r, "cdc: COPY a table of the snapshot");
+        PQclear(r);
+    }
+    c->copy.len = 0;
+    while (rc == PGPIPE_OK) {
+        char *buf = NULL;
+        int n = PQgetCopyData(ss, &buf, 0);
+        if (n < 0) {
+            PGresult *r = PQgetResult(ss);
+            if (n == -2 || PQresultStatus(r) != PGRES_COMMAND_OK)
+                rc = pp_err_pq(&c->h.err, ss, r, "cdc: COPY a table of the snapshot");
+            PQclear(r);
+            while ((r = PQgetResult(ss)) != NULL)
+                PQclear(r);
+            break;
+        }
+        if (n > 0 && buf[n - 1] == '\n')
+            n--;
+        if (pp_buf_append(&c->copy, pre.data, pre.len) || pp_buf_append(&c->copy, buf, (size_t)n) ||
+            pp_buf_append(&c->copy, end, (size_t)endn))
+            rc = pp_err_nomem(&c->h.err);
+        PQfreemem(buf);
+        rows++;
+        if (rc == PGPIPE_OK && c->copy.len >= 256 * 1024) {
+            if (PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
+                rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
+            c->copy.len = 0;
+        }
+    }
+    if (rc == PGPIPE_OK && c->copy.len &&
+        PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
+        rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
+    if (rc == PGPIPE_OK) {
+        if (PQputCopyEnd(c->tgt, NULL) != 1) {
+            rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
+        } else {
+            PGresult *r;
+            while ((r = PQgetResult(c->tgt)) != NULL) {
+                if (rc == PGPIPE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+                    rc = pp_err_pq(&c->h.err, c->tgt, r, "cdc: COPY the snapshot into staging");
+                PQclear(r);
+            }
+        }
+    }
+    if (rc == PGPIPE_OK) {
+        char nrows[32];
+        snprintf(nrows, sizeof nrows, "%lld", rows);
+        const char *p[4] = { c->slot, name, nrows, lsn };
+        rc = pp_exec(c->tgt, "UPDATE pgpipe.cdc_snapshot_tables SET done_at = now(), rows = $3, "
+                             "snapshot_lsn = $4::pg_lsn WHERE slot = $1 AND table_name = $2",
+                     4, p, NULL, &c->h.err, "cdc: marking a table of the snapshot done");
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err, "cdc: COMMIT on the target");
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(c->tgt);
+    else
+        pp_logf(PGPIPE_LOG_INFO, "cdc", "snapshot of %s: %lld rows at %s", name, rows, lsn);
+    pp_buf_free(&pre);
+    pp_buf_free(&tmp);
+    pp_buf_free(&q);
+    return rc;
+}
+
+/* The tables of the snapshot not done yet, read under the snapshot of a
+** temporary slot made now (its consistent point is after the slot's own,
+** so the stream holds every change after it); then the stream's filter. */
+static int cdc_snapshot(pgpipe_cdc *c)
+{
+    const char *p1[1] = { c->slot };
+    PGresult *pend = NULL, *r = NULL;
+    int rc = pp_exec(c->tgt, "SELECT table_name FROM pgpipe.cdc_snapshot_tables WHERE slot = $1 "
+                             "AND done_at IS NULL ORDER BY table_name", 1, p1, &pend, &c->h.err,
+                     "cdc: reading the snapshot's state");
+    if (rc != PGPIPE_OK)
+        return rc;
+    PGconn *rs = NULL, *ss = NULL;
+    if (PQntuples(pend) > 0) {
+        char q[256], lsn[32];
+        snprintf(q, sizeof q, "CREATE_REPLICATION_SLOT \"%.50s_snap\" TEMPORARY LOGICAL pgoutput "
+                 "(SNAPSHOT 'export')", c->slot);
+        if ((rc = cdc_connect(c, &rs, c->source, 1, "source (snapshot)")) == PGPIPE_OK)
+            rc = pp_exec(rs, q, 0, NULL, &r, &c->h.err, "cdc: a temporary slot for the snapshot");
+        if (rc == PGPIPE_OK) {
+            snprintf(lsn, sizeof lsn, "%s", PQgetvalue(r, 0, 1));
+            snprintf(q, sizeof q, "SET TRANSACTION SNAPSHOT '%s'", PQgetvalue(r, 0, 2));
+            PQclear(r);
+            r = NULL;
+            rc = cdc_connect(c, &ss, c->source, 0, "source (snapshot)");
+        }
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(ss, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL,
+                         &c->h.err, "cdc: the snapshot's transaction");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(ss, q, 0, NULL, NULL, &c->h.err, "cdc: the snapshot's transaction");
+        const char *pp[1] = { c->publication };
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(ss, "SELECT schemaname || '.' || tablename, quote_ident(schemaname) || "
+                             "'.' || quote_ident(tablename) FROM pg_publication_tables "
+                             "WHERE pubname = $1", 1, pp, &r, &c->h.err,
+                         "cdc: listing the publication's tables");
+        for (int i = 0; rc == PGPIPE_OK && i < PQntuples(pend); i++) {
+            const char *name = PQgetvalue(pend, i, 0), *quoted = NULL;
+            for (int k = 0; k < PQntuples(r) && !quoted; k++)
+                if (!strcmp(PQgetvalue(r, k, 0), name))
+                    quoted = PQgetvalue(r, k, 1);
+            if (!quoted) { /* left the publication meanwhile: nothing to copy */
+                const char *p[3] = { c->slot, name, lsn };
+                rc = pp_exec(c->tgt, "UPDATE pgpipe.cdc_snapshot_tables SET done_at = now(), rows = 0, "
+                                     "snapshot_lsn = $3::pg_lsn WHERE slot = $1 AND table_name = $2",
+                             3, p, NULL, &c->h.err, "cdc: marking a table of the snapshot done");
+                continue;
+            }
+            rc = cdc_snapshot_table(c, ss, name, quoted, lsn);
+        }
+        PQclear(r);
+        r = NULL;
+        if (ss)
+            PQfinish(ss); /* read only: nothing to commit */
+        if (rs)
+            PQfinish(rs); /* the temporary slot goes with its session */
+    }
+    PQclear(pend);
+    if (rc != PGPIPE_OK)
+        return rc;
+    char applied[32];
+    pp_cdc_lsn_str(c->applied, applied, sizeof applied);
+    const char *p2[2] = { c->slot, applied };
+    rc = pp_exec(c->tgt, "SELECT table_name, snapshot_lsn::text FROM pgpipe.cdc_snapshot_tables "
+                         "WHERE slot = $1 AND snapshot_lsn > $2::pg_lsn", 2, p2, &r, &c->h.err,
+                 "cdc: reading the snapshot's state");
+    if (rc != PGPIPE_OK)
+        return rc;
+    int n = PQntuples(r);
+    if (n > 0 && !(c->skips = pp_calloc((size_t)n, sizeof *c->skips)))
+        rc = pp_err_nomem(&c->h.err);
+    for (int i = 0; rc == PGPIPE_OK && i < n; i++) {
+        if (!(c->skips[i].table = pp_strdup(PQgetvalue(r, i, 0)))) {
+            rc = pp_err_nomem(&c->h.err);
+            break;
+        }
+        pp_cdc_lsn_parse(PQgetvalue(r, i, 1), &c->skips[i].lsn);
+        c->nskips = i + 1;
+    }
+    PQclear(r);
+    return rc;
+}
+
+int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pgpipe_cdc *c = *out = pp_handle_new(sizeof *c);
+    if (!c)
+        return PGPIPE_NOMEM;
+    pgpipe_cdc_options d;
+    if (!opt) {
+        pgpipe_cdc_options_init(&d);
+        opt = &d;
+    }
+    const char *slot = opt->slot && *opt->slot ? opt->slot : "pgpipe_cdc";
+    const char *pub = opt->publication && *opt->publication ? opt->publication : "pgpipe_cdc";
+    if (!cdc_name_ok(slot) || !cdc_name_ok(pub))
+        return pp_err(&c->h.err, PGPIPE_MISUSE,
+                      "cdc: slot and publication names are 1 to 63 of a-z, 0-9 and _ "
+                      "(got \"%s\", \"%s\")", slot, pub);
+    c->source = pp_strdup(opt->source ? opt->source : "");
+    c->target = pp_strdup(opt->target ? opt->target : "");
+    c->slot = pp_strdup(slot);
+    c->publication = pp_strdup(pub);
+    if (!c->source || !c->target || !c->slot || !c->publication)
+        return pp_err_nomem(&c->h.err);
+    c->status_ms = opt->status_interval_ms > 0 ? opt->status_interval_ms : 1000;
+    c->heartbeat_ms = opt->heartbeat_ms > 0 ? opt->heartbeat_ms : 0;
+    int rc;
+    if ((rc = cdc_connect(c, &c->src, c->source, 0, "source")) != PGPIPE_OK ||
+        (rc = cdc_check_source(c)) != PGPIPE_OK ||
+        (rc = cdc_connect(c, &c->tgt, c->target, 0, "target")) != PGPIPE_OK)
+        return rc;
+    if (opt->install && (rc = pgpipe_schema_install(c->tgt, NULL, &c->h.err)) != PGPIPE_OK)
+        return rc;
+    if ((rc = cdc_publication(c, opt->tables, opt->create)) != PGPIPE_OK ||
+        (rc = cdc_connect(c, &c->repl, c->source, 1, "source (replication)")) != PGPIPE_OK ||
+        (rc = cdc_slot(c, opt->create, opt->snapshot)) != PGPIPE_OK ||
+        (rc = cdc_snapshot(c)) != PGPIPE_OK)
+        return rc;
+    return PGPIPE_OK;
+}
+
+/* ---- the stream ------------------------------------------------------ */
+
+static int64_t cdc_pg_now(void)
+{
+    return pgpipe_now_us() - CDC_PG_EPOCH * 1000000LL;
+}
+
+static int cdc_send_status(pgpipe_cdc *c, int reply)
+{
+    char m[34];
+    uint64_t written = atomic_load(&c->st_received);
+    if (written < c->ack)
+        written = c->ack;
+    m[0] = 'r';
+    pp_cdc_put64(m + 1, written);
+    pp_cdc_put64(m + 9, c->ack);
+    pp_cdc_put64(m + 17, c->ack);
+    pp_cdc_put64(m + 25, (uint64_t)cdc_pg_now());
+    m[33] = (char)reply;
+    if (PQputCopyData(c->repl, m, sizeof m) != 1 || PQflush(c->repl) != 0)
+        return pp_err_pq(&c->h.err, c->repl, NULL, "cdc: sending the standby status");
+    atomic_store(&c->st_confirmed, c->ack);
+    c->last_status_us = pgpipe_now_us();
+    return PGPIPE_OK;
+}
+
+static void cdc_spool_free(cdc_spool *s)
+{
+    if (s->f)
+        fclose(s->f);
+    pp_free(s->subs);
+    memset(s, 0, sizeof *s);
+}
+
+static cdc_spool *cdc_spool_find(pgpipe_cdc *c, uint32_t xid)
+{
+    for (int i = 0; i < c->nspools; i++)
+        if (c->spools[i].xid == xid)
+            return &c->spools[i];
+    return NULL;
+}
+
+static void cdc_spool_drop(pgpipe_cdc *c, cdc_spool *s)
+{
+    if (c->cur == s)
+        c->cur = NULL;
+    cdc_spool_free(s);
+    int i = (int)(s - c->spools);
+    c->spools[i] = c->spools[--c->nspools];
+    if (c->cur == &c->spools[c->nspools])
+        c->cur = &c->spools[i];
+}
+
+/* Forget everything in flight: after a failure the stream starts again
+** from the applied LSN, and the server sends the relations again. */
+static void cdc_reset(pgpipe_cdc *c)
+{
+    if (c->repl)
+        PQfinish(c->repl);
+    c->repl = NULL;
+    c->streaming = 0;
+    pp_cdc_decoder_free(&c->dec);
+    c->in_txn = 0;
+    c->txn.len = 0;
+    while (c->nspools)
+        cdc_spool_drop(c, &c->spools[c->nspools - 1]);
+    c->cur = NULL;
+    c->ack = c->applied;
+}
+
+static int cdc_start(pgpipe_cdc *c)
+{
+    int rc;
+    if (!c->repl && (rc = cdc_connect(c, &c->repl, c->source, 1, "source (replication)")) != PGPIPE_OK)
+        return rc;
+    char q[512], lsn[32];
+    pp_cdc_lsn_str(c->applied, lsn, sizeof lsn);
+    snprintf(q, sizeof q,
+             "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '2', "
+             "publication_names '\"%s\"', streaming 'on', messages 'true')",
+             c->slot, lsn, c->publication);
+    /* a consumer that was killed keeps the slot active until its walsender
+    ** notices: wait for that a while (SQLSTATE 55006, object in use) */
+    for (int attempt = 0;; attempt++) {
+        PGresult *r = PQexec(c->repl, q);
+        if (PQresultStatus(r) == PGRES_COPY_BOTH) {
+            PQclear(r);
+            break;
+        }
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        int busy = st && strcmp(st, "55006") == 0;
+        rc = pp_err_pq(&c->h.err, c->repl, r, "cdc: START_REPLICATION");
+        PQclear(r);
+        if (!busy || attempt >= 100 || atomic_load(&c->stop))
+            return rc;
+        pgpipe_sleep_ms(100);
+    }
+    c->streaming = 1;
+    c->last_activity_us = pgpipe_now_us();
+    pp_logf(PGPIPE_LOG_INFO, "cdc", "streaming slot %s from %s", c->slot, lsn);
+    return PGPIPE_OK;
+}
+
+/* A change of nsp.name committed at lsn is in that table's snapshot. */
+static int cdc_skipped(pgpipe_cdc *c, const char *nsp, const char *name, uint64_t lsn)
+{
+    size_t nl = strlen(nsp);
+    for (int i = 0; i < c->nskips; i++) {
+        const char *t = c->skips[i].table;
+        if (lsn < c->skips[i].lsn && !strncmp(t, nsp, nl) && t[nl] == '.' &&
+            !strcmp(t + nl + 1, name))
+            return 1;
+    }
+    return 0;
+}
+
+/* The same for a spooled record, by its event_type ("schema.table:op",
+** COPY-escaped: compared as it is, a table needing escapes is not
+** filtered and its early changes may appear twice). */
+static int cdc_skipped_line(pgpipe_cdc *c, const char *rec, size_t n, uint64_t lsn)
+{
+    const char *tab = memchr(rec, '\t', n);
+    if (!tab)
+        return 0;
+    const char *colon = tab;
+    while (colon > rec && colon[-1] != ':')
+        colon--;
+    if (colon == rec)
+        return 0;
+    size_t len = (size_t)(colon - 1 - rec);
+    for (int i = 0; i < c->nskips; i++)
+        if (lsn < c->skips[i].lsn && strlen(c->skips[i].table) == len &&
+            !memcmp(c->skips[i].table, rec, len))
+            return 1;
+    return 0;
+}
+
+/* One record of the open transaction (or of the streamed one). */
+static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
+{
+    c->js.len = 0;
+    c->line.len = 0;
+    cdc_spool *s = NULL;
+    uint32_t xid = c->xid;
+    if (c->dec.in_stream) {
+        if (!(s = c->cur))
+            return pp_err(&c->h.err, PGPIPE_PARSE, "cdc: a streamed change outside a stream block");
+        xid = s->xid;
+    } else if (!c->in_txn) {
+        return pp_err(&c->h.err, PGPIPE_PARSE, "pgoutput: a change outside a transaction");
+    }
+    const pp_cdc_rel *r = m->type == 'T' ? pp_cdc_rel_find(&c->dec, m->relids[i]) : m->rel;
+    if (!r)
+        return pp_err(&c->h.err, PGPIPE_PARSE,
+                      "pgoutput: TRUNCATE of relation %u, not described by a Relation message",
+                      m->relids[i]);
+    const char *op = m->type == 'I' ? "insert" : m->type == 'U' ? "update"
+                   : m->type == 'D' ? "delete" : "truncate";
+    if (!s && c->nskips && cdc_skipped(c, r->nsp, r->name, c->final_lsn))
+        return PGPIPE_OK;
+    int rc = pp_buf_appendf(&c->js, "%s.%s:%s", r->nsp, r->name, op);
+    if (rc == PGPIPE_OK)
+        rc = pp_copy_escape(&c->line, c->js.data, c->js.len);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(&c->line, '\t');
+    c->js.len = 0;
+    if (rc == PGPIPE_OK)
+        rc = pp_cdc_event_json(&c->js, &c->dec, m, i, xid);
+    if (rc == PGPIPE_OK)
+        rc = pp_copy_escape(&c->line, c->js.data, c->js.len);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_putc(&c->line, '\n');
+    if (rc != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    if (!s)
+        return pp_buf_append(&c->txn, c->line.data, c->line.len) == PGPIPE_OK
+                   ? PGPIPE_OK : pp_err_nomem(&c->h.err);
+    /* where this subtransaction's records start, for its abort */
+    int known = 0;
+    for (int k = 0; k < s->nsubs && !known; k++)
+        known = s->subs[k].xid == m->xid;
+    if (!known) {
+        if (s->nsubs == s->capsubs) {
+            int cap = s->capsubs ? s->capsubs * 2 : 8;
+            cdc_sub *n = pp_realloc(s->subs, (size_t)cap * sizeof *n);
+            if (!n)
+                return pp_err_nomem(&c->h.err);
+            s->subs = n;
+            s->capsubs = cap;
+        }
+        s->subs[s->nsubs].xid = m->xid;
+        s->subs[s->nsubs++].off = ftell(s->f);
+    }
+    if (fwrite(c->line.data, 1, c->line.len, s->f) != c->line.len)
+        return pp_err(&c->h.err, PGPIPE_IO, "cdc: writing a streamed transaction's spool file: %s",
+                      strerror(errno));
+    return PGPIPE_OK;
+}
+
+/* Append one record, finished with the commit's fields, to the COPY. */
+static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char *end,
+                           size_t endn, long long *count, uint64_t commit_lsn, int filter)
+{
+    if (n && rec[n - 1] == '\n')
+        n--;
+    if (!n || (filter && cdc_skipped_line(c, rec, n, commit_lsn)))
+        return PGPIPE_OK;
+    pp_buf *b = &c->copy;
+    if (pp_copy_escape(b, c->slot, strlen(c->slot)) != PGPIPE_OK || pp_buf_putc(b, '\t') ||
+        pp_buf_append(b, rec, n) || pp_buf_append(b, end, endn) || pp_buf_putc(b, '\n'))
+        return pp_err_nomem(&c->h.err);
+    (*count)++;
+    if (b->len >= 256 * 1024) {
+        if (PQputCopyData(c->tgt, b->data, (int)b->len) != 1)
+            return pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
+        b->len = 0;
+    }
+    return PGPIPE_OK;
+}
+
+/* Stage a committed transaction: its records (mem, or the spool file f)
+** and its LSN in one target transaction; then it may be confirmed. */
+static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
+                      uint64_t end_lsn, int64_t ts)
+{
+    if (end_lsn <= c->applied) {
+        atomic_fetch_add(&c->n_skipped, 1);
+        return PGPIPE_OK;
+    }
+    if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
+        /* nothing to stage: confirmable, nothing to store */
+        if (end_lsn > c->ack)
+            c->ack = end_lsn;
+        return PGPIPE_OK;
+    }
+    /* every record ends with the commit's fields and the brace */
+    pp_buf e = { 0, 0, 0 };
+    if (pp_cdc_event_end(&e, end_lsn, ts) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *end = e.data;
+    size_t endn = e.len;
+
+    int rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
+    if (rc == PGPIPE_OK)
+        rc = pp_copy_in_start(c->tgt, "COPY staging.raw_events (source, event_type, payload) FROM STDIN",
+                              &c->h.err, "cdc: COPY into staging");
+    long long count = 0;
+    c->copy.len = 0;
+    if (rc == PGPIPE_OK && mem) {
+        const char *p = mem->data, *lim = mem->data + mem->len;
+        while (rc == PGPIPE_OK && p < lim) {
+            const char *nl = memchr(p, '\n', (size_t)(lim - p));
+            size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
+            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
+            p += n;
+        }
+    } else if (rc == PGPIPE_OK) {
+        char *ln = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        rewind(f);
+        while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
+            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
+        free(ln);
+        if (rc == PGPIPE_OK && ferror(f))
+            rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
+    }
+    if (rc == PGPIPE_OK && c->copy.len &&
+        PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
+        rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
+    if (rc == PGPIPE_OK) {
+        if (PQputCopyEnd(c->tgt, NULL) != 1) {
+            rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
+        } else {
+            PGresult *r;
+            while ((r = PQgetResult(c->tgt)) != NULL) {
+                if (rc == PGPIPE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+                    rc = pp_err_pq(&c->h.err, c->tgt, r, "cdc: COPY into staging");
+                PQclear(r);
+            }
+        }
+    }
+    if (rc == PGPIPE_OK) {
+        char lsn[32], when[64], n[32];
+        pp_cdc_lsn_str(end_lsn, lsn, sizeof lsn);
+        snprintf(when, sizeof when, "%lld", (long long)ts);
+        snprintf(n, sizeof n, "%lld", count);
+        const char *p[4] = { c->slot, lsn, when, n };
+        PGresult *r = NULL;
+        rc = pp_exec(c->tgt,
+                     "UPDATE pgpipe.cdc_slots SET applied_lsn = $2::pg_lsn, "
+                     "commit_time = timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond', "
+                     "transactions = transactions + 1, events = events + $4::bigint, updated_at = now() "
+                     "WHERE slot = $1 AND applied_lsn < $2::pg_lsn", 4, p, &r, &c->h.err,
+                     "cdc: storing the applied LSN");
+        if (rc == PGPIPE_OK && strcmp(PQcmdTuples(r), "1") != 0)
+            rc = pp_err(&c->h.err, PGPIPE_ERROR,
+                        "cdc: slot \"%s\" on the target is at or past %s already: another "
+                        "process consumes the same slot", c->slot, lsn);
+        PQclear(r);
+    }
+    if (rc == PGPIPE_OK)
+        rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err, "cdc: COMMIT on the target");
+    pp_buf_free(&e);
+    if (rc != PGPIPE_OK) {
+        pp_rollback_open(c->tgt);
+        return rc;
+    }
+    c->applied = end_lsn;
+    if (end_lsn > c->ack)
+        c->ack = end_lsn;
+    atomic_store(&c->st_applied, end_lsn);
+    atomic_fetch_add(&c->n_txn, 1);
+    atomic_fetch_add(&c->n_events, count);
+    return PGPIPE_OK;
+}
+
+static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
+{
+    pp_cdc_msg m;
+    int rc = pp_cdc_decode(&c->dec, data, len, &m, &c->h.err);
+    if (rc != PGPIPE_OK)
+        return rc;
+    switch (m.type) {
+    case 'B':
+        c->in_txn = 1;
+        c->xid = m.xid;
+        c->final_lsn = m.lsn;
+        c->txn.len = 0;
+        return PGPIPE_OK;
+    case 'C':
+        if (!c->in_txn)
+            return pp_err(&c->h.err, PGPIPE_PARSE, "pgoutput: COMMIT without BEGIN");
+        c->in_txn = 0;
+        rc = cdc_commit(c, &c->txn, NULL, m.lsn, m.end_lsn, m.ts);
+        c->txn.len = 0;
+        if (c->txn.cap > 16 * 1024 * 1024) {
+            pp_buf_free(&c->txn);
+        }
+        return rc;
+    case 'I': case 'U': case 'D':
+        return cdc_record(c, &m, 0);
+    case 'T':
+        for (int i = 0; i < m.nrelids && rc == PGPIPE_OK; i++)
+            rc = cdc_record(c, &m, i);
+        return rc;
+    case 'S': {
+        cdc_spool *s = cdc_spool_find(c, m.xid);
+        if (!s) {
+            if (c->nspools == c->capspools) {
+                int cap = c->capspools ? c->capspools * 2 : 4;
+                cdc_spool *n = pp_realloc(c->spools, (size_t)cap * sizeof *n);
+                if (!n)
+                    return pp_err_nomem(&c->h.err);
+                c->spools = n;
+                c->capspools = cap;
+            }
+            s = &c->spools[c->nspools];
+            memset(s, 0, sizeof *s);
+            s->xid = m.xid;
+            if (!(s->f = tmpfile()))
+                return pp_err(&c->h.err, PGPIPE_IO,
+                              "cdc: no temporary file for a streamed transaction: %s",
+                              strerror(errno));
+            c->nspools++;
+        }
+        c->cur = s;
+        return PGPIPE_OK;
+    }
+    case 'E':
+        c->cur = NULL;
+        return PGPIPE_OK;
+    case 'c': {
+        cdc_spool *s = cdc_spool_find(c, m.xid);
+        pp_buf none = { 0, 0, 0 };
+        if (!s) /* nothing of it was sent: nothing to stage */
+            return cdc_commit(c, &none, NULL, m.lsn, m.end_lsn, m.ts);
+        if (fflush(s->f) != 0)
+            return pp_err(&c->h.err, PGPIPE_IO, "cdc: spool file: %s", strerror(errno));
+        rc = ftell(s->f) == 0 ? cdc_commit(c, &none, NULL, m.lsn, m.end_lsn, m.ts)
+                              : cdc_commit(c, NULL, s->f, m.lsn, m.end_lsn, m.ts);
+        cdc_spool_drop(c, s);
+        return rc;
+    }
+    case 'A': {
+        cdc_spool *s = cdc_spool_find(c, m.xid);
+        if (!s)
+            return PGPIPE_OK;
+        if (m.subxid == m.xid) {
+            cdc_spool_drop(c, s);
+            return PGPIPE_OK;
+        }
+        for (int k = 0; k < s->nsubs; k++) {
+            if (s->subs[k].xid != m.subxid)
+                continue;
+            /* the subtransaction and what follows it are cut off */
+            if (fflush(s->f) != 0 || ftruncate(fileno(s->f), s->subs[k].off) != 0 ||
+                fseek(s->f, s->subs[k].off, SEEK_SET) != 0)
+                return pp_err(&c->h.err, PGPIPE_IO, "cdc: spool file: %s", strerror(errno));
+            s->nsubs = k;
+            break;
+        }
+        return PGPIPE_OK;
+    }
+    case 'M':
+        /* a message outside any transaction (our heartbeat): every commit
+        ** before it is staged, so the slot may advance to it */
+        if (!(m.flags & 1) && !c->in_txn && !c->dec.in_stream && c->nspools == 0 &&
+            m.lsn > c->ack)
+            c->ack = m.lsn;
+        return PGPIPE_OK;
+    default: /* R Y O: the decoder keeps what matters */
+        return PGPIPE_OK;
+    }
+}
+
+static int cdc_heartbeat(pgpipe_cdc *c)
+{
+    /* a non-transactional message: decoded at once, so an idle database's
+    ** slot advances, and needs no table on the source */
+    int rc = pp_exec(c->src, "SELECT pg_logical_emit_message(false, 'pgpipe.heartbeat', '')", 0,
+                     NULL, NULL, &c->h.err, "cdc: heartbeat on the source");
+    c->last_activity_us = pgpipe_now_us();
+    return rc;
+}
+
+/* Stream until the deadline, a stop or the first failure. */
+static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
+{
+    int rc = PGPIPE_OK, ended = 0;
+    c->transient = 0;
+    /* after a failure (a server restarted, the network cut): connect again;
+    ** the stream resumes from the applied LSN */
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+        PQreset(c->tgt);
+    if (c->src && PQstatus(c->src) != CONNECTION_OK)
+        PQreset(c->src);
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+        return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
+                      PQerrorMessage(c->tgt));
+    if (!c->streaming && (rc = cdc_start(c)) != PGPIPE_OK) {
+        cdc_reset(c);
+        return rc;
+    }
+    while (rc == PGPIPE_OK && !atomic_load(&c->stop)) {
+        int64_t now = pgpipe_now_us();
+        if (now >= deadline)
+            break;
+        char *buf = NULL;
+        int n = PQgetCopyData(c->repl, &buf, 1);
+        if (n > 0) {
+            if (buf[0] == 'w' && n >= 25) {
+                uint64_t wal_end = pp_cdc_get64(buf + 9);
+                if (wal_end > atomic_load(&c->st_received))
+                    atomic_store(&c->st_received, wal_end);
+                rc = cdc_message(c, buf + 25, (size_t)n - 25);
+                c->last_activity_us = now;
+            } else if (buf[0] == 'k' && n >= 18) {
+                uint64_t wal_end = pp_cdc_get64(buf + 1);
+                if (wal_end > atomic_load(&c->st_received))
+                    atomic_store(&c->st_received, wal_end);
+                /* idle: everything committed before wal_end has been received
+                ** and staged, so the slot may advance to it */
+                if (!c->in_txn && c->nspools == 0 && wal_end > c->ack)
+                    c->ack = wal_end;
+                if (buf[17])
+                    rc = cdc_send_status(c, 0);
+            } else {
+                rc = pp_err(&c->h.err, PGPIPE_PARSE,
+                            "cdc: unknown replication message 0x%02x", (unsigned char)buf[0]);
+            }
+            PQfreemem(buf);
+            if (rc == PGPIPE_OK && now - c->last_status_us >= (int64_t)c->status_ms * 1000)
+                rc = cdc_send_status(c, 0);
+            continue;
+        }
+        if (n == 0) {
+            if (now - c->last_status_us >= (int64_t)c->status_ms * 1000 &&
+                (rc = cdc_send_status(c, 0)) != PGPIPE_OK)
+                break;
+            if (c->heartbeat_ms && !c->in_txn &&
+                now - c->last_activity_us >= (int64_t)c->heartbeat_ms * 1000 &&
+                (rc = cdc_heartbeat(c)) != PGPIPE_OK)
+                break;
+            int64_t wait = (deadline - now) / 1000;
+            if (wait > 100)
+                wait = 100;
+            struct pollfd p = { PQsocket(c->repl), POLLIN, 0 };
+            if (poll(&p, 1, (int)(wait < 1 ? 1 : wait)) < 0 && errno != EINTR)
+                rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: poll: %s", strerror(errno));
+            else if (PQconsumeInput(c->repl) != 1)
+                rc = pp_err_pq(&c->h.err, c->repl, NULL, "cdc: reading the replication stream");
+            continue;
+        }
+        if (n == -1) {
+            /* the walsender ends the stream when its server shuts down */
+            PGresult *r = PQgetResult(c->repl);
+            if (r && PQresultStatus(r) == PGRES_FATAL_ERROR)
+                rc = pp_err_pq(&c->h.err, c->repl, r, "cdc: the source ended the replication stream");
+            else
+                rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the source ended the replication stream "
+                            "(its server shutting down?)");
+            PQclear(r);
+            ended = 1;
+        } else {
+            rc = pp_err_pq(&c->h.err, c->repl, NULL, "cdc: reading the replication stream");
+        }
+    }
+    if (rc == PGPIPE_OK)
+        rc = cdc_send_status(c, 0);
+    if (rc != PGPIPE_OK) {
+        /* worth another try: a lost connection or a server going down, not
+        ** a refusal (an invalidated slot, a malformed message) */
+        c->transient = ended || pgpipe_sqlstate_class(c->h.err.sqlstate) == PGPIPE_SQLSTATE_RETRY ||
+                       (c->repl && PQstatus(c->repl) == CONNECTION_BAD) ||
+                       (c->tgt && PQstatus(c->tgt) == CONNECTION_BAD) ||
+                       (c->src && PQstatus(c->src) == CONNECTION_BAD);
+        cdc_reset(c);
+    }
+    return rc;
+}
+
+int pgpipe_cdc_run(pgpipe_cdc *c, int timeout_ms)
+{
+    if (!c)
+        return PGPIPE_MISUSE;
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : pgpipe_now_us() + (int64_t)timeout_ms * 1000;
+    int backoff_ms = 100, rc;
+    for (;;) {
+        rc = cdc_run_once(c, deadline);
+        if (rc == PGPIPE_OK || !c->transient || atomic_load(&c->stop) ||
+            pgpipe_now_us() >= deadline)
+            break;
+        /* nothing unconfirmed was acknowledged: connect again and resume
+        ** from the applied LSN */
+        atomic_fetch_add(&c->n_reconnects, 1);
+        pp_logf(PGPIPE_LOG_WARN, "cdc", "%s; connecting again in %d ms", c->h.err.message,
+                backoff_ms);
+        for (int waited = 0; waited < backoff_ms && !atomic_load(&c->stop) &&
+                             pgpipe_now_us() < deadline; waited += 50)
+            pgpipe_sleep_ms(50);
+        if (backoff_ms < 10000)
+            backoff_ms *= 2;
+    }
+    atomic_store(&c->stop, 0);
+    return rc;
+}
+
+void pgpipe_cdc_stop(pgpipe_cdc *c)
+{
+    if (c)
+        atomic_store(&c->stop, 1);
+}
+
+void pgpipe_cdc_stats_get(pgpipe_cdc *c, pgpipe_cdc_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!c)
+        return;
+    out->transactions = atomic_load(&c->n_txn);
+    out->events = atomic_load(&c->n_events);
+    out->skipped = atomic_load(&c->n_skipped);
+    out->reconnects = atomic_load(&c->n_reconnects);
+    out->applied_lsn = atomic_load(&c->st_applied);
+    out->confirmed_lsn = atomic_load(&c->st_confirmed);
+    out->received_lsn = atomic_load(&c->st_received);
+}
+
+int pgpipe_cdc_slot_info_get(const char *source, const char *slot, pgpipe_cdc_slot_info *out,
+                             pgpipe_error *err)
+{
+    if (!out || !slot)
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_cdc_slot_info_get: a slot and out are required");
+    memset(out, 0, sizeof *out);
+    out->safe_wal_size = -1;
+    PGconn *pg = PQconnectdb(source ? source : "");
+    if (!pg)
+        return pp_err_nomem(err);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        int rc = pp_err(err, PGPIPE_DB, "cdc: cannot connect to the source: %s", PQerrorMessage(pg));
+        PQfinish(pg);
+        return rc;
+    }
+    const char *p[1] = { slot };
+    PGresult *r = NULL;
+    int rc = pp_exec(pg,
+                     "SELECT active, coalesce(wal_status, ''), coalesce(confirmed_flush_lsn::text, ''), "
+                     "coalesce(pg_current_wal_lsn() - confirmed_flush_lsn, 0)::bigint, "
+                     "coalesce(pg_current_wal_lsn() - restart_lsn, 0)::bigint, "
+                     "coalesce(safe_wal_size, -1) FROM pg_replication_slots WHERE slot_name = $1",
+                     1, p, &r, err, "cdc: reading pg_replication_slots");
+    if (rc == PGPIPE_OK && PQntuples(r) == 1) {
+        out->exists = 1;
+        out->active = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        snprintf(out->wal_status, sizeof out->wal_status, "%s", PQgetvalue(r, 0, 1));
+        snprintf(out->confirmed_flush, sizeof out->confirmed_flush, "%s", PQgetvalue(r, 0, 2));
+        out->lag_bytes = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+        out->retained_bytes = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+        out->safe_wal_size = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
+    }
+    PQclear(r);
+    PQfinish(pg);
+    return rc;
+}
+
+int pgpipe_cdc_drop(const char *source, const char *target, const char *slot,
+                    const char *publication, pgpipe_error *err)
+{
+    if (!slot || !cdc_name_ok(slot) || (publication && !cdc_name_ok(publication)))
+        return pp_err(err, PGPIPE_MISUSE, "pgpipe_cdc_drop: a valid slot name is required");
+    const char *p[1] = { slot };
+    int rc = PGPIPE_OK;
+    PGconn *pg = PQconnectdb(source ? source : "");
+    if (!pg)
+        return pp_err_nomem(err);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        rc = pp_err(err, PGPIPE_DB, "cdc: cannot connect to the source: %s", PQerrorMessage(pg));
+    } else {
+        rc = pp_exec(pg, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE slot_name = $1", 1, p, NULL, err, "cdc: dropping the slot");
+        if (rc == PGPIPE_OK && publication) {
+            char q[128];
+            snprintf(q, sizeof q, "DROP PUBLICATION IF EXISTS \"%s\"", publication);
+            rc = pp_exec(pg, q, 0, NULL, NULL, err, "cdc: dropping the publication");
+        }
+    }
+    PQfinish(pg);
+    if (rc != PGPIPE_OK || !target)
+        return rc;
+    pg = PQconnectdb(target);
+    if (!pg)
+        return pp_err_nomem(err);
+    if (PQstatus(pg) != CONNECTION_OK)
+        rc = pp_err(err, PGPIPE_DB, "cdc: cannot connect to the target: %s", PQerrorMessage(pg));
+    else
+        rc = pp_exec(pg, "DELETE FROM pgpipe.cdc_slots WHERE slot = $1", 1, p, NULL, err,
+                     "cdc: forgetting the slot on the target");
+    PQfinish(pg);
+    return rc;
+}
+
+void pgpipe_cdc_close(pgpipe_cdc *c)
+{
+    if (!c)
+        return;
+    cdc_reset(c);
+    if (c->src)
+        PQfinish(c->src);
+    if (c->tgt)
+        PQfinish(c->tgt);
+    pp_free(c->spools);
+    for (int i = 0; i < c->nskips; i++)
+        pp_free(c->skips[i].table);
+    pp_free(c->skips);
+    pp_buf_free(&c->txn);
+    pp_buf_free(&c->js);
+    pp_buf_free(&c->line);
+    pp_buf_free(&c->copy);
+    pp_free(c->source);
+    pp_free(c->target);
+    pp_free(c->slot);
+    pp_free(c->publication);
+    pp_free(c);
+}
+
+#endif /* PGPIPE_OMIT_CDC */
+#endif /* PGPIPE_OMIT_CDC */
+/* ==== end src/cdc/cdc.c ==== */
+
 /* ==== begin src/run/run_cron.c ==== */
 #ifndef PGPIPE_OMIT_RUN
 /*
@@ -28842,14 +30751,29 @@ static void rs_tx_dispatch(run_sched *s, rs_cfg *cfg, int n)
     for (int k = nshort; k < n; k++)
         if (rs_tx_job(s, cfg, f + k, 1))
             f[k].slot = -1;
+    /* the executors start now; the next slots are computed meanwhile (the
+    ** timer's own work: s->st is read by others only under mu) */
+    pthread_cond_broadcast(&s->cv);
+    rs_state *nx = pp_calloc((size_t)n, sizeof *nx);
+    if (nx) {
+        for (int k = 0; k < n; k++)
+            nx[k] = s->st[f[k].si];
+        pthread_mutex_unlock(&s->mu);
+        for (int k = 0; k < n; k++)
+            if (f[k].slot >= 0)
+                rs_set_next(s, &nx[k], &cfg->s[f[k].si], f[k].slot);
+        pthread_mutex_lock(&s->mu);
+    }
     for (int k = 0; k < n; k++) {
         rs_state *st = &s->st[f[k].si];
         if (f[k].slot < 0)
             st->fire_ms = retry;
+        else if (nx)
+            *st = nx[k];
         else
             rs_set_next(s, st, &cfg->s[f[k].si], f[k].slot);
     }
-    pthread_cond_broadcast(&s->cv);
+    pp_free(nx);
     pp_free(f);
 }
 

@@ -76,7 +76,7 @@ extern "C" {
 **   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
 **   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, FRAMER, SQLSPLIT, POOL,
 **                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS, HTTP,
-**                        RUN),
+**                        CDC, RUN),
 **                        with every component that needs it, as the table
 **                        below says (in order: a rule may set a later one).
 ** `make cross` prints the aarch64 size of each configuration. */
@@ -111,6 +111,11 @@ extern "C" {
 #if defined(PGPIPE_OMIT_LOAD) || defined(PGPIPE_OMIT_DLQ) || defined(PGPIPE_OMIT_THREADS)
 #undef PGPIPE_OMIT_HTTP
 #define PGPIPE_OMIT_HTTP 1
+#endif
+/* CDC (logical replication into staging) needs SCHEMA */
+#if defined(PGPIPE_OMIT_SCHEMA)
+#undef PGPIPE_OMIT_CDC
+#define PGPIPE_OMIT_CDC 1
 #endif
 /* RUN (the pipeline runner) needs SQLSPLIT, LOAD, CLAIM and threads: its
 ** workers and schedules are threads. (Without HTTP it still runs, refusing
@@ -211,6 +216,7 @@ typedef struct pgpipe_records_filter pgpipe_records_filter; /* ..._filter_open /
 typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find /
                                                                ..._cursor_close */
 typedef struct pgpipe_http pgpipe_http;           /* pgpipe_http_open / _close */
+typedef struct pgpipe_cdc pgpipe_cdc;             /* pgpipe_cdc_open / _close */
 
 /* An options struct that two sections use (migrations and the built-in
 ** schema); defined with the migrations. */
@@ -1253,6 +1259,8 @@ typedef struct pgpipe_local_options {
                             ends without stopping anything once the server has
                             been stopped by someone else (no pid file for 3 s).
                             Like watchdog, start it before threads are started. */
+    int logical;         /* 1: wal_level = logical (a source for logical replication,
+                            CDC); kept on restart. 0: the server's default */
 } pgpipe_local_options;
 
 void pgpipe_local_options_init(pgpipe_local_options *opt);
@@ -2312,6 +2320,139 @@ int pgpipe_http_reload(pgpipe_http *h);
 void pgpipe_http_close(pgpipe_http *h);
 #endif /* PGPIPE_OMIT_HTTP */
 /* ==== end src/http/http.h ==== */
+
+/* ==== begin src/cdc/cdc.h ==== */
+#ifndef PGPIPE_OMIT_CDC
+/* ==== CDC: changes of another PostgreSQL database into staging ==== */
+
+/* Change data capture over logical replication: a pgpipe_cdc reads the
+** changes of a source database through a replication slot with the
+** built-in pgoutput plugin (protocol version 2, large transactions
+** streamed while still in progress) and writes each row change as an event
+** into staging.raw_events of the target:
+**
+**     source      the slot's name
+**     event_type  "schema.table:insert", ":update", ":delete", ":truncate"
+**     payload     {"op":..,"table":"schema.table","xid":N,"row":{..},
+**                  "old":{..},"unchanged":[..],"lsn":"X/Y","commit_time":".."}
+**
+** "row" is the new row (insert, update) by column name: numbers, booleans
+** and json/jsonb as JSON, every other type as its text output. "old" is
+** the replica identity of the old row (its key columns, or the whole row
+** with REPLICA IDENTITY FULL) for updates and deletes, when the source sent
+** it. A TOASTed value an update did not change is not sent by PostgreSQL:
+** it is left out of "row" and its column named in "unchanged" (never
+** written as NULL). "lsn" is the end of the source transaction's commit
+** record, "commit_time" its commit time (UTC).
+**
+** Exactly once: the events of one source transaction are committed in one
+** target transaction together with the transaction's LSN
+** (pgpipe.cdc_slots.applied_lsn); the slot's flush position is confirmed to
+** the source only after that commit, so after a crash the stream resumes
+** from the stored LSN and a transaction already staged is skipped.
+**
+**     pgpipe_cdc_options o;
+**     pgpipe_cdc_options_init(&o);
+**     o.source = "host=src dbname=app user=repl";
+**     o.target = "host=dw dbname=pipe";
+**     o.slot = "app_cdc";
+**     pgpipe_cdc *c;
+**     if (pgpipe_cdc_open(&c, &o) == PGPIPE_OK)
+**         pgpipe_cdc_run(c, -1);       // until pgpipe_cdc_stop
+**     else fprintf(stderr, "%s\n", pgpipe_errmsg(c));
+**     pgpipe_cdc_close(c);
+**
+** The initial snapshot (options.snapshot): the rows the published tables
+** hold are staged as "schema.table:insert" events with "snapshot":true and
+** no commit_time, read under a snapshot exported by a temporary slot made
+** after the slot; one target transaction per table, marked done in
+** pgpipe.cdc_snapshot_tables. The stream then skips a table's changes that
+** committed before its snapshot (they are in it): no gap, no overlap. An
+** interrupted snapshot resumes with the tables not done, under a new
+** snapshot (each table consistent in itself, and with the stream).
+**
+** The source needs wal_level = logical, a role with the REPLICATION
+** attribute (or a superuser) and, to create the publication, ownership of
+** the tables. Set max_slot_wal_keep_size on the source: a slot whose
+** consumer is gone keeps WAL without limit otherwise.
+**
+** Thread safety: one thread runs a handle; pgpipe_cdc_stop may be called
+** from a signal handler or any thread, pgpipe_cdc_stats from any thread. */
+
+typedef struct pgpipe_cdc_options {
+    const char *source;         /* conninfo of the source database; NULL/"" = PG* variables */
+    const char *target;         /* conninfo of the staging database; NULL/"" = PG* variables */
+    const char *slot;           /* replication slot, also the events' source; "pgpipe_cdc" */
+    const char *publication;    /* "pgpipe_cdc" */
+    const char *tables;         /* "t1, s.t2": the publication's tables when it is created;
+                                   NULL = FOR ALL TABLES */
+    int create;                 /* 1: create the publication and the slot when missing; 1 */
+    int install;                /* 1: install or upgrade the pgpipe schema on the target; 1 */
+    int snapshot;               /* 1: when the target has no state for the slot yet, stage
+                                   the published tables' rows first (below); 0 */
+    int status_interval_ms;     /* standby status to the source at least this often; 1000 */
+    int heartbeat_ms;           /* idle this long: pg_logical_emit_message on the source,
+                                   so the slot advances; 0 = never; 10000 */
+} pgpipe_cdc_options;
+
+void pgpipe_cdc_options_init(pgpipe_cdc_options *opt);
+
+/* Check the source (wal_level, the REPLICATION attribute: the message names
+** the setting to change), create or adopt the publication and the slot,
+** install the schema on the target and read the slot's applied LSN.
+** PGPIPE_DB for a refused or failed statement, PGPIPE_ERROR for a source
+** that cannot do logical replication, PGPIPE_MISUSE for bad options. */
+int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt);
+
+/* Stream changes into staging for timeout_ms (< 0: until pgpipe_cdc_stop).
+** A failure that may heal (a connection to the source or the target lost,
+** a server restarting: SQLSTATE class 08, 57P0x, ...) is logged, and the
+** stream connects again with a backoff (100 ms doubling to 10 s) and
+** resumes from the applied LSN; nothing was confirmed that is not staged.
+** PGPIPE_OK when the time is up or stop was asked while the stream ran;
+** otherwise the error: one that cannot heal (an invalidated slot, a
+** malformed message, a refused statement), or the healing kind when it
+** still lasted at the end. What was staged is staged, and a new run
+** resumes after it. */
+int pgpipe_cdc_run(pgpipe_cdc *c, int timeout_ms);
+
+/* Ask a running pgpipe_cdc_run to return. Async-signal-safe. */
+void pgpipe_cdc_stop(pgpipe_cdc *c);
+
+typedef struct pgpipe_cdc_stats {
+    long long transactions;     /* source transactions staged by this handle */
+    long long events;           /* change events staged by this handle */
+    long long skipped;          /* transactions skipped: staged before (a resumed stream) */
+    long long reconnects;       /* failures that healed: connected again and resumed */
+    uint64_t applied_lsn;       /* the last staged transaction's end (pgpipe.cdc_slots) */
+    uint64_t confirmed_lsn;     /* flush position last sent to the source */
+    uint64_t received_lsn;      /* the source's WAL position last heard of */
+} pgpipe_cdc_stats;
+void pgpipe_cdc_stats_get(pgpipe_cdc *c, pgpipe_cdc_stats *out);
+
+/* What the source says of a slot (pg_replication_slots), for status and
+** health checks: any conninfo of the source's cluster. */
+typedef struct pgpipe_cdc_slot_info {
+    int exists;
+    int active;                 /* a consumer is connected */
+    char wal_status[16];        /* reserved, extended, unreserved, lost */
+    char confirmed_flush[24];   /* "X/Y" */
+    long long lag_bytes;        /* pg_current_wal_lsn() - confirmed_flush_lsn */
+    long long retained_bytes;   /* pg_current_wal_lsn() - restart_lsn: WAL kept for it */
+    long long safe_wal_size;    /* bytes before the slot is lost; -1 = no limit */
+} pgpipe_cdc_slot_info;
+int pgpipe_cdc_slot_info_get(const char *source, const char *slot, pgpipe_cdc_slot_info *out,
+                             pgpipe_error *err);
+
+/* Drop the slot on the source (and, when publication is not NULL, that
+** publication) and forget its applied LSN on the target (target may be
+** NULL). The source then keeps no WAL for it. */
+int pgpipe_cdc_drop(const char *source, const char *target, const char *slot,
+                    const char *publication, pgpipe_error *err);
+
+void pgpipe_cdc_close(pgpipe_cdc *c);
+#endif /* PGPIPE_OMIT_CDC */
+/* ==== end src/cdc/cdc.h ==== */
 
 /* ==== begin src/run/run_cron.h ==== */
 #ifndef PGPIPE_OMIT_RUN

@@ -1832,6 +1832,32 @@ static int cmd_health(shell *sh, char **argv, int argc, const char *rest)
     fprintf(sh->out, "%-5s connections         %s\n", "ok", conns ? conns : "n/a");
     free(conns);
 
+    /* a replication slot nobody reads (a stopped CDC consumer) keeps WAL until
+    ** the disk is full, unless max_slot_wal_keep_size invalidates it first */
+    char *slots = query_value(sh,
+        "SELECT count(*) FILTER (WHERE NOT active OR wal_status IN ('unreserved', 'lost')) || '|' "
+        "|| count(*) || '|' || coalesce(string_agg(format('%s %s, retains %s%s', slot_name, "
+        "CASE WHEN active THEN 'active' ELSE 'inactive' END, pg_size_pretty(coalesce(CASE WHEN "
+        "pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - "
+        "restart_lsn, 0)), CASE WHEN wal_status IN ('unreserved', 'lost') THEN ' (wal_status ' "
+        "|| wal_status || ')' ELSE '' END), '; ' ORDER BY slot_name) FILTER (WHERE NOT active "
+        "OR wal_status IN ('unreserved', 'lost')), '') FROM pg_replication_slots", 0, NULL);
+    if (slots) {
+        int bad = atoi(slots), all = 0;
+        const char *bar = strchr(slots, '|');
+        if (bar)
+            all = atoi(bar + 1);
+        const char *detail = bar ? strchr(bar + 1, '|') : NULL;
+        if (bad)
+            fprintf(sh->out, "WARN  replication slots   %d of %d unread: %s (a stopped consumer "
+                    "keeps WAL: .cdc start resumes, .cdc stop drops)\n", bad, all,
+                    detail ? detail + 1 : "");
+        else
+            fprintf(sh->out, "ok    replication slots   %d, none unread\n", all);
+        warn += bad > 0;
+        free(slots);
+    }
+
     char *has = query_value(sh, "SELECT to_regclass('staging.raw_events') IS NOT NULL AND "
                                 "to_regclass('pgpipe.dead_letters') IS NOT NULL", 0, NULL);
     int installed = has && has[0] == 't';
@@ -2865,6 +2891,260 @@ out:
     return rc;
 }
 
+/* ---- .cdc: changes of another PostgreSQL database into staging ------------- */
+
+static const optdef opts_cdc_start[] = {
+    { "--source", NULL, OPT_TEXT, "CONNINFO", 0, 0, NULL,
+      "the source database (wal_level = logical; a role with REPLICATION)" },
+    { "--slot", NULL, OPT_TEXT, "NAME", 0, 0, "pgpipe_cdc",
+      "the replication slot (a-z 0-9 _), also the events' source" },
+    { "--publication", NULL, OPT_TEXT, "NAME", 0, 0, "the slot's name", "the publication" },
+    { "--tables", NULL, OPT_TEXT, "LIST", 0, 0, "all tables",
+      "\"t1, s.t2\": the tables of a publication this creates" },
+    { "--no-create", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "refuse when the publication or the slot is missing instead of creating it" },
+    { "--snapshot", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "a new slot: stage the tables' current rows first (resumable per table)" },
+    { "--heartbeat", NULL, OPT_INT, "MS", 0, 86400000, "10000",
+      "idle this long: pg_logical_emit_message on the source so the slot advances (0: never)" },
+    { "--for", NULL, OPT_TEXT, "DURATION", 0, 0, NULL,
+      "stop by itself after this long (90, 30s, 5m): a bounded run" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const optdef opts_cdc_status[] = {
+    { "--source", NULL, OPT_TEXT, "CONNINFO", 0, 0, NULL,
+      "also the slot's lag and retained WAL on the source (pg_replication_slots)" },
+    { "--slot", NULL, OPT_TEXT, "NAME", 0, 0, "every slot", "only this slot" },
+    { "--max-lag", NULL, OPT_INT, "BYTES", 0, LLONG_MAX, "1073741824",
+      "with --source: ALERT and exit status 1 when the slot lags more" },
+    { "--max-retained", NULL, OPT_INT, "BYTES", 0, LLONG_MAX, "10737418240",
+      "with --source: ALERT and exit status 1 when the slot keeps more WAL" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const optdef opts_cdc_stop[] = {
+    { "--source", NULL, OPT_TEXT, "CONNINFO", 0, 0, NULL, "the source database" },
+    { "--slot", NULL, OPT_TEXT, "NAME", 0, 0, "pgpipe_cdc", "the replication slot" },
+    { "--publication", NULL, OPT_TEXT, "NAME", 0, 0, "the slot's name", "the publication" },
+    { "--keep-publication", NULL, OPT_FLAG, NULL, 0, 0, NULL, "drop the slot only" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_cdc[] = {
+    { "start", NULL, 0, 0, opts_cdc_start,
+      "stream the source's changes into staging.raw_events until Ctrl-C, SIGTERM or --for" },
+    { "status", NULL, 0, 0, opts_cdc_status,
+      "the slots' applied LSN and counts here; with --source their lag and retained WAL" },
+    { "stop", NULL, 0, 0, opts_cdc_stop,
+      "end capture for good: drop the slot (and publication) on the source, forget it here" },
+    { NULL, NULL, 0, 0, NULL, NULL },
+};
+
+static pgpipe_cdc *volatile cdc_handle;
+static void on_cdc_signal(int sig)
+{
+    (void)sig;
+    pgpipe_cdc *c = cdc_handle;
+    if (c)
+        pgpipe_cdc_stop(c);
+}
+
+static void cdc_bytes(char *buf, size_t size, long long n)
+{
+    if (n >= 1LL << 30)
+        snprintf(buf, size, "%.1f GB", (double)n / (1 << 30));
+    else if (n >= 1LL << 20)
+        snprintf(buf, size, "%.1f MB", (double)n / (1 << 20));
+    else if (n >= 1024)
+        snprintf(buf, size, "%.1f kB", (double)n / 1024);
+    else
+        snprintf(buf, size, "%lld bytes", n);
+}
+
+static int cdc_slot_name_ok(const char *s)
+{
+    if (!*s || strlen(s) > 63)
+        return 0;
+    for (; *s; s++)
+        if (!islower((unsigned char)*s) && !isdigit((unsigned char)*s) && *s != '_')
+            return 0;
+    return 1;
+}
+
+static int cdc_start(shell *sh)
+{
+    pgpipe_cdc_options o;
+    pgpipe_cdc_options_init(&o);
+    o.source = opt_str(&cur, "--source", NULL);
+    if (!o.source) {
+        errorf(".cdc start: --source CONNINFO is required");
+        return 1;
+    }
+    o.slot = opt_str(&cur, "--slot", o.slot);
+    o.publication = opt_str(&cur, "--publication", o.slot);
+    o.tables = opt_str(&cur, "--tables", NULL);
+    o.create = !opt_has(&cur, "--no-create");
+    o.snapshot = opt_has(&cur, "--snapshot");
+    o.heartbeat_ms = (int)opt_num(&cur, "--heartbeat", o.heartbeat_ms);
+    const char *f = opt_str(&cur, "--for", NULL);
+    long long for_ms = -1;
+    if (f && (for_ms = run_parse_duration(f)) <= 0) {
+        errorf(".cdc start: --for: \"%s\" is not a duration (90, 30s, 5m, 2h, 1d)", f);
+        return 1;
+    }
+    char *ci = work_conninfo(sh->conn);
+    if (!ci) {
+        errorf("out of memory");
+        return 1;
+    }
+    o.target = ci;
+    pgpipe_cdc *c = NULL;
+    int rc = pgpipe_cdc_open(&c, &o);
+    free(ci);
+    if (rc != PGPIPE_OK) {
+        errorf(".cdc start: %s", c ? pgpipe_errmsg(c) : "out of memory");
+        pgpipe_cdc_close(c);
+        return 1;
+    }
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_cdc_signal;
+    cdc_handle = c;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    fprintf(stderr, "cdc: streaming slot %s into staging.raw_events (Ctrl-C stops)\n", o.slot);
+    fflush(stderr);
+    rc = pgpipe_cdc_run(c, for_ms > INT32_MAX ? INT32_MAX : (int)for_ms);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    cdc_handle = NULL;
+    pgpipe_cdc_stats st;
+    pgpipe_cdc_stats_get(c, &st);
+    if (rc != PGPIPE_OK)
+        errorf(".cdc start: %s", pgpipe_errmsg(c));
+    fprintf(stderr, "cdc: stopped: %lld transactions, %lld events staged; applied LSN %X/%X\n",
+            st.transactions, st.events, (unsigned)(st.applied_lsn >> 32),
+            (unsigned)(st.applied_lsn & 0xFFFFFFFFu));
+    pgpipe_cdc_close(c);
+    return rc != PGPIPE_OK;
+}
+
+static int cdc_status(shell *sh)
+{
+    const char *slot = opt_str(&cur, "--slot", NULL);
+    const char *source = opt_str(&cur, "--source", NULL);
+    if (slot && !cdc_slot_name_ok(slot)) {
+        errorf(".cdc status: --slot \"%s\": a slot name is 1 to 63 of a-z, 0-9 and _", slot);
+        return 1;
+    }
+    char *has = query_value(sh, "SELECT to_regclass('pgpipe.cdc_slots') IS NOT NULL", 0, NULL);
+    int installed = has && has[0] == 't';
+    free(has);
+    int rc = 0;
+    if (installed) {
+        char sql[512];
+        snprintf(sql, sizeof sql,
+                 "SELECT slot, publication, applied_lsn, commit_time AS last_commit, transactions, "
+                 "events, updated_at FROM pgpipe.cdc_slots%s%s%s ORDER BY slot",
+                 slot ? " WHERE slot = '" : "", slot ? slot : "", slot ? "'" : "");
+        rc = run_sql(sh, sql);
+    } else if (!source) {
+        errorf(".cdc status: no CDC slot here yet (pgpipe.cdc_slots does not exist)");
+        return 1;
+    }
+    if (!source)
+        return rc;
+    pgpipe_cdc_slot_info si;
+    pgpipe_error err;
+    const char *name = slot ? slot : "pgpipe_cdc";
+    if (pgpipe_cdc_slot_info_get(source, name, &si, &err) != PGPIPE_OK) {
+        print_error(&err);
+        return 1;
+    }
+    if (!si.exists) {
+        fprintf(sh->out, "slot %s: not on the source\n", name);
+        return rc;
+    }
+    char lag[32], kept[32], safe[48];
+    cdc_bytes(lag, sizeof lag, si.lag_bytes);
+    cdc_bytes(kept, sizeof kept, si.retained_bytes);
+    if (si.safe_wal_size < 0)
+        snprintf(safe, sizeof safe, "unlimited");
+    else
+        cdc_bytes(safe, sizeof safe, si.safe_wal_size);
+    fprintf(sh->out, "slot %s: %s, wal_status %s, confirmed flush %s\n", name,
+            si.active ? "active" : "INACTIVE (no consumer)", si.wal_status, si.confirmed_flush);
+    fprintf(sh->out, "  lag %s (pg_current_wal_lsn - confirmed_flush_lsn)\n", lag);
+    fprintf(sh->out, "  retained WAL %s (pg_current_wal_lsn - restart_lsn); before the slot is "
+            "lost: %s\n", kept, safe);
+    if (si.safe_wal_size < 0)
+        fprintf(sh->out, "  warning: max_slot_wal_keep_size is unlimited on the source: a slot "
+                "nobody reads keeps WAL until the disk is full; set it (ALTER SYSTEM SET "
+                "max_slot_wal_keep_size = '10GB')\n");
+    if (!si.active)
+        fprintf(sh->out, "  warning: no consumer reads this slot and the source keeps WAL for "
+                "it: .cdc start resumes it, .cdc stop drops it\n");
+    long long max_lag = opt_num(&cur, "--max-lag", 1LL << 30);
+    long long max_kept = opt_num(&cur, "--max-retained", 10LL << 30);
+    if (si.lag_bytes > max_lag) {
+        fprintf(sh->out, "ALERT slot %s lags %s behind the source (over --max-lag %lld)\n", name,
+                lag, max_lag);
+        rc = 1;
+    }
+    if (si.retained_bytes > max_kept) {
+        fprintf(sh->out, "ALERT slot %s keeps %s of WAL on the source (over --max-retained %lld)\n",
+                name, kept, max_kept);
+        rc = 1;
+    }
+    if (!strcmp(si.wal_status, "unreserved") || !strcmp(si.wal_status, "lost")) {
+        fprintf(sh->out, "ALERT slot %s has wal_status %s: %s\n", name, si.wal_status,
+                !strcmp(si.wal_status, "lost") ? "it was invalidated, changes are missing "
+                "(.cdc stop, then .cdc start --snapshot)" : "the source is about to invalidate it");
+        rc = 1;
+    }
+    return rc;
+}
+
+static int cdc_stop(shell *sh)
+{
+    const char *source = opt_str(&cur, "--source", NULL);
+    if (!source) {
+        errorf(".cdc stop: --source CONNINFO is required");
+        return 1;
+    }
+    const char *slot = opt_str(&cur, "--slot", "pgpipe_cdc");
+    const char *pub = opt_has(&cur, "--keep-publication") ? NULL
+                                                          : opt_str(&cur, "--publication", slot);
+    char *ci = work_conninfo(sh->conn);
+    if (!ci) {
+        errorf("out of memory");
+        return 1;
+    }
+    char *has = query_value(sh, "SELECT to_regclass('pgpipe.cdc_slots') IS NOT NULL", 0, NULL);
+    int installed = has && has[0] == 't';
+    free(has);
+    pgpipe_error err;
+    int rc = pgpipe_cdc_drop(source, installed ? ci : NULL, slot, pub, &err);
+    free(ci);
+    if (rc != PGPIPE_OK) {
+        print_error(&err);
+        return 1;
+    }
+    fprintf(sh->out, "cdc: slot %s dropped%s%s%s; the source keeps no WAL for it\n", slot,
+            pub ? " with publication " : "", pub ? pub : "", installed ? ", forgotten here" : "");
+    return 0;
+}
+
+/* .cdc start|status|stop [options] */
+static int cmd_cdc(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    if (!strcmp(cur.sub, "start"))
+        return cdc_start(sh);
+    if (!strcmp(cur.sub, "status"))
+        return cdc_status(sh);
+    return cdc_stop(sh);
+}
+
 /* ---- .serve: the HTTP ingest server ---------------------------------------- */
 
 /* The server being run (for the signal handler) and how many stop signals
@@ -3346,6 +3626,17 @@ static const argspec spec_help[] = { { NULL, "[COMMAND]", 0, 1, opts_help,
                                         "list the commands, or explain one with all its options" } };
 
 static const command commands[] = {
+    { "cdc", ".cdc start|status|stop [options]",
+      "change data capture: the row changes of another PostgreSQL database (logical\n"
+      "replication, pgoutput) as events in staging.raw_events: source = the slot, event_type\n"
+      "= schema.table:insert|update|delete|truncate, payload = the row as JSON with the old\n"
+      "key, LSN and commit time. Exactly once: a transaction's events commit with its LSN\n"
+      "(pgpipe.cdc_slots), and the source hears of it only after that commit. start creates\n"
+      "or adopts the publication and slot (it refuses a source without wal_level = logical or\n"
+      "a role without REPLICATION, naming the setting) and streams until Ctrl-C; status shows\n"
+      "the applied LSN and, with --source, the slot's lag and retained WAL; stop drops the\n"
+      "slot so the source keeps no WAL for it. Set max_slot_wal_keep_size on the source.",
+      cmd_cdc, spec_cdc, 0 },
     { "connect", ".connect [CONNINFO|DBNAME]",
       "open a new connection (a conninfo, or another database with the current settings;\n"
       "none: the same again) and switch to it; when it fails the shell keeps the one it has",

@@ -72,7 +72,7 @@ extern "C" {
 **   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
 **   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, FRAMER, SQLSPLIT, POOL,
 **                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS, HTTP,
-**                        RUN),
+**                        CDC, RUN),
 **                        with every component that needs it, as the table
 **                        below says (in order: a rule may set a later one).
 ** `make cross` prints the aarch64 size of each configuration. */
@@ -107,6 +107,11 @@ extern "C" {
 #if defined(PGPIPE_OMIT_LOAD) || defined(PGPIPE_OMIT_DLQ) || defined(PGPIPE_OMIT_THREADS)
 #undef PGPIPE_OMIT_HTTP
 #define PGPIPE_OMIT_HTTP 1
+#endif
+/* CDC (logical replication into staging) needs SCHEMA */
+#if defined(PGPIPE_OMIT_SCHEMA)
+#undef PGPIPE_OMIT_CDC
+#define PGPIPE_OMIT_CDC 1
 #endif
 /* RUN (the pipeline runner) needs SQLSPLIT, LOAD, CLAIM and threads: its
 ** workers and schedules are threads. (Without HTTP it still runs, refusing

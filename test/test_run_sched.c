@@ -70,6 +70,28 @@ static long long rst_wait(PGconn *c, const char *sql, long long want, int ms)
     return v;
 }
 
+/* One number from a query formatted like printf. */
+static long long rst_int(PGconn *c, const char *fmt, ...) PP_PRINTF(2, 3);
+static long long rst_int(PGconn *c, const char *fmt, ...)
+{
+    char sql[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return pgt_db_int(c, sql);
+}
+
+/* The test's pipeline name (PREFIX_PID) and its table public.NAME (COLS),
+** made afresh. */
+static void rst_names(PGconn *c, const char *prefix, const char *cols, char name[64],
+                      char tbl[80])
+{
+    snprintf(name, 64, "%s_%ld", prefix, (long)getpid());
+    snprintf(tbl, 80, "public.%s", name);
+    pgt_db_table(c, tbl, cols);
+}
+
 PGT_TEST(run_sched, once_across_instances)
 {
     PGconn *c = pgt_db_open();
@@ -434,9 +456,7 @@ PGT_TEST(run_sched, reload_failures_only)
 {
     PGconn *c = pgt_db_open();
     char name[64], sql[1024], text[1024], tbl[80];
-    snprintf(name, sizeof name, "rs_reload_%ld", (long)getpid());
-    snprintf(tbl, sizeof tbl, "public.%s", name);
-    pgt_db_table(c, tbl, "(s text)");
+    rst_names(c, "rs_reload", "(s text)", name, tbl);
     snprintf(text, sizeof text,
              ".pipeline %s\n.history --failures-only\n"
              ".schedule one --every 1s\nINSERT INTO %s VALUES ('one');\n.end\n"
@@ -491,9 +511,7 @@ PGT_TEST(run_sched, tx_burst_isolated)
 {
     PGconn *c = pgt_db_open();
     char name[64], sql[1024], tbl[80];
-    snprintf(name, sizeof name, "rs_txb_%ld", (long)getpid());
-    snprintf(tbl, sizeof tbl, "public.%s", name);
-    pgt_db_table(c, tbl, "(n int, slot timestamptz)");
+    rst_names(c, "rs_txb", "(n int, slot timestamptz)", name, tbl);
     pp_buf t = { 0 };
     pp_buf_appendf(&t, ".pipeline %s\n", name);
     for (int i = 0; i < 60; i++)
@@ -515,35 +533,36 @@ PGT_TEST(run_sched, tx_burst_isolated)
     rst_wait(c, sql, 3, 10000);
     rst_stop(&a);
     /* every schedule fired, each slot once */
-    snprintf(sql, sizeof sql, "SELECT count(DISTINCT n) FROM %s WHERE n BETWEEN 0 AND 59", tbl);
-    PGT_EQ_INT(pgt_db_int(c, sql), 60);
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM (SELECT n, slot FROM %s WHERE n BETWEEN 0 AND 59 "
-             "GROUP BY 1, 2 HAVING count(*) > 1 OR slot IS NULL) d", tbl);
-    PGT_EQ_INT(pgt_db_int(c, sql), 0);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE n = 100", tbl);
-    PGT_CHECK(pgt_db_int(c, sql) >= 2);
+    PGT_EQ_INT(rst_int(c, "SELECT count(DISTINCT n) FROM %s WHERE n BETWEEN 0 AND 59", tbl), 60);
+    PGT_EQ_INT(rst_int(c,
+                       "SELECT count(*) FROM (SELECT n, slot FROM %s WHERE n BETWEEN 0 AND 59 "
+                       "GROUP BY 1, 2 HAVING count(*) > 1 OR slot IS NULL) d",
+                       tbl),
+               0);
+    PGT_CHECK(rst_int(c, "SELECT count(*) FROM %s WHERE n = 100", tbl) >= 2);
     /* the failing body fails alone and whole: its INSERT is undone */
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE n = -1", tbl);
-    PGT_EQ_INT(pgt_db_int(c, sql), 0);
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND name = 'bad' "
-             "AND status = 'failed' AND sqlstate = '22012' AND error LIKE '%%division by zero%%'",
-             name);
-    PGT_CHECK(pgt_db_int(c, sql) >= 2);
+    PGT_EQ_INT(rst_int(c, "SELECT count(*) FROM %s WHERE n = -1", tbl), 0);
+    PGT_CHECK(rst_int(c,
+                      "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+                      "name = 'bad' AND status = 'failed' AND sqlstate = '22012' AND "
+                      "error LIKE '%%division by zero%%'",
+                      name) >= 2);
     /* one ok history row per body run, none lost, no running mark left */
-    snprintf(sql, sizeof sql,
-             "SELECT (SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
-             "status = 'ok') - (SELECT count(*) FROM %s)", name, tbl);
-    PGT_EQ_INT(pgt_db_int(c, sql), 0);
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
-             "status NOT IN ('ok', 'failed')", name);
-    PGT_EQ_INT(pgt_db_int(c, sql), 0);
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pgpipe.run_schedules WHERE pipeline = '%s' AND "
-             "running_instance IS NOT NULL", name);
-    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    PGT_EQ_INT(rst_int(c,
+                       "SELECT (SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' "
+                       "AND status = 'ok') - (SELECT count(*) FROM %s)",
+                       name, tbl),
+               0);
+    PGT_EQ_INT(rst_int(c,
+                       "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+                       "status NOT IN ('ok', 'failed')",
+                       name),
+               0);
+    PGT_EQ_INT(rst_int(c,
+                       "SELECT count(*) FROM pgpipe.run_schedules WHERE pipeline = '%s' AND "
+                       "running_instance IS NOT NULL",
+                       name),
+               0);
     pgt_db_close(c);
 }
 
@@ -555,9 +574,7 @@ PGT_TEST(run_sched, tx_killed_firing_fires_again)
 {
     PGconn *c = pgt_db_open();
     char name[64], sql[1024], text[1024], tbl[80];
-    snprintf(name, sizeof name, "rs_txk_%ld", (long)getpid());
-    snprintf(tbl, sizeof tbl, "public.%s", name);
-    pgt_db_table(c, tbl, "(slot timestamptz, inst text)");
+    rst_names(c, "rs_txk", "(slot timestamptz, inst text)", name, tbl);
     snprintf(text, sizeof text,
              ".pipeline %s\n"
              ".schedule s --every 2s\n"
@@ -590,21 +607,23 @@ PGT_TEST(run_sched, tx_killed_firing_fires_again)
     rst_wait(c, sql, 2, 12000);
     rst_stop(&a);
     rst_stop(&b);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", tbl);
-    long long n = pgt_db_int(c, sql);
+    long long n = rst_int(c, "SELECT count(*) FROM %s", tbl);
     PGT_CHECK_MSG(n >= 3, "only %lld firings", n);
-    snprintf(sql, sizeof sql, "SELECT count(DISTINCT slot) FROM %s", tbl);
-    PGT_EQ_INT(pgt_db_int(c, sql), n); /* none twice */
-    snprintf(sql, sizeof sql,
-             "SELECT extract(epoch FROM max(slot) - min(slot))::bigint / 2 + 1 FROM %s", tbl);
-    PGT_EQ_INT(pgt_db_int(c, sql), n); /* none missing, the killed one included */
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND status = 'ok'",
-             name);
-    PGT_EQ_INT(pgt_db_int(c, sql), n);
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
-             "status IN ('lost', 'missed')", name);
-    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    PGT_EQ_INT(rst_int(c, "SELECT count(DISTINCT slot) FROM %s", tbl), n); /* none twice */
+    /* none missing, the killed one included */
+    PGT_EQ_INT(rst_int(c,
+                       "SELECT extract(epoch FROM max(slot) - min(slot))::bigint / 2 + 1 FROM %s",
+                       tbl),
+               n);
+    PGT_EQ_INT(rst_int(c,
+                       "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+                       "status = 'ok'",
+                       name),
+               n);
+    PGT_EQ_INT(rst_int(c,
+                       "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+                       "status IN ('lost', 'missed')",
+                       name),
+               0);
     pgt_db_close(c);
 }

@@ -23,12 +23,12 @@ no local server|-DPGPIPE_OMIT_LOCAL|pgpipe_local_
 no records store|-DPGPIPE_OMIT_RECORDS|pgpipe_records_
 no claimer|-DPGPIPE_OMIT_CLAIM|pgpipe_claimer_ pgpipe_workers_
 no loader|-DPGPIPE_OMIT_LOAD|pgpipe_loader_
-no migrations|-DPGPIPE_OMIT_MIGRATE|pgpipe_migrate_ pgpipe_loader_
+no migrations|-DPGPIPE_OMIT_MIGRATE|pgpipe_migrate_ pgpipe_loader_ pgpipe_cdc_
 no runner|-DPGPIPE_OMIT_RUN|pgpipe_cron_ pgpipe_pipefile_
 loader only|-DPGPIPE_OMIT_CLAIM -DPGPIPE_OMIT_RECORDS -DPGPIPE_OMIT_LOCAL|pgpipe_claimer_ pgpipe_records_ pgpipe_local_
 loader only, no threads|-DPGPIPE_OMIT_CLAIM -DPGPIPE_OMIT_RECORDS -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_claimer_ pgpipe_records_ pgpipe_local_
 migrations only|-DPGPIPE_OMIT_JSON -DPGPIPE_OMIT_CSV -DPGPIPE_OMIT_DLQ -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_json_ pgpipe_csv_ pgpipe_loader_ pgpipe_claimer_ pgpipe_records_ pgpipe_dlq_
-parsers only|-DPGPIPE_OMIT_POOL -DPGPIPE_OMIT_MIGRATE -DPGPIPE_OMIT_DLQ -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_pool_ pgpipe_migrate_ pgpipe_loader_ pgpipe_claimer_ pgpipe_records_'
+parsers only|-DPGPIPE_OMIT_POOL -DPGPIPE_OMIT_MIGRATE -DPGPIPE_OMIT_DLQ -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_pool_ pgpipe_migrate_ pgpipe_loader_ pgpipe_claimer_ pgpipe_records_ pgpipe_cdc_'
 
 full=0
 i=0

@@ -23,11 +23,12 @@
 static const char USAGE[] =
     "pgtmp: a throwaway PostgreSQL cluster in a directory.\n"
     "\n"
-    "  sh tool/pgtmp.sh start DIR [--tcp] [--port N] [--owner PID]\n"
+    "  sh tool/pgtmp.sh start DIR [--tcp] [--port N] [--owner PID] [--logical]\n"
     "        initdb (first time) and start a server with its data in DIR/data and\n"
     "        its Unix socket in DIR; prints the conninfo. No TCP unless --tcp (then\n"
     "        on 127.0.0.1, port N or a free one). With --owner PID a watchdog stops\n"
     "        the server as soon as process PID is gone, even after a SIGKILL.\n"
+    "        --logical: wal_level = logical (a source for CDC), kept on restart.\n"
     "  sh tool/pgtmp.sh stop DIR        stop the server (fast, then immediate)\n"
     "  sh tool/pgtmp.sh restart DIR     restart it (fast) on the same port, same settings\n"
     "  sh tool/pgtmp.sh status DIR      exit 0 when running\n"
@@ -143,6 +144,8 @@ static int cmd_start(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "--tcp") == 0) {
             opt.tcp = 1;
+        } else if (strcmp(a, "--logical") == 0) {
+            opt.logical = 1;
         } else if (strcmp(a, "--port") == 0 || strcmp(a, "--owner") == 0) {
             char *end = NULL;
             long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;

@@ -4,7 +4,7 @@
 # local server (pgpipe_local_*); this wrapper builds it into build/pgtmp when
 # it is missing or older than its sources, then runs it with our arguments.
 #
-#   sh tool/pgtmp.sh start DIR [--tcp] [--port N] [--owner PID]
+#   sh tool/pgtmp.sh start DIR [--tcp] [--port N] [--owner PID] [--logical]
 #   sh tool/pgtmp.sh stop|restart|status|conninfo DIR
 #   sh tool/pgtmp.sh run [DIR] -- CMD [ARGS...]
 #   sh tool/pgtmp.sh bindir

@@ -87,6 +87,7 @@ typedef struct pgpipe_records_filter pgpipe_records_filter; /* ..._filter_open /
 typedef struct pgpipe_records_cursor pgpipe_records_cursor; /* pgpipe_records_find /
                                                                ..._cursor_close */
 typedef struct pgpipe_http pgpipe_http;           /* pgpipe_http_open / _close */
+typedef struct pgpipe_cdc pgpipe_cdc;             /* pgpipe_cdc_open / _close */
 
 /* An options struct that two sections use (migrations and the built-in
 ** schema); defined with the migrations. */

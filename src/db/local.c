@@ -370,9 +370,10 @@ int pgpipe_local_start(const char *dir, const pgpipe_local_options *opt, char *c
     int port = opt && opt->port > 0 ? opt->port : 5432;
     if (opt && opt->tcp && opt->port <= 0 && (port = local_free_port()) == 0)
         return pp_err(err, PGPIPE_IO, "no free TCP port on 127.0.0.1 for the server in %s", abs);
-    char opts[PATH_MAX + 96], portfile[PATH_MAX + 16];
-    snprintf(opts, sizeof opts, "-p %d -k '%s'%s", port, abs,
-             opt && opt->tcp ? " -c listen_addresses=127.0.0.1" : "");
+    char opts[PATH_MAX + 128], portfile[PATH_MAX + 16];
+    snprintf(opts, sizeof opts, "-p %d -k '%s'%s%s", port, abs,
+             opt && opt->tcp ? " -c listen_addresses=127.0.0.1" : "",
+             opt && opt->logical ? " -c wal_level=logical" : "");
     snprintf(portfile, sizeof portfile, "%s/port", abs);
     char portbuf[32];
     snprintf(portbuf, sizeof portbuf, "%d\n", port);

@@ -37,6 +37,8 @@ typedef struct pgpipe_local_options {
                             ends without stopping anything once the server has
                             been stopped by someone else (no pid file for 3 s).
                             Like watchdog, start it before threads are started. */
+    int logical;         /* 1: wal_level = logical (a source for logical replication,
+                            CDC); kept on restart. 0: the server's default */
 } pgpipe_local_options;
 
 void pgpipe_local_options_init(pgpipe_local_options *opt);

@@ -26,7 +26,7 @@
 */
 #ifndef PP_RUN_H
 #define PP_RUN_H
-#include "../http/pp_http.h"
+#include "../cdc/pp_cdc.h"
 
 #ifndef PGPIPE_OMIT_RUN
 

@@ -1353,14 +1353,29 @@ static void rs_tx_dispatch(run_sched *s, rs_cfg *cfg, int n)
     for (int k = nshort; k < n; k++)
         if (rs_tx_job(s, cfg, f + k, 1))
             f[k].slot = -1;
+    /* the executors start now; the next slots are computed meanwhile (the
+    ** timer's own work: s->st is read by others only under mu) */
+    pthread_cond_broadcast(&s->cv);
+    rs_state *nx = pp_calloc((size_t)n, sizeof *nx);
+    if (nx) {
+        for (int k = 0; k < n; k++)
+            nx[k] = s->st[f[k].si];
+        pthread_mutex_unlock(&s->mu);
+        for (int k = 0; k < n; k++)
+            if (f[k].slot >= 0)
+                rs_set_next(s, &nx[k], &cfg->s[f[k].si], f[k].slot);
+        pthread_mutex_lock(&s->mu);
+    }
     for (int k = 0; k < n; k++) {
         rs_state *st = &s->st[f[k].si];
         if (f[k].slot < 0)
             st->fire_ms = retry;
+        else if (nx)
+            *st = nx[k];
         else
             rs_set_next(s, st, &cfg->s[f[k].si], f[k].slot);
     }
-    pthread_cond_broadcast(&s->cv);
+    pp_free(nx);
     pp_free(f);
 }
 

@@ -7,6 +7,7 @@
 ** and make test builds all of them */
 #define PGPIPE_OMIT_POOL 1
 #define PGPIPE_OMIT_LOCAL 1
+#define PGPIPE_OMIT_CDC 1
 #define PGPIPE_OMIT_DLQ 1
 #include "pgpipe.c"
 

@@ -9,6 +9,7 @@
 /* only what this target needs: each target compiles the amalgamation,
 ** and make test builds all of them */
 #define PGPIPE_OMIT_LOCAL 1
+#define PGPIPE_OMIT_CDC 1
 #define PGPIPE_OMIT_DLQ 1
 #include "pgpipe.c"
 

@@ -232,7 +232,7 @@ echo "$n bad command lines refused, nothing changed"
 # every option each command's parser knows is listed by .help COMMAND, and
 # is known to the parser (it is followed by an unknown option, so that
 # nothing runs whatever it is)
-for c in conninfo dlq exit explain export health help install listen load log migrate mode \
+for c in cdc conninfo dlq exit explain export health help install listen load log migrate mode \
          partitions quit read records refresh serve stats timer version work; do
     h=$($P ".help $c") || fail ".help $c"
     opts=$($P ".help --options $c") || fail ".help --options $c"

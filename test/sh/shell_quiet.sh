@@ -59,7 +59,7 @@ out=$($P "$D" ".migrate $tmp/empty" 2>&1) || fail "empty directory: $out"
 # .help: every command's whole usage in the overview, the command's name at
 # column 0; every option there and in .help CMD
 all=$($P ".help") || fail ".help"
-for c in conninfo dlq exit explain export health help install listen load log migrate mode \
+for c in cdc conninfo dlq exit explain export health help install listen load log migrate mode \
          partitions quit read records refresh stats timer version work; do
     printf '%s\n' "$all" | grep -q "^\.$c\( \|\$\)" || fail "no line starting with .$c in .help"
     one=$($P ".help $c") || fail ".help $c"
