@@ -1,6 +1,8 @@
 /* Tests of the run layer (src/run): cron expressions and their next firing
 ** (DST in Europe/Berlin and America/New_York, Feb 29, the Vixie day rule,
-** errors with field and column), and the pipeline file reader. */
+** errors with field and column), the library's own zone-file reader (against
+** the C library's localtime_r, TZ-string rules, corrupt files), and the
+** pipeline file reader. */
 
 /* Unix seconds of a UTC time */
 static int64_t run_t_utc(int y, int mo, int d, int h, int mi)
