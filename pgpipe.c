@@ -1178,6 +1178,12 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
 PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r);
 /* Counters for the status page and /metrics: appended as Prometheus lines. */
 PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out);
+#ifndef PGPIPE_OMIT_CDC
+/* What the CDC source NAME last read of its slot on the source (every
+** 10 s): 1 with *out filled, 0 when nothing yet (or no such source). */
+PGPIPE_PRIVATE int run_sources_cdc_info(pgpipe_runner *r, const char *name,
+                                        pgpipe_cdc_slot_info *out);
+#endif
 
 /* ==== run_alert.c: alerts ================================================
 ** start: a thread evaluating the periodic rules (dlq-growth, backlog-age,
@@ -26205,7 +26211,7 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
 ** DST rules). The next firing walks the local calendar day by day and
 ** turns each matching wall-clock minute into an instant with wall_to_utc,
 ** which implements the DST rules; the local offset of an instant comes
-** from localtime_r under the zone set in TZ.
+** from the zone's compiled file, read by the library (see "time zones").
 */
 
 #ifndef PGPIPE_OMIT_RUN
@@ -26512,34 +26518,434 @@ int pgpipe_cron_parse(pgpipe_cron *out, const char *expr, pgpipe_error *err)
     return PGPIPE_OK;
 }
 
-/* ---- next firing ------------------------------------------------------- */
+/* ---- time zones ---------------------------------------------------------- */
 
-static pp_mutex run_tz_lock = PP_MUTEX_INIT;
+/* The library reads the compiled zone files (TZif, RFC 8536) itself: the C
+** library converts in a named zone only through the process-wide TZ
+** variable, and setenv() while another thread reads the environment (libpq
+** does, for PGHOST and the like) is undefined behaviour. A zone is read
+** once and kept: its transitions (instant -> UT offset), binary-searched,
+** and the footer's POSIX TZ rule for the instants from the last transition
+** on (a "slim" file carries few transitions and leaves the rest to it). */
 
-/* The UTC offset (seconds east) at instant t, in the zone TZ names now. */
-static int64_t tz_offset(int64_t t)
+typedef struct run_tz_rule {
+    char kind;    /* 'J': Jn, day 1-365, Feb 29 never counted; 'D': n, day 0-365; 'M': Mm.w.d */
+    int a, b, c;  /* J, D: the day; M: month 1-12, week 1-5 (5: the last), weekday 0-6 (Sunday 0) */
+    int32_t secs; /* the local time of day of the change, -167h..167h (TZif v3) */
+} run_tz_rule;
+
+typedef struct run_tz_zone {
+    char *dir, *name;        /* the key: the zone folder and the zone's name */
+    int64_t *at;             /* the transition instants, strictly ascending */
+    int32_t *off;            /* off[i]: the UT offset (seconds east) from at[i] on */
+    size_t n;
+    int32_t off0;            /* the offset before at[0] (time type 0) */
+    int has_rule;            /* the footer's TZ string governs from at[n-1] on (always when n == 0) */
+    int has_dst;             /* the rule has daylight saving time */
+    int32_t std_off, dst_off;
+    run_tz_rule start, end;  /* DST starts (a time in standard time), ends (in DST) */
+} run_tz_zone;
+
+/* ---- the footer's TZ string (POSIX TZ, with the TZif v3 extensions) */
+
+static const char *run_tzs_name(const char *p)
 {
-    time_t tt = (time_t)t;
-    struct tm tm;
-    if (!localtime_r(&tt, &tm))
-        return 0;
-    int64_t wall = run_days_from_civil(tm.tm_year + 1900LL, tm.tm_mon + 1, tm.tm_mday) * 86400
-                   + tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec;
-    return wall - t;
+    const char *q = p;
+    if (*p == '<') {
+        for (q = ++p; isalnum((unsigned char)*q) || *q == '+' || *q == '-'; q++)
+            ;
+        return *q == '>' && q - p >= 3 ? q + 1 : NULL;
+    }
+    while (isalpha((unsigned char)*q))
+        q++;
+    return q - p >= 3 ? q : NULL;
 }
 
-/* The instant of wall-clock time W (seconds of the local calendar since
-** 1970-01-01 00:00): its first occurrence when it occurs twice; when it
-** does not occur (a gap), the first instant after the gap. */
-static int64_t wall_to_utc(int64_t W, int utc)
+/* digits at *p: 1 to maxd of them, into *v; 0 when none */
+static int run_tzs_num(const char **p, int maxd, int *v)
 {
-    if (utc)
+    int n = 0, x = 0;
+    while (n < maxd && isdigit((unsigned char)**p)) {
+        x = x * 10 + (*(*p)++ - '0');
+        n++;
+    }
+    *v = x;
+    return n > 0;
+}
+
+/* [+|-]hh[:mm[:ss]] with hh <= maxh, into *secs; the end, or NULL */
+static const char *run_tzs_hms(const char *p, int maxh, int32_t *secs)
+{
+    int sign = 1, h, m = 0, s = 0;
+    if (*p == '+' || *p == '-')
+        sign = *p++ == '-' ? -1 : 1;
+    if (!run_tzs_num(&p, 3, &h) || h > maxh)
+        return NULL;
+    if (*p == ':') {
+        p++;
+        if (!run_tzs_num(&p, 2, &m) || m > 59)
+            return NULL;
+        if (*p == ':') {
+            p++;
+            if (!run_tzs_num(&p, 2, &s) || s > 59)
+                return NULL;
+        }
+    }
+    *secs = sign * (h * 3600 + m * 60 + s);
+    return p;
+}
+
+static const char *run_tzs_rule(const char *p, run_tz_rule *r)
+{
+    memset(r, 0, sizeof *r);
+    if (*p == 'J') {
+        p++;
+        r->kind = 'J';
+        if (!run_tzs_num(&p, 3, &r->a) || r->a < 1 || r->a > 365)
+            return NULL;
+    } else if (*p == 'M') {
+        p++;
+        r->kind = 'M';
+        if (!run_tzs_num(&p, 2, &r->a) || r->a < 1 || r->a > 12 || *p++ != '.' ||
+            !run_tzs_num(&p, 1, &r->b) || r->b < 1 || r->b > 5 || *p++ != '.' ||
+            !run_tzs_num(&p, 1, &r->c) || r->c > 6)
+            return NULL;
+    } else {
+        r->kind = 'D';
+        if (!run_tzs_num(&p, 3, &r->a) || r->a > 365)
+            return NULL;
+    }
+    r->secs = 2 * 3600;
+    if (*p == '/')
+        p = run_tzs_hms(p + 1, 167, &r->secs);
+    return p;
+}
+
+/* Fills the rule fields of z from TZ string s; 0, or -1 when s is malformed. */
+static int run_tzs_parse(const char *s, run_tz_zone *z)
+{
+    int32_t v;
+    const char *p = run_tzs_name(s);
+    if (!p || !(p = run_tzs_hms(p, 24, &v)))
+        return -1;
+    z->std_off = -v; /* POSIX counts hours west of Greenwich */
+    z->has_dst = 0;
+    if (*p) {
+        if (!(p = run_tzs_name(p)))
+            return -1;
+        z->has_dst = 1;
+        z->dst_off = z->std_off + 3600;
+        if (*p && *p != ',') {
+            if (!(p = run_tzs_hms(p, 24, &v)))
+                return -1;
+            z->dst_off = -v;
+        }
+        if (!*p) { /* no rule: the POSIX default, as the C library applies it */
+            z->start = (run_tz_rule){ 'M', 3, 2, 0, 2 * 3600 };
+            z->end = (run_tz_rule){ 'M', 11, 1, 0, 2 * 3600 };
+        } else if (*p++ != ',' || !(p = run_tzs_rule(p, &z->start)) || *p++ != ',' ||
+                   !(p = run_tzs_rule(p, &z->end))) {
+            return -1;
+        }
+    }
+    return *p ? -1 : 0;
+}
+
+/* The local calendar day (days since 1970-01-01) rule r falls on in year y. */
+static int64_t run_tz_rule_day(const run_tz_rule *r, int64_t y)
+{
+    int64_t jan1 = run_days_from_civil(y, 1, 1);
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (r->kind == 'J')
+        return jan1 + r->a - 1 + (leap && r->a >= 60);
+    if (r->kind == 'D')
+        return jan1 + r->a;
+    int64_t first = run_days_from_civil(y, r->a, 1);
+    int64_t next = r->a == 12 ? run_days_from_civil(y + 1, 1, 1) : run_days_from_civil(y, r->a + 1, 1);
+    int wd = (int)(((first % 7) + 11) % 7); /* 1970-01-01 was a Thursday (4) */
+    int64_t d = first + (r->c - wd + 7) % 7 + 7 * (r->b - 1);
+    while (d >= next) /* week 5: the last such weekday of the month */
+        d -= 7;
+    return d;
+}
+
+/* The offset the footer's rule gives at instant t. The changes are those of
+** t's UTC year, as the C library computes them (they differ from the local
+** year's only for a rule within hours of New Year, which no zone has). */
+static int32_t run_tz_rule_off(const run_tz_zone *z, int64_t t)
+{
+    if (!z->has_dst)
+        return z->std_off;
+    int64_t y;
+    int m, d;
+    run_civil_from_days(t >= 0 ? t / 86400 : -((-t + 86399) / 86400), &y, &m, &d);
+    int64_t start = run_tz_rule_day(&z->start, y) * 86400 + z->start.secs - z->std_off;
+    int64_t end = run_tz_rule_day(&z->end, y) * 86400 + z->end.secs - z->dst_off;
+    int dst = start <= end ? t >= start && t < end : t < end || t >= start; /* south: over New Year */
+    return dst ? z->dst_off : z->std_off;
+}
+
+/* The UT offset (seconds east) of zone z at instant t. */
+static int32_t run_tz_off(const run_tz_zone *z, int64_t t)
+{
+    if (z->n == 0 || t >= z->at[z->n - 1]) {
+        if (z->has_rule)
+            return run_tz_rule_off(z, t);
+        return z->n ? z->off[z->n - 1] : z->off0;
+    }
+    if (t < z->at[0])
+        return z->off0;
+    size_t lo = 0, hi = z->n - 1; /* at[lo] <= t < at[hi] */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (z->at[mid] <= t)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return z->off[lo];
+}
+
+/* ---- the TZif file */
+
+static uint32_t run_tz_be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int64_t run_tz_be64(const unsigned char *p)
+{
+    return (int64_t)((uint64_t)run_tz_be32(p) << 32 | run_tz_be32(p + 4));
+}
+
+/* The header at h: its six counts (isut, isstd, leap, time, type, char) and
+** the size of the data block after it, with times of tsize bytes. NULL, or
+** what is wrong. */
+static const char *run_tz_header(const unsigned char *h, int tsize, uint32_t cnt[6], size_t *block)
+{
+    if (memcmp(h, "TZif", 4))
+        return "it does not start with \"TZif\"";
+    for (int i = 0; i < 6; i++) {
+        cnt[i] = run_tz_be32(h + 20 + 4 * i);
+        if (cnt[i] > 1u << 20)
+            return "a count in its header is out of range";
+    }
+    if (cnt[4] == 0 || cnt[4] > 256)
+        return "its number of time types is out of range 1-256";
+    if ((cnt[0] && cnt[0] != cnt[4]) || (cnt[1] && cnt[1] != cnt[4]))
+        return "its UT/local or standard/wall indicator count differs from its type count";
+    *block = (size_t)cnt[3] * ((size_t)tsize + 1) + (size_t)cnt[4] * 6 + cnt[5] +
+             (size_t)cnt[2] * ((size_t)tsize + 4) + cnt[1] + cnt[0];
+    return NULL;
+}
+
+/* Parses the TZif file b[0..len) into z's transitions and rule (z's arrays
+** allocated). NULL, or what is wrong with it. */
+static const char *run_tz_parse(const unsigned char *b, size_t len, run_tz_zone *z)
+{
+    if (len < 44)
+        return len >= 4 && !memcmp(b, "TZif", 4) ? "it is truncated (header)"
+                                                   : "it does not start with \"TZif\"";
+    int version = b[4] == 0 ? 1 : b[4] >= '2' && b[4] <= '4' ? b[4] - '0' : 0;
+    if (!version)
+        return "its version is not 1, 2, 3 or 4";
+    uint32_t cnt[6];
+    size_t block;
+    const char *why = run_tz_header(b, 4, cnt, &block);
+    if (why)
+        return why;
+    const unsigned char *h = b;
+    int tsize = 4;
+    if (version >= 2) { /* the 64-bit data block follows the version 1 one */
+        if (block > len - 44 || len - 44 - block < 44)
+            return "it is truncated (before the 64-bit header)";
+        h = b + 44 + block;
+        tsize = 8;
+        if ((why = run_tz_header(h, 8, cnt, &block)))
+            return why;
+    }
+    const unsigned char *e = b + len, *p = h + 44;
+    if (block > (size_t)(e - p))
+        return "it is truncated (data block)";
+    if (cnt[2])
+        return "it counts leap seconds (a right/ zone), which pgpipe does not support";
+    uint32_t nt = cnt[3], ntypes = cnt[4], nchars = cnt[5];
+    const unsigned char *times = p, *idx = p + (size_t)nt * tsize, *types = idx + nt;
+    int32_t utoff[256];
+    for (uint32_t i = 0; i < ntypes; i++) {
+        const unsigned char *ty = types + 6 * i;
+        int32_t o = (int32_t)run_tz_be32(ty);
+        if (o < -89999 || o > 93599)
+            return "a time type's UT offset is out of range";
+        if (ty[4] > 1 || (nchars && ty[5] >= nchars))
+            return "a time type's DST flag or name index is out of range";
+        utoff[i] = o;
+    }
+    z->n = nt;
+    z->off0 = utoff[0];
+    z->at = nt ? pp_malloc(nt * sizeof *z->at) : NULL;
+    z->off = nt ? pp_malloc(nt * sizeof *z->off) : NULL;
+    if (nt && (!z->at || !z->off))
+        return "out of memory";
+    for (uint32_t i = 0; i < nt; i++) {
+        z->at[i] = tsize == 8 ? run_tz_be64(times + 8 * i) : (int32_t)run_tz_be32(times + 4 * i);
+        if (i && z->at[i] <= z->at[i - 1])
+            return "its transition times are not ascending";
+        if (idx[i] >= ntypes)
+            return "a transition's time type is out of range";
+        z->off[i] = utoff[idx[i]];
+    }
+    z->has_rule = 0;
+    if (version >= 2) { /* the footer: "\n" TZ-string "\n" */
+        p += block;
+        if (p == e || *p != '\n')
+            return "it is truncated (footer)";
+        const unsigned char *nl = memchr(p + 1, '\n', (size_t)(e - p - 1));
+        if (!nl)
+            return "it is truncated (footer)";
+        size_t tl = (size_t)(nl - p - 1);
+        if (tl) {
+            char tzs[256];
+            if (tl >= sizeof tzs || memchr(p + 1, 0, tl))
+                return "its footer's TZ string is malformed";
+            memcpy(tzs, p + 1, tl);
+            tzs[tl] = 0;
+            if (run_tzs_parse(tzs, z))
+                return "its footer's TZ string is malformed";
+            z->has_rule = 1;
+        }
+    }
+    return NULL;
+}
+
+static void run_tz_free(run_tz_zone *z)
+{
+    if (!z)
+        return;
+    pp_free(z->dir);
+    pp_free(z->name);
+    pp_free(z->at);
+    pp_free(z->off);
+    pp_free(z);
+}
+
+/* Reads zone name from folder dir into *out (allocated). */
+static int run_tz_load(const char *dir, const char *name, run_tz_zone **out, pgpipe_error *err)
+{
+    enum { MAX = 1 << 20 }; /* the largest zone file is under 4 KB */
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return pp_err(err, PGPIPE_IO, "time zone \"%s\": cannot open %s: %s", name, path, strerror(errno));
+    struct stat st;
+    size_t cap = fstat(fd, &st) == 0 && st.st_size >= 0 && st.st_size < MAX ? (size_t)st.st_size + 1 : MAX + 1;
+    unsigned char *b = pp_malloc(cap);
+    size_t len = 0;
+    int rerr = 0;
+    while (b && len < cap) { /* a file that grew meanwhile is read as far as cap */
+        ssize_t k = read(fd, b + len, cap - len);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            rerr = errno;
+        if (k <= 0)
+            break;
+        len += (size_t)k;
+    }
+    close(fd);
+    if (!b)
+        return pp_err_nomem(err);
+    if (rerr) {
+        pp_free(b);
+        return pp_err(err, PGPIPE_IO, "time zone \"%s\": cannot read %s: %s", name, path, strerror(rerr));
+    }
+    run_tz_zone *z = pp_calloc(1, sizeof *z);
+    const char *why = len > MAX ? "it is larger than 1 MB" : NULL;
+    if (z && !why)
+        why = run_tz_parse(b, len, z);
+    pp_free(b);
+    if (!z)
+        return pp_err_nomem(err);
+    if (!why && (!(z->dir = pp_strdup(dir)) || !(z->name = pp_strdup(name))))
+        why = "out of memory";
+    if (why) {
+        run_tz_free(z);
+        return pp_err(err, PGPIPE_PARSE, "time zone \"%s\": %s is not a valid zone file: %s", name, path, why);
+    }
+    *out = z;
+    return PGPIPE_OK;
+}
+
+/* A handful of zones, read once and kept for the process's life (never
+** changed once in the table; a tzdata update applies at the next start).
+** Past RUN_TZ_CACHED distinct zones, a zone is read on every call. */
+#define RUN_TZ_CACHED 16
+static pp_mutex run_tz_lock = PP_MUTEX_INIT;
+static run_tz_zone *run_tz_cache[RUN_TZ_CACHED];
+
+static run_tz_zone *run_tz_find(const char *dir, const char *name)
+{
+    for (int i = 0; i < RUN_TZ_CACHED && run_tz_cache[i]; i++)
+        if (!strcmp(run_tz_cache[i]->name, name) && !strcmp(run_tz_cache[i]->dir, dir))
+            return run_tz_cache[i];
+    return NULL;
+}
+
+/* Zone name from $TZDIR into *out: the cached one, or read (and cached
+** while there is room). When the table is full *owned is set too: the
+** caller frees it with run_tz_free. PGPIPE_MISUSE for an unknown zone,
+** PGPIPE_IO when unreadable, PGPIPE_PARSE for a corrupt file. */
+static int run_tz_get(const char *name, const run_tz_zone **out, run_tz_zone **owned, pgpipe_error *err)
+{
+    const char *dir = run_tz_dir();
+    *owned = NULL;
+    pp_mutex_lock(&run_tz_lock);
+    *out = run_tz_find(dir, name);
+    pp_mutex_unlock(&run_tz_lock);
+    if (*out)
+        return PGPIPE_OK;
+    if (!run_tz_exists(name))
+        return pp_err(err, PGPIPE_MISUSE, "unknown time zone \"%s\" (not in %s)", name, dir);
+    run_tz_zone *z;
+    int rc = run_tz_load(dir, name, &z, err); /* no lock held over file I/O */
+    if (rc)
+        return rc;
+    pp_mutex_lock(&run_tz_lock);
+    const run_tz_zone *had = run_tz_find(dir, name); /* another thread was quicker */
+    int slot = 0;
+    while (slot < RUN_TZ_CACHED && run_tz_cache[slot])
+        slot++;
+    if (!had && slot < RUN_TZ_CACHED)
+        run_tz_cache[slot] = z;
+    pp_mutex_unlock(&run_tz_lock);
+    if (had) {
+        run_tz_free(z);
+        *out = had;
+    } else {
+        *out = z;
+        if (slot == RUN_TZ_CACHED)
+            *owned = z;
+    }
+    return PGPIPE_OK;
+}
+
+/* ---- next firing ------------------------------------------------------- */
+
+/* The instant of wall-clock time W (seconds of the local calendar since
+** 1970-01-01 00:00) in zone z (NULL: UTC): its first occurrence when it
+** occurs twice; when it does not occur (a gap), the first instant after
+** the gap. */
+static int64_t wall_to_utc(int64_t W, const run_tz_zone *z)
+{
+    if (!z)
         return W;
-    int64_t oa = tz_offset(W - 54000), ob = tz_offset(W + 46800);
+    int64_t oa = run_tz_off(z, W - 54000), ob = run_tz_off(z, W + 46800);
     int64_t best = INT64_MAX;
-    if (tz_offset(W - oa) == oa)
+    if (run_tz_off(z, W - oa) == oa)
         best = W - oa;
-    if (ob != oa && tz_offset(W - ob) == ob && W - ob < best)
+    if (ob != oa && run_tz_off(z, W - ob) == ob && W - ob < best)
         best = W - ob;
     if (best != INT64_MAX)
         return best;
@@ -26553,7 +26959,7 @@ static int64_t wall_to_utc(int64_t W, int utc)
     }
     while (hi - lo > 1) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (tz_offset(mid) == oa)
+        if (run_tz_off(z, mid) == oa)
             lo = mid;
         else
             hi = mid;
@@ -26587,32 +26993,22 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
         *next = (q + 1) * step;
         return PGPIPE_OK;
     }
-    int utc = !tz || !*tz || !strcmp(tz, "UTC");
-    if (!run_tz_exists(tz)) {
-        if (err)
-            pp_err(err, PGPIPE_MISUSE, "unknown time zone \"%s\" (not in %s)", tz, run_tz_dir());
-        return PGPIPE_MISUSE;
+    const run_tz_zone *zone = NULL;
+    run_tz_zone *owned = NULL;
+    if (tz && *tz && strcmp(tz, "UTC")) {
+        int rc = run_tz_get(tz, &zone, &owned, err);
+        if (rc)
+            return rc;
     }
-    char *old = NULL;
-    int had_old = 0;
-    if (!utc) {
-        pp_mutex_lock(&run_tz_lock);
-        const char *o = getenv("TZ");
-        if (o) {
-            had_old = 1;
-            old = pp_strdup(o);
-        }
-        setenv("TZ", tz, 1);
-        tzset();
-    }
-    int64_t wall_after = after + (utc ? 0 : tz_offset(after));
+    int64_t wall_after = after + (zone ? run_tz_off(zone, after) : 0);
     int64_t z0 = (wall_after >= 0 ? wall_after / 86400 : -((-wall_after + 86399) / 86400)) - 1;
     int rc = PGPIPE_LIMIT;
     for (int64_t z = z0; z < z0 + 366 * 30 && rc != PGPIPE_OK; z++) {
         if (!cron_day_matches(c, z))
             continue;
         for (int h = 0; h < 24 && rc != PGPIPE_OK; h++) {
-            if (!(c->hours >> h & 1))
+            /* an hour whose last minute is before the window, as the minute test below */
+            if (!(c->hours >> h & 1) || z * 86400 + h * 3600 + 59 * 60 < wall_after - 3 * 3600)
                 continue;
             for (int mi = 0; mi < 60; mi++) {
                 if (!(c->minutes >> mi & 1))
@@ -26620,7 +27016,7 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
                 int64_t W = z * 86400 + h * 3600 + mi * 60;
                 if (W < wall_after - 3 * 3600) /* no DST shift is that large */
                     continue;
-                int64_t t = wall_to_utc(W, utc);
+                int64_t t = wall_to_utc(W, zone);
                 if (t > after) {
                     *next = t;
                     rc = PGPIPE_OK;
@@ -26629,15 +27025,7 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
             }
         }
     }
-    if (!utc) {
-        if (had_old && old)
-            setenv("TZ", old, 1);
-        else
-            unsetenv("TZ");
-        tzset();
-        pp_mutex_unlock(&run_tz_lock);
-        pp_free(old);
-    }
+    run_tz_free(owned);
     if (rc != PGPIPE_OK && err)
         pp_err(err, PGPIPE_LIMIT, "the schedule does not fire in the next 30 years");
     return rc;
@@ -27277,6 +27665,10 @@ static const rf_opt rf_opts_files[] = {
 static const rf_opt rf_opts_http[] = {
     { "--listen", 0 }, { "--table", 0 }, { "--event-type", 0 }, { "--event-type-field", 0 },
     { "--signature", 0 }, { "--secret-env", 0 }, { NULL, 0 } };
+static const rf_opt rf_opts_cdc[] = {
+    { "--source", 0 }, { "--source-env", 0 }, { "--slot", 0 }, { "--publication", 0 },
+    { "--tables", 0 }, { "--snapshot", 1 }, { "--heartbeat", 0 }, { "--no-create", 1 },
+    { NULL, 0 } };
 static const rf_opt rf_opts_workers[] = {
     { "--sql", 0 }, { "--so", 0 }, { "--workers", 0 }, { "--batch", 0 }, { "--mode", 0 },
     { "--lease", 0 }, { "--max-attempts", 0 }, { "--table", 0 }, { NULL, 0 } };
@@ -27288,8 +27680,8 @@ static const rf_opt rf_opts_task[] = {
     { "--timeout", 0 }, { "--on-failure", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_alert[] = {
     { "--threshold", 0 }, { "--window", 0 }, { "--older-than", 0 }, { "--event-type", 0 },
-    { "--task", 0 }, { "--count", 0 }, { "--schedule", 0 }, { "--notify", 0 }, { "--table", 0 },
-    { "--command", 0 }, { NULL, 0 } };
+    { "--task", 0 }, { "--count", 0 }, { "--schedule", 0 }, { "--source", 0 }, { "--max-lag", 0 },
+    { "--max-retained", 0 }, { "--notify", 0 }, { "--table", 0 }, { "--command", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_history[] = {
     { "--keep-ok", 0 }, { "--keep-failed", 0 }, { "--keep-last", 0 }, { "--failures-only", 1 },
     { NULL, 0 } };
@@ -27313,15 +27705,56 @@ static void rf_need(rf_ctx *c, const char *opt)
         rf_diag(c->pf, c->line, 0, "%s: %s is required", c->cmd, opt);
 }
 
+/* .source cdc NAME ...: see run_file.h. The conninfo is not checked here
+** (no database is touched); a variable that is not set is the runner's
+** error at start. */
+static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    rf_opts o;
+    rf_ctx c = { pf, line, ".source cdc", rf_opts_cdc, &o };
+    rf_parse_opts(pf, line, c.cmd, w + 1, nw - 1, c.spec, &o);
+    if (!rf_grow(pf, (void **)&pf->src, pf->p.nsources, &pf->csrc, sizeof *pf->src))
+        return;
+    pgpipe_pipe_source *s = &pf->src[pf->p.nsources++];
+    s->kind = PGPIPE_PIPE_SOURCE_CDC;
+    s->line = line;
+    s->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
+    s->source_conninfo = rf_str(pf, rf_get(&c, "--source"));
+    s->source_env = rf_str(pf, rf_get(&c, "--source-env"));
+    if (!s->source_conninfo == !s->source_env)
+        rf_diag(pf, line, s->source_env ? rf_col(&c, "--source-env") : 0,
+                ".source cdc: give the source database once: --source-env VAR (keeps a password "
+                "out of the file) or --source CONNINFO");
+    s->slot = rf_str(pf, rf_get(&c, "--slot") ? rf_get(&c, "--slot") : s->name);
+    s->publication = rf_str(pf, rf_get(&c, "--publication") ? rf_get(&c, "--publication") : s->name);
+    s->tables = rf_str(pf, rf_get(&c, "--tables"));
+    s->snapshot = rf_get(&c, "--snapshot") != NULL;
+    s->no_create = rf_get(&c, "--no-create") != NULL;
+    s->heartbeat_ms = rf_dur(&c, "--heartbeat", 10000);
+    /* a slot name: lower case letters, digits and underscores (the server's rule) */
+    for (const char *q = s->slot; q && *q; q++)
+        if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_')) {
+            rf_diag(pf, line, rf_get(&c, "--slot") ? rf_col(&c, "--slot") : 0,
+                    ".source cdc: slot \"%s\": a replication slot name has only lower case "
+                    "letters, digits and underscores%s", s->slot,
+                    rf_get(&c, "--slot") ? "" : " (it defaults to the NAME: give --slot)");
+            break;
+        }
+}
+
 static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
     rf_opts o;
     const char *kind = nw > 1 ? w[1].s : "";
-    int files = !strcmp(kind, "files"), http = !strcmp(kind, "http");
-    if (!files && !http) {
+    int files = !strcmp(kind, "files"), http = !strcmp(kind, "http"), cdc = !strcmp(kind, "cdc");
+    if (!files && !http && !cdc) {
         rf_diag(pf, line, nw > 1 ? w[1].col : 0,
-                ".source: expected files or http%s%s%s", nw > 1 ? ", got \"" : "", nw > 1 ? kind : "",
-                nw > 1 ? "\" (API pull and CDC sources are not supported yet)" : "");
+                ".source: expected files, http or cdc%s%s%s", nw > 1 ? ", got \"" : "",
+                nw > 1 ? kind : "", nw > 1 ? "\" (API pull sources are not supported yet)" : "");
+        return;
+    }
+    if (cdc) {
+        rf_source_cdc(pf, line, w, nw);
         return;
     }
     rf_ctx c = { pf, line, files ? ".source files" : ".source http", files ? rf_opts_files : rf_opts_http, &o };
@@ -27507,9 +27940,34 @@ static void rf_task(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     rf_open_block(pf, line, ".task", (pgpipe_pipe_step **)&t->steps, &t->nsteps);
 }
 
+/* A size in bytes: N, NkB, NMB, NGB or NTB (1024-based, as PostgreSQL's
+** settings); 0 when not given. */
+static int64_t rf_size(rf_ctx *c, const char *name)
+{
+    const char *v = rf_get(c, name);
+    if (!v)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    static const char *const units[] = { "", "B", "kB", "MB", "GB", "TB" };
+    static const int shift[] = { 0, 0, 10, 20, 30, 40 };
+    int u = -1;
+    for (int i = 0; end && end != v && i < 6; i++)
+        if (!strcmp(end, units[i]))
+            u = i;
+    if (u < 0 || errno || n <= 0 || n > (INT64_MAX >> shift[u])) {
+        rf_diag(c->pf, c->line, rf_col(c, name),
+                "%s: %s: expected a size like 512MB or 10GB, got \"%s\"", c->cmd, name, v);
+        return 0;
+    }
+    return (int64_t)n << shift[u];
+}
+
 static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
-    static const char *const kinds[] = { "dlq-growth", "backlog-age", "task-failures", "schedule-missed", NULL };
+    static const char *const kinds[] = { "dlq-growth", "backlog-age", "task-failures", "schedule-missed",
+                                         "cdc-lag", NULL };
     const char *kind = nw > 1 ? w[1].s : "";
     int k = 0;
     for (int i = 0; kinds[i]; i++)
@@ -27518,7 +27976,8 @@ static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     if (!k) {
         char sug[96];
         rf_diag(pf, line, nw > 1 ? w[1].col : 0,
-                ".alert: expected dlq-growth, backlog-age, task-failures or schedule-missed, got \"%s\"%s", kind,
+                ".alert: expected dlq-growth, backlog-age, task-failures, schedule-missed or cdc-lag, "
+                "got \"%s\"%s", kind,
                 rf_suggest(sug, sizeof sug, kind, "", kinds));
         return;
     }
@@ -27536,9 +27995,10 @@ static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     static const char *const own[][3] = { { "--threshold", "--window", NULL },
                                            { "--older-than", "--event-type", NULL },
                                            { "--task", "--count", NULL },
-                                           { "--schedule", NULL, NULL } };
+                                           { "--schedule", NULL, NULL },
+                                           { "--source", "--max-lag", "--max-retained" } };
     for (int j = 0; c.spec[j].name; j++) {
-        if (!o.given[j] || j >= 7)
+        if (!o.given[j] || j >= 10)
             continue; /* --notify --table --command go with every kind */
         int mine = 0;
         for (int i = 0; i < 3 && own[k - 1][i]; i++)
@@ -27562,6 +28022,12 @@ static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
         rf_need(&c, "--task");
         a->target = rf_str(pf, rf_get(&c, "--task"));
         a->threshold = rf_num(&c, "--count", 1, 1000000, 3);
+        break;
+    case PGPIPE_PIPE_ALERT_CDC_LAG:
+        rf_need(&c, "--source");
+        a->target = rf_str(pf, rf_get(&c, "--source"));
+        a->max_lag = rf_size(&c, "--max-lag");
+        a->max_retained = rf_size(&c, "--max-retained");
         break;
     default:
         rf_need(&c, "--schedule");
@@ -27793,6 +28259,14 @@ static void rf_check_names(pgpipe_pipefile *pf)
             rf_diag(pf, a->line, 0, ".alert task-failures: --task: no task \"%s\"", a->target);
         if (a->kind == PGPIPE_PIPE_ALERT_SCHEDULE_MISSED && !rf_is_schedule(pf, a->target))
             rf_diag(pf, a->line, 0, ".alert schedule-missed: --schedule: no schedule \"%s\"", a->target);
+        if (a->kind == PGPIPE_PIPE_ALERT_CDC_LAG) {
+            int found = 0;
+            for (int k = 0; k < pf->p.nsources; k++)
+                found |= pf->src[k].kind == PGPIPE_PIPE_SOURCE_CDC && pf->src[k].name &&
+                         !strcmp(pf->src[k].name, a->target);
+            if (!found)
+                rf_diag(pf, a->line, 0, ".alert cdc-lag: --source: no .source cdc \"%s\"", a->target);
+        }
     }
 }
 
@@ -30963,6 +31437,29 @@ typedef struct rsrc_http {
     int running;
 } rsrc_http;
 
+/* A CDC source: a thread streams (pgpipe_cdc_run in 10 s slices, between
+** which it reads the slot's lag on the source for /metrics); a failure that
+** does not heal by itself (the stream heals lost connections) is logged and
+** tried again with a backoff up to a minute. */
+typedef struct rsrc_cdc {
+    char *name, *conninfo, *env, *slot, *publication, *tables;
+    int snapshot, no_create, line;
+    int64_t heartbeat_ms;
+    pgpipe_runner *r;
+    char *source;         /* the conninfo in use (the variable's value) */
+    pthread_t th;
+    int running;          /* run_sources.mu */
+    atomic_int stop;
+    pthread_mutex_t cmu;  /* guards what follows */
+#ifndef PGPIPE_OMIT_CDC
+    pgpipe_cdc *c;        /* while it streams */
+    pgpipe_cdc_stats st;  /* the last handle's, carried over */
+    pgpipe_cdc_slot_info info;
+#endif
+    long long events, transactions, reconnects; /* of the handles closed before */
+    int streaming, info_ok;
+} rsrc_cdc;
+
 typedef struct rsrc_work {
     char *event_type, *sql_file, *so_lib, *so_symbol, *table;
     int workers, batch, mode, max_attempts, line;
@@ -30986,6 +31483,8 @@ struct run_sources {
     int nhttp;
     rsrc_work **work;
     int nwork;
+    rsrc_cdc **cdc;
+    int ncdc;
 };
 
 static int rsrc_same(const char *a, const char *b)
@@ -31514,6 +32013,180 @@ static void rsrc_http_stop(run_sources *s, rsrc_http *h)
 #endif
 }
 
+/* ---- the CDC source ----------------------------------------------------- */
+
+static void rsrc_cdc_free(rsrc_cdc *h)
+{
+    if (!h)
+        return;
+    pp_free(h->name), pp_free(h->conninfo), pp_free(h->env), pp_free(h->slot);
+    pp_free(h->publication), pp_free(h->tables), pp_free(h->source);
+    pthread_mutex_destroy(&h->cmu);
+    pp_free(h);
+}
+
+static rsrc_cdc *rsrc_cdc_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
+{
+    rsrc_cdc *h = pp_calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    pthread_mutex_init(&h->cmu, NULL);
+    int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->conninfo, s->source_conninfo) &
+             rsrc_dup(&h->env, s->source_env) & rsrc_dup(&h->slot, s->slot) &
+             rsrc_dup(&h->publication, s->publication) & rsrc_dup(&h->tables, s->tables);
+    h->snapshot = s->snapshot, h->no_create = s->no_create, h->line = s->line;
+    h->heartbeat_ms = s->heartbeat_ms;
+    h->r = r;
+    if (!ok) {
+        rsrc_cdc_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+static int rsrc_cdc_same(const rsrc_cdc *a, const rsrc_cdc *b)
+{
+    return rsrc_same(a->name, b->name) && rsrc_same(a->conninfo, b->conninfo) &&
+           rsrc_same(a->env, b->env) && rsrc_same(a->slot, b->slot) &&
+           rsrc_same(a->publication, b->publication) && rsrc_same(a->tables, b->tables) &&
+           a->snapshot == b->snapshot && a->no_create == b->no_create &&
+           a->heartbeat_ms == b->heartbeat_ms;
+}
+
+#ifndef PGPIPE_OMIT_CDC
+static void *rsrc_cdc_thread(void *arg)
+{
+    rsrc_cdc *h = arg;
+    pgpipe_runner *r = h->r;
+    int64_t backoff = 1000;
+    while (!atomic_load(&h->stop)) {
+        pgpipe_cdc_options o;
+        pgpipe_cdc_options_init(&o);
+        o.source = h->source;
+        o.target = r->conninfo;
+        o.slot = h->slot;
+        o.publication = h->publication;
+        o.tables = h->tables;
+        o.create = !h->no_create;
+        o.install = !r->opt.install_schema;
+        o.snapshot = h->snapshot;
+        o.heartbeat_ms = (int)(h->heartbeat_ms < INT_MAX ? h->heartbeat_ms : INT_MAX);
+        pgpipe_cdc *c = NULL;
+        int rc = pgpipe_cdc_open(&c, &o);
+        if (rc == PGPIPE_OK) {
+            pthread_mutex_lock(&h->cmu);
+            h->c = c;
+            h->streaming = 1;
+            pthread_mutex_unlock(&h->cmu);
+            run_log(r, PGPIPE_LOG_INFO, "CDC source streaming", "source", h->name, "slot", h->slot,
+                    NULL);
+            backoff = 1000;
+            /* a stop asked before h->c was set is seen here; one asked
+            ** after reaches the stream through pgpipe_cdc_stop */
+            int slice = 1000; /* the slot's first reading soon, then every 10 s */
+            while (rc == PGPIPE_OK && !atomic_load(&h->stop)) {
+                rc = pgpipe_cdc_run(c, slice);
+                slice = 10000;
+                pgpipe_cdc_slot_info info;
+                pgpipe_error e;
+                memset(&e, 0, sizeof e);
+                int got = !atomic_load(&h->stop) &&
+                          pgpipe_cdc_slot_info_get(h->source, h->slot, &info, &e) == PGPIPE_OK;
+                pthread_mutex_lock(&h->cmu);
+                pgpipe_cdc_stats_get(c, &h->st);
+                if (got)
+                    h->info = info, h->info_ok = 1;
+                pthread_mutex_unlock(&h->cmu);
+            }
+            pthread_mutex_lock(&h->cmu);
+            h->c = NULL;
+            h->streaming = 0;
+            h->events += h->st.events, h->transactions += h->st.transactions;
+            h->reconnects += h->st.reconnects;
+            memset(&h->st, 0, sizeof h->st);
+            pthread_mutex_unlock(&h->cmu);
+        }
+        if (rc != PGPIPE_OK && !atomic_load(&h->stop)) {
+            char wait[24];
+            snprintf(wait, sizeof wait, "%lld ms", (long long)backoff);
+            run_log(r, PGPIPE_LOG_ERROR, "CDC source failed; trying again", "source", h->name,
+                    "error", c ? pgpipe_errmsg(c) : "out of memory", "in", wait, NULL);
+        }
+        pgpipe_cdc_close(c);
+        for (int64_t waited = 0; waited < backoff && !atomic_load(&h->stop); waited += 100)
+            pgpipe_sleep_ms(100);
+        backoff = backoff < 30000 ? backoff * 2 : 60000;
+    }
+    return NULL;
+}
+#endif
+
+static int rsrc_cdc_start(pgpipe_runner *r, run_sources *s, rsrc_cdc *h, pgpipe_error *err)
+{
+#ifdef PGPIPE_OMIT_CDC
+    (void)s;
+    return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source cdc %s: this pgpipe was built without CDC "
+                  "(PGPIPE_OMIT_CDC)", r->path, h->line, h->name);
+#else
+    const char *src = h->conninfo;
+    if (h->env) {
+        src = getenv(h->env);
+        if (!src || !*src)
+            return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source cdc %s: --source-env: the "
+                          "environment variable %s is not set", r->path, h->line, h->name, h->env);
+    }
+    if (!(h->source = pp_strdup(src)))
+        return pp_err_nomem(err);
+    if (pthread_create(&h->th, NULL, rsrc_cdc_thread, h) != 0)
+        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source cdc %s: cannot start a thread", r->path,
+                      h->line, h->name);
+    pp_mutex_lock(&s->mu);
+    h->running = 1;
+    pp_mutex_unlock(&s->mu);
+    return PGPIPE_OK;
+#endif
+}
+
+static void rsrc_cdc_stop(run_sources *s, rsrc_cdc *h)
+{
+    if (!h->running)
+        return;
+    atomic_store(&h->stop, 1);
+#ifndef PGPIPE_OMIT_CDC
+    pthread_mutex_lock(&h->cmu);
+    if (h->c)
+        pgpipe_cdc_stop(h->c);
+    pthread_mutex_unlock(&h->cmu);
+#endif
+    pthread_join(h->th, NULL);
+    pp_mutex_lock(&s->mu);
+    h->running = 0;
+    pp_mutex_unlock(&s->mu);
+}
+
+#ifndef PGPIPE_OMIT_CDC
+PGPIPE_PRIVATE int run_sources_cdc_info(pgpipe_runner *r, const char *name,
+                                        pgpipe_cdc_slot_info *out)
+{
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
+    int got = 0;
+    if (!s)
+        return 0;
+    pp_mutex_lock(&s->mu);
+    for (int i = 0; i < s->ncdc && !got; i++) {
+        rsrc_cdc *h = s->cdc[i];
+        if (!h || strcmp(h->name, name))
+            continue;
+        pthread_mutex_lock(&h->cmu);
+        if ((got = h->info_ok))
+            *out = h->info;
+        pthread_mutex_unlock(&h->cmu);
+    }
+    pp_mutex_unlock(&s->mu);
+    return got;
+}
+#endif
+
 /* ---- workers ------------------------------------------------------------ */
 
 static void rsrc_work_free(rsrc_work *w)
@@ -31703,8 +32376,9 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
         return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
     }
     s->http = pp_calloc((size_t)def->nsources + 1, sizeof *s->http);
+    s->cdc = pp_calloc((size_t)def->nsources + 1, sizeof *s->cdc);
     s->work = pp_calloc((size_t)def->nworkers + 1, sizeof *s->work);
-    if (!s->http || !s->work)
+    if (!s->http || !s->cdc || !s->work)
         return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
     for (int i = 0; i < def->nworkers; i++) {
         pgpipe_error e;
@@ -31725,6 +32399,16 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
             return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
         s->http[s->nhttp++] = h;
         if (rsrc_http_start(r, s, h, &r->h.err))
+            return rsrc_publish(r, s, r->h.err.code);
+    }
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_CDC)
+            continue;
+        rsrc_cdc *h = rsrc_cdc_new(r, &def->sources[i]);
+        if (!h)
+            return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
+        s->cdc[s->ncdc++] = h;
+        if (rsrc_cdc_start(r, s, h, &r->h.err))
             return rsrc_publish(r, s, r->h.err.code);
     }
     rsrc_publish(r, s, PGPIPE_OK);
@@ -31752,6 +32436,9 @@ PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms)
     for (int i = 0; i < s->nhttp; i++)
         if (s->http[i])
             rsrc_http_stop(s, s->http[i]);
+    for (int i = 0; i < s->ncdc; i++)
+        if (s->cdc[i])
+            rsrc_cdc_stop(s, s->cdc[i]);
     pp_mutex_lock(&s->mu);
     rsrc_work **ws = s->work;
     int n = s->nwork;
@@ -31887,6 +32574,53 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
             failed = 1;
         }
     }
+    /* CDC sources: the unchanged keep streaming */
+    rsrc_cdc **nc = pp_calloc((size_t)def->nsources + 1, sizeof *nc);
+    if (!nc)
+        return PGPIPE_NOMEM;
+    int nnc = 0;
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_CDC)
+            continue;
+        rsrc_cdc *h = rsrc_cdc_new(r, &def->sources[i]);
+        if (!h) {
+            failed = 1;
+            continue;
+        }
+        int j;
+        for (j = 0; j < s->ncdc; j++)
+            if (s->cdc[j] && rsrc_cdc_same(h, s->cdc[j]))
+                break;
+        if (j < s->ncdc) {
+            rsrc_cdc_free(h);
+            nc[nnc++] = s->cdc[j];
+            s->cdc[j] = NULL;
+        } else {
+            nc[nnc++] = h;
+        }
+    }
+    for (int j = 0; j < s->ncdc; j++)
+        if (s->cdc[j]) {
+            rsrc_cdc_stop(s, s->cdc[j]);
+            rsrc_cdc_free(s->cdc[j]);
+        }
+    pp_mutex_lock(&s->mu);
+    rsrc_cdc **oldc = s->cdc;
+    s->cdc = nc;
+    s->ncdc = nnc;
+    pp_mutex_unlock(&s->mu);
+    pp_free(oldc);
+    for (int i = 0; i < nnc; i++) {
+        if (nc[i]->running)
+            continue;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (rsrc_cdc_start(r, s, nc[i], &e)) {
+            run_log(r, PGPIPE_LOG_ERROR, "reload: CDC source not started", "source", nc[i]->name,
+                    "error", e.message, NULL);
+            failed = 1;
+        }
+    }
     return failed ? PGPIPE_ERROR : PGPIPE_OK;
 }
 
@@ -31895,7 +32629,7 @@ PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
     run_sources *s = r->sources;
     if (!s)
         return;
-    if (s->poller_on || s->nwork || s->nhttp)
+    if (s->poller_on || s->nwork || s->nhttp || s->ncdc)
         run_sources_stop(r, 0);
     for (int i = 0; i < s->nfolders; i++)
         rsrc_folder_free(s->folders[i]);
@@ -31906,6 +32640,9 @@ PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
     for (int i = 0; i < s->nhttp; i++)
         rsrc_http_free(s->http[i]);
     pp_free(s->http);
+    for (int i = 0; i < s->ncdc; i++)
+        rsrc_cdc_free(s->cdc[i]);
+    pp_free(s->cdc);
     pp_free(s->work);
     pthread_mutex_destroy(&s->mu);
     pp_free(s);
@@ -31969,6 +32706,45 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
             pp_buf_appendf(out, "\"} %lld\n", v);
         }
     }
+#ifndef PGPIPE_OMIT_CDC
+    /* CDC sources: counters, and the slot as the source last said (read
+    ** every 10 s by the stream's thread, never here: a scrape must not wait
+    ** for another server) */
+    static const char *const cnames[] = { "pgpipe_cdc_events_total", "pgpipe_cdc_transactions_total",
+                                          "pgpipe_cdc_reconnects_total", "pgpipe_cdc_streaming",
+                                          "pgpipe_cdc_slot_lag_bytes",
+                                          "pgpipe_cdc_slot_retained_bytes" };
+    static const char *const chelp[] = { "change events staged by a CDC source",
+                                         "source transactions staged",
+                                         "lost connections healed (the stream resumed)",
+                                         "1 while the source streams",
+                                         "source WAL not yet confirmed by the slot",
+                                         "source WAL the slot keeps (restart_lsn)" };
+    for (int m = 0; m < 6 && s->ncdc; m++) {
+        pp_buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", cnames[m], chelp[m], cnames[m],
+                       m < 3 ? "counter" : "gauge");
+        for (int i = 0; i < s->ncdc; i++) {
+            rsrc_cdc *h = s->cdc[i];
+            if (!h)
+                continue;
+            pthread_mutex_lock(&h->cmu);
+            if (h->c) /* the live counters (thread-safe) */
+                pgpipe_cdc_stats_get(h->c, &h->st);
+            int known = m < 4 || h->info_ok;
+            long long v = m == 0   ? h->events + h->st.events
+                          : m == 1 ? h->transactions + h->st.transactions
+                          : m == 2 ? h->reconnects + h->st.reconnects
+                          : m == 3 ? h->streaming
+                          : m == 4 ? h->info.lag_bytes : h->info.retained_bytes;
+            pthread_mutex_unlock(&h->cmu);
+            if (!known)
+                continue;
+            pp_buf_appendf(out, "%s{source=\"", cnames[m]);
+            rsrc_label(out, h->name);
+            pp_buf_appendf(out, "\"} %lld\n", v);
+        }
+    }
+#endif
     pp_mutex_unlock(&s->mu);
 }
 
@@ -32037,7 +32813,7 @@ struct run_alerts {
 ** reload closes the old tree. */
 typedef struct run_alert_rule {
     int kind;
-    int64_t threshold, window_ms, older_than_ms;
+    int64_t threshold, window_ms, older_than_ms, max_lag, max_retained;
     char *event_type, *target, *notify, *table, *command;
     char *events_table;           /* backlog-age: where its events wait */
 } run_alert_rule;
@@ -32055,6 +32831,7 @@ static const char *run_alert_kind_name(int kind)
     case PGPIPE_PIPE_ALERT_BACKLOG_AGE: return "backlog-age";
     case PGPIPE_PIPE_ALERT_TASK_FAILURES: return "task-failures";
     case PGPIPE_PIPE_ALERT_SCHEDULE_MISSED: return "schedule-missed";
+    case PGPIPE_PIPE_ALERT_CDC_LAG: return "cdc-lag";
     default: return "alert";
     }
 }
@@ -32109,6 +32886,7 @@ static int run_alert_turn_load(pgpipe_runner *r, run_alert_turn *t)
         u->threshold = a->threshold;
         u->window_ms = a->window_ms;
         u->older_than_ms = a->older_than_ms;
+        u->max_lag = a->max_lag, u->max_retained = a->max_retained;
         u->event_type = run_alert_dup(a->event_type);
         u->target = run_alert_dup(a->target);
         u->notify = run_alert_dup(a->notify);
@@ -32431,6 +33209,35 @@ static int run_alert_eval(pgpipe_runner *r, PGconn *c, const char *pipeline,
                        age < 0 ? 0 : age, lim);
         pp_json_str(detail, u->events_table, strlen(u->events_table), 0);
         pp_buf_appendf(detail, "}");
+        break;
+    }
+    case PGPIPE_PIPE_ALERT_CDC_LAG: {
+        /* the slot as the source's thread last read it (no connection to
+        ** the source database from here) */
+        snprintf(subject, ssz, "%s", u->target ? u->target : "*");
+#ifndef PGPIPE_OMIT_CDC
+        pgpipe_cdc_slot_info in;
+        if (!u->target || !run_sources_cdc_info(r, u->target, &in))
+            break;
+        int lost = !strcmp(in.wal_status, "unreserved") || !strcmp(in.wal_status, "lost");
+        holds = !in.exists || lost || (u->max_lag > 0 && in.lag_bytes > u->max_lag) ||
+                (u->max_retained > 0 && in.retained_bytes > u->max_retained);
+        if (!in.exists)
+            pp_buf_appendf(msg, "the replication slot of CDC source %s is gone", u->target);
+        else
+            pp_buf_appendf(msg, "CDC source %s: slot lag %lld bytes (limit %lld), WAL retained "
+                           "%lld bytes (limit %lld), wal_status %s", u->target, in.lag_bytes,
+                           (long long)u->max_lag, in.retained_bytes, (long long)u->max_retained,
+                           in.wal_status);
+        pp_buf_appendf(detail, "{\"source\":");
+        pp_json_str(detail, u->target, strlen(u->target), 0);
+        pp_buf_appendf(detail, ",\"exists\":%s,\"lag_bytes\":%lld,\"retained_bytes\":%lld,"
+                       "\"max_lag\":%lld,\"max_retained\":%lld,\"wal_status\":",
+                       in.exists ? "true" : "false", in.lag_bytes, in.retained_bytes,
+                       (long long)u->max_lag, (long long)u->max_retained);
+        pp_json_str(detail, in.wal_status, strlen(in.wal_status), 0);
+        pp_buf_appendf(detail, "}");
+#endif
         break;
     }
     case PGPIPE_PIPE_ALERT_TASK_FAILURES:

@@ -2462,11 +2462,11 @@ void pgpipe_cdc_close(pgpipe_cdc *c);
 ** one fires next, in a named IANA time zone. No handle: pgpipe_cron is a
 ** caller-owned value (no allocation), filled by pgpipe_cron_parse.
 **
-** Thread safety: pgpipe_cron_parse is pure. pgpipe_cron_next switches the
-** process's TZ under one library-wide lock (the C library offers no
-** thread-safe conversion in a named zone): calls to it serialise, and
-** another thread that calls localtime()/mktime() itself at that instant
-** may see the schedule's zone. pgpipe never calls them elsewhere.
+** Thread safety: pgpipe_cron_parse is pure; pgpipe_cron_next is safe from
+** any thread. It reads a zone's compiled file ($TZDIR/ZONE, by default
+** /usr/share/zoneinfo/ZONE, TZif) itself, once per process, and keeps it
+** (16 zones at most; more are read on every call); it never touches the
+** environment's TZ. A tzdata update applies at the next start.
 **
 ** Syntax (case-insensitive):
 **   five fields  minute hour day-of-month month day-of-week
@@ -2519,8 +2519,10 @@ int pgpipe_cron_parse(pgpipe_cron *out, const char *expr, pgpipe_error *err);
 ** seconds), reading the wall clock of time zone tz (an IANA name such as
 ** "Europe/Berlin"; NULL or "" for UTC) for cron expressions; DST as the
 ** section above says. PGPIPE_OK; PGPIPE_MISUSE for NULL arguments or a zone
-** the system's time zone database lacks (err says which); PGPIPE_LIMIT when
-** nothing fires in the next 30 years. */
+** the system's time zone database lacks (err says which); PGPIPE_PARSE when
+** the zone's file is not a valid TZif file, PGPIPE_IO when it cannot be
+** read (err names the file and what is wrong); PGPIPE_LIMIT when nothing
+** fires in the next 30 years. */
 int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_t *next,
                      pgpipe_error *err);
 #endif /* PGPIPE_OMIT_RUN */
@@ -2566,6 +2568,16 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
 **           [--event-type TYPE | --event-type-field FIELD]
 **           [--signature github|stripe|standard] [--secret-env VAR]
 **                                the HTTP ingest (.serve) as source NAME
+**   .source cdc NAME (--source-env VAR | --source CONNINFO) [--slot SLOT]
+**           [--publication PUB] [--tables "T1, S.T2"] [--snapshot]
+**           [--heartbeat DURATION] [--no-create]
+**                                the changes of another PostgreSQL database
+**                                (.cdc start): logical replication through
+**                                slot SLOT and publication PUB (both
+**                                default to NAME), exactly once into
+**                                staging.raw_events; the conninfo from the
+**                                environment variable VAR keeps a password
+**                                out of the file
 **   .workers EVENT_TYPE|* (--sql FILE | --so LIB:SYMBOL) [--workers N]
 **           [--batch N] [--mode transaction|lease] [--lease DURATION]
 **           [--max-attempts N] [--table TABLE]
@@ -2597,6 +2609,9 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
 **   .alert backlog-age --older-than DURATION [--event-type TYPE]
 **   .alert task-failures --task NAME [--count K]            (default 3)
 **   .alert schedule-missed --schedule NAME
+**   .alert cdc-lag --source NAME [--max-lag SIZE] [--max-retained SIZE]
+**                                (sizes: 512MB, 10GB; the slot's wal_status
+**                                unreserved or lost fires it too)
 **           each also [--notify CHANNEL] [--table TABLE] [--command CMD]
 **                                an alert is always a log line; also a
 **                                NOTIFY on CHANNEL, a row in TABLE, and
@@ -2643,7 +2658,7 @@ typedef struct pgpipe_pipe_step {
     int line;
 } pgpipe_pipe_step;
 
-enum { PGPIPE_PIPE_SOURCE_FILES = 1, PGPIPE_PIPE_SOURCE_HTTP };
+enum { PGPIPE_PIPE_SOURCE_FILES = 1, PGPIPE_PIPE_SOURCE_HTTP, PGPIPE_PIPE_SOURCE_CDC };
 typedef struct pgpipe_pipe_source {
     int kind;             /* PGPIPE_PIPE_SOURCE_* */
     const char *name;
@@ -2660,6 +2675,11 @@ typedef struct pgpipe_pipe_source {
     const char *event_type, *event_type_field; /* NULL when not given */
     /* http */
     const char *listen, *signature, *secret_env;
+    /* cdc: the source database's conninfo, given or read from an
+    ** environment variable; slot and publication default to the name */
+    const char *source_conninfo, *source_env, *slot, *publication, *tables;
+    int snapshot, no_create;
+    int64_t heartbeat_ms;  /* 10s */
 } pgpipe_pipe_source;
 
 enum { PGPIPE_PIPE_TRANSACTION = 0, PGPIPE_PIPE_LEASE = 1 };
@@ -2701,7 +2721,8 @@ typedef struct pgpipe_pipe_task {
 } pgpipe_pipe_task;
 
 enum { PGPIPE_PIPE_ALERT_DLQ_GROWTH = 1, PGPIPE_PIPE_ALERT_BACKLOG_AGE,
-       PGPIPE_PIPE_ALERT_TASK_FAILURES, PGPIPE_PIPE_ALERT_SCHEDULE_MISSED };
+       PGPIPE_PIPE_ALERT_TASK_FAILURES, PGPIPE_PIPE_ALERT_SCHEDULE_MISSED,
+       PGPIPE_PIPE_ALERT_CDC_LAG };
 typedef struct pgpipe_pipe_alert {
     int kind;             /* PGPIPE_PIPE_ALERT_* */
     int line;
@@ -2709,7 +2730,9 @@ typedef struct pgpipe_pipe_alert {
     int64_t window_ms;    /* dlq-growth */
     int64_t older_than_ms; /* backlog-age */
     const char *event_type; /* backlog-age, NULL: any */
-    const char *target;   /* task-failures: the task; schedule-missed: the schedule */
+    const char *target;   /* task-failures: the task; schedule-missed: the schedule;
+                             cdc-lag: the .source cdc */
+    int64_t max_lag, max_retained; /* cdc-lag, bytes; 0: no limit */
     const char *notify, *table, *command; /* NULL when not given */
 } pgpipe_pipe_alert;
 

@@ -1,6 +1,8 @@
 /* Tests of the run layer (src/run): cron expressions and their next firing
 ** (DST in Europe/Berlin and America/New_York, Feb 29, the Vixie day rule,
-** errors with field and column), and the pipeline file reader. */
+** errors with field and column), the library's own zone-file reader (against
+** the C library's localtime_r, TZ-string rules, corrupt files), and the
+** pipeline file reader. */
 
 /* Unix seconds of a UTC time */
 static int64_t run_t_utc(int y, int mo, int d, int h, int mi)
@@ -208,4 +210,292 @@ PGT_TEST(run, file_errors)
     PGT_EQ_STR(run_t_pf(".source files a --dir d --table nope\n.install --example\n.refresh analytics.daily_user_metrics\n", NULL),
                "1:33: unknown table nope (not created by this file, its migrations and handlers, or pgpipe's schema and example)\n");
     PGT_EQ_STR(run_t_pf(".source files a --dir d --table raw_events\n", NULL), "");
+}
+
+/* ---- time zones: the library's own TZif reader against the C library's ---- */
+
+/* The C library's UT offset at t in the zone TZ names (set by the caller). */
+static int64_t run_t_libc_off(int64_t t)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!localtime_r(&tt, &tm))
+        return INT64_MIN;
+    return run_days_from_civil(tm.tm_year + 1900LL, tm.tm_mon + 1, tm.tm_mday) * 86400 + tm.tm_hour * 3600
+           + tm.tm_min * 60 + tm.tm_sec - t;
+}
+
+/* Compares run_tz_off in zone name (from $TZDIR) with the C library's from
+** 1970 to 2100: every 7 days and an hour (so the time of day varies), and
+** 1 s either side of every transition: the file's and those the samples
+** reveal (the footer rule's after the file's last one). Returns the number
+** of differences (the first few are printed). */
+static int run_t_tz_compare(const char *name, int *ntrans)
+{
+    const run_tz_zone *z;
+    run_tz_zone *owned;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (run_tz_get(name, &z, &owned, &e) != PGPIPE_OK) {
+        fprintf(stderr, "    %s: %s\n", name, e.message);
+        return 1;
+    }
+    setenv("TZ", name, 1);
+    tzset();
+    int bad = 0;
+    *ntrans = 0;
+#define RUN_T_AT(T) do { \
+        int64_t at_ = (T), want_ = run_t_libc_off(at_), got_ = run_tz_off(z, at_); \
+        if (want_ != got_ && bad++ < 5) \
+            fprintf(stderr, "    %s at %lld: offset %lld, the C library says %lld\n", name, \
+                    (long long)at_, (long long)got_, (long long)want_); \
+    } while (0)
+    const int64_t end = run_t_utc(2100, 1, 1, 0, 0);
+    for (size_t i = 0; i < z->n; i++)
+        if (z->at[i] >= 0 && z->at[i] < end) {
+            RUN_T_AT(z->at[i] - 1);
+            RUN_T_AT(z->at[i]);
+            RUN_T_AT(z->at[i] + 1);
+        }
+    int64_t prev = run_t_libc_off(0);
+    for (int64_t t = 0; t < end; t += 7 * 86400 + 3600) {
+        RUN_T_AT(t);
+        int64_t o = run_t_libc_off(t);
+        if (o != prev) { /* a change in (t - step, t]: find its instant */
+            int64_t lo = t - (7 * 86400 + 3600), hi = t;
+            while (hi - lo > 1) {
+                int64_t mid = lo + (hi - lo) / 2;
+                if (run_t_libc_off(mid) == prev)
+                    lo = mid;
+                else
+                    hi = mid;
+            }
+            RUN_T_AT(hi - 1);
+            RUN_T_AT(hi);
+            RUN_T_AT(hi + 1);
+            (*ntrans)++;
+        }
+        prev = o;
+    }
+#undef RUN_T_AT
+    unsetenv("TZ");
+    tzset();
+    run_tz_free(owned);
+    return bad;
+}
+
+PGT_TEST(run, cron_tz_libc)
+{
+    const char *zones[] = { "Europe/Berlin", "America/New_York", "Australia/Lord_Howe",
+                            "Asia/Kolkata", "Pacific/Chatham", "America/Sao_Paulo",
+                            "Africa/Casablanca", "Europe/Dublin", "UTC", "Etc/GMT+5",
+                            "America/St_Johns", "Antarctica/Troll", "America/Nuuk" };
+    for (size_t i = 0; i < sizeof zones / sizeof zones[0]; i++) {
+        int n;
+        int bad = run_t_tz_compare(zones[i], &n);
+        PGT_CHECK_MSG(bad == 0, "%s: %d instants differ from localtime_r", zones[i], bad);
+        if (!strcmp(zones[i], "Europe/Berlin") || !strcmp(zones[i], "Australia/Lord_Howe"))
+            PGT_CHECK_MSG(n > 200, "%s: only %d changes seen", zones[i], n); /* the sampling sees DST */
+    }
+}
+
+static void run_t_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* A TZif file (version '2'-'4' or 0) at dir/name: time type 1 of offset
+** off from 1903 on (so that the C library, too, applies the footer to
+** every instant after that transition), type 0 (10 minutes more) before,
+** and footer tzs. */
+static void run_t_write_tzif(const char *dir, const char *name, char version, int32_t off, const char *tzs)
+{
+    unsigned char b[512], *p = b;
+    for (int blk = 0; blk < (version ? 2 : 1); blk++) {
+        int tsize = blk ? 8 : 4;
+        memset(p, 0, 44);
+        memcpy(p, "TZif", 4);
+        p[4] = (unsigned char)version;
+        uint32_t cnt[6] = { 0, 0, 0, 1, 2, 8 };
+        for (int i = 0; i < 6; i++)
+            run_t_be32(p + 20 + 4 * i, cnt[i]);
+        p += 44;
+        int64_t t = -2100000000; /* 1903 */
+        for (int k = tsize - 1; k >= 0; k--)
+            *p++ = (unsigned char)((uint64_t)t >> (8 * k));
+        *p++ = 1; /* the transition's type */
+        for (int ty = 0; ty < 2; ty++) {
+            run_t_be32(p, (uint32_t)(ty ? off : off + 600));
+            p[4] = 0;                         /* not DST */
+            p[5] = (unsigned char)(4 * ty);   /* name index */
+            p += 6;
+        }
+        memcpy(p, "LMT\0ZZZ\0", 8);
+        p += 8;
+    }
+    if (version)
+        p += snprintf((char *)p, sizeof b - (size_t)(p - b), "\n%s\n", tzs);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    PGT_CHECK(f != NULL);
+    PGT_CHECK(fwrite(b, 1, (size_t)(p - b), f) == (size_t)(p - b));
+    fclose(f);
+}
+
+/* The footer's TZ string alone decides (the "slim" files' case): each rule
+** form against the C library reading the same file. */
+PGT_TEST(run, cron_tz_rules)
+{
+    static const struct { const char *tzs; int32_t std; } cases[] = {
+        { "CET-1CEST,M3.5.0,M10.5.0/3", 3600 },
+        { "<+0330>-3:30", 12600 },
+        { "EST5EDT,M3.2.0,M11.1.0", -18000 },
+        { "EST5EDT", -18000 },                        /* DST with the default rule */
+        { "<-02>2<-01>,M3.5.0/-1,M10.5.0/0", -7200 }, /* v3: a negative time */
+        { "EST5EDT4,0/0,J365/25", -18000 },           /* v3: DST all year */
+        { "AAA-10BBB-11,J60/2,J300/3", 36000 },       /* Jn: never counts Feb 29 */
+        { "AAA-10BBB,59/2,299/3", 36000 },            /* n: counts it */
+        { "<+1245>-12:45<+1345>,M9.5.0/2:45,M4.1.0/3:45", 45900 },
+        { "IST-1GMT0,M10.5.0,M3.5.0/1", 3600 },      /* negative DST */
+        { "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0", 37800 },
+        { "AAA3BBB,M1.1.0/-20,M12.5.6/150", -10800 }, /* changes far from their day */
+    };
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tz_rules.%d", pgt_tmpdir(), (int)getpid());
+    PGT_CHECK(mkdir(dir, 0755) == 0);
+    setenv("TZDIR", dir, 1);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32]; /* distinct names: the C library re-reads a zone only when TZ changes */
+        snprintf(name, sizeof name, "Rule%zu", i);
+        run_t_write_tzif(dir, name, i % 2 ? '3' : '4', cases[i].std, cases[i].tzs);
+        int n;
+        int bad = run_t_tz_compare(name, &n);
+        PGT_CHECK_MSG(bad == 0, "%s: %d instants differ from localtime_r", cases[i].tzs, bad);
+    }
+    /* the rule in a wall-clock schedule: Berlin's spring gap and autumn overlap */
+    run_t_write_tzif(dir, "SlimBerlin", '2', 3600, "CET-1CEST,M3.5.0,M10.5.0/3");
+    PGT_EQ_INT(run_t_next("30 2 * * *", "SlimBerlin", run_t_utc(2026, 3, 28, 12, 0)), run_t_utc(2026, 3, 29, 1, 0));
+    PGT_EQ_INT(run_t_next("30 2 * * *", "SlimBerlin", run_t_utc(2026, 10, 24, 12, 0)), run_t_utc(2026, 10, 25, 0, 30));
+    PGT_EQ_INT(run_t_next("*/20 2-3 * * *", "SlimBerlin", run_t_utc(2026, 10, 25, 0, 40)), run_t_utc(2026, 10, 25, 2, 0));
+    /* malformed TZ strings are refused */
+    static const char *const badtz[] = { "CET", "CE-1", "CET-1CEST,M13.1.0,M10.5.0", "CET-1CEST,M3.5.0",
+                                         "CET-1CEST,M3.5.0/168,M10.5.0", "<+03-3", "CET-1CEST,J0,J365",
+                                         "CET-1CEST,M3.6.0,M10.5.0", "CET-1:60", "CET-1 " };
+    for (size_t i = 0; i < sizeof badtz / sizeof badtz[0]; i++) {
+        run_tz_zone z;
+        memset(&z, 0, sizeof z);
+        PGT_CHECK_MSG(run_tzs_parse(badtz[i], &z) != 0, "\"%s\" parsed", badtz[i]);
+    }
+    /* a version 1 file: no footer, the last type holds */
+    run_t_write_tzif(dir, "V1", 0, -12600, "");
+    int n;
+    PGT_EQ_INT(run_t_tz_compare("V1", &n), 0);
+    unsetenv("TZDIR");
+}
+
+/* A corrupt zone file gives a clear error (never a crash or a silent UTC);
+** a zone read once is kept: its file is not read again. */
+PGT_TEST(run, cron_tz_corrupt)
+{
+    FILE *f = fopen("/usr/share/zoneinfo/Europe/Berlin", "rb");
+    if (!f)
+        PGT_SKIP("no /usr/share/zoneinfo/Europe/Berlin");
+    static unsigned char good[65536];
+    size_t len = fread(good, 1, sizeof good, f);
+    fclose(f);
+    PGT_CHECK(len > 100 && good[len - 1] == '\n');
+    char dir[512], sub[600], path[700];
+    snprintf(dir, sizeof dir, "%s/tz_corrupt.%d", pgt_tmpdir(), (int)getpid());
+    snprintf(sub, sizeof sub, "%s/Europe", dir);
+    snprintf(path, sizeof path, "%s/Berlin", sub);
+    PGT_CHECK(mkdir(dir, 0755) == 0 && mkdir(sub, 0755) == 0);
+    setenv("TZDIR", dir, 1);
+    pgpipe_cron c;
+    PGT_OK(pgpipe_cron_parse(&c, "0 0 * * *", NULL));
+    unsigned char bad[65536];
+    /* the file cut at every length, then a few damaged bytes */
+    struct { size_t at; unsigned char byte; size_t len; const char *msg; } dmg[] = {
+        { 0, 'X', len, "does not start with \"TZif\"" },
+        { 4, '7', len, "version is not 1, 2, 3 or 4" },
+        { 100, 0, 100, "truncated" },
+        { len - 3, 0, len - 2, "footer" },
+    };
+    int ndmg = (int)(sizeof dmg / sizeof dmg[0]);
+    for (size_t i = 0; i < len + (size_t)ndmg; i++) {
+        size_t n = i < len ? i : dmg[i - len].len;
+        memcpy(bad, good, len);
+        if (i >= len)
+            bad[dmg[i - len].at] = dmg[i - len].byte;
+        f = fopen(path, "wb");
+        PGT_CHECK(f != NULL && fwrite(bad, 1, n, f) == n);
+        fclose(f);
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        int64_t t = 0;
+        int rc = pgpipe_cron_next(&c, run_t_utc(2026, 1, 1, 0, 0), "Europe/Berlin", &t, &e);
+        PGT_CHECK_MSG(rc == PGPIPE_PARSE, "cut at %zu: rc %d", n, rc);
+        PGT_CHECK_MSG(strstr(e.message, "time zone \"Europe/Berlin\": ") && strstr(e.message, path) &&
+                          strstr(e.message, "is not a valid zone file: "),
+                      "cut at %zu: %s", n, e.message);
+        if (i >= len) {
+            PGT_CONTAINS(e.message, dmg[i - len].msg);
+            if (i == len)
+                fprintf(stderr, "    e.g. %s\n", e.message);
+        }
+        pgpipe_error_clear(&e);
+    }
+    /* a type index past the types, in the 64-bit block */
+    {
+        uint32_t cnt[6];
+        size_t b1, b2;
+        PGT_CHECK(run_tz_header(good, 4, cnt, &b1) == NULL);
+        PGT_CHECK(run_tz_header(good + 44 + b1, 8, cnt, &b2) == NULL && cnt[3] > 0);
+        memcpy(bad, good, len);
+        bad[44 + b1 + 44 + cnt[3] * 8] = 0xff;
+        f = fopen(path, "wb");
+        PGT_CHECK(f != NULL && fwrite(bad, 1, len, f) == len);
+        fclose(f);
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        int64_t t;
+        PGT_EQ_INT(pgpipe_cron_next(&c, 0, "Europe/Berlin", &t, &e), PGPIPE_PARSE);
+        PGT_CONTAINS(e.message, "a transition's time type is out of range");
+        pgpipe_error_clear(&e);
+    }
+    /* the intact file works; once read, rewriting it changes nothing */
+    f = fopen(path, "wb");
+    PGT_CHECK(f != NULL && fwrite(good, 1, len, f) == len);
+    fclose(f);
+    PGT_EQ_INT(run_t_next("30 2 * * *", "Europe/Berlin", run_t_utc(2026, 3, 28, 12, 0)), run_t_utc(2026, 3, 29, 1, 0));
+    f = fopen(path, "wb");
+    PGT_CHECK(f != NULL && fwrite("garbage", 1, 7, f) == 7);
+    fclose(f);
+    PGT_EQ_INT(run_t_next("30 2 * * *", "Europe/Berlin", run_t_utc(2026, 10, 24, 12, 0)), run_t_utc(2026, 10, 25, 0, 30));
+    unsetenv("TZDIR");
+}
+
+/* Not an assertion: the cost of one pgpipe_cron_next in a DST zone, printed
+** for the record (the runner calls it twice per firing). */
+PGT_TEST(run, cron_tz_speed)
+{
+    pgpipe_cron c;
+    PGT_OK(pgpipe_cron_parse(&c, "*/5 * * * *", NULL));
+    int64_t t = run_t_utc(2026, 1, 1, 0, 0), n = 0;
+    const char *zones[] = { "UTC", "Europe/Berlin" };
+    for (int z = 0; z < 2; z++) {
+        int64_t at = t;
+        PGT_OK(pgpipe_cron_next(&c, at, zones[z], &n, NULL)); /* the first call reads the zone */
+        int calls = 10000;
+        int64_t t0 = pgpipe_now_us();
+        for (int i = 0; i < calls; i++) {
+            PGT_OK(pgpipe_cron_next(&c, at, zones[z], &n, NULL));
+            at = n;
+        }
+        double us = (double)(pgpipe_now_us() - t0) / calls;
+        fprintf(stderr, "    pgpipe_cron_next in %s: %.2f us per call\n", zones[z], us);
+    }
 }

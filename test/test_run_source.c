@@ -615,3 +615,101 @@ PGT_TEST(run_source, http_source)
     pgt_db_close(c);
 }
 #endif
+
+/* .source cdc: the runner streams another database's changes into
+** staging (the conninfo from an environment variable), shows them in
+** /metrics with the slot's lag, and stops with the runner; the file's
+** errors are named with their column. */
+PGT_TEST(run_source, cdc_source)
+{
+    pgpipe_pipefile *pf = NULL;
+    static const char bad[] =
+        ".pipeline p\n"
+        ".source cdc a\n"
+        ".source cdc b --source-env X --source 'dbname=y'\n"
+        ".source cdc Big --source-env X\n"
+        ".source cdc c --source-env X --slots s\n"
+        ".alert cdc-lag --source nosuch --max-lag 10XB\n";
+    pgpipe_pipefile_open(&pf, "t.pgpipe", bad, strlen(bad));
+    PGT_CHECK(pf != NULL);
+    pp_buf d = { 0 };
+    for (int i = 0; i < pgpipe_pipefile_diag_count(pf); i++)
+        pp_buf_appendf(&d, "%d:%d %s\n", pgpipe_pipefile_diag(pf, i)->line,
+                       pgpipe_pipefile_diag(pf, i)->column, pgpipe_pipefile_diag(pf, i)->message);
+    pp_buf_append(&d, "", 1);
+    PGT_CONTAINS(d.data, "2:0 .source cdc: give the source database once");
+    PGT_CONTAINS(d.data, "3:");
+    PGT_CONTAINS(d.data, "4:0 .source cdc: slot \"Big\": a replication slot name has only lower");
+    PGT_CONTAINS(d.data, ".source cdc: unknown option --slots (did you mean --slot?)");
+    PGT_CONTAINS(d.data, "6:0 .alert cdc-lag: --source: no .source cdc \"nosuch\"");
+    PGT_CONTAINS(d.data, ".alert cdc-lag: --max-lag: expected a size like 512MB or 10GB, got \"10XB\"");
+    pp_buf_free(&d);
+    pgpipe_pipefile_close(pf);
+
+    char src[1200], dir[512], file[700], text[1024], name[64];
+    snprintf(name, sizeof name, "rcdc_%d", (int)getpid());
+    PGconn *s = cdc_src_fresh("rsrc_cdc", src, sizeof src, NULL);
+    PQclear(PGT_EXEC(s, "CREATE TABLE t (id int PRIMARY KEY, v text)"));
+    PGconn *c = pgt_db_open();
+    snprintf(dir, sizeof dir, "%s/%s", pgt_tmpdir(), name);
+    mkdir(dir, 0777);
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    /* the alert: any WAL kept at all is over a 1-byte limit */
+    snprintf(text, sizeof text, ".pipeline %s\n"
+             "CREATE TABLE IF NOT EXISTS public.%s_alerts (pipeline text, rule text, "
+             "subject text, message text, detail jsonb, fired_at timestamptz);\n"
+             ".source cdc %s --source-env RSRC_CDC_SOURCE --tables t --heartbeat 1s\n"
+             ".alert cdc-lag --source %s --max-retained 1 --table public.%s_alerts\n",
+             name, name, name, name, name);
+    rsrc_t_write(file, text);
+    setenv("RSRC_CDC_SOURCE", src, 1);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, pgt_dsn(), "rsrc-cdc");
+    char sql[512];
+    /* the slot is there once the source streams */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' "
+             "AND active", name);
+    long long active = 0;
+    for (int i = 0; i < 200 && !(active = pgt_db_int(s, sql)); i++)
+        rsrc_t_nap(50);
+    PGT_CHECK(active == 1);
+    PQclear(PGT_EXEC(s, "INSERT INTO t VALUES (1, 'a'), (2, 'b'); UPDATE t SET v = 'c' WHERE id = 2;"
+                        "DELETE FROM t WHERE id = 1"));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s'", name);
+    long long n = 0;
+    for (int i = 0; i < 200 && (n = pgt_db_int(c, sql)) < 4; i++)
+        rsrc_t_nap(50);
+    PGT_EQ_INT(n, 4);
+    snprintf(sql, sizeof sql, "SELECT string_agg(event_type, ',' ORDER BY id) FROM staging.raw_events "
+             "WHERE source = '%s'", name);
+    PGT_EQ_STR(pgt_db_str(c, sql), "public.t:insert,public.t:insert,public.t:update,public.t:delete");
+    pp_buf m = { 0 };
+    run_sources_metrics(a.r, &m);
+    pp_buf_append(&m, "", 1);
+    char want[160];
+    snprintf(want, sizeof want, "pgpipe_cdc_events_total{source=\"%s\"} 4", name);
+    PGT_CONTAINS(m.data, want);
+    snprintf(want, sizeof want, "pgpipe_cdc_streaming{source=\"%s\"} 1", name);
+    PGT_CONTAINS(m.data, want);
+    pp_buf_free(&m);
+    /* the cdc-lag alert fired once, from the slot's reading */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_alerts WHERE rule = 'cdc-lag' AND "
+             "message LIKE 'CDC source %%: slot lag %% WAL retained %% (limit 1)%%'", name);
+    long long fired = 0;
+    for (int i = 0; i < 200 && !(fired = pgt_db_int(c, sql)); i++)
+        rsrc_t_nap(50);
+    PGT_EQ_INT(fired, 1);
+    PGT_OK(rsrc_t_stop(&a));
+    unsetenv("RSRC_CDC_SOURCE");
+    /* stopped: the slot stays (the next start resumes), nobody reads it */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' "
+             "AND NOT active", name);
+    long long idle = 0;
+    for (int i = 0; i < 100 && !(idle = pgt_db_int(s, sql)); i++)
+        rsrc_t_nap(50);
+    PGT_EQ_INT(idle, 1);
+    snprintf(sql, sizeof sql, "SELECT pg_drop_replication_slot('%s')", name);
+    PQclear(PGT_EXEC(s, sql));
+    PQfinish(s);
+    pgt_db_close(c);
+}

@@ -2,7 +2,7 @@
 # What building, running and testing pgpipe needs (also `make deps`; `make demo`
 # and `make test` run it first with --demo / --test --quiet).
 #
-#   sh tool/deps.sh [--demo|--test] [--bench-http] [--bench-run] [--cross]
+#   sh tool/deps.sh [--demo|--test] [--bench-http] [--bench-run] [--bench-cdc] [--cross]
 #                   [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]
 #
 #   --demo      the build and the server: a C compiler that compiles, links and
@@ -26,6 +26,9 @@
 #   --bench-run (make bench-run runs it first) --demo, and the peer the
 #               runner's benchmark compares with: pg_cron for the server
 #               the throwaway clusters run (postgresql-NN-cron)
+#   --bench-cdc (make bench-cdc runs it first) --demo, and the plugin of
+#               the CDC benchmark's ceiling, pg_recvlogical with wal2json
+#               (postgresql-NN-wal2json)
 #   --cross     the aarch64 cross compiler and its C library (pgpipe.c with
 #               <stdint.h> and libpq-fe.h compiles for aarch64)
 #   --fuzz      clang with libFuzzer and its sanitizer runtimes
@@ -40,26 +43,28 @@
 # the exit status is 1.
 set -eu
 
-demo=0; test=0; bench_http=0; bench_run=0; cross=0; fuzz=0; valgrind=0; tsan=0; check_only=0; quiet=0; modes=""
+demo=0; test=0; bench_http=0; bench_run=0; bench_cdc=0; cross=0; fuzz=0; valgrind=0; tsan=0; check_only=0; quiet=0; modes=""
 for a in "$@"; do
     case "$a" in
     --demo) demo=1; modes="$modes $a" ;;
     --test) test=1; modes="$modes $a" ;;
     --bench-http) bench_http=1; modes="$modes $a" ;;
     --bench-run) bench_run=1; modes="$modes $a" ;;
+    --bench-cdc) bench_cdc=1; modes="$modes $a" ;;
     --cross) cross=1; modes="$modes $a" ;;
     --fuzz) fuzz=1; modes="$modes $a" ;;
     --valgrind) valgrind=1; modes="$modes $a" ;;
     --tsan) tsan=1; modes="$modes $a" ;;
     --check) check_only=1 ;;
     --quiet) quiet=1 ;;
-    *) echo "usage: $0 [--demo|--test] [--bench-http] [--bench-run] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--demo|--test] [--bench-http] [--bench-run] [--bench-cdc] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
     esac
 done
 [ -n "$modes" ] || { test=1; modes=" --test"; }
 if [ $test = 1 ]; then demo=1; cross=1; fuzz=1; valgrind=1; fi
 [ $bench_http = 0 ] || demo=1
 [ $bench_run = 0 ] || demo=1
+[ $bench_cdc = 0 ] || demo=1
 
 here=$(cd "$(dirname "$0")" && pwd)
 CC=${CC:-cc}
@@ -280,6 +285,21 @@ if [ $bench_run = 1 ]; then
         fi
     else
         note "pg_cron" "checked once the PostgreSQL server is there"
+    fi
+fi
+if [ $bench_cdc = 1 ]; then
+    # wal2json built for the server the throwaway clusters run
+    if [ -n "$bindir" ] && pgmajor=$("$bindir/postgres" -V 2>/dev/null | sed -n 's/.*PostgreSQL) \([0-9][0-9]*\).*/\1/p') &&
+            [ -n "$pgmajor" ]; then
+        pgbin=$(dirname "$(readlink -f "$bindir/postgres")")
+        pglib=$("$pgbin/pg_config" --pkglibdir 2>/dev/null || echo "${pgbin%/bin}/lib")
+        if [ -f "$pglib/wal2json.so" ]; then
+            note "wal2json" "ok ($pglib/wal2json.so)"
+        else
+            note "wal2json" "missing (postgresql-$pgmajor-wal2json)"; want "postgresql-$pgmajor-wal2json"
+        fi
+    else
+        note "wal2json" "checked once the PostgreSQL server is there"
     fi
 fi
 if [ $tsan = 1 ] && [ $cc_ok = 1 ]; then

@@ -123,6 +123,12 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
 PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r);
 /* Counters for the status page and /metrics: appended as Prometheus lines. */
 PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out);
+#ifndef PGPIPE_OMIT_CDC
+/* What the CDC source NAME last read of its slot on the source (every
+** 10 s): 1 with *out filled, 0 when nothing yet (or no such source). */
+PGPIPE_PRIVATE int run_sources_cdc_info(pgpipe_runner *r, const char *name,
+                                        pgpipe_cdc_slot_info *out);
+#endif
 
 /* ==== run_alert.c: alerts ================================================
 ** start: a thread evaluating the periodic rules (dlq-growth, backlog-age,

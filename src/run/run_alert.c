@@ -58,7 +58,7 @@ struct run_alerts {
 ** reload closes the old tree. */
 typedef struct run_alert_rule {
     int kind;
-    int64_t threshold, window_ms, older_than_ms;
+    int64_t threshold, window_ms, older_than_ms, max_lag, max_retained;
     char *event_type, *target, *notify, *table, *command;
     char *events_table;           /* backlog-age: where its events wait */
 } run_alert_rule;
@@ -76,6 +76,7 @@ static const char *run_alert_kind_name(int kind)
     case PGPIPE_PIPE_ALERT_BACKLOG_AGE: return "backlog-age";
     case PGPIPE_PIPE_ALERT_TASK_FAILURES: return "task-failures";
     case PGPIPE_PIPE_ALERT_SCHEDULE_MISSED: return "schedule-missed";
+    case PGPIPE_PIPE_ALERT_CDC_LAG: return "cdc-lag";
     default: return "alert";
     }
 }
@@ -130,6 +131,7 @@ static int run_alert_turn_load(pgpipe_runner *r, run_alert_turn *t)
         u->threshold = a->threshold;
         u->window_ms = a->window_ms;
         u->older_than_ms = a->older_than_ms;
+        u->max_lag = a->max_lag, u->max_retained = a->max_retained;
         u->event_type = run_alert_dup(a->event_type);
         u->target = run_alert_dup(a->target);
         u->notify = run_alert_dup(a->notify);
@@ -452,6 +454,35 @@ static int run_alert_eval(pgpipe_runner *r, PGconn *c, const char *pipeline,
                        age < 0 ? 0 : age, lim);
         pp_json_str(detail, u->events_table, strlen(u->events_table), 0);
         pp_buf_appendf(detail, "}");
+        break;
+    }
+    case PGPIPE_PIPE_ALERT_CDC_LAG: {
+        /* the slot as the source's thread last read it (no connection to
+        ** the source database from here) */
+        snprintf(subject, ssz, "%s", u->target ? u->target : "*");
+#ifndef PGPIPE_OMIT_CDC
+        pgpipe_cdc_slot_info in;
+        if (!u->target || !run_sources_cdc_info(r, u->target, &in))
+            break;
+        int lost = !strcmp(in.wal_status, "unreserved") || !strcmp(in.wal_status, "lost");
+        holds = !in.exists || lost || (u->max_lag > 0 && in.lag_bytes > u->max_lag) ||
+                (u->max_retained > 0 && in.retained_bytes > u->max_retained);
+        if (!in.exists)
+            pp_buf_appendf(msg, "the replication slot of CDC source %s is gone", u->target);
+        else
+            pp_buf_appendf(msg, "CDC source %s: slot lag %lld bytes (limit %lld), WAL retained "
+                           "%lld bytes (limit %lld), wal_status %s", u->target, in.lag_bytes,
+                           (long long)u->max_lag, in.retained_bytes, (long long)u->max_retained,
+                           in.wal_status);
+        pp_buf_appendf(detail, "{\"source\":");
+        pp_json_str(detail, u->target, strlen(u->target), 0);
+        pp_buf_appendf(detail, ",\"exists\":%s,\"lag_bytes\":%lld,\"retained_bytes\":%lld,"
+                       "\"max_lag\":%lld,\"max_retained\":%lld,\"wal_status\":",
+                       in.exists ? "true" : "false", in.lag_bytes, in.retained_bytes,
+                       (long long)u->max_lag, (long long)u->max_retained);
+        pp_json_str(detail, in.wal_status, strlen(in.wal_status), 0);
+        pp_buf_appendf(detail, "}");
+#endif
         break;
     }
     case PGPIPE_PIPE_ALERT_TASK_FAILURES:

@@ -4,11 +4,11 @@
 ** one fires next, in a named IANA time zone. No handle: pgpipe_cron is a
 ** caller-owned value (no allocation), filled by pgpipe_cron_parse.
 **
-** Thread safety: pgpipe_cron_parse is pure. pgpipe_cron_next switches the
-** process's TZ under one library-wide lock (the C library offers no
-** thread-safe conversion in a named zone): calls to it serialise, and
-** another thread that calls localtime()/mktime() itself at that instant
-** may see the schedule's zone. pgpipe never calls them elsewhere.
+** Thread safety: pgpipe_cron_parse is pure; pgpipe_cron_next is safe from
+** any thread. It reads a zone's compiled file ($TZDIR/ZONE, by default
+** /usr/share/zoneinfo/ZONE, TZif) itself, once per process, and keeps it
+** (16 zones at most; more are read on every call); it never touches the
+** environment's TZ. A tzdata update applies at the next start.
 **
 ** Syntax (case-insensitive):
 **   five fields  minute hour day-of-month month day-of-week
@@ -61,7 +61,9 @@ int pgpipe_cron_parse(pgpipe_cron *out, const char *expr, pgpipe_error *err);
 ** seconds), reading the wall clock of time zone tz (an IANA name such as
 ** "Europe/Berlin"; NULL or "" for UTC) for cron expressions; DST as the
 ** section above says. PGPIPE_OK; PGPIPE_MISUSE for NULL arguments or a zone
-** the system's time zone database lacks (err says which); PGPIPE_LIMIT when
-** nothing fires in the next 30 years. */
+** the system's time zone database lacks (err says which); PGPIPE_PARSE when
+** the zone's file is not a valid TZif file, PGPIPE_IO when it cannot be
+** read (err names the file and what is wrong); PGPIPE_LIMIT when nothing
+** fires in the next 30 years. */
 int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_t *next,
                      pgpipe_error *err);

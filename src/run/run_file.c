@@ -627,6 +627,10 @@ static const rf_opt rf_opts_files[] = {
 static const rf_opt rf_opts_http[] = {
     { "--listen", 0 }, { "--table", 0 }, { "--event-type", 0 }, { "--event-type-field", 0 },
     { "--signature", 0 }, { "--secret-env", 0 }, { NULL, 0 } };
+static const rf_opt rf_opts_cdc[] = {
+    { "--source", 0 }, { "--source-env", 0 }, { "--slot", 0 }, { "--publication", 0 },
+    { "--tables", 0 }, { "--snapshot", 1 }, { "--heartbeat", 0 }, { "--no-create", 1 },
+    { NULL, 0 } };
 static const rf_opt rf_opts_workers[] = {
     { "--sql", 0 }, { "--so", 0 }, { "--workers", 0 }, { "--batch", 0 }, { "--mode", 0 },
     { "--lease", 0 }, { "--max-attempts", 0 }, { "--table", 0 }, { NULL, 0 } };
@@ -638,8 +642,8 @@ static const rf_opt rf_opts_task[] = {
     { "--timeout", 0 }, { "--on-failure", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_alert[] = {
     { "--threshold", 0 }, { "--window", 0 }, { "--older-than", 0 }, { "--event-type", 0 },
-    { "--task", 0 }, { "--count", 0 }, { "--schedule", 0 }, { "--notify", 0 }, { "--table", 0 },
-    { "--command", 0 }, { NULL, 0 } };
+    { "--task", 0 }, { "--count", 0 }, { "--schedule", 0 }, { "--source", 0 }, { "--max-lag", 0 },
+    { "--max-retained", 0 }, { "--notify", 0 }, { "--table", 0 }, { "--command", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_history[] = {
     { "--keep-ok", 0 }, { "--keep-failed", 0 }, { "--keep-last", 0 }, { "--failures-only", 1 },
     { NULL, 0 } };
@@ -663,15 +667,56 @@ static void rf_need(rf_ctx *c, const char *opt)
         rf_diag(c->pf, c->line, 0, "%s: %s is required", c->cmd, opt);
 }
 
+/* .source cdc NAME ...: see run_file.h. The conninfo is not checked here
+** (no database is touched); a variable that is not set is the runner's
+** error at start. */
+static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    rf_opts o;
+    rf_ctx c = { pf, line, ".source cdc", rf_opts_cdc, &o };
+    rf_parse_opts(pf, line, c.cmd, w + 1, nw - 1, c.spec, &o);
+    if (!rf_grow(pf, (void **)&pf->src, pf->p.nsources, &pf->csrc, sizeof *pf->src))
+        return;
+    pgpipe_pipe_source *s = &pf->src[pf->p.nsources++];
+    s->kind = PGPIPE_PIPE_SOURCE_CDC;
+    s->line = line;
+    s->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
+    s->source_conninfo = rf_str(pf, rf_get(&c, "--source"));
+    s->source_env = rf_str(pf, rf_get(&c, "--source-env"));
+    if (!s->source_conninfo == !s->source_env)
+        rf_diag(pf, line, s->source_env ? rf_col(&c, "--source-env") : 0,
+                ".source cdc: give the source database once: --source-env VAR (keeps a password "
+                "out of the file) or --source CONNINFO");
+    s->slot = rf_str(pf, rf_get(&c, "--slot") ? rf_get(&c, "--slot") : s->name);
+    s->publication = rf_str(pf, rf_get(&c, "--publication") ? rf_get(&c, "--publication") : s->name);
+    s->tables = rf_str(pf, rf_get(&c, "--tables"));
+    s->snapshot = rf_get(&c, "--snapshot") != NULL;
+    s->no_create = rf_get(&c, "--no-create") != NULL;
+    s->heartbeat_ms = rf_dur(&c, "--heartbeat", 10000);
+    /* a slot name: lower case letters, digits and underscores (the server's rule) */
+    for (const char *q = s->slot; q && *q; q++)
+        if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_')) {
+            rf_diag(pf, line, rf_get(&c, "--slot") ? rf_col(&c, "--slot") : 0,
+                    ".source cdc: slot \"%s\": a replication slot name has only lower case "
+                    "letters, digits and underscores%s", s->slot,
+                    rf_get(&c, "--slot") ? "" : " (it defaults to the NAME: give --slot)");
+            break;
+        }
+}
+
 static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
     rf_opts o;
     const char *kind = nw > 1 ? w[1].s : "";
-    int files = !strcmp(kind, "files"), http = !strcmp(kind, "http");
-    if (!files && !http) {
+    int files = !strcmp(kind, "files"), http = !strcmp(kind, "http"), cdc = !strcmp(kind, "cdc");
+    if (!files && !http && !cdc) {
         rf_diag(pf, line, nw > 1 ? w[1].col : 0,
-                ".source: expected files or http%s%s%s", nw > 1 ? ", got \"" : "", nw > 1 ? kind : "",
-                nw > 1 ? "\" (API pull and CDC sources are not supported yet)" : "");
+                ".source: expected files, http or cdc%s%s%s", nw > 1 ? ", got \"" : "",
+                nw > 1 ? kind : "", nw > 1 ? "\" (API pull sources are not supported yet)" : "");
+        return;
+    }
+    if (cdc) {
+        rf_source_cdc(pf, line, w, nw);
         return;
     }
     rf_ctx c = { pf, line, files ? ".source files" : ".source http", files ? rf_opts_files : rf_opts_http, &o };
@@ -857,9 +902,34 @@ static void rf_task(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     rf_open_block(pf, line, ".task", (pgpipe_pipe_step **)&t->steps, &t->nsteps);
 }
 
+/* A size in bytes: N, NkB, NMB, NGB or NTB (1024-based, as PostgreSQL's
+** settings); 0 when not given. */
+static int64_t rf_size(rf_ctx *c, const char *name)
+{
+    const char *v = rf_get(c, name);
+    if (!v)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    static const char *const units[] = { "", "B", "kB", "MB", "GB", "TB" };
+    static const int shift[] = { 0, 0, 10, 20, 30, 40 };
+    int u = -1;
+    for (int i = 0; end && end != v && i < 6; i++)
+        if (!strcmp(end, units[i]))
+            u = i;
+    if (u < 0 || errno || n <= 0 || n > (INT64_MAX >> shift[u])) {
+        rf_diag(c->pf, c->line, rf_col(c, name),
+                "%s: %s: expected a size like 512MB or 10GB, got \"%s\"", c->cmd, name, v);
+        return 0;
+    }
+    return (int64_t)n << shift[u];
+}
+
 static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
-    static const char *const kinds[] = { "dlq-growth", "backlog-age", "task-failures", "schedule-missed", NULL };
+    static const char *const kinds[] = { "dlq-growth", "backlog-age", "task-failures", "schedule-missed",
+                                         "cdc-lag", NULL };
     const char *kind = nw > 1 ? w[1].s : "";
     int k = 0;
     for (int i = 0; kinds[i]; i++)
@@ -868,7 +938,8 @@ static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     if (!k) {
         char sug[96];
         rf_diag(pf, line, nw > 1 ? w[1].col : 0,
-                ".alert: expected dlq-growth, backlog-age, task-failures or schedule-missed, got \"%s\"%s", kind,
+                ".alert: expected dlq-growth, backlog-age, task-failures, schedule-missed or cdc-lag, "
+                "got \"%s\"%s", kind,
                 rf_suggest(sug, sizeof sug, kind, "", kinds));
         return;
     }
@@ -886,9 +957,10 @@ static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     static const char *const own[][3] = { { "--threshold", "--window", NULL },
                                            { "--older-than", "--event-type", NULL },
                                            { "--task", "--count", NULL },
-                                           { "--schedule", NULL, NULL } };
+                                           { "--schedule", NULL, NULL },
+                                           { "--source", "--max-lag", "--max-retained" } };
     for (int j = 0; c.spec[j].name; j++) {
-        if (!o.given[j] || j >= 7)
+        if (!o.given[j] || j >= 10)
             continue; /* --notify --table --command go with every kind */
         int mine = 0;
         for (int i = 0; i < 3 && own[k - 1][i]; i++)
@@ -912,6 +984,12 @@ static void rf_alert(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
         rf_need(&c, "--task");
         a->target = rf_str(pf, rf_get(&c, "--task"));
         a->threshold = rf_num(&c, "--count", 1, 1000000, 3);
+        break;
+    case PGPIPE_PIPE_ALERT_CDC_LAG:
+        rf_need(&c, "--source");
+        a->target = rf_str(pf, rf_get(&c, "--source"));
+        a->max_lag = rf_size(&c, "--max-lag");
+        a->max_retained = rf_size(&c, "--max-retained");
         break;
     default:
         rf_need(&c, "--schedule");
@@ -1143,6 +1221,14 @@ static void rf_check_names(pgpipe_pipefile *pf)
             rf_diag(pf, a->line, 0, ".alert task-failures: --task: no task \"%s\"", a->target);
         if (a->kind == PGPIPE_PIPE_ALERT_SCHEDULE_MISSED && !rf_is_schedule(pf, a->target))
             rf_diag(pf, a->line, 0, ".alert schedule-missed: --schedule: no schedule \"%s\"", a->target);
+        if (a->kind == PGPIPE_PIPE_ALERT_CDC_LAG) {
+            int found = 0;
+            for (int k = 0; k < pf->p.nsources; k++)
+                found |= pf->src[k].kind == PGPIPE_PIPE_SOURCE_CDC && pf->src[k].name &&
+                         !strcmp(pf->src[k].name, a->target);
+            if (!found)
+                rf_diag(pf, a->line, 0, ".alert cdc-lag: --source: no .source cdc \"%s\"", a->target);
+        }
     }
 }
 

@@ -36,6 +36,16 @@
 **           [--event-type TYPE | --event-type-field FIELD]
 **           [--signature github|stripe|standard] [--secret-env VAR]
 **                                the HTTP ingest (.serve) as source NAME
+**   .source cdc NAME (--source-env VAR | --source CONNINFO) [--slot SLOT]
+**           [--publication PUB] [--tables "T1, S.T2"] [--snapshot]
+**           [--heartbeat DURATION] [--no-create]
+**                                the changes of another PostgreSQL database
+**                                (.cdc start): logical replication through
+**                                slot SLOT and publication PUB (both
+**                                default to NAME), exactly once into
+**                                staging.raw_events; the conninfo from the
+**                                environment variable VAR keeps a password
+**                                out of the file
 **   .workers EVENT_TYPE|* (--sql FILE | --so LIB:SYMBOL) [--workers N]
 **           [--batch N] [--mode transaction|lease] [--lease DURATION]
 **           [--max-attempts N] [--table TABLE]
@@ -67,6 +77,9 @@
 **   .alert backlog-age --older-than DURATION [--event-type TYPE]
 **   .alert task-failures --task NAME [--count K]            (default 3)
 **   .alert schedule-missed --schedule NAME
+**   .alert cdc-lag --source NAME [--max-lag SIZE] [--max-retained SIZE]
+**                                (sizes: 512MB, 10GB; the slot's wal_status
+**                                unreserved or lost fires it too)
 **           each also [--notify CHANNEL] [--table TABLE] [--command CMD]
 **                                an alert is always a log line; also a
 **                                NOTIFY on CHANNEL, a row in TABLE, and
@@ -113,7 +126,7 @@ typedef struct pgpipe_pipe_step {
     int line;
 } pgpipe_pipe_step;
 
-enum { PGPIPE_PIPE_SOURCE_FILES = 1, PGPIPE_PIPE_SOURCE_HTTP };
+enum { PGPIPE_PIPE_SOURCE_FILES = 1, PGPIPE_PIPE_SOURCE_HTTP, PGPIPE_PIPE_SOURCE_CDC };
 typedef struct pgpipe_pipe_source {
     int kind;             /* PGPIPE_PIPE_SOURCE_* */
     const char *name;
@@ -130,6 +143,11 @@ typedef struct pgpipe_pipe_source {
     const char *event_type, *event_type_field; /* NULL when not given */
     /* http */
     const char *listen, *signature, *secret_env;
+    /* cdc: the source database's conninfo, given or read from an
+    ** environment variable; slot and publication default to the name */
+    const char *source_conninfo, *source_env, *slot, *publication, *tables;
+    int snapshot, no_create;
+    int64_t heartbeat_ms;  /* 10s */
 } pgpipe_pipe_source;
 
 enum { PGPIPE_PIPE_TRANSACTION = 0, PGPIPE_PIPE_LEASE = 1 };
@@ -171,7 +189,8 @@ typedef struct pgpipe_pipe_task {
 } pgpipe_pipe_task;
 
 enum { PGPIPE_PIPE_ALERT_DLQ_GROWTH = 1, PGPIPE_PIPE_ALERT_BACKLOG_AGE,
-       PGPIPE_PIPE_ALERT_TASK_FAILURES, PGPIPE_PIPE_ALERT_SCHEDULE_MISSED };
+       PGPIPE_PIPE_ALERT_TASK_FAILURES, PGPIPE_PIPE_ALERT_SCHEDULE_MISSED,
+       PGPIPE_PIPE_ALERT_CDC_LAG };
 typedef struct pgpipe_pipe_alert {
     int kind;             /* PGPIPE_PIPE_ALERT_* */
     int line;
@@ -179,7 +198,9 @@ typedef struct pgpipe_pipe_alert {
     int64_t window_ms;    /* dlq-growth */
     int64_t older_than_ms; /* backlog-age */
     const char *event_type; /* backlog-age, NULL: any */
-    const char *target;   /* task-failures: the task; schedule-missed: the schedule */
+    const char *target;   /* task-failures: the task; schedule-missed: the schedule;
+                             cdc-lag: the .source cdc */
+    int64_t max_lag, max_retained; /* cdc-lag, bytes; 0: no limit */
     const char *notify, *table, *command; /* NULL when not given */
 } pgpipe_pipe_alert;
 

@@ -67,6 +67,29 @@ typedef struct rsrc_http {
     int running;
 } rsrc_http;
 
+/* A CDC source: a thread streams (pgpipe_cdc_run in 10 s slices, between
+** which it reads the slot's lag on the source for /metrics); a failure that
+** does not heal by itself (the stream heals lost connections) is logged and
+** tried again with a backoff up to a minute. */
+typedef struct rsrc_cdc {
+    char *name, *conninfo, *env, *slot, *publication, *tables;
+    int snapshot, no_create, line;
+    int64_t heartbeat_ms;
+    pgpipe_runner *r;
+    char *source;         /* the conninfo in use (the variable's value) */
+    pthread_t th;
+    int running;          /* run_sources.mu */
+    atomic_int stop;
+    pthread_mutex_t cmu;  /* guards what follows */
+#ifndef PGPIPE_OMIT_CDC
+    pgpipe_cdc *c;        /* while it streams */
+    pgpipe_cdc_stats st;  /* the last handle's, carried over */
+    pgpipe_cdc_slot_info info;
+#endif
+    long long events, transactions, reconnects; /* of the handles closed before */
+    int streaming, info_ok;
+} rsrc_cdc;
+
 typedef struct rsrc_work {
     char *event_type, *sql_file, *so_lib, *so_symbol, *table;
     int workers, batch, mode, max_attempts, line;
@@ -90,6 +113,8 @@ struct run_sources {
     int nhttp;
     rsrc_work **work;
     int nwork;
+    rsrc_cdc **cdc;
+    int ncdc;
 };
 
 static int rsrc_same(const char *a, const char *b)
@@ -618,6 +643,180 @@ static void rsrc_http_stop(run_sources *s, rsrc_http *h)
 #endif
 }
 
+/* ---- the CDC source ----------------------------------------------------- */
+
+static void rsrc_cdc_free(rsrc_cdc *h)
+{
+    if (!h)
+        return;
+    pp_free(h->name), pp_free(h->conninfo), pp_free(h->env), pp_free(h->slot);
+    pp_free(h->publication), pp_free(h->tables), pp_free(h->source);
+    pthread_mutex_destroy(&h->cmu);
+    pp_free(h);
+}
+
+static rsrc_cdc *rsrc_cdc_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
+{
+    rsrc_cdc *h = pp_calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    pthread_mutex_init(&h->cmu, NULL);
+    int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->conninfo, s->source_conninfo) &
+             rsrc_dup(&h->env, s->source_env) & rsrc_dup(&h->slot, s->slot) &
+             rsrc_dup(&h->publication, s->publication) & rsrc_dup(&h->tables, s->tables);
+    h->snapshot = s->snapshot, h->no_create = s->no_create, h->line = s->line;
+    h->heartbeat_ms = s->heartbeat_ms;
+    h->r = r;
+    if (!ok) {
+        rsrc_cdc_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+static int rsrc_cdc_same(const rsrc_cdc *a, const rsrc_cdc *b)
+{
+    return rsrc_same(a->name, b->name) && rsrc_same(a->conninfo, b->conninfo) &&
+           rsrc_same(a->env, b->env) && rsrc_same(a->slot, b->slot) &&
+           rsrc_same(a->publication, b->publication) && rsrc_same(a->tables, b->tables) &&
+           a->snapshot == b->snapshot && a->no_create == b->no_create &&
+           a->heartbeat_ms == b->heartbeat_ms;
+}
+
+#ifndef PGPIPE_OMIT_CDC
+static void *rsrc_cdc_thread(void *arg)
+{
+    rsrc_cdc *h = arg;
+    pgpipe_runner *r = h->r;
+    int64_t backoff = 1000;
+    while (!atomic_load(&h->stop)) {
+        pgpipe_cdc_options o;
+        pgpipe_cdc_options_init(&o);
+        o.source = h->source;
+        o.target = r->conninfo;
+        o.slot = h->slot;
+        o.publication = h->publication;
+        o.tables = h->tables;
+        o.create = !h->no_create;
+        o.install = !r->opt.install_schema;
+        o.snapshot = h->snapshot;
+        o.heartbeat_ms = (int)(h->heartbeat_ms < INT_MAX ? h->heartbeat_ms : INT_MAX);
+        pgpipe_cdc *c = NULL;
+        int rc = pgpipe_cdc_open(&c, &o);
+        if (rc == PGPIPE_OK) {
+            pthread_mutex_lock(&h->cmu);
+            h->c = c;
+            h->streaming = 1;
+            pthread_mutex_unlock(&h->cmu);
+            run_log(r, PGPIPE_LOG_INFO, "CDC source streaming", "source", h->name, "slot", h->slot,
+                    NULL);
+            backoff = 1000;
+            /* a stop asked before h->c was set is seen here; one asked
+            ** after reaches the stream through pgpipe_cdc_stop */
+            int slice = 1000; /* the slot's first reading soon, then every 10 s */
+            while (rc == PGPIPE_OK && !atomic_load(&h->stop)) {
+                rc = pgpipe_cdc_run(c, slice);
+                slice = 10000;
+                pgpipe_cdc_slot_info info;
+                pgpipe_error e;
+                memset(&e, 0, sizeof e);
+                int got = !atomic_load(&h->stop) &&
+                          pgpipe_cdc_slot_info_get(h->source, h->slot, &info, &e) == PGPIPE_OK;
+                pthread_mutex_lock(&h->cmu);
+                pgpipe_cdc_stats_get(c, &h->st);
+                if (got)
+                    h->info = info, h->info_ok = 1;
+                pthread_mutex_unlock(&h->cmu);
+            }
+            pthread_mutex_lock(&h->cmu);
+            h->c = NULL;
+            h->streaming = 0;
+            h->events += h->st.events, h->transactions += h->st.transactions;
+            h->reconnects += h->st.reconnects;
+            memset(&h->st, 0, sizeof h->st);
+            pthread_mutex_unlock(&h->cmu);
+        }
+        if (rc != PGPIPE_OK && !atomic_load(&h->stop)) {
+            char wait[24];
+            snprintf(wait, sizeof wait, "%lld ms", (long long)backoff);
+            run_log(r, PGPIPE_LOG_ERROR, "CDC source failed; trying again", "source", h->name,
+                    "error", c ? pgpipe_errmsg(c) : "out of memory", "in", wait, NULL);
+        }
+        pgpipe_cdc_close(c);
+        for (int64_t waited = 0; waited < backoff && !atomic_load(&h->stop); waited += 100)
+            pgpipe_sleep_ms(100);
+        backoff = backoff < 30000 ? backoff * 2 : 60000;
+    }
+    return NULL;
+}
+#endif
+
+static int rsrc_cdc_start(pgpipe_runner *r, run_sources *s, rsrc_cdc *h, pgpipe_error *err)
+{
+#ifdef PGPIPE_OMIT_CDC
+    (void)s;
+    return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source cdc %s: this pgpipe was built without CDC "
+                  "(PGPIPE_OMIT_CDC)", r->path, h->line, h->name);
+#else
+    const char *src = h->conninfo;
+    if (h->env) {
+        src = getenv(h->env);
+        if (!src || !*src)
+            return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source cdc %s: --source-env: the "
+                          "environment variable %s is not set", r->path, h->line, h->name, h->env);
+    }
+    if (!(h->source = pp_strdup(src)))
+        return pp_err_nomem(err);
+    if (pthread_create(&h->th, NULL, rsrc_cdc_thread, h) != 0)
+        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source cdc %s: cannot start a thread", r->path,
+                      h->line, h->name);
+    pp_mutex_lock(&s->mu);
+    h->running = 1;
+    pp_mutex_unlock(&s->mu);
+    return PGPIPE_OK;
+#endif
+}
+
+static void rsrc_cdc_stop(run_sources *s, rsrc_cdc *h)
+{
+    if (!h->running)
+        return;
+    atomic_store(&h->stop, 1);
+#ifndef PGPIPE_OMIT_CDC
+    pthread_mutex_lock(&h->cmu);
+    if (h->c)
+        pgpipe_cdc_stop(h->c);
+    pthread_mutex_unlock(&h->cmu);
+#endif
+    pthread_join(h->th, NULL);
+    pp_mutex_lock(&s->mu);
+    h->running = 0;
+    pp_mutex_unlock(&s->mu);
+}
+
+#ifndef PGPIPE_OMIT_CDC
+PGPIPE_PRIVATE int run_sources_cdc_info(pgpipe_runner *r, const char *name,
+                                        pgpipe_cdc_slot_info *out)
+{
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
+    int got = 0;
+    if (!s)
+        return 0;
+    pp_mutex_lock(&s->mu);
+    for (int i = 0; i < s->ncdc && !got; i++) {
+        rsrc_cdc *h = s->cdc[i];
+        if (!h || strcmp(h->name, name))
+            continue;
+        pthread_mutex_lock(&h->cmu);
+        if ((got = h->info_ok))
+            *out = h->info;
+        pthread_mutex_unlock(&h->cmu);
+    }
+    pp_mutex_unlock(&s->mu);
+    return got;
+}
+#endif
+
 /* ---- workers ------------------------------------------------------------ */
 
 static void rsrc_work_free(rsrc_work *w)
@@ -807,8 +1006,9 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
         return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
     }
     s->http = pp_calloc((size_t)def->nsources + 1, sizeof *s->http);
+    s->cdc = pp_calloc((size_t)def->nsources + 1, sizeof *s->cdc);
     s->work = pp_calloc((size_t)def->nworkers + 1, sizeof *s->work);
-    if (!s->http || !s->work)
+    if (!s->http || !s->cdc || !s->work)
         return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
     for (int i = 0; i < def->nworkers; i++) {
         pgpipe_error e;
@@ -829,6 +1029,16 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
             return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
         s->http[s->nhttp++] = h;
         if (rsrc_http_start(r, s, h, &r->h.err))
+            return rsrc_publish(r, s, r->h.err.code);
+    }
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_CDC)
+            continue;
+        rsrc_cdc *h = rsrc_cdc_new(r, &def->sources[i]);
+        if (!h)
+            return rsrc_publish(r, s, pp_err_nomem(&r->h.err));
+        s->cdc[s->ncdc++] = h;
+        if (rsrc_cdc_start(r, s, h, &r->h.err))
             return rsrc_publish(r, s, r->h.err.code);
     }
     rsrc_publish(r, s, PGPIPE_OK);
@@ -856,6 +1066,9 @@ PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms)
     for (int i = 0; i < s->nhttp; i++)
         if (s->http[i])
             rsrc_http_stop(s, s->http[i]);
+    for (int i = 0; i < s->ncdc; i++)
+        if (s->cdc[i])
+            rsrc_cdc_stop(s, s->cdc[i]);
     pp_mutex_lock(&s->mu);
     rsrc_work **ws = s->work;
     int n = s->nwork;
@@ -991,6 +1204,53 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
             failed = 1;
         }
     }
+    /* CDC sources: the unchanged keep streaming */
+    rsrc_cdc **nc = pp_calloc((size_t)def->nsources + 1, sizeof *nc);
+    if (!nc)
+        return PGPIPE_NOMEM;
+    int nnc = 0;
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_CDC)
+            continue;
+        rsrc_cdc *h = rsrc_cdc_new(r, &def->sources[i]);
+        if (!h) {
+            failed = 1;
+            continue;
+        }
+        int j;
+        for (j = 0; j < s->ncdc; j++)
+            if (s->cdc[j] && rsrc_cdc_same(h, s->cdc[j]))
+                break;
+        if (j < s->ncdc) {
+            rsrc_cdc_free(h);
+            nc[nnc++] = s->cdc[j];
+            s->cdc[j] = NULL;
+        } else {
+            nc[nnc++] = h;
+        }
+    }
+    for (int j = 0; j < s->ncdc; j++)
+        if (s->cdc[j]) {
+            rsrc_cdc_stop(s, s->cdc[j]);
+            rsrc_cdc_free(s->cdc[j]);
+        }
+    pp_mutex_lock(&s->mu);
+    rsrc_cdc **oldc = s->cdc;
+    s->cdc = nc;
+    s->ncdc = nnc;
+    pp_mutex_unlock(&s->mu);
+    pp_free(oldc);
+    for (int i = 0; i < nnc; i++) {
+        if (nc[i]->running)
+            continue;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (rsrc_cdc_start(r, s, nc[i], &e)) {
+            run_log(r, PGPIPE_LOG_ERROR, "reload: CDC source not started", "source", nc[i]->name,
+                    "error", e.message, NULL);
+            failed = 1;
+        }
+    }
     return failed ? PGPIPE_ERROR : PGPIPE_OK;
 }
 
@@ -999,7 +1259,7 @@ PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
     run_sources *s = r->sources;
     if (!s)
         return;
-    if (s->poller_on || s->nwork || s->nhttp)
+    if (s->poller_on || s->nwork || s->nhttp || s->ncdc)
         run_sources_stop(r, 0);
     for (int i = 0; i < s->nfolders; i++)
         rsrc_folder_free(s->folders[i]);
@@ -1010,6 +1270,9 @@ PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
     for (int i = 0; i < s->nhttp; i++)
         rsrc_http_free(s->http[i]);
     pp_free(s->http);
+    for (int i = 0; i < s->ncdc; i++)
+        rsrc_cdc_free(s->cdc[i]);
+    pp_free(s->cdc);
     pp_free(s->work);
     pthread_mutex_destroy(&s->mu);
     pp_free(s);
@@ -1073,6 +1336,45 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
             pp_buf_appendf(out, "\"} %lld\n", v);
         }
     }
+#ifndef PGPIPE_OMIT_CDC
+    /* CDC sources: counters, and the slot as the source last said (read
+    ** every 10 s by the stream's thread, never here: a scrape must not wait
+    ** for another server) */
+    static const char *const cnames[] = { "pgpipe_cdc_events_total", "pgpipe_cdc_transactions_total",
+                                          "pgpipe_cdc_reconnects_total", "pgpipe_cdc_streaming",
+                                          "pgpipe_cdc_slot_lag_bytes",
+                                          "pgpipe_cdc_slot_retained_bytes" };
+    static const char *const chelp[] = { "change events staged by a CDC source",
+                                         "source transactions staged",
+                                         "lost connections healed (the stream resumed)",
+                                         "1 while the source streams",
+                                         "source WAL not yet confirmed by the slot",
+                                         "source WAL the slot keeps (restart_lsn)" };
+    for (int m = 0; m < 6 && s->ncdc; m++) {
+        pp_buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", cnames[m], chelp[m], cnames[m],
+                       m < 3 ? "counter" : "gauge");
+        for (int i = 0; i < s->ncdc; i++) {
+            rsrc_cdc *h = s->cdc[i];
+            if (!h)
+                continue;
+            pthread_mutex_lock(&h->cmu);
+            if (h->c) /* the live counters (thread-safe) */
+                pgpipe_cdc_stats_get(h->c, &h->st);
+            int known = m < 4 || h->info_ok;
+            long long v = m == 0   ? h->events + h->st.events
+                          : m == 1 ? h->transactions + h->st.transactions
+                          : m == 2 ? h->reconnects + h->st.reconnects
+                          : m == 3 ? h->streaming
+                          : m == 4 ? h->info.lag_bytes : h->info.retained_bytes;
+            pthread_mutex_unlock(&h->cmu);
+            if (!known)
+                continue;
+            pp_buf_appendf(out, "%s{source=\"", cnames[m]);
+            rsrc_label(out, h->name);
+            pp_buf_appendf(out, "\"} %lld\n", v);
+        }
+    }
+#endif
     pp_mutex_unlock(&s->mu);
 }
 

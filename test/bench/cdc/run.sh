@@ -1,0 +1,272 @@
+#!/bin/sh
+# make bench-cdc: the CDC source (`.cdc start`, src/cdc) against the two
+# ways people read a PostgreSQL database's changes today, on the same
+# source and target clusters (two throwaway clusters on this machine: the
+# source with wal_level = logical, the target where staging is):
+#   pgpipe          .cdc start: pgoutput, each source transaction staged in
+#                   staging.raw_events in one target transaction with its LSN
+#   subscription    PostgreSQL's own logical replication: CREATE SUBSCRIPTION
+#                   into a copy of the table on the target (the apply worker)
+#   pg_recvlogical  pg_recvlogical with wal2json, writing to /dev/null:
+#                   decoding and sending alone, a ceiling for any client
+# The workload: CDC_BENCH_ROWS (1,000,000) row changes on the source, 60%
+# inserts, 30% updates, 10% deletes, in transactions of 1,000 rows.
+#
+# Catch-up throughput (the headline): each round makes one slot per
+# contender, runs the workload once (every slot keeps its WAL), then lets
+# each contender read its slot to the workload's last commit, one after the
+# other in an order that rotates round by round (CDC_BENCH_ROUNDS, 3). A
+# contender's time is from its start to the last change applied (pgpipe:
+# pgpipe.cdc_slots.applied_lsn past the last commit; subscription: the last
+# transaction's effect visible on the target; pg_recvlogical: --endpos);
+# changes/s = rows / that time. Medians of the rounds, min and max beside.
+# Correctness: pgpipe staged exactly the rows changed, each once.
+#
+# Lag while streaming: one more workload per contender with the contender
+# already streaming; the lag is the time from the workload's last commit to
+# the last change applied.
+#
+# Memory: one transaction of CDC_BENCH_BIG_MB (1024) MB of rows (1 kB
+# each), streamed by pgpipe while in progress; its peak RSS (VmHWM) and the
+# rows staged. CDC_BENCH_BIG_MB=0 skips it.
+#   sh test/bench/cdc/run.sh
+# Environment: CDC_BENCH_ROWS, CDC_BENCH_ROUNDS, CDC_BENCH_BIG_MB,
+# PGTMP_DURABLE (1: fsync and synchronous_commit on, both clusters),
+# SKIP_DEPS=1 (do not run tool/deps.sh --bench-cdc).
+set -eu
+top=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$top"
+out=build/bench/cdc
+mkdir -p "$out"
+
+if [ "${1:-}" != "--inner" ]; then
+    # the peer's plugin (Debian's postgresql-NN-wal2json); missing, it is
+    # reported below and that contender is left out
+    [ "${SKIP_DEPS:-0}" = 1 ] || sh tool/deps.sh --bench-cdc --quiet || true
+    make -s build/pgpipe
+    export PGTMP_DURABLE=${PGTMP_DURABLE:-1}
+    exec nice -n 5 sh tool/pgtmp.sh run -- sh "$0" --inner
+fi
+
+# ---- inside the target cluster ------------------------------------------------
+N=${CDC_BENCH_ROWS:-1000000}
+R=${CDC_BENCH_ROUNDS:-3}
+BIG=${CDC_BENCH_BIG_MB:-1024}
+P=$top/build/pgpipe
+T=$PGPIPE_TEST_DSN
+res=$out/results.txt
+srcdir=$top/$out/src
+pid=""
+cleanup() {
+    [ -z "$pid" ] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+    sh tool/pgtmp.sh stop "$srcdir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+rm -rf "$srcdir"
+S=$(sh tool/pgtmp.sh start "$srcdir" --logical --owner $$)
+qs() { psql "$S" -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
+qt() { psql "$T" -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
+now_ms() { date +%s%3N; }
+pgbin=$(dirname "$(readlink -f "$(sh tool/pgtmp.sh bindir)/postgres")")
+pglib=$("$pgbin/pg_config" --pkglibdir 2>/dev/null || echo "${pgbin%/bin}/lib")
+recv=0
+if [ -f "$pglib/wal2json.so" ] && [ -x "$pgbin/pg_recvlogical" ]; then recv=1; fi
+[ $recv = 1 ] || echo "cdc bench: wal2json is not installed (sh tool/deps.sh --bench-cdc): pg_recvlogical is left out"
+
+ins=$((N * 6 / 10 / 1000 * 1000)); upd=$((N * 3 / 10 / 1000 * 1000)); del=$((N - ins - upd))
+del=$((del / 1000 * 1000)); N=$((ins + upd + del))
+
+# the source: the table, its publication, the workload as a procedure (a
+# commit every 1,000 rows); bench_mark gets the WAL position just before
+# the last commit: a contender is done when it applied past it
+qs "CREATE TABLE bench_t (id int PRIMARY KEY, v text, n int);
+    CREATE TABLE bench_big (id int PRIMARY KEY, v text);
+    CREATE TABLE bench_mark (lsn pg_lsn PRIMARY KEY);
+    CREATE PUBLICATION bench_pub FOR TABLE bench_t, bench_big;
+    CREATE PROCEDURE bench_work(base int, ins int, upd int, del int) LANGUAGE plpgsql AS \$\$
+    BEGIN
+        FOR b IN 0 .. ins / 1000 - 1 LOOP
+            INSERT INTO bench_t SELECT base + g, md5(g::text), g
+            FROM generate_series(b * 1000 + 1, b * 1000 + 1000) g;
+            COMMIT;
+        END LOOP;
+        FOR b IN 0 .. upd / 1000 - 1 LOOP
+            UPDATE bench_t SET n = n + 1, v = 'u' WHERE id > base + b * 1000 AND id <= base + b * 1000 + 1000;
+            COMMIT;
+        END LOOP;
+        FOR b IN 0 .. del / 1000 - 1 LOOP
+            DELETE FROM bench_t WHERE id > base + b * 1000 AND id <= base + b * 1000 + 1000;
+            IF b = del / 1000 - 1 THEN
+                DELETE FROM bench_mark;
+                INSERT INTO bench_mark SELECT pg_current_wal_insert_lsn();
+            END IF;
+            COMMIT;
+        END LOOP;
+    END \$\$" >/dev/null
+# the target: pgpipe's schema and the subscription's copy of the table
+"$P" "$T" .install >/dev/null 2>&1
+qt "CREATE TABLE bench_t (id int PRIMARY KEY, v text, n int); CREATE TABLE bench_big (id int PRIMARY KEY, v text)" >/dev/null
+
+work() { # base: the workload, returns when its last commit is done
+    qs "CALL bench_work($1, $ins, $upd, $del)" >/dev/null
+}
+mark() { qs "SELECT lsn FROM bench_mark"; }
+slot() { qs "SELECT pg_create_logical_replication_slot('$1', '$2')" >/dev/null; }
+
+# pgpipe: .cdc start in the background; done when its applied LSN passed M
+pp_start() { "$P" "$T" ".cdc start --source '$S' --slot $1 --publication bench_pub --no-create --heartbeat 0" \
+    >"$out/pp.log" 2>&1 & pid=$!; }
+pp_done() { [ "$(qt "SELECT coalesce(bool_or(applied_lsn >= '$2'), false) FROM pgpipe.cdc_slots WHERE slot = '$1'")" = t ]; }
+pp_stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; }
+# subscription: done when the last deleted row is gone and the last inserted one is there
+sub_make() { qt "CREATE SUBSCRIPTION $1 CONNECTION '$S' PUBLICATION bench_pub WITH (create_slot = false,
+    slot_name = '$1', copy_data = false, enabled = false)" >/dev/null 2>&1; }
+sub_up() { [ "$(qt "SELECT count(*) FROM pg_stat_subscription WHERE subname = '$1' AND pid IS NOT NULL")" -ge 1 ]; }
+sub_done() { [ "$(qt "SELECT NOT EXISTS (SELECT 1 FROM bench_t WHERE id = $2 + $del) AND EXISTS (SELECT 1 FROM bench_t WHERE id = $2 + $ins)")" = t ]; }
+drop_slot() { # the slot, once its reader let go of it (at most 10 s)
+    n=100
+    while [ $n -gt 0 ]; do
+        qs "SELECT pg_drop_replication_slot('$1')" >/dev/null 2>&1 && return 0
+        sleep 0.1; n=$((n - 1))
+    done
+    qs "SELECT pg_drop_replication_slot('$1')" >/dev/null
+}
+sub_drop() {
+    qt "ALTER SUBSCRIPTION $1 DISABLE" >/dev/null
+    qt "ALTER SUBSCRIPTION $1 SET (slot_name = NONE)" >/dev/null
+    qt "DROP SUBSCRIPTION $1" >/dev/null
+    drop_slot "$1"
+}
+wait_until() { # FN ARGS...: poll every 20 ms, at most 600 s
+    n=30000
+    while [ $n -gt 0 ]; do "$@" && return 0; sleep 0.02; n=$((n - 1)); done
+    echo "cdc bench: gave up waiting ($*)"; return 1
+}
+
+# ---- catch-up rounds -----------------------------------------------------------
+: > "$res"
+echo "cdc bench: $N changes per round ($ins inserts, $upd updates, $del deletes, 1,000 per transaction), $R rounds; PGTMP_DURABLE=$PGTMP_DURABLE; $(nproc) cores"
+r=1
+while [ $r -le "$R" ]; do
+    base=$((r * 10000000))
+    slot "pp_$r" pgoutput; slot "sub_$r" pgoutput; sub_make "sub_$r"
+    [ $recv = 0 ] || slot "rl_$r" wal2json
+    t0=$(now_ms); work $base; t1=$(now_ms)
+    m=$(mark)
+    echo "  round $r: workload $((t1 - t0)) ms on the source"
+    case $((r % 3)) in 1) order="pgpipe subscription pg_recvlogical" ;;
+                       2) order="subscription pg_recvlogical pgpipe" ;;
+                       *) order="pg_recvlogical pgpipe subscription" ;; esac
+    for c in $order; do
+        case $c in
+        pgpipe)
+            a=$(now_ms); pp_start "pp_$r"; wait_until pp_done "pp_$r" "$m"; b=$(now_ms); pp_stop
+            got=$(qt "SELECT count(*) FROM staging.raw_events WHERE source = 'pp_$r'")
+            dup=$(qt "SELECT count(*) FROM (SELECT payload->>'lsn', payload->'row'->>'id', payload->'old'->>'id', event_type FROM staging.raw_events WHERE source = 'pp_$r' GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d")
+            echo "pgpipe $r $((b - a)) $got $dup" >> "$res" ;;
+        subscription)
+            # timed from its apply worker's start: the launcher may take seconds
+            # to start one, which is not the apply's speed
+            qt "ALTER SUBSCRIPTION sub_$r ENABLE" >/dev/null; wait_until sub_up "sub_$r"
+            a=$(now_ms); wait_until sub_done "sub_$r" $base; b=$(now_ms)
+            sub_drop "sub_$r"
+            echo "subscription $r $((b - a))" >> "$res" ;;
+        pg_recvlogical)
+            [ $recv = 1 ] || continue
+            a=$(now_ms)
+            "$pgbin/pg_recvlogical" -d "$S" --slot "rl_$r" --start --endpos "$m" -f /dev/null --no-loop
+            b=$(now_ms)
+            drop_slot "rl_$r"
+            echo "pg_recvlogical $r $((b - a))" >> "$res" ;;
+        esac
+        echo "    $c: $((b - a)) ms"
+    done
+    drop_slot "pp_$r"
+    r=$((r + 1))
+done
+
+# ---- lag while streaming -------------------------------------------------------
+base=$(((R + 1) * 10000000))
+slot pp_lag pgoutput
+pp_start pp_lag
+wait_until sh -c "[ \"\$(psql '$S' -qAtX -c \"SELECT active FROM pg_replication_slots WHERE slot_name = 'pp_lag'\")\" = t ]"
+w0=$(now_ms); work $base; w1=$(now_ms); m=$(mark)
+wait_until pp_done pp_lag "$m"; d=$(now_ms); pp_stop
+echo "lag pgpipe $((d - w1)) $((d - w0))" >> "$res"
+drop_slot pp_lag
+base=$((base + 10000000))
+slot sub_lag pgoutput; sub_make sub_lag; qt "ALTER SUBSCRIPTION sub_lag ENABLE" >/dev/null
+wait_until sh -c "[ \"\$(psql '$S' -qAtX -c \"SELECT active FROM pg_replication_slots WHERE slot_name = 'sub_lag'\")\" = t ]"
+w0=$(now_ms); work $base; w1=$(now_ms)
+wait_until sub_done sub_lag $base; d=$(now_ms); sub_drop sub_lag
+echo "lag subscription $((d - w1)) $((d - w0))" >> "$res"
+if [ $recv = 1 ]; then
+    base=$((base + 10000000))
+    slot rl_lag wal2json
+    "$pgbin/pg_recvlogical" -d "$S" --slot rl_lag --start -f /dev/null --no-loop -s 1 -F 0 2>/dev/null & pid=$!
+    w0=$(now_ms); work $base; w1=$(now_ms); m=$(mark)
+    # done: the slot's confirmed position (pg_recvlogical's flush feedback, every 1 s) passed the mark
+    wait_until sh -c "[ \"\$(psql '$S' -qAtX -c \"SELECT confirmed_flush_lsn >= '$m' FROM pg_replication_slots WHERE slot_name = 'rl_lag'\")\" = t ]"
+    d=$(now_ms); kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""
+    drop_slot rl_lag
+    echo "lag pg_recvlogical $((d - w1)) $((d - w0))" >> "$res"
+fi
+
+# ---- one big transaction: pgpipe's memory ------------------------------------
+if [ "$BIG" -gt 0 ]; then
+    rows=$((BIG * 1024))
+    slot pp_big pgoutput
+    # one transaction (psql -c runs the three as one); the mark before its commit
+    qs "INSERT INTO bench_big SELECT g, repeat(md5(g::text), 31) FROM generate_series(1, $rows) g;
+        DELETE FROM bench_mark; INSERT INTO bench_mark SELECT pg_current_wal_insert_lsn()" >/dev/null
+    m=$(mark)
+    a=$(now_ms); pp_start pp_big
+    hwm=0
+    while ! pp_done pp_big "$m"; do
+        h=$(sed -n 's/^VmHWM:[^0-9]*\([0-9]*\) kB/\1/p' "/proc/$pid/status" 2>/dev/null || echo 0)
+        [ -z "$h" ] || [ "$h" -le "$hwm" ] || hwm=$h
+        kill -0 "$pid" 2>/dev/null || { echo "cdc bench: pgpipe stopped on the big transaction:"; tail -5 "$out/pp.log"; break; }
+        sleep 0.2
+    done
+    b=$(now_ms)
+    h=$(sed -n 's/^VmHWM:[^0-9]*\([0-9]*\) kB/\1/p' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ -z "$h" ] || [ "$h" -le "$hwm" ] || hwm=$h
+    pp_stop
+    got=$(qt "SELECT count(*) FROM staging.raw_events WHERE source = 'pp_big'")
+    echo "big $BIG $rows $got $((b - a)) $hwm" >> "$res"
+    drop_slot pp_big
+fi
+
+# ---- the table -------------------------------------------------------------------
+med() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else print v[int((NR + 1) / 2)] }'; }
+col() { awk -v c="$1" -v k="$2" '$1 == c { print $k }' "$res"; }
+rate() { awk -v n="$N" -v ms="$1" 'BEGIN { if (ms > 0) printf "%.0f", n * 1000 / ms; else print 0 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+line() { # contender: median ms, min, max, changes/s
+    ms=$(col "$1" 3 | med); lo=$(col "$1" 3 | sort -n | head -1); hi=$(col "$1" 3 | sort -n | tail -1)
+    [ -n "$ms" ] || { echo "| cdc | $N changes, catch-up | $1 | (not run) | | |"; return; }
+    echo "| cdc | $N changes, catch-up | $1 | $(rate "$ms") | $ms ($lo, $hi) | $(awk -v c="$1" '$1 == "lag" && $2 == c { print $3 }' "$res") |"
+}
+echo
+echo "| component | workload | contender | changes/s (median) | catch-up ms (min, max) | lag after the last commit, streaming, ms |"
+echo "|---|---|---|---|---|---|"
+line pgpipe; line subscription; line pg_recvlogical
+pp_ms=$(col pgpipe 3 | med); sub_ms=$(col subscription 3 | med); rl_ms=$(col pg_recvlogical 3 | med)
+pp_rate=$(rate "$pp_ms"); sub_rate=$(rate "$sub_ms"); rl_rate=$(rate "${rl_ms:-0}")
+bad=$(awk -v n="$N" '$1 == "pgpipe" && ($4 != n || $5 != 0) { c++ } END { print c + 0 }' "$res")
+echo
+echo "pgpipe staged: $(col pgpipe 4 | tr '\n' ' ')of $N per round; duplicate changes: $(col pgpipe 5 | tr '\n' ' ')"
+[ "$bad" = 0 ] || echo "cdc bench: pgpipe did NOT stage each change exactly once in $bad rounds"
+if [ "$BIG" -gt 0 ]; then
+    awk '$1 == "big" { printf "one %d MB transaction (%d rows): %d staged in %d ms, pgpipe peak RSS %.1f MB\n", $2, $3, $4, $5, $6 / 1024 }' "$res"
+fi
+echo
+wl="${N}-mixed"
+echo "bench: component=cdc workload=$wl metric=changes/s pgpipe=$pp_rate peer=subscription peer_value=$sub_rate ratio=$(ratio "$pp_rate" "$sub_rate")"
+[ $recv = 0 ] || echo "bench: component=cdc workload=$wl metric=changes/s pgpipe=$pp_rate peer=pg_recvlogical peer_value=$rl_rate ratio=$(ratio "$pp_rate" "$rl_rate")"
+echo "bench: component=cdc workload=$wl metric=changes/s pgpipe=$pp_rate peer=target peer_value=40000 ratio=$(ratio "$pp_rate" 40000)"
+lp=$(awk '$1 == "lag" && $2 == "pgpipe" { print $3 }' "$res"); ls_=$(awk '$1 == "lag" && $2 == "subscription" { print $3 }' "$res")
+echo "bench: component=cdc workload=$wl metric=lag_ms pgpipe=$lp peer=subscription peer_value=$ls_ ratio=$(ratio "$ls_" "$lp")"
+[ "$BIG" = 0 ] || awk -v mb="$BIG" '$1 == "big" { printf "bench: component=cdc workload=txn-%dMB metric=peak_rss_mb pgpipe=%.1f\n", mb, $6 / 1024 }' "$res"
+[ "$bad" = 0 ]
