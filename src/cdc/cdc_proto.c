@@ -13,47 +13,26 @@ typedef struct rd {
     int bad;
 } rd;
 
-static uint8_t rd8(rd *r)
+/* The next n bytes as a big-endian number (the protocol's byte order); a
+** message too short for them marks the reader bad and reads 0. */
+static uint64_t rd_be(rd *r, int n)
 {
-    if (r->end - r->p < 1) {
-        r->bad = 1;
-        return 0;
-    }
-    return (uint8_t)*r->p++;
-}
-static uint16_t rd16(rd *r)
-{
-    if (r->end - r->p < 2) {
+    if (r->end - r->p < n) {
         r->bad = 1;
         r->p = r->end;
         return 0;
     }
     const unsigned char *u = (const unsigned char *)r->p;
-    r->p += 2;
-    return (uint16_t)(u[0] << 8 | u[1]);
-}
-static uint32_t rd32(rd *r)
-{
-    if (r->end - r->p < 4) {
-        r->bad = 1;
-        r->p = r->end;
-        return 0;
-    }
-    const unsigned char *u = (const unsigned char *)r->p;
-    r->p += 4;
-    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
-}
-static uint64_t rd64(rd *r)
-{
-    if (r->end - r->p < 8) {
-        r->bad = 1;
-        r->p = r->end;
-        return 0;
-    }
-    uint64_t v = pp_cdc_get64(r->p);
-    r->p += 8;
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | u[i];
+    r->p += n;
     return v;
 }
+static uint8_t rd8(rd *r) { return (uint8_t)rd_be(r, 1); }
+static uint16_t rd16(rd *r) { return (uint16_t)rd_be(r, 2); }
+static uint32_t rd32(rd *r) { return (uint32_t)rd_be(r, 4); }
+static uint64_t rd64(rd *r) { return rd_be(r, 8); }
 /* A NUL-terminated string inside the message. */
 static const char *rdstr(rd *r)
 {
