@@ -270,38 +270,25 @@ if [ $bench_http = 1 ]; then
         fi
     fi
 fi
-if [ $bench_run = 1 ]; then
-    # pg_cron built for the server the throwaway clusters run: Debian's
-    # postgresql-NN-cron, NN the server's major version
+# server_plugin LABEL LIB PKG: the extension LIB.so built for the server the
+# throwaway clusters run, from Debian's postgresql-NN-PKG (NN: its major version)
+server_plugin() {
     if [ -n "$bindir" ] && pgmajor=$("$bindir/postgres" -V 2>/dev/null | sed -n 's/.*PostgreSQL) \([0-9][0-9]*\).*/\1/p') &&
             [ -n "$pgmajor" ]; then
         # where the server really is (bindir may hold links to it)
         pgbin=$(dirname "$(readlink -f "$bindir/postgres")")
         pglib=$("$pgbin/pg_config" --pkglibdir 2>/dev/null || echo "${pgbin%/bin}/lib")
-        if [ -f "$pglib/pg_cron.so" ]; then
-            note "pg_cron" "ok ($pglib/pg_cron.so)"
+        if [ -f "$pglib/$2.so" ]; then
+            note "$1" "ok ($pglib/$2.so)"
         else
-            note "pg_cron" "missing (postgresql-$pgmajor-cron)"; want "postgresql-$pgmajor-cron"
+            note "$1" "missing (postgresql-$pgmajor-$3)"; want "postgresql-$pgmajor-$3"
         fi
     else
-        note "pg_cron" "checked once the PostgreSQL server is there"
+        note "$1" "checked once the PostgreSQL server is there"
     fi
-fi
-if [ $bench_cdc = 1 ]; then
-    # wal2json built for the server the throwaway clusters run
-    if [ -n "$bindir" ] && pgmajor=$("$bindir/postgres" -V 2>/dev/null | sed -n 's/.*PostgreSQL) \([0-9][0-9]*\).*/\1/p') &&
-            [ -n "$pgmajor" ]; then
-        pgbin=$(dirname "$(readlink -f "$bindir/postgres")")
-        pglib=$("$pgbin/pg_config" --pkglibdir 2>/dev/null || echo "${pgbin%/bin}/lib")
-        if [ -f "$pglib/wal2json.so" ]; then
-            note "wal2json" "ok ($pglib/wal2json.so)"
-        else
-            note "wal2json" "missing (postgresql-$pgmajor-wal2json)"; want "postgresql-$pgmajor-wal2json"
-        fi
-    else
-        note "wal2json" "checked once the PostgreSQL server is there"
-    fi
-fi
+}
+[ $bench_run = 0 ] || server_plugin pg_cron pg_cron cron
+[ $bench_cdc = 0 ] || server_plugin wal2json wal2json wal2json
 if [ $tsan = 1 ] && [ $cc_ok = 1 ]; then
     if ok tsan; then
         note "ThreadSanitizer" ok
