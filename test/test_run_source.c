@@ -974,3 +974,84 @@ PGT_TEST(run_source, cdc_guard_drops_slot_and_resnapshots)
     PQfinish(s);
     pgt_db_close(c);
 }
+
+/* A slot the source invalidates (wal_status lost, past
+** max_slot_wal_keep_size): with --drop-slot-at the guard drops it and
+** starts again with a snapshot; without, it only pauses the workers and
+** leaves the slot as it is. */
+PGT_TEST(run_source, cdc_guard_lost_slot)
+{
+    char src[1200], dir[512], file[700], text[2048], name[64], sql[1024], a_[80], b_[80];
+    snprintf(name, sizeof name, "rgl_%d", (int)getpid());
+    snprintf(a_, sizeof a_, "%sa", name);
+    snprintf(b_, sizeof b_, "%sb", name);
+    PGconn *s = rsrc_t_guard_setup("rsrc_guard_lost", name, src, sizeof src, dir, sizeof dir);
+    PGconn *c = pgt_db_open();
+    snprintf(file, sizeof file, "%s/handler.sql", dir);
+    rsrc_t_write(file, "SELECT count(*) FROM jsonb_array_elements($1::jsonb);\n");
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    /* a: drops (1GB is never reached: only the lost slot does it); b: pauses */
+    snprintf(text, sizeof text, ".pipeline %s\n"
+             ".source cdc %s --source-env RSRC_GUARD_SOURCE --tables items --slot-check 200ms "
+             "--drop-slot-at 1GB\n"
+             ".source cdc %s --source-env RSRC_GUARD_SOURCE --tables items --slot-check 200ms "
+             "--pause-workers 'public.items:*' --pause-at 1GB\n"
+             ".workers public.items:insert --sql handler.sql\n", name, a_, b_);
+    rsrc_t_write(file, text);
+    setenv("RSRC_GUARD_SOURCE", src, 1);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, pgt_dsn(), "rsrc-guard-lost");
+    PGT_EQ_INT(rsrc_t_wait(s, "SELECT count(*) FROM pg_replication_slots WHERE NOT temporary AND "
+                              "database = 'rsrc_guard_lost' AND active", 2, 10000), 2);
+    PQclear(PGT_EXEC(s, "INSERT INTO items SELECT g, 'a' FROM generate_series(1, 2) g"));
+    char staged[256];
+    snprintf(staged, sizeof staged, "SELECT count(*) FROM staging.raw_events WHERE source = '%s'", a_);
+    PGT_EQ_INT(rsrc_t_wait(c, staged, 2, 10000), 2);
+
+    /* both slots pinned by an open transaction, the source keeps 1 MB */
+    PGconn *hold = cdc_conn(src);
+    PQclear(PGT_EXEC(hold, "BEGIN; INSERT INTO filler (pad) VALUES ('hold')"));
+    PQclear(PGT_EXEC(s, "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'"));
+    PQclear(PGT_EXEC(s, "SELECT pg_reload_conf()"));
+    pgpipe_sleep_ms(200);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' AND "
+             "wal_status = 'lost'", b_);
+    long long lost = 0;
+    for (int i = 0; i < 10 && !(lost = pgt_db_int(s, sql)); i++) {
+        PQclear(PGT_EXEC(s, "INSERT INTO filler (pad) SELECT repeat(md5(g::text), 40) "
+                            "FROM generate_series(1, 2000) g"));
+        PQclear(PGT_EXEC(s, "SELECT pg_switch_wal()"));
+        PQclear(PGT_EXEC(s, "CHECKPOINT"));
+    }
+    /* the setting goes back before anything can fail: later tests share the source */
+    PQclear(PGT_EXEC(s, "ALTER SYSTEM RESET max_slot_wal_keep_size"));
+    PQclear(PGT_EXEC(s, "SELECT pg_reload_conf()"));
+    PGT_EQ_INT(lost, 1);
+    PGT_EQ_INT(rsrc_t_wait_metric(a.r, "pgpipe_cdc_guard_slot_drops_total", a_, 1, 15000), 1);
+    PGT_EQ_INT(rsrc_t_wait_metric(a.r, "pgpipe_cdc_guard_paused", b_, 1, 15000), 1);
+    PQclear(PGT_EXEC(hold, "COMMIT"));
+    PQfinish(hold);
+    /* a: a new slot, the two rows again from its snapshot */
+    PGT_EQ_INT(rsrc_t_wait(c, staged, 4, 15000), 4);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' AND "
+             "(payload->>'snapshot')::boolean", a_);
+    PGT_EQ_INT(pgt_db_int(c, sql), 2);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' AND "
+             "wal_status <> 'lost'", a_);
+    PGT_EQ_INT(pgt_db_int(s, sql), 1);
+    /* b: never dropped without --drop-slot-at; its workers stay paused */
+    snprintf(sql, sizeof sql, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = '%s'", b_);
+    PGT_EQ_STR(pgt_db_str(s, sql), "lost");
+    PGT_EQ_INT(rsrc_t_metric(a.r, "pgpipe_cdc_guard_slot_drops_total", b_), 0);
+    PGT_EQ_INT(rsrc_t_metric(a.r, "pgpipe_cdc_guard_paused", b_), 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.run_alerts WHERE pipeline = '%s' AND "
+             "rule = 'cdc-guard' AND ((subject = '%s' AND message LIKE '%%invalidated%%dropping%%') "
+             "OR (subject = '%s' AND message LIKE '%%(wal_status)%%paused%%'))", name, a_, b_);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 2, 10000), 2);
+    PGT_OK(rsrc_t_stop(&a));
+    unsetenv("RSRC_GUARD_SOURCE");
+    PQclear(PGT_EXEC(s, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        "WHERE database = 'rsrc_guard_lost' AND NOT active"));
+    PQfinish(s);
+    pgt_db_close(c);
+}

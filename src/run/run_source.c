@@ -782,17 +782,18 @@ static void rsrc_guard_detail(pp_buf *d, const rsrc_cdc *h, const pgpipe_cdc_slo
 static int rsrc_guard(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
 {
     pgpipe_runner *r = h->r;
-    if (!in->exists)
-        return 0; /* nothing to judge: .alert cdc-lag reports a slot that is gone */
-    int lost = !strcmp(in->wal_status, "lost");
-    int unres = !strcmp(in->wal_status, "unreserved");
-    if (h->drop_at > 0 && (lost || in->retained_bytes >= h->drop_at))
+    /* a slot that is gone keeps no WAL: the workers may go on (.alert
+    ** cdc-lag reports it; nothing is dropped or made again here) */
+    int lost = in->exists && !strcmp(in->wal_status, "lost");
+    int unres = in->exists && !strcmp(in->wal_status, "unreserved");
+    long long kept = in->exists ? in->retained_bytes : 0;
+    if (h->drop_at > 0 && in->exists && (lost || kept >= h->drop_at))
         return 1;
     if (h->pause_at <= 0)
         return 0;
     int paused = atomic_load(&h->paused);
-    int pause = !paused && (in->retained_bytes >= h->pause_at || lost || unres);
-    int resume = paused && in->retained_bytes < h->resume_at && !lost && !unres;
+    int pause = !paused && (kept >= h->pause_at || lost || unres);
+    int resume = paused && kept < h->resume_at && !lost && !unres;
     if (!pause && !resume)
         return 0;
     atomic_store(&h->paused, pause);
@@ -804,17 +805,22 @@ static int rsrc_guard(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
     pthread_mutex_unlock(&h->cmu);
     char names[1024], ret[24], mark[24];
     rsrc_guard_apply(r, h, names, sizeof names);
-    snprintf(ret, sizeof ret, "%lld", in->retained_bytes);
+    snprintf(ret, sizeof ret, "%lld", kept);
     snprintf(mark, sizeof mark, "%lld", (long long)(pause ? h->pause_at : h->resume_at));
     pp_buf msg = { 0 }, det = { 0 };
-    if (pause)
+    if (pause && (lost || unres))
+        pp_buf_appendf(&msg, "CDC slot guard: the slot of source %s is %s (wal_status), WAL "
+                       "retained %lld bytes: workers %s paused until the slot is reserved again "
+                       "and retains less than %lld", h->name, in->wal_status, kept,
+                       names[0] ? names : "(none running)", (long long)h->resume_at);
+    else if (pause)
         pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL (pause at %lld, "
                        "wal_status %s): workers %s paused until it falls below %lld", h->name,
-                       in->retained_bytes, (long long)h->pause_at, in->wal_status,
+                       kept, (long long)h->pause_at, in->wal_status,
                        names[0] ? names : "(none running)", (long long)h->resume_at);
     else
         pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL, below %lld: "
-                       "workers %s resumed", h->name, in->retained_bytes, (long long)h->resume_at,
+                       "workers %s resumed", h->name, kept, (long long)h->resume_at,
                        names[0] ? names : "(none running)");
     rsrc_guard_detail(&det, h, in, pause ? "pause" : "resume", names);
     run_log(r, pause ? PGPIPE_LOG_WARN : PGPIPE_LOG_INFO,
@@ -838,11 +844,15 @@ static int rsrc_guard_drop(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
     snprintf(ret, sizeof ret, "%lld", in->retained_bytes);
     snprintf(mark, sizeof mark, "%lld", (long long)h->drop_at);
     pp_buf msg = { 0 }, det = { 0 };
-    pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL (drop at %lld, "
-                   "wal_status %s): dropping slot %s and starting again with a new slot and a "
-                   "snapshot; the changes not yet staged are lost, the tables' rows come again "
-                   "as snapshot events", h->name, in->retained_bytes, (long long)h->drop_at,
-                   in->wal_status, h->slot);
+    if (!strcmp(in->wal_status, "lost"))
+        pp_buf_appendf(&msg, "CDC slot guard: slot %s of source %s was invalidated by the source "
+                       "(wal_status lost): dropping slot %s", h->slot, h->name, h->slot);
+    else
+        pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL (drop at %lld, "
+                       "wal_status %s): dropping slot %s", h->name, in->retained_bytes,
+                       (long long)h->drop_at, in->wal_status, h->slot);
+    pp_buf_appendf(&msg, " and starting again with a new slot and a snapshot; the changes not "
+                   "yet staged are lost, the tables' rows come again as snapshot events");
     rsrc_guard_detail(&det, h, in, "drop-slot", NULL);
     run_log(r, PGPIPE_LOG_ERROR, "CDC slot guard: dropping the slot; a new slot and a snapshot follow",
             "source", h->name, "slot", h->slot, "retained_bytes", ret, "drop_slot_at", mark,
@@ -960,8 +970,11 @@ static void *rsrc_cdc_thread(void *arg)
             pgpipe_sleep_ms(100);
         backoff = backoff < 30000 ? backoff * 2 : 60000;
     }
-    if (atomic_exchange(&h->paused, 0))
-        rsrc_guard_apply(r, NULL, NULL, 0); /* a stopped source holds no workers */
+    if (atomic_exchange(&h->paused, 0)) { /* a stopped source holds no workers */
+        rsrc_guard_apply(r, NULL, NULL, 0);
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: source stopped; its workers are no longer "
+                "held", "source", h->name, NULL);
+    }
     return NULL;
 }
 #endif
