@@ -836,15 +836,54 @@ static int rsrc_guard(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
 }
 
 /* Drop the slot (the stream is closed) and forget its state on the target;
-** the next open makes a new slot and a snapshot. 0, or -1 (logged). */
-static int rsrc_guard_drop(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
+** the next open makes a new slot and a snapshot. Instances running the
+** same source take turns (an advisory lock on the target) and look at the
+** slot again first: the one that comes second finds the new slot (or none
+** yet) and drops nothing. 0, or -1 when nothing was dropped. */
+static int rsrc_guard_drop(rsrc_cdc *h)
 {
     pgpipe_runner *r = h->r;
+    char key[256], lock[32];
+    snprintf(key, sizeof key, "pgpipe-cdc-guard:%s", h->slot);
+    snprintf(lock, sizeof lock, "%lld", (long long)(pp_hash64(key) & 0x7fffffffffffffffULL));
+    const char *lp[1] = { lock };
+    pgpipe_conn *cc = NULL;
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e) != PGPIPE_OK) {
+        run_log(r, PGPIPE_LOG_WARN, "CDC slot guard: no connection to the target; the slot is not "
+                "dropped now", "source", h->name, "error", e.message, NULL);
+        return -1;
+    }
+    PGconn *tc = pgpipe_conn_pg(cc);
+    if (pp_exec(tc, "SELECT pg_try_advisory_lock($1::bigint)", 1, lp, &res, &e, "the guard's lock") ||
+        PQgetvalue(res, 0, 0)[0] != 't') {
+        PQclear(res);
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: another instance drops the slot", "source",
+                h->name, NULL);
+        if (e.message[0])
+            pgpipe_pool_discard(cc);
+        else
+            pgpipe_pool_release(cc);
+        return -1;
+    }
+    PQclear(res);
+    pgpipe_cdc_slot_info now, *in = &now;
+    memset(&e, 0, sizeof e);
+    int rc = pgpipe_cdc_slot_info_get(h->source, h->slot, &now, &e);
+    int lost = rc == PGPIPE_OK && !strcmp(now.wal_status, "lost");
+    if (rc != PGPIPE_OK || !now.exists || (!lost && now.retained_bytes < h->drop_at)) {
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: the slot no longer needs dropping", "source",
+                h->name, "error", rc != PGPIPE_OK ? e.message : "", NULL);
+        rc = -1;
+        goto out;
+    }
     char ret[24], mark[24];
     snprintf(ret, sizeof ret, "%lld", in->retained_bytes);
     snprintf(mark, sizeof mark, "%lld", (long long)h->drop_at);
     pp_buf msg = { 0 }, det = { 0 };
-    if (!strcmp(in->wal_status, "lost"))
+    if (lost)
         pp_buf_appendf(&msg, "CDC slot guard: slot %s of source %s was invalidated by the source "
                        "(wal_status lost): dropping slot %s", h->slot, h->name, h->slot);
     else
@@ -862,8 +901,7 @@ static int rsrc_guard_drop(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
     pp_buf_free(&msg);
     pp_buf_free(&det);
     /* the walsender of the closed stream may still hold the slot a moment */
-    pgpipe_error e;
-    int rc = PGPIPE_ERROR;
+    rc = PGPIPE_ERROR;
     for (int i = 0; i < 20 && rc != PGPIPE_OK && !atomic_load(&h->stop); i++) {
         if (i)
             pgpipe_sleep_ms(250);
@@ -873,7 +911,8 @@ static int rsrc_guard_drop(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
     if (rc != PGPIPE_OK) {
         run_log(r, PGPIPE_LOG_ERROR, "CDC slot guard: the slot could not be dropped", "source",
                 h->name, "slot", h->slot, "error", e.message[0] ? e.message : "stopped", NULL);
-        return -1;
+        rc = -1;
+        goto out;
     }
     pthread_mutex_lock(&h->cmu);
     h->drops++;
@@ -882,7 +921,14 @@ static int rsrc_guard_drop(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
     h->resnap = 1;
     run_log(r, PGPIPE_LOG_WARN, "CDC slot guard: slot dropped; starting again with a snapshot",
             "source", h->name, "slot", h->slot, NULL);
-    return 0;
+    rc = 0;
+out:
+    if (pp_exec(tc, "SELECT pg_advisory_unlock($1::bigint)", 1, lp, NULL, NULL, NULL) ||
+        PQstatus(tc) != CONNECTION_OK)
+        pgpipe_pool_discard(cc); /* the session, and its lock, end with it */
+    else
+        pgpipe_pool_release(cc);
+    return rc;
 }
 
 /* The slot as the source says it now, kept for /metrics and .alert
@@ -962,7 +1008,7 @@ static void *rsrc_cdc_thread(void *arg)
                     "error", c ? pgpipe_errmsg(c) : "out of memory", "in", wait, NULL);
         }
         pgpipe_cdc_close(c);
-        if (drop && !atomic_load(&h->stop) && rsrc_guard_drop(h, &info) == 0) {
+        if (drop && !atomic_load(&h->stop) && rsrc_guard_drop(h) == 0) {
             backoff = 1000;
             continue; /* a new slot and the snapshot at once */
         }
