@@ -704,6 +704,56 @@ PGT_TEST(cdc, kill9_exactly_once)
     pgt_db_close(t);
 }
 
+/* ---- group commit ----------------------------------------------------- */
+
+/* A backlog of small source transactions: staged in fewer target
+** transactions, each source transaction once and counted; the source is
+** never told more than the target holds, and after a run all of it. */
+PGT_TEST(cdc, group_commit_backlog)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_grp", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_grp_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_grp_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE g (id int PRIMARY KEY, v text); CREATE TABLE o (id int)"));
+    pgpipe_cdc *c = NULL;
+    PGT_OK(cdc_open(&c, src, tgt, "cg", "g"));
+    pgpipe_cdc_close(c);
+    /* 300 transactions of 10 rows, unpublished ones between them */
+    PQclear(PGT_EXEC(s, "DO $$ BEGIN FOR b IN 0 .. 299 LOOP "
+                        "INSERT INTO g SELECT b * 10 + k, 'v' FROM generate_series(1, 10) k; COMMIT; "
+                        "INSERT INTO o VALUES (b); COMMIT; END LOOP; END $$"));
+    PGT_OK(cdc_open(&c, src, tgt, "cg", NULL));
+    long long have = 0;
+    for (int i = 0; i < 150 && have < 3000; i++) {
+        PGT_OK(pgpipe_cdc_run(c, 100));
+        have = pgt_db_int(t, "SELECT count(*) FROM staging.raw_events");
+        /* what the source was told is staged on the target */
+        char q[256];
+        snprintf(q, sizeof q, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                 "WHERE slot_name = 'cg'");
+        char confirmed[32];
+        snprintf(confirmed, sizeof confirmed, "%s", pgt_db_str(s, q));
+        snprintf(q, sizeof q, "SELECT (applied_lsn >= '%s')::int FROM pgpipe.cdc_slots", confirmed);
+        PGT_EQ_INT(pgt_db_int(t, q), 1);
+    }
+    PGT_EQ_INT(have, 3000);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT (payload->'row'->>'id')::int) FROM staging.raw_events"),
+               3000);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots"), 300);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT events FROM pgpipe.cdc_slots"), 3000);
+    /* a run ends with its groups durable on the target and confirmed */
+    pgpipe_cdc_stats st;
+    pgpipe_cdc_stats_get(c, &st);
+    PGT_CHECK(st.applied_lsn > 0 && st.confirmed_lsn >= st.applied_lsn);
+    PGT_EQ_INT(st.transactions, 300);
+    pgpipe_cdc_close(c);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cg", "cg", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
+
 /* ---- failures that heal ---------------------------------------------- */
 
 PGT_TEST(cdc, source_and_target_session_loss_heal)
