@@ -26158,9 +26158,11 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
     }
     if (c->src && PQstatus(c->src) != CONNECTION_OK)
         PQreset(c->src);
-    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
+        c->transient = 1; /* a target restarting: try again */
         return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
                       PQerrorMessage(c->tgt));
+    }
     if (!c->tgt_ready) {
         /* the stream must start from what the target holds now */
         if (c->streaming)
