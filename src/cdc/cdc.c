@@ -895,15 +895,27 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
 
 /* Append one record, finished with the commit's fields, to the COPY. */
 static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char *end,
-                           size_t endn, long long *count, uint64_t commit_lsn, int filter)
+                           size_t endn, size_t lsnn, long long *count, uint64_t commit_lsn,
+                           int filter)
 {
     if (n && rec[n - 1] == '\n')
         n--;
     if (!n || (filter && cdc_skipped_line(c, rec, n, commit_lsn)))
         return PGPIPE_OK;
+    /* "lsn" goes right after "op": the keys then come in the order jsonb
+    ** stores them (shorter first), so the server's sort of them finds them
+    ** sorted; that sort was a tenth of the target's time */
+    const char *tab = memchr(rec, '\t', n);
+    const char *comma = tab ? memchr(tab, ',', n - (size_t)(tab - rec)) : NULL;
+    size_t head = comma ? (size_t)(comma - rec) : n;
+    if (!comma)
+        lsnn = 0;
     pp_buf *b = &c->copy;
-    if (pp_copy_escape(b, c->slot, strlen(c->slot)) != PGPIPE_OK || pp_buf_putc(b, '\t') ||
-        pp_buf_append(b, rec, n) || pp_buf_append(b, end, endn) || pp_buf_putc(b, '\n'))
+    /* slot names are [a-z0-9_]: nothing to escape */
+    if (pp_buf_append(b, c->slot, strlen(c->slot)) || pp_buf_putc(b, '\t') ||
+        pp_buf_append(b, rec, head) || pp_buf_append(b, end, lsnn) ||
+        pp_buf_append(b, rec + head, n - head) || pp_buf_append(b, end + lsnn, endn - lsnn) ||
+        pp_buf_putc(b, '\n'))
         return pp_err_nomem(&c->h.err);
     (*count)++;
     if (b->len >= 256 * 1024) {
@@ -1135,6 +1147,9 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
         return pp_err_nomem(&c->h.err);
     const char *end = c->tail.data;
     size_t endn = c->tail.len;
+    /* the "lsn" member, the start of the end (cdc_copy_record moves it) */
+    const char *ct = strstr(end, ",\"commit_time\"");
+    size_t lsnn = ct ? (size_t)(ct - end) : 0;
 
     int rc = PGPIPE_OK;
     if (!c->grp_open) {
@@ -1156,7 +1171,7 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
         while (rc == PGPIPE_OK && p < lim) {
             const char *nl = memchr(p, '\n', (size_t)(lim - p));
             size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
-            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
+            rc = cdc_copy_record(c, p, n, end, endn, lsnn, &count, commit_lsn, 0);
             p += n;
         }
     } else {
@@ -1165,7 +1180,8 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
         ssize_t n;
         rewind(f);
         while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
-            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
+            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, lsnn, &count, commit_lsn,
+                                 c->nskips > 0);
         free(ln);
         if (rc == PGPIPE_OK && ferror(f))
             rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
