@@ -30,6 +30,20 @@ typedef struct cdc_spool {
     int nsubs, capsubs;
 } cdc_spool;
 
+/* A row image waiting for its transaction's commit (cdc_toast_*): 'i' the
+** row's remembered values, 'd' the row forgotten (deleted, its key changed,
+** or its values not kept), 't' the table forgotten (truncated). */
+typedef struct cdc_img {
+    uint32_t xid;               /* the top-level transaction */
+    char kind;
+    long off;                   /* streamed: where its record starts in the spool */
+    unsigned hash;              /* of table and key */
+    int next;                   /* the next older entry of its hash chain; -1 */
+    char *table, *key;          /* "schema.table"; key NULL for 't' */
+    char *vals;                 /* 'i': "col\0value\0" pairs */
+    size_t nvals;
+} cdc_img;
+
 struct pgpipe_cdc {
     pp_handle h;
     char *source, *target, *slot, *publication;
@@ -57,10 +71,26 @@ struct pgpipe_cdc {
     struct cdc_skip { char *table; uint64_t lsn; } *skips;
     int nskips;
     int64_t last_status_us, last_activity_us;
+    /* unchanged TOAST values (cdc_toast_*): images of the open
+    ** transactions, by hash of table and key; the tables with remembered
+    ** values on the target; scratch for a filled tuple */
+    cdc_img *imgs;
+    int nimgs, capimgs;
+    int *heads;
+    int nheads;
+    size_t img_mem;
+    char **ttabs;
+    int nttabs, capttabs;
+    pp_cdc_tuple tfill;
+    PGresult *tres;
+    pp_buf tname, tkey, tokey, tvals;
     atomic_int stop;
     _Atomic long long n_txn, n_events, n_skipped, n_reconnects;
     _Atomic uint64_t st_applied, st_confirmed, st_received;
 };
+
+static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int all);
+static int cdc_toast_load(pgpipe_cdc *c);
 
 /* PostgreSQL's epoch (2000-01-01) in Unix seconds. */
 #define CDC_PG_EPOCH 946684800LL
@@ -144,6 +174,22 @@ static int cdc_tuple(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, int 
     return rc == PGPIPE_OK ? pp_buf_putc(b, '}') : rc;
 }
 
+/* ,"what":["col",..] of the columns of kind in t; nothing when none. */
+static int cdc_names(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, char kind,
+                     const char *what)
+{
+    int rc = PGPIPE_OK, first = 1;
+    for (int k = 0; rc == PGPIPE_OK && k < t->n; k++) {
+        if (t->v[k].kind != kind)
+            continue;
+        rc = first ? pp_buf_appendf(b, ",\"%s\":[", what) : pp_buf_putc(b, ',');
+        first = 0;
+        if (rc == PGPIPE_OK)
+            rc = pp_json_str(b, r->cols[k].name, strlen(r->cols[k].name), 0);
+    }
+    return rc == PGPIPE_OK && !first ? pp_buf_putc(b, ']') : rc;
+}
+
 PGPIPE_PRIVATE int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const pp_cdc_msg *m,
                                      int i, uint32_t xid)
 {
@@ -170,17 +216,10 @@ PGPIPE_PRIVATE int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const p
         rc = pp_buf_append(b, ",\"row\":", 7);
         if (rc == PGPIPE_OK)
             rc = cdc_tuple(b, r, m->newt, 0);
-        int first = 1;
-        for (int k = 0; rc == PGPIPE_OK && k < m->newt->n; k++) {
-            if (m->newt->v[k].kind != 'u')
-                continue;
-            rc = pp_buf_append(b, first ? ",\"unchanged\":[" : ",", first ? 14 : 1);
-            first = 0;
-            if (rc == PGPIPE_OK)
-                rc = pp_json_str(b, r->cols[k].name, strlen(r->cols[k].name), 0);
-        }
-        if (rc == PGPIPE_OK && !first)
-            rc = pp_buf_putc(b, ']');
+        if (rc == PGPIPE_OK)
+            rc = cdc_names(b, r, m->newt, 'u', "unchanged");
+        if (rc == PGPIPE_OK)
+            rc = cdc_names(b, r, m->newt, 'f', "filled");
     }
     if (rc == PGPIPE_OK && m->oldt) {
         rc = pp_buf_append(b, ",\"old\":", 7);
@@ -654,7 +693,8 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
     if ((rc = cdc_publication(c, opt->tables, opt->create)) != PGPIPE_OK ||
         (rc = cdc_connect(c, &c->repl, c->source, 1, "source (replication)")) != PGPIPE_OK ||
         (rc = cdc_slot(c, opt->create, opt->snapshot)) != PGPIPE_OK ||
-        (rc = cdc_snapshot(c)) != PGPIPE_OK)
+        (rc = cdc_snapshot(c)) != PGPIPE_OK ||
+        (rc = cdc_toast_load(c)) != PGPIPE_OK)
         return rc;
     return PGPIPE_OK;
 }
@@ -727,6 +767,7 @@ static void cdc_reset(pgpipe_cdc *c)
         cdc_spool_drop(c, &c->spools[c->nspools - 1]);
     c->cur = NULL;
     c->ack = c->applied;
+    cdc_toast_drop(c, 0, 0, 1); /* TOAST images of transactions not staged */
 }
 
 static int cdc_start(pgpipe_cdc *c)
@@ -796,6 +837,513 @@ static int cdc_skipped_line(pgpipe_cdc *c, const char *rec, size_t n, uint64_t l
     return 0;
 }
 
+/* ---- unchanged TOAST values: the last staged image of each row --------
+** pgoutput does not send a value stored out of line (TOASTed) that an
+** update left unchanged (kind 'u'). Such a value was sent in full by the
+** change that wrote it; pgpipe.cdc_toast keeps, per row (its replica
+** identity key as in "old"), the values of the last staged image that
+** may be stored out of line, written in the target transaction that
+** stages the image, and a 'u' column is filled from it ("filled").
+**
+** PostgreSQL moves values out of line only from a row over
+** TOAST_TUPLE_THRESHOLD (about 2 kB stored, 8 kB pages), the largest
+** first, never one under 24 bytes stored: an image is kept when its values'
+** text totals CDC_TOAST_ROW bytes or more, and of it the values of at least
+** CDC_TOAST_VALUE bytes. A smaller row has nothing out of line, so no 'u'
+** can name it before a change that writes it big again (whose image is
+** kept): rows under the threshold cost nothing. The text of most types is
+** at least their stored size; a type stored larger than its text (arrays
+** of small numbers) may be moved out of line from a row under the
+** threshold, and its 'u' then stays unchanged, or takes the value of the
+** row's last big image if a later change wrote it small.
+**
+** Images of a transaction wait in memory until its commit (in order, with
+** the spool offset of their record, so a rolled-back subtransaction takes
+** its own away), at most CDC_TOAST_MEM bytes of values: beyond, a row is
+** forgotten instead (its 'u' then stays unchanged). A 'u' looks at the
+** transaction's own images first (two changes of one row in one
+** transaction), then the table (one round trip, only for a change that
+** has a 'u'). Deletes, key changes and truncates forget rows only in
+** tables with remembered values (ttabs), so other tables pay nothing.
+** REPLICA IDENTITY FULL: the old row holds the value, nothing is kept;
+** NOTHING, or no key: nothing to key an image by, 'u' stays unchanged. */
+
+#define CDC_TOAST_ROW   1800
+#define CDC_TOAST_VALUE 24
+#define CDC_TOAST_MEM   ((size_t)64 * 1024 * 1024)
+
+static unsigned cdc_toast_hash(const char *table, const char *key)
+{
+    unsigned h = 2166136261u;
+    for (const char *p = table; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ 0xFF) * 16777619u;
+    for (const char *p = key ? key : ""; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+static int cdc_toast_reindex(pgpipe_cdc *c, int need)
+{
+    if (need > c->nheads / 2 || !c->heads) {
+        int n = c->nheads ? c->nheads : 64;
+        while (need > n / 2)
+            n *= 2;
+        int *h = pp_realloc(c->heads, (size_t)n * sizeof *h);
+        if (!h)
+            return PGPIPE_NOMEM;
+        c->heads = h;
+        c->nheads = n;
+    }
+    for (int i = 0; i < c->nheads; i++)
+        c->heads[i] = -1;
+    for (int i = 0; i < c->nimgs; i++) {
+        int *head = &c->heads[c->imgs[i].hash & (unsigned)(c->nheads - 1)];
+        c->imgs[i].next = *head;
+        *head = i;
+    }
+    return PGPIPE_OK;
+}
+
+static void cdc_img_free(pgpipe_cdc *c, cdc_img *e)
+{
+    c->img_mem -= e->nvals;
+    pp_free(e->table);
+    pp_free(e->key);
+    pp_free(e->vals);
+}
+
+/* Take away the images of xid from spool offset off on (0: all of them;
+** all = 1: every image, of any transaction). */
+static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int all)
+{
+    int k = 0, gone = 0;
+    for (int i = 0; i < c->nimgs; i++) {
+        cdc_img *e = &c->imgs[i];
+        if (all || (e->xid == xid && e->off >= off)) {
+            cdc_img_free(c, e);
+            gone = 1;
+        } else {
+            c->imgs[k++] = *e;
+        }
+    }
+    c->nimgs = k;
+    if (gone)
+        cdc_toast_reindex(c, 0); /* shrinking: cannot fail */
+}
+
+static int cdc_toast_add(pgpipe_cdc *c, uint32_t xid, char kind, long off, const char *table,
+                         const char *key, const char *vals, size_t nvals)
+{
+    if (c->nimgs == c->capimgs) {
+        int cap = c->capimgs ? c->capimgs * 2 : 16;
+        cdc_img *n = pp_realloc(c->imgs, (size_t)cap * sizeof *n);
+        if (!n)
+            return PGPIPE_NOMEM;
+        c->imgs = n;
+        c->capimgs = cap;
+    }
+    cdc_img *e = &c->imgs[c->nimgs];
+    memset(e, 0, sizeof *e);
+    e->xid = xid;
+    e->kind = kind;
+    e->off = off;
+    e->hash = cdc_toast_hash(table, key);
+    e->table = pp_strdup(table);
+    e->key = key ? pp_strdup(key) : NULL;
+    e->vals = nvals ? pp_malloc(nvals) : NULL;
+    if (!e->table || (key && !e->key) || (nvals && !e->vals)) {
+        pp_free(e->table);
+        pp_free(e->key);
+        pp_free(e->vals);
+        return PGPIPE_NOMEM;
+    }
+    if (nvals)
+        memcpy(e->vals, vals, nvals);
+    e->nvals = nvals;
+    c->img_mem += nvals;
+    c->nimgs++;
+    if (c->nimgs > c->nheads / 2)
+        return cdc_toast_reindex(c, c->nimgs);
+    int *head = &c->heads[e->hash & (unsigned)(c->nheads - 1)];
+    e->next = *head;
+    *head = c->nimgs - 1;
+    return PGPIPE_OK;
+}
+
+/* The newest image of xid for table and key (key NULL: the table's
+** truncate), or -1. */
+static int cdc_toast_find(const pgpipe_cdc *c, uint32_t xid, const char *table, const char *key)
+{
+    if (!c->nimgs)
+        return -1;
+    unsigned h = cdc_toast_hash(table, key);
+    for (int i = c->heads[h & (unsigned)(c->nheads - 1)]; i >= 0; i = c->imgs[i].next) {
+        const cdc_img *e = &c->imgs[i];
+        if (e->hash == h && e->xid == xid && !strcmp(e->table, table) &&
+            (key ? e->key && !strcmp(e->key, key) : !e->key))
+            return i;
+    }
+    return -1;
+}
+
+/* Does the target remember values of nsp.name? */
+static int cdc_toast_known(const pgpipe_cdc *c, const char *nsp, const char *name)
+{
+    size_t nl = strlen(nsp);
+    for (int i = 0; i < c->nttabs; i++) {
+        const char *t = c->ttabs[i];
+        if (!strncmp(t, nsp, nl) && t[nl] == '.' && !strcmp(t + nl + 1, name))
+            return 1;
+    }
+    return 0;
+}
+
+static int cdc_toast_know(pgpipe_cdc *c, const char *table)
+{
+    for (int i = 0; i < c->nttabs; i++)
+        if (!strcmp(c->ttabs[i], table))
+            return PGPIPE_OK;
+    if (c->nttabs == c->capttabs) {
+        int cap = c->capttabs ? c->capttabs * 2 : 8;
+        char **n = pp_realloc(c->ttabs, (size_t)cap * sizeof *n);
+        if (!n)
+            return PGPIPE_NOMEM;
+        c->ttabs = n;
+        c->capttabs = cap;
+    }
+    if (!(c->ttabs[c->nttabs] = pp_strdup(table)))
+        return PGPIPE_NOMEM;
+    c->nttabs++;
+    return PGPIPE_OK;
+}
+
+/* The tables with remembered values of the slot (a skip scan of the key). */
+static int cdc_toast_load(pgpipe_cdc *c)
+{
+    const char *p[1] = { c->slot };
+    PGresult *r = NULL;
+    int rc = pp_exec(c->tgt,
+                     "WITH RECURSIVE t(n) AS (SELECT min(table_name) FROM pgpipe.cdc_toast "
+                     "WHERE slot = $1 UNION ALL SELECT (SELECT min(table_name) FROM "
+                     "pgpipe.cdc_toast WHERE slot = $1 AND table_name > t.n) FROM t "
+                     "WHERE t.n IS NOT NULL) SELECT n FROM t WHERE n IS NOT NULL",
+                     1, p, &r, &c->h.err, "cdc: reading the remembered TOAST values");
+    for (int i = 0; rc == PGPIPE_OK && i < PQntuples(r); i++)
+        if (cdc_toast_know(c, PQgetvalue(r, i, 0)) != PGPIPE_OK)
+            rc = pp_err_nomem(&c->h.err);
+    PQclear(r);
+    return rc;
+}
+
+/* The row's key ({"col":value,..} of the replica identity, as in "old")
+** into b; 0 when the tuple lacks a key column. */
+static int cdc_toast_key(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, int *rc)
+{
+    b->len = 0;
+    for (int i = 0; i < t->n && i < r->ncols; i++)
+        if (r->cols[i].key && (t->v[i].kind == 'u' || t->v[i].kind == 'n'))
+            return 0;
+    *rc = cdc_tuple(b, r, t, 1);
+    if (*rc == PGPIPE_OK)
+        *rc = pp_buf_putc(b, '\0');
+    return *rc == PGPIPE_OK;
+}
+
+/* Fill 'u' column k from "col\0value\0" pairs. */
+static int cdc_toast_fill_from(pgpipe_cdc *c, const pp_cdc_rel *r, const char *vals, size_t n)
+{
+    int filled = 0;
+    for (const char *p = vals, *lim = vals + n; p < lim;) {
+        const char *col = p, *val = col + strlen(col) + 1;
+        size_t vl = strlen(val);
+        p = val + vl + 1;
+        for (int k = 0; k < c->tfill.n && k < r->ncols; k++)
+            if (c->tfill.v[k].kind == 'u' && !strcmp(r->cols[k].name, col)) {
+                c->tfill.v[k].kind = 'f';
+                c->tfill.v[k].data = val;
+                c->tfill.v[k].len = (uint32_t)vl;
+                filled++;
+            }
+    }
+    return filled;
+}
+
+/* The change m of relation r in transaction xid (its record at spool
+** offset off): fill its 'u' columns into *fm (then *em = fm) and keep its
+** image. Called by cdc_record before it writes the record. */
+static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel *r, uint32_t xid,
+                            long off, pp_cdc_msg *fm, const pp_cdc_msg **em)
+{
+    *em = m;
+    if (c->tres) {
+        PQclear(c->tres);
+        c->tres = NULL;
+    }
+    int rc = PGPIPE_OK;
+    if (m->type == 'T') {
+        if (!cdc_toast_known(c, r->nsp, r->name))
+            return PGPIPE_OK;
+        c->tname.len = 0;
+        if (pp_buf_appendf(&c->tname, "%s.%s", r->nsp, r->name) != PGPIPE_OK ||
+            cdc_toast_add(c, xid, 't', off, c->tname.data, NULL, NULL, 0) != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+        return PGPIPE_OK;
+    }
+    int keyed = 0;
+    if (r->ident == 'd' || r->ident == 'i')
+        for (int k = 0; k < r->ncols && !keyed; k++)
+            keyed = r->cols[k].key;
+    const pp_cdc_tuple *nt = m->newt;
+    int nu = 0;
+    size_t total = 0;
+    for (int k = 0; nt && k < nt->n; k++) {
+        if (nt->v[k].kind == 'u')
+            nu++;
+        else if (nt->v[k].kind != 'n')
+            total += nt->v[k].len;
+    }
+    int known = -1; /* not asked yet */
+    int oldkey = 0;
+    if (keyed && m->oldt && m->old_kind == 'K') {
+        if (!(known = cdc_toast_known(c, r->nsp, r->name)) && !nu && total < CDC_TOAST_ROW)
+            return PGPIPE_OK;
+        oldkey = cdc_toast_key(&c->tokey, r, m->oldt, &rc);
+        if (rc != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+    }
+    if (!nu && total < CDC_TOAST_ROW && !oldkey)
+        return PGPIPE_OK; /* the common case: nothing to fill, keep or forget */
+    c->tname.len = 0;
+    if (pp_buf_appendf(&c->tname, "%s.%s", r->nsp, r->name) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *table = c->tname.data;
+    if (known < 0)
+        known = cdc_toast_known(c, r->nsp, r->name);
+    if (m->type == 'D') {
+        if (oldkey && known && cdc_toast_add(c, xid, 'd', off, table, c->tokey.data, NULL, 0))
+            return pp_err_nomem(&c->h.err);
+        return PGPIPE_OK;
+    }
+
+    if (nu) {
+        if (c->tfill.cap < nt->n) {
+            pp_cdc_value *v = pp_realloc(c->tfill.v, (size_t)nt->n * sizeof *v);
+            if (!v)
+                return pp_err_nomem(&c->h.err);
+            c->tfill.v = v;
+            c->tfill.cap = nt->n;
+        }
+        c->tfill.n = nt->n;
+        memcpy(c->tfill.v, nt->v, (size_t)nt->n * sizeof *nt->v);
+        if (m->oldt && m->old_kind == 'O') {
+            /* REPLICA IDENTITY FULL: the old row has the value in full */
+            for (int k = 0; k < nt->n && k < m->oldt->n; k++)
+                if (nt->v[k].kind == 'u' && m->oldt->v[k].kind == 't') {
+                    c->tfill.v[k] = m->oldt->v[k];
+                    c->tfill.v[k].kind = 'f';
+                }
+        } else if (keyed) {
+            /* the row's last image: under its old key when the key changed */
+            const char *key = NULL;
+            if (oldkey)
+                key = c->tokey.data;
+            else if (cdc_toast_key(&c->tkey, r, nt, &rc))
+                key = c->tkey.data;
+            if (rc != PGPIPE_OK)
+                return pp_err_nomem(&c->h.err);
+            int e = key ? cdc_toast_find(c, xid, table, key) : -1;
+            int t = key ? cdc_toast_find(c, xid, table, NULL) : -1;
+            if (e >= 0 && e > t) {
+                if (c->imgs[e].kind == 'i')
+                    cdc_toast_fill_from(c, r, c->imgs[e].vals, c->imgs[e].nvals);
+            } else if (key && t < 0 && known) {
+                const char *p[3] = { c->slot, table, key };
+                rc = pp_exec(c->tgt, "SELECT col, value FROM pgpipe.cdc_toast WHERE slot = $1 "
+                                     "AND table_name = $2 AND key = $3", 3, p, &c->tres,
+                             &c->h.err, "cdc: reading a row's unchanged TOAST values");
+                if (rc != PGPIPE_OK)
+                    return rc;
+                for (int i = 0; i < PQntuples(c->tres); i++) {
+                    const char *col = PQgetvalue(c->tres, i, 0);
+                    for (int k = 0; k < c->tfill.n && k < r->ncols; k++)
+                        if (c->tfill.v[k].kind == 'u' && !strcmp(r->cols[k].name, col)) {
+                            c->tfill.v[k].kind = 'f';
+                            c->tfill.v[k].data = PQgetvalue(c->tres, i, 1);
+                            c->tfill.v[k].len = (uint32_t)PQgetlength(c->tres, i, 1);
+                        }
+                }
+            }
+        }
+        for (int k = 0; k < c->tfill.n; k++)
+            if (c->tfill.v[k].kind == 'f')
+                total += c->tfill.v[k].len;
+        *fm = *m;
+        fm->newt = &c->tfill;
+        *em = fm;
+        nt = &c->tfill;
+    }
+    if (!keyed || (m->oldt && m->old_kind == 'O'))
+        return PGPIPE_OK;
+
+    /* the image: the values that may be stored out of line */
+    int newkey = cdc_toast_key(&c->tkey, r, nt, &rc);
+    if (rc != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    int moved = oldkey && (!newkey || strcmp(c->tokey.data, c->tkey.data) != 0);
+    if (moved && known && cdc_toast_add(c, xid, 'd', off, table, c->tokey.data, NULL, 0))
+        return pp_err_nomem(&c->h.err);
+    if (!newkey || total < CDC_TOAST_ROW)
+        return PGPIPE_OK;
+    int fresh = 0;
+    c->tvals.len = 0;
+    for (int k = 0; k < nt->n && k < r->ncols; k++) {
+        const pp_cdc_value *v = &nt->v[k];
+        if ((v->kind != 't' && v->kind != 'f') || v->len < CDC_TOAST_VALUE ||
+            memchr(v->data, '\0', v->len))
+            continue;
+        fresh |= v->kind == 't';
+        if (pp_buf_append(&c->tvals, r->cols[k].name, strlen(r->cols[k].name) + 1) ||
+            pp_buf_append(&c->tvals, v->data, v->len) || pp_buf_putc(&c->tvals, '\0'))
+            return pp_err_nomem(&c->h.err);
+    }
+    /* only filled values, same key: the last image holds them already */
+    if (!c->tvals.len || (!fresh && !moved))
+        return PGPIPE_OK;
+    if (c->img_mem + c->tvals.len > CDC_TOAST_MEM)
+        rc = cdc_toast_add(c, xid, 'd', off, table, c->tkey.data, NULL, 0);
+    else
+        rc = cdc_toast_add(c, xid, 'i', off, table, c->tkey.data, c->tvals.data, c->tvals.len);
+    if (rc == PGPIPE_OK)
+        rc = cdc_toast_know(c, table);
+    return rc == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&c->h.err);
+}
+
+/* Write the images of xid, committed at commit_lsn, in the open target
+** transaction that stages it: for each row its newest image replaces what
+** the target holds (or forgets the row), a truncate forgets the table.
+** Nothing to do, nothing sent. The images are taken away either way. */
+static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
+{
+    int rc = PGPIPE_OK, n = 0;
+    for (int i = 0; i < c->nimgs && !n; i++)
+        n = c->imgs[i].xid == xid;
+    if (!n)
+        return PGPIPE_OK;
+    pp_buf del = { 0, 0, 0 }, ins = { 0, 0, 0 }, tru = { 0, 0, 0 };
+    const char **truncated = pp_calloc((size_t)c->nimgs + 1, sizeof *truncated);
+    int ntrunc = 0;
+    if (!truncated)
+        rc = PGPIPE_NOMEM;
+    for (int i = c->nimgs - 1; rc == PGPIPE_OK && i >= 0; i--) {
+        const cdc_img *e = &c->imgs[i];
+        if (e->xid != xid)
+            continue;
+        /* a table whose snapshot is newer than this commit has it already */
+        int skip = 0;
+        for (int k = 0; k < c->nskips && !skip; k++)
+            skip = commit_lsn < c->skips[k].lsn && !strcmp(c->skips[k].table, e->table);
+        for (int k = 0; k < ntrunc && !skip; k++)
+            skip = !strcmp(truncated[k], e->table);
+        if (skip)
+            continue;
+        if (e->kind == 't') {
+            truncated[ntrunc++] = e->table;
+            rc = pp_buf_putc(&tru, tru.len ? ',' : '[');
+            if (rc == PGPIPE_OK)
+                rc = pp_json_str(&tru, e->table, strlen(e->table), 0);
+            continue;
+        }
+        if (cdc_toast_find(c, xid, e->table, e->key) != i)
+            continue; /* a newer image of the row decides */
+        rc = pp_buf_putc(&del, del.len ? ',' : '[');
+        if (rc == PGPIPE_OK)
+            rc = pp_buf_putc(&del, '[');
+        if (rc == PGPIPE_OK)
+            rc = pp_json_str(&del, e->table, strlen(e->table), 0);
+        if (rc == PGPIPE_OK)
+            rc = pp_buf_putc(&del, ',');
+        if (rc == PGPIPE_OK)
+            rc = pp_json_str(&del, e->key, strlen(e->key), 0);
+        if (rc == PGPIPE_OK)
+            rc = pp_buf_putc(&del, ']');
+        for (const char *p = e->vals, *lim = e->vals + e->nvals; rc == PGPIPE_OK && p < lim;) {
+            const char *col = p, *val = col + strlen(col) + 1;
+            size_t vl = strlen(val);
+            p = val + vl + 1;
+            rc = pp_buf_putc(&ins, ins.len ? ',' : '[');
+            if (rc == PGPIPE_OK)
+                rc = pp_buf_putc(&ins, '[');
+            if (rc == PGPIPE_OK)
+                rc = pp_json_str(&ins, e->table, strlen(e->table), 0);
+            if (rc == PGPIPE_OK)
+                rc = pp_buf_putc(&ins, ',');
+            if (rc == PGPIPE_OK)
+                rc = pp_json_str(&ins, e->key, strlen(e->key), 0);
+            if (rc == PGPIPE_OK)
+                rc = pp_buf_putc(&ins, ',');
+            if (rc == PGPIPE_OK)
+                rc = pp_json_str(&ins, col, strlen(col), 0);
+            if (rc == PGPIPE_OK)
+                rc = pp_buf_putc(&ins, ',');
+            if (rc == PGPIPE_OK)
+                rc = pp_json_str(&ins, val, vl, 0);
+            if (rc == PGPIPE_OK)
+                rc = pp_buf_putc(&ins, ']');
+        }
+    }
+    pp_free(truncated);
+    if (rc == PGPIPE_OK && tru.len)
+        rc = pp_buf_append(&tru, "]", 2);
+    if (rc == PGPIPE_OK && del.len)
+        rc = pp_buf_append(&del, "]", 2);
+    if (rc == PGPIPE_OK && ins.len)
+        rc = pp_buf_append(&ins, "]", 2);
+    if (rc != PGPIPE_OK)
+        rc = pp_err_nomem(&c->h.err);
+    if (rc == PGPIPE_OK && tru.len) {
+        const char *p[2] = { c->slot, tru.data };
+        rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast WHERE slot = $1 AND table_name IN "
+                             "(SELECT json_array_elements_text($2::json))", 2, p, NULL, &c->h.err,
+                     "cdc: forgetting a truncated table's TOAST values");
+    }
+    if (rc == PGPIPE_OK && del.len) {
+        const char *p[2] = { c->slot, del.data };
+        rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast t USING (SELECT e->>0 tb, e->>1 k "
+                             "FROM json_array_elements($2::json) e) u WHERE t.slot = $1 AND "
+                             "t.table_name = u.tb AND t.key = u.k", 2, p, NULL, &c->h.err,
+                     "cdc: replacing rows' TOAST values");
+    }
+    if (rc == PGPIPE_OK && ins.len) {
+        const char *p[2] = { c->slot, ins.data };
+        rc = pp_exec(c->tgt, "INSERT INTO pgpipe.cdc_toast (slot, table_name, key, col, value) "
+                             "SELECT $1, e->>0, e->>1, e->>2, e->>3 FROM "
+                             "json_array_elements($2::json) e", 2, p, NULL, &c->h.err,
+                     "cdc: remembering rows' TOAST values");
+    }
+    pp_buf_free(&tru);
+    pp_buf_free(&del);
+    pp_buf_free(&ins);
+    cdc_toast_drop(c, xid, 0, 0);
+    return rc;
+}
+
+static void cdc_toast_free(pgpipe_cdc *c)
+{
+    cdc_toast_drop(c, 0, 0, 1);
+    pp_free(c->imgs);
+    pp_free(c->heads);
+    for (int i = 0; i < c->nttabs; i++)
+        pp_free(c->ttabs[i]);
+    pp_free(c->ttabs);
+    pp_free(c->tfill.v);
+    PQclear(c->tres);
+    pp_buf_free(&c->tname);
+    pp_buf_free(&c->tkey);
+    pp_buf_free(&c->tokey);
+    pp_buf_free(&c->tvals);
+}
+
 /* One record of the open transaction (or of the streamed one). */
 static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
 {
@@ -819,14 +1367,20 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
                    : m->type == 'D' ? "delete" : "truncate";
     if (!s && c->nskips && cdc_skipped(c, r->nsp, r->name, c->final_lsn))
         return PGPIPE_OK;
-    int rc = pp_buf_appendf(&c->js, "%s.%s:%s", r->nsp, r->name, op);
+    /* unchanged TOAST values: filled from the row's last image (cdc_toast_change) */
+    pp_cdc_msg fm;
+    const pp_cdc_msg *em = m;
+    int rc = cdc_toast_change(c, m, r, xid, s ? ftell(s->f) : 0, &fm, &em);
+    if (rc != PGPIPE_OK)
+        return rc;
+    rc = pp_buf_appendf(&c->js, "%s.%s:%s", r->nsp, r->name, op);
     if (rc == PGPIPE_OK)
         rc = pp_copy_escape(&c->line, c->js.data, c->js.len);
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(&c->line, '\t');
     c->js.len = 0;
     if (rc == PGPIPE_OK)
-        rc = pp_cdc_event_json(&c->js, &c->dec, m, i, xid);
+        rc = pp_cdc_event_json(&c->js, &c->dec, em, i, xid);
     if (rc == PGPIPE_OK)
         rc = pp_copy_escape(&c->line, c->js.data, c->js.len);
     if (rc == PGPIPE_OK)
@@ -884,11 +1438,18 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
 static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
                       uint64_t end_lsn, int64_t ts)
 {
+    /* unchanged TOAST values: the transaction whose images to write (cdc_toast_flush) */
+    uint32_t txid = c->xid;
+    for (int k = 0; f && k < c->nspools; k++)
+        if (c->spools[k].f == f)
+            txid = c->spools[k].xid;
     if (end_lsn <= c->applied) {
+        cdc_toast_drop(c, txid, 0, 0);
         atomic_fetch_add(&c->n_skipped, 1);
         return PGPIPE_OK;
     }
     if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
+        cdc_toast_drop(c, txid, 0, 0);
         /* nothing to stage: confirmable, nothing to store */
         if (end_lsn > c->ack)
             c->ack = end_lsn;
@@ -941,6 +1502,8 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
             }
         }
     }
+    if (rc == PGPIPE_OK) /* unchanged TOAST values: the images, in this transaction */
+        rc = cdc_toast_flush(c, txid, commit_lsn);
     if (rc == PGPIPE_OK) {
         char lsn[32], when[64], n[32];
         pp_cdc_lsn_str(end_lsn, lsn, sizeof lsn);
@@ -1048,6 +1611,7 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
         if (!s)
             return PGPIPE_OK;
         if (m.subxid == m.xid) {
+            cdc_toast_drop(c, m.xid, 0, 0); /* its TOAST images */
             cdc_spool_drop(c, s);
             return PGPIPE_OK;
         }
@@ -1059,6 +1623,7 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
                 fseek(s->f, s->subs[k].off, SEEK_SET) != 0)
                 return pp_err(&c->h.err, PGPIPE_IO, "cdc: spool file: %s", strerror(errno));
             s->nsubs = k;
+            cdc_toast_drop(c, m.xid, s->subs[k].off, 0); /* its TOAST images */
             break;
         }
         return PGPIPE_OK;
@@ -1315,6 +1880,7 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
     for (int i = 0; i < c->nskips; i++)
         pp_free(c->skips[i].table);
     pp_free(c->skips);
+    cdc_toast_free(c);
     pp_buf_free(&c->txn);
     pp_buf_free(&c->js);
     pp_buf_free(&c->line);
