@@ -91,6 +91,7 @@ struct pgpipe_cdc {
 
 static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int all);
 static int cdc_toast_load(pgpipe_cdc *c);
+static int cdc_toast_snapshot(pgpipe_cdc *c, PGconn *ss, const char *name, const char *quoted);
 
 /* PostgreSQL's epoch (2000-01-01) in Unix seconds. */
 #define CDC_PG_EPOCH 946684800LL
@@ -553,6 +554,8 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
             }
         }
     }
+    if (rc == PGPIPE_OK) /* the rows are images of unchanged TOAST values */
+        rc = cdc_toast_snapshot(c, ss, name, quoted);
     if (rc == PGPIPE_OK) {
         char nrows[32];
         snprintf(nrows, sizeof nrows, "%lld", rows);
@@ -1069,11 +1072,11 @@ static int cdc_toast_fill_from(pgpipe_cdc *c, const pp_cdc_rel *r, const char *v
     return filled;
 }
 
-/* The change m of relation r in transaction xid (its record at spool
-** offset off): fill its 'u' columns into *fm (then *em = fm) and keep its
+/* The change m of relation r in transaction xid (streamed: its record
+** goes next into the spool s): fill its 'u' columns into *fm (then *em = fm) and keep its
 ** image. Called by cdc_record before it writes the record. */
 static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel *r, uint32_t xid,
-                            long off, pp_cdc_msg *fm, const pp_cdc_msg **em)
+                            cdc_spool *s, pp_cdc_msg *fm, const pp_cdc_msg **em)
 {
     *em = m;
     if (c->tres) {
@@ -1084,6 +1087,7 @@ static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel
     if (m->type == 'T') {
         if (!cdc_toast_known(c, r->nsp, r->name))
             return PGPIPE_OK;
+        long off = s ? ftell(s->f) : 0;
         c->tname.len = 0;
         if (pp_buf_appendf(&c->tname, "%s.%s", r->nsp, r->name) != PGPIPE_OK ||
             cdc_toast_add(c, xid, 't', off, c->tname.data, NULL, NULL, 0) != PGPIPE_OK)
@@ -1118,6 +1122,7 @@ static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel
     if (pp_buf_appendf(&c->tname, "%s.%s", r->nsp, r->name) != PGPIPE_OK)
         return pp_err_nomem(&c->h.err);
     const char *table = c->tname.data;
+    long off = s ? ftell(s->f) : 0; /* not for the common case: a seek */
     if (known < 0)
         known = cdc_toast_known(c, r->nsp, r->name);
     if (m->type == 'D') {
@@ -1328,6 +1333,142 @@ static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
     return rc;
 }
 
+/* Insert the rows' values gathered in ins (a JSON array, open) into the
+** open target transaction. */
+static int cdc_toast_put(pgpipe_cdc *c, pp_buf *ins)
+{
+    if (!ins->len)
+        return PGPIPE_OK;
+    if (pp_buf_append(ins, "]", 2) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *p[2] = { c->slot, ins->data };
+    int rc = pp_exec(c->tgt, "INSERT INTO pgpipe.cdc_toast (slot, table_name, key, col, value) "
+                             "SELECT $1, e->>0, e->>1, e->>2, e->>3 FROM "
+                             "json_array_elements($2::json) e ON CONFLICT (slot, table_name, key, col) "
+                             "DO UPDATE SET value = EXCLUDED.value", 2, p, NULL, &c->h.err,
+                     "cdc: remembering the snapshot's TOAST values");
+    ins->len = 0;
+    return rc;
+}
+
+/* The snapshot's rows are images too: under the same snapshot (ss), the
+** values of the rows of one table that may be stored out of line (stored
+** over CDC_TOAST_ROW bytes: pg_column_size reads no TOAST) go into
+** pgpipe.cdc_toast in the target transaction that stages the table.
+** Called by cdc_snapshot_table after the COPY. */
+static int cdc_toast_snapshot(pgpipe_cdc *c, PGconn *ss, const char *name, const char *quoted)
+{
+    const char *p[1] = { quoted };
+    PGresult *cat = NULL;
+    int rc = pp_exec(ss,
+                     "SELECT quote_ident(a.attname), a.attlen, a.attnum = ANY (i.indkey::int2[]), "
+                     "c.relreplident FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+                     "LEFT JOIN pg_index i ON i.indrelid = c.oid AND ((c.relreplident = 'd' AND "
+                     "i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)) "
+                     "WHERE c.oid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+                     "ORDER BY a.attnum", 1, p, &cat, &c->h.err,
+                     "cdc: the snapshot table's columns");
+    if (rc != PGPIPE_OK)
+        return rc;
+    int n = PQntuples(cat), keys = 0, wide = 0;
+    long fixed = 0;
+    pp_buf q = { 0, 0, 0 }, cond = { 0, 0, 0 };
+    for (int i = 0; i < n; i++) {
+        int len = atoi(PQgetvalue(cat, i, 1));
+        keys += !strcmp(PQgetvalue(cat, i, 2), "t");
+        if (len > 0) {
+            fixed += len;
+        } else {
+            wide++;
+            rc |= pp_buf_appendf(&cond, "%scoalesce(pg_column_size(%s), 0)", cond.len ? " + " : "",
+                                 PQgetvalue(cat, i, 0));
+        }
+        rc |= pp_buf_appendf(&q, "%s%s", i ? ", " : "SELECT ", PQgetvalue(cat, i, 0));
+    }
+    const char *ident = n ? PQgetvalue(cat, 0, 3) : "n";
+    if (!keys || !wide || (ident[0] != 'd' && ident[0] != 'i')) {
+        /* FULL: the old row has the values; NOTHING, no key: no image */
+        PQclear(cat);
+        pp_buf_free(&q);
+        pp_buf_free(&cond);
+        return PGPIPE_OK;
+    }
+    rc |= pp_buf_appendf(&q, " FROM ONLY %s WHERE %s >= %ld", quoted, cond.data,
+                         (long)CDC_TOAST_ROW - fixed);
+    rc |= pp_buf_putc(&q, '\0');
+    pp_buf_free(&cond);
+    if (rc != PGPIPE_OK) {
+        PQclear(cat);
+        pp_buf_free(&q);
+        return pp_err_nomem(&c->h.err);
+    }
+    if (!PQsendQuery(ss, q.data) || !PQsetSingleRowMode(ss))
+        rc = pp_err_pq(&c->h.err, ss, NULL, "cdc: reading the snapshot's TOAST values");
+    pp_buf_free(&q);
+    pp_cdc_rel rel;
+    memset(&rel, 0, sizeof rel);
+    pp_cdc_tuple tup = { 0, 0, NULL };
+    pp_buf ins = { 0, 0, 0 };
+    long long rows = 0;
+    if (rc == PGPIPE_OK && (!(rel.cols = pp_calloc((size_t)n, sizeof *rel.cols)) ||
+                            !(tup.v = pp_calloc((size_t)n, sizeof *tup.v))))
+        rc = pp_err_nomem(&c->h.err);
+    rel.ncols = tup.n = tup.cap = n;
+    PGresult *r;
+    while (rc == PGPIPE_OK && (r = PQgetResult(ss)) != NULL) {
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            PQclear(r);
+            continue;
+        }
+        if (PQresultStatus(r) != PGRES_SINGLE_TUPLE) {
+            rc = pp_err_pq(&c->h.err, ss, r, "cdc: reading the snapshot's TOAST values");
+            PQclear(r);
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            rel.cols[i].name = PQfname(r, i);
+            rel.cols[i].type = PQftype(r, i);
+            rel.cols[i].key = !strcmp(PQgetvalue(cat, i, 2), "t");
+            tup.v[i].kind = PQgetisnull(r, 0, i) ? 'n' : 't';
+            tup.v[i].data = PQgetvalue(r, 0, i);
+            tup.v[i].len = (uint32_t)PQgetlength(r, 0, i);
+        }
+        if (cdc_toast_key(&c->tkey, &rel, &tup, &rc)) {
+            for (int i = 0; rc == PGPIPE_OK && i < n; i++) {
+                if (tup.v[i].kind != 't' || tup.v[i].len < CDC_TOAST_VALUE)
+                    continue;
+                const char *f[4] = { name, c->tkey.data, rel.cols[i].name, tup.v[i].data };
+                rc = pp_buf_putc(&ins, ins.len ? ',' : '[');
+                for (int k = 0; k < 4 && rc == PGPIPE_OK; k++) {
+                    rc = pp_buf_putc(&ins, k ? ',' : '[');
+                    if (rc == PGPIPE_OK)
+                        rc = pp_json_str(&ins, f[k], k == 3 ? tup.v[i].len : strlen(f[k]), 0);
+                }
+                if (rc == PGPIPE_OK)
+                    rc = pp_buf_putc(&ins, ']');
+            }
+            rows++;
+        }
+        PQclear(r);
+        if (rc != PGPIPE_OK)
+            rc = pp_err_nomem(&c->h.err);
+        if (rc == PGPIPE_OK && ins.len >= 8 * 1024 * 1024)
+            rc = cdc_toast_put(c, &ins);
+    }
+    if (rc != PGPIPE_OK)
+        while ((r = PQgetResult(ss)) != NULL)
+            PQclear(r);
+    if (rc == PGPIPE_OK)
+        rc = cdc_toast_put(c, &ins);
+    if (rc == PGPIPE_OK && rows && cdc_toast_know(c, name) != PGPIPE_OK)
+        rc = pp_err_nomem(&c->h.err);
+    pp_buf_free(&ins);
+    pp_free(rel.cols);
+    pp_free(tup.v);
+    PQclear(cat);
+    return rc;
+}
+
 static void cdc_toast_free(pgpipe_cdc *c)
 {
     cdc_toast_drop(c, 0, 0, 1);
@@ -1370,7 +1511,7 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
     /* unchanged TOAST values: filled from the row's last image (cdc_toast_change) */
     pp_cdc_msg fm;
     const pp_cdc_msg *em = m;
-    int rc = cdc_toast_change(c, m, r, xid, s ? ftell(s->f) : 0, &fm, &em);
+    int rc = cdc_toast_change(c, m, r, xid, s, &fm, &em);
     if (rc != PGPIPE_OK)
         return rc;
     rc = pp_buf_appendf(&c->js, "%s.%s:%s", r->nsp, r->name, op);
