@@ -1053,28 +1053,69 @@ static int cdc_toast_key(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, 
     return *rc == PGPIPE_OK;
 }
 
-/* Fill 'u' column k from "col\0value\0" pairs. */
-static int cdc_toast_fill_from(pgpipe_cdc *c, const pp_cdc_rel *r, const char *vals, size_t n)
+/* Insert the rows' values gathered in ins (a JSON array, open) into the
+** open target transaction. */
+static int cdc_toast_put(pgpipe_cdc *c, pp_buf *ins)
 {
-    int filled = 0;
+    if (!ins->len)
+        return PGPIPE_OK;
+    if (pp_buf_append(ins, "]", 2) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *p[2] = { c->slot, ins->data };
+    int rc = pp_exec(c->tgt, "INSERT INTO pgpipe.cdc_toast (slot, table_name, key, col, value) "
+                             "SELECT $1, e->>0, e->>1, e->>2, e->>3 FROM "
+                             "json_array_elements($2::json) e ON CONFLICT (slot, table_name, key, col) "
+                             "DO UPDATE SET value = EXCLUDED.value", 2, p, NULL, &c->h.err,
+                     "cdc: remembering the snapshot's TOAST values");
+    ins->len = 0;
+    return rc;
+}
+
+/* One mention of an image's "col\0" 'S' "value\0" (set) or "col\0" 'X' "\0"
+** (forgotten); returns the next. */
+static const char *cdc_mention(const char *p, const char **col, char *flag, const char **val,
+                               size_t *vl)
+{
+    *col = p;
+    p += strlen(p) + 1;
+    *flag = *p++;
+    *val = p;
+    *vl = strlen(p);
+    return p + *vl + 1;
+}
+
+/* Fill the 'u' columns of c->tfill an image mentions; a forgotten one
+** becomes 'U' (decided: stays unchanged). */
+static void cdc_toast_apply(pgpipe_cdc *c, const pp_cdc_rel *r, const char *vals, size_t n)
+{
     for (const char *p = vals, *lim = vals + n; p < lim;) {
-        const char *col = p, *val = col + strlen(col) + 1;
-        size_t vl = strlen(val);
-        p = val + vl + 1;
+        const char *col, *val;
+        char flag;
+        size_t vl;
+        p = cdc_mention(p, &col, &flag, &val, &vl);
         for (int k = 0; k < c->tfill.n && k < r->ncols; k++)
             if (c->tfill.v[k].kind == 'u' && !strcmp(r->cols[k].name, col)) {
-                c->tfill.v[k].kind = 'f';
+                c->tfill.v[k].kind = flag == 'S' ? 'f' : 'U';
                 c->tfill.v[k].data = val;
                 c->tfill.v[k].len = (uint32_t)vl;
-                filled++;
             }
     }
-    return filled;
+}
+
+static int cdc_mention_add(pp_buf *b, const char *col, const char *val, size_t vl)
+{
+    if (pp_buf_append(b, col, strlen(col) + 1) || pp_buf_putc(b, val ? 'S' : 'X') ||
+        (val && pp_buf_append(b, val, vl)) || pp_buf_putc(b, '\0'))
+        return PGPIPE_NOMEM;
+    return PGPIPE_OK;
 }
 
 /* The change m of relation r in transaction xid (streamed: its record
-** goes next into the spool s): fill its 'u' columns into *fm (then *em = fm) and keep its
-** image. Called by cdc_record before it writes the record. */
+** goes next into the spool s): fill its 'u' columns into *fm (then
+** *em = fm) and keep what it wrote. Called by cdc_record before it writes
+** the record. What a row's entry holds, per column: the value of its last
+** write when that may be stored out of line; a column written otherwise
+** in a table with remembered values is forgotten. */
 static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel *r, uint32_t xid,
                             cdc_spool *s, pp_cdc_msg *fm, const pp_cdc_msg **em)
 {
@@ -1103,28 +1144,26 @@ static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel
     size_t total = 0;
     for (int k = 0; nt && k < nt->n; k++) {
         if (nt->v[k].kind == 'u')
-            nu++;
+            nu++, total += CDC_TOAST_VALUE; /* in the row: its TOAST pointer */
         else if (nt->v[k].kind != 'n')
             total += nt->v[k].len;
     }
-    int known = -1; /* not asked yet */
-    int oldkey = 0;
-    if (keyed && m->oldt && m->old_kind == 'K') {
-        if (!(known = cdc_toast_known(c, r->nsp, r->name)) && !nu && total < CDC_TOAST_ROW)
-            return PGPIPE_OK;
-        oldkey = cdc_toast_key(&c->tokey, r, m->oldt, &rc);
-        if (rc != PGPIPE_OK)
-            return pp_err_nomem(&c->h.err);
-    }
-    if (!nu && total < CDC_TOAST_ROW && !oldkey)
-        return PGPIPE_OK; /* the common case: nothing to fill, keep or forget */
+    /* the common case costs these two loops: a table with no remembered
+    ** values, a row too small to have any out of line */
+    int known = keyed && cdc_toast_known(c, r->nsp, r->name);
+    if (!nu && (!keyed || (!known && total < CDC_TOAST_ROW)))
+        return PGPIPE_OK;
     c->tname.len = 0;
     if (pp_buf_appendf(&c->tname, "%s.%s", r->nsp, r->name) != PGPIPE_OK)
         return pp_err_nomem(&c->h.err);
     const char *table = c->tname.data;
-    long off = s ? ftell(s->f) : 0; /* not for the common case: a seek */
-    if (known < 0)
-        known = cdc_toast_known(c, r->nsp, r->name);
+    long off = s ? ftell(s->f) : 0;
+    int oldkey = 0;
+    if (keyed && m->oldt && m->old_kind == 'K') {
+        oldkey = cdc_toast_key(&c->tokey, r, m->oldt, &rc);
+        if (rc != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+    }
     if (m->type == 'D') {
         if (oldkey && known && cdc_toast_add(c, xid, 'd', off, table, c->tokey.data, NULL, 0))
             return pp_err_nomem(&c->h.err);
@@ -1149,7 +1188,8 @@ static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel
                     c->tfill.v[k].kind = 'f';
                 }
         } else if (keyed) {
-            /* the row's last image: under its old key when the key changed */
+            /* the row's last image: under its old key when the key changed;
+            ** this transaction's own writes first, newest first */
             const char *key = NULL;
             if (oldkey)
                 key = c->tokey.data;
@@ -1157,12 +1197,24 @@ static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel
                 key = c->tkey.data;
             if (rc != PGPIPE_OK)
                 return pp_err_nomem(&c->h.err);
-            int e = key ? cdc_toast_find(c, xid, table, key) : -1;
-            int t = key ? cdc_toast_find(c, xid, table, NULL) : -1;
-            if (e >= 0 && e > t) {
-                if (c->imgs[e].kind == 'i')
-                    cdc_toast_fill_from(c, r, c->imgs[e].vals, c->imgs[e].nvals);
-            } else if (key && t < 0 && known) {
+            int t = key ? cdc_toast_find(c, xid, table, NULL) : -1, walk = key != NULL;
+            int ask = key && t < 0 && known; /* a truncate: nothing older counts */
+            unsigned h = key ? cdc_toast_hash(table, key) : 0;
+            for (int i = key && c->nimgs ? c->heads[h & (unsigned)(c->nheads - 1)] : -1;
+                 i > t && walk; i = c->imgs[i].next) {
+                const cdc_img *e = &c->imgs[i];
+                if (e->hash != h || e->xid != xid || !e->key || strcmp(e->table, table) ||
+                    strcmp(e->key, key))
+                    continue;
+                if (e->kind == 'd')
+                    walk = ask = 0; /* forgotten: nothing older counts */
+                else
+                    cdc_toast_apply(c, r, e->vals, e->nvals);
+            }
+            int left = 0;
+            for (int k = 0; k < c->tfill.n; k++)
+                left += c->tfill.v[k].kind == 'u';
+            if (ask && left) {
                 const char *p[3] = { c->slot, table, key };
                 rc = pp_exec(c->tgt, "SELECT col, value FROM pgpipe.cdc_toast WHERE slot = $1 "
                                      "AND table_name = $2 AND key = $3", 3, p, &c->tres,
@@ -1179,10 +1231,10 @@ static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel
                         }
                 }
             }
+            for (int k = 0; k < c->tfill.n; k++)
+                if (c->tfill.v[k].kind == 'U')
+                    c->tfill.v[k].kind = 'u';
         }
-        for (int k = 0; k < c->tfill.n; k++)
-            if (c->tfill.v[k].kind == 'f')
-                total += c->tfill.v[k].len;
         *fm = *m;
         fm->newt = &c->tfill;
         *em = fm;
@@ -1191,43 +1243,60 @@ static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel
     if (!keyed || (m->oldt && m->old_kind == 'O'))
         return PGPIPE_OK;
 
-    /* the image: the values that may be stored out of line */
+    /* what the change wrote: a value that may be out of line is kept, one
+    ** written otherwise forgotten (a table with none kept: nothing to
+    ** forget); an unchanged one stays, or moves with a changed key */
     int newkey = cdc_toast_key(&c->tkey, r, nt, &rc);
     if (rc != PGPIPE_OK)
         return pp_err_nomem(&c->h.err);
     int moved = oldkey && (!newkey || strcmp(c->tokey.data, c->tkey.data) != 0);
-    if (moved && known && cdc_toast_add(c, xid, 'd', off, table, c->tokey.data, NULL, 0))
+    if ((moved || (m->type == 'I' && newkey)) && known &&
+        cdc_toast_add(c, xid, 'd', off, table, moved ? c->tokey.data : c->tkey.data, NULL, 0))
         return pp_err_nomem(&c->h.err);
-    if (!newkey || total < CDC_TOAST_ROW)
+    if (!newkey)
         return PGPIPE_OK;
-    int fresh = 0;
+    int big = total >= CDC_TOAST_ROW, kept = 0;
     c->tvals.len = 0;
     for (int k = 0; k < nt->n && k < r->ncols; k++) {
         const pp_cdc_value *v = &nt->v[k];
-        if ((v->kind != 't' && v->kind != 'f') || v->len < CDC_TOAST_VALUE ||
-            memchr(v->data, '\0', v->len))
+        const char *col = r->cols[k].name;
+        if (v->kind == 'f' && moved)
+            rc = cdc_mention_add(&c->tvals, col, v->data, v->len);
+        else if (v->kind != 't' || v->len < CDC_TOAST_VALUE)
             continue;
-        fresh |= v->kind == 't';
-        if (pp_buf_append(&c->tvals, r->cols[k].name, strlen(r->cols[k].name) + 1) ||
-            pp_buf_append(&c->tvals, v->data, v->len) || pp_buf_putc(&c->tvals, '\0'))
+        else if (big && !memchr(v->data, '\0', v->len) &&
+                 c->img_mem + c->tvals.len + v->len <= CDC_TOAST_MEM)
+            rc = cdc_mention_add(&c->tvals, col, v->data, v->len), kept = 1;
+        else if (known || kept)
+            rc = cdc_mention_add(&c->tvals, col, NULL, 0);
+        if (rc != PGPIPE_OK)
             return pp_err_nomem(&c->h.err);
     }
-    /* only filled values, same key: the last image holds them already */
-    if (!c->tvals.len || (!fresh && !moved))
+    if (!c->tvals.len)
         return PGPIPE_OK;
-    if (c->img_mem + c->tvals.len > CDC_TOAST_MEM)
-        rc = cdc_toast_add(c, xid, 'd', off, table, c->tkey.data, NULL, 0);
-    else
-        rc = cdc_toast_add(c, xid, 'i', off, table, c->tkey.data, c->tvals.data, c->tvals.len);
-    if (rc == PGPIPE_OK)
-        rc = cdc_toast_know(c, table);
-    return rc == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&c->h.err);
+    if (cdc_toast_add(c, xid, 'i', off, table, c->tkey.data, c->tvals.data, c->tvals.len) ||
+        cdc_toast_know(c, table))
+        return pp_err_nomem(&c->h.err);
+    return PGPIPE_OK;
 }
 
-/* Write the images of xid, committed at commit_lsn, in the open target
-** transaction that stages it: for each row its newest image replaces what
-** the target holds (or forgets the row), a truncate forgets the table.
-** Nothing to do, nothing sent. The images are taken away either way. */
+/* Add [f0,f1,..] (NULL: null) to the JSON array b. */
+static int cdc_json_row(pp_buf *b, const char *const *f, const size_t *n, int nf)
+{
+    int rc = pp_buf_putc(b, b->len ? ',' : '[');
+    for (int k = 0; k < nf && rc == PGPIPE_OK; k++) {
+        rc = pp_buf_putc(b, k ? ',' : '[');
+        if (rc == PGPIPE_OK)
+            rc = f[k] ? pp_json_str(b, f[k], n ? n[k] : strlen(f[k]), 0) : pp_buf_append(b, "null", 4);
+    }
+    return rc == PGPIPE_OK ? pp_buf_putc(b, ']') : rc;
+}
+
+/* Write what transaction xid, committed at commit_lsn, wrote, in the open
+** target transaction that stages it: per row and column the newest write
+** decides; a forgotten row goes, then its newer writes; a truncate forgets
+** the table. Nothing to write, nothing sent. The images are taken away
+** either way. */
 static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
 {
     int rc = PGPIPE_OK, n = 0;
@@ -1259,42 +1328,46 @@ static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
                 rc = pp_json_str(&tru, e->table, strlen(e->table), 0);
             continue;
         }
-        if (cdc_toast_find(c, xid, e->table, e->key) != i)
-            continue; /* a newer image of the row decides */
-        rc = pp_buf_putc(&del, del.len ? ',' : '[');
-        if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(&del, '[');
-        if (rc == PGPIPE_OK)
-            rc = pp_json_str(&del, e->table, strlen(e->table), 0);
-        if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(&del, ',');
-        if (rc == PGPIPE_OK)
-            rc = pp_json_str(&del, e->key, strlen(e->key), 0);
-        if (rc == PGPIPE_OK)
-            rc = pp_buf_putc(&del, ']');
+        /* the newer writes of the same row */
+        int gone = 0;
+        for (int k = c->heads[e->hash & (unsigned)(c->nheads - 1)]; k > i && !gone;
+             k = c->imgs[k].next) {
+            const cdc_img *o = &c->imgs[k];
+            gone = o->kind == 'd' && o->xid == xid && o->hash == e->hash &&
+                   !strcmp(o->table, e->table) && !strcmp(o->key, e->key);
+        }
+        if (gone)
+            continue;
+        if (e->kind == 'd') {
+            const char *f[3] = { e->table, e->key, NULL };
+            rc = cdc_json_row(&del, f, NULL, 3);
+            continue;
+        }
         for (const char *p = e->vals, *lim = e->vals + e->nvals; rc == PGPIPE_OK && p < lim;) {
-            const char *col = p, *val = col + strlen(col) + 1;
-            size_t vl = strlen(val);
-            p = val + vl + 1;
-            rc = pp_buf_putc(&ins, ins.len ? ',' : '[');
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(&ins, '[');
-            if (rc == PGPIPE_OK)
-                rc = pp_json_str(&ins, e->table, strlen(e->table), 0);
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(&ins, ',');
-            if (rc == PGPIPE_OK)
-                rc = pp_json_str(&ins, e->key, strlen(e->key), 0);
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(&ins, ',');
-            if (rc == PGPIPE_OK)
-                rc = pp_json_str(&ins, col, strlen(col), 0);
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(&ins, ',');
-            if (rc == PGPIPE_OK)
-                rc = pp_json_str(&ins, val, vl, 0);
-            if (rc == PGPIPE_OK)
-                rc = pp_buf_putc(&ins, ']');
+            const char *col, *val;
+            char flag;
+            size_t vl;
+            p = cdc_mention(p, &col, &flag, &val, &vl);
+            int newer = 0;
+            for (int k = c->heads[e->hash & (unsigned)(c->nheads - 1)]; k > i && !newer;
+                 k = c->imgs[k].next) {
+                const cdc_img *o = &c->imgs[k];
+                if (o->kind != 'i' || o->xid != xid || o->hash != e->hash ||
+                    strcmp(o->table, e->table) || strcmp(o->key, e->key))
+                    continue;
+                for (const char *q = o->vals, *ql = o->vals + o->nvals; q < ql && !newer;) {
+                    const char *c2, *v2;
+                    char f2;
+                    size_t l2;
+                    q = cdc_mention(q, &c2, &f2, &v2, &l2);
+                    newer = !strcmp(c2, col);
+                }
+            }
+            if (newer)
+                continue;
+            const char *f[4] = { e->table, e->key, col, val };
+            size_t fl[4] = { strlen(e->table), strlen(e->key), strlen(col), vl };
+            rc = flag == 'S' ? cdc_json_row(&ins, f, fl, 4) : cdc_json_row(&del, f, fl, 3);
         }
     }
     pp_free(truncated);
@@ -1302,8 +1375,6 @@ static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
         rc = pp_buf_append(&tru, "]", 2);
     if (rc == PGPIPE_OK && del.len)
         rc = pp_buf_append(&del, "]", 2);
-    if (rc == PGPIPE_OK && ins.len)
-        rc = pp_buf_append(&ins, "]", 2);
     if (rc != PGPIPE_OK)
         rc = pp_err_nomem(&c->h.err);
     if (rc == PGPIPE_OK && tru.len) {
@@ -1313,41 +1384,20 @@ static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
                      "cdc: forgetting a truncated table's TOAST values");
     }
     if (rc == PGPIPE_OK && del.len) {
+        /* [table, key, column or null for the whole row] */
         const char *p[2] = { c->slot, del.data };
-        rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast t USING (SELECT e->>0 tb, e->>1 k "
-                             "FROM json_array_elements($2::json) e) u WHERE t.slot = $1 AND "
-                             "t.table_name = u.tb AND t.key = u.k", 2, p, NULL, &c->h.err,
-                     "cdc: replacing rows' TOAST values");
+        rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast t USING (SELECT e->>0 tb, e->>1 k, "
+                             "e->>2 col FROM json_array_elements($2::json) e) u WHERE t.slot = $1 "
+                             "AND t.table_name = u.tb AND t.key = u.k AND (u.col IS NULL OR "
+                             "t.col = u.col)", 2, p, NULL, &c->h.err,
+                     "cdc: forgetting rows' TOAST values");
     }
-    if (rc == PGPIPE_OK && ins.len) {
-        const char *p[2] = { c->slot, ins.data };
-        rc = pp_exec(c->tgt, "INSERT INTO pgpipe.cdc_toast (slot, table_name, key, col, value) "
-                             "SELECT $1, e->>0, e->>1, e->>2, e->>3 FROM "
-                             "json_array_elements($2::json) e", 2, p, NULL, &c->h.err,
-                     "cdc: remembering rows' TOAST values");
-    }
+    if (rc == PGPIPE_OK)
+        rc = cdc_toast_put(c, &ins);
     pp_buf_free(&tru);
     pp_buf_free(&del);
     pp_buf_free(&ins);
     cdc_toast_drop(c, xid, 0, 0);
-    return rc;
-}
-
-/* Insert the rows' values gathered in ins (a JSON array, open) into the
-** open target transaction. */
-static int cdc_toast_put(pgpipe_cdc *c, pp_buf *ins)
-{
-    if (!ins->len)
-        return PGPIPE_OK;
-    if (pp_buf_append(ins, "]", 2) != PGPIPE_OK)
-        return pp_err_nomem(&c->h.err);
-    const char *p[2] = { c->slot, ins->data };
-    int rc = pp_exec(c->tgt, "INSERT INTO pgpipe.cdc_toast (slot, table_name, key, col, value) "
-                             "SELECT $1, e->>0, e->>1, e->>2, e->>3 FROM "
-                             "json_array_elements($2::json) e ON CONFLICT (slot, table_name, key, col) "
-                             "DO UPDATE SET value = EXCLUDED.value", 2, p, NULL, &c->h.err,
-                     "cdc: remembering the snapshot's TOAST values");
-    ins->len = 0;
     return rc;
 }
 
