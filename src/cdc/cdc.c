@@ -842,34 +842,35 @@ static int cdc_skipped_line(pgpipe_cdc *c, const char *rec, size_t n, uint64_t l
 
 /* ---- unchanged TOAST values: the last staged image of each row --------
 ** pgoutput does not send a value stored out of line (TOASTed) that an
-** update left unchanged (kind 'u'). Such a value was sent in full by the
-** change that wrote it; pgpipe.cdc_toast keeps, per row (its replica
-** identity key as in "old"), the values of the last staged image that
-** may be stored out of line, written in the target transaction that
-** stages the image, and a 'u' column is filled from it ("filled").
+** update left unchanged (kind 'u'). The change that wrote the value sent
+** it in full: pgpipe.cdc_toast keeps, per row (its replica identity key,
+** as in "old") and column, the value of the column's last staged write
+** when that write may be stored out of line, written in the target
+** transaction that stages the change; a 'u' is filled from it ("filled").
 **
-** PostgreSQL moves values out of line only from a row over
-** TOAST_TUPLE_THRESHOLD (about 2 kB stored, 8 kB pages), the largest
-** first, never one under 24 bytes stored: an image is kept when its values'
-** text totals CDC_TOAST_ROW bytes or more, and of it the values of at least
-** CDC_TOAST_VALUE bytes. A smaller row has nothing out of line, so no 'u'
-** can name it before a change that writes it big again (whose image is
-** kept): rows under the threshold cost nothing. The text of most types is
-** at least their stored size; a type stored larger than its text (arrays
-** of small numbers) may be moved out of line from a row under the
-** threshold, and its 'u' then stays unchanged, or takes the value of the
-** row's last big image if a later change wrote it small.
+** Which writes: PostgreSQL moves values out of line only from a row over
+** TOAST_TUPLE_THRESHOLD (about 2 kB stored, 8 kB pages), and never one of
+** under 24 bytes stored. A row whose written values' text and TOAST
+** pointers (24 bytes each) total CDC_TOAST_ROW or more keeps its written
+** values of CDC_TOAST_VALUE bytes or more; in a table with kept values
+** (ttabs), a smaller row's such values are forgotten. A row never big
+** costs nothing; a table with kept values pays one statement per
+** transaction for its changes. The text of most types is at least their
+** stored size; a value stored larger than its text (arrays of small
+** numbers) may go out of line from a row under the threshold: its 'u'
+** then stays unchanged (or, if its text is under 24 bytes, may take the
+** column's last big value: a very wide row only).
 **
-** Images of a transaction wait in memory until its commit (in order, with
-** the spool offset of their record, so a rolled-back subtransaction takes
-** its own away), at most CDC_TOAST_MEM bytes of values: beyond, a row is
-** forgotten instead (its 'u' then stays unchanged). A 'u' looks at the
-** transaction's own images first (two changes of one row in one
-** transaction), then the table (one round trip, only for a change that
-** has a 'u'). Deletes, key changes and truncates forget rows only in
-** tables with remembered values (ttabs), so other tables pay nothing.
-** REPLICA IDENTITY FULL: the old row holds the value, nothing is kept;
-** NOTHING, or no key: nothing to key an image by, 'u' stays unchanged. */
+** A transaction's writes wait in memory until its commit, in order, with
+** the spool offset of their record (a rolled-back subtransaction takes its
+** own away), at most CDC_TOAST_MEM bytes of values: beyond, the column is
+** forgotten instead. A 'u' looks at the transaction's own writes first,
+** newest first (two changes of one row in one transaction), then the
+** table (one round trip, only for a change with a 'u'). An insert or a
+** delete forgets the row first, a changed key moves the row's kept values
+** to the new key, a truncate forgets the table. REPLICA IDENTITY FULL: the
+** old row holds the value, nothing is kept; NOTHING or no key: nothing to
+** key it by, the 'u' stays unchanged. */
 
 #define CDC_TOAST_ROW   1800
 #define CDC_TOAST_VALUE 24

@@ -24,17 +24,16 @@
 ** from the last staged image of the row and names its column in "filled":
 ** with REPLICA IDENTITY FULL from "old"; with a key (DEFAULT with a
 ** primary key, or USING INDEX) from pgpipe.cdc_toast on the target, which
-** keeps per row (slot, table, key) the large values (rows of 1,800 bytes
-** of text or more, their values of 24 bytes or more: the ones PostgreSQL
-** can move out of line) of the last staged insert, update or snapshot row,
-** in the same target transaction as the events; a delete forgets the row,
-** a truncate the table. When no earlier image exists (the row was written
-** before the slot and the snapshot, REPLICA IDENTITY NOTHING or no key,
-** more than 64 MB of large values pending in one transaction), the value
-** is left out of "row" and its column named in "unchanged" (never written
-** as NULL). A type stored larger than its text (arrays of small numbers)
-** may be moved out of line from a row under the threshold: its 'u' then
-** stays unchanged or, if the row was big before, takes that older value.
+** keeps per row (slot, table, key) and column the last staged value (of an
+** insert, update or snapshot row) that PostgreSQL may have stored out of
+** line: of 24 bytes or more, in a row of about 1,800 bytes or more. It is
+** written in the same target transaction as the events; a delete forgets
+** the row, a truncate the table. When no earlier image exists (the row
+** was written before the slot and the snapshot, REPLICA IDENTITY NOTHING
+** or no key, over 64 MB of such values in one transaction), the value is
+** left out of "row" and its column named in "unchanged" (never written as
+** NULL). Values stored larger than their text (arrays of small numbers)
+** can stay "unchanged" when PostgreSQL moved them out of a smaller row.
 **
 ** Exactly once: the events of one source transaction are committed in one
 ** target transaction together with the transaction's LSN
