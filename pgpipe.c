@@ -24914,6 +24914,8 @@ typedef struct cdc_spool {
 ** or its values not kept), 't' the table forgotten (truncated). */
 typedef struct cdc_img {
     uint32_t xid;               /* the top-level transaction */
+    int done;                   /* it committed on the source: to write (cdc_toast_flush) */
+    uint64_t commit_lsn;        /* then its commit LSN */
     char kind;
     long off;                   /* streamed: where its record starts in the spool */
     unsigned hash;              /* of table and key */
@@ -24968,7 +24970,7 @@ struct pgpipe_cdc {
     _Atomic uint64_t st_applied, st_confirmed, st_received;
 };
 
-static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int all);
+static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int which);
 static int cdc_toast_load(pgpipe_cdc *c);
 static int cdc_toast_snapshot(pgpipe_cdc *c, PGconn *ss, const char *name, const char *quoted);
 
@@ -25796,14 +25798,15 @@ static void cdc_img_free(pgpipe_cdc *c, cdc_img *e)
     pp_free(e->vals);
 }
 
-/* Take away the images of xid from spool offset off on (0: all of them;
-** all = 1: every image, of any transaction). */
-static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int all)
+/* Take away images: which 0, those of the open transaction xid from spool
+** offset off on (0: all of them); 1 every image; 2 the committed ones. */
+static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int which)
 {
     int k = 0, gone = 0;
     for (int i = 0; i < c->nimgs; i++) {
         cdc_img *e = &c->imgs[i];
-        if (all || (e->xid == xid && e->off >= off)) {
+        if (which == 1 || (which == 2 && e->done) ||
+            (which == 0 && !e->done && e->xid == xid && e->off >= off)) {
             cdc_img_free(c, e);
             gone = 1;
         } else {
@@ -25854,7 +25857,14 @@ static int cdc_toast_add(pgpipe_cdc *c, uint32_t xid, char kind, long off, const
     return PGPIPE_OK;
 }
 
-/* The newest image of xid for table and key (key NULL: the table's
+/* What a change of transaction xid sees: its own writes and those of
+** transactions committed before it, not written to the target yet. */
+static inline int cdc_img_seen(const cdc_img *e, uint32_t xid)
+{
+    return e->done || e->xid == xid;
+}
+
+/* The newest image xid sees for table and key (key NULL: the table's
 ** truncate), or -1. */
 static int cdc_toast_find(const pgpipe_cdc *c, uint32_t xid, const char *table, const char *key)
 {
@@ -25863,7 +25873,7 @@ static int cdc_toast_find(const pgpipe_cdc *c, uint32_t xid, const char *table, 
     unsigned h = cdc_toast_hash(table, key);
     for (int i = c->heads[h & (unsigned)(c->nheads - 1)]; i >= 0; i = c->imgs[i].next) {
         const cdc_img *e = &c->imgs[i];
-        if (e->hash == h && e->xid == xid && !strcmp(e->table, table) &&
+        if (e->hash == h && cdc_img_seen(e, xid) && !strcmp(e->table, table) &&
             (key ? e->key && !strcmp(e->key, key) : !e->key))
             return i;
     }
@@ -26083,7 +26093,7 @@ static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel
             for (int i = key && c->nimgs ? c->heads[h & (unsigned)(c->nheads - 1)] : -1;
                  i > t && walk; i = c->imgs[i].next) {
                 const cdc_img *e = &c->imgs[i];
-                if (e->hash != h || e->xid != xid || !e->key || strcmp(e->table, table) ||
+                if (e->hash != h || !cdc_img_seen(e, xid) || !e->key || strcmp(e->table, table) ||
                     strcmp(e->key, key))
                     continue;
                 if (e->kind == 'd')
@@ -26172,16 +26182,27 @@ static int cdc_json_row(pp_buf *b, const char *const *f, const size_t *n, int nf
     return rc == PGPIPE_OK ? pp_buf_putc(b, ']') : rc;
 }
 
-/* Write what transaction xid, committed at commit_lsn, wrote, in the open
-** target transaction that stages it: per row and column the newest write
-** decides; a forgotten row goes, then its newer writes; a truncate forgets
-** the table. Nothing to write, nothing sent. The images are taken away
-** either way. */
-static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
+/* Transaction xid committed on the source at commit_lsn: its writes are
+** to be written (cdc_toast_flush), and seen by later changes until then. */
+static void cdc_toast_commit(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
+{
+    for (int i = 0; i < c->nimgs; i++)
+        if (!c->imgs[i].done && c->imgs[i].xid == xid) {
+            c->imgs[i].done = 1;
+            c->imgs[i].commit_lsn = commit_lsn;
+        }
+}
+
+/* Write what the committed transactions wrote (cdc_toast_commit), in the
+** open target transaction that stages them (not inside a COPY): per row
+** and column the newest write decides; a forgotten row goes, then its
+** newer writes; a truncate forgets the table. Nothing to write, nothing
+** sent. The committed images are taken away either way. */
+static int cdc_toast_flush(pgpipe_cdc *c)
 {
     int rc = PGPIPE_OK, n = 0;
     for (int i = 0; i < c->nimgs && !n; i++)
-        n = c->imgs[i].xid == xid;
+        n = c->imgs[i].done;
     if (!n)
         return PGPIPE_OK;
     pp_buf del = { 0, 0, 0 }, ins = { 0, 0, 0 }, tru = { 0, 0, 0 };
@@ -26191,12 +26212,12 @@ static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
         rc = PGPIPE_NOMEM;
     for (int i = c->nimgs - 1; rc == PGPIPE_OK && i >= 0; i--) {
         const cdc_img *e = &c->imgs[i];
-        if (e->xid != xid)
+        if (!e->done)
             continue;
         /* a table whose snapshot is newer than this commit has it already */
         int skip = 0;
         for (int k = 0; k < c->nskips && !skip; k++)
-            skip = commit_lsn < c->skips[k].lsn && !strcmp(c->skips[k].table, e->table);
+            skip = e->commit_lsn < c->skips[k].lsn && !strcmp(c->skips[k].table, e->table);
         for (int k = 0; k < ntrunc && !skip; k++)
             skip = !strcmp(truncated[k], e->table);
         if (skip)
@@ -26213,7 +26234,7 @@ static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
         for (int k = c->heads[e->hash & (unsigned)(c->nheads - 1)]; k > i && !gone;
              k = c->imgs[k].next) {
             const cdc_img *o = &c->imgs[k];
-            gone = o->kind == 'd' && o->xid == xid && o->hash == e->hash &&
+            gone = o->kind == 'd' && o->done && o->hash == e->hash &&
                    !strcmp(o->table, e->table) && !strcmp(o->key, e->key);
         }
         if (gone)
@@ -26232,7 +26253,7 @@ static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
             for (int k = c->heads[e->hash & (unsigned)(c->nheads - 1)]; k > i && !newer;
                  k = c->imgs[k].next) {
                 const cdc_img *o = &c->imgs[k];
-                if (o->kind != 'i' || o->xid != xid || o->hash != e->hash ||
+                if (o->kind != 'i' || !o->done || o->hash != e->hash ||
                     strcmp(o->table, e->table) || strcmp(o->key, e->key))
                     continue;
                 for (const char *q = o->vals, *ql = o->vals + o->nvals; q < ql && !newer;) {
@@ -26277,7 +26298,7 @@ static int cdc_toast_flush(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
     pp_buf_free(&tru);
     pp_buf_free(&del);
     pp_buf_free(&ins);
-    cdc_toast_drop(c, xid, 0, 0);
+    cdc_toast_drop(c, 0, 0, 2);
     return rc;
 }
 
@@ -26509,7 +26530,7 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
 static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
                       uint64_t end_lsn, int64_t ts)
 {
-    /* unchanged TOAST values: the transaction whose images to write (cdc_toast_flush) */
+    /* unchanged TOAST values: the transaction whose writes to keep (cdc_toast_*) */
     uint32_t txid = c->xid;
     for (int k = 0; f && k < c->nspools; k++)
         if (c->spools[k].f == f)
@@ -26526,6 +26547,7 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
             c->ack = end_lsn;
         return PGPIPE_OK;
     }
+    cdc_toast_commit(c, txid, commit_lsn);
     /* every record ends with the commit's fields and the brace */
     pp_buf e = { 0, 0, 0 };
     if (pp_cdc_event_end(&e, end_lsn, ts) != PGPIPE_OK)
@@ -26573,8 +26595,8 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
             }
         }
     }
-    if (rc == PGPIPE_OK) /* unchanged TOAST values: the images, in this transaction */
-        rc = cdc_toast_flush(c, txid, commit_lsn);
+    if (rc == PGPIPE_OK) /* unchanged TOAST values: the writes, in this transaction */
+        rc = cdc_toast_flush(c);
     if (rc == PGPIPE_OK) {
         char lsn[32], when[64], n[32];
         pp_cdc_lsn_str(end_lsn, lsn, sizeof lsn);
