@@ -30,9 +30,10 @@ typedef struct cdc_spool {
     int nsubs, capsubs;
 } cdc_spool;
 
-/* A row image waiting for its transaction's commit (cdc_toast_*): 'i' the
-** row's remembered values, 'd' the row forgotten (deleted, its key changed,
-** or its values not kept), 't' the table forgotten (truncated). */
+/* What one change wrote, until it is written to pgpipe.cdc_toast
+** (cdc_toast_*): 'i' columns of a row kept or forgotten, 'd' the row
+** forgotten (deleted, inserted anew, its key changed), 't' the table
+** forgotten (truncated). */
 typedef struct cdc_img {
     uint32_t xid;               /* the top-level transaction */
     int done;                   /* it committed on the source: to write (cdc_toast_flush) */
@@ -42,7 +43,8 @@ typedef struct cdc_img {
     unsigned hash;              /* of table and key */
     int next;                   /* the next older entry of its hash chain; -1 */
     char *table, *key;          /* "schema.table"; key NULL for 't' */
-    char *vals;                 /* 'i': "col\0value\0" pairs */
+    char *vals;                 /* 'i': per column "col\0" 'S' "value\0" (kept)
+                                   or "col\0" 'X' "\0" (forgotten) */
     size_t nvals;
 } cdc_img;
 
@@ -73,8 +75,8 @@ struct pgpipe_cdc {
     struct cdc_skip { char *table; uint64_t lsn; } *skips;
     int nskips;
     int64_t last_status_us, last_activity_us;
-    /* unchanged TOAST values (cdc_toast_*): images of the open
-    ** transactions, by hash of table and key; the tables with remembered
+    /* unchanged TOAST values (cdc_toast_*): what the changes not yet
+    ** written wrote, by hash of table and key; the tables with kept
     ** values on the target; scratch for a filled tuple */
     cdc_img *imgs;
     int nimgs, capimgs;
