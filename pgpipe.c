@@ -25133,33 +25133,46 @@ PGPIPE_PRIVATE int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const p
                    : m->type == 'D' ? "delete" : "truncate";
     if (m->type == 'T' && !(r = pp_cdc_rel_find(d, m->relids[i])))
         return PGPIPE_PARSE;
-    int rc = pp_buf_appendf(b, "{\"op\":\"%s\",\"table\":", op);
-    pp_buf name = { 0, 0, 0 };
+    /* the members in the order jsonb keeps them (shorter keys first, then
+    ** bytewise; "lsn" goes after "op" when the commit adds it), so the
+    ** server's sort of them has nothing to move */
+    int rc = pp_buf_appendf(b, "{\"op\":\"%s\"", op);
+    if (rc == PGPIPE_OK && m->type != 'T' && m->oldt) {
+        rc = pp_buf_append(b, ",\"old\":", 7);
+        if (rc == PGPIPE_OK)
+            rc = cdc_tuple(b, r, m->oldt, m->old_kind == 'K');
+    }
+    if (rc == PGPIPE_OK && m->type != 'T' && m->newt) {
+        rc = pp_buf_append(b, ",\"row\":", 7);
+        if (rc == PGPIPE_OK)
+            rc = cdc_tuple(b, r, m->newt, 0);
+    }
     if (rc == PGPIPE_OK)
-        rc = pp_buf_appendf(&name, "%s.%s", r->nsp, r->name);
-    if (rc == PGPIPE_OK)
-        rc = pp_json_str(b, name.data, name.len, 0);
-    pp_buf_free(&name);
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_appendf(b, ",\"xid\":%u", xid);
+        rc = pp_buf_appendf(b, ",\"xid\":%u,\"table\":", xid);
+    /* "schema.table": identifiers are at most 63 bytes, so the stack
+    ** holds it unless a malformed message says otherwise */
+    if (rc == PGPIPE_OK) {
+        char nm[256];
+        int k = snprintf(nm, sizeof nm, "%s.%s", r->nsp, r->name);
+        if (k >= 0 && (size_t)k < sizeof nm) {
+            rc = pp_json_str(b, nm, (size_t)k, 0);
+        } else {
+            pp_buf name = { 0, 0, 0 };
+            rc = pp_buf_appendf(&name, "%s.%s", r->nsp, r->name);
+            if (rc == PGPIPE_OK)
+                rc = pp_json_str(b, name.data, name.len, 0);
+            pp_buf_free(&name);
+        }
+    }
     if (rc != PGPIPE_OK)
         return rc;
     if (m->type == 'T')
         return pp_buf_appendf(b, ",\"cascade\":%s,\"restart_identity\":%s",
                               m->flags & 1 ? "true" : "false", m->flags & 2 ? "true" : "false");
     if (m->newt) {
-        rc = pp_buf_append(b, ",\"row\":", 7);
-        if (rc == PGPIPE_OK)
-            rc = cdc_tuple(b, r, m->newt, 0);
+        rc = cdc_names(b, r, m->newt, 'f', "filled");
         if (rc == PGPIPE_OK)
             rc = cdc_names(b, r, m->newt, 'u', "unchanged");
-        if (rc == PGPIPE_OK)
-            rc = cdc_names(b, r, m->newt, 'f', "filled");
-    }
-    if (rc == PGPIPE_OK && m->oldt) {
-        rc = pp_buf_append(b, ",\"old\":", 7);
-        if (rc == PGPIPE_OK)
-            rc = cdc_tuple(b, r, m->oldt, m->old_kind == 'K');
     }
     return rc;
 }
