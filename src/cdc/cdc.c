@@ -901,7 +901,11 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
     const char *end = e.data;
     size_t endn = e.len;
 
-    int rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
+    /* durable before it is confirmed to the source, whatever the target's
+    ** synchronous_commit: a commit lost in a target crash after its LSN was
+    ** confirmed would be lost for good */
+    int rc = pp_exec(c->tgt, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, &c->h.err,
+                     "cdc: BEGIN on the target");
     if (rc == PGPIPE_OK)
         rc = pp_copy_in_start(c->tgt, "COPY staging.raw_events (source, event_type, payload) FROM STDIN",
                               &c->h.err, "cdc: COPY into staging");
@@ -1096,13 +1100,12 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
         PQreset(c->tgt);
     if (c->src && PQstatus(c->src) != CONNECTION_OK)
         PQreset(c->src);
+    /* a server still down is a failure like any other: judged below */
     if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
-        return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
-                      PQerrorMessage(c->tgt));
-    if (!c->streaming && (rc = cdc_start(c)) != PGPIPE_OK) {
-        cdc_reset(c);
-        return rc;
-    }
+        rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
+                    PQerrorMessage(c->tgt));
+    else if (!c->streaming)
+        rc = cdc_start(c);
     while (rc == PGPIPE_OK && !atomic_load(&c->stop)) {
         int64_t now = pgpipe_now_us();
         if (now >= deadline)
@@ -1171,8 +1174,12 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
         rc = cdc_send_status(c, 0);
     if (rc != PGPIPE_OK) {
         /* worth another try: a lost connection or a server going down, not
-        ** a refusal (an invalidated slot, a malformed message) */
+        ** a refusal (an invalidated slot, a malformed message). A database
+        ** error without a SQLSTATE is libpq's own: a write to a connection
+        ** the server closed reports that while the status stays OK (the
+        ** next use finds it BAD and connects again) */
         c->transient = ended || pgpipe_sqlstate_class(c->h.err.sqlstate) == PGPIPE_SQLSTATE_RETRY ||
+                       (rc == PGPIPE_DB && !c->h.err.sqlstate[0]) ||
                        (c->repl && PQstatus(c->repl) == CONNECTION_BAD) ||
                        (c->tgt && PQstatus(c->tgt) == CONNECTION_BAD) ||
                        (c->src && PQstatus(c->src) == CONNECTION_BAD);
@@ -1188,10 +1195,14 @@ int pgpipe_cdc_run(pgpipe_cdc *c, int timeout_ms)
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : pgpipe_now_us() + (int64_t)timeout_ms * 1000;
     int backoff_ms = 100, rc;
     for (;;) {
+        uint64_t applied = atomic_load(&c->st_applied);
         rc = cdc_run_once(c, deadline);
         if (rc == PGPIPE_OK || !c->transient || atomic_load(&c->stop) ||
             pgpipe_now_us() >= deadline)
             break;
+        /* it staged since the last failure: a new failure, the shortest wait */
+        if (atomic_load(&c->st_applied) != applied)
+            backoff_ms = 100;
         /* nothing unconfirmed was acknowledged: connect again and resume
         ** from the applied LSN */
         atomic_fetch_add(&c->n_reconnects, 1);

@@ -1,0 +1,463 @@
+/* CDC (src/cdc) when a whole server goes away, and at volume: the source
+** cluster stopped (fast, then immediate) and started again under a steady
+** insert load, the target cluster stopped while the source keeps writing,
+** and a mixed insert/update/delete workload counted exactly. The restarted
+** clusters are this test's own (pgpipe_local_start in the test temp dir),
+** never the shared test cluster or test_cdc.c's source cluster, whose
+** helpers (cdc_src_fresh, cdc_conn, cdc_open, cdc_until, cdc_kill) are used
+** here: test files are compiled into one program. */
+
+#include <sys/mman.h>
+
+/* ---- a cluster of the test's own, stopped with pg_ctl ----------------- */
+
+typedef struct cm_server {
+    char dir[300];
+    char info[600];
+    char pgctl[400];
+    char runas[96];
+    pgpipe_local_options opt;
+} cm_server;
+
+static void cm_server_start(cm_server *sv)
+{
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    int rc = pgpipe_local_start(sv->dir, &sv->opt, sv->info, sizeof sv->info, NULL, &err);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "starting the server in %s: %s", sv->dir, err.message);
+}
+
+/* A cluster in the test temp dir (wal_level = logical), stopped when the
+** test's process ends. pg_ctl is the one pgpipe_local_start uses; as root
+** the server runs as another user (initdb refuses root), and so must
+** pg_ctl, which refuses root as well. */
+static void cm_server_init(cm_server *sv, const char *name)
+{
+    memset(sv, 0, sizeof *sv);
+    snprintf(sv->dir, sizeof sv->dir, "%s/%s.%d", pgt_tmpdir(), name, (int)getpid());
+    pgpipe_local_options_init(&sv->opt);
+    sv->opt.fast = 1;
+    sv->opt.logical = 1;
+    sv->opt.owner = (long)getpid();
+    cm_server_start(sv);
+    const char *top = getenv("PGPIPE_TOP");
+    char cmd[600], bindir[300] = "";
+    snprintf(cmd, sizeof cmd, "cd '%s' && sh tool/pgtmp.sh bindir 2>/dev/null", top && *top ? top : ".");
+    FILE *b = popen(cmd, "r");
+    PGT_CHECK(b != NULL);
+    if (!fgets(bindir, sizeof bindir, b))
+        bindir[0] = '\0';
+    pclose(b);
+    bindir[strcspn(bindir, "\n")] = '\0';
+    snprintf(sv->pgctl, sizeof sv->pgctl, "%s/pg_ctl", bindir);
+    PGT_CHECK_MSG(access(sv->pgctl, X_OK) == 0, "no pg_ctl in \"%s\"", bindir);
+    const char *user = getenv("PGPIPE_LOCAL_USER");
+    if (geteuid() == 0)
+        snprintf(sv->runas, sizeof sv->runas, "runuser -u %s --", user && *user ? user : "postgres");
+}
+
+/* pg_ctl stop -m MODE; its output in DIR/pg_ctl-test.log. */
+static void cm_server_stop(cm_server *sv, const char *mode)
+{
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "%s '%s' -D '%s/data' -m %s -w -t 60 stop >>'%s/pg_ctl-test.log' 2>&1",
+             sv->runas, sv->pgctl, sv->dir, mode, sv->dir);
+    int rc = system(cmd);
+    if (rc != 0) {
+        snprintf(cmd, sizeof cmd, "tail -n 20 '%s/pg_ctl-test.log' '%s/server.log' >&2", sv->dir,
+                 sv->dir);
+        PGT_CHECK(system(cmd) >= 0);
+    }
+    PGT_CHECK_MSG(rc == 0, "pg_ctl stop -m %s of %s: status %d", mode, sv->dir, rc);
+    PGT_CHECK(!pgpipe_local_running(sv->dir));
+}
+
+static void cm_server_end(cm_server *sv)
+{
+    pgpipe_error err;
+    pgpipe_local_stop(sv->dir, &sv->opt, &err);
+}
+
+static void cm_quiet(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+/* A connection, connected again when its server went away meanwhile. */
+static PGconn *cm_conn(PGconn *c, const char *info)
+{
+    if (c && PQstatus(c) == CONNECTION_OK) {
+        PGresult *r = PQexec(c, "SELECT 1");
+        int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+        if (ok)
+            return c;
+    }
+    if (c)
+        PQfinish(c);
+    for (int i = 0; i < 300; i++) {
+        c = PQconnectdb(info);
+        if (PQstatus(c) == CONNECTION_OK) {
+            PQsetNoticeProcessor(c, cm_quiet, NULL);
+            PQclear(PQexec(c, "SET client_min_messages = warning"));
+            return c;
+        }
+        PQfinish(c);
+        pgpipe_sleep_ms(50);
+    }
+    PGT_CHECK_MSG(0, "cannot connect to %s", info);
+    return NULL;
+}
+
+/* ---- the stream and the load, each a process of its own --------------- */
+
+typedef struct cm_shared {
+    volatile int stop_load;
+    volatile long long inserted;    /* the load's committed inserts */
+    volatile int done;              /* the stream returned */
+    volatile int rc;                /* what pgpipe_cdc_run returned */
+    pgpipe_cdc_stats st;
+    char err[1024];
+} cm_shared;
+
+/* Memory the test shares with its children (a file mapped: POSIX has no
+** anonymous shared mapping). */
+static cm_shared *cm_shared_new(const char *dir)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/shared", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    PGT_CHECK(fd >= 0 && ftruncate(fd, (off_t)sizeof(cm_shared)) == 0);
+    void *p = mmap(NULL, sizeof(cm_shared), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    PGT_CHECK(p != MAP_FAILED);
+    memset(p, 0, sizeof(cm_shared));
+    return p;
+}
+
+static pgpipe_cdc *volatile cm_child_cdc;
+static void cm_on_term(int sig)
+{
+    (void)sig;
+    if (cm_child_cdc)
+        pgpipe_cdc_stop(cm_child_cdc);
+}
+
+/* One pgpipe_cdc_run(c, -1) of slot until SIGTERM, as a supervisor would
+** run it, but never opened again: a failure it does not heal itself ends
+** it, and sh says so. Its log (warnings and up) goes to the file log. */
+static pid_t cm_stream(const char *src, const char *tgt, const char *slot, cm_shared *sh,
+                       const char *log)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    PGT_CHECK(pid >= 0);
+    if (pid > 0)
+        return pid;
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        dup2(fd, 2);
+        close(fd);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cm_on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, slot, NULL);
+    if (rc == PGPIPE_OK) {
+        cm_child_cdc = c;
+        rc = pgpipe_cdc_run(c, -1);
+        cm_child_cdc = NULL;
+    }
+    pgpipe_cdc_stats_get(c, &sh->st);
+    snprintf(sh->err, sizeof sh->err, "%s", rc == PGPIPE_OK ? "" : pgpipe_errmsg(c));
+    sh->rc = rc;
+    sh->done = 1;
+    pgpipe_cdc_close(c);
+    fflush(stderr);
+    _exit(0);
+}
+
+/* The stream's end: asked to stop, it returns what its run returned. */
+static void cm_stream_end(pid_t pid, cm_shared *sh)
+{
+    kill(pid, SIGTERM);
+    int st = 0;
+    for (int i = 0; i < 600 && waitpid(pid, &st, WNOHANG) == 0; i++)
+        pgpipe_sleep_ms(50);
+    if (!sh->done)
+        cdc_kill(pid);
+    PGT_CHECK_MSG(sh->done, "the stream did not return within 30 s of its stop");
+}
+
+/* Inserts into table, one row per transaction, ids 1, 2, ... (an id whose
+** commit failed is not used again: the table holds the truth), about 100 a
+** second, connecting again while the server is away, until sh->stop_load. */
+static pid_t cm_load(const char *src, const char *table, cm_shared *sh)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    PGT_CHECK(pid >= 0);
+    if (pid > 0)
+        return pid;
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    PGconn *c = PQconnectdb(src);
+    PQsetNoticeProcessor(c, cm_quiet, NULL);
+    long long id = 0;
+    char sql[256];
+    while (!sh->stop_load) {
+        if (PQstatus(c) != CONNECTION_OK) {
+            PQreset(c);
+            if (PQstatus(c) != CONNECTION_OK) {
+                pgpipe_sleep_ms(50);
+                continue;
+            }
+        }
+        snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (%lld, 'r%lld')", table, id + 1, id + 1);
+        id++;
+        PGresult *r = PQexec(c, sql);
+        if (PQresultStatus(r) == PGRES_COMMAND_OK)
+            sh->inserted++;
+        else
+            pgpipe_sleep_ms(20);
+        PQclear(r);
+        pgpipe_sleep_ms(8);
+    }
+    PQfinish(c);
+    _exit(0);
+}
+
+static void cm_load_end(pid_t pid, cm_shared *sh)
+{
+    sh->stop_load = 1;
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* Poll the query (one number) on the server of info until it gives at
+** least want; at most secs seconds. The last value. */
+static long long cm_wait(PGconn **c, const char *info, const char *sql, long long want, int secs)
+{
+    long long v = -1;
+    for (int i = 0; i < secs * 20; i++) {
+        *c = cm_conn(*c, info);
+        PGresult *r = PQexec(*c, sql);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            v = atoll(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (v >= want)
+            break;
+        pgpipe_sleep_ms(50);
+    }
+    return v;
+}
+
+static char *cm_slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    PGT_CHECK_MSG(f != NULL, "cannot read %s", path);
+    pp_buf b = { 0, 0, 0 };
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        PGT_OK(pp_buf_append(&b, chunk, n));
+    fclose(f);
+    PGT_OK(pp_buf_putc(&b, '\0'));
+    return b.data;
+}
+
+/* Every row of the source table staged once, no event twice: counted on
+** each side, by (lsn, id) on the target. */
+static void cm_check_exact(PGconn *s, PGconn *t, const char *table, const char *slot)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) || ' ' || coalesce(sum(id), 0) FROM %s", table);
+    char want[64];
+    snprintf(want, sizeof want, "%s", pgt_db_str(s, sql));
+    snprintf(sql, sizeof sql, "SELECT count(*) || ' ' || coalesce(sum((payload->'row'->>'id')::bigint), 0) "
+             "FROM staging.raw_events WHERE source = '%s'", slot);
+    PGT_EQ_STR(pgt_db_str(t, sql), want);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM (SELECT payload->>'lsn', payload->'row'->>'id' FROM "
+             "staging.raw_events WHERE source = '%s' GROUP BY 1, 2 HAVING count(*) > 1) d", slot);
+    PGT_EQ_INT(pgt_db_int(t, sql), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) - count(DISTINCT payload->'row'->>'id') FROM "
+             "staging.raw_events WHERE source = '%s'", slot);
+    PGT_EQ_INT(pgt_db_int(t, sql), 0);
+}
+
+/* ---- the source restarted under the stream ----------------------------- */
+
+/* The source cluster is stopped (fast: the walsender ends the stream after
+** the shutdown checkpoint; immediate: the connection just drops) and
+** started again while the stream runs in a process of its own and rows
+** keep being inserted: the stream logs each loss, connects again (with its
+** backoff, while the server is still down), resumes from the applied LSN,
+** and in the end every source row is one staged event. */
+PGT_TEST(cdc, more_source_restart_under_load)
+{
+    cm_server sv;
+    cm_server_init(&sv, "cdc-restart-src");
+    char src[700], tgt[1200], log[400];
+    snprintf(src, sizeof src, "%s", sv.info);
+    PGconn *s = cm_conn(NULL, src);
+    PQclear(PGT_EXEC(s, "CREATE TABLE r (id bigint PRIMARY KEY, v text)"));
+    PGconn *t = pgt_db_fresh("cdc_restart_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_restart_t", pgt_dsn());
+    snprintf(log, sizeof log, "%s/stream.log", sv.dir);
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "cr", "r");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    pgpipe_cdc_close(c);
+
+    cm_shared *sh = cm_shared_new(sv.dir);
+    pid_t stream = cm_stream(src, tgt, "cr", sh, log);
+    pid_t load = cm_load(src, "r", sh);
+    const char *staged = "SELECT count(*) FROM staging.raw_events WHERE source = 'cr'";
+    const char *modes[2] = { "fast", "immediate" };
+    long long seen = 0;
+    for (int k = 0; k < 2; k++) {
+        long long have = cm_wait(&t, tgt, staged, seen + 100, 30);
+        PGT_CHECK_MSG(have >= seen + 100, "%lld events staged before the %s stop (the stream %s%s)",
+                      have, modes[k], sh->done ? "ended: " : "runs", sh->done ? sh->err : "");
+        cm_server_stop(&sv, modes[k]);
+        long long at_stop = sh->inserted;
+        pgpipe_sleep_ms(500);     /* the load and the stream find it gone */
+        cm_server_start(&sv);
+        /* the load goes on and the stream stages what came after the restart */
+        for (int i = 0; i < 600 && sh->inserted < at_stop + 100; i++)
+            pgpipe_sleep_ms(50);
+        PGT_CHECK_MSG(sh->inserted >= at_stop + 100, "the load did not resume after the %s stop",
+                      modes[k]);
+        s = cm_conn(s, src);
+        seen = pgt_db_int(s, "SELECT count(*) FROM r");
+    }
+    long long have = cm_wait(&t, tgt, staged, seen + 50, 30);
+    PGT_CHECK_MSG(have >= seen + 50, "%lld events staged after the restarts, the source had %lld",
+                  have, seen);
+    cm_load_end(load, sh);
+    s = cm_conn(s, src);
+    long long rows = pgt_db_int(s, "SELECT count(*) FROM r");
+    have = cm_wait(&t, tgt, staged, rows, 30);
+    cm_stream_end(stream, sh);
+    PGT_CHECK_MSG(sh->rc == PGPIPE_OK, "the stream ended with %d: %s", sh->rc, sh->err);
+    PGT_EQ_INT(have, rows);
+    t = cm_conn(t, tgt);
+    cm_check_exact(s, t, "r", "cr");
+    /* each loss was said, and healed */
+    PGT_CHECK_MSG(sh->st.reconnects >= 2, "reconnects %lld", sh->st.reconnects);
+    char *text = cm_slurp(log);
+    PGT_CONTAINS(text, "the source ended the replication stream");
+    PGT_CONTAINS(text, "connecting again in");
+    fprintf(stderr, "    %lld rows, %lld reconnects, %lld transactions skipped (staged before)\n",
+            rows, sh->st.reconnects, sh->st.skipped);
+    pp_free(text);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cr", "cr", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+    cm_server_end(&sv);
+}
+
+/* ---- the target restarted while the source keeps writing --------------- */
+
+/* The target cluster is stopped (fast, then immediate) while rows keep
+** being inserted on the source: the stream stops reading and acknowledges
+** nothing it has not staged. While the target is down, the slot's
+** confirmed position on the source stays before the first transaction
+** staged after the target came back (nothing after the last staged commit
+** was confirmed); then everything is staged once. */
+PGT_TEST(cdc, more_target_restart_never_acks)
+{
+    cm_server tv;
+    cm_server_init(&tv, "cdc-restart-tgt");
+    char src[1200], tgt[700], log[400];
+    PGconn *s = cdc_src_fresh("cdc_tdown", src, sizeof src, NULL);
+    PQsetNoticeProcessor(s, cm_quiet, NULL);
+    PQclear(PGT_EXEC(s, "CREATE TABLE r (id bigint PRIMARY KEY, v text)"));
+    snprintf(tgt, sizeof tgt, "%s", tv.info);
+    snprintf(log, sizeof log, "%s/stream.log", tv.dir);
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "ct", "r");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    pgpipe_cdc_close(c);
+
+    cm_shared *sh = cm_shared_new(tv.dir);
+    pid_t stream = cm_stream(src, tgt, "ct", sh, log);
+    pid_t load = cm_load(src, "r", sh);
+    PGconn *t = cm_conn(NULL, tgt);
+    const char *staged = "SELECT count(*) FROM staging.raw_events WHERE source = 'ct'";
+    const char *modes[2] = { "fast", "immediate" };
+    long long seen = 0;
+    for (int k = 0; k < 2; k++) {
+        long long have = cm_wait(&t, tgt, staged, seen + 100, 30);
+        PGT_CHECK_MSG(have >= seen + 100, "%lld events staged before the %s stop (the stream %s%s)",
+                      have, modes[k], sh->done ? "ended: " : "runs", sh->done ? sh->err : "");
+        PQfinish(t);
+        t = NULL;
+        cm_server_stop(&tv, modes[k]);
+        long long before = pgt_db_int(s, "SELECT count(*) FROM r");
+        /* the slot's confirmed position while the target is away */
+        uint64_t confirmed = 0;
+        for (int i = 0; i < 30; i++) {
+            uint64_t v = 0;
+            PGT_CHECK(pp_cdc_lsn_parse(pgt_db_str(s, "SELECT confirmed_flush_lsn::text FROM "
+                                                     "pg_replication_slots WHERE slot_name = 'ct'"),
+                                       &v));
+            if (v > confirmed)
+                confirmed = v;
+            pgpipe_sleep_ms(50);
+        }
+        long long during = pgt_db_int(s, "SELECT count(*) FROM r") - before;
+        PGT_CHECK_MSG(during > 0, "the source wrote nothing while the target was down");
+        cm_server_start(&tv);
+        /* the first transaction staged after the restart is past it */
+        t = cm_conn(NULL, tgt);
+        have = cm_wait(&t, tgt, "SELECT count(*) FROM staging.raw_events WHERE source = 'ct' AND "
+                                "received_at >= pg_postmaster_start_time()", 1, 30);
+        PGT_CHECK_MSG(have >= 1, "nothing staged after the target's %s restart (the stream %s%s)",
+                      modes[k], sh->done ? "ended: " : "runs", sh->done ? sh->err : "");
+        uint64_t first = 0;
+        PGT_CHECK(pp_cdc_lsn_parse(pgt_db_str(t, "SELECT min((payload->>'lsn')::pg_lsn)::text FROM "
+                                                 "staging.raw_events WHERE source = 'ct' AND "
+                                                 "received_at >= pg_postmaster_start_time()"),
+                                   &first));
+        char a[32], b[32];
+        pp_cdc_lsn_str(confirmed, a, sizeof a);
+        pp_cdc_lsn_str(first, b, sizeof b);
+        PGT_CHECK_MSG(confirmed < first, "the source was told %s was flushed while the target was "
+                      "down; the first transaction staged after it ends at %s", a, b);
+        seen = pgt_db_int(s, "SELECT count(*) FROM r");
+    }
+    long long have = cm_wait(&t, tgt, staged, seen, 30);
+    PGT_CHECK_MSG(have >= seen, "%lld events staged after the restarts, the source had %lld", have,
+                  seen);
+    cm_load_end(load, sh);
+    long long rows = pgt_db_int(s, "SELECT count(*) FROM r");
+    have = cm_wait(&t, tgt, staged, rows, 30);
+    cm_stream_end(stream, sh);
+    PGT_CHECK_MSG(sh->rc == PGPIPE_OK, "the stream ended with %d: %s", sh->rc, sh->err);
+    PGT_EQ_INT(have, rows);
+    t = cm_conn(t, tgt);
+    cm_check_exact(s, t, "r", "ct");
+    PGT_CHECK_MSG(sh->st.reconnects >= 2, "reconnects %lld", sh->st.reconnects);
+    char *text = cm_slurp(log);
+    PGT_CONTAINS(text, "cannot connect to the target");
+    PGT_CONTAINS(text, "connecting again in");
+    fprintf(stderr, "    %lld rows, %lld reconnects\n", rows, sh->st.reconnects);
+    pp_free(text);
+    PQfinish(t);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, NULL, "ct", "ct", &err));
+    PQfinish(s);
+    cm_server_end(&tv);
+}
