@@ -461,3 +461,88 @@ PGT_TEST(cdc, more_target_restart_never_acks)
     PQfinish(s);
     cm_server_end(&tv);
 }
+
+/* ---- a mixed workload, counted exactly --------------------------------- */
+
+/* The benchmark's workload (test/bench/cdc/run.sh) as a test: 60% inserts,
+** 30% updates, 10% deletes, 1,000 rows per source transaction, then the
+** stream catches up to the last commit. 100,000 changes by default (about
+** 9 s under the sanitizers on 2 cores); PGPIPE_TEST_BIG=1 makes it the
+** benchmark's 1,000,000 (about 55 s: too much for every make test):
+**     PGPIPE_TEST_BIG=1 make test T=cdc.more_mixed_workload_exact
+** Each change is one event of its kind, none twice, none missing. */
+PGT_TEST(cdc, more_mixed_workload_exact)
+{
+    const char *big = getenv("PGPIPE_TEST_BIG");
+    long long n = big && *big && strcmp(big, "0") != 0 ? 1000000 : 100000;
+    long long ins = n * 6 / 10, upd = n * 3 / 10, del = n - ins - upd;
+    char src[1200], tgt[1200], sql[1024];
+    PGconn *s = cdc_src_fresh("cdc_mixed", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_mixed_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_mixed_t", pgt_dsn());
+    PQclear(PGT_EXEC(s,
+        "CREATE TABLE m (id int PRIMARY KEY, v text, n int);"
+        "CREATE TABLE m_mark (lsn pg_lsn);"
+        "CREATE PROCEDURE m_work(ins int, upd int, del int) LANGUAGE plpgsql AS $$ "
+        "BEGIN "
+        "  FOR b IN 0 .. ins / 1000 - 1 LOOP "
+        "    INSERT INTO m SELECT g, md5(g::text), g FROM generate_series(b * 1000 + 1, b * 1000 + 1000) g; "
+        "    COMMIT; "
+        "  END LOOP; "
+        "  FOR b IN 0 .. upd / 1000 - 1 LOOP "
+        "    UPDATE m SET n = n + 1, v = 'u' WHERE id > b * 1000 AND id <= b * 1000 + 1000; "
+        "    COMMIT; "
+        "  END LOOP; "
+        "  FOR b IN 0 .. del / 1000 - 1 LOOP "
+        "    DELETE FROM m WHERE id > b * 1000 AND id <= b * 1000 + 1000; "
+        "    COMMIT; "
+        "  END LOOP; "
+        "  INSERT INTO m_mark SELECT pg_current_wal_insert_lsn(); "
+        "END $$"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "cm", "m");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    int64_t t0 = pgpipe_now_us();
+    snprintf(sql, sizeof sql, "CALL m_work(%lld, %lld, %lld)", ins, upd, del);
+    PQclear(PGT_EXEC(s, sql));
+    int64_t t1 = pgpipe_now_us();
+    /* caught up: the stream confirmed past the last change's commit */
+    snprintf(sql, sizeof sql, "SELECT (confirmed_flush_lsn >= (SELECT lsn FROM m_mark))::int FROM "
+             "pg_replication_slots WHERE slot_name = 'cm'");
+    int done = 0;
+    for (int i = 0; i < 600 && !done; i++) {
+        rc = pgpipe_cdc_run(c, 500);
+        PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+        done = pgt_db_int(s, sql) == 1;
+    }
+    int64_t t2 = pgpipe_now_us();
+    PGT_CHECK_MSG(done, "the stream did not catch up in 300 s");
+    pgpipe_cdc_stats st;
+    pgpipe_cdc_stats_get(c, &st);
+    pgpipe_cdc_close(c);
+    snprintf(sql, sizeof sql, "public.m:delete=%lld public.m:insert=%lld public.m:update=%lld", del, ins,
+             upd);
+    PGT_EQ_STR(pgt_db_str(t, "SELECT string_agg(event_type || '=' || k, ' ' ORDER BY event_type) FROM "
+                             "(SELECT event_type, count(*) k FROM staging.raw_events GROUP BY 1) x"), sql);
+    PGT_EQ_INT(st.events, n);
+    /* none twice: by commit LSN and row; each row once per kind of change */
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM (SELECT payload->>'lsn', event_type, "
+                             "coalesce(payload->'row'->>'id', payload->'old'->>'id') FROM staging.raw_events "
+                             "GROUP BY 1, 2, 3 HAVING count(*) > 1) d"), 0);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT payload->'row'->>'id') FROM staging.raw_events "
+                             "WHERE event_type = 'public.m:insert'"), ins);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT payload->'row'->>'id') FROM staging.raw_events "
+                             "WHERE event_type = 'public.m:update' AND payload->'row'->>'v' = 'u' AND "
+                             "(payload->'row'->>'n')::int = (payload->'row'->>'id')::int + 1"), upd);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT payload->'old'->>'id') FROM staging.raw_events "
+                             "WHERE event_type = 'public.m:delete'"), del);
+    /* what the events leave is what the source holds */
+    PGT_EQ_INT(pgt_db_int(s, "SELECT count(*) FROM m"), ins - del);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT payload->>'lsn') FROM staging.raw_events"), n / 1000);
+    fprintf(stderr, "    %lld changes: the source's workload %.1f s, the stream caught up %.1f s later\n",
+            n, (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cm", "cm", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
