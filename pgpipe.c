@@ -25587,6 +25587,19 @@ static int cdc_start(pgpipe_cdc *c)
     int rc;
     if (!c->repl && (rc = cdc_connect(c, &c->repl, c->source, 1, "source (replication)")) != PGPIPE_OK)
         return rc;
+    /* from what the target holds: a COMMIT whose answer was lost with its
+    ** connection may have staged a transaction this handle does not know of */
+    const char *p1[1] = { c->slot };
+    PGresult *r0 = NULL;
+    if ((rc = pp_exec(c->tgt, "SELECT applied_lsn::text FROM pgpipe.cdc_slots WHERE slot = $1", 1, p1,
+                      &r0, &c->h.err, "cdc: reading the slot's applied LSN")) != PGPIPE_OK)
+        return rc;
+    uint64_t held = 0;
+    if (PQntuples(r0) == 1 && pp_cdc_lsn_parse(PQgetvalue(r0, 0, 0), &held) && held > c->applied) {
+        c->applied = c->ack = held;
+        atomic_store(&c->st_applied, held);
+    }
+    PQclear(r0);
     char q[512], lsn[32];
     pp_cdc_lsn_str(c->applied, lsn, sizeof lsn);
     snprintf(q, sizeof q,

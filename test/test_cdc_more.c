@@ -546,3 +546,64 @@ PGT_TEST(cdc, more_mixed_workload_exact)
     PQfinish(s);
     pgt_db_close(t);
 }
+
+/* ---- a target commit whose outcome the stream did not learn ------------ */
+
+/* The target crashed (or the connection dropped) after it committed a
+** transaction's events but before the stream read the COMMIT's answer:
+** the target holds the transaction, the stream's memory does not, and the
+** source was not told. Made here by staging the transaction's LSN behind
+** the open handle's back. When the stream starts, it must go by what the
+** target holds: the transaction is skipped, not refused as if another
+** process consumed the slot. */
+PGT_TEST(cdc, more_commit_outcome_unknown)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_unknown", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_unknown_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_unknown_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE u (id int PRIMARY KEY)"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "cu", "u");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    PQclear(PGT_EXEC(s, "INSERT INTO u VALUES (1)"));
+    cdc_run_until(c, t, "cu", 1);
+    pgpipe_cdc_close(c);
+    PGT_OK(cdc_open(&c, src, tgt, "cu", NULL));
+    /* the transaction the target holds without the stream knowing */
+    PQclear(PGT_EXEC(s, "INSERT INTO u VALUES (2)"));
+    PGresult *r = PQexecParams(s, "SELECT data FROM pg_logical_slot_peek_binary_changes('cu', NULL, NULL, "
+                               "'proto_version', '1', 'publication_names', 'cu')",
+                               0, NULL, NULL, NULL, NULL, 1);
+    PGT_CHECK_MSG(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+    pp_cdc_decoder d;
+    memset(&d, 0, sizeof d);
+    uint64_t end = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        pp_cdc_msg m;
+        pgpipe_error err;
+        PGT_OK(pp_cdc_decode(&d, PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0), &m, &err));
+        if (m.type == 'C')
+            end = m.end_lsn;
+    }
+    PQclear(r);
+    pp_cdc_decoder_free(&d);
+    PGT_CHECK(end > 0);
+    char sql[256], lsn[32];
+    pp_cdc_lsn_str(end, lsn, sizeof lsn);
+    snprintf(sql, sizeof sql, "UPDATE pgpipe.cdc_slots SET applied_lsn = '%s' WHERE slot = 'cu'", lsn);
+    PQclear(PGT_EXEC(t, sql));
+    PQclear(PGT_EXEC(t, "INSERT INTO staging.raw_events (source, event_type, payload) VALUES "
+                        "('cu', 'public.u:insert', '{\"row\": {\"id\": 2}}')"));
+    PQclear(PGT_EXEC(s, "INSERT INTO u VALUES (3)"));
+    cdc_run_until(c, t, "cu", 3);
+    pgpipe_cdc_stats st;
+    pgpipe_cdc_stats_get(c, &st);
+    PGT_EQ_INT(st.events, 1);
+    pgpipe_cdc_close(c);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT payload->'row'->>'id') FROM staging.raw_events"), 3);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cu", "cu", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
