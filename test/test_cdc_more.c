@@ -1,7 +1,8 @@
 /* CDC (src/cdc) when a whole server goes away, and at volume: the source
 ** cluster stopped (fast, then immediate) and started again under a steady
 ** insert load, the target cluster stopped while the source keeps writing,
-** and a mixed insert/update/delete workload counted exactly. The restarted
+** a target commit whose answer the stream never read, and a mixed
+** insert/update/delete workload counted exactly. The restarted
 ** clusters are this test's own (pgpipe_local_start in the test temp dir),
 ** never the shared test cluster or test_cdc.c's source cluster, whose
 ** helpers (cdc_src_fresh, cdc_conn, cdc_open, cdc_until, cdc_kill) are used
