@@ -1195,7 +1195,9 @@ PGPIPE_PRIVATE int run_sources_cdc_info(pgpipe_runner *r, const char *name,
 ** to the log line, the rule's NOTIFY channel, table and command, and to
 ** r->on_alert. raise queues the alert for the alert thread (it never waits
 ** for the database or a command) and may be called before start; it takes
-** r->mu, so not while holding it. */
+** r->mu, so not while holding it. Kinds "cdc-guard" and "cdc-guard-resume"
+** (subject: the .source cdc) are the CDC slot guard's steps: each is
+** delivered, through that source's .alert cdc-lag rule when it has one. */
 PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r);
 PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r);
 PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);
@@ -16602,6 +16604,7 @@ struct pgpipe_workers {
     atomic_int said_polling;   /* the "NOTIFY wake-ups are off" line was logged */
     atomic_int lost_named;     /* a claimer found its statements gone (26000):
                                   the next ones start unnamed */
+    atomic_int paused;         /* pgpipe_workers_pause: claim nothing for now */
 };
 
 /* The claim options of a new claimer of the workers. */
@@ -16834,6 +16837,12 @@ static void *claim_worker_main(void *arg)
             backoff.attempt = 0;
             pp_cancel_arm(&k->cancel, pgpipe_conn_pg(pc));
         }
+        if (atomic_load_explicit(&w->paused, memory_order_relaxed)) {
+            /* between batches: nothing claimed, no transaction open */
+            claim_worker_sync(k, cl, 1);
+            claim_nap(w, 100);
+            continue;
+        }
         int nrows = 0;
         long long dead_before = cl->st.dead;
         int rc = pgpipe_claimer_run_batch(cl, &w->h, &nrows);
@@ -17009,6 +17018,17 @@ void pgpipe_workers_stop(pgpipe_workers *w)
         ssize_t r = write(w->wake[1], "x", 1);
         (void)r;
     }
+}
+
+void pgpipe_workers_pause(pgpipe_workers *w, int paused)
+{
+    if (w)
+        atomic_store(&w->paused, paused ? 1 : 0);
+}
+
+int pgpipe_workers_paused(const pgpipe_workers *w)
+{
+    return w ? atomic_load(&((pgpipe_workers *)w)->paused) != 0 : 0;
 }
 
 int pgpipe_workers_stopping(const pgpipe_workers *w)
@@ -24863,7 +24883,17 @@ PGPIPE_PRIVATE int pp_cdc_lsn_parse(const char *s, uint64_t *lsn)
 ** per transaction for one it streams while in progress (no size limit in
 ** memory). Each record is "event_type TAB payload-without-its-end", both
 ** already in COPY text form; the commit adds the source, the commit's LSN
-** and time, and sends them with COPY in one transaction with the LSN.
+** and time, and sends them with COPY into the open target transaction.
+**
+** Group commit: the target transaction stays open across source commits
+** while the stream has more to read, and commits, with the end LSN of its
+** last source transaction, when the stream has nothing more buffered, or
+** after CDC_GROUP_EVENTS events or CDC_GROUP_US. Catching up, one target
+** commit (its fsync, its round trips) serves dozens of source
+** transactions, and the target parses a COPY that never stops while the
+** source decodes the next ones. Idle or streaming live, each source
+** transaction still commits on its own at once. Nothing is confirmed to
+** the source before the group's commit, so exactly once holds as before.
 */
 
 #ifndef PGPIPE_OMIT_CDC
@@ -24903,8 +24933,23 @@ struct pgpipe_cdc {
     cdc_spool *spools;          /* streamed transactions in progress */
     int nspools, capspools;
     cdc_spool *cur;             /* inside a Stream Start .. Stop block */
-    pp_buf js, line, copy;      /* scratch */
+    pp_buf js, line, copy, tail; /* scratch */
     uint64_t final_lsn;         /* the open transaction's commit LSN (Begin) */
+    /* the target transaction open for a group of source transactions: its
+    ** COPY is in progress; grp_end is the end LSN of its last one */
+    int grp_open;
+    uint64_t grp_end;
+    int64_t grp_ts, grp_started_us;
+    long long grp_txns, grp_events;
+    /* the target session: set up (tgt_ready) after each connection; its
+    ** commits do not wait for the WAL flush (async_commit) unless the
+    ** target has synchronous standbys; the groups committed but maybe not
+    ** yet flushed there, by their end LSN at the source and the target's
+    ** WAL insert position after their commit, oldest first */
+    int tgt_ready, async_commit;
+    struct cdc_pend { uint64_t remote, local; } *pend;
+    int npend, cappend;
+    int64_t last_flush_us;
     /* tables whose snapshot is newer than the stream: their changes that
     ** committed before it are in the snapshot */
     struct cdc_skip { char *table; uint64_t lsn; } *skips;
@@ -24914,6 +24959,11 @@ struct pgpipe_cdc {
     _Atomic long long n_txn, n_events, n_skipped, n_reconnects;
     _Atomic uint64_t st_applied, st_confirmed, st_received;
 };
+
+/* A group's target transaction commits at the latest after this many
+** events or this long (the redo after a failure, the staging latency). */
+#define CDC_GROUP_EVENTS 50000
+#define CDC_GROUP_US 500000
 
 /* PostgreSQL's epoch (2000-01-01) in Unix seconds. */
 #define CDC_PG_EPOCH 946684800LL
@@ -25565,10 +25615,14 @@ static void cdc_spool_drop(pgpipe_cdc *c, cdc_spool *s)
         c->cur = &c->spools[i];
 }
 
+static void cdc_group_abort(pgpipe_cdc *c);
+
 /* Forget everything in flight: after a failure the stream starts again
 ** from the applied LSN, and the server sends the relations again. */
 static void cdc_reset(pgpipe_cdc *c)
 {
+    if (c->grp_open)
+        cdc_group_abort(c);
     if (c->repl)
         PQfinish(c->repl);
     c->repl = NULL;
@@ -25579,6 +25633,7 @@ static void cdc_reset(pgpipe_cdc *c)
     while (c->nspools)
         cdc_spool_drop(c, &c->spools[c->nspools - 1]);
     c->cur = NULL;
+    c->npend = 0;
     c->ack = c->applied;
 }
 
@@ -25587,19 +25642,6 @@ static int cdc_start(pgpipe_cdc *c)
     int rc;
     if (!c->repl && (rc = cdc_connect(c, &c->repl, c->source, 1, "source (replication)")) != PGPIPE_OK)
         return rc;
-    /* from what the target holds: a COMMIT whose answer was lost with its
-    ** connection may have staged a transaction this handle does not know of */
-    const char *p1[1] = { c->slot };
-    PGresult *r0 = NULL;
-    if ((rc = pp_exec(c->tgt, "SELECT applied_lsn::text FROM pgpipe.cdc_slots WHERE slot = $1", 1, p1,
-                      &r0, &c->h.err, "cdc: reading the slot's applied LSN")) != PGPIPE_OK)
-        return rc;
-    uint64_t held = 0;
-    if (PQntuples(r0) == 1 && pp_cdc_lsn_parse(PQgetvalue(r0, 0, 0), &held) && held > c->applied) {
-        c->applied = c->ack = held;
-        atomic_store(&c->st_applied, held);
-    }
-    PQclear(r0);
     char q[512], lsn[32];
     pp_cdc_lsn_str(c->applied, lsn, sizeof lsn);
     snprintf(q, sizeof q,
@@ -25745,60 +25787,126 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
     return PGPIPE_OK;
 }
 
-/* Stage a committed transaction: its records (mem, or the spool file f)
-** and its LSN in one target transaction; then it may be confirmed. */
-static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
-                      uint64_t end_lsn, int64_t ts)
+/* The target's WAL is flushed to flushed: the groups committed before it
+** are durable there and may be confirmed to the source. */
+static void cdc_flushed(pgpipe_cdc *c, uint64_t flushed)
 {
-    if (end_lsn <= c->applied) {
-        atomic_fetch_add(&c->n_skipped, 1);
-        return PGPIPE_OK;
+    int k = 0;
+    while (k < c->npend && c->pend[k].local <= flushed) {
+        if (c->pend[k].remote > c->ack)
+            c->ack = c->pend[k].remote;
+        k++;
     }
-    if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
-        /* nothing to stage: confirmable, nothing to store */
-        if (end_lsn > c->ack)
-            c->ack = end_lsn;
-        return PGPIPE_OK;
+    if (k) {
+        memmove(c->pend, c->pend + k, (size_t)(c->npend - k) * sizeof *c->pend);
+        c->npend -= k;
     }
-    /* every record ends with the commit's fields and the brace */
-    pp_buf e = { 0, 0, 0 };
-    if (pp_cdc_event_end(&e, end_lsn, ts) != PGPIPE_OK)
-        return pp_err_nomem(&c->h.err);
-    const char *end = e.data;
-    size_t endn = e.len;
+    c->last_flush_us = pgpipe_now_us();
+}
 
-    /* durable before it is confirmed to the source, whatever the target's
-    ** synchronous_commit: a commit lost in a target crash after its LSN was
-    ** confirmed would be lost for good */
-    int rc = pp_exec(c->tgt, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, &c->h.err,
-                     "cdc: BEGIN on the target");
-    if (rc == PGPIPE_OK)
-        rc = pp_copy_in_start(c->tgt, "COPY staging.raw_events (source, event_type, payload) FROM STDIN",
-                              &c->h.err, "cdc: COPY into staging");
-    long long count = 0;
-    c->copy.len = 0;
-    if (rc == PGPIPE_OK && mem) {
-        const char *p = mem->data, *lim = mem->data + mem->len;
-        while (rc == PGPIPE_OK && p < lim) {
-            const char *nl = memchr(p, '\n', (size_t)(lim - p));
-            size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
-            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
-            p += n;
+/* Ask the target how far its WAL is flushed (waiting for it: durable
+** makes it so first, with one synchronous commit, which flushes all the
+** WAL before it). */
+static int cdc_flush_check(pgpipe_cdc *c, int durable)
+{
+    int rc = PGPIPE_OK;
+    if (durable) {
+        const char *p1[1] = { c->slot };
+        rc = pp_exec(c->tgt, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, &c->h.err,
+                     "cdc: flushing the target's WAL");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt, "UPDATE pgpipe.cdc_slots SET updated_at = now() WHERE slot = $1",
+                         1, p1, NULL, &c->h.err, "cdc: flushing the target's WAL");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err,
+                         "cdc: flushing the target's WAL");
+        if (rc != PGPIPE_OK) {
+            pp_rollback_open(c->tgt);
+            return rc;
         }
-    } else if (rc == PGPIPE_OK) {
-        char *ln = NULL;
-        size_t cap = 0;
-        ssize_t n;
-        rewind(f);
-        while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
-            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
-        free(ln);
-        if (rc == PGPIPE_OK && ferror(f))
-            rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
     }
-    if (rc == PGPIPE_OK && c->copy.len &&
-        PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
+    PGresult *r = NULL;
+    uint64_t flushed = 0;
+    rc = pp_exec(c->tgt, "SELECT pg_current_wal_flush_lsn()::text", 0, NULL, &r, &c->h.err,
+                 "cdc: reading the target's WAL position");
+    if (rc == PGPIPE_OK && !pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &flushed))
+        rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
+    PQclear(r);
+    if (rc == PGPIPE_OK)
+        cdc_flushed(c, flushed);
+    return rc;
+}
+
+/* Set the target session up after each connection: commits that do not
+** wait for the WAL flush, as PostgreSQL's own subscriptions commit (the
+** source is told only what cdc_flushed found durable), unless synchronous
+** standbys are configured (a failover must not lose what was confirmed);
+** and the applied LSN read again, as a crash of the target loses the
+** commits it had not flushed. */
+static int cdc_target_session(pgpipe_cdc *c)
+{
+    PGresult *r = NULL;
+    const char *p1[1] = { c->slot };
+    int rc = pp_exec(c->tgt, "SELECT current_setting('synchronous_standby_names') = '', "
+                             "(SELECT applied_lsn::text FROM pgpipe.cdc_slots WHERE slot = $1)",
+                     1, p1, &r, &c->h.err, "cdc: setting the target session up");
+    if (rc != PGPIPE_OK)
+        return rc;
+    uint64_t applied = 0;
+    int async = PQgetvalue(r, 0, 0)[0] == 't';
+    if (PQgetisnull(r, 0, 1) || !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &applied))
+        rc = pp_err(&c->h.err, PGPIPE_ERROR, "cdc: slot \"%s\" is gone from pgpipe.cdc_slots on the "
+                    "target", c->slot);
+    PQclear(r);
+    if (rc == PGPIPE_OK && async)
+        rc = pp_exec(c->tgt, "SET synchronous_commit = off", 0, NULL, NULL, &c->h.err,
+                     "cdc: setting the target session up");
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (applied != c->applied) {
+        pp_logf(PGPIPE_LOG_WARN, "cdc", "slot %s: the target's applied LSN went back; resuming "
+                "from there", c->slot);
+        c->applied = applied;
+        atomic_store(&c->st_applied, applied);
+    }
+    if (c->ack > c->applied)
+        c->ack = c->applied;
+    c->async_commit = async;
+    c->tgt_ready = 1;
+    return PGPIPE_OK;
+}
+
+/* Give up the open group: end its COPY (a ROLLBACK cannot be sent while
+** one is in progress) and roll the target transaction back. */
+static void cdc_group_abort(pgpipe_cdc *c)
+{
+    if (c->tgt && PQstatus(c->tgt) == CONNECTION_OK) {
+        PGresult *r = PQgetResult(c->tgt);
+        int copying = r && PQresultStatus(r) == PGRES_COPY_IN;
+        PQclear(r);
+        if (copying && PQputCopyEnd(c->tgt, "cdc: the group was given up") == 1)
+            while ((r = PQgetResult(c->tgt)) != NULL)
+                PQclear(r);
+        else
+            while (r && (r = PQgetResult(c->tgt)) != NULL)
+                PQclear(r);
+        pp_rollback_open(c->tgt);
+    }
+    c->grp_open = 0;
+    c->copy.len = 0;
+}
+
+/* Commit the open group: the rest of its COPY, the end LSN of its last
+** source transaction in pgpipe.cdc_slots, COMMIT; then it may be
+** confirmed to the source. */
+static int cdc_group_commit(pgpipe_cdc *c)
+{
+    if (!c->grp_open)
+        return PGPIPE_OK;
+    int rc = PGPIPE_OK;
+    if (c->copy.len && PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
         rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
+    c->copy.len = 0;
     if (rc == PGPIPE_OK) {
         if (PQputCopyEnd(c->tgt, NULL) != 1) {
             rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
@@ -25812,37 +25920,139 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
         }
     }
     if (rc == PGPIPE_OK) {
-        char lsn[32], when[64], n[32];
-        pp_cdc_lsn_str(end_lsn, lsn, sizeof lsn);
-        snprintf(when, sizeof when, "%lld", (long long)ts);
-        snprintf(n, sizeof n, "%lld", count);
-        const char *p[4] = { c->slot, lsn, when, n };
+        char lsn[32], when[32], n[32], t[32];
+        pp_cdc_lsn_str(c->grp_end, lsn, sizeof lsn);
+        snprintf(when, sizeof when, "%lld", (long long)c->grp_ts);
+        snprintf(n, sizeof n, "%lld", c->grp_events);
+        snprintf(t, sizeof t, "%lld", c->grp_txns);
+        const char *p[5] = { c->slot, lsn, when, n, t };
         PGresult *r = NULL;
         rc = pp_exec(c->tgt,
                      "UPDATE pgpipe.cdc_slots SET applied_lsn = $2::pg_lsn, "
                      "commit_time = timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond', "
-                     "transactions = transactions + 1, events = events + $4::bigint, updated_at = now() "
-                     "WHERE slot = $1 AND applied_lsn < $2::pg_lsn", 4, p, &r, &c->h.err,
-                     "cdc: storing the applied LSN");
+                     "transactions = transactions + $5::bigint, events = events + $4::bigint, "
+                     "updated_at = now() WHERE slot = $1 AND applied_lsn < $2::pg_lsn", 5, p, &r,
+                     &c->h.err, "cdc: storing the applied LSN");
         if (rc == PGPIPE_OK && strcmp(PQcmdTuples(r), "1") != 0)
             rc = pp_err(&c->h.err, PGPIPE_ERROR,
                         "cdc: slot \"%s\" on the target is at or past %s already: another "
                         "process consumes the same slot", c->slot, lsn);
         PQclear(r);
     }
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err, "cdc: COMMIT on the target");
-    pp_buf_free(&e);
+    /* and where the target's WAL is: inserted past this commit, flushed */
+    uint64_t local = 0, flushed = 0;
+    if (rc == PGPIPE_OK) {
+        PGresult *r = PQexec(c->tgt, "COMMIT; SELECT pg_current_wal_insert_lsn()::text, "
+                                     "pg_current_wal_flush_lsn()::text");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+            rc = pp_err_pq(&c->h.err, c->tgt, r, "cdc: COMMIT on the target");
+        else if (!pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &local) ||
+                 !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &flushed))
+            rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
+        PQclear(r);
+    }
     if (rc != PGPIPE_OK) {
-        pp_rollback_open(c->tgt);
+        cdc_group_abort(c);
         return rc;
     }
-    c->applied = end_lsn;
-    if (end_lsn > c->ack)
-        c->ack = end_lsn;
-    atomic_store(&c->st_applied, end_lsn);
-    atomic_fetch_add(&c->n_txn, 1);
-    atomic_fetch_add(&c->n_events, count);
+    c->grp_open = 0;
+    c->applied = c->grp_end;
+    if (!c->async_commit) {
+        if (c->grp_end > c->ack)
+            c->ack = c->grp_end;
+    } else {
+        if (c->npend == c->cappend) {
+            int cap = c->cappend ? c->cappend * 2 : 64;
+            struct cdc_pend *n = pp_realloc(c->pend, (size_t)cap * sizeof *n);
+            if (!n) /* committed: only its confirmation waits for the next */
+                return pp_err_nomem(&c->h.err);
+            c->pend = n;
+            c->cappend = cap;
+        }
+        c->pend[c->npend].remote = c->grp_end;
+        c->pend[c->npend++].local = local;
+        cdc_flushed(c, flushed);
+    }
+    atomic_store(&c->st_applied, c->grp_end);
+    atomic_fetch_add(&c->n_txn, c->grp_txns);
+    atomic_fetch_add(&c->n_events, c->grp_events);
+    return PGPIPE_OK;
+}
+
+/* A committed source transaction: its records (mem, or the spool file f)
+** into the open group, which is started when none is. The group commits
+** here when it is full; otherwise when the stream runs dry (cdc_run_once). */
+static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
+                      uint64_t end_lsn, int64_t ts)
+{
+    if (end_lsn <= c->applied || (c->grp_open && end_lsn <= c->grp_end)) {
+        atomic_fetch_add(&c->n_skipped, 1);
+        return PGPIPE_OK;
+    }
+    if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
+        /* nothing to stage: confirmable with the open group, or with the
+        ** last one committed, or at once */
+        if (c->grp_open) {
+            c->grp_end = end_lsn;
+            c->grp_ts = ts;
+        } else if (c->npend) {
+            c->pend[c->npend - 1].remote = end_lsn;
+        } else if (end_lsn > c->ack) {
+            c->ack = end_lsn;
+        }
+        return PGPIPE_OK;
+    }
+    /* every record ends with the commit's fields and the brace */
+    c->tail.len = 0;
+    if (pp_cdc_event_end(&c->tail, end_lsn, ts) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *end = c->tail.data;
+    size_t endn = c->tail.len;
+
+    int rc = PGPIPE_OK;
+    if (!c->grp_open) {
+        /* one round trip: PQexec stops at the COPY */
+        rc = pp_copy_in_start(c->tgt, "BEGIN; COPY staging.raw_events (source, event_type, payload) "
+                                      "FROM STDIN", &c->h.err, "cdc: COPY into staging");
+        if (rc != PGPIPE_OK) {
+            cdc_group_abort(c);
+            return rc;
+        }
+        c->grp_open = 1;
+        c->grp_txns = c->grp_events = 0;
+        c->grp_started_us = pgpipe_now_us();
+        c->copy.len = 0;
+    }
+    long long count = 0;
+    if (mem) {
+        const char *p = mem->data, *lim = mem->data + mem->len;
+        while (rc == PGPIPE_OK && p < lim) {
+            const char *nl = memchr(p, '\n', (size_t)(lim - p));
+            size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
+            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
+            p += n;
+        }
+    } else {
+        char *ln = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        rewind(f);
+        while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
+            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
+        free(ln);
+        if (rc == PGPIPE_OK && ferror(f))
+            rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
+    }
+    if (rc != PGPIPE_OK) {
+        cdc_group_abort(c);
+        return rc;
+    }
+    c->grp_end = end_lsn;
+    c->grp_ts = ts;
+    c->grp_txns++;
+    c->grp_events += count;
+    if (c->grp_events >= CDC_GROUP_EVENTS || pgpipe_now_us() - c->grp_started_us >= CDC_GROUP_US)
+        return cdc_group_commit(c);
     return PGPIPE_OK;
 }
 
@@ -25937,7 +26147,7 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
         /* a message outside any transaction (our heartbeat): every commit
         ** before it is staged, so the slot may advance to it */
         if (!(m.flags & 1) && !c->in_txn && !c->dec.in_stream && c->nspools == 0 &&
-            m.lsn > c->ack)
+            !c->grp_open && c->npend == 0 && m.lsn > c->ack)
             c->ack = m.lsn;
         return PGPIPE_OK;
     default: /* R Y O: the decoder keeps what matters */
@@ -25962,15 +26172,28 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
     c->transient = 0;
     /* after a failure (a server restarted, the network cut): connect again;
     ** the stream resumes from the applied LSN */
-    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
         PQreset(c->tgt);
+        c->tgt_ready = 0;
+    }
     if (c->src && PQstatus(c->src) != CONNECTION_OK)
         PQreset(c->src);
-    /* a server still down is a failure like any other: judged below */
-    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
-        rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
-                    PQerrorMessage(c->tgt));
-    else if (!c->streaming)
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
+        c->transient = 1; /* a target restarting: try again */
+        return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
+                      PQerrorMessage(c->tgt));
+    }
+    if (!c->tgt_ready) {
+        /* the stream must start from what the target holds now */
+        if (c->streaming)
+            cdc_reset(c);
+        if ((rc = cdc_target_session(c)) != PGPIPE_OK) {
+            c->transient = PQstatus(c->tgt) == CONNECTION_BAD;
+            return rc;
+        }
+    }
+    /* a source still down is a failure like any other: judged below */
+    if (!c->streaming)
         rc = cdc_start(c);
     while (rc == PGPIPE_OK && !atomic_load(&c->stop)) {
         int64_t now = pgpipe_now_us();
@@ -25991,7 +26214,8 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                     atomic_store(&c->st_received, wal_end);
                 /* idle: everything committed before wal_end has been received
                 ** and staged, so the slot may advance to it */
-                if (!c->in_txn && c->nspools == 0 && wal_end > c->ack)
+                if (!c->in_txn && c->nspools == 0 && !c->grp_open && c->npend == 0 &&
+                    wal_end > c->ack)
                     c->ack = wal_end;
                 if (buf[17])
                     rc = cdc_send_status(c, 0);
@@ -26005,6 +26229,13 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
             continue;
         }
         if (n == 0) {
+            /* nothing more buffered: the open group commits now, so idle
+            ** or live streaming stages each transaction at once */
+            if (c->grp_open && (rc = cdc_group_commit(c)) != PGPIPE_OK)
+                break;
+            if (c->npend && now - c->last_flush_us >= 100000 &&
+                (rc = cdc_flush_check(c, 0)) != PGPIPE_OK)
+                break;
             if (now - c->last_status_us >= (int64_t)c->status_ms * 1000 &&
                 (rc = cdc_send_status(c, 0)) != PGPIPE_OK)
                 break;
@@ -26037,13 +26268,18 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
         }
     }
     if (rc == PGPIPE_OK)
+        rc = cdc_group_commit(c);
+    /* leaving: what is staged is made durable and confirmed */
+    if (rc == PGPIPE_OK && c->npend)
+        rc = cdc_flush_check(c, 1);
+    if (rc == PGPIPE_OK)
         rc = cdc_send_status(c, 0);
     if (rc != PGPIPE_OK) {
         /* worth another try: a lost connection or a server going down, not
         ** a refusal (an invalidated slot, a malformed message). A database
         ** error without a SQLSTATE is libpq's own: a write to a connection
-        ** the server closed reports that while the status stays OK (the
-        ** next use finds it BAD and connects again) */
+        ** the server closed reports that while the status stays OK (the next
+        ** use finds it BAD and connects again) */
         c->transient = ended || pgpipe_sqlstate_class(c->h.err.sqlstate) == PGPIPE_SQLSTATE_RETRY ||
                        (rc == PGPIPE_DB && !c->h.err.sqlstate[0]) ||
                        (c->repl && PQstatus(c->repl) == CONNECTION_BAD) ||
@@ -26196,6 +26432,8 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
     pp_buf_free(&c->js);
     pp_buf_free(&c->line);
     pp_buf_free(&c->copy);
+    pp_buf_free(&c->tail);
+    pp_free(c->pend);
     pp_free(c->source);
     pp_free(c->target);
     pp_free(c->slot);
@@ -27051,6 +27289,7 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
 #ifndef PGPIPE_OMIT_RUN
 
 #include <dirent.h>
+#include <fnmatch.h>
 
 #define RF_MAXW 64
 
@@ -27671,7 +27910,8 @@ static const rf_opt rf_opts_http[] = {
 static const rf_opt rf_opts_cdc[] = {
     { "--source", 0 }, { "--source-env", 0 }, { "--slot", 0 }, { "--publication", 0 },
     { "--tables", 0 }, { "--snapshot", 1 }, { "--heartbeat", 0 }, { "--no-create", 1 },
-    { NULL, 0 } };
+    { "--pause-workers", 0 }, { "--pause-at", 0 }, { "--resume-at", 0 }, { "--drop-slot-at", 0 },
+    { "--slot-check", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_workers[] = {
     { "--sql", 0 }, { "--so", 0 }, { "--workers", 0 }, { "--batch", 0 }, { "--mode", 0 },
     { "--lease", 0 }, { "--max-attempts", 0 }, { "--table", 0 }, { NULL, 0 } };
@@ -27708,6 +27948,8 @@ static void rf_need(rf_ctx *c, const char *opt)
         rf_diag(c->pf, c->line, 0, "%s: %s is required", c->cmd, opt);
 }
 
+static int64_t rf_size(rf_ctx *c, const char *name);
+
 /* .source cdc NAME ...: see run_file.h. The conninfo is not checked here
 ** (no database is touched); a variable that is not set is the runner's
 ** error at start. */
@@ -27734,6 +27976,46 @@ static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     s->snapshot = rf_get(&c, "--snapshot") != NULL;
     s->no_create = rf_get(&c, "--no-create") != NULL;
     s->heartbeat_ms = rf_dur(&c, "--heartbeat", 10000);
+    /* the slot guard; whether each TYPE names .workers is checked once
+    ** the whole file is read */
+    s->pause_workers = rf_str(pf, rf_get(&c, "--pause-workers"));
+    s->pause_at = rf_size(&c, "--pause-at");
+    s->resume_at = rf_size(&c, "--resume-at");
+    s->drop_slot_at = rf_size(&c, "--drop-slot-at");
+    s->slot_check_ms = rf_dur(&c, "--slot-check", 10000);
+    if (rf_get(&c, "--slot-check") && s->slot_check_ms < 100)
+        rf_diag(pf, line, rf_col(&c, "--slot-check"), ".source cdc: --slot-check: at least 100ms");
+    if (s->pause_workers && !rf_get(&c, "--pause-at"))
+        rf_diag(pf, line, rf_col(&c, "--pause-workers"), ".source cdc: --pause-workers needs "
+                "--pause-at SIZE (the retained WAL that pauses them)");
+    if (rf_get(&c, "--pause-at") && !s->pause_workers)
+        rf_diag(pf, line, rf_col(&c, "--pause-at"), ".source cdc: --pause-at needs --pause-workers "
+                "\"TYPE[,TYPE...]\" (the .workers to pause)");
+    if (rf_get(&c, "--resume-at") && !rf_get(&c, "--pause-at"))
+        rf_diag(pf, line, rf_col(&c, "--resume-at"), ".source cdc: --resume-at needs --pause-at");
+    else if (s->resume_at && s->pause_at && s->resume_at >= s->pause_at)
+        rf_diag(pf, line, rf_col(&c, "--resume-at"), ".source cdc: --resume-at must be below --pause-at");
+    if (!s->resume_at)
+        s->resume_at = s->pause_at / 2;
+    if (s->drop_slot_at && s->pause_at && s->drop_slot_at <= s->pause_at)
+        rf_diag(pf, line, rf_col(&c, "--drop-slot-at"), ".source cdc: --drop-slot-at must be above "
+                "--pause-at (pausing comes first)");
+    if (rf_get(&c, "--drop-slot-at") && s->no_create)
+        rf_diag(pf, line, rf_col(&c, "--drop-slot-at"), ".source cdc: --drop-slot-at makes a new slot "
+                "after dropping one: not with --no-create");
+    for (const char *q = s->pause_workers; q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+        const char *e = strchr(q, ',');
+        size_t n = e ? (size_t)(e - q) : strlen(q);
+        while (n && (*q == ' ' || *q == '\t'))
+            q++, n--;
+        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+            n--;
+        if (!n) {
+            rf_diag(pf, line, rf_col(&c, "--pause-workers"), ".source cdc: --pause-workers: an empty "
+                    "event type in \"%s\"", s->pause_workers);
+            break;
+        }
+    }
     /* a slot name: lower case letters, digits and underscores (the server's rule) */
     for (const char *q = s->slot; q && *q; q++)
         if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_')) {
@@ -28269,6 +28551,31 @@ static void rf_check_names(pgpipe_pipefile *pf)
                          !strcmp(pf->src[k].name, a->target);
             if (!found)
                 rf_diag(pf, a->line, 0, ".alert cdc-lag: --source: no .source cdc \"%s\"", a->target);
+        }
+    }
+    /* the slot guard's --pause-workers: each TYPE matches some .workers */
+    for (int i = 0; i < pf->p.nsources; i++) {
+        const pgpipe_pipe_source *s = &pf->src[i];
+        if (s->kind != PGPIPE_PIPE_SOURCE_CDC || !s->pause_workers)
+            continue;
+        for (const char *q = s->pause_workers; q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+            char pat[256];
+            const char *e = strchr(q, ',');
+            size_t n = e ? (size_t)(e - q) : strlen(q);
+            while (n && (*q == ' ' || *q == '\t'))
+                q++, n--;
+            while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+                n--;
+            if (!n || n >= sizeof pat)
+                continue;
+            memcpy(pat, q, n);
+            pat[n] = 0;
+            int found = 0;
+            for (int k = 0; k < pf->p.nworkers && !found; k++)
+                found = pf->wk[k].event_type && fnmatch(pat, pf->wk[k].event_type, 0) == 0;
+            if (!found)
+                rf_diag(pf, s->line, 0, ".source cdc %s: --pause-workers: \"%s\" matches no .workers "
+                        "EVENT_TYPE of this file", s->name ? s->name : "?", pat);
         }
     }
 }
@@ -31440,14 +31747,24 @@ typedef struct rsrc_http {
     int running;
 } rsrc_http;
 
-/* A CDC source: a thread streams (pgpipe_cdc_run in 10 s slices, between
-** which it reads the slot's lag on the source for /metrics); a failure that
-** does not heal by itself (the stream heals lost connections) is logged and
-** tried again with a backoff up to a minute. */
+/* A CDC source: a thread streams (pgpipe_cdc_run in slices of
+** --slot-check, 10 s, between which it reads the slot on the source for
+** /metrics and the slot guard); a failure that does not heal by itself (the
+** stream heals lost connections) is logged and tried again with a backoff
+** up to a minute.
+**
+** The slot guard (run_file.h): paused is the state the workers follow;
+** rsrc_guard_apply sets every workers handle's pause from the guards of
+** all CDC sources, so two sources pausing the same workers, a reload that
+** starts new workers, or a source stopped while paused all end right. A
+** dropped slot is made again with a snapshot (resnap), whatever --snapshot
+** says: the changes in between are lost, the snapshot is what recovers. */
 typedef struct rsrc_cdc {
-    char *name, *conninfo, *env, *slot, *publication, *tables;
+    char *name, *conninfo, *env, *slot, *publication, *tables, *pause_workers;
     int snapshot, no_create, line;
-    int64_t heartbeat_ms;
+    int64_t heartbeat_ms, pause_at, resume_at, drop_at, check_ms;
+    atomic_int paused;    /* the guard holds pause_workers paused */
+    int resnap;           /* the thread's: open with a snapshot (after a drop) */
     pgpipe_runner *r;
     char *source;         /* the conninfo in use (the variable's value) */
     pthread_t th;
@@ -31461,12 +31778,14 @@ typedef struct rsrc_cdc {
 #endif
     long long events, transactions, reconnects; /* of the handles closed before */
     int streaming, info_ok;
+    long long pauses, resumes, drops; /* the guard's steps */
 } rsrc_cdc;
 
 typedef struct rsrc_work {
     char *event_type, *sql_file, *so_lib, *so_symbol, *table;
     int workers, batch, mode, max_attempts, line;
     int64_t lease_ms;
+    int paused;           /* run_sources.mu: a CDC slot guard holds it */
     char *sql;            /* the handler statement (sql_file's text) */
     void *dl;
     pgpipe_workers *w;
@@ -32023,7 +32342,7 @@ static void rsrc_cdc_free(rsrc_cdc *h)
     if (!h)
         return;
     pp_free(h->name), pp_free(h->conninfo), pp_free(h->env), pp_free(h->slot);
-    pp_free(h->publication), pp_free(h->tables), pp_free(h->source);
+    pp_free(h->publication), pp_free(h->tables), pp_free(h->source), pp_free(h->pause_workers);
     pthread_mutex_destroy(&h->cmu);
     pp_free(h);
 }
@@ -32036,9 +32355,15 @@ static rsrc_cdc *rsrc_cdc_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
     pthread_mutex_init(&h->cmu, NULL);
     int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->conninfo, s->source_conninfo) &
              rsrc_dup(&h->env, s->source_env) & rsrc_dup(&h->slot, s->slot) &
-             rsrc_dup(&h->publication, s->publication) & rsrc_dup(&h->tables, s->tables);
+             rsrc_dup(&h->publication, s->publication) & rsrc_dup(&h->tables, s->tables) &
+             rsrc_dup(&h->pause_workers, s->pause_workers);
     h->snapshot = s->snapshot, h->no_create = s->no_create, h->line = s->line;
     h->heartbeat_ms = s->heartbeat_ms;
+    h->pause_at = h->pause_workers ? s->pause_at : 0;
+    h->resume_at = s->resume_at > 0 ? s->resume_at : h->pause_at / 2;
+    h->drop_at = s->drop_slot_at;
+    h->check_ms = s->slot_check_ms > 0 ? s->slot_check_ms : 10000;
+    atomic_init(&h->paused, 0);
     h->r = r;
     if (!ok) {
         rsrc_cdc_free(h);
@@ -32053,10 +32378,254 @@ static int rsrc_cdc_same(const rsrc_cdc *a, const rsrc_cdc *b)
            rsrc_same(a->env, b->env) && rsrc_same(a->slot, b->slot) &&
            rsrc_same(a->publication, b->publication) && rsrc_same(a->tables, b->tables) &&
            a->snapshot == b->snapshot && a->no_create == b->no_create &&
-           a->heartbeat_ms == b->heartbeat_ms;
+           a->heartbeat_ms == b->heartbeat_ms && rsrc_same(a->pause_workers, b->pause_workers) &&
+           a->pause_at == b->pause_at && a->resume_at == b->resume_at && a->drop_at == b->drop_at &&
+           a->check_ms == b->check_ms;
 }
 
 #ifndef PGPIPE_OMIT_CDC
+/* 1 when event_type (a .workers EVENT_TYPE as written) matches one of the
+** comma-separated globs of list. */
+static int rsrc_guard_names(const char *list, const char *event_type)
+{
+    for (const char *q = list; q && event_type; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+        char pat[256];
+        const char *e = strchr(q, ',');
+        size_t n = e ? (size_t)(e - q) : strlen(q);
+        while (n && (*q == ' ' || *q == '\t'))
+            q++, n--;
+        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+            n--;
+        if (!n || n >= sizeof pat)
+            continue;
+        memcpy(pat, q, n);
+        pat[n] = 0;
+        if (fnmatch(pat, event_type, 0) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Each workers handle paused while some CDC source's guard holds it. The
+** names paused are written to names (comma-separated) for the log. */
+static void rsrc_guard_apply(pgpipe_runner *r, const rsrc_cdc *for_source, char *names, size_t cap)
+{
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
+    if (names && cap)
+        names[0] = 0;
+    if (!s)
+        return;
+    pp_mutex_lock(&s->mu);
+    for (int i = 0; i < s->nwork; i++) {
+        rsrc_work *w = s->work[i];
+        if (!w)
+            continue;
+        int want = 0;
+        for (int j = 0; j < s->ncdc && !want; j++)
+            want = s->cdc[j] && atomic_load(&s->cdc[j]->paused) &&
+                   rsrc_guard_names(s->cdc[j]->pause_workers, w->event_type);
+        if (want != w->paused && w->w)
+            pgpipe_workers_pause(w->w, want);
+        if (w->w)
+            w->paused = want;
+        if (names && for_source && rsrc_guard_names(for_source->pause_workers, w->event_type)) {
+            size_t len = strlen(names);
+            snprintf(names + len, cap - len, "%s%s", len ? "," : "", w->event_type);
+        }
+    }
+    pp_mutex_unlock(&s->mu);
+}
+
+/* the guard's detail for an alert: a JSON object text */
+static void rsrc_guard_detail(pp_buf *d, const rsrc_cdc *h, const pgpipe_cdc_slot_info *in,
+                              const char *action, const char *workers)
+{
+    pp_buf_appendf(d, "{\"source\":");
+    pp_json_str(d, h->name, strlen(h->name), 0);
+    pp_buf_appendf(d, ",\"slot\":");
+    pp_json_str(d, h->slot, strlen(h->slot), 0);
+    pp_buf_appendf(d, ",\"action\":\"%s\",\"retained_bytes\":%lld,\"lag_bytes\":%lld,"
+                   "\"wal_status\":", action, in->retained_bytes, in->lag_bytes);
+    pp_json_str(d, in->wal_status, strlen(in->wal_status), 0);
+    pp_buf_appendf(d, ",\"pause_at\":%lld,\"resume_at\":%lld,\"drop_slot_at\":%lld",
+                   (long long)h->pause_at, (long long)h->resume_at, (long long)h->drop_at);
+    if (workers) {
+        pp_buf_appendf(d, ",\"workers\":");
+        pp_json_str(d, workers, strlen(workers), 0);
+    }
+    pp_buf_appendf(d, "}");
+}
+
+/* The slot guard's step for what the source just said of the slot: pause
+** or resume the named workers (logged, counted, raised); 1 when the slot
+** is to be dropped (only with --drop-slot-at). */
+static int rsrc_guard(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
+{
+    pgpipe_runner *r = h->r;
+    /* a slot that is gone keeps no WAL: the workers may go on (.alert
+    ** cdc-lag reports it; nothing is dropped or made again here) */
+    int lost = in->exists && !strcmp(in->wal_status, "lost");
+    int unres = in->exists && !strcmp(in->wal_status, "unreserved");
+    long long kept = in->exists ? in->retained_bytes : 0;
+    if (h->drop_at > 0 && in->exists && (lost || kept >= h->drop_at))
+        return 1;
+    if (h->pause_at <= 0)
+        return 0;
+    int paused = atomic_load(&h->paused);
+    int pause = !paused && (kept >= h->pause_at || lost || unres);
+    int resume = paused && kept < h->resume_at && !lost && !unres;
+    if (!pause && !resume)
+        return 0;
+    atomic_store(&h->paused, pause);
+    pthread_mutex_lock(&h->cmu);
+    if (pause)
+        h->pauses++;
+    else
+        h->resumes++;
+    pthread_mutex_unlock(&h->cmu);
+    char names[1024], ret[24], mark[24];
+    rsrc_guard_apply(r, h, names, sizeof names);
+    snprintf(ret, sizeof ret, "%lld", kept);
+    snprintf(mark, sizeof mark, "%lld", (long long)(pause ? h->pause_at : h->resume_at));
+    pp_buf msg = { 0 }, det = { 0 };
+    if (pause && (lost || unres))
+        pp_buf_appendf(&msg, "CDC slot guard: the slot of source %s is %s (wal_status), WAL "
+                       "retained %lld bytes: workers %s paused until the slot is reserved again "
+                       "and retains less than %lld", h->name, in->wal_status, kept,
+                       names[0] ? names : "(none running)", (long long)h->resume_at);
+    else if (pause)
+        pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL (pause at %lld, "
+                       "wal_status %s): workers %s paused until it falls below %lld", h->name,
+                       kept, (long long)h->pause_at, in->wal_status,
+                       names[0] ? names : "(none running)", (long long)h->resume_at);
+    else
+        pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL, below %lld: "
+                       "workers %s resumed", h->name, kept, (long long)h->resume_at,
+                       names[0] ? names : "(none running)");
+    rsrc_guard_detail(&det, h, in, pause ? "pause" : "resume", names);
+    run_log(r, pause ? PGPIPE_LOG_WARN : PGPIPE_LOG_INFO,
+            pause ? "CDC slot guard: workers paused" : "CDC slot guard: workers resumed",
+            "source", h->name, "retained_bytes", ret, pause ? "pause_at" : "resume_at", mark,
+            "wal_status", in->wal_status, "workers", names, NULL);
+    /* the resume clears the pause's alert (and is delivered as well) */
+    run_alert_raise(r, pause ? "cdc-guard" : "cdc-guard-resume", h->name,
+                    msg.data ? msg.data : "CDC slot guard", det.data);
+    pp_buf_free(&msg);
+    pp_buf_free(&det);
+    return 0;
+}
+
+/* Drop the slot (the stream is closed) and forget its state on the target;
+** the next open makes a new slot and a snapshot. Instances running the
+** same source take turns (an advisory lock on the target) and look at the
+** slot again first: the one that comes second finds the new slot (or none
+** yet) and drops nothing. 0, or -1 when nothing was dropped. */
+static int rsrc_guard_drop(rsrc_cdc *h)
+{
+    pgpipe_runner *r = h->r;
+    char key[256], lock[32];
+    snprintf(key, sizeof key, "pgpipe-cdc-guard:%s", h->slot);
+    snprintf(lock, sizeof lock, "%lld", (long long)(pp_hash64(key) & 0x7fffffffffffffffULL));
+    const char *lp[1] = { lock };
+    pgpipe_conn *cc = NULL;
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e) != PGPIPE_OK) {
+        run_log(r, PGPIPE_LOG_WARN, "CDC slot guard: no connection to the target; the slot is not "
+                "dropped now", "source", h->name, "error", e.message, NULL);
+        return -1;
+    }
+    PGconn *tc = pgpipe_conn_pg(cc);
+    if (pp_exec(tc, "SELECT pg_try_advisory_lock($1::bigint)", 1, lp, &res, &e, "the guard's lock") ||
+        PQgetvalue(res, 0, 0)[0] != 't') {
+        PQclear(res);
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: another instance drops the slot", "source",
+                h->name, NULL);
+        if (e.message[0])
+            pgpipe_pool_discard(cc);
+        else
+            pgpipe_pool_release(cc);
+        return -1;
+    }
+    PQclear(res);
+    pgpipe_cdc_slot_info now, *in = &now;
+    memset(&e, 0, sizeof e);
+    int rc = pgpipe_cdc_slot_info_get(h->source, h->slot, &now, &e);
+    int lost = rc == PGPIPE_OK && !strcmp(now.wal_status, "lost");
+    if (rc != PGPIPE_OK || !now.exists || (!lost && now.retained_bytes < h->drop_at)) {
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: the slot no longer needs dropping", "source",
+                h->name, "error", rc != PGPIPE_OK ? e.message : "", NULL);
+        rc = -1;
+        goto out;
+    }
+    char ret[24], mark[24];
+    snprintf(ret, sizeof ret, "%lld", in->retained_bytes);
+    snprintf(mark, sizeof mark, "%lld", (long long)h->drop_at);
+    pp_buf msg = { 0 }, det = { 0 };
+    if (lost)
+        pp_buf_appendf(&msg, "CDC slot guard: slot %s of source %s was invalidated by the source "
+                       "(wal_status lost): dropping slot %s", h->slot, h->name, h->slot);
+    else
+        pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL (drop at %lld, "
+                       "wal_status %s): dropping slot %s", h->name, in->retained_bytes,
+                       (long long)h->drop_at, in->wal_status, h->slot);
+    pp_buf_appendf(&msg, " and starting again with a new slot and a snapshot; the changes not "
+                   "yet staged are lost, the tables' rows come again as snapshot events");
+    rsrc_guard_detail(&det, h, in, "drop-slot", NULL);
+    run_log(r, PGPIPE_LOG_ERROR, "CDC slot guard: dropping the slot; a new slot and a snapshot follow",
+            "source", h->name, "slot", h->slot, "retained_bytes", ret, "drop_slot_at", mark,
+            "wal_status", in->wal_status, NULL);
+    run_alert_raise(r, "cdc-guard", h->name, msg.data ? msg.data : "CDC slot guard: slot dropped",
+                    det.data);
+    pp_buf_free(&msg);
+    pp_buf_free(&det);
+    /* the walsender of the closed stream may still hold the slot a moment */
+    rc = PGPIPE_ERROR;
+    for (int i = 0; i < 20 && rc != PGPIPE_OK && !atomic_load(&h->stop); i++) {
+        if (i)
+            pgpipe_sleep_ms(250);
+        memset(&e, 0, sizeof e);
+        rc = pgpipe_cdc_drop(h->source, r->conninfo ? r->conninfo : "", h->slot, NULL, &e);
+    }
+    if (rc != PGPIPE_OK) {
+        run_log(r, PGPIPE_LOG_ERROR, "CDC slot guard: the slot could not be dropped", "source",
+                h->name, "slot", h->slot, "error", e.message[0] ? e.message : "stopped", NULL);
+        rc = -1;
+        goto out;
+    }
+    pthread_mutex_lock(&h->cmu);
+    h->drops++;
+    h->info_ok = 0;
+    pthread_mutex_unlock(&h->cmu);
+    h->resnap = 1;
+    run_log(r, PGPIPE_LOG_WARN, "CDC slot guard: slot dropped; starting again with a snapshot",
+            "source", h->name, "slot", h->slot, NULL);
+    rc = 0;
+out:
+    if (pp_exec(tc, "SELECT pg_advisory_unlock($1::bigint)", 1, lp, NULL, NULL, NULL) ||
+        PQstatus(tc) != CONNECTION_OK)
+        pgpipe_pool_discard(cc); /* the session, and its lock, end with it */
+    else
+        pgpipe_pool_release(cc);
+    return rc;
+}
+
+/* The slot as the source says it now, kept for /metrics and .alert
+** cdc-lag; 1 when read. */
+static int rsrc_cdc_read_slot(rsrc_cdc *h, pgpipe_cdc_slot_info *info)
+{
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    int got = !atomic_load(&h->stop) &&
+              pgpipe_cdc_slot_info_get(h->source, h->slot, info, &e) == PGPIPE_OK;
+    pthread_mutex_lock(&h->cmu);
+    if (got)
+        h->info = *info, h->info_ok = 1;
+    pthread_mutex_unlock(&h->cmu);
+    return got;
+}
+
 static void *rsrc_cdc_thread(void *arg)
 {
     rsrc_cdc *h = arg;
@@ -32072,9 +32641,11 @@ static void *rsrc_cdc_thread(void *arg)
         o.tables = h->tables;
         o.create = !h->no_create;
         o.install = !r->opt.install_schema;
-        o.snapshot = h->snapshot;
+        o.snapshot = h->snapshot || h->resnap;
         o.heartbeat_ms = (int)(h->heartbeat_ms < INT_MAX ? h->heartbeat_ms : INT_MAX);
         pgpipe_cdc *c = NULL;
+        pgpipe_cdc_slot_info info;
+        int drop = 0;
         int rc = pgpipe_cdc_open(&c, &o);
         if (rc == PGPIPE_OK) {
             pthread_mutex_lock(&h->cmu);
@@ -32086,20 +32657,17 @@ static void *rsrc_cdc_thread(void *arg)
             backoff = 1000;
             /* a stop asked before h->c was set is seen here; one asked
             ** after reaches the stream through pgpipe_cdc_stop */
-            int slice = 1000; /* the slot's first reading soon, then every 10 s */
-            while (rc == PGPIPE_OK && !atomic_load(&h->stop)) {
+            int every = (int)(h->check_ms < INT_MAX ? h->check_ms : INT_MAX);
+            int slice = every < 1000 ? every : 1000; /* the slot's first reading soon */
+            while (rc == PGPIPE_OK && !atomic_load(&h->stop) && !drop) {
                 rc = pgpipe_cdc_run(c, slice);
-                slice = 10000;
-                pgpipe_cdc_slot_info info;
-                pgpipe_error e;
-                memset(&e, 0, sizeof e);
-                int got = !atomic_load(&h->stop) &&
-                          pgpipe_cdc_slot_info_get(h->source, h->slot, &info, &e) == PGPIPE_OK;
+                slice = every;
+                int got = rsrc_cdc_read_slot(h, &info);
                 pthread_mutex_lock(&h->cmu);
                 pgpipe_cdc_stats_get(c, &h->st);
-                if (got)
-                    h->info = info, h->info_ok = 1;
                 pthread_mutex_unlock(&h->cmu);
+                if (got)
+                    drop = rsrc_guard(h, &info);
             }
             pthread_mutex_lock(&h->cmu);
             h->c = NULL;
@@ -32108,17 +32676,30 @@ static void *rsrc_cdc_thread(void *arg)
             h->reconnects += h->st.reconnects;
             memset(&h->st, 0, sizeof h->st);
             pthread_mutex_unlock(&h->cmu);
+        } else if (!atomic_load(&h->stop) && rsrc_cdc_read_slot(h, &info)) {
+            /* a slot the source invalidated fails the open: the guard
+            ** still pauses, or drops it when told to */
+            drop = rsrc_guard(h, &info);
         }
-        if (rc != PGPIPE_OK && !atomic_load(&h->stop)) {
+        if (rc != PGPIPE_OK && !atomic_load(&h->stop) && !drop) {
             char wait[24];
             snprintf(wait, sizeof wait, "%lld ms", (long long)backoff);
             run_log(r, PGPIPE_LOG_ERROR, "CDC source failed; trying again", "source", h->name,
                     "error", c ? pgpipe_errmsg(c) : "out of memory", "in", wait, NULL);
         }
         pgpipe_cdc_close(c);
+        if (drop && !atomic_load(&h->stop) && rsrc_guard_drop(h) == 0) {
+            backoff = 1000;
+            continue; /* a new slot and the snapshot at once */
+        }
         for (int64_t waited = 0; waited < backoff && !atomic_load(&h->stop); waited += 100)
             pgpipe_sleep_ms(100);
         backoff = backoff < 30000 ? backoff * 2 : 60000;
+    }
+    if (atomic_exchange(&h->paused, 0)) { /* a stopped source holds no workers */
+        rsrc_guard_apply(r, NULL, NULL, 0);
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: source stopped; its workers are no longer "
+                "held", "source", h->name, NULL);
     }
     return NULL;
 }
@@ -32604,8 +33185,12 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
     }
     for (int j = 0; j < s->ncdc; j++)
         if (s->cdc[j]) {
-            rsrc_cdc_stop(s, s->cdc[j]);
-            rsrc_cdc_free(s->cdc[j]);
+            rsrc_cdc *x = s->cdc[j];
+            rsrc_cdc_stop(s, x);
+            pp_mutex_lock(&s->mu); /* the metrics and the guards read the list */
+            s->cdc[j] = NULL;
+            pp_mutex_unlock(&s->mu);
+            rsrc_cdc_free(x);
         }
     pp_mutex_lock(&s->mu);
     rsrc_cdc **oldc = s->cdc;
@@ -32624,6 +33209,9 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
             failed = 1;
         }
     }
+#ifndef PGPIPE_OMIT_CDC
+    rsrc_guard_apply(r, NULL, NULL, 0); /* workers started now follow a guard that holds */
+#endif
     return failed ? PGPIPE_ERROR : PGPIPE_OK;
 }
 
@@ -32743,6 +33331,33 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
             if (!known)
                 continue;
             pp_buf_appendf(out, "%s{source=\"", cnames[m]);
+            rsrc_label(out, h->name);
+            pp_buf_appendf(out, "\"} %lld\n", v);
+        }
+    }
+    /* the slot guard, for the sources that have one */
+    static const char *const gnames[] = { "pgpipe_cdc_guard_paused", "pgpipe_cdc_guard_pauses_total",
+                                          "pgpipe_cdc_guard_resumes_total",
+                                          "pgpipe_cdc_guard_slot_drops_total" };
+    static const char *const ghelp[] = { "1 while the slot guard holds the source's --pause-workers paused",
+                                         "times the slot guard paused them (retained WAL or wal_status)",
+                                         "times it resumed them (retained WAL below --resume-at)",
+                                         "slots dropped and made again with a snapshot (--drop-slot-at)" };
+    int guarded = 0;
+    for (int i = 0; i < s->ncdc; i++)
+        guarded |= s->cdc[i] && (s->cdc[i]->pause_at > 0 || s->cdc[i]->drop_at > 0);
+    for (int m = 0; m < 4 && guarded; m++) {
+        pp_buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", gnames[m], ghelp[m], gnames[m],
+                       m ? "counter" : "gauge");
+        for (int i = 0; i < s->ncdc; i++) {
+            rsrc_cdc *h = s->cdc[i];
+            if (!h || (h->pause_at <= 0 && h->drop_at <= 0))
+                continue;
+            pthread_mutex_lock(&h->cmu);
+            long long v = m == 0 ? atomic_load(&h->paused) : m == 1 ? h->pauses
+                          : m == 2 ? h->resumes : h->drops;
+            pthread_mutex_unlock(&h->cmu);
+            pp_buf_appendf(out, "%s{source=\"", gnames[m]);
             rsrc_label(out, h->name);
             pp_buf_appendf(out, "\"} %lld\n", v);
         }
@@ -33297,14 +33912,25 @@ static void run_alert_msg_free(run_alert_msg *m)
 static void run_alert_deliver_raised(pgpipe_runner *r, PGconn *c, const run_alert_turn *t,
                                      run_alert_msg *m)
 {
+    /* the CDC slot guard's steps (run_source.c): each is a change of state,
+    ** so each is delivered (the last one's row is cleared first), through
+    ** the .alert cdc-lag of that source when there is one; a resume then
+    ** clears its row, so only a pause or a dropped slot shows as firing */
+    int guard = !strcmp(m->kind, "cdc-guard"), resume = !strcmp(m->kind, "cdc-guard-resume");
+    const char *kind = guard || resume ? "cdc-lag" : m->kind;
+    const char *rule = guard || resume ? "cdc-guard" : m->kind;
     const run_alert_rule *u = NULL;
     for (int i = 0; i < t->nrules && !u; i++) {
         const run_alert_rule *x = &t->rules[i];
-        if (!strcmp(run_alert_kind_name(x->kind), m->kind) &&
+        if (!strcmp(run_alert_kind_name(x->kind), kind) &&
             (!x->target || !strcmp(x->target, m->subject)))
             u = x;
     }
-    run_alert_fire(r, c, t->pipeline, u, m->kind, m->subject, m->message, m->detail, 1);
+    if ((guard || resume) && c)
+        run_alert_clear(r, c, t->pipeline, rule, m->subject);
+    run_alert_fire(r, c, t->pipeline, u, rule, m->subject, m->message, m->detail, 1);
+    if (resume && c)
+        run_alert_clear(r, c, t->pipeline, rule, m->subject);
 }
 
 static void *run_alert_main(void *arg)

@@ -704,6 +704,136 @@ PGT_TEST(cdc, kill9_exactly_once)
     pgt_db_close(t);
 }
 
+/* ---- group commit ----------------------------------------------------- */
+
+/* A backlog of small source transactions: staged in fewer target
+** transactions, each source transaction once and counted; the source is
+** never told more than the target holds, and after a run all of it. */
+PGT_TEST(cdc, group_commit_backlog)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_grp", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_grp_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_grp_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE g (id int PRIMARY KEY, v text); CREATE TABLE o (id int)"));
+    pgpipe_cdc *c = NULL;
+    PGT_OK(cdc_open(&c, src, tgt, "cg", "g"));
+    pgpipe_cdc_close(c);
+    /* 300 transactions of 10 rows, unpublished ones between them */
+    PQclear(PGT_EXEC(s, "DO $$ BEGIN FOR b IN 0 .. 299 LOOP "
+                        "INSERT INTO g SELECT b * 10 + k, 'v' FROM generate_series(1, 10) k; COMMIT; "
+                        "INSERT INTO o VALUES (b); COMMIT; END LOOP; END $$"));
+    PGT_OK(cdc_open(&c, src, tgt, "cg", NULL));
+    long long have = 0;
+    for (int i = 0; i < 150 && have < 3000; i++) {
+        PGT_OK(pgpipe_cdc_run(c, 100));
+        have = pgt_db_int(t, "SELECT count(*) FROM staging.raw_events");
+        /* what the source was told is staged on the target */
+        char q[256];
+        snprintf(q, sizeof q, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                 "WHERE slot_name = 'cg'");
+        char confirmed[32];
+        snprintf(confirmed, sizeof confirmed, "%s", pgt_db_str(s, q));
+        snprintf(q, sizeof q, "SELECT (applied_lsn >= '%s')::int FROM pgpipe.cdc_slots", confirmed);
+        PGT_EQ_INT(pgt_db_int(t, q), 1);
+    }
+    PGT_EQ_INT(have, 3000);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT (payload->'row'->>'id')::int) FROM staging.raw_events"),
+               3000);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots"), 300);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT events FROM pgpipe.cdc_slots"), 3000);
+    /* a run ends with its groups durable on the target and confirmed */
+    pgpipe_cdc_stats st;
+    pgpipe_cdc_stats_get(c, &st);
+    PGT_CHECK(st.applied_lsn > 0 && st.confirmed_lsn >= st.applied_lsn);
+    PGT_EQ_INT(st.transactions, 300);
+    pgpipe_cdc_close(c);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cg", "cg", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
+
+/* The target crashes (an immediate shutdown, its WAL writer slowed so
+** that commits sit unwritten in its buffers) while a backlog streams in:
+** the source was never told more than the target kept, and the stream
+** resumes from what it kept: every change once. */
+PGT_TEST(cdc, target_crash_loses_nothing_confirmed)
+{
+    char dir[512], tgt[1024], src[1200], sql[512];
+    snprintf(dir, sizeof dir, "%s/cdc-target-crash", pgt_tmpdir());
+    pgpipe_local_options lo;
+    pgpipe_local_options_init(&lo);
+    lo.fast = 1;
+    lo.owner = (long)getppid();
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    { int rc_ = pgpipe_local_start(dir, &lo, tgt, sizeof tgt, NULL, &err); PGT_CHECK_MSG(rc_ == PGPIPE_OK, "%s", err.message); }
+    PGconn *t = cdc_conn(tgt);
+    PQclear(PGT_EXEC(t, "ALTER SYSTEM SET wal_writer_delay = '10s'"));
+    PQclear(PGT_EXEC(t, "SELECT pg_reload_conf()"));
+    PGconn *s = cdc_src_fresh("cdc_crash", src, sizeof src, NULL);
+    PQclear(PGT_EXEC(s, "CREATE TABLE x (id int PRIMARY KEY)"));
+    pgpipe_cdc_options o;
+    pgpipe_cdc_options_init(&o);
+    o.source = src;
+    o.target = tgt;
+    o.slot = o.publication = "cx";
+    o.tables = "x";
+    o.install = 1;
+    pgpipe_cdc *c = NULL;
+    { int rc_ = pgpipe_cdc_open(&c, &o); PGT_CHECK_MSG(rc_ == PGPIPE_OK, "%s", pgpipe_errmsg(c)); }
+    pgpipe_cdc_close(c);
+
+    pid_t pid = cdc_child(src, tgt, "cx");
+    int total = 0;
+    for (int i = 0; i < 200; i++, total += 5) {
+        snprintf(sql, sizeof sql, "INSERT INTO x SELECT generate_series(%d, %d)", total + 1, total + 5);
+        PQclear(PGT_EXEC(s, sql));
+    }
+    PGT_CHECK(cdc_until(t, "SELECT (count(*) >= 500)::int FROM staging.raw_events"));
+    char before[32];
+    snprintf(before, sizeof before, "%s", pgt_db_str(t, "SELECT applied_lsn::text FROM pgpipe.cdc_slots"));
+    /* crash: SIGQUIT to the postmaster is PostgreSQL's immediate shutdown */
+    char pidfile[600];
+    snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", dir);
+    FILE *f = fopen(pidfile, "r");
+    PGT_CHECK(f != NULL);
+    long pm = 0;
+    PGT_CHECK(fscanf(f, "%ld", &pm) == 1 && pm > 0);
+    fclose(f);
+    PQfinish(t);
+    PGT_CHECK(kill((pid_t)pm, SIGQUIT) == 0);
+    for (int i = 0; i < 300 && pgpipe_local_running(dir); i++)
+        pgpipe_sleep_ms(20);
+    /* what the source was told, while the target is down */
+    char confirmed[32];
+    snprintf(confirmed, sizeof confirmed, "%s",
+             pgt_db_str(s, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'cx'"));
+    { int rc_ = pgpipe_local_start(dir, &lo, tgt, sizeof tgt, NULL, &err); PGT_CHECK_MSG(rc_ == PGPIPE_OK, "%s", err.message); }
+    t = cdc_conn(tgt);
+    snprintf(sql, sizeof sql, "SELECT (applied_lsn >= '%s')::int FROM pgpipe.cdc_slots", confirmed);
+    PGT_EQ_INT(pgt_db_int(t, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT (applied_lsn < '%s')::int FROM pgpipe.cdc_slots", before);
+    int lost = pgt_db_int(t, sql);
+    for (int i = 0; i < 100; i++, total += 5) {
+        snprintf(sql, sizeof sql, "INSERT INTO x SELECT generate_series(%d, %d)", total + 1, total + 5);
+        PQclear(PGT_EXEC(s, sql));
+    }
+    snprintf(sql, sizeof sql, "SELECT (count(*) >= %d)::int FROM staging.raw_events", total);
+    PGT_CHECK(cdc_until(t, sql));
+    cdc_kill(pid);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM staging.raw_events"), total);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT (payload->'row'->>'id')::int) FROM staging.raw_events"),
+               total);
+    fprintf(stderr, "    %d rows; the crash %s commits the target had not written\n", total,
+            lost ? "lost" : "lost no");
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cx", "cx", &err));
+    PQfinish(t);
+    PQfinish(s);
+    PGT_OK(pgpipe_local_stop(dir, &lo, &err));
+}
+
 /* ---- failures that heal ---------------------------------------------- */
 
 PGT_TEST(cdc, source_and_target_session_loss_heal)

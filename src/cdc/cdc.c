@@ -9,7 +9,17 @@
 ** per transaction for one it streams while in progress (no size limit in
 ** memory). Each record is "event_type TAB payload-without-its-end", both
 ** already in COPY text form; the commit adds the source, the commit's LSN
-** and time, and sends them with COPY in one transaction with the LSN.
+** and time, and sends them with COPY into the open target transaction.
+**
+** Group commit: the target transaction stays open across source commits
+** while the stream has more to read, and commits, with the end LSN of its
+** last source transaction, when the stream has nothing more buffered, or
+** after CDC_GROUP_EVENTS events or CDC_GROUP_US. Catching up, one target
+** commit (its fsync, its round trips) serves dozens of source
+** transactions, and the target parses a COPY that never stops while the
+** source decodes the next ones. Idle or streaming live, each source
+** transaction still commits on its own at once. Nothing is confirmed to
+** the source before the group's commit, so exactly once holds as before.
 */
 #include "pp_cdc.h"
 
@@ -50,8 +60,23 @@ struct pgpipe_cdc {
     cdc_spool *spools;          /* streamed transactions in progress */
     int nspools, capspools;
     cdc_spool *cur;             /* inside a Stream Start .. Stop block */
-    pp_buf js, line, copy;      /* scratch */
+    pp_buf js, line, copy, tail; /* scratch */
     uint64_t final_lsn;         /* the open transaction's commit LSN (Begin) */
+    /* the target transaction open for a group of source transactions: its
+    ** COPY is in progress; grp_end is the end LSN of its last one */
+    int grp_open;
+    uint64_t grp_end;
+    int64_t grp_ts, grp_started_us;
+    long long grp_txns, grp_events;
+    /* the target session: set up (tgt_ready) after each connection; its
+    ** commits do not wait for the WAL flush (async_commit) unless the
+    ** target has synchronous standbys; the groups committed but maybe not
+    ** yet flushed there, by their end LSN at the source and the target's
+    ** WAL insert position after their commit, oldest first */
+    int tgt_ready, async_commit;
+    struct cdc_pend { uint64_t remote, local; } *pend;
+    int npend, cappend;
+    int64_t last_flush_us;
     /* tables whose snapshot is newer than the stream: their changes that
     ** committed before it are in the snapshot */
     struct cdc_skip { char *table; uint64_t lsn; } *skips;
@@ -61,6 +86,11 @@ struct pgpipe_cdc {
     _Atomic long long n_txn, n_events, n_skipped, n_reconnects;
     _Atomic uint64_t st_applied, st_confirmed, st_received;
 };
+
+/* A group's target transaction commits at the latest after this many
+** events or this long (the redo after a failure, the staging latency). */
+#define CDC_GROUP_EVENTS 50000
+#define CDC_GROUP_US 500000
 
 /* PostgreSQL's epoch (2000-01-01) in Unix seconds. */
 #define CDC_PG_EPOCH 946684800LL
@@ -712,10 +742,14 @@ static void cdc_spool_drop(pgpipe_cdc *c, cdc_spool *s)
         c->cur = &c->spools[i];
 }
 
+static void cdc_group_abort(pgpipe_cdc *c);
+
 /* Forget everything in flight: after a failure the stream starts again
 ** from the applied LSN, and the server sends the relations again. */
 static void cdc_reset(pgpipe_cdc *c)
 {
+    if (c->grp_open)
+        cdc_group_abort(c);
     if (c->repl)
         PQfinish(c->repl);
     c->repl = NULL;
@@ -726,6 +760,7 @@ static void cdc_reset(pgpipe_cdc *c)
     while (c->nspools)
         cdc_spool_drop(c, &c->spools[c->nspools - 1]);
     c->cur = NULL;
+    c->npend = 0;
     c->ack = c->applied;
 }
 
@@ -734,19 +769,6 @@ static int cdc_start(pgpipe_cdc *c)
     int rc;
     if (!c->repl && (rc = cdc_connect(c, &c->repl, c->source, 1, "source (replication)")) != PGPIPE_OK)
         return rc;
-    /* from what the target holds: a COMMIT whose answer was lost with its
-    ** connection may have staged a transaction this handle does not know of */
-    const char *p1[1] = { c->slot };
-    PGresult *r0 = NULL;
-    if ((rc = pp_exec(c->tgt, "SELECT applied_lsn::text FROM pgpipe.cdc_slots WHERE slot = $1", 1, p1,
-                      &r0, &c->h.err, "cdc: reading the slot's applied LSN")) != PGPIPE_OK)
-        return rc;
-    uint64_t held = 0;
-    if (PQntuples(r0) == 1 && pp_cdc_lsn_parse(PQgetvalue(r0, 0, 0), &held) && held > c->applied) {
-        c->applied = c->ack = held;
-        atomic_store(&c->st_applied, held);
-    }
-    PQclear(r0);
     char q[512], lsn[32];
     pp_cdc_lsn_str(c->applied, lsn, sizeof lsn);
     snprintf(q, sizeof q,
@@ -892,60 +914,126 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
     return PGPIPE_OK;
 }
 
-/* Stage a committed transaction: its records (mem, or the spool file f)
-** and its LSN in one target transaction; then it may be confirmed. */
-static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
-                      uint64_t end_lsn, int64_t ts)
+/* The target's WAL is flushed to flushed: the groups committed before it
+** are durable there and may be confirmed to the source. */
+static void cdc_flushed(pgpipe_cdc *c, uint64_t flushed)
 {
-    if (end_lsn <= c->applied) {
-        atomic_fetch_add(&c->n_skipped, 1);
-        return PGPIPE_OK;
+    int k = 0;
+    while (k < c->npend && c->pend[k].local <= flushed) {
+        if (c->pend[k].remote > c->ack)
+            c->ack = c->pend[k].remote;
+        k++;
     }
-    if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
-        /* nothing to stage: confirmable, nothing to store */
-        if (end_lsn > c->ack)
-            c->ack = end_lsn;
-        return PGPIPE_OK;
+    if (k) {
+        memmove(c->pend, c->pend + k, (size_t)(c->npend - k) * sizeof *c->pend);
+        c->npend -= k;
     }
-    /* every record ends with the commit's fields and the brace */
-    pp_buf e = { 0, 0, 0 };
-    if (pp_cdc_event_end(&e, end_lsn, ts) != PGPIPE_OK)
-        return pp_err_nomem(&c->h.err);
-    const char *end = e.data;
-    size_t endn = e.len;
+    c->last_flush_us = pgpipe_now_us();
+}
 
-    /* durable before it is confirmed to the source, whatever the target's
-    ** synchronous_commit: a commit lost in a target crash after its LSN was
-    ** confirmed would be lost for good */
-    int rc = pp_exec(c->tgt, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, &c->h.err,
-                     "cdc: BEGIN on the target");
-    if (rc == PGPIPE_OK)
-        rc = pp_copy_in_start(c->tgt, "COPY staging.raw_events (source, event_type, payload) FROM STDIN",
-                              &c->h.err, "cdc: COPY into staging");
-    long long count = 0;
-    c->copy.len = 0;
-    if (rc == PGPIPE_OK && mem) {
-        const char *p = mem->data, *lim = mem->data + mem->len;
-        while (rc == PGPIPE_OK && p < lim) {
-            const char *nl = memchr(p, '\n', (size_t)(lim - p));
-            size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
-            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
-            p += n;
+/* Ask the target how far its WAL is flushed (waiting for it: durable
+** makes it so first, with one synchronous commit, which flushes all the
+** WAL before it). */
+static int cdc_flush_check(pgpipe_cdc *c, int durable)
+{
+    int rc = PGPIPE_OK;
+    if (durable) {
+        const char *p1[1] = { c->slot };
+        rc = pp_exec(c->tgt, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, &c->h.err,
+                     "cdc: flushing the target's WAL");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt, "UPDATE pgpipe.cdc_slots SET updated_at = now() WHERE slot = $1",
+                         1, p1, NULL, &c->h.err, "cdc: flushing the target's WAL");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err,
+                         "cdc: flushing the target's WAL");
+        if (rc != PGPIPE_OK) {
+            pp_rollback_open(c->tgt);
+            return rc;
         }
-    } else if (rc == PGPIPE_OK) {
-        char *ln = NULL;
-        size_t cap = 0;
-        ssize_t n;
-        rewind(f);
-        while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
-            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
-        free(ln);
-        if (rc == PGPIPE_OK && ferror(f))
-            rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
     }
-    if (rc == PGPIPE_OK && c->copy.len &&
-        PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
+    PGresult *r = NULL;
+    uint64_t flushed = 0;
+    rc = pp_exec(c->tgt, "SELECT pg_current_wal_flush_lsn()::text", 0, NULL, &r, &c->h.err,
+                 "cdc: reading the target's WAL position");
+    if (rc == PGPIPE_OK && !pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &flushed))
+        rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
+    PQclear(r);
+    if (rc == PGPIPE_OK)
+        cdc_flushed(c, flushed);
+    return rc;
+}
+
+/* Set the target session up after each connection: commits that do not
+** wait for the WAL flush, as PostgreSQL's own subscriptions commit (the
+** source is told only what cdc_flushed found durable), unless synchronous
+** standbys are configured (a failover must not lose what was confirmed);
+** and the applied LSN read again, as a crash of the target loses the
+** commits it had not flushed. */
+static int cdc_target_session(pgpipe_cdc *c)
+{
+    PGresult *r = NULL;
+    const char *p1[1] = { c->slot };
+    int rc = pp_exec(c->tgt, "SELECT current_setting('synchronous_standby_names') = '', "
+                             "(SELECT applied_lsn::text FROM pgpipe.cdc_slots WHERE slot = $1)",
+                     1, p1, &r, &c->h.err, "cdc: setting the target session up");
+    if (rc != PGPIPE_OK)
+        return rc;
+    uint64_t applied = 0;
+    int async = PQgetvalue(r, 0, 0)[0] == 't';
+    if (PQgetisnull(r, 0, 1) || !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &applied))
+        rc = pp_err(&c->h.err, PGPIPE_ERROR, "cdc: slot \"%s\" is gone from pgpipe.cdc_slots on the "
+                    "target", c->slot);
+    PQclear(r);
+    if (rc == PGPIPE_OK && async)
+        rc = pp_exec(c->tgt, "SET synchronous_commit = off", 0, NULL, NULL, &c->h.err,
+                     "cdc: setting the target session up");
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (applied != c->applied) {
+        pp_logf(PGPIPE_LOG_WARN, "cdc", "slot %s: the target's applied LSN went back; resuming "
+                "from there", c->slot);
+        c->applied = applied;
+        atomic_store(&c->st_applied, applied);
+    }
+    if (c->ack > c->applied)
+        c->ack = c->applied;
+    c->async_commit = async;
+    c->tgt_ready = 1;
+    return PGPIPE_OK;
+}
+
+/* Give up the open group: end its COPY (a ROLLBACK cannot be sent while
+** one is in progress) and roll the target transaction back. */
+static void cdc_group_abort(pgpipe_cdc *c)
+{
+    if (c->tgt && PQstatus(c->tgt) == CONNECTION_OK) {
+        PGresult *r = PQgetResult(c->tgt);
+        int copying = r && PQresultStatus(r) == PGRES_COPY_IN;
+        PQclear(r);
+        if (copying && PQputCopyEnd(c->tgt, "cdc: the group was given up") == 1)
+            while ((r = PQgetResult(c->tgt)) != NULL)
+                PQclear(r);
+        else
+            while (r && (r = PQgetResult(c->tgt)) != NULL)
+                PQclear(r);
+        pp_rollback_open(c->tgt);
+    }
+    c->grp_open = 0;
+    c->copy.len = 0;
+}
+
+/* Commit the open group: the rest of its COPY, the end LSN of its last
+** source transaction in pgpipe.cdc_slots, COMMIT; then it may be
+** confirmed to the source. */
+static int cdc_group_commit(pgpipe_cdc *c)
+{
+    if (!c->grp_open)
+        return PGPIPE_OK;
+    int rc = PGPIPE_OK;
+    if (c->copy.len && PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
         rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
+    c->copy.len = 0;
     if (rc == PGPIPE_OK) {
         if (PQputCopyEnd(c->tgt, NULL) != 1) {
             rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
@@ -959,37 +1047,139 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
         }
     }
     if (rc == PGPIPE_OK) {
-        char lsn[32], when[64], n[32];
-        pp_cdc_lsn_str(end_lsn, lsn, sizeof lsn);
-        snprintf(when, sizeof when, "%lld", (long long)ts);
-        snprintf(n, sizeof n, "%lld", count);
-        const char *p[4] = { c->slot, lsn, when, n };
+        char lsn[32], when[32], n[32], t[32];
+        pp_cdc_lsn_str(c->grp_end, lsn, sizeof lsn);
+        snprintf(when, sizeof when, "%lld", (long long)c->grp_ts);
+        snprintf(n, sizeof n, "%lld", c->grp_events);
+        snprintf(t, sizeof t, "%lld", c->grp_txns);
+        const char *p[5] = { c->slot, lsn, when, n, t };
         PGresult *r = NULL;
         rc = pp_exec(c->tgt,
                      "UPDATE pgpipe.cdc_slots SET applied_lsn = $2::pg_lsn, "
                      "commit_time = timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond', "
-                     "transactions = transactions + 1, events = events + $4::bigint, updated_at = now() "
-                     "WHERE slot = $1 AND applied_lsn < $2::pg_lsn", 4, p, &r, &c->h.err,
-                     "cdc: storing the applied LSN");
+                     "transactions = transactions + $5::bigint, events = events + $4::bigint, "
+                     "updated_at = now() WHERE slot = $1 AND applied_lsn < $2::pg_lsn", 5, p, &r,
+                     &c->h.err, "cdc: storing the applied LSN");
         if (rc == PGPIPE_OK && strcmp(PQcmdTuples(r), "1") != 0)
             rc = pp_err(&c->h.err, PGPIPE_ERROR,
                         "cdc: slot \"%s\" on the target is at or past %s already: another "
                         "process consumes the same slot", c->slot, lsn);
         PQclear(r);
     }
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err, "cdc: COMMIT on the target");
-    pp_buf_free(&e);
+    /* and where the target's WAL is: inserted past this commit, flushed */
+    uint64_t local = 0, flushed = 0;
+    if (rc == PGPIPE_OK) {
+        PGresult *r = PQexec(c->tgt, "COMMIT; SELECT pg_current_wal_insert_lsn()::text, "
+                                     "pg_current_wal_flush_lsn()::text");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+            rc = pp_err_pq(&c->h.err, c->tgt, r, "cdc: COMMIT on the target");
+        else if (!pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &local) ||
+                 !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &flushed))
+            rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
+        PQclear(r);
+    }
     if (rc != PGPIPE_OK) {
-        pp_rollback_open(c->tgt);
+        cdc_group_abort(c);
         return rc;
     }
-    c->applied = end_lsn;
-    if (end_lsn > c->ack)
-        c->ack = end_lsn;
-    atomic_store(&c->st_applied, end_lsn);
-    atomic_fetch_add(&c->n_txn, 1);
-    atomic_fetch_add(&c->n_events, count);
+    c->grp_open = 0;
+    c->applied = c->grp_end;
+    if (!c->async_commit) {
+        if (c->grp_end > c->ack)
+            c->ack = c->grp_end;
+    } else {
+        if (c->npend == c->cappend) {
+            int cap = c->cappend ? c->cappend * 2 : 64;
+            struct cdc_pend *n = pp_realloc(c->pend, (size_t)cap * sizeof *n);
+            if (!n) /* committed: only its confirmation waits for the next */
+                return pp_err_nomem(&c->h.err);
+            c->pend = n;
+            c->cappend = cap;
+        }
+        c->pend[c->npend].remote = c->grp_end;
+        c->pend[c->npend++].local = local;
+        cdc_flushed(c, flushed);
+    }
+    atomic_store(&c->st_applied, c->grp_end);
+    atomic_fetch_add(&c->n_txn, c->grp_txns);
+    atomic_fetch_add(&c->n_events, c->grp_events);
+    return PGPIPE_OK;
+}
+
+/* A committed source transaction: its records (mem, or the spool file f)
+** into the open group, which is started when none is. The group commits
+** here when it is full; otherwise when the stream runs dry (cdc_run_once). */
+static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
+                      uint64_t end_lsn, int64_t ts)
+{
+    if (end_lsn <= c->applied || (c->grp_open && end_lsn <= c->grp_end)) {
+        atomic_fetch_add(&c->n_skipped, 1);
+        return PGPIPE_OK;
+    }
+    if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
+        /* nothing to stage: confirmable with the open group, or with the
+        ** last one committed, or at once */
+        if (c->grp_open) {
+            c->grp_end = end_lsn;
+            c->grp_ts = ts;
+        } else if (c->npend) {
+            c->pend[c->npend - 1].remote = end_lsn;
+        } else if (end_lsn > c->ack) {
+            c->ack = end_lsn;
+        }
+        return PGPIPE_OK;
+    }
+    /* every record ends with the commit's fields and the brace */
+    c->tail.len = 0;
+    if (pp_cdc_event_end(&c->tail, end_lsn, ts) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *end = c->tail.data;
+    size_t endn = c->tail.len;
+
+    int rc = PGPIPE_OK;
+    if (!c->grp_open) {
+        /* one round trip: PQexec stops at the COPY */
+        rc = pp_copy_in_start(c->tgt, "BEGIN; COPY staging.raw_events (source, event_type, payload) "
+                                      "FROM STDIN", &c->h.err, "cdc: COPY into staging");
+        if (rc != PGPIPE_OK) {
+            cdc_group_abort(c);
+            return rc;
+        }
+        c->grp_open = 1;
+        c->grp_txns = c->grp_events = 0;
+        c->grp_started_us = pgpipe_now_us();
+        c->copy.len = 0;
+    }
+    long long count = 0;
+    if (mem) {
+        const char *p = mem->data, *lim = mem->data + mem->len;
+        while (rc == PGPIPE_OK && p < lim) {
+            const char *nl = memchr(p, '\n', (size_t)(lim - p));
+            size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
+            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
+            p += n;
+        }
+    } else {
+        char *ln = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        rewind(f);
+        while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
+            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
+        free(ln);
+        if (rc == PGPIPE_OK && ferror(f))
+            rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
+    }
+    if (rc != PGPIPE_OK) {
+        cdc_group_abort(c);
+        return rc;
+    }
+    c->grp_end = end_lsn;
+    c->grp_ts = ts;
+    c->grp_txns++;
+    c->grp_events += count;
+    if (c->grp_events >= CDC_GROUP_EVENTS || pgpipe_now_us() - c->grp_started_us >= CDC_GROUP_US)
+        return cdc_group_commit(c);
     return PGPIPE_OK;
 }
 
@@ -1084,7 +1274,7 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
         /* a message outside any transaction (our heartbeat): every commit
         ** before it is staged, so the slot may advance to it */
         if (!(m.flags & 1) && !c->in_txn && !c->dec.in_stream && c->nspools == 0 &&
-            m.lsn > c->ack)
+            !c->grp_open && c->npend == 0 && m.lsn > c->ack)
             c->ack = m.lsn;
         return PGPIPE_OK;
     default: /* R Y O: the decoder keeps what matters */
@@ -1109,15 +1299,28 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
     c->transient = 0;
     /* after a failure (a server restarted, the network cut): connect again;
     ** the stream resumes from the applied LSN */
-    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
         PQreset(c->tgt);
+        c->tgt_ready = 0;
+    }
     if (c->src && PQstatus(c->src) != CONNECTION_OK)
         PQreset(c->src);
-    /* a server still down is a failure like any other: judged below */
-    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
-        rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
-                    PQerrorMessage(c->tgt));
-    else if (!c->streaming)
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
+        c->transient = 1; /* a target restarting: try again */
+        return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
+                      PQerrorMessage(c->tgt));
+    }
+    if (!c->tgt_ready) {
+        /* the stream must start from what the target holds now */
+        if (c->streaming)
+            cdc_reset(c);
+        if ((rc = cdc_target_session(c)) != PGPIPE_OK) {
+            c->transient = PQstatus(c->tgt) == CONNECTION_BAD;
+            return rc;
+        }
+    }
+    /* a source still down is a failure like any other: judged below */
+    if (!c->streaming)
         rc = cdc_start(c);
     while (rc == PGPIPE_OK && !atomic_load(&c->stop)) {
         int64_t now = pgpipe_now_us();
@@ -1138,7 +1341,8 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                     atomic_store(&c->st_received, wal_end);
                 /* idle: everything committed before wal_end has been received
                 ** and staged, so the slot may advance to it */
-                if (!c->in_txn && c->nspools == 0 && wal_end > c->ack)
+                if (!c->in_txn && c->nspools == 0 && !c->grp_open && c->npend == 0 &&
+                    wal_end > c->ack)
                     c->ack = wal_end;
                 if (buf[17])
                     rc = cdc_send_status(c, 0);
@@ -1152,6 +1356,13 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
             continue;
         }
         if (n == 0) {
+            /* nothing more buffered: the open group commits now, so idle
+            ** or live streaming stages each transaction at once */
+            if (c->grp_open && (rc = cdc_group_commit(c)) != PGPIPE_OK)
+                break;
+            if (c->npend && now - c->last_flush_us >= 100000 &&
+                (rc = cdc_flush_check(c, 0)) != PGPIPE_OK)
+                break;
             if (now - c->last_status_us >= (int64_t)c->status_ms * 1000 &&
                 (rc = cdc_send_status(c, 0)) != PGPIPE_OK)
                 break;
@@ -1184,13 +1395,18 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
         }
     }
     if (rc == PGPIPE_OK)
+        rc = cdc_group_commit(c);
+    /* leaving: what is staged is made durable and confirmed */
+    if (rc == PGPIPE_OK && c->npend)
+        rc = cdc_flush_check(c, 1);
+    if (rc == PGPIPE_OK)
         rc = cdc_send_status(c, 0);
     if (rc != PGPIPE_OK) {
         /* worth another try: a lost connection or a server going down, not
         ** a refusal (an invalidated slot, a malformed message). A database
         ** error without a SQLSTATE is libpq's own: a write to a connection
-        ** the server closed reports that while the status stays OK (the
-        ** next use finds it BAD and connects again) */
+        ** the server closed reports that while the status stays OK (the next
+        ** use finds it BAD and connects again) */
         c->transient = ended || pgpipe_sqlstate_class(c->h.err.sqlstate) == PGPIPE_SQLSTATE_RETRY ||
                        (rc == PGPIPE_DB && !c->h.err.sqlstate[0]) ||
                        (c->repl && PQstatus(c->repl) == CONNECTION_BAD) ||
@@ -1343,6 +1559,8 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
     pp_buf_free(&c->js);
     pp_buf_free(&c->line);
     pp_buf_free(&c->copy);
+    pp_buf_free(&c->tail);
+    pp_free(c->pend);
     pp_free(c->source);
     pp_free(c->target);
     pp_free(c->slot);

@@ -20,11 +20,16 @@
 ** written as NULL). "lsn" is the end of the source transaction's commit
 ** record, "commit_time" its commit time (UTC).
 **
-** Exactly once: the events of one source transaction are committed in one
+** Exactly once: the events of a source transaction are committed in one
 ** target transaction together with the transaction's LSN
 ** (pgpipe.cdc_slots.applied_lsn); the slot's flush position is confirmed to
-** the source only after that commit, so after a crash the stream resumes
-** from the stored LSN and a transaction already staged is skipped.
+** the source only after that commit reached the target's disk, so after a
+** crash of either side the stream resumes from the stored LSN and a
+** transaction already staged is skipped. A backlog is staged in groups:
+** several source transactions in one target transaction, stored with the
+** LSN of the last. The target session commits with synchronous_commit off
+** (unless the target has synchronous standbys), as PostgreSQL's own
+** subscriptions do; confirmation waits for the target's WAL flush instead.
 **
 **     pgpipe_cdc_options o;
 **     pgpipe_cdc_options_init(&o);
@@ -84,8 +89,7 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt);
 ** a server restarting or still down: SQLSTATE class 08, 57P0x, ...) is
 ** logged, and the stream connects again with a backoff (100 ms doubling to
 ** 10 s, back to 100 ms once it staged again) and resumes from the applied
-** LSN; nothing was confirmed that is not staged, and durably so (the
-** stream's target transactions commit with synchronous_commit = on).
+** LSN; nothing was confirmed that is not staged.
 ** PGPIPE_OK when the time is up or stop was asked while the stream ran;
 ** otherwise the error: one that cannot heal (an invalidated slot, a
 ** malformed message, a refused statement), or the healing kind when it
