@@ -26285,6 +26285,10 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                        (c->repl && PQstatus(c->repl) == CONNECTION_BAD) ||
                        (c->tgt && PQstatus(c->tgt) == CONNECTION_BAD) ||
                        (c->src && PQstatus(c->src) == CONNECTION_BAD);
+        /* the target may have lost commits not yet flushed: go by what it
+        ** holds when the stream starts again */
+        if (c->transient)
+            c->tgt_ready = 0;
         cdc_reset(c);
     }
     return rc;
