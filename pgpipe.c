@@ -27042,10 +27042,9 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
             return rc;
         }
     }
-    if (!c->streaming && (rc = cdc_start(c)) != PGPIPE_OK) {
-        cdc_reset(c);
-        return rc;
-    }
+    /* a source still down is a failure like any other: judged below */
+    if (!c->streaming)
+        rc = cdc_start(c);
     while (rc == PGPIPE_OK && !atomic_load(&c->stop)) {
         int64_t now = pgpipe_now_us();
         if (now >= deadline)
@@ -27127,11 +27126,19 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
         rc = cdc_send_status(c, 0);
     if (rc != PGPIPE_OK) {
         /* worth another try: a lost connection or a server going down, not
-        ** a refusal (an invalidated slot, a malformed message) */
+        ** a refusal (an invalidated slot, a malformed message). A database
+        ** error without a SQLSTATE is libpq's own: a write to a connection
+        ** the server closed reports that while the status stays OK (the next
+        ** use finds it BAD and connects again) */
         c->transient = ended || pgpipe_sqlstate_class(c->h.err.sqlstate) == PGPIPE_SQLSTATE_RETRY ||
+                       (rc == PGPIPE_DB && !c->h.err.sqlstate[0]) ||
                        (c->repl && PQstatus(c->repl) == CONNECTION_BAD) ||
                        (c->tgt && PQstatus(c->tgt) == CONNECTION_BAD) ||
                        (c->src && PQstatus(c->src) == CONNECTION_BAD);
+        /* the target may have lost commits not yet flushed: go by what it
+        ** holds when the stream starts again */
+        if (c->transient)
+            c->tgt_ready = 0;
         cdc_reset(c);
     }
     return rc;
@@ -27144,10 +27151,14 @@ int pgpipe_cdc_run(pgpipe_cdc *c, int timeout_ms)
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : pgpipe_now_us() + (int64_t)timeout_ms * 1000;
     int backoff_ms = 100, rc;
     for (;;) {
+        uint64_t applied = atomic_load(&c->st_applied);
         rc = cdc_run_once(c, deadline);
         if (rc == PGPIPE_OK || !c->transient || atomic_load(&c->stop) ||
             pgpipe_now_us() >= deadline)
             break;
+        /* it staged since the last failure: a new failure, the shortest wait */
+        if (atomic_load(&c->st_applied) != applied)
+            backoff_ms = 100;
         /* nothing unconfirmed was acknowledged: connect again and resume
         ** from the applied LSN */
         atomic_fetch_add(&c->n_reconnects, 1);

@@ -2435,9 +2435,10 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt);
 
 /* Stream changes into staging for timeout_ms (< 0: until pgpipe_cdc_stop).
 ** A failure that may heal (a connection to the source or the target lost,
-** a server restarting: SQLSTATE class 08, 57P0x, ...) is logged, and the
-** stream connects again with a backoff (100 ms doubling to 10 s) and
-** resumes from the applied LSN; nothing was confirmed that is not staged.
+** a server restarting or still down: SQLSTATE class 08, 57P0x, ...) is
+** logged, and the stream connects again with a backoff (100 ms doubling to
+** 10 s, back to 100 ms once it staged again) and resumes from the applied
+** LSN; nothing was confirmed that is not staged.
 ** PGPIPE_OK when the time is up or stop was asked while the stream ran;
 ** otherwise the error: one that cannot heal (an invalidated slot, a
 ** malformed message, a refused statement), or the healing kind when it

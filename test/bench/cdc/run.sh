@@ -26,11 +26,18 @@
 # already streaming; the lag is the time from the workload's last commit to
 # the last change applied.
 #
-# Memory: one transaction of CDC_BENCH_BIG_MB (1024) MB of rows (1 kB
+# Memory: one transaction of CDC_BENCH_BIG_MB (2048) MB of rows (1 kB
 # each), streamed by pgpipe while in progress; its peak RSS (VmHWM) and the
-# rows staged. CDC_BENCH_BIG_MB=0 skips it.
+# rows staged, which must be every row of it. CDC_BENCH_BIG_MB=0 skips it.
+# It needs about 6 times its size of free disk (source table and WAL,
+# pgpipe's spool file, staging and its WAL).
+#
+# The bench fails (exit 1, "cdc bench: FAIL" lines) when pgpipe did not
+# stage each change exactly once, in any round or in the big transaction.
 #   sh test/bench/cdc/run.sh
+#   CDC_BENCH_PARTS=big sh test/bench/cdc/run.sh     the big transaction alone
 # Environment: CDC_BENCH_ROWS, CDC_BENCH_ROUNDS, CDC_BENCH_BIG_MB,
+# CDC_BENCH_PARTS (any of "rounds lag big"; all three),
 # PGTMP_DURABLE (1: fsync and synchronous_commit on, both clusters),
 # SKIP_DEPS=1 (do not run tool/deps.sh --bench-cdc).
 set -eu
@@ -51,7 +58,10 @@ fi
 # ---- inside the target cluster ------------------------------------------------
 N=${CDC_BENCH_ROWS:-1000000}
 R=${CDC_BENCH_ROUNDS:-3}
-BIG=${CDC_BENCH_BIG_MB:-1024}
+BIG=${CDC_BENCH_BIG_MB:-2048}
+PARTS=${CDC_BENCH_PARTS:-rounds lag big}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+part big || BIG=0
 P=$top/build/pgpipe
 T=$PGPIPE_TEST_DSN
 res=$out/results.txt
@@ -146,7 +156,8 @@ wait_until() { # FN ARGS...: poll every 20 ms, at most 600 s
 
 # ---- catch-up rounds -----------------------------------------------------------
 : > "$res"
-echo "cdc bench: $N changes per round ($ins inserts, $upd updates, $del deletes, 1,000 per transaction), $R rounds; PGTMP_DURABLE=$PGTMP_DURABLE; $(nproc) cores"
+part rounds || R=0
+[ "$R" = 0 ] || echo "cdc bench: $N changes per round ($ins inserts, $upd updates, $del deletes, 1,000 per transaction), $R rounds; PGTMP_DURABLE=$PGTMP_DURABLE; $(nproc) cores"
 r=1
 while [ $r -le "$R" ]; do
     base=$((r * 10000000))
@@ -187,6 +198,7 @@ while [ $r -le "$R" ]; do
 done
 
 # ---- lag while streaming -------------------------------------------------------
+if part lag; then
 base=$(((R + 1) * 10000000))
 slot pp_lag pgoutput
 pp_start pp_lag
@@ -212,10 +224,12 @@ if [ $recv = 1 ]; then
     drop_slot rl_lag
     echo "lag pg_recvlogical $((d - w1)) $((d - w0))" >> "$res"
 fi
+fi
 
 # ---- one big transaction: pgpipe's memory ------------------------------------
 if [ "$BIG" -gt 0 ]; then
     rows=$((BIG * 1024))
+    echo "cdc bench: one $BIG MB transaction ($rows rows of 1 kB); $(df -h "$top/$out" | awk 'NR == 2 { print $4 }') of disk free"
     slot pp_big pgoutput
     # one transaction (psql -c runs the three as one); the mark before its commit
     qs "INSERT INTO bench_big SELECT g, repeat(md5(g::text), 31) FROM generate_series(1, $rows) g;
@@ -234,7 +248,8 @@ if [ "$BIG" -gt 0 ]; then
     [ -z "$h" ] || [ "$h" -le "$hwm" ] || hwm=$h
     pp_stop
     got=$(qt "SELECT count(*) FROM staging.raw_events WHERE source = 'pp_big'")
-    echo "big $BIG $rows $got $((b - a)) $hwm" >> "$res"
+    dup=$(qt "SELECT count(*) - count(DISTINCT payload->'row'->>'id') FROM staging.raw_events WHERE source = 'pp_big'")
+    echo "big $BIG $rows $got $((b - a)) $hwm $dup" >> "$res"
     drop_slot pp_big
 fi
 
@@ -248,6 +263,8 @@ line() { # contender: median ms, min, max, changes/s
     [ -n "$ms" ] || { echo "| cdc | $N changes, catch-up | $1 | (not run) | | |"; return; }
     echo "| cdc | $N changes, catch-up | $1 | $(rate "$ms") | $ms ($lo, $hi) | $(awk -v c="$1" '$1 == "lag" && $2 == c { print $3 }' "$res") |"
 }
+fail=0
+if [ "$R" -gt 0 ]; then
 echo
 echo "| component | workload | contender | changes/s (median) | catch-up ms (min, max) | lag after the last commit, streaming, ms |"
 echo "|---|---|---|---|---|---|"
@@ -257,9 +274,9 @@ pp_rate=$(rate "$pp_ms"); sub_rate=$(rate "$sub_ms"); rl_rate=$(rate "${rl_ms:-0
 bad=$(awk -v n="$N" '$1 == "pgpipe" && ($4 != n || $5 != 0) { c++ } END { print c + 0 }' "$res")
 echo
 echo "pgpipe staged: $(col pgpipe 4 | tr '\n' ' ')of $N per round; duplicate changes: $(col pgpipe 5 | tr '\n' ' ')"
-[ "$bad" = 0 ] || echo "cdc bench: pgpipe did NOT stage each change exactly once in $bad rounds"
-if [ "$BIG" -gt 0 ]; then
-    awk '$1 == "big" { printf "one %d MB transaction (%d rows): %d staged in %d ms, pgpipe peak RSS %.1f MB\n", $2, $3, $4, $5, $6 / 1024 }' "$res"
+if [ "$bad" != 0 ]; then
+    echo "cdc bench: FAIL: pgpipe did NOT stage each change exactly once in $bad of $R rounds (staged: $(col pgpipe 4 | tr '\n' ' ')of $N; duplicates: $(col pgpipe 5 | tr '\n' ' '))" >&2
+    fail=1
 fi
 echo
 wl="${N}-mixed"
@@ -267,6 +284,14 @@ echo "bench: component=cdc workload=$wl metric=changes/s pgpipe=$pp_rate peer=su
 [ $recv = 0 ] || echo "bench: component=cdc workload=$wl metric=changes/s pgpipe=$pp_rate peer=pg_recvlogical peer_value=$rl_rate ratio=$(ratio "$pp_rate" "$rl_rate")"
 echo "bench: component=cdc workload=$wl metric=changes/s pgpipe=$pp_rate peer=target peer_value=40000 ratio=$(ratio "$pp_rate" 40000)"
 lp=$(awk '$1 == "lag" && $2 == "pgpipe" { print $3 }' "$res"); ls_=$(awk '$1 == "lag" && $2 == "subscription" { print $3 }' "$res")
-echo "bench: component=cdc workload=$wl metric=lag_ms pgpipe=$lp peer=subscription peer_value=$ls_ ratio=$(ratio "$ls_" "$lp")"
-[ "$BIG" = 0 ] || awk -v mb="$BIG" '$1 == "big" { printf "bench: component=cdc workload=txn-%dMB metric=peak_rss_mb pgpipe=%.1f\n", mb, $6 / 1024 }' "$res"
-[ "$bad" = 0 ]
+[ -z "$lp" ] || echo "bench: component=cdc workload=$wl metric=lag_ms pgpipe=$lp peer=subscription peer_value=$ls_ ratio=$(ratio "$ls_" "$lp")"
+fi
+if [ "$BIG" -gt 0 ]; then
+    awk '$1 == "big" { printf "one %d MB transaction (%d rows): %d staged in %d ms, pgpipe peak RSS %.1f MB\n", $2, $3, $4, $5, $6 / 1024 }' "$res"
+    awk -v mb="$BIG" '$1 == "big" { printf "bench: component=cdc workload=txn-%dMB metric=peak_rss_mb pgpipe=%.1f staged=%d rows=%d\n", mb, $6 / 1024, $4, $3 }' "$res"
+    if ! awk '$1 == "big" && $3 == $4 && $7 == 0 { ok = 1 } END { exit !ok }' "$res"; then
+        echo "cdc bench: FAIL: the $BIG MB transaction was not staged exactly once: $(awk '$1 == "big" { printf "%d of %d rows staged, %d twice", $4, $3, $7 }' "$res")" >&2
+        fail=1
+    fi
+fi
+[ "$fail" = 0 ]
