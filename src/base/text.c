@@ -251,14 +251,48 @@ PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n)
 
 /* One buffer of /dev/urandom output for the process, refilled a block at a
 ** time; a forked child drops what its parent read so the two never hand out
-** the same bytes. */
+** the same bytes. With threads the child learns of the fork from a
+** pthread_atfork handler (registered at the first fill), not from a getpid()
+** per draw: a UUID per HTTP request would pay a system call each. The
+** handlers hold the mutex across fork(), so a child never inherits it locked
+** by a thread that does not exist in the child. (A raw clone() without
+** fork() bypasses the handlers; nothing here does that.) */
 static pp_mutex pp_text_mutex = PP_MUTEX_INIT;
 static unsigned char pp_rnd[4096];
 static size_t pp_rnd_left;
+#ifndef PGPIPE_OMIT_THREADS
+static pthread_once_t pp_rnd_once = PTHREAD_ONCE_INIT;
+
+static void pp_rnd_prepare(void)
+{
+    pthread_mutex_lock(&pp_text_mutex);
+}
+
+static void pp_rnd_parent(void)
+{
+    pthread_mutex_unlock(&pp_text_mutex);
+}
+
+static void pp_rnd_child(void)
+{
+    memset(pp_rnd, 0, sizeof pp_rnd);
+    pp_rnd_left = 0;
+    pthread_mutex_unlock(&pp_text_mutex);
+}
+
+static void pp_rnd_atfork(void)
+{
+    pthread_atfork(pp_rnd_prepare, pp_rnd_parent, pp_rnd_child);
+}
+#else
 static pid_t pp_rnd_pid;
+#endif
 
 static int pp_rnd_fill_locked(void)
 {
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_once(&pp_rnd_once, pp_rnd_atfork);
+#endif
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return PGPIPE_IO;
@@ -277,14 +311,18 @@ static int pp_rnd_fill_locked(void)
     }
     close(fd);
     pp_rnd_left = sizeof pp_rnd;
+#ifdef PGPIPE_OMIT_THREADS
     pp_rnd_pid = getpid();
+#endif
     return PGPIPE_OK;
 }
 
 static int pp_random_locked(unsigned char *out, size_t n)
 {
+#ifdef PGPIPE_OMIT_THREADS
     if (pp_rnd_left && pp_rnd_pid != getpid())
         pp_rnd_left = 0;
+#endif
     while (n) {
         if (!pp_rnd_left && pp_rnd_fill_locked() != PGPIPE_OK)
             return PGPIPE_IO;
