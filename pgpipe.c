@@ -3798,7 +3798,7 @@ PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n)
 /* One buffer of /dev/urandom output for the process, refilled a block at a
 ** time; a forked child drops what its parent read so the two never hand out
 ** the same bytes. With threads the child learns of the fork from a
-** pthread_atfork handler (registered at the first fill), not from a getpid()
+** pthread_atfork handler (registered before the first draw), not from a getpid()
 ** per draw: a UUID per HTTP request would pay a system call each. The
 ** handlers hold the mutex across fork(), so a child never inherits it locked
 ** by a thread that does not exist in the child. (A raw clone() without
@@ -3830,15 +3830,17 @@ static void pp_rnd_atfork(void)
 {
     pthread_atfork(pp_rnd_prepare, pp_rnd_parent, pp_rnd_child);
 }
+
+/* Called before the lock is taken: no draw holds it before the handlers
+** cover fork(). */
+#define pp_rnd_ready() pthread_once(&pp_rnd_once, pp_rnd_atfork)
 #else
 static pid_t pp_rnd_pid;
+#define pp_rnd_ready() ((void)0)
 #endif
 
 static int pp_rnd_fill_locked(void)
 {
-#ifndef PGPIPE_OMIT_THREADS
-    pthread_once(&pp_rnd_once, pp_rnd_atfork);
-#endif
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return PGPIPE_IO;
@@ -3885,6 +3887,7 @@ static int pp_random_locked(unsigned char *out, size_t n)
 
 PGPIPE_PRIVATE int pp_random_bytes(void *out, size_t n)
 {
+    pp_rnd_ready();
     pp_mutex_lock(&pp_text_mutex);
     int rc = pp_random_locked(out, n);
     pp_mutex_unlock(&pp_text_mutex);
@@ -3924,6 +3927,7 @@ PGPIPE_PRIVATE int pp_uuid_v7(char out[37])
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     unsigned char r[14];
+    pp_rnd_ready();
     pp_mutex_lock(&pp_text_mutex);
     if (pp_random_locked(r, sizeof r) != PGPIPE_OK) {
         pp_mutex_unlock(&pp_text_mutex);
