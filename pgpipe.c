@@ -953,7 +953,8 @@ typedef struct pp_cdc_rel {
 
 /* One column of a tuple: kind 'n' NULL, 'u' unchanged TOASTed value (not
 ** sent: the row's value did not change and is not known here), 't' text,
-** 'b' binary (data, len). */
+** 'b' binary (data, len); 'f' is never decoded: a 'u' value cdc.c filled
+** in from the row's last image (text, named in the event's "filled"). */
 typedef struct pp_cdc_value {
     char kind;
     const char *data;
@@ -1195,7 +1196,9 @@ PGPIPE_PRIVATE int run_sources_cdc_info(pgpipe_runner *r, const char *name,
 ** to the log line, the rule's NOTIFY channel, table and command, and to
 ** r->on_alert. raise queues the alert for the alert thread (it never waits
 ** for the database or a command) and may be called before start; it takes
-** r->mu, so not while holding it. */
+** r->mu, so not while holding it. Kinds "cdc-guard" and "cdc-guard-resume"
+** (subject: the .source cdc) are the CDC slot guard's steps: each is
+** delivered, through that source's .alert cdc-lag rule when it has one. */
 PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r);
 PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r);
 PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);
@@ -2877,6 +2880,30 @@ static const char *const pp_sql_19[] = {
 };
 /* ==== end sql/schema/V0029__cdc.sql ==== */
 
+/* ==== begin sql/schema/V0030__cdc_toast.sql ==== */
+static const char *const pp_sql_20[] = {
+    "-- pgpipe built-in schema: CDC's memory of TOASTed values. Idempotent.\n",
+    "\n",
+    "-- PostgreSQL does not send a value stored out of line (TOASTed) that an\n",
+    "-- update left unchanged. The CDC source keeps here, per row and column,\n",
+    "-- the last staged value that may be stored out of line (a large one,\n",
+    "-- src/cdc/cdc.c says which), written in the same transaction as the\n",
+    "-- events, and fills such a column of a later update from it. A column\n",
+    "-- written small again, a deleted row and a truncated table are forgotten.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.cdc_toast (\n",
+    "    slot        TEXT NOT NULL REFERENCES pgpipe.cdc_slots (slot) ON DELETE CASCADE,\n",
+    "    table_name  TEXT NOT NULL,                -- schema.table, as in event_type\n",
+    "    key         TEXT NOT NULL,                -- the row's replica identity, as in \"old\"\n",
+    "    col         TEXT NOT NULL,\n",
+    "    value       TEXT NOT NULL,                -- the column's text, as the source sent it\n",
+    "    PRIMARY KEY (slot, table_name, key, col)\n",
+    ");\n",
+    "COMMENT ON TABLE pgpipe.cdc_toast IS\n",
+    "    'pgpipe CDC: per row, the last staged large values, to fill unchanged TOASTed columns';\n",
+    NULL
+};
+/* ==== end sql/schema/V0030__cdc_toast.sql ==== */
+
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -2898,6 +2925,7 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0027__run_alerts.sql", pp_sql_17 },
     { "schema/V0028__run_fire.sql", pp_sql_18 },
     { "schema/V0029__cdc.sql", pp_sql_19 },
+    { "schema/V0030__cdc_toast.sql", pp_sql_20 },
     { NULL, NULL }
 };
 
@@ -16644,6 +16672,7 @@ struct pgpipe_workers {
     atomic_int said_polling;   /* the "NOTIFY wake-ups are off" line was logged */
     atomic_int lost_named;     /* a claimer found its statements gone (26000):
                                   the next ones start unnamed */
+    atomic_int paused;         /* pgpipe_workers_pause: claim nothing for now */
 };
 
 /* The claim options of a new claimer of the workers. */
@@ -16876,6 +16905,12 @@ static void *claim_worker_main(void *arg)
             backoff.attempt = 0;
             pp_cancel_arm(&k->cancel, pgpipe_conn_pg(pc));
         }
+        if (atomic_load_explicit(&w->paused, memory_order_relaxed)) {
+            /* between batches: nothing claimed, no transaction open */
+            claim_worker_sync(k, cl, 1);
+            claim_nap(w, 100);
+            continue;
+        }
         int nrows = 0;
         long long dead_before = cl->st.dead;
         int rc = pgpipe_claimer_run_batch(cl, &w->h, &nrows);
@@ -17051,6 +17086,17 @@ void pgpipe_workers_stop(pgpipe_workers *w)
         ssize_t r = write(w->wake[1], "x", 1);
         (void)r;
     }
+}
+
+void pgpipe_workers_pause(pgpipe_workers *w, int paused)
+{
+    if (w)
+        atomic_store(&w->paused, paused ? 1 : 0);
+}
+
+int pgpipe_workers_paused(const pgpipe_workers *w)
+{
+    return w ? atomic_load(&((pgpipe_workers *)w)->paused) != 0 : 0;
 }
 
 int pgpipe_workers_stopping(const pgpipe_workers *w)
@@ -24988,7 +25034,17 @@ PGPIPE_PRIVATE int pp_cdc_lsn_parse(const char *s, uint64_t *lsn)
 ** per transaction for one it streams while in progress (no size limit in
 ** memory). Each record is "event_type TAB payload-without-its-end", both
 ** already in COPY text form; the commit adds the source, the commit's LSN
-** and time, and sends them with COPY in one transaction with the LSN.
+** and time, and sends them with COPY into the open target transaction.
+**
+** Group commit: the target transaction stays open across source commits
+** while the stream has more to read, and commits, with the end LSN of its
+** last source transaction, when the stream has nothing more buffered, or
+** after CDC_GROUP_EVENTS events or CDC_GROUP_US. Catching up, one target
+** commit (its fsync, its round trips) serves dozens of source
+** transactions, and the target parses a COPY that never stops while the
+** source decodes the next ones. Idle or streaming live, each source
+** transaction still commits on its own at once. Nothing is confirmed to
+** the source before the group's commit, so exactly once holds as before.
 */
 
 #ifndef PGPIPE_OMIT_CDC
@@ -25007,6 +25063,24 @@ typedef struct cdc_spool {
     cdc_sub *subs;
     int nsubs, capsubs;
 } cdc_spool;
+
+/* What one change wrote, until it is written to pgpipe.cdc_toast
+** (cdc_toast_*): 'i' columns of a row kept or forgotten, 'd' the row
+** forgotten (deleted, inserted anew, its key changed), 't' the table
+** forgotten (truncated). */
+typedef struct cdc_img {
+    uint32_t xid;               /* the top-level transaction */
+    int done;                   /* it committed on the source: to write (cdc_toast_flush) */
+    uint64_t commit_lsn;        /* then its commit LSN */
+    char kind;
+    long off;                   /* streamed: where its record starts in the spool */
+    unsigned hash;              /* of table and key */
+    int next;                   /* the next older entry of its hash chain; -1 */
+    char *table, *key;          /* "schema.table"; key NULL for 't' */
+    char *vals;                 /* 'i': per column "col\0" 'S' "value\0" (kept)
+                                   or "col\0" 'X' "\0" (forgotten) */
+    size_t nvals;
+} cdc_img;
 
 struct pgpipe_cdc {
     pp_handle h;
@@ -25028,17 +25102,55 @@ struct pgpipe_cdc {
     cdc_spool *spools;          /* streamed transactions in progress */
     int nspools, capspools;
     cdc_spool *cur;             /* inside a Stream Start .. Stop block */
-    pp_buf js, line, copy;      /* scratch */
+    pp_buf js, line, copy, tail; /* scratch */
     uint64_t final_lsn;         /* the open transaction's commit LSN (Begin) */
+    /* the target transaction open for a group of source transactions: its
+    ** COPY is in progress; grp_end is the end LSN of its last one */
+    int grp_open;
+    uint64_t grp_end;
+    int64_t grp_ts, grp_started_us;
+    long long grp_txns, grp_events;
+    /* the target session: set up (tgt_ready) after each connection; its
+    ** commits do not wait for the WAL flush (async_commit) unless the
+    ** target has synchronous standbys; the groups committed but maybe not
+    ** yet flushed there, by their end LSN at the source and the target's
+    ** WAL insert position after their commit, oldest first */
+    int tgt_ready, async_commit;
+    struct cdc_pend { uint64_t remote, local; } *pend;
+    int npend, cappend;
+    int64_t last_flush_us;
     /* tables whose snapshot is newer than the stream: their changes that
     ** committed before it are in the snapshot */
     struct cdc_skip { char *table; uint64_t lsn; } *skips;
     int nskips;
     int64_t last_status_us, last_activity_us;
+    /* unchanged TOAST values (cdc_toast_*): what the changes not yet
+    ** written wrote, by hash of table and key; the tables with kept
+    ** values on the target; scratch for a filled tuple */
+    cdc_img *imgs;
+    int nimgs, capimgs;
+    int *heads;
+    int nheads;
+    size_t img_mem;
+    char **ttabs;
+    int nttabs, capttabs;
+    pp_cdc_tuple tfill;
+    PGresult *tres;
+    PGconn *tlook;              /* the target, for the table's values: tgt may be in a COPY */
+    pp_buf tname, tkey, tokey, tvals;
     atomic_int stop;
     _Atomic long long n_txn, n_events, n_skipped, n_reconnects;
     _Atomic uint64_t st_applied, st_confirmed, st_received;
 };
+
+/* A group's target transaction commits at the latest after this many
+** events or this long (the redo after a failure, the staging latency). */
+#define CDC_GROUP_EVENTS 50000
+#define CDC_GROUP_US 500000
+
+static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int which);
+static int cdc_toast_load(pgpipe_cdc *c);
+static int cdc_toast_snapshot(pgpipe_cdc *c, PGconn *ss, const char *name, const char *quoted);
 
 /* PostgreSQL's epoch (2000-01-01) in Unix seconds. */
 #define CDC_PG_EPOCH 946684800LL
@@ -25122,6 +25234,22 @@ static int cdc_tuple(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, int 
     return rc == PGPIPE_OK ? pp_buf_putc(b, '}') : rc;
 }
 
+/* ,"what":["col",..] of the columns of kind in t; nothing when none. */
+static int cdc_names(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, char kind,
+                     const char *what)
+{
+    int rc = PGPIPE_OK, first = 1;
+    for (int k = 0; rc == PGPIPE_OK && k < t->n; k++) {
+        if (t->v[k].kind != kind)
+            continue;
+        rc = first ? pp_buf_appendf(b, ",\"%s\":[", what) : pp_buf_putc(b, ',');
+        first = 0;
+        if (rc == PGPIPE_OK)
+            rc = pp_json_str(b, r->cols[k].name, strlen(r->cols[k].name), 0);
+    }
+    return rc == PGPIPE_OK && !first ? pp_buf_putc(b, ']') : rc;
+}
+
 PGPIPE_PRIVATE int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const pp_cdc_msg *m,
                                      int i, uint32_t xid)
 {
@@ -25148,17 +25276,10 @@ PGPIPE_PRIVATE int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const p
         rc = pp_buf_append(b, ",\"row\":", 7);
         if (rc == PGPIPE_OK)
             rc = cdc_tuple(b, r, m->newt, 0);
-        int first = 1;
-        for (int k = 0; rc == PGPIPE_OK && k < m->newt->n; k++) {
-            if (m->newt->v[k].kind != 'u')
-                continue;
-            rc = pp_buf_append(b, first ? ",\"unchanged\":[" : ",", first ? 14 : 1);
-            first = 0;
-            if (rc == PGPIPE_OK)
-                rc = pp_json_str(b, r->cols[k].name, strlen(r->cols[k].name), 0);
-        }
-        if (rc == PGPIPE_OK && !first)
-            rc = pp_buf_putc(b, ']');
+        if (rc == PGPIPE_OK)
+            rc = cdc_names(b, r, m->newt, 'u', "unchanged");
+        if (rc == PGPIPE_OK)
+            rc = cdc_names(b, r, m->newt, 'f', "filled");
     }
     if (rc == PGPIPE_OK && m->oldt) {
         rc = pp_buf_append(b, ",\"old\":", 7);
@@ -25492,6 +25613,8 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
             }
         }
     }
+    if (rc == PGPIPE_OK) /* the rows are images of unchanged TOAST values */
+        rc = cdc_toast_snapshot(c, ss, name, quoted);
     if (rc == PGPIPE_OK) {
         char nrows[32];
         snprintf(nrows, sizeof nrows, "%lld", rows);
@@ -25632,7 +25755,8 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
     if ((rc = cdc_publication(c, opt->tables, opt->create)) != PGPIPE_OK ||
         (rc = cdc_connect(c, &c->repl, c->source, 1, "source (replication)")) != PGPIPE_OK ||
         (rc = cdc_slot(c, opt->create, opt->snapshot)) != PGPIPE_OK ||
-        (rc = cdc_snapshot(c)) != PGPIPE_OK)
+        (rc = cdc_snapshot(c)) != PGPIPE_OK ||
+        (rc = cdc_toast_load(c)) != PGPIPE_OK)
         return rc;
     return PGPIPE_OK;
 }
@@ -25690,10 +25814,14 @@ static void cdc_spool_drop(pgpipe_cdc *c, cdc_spool *s)
         c->cur = &c->spools[i];
 }
 
+static void cdc_group_abort(pgpipe_cdc *c);
+
 /* Forget everything in flight: after a failure the stream starts again
 ** from the applied LSN, and the server sends the relations again. */
 static void cdc_reset(pgpipe_cdc *c)
 {
+    if (c->grp_open)
+        cdc_group_abort(c);
     if (c->repl)
         PQfinish(c->repl);
     c->repl = NULL;
@@ -25704,7 +25832,9 @@ static void cdc_reset(pgpipe_cdc *c)
     while (c->nspools)
         cdc_spool_drop(c, &c->spools[c->nspools - 1]);
     c->cur = NULL;
+    c->npend = 0;
     c->ack = c->applied;
+    cdc_toast_drop(c, 0, 0, 1); /* TOAST images of transactions not staged */
 }
 
 static int cdc_start(pgpipe_cdc *c)
@@ -25774,6 +25904,734 @@ static int cdc_skipped_line(pgpipe_cdc *c, const char *rec, size_t n, uint64_t l
     return 0;
 }
 
+/* ---- unchanged TOAST values: the last staged image of each row --------
+** pgoutput does not send a value stored out of line (TOASTed) that an
+** update left unchanged (kind 'u'). The change that wrote the value sent
+** it in full: pgpipe.cdc_toast keeps, per row (its replica identity key,
+** as in "old") and column, the value of the column's last staged write
+** when that write may be stored out of line, written in the target
+** transaction that stages the change; a 'u' is filled from it ("filled").
+**
+** Which writes: PostgreSQL moves values out of line only from a row over
+** TOAST_TUPLE_THRESHOLD (about 2 kB stored, 8 kB pages), and never one of
+** under 24 bytes stored. A row whose written values' text and TOAST
+** pointers (24 bytes each) total CDC_TOAST_ROW or more keeps its written
+** values of CDC_TOAST_VALUE bytes or more; in a table with kept values
+** (ttabs), a smaller row's such values are forgotten. A row never big
+** costs nothing; a table with kept values pays one statement per
+** transaction for its changes. The text of most types is at least their
+** stored size; a value stored larger than its text (arrays of small
+** numbers) may go out of line from a row under the threshold: its 'u'
+** then stays unchanged (or, if its text is under 24 bytes, may take the
+** column's last big value: a very wide row only).
+**
+** A transaction's writes wait in memory until the target transaction of
+** its group writes them (cdc_group_commit), in order, with
+** the spool offset of their record (a rolled-back subtransaction takes its
+** own away), at most CDC_TOAST_MEM bytes of values: beyond, the column is
+** forgotten instead. A 'u' looks at the transaction's own writes first,
+** and those of the committed transactions of the open group, newest
+** first (two changes of one row in one transaction), then the table (one
+** round trip on a connection of its own, tlook, as the group's COPY may be
+** in progress on tgt; only for a change with a 'u'). An insert or a
+** delete forgets the row first, a changed key moves the row's kept values
+** to the new key, a truncate forgets the table. REPLICA IDENTITY FULL: the
+** old row holds the value, nothing is kept; NOTHING or no key: nothing to
+** key it by, the 'u' stays unchanged. */
+
+#define CDC_TOAST_ROW   1800
+#define CDC_TOAST_VALUE 24
+#define CDC_TOAST_MEM   ((size_t)64 * 1024 * 1024)
+
+static unsigned cdc_toast_hash(const char *table, const char *key)
+{
+    unsigned h = 2166136261u;
+    for (const char *p = table; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ 0xFF) * 16777619u;
+    for (const char *p = key ? key : ""; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+static int cdc_toast_reindex(pgpipe_cdc *c, int need)
+{
+    if (need > c->nheads / 2 || !c->heads) {
+        int n = c->nheads ? c->nheads : 64;
+        while (need > n / 2)
+            n *= 2;
+        int *h = pp_realloc(c->heads, (size_t)n * sizeof *h);
+        if (!h)
+            return PGPIPE_NOMEM;
+        c->heads = h;
+        c->nheads = n;
+    }
+    for (int i = 0; i < c->nheads; i++)
+        c->heads[i] = -1;
+    for (int i = 0; i < c->nimgs; i++) {
+        int *head = &c->heads[c->imgs[i].hash & (unsigned)(c->nheads - 1)];
+        c->imgs[i].next = *head;
+        *head = i;
+    }
+    return PGPIPE_OK;
+}
+
+static void cdc_img_free(pgpipe_cdc *c, cdc_img *e)
+{
+    c->img_mem -= e->nvals;
+    pp_free(e->table);
+    pp_free(e->key);
+    pp_free(e->vals);
+}
+
+/* Take away images: which 0, those of the open transaction xid from spool
+** offset off on (0: all of them); 1 every image; 2 the committed ones. */
+static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int which)
+{
+    int k = 0, gone = 0;
+    for (int i = 0; i < c->nimgs; i++) {
+        cdc_img *e = &c->imgs[i];
+        if (which == 1 || (which == 2 && e->done) ||
+            (which == 0 && !e->done && e->xid == xid && e->off >= off)) {
+            cdc_img_free(c, e);
+            gone = 1;
+        } else {
+            c->imgs[k++] = *e;
+        }
+    }
+    c->nimgs = k;
+    if (gone)
+        cdc_toast_reindex(c, 0); /* shrinking: cannot fail */
+}
+
+static int cdc_toast_add(pgpipe_cdc *c, uint32_t xid, char kind, long off, const char *table,
+                         const char *key, const char *vals, size_t nvals)
+{
+    if (c->nimgs == c->capimgs) {
+        int cap = c->capimgs ? c->capimgs * 2 : 16;
+        cdc_img *n = pp_realloc(c->imgs, (size_t)cap * sizeof *n);
+        if (!n)
+            return PGPIPE_NOMEM;
+        c->imgs = n;
+        c->capimgs = cap;
+    }
+    cdc_img *e = &c->imgs[c->nimgs];
+    memset(e, 0, sizeof *e);
+    e->xid = xid;
+    e->kind = kind;
+    e->off = off;
+    e->hash = cdc_toast_hash(table, key);
+    e->table = pp_strdup(table);
+    e->key = key ? pp_strdup(key) : NULL;
+    e->vals = nvals ? pp_malloc(nvals) : NULL;
+    if (!e->table || (key && !e->key) || (nvals && !e->vals)) {
+        pp_free(e->table);
+        pp_free(e->key);
+        pp_free(e->vals);
+        return PGPIPE_NOMEM;
+    }
+    if (nvals)
+        memcpy(e->vals, vals, nvals);
+    e->nvals = nvals;
+    c->img_mem += nvals;
+    c->nimgs++;
+    if (c->nimgs > c->nheads / 2)
+        return cdc_toast_reindex(c, c->nimgs);
+    int *head = &c->heads[e->hash & (unsigned)(c->nheads - 1)];
+    e->next = *head;
+    *head = c->nimgs - 1;
+    return PGPIPE_OK;
+}
+
+/* What a change of transaction xid sees: its own writes and those of
+** transactions committed before it, not written to the target yet. */
+static inline int cdc_img_seen(const cdc_img *e, uint32_t xid)
+{
+    return e->done || e->xid == xid;
+}
+
+/* The newest image xid sees for table and key (key NULL: the table's
+** truncate), or -1. */
+static int cdc_toast_find(const pgpipe_cdc *c, uint32_t xid, const char *table, const char *key)
+{
+    if (!c->nimgs)
+        return -1;
+    unsigned h = cdc_toast_hash(table, key);
+    for (int i = c->heads[h & (unsigned)(c->nheads - 1)]; i >= 0; i = c->imgs[i].next) {
+        const cdc_img *e = &c->imgs[i];
+        if (e->hash == h && cdc_img_seen(e, xid) && !strcmp(e->table, table) &&
+            (key ? e->key && !strcmp(e->key, key) : !e->key))
+            return i;
+    }
+    return -1;
+}
+
+/* Does the target remember values of nsp.name? */
+static int cdc_toast_known(const pgpipe_cdc *c, const char *nsp, const char *name)
+{
+    size_t nl = strlen(nsp);
+    for (int i = 0; i < c->nttabs; i++) {
+        const char *t = c->ttabs[i];
+        if (!strncmp(t, nsp, nl) && t[nl] == '.' && !strcmp(t + nl + 1, name))
+            return 1;
+    }
+    return 0;
+}
+
+static int cdc_toast_know(pgpipe_cdc *c, const char *table)
+{
+    for (int i = 0; i < c->nttabs; i++)
+        if (!strcmp(c->ttabs[i], table))
+            return PGPIPE_OK;
+    if (c->nttabs == c->capttabs) {
+        int cap = c->capttabs ? c->capttabs * 2 : 8;
+        char **n = pp_realloc(c->ttabs, (size_t)cap * sizeof *n);
+        if (!n)
+            return PGPIPE_NOMEM;
+        c->ttabs = n;
+        c->capttabs = cap;
+    }
+    if (!(c->ttabs[c->nttabs] = pp_strdup(table)))
+        return PGPIPE_NOMEM;
+    c->nttabs++;
+    return PGPIPE_OK;
+}
+
+/* The tables with remembered values of the slot (a skip scan of the key). */
+static int cdc_toast_load(pgpipe_cdc *c)
+{
+    const char *p[1] = { c->slot };
+    PGresult *r = NULL;
+    int rc = pp_exec(c->tgt,
+                     "WITH RECURSIVE t(n) AS (SELECT min(table_name) FROM pgpipe.cdc_toast "
+                     "WHERE slot = $1 UNION ALL SELECT (SELECT min(table_name) FROM "
+                     "pgpipe.cdc_toast WHERE slot = $1 AND table_name > t.n) FROM t "
+                     "WHERE t.n IS NOT NULL) SELECT n FROM t WHERE n IS NOT NULL",
+                     1, p, &r, &c->h.err, "cdc: reading the remembered TOAST values");
+    for (int i = 0; rc == PGPIPE_OK && i < PQntuples(r); i++)
+        if (cdc_toast_know(c, PQgetvalue(r, i, 0)) != PGPIPE_OK)
+            rc = pp_err_nomem(&c->h.err);
+    PQclear(r);
+    return rc;
+}
+
+/* The row's key ({"col":value,..} of the replica identity, as in "old")
+** into b; 0 when the tuple lacks a key column. */
+static int cdc_toast_key(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, int *rc)
+{
+    b->len = 0;
+    for (int i = 0; i < t->n && i < r->ncols; i++)
+        if (r->cols[i].key && (t->v[i].kind == 'u' || t->v[i].kind == 'n'))
+            return 0;
+    *rc = cdc_tuple(b, r, t, 1);
+    if (*rc == PGPIPE_OK)
+        *rc = pp_buf_putc(b, '\0');
+    return *rc == PGPIPE_OK;
+}
+
+/* Insert the rows' values gathered in ins (a JSON array, open) into the
+** open target transaction. */
+static int cdc_toast_put(pgpipe_cdc *c, pp_buf *ins)
+{
+    if (!ins->len)
+        return PGPIPE_OK;
+    if (pp_buf_append(ins, "]", 2) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *p[2] = { c->slot, ins->data };
+    int rc = pp_exec(c->tgt, "INSERT INTO pgpipe.cdc_toast (slot, table_name, key, col, value) "
+                             "SELECT $1, e->>0, e->>1, e->>2, e->>3 FROM "
+                             "json_array_elements($2::json) e ON CONFLICT (slot, table_name, key, col) "
+                             "DO UPDATE SET value = EXCLUDED.value", 2, p, NULL, &c->h.err,
+                     "cdc: remembering the snapshot's TOAST values");
+    ins->len = 0;
+    return rc;
+}
+
+/* One mention of an image's "col\0" 'S' "value\0" (set) or "col\0" 'X' "\0"
+** (forgotten); returns the next. */
+static const char *cdc_mention(const char *p, const char **col, char *flag, const char **val,
+                               size_t *vl)
+{
+    *col = p;
+    p += strlen(p) + 1;
+    *flag = *p++;
+    *val = p;
+    *vl = strlen(p);
+    return p + *vl + 1;
+}
+
+/* Fill the 'u' columns of c->tfill an image mentions; a forgotten one
+** becomes 'U' (decided: stays unchanged). */
+static void cdc_toast_apply(pgpipe_cdc *c, const pp_cdc_rel *r, const char *vals, size_t n)
+{
+    for (const char *p = vals, *lim = vals + n; p < lim;) {
+        const char *col, *val;
+        char flag;
+        size_t vl;
+        p = cdc_mention(p, &col, &flag, &val, &vl);
+        for (int k = 0; k < c->tfill.n && k < r->ncols; k++)
+            if (c->tfill.v[k].kind == 'u' && !strcmp(r->cols[k].name, col)) {
+                c->tfill.v[k].kind = flag == 'S' ? 'f' : 'U';
+                c->tfill.v[k].data = val;
+                c->tfill.v[k].len = (uint32_t)vl;
+            }
+    }
+}
+
+static int cdc_mention_add(pp_buf *b, const char *col, const char *val, size_t vl)
+{
+    if (pp_buf_append(b, col, strlen(col) + 1) || pp_buf_putc(b, val ? 'S' : 'X') ||
+        (val && pp_buf_append(b, val, vl)) || pp_buf_putc(b, '\0'))
+        return PGPIPE_NOMEM;
+    return PGPIPE_OK;
+}
+
+/* The change m of relation r in transaction xid (streamed: its record
+** goes next into the spool s): fill its 'u' columns into *fm (then
+** *em = fm) and keep what it wrote. Called by cdc_record before it writes
+** the record. What a row's entry holds, per column: the value of its last
+** write when that may be stored out of line; a column written otherwise
+** in a table with remembered values is forgotten. */
+static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel *r, uint32_t xid,
+                            cdc_spool *s, pp_cdc_msg *fm, const pp_cdc_msg **em)
+{
+    *em = m;
+    if (c->tres) {
+        PQclear(c->tres);
+        c->tres = NULL;
+    }
+    int rc = PGPIPE_OK;
+    if (m->type == 'T') {
+        if (!cdc_toast_known(c, r->nsp, r->name))
+            return PGPIPE_OK;
+        long off = s ? ftell(s->f) : 0;
+        c->tname.len = 0;
+        if (pp_buf_appendf(&c->tname, "%s.%s", r->nsp, r->name) != PGPIPE_OK ||
+            cdc_toast_add(c, xid, 't', off, c->tname.data, NULL, NULL, 0) != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+        return PGPIPE_OK;
+    }
+    int keyed = 0;
+    if (r->ident == 'd' || r->ident == 'i')
+        for (int k = 0; k < r->ncols && !keyed; k++)
+            keyed = r->cols[k].key;
+    const pp_cdc_tuple *nt = m->newt;
+    int nu = 0;
+    size_t total = 0;
+    for (int k = 0; nt && k < nt->n; k++) {
+        if (nt->v[k].kind == 'u')
+            nu++, total += CDC_TOAST_VALUE; /* in the row: its TOAST pointer */
+        else if (nt->v[k].kind != 'n')
+            total += nt->v[k].len;
+    }
+    /* the common case costs these two loops: a table with no remembered
+    ** values, a row too small to have any out of line */
+    int known = keyed && cdc_toast_known(c, r->nsp, r->name);
+    if (!nu && (!keyed || (!known && total < CDC_TOAST_ROW)))
+        return PGPIPE_OK;
+    c->tname.len = 0;
+    if (pp_buf_appendf(&c->tname, "%s.%s", r->nsp, r->name) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *table = c->tname.data;
+    long off = s ? ftell(s->f) : 0;
+    int oldkey = 0;
+    if (keyed && m->oldt && m->old_kind == 'K') {
+        oldkey = cdc_toast_key(&c->tokey, r, m->oldt, &rc);
+        if (rc != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+    }
+    if (m->type == 'D') {
+        if (oldkey && known && cdc_toast_add(c, xid, 'd', off, table, c->tokey.data, NULL, 0))
+            return pp_err_nomem(&c->h.err);
+        return PGPIPE_OK;
+    }
+
+    if (nu) {
+        if (c->tfill.cap < nt->n) {
+            pp_cdc_value *v = pp_realloc(c->tfill.v, (size_t)nt->n * sizeof *v);
+            if (!v)
+                return pp_err_nomem(&c->h.err);
+            c->tfill.v = v;
+            c->tfill.cap = nt->n;
+        }
+        c->tfill.n = nt->n;
+        memcpy(c->tfill.v, nt->v, (size_t)nt->n * sizeof *nt->v);
+        if (m->oldt && m->old_kind == 'O') {
+            /* REPLICA IDENTITY FULL: the old row has the value in full */
+            for (int k = 0; k < nt->n && k < m->oldt->n; k++)
+                if (nt->v[k].kind == 'u' && m->oldt->v[k].kind == 't') {
+                    c->tfill.v[k] = m->oldt->v[k];
+                    c->tfill.v[k].kind = 'f';
+                }
+        } else if (keyed) {
+            /* the row's last image: under its old key when the key changed;
+            ** this transaction's own writes first, newest first */
+            const char *key = NULL;
+            if (oldkey)
+                key = c->tokey.data;
+            else if (cdc_toast_key(&c->tkey, r, nt, &rc))
+                key = c->tkey.data;
+            if (rc != PGPIPE_OK)
+                return pp_err_nomem(&c->h.err);
+            int t = key ? cdc_toast_find(c, xid, table, NULL) : -1, walk = key != NULL;
+            int ask = key && t < 0 && known; /* a truncate: nothing older counts */
+            unsigned h = key ? cdc_toast_hash(table, key) : 0;
+            for (int i = key && c->nimgs ? c->heads[h & (unsigned)(c->nheads - 1)] : -1;
+                 i > t && walk; i = c->imgs[i].next) {
+                const cdc_img *e = &c->imgs[i];
+                if (e->hash != h || !cdc_img_seen(e, xid) || !e->key || strcmp(e->table, table) ||
+                    strcmp(e->key, key))
+                    continue;
+                if (e->kind == 'd')
+                    walk = ask = 0; /* forgotten: nothing older counts */
+                else
+                    cdc_toast_apply(c, r, e->vals, e->nvals);
+            }
+            int left = 0;
+            for (int k = 0; k < c->tfill.n; k++)
+                left += c->tfill.v[k].kind == 'u';
+            if (ask && left && c->tlook && PQstatus(c->tlook) != CONNECTION_OK) {
+                PQfinish(c->tlook);
+                c->tlook = NULL;
+            }
+            if (ask && left && !c->tlook &&
+                (rc = cdc_connect(c, &c->tlook, c->target, 0, "target")) != PGPIPE_OK)
+                return rc;
+            if (ask && left) {
+                /* what committed: the open group's writes are still in memory */
+                const char *p[3] = { c->slot, table, key };
+                rc = pp_exec(c->tlook, "SELECT col, value FROM pgpipe.cdc_toast WHERE slot = $1 "
+                                     "AND table_name = $2 AND key = $3", 3, p, &c->tres,
+                             &c->h.err, "cdc: reading a row's unchanged TOAST values");
+                if (rc != PGPIPE_OK)
+                    return rc;
+                for (int i = 0; i < PQntuples(c->tres); i++) {
+                    const char *col = PQgetvalue(c->tres, i, 0);
+                    for (int k = 0; k < c->tfill.n && k < r->ncols; k++)
+                        if (c->tfill.v[k].kind == 'u' && !strcmp(r->cols[k].name, col)) {
+                            c->tfill.v[k].kind = 'f';
+                            c->tfill.v[k].data = PQgetvalue(c->tres, i, 1);
+                            c->tfill.v[k].len = (uint32_t)PQgetlength(c->tres, i, 1);
+                        }
+                }
+            }
+            for (int k = 0; k < c->tfill.n; k++)
+                if (c->tfill.v[k].kind == 'U')
+                    c->tfill.v[k].kind = 'u';
+        }
+        *fm = *m;
+        fm->newt = &c->tfill;
+        *em = fm;
+        nt = &c->tfill;
+    }
+    if (!keyed || (m->oldt && m->old_kind == 'O'))
+        return PGPIPE_OK;
+
+    /* what the change wrote: a value that may be out of line is kept, one
+    ** written otherwise forgotten (a table with none kept: nothing to
+    ** forget); an unchanged one stays, or moves with a changed key */
+    int newkey = cdc_toast_key(&c->tkey, r, nt, &rc);
+    if (rc != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    int moved = oldkey && (!newkey || strcmp(c->tokey.data, c->tkey.data) != 0);
+    if ((moved || (m->type == 'I' && newkey)) && known &&
+        cdc_toast_add(c, xid, 'd', off, table, moved ? c->tokey.data : c->tkey.data, NULL, 0))
+        return pp_err_nomem(&c->h.err);
+    if (!newkey)
+        return PGPIPE_OK;
+    int big = total >= CDC_TOAST_ROW, kept = 0;
+    c->tvals.len = 0;
+    for (int k = 0; k < nt->n && k < r->ncols; k++) {
+        const pp_cdc_value *v = &nt->v[k];
+        const char *col = r->cols[k].name;
+        if (v->kind == 'f' && moved)
+            rc = cdc_mention_add(&c->tvals, col, v->data, v->len);
+        else if (v->kind != 't' || v->len < CDC_TOAST_VALUE)
+            continue;
+        else if (big && !memchr(v->data, '\0', v->len) &&
+                 c->img_mem + c->tvals.len + v->len <= CDC_TOAST_MEM)
+            rc = cdc_mention_add(&c->tvals, col, v->data, v->len), kept = 1;
+        else if (known || kept)
+            rc = cdc_mention_add(&c->tvals, col, NULL, 0);
+        if (rc != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+    }
+    if (!c->tvals.len)
+        return PGPIPE_OK;
+    if (cdc_toast_add(c, xid, 'i', off, table, c->tkey.data, c->tvals.data, c->tvals.len) ||
+        cdc_toast_know(c, table))
+        return pp_err_nomem(&c->h.err);
+    return PGPIPE_OK;
+}
+
+/* Add [f0,f1,..] (NULL: null) to the JSON array b. */
+static int cdc_json_row(pp_buf *b, const char *const *f, const size_t *n, int nf)
+{
+    int rc = pp_buf_putc(b, b->len ? ',' : '[');
+    for (int k = 0; k < nf && rc == PGPIPE_OK; k++) {
+        rc = pp_buf_putc(b, k ? ',' : '[');
+        if (rc == PGPIPE_OK)
+            rc = f[k] ? pp_json_str(b, f[k], n ? n[k] : strlen(f[k]), 0) : pp_buf_append(b, "null", 4);
+    }
+    return rc == PGPIPE_OK ? pp_buf_putc(b, ']') : rc;
+}
+
+/* Transaction xid committed on the source at commit_lsn: its writes are
+** to be written (cdc_toast_flush), and seen by later changes until then. */
+static void cdc_toast_commit(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
+{
+    for (int i = 0; i < c->nimgs; i++)
+        if (!c->imgs[i].done && c->imgs[i].xid == xid) {
+            c->imgs[i].done = 1;
+            c->imgs[i].commit_lsn = commit_lsn;
+        }
+}
+
+/* Write what the committed transactions wrote (cdc_toast_commit), in the
+** open target transaction that stages them (not inside a COPY): per row
+** and column the newest write decides; a forgotten row goes, then its
+** newer writes; a truncate forgets the table. Nothing to write, nothing
+** sent. The committed images are taken away either way. */
+static int cdc_toast_flush(pgpipe_cdc *c)
+{
+    int rc = PGPIPE_OK, n = 0;
+    for (int i = 0; i < c->nimgs && !n; i++)
+        n = c->imgs[i].done;
+    if (!n)
+        return PGPIPE_OK;
+    pp_buf del = { 0, 0, 0 }, ins = { 0, 0, 0 }, tru = { 0, 0, 0 };
+    const char **truncated = pp_calloc((size_t)c->nimgs + 1, sizeof *truncated);
+    int ntrunc = 0;
+    if (!truncated)
+        rc = PGPIPE_NOMEM;
+    for (int i = c->nimgs - 1; rc == PGPIPE_OK && i >= 0; i--) {
+        const cdc_img *e = &c->imgs[i];
+        if (!e->done)
+            continue;
+        /* a table whose snapshot is newer than this commit has it already */
+        int skip = 0;
+        for (int k = 0; k < c->nskips && !skip; k++)
+            skip = e->commit_lsn < c->skips[k].lsn && !strcmp(c->skips[k].table, e->table);
+        for (int k = 0; k < ntrunc && !skip; k++)
+            skip = !strcmp(truncated[k], e->table);
+        if (skip)
+            continue;
+        if (e->kind == 't') {
+            truncated[ntrunc++] = e->table;
+            rc = pp_buf_putc(&tru, tru.len ? ',' : '[');
+            if (rc == PGPIPE_OK)
+                rc = pp_json_str(&tru, e->table, strlen(e->table), 0);
+            continue;
+        }
+        /* the newer writes of the same row */
+        int gone = 0;
+        for (int k = c->heads[e->hash & (unsigned)(c->nheads - 1)]; k > i && !gone;
+             k = c->imgs[k].next) {
+            const cdc_img *o = &c->imgs[k];
+            gone = o->kind == 'd' && o->done && o->hash == e->hash &&
+                   !strcmp(o->table, e->table) && !strcmp(o->key, e->key);
+        }
+        if (gone)
+            continue;
+        if (e->kind == 'd') {
+            const char *f[3] = { e->table, e->key, NULL };
+            rc = cdc_json_row(&del, f, NULL, 3);
+            continue;
+        }
+        for (const char *p = e->vals, *lim = e->vals + e->nvals; rc == PGPIPE_OK && p < lim;) {
+            const char *col, *val;
+            char flag;
+            size_t vl;
+            p = cdc_mention(p, &col, &flag, &val, &vl);
+            int newer = 0;
+            for (int k = c->heads[e->hash & (unsigned)(c->nheads - 1)]; k > i && !newer;
+                 k = c->imgs[k].next) {
+                const cdc_img *o = &c->imgs[k];
+                if (o->kind != 'i' || !o->done || o->hash != e->hash ||
+                    strcmp(o->table, e->table) || strcmp(o->key, e->key))
+                    continue;
+                for (const char *q = o->vals, *ql = o->vals + o->nvals; q < ql && !newer;) {
+                    const char *c2, *v2;
+                    char f2;
+                    size_t l2;
+                    q = cdc_mention(q, &c2, &f2, &v2, &l2);
+                    newer = !strcmp(c2, col);
+                }
+            }
+            if (newer)
+                continue;
+            const char *f[4] = { e->table, e->key, col, val };
+            size_t fl[4] = { strlen(e->table), strlen(e->key), strlen(col), vl };
+            rc = flag == 'S' ? cdc_json_row(&ins, f, fl, 4) : cdc_json_row(&del, f, fl, 3);
+        }
+    }
+    pp_free(truncated);
+    if (rc == PGPIPE_OK && tru.len)
+        rc = pp_buf_append(&tru, "]", 2);
+    if (rc == PGPIPE_OK && del.len)
+        rc = pp_buf_append(&del, "]", 2);
+    if (rc != PGPIPE_OK)
+        rc = pp_err_nomem(&c->h.err);
+    if (rc == PGPIPE_OK && tru.len) {
+        const char *p[2] = { c->slot, tru.data };
+        rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast WHERE slot = $1 AND table_name IN "
+                             "(SELECT json_array_elements_text($2::json))", 2, p, NULL, &c->h.err,
+                     "cdc: forgetting a truncated table's TOAST values");
+    }
+    if (rc == PGPIPE_OK && del.len) {
+        /* [table, key, column or null for the whole row] */
+        const char *p[2] = { c->slot, del.data };
+        rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast t USING (SELECT e->>0 tb, e->>1 k, "
+                             "e->>2 col FROM json_array_elements($2::json) e) u WHERE t.slot = $1 "
+                             "AND t.table_name = u.tb AND t.key = u.k AND (u.col IS NULL OR "
+                             "t.col = u.col)", 2, p, NULL, &c->h.err,
+                     "cdc: forgetting rows' TOAST values");
+    }
+    if (rc == PGPIPE_OK)
+        rc = cdc_toast_put(c, &ins);
+    pp_buf_free(&tru);
+    pp_buf_free(&del);
+    pp_buf_free(&ins);
+    cdc_toast_drop(c, 0, 0, 2);
+    return rc;
+}
+
+/* The snapshot's rows are images too: under the same snapshot (ss), the
+** values of the rows of one table that may be stored out of line (stored
+** over CDC_TOAST_ROW bytes: pg_column_size reads no TOAST) go into
+** pgpipe.cdc_toast in the target transaction that stages the table.
+** Called by cdc_snapshot_table after the COPY. */
+static int cdc_toast_snapshot(pgpipe_cdc *c, PGconn *ss, const char *name, const char *quoted)
+{
+    const char *p[1] = { quoted };
+    PGresult *cat = NULL;
+    int rc = pp_exec(ss,
+                     "SELECT quote_ident(a.attname), a.attlen, a.attnum = ANY (i.indkey::int2[]), "
+                     "c.relreplident FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+                     "LEFT JOIN pg_index i ON i.indrelid = c.oid AND ((c.relreplident = 'd' AND "
+                     "i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)) "
+                     "WHERE c.oid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+                     "ORDER BY a.attnum", 1, p, &cat, &c->h.err,
+                     "cdc: the snapshot table's columns");
+    if (rc != PGPIPE_OK)
+        return rc;
+    int n = PQntuples(cat), keys = 0, wide = 0;
+    long fixed = 0;
+    pp_buf q = { 0, 0, 0 }, cond = { 0, 0, 0 };
+    for (int i = 0; i < n; i++) {
+        int len = atoi(PQgetvalue(cat, i, 1));
+        keys += !strcmp(PQgetvalue(cat, i, 2), "t");
+        if (len > 0) {
+            fixed += len;
+        } else {
+            wide++;
+            rc |= pp_buf_appendf(&cond, "%scoalesce(pg_column_size(%s), 0)", cond.len ? " + " : "",
+                                 PQgetvalue(cat, i, 0));
+        }
+        rc |= pp_buf_appendf(&q, "%s%s", i ? ", " : "SELECT ", PQgetvalue(cat, i, 0));
+    }
+    const char *ident = n ? PQgetvalue(cat, 0, 3) : "n";
+    if (!keys || !wide || (ident[0] != 'd' && ident[0] != 'i')) {
+        /* FULL: the old row has the values; NOTHING, no key: no image */
+        PQclear(cat);
+        pp_buf_free(&q);
+        pp_buf_free(&cond);
+        return PGPIPE_OK;
+    }
+    rc |= pp_buf_appendf(&q, " FROM ONLY %s WHERE %s >= %ld", quoted, cond.data,
+                         (long)CDC_TOAST_ROW - fixed);
+    rc |= pp_buf_putc(&q, '\0');
+    pp_buf_free(&cond);
+    if (rc != PGPIPE_OK) {
+        PQclear(cat);
+        pp_buf_free(&q);
+        return pp_err_nomem(&c->h.err);
+    }
+    if (!PQsendQuery(ss, q.data) || !PQsetSingleRowMode(ss))
+        rc = pp_err_pq(&c->h.err, ss, NULL, "cdc: reading the snapshot's TOAST values");
+    pp_buf_free(&q);
+    pp_cdc_rel rel;
+    memset(&rel, 0, sizeof rel);
+    pp_cdc_tuple tup = { 0, 0, NULL };
+    pp_buf ins = { 0, 0, 0 };
+    long long rows = 0;
+    if (rc == PGPIPE_OK && (!(rel.cols = pp_calloc((size_t)n, sizeof *rel.cols)) ||
+                            !(tup.v = pp_calloc((size_t)n, sizeof *tup.v))))
+        rc = pp_err_nomem(&c->h.err);
+    rel.ncols = tup.n = tup.cap = n;
+    PGresult *r;
+    while (rc == PGPIPE_OK && (r = PQgetResult(ss)) != NULL) {
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            PQclear(r);
+            continue;
+        }
+        if (PQresultStatus(r) != PGRES_SINGLE_TUPLE) {
+            rc = pp_err_pq(&c->h.err, ss, r, "cdc: reading the snapshot's TOAST values");
+            PQclear(r);
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            rel.cols[i].name = PQfname(r, i);
+            rel.cols[i].type = PQftype(r, i);
+            rel.cols[i].key = !strcmp(PQgetvalue(cat, i, 2), "t");
+            tup.v[i].kind = PQgetisnull(r, 0, i) ? 'n' : 't';
+            tup.v[i].data = PQgetvalue(r, 0, i);
+            tup.v[i].len = (uint32_t)PQgetlength(r, 0, i);
+        }
+        if (cdc_toast_key(&c->tkey, &rel, &tup, &rc)) {
+            for (int i = 0; rc == PGPIPE_OK && i < n; i++) {
+                if (tup.v[i].kind != 't' || tup.v[i].len < CDC_TOAST_VALUE)
+                    continue;
+                const char *f[4] = { name, c->tkey.data, rel.cols[i].name, tup.v[i].data };
+                rc = pp_buf_putc(&ins, ins.len ? ',' : '[');
+                for (int k = 0; k < 4 && rc == PGPIPE_OK; k++) {
+                    rc = pp_buf_putc(&ins, k ? ',' : '[');
+                    if (rc == PGPIPE_OK)
+                        rc = pp_json_str(&ins, f[k], k == 3 ? tup.v[i].len : strlen(f[k]), 0);
+                }
+                if (rc == PGPIPE_OK)
+                    rc = pp_buf_putc(&ins, ']');
+            }
+            rows++;
+        }
+        PQclear(r);
+        if (rc != PGPIPE_OK)
+            rc = pp_err_nomem(&c->h.err);
+        if (rc == PGPIPE_OK && ins.len >= 8 * 1024 * 1024)
+            rc = cdc_toast_put(c, &ins);
+    }
+    if (rc != PGPIPE_OK)
+        while ((r = PQgetResult(ss)) != NULL)
+            PQclear(r);
+    if (rc == PGPIPE_OK)
+        rc = cdc_toast_put(c, &ins);
+    if (rc == PGPIPE_OK && rows && cdc_toast_know(c, name) != PGPIPE_OK)
+        rc = pp_err_nomem(&c->h.err);
+    pp_buf_free(&ins);
+    pp_free(rel.cols);
+    pp_free(tup.v);
+    PQclear(cat);
+    return rc;
+}
+
+static void cdc_toast_free(pgpipe_cdc *c)
+{
+    cdc_toast_drop(c, 0, 0, 1);
+    pp_free(c->imgs);
+    pp_free(c->heads);
+    for (int i = 0; i < c->nttabs; i++)
+        pp_free(c->ttabs[i]);
+    pp_free(c->ttabs);
+    pp_free(c->tfill.v);
+    PQclear(c->tres);
+    if (c->tlook)
+        PQfinish(c->tlook);
+    pp_buf_free(&c->tname);
+    pp_buf_free(&c->tkey);
+    pp_buf_free(&c->tokey);
+    pp_buf_free(&c->tvals);
+}
+
 /* One record of the open transaction (or of the streamed one). */
 static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
 {
@@ -25797,14 +26655,20 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
                    : m->type == 'D' ? "delete" : "truncate";
     if (!s && c->nskips && cdc_skipped(c, r->nsp, r->name, c->final_lsn))
         return PGPIPE_OK;
-    int rc = pp_buf_appendf(&c->js, "%s.%s:%s", r->nsp, r->name, op);
+    /* unchanged TOAST values: filled from the row's last image (cdc_toast_change) */
+    pp_cdc_msg fm;
+    const pp_cdc_msg *em = m;
+    int rc = cdc_toast_change(c, m, r, xid, s, &fm, &em);
+    if (rc != PGPIPE_OK)
+        return rc;
+    rc = pp_buf_appendf(&c->js, "%s.%s:%s", r->nsp, r->name, op);
     if (rc == PGPIPE_OK)
         rc = pp_copy_escape(&c->line, c->js.data, c->js.len);
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(&c->line, '\t');
     c->js.len = 0;
     if (rc == PGPIPE_OK)
-        rc = pp_cdc_event_json(&c->js, &c->dec, m, i, xid);
+        rc = pp_cdc_event_json(&c->js, &c->dec, em, i, xid);
     if (rc == PGPIPE_OK)
         rc = pp_copy_escape(&c->line, c->js.data, c->js.len);
     if (rc == PGPIPE_OK)
@@ -25857,56 +26721,126 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
     return PGPIPE_OK;
 }
 
-/* Stage a committed transaction: its records (mem, or the spool file f)
-** and its LSN in one target transaction; then it may be confirmed. */
-static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
-                      uint64_t end_lsn, int64_t ts)
+/* The target's WAL is flushed to flushed: the groups committed before it
+** are durable there and may be confirmed to the source. */
+static void cdc_flushed(pgpipe_cdc *c, uint64_t flushed)
 {
-    if (end_lsn <= c->applied) {
-        atomic_fetch_add(&c->n_skipped, 1);
-        return PGPIPE_OK;
+    int k = 0;
+    while (k < c->npend && c->pend[k].local <= flushed) {
+        if (c->pend[k].remote > c->ack)
+            c->ack = c->pend[k].remote;
+        k++;
     }
-    if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
-        /* nothing to stage: confirmable, nothing to store */
-        if (end_lsn > c->ack)
-            c->ack = end_lsn;
-        return PGPIPE_OK;
+    if (k) {
+        memmove(c->pend, c->pend + k, (size_t)(c->npend - k) * sizeof *c->pend);
+        c->npend -= k;
     }
-    /* every record ends with the commit's fields and the brace */
-    pp_buf e = { 0, 0, 0 };
-    if (pp_cdc_event_end(&e, end_lsn, ts) != PGPIPE_OK)
-        return pp_err_nomem(&c->h.err);
-    const char *end = e.data;
-    size_t endn = e.len;
+    c->last_flush_us = pgpipe_now_us();
+}
 
-    int rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
-    if (rc == PGPIPE_OK)
-        rc = pp_copy_in_start(c->tgt, "COPY staging.raw_events (source, event_type, payload) FROM STDIN",
-                              &c->h.err, "cdc: COPY into staging");
-    long long count = 0;
-    c->copy.len = 0;
-    if (rc == PGPIPE_OK && mem) {
-        const char *p = mem->data, *lim = mem->data + mem->len;
-        while (rc == PGPIPE_OK && p < lim) {
-            const char *nl = memchr(p, '\n', (size_t)(lim - p));
-            size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
-            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
-            p += n;
+/* Ask the target how far its WAL is flushed (waiting for it: durable
+** makes it so first, with one synchronous commit, which flushes all the
+** WAL before it). */
+static int cdc_flush_check(pgpipe_cdc *c, int durable)
+{
+    int rc = PGPIPE_OK;
+    if (durable) {
+        const char *p1[1] = { c->slot };
+        rc = pp_exec(c->tgt, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, &c->h.err,
+                     "cdc: flushing the target's WAL");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt, "UPDATE pgpipe.cdc_slots SET updated_at = now() WHERE slot = $1",
+                         1, p1, NULL, &c->h.err, "cdc: flushing the target's WAL");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err,
+                         "cdc: flushing the target's WAL");
+        if (rc != PGPIPE_OK) {
+            pp_rollback_open(c->tgt);
+            return rc;
         }
-    } else if (rc == PGPIPE_OK) {
-        char *ln = NULL;
-        size_t cap = 0;
-        ssize_t n;
-        rewind(f);
-        while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
-            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
-        free(ln);
-        if (rc == PGPIPE_OK && ferror(f))
-            rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
     }
-    if (rc == PGPIPE_OK && c->copy.len &&
-        PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
+    PGresult *r = NULL;
+    uint64_t flushed = 0;
+    rc = pp_exec(c->tgt, "SELECT pg_current_wal_flush_lsn()::text", 0, NULL, &r, &c->h.err,
+                 "cdc: reading the target's WAL position");
+    if (rc == PGPIPE_OK && !pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &flushed))
+        rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
+    PQclear(r);
+    if (rc == PGPIPE_OK)
+        cdc_flushed(c, flushed);
+    return rc;
+}
+
+/* Set the target session up after each connection: commits that do not
+** wait for the WAL flush, as PostgreSQL's own subscriptions commit (the
+** source is told only what cdc_flushed found durable), unless synchronous
+** standbys are configured (a failover must not lose what was confirmed);
+** and the applied LSN read again, as a crash of the target loses the
+** commits it had not flushed. */
+static int cdc_target_session(pgpipe_cdc *c)
+{
+    PGresult *r = NULL;
+    const char *p1[1] = { c->slot };
+    int rc = pp_exec(c->tgt, "SELECT current_setting('synchronous_standby_names') = '', "
+                             "(SELECT applied_lsn::text FROM pgpipe.cdc_slots WHERE slot = $1)",
+                     1, p1, &r, &c->h.err, "cdc: setting the target session up");
+    if (rc != PGPIPE_OK)
+        return rc;
+    uint64_t applied = 0;
+    int async = PQgetvalue(r, 0, 0)[0] == 't';
+    if (PQgetisnull(r, 0, 1) || !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &applied))
+        rc = pp_err(&c->h.err, PGPIPE_ERROR, "cdc: slot \"%s\" is gone from pgpipe.cdc_slots on the "
+                    "target", c->slot);
+    PQclear(r);
+    if (rc == PGPIPE_OK && async)
+        rc = pp_exec(c->tgt, "SET synchronous_commit = off", 0, NULL, NULL, &c->h.err,
+                     "cdc: setting the target session up");
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (applied != c->applied) {
+        pp_logf(PGPIPE_LOG_WARN, "cdc", "slot %s: the target's applied LSN went back; resuming "
+                "from there", c->slot);
+        c->applied = applied;
+        atomic_store(&c->st_applied, applied);
+    }
+    if (c->ack > c->applied)
+        c->ack = c->applied;
+    c->async_commit = async;
+    c->tgt_ready = 1;
+    return PGPIPE_OK;
+}
+
+/* Give up the open group: end its COPY (a ROLLBACK cannot be sent while
+** one is in progress) and roll the target transaction back. */
+static void cdc_group_abort(pgpipe_cdc *c)
+{
+    if (c->tgt && PQstatus(c->tgt) == CONNECTION_OK) {
+        PGresult *r = PQgetResult(c->tgt);
+        int copying = r && PQresultStatus(r) == PGRES_COPY_IN;
+        PQclear(r);
+        if (copying && PQputCopyEnd(c->tgt, "cdc: the group was given up") == 1)
+            while ((r = PQgetResult(c->tgt)) != NULL)
+                PQclear(r);
+        else
+            while (r && (r = PQgetResult(c->tgt)) != NULL)
+                PQclear(r);
+        pp_rollback_open(c->tgt);
+    }
+    c->grp_open = 0;
+    c->copy.len = 0;
+}
+
+/* Commit the open group: the rest of its COPY, the end LSN of its last
+** source transaction in pgpipe.cdc_slots, COMMIT; then it may be
+** confirmed to the source. */
+static int cdc_group_commit(pgpipe_cdc *c)
+{
+    if (!c->grp_open)
+        return PGPIPE_OK;
+    int rc = PGPIPE_OK;
+    if (c->copy.len && PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
         rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
+    c->copy.len = 0;
     if (rc == PGPIPE_OK) {
         if (PQputCopyEnd(c->tgt, NULL) != 1) {
             rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
@@ -25919,38 +26853,150 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
             }
         }
     }
+    if (rc == PGPIPE_OK) /* unchanged TOAST values: the writes, in this transaction */
+        rc = cdc_toast_flush(c);
     if (rc == PGPIPE_OK) {
-        char lsn[32], when[64], n[32];
-        pp_cdc_lsn_str(end_lsn, lsn, sizeof lsn);
-        snprintf(when, sizeof when, "%lld", (long long)ts);
-        snprintf(n, sizeof n, "%lld", count);
-        const char *p[4] = { c->slot, lsn, when, n };
+        char lsn[32], when[32], n[32], t[32];
+        pp_cdc_lsn_str(c->grp_end, lsn, sizeof lsn);
+        snprintf(when, sizeof when, "%lld", (long long)c->grp_ts);
+        snprintf(n, sizeof n, "%lld", c->grp_events);
+        snprintf(t, sizeof t, "%lld", c->grp_txns);
+        const char *p[5] = { c->slot, lsn, when, n, t };
         PGresult *r = NULL;
         rc = pp_exec(c->tgt,
                      "UPDATE pgpipe.cdc_slots SET applied_lsn = $2::pg_lsn, "
                      "commit_time = timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond', "
-                     "transactions = transactions + 1, events = events + $4::bigint, updated_at = now() "
-                     "WHERE slot = $1 AND applied_lsn < $2::pg_lsn", 4, p, &r, &c->h.err,
-                     "cdc: storing the applied LSN");
+                     "transactions = transactions + $5::bigint, events = events + $4::bigint, "
+                     "updated_at = now() WHERE slot = $1 AND applied_lsn < $2::pg_lsn", 5, p, &r,
+                     &c->h.err, "cdc: storing the applied LSN");
         if (rc == PGPIPE_OK && strcmp(PQcmdTuples(r), "1") != 0)
             rc = pp_err(&c->h.err, PGPIPE_ERROR,
                         "cdc: slot \"%s\" on the target is at or past %s already: another "
                         "process consumes the same slot", c->slot, lsn);
         PQclear(r);
     }
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err, "cdc: COMMIT on the target");
-    pp_buf_free(&e);
+    /* and where the target's WAL is: inserted past this commit, flushed */
+    uint64_t local = 0, flushed = 0;
+    if (rc == PGPIPE_OK) {
+        PGresult *r = PQexec(c->tgt, "COMMIT; SELECT pg_current_wal_insert_lsn()::text, "
+                                     "pg_current_wal_flush_lsn()::text");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+            rc = pp_err_pq(&c->h.err, c->tgt, r, "cdc: COMMIT on the target");
+        else if (!pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &local) ||
+                 !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &flushed))
+            rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
+        PQclear(r);
+    }
     if (rc != PGPIPE_OK) {
-        pp_rollback_open(c->tgt);
+        cdc_group_abort(c);
         return rc;
     }
-    c->applied = end_lsn;
-    if (end_lsn > c->ack)
-        c->ack = end_lsn;
-    atomic_store(&c->st_applied, end_lsn);
-    atomic_fetch_add(&c->n_txn, 1);
-    atomic_fetch_add(&c->n_events, count);
+    c->grp_open = 0;
+    c->applied = c->grp_end;
+    if (!c->async_commit) {
+        if (c->grp_end > c->ack)
+            c->ack = c->grp_end;
+    } else {
+        if (c->npend == c->cappend) {
+            int cap = c->cappend ? c->cappend * 2 : 64;
+            struct cdc_pend *n = pp_realloc(c->pend, (size_t)cap * sizeof *n);
+            if (!n) /* committed: only its confirmation waits for the next */
+                return pp_err_nomem(&c->h.err);
+            c->pend = n;
+            c->cappend = cap;
+        }
+        c->pend[c->npend].remote = c->grp_end;
+        c->pend[c->npend++].local = local;
+        cdc_flushed(c, flushed);
+    }
+    atomic_store(&c->st_applied, c->grp_end);
+    atomic_fetch_add(&c->n_txn, c->grp_txns);
+    atomic_fetch_add(&c->n_events, c->grp_events);
+    return PGPIPE_OK;
+}
+
+/* A committed source transaction: its records (mem, or the spool file f)
+** into the open group, which is started when none is. The group commits
+** here when it is full; otherwise when the stream runs dry (cdc_run_once). */
+static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
+                      uint64_t end_lsn, int64_t ts)
+{
+    /* unchanged TOAST values: the transaction whose writes to keep (cdc_toast_*) */
+    uint32_t txid = c->xid;
+    for (int k = 0; f && k < c->nspools; k++)
+        if (c->spools[k].f == f)
+            txid = c->spools[k].xid;
+    if (end_lsn <= c->applied || (c->grp_open && end_lsn <= c->grp_end)) {
+        cdc_toast_drop(c, txid, 0, 0);
+        atomic_fetch_add(&c->n_skipped, 1);
+        return PGPIPE_OK;
+    }
+    if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
+        cdc_toast_drop(c, txid, 0, 0);
+        /* nothing to stage: confirmable with the open group, or with the
+        ** last one committed, or at once */
+        if (c->grp_open) {
+            c->grp_end = end_lsn;
+            c->grp_ts = ts;
+        } else if (c->npend) {
+            c->pend[c->npend - 1].remote = end_lsn;
+        } else if (end_lsn > c->ack) {
+            c->ack = end_lsn;
+        }
+        return PGPIPE_OK;
+    }
+    cdc_toast_commit(c, txid, commit_lsn); /* written with the group (cdc_group_commit) */
+    /* every record ends with the commit's fields and the brace */
+    c->tail.len = 0;
+    if (pp_cdc_event_end(&c->tail, end_lsn, ts) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *end = c->tail.data;
+    size_t endn = c->tail.len;
+
+    int rc = PGPIPE_OK;
+    if (!c->grp_open) {
+        /* one round trip: PQexec stops at the COPY */
+        rc = pp_copy_in_start(c->tgt, "BEGIN; COPY staging.raw_events (source, event_type, payload) "
+                                      "FROM STDIN", &c->h.err, "cdc: COPY into staging");
+        if (rc != PGPIPE_OK) {
+            cdc_group_abort(c);
+            return rc;
+        }
+        c->grp_open = 1;
+        c->grp_txns = c->grp_events = 0;
+        c->grp_started_us = pgpipe_now_us();
+        c->copy.len = 0;
+    }
+    long long count = 0;
+    if (mem) {
+        const char *p = mem->data, *lim = mem->data + mem->len;
+        while (rc == PGPIPE_OK && p < lim) {
+            const char *nl = memchr(p, '\n', (size_t)(lim - p));
+            size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
+            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
+            p += n;
+        }
+    } else {
+        char *ln = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        rewind(f);
+        while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
+            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
+        free(ln);
+        if (rc == PGPIPE_OK && ferror(f))
+            rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
+    }
+    if (rc != PGPIPE_OK) {
+        cdc_group_abort(c);
+        return rc;
+    }
+    c->grp_end = end_lsn;
+    c->grp_ts = ts;
+    c->grp_txns++;
+    c->grp_events += count;
+    if (c->grp_events >= CDC_GROUP_EVENTS || pgpipe_now_us() - c->grp_started_us >= CDC_GROUP_US)
+        return cdc_group_commit(c);
     return PGPIPE_OK;
 }
 
@@ -26026,6 +27072,7 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
         if (!s)
             return PGPIPE_OK;
         if (m.subxid == m.xid) {
+            cdc_toast_drop(c, m.xid, 0, 0); /* its TOAST images */
             cdc_spool_drop(c, s);
             return PGPIPE_OK;
         }
@@ -26037,6 +27084,7 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
                 fseek(s->f, s->subs[k].off, SEEK_SET) != 0)
                 return pp_err(&c->h.err, PGPIPE_IO, "cdc: spool file: %s", strerror(errno));
             s->nsubs = k;
+            cdc_toast_drop(c, m.xid, s->subs[k].off, 0); /* its TOAST images */
             break;
         }
         return PGPIPE_OK;
@@ -26045,7 +27093,7 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
         /* a message outside any transaction (our heartbeat): every commit
         ** before it is staged, so the slot may advance to it */
         if (!(m.flags & 1) && !c->in_txn && !c->dec.in_stream && c->nspools == 0 &&
-            m.lsn > c->ack)
+            !c->grp_open && c->npend == 0 && m.lsn > c->ack)
             c->ack = m.lsn;
         return PGPIPE_OK;
     default: /* R Y O: the decoder keeps what matters */
@@ -26070,13 +27118,26 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
     c->transient = 0;
     /* after a failure (a server restarted, the network cut): connect again;
     ** the stream resumes from the applied LSN */
-    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
         PQreset(c->tgt);
+        c->tgt_ready = 0;
+    }
     if (c->src && PQstatus(c->src) != CONNECTION_OK)
         PQreset(c->src);
-    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
+        c->transient = 1; /* a target restarting: try again */
         return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
                       PQerrorMessage(c->tgt));
+    }
+    if (!c->tgt_ready) {
+        /* the stream must start from what the target holds now */
+        if (c->streaming)
+            cdc_reset(c);
+        if ((rc = cdc_target_session(c)) != PGPIPE_OK) {
+            c->transient = PQstatus(c->tgt) == CONNECTION_BAD;
+            return rc;
+        }
+    }
     if (!c->streaming && (rc = cdc_start(c)) != PGPIPE_OK) {
         cdc_reset(c);
         return rc;
@@ -26100,7 +27161,8 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                     atomic_store(&c->st_received, wal_end);
                 /* idle: everything committed before wal_end has been received
                 ** and staged, so the slot may advance to it */
-                if (!c->in_txn && c->nspools == 0 && wal_end > c->ack)
+                if (!c->in_txn && c->nspools == 0 && !c->grp_open && c->npend == 0 &&
+                    wal_end > c->ack)
                     c->ack = wal_end;
                 if (buf[17])
                     rc = cdc_send_status(c, 0);
@@ -26114,6 +27176,13 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
             continue;
         }
         if (n == 0) {
+            /* nothing more buffered: the open group commits now, so idle
+            ** or live streaming stages each transaction at once */
+            if (c->grp_open && (rc = cdc_group_commit(c)) != PGPIPE_OK)
+                break;
+            if (c->npend && now - c->last_flush_us >= 100000 &&
+                (rc = cdc_flush_check(c, 0)) != PGPIPE_OK)
+                break;
             if (now - c->last_status_us >= (int64_t)c->status_ms * 1000 &&
                 (rc = cdc_send_status(c, 0)) != PGPIPE_OK)
                 break;
@@ -26145,6 +27214,11 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
             rc = pp_err_pq(&c->h.err, c->repl, NULL, "cdc: reading the replication stream");
         }
     }
+    if (rc == PGPIPE_OK)
+        rc = cdc_group_commit(c);
+    /* leaving: what is staged is made durable and confirmed */
+    if (rc == PGPIPE_OK && c->npend)
+        rc = cdc_flush_check(c, 1);
     if (rc == PGPIPE_OK)
         rc = cdc_send_status(c, 0);
     if (rc != PGPIPE_OK) {
@@ -26293,10 +27367,13 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
     for (int i = 0; i < c->nskips; i++)
         pp_free(c->skips[i].table);
     pp_free(c->skips);
+    cdc_toast_free(c);
     pp_buf_free(&c->txn);
     pp_buf_free(&c->js);
     pp_buf_free(&c->line);
     pp_buf_free(&c->copy);
+    pp_buf_free(&c->tail);
+    pp_free(c->pend);
     pp_free(c->source);
     pp_free(c->target);
     pp_free(c->slot);
@@ -27152,6 +28229,7 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
 #ifndef PGPIPE_OMIT_RUN
 
 #include <dirent.h>
+#include <fnmatch.h>
 
 #define RF_MAXW 64
 
@@ -27772,7 +28850,8 @@ static const rf_opt rf_opts_http[] = {
 static const rf_opt rf_opts_cdc[] = {
     { "--source", 0 }, { "--source-env", 0 }, { "--slot", 0 }, { "--publication", 0 },
     { "--tables", 0 }, { "--snapshot", 1 }, { "--heartbeat", 0 }, { "--no-create", 1 },
-    { NULL, 0 } };
+    { "--pause-workers", 0 }, { "--pause-at", 0 }, { "--resume-at", 0 }, { "--drop-slot-at", 0 },
+    { "--slot-check", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_workers[] = {
     { "--sql", 0 }, { "--so", 0 }, { "--workers", 0 }, { "--batch", 0 }, { "--mode", 0 },
     { "--lease", 0 }, { "--max-attempts", 0 }, { "--table", 0 }, { NULL, 0 } };
@@ -27809,6 +28888,8 @@ static void rf_need(rf_ctx *c, const char *opt)
         rf_diag(c->pf, c->line, 0, "%s: %s is required", c->cmd, opt);
 }
 
+static int64_t rf_size(rf_ctx *c, const char *name);
+
 /* .source cdc NAME ...: see run_file.h. The conninfo is not checked here
 ** (no database is touched); a variable that is not set is the runner's
 ** error at start. */
@@ -27835,6 +28916,46 @@ static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     s->snapshot = rf_get(&c, "--snapshot") != NULL;
     s->no_create = rf_get(&c, "--no-create") != NULL;
     s->heartbeat_ms = rf_dur(&c, "--heartbeat", 10000);
+    /* the slot guard; whether each TYPE names .workers is checked once
+    ** the whole file is read */
+    s->pause_workers = rf_str(pf, rf_get(&c, "--pause-workers"));
+    s->pause_at = rf_size(&c, "--pause-at");
+    s->resume_at = rf_size(&c, "--resume-at");
+    s->drop_slot_at = rf_size(&c, "--drop-slot-at");
+    s->slot_check_ms = rf_dur(&c, "--slot-check", 10000);
+    if (rf_get(&c, "--slot-check") && s->slot_check_ms < 100)
+        rf_diag(pf, line, rf_col(&c, "--slot-check"), ".source cdc: --slot-check: at least 100ms");
+    if (s->pause_workers && !rf_get(&c, "--pause-at"))
+        rf_diag(pf, line, rf_col(&c, "--pause-workers"), ".source cdc: --pause-workers needs "
+                "--pause-at SIZE (the retained WAL that pauses them)");
+    if (rf_get(&c, "--pause-at") && !s->pause_workers)
+        rf_diag(pf, line, rf_col(&c, "--pause-at"), ".source cdc: --pause-at needs --pause-workers "
+                "\"TYPE[,TYPE...]\" (the .workers to pause)");
+    if (rf_get(&c, "--resume-at") && !rf_get(&c, "--pause-at"))
+        rf_diag(pf, line, rf_col(&c, "--resume-at"), ".source cdc: --resume-at needs --pause-at");
+    else if (s->resume_at && s->pause_at && s->resume_at >= s->pause_at)
+        rf_diag(pf, line, rf_col(&c, "--resume-at"), ".source cdc: --resume-at must be below --pause-at");
+    if (!s->resume_at)
+        s->resume_at = s->pause_at / 2;
+    if (s->drop_slot_at && s->pause_at && s->drop_slot_at <= s->pause_at)
+        rf_diag(pf, line, rf_col(&c, "--drop-slot-at"), ".source cdc: --drop-slot-at must be above "
+                "--pause-at (pausing comes first)");
+    if (rf_get(&c, "--drop-slot-at") && s->no_create)
+        rf_diag(pf, line, rf_col(&c, "--drop-slot-at"), ".source cdc: --drop-slot-at makes a new slot "
+                "after dropping one: not with --no-create");
+    for (const char *q = s->pause_workers; q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+        const char *e = strchr(q, ',');
+        size_t n = e ? (size_t)(e - q) : strlen(q);
+        while (n && (*q == ' ' || *q == '\t'))
+            q++, n--;
+        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+            n--;
+        if (!n) {
+            rf_diag(pf, line, rf_col(&c, "--pause-workers"), ".source cdc: --pause-workers: an empty "
+                    "event type in \"%s\"", s->pause_workers);
+            break;
+        }
+    }
     /* a slot name: lower case letters, digits and underscores (the server's rule) */
     for (const char *q = s->slot; q && *q; q++)
         if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_')) {
@@ -28370,6 +29491,31 @@ static void rf_check_names(pgpipe_pipefile *pf)
                          !strcmp(pf->src[k].name, a->target);
             if (!found)
                 rf_diag(pf, a->line, 0, ".alert cdc-lag: --source: no .source cdc \"%s\"", a->target);
+        }
+    }
+    /* the slot guard's --pause-workers: each TYPE matches some .workers */
+    for (int i = 0; i < pf->p.nsources; i++) {
+        const pgpipe_pipe_source *s = &pf->src[i];
+        if (s->kind != PGPIPE_PIPE_SOURCE_CDC || !s->pause_workers)
+            continue;
+        for (const char *q = s->pause_workers; q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+            char pat[256];
+            const char *e = strchr(q, ',');
+            size_t n = e ? (size_t)(e - q) : strlen(q);
+            while (n && (*q == ' ' || *q == '\t'))
+                q++, n--;
+            while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+                n--;
+            if (!n || n >= sizeof pat)
+                continue;
+            memcpy(pat, q, n);
+            pat[n] = 0;
+            int found = 0;
+            for (int k = 0; k < pf->p.nworkers && !found; k++)
+                found = pf->wk[k].event_type && fnmatch(pat, pf->wk[k].event_type, 0) == 0;
+            if (!found)
+                rf_diag(pf, s->line, 0, ".source cdc %s: --pause-workers: \"%s\" matches no .workers "
+                        "EVENT_TYPE of this file", s->name ? s->name : "?", pat);
         }
     }
 }
@@ -31541,14 +32687,24 @@ typedef struct rsrc_http {
     int running;
 } rsrc_http;
 
-/* A CDC source: a thread streams (pgpipe_cdc_run in 10 s slices, between
-** which it reads the slot's lag on the source for /metrics); a failure that
-** does not heal by itself (the stream heals lost connections) is logged and
-** tried again with a backoff up to a minute. */
+/* A CDC source: a thread streams (pgpipe_cdc_run in slices of
+** --slot-check, 10 s, between which it reads the slot on the source for
+** /metrics and the slot guard); a failure that does not heal by itself (the
+** stream heals lost connections) is logged and tried again with a backoff
+** up to a minute.
+**
+** The slot guard (run_file.h): paused is the state the workers follow;
+** rsrc_guard_apply sets every workers handle's pause from the guards of
+** all CDC sources, so two sources pausing the same workers, a reload that
+** starts new workers, or a source stopped while paused all end right. A
+** dropped slot is made again with a snapshot (resnap), whatever --snapshot
+** says: the changes in between are lost, the snapshot is what recovers. */
 typedef struct rsrc_cdc {
-    char *name, *conninfo, *env, *slot, *publication, *tables;
+    char *name, *conninfo, *env, *slot, *publication, *tables, *pause_workers;
     int snapshot, no_create, line;
-    int64_t heartbeat_ms;
+    int64_t heartbeat_ms, pause_at, resume_at, drop_at, check_ms;
+    atomic_int paused;    /* the guard holds pause_workers paused */
+    int resnap;           /* the thread's: open with a snapshot (after a drop) */
     pgpipe_runner *r;
     char *source;         /* the conninfo in use (the variable's value) */
     pthread_t th;
@@ -31562,12 +32718,14 @@ typedef struct rsrc_cdc {
 #endif
     long long events, transactions, reconnects; /* of the handles closed before */
     int streaming, info_ok;
+    long long pauses, resumes, drops; /* the guard's steps */
 } rsrc_cdc;
 
 typedef struct rsrc_work {
     char *event_type, *sql_file, *so_lib, *so_symbol, *table;
     int workers, batch, mode, max_attempts, line;
     int64_t lease_ms;
+    int paused;           /* run_sources.mu: a CDC slot guard holds it */
     char *sql;            /* the handler statement (sql_file's text) */
     void *dl;
     pgpipe_workers *w;
@@ -32124,7 +33282,7 @@ static void rsrc_cdc_free(rsrc_cdc *h)
     if (!h)
         return;
     pp_free(h->name), pp_free(h->conninfo), pp_free(h->env), pp_free(h->slot);
-    pp_free(h->publication), pp_free(h->tables), pp_free(h->source);
+    pp_free(h->publication), pp_free(h->tables), pp_free(h->source), pp_free(h->pause_workers);
     pthread_mutex_destroy(&h->cmu);
     pp_free(h);
 }
@@ -32137,9 +33295,15 @@ static rsrc_cdc *rsrc_cdc_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
     pthread_mutex_init(&h->cmu, NULL);
     int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->conninfo, s->source_conninfo) &
              rsrc_dup(&h->env, s->source_env) & rsrc_dup(&h->slot, s->slot) &
-             rsrc_dup(&h->publication, s->publication) & rsrc_dup(&h->tables, s->tables);
+             rsrc_dup(&h->publication, s->publication) & rsrc_dup(&h->tables, s->tables) &
+             rsrc_dup(&h->pause_workers, s->pause_workers);
     h->snapshot = s->snapshot, h->no_create = s->no_create, h->line = s->line;
     h->heartbeat_ms = s->heartbeat_ms;
+    h->pause_at = h->pause_workers ? s->pause_at : 0;
+    h->resume_at = s->resume_at > 0 ? s->resume_at : h->pause_at / 2;
+    h->drop_at = s->drop_slot_at;
+    h->check_ms = s->slot_check_ms > 0 ? s->slot_check_ms : 10000;
+    atomic_init(&h->paused, 0);
     h->r = r;
     if (!ok) {
         rsrc_cdc_free(h);
@@ -32154,10 +33318,254 @@ static int rsrc_cdc_same(const rsrc_cdc *a, const rsrc_cdc *b)
            rsrc_same(a->env, b->env) && rsrc_same(a->slot, b->slot) &&
            rsrc_same(a->publication, b->publication) && rsrc_same(a->tables, b->tables) &&
            a->snapshot == b->snapshot && a->no_create == b->no_create &&
-           a->heartbeat_ms == b->heartbeat_ms;
+           a->heartbeat_ms == b->heartbeat_ms && rsrc_same(a->pause_workers, b->pause_workers) &&
+           a->pause_at == b->pause_at && a->resume_at == b->resume_at && a->drop_at == b->drop_at &&
+           a->check_ms == b->check_ms;
 }
 
 #ifndef PGPIPE_OMIT_CDC
+/* 1 when event_type (a .workers EVENT_TYPE as written) matches one of the
+** comma-separated globs of list. */
+static int rsrc_guard_names(const char *list, const char *event_type)
+{
+    for (const char *q = list; q && event_type; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+        char pat[256];
+        const char *e = strchr(q, ',');
+        size_t n = e ? (size_t)(e - q) : strlen(q);
+        while (n && (*q == ' ' || *q == '\t'))
+            q++, n--;
+        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+            n--;
+        if (!n || n >= sizeof pat)
+            continue;
+        memcpy(pat, q, n);
+        pat[n] = 0;
+        if (fnmatch(pat, event_type, 0) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Each workers handle paused while some CDC source's guard holds it. The
+** names paused are written to names (comma-separated) for the log. */
+static void rsrc_guard_apply(pgpipe_runner *r, const rsrc_cdc *for_source, char *names, size_t cap)
+{
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
+    if (names && cap)
+        names[0] = 0;
+    if (!s)
+        return;
+    pp_mutex_lock(&s->mu);
+    for (int i = 0; i < s->nwork; i++) {
+        rsrc_work *w = s->work[i];
+        if (!w)
+            continue;
+        int want = 0;
+        for (int j = 0; j < s->ncdc && !want; j++)
+            want = s->cdc[j] && atomic_load(&s->cdc[j]->paused) &&
+                   rsrc_guard_names(s->cdc[j]->pause_workers, w->event_type);
+        if (want != w->paused && w->w)
+            pgpipe_workers_pause(w->w, want);
+        if (w->w)
+            w->paused = want;
+        if (names && for_source && rsrc_guard_names(for_source->pause_workers, w->event_type)) {
+            size_t len = strlen(names);
+            snprintf(names + len, cap - len, "%s%s", len ? "," : "", w->event_type);
+        }
+    }
+    pp_mutex_unlock(&s->mu);
+}
+
+/* the guard's detail for an alert: a JSON object text */
+static void rsrc_guard_detail(pp_buf *d, const rsrc_cdc *h, const pgpipe_cdc_slot_info *in,
+                              const char *action, const char *workers)
+{
+    pp_buf_appendf(d, "{\"source\":");
+    pp_json_str(d, h->name, strlen(h->name), 0);
+    pp_buf_appendf(d, ",\"slot\":");
+    pp_json_str(d, h->slot, strlen(h->slot), 0);
+    pp_buf_appendf(d, ",\"action\":\"%s\",\"retained_bytes\":%lld,\"lag_bytes\":%lld,"
+                   "\"wal_status\":", action, in->retained_bytes, in->lag_bytes);
+    pp_json_str(d, in->wal_status, strlen(in->wal_status), 0);
+    pp_buf_appendf(d, ",\"pause_at\":%lld,\"resume_at\":%lld,\"drop_slot_at\":%lld",
+                   (long long)h->pause_at, (long long)h->resume_at, (long long)h->drop_at);
+    if (workers) {
+        pp_buf_appendf(d, ",\"workers\":");
+        pp_json_str(d, workers, strlen(workers), 0);
+    }
+    pp_buf_appendf(d, "}");
+}
+
+/* The slot guard's step for what the source just said of the slot: pause
+** or resume the named workers (logged, counted, raised); 1 when the slot
+** is to be dropped (only with --drop-slot-at). */
+static int rsrc_guard(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
+{
+    pgpipe_runner *r = h->r;
+    /* a slot that is gone keeps no WAL: the workers may go on (.alert
+    ** cdc-lag reports it; nothing is dropped or made again here) */
+    int lost = in->exists && !strcmp(in->wal_status, "lost");
+    int unres = in->exists && !strcmp(in->wal_status, "unreserved");
+    long long kept = in->exists ? in->retained_bytes : 0;
+    if (h->drop_at > 0 && in->exists && (lost || kept >= h->drop_at))
+        return 1;
+    if (h->pause_at <= 0)
+        return 0;
+    int paused = atomic_load(&h->paused);
+    int pause = !paused && (kept >= h->pause_at || lost || unres);
+    int resume = paused && kept < h->resume_at && !lost && !unres;
+    if (!pause && !resume)
+        return 0;
+    atomic_store(&h->paused, pause);
+    pthread_mutex_lock(&h->cmu);
+    if (pause)
+        h->pauses++;
+    else
+        h->resumes++;
+    pthread_mutex_unlock(&h->cmu);
+    char names[1024], ret[24], mark[24];
+    rsrc_guard_apply(r, h, names, sizeof names);
+    snprintf(ret, sizeof ret, "%lld", kept);
+    snprintf(mark, sizeof mark, "%lld", (long long)(pause ? h->pause_at : h->resume_at));
+    pp_buf msg = { 0 }, det = { 0 };
+    if (pause && (lost || unres))
+        pp_buf_appendf(&msg, "CDC slot guard: the slot of source %s is %s (wal_status), WAL "
+                       "retained %lld bytes: workers %s paused until the slot is reserved again "
+                       "and retains less than %lld", h->name, in->wal_status, kept,
+                       names[0] ? names : "(none running)", (long long)h->resume_at);
+    else if (pause)
+        pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL (pause at %lld, "
+                       "wal_status %s): workers %s paused until it falls below %lld", h->name,
+                       kept, (long long)h->pause_at, in->wal_status,
+                       names[0] ? names : "(none running)", (long long)h->resume_at);
+    else
+        pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL, below %lld: "
+                       "workers %s resumed", h->name, kept, (long long)h->resume_at,
+                       names[0] ? names : "(none running)");
+    rsrc_guard_detail(&det, h, in, pause ? "pause" : "resume", names);
+    run_log(r, pause ? PGPIPE_LOG_WARN : PGPIPE_LOG_INFO,
+            pause ? "CDC slot guard: workers paused" : "CDC slot guard: workers resumed",
+            "source", h->name, "retained_bytes", ret, pause ? "pause_at" : "resume_at", mark,
+            "wal_status", in->wal_status, "workers", names, NULL);
+    /* the resume clears the pause's alert (and is delivered as well) */
+    run_alert_raise(r, pause ? "cdc-guard" : "cdc-guard-resume", h->name,
+                    msg.data ? msg.data : "CDC slot guard", det.data);
+    pp_buf_free(&msg);
+    pp_buf_free(&det);
+    return 0;
+}
+
+/* Drop the slot (the stream is closed) and forget its state on the target;
+** the next open makes a new slot and a snapshot. Instances running the
+** same source take turns (an advisory lock on the target) and look at the
+** slot again first: the one that comes second finds the new slot (or none
+** yet) and drops nothing. 0, or -1 when nothing was dropped. */
+static int rsrc_guard_drop(rsrc_cdc *h)
+{
+    pgpipe_runner *r = h->r;
+    char key[256], lock[32];
+    snprintf(key, sizeof key, "pgpipe-cdc-guard:%s", h->slot);
+    snprintf(lock, sizeof lock, "%lld", (long long)(pp_hash64(key) & 0x7fffffffffffffffULL));
+    const char *lp[1] = { lock };
+    pgpipe_conn *cc = NULL;
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e) != PGPIPE_OK) {
+        run_log(r, PGPIPE_LOG_WARN, "CDC slot guard: no connection to the target; the slot is not "
+                "dropped now", "source", h->name, "error", e.message, NULL);
+        return -1;
+    }
+    PGconn *tc = pgpipe_conn_pg(cc);
+    if (pp_exec(tc, "SELECT pg_try_advisory_lock($1::bigint)", 1, lp, &res, &e, "the guard's lock") ||
+        PQgetvalue(res, 0, 0)[0] != 't') {
+        PQclear(res);
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: another instance drops the slot", "source",
+                h->name, NULL);
+        if (e.message[0])
+            pgpipe_pool_discard(cc);
+        else
+            pgpipe_pool_release(cc);
+        return -1;
+    }
+    PQclear(res);
+    pgpipe_cdc_slot_info now, *in = &now;
+    memset(&e, 0, sizeof e);
+    int rc = pgpipe_cdc_slot_info_get(h->source, h->slot, &now, &e);
+    int lost = rc == PGPIPE_OK && !strcmp(now.wal_status, "lost");
+    if (rc != PGPIPE_OK || !now.exists || (!lost && now.retained_bytes < h->drop_at)) {
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: the slot no longer needs dropping", "source",
+                h->name, "error", rc != PGPIPE_OK ? e.message : "", NULL);
+        rc = -1;
+        goto out;
+    }
+    char ret[24], mark[24];
+    snprintf(ret, sizeof ret, "%lld", in->retained_bytes);
+    snprintf(mark, sizeof mark, "%lld", (long long)h->drop_at);
+    pp_buf msg = { 0 }, det = { 0 };
+    if (lost)
+        pp_buf_appendf(&msg, "CDC slot guard: slot %s of source %s was invalidated by the source "
+                       "(wal_status lost): dropping slot %s", h->slot, h->name, h->slot);
+    else
+        pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL (drop at %lld, "
+                       "wal_status %s): dropping slot %s", h->name, in->retained_bytes,
+                       (long long)h->drop_at, in->wal_status, h->slot);
+    pp_buf_appendf(&msg, " and starting again with a new slot and a snapshot; the changes not "
+                   "yet staged are lost, the tables' rows come again as snapshot events");
+    rsrc_guard_detail(&det, h, in, "drop-slot", NULL);
+    run_log(r, PGPIPE_LOG_ERROR, "CDC slot guard: dropping the slot; a new slot and a snapshot follow",
+            "source", h->name, "slot", h->slot, "retained_bytes", ret, "drop_slot_at", mark,
+            "wal_status", in->wal_status, NULL);
+    run_alert_raise(r, "cdc-guard", h->name, msg.data ? msg.data : "CDC slot guard: slot dropped",
+                    det.data);
+    pp_buf_free(&msg);
+    pp_buf_free(&det);
+    /* the walsender of the closed stream may still hold the slot a moment */
+    rc = PGPIPE_ERROR;
+    for (int i = 0; i < 20 && rc != PGPIPE_OK && !atomic_load(&h->stop); i++) {
+        if (i)
+            pgpipe_sleep_ms(250);
+        memset(&e, 0, sizeof e);
+        rc = pgpipe_cdc_drop(h->source, r->conninfo ? r->conninfo : "", h->slot, NULL, &e);
+    }
+    if (rc != PGPIPE_OK) {
+        run_log(r, PGPIPE_LOG_ERROR, "CDC slot guard: the slot could not be dropped", "source",
+                h->name, "slot", h->slot, "error", e.message[0] ? e.message : "stopped", NULL);
+        rc = -1;
+        goto out;
+    }
+    pthread_mutex_lock(&h->cmu);
+    h->drops++;
+    h->info_ok = 0;
+    pthread_mutex_unlock(&h->cmu);
+    h->resnap = 1;
+    run_log(r, PGPIPE_LOG_WARN, "CDC slot guard: slot dropped; starting again with a snapshot",
+            "source", h->name, "slot", h->slot, NULL);
+    rc = 0;
+out:
+    if (pp_exec(tc, "SELECT pg_advisory_unlock($1::bigint)", 1, lp, NULL, NULL, NULL) ||
+        PQstatus(tc) != CONNECTION_OK)
+        pgpipe_pool_discard(cc); /* the session, and its lock, end with it */
+    else
+        pgpipe_pool_release(cc);
+    return rc;
+}
+
+/* The slot as the source says it now, kept for /metrics and .alert
+** cdc-lag; 1 when read. */
+static int rsrc_cdc_read_slot(rsrc_cdc *h, pgpipe_cdc_slot_info *info)
+{
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    int got = !atomic_load(&h->stop) &&
+              pgpipe_cdc_slot_info_get(h->source, h->slot, info, &e) == PGPIPE_OK;
+    pthread_mutex_lock(&h->cmu);
+    if (got)
+        h->info = *info, h->info_ok = 1;
+    pthread_mutex_unlock(&h->cmu);
+    return got;
+}
+
 static void *rsrc_cdc_thread(void *arg)
 {
     rsrc_cdc *h = arg;
@@ -32173,9 +33581,11 @@ static void *rsrc_cdc_thread(void *arg)
         o.tables = h->tables;
         o.create = !h->no_create;
         o.install = !r->opt.install_schema;
-        o.snapshot = h->snapshot;
+        o.snapshot = h->snapshot || h->resnap;
         o.heartbeat_ms = (int)(h->heartbeat_ms < INT_MAX ? h->heartbeat_ms : INT_MAX);
         pgpipe_cdc *c = NULL;
+        pgpipe_cdc_slot_info info;
+        int drop = 0;
         int rc = pgpipe_cdc_open(&c, &o);
         if (rc == PGPIPE_OK) {
             pthread_mutex_lock(&h->cmu);
@@ -32187,20 +33597,17 @@ static void *rsrc_cdc_thread(void *arg)
             backoff = 1000;
             /* a stop asked before h->c was set is seen here; one asked
             ** after reaches the stream through pgpipe_cdc_stop */
-            int slice = 1000; /* the slot's first reading soon, then every 10 s */
-            while (rc == PGPIPE_OK && !atomic_load(&h->stop)) {
+            int every = (int)(h->check_ms < INT_MAX ? h->check_ms : INT_MAX);
+            int slice = every < 1000 ? every : 1000; /* the slot's first reading soon */
+            while (rc == PGPIPE_OK && !atomic_load(&h->stop) && !drop) {
                 rc = pgpipe_cdc_run(c, slice);
-                slice = 10000;
-                pgpipe_cdc_slot_info info;
-                pgpipe_error e;
-                memset(&e, 0, sizeof e);
-                int got = !atomic_load(&h->stop) &&
-                          pgpipe_cdc_slot_info_get(h->source, h->slot, &info, &e) == PGPIPE_OK;
+                slice = every;
+                int got = rsrc_cdc_read_slot(h, &info);
                 pthread_mutex_lock(&h->cmu);
                 pgpipe_cdc_stats_get(c, &h->st);
-                if (got)
-                    h->info = info, h->info_ok = 1;
                 pthread_mutex_unlock(&h->cmu);
+                if (got)
+                    drop = rsrc_guard(h, &info);
             }
             pthread_mutex_lock(&h->cmu);
             h->c = NULL;
@@ -32209,17 +33616,30 @@ static void *rsrc_cdc_thread(void *arg)
             h->reconnects += h->st.reconnects;
             memset(&h->st, 0, sizeof h->st);
             pthread_mutex_unlock(&h->cmu);
+        } else if (!atomic_load(&h->stop) && rsrc_cdc_read_slot(h, &info)) {
+            /* a slot the source invalidated fails the open: the guard
+            ** still pauses, or drops it when told to */
+            drop = rsrc_guard(h, &info);
         }
-        if (rc != PGPIPE_OK && !atomic_load(&h->stop)) {
+        if (rc != PGPIPE_OK && !atomic_load(&h->stop) && !drop) {
             char wait[24];
             snprintf(wait, sizeof wait, "%lld ms", (long long)backoff);
             run_log(r, PGPIPE_LOG_ERROR, "CDC source failed; trying again", "source", h->name,
                     "error", c ? pgpipe_errmsg(c) : "out of memory", "in", wait, NULL);
         }
         pgpipe_cdc_close(c);
+        if (drop && !atomic_load(&h->stop) && rsrc_guard_drop(h) == 0) {
+            backoff = 1000;
+            continue; /* a new slot and the snapshot at once */
+        }
         for (int64_t waited = 0; waited < backoff && !atomic_load(&h->stop); waited += 100)
             pgpipe_sleep_ms(100);
         backoff = backoff < 30000 ? backoff * 2 : 60000;
+    }
+    if (atomic_exchange(&h->paused, 0)) { /* a stopped source holds no workers */
+        rsrc_guard_apply(r, NULL, NULL, 0);
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: source stopped; its workers are no longer "
+                "held", "source", h->name, NULL);
     }
     return NULL;
 }
@@ -32705,8 +34125,12 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
     }
     for (int j = 0; j < s->ncdc; j++)
         if (s->cdc[j]) {
-            rsrc_cdc_stop(s, s->cdc[j]);
-            rsrc_cdc_free(s->cdc[j]);
+            rsrc_cdc *x = s->cdc[j];
+            rsrc_cdc_stop(s, x);
+            pp_mutex_lock(&s->mu); /* the metrics and the guards read the list */
+            s->cdc[j] = NULL;
+            pp_mutex_unlock(&s->mu);
+            rsrc_cdc_free(x);
         }
     pp_mutex_lock(&s->mu);
     rsrc_cdc **oldc = s->cdc;
@@ -32725,6 +34149,9 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
             failed = 1;
         }
     }
+#ifndef PGPIPE_OMIT_CDC
+    rsrc_guard_apply(r, NULL, NULL, 0); /* workers started now follow a guard that holds */
+#endif
     return failed ? PGPIPE_ERROR : PGPIPE_OK;
 }
 
@@ -32844,6 +34271,33 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
             if (!known)
                 continue;
             pp_buf_appendf(out, "%s{source=\"", cnames[m]);
+            rsrc_label(out, h->name);
+            pp_buf_appendf(out, "\"} %lld\n", v);
+        }
+    }
+    /* the slot guard, for the sources that have one */
+    static const char *const gnames[] = { "pgpipe_cdc_guard_paused", "pgpipe_cdc_guard_pauses_total",
+                                          "pgpipe_cdc_guard_resumes_total",
+                                          "pgpipe_cdc_guard_slot_drops_total" };
+    static const char *const ghelp[] = { "1 while the slot guard holds the source's --pause-workers paused",
+                                         "times the slot guard paused them (retained WAL or wal_status)",
+                                         "times it resumed them (retained WAL below --resume-at)",
+                                         "slots dropped and made again with a snapshot (--drop-slot-at)" };
+    int guarded = 0;
+    for (int i = 0; i < s->ncdc; i++)
+        guarded |= s->cdc[i] && (s->cdc[i]->pause_at > 0 || s->cdc[i]->drop_at > 0);
+    for (int m = 0; m < 4 && guarded; m++) {
+        pp_buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", gnames[m], ghelp[m], gnames[m],
+                       m ? "counter" : "gauge");
+        for (int i = 0; i < s->ncdc; i++) {
+            rsrc_cdc *h = s->cdc[i];
+            if (!h || (h->pause_at <= 0 && h->drop_at <= 0))
+                continue;
+            pthread_mutex_lock(&h->cmu);
+            long long v = m == 0 ? atomic_load(&h->paused) : m == 1 ? h->pauses
+                          : m == 2 ? h->resumes : h->drops;
+            pthread_mutex_unlock(&h->cmu);
+            pp_buf_appendf(out, "%s{source=\"", gnames[m]);
             rsrc_label(out, h->name);
             pp_buf_appendf(out, "\"} %lld\n", v);
         }
@@ -33398,14 +34852,25 @@ static void run_alert_msg_free(run_alert_msg *m)
 static void run_alert_deliver_raised(pgpipe_runner *r, PGconn *c, const run_alert_turn *t,
                                      run_alert_msg *m)
 {
+    /* the CDC slot guard's steps (run_source.c): each is a change of state,
+    ** so each is delivered (the last one's row is cleared first), through
+    ** the .alert cdc-lag of that source when there is one; a resume then
+    ** clears its row, so only a pause or a dropped slot shows as firing */
+    int guard = !strcmp(m->kind, "cdc-guard"), resume = !strcmp(m->kind, "cdc-guard-resume");
+    const char *kind = guard || resume ? "cdc-lag" : m->kind;
+    const char *rule = guard || resume ? "cdc-guard" : m->kind;
     const run_alert_rule *u = NULL;
     for (int i = 0; i < t->nrules && !u; i++) {
         const run_alert_rule *x = &t->rules[i];
-        if (!strcmp(run_alert_kind_name(x->kind), m->kind) &&
+        if (!strcmp(run_alert_kind_name(x->kind), kind) &&
             (!x->target || !strcmp(x->target, m->subject)))
             u = x;
     }
-    run_alert_fire(r, c, t->pipeline, u, m->kind, m->subject, m->message, m->detail, 1);
+    if ((guard || resume) && c)
+        run_alert_clear(r, c, t->pipeline, rule, m->subject);
+    run_alert_fire(r, c, t->pipeline, u, rule, m->subject, m->message, m->detail, 1);
+    if (resume && c)
+        run_alert_clear(r, c, t->pipeline, rule, m->subject);
 }
 
 static void *run_alert_main(void *arg)

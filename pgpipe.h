@@ -1754,6 +1754,13 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
 ** return their connections. Only sets an atomic flag and writes one byte to a
 ** pipe, so it is async-signal-safe: call it from a SIGINT/SIGTERM handler. */
 void pgpipe_workers_stop(pgpipe_workers *w);
+/* Pause (paused 1) or resume (0) the workers: a paused worker finishes
+** the batch it has, then claims nothing (it keeps its connection and looks
+** again every 100 ms) until resumed, so pgpipe_workers_run_until_empty
+** waits (up to its timeout) while rows wait. Any thread; async-signal-safe.
+** pgpipe_workers_paused: 1 while paused. */
+void pgpipe_workers_pause(pgpipe_workers *w, int paused);
+int pgpipe_workers_paused(const pgpipe_workers *w);
 /* 1 once the workers were asked to stop (pgpipe_workers_stop, a signal, or
 ** an error that stops them all, such as a SQL handler the server refuses to
 ** prepare); pgpipe_workers_wait then gives the error. */
@@ -2334,22 +2341,43 @@ void pgpipe_http_close(pgpipe_http *h);
 **     source      the slot's name
 **     event_type  "schema.table:insert", ":update", ":delete", ":truncate"
 **     payload     {"op":..,"table":"schema.table","xid":N,"row":{..},
-**                  "old":{..},"unchanged":[..],"lsn":"X/Y","commit_time":".."}
+**                  "filled":[..],"unchanged":[..],"old":{..},
+**                  "lsn":"X/Y","commit_time":".."}
 **
 ** "row" is the new row (insert, update) by column name: numbers, booleans
 ** and json/jsonb as JSON, every other type as its text output. "old" is
 ** the replica identity of the old row (its key columns, or the whole row
 ** with REPLICA IDENTITY FULL) for updates and deletes, when the source sent
-** it. A TOASTed value an update did not change is not sent by PostgreSQL:
-** it is left out of "row" and its column named in "unchanged" (never
-** written as NULL). "lsn" is the end of the source transaction's commit
-** record, "commit_time" its commit time (UTC).
+** it. "lsn" is the end of the source transaction's commit record,
+** "commit_time" its commit time (UTC).
 **
-** Exactly once: the events of one source transaction are committed in one
+** Unchanged TOAST values: PostgreSQL does not send a value stored out of
+** line (TOASTed) that an update left unchanged. pgpipe fills it into "row"
+** from the last staged image of the row and names its column in "filled":
+** with REPLICA IDENTITY FULL from "old"; with a key (DEFAULT with a
+** primary key, or USING INDEX) from pgpipe.cdc_toast on the target, which
+** keeps per row (slot, table, key) and column the last staged value (of an
+** insert, update or snapshot row) that PostgreSQL may have stored out of
+** line: of 24 bytes or more, in a row of about 1,800 bytes or more. It is
+** written in the same target transaction as the events (read, when a
+** change needs it, on a second connection); a delete forgets
+** the row, a truncate the table. When no earlier image exists (the row
+** was written before the slot and the snapshot, REPLICA IDENTITY NOTHING
+** or no key, over 64 MB of such values in one transaction), the value is
+** left out of "row" and its column named in "unchanged" (never written as
+** NULL). Values stored larger than their text (arrays of small numbers)
+** can stay "unchanged" when PostgreSQL moved them out of a smaller row.
+**
+** Exactly once: the events of a source transaction are committed in one
 ** target transaction together with the transaction's LSN
 ** (pgpipe.cdc_slots.applied_lsn); the slot's flush position is confirmed to
-** the source only after that commit, so after a crash the stream resumes
-** from the stored LSN and a transaction already staged is skipped.
+** the source only after that commit reached the target's disk, so after a
+** crash of either side the stream resumes from the stored LSN and a
+** transaction already staged is skipped. A backlog is staged in groups:
+** several source transactions in one target transaction, stored with the
+** LSN of the last. The target session commits with synchronous_commit off
+** (unless the target has synchronous standbys), as PostgreSQL's own
+** subscriptions do; confirmation waits for the target's WAL flush instead.
 **
 **     pgpipe_cdc_options o;
 **     pgpipe_cdc_options_init(&o);
@@ -2366,8 +2394,9 @@ void pgpipe_http_close(pgpipe_http *h);
 ** hold are staged as "schema.table:insert" events with "snapshot":true and
 ** no commit_time, read under a snapshot exported by a temporary slot made
 ** after the slot; one target transaction per table, marked done in
-** pgpipe.cdc_snapshot_tables. The stream then skips a table's changes that
-** committed before its snapshot (they are in it): no gap, no overlap. An
+** pgpipe.cdc_snapshot_tables, with the images of its rows' large values.
+** The stream then skips a table's changes that committed before its
+** snapshot (they are in it): no gap, no overlap. An
 ** interrupted snapshot resumes with the tables not done, under a new
 ** snapshot (each table consistent in itself, and with the stream).
 **
@@ -2571,13 +2600,35 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
 **   .source cdc NAME (--source-env VAR | --source CONNINFO) [--slot SLOT]
 **           [--publication PUB] [--tables "T1, S.T2"] [--snapshot]
 **           [--heartbeat DURATION] [--no-create]
+**           [--pause-workers "TYPE[,TYPE...]" --pause-at SIZE [--resume-at SIZE]]
+**           [--drop-slot-at SIZE] [--slot-check DURATION]
 **                                the changes of another PostgreSQL database
 **                                (.cdc start): logical replication through
 **                                slot SLOT and publication PUB (both
 **                                default to NAME), exactly once into
 **                                staging.raw_events; the conninfo from the
 **                                environment variable VAR keeps a password
-**                                out of the file
+**                                out of the file.
+**                                The slot guard, read every --slot-check
+**                                (10s): when the WAL the slot retains on
+**                                the source reaches --pause-at, or its
+**                                wal_status is unreserved or lost, the
+**                                .workers whose EVENT_TYPE (as written
+**                                there) matches a TYPE of --pause-workers
+**                                (globs: "public.*", "*") stop claiming,
+**                                so the stream catches up; they resume
+**                                below --resume-at (default half of
+**                                --pause-at). Only with --drop-slot-at:
+**                                at that size (or wal_status lost) the
+**                                slot is dropped, its state on the target
+**                                forgotten, and the source starts again
+**                                with a new slot and a snapshot (the
+**                                tables' rows again, as schema.table:insert
+**                                events with "snapshot":true). Each step
+**                                is logged, raised as a cdc-guard alert
+**                                (delivered by the .alert cdc-lag of the
+**                                source when there is one) and counted
+**                                in /metrics (pgpipe_cdc_guard_*)
 **   .workers EVENT_TYPE|* (--sql FILE | --so LIB:SYMBOL) [--workers N]
 **           [--batch N] [--mode transaction|lease] [--lease DURATION]
 **           [--max-attempts N] [--table TABLE]
@@ -2680,6 +2731,10 @@ typedef struct pgpipe_pipe_source {
     const char *source_conninfo, *source_env, *slot, *publication, *tables;
     int snapshot, no_create;
     int64_t heartbeat_ms;  /* 10s */
+    /* cdc, the slot guard: sizes in bytes, 0 when not given */
+    const char *pause_workers; /* "TYPE,TYPE": globs on the .workers EVENT_TYPEs */
+    int64_t pause_at, resume_at, drop_slot_at; /* resume_at: pause_at / 2 by default */
+    int64_t slot_check_ms; /* 10s */
 } pgpipe_pipe_source;
 
 enum { PGPIPE_PIPE_TRANSACTION = 0, PGPIPE_PIPE_LEASE = 1 };

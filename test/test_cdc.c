@@ -484,11 +484,13 @@ PGT_TEST(cdc, stream_into_staging)
     PGT_EQ_STR(pgt_db_str(t, "SELECT payload->'row'->'doc' || jsonb_build_object('n', payload->'row'->'n', 'ok', payload->'row'->'ok') "
                              "FROM staging.raw_events WHERE payload->'row'->>'id' = '1' AND payload->>'op' = 'insert'"),
                "{\"k\": [1, 2], \"n\": 1.50, \"ok\": true}");
-    /* the unchanged TOASTed value: named, never NULL */
-    PGT_EQ_STR(pgt_db_str(t, "SELECT (payload->'row') || jsonb_build_object('u', payload->'unchanged') "
+    /* the unchanged TOASTed value: filled from the insert's image, named */
+    PGT_EQ_STR(pgt_db_str(t, "SELECT ((payload->'row') - 'big') || jsonb_build_object('f', payload->'filled', "
+                             "'u', payload->'unchanged', 'big', payload->'row'->>'big' = repeat('x', 5000)) "
                              "FROM staging.raw_events WHERE event_type = 'public.t:update' "
                              "AND payload->'row'->>'id' = '1'"),
-               "{\"n\": 1.50, \"u\": [\"big\"], \"id\": 1, \"ok\": true, \"doc\": {\"k\": [1, 2]}, \"name\": \"b\"}");
+               "{\"f\": [\"big\"], \"n\": 1.50, \"u\": null, \"id\": 1, \"ok\": true, \"big\": true, "
+               "\"doc\": {\"k\": [1, 2]}, \"name\": \"b\"}");
     /* old keys: the key that changed; REPLICA IDENTITY FULL: the whole row */
     PGT_EQ_STR(pgt_db_str(t, "SELECT payload->'old' FROM staging.raw_events WHERE "
                              "event_type = 'public.t:update' AND payload->'row'->>'id' = '3'"), "{\"id\": 2}");
@@ -704,6 +706,136 @@ PGT_TEST(cdc, kill9_exactly_once)
     pgt_db_close(t);
 }
 
+/* ---- group commit ----------------------------------------------------- */
+
+/* A backlog of small source transactions: staged in fewer target
+** transactions, each source transaction once and counted; the source is
+** never told more than the target holds, and after a run all of it. */
+PGT_TEST(cdc, group_commit_backlog)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_grp", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_grp_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_grp_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE g (id int PRIMARY KEY, v text); CREATE TABLE o (id int)"));
+    pgpipe_cdc *c = NULL;
+    PGT_OK(cdc_open(&c, src, tgt, "cg", "g"));
+    pgpipe_cdc_close(c);
+    /* 300 transactions of 10 rows, unpublished ones between them */
+    PQclear(PGT_EXEC(s, "DO $$ BEGIN FOR b IN 0 .. 299 LOOP "
+                        "INSERT INTO g SELECT b * 10 + k, 'v' FROM generate_series(1, 10) k; COMMIT; "
+                        "INSERT INTO o VALUES (b); COMMIT; END LOOP; END $$"));
+    PGT_OK(cdc_open(&c, src, tgt, "cg", NULL));
+    long long have = 0;
+    for (int i = 0; i < 150 && have < 3000; i++) {
+        PGT_OK(pgpipe_cdc_run(c, 100));
+        have = pgt_db_int(t, "SELECT count(*) FROM staging.raw_events");
+        /* what the source was told is staged on the target */
+        char q[256];
+        snprintf(q, sizeof q, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                 "WHERE slot_name = 'cg'");
+        char confirmed[32];
+        snprintf(confirmed, sizeof confirmed, "%s", pgt_db_str(s, q));
+        snprintf(q, sizeof q, "SELECT (applied_lsn >= '%s')::int FROM pgpipe.cdc_slots", confirmed);
+        PGT_EQ_INT(pgt_db_int(t, q), 1);
+    }
+    PGT_EQ_INT(have, 3000);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT (payload->'row'->>'id')::int) FROM staging.raw_events"),
+               3000);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots"), 300);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT events FROM pgpipe.cdc_slots"), 3000);
+    /* a run ends with its groups durable on the target and confirmed */
+    pgpipe_cdc_stats st;
+    pgpipe_cdc_stats_get(c, &st);
+    PGT_CHECK(st.applied_lsn > 0 && st.confirmed_lsn >= st.applied_lsn);
+    PGT_EQ_INT(st.transactions, 300);
+    pgpipe_cdc_close(c);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cg", "cg", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
+
+/* The target crashes (an immediate shutdown, its WAL writer slowed so
+** that commits sit unwritten in its buffers) while a backlog streams in:
+** the source was never told more than the target kept, and the stream
+** resumes from what it kept: every change once. */
+PGT_TEST(cdc, target_crash_loses_nothing_confirmed)
+{
+    char dir[512], tgt[1024], src[1200], sql[512];
+    snprintf(dir, sizeof dir, "%s/cdc-target-crash", pgt_tmpdir());
+    pgpipe_local_options lo;
+    pgpipe_local_options_init(&lo);
+    lo.fast = 1;
+    lo.owner = (long)getppid();
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    { int rc_ = pgpipe_local_start(dir, &lo, tgt, sizeof tgt, NULL, &err); PGT_CHECK_MSG(rc_ == PGPIPE_OK, "%s", err.message); }
+    PGconn *t = cdc_conn(tgt);
+    PQclear(PGT_EXEC(t, "ALTER SYSTEM SET wal_writer_delay = '10s'"));
+    PQclear(PGT_EXEC(t, "SELECT pg_reload_conf()"));
+    PGconn *s = cdc_src_fresh("cdc_crash", src, sizeof src, NULL);
+    PQclear(PGT_EXEC(s, "CREATE TABLE x (id int PRIMARY KEY)"));
+    pgpipe_cdc_options o;
+    pgpipe_cdc_options_init(&o);
+    o.source = src;
+    o.target = tgt;
+    o.slot = o.publication = "cx";
+    o.tables = "x";
+    o.install = 1;
+    pgpipe_cdc *c = NULL;
+    { int rc_ = pgpipe_cdc_open(&c, &o); PGT_CHECK_MSG(rc_ == PGPIPE_OK, "%s", pgpipe_errmsg(c)); }
+    pgpipe_cdc_close(c);
+
+    pid_t pid = cdc_child(src, tgt, "cx");
+    int total = 0;
+    for (int i = 0; i < 200; i++, total += 5) {
+        snprintf(sql, sizeof sql, "INSERT INTO x SELECT generate_series(%d, %d)", total + 1, total + 5);
+        PQclear(PGT_EXEC(s, sql));
+    }
+    PGT_CHECK(cdc_until(t, "SELECT (count(*) >= 500)::int FROM staging.raw_events"));
+    char before[32];
+    snprintf(before, sizeof before, "%s", pgt_db_str(t, "SELECT applied_lsn::text FROM pgpipe.cdc_slots"));
+    /* crash: SIGQUIT to the postmaster is PostgreSQL's immediate shutdown */
+    char pidfile[600];
+    snprintf(pidfile, sizeof pidfile, "%s/data/postmaster.pid", dir);
+    FILE *f = fopen(pidfile, "r");
+    PGT_CHECK(f != NULL);
+    long pm = 0;
+    PGT_CHECK(fscanf(f, "%ld", &pm) == 1 && pm > 0);
+    fclose(f);
+    PQfinish(t);
+    PGT_CHECK(kill((pid_t)pm, SIGQUIT) == 0);
+    for (int i = 0; i < 300 && pgpipe_local_running(dir); i++)
+        pgpipe_sleep_ms(20);
+    /* what the source was told, while the target is down */
+    char confirmed[32];
+    snprintf(confirmed, sizeof confirmed, "%s",
+             pgt_db_str(s, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'cx'"));
+    { int rc_ = pgpipe_local_start(dir, &lo, tgt, sizeof tgt, NULL, &err); PGT_CHECK_MSG(rc_ == PGPIPE_OK, "%s", err.message); }
+    t = cdc_conn(tgt);
+    snprintf(sql, sizeof sql, "SELECT (applied_lsn >= '%s')::int FROM pgpipe.cdc_slots", confirmed);
+    PGT_EQ_INT(pgt_db_int(t, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT (applied_lsn < '%s')::int FROM pgpipe.cdc_slots", before);
+    int lost = pgt_db_int(t, sql);
+    for (int i = 0; i < 100; i++, total += 5) {
+        snprintf(sql, sizeof sql, "INSERT INTO x SELECT generate_series(%d, %d)", total + 1, total + 5);
+        PQclear(PGT_EXEC(s, sql));
+    }
+    snprintf(sql, sizeof sql, "SELECT (count(*) >= %d)::int FROM staging.raw_events", total);
+    PGT_CHECK(cdc_until(t, sql));
+    cdc_kill(pid);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM staging.raw_events"), total);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT (payload->'row'->>'id')::int) FROM staging.raw_events"),
+               total);
+    fprintf(stderr, "    %d rows; the crash %s commits the target had not written\n", total,
+            lost ? "lost" : "lost no");
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cx", "cx", &err));
+    PQfinish(t);
+    PQfinish(s);
+    PGT_OK(pgpipe_local_stop(dir, &lo, &err));
+}
+
 /* ---- failures that heal ---------------------------------------------- */
 
 PGT_TEST(cdc, source_and_target_session_loss_heal)
@@ -909,6 +1041,149 @@ PGT_TEST(cdc, invalidated_slot_is_reported)
     PGT_OK(pgpipe_cdc_slot_info_get(src, "cl", &si, &err));
     PGT_EQ_STR(si.wal_status, "lost");
     PGT_OK(pgpipe_cdc_drop(src, tgt, "cl", "cl", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
+
+/* ---- unchanged TOAST values filled from the row's last image ---------- */
+
+/* big(k): 9,600 characters of md5 hex, distinct per k, that pglz cannot
+** shrink, so they are stored out of line. */
+#define CDC_BIG_FN "CREATE FUNCTION big(k int) RETURNS text LANGUAGE sql IMMUTABLE AS " \
+    "$$ SELECT string_agg(md5(k || '-' || i), '' ORDER BY i) FROM generate_series(1, 300) i $$"
+
+/* Of the update event whose row has name: its "big" is big(k) (k 0: it
+** has none), and the columns it names "filled" and "unchanged". */
+static void cdc_big_is(PGconn *t, const char *name, int k, const char *filled, const char *unchanged)
+{
+    char sql[768];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE payload->>'op' = 'update' "
+             "AND payload->'row'->>'name' = '%s'", name);
+    PGT_EQ_INT(pgt_db_int(t, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT concat_ws(' ', CASE WHEN payload->'row' ? 'big' THEN "
+             "coalesce((SELECT k FROM generate_series(1, 9) k WHERE big(k) = payload->'row'->>'big'), -1) "
+             "ELSE 0 END, coalesce(payload->>'filled', '-'), coalesce(payload->>'unchanged', '-')) "
+             "FROM staging.raw_events WHERE payload->>'op' = 'update' AND payload->'row'->>'name' = '%s'",
+             name);
+    char want[128];
+    snprintf(want, sizeof want, "%d %s %s", k, filled, unchanged);
+    PGT_EQ_STR(pgt_db_str(t, sql), want);
+}
+
+PGT_TEST(cdc, toast_unchanged_filled_from_last_image)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_toast", src, sizeof src,
+                              "options='-c logical_decoding_work_mem=64kB'");
+    PGconn *t = pgt_db_fresh("cdc_toast_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_toast_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, CDC_BIG_FN));
+    PQclear(PGT_EXEC(t, CDC_BIG_FN));
+    PQclear(PGT_EXEC(s,
+        "CREATE TABLE tt (id int PRIMARY KEY, name text, big text);"
+        "CREATE TABLE ft (id int, name text, big text); ALTER TABLE ft REPLICA IDENTITY FULL;"
+        "CREATE TABLE pad (id int PRIMARY KEY, v text);"
+        /* before the slot: no image of row 1 is ever staged */
+        "INSERT INTO tt VALUES (1, 'i1', big(1))"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "tx", "tt, ft, pad");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    const char *steps[] = {
+        "UPDATE tt SET name = 'u1' WHERE id = 1",                       /* no image: unchanged */
+        "INSERT INTO tt VALUES (2, 'i2', big(2))",
+        "UPDATE tt SET name = 'u2' WHERE id = 2",                       /* from the table */
+        "BEGIN; UPDATE tt SET big = big(3), name = 'w3' WHERE id = 2;"  /* two in one transaction */
+        "UPDATE tt SET name = 'u3' WHERE id = 2; COMMIT",
+        "UPDATE tt SET id = 3, name = 'k3' WHERE id = 2",               /* key changed: the old key's */
+        "UPDATE tt SET name = 'u4' WHERE id = 3",                       /* the new key's */
+        "BEGIN; DELETE FROM tt WHERE id = 3; INSERT INTO tt VALUES (3, 'i3', big(4)); COMMIT",
+        "UPDATE tt SET name = 'u5' WHERE id = 3",
+        "DELETE FROM tt WHERE id = 3",
+        "INSERT INTO tt VALUES (4, 'i4', big(5))",
+        /* streamed while in progress (over 64 kB), a savepoint rolled back */
+        "BEGIN; UPDATE tt SET big = big(6), name = 'w6' WHERE id = 4; SAVEPOINT a;"
+        "UPDATE tt SET big = big(7), name = 'w7' WHERE id = 4;"
+        "INSERT INTO pad SELECT g, repeat('p', 100) FROM generate_series(1, 2000) g; ROLLBACK TO a;"
+        "INSERT INTO pad SELECT g, repeat('q', 100) FROM generate_series(1, 1000) g;"
+        "UPDATE tt SET name = 'u6' WHERE id = 4; COMMIT",
+        /* REPLICA IDENTITY FULL: from the old row */
+        "INSERT INTO ft VALUES (1, 'i8', big(8))",
+        "UPDATE ft SET name = 'u8'",
+        "INSERT INTO tt VALUES (5, 'i5', big(9))",
+        /* written again, too small to be out of line: forgotten */
+        "UPDATE tt SET big = repeat('m', 100), name = 'w9' WHERE id = 4",
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        PQclear(PGT_EXEC(s, steps[i]));
+    cdc_run_until(c, t, "tx", 1018);
+    cdc_big_is(t, "u1", 0, "-", "[\"big\"]");
+    cdc_big_is(t, "u2", 2, "[\"big\"]", "-");
+    cdc_big_is(t, "w3", 3, "-", "-");
+    cdc_big_is(t, "u3", 3, "[\"big\"]", "-");
+    cdc_big_is(t, "k3", 3, "[\"big\"]", "-");
+    cdc_big_is(t, "u4", 3, "[\"big\"]", "-");
+    cdc_big_is(t, "u5", 4, "[\"big\"]", "-");
+    cdc_big_is(t, "u6", 6, "[\"big\"]", "-");
+    cdc_big_is(t, "u8", 8, "[\"big\"]", "-");
+    /* what the target remembers: row 5's value; 2 moved to 3, 3 deleted,
+    ** 4 written small */
+    PGT_EQ_STR(pgt_db_str(t, "SELECT string_agg(table_name || key || col || coalesce((SELECT k FROM "
+                             "generate_series(1, 9) k WHERE big(k) = value), -1), ' ') "
+                             "FROM pgpipe.cdc_toast"), "public.tt{\"id\":5}big9");
+    /* staged before: from the table (the ones above may come from the
+    ** memory of the open group) */
+    PQclear(PGT_EXEC(s, "UPDATE tt SET name = 'u10' WHERE id = 5"));
+    cdc_run_until(c, t, "tx", 1019);
+    cdc_big_is(t, "u10", 9, "[\"big\"]", "-");
+    /* truncated: forgotten */
+    PQclear(PGT_EXEC(s, "TRUNCATE tt"));
+    cdc_run_until(c, t, "tx", 1020);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM pgpipe.cdc_toast"), 0);
+    pgpipe_cdc_close(c);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "tx", "tx", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
+
+PGT_TEST(cdc, toast_snapshot_rows_are_images)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_toast_snap", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_toast_snap_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_toast_snap_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, CDC_BIG_FN));
+    PQclear(PGT_EXEC(t, CDC_BIG_FN));
+    PQclear(PGT_EXEC(s,
+        "CREATE TABLE st (id int PRIMARY KEY, name text, big text);"
+        "CREATE TABLE sk (a text, b int, name text, big text, PRIMARY KEY (a, b));"
+        "INSERT INTO st VALUES (1, 'i1', big(1)), (2, 'i2', 'small'), (3, 'i3', repeat('z', 9000));"
+        "INSERT INTO sk VALUES ('k''1', 7, 'i4', big(2))"));
+    pgpipe_cdc_options o;
+    pgpipe_cdc_options_init(&o);
+    o.source = src;
+    o.target = tgt;
+    o.slot = o.publication = "tsn";
+    o.tables = "st, sk";
+    o.snapshot = 1;
+    o.status_interval_ms = 100;
+    pgpipe_cdc *c = NULL;
+    int rc = pgpipe_cdc_open(&c, &o);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    /* the rows whose values may be out of line, keyed as the stream keys
+    ** them; repeat('z', 9000) compresses to a few bytes and stays inline */
+    PGT_EQ_STR(pgt_db_str(t, "SELECT string_agg(table_name || key || col || coalesce((SELECT k FROM "
+                             "generate_series(1, 9) k WHERE big(k) = value), -1), ' ' ORDER BY 1) "
+                             "FROM pgpipe.cdc_toast"),
+               "public.sk{\"a\":\"k'1\",\"b\":7}big2 public.st{\"id\":1}big1");
+    PQclear(PGT_EXEC(s, "UPDATE st SET name = 'u1' WHERE id = 1; UPDATE sk SET name = 'u2'"));
+    cdc_run_until(c, t, "tsn", 6);
+    cdc_big_is(t, "u1", 1, "[\"big\"]", "-");
+    cdc_big_is(t, "u2", 2, "[\"big\"]", "-");
+    pgpipe_cdc_close(c);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "tsn", "tsn", &err));
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM pgpipe.cdc_toast"), 0);
     PQfinish(s);
     pgt_db_close(t);
 }

@@ -713,3 +713,345 @@ PGT_TEST(run_source, cdc_source)
     PQfinish(s);
     pgt_db_close(c);
 }
+
+/* ---- the CDC slot guard ------------------------------------------------- */
+
+/* The guard's options: each mistake is one diagnostic of --check. */
+PGT_TEST(run_source, cdc_guard_check)
+{
+    static const char bad[] =
+        ".pipeline p\n"
+        ".workers public.t:insert --sql h.sql\n"
+        ".source cdc a --source-env X --pause-workers 'public.t:*'\n"
+        ".source cdc b --source-env X --pause-at 10MB\n"
+        ".source cdc c --source-env X --pause-workers nosuch --pause-at 1XB\n"
+        ".source cdc d --source-env X --pause-workers 'public.*' --pause-at 10MB --resume-at 20MB "
+        "--drop-slot-at 5MB\n"
+        ".source cdc e --source-env X --drop-slot-at 1GB --no-create --slot-check 10ms\n"
+        ".source cdc f --source-env X --pause-workers 'public.t:*,,x' --pause-at 1MB\n"
+        ".source cdc g --source-env X --resume-at 1MB\n"
+        ".source cdc ok --source-env X --pause-workers ' public.t:* , *' --pause-at 1MB "
+        "--drop-slot-at 1GB --slot-check 1s\n";
+    pgpipe_pipefile *pf = NULL;
+    pgpipe_pipefile_open(&pf, "t.pgpipe", bad, strlen(bad));
+    PGT_CHECK(pf != NULL);
+    pp_buf d = { 0 };
+    for (int i = 0; i < pgpipe_pipefile_diag_count(pf); i++)
+        pp_buf_appendf(&d, "%d:%d %s\n", pgpipe_pipefile_diag(pf, i)->line,
+                       pgpipe_pipefile_diag(pf, i)->column, pgpipe_pipefile_diag(pf, i)->message);
+    pp_buf_append(&d, "", 1);
+    PGT_CONTAINS(d.data, "3:47 .source cdc: --pause-workers needs --pause-at SIZE");
+    PGT_CONTAINS(d.data, "4:41 .source cdc: --pause-at needs --pause-workers \"TYPE[,TYPE...]\"");
+    PGT_CONTAINS(d.data, ".source cdc: --pause-at: expected a size like 512MB or 10GB, got \"1XB\"");
+    PGT_CONTAINS(d.data, "5:0 .source cdc c: --pause-workers: \"nosuch\" matches no .workers EVENT_TYPE");
+    PGT_CONTAINS(d.data, ".source cdc: --resume-at must be below --pause-at");
+    PGT_CONTAINS(d.data, ".source cdc: --drop-slot-at must be above --pause-at (pausing comes first)");
+    PGT_CONTAINS(d.data, ".source cdc: --drop-slot-at makes a new slot after dropping one: not with "
+                         "--no-create");
+    PGT_CONTAINS(d.data, ".source cdc: --slot-check: at least 100ms");
+    PGT_CONTAINS(d.data, "8:47 .source cdc: --pause-workers: an empty event type in \"public.t:*,,x\"");
+    PGT_CONTAINS(d.data, "9:42 .source cdc: --resume-at needs --pause-at");
+    PGT_CHECK_MSG(strstr(d.data, "\n10:") == NULL, "the valid line has a diagnostic:\n%s", d.data);
+    const pgpipe_pipe_def *def = pgpipe_pipefile_def(pf);
+    const pgpipe_pipe_source *ok = NULL;
+    for (int i = 0; i < def->nsources; i++)
+        if (!strcmp(def->sources[i].name, "ok"))
+            ok = &def->sources[i];
+    PGT_CHECK(ok != NULL);
+    PGT_EQ_INT(ok->pause_at, 1 << 20);
+    PGT_EQ_INT(ok->resume_at, 1 << 19); /* half of --pause-at */
+    PGT_EQ_INT(ok->drop_slot_at, 1LL << 30);
+    PGT_EQ_INT(ok->slot_check_ms, 1000);
+    pp_buf_free(&d);
+    pgpipe_pipefile_close(pf);
+}
+
+/* a metric of a CDC source, as /metrics shows it now; -1 when absent */
+static long long rsrc_t_metric(pgpipe_runner *r, const char *metric, const char *source)
+{
+    pp_buf m = { 0 };
+    run_sources_metrics(r, &m);
+    pp_buf_append(&m, "", 1);
+    char key[256];
+    snprintf(key, sizeof key, "%s{source=\"%s\"} ", metric, source);
+    const char *p = strstr(m.data, key);
+    long long v = p ? atoll(p + strlen(key)) : -1;
+    pp_buf_free(&m);
+    return v;
+}
+
+static long long rsrc_t_wait_metric(pgpipe_runner *r, const char *metric, const char *source,
+                                    long long want, int timeout_ms)
+{
+    long long v = -1;
+    for (int waited = 0; waited <= timeout_ms; waited += 100) {
+        if ((v = rsrc_t_metric(r, metric, source)) == want)
+            return v;
+        rsrc_t_nap(100);
+    }
+    return v;
+}
+
+/* A CDC source's directory, pipeline file and tables: items is published,
+** filler is not (its WAL only makes the slot retain). */
+static PGconn *rsrc_t_guard_setup(const char *db, const char *name, char *src, size_t srcsz,
+                                  char *dir, size_t dirsz)
+{
+    PGconn *s = cdc_src_fresh(db, src, srcsz, NULL);
+    PQclear(PGT_EXEC(s, "CREATE TABLE items (id int PRIMARY KEY, v text); "
+                        "CREATE TABLE filler (id serial, pad text)"));
+    snprintf(dir, dirsz, "%s/%s", pgt_tmpdir(), name);
+    mkdir(dir, 0777);
+    return s;
+}
+
+/* ~10 MB of WAL the slot must keep: an open transaction (hold) stops the
+** slot's restart_lsn before it, whatever the stream confirms. */
+static PGconn *rsrc_t_hold_wal(PGconn *s, const char *src)
+{
+    PGconn *hold = cdc_conn(src);
+    PQclear(PGT_EXEC(hold, "BEGIN; INSERT INTO filler (pad) VALUES ('hold')"));
+    PQclear(PGT_EXEC(s, "INSERT INTO filler (pad) SELECT repeat(md5(g::text), 40) "
+                        "FROM generate_series(1, 8000) g"));
+    return hold;
+}
+
+/* The slot guard pauses the workers it names when the slot retains more
+** than --pause-at: they claim nothing while the stream goes on staging, and
+** resume once the retained WAL falls below --resume-at; each step is an
+** alert and a /metrics count. */
+PGT_TEST(run_source, cdc_guard_pauses_workers)
+{
+    char src[1200], dir[512], file[700], text[2048], name[64], sql[1024];
+    snprintf(name, sizeof name, "rgp_%d", (int)getpid());
+    PGconn *s = rsrc_t_guard_setup("rsrc_guard", name, src, sizeof src, dir, sizeof dir);
+    PGconn *c = pgt_db_open();
+    snprintf(sql, sizeof sql, "INSERT INTO public.%s_seen (id) SELECT (e->'payload'->'row'->>'id')::int "
+             "FROM jsonb_array_elements($1::jsonb) e;\n", name);
+    snprintf(file, sizeof file, "%s/handler.sql", dir);
+    rsrc_t_write(file, sql);
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    snprintf(text, sizeof text, ".pipeline %s\n"
+             "CREATE TABLE IF NOT EXISTS public.%s_seen (id int);\n"
+             "CREATE TABLE IF NOT EXISTS public.%s_alerts (pipeline text, rule text, "
+             "subject text, message text, detail jsonb, fired_at timestamptz);\n"
+             ".source cdc %s --source-env RSRC_GUARD_SOURCE --tables items --heartbeat 1s "
+             "--slot-check 200ms --pause-workers 'public.items:*' --pause-at 4MB\n"
+             ".workers public.items:insert --sql handler.sql --batch 10\n"
+             ".alert cdc-lag --source %s --table public.%s_alerts\n",
+             name, name, name, name, name, name);
+    rsrc_t_write(file, text);
+    setenv("RSRC_GUARD_SOURCE", src, 1);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, pgt_dsn(), "rsrc-guard");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' "
+             "AND active", name);
+    PGT_EQ_INT(rsrc_t_wait(s, sql, 1, 10000), 1);
+    /* not paused: the workers take the changes */
+    PQclear(PGT_EXEC(s, "INSERT INTO items SELECT g, 'a' FROM generate_series(1, 5) g"));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_seen", name);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 5, 10000), 5);
+    PGT_EQ_INT(rsrc_t_metric(a.r, "pgpipe_cdc_guard_paused", name), 0);
+
+    PGconn *hold = rsrc_t_hold_wal(s, src);
+    PGT_EQ_INT(rsrc_t_wait_metric(a.r, "pgpipe_cdc_guard_pauses_total", name, 1, 15000), 1);
+    PGT_EQ_INT(rsrc_t_metric(a.r, "pgpipe_cdc_guard_paused", name), 1);
+    /* paused: the stream stages the changes, the workers claim none */
+    PQclear(PGT_EXEC(s, "INSERT INTO items SELECT g, 'b' FROM generate_series(6, 10) g"));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s'", name);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 10, 10000), 10);
+    rsrc_t_nap(1500); /* more than the workers' poll interval: they would have claimed */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' AND "
+             "NOT processed AND claimed_by IS NULL", name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 5);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_seen", name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 5);
+    PGT_EQ_INT(rsrc_t_metric(a.r, "pgpipe_cdc_guard_resumes_total", name), 0);
+    /* the pause is an alert, delivered by the source's cdc-lag rule, and
+    ** firing (the status page lists it) */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_alerts WHERE rule = 'cdc-guard' AND "
+             "subject = '%s' AND message LIKE '%%workers public.items:insert paused%%' AND "
+             "detail->>'action' = 'pause' AND (detail->>'retained_bytes')::bigint >= 4194304", name, name);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 1, 10000), 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.run_alert_state WHERE pipeline = '%s' AND "
+             "rule = 'cdc-guard' AND firing", name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 1);
+
+    /* the hold ends; a checkpoint logs the running transactions, from which
+    ** the slot's restart_lsn moves on once the stream confirms past it */
+    PQclear(PGT_EXEC(hold, "COMMIT"));
+    PQfinish(hold);
+    long long resumed = 0;
+    for (int i = 0; i < 60 && resumed != 1; i++) {
+        PQclear(PGT_EXEC(s, "CHECKPOINT"));
+        resumed = rsrc_t_wait_metric(a.r, "pgpipe_cdc_guard_resumes_total", name, 1, 500);
+    }
+    PGT_EQ_INT(resumed, 1);
+    PGT_EQ_INT(rsrc_t_metric(a.r, "pgpipe_cdc_guard_paused", name), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_seen", name);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 10, 10000), 10);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_alerts WHERE rule = 'cdc-guard' AND "
+             "message LIKE '%%workers public.items:insert resumed%%'", name);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 1, 10000), 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.run_alert_state WHERE pipeline = '%s' AND "
+             "rule = 'cdc-guard' AND firing", name);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 0, 10000), 0);
+    PGT_OK(rsrc_t_stop(&a));
+    unsetenv("RSRC_GUARD_SOURCE");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' "
+             "AND NOT active", name);
+    PGT_EQ_INT(rsrc_t_wait(s, sql, 1, 10000), 1);
+    snprintf(sql, sizeof sql, "SELECT pg_drop_replication_slot('%s')", name);
+    PQclear(PGT_EXEC(s, sql));
+    PQfinish(s);
+    pgt_db_close(c);
+}
+
+/* With --drop-slot-at, a slot that retains that much is dropped and made
+** again, and the tables come again as a snapshot: the rows streamed before
+** are staged a second time as snapshot events, then streaming goes on. */
+PGT_TEST(run_source, cdc_guard_drops_slot_and_resnapshots)
+{
+    char src[1200], dir[512], file[700], text[2048], name[64], sql[1024];
+    snprintf(name, sizeof name, "rgd_%d", (int)getpid());
+    PGconn *s = rsrc_t_guard_setup("rsrc_guard_drop", name, src, sizeof src, dir, sizeof dir);
+    PGconn *c = pgt_db_open();
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    snprintf(text, sizeof text, ".pipeline %s\n"
+             "CREATE TABLE IF NOT EXISTS public.%s_alerts (pipeline text, rule text, "
+             "subject text, message text, detail jsonb, fired_at timestamptz);\n"
+             ".source cdc %s --source-env RSRC_GUARD_SOURCE --tables items --heartbeat 1s "
+             "--slot-check 200ms --drop-slot-at 4MB\n"
+             ".alert cdc-lag --source %s --table public.%s_alerts\n",
+             name, name, name, name, name);
+    rsrc_t_write(file, text);
+    setenv("RSRC_GUARD_SOURCE", src, 1);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, pgt_dsn(), "rsrc-guard-drop");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' "
+             "AND active", name);
+    PGT_EQ_INT(rsrc_t_wait(s, sql, 1, 10000), 1);
+    PQclear(PGT_EXEC(s, "INSERT INTO items SELECT g, 'a' FROM generate_series(1, 3) g"));
+    char staged[256];
+    snprintf(staged, sizeof staged, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' "
+             "AND event_type = 'public.items:insert'", name);
+    PGT_EQ_INT(rsrc_t_wait(c, staged, 3, 10000), 3);
+    PGT_EQ_INT(rsrc_t_metric(a.r, "pgpipe_cdc_guard_slot_drops_total", name), 0);
+
+    PGconn *hold = rsrc_t_hold_wal(s, src);
+    PGT_EQ_INT(rsrc_t_wait_metric(a.r, "pgpipe_cdc_guard_slot_drops_total", name, 1, 15000), 1);
+    /* the target forgot the old slot's position */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.cdc_slots WHERE slot = '%s'", name);
+    /* the new slot waits for the hold to end (a consistent start) */
+    PQclear(PGT_EXEC(hold, "COMMIT"));
+    PQfinish(hold);
+    PGT_EQ_INT(rsrc_t_wait(s, "SELECT count(*) FROM pg_replication_slots WHERE NOT temporary AND "
+                              "database = 'rsrc_guard_drop' AND active", 1, 15000), 1);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 1, 10000), 1);
+    /* the snapshot staged the three rows again, marked as such */
+    PGT_EQ_INT(rsrc_t_wait(c, staged, 6, 15000), 6);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' AND "
+             "(payload->>'snapshot')::boolean AND payload->>'op' = 'insert'", name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 3);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.cdc_snapshot_tables WHERE slot = '%s' AND "
+             "done_at IS NOT NULL AND rows = 3", name);
+    PGT_EQ_INT(pgt_db_int(c, sql), 1);
+    /* and streaming goes on from the new slot */
+    PQclear(PGT_EXEC(s, "INSERT INTO items VALUES (4, 'b')"));
+    PGT_EQ_INT(rsrc_t_wait(c, staged, 7, 10000), 7);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM public.%s_alerts WHERE rule = 'cdc-guard' AND "
+             "message LIKE '%%dropping slot %s%%snapshot%%' AND detail->>'action' = 'drop-slot' AND "
+             "(detail->>'retained_bytes')::bigint >= 4194304", name, name);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 1, 10000), 1);
+    PGT_EQ_INT(rsrc_t_metric(a.r, "pgpipe_cdc_guard_slot_drops_total", name), 1);
+    PGT_OK(rsrc_t_stop(&a));
+    unsetenv("RSRC_GUARD_SOURCE");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' "
+             "AND NOT active", name);
+    PGT_EQ_INT(rsrc_t_wait(s, sql, 1, 10000), 1);
+    snprintf(sql, sizeof sql, "SELECT pg_drop_replication_slot('%s')", name);
+    PQclear(PGT_EXEC(s, sql));
+    PQfinish(s);
+    pgt_db_close(c);
+}
+
+/* A slot the source invalidates (wal_status lost, past
+** max_slot_wal_keep_size): with --drop-slot-at the guard drops it and
+** starts again with a snapshot; without, it only pauses the workers and
+** leaves the slot as it is. */
+PGT_TEST(run_source, cdc_guard_lost_slot)
+{
+    char src[1200], dir[512], file[700], text[2048], name[64], sql[1024], a_[80], b_[80];
+    snprintf(name, sizeof name, "rgl_%d", (int)getpid());
+    snprintf(a_, sizeof a_, "%sa", name);
+    snprintf(b_, sizeof b_, "%sb", name);
+    PGconn *s = rsrc_t_guard_setup("rsrc_guard_lost", name, src, sizeof src, dir, sizeof dir);
+    PGconn *c = pgt_db_open();
+    snprintf(file, sizeof file, "%s/handler.sql", dir);
+    rsrc_t_write(file, "SELECT count(*) FROM jsonb_array_elements($1::jsonb);\n");
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    /* a: drops (1GB is never reached: only the lost slot does it); b: pauses */
+    snprintf(text, sizeof text, ".pipeline %s\n"
+             ".source cdc %s --source-env RSRC_GUARD_SOURCE --tables items --slot-check 200ms "
+             "--drop-slot-at 1GB\n"
+             ".source cdc %s --source-env RSRC_GUARD_SOURCE --tables items --slot-check 200ms "
+             "--pause-workers 'public.items:*' --pause-at 1GB\n"
+             ".workers public.items:insert --sql handler.sql\n", name, a_, b_);
+    rsrc_t_write(file, text);
+    setenv("RSRC_GUARD_SOURCE", src, 1);
+    rsrc_t_run a;
+    rsrc_t_start(&a, file, pgt_dsn(), "rsrc-guard-lost");
+    PGT_EQ_INT(rsrc_t_wait(s, "SELECT count(*) FROM pg_replication_slots WHERE NOT temporary AND "
+                              "database = 'rsrc_guard_lost' AND active", 2, 10000), 2);
+    PQclear(PGT_EXEC(s, "INSERT INTO items SELECT g, 'a' FROM generate_series(1, 2) g"));
+    char staged[256];
+    snprintf(staged, sizeof staged, "SELECT count(*) FROM staging.raw_events WHERE source = '%s'", a_);
+    PGT_EQ_INT(rsrc_t_wait(c, staged, 2, 10000), 2);
+
+    /* both slots pinned by an open transaction, the source keeps 1 MB */
+    PGconn *hold = cdc_conn(src);
+    PQclear(PGT_EXEC(hold, "BEGIN; INSERT INTO filler (pad) VALUES ('hold')"));
+    PQclear(PGT_EXEC(s, "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'"));
+    PQclear(PGT_EXEC(s, "SELECT pg_reload_conf()"));
+    pgpipe_sleep_ms(200);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' AND "
+             "wal_status = 'lost'", b_);
+    long long lost = 0;
+    for (int i = 0; i < 10 && !(lost = pgt_db_int(s, sql)); i++) {
+        PQclear(PGT_EXEC(s, "INSERT INTO filler (pad) SELECT repeat(md5(g::text), 40) "
+                            "FROM generate_series(1, 2000) g"));
+        PQclear(PGT_EXEC(s, "SELECT pg_switch_wal()"));
+        PQclear(PGT_EXEC(s, "CHECKPOINT"));
+    }
+    /* the setting goes back before anything can fail: later tests share the source */
+    PQclear(PGT_EXEC(s, "ALTER SYSTEM RESET max_slot_wal_keep_size"));
+    PQclear(PGT_EXEC(s, "SELECT pg_reload_conf()"));
+    PGT_EQ_INT(lost, 1);
+    PGT_EQ_INT(rsrc_t_wait_metric(a.r, "pgpipe_cdc_guard_slot_drops_total", a_, 1, 15000), 1);
+    PGT_EQ_INT(rsrc_t_wait_metric(a.r, "pgpipe_cdc_guard_paused", b_, 1, 15000), 1);
+    PQclear(PGT_EXEC(hold, "COMMIT"));
+    PQfinish(hold);
+    /* a: a new slot, the two rows again from its snapshot */
+    PGT_EQ_INT(rsrc_t_wait(c, staged, 4, 15000), 4);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' AND "
+             "(payload->>'snapshot')::boolean", a_);
+    PGT_EQ_INT(pgt_db_int(c, sql), 2);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' AND "
+             "wal_status <> 'lost'", a_);
+    PGT_EQ_INT(pgt_db_int(s, sql), 1);
+    /* b: never dropped without --drop-slot-at; its workers stay paused */
+    snprintf(sql, sizeof sql, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = '%s'", b_);
+    PGT_EQ_STR(pgt_db_str(s, sql), "lost");
+    PGT_EQ_INT(rsrc_t_metric(a.r, "pgpipe_cdc_guard_slot_drops_total", b_), 0);
+    PGT_EQ_INT(rsrc_t_metric(a.r, "pgpipe_cdc_guard_paused", b_), 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.run_alerts WHERE pipeline = '%s' AND "
+             "rule = 'cdc-guard' AND ((subject = '%s' AND message LIKE '%%invalidated%%dropping%%') "
+             "OR (subject = '%s' AND message LIKE '%%(wal_status)%%paused%%'))", name, a_, b_);
+    PGT_EQ_INT(rsrc_t_wait(c, sql, 2, 10000), 2);
+    PGT_OK(rsrc_t_stop(&a));
+    unsetenv("RSRC_GUARD_SOURCE");
+    PQclear(PGT_EXEC(s, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        "WHERE database = 'rsrc_guard_lost' AND NOT active"));
+    PQfinish(s);
+    pgt_db_close(c);
+}

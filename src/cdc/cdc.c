@@ -9,7 +9,17 @@
 ** per transaction for one it streams while in progress (no size limit in
 ** memory). Each record is "event_type TAB payload-without-its-end", both
 ** already in COPY text form; the commit adds the source, the commit's LSN
-** and time, and sends them with COPY in one transaction with the LSN.
+** and time, and sends them with COPY into the open target transaction.
+**
+** Group commit: the target transaction stays open across source commits
+** while the stream has more to read, and commits, with the end LSN of its
+** last source transaction, when the stream has nothing more buffered, or
+** after CDC_GROUP_EVENTS events or CDC_GROUP_US. Catching up, one target
+** commit (its fsync, its round trips) serves dozens of source
+** transactions, and the target parses a COPY that never stops while the
+** source decodes the next ones. Idle or streaming live, each source
+** transaction still commits on its own at once. Nothing is confirmed to
+** the source before the group's commit, so exactly once holds as before.
 */
 #include "pp_cdc.h"
 
@@ -29,6 +39,24 @@ typedef struct cdc_spool {
     cdc_sub *subs;
     int nsubs, capsubs;
 } cdc_spool;
+
+/* What one change wrote, until it is written to pgpipe.cdc_toast
+** (cdc_toast_*): 'i' columns of a row kept or forgotten, 'd' the row
+** forgotten (deleted, inserted anew, its key changed), 't' the table
+** forgotten (truncated). */
+typedef struct cdc_img {
+    uint32_t xid;               /* the top-level transaction */
+    int done;                   /* it committed on the source: to write (cdc_toast_flush) */
+    uint64_t commit_lsn;        /* then its commit LSN */
+    char kind;
+    long off;                   /* streamed: where its record starts in the spool */
+    unsigned hash;              /* of table and key */
+    int next;                   /* the next older entry of its hash chain; -1 */
+    char *table, *key;          /* "schema.table"; key NULL for 't' */
+    char *vals;                 /* 'i': per column "col\0" 'S' "value\0" (kept)
+                                   or "col\0" 'X' "\0" (forgotten) */
+    size_t nvals;
+} cdc_img;
 
 struct pgpipe_cdc {
     pp_handle h;
@@ -50,17 +78,55 @@ struct pgpipe_cdc {
     cdc_spool *spools;          /* streamed transactions in progress */
     int nspools, capspools;
     cdc_spool *cur;             /* inside a Stream Start .. Stop block */
-    pp_buf js, line, copy;      /* scratch */
+    pp_buf js, line, copy, tail; /* scratch */
     uint64_t final_lsn;         /* the open transaction's commit LSN (Begin) */
+    /* the target transaction open for a group of source transactions: its
+    ** COPY is in progress; grp_end is the end LSN of its last one */
+    int grp_open;
+    uint64_t grp_end;
+    int64_t grp_ts, grp_started_us;
+    long long grp_txns, grp_events;
+    /* the target session: set up (tgt_ready) after each connection; its
+    ** commits do not wait for the WAL flush (async_commit) unless the
+    ** target has synchronous standbys; the groups committed but maybe not
+    ** yet flushed there, by their end LSN at the source and the target's
+    ** WAL insert position after their commit, oldest first */
+    int tgt_ready, async_commit;
+    struct cdc_pend { uint64_t remote, local; } *pend;
+    int npend, cappend;
+    int64_t last_flush_us;
     /* tables whose snapshot is newer than the stream: their changes that
     ** committed before it are in the snapshot */
     struct cdc_skip { char *table; uint64_t lsn; } *skips;
     int nskips;
     int64_t last_status_us, last_activity_us;
+    /* unchanged TOAST values (cdc_toast_*): what the changes not yet
+    ** written wrote, by hash of table and key; the tables with kept
+    ** values on the target; scratch for a filled tuple */
+    cdc_img *imgs;
+    int nimgs, capimgs;
+    int *heads;
+    int nheads;
+    size_t img_mem;
+    char **ttabs;
+    int nttabs, capttabs;
+    pp_cdc_tuple tfill;
+    PGresult *tres;
+    PGconn *tlook;              /* the target, for the table's values: tgt may be in a COPY */
+    pp_buf tname, tkey, tokey, tvals;
     atomic_int stop;
     _Atomic long long n_txn, n_events, n_skipped, n_reconnects;
     _Atomic uint64_t st_applied, st_confirmed, st_received;
 };
+
+/* A group's target transaction commits at the latest after this many
+** events or this long (the redo after a failure, the staging latency). */
+#define CDC_GROUP_EVENTS 50000
+#define CDC_GROUP_US 500000
+
+static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int which);
+static int cdc_toast_load(pgpipe_cdc *c);
+static int cdc_toast_snapshot(pgpipe_cdc *c, PGconn *ss, const char *name, const char *quoted);
 
 /* PostgreSQL's epoch (2000-01-01) in Unix seconds. */
 #define CDC_PG_EPOCH 946684800LL
@@ -144,6 +210,22 @@ static int cdc_tuple(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, int 
     return rc == PGPIPE_OK ? pp_buf_putc(b, '}') : rc;
 }
 
+/* ,"what":["col",..] of the columns of kind in t; nothing when none. */
+static int cdc_names(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, char kind,
+                     const char *what)
+{
+    int rc = PGPIPE_OK, first = 1;
+    for (int k = 0; rc == PGPIPE_OK && k < t->n; k++) {
+        if (t->v[k].kind != kind)
+            continue;
+        rc = first ? pp_buf_appendf(b, ",\"%s\":[", what) : pp_buf_putc(b, ',');
+        first = 0;
+        if (rc == PGPIPE_OK)
+            rc = pp_json_str(b, r->cols[k].name, strlen(r->cols[k].name), 0);
+    }
+    return rc == PGPIPE_OK && !first ? pp_buf_putc(b, ']') : rc;
+}
+
 PGPIPE_PRIVATE int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const pp_cdc_msg *m,
                                      int i, uint32_t xid)
 {
@@ -170,17 +252,10 @@ PGPIPE_PRIVATE int pp_cdc_event_json(pp_buf *b, const pp_cdc_decoder *d, const p
         rc = pp_buf_append(b, ",\"row\":", 7);
         if (rc == PGPIPE_OK)
             rc = cdc_tuple(b, r, m->newt, 0);
-        int first = 1;
-        for (int k = 0; rc == PGPIPE_OK && k < m->newt->n; k++) {
-            if (m->newt->v[k].kind != 'u')
-                continue;
-            rc = pp_buf_append(b, first ? ",\"unchanged\":[" : ",", first ? 14 : 1);
-            first = 0;
-            if (rc == PGPIPE_OK)
-                rc = pp_json_str(b, r->cols[k].name, strlen(r->cols[k].name), 0);
-        }
-        if (rc == PGPIPE_OK && !first)
-            rc = pp_buf_putc(b, ']');
+        if (rc == PGPIPE_OK)
+            rc = cdc_names(b, r, m->newt, 'u', "unchanged");
+        if (rc == PGPIPE_OK)
+            rc = cdc_names(b, r, m->newt, 'f', "filled");
     }
     if (rc == PGPIPE_OK && m->oldt) {
         rc = pp_buf_append(b, ",\"old\":", 7);
@@ -514,6 +589,8 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
             }
         }
     }
+    if (rc == PGPIPE_OK) /* the rows are images of unchanged TOAST values */
+        rc = cdc_toast_snapshot(c, ss, name, quoted);
     if (rc == PGPIPE_OK) {
         char nrows[32];
         snprintf(nrows, sizeof nrows, "%lld", rows);
@@ -654,7 +731,8 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
     if ((rc = cdc_publication(c, opt->tables, opt->create)) != PGPIPE_OK ||
         (rc = cdc_connect(c, &c->repl, c->source, 1, "source (replication)")) != PGPIPE_OK ||
         (rc = cdc_slot(c, opt->create, opt->snapshot)) != PGPIPE_OK ||
-        (rc = cdc_snapshot(c)) != PGPIPE_OK)
+        (rc = cdc_snapshot(c)) != PGPIPE_OK ||
+        (rc = cdc_toast_load(c)) != PGPIPE_OK)
         return rc;
     return PGPIPE_OK;
 }
@@ -712,10 +790,14 @@ static void cdc_spool_drop(pgpipe_cdc *c, cdc_spool *s)
         c->cur = &c->spools[i];
 }
 
+static void cdc_group_abort(pgpipe_cdc *c);
+
 /* Forget everything in flight: after a failure the stream starts again
 ** from the applied LSN, and the server sends the relations again. */
 static void cdc_reset(pgpipe_cdc *c)
 {
+    if (c->grp_open)
+        cdc_group_abort(c);
     if (c->repl)
         PQfinish(c->repl);
     c->repl = NULL;
@@ -726,7 +808,9 @@ static void cdc_reset(pgpipe_cdc *c)
     while (c->nspools)
         cdc_spool_drop(c, &c->spools[c->nspools - 1]);
     c->cur = NULL;
+    c->npend = 0;
     c->ack = c->applied;
+    cdc_toast_drop(c, 0, 0, 1); /* TOAST images of transactions not staged */
 }
 
 static int cdc_start(pgpipe_cdc *c)
@@ -796,6 +880,734 @@ static int cdc_skipped_line(pgpipe_cdc *c, const char *rec, size_t n, uint64_t l
     return 0;
 }
 
+/* ---- unchanged TOAST values: the last staged image of each row --------
+** pgoutput does not send a value stored out of line (TOASTed) that an
+** update left unchanged (kind 'u'). The change that wrote the value sent
+** it in full: pgpipe.cdc_toast keeps, per row (its replica identity key,
+** as in "old") and column, the value of the column's last staged write
+** when that write may be stored out of line, written in the target
+** transaction that stages the change; a 'u' is filled from it ("filled").
+**
+** Which writes: PostgreSQL moves values out of line only from a row over
+** TOAST_TUPLE_THRESHOLD (about 2 kB stored, 8 kB pages), and never one of
+** under 24 bytes stored. A row whose written values' text and TOAST
+** pointers (24 bytes each) total CDC_TOAST_ROW or more keeps its written
+** values of CDC_TOAST_VALUE bytes or more; in a table with kept values
+** (ttabs), a smaller row's such values are forgotten. A row never big
+** costs nothing; a table with kept values pays one statement per
+** transaction for its changes. The text of most types is at least their
+** stored size; a value stored larger than its text (arrays of small
+** numbers) may go out of line from a row under the threshold: its 'u'
+** then stays unchanged (or, if its text is under 24 bytes, may take the
+** column's last big value: a very wide row only).
+**
+** A transaction's writes wait in memory until the target transaction of
+** its group writes them (cdc_group_commit), in order, with
+** the spool offset of their record (a rolled-back subtransaction takes its
+** own away), at most CDC_TOAST_MEM bytes of values: beyond, the column is
+** forgotten instead. A 'u' looks at the transaction's own writes first,
+** and those of the committed transactions of the open group, newest
+** first (two changes of one row in one transaction), then the table (one
+** round trip on a connection of its own, tlook, as the group's COPY may be
+** in progress on tgt; only for a change with a 'u'). An insert or a
+** delete forgets the row first, a changed key moves the row's kept values
+** to the new key, a truncate forgets the table. REPLICA IDENTITY FULL: the
+** old row holds the value, nothing is kept; NOTHING or no key: nothing to
+** key it by, the 'u' stays unchanged. */
+
+#define CDC_TOAST_ROW   1800
+#define CDC_TOAST_VALUE 24
+#define CDC_TOAST_MEM   ((size_t)64 * 1024 * 1024)
+
+static unsigned cdc_toast_hash(const char *table, const char *key)
+{
+    unsigned h = 2166136261u;
+    for (const char *p = table; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ 0xFF) * 16777619u;
+    for (const char *p = key ? key : ""; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+static int cdc_toast_reindex(pgpipe_cdc *c, int need)
+{
+    if (need > c->nheads / 2 || !c->heads) {
+        int n = c->nheads ? c->nheads : 64;
+        while (need > n / 2)
+            n *= 2;
+        int *h = pp_realloc(c->heads, (size_t)n * sizeof *h);
+        if (!h)
+            return PGPIPE_NOMEM;
+        c->heads = h;
+        c->nheads = n;
+    }
+    for (int i = 0; i < c->nheads; i++)
+        c->heads[i] = -1;
+    for (int i = 0; i < c->nimgs; i++) {
+        int *head = &c->heads[c->imgs[i].hash & (unsigned)(c->nheads - 1)];
+        c->imgs[i].next = *head;
+        *head = i;
+    }
+    return PGPIPE_OK;
+}
+
+static void cdc_img_free(pgpipe_cdc *c, cdc_img *e)
+{
+    c->img_mem -= e->nvals;
+    pp_free(e->table);
+    pp_free(e->key);
+    pp_free(e->vals);
+}
+
+/* Take away images: which 0, those of the open transaction xid from spool
+** offset off on (0: all of them); 1 every image; 2 the committed ones. */
+static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int which)
+{
+    int k = 0, gone = 0;
+    for (int i = 0; i < c->nimgs; i++) {
+        cdc_img *e = &c->imgs[i];
+        if (which == 1 || (which == 2 && e->done) ||
+            (which == 0 && !e->done && e->xid == xid && e->off >= off)) {
+            cdc_img_free(c, e);
+            gone = 1;
+        } else {
+            c->imgs[k++] = *e;
+        }
+    }
+    c->nimgs = k;
+    if (gone)
+        cdc_toast_reindex(c, 0); /* shrinking: cannot fail */
+}
+
+static int cdc_toast_add(pgpipe_cdc *c, uint32_t xid, char kind, long off, const char *table,
+                         const char *key, const char *vals, size_t nvals)
+{
+    if (c->nimgs == c->capimgs) {
+        int cap = c->capimgs ? c->capimgs * 2 : 16;
+        cdc_img *n = pp_realloc(c->imgs, (size_t)cap * sizeof *n);
+        if (!n)
+            return PGPIPE_NOMEM;
+        c->imgs = n;
+        c->capimgs = cap;
+    }
+    cdc_img *e = &c->imgs[c->nimgs];
+    memset(e, 0, sizeof *e);
+    e->xid = xid;
+    e->kind = kind;
+    e->off = off;
+    e->hash = cdc_toast_hash(table, key);
+    e->table = pp_strdup(table);
+    e->key = key ? pp_strdup(key) : NULL;
+    e->vals = nvals ? pp_malloc(nvals) : NULL;
+    if (!e->table || (key && !e->key) || (nvals && !e->vals)) {
+        pp_free(e->table);
+        pp_free(e->key);
+        pp_free(e->vals);
+        return PGPIPE_NOMEM;
+    }
+    if (nvals)
+        memcpy(e->vals, vals, nvals);
+    e->nvals = nvals;
+    c->img_mem += nvals;
+    c->nimgs++;
+    if (c->nimgs > c->nheads / 2)
+        return cdc_toast_reindex(c, c->nimgs);
+    int *head = &c->heads[e->hash & (unsigned)(c->nheads - 1)];
+    e->next = *head;
+    *head = c->nimgs - 1;
+    return PGPIPE_OK;
+}
+
+/* What a change of transaction xid sees: its own writes and those of
+** transactions committed before it, not written to the target yet. */
+static inline int cdc_img_seen(const cdc_img *e, uint32_t xid)
+{
+    return e->done || e->xid == xid;
+}
+
+/* The newest image xid sees for table and key (key NULL: the table's
+** truncate), or -1. */
+static int cdc_toast_find(const pgpipe_cdc *c, uint32_t xid, const char *table, const char *key)
+{
+    if (!c->nimgs)
+        return -1;
+    unsigned h = cdc_toast_hash(table, key);
+    for (int i = c->heads[h & (unsigned)(c->nheads - 1)]; i >= 0; i = c->imgs[i].next) {
+        const cdc_img *e = &c->imgs[i];
+        if (e->hash == h && cdc_img_seen(e, xid) && !strcmp(e->table, table) &&
+            (key ? e->key && !strcmp(e->key, key) : !e->key))
+            return i;
+    }
+    return -1;
+}
+
+/* Does the target remember values of nsp.name? */
+static int cdc_toast_known(const pgpipe_cdc *c, const char *nsp, const char *name)
+{
+    size_t nl = strlen(nsp);
+    for (int i = 0; i < c->nttabs; i++) {
+        const char *t = c->ttabs[i];
+        if (!strncmp(t, nsp, nl) && t[nl] == '.' && !strcmp(t + nl + 1, name))
+            return 1;
+    }
+    return 0;
+}
+
+static int cdc_toast_know(pgpipe_cdc *c, const char *table)
+{
+    for (int i = 0; i < c->nttabs; i++)
+        if (!strcmp(c->ttabs[i], table))
+            return PGPIPE_OK;
+    if (c->nttabs == c->capttabs) {
+        int cap = c->capttabs ? c->capttabs * 2 : 8;
+        char **n = pp_realloc(c->ttabs, (size_t)cap * sizeof *n);
+        if (!n)
+            return PGPIPE_NOMEM;
+        c->ttabs = n;
+        c->capttabs = cap;
+    }
+    if (!(c->ttabs[c->nttabs] = pp_strdup(table)))
+        return PGPIPE_NOMEM;
+    c->nttabs++;
+    return PGPIPE_OK;
+}
+
+/* The tables with remembered values of the slot (a skip scan of the key). */
+static int cdc_toast_load(pgpipe_cdc *c)
+{
+    const char *p[1] = { c->slot };
+    PGresult *r = NULL;
+    int rc = pp_exec(c->tgt,
+                     "WITH RECURSIVE t(n) AS (SELECT min(table_name) FROM pgpipe.cdc_toast "
+                     "WHERE slot = $1 UNION ALL SELECT (SELECT min(table_name) FROM "
+                     "pgpipe.cdc_toast WHERE slot = $1 AND table_name > t.n) FROM t "
+                     "WHERE t.n IS NOT NULL) SELECT n FROM t WHERE n IS NOT NULL",
+                     1, p, &r, &c->h.err, "cdc: reading the remembered TOAST values");
+    for (int i = 0; rc == PGPIPE_OK && i < PQntuples(r); i++)
+        if (cdc_toast_know(c, PQgetvalue(r, i, 0)) != PGPIPE_OK)
+            rc = pp_err_nomem(&c->h.err);
+    PQclear(r);
+    return rc;
+}
+
+/* The row's key ({"col":value,..} of the replica identity, as in "old")
+** into b; 0 when the tuple lacks a key column. */
+static int cdc_toast_key(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, int *rc)
+{
+    b->len = 0;
+    for (int i = 0; i < t->n && i < r->ncols; i++)
+        if (r->cols[i].key && (t->v[i].kind == 'u' || t->v[i].kind == 'n'))
+            return 0;
+    *rc = cdc_tuple(b, r, t, 1);
+    if (*rc == PGPIPE_OK)
+        *rc = pp_buf_putc(b, '\0');
+    return *rc == PGPIPE_OK;
+}
+
+/* Insert the rows' values gathered in ins (a JSON array, open) into the
+** open target transaction. */
+static int cdc_toast_put(pgpipe_cdc *c, pp_buf *ins)
+{
+    if (!ins->len)
+        return PGPIPE_OK;
+    if (pp_buf_append(ins, "]", 2) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *p[2] = { c->slot, ins->data };
+    int rc = pp_exec(c->tgt, "INSERT INTO pgpipe.cdc_toast (slot, table_name, key, col, value) "
+                             "SELECT $1, e->>0, e->>1, e->>2, e->>3 FROM "
+                             "json_array_elements($2::json) e ON CONFLICT (slot, table_name, key, col) "
+                             "DO UPDATE SET value = EXCLUDED.value", 2, p, NULL, &c->h.err,
+                     "cdc: remembering the snapshot's TOAST values");
+    ins->len = 0;
+    return rc;
+}
+
+/* One mention of an image's "col\0" 'S' "value\0" (set) or "col\0" 'X' "\0"
+** (forgotten); returns the next. */
+static const char *cdc_mention(const char *p, const char **col, char *flag, const char **val,
+                               size_t *vl)
+{
+    *col = p;
+    p += strlen(p) + 1;
+    *flag = *p++;
+    *val = p;
+    *vl = strlen(p);
+    return p + *vl + 1;
+}
+
+/* Fill the 'u' columns of c->tfill an image mentions; a forgotten one
+** becomes 'U' (decided: stays unchanged). */
+static void cdc_toast_apply(pgpipe_cdc *c, const pp_cdc_rel *r, const char *vals, size_t n)
+{
+    for (const char *p = vals, *lim = vals + n; p < lim;) {
+        const char *col, *val;
+        char flag;
+        size_t vl;
+        p = cdc_mention(p, &col, &flag, &val, &vl);
+        for (int k = 0; k < c->tfill.n && k < r->ncols; k++)
+            if (c->tfill.v[k].kind == 'u' && !strcmp(r->cols[k].name, col)) {
+                c->tfill.v[k].kind = flag == 'S' ? 'f' : 'U';
+                c->tfill.v[k].data = val;
+                c->tfill.v[k].len = (uint32_t)vl;
+            }
+    }
+}
+
+static int cdc_mention_add(pp_buf *b, const char *col, const char *val, size_t vl)
+{
+    if (pp_buf_append(b, col, strlen(col) + 1) || pp_buf_putc(b, val ? 'S' : 'X') ||
+        (val && pp_buf_append(b, val, vl)) || pp_buf_putc(b, '\0'))
+        return PGPIPE_NOMEM;
+    return PGPIPE_OK;
+}
+
+/* The change m of relation r in transaction xid (streamed: its record
+** goes next into the spool s): fill its 'u' columns into *fm (then
+** *em = fm) and keep what it wrote. Called by cdc_record before it writes
+** the record. What a row's entry holds, per column: the value of its last
+** write when that may be stored out of line; a column written otherwise
+** in a table with remembered values is forgotten. */
+static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel *r, uint32_t xid,
+                            cdc_spool *s, pp_cdc_msg *fm, const pp_cdc_msg **em)
+{
+    *em = m;
+    if (c->tres) {
+        PQclear(c->tres);
+        c->tres = NULL;
+    }
+    int rc = PGPIPE_OK;
+    if (m->type == 'T') {
+        if (!cdc_toast_known(c, r->nsp, r->name))
+            return PGPIPE_OK;
+        long off = s ? ftell(s->f) : 0;
+        c->tname.len = 0;
+        if (pp_buf_appendf(&c->tname, "%s.%s", r->nsp, r->name) != PGPIPE_OK ||
+            cdc_toast_add(c, xid, 't', off, c->tname.data, NULL, NULL, 0) != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+        return PGPIPE_OK;
+    }
+    int keyed = 0;
+    if (r->ident == 'd' || r->ident == 'i')
+        for (int k = 0; k < r->ncols && !keyed; k++)
+            keyed = r->cols[k].key;
+    const pp_cdc_tuple *nt = m->newt;
+    int nu = 0;
+    size_t total = 0;
+    for (int k = 0; nt && k < nt->n; k++) {
+        if (nt->v[k].kind == 'u')
+            nu++, total += CDC_TOAST_VALUE; /* in the row: its TOAST pointer */
+        else if (nt->v[k].kind != 'n')
+            total += nt->v[k].len;
+    }
+    /* the common case costs these two loops: a table with no remembered
+    ** values, a row too small to have any out of line */
+    int known = keyed && cdc_toast_known(c, r->nsp, r->name);
+    if (!nu && (!keyed || (!known && total < CDC_TOAST_ROW)))
+        return PGPIPE_OK;
+    c->tname.len = 0;
+    if (pp_buf_appendf(&c->tname, "%s.%s", r->nsp, r->name) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *table = c->tname.data;
+    long off = s ? ftell(s->f) : 0;
+    int oldkey = 0;
+    if (keyed && m->oldt && m->old_kind == 'K') {
+        oldkey = cdc_toast_key(&c->tokey, r, m->oldt, &rc);
+        if (rc != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+    }
+    if (m->type == 'D') {
+        if (oldkey && known && cdc_toast_add(c, xid, 'd', off, table, c->tokey.data, NULL, 0))
+            return pp_err_nomem(&c->h.err);
+        return PGPIPE_OK;
+    }
+
+    if (nu) {
+        if (c->tfill.cap < nt->n) {
+            pp_cdc_value *v = pp_realloc(c->tfill.v, (size_t)nt->n * sizeof *v);
+            if (!v)
+                return pp_err_nomem(&c->h.err);
+            c->tfill.v = v;
+            c->tfill.cap = nt->n;
+        }
+        c->tfill.n = nt->n;
+        memcpy(c->tfill.v, nt->v, (size_t)nt->n * sizeof *nt->v);
+        if (m->oldt && m->old_kind == 'O') {
+            /* REPLICA IDENTITY FULL: the old row has the value in full */
+            for (int k = 0; k < nt->n && k < m->oldt->n; k++)
+                if (nt->v[k].kind == 'u' && m->oldt->v[k].kind == 't') {
+                    c->tfill.v[k] = m->oldt->v[k];
+                    c->tfill.v[k].kind = 'f';
+                }
+        } else if (keyed) {
+            /* the row's last image: under its old key when the key changed;
+            ** this transaction's own writes first, newest first */
+            const char *key = NULL;
+            if (oldkey)
+                key = c->tokey.data;
+            else if (cdc_toast_key(&c->tkey, r, nt, &rc))
+                key = c->tkey.data;
+            if (rc != PGPIPE_OK)
+                return pp_err_nomem(&c->h.err);
+            int t = key ? cdc_toast_find(c, xid, table, NULL) : -1, walk = key != NULL;
+            int ask = key && t < 0 && known; /* a truncate: nothing older counts */
+            unsigned h = key ? cdc_toast_hash(table, key) : 0;
+            for (int i = key && c->nimgs ? c->heads[h & (unsigned)(c->nheads - 1)] : -1;
+                 i > t && walk; i = c->imgs[i].next) {
+                const cdc_img *e = &c->imgs[i];
+                if (e->hash != h || !cdc_img_seen(e, xid) || !e->key || strcmp(e->table, table) ||
+                    strcmp(e->key, key))
+                    continue;
+                if (e->kind == 'd')
+                    walk = ask = 0; /* forgotten: nothing older counts */
+                else
+                    cdc_toast_apply(c, r, e->vals, e->nvals);
+            }
+            int left = 0;
+            for (int k = 0; k < c->tfill.n; k++)
+                left += c->tfill.v[k].kind == 'u';
+            if (ask && left && c->tlook && PQstatus(c->tlook) != CONNECTION_OK) {
+                PQfinish(c->tlook);
+                c->tlook = NULL;
+            }
+            if (ask && left && !c->tlook &&
+                (rc = cdc_connect(c, &c->tlook, c->target, 0, "target")) != PGPIPE_OK)
+                return rc;
+            if (ask && left) {
+                /* what committed: the open group's writes are still in memory */
+                const char *p[3] = { c->slot, table, key };
+                rc = pp_exec(c->tlook, "SELECT col, value FROM pgpipe.cdc_toast WHERE slot = $1 "
+                                     "AND table_name = $2 AND key = $3", 3, p, &c->tres,
+                             &c->h.err, "cdc: reading a row's unchanged TOAST values");
+                if (rc != PGPIPE_OK)
+                    return rc;
+                for (int i = 0; i < PQntuples(c->tres); i++) {
+                    const char *col = PQgetvalue(c->tres, i, 0);
+                    for (int k = 0; k < c->tfill.n && k < r->ncols; k++)
+                        if (c->tfill.v[k].kind == 'u' && !strcmp(r->cols[k].name, col)) {
+                            c->tfill.v[k].kind = 'f';
+                            c->tfill.v[k].data = PQgetvalue(c->tres, i, 1);
+                            c->tfill.v[k].len = (uint32_t)PQgetlength(c->tres, i, 1);
+                        }
+                }
+            }
+            for (int k = 0; k < c->tfill.n; k++)
+                if (c->tfill.v[k].kind == 'U')
+                    c->tfill.v[k].kind = 'u';
+        }
+        *fm = *m;
+        fm->newt = &c->tfill;
+        *em = fm;
+        nt = &c->tfill;
+    }
+    if (!keyed || (m->oldt && m->old_kind == 'O'))
+        return PGPIPE_OK;
+
+    /* what the change wrote: a value that may be out of line is kept, one
+    ** written otherwise forgotten (a table with none kept: nothing to
+    ** forget); an unchanged one stays, or moves with a changed key */
+    int newkey = cdc_toast_key(&c->tkey, r, nt, &rc);
+    if (rc != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    int moved = oldkey && (!newkey || strcmp(c->tokey.data, c->tkey.data) != 0);
+    if ((moved || (m->type == 'I' && newkey)) && known &&
+        cdc_toast_add(c, xid, 'd', off, table, moved ? c->tokey.data : c->tkey.data, NULL, 0))
+        return pp_err_nomem(&c->h.err);
+    if (!newkey)
+        return PGPIPE_OK;
+    int big = total >= CDC_TOAST_ROW, kept = 0;
+    c->tvals.len = 0;
+    for (int k = 0; k < nt->n && k < r->ncols; k++) {
+        const pp_cdc_value *v = &nt->v[k];
+        const char *col = r->cols[k].name;
+        if (v->kind == 'f' && moved)
+            rc = cdc_mention_add(&c->tvals, col, v->data, v->len);
+        else if (v->kind != 't' || v->len < CDC_TOAST_VALUE)
+            continue;
+        else if (big && !memchr(v->data, '\0', v->len) &&
+                 c->img_mem + c->tvals.len + v->len <= CDC_TOAST_MEM)
+            rc = cdc_mention_add(&c->tvals, col, v->data, v->len), kept = 1;
+        else if (known || kept)
+            rc = cdc_mention_add(&c->tvals, col, NULL, 0);
+        if (rc != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+    }
+    if (!c->tvals.len)
+        return PGPIPE_OK;
+    if (cdc_toast_add(c, xid, 'i', off, table, c->tkey.data, c->tvals.data, c->tvals.len) ||
+        cdc_toast_know(c, table))
+        return pp_err_nomem(&c->h.err);
+    return PGPIPE_OK;
+}
+
+/* Add [f0,f1,..] (NULL: null) to the JSON array b. */
+static int cdc_json_row(pp_buf *b, const char *const *f, const size_t *n, int nf)
+{
+    int rc = pp_buf_putc(b, b->len ? ',' : '[');
+    for (int k = 0; k < nf && rc == PGPIPE_OK; k++) {
+        rc = pp_buf_putc(b, k ? ',' : '[');
+        if (rc == PGPIPE_OK)
+            rc = f[k] ? pp_json_str(b, f[k], n ? n[k] : strlen(f[k]), 0) : pp_buf_append(b, "null", 4);
+    }
+    return rc == PGPIPE_OK ? pp_buf_putc(b, ']') : rc;
+}
+
+/* Transaction xid committed on the source at commit_lsn: its writes are
+** to be written (cdc_toast_flush), and seen by later changes until then. */
+static void cdc_toast_commit(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
+{
+    for (int i = 0; i < c->nimgs; i++)
+        if (!c->imgs[i].done && c->imgs[i].xid == xid) {
+            c->imgs[i].done = 1;
+            c->imgs[i].commit_lsn = commit_lsn;
+        }
+}
+
+/* Write what the committed transactions wrote (cdc_toast_commit), in the
+** open target transaction that stages them (not inside a COPY): per row
+** and column the newest write decides; a forgotten row goes, then its
+** newer writes; a truncate forgets the table. Nothing to write, nothing
+** sent. The committed images are taken away either way. */
+static int cdc_toast_flush(pgpipe_cdc *c)
+{
+    int rc = PGPIPE_OK, n = 0;
+    for (int i = 0; i < c->nimgs && !n; i++)
+        n = c->imgs[i].done;
+    if (!n)
+        return PGPIPE_OK;
+    pp_buf del = { 0, 0, 0 }, ins = { 0, 0, 0 }, tru = { 0, 0, 0 };
+    const char **truncated = pp_calloc((size_t)c->nimgs + 1, sizeof *truncated);
+    int ntrunc = 0;
+    if (!truncated)
+        rc = PGPIPE_NOMEM;
+    for (int i = c->nimgs - 1; rc == PGPIPE_OK && i >= 0; i--) {
+        const cdc_img *e = &c->imgs[i];
+        if (!e->done)
+            continue;
+        /* a table whose snapshot is newer than this commit has it already */
+        int skip = 0;
+        for (int k = 0; k < c->nskips && !skip; k++)
+            skip = e->commit_lsn < c->skips[k].lsn && !strcmp(c->skips[k].table, e->table);
+        for (int k = 0; k < ntrunc && !skip; k++)
+            skip = !strcmp(truncated[k], e->table);
+        if (skip)
+            continue;
+        if (e->kind == 't') {
+            truncated[ntrunc++] = e->table;
+            rc = pp_buf_putc(&tru, tru.len ? ',' : '[');
+            if (rc == PGPIPE_OK)
+                rc = pp_json_str(&tru, e->table, strlen(e->table), 0);
+            continue;
+        }
+        /* the newer writes of the same row */
+        int gone = 0;
+        for (int k = c->heads[e->hash & (unsigned)(c->nheads - 1)]; k > i && !gone;
+             k = c->imgs[k].next) {
+            const cdc_img *o = &c->imgs[k];
+            gone = o->kind == 'd' && o->done && o->hash == e->hash &&
+                   !strcmp(o->table, e->table) && !strcmp(o->key, e->key);
+        }
+        if (gone)
+            continue;
+        if (e->kind == 'd') {
+            const char *f[3] = { e->table, e->key, NULL };
+            rc = cdc_json_row(&del, f, NULL, 3);
+            continue;
+        }
+        for (const char *p = e->vals, *lim = e->vals + e->nvals; rc == PGPIPE_OK && p < lim;) {
+            const char *col, *val;
+            char flag;
+            size_t vl;
+            p = cdc_mention(p, &col, &flag, &val, &vl);
+            int newer = 0;
+            for (int k = c->heads[e->hash & (unsigned)(c->nheads - 1)]; k > i && !newer;
+                 k = c->imgs[k].next) {
+                const cdc_img *o = &c->imgs[k];
+                if (o->kind != 'i' || !o->done || o->hash != e->hash ||
+                    strcmp(o->table, e->table) || strcmp(o->key, e->key))
+                    continue;
+                for (const char *q = o->vals, *ql = o->vals + o->nvals; q < ql && !newer;) {
+                    const char *c2, *v2;
+                    char f2;
+                    size_t l2;
+                    q = cdc_mention(q, &c2, &f2, &v2, &l2);
+                    newer = !strcmp(c2, col);
+                }
+            }
+            if (newer)
+                continue;
+            const char *f[4] = { e->table, e->key, col, val };
+            size_t fl[4] = { strlen(e->table), strlen(e->key), strlen(col), vl };
+            rc = flag == 'S' ? cdc_json_row(&ins, f, fl, 4) : cdc_json_row(&del, f, fl, 3);
+        }
+    }
+    pp_free(truncated);
+    if (rc == PGPIPE_OK && tru.len)
+        rc = pp_buf_append(&tru, "]", 2);
+    if (rc == PGPIPE_OK && del.len)
+        rc = pp_buf_append(&del, "]", 2);
+    if (rc != PGPIPE_OK)
+        rc = pp_err_nomem(&c->h.err);
+    if (rc == PGPIPE_OK && tru.len) {
+        const char *p[2] = { c->slot, tru.data };
+        rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast WHERE slot = $1 AND table_name IN "
+                             "(SELECT json_array_elements_text($2::json))", 2, p, NULL, &c->h.err,
+                     "cdc: forgetting a truncated table's TOAST values");
+    }
+    if (rc == PGPIPE_OK && del.len) {
+        /* [table, key, column or null for the whole row] */
+        const char *p[2] = { c->slot, del.data };
+        rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast t USING (SELECT e->>0 tb, e->>1 k, "
+                             "e->>2 col FROM json_array_elements($2::json) e) u WHERE t.slot = $1 "
+                             "AND t.table_name = u.tb AND t.key = u.k AND (u.col IS NULL OR "
+                             "t.col = u.col)", 2, p, NULL, &c->h.err,
+                     "cdc: forgetting rows' TOAST values");
+    }
+    if (rc == PGPIPE_OK)
+        rc = cdc_toast_put(c, &ins);
+    pp_buf_free(&tru);
+    pp_buf_free(&del);
+    pp_buf_free(&ins);
+    cdc_toast_drop(c, 0, 0, 2);
+    return rc;
+}
+
+/* The snapshot's rows are images too: under the same snapshot (ss), the
+** values of the rows of one table that may be stored out of line (stored
+** over CDC_TOAST_ROW bytes: pg_column_size reads no TOAST) go into
+** pgpipe.cdc_toast in the target transaction that stages the table.
+** Called by cdc_snapshot_table after the COPY. */
+static int cdc_toast_snapshot(pgpipe_cdc *c, PGconn *ss, const char *name, const char *quoted)
+{
+    const char *p[1] = { quoted };
+    PGresult *cat = NULL;
+    int rc = pp_exec(ss,
+                     "SELECT quote_ident(a.attname), a.attlen, a.attnum = ANY (i.indkey::int2[]), "
+                     "c.relreplident FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+                     "LEFT JOIN pg_index i ON i.indrelid = c.oid AND ((c.relreplident = 'd' AND "
+                     "i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)) "
+                     "WHERE c.oid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+                     "ORDER BY a.attnum", 1, p, &cat, &c->h.err,
+                     "cdc: the snapshot table's columns");
+    if (rc != PGPIPE_OK)
+        return rc;
+    int n = PQntuples(cat), keys = 0, wide = 0;
+    long fixed = 0;
+    pp_buf q = { 0, 0, 0 }, cond = { 0, 0, 0 };
+    for (int i = 0; i < n; i++) {
+        int len = atoi(PQgetvalue(cat, i, 1));
+        keys += !strcmp(PQgetvalue(cat, i, 2), "t");
+        if (len > 0) {
+            fixed += len;
+        } else {
+            wide++;
+            rc |= pp_buf_appendf(&cond, "%scoalesce(pg_column_size(%s), 0)", cond.len ? " + " : "",
+                                 PQgetvalue(cat, i, 0));
+        }
+        rc |= pp_buf_appendf(&q, "%s%s", i ? ", " : "SELECT ", PQgetvalue(cat, i, 0));
+    }
+    const char *ident = n ? PQgetvalue(cat, 0, 3) : "n";
+    if (!keys || !wide || (ident[0] != 'd' && ident[0] != 'i')) {
+        /* FULL: the old row has the values; NOTHING, no key: no image */
+        PQclear(cat);
+        pp_buf_free(&q);
+        pp_buf_free(&cond);
+        return PGPIPE_OK;
+    }
+    rc |= pp_buf_appendf(&q, " FROM ONLY %s WHERE %s >= %ld", quoted, cond.data,
+                         (long)CDC_TOAST_ROW - fixed);
+    rc |= pp_buf_putc(&q, '\0');
+    pp_buf_free(&cond);
+    if (rc != PGPIPE_OK) {
+        PQclear(cat);
+        pp_buf_free(&q);
+        return pp_err_nomem(&c->h.err);
+    }
+    if (!PQsendQuery(ss, q.data) || !PQsetSingleRowMode(ss))
+        rc = pp_err_pq(&c->h.err, ss, NULL, "cdc: reading the snapshot's TOAST values");
+    pp_buf_free(&q);
+    pp_cdc_rel rel;
+    memset(&rel, 0, sizeof rel);
+    pp_cdc_tuple tup = { 0, 0, NULL };
+    pp_buf ins = { 0, 0, 0 };
+    long long rows = 0;
+    if (rc == PGPIPE_OK && (!(rel.cols = pp_calloc((size_t)n, sizeof *rel.cols)) ||
+                            !(tup.v = pp_calloc((size_t)n, sizeof *tup.v))))
+        rc = pp_err_nomem(&c->h.err);
+    rel.ncols = tup.n = tup.cap = n;
+    PGresult *r;
+    while (rc == PGPIPE_OK && (r = PQgetResult(ss)) != NULL) {
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            PQclear(r);
+            continue;
+        }
+        if (PQresultStatus(r) != PGRES_SINGLE_TUPLE) {
+            rc = pp_err_pq(&c->h.err, ss, r, "cdc: reading the snapshot's TOAST values");
+            PQclear(r);
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            rel.cols[i].name = PQfname(r, i);
+            rel.cols[i].type = PQftype(r, i);
+            rel.cols[i].key = !strcmp(PQgetvalue(cat, i, 2), "t");
+            tup.v[i].kind = PQgetisnull(r, 0, i) ? 'n' : 't';
+            tup.v[i].data = PQgetvalue(r, 0, i);
+            tup.v[i].len = (uint32_t)PQgetlength(r, 0, i);
+        }
+        if (cdc_toast_key(&c->tkey, &rel, &tup, &rc)) {
+            for (int i = 0; rc == PGPIPE_OK && i < n; i++) {
+                if (tup.v[i].kind != 't' || tup.v[i].len < CDC_TOAST_VALUE)
+                    continue;
+                const char *f[4] = { name, c->tkey.data, rel.cols[i].name, tup.v[i].data };
+                rc = pp_buf_putc(&ins, ins.len ? ',' : '[');
+                for (int k = 0; k < 4 && rc == PGPIPE_OK; k++) {
+                    rc = pp_buf_putc(&ins, k ? ',' : '[');
+                    if (rc == PGPIPE_OK)
+                        rc = pp_json_str(&ins, f[k], k == 3 ? tup.v[i].len : strlen(f[k]), 0);
+                }
+                if (rc == PGPIPE_OK)
+                    rc = pp_buf_putc(&ins, ']');
+            }
+            rows++;
+        }
+        PQclear(r);
+        if (rc != PGPIPE_OK)
+            rc = pp_err_nomem(&c->h.err);
+        if (rc == PGPIPE_OK && ins.len >= 8 * 1024 * 1024)
+            rc = cdc_toast_put(c, &ins);
+    }
+    if (rc != PGPIPE_OK)
+        while ((r = PQgetResult(ss)) != NULL)
+            PQclear(r);
+    if (rc == PGPIPE_OK)
+        rc = cdc_toast_put(c, &ins);
+    if (rc == PGPIPE_OK && rows && cdc_toast_know(c, name) != PGPIPE_OK)
+        rc = pp_err_nomem(&c->h.err);
+    pp_buf_free(&ins);
+    pp_free(rel.cols);
+    pp_free(tup.v);
+    PQclear(cat);
+    return rc;
+}
+
+static void cdc_toast_free(pgpipe_cdc *c)
+{
+    cdc_toast_drop(c, 0, 0, 1);
+    pp_free(c->imgs);
+    pp_free(c->heads);
+    for (int i = 0; i < c->nttabs; i++)
+        pp_free(c->ttabs[i]);
+    pp_free(c->ttabs);
+    pp_free(c->tfill.v);
+    PQclear(c->tres);
+    if (c->tlook)
+        PQfinish(c->tlook);
+    pp_buf_free(&c->tname);
+    pp_buf_free(&c->tkey);
+    pp_buf_free(&c->tokey);
+    pp_buf_free(&c->tvals);
+}
+
 /* One record of the open transaction (or of the streamed one). */
 static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
 {
@@ -819,14 +1631,20 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
                    : m->type == 'D' ? "delete" : "truncate";
     if (!s && c->nskips && cdc_skipped(c, r->nsp, r->name, c->final_lsn))
         return PGPIPE_OK;
-    int rc = pp_buf_appendf(&c->js, "%s.%s:%s", r->nsp, r->name, op);
+    /* unchanged TOAST values: filled from the row's last image (cdc_toast_change) */
+    pp_cdc_msg fm;
+    const pp_cdc_msg *em = m;
+    int rc = cdc_toast_change(c, m, r, xid, s, &fm, &em);
+    if (rc != PGPIPE_OK)
+        return rc;
+    rc = pp_buf_appendf(&c->js, "%s.%s:%s", r->nsp, r->name, op);
     if (rc == PGPIPE_OK)
         rc = pp_copy_escape(&c->line, c->js.data, c->js.len);
     if (rc == PGPIPE_OK)
         rc = pp_buf_putc(&c->line, '\t');
     c->js.len = 0;
     if (rc == PGPIPE_OK)
-        rc = pp_cdc_event_json(&c->js, &c->dec, m, i, xid);
+        rc = pp_cdc_event_json(&c->js, &c->dec, em, i, xid);
     if (rc == PGPIPE_OK)
         rc = pp_copy_escape(&c->line, c->js.data, c->js.len);
     if (rc == PGPIPE_OK)
@@ -879,56 +1697,126 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
     return PGPIPE_OK;
 }
 
-/* Stage a committed transaction: its records (mem, or the spool file f)
-** and its LSN in one target transaction; then it may be confirmed. */
-static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
-                      uint64_t end_lsn, int64_t ts)
+/* The target's WAL is flushed to flushed: the groups committed before it
+** are durable there and may be confirmed to the source. */
+static void cdc_flushed(pgpipe_cdc *c, uint64_t flushed)
 {
-    if (end_lsn <= c->applied) {
-        atomic_fetch_add(&c->n_skipped, 1);
-        return PGPIPE_OK;
+    int k = 0;
+    while (k < c->npend && c->pend[k].local <= flushed) {
+        if (c->pend[k].remote > c->ack)
+            c->ack = c->pend[k].remote;
+        k++;
     }
-    if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
-        /* nothing to stage: confirmable, nothing to store */
-        if (end_lsn > c->ack)
-            c->ack = end_lsn;
-        return PGPIPE_OK;
+    if (k) {
+        memmove(c->pend, c->pend + k, (size_t)(c->npend - k) * sizeof *c->pend);
+        c->npend -= k;
     }
-    /* every record ends with the commit's fields and the brace */
-    pp_buf e = { 0, 0, 0 };
-    if (pp_cdc_event_end(&e, end_lsn, ts) != PGPIPE_OK)
-        return pp_err_nomem(&c->h.err);
-    const char *end = e.data;
-    size_t endn = e.len;
+    c->last_flush_us = pgpipe_now_us();
+}
 
-    int rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
-    if (rc == PGPIPE_OK)
-        rc = pp_copy_in_start(c->tgt, "COPY staging.raw_events (source, event_type, payload) FROM STDIN",
-                              &c->h.err, "cdc: COPY into staging");
-    long long count = 0;
-    c->copy.len = 0;
-    if (rc == PGPIPE_OK && mem) {
-        const char *p = mem->data, *lim = mem->data + mem->len;
-        while (rc == PGPIPE_OK && p < lim) {
-            const char *nl = memchr(p, '\n', (size_t)(lim - p));
-            size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
-            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
-            p += n;
+/* Ask the target how far its WAL is flushed (waiting for it: durable
+** makes it so first, with one synchronous commit, which flushes all the
+** WAL before it). */
+static int cdc_flush_check(pgpipe_cdc *c, int durable)
+{
+    int rc = PGPIPE_OK;
+    if (durable) {
+        const char *p1[1] = { c->slot };
+        rc = pp_exec(c->tgt, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, &c->h.err,
+                     "cdc: flushing the target's WAL");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt, "UPDATE pgpipe.cdc_slots SET updated_at = now() WHERE slot = $1",
+                         1, p1, NULL, &c->h.err, "cdc: flushing the target's WAL");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err,
+                         "cdc: flushing the target's WAL");
+        if (rc != PGPIPE_OK) {
+            pp_rollback_open(c->tgt);
+            return rc;
         }
-    } else if (rc == PGPIPE_OK) {
-        char *ln = NULL;
-        size_t cap = 0;
-        ssize_t n;
-        rewind(f);
-        while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
-            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
-        free(ln);
-        if (rc == PGPIPE_OK && ferror(f))
-            rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
     }
-    if (rc == PGPIPE_OK && c->copy.len &&
-        PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
+    PGresult *r = NULL;
+    uint64_t flushed = 0;
+    rc = pp_exec(c->tgt, "SELECT pg_current_wal_flush_lsn()::text", 0, NULL, &r, &c->h.err,
+                 "cdc: reading the target's WAL position");
+    if (rc == PGPIPE_OK && !pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &flushed))
+        rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
+    PQclear(r);
+    if (rc == PGPIPE_OK)
+        cdc_flushed(c, flushed);
+    return rc;
+}
+
+/* Set the target session up after each connection: commits that do not
+** wait for the WAL flush, as PostgreSQL's own subscriptions commit (the
+** source is told only what cdc_flushed found durable), unless synchronous
+** standbys are configured (a failover must not lose what was confirmed);
+** and the applied LSN read again, as a crash of the target loses the
+** commits it had not flushed. */
+static int cdc_target_session(pgpipe_cdc *c)
+{
+    PGresult *r = NULL;
+    const char *p1[1] = { c->slot };
+    int rc = pp_exec(c->tgt, "SELECT current_setting('synchronous_standby_names') = '', "
+                             "(SELECT applied_lsn::text FROM pgpipe.cdc_slots WHERE slot = $1)",
+                     1, p1, &r, &c->h.err, "cdc: setting the target session up");
+    if (rc != PGPIPE_OK)
+        return rc;
+    uint64_t applied = 0;
+    int async = PQgetvalue(r, 0, 0)[0] == 't';
+    if (PQgetisnull(r, 0, 1) || !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &applied))
+        rc = pp_err(&c->h.err, PGPIPE_ERROR, "cdc: slot \"%s\" is gone from pgpipe.cdc_slots on the "
+                    "target", c->slot);
+    PQclear(r);
+    if (rc == PGPIPE_OK && async)
+        rc = pp_exec(c->tgt, "SET synchronous_commit = off", 0, NULL, NULL, &c->h.err,
+                     "cdc: setting the target session up");
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (applied != c->applied) {
+        pp_logf(PGPIPE_LOG_WARN, "cdc", "slot %s: the target's applied LSN went back; resuming "
+                "from there", c->slot);
+        c->applied = applied;
+        atomic_store(&c->st_applied, applied);
+    }
+    if (c->ack > c->applied)
+        c->ack = c->applied;
+    c->async_commit = async;
+    c->tgt_ready = 1;
+    return PGPIPE_OK;
+}
+
+/* Give up the open group: end its COPY (a ROLLBACK cannot be sent while
+** one is in progress) and roll the target transaction back. */
+static void cdc_group_abort(pgpipe_cdc *c)
+{
+    if (c->tgt && PQstatus(c->tgt) == CONNECTION_OK) {
+        PGresult *r = PQgetResult(c->tgt);
+        int copying = r && PQresultStatus(r) == PGRES_COPY_IN;
+        PQclear(r);
+        if (copying && PQputCopyEnd(c->tgt, "cdc: the group was given up") == 1)
+            while ((r = PQgetResult(c->tgt)) != NULL)
+                PQclear(r);
+        else
+            while (r && (r = PQgetResult(c->tgt)) != NULL)
+                PQclear(r);
+        pp_rollback_open(c->tgt);
+    }
+    c->grp_open = 0;
+    c->copy.len = 0;
+}
+
+/* Commit the open group: the rest of its COPY, the end LSN of its last
+** source transaction in pgpipe.cdc_slots, COMMIT; then it may be
+** confirmed to the source. */
+static int cdc_group_commit(pgpipe_cdc *c)
+{
+    if (!c->grp_open)
+        return PGPIPE_OK;
+    int rc = PGPIPE_OK;
+    if (c->copy.len && PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
         rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
+    c->copy.len = 0;
     if (rc == PGPIPE_OK) {
         if (PQputCopyEnd(c->tgt, NULL) != 1) {
             rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
@@ -941,38 +1829,150 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
             }
         }
     }
+    if (rc == PGPIPE_OK) /* unchanged TOAST values: the writes, in this transaction */
+        rc = cdc_toast_flush(c);
     if (rc == PGPIPE_OK) {
-        char lsn[32], when[64], n[32];
-        pp_cdc_lsn_str(end_lsn, lsn, sizeof lsn);
-        snprintf(when, sizeof when, "%lld", (long long)ts);
-        snprintf(n, sizeof n, "%lld", count);
-        const char *p[4] = { c->slot, lsn, when, n };
+        char lsn[32], when[32], n[32], t[32];
+        pp_cdc_lsn_str(c->grp_end, lsn, sizeof lsn);
+        snprintf(when, sizeof when, "%lld", (long long)c->grp_ts);
+        snprintf(n, sizeof n, "%lld", c->grp_events);
+        snprintf(t, sizeof t, "%lld", c->grp_txns);
+        const char *p[5] = { c->slot, lsn, when, n, t };
         PGresult *r = NULL;
         rc = pp_exec(c->tgt,
                      "UPDATE pgpipe.cdc_slots SET applied_lsn = $2::pg_lsn, "
                      "commit_time = timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond', "
-                     "transactions = transactions + 1, events = events + $4::bigint, updated_at = now() "
-                     "WHERE slot = $1 AND applied_lsn < $2::pg_lsn", 4, p, &r, &c->h.err,
-                     "cdc: storing the applied LSN");
+                     "transactions = transactions + $5::bigint, events = events + $4::bigint, "
+                     "updated_at = now() WHERE slot = $1 AND applied_lsn < $2::pg_lsn", 5, p, &r,
+                     &c->h.err, "cdc: storing the applied LSN");
         if (rc == PGPIPE_OK && strcmp(PQcmdTuples(r), "1") != 0)
             rc = pp_err(&c->h.err, PGPIPE_ERROR,
                         "cdc: slot \"%s\" on the target is at or past %s already: another "
                         "process consumes the same slot", c->slot, lsn);
         PQclear(r);
     }
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err, "cdc: COMMIT on the target");
-    pp_buf_free(&e);
+    /* and where the target's WAL is: inserted past this commit, flushed */
+    uint64_t local = 0, flushed = 0;
+    if (rc == PGPIPE_OK) {
+        PGresult *r = PQexec(c->tgt, "COMMIT; SELECT pg_current_wal_insert_lsn()::text, "
+                                     "pg_current_wal_flush_lsn()::text");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+            rc = pp_err_pq(&c->h.err, c->tgt, r, "cdc: COMMIT on the target");
+        else if (!pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &local) ||
+                 !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &flushed))
+            rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
+        PQclear(r);
+    }
     if (rc != PGPIPE_OK) {
-        pp_rollback_open(c->tgt);
+        cdc_group_abort(c);
         return rc;
     }
-    c->applied = end_lsn;
-    if (end_lsn > c->ack)
-        c->ack = end_lsn;
-    atomic_store(&c->st_applied, end_lsn);
-    atomic_fetch_add(&c->n_txn, 1);
-    atomic_fetch_add(&c->n_events, count);
+    c->grp_open = 0;
+    c->applied = c->grp_end;
+    if (!c->async_commit) {
+        if (c->grp_end > c->ack)
+            c->ack = c->grp_end;
+    } else {
+        if (c->npend == c->cappend) {
+            int cap = c->cappend ? c->cappend * 2 : 64;
+            struct cdc_pend *n = pp_realloc(c->pend, (size_t)cap * sizeof *n);
+            if (!n) /* committed: only its confirmation waits for the next */
+                return pp_err_nomem(&c->h.err);
+            c->pend = n;
+            c->cappend = cap;
+        }
+        c->pend[c->npend].remote = c->grp_end;
+        c->pend[c->npend++].local = local;
+        cdc_flushed(c, flushed);
+    }
+    atomic_store(&c->st_applied, c->grp_end);
+    atomic_fetch_add(&c->n_txn, c->grp_txns);
+    atomic_fetch_add(&c->n_events, c->grp_events);
+    return PGPIPE_OK;
+}
+
+/* A committed source transaction: its records (mem, or the spool file f)
+** into the open group, which is started when none is. The group commits
+** here when it is full; otherwise when the stream runs dry (cdc_run_once). */
+static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
+                      uint64_t end_lsn, int64_t ts)
+{
+    /* unchanged TOAST values: the transaction whose writes to keep (cdc_toast_*) */
+    uint32_t txid = c->xid;
+    for (int k = 0; f && k < c->nspools; k++)
+        if (c->spools[k].f == f)
+            txid = c->spools[k].xid;
+    if (end_lsn <= c->applied || (c->grp_open && end_lsn <= c->grp_end)) {
+        cdc_toast_drop(c, txid, 0, 0);
+        atomic_fetch_add(&c->n_skipped, 1);
+        return PGPIPE_OK;
+    }
+    if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
+        cdc_toast_drop(c, txid, 0, 0);
+        /* nothing to stage: confirmable with the open group, or with the
+        ** last one committed, or at once */
+        if (c->grp_open) {
+            c->grp_end = end_lsn;
+            c->grp_ts = ts;
+        } else if (c->npend) {
+            c->pend[c->npend - 1].remote = end_lsn;
+        } else if (end_lsn > c->ack) {
+            c->ack = end_lsn;
+        }
+        return PGPIPE_OK;
+    }
+    cdc_toast_commit(c, txid, commit_lsn); /* written with the group (cdc_group_commit) */
+    /* every record ends with the commit's fields and the brace */
+    c->tail.len = 0;
+    if (pp_cdc_event_end(&c->tail, end_lsn, ts) != PGPIPE_OK)
+        return pp_err_nomem(&c->h.err);
+    const char *end = c->tail.data;
+    size_t endn = c->tail.len;
+
+    int rc = PGPIPE_OK;
+    if (!c->grp_open) {
+        /* one round trip: PQexec stops at the COPY */
+        rc = pp_copy_in_start(c->tgt, "BEGIN; COPY staging.raw_events (source, event_type, payload) "
+                                      "FROM STDIN", &c->h.err, "cdc: COPY into staging");
+        if (rc != PGPIPE_OK) {
+            cdc_group_abort(c);
+            return rc;
+        }
+        c->grp_open = 1;
+        c->grp_txns = c->grp_events = 0;
+        c->grp_started_us = pgpipe_now_us();
+        c->copy.len = 0;
+    }
+    long long count = 0;
+    if (mem) {
+        const char *p = mem->data, *lim = mem->data + mem->len;
+        while (rc == PGPIPE_OK && p < lim) {
+            const char *nl = memchr(p, '\n', (size_t)(lim - p));
+            size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(lim - p);
+            rc = cdc_copy_record(c, p, n, end, endn, &count, commit_lsn, 0);
+            p += n;
+        }
+    } else {
+        char *ln = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        rewind(f);
+        while (rc == PGPIPE_OK && (n = getline(&ln, &cap, f)) > 0)
+            rc = cdc_copy_record(c, ln, (size_t)n, end, endn, &count, commit_lsn, c->nskips > 0);
+        free(ln);
+        if (rc == PGPIPE_OK && ferror(f))
+            rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
+    }
+    if (rc != PGPIPE_OK) {
+        cdc_group_abort(c);
+        return rc;
+    }
+    c->grp_end = end_lsn;
+    c->grp_ts = ts;
+    c->grp_txns++;
+    c->grp_events += count;
+    if (c->grp_events >= CDC_GROUP_EVENTS || pgpipe_now_us() - c->grp_started_us >= CDC_GROUP_US)
+        return cdc_group_commit(c);
     return PGPIPE_OK;
 }
 
@@ -1048,6 +2048,7 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
         if (!s)
             return PGPIPE_OK;
         if (m.subxid == m.xid) {
+            cdc_toast_drop(c, m.xid, 0, 0); /* its TOAST images */
             cdc_spool_drop(c, s);
             return PGPIPE_OK;
         }
@@ -1059,6 +2060,7 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
                 fseek(s->f, s->subs[k].off, SEEK_SET) != 0)
                 return pp_err(&c->h.err, PGPIPE_IO, "cdc: spool file: %s", strerror(errno));
             s->nsubs = k;
+            cdc_toast_drop(c, m.xid, s->subs[k].off, 0); /* its TOAST images */
             break;
         }
         return PGPIPE_OK;
@@ -1067,7 +2069,7 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
         /* a message outside any transaction (our heartbeat): every commit
         ** before it is staged, so the slot may advance to it */
         if (!(m.flags & 1) && !c->in_txn && !c->dec.in_stream && c->nspools == 0 &&
-            m.lsn > c->ack)
+            !c->grp_open && c->npend == 0 && m.lsn > c->ack)
             c->ack = m.lsn;
         return PGPIPE_OK;
     default: /* R Y O: the decoder keeps what matters */
@@ -1092,13 +2094,26 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
     c->transient = 0;
     /* after a failure (a server restarted, the network cut): connect again;
     ** the stream resumes from the applied LSN */
-    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
         PQreset(c->tgt);
+        c->tgt_ready = 0;
+    }
     if (c->src && PQstatus(c->src) != CONNECTION_OK)
         PQreset(c->src);
-    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK)
+    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
+        c->transient = 1; /* a target restarting: try again */
         return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
                       PQerrorMessage(c->tgt));
+    }
+    if (!c->tgt_ready) {
+        /* the stream must start from what the target holds now */
+        if (c->streaming)
+            cdc_reset(c);
+        if ((rc = cdc_target_session(c)) != PGPIPE_OK) {
+            c->transient = PQstatus(c->tgt) == CONNECTION_BAD;
+            return rc;
+        }
+    }
     if (!c->streaming && (rc = cdc_start(c)) != PGPIPE_OK) {
         cdc_reset(c);
         return rc;
@@ -1122,7 +2137,8 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                     atomic_store(&c->st_received, wal_end);
                 /* idle: everything committed before wal_end has been received
                 ** and staged, so the slot may advance to it */
-                if (!c->in_txn && c->nspools == 0 && wal_end > c->ack)
+                if (!c->in_txn && c->nspools == 0 && !c->grp_open && c->npend == 0 &&
+                    wal_end > c->ack)
                     c->ack = wal_end;
                 if (buf[17])
                     rc = cdc_send_status(c, 0);
@@ -1136,6 +2152,13 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
             continue;
         }
         if (n == 0) {
+            /* nothing more buffered: the open group commits now, so idle
+            ** or live streaming stages each transaction at once */
+            if (c->grp_open && (rc = cdc_group_commit(c)) != PGPIPE_OK)
+                break;
+            if (c->npend && now - c->last_flush_us >= 100000 &&
+                (rc = cdc_flush_check(c, 0)) != PGPIPE_OK)
+                break;
             if (now - c->last_status_us >= (int64_t)c->status_ms * 1000 &&
                 (rc = cdc_send_status(c, 0)) != PGPIPE_OK)
                 break;
@@ -1167,6 +2190,11 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
             rc = pp_err_pq(&c->h.err, c->repl, NULL, "cdc: reading the replication stream");
         }
     }
+    if (rc == PGPIPE_OK)
+        rc = cdc_group_commit(c);
+    /* leaving: what is staged is made durable and confirmed */
+    if (rc == PGPIPE_OK && c->npend)
+        rc = cdc_flush_check(c, 1);
     if (rc == PGPIPE_OK)
         rc = cdc_send_status(c, 0);
     if (rc != PGPIPE_OK) {
@@ -1315,10 +2343,13 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
     for (int i = 0; i < c->nskips; i++)
         pp_free(c->skips[i].table);
     pp_free(c->skips);
+    cdc_toast_free(c);
     pp_buf_free(&c->txn);
     pp_buf_free(&c->js);
     pp_buf_free(&c->line);
     pp_buf_free(&c->copy);
+    pp_buf_free(&c->tail);
+    pp_free(c->pend);
     pp_free(c->source);
     pp_free(c->target);
     pp_free(c->slot);

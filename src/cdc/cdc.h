@@ -9,22 +9,43 @@
 **     source      the slot's name
 **     event_type  "schema.table:insert", ":update", ":delete", ":truncate"
 **     payload     {"op":..,"table":"schema.table","xid":N,"row":{..},
-**                  "old":{..},"unchanged":[..],"lsn":"X/Y","commit_time":".."}
+**                  "filled":[..],"unchanged":[..],"old":{..},
+**                  "lsn":"X/Y","commit_time":".."}
 **
 ** "row" is the new row (insert, update) by column name: numbers, booleans
 ** and json/jsonb as JSON, every other type as its text output. "old" is
 ** the replica identity of the old row (its key columns, or the whole row
 ** with REPLICA IDENTITY FULL) for updates and deletes, when the source sent
-** it. A TOASTed value an update did not change is not sent by PostgreSQL:
-** it is left out of "row" and its column named in "unchanged" (never
-** written as NULL). "lsn" is the end of the source transaction's commit
-** record, "commit_time" its commit time (UTC).
+** it. "lsn" is the end of the source transaction's commit record,
+** "commit_time" its commit time (UTC).
 **
-** Exactly once: the events of one source transaction are committed in one
+** Unchanged TOAST values: PostgreSQL does not send a value stored out of
+** line (TOASTed) that an update left unchanged. pgpipe fills it into "row"
+** from the last staged image of the row and names its column in "filled":
+** with REPLICA IDENTITY FULL from "old"; with a key (DEFAULT with a
+** primary key, or USING INDEX) from pgpipe.cdc_toast on the target, which
+** keeps per row (slot, table, key) and column the last staged value (of an
+** insert, update or snapshot row) that PostgreSQL may have stored out of
+** line: of 24 bytes or more, in a row of about 1,800 bytes or more. It is
+** written in the same target transaction as the events (read, when a
+** change needs it, on a second connection); a delete forgets
+** the row, a truncate the table. When no earlier image exists (the row
+** was written before the slot and the snapshot, REPLICA IDENTITY NOTHING
+** or no key, over 64 MB of such values in one transaction), the value is
+** left out of "row" and its column named in "unchanged" (never written as
+** NULL). Values stored larger than their text (arrays of small numbers)
+** can stay "unchanged" when PostgreSQL moved them out of a smaller row.
+**
+** Exactly once: the events of a source transaction are committed in one
 ** target transaction together with the transaction's LSN
 ** (pgpipe.cdc_slots.applied_lsn); the slot's flush position is confirmed to
-** the source only after that commit, so after a crash the stream resumes
-** from the stored LSN and a transaction already staged is skipped.
+** the source only after that commit reached the target's disk, so after a
+** crash of either side the stream resumes from the stored LSN and a
+** transaction already staged is skipped. A backlog is staged in groups:
+** several source transactions in one target transaction, stored with the
+** LSN of the last. The target session commits with synchronous_commit off
+** (unless the target has synchronous standbys), as PostgreSQL's own
+** subscriptions do; confirmation waits for the target's WAL flush instead.
 **
 **     pgpipe_cdc_options o;
 **     pgpipe_cdc_options_init(&o);
@@ -41,8 +62,9 @@
 ** hold are staged as "schema.table:insert" events with "snapshot":true and
 ** no commit_time, read under a snapshot exported by a temporary slot made
 ** after the slot; one target transaction per table, marked done in
-** pgpipe.cdc_snapshot_tables. The stream then skips a table's changes that
-** committed before its snapshot (they are in it): no gap, no overlap. An
+** pgpipe.cdc_snapshot_tables, with the images of its rows' large values.
+** The stream then skips a table's changes that committed before its
+** snapshot (they are in it): no gap, no overlap. An
 ** interrupted snapshot resumes with the tables not done, under a new
 ** snapshot (each table consistent in itself, and with the stream).
 **

@@ -46,7 +46,8 @@ typedef struct pp_cdc_rel {
 
 /* One column of a tuple: kind 'n' NULL, 'u' unchanged TOASTed value (not
 ** sent: the row's value did not change and is not known here), 't' text,
-** 'b' binary (data, len). */
+** 'b' binary (data, len); 'f' is never decoded: a 'u' value cdc.c filled
+** in from the row's last image (text, named in the event's "filled"). */
 typedef struct pp_cdc_value {
     char kind;
     const char *data;

@@ -1630,6 +1630,7 @@ struct pgpipe_workers {
     atomic_int said_polling;   /* the "NOTIFY wake-ups are off" line was logged */
     atomic_int lost_named;     /* a claimer found its statements gone (26000):
                                   the next ones start unnamed */
+    atomic_int paused;         /* pgpipe_workers_pause: claim nothing for now */
 };
 
 /* The claim options of a new claimer of the workers. */
@@ -1862,6 +1863,12 @@ static void *claim_worker_main(void *arg)
             backoff.attempt = 0;
             pp_cancel_arm(&k->cancel, pgpipe_conn_pg(pc));
         }
+        if (atomic_load_explicit(&w->paused, memory_order_relaxed)) {
+            /* between batches: nothing claimed, no transaction open */
+            claim_worker_sync(k, cl, 1);
+            claim_nap(w, 100);
+            continue;
+        }
         int nrows = 0;
         long long dead_before = cl->st.dead;
         int rc = pgpipe_claimer_run_batch(cl, &w->h, &nrows);
@@ -2037,6 +2044,17 @@ void pgpipe_workers_stop(pgpipe_workers *w)
         ssize_t r = write(w->wake[1], "x", 1);
         (void)r;
     }
+}
+
+void pgpipe_workers_pause(pgpipe_workers *w, int paused)
+{
+    if (w)
+        atomic_store(&w->paused, paused ? 1 : 0);
+}
+
+int pgpipe_workers_paused(const pgpipe_workers *w)
+{
+    return w ? atomic_load(&((pgpipe_workers *)w)->paused) != 0 : 0;
 }
 
 int pgpipe_workers_stopping(const pgpipe_workers *w)

@@ -274,6 +274,13 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
 ** return their connections. Only sets an atomic flag and writes one byte to a
 ** pipe, so it is async-signal-safe: call it from a SIGINT/SIGTERM handler. */
 void pgpipe_workers_stop(pgpipe_workers *w);
+/* Pause (paused 1) or resume (0) the workers: a paused worker finishes
+** the batch it has, then claims nothing (it keeps its connection and looks
+** again every 100 ms) until resumed, so pgpipe_workers_run_until_empty
+** waits (up to its timeout) while rows wait. Any thread; async-signal-safe.
+** pgpipe_workers_paused: 1 while paused. */
+void pgpipe_workers_pause(pgpipe_workers *w, int paused);
+int pgpipe_workers_paused(const pgpipe_workers *w);
 /* 1 once the workers were asked to stop (pgpipe_workers_stop, a signal, or
 ** an error that stops them all, such as a SQL handler the server refuses to
 ** prepare); pgpipe_workers_wait then gives the error. */

@@ -140,7 +140,9 @@ PGPIPE_PRIVATE int run_sources_cdc_info(pgpipe_runner *r, const char *name,
 ** to the log line, the rule's NOTIFY channel, table and command, and to
 ** r->on_alert. raise queues the alert for the alert thread (it never waits
 ** for the database or a command) and may be called before start; it takes
-** r->mu, so not while holding it. */
+** r->mu, so not while holding it. Kinds "cdc-guard" and "cdc-guard-resume"
+** (subject: the .source cdc) are the CDC slot guard's steps: each is
+** delivered, through that source's .alert cdc-lag rule when it has one. */
 PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r);
 PGPIPE_PRIVATE void run_alerts_stop(pgpipe_runner *r);
 PGPIPE_PRIVATE int run_alerts_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);

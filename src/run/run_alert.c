@@ -539,14 +539,25 @@ static void run_alert_msg_free(run_alert_msg *m)
 static void run_alert_deliver_raised(pgpipe_runner *r, PGconn *c, const run_alert_turn *t,
                                      run_alert_msg *m)
 {
+    /* the CDC slot guard's steps (run_source.c): each is a change of state,
+    ** so each is delivered (the last one's row is cleared first), through
+    ** the .alert cdc-lag of that source when there is one; a resume then
+    ** clears its row, so only a pause or a dropped slot shows as firing */
+    int guard = !strcmp(m->kind, "cdc-guard"), resume = !strcmp(m->kind, "cdc-guard-resume");
+    const char *kind = guard || resume ? "cdc-lag" : m->kind;
+    const char *rule = guard || resume ? "cdc-guard" : m->kind;
     const run_alert_rule *u = NULL;
     for (int i = 0; i < t->nrules && !u; i++) {
         const run_alert_rule *x = &t->rules[i];
-        if (!strcmp(run_alert_kind_name(x->kind), m->kind) &&
+        if (!strcmp(run_alert_kind_name(x->kind), kind) &&
             (!x->target || !strcmp(x->target, m->subject)))
             u = x;
     }
-    run_alert_fire(r, c, t->pipeline, u, m->kind, m->subject, m->message, m->detail, 1);
+    if ((guard || resume) && c)
+        run_alert_clear(r, c, t->pipeline, rule, m->subject);
+    run_alert_fire(r, c, t->pipeline, u, rule, m->subject, m->message, m->detail, 1);
+    if (resume && c)
+        run_alert_clear(r, c, t->pipeline, rule, m->subject);
 }
 
 static void *run_alert_main(void *arg)

@@ -10,6 +10,7 @@
 #ifndef PGPIPE_OMIT_RUN
 
 #include <dirent.h>
+#include <fnmatch.h>
 
 #define RF_MAXW 64
 
@@ -630,7 +631,8 @@ static const rf_opt rf_opts_http[] = {
 static const rf_opt rf_opts_cdc[] = {
     { "--source", 0 }, { "--source-env", 0 }, { "--slot", 0 }, { "--publication", 0 },
     { "--tables", 0 }, { "--snapshot", 1 }, { "--heartbeat", 0 }, { "--no-create", 1 },
-    { NULL, 0 } };
+    { "--pause-workers", 0 }, { "--pause-at", 0 }, { "--resume-at", 0 }, { "--drop-slot-at", 0 },
+    { "--slot-check", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_workers[] = {
     { "--sql", 0 }, { "--so", 0 }, { "--workers", 0 }, { "--batch", 0 }, { "--mode", 0 },
     { "--lease", 0 }, { "--max-attempts", 0 }, { "--table", 0 }, { NULL, 0 } };
@@ -667,6 +669,8 @@ static void rf_need(rf_ctx *c, const char *opt)
         rf_diag(c->pf, c->line, 0, "%s: %s is required", c->cmd, opt);
 }
 
+static int64_t rf_size(rf_ctx *c, const char *name);
+
 /* .source cdc NAME ...: see run_file.h. The conninfo is not checked here
 ** (no database is touched); a variable that is not set is the runner's
 ** error at start. */
@@ -693,6 +697,46 @@ static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     s->snapshot = rf_get(&c, "--snapshot") != NULL;
     s->no_create = rf_get(&c, "--no-create") != NULL;
     s->heartbeat_ms = rf_dur(&c, "--heartbeat", 10000);
+    /* the slot guard; whether each TYPE names .workers is checked once
+    ** the whole file is read */
+    s->pause_workers = rf_str(pf, rf_get(&c, "--pause-workers"));
+    s->pause_at = rf_size(&c, "--pause-at");
+    s->resume_at = rf_size(&c, "--resume-at");
+    s->drop_slot_at = rf_size(&c, "--drop-slot-at");
+    s->slot_check_ms = rf_dur(&c, "--slot-check", 10000);
+    if (rf_get(&c, "--slot-check") && s->slot_check_ms < 100)
+        rf_diag(pf, line, rf_col(&c, "--slot-check"), ".source cdc: --slot-check: at least 100ms");
+    if (s->pause_workers && !rf_get(&c, "--pause-at"))
+        rf_diag(pf, line, rf_col(&c, "--pause-workers"), ".source cdc: --pause-workers needs "
+                "--pause-at SIZE (the retained WAL that pauses them)");
+    if (rf_get(&c, "--pause-at") && !s->pause_workers)
+        rf_diag(pf, line, rf_col(&c, "--pause-at"), ".source cdc: --pause-at needs --pause-workers "
+                "\"TYPE[,TYPE...]\" (the .workers to pause)");
+    if (rf_get(&c, "--resume-at") && !rf_get(&c, "--pause-at"))
+        rf_diag(pf, line, rf_col(&c, "--resume-at"), ".source cdc: --resume-at needs --pause-at");
+    else if (s->resume_at && s->pause_at && s->resume_at >= s->pause_at)
+        rf_diag(pf, line, rf_col(&c, "--resume-at"), ".source cdc: --resume-at must be below --pause-at");
+    if (!s->resume_at)
+        s->resume_at = s->pause_at / 2;
+    if (s->drop_slot_at && s->pause_at && s->drop_slot_at <= s->pause_at)
+        rf_diag(pf, line, rf_col(&c, "--drop-slot-at"), ".source cdc: --drop-slot-at must be above "
+                "--pause-at (pausing comes first)");
+    if (rf_get(&c, "--drop-slot-at") && s->no_create)
+        rf_diag(pf, line, rf_col(&c, "--drop-slot-at"), ".source cdc: --drop-slot-at makes a new slot "
+                "after dropping one: not with --no-create");
+    for (const char *q = s->pause_workers; q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+        const char *e = strchr(q, ',');
+        size_t n = e ? (size_t)(e - q) : strlen(q);
+        while (n && (*q == ' ' || *q == '\t'))
+            q++, n--;
+        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+            n--;
+        if (!n) {
+            rf_diag(pf, line, rf_col(&c, "--pause-workers"), ".source cdc: --pause-workers: an empty "
+                    "event type in \"%s\"", s->pause_workers);
+            break;
+        }
+    }
     /* a slot name: lower case letters, digits and underscores (the server's rule) */
     for (const char *q = s->slot; q && *q; q++)
         if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_')) {
@@ -1228,6 +1272,31 @@ static void rf_check_names(pgpipe_pipefile *pf)
                          !strcmp(pf->src[k].name, a->target);
             if (!found)
                 rf_diag(pf, a->line, 0, ".alert cdc-lag: --source: no .source cdc \"%s\"", a->target);
+        }
+    }
+    /* the slot guard's --pause-workers: each TYPE matches some .workers */
+    for (int i = 0; i < pf->p.nsources; i++) {
+        const pgpipe_pipe_source *s = &pf->src[i];
+        if (s->kind != PGPIPE_PIPE_SOURCE_CDC || !s->pause_workers)
+            continue;
+        for (const char *q = s->pause_workers; q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+            char pat[256];
+            const char *e = strchr(q, ',');
+            size_t n = e ? (size_t)(e - q) : strlen(q);
+            while (n && (*q == ' ' || *q == '\t'))
+                q++, n--;
+            while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+                n--;
+            if (!n || n >= sizeof pat)
+                continue;
+            memcpy(pat, q, n);
+            pat[n] = 0;
+            int found = 0;
+            for (int k = 0; k < pf->p.nworkers && !found; k++)
+                found = pf->wk[k].event_type && fnmatch(pat, pf->wk[k].event_type, 0) == 0;
+            if (!found)
+                rf_diag(pf, s->line, 0, ".source cdc %s: --pause-workers: \"%s\" matches no .workers "
+                        "EVENT_TYPE of this file", s->name ? s->name : "?", pat);
         }
     }
 }

@@ -39,13 +39,35 @@
 **   .source cdc NAME (--source-env VAR | --source CONNINFO) [--slot SLOT]
 **           [--publication PUB] [--tables "T1, S.T2"] [--snapshot]
 **           [--heartbeat DURATION] [--no-create]
+**           [--pause-workers "TYPE[,TYPE...]" --pause-at SIZE [--resume-at SIZE]]
+**           [--drop-slot-at SIZE] [--slot-check DURATION]
 **                                the changes of another PostgreSQL database
 **                                (.cdc start): logical replication through
 **                                slot SLOT and publication PUB (both
 **                                default to NAME), exactly once into
 **                                staging.raw_events; the conninfo from the
 **                                environment variable VAR keeps a password
-**                                out of the file
+**                                out of the file.
+**                                The slot guard, read every --slot-check
+**                                (10s): when the WAL the slot retains on
+**                                the source reaches --pause-at, or its
+**                                wal_status is unreserved or lost, the
+**                                .workers whose EVENT_TYPE (as written
+**                                there) matches a TYPE of --pause-workers
+**                                (globs: "public.*", "*") stop claiming,
+**                                so the stream catches up; they resume
+**                                below --resume-at (default half of
+**                                --pause-at). Only with --drop-slot-at:
+**                                at that size (or wal_status lost) the
+**                                slot is dropped, its state on the target
+**                                forgotten, and the source starts again
+**                                with a new slot and a snapshot (the
+**                                tables' rows again, as schema.table:insert
+**                                events with "snapshot":true). Each step
+**                                is logged, raised as a cdc-guard alert
+**                                (delivered by the .alert cdc-lag of the
+**                                source when there is one) and counted
+**                                in /metrics (pgpipe_cdc_guard_*)
 **   .workers EVENT_TYPE|* (--sql FILE | --so LIB:SYMBOL) [--workers N]
 **           [--batch N] [--mode transaction|lease] [--lease DURATION]
 **           [--max-attempts N] [--table TABLE]
@@ -148,6 +170,10 @@ typedef struct pgpipe_pipe_source {
     const char *source_conninfo, *source_env, *slot, *publication, *tables;
     int snapshot, no_create;
     int64_t heartbeat_ms;  /* 10s */
+    /* cdc, the slot guard: sizes in bytes, 0 when not given */
+    const char *pause_workers; /* "TYPE,TYPE": globs on the .workers EVENT_TYPEs */
+    int64_t pause_at, resume_at, drop_slot_at; /* resume_at: pause_at / 2 by default */
+    int64_t slot_check_ms; /* 10s */
 } pgpipe_pipe_source;
 
 enum { PGPIPE_PIPE_TRANSACTION = 0, PGPIPE_PIPE_LEASE = 1 };

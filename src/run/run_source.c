@@ -67,14 +67,24 @@ typedef struct rsrc_http {
     int running;
 } rsrc_http;
 
-/* A CDC source: a thread streams (pgpipe_cdc_run in 10 s slices, between
-** which it reads the slot's lag on the source for /metrics); a failure that
-** does not heal by itself (the stream heals lost connections) is logged and
-** tried again with a backoff up to a minute. */
+/* A CDC source: a thread streams (pgpipe_cdc_run in slices of
+** --slot-check, 10 s, between which it reads the slot on the source for
+** /metrics and the slot guard); a failure that does not heal by itself (the
+** stream heals lost connections) is logged and tried again with a backoff
+** up to a minute.
+**
+** The slot guard (run_file.h): paused is the state the workers follow;
+** rsrc_guard_apply sets every workers handle's pause from the guards of
+** all CDC sources, so two sources pausing the same workers, a reload that
+** starts new workers, or a source stopped while paused all end right. A
+** dropped slot is made again with a snapshot (resnap), whatever --snapshot
+** says: the changes in between are lost, the snapshot is what recovers. */
 typedef struct rsrc_cdc {
-    char *name, *conninfo, *env, *slot, *publication, *tables;
+    char *name, *conninfo, *env, *slot, *publication, *tables, *pause_workers;
     int snapshot, no_create, line;
-    int64_t heartbeat_ms;
+    int64_t heartbeat_ms, pause_at, resume_at, drop_at, check_ms;
+    atomic_int paused;    /* the guard holds pause_workers paused */
+    int resnap;           /* the thread's: open with a snapshot (after a drop) */
     pgpipe_runner *r;
     char *source;         /* the conninfo in use (the variable's value) */
     pthread_t th;
@@ -88,12 +98,14 @@ typedef struct rsrc_cdc {
 #endif
     long long events, transactions, reconnects; /* of the handles closed before */
     int streaming, info_ok;
+    long long pauses, resumes, drops; /* the guard's steps */
 } rsrc_cdc;
 
 typedef struct rsrc_work {
     char *event_type, *sql_file, *so_lib, *so_symbol, *table;
     int workers, batch, mode, max_attempts, line;
     int64_t lease_ms;
+    int paused;           /* run_sources.mu: a CDC slot guard holds it */
     char *sql;            /* the handler statement (sql_file's text) */
     void *dl;
     pgpipe_workers *w;
@@ -650,7 +662,7 @@ static void rsrc_cdc_free(rsrc_cdc *h)
     if (!h)
         return;
     pp_free(h->name), pp_free(h->conninfo), pp_free(h->env), pp_free(h->slot);
-    pp_free(h->publication), pp_free(h->tables), pp_free(h->source);
+    pp_free(h->publication), pp_free(h->tables), pp_free(h->source), pp_free(h->pause_workers);
     pthread_mutex_destroy(&h->cmu);
     pp_free(h);
 }
@@ -663,9 +675,15 @@ static rsrc_cdc *rsrc_cdc_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
     pthread_mutex_init(&h->cmu, NULL);
     int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->conninfo, s->source_conninfo) &
              rsrc_dup(&h->env, s->source_env) & rsrc_dup(&h->slot, s->slot) &
-             rsrc_dup(&h->publication, s->publication) & rsrc_dup(&h->tables, s->tables);
+             rsrc_dup(&h->publication, s->publication) & rsrc_dup(&h->tables, s->tables) &
+             rsrc_dup(&h->pause_workers, s->pause_workers);
     h->snapshot = s->snapshot, h->no_create = s->no_create, h->line = s->line;
     h->heartbeat_ms = s->heartbeat_ms;
+    h->pause_at = h->pause_workers ? s->pause_at : 0;
+    h->resume_at = s->resume_at > 0 ? s->resume_at : h->pause_at / 2;
+    h->drop_at = s->drop_slot_at;
+    h->check_ms = s->slot_check_ms > 0 ? s->slot_check_ms : 10000;
+    atomic_init(&h->paused, 0);
     h->r = r;
     if (!ok) {
         rsrc_cdc_free(h);
@@ -680,10 +698,254 @@ static int rsrc_cdc_same(const rsrc_cdc *a, const rsrc_cdc *b)
            rsrc_same(a->env, b->env) && rsrc_same(a->slot, b->slot) &&
            rsrc_same(a->publication, b->publication) && rsrc_same(a->tables, b->tables) &&
            a->snapshot == b->snapshot && a->no_create == b->no_create &&
-           a->heartbeat_ms == b->heartbeat_ms;
+           a->heartbeat_ms == b->heartbeat_ms && rsrc_same(a->pause_workers, b->pause_workers) &&
+           a->pause_at == b->pause_at && a->resume_at == b->resume_at && a->drop_at == b->drop_at &&
+           a->check_ms == b->check_ms;
 }
 
 #ifndef PGPIPE_OMIT_CDC
+/* 1 when event_type (a .workers EVENT_TYPE as written) matches one of the
+** comma-separated globs of list. */
+static int rsrc_guard_names(const char *list, const char *event_type)
+{
+    for (const char *q = list; q && event_type; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+        char pat[256];
+        const char *e = strchr(q, ',');
+        size_t n = e ? (size_t)(e - q) : strlen(q);
+        while (n && (*q == ' ' || *q == '\t'))
+            q++, n--;
+        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+            n--;
+        if (!n || n >= sizeof pat)
+            continue;
+        memcpy(pat, q, n);
+        pat[n] = 0;
+        if (fnmatch(pat, event_type, 0) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Each workers handle paused while some CDC source's guard holds it. The
+** names paused are written to names (comma-separated) for the log. */
+static void rsrc_guard_apply(pgpipe_runner *r, const rsrc_cdc *for_source, char *names, size_t cap)
+{
+    run_sources *s = __atomic_load_n(&r->sources, __ATOMIC_ACQUIRE);
+    if (names && cap)
+        names[0] = 0;
+    if (!s)
+        return;
+    pp_mutex_lock(&s->mu);
+    for (int i = 0; i < s->nwork; i++) {
+        rsrc_work *w = s->work[i];
+        if (!w)
+            continue;
+        int want = 0;
+        for (int j = 0; j < s->ncdc && !want; j++)
+            want = s->cdc[j] && atomic_load(&s->cdc[j]->paused) &&
+                   rsrc_guard_names(s->cdc[j]->pause_workers, w->event_type);
+        if (want != w->paused && w->w)
+            pgpipe_workers_pause(w->w, want);
+        if (w->w)
+            w->paused = want;
+        if (names && for_source && rsrc_guard_names(for_source->pause_workers, w->event_type)) {
+            size_t len = strlen(names);
+            snprintf(names + len, cap - len, "%s%s", len ? "," : "", w->event_type);
+        }
+    }
+    pp_mutex_unlock(&s->mu);
+}
+
+/* the guard's detail for an alert: a JSON object text */
+static void rsrc_guard_detail(pp_buf *d, const rsrc_cdc *h, const pgpipe_cdc_slot_info *in,
+                              const char *action, const char *workers)
+{
+    pp_buf_appendf(d, "{\"source\":");
+    pp_json_str(d, h->name, strlen(h->name), 0);
+    pp_buf_appendf(d, ",\"slot\":");
+    pp_json_str(d, h->slot, strlen(h->slot), 0);
+    pp_buf_appendf(d, ",\"action\":\"%s\",\"retained_bytes\":%lld,\"lag_bytes\":%lld,"
+                   "\"wal_status\":", action, in->retained_bytes, in->lag_bytes);
+    pp_json_str(d, in->wal_status, strlen(in->wal_status), 0);
+    pp_buf_appendf(d, ",\"pause_at\":%lld,\"resume_at\":%lld,\"drop_slot_at\":%lld",
+                   (long long)h->pause_at, (long long)h->resume_at, (long long)h->drop_at);
+    if (workers) {
+        pp_buf_appendf(d, ",\"workers\":");
+        pp_json_str(d, workers, strlen(workers), 0);
+    }
+    pp_buf_appendf(d, "}");
+}
+
+/* The slot guard's step for what the source just said of the slot: pause
+** or resume the named workers (logged, counted, raised); 1 when the slot
+** is to be dropped (only with --drop-slot-at). */
+static int rsrc_guard(rsrc_cdc *h, const pgpipe_cdc_slot_info *in)
+{
+    pgpipe_runner *r = h->r;
+    /* a slot that is gone keeps no WAL: the workers may go on (.alert
+    ** cdc-lag reports it; nothing is dropped or made again here) */
+    int lost = in->exists && !strcmp(in->wal_status, "lost");
+    int unres = in->exists && !strcmp(in->wal_status, "unreserved");
+    long long kept = in->exists ? in->retained_bytes : 0;
+    if (h->drop_at > 0 && in->exists && (lost || kept >= h->drop_at))
+        return 1;
+    if (h->pause_at <= 0)
+        return 0;
+    int paused = atomic_load(&h->paused);
+    int pause = !paused && (kept >= h->pause_at || lost || unres);
+    int resume = paused && kept < h->resume_at && !lost && !unres;
+    if (!pause && !resume)
+        return 0;
+    atomic_store(&h->paused, pause);
+    pthread_mutex_lock(&h->cmu);
+    if (pause)
+        h->pauses++;
+    else
+        h->resumes++;
+    pthread_mutex_unlock(&h->cmu);
+    char names[1024], ret[24], mark[24];
+    rsrc_guard_apply(r, h, names, sizeof names);
+    snprintf(ret, sizeof ret, "%lld", kept);
+    snprintf(mark, sizeof mark, "%lld", (long long)(pause ? h->pause_at : h->resume_at));
+    pp_buf msg = { 0 }, det = { 0 };
+    if (pause && (lost || unres))
+        pp_buf_appendf(&msg, "CDC slot guard: the slot of source %s is %s (wal_status), WAL "
+                       "retained %lld bytes: workers %s paused until the slot is reserved again "
+                       "and retains less than %lld", h->name, in->wal_status, kept,
+                       names[0] ? names : "(none running)", (long long)h->resume_at);
+    else if (pause)
+        pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL (pause at %lld, "
+                       "wal_status %s): workers %s paused until it falls below %lld", h->name,
+                       kept, (long long)h->pause_at, in->wal_status,
+                       names[0] ? names : "(none running)", (long long)h->resume_at);
+    else
+        pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL, below %lld: "
+                       "workers %s resumed", h->name, kept, (long long)h->resume_at,
+                       names[0] ? names : "(none running)");
+    rsrc_guard_detail(&det, h, in, pause ? "pause" : "resume", names);
+    run_log(r, pause ? PGPIPE_LOG_WARN : PGPIPE_LOG_INFO,
+            pause ? "CDC slot guard: workers paused" : "CDC slot guard: workers resumed",
+            "source", h->name, "retained_bytes", ret, pause ? "pause_at" : "resume_at", mark,
+            "wal_status", in->wal_status, "workers", names, NULL);
+    /* the resume clears the pause's alert (and is delivered as well) */
+    run_alert_raise(r, pause ? "cdc-guard" : "cdc-guard-resume", h->name,
+                    msg.data ? msg.data : "CDC slot guard", det.data);
+    pp_buf_free(&msg);
+    pp_buf_free(&det);
+    return 0;
+}
+
+/* Drop the slot (the stream is closed) and forget its state on the target;
+** the next open makes a new slot and a snapshot. Instances running the
+** same source take turns (an advisory lock on the target) and look at the
+** slot again first: the one that comes second finds the new slot (or none
+** yet) and drops nothing. 0, or -1 when nothing was dropped. */
+static int rsrc_guard_drop(rsrc_cdc *h)
+{
+    pgpipe_runner *r = h->r;
+    char key[256], lock[32];
+    snprintf(key, sizeof key, "pgpipe-cdc-guard:%s", h->slot);
+    snprintf(lock, sizeof lock, "%lld", (long long)(pp_hash64(key) & 0x7fffffffffffffffULL));
+    const char *lp[1] = { lock };
+    pgpipe_conn *cc = NULL;
+    PGresult *res = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pgpipe_pool_acquire_ex(r->pool, &cc, 5000, &e) != PGPIPE_OK) {
+        run_log(r, PGPIPE_LOG_WARN, "CDC slot guard: no connection to the target; the slot is not "
+                "dropped now", "source", h->name, "error", e.message, NULL);
+        return -1;
+    }
+    PGconn *tc = pgpipe_conn_pg(cc);
+    if (pp_exec(tc, "SELECT pg_try_advisory_lock($1::bigint)", 1, lp, &res, &e, "the guard's lock") ||
+        PQgetvalue(res, 0, 0)[0] != 't') {
+        PQclear(res);
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: another instance drops the slot", "source",
+                h->name, NULL);
+        if (e.message[0])
+            pgpipe_pool_discard(cc);
+        else
+            pgpipe_pool_release(cc);
+        return -1;
+    }
+    PQclear(res);
+    pgpipe_cdc_slot_info now, *in = &now;
+    memset(&e, 0, sizeof e);
+    int rc = pgpipe_cdc_slot_info_get(h->source, h->slot, &now, &e);
+    int lost = rc == PGPIPE_OK && !strcmp(now.wal_status, "lost");
+    if (rc != PGPIPE_OK || !now.exists || (!lost && now.retained_bytes < h->drop_at)) {
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: the slot no longer needs dropping", "source",
+                h->name, "error", rc != PGPIPE_OK ? e.message : "", NULL);
+        rc = -1;
+        goto out;
+    }
+    char ret[24], mark[24];
+    snprintf(ret, sizeof ret, "%lld", in->retained_bytes);
+    snprintf(mark, sizeof mark, "%lld", (long long)h->drop_at);
+    pp_buf msg = { 0 }, det = { 0 };
+    if (lost)
+        pp_buf_appendf(&msg, "CDC slot guard: slot %s of source %s was invalidated by the source "
+                       "(wal_status lost): dropping slot %s", h->slot, h->name, h->slot);
+    else
+        pp_buf_appendf(&msg, "CDC slot guard: source %s retains %lld bytes of WAL (drop at %lld, "
+                       "wal_status %s): dropping slot %s", h->name, in->retained_bytes,
+                       (long long)h->drop_at, in->wal_status, h->slot);
+    pp_buf_appendf(&msg, " and starting again with a new slot and a snapshot; the changes not "
+                   "yet staged are lost, the tables' rows come again as snapshot events");
+    rsrc_guard_detail(&det, h, in, "drop-slot", NULL);
+    run_log(r, PGPIPE_LOG_ERROR, "CDC slot guard: dropping the slot; a new slot and a snapshot follow",
+            "source", h->name, "slot", h->slot, "retained_bytes", ret, "drop_slot_at", mark,
+            "wal_status", in->wal_status, NULL);
+    run_alert_raise(r, "cdc-guard", h->name, msg.data ? msg.data : "CDC slot guard: slot dropped",
+                    det.data);
+    pp_buf_free(&msg);
+    pp_buf_free(&det);
+    /* the walsender of the closed stream may still hold the slot a moment */
+    rc = PGPIPE_ERROR;
+    for (int i = 0; i < 20 && rc != PGPIPE_OK && !atomic_load(&h->stop); i++) {
+        if (i)
+            pgpipe_sleep_ms(250);
+        memset(&e, 0, sizeof e);
+        rc = pgpipe_cdc_drop(h->source, r->conninfo ? r->conninfo : "", h->slot, NULL, &e);
+    }
+    if (rc != PGPIPE_OK) {
+        run_log(r, PGPIPE_LOG_ERROR, "CDC slot guard: the slot could not be dropped", "source",
+                h->name, "slot", h->slot, "error", e.message[0] ? e.message : "stopped", NULL);
+        rc = -1;
+        goto out;
+    }
+    pthread_mutex_lock(&h->cmu);
+    h->drops++;
+    h->info_ok = 0;
+    pthread_mutex_unlock(&h->cmu);
+    h->resnap = 1;
+    run_log(r, PGPIPE_LOG_WARN, "CDC slot guard: slot dropped; starting again with a snapshot",
+            "source", h->name, "slot", h->slot, NULL);
+    rc = 0;
+out:
+    if (pp_exec(tc, "SELECT pg_advisory_unlock($1::bigint)", 1, lp, NULL, NULL, NULL) ||
+        PQstatus(tc) != CONNECTION_OK)
+        pgpipe_pool_discard(cc); /* the session, and its lock, end with it */
+    else
+        pgpipe_pool_release(cc);
+    return rc;
+}
+
+/* The slot as the source says it now, kept for /metrics and .alert
+** cdc-lag; 1 when read. */
+static int rsrc_cdc_read_slot(rsrc_cdc *h, pgpipe_cdc_slot_info *info)
+{
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    int got = !atomic_load(&h->stop) &&
+              pgpipe_cdc_slot_info_get(h->source, h->slot, info, &e) == PGPIPE_OK;
+    pthread_mutex_lock(&h->cmu);
+    if (got)
+        h->info = *info, h->info_ok = 1;
+    pthread_mutex_unlock(&h->cmu);
+    return got;
+}
+
 static void *rsrc_cdc_thread(void *arg)
 {
     rsrc_cdc *h = arg;
@@ -699,9 +961,11 @@ static void *rsrc_cdc_thread(void *arg)
         o.tables = h->tables;
         o.create = !h->no_create;
         o.install = !r->opt.install_schema;
-        o.snapshot = h->snapshot;
+        o.snapshot = h->snapshot || h->resnap;
         o.heartbeat_ms = (int)(h->heartbeat_ms < INT_MAX ? h->heartbeat_ms : INT_MAX);
         pgpipe_cdc *c = NULL;
+        pgpipe_cdc_slot_info info;
+        int drop = 0;
         int rc = pgpipe_cdc_open(&c, &o);
         if (rc == PGPIPE_OK) {
             pthread_mutex_lock(&h->cmu);
@@ -713,20 +977,17 @@ static void *rsrc_cdc_thread(void *arg)
             backoff = 1000;
             /* a stop asked before h->c was set is seen here; one asked
             ** after reaches the stream through pgpipe_cdc_stop */
-            int slice = 1000; /* the slot's first reading soon, then every 10 s */
-            while (rc == PGPIPE_OK && !atomic_load(&h->stop)) {
+            int every = (int)(h->check_ms < INT_MAX ? h->check_ms : INT_MAX);
+            int slice = every < 1000 ? every : 1000; /* the slot's first reading soon */
+            while (rc == PGPIPE_OK && !atomic_load(&h->stop) && !drop) {
                 rc = pgpipe_cdc_run(c, slice);
-                slice = 10000;
-                pgpipe_cdc_slot_info info;
-                pgpipe_error e;
-                memset(&e, 0, sizeof e);
-                int got = !atomic_load(&h->stop) &&
-                          pgpipe_cdc_slot_info_get(h->source, h->slot, &info, &e) == PGPIPE_OK;
+                slice = every;
+                int got = rsrc_cdc_read_slot(h, &info);
                 pthread_mutex_lock(&h->cmu);
                 pgpipe_cdc_stats_get(c, &h->st);
-                if (got)
-                    h->info = info, h->info_ok = 1;
                 pthread_mutex_unlock(&h->cmu);
+                if (got)
+                    drop = rsrc_guard(h, &info);
             }
             pthread_mutex_lock(&h->cmu);
             h->c = NULL;
@@ -735,17 +996,30 @@ static void *rsrc_cdc_thread(void *arg)
             h->reconnects += h->st.reconnects;
             memset(&h->st, 0, sizeof h->st);
             pthread_mutex_unlock(&h->cmu);
+        } else if (!atomic_load(&h->stop) && rsrc_cdc_read_slot(h, &info)) {
+            /* a slot the source invalidated fails the open: the guard
+            ** still pauses, or drops it when told to */
+            drop = rsrc_guard(h, &info);
         }
-        if (rc != PGPIPE_OK && !atomic_load(&h->stop)) {
+        if (rc != PGPIPE_OK && !atomic_load(&h->stop) && !drop) {
             char wait[24];
             snprintf(wait, sizeof wait, "%lld ms", (long long)backoff);
             run_log(r, PGPIPE_LOG_ERROR, "CDC source failed; trying again", "source", h->name,
                     "error", c ? pgpipe_errmsg(c) : "out of memory", "in", wait, NULL);
         }
         pgpipe_cdc_close(c);
+        if (drop && !atomic_load(&h->stop) && rsrc_guard_drop(h) == 0) {
+            backoff = 1000;
+            continue; /* a new slot and the snapshot at once */
+        }
         for (int64_t waited = 0; waited < backoff && !atomic_load(&h->stop); waited += 100)
             pgpipe_sleep_ms(100);
         backoff = backoff < 30000 ? backoff * 2 : 60000;
+    }
+    if (atomic_exchange(&h->paused, 0)) { /* a stopped source holds no workers */
+        rsrc_guard_apply(r, NULL, NULL, 0);
+        run_log(r, PGPIPE_LOG_INFO, "CDC slot guard: source stopped; its workers are no longer "
+                "held", "source", h->name, NULL);
     }
     return NULL;
 }
@@ -1231,8 +1505,12 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
     }
     for (int j = 0; j < s->ncdc; j++)
         if (s->cdc[j]) {
-            rsrc_cdc_stop(s, s->cdc[j]);
-            rsrc_cdc_free(s->cdc[j]);
+            rsrc_cdc *x = s->cdc[j];
+            rsrc_cdc_stop(s, x);
+            pp_mutex_lock(&s->mu); /* the metrics and the guards read the list */
+            s->cdc[j] = NULL;
+            pp_mutex_unlock(&s->mu);
+            rsrc_cdc_free(x);
         }
     pp_mutex_lock(&s->mu);
     rsrc_cdc **oldc = s->cdc;
@@ -1251,6 +1529,9 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
             failed = 1;
         }
     }
+#ifndef PGPIPE_OMIT_CDC
+    rsrc_guard_apply(r, NULL, NULL, 0); /* workers started now follow a guard that holds */
+#endif
     return failed ? PGPIPE_ERROR : PGPIPE_OK;
 }
 
@@ -1370,6 +1651,33 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
             if (!known)
                 continue;
             pp_buf_appendf(out, "%s{source=\"", cnames[m]);
+            rsrc_label(out, h->name);
+            pp_buf_appendf(out, "\"} %lld\n", v);
+        }
+    }
+    /* the slot guard, for the sources that have one */
+    static const char *const gnames[] = { "pgpipe_cdc_guard_paused", "pgpipe_cdc_guard_pauses_total",
+                                          "pgpipe_cdc_guard_resumes_total",
+                                          "pgpipe_cdc_guard_slot_drops_total" };
+    static const char *const ghelp[] = { "1 while the slot guard holds the source's --pause-workers paused",
+                                         "times the slot guard paused them (retained WAL or wal_status)",
+                                         "times it resumed them (retained WAL below --resume-at)",
+                                         "slots dropped and made again with a snapshot (--drop-slot-at)" };
+    int guarded = 0;
+    for (int i = 0; i < s->ncdc; i++)
+        guarded |= s->cdc[i] && (s->cdc[i]->pause_at > 0 || s->cdc[i]->drop_at > 0);
+    for (int m = 0; m < 4 && guarded; m++) {
+        pp_buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", gnames[m], ghelp[m], gnames[m],
+                       m ? "counter" : "gauge");
+        for (int i = 0; i < s->ncdc; i++) {
+            rsrc_cdc *h = s->cdc[i];
+            if (!h || (h->pause_at <= 0 && h->drop_at <= 0))
+                continue;
+            pthread_mutex_lock(&h->cmu);
+            long long v = m == 0 ? atomic_load(&h->paused) : m == 1 ? h->pauses
+                          : m == 2 ? h->resumes : h->drops;
+            pthread_mutex_unlock(&h->cmu);
+            pp_buf_appendf(out, "%s{source=\"", gnames[m]);
             rsrc_label(out, h->name);
             pp_buf_appendf(out, "\"} %lld\n", v);
         }
