@@ -3825,11 +3825,47 @@ PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n)
 
 /* One buffer of /dev/urandom output for the process, refilled a block at a
 ** time; a forked child drops what its parent read so the two never hand out
-** the same bytes. */
+** the same bytes. With threads the child learns of the fork from a
+** pthread_atfork handler (registered before the first draw), not from a getpid()
+** per draw: a UUID per HTTP request would pay a system call each. The
+** handlers hold the mutex across fork(), so a child never inherits it locked
+** by a thread that does not exist in the child. (A raw clone() without
+** fork() bypasses the handlers; nothing here does that.) */
 static pp_mutex pp_text_mutex = PP_MUTEX_INIT;
 static unsigned char pp_rnd[4096];
 static size_t pp_rnd_left;
+#ifndef PGPIPE_OMIT_THREADS
+static pthread_once_t pp_rnd_once = PTHREAD_ONCE_INIT;
+
+static void pp_rnd_prepare(void)
+{
+    pthread_mutex_lock(&pp_text_mutex);
+}
+
+static void pp_rnd_parent(void)
+{
+    pthread_mutex_unlock(&pp_text_mutex);
+}
+
+static void pp_rnd_child(void)
+{
+    memset(pp_rnd, 0, sizeof pp_rnd);
+    pp_rnd_left = 0;
+    pthread_mutex_unlock(&pp_text_mutex);
+}
+
+static void pp_rnd_atfork(void)
+{
+    pthread_atfork(pp_rnd_prepare, pp_rnd_parent, pp_rnd_child);
+}
+
+/* Called before the lock is taken: no draw holds it before the handlers
+** cover fork(). */
+#define pp_rnd_ready() pthread_once(&pp_rnd_once, pp_rnd_atfork)
+#else
 static pid_t pp_rnd_pid;
+#define pp_rnd_ready() ((void)0)
+#endif
 
 static int pp_rnd_fill_locked(void)
 {
@@ -3851,14 +3887,18 @@ static int pp_rnd_fill_locked(void)
     }
     close(fd);
     pp_rnd_left = sizeof pp_rnd;
+#ifdef PGPIPE_OMIT_THREADS
     pp_rnd_pid = getpid();
+#endif
     return PGPIPE_OK;
 }
 
 static int pp_random_locked(unsigned char *out, size_t n)
 {
+#ifdef PGPIPE_OMIT_THREADS
     if (pp_rnd_left && pp_rnd_pid != getpid())
         pp_rnd_left = 0;
+#endif
     while (n) {
         if (!pp_rnd_left && pp_rnd_fill_locked() != PGPIPE_OK)
             return PGPIPE_IO;
@@ -3875,6 +3915,7 @@ static int pp_random_locked(unsigned char *out, size_t n)
 
 PGPIPE_PRIVATE int pp_random_bytes(void *out, size_t n)
 {
+    pp_rnd_ready();
     pp_mutex_lock(&pp_text_mutex);
     int rc = pp_random_locked(out, n);
     pp_mutex_unlock(&pp_text_mutex);
@@ -3914,6 +3955,7 @@ PGPIPE_PRIVATE int pp_uuid_v7(char out[37])
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     unsigned char r[14];
+    pp_rnd_ready();
     pp_mutex_lock(&pp_text_mutex);
     if (pp_random_locked(r, sizeof r) != PGPIPE_OK) {
         pp_mutex_unlock(&pp_text_mutex);
@@ -22143,8 +22185,10 @@ static size_t ig_row_end_off(const ig_group *g, size_t i)
     return i + 1 < g->nrows ? g->rows[i + 1].coff : g->cbuf.len;
 }
 
-/* COPY the live rows of [lo, hi) (runs of them in one piece). */
-static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGresult **res)
+/* COPY the live rows of [lo, hi) (runs of them in one piece). *end_sent
+** (when not NULL) is set once the end of the COPY goes to the server. */
+static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGresult **res,
+                        int *end_sent)
 {
     *res = NULL;
     int rc = pp_copy_in_start(c->conn, ig_rows_copy, &c->err, "http ingest: COPY");
@@ -22164,6 +22208,8 @@ static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGre
             PQputCopyEnd(c->conn, "http ingest: send failed");
         return rc;
     }
+    if (end_sent)
+        *end_sent = 1;
     return ig_copy_end(c, res);
 }
 
@@ -22226,7 +22272,7 @@ static int ig_rows_isolate(ig_committer *c, ig_group *g)
         PGresult *err = NULL;
         int rc = ig_exec(c, "SAVEPOINT ig_rows", 0, NULL, NULL);
         if (rc == PGPIPE_OK)
-            rc = ig_copy_rows(c, g, lo, hi, &err);
+            rc = ig_copy_rows(c, g, lo, hi, &err, NULL);
         if (rc == PGPIPE_OK) {
             if ((rc = ig_exec(c, "RELEASE SAVEPOINT ig_rows", 0, NULL, NULL)) != PGPIPE_OK)
                 return rc;
@@ -22266,11 +22312,33 @@ static int ig_rows_isolate(ig_committer *c, ig_group *g)
 /* The body of a 202: {"request_id":..,"accepted":N,"dead_lettered":N,"errors":[..]}.
 ** A replay gets the very same body (the reply's replayed flag adds the
 ** Idempotent-Replayed header), so a client comparing bodies sees one answer. */
+static int ig_put_ll(pp_buf *b, long long v)
+{
+    char num[24], *e = num + sizeof num, *p = e;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return pp_buf_append(b, p, (size_t)(e - p));
+}
+
+/* (by hand rather than with a printf: one body per request) */
 static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, const char *errs,
                    size_t elen)
 {
-    int rc = pp_buf_appendf(b, "{\"request_id\":\"%s\",\"accepted\":%lld,\"dead_lettered\":%lld,"
-                            "\"errors\":", rid, acc, dead);
+    static const char k_id[] = "{\"request_id\":\"", k_acc[] = "\",\"accepted\":",
+                      k_dead[] = ",\"dead_lettered\":", k_errs[] = ",\"errors\":";
+    int rc = pp_buf_reserve(b, 96 + strlen(rid) + elen);
+    rc |= pp_buf_append(b, k_id, sizeof k_id - 1);
+    rc |= pp_buf_append(b, rid, strlen(rid));
+    rc |= pp_buf_append(b, k_acc, sizeof k_acc - 1);
+    rc |= ig_put_ll(b, acc);
+    rc |= pp_buf_append(b, k_dead, sizeof k_dead - 1);
+    rc |= ig_put_ll(b, dead);
+    rc |= pp_buf_append(b, k_errs, sizeof k_errs - 1);
     rc |= elen ? pp_buf_append(b, errs, elen) : pp_buf_append(b, "[]", 2);
     rc |= pp_buf_putc(b, '}');
     return rc ? PGPIPE_NOMEM : PGPIPE_OK;
@@ -22485,6 +22553,31 @@ static int ig_finish(ig_committer *c, ig_group *g, long long *acc, long long *de
                       "$4::int[], $5::int[], $6::text[]) AS u(s, k, r, a, d, e)", 6, v, NULL);
 }
 
+/* A group of rows alone (no idempotency keys to lock or record, no dead
+** letters): the COPY is the whole transaction. Outside a transaction block
+** the server commits a statement before it answers it, so the COPY's
+** CommandComplete means committed, as COMMIT's would: two round trips
+** instead of four (BEGIN, COPY, COPY end, COMMIT). Once the COPY's end is
+** sent the outcome is unknown until the answer comes (*commit_sent); an
+** error the server reports means rolled back, and a refused row sends the
+** group the slow way (ig_commit), in a transaction block. */
+static int ig_transaction_rows(ig_committer *c, ig_group *g, long long *acc, long long *dead,
+                               int *commit_sent)
+{
+    /* the answers first (no key rows to write here): nothing can fail
+    ** between the commit and them */
+    int rc = ig_finish(c, g, acc, dead);
+    if (rc != PGPIPE_OK || !g->nrows)
+        return rc;
+    PGresult *err = NULL;
+    rc = ig_copy_rows(c, g, 0, g->nrows, &err, commit_sent);
+    PQclear(err);
+    if (rc != PGPIPE_OK && *commit_sent && c->err.sqlstate[0] && c->conn &&
+        PQstatus(c->conn) == CONNECTION_OK && PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+        *commit_sent = 0; /* the server said why, and lives on: nothing was committed */
+    return rc;
+}
+
 /* The group's transaction. *stage tells how far it got (for the answer). */
 static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc, long long *dead,
                           int *commit_sent)
@@ -22495,6 +22588,8 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
         g->reqs[i].fate = IG_NEW;
         g->reqs[i].first = IG_NONE;
     }
+    if (!slow && !g->nkeys && !g->dbuf.len)
+        return ig_transaction_rows(c, g, acc, dead, commit_sent);
     int rc = ig_exec(c, "BEGIN", 0, NULL, NULL);
     if (rc == PGPIPE_OK && g->nkeys)
         rc = ig_keys_check(c, g);
@@ -22505,7 +22600,7 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
         live += ig_live(g, i);
     if (live && !slow) {
         PGresult *err = NULL;
-        rc = ig_copy_rows(c, g, 0, g->nrows, &err);
+        rc = ig_copy_rows(c, g, 0, g->nrows, &err, NULL);
         PQclear(err);
         if (rc != PGPIPE_OK)
             return rc; /* the caller tries the slow way when the server refused a row */
@@ -23120,9 +23215,12 @@ struct pgpipe_http {
     pp_mutex mu;                /* guards done/ndone/capdone */
     hs_done *done;
     size_t ndone, capdone;
+    hs_done *dspare;            /* the loop's (hs_deliver) */
+    size_t capspare;
     /* metrics (loop thread only) */
     uint64_t by_status[600];
     uint64_t accepted, refused, bytes_in, bytes_out, submitted;
+    uint64_t epoll_mods;        /* EPOLL_CTL_MOD calls (the tests count them) */
     uint64_t lat[HS_NLAT + 1];
     double lat_sum;
     uint64_t lat_count;
@@ -23395,14 +23493,8 @@ static int hs_flush(pgpipe_http *h, hs_conn *c)
 
 /* ---- connections -------------------------------------------------------- */
 
-static void hs_interest(pgpipe_http *h, hs_conn *c)
+static void hs_set_events(pgpipe_http *h, hs_conn *c, int want)
 {
-    int want = 0;
-    if (c->state == HS_LINGER || (c->state == HS_READ && !c->closing && !c->peer_eof &&
-                                  c->out.len - c->out_off < HS_OUT_HIGH))
-        want |= EPOLLIN;
-    if (c->out_off < c->out.len)
-        want |= EPOLLOUT;
     if (want == c->events)
         return;
     struct epoll_event ev;
@@ -23411,6 +23503,25 @@ static void hs_interest(pgpipe_http *h, hs_conn *c)
     ev.data.u64 = (uint64_t)c->slot;
     epoll_ctl(h->ep, EPOLL_CTL_MOD, c->fd, &ev);
     c->events = want;
+    h->epoll_mods++;
+}
+
+/* Watch what c needs: EPOLLIN while it reads, EPOLLOUT only while a send
+** would block. While ingest holds its request (HS_WAIT) EPOLLIN stays as it
+** was: a keep-alive client sends nothing until it has its answer, so the
+** common case costs no epoll_ctl at all; one that pipelines or closes
+** meanwhile wakes the loop once and hs_conn_event drops EPOLLIN then. */
+static void hs_interest(pgpipe_http *h, hs_conn *c)
+{
+    int want = 0;
+    if (c->state == HS_LINGER || (c->state == HS_READ && !c->closing && !c->peer_eof &&
+                                  c->out.len - c->out_off < HS_OUT_HIGH))
+        want |= EPOLLIN;
+    else if (c->state == HS_WAIT)
+        want |= c->events & EPOLLIN;
+    if (c->out_off < c->out.len)
+        want |= EPOLLOUT;
+    hs_set_events(h, c, want);
 }
 
 static void hs_close(pgpipe_http *h, hs_conn *c)
@@ -23841,12 +23952,18 @@ static void hs_conn_event(pgpipe_http *h, hs_conn *c, uint32_t ev)
     }
     if (ev & (EPOLLIN | EPOLLHUP)) {
         if (c->state == HS_WAIT) {
-            if (ev & EPOLLHUP)
+            if (ev & EPOLLHUP) {
                 hs_close(h, c); /* its answer will be dropped */
+                return;
+            }
+            /* the next request (or the client's end) stays in the socket
+            ** until this answer is out: answers go in order */
+            hs_set_events(h, c, c->events & ~EPOLLIN);
+            if (!(ev & EPOLLOUT))
+                return;
+        } else if (hs_read(h, c) < 0) {
             return;
         }
-        if (hs_read(h, c) < 0)
-            return;
     }
     if ((ev & EPOLLOUT) && hs_flush(h, c) < 0)
         return;
@@ -23958,20 +24075,28 @@ static void hs_done_cb(pgpipe_http *h, uint64_t ticket, pp_http_reply *reply)
     }
     h->done[h->ndone].ticket = ticket;
     h->done[h->ndone].reply = *reply;
-    h->ndone++;
+    /* one wake per batch: while answers wait, the loop has been woken and
+    ** has not taken them yet (hs_deliver takes them all under mu) */
+    int wake = h->ndone++ == 0;
     pp_mutex_unlock(&h->mu);
     reply->body = NULL;
     reply->body_len = 0;
-    hs_wake(h);
+    if (wake)
+        hs_wake(h);
 }
 
 static void hs_deliver(pgpipe_http *h)
 {
+    /* the two arrays take turns: committers fill one while the loop answers
+    ** from the other, so no allocation per batch */
     pp_mutex_lock(&h->mu);
     hs_done *d = h->done;
-    size_t n = h->ndone;
-    h->done = NULL;
-    h->ndone = h->capdone = 0;
+    size_t n = h->ndone, cap = h->capdone;
+    h->done = h->dspare;
+    h->capdone = h->capspare;
+    h->ndone = 0;
+    h->dspare = d;
+    h->capspare = cap;
     pp_mutex_unlock(&h->mu);
     for (size_t i = 0; i < n; i++) {
         uint64_t t = d[i].ticket;
@@ -23991,7 +24116,6 @@ static void hs_deliver(pgpipe_http *h)
         }
         hs_settle(h, c);
     }
-    pp_free(d);
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -24461,6 +24585,7 @@ void pgpipe_http_close(pgpipe_http *h)
     for (size_t i = 0; i < h->ndone; i++)
         pp_http_reply_free(&h->done[i].reply);
     pp_free(h->done);
+    pp_free(h->dspare);
     if (h->ep >= 0)
         close(h->ep);
     if (h->wakefd >= 0)

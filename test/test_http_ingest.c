@@ -713,3 +713,67 @@ PGT_TEST(http_ingest, commit_fails_503)
     PGT_EQ_INT(HI_ROWS(c), 1);
     pgt_db_close(c);
 }
+
+/* A group of rows alone (no keys, no dead letters of validation) commits as
+** one COPY statement outside a transaction block: a row the server refuses
+** sends the group the slow way (savepoints), a failure at commit answers
+** 503 with nothing written, and a body of no records needs no statement. */
+PGT_TEST(http_ingest, rows_only_group)
+{
+    PGconn *c = pgt_db_open();
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    o.group_window_ms = 60000;
+    pp_ingest *ig = hi_open("rowsonly", &o);
+    hi_clean(c);
+    pp_http_request rq;
+    pp_http_reply now;
+    hi_req(&rq, "application/json", "{\"event_type\":\"a\",\"n\":1}", (size_t)-1, NULL);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 2001, &now), 0);
+    hi_req(&rq, "application/x-ndjson", "{\"event_type\":\"b\",\"n\":2}\n{\"event_type\":\"b\",\"s\":\"x\\u0000y\"}\n"
+           "{\"event_type\":\"b\",\"n\":4}\n", (size_t)-1, NULL);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 2002, &now), 0);
+    hi_req(&rq, "application/json", "[]", (size_t)-1, NULL);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 2003, &now), 0);
+    pp_ingest_drain(ig);
+    hi_answer *a = hi_wait(2001), *b = hi_wait(2002), *d = hi_wait(2003);
+    PGT_CHECK(a && b && d);
+    PGT_EQ_INT(a->status, 202);
+    PGT_EQ_INT(b->status, 202);
+    PGT_EQ_INT(d->status, 202);
+    PGT_CONTAINS(a->body, "\"accepted\":1,\"dead_lettered\":0,\"errors\":[]}");
+    PGT_CONTAINS(b->body, "\"accepted\":2,\"dead_lettered\":1,\"errors\":[{\"record\":2,\"line\":2,");
+    PGT_CONTAINS(d->body, "\"accepted\":0,\"dead_lettered\":0,\"errors\":[]}");
+    PGT_EQ_INT(HI_ROWS(c), 3);
+    PGT_EQ_INT(HI_DEAD(c), 1);
+
+    /* nothing but an empty body in the group: answered, nothing written */
+    hi_req(&rq, "application/x-ndjson", "\n\n", (size_t)-1, NULL);
+    hi_answer e;
+    int st = hi_post(ig, &rq, &e);
+    PGT_CHECK_MSG(st == 202 || st == 400, "empty NDJSON: %d %s", st, e.body);
+
+    /* refused at commit (a deferred check on this source's rows): 503, and
+    ** nothing of the request stays */
+    char sql[1200];
+    snprintf(sql, sizeof sql,
+             "CREATE FUNCTION public.hi_rfail_%d() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$BEGIN IF NEW.source = '%s' AND NEW.event_type = 'late' THEN "
+             "RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END$$;"
+             "CREATE CONSTRAINT TRIGGER hi_rfail_%d AFTER INSERT ON staging.raw_events "
+             "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.hi_rfail_%d()",
+             (int)getpid(), hi_source, (int)getpid(), (int)getpid());
+    PQclear(PGT_EXEC(c, sql));
+    hi_req(&rq, "application/x-ndjson", "{\"event_type\":\"late\"}\n{\"event_type\":\"late\"}\n",
+           (size_t)-1, NULL);
+    st = hi_post(ig, &rq, &e);
+    char drop[300];
+    snprintf(drop, sizeof drop, "DROP TRIGGER hi_rfail_%d ON staging.raw_events; DROP "
+             "FUNCTION public.hi_rfail_%d()", (int)getpid(), (int)getpid());
+    PQclear(PGT_EXEC(c, drop));
+    PGT_EQ_INT(st, 503);
+    PGT_CHECK(e.retry_after >= 1);
+    pp_ingest_close(ig);
+    PGT_EQ_INT(HI_ROWS(c), 3);
+    pgt_db_close(c);
+}

@@ -288,3 +288,70 @@ PGT_TEST(text, array_elem)
     PGT_EQ_STR(text_t_str(&b), "\"\"");
     pp_buf_free(&b);
 }
+
+/* A forked child never hands out the bytes its parent hands out next: the
+** child drops the buffer it inherited (pthread_atfork), with no getpid() per
+** draw. And a fork while another thread draws leaves the child a usable
+** lock (the handlers hold it across the fork). */
+static atomic_int text_t_stop;
+
+static void *text_t_drawer(void *arg)
+{
+    (void)arg;
+    char u[37];
+    while (!text_t_stop)
+        if (pp_uuid_v4(u) != PGPIPE_OK)
+            break;
+    return NULL;
+}
+
+PGT_TEST(text, random_after_fork)
+{
+    unsigned char warm[8], mine[32], theirs[32];
+    PGT_OK(pp_random_bytes(warm, sizeof warm)); /* the buffer holds unread bytes now */
+    int fds[2];
+    PGT_CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    PGT_CHECK(pid >= 0);
+    if (pid == 0) {
+        unsigned char b[32];
+        alarm(10);
+        int ok = pp_random_bytes(b, sizeof b) == PGPIPE_OK &&
+                 write(fds[1], b, sizeof b) == (ssize_t)sizeof b;
+        _exit(ok ? 0 : 1);
+    }
+    close(fds[1]);
+    PGT_OK(pp_random_bytes(mine, sizeof mine));
+    size_t got = 0;
+    while (got < sizeof theirs) {
+        ssize_t n = read(fds[0], theirs + got, sizeof theirs - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fds[0]);
+    int st = 0;
+    PGT_CHECK(waitpid(pid, &st, 0) == pid);
+    PGT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    PGT_EQ_INT(got, sizeof theirs);
+    PGT_CHECK(memcmp(mine, theirs, sizeof mine) != 0);
+
+    /* forks while another thread draws: every child draws and exits */
+    pthread_t th;
+    text_t_stop = 0;
+    PGT_CHECK(pthread_create(&th, NULL, text_t_drawer, NULL) == 0);
+    int bad = 0;
+    for (int i = 0; i < 30; i++) {
+        pid_t c = fork();
+        if (c == 0) {
+            char u[37];
+            alarm(10); /* a child stuck on the lock dies of SIGALRM */
+            _exit(pp_uuid_v4(u) == PGPIPE_OK ? 0 : 1);
+        }
+        if (c < 0 || waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            bad++;
+    }
+    text_t_stop = 1;
+    pthread_join(th, NULL);
+    PGT_EQ_INT(bad, 0);
+}

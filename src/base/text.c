@@ -251,11 +251,47 @@ PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n)
 
 /* One buffer of /dev/urandom output for the process, refilled a block at a
 ** time; a forked child drops what its parent read so the two never hand out
-** the same bytes. */
+** the same bytes. With threads the child learns of the fork from a
+** pthread_atfork handler (registered before the first draw), not from a getpid()
+** per draw: a UUID per HTTP request would pay a system call each. The
+** handlers hold the mutex across fork(), so a child never inherits it locked
+** by a thread that does not exist in the child. (A raw clone() without
+** fork() bypasses the handlers; nothing here does that.) */
 static pp_mutex pp_text_mutex = PP_MUTEX_INIT;
 static unsigned char pp_rnd[4096];
 static size_t pp_rnd_left;
+#ifndef PGPIPE_OMIT_THREADS
+static pthread_once_t pp_rnd_once = PTHREAD_ONCE_INIT;
+
+static void pp_rnd_prepare(void)
+{
+    pthread_mutex_lock(&pp_text_mutex);
+}
+
+static void pp_rnd_parent(void)
+{
+    pthread_mutex_unlock(&pp_text_mutex);
+}
+
+static void pp_rnd_child(void)
+{
+    memset(pp_rnd, 0, sizeof pp_rnd);
+    pp_rnd_left = 0;
+    pthread_mutex_unlock(&pp_text_mutex);
+}
+
+static void pp_rnd_atfork(void)
+{
+    pthread_atfork(pp_rnd_prepare, pp_rnd_parent, pp_rnd_child);
+}
+
+/* Called before the lock is taken: no draw holds it before the handlers
+** cover fork(). */
+#define pp_rnd_ready() pthread_once(&pp_rnd_once, pp_rnd_atfork)
+#else
 static pid_t pp_rnd_pid;
+#define pp_rnd_ready() ((void)0)
+#endif
 
 static int pp_rnd_fill_locked(void)
 {
@@ -277,14 +313,18 @@ static int pp_rnd_fill_locked(void)
     }
     close(fd);
     pp_rnd_left = sizeof pp_rnd;
+#ifdef PGPIPE_OMIT_THREADS
     pp_rnd_pid = getpid();
+#endif
     return PGPIPE_OK;
 }
 
 static int pp_random_locked(unsigned char *out, size_t n)
 {
+#ifdef PGPIPE_OMIT_THREADS
     if (pp_rnd_left && pp_rnd_pid != getpid())
         pp_rnd_left = 0;
+#endif
     while (n) {
         if (!pp_rnd_left && pp_rnd_fill_locked() != PGPIPE_OK)
             return PGPIPE_IO;
@@ -301,6 +341,7 @@ static int pp_random_locked(unsigned char *out, size_t n)
 
 PGPIPE_PRIVATE int pp_random_bytes(void *out, size_t n)
 {
+    pp_rnd_ready();
     pp_mutex_lock(&pp_text_mutex);
     int rc = pp_random_locked(out, n);
     pp_mutex_unlock(&pp_text_mutex);
@@ -340,6 +381,7 @@ PGPIPE_PRIVATE int pp_uuid_v7(char out[37])
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     unsigned char r[14];
+    pp_rnd_ready();
     pp_mutex_lock(&pp_text_mutex);
     if (pp_random_locked(r, sizeof r) != PGPIPE_OK) {
         pp_mutex_unlock(&pp_text_mutex);

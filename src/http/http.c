@@ -129,9 +129,12 @@ struct pgpipe_http {
     pp_mutex mu;                /* guards done/ndone/capdone */
     hs_done *done;
     size_t ndone, capdone;
+    hs_done *dspare;            /* the loop's (hs_deliver) */
+    size_t capspare;
     /* metrics (loop thread only) */
     uint64_t by_status[600];
     uint64_t accepted, refused, bytes_in, bytes_out, submitted;
+    uint64_t epoll_mods;        /* EPOLL_CTL_MOD calls (the tests count them) */
     uint64_t lat[HS_NLAT + 1];
     double lat_sum;
     uint64_t lat_count;
@@ -404,14 +407,8 @@ static int hs_flush(pgpipe_http *h, hs_conn *c)
 
 /* ---- connections -------------------------------------------------------- */
 
-static void hs_interest(pgpipe_http *h, hs_conn *c)
+static void hs_set_events(pgpipe_http *h, hs_conn *c, int want)
 {
-    int want = 0;
-    if (c->state == HS_LINGER || (c->state == HS_READ && !c->closing && !c->peer_eof &&
-                                  c->out.len - c->out_off < HS_OUT_HIGH))
-        want |= EPOLLIN;
-    if (c->out_off < c->out.len)
-        want |= EPOLLOUT;
     if (want == c->events)
         return;
     struct epoll_event ev;
@@ -420,6 +417,25 @@ static void hs_interest(pgpipe_http *h, hs_conn *c)
     ev.data.u64 = (uint64_t)c->slot;
     epoll_ctl(h->ep, EPOLL_CTL_MOD, c->fd, &ev);
     c->events = want;
+    h->epoll_mods++;
+}
+
+/* Watch what c needs: EPOLLIN while it reads, EPOLLOUT only while a send
+** would block. While ingest holds its request (HS_WAIT) EPOLLIN stays as it
+** was: a keep-alive client sends nothing until it has its answer, so the
+** common case costs no epoll_ctl at all; one that pipelines or closes
+** meanwhile wakes the loop once and hs_conn_event drops EPOLLIN then. */
+static void hs_interest(pgpipe_http *h, hs_conn *c)
+{
+    int want = 0;
+    if (c->state == HS_LINGER || (c->state == HS_READ && !c->closing && !c->peer_eof &&
+                                  c->out.len - c->out_off < HS_OUT_HIGH))
+        want |= EPOLLIN;
+    else if (c->state == HS_WAIT)
+        want |= c->events & EPOLLIN;
+    if (c->out_off < c->out.len)
+        want |= EPOLLOUT;
+    hs_set_events(h, c, want);
 }
 
 static void hs_close(pgpipe_http *h, hs_conn *c)
@@ -850,12 +866,18 @@ static void hs_conn_event(pgpipe_http *h, hs_conn *c, uint32_t ev)
     }
     if (ev & (EPOLLIN | EPOLLHUP)) {
         if (c->state == HS_WAIT) {
-            if (ev & EPOLLHUP)
+            if (ev & EPOLLHUP) {
                 hs_close(h, c); /* its answer will be dropped */
+                return;
+            }
+            /* the next request (or the client's end) stays in the socket
+            ** until this answer is out: answers go in order */
+            hs_set_events(h, c, c->events & ~EPOLLIN);
+            if (!(ev & EPOLLOUT))
+                return;
+        } else if (hs_read(h, c) < 0) {
             return;
         }
-        if (hs_read(h, c) < 0)
-            return;
     }
     if ((ev & EPOLLOUT) && hs_flush(h, c) < 0)
         return;
@@ -967,20 +989,28 @@ static void hs_done_cb(pgpipe_http *h, uint64_t ticket, pp_http_reply *reply)
     }
     h->done[h->ndone].ticket = ticket;
     h->done[h->ndone].reply = *reply;
-    h->ndone++;
+    /* one wake per batch: while answers wait, the loop has been woken and
+    ** has not taken them yet (hs_deliver takes them all under mu) */
+    int wake = h->ndone++ == 0;
     pp_mutex_unlock(&h->mu);
     reply->body = NULL;
     reply->body_len = 0;
-    hs_wake(h);
+    if (wake)
+        hs_wake(h);
 }
 
 static void hs_deliver(pgpipe_http *h)
 {
+    /* the two arrays take turns: committers fill one while the loop answers
+    ** from the other, so no allocation per batch */
     pp_mutex_lock(&h->mu);
     hs_done *d = h->done;
-    size_t n = h->ndone;
-    h->done = NULL;
-    h->ndone = h->capdone = 0;
+    size_t n = h->ndone, cap = h->capdone;
+    h->done = h->dspare;
+    h->capdone = h->capspare;
+    h->ndone = 0;
+    h->dspare = d;
+    h->capspare = cap;
     pp_mutex_unlock(&h->mu);
     for (size_t i = 0; i < n; i++) {
         uint64_t t = d[i].ticket;
@@ -1000,7 +1030,6 @@ static void hs_deliver(pgpipe_http *h)
         }
         hs_settle(h, c);
     }
-    pp_free(d);
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -1470,6 +1499,7 @@ void pgpipe_http_close(pgpipe_http *h)
     for (size_t i = 0; i < h->ndone; i++)
         pp_http_reply_free(&h->done[i].reply);
     pp_free(h->done);
+    pp_free(h->dspare);
     if (h->ep >= 0)
         close(h->ep);
     if (h->wakefd >= 0)

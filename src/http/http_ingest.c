@@ -965,8 +965,10 @@ static size_t ig_row_end_off(const ig_group *g, size_t i)
     return i + 1 < g->nrows ? g->rows[i + 1].coff : g->cbuf.len;
 }
 
-/* COPY the live rows of [lo, hi) (runs of them in one piece). */
-static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGresult **res)
+/* COPY the live rows of [lo, hi) (runs of them in one piece). *end_sent
+** (when not NULL) is set once the end of the COPY goes to the server. */
+static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGresult **res,
+                        int *end_sent)
 {
     *res = NULL;
     int rc = pp_copy_in_start(c->conn, ig_rows_copy, &c->err, "http ingest: COPY");
@@ -986,6 +988,8 @@ static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGre
             PQputCopyEnd(c->conn, "http ingest: send failed");
         return rc;
     }
+    if (end_sent)
+        *end_sent = 1;
     return ig_copy_end(c, res);
 }
 
@@ -1048,7 +1052,7 @@ static int ig_rows_isolate(ig_committer *c, ig_group *g)
         PGresult *err = NULL;
         int rc = ig_exec(c, "SAVEPOINT ig_rows", 0, NULL, NULL);
         if (rc == PGPIPE_OK)
-            rc = ig_copy_rows(c, g, lo, hi, &err);
+            rc = ig_copy_rows(c, g, lo, hi, &err, NULL);
         if (rc == PGPIPE_OK) {
             if ((rc = ig_exec(c, "RELEASE SAVEPOINT ig_rows", 0, NULL, NULL)) != PGPIPE_OK)
                 return rc;
@@ -1088,11 +1092,33 @@ static int ig_rows_isolate(ig_committer *c, ig_group *g)
 /* The body of a 202: {"request_id":..,"accepted":N,"dead_lettered":N,"errors":[..]}.
 ** A replay gets the very same body (the reply's replayed flag adds the
 ** Idempotent-Replayed header), so a client comparing bodies sees one answer. */
+static int ig_put_ll(pp_buf *b, long long v)
+{
+    char num[24], *e = num + sizeof num, *p = e;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return pp_buf_append(b, p, (size_t)(e - p));
+}
+
+/* (by hand rather than with a printf: one body per request) */
 static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, const char *errs,
                    size_t elen)
 {
-    int rc = pp_buf_appendf(b, "{\"request_id\":\"%s\",\"accepted\":%lld,\"dead_lettered\":%lld,"
-                            "\"errors\":", rid, acc, dead);
+    static const char k_id[] = "{\"request_id\":\"", k_acc[] = "\",\"accepted\":",
+                      k_dead[] = ",\"dead_lettered\":", k_errs[] = ",\"errors\":";
+    int rc = pp_buf_reserve(b, 96 + strlen(rid) + elen);
+    rc |= pp_buf_append(b, k_id, sizeof k_id - 1);
+    rc |= pp_buf_append(b, rid, strlen(rid));
+    rc |= pp_buf_append(b, k_acc, sizeof k_acc - 1);
+    rc |= ig_put_ll(b, acc);
+    rc |= pp_buf_append(b, k_dead, sizeof k_dead - 1);
+    rc |= ig_put_ll(b, dead);
+    rc |= pp_buf_append(b, k_errs, sizeof k_errs - 1);
     rc |= elen ? pp_buf_append(b, errs, elen) : pp_buf_append(b, "[]", 2);
     rc |= pp_buf_putc(b, '}');
     return rc ? PGPIPE_NOMEM : PGPIPE_OK;
@@ -1307,6 +1333,31 @@ static int ig_finish(ig_committer *c, ig_group *g, long long *acc, long long *de
                       "$4::int[], $5::int[], $6::text[]) AS u(s, k, r, a, d, e)", 6, v, NULL);
 }
 
+/* A group of rows alone (no idempotency keys to lock or record, no dead
+** letters): the COPY is the whole transaction. Outside a transaction block
+** the server commits a statement before it answers it, so the COPY's
+** CommandComplete means committed, as COMMIT's would: two round trips
+** instead of four (BEGIN, COPY, COPY end, COMMIT). Once the COPY's end is
+** sent the outcome is unknown until the answer comes (*commit_sent); an
+** error the server reports means rolled back, and a refused row sends the
+** group the slow way (ig_commit), in a transaction block. */
+static int ig_transaction_rows(ig_committer *c, ig_group *g, long long *acc, long long *dead,
+                               int *commit_sent)
+{
+    /* the answers first (no key rows to write here): nothing can fail
+    ** between the commit and them */
+    int rc = ig_finish(c, g, acc, dead);
+    if (rc != PGPIPE_OK || !g->nrows)
+        return rc;
+    PGresult *err = NULL;
+    rc = ig_copy_rows(c, g, 0, g->nrows, &err, commit_sent);
+    PQclear(err);
+    if (rc != PGPIPE_OK && *commit_sent && c->err.sqlstate[0] && c->conn &&
+        PQstatus(c->conn) == CONNECTION_OK && PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+        *commit_sent = 0; /* the server said why, and lives on: nothing was committed */
+    return rc;
+}
+
 /* The group's transaction. *stage tells how far it got (for the answer). */
 static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc, long long *dead,
                           int *commit_sent)
@@ -1317,6 +1368,8 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
         g->reqs[i].fate = IG_NEW;
         g->reqs[i].first = IG_NONE;
     }
+    if (!slow && !g->nkeys && !g->dbuf.len)
+        return ig_transaction_rows(c, g, acc, dead, commit_sent);
     int rc = ig_exec(c, "BEGIN", 0, NULL, NULL);
     if (rc == PGPIPE_OK && g->nkeys)
         rc = ig_keys_check(c, g);
@@ -1327,7 +1380,7 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
         live += ig_live(g, i);
     if (live && !slow) {
         PGresult *err = NULL;
-        rc = ig_copy_rows(c, g, 0, g->nrows, &err);
+        rc = ig_copy_rows(c, g, 0, g->nrows, &err, NULL);
         PQclear(err);
         if (rc != PGPIPE_OK)
             return rc; /* the caller tries the slow way when the server refused a row */
