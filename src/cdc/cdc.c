@@ -12,8 +12,9 @@
 ** and time, and sends them with COPY into the open target transaction.
 **
 ** Group commit: the target transaction stays open across source commits
-** while the stream has more to read, and commits, with the end LSN of its
-** last source transaction, when the stream has nothing more buffered, or
+** while the stream has more to come, and commits, with the end LSN of its
+** last source transaction, when the walsender pings (it does when it has
+** caught up and waits for WAL), when the stream stays dry CDC_DRY_US, or
 ** after CDC_GROUP_EVENTS events or CDC_GROUP_US. Catching up, one target
 ** commit (its fsync, its round trips) serves dozens of source
 ** transactions, and the target parses a COPY that never stops while the
@@ -84,7 +85,7 @@ struct pgpipe_cdc {
     ** COPY is in progress; grp_end is the end LSN of its last one */
     int grp_open;
     uint64_t grp_end;
-    int64_t grp_ts, grp_started_us;
+    int64_t grp_ts, grp_started_us, dry_since_us;
     long long grp_txns, grp_events;
     /* the target session: set up (tgt_ready) after each connection; its
     ** commits do not wait for the WAL flush (async_commit) unless the
@@ -123,6 +124,9 @@ struct pgpipe_cdc {
 ** events or this long (the redo after a failure, the staging latency). */
 #define CDC_GROUP_EVENTS 50000
 #define CDC_GROUP_US 500000
+/* ... and when the stream has had nothing for this long (the walsender's
+** ping when it has caught up usually comes first) */
+#define CDC_DRY_US 20000
 
 static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int which);
 static int cdc_toast_load(pgpipe_cdc *c);
@@ -1831,6 +1835,17 @@ static void cdc_group_abort(pgpipe_cdc *c)
     c->copy.len = 0;
 }
 
+/* Send the open group's rows buffered so far to the target. */
+static int cdc_group_push(pgpipe_cdc *c)
+{
+    if (c->copy.len && PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
+        return pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
+    c->copy.len = 0;
+    if (PQflush(c->tgt) != 0)
+        return pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
+    return PGPIPE_OK;
+}
+
 /* Commit the open group: the rest of its COPY, the end LSN of its last
 ** source transaction in pgpipe.cdc_slots, COMMIT; then it may be
 ** confirmed to the source. */
@@ -2153,6 +2168,7 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
         char *buf = NULL;
         int n = PQgetCopyData(c->repl, &buf, 1);
         if (n > 0) {
+            c->dry_since_us = 0;
             if (buf[0] == 'w' && n >= 25) {
                 uint64_t wal_end = pp_cdc_get64(buf + 9);
                 if (wal_end > atomic_load(&c->st_received))
@@ -2163,12 +2179,16 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                 uint64_t wal_end = pp_cdc_get64(buf + 1);
                 if (wal_end > atomic_load(&c->st_received))
                     atomic_store(&c->st_received, wal_end);
+                /* the walsender pings when it has caught up and waits for
+                ** WAL (or when it wants an answer): the group commits */
+                if (c->grp_open)
+                    rc = cdc_group_commit(c);
                 /* idle: everything committed before wal_end has been received
                 ** and staged, so the slot may advance to it */
-                if (!c->in_txn && c->nspools == 0 && !c->grp_open && c->npend == 0 &&
-                    wal_end > c->ack)
+                if (rc == PGPIPE_OK && !c->in_txn && c->nspools == 0 && !c->grp_open &&
+                    c->npend == 0 && wal_end > c->ack)
                     c->ack = wal_end;
-                if (buf[17])
+                if (rc == PGPIPE_OK && buf[17])
                     rc = cdc_send_status(c, 0);
             } else {
                 rc = pp_err(&c->h.err, PGPIPE_PARSE,
@@ -2180,11 +2200,21 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
             continue;
         }
         if (n == 0) {
-            /* nothing more buffered: the open group commits now, so idle
-            ** or live streaming stages each transaction at once */
-            if (c->grp_open && (rc = cdc_group_commit(c)) != PGPIPE_OK)
-                break;
-            if (c->npend && now - c->last_flush_us >= 100000 &&
+            /* nothing more buffered. Catching up, the walsender is decoding
+            ** the next transaction: the group stays open (its rows go to the
+            ** target now, which works on them meanwhile) until the walsender
+            ** pings, having caught up, or the stream stays dry CDC_DRY_US */
+            if (c->grp_open) {
+                if (!c->dry_since_us)
+                    c->dry_since_us = now;
+                if (now - c->dry_since_us >= CDC_DRY_US) {
+                    if ((rc = cdc_group_commit(c)) != PGPIPE_OK)
+                        break;
+                } else if ((rc = cdc_group_push(c)) != PGPIPE_OK) {
+                    break;
+                }
+            }
+            if (c->npend && !c->grp_open && now - c->last_flush_us >= 100000 &&
                 (rc = cdc_flush_check(c, 0)) != PGPIPE_OK)
                 break;
             if (now - c->last_status_us >= (int64_t)c->status_ms * 1000 &&
@@ -2195,8 +2225,8 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                 (rc = cdc_heartbeat(c)) != PGPIPE_OK)
                 break;
             int64_t wait = (deadline - now) / 1000;
-            if (wait > 100)
-                wait = 100;
+            if (wait > (c->grp_open ? CDC_DRY_US / 1000 : 100))
+                wait = c->grp_open ? CDC_DRY_US / 1000 : 100;
             struct pollfd p = { PQsocket(c->repl), POLLIN, 0 };
             if (poll(&p, 1, (int)(wait < 1 ? 1 : wait)) < 0 && errno != EINTR)
                 rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: poll: %s", strerror(errno));
