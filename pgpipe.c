@@ -1096,6 +1096,10 @@ PGPIPE_PRIVATE int64_t run_duration_ms(const char *s);
 /* 1 when ZONE names a readable file of the time zone database (or is
 ** "UTC"): glibc silently reads an unknown zone as UTC, so check first. */
 PGPIPE_PRIVATE int run_tz_exists(const char *zone);
+/* One item of a comma-separated list (--pause-workers "a.*, b"), blanks
+** around it trimmed: *item and *n say where it is; returns where the next
+** item starts, NULL after the last (run_file.c). */
+PGPIPE_PRIVATE const char *run_list_item(const char *q, const char **item, size_t *n);
 
 /* ==== The runner, shared by the components (run.c owns it) ==============
 ** Each component keeps its state behind its own pointer (sched, sources,
@@ -29013,13 +29017,10 @@ static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     if (rf_get(&c, "--drop-slot-at") && s->no_create)
         rf_diag(pf, line, rf_col(&c, "--drop-slot-at"), ".source cdc: --drop-slot-at makes a new slot "
                 "after dropping one: not with --no-create");
-    for (const char *q = s->pause_workers; q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
-        const char *e = strchr(q, ',');
-        size_t n = e ? (size_t)(e - q) : strlen(q);
-        while (n && (*q == ' ' || *q == '\t'))
-            q++, n--;
-        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
-            n--;
+    for (const char *q = s->pause_workers; q;) {
+        const char *it;
+        size_t n;
+        q = run_list_item(q, &it, &n);
         if (!n) {
             rf_diag(pf, line, rf_col(&c, "--pause-workers"), ".source cdc: --pause-workers: an empty "
                     "event type in \"%s\"", s->pause_workers);
@@ -29568,17 +29569,14 @@ static void rf_check_names(pgpipe_pipefile *pf)
         const pgpipe_pipe_source *s = &pf->src[i];
         if (s->kind != PGPIPE_PIPE_SOURCE_CDC || !s->pause_workers)
             continue;
-        for (const char *q = s->pause_workers; q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+        for (const char *q = s->pause_workers; q;) {
             char pat[256];
-            const char *e = strchr(q, ',');
-            size_t n = e ? (size_t)(e - q) : strlen(q);
-            while (n && (*q == ' ' || *q == '\t'))
-                q++, n--;
-            while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
-                n--;
+            const char *it;
+            size_t n;
+            q = run_list_item(q, &it, &n);
             if (!n || n >= sizeof pat)
                 continue;
-            memcpy(pat, q, n);
+            memcpy(pat, it, n);
             pat[n] = 0;
             int found = 0;
             for (int k = 0; k < pf->p.nworkers && !found; k++)
@@ -29912,6 +29910,19 @@ void pgpipe_pipefile_close(pgpipe_pipefile *pf)
     pp_free(pf->path);
     pp_free(pf->dir);
     pp_free(pf);
+}
+
+PGPIPE_PRIVATE const char *run_list_item(const char *q, const char **item, size_t *n)
+{
+    const char *e = strchr(q, ',');
+    size_t len = e ? (size_t)(e - q) : strlen(q);
+    while (len && (*q == ' ' || *q == '\t'))
+        q++, len--;
+    while (len && (q[len - 1] == ' ' || q[len - 1] == '\t'))
+        len--;
+    *item = q;
+    *n = len;
+    return e ? e + 1 : NULL;
 }
 
 #endif /* PGPIPE_OMIT_RUN */
@@ -33398,17 +33409,14 @@ static int rsrc_cdc_same(const rsrc_cdc *a, const rsrc_cdc *b)
 ** comma-separated globs of list. */
 static int rsrc_guard_names(const char *list, const char *event_type)
 {
-    for (const char *q = list; q && event_type; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+    for (const char *q = list; q && event_type;) {
         char pat[256];
-        const char *e = strchr(q, ',');
-        size_t n = e ? (size_t)(e - q) : strlen(q);
-        while (n && (*q == ' ' || *q == '\t'))
-            q++, n--;
-        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
-            n--;
+        const char *it;
+        size_t n;
+        q = run_list_item(q, &it, &n);
         if (!n || n >= sizeof pat)
             continue;
-        memcpy(pat, q, n);
+        memcpy(pat, it, n);
         pat[n] = 0;
         if (fnmatch(pat, event_type, 0) == 0)
             return 1;

@@ -40,6 +40,10 @@ PGPIPE_PRIVATE int64_t run_duration_ms(const char *s);
 /* 1 when ZONE names a readable file of the time zone database (or is
 ** "UTC"): glibc silently reads an unknown zone as UTC, so check first. */
 PGPIPE_PRIVATE int run_tz_exists(const char *zone);
+/* One item of a comma-separated list (--pause-workers "a.*, b"), blanks
+** around it trimmed: *item and *n say where it is; returns where the next
+** item starts, NULL after the last (run_file.c). */
+PGPIPE_PRIVATE const char *run_list_item(const char *q, const char **item, size_t *n);
 
 /* ==== The runner, shared by the components (run.c owns it) ==============
 ** Each component keeps its state behind its own pointer (sched, sources,

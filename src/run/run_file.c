@@ -724,13 +724,10 @@ static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     if (rf_get(&c, "--drop-slot-at") && s->no_create)
         rf_diag(pf, line, rf_col(&c, "--drop-slot-at"), ".source cdc: --drop-slot-at makes a new slot "
                 "after dropping one: not with --no-create");
-    for (const char *q = s->pause_workers; q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
-        const char *e = strchr(q, ',');
-        size_t n = e ? (size_t)(e - q) : strlen(q);
-        while (n && (*q == ' ' || *q == '\t'))
-            q++, n--;
-        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
-            n--;
+    for (const char *q = s->pause_workers; q;) {
+        const char *it;
+        size_t n;
+        q = run_list_item(q, &it, &n);
         if (!n) {
             rf_diag(pf, line, rf_col(&c, "--pause-workers"), ".source cdc: --pause-workers: an empty "
                     "event type in \"%s\"", s->pause_workers);
@@ -1279,17 +1276,14 @@ static void rf_check_names(pgpipe_pipefile *pf)
         const pgpipe_pipe_source *s = &pf->src[i];
         if (s->kind != PGPIPE_PIPE_SOURCE_CDC || !s->pause_workers)
             continue;
-        for (const char *q = s->pause_workers; q; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+        for (const char *q = s->pause_workers; q;) {
             char pat[256];
-            const char *e = strchr(q, ',');
-            size_t n = e ? (size_t)(e - q) : strlen(q);
-            while (n && (*q == ' ' || *q == '\t'))
-                q++, n--;
-            while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
-                n--;
+            const char *it;
+            size_t n;
+            q = run_list_item(q, &it, &n);
             if (!n || n >= sizeof pat)
                 continue;
-            memcpy(pat, q, n);
+            memcpy(pat, it, n);
             pat[n] = 0;
             int found = 0;
             for (int k = 0; k < pf->p.nworkers && !found; k++)
@@ -1623,6 +1617,19 @@ void pgpipe_pipefile_close(pgpipe_pipefile *pf)
     pp_free(pf->path);
     pp_free(pf->dir);
     pp_free(pf);
+}
+
+PGPIPE_PRIVATE const char *run_list_item(const char *q, const char **item, size_t *n)
+{
+    const char *e = strchr(q, ',');
+    size_t len = e ? (size_t)(e - q) : strlen(q);
+    while (len && (*q == ' ' || *q == '\t'))
+        q++, len--;
+    while (len && (q[len - 1] == ' ' || q[len - 1] == '\t'))
+        len--;
+    *item = q;
+    *n = len;
+    return e ? e + 1 : NULL;
 }
 
 #endif /* PGPIPE_OMIT_RUN */

@@ -708,17 +708,14 @@ static int rsrc_cdc_same(const rsrc_cdc *a, const rsrc_cdc *b)
 ** comma-separated globs of list. */
 static int rsrc_guard_names(const char *list, const char *event_type)
 {
-    for (const char *q = list; q && event_type; q = strchr(q, ',') ? strchr(q, ',') + 1 : NULL) {
+    for (const char *q = list; q && event_type;) {
         char pat[256];
-        const char *e = strchr(q, ',');
-        size_t n = e ? (size_t)(e - q) : strlen(q);
-        while (n && (*q == ' ' || *q == '\t'))
-            q++, n--;
-        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
-            n--;
+        const char *it;
+        size_t n;
+        q = run_list_item(q, &it, &n);
         if (!n || n >= sizeof pat)
             continue;
-        memcpy(pat, q, n);
+        memcpy(pat, it, n);
         pat[n] = 0;
         if (fnmatch(pat, event_type, 0) == 0)
             return 1;
