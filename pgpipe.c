@@ -1097,9 +1097,10 @@ PGPIPE_PRIVATE int64_t run_duration_ms(const char *s);
 ** "UTC"): glibc silently reads an unknown zone as UTC, so check first. */
 PGPIPE_PRIVATE int run_tz_exists(const char *zone);
 /* One item of a comma-separated list (--pause-workers "a.*, b"), blanks
-** around it trimmed: *item and *n say where it is; returns where the next
-** item starts, NULL after the last (run_file.c). */
-PGPIPE_PRIVATE const char *run_list_item(const char *q, const char **item, size_t *n);
+** around it trimmed: its length in *n, and the item in out when it fits
+** (n < size; out is "" otherwise); returns where the next item starts,
+** NULL after the last (run_file.c). */
+PGPIPE_PRIVATE const char *run_list_item(const char *q, char *out, size_t size, size_t *n);
 
 /* ==== The runner, shared by the components (run.c owns it) ==============
 ** Each component keeps its state behind its own pointer (sched, sources,
@@ -29018,9 +29019,9 @@ static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
         rf_diag(pf, line, rf_col(&c, "--drop-slot-at"), ".source cdc: --drop-slot-at makes a new slot "
                 "after dropping one: not with --no-create");
     for (const char *q = s->pause_workers; q;) {
-        const char *it;
+        char it[256];
         size_t n;
-        q = run_list_item(q, &it, &n);
+        q = run_list_item(q, it, sizeof it, &n);
         if (!n) {
             rf_diag(pf, line, rf_col(&c, "--pause-workers"), ".source cdc: --pause-workers: an empty "
                     "event type in \"%s\"", s->pause_workers);
@@ -29571,13 +29572,10 @@ static void rf_check_names(pgpipe_pipefile *pf)
             continue;
         for (const char *q = s->pause_workers; q;) {
             char pat[256];
-            const char *it;
             size_t n;
-            q = run_list_item(q, &it, &n);
-            if (!n || n >= sizeof pat)
+            q = run_list_item(q, pat, sizeof pat, &n);
+            if (!pat[0])
                 continue;
-            memcpy(pat, it, n);
-            pat[n] = 0;
             int found = 0;
             for (int k = 0; k < pf->p.nworkers && !found; k++)
                 found = pf->wk[k].event_type && fnmatch(pat, pf->wk[k].event_type, 0) == 0;
@@ -29912,7 +29910,7 @@ void pgpipe_pipefile_close(pgpipe_pipefile *pf)
     pp_free(pf);
 }
 
-PGPIPE_PRIVATE const char *run_list_item(const char *q, const char **item, size_t *n)
+PGPIPE_PRIVATE const char *run_list_item(const char *q, char *out, size_t size, size_t *n)
 {
     const char *e = strchr(q, ',');
     size_t len = e ? (size_t)(e - q) : strlen(q);
@@ -29920,7 +29918,9 @@ PGPIPE_PRIVATE const char *run_list_item(const char *q, const char **item, size_
         q++, len--;
     while (len && (q[len - 1] == ' ' || q[len - 1] == '\t'))
         len--;
-    *item = q;
+    size_t k = len < size ? len : 0;
+    memcpy(out, q, k);
+    out[k] = 0;
     *n = len;
     return e ? e + 1 : NULL;
 }
@@ -33411,13 +33411,10 @@ static int rsrc_guard_names(const char *list, const char *event_type)
 {
     for (const char *q = list; q && event_type;) {
         char pat[256];
-        const char *it;
         size_t n;
-        q = run_list_item(q, &it, &n);
-        if (!n || n >= sizeof pat)
+        q = run_list_item(q, pat, sizeof pat, &n);
+        if (!pat[0])
             continue;
-        memcpy(pat, it, n);
-        pat[n] = 0;
         if (fnmatch(pat, event_type, 0) == 0)
             return 1;
     }

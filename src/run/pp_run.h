@@ -41,9 +41,10 @@ PGPIPE_PRIVATE int64_t run_duration_ms(const char *s);
 ** "UTC"): glibc silently reads an unknown zone as UTC, so check first. */
 PGPIPE_PRIVATE int run_tz_exists(const char *zone);
 /* One item of a comma-separated list (--pause-workers "a.*, b"), blanks
-** around it trimmed: *item and *n say where it is; returns where the next
-** item starts, NULL after the last (run_file.c). */
-PGPIPE_PRIVATE const char *run_list_item(const char *q, const char **item, size_t *n);
+** around it trimmed: its length in *n, and the item in out when it fits
+** (n < size; out is "" otherwise); returns where the next item starts,
+** NULL after the last (run_file.c). */
+PGPIPE_PRIVATE const char *run_list_item(const char *q, char *out, size_t size, size_t *n);
 
 /* ==== The runner, shared by the components (run.c owns it) ==============
 ** Each component keeps its state behind its own pointer (sched, sources,

@@ -725,9 +725,9 @@ static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
         rf_diag(pf, line, rf_col(&c, "--drop-slot-at"), ".source cdc: --drop-slot-at makes a new slot "
                 "after dropping one: not with --no-create");
     for (const char *q = s->pause_workers; q;) {
-        const char *it;
+        char it[256];
         size_t n;
-        q = run_list_item(q, &it, &n);
+        q = run_list_item(q, it, sizeof it, &n);
         if (!n) {
             rf_diag(pf, line, rf_col(&c, "--pause-workers"), ".source cdc: --pause-workers: an empty "
                     "event type in \"%s\"", s->pause_workers);
@@ -1278,13 +1278,10 @@ static void rf_check_names(pgpipe_pipefile *pf)
             continue;
         for (const char *q = s->pause_workers; q;) {
             char pat[256];
-            const char *it;
             size_t n;
-            q = run_list_item(q, &it, &n);
-            if (!n || n >= sizeof pat)
+            q = run_list_item(q, pat, sizeof pat, &n);
+            if (!pat[0])
                 continue;
-            memcpy(pat, it, n);
-            pat[n] = 0;
             int found = 0;
             for (int k = 0; k < pf->p.nworkers && !found; k++)
                 found = pf->wk[k].event_type && fnmatch(pat, pf->wk[k].event_type, 0) == 0;
@@ -1619,7 +1616,7 @@ void pgpipe_pipefile_close(pgpipe_pipefile *pf)
     pp_free(pf);
 }
 
-PGPIPE_PRIVATE const char *run_list_item(const char *q, const char **item, size_t *n)
+PGPIPE_PRIVATE const char *run_list_item(const char *q, char *out, size_t size, size_t *n)
 {
     const char *e = strchr(q, ',');
     size_t len = e ? (size_t)(e - q) : strlen(q);
@@ -1627,7 +1624,9 @@ PGPIPE_PRIVATE const char *run_list_item(const char *q, const char **item, size_
         q++, len--;
     while (len && (q[len - 1] == ' ' || q[len - 1] == '\t'))
         len--;
-    *item = q;
+    size_t k = len < size ? len : 0;
+    memcpy(out, q, k);
+    out[k] = 0;
     *n = len;
     return e ? e + 1 : NULL;
 }

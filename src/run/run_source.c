@@ -710,13 +710,10 @@ static int rsrc_guard_names(const char *list, const char *event_type)
 {
     for (const char *q = list; q && event_type;) {
         char pat[256];
-        const char *it;
         size_t n;
-        q = run_list_item(q, &it, &n);
-        if (!n || n >= sizeof pat)
+        q = run_list_item(q, pat, sizeof pat, &n);
+        if (!pat[0])
             continue;
-        memcpy(pat, it, n);
-        pat[n] = 0;
         if (fnmatch(pat, event_type, 0) == 0)
             return 1;
     }
