@@ -72,7 +72,7 @@ extern "C" {
 **   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
 **   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, FRAMER, SQLSPLIT, POOL,
 **                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS, HTTP,
-**                        CDC, RUN),
+**                        SPOOL, CDC, RUN),
 **                        with every component that needs it, as the table
 **                        below says (in order: a rule may set a later one).
 ** `make cross` prints the aarch64 size of each configuration. */
@@ -102,6 +102,11 @@ extern "C" {
 #if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL)
 #undef PGPIPE_OMIT_RECORDS
 #define PGPIPE_OMIT_RECORDS 1
+#endif
+/* SPOOL (store-and-forward) needs LOAD: its drainer loads through it */
+#if defined(PGPIPE_OMIT_LOAD)
+#undef PGPIPE_OMIT_SPOOL
+#define PGPIPE_OMIT_SPOOL 1
 #endif
 /* HTTP needs LOAD, DLQ and threads */
 #if defined(PGPIPE_OMIT_LOAD) || defined(PGPIPE_OMIT_DLQ) || defined(PGPIPE_OMIT_THREADS)

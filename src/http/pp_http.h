@@ -15,7 +15,7 @@
 */
 #ifndef PP_HTTP_H
 #define PP_HTTP_H
-#include "../pipeline/pp_pipeline.h"
+#include "../spool/pp_spool.h"
 
 #ifndef PGPIPE_OMIT_HTTP
 

@@ -1,0 +1,25 @@
+/*
+** The spool layer's private header: store-and-forward on the device. When
+** the database is away, records go to segment files in a local folder (the
+** spool) and a drainer sends them to staging through the loader when it is
+** back. Between pipeline (it drains through the loader) and http (the
+** server and the runner spool into it). Layer order and rules:
+** src/base/pp_base.h.
+**
+**   spool   segment files: format, append, CRC-32C, fsync policies,
+**           recovery of a torn tail, bounded disk, quarantine, the drainer
+**           and the offline check
+**
+** @components spool
+*/
+#ifndef PP_SPOOL_H
+#define PP_SPOOL_H
+#include "../pipeline/pp_pipeline.h"
+
+#ifndef PGPIPE_OMIT_SPOOL
+/* CRC-32C (Castagnoli, reflected, as iSCSI: RFC 3720), continuing from crc
+** (0 to start). Software, slicing-by-8. */
+PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len);
+#endif
+
+#endif /* PP_SPOOL_H */

@@ -1,0 +1,400 @@
+/* The spool (src/spool/spool.c): format, CRC-32C, fsync policies, recovery
+** of torn and damaged segments, bounded disk, quarantine, the offline check,
+** and the drainer's exactly-once into staging (kill -9 mid-drain). */
+#include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+/* remove a spool folder (segments, quarantine, lock) */
+static void spt_rmdir(const char *p)
+{
+    const char *subs[] = { "/quarantine", "" };
+    for (int i = 0; i < 2; i++) {
+        char d[700];
+        snprintf(d, sizeof d, "%s%s", p, subs[i]);
+        DIR *dd = opendir(d);
+        if (!dd)
+            continue;
+        struct dirent *e;
+        while ((e = readdir(dd)) != NULL) {
+            char f[1400];
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(f, sizeof f, "%s/%s", d, e->d_name);
+            (void)unlink(f);
+        }
+        closedir(dd);
+        (void)rmdir(d);
+    }
+}
+
+/* a fresh, empty folder for a test: TMP/spool-NAME-PID; on_shm: in
+** /dev/shm when there is one (tests of the logic, where fsync costs time) */
+static const char *spt_dir_in(const char *name, int on_shm)
+{
+    static char d[4][512];
+    static int k;
+    char *p = d[k++ & 3];
+    struct stat sb;
+    const char *top = on_shm && stat("/dev/shm", &sb) == 0 && access("/dev/shm", W_OK) == 0
+                          ? "/dev/shm" : pgt_tmpdir();
+    snprintf(p, sizeof d[0], "%s/spool-%s-%d", top, name, (int)getpid());
+    spt_rmdir(p);
+    return p;
+}
+static const char *spt_dir(const char *name)
+{
+    return spt_dir_in(name, 0);
+}
+
+/* record i's payload: JSON of a length that varies with i */
+static int spt_payload(char *buf, size_t n, const char *tag, long long i)
+{
+    return snprintf(buf, n, "{\"tag\":\"%s\",\"i\":%lld,\"pad\":\"%.*s\"}", tag, i, (int)(i % 23),
+                    "abcdefghijklmnopqrstuvwxyz");
+}
+
+static pgpipe_spool *spt_open(const char *dir, const pgpipe_spool_options *o)
+{
+    pgpipe_spool *s = NULL;
+    int rc = pgpipe_spool_open(&s, dir, o);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "open %s: %s", dir, pgpipe_errmsg(s));
+    return s;
+}
+
+static void spt_fill(pgpipe_spool *s, const char *tag, long long from, long long n)
+{
+    char b[256];
+    for (long long i = from; i < from + n; i++) {
+        long long seq;
+        int len = spt_payload(b, sizeof b, tag, i);
+        PGT_OK(pgpipe_spool_append(s, b, (size_t)len, &seq));
+    }
+}
+
+/* Every record of one segment file, checked against spt_payload: the
+** sequences found, in order. */
+typedef struct spt_seen {
+    long long seqs[4096];
+    int n;
+    const char *tag;
+    int bad_payload;
+} spt_seen;
+
+static int spt_collect(void *ud, const sp_rec *r)
+{
+    spt_seen *v = ud;
+    char b[256];
+    int len = spt_payload(b, sizeof b, v->tag, (long long)r->seq);
+    if ((uint32_t)len != r->len || memcmp(b, r->payload, r->len) != 0)
+        v->bad_payload++;
+    if (v->n < 4096)
+        v->seqs[v->n++] = (long long)r->seq;
+    return 0;
+}
+
+static void spt_read_segment(const char *path, spt_seen *v, sp_scan_result *sc)
+{
+    int fd = open(path, O_RDONLY);
+    PGT_CHECK_MSG(fd >= 0, "%s", path);
+    struct stat sb;
+    PGT_EQ_INT(fstat(fd, &sb), 0);
+    sp_hdr x;
+    PGT_EQ_INT(sp_read_hdr(fd, &x), 0);
+    sp_reader r = { fd, (long long)sb.st_size, NULL, 0, 0, 0 };
+    v->n = 0;
+    PGT_OK(sp_scan(&r, x.first_seq, spt_collect, v, sc));
+    pp_free(r.buf);
+    close(fd);
+}
+
+static void spt_write_file(const char *path, const unsigned char *data, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+    PGT_CHECK(fd >= 0);
+    PGT_EQ_INT(write(fd, data, n), (long long)n);
+    close(fd);
+}
+
+static unsigned char *spt_read_file(const char *path, size_t *n)
+{
+    int fd = open(path, O_RDONLY);
+    PGT_CHECK_MSG(fd >= 0, "%s", path);
+    struct stat sb;
+    PGT_EQ_INT(fstat(fd, &sb), 0);
+    unsigned char *d = malloc((size_t)sb.st_size + 1);
+    PGT_EQ_INT(read(fd, d, (size_t)sb.st_size), (long long)sb.st_size);
+    close(fd);
+    *n = (size_t)sb.st_size;
+    return d;
+}
+
+/* RFC 3720, B.4: the CRC-32C test vectors; and at every alignment */
+PGT_TEST(spool, crc32c_vectors)
+{
+    unsigned char b[48];
+    memset(b, 0, 32);
+    PGT_EQ_INT(pp_crc32c(0, b, 32), 0x8A9136AAu);
+    memset(b, 0xff, 32);
+    PGT_EQ_INT(pp_crc32c(0, b, 32), 0x62A8AB43u);
+    for (int i = 0; i < 32; i++)
+        b[i] = (unsigned char)i;
+    PGT_EQ_INT(pp_crc32c(0, b, 32), 0x46DD794Eu);
+    for (int i = 0; i < 32; i++)
+        b[i] = (unsigned char)(31 - i);
+    PGT_EQ_INT(pp_crc32c(0, b, 32), 0x113FDB5Cu);
+    PGT_EQ_INT(pp_crc32c(0, "123456789", 9), 0xE3069283u);
+    /* the slicing path and the byte path agree, at any start and in pieces */
+    for (int off = 0; off < 8; off++) {
+        memmove(b + off, "123456789", 9);
+        PGT_EQ_INT(pp_crc32c(0, b + off, 9), 0xE3069283u);
+        PGT_EQ_INT(pp_crc32c(pp_crc32c(0, b + off, 4), b + off + 4, 5), 0xE3069283u);
+    }
+}
+
+/* records survive close and reopen with their sequences; the reopened
+** spool seals the old segment and appends to a new one */
+PGT_TEST(spool, append_reopen)
+{
+    const char *dir = spt_dir("reopen");
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "dev-1";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    pgpipe_spool *s = spt_open(dir, &o);
+    spt_fill(s, "r", 1, 100);
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 100);
+    PGT_EQ_INT(st.next_seq, 101);
+    PGT_CHECK(st.oldest_ms > 0);
+    /* a second handle on the same folder is refused */
+    pgpipe_spool *s2 = NULL;
+    PGT_EQ_INT(pgpipe_spool_open(&s2, dir, &o), PGPIPE_BUSY);
+    pgpipe_spool_close(s2);
+    pgpipe_spool_close(s);
+    /* another device id is refused */
+    o.device_id = "dev-2";
+    PGT_EQ_INT(pgpipe_spool_open(&s2, dir, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(s2), "dev-1");
+    pgpipe_spool_close(s2);
+    o.device_id = NULL;   /* the folder's own */
+    s = spt_open(dir, &o);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 100);
+    PGT_EQ_INT(st.segments, 2);
+    PGT_EQ_INT(st.recovered_offset, -1);
+    spt_fill(s, "r", 101, 10);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 110);
+    pgpipe_spool_close(s);
+    char path[700];
+    spt_seen *v = calloc(1, sizeof *v);
+    v->tag = "r";
+    sp_scan_result sc;
+    snprintf(path, sizeof path, "%s/seg-%016llx.pps", dir, 1ULL);
+    spt_read_segment(path, v, &sc);
+    PGT_EQ_INT(v->n, 100);
+    PGT_EQ_INT(v->bad_payload, 0);
+    snprintf(path, sizeof path, "%s/seg-%016llx.pps", dir, 101ULL);
+    spt_read_segment(path, v, &sc);
+    PGT_EQ_INT(v->n, 10);
+    PGT_EQ_INT(v->seqs[0], 101);
+    PGT_EQ_INT(v->bad_payload, 0);
+    free(v);
+}
+
+/* The torn-write test: the last segment cut off, then damaged, at every
+** byte offset of its last 3 records. Each time the open keeps every whole
+** record, drops only the torn or damaged one, and says where and how much. */
+PGT_TEST(spool, torn_write_every_offset)
+{
+    const char *dir = spt_dir("torn");
+    char seg[700];
+    snprintf(seg, sizeof seg, "%s/seg-%016llx.pps", dir, 1ULL);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "torn";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    pgpipe_spool *s = spt_open(dir, &o);
+    const int N = 12;
+    spt_fill(s, "t", 1, N);
+    pgpipe_spool_close(s);
+    size_t size;
+    unsigned char *orig = spt_read_file(seg, &size);
+    /* the records' offsets */
+    long long start[13];
+    long long off = SP_HDR;
+    for (int i = 0; i < N; i++) {
+        start[i] = off;
+        off += SP_REC + get32(orig + off);
+    }
+    start[N] = off;
+    PGT_EQ_INT(off, (long long)size);
+    spt_seen *v = calloc(1, sizeof *v);
+    v->tag = "t";
+    int cases = 0;
+    pgpipe_log_set_level(PGPIPE_LOG_ERROR);   /* every case logs what it dropped */
+    for (int mode = 0; mode < 2; mode++) {
+        for (long long k = start[N - 3]; k < (long long)size; k++) {
+            const char *d = spt_dir_in("torncase", 1);
+            PGT_EQ_INT(mkdir(d, 0750), 0);
+            char p[700];
+            snprintf(p, sizeof p, "%s/seg-%016llx.pps", d, 1ULL);
+            int hit = 0;   /* the record k falls in */
+            while (start[hit + 1] <= k)
+                hit++;
+            if (mode == 0) {
+                spt_write_file(p, orig, (size_t)k);
+            } else {
+                unsigned char *c = malloc(size);
+                memcpy(c, orig, size);
+                c[k] ^= 0x5a;
+                spt_write_file(p, c, size);
+                free(c);
+            }
+            pgpipe_spool *t = spt_open(d, &o);
+            pgpipe_spool_status st;
+            PGT_OK(pgpipe_spool_stats(t, &st));
+            pgpipe_spool_close(t);
+            sp_scan_result sc;
+            spt_read_segment(p, v, &sc);
+            PGT_EQ_INT(v->bad_payload, 0);
+            PGT_CHECK_MSG(sc.bad_offset == -1, "mode %d k %lld hit %d: damage left at %lld", mode, k, hit, sc.bad_offset);
+            if (mode == 0) {
+                /* cut at k: the records that end by k stay */
+                PGT_EQ_INT(v->n, hit);
+                for (int i = 0; i < hit; i++)
+                    PGT_EQ_INT(v->seqs[i], i + 1);
+                PGT_EQ_INT(st.next_seq, hit + 1);
+                if (k == start[hit]) {
+                    PGT_EQ_INT(st.recovered_offset, -1);
+                } else {
+                    PGT_EQ_INT(st.recovered_offset, start[hit]);
+                    PGT_EQ_INT(st.recovered_bytes, k - start[hit]);
+                    PGT_EQ_INT(st.recovered_records, 1);
+                }
+            } else {
+                /* damaged at k: all records but that one stay */
+                PGT_EQ_INT(v->n, N - 1);
+                for (int i = 0, j = 0; i < N; i++)
+                    if (i != hit)
+                        PGT_EQ_INT(v->seqs[j++], i + 1);
+                PGT_EQ_INT(st.recovered_offset, start[hit]);
+                PGT_EQ_INT(st.recovered_bytes, start[hit + 1] - start[hit]);
+                PGT_EQ_INT(st.recovered_records, 1);
+                PGT_EQ_INT(st.records, N - 1);
+            }
+            cases++;
+        }
+    }
+    PGT_CHECK(cases > 150);
+    spt_rmdir(spt_dir_in("torncase", 1));
+    free(v);
+    free(orig);
+}
+
+/* The fsync policies do what spool.h promises: RECORD syncs before each
+** append returns, NEVER never syncs an append, INTERVAL syncs from its
+** flusher thread after the interval (a bounded wait for the sync). */
+PGT_TEST(spool, fsync_policies)
+{
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "fs";
+    pgpipe_spool_status a, b;
+    int pol[3] = { PGPIPE_SPOOL_FSYNC_RECORD, PGPIPE_SPOOL_FSYNC_NEVER, PGPIPE_SPOOL_FSYNC_INTERVAL };
+    for (int i = 0; i < 3; i++) {
+        const char *dir = spt_dir_in("fsync", 1);
+        o.fsync_policy = pol[i];
+        o.fsync_interval_ms = 20;
+        pgpipe_spool *s = spt_open(dir, &o);
+        PGT_OK(pgpipe_spool_stats(s, &a));
+        spt_fill(s, "f", 1, 25);
+        PGT_OK(pgpipe_spool_stats(s, &b));
+        if (pol[i] == PGPIPE_SPOOL_FSYNC_RECORD)
+            PGT_EQ_INT(b.syncs - a.syncs, 25);
+        if (pol[i] == PGPIPE_SPOOL_FSYNC_NEVER)
+            PGT_EQ_INT(b.syncs - a.syncs, 0);
+        if (pol[i] == PGPIPE_SPOOL_FSYNC_INTERVAL) {
+            PGT_CHECK(b.syncs - a.syncs < 25);
+            /* the flusher syncs what was written, without another append */
+            for (int w = 0; w < 500 && b.syncs == a.syncs; w++) {
+                pgpipe_sleep_ms(10);
+                PGT_OK(pgpipe_spool_stats(s, &b));
+            }
+            PGT_CHECK(b.syncs > a.syncs);
+        }
+        pgpipe_spool_close(s);
+        spt_rmdir(dir);
+    }
+}
+
+/* The process-crash promise, for the weakest policy (NEVER): a writer child
+** is killed with SIGKILL while it appends; every append it saw return 0
+** is in the spool after the next open. */
+PGT_TEST(spool, kill9_writer_keeps_every_append)
+{
+    const char *dir = spt_dir("kill9w");
+    int pfd[2];
+    PGT_EQ_INT(pipe(pfd), 0);
+    pid_t pid = fork();
+    PGT_CHECK(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        pgpipe_spool_options o;
+        pgpipe_spool_options_init(&o);
+        o.device_id = "kill9";
+        o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+        o.segment_bytes = 8192;   /* several segments: the kill may fall on a rotation */
+        pgpipe_spool *s = NULL;
+        if (pgpipe_spool_open(&s, dir, &o) != PGPIPE_OK)
+            _exit(3);
+        char b[256];
+        for (long long i = 1;; i++) {
+            long long seq;
+            int len = spt_payload(b, sizeof b, "k", i);
+            if (pgpipe_spool_append(s, b, (size_t)len, &seq) != PGPIPE_OK || seq != i)
+                _exit(4);
+            if (write(pfd[1], &seq, sizeof seq) != sizeof seq)
+                _exit(5);
+        }
+    }
+    close(pfd[1]);
+    long long acked = 0, seq;
+    while (acked < 3000 && read(pfd[0], &seq, sizeof seq) == sizeof seq)
+        acked = seq;
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+    close(pfd[0]);
+    PGT_CHECK(WIFSIGNALED(st));
+    PGT_CHECK(acked >= 3000);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    pgpipe_spool *s = spt_open(dir, &o);
+    pgpipe_spool_status ss;
+    PGT_OK(pgpipe_spool_stats(s, &ss));
+    pgpipe_spool_close(s);
+    PGT_CHECK_MSG(ss.records >= acked, "%lld records, %lld acknowledged", ss.records, acked);
+    /* and each is whole, in order, from 1 */
+    uint64_t *firsts;
+    size_t n;
+    PGT_OK(sp_list(dir, "", 0, &firsts, &n));
+    spt_seen *v = calloc(1, sizeof *v);
+    v->tag = "k";
+    long long expect = 1;
+    for (size_t i = 0; i < n; i++) {
+        char p[700];
+        sp_scan_result sc;
+        snprintf(p, sizeof p, "%s/seg-%016llx.pps", dir, (unsigned long long)firsts[i]);
+        spt_read_segment(p, v, &sc);
+        PGT_EQ_INT(v->bad_payload, 0);
+        PGT_EQ_INT(sc.bad_offset, -1);
+        for (int j = 0; j < v->n; j++)
+            PGT_EQ_INT(v->seqs[j], expect++);
+    }
+    PGT_CHECK(expect - 1 >= acked);
+    pp_free(firsts);
+    free(v);
+}
