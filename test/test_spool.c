@@ -398,3 +398,216 @@ PGT_TEST(spool, kill9_writer_keeps_every_append)
     pp_free(firsts);
     free(v);
 }
+
+/* ---- the drainer (database) ------------------------------------------------ */
+
+static void spt_loader_opts(pgpipe_loader_options *lo, const char *tag)
+{
+    pgpipe_loader_options_init(lo);
+    lo->conninfo = pgt_dsn();
+    lo->source_value = tag;
+    lo->event_type_value = "spool_test";
+    lo->batch_rows = 50;
+    lo->install_schema = 0;
+    lo->notify_channel = "";
+}
+
+static long long spt_staged(PGconn *c, const char *tag, int distinct)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(%s) FROM staging.raw_events WHERE source = '%s'",
+             distinct ? "DISTINCT payload->>'i'" : "*", tag);
+    return pgt_db_int(c, sql);
+}
+
+/* every record reaches staging once, oldest first; a second drain adds
+** nothing; records appended after a drain go with the next one */
+PGT_TEST(spool, drain_exactly_once)
+{
+    PGconn *c = pgt_db_open();
+    char tag[64];
+    snprintf(tag, sizeof tag, "spool-drain-%d", (int)getpid());
+    const char *dir = spt_dir("drain");
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "drainer";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.segment_bytes = 16384;
+    pgpipe_spool *s = spt_open(dir, &o);
+    spt_fill(s, tag, 1, 1000);
+    pgpipe_loader_options lo;
+    spt_loader_opts(&lo, tag);
+    pgpipe_spool_drain_result r;
+    int rc = pgpipe_spool_drain(s, &lo, &r);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(s));
+    PGT_EQ_INT(r.records, 1000);
+    PGT_EQ_INT(r.loaded, 1000);
+    PGT_EQ_INT(r.dead, 0);
+    PGT_CHECK(r.segments > 2);
+    PGT_EQ_INT(spt_staged(c, tag, 0), 1000);
+    PGT_EQ_INT(spt_staged(c, tag, 1), 1000);
+    /* in order: the staging ids grow with i */
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM (SELECT (payload->>'i')::int - row_number() OVER "
+             "(ORDER BY id) AS d FROM staging.raw_events WHERE source = '%s') q WHERE d <> 0", tag);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 0);
+    PGT_EQ_INT(st.segments, 1);
+    PGT_EQ_INT(st.drained, 1000);
+    PGT_OK(pgpipe_spool_drain(s, &lo, &r));
+    PGT_EQ_INT(r.records, 0);
+    spt_fill(s, tag, 1001, 10);
+    PGT_OK(pgpipe_spool_drain(s, &lo, &r));
+    PGT_EQ_INT(r.loaded, 10);
+    PGT_EQ_INT(spt_staged(c, tag, 1), 1010);
+    PGT_EQ_INT(spt_staged(c, tag, 0), 1010);
+    pgpipe_spool_close(s);
+    pgt_db_close(c);
+}
+
+static int spt_kill_fd = -1;
+static int spt_kill_batches;
+static int spt_stop_after_batches(void *ud, const pgpipe_load_progress *p)
+{
+    (void)ud;
+    (void)p;
+    if (++spt_kill_batches == 5) {
+        char b = 1;
+        if (write(spt_kill_fd, &b, 1) != 1)
+            _exit(6);
+        for (;;)
+            pause();   /* SIGKILL comes here: after batch 5 committed */
+    }
+    return 0;
+}
+
+/* kill -9 of the drainer mid-drain (between batches, and at a random
+** moment), then a drain by the next process: staging holds every spooled
+** record exactly once */
+PGT_TEST(spool, drain_kill9_exactly_once)
+{
+    PGconn *c = pgt_db_open();
+    char tag[64];
+    snprintf(tag, sizeof tag, "spool-kill-%d", (int)getpid());
+    const char *dir = spt_dir("drainkill");
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "killed";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.segment_bytes = 32768;
+    pgpipe_spool *s = spt_open(dir, &o);
+    const long long N = 3000;
+    spt_fill(s, tag, 1, N);
+    pgpipe_spool_close(s);
+    for (int round = 0; round < 2; round++) {
+        int pfd[2];
+        PGT_EQ_INT(pipe(pfd), 0);
+        pid_t pid = fork();
+        PGT_CHECK(pid >= 0);
+        if (pid == 0) {
+            close(pfd[0]);
+            spt_kill_fd = pfd[1];
+            pgpipe_spool *t = NULL;
+            if (pgpipe_spool_open(&t, dir, NULL) != PGPIPE_OK)
+                _exit(3);
+            pgpipe_loader_options lo;
+            spt_loader_opts(&lo, tag);
+            if (round == 0) {
+                lo.progress = spt_stop_after_batches;
+            } else {
+                char b = 1;   /* round 1: killed wherever it is */
+                if (write(pfd[1], &b, 1) != 1)
+                    _exit(6);
+            }
+            pgpipe_spool_drain(t, &lo, NULL);
+            for (;;)
+                pause();
+        }
+        close(pfd[1]);
+        char b;
+        PGT_EQ_INT(read(pfd[0], &b, 1), 1);
+        if (round == 1)
+            pgpipe_sleep_ms(30);
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        close(pfd[0]);
+        PGT_CHECK(WIFSIGNALED(st));
+        long long staged = spt_staged(c, tag, 0);
+        PGT_EQ_INT(staged, spt_staged(c, tag, 1));
+        if (round == 0)
+            PGT_EQ_INT(staged, 5 * 50);
+    }
+    s = spt_open(dir, NULL);
+    pgpipe_loader_options lo;
+    spt_loader_opts(&lo, tag);
+    pgpipe_spool_drain_result r;
+    int rc = pgpipe_spool_drain(s, &lo, &r);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(s));
+    PGT_CHECK(r.skipped >= 5 * 50);
+    PGT_EQ_INT(r.loaded + r.skipped + r.dead, r.records);
+    PGT_EQ_INT(spt_staged(c, tag, 0), N);
+    PGT_EQ_INT(spt_staged(c, tag, 1), N);
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 0);
+    pgpipe_spool_close(s);
+    pgt_db_close(c);
+}
+
+/* a sealed segment damaged in the middle is quarantined (moved aside,
+** counted, reported by the check) and the segments after it drain */
+PGT_TEST(spool, drain_quarantines_damaged_segment)
+{
+    PGconn *c = pgt_db_open();
+    char tag[64];
+    snprintf(tag, sizeof tag, "spool-quar-%d", (int)getpid());
+    const char *dir = spt_dir("quar");
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "quar";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.segment_bytes = 4096;
+    pgpipe_spool *s = spt_open(dir, &o);
+    spt_fill(s, tag, 1, 300);
+    pgpipe_spool_close(s);
+    uint64_t *firsts;
+    size_t n;
+    PGT_OK(sp_list(dir, "", 0, &firsts, &n));
+    PGT_CHECK(n >= 4);
+    /* damage a payload byte of the second segment's 3rd record */
+    char p[700];
+    snprintf(p, sizeof p, "%s/seg-%016llx.pps", dir, (unsigned long long)firsts[1]);
+    size_t size;
+    unsigned char *d = spt_read_file(p, &size);
+    long long off = SP_HDR;
+    for (int i = 0; i < 2; i++)
+        off += SP_REC + get32(d + off);
+    d[off + SP_REC + 3] ^= 0x01;
+    spt_write_file(p, d, size);
+    free(d);
+    long long lost = (long long)(firsts[2] - firsts[1]);
+    pgpipe_error err;
+    PGT_EQ_INT(pgpipe_spool_check(dir, NULL, NULL, &err), PGPIPE_PARSE);
+    s = spt_open(dir, NULL);
+    pgpipe_loader_options lo;
+    spt_loader_opts(&lo, tag);
+    pgpipe_spool_drain_result r;
+    PGT_OK(pgpipe_spool_drain(s, &lo, &r));
+    PGT_EQ_INT(r.quarantined, 1);
+    PGT_EQ_INT(r.loaded, 300 - lost);
+    PGT_EQ_INT(spt_staged(c, tag, 1), 300 - lost);
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.quarantined, 1);
+    pgpipe_spool_close(s);
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/quarantine/seg-%016llx.pps", dir, (unsigned long long)firsts[1]);
+    PGT_EQ_INT(stat(p, &sb), 0);
+    /* outside quarantine all is whole again */
+    PGT_OK(pgpipe_spool_check(dir, NULL, NULL, &err));
+    pp_free(firsts);
+    pgt_db_close(c);
+}

@@ -1039,6 +1039,7 @@ static int sp_drain_one(pgpipe_spool *s, int fd, long long size, const sp_hdr *x
     if (!o.source_name)
         o.source_name = src;
     o.install_schema = install;
+    o.connections = 1;   /* in order: one lane commits the batches one after another */
     sp_feed *f = pp_calloc(1, sizeof *f);
     if (!f)
         return pp_err_nomem(&s->h.err);

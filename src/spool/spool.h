@@ -141,8 +141,9 @@ typedef struct pgpipe_spool_drain_result {
 
 /* Send every record appended before the call to the database, oldest
 ** first, through a loader made from lo (the connection, target, mapping,
-** batch sizes; format, load_key and, when NULL, source_name ("spool:DEVICE")
-** are the drainer's), one load per segment, then delete the segment. The
+** batch sizes; format, load_key, connections (1, so batches commit in
+** order) and, when NULL, source_name ("spool:DEVICE") are the drainer's),
+** one load per segment, then delete the segment. The
 ** active segment is sealed first. Exactly once: a segment's load key is the
 ** device, the spool's id and the segment's first sequence, so the loader
 ** books each batch's position in pgpipe.load_batches in the batch's own
