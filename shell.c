@@ -3617,6 +3617,178 @@ out:
     return rc;
 }
 
+/* ---- .spool: the store-and-forward spool (pgpipe.h, spool) ---------------- */
+#ifndef PGPIPE_OMIT_SPOOL
+static int ensure_connected(shell *sh);
+static const optdef opts_spool_drain[] = {
+    { "--source", NULL, OPT_TEXT, "NAME", 0, 0, "spool:DEVICE", "raw_events.source of the drained records" },
+    { "--batch", NULL, OPT_INT, "N", 1, 1000000, "10000", "records per batch (transaction)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const optdef opts_spool_add[] = {
+    { "--device", NULL, OPT_TEXT, "ID", 0, 0, "the host name", "the device id of a new spool" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_spool[] = {
+    { "check", "DIR", 1, 1, NULL, "inspect a spool offline: each segment whole or where it is damaged" },
+    { "status", "DIR", 1, 1, NULL, "open the spool (recovering a torn tail) and show its size, age and counters" },
+    { "add", "DIR FILE|-", 2, 2, opts_spool_add, "append each line of FILE (NDJSON) as one record" },
+    { "drain", "DIR", 1, 1, opts_spool_drain, "send the spooled records to staging, exactly once, and delete them" },
+    { NULL, NULL, 0, 0, NULL, NULL },
+};
+
+static void spool_check_line(void *ud, const pgpipe_spool_segment_info *in)
+{
+    FILE *out = ud;
+    if (!in->header_ok)
+        fprintf(out, "%s: damaged header, %lld bytes%s\n", in->path, in->bytes,
+                in->quarantined ? " (quarantined)" : "");
+    else if (in->bad_offset < 0)
+        fprintf(out, "%s: whole, %lld records (%lld..%lld), %lld bytes, device %s%s\n", in->path,
+                in->records, in->first_seq, in->last_seq, in->bytes, in->device_id,
+                in->quarantined ? " (quarantined)" : "");
+    else
+        fprintf(out, "%s: %lld whole records, %lld damaged: %lld bytes from offset %lld, device %s%s\n",
+                in->path, in->records, in->bad_records, in->bad_bytes, in->bad_offset, in->device_id,
+                in->quarantined ? " (quarantined)" : "");
+}
+
+/* .spool check DIR | status DIR | add DIR FILE | drain DIR; also `pgpipe spool check DIR` */
+static int spool_command(FILE *out, PGconn *conn, const char *what, const char *dir, const char *file,
+                         const char *device, const char *source, long long batch)
+{
+    if (!strcmp(what, "check")) {
+        pgpipe_error err;
+        pgpipe_error_clear(&err);
+        int rc = pgpipe_spool_check(dir, spool_check_line, out, &err);
+        if (rc == PGPIPE_OK)
+            fprintf(out, "%s: every segment is whole\n", dir);
+        else
+            print_error(&err);
+        return rc != PGPIPE_OK;
+    }
+    pgpipe_spool_options so;
+    pgpipe_spool_options_init(&so);
+    so.device_id = device;
+    pgpipe_spool *s = NULL;
+    int rc = pgpipe_spool_open(&s, dir, &so);
+    if (rc == PGPIPE_OK && !strcmp(what, "add")) {
+        FILE *f = strcmp(file, "-") ? fopen(file, "r") : stdin;
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        long long added = 0, seq = 0;
+        if (!f) {
+            errorf(".spool add: %s: %s", file, strerror(errno));
+            pgpipe_spool_close(s);
+            return 1;
+        }
+        while (rc == PGPIPE_OK && (n = getline(&line, &cap, f)) > 0) {
+            while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+                n--;
+            if (n && (rc = pgpipe_spool_append(s, line, (size_t)n, &seq)) == PGPIPE_OK)
+                added++;
+        }
+        free(line);
+        if (f != stdin)
+            fclose(f);
+        if (rc == PGPIPE_OK)
+            rc = pgpipe_spool_sync(s);
+        if (rc == PGPIPE_OK)
+            fprintf(out, "spooled %lld record%s (last sequence %lld)\n", added, added == 1 ? "" : "s", seq);
+    } else if (rc == PGPIPE_OK && !strcmp(what, "drain")) {
+        pgpipe_loader_options lo;
+        pgpipe_loader_options_init(&lo);
+        lo.conn = conn;
+        lo.source_name = source;
+        if (batch > 0)
+            lo.batch_rows = (int)batch;
+        pgpipe_spool_drain_result r;
+        rc = pgpipe_spool_drain(s, &lo, &r);
+        fprintf(out, "drained %lld segment%s: %lld records, %lld loaded, %lld already loaded, %lld "
+                "dead-lettered, %lld segment%s quarantined\n", r.segments, r.segments == 1 ? "" : "s",
+                r.records, r.loaded, r.skipped, r.dead, r.quarantined, r.quarantined == 1 ? "" : "s");
+    }
+    if (rc == PGPIPE_OK) {
+        pgpipe_spool_status st;
+        pgpipe_spool_stats(s, &st);
+        fprintf(out, "spool %s: %lld records in %lld segment%s, %lld bytes, oldest %.0f s ago; next "
+                "sequence %lld%s\n", dir, st.records, st.segments, st.segments == 1 ? "" : "s", st.bytes,
+                st.age_seconds, st.next_seq, st.quarantined ? ", a damaged segment was quarantined" : "");
+        if (st.recovered_offset >= 0)
+            fprintf(out, "recovery dropped %lld damaged record%s: %lld bytes from offset %lld\n",
+                    st.recovered_records, st.recovered_records == 1 ? "" : "s", st.recovered_bytes,
+                    st.recovered_offset);
+    } else {
+        print_error(pgpipe_errinfo(s));
+    }
+    pgpipe_spool_close(s);
+    return rc != PGPIPE_OK;
+}
+
+static int cmd_spool(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    if (!strcmp(cur.sub, "drain") && ensure_connected(sh))
+        return 1;
+    return spool_command(sh->out, sh->conn, cur.sub, cur.pos[0], cur.npos > 1 ? cur.pos[1] : NULL,
+                         opt_str(&cur, "--device", NULL), opt_str(&cur, "--source", NULL),
+                         opt_num(&cur, "--batch", 0));
+}
+
+#define SPOOL_USAGE "usage: pgpipe spool check|status DIR | add DIR FILE|- [--device ID] | " \
+    "drain DIR [--db CONNINFO] [--source NAME] [--batch N]\n"
+/* pgpipe spool ...: the .spool commands as a program (check, status and add need no server) */
+static int spool_main(int argc, char **argv)
+{
+    const char *pos[3] = { NULL, NULL, NULL }, *device = NULL, *source = NULL, *db = "";
+    long long batch = 0;
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--device") || !strcmp(a, "--source") || !strcmp(a, "--db") || !strcmp(a, "--batch")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "pgpipe spool: %s needs a value\n" SPOOL_USAGE, a);
+                return 2;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(a, "--device"))
+                device = v;
+            else if (!strcmp(a, "--source"))
+                source = v;
+            else if (!strcmp(a, "--db"))
+                db = v;
+            else if ((batch = atoll(v)) < 1 || batch > 1000000) {
+                fprintf(stderr, "pgpipe spool: --batch: 1 to 1000000\n");
+                return 2;
+            }
+        } else if (npos < 3) {
+            pos[npos++] = a;
+        } else {
+            npos = 4;
+        }
+    }
+    int want = !pos[0] ? -1 : !strcmp(pos[0], "add") ? 3
+             : !strcmp(pos[0], "check") || !strcmp(pos[0], "status") || !strcmp(pos[0], "drain") ? 2 : -1;
+    if (npos != want) {
+        fprintf(stderr, SPOOL_USAGE);
+        return 2;
+    }
+    PGconn *conn = NULL;
+    if (!strcmp(pos[0], "drain")) {
+        conn = PQconnectdb(db);
+        if (PQstatus(conn) != CONNECTION_OK) {
+            fprintf(stderr, "pgpipe spool drain: cannot connect: %s", PQerrorMessage(conn));
+            PQfinish(conn);
+            return 1;
+        }
+    }
+    int rc = spool_command(stdout, conn, pos[0], pos[1], pos[2], device, source, batch);
+    PQfinish(conn);
+    return rc;
+}
+#endif
+
 static const optdef opts_help[] = {
     { "--options", NULL, OPT_FLAG, NULL, 0, 0, NULL,
       "only the option names of COMMAND, one per line (for scripts)" },
@@ -3732,6 +3904,16 @@ static const command commands[] = {
       "(the requests in flight are answered after their commit) and ends with status 0; a\n"
       "second one stops at once. SIGHUP reloads the tokens. TLS: put nginx in front\n"
       "(tool/nginx/pgpipe-http.conf) and name it in --trusted-proxies.", cmd_serve, spec_serve, 0 },
+#ifndef PGPIPE_OMIT_SPOOL
+    { "spool", ".spool check|status|add|drain DIR [FILE] [options]",
+      "the store-and-forward spool (a folder of segment files; pgpipe.h, spool): check inspects\n"
+      "it offline (also `pgpipe spool check DIR`): each segment whole, or the offset and bytes\n"
+      "that are damaged; status opens it (a torn tail is cut off and reported) and shows its\n"
+      "size and age; add appends each line of an NDJSON FILE; drain sends the records to\n"
+      "staging.raw_events on this connection, each exactly once even after a crash, and\n"
+      "deletes them. A damaged segment is quarantined (DIR/quarantine) and the rest drains.",
+      cmd_spool, spec_spool, 0 },
+#endif
     { "stats", ".stats",
       "events in staging by type (pending, retrying, oldest pending), the last loads,\n"
       "and dead letters by stage and status", cmd_stats, spec_stats, 0 },
@@ -4073,7 +4255,7 @@ static int cmd_connect(shell *sh, char **argv, int argc, const char *rest)
 static int needs_server(const char *line)
 {
     static const char *const local[] = { "help", "mode", "timer", "quit", "exit", "connect",
-                                         "conninfo", "read", NULL };
+                                         "conninfo", "read", "spool", NULL };
     const char *name = line + 1;
     size_t n = strcspn(name, " \t");
     for (int i = 0; local[i]; i++)
@@ -4762,6 +4944,8 @@ static void usage(FILE *f)
             "                    0; a second one stops at once, status 1); SIGHUP reloads the\n"
             "                    file; --for stops it after a time (90, 30s, 5m, 2h); the\n"
             "                    status page's actions need the bearer token in $VAR\n"
+            "pgpipe spool check|status DIR | add DIR FILE [--device ID] | drain DIR [--db CONNINFO]\n"
+            "                    the store-and-forward spool without the shell (.help spool)\n"
             "pgpipe run --check PIPELINE\n"
             "                    validate the pipeline file without a database: FILE:LINE:\n"
             "                    message per problem (status 1) or a summary (status 0)\n"
@@ -4998,6 +5182,10 @@ int main(int argc, char **argv)
     sh.source = "<stdin>";
     if (argc > 1 && !strcmp(argv[1], "run"))
         return run_main(argc - 1, argv + 1);
+#ifndef PGPIPE_OMIT_SPOOL
+    if (argc > 1 && !strcmp(argv[1], "spool"))
+        return spool_main(argc - 1, argv + 1);
+#endif
     cli c;
     int rc = parse_cli(&sh, &c, argc, argv);
     if (rc) {

@@ -611,3 +611,155 @@ PGT_TEST(spool, drain_quarantines_damaged_segment)
     pp_free(firsts);
     pgt_db_close(c);
 }
+
+/* ---- bounded disk ------------------------------------------------------------ */
+
+/* BLOCK refuses once the limit is reached, and still after a restart (the
+** limit is checked against the files); DROP_NEWEST drops and counts the new
+** records; DROP_OLDEST deletes the oldest segments, counted, and keeps the
+** newest records; the free-space guard refuses like a full spool */
+PGT_TEST(spool, full_policies)
+{
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "full";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.segment_bytes = 2048;
+    o.max_bytes = 10000;
+    const char *dir = spt_dir_in("full", 1);
+    pgpipe_spool *s = spt_open(dir, &o);
+    char b[256];
+    long long i = 1, seq;
+    int rc;
+    for (;; i++) {
+        int len = spt_payload(b, sizeof b, "b", i);
+        if ((rc = pgpipe_spool_append(s, b, (size_t)len, &seq)) != PGPIPE_OK)
+            break;
+    }
+    PGT_EQ_INT(rc, PGPIPE_BUSY);
+    PGT_CONTAINS(pgpipe_errmsg(s), "spool full");
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_CHECK(st.bytes <= 10000);
+    PGT_EQ_INT(st.refused, 1);
+    long long kept = st.records;
+    PGT_EQ_INT(kept, i - 1);
+    pgpipe_spool_close(s);
+    s = spt_open(dir, &o);
+    PGT_EQ_INT(pgpipe_spool_append(s, "{}", 2, &seq), PGPIPE_BUSY);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, kept);
+    pgpipe_spool_close(s);
+    /* the same folder with DROP_NEWEST: accepted, dropped, counted */
+    o.full_policy = PGPIPE_SPOOL_FULL_DROP_NEWEST;
+    s = spt_open(dir, &o);
+    for (int k = 0; k < 5; k++) {
+        PGT_OK(pgpipe_spool_append(s, "{}", 2, &seq));
+        PGT_EQ_INT(seq, 0);
+    }
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.dropped_newest, 5);
+    PGT_EQ_INT(st.records, kept);
+    pgpipe_spool_close(s);
+    /* DROP_OLDEST: every append succeeds, the oldest segments go */
+    o.full_policy = PGPIPE_SPOOL_FULL_DROP_OLDEST;
+    s = spt_open(dir, &o);
+    long long last = 0;
+    for (int k = 0; k < 500; k++) {
+        int len = spt_payload(b, sizeof b, "b", i + k);
+        PGT_OK(pgpipe_spool_append(s, b, (size_t)len, &seq));
+        last = seq;
+    }
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_CHECK(st.bytes <= 10000);
+    PGT_CHECK(st.dropped_segments > 0);
+    PGT_CHECK(st.dropped_oldest > 0);
+    PGT_EQ_INT(st.next_seq, last + 1);
+    pgpipe_spool_close(s);
+    uint64_t *firsts;
+    size_t n;
+    PGT_OK(sp_list(dir, "", 0, &firsts, &n));
+    PGT_CHECK(firsts[0] > (uint64_t)kept);   /* the first records are gone */
+    pp_free(firsts);
+    /* low free space: keep more free than the file system has */
+    o.full_policy = PGPIPE_SPOOL_FULL_BLOCK;
+    o.max_bytes = 0;
+    o.min_free_bytes = 1LL << 62;
+    s = spt_open(dir, &o);
+    PGT_EQ_INT(pgpipe_spool_append(s, "{}", 2, &seq), PGPIPE_BUSY);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.refused, 1);
+    pgpipe_spool_close(s);
+    spt_rmdir(dir);
+}
+
+/* pgpipe_spool_check reports each segment: whole ones, a torn tail (offset
+** and bytes), a bad header; quarantined segments come last */
+typedef struct spt_check_seen {
+    int n, torn, quarantined;
+    long long records, bad_offset, bad_bytes;
+} spt_check_seen;
+static void spt_check_cb(void *ud, const pgpipe_spool_segment_info *in)
+{
+    spt_check_seen *v = ud;
+    v->n++;
+    v->records += in->records;
+    v->quarantined += in->quarantined;
+    if (in->bad_offset >= 0) {
+        v->torn++;
+        v->bad_offset = in->bad_offset;
+        v->bad_bytes = in->bad_bytes;
+    }
+}
+
+PGT_TEST(spool, check_reports)
+{
+    const char *dir = spt_dir_in("check", 1);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "chk";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.segment_bytes = 4096;
+    pgpipe_spool *s = spt_open(dir, &o);
+    spt_fill(s, "c", 1, 200);
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    /* while it is open: read-only, all whole */
+    spt_check_seen v;
+    memset(&v, 0, sizeof v);
+    pgpipe_error err;
+    PGT_OK(pgpipe_spool_check(dir, spt_check_cb, &v, &err));
+    PGT_EQ_INT(v.records, 200);
+    PGT_EQ_INT(v.n, st.segments);
+    pgpipe_spool_close(s);
+    /* a torn tail on the last segment */
+    uint64_t *firsts;
+    size_t n;
+    PGT_OK(sp_list(dir, "", 0, &firsts, &n));
+    char p[700];
+    snprintf(p, sizeof p, "%s/seg-%016llx.pps", dir, (unsigned long long)firsts[n - 1]);
+    struct stat sb;
+    PGT_EQ_INT(stat(p, &sb), 0);
+    PGT_EQ_INT(truncate(p, sb.st_size - 5), 0);
+    memset(&v, 0, sizeof v);
+    PGT_EQ_INT(pgpipe_spool_check(dir, spt_check_cb, &v, &err), PGPIPE_PARSE);
+    PGT_EQ_INT(v.records, 199);
+    PGT_EQ_INT(v.torn, 1);
+    PGT_EQ_INT(v.bad_bytes, sb.st_size - 5 - v.bad_offset);
+    /* a bad header: the open quarantines it; the check lists it as such */
+    snprintf(p, sizeof p, "%s/seg-%016llx.pps", dir, (unsigned long long)firsts[0]);
+    int fd = open(p, O_WRONLY);
+    PGT_EQ_INT(pwrite(fd, "X", 1, 3), 1);
+    close(fd);
+    pgpipe_log_set_level(PGPIPE_LOG_ERROR);
+    s = spt_open(dir, NULL);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.quarantined, 1);
+    PGT_EQ_INT(st.recovered_bytes, 5 + v.bad_bytes - 5);
+    pgpipe_spool_close(s);
+    memset(&v, 0, sizeof v);
+    PGT_OK(pgpipe_spool_check(dir, spt_check_cb, &v, &err));
+    PGT_EQ_INT(v.quarantined, 1);
+    pp_free(firsts);
+    spt_rmdir(dir);
+}
