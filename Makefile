@@ -17,7 +17,14 @@
 #   make man              the man page build/pgpipe.1 from --help and .help
 #   make fresh-check      make demo and make test in a fresh Debian root, as root
 #                         and as a user (downloads packages; tool/fresh-check.sh)
-#   make cross            compile pgpipe.c for aarch64 at -Os, print its size
+#   make cross            compile pgpipe.c for aarch64 at -Os in each PGPIPE_OMIT_*
+#                         configuration, print the size table; ends with the
+#                         parse+spool+load size line (bench: component=size ...)
+#   make cross-test       the unit tests that need no server (the spool's among
+#                         them) for aarch64 under qemu-aarch64, then the aarch64
+#                         shell loads and spools + drains over TCP into a
+#                         throwaway server (test/sh/cross_qemu.sh; also in make test)
+#   make cross-arm32      compile pgpipe.c for 32-bit ARM (arm-linux-gnueabihf)
 #   make bench | bench-NAME      benchmarks (test/bench/NAME/run.sh)
 #   make fuzz-NAME SECONDS=60    libFuzzer target test/fuzz/fuzz_NAME.c
 #   make demo             (first: tool/deps.sh --demo) the main job on a private
@@ -52,7 +59,7 @@ VERSION   := $(shell sed -n 's/^\#define PGPIPE_VERSION *"\(.*\)"/\1/p' pgpipe.h
 MAJOR     := $(firstword $(subst ., ,$(VERSION)))
 SONAME    := libpgpipe.so.$(MAJOR)
 
-.PHONY: all amalgamation check-amalgamation test test-run test-build test-tsan deps install cross \
+.PHONY: all amalgamation check-amalgamation test test-run test-build test-tsan deps install cross cross-test cross-arm32 \
         bench demo demo-run clean lib shell chaos load-test valgrind man fresh-check
 
 all: pgpipe.c pgpipe.h $(B)/libpgpipe.a $(B)/libpgpipe.so.$(VERSION) $(B)/pgpipe $(B)/pgpipe.1
@@ -166,6 +173,19 @@ install: $(B)/libpgpipe.a $(B)/libpgpipe.so.$(VERSION) $(B)/pgpipe $(B)/pgpipe.1
 CROSS_CC ?= aarch64-linux-gnu-gcc
 cross: pgpipe.c pgpipe.h
 	@sh tool/cross.sh $(CROSS_CC)
+
+# the aarch64 unit tests and the end-to-end run under qemu, on a throwaway server
+cross-test: pgpipe.c pgpipe.h $(B)/test/pgpipe
+	@PGPIPE_TOP=$(CURDIR) sh tool/pgtmp.sh run -- sh test/sh/cross_qemu.sh
+
+# 32-bit ARM: the library and the shell compile (and the spool's unit tests
+# run under qemu-arm when there is an armhf libpq to link)
+CROSS32_CC ?= arm-linux-gnueabihf-gcc
+cross-arm32: pgpipe.c pgpipe.h
+	@mkdir -p $(B)/cross
+	$(CROSS32_CC) $(STRICT) -Os $(PG_CFLAGS) -c pgpipe.c -o $(B)/cross/pgpipe-arm32.o
+	$(CROSS32_CC) $(STRICT) -Os -DPGPIPE_OMIT_THREADS $(PG_CFLAGS) -c pgpipe.c -o $(B)/cross/pgpipe-arm32-nothreads.o
+	@size $(B)/cross/pgpipe-arm32.o $(B)/cross/pgpipe-arm32-nothreads.o
 
 # ---- benchmarks and fuzzing --------------------------------------------------
 BENCHES := $(notdir $(patsubst %/run.sh,%,$(wildcard test/bench/*/run.sh)))

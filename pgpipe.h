@@ -2302,6 +2302,14 @@ int pgpipe_spool_drain(pgpipe_spool *s, const pgpipe_loader_options *lo,
                        pgpipe_spool_drain_result *res);
 void pgpipe_spool_close(pgpipe_spool *s);
 
+/* The size and age of a spool folder without opening it (read-only, also
+** while another process has it open; for health checks): segments, bytes,
+** records (the last segment is scanned, the others counted from their
+** headers), oldest_ms, age_seconds and next_seq of out are set, the
+** counters are 0. Reads the headers, the first record of the oldest
+** segment and the last segment. PGPIPE_IO when DIR cannot be read. */
+int pgpipe_spool_peek(const char *dir, pgpipe_spool_status *out, pgpipe_error *err);
+
 /* One segment as pgpipe_spool_check finds it. */
 typedef struct pgpipe_spool_segment_info {
     const char *path;

@@ -6,6 +6,10 @@
 ** whatever their groups (see pgtest.h: groups and files).
 **   --list            print the test names and exit
 **   --counts FILE     also write "passed failed skipped" to FILE
+**   --nofork          run the selected tests in this process, one after
+**                     another (where fork does not work: qemu-user); the first
+**                     failure or skip ends the run with its exit status; sets
+**                     PGT_NOFORK=1 so tests that fork skip themselves
 ** PGT_TIMEOUT (seconds, default 300) bounds each test.
 */
 #include <fnmatch.h>
@@ -30,16 +34,20 @@ static int pgt_selected(const pgt_case *tc, int argc, char **argv, int first)
 int main(int argc, char **argv)
 {
     const char *counts_file = NULL;
-    int first = 1, list = 0;
+    int first = 1, list = 0, nofork = 0;
     while (first < argc && argv[first][0] == '-' && argv[first][1] == '-') {
         if (strcmp(argv[first], "--list") == 0) {
             list = 1;
+            first++;
+        } else if (strcmp(argv[first], "--nofork") == 0) {
+            nofork = 1;
+            setenv("PGT_NOFORK", "1", 1);
             first++;
         } else if (strcmp(argv[first], "--counts") == 0 && first + 1 < argc) {
             counts_file = argv[first + 1];
             first += 2;
         } else {
-            fprintf(stderr, "usage: %s [--list] [--counts FILE] [PATTERN ...]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--list] [--nofork] [--counts FILE] [PATTERN ...]\n", argv[0]);
             return 2;
         }
     }
@@ -59,6 +67,12 @@ int main(int argc, char **argv)
         fflush(stdout);
         fflush(stderr);
         int64_t t0 = pgpipe_now_us();
+        if (nofork) {
+            tc->fn();
+            passed++;
+            printf("ok      %s.%s (%.0f ms)\n", tc->group, tc->name, (double)(pgpipe_now_us() - t0) / 1000.0);
+            continue;
+        }
         pid_t pid = fork();
         if (pid < 0) {
             perror("fork");

@@ -30,7 +30,9 @@
 #               the CDC benchmark's ceiling, pg_recvlogical with wal2json
 #               (postgresql-NN-wal2json)
 #   --cross     the aarch64 cross compiler and its C library (pgpipe.c with
-#               <stdint.h> and libpq-fe.h compiles for aarch64)
+#               <stdint.h> and libpq-fe.h compiles for aarch64); for make
+#               cross-test qemu-user-static and libpq5:arm64 (adds the arm64
+#               architecture to dpkg), for make cross-arm32 gcc-arm-linux-gnueabihf
 #   --fuzz      clang with libFuzzer and its sanitizer runtimes
 #   --valgrind  valgrind
 #   --tsan      a ThreadSanitizer build runs (make test-tsan)
@@ -311,6 +313,18 @@ if [ $cross = 1 ]; then
         want libc6-dev-arm64-cross
     fi
 fi
+# make cross-test: qemu-aarch64 and an aarch64 libpq to link and run against
+# (libpq5:arm64 from Debian's arm64 architecture: only the library; the
+# headers are the host's, since libpq-dev:arm64 would replace libpq-dev);
+# the 32-bit ARM compiler for make cross-arm32
+if [ $cross = 1 ]; then
+    if have qemu-aarch64-static || have qemu-aarch64; then note "qemu-aarch64" ok
+    else note "qemu-aarch64" "missing (qemu-user-static)"; want qemu-user-static; fi
+    if [ -f /usr/lib/aarch64-linux-gnu/libpq.so.5 ]; then note "libpq5:arm64" ok
+    else note "libpq5:arm64" "missing (dpkg --add-architecture arm64)"; want libpq5:arm64; fi
+    if have arm-linux-gnueabihf-gcc; then note "arm-linux-gnueabihf-gcc" ok
+    else note "arm-linux-gnueabihf-gcc" "missing (gcc-arm-linux-gnueabihf)"; want gcc-arm-linux-gnueabihf; want libc6-dev-armhf-cross; fi
+fi
 if [ $fuzz = 1 ]; then
     if ! have "$CLANG"; then
         note "$CLANG" "missing (clang, libclang-rt-dev)"; want clang; want libclang-rt-dev
@@ -357,6 +371,10 @@ if [ $check_only = 0 ] && [ "$(id -u)" = 0 ] && have apt-get; then
         apt-get update -o DPkg::Lock::Timeout=600 >"$tmp/update.log" 2>&1 || { cat "$tmp/update.log"; exit 1; }
     }
     ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || update
+    # libpq5:arm64 (make cross-test) comes from Debian's arm64 architecture
+    case " $missing " in *":arm64 "*)
+        dpkg --print-foreign-architectures | grep -qx arm64 || { dpkg --add-architecture arm64 && update; } ;;
+    esac
     # nginx's package starts a server on port 80 where no policy says
     # otherwise; the tests start their own, so keep it from starting
     policy=""

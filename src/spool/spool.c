@@ -1270,3 +1270,59 @@ int pgpipe_spool_check(const char *dir, pgpipe_spool_check_fn fn, void *ud, pgpi
         return pp_err(err, PGPIPE_PARSE, "spool: %s has damaged segments", dir);
     return rc;
 }
+
+int pgpipe_spool_peek(const char *dir, pgpipe_spool_status *out, pgpipe_error *err)
+{
+    if (!dir || !out)
+        return pp_err(err, PGPIPE_MISUSE, "spool: no folder given");
+    memset(out, 0, sizeof *out);
+    out->recovered_offset = -1;
+    uint64_t *firsts;
+    size_t n;
+    int rc = sp_list(dir, "", 0, &firsts, &n);
+    if (rc != PGPIPE_OK) {
+        pp_free(firsts);
+        return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
+    }
+    for (size_t i = 0; i < n; i++) {
+        char path[4096];
+        sp_path(path, sizeof path, dir, "", firsts[i], "");
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat sb;
+        if (fd < 0 || fstat(fd, &sb) != 0) {
+            if (fd >= 0)
+                close(fd);
+            continue;   /* drained or dropped meanwhile */
+        }
+        out->segments++;
+        out->bytes += (long long)sb.st_size;
+        if (i + 1 < n) {
+            out->records += (long long)(firsts[i + 1] - firsts[i]);
+            unsigned char h[SP_REC];
+            if (!out->oldest_ms && firsts[i + 1] > firsts[i] && pread(fd, h, SP_REC, SP_HDR) == SP_REC)
+                out->oldest_ms = (long long)get64(h + 16);
+        } else {
+            sp_hdr x;
+            out->next_seq = (long long)firsts[i];
+            if (sp_read_hdr(fd, &x) == 0) {
+                sp_reader r = { fd, (long long)sb.st_size, NULL, 0, 0, 0 };
+                sp_scan_result sc;
+                if (sp_scan(&r, x.first_seq, NULL, NULL, &sc) == PGPIPE_OK) {
+                    out->records += sc.records;
+                    out->next_seq = (long long)sc.last_seq + 1;
+                    if (!out->oldest_ms)
+                        out->oldest_ms = sc.first_ms;
+                }
+                pp_free(r.buf);
+            }
+        }
+        close(fd);
+    }
+    pp_free(firsts);
+    if (out->oldest_ms) {
+        out->age_seconds = (double)(sp_now_ms() - out->oldest_ms) / 1000.0;
+        if (out->age_seconds < 0)
+            out->age_seconds = 0;
+    }
+    return PGPIPE_OK;
+}

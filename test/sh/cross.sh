@@ -11,9 +11,12 @@ readelf -h build/cross/pgpipe-aarch64.o | grep -q 'AArch64' || { echo "not an aa
 full=$(echo "$out" | awk '$1 == "full" { print $2 }')
 [ -n "$full" ] || { echo "no 'full' row in the size table"; exit 1; }
 for c in "no threads" "no local server" "no records store" "no claimer" "no loader" "no migrations" \
-         "loader only" "migrations only" "parsers only"; do
+         "loader only" "migrations only" "parsers only" "no spool" "parse+spool+load"; do
     t=$(echo "$out" | grep "^$c  " | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) { print $i; exit } }')
     [ -n "$t" ] || { echo "no row '$c' in the size table"; exit 1; }
     [ "$t" -lt "$full" ] || { echo "'$c' ($t) is not smaller than the full build ($full)"; exit 1; }
 done
 readelf -h build/cross/pgpipe-aarch64-nothreads.o | grep -q 'AArch64' || exit 1
+# the device build's line, machine-readable, and its ratio to the 120 KB target
+echo "$out" | grep -Eq '^bench: component=size workload=parse\+spool\+load metric=bytes pgpipe=[0-9]+ peer=target peer_value=122880 ratio=[0-9.]+$' ||
+    { echo "no parse+spool+load bench line"; exit 1; }
