@@ -24579,6 +24579,7 @@ struct pgpipe_http {
     pp_handle h;
     pgpipe_http_options o;      /* strings below are our copies */
     char *conninfo, *listen_s, *trusted;
+    char *spool_dir;            /* options.spool_dir, copied */
     PGconn *db;                 /* schema install and token (re)loads */
     pp_http_auth *auth;
     pp_ingest *ig;
@@ -25557,6 +25558,21 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "pgpipe_http_request_duration_seconds_count %llu\n",
                    (unsigned long long)cum, h->lat_sum, (unsigned long long)h->lat_count);
     pp_ingest_metrics(h->ig, &b);
+#ifndef PGPIPE_OMIT_SPOOL
+    pgpipe_spool_status sp;
+    if (h->o.spool_dir && pgpipe_spool_peek(h->o.spool_dir, &sp, NULL) == PGPIPE_OK)
+        pp_buf_appendf(&b,
+                       "# HELP pgpipe_spool_bytes Bytes in the store-and-forward spool's segments.\n"
+                       "# TYPE pgpipe_spool_bytes gauge\n"
+                       "pgpipe_spool_bytes %lld\n"
+                       "# HELP pgpipe_spool_records Records spooled, not yet drained.\n"
+                       "# TYPE pgpipe_spool_records gauge\n"
+                       "pgpipe_spool_records %lld\n"
+                       "# HELP pgpipe_spool_age_seconds Age of the oldest spooled record (0: empty).\n"
+                       "# TYPE pgpipe_spool_age_seconds gauge\n"
+                       "pgpipe_spool_age_seconds %.3f\n",
+                       sp.bytes, sp.records, sp.age_seconds);
+#endif
     if (h->o.metrics) {
         pgpipe_http_page_reply more;
         memset(&more, 0, sizeof more);
@@ -25742,6 +25758,9 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     h->o.conninfo = h->conninfo;
     h->o.listen = h->listen_s;
     h->o.trusted_proxies = h->trusted;
+    if (o->spool_dir && *o->spool_dir && !(h->spool_dir = pp_strdup(o->spool_dir)))
+        return pp_err_nomem(&h->h.err);
+    h->o.spool_dir = h->spool_dir;
 
     h->db = PQconnectdb(h->conninfo);
     if (!h->db)
@@ -25985,6 +26004,7 @@ void pgpipe_http_close(pgpipe_http *h)
     pp_free(h->conninfo);
     pp_free(h->listen_s);
     pp_free(h->trusted);
+    pp_free(h->spool_dir);
     pp_free(h);
 }
 

@@ -777,3 +777,39 @@ PGT_TEST(spool, check_reports)
     pp_free(firsts);
     spt_rmdir(dir);
 }
+
+#ifndef SPT_NO_HTTP   /* the aarch64 runner (test/sh/cross_qemu.sh) has no test_http.c */
+/* /metrics of the HTTP server reports a spool folder's bytes, records and
+** age (pgpipe_http_options.spool_dir, read with pgpipe_spool_peek) */
+static const char *spt_metrics_dir;
+static void spt_metrics_tweak(pgpipe_http_options *o)
+{
+    o->spool_dir = spt_metrics_dir;
+}
+PGT_TEST(spool, http_metrics_size_and_age)
+{
+    const char *dir = spt_dir("metrics");
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "metrics";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    pgpipe_spool *s = spt_open(dir, &o);
+    spt_fill(s, "m", 1, 42);
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    spt_metrics_dir = dir;
+    http_t_srv srv;
+    http_t_start(&srv, spt_metrics_tweak);
+    http_t_resp r;
+    PGT_EQ_INT(http_t_ask(srv.port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    PGT_CONTAINS(r.body, "pgpipe_spool_records 42\n");
+    char want[128];
+    snprintf(want, sizeof want, "pgpipe_spool_bytes %lld\n", st.bytes);
+    PGT_CONTAINS(r.body, want);
+    PGT_CONTAINS(r.body, "# TYPE pgpipe_spool_age_seconds gauge\npgpipe_spool_age_seconds ");
+    free(r.body);
+    http_t_stop(&srv);
+    pgpipe_http_close(srv.h);
+    pgpipe_spool_close(s);
+}
+#endif

@@ -124,6 +124,9 @@ typedef struct pgpipe_http_options {
     pgpipe_http_page_fn page;     /* NULL: none */
     pgpipe_http_metrics_fn metrics; /* more /metrics lines; NULL: none */
     void *page_ud;                /* passed to both */
+    /* a spool folder (pgpipe.h, spool) whose size, records and age /metrics
+    ** reports (pgpipe_spool_bytes, _records, _age_seconds); NULL: none */
+    const char *spool_dir;
 } pgpipe_http_options;
 
 void pgpipe_http_options_init(pgpipe_http_options *o);

@@ -33,7 +33,7 @@ sh test/gen_registry.sh $files > $tmp/cross_tests.c || exit 1
 if ! cmp -s $tmp/cross_tests.c $out/cross_tests.c; then cp $tmp/cross_tests.c $out/cross_tests.c; fi
 if [ ! -x $out/runner-aarch64 ] || [ -n "$(find pgpipe.c test/pgtest.h test/runner.c $files $out/cross_tests.c -newer $out/runner-aarch64 2>/dev/null)" ]; then
     # shellcheck disable=SC2086
-    $CC -std=c11 -Wall -Wextra -Wpedantic -Werror -Wno-unused-function -O1 $pgcf -I. -Itest \
+    $CC -std=c11 -Wall -Wextra -Wpedantic -Werror -Wno-unused-function -O1 -DSPT_NO_HTTP $pgcf -I. -Itest \
         $out/cross_tests.c $link -o $out/runner-aarch64 || fail "the aarch64 test runner does not build"
 fi
 file $out/runner-aarch64 | grep -q 'ARM aarch64' || fail "not an aarch64 program"
