@@ -1802,10 +1802,16 @@ static int cmd_partitions(shell *sh, char **argv, int argc, const char *rest)
 /* .health: each signal an operator watches (cache hit ratio, staging backlog, DLQ
 ** growth, partitions ahead, ...) against its target: ok or WARN; FAIL only when the
 ** server is unreachable. */
+#ifndef PGPIPE_OMIT_SPOOL
+static int spool_health(FILE *out);
+#endif
 static int cmd_health(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc, (void)rest;
     int warn = 0;
+#ifndef PGPIPE_OMIT_SPOOL
+    warn += spool_health(sh->out); /* first: it matters most when the server is away */
+#endif
     if (PQstatus(sh->conn) != CONNECTION_OK) {
         char msg[1024];
         conn_error_line(sh->conn, msg, sizeof msg);
@@ -3653,6 +3659,24 @@ static void spool_check_line(void *ud, const pgpipe_spool_segment_info *in)
                 in->quarantined ? " (quarantined)" : "");
 }
 
+/* .health's line for the spool named by $PGPIPE_SPOOL_DIR (none: no line):
+** its size and the age of its oldest record; WARN while it holds records */
+static int spool_health(FILE *out)
+{
+    const char *dir = getenv("PGPIPE_SPOOL_DIR");
+    if (!dir || !*dir)
+        return 0;
+    pgpipe_spool_status st;
+    pgpipe_error err;
+    if (pgpipe_spool_peek(dir, &st, &err) != PGPIPE_OK) {
+        fprintf(out, "WARN  spool               %s: %s\n", dir, err.message);
+        return 1;
+    }
+    fprintf(out, "%-5s spool               %lld records, %lld bytes, oldest %.0f s ago (%s)\n",
+            st.records ? "WARN" : "ok", st.records, st.bytes, st.age_seconds, dir);
+    return st.records > 0;
+}
+
 /* .spool check DIR | status DIR | add DIR FILE | drain DIR; also `pgpipe spool check DIR` */
 static int spool_command(FILE *out, PGconn *conn, const char *what, const char *dir, const char *file,
                          const char *device, const char *source, long long batch)
@@ -3833,7 +3857,9 @@ static const command commands[] = {
       "that has blanks. The file is written only when the query runs.", cmd_export, spec_export, 0 },
     { "health", ".health",
       "cache hit ratio against the 95% target, unprocessed backlog and the age of its\n"
-      "oldest event, dead letters and their growth, partitions ahead, connections", cmd_health,
+      "oldest event, dead letters and their growth, partitions ahead, connections; with\n"
+      "$PGPIPE_SPOOL_DIR the spool's records, bytes and oldest record's age (also when the\n"
+      "connection was lost)", cmd_health,
       spec_health, 0 },
     { "help", ".help [COMMAND]", "list the commands, or explain one with all its options", cmd_help,
       spec_help, 0 },

@@ -44,5 +44,9 @@ n=$($P "$D" -m csv "SELECT count(*), count(DISTINCT payload->>'i') FROM staging.
 [ "$n" = "199,199" ] || fail "staging holds $n"
 out=$($P spool bogus 2>&1); [ $? = 2 ] || fail "a bad sub-command is status 2"
 has "$out" "usage: pgpipe spool"
+# .health names the spool of $PGPIPE_SPOOL_DIR
+$P spool add "$tmp/sp" "$tmp/in.ndjson" >/dev/null || fail "add again"
+out=$(PGPIPE_SPOOL_DIR=$tmp/sp $P "$D" .health)
+has "$out" "WARN  spool               200 records"
 rm -rf "$tmp"
 echo "spool from the command line: ok"
