@@ -558,7 +558,7 @@ PGT_TEST(spool, drain_kill9_exactly_once)
     pgpipe_spool_drain_result r;
     int rc = pgpipe_spool_drain(s, &lo, &r);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(s));
-    PGT_CHECK(r.skipped >= 5 * 50);
+    /* (how many the last drain skipped depends on where round 1 was killed) */
     PGT_EQ_INT(r.loaded + r.skipped + r.dead, r.records);
     PGT_EQ_INT(spt_staged(c, tag, 0), N);
     PGT_EQ_INT(spt_staged(c, tag, 1), N);
@@ -778,16 +778,20 @@ PGT_TEST(spool, check_reports)
     spt_rmdir(dir);
 }
 
-#ifndef SPT_NO_HTTP   /* the aarch64 runner (test/sh/cross_qemu.sh) has no test_http.c */
 /* /metrics of the HTTP server reports a spool folder's bytes, records and
 ** age (pgpipe_http_options.spool_dir, read with pgpipe_spool_peek) */
+#ifndef SPT_NO_HTTP   /* the aarch64 runner (test/sh/cross_qemu.sh) has no test_http.c */
 static const char *spt_metrics_dir;
 static void spt_metrics_tweak(pgpipe_http_options *o)
 {
     o->spool_dir = spt_metrics_dir;
 }
+#endif
 PGT_TEST(spool, http_metrics_size_and_age)
 {
+#ifdef SPT_NO_HTTP
+    PGT_SKIP("built without test_http.c");
+#else
     const char *dir = spt_dir("metrics");
     pgpipe_spool_options o;
     pgpipe_spool_options_init(&o);
@@ -811,5 +815,5 @@ PGT_TEST(spool, http_metrics_size_and_age)
     http_t_stop(&srv);
     pgpipe_http_close(srv.h);
     pgpipe_spool_close(s);
-}
 #endif
+}

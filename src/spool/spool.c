@@ -1073,7 +1073,8 @@ static int sp_drain_one(pgpipe_spool *s, int fd, long long size, const sp_hdr *x
     return rc;
 }
 
-int pgpipe_spool_drain(pgpipe_spool *s, const pgpipe_loader_options *lo, pgpipe_spool_drain_result *res)
+int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
+                       pgpipe_spool_drain_result *res)
 {
     pgpipe_spool_drain_result dummy;
     if (!res)

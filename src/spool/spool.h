@@ -74,6 +74,7 @@
 ** lock, so appends go on while it drains). */
 
 typedef struct pgpipe_spool pgpipe_spool;   /* pgpipe_spool_open / _close */
+struct pgpipe_loader_options;               /* the loader's options (load) */
 
 #define PGPIPE_SPOOL_FSYNC_RECORD   0
 #define PGPIPE_SPOOL_FSYNC_INTERVAL 1
@@ -151,7 +152,7 @@ typedef struct pgpipe_spool_drain_result {
 ** connection) and run again skips exactly the committed batches. Stops at
 ** the first segment that fails to load (PGPIPE_DB, ...: it stays, nothing
 ** of it is loaded twice later). res may be NULL. */
-int pgpipe_spool_drain(pgpipe_spool *s, const pgpipe_loader_options *lo,
+int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
                        pgpipe_spool_drain_result *res);
 void pgpipe_spool_close(pgpipe_spool *s);
 
