@@ -6387,6 +6387,60 @@ static void complete_files(cands *c, const char *word, size_t wl)
     closedir(d);
 }
 
+/* Adds the first column of sql's rows ($1: the LIKE pattern of word). */
+static void complete_query(cands *c, const char *word, size_t wl, const char *sql)
+{
+    if (!ed_shell || !ed_shell->conn || PQstatus(ed_shell->conn) != CONNECTION_OK ||
+        PQtransactionStatus(ed_shell->conn) != PQTRANS_IDLE)
+        return;
+    char pat[600];
+    size_t o = 0;
+    for (size_t i = 0; i < wl && o + 3 < sizeof pat; i++) {
+        if (word[i] == '%' || word[i] == '_' || word[i] == '\\')
+            pat[o++] = '\\';
+        pat[o++] = word[i];
+    }
+    pat[o++] = '%';
+    pat[o] = '\0';
+    const char *params[1] = { pat };
+    /* a pipeline table that is not there (no schema yet) is no error to show */
+    PQnoticeProcessor old = PQsetNoticeProcessor(ed_shell->conn, notice_to_log, NULL);
+    PGresult *r = PQexecParams(ed_shell->conn, sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        for (int i = 0; i < PQntuples(r); i++)
+            if (!PQgetisnull(r, i, 0))
+                cand_add(c, PQgetvalue(r, i, 0), strlen(PQgetvalue(r, i, 0)));
+    PQclear(r);
+    PQsetNoticeProcessor(ed_shell->conn, old, NULL);
+}
+
+/* What the pipeline knows after an option: event types, sources, the
+** dead letters' errors (their first word). 1 when the option is one. */
+static int complete_pipeline(cands *c, const char *opt, const char *word, size_t wl)
+{
+    if (!strcmp(opt, "--event-type") || !strcmp(opt, "--type")) {
+        complete_query(c, word, wl,
+            "SELECT DISTINCT v FROM (SELECT event_type AS v FROM (SELECT event_type FROM "
+            "staging.raw_events ORDER BY received_at DESC LIMIT 20000) r UNION ALL SELECT event_type "
+            "FROM pgpipe.dead_letters) x WHERE v LIKE $1 ORDER BY 1 LIMIT 200");
+        return 1;
+    }
+    if (!strcmp(opt, "--source")) {
+        complete_query(c, word, wl,
+            "SELECT DISTINCT v FROM (SELECT source AS v FROM (SELECT source FROM "
+            "staging.raw_events ORDER BY received_at DESC LIMIT 20000) r UNION ALL SELECT "
+            "source_name FROM pgpipe.dead_letters) x WHERE v LIKE $1 ORDER BY 1 LIMIT 200");
+        return 1;
+    }
+    if (!strcmp(opt, "--error")) {
+        complete_query(c, word, wl,
+            "SELECT v FROM (SELECT substring(error_message FROM '^[^ :,]+') AS v, count(*) AS n "
+            "FROM pgpipe.dead_letters GROUP BY 1) x WHERE v LIKE $1 ORDER BY n DESC, 1 LIMIT 200");
+        return 1;
+    }
+    return 0;
+}
+
 /* Names from the catalog starting with word: schemas, tables and views (as
 ** the search path shows them, or qualified), and columns of tables. */
 static void complete_names(cands *c, const char *word, size_t wl)
@@ -6466,8 +6520,59 @@ static void complete_candidates(const char *buf, size_t pos, size_t start, cands
                 cand_add(c, sql_words[i], strlen(sql_words[i]));
         return;
     }
-    char cmd[64];
+    char cmd[64], prev[64] = "";
     snprintf(cmd, sizeof cmd, "%.*s", (int)fl, first);
+    int words = 0; /* words before the one completed */
+    for (size_t k = lead; k < start; k++)
+        if (!isspace((unsigned char)buf[k]) && (k == lead || isspace((unsigned char)buf[k - 1]))) {
+            words++;
+            snprintf(prev, sizeof prev, "%.*s", (int)strcspn(buf + k, " \t"), buf + k);
+        }
+    const command *dot = cmd[0] == '.' ? find_command(cmd + 1) : NULL;
+    if (dot && prev[0] == '-' && prev[1] == '-') {
+        /* the value of an option: its choices, or what the pipeline has */
+        if (complete_pipeline(c, prev, word, wl))
+            return;
+        for (int s = 0; dot->spec && (s == 0 || dot->spec[s].sub); s++) {
+            for (const optdef *d = dot->spec[s].opts; d && d->name; d++)
+                if (d->kind == OPT_ENUM && (!strcmp(d->name, prev) || (d->alias && !strcmp(d->alias, prev))))
+                    for (const char *ch = d->arg; *ch;) {
+                        size_t n = strcspn(ch, "|");
+                        if (n >= wl && !strncmp(ch, word, wl))
+                            cand_add(c, ch, n);
+                        ch += n + (ch[n] == '|');
+                    }
+            if (!dot->spec[s].sub)
+                break;
+        }
+        if (c->n)
+            return;
+    }
+    if (dot && words == 1 && (wl == 0 || word[0] != '-') && dot->spec) {
+        /* the second word: a sub-command, or one of the choices the usage lists */
+        if (dot->spec[0].sub) {
+            for (int s = 0; dot->spec[s].sub; s++)
+                if (*dot->spec[s].sub && !strncmp(dot->spec[s].sub, word, wl))
+                    cand_add(c, dot->spec[s].sub, strlen(dot->spec[s].sub));
+            if (c->n)
+                return;
+        } else if (dot->spec[0].args && strcspn(dot->spec[0].args, "|") <
+                                            strcspn(dot->spec[0].args, " ")) {
+            /* the first argument's choices: "[a|b|c] [TABLE]" */
+            char first_arg[256];
+            snprintf(first_arg, sizeof first_arg, "%.*s", (int)strcspn(dot->spec[0].args, " "),
+                     dot->spec[0].args);
+            for (const char *ch = first_arg; *ch;) {
+                ch += strspn(ch, "[");
+                size_t n = strcspn(ch, "|]");
+                if (n >= wl && !strncmp(ch, word, wl))
+                    cand_add(c, ch, n);
+                ch += n;
+                ch += strspn(ch, "|]");
+            }
+            return;
+        }
+    }
     if (cmd[0] == '.' && wl >= 1 && word[0] == '-') {
         const command *k = find_command(cmd + 1);
         for (int s = 0; k && k->spec && (s == 0 || k->spec[s].sub); s++) {
@@ -6484,10 +6589,6 @@ static void complete_candidates(const char *buf, size_t pos, size_t start, cands
     for (int i = 0; file_cmds[i]; i++)
         if (!strcmp(cmd, file_cmds[i])) {
             /* .import FILE TABLE: the second word is a table */
-            int words = 0;
-            for (size_t k = lead; k < start; k++)
-                if (!isspace((unsigned char)buf[k]) && (k == lead || isspace((unsigned char)buf[k - 1])))
-                    words++;
             if (!strcmp(cmd, ".import") && words >= 2)
                 break;
             complete_files(c, word, wl);
@@ -6672,7 +6773,10 @@ static char *ed_readline(const char *prompt)
             buf = NULL;
             break;
         }
-        int tab = c == '\t' && pos > 0 && !isspace((unsigned char)buf[pos - 1]);
+        /* Tab completes after a word, or anywhere in a dot or backslash command
+        ** (a tab pasted into SQL stays a tab) */
+        int tab = c == '\t' && pos > 0 &&
+                  (!isspace((unsigned char)buf[pos - 1]) || buf[0] == '.' || buf[0] == '\\');
         if (c == '\r' || c == '\n') {
             break;
         } else if (tab) {

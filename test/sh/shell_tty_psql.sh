@@ -18,6 +18,9 @@ $P "$D" -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS sh
 DB="$D dbname=shell_ttypsql"
 $P -q "$DB" -c "CREATE SCHEMA staging" -c "CREATE TABLE comp_table (comp_column int)" \
     -c "INSERT INTO comp_table VALUES (7)" || exit 1
+# the pipeline: an event type, a source and a dead letter to complete
+printf '{"event_type":"signup_done","v":1}\nnot json\n' > "$tmp/ev.ndjson"
+$P -q "$DB" ".load $tmp/ev.ndjson --source websrc" >/dev/null || exit 1
 printf "SELECT 'from the script' AS s;\n" > "$tmp/scriptfile.sql"
 # the editor: writes a statement into the file it is given
 printf '#!/bin/sh\necho "SELECT '"'"'edited'"'"' AS e;" > "$1"\n' > "$tmp/editor"
@@ -60,8 +63,23 @@ send ;\\r
 expect  7
 expect (1 row)
 expect pgpipe> 
-send \\\\dt stag\\t
+send \\\\dt stagi\\t
 expect staging.
+send \\x15
+# a sub-command, a choice, and what the pipeline holds after its options
+send .dlq li\\t
+expect .dlq list 
+send --error inv\\t
+expect --error invalid 
+send \\x15
+send .mode mark\\t
+expect .mode markdown 
+send \\x15
+send .load x --event-type sig\\t
+expect --event-type signup_done 
+send \\x15
+send .work --mark --source web\\t
+expect --source websrc 
 send \\x15
 # Ctrl-R finds the line with the needle; Enter runs it
 send SELECT 'needle' AS n;\\r
