@@ -5592,18 +5592,18 @@ static int watch_query(shell *sh, const char *sql, char **argv, int argc)
 
 /* Runs SQL as \g, \gx or \gset do: once, with its result shown expanded or
 ** stored in variables. */
-static int run_g(shell *sh, const char *name, char **argv, int argc, char **sql, size_t *len,
+static int run_g(shell *sh, const char *name, const char *target, char **sql, size_t *len,
                  long long first_line)
 {
     int rc = 0;
-    const char *prefix = argc > 1 ? argv[1] : "";
+    const char *prefix = target ? target : "";
     if (!strcmp(name, "gx"))
         sh->gx = 1;
     if (!strcmp(name, "gset"))
         sh->gset = prefix;
-    if (!strcmp(name, "g") && argc > 1 && output_open(sh, "\\g", argv[1]))
+    if (!strcmp(name, "g") && target && output_open(sh, "\\g", target))
         return 1;
-    if (!strcmp(name, "g") && argc > 1)
+    if (!strcmp(name, "g") && target)
         sh->oncefile = sh->outfile;
     if (sql && *len) {
         char *grown = realloc(*sql, *len + 3);
@@ -5821,6 +5821,11 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
     }
     const char *name = argc ? argv[0] : "";
     const char *arg = argc > 1 ? argv[1] : NULL;
+    /* \o |COMMAND, \g |COMMAND: the rest of the line is the command */
+    const char *pipe_rest = line + 1 + strcspn(line + 1, " \t");
+    pipe_rest += strspn(pipe_rest, " \t");
+    if (*pipe_rest != '|')
+        pipe_rest = NULL;
     char cmd[2048];
     size_t zero = 0;
     if (!len)
@@ -5869,8 +5874,8 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
         rc = pset(sh, "tuples_only", arg);
     } else if (!strcmp(name, "f") && argc <= 2) {
         rc = pset(sh, "fieldsep", arg);
-    } else if ((!strcmp(name, "o") || !strcmp(name, "out")) && argc <= 2) {
-        rc = output_open(sh, "\\o", arg);
+    } else if ((!strcmp(name, "o") || !strcmp(name, "out")) && (argc <= 2 || pipe_rest)) {
+        rc = output_open(sh, "\\o", pipe_rest ? pipe_rest : arg);
     } else if ((!strcmp(name, "c") || !strcmp(name, "connect")) && argc <= 2) {
         char *av[2] = { (char *)"connect", (char *)arg };
         rc = cmd_connect(sh, av, argc, arg ? arg : "");
@@ -5918,7 +5923,7 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
             rc = 0;
         }
     } else if (!strcmp(name, "g") || !strcmp(name, "gx") || !strcmp(name, "gset")) {
-        rc = run_g(sh, name, argv, argc, sql, len, first_line);
+        rc = run_g(sh, name, pipe_rest ? pipe_rest : arg, sql, len, first_line);
         free(copy);
         return rc;
     } else if (!strcmp(name, "watch")) {

@@ -138,6 +138,11 @@ has "$(cat "$tmp/out.txt")" "third"
 has "$out" "second"
 has "$out" "fourth"
 hasnt "$out" "first"
+out=$($P "$DB" -c '\o |tr a-z A-Z' -c "SELECT 'hello' AS greet" -c '\o' \
+      -c "SELECT 'after' AS x \\g |tr a-z A-Z" -c "SELECT 'plain' AS y")
+has "$out" " HELLO"
+has "$out" " AFTER"
+has "$out" " plain"
 has "$($P "$DB" -c '\timing on' -c "SELECT 1")" "Time: "
 
 # ---- variables and \if in a script; \g \gx \gset \echo \encoding \watch -------------
