@@ -2548,6 +2548,125 @@ static int cmd_dump(shell *sh, char **argv, int argc, const char *rest)
     return rc;
 }
 
+/* ---- .top: the pipeline, live ------------------------------------------------- */
+
+static const optdef opts_top[] = {
+    { "--interval", NULL, OPT_INT, "SECONDS", 1, 3600, "2", "seconds between refreshes" },
+    { "--count", NULL, OPT_INT, "N", 1, 1000000, NULL, "stop after N refreshes" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_top[] = { { NULL, NULL, 0, 0, opts_top,
+    "a refreshing view of the pipeline: backlog, rates, workers, dead letters (q leaves)" } };
+
+/* Per event type: the backlog, its oldest age, what arrived and what was
+** processed in the last minute, the workers holding leases. */
+#define TOP_EVENTS \
+    "SELECT event_type, count(*) FILTER (WHERE NOT processed) AS backlog, " \
+    "coalesce(to_char(now() - min(received_at) FILTER (WHERE NOT processed), 'HH24:MI:SS'), '') AS oldest, " \
+    "count(*) FILTER (WHERE received_at > now() - interval '1 minute') AS in_1m, " \
+    "count(*) FILTER (WHERE processed_at > now() - interval '1 minute') AS done_1m, " \
+    "count(DISTINCT claimed_by) FILTER (WHERE lease_expires_at > now()) AS workers " \
+    "FROM staging.raw_events GROUP BY event_type ORDER BY backlog DESC, event_type LIMIT 15"
+/* The dead letters' growth by error (its text up to the first colon). */
+#define TOP_DEAD \
+    "SELECT substring(error_message FROM '^[^:\n]{1,60}') AS error, " \
+    "count(*) FILTER (WHERE last_failed_at > now() - interval '1 minute') AS new_1m, " \
+    "count(*) FILTER (WHERE last_failed_at > now() - interval '1 hour') AS new_1h, count(*) AS dead " \
+    "FROM pgpipe.dead_letters WHERE status = 'dead' GROUP BY 1 ORDER BY 2 DESC, 3 DESC, 4 DESC LIMIT 8"
+#define TOP_LINE \
+    "SELECT format('backlog %s, oldest %s, in %s/min, processed %s/min, workers %s, dead %s (+%s/min)', " \
+    "count(*) FILTER (WHERE NOT processed), coalesce(to_char(now() - min(received_at) FILTER " \
+    "(WHERE NOT processed), 'HH24:MI:SS'), '-'), count(*) FILTER (WHERE received_at > now() - " \
+    "interval '1 minute'), count(*) FILTER (WHERE processed_at > now() - interval '1 minute'), " \
+    "count(DISTINCT claimed_by) FILTER (WHERE lease_expires_at > now()), " \
+    "(SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'), " \
+    "(SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead' AND last_failed_at > " \
+    "now() - interval '1 minute')) FROM staging.raw_events"
+
+/* .top: the screen redrawn every --interval seconds (ANSI only) until q or
+** Ctrl-C; not on a terminal, one line per refresh. */
+static int cmd_top(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    char *has = query_value(sh, "SELECT to_regclass('staging.raw_events') IS NOT NULL AND "
+                                "to_regclass('pgpipe.dead_letters') IS NOT NULL", 0, NULL);
+    int installed = has && has[0] == 't';
+    free(has);
+    if (!installed) {
+        errorf(".top: the built-in schema is not installed (.install)");
+        return 1;
+    }
+    long long every = opt_num(&cur, "--interval", 2), count = opt_num(&cur, "--count", -1);
+    int screen = sh->interactive && sh->out == stdout && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+    struct termios saved, raw;
+    if (screen && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        raw = saved;
+        raw.c_lflag &= (tcflag_t) ~(ECHO | ICANON);
+        raw.c_cc[VMIN] = 0;
+        raw.c_cc[VTIME] = 0;
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+        fputs("\x1b[?1049h", stdout); /* the alternate screen, as top has */
+    }
+    interrupted = 0;
+    int rc = 0;
+    for (long long n = 0; (count < 0 || n < count) && !interrupted && !terminating; n++) {
+        char when[64];
+        time_t now = time(NULL);
+        strftime(when, sizeof when, "%H:%M:%S", localtime(&now));
+        if (screen) {
+            fputs("\x1b[H\x1b[2J", stdout);
+            printf("pgpipe .top - %s - %s (every %llds; q leaves)\n\n", PQdb(sh->conn), when, every);
+            int saved_mode = sh->mode, saved_pager = sh->pager;
+            sh->mode = MODE_ALIGNED;
+            sh->pager = 0;
+            int bad = show_query(sh, TOP_EVENTS, "Backlog by event type", NULL, NULL) < 0 ||
+                      show_query(sh, TOP_DEAD, "Dead letters by error", NULL, NULL) < 0;
+            sh->mode = saved_mode;
+            sh->pager = saved_pager;
+            fflush(stdout);
+            if (bad) {
+                rc = 1;
+                break;
+            }
+        } else {
+            char *line = query_value(sh, TOP_LINE, 0, NULL);
+            if (!line) {
+                rc = 1;
+                break;
+            }
+            fprintf(sh->out, "%s %s\n", when, line);
+            fflush(sh->out);
+            free(line);
+        }
+        if (count >= 0 && n + 1 >= count)
+            break;
+        /* wait for the next refresh, or q */
+        double until = now_ms() + (double)every * 1000.0;
+        int quit = 0;
+        while (!quit && !interrupted && !terminating && now_ms() < until) {
+            fd_set fds;
+            FD_ZERO(&fds);
+            struct timeval tv = { 0, 200000 };
+            if (screen)
+                FD_SET(STDIN_FILENO, &fds);
+            if (select(screen ? STDIN_FILENO + 1 : 0, &fds, NULL, NULL, &tv) > 0) {
+                char k;
+                if (read(STDIN_FILENO, &k, 1) == 1 && (k == 'q' || k == 'Q' || k == 27))
+                    quit = 1;
+            }
+        }
+        if (quit)
+            break;
+    }
+    if (screen) {
+        fputs("\x1b[?1049l", stdout);
+        fflush(stdout);
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    }
+    interrupted = 0;
+    return rc;
+}
+
 /* Quotes a possibly schema-qualified name ("analytics.daily") safely. */
 static char *quote_qualified(const char *name)
 {
@@ -5187,6 +5306,12 @@ static const command commands[] = {
     { "tables", ".tables [PATTERN]", "the tables and views (LIKE PATTERN), in columns as sqlite3 lists them;\n"
       "schema-qualified when not on the search path", cmd_tables, spec_tables, 0 },
     { "timer", ".timer on|off", "print the time each statement takes", cmd_timer, spec_timer, 0 },
+    { "top", ".top [--interval SECONDS] [--count N]",
+      "a live view of the pipeline, redrawn every --interval seconds until q (or Ctrl-C): per\n"
+      "event type the backlog, the age of its oldest pending event, what arrived and what was\n"
+      "processed in the last minute and the workers holding leases; the dead letters' growth\n"
+      "by error. ANSI only (any terminal, over SSH); not on a terminal, one line per refresh.",
+      cmd_top, spec_top, 0 },
     { "version", ".version", "show the pgpipe, libpq and server versions", cmd_version, spec_version, 0 },
     { "work", ".work [N] --sql \"SQL\"|FILE | --mark [options]",
       "process staging.raw_events with N SKIP LOCKED workers until Ctrl-C (or --until-empty),\n"

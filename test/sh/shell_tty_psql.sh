@@ -6,7 +6,8 @@
 # finds a line of the history; \e edits the statement in $EDITOR; output
 # taller than the terminal goes through $PAGER (\pset pager off stops it);
 # \x auto expands what is wider than the terminal; a line wider than the
-# terminal is edited where it wraps, and a resize redraws it.
+# terminal is edited where it wraps, and a resize redraws it; .top redraws
+# the pipeline in place until q (one line per refresh without a terminal).
 set -u
 cd "${PGPIPE_TOP:-.}"
 P=${PGPIPE_SHELL:-build/test/pgpipe}
@@ -133,10 +134,22 @@ expect \\rpgpipe> SELECT 'after resize' AS r
 send ;\\r
 expect after resize
 expect pgpipe> 
+# .top: the pipeline redrawn in place until q
+send .top --interval 1\\r
+expect Backlog by event type
+expect signup_done
+expect Dead letters by error
+expect invalid literal
+send q
+expect pgpipe> 
 send \\\\q\\r
 exit 0
 S
 HOME=$tmp PGPIPE_HISTORY=$tmp/history EDITOR=$tmp/editor PAGER="sed s/^/PAGED:/" \
     "$tmp/ptydrive" "$tmp/script" -- "$P" "$DB" || exit 1
+# not on a terminal, .top prints one line per refresh
+out=$($P "$DB" ".top --interval 1 --count 2") || exit 1
+[ "$(printf '%s\n' "$out" | grep -c 'backlog 1, oldest [0-9:]*, in [0-9]*/min, processed 0/min, workers 0, dead 1 ')" = 2 ] ||
+    { echo ".top lines: $out"; exit 1; }
 $P "$D" -q -c "DROP DATABASE shell_ttypsql" || exit 1
 echo "interactive psql habits ok"
