@@ -1,10 +1,13 @@
 /*
 ** pgpipe - the interactive shell of the pgpipe engine.
 **
-**   pgpipe [options] [CONNINFO] [COMMAND ...]
+**   pgpipe [options] [CONNINFO|DBNAME] [COMMAND ...]
 **
-** CONNINFO is anything libpq accepts (key=value or a postgresql:// URI); when
-** it is left out, libpq's PG* environment variables apply. With COMMANDs it
+** CONNINFO is anything libpq accepts (key=value or a postgresql:// URI), or a
+** bare database name as psql takes it; when it is left out, libpq's PG*
+** environment variables apply. Its command line, backslash commands, output
+** and describe commands are psql's; .tables, .schema, .mode box and the
+** like are sqlite3's. With COMMANDs it
 ** runs them and exits; with -f FILE it runs the file; otherwise it reads SQL
 ** (ended by ';') and dot commands from stdin: interactively, with line editing
 ** and history, when stdin is a terminal. The exit status is non-zero when a
@@ -5432,7 +5435,8 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
         fputc('\n', sh->out);
     }
     fprintf(sh->out, "\nSQL ended by ';' is sent to the server as typed.\n"
-                     ".help COMMAND explains one, with all its options.\n");
+                     ".help COMMAND explains one, with all its options; \\? lists psql's\n"
+                     "backslash commands, and every dot command runs as \\NAME too.\n");
     return 0;
 }
 
@@ -7336,15 +7340,20 @@ static void usage(FILE *f)
             "  -f, --file FILE   run the SQL and dot commands in FILE (- for stdin), then exit\n"
             "  -d, --dbname DB   the database (a name or a CONNINFO)\n"
             "  -l, --list        list the databases and exit\n"
-            "  -1, --single-transaction  run the -c/-f commands in one transaction (rolled\n"
-            "                    back when ON_ERROR_STOP stopped them)\n"
-            "  -v, --set NAME=VALUE  set a variable (:NAME in SQL; ON_ERROR_STOP=1 stops a\n"
-            "                    script at its first error, exit status 3)\n"
+            "  -1, --single-transaction\n"
+            "                    run the -c/-f commands in one transaction (rolled back when\n"
+            "                    ON_ERROR_STOP stopped them)\n"
+            "  -v, --set NAME=VALUE\n"
+            "                    set a variable (:NAME in SQL; ON_ERROR_STOP=1 stops a script\n"
+            "                    at its first error, exit status 3)\n"
             "  -t, --tuples-only rows only: no column names, no row count\n"
             "  -A, --no-align    unaligned output (.mode unaligned): fields joined by -F\n"
-            "  -F, --field-separator SEP   between fields with -A (default |)\n"
-            "  -R, --record-separator SEP  after each row with -A (default newline)\n"
-            "  -e, --echo-queries  print each statement before it runs\n"
+            "  -F, --field-separator SEP\n"
+            "                    between fields with -A (default |)\n"
+            "  -R, --record-separator SEP\n"
+            "                    after each row with -A (default newline)\n"
+            "  -e, --echo-queries\n"
+            "                    print each statement before it runs\n"
             "  -q, --quiet       no banner, no command tags, no \"Timing is on.\"\n"
             "  -X, --no-psqlrc   do not run the rc file ($PGPIPE_RC, else ~/.pgpipe_rc), which\n"
             "                    otherwise runs first (its errors are said, not fatal)\n"
