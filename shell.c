@@ -85,6 +85,7 @@ typedef struct shell {
     FILE *oncefile;      /* .once FILE: the next command's output */
     const char *gset;    /* \gset PREFIX: store the row in variables, print nothing */
     char *last_sql;      /* the last statement run (\g, \watch with an empty buffer) */
+    char *last_dot;      /* the last dot command run, when it came after last_sql (\watch) */
     int stop_exit;       /* ON_ERROR_STOP ended a script: exit status 3 */
     shvar *vars;         /* \set, -v */
     int nvars;
@@ -2585,6 +2586,27 @@ static const argspec spec_top[] = { { NULL, NULL, 0, 0, opts_top,
     "(SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'), " \
     "(SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead' AND last_failed_at > " \
     "now() - interval '1 minute')) FROM staging.raw_events"
+
+static const argspec spec_status[] = { { NULL, NULL, 0, 0, NULL,
+    "the pipeline in one line: backlog, oldest, rates, workers, dead letters (\\watch it)" } };
+static int cmd_status(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    char *has = query_value(sh, "SELECT to_regclass('staging.raw_events') IS NOT NULL AND "
+                                "to_regclass('pgpipe.dead_letters') IS NOT NULL", 0, NULL);
+    int installed = has && has[0] == 't';
+    free(has);
+    if (!installed) {
+        errorf(".status: the built-in schema is not installed (.install)");
+        return 1;
+    }
+    char *line = query_value(sh, TOP_LINE, 0, NULL);
+    if (!line)
+        return 1;
+    fprintf(sh->out, "%s\n", line);
+    free(line);
+    return 0;
+}
 
 /* .top: the screen redrawn every --interval seconds (ANSI only) until q or
 ** Ctrl-C; not on a terminal, one line per refresh. */
@@ -5306,6 +5328,11 @@ static const command commands[] = {
     { "stats", ".stats",
       "events in staging by type (pending, retrying, oldest pending), the last loads,\n"
       "and dead letters by stage and status", cmd_stats, spec_stats, 0 },
+    { "status", ".status",
+      "the pipeline in one line: the backlog, its oldest event, what arrived and what was\n"
+      "processed in the last minute, the workers holding leases, the dead letters and their\n"
+      "growth. \\watch 2 after it runs it every 2 seconds; .top shows more.", cmd_status,
+      spec_status, 0 },
     { "tables", ".tables [PATTERN]", "the tables and views (LIKE PATTERN), in columns as sqlite3 lists them;\n"
       "schema-qualified when not on the search path", cmd_tables, spec_tables, 0 },
     { "timer", ".timer on|off", "print the time each statement takes", cmd_timer, spec_timer, 0 },
@@ -5670,7 +5697,7 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
 
 /* \watch [i=]SECONDS [c=COUNT]: the query again every SECONDS (default 2)
 ** until Ctrl-C, or COUNT times; each run under a line naming the time. */
-static int watch_query(shell *sh, const char *sql, char **argv, int argc)
+static int watch_query(shell *sh, const char *sql, const char *dot, char **argv, int argc)
 {
     double every = 2;
     long count = -1;
@@ -5692,7 +5719,7 @@ static int watch_query(shell *sh, const char *sql, char **argv, int argc)
             return 1;
         }
     }
-    if (!sql || !*sql) {
+    if ((!sql || !*sql) && !dot) {
         errorf("\\watch cannot be used with an empty query");
         return 1;
     }
@@ -5702,7 +5729,7 @@ static int watch_query(shell *sh, const char *sql, char **argv, int argc)
         time_t now = time(NULL);
         strftime(when, sizeof when, "%c", localtime(&now));
         fprintf(sh->out, "%s (every %gs)\n\n", when, every);
-        int one = run_user_sql(sh, sql, NULL, 0);
+        int one = dot ? run_command(sh, dot) != 0 : run_user_sql(sh, sql, NULL, 0);
         fputc('\n', sh->out);
         fflush(sh->out);
         if (one)
@@ -6066,7 +6093,10 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
             free(sh->last_sql);
             sh->last_sql = strdup(q);
         }
-        rc = watch_query(sh, q, argv, argc);
+        /* with nothing typed, the last command again: SQL, or a dot command (.status) */
+        char *dot = !(sql && *len) && sh->last_dot ? strdup(sh->last_dot) : NULL;
+        rc = watch_query(sh, q, dot, argv, argc);
+        free(dot);
         free(q);
     } else if (!strcmp(name, "r") || !strcmp(name, "reset")) {
         *len = 0;
@@ -6158,6 +6188,8 @@ static int run_command_now(shell *sh, const char *cmd)
         }
         rc = bad ? 1 : run_dot(sh, cmd);
         check_connection(sh);
+        free(sh->last_dot);
+        sh->last_dot = strdup(cmd);
     } else if (cmd[0] == '\\') {
         return run_backslash(sh, cmd);
     } else {
@@ -6176,6 +6208,8 @@ static int run_command_now(shell *sh, const char *cmd)
             fprintf(sh->out, "%s\n", cmd);
         free(sh->last_sql);
         sh->last_sql = strdup(cmd);
+        free(sh->last_dot);
+        sh->last_dot = NULL;
         rc = ensure_connected(sh) ? 1 : run_user_sql(sh, cmd, NULL, 0);
         check_connection(sh);
     }
@@ -6238,6 +6272,8 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
             fprintf(sh->out, "%s\n", sql);
         free(sh->last_sql);
         sh->last_sql = strdup(sql);
+        free(sh->last_dot);
+        sh->last_dot = NULL;
         if (sh->located) { /* errors name the statement's first line */
             where_source = sh->source;
             where_line = first_line + st.line - 1;
@@ -7539,6 +7575,7 @@ static void shell_free(shell *sh)
     }
     free(sh->vars);
     free(sh->last_sql);
+    free(sh->last_dot);
     free(sh->nullstr);
     free(sh->fieldsep);
     free(sh->recordsep);

@@ -151,5 +151,9 @@ HOME=$tmp PGPIPE_HISTORY=$tmp/history EDITOR=$tmp/editor PAGER="sed s/^/PAGED:/"
 out=$($P "$DB" ".top --interval 1 --count 2") || exit 1
 [ "$(printf '%s\n' "$out" | grep -c 'backlog 1, oldest [0-9:]*, in [0-9]*/min, processed 0/min, workers 0, dead 1 ')" = 2 ] ||
     { echo ".top lines: $out"; exit 1; }
+# .status is .top's line, and \watch runs it again
+out=$($P "$DB" .status '\watch 0 c=2') || exit 1
+[ "$(printf '%s\n' "$out" | grep -c '^backlog 1, oldest [0-9:]*, in [0-9]*/min, processed 0/min, workers 0, dead 1 ')" = 3 ] ||
+    { echo ".status and \\watch: $out"; exit 1; }
 $P "$D" -q -c "DROP DATABASE shell_ttypsql" || exit 1
 echo "interactive psql habits ok"
