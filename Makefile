@@ -49,12 +49,12 @@ ifneq ($(strip $(CURL_LIBS)),)
 PULL_CFLAGS := -DPGPIPE_ENABLE_CURL $(shell pkg-config --cflags libcurl 2>/dev/null || curl-config --cflags 2>/dev/null)
 PULL_LIBS   := $(CURL_LIBS)
 PULL_SAY    := pull source: libcurl $(shell pkg-config --modversion libcurl 2>/dev/null || curl-config --version 2>/dev/null | sed 's/^libcurl //')
-SHELL_LIB   := $(B)/pgpipe-curl.o
+SHELL_LIB    = $(B)/pgpipe-curl.o
 else
 PULL_CFLAGS :=
 PULL_LIBS   :=
 PULL_SAY    := pull source: off (install libcurl4-openssl-dev)
-SHELL_LIB   := $(B)/libpgpipe.a
+SHELL_LIB    = $(B)/libpgpipe.a
 endif
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 

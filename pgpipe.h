@@ -2636,10 +2636,30 @@ typedef struct pgpipe_pull_options {
     int install;                /* install or upgrade the pgpipe schema; 1 */
     pgpipe_pull_progress_fn progress;
     void *progress_ud;
+    const char *header_slots[17]; /* pgpipe_pull_set's --header values (headers points here) */
+    char backfill_text[256];    /* pgpipe_pull_set's --backfill, cut in two */
 } pgpipe_pull_options;
 
 /* Defaults as above (everything else NULL/0). */
 void pgpipe_pull_options_init(pgpipe_pull_options *opt);
+
+/* Set one option by its name as the shell (.pull --NAME VALUE) and the
+** pipeline file (.source pull ... --NAME VALUE) write it, with or without
+** the leading "--": url, source, stream, method, body, header (repeatable,
+** up to 16), records, event-type, event-type-field, paginate
+** (none|link|cursor|offset|page), cursor-path, cursor-param, more-path,
+** offset-param, limit-param, limit, page-param, first-page, total-path,
+** pages-path, max-pages, since-field, since-param, since-initial, backfill
+** (FROM..TO, either end may be empty after the ".."), until-param,
+** token-env, token-file, basic-env, basic-file, api-key-header, api-key-env,
+** api-key-file, rate (requests/s), connect-timeout, timeout, retry-budget
+** (ms, or a duration: 500ms, 30s, 5m, 1h), ca-file. value is referenced,
+** not copied: keep it until pgpipe_pull_open. There are no options for a
+** secret's value (--token, --password): secrets come from the environment
+** or a file. PGPIPE_OK, or PGPIPE_MISUSE with err (may be NULL) naming the
+** option and the problem. */
+int pgpipe_pull_set(pgpipe_pull_options *opt, const char *name, const char *value,
+                    pgpipe_error *err);
 
 /* A rate budget: rate requests per second (0 = unlimited) in bursts of up
 ** to burst (< 1: 1). Shared by every stream of a source (set

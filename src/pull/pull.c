@@ -39,6 +39,125 @@ void pgpipe_pull_options_init(pgpipe_pull_options *opt)
     opt->install = 1;
 }
 
+/* "1500", "1500ms", "1.5s", "2m", "1h" -> milliseconds; -1 when not one. */
+static long long pull_ms(const char *v)
+{
+    char *e;
+    double x = strtod(v, &e);
+    if (e == v || x < 0)
+        return -1;
+    double mul = !*e || !strcmp(e, "ms") ? 1 : !strcmp(e, "s") ? 1000 : !strcmp(e, "m") ? 60000
+                 : !strcmp(e, "h") ? 3600000 : -1;
+    return mul < 0 || x * mul > 2147483647.0 ? -1 : (long long)(x * mul);
+}
+
+int pgpipe_pull_set(pgpipe_pull_options *o, const char *name, const char *v, pgpipe_error *err)
+{
+    if (!o || !name || !v)
+        return pp_err(err, PGPIPE_MISUSE, "pull: an option needs a name and a value");
+    while (*name == '-')
+        name++;
+    static const struct { const char *n; size_t off; } strs[] = {
+#define PS(n, f) { n, offsetof(pgpipe_pull_options, f) }
+        PS("url", url), PS("source", source), PS("stream", stream), PS("method", method),
+        PS("body", body), PS("records", records), PS("event-type", event_type),
+        PS("event-type-field", event_type_field), PS("cursor-path", cursor_path),
+        PS("cursor-param", cursor_param), PS("more-path", more_path),
+        PS("offset-param", offset_param), PS("limit-param", limit_param),
+        PS("page-param", page_param), PS("total-path", total_path), PS("pages-path", pages_path),
+        PS("since-field", since_field), PS("since-param", since_param),
+        PS("since-initial", since_initial), PS("until-param", until_param),
+        PS("token-env", bearer_env), PS("token-file", bearer_file), PS("basic-env", basic_env),
+        PS("basic-file", basic_file), PS("api-key-header", api_key_header),
+        PS("api-key-env", api_key_env), PS("api-key-file", api_key_file), PS("ca-file", ca_file),
+#undef PS
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (!strcmp(name, strs[i].n)) {
+            if (!strcmp(name, "method") && strcmp(v, "GET") && strcmp(v, "POST"))
+                return pp_err(err, PGPIPE_MISUSE, "pull: --method: GET or POST, not \"%s\"", v);
+            *(const char **)((char *)o + strs[i].off) = v;
+            return PGPIPE_OK;
+        }
+    if (!strcmp(name, "header")) {
+        int n = 0;
+        while (n < 16 && o->header_slots[n])
+            n++;
+        if (n == 16)
+            return pp_err(err, PGPIPE_MISUSE, "pull: --header: at most 16");
+        if (!strchr(v, ':') || strpbrk(v, "\r\n"))
+            return pp_err(err, PGPIPE_MISUSE, "pull: --header: \"Name: value\" on one line");
+        o->header_slots[n] = v;
+        o->header_slots[n + 1] = NULL;
+        o->headers = o->header_slots;
+        return PGPIPE_OK;
+    }
+    if (!strcmp(name, "paginate")) {
+        static const char *const styles[] = { "none", "link", "cursor", "offset", "page" };
+        for (int i = 0; i < 5; i++)
+            if (!strcmp(v, styles[i])) {
+                o->paginate = i;
+                return PGPIPE_OK;
+            }
+        return pp_err(err, PGPIPE_MISUSE, "pull: --paginate: none, link, cursor, offset or page, not \"%s\"", v);
+    }
+    if (!strcmp(name, "backfill")) {
+        const char *dots = strstr(v, "..");
+        if (!dots || dots == v)
+            return pp_err(err, PGPIPE_MISUSE, "pull: --backfill: FROM..TO (TO may be empty), not \"%s\"", v);
+        size_t fl = (size_t)(dots - v), tl = strlen(dots + 2);
+        if (fl + tl + 2 > sizeof o->backfill_text)
+            return pp_err(err, PGPIPE_MISUSE, "pull: --backfill: too long");
+        memcpy(o->backfill_text, v, fl);
+        o->backfill_text[fl] = '\0';
+        memcpy(o->backfill_text + fl + 1, dots + 2, tl + 1);
+        o->backfill_from = o->backfill_text;
+        o->backfill_to = tl ? o->backfill_text + fl + 1 : NULL;
+        return PGPIPE_OK;
+    }
+    if (!strcmp(name, "rate")) {
+        char *e;
+        double r = strtod(v, &e);
+        if (e == v || *e || r < 0)
+            return pp_err(err, PGPIPE_MISUSE, "pull: --rate: requests per second (0: no limit), not \"%s\"", v);
+        o->rate = r;
+        return PGPIPE_OK;
+    }
+    static const struct { const char *n; int kind; } nums[] = {
+        { "limit", 0 }, { "first-page", 1 }, { "max-pages", 2 }, { "connect-timeout", 3 },
+        { "timeout", 4 }, { "retry-budget", 5 },
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        if (strcmp(name, nums[i].n) != 0)
+            continue;
+        long long x;
+        if (nums[i].kind >= 3) {
+            if ((x = pull_ms(v)) < 0)
+                return pp_err(err, PGPIPE_MISUSE, "pull: --%s: milliseconds or a duration (500ms, 30s, 5m), not \"%s\"", name, v);
+        } else {
+            char *e;
+            x = strtoll(v, &e, 10);
+            if (e == v || *e || x < 0 || x > INT_MAX)
+                return pp_err(err, PGPIPE_MISUSE, "pull: --%s: a number, not \"%s\"", name, v);
+        }
+        switch (nums[i].kind) {
+        case 0: o->limit = (int)x; break;
+        case 1: o->first_page = (int)x; break;
+        case 2: o->max_pages = x; break;
+        case 3: o->connect_timeout_ms = (int)x; break;
+        case 4: o->timeout_ms = (int)x; break;
+        default: o->retry_budget_ms = (int)x; break;
+        }
+        return PGPIPE_OK;
+    }
+    if (!strcmp(name, "token") || !strcmp(name, "password") || !strcmp(name, "api-key") ||
+        !strcmp(name, "basic"))
+        return pp_err(err, PGPIPE_MISUSE, "pull: --%s: a secret is never given as a value: use "
+                      "--%s-env VARIABLE or --%s-file PATH", name,
+                      !strcmp(name, "password") ? "basic" : name, !strcmp(name, "password") ? "basic" : name);
+    return pp_err(err, PGPIPE_MISUSE, "pull: --%s: unknown option", name);
+}
+
 /* The names of query parameters whose values are masked. */
 static int pull_secret_name(const char *s, size_t n)
 {
