@@ -5,7 +5,9 @@
 ** Retry-After, 5xx, a dropped connection, a stall, rate-limit headers,
 ** gzip), secrets, and kill -9 in the middle of a run. */
 
+#include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 
 PGT_TEST(pull, url_params)
 {
@@ -555,6 +557,102 @@ static void pl_t_kill9_resume(void)
     pgt_db_close(c);
 }
 
+/* ---- the pipeline file's pull source ------------------------------------------- */
+
+typedef struct pl_runner {
+    pgpipe_runner *r;
+    pthread_t th;
+    int rc;
+} pl_runner;
+static void *pl_runner_main(void *arg)
+{
+    pl_runner *x = arg;
+    x->rc = pgpipe_runner_run(x->r);
+    return NULL;
+}
+
+static void pl_t_run_source(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_run");
+    char dir[512], file[600], text[2048];
+    snprintf(dir, sizeof dir, "%s/pl_run_%d", pgt_tmpdir(), (int)getpid());
+    mkdir(dir, 0777);
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    /* two streams of one API: one budget, each on its schedule */
+    snprintf(text, sizeof text,
+             ".pipeline pl_run_%d\n"
+             ".source pull users --source pl_run --stream users --url '%s/offset?n=35' --paginate offset "
+             "--limit 10 --records items --total-path total --since-field id --every 1s --rate 50\n"
+             ".source pull orders --source pl_run --stream orders --url %s/link?n=12&per=5 "
+             "--paginate link --event-type order --every 1h\n", (int)getpid(), pl_base, pl_base);
+    FILE *f = fopen(file, "w");
+    PGT_CHECK(f);
+    fputs(text, f);
+    fclose(f);
+    /* the file checks */
+    pgpipe_pipefile *pf = NULL;
+    PGT_OK(pgpipe_pipefile_open(&pf, file, NULL, 0));
+    pgpipe_pipefile_close(pf);
+
+    pgpipe_run_options o;
+    pgpipe_run_options_init(&o);
+    o.conninfo = pgt_dsn();
+    o.instance = "pl";
+    o.drain_timeout_ms = 2000;
+    o.sd_notify = 0;
+    pl_runner x;
+    memset(&x, 0, sizeof x);
+    PGT_CHECK_MSG(pgpipe_runner_open(&x.r, file, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(x.r));
+    PGT_CHECK(pthread_create(&x.th, NULL, pl_runner_main, &x) == 0);
+    /* users ran at least twice (every second), orders once */
+    long long runs = 0;
+    for (int i = 0; i < 150 && runs < 2; i++) {
+        pgpipe_sleep_ms(100);
+        runs = pgt_db_int(c, "SELECT count(*) FROM pgpipe.pull_runs WHERE source = 'pl_run' "
+                             "AND stream = 'users' AND status = 'done'");
+    }
+    pgpipe_runner_stop(x.r);
+    pthread_join(x.th, NULL);
+    pgpipe_runner_close(x.r);
+    PGT_CHECK_MSG(runs >= 2, "users ran %lld times", runs);
+    PGT_EQ_INT(pl_count(c, "pl_run", "count(*) FILTER (WHERE event_type = 'users')"), 35);
+    PGT_EQ_INT(pl_count(c, "pl_run", "count(*) FILTER (WHERE event_type = 'order')"), 12);
+    PGT_EQ_STR(pgt_db_str(c, "SELECT cursor FROM pgpipe.pull_state WHERE source = 'pl_run' AND stream = 'users'"),
+               "35");
+    pgt_db_close(c);
+}
+
+static void pl_t_run_file_check(void)
+{
+    char dir[512], file[600];
+    snprintf(dir, sizeof dir, "%s/pl_chk_%d", pgt_tmpdir(), (int)getpid());
+    mkdir(dir, 0777);
+    snprintf(file, sizeof file, "%s/p.pgpipe", dir);
+    FILE *f = fopen(file, "w");
+    PGT_CHECK(f);
+    fputs(".source pull a --url http://x/ --paginate sideways --token s3cret --every 5x\n"
+          ".source pull b --paginate cursor\n", f);
+    fclose(f);
+    pgpipe_pipefile *pf = NULL;
+    PGT_CHECK(pgpipe_pipefile_open(&pf, file, NULL, 0) != PGPIPE_OK);
+    pp_buf all = { 0 };
+    for (int i = 0; i < pgpipe_pipefile_diag_count(pf); i++) {
+        const pgpipe_pipe_diag *d = pgpipe_pipefile_diag(pf, i);
+        pp_buf_appendf(&all, "%d: %s\n", d->line, d->message);
+    }
+    pp_buf_putc(&all, 0);
+    PGT_CONTAINS(all.data, "1: .source pull: --paginate: none, link, cursor, offset or page");
+    PGT_CONTAINS(all.data, "1: .source pull: --token: a secret is never given as a value");
+    PGT_CONTAINS(all.data, "1: .source pull: --every: expected a duration");
+    PGT_CONTAINS(all.data, "2: .source pull: --url is required");
+    PGT_CONTAINS(all.data, "2: .source pull: --paginate cursor needs --cursor-path");
+    PGT_CHECK(!strstr(all.data, "s3cret"));
+    pp_buf_free(&all);
+    pgpipe_pipefile_close(pf);
+}
+
 #define PL_CALL(f) f()
 #else
 #define PL_CALL(f) PGT_SKIP("built without libcurl")
@@ -573,6 +671,8 @@ PGT_TEST(pull, backoff) { PL_CALL(pl_t_backoff); }
 PGT_TEST(pull, gzip) { PL_CALL(pl_t_gzip); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
 PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }
+PGT_TEST(pull, run_source) { PL_CALL(pl_t_run_source); }
+PGT_TEST(pull, run_file_check) { PL_CALL(pl_t_run_file_check); }
 
 PGT_TEST(pull, without_curl)
 {
