@@ -32,7 +32,8 @@ Faults, on the page whose 1-based index is at= (default 2):
 A request that arrives while a Retry-After or a rate-limit reset it gave is
 still running gets a 429 without Retry-After and counts as "early" in
 /stats. Other parameters: gzip=1 (gzip when the client accepts it),
-delay=MS (before each page), bad=K,L (record K lacks "type", record L
+delay=MS (before each page), cache=1 (a page's body is made once and
+kept: the benchmark), bad=K,L (record K lacks "type", record L
 holds \\u0000), auth=bearer|basic|key (401 unless Authorization: Bearer
 s3cret-token / Basic user:pa55 / X-Api-Key: k3y-value).
 GET /stats: {"requests":..,"gzip":..,"early":..,"faults":..,"auth_failed":..}.
@@ -53,6 +54,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 lock = threading.Lock()
 stats = {"requests": 0, "gzip": 0, "early": 0, "faults": 0, "auth_failed": 0}
 fired = {}          # fault key -> times fired
+page_cache = {}     # cache=1: (path, query) -> (headers, body), for the benchmark
 not_before = [0.0]  # monotonic time before which a request is early
 
 BASE = 1767225600  # 2026-01-01T00:00:00Z
@@ -126,6 +128,11 @@ class H(BaseHTTPRequestHandler):
                 with lock:
                     stats["auth_failed"] += 1
                 self.send_body(401, '{"error":"unauthorized"}')
+                return
+        if q.get("cache") == "1":
+            hit = page_cache.get(self.path)
+            if hit:
+                self.send_body(200, hit[1], hit[0], q)
                 return
         n = int(q.get("n", "100"))
         since = int(q.get("since", "0") or 0)
@@ -228,6 +235,8 @@ class H(BaseHTTPRequestHandler):
             with lock:
                 not_before[0] = time.monotonic() + 1
             headers += [("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "1")]
+        if q.get("cache") == "1":
+            page_cache[self.path] = (headers, body.encode())
         self.send_body(200, body, headers, q)
 
 

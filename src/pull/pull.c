@@ -1314,47 +1314,94 @@ static int pull_copy(pgpipe_pull *p, const char *sql, const pp_buf *b, const cha
     return rc;
 }
 
-/* The page's transaction: records, dead letters, the state; COMMIT. next
-** NULL = the run ended here (cursor, when not NULL, becomes the stream's
-** incremental cursor). */
-static int pull_commit(pgpipe_pull *p, const char *next, long long nin, long long nok,
-                       long long ndead, const char *high, int end, const char *cursor)
+/* A literal for SQL text: 'x' quoted by libpq, or NULL. */
+static int pull_lit(pgpipe_pull *p, pp_buf *b, const char *v)
 {
-    int rc = pp_exec(p->conn, "BEGIN", 0, NULL, NULL, &p->h.err, "pull: BEGIN");
-    if (rc == PGPIPE_OK && p->copy.len)
-        rc = pull_copy(p, "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN",
+    if (!v)
+        return pp_buf_append(b, "NULL", 4);
+    char *q = PQescapeLiteral(p->conn, v, strlen(v));
+    if (!q)
+        return PGPIPE_NOMEM;
+    int rc = pp_buf_append(b, q, strlen(q));
+    PQfreemem(q);
+    return rc;
+}
+
+/* The page's transaction: records, dead letters, the state; COMMIT sent
+** but not waited for (pull_commit_wait), so the next page can be fetched
+** meanwhile; nothing of it is committed before that wait succeeded. next
+** NULL = the run ended here (cursor, when not NULL, becomes the stream's
+** incremental cursor). The statement that stores the state fails when the
+** state row is gone, so the page never commits without its cursor. */
+static int pull_commit_send(pgpipe_pull *p, const char *next, long long nin, long long nok,
+                            long long ndead, const char *high, int end, const char *cursor)
+{
+    int rc = PGPIPE_OK, begun = 0;
+    if (p->copy.len) {
+        rc = pull_copy(p, "BEGIN; COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN",
                        &p->copy, "pull: COPY into staging");
-    if (rc == PGPIPE_OK && p->dlq.len)
-        rc = pull_copy(p, pp_dlq_load_copy_sql(), &p->dlq, "pull: dead letters");
-    if (rc == PGPIPE_OK) {
-        char in[24], ok[24], dead[24];
-        snprintf(in, sizeof in, "%lld", nin);
-        snprintf(ok, sizeof ok, "%lld", nok);
-        snprintf(dead, sizeof dead, "%lld", ndead);
-        const char *par[10] = { p->o.source, p->o.stream, p->scope, next, in, ok, dead,
-                                high && *high ? high : NULL, end ? "1" : "0", cursor };
-        PGresult *r = NULL;
-        rc = pp_exec(p->conn,
-                     "UPDATE pgpipe.pull_state SET "
-                     " next_url = $4,"
-                     " run_pages = CASE WHEN $9 = '1' THEN 0 ELSE run_pages + 1 END,"
-                     " run_records = CASE WHEN $9 = '1' THEN 0 ELSE run_records + $5::bigint END,"
-                     " run_high = CASE WHEN $9 = '1' THEN NULL ELSE $8 END,"
-                     " run_started_at = CASE WHEN $9 = '1' THEN NULL ELSE coalesce(run_started_at, now()) END,"
-                     " cursor = CASE WHEN $9 = '1' THEN coalesce($10, cursor) ELSE cursor END,"
-                     " pages = pages + 1, records = records + $6::bigint,"
-                     " dead_lettered = dead_lettered + $7::bigint,"
-                     " last_status = CASE WHEN $9 = '1' THEN 'done' ELSE 'running' END,"
-                     " last_error = NULL, last_run_at = now(), updated_at = now() "
-                     "WHERE source = $1 AND stream = $2 AND scope = $3",
-                     10, par, &r, &p->h.err, "pull: storing the cursor");
-        if (rc == PGPIPE_OK && strcmp(PQcmdTuples(r), "1") != 0)
-            rc = pp_err(&p->h.err, PGPIPE_DB, "pull: the state row of %s/%s is gone", p->o.source,
-                        p->o.stream);
+        begun = 1;
+    }
+    if (rc == PGPIPE_OK && p->dlq.len) {
+        char sql[512];
+        snprintf(sql, sizeof sql, "%s%s", begun ? "" : "BEGIN; ", pp_dlq_load_copy_sql());
+        rc = pull_copy(p, sql, &p->dlq, "pull: dead letters");
+        begun = 1;
+    }
+    if (rc != PGPIPE_OK) {
+        pp_rollback_open(p->conn);
+        return rc;
+    }
+    pp_buf q = { 0 };
+    int e = pp_buf_appendf(&q, "%sWITH u AS (UPDATE pgpipe.pull_state SET next_url = ", begun ? "" : "BEGIN; ");
+    e |= pull_lit(p, &q, next);
+    if (end)
+        e |= pp_buf_appendf(&q, ", run_pages = 0, run_records = 0, run_high = NULL, run_started_at = NULL,"
+                                " last_status = 'done', cursor = coalesce(");
+    else
+        e |= pp_buf_appendf(&q, ", run_pages = run_pages + 1, run_records = run_records + %lld,"
+                                " run_started_at = coalesce(run_started_at, now()), last_status = 'running',"
+                                " run_high = ", nin);
+    e |= pull_lit(p, &q, end ? cursor : (high && *high ? high : NULL));
+    e |= pp_buf_appendf(&q, "%s, pages = pages + 1, records = records + %lld, dead_lettered = dead_lettered + %lld,"
+                            " last_error = NULL, last_run_at = now(), updated_at = now() WHERE source = ",
+                        end ? ", cursor)" : "", nok, ndead);
+    e |= pull_lit(p, &q, p->o.source);
+    e |= pp_buf_appendf(&q, " AND stream = ");
+    e |= pull_lit(p, &q, p->o.stream);
+    e |= pp_buf_appendf(&q, " AND scope = ");
+    e |= pull_lit(p, &q, p->scope);
+    e |= pp_buf_appendf(&q, " RETURNING 1) SELECT 1 / (SELECT count(*)::int FROM u); COMMIT");
+    if (e) {
+        pp_buf_free(&q);
+        pp_rollback_open(p->conn);
+        return pp_err_nomem(&p->h.err);
+    }
+    if (!PQsendQuery(p->conn, q.data))
+        rc = pp_err_pq(&p->h.err, p->conn, NULL, "pull: storing the cursor");
+    pp_buf_free(&q);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(p->conn);
+    return rc;
+}
+
+/* The outcome of pull_commit_send's COMMIT. */
+static int pull_commit_wait(pgpipe_pull *p)
+{
+    int rc = PGPIPE_OK;
+    PGresult *r;
+    while ((r = PQgetResult(p->conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        if (rc == PGPIPE_OK && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            const char *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            if (ss && !strcmp(ss, "22012"))
+                rc = pp_err(&p->h.err, PGPIPE_DB, "pull: the state row of %s/%s is gone (deleted "
+                            "during the run): the page was not committed", p->o.source, p->o.stream);
+            else
+                rc = pp_err_pq(&p->h.err, p->conn, r, "pull: COMMIT of the page");
+        }
         PQclear(r);
     }
-    if (rc == PGPIPE_OK)
-        rc = pp_exec(p->conn, "COMMIT", 0, NULL, NULL, &p->h.err, "pull: COMMIT");
     if (rc != PGPIPE_OK)
         pp_rollback_open(p->conn);
     return rc;
@@ -1655,6 +1702,10 @@ int pgpipe_pull_run(pgpipe_pull *p)
     long long run_in = s.run_records, run_page = s.run_pages;
     if (rc == PGPIPE_OK)
         pull_seen(p, url.data);
+    /* page n is fetched while page n-1's COMMIT is on its way (fetched is
+    ** 1 when the body of url is in); it is loaded only once that COMMIT
+    ** succeeded */
+    int fetched = 0;
     while (rc == PGPIPE_OK) {
         if (atomic_load(&p->stop)) {
             rc = pp_err(&p->h.err, PGPIPE_BUSY, "pull: stopped");
@@ -1665,8 +1716,9 @@ int pgpipe_pull_run(pgpipe_pull *p)
             break;
         }
         run_page++;
-        if ((rc = pull_fetch(p, url.data)) != PGPIPE_OK)
+        if (!fetched && (rc = pull_fetch(p, url.data)) != PGPIPE_OK)
             break;
+        fetched = 0;
         /* the body */
         char src[300];
         snprintf(src, sizeof src, "page %lld", run_page);
@@ -1702,7 +1754,16 @@ int pgpipe_pull_run(pgpipe_pull *p)
         if (end && !p->scope[0])
             newcur = p->o.since_field ? (high[0] ? high : NULL)
                      : (p->o.paginate == PGPIPE_PULL_CURSOR && p->o.more_path && endcur[0]) ? endcur : NULL;
-        if ((rc = pull_commit(p, end ? NULL : next.data, n, nok, ndead, high, end, newcur)) != PGPIPE_OK)
+        if ((rc = pull_commit_send(p, end ? NULL : next.data, n, nok, ndead, high, end, newcur)) != PGPIPE_OK)
+            break;
+        int frc = PGPIPE_OK;
+        if (!end && !atomic_load(&p->stop) &&
+            !(p->o.max_pages > 0 && p->prog.pages + 1 >= p->o.max_pages)) {
+            frc = pull_fetch(p, next.data); /* the next page, during the COMMIT */
+            fetched = frc == PGPIPE_OK;
+        }
+        pgpipe_error ferr = p->h.err;
+        if ((rc = pull_commit_wait(p)) != PGPIPE_OK)
             break;
         run_in += n;
         pp_mutex_lock(&p->mu);
@@ -1711,6 +1772,12 @@ int pgpipe_pull_run(pgpipe_pull *p)
         p->prog.dead_lettered += ndead;
         pp_mutex_unlock(&p->mu);
         pull_progress(p, 0);
+        if (frc != PGPIPE_OK) { /* this page is committed; the next one failed */
+            p->h.err = ferr;
+            rc = frc;
+            run_page++;
+            break;
+        }
         if (end)
             break;
         pp_buf sw = url;
