@@ -15,8 +15,9 @@
 **
 ** Exactly once: each page is one target transaction holding its records,
 ** its dead letters and the stream's new state (pgpipe.pull_state: the next
-** page and the incremental cursor); the next page is requested only after
-** that COMMIT. A run killed at any point resumes, on the next run, from the
+** page and the incremental cursor). The next page is requested while that
+** COMMIT is on its way, but loaded only once it succeeded (a failed COMMIT
+** drops it). A run killed at any point resumes, on the next run, from the
 ** page after the last committed one: no page skipped, none loaded twice.
 ** Two runs of the same stream exclude each other (an advisory lock).
 **
