@@ -28,6 +28,20 @@ PGT_TEST(schema, install_idempotent)
                             "tablename = 'raw_events' AND (indexdef LIKE '%USING brin%' OR "
                             "indexdef LIKE '%WHERE (NOT processed)%' OR "
                             "indexdef LIKE '%payload ->> ''user_id''%')"), 3);
+    /* the payload-key index leaves out the rows without the key (V0033) */
+    PGT_EQ_STR(pgt_db_str(c, "SELECT pg_get_expr(indpred, indrelid) FROM pg_index "
+                            "WHERE indexrelid = 'staging.raw_events_user_id_idx'::regclass"),
+               "((payload ->> 'user_id'::text) IS NOT NULL)");
+    /* ... and a lookup by the key still uses it */
+    PQclear(PGT_EXEC(c, "SET enable_seqscan = off"));
+    PGresult *plan = PGT_EXEC(c, "EXPLAIN SELECT * FROM staging.raw_events "
+                                 "WHERE payload ->> 'user_id' = '7'");
+    int seq = 0;
+    for (int i = 0; i < PQntuples(plan); i++)
+        seq += strstr(PQgetvalue(plan, i, 0), "Seq Scan") != NULL;
+    PQclear(plan);
+    PQclear(PGT_EXEC(c, "RESET enable_seqscan"));
+    PGT_EQ_INT(seq, 0);
     /* yesterday .. today + 7 exist */
     PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.raw_events_partitions "
                             "WHERE partition <> 'raw_events_default'"), 9);
