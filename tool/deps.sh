@@ -2,7 +2,7 @@
 # What building, running and testing pgpipe needs (also `make deps`; `make demo`
 # and `make test` run it first with --demo / --test --quiet).
 #
-#   sh tool/deps.sh [--demo|--test] [--bench-http] [--bench-run] [--bench-cdc] [--cross]
+#   sh tool/deps.sh [--demo|--test] [--bench-http] [--bench-run] [--bench-cdc] [--bench-pull] [--cross]
 #                   [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]
 #
 #   --demo      the build and the server: a C compiler that compiles, links and
@@ -63,7 +63,7 @@ for a in "$@"; do
     --tsan) tsan=1; modes="$modes $a" ;;
     --check) check_only=1 ;;
     --quiet) quiet=1 ;;
-    *) echo "usage: $0 [--demo|--test] [--bench-http] [--bench-run] [--bench-cdc] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--demo|--test] [--bench-http] [--bench-run] [--bench-cdc] [--bench-pull] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
     esac
 done
 [ -n "$modes" ] || { test=1; modes=" --test"; }
