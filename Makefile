@@ -48,6 +48,21 @@ PG_LIBS   := $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
 STRICT    := -std=c11 -Wall -Wextra -Wpedantic -Werror
 CFLAGS    ?= -O2 -g
 LIBS      := $(PG_LIBS) -lpthread -lm
+# the API pull's HTTP client is optional: libcurl when installed (pkg-config,
+# else curl-config). The library (libpgpipe.a/.so) stays libpq-only; the
+# shell and the tests are built with it.
+CURL_LIBS := $(shell pkg-config --libs libcurl 2>/dev/null || curl-config --libs 2>/dev/null)
+ifneq ($(strip $(CURL_LIBS)),)
+PULL_CFLAGS := -DPGPIPE_ENABLE_CURL $(shell pkg-config --cflags libcurl 2>/dev/null || curl-config --cflags 2>/dev/null)
+PULL_LIBS   := $(CURL_LIBS)
+PULL_SAY    := pull source: libcurl $(shell pkg-config --modversion libcurl 2>/dev/null || curl-config --version 2>/dev/null | sed 's/^libcurl //')
+SHELL_LIB    = $(B)/pgpipe-curl.o
+else
+PULL_CFLAGS :=
+PULL_LIBS   :=
+PULL_SAY    := pull source: off (install libcurl4-openssl-dev)
+SHELL_LIB    = $(B)/libpgpipe.a
+endif
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 SRC_FILES := $(wildcard src/pgpipe.h src/*/*.c src/*/*.h) tool/amalgamate.sh
@@ -101,8 +116,14 @@ $(B)/libpgpipe.so.$(VERSION): $(B)/pgpipe.o $(B)/libpgpipe.map
 	ln -sf libpgpipe.so.$(VERSION) $(B)/$(SONAME)
 	ln -sf $(SONAME) $(B)/libpgpipe.so
 
-$(B)/pgpipe: shell.c pgpipe.h $(B)/libpgpipe.a
-	$(CC) $(STRICT) $(CFLAGS) $(PG_CFLAGS) -I. shell.c $(B)/libpgpipe.a $(LIBS) -o $@
+# the shell's own copy of the library, with the pull's HTTP client
+$(B)/pgpipe-curl.o: pgpipe.c pgpipe.h
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(CFLAGS) $(PG_CFLAGS) $(PULL_CFLAGS) -c pgpipe.c -o $@
+
+$(B)/pgpipe: shell.c pgpipe.h $(SHELL_LIB)
+	@echo "$(PULL_SAY)"
+	$(CC) $(STRICT) $(CFLAGS) $(PG_CFLAGS) $(PULL_CFLAGS) -I. shell.c $(SHELL_LIB) $(LIBS) $(PULL_LIBS) -o $@
 
 lib: $(B)/libpgpipe.a $(B)/libpgpipe.so.$(VERSION)
 shell: $(B)/pgpipe
@@ -118,12 +139,13 @@ $(B)/test/all_tests.c: $(TEST_FILES) test/gen_registry.sh
 	sh test/gen_registry.sh $(TEST_FILES) > $@
 
 $(B)/test/runner: $(B)/test/all_tests.c pgpipe.c test/pgtest.h test/runner.c $(TEST_FILES)
-	$(CC) $(STRICT) -Wno-unused-function -O1 -g $(SAN) $(PG_CFLAGS) -I. -Itest \
-	  $(B)/test/all_tests.c $(LIBS) -o $@
+	@echo "$(PULL_SAY)"
+	$(CC) $(STRICT) -Wno-unused-function -O1 -g $(SAN) $(PG_CFLAGS) $(PULL_CFLAGS) -I. -Itest \
+	  $(B)/test/all_tests.c $(LIBS) $(PULL_LIBS) -o $@
 
 # the shell, built against the same sanitized amalgamation, for shell tests
 $(B)/test/pgpipe: shell.c pgpipe.c
-	$(CC) $(STRICT) -O1 -g $(SAN) $(PG_CFLAGS) -I. shell.c pgpipe.c $(LIBS) -o $@
+	$(CC) $(STRICT) -O1 -g $(SAN) $(PG_CFLAGS) $(PULL_CFLAGS) -I. shell.c pgpipe.c $(LIBS) $(PULL_LIBS) -o $@
 
 test-build: $(B)/test/runner $(B)/test/pgpipe
 

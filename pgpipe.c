@@ -1081,6 +1081,28 @@ PGPIPE_PRIVATE int pp_cdc_event_end(pp_buf *b, uint64_t end_lsn, int64_t commit_
 #endif /* PP_CDC_H */
 /* ==== end src/cdc/pp_cdc.h ==== */
 
+/* ==== begin src/pull/pp_pull.h ==== */
+/*
+** The pull layer's private header: records from HTTP(S) JSON APIs into
+** staging, page by page, each page committed with the stream's state.
+** Layer order and rules: src/base/pp_base.h.
+**
+**   pull        requests (libcurl), pagination, records into
+**               staging.raw_events with the cursor in the same
+**               transaction, politeness (shared rate budget, Retry-After,
+**               backoff); the public API (pull.h)
+**
+** Left out with PGPIPE_OMIT_PULL (src/pgpipe.h says what it needs). The
+** HTTP client is compiled only with PGPIPE_ENABLE_CURL.
+**
+** @components pull
+*/
+#ifndef PP_PULL_H
+#define PP_PULL_H
+
+#endif /* PP_PULL_H */
+/* ==== end src/pull/pp_pull.h ==== */
+
 /* ==== begin src/run/pp_run.h ==== */
 /*
 ** The run layer's private header: the pipeline runner (issue 22). Layer
@@ -2936,8 +2958,71 @@ static const char *const pp_sql_20[] = {
 };
 /* ==== end sql/schema/V0030__cdc_toast.sql ==== */
 
-/* ==== begin sql/schema/V0033__staging_user_id_partial.sql ==== */
+/* ==== begin sql/schema/V0031__pull.sql ==== */
 static const char *const pp_sql_21[] = {
+    "-- The API pull source (src/pull): per source, stream and scope, where the\n",
+    "-- puller stands. The row is updated in the same transaction as the page's\n",
+    "-- records and dead letters, so a crash never skips or repeats a page.\n",
+    "--\n",
+    "--   scope      '' for the incremental pull; 'backfill FROM..TO' for a\n",
+    "--              backfill over a range, which keeps its own resume point and\n",
+    "--              never touches the incremental cursor\n",
+    "--   cursor     the incremental cursor: the largest value of the records'\n",
+    "--              cursor field (updated-since timestamp, last id) or the API's\n",
+    "--              own cursor at the end of the listing; the next run starts\n",
+    "--              from it\n",
+    "--   next_url   the next page of an unfinished run (NULL: the last run\n",
+    "--              reached the end); a run resumes from it\n",
+    "--   run_*      the unfinished run so far: pages, records, the cursor value\n",
+    "--              it reached (becomes cursor when the run ends)\n",
+    "\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.pull_state (\n",
+    "    source          TEXT        NOT NULL,\n",
+    "    stream          TEXT        NOT NULL,\n",
+    "    scope           TEXT        NOT NULL DEFAULT '',\n",
+    "    cursor          TEXT,\n",
+    "    next_url        TEXT,\n",
+    "    run_pages       BIGINT      NOT NULL DEFAULT 0,\n",
+    "    run_records     BIGINT      NOT NULL DEFAULT 0,\n",
+    "    run_high        TEXT,\n",
+    "    run_started_at  TIMESTAMPTZ,\n",
+    "    pages           BIGINT      NOT NULL DEFAULT 0,\n",
+    "    records         BIGINT      NOT NULL DEFAULT 0,\n",
+    "    dead_lettered   BIGINT      NOT NULL DEFAULT 0,\n",
+    "    last_status     TEXT,\n",
+    "    last_error      TEXT,\n",
+    "    last_run_at     TIMESTAMPTZ,\n",
+    "    updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),\n",
+    "    PRIMARY KEY (source, stream, scope)\n",
+    ");\n",
+    "\n",
+    "COMMENT ON TABLE pgpipe.pull_state IS\n",
+    "    'API pull: cursor and resume point per source, stream and scope, committed with each page';\n",
+    "\n",
+    "-- One row per run, for status pages and after-the-fact questions.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.pull_runs (\n",
+    "    id              BIGSERIAL   PRIMARY KEY,\n",
+    "    source          TEXT        NOT NULL,\n",
+    "    stream          TEXT        NOT NULL,\n",
+    "    scope           TEXT        NOT NULL DEFAULT '',\n",
+    "    started_at      TIMESTAMPTZ NOT NULL DEFAULT now(),\n",
+    "    finished_at     TIMESTAMPTZ,\n",
+    "    status          TEXT        NOT NULL DEFAULT 'running'\n",
+    "                    CHECK (status IN ('running', 'done', 'paused', 'failed', 'stopped')),\n",
+    "    pages           BIGINT      NOT NULL DEFAULT 0,\n",
+    "    records         BIGINT      NOT NULL DEFAULT 0,\n",
+    "    dead_lettered   BIGINT      NOT NULL DEFAULT 0,\n",
+    "    requests        BIGINT      NOT NULL DEFAULT 0,\n",
+    "    retries         BIGINT      NOT NULL DEFAULT 0,\n",
+    "    error           TEXT\n",
+    ");\n",
+    "CREATE INDEX IF NOT EXISTS pull_runs_source_idx ON pgpipe.pull_runs (source, stream, started_at);\n",
+    NULL
+};
+/* ==== end sql/schema/V0031__pull.sql ==== */
+
+/* ==== begin sql/schema/V0033__staging_user_id_partial.sql ==== */
+static const char *const pp_sql_22[] = {
     "-- The index on the payload key user_id (V0001) holds only the rows that have\n",
     "-- the key. A b-tree indexes NULLs too, so every row without the key (change\n",
     "-- events from CDC, most webhooks) paid an index insertion at COPY, and again\n",
@@ -2978,7 +3063,8 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0028__run_fire.sql", pp_sql_18 },
     { "schema/V0029__cdc.sql", pp_sql_19 },
     { "schema/V0030__cdc_toast.sql", pp_sql_20 },
-    { "schema/V0033__staging_user_id_partial.sql", pp_sql_21 },
+    { "schema/V0031__pull.sql", pp_sql_21 },
+    { "schema/V0033__staging_user_id_partial.sql", pp_sql_22 },
     { NULL, NULL }
 };
 
@@ -28861,6 +28947,1807 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
 #endif /* PGPIPE_OMIT_CDC */
 /* ==== end src/cdc/cdc.c ==== */
 
+/* ==== begin src/pull/pull.c ==== */
+#ifndef PGPIPE_OMIT_PULL
+/*
+** The API pull: pages of an HTTP(S) JSON API into staging.raw_events, each
+** page in one target transaction with its dead letters and the stream's
+** state (pgpipe.pull_state), so a run killed anywhere resumes at the page
+** after the last commit. The HTTP client is libcurl (easy interface, one
+** handle per stream, kept alive across pages), compiled only with
+** PGPIPE_ENABLE_CURL. pull.h documents the behaviour.
+*/
+
+#ifndef PGPIPE_OMIT_PULL
+
+#include <math.h>
+#ifdef PGPIPE_ENABLE_CURL
+#include <curl/curl.h>
+#endif
+
+/* ---- options (no libcurl needed) ------------------------------------------ */
+
+void pgpipe_pull_options_init(pgpipe_pull_options *opt)
+{
+    if (!opt)
+        return;
+    memset(opt, 0, sizeof *opt);
+    opt->stream = "default";
+    opt->method = "GET";
+    opt->records = "";
+    opt->cursor_param = "cursor";
+    opt->offset_param = "offset";
+    opt->limit = 100;
+    opt->page_param = "page";
+    opt->first_page = 1;
+    opt->stop_on_empty = 1;
+    opt->since_param = "since";
+    opt->until_param = "until";
+    opt->connect_timeout_ms = 10000;
+    opt->timeout_ms = 60000;
+    opt->retry_budget_ms = 300000;
+    opt->install = 1;
+}
+
+/* "1500", "1500ms", "1.5s", "2m", "1h" -> milliseconds; -1 when not one. */
+static long long pull_ms(const char *v)
+{
+    char *e;
+    double x = strtod(v, &e);
+    if (e == v || x < 0)
+        return -1;
+    double mul = !*e || !strcmp(e, "ms") ? 1 : !strcmp(e, "s") ? 1000 : !strcmp(e, "m") ? 60000
+                 : !strcmp(e, "h") ? 3600000 : -1;
+    return mul < 0 || x * mul > 2147483647.0 ? -1 : (long long)(x * mul);
+}
+
+int pgpipe_pull_set(pgpipe_pull_options *o, const char *name, const char *v, pgpipe_error *err)
+{
+    if (!o || !name || !v)
+        return pp_err(err, PGPIPE_MISUSE, "pull: an option needs a name and a value");
+    while (*name == '-')
+        name++;
+    static const struct { const char *n; size_t off; } strs[] = {
+#define PS(n, f) { n, offsetof(pgpipe_pull_options, f) }
+        PS("url", url), PS("source", source), PS("stream", stream), PS("method", method),
+        PS("body", body), PS("records", records), PS("event-type", event_type),
+        PS("event-type-field", event_type_field), PS("cursor-path", cursor_path),
+        PS("cursor-param", cursor_param), PS("more-path", more_path),
+        PS("offset-param", offset_param), PS("limit-param", limit_param),
+        PS("page-param", page_param), PS("total-path", total_path), PS("pages-path", pages_path),
+        PS("since-field", since_field), PS("since-param", since_param),
+        PS("since-initial", since_initial), PS("until-param", until_param),
+        PS("token-env", bearer_env), PS("token-file", bearer_file), PS("basic-env", basic_env),
+        PS("basic-file", basic_file), PS("api-key-header", api_key_header),
+        PS("api-key-env", api_key_env), PS("api-key-file", api_key_file), PS("ca-file", ca_file),
+#undef PS
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (!strcmp(name, strs[i].n)) {
+            if (!strcmp(name, "method") && strcmp(v, "GET") && strcmp(v, "POST"))
+                return pp_err(err, PGPIPE_MISUSE, "pull: --method: GET or POST, not \"%s\"", v);
+            *(const char **)((char *)o + strs[i].off) = v;
+            return PGPIPE_OK;
+        }
+    if (!strcmp(name, "header")) {
+        int n = 0;
+        while (n < 16 && o->header_slots[n])
+            n++;
+        if (n == 16)
+            return pp_err(err, PGPIPE_MISUSE, "pull: --header: at most 16");
+        if (!strchr(v, ':') || strpbrk(v, "\r\n"))
+            return pp_err(err, PGPIPE_MISUSE, "pull: --header: \"Name: value\" on one line");
+        o->header_slots[n] = v;
+        o->header_slots[n + 1] = NULL;
+        o->headers = o->header_slots;
+        return PGPIPE_OK;
+    }
+    if (!strcmp(name, "paginate")) {
+        static const char *const styles[] = { "none", "link", "cursor", "offset", "page" };
+        for (int i = 0; i < 5; i++)
+            if (!strcmp(v, styles[i])) {
+                o->paginate = i;
+                return PGPIPE_OK;
+            }
+        return pp_err(err, PGPIPE_MISUSE, "pull: --paginate: none, link, cursor, offset or page, not \"%s\"", v);
+    }
+    if (!strcmp(name, "backfill")) {
+        const char *dots = strstr(v, "..");
+        if (!dots || dots == v)
+            return pp_err(err, PGPIPE_MISUSE, "pull: --backfill: FROM..TO (TO may be empty), not \"%s\"", v);
+        size_t fl = (size_t)(dots - v), tl = strlen(dots + 2);
+        if (fl + tl + 2 > sizeof o->backfill_text)
+            return pp_err(err, PGPIPE_MISUSE, "pull: --backfill: too long");
+        memcpy(o->backfill_text, v, fl);
+        o->backfill_text[fl] = '\0';
+        memcpy(o->backfill_text + fl + 1, dots + 2, tl + 1);
+        o->backfill_from = o->backfill_text;
+        o->backfill_to = tl ? o->backfill_text + fl + 1 : NULL;
+        return PGPIPE_OK;
+    }
+    if (!strcmp(name, "rate")) {
+        char *e;
+        double r = strtod(v, &e);
+        if (e == v || *e || r < 0)
+            return pp_err(err, PGPIPE_MISUSE, "pull: --rate: requests per second (0: no limit), not \"%s\"", v);
+        o->rate = r;
+        return PGPIPE_OK;
+    }
+    static const struct { const char *n; int kind; } nums[] = {
+        { "limit", 0 }, { "first-page", 1 }, { "max-pages", 2 }, { "connect-timeout", 3 },
+        { "timeout", 4 }, { "retry-budget", 5 },
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        if (strcmp(name, nums[i].n) != 0)
+            continue;
+        long long x;
+        if (nums[i].kind >= 3) {
+            if ((x = pull_ms(v)) < 0)
+                return pp_err(err, PGPIPE_MISUSE, "pull: --%s: milliseconds or a duration (500ms, 30s, 5m), not \"%s\"", name, v);
+        } else {
+            char *e;
+            x = strtoll(v, &e, 10);
+            if (e == v || *e || x < 0 || x > INT_MAX)
+                return pp_err(err, PGPIPE_MISUSE, "pull: --%s: a number, not \"%s\"", name, v);
+        }
+        switch (nums[i].kind) {
+        case 0: o->limit = (int)x; break;
+        case 1: o->first_page = (int)x; break;
+        case 2: o->max_pages = x; break;
+        case 3: o->connect_timeout_ms = (int)x; break;
+        case 4: o->timeout_ms = (int)x; break;
+        default: o->retry_budget_ms = (int)x; break;
+        }
+        return PGPIPE_OK;
+    }
+    if (!strcmp(name, "token") || !strcmp(name, "password") || !strcmp(name, "api-key") ||
+        !strcmp(name, "basic"))
+        return pp_err(err, PGPIPE_MISUSE, "pull: --%s: a secret is never given as a value: use "
+                      "--%s-env VARIABLE or --%s-file PATH", name,
+                      !strcmp(name, "password") ? "basic" : name, !strcmp(name, "password") ? "basic" : name);
+    return pp_err(err, PGPIPE_MISUSE, "pull: --%s: unknown option", name);
+}
+
+/* The names of query parameters whose values are masked. */
+static int pull_secret_name(const char *s, size_t n)
+{
+    static const char *const words[] = { "key", "token", "secret", "passw", "pwd", "sig",
+                                         "auth", "credential" };
+    for (size_t w = 0; w < sizeof words / sizeof words[0]; w++) {
+        size_t wl = strlen(words[w]);
+        for (size_t i = 0; i + wl <= n; i++)
+            if (strncasecmp(s + i, words[w], wl) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+/* Append to b: text with each secret replaced by "***" and the values of
+** secret-looking query parameters too. */
+static void pull_mask_buf(pp_buf *b, const char *const *secrets, int nsecrets, const char *text)
+{
+    size_t n = strlen(text);
+    for (size_t i = 0; i < n;) {
+        int hit = 0;
+        for (int k = 0; k < nsecrets; k++) {
+            size_t sl = secrets[k] ? strlen(secrets[k]) : 0;
+            if (sl >= 3 && sl <= n - i && memcmp(text + i, secrets[k], sl) == 0) {
+                pp_buf_append(b, "***", 3);
+                i += sl;
+                hit = 1;
+                break;
+            }
+        }
+        if (hit)
+            continue;
+        char c = text[i];
+        pp_buf_putc(b, c);
+        i++;
+        if (c == '?' || c == '&') { /* a query parameter: name=value */
+            size_t e = i;
+            while (e < n && text[e] != '=' && text[e] != '&' && text[e] != ' ' && text[e] != '#')
+                e++;
+            if (e < n && text[e] == '=' && pull_secret_name(text + i, e - i)) {
+                pp_buf_append(b, text + i, e - i + 1);
+                pp_buf_append(b, "***", 3);
+                i = e + 1;
+                while (i < n && text[i] != '&' && text[i] != ' ' && text[i] != '#' &&
+                       text[i] != '"' && text[i] != '\'' && text[i] != '>' && text[i] != '\n')
+                    i++;
+            }
+        }
+    }
+}
+
+static size_t pull_mask_to(const char *const *secrets, int nsecrets, const char *text, char *buf,
+                           size_t size)
+{
+    pp_buf b = { 0 };
+    pull_mask_buf(&b, secrets, nsecrets, text ? text : "");
+    size_t n = b.len;
+    if (size > 0) {
+        size_t c = n < size - 1 ? n : size - 1;
+        if (c)
+            memcpy(buf, b.data, c);
+        buf[c] = '\0';
+    }
+    pp_buf_free(&b);
+    return n;
+}
+
+/* ---- URL query parameters ------------------------------------------------- */
+
+static int pull_unreserved(unsigned char c)
+{
+    return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+/* The decoded value of query parameter name in url into out (size > 0);
+** 1 when present. */
+PGPIPE_PRIVATE int pp_pull_param_get(const char *url, const char *name, char *out, size_t size);
+PGPIPE_PRIVATE int pp_pull_param_get(const char *url, const char *name, char *out, size_t size)
+{
+    const char *q = strchr(url, '?');
+    size_t nl = strlen(name);
+    out[0] = '\0';
+    while (q && *q) {
+        q++;
+        const char *e = q + strcspn(q, "&#");
+        if ((size_t)(e - q) > nl && strncmp(q, name, nl) == 0 && q[nl] == '=') {
+            size_t o = 0;
+            for (const char *s = q + nl + 1; s < e && o + 1 < size; s++) {
+                if (*s == '%' && e - s >= 3 && isxdigit((unsigned char)s[1]) &&
+                    isxdigit((unsigned char)s[2])) {
+                    char h[3] = { s[1], s[2], 0 };
+                    out[o++] = (char)strtol(h, NULL, 16);
+                    s += 2;
+                } else {
+                    out[o++] = *s == '+' ? ' ' : *s;
+                }
+            }
+            out[o] = '\0';
+            return 1;
+        }
+        if (*e != '&')
+            break;
+        q = e;
+    }
+    return 0;
+}
+
+/* b = url with every name=... removed and, when value is not NULL,
+** name=value (percent-encoded) appended; the fragment is dropped. */
+PGPIPE_PRIVATE int pp_pull_param_set(pp_buf *b, const char *url, const char *name, const char *value);
+PGPIPE_PRIVATE int pp_pull_param_set(pp_buf *b, const char *url, const char *name, const char *value)
+{
+    size_t nl = strlen(name);
+    size_t end = strcspn(url, "#");
+    const char *q = memchr(url, '?', end);
+    size_t base = q ? (size_t)(q - url) : end;
+    b->len = 0;
+    int rc = pp_buf_append(b, url, base);
+    int first = 1;
+    if (q) {
+        const char *p = q + 1, *stop = url + end;
+        while (p < stop) {
+            const char *e = memchr(p, '&', (size_t)(stop - p));
+            if (!e)
+                e = stop;
+            int same = (size_t)(e - p) >= nl && strncmp(p, name, nl) == 0 &&
+                       (p + nl == e || p[nl] == '=');
+            if (!same && e > p) {
+                rc |= pp_buf_putc(b, first ? '?' : '&');
+                rc |= pp_buf_append(b, p, (size_t)(e - p));
+                first = 0;
+            }
+            p = e + 1;
+        }
+    }
+    if (value) {
+        rc |= pp_buf_putc(b, first ? '?' : '&');
+        rc |= pp_buf_append(b, name, nl);
+        rc |= pp_buf_putc(b, '=');
+        for (const unsigned char *s = (const unsigned char *)value; *s; s++) {
+            if (pull_unreserved(*s))
+                rc |= pp_buf_putc(b, (char)*s);
+            else
+                rc |= pp_buf_appendf(b, "%%%02X", *s);
+        }
+    }
+    rc |= pp_buf_putc(b, '\0');
+    b->len--;
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+/* The Link header's rel="next" target into out; 1 when found. */
+PGPIPE_PRIVATE int pp_pull_link_next(const char *link, char *out, size_t size);
+PGPIPE_PRIVATE int pp_pull_link_next(const char *link, char *out, size_t size)
+{
+    const char *p = link;
+    while (p && *p) {
+        const char *lt = strchr(p, '<');
+        if (!lt)
+            return 0;
+        const char *gt = strchr(lt, '>');
+        if (!gt)
+            return 0;
+        /* the parameters run to the next ',' that starts another link */
+        const char *end = gt + 1;
+        int quoted = 0;
+        while (*end && (quoted || *end != ',')) {
+            if (*end == '"')
+                quoted = !quoted;
+            end++;
+        }
+        for (const char *r = gt + 1; r + 3 < end; r++) {
+            if (strncasecmp(r, "rel", 3) != 0)
+                continue;
+            const char *v = r + 3;
+            while (v < end && (*v == ' ' || *v == '\t'))
+                v++;
+            if (v >= end || *v != '=')
+                continue;
+            v++;
+            while (v < end && (*v == ' ' || *v == '"'))
+                v++;
+            /* a space-separated list of relation types */
+            while (v < end && *v != '"' && *v != ';') {
+                const char *w = v;
+                while (w < end && *w != ' ' && *w != '"' && *w != ';')
+                    w++;
+                if (w - v == 4 && strncasecmp(v, "next", 4) == 0) {
+                    size_t n = (size_t)(gt - lt - 1);
+                    if (n + 1 > size)
+                        return 0;
+                    memcpy(out, lt + 1, n);
+                    out[n] = '\0';
+                    return 1;
+                }
+                v = w;
+                while (v < end && *v == ' ')
+                    v++;
+            }
+        }
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* Compare two cursor values: integers by value, other numbers as doubles,
+** the rest as text. *numeric = 1 when both are numbers. */
+PGPIPE_PRIVATE int pp_pull_cursor_cmp(const char *a, const char *b, int *numeric);
+PGPIPE_PRIVATE int pp_pull_cursor_cmp(const char *a, const char *b, int *numeric)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    int da = la > 0 && strspn(a, "0123456789") == la;
+    int db = lb > 0 && strspn(b, "0123456789") == lb;
+    if (numeric)
+        *numeric = 0;
+    if (da && db) {
+        while (la > 1 && *a == '0') { a++; la--; }
+        while (lb > 1 && *b == '0') { b++; lb--; }
+        if (numeric)
+            *numeric = 1;
+        if (la != lb)
+            return la < lb ? -1 : 1;
+        int c = strcmp(a, b);
+        return c < 0 ? -1 : c > 0;
+    }
+    char *ea, *eb;
+    double x = la ? strtod(a, &ea) : 0, y = lb ? strtod(b, &eb) : 0;
+    if (la && lb && *ea == '\0' && *eb == '\0' && isfinite(x) && isfinite(y) &&
+        !isalpha((unsigned char)a[0]) && !isalpha((unsigned char)b[0])) {
+        if (numeric)
+            *numeric = 1;
+        return x < y ? -1 : x > y;
+    }
+    int c = strcmp(a, b);
+    return c < 0 ? -1 : c > 0;
+}
+
+/* "$.a.b", "$a", "$" -> "a.b", "a", "" (pgpipe_json_path's syntax). */
+static PP_UNUSED const char *pull_path(const char *p)
+{
+    if (!p)
+        return "";
+    if (p[0] == '$')
+        p += p[1] == '.' ? 2 : 1;
+    return p;
+}
+
+size_t pgpipe_pull_mask(const pgpipe_pull *p, const char *text, char *buf, size_t size);
+
+#ifndef PGPIPE_ENABLE_CURL
+
+/* Built without libcurl: the API is there and says so. */
+struct pgpipe_pull {
+    pp_handle h;
+};
+struct pgpipe_pull_budget {
+    int unused;
+};
+
+int pgpipe_pull_budget_open(pgpipe_pull_budget **out, double rate, double burst)
+{
+    (void)rate;
+    (void)burst;
+    if (out)
+        *out = NULL;
+    return PGPIPE_ERROR;
+}
+void pgpipe_pull_budget_close(pgpipe_pull_budget *b)
+{
+    (void)b;
+}
+int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
+{
+    (void)opt;
+    if (!out)
+        return PGPIPE_MISUSE;
+    pgpipe_pull *p = *out = pp_handle_new(sizeof *p);
+    if (!p)
+        return PGPIPE_NOMEM;
+    return pp_err(&p->h.err, PGPIPE_ERROR,
+                  "pull: built without libcurl (compile pgpipe.c with -DPGPIPE_ENABLE_CURL "
+                  "and link -lcurl)");
+}
+void pgpipe_pull_close(pgpipe_pull *p)
+{
+    pp_free(p);
+}
+int pgpipe_pull_run(pgpipe_pull *p)
+{
+    return p ? pp_err(&p->h.err, PGPIPE_ERROR, "pull: built without libcurl") : PGPIPE_MISUSE;
+}
+void pgpipe_pull_stop(pgpipe_pull *p)
+{
+    (void)p;
+}
+void pgpipe_pull_progress_get(pgpipe_pull *p, pgpipe_pull_progress *out)
+{
+    (void)p;
+    if (out)
+        memset(out, 0, sizeof *out);
+}
+size_t pgpipe_pull_mask(const pgpipe_pull *p, const char *text, char *buf, size_t size)
+{
+    (void)p;
+    return pull_mask_to(NULL, 0, text, buf, size);
+}
+
+#else /* PGPIPE_ENABLE_CURL */
+
+/* ---- the rate budget -------------------------------------------------------- */
+
+struct pgpipe_pull_budget {
+    pp_mutex mu;
+    double rate, burst, tokens;
+    int64_t last_us;            /* last refill */
+    int64_t paused_until_us;    /* Retry-After, X-RateLimit-Reset: nobody asks before */
+};
+
+int pgpipe_pull_budget_open(pgpipe_pull_budget **out, double rate, double burst)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pgpipe_pull_budget *b = *out = pp_calloc(1, sizeof *b);
+    if (!b)
+        return PGPIPE_NOMEM;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_init(&b->mu, NULL);
+#endif
+    b->rate = rate > 0 ? rate : 0;
+    b->burst = burst >= 1 ? burst : 1;
+    b->tokens = b->burst;
+    b->last_us = pgpipe_now_us();
+    return PGPIPE_OK;
+}
+
+void pgpipe_pull_budget_close(pgpipe_pull_budget *b)
+{
+    if (!b)
+        return;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_destroy(&b->mu);
+#endif
+    pp_free(b);
+}
+
+/* Take one request from the budget: 0 when granted now, else the
+** microseconds to wait before asking again. */
+static int64_t pull_budget_take(pgpipe_pull_budget *b)
+{
+    int64_t now = pgpipe_now_us(), wait = 0;
+    pp_mutex_lock(&b->mu);
+    if (b->paused_until_us > now) {
+        wait = b->paused_until_us - now;
+    } else if (b->rate > 0) {
+        b->tokens += (double)(now - b->last_us) / 1e6 * b->rate;
+        if (b->tokens > b->burst)
+            b->tokens = b->burst;
+        b->last_us = now;
+        if (b->tokens >= 1)
+            b->tokens -= 1;
+        else
+            wait = (int64_t)((1 - b->tokens) / b->rate * 1e6) + 1;
+    }
+    pp_mutex_unlock(&b->mu);
+    return wait;
+}
+
+/* No request of any stream before now + us. */
+static void pull_budget_pause(pgpipe_pull_budget *b, int64_t us)
+{
+    int64_t until = pgpipe_now_us() + us;
+    pp_mutex_lock(&b->mu);
+    if (until > b->paused_until_us)
+        b->paused_until_us = until;
+    pp_mutex_unlock(&b->mu);
+}
+
+/* ---- the handle ------------------------------------------------------------- */
+
+#define PULL_MAX_BODY (512u << 20)
+#define PULL_MAX_SECRETS 4
+#define PULL_BACKOFF_BASE_MS 250
+#define PULL_BACKOFF_MAX_MS 30000
+
+struct pgpipe_pull {
+    pp_handle h;
+    pgpipe_pull_options o;      /* strings point into strs */
+    char **strs;                /* the copies, freed at close */
+    int nstrs;
+    char **hdrs;                /* the headers, NULL-terminated */
+    char *secrets[PULL_MAX_SECRETS];
+    int nsecrets;
+    char *auth_header;          /* "Authorization: ..." or the API key header */
+    char *key_header;
+    pgpipe_pull_budget *own_budget;
+    pgpipe_pull_budget *budget;
+    char scope[256];
+    CURL *curl;
+    PGconn *conn;
+    atomic_int stop;
+    pp_mutex mu;                /* guards prog for pgpipe_pull_progress_get */
+    pgpipe_pull_progress prog;
+    int64_t started_us;
+    uint64_t rng;
+    /* the response being received */
+    pp_buf body;
+    pp_buf link;
+    long status;
+    double retry_after_s;       /* < 0: none */
+    long long rl_remaining;     /* -1: none */
+    double rl_reset;            /* -1: none */
+    int too_big;
+    char curl_err[CURL_ERROR_SIZE];
+    /* the page being written */
+    pp_buf copy, dlq, rec;
+    pgpipe_json_doc *doc;
+    uint64_t *seen;             /* hashes of the URLs and cursors of this run */
+    size_t nseen, capseen;
+};
+
+static int pull_errf(pgpipe_pull *p, int code, const char *fmt, ...) PP_PRINTF(3, 4);
+static int pull_errf(pgpipe_pull *p, int code, const char *fmt, ...)
+{
+    char raw[2048], m[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    va_end(ap);
+    pull_mask_to((const char *const *)p->secrets, p->nsecrets, raw, m, sizeof m);
+    return pp_err(&p->h.err, code, "%s", m);
+}
+
+size_t pgpipe_pull_mask(const pgpipe_pull *p, const char *text, char *buf, size_t size)
+{
+    return pull_mask_to(p ? (const char *const *)p->secrets : NULL, p ? p->nsecrets : 0, text,
+                        buf, size);
+}
+
+static const char *pull_keep(pgpipe_pull *p, const char *s)
+{
+    if (!s)
+        return NULL;
+    char **n = pp_realloc(p->strs, (size_t)(p->nstrs + 1) * sizeof *n);
+    if (!n)
+        return NULL;
+    p->strs = n;
+    return (p->strs[p->nstrs++] = pp_strdup(s));
+}
+
+/* A secret from an environment variable or a file (its first line). */
+static int pull_secret(pgpipe_pull *p, const char *what, const char *env, const char *file,
+                       char **out)
+{
+    *out = NULL;
+    if (env && file)
+        return pull_errf(p, PGPIPE_MISUSE, "pull: %s from an environment variable or a file, not both", what);
+    if (env) {
+        const char *v = getenv(env);
+        if (!v || !*v)
+            return pull_errf(p, PGPIPE_IO, "pull: %s: environment variable %s is not set", what, env);
+        *out = pp_strdup(v);
+    } else if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f)
+            return pull_errf(p, PGPIPE_IO, "pull: %s: cannot read %s: %s", what, file, strerror(errno));
+        char line[4096];
+        if (!fgets(line, sizeof line, f))
+            line[0] = '\0';
+        fclose(f);
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0])
+            return pull_errf(p, PGPIPE_IO, "pull: %s: %s is empty", what, file);
+        *out = pp_strdup(line);
+    } else {
+        return PGPIPE_OK;
+    }
+    if (!*out)
+        return pp_err_nomem(&p->h.err);
+    if (p->nsecrets < PULL_MAX_SECRETS)
+        p->secrets[p->nsecrets++] = *out;
+    return PGPIPE_OK;
+}
+
+static int pull_nocr(const char *s)
+{
+    return !s || !strpbrk(s, "\r\n");
+}
+
+#ifndef PGPIPE_OMIT_THREADS
+static pthread_once_t pull_curl_once = PTHREAD_ONCE_INIT;
+static void pull_curl_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+#endif
+
+int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
+{
+    if (!out)
+        return PGPIPE_MISUSE;
+    pgpipe_pull *p = *out = pp_handle_new(sizeof *p);
+    if (!p)
+        return PGPIPE_NOMEM;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_init(&p->mu, NULL);
+#endif
+    p->rng = pp_rand_seed();
+    if (!opt || !opt->source || !*opt->source || !opt->url || !*opt->url)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: options.source and options.url are required");
+    if (strncmp(opt->url, "http://", 7) != 0 && strncmp(opt->url, "https://", 8) != 0)
+        return pull_errf(p, PGPIPE_MISUSE, "pull: the URL must start with http:// or https://: %s", opt->url);
+    if (opt->paginate < PGPIPE_PULL_NONE || opt->paginate > PGPIPE_PULL_PAGE)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: unknown pagination %d", opt->paginate);
+    if (opt->paginate == PGPIPE_PULL_CURSOR && (!opt->cursor_path || !*opt->cursor_path))
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: cursor pagination needs a cursor path");
+    if (opt->event_type && opt->event_type_field)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: an event type or an event type field, not both");
+    if (opt->method && strcmp(opt->method, "GET") != 0 && strcmp(opt->method, "POST") != 0)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the method is GET or POST");
+    if (opt->backfill_to && !opt->backfill_from)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: a backfill needs its start (backfill_from)");
+    if (opt->api_key_header && !opt->api_key_env && !opt->api_key_file)
+        return pp_err(&p->h.err, PGPIPE_MISUSE,
+                      "pull: the API key comes from an environment variable or a file");
+    if (!pull_nocr(opt->api_key_header))
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: a header holds a line break");
+    p->o = *opt;
+    pgpipe_pull_options *o = &p->o;
+    /* copy every string: the caller's may go */
+#define PULL_KEEP(f) do { if (opt->f && !(o->f = pull_keep(p, opt->f))) return pp_err_nomem(&p->h.err); } while (0)
+    PULL_KEEP(conninfo); PULL_KEEP(source); PULL_KEEP(stream); PULL_KEEP(url); PULL_KEEP(method);
+    PULL_KEEP(body); PULL_KEEP(records); PULL_KEEP(event_type); PULL_KEEP(event_type_field);
+    PULL_KEEP(cursor_path); PULL_KEEP(cursor_param); PULL_KEEP(more_path); PULL_KEEP(offset_param);
+    PULL_KEEP(limit_param); PULL_KEEP(page_param); PULL_KEEP(total_path); PULL_KEEP(pages_path);
+    PULL_KEEP(since_field); PULL_KEEP(since_param); PULL_KEEP(since_initial);
+    PULL_KEEP(backfill_from); PULL_KEEP(backfill_to); PULL_KEEP(until_param); PULL_KEEP(ca_file);
+#undef PULL_KEEP
+    o->bearer_env = o->bearer_file = o->basic_env = o->basic_file = NULL;
+    o->api_key_env = o->api_key_file = o->api_key_header = NULL;
+    o->headers = NULL;
+    if (!o->stream || !*o->stream)
+        o->stream = "default";
+    if (!o->method)
+        o->method = "GET";
+    if (!o->cursor_param)
+        o->cursor_param = "cursor";
+    if (!o->offset_param)
+        o->offset_param = "offset";
+    if (!o->page_param)
+        o->page_param = "page";
+    if (!o->since_param)
+        o->since_param = "since";
+    if (!o->until_param)
+        o->until_param = "until";
+    if (o->paginate == PGPIPE_PULL_OFFSET && !o->limit_param)
+        o->limit_param = "limit";
+    if (o->limit <= 0)
+        o->limit = 100;
+    if (o->backfill_from)
+        snprintf(p->scope, sizeof p->scope, "backfill %s..%s", o->backfill_from,
+                 o->backfill_to ? o->backfill_to : "");
+    int n = 0;
+    while (opt->headers && opt->headers[n])
+        n++;
+    if (!(p->hdrs = pp_calloc((size_t)n + 1, sizeof *p->hdrs)))
+        return pp_err_nomem(&p->h.err);
+    for (int i = 0; i < n; i++) {
+        if (!pull_nocr(opt->headers[i]) || !strchr(opt->headers[i], ':'))
+            return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: header %d is not one \"Name: value\" line", i + 1);
+        if (!(p->hdrs[i] = pp_strdup(opt->headers[i])))
+            return pp_err_nomem(&p->h.err);
+    }
+
+    /* secrets: never a value, an environment variable or a file */
+    char *tok = NULL, *basic = NULL, *key = NULL;
+    int rc = pull_secret(p, "the bearer token", opt->bearer_env, opt->bearer_file, &tok);
+    if (rc == PGPIPE_OK)
+        rc = pull_secret(p, "basic auth", opt->basic_env, opt->basic_file, &basic);
+    if (rc == PGPIPE_OK)
+        rc = pull_secret(p, "the API key", opt->api_key_env, opt->api_key_file, &key);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (tok && basic)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: a bearer token or basic auth, not both");
+    if ((tok && !pull_nocr(tok)) || (key && !pull_nocr(key)))
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: a secret holds a line break");
+    pp_buf a = { 0 };
+    if (tok) {
+        rc = pp_buf_appendf(&a, "Authorization: Bearer %s", tok);
+    } else if (basic) {
+        if (!strchr(basic, ':'))
+            return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: basic auth is \"user:password\"");
+        size_t bl = strlen(basic);
+        char *enc = pp_malloc(bl * 4 / 3 + 8);
+        if (!enc)
+            return pp_err_nomem(&p->h.err);
+        size_t el = pp_base64_encode(enc, bl * 4 / 3 + 8, basic, bl, 0);
+        enc[el] = '\0';
+        rc = pp_buf_appendf(&a, "Authorization: Basic %s", enc);
+        if (p->nsecrets < PULL_MAX_SECRETS)
+            p->secrets[p->nsecrets++] = enc;
+        else
+            pp_free(enc);
+    }
+    if (rc != PGPIPE_OK)
+        return pp_err_nomem(&p->h.err);
+    p->auth_header = a.data;
+    if (key) {
+        pp_buf k = { 0 };
+        if (pp_buf_appendf(&k, "%s: %s", opt->api_key_header, key) != PGPIPE_OK)
+            return pp_err_nomem(&p->h.err);
+        p->key_header = k.data;
+    }
+
+    if (opt->budget) {
+        p->budget = opt->budget;
+    } else {
+        if ((rc = pgpipe_pull_budget_open(&p->own_budget, opt->rate, 1)) != PGPIPE_OK)
+            return pp_err_nomem(&p->h.err);
+        p->budget = p->own_budget;
+    }
+    if ((rc = pgpipe_json_doc_open(&p->doc)) != PGPIPE_OK)
+        return pp_err_nomem(&p->h.err);
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_once(&pull_curl_once, pull_curl_init);
+#else
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+#endif
+    if (!(p->curl = curl_easy_init()))
+        return pp_err(&p->h.err, PGPIPE_ERROR, "pull: libcurl could not start");
+
+    p->conn = PQconnectdb(o->conninfo ? o->conninfo : "");
+    if (PQstatus(p->conn) != CONNECTION_OK) {
+        char m[512];
+        pgpipe_conninfo_mask(PQerrorMessage(p->conn), m, sizeof m);
+        m[strcspn(m, "\n")] = '\0';
+        return pp_err(&p->h.err, PGPIPE_DB, "pull: connecting to the target: %s", m);
+    }
+    PQsetNoticeProcessor(p->conn, pp_notice_to_log, (void *)"pull");
+    if (o->install && (rc = pgpipe_schema_install(p->conn, NULL, &p->h.err)) != PGPIPE_OK)
+        return rc;
+    return PGPIPE_OK;
+}
+
+void pgpipe_pull_close(pgpipe_pull *p)
+{
+    if (!p)
+        return;
+    if (p->curl)
+        curl_easy_cleanup(p->curl);
+    if (p->conn)
+        PQfinish(p->conn);
+    for (int i = 0; i < p->nstrs; i++)
+        pp_free(p->strs[i]);
+    pp_free(p->strs);
+    for (int i = 0; p->hdrs && p->hdrs[i]; i++)
+        pp_free(p->hdrs[i]);
+    pp_free(p->hdrs);
+    for (int i = 0; i < p->nsecrets; i++) {
+        memset(p->secrets[i], 0, strlen(p->secrets[i]));
+        pp_free(p->secrets[i]);
+    }
+    if (p->auth_header) {
+        memset(p->auth_header, 0, strlen(p->auth_header));
+        pp_free(p->auth_header);
+    }
+    if (p->key_header) {
+        memset(p->key_header, 0, strlen(p->key_header));
+        pp_free(p->key_header);
+    }
+    pgpipe_pull_budget_close(p->own_budget);
+    pgpipe_json_doc_close(p->doc);
+    pp_buf_free(&p->body);
+    pp_buf_free(&p->link);
+    pp_buf_free(&p->copy);
+    pp_buf_free(&p->dlq);
+    pp_buf_free(&p->rec);
+    pp_free(p->seen);
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_destroy(&p->mu);
+#endif
+    pp_free(p);
+}
+
+void pgpipe_pull_stop(pgpipe_pull *p)
+{
+    if (p)
+        atomic_store(&p->stop, 1);
+}
+
+void pgpipe_pull_progress_get(pgpipe_pull *p, pgpipe_pull_progress *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!p)
+        return;
+    pp_mutex_lock(&p->mu);
+    *out = p->prog;
+    pp_mutex_unlock(&p->mu);
+}
+
+/* ---- one HTTP request ------------------------------------------------------- */
+
+static size_t pull_on_body(char *data, size_t size, size_t n, void *ud)
+{
+    pgpipe_pull *p = ud;
+    size_t len = size * n;
+    if (p->body.len + len > PULL_MAX_BODY) {
+        p->too_big = 1;
+        return 0;
+    }
+    return pp_buf_append(&p->body, data, len) == PGPIPE_OK ? len : 0;
+}
+
+static int pull_hdr_is(const char *line, size_t n, const char *name, const char **val, size_t *vlen)
+{
+    size_t nl = strlen(name);
+    if (n <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
+        return 0;
+    const char *v = line + nl + 1, *e = line + n;
+    while (v < e && (*v == ' ' || *v == '\t'))
+        v++;
+    while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' '))
+        e--;
+    *val = v;
+    *vlen = (size_t)(e - v);
+    return 1;
+}
+
+static size_t pull_on_header(char *line, size_t size, size_t n, void *ud)
+{
+    pgpipe_pull *p = ud;
+    size_t len = size * n;
+    const char *v;
+    size_t vl;
+    char tmp[128];
+    if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) { /* a new response (redirects, 100) */
+        p->link.len = 0;
+        p->retry_after_s = -1;
+        p->rl_remaining = -1;
+        p->rl_reset = -1;
+    } else if (pull_hdr_is(line, len, "Link", &v, &vl)) {
+        if (p->link.len)
+            pp_buf_putc(&p->link, ',');
+        pp_buf_append(&p->link, v, vl);
+        pp_buf_putc(&p->link, '\0');
+        p->link.len--;
+    } else if (pull_hdr_is(line, len, "Retry-After", &v, &vl) && vl < sizeof tmp) {
+        memcpy(tmp, v, vl);
+        tmp[vl] = '\0';
+        if (vl && strspn(tmp, "0123456789") == vl) {
+            p->retry_after_s = atof(tmp);
+        } else {
+            time_t t = curl_getdate(tmp, NULL);
+            if (t != -1)
+                p->retry_after_s = difftime(t, time(NULL)) > 0 ? difftime(t, time(NULL)) : 0;
+        }
+    } else if (pull_hdr_is(line, len, "X-RateLimit-Remaining", &v, &vl) && vl < sizeof tmp) {
+        memcpy(tmp, v, vl);
+        tmp[vl] = '\0';
+        p->rl_remaining = atoll(tmp);
+    } else if (pull_hdr_is(line, len, "X-RateLimit-Reset", &v, &vl) && vl < sizeof tmp) {
+        memcpy(tmp, v, vl);
+        tmp[vl] = '\0';
+        p->rl_reset = atof(tmp);
+    }
+    return len;
+}
+
+static int pull_on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt; (void)dn; (void)ut; (void)un;
+    pgpipe_pull *p = ud;
+    return atomic_load(&p->stop) ? 1 : 0;
+}
+
+/* Sleep ms in slices, returning early (1) when stop was asked. */
+static int pull_sleep(pgpipe_pull *p, int64_t ms)
+{
+    while (ms > 0) {
+        if (atomic_load(&p->stop))
+            return 1;
+        int s = ms > 100 ? 100 : (int)ms;
+        pgpipe_sleep_ms(s);
+        ms -= s;
+    }
+    return atomic_load(&p->stop) ? 1 : 0;
+}
+
+static void pull_prog_add(pgpipe_pull *p, long long *field, long long n)
+{
+    pp_mutex_lock(&p->mu);
+    *field += n;
+    pp_mutex_unlock(&p->mu);
+}
+
+/* Wait for the budget (and any pause a server asked for). */
+static int pull_wait_budget(pgpipe_pull *p)
+{
+    for (;;) {
+        int64_t us = pull_budget_take(p->budget);
+        if (us == 0)
+            return PGPIPE_OK;
+        int64_t ms = (us + 999) / 1000;
+        pull_prog_add(p, &p->prog.waited_ms, ms);
+        if (pull_sleep(p, ms))
+            return pp_err(&p->h.err, PGPIPE_BUSY, "pull: stopped");
+    }
+}
+
+/* One attempt. 0 = a 2xx body; 1 = failed, may heal (*why set); -1 = failed
+** for good (error set); the stop turns into PGPIPE_BUSY via -1. */
+static int pull_attempt(pgpipe_pull *p, const char *url, char *why, size_t whylen)
+{
+    CURL *c = p->curl;
+    struct curl_slist *hl = NULL;
+    for (int i = 0; p->hdrs[i]; i++)
+        hl = curl_slist_append(hl, p->hdrs[i]);
+    if (p->auth_header)
+        hl = curl_slist_append(hl, p->auth_header);
+    if (p->key_header)
+        hl = curl_slist_append(hl, p->key_header);
+    hl = curl_slist_append(hl, "Accept: application/json");
+    if (p->o.body && strcmp(p->o.method, "POST") == 0)
+        hl = curl_slist_append(hl, "Content-Type: application/json");
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, pull_on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, p);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, pull_on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, p);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, pull_on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, p);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, p->curl_err);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, ""); /* every encoding libcurl decodes: gzip, deflate, ... */
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)p->o.connect_timeout_ms);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)p->o.timeout_ms);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "pgpipe/" PGPIPE_VERSION);
+    if (p->o.ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, p->o.ca_file);
+    if (strcmp(p->o.method, "POST") == 0) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, p->o.body ? p->o.body : "");
+    }
+    p->body.len = 0;
+    p->link.len = 0;
+    p->status = 0;
+    p->retry_after_s = -1;
+    p->rl_remaining = -1;
+    p->rl_reset = -1;
+    p->too_big = 0;
+    p->curl_err[0] = '\0';
+    CURLcode cr = curl_easy_perform(c);
+    curl_slist_free_all(hl);
+    curl_off_t got = 0;
+    curl_easy_getinfo(c, CURLINFO_SIZE_DOWNLOAD_T, &got);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &p->status);
+    pp_mutex_lock(&p->mu);
+    p->prog.requests++;
+    p->prog.bytes += (long long)got;
+    pp_mutex_unlock(&p->mu);
+
+    /* the server's rate limit: nobody asks again before the reset */
+    if (p->rl_remaining == 0 && p->rl_reset >= 0) {
+        double s = p->rl_reset > 1e9 ? p->rl_reset - (double)time(NULL) : p->rl_reset;
+        if (s > 0)
+            pull_budget_pause(p->budget, (int64_t)(s * 1e6));
+    }
+    if (cr == CURLE_ABORTED_BY_CALLBACK && atomic_load(&p->stop))
+        return pp_err(&p->h.err, PGPIPE_BUSY, "pull: stopped"), -1;
+    if (p->too_big)
+        return pull_errf(p, PGPIPE_LIMIT, "pull: %s: the response is over %u MB", url,
+                         PULL_MAX_BODY >> 20), -1;
+    if (cr != CURLE_OK) {
+        snprintf(why, whylen, "%s", p->curl_err[0] ? p->curl_err : curl_easy_strerror(cr));
+        /* TLS and URL problems do not heal */
+        if (cr == CURLE_UNSUPPORTED_PROTOCOL || cr == CURLE_URL_MALFORMAT ||
+            cr == CURLE_PEER_FAILED_VERIFICATION || cr == CURLE_SSL_CACERT_BADFILE ||
+            cr == CURLE_SSL_CERTPROBLEM || cr == CURLE_TOO_MANY_REDIRECTS)
+            return pull_errf(p, PGPIPE_IO, "pull: %s: %s", url, why), -1;
+        return 1;
+    }
+    if (p->status >= 200 && p->status < 300)
+        return 0;
+    snprintf(why, whylen, "HTTP %ld", p->status);
+    if (p->status == 429 || p->status == 503) {
+        if (p->retry_after_s >= 0)
+            pull_budget_pause(p->budget, (int64_t)(p->retry_after_s * 1e6));
+        return 1;
+    }
+    if (p->status == 408 || p->status >= 500)
+        return 1;
+    /* the start of the body says why (masked: an API may echo the key) */
+    char snip[200];
+    size_t sl = p->body.len < sizeof snip - 1 ? p->body.len : sizeof snip - 1;
+    memcpy(snip, p->body.data ? p->body.data : "", sl);
+    snip[sl] = '\0';
+    for (size_t i = 0; i < sl; i++)
+        if (snip[i] == '\n' || snip[i] == '\r')
+            snip[i] = ' ';
+    return pull_errf(p, PGPIPE_IO, "pull: %s: HTTP %ld%s%s", url, p->status, sl ? ": " : "", snip), -1;
+}
+
+/* The request with its retries: network errors, 408, 429, 5xx, with
+** exponential backoff and full jitter (a Retry-After sets the wait), until
+** the time budget would be passed. */
+static int pull_fetch(pgpipe_pull *p, const char *url)
+{
+    int64_t first_fail = 0;
+    int k = 0;
+    char why[CURL_ERROR_SIZE + 32];
+    for (;;) {
+        int rc = pull_wait_budget(p);
+        if (rc != PGPIPE_OK)
+            return rc;
+        int r = pull_attempt(p, url, why, sizeof why);
+        if (r == 0)
+            return PGPIPE_OK;
+        if (r < 0)
+            return p->h.err.code ? p->h.err.code : PGPIPE_IO;
+        int64_t now = pgpipe_now_us();
+        if (!first_fail)
+            first_fail = now;
+        int64_t cap = PULL_BACKOFF_BASE_MS << (k < 7 ? k : 7);
+        if (cap > PULL_BACKOFF_MAX_MS)
+            cap = PULL_BACKOFF_MAX_MS;
+        int64_t delay = (int64_t)(pp_rand_next(&p->rng) % (uint64_t)(cap + 1));
+        if ((p->status == 429 || p->status == 503) && p->retry_after_s >= 0)
+            delay = (int64_t)(p->retry_after_s * 1000) + delay / 10;
+        k++;
+        int64_t spent = (now - first_fail) / 1000;
+        if (spent + delay >= p->o.retry_budget_ms)
+            return pull_errf(p, PGPIPE_IO,
+                             "pull: %s: %s; gave up after %d attempts in %.1f s (retry budget %d ms%s)",
+                             url, why, k, (double)spent / 1000, p->o.retry_budget_ms,
+                             delay > p->o.retry_budget_ms ? ", the server asked to wait longer" : "");
+        pull_prog_add(p, &p->prog.retries, 1);
+        if (pp_log_enabled(PGPIPE_LOG_WARN)) {
+            char m[1024];
+            pull_mask_to((const char *const *)p->secrets, p->nsecrets, url, m, sizeof m);
+            pp_logf(PGPIPE_LOG_WARN, "pull", "%s: %s; retry %d in %lld ms", m, why, k, (long long)delay);
+        }
+        pull_prog_add(p, &p->prog.waited_ms, delay);
+        if (pull_sleep(p, delay))
+            return pp_err(&p->h.err, PGPIPE_BUSY, "pull: stopped");
+    }
+}
+
+/* ---- the state -------------------------------------------------------------- */
+
+typedef struct pull_state {
+    char *cursor;               /* incremental cursor (NULL: none) */
+    char *next_url;             /* resume point (NULL: start anew) */
+    char *run_high;
+    long long run_pages, run_records;
+} pull_state;
+
+static void pull_state_free(pull_state *s)
+{
+    pp_free(s->cursor);
+    pp_free(s->next_url);
+    pp_free(s->run_high);
+    memset(s, 0, sizeof *s);
+}
+
+static char *pull_val(PGresult *r, int col)
+{
+    return PQgetisnull(r, 0, col) ? NULL : pp_strdup(PQgetvalue(r, 0, col));
+}
+
+static int pull_state_read(pgpipe_pull *p, pull_state *s)
+{
+    const char *par[4] = { p->o.source, p->o.stream, p->scope, p->scope[0] ? NULL : p->o.since_initial };
+    int rc = pp_exec(p->conn,
+                     "INSERT INTO pgpipe.pull_state (source, stream, scope, cursor) "
+                     "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                     4, par, NULL, &p->h.err, "pull: the stream's state");
+    PGresult *r = NULL;
+    if (rc == PGPIPE_OK)
+        rc = pp_exec(p->conn,
+                     "SELECT cursor, next_url, run_high, run_pages, run_records FROM pgpipe.pull_state "
+                     "WHERE source = $1 AND stream = $2 AND scope = $3",
+                     3, par, &r, &p->h.err, "pull: the stream's state");
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (PQntuples(r) == 1) {
+        s->cursor = pull_val(r, 0);
+        s->next_url = pull_val(r, 1);
+        s->run_high = pull_val(r, 2);
+        s->run_pages = atoll(PQgetvalue(r, 0, 3));
+        s->run_records = atoll(PQgetvalue(r, 0, 4));
+    }
+    PQclear(r);
+    return PGPIPE_OK;
+}
+
+static int pull_seen(pgpipe_pull *p, const char *s)
+{
+    uint64_t h = pp_hash64(s);
+    for (size_t i = 0; i < p->nseen; i++)
+        if (p->seen[i] == h)
+            return 1;
+    if (p->nseen == p->capseen) {
+        size_t cap = p->capseen ? p->capseen * 2 : 64;
+        uint64_t *n = pp_realloc(p->seen, cap * sizeof *n);
+        if (!n)
+            return 0;
+        p->seen = n;
+        p->capseen = cap;
+    }
+    p->seen[p->nseen++] = h;
+    return 0;
+}
+
+/* ---- a page ----------------------------------------------------------------- */
+
+/* The text of a scalar (string or number) into out; 1 when it is one. */
+static int pull_scalar(const pgpipe_json_val *v, char *out, size_t size)
+{
+    size_t n;
+    const char *s = pgpipe_json_get_str(v, &n);
+    if (!s)
+        s = pgpipe_json_number_text(v, &n);
+    if (!s || n + 1 > size)
+        return 0;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 1;
+}
+
+/* "\u0000" in a JSON text (the writer escapes NUL so, and nothing else). */
+static int pull_has_nul_escape(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 6 <= n; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (memcmp(s + i, "\\u0000", 6) == 0)
+            return 1;
+        i++; /* the escaped character (an escaped backslash is not a new escape) */
+    }
+    return 0;
+}
+
+/* A dead letter for record i (1-based) of the page. */
+static int pull_dead(pgpipe_pull *p, const char *url, long long page, long long i,
+                     const char *raw, size_t rawlen, const char *msg, const char *batch)
+{
+    char ctx[1200], m[1100];
+    pull_mask_to((const char *const *)p->secrets, p->nsecrets, url, m, sizeof m);
+    snprintf(ctx, sizeof ctx, "pull %s/%s page %lld record %lld: %s %s", p->o.source, p->o.stream,
+             page, i, p->o.method, m);
+    pp_dlq_load_letter d = { .source = p->o.source, .line = i, .column = 0, .offset = 0,
+                             .load_id = 0, .batch_id = batch, .raw = raw, .rawlen = rawlen,
+                             .message = msg, .sqlstate = NULL, .context = ctx };
+    return pp_dlq_load_row(&p->dlq, &d) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&p->h.err);
+}
+
+/* The COPY rows of the page's records (p->copy) and its dead letters
+** (p->dlq); *nin records in, *nok staged, *ndead dead-lettered; high is
+** the largest cursor field value (in and out, size 512). */
+static int pull_rows(pgpipe_pull *p, const pgpipe_json_val *arr, const char *url, long long page,
+                     const char *batch, long long *nok, long long *ndead, char *high)
+{
+    pgpipe_json_iter it;
+    pgpipe_json_iter_init(&it, arr);
+    const pgpipe_json_val *v;
+    long long i = 0;
+    const char *const_type = p->o.event_type ? p->o.event_type : p->o.stream;
+    size_t ctl = strlen(const_type);
+    size_t srcl = strlen(p->o.source);
+    const char *tpath = p->o.event_type_field ? pull_path(p->o.event_type_field) : NULL;
+    const char *spath = p->o.since_field ? pull_path(p->o.since_field) : NULL;
+    while ((v = pgpipe_json_iter_next(&it, NULL)) != NULL) {
+        i++;
+        /* the record's text */
+        size_t len = 0;
+        for (;;) {
+            int wr = pgpipe_json_write_to(v, p->rec.data, p->rec.cap, &len);
+            if (wr == PGPIPE_OK)
+                break;
+            if (wr != PGPIPE_LIMIT || pp_buf_reserve(&p->rec, len + 1 - p->rec.len) != PGPIPE_OK)
+                return pp_err_nomem(&p->h.err);
+        }
+        const char *txt = p->rec.data;
+        const char *type = const_type;
+        size_t typel = ctl;
+        if (tpath) {
+            const pgpipe_json_val *t = pgpipe_json_path(v, tpath);
+            type = pgpipe_json_get_str(t, &typel);
+            if (!type || !typel) {
+                char m[300];
+                snprintf(m, sizeof m, "pull: the record has no event type: \"%s\" is %s", tpath,
+                         t ? "not a non-empty string" : "missing");
+                int rc = pull_dead(p, url, page, i, txt, len, m, batch);
+                if (rc != PGPIPE_OK)
+                    return rc;
+                (*ndead)++;
+                continue;
+            }
+        }
+        /* jsonb holds no \u0000 (a string of the record would refuse the page) */
+        if (pull_has_nul_escape(txt, len)) {
+            int rc = pull_dead(p, url, page, i, txt, len,
+                               "pull: the record holds \\u0000, which jsonb cannot store", batch);
+            if (rc != PGPIPE_OK)
+                return rc;
+            (*ndead)++;
+            continue;
+        }
+        if (spath) {
+            char val[512];
+            if (pull_scalar(pgpipe_json_path(v, spath), val, sizeof val) &&
+                (!high[0] || pp_pull_cursor_cmp(val, high, NULL) > 0))
+                memcpy(high, val, strlen(val) + 1);
+        }
+        int rc = pp_copy_escape(&p->copy, p->o.source, srcl);
+        rc |= pp_buf_putc(&p->copy, '\t');
+        rc |= pp_copy_escape(&p->copy, type, typel);
+        rc |= pp_buf_putc(&p->copy, '\t');
+        rc |= pp_copy_escape(&p->copy, txt, len);
+        rc |= pp_buf_putc(&p->copy, '\t');
+        rc |= pp_buf_append(&p->copy, batch, 36);
+        rc |= pp_buf_putc(&p->copy, '\n');
+        if (rc != PGPIPE_OK)
+            return pp_err_nomem(&p->h.err);
+        (*nok)++;
+    }
+    return PGPIPE_OK;
+}
+
+static int pull_copy(pgpipe_pull *p, const char *sql, const pp_buf *b, const char *ctx)
+{
+    int rc = pp_copy_in_start(p->conn, sql, &p->h.err, ctx);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (b->len && PQputCopyData(p->conn, b->data, (int)b->len) != 1)
+        rc = pp_err_pq(&p->h.err, p->conn, NULL, ctx);
+    if (PQputCopyEnd(p->conn, rc == PGPIPE_OK ? NULL : "pgpipe pull: aborted") != 1 && rc == PGPIPE_OK)
+        rc = pp_err_pq(&p->h.err, p->conn, NULL, ctx);
+    PGresult *r;
+    while ((r = PQgetResult(p->conn)) != NULL) {
+        if (rc == PGPIPE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = pp_err_pq(&p->h.err, p->conn, r, ctx);
+        PQclear(r);
+    }
+    return rc;
+}
+
+/* A literal for SQL text: 'x' quoted by libpq, or NULL. */
+static int pull_lit(pgpipe_pull *p, pp_buf *b, const char *v)
+{
+    if (!v)
+        return pp_buf_append(b, "NULL", 4);
+    char *q = PQescapeLiteral(p->conn, v, strlen(v));
+    if (!q)
+        return PGPIPE_NOMEM;
+    int rc = pp_buf_append(b, q, strlen(q));
+    PQfreemem(q);
+    return rc;
+}
+
+/* The page's transaction: records, dead letters, the state; COMMIT sent
+** but not waited for (pull_commit_wait), so the next page can be fetched
+** meanwhile; nothing of it is committed before that wait succeeded. next
+** NULL = the run ended here (cursor, when not NULL, becomes the stream's
+** incremental cursor). The statement that stores the state fails when the
+** state row is gone, so the page never commits without its cursor. */
+static int pull_commit_send(pgpipe_pull *p, const char *next, long long nin, long long nok,
+                            long long ndead, const char *high, int end, const char *cursor)
+{
+    int rc = PGPIPE_OK, begun = 0;
+    if (p->copy.len) {
+        rc = pull_copy(p, "BEGIN; COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN",
+                       &p->copy, "pull: COPY into staging");
+        begun = 1;
+    }
+    if (rc == PGPIPE_OK && p->dlq.len) {
+        char sql[512];
+        snprintf(sql, sizeof sql, "%s%s", begun ? "" : "BEGIN; ", pp_dlq_load_copy_sql());
+        rc = pull_copy(p, sql, &p->dlq, "pull: dead letters");
+        begun = 1;
+    }
+    if (rc != PGPIPE_OK) {
+        pp_rollback_open(p->conn);
+        return rc;
+    }
+    pp_buf q = { 0 };
+    int e = pp_buf_appendf(&q, "%sWITH u AS (UPDATE pgpipe.pull_state SET next_url = ", begun ? "" : "BEGIN; ");
+    e |= pull_lit(p, &q, next);
+    if (end)
+        e |= pp_buf_appendf(&q, ", run_pages = 0, run_records = 0, run_high = NULL, run_started_at = NULL,"
+                                " last_status = 'done', cursor = coalesce(");
+    else
+        e |= pp_buf_appendf(&q, ", run_pages = run_pages + 1, run_records = run_records + %lld,"
+                                " run_started_at = coalesce(run_started_at, now()), last_status = 'running',"
+                                " run_high = ", nin);
+    e |= pull_lit(p, &q, end ? cursor : (high && *high ? high : NULL));
+    e |= pp_buf_appendf(&q, "%s, pages = pages + 1, records = records + %lld, dead_lettered = dead_lettered + %lld,"
+                            " last_error = NULL, last_run_at = now(), updated_at = now() WHERE source = ",
+                        end ? ", cursor)" : "", nok, ndead);
+    e |= pull_lit(p, &q, p->o.source);
+    e |= pp_buf_appendf(&q, " AND stream = ");
+    e |= pull_lit(p, &q, p->o.stream);
+    e |= pp_buf_appendf(&q, " AND scope = ");
+    e |= pull_lit(p, &q, p->scope);
+    e |= pp_buf_appendf(&q, " RETURNING 1) SELECT 1 / (SELECT count(*)::int FROM u); COMMIT");
+    if (e) {
+        pp_buf_free(&q);
+        pp_rollback_open(p->conn);
+        return pp_err_nomem(&p->h.err);
+    }
+    if (!PQsendQuery(p->conn, q.data))
+        rc = pp_err_pq(&p->h.err, p->conn, NULL, "pull: storing the cursor");
+    pp_buf_free(&q);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(p->conn);
+    return rc;
+}
+
+/* The outcome of pull_commit_send's COMMIT. */
+static int pull_commit_wait(pgpipe_pull *p)
+{
+    int rc = PGPIPE_OK;
+    PGresult *r;
+    while ((r = PQgetResult(p->conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        if (rc == PGPIPE_OK && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            const char *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            if (ss && !strcmp(ss, "22012"))
+                rc = pp_err(&p->h.err, PGPIPE_DB, "pull: the state row of %s/%s is gone (deleted "
+                            "during the run): the page was not committed", p->o.source, p->o.stream);
+            else
+                rc = pp_err_pq(&p->h.err, p->conn, r, "pull: COMMIT of the page");
+        }
+        PQclear(r);
+    }
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(p->conn);
+    return rc;
+}
+
+/* The first page of a run without a resume point. */
+static int pull_first_url(pgpipe_pull *p, const pull_state *s, pp_buf *u)
+{
+    pp_buf t = { 0 };
+    int rc = pp_buf_append(u, p->o.url, strlen(p->o.url));
+    rc |= pp_buf_putc(u, '\0');
+    u->len--;
+#define PULL_SET(name, val) do { if (rc == PGPIPE_OK) { rc = pp_pull_param_set(&t, u->data, name, val); \
+        pp_buf sw = *u; *u = t; t = sw; } } while (0)
+    char num[32];
+    if (p->o.paginate == PGPIPE_PULL_OFFSET) {
+        snprintf(num, sizeof num, "%d", p->o.limit);
+        PULL_SET(p->o.limit_param, num);
+        PULL_SET(p->o.offset_param, "0");
+    } else if (p->o.paginate == PGPIPE_PULL_PAGE) {
+        snprintf(num, sizeof num, "%d", p->o.first_page);
+        PULL_SET(p->o.page_param, num);
+        if (p->o.limit_param) {
+            snprintf(num, sizeof num, "%d", p->o.limit);
+            PULL_SET(p->o.limit_param, num);
+        }
+    }
+    if (p->scope[0]) {
+        PULL_SET(p->o.since_param, p->o.backfill_from);
+        if (p->o.backfill_to)
+            PULL_SET(p->o.until_param, p->o.backfill_to);
+    } else if (s->cursor && *s->cursor) {
+        if (p->o.since_field)
+            PULL_SET(p->o.since_param, s->cursor);
+        else if (p->o.paginate == PGPIPE_PULL_CURSOR)
+            PULL_SET(p->o.cursor_param, s->cursor);
+        else
+            PULL_SET(p->o.since_param, s->cursor);
+    }
+#undef PULL_SET
+    pp_buf_free(&t);
+    return rc;
+}
+
+/* A Link target resolved against the page's URL. */
+static int pull_resolve(pgpipe_pull *p, const char *base, const char *rel, pp_buf *out)
+{
+    CURLU *u = curl_url();
+    char *s = NULL;
+    int rc = PGPIPE_OK;
+    if (!u || curl_url_set(u, CURLUPART_URL, base, 0) != CURLUE_OK ||
+        curl_url_set(u, CURLUPART_URL, rel, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_URL, &s, 0) != CURLUE_OK)
+        rc = pull_errf(p, PGPIPE_ERROR, "pull: %s: the Link next \"%s\" is not a URL", base, rel);
+    else {
+        out->len = 0;
+        if (pp_buf_append(out, s, strlen(s) + 1) != PGPIPE_OK)
+            rc = pp_err_nomem(&p->h.err);
+        else
+            out->len--;
+    }
+    curl_free(s);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/* A number at path of the body: 1 when there. */
+static int pull_body_int(const pgpipe_json_val *root, const char *path, long long *out)
+{
+    int64_t v;
+    if (!path || pgpipe_json_get_int64(pgpipe_json_path(root, pull_path(path)), &v) != PGPIPE_OK)
+        return 0;
+    *out = (long long)v;
+    return 1;
+}
+
+static void pull_progress(pgpipe_pull *p, int done)
+{
+    pp_mutex_lock(&p->mu);
+    p->prog.seconds = (double)(pgpipe_now_us() - p->started_us) / 1e6;
+    p->prog.records_per_s = p->prog.seconds > 0 ? (double)p->prog.records / p->prog.seconds : 0;
+    p->prog.done = done;
+    pgpipe_pull_progress snap = p->prog;
+    pp_mutex_unlock(&p->mu);
+    if (p->o.progress)
+        p->o.progress(p->o.progress_ud, &snap);
+}
+
+/* Where the listing goes after this page: *end = 1 when it ends here
+** (*endcur: the API's cursor to keep), else next holds the next URL. */
+static int pull_next(pgpipe_pull *p, const char *url, const pgpipe_json_val *root, long long n,
+                     long long run_in, long long run_page, pp_buf *next, int *end, char *endcur,
+                     size_t endcurlen)
+{
+    const pgpipe_pull_options *o = &p->o;
+    char cur[512], num[32];
+    long long total = -1, npages = -1;
+    int has_total = pull_body_int(root, o->total_path, &total);
+    int has_pages = pull_body_int(root, o->pages_path, &npages);
+    *end = 0;
+    endcur[0] = '\0';
+    if (has_total && run_in > total)
+        return pull_errf(p, PGPIPE_ERROR,
+                         "pull: incomplete pagination at page %lld (%s): %lld records so far, more "
+                         "than the total of %lld the API reports", run_page, url, run_in, total);
+    switch (o->paginate) {
+    case PGPIPE_PULL_NONE:
+        *end = 1;
+        break;
+    case PGPIPE_PULL_LINK: {
+        char target[8192];
+        if (!p->link.len || !pp_pull_link_next(p->link.data, target, sizeof target)) {
+            *end = 1;
+            break;
+        }
+        int rc = pull_resolve(p, url, target, next);
+        if (rc != PGPIPE_OK)
+            return rc;
+        if (!strcmp(next->data, url) || pull_seen(p, next->data))
+            return pull_errf(p, PGPIPE_ERROR,
+                             "pull: incomplete pagination at page %lld (%s): the Link next %s "
+                             "was requested before in this run", run_page, url, next->data);
+        break;
+    }
+    case PGPIPE_PULL_CURSOR: {
+        const pgpipe_json_val *cv = pgpipe_json_path(root, pull_path(o->cursor_path));
+        int more = 1;
+        if (o->more_path) {
+            const pgpipe_json_val *mv = pgpipe_json_path(root, pull_path(o->more_path));
+            more = pgpipe_json_type(mv) == PGPIPE_JSON_BOOL ? pgpipe_json_get_bool(mv) : 0;
+        }
+        int have = pull_scalar(cv, cur, sizeof cur) && cur[0];
+        if (!more || !have) {
+            *end = 1;
+            if (have)
+                snprintf(endcur, endcurlen, "%s", cur);
+            break;
+        }
+        char old[512];
+        int had = pp_pull_param_get(url, o->cursor_param, old, sizeof old) && old[0];
+        int numeric = 0;
+        if (had && pp_pull_cursor_cmp(cur, old, &numeric) == 0)
+            return pull_errf(p, PGPIPE_ERROR,
+                             "pull: incomplete pagination at page %lld (%s): the next cursor \"%s\" "
+                             "repeats this page's", run_page, url, cur);
+        if (had && numeric && pp_pull_cursor_cmp(cur, old, NULL) < 0)
+            return pull_errf(p, PGPIPE_ERROR,
+                             "pull: incomplete pagination at page %lld (%s): the next cursor %s "
+                             "goes backwards from %s", run_page, url, cur, old);
+        char key[600];
+        snprintf(key, sizeof key, "cursor\x01%s", cur);
+        if (pull_seen(p, key))
+            return pull_errf(p, PGPIPE_ERROR,
+                             "pull: incomplete pagination at page %lld (%s): the next cursor \"%s\" "
+                             "was seen before in this run", run_page, url, cur);
+        if (pp_pull_param_set(next, url, o->cursor_param, cur) != PGPIPE_OK)
+            return pp_err_nomem(&p->h.err);
+        break;
+    }
+    case PGPIPE_PULL_OFFSET: {
+        long long off = pp_pull_param_get(url, o->offset_param, cur, sizeof cur) ? atoll(cur) : 0;
+        if (has_total && off + n < total && n == 0)
+            return pull_errf(p, PGPIPE_ERROR,
+                             "pull: incomplete pagination at page %lld (%s): an empty page at "
+                             "offset %lld, before the total of %lld the API reports", run_page, url,
+                             off, total);
+        if (n == 0 || (has_total ? off + n >= total : n < o->limit)) {
+            *end = 1;
+            break;
+        }
+        snprintf(num, sizeof num, "%lld", off + n);
+        if (pp_pull_param_set(next, url, o->offset_param, num) != PGPIPE_OK)
+            return pp_err_nomem(&p->h.err);
+        break;
+    }
+    case PGPIPE_PULL_PAGE: {
+        long long pg = pp_pull_param_get(url, o->page_param, cur, sizeof cur) ? atoll(cur) : o->first_page;
+        long long idx = pg - o->first_page + 1; /* 1-based */
+        if (has_pages && n == 0 && idx <= npages)
+            return pull_errf(p, PGPIPE_ERROR,
+                             "pull: incomplete pagination at page %lld (%s): page %lld of the %lld "
+                             "the API reports is empty", run_page, url, pg, npages);
+        if (has_pages && n > 0 && idx > npages)
+            return pull_errf(p, PGPIPE_ERROR,
+                             "pull: incomplete pagination at page %lld (%s): page %lld holds records "
+                             "but the API reports %lld pages", run_page, url, pg, npages);
+        if (n == 0 || (has_pages && idx >= npages) || (has_total && run_in >= total) ||
+            (!has_pages && !has_total && o->limit_param && n < o->limit)) {
+            *end = 1;
+            break;
+        }
+        snprintf(num, sizeof num, "%lld", pg + 1);
+        if (pp_pull_param_set(next, url, o->page_param, num) != PGPIPE_OK)
+            return pp_err_nomem(&p->h.err);
+        break;
+    }
+    }
+    if (!*end && n == 0 && o->stop_on_empty)
+        *end = 1;
+    if (*end && has_total && run_in != total)
+        return pull_errf(p, PGPIPE_ERROR,
+                         "pull: incomplete pagination at page %lld (%s): the listing ended after "
+                         "%lld records, the API reports a total of %lld", run_page, url, run_in, total);
+    return PGPIPE_OK;
+}
+
+static int pull_lock(pgpipe_pull *p, int take)
+{
+    char key[1024];
+    snprintf(key, sizeof key, "pgpipe.pull %s\x01%s\x01%s", p->o.source, p->o.stream, p->scope);
+    const char *par[1] = { key };
+    PGresult *r = NULL;
+    int rc = pp_exec(p->conn,
+                     take ? "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
+                          : "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+                     1, par, &r, take ? &p->h.err : NULL, "pull: the stream's lock");
+    if (rc == PGPIPE_OK && take && strcmp(PQgetvalue(r, 0, 0), "t") != 0)
+        rc = pp_err(&p->h.err, PGPIPE_BUSY, "pull: %s/%s%s%s is being pulled by another run",
+                    p->o.source, p->o.stream, p->scope[0] ? " " : "", p->scope);
+    PQclear(r);
+    return rc;
+}
+
+static void pull_run_end(pgpipe_pull *p, const char *run_id, int rc, int paused)
+{
+    if (!run_id[0] || PQstatus(p->conn) != CONNECTION_OK)
+        return;
+    char pages[24], recs[24], dead[24], reqs[24], retr[24];
+    snprintf(pages, sizeof pages, "%lld", p->prog.pages);
+    snprintf(recs, sizeof recs, "%lld", p->prog.records);
+    snprintf(dead, sizeof dead, "%lld", p->prog.dead_lettered);
+    snprintf(reqs, sizeof reqs, "%lld", p->prog.requests);
+    snprintf(retr, sizeof retr, "%lld", p->prog.retries);
+    const char *status = rc == PGPIPE_OK ? (paused ? "paused" : "done")
+                         : rc == PGPIPE_BUSY ? "stopped" : "failed";
+    const char *err = rc == PGPIPE_OK ? NULL : p->h.err.message;
+    const char *par[10] = { run_id, status, pages, recs, dead, reqs, retr, err, p->o.source, p->o.stream };
+    pp_exec(p->conn,
+            "WITH r AS (UPDATE pgpipe.pull_runs SET finished_at = now(), status = $2, pages = $3::bigint,"
+            " records = $4::bigint, dead_lettered = $5::bigint, requests = $6::bigint,"
+            " retries = $7::bigint, error = $8 WHERE id = $1::bigint) "
+            "UPDATE pgpipe.pull_state SET last_status = CASE WHEN $2 IN ('failed', 'stopped') THEN $2"
+            " ELSE last_status END, last_error = $8, last_run_at = now() "
+            "WHERE source = $9 AND stream = $10 AND scope = (SELECT scope FROM pgpipe.pull_runs WHERE id = $1::bigint)",
+            10, par, NULL, NULL, NULL);
+}
+
+int pgpipe_pull_run(pgpipe_pull *p)
+{
+    if (!p)
+        return PGPIPE_MISUSE;
+    if (!p->curl || !p->conn)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the handle did not open");
+    pp_mutex_lock(&p->mu);
+    memset(&p->prog, 0, sizeof p->prog);
+    pp_mutex_unlock(&p->mu);
+    p->started_us = pgpipe_now_us();
+    p->nseen = 0;
+    pgpipe_error_clear(&p->h.err);
+    if (PQstatus(p->conn) != CONNECTION_OK) {
+        PQreset(p->conn);
+        if (PQstatus(p->conn) != CONNECTION_OK)
+            return pp_err_pq(&p->h.err, p->conn, NULL, "pull: connecting to the target");
+    }
+    int rc = pull_lock(p, 1);
+    if (rc != PGPIPE_OK)
+        return rc;
+    pull_state s = { 0 };
+    pp_buf url = { 0 }, next = { 0 };
+    char run_id[24] = "";
+    int paused = 0;
+    rc = pull_state_read(p, &s);
+    if (rc == PGPIPE_OK) {
+        /* a run that died (kill -9) left its row running: it ended then */
+        const char *par[3] = { p->o.source, p->o.stream, p->scope };
+        PGresult *r = NULL;
+        rc = pp_exec(p->conn,
+                     "WITH old AS (UPDATE pgpipe.pull_runs SET status = 'failed', finished_at = now(),"
+                     " error = 'interrupted' WHERE source = $1 AND stream = $2 AND scope = $3"
+                     " AND status = 'running') "
+                     "INSERT INTO pgpipe.pull_runs (source, stream, scope) VALUES ($1, $2, $3) RETURNING id",
+                     3, par, &r, &p->h.err, "pull: the run's history");
+        if (rc == PGPIPE_OK)
+            snprintf(run_id, sizeof run_id, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    if (rc == PGPIPE_OK) {
+        if (s.next_url) {
+            if (pp_buf_append(&url, s.next_url, strlen(s.next_url) + 1) != PGPIPE_OK)
+                rc = pp_err_nomem(&p->h.err);
+            url.len--;
+        } else {
+            rc = pull_first_url(p, &s, &url) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&p->h.err);
+        }
+    }
+    char high[512];
+    snprintf(high, sizeof high, "%s", s.run_high ? s.run_high : "");
+    long long run_in = s.run_records, run_page = s.run_pages;
+    if (rc == PGPIPE_OK)
+        pull_seen(p, url.data);
+    /* page n is fetched while page n-1's COMMIT is on its way (fetched is
+    ** 1 when the body of url is in); it is loaded only once that COMMIT
+    ** succeeded */
+    int fetched = 0;
+    while (rc == PGPIPE_OK) {
+        if (atomic_load(&p->stop)) {
+            rc = pp_err(&p->h.err, PGPIPE_BUSY, "pull: stopped");
+            break;
+        }
+        if (p->o.max_pages > 0 && p->prog.pages >= p->o.max_pages) {
+            paused = 1;
+            break;
+        }
+        run_page++;
+        if (!fetched && (rc = pull_fetch(p, url.data)) != PGPIPE_OK)
+            break;
+        fetched = 0;
+        /* the body */
+        char src[300];
+        snprintf(src, sizeof src, "page %lld", run_page);
+        pgpipe_json_doc_set_source(p->doc, src);
+        if (pgpipe_json_parse(p->doc, p->body.data ? p->body.data : "", p->body.len) != PGPIPE_OK) {
+            rc = pull_errf(p, PGPIPE_PARSE, "pull: %s: the body is not JSON: %s", url.data,
+                           pgpipe_errmsg(p->doc));
+            break;
+        }
+        const pgpipe_json_val *root = pgpipe_json_root(p->doc);
+        const pgpipe_json_val *arr = pgpipe_json_path(root, pull_path(p->o.records));
+        if (pgpipe_json_type(arr) != PGPIPE_JSON_ARRAY) {
+            rc = pull_errf(p, PGPIPE_PARSE, "pull: %s: the records \"%s\" are %s, not an array",
+                           url.data, p->o.records, arr ? pgpipe_json_type_name(pgpipe_json_type(arr)) : "missing");
+            break;
+        }
+        long long n = (long long)pgpipe_json_len(arr);
+        int end = 0;
+        char endcur[512];
+        next.len = 0;
+        if ((rc = pull_next(p, url.data, root, n, run_in + n, run_page, &next, &end, endcur,
+                            sizeof endcur)) != PGPIPE_OK)
+            break;
+        /* the records */
+        char batch[37];
+        pp_uuid_v4(batch);
+        p->copy.len = 0;
+        p->dlq.len = 0;
+        long long nok = 0, ndead = 0;
+        if ((rc = pull_rows(p, arr, url.data, run_page, batch, &nok, &ndead, high)) != PGPIPE_OK)
+            break;
+        const char *newcur = NULL;
+        if (end && !p->scope[0])
+            newcur = p->o.since_field ? (high[0] ? high : NULL)
+                     : (p->o.paginate == PGPIPE_PULL_CURSOR && p->o.more_path && endcur[0]) ? endcur : NULL;
+        if ((rc = pull_commit_send(p, end ? NULL : next.data, n, nok, ndead, high, end, newcur)) != PGPIPE_OK)
+            break;
+        int frc = PGPIPE_OK;
+        if (!end && !atomic_load(&p->stop) &&
+            !(p->o.max_pages > 0 && p->prog.pages + 1 >= p->o.max_pages)) {
+            frc = pull_fetch(p, next.data); /* the next page, during the COMMIT */
+            fetched = frc == PGPIPE_OK;
+        }
+        pgpipe_error ferr = p->h.err;
+        if ((rc = pull_commit_wait(p)) != PGPIPE_OK)
+            break;
+        run_in += n;
+        pp_mutex_lock(&p->mu);
+        p->prog.pages++;
+        p->prog.records += nok;
+        p->prog.dead_lettered += ndead;
+        pp_mutex_unlock(&p->mu);
+        pull_progress(p, 0);
+        if (frc != PGPIPE_OK) { /* this page is committed; the next one failed */
+            p->h.err = ferr;
+            rc = frc;
+            run_page++;
+            break;
+        }
+        if (end)
+            break;
+        pp_buf sw = url;
+        url = next;
+        next = sw;
+    }
+    pull_run_end(p, run_id, rc, paused);
+    pull_lock(p, 0);
+    pull_progress(p, 1);
+    pull_state_free(&s);
+    pp_buf_free(&url);
+    pp_buf_free(&next);
+    return rc;
+}
+
+#endif /* PGPIPE_ENABLE_CURL */
+#endif /* PGPIPE_OMIT_PULL */
+#endif /* PGPIPE_OMIT_PULL */
+/* ==== end src/pull/pull.c ==== */
+
 /* ==== begin src/run/run_cron.c ==== */
 #ifndef PGPIPE_OMIT_RUN
 /*
@@ -30440,15 +32327,100 @@ static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
         }
 }
 
+/* .source pull NAME --url URL [--every DURATION] [pull options]: see
+** run_file.h. Every option but --every is checked here the way
+** pgpipe_pull_set takes it at run time, and kept as written (NAME=VALUE). */
+static void rf_source_pull(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    if (!rf_grow(pf, (void **)&pf->src, pf->p.nsources, &pf->csrc, sizeof *pf->src))
+        return;
+    pgpipe_pipe_source *s = &pf->src[pf->p.nsources++];
+    s->kind = PGPIPE_PIPE_SOURCE_PULL;
+    s->line = line;
+    s->every_ms = 300000;
+#ifdef PGPIPE_OMIT_PULL
+    (void)w, (void)nw;
+    rf_diag(pf, line, 0, ".source pull: this pgpipe was built without the API pull (PGPIPE_OMIT_PULL)");
+#else
+    const char **args = rf_keep(pf, pp_calloc((size_t)nw + 1, sizeof *args));
+    if (!args)
+        return;
+    s->pull_args = args;
+    pgpipe_pull_options o;
+    pgpipe_pull_options_init(&o);
+    int have_url = 0;
+    for (int i = 2; i < nw; i++) {
+        const char *a = w[i].s;
+        if (strncmp(a, "--", 2) != 0) {
+            if (s->name)
+                rf_diag(pf, line, w[i].vcol, ".source pull: unexpected \"%s\" (options start with --)", a);
+            else
+                s->name = rf_str(pf, a);
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(nlen < 63 ? nlen : 63), a);
+        const char *v = eq ? eq + 1 : NULL;
+        int col = w[i].col;
+        if (!v) {
+            if (i + 1 >= nw) {
+                rf_diag(pf, line, col, ".source pull: %s needs a value", name);
+                break;
+            }
+            v = w[++i].s;
+            col = w[i].vcol;
+        }
+        if (!strcmp(name, "--every")) {
+            if ((s->every_ms = run_duration_ms(v)) <= 0)
+                rf_diag(pf, line, col, ".source pull: --every: expected a duration like 30s, 5m, 2h, 1d, "
+                        "got \"%s\"", v);
+            continue;
+        }
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (pgpipe_pull_set(&o, name, v, &e) != PGPIPE_OK) {
+            const char *m = !strncmp(e.message, "pull: ", 6) ? e.message + 6 : e.message;
+            rf_diag(pf, line, col, ".source pull: %s", m);
+            continue;
+        }
+        have_url |= !strcmp(name, "--url");
+        if (!strcmp(name, "--source"))
+            s->pull_source = rf_str(pf, v);
+        char *kv = pp_malloc(strlen(name) + strlen(v) + 2);
+        if (kv)
+            sprintf(kv, "%s=%s", name + 2, v);
+        args[s->npull_args++] = rf_keep(pf, kv);
+    }
+    if (!s->name)
+        rf_diag(pf, line, 0, ".source pull: needs a NAME");
+    if (!have_url)
+        rf_diag(pf, line, 0, ".source pull: --url is required");
+    else if (strncmp(o.url, "http://", 7) != 0 && strncmp(o.url, "https://", 8) != 0)
+        rf_diag(pf, line, 0, ".source pull: --url: http:// or https://, got \"%s\"", o.url);
+    if (o.paginate == PGPIPE_PULL_CURSOR && !o.cursor_path)
+        rf_diag(pf, line, 0, ".source pull: --paginate cursor needs --cursor-path");
+    if (o.event_type && o.event_type_field)
+        rf_diag(pf, line, 0, ".source pull: --event-type and --event-type-field do not go together");
+    if (!s->pull_source)
+        s->pull_source = s->name;
+#endif
+}
+
 static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
     rf_opts o;
     const char *kind = nw > 1 ? w[1].s : "";
     int files = !strcmp(kind, "files"), http = !strcmp(kind, "http"), cdc = !strcmp(kind, "cdc");
+    if (!strcmp(kind, "pull")) {
+        rf_source_pull(pf, line, w, nw);
+        return;
+    }
     if (!files && !http && !cdc) {
         rf_diag(pf, line, nw > 1 ? w[1].col : 0,
-                ".source: expected files, http or cdc%s%s%s", nw > 1 ? ", got \"" : "",
-                nw > 1 ? kind : "", nw > 1 ? "\" (API pull sources are not supported yet)" : "");
+                ".source: expected files, http, cdc or pull%s%s%s", nw > 1 ? ", got \"" : "",
+                nw > 1 ? kind : "", nw > 1 ? "\"" : "");
         return;
     }
     if (cdc) {
@@ -34203,6 +36175,29 @@ typedef struct rsrc_cdc {
     long long pauses, resumes, drops; /* the guard's steps */
 } rsrc_cdc;
 
+/* An API pull source: a thread runs pgpipe_pull_run every every_ms (the
+** first run at once); a failed run is logged and the next one resumes
+** where it stopped. The sources with the same pull_source share budget
+** (the first one owns it). */
+typedef struct rsrc_pull {
+    char *name, *source;
+    char **args;          /* "name=value" as the file wrote them */
+    int nargs, line;
+    int64_t every_ms;
+    double rate;
+    pthread_t th;
+    int running;
+    atomic_int stop;
+    pgpipe_runner *r;
+#ifndef PGPIPE_OMIT_PULL
+    pgpipe_pull_budget *budget;
+    int owns_budget;
+    pthread_mutex_t pmu;  /* guards p */
+    pgpipe_pull *p;
+#endif
+    long long runs, records, dead, failures; /* pmu */
+} rsrc_pull;
+
 typedef struct rsrc_work {
     char *event_type, *sql_file, *so_lib, *so_symbol, *table;
     int workers, batch, mode, max_attempts, line;
@@ -34229,6 +36224,8 @@ struct run_sources {
     int nwork;
     rsrc_cdc **cdc;
     int ncdc;
+    rsrc_pull **pull;
+    int npull;
 };
 
 static int rsrc_same(const char *a, const char *b)
@@ -34755,6 +36752,193 @@ static void rsrc_http_stop(run_sources *s, rsrc_http *h)
 #else
     (void)s, (void)h;
 #endif
+}
+
+/* ---- the API pull source ------------------------------------------------ */
+
+static void rsrc_pull_free(rsrc_pull *h)
+{
+    if (!h)
+        return;
+    for (int i = 0; i < h->nargs; i++)
+        pp_free(h->args[i]);
+    pp_free(h->args);
+    pp_free(h->name), pp_free(h->source);
+#ifndef PGPIPE_OMIT_PULL
+    if (h->owns_budget)
+        pgpipe_pull_budget_close(h->budget);
+    pthread_mutex_destroy(&h->pmu);
+#endif
+    pp_free(h);
+}
+
+static rsrc_pull *rsrc_pull_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
+{
+    rsrc_pull *h = pp_calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+#ifndef PGPIPE_OMIT_PULL
+    pthread_mutex_init(&h->pmu, NULL);
+#endif
+    h->r = r;
+    h->line = s->line;
+    h->every_ms = s->every_ms > 0 ? s->every_ms : 300000;
+    int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->source, s->pull_source ? s->pull_source : s->name);
+    h->args = pp_calloc((size_t)s->npull_args + 1, sizeof *h->args);
+    ok &= h->args != NULL;
+    for (int i = 0; ok && i < s->npull_args; i++) {
+        ok &= rsrc_dup(&h->args[i], s->pull_args[i]);
+        h->nargs++;
+        if (!strncmp(s->pull_args[i], "rate=", 5))
+            h->rate = atof(s->pull_args[i] + 5);
+    }
+    if (!ok) {
+        rsrc_pull_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+#ifndef PGPIPE_OMIT_PULL
+static void rsrc_pull_show(void *ud, const pgpipe_pull_progress *p)
+{
+    rsrc_pull *h = ud;
+    if (!p->done)
+        return;
+    pthread_mutex_lock(&h->pmu);
+    h->records += p->records;
+    h->dead += p->dead_lettered;
+    pthread_mutex_unlock(&h->pmu);
+}
+
+static void *rsrc_pull_thread(void *arg)
+{
+    rsrc_pull *h = arg;
+    pgpipe_runner *r = h->r;
+    pgpipe_pull *p = NULL;
+    int64_t backoff = 1000;
+    while (!atomic_load(&h->stop)) {
+        int64_t wait = h->every_ms;
+        if (!p) {
+            pgpipe_pull_options o;
+            pgpipe_pull_options_init(&o);
+            pgpipe_error e;
+            memset(&e, 0, sizeof e);
+            for (int i = 0; i < h->nargs; i++) {
+                char *eq = strchr(h->args[i], '=');
+                char name[64];
+                snprintf(name, sizeof name, "%.*s", (int)(eq - h->args[i]), h->args[i]);
+                pgpipe_pull_set(&o, name, eq + 1, &e); /* checked when the file was read */
+            }
+            if (!o.source)
+                o.source = h->source;
+            o.conninfo = r->conninfo;
+            o.install = !r->opt.install_schema;
+            o.budget = h->budget;
+            o.progress = rsrc_pull_show;
+            o.progress_ud = h;
+            int rc = pgpipe_pull_open(&p, &o);
+            if (rc != PGPIPE_OK) {
+                char in[24];
+                snprintf(in, sizeof in, "%lld ms", (long long)backoff);
+                run_log(r, PGPIPE_LOG_ERROR, "pull source failed to open; trying again", "source", h->name,
+                        "error", p ? pgpipe_errmsg(p) : "out of memory", "in", in, NULL);
+                pgpipe_pull_close(p);
+                p = NULL;
+                wait = backoff;
+                backoff = backoff < 30000 ? backoff * 2 : 60000;
+            } else {
+                backoff = 1000;
+                pthread_mutex_lock(&h->pmu);
+                h->p = p;
+                pthread_mutex_unlock(&h->pmu);
+            }
+        }
+        if (p && !atomic_load(&h->stop)) {
+            int rc = pgpipe_pull_run(p);
+            pgpipe_pull_progress pr;
+            pgpipe_pull_progress_get(p, &pr);
+            char pages[24], recs[24];
+            snprintf(pages, sizeof pages, "%lld", pr.pages);
+            snprintf(recs, sizeof recs, "%lld", pr.records);
+            pthread_mutex_lock(&h->pmu);
+            h->runs++;
+            h->failures += rc != PGPIPE_OK && rc != PGPIPE_BUSY;
+            pthread_mutex_unlock(&h->pmu);
+            if (rc == PGPIPE_OK)
+                run_log(r, PGPIPE_LOG_INFO, "pull source ran", "source", h->name, "pages", pages,
+                        "records", recs, NULL);
+            else if (!atomic_load(&h->stop))
+                run_log(r, PGPIPE_LOG_ERROR, "pull source run failed; the next run resumes", "source",
+                        h->name, "pages", pages, "records", recs, "error", pgpipe_errmsg(p), NULL);
+        }
+        for (int64_t waited = 0; waited < wait && !atomic_load(&h->stop); waited += 100)
+            pgpipe_sleep_ms(100);
+    }
+    pthread_mutex_lock(&h->pmu);
+    h->p = NULL;
+    pthread_mutex_unlock(&h->pmu);
+    pgpipe_pull_close(p);
+    return NULL;
+}
+#endif
+
+static int rsrc_pull_start(pgpipe_runner *r, run_sources *s, rsrc_pull *h, pgpipe_error *err)
+{
+#ifdef PGPIPE_OMIT_PULL
+    (void)s;
+    return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source pull %s: this pgpipe was built without the "
+                  "API pull (PGPIPE_OMIT_PULL)", r->path, h->line, h->name);
+#else
+    /* the budget of the first source with the same events' source */
+    for (int i = 0; i < s->npull && !h->budget; i++)
+        if (s->pull[i] && s->pull[i] != h && s->pull[i]->owns_budget && !strcmp(s->pull[i]->source, h->source))
+            h->budget = s->pull[i]->budget;
+    if (!h->budget) {
+        if (pgpipe_pull_budget_open(&h->budget, h->rate, 1) != PGPIPE_OK) {
+            h->budget = NULL;
+            return pp_err(err, PGPIPE_ERROR, "%s:%d: .source pull %s: %s", r->path, h->line, h->name,
+                          "this pgpipe was built without libcurl (-DPGPIPE_ENABLE_CURL)");
+        }
+        h->owns_budget = 1;
+    }
+    if (pthread_create(&h->th, NULL, rsrc_pull_thread, h) != 0)
+        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source pull %s: cannot start a thread", r->path,
+                      h->line, h->name);
+    pp_mutex_lock(&s->mu);
+    h->running = 1;
+    pp_mutex_unlock(&s->mu);
+    return PGPIPE_OK;
+#endif
+}
+
+static void rsrc_pull_stop(run_sources *s, rsrc_pull *h)
+{
+    if (!h->running)
+        return;
+    atomic_store(&h->stop, 1);
+#ifndef PGPIPE_OMIT_PULL
+    pthread_mutex_lock(&h->pmu);
+    if (h->p)
+        pgpipe_pull_stop(h->p);
+    pthread_mutex_unlock(&h->pmu);
+#endif
+    pthread_join(h->th, NULL);
+    pp_mutex_lock(&s->mu);
+    h->running = 0;
+    pp_mutex_unlock(&s->mu);
+}
+
+/* Stop them all, the budgets' owners last (the others use their budget). */
+static void rsrc_pull_stop_all(run_sources *s, rsrc_pull **list, int n)
+{
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++)
+            if (list[i])
+#ifndef PGPIPE_OMIT_PULL
+                if (list[i]->owns_budget == pass)
+#endif
+                    rsrc_pull_stop(s, list[i]);
 }
 
 /* ---- the CDC source ----------------------------------------------------- */
@@ -35356,6 +37540,33 @@ static void rsrc_work_stop_all(rsrc_work **ws, int n, int drain_ms)
 /* r->sources is read by other threads (the status page's metrics): it is
 ** published once filled in, and on a failure too, so stop and free find
 ** what was started. */
+/* The pull sources of def, into s->pull (which holds none), started. */
+static int rsrc_pull_start_all(pgpipe_runner *r, run_sources *s, const pgpipe_pipe_def *def,
+                               pgpipe_error *err)
+{
+    rsrc_pull **np = pp_calloc((size_t)def->nsources + 1, sizeof *np);
+    if (!np)
+        return pp_err_nomem(err);
+    pp_mutex_lock(&s->mu);
+    pp_free(s->pull);
+    s->pull = np;
+    s->npull = 0;
+    pp_mutex_unlock(&s->mu);
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_PULL)
+            continue;
+        rsrc_pull *h = rsrc_pull_new(r, &def->sources[i]);
+        if (!h)
+            return pp_err_nomem(err);
+        pp_mutex_lock(&s->mu);
+        s->pull[s->npull++] = h;
+        pp_mutex_unlock(&s->mu);
+        if (rsrc_pull_start(r, s, h, err))
+            return err->code ? err->code : PGPIPE_ERROR;
+    }
+    return PGPIPE_OK;
+}
+
 static int rsrc_publish(pgpipe_runner *r, run_sources *s, int rc)
 {
     __atomic_store_n(&r->sources, s, __ATOMIC_RELEASE);
@@ -35411,6 +37622,8 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
         if (rsrc_cdc_start(r, s, h, &r->h.err))
             return rsrc_publish(r, s, r->h.err.code);
     }
+    if (rsrc_pull_start_all(r, s, def, &r->h.err))
+        return rsrc_publish(r, s, r->h.err.code);
     rsrc_publish(r, s, PGPIPE_OK);
     if (pthread_create(&s->poller, NULL, rsrc_poller, r) != 0)
         return pp_err(&r->h.err, PGPIPE_ERROR, "cannot start the file sources' thread");
@@ -35439,6 +37652,7 @@ PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms)
     for (int i = 0; i < s->ncdc; i++)
         if (s->cdc[i])
             rsrc_cdc_stop(s, s->cdc[i]);
+    rsrc_pull_stop_all(s, s->pull, s->npull);
     pp_mutex_lock(&s->mu);
     rsrc_work **ws = s->work;
     int n = s->nwork;
@@ -35628,6 +37842,18 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
 #ifndef PGPIPE_OMIT_CDC
     rsrc_guard_apply(r, NULL, NULL, 0); /* workers started now follow a guard that holds */
 #endif
+    /* pull sources: all stopped (after the current request; nothing half
+    ** committed) and started anew; each resumes from its stored state */
+    rsrc_pull_stop_all(s, s->pull, s->npull);
+    for (int i = 0; i < s->npull; i++)
+        rsrc_pull_free(s->pull[i]);
+    s->npull = 0;
+    pgpipe_error pe;
+    memset(&pe, 0, sizeof pe);
+    if (rsrc_pull_start_all(r, s, def, &pe)) {
+        run_log(r, PGPIPE_LOG_ERROR, "reload: pull source not started", "error", pe.message, NULL);
+        failed = 1;
+    }
     return failed ? PGPIPE_ERROR : PGPIPE_OK;
 }
 
@@ -35636,7 +37862,7 @@ PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
     run_sources *s = r->sources;
     if (!s)
         return;
-    if (s->poller_on || s->nwork || s->nhttp || s->ncdc)
+    if (s->poller_on || s->nwork || s->nhttp || s->ncdc || s->npull)
         run_sources_stop(r, 0);
     for (int i = 0; i < s->nfolders; i++)
         rsrc_folder_free(s->folders[i]);
@@ -35650,6 +37876,9 @@ PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
     for (int i = 0; i < s->ncdc; i++)
         rsrc_cdc_free(s->cdc[i]);
     pp_free(s->cdc);
+    for (int i = 0; i < s->npull; i++)
+        rsrc_pull_free(s->pull[i]);
+    pp_free(s->pull);
     pp_free(s->work);
     pthread_mutex_destroy(&s->mu);
     pp_free(s);

@@ -1,10 +1,13 @@
 /*
 ** pgpipe - the interactive shell of the pgpipe engine.
 **
-**   pgpipe [options] [CONNINFO] [COMMAND ...]
+**   pgpipe [options] [CONNINFO|DBNAME] [COMMAND ...]
 **
-** CONNINFO is anything libpq accepts (key=value or a postgresql:// URI); when
-** it is left out, libpq's PG* environment variables apply. With COMMANDs it
+** CONNINFO is anything libpq accepts (key=value or a postgresql:// URI), or a
+** bare database name as psql takes it; when it is left out, libpq's PG*
+** environment variables apply. Its command line, backslash commands, output
+** and describe commands are psql's; .tables, .schema, .mode box and the
+** like are sqlite3's. With COMMANDs it
 ** runs them and exits; with -f FILE it runs the file; otherwise it reads SQL
 ** (ended by ';') and dot commands from stdin: interactively, with line editing
 ** and history, when stdin is a terminal. The exit status is non-zero when a
@@ -24,14 +27,29 @@
 #include <strings.h>
 #include <dirent.h>
 #include <limits.h>
+#include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
-enum { MODE_ALIGNED, MODE_CSV, MODE_JSON, MODE_LINE };
-static const char *const mode_names[] = { "aligned", "csv", "json", "line" };
+/* aligned is psql's table; table, box and markdown are sqlite3's; insert
+** prints INSERT statements; unaligned is psql's -A. */
+enum { MODE_ALIGNED, MODE_CSV, MODE_JSON, MODE_LINE, MODE_TABLE, MODE_BOX, MODE_MARKDOWN,
+       MODE_INSERT, MODE_UNALIGNED };
+static const char *const mode_names[] = { "aligned", "csv", "json", "line", "table", "box",
+                                          "markdown", "insert", "unaligned" };
+#define MODE_CHOICES "aligned|csv|json|line|table|box|markdown|insert|unaligned"
+
+/* \if nesting: a branch that runs, one not (yet) taken, one after the taken
+** branch, and one inside a branch that does not run. */
+enum { COND_TRUE, COND_FALSE, COND_DONE, COND_IGNORED };
+#define COND_MAX 64
+
+typedef struct shvar {
+    char *name, *value;
+} shvar;
 
 typedef struct shell {
     PGconn *conn;
@@ -45,6 +63,34 @@ typedef struct shell {
     int lost;            /* the connection was lost and not yet reset */
     int user_sql;        /* 1 while SQL the user typed runs (not a dot command's) */
     FILE *out;
+    /* psql's and sqlite3's output settings */
+    int tuples_only;     /* -t, \t: no header, no footer */
+    int headers_off;     /* .headers off: no header line */
+    int footer_off;      /* \pset footer off */
+    int expanded;        /* \x: 0 off, 1 on, 2 auto (when wider than the terminal) */
+    int gx;              /* \gx: this one result expanded */
+    int border;          /* \pset border 0..2 */
+    int pager;           /* \pset pager: 0 off, 1 on (taller than the terminal), 2 always */
+    int quiet;           /* -q: no banner, no command tags, no "Timing is on." */
+    int echo;            /* -e: print each statement before it runs */
+    int changes;         /* .changes on */
+    long long total_changes;
+    char *nullstr;       /* \pset null, .nullvalue */
+    char *fieldsep, *recordsep; /* -F, -R (unaligned) */
+    char *insert_table;  /* .mode insert TABLE */
+    const char *title;   /* a describe command's title over the next table */
+    const char *footer;  /* ... and its footer instead of (N rows) */
+    FILE *outfile;       /* \o FILE, .output FILE (sh->out points at it) */
+    int outpipe;         /* outfile came from popen (\o |cmd) */
+    FILE *oncefile;      /* .once FILE: the next command's output */
+    const char *gset;    /* \gset PREFIX: store the row in variables, print nothing */
+    char *last_sql;      /* the last statement run (\g, \watch with an empty buffer) */
+    char *last_dot;      /* the last dot command run, when it came after last_sql (\watch) */
+    int stop_exit;       /* ON_ERROR_STOP ended a script: exit status 3 */
+    shvar *vars;         /* \set, -v */
+    int nvars;
+    int cond[COND_MAX];  /* \if stack */
+    int ncond;
 } shell;
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -167,6 +213,227 @@ static void set_cancel_handle(PGcancel *c)
         PQfreeCancel(prev);
 }
 
+/* ---- variables (\set, -v, :name) ------------------------------------------ */
+
+static const char *var_get(const shell *sh, const char *name, size_t n)
+{
+    for (int i = 0; i < sh->nvars; i++)
+        if (strlen(sh->vars[i].name) == n && !strncmp(sh->vars[i].name, name, n))
+            return sh->vars[i].value;
+    return NULL;
+}
+
+/* Sets NAME (value NULL: unsets it); 1 when out of memory. */
+static int var_set(shell *sh, const char *name, const char *value)
+{
+    for (int i = 0; i < sh->nvars; i++)
+        if (!strcmp(sh->vars[i].name, name)) {
+            if (!value) {
+                free(sh->vars[i].name);
+                free(sh->vars[i].value);
+                sh->vars[i] = sh->vars[--sh->nvars];
+                return 0;
+            }
+            char *v = strdup(value);
+            if (!v)
+                return 1;
+            free(sh->vars[i].value);
+            sh->vars[i].value = v;
+            return 0;
+        }
+    if (!value)
+        return 0;
+    shvar *g = realloc(sh->vars, sizeof *g * (size_t)(sh->nvars + 1));
+    if (!g)
+        return 1;
+    sh->vars = g;
+    g[sh->nvars].name = strdup(name);
+    g[sh->nvars].value = strdup(value);
+    if (!g[sh->nvars].name || !g[sh->nvars].value) {
+        free(g[sh->nvars].name);
+        free(g[sh->nvars].value);
+        return 1;
+    }
+    sh->nvars++;
+    return 0;
+}
+
+/* psql's booleans: a prefix of true/false/yes/no, on/off, 1/0 (any case);
+** -1 when it is none of them. */
+static int parse_bool(const char *v)
+{
+    size_t n = strlen(v);
+    if (!n)
+        return -1;
+    if (!strncasecmp(v, "true", n) || !strncasecmp(v, "yes", n) || !strcasecmp(v, "on") ||
+        !strcmp(v, "1"))
+        return 1;
+    if (!strncasecmp(v, "false", n) || !strncasecmp(v, "no", n) || (n >= 2 && !strncasecmp(v, "off", n)) ||
+        !strcmp(v, "0"))
+        return 0;
+    return -1;
+}
+
+/* An error in a script ends it: -b (--bail) or ON_ERROR_STOP (then the
+** exit status is 3, as psql's). */
+static int stops(shell *sh)
+{
+    const char *v = var_get(sh, "ON_ERROR_STOP", 13);
+    if (v && parse_bool(v) == 1) {
+        sh->stop_exit = 1;
+        return 1;
+    }
+    return sh->bail;
+}
+
+static int is_var_char(int c) { return isalnum(c) || c == '_' || c >= 0x80; }
+
+/* The text with psql's :name, :'name' (a quoted literal) and :"name" (a
+** quoted identifier) replaced by the variables' values, and :{?name} by
+** TRUE or FALSE; never inside quotes, comments or dollar quotes (sql), or
+** inside single quotes (a dot command's line); :: (a cast) and undefined
+** names stay as they are. Returns malloc'd text, or NULL when out of memory. */
+static char *interpolate(const shell *sh, const char *in, int sql)
+{
+    size_t cap = strlen(in) + 64, o = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+#define PUT(str, n)                                                                       \
+    do {                                                                                  \
+        size_t n_ = (n);                                                                  \
+        if (o + n_ + 1 > cap) {                                                           \
+            cap = (o + n_ + 1) * 2;                                                       \
+            char *g_ = realloc(out, cap);                                                 \
+            if (!g_) {                                                                    \
+                free(out);                                                                \
+                return NULL;                                                              \
+            }                                                                             \
+            out = g_;                                                                     \
+        }                                                                                 \
+        memcpy(out + o, (str), n_);                                                       \
+        o += n_;                                                                          \
+    } while (0)
+    const char *p = in;
+    while (*p) {
+        if (*p == '\'' || (sql && *p == '"')) {
+            /* a quoted literal or identifier: copied whole ('' and "" stay inside;
+            ** an E'' literal's backslash escapes too) */
+            char q = *p;
+            int esc = q == '\'' && p > in && (p[-1] == 'E' || p[-1] == 'e') &&
+                      (p - 1 == in || !is_var_char((unsigned char)p[-2]));
+            const char *e = p + 1;
+            while (*e) {
+                if (esc && *e == '\\' && e[1]) {
+                    e += 2;
+                    continue;
+                }
+                if (*e == q) {
+                    if (e[1] == q) {
+                        e += 2;
+                        continue;
+                    }
+                    break;
+                }
+                e++;
+            }
+            if (*e)
+                e++;
+            PUT(p, (size_t)(e - p));
+            p = e;
+        } else if (sql && p[0] == '-' && p[1] == '-') {
+            size_t n = strcspn(p, "\n");
+            PUT(p, n);
+            p += n;
+        } else if (sql && p[0] == '/' && p[1] == '*') {
+            const char *e = p + 2;
+            int depth = 1;
+            while (*e && depth) {
+                if (e[0] == '/' && e[1] == '*')
+                    depth++, e++;
+                else if (e[0] == '*' && e[1] == '/')
+                    depth--, e++;
+                e++;
+            }
+            PUT(p, (size_t)(e - p));
+            p = e;
+        } else if (sql && *p == '$' && (p == in || !is_var_char((unsigned char)p[-1]))) {
+            /* $tag$ ... $tag$ */
+            const char *t = p + 1;
+            while (is_var_char((unsigned char)*t) && !isdigit((unsigned char)p[1]))
+                t++;
+            if (*t != '$') {
+                PUT(p, 1);
+                p++;
+                continue;
+            }
+            size_t tl = (size_t)(t - p) + 1;
+            const char *e = t + 1;
+            while (*e && strncmp(e, p, tl))
+                e++;
+            e = *e ? e + tl : e;
+            PUT(p, (size_t)(e - p));
+            p = e;
+        } else if (*p == ':' && p[1] == ':') {
+            PUT(p, 2);
+            p += 2;
+            while (*p == ':') {
+                PUT(p, 1);
+                p++;
+            }
+        } else if (*p == ':' && (p[1] == '\'' || p[1] == '"') && is_var_char((unsigned char)p[2])) {
+            char q = p[1];
+            const char *n = p + 2, *e = n;
+            while (is_var_char((unsigned char)*e))
+                e++;
+            const char *v = *e == q ? var_get(sh, n, (size_t)(e - n)) : NULL;
+            if (!v) {
+                PUT(p, 1);
+                p++;
+                continue;
+            }
+            PUT(&q, 1);
+            for (const char *c = v; *c; c++) {
+                if (*c == q)
+                    PUT(c, 1);
+                PUT(c, 1);
+            }
+            PUT(&q, 1);
+            p = e + 1;
+        } else if (*p == ':' && p[1] == '{' && p[2] == '?') {
+            const char *n = p + 3, *e = n;
+            while (is_var_char((unsigned char)*e))
+                e++;
+            if (*e != '}') {
+                PUT(p, 1);
+                p++;
+                continue;
+            }
+            const char *r = var_get(sh, n, (size_t)(e - n)) ? "TRUE" : "FALSE";
+            PUT(r, strlen(r));
+            p = e + 1;
+        } else if (*p == ':' && is_var_char((unsigned char)p[1]) &&
+                   (p == in || !is_var_char((unsigned char)p[-1]) || !sql)) {
+            const char *n = p + 1, *e = n;
+            while (is_var_char((unsigned char)*e))
+                e++;
+            const char *v = var_get(sh, n, (size_t)(e - n));
+            if (!v) {
+                PUT(p, (size_t)(e - p));
+            } else {
+                PUT(v, strlen(v));
+            }
+            p = e;
+        } else {
+            PUT(p, 1);
+            p++;
+        }
+    }
+    PUT("", 1);
+#undef PUT
+    return out;
+}
+
 /* ---- result output ------------------------------------------------------- */
 
 /* Column types printed without quotes in JSON and right-aligned in tables. */
@@ -239,53 +506,135 @@ static void put_cell(FILE *f, const char *s, size_t n, size_t width, int right)
             fputc(' ', f);
 }
 
-/* psql's aligned format: a value with newlines takes one output line per
-** line, the other columns blank there, and '+' in the separator after each
-** line that continues (at the end of the row for the last column). */
-static void print_aligned(FILE *f, PGresult *res)
+/* A value as printed: NULL shows as \pset null (.nullvalue), else empty. */
+static const char *cell_text(const shell *sh, PGresult *res, int i, int j)
+{
+    if (PQgetisnull(res, i, j))
+        return sh->nullstr ? sh->nullstr : "";
+    return PQgetvalue(res, i, j);
+}
+
+/* The frame of a table: psql's aligned format with border 0, 1 or 2, and
+** sqlite3's table, box and markdown. A row is l CELL m CELL ... r; a rule
+** is the same with fill in the cells (NULL: no such rule). */
+typedef struct grid_style {
+    const char *l, *m, *r;           /* a row */
+    const char *hl, *hm, *hr, *fill; /* the rule under the header */
+    const char *tl, *tm, *tr;        /* the rule on top */
+    const char *bl, *bm, *br;        /* the rule at the bottom */
+    int plus;                        /* psql's '+' where a value continues */
+} grid_style;
+
+static const grid_style grid_psql0 = { "", " ", "", "", " ", "", "-", NULL, NULL, NULL,
+                                       NULL, NULL, NULL, 1 };
+static const grid_style grid_psql1 = { " ", " | ", "", "-", "-+-", "-", "-", NULL, NULL, NULL,
+                                       NULL, NULL, NULL, 1 };
+static const grid_style grid_psql2 = { "| ", " | ", " |", "+-", "-+-", "-+", "-", "+-", "-+-", "-+",
+                                       "+-", "-+-", "-+", 1 };
+static const grid_style grid_table = { "| ", " | ", " |", "+-", "-+-", "-+", "-", "+-", "-+-", "-+",
+                                       "+-", "-+-", "-+", 0 };
+static const grid_style grid_box = { "\xe2\x94\x82 ", " \xe2\x94\x82 ", " \xe2\x94\x82",
+                                     "\xe2\x94\x9c\xe2\x94\x80", "\xe2\x94\x80\xe2\x94\xbc\xe2\x94\x80",
+                                     "\xe2\x94\x80\xe2\x94\xa4", "\xe2\x94\x80",
+                                     "\xe2\x94\x8c\xe2\x94\x80", "\xe2\x94\x80\xe2\x94\xac\xe2\x94\x80",
+                                     "\xe2\x94\x80\xe2\x94\x90",
+                                     "\xe2\x94\x94\xe2\x94\x80", "\xe2\x94\x80\xe2\x94\xb4\xe2\x94\x80",
+                                     "\xe2\x94\x80\xe2\x94\x98", 0 };
+static const grid_style grid_markdown = { "| ", " | ", " |", "|-", "-|-", "-|", "-", NULL, NULL,
+                                          NULL, NULL, NULL, NULL, 0 };
+
+static void grid_rule(FILE *f, const char *l, const char *m, const char *r, const char *fill,
+                      const size_t *w, int nf)
+{
+    if (!l)
+        return;
+    for (int j = 0; j < nf; j++) {
+        fputs(j ? m : l, f);
+        for (size_t k = 0; k < w[j]; k++)
+            fputs(fill, f);
+    }
+    fputs(r, f);
+    fputc('\n', f);
+}
+
+/* Total width of a row: the cells and the frame between them. */
+static size_t grid_width(const grid_style *g, const size_t *w, int nf)
+{
+    size_t t = display_width(g->l) + display_width(g->r);
+    for (int j = 0; j < nf; j++)
+        t += w[j] + (j ? display_width(g->m) : 0);
+    return t;
+}
+
+/* Column widths: the widest line of the name and of every value. */
+static size_t *grid_widths(const shell *sh, PGresult *res, int headers)
 {
     int nf = PQnfields(res), nt = PQntuples(res);
     size_t *w = calloc((size_t)nf + 1, sizeof *w);
+    if (!w)
+        return NULL;
+    for (int j = 0; j < nf; j++) {
+        w[j] = headers ? cell_width(PQfname(res, j)) : 0;
+        for (int i = 0; i < nt; i++) {
+            size_t cw = cell_width(cell_text(sh, res, i, j));
+            if (cw > w[j])
+                w[j] = cw;
+        }
+    }
+    return w;
+}
+
+/* A table: a value with newlines takes one output line per line, the other
+** columns blank there, and (psql) '+' in the separator after each line that
+** continues (at the end of the row for the last column). */
+static void print_grid(shell *sh, FILE *f, PGresult *res, const grid_style *g, int psql)
+{
+    int nf = PQnfields(res), nt = PQntuples(res);
+    int headers = !sh->tuples_only && !sh->headers_off;
+    /* psql -t keeps the widths the names give (sqlite3's .headers off does not) */
+    size_t *w = grid_widths(sh, res, headers || (psql && sh->tuples_only));
     const char **at = calloc((size_t)nf + 1, sizeof *at);
     if (!w || !at) {
         free(w);
         free(at);
         return;
     }
-    for (int j = 0; j < nf; j++) {
-        w[j] = display_width(PQfname(res, j));
-        for (int i = 0; i < nt; i++) {
-            size_t cw = cell_width(PQgetvalue(res, i, j));
-            if (cw > w[j])
-                w[j] = cw;
+    if (psql && sh->title && !sh->tuples_only) {
+        size_t tw = grid_width(g, w, nf), tl = display_width(sh->title);
+        for (size_t k = 0; tl < tw && k < (tw - tl) / 2; k++)
+            fputc(' ', f);
+        fprintf(f, "%s\n", sh->title);
+    }
+    grid_rule(f, g->tl, g->tm, g->tr, g->fill, w, nf);
+    if (headers) {
+        for (int j = 0; j < nf; j++) {
+            fputs(j ? g->m : g->l, f);
+            const char *name = PQfname(res, j);
+            size_t pad = w[j] - display_width(name);
+            for (size_t k = 0; k < pad / 2; k++)
+                fputc(' ', f);
+            fputs(name, f);
+            for (size_t k = 0; k < pad - pad / 2; k++)
+                fputc(' ', f);
         }
+        fputs(g->r, f);
+        fputc('\n', f);
+        grid_rule(f, g->hl, g->hm, g->hr, g->fill, w, nf);
     }
-    for (int j = 0; j < nf; j++) {
-        fputs(j ? " | " : " ", f);
-        const char *name = PQfname(res, j);
-        size_t pad = w[j] - display_width(name);
-        for (size_t k = 0; k < pad / 2; k++)
-            fputc(' ', f);
-        fputs(name, f);
-        for (size_t k = 0; k < pad - pad / 2; k++)
-            fputc(' ', f);
-    }
-    fputc('\n', f);
-    for (int j = 0; j < nf; j++) {
-        fputs(j ? "-+-" : "-", f);
-        for (size_t k = 0; k < w[j]; k++)
-            fputc('-', f);
-    }
-    fputs("-\n", f);
     for (int i = 0; i < nt; i++) {
         for (int j = 0; j < nf; j++)
-            at[j] = PQgetvalue(res, i, j);
+            at[j] = cell_text(sh, res, i, j);
         int more = 1;
         while (more) {
             more = 0;
             int cont_prev = 0;
             for (int j = 0; j < nf; j++) {
-                fputs(j ? (cont_prev ? "+| " : " | ") : " ", f);
+                const char *sep = j ? g->m : g->l;
+                if (j && cont_prev && g->plus) {
+                    fputc('+', f);
+                    sep++;
+                }
+                fputs(sep, f);
                 const char *s = at[j];
                 size_t n = s ? strcspn(s, "\n") : 0;
                 put_cell(f, s ? s : "", n, w[j], is_numeric_type(PQftype(res, j)));
@@ -293,31 +642,189 @@ static void print_aligned(FILE *f, PGresult *res)
                 at[j] = cont_prev ? s + n + 1 : NULL;
                 more |= cont_prev;
             }
-            if (cont_prev)
+            if (cont_prev && g->plus) {
                 fputc('+', f);
+                fputs(*g->r ? g->r + 1 : "", f);
+            } else {
+                fputs(g->r, f);
+            }
             fputc('\n', f);
         }
     }
-    fprintf(f, "(%d row%s)\n", nt, nt == 1 ? "" : "s");
+    grid_rule(f, g->bl, g->bm, g->br, g->fill, w, nf);
+    if (psql && sh->footer && !sh->tuples_only)
+        fputs(sh->footer, f);
+    else if (psql && !sh->tuples_only && !sh->footer_off)
+        fprintf(f, "(%d row%s)\n", nt, nt == 1 ? "" : "s");
     free(w);
     free(at);
 }
 
-static void print_result(shell *sh, PGresult *res)
+/* psql's expanded format (\x): one "-[ RECORD N ]" block per row, a line
+** per column. */
+static void print_expanded(shell *sh, FILE *f, PGresult *res)
 {
-    FILE *f = sh->out;
     int nf = PQnfields(res), nt = PQntuples(res);
-    switch (sh->mode) {
-    case MODE_ALIGNED:
-        print_aligned(f, res);
-        break;
-    case MODE_CSV:
+    size_t nw = 0, vw = 0;
+    for (int j = 0; j < nf; j++) {
+        if (display_width(PQfname(res, j)) > nw)
+            nw = display_width(PQfname(res, j));
+        for (int i = 0; i < nt; i++)
+            if (cell_width(cell_text(sh, res, i, j)) > vw)
+                vw = cell_width(cell_text(sh, res, i, j));
+    }
+    if (sh->title && !sh->tuples_only)
+        fprintf(f, "%s\n", sh->title);
+    if (nt == 0 && !sh->tuples_only)
+        fputs("(0 rows)\n", f);
+    for (int i = 0; i < nt; i++) {
+        if (sh->tuples_only) {
+            if (i)
+                fputc('\n', f);
+        } else {
+            char head[64];
+            int hn = snprintf(head, sizeof head, "-[ RECORD %d ]", i + 1);
+            fputs(head, f);
+            size_t total = nw + 3 + vw;
+            for (size_t k = (size_t)hn; k < total; k++)
+                fputc(k == nw + 1 && (size_t)hn <= nw ? '+' : '-', f);
+            fputc('\n', f);
+        }
+        for (int j = 0; j < nf; j++) {
+            const char *s = cell_text(sh, res, i, j);
+            const char *name = PQfname(res, j);
+            for (int first = 1;; first = 0) {
+                size_t n = strcspn(s, "\n");
+                int cont = s[n] == '\n';
+                fputs(first ? name : "", f);
+                for (size_t k = first ? display_width(name) : 0; k < nw; k++)
+                    fputc(' ', f);
+                fputs(" | ", f);
+                put_cell(f, s, n, cont ? vw : 0, 0);
+                fputs(cont ? "+\n" : "\n", f);
+                if (!cont)
+                    break;
+                s += n + 1;
+            }
+        }
+    }
+}
+
+static void print_unaligned(shell *sh, FILE *f, PGresult *res, int expanded)
+{
+    int nf = PQnfields(res), nt = PQntuples(res);
+    const char *fs = sh->fieldsep ? sh->fieldsep : "|";
+    const char *rs = sh->recordsep ? sh->recordsep : "\n";
+    if (expanded) {
+        for (int i = 0; i < nt; i++) {
+            if (i)
+                fputs(rs, f);
+            for (int j = 0; j < nf; j++)
+                fprintf(f, "%s%s%s%s", PQfname(res, j), fs, cell_text(sh, res, i, j), rs);
+        }
+        return;
+    }
+    if (!sh->tuples_only && !sh->headers_off) {
+        for (int j = 0; j < nf; j++)
+            fprintf(f, "%s%s", j ? fs : "", PQfname(res, j));
+        fputs(rs, f);
+    }
+    for (int i = 0; i < nt; i++) {
+        for (int j = 0; j < nf; j++)
+            fprintf(f, "%s%s", j ? fs : "", cell_text(sh, res, i, j));
+        fputs(rs, f);
+    }
+    if (!sh->tuples_only && !sh->footer_off && !sh->footer)
+        fprintf(f, "(%d row%s)%s", nt, nt == 1 ? "" : "s", rs);
+    else if (sh->footer && !sh->tuples_only)
+        fputs(sh->footer, f);
+}
+
+/* sqlite3's insert mode: INSERT INTO tbl VALUES(...); per row. */
+static void print_inserts(shell *sh, FILE *f, PGresult *res)
+{
+    int nf = PQnfields(res), nt = PQntuples(res);
+    for (int i = 0; i < nt; i++) {
+        fprintf(f, "INSERT INTO %s VALUES(", sh->insert_table ? sh->insert_table : "tbl");
         for (int j = 0; j < nf; j++) {
             if (j)
                 fputc(',', f);
-            put_csv_field(f, PQfname(res, j));
+            const char *v = PQgetvalue(res, i, j);
+            Oid t = PQftype(res, j);
+            if (PQgetisnull(res, i, j)) {
+                fputs("NULL", f);
+            } else if (is_numeric_type(t) && strcmp(v, "NaN") && !strstr(v, "Infinity")) {
+                fputs(v, f);
+            } else {
+                fputc('\'', f);
+                for (; *v; v++) {
+                    if (*v == '\'')
+                        fputc('\'', f);
+                    fputc(*v, f);
+                }
+                fputc('\'', f);
+            }
         }
-        fputc('\n', f);
+        fputs(");\n", f);
+    }
+}
+
+/* The terminal's size (0 when not a terminal). */
+static void term_size(int fd, int *rows, int *cols)
+{
+    struct winsize ws;
+    *rows = *cols = 0;
+    if (isatty(fd) && ioctl(fd, TIOCGWINSZ, &ws) == 0) {
+        *rows = ws.ws_row;
+        *cols = ws.ws_col;
+    }
+}
+
+static void print_result_to(shell *sh, FILE *f, PGresult *res)
+{
+    int nf = PQnfields(res), nt = PQntuples(res);
+    int expanded = sh->gx || sh->expanded == 1;
+    if (sh->expanded == 2 && !sh->gx && (sh->mode == MODE_ALIGNED || sh->mode == MODE_UNALIGNED)) {
+        /* \x auto: expanded when the table is wider than the terminal */
+        int rows, cols;
+        term_size(STDOUT_FILENO, &rows, &cols);
+        size_t *w = grid_widths(sh, res, 1);
+        if (w && cols > 0 && nt > 0 && grid_width(&grid_psql1, w, nf) > (size_t)cols)
+            expanded = 1;
+        free(w);
+    }
+    switch (sh->mode) {
+    case MODE_ALIGNED:
+        if (expanded)
+            print_expanded(sh, f, res);
+        else
+            print_grid(sh, f, res, sh->border == 0 ? &grid_psql0 : sh->border == 2 ? &grid_psql2 :
+                                                                                 &grid_psql1, 1);
+        break;
+    case MODE_TABLE:
+        print_grid(sh, f, res, &grid_table, 0);
+        break;
+    case MODE_BOX:
+        print_grid(sh, f, res, &grid_box, 0);
+        break;
+    case MODE_MARKDOWN:
+        print_grid(sh, f, res, &grid_markdown, 0);
+        break;
+    case MODE_INSERT:
+        print_inserts(sh, f, res);
+        break;
+    case MODE_UNALIGNED:
+        print_unaligned(sh, f, res, expanded);
+        break;
+    case MODE_CSV:
+        if (!sh->tuples_only && !sh->headers_off) {
+            for (int j = 0; j < nf; j++) {
+                if (j)
+                    fputc(',', f);
+                put_csv_field(f, PQfname(res, j));
+            }
+            fputc('\n', f);
+        }
         for (int i = 0; i < nt; i++) {
             for (int j = 0; j < nf; j++) {
                 if (j)
@@ -329,6 +836,8 @@ static void print_result(shell *sh, PGresult *res)
                         fputs("\"\"", f);
                     else
                         put_csv_field(f, v);
+                } else if (sh->nullstr) {
+                    put_csv_field(f, sh->nullstr);
                 }
             }
             fputc('\n', f);
@@ -371,12 +880,70 @@ static void print_result(shell *sh, PGresult *res)
                 const char *name = PQfname(res, j);
                 for (size_t k = display_width(name); k < w; k++)
                     fputc(' ', f);
-                fprintf(f, "%s = %s\n", name, PQgetisnull(res, i, j) ? "NULL" : PQgetvalue(res, i, j));
+                fprintf(f, "%s = %s\n", name, PQgetisnull(res, i, j) ?
+                        (sh->nullstr ? sh->nullstr : "NULL") : PQgetvalue(res, i, j));
             }
         }
         break;
     }
     }
+}
+
+/* Prints a result where the output goes; on the terminal, output taller
+** than it goes through the pager ($PSQL_PAGER, $PAGER, else less), as in
+** psql (\pset pager). */
+static void print_result(shell *sh, PGresult *res)
+{
+    FILE *f = sh->out;
+    if (!sh->pager || f != stdout || !sh->interactive || !isatty(STDOUT_FILENO)) {
+        print_result_to(sh, f, res);
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    if (!m) {
+        print_result_to(sh, f, res);
+        return;
+    }
+    print_result_to(sh, m, res);
+    fclose(m);
+    int rows, cols, lines = 0;
+    size_t wide = 0, cur = 0;
+    term_size(STDOUT_FILENO, &rows, &cols);
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '\n') {
+            lines++;
+            cur = 0;
+        } else if (((unsigned char)text[i] & 0xC0) != 0x80 && ++cur > wide) {
+            wide = cur;
+        }
+    }
+    const char *pager = getenv("PSQL_PAGER");
+    if (!pager || !*pager)
+        pager = getenv("PAGER");
+    if (!pager || !*pager)
+        pager = "less";
+    FILE *p = NULL;
+    struct sigaction ign, old_pipe, old_int;
+    if (sh->pager == 2 || (rows > 0 && lines >= rows - 1)) {
+        memset(&ign, 0, sizeof ign);
+        ign.sa_handler = SIG_IGN;
+        sigemptyset(&ign.sa_mask);
+        sigaction(SIGPIPE, &ign, &old_pipe);
+        sigaction(SIGINT, &ign, &old_int);
+        fflush(stdout);
+        p = popen(pager, "w");
+        if (p) {
+            fwrite(text, 1, len, p);
+            pclose(p);
+        }
+        sigaction(SIGPIPE, &old_pipe, NULL);
+        sigaction(SIGINT, &old_int, NULL);
+    }
+    if (!p)
+        fwrite(text, 1, len, f);
+    free(text);
 }
 
 static void report_pq_error(PGresult *res, PGconn *conn)
@@ -399,7 +966,37 @@ static void report_pq_error(PGresult *res, PGconn *conn)
 ** csv and json output stays only data, for programs. */
 static int shows_tags(const shell *sh)
 {
-    return sh->user_sql && (sh->mode == MODE_ALIGNED || sh->mode == MODE_LINE);
+    return sh->user_sql && !sh->quiet &&
+           (sh->mode == MODE_ALIGNED || sh->mode == MODE_LINE || sh->mode == MODE_UNALIGNED);
+}
+
+/* \gset: the one row of a result into variables PREFIXcolumn (NULL unsets). */
+static int gset_row(shell *sh, PGresult *res)
+{
+    if (PQntuples(res) != 1) {
+        errorf(PQntuples(res) ? "more than one row returned for \\gset" :
+                                "no rows returned for \\gset");
+        return 1;
+    }
+    for (int j = 0; j < PQnfields(res); j++) {
+        char name[256];
+        snprintf(name, sizeof name, "%s%s", sh->gset, PQfname(res, j));
+        var_set(sh, name, PQgetisnull(res, 0, j) ? NULL : PQgetvalue(res, 0, j));
+    }
+    return 0;
+}
+
+/* .changes on: sqlite3's count of the rows a statement changed. */
+static void say_changes(shell *sh, PGresult *res)
+{
+    const char *tag = PQcmdStatus(res);
+    if (!sh->changes || !sh->user_sql ||
+        !(!strncmp(tag, "INSERT", 6) || !strncmp(tag, "UPDATE", 6) || !strncmp(tag, "DELETE", 6) ||
+          !strncmp(tag, "MERGE", 5) || !strncmp(tag, "COPY", 4)))
+        return;
+    long long n = atoll(PQcmdTuples(res));
+    sh->total_changes += n;
+    fprintf(sh->out, "changes: %lld   total_changes: %lld\n", n, sh->total_changes);
 }
 
 
@@ -416,16 +1013,20 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
     PGresult *res;
     while ((res = PQgetResult(sh->conn)) != NULL) {
         ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_TUPLES_OK) {
+        if (st == PGRES_TUPLES_OK && sh->gset) {
+            failed |= gset_row(sh, res);
+        } else if (st == PGRES_TUPLES_OK) {
             print_result(sh, res);
             /* psql adds the tag of INSERT/UPDATE/DELETE/MERGE ... RETURNING */
             const char *tag = PQcmdStatus(res);
             if (shows_tags(sh) && (!strncmp(tag, "INSERT", 6) || !strncmp(tag, "UPDATE", 6) ||
                                    !strncmp(tag, "DELETE", 6) || !strncmp(tag, "MERGE", 5)))
                 fprintf(sh->out, "%s\n", tag);
+            say_changes(sh, res);
         } else if (st == PGRES_COMMAND_OK) {
             if (shows_tags(sh) && *PQcmdStatus(res))
                 fprintf(sh->out, "%s\n", PQcmdStatus(res));
+            say_changes(sh, res);
         } else if (st == PGRES_COPY_IN) {
             if (copy_data) {
                 if (copy_len && PQputCopyData(sh->conn, copy_data, (int)copy_len) != 1)
@@ -984,8 +1585,8 @@ static int cmd_connect(shell *sh, char **argv, int argc, const char *rest);
 static int run_command(shell *sh, const char *cmd);
 static int is_conninfo(const char *s);
 
-static const argspec spec_mode[] = { { NULL, "[aligned|csv|json|line]", 0, 1, NULL,
-                                        "set how query results are printed (table = aligned)" } };
+static const argspec spec_mode[] = { { NULL, "[" MODE_CHOICES "] [TABLE]", 0, 2, NULL,
+                                        "set how query results are printed (insert: INTO TABLE)" } };
 /* (main calls it too, for -m, with argv = { "mode", MODE }) */
 static int cmd_mode(shell *sh, char **argv, int argc, const char *rest)
 {
@@ -995,9 +1596,17 @@ static int cmd_mode(shell *sh, char **argv, int argc, const char *rest)
         return 0;
     }
     long long k;
-    if (parse_choice(".mode", "MODE", argv[1], "aligned|csv|json|line|table", &k))
+    if (parse_choice(".mode", "MODE", argv[1], MODE_CHOICES, &k))
         return 1;
-    sh->mode = k == 4 ? MODE_ALIGNED : (int)k;
+    if (argc > 2 && k != MODE_INSERT) {
+        errorf(".mode: unexpected argument \"%s\" (only insert takes a TABLE)", argv[2]);
+        return 1;
+    }
+    sh->mode = (int)k;
+    if (k == MODE_INSERT) {
+        free(sh->insert_table);
+        sh->insert_table = argc > 2 ? strdup(argv[2]) : NULL;
+    }
     return 0;
 }
 
@@ -1101,6 +1710,7 @@ static const argspec spec_quit[] = { { NULL, NULL, 0, 0, NULL, "leave the shell"
 static const argspec spec_read[] = { { NULL, "FILE", 1, 1, NULL,
                                         "run the SQL and dot commands in FILE" } };
 static int run_stream(shell *sh, FILE *f);
+static int exec_quiet(PGconn *conn, const char *sql);
 
 static int cmd_read(shell *sh, char **argv, int argc, const char *rest)
 {
@@ -1121,6 +1731,965 @@ static int cmd_read(shell *sh, char **argv, int argc, const char *rest)
     sh->source = saved;
     fclose(f);
     return sh->failures > before;
+}
+
+/* ---- psql's describe commands and sqlite3's schema commands ---------------- */
+
+/* psql's name pattern: [SCHEMA.]NAME, * any text, ? one character, "..."
+** taken as written (else lower case), as anchored regular expressions. */
+typedef struct name_pattern {
+    char ns[512], name[512];
+    int has_ns;
+} name_pattern;
+
+static void pattern_parse(const char *pat, name_pattern *np)
+{
+    char *part = np->ns;
+    size_t o = 0;
+    int inq = 0, which = 0;
+    np->has_ns = 0;
+    np->ns[0] = np->name[0] = '\0';
+    for (const char *p = pat; *p && o + 4 < sizeof np->ns; p++) {
+        if (*p == '"') {
+            if (inq && p[1] == '"') {
+                part[o++] = '"';
+                p++;
+            } else {
+                inq = !inq;
+            }
+            continue;
+        }
+        if (!inq && *p == '.' && which == 0) {
+            part[o] = '\0';
+            which = 1;
+            part = np->name;
+            o = 0;
+            continue;
+        }
+        if (!inq && *p == '*') {
+            part[o++] = '.';
+            part[o++] = '*';
+        } else if (!inq && *p == '?') {
+            part[o++] = '.';
+        } else {
+            if (strchr("|*+?()[]{}.^$\\", *p))
+                part[o++] = '\\';
+            part[o++] = inq ? *p : (char)tolower((unsigned char)*p);
+        }
+    }
+    part[o] = '\0';
+    if (which) {
+        np->has_ns = 1;
+    } else {
+        memcpy(np->name, np->ns, sizeof np->name);
+        np->ns[0] = '\0';
+    }
+}
+
+/* Appends " AND nsp ~ '^(..)$' AND name ~ '^(..)$'" for a pattern; without
+** one, pg_catalog, information_schema and pg_toast are left out (unless
+** system). visible (when not NULL) limits an unqualified name to what the
+** search path shows, as psql does. */
+static int pattern_cond(shell *sh, char *out, size_t size, const char *pat, const char *nsp,
+                        const char *name, const char *visible, int system)
+{
+    size_t o = strlen(out);
+    if (!pat || !*pat) {
+        if (nsp && !system)
+            o += (size_t)snprintf(out + o, size - o, " AND %s <> 'pg_catalog' AND %s <> "
+                                  "'information_schema' AND %s !~ '^pg_toast'", nsp, nsp, nsp);
+        if (visible && o < size)
+            snprintf(out + o, size - o, " AND %s", visible);
+        return 0;
+    }
+    name_pattern np;
+    pattern_parse(pat, &np);
+    char re[600];
+    if (np.has_ns && nsp && *np.ns) {
+        snprintf(re, sizeof re, "^(%s)$", np.ns);
+        char *lit = PQescapeLiteral(sh->conn, re, strlen(re));
+        if (!lit)
+            return 1;
+        o += (size_t)snprintf(out + o, o < size ? size - o : 0, " AND %s ~ %s", nsp, lit);
+        PQfreemem(lit);
+    }
+    if (*np.name) {
+        snprintf(re, sizeof re, "^(%s)$", np.name);
+        char *lit = PQescapeLiteral(sh->conn, re, strlen(re));
+        if (!lit)
+            return 1;
+        o += (size_t)snprintf(out + o, o < size ? size - o : 0, " AND %s ~ %s", name, lit);
+        PQfreemem(lit);
+    }
+    if (!np.has_ns && visible && o < size)
+        snprintf(out + o, size - o, " AND %s", visible);
+    return 0;
+}
+
+/* Runs a catalog query and prints it as a table under title (footer, when
+** given, instead of the row count); none: empty (when not NULL) on stderr.
+** Returns the row count, -1 on error. */
+static int show_query(shell *sh, const char *sql, const char *title, const char *footer,
+                      const char *empty)
+{
+    PGresult *r = PQexec(sh->conn, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        report_pq_error(r, sh->conn);
+        PQclear(r);
+        return -1;
+    }
+    int n = PQntuples(r);
+    if (!n && empty) {
+        fprintf(stderr, "%s\n", empty);
+    } else {
+        sh->title = title;
+        sh->footer = footer;
+        print_result(sh, r);
+        sh->title = sh->footer = NULL;
+        if (sh->mode == MODE_ALIGNED && title && !sh->tuples_only)
+            fputc('\n', sh->out);
+    }
+    PQclear(r);
+    return n;
+}
+
+/* One relation in detail: \d NAME. */
+static int describe_one(shell *sh, const char *oid, const char *nsp, const char *rel, char kind,
+                        int plus)
+{
+    char sql[8192], title[600];
+    const char *what = kind == 'r' ? "Table" : kind == 'p' ? "Partitioned table" : kind == 'v' ?
+                       "View" : kind == 'm' ? "Materialized view" : kind == 'S' ? "Sequence" :
+                       kind == 'f' ? "Foreign table" : kind == 'i' ? "Index" : kind == 'I' ?
+                       "Partitioned index" : kind == 'c' ? "Composite type" : "Relation";
+    snprintf(title, sizeof title, "%s \"%s.%s\"", what, nsp, rel);
+    if (kind == 'S') {
+        snprintf(sql, sizeof sql,
+                 "SELECT format_type(s.seqtypid, NULL) AS \"Type\", s.seqstart AS \"Start\", "
+                 "s.seqmin AS \"Minimum\", s.seqmax AS \"Maximum\", s.seqincrement AS \"Increment\", "
+                 "CASE WHEN s.seqcycle THEN 'yes' ELSE 'no' END AS \"Cycles?\", s.seqcache AS \"Cache\" "
+                 "FROM pg_sequence s WHERE s.seqrelid = %s", oid);
+        return show_query(sh, sql, title, "", NULL) < 0;
+    }
+    /* the footer: partitions, indexes, constraints, triggers, view definition */
+    snprintf(sql, sizeof sql,
+        "SELECT concat_ws(E'\\n',"
+        " (SELECT 'Partition of: ' || i.inhparent::regclass || ' ' || pg_get_expr(c.relpartbound, c.oid)"
+        "    FROM pg_inherits i WHERE c.relispartition AND i.inhrelid = c.oid),"
+        " CASE WHEN c.relkind = 'p' THEN 'Partition key: ' || pg_get_partkeydef(c.oid) END,"
+        " (SELECT E'Indexes:\\n' || string_agg('    \"' || ic.relname || '\"' ||"
+        "    CASE WHEN x.indisprimary THEN ' PRIMARY KEY,' WHEN k.contype = 'u' THEN ' UNIQUE CONSTRAINT,'"
+        "    WHEN x.indisunique THEN ' UNIQUE,' ELSE '' END || ' ' ||"
+        "    regexp_replace(pg_get_indexdef(x.indexrelid), '^.* USING ', ''), E'\\n'"
+        "    ORDER BY NOT x.indisprimary, NOT x.indisunique, ic.relname)"
+        "    FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid LEFT JOIN pg_constraint k"
+        "    ON k.conindid = x.indexrelid AND k.conrelid = c.oid AND k.contype IN ('p', 'u', 'x')"
+        "    WHERE x.indrelid = c.oid HAVING count(*) > 0),"
+        " (SELECT E'Check constraints:\\n' || string_agg('    \"' || conname || '\" ' ||"
+        "    pg_get_constraintdef(oid, true), E'\\n' ORDER BY conname) FROM pg_constraint"
+        "    WHERE conrelid = c.oid AND contype = 'c' HAVING count(*) > 0),"
+        " (SELECT E'Foreign-key constraints:\\n' || string_agg('    \"' || conname || '\" ' ||"
+        "    pg_get_constraintdef(oid, true), E'\\n' ORDER BY conname) FROM pg_constraint"
+        "    WHERE conrelid = c.oid AND contype = 'f' HAVING count(*) > 0),"
+        " (SELECT E'Referenced by:\\n' || string_agg('    TABLE \"' || conrelid::regclass::text ||"
+        "    '\" CONSTRAINT \"' || conname || '\" ' || pg_get_constraintdef(oid, true), E'\\n'"
+        "    ORDER BY conname) FROM pg_constraint WHERE confrelid = c.oid AND contype = 'f'"
+        "    HAVING count(*) > 0),"
+        " (SELECT E'Triggers:\\n' || string_agg('    ' || regexp_replace(pg_get_triggerdef(t.oid, true),"
+        "    '^CREATE (CONSTRAINT )?TRIGGER ', ''), E'\\n' ORDER BY t.tgname) FROM pg_trigger t"
+        "    WHERE t.tgrelid = c.oid AND NOT t.tgisinternal HAVING count(*) > 0),"
+        " (SELECT CASE WHEN %s THEN E'Partitions: ' || string_agg(i.inhrelid::regclass || ' ' ||"
+        "    pg_get_expr(pc.relpartbound, pc.oid), E',\\n            ' ORDER BY pc.relname)"
+        "    ELSE 'Number of partitions: ' || count(*) || ' (Use \\d+ to list them.)' END"
+        "    FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhrelid"
+        "    WHERE i.inhparent = c.oid AND c.relkind = 'p' HAVING count(*) > 0),"
+        " CASE WHEN %s AND c.relkind IN ('v', 'm') THEN E'View definition:\\n' || pg_get_viewdef(c.oid, true) END,"
+        " CASE WHEN c.relkind IN ('i', 'I') THEN (SELECT concat_ws(', ', CASE WHEN x.indisprimary"
+        "    THEN 'primary key' WHEN x.indisunique THEN 'unique' END, am.amname, 'for table \"' ||"
+        "    (SELECT tn.nspname || '.' || tc.relname FROM pg_class tc JOIN pg_namespace tn ON"
+        "    tn.oid = tc.relnamespace WHERE tc.oid = x.indrelid) || '\"')"
+        "    FROM pg_index x JOIN pg_am am ON am.oid = c.relam"
+        "    WHERE x.indexrelid = c.oid) END)"
+        " FROM pg_class c WHERE c.oid = %s", plus ? "true" : "false", plus ? "true" : "false", oid);
+    char *footer = query_value(sh, sql, 0, NULL);
+    char *foot = footer && *footer ? malloc(strlen(footer) + 2) : NULL;
+    if (foot)
+        sprintf(foot, "%s\n", footer);
+    free(footer);
+    if (kind == 'i' || kind == 'I')
+        snprintf(sql, sizeof sql,
+                 "SELECT a.attname AS \"Column\", format_type(a.atttypid, a.atttypmod) AS \"Type\", "
+                 "CASE WHEN a.attnum <= x.indnkeyatts THEN 'yes' ELSE 'no' END AS \"Key?\", "
+                 "pg_get_indexdef(a.attrelid, a.attnum, true) AS \"Definition\" FROM pg_attribute a "
+                 "JOIN pg_index x ON x.indexrelid = a.attrelid WHERE a.attrelid = %s AND a.attnum > 0 "
+                 "ORDER BY a.attnum", oid);
+    else
+        snprintf(sql, sizeof sql,
+                 "SELECT a.attname AS \"Column\", format_type(a.atttypid, a.atttypmod) AS \"Type\", "
+                 "coalesce((SELECT co.collname FROM pg_collation co JOIN pg_type ty ON ty.oid = a.atttypid "
+                 "WHERE co.oid = a.attcollation AND a.attcollation <> ty.typcollation), '') AS \"Collation\", "
+                 "CASE WHEN a.attnotnull THEN 'not null' ELSE '' END AS \"Nullable\", "
+                 "coalesce(CASE WHEN a.attidentity = 'a' THEN 'generated always as identity' "
+                 "WHEN a.attidentity = 'd' THEN 'generated by default as identity' "
+                 "WHEN a.attgenerated = 's' THEN 'generated always as (' || pg_get_expr(d.adbin, d.adrelid) "
+                 "|| ') stored' ELSE pg_get_expr(d.adbin, d.adrelid) END, '') AS \"Default\"%s "
+                 "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+                 "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                 plus ? ", CASE a.attstorage WHEN 'p' THEN 'plain' WHEN 'm' THEN 'main' WHEN 'x' THEN "
+                        "'extended' WHEN 'e' THEN 'external' END AS \"Storage\", "
+                        "col_description(a.attrelid, a.attnum) AS \"Description\"" : "", oid);
+    int n = show_query(sh, sql, title, foot ? foot : "", NULL);
+    free(foot);
+    return n < 0;
+}
+
+/* psql's \d family: \d [NAME], \dt \di \dv \dm \ds \dE (and mixes: \dtv),
+** \df, \dn, \du (\dg), \dx, \l; + adds sizes and descriptions, S system
+** objects. cmd is the command without its backslash. */
+static int describe(shell *sh, const char *cmd, const char *pat)
+{
+    char letters[16] = "", sql[8192];
+    int plus = 0, system = 0;
+    size_t nl = 0;
+    const char *p = cmd + 1; /* after the d (or the l) */
+    if (cmd[0] == 'l')
+        p = cmd + (!strncmp(cmd, "list", 4) ? 4 : 1);
+    for (; *p; p++) {
+        if (*p == '+')
+            plus = 1;
+        else if (*p == 'S')
+            system = 1;
+        else if (nl + 1 < sizeof letters)
+            letters[nl++] = *p;
+    }
+    letters[nl] = '\0';
+    if (cmd[0] == 'l') {
+        if (nl) {
+            errorf("invalid command \\%s (\\? lists the commands)", cmd);
+            return 1;
+        }
+        snprintf(sql, sizeof sql,
+                 "SELECT d.datname AS \"Name\", pg_get_userbyid(d.datdba) AS \"Owner\", "
+                 "pg_encoding_to_char(d.encoding) AS \"Encoding\", d.datcollate AS \"Collate\", "
+                 "d.datctype AS \"Ctype\", array_to_string(d.datacl, E'\\n') AS \"Access privileges\"%s "
+                 "FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE true",
+                 plus ? ", CASE WHEN has_database_privilege(d.oid, 'CONNECT') THEN "
+                        "pg_size_pretty(pg_database_size(d.oid)) ELSE 'No Access' END AS \"Size\", "
+                        "t.spcname AS \"Tablespace\", shobj_description(d.oid, 'pg_database') AS "
+                        "\"Description\"" : "");
+        if (pattern_cond(sh, sql, sizeof sql, pat, NULL, "d.datname", NULL, 1))
+            return 1;
+        strncat(sql, " ORDER BY 1", sizeof sql - strlen(sql) - 1);
+        return show_query(sh, sql, "List of databases", NULL, NULL) < 0;
+    }
+    if (!strcmp(letters, "") && pat) {
+        snprintf(sql, sizeof sql,
+                 "SELECT c.oid, n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n "
+                 "ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p','v','m','S','f','i','I','c')");
+        if (pattern_cond(sh, sql, sizeof sql, pat, "n.nspname", "c.relname",
+                         "pg_table_is_visible(c.oid)", 1))
+            return 1;
+        strncat(sql, " ORDER BY 2, 3", sizeof sql - strlen(sql) - 1);
+        PGresult *r = PQexec(sh->conn, sql);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            report_pq_error(r, sh->conn);
+            PQclear(r);
+            return 1;
+        }
+        int rc = 0;
+        if (!PQntuples(r)) {
+            errorf("Did not find any relation named \"%s\".", pat);
+            rc = 1;
+        }
+        for (int i = 0; i < PQntuples(r) && !rc; i++)
+            rc = describe_one(sh, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+                              PQgetvalue(r, i, 3)[0], plus);
+        PQclear(r);
+        return rc;
+    }
+    if (!strcmp(letters, "f")) {
+        snprintf(sql, sizeof sql,
+                 "SELECT n.nspname AS \"Schema\", p.proname AS \"Name\", pg_get_function_result(p.oid) "
+                 "AS \"Result data type\", pg_get_function_arguments(p.oid) AS \"Argument data types\", "
+                 "CASE p.prokind WHEN 'a' THEN 'agg' WHEN 'w' THEN 'window' WHEN 'p' THEN 'proc' "
+                 "ELSE 'func' END AS \"Type\"%s FROM pg_proc p JOIN pg_namespace n ON n.oid = "
+                 "p.pronamespace JOIN pg_language l ON l.oid = p.prolang WHERE true",
+                 plus ? ", CASE p.provolatile WHEN 'i' THEN 'immutable' WHEN 's' THEN 'stable' ELSE "
+                        "'volatile' END AS \"Volatility\", pg_get_userbyid(p.proowner) AS \"Owner\", "
+                        "l.lanname AS \"Language\", obj_description(p.oid, 'pg_proc') AS "
+                        "\"Description\"" : "");
+        if (pattern_cond(sh, sql, sizeof sql, pat, "n.nspname", "p.proname",
+                         "pg_function_is_visible(p.oid)", system))
+            return 1;
+        strncat(sql, " ORDER BY 1, 2, 4", sizeof sql - strlen(sql) - 1);
+        return show_query(sh, sql, "List of functions", NULL, NULL) < 0;
+    }
+    if (!strcmp(letters, "n")) {
+        snprintf(sql, sizeof sql,
+                 "SELECT n.nspname AS \"Name\", pg_get_userbyid(n.nspowner) AS \"Owner\"%s "
+                 "FROM pg_namespace n WHERE true%s",
+                 plus ? ", array_to_string(n.nspacl, E'\\n') AS \"Access privileges\", "
+                        "obj_description(n.oid, 'pg_namespace') AS \"Description\"" : "",
+                 pat || system ? "" : " AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'");
+        if (pattern_cond(sh, sql, sizeof sql, pat, NULL, "n.nspname", NULL, 1))
+            return 1;
+        strncat(sql, " ORDER BY 1", sizeof sql - strlen(sql) - 1);
+        return show_query(sh, sql, "List of schemas", NULL, NULL) < 0;
+    }
+    if (!strcmp(letters, "u") || !strcmp(letters, "g")) {
+        snprintf(sql, sizeof sql,
+                 "SELECT r.rolname AS \"Role name\", concat_ws(E'\\n', nullif(concat_ws(', ', "
+                 "CASE WHEN r.rolsuper THEN 'Superuser' END, CASE WHEN NOT r.rolinherit THEN "
+                 "'No inheritance' END, CASE WHEN r.rolcreaterole THEN 'Create role' END, "
+                 "CASE WHEN r.rolcreatedb THEN 'Create DB' END, CASE WHEN NOT r.rolcanlogin THEN "
+                 "'Cannot login' END, CASE WHEN r.rolreplication THEN 'Replication' END, "
+                 "CASE WHEN r.rolbypassrls THEN 'Bypass RLS' END), ''), CASE WHEN r.rolconnlimit >= 0 "
+                 "THEN r.rolconnlimit || ' connection' || CASE WHEN r.rolconnlimit <> 1 THEN 's' ELSE '' "
+                 "END END, 'Password valid until ' || r.rolvaliduntil) AS \"Attributes\", "
+                 "ARRAY(SELECT b.rolname FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid "
+                 "WHERE m.member = r.oid ORDER BY 1) AS \"Member of\"%s FROM pg_roles r WHERE true%s",
+                 plus ? ", shobj_description(r.oid, 'pg_authid') AS \"Description\"" : "",
+                 pat || system ? "" : " AND r.rolname !~ '^pg_'");
+        if (pattern_cond(sh, sql, sizeof sql, pat, NULL, "r.rolname", NULL, 1))
+            return 1;
+        strncat(sql, " ORDER BY 1", sizeof sql - strlen(sql) - 1);
+        return show_query(sh, sql, "List of roles", NULL, NULL) < 0;
+    }
+    if (!strcmp(letters, "x")) {
+        snprintf(sql, sizeof sql,
+                 "SELECT e.extname AS \"Name\", e.extversion AS \"Version\", n.nspname AS \"Schema\", "
+                 "obj_description(e.oid, 'pg_extension') AS \"Description\" FROM pg_extension e "
+                 "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE true");
+        if (pattern_cond(sh, sql, sizeof sql, pat, NULL, "e.extname", NULL, 1))
+            return 1;
+        strncat(sql, " ORDER BY 1", sizeof sql - strlen(sql) - 1);
+        return show_query(sh, sql, "List of installed extensions", NULL, NULL) < 0;
+    }
+    /* relations: \d (all of them), \dt \di \dv \dm \ds \dE and their mixes */
+    char kinds[64] = "";
+    int index = 0;
+    if (!*letters)
+        snprintf(kinds, sizeof kinds, "'r','p','v','m','S','f'");
+    for (const char *l = letters; *l; l++) {
+        const char *k = *l == 't' ? "'r','p'" : *l == 'i' ? "'i','I'" : *l == 'v' ? "'v'" :
+                        *l == 'm' ? "'m'" : *l == 's' ? "'S'" : *l == 'E' ? "'f'" : NULL;
+        if (!k) {
+            errorf("invalid command \\%s (\\? lists the describe commands pgpipe has)", cmd);
+            return 1;
+        }
+        index |= *l == 'i';
+        snprintf(kinds + strlen(kinds), sizeof kinds - strlen(kinds), "%s%s", *kinds ? "," : "", k);
+    }
+    snprintf(sql, sizeof sql,
+             "SELECT n.nspname AS \"Schema\", c.relname AS \"Name\", CASE c.relkind WHEN 'r' THEN "
+             "'table' WHEN 'p' THEN 'partitioned table' WHEN 'v' THEN 'view' WHEN 'm' THEN "
+             "'materialized view' WHEN 'i' THEN 'index' WHEN 'I' THEN 'partitioned index' WHEN 'S' "
+             "THEN 'sequence' WHEN 'f' THEN 'foreign table' END AS \"Type\", "
+             "pg_get_userbyid(c.relowner) AS \"Owner\"%s%s FROM pg_class c JOIN pg_namespace n ON "
+             "n.oid = c.relnamespace LEFT JOIN pg_am am ON am.oid = c.relam%s WHERE c.relkind IN (%s)",
+             index ? ", t.relname AS \"Table\"" : "",
+             plus ? ", CASE c.relpersistence WHEN 'p' THEN 'permanent' WHEN 't' THEN 'temporary' "
+                    "ELSE 'unlogged' END AS \"Persistence\", am.amname AS \"Access method\", "
+                    "pg_size_pretty(pg_table_size(c.oid)) AS \"Size\", obj_description(c.oid, "
+                    "'pg_class') AS \"Description\"" : "",
+             index ? " LEFT JOIN pg_index x ON x.indexrelid = c.oid LEFT JOIN pg_class t ON "
+                     "t.oid = x.indrelid" : "", kinds);
+    if (pattern_cond(sh, sql, sizeof sql, pat, "n.nspname", "c.relname", "pg_table_is_visible(c.oid)",
+                     system))
+        return 1;
+    strncat(sql, " ORDER BY 1, 2", sizeof sql - strlen(sql) - 1);
+    char none[600];
+    if (pat)
+        snprintf(none, sizeof none, "Did not find any relation named \"%s\".", pat);
+    else
+        snprintf(none, sizeof none, "Did not find any relations.");
+    return show_query(sh, sql, "List of relations", NULL, none) < 0;
+}
+
+/* sqlite3's way of listing names: in columns across an 80-column screen. */
+static int print_names(shell *sh, const char *sql)
+{
+    PGresult *r = PQexec(sh->conn, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        report_pq_error(r, sh->conn);
+        PQclear(r);
+        return 1;
+    }
+    int n = PQntuples(r);
+    size_t w = 1;
+    for (int i = 0; i < n; i++)
+        if (display_width(PQgetvalue(r, i, 0)) > w)
+            w = display_width(PQgetvalue(r, i, 0));
+    int ncol = (int)(80 / (w + 2));
+    if (ncol < 1)
+        ncol = 1;
+    int nrow = (n + ncol - 1) / ncol;
+    for (int i = 0; i < nrow; i++) {
+        for (int j = 0; j < ncol; j++) {
+            int k = j * nrow + i;
+            if (k >= n)
+                break;
+            const char *v = PQgetvalue(r, k, 0);
+            int last = j == ncol - 1 || (j + 1) * nrow + i >= n;
+            fputs(v, sh->out);
+            for (size_t s = display_width(v); !last && s < w + 2; s++)
+                fputc(' ', sh->out);
+        }
+        fputc('\n', sh->out);
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* " AND (name LIKE pat OR schema.name LIKE pat)" for sqlite3's PATTERN. */
+static int like_cond(shell *sh, char *sql, size_t size, const char *pat, const char *nsp,
+                     const char *name)
+{
+    if (!pat)
+        return 0;
+    char *lit = PQescapeLiteral(sh->conn, pat, strlen(pat));
+    if (!lit)
+        return 1;
+    size_t o = strlen(sql);
+    snprintf(sql + o, size - o, " AND (%s LIKE %s OR %s || '.' || %s LIKE %s)", name, lit, nsp,
+             name, lit);
+    PQfreemem(lit);
+    return 0;
+}
+
+/* Where user relations are: not the catalogs, not partitions. */
+#define USER_RELS "n.nspname NOT IN ('pg_catalog', 'information_schema') AND " \
+                  "n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp' AND NOT c.relispartition"
+
+static const argspec spec_tables[] = { { NULL, "[PATTERN]", 0, 1, NULL,
+                                          "the tables and views (LIKE PATTERN), as sqlite3 lists them" } };
+static int cmd_tables(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "SELECT CASE WHEN pg_table_is_visible(c.oid) THEN c.relname ELSE n.nspname || '.' || "
+             "c.relname END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+             "c.relkind IN ('r', 'p', 'v', 'm', 'f') AND " USER_RELS);
+    if (like_cond(sh, sql, sizeof sql, cur.npos ? cur.pos[0] : NULL, "n.nspname", "c.relname"))
+        return 1;
+    strncat(sql, " ORDER BY 1", sizeof sql - strlen(sql) - 1);
+    return print_names(sh, sql);
+}
+
+static const argspec spec_indexes[] = { { NULL, "[TABLE]", 0, 1, NULL,
+                                           "the indexes (of the tables LIKE TABLE)" } };
+static int cmd_indexes(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "SELECT CASE WHEN pg_table_is_visible(i.oid) THEN i.relname ELSE n.nspname || '.' || "
+             "i.relname END FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c "
+             "ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " USER_RELS);
+    if (like_cond(sh, sql, sizeof sql, cur.npos ? cur.pos[0] : NULL, "n.nspname", "c.relname"))
+        return 1;
+    strncat(sql, " ORDER BY 1", sizeof sql - strlen(sql) - 1);
+    return print_names(sh, sql);
+}
+
+static const argspec spec_schema[] = { { NULL, "[PATTERN]", 0, 1, NULL,
+                                          "the CREATE statements of the tables and views (LIKE PATTERN)" } };
+static int cmd_schema(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    char sql[8192];
+    snprintf(sql, sizeof sql,
+        "SELECT CASE WHEN c.relkind IN ('v', 'm') THEN 'CREATE ' || CASE c.relkind WHEN 'm' THEN "
+        "'MATERIALIZED ' ELSE '' END || 'VIEW ' || c.oid::regclass || E' AS\\n' || "
+        "rtrim(pg_get_viewdef(c.oid, true), ';') || ';' ELSE 'CREATE TABLE ' || c.oid::regclass || "
+        "E' (\\n' || coalesce((SELECT string_agg('    ' || quote_ident(a.attname) || ' ' || "
+        "format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attidentity = 'a' THEN "
+        "' GENERATED ALWAYS AS IDENTITY' WHEN a.attidentity = 'd' THEN ' GENERATED BY DEFAULT AS "
+        "IDENTITY' WHEN a.attgenerated = 's' THEN ' GENERATED ALWAYS AS (' || pg_get_expr(d.adbin, "
+        "d.adrelid) || ') STORED' ELSE coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '') "
+        "END || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END, E',\\n' ORDER BY a.attnum) "
+        "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '') || "
+        "coalesce((SELECT E',\\n' || string_agg('    CONSTRAINT ' || quote_ident(k.conname) || ' ' || "
+        "pg_get_constraintdef(k.oid), E',\\n' ORDER BY k.contype DESC, k.conname) FROM pg_constraint k "
+        "WHERE k.conrelid = c.oid AND k.contype IN ('p', 'u', 'c', 'f', 'x')), '') || E'\\n)' || "
+        "CASE WHEN c.relkind = 'p' THEN ' PARTITION BY ' || pg_get_partkeydef(c.oid) ELSE '' END || ';' "
+        "|| coalesce((SELECT string_agg(E'\\n' || pg_get_indexdef(x.indexrelid) || ';', '' ORDER BY "
+        "x.indexrelid) FROM pg_index x WHERE x.indrelid = c.oid AND NOT EXISTS (SELECT 1 FROM "
+        "pg_constraint k WHERE k.conindid = x.indexrelid AND k.contype IN ('p', 'u', 'x'))), '') END "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN "
+        "('r', 'p', 'v', 'm') AND " USER_RELS);
+    if (like_cond(sh, sql, sizeof sql, cur.npos ? cur.pos[0] : NULL, "n.nspname", "c.relname"))
+        return 1;
+    strncat(sql, " ORDER BY n.nspname, c.relname", sizeof sql - strlen(sql) - 1);
+    PGresult *r = PQexec(sh->conn, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        report_pq_error(r, sh->conn);
+        PQclear(r);
+        return 1;
+    }
+    for (int i = 0; i < PQntuples(r); i++)
+        fprintf(sh->out, "%s\n", PQgetvalue(r, i, 0));
+    PQclear(r);
+    return 0;
+}
+
+/* ---- where output goes (\o, .output, .once) ---------------------------------- */
+
+/* Closes what \o or .output opened; output goes to stdout again. */
+static void output_close(shell *sh)
+{
+    if (sh->outfile) {
+        if (sh->outpipe)
+            pclose(sh->outfile);
+        else
+            fclose(sh->outfile);
+    }
+    sh->outfile = NULL;
+    sh->outpipe = 0;
+    sh->out = stdout;
+}
+
+/* Output to FILE, to the command after '|', or (NULL, "-", "stdout") to stdout. */
+static int output_open(shell *sh, const char *cmd, const char *target)
+{
+    fflush(sh->out);
+    output_close(sh);
+    if (!target || !*target || !strcmp(target, "-") || !strcmp(target, "stdout"))
+        return 0;
+    FILE *f = target[0] == '|' ? popen(target + 1, "w") : fopen(target, "w");
+    if (!f) {
+        errorf("%s: cannot open %s: %s", cmd, target, strerror(errno));
+        return 1;
+    }
+    sh->outfile = sh->out = f;
+    sh->outpipe = target[0] == '|';
+    return 0;
+}
+
+static const argspec spec_output[] = { { NULL, "[FILE|'|COMMAND']", 0, 1, NULL,
+                                          "send the output to FILE (none: back to stdout), as \\o" } };
+static int cmd_output(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    return output_open(sh, ".output", cur.npos ? cur.pos[0] : NULL);
+}
+
+static const argspec spec_once[] = { { NULL, "FILE", 1, 1, NULL,
+                                        "send the output of the next command only to FILE" } };
+static int cmd_once(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    if (output_open(sh, ".once", cur.pos[0]))
+        return 1;
+    sh->oncefile = sh->outfile;
+    return 0;
+}
+
+static const argspec spec_onoff_headers[] = { { NULL, "on|off", 1, 1, NULL,
+                                                 "print the column names over the rows (default on)" } };
+static int cmd_headers(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    long long k;
+    if (parse_choice(".headers", "on|off", cur.pos[0], "on|off", &k))
+        return 1;
+    sh->headers_off = k == 1;
+    return 0;
+}
+
+static const argspec spec_changes[] = { { NULL, "on|off", 1, 1, NULL,
+                                           "after each INSERT, UPDATE, DELETE: the rows it changed" } };
+static int cmd_changes(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    long long k;
+    if (parse_choice(".changes", "on|off", cur.pos[0], "on|off", &k))
+        return 1;
+    sh->changes = k == 0;
+    return 0;
+}
+
+static int set_nullstr(shell *sh, const char *v)
+{
+    char *d = strdup(v);
+    if (!d)
+        return 1;
+    free(sh->nullstr);
+    sh->nullstr = d;
+    return 0;
+}
+
+static const argspec spec_nullvalue[] = { { NULL, "TEXT", 1, 1, NULL,
+                                             "show NULL as TEXT (as \\pset null)" } };
+static int cmd_nullvalue(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    return set_nullstr(sh, cur.pos[0]);
+}
+
+/* One CSV field of a header line at *p (quotes allowed), into out. */
+static const char *csv_header_field(const char *p, char *out, size_t size)
+{
+    size_t o = 0;
+    if (*p == '"') {
+        for (p++; *p; p++) {
+            if (*p == '"' && p[1] == '"')
+                p++;
+            else if (*p == '"') {
+                p++;
+                break;
+            }
+            if (o + 1 < size)
+                out[o++] = *p;
+        }
+    } else {
+        for (; *p && *p != ',' && *p != '\n' && *p != '\r'; p++)
+            if (o + 1 < size)
+                out[o++] = *p;
+    }
+    out[o] = '\0';
+    return p;
+}
+
+static const optdef opts_import[] = {
+    { "--map", NULL, OPT_TEXT, "CSVNAME=COLUMN,...", 0, 0, NULL,
+      "header names that differ from the table's columns (the others map by name)" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_import[] = { { NULL, "FILE TABLE", 2, 2, opts_import,
+    "load a CSV file with a header into TABLE (made, all text, when missing), by column name" } };
+
+/* .import FILE TABLE: sqlite3's import of a CSV file with a header line. A
+** missing TABLE is created from the header (text columns); an existing one
+** takes the columns by header name (--map renames). COPY does the work. */
+static int cmd_import(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    const char *file = cur.pos[0], *table = cur.pos[1], *map = opt_str(&cur, "--map", NULL);
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        errorf(".import: cannot open %s: %s", file, strerror(errno));
+        return 1;
+    }
+    char *line = NULL, cols[8192] = "", create[8192] = "";
+    size_t cap = 0;
+    int rc = 1, ncol = 0;
+    PGresult *r = NULL;
+    if (getline(&line, &cap, f) < 0) {
+        errorf(".import: %s is empty (it needs a header line)", file);
+        goto out;
+    }
+    const char *tl = table;
+    const char *tparams[1] = { tl };
+    r = PQexecParams(sh->conn, "SELECT to_regclass($1)::oid", 1, NULL, tparams, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        report_pq_error(r, sh->conn);
+        goto out;
+    }
+    int exists = !PQgetisnull(r, 0, 0);
+    char oid[32];
+    snprintf(oid, sizeof oid, "%s", exists ? PQgetvalue(r, 0, 0) : "0");
+    PQclear(r);
+    r = NULL;
+    for (const char *p = line; *p && *p != '\n' && *p != '\r';) {
+        char name[256], quoted[600];
+        p = csv_header_field(p, name, sizeof name);
+        if (*p == ',')
+            p++;
+        /* --map CSVNAME=COLUMN renames */
+        for (const char *m = map; m && *m;) {
+            size_t n = strcspn(m, ",");
+            const char *eq = memchr(m, '=', n);
+            if (eq && (size_t)(eq - m) == strlen(name) && !strncmp(m, name, (size_t)(eq - m))) {
+                snprintf(name, sizeof name, "%.*s", (int)(n - (size_t)(eq - m) - 1), eq + 1);
+                break;
+            }
+            m += n + (m[n] == ',');
+        }
+        if (!*name) {
+            errorf(".import: %s: column %d of the header has no name", file, ncol + 1);
+            goto out;
+        }
+        char *qi = PQescapeIdentifier(sh->conn, name, strlen(name));
+        if (!qi)
+            goto out;
+        snprintf(quoted, sizeof quoted, "%s", qi);
+        PQfreemem(qi);
+        if (exists) {
+            const char *params[2] = { oid, name };
+            r = PQexecParams(sh->conn, "SELECT 1 FROM pg_attribute WHERE attrelid = $1::oid AND "
+                             "attname = $2 AND attnum > 0 AND NOT attisdropped", 2, NULL, params,
+                             NULL, NULL, 0);
+            int found = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+            PQclear(r);
+            r = NULL;
+            if (!found) {
+                errorf(".import: %s has no column \"%s\" (from the header of %s; --map %s=COLUMN "
+                       "names its column)", table, name, file, name);
+                goto out;
+            }
+        }
+        snprintf(cols + strlen(cols), sizeof cols - strlen(cols), "%s%s", ncol ? ", " : "", quoted);
+        snprintf(create + strlen(create), sizeof create - strlen(create), "%s%s text",
+                 ncol ? ", " : "", quoted);
+        ncol++;
+    }
+    char sql[16384];
+    if (!exists) {
+        snprintf(sql, sizeof sql, "CREATE TABLE %s (%s)", table, create);
+        if (exec_quiet(sh->conn, sql))
+            goto out;
+    }
+    snprintf(sql, sizeof sql, "COPY %s (%s) FROM STDIN WITH (FORMAT csv, HEADER true)", table, cols);
+    r = PQexec(sh->conn, sql);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        report_pq_error(r, sh->conn);
+        goto out;
+    }
+    PQclear(r);
+    rewind(f);
+    char buf[65536];
+    size_t n;
+    int ok = 1;
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0)
+        ok = PQputCopyData(sh->conn, buf, (int)n) == 1;
+    PQputCopyEnd(sh->conn, ok ? NULL : "the file could not be sent");
+    r = PQgetResult(sh->conn);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        report_pq_error(r, sh->conn);
+    } else {
+        if (!sh->quiet)
+            fprintf(sh->out, "imported %s row%s into %s%s\n", PQcmdTuples(r),
+                    strcmp(PQcmdTuples(r), "1") ? "s" : "", table, exists ? "" : " (created)");
+        rc = 0;
+    }
+    PQclear(r);
+    while ((r = PQgetResult(sh->conn)) != NULL)
+        PQclear(r);
+out:
+    PQclear(r);
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+static const argspec spec_dump[] = { { NULL, "[TABLE]", 0, 1, NULL,
+    "the rows of every table (or those LIKE TABLE) as INSERT statements (pg_dump --data-only "
+    "--inserts)" } };
+
+/* .dump [TABLE]: data only, as INSERT statements: the schema is pg_dump's
+** (or .schema's) job; partitions are dumped under their own names. */
+static int cmd_dump(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    char sql[4096];
+    snprintf(sql, sizeof sql,
+             "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+             "JOIN pg_namespace n ON n.oid = "
+             "c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', "
+             "'information_schema') AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp'");
+    if (like_cond(sh, sql, sizeof sql, cur.npos ? cur.pos[0] : NULL, "n.nspname", "c.relname"))
+        return 1;
+    strncat(sql, " ORDER BY n.nspname, c.relname", sizeof sql - strlen(sql) - 1);
+    PGresult *t = PQexec(sh->conn, sql);
+    if (PQresultStatus(t) != PGRES_TUPLES_OK) {
+        report_pq_error(t, sh->conn);
+        PQclear(t);
+        return 1;
+    }
+    if (cur.npos && PQntuples(t) == 0) {
+        errorf(".dump: no table like \"%s\"", cur.pos[0]);
+        PQclear(t);
+        return 1;
+    }
+    int rc = 0;
+    for (int i = 0; i < PQntuples(t) && !rc && !interrupted; i++) {
+        const char *params[1] = { PQgetvalue(t, i, 0) };
+        /* each column's value as SQL text: numbers bare, NULL, DEFAULT for a
+        ** generated column, everything else a quoted literal */
+        PGresult *c = PQexecParams(sh->conn,
+            "SELECT coalesce(string_agg(CASE WHEN a.attgenerated <> '' THEN '''DEFAULT''' "
+            "WHEN a.atttypid IN (20, 21, 23, 26, 700, 701, 1700) THEN format('CASE WHEN %1$I::text "
+            "IN (''NaN'', ''Infinity'', ''-Infinity'') THEN quote_literal(%1$I::text) ELSE "
+            "coalesce(%1$I::text, ''NULL'') END', a.attname) WHEN a.atttypid = 16 THEN "
+            "format('coalesce(%I::text, ''NULL'')', a.attname) ELSE format('quote_nullable(%I::text)', "
+            "a.attname) END, ', ' ORDER BY a.attnum), '') FROM pg_attribute a WHERE a.attrelid = "
+            "$1::oid AND a.attnum > 0 AND NOT a.attisdropped", 1, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(c) != PGRES_TUPLES_OK) {
+            report_pq_error(c, sh->conn);
+            PQclear(c);
+            rc = 1;
+            break;
+        }
+        char *q = malloc(strlen(PQgetvalue(c, 0, 0)) + 2 * strlen(PQgetvalue(t, i, 1)) + 256);
+        char *lit = PQescapeLiteral(sh->conn, PQgetvalue(t, i, 1), strlen(PQgetvalue(t, i, 1)));
+        if (!q || !lit) {
+            free(q);
+            PQfreemem(lit);
+            PQclear(c);
+            rc = 1;
+            break;
+        }
+        sprintf(q, "SELECT 'INSERT INTO ' || %s || ' VALUES (' || concat_ws(', ', %s) || ');' FROM %s",
+                lit, PQgetvalue(c, 0, 0), PQgetvalue(t, i, 1));
+        PQfreemem(lit);
+        PQclear(c);
+        PGresult *d = PQexec(sh->conn, q);
+        free(q);
+        if (PQresultStatus(d) != PGRES_TUPLES_OK) {
+            report_pq_error(d, sh->conn);
+            rc = 1;
+        } else {
+            fprintf(sh->out, "\n--\n-- Data for %s\n--\n\n", PQgetvalue(t, i, 1));
+            for (int k = 0; k < PQntuples(d); k++)
+                fprintf(sh->out, "%s\n", PQgetvalue(d, k, 0));
+        }
+        PQclear(d);
+    }
+    PQclear(t);
+    return rc;
+}
+
+/* ---- .top: the pipeline, live ------------------------------------------------- */
+
+static const optdef opts_top[] = {
+    { "--interval", NULL, OPT_INT, "SECONDS", 1, 3600, "2", "seconds between refreshes" },
+    { "--count", NULL, OPT_INT, "N", 1, 1000000, NULL, "stop after N refreshes" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_top[] = { { NULL, NULL, 0, 0, opts_top,
+    "a refreshing view of the pipeline: backlog, rates, workers, dead letters (q leaves)" } };
+
+/* Per event type: the backlog, its oldest age, what arrived and what was
+** processed in the last minute, the workers holding leases. */
+#define TOP_EVENTS \
+    "SELECT event_type, count(*) FILTER (WHERE NOT processed) AS backlog, " \
+    "coalesce(to_char(now() - min(received_at) FILTER (WHERE NOT processed), 'HH24:MI:SS'), '') AS oldest, " \
+    "count(*) FILTER (WHERE received_at > now() - interval '1 minute') AS in_1m, " \
+    "count(*) FILTER (WHERE processed_at > now() - interval '1 minute') AS done_1m, " \
+    "count(DISTINCT claimed_by) FILTER (WHERE lease_expires_at > now()) AS workers " \
+    "FROM staging.raw_events GROUP BY event_type ORDER BY backlog DESC, event_type LIMIT 15"
+/* The dead letters' growth by error (its text up to the first colon). */
+#define TOP_DEAD \
+    "SELECT substring(error_message FROM '^[^:\n]{1,60}') AS error, " \
+    "count(*) FILTER (WHERE last_failed_at > now() - interval '1 minute') AS new_1m, " \
+    "count(*) FILTER (WHERE last_failed_at > now() - interval '1 hour') AS new_1h, count(*) AS dead " \
+    "FROM pgpipe.dead_letters WHERE status = 'dead' GROUP BY 1 ORDER BY 2 DESC, 3 DESC, 4 DESC LIMIT 8"
+#define TOP_LINE \
+    "SELECT format('backlog %s, oldest %s, in %s/min, processed %s/min, workers %s, dead %s (+%s/min)', " \
+    "count(*) FILTER (WHERE NOT processed), coalesce(to_char(now() - min(received_at) FILTER " \
+    "(WHERE NOT processed), 'HH24:MI:SS'), '-'), count(*) FILTER (WHERE received_at > now() - " \
+    "interval '1 minute'), count(*) FILTER (WHERE processed_at > now() - interval '1 minute'), " \
+    "count(DISTINCT claimed_by) FILTER (WHERE lease_expires_at > now()), " \
+    "(SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'), " \
+    "(SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead' AND last_failed_at > " \
+    "now() - interval '1 minute')) FROM staging.raw_events"
+
+static const argspec spec_status[] = { { NULL, NULL, 0, 0, NULL,
+    "the pipeline in one line: backlog, oldest, rates, workers, dead letters (\\watch it)" } };
+static int cmd_status(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    char *has = query_value(sh, "SELECT to_regclass('staging.raw_events') IS NOT NULL AND "
+                                "to_regclass('pgpipe.dead_letters') IS NOT NULL", 0, NULL);
+    int installed = has && has[0] == 't';
+    free(has);
+    if (!installed) {
+        errorf(".status: the built-in schema is not installed (.install)");
+        return 1;
+    }
+    char *line = query_value(sh, TOP_LINE, 0, NULL);
+    if (!line)
+        return 1;
+    fprintf(sh->out, "%s\n", line);
+    free(line);
+    return 0;
+}
+
+/* .top: the screen redrawn every --interval seconds (ANSI only) until q or
+** Ctrl-C; not on a terminal, one line per refresh. */
+static int cmd_top(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    char *has = query_value(sh, "SELECT to_regclass('staging.raw_events') IS NOT NULL AND "
+                                "to_regclass('pgpipe.dead_letters') IS NOT NULL", 0, NULL);
+    int installed = has && has[0] == 't';
+    free(has);
+    if (!installed) {
+        errorf(".top: the built-in schema is not installed (.install)");
+        return 1;
+    }
+    long long every = opt_num(&cur, "--interval", 2), count = opt_num(&cur, "--count", -1);
+    int screen = sh->interactive && sh->out == stdout && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+    struct termios saved, raw;
+    if (screen && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        raw = saved;
+        raw.c_lflag &= (tcflag_t) ~(ECHO | ICANON);
+        raw.c_cc[VMIN] = 0;
+        raw.c_cc[VTIME] = 0;
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+        fputs("\x1b[?1049h", stdout); /* the alternate screen, as top has */
+    }
+    interrupted = 0;
+    int rc = 0;
+    for (long long n = 0; (count < 0 || n < count) && !interrupted && !terminating; n++) {
+        char when[64];
+        time_t now = time(NULL);
+        strftime(when, sizeof when, "%H:%M:%S", localtime(&now));
+        if (screen) {
+            fputs("\x1b[H\x1b[2J", stdout);
+            printf("pgpipe .top - %s - %s (every %llds; q leaves)\n\n", PQdb(sh->conn), when, every);
+            int saved_mode = sh->mode, saved_pager = sh->pager;
+            sh->mode = MODE_ALIGNED;
+            sh->pager = 0;
+            int bad = show_query(sh, TOP_EVENTS, "Backlog by event type", NULL, NULL) < 0 ||
+                      show_query(sh, TOP_DEAD, "Dead letters by error", NULL, NULL) < 0;
+            sh->mode = saved_mode;
+            sh->pager = saved_pager;
+            fflush(stdout);
+            if (bad) {
+                rc = 1;
+                break;
+            }
+        } else {
+            char *line = query_value(sh, TOP_LINE, 0, NULL);
+            if (!line) {
+                rc = 1;
+                break;
+            }
+            fprintf(sh->out, "%s %s\n", when, line);
+            fflush(sh->out);
+            free(line);
+        }
+        if (count >= 0 && n + 1 >= count)
+            break;
+        /* wait for the next refresh, or q */
+        double until = now_ms() + (double)every * 1000.0;
+        int quit = 0;
+        while (!quit && !interrupted && !terminating && now_ms() < until) {
+            fd_set fds;
+            FD_ZERO(&fds);
+            struct timeval tv = { 0, 200000 };
+            if (screen)
+                FD_SET(STDIN_FILENO, &fds);
+            if (select(screen ? STDIN_FILENO + 1 : 0, &fds, NULL, NULL, &tv) > 0) {
+                char k;
+                if (read(STDIN_FILENO, &k, 1) == 1 && (k == 'q' || k == 'Q' || k == 27))
+                    quit = 1;
+            }
+        }
+        if (quit)
+            break;
+    }
+    if (screen) {
+        fputs("\x1b[?1049l", stdout);
+        fflush(stdout);
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    }
+    interrupted = 0;
+    return rc;
 }
 
 /* Quotes a possibly schema-qualified name ("analytics.daily") safely. */
@@ -3151,6 +4720,131 @@ static int cmd_cdc(shell *sh, char **argv, int argc, const char *rest)
     return cdc_stop(sh);
 }
 
+/* ---- .pull: pages of an HTTP(S) JSON API into staging ----------------------- */
+
+static const optdef opts_pull[] = {
+    { "--source", NULL, OPT_TEXT, "NAME", 0, 0, NULL, "the API's name: the events' source (required)" },
+    { "--stream", NULL, OPT_TEXT, "NAME", 0, 0, "default", "the stream: its cursor, the default event type" },
+    { "--method", NULL, OPT_ENUM, "GET|POST", 0, 0, "GET", "the request method" },
+    { "--body", NULL, OPT_TEXT, "JSON", 0, 0, NULL, "the request body (POST)" },
+    { "--header", NULL, OPT_LIST, "\"NAME: VALUE\"", 0, 0, NULL, "a request header (repeatable)" },
+    { "--records", NULL, OPT_TEXT, "PATH", 0, 0, "the body", "JSON path of the record array ($.data.items, data.items)" },
+    { "--event-type", NULL, OPT_TEXT, "TYPE", 0, 0, "the stream", "the events' type" },
+    { "--event-type-field", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the record's field holding its type" },
+    { "--paginate", NULL, OPT_ENUM, "none|link|cursor|offset|page", 0, 0, "none",
+      "Link rel=next, a cursor in the body, offset/limit, or page numbers" },
+    { "--cursor-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "cursor: the body's next cursor" },
+    { "--cursor-param", NULL, OPT_TEXT, "NAME", 0, 0, "cursor", "cursor: the query parameter" },
+    { "--more-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "cursor: the body's \"more pages\" boolean" },
+    { "--limit", NULL, OPT_TEXT, "N", 0, 0, "100", "offset (and page with --limit-param): records per page" },
+    { "--offset-param", NULL, OPT_TEXT, "NAME", 0, 0, "offset", "offset: the query parameter" },
+    { "--limit-param", NULL, OPT_TEXT, "NAME", 0, 0, "limit", "the page size's query parameter" },
+    { "--page-param", NULL, OPT_TEXT, "NAME", 0, 0, "page", "page: the query parameter" },
+    { "--first-page", NULL, OPT_TEXT, "N", 0, 0, "1", "page: the first page's number" },
+    { "--total-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the body's total record count (checked)" },
+    { "--pages-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the body's page count (checked)" },
+    { "--max-pages", NULL, OPT_TEXT, "N", 0, 0, "no limit", "pages per run; the next run continues" },
+    { "--since-field", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the record field of the incremental cursor" },
+    { "--since-param", NULL, OPT_TEXT, "NAME", 0, 0, "since", "the query parameter receiving the cursor" },
+    { "--since-initial", NULL, OPT_TEXT, "VALUE", 0, 0, NULL, "the cursor before the first run" },
+    { "--backfill", NULL, OPT_TEXT, "FROM..TO", 0, 0, NULL, "load a range; the incremental cursor stays" },
+    { "--until-param", NULL, OPT_TEXT, "NAME", 0, 0, "until", "backfill: the range's end parameter" },
+    { "--token-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL, "bearer token from the environment" },
+    { "--token-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "bearer token from a file" },
+    { "--basic-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL, "basic auth \"user:password\" from the environment" },
+    { "--basic-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "basic auth from a file" },
+    { "--api-key-header", NULL, OPT_TEXT, "NAME", 0, 0, NULL, "the API key's header (X-Api-Key)" },
+    { "--api-key-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL, "the API key from the environment" },
+    { "--api-key-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "the API key from a file" },
+    { "--rate", NULL, OPT_TEXT, "N", 0, 0, "no limit", "requests per second" },
+    { "--connect-timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "10s", "connecting" },
+    { "--timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "60s", "a whole request" },
+    { "--retry-budget", NULL, OPT_TEXT, "DURATION", 0, 0, "5m", "retrying a page gives up after this long" },
+    { "--ca-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "CA certificates for HTTPS" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+};
+static const argspec spec_pull[] = { { NULL, "URL", 1, 1, opts_pull,
+                                       "pull the pages of a JSON API into staging.raw_events" } };
+
+static pgpipe_pull *volatile pull_handle;
+static void on_pull_signal(int sig)
+{
+    (void)sig;
+    pgpipe_pull *p = pull_handle;
+    if (p)
+        pgpipe_pull_stop(p);
+}
+
+static void pull_show(void *ud, const pgpipe_pull_progress *pr)
+{
+    int64_t *last = ud, now = pgpipe_now_us();
+    if (!pr->done && now - *last < 1000000)
+        return;
+    *last = now;
+    fprintf(stderr, "pull: %lld pages, %lld records, %lld dead-lettered, %.0f records/s%s%s\n",
+            pr->pages, pr->records, pr->dead_lettered, pr->records_per_s,
+            pr->retries ? ", retries: " : "", pr->retries ? "yes" : "");
+    fflush(stderr);
+}
+
+/* .pull URL --source NAME [options] */
+static int cmd_pull(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    pgpipe_pull_options o;
+    pgpipe_pull_options_init(&o);
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    int bad = pgpipe_pull_set(&o, "url", cur.pos[0], &err);
+    for (int k = 0; !bad && opts_pull[k].name; k++) {
+        if (!cur.val[k] || opts_pull[k].kind == OPT_LIST)
+            continue;
+        bad = pgpipe_pull_set(&o, opts_pull[k].name, cur.val[k], &err);
+    }
+    for (int i = 0; !bad && i < cur.nlist; i++)
+        bad = pgpipe_pull_set(&o, "header", cur.list[i], &err);
+    if (!bad && !o.source) {
+        errorf(".pull: --source NAME is required");
+        return 1;
+    }
+    if (bad) {
+        errorf(".pull: %s", err.message);
+        return 1;
+    }
+    char *ci = work_conninfo(sh->conn);
+    if (!ci) {
+        errorf("out of memory");
+        return 1;
+    }
+    int64_t last = 0;
+    o.conninfo = ci;
+    o.progress = pull_show;
+    o.progress_ud = &last;
+    pgpipe_pull *p = NULL;
+    int rc = pgpipe_pull_open(&p, &o);
+    free(ci);
+    if (rc != PGPIPE_OK) {
+        errorf(".pull: %s", p ? pgpipe_errmsg(p) : "out of memory");
+        pgpipe_pull_close(p);
+        return 1;
+    }
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_pull_signal;
+    pull_handle = p;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    rc = pgpipe_pull_run(p);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    pull_handle = NULL;
+    if (rc != PGPIPE_OK)
+        errorf(".pull: %s", pgpipe_errmsg(p));
+    pgpipe_pull_close(p);
+    return rc != PGPIPE_OK;
+}
+
 /* ---- .serve: the HTTP ingest server ---------------------------------------- */
 
 /* The server being run (for the signal handler) and how many stop signals
@@ -3833,6 +5527,8 @@ static const command commands[] = {
       "the applied LSN and, with --source, the slot's lag and retained WAL; stop drops the\n"
       "slot so the source keeps no WAL for it. Set max_slot_wal_keep_size on the source.",
       cmd_cdc, spec_cdc, 0 },
+    { "changes", ".changes on|off", "after each INSERT, UPDATE, DELETE, MERGE or COPY: the rows it\n"
+      "changed and the total so far (sqlite3's .changes)", cmd_changes, spec_changes, 0 },
     { "connect", ".connect [CONNINFO|DBNAME]",
       "open a new connection (a conninfo, or another database with the current settings;\n"
       "none: the same again) and switch to it; when it fails the shell keeps the one it has",
@@ -3846,6 +5542,10 @@ static const command commands[] = {
       "(--source, --event-type-field, --require, ...) and lands with the load's source; one\n"
       "that still fails stays dead-lettered (attempt_count + 1, the new error) and is counted\n"
       "as refused. purge deletes (status dead unless --status or --all).", cmd_dlq, spec_dlq, 0 },
+    { "dump", ".dump [TABLE]",
+      "the rows of every table (or of the tables LIKE TABLE) as INSERT statements, as pg_dump\n"
+      "--data-only --inserts writes them (the schema: .schema, or pg_dump). Partitions are\n"
+      "dumped under their own names; a generated column is written DEFAULT.", cmd_dump, spec_dump, 0 },
     { "exit", ".exit", "leave the shell", cmd_quit, spec_quit, 0 },
     { "explain", ".explain SQL",
       "run EXPLAIN (ANALYZE, BUFFERS) on SQL and point out sequential scans of large tables\n"
@@ -3855,6 +5555,8 @@ static const command commands[] = {
     { "export", ".export \"QUERY\" FILE [--format csv|ndjson]",
       "write the rows of QUERY to FILE (- for stdout) through COPY TO STDOUT; quote a QUERY\n"
       "that has blanks. The file is written only when the query runs.", cmd_export, spec_export, 0 },
+    { "headers", ".headers on|off", "print the column names over the rows (default on)", cmd_headers,
+      spec_onoff_headers, 0 },
     { "health", ".health",
       "cache hit ratio against the 95% target, unprocessed backlog and the age of its\n"
       "oldest event, dead letters and their growth, partitions ahead, connections; with\n"
@@ -3863,6 +5565,13 @@ static const command commands[] = {
       spec_health, 0 },
     { "help", ".help [COMMAND]", "list the commands, or explain one with all its options", cmd_help,
       spec_help, 0 },
+    { "import", ".import FILE TABLE [--map CSVNAME=COLUMN,...]",
+      "load a CSV file whose first line names the columns into TABLE with COPY. A missing\n"
+      "TABLE is created from the header (text columns); an existing one takes the columns by\n"
+      "header name, and --map names the column of a header name that differs.", cmd_import,
+      spec_import, 0 },
+    { "indexes", ".indexes [TABLE]", "the indexes, of the tables LIKE TABLE when given", cmd_indexes,
+      spec_indexes, 0 },
     { "install", ".install [--example]",
       "install (or update) the built-in schema; --example adds the three-layer example\n"
       "pipeline (staging, production, analytics). Idempotent. The server's NOTICEs go to\n"
@@ -3889,9 +5598,27 @@ static const command commands[] = {
       cmd_migrate, spec_migrate, 0 },
     { "mode", ".mode [aligned|csv|json|line]", "set how query results are printed", cmd_mode,
       spec_mode, 0 },
+    { "nullvalue", ".nullvalue TEXT", "show NULL as TEXT (as \\pset null)", cmd_nullvalue,
+      spec_nullvalue, 0 },
+    { "once", ".once FILE", "send the output of the next command only to FILE", cmd_once, spec_once, 0 },
+    { "output", ".output [FILE|'|COMMAND']",
+      "send the output to FILE, or to COMMAND's input; none (or stdout): back to the\n"
+      "terminal (as \\o)", cmd_output, spec_output, 0 },
     { "partitions", ".partitions [list|ahead DAYS|retain DAYS [--detach-only]]",
       "list the daily partitions of staging.raw_events, create them DAYS ahead, or drop\n"
       "(or detach) those older than DAYS", cmd_partitions, spec_partitions, 0 },
+    { "pull", ".pull URL --source NAME [options]",
+      "pull the pages of an HTTP(S) JSON API into staging.raw_events (source = --source,\n"
+      "event_type = --event-type-field, --event-type or the stream, payload = the record).\n"
+      "Each page commits with the stream's cursor (pgpipe.pull_state): a run stopped or\n"
+      "killed anywhere resumes at the next page, none skipped or loaded twice; the next run\n"
+      "starts from the incremental cursor. Bad records go to the dead letters with the URL\n"
+      "and their position; a cursor or Link that repeats or goes backwards, or a total that\n"
+      "disagrees, is an error naming the page. 429/503 Retry-After, X-RateLimit-* and\n"
+      "backoff with jitter on 5xx and network errors within --retry-budget. Secrets come\n"
+      "from --token-env/--token-file (basic, API key alike), never as values; they are\n"
+      "masked in every message. Progress on stderr; Ctrl-C stops after the current page.\n"
+      "Needs a shell built with libcurl.", cmd_pull, spec_pull, 0 },
     { "quit", ".quit", "leave the shell (also .exit, Ctrl-D)", cmd_quit, spec_quit, 0 },
     { "read", ".read FILE", "run the SQL and dot commands in FILE", cmd_read, spec_read, 0 },
     { "records", ".records COLLECTION create JSON|get ID|find FILTER|import FILE|export FILE",
@@ -3917,6 +5644,9 @@ static const command commands[] = {
       "task run, newest first: pipeline, kind, name, slot (when it was due), started_at,\n"
       "finished_at, status (ok failed skipped missed lost timeout), attempts, rows, error,\n"
       "instance.", cmd_runs, spec_runs, 0 },
+    { "schema", ".schema [PATTERN]",
+      "the CREATE statements of the tables and views LIKE PATTERN (all without one): columns,\n"
+      "constraints, indexes", cmd_schema, spec_schema, 0 },
     { "serve", ".serve [options] | .serve token add|list|revoke ...",
       "the HTTP ingest server: POST /v1/events/{source} with one JSON object, a JSON array,\n"
       "NDJSON (application/x-ndjson) or CSV (text/csv) goes into staging.raw_events and is\n"
@@ -3943,7 +5673,20 @@ static const command commands[] = {
     { "stats", ".stats",
       "events in staging by type (pending, retrying, oldest pending), the last loads,\n"
       "and dead letters by stage and status", cmd_stats, spec_stats, 0 },
+    { "status", ".status",
+      "the pipeline in one line: the backlog, its oldest event, what arrived and what was\n"
+      "processed in the last minute, the workers holding leases, the dead letters and their\n"
+      "growth. \\watch 2 after it runs it every 2 seconds; .top shows more.", cmd_status,
+      spec_status, 0 },
+    { "tables", ".tables [PATTERN]", "the tables and views (LIKE PATTERN), in columns as sqlite3 lists them;\n"
+      "schema-qualified when not on the search path", cmd_tables, spec_tables, 0 },
     { "timer", ".timer on|off", "print the time each statement takes", cmd_timer, spec_timer, 0 },
+    { "top", ".top [--interval SECONDS] [--count N]",
+      "a live view of the pipeline, redrawn every --interval seconds until q (or Ctrl-C): per\n"
+      "event type the backlog, the age of its oldest pending event, what arrived and what was\n"
+      "processed in the last minute and the workers holding leases; the dead letters' growth\n"
+      "by error. ANSI only (any terminal, over SSH); not on a terminal, one line per refresh.",
+      cmd_top, spec_top, 0 },
     { "version", ".version", "show the pgpipe, libpq and server versions", cmd_version, spec_version, 0 },
     { "work", ".work [N] --sql \"SQL\"|FILE | --mark [options]",
       "process staging.raw_events with N SKIP LOCKED workers until Ctrl-C (or --until-empty),\n"
@@ -4064,7 +5807,8 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
         fputc('\n', sh->out);
     }
     fprintf(sh->out, "\nSQL ended by ';' is sent to the server as typed.\n"
-                     ".help COMMAND explains one, with all its options.\n");
+                     ".help COMMAND explains one, with all its options; \\? lists psql's\n"
+                     "backslash commands, and every dot command runs as \\NAME too.\n");
     return 0;
 }
 
@@ -4281,7 +6025,8 @@ static int cmd_connect(shell *sh, char **argv, int argc, const char *rest)
 static int needs_server(const char *line)
 {
     static const char *const local[] = { "help", "mode", "timer", "quit", "exit", "connect",
-                                         "conninfo", "read", "spool", NULL };
+                                         "conninfo", "read", "output", "once", "headers",
+                                         "nullvalue", "changes", "spool", NULL };
     const char *name = line + 1;
     size_t n = strcspn(name, " \t");
     for (int i = 0; local[i]; i++)
@@ -4292,9 +6037,273 @@ static int needs_server(const char *line)
 
 /* ---- psql's backslash commands ------------------------------------------- */
 
-/* A backslash command at the start of a statement: those pgpipe has an
-** equivalent for run it; the others get one line saying so. */
-static int run_backslash(shell *sh, const char *line)
+static int run_buffer(shell *sh, const char *buf, size_t len, long long first_line, int at_eof,
+                      int *rc);
+
+/* \watch [i=]SECONDS [c=COUNT]: the query again every SECONDS (default 2)
+** until Ctrl-C, or COUNT times; each run under a line naming the time. */
+static int watch_query(shell *sh, const char *sql, const char *dot, char **argv, int argc)
+{
+    double every = 2;
+    long count = -1;
+    for (int k = 1; k < argc; k++) {
+        const char *a = argv[k];
+        char *end;
+        if (!strncmp(a, "c=", 2) || !strncmp(a, "count=", 6)) {
+            count = strtol(strchr(a, '=') + 1, &end, 10);
+            if (*end || count < 1) {
+                errorf("\\watch: %s: expected a positive count", a);
+                return 1;
+            }
+            continue;
+        }
+        const char *v = !strncmp(a, "i=", 2) ? a + 2 : !strncmp(a, "interval=", 9) ? a + 9 : a;
+        every = strtod(v, &end);
+        if (*end || every < 0) {
+            errorf("\\watch: %s: expected seconds", a);
+            return 1;
+        }
+    }
+    if ((!sql || !*sql) && !dot) {
+        errorf("\\watch cannot be used with an empty query");
+        return 1;
+    }
+    interrupted = 0;
+    for (long n = 0; count < 0 || n < count; n++) {
+        char when[64];
+        time_t now = time(NULL);
+        strftime(when, sizeof when, "%c", localtime(&now));
+        fprintf(sh->out, "%s (every %gs)\n\n", when, every);
+        int one = dot ? run_command(sh, dot) != 0 : run_user_sql(sh, sql, NULL, 0);
+        fputc('\n', sh->out);
+        fflush(sh->out);
+        if (one)
+            return 1;
+        if (interrupted || terminating || (count >= 0 && n + 1 >= count))
+            break;
+        struct timespec ts = { (time_t)every, (long)((every - (double)(time_t)every) * 1e9) };
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !interrupted && !terminating)
+            ;
+        if (interrupted || terminating)
+            break;
+    }
+    interrupted = 0;
+    return 0;
+}
+
+/* Runs SQL as \g, \gx or \gset do: once, with its result shown expanded or
+** stored in variables. */
+static int run_g(shell *sh, const char *name, const char *target, char **sql, size_t *len,
+                 long long first_line)
+{
+    int rc = 0;
+    const char *prefix = target ? target : "";
+    if (!strcmp(name, "gx"))
+        sh->gx = 1;
+    if (!strcmp(name, "gset"))
+        sh->gset = prefix;
+    if (!strcmp(name, "g") && target && output_open(sh, "\\g", target))
+        return 1;
+    if (!strcmp(name, "g") && target)
+        sh->oncefile = sh->outfile;
+    if (sql && *len) {
+        char *grown = realloc(*sql, *len + 3);
+        if (!grown)
+            return 1;
+        *sql = grown;
+        memcpy(*sql + *len, ";\n", 3); /* as if it ended with ';' */
+        run_buffer(sh, *sql, *len + 2, first_line, 1, &rc);
+        *len = 0;
+    } else if (sh->last_sql) {
+        /* an empty buffer: the last query again, as in psql */
+        char *again = strdup(sh->last_sql);
+        rc = again ? run_user_sql(sh, again, NULL, 0) : 1;
+        free(again);
+        if (rc)
+            sh->failures++;
+    } else {
+        errorf("\\%s: no query to run (type one first)", name);
+        rc = 1;
+    }
+    sh->gx = 0;
+    sh->gset = NULL;
+    return rc;
+}
+
+/* \pset OPTION [VALUE]: psql's output settings. */
+static int pset(shell *sh, const char *opt, const char *val)
+{
+    if (!opt) {
+        fprintf(sh->out, "border                   %d\nexpanded                 %s\nfieldsep                 '%s'\n"
+                "footer                   %s\nformat                   %s\nnull                     '%s'\n"
+                "pager                    %d\nrecordsep                '%s'\ntuples_only              %s\n",
+                sh->border, sh->expanded == 2 ? "auto" : sh->expanded ? "on" : "off",
+                sh->fieldsep ? sh->fieldsep : "|", sh->footer_off ? "off" : "on", mode_names[sh->mode],
+                sh->nullstr ? sh->nullstr : "", sh->pager, sh->recordsep ? sh->recordsep : "\\n",
+                sh->tuples_only ? "on" : "off");
+        return 0;
+    }
+    int b = val ? parse_bool(val) : -1;
+    if (val && b < 0 && strcmp(opt, "null") && strcmp(opt, "format") && strcmp(opt, "border") &&
+        strcmp(opt, "fieldsep") && strcmp(opt, "recordsep") && strcmp(opt, "title") &&
+        !(!strcmp(opt, "expanded") && !strcmp(val, "auto")) &&
+        !(!strcmp(opt, "pager") && !strcmp(val, "always"))) {
+        errorf("\\pset: %s: unrecognized value \"%s\"; use on or off", opt, val);
+        return 1;
+    }
+    if (!strcmp(opt, "null")) {
+        if (val && set_nullstr(sh, val))
+            return 1;
+        if (!sh->quiet)
+            fprintf(sh->out, "Null display is \"%s\".\n", sh->nullstr ? sh->nullstr : "");
+    } else if (!strcmp(opt, "border")) {
+        if (val)
+            sh->border = atoi(val) < 0 ? 0 : atoi(val) > 2 ? 2 : atoi(val);
+        if (!sh->quiet)
+            fprintf(sh->out, "Border style is %d.\n", sh->border);
+    } else if (!strcmp(opt, "format")) {
+        if (val) {
+            long long k;
+            if (parse_choice("\\pset format", "FORMAT", val, MODE_CHOICES, &k))
+                return 1;
+            sh->mode = (int)k;
+        }
+        if (!sh->quiet)
+            fprintf(sh->out, "Output format is %s.\n", mode_names[sh->mode]);
+    } else if (!strcmp(opt, "expanded") || !strcmp(opt, "x")) {
+        sh->expanded = !val ? !sh->expanded : !strcmp(val, "auto") ? 2 : b;
+        if (!sh->quiet)
+            fprintf(sh->out, "Expanded display is %s.\n",
+                    sh->expanded == 2 ? "used automatically" : sh->expanded ? "on" : "off");
+    } else if (!strcmp(opt, "pager")) {
+        sh->pager = !val ? !sh->pager : !strcmp(val, "always") ? 2 : b;
+        if (!sh->quiet)
+            fprintf(sh->out, "%s\n", sh->pager == 2 ? "Pager is always used." :
+                    sh->pager ? "Pager is used for long output." : "Pager usage is off.");
+    } else if (!strcmp(opt, "tuples_only") || !strcmp(opt, "t")) {
+        sh->tuples_only = !val ? !sh->tuples_only : b;
+        if (!sh->quiet)
+            fprintf(sh->out, "%s\n", sh->tuples_only ? "Tuples only is on." : "Tuples only is off.");
+    } else if (!strcmp(opt, "footer")) {
+        sh->footer_off = !val ? !sh->footer_off : !b;
+        if (!sh->quiet)
+            fprintf(sh->out, "Default footer is %s.\n", sh->footer_off ? "off" : "on");
+    } else if (!strcmp(opt, "fieldsep") || !strcmp(opt, "recordsep")) {
+        char **slot = opt[0] == 'f' ? &sh->fieldsep : &sh->recordsep;
+        if (val) {
+            free(*slot);
+            *slot = strdup(val);
+        }
+        if (!sh->quiet)
+            fprintf(sh->out, "%s separator is \"%s\".\n", opt[0] == 'f' ? "Field" : "Record",
+                    *slot ? *slot : opt[0] == 'f' ? "|" : "\\n");
+    } else {
+        errorf("\\pset: unknown option: %s (border, expanded, fieldsep, footer, format, null, "
+               "pager, recordsep, tuples_only)", opt);
+        return 1;
+    }
+    return 0;
+}
+
+/* \e: the buffer (or the last query) in $PSQL_EDITOR, $EDITOR or vi; what
+** the editor leaves becomes the buffer (it runs when it ends with ';'). */
+static int edit_buffer(shell *sh, char **sql, size_t *len)
+{
+    char path[] = "/tmp/pgpipe_edit_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        errorf("\\e: cannot make a temporary file: %s", strerror(errno));
+        return 1;
+    }
+    const char *text = *len ? *sql : sh->last_sql ? sh->last_sql : "";
+    size_t n = *len ? *len : strlen(text);
+    if (write(fd, text, n) != (ssize_t)n) {
+        close(fd);
+        unlink(path);
+        return 1;
+    }
+    close(fd);
+    const char *editor = getenv("PSQL_EDITOR");
+    if (!editor || !*editor)
+        editor = getenv("EDITOR");
+    if (!editor || !*editor)
+        editor = "vi";
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s '%s'", editor, path);
+    int st = system(cmd);
+    FILE *f = fopen(path, "r");
+    unlink(path);
+    if (st != 0 || !f) {
+        if (f)
+            fclose(f);
+        errorf("\\e: the editor (%s) failed", editor);
+        return 1;
+    }
+    char *grown = NULL;
+    size_t cap = 0, got = 0, r;
+    char chunk[4096];
+    while ((r = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        char *g = realloc(grown, cap = got + r + 3);
+        if (!g)
+            break;
+        grown = g;
+        memcpy(grown + got, chunk, r);
+        got += r;
+    }
+    fclose(f);
+    free(*sql);
+    *sql = grown;
+    *len = got;
+    if (grown) {
+        while (*len && isspace((unsigned char)grown[*len - 1]))
+            (*len)--;
+        grown[(*len)++] = '\n';
+        grown[*len] = '\0';
+        fwrite(grown, 1, *len, stdout);
+    }
+    (void)cap;
+    return 0;
+}
+
+/* \? : psql's backslash commands pgpipe has, then the dot commands. */
+static const char backslash_help[] =
+    "psql's backslash commands:\n"
+    "  \\q                      quit\n"
+    "  \\?                      this list, then the dot commands\n"
+    "Query buffer (the statement being typed, else the last one run)\n"
+    "  \\g [FILE]               run it (the result to FILE)\n"
+    "  \\gx                     run it, the result expanded\n"
+    "  \\gset [PREFIX]          run it, its one row into variables PREFIXcolumn\n"
+    "  \\watch [i=]SEC [c=N]    run it every SEC seconds (N times; Ctrl-C stops)\n"
+    "  \\e                      edit it in $PSQL_EDITOR or $EDITOR\n"
+    "  \\p  \\r                  show it, clear it\n"
+    "Input and output\n"
+    "  \\i FILE  \\ir FILE       run FILE (\\ir: relative to this script)\n"
+    "  \\o [FILE|'|CMD']        send the output to FILE (none: the terminal again)\n"
+    "  \\echo [-n] TEXT         print TEXT (\\qecho: to the \\o output; \\warn: to stderr)\n"
+    "Conditionals (in scripts and at the prompt)\n"
+    "  \\if EXPR  \\elif EXPR  \\else  \\endif\n"
+    "Informational (+ adds sizes and descriptions, S system objects; PATTERN as\n"
+    "psql's: [SCHEMA.]NAME with * and ?)\n"
+    "  \\d [NAME]               the relations, or NAME in detail (columns, indexes,\n"
+    "                          constraints, partitions, triggers)\n"
+    "  \\dt \\di \\dv \\dm \\ds \\dE [PATTERN]  tables, indexes, views, materialized views,\n"
+    "                          sequences, foreign tables (and mixes: \\dtv)\n"
+    "  \\df \\dn \\du \\dx [PATTERN]  functions, schemas, roles, extensions\n"
+    "  \\l [PATTERN]            databases\n"
+    "Formatting\n"
+    "  \\x [on|off|auto]  \\a  \\t [on|off]  \\f [SEP]  \\timing [on|off]\n"
+    "  \\pset [border|expanded|fieldsep|footer|format|null|pager|recordsep|tuples_only [VALUE]]\n"
+    "Connection and variables\n"
+    "  \\c [DBNAME|CONNINFO]  \\conninfo  \\encoding [ENCODING]\n"
+    "  \\set [NAME [VALUE]]  \\unset NAME   (:NAME, :'NAME', :\"NAME\" in SQL and commands)\n"
+    "Every dot command also runs as \\NAME (\\stats is .stats). The dot commands:\n\n";
+
+/* A backslash command (psql's meta-commands); sql/len is the statement
+** being typed (\g \gx \gset \watch \e \p \r use it), NULL for a command
+** alone. Returns 0, 1 (failed, counted) or 2 (quit); -1 for unknown. */
+static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len,
+                            long long first_line)
 {
     while (isspace((unsigned char)*line))
         line++;
@@ -4303,16 +6312,31 @@ static int run_backslash(shell *sh, const char *line)
         errorf("out of memory");
         return 1;
     }
-    char *argv[8];
-    int argc = split_words(copy, argv, 8);
+    char *argv[64];
+    int argc = split_words(copy, argv, 64);
+    if (argc < 0) {
+        errorf("\\%s: %s", line + 1, argc == -1 ? "too many arguments" : "a quote is not closed");
+        free(copy);
+        sh->failures++;
+        return 1;
+    }
     const char *name = argc ? argv[0] : "";
     const char *arg = argc > 1 ? argv[1] : NULL;
+    /* \o |COMMAND, \g |COMMAND: the rest of the line is the command */
+    const char *pipe_rest = line + 1 + strcspn(line + 1, " \t");
+    pipe_rest += strspn(pipe_rest, " \t");
+    if (*pipe_rest != '|')
+        pipe_rest = NULL;
     char cmd[2048];
+    size_t zero = 0;
+    if (!len)
+        len = &zero;
     int rc = -1;
     cmd[0] = '\0';
-    if (!strcmp(name, "q")) {
+    if (!strcmp(name, "q") || !strcmp(name, "quit")) {
         rc = 2;
     } else if (!strcmp(name, "?")) {
+        fputs(backslash_help, sh->out);
         snprintf(cmd, sizeof cmd, ".help");
     } else if (!strcmp(name, "conninfo")) {
         snprintf(cmd, sizeof cmd, ".conninfo");
@@ -4331,32 +6355,121 @@ static int run_backslash(shell *sh, const char *line)
         errorf("usage: \\%s FILE", name);
         rc = 1;
     } else if (!strcmp(name, "timing") && argc <= 2) {
-        if (arg && strcmp(arg, "on") && strcmp(arg, "off")) {
+        if (arg && parse_bool(arg) < 0) {
             errorf("\\timing: use on or off, not \"%s\"", arg);
             rc = 1;
         } else {
-            sh->timer = arg ? !strcmp(arg, "on") : !sh->timer;
-            fprintf(sh->out, "Timing is %s.\n", sh->timer ? "on" : "off");
+            sh->timer = arg ? parse_bool(arg) : !sh->timer;
+            if (!sh->quiet)
+                fprintf(sh->out, "Timing is %s.\n", sh->timer ? "on" : "off");
             rc = 0;
         }
     } else if (!strcmp(name, "x") && argc <= 2) {
-        /* expanded output is .mode line; \x toggles it with aligned */
-        if (arg && strcmp(arg, "on") && strcmp(arg, "off")) {
-            errorf("\\x: use on or off, not \"%s\"", arg);
-            rc = 1;
-        } else {
-            int on = arg ? !strcmp(arg, "on") : sh->mode != MODE_LINE;
-            sh->mode = on ? MODE_LINE : MODE_ALIGNED;
-            fprintf(sh->out, "Expanded display is %s.\n", on ? "on (.mode line)" : "off (.mode aligned)");
-            rc = 0;
-        }
+        rc = pset(sh, "expanded", arg);
+    } else if (!strcmp(name, "pset") && argc <= 3) {
+        rc = pset(sh, arg, argc > 2 ? argv[2] : NULL);
+    } else if (!strcmp(name, "a") && argc == 1) {
+        sh->mode = sh->mode == MODE_UNALIGNED ? MODE_ALIGNED : MODE_UNALIGNED;
+        rc = pset(sh, "format", NULL);
+    } else if (!strcmp(name, "t") && argc <= 2) {
+        rc = pset(sh, "tuples_only", arg);
+    } else if (!strcmp(name, "f") && argc <= 2) {
+        rc = pset(sh, "fieldsep", arg);
+    } else if ((!strcmp(name, "o") || !strcmp(name, "out")) && (argc <= 2 || pipe_rest)) {
+        rc = output_open(sh, "\\o", pipe_rest ? pipe_rest : arg);
     } else if ((!strcmp(name, "c") || !strcmp(name, "connect")) && argc <= 2) {
         char *av[2] = { (char *)"connect", (char *)arg };
         rc = cmd_connect(sh, av, argc, arg ? arg : "");
-    } else if (name[0] == 'd' && strspn(name, "dtivsmnfuEST+ac") == strlen(name)) {
-        errorf("\\%s: not available in pgpipe; try .stats, or SELECT ... FROM information_schema.tables",
-               name);
+    } else if ((name[0] == 'd' && strspn(name + 1, "tivmsEfnugxS+") == strlen(name + 1) &&
+                argc <= 2) || ((!strcmp(name, "l") || !strcmp(name, "l+") || !strcmp(name, "list")) &&
+                               argc <= 2)) {
+        rc = ensure_connected(sh) ? 1 : describe(sh, name, arg);
+    } else if (!strcmp(name, "set")) {
+        if (argc == 1) {
+            for (int i = 0; i < sh->nvars; i++)
+                fprintf(sh->out, "%s = '%s'\n", sh->vars[i].name, sh->vars[i].value);
+            rc = 0;
+        } else if (!is_var_char((unsigned char)arg[0])) {
+            errorf("\\set: invalid variable name: \"%s\"", arg);
+            rc = 1;
+        } else {
+            size_t vl = 1;
+            for (int k = 2; k < argc; k++)
+                vl += strlen(argv[k]);
+            char *v = calloc(vl, 1);
+            for (int k = 2; v && k < argc; k++)
+                strcat(v, argv[k]);
+            rc = !v || var_set(sh, arg, v);
+            free(v);
+        }
+    } else if (!strcmp(name, "unset") && argc == 2) {
+        rc = var_set(sh, arg, NULL);
+    } else if (!strcmp(name, "echo") || !strcmp(name, "qecho") || !strcmp(name, "warn")) {
+        FILE *f = name[0] == 'w' ? stderr : name[0] == 'q' ? sh->out : stdout;
+        int k = 1, nl = 1;
+        if (argc > 1 && !strcmp(argv[1], "-n"))
+            nl = 0, k = 2;
+        for (int first = k; k < argc; k++)
+            fprintf(f, "%s%s", k > first ? " " : "", argv[k]);
+        if (nl)
+            fputc('\n', f);
+        rc = 0;
+    } else if (!strcmp(name, "encoding") && argc <= 2) {
+        if (arg && PQsetClientEncoding(sh->conn, arg) != 0) {
+            errorf("\\encoding: invalid encoding name or conversion procedure not found: %s", arg);
+            rc = 1;
+        } else {
+            if (!arg)
+                fprintf(sh->out, "%s\n", pg_encoding_to_char(PQclientEncoding(sh->conn)));
+            rc = 0;
+        }
+    } else if (!strcmp(name, "g") || !strcmp(name, "gx") || !strcmp(name, "gset")) {
+        rc = run_g(sh, name, pipe_rest ? pipe_rest : arg, sql, len, first_line);
+        free(copy);
+        return rc;
+    } else if (!strcmp(name, "watch")) {
+        char *q = sql && *len ? strndup(*sql, *len) : sh->last_sql ? strdup(sh->last_sql) : NULL;
+        if (q && sql && *len) {
+            /* the statement typed before \watch, without a trailing ';' */
+            size_t n = strlen(q);
+            while (n && (isspace((unsigned char)q[n - 1]) || q[n - 1] == ';'))
+                q[--n] = '\0';
+            *len = 0;
+            free(sh->last_sql);
+            sh->last_sql = strdup(q);
+        }
+        /* with nothing typed, the last command again: SQL, or a dot command (.status) */
+        char *dot = !(sql && *len) && sh->last_dot ? strdup(sh->last_dot) : NULL;
+        rc = watch_query(sh, q, dot, argv, argc);
+        free(dot);
+        free(q);
+    } else if (!strcmp(name, "r") || !strcmp(name, "reset")) {
+        *len = 0;
+        if (!sh->quiet)
+            fprintf(sh->out, "Query buffer reset (cleared).\n");
+        rc = 0;
+    } else if (!strcmp(name, "p") || !strcmp(name, "print")) {
+        if (*len)
+            fwrite(*sql, 1, *len, sh->out);
+        else if (sh->last_sql)
+            fprintf(sh->out, "%s\n", sh->last_sql);
+        else
+            fprintf(sh->out, "Query buffer is empty.\n");
+        rc = 0;
+    } else if (!strcmp(name, "e") || !strcmp(name, "edit")) {
+        if (!sql) {
+            errorf("\\e: only at the prompt or in a script");
+            rc = 1;
+        } else {
+            rc = edit_buffer(sh, sql, len);
+        }
+    } else if (!strcmp(name, "if") || !strcmp(name, "elif") || !strcmp(name, "else") ||
+               !strcmp(name, "endif")) {
+        errorf("\\%s: only in a script or at the prompt, one per line", name);
         rc = 1;
+    } else if (*name && find_command(name)) {
+        /* every dot command has its backslash form: \stats is .stats */
+        snprintf(cmd, sizeof cmd, ".%s", line + 1);
     } else {
         errorf("invalid command \\%s (try .help)", name);
         rc = 1;
@@ -4370,11 +6483,39 @@ static int run_backslash(shell *sh, const char *line)
     return rc;
 }
 
-/* Runs one command: a dot command or SQL. 0 success, 1 failure, 2 quit. */
+static int run_backslash(shell *sh, const char *line)
+{
+    return run_backslash_in(sh, line, NULL, NULL, 0);
+}
+
+/* .once FILE ends with the command after it. */
+static void once_done(shell *sh, FILE *once)
+{
+    if (once && sh->oncefile == once) {
+        output_close(sh);
+        sh->oncefile = NULL;
+    }
+}
+
+static int run_command_now(shell *sh, const char *cmd);
+static ssize_t trailing_meta(const char *sql, size_t len, const char *line);
+
+/* Runs one command: a dot command or SQL, after :variables are replaced.
+** 0 success, 1 failure, 2 quit. */
 static int run_command(shell *sh, const char *cmd)
 {
     while (isspace((unsigned char)*cmd))
         cmd++;
+    FILE *once = sh->oncefile;
+    char *expanded = interpolate(sh, cmd, cmd[0] != '.' && cmd[0] != '\\');
+    int rc = run_command_now(sh, expanded ? expanded : cmd);
+    free(expanded);
+    once_done(sh, once);
+    return rc;
+}
+
+static int run_command_now(shell *sh, const char *cmd)
+{
     if (!*cmd)
         return 0;
     int rc;
@@ -4392,9 +6533,28 @@ static int run_command(shell *sh, const char *cmd)
         }
         rc = bad ? 1 : run_dot(sh, cmd);
         check_connection(sh);
+        free(sh->last_dot);
+        sh->last_dot = strdup(cmd);
     } else if (cmd[0] == '\\') {
         return run_backslash(sh, cmd);
     } else {
+        ssize_t meta = strchr(cmd, '\\') ? trailing_meta("", 0, cmd) : -1;
+        if (meta > 0) {
+            /* -c "SELECT ... \gset": the SQL, then the command on it */
+            size_t len = (size_t)meta;
+            char *sql = strndup(cmd, len);
+            if (!sql)
+                return 1;
+            rc = run_backslash_in(sh, cmd + meta, &sql, &len, 1);
+            free(sql);
+            return rc;
+        }
+        if (sh->echo)
+            fprintf(sh->out, "%s\n", cmd);
+        free(sh->last_sql);
+        sh->last_sql = strdup(cmd);
+        free(sh->last_dot);
+        sh->last_dot = NULL;
         rc = ensure_connected(sh) ? 1 : run_user_sql(sh, cmd, NULL, 0);
         check_connection(sh);
     }
@@ -4415,6 +6575,7 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
                       int *rc)
 {
     pgpipe_sql_split *sp = NULL;
+    FILE *once = sh->oncefile;
     if (pgpipe_sql_split_open(&sp, buf, len, sh->interactive ? "<stdin>" : sh->source) != PGPIPE_OK) {
         errorf("out of memory");
         pgpipe_sql_split_close(sp);
@@ -4445,11 +6606,19 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
     pgpipe_sql_split_open(&sp, buf, len, sh->source);
     *rc = 0;
     while (pgpipe_sql_split_next(sp, &st) == PGPIPE_ROW) {
-        char *sql = strndup(st.sql, st.len);
+        char *raw = strndup(st.sql, st.len);
+        char *sql = raw ? interpolate(sh, raw, 1) : NULL;
+        free(raw);
         if (!sql) {
             *rc = 1;
             break;
         }
+        if (sh->echo)
+            fprintf(sh->out, "%s\n", sql);
+        free(sh->last_sql);
+        sh->last_sql = strdup(sql);
+        free(sh->last_dot);
+        sh->last_dot = NULL;
         if (sh->located) { /* errors name the statement's first line */
             where_source = sh->source;
             where_line = first_line + st.line - 1;
@@ -4462,13 +6631,14 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
         if (one) {
             sh->failures++;
             *rc = 1;
-            if (sh->bail && !sh->interactive)
+            if (!sh->interactive && stops(sh))
                 break;
         }
         if (interrupted || terminating)
             break;
     }
     pgpipe_sql_split_close(sp);
+    once_done(sh, once);
     return 1;
 }
 
@@ -4603,22 +6773,478 @@ static void ed_history_save(void)
     ed.nhistory = 0;
 }
 
+/* The line may take several terminal rows: the cursor's row (from the
+** line's first row) is kept so a redraw starts from the top, and the width
+** is read each time, so a resized terminal (SIGWINCH) redraws right. */
+static int ed_crow = 0;
+static volatile sig_atomic_t winched = 0;
+
+static void on_winch(int sig)
+{
+    (void)sig;
+    winched = 1;
+}
+
+static size_t ed_width(const char *s, size_t n)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            w++;
+    return w;
+}
+
 static void ed_refresh(const char *prompt, const char *buf, size_t len, size_t pos)
 {
-    char seq[64];
+    int rows, cols;
+    term_size(STDOUT_FILENO, &rows, &cols);
+    if (cols <= 0)
+        cols = 80;
+    size_t plen = display_width(prompt);
+    size_t total = plen + ed_width(buf, len), at = plen + ed_width(buf, pos);
+    if (ed_crow > 0)
+        printf("\x1b[%dA", ed_crow);
     fputs("\r", stdout);
     fputs(prompt, stdout);
     fwrite(buf, 1, len, stdout);
-    fputs("\x1b[K\r", stdout);
-    size_t col = display_width(prompt);
-    for (size_t i = 0; i < pos; i++)
-        if (((unsigned char)buf[i] & 0xC0) != 0x80)
-            col++;
-    if (col) {
-        snprintf(seq, sizeof seq, "\x1b[%zuC", col);
-        fputs(seq, stdout);
-    }
+    fputs("\x1b[J", stdout);
+    size_t endrow = total / (size_t)cols;
+    if (total && total % (size_t)cols == 0)
+        fputs("\r\n", stdout); /* past the last column: on to the next row */
+    size_t crow = at / (size_t)cols, ccol = at % (size_t)cols;
+    if (endrow > crow)
+        printf("\x1b[%zuA", endrow - crow);
+    fputs("\r", stdout);
+    if (ccol)
+        printf("\x1b[%zuC", ccol);
+    ed_crow = (int)crow;
     fflush(stdout);
+}
+
+/* ---- tab completion ---------------------------------------------------------- */
+
+static shell *ed_shell; /* the shell the editor completes for (its connection) */
+
+typedef struct cands {
+    char **v;
+    int n, cap;
+} cands;
+
+static void cand_add(cands *c, const char *s, size_t n)
+{
+    for (int i = 0; i < c->n; i++)
+        if (strlen(c->v[i]) == n && !strncmp(c->v[i], s, n))
+            return;
+    if (c->n == c->cap) {
+        int cap = c->cap ? c->cap * 2 : 32;
+        char **g = realloc(c->v, sizeof *g * (size_t)cap);
+        if (!g)
+            return;
+        c->v = g;
+        c->cap = cap;
+    }
+    char *d = strndup(s, n);
+    if (d)
+        c->v[c->n++] = d;
+}
+
+static void cands_free(cands *c)
+{
+    for (int i = 0; i < c->n; i++)
+        free(c->v[i]);
+    free(c->v);
+}
+
+static const char *const sql_words[] = {
+    "SELECT", "FROM", "WHERE", "INSERT", "INTO", "VALUES", "UPDATE", "SET", "DELETE", "CREATE",
+    "TABLE", "INDEX", "VIEW", "DROP", "ALTER", "BEGIN", "COMMIT", "ROLLBACK", "EXPLAIN",
+    "ANALYZE", "WITH", "GROUP", "ORDER", "BY", "LIMIT", "JOIN", "LEFT", "ON", "AND", "OR",
+    "NOT", "NULL", "TRUNCATE", "COPY", "VACUUM", "RETURNING", "DISTINCT", "HAVING", NULL };
+
+static const char *const backslash_names[] = {
+    "q", "?", "g", "gx", "gset", "watch", "e", "p", "r", "i", "ir", "o", "echo", "qecho", "warn",
+    "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
+    "dn", "du", "dg", "dx", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
+    "encoding", "set", "unset", NULL };
+
+/* Files and directories starting with word (a directory gets its '/'). */
+static void complete_files(cands *c, const char *word, size_t wl)
+{
+    char dir[1024], pre[1024];
+    const char *slash = NULL;
+    for (size_t i = 0; i < wl; i++)
+        if (word[i] == '/')
+            slash = word + i;
+    if (slash) {
+        snprintf(dir, sizeof dir, "%.*s", slash == word ? 1 : (int)(slash - word), word);
+        snprintf(pre, sizeof pre, "%.*s", (int)(wl - (size_t)(slash + 1 - word)), slash + 1);
+    } else {
+        snprintf(dir, sizeof dir, ".");
+        snprintf(pre, sizeof pre, "%.*s", (int)wl, word);
+    }
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    size_t pl = strlen(pre);
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, pre, pl) || !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+            (e->d_name[0] == '.' && !pl))
+            continue;
+        char full[2100], path[2100];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        int isdir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+        snprintf(full, sizeof full, "%.*s%s%s", slash ? (int)(slash + 1 - word) : 0, word,
+                 e->d_name, isdir ? "/" : "");
+        cand_add(c, full, strlen(full));
+    }
+    closedir(d);
+}
+
+/* Adds the first column of sql's rows ($1: the LIKE pattern of word). */
+static void complete_query(cands *c, const char *word, size_t wl, const char *sql)
+{
+    if (!ed_shell || !ed_shell->conn || PQstatus(ed_shell->conn) != CONNECTION_OK ||
+        PQtransactionStatus(ed_shell->conn) != PQTRANS_IDLE)
+        return;
+    char pat[600];
+    size_t o = 0;
+    for (size_t i = 0; i < wl && o + 3 < sizeof pat; i++) {
+        if (word[i] == '%' || word[i] == '_' || word[i] == '\\')
+            pat[o++] = '\\';
+        pat[o++] = word[i];
+    }
+    pat[o++] = '%';
+    pat[o] = '\0';
+    const char *params[1] = { pat };
+    /* a pipeline table that is not there (no schema yet) is no error to show */
+    PQnoticeProcessor old = PQsetNoticeProcessor(ed_shell->conn, notice_to_log, NULL);
+    PGresult *r = PQexecParams(ed_shell->conn, sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        for (int i = 0; i < PQntuples(r); i++)
+            if (!PQgetisnull(r, i, 0))
+                cand_add(c, PQgetvalue(r, i, 0), strlen(PQgetvalue(r, i, 0)));
+    PQclear(r);
+    PQsetNoticeProcessor(ed_shell->conn, old, NULL);
+}
+
+/* What the pipeline knows after an option: event types, sources, the
+** dead letters' errors (their first word). 1 when the option is one. */
+static int complete_pipeline(cands *c, const char *opt, const char *word, size_t wl)
+{
+    if (!strcmp(opt, "--event-type") || !strcmp(opt, "--type")) {
+        complete_query(c, word, wl,
+            "SELECT DISTINCT v FROM (SELECT event_type AS v FROM (SELECT event_type FROM "
+            "staging.raw_events ORDER BY received_at DESC LIMIT 20000) r UNION ALL SELECT event_type "
+            "FROM pgpipe.dead_letters) x WHERE v LIKE $1 ORDER BY 1 LIMIT 200");
+        return 1;
+    }
+    if (!strcmp(opt, "--source")) {
+        complete_query(c, word, wl,
+            "SELECT DISTINCT v FROM (SELECT source AS v FROM (SELECT source FROM "
+            "staging.raw_events ORDER BY received_at DESC LIMIT 20000) r UNION ALL SELECT "
+            "source_name FROM pgpipe.dead_letters) x WHERE v LIKE $1 ORDER BY 1 LIMIT 200");
+        return 1;
+    }
+    if (!strcmp(opt, "--error")) {
+        complete_query(c, word, wl,
+            "SELECT v FROM (SELECT substring(error_message FROM '^[^ :,]+') AS v, count(*) AS n "
+            "FROM pgpipe.dead_letters GROUP BY 1) x WHERE v LIKE $1 ORDER BY n DESC, 1 LIMIT 200");
+        return 1;
+    }
+    return 0;
+}
+
+/* Names from the catalog starting with word: schemas, tables and views (as
+** the search path shows them, or qualified), and columns of tables. */
+static void complete_names(cands *c, const char *word, size_t wl)
+{
+    if (!ed_shell || !ed_shell->conn || PQstatus(ed_shell->conn) != CONNECTION_OK ||
+        PQtransactionStatus(ed_shell->conn) != PQTRANS_IDLE)
+        return;
+    char pat[600];
+    size_t o = 0;
+    for (size_t i = 0; i < wl && o + 3 < sizeof pat; i++) {
+        if (word[i] == '%' || word[i] == '_' || word[i] == '\\')
+            pat[o++] = '\\';
+        pat[o++] = word[i];
+    }
+    pat[o++] = '%';
+    pat[o] = '\0';
+    const char *params[1] = { pat };
+    PGresult *r = PQexecParams(ed_shell->conn,
+        "SELECT name FROM ("
+        " SELECT nspname || '.' AS name FROM pg_namespace WHERE nspname !~ '^pg_' AND"
+        "   nspname <> 'information_schema'"
+        " UNION SELECT CASE WHEN pg_table_is_visible(c.oid) THEN c.relname ELSE n.nspname || '.' ||"
+        "   c.relname END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE"
+        "   c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname !~ '^pg_' AND"
+        "   n.nspname <> 'information_schema'"
+        " UNION SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON"
+        "   n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND"
+        "   n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' AND $1 LIKE '%.%'"
+        " UNION SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN"
+        "   pg_namespace n ON n.oid = c.relnamespace WHERE a.attnum > 0 AND NOT a.attisdropped AND"
+        "   c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname !~ '^pg_' AND"
+        "   n.nspname <> 'information_schema'"
+        ") x WHERE name LIKE $1 ORDER BY 1 LIMIT 500", 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        for (int i = 0; i < PQntuples(r); i++)
+            cand_add(c, PQgetvalue(r, i, 0), strlen(PQgetvalue(r, i, 0)));
+    PQclear(r);
+}
+
+/* What the word before the cursor could be: a dot or backslash command, an
+** option of the dot command, a file name (after .load, .read, .import, \i,
+** \o, .output, .once), or a schema, table or column name (and a few SQL
+** words at the start of a statement). */
+static void complete_candidates(const char *buf, size_t pos, size_t start, cands *c)
+{
+    const char *word = buf + start;
+    size_t wl = pos - start;
+    size_t lead = 0;
+    while (lead < start && isspace((unsigned char)buf[lead]))
+        lead++;
+    const char *first = buf + lead;
+    size_t fl = strcspn(first, " \t");
+    if (fl > pos - lead)
+        fl = pos - lead;
+    int first_word = start <= lead;
+    if (first_word && wl && word[0] == '.') {
+        for (const command *k = commands; k->name; k++)
+            if (!strncmp(k->name, word + 1, wl - 1)) {
+                char n[64];
+                snprintf(n, sizeof n, ".%s", k->name);
+                cand_add(c, n, strlen(n));
+            }
+        return;
+    }
+    if (first_word && wl && word[0] == '\\') {
+        for (int i = 0; backslash_names[i]; i++)
+            if (!strncmp(backslash_names[i], word + 1, wl - 1)) {
+                char n[64];
+                snprintf(n, sizeof n, "\\%s", backslash_names[i]);
+                cand_add(c, n, strlen(n));
+            }
+        return;
+    }
+    if (first_word) {
+        for (int i = 0; sql_words[i]; i++)
+            if (wl && !strncasecmp(sql_words[i], word, wl))
+                cand_add(c, sql_words[i], strlen(sql_words[i]));
+        return;
+    }
+    char cmd[64], prev[64] = "";
+    snprintf(cmd, sizeof cmd, "%.*s", (int)fl, first);
+    int words = 0; /* words before the one completed */
+    for (size_t k = lead; k < start; k++)
+        if (!isspace((unsigned char)buf[k]) && (k == lead || isspace((unsigned char)buf[k - 1]))) {
+            words++;
+            snprintf(prev, sizeof prev, "%.*s", (int)strcspn(buf + k, " \t"), buf + k);
+        }
+    const command *dot = cmd[0] == '.' ? find_command(cmd + 1) : NULL;
+    if (dot && prev[0] == '-' && prev[1] == '-') {
+        /* the value of an option: its choices, or what the pipeline has */
+        if (complete_pipeline(c, prev, word, wl))
+            return;
+        for (int s = 0; dot->spec && (s == 0 || dot->spec[s].sub); s++) {
+            for (const optdef *d = dot->spec[s].opts; d && d->name; d++)
+                if (d->kind == OPT_ENUM && (!strcmp(d->name, prev) || (d->alias && !strcmp(d->alias, prev))))
+                    for (const char *ch = d->arg; *ch;) {
+                        size_t n = strcspn(ch, "|");
+                        if (n >= wl && !strncmp(ch, word, wl))
+                            cand_add(c, ch, n);
+                        ch += n + (ch[n] == '|');
+                    }
+            if (!dot->spec[s].sub)
+                break;
+        }
+        if (c->n)
+            return;
+    }
+    if (dot && words == 1 && (wl == 0 || word[0] != '-') && dot->spec) {
+        /* the second word: a sub-command, or one of the choices the usage lists */
+        if (dot->spec[0].sub) {
+            for (int s = 0; dot->spec[s].sub; s++)
+                if (*dot->spec[s].sub && !strncmp(dot->spec[s].sub, word, wl))
+                    cand_add(c, dot->spec[s].sub, strlen(dot->spec[s].sub));
+            if (c->n)
+                return;
+        } else if (dot->spec[0].args && strcspn(dot->spec[0].args, "|") <
+                                            strcspn(dot->spec[0].args, " ")) {
+            /* the first argument's choices: "[a|b|c] [TABLE]" */
+            char first_arg[256];
+            snprintf(first_arg, sizeof first_arg, "%.*s", (int)strcspn(dot->spec[0].args, " "),
+                     dot->spec[0].args);
+            for (const char *ch = first_arg; *ch;) {
+                ch += strspn(ch, "[");
+                size_t n = strcspn(ch, "|]");
+                if (n >= wl && !strncmp(ch, word, wl))
+                    cand_add(c, ch, n);
+                ch += n;
+                ch += strspn(ch, "|]");
+            }
+            return;
+        }
+    }
+    if (cmd[0] == '.' && wl >= 1 && word[0] == '-') {
+        const command *k = find_command(cmd + 1);
+        for (int s = 0; k && k->spec && (s == 0 || k->spec[s].sub); s++) {
+            for (const optdef *d = k->spec[s].opts; d && d->name; d++)
+                if (!strncmp(d->name, word, wl))
+                    cand_add(c, d->name, strlen(d->name));
+            if (!k->spec[s].sub)
+                break;
+        }
+        return;
+    }
+    static const char *const file_cmds[] = { ".load", ".read", ".import", ".once", ".output",
+                                             ".run", "\\i", "\\ir", "\\include", "\\o", "\\e", NULL };
+    for (int i = 0; file_cmds[i]; i++)
+        if (!strcmp(cmd, file_cmds[i])) {
+            /* .import FILE TABLE: the second word is a table */
+            if (!strcmp(cmd, ".import") && words >= 2)
+                break;
+            complete_files(c, word, wl);
+            return;
+        }
+    for (int i = 0; sql_words[i]; i++)
+        if (wl && !strncasecmp(sql_words[i], word, wl) && isupper((unsigned char)word[0]))
+            cand_add(c, sql_words[i], strlen(sql_words[i]));
+    complete_names(c, word, wl);
+}
+
+/* Tab: the word before the cursor completed (one candidate: the whole of it
+** and a space; several: what they share); a second Tab lists them. */
+static void ed_complete(const char *prompt, char **bufp, size_t *cap, size_t *len, size_t *pos,
+                        int again)
+{
+    char *buf = *bufp;
+    size_t start = *pos;
+    while (start > 0 && !isspace((unsigned char)buf[start - 1]) && buf[start - 1] != '(' &&
+           buf[start - 1] != ',' && buf[start - 1] != '=')
+        start--;
+    buf[*len] = '\0';
+    cands c = { NULL, 0, 0 };
+    complete_candidates(buf, *pos, start, &c);
+    if (c.n == 0) {
+        cands_free(&c);
+        return;
+    }
+    size_t common = strlen(c.v[0]);
+    for (int i = 1; i < c.n; i++) {
+        size_t k = 0;
+        while (k < common && c.v[i][k] == c.v[0][k])
+            k++;
+        common = k;
+    }
+    size_t wl = *pos - start;
+    const char *add = c.v[0] + (common >= wl ? wl : common);
+    size_t addn = common > wl ? common - wl : 0;
+    int space = c.n == 1 && c.v[0][strlen(c.v[0]) - 1] != '/' && c.v[0][strlen(c.v[0]) - 1] != '.';
+    if (c.n > 1 && !addn && again) {
+        /* the choices, in columns under the line; then the line again */
+        size_t w = 0;
+        for (int i = 0; i < c.n; i++)
+            if (strlen(c.v[i]) > w)
+                w = strlen(c.v[i]);
+        int rows, cols;
+        term_size(STDOUT_FILENO, &rows, &cols);
+        int per = cols > 0 ? (int)((size_t)cols / (w + 2)) : 4;
+        if (per < 1)
+            per = 1;
+        ed_refresh(prompt, buf, *len, *len);
+        fputs("\r\n", stdout);
+        for (int i = 0; i < c.n; i++)
+            printf("%-*s%s", (int)w + 2, c.v[i], (i + 1) % per == 0 || i + 1 == c.n ? "\r\n" : "");
+        ed_crow = 0;
+    }
+    if (addn || space) {
+        size_t need = *len + addn + 2;
+        if (need > *cap) {
+            char *g = realloc(buf, need * 2);
+            if (!g) {
+                cands_free(&c);
+                return;
+            }
+            buf = *bufp = g;
+            *cap = need * 2;
+        }
+        memmove(buf + *pos + addn + (size_t)space, buf + *pos, *len - *pos);
+        memcpy(buf + *pos, add, addn);
+        if (space)
+            buf[*pos + addn] = ' ';
+        *len += addn + (size_t)space;
+        *pos += addn + (size_t)space;
+    }
+    cands_free(&c);
+}
+
+/* Ctrl-R: psql's (readline's) reverse search of the history. Typing narrows
+** it, Ctrl-R again finds an older match, Backspace widens it; Enter takes
+** the line found (and runs it), Ctrl-G or Esc leaves the line as it was, any
+** other key takes the line found for editing. Returns 1 when Enter ended it. */
+static int ed_search(char **bufp, size_t *cap, size_t *len, size_t *pos)
+{
+    char q[256] = "";
+    size_t ql = 0;
+    int at = ed.nhistory, found = -1;
+    char *saved = strndup(*bufp, *len);
+    for (;;) {
+        char prompt[400];
+        const char *shown = found >= 0 ? ed.history[found] : "";
+        snprintf(prompt, sizeof prompt, "(%sreverse-i-search)`%s': ",
+                 ql && found < 0 ? "failed " : "", q);
+        const char *hit = found >= 0 && ql ? strstr(shown, q) : NULL;
+        ed_refresh(prompt, shown, strlen(shown), hit ? (size_t)(hit - shown) : strlen(shown));
+        unsigned char k;
+        ssize_t r = read(STDIN_FILENO, &k, 1);
+        if (r < 0 && errno == EINTR && !terminating)
+            continue;
+        if (r <= 0 || k == 7 || k == 27 || k == 3) { /* Ctrl-G, Esc, Ctrl-C: as it was */
+            if (saved) {
+                free(*bufp);
+                *bufp = saved;
+                *len = *pos = strlen(saved);
+                *cap = *len + 1;
+            }
+            return 0;
+        }
+        if (k == 18 || ((k == 127 || k == 8) && ql) || (k >= 32 && k < 127 && ql + 1 < sizeof q)) {
+            int from = at;
+            if (k == 127 || k == 8) {
+                q[--ql] = '\0';
+                from = ed.nhistory;
+            } else if (k != 18) {
+                q[ql++] = (char)k;
+                q[ql] = '\0';
+                from = found >= 0 ? found + 1 : ed.nhistory;
+            }
+            found = -1;
+            for (int i = from - 1; i >= 0 && ql; i--)
+                if (strstr(ed.history[i], q)) {
+                    found = i;
+                    break;
+                }
+            if (found >= 0)
+                at = found;
+            continue;
+        }
+        /* any other key: the line found is taken */
+        const char *take = found >= 0 ? ed.history[found] : saved ? saved : "";
+        size_t n = strlen(take);
+        char *g = malloc(n + 256);
+        if (g) {
+            memcpy(g, take, n + 1);
+            free(*bufp);
+            *bufp = g;
+            *cap = n + 256;
+            *len = *pos = n;
+        }
+        free(saved);
+        return k == '\r' || k == '\n';
+    }
 }
 
 /* Reads one line with editing; NULL at end of input. The caller frees it. */
@@ -4630,14 +7256,27 @@ static char *ed_readline(const char *prompt)
         return NULL;
     int hist = ed.nhistory; /* index being shown; nhistory = the new line */
     char *draft = NULL;
+    int last_tab = 0;
+    ed_crow = 0;
+    /* while a line is edited a resize redraws it (no SA_RESTART: read returns) */
+    struct sigaction wsa, old_winch;
+    memset(&wsa, 0, sizeof wsa);
+    wsa.sa_handler = on_winch;
+    sigemptyset(&wsa.sa_mask);
+    sigaction(SIGWINCH, &wsa, &old_winch);
     ed_raw(1);
     ed_refresh(prompt, buf, len, pos);
     for (;;) {
         unsigned char c;
         ssize_t r = read(STDIN_FILENO, &c, 1);
         if (r <= 0) {
-            if (r < 0 && errno == EINTR && !terminating)
+            if (r < 0 && errno == EINTR && !terminating) {
+                if (winched) { /* the terminal was resized: draw the line again */
+                    winched = 0;
+                    ed_refresh(prompt, buf, len, pos);
+                }
                 continue;
+            }
             if (terminating) {
                 free(buf);
                 buf = NULL;
@@ -4649,8 +7288,17 @@ static char *ed_readline(const char *prompt)
             buf = NULL;
             break;
         }
+        /* Tab completes after a word, or anywhere in a dot or backslash command
+        ** (a tab pasted into SQL stays a tab) */
+        int tab = c == '\t' && pos > 0 &&
+                  (!isspace((unsigned char)buf[pos - 1]) || buf[0] == '.' || buf[0] == '\\');
         if (c == '\r' || c == '\n') {
             break;
+        } else if (tab) {
+            ed_complete(prompt, &buf, &cap, &len, &pos, last_tab);
+        } else if (c == 18) { /* Ctrl-R */
+            if (ed_search(&buf, &cap, &len, &pos))
+                break;
         } else if (c == 4) { /* Ctrl-D */
             if (len == 0) {
                 free(buf);
@@ -4757,15 +7405,19 @@ static char *ed_readline(const char *prompt)
             buf[pos++] = (char)c;
             len++;
         }
+        last_tab = tab;
         ed_refresh(prompt, buf, len, pos);
     }
     free(draft);
     if (buf) {
         buf[len] = '\0';
+        if (!ed.cancelled)
+            ed_refresh(prompt, buf, len, len); /* below the whole line */
         fputs("\r\n", stdout);
     } else {
         fputs("\r\n", stdout);
     }
+    sigaction(SIGWINCH, &old_winch, NULL);
     ed_raw(0);
     fflush(stdout);
     return buf;
@@ -4801,34 +7453,92 @@ static int buffer_takes_meta(const char *buf, size_t len)
 }
 
 /* A backslash line while a statement is being typed: \r clears it, \p
-** shows it, \g runs it; any other command runs and the statement is kept. */
+** shows it, \g (\gx, \gset) runs it; any other command runs and the
+** statement is kept. */
 static int run_meta_in_buffer(shell *sh, const char *line, char **sql, size_t *len,
                               long long first_line)
 {
+    char *expanded = interpolate(sh, line, 0);
+    if (!expanded)
+        return 1;
+    int rc = run_backslash_in(sh, expanded, sql, len, first_line);
+    free(expanded);
+    return rc;
+}
+
+/* \if EXPR, \elif EXPR, \else, \endif: 1 when line is one of them (done
+** here), 0 otherwise. */
+static int cond_line(shell *sh, const char *line, int *rc)
+{
     while (isspace((unsigned char)*line))
         line++;
+    if (line[0] != '\\')
+        return 0;
     size_t n = strcspn(line + 1, " \t");
-    if (n == 1 && line[1] == 'r') {
-        *len = 0;
-        fprintf(sh->out, "Query buffer reset (cleared).\n");
+    const char *name = line + 1;
+    int is_if = n == 2 && !strncmp(name, "if", 2), is_elif = n == 4 && !strncmp(name, "elif", 4);
+    int is_else = n == 4 && !strncmp(name, "else", 4), is_endif = n == 5 && !strncmp(name, "endif", 5);
+    if (!is_if && !is_elif && !is_else && !is_endif)
         return 0;
+    int top = sh->ncond ? sh->cond[sh->ncond - 1] : COND_TRUE;
+    int evaluate = (is_if && top == COND_TRUE) || (is_elif && top == COND_FALSE);
+    int value = 0;
+    *rc = 0;
+    if (evaluate) {
+        char *text = interpolate(sh, name + n, 0), *argv[8];
+        int argc = text ? split_words(text, argv, 8) : -1;
+        if (argc != 1 || (value = parse_bool(argv[0])) < 0) {
+            errorf("\\%.*s: expected one boolean (true, false, on, off, 1, 0), got \"%s\"", (int)n,
+                   name, argc >= 1 ? argv[0] : "");
+            value = 0;
+            *rc = 1;
+            sh->failures++;
+        }
+        free(text);
     }
-    if (n == 1 && line[1] == 'p') {
-        fwrite(*sql, 1, *len, sh->out);
-        return 0;
-    }
-    if (n == 1 && line[1] == 'g') {
-        char *grown = realloc(*sql, *len + 3);
-        if (!grown)
+    if (is_if) {
+        if (sh->ncond == COND_MAX) {
+            errorf("\\if: nested too deep");
+            *rc = 1;
             return 1;
-        *sql = grown;
-        memcpy(*sql + *len, ";\n", 3); /* as if it ended with ';' */
-        int rc = 0;
-        run_buffer(sh, *sql, *len + 2, first_line, 1, &rc);
-        *len = 0;
-        return rc;
+        }
+        sh->cond[sh->ncond++] = top != COND_TRUE ? COND_IGNORED : value ? COND_TRUE : COND_FALSE;
+    } else if (!sh->ncond) {
+        errorf("\\%.*s: no matching \\if", (int)n, name);
+        sh->failures++;
+        *rc = 1;
+    } else if (is_elif) {
+        int *c = &sh->cond[sh->ncond - 1];
+        *c = *c == COND_FALSE ? (value ? COND_TRUE : COND_FALSE) :
+             *c == COND_TRUE ? COND_DONE : *c;
+    } else if (is_else) {
+        int *c = &sh->cond[sh->ncond - 1];
+        *c = *c == COND_FALSE ? COND_TRUE : *c == COND_TRUE ? COND_DONE : *c;
+    } else {
+        sh->ncond--;
     }
-    return run_command(sh, line);
+    return 1;
+}
+
+/* The position of a backslash command at the end of a SQL line ("SELECT 1
+** \gset"), when the buffer before it is outside quotes and comments, else -1. */
+static ssize_t trailing_meta(const char *sql, size_t len, const char *line)
+{
+    for (const char *p = line; (p = strchr(p, '\\')) != NULL; p++) {
+        if (!isalpha((unsigned char)p[1]) && p[1] != '?')
+            continue;
+        size_t k = (size_t)(p - line);
+        char *both = malloc(len + k + 1);
+        if (!both)
+            return -1;
+        memcpy(both, sql, len);
+        memcpy(both + len, line, k);
+        int takes = buffer_takes_meta(both, len + k);
+        free(both);
+        if (takes)
+            return (ssize_t)k;
+    }
+    return -1;
 }
 
 /* Reads commands from f (or the terminal): dot and backslash commands take
@@ -4846,6 +7556,7 @@ static int run_stream(shell *sh, FILE *f)
     size_t len = 0;
     int rc = 0;
     long long lineno = 0, first_line = 1;
+    int saved_ncond = sh->ncond;
     for (;;) {
         ssize_t n;
         if (terminating)
@@ -4854,7 +7565,15 @@ static int run_stream(shell *sh, FILE *f)
             /* a Ctrl-C ended what ran before this prompt; it is done with */
             interrupted = 0;
             free(line);
-            line = ed_readline(len ? "   ...> " : "pgpipe> ");
+            /* psql's %x: * inside a transaction, ! in a failed one */
+            PGTransactionStatusType ts = sh->conn ? PQtransactionStatus(sh->conn) : PQTRANS_IDLE;
+            const char *x = ts == PQTRANS_INTRANS ? "*" : ts == PQTRANS_INERROR ? "!" : "";
+            char prompt[64];
+            if (len)
+                snprintf(prompt, sizeof prompt, "   ...%s> ", x);
+            else
+                snprintf(prompt, sizeof prompt, "pgpipe%s> ", x);
+            line = ed_readline(prompt);
             if (!line)
                 break;
             if (ed.cancelled) { /* Ctrl-C at a prompt clears the statement, as in psql */
@@ -4875,6 +7594,38 @@ static int run_stream(shell *sh, FILE *f)
         if (len == 0)
             first_line = lineno;
         rc = 0;
+        if (sh->located) {
+            where_source = sh->source;
+            where_line = lineno;
+        }
+        int conditional = (len == 0 || buffer_takes_meta(sql, len)) && cond_line(sh, line, &rc);
+        where_source = NULL;
+        if (conditional) {
+            if (tty)
+                ed_history_add(line);
+            if (rc && !tty && stops(sh))
+                break;
+            continue;
+        }
+        if (sh->ncond && sh->cond[sh->ncond - 1] != COND_TRUE)
+            continue; /* a branch of \if that does not run */
+        ssize_t meta = -1;
+        if (!(len == 0 && (line[0] == '.' || is_backslash_line(line))) && strchr(line, '\\') &&
+            (meta = trailing_meta(sql ? sql : "", len, line)) > 0) {
+            /* "SELECT ... \gset": the SQL joins the buffer, then the command runs */
+            char *grown = realloc(sql, len + (size_t)meta + 2);
+            if (!grown) {
+                rc = 1;
+                break;
+            }
+            sql = grown;
+            memcpy(sql + len, line, (size_t)meta);
+            len += (size_t)meta;
+            sql[len++] = '\n';
+            sql[len] = '\0';
+            memmove(line, line + meta, strlen(line + meta) + 1);
+            n = (ssize_t)strlen(line);
+        }
         if (len == 0 && (line[0] == '.' || is_backslash_line(line))) {
             if (tty)
                 ed_history_add(line);
@@ -4882,8 +7633,16 @@ static int run_stream(shell *sh, FILE *f)
                 where_source = sh->source;
                 where_line = lineno;
             }
-            rc = run_command(sh, line);
+            if (line[0] == '.') {
+                rc = run_command(sh, line);
+            } else {
+                FILE *once = sh->oncefile;
+                rc = run_meta_in_buffer(sh, line, &sql, &len, first_line);
+                once_done(sh, once);
+            }
             where_source = NULL;
+            if (len && may_complete(sql, len) && run_buffer(sh, sql, len, first_line, 0, &rc))
+                len = 0; /* \e left a complete statement: it runs */
         } else if (len && is_backslash_line(line) && buffer_takes_meta(sql, len)) {
             if (tty)
                 ed_history_add(line);
@@ -4919,18 +7678,28 @@ static int run_stream(shell *sh, FILE *f)
                 len = 0;
             }
         }
-        if (rc == 2 || (rc && sh->bail && !tty))
+        if (rc == 2 || (rc && !tty && stops(sh)))
             break;
         if ((interrupted && !tty) || terminating) /* Ctrl-C ends a script, as in psql */
             break;
     }
-    if (len && rc != 2 && !(rc && sh->bail) && !interrupted && !terminating) {
+    if (len && rc != 2 && !(rc && !tty && stops(sh)) && !interrupted && !terminating) {
         size_t k = 0;
         while (k < len && isspace((unsigned char)sql[k]))
             k++;
         if (k < len)
             run_buffer(sh, sql, len, first_line, 1, &rc);
     }
+    if (sh->ncond > saved_ncond) {
+        if (sh->located) {
+            where_source = sh->source;
+            where_line = lineno;
+        }
+        errorf("\\if without \\endif at the end of %s", tty ? "the input" : sh->source);
+        where_source = NULL;
+        sh->failures++;
+    }
+    sh->ncond = saved_ncond;
     free(sql);
     free(line);
     sh->located = saved_located;
@@ -4942,13 +7711,37 @@ static int run_stream(shell *sh, FILE *f)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: pgpipe [options] [CONNINFO] [COMMAND ...] [options]\n"
-            "  CONNINFO          a libpq connection string or URI (default: the PG* variables)\n"
+            "usage: pgpipe [options] [CONNINFO|DBNAME] [COMMAND ...] [options]\n"
+            "  CONNINFO          a libpq connection string or URI (default: the PG* variables);\n"
+            "                    a bare name is a database (pgpipe mydb, as psql mydb)\n"
             "  COMMAND           SQL or a dot command; run in order, then exit\n"
             "options (anywhere before --; after -- every argument is a COMMAND):\n"
+            "  -c, --command CMD run CMD (SQL, a dot or a backslash command); -c and -f may be\n"
+            "                    given several times and run in the order given, then exit\n"
             "  -f, --file FILE   run the SQL and dot commands in FILE (- for stdin), then exit\n"
-            "  -b, --bail        stop at the first failing command\n"
-            "  -m, --mode MODE   output mode: aligned (default), csv, json, line\n"
+            "  -d, --dbname DB   the database (a name or a CONNINFO)\n"
+            "  -l, --list        list the databases and exit\n"
+            "  -1, --single-transaction\n"
+            "                    run the -c/-f commands in one transaction (rolled back when\n"
+            "                    ON_ERROR_STOP stopped them)\n"
+            "  -v, --set NAME=VALUE\n"
+            "                    set a variable (:NAME in SQL; ON_ERROR_STOP=1 stops a script\n"
+            "                    at its first error, exit status 3)\n"
+            "  -t, --tuples-only rows only: no column names, no row count\n"
+            "  -A, --no-align    unaligned output (.mode unaligned): fields joined by -F\n"
+            "  -F, --field-separator SEP\n"
+            "                    between fields with -A (default |)\n"
+            "  -R, --record-separator SEP\n"
+            "                    after each row with -A (default newline)\n"
+            "  -e, --echo-queries\n"
+            "                    print each statement before it runs\n"
+            "  -q, --quiet       no banner, no command tags, no \"Timing is on.\"\n"
+            "  -X, --no-psqlrc   do not run the rc file ($PGPIPE_RC, else ~/.pgpipe_rc), which\n"
+            "                    otherwise runs first (its errors are said, not fatal)\n"
+            "  -b, --bail        stop at the first failing command\n");
+    fprintf(f,
+            "  -m, --mode MODE   output mode: aligned (default), csv, json, line, table, box,\n"
+            "                    markdown, insert, unaligned\n"
             "  --local DIR       no CONNINFO: start (or reuse) a private PostgreSQL server in\n"
             "                    DIR and connect to it; stopped when the run ends (however it\n"
             "                    ends, even killed) if this run started it\n"
@@ -4976,9 +7769,11 @@ static void usage(FILE *f)
             "                    validate the pipeline file without a database: FILE:LINE:\n"
             "                    message per problem (status 1) or a summary (status 0)\n"
             "A bad option, or one without its value, exits with status 2 before anything runs.\n"
+            "Exit status (as psql's): 0 ok, 1 a command failed, 2 the connection could not be\n"
+            "made, 3 a script stopped by ON_ERROR_STOP (-b stops with 1, as sqlite3's -bail).\n"
             "Interactive when stdin is a terminal: SQL may span lines and ends with ';',\n"
-            "dot commands take one line (.help lists them), and so do psql's \\q \\x \\timing\n"
-            "\\i \\ir \\c \\conninfo \\? (and \\g \\r \\p inside a statement); history in\n"
+            "dot commands take one line (.help lists them), and so do psql's backslash commands\n"
+            "(\\? lists them; every dot command has its backslash form too: \\stats); history in\n"
             "~/.pgpipe_history. In a script an error reads FILE:LINE: error: ... and the exit\n"
             "status is 1. SIGTERM, SIGHUP and SIGQUIT cancel the running statement and end the\n"
             "run (status 128+signal).\n"
@@ -5087,14 +7882,62 @@ static int is_conninfo(const char *s)
     return 1;
 }
 
+/* A bare database name as CONNINFO (pgpipe mydb, as psql mydb): one word
+** of name characters that is not a statement complete on its own. */
+static int is_dbname(const char *s)
+{
+    static const char *const alone[] = { "begin", "commit", "rollback", "end", "abort",
+                                         "checkpoint", "vacuum", "analyze", "analyse",
+                                         "cluster", "listen", "discard", NULL };
+    if (!isalpha((unsigned char)*s) && *s != '_')
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '$')
+            return 0;
+    for (int i = 0; alone[i]; i++)
+        if (!strcasecmp(s, alone[i]))
+            return 0;
+    return 1;
+}
+
 /* The command line: options may come anywhere before "--" (as in psql and
-** sqlite3); after "--" every argument is a command. */
+** sqlite3); after "--" every argument is a command. -c COMMAND and -f FILE
+** run in the order given, as in psql. */
 typedef struct cli {
     const char *file, *local_dir, *conninfo;
-    int keep, fast, help, version;
-    char **cmds;  /* the non-option arguments after CONNINFO, in order */
+    int keep, fast, help, version, list, norc, single;
+    char **cmds;  /* the commands, in order: -c and plain arguments ("\x01FILE": -f FILE) */
     int ncmds;
+    int nfiles, npos;
+    char dbinfo[1024]; /* dbname=NAME for a bare database name or -d */
 } cli;
+
+static void shell_free(shell *sh)
+{
+    fflush(sh->out);
+    output_close(sh);
+    for (int i = 0; i < sh->nvars; i++) {
+        free(sh->vars[i].name);
+        free(sh->vars[i].value);
+    }
+    free(sh->vars);
+    free(sh->last_sql);
+    free(sh->last_dot);
+    free(sh->nullstr);
+    free(sh->fieldsep);
+    free(sh->recordsep);
+    free(sh->insert_table);
+    sh->vars = NULL;
+    sh->nvars = 0;
+}
+
+static void cli_free(cli *c)
+{
+    for (int j = 0; c->cmds && j < c->ncmds; j++)
+        if (c->cmds[j][0] == '\x01')
+            free(c->cmds[j]);
+    free(c->cmds);
+}
 
 /* Parses argv into c; an error is one line on stderr and the exit status 2. */
 static int parse_cli(shell *sh, cli *c, int argc, char **argv)
@@ -5106,21 +7949,53 @@ static int parse_cli(shell *sh, cli *c, int argc, char **argv)
         fprintf(stderr, "pgpipe: out of memory\n");
         return 2;
     }
-    int npos = 0, dashdash = 0;
+    int dashdash = 0, first_pos = -1;
+    const char *dbopt = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (dashdash || a[0] != '-' || !a[1]) {
-            c->cmds[npos++] = argv[i];
+        if (!dashdash && a[0] == '-' && a[1] != '-' && a[2] && strspn(a + 1, "tAXeqlb1") == strlen(a + 1)) {
+            /* psql's bundled flags: -tA, -qX */
+            for (const char *f = a + 1; *f; f++) {
+                char one[3] = { '-', *f, '\0' };
+                char *av[3] = { argv[0], one, NULL };
+                cli sub;
+                shell probe = *sh;
+                if (parse_cli(&probe, &sub, 2, av)) {
+                    cli_free(&sub);
+                    return 2;
+                }
+                *sh = probe;
+                c->norc |= sub.norc;
+                c->list |= sub.list;
+                c->single |= sub.single;
+                cli_free(&sub);
+            }
             continue;
         }
-        /* options that take a value: "-f FILE", "--file FILE" or "--file=FILE" */
+        if (dashdash || a[0] != '-' || !a[1]) {
+            if (first_pos < 0)
+                first_pos = c->ncmds;
+            c->npos++;
+            c->cmds[c->ncmds++] = argv[i];
+            continue;
+        }
+        /* options that take a value: "-f FILE", "-fFILE", "--file FILE" or "--file=FILE" */
         const char *val = NULL, *eq = !strncmp(a, "--", 2) ? strchr(a, '=') : NULL;
         char name[64];
         snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a) : (int)strlen(a), a);
-        int takes = !strcmp(name, "-f") || !strcmp(name, "--file") || !strcmp(name, "-m") ||
-                    !strcmp(name, "--mode") || !strcmp(name, "--local") ||
-                    !strcmp(name, "--pooler");
-        if (takes) {
+        static const char *const with_value[] = {
+            "-f", "--file", "-m", "--mode", "--local", "--pooler", "-c", "--command", "-F",
+            "--field-separator", "-R", "--record-separator", "-v", "--set", "--variable", "-d",
+            "--dbname", NULL };
+        int takes = 0;
+        for (int k = 0; with_value[k]; k++)
+            if (!strcmp(name, with_value[k]))
+                takes = 1;
+        if (!takes && a[1] != '-' && a[2] && strchr("cfFRvdm", a[1])) {
+            /* psql's glued form: -cSELECT, -vX=1 */
+            name[2] = '\0';
+            val = a + 2;
+        } else if (takes) {
             if (eq)
                 val = eq + 1;
             else if (i + 1 < argc)
@@ -5135,22 +8010,59 @@ static int parse_cli(shell *sh, cli *c, int argc, char **argv)
         }
         if (!strcmp(name, "--")) {
             dashdash = 1;
-        } else if (!strcmp(name, "-h") || !strcmp(name, "--help")) {
+        } else if (!strcmp(name, "-h") || !strcmp(name, "--help") || !strcmp(name, "-?")) {
             c->help = 1;
         } else if (!strcmp(name, "-V") || !strcmp(name, "--version")) {
             c->version = 1;
         } else if (!strcmp(name, "-b") || !strcmp(name, "--bail")) {
             sh->bail = 1;
         } else if (!strcmp(name, "-f") || !strcmp(name, "--file")) {
-            if (c->file) {
-                fprintf(stderr, "pgpipe: -f given twice (%s and %s)\n", c->file, val);
+            char *tagged = malloc(strlen(val) + 2);
+            if (!tagged)
                 return 2;
-            }
+            tagged[0] = '\x01';
+            strcpy(tagged + 1, val);
+            c->cmds[c->ncmds++] = tagged;
+            c->nfiles++;
             c->file = val;
+        } else if (!strcmp(name, "-c") || !strcmp(name, "--command")) {
+            c->cmds[c->ncmds++] = (char *)val;
         } else if (!strcmp(name, "-m") || !strcmp(name, "--mode")) {
             char *mv[2] = { (char *)"mode", (char *)val };
             if (cmd_mode(sh, mv, 2, ""))
                 return 2;
+        } else if (!strcmp(name, "-t") || !strcmp(name, "--tuples-only")) {
+            sh->tuples_only = 1;
+        } else if (!strcmp(name, "-A") || !strcmp(name, "--no-align")) {
+            sh->mode = MODE_UNALIGNED;
+        } else if (!strcmp(name, "-F") || !strcmp(name, "--field-separator")) {
+            free(sh->fieldsep);
+            sh->fieldsep = strdup(val);
+        } else if (!strcmp(name, "-R") || !strcmp(name, "--record-separator")) {
+            free(sh->recordsep);
+            sh->recordsep = strdup(val);
+        } else if (!strcmp(name, "-v") || !strcmp(name, "--set") || !strcmp(name, "--variable")) {
+            const char *e = strchr(val, '=');
+            char vn[256];
+            if (!e || e == val || (size_t)(e - val) >= sizeof vn) {
+                fprintf(stderr, "pgpipe: %s %s: expected NAME=VALUE\n", name, val);
+                return 2;
+            }
+            snprintf(vn, sizeof vn, "%.*s", (int)(e - val), val);
+            if (var_set(sh, vn, e + 1))
+                return 2;
+        } else if (!strcmp(name, "-d") || !strcmp(name, "--dbname")) {
+            dbopt = val;
+        } else if (!strcmp(name, "-e") || !strcmp(name, "--echo-queries")) {
+            sh->echo = 1;
+        } else if (!strcmp(name, "-q") || !strcmp(name, "--quiet")) {
+            sh->quiet = 1;
+        } else if (!strcmp(name, "-X") || !strcmp(name, "--no-psqlrc") || !strcmp(name, "--no-rc")) {
+            c->norc = 1;
+        } else if (!strcmp(name, "-1") || !strcmp(name, "--single-transaction")) {
+            c->single = 1;
+        } else if (!strcmp(name, "-l") || !strcmp(name, "--list")) {
+            c->list = 1;
         } else if (!strcmp(name, "--local")) {
             c->local_dir = val;
         } else if (!strcmp(name, "--pooler")) {
@@ -5170,13 +8082,43 @@ static int parse_cli(shell *sh, cli *c, int argc, char **argv)
             return 2;
         }
     }
-    int k = 0;
-    if (npos > 0 && is_conninfo(c->cmds[0]))
-        c->conninfo = c->cmds[k++];
-    for (int j = k; j < npos; j++)
-        c->cmds[c->ncmds++] = c->cmds[j];
-    if (c->file && c->ncmds) {
-        fprintf(stderr, "pgpipe: give either -f FILE or COMMANDs, not both (\"%s\")\n", c->cmds[0]);
+    /* the first plain argument is CONNINFO when it is one (or a database name) */
+    if (first_pos >= 0 && !dbopt) {
+        const char *w = c->cmds[first_pos];
+        if (is_conninfo(w))
+            c->conninfo = w;
+        else if (is_dbname(w))
+            dbopt = w;
+        if (is_conninfo(w) || dbopt) {
+            memmove(c->cmds + first_pos, c->cmds + first_pos + 1,
+                    sizeof *c->cmds * (size_t)(c->ncmds - first_pos));
+            c->ncmds--;
+            c->npos--;
+        }
+    }
+    if (dbopt) {
+        if (is_conninfo(dbopt)) {
+            c->conninfo = dbopt;
+        } else {
+            /* quoted for libpq: backslashes and quotes escaped */
+            size_t o = (size_t)snprintf(c->dbinfo, sizeof c->dbinfo, "dbname='");
+            for (const char *p = dbopt; *p && o + 4 < sizeof c->dbinfo; p++) {
+                if (*p == '\'' || *p == '\\')
+                    c->dbinfo[o++] = '\\';
+                c->dbinfo[o++] = *p;
+            }
+            c->dbinfo[o++] = '\'';
+            c->dbinfo[o] = '\0';
+            c->conninfo = c->dbinfo;
+        }
+    }
+    if (c->nfiles && c->npos) {
+        for (int j = 0; j < c->ncmds; j++)
+            if (c->cmds[j][0] != '\x01') {
+                fprintf(stderr, "pgpipe: give either -f FILE or COMMANDs, not both (\"%s\")\n",
+                        c->cmds[j]);
+                break;
+            }
         return 2;
     }
     if (c->local_dir && *c->conninfo) {
@@ -5198,6 +8140,7 @@ static void install_signals(void)
     int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE };
     for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++)
         sigaction(sigs[k], &sa, NULL);
+
 }
 
 int main(int argc, char **argv)
@@ -5206,6 +8149,8 @@ int main(int argc, char **argv)
     memset(&sh, 0, sizeof sh);
     sh.out = stdout;
     sh.source = "<stdin>";
+    sh.border = 1;
+    sh.pager = 1;
     if (argc > 1 && !strcmp(argv[1], "run"))
         return run_main(argc - 1, argv + 1);
 #ifndef PGPIPE_OMIT_SPOOL
@@ -5215,7 +8160,8 @@ int main(int argc, char **argv)
     cli c;
     int rc = parse_cli(&sh, &c, argc, argv);
     if (rc) {
-        free(c.cmds);
+        cli_free(&c);
+        shell_free(&sh);
         return rc;
     }
     if (c.help || c.version) {
@@ -5223,34 +8169,40 @@ int main(int argc, char **argv)
             usage(stdout);
         else
             printf("pgpipe %s\n", pgpipe_libversion());
-        free(c.cmds);
+        cli_free(&c);
+        shell_free(&sh);
         return 0;
     }
 
     /* .help needs no server */
-    if (!c.file && c.ncmds) {
+    if (!c.nfiles && c.ncmds && !c.list) {
         int all_help = 1;
         for (int j = 0; j < c.ncmds; j++)
-            if (strncmp(c.cmds[j], ".help", 5) != 0 || (c.cmds[j][5] && c.cmds[j][5] != ' '))
+            if ((strncmp(c.cmds[j], ".help", 5) != 0 || (c.cmds[j][5] && c.cmds[j][5] != ' ')) &&
+                strcmp(c.cmds[j], "\\?"))
                 all_help = 0;
         if (all_help) {
             for (int j = 0; j < c.ncmds; j++)
                 rc |= run_command(&sh, c.cmds[j]);
-            free(c.cmds);
+            cli_free(&c);
+            shell_free(&sh);
             return rc ? 1 : 0;
         }
     }
 
-    /* the script is opened before anything starts: a missing file runs nothing */
+    /* the scripts are checked before anything starts: a missing file runs nothing */
     FILE *script = NULL;
-    if (c.file) {
-        script = !strcmp(c.file, "-") ? stdin : fopen(c.file, "r");
-        if (!script) {
-            fprintf(stderr, "pgpipe: cannot open %s: %s\n", c.file, strerror(errno));
-            free(c.cmds);
-            return 1;
+    for (int j = 0; j < c.ncmds; j++)
+        if (c.cmds[j][0] == '\x01' && strcmp(c.cmds[j] + 1, "-")) {
+            FILE *t = fopen(c.cmds[j] + 1, "r");
+            if (!t) {
+                fprintf(stderr, "pgpipe: cannot open %s: %s\n", c.cmds[j] + 1, strerror(errno));
+                cli_free(&c);
+                shell_free(&sh);
+                return 1;
+            }
+            fclose(t);
         }
-    }
     install_signals();
 
     const char *conninfo = c.conninfo;
@@ -5265,7 +8217,7 @@ int main(int argc, char **argv)
         if (pgpipe_local_start(c.local_dir, &lopt, local_info, sizeof local_info, &local_started,
                                &err) != PGPIPE_OK) {
             fprintf(stderr, "pgpipe: %s\n", err.message);
-            status = 1;
+            status = 2;
             goto done;
         }
         conninfo = local_info;
@@ -5276,35 +8228,83 @@ int main(int argc, char **argv)
         char msg[2048];
         pgpipe_conninfo_mask(PQerrorMessage(sh.conn), msg, sizeof msg);
         fprintf(stderr, "pgpipe: cannot connect: %s", msg);
-        status = 1;
+        status = 2; /* as psql: the connection to the server went bad */
         goto done;
     }
     set_cancel_handle(PQgetCancel(sh.conn));
+    sh.interactive = !c.ncmds && !c.list && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+
+    /* the rc file (~/.pgpipe_rc, or $PGPIPE_RC), unless -X: its errors are
+    ** said but do not make the run fail */
+    if (!c.norc && !terminating && !interrupted) {
+        char rcpath[1024] = "";
+        const char *env = getenv("PGPIPE_RC"), *home = getenv("HOME");
+        if (env && *env)
+            snprintf(rcpath, sizeof rcpath, "%s", env);
+        else if (home && *home)
+            snprintf(rcpath, sizeof rcpath, "%s/.pgpipe_rc", home);
+        FILE *rf = *rcpath ? fopen(rcpath, "r") : NULL;
+        if (rf) {
+            int saved_failures = sh.failures, saved_inter = sh.interactive;
+            sh.source = rcpath;
+            sh.interactive = 0;
+            run_stream(&sh, rf);
+            fclose(rf);
+            sh.source = "<stdin>";
+            sh.failures = saved_failures;
+            sh.interactive = saved_inter;
+        }
+    }
 
     if (terminating || interrupted) {
         /* a signal while starting up */
-    } else if (script) {
-        sh.source = c.file;
-        run_stream(&sh, script);
+    } else if (c.list) {
+        run_command(&sh, "\\l");
     } else if (c.ncmds) {
+        if (c.single)
+            exec_quiet(sh.conn, "BEGIN");
         for (int j = 0; j < c.ncmds && !interrupted && !terminating; j++) {
-            int r = run_command(&sh, c.cmds[j]);
-            if (r == 2 || (r && sh.bail))
+            int before = sh.failures, r;
+            if (c.cmds[j][0] == '\x01') {
+                const char *name = c.cmds[j] + 1;
+                script = !strcmp(name, "-") ? stdin : fopen(name, "r");
+                if (!script) {
+                    fprintf(stderr, "pgpipe: cannot open %s: %s\n", name, strerror(errno));
+                    sh.failures++;
+                    break;
+                }
+                sh.source = name;
+                r = run_stream(&sh, script);
+                if (script != stdin)
+                    fclose(script);
+                script = NULL;
+                sh.source = "<stdin>";
+            } else {
+                r = run_command(&sh, c.cmds[j]);
+            }
+            if (r == 2 || (sh.failures > before && stops(&sh)))
                 break;
         }
+        if (c.single && PQstatus(sh.conn) == CONNECTION_OK) {
+            PGTransactionStatusType ts = PQtransactionStatus(sh.conn);
+            if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
+                exec_quiet(sh.conn, sh.failures && sh.stop_exit ? "ROLLBACK" : "COMMIT");
+        }
     } else {
-        sh.interactive = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+        ed_shell = &sh;
         if (sh.interactive) {
-            printf("pgpipe %s - connected to %s. Type .help for help, .quit to leave.\n",
-                   pgpipe_libversion(), PQdb(sh.conn));
+            if (!sh.quiet)
+                printf("pgpipe %s - connected to %s. Type .help for help (or \\?), .quit to leave.\n",
+                       pgpipe_libversion(), PQdb(sh.conn));
             ed_history_load();
         }
         run_stream(&sh, stdin);
         if (sh.interactive)
             ed_history_save();
     }
-    /* errors in an interactive session were shown to the person at once */
-    status = sh.failures && !sh.interactive ? 1 : 0;
+    /* errors in an interactive session were shown to the person at once;
+    ** a script ended by ON_ERROR_STOP exits 3, as psql's */
+    status = sh.failures && !sh.interactive ? (sh.stop_exit ? 3 : 1) : 0;
 done:
     if (terminating) {
         if (terminating != SIGPIPE) /* the reader went away: nothing to tell */
@@ -5313,6 +8313,7 @@ done:
     }
     set_cancel_handle(NULL);
     PQfinish(sh.conn);
+    shell_free(&sh);
     if (script && script != stdin)
         fclose(script);
     if (local_started && !c.keep) {
@@ -5322,6 +8323,6 @@ done:
             status = status ? status : 1;
         }
     }
-    free(c.cmds);
+    cli_free(&c);
     return status;
 }

@@ -70,9 +70,11 @@ extern "C" {
 /* ---- Build options ----------------------------------------------------------
 ** Define these when compiling pgpipe.c, and the same when including pgpipe.h:
 **   PGPIPE_OMIT_THREADS  no pthreads: no worker pool, one loader connection
+**   PGPIPE_ENABLE_CURL   the API pull's HTTP client (libcurl; link -lcurl);
+**                        without it pgpipe_pull_open says "built without libcurl"
 **   PGPIPE_OMIT_<NAME>   leave component NAME out (JSON, CSV, FRAMER, SQLSPLIT, POOL,
 **                        MIGRATE, SCHEMA, LOCAL, LOAD, CLAIM, DLQ, RECORDS, HTTP,
-**                        SPOOL, CDC, RUN),
+**                        SPOOL, CDC, PULL, RUN),
 **                        with every component that needs it, as the table
 **                        below says (in order: a rule may set a later one).
 ** `make cross` prints the aarch64 size of each configuration. */
@@ -117,6 +119,12 @@ extern "C" {
 #if defined(PGPIPE_OMIT_SCHEMA)
 #undef PGPIPE_OMIT_CDC
 #define PGPIPE_OMIT_CDC 1
+#endif
+/* PULL (HTTP APIs into staging) needs JSON, SCHEMA and DLQ; its HTTP client
+** is compiled only with PGPIPE_ENABLE_CURL (link -lcurl) */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_SCHEMA) || defined(PGPIPE_OMIT_DLQ)
+#undef PGPIPE_OMIT_PULL
+#define PGPIPE_OMIT_PULL 1
 #endif
 /* RUN (the pipeline runner) needs SQLSPLIT, LOAD, CLAIM and threads: its
 ** workers and schedules are threads. (Without HTTP it still runs, refusing

@@ -11,6 +11,8 @@
 **                until CMD     run the shell command CMD every 100 ms until it
 **                              succeeds (up to 15 s), e.g. to wait until the
 **                              server shows a statement as running
+**                resize R C    make the terminal R rows by C columns (the
+**                              program gets SIGWINCH)
 **                exit N        wait for the program to end with status N
 ** Lines starting with # are comments. Exit status 0 when every step held.
 */
@@ -166,6 +168,16 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ptydrive: never true: %s\n", line + 6);
                 show_screen();
                 rc = 1;
+            }
+        } else if (!strncmp(line, "resize ", 7)) {
+            int r = 0, c = 0;
+            if (sscanf(line + 7, "%d %d", &r, &c) != 2 || r <= 0 || c <= 0) {
+                fprintf(stderr, "ptydrive: bad resize: %s\n", line);
+                rc = 2;
+            } else {
+                struct winsize nw = { (unsigned short)r, (unsigned short)c, 0, 0 };
+                ioctl(master, TIOCSWINSZ, &nw);
+                pump(master, 20);
             }
         } else if (!strncmp(line, "exit ", 5)) {
             int want = atoi(line + 5), status = 0;

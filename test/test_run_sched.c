@@ -405,9 +405,15 @@ PGT_TEST(run_sched, overlap_queue_replace)
     char q[64], rp[64], sql[1024], text[1024];
     snprintf(q, sizeof q, "rs_queue_%ld", (long)getpid());
     snprintf(rp, sizeof rp, "rs_replace_%ld", (long)getpid());
+    /* the first firing outlasts the next slot, which must wait for it; the
+    ** rest are short, so no backlog builds up however late the stop comes
+    ** (queue keeps one waiting firing: a longer backlog skips, by design) */
+    snprintf(sql, sizeof sql, "CREATE SEQUENCE %s_n", q);
+    PQclear(PGT_EXEC(c, sql));
     snprintf(text, sizeof text,
-             ".pipeline %s\n.schedule s --every 1s --overlap queue\nSELECT pg_sleep(1.3);\n.end\n",
-             q);
+             ".pipeline %s\n.schedule s --every 1s --overlap queue\n"
+             "SELECT pg_sleep(CASE WHEN nextval('%s_n') = 1 THEN 1.5 ELSE 0.1 END);\n.end\n",
+             q, q);
     const char *pq = rst_file(q, text);
     snprintf(text, sizeof text,
              ".pipeline %s\n.schedule s --every 1s --overlap replace\nSELECT pg_sleep(30);\n"

@@ -24,7 +24,7 @@ src=$top/src
 mkdir -p "$out"
 
 # the layers, lowest first: each may use only those before it
-layers="base parse db pipeline spool http cdc run"
+layers="base parse db pipeline spool http cdc pull run"
 
 # "LAYER/NAME" for every component, in order; fails on a file of a layer
 # folder that belongs to no listed component

@@ -2,7 +2,7 @@
 # What building, running and testing pgpipe needs (also `make deps`; `make demo`
 # and `make test` run it first with --demo / --test --quiet).
 #
-#   sh tool/deps.sh [--demo|--test] [--bench-http] [--bench-run] [--bench-cdc] [--cross]
+#   sh tool/deps.sh [--demo|--test] [--bench-http] [--bench-run] [--bench-cdc] [--bench-pull] [--cross]
 #                   [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]
 #
 #   --demo      the build and the server: a C compiler that compiles, links and
@@ -15,6 +15,8 @@
 #               pgbouncer (the pooler tests run it in session and transaction
 #               mode in front of the throwaway cluster), and for the HTTP
 #               ingest tests: curl, wrk, nginx (TLS in front of the server)
+#               and for the API pull: libcurl (libcurl4-openssl-dev; the
+#               shell and the tests are built with it when it is present),
 #               and python3 (the urllib/http.client clients), and for the
 #               runner's status page a real headless browser: chromium,
 #               chromium-driver and python3-selenium (test/sh/run_browser.sh)
@@ -26,6 +28,9 @@
 #   --bench-run (make bench-run runs it first) --demo, and the peer the
 #               runner's benchmark compares with: pg_cron for the server
 #               the throwaway clusters run (postgresql-NN-cron)
+#   --bench-pull (make bench-pull runs it first) --demo, libcurl, and the
+#               peer the pull benchmark compares with: httpx + asyncpg for
+#               Debian's python3 (python3-httpx, python3-asyncpg)
 #   --bench-cdc (make bench-cdc runs it first) --demo, and the plugin of
 #               the CDC benchmark's ceiling, pg_recvlogical with wal2json
 #               (postgresql-NN-wal2json)
@@ -53,13 +58,14 @@ for a in "$@"; do
     --bench-http) bench_http=1; modes="$modes $a" ;;
     --bench-run) bench_run=1; modes="$modes $a" ;;
     --bench-cdc) bench_cdc=1; modes="$modes $a" ;;
+    --bench-pull) bench_pull=1; modes="$modes $a" ;;
     --cross) cross=1; modes="$modes $a" ;;
     --fuzz) fuzz=1; modes="$modes $a" ;;
     --valgrind) valgrind=1; modes="$modes $a" ;;
     --tsan) tsan=1; modes="$modes $a" ;;
     --check) check_only=1 ;;
     --quiet) quiet=1 ;;
-    *) echo "usage: $0 [--demo|--test] [--bench-http] [--bench-run] [--bench-cdc] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--demo|--test] [--bench-http] [--bench-run] [--bench-cdc] [--bench-pull] [--cross] [--fuzz] [--valgrind] [--tsan] [--check] [--quiet]" >&2; exit 2 ;;
     esac
 done
 [ -n "$modes" ] || { test=1; modes=" --test"; }
@@ -67,6 +73,8 @@ if [ $test = 1 ]; then demo=1; cross=1; fuzz=1; valgrind=1; fi
 [ $bench_http = 0 ] || demo=1
 [ $bench_run = 0 ] || demo=1
 [ $bench_cdc = 0 ] || demo=1
+bench_pull=${bench_pull:-0}
+[ $bench_pull = 0 ] || demo=1
 
 here=$(cd "$(dirname "$0")" && pwd)
 CC=${CC:-cc}
@@ -232,6 +240,24 @@ if [ $test = 1 ]; then
 fi
 if [ $test = 1 ] || [ $bench_http = 1 ]; then
     need_cmd wrk wrk
+fi
+# the API pull's HTTP client (optional for the library, wanted for the
+# shell, the tests and bench-pull)
+if [ $test = 1 ] || [ $bench_pull = 1 ]; then
+    if v=$(pkg-config --modversion libcurl 2>/dev/null); then
+        note libcurl "ok ($v)"
+    else
+        note libcurl "missing (libcurl4-openssl-dev)"; want libcurl4-openssl-dev
+    fi
+fi
+if [ $bench_pull = 1 ]; then
+    for m in httpx:python3-httpx asyncpg:python3-asyncpg; do
+        if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import ${m%%:*}" 2>/dev/null; then
+            note "python3 ${m%%:*}" ok
+        else
+            note "python3 ${m%%:*}" "missing (${m#*:})"; want "${m#*:}"
+        fi
+    done
 fi
 npm_dir="$(cd "$here/.." && pwd)/build/bench/http/npm"
 npm_missing=0

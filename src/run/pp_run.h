@@ -26,7 +26,7 @@
 */
 #ifndef PP_RUN_H
 #define PP_RUN_H
-#include "../cdc/pp_cdc.h"
+#include "../pull/pp_pull.h"
 
 #ifndef PGPIPE_OMIT_RUN
 

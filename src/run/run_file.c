@@ -745,15 +745,100 @@ static void rf_source_cdc(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
         }
 }
 
+/* .source pull NAME --url URL [--every DURATION] [pull options]: see
+** run_file.h. Every option but --every is checked here the way
+** pgpipe_pull_set takes it at run time, and kept as written (NAME=VALUE). */
+static void rf_source_pull(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
+{
+    if (!rf_grow(pf, (void **)&pf->src, pf->p.nsources, &pf->csrc, sizeof *pf->src))
+        return;
+    pgpipe_pipe_source *s = &pf->src[pf->p.nsources++];
+    s->kind = PGPIPE_PIPE_SOURCE_PULL;
+    s->line = line;
+    s->every_ms = 300000;
+#ifdef PGPIPE_OMIT_PULL
+    (void)w, (void)nw;
+    rf_diag(pf, line, 0, ".source pull: this pgpipe was built without the API pull (PGPIPE_OMIT_PULL)");
+#else
+    const char **args = rf_keep(pf, pp_calloc((size_t)nw + 1, sizeof *args));
+    if (!args)
+        return;
+    s->pull_args = args;
+    pgpipe_pull_options o;
+    pgpipe_pull_options_init(&o);
+    int have_url = 0;
+    for (int i = 2; i < nw; i++) {
+        const char *a = w[i].s;
+        if (strncmp(a, "--", 2) != 0) {
+            if (s->name)
+                rf_diag(pf, line, w[i].vcol, ".source pull: unexpected \"%s\" (options start with --)", a);
+            else
+                s->name = rf_str(pf, a);
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(nlen < 63 ? nlen : 63), a);
+        const char *v = eq ? eq + 1 : NULL;
+        int col = w[i].col;
+        if (!v) {
+            if (i + 1 >= nw) {
+                rf_diag(pf, line, col, ".source pull: %s needs a value", name);
+                break;
+            }
+            v = w[++i].s;
+            col = w[i].vcol;
+        }
+        if (!strcmp(name, "--every")) {
+            if ((s->every_ms = run_duration_ms(v)) <= 0)
+                rf_diag(pf, line, col, ".source pull: --every: expected a duration like 30s, 5m, 2h, 1d, "
+                        "got \"%s\"", v);
+            continue;
+        }
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        if (pgpipe_pull_set(&o, name, v, &e) != PGPIPE_OK) {
+            const char *m = !strncmp(e.message, "pull: ", 6) ? e.message + 6 : e.message;
+            rf_diag(pf, line, col, ".source pull: %s", m);
+            continue;
+        }
+        have_url |= !strcmp(name, "--url");
+        if (!strcmp(name, "--source"))
+            s->pull_source = rf_str(pf, v);
+        char *kv = pp_malloc(strlen(name) + strlen(v) + 2);
+        if (kv)
+            sprintf(kv, "%s=%s", name + 2, v);
+        args[s->npull_args++] = rf_keep(pf, kv);
+    }
+    if (!s->name)
+        rf_diag(pf, line, 0, ".source pull: needs a NAME");
+    if (!have_url)
+        rf_diag(pf, line, 0, ".source pull: --url is required");
+    else if (strncmp(o.url, "http://", 7) != 0 && strncmp(o.url, "https://", 8) != 0)
+        rf_diag(pf, line, 0, ".source pull: --url: http:// or https://, got \"%s\"", o.url);
+    if (o.paginate == PGPIPE_PULL_CURSOR && !o.cursor_path)
+        rf_diag(pf, line, 0, ".source pull: --paginate cursor needs --cursor-path");
+    if (o.event_type && o.event_type_field)
+        rf_diag(pf, line, 0, ".source pull: --event-type and --event-type-field do not go together");
+    if (!s->pull_source)
+        s->pull_source = s->name;
+#endif
+}
+
 static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
     rf_opts o;
     const char *kind = nw > 1 ? w[1].s : "";
     int files = !strcmp(kind, "files"), http = !strcmp(kind, "http"), cdc = !strcmp(kind, "cdc");
+    if (!strcmp(kind, "pull")) {
+        rf_source_pull(pf, line, w, nw);
+        return;
+    }
     if (!files && !http && !cdc) {
         rf_diag(pf, line, nw > 1 ? w[1].col : 0,
-                ".source: expected files, http or cdc%s%s%s", nw > 1 ? ", got \"" : "",
-                nw > 1 ? kind : "", nw > 1 ? "\" (API pull sources are not supported yet)" : "");
+                ".source: expected files, http, cdc or pull%s%s%s", nw > 1 ? ", got \"" : "",
+                nw > 1 ? kind : "", nw > 1 ? "\"" : "");
         return;
     }
     if (cdc) {

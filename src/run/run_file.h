@@ -68,6 +68,20 @@
 **                                (delivered by the .alert cdc-lag of the
 **                                source when there is one) and counted
 **                                in /metrics (pgpipe_cdc_guard_*)
+**   .source pull NAME --url URL [--every DURATION] [--source API]
+**           [--stream S] [--paginate none|link|cursor|offset|page] [--records PATH]
+**           [--event-type TYPE | --event-type-field PATH] [--since-field PATH]
+**           [--token-env VAR | --token-file PATH] [--rate N] ...
+**                                an HTTP(S) JSON API (.pull): a run every
+**                                --every (5m), each from where the last
+**                                stopped; the options are those of .pull
+**                                (.help pull, pgpipe_pull_set) with --source
+**                                defaulting to NAME and --stream to
+**                                "default". The .source pull lines with the
+**                                same --source share one rate budget (the
+**                                first one's --rate) and run at once, one
+**                                thread each. Secrets only from the
+**                                environment or a file.
 **   .workers EVENT_TYPE|* (--sql FILE | --so LIB:SYMBOL) [--workers N]
 **           [--batch N] [--mode transaction|lease] [--lease DURATION]
 **           [--max-attempts N] [--table TABLE]
@@ -148,7 +162,8 @@ typedef struct pgpipe_pipe_step {
     int line;
 } pgpipe_pipe_step;
 
-enum { PGPIPE_PIPE_SOURCE_FILES = 1, PGPIPE_PIPE_SOURCE_HTTP, PGPIPE_PIPE_SOURCE_CDC };
+enum { PGPIPE_PIPE_SOURCE_FILES = 1, PGPIPE_PIPE_SOURCE_HTTP, PGPIPE_PIPE_SOURCE_CDC,
+       PGPIPE_PIPE_SOURCE_PULL };
 typedef struct pgpipe_pipe_source {
     int kind;             /* PGPIPE_PIPE_SOURCE_* */
     const char *name;
@@ -174,6 +189,14 @@ typedef struct pgpipe_pipe_source {
     const char *pause_workers; /* "TYPE,TYPE": globs on the .workers EVENT_TYPEs */
     int64_t pause_at, resume_at, drop_slot_at; /* resume_at: pause_at / 2 by default */
     int64_t slot_check_ms; /* 10s */
+    /* pull: the options as written ("url=...", "paginate=link"), for
+    ** pgpipe_pull_set; a run every every_ms (5m); pull_source is the
+    ** events' source (--source, default the NAME): the sources sharing it
+    ** share one rate budget (the first one's --rate) */
+    const char *const *pull_args;
+    int npull_args;
+    int64_t every_ms;
+    const char *pull_source;
 } pgpipe_pipe_source;
 
 enum { PGPIPE_PIPE_TRANSACTION = 0, PGPIPE_PIPE_LEASE = 1 };

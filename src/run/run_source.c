@@ -101,6 +101,29 @@ typedef struct rsrc_cdc {
     long long pauses, resumes, drops; /* the guard's steps */
 } rsrc_cdc;
 
+/* An API pull source: a thread runs pgpipe_pull_run every every_ms (the
+** first run at once); a failed run is logged and the next one resumes
+** where it stopped. The sources with the same pull_source share budget
+** (the first one owns it). */
+typedef struct rsrc_pull {
+    char *name, *source;
+    char **args;          /* "name=value" as the file wrote them */
+    int nargs, line;
+    int64_t every_ms;
+    double rate;
+    pthread_t th;
+    int running;
+    atomic_int stop;
+    pgpipe_runner *r;
+#ifndef PGPIPE_OMIT_PULL
+    pgpipe_pull_budget *budget;
+    int owns_budget;
+    pthread_mutex_t pmu;  /* guards p */
+    pgpipe_pull *p;
+#endif
+    long long runs, records, dead, failures; /* pmu */
+} rsrc_pull;
+
 typedef struct rsrc_work {
     char *event_type, *sql_file, *so_lib, *so_symbol, *table;
     int workers, batch, mode, max_attempts, line;
@@ -127,6 +150,8 @@ struct run_sources {
     int nwork;
     rsrc_cdc **cdc;
     int ncdc;
+    rsrc_pull **pull;
+    int npull;
 };
 
 static int rsrc_same(const char *a, const char *b)
@@ -653,6 +678,193 @@ static void rsrc_http_stop(run_sources *s, rsrc_http *h)
 #else
     (void)s, (void)h;
 #endif
+}
+
+/* ---- the API pull source ------------------------------------------------ */
+
+static void rsrc_pull_free(rsrc_pull *h)
+{
+    if (!h)
+        return;
+    for (int i = 0; i < h->nargs; i++)
+        pp_free(h->args[i]);
+    pp_free(h->args);
+    pp_free(h->name), pp_free(h->source);
+#ifndef PGPIPE_OMIT_PULL
+    if (h->owns_budget)
+        pgpipe_pull_budget_close(h->budget);
+    pthread_mutex_destroy(&h->pmu);
+#endif
+    pp_free(h);
+}
+
+static rsrc_pull *rsrc_pull_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
+{
+    rsrc_pull *h = pp_calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+#ifndef PGPIPE_OMIT_PULL
+    pthread_mutex_init(&h->pmu, NULL);
+#endif
+    h->r = r;
+    h->line = s->line;
+    h->every_ms = s->every_ms > 0 ? s->every_ms : 300000;
+    int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->source, s->pull_source ? s->pull_source : s->name);
+    h->args = pp_calloc((size_t)s->npull_args + 1, sizeof *h->args);
+    ok &= h->args != NULL;
+    for (int i = 0; ok && i < s->npull_args; i++) {
+        ok &= rsrc_dup(&h->args[i], s->pull_args[i]);
+        h->nargs++;
+        if (!strncmp(s->pull_args[i], "rate=", 5))
+            h->rate = atof(s->pull_args[i] + 5);
+    }
+    if (!ok) {
+        rsrc_pull_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+#ifndef PGPIPE_OMIT_PULL
+static void rsrc_pull_show(void *ud, const pgpipe_pull_progress *p)
+{
+    rsrc_pull *h = ud;
+    if (!p->done)
+        return;
+    pthread_mutex_lock(&h->pmu);
+    h->records += p->records;
+    h->dead += p->dead_lettered;
+    pthread_mutex_unlock(&h->pmu);
+}
+
+static void *rsrc_pull_thread(void *arg)
+{
+    rsrc_pull *h = arg;
+    pgpipe_runner *r = h->r;
+    pgpipe_pull *p = NULL;
+    int64_t backoff = 1000;
+    while (!atomic_load(&h->stop)) {
+        int64_t wait = h->every_ms;
+        if (!p) {
+            pgpipe_pull_options o;
+            pgpipe_pull_options_init(&o);
+            pgpipe_error e;
+            memset(&e, 0, sizeof e);
+            for (int i = 0; i < h->nargs; i++) {
+                char *eq = strchr(h->args[i], '=');
+                char name[64];
+                snprintf(name, sizeof name, "%.*s", (int)(eq - h->args[i]), h->args[i]);
+                pgpipe_pull_set(&o, name, eq + 1, &e); /* checked when the file was read */
+            }
+            if (!o.source)
+                o.source = h->source;
+            o.conninfo = r->conninfo;
+            o.install = !r->opt.install_schema;
+            o.budget = h->budget;
+            o.progress = rsrc_pull_show;
+            o.progress_ud = h;
+            int rc = pgpipe_pull_open(&p, &o);
+            if (rc != PGPIPE_OK) {
+                char in[24];
+                snprintf(in, sizeof in, "%lld ms", (long long)backoff);
+                run_log(r, PGPIPE_LOG_ERROR, "pull source failed to open; trying again", "source", h->name,
+                        "error", p ? pgpipe_errmsg(p) : "out of memory", "in", in, NULL);
+                pgpipe_pull_close(p);
+                p = NULL;
+                wait = backoff;
+                backoff = backoff < 30000 ? backoff * 2 : 60000;
+            } else {
+                backoff = 1000;
+                pthread_mutex_lock(&h->pmu);
+                h->p = p;
+                pthread_mutex_unlock(&h->pmu);
+            }
+        }
+        if (p && !atomic_load(&h->stop)) {
+            int rc = pgpipe_pull_run(p);
+            pgpipe_pull_progress pr;
+            pgpipe_pull_progress_get(p, &pr);
+            char pages[24], recs[24];
+            snprintf(pages, sizeof pages, "%lld", pr.pages);
+            snprintf(recs, sizeof recs, "%lld", pr.records);
+            pthread_mutex_lock(&h->pmu);
+            h->runs++;
+            h->failures += rc != PGPIPE_OK && rc != PGPIPE_BUSY;
+            pthread_mutex_unlock(&h->pmu);
+            if (rc == PGPIPE_OK)
+                run_log(r, PGPIPE_LOG_INFO, "pull source ran", "source", h->name, "pages", pages,
+                        "records", recs, NULL);
+            else if (!atomic_load(&h->stop))
+                run_log(r, PGPIPE_LOG_ERROR, "pull source run failed; the next run resumes", "source",
+                        h->name, "pages", pages, "records", recs, "error", pgpipe_errmsg(p), NULL);
+        }
+        for (int64_t waited = 0; waited < wait && !atomic_load(&h->stop); waited += 100)
+            pgpipe_sleep_ms(100);
+    }
+    pthread_mutex_lock(&h->pmu);
+    h->p = NULL;
+    pthread_mutex_unlock(&h->pmu);
+    pgpipe_pull_close(p);
+    return NULL;
+}
+#endif
+
+static int rsrc_pull_start(pgpipe_runner *r, run_sources *s, rsrc_pull *h, pgpipe_error *err)
+{
+#ifdef PGPIPE_OMIT_PULL
+    (void)s;
+    return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source pull %s: this pgpipe was built without the "
+                  "API pull (PGPIPE_OMIT_PULL)", r->path, h->line, h->name);
+#else
+    /* the budget of the first source with the same events' source */
+    for (int i = 0; i < s->npull && !h->budget; i++)
+        if (s->pull[i] && s->pull[i] != h && s->pull[i]->owns_budget && !strcmp(s->pull[i]->source, h->source))
+            h->budget = s->pull[i]->budget;
+    if (!h->budget) {
+        if (pgpipe_pull_budget_open(&h->budget, h->rate, 1) != PGPIPE_OK) {
+            h->budget = NULL;
+            return pp_err(err, PGPIPE_ERROR, "%s:%d: .source pull %s: %s", r->path, h->line, h->name,
+                          "this pgpipe was built without libcurl (-DPGPIPE_ENABLE_CURL)");
+        }
+        h->owns_budget = 1;
+    }
+    if (pthread_create(&h->th, NULL, rsrc_pull_thread, h) != 0)
+        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source pull %s: cannot start a thread", r->path,
+                      h->line, h->name);
+    pp_mutex_lock(&s->mu);
+    h->running = 1;
+    pp_mutex_unlock(&s->mu);
+    return PGPIPE_OK;
+#endif
+}
+
+static void rsrc_pull_stop(run_sources *s, rsrc_pull *h)
+{
+    if (!h->running)
+        return;
+    atomic_store(&h->stop, 1);
+#ifndef PGPIPE_OMIT_PULL
+    pthread_mutex_lock(&h->pmu);
+    if (h->p)
+        pgpipe_pull_stop(h->p);
+    pthread_mutex_unlock(&h->pmu);
+#endif
+    pthread_join(h->th, NULL);
+    pp_mutex_lock(&s->mu);
+    h->running = 0;
+    pp_mutex_unlock(&s->mu);
+}
+
+/* Stop them all, the budgets' owners last (the others use their budget). */
+static void rsrc_pull_stop_all(run_sources *s, rsrc_pull **list, int n)
+{
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++)
+            if (list[i])
+#ifndef PGPIPE_OMIT_PULL
+                if (list[i]->owns_budget == pass)
+#endif
+                    rsrc_pull_stop(s, list[i]);
 }
 
 /* ---- the CDC source ----------------------------------------------------- */
@@ -1254,6 +1466,33 @@ static void rsrc_work_stop_all(rsrc_work **ws, int n, int drain_ms)
 /* r->sources is read by other threads (the status page's metrics): it is
 ** published once filled in, and on a failure too, so stop and free find
 ** what was started. */
+/* The pull sources of def, into s->pull (which holds none), started. */
+static int rsrc_pull_start_all(pgpipe_runner *r, run_sources *s, const pgpipe_pipe_def *def,
+                               pgpipe_error *err)
+{
+    rsrc_pull **np = pp_calloc((size_t)def->nsources + 1, sizeof *np);
+    if (!np)
+        return pp_err_nomem(err);
+    pp_mutex_lock(&s->mu);
+    pp_free(s->pull);
+    s->pull = np;
+    s->npull = 0;
+    pp_mutex_unlock(&s->mu);
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind != PGPIPE_PIPE_SOURCE_PULL)
+            continue;
+        rsrc_pull *h = rsrc_pull_new(r, &def->sources[i]);
+        if (!h)
+            return pp_err_nomem(err);
+        pp_mutex_lock(&s->mu);
+        s->pull[s->npull++] = h;
+        pp_mutex_unlock(&s->mu);
+        if (rsrc_pull_start(r, s, h, err))
+            return err->code ? err->code : PGPIPE_ERROR;
+    }
+    return PGPIPE_OK;
+}
+
 static int rsrc_publish(pgpipe_runner *r, run_sources *s, int rc)
 {
     __atomic_store_n(&r->sources, s, __ATOMIC_RELEASE);
@@ -1309,6 +1548,8 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
         if (rsrc_cdc_start(r, s, h, &r->h.err))
             return rsrc_publish(r, s, r->h.err.code);
     }
+    if (rsrc_pull_start_all(r, s, def, &r->h.err))
+        return rsrc_publish(r, s, r->h.err.code);
     rsrc_publish(r, s, PGPIPE_OK);
     if (pthread_create(&s->poller, NULL, rsrc_poller, r) != 0)
         return pp_err(&r->h.err, PGPIPE_ERROR, "cannot start the file sources' thread");
@@ -1337,6 +1578,7 @@ PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms)
     for (int i = 0; i < s->ncdc; i++)
         if (s->cdc[i])
             rsrc_cdc_stop(s, s->cdc[i]);
+    rsrc_pull_stop_all(s, s->pull, s->npull);
     pp_mutex_lock(&s->mu);
     rsrc_work **ws = s->work;
     int n = s->nwork;
@@ -1526,6 +1768,18 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
 #ifndef PGPIPE_OMIT_CDC
     rsrc_guard_apply(r, NULL, NULL, 0); /* workers started now follow a guard that holds */
 #endif
+    /* pull sources: all stopped (after the current request; nothing half
+    ** committed) and started anew; each resumes from its stored state */
+    rsrc_pull_stop_all(s, s->pull, s->npull);
+    for (int i = 0; i < s->npull; i++)
+        rsrc_pull_free(s->pull[i]);
+    s->npull = 0;
+    pgpipe_error pe;
+    memset(&pe, 0, sizeof pe);
+    if (rsrc_pull_start_all(r, s, def, &pe)) {
+        run_log(r, PGPIPE_LOG_ERROR, "reload: pull source not started", "error", pe.message, NULL);
+        failed = 1;
+    }
     return failed ? PGPIPE_ERROR : PGPIPE_OK;
 }
 
@@ -1534,7 +1788,7 @@ PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
     run_sources *s = r->sources;
     if (!s)
         return;
-    if (s->poller_on || s->nwork || s->nhttp || s->ncdc)
+    if (s->poller_on || s->nwork || s->nhttp || s->ncdc || s->npull)
         run_sources_stop(r, 0);
     for (int i = 0; i < s->nfolders; i++)
         rsrc_folder_free(s->folders[i]);
@@ -1548,6 +1802,9 @@ PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r)
     for (int i = 0; i < s->ncdc; i++)
         rsrc_cdc_free(s->cdc[i]);
     pp_free(s->cdc);
+    for (int i = 0; i < s->npull; i++)
+        rsrc_pull_free(s->pull[i]);
+    pp_free(s->pull);
     pp_free(s->work);
     pthread_mutex_destroy(&s->mu);
     pp_free(s);

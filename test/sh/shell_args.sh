@@ -92,7 +92,7 @@ after:  $after"
     done
 }
 
-bad ".mode nope" 'MODE: expected aligned, csv, json, line or table, got "nope"'
+bad ".mode nope" 'MODE: expected aligned, csv, json, line, table, box, markdown, insert or unaligned, got "nope"'
 bad ".mode csv json" 'unexpected argument "json"'
 bad ".timer maybe" 'expected on or off, got "maybe"'
 bad ".timer" 'missing on|off'

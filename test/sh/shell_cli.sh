@@ -99,7 +99,7 @@ printf 'SELECT 1;\n\nSELECT\n  nosuchcolumn;\n.mode bogus\n\\foo\nSELECT 2;\n' >
 $P "$D" -f "$tmp/err.sql" >"$tmp/out" 2>"$tmp/err"; rc=$?
 [ $rc = 1 ] || fail "script with errors: exit $rc"
 has "$(cat "$tmp/err")" "$tmp/err.sql:3: error: [42703]"
-has "$(cat "$tmp/err")" "$tmp/err.sql:5: error: .mode: MODE: expected aligned, csv, json, line or table, got \"bogus\""
+has "$(cat "$tmp/err")" "$tmp/err.sql:5: error: .mode: MODE: expected aligned, csv, json, line, table, box, markdown, insert or unaligned, got \"bogus\""
 has "$(cat "$tmp/err")" "$tmp/err.sql:6: error: invalid command \\foo (try .help)"
 [ "$(grep -c 'invalid command' "$tmp/err")" = 1 ] || fail "\\foo: $(cat "$tmp/err")"
 # the same through .read (the read file's own lines) and from stdin
@@ -113,13 +113,13 @@ grep -q '^error: \[42601\]' "$tmp/err" || fail "argument error: $(cat "$tmp/err"
 
 # ---- backslash commands in a script ------------------------------------------
 printf 'SELECT 1;\n' > "$tmp/inc.sql"
-printf '\\x\nSELECT 1 AS a, 2 AS b;\n\\x off\n\\i %s\n\\timing on\n\\d cli_t\n\\q\nSELECT 99;\n' "$tmp/inc.sql" |
+printf '\\x\nSELECT 1 AS a, 2 AS b;\n\\x off\n\\i %s\n\\timing on\n\\crosstabview\n\\q\nSELECT 99;\n' "$tmp/inc.sql" |
     $P "$D" >"$tmp/out" 2>"$tmp/err"; rc=$?
 [ $rc = 1 ] || fail "backslash script: exit $rc"
-has "$(cat "$tmp/out")" "a = 1"
+has "$(cat "$tmp/out")" "a | 1"
 has "$(cat "$tmp/out")" "(1 row)"
 has "$(cat "$tmp/out")" "Timing is on."
-has "$(cat "$tmp/err")" "<stdin>:6: error: \\d: not available"
+has "$(cat "$tmp/err")" "<stdin>:6: error: invalid command \\crosstabview"
 grep -q 99 "$tmp/out" && fail "\\q did not end the script"
 # inside a statement: \g runs it, \r clears it, \q quits; in COPY data \N is data
 $P "$D" "CREATE TABLE cli_n (v text)" >/dev/null

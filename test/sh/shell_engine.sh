@@ -71,7 +71,7 @@ SELECT count(*) AS n, string_agg(b, '|' ORDER BY a) AS b FROM eng_copy;
 SQL
 ) || fail "script: $out"
 has "$out" "3,x|y;z|three;"
-err=$(printf 'SELECT 1;\n\\d eng_copy\n' | $P "$D" 2>&1) && fail "psql meta-command accepted"
+err=$(printf 'SELECT 1;\n\\crosstabview\n' | $P "$D" 2>&1) && fail "psql meta-command accepted"
 has "$err" "<stdin>:2:"
 # .work N --sql FILE processes staging rows; .stats shows the numbers
 $P "$D" "CREATE TABLE eng_out(id bigint PRIMARY KEY)" \

@@ -30,8 +30,8 @@ send \\\\x\\r
 expect Expanded display is on
 expect pgpipe> 
 send SELECT 1 AS a, 2 AS b;\\r
-expect a = 1
-expect b = 2
+expect a | 1
+expect b | 2
 expect pgpipe> 
 send \\\\x off\\r
 expect Expanded display is off
@@ -42,8 +42,8 @@ expect pgpipe>
 send \\\\conninfo\\r
 expect connected to database
 expect pgpipe> 
-send \\\\d\\r
-expect \\\\d: not available
+send \\\\dn\\r
+expect List of schemas
 expect pgpipe> 
 send \\\\foo\\r
 expect invalid command \\\\foo (try .help)

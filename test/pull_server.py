@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""The API the pull tests and bench-pull request: paged JSON fixtures in every
+pagination style, and the faults a real API shows.
+
+    python3 test/pull_server.py --port-file FILE [--port N]
+
+Writes the port it listens on (127.0.0.1) to FILE once it accepts. Records
+are made up from their number i (1-based): {"id":i,"type":"t<i%3>",
+"updated_at":"2026-01-01T..","name":"n<i>"}. Every style takes n (records
+in the listing) and since (only records with id > since), and:
+
+    /link?per=P&page=K        Link: <...>; rel="next" (relative URL)
+    /cursor?per=P&cursor=C    {"data":{"items":[..]},"next_cursor":..,"has_more":..}
+                              cursor = the offset (opaque=1: "c<offset>z")
+    /offset?offset=O&limit=L  {"items":[..],"total":n}
+    /page?page=K&per_page=P   {"results":[..],"total_pages":..,"total":n}
+
+Faults, on the page whose 1-based index is at= (default 2):
+
+    fault=429 | 503     first request: that status with Retry-After: ra
+                        seconds (ra=date: as an HTTP date)
+    fault=500           the first two requests: 500
+    fault=drop          first request: half the body, then the connection closes
+    fault=stall         first request: no answer for 10 s
+    fault=malformed     the body is cut JSON, always
+    fault=backwards     the next cursor goes back (cursor style)
+    fault=repeat        the Link next names the page itself
+    fault=total         the total (offset, page) says 5 more than there are
+    fault=pages         total_pages says one page fewer than there are
+    fault=ratelimit     X-RateLimit-Remaining: 0, X-RateLimit-Reset: 1 (seconds)
+
+A request that arrives while a Retry-After or a rate-limit reset it gave is
+still running gets a 429 without Retry-After and counts as "early" in
+/stats. Other parameters: gzip=1 (gzip when the client accepts it),
+delay=MS (before each page), cache=1 (a page's body is made once and
+kept: the benchmark), bad=K,L (record K lacks "type", record L
+holds \\u0000), auth=bearer|basic|key (401 unless Authorization: Bearer
+s3cret-token / Basic user:pa55 / X-Api-Key: k3y-value).
+GET /stats: {"requests":..,"gzip":..,"early":..,"faults":..,"auth_failed":..}.
+"""
+import argparse
+import base64
+import email.utils
+import gzip
+import json
+import math
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+lock = threading.Lock()
+stats = {"requests": 0, "gzip": 0, "early": 0, "faults": 0, "auth_failed": 0}
+fired = {}          # fault key -> times fired
+page_cache = {}     # cache=1: (path, query) -> (headers, body), for the benchmark
+not_before = [0.0]  # monotonic time before which a request is early
+
+BASE = 1767225600  # 2026-01-01T00:00:00Z
+
+
+def record(i, bad_type=False, bad_nul=False):
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE + i))
+    if bad_type:
+        return '{"id":%d,"updated_at":"%s","name":"n%d"}' % (i, ts, i)
+    name = "n%d\\u0000" % i if bad_nul else "n%d" % i
+    return '{"id":%d,"type":"t%d","updated_at":"%s","name":"%s"}' % (i, i % 3, ts, name)
+
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def send_body(self, status, body, headers=(), q=None):
+        data = body.encode() if isinstance(body, str) else body
+        hdrs = list(headers)
+        if q and q.get("gzip") == "1" and "gzip" in self.headers.get("Accept-Encoding", ""):
+            data = gzip.compress(data, 1)
+            hdrs.append(("Content-Encoding", "gzip"))
+            with lock:
+                stats["gzip"] += 1
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in hdrs:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def fault_once(self, key, times=1):
+        with lock:
+            n = fired.get(key, 0)
+            if n < times:
+                fired[key] = n + 1
+                stats["faults"] += 1
+                return True
+        return False
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        self.post_body = self.rfile.read(n) if n else b""
+        self.do_GET()
+
+    def do_GET(self):
+        u = urllib.parse.urlsplit(self.path)
+        q = dict(urllib.parse.parse_qsl(u.query))
+        if u.path == "/stats":
+            with lock:
+                self.send_body(200, json.dumps(stats))
+            return
+        with lock:
+            stats["requests"] += 1
+            early = time.monotonic() < not_before[0]
+            if early:
+                stats["early"] += 1
+        if early:
+            self.send_body(429, '{"error":"early"}')
+            return
+        auth = q.get("auth")
+        if auth:
+            want = {"bearer": ("Authorization", "Bearer s3cret-token"),
+                    "basic": ("Authorization", "Basic " + base64.b64encode(b"user:pa55").decode()),
+                    "key": ("X-Api-Key", "k3y-value")}[auth]
+            if self.headers.get(want[0]) != want[1]:
+                with lock:
+                    stats["auth_failed"] += 1
+                self.send_body(401, '{"error":"unauthorized"}')
+                return
+        if q.get("cache") == "1":
+            hit = page_cache.get(self.path)
+            if hit:
+                self.send_body(200, hit[1], hit[0], q)
+                return
+        n = int(q.get("n", "100"))
+        since = int(q.get("since", "0") or 0)
+        ids = range(since + 1, n + 1)
+        style = u.path.strip("/")
+        if style == "link":
+            per = int(q.get("per", "10"))
+            page = int(q.get("page", "1"))
+            off = (page - 1) * per
+        elif style == "cursor":
+            per = int(q.get("per", "10"))
+            c = q.get("cursor", "0")
+            off = int(c.strip("cz") or 0)
+            page = off // per + 1
+        elif style == "offset":
+            per = int(q.get("limit", "10"))
+            off = int(q.get("offset", "0"))
+            page = off // per + 1
+        elif style == "page":
+            per = int(q.get("per_page", "10"))
+            page = int(q.get("page", "1"))
+            off = (page - 1) * per
+        else:
+            self.send_body(404, '{"error":"no such listing"}')
+            return
+        if q.get("delay"):
+            time.sleep(int(q["delay"]) / 1000)
+        fault = q.get("fault")
+        at = int(q.get("at", "2"))
+        key = (fault, u.path, q.get("n"), q.get("since"), page)
+        if fault and page == at:
+            if fault in ("429", "503") and self.fault_once(key):
+                ra = q.get("ra", "1")
+                if ra == "date":
+                    value = email.utils.formatdate(time.time() + 2, usegmt=True)
+                    wait = 1.0  # an HTTP date has whole seconds: at least 1 s away
+                else:
+                    value, wait = ra, float(ra)
+                with lock:
+                    not_before[0] = time.monotonic() + wait
+                self.send_body(int(fault), '{"error":"slow down"}', [("Retry-After", value)])
+                return
+            if fault == "500" and self.fault_once(key, 2):
+                self.send_body(500, '{"error":"oops"}')
+                return
+            if fault == "stall" and self.fault_once(key):
+                time.sleep(10)
+                self.close_connection = True
+                return
+            if fault == "malformed":
+                self.send_body(200, '{"items": [{"id": 1}, {"id": 2')
+                return
+        bad = [int(x) for x in q.get("bad", "").split(",") if x]
+        chunk = ids[off:off + per]
+        items = "[" + ",".join(record(i, len(bad) > 0 and i == bad[0],
+                                      len(bad) > 1 and i == bad[1]) for i in chunk) + "]"
+        total = len(ids)
+        headers = []
+        if style == "link":
+            body = items
+            if off + per < total:
+                nq = dict(q)
+                nq["page"] = str(page + 1)
+                if fault == "repeat" and page == at:
+                    nq["page"] = str(page)
+                headers.append(("Link", '<%s?%s>; rel="next", <%s?page=1>; rel="first"'
+                                % (u.path, urllib.parse.urlencode(nq), u.path)))
+        elif style == "cursor":
+            more = off + per < total
+            nxt = off + per if more else off + len(chunk)
+            if fault == "backwards" and page == at:
+                nxt = max(0, off - per)
+            cur = ("c%dz" % nxt) if q.get("opaque") == "1" else nxt
+            body = '{"data":{"items":%s},"next_cursor":%s,"has_more":%s}' % (
+                items, json.dumps(cur), "true" if more else "false")
+        elif style == "offset":
+            rep = total + 5 if fault == "total" else total
+            body = '{"items":%s,"total":%d}' % (items, rep)
+        else:
+            pages = math.ceil(total / per) if total else 0
+            if fault == "pages":
+                pages -= 1
+            rep = total + 5 if fault == "total" else total
+            body = '{"results":%s,"total_pages":%d,"total":%d}' % (items, pages, rep)
+        if fault == "drop" and page == at and self.fault_once(key):
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if fault == "ratelimit" and page == at and self.fault_once(key):
+            with lock:
+                not_before[0] = time.monotonic() + 1
+            headers += [("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "1")]
+        if q.get("cache") == "1":
+            page_cache[self.path] = (headers, body.encode())
+        self.send_body(200, body, headers, q)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a client that hung up (a timeout, kill -9) is part of the tests
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--port-file", required=True)
+    a = ap.parse_args()
+    srv = Server(("127.0.0.1", a.port), H)
+    tmp = a.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(srv.server_address[1]))
+    os.rename(tmp, a.port_file)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+#!/bin/sh
+# .pull in the shell against test/pull_server.py: progress on stderr, the
+# records in staging, a secret refused as a value and masked in an error,
+# and kill -9 of the shell in the middle of a run: the next .pull resumes
+# after the last committed page, every record staged exactly once.
+set -u
+cd "${PGPIPE_TOP:-.}"
+P=build/test/pgpipe
+D=${PGPIPE_TEST_DSN:-}
+[ -n "$D" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
+[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+command -v python3 >/dev/null 2>&1 || { echo "python3 missing (sh tool/deps.sh --test)"; exit 77; }
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/pullsh.XXXXXX")
+chmod 755 "$tmp"
+spid=""; cpid=""
+cleanup() {
+    [ -z "$cpid" ] || { kill -9 "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null; }
+    [ -z "$spid" ] || { kill -9 "$spid" 2>/dev/null; wait "$spid" 2>/dev/null; }
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$tmp"/*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }; done; exit 1; }
+has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
+$1"; }
+q() { $P -m csv "$D" "$1" | tail -n 1; }
+
+python3 test/pull_server.py --port-file "$tmp/port" 2>"$tmp/server.err" &
+spid=$!
+i=0
+while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+[ -s "$tmp/port" ] || fail "the test server did not start"
+base=http://127.0.0.1:$(cat "$tmp/port")
+$P "$D" "DELETE FROM staging.raw_events WHERE source LIKE 'plsh%'" \
+    "DELETE FROM pgpipe.pull_state WHERE source LIKE 'plsh%'" >/dev/null 2>&1
+
+# a run with progress; the records and the state
+err=$($P "$D" ".pull '$base/cursor?n=250&per=50' --source plsh --stream items --paginate cursor \
+      --records data.items --cursor-path next_cursor --more-path has_more --event-type-field type" 2>&1) ||
+    fail ".pull: $err"
+case "$err" in *"built without libcurl"*) echo "the shell is built without libcurl"; exit 77 ;; esac
+has "$err" "pull: 5 pages, 250 records, 0 dead-lettered"
+[ "$(q "SELECT count(DISTINCT payload->>'id') FROM staging.raw_events WHERE source = 'plsh'")" = 250 ] ||
+    fail "250 records"
+[ "$(q "SELECT cursor FROM pgpipe.pull_state WHERE source = 'plsh'")" = 250 ] || fail "the cursor"
+
+# secrets: never a value; masked in errors
+err=$($P "$D" ".pull '$base/link?n=5' --source plsh2 --token abc" 2>&1) && fail "--token accepted"
+has "$err" "unknown option"
+export PLSH_TOKEN=very-secret-value
+err=$($P "$D" ".pull '$base/link?n=5&auth=bearer&echo=very-secret-value&api_key=k' --source plsh2 \
+      --token-env PLSH_TOKEN" 2>&1) && fail "a wrong token accepted"
+has "$err" "HTTP 401"
+has "$err" "echo=***&api_key=***"
+case "$err" in *very-secret-value*) fail "the secret is in the error: $err" ;; esac
+
+# kill -9 in the middle of a run, then resume
+$P "$D" ".pull '$base/link?n=600&per=10&delay=30' --source plsh3 --paginate link" 2>"$tmp/k.err" &
+cpid=$!
+i=0
+while [ "$(q "SELECT coalesce(max(pages), 0) FROM pgpipe.pull_state WHERE source = 'plsh3'")" -lt 5 ] &&
+      [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+kill -9 "$cpid"; wait "$cpid" 2>/dev/null; cpid=""
+n=$(q "SELECT count(*) FROM staging.raw_events WHERE source = 'plsh3'")
+[ "$n" -gt 0 ] && [ "$n" -lt 600 ] || fail "killed after $n records"
+$P "$D" ".pull '$base/link?n=600&per=10&delay=30' --source plsh3 --paginate link" 2>"$tmp/k2.err" ||
+    fail "the resumed .pull"
+[ "$(q "SELECT count(*) || ' ' || count(DISTINCT payload->>'id') FROM staging.raw_events WHERE source = 'plsh3'")" = "600 600" ] ||
+    fail "not exactly once: $(q "SELECT count(*) || ' ' || count(DISTINCT payload->>'id') FROM staging.raw_events WHERE source = 'plsh3'")"
+echo "ok: .pull, secrets, kill -9 resume ($n records before the kill)"

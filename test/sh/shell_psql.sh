@@ -1,0 +1,197 @@
+#!/bin/sh
+# psql's habits on the command line and in scripts (issue 26): -c in order,
+# -f, -1, -t, -A, -F/-R, -X and ~/.pgpipe_rc, -v, -e, -q, a bare database
+# name, -l, psql's exit statuses (0 ok, 1 error, 2 connection bad, 3 a script
+# stopped by ON_ERROR_STOP); command tags and (N rows); \x, \pset, \o,
+# .output, .once, \timing; :name, :'name', :"name" (never inside quotes or
+# dollar quotes), \set, \unset, \echo, \if/\elif/\else/\endif, \g, \gx,
+# \gset, \watch (bounded), \encoding, the backslash form of a dot command,
+# and a clear error for an unknown backslash command.
+set -u
+cd "${PGPIPE_TOP:-.}"
+P=${PGPIPE_SHELL:-build/test/pgpipe}
+D=$PGPIPE_TEST_DSN
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/shell_psql.XXXXXX")
+fail() { echo "FAIL: $*"; exit 1; }
+has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
+$1"; }
+hasnt() { printf '%s\n' "$1" | grep -qF -- "$2" && fail "did not expect '$2' in:
+$1"; return 0; }
+same() { [ "$1" = "$2" ] || fail "$3: expected
+$2
+got
+$1"; }
+[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+# a developer's own rc file never applies here
+export HOME=$tmp
+unset PGPIPE_RC PSQL_PAGER PAGER 2>/dev/null
+
+$P "$D" -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS shell_psql" \
+    -c "CREATE DATABASE shell_psql" || fail "setup"
+DB="$D dbname=shell_psql"
+# the same server through PG* variables, for the bare database name
+for kv in $D; do
+    case $kv in host=*) PGHOST=${kv#host=}; export PGHOST ;; port=*) PGPORT=${kv#port=}; export PGPORT ;;
+                user=*) PGUSER=${kv#user=}; export PGUSER ;; esac
+done
+
+# ---- -c in order, command tags, (N rows) ------------------------------------
+out=$($P "$DB" -c "CREATE TABLE p (id int PRIMARY KEY, name text, note text)" \
+      -c "INSERT INTO p VALUES (1, 'a', NULL), (2, 'b', NULL), (3, E'x\ny', 'n')" \
+      -c "UPDATE p SET name = name WHERE id < 3" -c "DELETE FROM p WHERE id = 2" \
+      -c "SELECT count(*) AS n FROM p") || fail "-c: exit $?"
+same "$out" "CREATE TABLE
+INSERT 0 3
+UPDATE 2
+DELETE 1
+ n
+---
+ 2
+(1 row)" "-c in order with tags"
+printf 'CREATE TABLE c (v int);\nCOPY c FROM stdin;\n1\n2\n3\n\\.\n' > "$tmp/copy.sql"
+out=$($P "$DB" -f "$tmp/copy.sql") || fail "COPY: exit $?"
+has "$out" "COPY 3"
+# multi-line values as psql aligns them: '+' where a value goes on
+out=$($P "$DB" -c "SELECT id, name FROM p WHERE id = 3")
+same "$out" " id | name
+----+------
+  3 | x   +
+    | y   
+(1 row)" "multi-line value"
+
+# ---- -t -A -F -R, -e, -q ----------------------------------------------------
+same "$($P -tA -F, "$DB" -c "SELECT 1 AS a, 'b' AS b")" "1,b" "-tA -F,"
+same "$($P -A "$DB" -c "SELECT 1 AS a, 'b' AS b")" "a|b
+1|b
+(1 row)" "-A"
+same "$($P -t "$DB" -c "SELECT 7 AS abc")" "   7" "-t"
+same "$($P -At -R ';' "$DB" -c "SELECT g FROM generate_series(1, 3) g")" "1;2;3;" "-R"
+same "$($P -e -tA "$DB" -c "SELECT 5")" "SELECT 5
+5" "-e"
+same "$($P -q "$DB" -c "UPDATE p SET note = note")" "" "-q hides the tag"
+
+# ---- a bare database name, -d, -l ----------------------------------------------
+same "$($P -tA shell_psql -c "SELECT current_database()")" "shell_psql" "bare database name"
+same "$($P -tA -c "SELECT current_database()" shell_psql)" "shell_psql" "database name after -c"
+same "$($P -tA -d shell_psql -c "SELECT current_database()")" "shell_psql" "-d"
+out=$($P -l "$D") || fail "-l: exit $?"
+has "$out" "List of databases"
+has "$out" " shell_psql "
+
+# ---- the rc file and -X ---------------------------------------------------------
+printf '\\set rcv from_rc\n' > "$tmp/.pgpipe_rc"
+same "$($P "$DB" -c '\echo :rcv')" "from_rc" "rc file"
+same "$($P -X "$DB" -c '\echo :rcv')" ":rcv" "-X skips the rc file"
+rm "$tmp/.pgpipe_rc"
+
+# ---- -v and :name, :'name', :"name" ----------------------------------------------
+out=$($P "$DB" -tA -v id=1 -v col=name -v "txt=it's" -c 'SELECT :"col" FROM p WHERE id = :id' \
+      -c "SELECT :'txt'" -c "SELECT ':id', \$\$:id\$\$, '2'::int -- :id") || fail "-v: exit $?"
+same "$out" "a
+it's
+:id|:id|2" "variables"
+
+# ---- -1 and the exit statuses ---------------------------------------------------------
+same "$($P -1 -qtA "$DB" -c "CREATE TEMP TABLE tt (x int) ON COMMIT DROP" -c "INSERT INTO tt VALUES (1)" \
+      -c "SELECT count(*) FROM tt")" "1" "-1: one transaction"
+printf 'INSERT INTO p VALUES (10);\nINSERT INTO p VALUES (10);\nINSERT INTO p VALUES (11);\n' > "$tmp/dup.sql"
+$P -1 -v ON_ERROR_STOP=1 "$DB" -f "$tmp/dup.sql" >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc = 3 ] || fail "-1 ON_ERROR_STOP: exit $rc: $(cat "$tmp/err")"
+same "$($P -tA "$DB" -c "SELECT count(*) FROM p WHERE id >= 10")" "0" "-1 rolled back"
+$P "$DB" -f "$tmp/dup.sql" >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc = 1 ] || fail "script error: exit $rc"
+same "$($P -tA "$DB" -c "SELECT count(*) FROM p WHERE id >= 10")" "2" "without ON_ERROR_STOP the script goes on"
+printf '\\set ON_ERROR_STOP on\nSELEC 1;\nSELECT 99;\n' > "$tmp/stop.sql"
+$P "$DB" -f "$tmp/stop.sql" >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc = 3 ] || fail "\\set ON_ERROR_STOP: exit $rc"
+grep -q 99 "$tmp/out" && fail "ON_ERROR_STOP did not stop"
+$P "host=$tmp/nowhere" -c "SELECT 1" >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc = 2 ] || fail "connection bad: exit $rc"
+
+# ---- \x, \pset, \o, .output, .once, \timing ------------------------------------------
+out=$($P "$DB" -c '\x' -c "SELECT 1 AS a, 'long' AS bb")
+same "$out" "Expanded display is on.
+-[ RECORD 1 ]
+a  | 1
+bb | long" "\\x"
+out=$($P "$DB" -c '\pset null (null)' -c '\pset border 2' -c "SELECT NULL AS n")
+same "$out" 'Null display is "(null)".
+Border style is 2.
++--------+
+|   n    |
++--------+
+| (null) |
++--------+
+(1 row)' "\\pset null, border 2"
+out=$($P "$DB" -c '\pset format unaligned' -c '\pset fieldsep ;' -c "SELECT 1 AS a, 2 AS b")
+has "$out" "a;b
+1;2"
+out=$($P "$DB" -c "\\o $tmp/o.txt" -c "SELECT 42 AS answer" -c '\o' -c "SELECT 7 AS seven")
+has "$out" " 7"
+hasnt "$out" "42"
+has "$(cat "$tmp/o.txt")" " 42"
+out=$($P "$DB" -c ".once $tmp/once.txt" -c "SELECT 'first' AS f" -c "SELECT 'second' AS s" \
+      -c ".output $tmp/out.txt" -c "SELECT 'third' AS t" -c ".output" -c "SELECT 'fourth' AS x")
+has "$(cat "$tmp/once.txt")" "first"
+hasnt "$(cat "$tmp/once.txt")" "second"
+has "$(cat "$tmp/out.txt")" "third"
+has "$out" "second"
+has "$out" "fourth"
+hasnt "$out" "first"
+out=$($P "$DB" -c '\o |tr a-z A-Z' -c "SELECT 'hello' AS greet" -c '\o' \
+      -c "SELECT 'after' AS x \\g |tr a-z A-Z" -c "SELECT 'plain' AS y")
+has "$out" " HELLO"
+has "$out" " AFTER"
+has "$out" " plain"
+has "$($P "$DB" -c '\timing on' -c "SELECT 1")" "Time: "
+
+# ---- variables and \if in a script; \g \gx \gset \echo \encoding \watch -------------
+cat > "$tmp/script.sql" <<'SQL'
+\set name p
+\set greeting 'hello world'
+SELECT count(*) AS n, count(*) > 0 AS some FROM :name \gset
+\echo rows: :n
+\if :some
+  \echo branch one
+\elif true
+  \echo wrong
+\else
+  \echo wrong too
+\endif
+\if false
+  SELEC this is skipped;
+\elif yes
+  \echo elif taken
+\endif
+\unset n
+\echo after unset: :n
+SELECT :'greeting' AS g
+\g
+SELECT 'x' AS xx \gx
+\encoding
+SELECT 'w' AS w \watch 0.01 c=2
+\version
+\frobnicate
+SQL
+$P "$DB" -f "$tmp/script.sql" >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc = 1 ] || fail "script: exit $rc (the unknown command fails it): $(cat "$tmp/err")"
+out=$(cat "$tmp/out")
+has "$out" "rows: 4"
+has "$out" "branch one"
+hasnt "$out" "wrong"
+has "$out" "elif taken"
+has "$out" "after unset: :n"
+has "$out" " hello world"
+has "$out" "-[ RECORD 1 ]
+xx | x"
+has "$out" "UTF8"
+[ "$(grep -c '(every 0.01s)' "$tmp/out")" = 2 ] || fail "\\watch c=2: $out"
+has "$out" ", libpq "
+err=$(cat "$tmp/err")
+has "$err" "script.sql:25: error: invalid command \\frobnicate"
+[ "$(grep -c error "$tmp/err")" = 1 ] || fail "errors: $err"
+# an \if left open is an error
+printf '\\if true\nSELECT 1;\n' | $P "$DB" >/dev/null 2>"$tmp/err" && fail "open \\if accepted"
+has "$(cat "$tmp/err")" "\\if without \\endif"
+$P "$D" -q -c "DROP DATABASE shell_psql" || fail "cleanup"
+echo "psql habits ok"

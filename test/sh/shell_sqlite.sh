@@ -1,0 +1,103 @@
+#!/bin/sh
+# sqlite3's habits (issue 26): .tables, .schema [PATTERN], .indexes,
+# .headers on|off, .nullvalue, .mode box|markdown|table|insert, .once FILE,
+# .changes on, .import FILE TABLE (the table made from the CSV header when
+# missing, columns mapped by header name, --map when names differ) and
+# .dump [TABLE] (data-only INSERTs that load back to the same rows).
+set -u
+cd "${PGPIPE_TOP:-.}"
+P=${PGPIPE_SHELL:-build/test/pgpipe}
+D=$PGPIPE_TEST_DSN
+tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/shell_sqlite.XXXXXX")
+fail() { echo "FAIL: $*"; exit 1; }
+has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
+$1"; }
+hasnt() { printf '%s\n' "$1" | grep -qF -- "$2" && fail "did not expect '$2' in:
+$1"; return 0; }
+same() { [ "$1" = "$2" ] || fail "$3: expected
+$2
+got
+$1"; }
+[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+export HOME=$tmp
+$P "$D" -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS shell_sqlite" \
+    -c "CREATE DATABASE shell_sqlite" || fail "setup"
+DB="$D dbname=shell_sqlite"
+$P -q "$DB" -f - <<'SQL' || fail "schema"
+CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric, seen boolean,
+                    twice int GENERATED ALWAYS AS (id * 2) STORED);
+CREATE INDEX items_name_idx ON items (name);
+INSERT INTO items (id, name, price, seen) VALUES (1, 'pen', 1.5, true), (2, 'it''s', NULL, false),
+    (3, E'two\nlines', 'NaN', NULL);
+CREATE VIEW cheap AS SELECT id FROM items WHERE price < 2;
+CREATE SCHEMA side;
+CREATE TABLE side.other (k text);
+SQL
+
+same "$($P "$DB" .tables)" "cheap       items       side.other" ".tables"
+same "$($P "$DB" ".tables it%")" "items" ".tables PATTERN"
+same "$($P "$DB" .indexes)" "items_name_idx  items_pkey" ".indexes"
+out=$($P "$DB" ".schema items")
+has "$out" "CREATE TABLE items (
+    id integer NOT NULL,
+    name text NOT NULL,
+    price numeric,
+    seen boolean,
+    twice integer GENERATED ALWAYS AS ((id * 2)) STORED,
+    CONSTRAINT items_pkey PRIMARY KEY (id)
+);
+CREATE INDEX items_name_idx ON public.items USING btree (name);"
+has "$($P "$DB" .schema)" "CREATE VIEW cheap AS"
+
+out=$($P "$DB" ".mode box" "SELECT id, name FROM items WHERE id = 1")
+same "$out" "┌────┬──────┐
+│ id │ name │
+├────┼──────┤
+│  1 │ pen  │
+└────┴──────┘" ".mode box"
+out=$($P "$DB" ".mode markdown" "SELECT id, name FROM items WHERE id = 1")
+same "$out" "| id | name |
+|----|------|
+|  1 | pen  |" ".mode markdown"
+out=$($P "$DB" ".mode table" ".headers off" "SELECT id, name FROM items WHERE id = 1")
+same "$out" "+---+-----+
+| 1 | pen |
++---+-----+" ".mode table, .headers off"
+out=$($P "$DB" ".mode insert items" ".nullvalue -" "SELECT id, name, price FROM items WHERE id = 2")
+same "$out" "INSERT INTO items VALUES(2,'it''s',NULL);" ".mode insert"
+out=$($P "$DB" ".nullvalue (none)" "SELECT price FROM items WHERE id = 2")
+has "$out" " (none)"
+out=$($P "$DB" ".changes on" "UPDATE items SET seen = seen" "DELETE FROM items WHERE id = 99")
+has "$out" "changes: 3   total_changes: 3"
+has "$out" "changes: 0   total_changes: 3"
+out=$($P "$DB" ".once $tmp/once.txt" "SELECT 'a' AS x" "SELECT 'b' AS y")
+hasnt "$out" " a"
+has "$(cat "$tmp/once.txt")" " a"
+
+# .import: a new table from the header; an existing one by header name
+printf 'name,qty,"the note"\nbolt,3,"x, y"\nnut,,z\n' > "$tmp/parts.csv"
+out=$($P "$DB" ".import $tmp/parts.csv parts") || fail ".import new: $out"
+has "$out" "imported 2 rows into parts (created)"
+same "$($P -tA "$DB" "SELECT name || '|' || coalesce(qty, 'NULL') || '|' || \"the note\" FROM parts ORDER BY 1")" "bolt|3|x, y
+nut|NULL|z" ".import created"
+$P -q "$DB" "CREATE TABLE stock (note text, qty int, id serial, name text)" || fail "stock"
+$P "$DB" ".import $tmp/parts.csv stock" >"$tmp/out" 2>"$tmp/err" && fail "unknown header column accepted"
+has "$(cat "$tmp/err")" '.import: stock has no column "the note"'
+out=$($P "$DB" ".import $tmp/parts.csv stock --map 'the note=note'") || fail ".import --map: $out"
+has "$out" "imported 2 rows into stock"
+same "$($P -tA "$DB" "SELECT name, qty, note FROM stock ORDER BY id")" "bolt|3|x, y
+nut||z" ".import by name"
+
+# .dump: INSERTs that give the same rows back
+$P "$DB" ".dump items" > "$tmp/dump.sql" || fail ".dump"
+has "$(cat "$tmp/dump.sql")" "INSERT INTO public.items VALUES (1, 'pen', 1.5, true, DEFAULT);"
+has "$(cat "$tmp/dump.sql")" "INSERT INTO public.items VALUES (2, 'it''s', NULL, false, DEFAULT);"
+has "$(cat "$tmp/dump.sql")" "'NaN'"
+before=$($P -tA "$DB" "SELECT md5(string_agg(i::text, ',' ORDER BY id)) FROM items i")
+$P -q "$DB" "TRUNCATE items" || fail "truncate"
+$P -q "$DB" -v ON_ERROR_STOP=1 -f "$tmp/dump.sql" || fail "dump does not load back"
+same "$($P -tA "$DB" "SELECT md5(string_agg(i::text, ',' ORDER BY id)) FROM items i")" "$before" ".dump round trip"
+has "$($P "$DB" .dump)" "Data for side.other"
+$P "$DB" ".dump nosuch" >/dev/null 2>&1 && fail ".dump of no table succeeded"
+$P "$D" -q -c "DROP DATABASE shell_sqlite" || fail "cleanup"
+echo "sqlite habits ok"

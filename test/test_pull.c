@@ -1,0 +1,691 @@
+/* API pull (src/pull): the URL, Link and cursor helpers, then pages from a
+** real HTTP server (test/pull_server.py, one per test) into staging of the
+** test cluster: every pagination style, incremental cursors and backfill,
+** dead letters, incomplete pagination, the politeness faults (429/503 with
+** Retry-After, 5xx, a dropped connection, a stall, rate-limit headers,
+** gzip), secrets, and kill -9 in the middle of a run. */
+
+#include <pthread.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+
+PGT_TEST(pull, url_params)
+{
+    pp_buf b = { 0 };
+    char v[64];
+    PGT_OK(pp_pull_param_set(&b, "http://h/x?a=1&cursor=old&b=2#frag", "cursor", "n x/y"));
+    PGT_EQ_STR(b.data, "http://h/x?a=1&b=2&cursor=n%20x%2Fy");
+    PGT_CHECK(pp_pull_param_get(b.data, "cursor", v, sizeof v));
+    PGT_EQ_STR(v, "n x/y");
+    PGT_CHECK(!pp_pull_param_get(b.data, "curs", v, sizeof v));
+    PGT_OK(pp_pull_param_set(&b, "http://h/x", "page", "2"));
+    PGT_EQ_STR(b.data, "http://h/x?page=2");
+    PGT_OK(pp_pull_param_set(&b, "http://h/x?page=1", "page", NULL));
+    PGT_EQ_STR(b.data, "http://h/x");
+    pp_buf_free(&b);
+
+    char t[256];
+    PGT_CHECK(pp_pull_link_next("<https://a/p?page=1>; rel=\"first\", <https://a/p?page=3>; rel=\"next\"",
+                                t, sizeof t));
+    PGT_EQ_STR(t, "https://a/p?page=3");
+    PGT_CHECK(pp_pull_link_next("</p?x=1,2>; title=\"a, b\"; rel=\"prev next\"", t, sizeof t));
+    PGT_EQ_STR(t, "/p?x=1,2");
+    PGT_CHECK(!pp_pull_link_next("<https://a/p?page=1>; rel=\"prev\"", t, sizeof t));
+    PGT_CHECK(!pp_pull_link_next("<https://a/p?page=1>; rel=\"nextpage\"", t, sizeof t));
+
+    int num;
+    PGT_EQ_INT(pp_pull_cursor_cmp("10", "9", &num), 1);
+    PGT_EQ_INT(num, 1);
+    PGT_EQ_INT(pp_pull_cursor_cmp("00012", "12", NULL), 0);
+    PGT_EQ_INT(pp_pull_cursor_cmp("2026-01-02T00:00:00Z", "2026-01-10T00:00:00Z", &num), -1);
+    PGT_EQ_INT(num, 0);
+    PGT_EQ_INT(pp_pull_cursor_cmp("1.5", "10", &num), -1);
+    PGT_EQ_INT(num, 1);
+}
+
+PGT_TEST(pull, mask)
+{
+    char m[256];
+    pgpipe_pull_mask(NULL, "GET https://a/x?page=2&api_key=SECRET1&access_token=T0K&q=1 failed", m,
+                     sizeof m);
+    PGT_EQ_STR(m, "GET https://a/x?page=2&api_key=***&access_token=***&q=1 failed");
+    PGT_CHECK(!strstr(m, "SECRET1"));
+    size_t n = pgpipe_pull_mask(NULL, "https://a/?sig=abc", m, 8);
+    PGT_EQ_INT((long long)n, 18);
+    PGT_EQ_STR(m, "https:/");
+}
+
+#ifdef PGPIPE_ENABLE_CURL
+
+static void pl_t_budget(void)
+{
+    pgpipe_pull_budget *b;
+    PGT_OK(pgpipe_pull_budget_open(&b, 10, 2));
+    PGT_EQ_INT((long long)pull_budget_take(b), 0);
+    PGT_EQ_INT((long long)pull_budget_take(b), 0);
+    int64_t w = pull_budget_take(b); /* the burst is spent: about 100 ms */
+    PGT_CHECK(w > 0 && w <= 100001);
+    pull_budget_pause(b, 5000000);
+    PGT_CHECK(pull_budget_take(b) > 4000000);
+    pgpipe_pull_budget_close(b);
+    PGT_OK(pgpipe_pull_budget_open(&b, 0, 1)); /* unlimited */
+    for (int i = 0; i < 100; i++)
+        PGT_EQ_INT((long long)pull_budget_take(b), 0);
+    pgpipe_pull_budget_close(b);
+}
+
+/* ---- the test server ------------------------------------------------------ */
+
+static char pl_base[64];
+
+static void pl_server(void)
+{
+    char pf[600];
+    snprintf(pf, sizeof pf, "%s/pull-port.%d", pgt_tmpdir(), (int)getpid());
+    unlink(pf);
+    const char *top = getenv("PGPIPE_TOP");
+    char script[600];
+    snprintf(script, sizeof script, "%s/test/pull_server.py", top ? top : ".");
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    PGT_CHECK(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execlp("python3", "python3", script, "--port-file", pf, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        FILE *f = fopen(pf, "r");
+        if (f) {
+            int port = 0;
+            if (fscanf(f, "%d", &port) == 1 && port > 0) {
+                fclose(f);
+                snprintf(pl_base, sizeof pl_base, "http://127.0.0.1:%d", port);
+                return;
+            }
+            fclose(f);
+        }
+        pgpipe_sleep_ms(50);
+    }
+    PGT_CHECK_MSG(0, "the test server did not start (python3 %s)", script);
+}
+
+/* A counter of the server's /stats. */
+static size_t pl_collect(char *d, size_t s, size_t n, void *ud)
+{
+    pp_buf_append(ud, d, s * n);
+    return s * n;
+}
+static long long pl_stat(const char *name)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s/stats", pl_base);
+    pp_buf b = { 0 };
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, pl_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    PGT_CHECK(curl_easy_perform(c) == CURLE_OK);
+    curl_easy_cleanup(c);
+    pgpipe_json_doc *d;
+    PGT_OK(pgpipe_json_doc_open(&d));
+    PGT_OK(pgpipe_json_parse(d, b.data, b.len));
+    int64_t v = -1;
+    pgpipe_json_get_int64(pgpipe_json_obj_get(pgpipe_json_root(d), name, strlen(name)), &v);
+    pgpipe_json_doc_close(d);
+    pp_buf_free(&b);
+    return (long long)v;
+}
+
+static void pl_clean(PGconn *c, const char *source)
+{
+    char q[512];
+    snprintf(q, sizeof q,
+             "DELETE FROM staging.raw_events WHERE source = '%s';"
+             "DELETE FROM pgpipe.dead_letters WHERE source_name = '%s';"
+             "DELETE FROM pgpipe.pull_state WHERE source = '%s';"
+             "DELETE FROM pgpipe.pull_runs WHERE source = '%s'", source, source, source, source);
+    PQclear(PGT_EXEC(c, q));
+}
+
+static long long pl_count(PGconn *c, const char *source, const char *what)
+{
+    char q[512];
+    snprintf(q, sizeof q, "SELECT %s FROM staging.raw_events WHERE source = '%s'", what, source);
+    return pgt_db_int(c, q);
+}
+
+/* Options for source name against path (below the server) of the server. */
+static char pl_url[512];
+static void pl_opts(pgpipe_pull_options *o, const char *source, const char *path)
+{
+    pgpipe_pull_options_init(o);
+    o->conninfo = pgt_dsn();
+    o->source = source;
+    snprintf(pl_url, sizeof pl_url, "%s%s", pl_base, path);
+    o->url = pl_url;
+    o->retry_budget_ms = 20000;
+    o->timeout_ms = 5000;
+}
+
+static int pl_run(const pgpipe_pull_options *o, pgpipe_pull_progress *pr, char *err, size_t errlen)
+{
+    pgpipe_pull *p = NULL;
+    int rc = pgpipe_pull_open(&p, o);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_pull_run(p);
+    if (err)
+        snprintf(err, errlen, "%s", rc == PGPIPE_OK ? "" : pgpipe_errmsg(p));
+    if (pr)
+        pgpipe_pull_progress_get(p, pr);
+    if (rc != PGPIPE_OK && !err)
+        fprintf(stderr, "    pull: %s\n", pgpipe_errmsg(p));
+    pgpipe_pull_close(p);
+    return rc;
+}
+
+/* ---- styles, state ---------------------------------------------------------- */
+
+static void pl_t_link_pages(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_link");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_link", "/link?n=95&per=10");
+    o.paginate = PGPIPE_PULL_LINK;
+    o.stream = "users";
+    pgpipe_pull_progress pr;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pr.pages, 10);
+    PGT_EQ_INT(pr.records, 95);
+    PGT_EQ_INT(pl_count(c, "pl_link", "count(*)"), 95);
+    PGT_EQ_INT(pl_count(c, "pl_link", "count(DISTINCT payload->>'id')"), 95);
+    PGT_EQ_INT(pl_count(c, "pl_link", "count(*) FILTER (WHERE event_type = 'users')"), 95);
+    PGT_EQ_INT(pl_count(c, "pl_link", "count(DISTINCT batch_id)"), 10);
+    PGT_EQ_STR(pgt_db_str(c, "SELECT coalesce(next_url, 'none') || ' ' || last_status || ' ' || pages "
+                             "FROM pgpipe.pull_state WHERE source = 'pl_link'"), "none done 10");
+    PGT_EQ_STR(pgt_db_str(c, "SELECT status || ' ' || records FROM pgpipe.pull_runs WHERE source = 'pl_link'"),
+               "done 95");
+    pgt_db_close(c);
+}
+
+static void pl_t_cursor_incremental(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_cur");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_cur", "/cursor?n=25&per=10&opaque=1");
+    o.paginate = PGPIPE_PULL_CURSOR;
+    o.records = "$.data.items";
+    o.cursor_path = "$.next_cursor";
+    o.more_path = "has_more";
+    o.event_type_field = "type";
+    PGT_OK(pl_run(&o, NULL, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_cur", "count(*)"), 25);
+    PGT_EQ_INT(pl_count(c, "pl_cur", "count(DISTINCT event_type)"), 3);
+    /* the API's own cursor at the end is kept; the next run starts there */
+    PGT_EQ_STR(pgt_db_str(c, "SELECT cursor FROM pgpipe.pull_state WHERE source = 'pl_cur'"), "c25z");
+    pl_opts(&o, "pl_cur", "/cursor?n=32&per=10&opaque=1");
+    o.paginate = PGPIPE_PULL_CURSOR;
+    o.records = "data.items";
+    o.cursor_path = "next_cursor";
+    o.more_path = "has_more";
+    PGT_OK(pl_run(&o, NULL, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_cur", "count(*)"), 32);
+    PGT_EQ_INT(pl_count(c, "pl_cur", "count(DISTINCT payload->>'id')"), 32);
+    pgt_db_close(c);
+}
+
+static void pl_t_since_and_backfill(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_since");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_since", "/offset?n=30");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    o.since_field = "id";
+    PGT_OK(pl_run(&o, NULL, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_since", "count(*)"), 30);
+    PGT_EQ_STR(pgt_db_str(c, "SELECT cursor FROM pgpipe.pull_state WHERE source = 'pl_since'"), "30");
+    /* the next run asks only for what is newer */
+    pl_opts(&o, "pl_since", "/offset?n=37");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    o.since_field = "id";
+    PGT_OK(pl_run(&o, NULL, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_since", "count(*)"), 37);
+    PGT_EQ_INT(pl_count(c, "pl_since", "count(DISTINCT payload->>'id')"), 37);
+    PGT_EQ_STR(pgt_db_str(c, "SELECT cursor FROM pgpipe.pull_state WHERE source = 'pl_since' AND scope = ''"), "37");
+    /* a backfill loads its range and leaves the incremental cursor alone */
+    o.backfill_from = "20";
+    o.backfill_to = "37";
+    PGT_OK(pl_run(&o, NULL, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_since", "count(*)"), 37 + 17);
+    PGT_EQ_STR(pgt_db_str(c, "SELECT cursor FROM pgpipe.pull_state WHERE source = 'pl_since' AND scope = ''"), "37");
+    PGT_EQ_STR(pgt_db_str(c, "SELECT scope || ' ' || last_status FROM pgpipe.pull_state "
+                             "WHERE source = 'pl_since' AND scope <> ''"), "backfill 20..37 done");
+    pgt_db_close(c);
+}
+
+static void pl_t_page_numbers(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_page");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_page", "/page?n=23&per_page=5");
+    o.paginate = PGPIPE_PULL_PAGE;
+    o.records = "results";
+    o.pages_path = "total_pages";
+    o.total_path = "total";
+    pgpipe_pull_progress pr;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pr.pages, 5);
+    PGT_EQ_INT(pl_count(c, "pl_page", "count(DISTINCT payload->>'id')"), 23);
+    /* max_pages: a run stops after 2 pages, the next one continues */
+    pl_clean(c, "pl_page");
+    o.max_pages = 2;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_page", "count(*)"), 10);
+    PGT_CONTAINS(pgt_db_str(c, "SELECT next_url FROM pgpipe.pull_state WHERE source = 'pl_page'"), "page=3");
+    o.max_pages = 0;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_page", "count(*)"), 23);
+    PGT_EQ_INT(pl_count(c, "pl_page", "count(DISTINCT payload->>'id')"), 23);
+    pgt_db_close(c);
+}
+
+static void pl_t_dead_letters(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_dlq");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_dlq", "/link?n=30&per=10&bad=13,15");
+    o.paginate = PGPIPE_PULL_LINK;
+    o.event_type_field = "$.type";
+    pgpipe_pull_progress pr;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pr.records, 28);
+    PGT_EQ_INT(pr.dead_lettered, 2);
+    PGT_EQ_INT(pl_count(c, "pl_dlq", "count(*)"), 28);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = 'pl_dlq'"), 2);
+    /* the URL and the position */
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_context FROM pgpipe.dead_letters WHERE source_name = 'pl_dlq' "
+                               "AND line_number = 3"), "page 2 record 3: GET http://127.0.0.1:");
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_context FROM pgpipe.dead_letters WHERE source_name = 'pl_dlq' "
+                               "AND line_number = 3"), "/link?");
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = 'pl_dlq' "
+                               "AND line_number = 5"), "\\u0000");
+    PGT_EQ_INT(pgt_db_int(c, "SELECT (raw_text::jsonb->>'id')::int FROM pgpipe.dead_letters "
+                             "WHERE source_name = 'pl_dlq' AND line_number = 3"), 13);
+    PGT_EQ_STR(pgt_db_str(c, "SELECT records || ' ' || dead_lettered FROM pgpipe.pull_state WHERE source = 'pl_dlq'"),
+               "28 2");
+    pgt_db_close(c);
+}
+
+/* ---- incomplete pagination ---------------------------------------------------- */
+
+static void pl_incomplete(PGconn *c, const char *path, int style, const char *expect, long long staged)
+{
+    pl_clean(c, "pl_inc");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_inc", path);
+    o.paginate = style;
+    o.records = style == PGPIPE_PULL_CURSOR ? "data.items" : style == PGPIPE_PULL_OFFSET ? "items"
+                : style == PGPIPE_PULL_PAGE ? "results" : "";
+    o.cursor_path = "next_cursor";
+    o.more_path = "has_more";
+    o.limit = 10;
+    o.total_path = style == PGPIPE_PULL_OFFSET || style == PGPIPE_PULL_PAGE ? "total" : NULL;
+    o.pages_path = style == PGPIPE_PULL_PAGE ? "total_pages" : NULL;
+    char err[1024];
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_ERROR);
+    PGT_CONTAINS(err, "incomplete pagination at page");
+    PGT_CONTAINS(err, expect);
+    /* the pages before it are staged, the run stands at the failing page */
+    PGT_EQ_INT(pl_count(c, "pl_inc", "count(*)"), staged);
+    PGT_EQ_STR(pgt_db_str(c, "SELECT status FROM pgpipe.pull_runs WHERE source = 'pl_inc'"), "failed");
+}
+
+static void pl_t_incomplete_pagination(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_incomplete(c, "/cursor?n=50&per=10&fault=backwards&at=3", PGPIPE_PULL_CURSOR,
+                  "10 goes backwards from 20", 20);
+    pl_incomplete(c, "/cursor?n=50&per=10&fault=backwards&at=3&opaque=1", PGPIPE_PULL_CURSOR,
+                  "was seen before", 20);
+    pl_incomplete(c, "/link?n=50&per=10&fault=repeat&at=2", PGPIPE_PULL_LINK,
+                  "was requested before", 10);
+    pl_incomplete(c, "/offset?n=25&fault=total", PGPIPE_PULL_OFFSET, "before the total of 30", 25);
+    pl_incomplete(c, "/page?n=25&per_page=10&fault=pages", PGPIPE_PULL_PAGE,
+                  "ended after 20 records, the API reports a total of 25", 10);
+    pgt_db_close(c);
+}
+
+static void pl_t_malformed_body(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_bad");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_bad", "/offset?n=40&fault=malformed&at=2");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    char err[1024];
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_PARSE);
+    PGT_CONTAINS(err, "offset=10");
+    PGT_CONTAINS(err, "not JSON");
+    PGT_EQ_INT(pl_count(c, "pl_bad", "count(*)"), 10);
+    /* a records path that is not there */
+    pl_clean(c, "pl_bad");
+    pl_opts(&o, "pl_bad", "/offset?n=40");
+    o.records = "data.rows";
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_PARSE);
+    PGT_CONTAINS(err, "\"data.rows\" are missing");
+    pgt_db_close(c);
+}
+
+/* ---- politeness ---------------------------------------------------------------- */
+
+static void pl_fault(PGconn *c, const char *path, long long min_retries)
+{
+    pl_clean(c, "pl_fault");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_fault", path);
+    o.paginate = PGPIPE_PULL_LINK;
+    o.timeout_ms = 1500;
+    pgpipe_pull_progress pr;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_fault", "count(DISTINCT payload->>'id')"), 30);
+    PGT_EQ_INT(pl_count(c, "pl_fault", "count(*)"), 30);
+    PGT_CHECK_MSG(pr.retries >= min_retries, "%s: %lld retries", path, pr.retries);
+}
+
+static void pl_t_retry_after(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_fault(c, "/link?n=30&per=10&fault=429&ra=1", 1);
+    pl_fault(c, "/link?n=30&per=10&fault=503&ra=date&at=3", 1);
+    pl_fault(c, "/link?n=30&per=10&fault=ratelimit&at=1", 0);
+    /* no request came while the server's wait ran */
+    PGT_EQ_INT(pl_stat("early"), 0);
+    PGT_EQ_INT(pl_stat("faults"), 3);
+    pgt_db_close(c);
+}
+
+static void pl_t_backoff(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_fault(c, "/link?n=30&per=10&fault=500", 2);
+    pl_fault(c, "/link?n=30&per=10&fault=drop&at=3", 1);
+    pl_fault(c, "/link?n=30&per=10&fault=stall", 1); /* the request times out */
+    PGT_EQ_INT(pl_stat("faults"), 4);
+    /* the time budget, not a count, ends the retries */
+    pl_clean(c, "pl_fault");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_fault", "/link?n=30&per=10&fault=500&at=1&since=0");
+    o.paginate = PGPIPE_PULL_LINK;
+    o.retry_budget_ms = 0;
+    char err[1024];
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_IO);
+    PGT_CONTAINS(err, "HTTP 500; gave up after 1 attempts");
+    pgt_db_close(c);
+}
+
+static void pl_t_gzip(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_fault(c, "/link?n=30&per=10&gzip=1", 0);
+    PGT_EQ_INT(pl_stat("gzip"), 3);
+    pgt_db_close(c);
+}
+
+static void pl_t_secrets(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_auth");
+    pgpipe_pull_options o;
+    char err[1024];
+    /* no credentials: 401, not retried */
+    pl_opts(&o, "pl_auth", "/link?n=5&per=10&auth=bearer");
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_IO);
+    PGT_CONTAINS(err, "HTTP 401");
+    /* bearer from the environment */
+    setenv("PL_TOKEN", "s3cret-token", 1);
+    o.bearer_env = "PL_TOKEN";
+    PGT_OK(pl_run(&o, NULL, NULL, 0));
+    /* basic from a file */
+    char f[600];
+    snprintf(f, sizeof f, "%s/pl-basic.%d", pgt_tmpdir(), (int)getpid());
+    FILE *fp = fopen(f, "w");
+    PGT_CHECK(fp);
+    fputs("user:pa55\n", fp);
+    fclose(fp);
+    pl_opts(&o, "pl_auth", "/link?n=5&per=10&auth=basic");
+    o.basic_file = f;
+    PGT_OK(pl_run(&o, NULL, NULL, 0));
+    /* an API key header */
+    setenv("PL_KEY", "k3y-value", 1);
+    pl_opts(&o, "pl_auth", "/link?n=5&per=10&auth=key");
+    o.api_key_header = "X-Api-Key";
+    o.api_key_env = "PL_KEY";
+    PGT_OK(pl_run(&o, NULL, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_auth", "count(*)"), 15);
+    /* a secret in an error is masked: the server echoes nothing, a URL does */
+    setenv("PL_TOKEN", "wrong-token-value", 1);
+    pl_opts(&o, "pl_auth", "/link?n=5&per=10&auth=bearer&x=wrong-token-value&token=abc");
+    o.bearer_env = "PL_TOKEN";
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_IO);
+    PGT_CHECK_MSG(!strstr(err, "wrong-token-value") && !strstr(err, "abc"), "not masked: %s", err);
+    PGT_CONTAINS(err, "x=***&token=***");
+    /* a missing variable or file */
+    o.bearer_env = "PL_NO_SUCH_VARIABLE";
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_IO);
+    PGT_CONTAINS(err, "PL_NO_SUCH_VARIABLE is not set");
+    unlink(f);
+    pgt_db_close(c);
+}
+
+/* ---- kill -9 ------------------------------------------------------------------- */
+
+static void pl_t_kill9_resume(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_kill");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_kill", "/link?n=400&per=10&delay=40");
+    o.paginate = PGPIPE_PULL_LINK;
+    for (int round = 0; round < 2; round++) {
+        long long before = pgt_db_int(c, "SELECT coalesce(max(pages), 0) FROM pgpipe.pull_state "
+                                         "WHERE source = 'pl_kill'");
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        PGT_CHECK(pid >= 0);
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            pgpipe_pull *p = NULL;
+            if (pgpipe_pull_open(&p, &o) == PGPIPE_OK)
+                pgpipe_pull_run(p);
+            _exit(0);
+        }
+        /* a few pages in, kill it wherever it is */
+        for (int i = 0; i < 400; i++) {
+            if (pgt_db_int(c, "SELECT coalesce(max(pages), 0) FROM pgpipe.pull_state "
+                              "WHERE source = 'pl_kill'") >= before + 4 + round * 3)
+                break;
+            pgpipe_sleep_ms(20);
+        }
+        if (round == 0) { /* while it runs, a second run of the stream is refused */
+            char err[512];
+            PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_BUSY);
+            PGT_CONTAINS(err, "another run");
+        }
+        pgpipe_sleep_ms(15 + round * 20);
+        kill(pid, SIGKILL);
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        PGT_CHECK(pl_count(c, "pl_kill", "count(*)") < 400);
+    }
+    /* the next run resumes at the page after the last commit */
+    pgpipe_pull_progress pr;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_CHECK(pr.pages < 40);
+    PGT_EQ_INT(pl_count(c, "pl_kill", "count(*)"), 400);
+    PGT_EQ_INT(pl_count(c, "pl_kill", "count(DISTINCT payload->>'id')"), 400);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT records FROM pgpipe.pull_state WHERE source = 'pl_kill'"), 400);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.pull_runs WHERE source = 'pl_kill' "
+                             "AND error = 'interrupted'"), 2);
+    pgt_db_close(c);
+}
+
+/* ---- the pipeline file's pull source ------------------------------------------- */
+
+typedef struct pl_runner {
+    pgpipe_runner *r;
+    pthread_t th;
+    int rc;
+} pl_runner;
+static void *pl_runner_main(void *arg)
+{
+    pl_runner *x = arg;
+    x->rc = pgpipe_runner_run(x->r);
+    return NULL;
+}
+
+static void pl_t_run_source(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_run");
+    char dir[512], file[600], text[2048];
+    snprintf(dir, sizeof dir, "%s/pl_run_%d", pgt_tmpdir(), (int)getpid());
+    mkdir(dir, 0777);
+    snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
+    /* two streams of one API: one budget, each on its schedule */
+    snprintf(text, sizeof text,
+             ".pipeline pl_run_%d\n"
+             ".source pull users --source pl_run --stream users --url '%s/offset?n=35' --paginate offset "
+             "--limit 10 --records items --total-path total --since-field id --every 1s --rate 50\n"
+             ".source pull orders --source pl_run --stream orders --url %s/link?n=12&per=5 "
+             "--paginate link --event-type order --every 1h\n", (int)getpid(), pl_base, pl_base);
+    FILE *f = fopen(file, "w");
+    PGT_CHECK(f);
+    fputs(text, f);
+    fclose(f);
+    /* the file checks */
+    pgpipe_pipefile *pf = NULL;
+    PGT_OK(pgpipe_pipefile_open(&pf, file, NULL, 0));
+    pgpipe_pipefile_close(pf);
+
+    pgpipe_run_options o;
+    pgpipe_run_options_init(&o);
+    o.conninfo = pgt_dsn();
+    o.instance = "pl";
+    o.drain_timeout_ms = 2000;
+    o.sd_notify = 0;
+    pl_runner x;
+    memset(&x, 0, sizeof x);
+    PGT_CHECK_MSG(pgpipe_runner_open(&x.r, file, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(x.r));
+    PGT_CHECK(pthread_create(&x.th, NULL, pl_runner_main, &x) == 0);
+    /* users ran at least twice (every second), orders once */
+    long long runs = 0;
+    for (int i = 0; i < 150 && runs < 2; i++) {
+        pgpipe_sleep_ms(100);
+        runs = pgt_db_int(c, "SELECT count(*) FROM pgpipe.pull_runs WHERE source = 'pl_run' "
+                             "AND stream = 'users' AND status = 'done'");
+    }
+    pgpipe_runner_stop(x.r);
+    pthread_join(x.th, NULL);
+    pgpipe_runner_close(x.r);
+    PGT_CHECK_MSG(runs >= 2, "users ran %lld times", runs);
+    PGT_EQ_INT(pl_count(c, "pl_run", "count(*) FILTER (WHERE event_type = 'users')"), 35);
+    PGT_EQ_INT(pl_count(c, "pl_run", "count(*) FILTER (WHERE event_type = 'order')"), 12);
+    PGT_EQ_STR(pgt_db_str(c, "SELECT cursor FROM pgpipe.pull_state WHERE source = 'pl_run' AND stream = 'users'"),
+               "35");
+    pgt_db_close(c);
+}
+
+static void pl_t_run_file_check(void)
+{
+    char dir[512], file[600];
+    snprintf(dir, sizeof dir, "%s/pl_chk_%d", pgt_tmpdir(), (int)getpid());
+    mkdir(dir, 0777);
+    snprintf(file, sizeof file, "%s/p.pgpipe", dir);
+    FILE *f = fopen(file, "w");
+    PGT_CHECK(f);
+    fputs(".source pull a --url http://x/ --paginate sideways --token s3cret --every 5x\n"
+          ".source pull b --paginate cursor\n", f);
+    fclose(f);
+    pgpipe_pipefile *pf = NULL;
+    PGT_CHECK(pgpipe_pipefile_open(&pf, file, NULL, 0) != PGPIPE_OK);
+    pp_buf all = { 0 };
+    for (int i = 0; i < pgpipe_pipefile_diag_count(pf); i++) {
+        const pgpipe_pipe_diag *d = pgpipe_pipefile_diag(pf, i);
+        pp_buf_appendf(&all, "%d: %s\n", d->line, d->message);
+    }
+    pp_buf_putc(&all, 0);
+    PGT_CONTAINS(all.data, "1: .source pull: --paginate: none, link, cursor, offset or page");
+    PGT_CONTAINS(all.data, "1: .source pull: --token: a secret is never given as a value");
+    PGT_CONTAINS(all.data, "1: .source pull: --every: expected a duration");
+    PGT_CONTAINS(all.data, "2: .source pull: --url is required");
+    PGT_CONTAINS(all.data, "2: .source pull: --paginate cursor needs --cursor-path");
+    PGT_CHECK(!strstr(all.data, "s3cret"));
+    pp_buf_free(&all);
+    pgpipe_pipefile_close(pf);
+}
+
+#define PL_CALL(f) f()
+#else
+#define PL_CALL(f) PGT_SKIP("built without libcurl")
+#endif /* PGPIPE_ENABLE_CURL */
+
+PGT_TEST(pull, budget) { PL_CALL(pl_t_budget); }
+PGT_TEST(pull, link_pages) { PL_CALL(pl_t_link_pages); }
+PGT_TEST(pull, cursor_incremental) { PL_CALL(pl_t_cursor_incremental); }
+PGT_TEST(pull, since_and_backfill) { PL_CALL(pl_t_since_and_backfill); }
+PGT_TEST(pull, page_numbers) { PL_CALL(pl_t_page_numbers); }
+PGT_TEST(pull, dead_letters) { PL_CALL(pl_t_dead_letters); }
+PGT_TEST(pull, incomplete_pagination) { PL_CALL(pl_t_incomplete_pagination); }
+PGT_TEST(pull, malformed_body) { PL_CALL(pl_t_malformed_body); }
+PGT_TEST(pull, retry_after) { PL_CALL(pl_t_retry_after); }
+PGT_TEST(pull, backoff) { PL_CALL(pl_t_backoff); }
+PGT_TEST(pull, gzip) { PL_CALL(pl_t_gzip); }
+PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
+PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }
+PGT_TEST(pull, run_source) { PL_CALL(pl_t_run_source); }
+PGT_TEST(pull, run_file_check) { PL_CALL(pl_t_run_file_check); }
+
+PGT_TEST(pull, without_curl)
+{
+#ifdef PGPIPE_ENABLE_CURL
+    PGT_SKIP("built with libcurl");
+#else
+    pgpipe_pull_options o;
+    pgpipe_pull_options_init(&o);
+    o.source = "x";
+    o.url = "http://127.0.0.1/";
+    pgpipe_pull *p = NULL;
+    PGT_EQ_INT(pgpipe_pull_open(&p, &o), PGPIPE_ERROR);
+    PGT_CONTAINS(pgpipe_errmsg(p), "built without libcurl");
+    pgpipe_pull_close(p);
+#endif
+}
