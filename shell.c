@@ -2608,6 +2608,75 @@ static int cmd_status(shell *sh, char **argv, int argc, const char *rest)
     return 0;
 }
 
+static int spool_health(FILE *out);
+
+/* .top's sections for the sources that run: CDC slots (what the target
+** holds: the last staged commit and how far behind now it is), API pulls,
+** the runner's schedules with their next slot, and the spool of
+** $PGPIPE_SPOOL_DIR. A section whose table is missing or empty is left out.
+** Returns -1 on a failed query. */
+static int top_sources(shell *sh)
+{
+    char *n = query_value(sh, "SELECT concat_ws(',', CASE WHEN to_regclass('pgpipe.cdc_slots') IS NOT "
+                              "NULL AND EXISTS (SELECT FROM pgpipe.cdc_slots) THEN 'cdc' END, "
+                              "CASE WHEN to_regclass('pgpipe.pull_state') IS NOT NULL AND EXISTS "
+                              "(SELECT FROM pgpipe.pull_state) THEN 'pull' END, CASE WHEN "
+                              "to_regclass('pgpipe.run_schedules') IS NOT NULL AND EXISTS (SELECT "
+                              "FROM pgpipe.run_schedules) THEN 'run' END)", 0, NULL);
+    if (!n)
+        return -1;
+    int rc = 0;
+    if (strstr(n, "cdc") &&
+        show_query(sh, "SELECT slot, applied_lsn, coalesce(to_char(now() - commit_time, "
+                       "'HH24:MI:SS'), '') AS behind, events, to_char(now() - updated_at, "
+                       "'HH24:MI:SS') AS since_update FROM pgpipe.cdc_slots ORDER BY slot LIMIT 8",
+                   "CDC slots", NULL, NULL) < 0)
+        rc = -1;
+    if (rc == 0 && strstr(n, "pull") &&
+        show_query(sh, "SELECT source, stream, records, dead_lettered, coalesce(last_status, '') AS "
+                       "status, coalesce(to_char(now() - updated_at, 'HH24:MI:SS'), '') AS since "
+                       "FROM pgpipe.pull_state WHERE scope = '' ORDER BY 1, 2 LIMIT 8",
+                   "API pulls", NULL, NULL) < 0)
+        rc = -1;
+    if (rc == 0 && strstr(n, "run")) {
+        PGresult *r = PQexec(sh->conn, "SELECT pipeline, schedule, expr, tz, "
+                                       "extract(epoch FROM coalesce(last_slot, now()))::bigint, "
+                                       "coalesce(running_instance, '') FROM pgpipe.run_schedules "
+                                       "ORDER BY 1, 2 LIMIT 12");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            report_pq_error(r, sh->conn);
+            rc = -1;
+        } else {
+            /* the next slot after the last one claimed, by the runner's own cron */
+            fprintf(sh->out, "Schedules\n %-20s | %-16s | %-20s | %s\n", "pipeline", "schedule",
+                    "next slot (UTC)", "running on");
+            for (int i = 0; i < PQntuples(r); i++) {
+                pgpipe_cron cr;
+                int64_t next = 0;
+                char when[32] = "?";
+                if (pgpipe_cron_parse(&cr, PQgetvalue(r, i, 2), NULL) == PGPIPE_OK &&
+                    pgpipe_cron_next(&cr, strtoll(PQgetvalue(r, i, 4), NULL, 10),
+                                     PQgetvalue(r, i, 3), &next, NULL) == PGPIPE_OK) {
+                    time_t t = (time_t)next;
+                    struct tm tm;
+                    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
+                }
+                fprintf(sh->out, " %-20s | %-16s | %-20s | %s\n", PQgetvalue(r, i, 0),
+                        PQgetvalue(r, i, 1), when, PQgetvalue(r, i, 5));
+            }
+            fputc('\n', sh->out);
+        }
+        PQclear(r);
+    }
+    const char *spool = getenv("PGPIPE_SPOOL_DIR");
+    if (rc == 0 && spool && *spool) {
+        spool_health(sh->out);
+        fputc('\n', sh->out);
+    }
+    free(n);
+    return rc;
+}
+
 /* .top: the screen redrawn every --interval seconds (ANSI only) until q or
 ** Ctrl-C; not on a terminal, one line per refresh. */
 static int cmd_top(shell *sh, char **argv, int argc, const char *rest)
@@ -2645,7 +2714,8 @@ static int cmd_top(shell *sh, char **argv, int argc, const char *rest)
             sh->mode = MODE_ALIGNED;
             sh->pager = 0;
             int bad = show_query(sh, TOP_EVENTS, "Backlog by event type", NULL, NULL) < 0 ||
-                      show_query(sh, TOP_DEAD, "Dead letters by error", NULL, NULL) < 0;
+                      show_query(sh, TOP_DEAD, "Dead letters by error", NULL, NULL) < 0 ||
+                      top_sources(sh) < 0;
             sh->mode = saved_mode;
             sh->pager = saved_pager;
             fflush(stdout);

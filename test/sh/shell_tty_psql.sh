@@ -7,7 +7,8 @@
 # taller than the terminal goes through $PAGER (\pset pager off stops it);
 # \x auto expands what is wider than the terminal; a line wider than the
 # terminal is edited where it wraps, and a resize redraws it; .top redraws
-# the pipeline in place until q (one line per refresh without a terminal).
+# the pipeline in place until q, with the CDC slots, schedules and spool
+# when those run (one line per refresh without a terminal).
 set -u
 cd "${PGPIPE_TOP:-.}"
 P=${PGPIPE_SHELL:-build/test/pgpipe}
@@ -22,6 +23,13 @@ $P -q "$DB" -c "CREATE SCHEMA staging" -c "CREATE TABLE comp_table (comp_column 
 # the pipeline: an event type, a source and a dead letter to complete
 printf '{"event_type":"signup_done","v":1}\nnot json\n' > "$tmp/ev.ndjson"
 $P -q "$DB" ".load $tmp/ev.ndjson --source websrc" >/dev/null || exit 1
+# the sources .top shows when they run: a CDC slot, a schedule, a spool
+$P -q "$DB" -c "INSERT INTO pgpipe.cdc_slots (slot, system_id, database, publication, applied_lsn,
+    commit_time) VALUES ('app_slot', '1', 'app', 'p', '0/16B3748', now() - interval '3 seconds')" \
+    -c "INSERT INTO pgpipe.run_schedules (pipeline, schedule, expr, last_slot)
+        VALUES ('nightly', 'rollup', '*/5 * * * *', '2030-01-01 00:00:00+00')" || exit 1
+echo '{"t":1}' > "$tmp/rec.ndjson"
+$P -q "$DB" ".spool add $tmp/spool $tmp/rec.ndjson --device dev1" >/dev/null || exit 1
 printf "SELECT 'from the script' AS s;\n" > "$tmp/scriptfile.sql"
 # the editor: writes a statement into the file it is given
 printf '#!/bin/sh\necho "SELECT '"'"'edited'"'"' AS e;" > "$1"\n' > "$tmp/editor"
@@ -140,12 +148,17 @@ expect Backlog by event type
 expect signup_done
 expect Dead letters by error
 expect invalid literal
+expect CDC slots
+expect app_slot
+expect Schedules
+expect 2030-01-01 00:05:00
+expect 1 records
 send q
 expect pgpipe> 
 send \\\\q\\r
 exit 0
 S
-HOME=$tmp PGPIPE_HISTORY=$tmp/history EDITOR=$tmp/editor PAGER="sed s/^/PAGED:/" \
+PGPIPE_SPOOL_DIR=$tmp/spool HOME=$tmp PGPIPE_HISTORY=$tmp/history EDITOR=$tmp/editor PAGER="sed s/^/PAGED:/" \
     "$tmp/ptydrive" "$tmp/script" -- "$P" "$DB" || exit 1
 # not on a terminal, .top prints one line per refresh
 out=$($P "$DB" ".top --interval 1 --count 2") || exit 1
