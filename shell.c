@@ -3306,6 +3306,8 @@ static const optdef opts_migrate[] = {
     { "--dry-run", NULL, OPT_FLAG, NULL, 0, 0, NULL, "say what would run; change nothing" },
     { "--baseline", NULL, OPT_TEXT, "V", 0, 0, NULL,
       "record the versions up to V as applied without running them" },
+    { "--to", NULL, OPT_TEXT, "V", 0, 0, NULL,
+      "apply the versioned migrations up to V only; the later ones stay pending" },
     { "--repair", NULL, OPT_FLAG, NULL, 0, 0, NULL,
       "accept edited files of applied migrations (record their new checksums)" },
     { "--resume-from", NULL, OPT_INT, "N", 1, 1000000000, NULL,
@@ -3329,6 +3331,7 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
     if (opt_has(&cur, "--repair"))
         o.flags |= PGPIPE_MIGRATE_REPAIR;
     o.baseline_version = opt_str(&cur, "--baseline", NULL);
+    o.target_version = opt_str(&cur, "--to", NULL);
     o.resume_from = (int)opt_num(&cur, "--resume-from", 0);
     o.redo = (int)opt_num(&cur, "--redo", 0);
     if (o.resume_from && o.redo) {
@@ -3340,6 +3343,11 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
                                strspn(o.baseline_version, "0123456789") != strlen(o.baseline_version))) {
         errorf(".migrate: --baseline: expected a version number (digits), got \"%s\"",
                o.baseline_version);
+        return 1;
+    }
+    if (o.target_version && (!*o.target_version ||
+                             strspn(o.target_version, "0123456789") != strlen(o.target_version))) {
+        errorf(".migrate: --to: expected a version number (digits), got \"%s\"", o.target_version);
         return 1;
     }
     if (status + !!(o.flags & PGPIPE_MIGRATE_DRY_RUN) + !!(o.flags & PGPIPE_MIGRATE_REPAIR) +
@@ -7026,6 +7034,43 @@ static int complete_pipeline(cands *c, const char *opt, const char *word, size_t
     return 0;
 }
 
+/* After .migrate's --to and --baseline: the versions of the V files in the
+** line's DIR (the first word after the command that is not an option or an
+** option's value; default "migrations"). */
+static void complete_versions(cands *c, const char *line, size_t n, const char *word, size_t wl)
+{
+    char dir[1024] = "migrations", w[1024], before[64] = "";
+    size_t k = 0;
+    k += strcspn(line, " \t"); /* the command */
+    while (k < n) {
+        k += strspn(line + k, " \t");
+        size_t l = strcspn(line + k, " \t");
+        if (k + l > n)
+            break;
+        snprintf(w, sizeof w, "%.*s", (int)l, line + k);
+        if (w[0] && w[0] != '-' && !(before[0] == '-' && strcmp(before, "--status") &&
+                                     strcmp(before, "--dry-run") && strcmp(before, "--repair"))) {
+            snprintf(dir, sizeof dir, "%s", w);
+            break;
+        }
+        snprintf(before, sizeof before, "%.63s", w);
+        k += l;
+    }
+    DIR *dh = opendir(dir);
+    if (!dh)
+        return;
+    for (struct dirent *de; (de = readdir(dh)) != NULL;) {
+        const char *v = de->d_name, *us = strstr(v, "__");
+        size_t len = strlen(v);
+        if (v[0] != 'V' || !us || len < 5 || strcmp(v + len - 4, ".sql"))
+            continue;
+        size_t vl = (size_t)(us - v - 1);
+        if (vl && strspn(v + 1, "0123456789") == vl && vl >= wl && !strncmp(v + 1, word, wl))
+            cand_add(c, v + 1, vl);
+    }
+    closedir(dh);
+}
+
 /* Names from the catalog starting with word: schemas, tables and views (as
 ** the search path shows them, or qualified), and columns of tables. */
 static void complete_names(cands *c, const char *word, size_t wl)
@@ -7114,6 +7159,10 @@ static void complete_candidates(const char *buf, size_t pos, size_t start, cands
             snprintf(prev, sizeof prev, "%.*s", (int)strcspn(buf + k, " \t"), buf + k);
         }
     const command *dot = cmd[0] == '.' ? find_command(cmd + 1) : NULL;
+    if (dot && !strcmp(dot->name, "migrate") && (!strcmp(prev, "--to") || !strcmp(prev, "--baseline"))) {
+        complete_versions(c, buf + lead, start - lead, word, wl);
+        return;
+    }
     if (dot && prev[0] == '-' && prev[1] == '-') {
         /* the value of an option: its choices, or what the pipeline has */
         if (complete_pipeline(c, prev, word, wl))

@@ -544,6 +544,48 @@ PGT_TEST(migrate, baseline_dry_run_out_of_order)
     PQfinish(c);
 }
 
+PGT_TEST(migrate, target_leaves_later_versions_pending)
+{
+    const char *d = mig_t_dir("target");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_to CASCADE"));
+    PQclear(PGT_EXEC(c, "CREATE SCHEMA mig_to"));
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_to.t1 (id int);\n");
+    mig_t_write(d, "V2__two.sql", "CREATE TABLE mig_to.t2 (id int);\n");
+    mig_t_write(d, "V10__ten.sql", "CREATE TABLE mig_to.t10 (id int);\n");
+    mig_t_write(d, "R__view.sql", "CREATE OR REPLACE VIEW mig_to.v AS SELECT 1 AS one;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "target");
+    o.history_table = "mig_to.history";
+    /* a version is a number, not a name */
+    o.target_version = "two";
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(pgpipe_migrator_open(&m, c, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(mig_t_err(m), "target version \"two\" is not a number");
+    pgpipe_migrator_close(m);
+    /* up to 2 (written 02: versions compare as numbers): 10 stays pending, the
+    ** repeatable one runs as always */
+    o.target_version = "02";
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_EQ_INT(mig_t_find(m, "ten")->state, PGPIPE_MIGRATION_PENDING);
+    PGT_CHECK(!mig_t_find(m, "ten")->ran);
+    PGT_EQ_STR(mig_t_find(m, "ten")->action, "above the target 2: left pending");
+    PGT_EQ_INT(mig_t_find(m, "view")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_to' AND "
+                            "tablename = 't10'"), 0);
+    /* without a target the rest follows */
+    o.target_version = NULL;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "ten")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'mig_to' AND "
+                            "tablename = 't10'"), 1);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_to CASCADE"));
+    PQfinish(c);
+}
+
 PGT_TEST(migrate, repeatable_runs_when_changed)
 {
     const char *d = mig_t_dir("rep");

@@ -101,7 +101,7 @@ typedef struct mig_entry {
 struct pgpipe_migrator {
     pp_handle hdr;
     PGconn *conn;
-    char *dir, *embedded, *scope, *baseline;
+    char *dir, *embedded, *scope, *baseline, *target;
     char *tbl;            /* quoted "schema"."table" */
     char *tbl_schema, *tbl_name;
     int lock_timeout_ms;
@@ -981,6 +981,8 @@ static void mig_decide_new(pgpipe_migrator *m, mig_entry *e, const char *max_app
         in->state = PGPIPE_MIGRATION_IGNORED;
         snprintf(e->action, sizeof e->action, "below the baseline %s: skipped",
                  max_baseline);
+    } else if (f->kind == 'V' && m->target && mig_vcmp(f->version, m->target) > 0) {
+        snprintf(e->action, sizeof e->action, "above the target %s: left pending", m->target);
     } else if (f->kind == 'V' && max_applied && mig_vcmp(f->version, max_applied) < 0) {
         e->out_of_order = 1;
         if (m->flags & PGPIPE_MIGRATE_OUT_OF_ORDER) {
@@ -2136,6 +2138,15 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
         if (!m->baseline)
             return pp_err_nomem(&m->hdr.err);
     }
+    if (o.target_version && *o.target_version) {
+        size_t n = strlen(o.target_version);
+        if (strspn(o.target_version, "0123456789") != n)
+            return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                          "target version \"%s\" is not a number", o.target_version);
+        m->target = mig_vnorm(o.target_version, n);
+        if (!m->target)
+            return pp_err_nomem(&m->hdr.err);
+    }
     return PGPIPE_OK;
 }
 
@@ -2150,6 +2161,7 @@ void pgpipe_migrator_close(pgpipe_migrator *m)
     pp_free(m->embedded);
     pp_free(m->scope);
     pp_free(m->baseline);
+    pp_free(m->target);
     pp_free(m->tbl);
     pp_free(m->tbl_schema);
     pp_free(m->tbl_name);

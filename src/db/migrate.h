@@ -65,6 +65,9 @@ struct pgpipe_migrate_options {
     int redo;                     /* N > 0: run the statement N whose outcome is unknown
                                      again, and go on after it. resume_from and redo are
                                      an error when no statement is in doubt */
+    const char *target_version;   /* apply the versioned migrations up to this one; the
+                                     later ones stay pending (repeatable ones run as
+                                     always). NULL: all */
 };
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *opt);

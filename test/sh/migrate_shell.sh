@@ -52,5 +52,20 @@ $P "$D" "DELETE FROM migsh.log WHERE x = '2'" "UPDATE pgpipe.migrations SET stat
     WHERE scope = 'default' AND version = 1" >/dev/null || fail "forge 2"
 out=$($P "$D" ".migrate $tmp/m --resume-from 2") || fail "--resume-from 2: $out"
 [ "$(q "SELECT string_agg(x, '+' ORDER BY x) FROM migsh.log")" = "1+2" ] || fail "--resume-from 2 ran"
+# --to V: the versioned migrations up to V, the later ones left pending (V1
+# above is applied in the same history)
+mkdir "$tmp/to"
+printf 'CREATE TABLE migsh.t1 (x int);\n' > "$tmp/to/V3__one.sql"
+printf 'CREATE TABLE migsh.t2 (x int);\n' > "$tmp/to/V4__two.sql"
+err=$($P "$D" ".migrate $tmp/to --to v3" 2>&1) && fail "--to v3 accepted"
+has "$err" "--to: expected a version number"
+out=$($P "$D" ".migrate $tmp/to --to 3") || fail "--to 3: $out"
+[ "$(q "SELECT count(*) FROM pg_tables WHERE schemaname = 'migsh' AND tablename IN ('t1', 't2')")" = 1 ] ||
+    fail "--to 3 applied more or less than V3"
+out=$($P "$D" ".migrate $tmp/to --status") || fail "--status"
+has "$out" "two"
+out=$($P "$D" ".migrate $tmp/to") || fail "the rest: $out"
+[ "$(q "SELECT count(*) FROM pg_tables WHERE schemaname = 'migsh' AND tablename IN ('t1', 't2')")" = 2 ] ||
+    fail "V4 not applied after --to 3"
 $P "$PGPIPE_TEST_DSN" "DROP DATABASE migsh" >/dev/null
 rm -rf "$tmp"

@@ -31,6 +31,8 @@ $P -q "$DB" -c "INSERT INTO pgpipe.cdc_slots (slot, system_id, database, publica
 echo '{"t":1}' > "$tmp/rec.ndjson"
 $P -q "$DB" ".spool add $tmp/spool $tmp/rec.ndjson --device dev1" >/dev/null || exit 1
 printf "SELECT 'from the script' AS s;\n" > "$tmp/scriptfile.sql"
+# migration versions to complete after .migrate DIR --to
+mkdir "$tmp/mig" && : > "$tmp/mig/V20261205__add.sql" && : > "$tmp/mig/V1__first.sql"
 # the editor: writes a statement into the file it is given
 printf '#!/bin/sh\necho "SELECT '"'"'edited'"'"' AS e;" > "$1"\n' > "$tmp/editor"
 chmod +x "$tmp/editor"
@@ -58,6 +60,9 @@ expect connected to database
 expect pgpipe> 
 send .load x --event-t\\t
 expect --event-type
+send \\x15
+send .migrate $tmp/mig --to 2\\t
+expect --to 20261205 
 send \\x15
 send .read $tmp/scriptf\\t
 expect scriptfile.sql 
