@@ -29,8 +29,22 @@ loader only|-DPGPIPE_OMIT_CLAIM -DPGPIPE_OMIT_RECORDS -DPGPIPE_OMIT_LOCAL|pgpipe
 loader only, no threads|-DPGPIPE_OMIT_CLAIM -DPGPIPE_OMIT_RECORDS -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_claimer_ pgpipe_records_ pgpipe_local_
 migrations only|-DPGPIPE_OMIT_JSON -DPGPIPE_OMIT_CSV -DPGPIPE_OMIT_DLQ -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_json_ pgpipe_csv_ pgpipe_loader_ pgpipe_claimer_ pgpipe_records_ pgpipe_dlq_
 no spool|-DPGPIPE_OMIT_SPOOL|pgpipe_spool_
-parse+spool+load|-DPGPIPE_OMIT_CLAIM -DPGPIPE_OMIT_RECORDS -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_HTTP -DPGPIPE_OMIT_CDC -DPGPIPE_OMIT_RUN -DPGPIPE_OMIT_THREADS|pgpipe_claimer_ pgpipe_records_ pgpipe_local_ pgpipe_http_ pgpipe_cdc_ pgpipe_workers_
+parse+spool+load|-DPGPIPE_OMIT_CLAIM -DPGPIPE_OMIT_RECORDS -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_HTTP -DPGPIPE_OMIT_CDC -DPGPIPE_OMIT_PULL -DPGPIPE_OMIT_RUN -DPGPIPE_OMIT_THREADS|pgpipe_claimer_ pgpipe_records_ pgpipe_local_ pgpipe_http_ pgpipe_cdc_ pgpipe_pull_ pgpipe_workers_
 parsers only|-DPGPIPE_OMIT_POOL -DPGPIPE_OMIT_MIGRATE -DPGPIPE_OMIT_DLQ -DPGPIPE_OMIT_LOCAL -DPGPIPE_OMIT_THREADS|pgpipe_pool_ pgpipe_migrate_ pgpipe_loader_ pgpipe_claimer_ pgpipe_records_ pgpipe_cdc_'
+
+# compile every configuration first, as many at a time as there are cores
+jobs=$(nproc 2>/dev/null || echo 2)
+echo "$configs" | {
+    i=0
+    while IFS='|' read -r name flags absent; do
+        i=$((i + 1))
+        # shellcheck disable=SC2086
+        { $cc -std=c11 -Wall -Wextra -Wpedantic -Werror -Os $flags $pgcf -c pgpipe.c \
+              -o $out/pgpipe-aarch64-$i.o > $out/cc-$i.log 2>&1; echo $? > $out/cc-$i.rc; } &
+        [ $((i % jobs)) != 0 ] || wait
+    done
+    wait
+}
 
 full=0
 i=0
@@ -39,9 +53,8 @@ printf '%-26s %10s %7s  %s\n' configuration text share flags
 echo "$configs" | while IFS='|' read -r name flags absent; do
     i=$((i + 1))
     o=$out/pgpipe-aarch64-$i.o
-    # shellcheck disable=SC2086
-    $cc -std=c11 -Wall -Wextra -Wpedantic -Werror -Os $flags $pgcf -c pgpipe.c -o $o ||
-        { echo "cross: '$name' ($flags) does not compile"; exit 1; }
+    [ "$(cat $out/cc-$i.rc)" = 0 ] ||
+        { cat $out/cc-$i.log; echo "cross: '$name' ($flags) does not compile"; exit 1; }
     for p in $absent; do
         if $nm -g --defined-only $o | awk '{print $3}' | grep -q "^$p"; then
             echo "cross: '$name' still defines $p* symbols"; exit 1
