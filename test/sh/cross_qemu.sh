@@ -36,7 +36,7 @@ if [ ! -x $out/runner-aarch64 ] || [ -n "$(find pgpipe.c test/pgtest.h test/runn
     $CC -std=c11 -Wall -Wextra -Wpedantic -Werror -Wno-unused-function -O1 -DSPT_NO_HTTP $pgcf -I. -Itest \
         $out/cross_tests.c $link -o $out/runner-aarch64 || fail "the aarch64 test runner does not build"
 fi
-file $out/runner-aarch64 | grep -q 'ARM aarch64' || fail "not an aarch64 program"
+readelf -h $out/runner-aarch64 | grep -q 'AArch64' || fail "not an aarch64 program"
 run() { QEMU_LD_PREFIX=$SYSROOT timeout 120 "$Q" "$@"; }
 tests=$(run $out/runner-aarch64 --list) || fail "the runner does not start under qemu"
 NOQEMU="csv.fd_and_file_readers text.random_after_fork"
