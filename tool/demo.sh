@@ -105,14 +105,14 @@ wait_for "the runner to start" "SELECT count(*) = 1 FROM pgpipe.run_instances WH
 
 step "4. users.csv into incoming/: loaded by the folder source, moved to production.users by the user workers"
 mv "$dir/users.csv" "$dir/run/incoming/users.csv"
-wait_for "the users" "SELECT (SELECT count(*) FROM pgpipe.loads WHERE status = 'completed') >= 1
+wait_for "the users" "SELECT EXISTS (SELECT 1 FROM pgpipe.loads WHERE status = 'completed' AND source = 'drop')
                         AND NOT EXISTS (SELECT 1 FROM staging.raw_events WHERE event_type = 'user' AND NOT processed)"
 
 sed -n 's/.*msg="HTTP source listening".*port=\([0-9]*\).*/the status page and the HTTP source: http:\/\/127.0.0.1:\1\//p' "$dir/run.log"
 
 step "5. events.ndjson into incoming/: loaded while the transaction workers transform it"
 mv "$dir/events.ndjson" "$dir/run/incoming/events.ndjson"
-wait_for "the transactions" "SELECT (SELECT count(*) FROM pgpipe.loads WHERE status = 'completed') >= 2
+wait_for "the transactions" "SELECT EXISTS (SELECT 1 FROM pgpipe.loads WHERE status = 'completed' AND source = 'events')
                                AND NOT EXISTS (SELECT 1 FROM staging.raw_events WHERE NOT processed)"
 done_at=$("$P" --local "$dir/pg" --keep -m csv "SELECT now()" | tail -n 1)
 wait_for "a refresh of the analytics view" "SELECT EXISTS (SELECT 1 FROM pgpipe.run_history
