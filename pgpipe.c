@@ -36699,6 +36699,31 @@ static void *rsrc_http_thread(void *arg)
 }
 #endif
 
+#if !defined(PGPIPE_OMIT_HTTP) || !defined(PGPIPE_OMIT_PULL) || !defined(PGPIPE_OMIT_CDC)
+/* Start a source's thread, fn(arg), and mark it running (under s->mu). */
+static int rsrc_thread_start(pgpipe_runner *r, run_sources *s, pthread_t *th, void *(*fn)(void *),
+                             void *arg, int *running, const char *kind, int line, const char *name,
+                             pgpipe_error *err)
+{
+    if (pthread_create(th, NULL, fn, arg) != 0)
+        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source %s %s: cannot start a thread", r->path, line,
+                      kind, name);
+    pp_mutex_lock(&s->mu);
+    *running = 1;
+    pp_mutex_unlock(&s->mu);
+    return PGPIPE_OK;
+}
+
+/* Wait for a source's thread that was asked to stop; mark it stopped. */
+static void rsrc_thread_join(run_sources *s, pthread_t th, int *running)
+{
+    pthread_join(th, NULL);
+    pp_mutex_lock(&s->mu);
+    *running = 0;
+    pp_mutex_unlock(&s->mu);
+}
+#endif
+
 static int rsrc_http_start(pgpipe_runner *r, run_sources *s, rsrc_http *h, pgpipe_error *err)
 {
 #ifdef PGPIPE_OMIT_HTTP
@@ -36738,12 +36763,9 @@ static int rsrc_http_start(pgpipe_runner *r, run_sources *s, rsrc_http *h, pgpip
     if (rc)
         return pp_err(err, rc, "%s:%d: .source http %s: %s", r->path, h->line, h->name,
                       h->h ? pgpipe_errmsg(h->h) : "out of memory");
-    if (pthread_create(&h->th, NULL, rsrc_http_thread, h) != 0)
-        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source http %s: cannot start a thread", r->path, h->line,
-                      h->name);
-    pp_mutex_lock(&s->mu);
-    h->running = 1;
-    pp_mutex_unlock(&s->mu);
+    if ((rc = rsrc_thread_start(r, s, &h->th, rsrc_http_thread, h, &h->running, "http", h->line,
+                                h->name, err)) != PGPIPE_OK)
+        return rc;
     char port[16];
     snprintf(port, sizeof port, "%d", pgpipe_http_port(h->h, 0));
     run_log(r, PGPIPE_LOG_INFO, "HTTP source listening", "source", h->name, "port", port, NULL);
@@ -36756,10 +36778,7 @@ static void rsrc_http_stop(run_sources *s, rsrc_http *h)
 #ifndef PGPIPE_OMIT_HTTP
     if (h->running) {
         pgpipe_http_stop(h->h);
-        pthread_join(h->th, NULL);
-        pp_mutex_lock(&s->mu);
-        h->running = 0;
-        pp_mutex_unlock(&s->mu);
+        rsrc_thread_join(s, h->th, &h->running);
     }
 #else
     (void)s, (void)h;
@@ -36914,13 +36933,8 @@ static int rsrc_pull_start(pgpipe_runner *r, run_sources *s, rsrc_pull *h, pgpip
         }
         h->owns_budget = 1;
     }
-    if (pthread_create(&h->th, NULL, rsrc_pull_thread, h) != 0)
-        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source pull %s: cannot start a thread", r->path,
-                      h->line, h->name);
-    pp_mutex_lock(&s->mu);
-    h->running = 1;
-    pp_mutex_unlock(&s->mu);
-    return PGPIPE_OK;
+    return rsrc_thread_start(r, s, &h->th, rsrc_pull_thread, h, &h->running, "pull", h->line,
+                             h->name, err);
 #endif
 }
 
@@ -36934,11 +36948,10 @@ static void rsrc_pull_stop(run_sources *s, rsrc_pull *h)
     if (h->p)
         pgpipe_pull_stop(h->p);
     pthread_mutex_unlock(&h->pmu);
+    rsrc_thread_join(s, h->th, &h->running);
+#else
+    (void)s;
 #endif
-    pthread_join(h->th, NULL);
-    pp_mutex_lock(&s->mu);
-    h->running = 0;
-    pp_mutex_unlock(&s->mu);
 }
 
 /* Stop them all, the budgets' owners last (the others use their budget). */
@@ -37333,13 +37346,8 @@ static int rsrc_cdc_start(pgpipe_runner *r, run_sources *s, rsrc_cdc *h, pgpipe_
     }
     if (!(h->source = pp_strdup(src)))
         return pp_err_nomem(err);
-    if (pthread_create(&h->th, NULL, rsrc_cdc_thread, h) != 0)
-        return pp_err(err, PGPIPE_ERROR, "%s:%d: .source cdc %s: cannot start a thread", r->path,
-                      h->line, h->name);
-    pp_mutex_lock(&s->mu);
-    h->running = 1;
-    pp_mutex_unlock(&s->mu);
-    return PGPIPE_OK;
+    return rsrc_thread_start(r, s, &h->th, rsrc_cdc_thread, h, &h->running, "cdc", h->line, h->name,
+                             err);
 #endif
 }
 
@@ -37353,11 +37361,10 @@ static void rsrc_cdc_stop(run_sources *s, rsrc_cdc *h)
     if (h->c)
         pgpipe_cdc_stop(h->c);
     pthread_mutex_unlock(&h->cmu);
+    rsrc_thread_join(s, h->th, &h->running);
+#else
+    (void)s;
 #endif
-    pthread_join(h->th, NULL);
-    pp_mutex_lock(&s->mu);
-    h->running = 0;
-    pp_mutex_unlock(&s->mu);
 }
 
 #ifndef PGPIPE_OMIT_CDC
