@@ -1586,6 +1586,7 @@ static void print_options(FILE *f, const argspec *s)
                     p++;
                 size_t n = 0;
                 for (int w = 0; w < 2 && p[n]; w++) {
+                    size_t n1 = n; /* one word, when the two are too long for a line */
                     size_t n0 = n + (w > 0);
                     if (w > 0 && (p[n] != ' ' || p[n + 1] == '-' || p[n + 1] == ' ' || !p[n + 1] ||
                                   strncmp(p, "--", 2)))
@@ -1599,6 +1600,8 @@ static void print_options(FILE *f, const argspec *s)
                             q = 0;
                         n++;
                     }
+                    if (w > 0 && (int)n > 79 - 33)
+                        n = n1;
                 }
                 if (!n)
                     break;
@@ -5451,8 +5454,7 @@ static const optdef opts_serve[] = {
       "the command line is visible to every user), tolerance=SECONDS (300), window=HOURS, "
       "event-type-field=F, event-type-header=H, event-type=VALUE, idempotency-header=H, "
       "idempotency-field=F",
-      ".serve --source "
-      "github:signature=github,secret-env=GITHUB_SECRET,event-type-header=X-GitHub-Event" },
+      ".serve --source github:signature=github,secret-env=GH_SECRET" },
     { "--event-type-field", NULL, OPT_TEXT, "F", 0, 0, NULL,
       "event_type from this payload field (sources without their own)",
       ".serve --event-type-field type" },
@@ -6284,8 +6286,13 @@ static int check_examples(shell *sh, const command *only)
     }
     if (failed)
         return 1;
-    fprintf(sh->out, "%d examples of %d commands: each a line of its command, naming its option, "
-                     "that the command's parser takes\n", rows, cmds);
+    if (only && !rows) {
+        fprintf(sh->out, ".%s takes no options: no examples to check\n", only->name);
+        return 0;
+    }
+    fprintf(sh->out, "%d example%s of %d command%s: each a line of its command, naming its option, "
+                     "that the command's parser takes\n", rows, rows == 1 ? "" : "s", cmds,
+            cmds == 1 ? "" : "s");
     return 0;
 }
 

@@ -100,8 +100,10 @@ for c in $($P ".help" | awk '/^\./ { sub(/^\./, "", $1); print $1 }' | sort -u);
     nex=$(printf '%s\n' "$h" | grep -c "^ *e\.g\. \.$c\( \|\$\)")
     [ "$nopt" = "$nex" ] || fail ".help $c: $nopt option lines but $nex examples:
 $h"
+    long=$(printf '%s\n' "$h" | awk 'length($0) > 79')
+    [ -z "$long" ] || fail ".help $c: lines over 79 columns: $long"
 done
-echo "every command: one example per option"
+echo "every command: one example per option, within 79 columns"
 
 # ---- the drift check: every example parses with its command's own parser ----
 out=$(cd "$tmp/cwd" && $P ".help --check-examples" 2>"$tmp/err") || fail ".help --check-examples failed:
@@ -113,9 +115,12 @@ nrows=$(printf '%s\n' "$out" | awk '{ print $1 }')
 [ -z "$(ls -A "$tmp/cwd")" ] || fail ".help --check-examples made files: $(ls -A "$tmp/cwd")"
 for c in work dlq records load pull serve cdc help; do
     out=$($P ".help --check-examples $c") || fail ".help --check-examples $c: exit $?"
-    has "$out" "examples of 1 commands"
+    has "$out" "examples of 1 command: "
 done
 out=$($P ".help --check-examples .records") || fail ".help --check-examples .records"
+has "$out" "examples of 1 command: "
+out=$($P ".help --check-examples quit") || fail ".help --check-examples quit"
+has "$out" ".quit takes no options: no examples to check"
 # as -c, as the man page and README show it
 (cd "$tmp/cwd" && $P -X -c ".help --check-examples" </dev/null) >/dev/null 2>&1 || fail "the check with -c failed"
 echo ".help --check-examples: $nrows examples parse"
