@@ -1548,6 +1548,51 @@ static void print_usage(FILE *f, const char *name, const argspec *s)
     fputc('\n', f);
 }
 
+/* The length of the word at p: up to a blank outside quotes. */
+static size_t example_word(const char *p)
+{
+    size_t n = 0;
+    for (char q = 0; p[n] && (q || p[n] != ' '); n++) {
+        if (!q && (p[n] == '\'' || p[n] == '"'))
+            q = p[n];
+        else if (p[n] == q)
+            q = 0;
+    }
+    return n;
+}
+
+/* An option's example on a line of its own, "e.g. " at column 28, continued
+** at column 33: a line breaks only between words, never inside quotes, nor
+** between an option and its value when the two fit on a line. */
+static void put_example(FILE *f, const char *ex)
+{
+    enum { AT = 28, MORE = 33, WIDTH = 79 };
+    fprintf(f, "\n%*se.g.", AT, "");
+    int col = AT + 4;
+    for (const char *p = ex; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t n = example_word(p);
+        if (!n)
+            break;
+        if (!strncmp(p, "--", 2) && p[n] == ' ' && p[n + 1] && p[n + 1] != ' ' && p[n + 1] != '-') {
+            size_t m = example_word(p + n + 1);
+            if (n + 1 + m <= WIDTH - MORE)
+                n += 1 + m;
+        }
+        if (col > MORE && col + 1 + (int)n > WIDTH) {
+            fprintf(f, "\n%*s", MORE, "");
+            col = MORE;
+        } else {
+            fputc(' ', f);
+            col++;
+        }
+        fwrite(p, 1, n, f);
+        col += (int)n;
+        p += n;
+    }
+}
+
 /* The options of a spec, one each: name, value, meaning, range, default. */
 static void print_options(FILE *f, const argspec *s)
 {
@@ -1576,47 +1621,8 @@ static void print_options(FILE *f, const argspec *s)
         char text[1024];
         snprintf(text, sizeof text, "%s%s", d->help, extra);
         put_wrapped(f, text, &col, 28, 79);
-        if (d->ex && *d->ex) { /* its example, on a line of its own; a line break
-                                ** only between words (an option and its value kept
-                                ** together), never inside quotes */
-            fprintf(f, "\n%*se.g.", 28, "");
-            col = 32;
-            for (const char *p = d->ex; *p;) {
-                while (*p == ' ')
-                    p++;
-                size_t n = 0;
-                for (int w = 0; w < 2 && p[n]; w++) {
-                    size_t n1 = n; /* one word, when the two are too long for a line */
-                    size_t n0 = n + (w > 0);
-                    if (w > 0 && (p[n] != ' ' || p[n + 1] == '-' || p[n + 1] == ' ' || !p[n + 1] ||
-                                  strncmp(p, "--", 2)))
-                        break;
-                    n = n0;
-                    char q = 0;
-                    while (p[n] && (q || p[n] != ' ')) {
-                        if (!q && (p[n] == '\'' || p[n] == '"'))
-                            q = p[n];
-                        else if (p[n] == q)
-                            q = 0;
-                        n++;
-                    }
-                    if (w > 0 && (int)n > 79 - 33)
-                        n = n1;
-                }
-                if (!n)
-                    break;
-                if (col > 33 && col + 1 + (int)n > 79) {
-                    fprintf(f, "\n%*s", 33, "");
-                    col = 33;
-                } else {
-                    fputc(' ', f);
-                    col++;
-                }
-                fwrite(p, 1, n, f);
-                col += (int)n;
-                p += n;
-            }
-        }
+        if (d->ex && *d->ex)
+            put_example(f, d->ex);
         fputc('\n', f);
     }
 }
