@@ -100,6 +100,12 @@ typedef struct shell {
 static const char *where_source = NULL;
 static long long where_line = 0;
 
+/* .help --check-examples: while it parses the examples, the parsers' error
+** lines go to error_capture (the first one), and files are not opened. */
+static int examples_checking;
+static char *error_capture;
+static size_t error_capture_size;
+
 static void errorf(const char *fmt, ...)
 {
     char msg[2048], masked[2048];
@@ -108,7 +114,10 @@ static void errorf(const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     pgpipe_conninfo_mask(msg, masked, sizeof masked);
-    if (where_source && where_line > 0)
+    if (error_capture) {
+        if (!*error_capture)
+            snprintf(error_capture, error_capture_size, "%s", masked);
+    } else if (where_source && where_line > 0)
         fprintf(stderr, "%s:%lld: error: %s\n", where_source, where_line, masked);
     else
         fprintf(stderr, "error: %s\n", masked);
@@ -1108,6 +1117,8 @@ typedef struct optdef {
     long long min, max; /* OPT_INT */
     const char *def;    /* the default, for .help (NULL = none) */
     const char *help;
+    const char *ex;     /* an example: a whole command line using it, shown by .help
+                        ** and checked against the parser (.help --check-examples) */
 } optdef;
 
 /* A sub-command (.dlq list, .records get) or a whole command. */
@@ -1239,6 +1250,8 @@ static int parse_choice(const char *cmd, const char *what, const char *v, const 
 /* A file that can be opened for reading (not a directory). */
 static int check_readable(const char *cmd, const char *what, const char *path)
 {
+    if (examples_checking && *path) /* an example's file is the reader's, not here */
+        return 0;
     FILE *f = *path ? fopen(path, "r") : NULL;
     if (!f) {
         errorf("%s: %s: cannot open \"%s\": %s", cmd, what, path,
@@ -1305,6 +1318,8 @@ static int opt_value(optset *o, int k, const char *v)
             return 0;
         if (check_readable(o->cmd, d->name, v))
             return 1;
+        if (examples_checking)
+            return 0;
         if (!(o->owned[k] = read_sql_file(v))) {
             errorf("%s: %s: cannot read \"%s\": %s", o->cmd, d->name, v, strerror(errno));
             return 1;
@@ -1533,6 +1548,51 @@ static void print_usage(FILE *f, const char *name, const argspec *s)
     fputc('\n', f);
 }
 
+/* The length of the word at p: up to a blank outside quotes. */
+static size_t example_word(const char *p)
+{
+    size_t n = 0;
+    for (char q = 0; p[n] && (q || p[n] != ' '); n++) {
+        if (!q && (p[n] == '\'' || p[n] == '"'))
+            q = p[n];
+        else if (p[n] == q)
+            q = 0;
+    }
+    return n;
+}
+
+/* An option's example on a line of its own, "e.g. " at column 28, continued
+** at column 33: a line breaks only between words, never inside quotes, nor
+** between an option and its value when the two fit on a line. */
+static void put_example(FILE *f, const char *ex)
+{
+    enum { AT = 28, MORE = 33, WIDTH = 79 };
+    fprintf(f, "\n%*se.g.", AT, "");
+    int col = AT + 4;
+    for (const char *p = ex; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t n = example_word(p);
+        if (!n)
+            break;
+        if (!strncmp(p, "--", 2) && p[n] == ' ' && p[n + 1] && p[n + 1] != ' ' && p[n + 1] != '-') {
+            size_t m = example_word(p + n + 1);
+            if (n + 1 + m <= WIDTH - MORE)
+                n += 1 + m;
+        }
+        if (col > MORE && col + 1 + (int)n > WIDTH) {
+            fprintf(f, "\n%*s", MORE, "");
+            col = MORE;
+        } else {
+            fputc(' ', f);
+            col++;
+        }
+        fwrite(p, 1, n, f);
+        col += (int)n;
+        p += n;
+    }
+}
+
 /* The options of a spec, one each: name, value, meaning, range, default. */
 static void print_options(FILE *f, const argspec *s)
 {
@@ -1561,6 +1621,8 @@ static void print_options(FILE *f, const argspec *s)
         char text[1024];
         snprintf(text, sizeof text, "%s%s", d->help, extra);
         put_wrapped(f, text, &col, 28, 79);
+        if (d->ex && *d->ex)
+            put_example(f, d->ex);
         fputc('\n', f);
     }
 }
@@ -1581,6 +1643,7 @@ typedef struct command {
 
 
 static int cmd_help(shell *sh, char **argv, int argc, const char *rest);
+static int check_examples(shell *sh, const command *only);
 static int cmd_connect(shell *sh, char **argv, int argc, const char *rest);
 static int run_command(shell *sh, const char *cmd);
 static int is_conninfo(const char *s);
@@ -2355,8 +2418,9 @@ static const char *csv_header_field(const char *p, char *out, size_t size)
 
 static const optdef opts_import[] = {
     { "--map", NULL, OPT_TEXT, "CSVNAME=COLUMN,...", 0, 0, NULL,
-      "header names that differ from the table's columns (the others map by name)" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "header names that differ from the table's columns (the others map by name)",
+      ".import customers.csv crm.customers --map email_address=email,zip=postal_code" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_import[] = { { NULL, "FILE TABLE", 2, 2, opts_import,
     "load a CSV file with a header into TABLE (made, all text, when missing), by column name" } };
@@ -2555,9 +2619,11 @@ static int cmd_dump(shell *sh, char **argv, int argc, const char *rest)
 /* ---- .top: the pipeline, live ------------------------------------------------- */
 
 static const optdef opts_top[] = {
-    { "--interval", NULL, OPT_INT, "SECONDS", 1, 3600, "2", "seconds between refreshes" },
-    { "--count", NULL, OPT_INT, "N", 1, 1000000, NULL, "stop after N refreshes" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+    { "--interval", NULL, OPT_INT, "SECONDS", 1, 3600, "2", "seconds between refreshes",
+      ".top --interval 5" },
+    { "--count", NULL, OPT_INT, "N", 1, 1000000, NULL, "stop after N refreshes",
+      ".top --interval 1 --count 10" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_top[] = { { NULL, NULL, 0, 0, opts_top,
     "a refreshing view of the pipeline: backlog, rates, workers, dead letters (q leaves)" } };
@@ -2774,8 +2840,9 @@ static char *quote_qualified(const char *name)
 
 static const optdef opts_refresh[] = {
     { "--concurrently", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "readers are not blocked while it runs (needs a unique index on the view)" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "readers are not blocked while it runs (needs a unique index on the view)",
+      ".refresh analytics.daily_user_metrics --concurrently" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_refresh[] = { { NULL, "VIEW", 1, 1, opts_refresh,
                                            "REFRESH MATERIALIZED VIEW" } };
@@ -2919,16 +2986,21 @@ static int run_pipeline(const char *conninfo, const char *file, const pgpipe_run
 
 static const optdef opts_run[] = {
     { "--check", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "validate the file without the database: FILE:LINE: message per problem, or a summary" },
+      "validate the file without the database: FILE:LINE: message per problem, or a summary",
+      ".run --check hello.pgpipe" },
     { "--for", NULL, OPT_TEXT, "DURATION", 0, 0, NULL,
-      "stop by itself after this long (90, 30s, 5m, 2h): a bounded run" },
+      "stop by itself after this long (90, 30s, 5m, 2h): a bounded run",
+      ".run hello.pgpipe --for 3s" },
     { "--instance", NULL, OPT_TEXT, "NAME", 0, 0, NULL,
-      "this instance's name in the history (default HOST:PID)" },
+      "this instance's name in the history (default HOST:PID)",
+      ".run hello.pgpipe --instance etl-1" },
     { "--on-alert", NULL, OPT_TEXT, "CMD", 0, 0, NULL,
-      "run CMD (sh -c) for every alert, the alert as JSON on its stdin" },
+      "run CMD (sh -c) for every alert, the alert as JSON on its stdin",
+      ".run hello.pgpipe --on-alert 'logger -t pgpipe'" },
     { "--token-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL,
-      "the status page's actions need the bearer token in this environment variable" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "the status page's actions need the bearer token in this environment variable",
+      ".run hello.pgpipe --token-env PGPIPE_TOKEN" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_run[] = { { NULL, "FILE", 1, 1, opts_run,
                                        "run a pipeline file, or check it" } };
@@ -2966,13 +3038,17 @@ static int cmd_run(shell *sh, char **argv, int argc, const char *rest)
 /* .runs [NAME] [--pipeline P] [--status S] [--since T] [--limit N]: the
 ** run history of the pipeline runner (pgpipe_runs_list). */
 static const optdef opts_runs[] = {
-    { "--pipeline", NULL, OPT_TEXT, "NAME", 0, 0, "every pipeline", "runs of this pipeline" },
+    { "--pipeline", NULL, OPT_TEXT, "NAME", 0, 0, "every pipeline", "runs of this pipeline",
+      ".runs --pipeline hello" },
     { "--status", NULL, OPT_ENUM, "ok|failed|skipped|missed|lost|timeout", 0, 0, "any",
-      "runs that ended so" },
+      "runs that ended so",
+      ".runs --status failed" },
     { "--since", NULL, OPT_TEXT, "TIME", 0, 0, NULL,
-      "runs started since an interval ago ('1 day') or a timestamp" },
-    { "--limit", NULL, OPT_INT, "N", 1, 100000, "50", "at most N runs (newest first)" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "runs started since an interval ago ('1 day') or a timestamp",
+      ".runs --since '1 day'" },
+    { "--limit", NULL, OPT_INT, "N", 1, 100000, "50", "at most N runs (newest first)",
+      ".runs tick --limit 3" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_runs[] = { { NULL, "[NAME]", 0, 1, opts_runs,
                                         "task and schedule runs, newest first" } };
@@ -3001,8 +3077,9 @@ static int cmd_runs(shell *sh, char **argv, int argc, const char *rest)
 /* .export QUERY FILE [--format csv|ndjson] through COPY TO STDOUT. */
 static const optdef opts_export[] = {
     { "--format", NULL, OPT_ENUM, "csv|ndjson", 0, 0, "csv",
-      "csv with a header row, or one JSON object per line" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "csv with a header row, or one JSON object per line",
+      ".export \"SELECT * FROM analytics.daily_user_metrics\" metrics.ndjson --format ndjson" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_export[] = { { NULL, "\"QUERY\" FILE", 2, 2, opts_export,
                                           "write the rows of a query to a file" } };
@@ -3091,10 +3168,12 @@ static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
 
 /* .listen CHANNEL [--count N] [--timeout S]: print notifications as they come. */
 static const optdef opts_listen[] = {
-    { "--count", NULL, OPT_INT, "N", 1, INT_MAX, "no limit", "stop after N notifications" },
+    { "--count", NULL, OPT_INT, "N", 1, INT_MAX, "no limit", "stop after N notifications",
+      ".listen pgpipe_events --count 1" },
     { "--timeout", NULL, OPT_INT, "SECONDS", 0, 86400 * 365, "none (Ctrl-C stops)",
-      "stop after SECONDS" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "stop after SECONDS",
+      ".listen pgpipe_events --timeout 60" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_listen[] = { { NULL, "CHANNEL", 1, 1, opts_listen,
                                           "print the notifications of a channel" } };
@@ -3275,8 +3354,9 @@ static int cmd_explain(shell *sh, char **argv, int argc, const char *rest)
 /* .install [--example]: the built-in schema (and the example pipeline). */
 static const optdef opts_install[] = {
     { "--example", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "also the three-layer example pipeline (staging, production, analytics)" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "also the three-layer example pipeline (staging, production, analytics)",
+      ".install --example" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_install[] = { { NULL, NULL, 0, 0, opts_install,
                                            "install or update pgpipe's built-in schema" } };
@@ -3302,20 +3382,27 @@ static int cmd_install(shell *sh, char **argv, int argc, const char *rest)
 /* .migrate [DIR] [--status|--dry-run|--baseline V|--repair|--resume-from N|--redo N] */
 static const optdef opts_migrate[] = {
     { "--status", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "show applied, pending, changed and missing migrations; change nothing" },
-    { "--dry-run", NULL, OPT_FLAG, NULL, 0, 0, NULL, "say what would run; change nothing" },
+      "show applied, pending, changed and missing migrations; change nothing",
+      ".migrate migrations --status" },
+    { "--dry-run", NULL, OPT_FLAG, NULL, 0, 0, NULL, "say what would run; change nothing",
+      ".migrate migrations --dry-run" },
     { "--baseline", NULL, OPT_TEXT, "V", 0, 0, NULL,
-      "record the versions up to V as applied without running them" },
+      "record the versions up to V as applied without running them",
+      ".migrate migrations --baseline 3" },
     { "--to", NULL, OPT_TEXT, "V", 0, 0, NULL,
-      "apply the versioned migrations up to V only; the later ones stay pending" },
+      "apply the versioned migrations up to V only; the later ones stay pending",
+      ".migrate migrations --to 5" },
     { "--repair", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "accept edited files of applied migrations (record their new checksums)" },
+      "accept edited files of applied migrations (record their new checksums)",
+      ".migrate migrations --repair" },
     { "--resume-from", NULL, OPT_INT, "N", 1, 1000000000, NULL,
       "a no-transaction file stopped at a statement whose outcome is unknown (a run cut off "
-      "between its start and its end): it took effect; go on with statement N, after it" },
+      "between its start and its end): it took effect; go on with statement N, after it",
+      ".migrate migrations --resume-from 4" },
     { "--redo", NULL, OPT_INT, "N", 1, 1000000000, NULL,
-      "that statement N did not take effect (or may run twice): run it again and go on" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "that statement N did not take effect (or may run twice): run it again and go on",
+      ".migrate migrations --redo 3" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_migrate[] = { { NULL, "[DIR]", 0, 1, opts_migrate,
                                            "apply the migrations of a directory" } };
@@ -3406,8 +3493,9 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
 /* .partitions [list|ahead N|retain DAYS [--detach-only]] */
 static const optdef opts_retain[] = {
     { "--detach-only", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "detach the old partitions (kept as tables) instead of dropping them" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "detach the old partitions (kept as tables) instead of dropping them",
+      ".partitions retain 30 --detach-only" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_partitions[] = {
     { "list", NULL, 0, 0, NULL, "the daily partitions of staging.raw_events" },
@@ -3603,30 +3691,46 @@ static char *work_conninfo(PGconn *conn)
 static const optdef opts_work[] = {
     { "--sql", NULL, OPT_SQL, "SQL|FILE", 0, 0, NULL,
       "the handler: one statement run per batch with $1 = the claimed rows as a JSONB array; "
-      "SQL text (it has a blank) or a FILE holding it" },
+      "SQL text (it has a blank) or a FILE holding it",
+      ".work 2 --sql transform.sql --event-type transaction" },
     { "--mark", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "the handler that only marks the rows processed (instead of --sql)" },
-    { "--workers", NULL, OPT_INT, "N", 1, 256, "2", "worker threads, each on its own connection" },
-    { "--batch", NULL, OPT_INT, "N", 1, 1000000, "100", "rows per claim" },
-    { "--table", NULL, OPT_TEXT, "T", 0, 0, "staging.raw_events", "the table to process" },
-    { "--source", NULL, OPT_TEXT, "S", 0, 0, "any", "only rows of this source" },
-    { "--event-type", NULL, OPT_TEXT, "E", 0, 0, "any", "only rows of this event_type" },
+      "the handler that only marks the rows processed (instead of --sql)",
+      ".work --mark --event-type buy --until-empty" },
+    { "--workers", NULL, OPT_INT, "N", 1, 256, "2", "worker threads, each on its own connection",
+      ".work --mark --workers 4" },
+    { "--batch", NULL, OPT_INT, "N", 1, 1000000, "100", "rows per claim",
+      ".work --mark --batch 500" },
+    { "--table", NULL, OPT_TEXT, "T", 0, 0, "staging.raw_events", "the table to process",
+      ".work --sql transform.sql --table staging.orders" },
+    { "--source", NULL, OPT_TEXT, "S", 0, 0, "any", "only rows of this source",
+      ".work --mark --source shop" },
+    { "--event-type", NULL, OPT_TEXT, "E", 0, 0, "any", "only rows of this event_type",
+      ".work --sql transform.sql --event-type transaction" },
     { "--order", NULL, OPT_ENUM, "received|id", 0, 0, "received",
-      "claim in arrival order, or by id" },
+      "claim in arrival order, or by id",
+      ".work --mark --order id" },
     { "--lease", NULL, OPT_INT, "MS", 1, INT_MAX, "transactional mode",
       "lease mode: a claim is held MS milliseconds and the handler runs outside the claim's "
-      "transaction" },
-    { "--max-attempts", NULL, OPT_INT, "N", 1, 1000000, "5", "attempts before a row is dead-lettered" },
-    { "--backoff", NULL, OPT_INT, "MS", 0, INT_MAX, "1000", "first retry delay (doubles each attempt)" },
+      "transaction",
+      ".work --sql transform.sql --lease 30000" },
+    { "--max-attempts", NULL, OPT_INT, "N", 1, 1000000, "5", "attempts before a row is dead-lettered",
+      ".work --sql transform.sql --max-attempts 3" },
+    { "--backoff", NULL, OPT_INT, "MS", 0, INT_MAX, "1000", "first retry delay (doubles each attempt)",
+      ".work --sql transform.sql --backoff 5000" },
     { "--channel", NULL, OPT_TEXT, "C", 0, 0, "pgpipe_events", "LISTEN channel that wakes idle workers "
-      "('' = poll only)" },
-    { "--poll", NULL, OPT_INT, "MS", 1, INT_MAX, "1000", "fallback poll interval when idle" },
+      "('' = poll only)",
+      ".work --mark --channel orders_events" },
+    { "--poll", NULL, OPT_INT, "MS", 1, INT_MAX, "1000", "fallback poll interval when idle",
+      ".work --mark --poll 250" },
     { "--alert", NULL, OPT_INT, "N", 0, INT_MAX, "0 = off",
-      "warn when more than N dead letters arrive within 5 minutes" },
+      "warn when more than N dead letters arrive within 5 minutes",
+      ".work --sql transform.sql --alert 10" },
     { "--until-empty", NULL, OPT_FLAG, NULL, 0, 0, NULL, "stop when nothing is left to claim "
-      "(else Ctrl-C stops)" },
-    { "--quiet", NULL, OPT_FLAG, NULL, 0, 0, "quiet in scripts", "print only the final line" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "(else Ctrl-C stops)",
+      ".work --mark --until-empty" },
+    { "--quiet", NULL, OPT_FLAG, NULL, 0, 0, "quiet in scripts", "print only the final line",
+      ".work --mark --until-empty --quiet" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_work[] = { { NULL, "[N]", 0, 1, opts_work,
                                         "process staging events with SKIP LOCKED workers" } };
@@ -3884,26 +3988,34 @@ out:
 }
 
 static const optdef opts_rec_update[] = {
-    { "--replace", NULL, OPT_FLAG, NULL, 0, 0, NULL, "replace the document (default: merge its top-level keys)" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+    { "--replace", NULL, OPT_FLAG, NULL, 0, 0, NULL, "replace the document (default: merge its top-level keys)",
+      ".records users update --replace 3f6c1b52-8a3e-4d5b-9a77-0c2f4e8d9b10 {\"name\": \"Alice\", "
+      "\"age\": 32}" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const optdef opts_rec_find[] = {
     { "--sort", NULL, OPT_TEXT, "[-]PATH", 0, 0, "@created_at",
-      "order by a path (- for descending), or @created_at" },
-    { "--limit", NULL, OPT_INT, "N", 0, LLONG_MAX, "no limit", "at most N documents" },
-    { "--offset", NULL, OPT_INT, "N", 0, LLONG_MAX, "0", "skip the first N" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "order by a path (- for descending), or @created_at",
+      ".records users find --sort -age age > 30" },
+    { "--limit", NULL, OPT_INT, "N", 0, LLONG_MAX, "no limit", "at most N documents",
+      ".records users find --limit 10 name like \"A%\"" },
+    { "--offset", NULL, OPT_INT, "N", 0, LLONG_MAX, "0", "skip the first N",
+      ".records users find --sort name --limit 10 --offset 20" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const optdef opts_rec_import[] = {
     { "--documents", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "each record is a whole document with id and metadata (as export writes them)" },
+      "each record is a whole document with id and metadata (as export writes them)",
+      ".records users import --documents users.ndjson" },
     { "--stop-on-error", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "stop at the first bad record and keep nothing (default: skip bad records)" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "stop at the first bad record and keep nothing (default: skip bad records)",
+      ".records users import --stop-on-error users.ndjson" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const optdef opts_rec_export[] = {
-    { "--fields", NULL, OPT_FLAG, NULL, 0, 0, NULL, "the documents' fields only (no id, metadata)" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+    { "--fields", NULL, OPT_FLAG, NULL, 0, 0, NULL, "the documents' fields only (no id, metadata)",
+      ".records users export users.ndjson --fields" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 /* For .records, args name what follows the sub-command; JSON and FILTER are
 ** the rest of the line (no quoting needed). */
@@ -4048,7 +4160,7 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
         free(arg);
         goto done;
     }
-    rc = records_run(sh, coll, sub, arg, f);
+    rc = examples_checking ? 0 : records_run(sh, coll, sub, arg, f); /* checked: run nothing */
     pgpipe_records_filter_close(f);
     free(arg);
 done:
@@ -4057,40 +4169,64 @@ done:
     return rc;
 }
 
-#define DLQ_OPT_STAGE { "--stage", NULL, OPT_ENUM, "load|process", 0, 0, "any", \
-                       "only dead letters of this stage" }
-#define DLQ_OPT_SOURCE { "--source", NULL, OPT_TEXT, "S", 0, 0, "any", \
-                        "only this source (the load's source name, or the event's source)" }
-#define DLQ_OPT_ERROR { "--error", NULL, OPT_TEXT, "TEXT", 0, 0, NULL, \
-                       "only errors containing TEXT (any case)" }
-#define DLQ_OPT_SINCE { "--since", NULL, OPT_TEXT, "TIME", 0, 0, NULL, \
-                       "only those that last failed at or after TIME (a timestamp)" }
-#define DLQ_OPT_UNTIL { "--until", NULL, OPT_TEXT, "TIME", 0, 0, NULL, \
-                       "only those that last failed before TIME" }
-#define DLQ_OPT_STATUS { "--status", NULL, OPT_ENUM, "dead|replayed|discarded|any", 0, 0, "dead", \
-                        "only dead letters in this state" }
-#define DLQ_OPT_END { NULL, NULL, 0, NULL, 0, 0, NULL, NULL }
+/* The filters the dead-letter sub-commands share; EX: the row's example,
+** a command line of the sub-command whose table holds the row. */
+#define DLQ_OPT_STAGE(EX) { "--stage", NULL, OPT_ENUM, "load|process", 0, 0, "any", \
+                           "only dead letters of this stage", EX }
+#define DLQ_OPT_SOURCE(EX) { "--source", NULL, OPT_TEXT, "S", 0, 0, "any", \
+                            "only this source (the load's source name, or the event's source)", EX }
+#define DLQ_OPT_ERROR(EX) { "--error", NULL, OPT_TEXT, "TEXT", 0, 0, NULL, \
+                           "only errors containing TEXT (any case)", EX }
+#define DLQ_OPT_SINCE(EX) { "--since", NULL, OPT_TEXT, "TIME", 0, 0, NULL, \
+                           "only those that last failed at or after TIME (a timestamp)", EX }
+#define DLQ_OPT_UNTIL(EX) { "--until", NULL, OPT_TEXT, "TIME", 0, 0, NULL, \
+                           "only those that last failed before TIME", EX }
+#define DLQ_OPT_STATUS(EX) { "--status", NULL, OPT_ENUM, "dead|replayed|discarded|any", 0, 0, "dead", \
+                            "only dead letters in this state", EX }
+#define DLQ_OPT_END { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL }
 static const optdef opts_dlq_list[] = {
-    DLQ_OPT_STAGE, DLQ_OPT_SOURCE, DLQ_OPT_ERROR, DLQ_OPT_SINCE, DLQ_OPT_UNTIL, DLQ_OPT_STATUS,
-    { "--limit", NULL, OPT_INT, "N", 1, INT_MAX, "100", "list at most N (newest first)" },
+    DLQ_OPT_STAGE(".dlq list --stage process"),
+    DLQ_OPT_SOURCE(".dlq list --source shop"),
+    DLQ_OPT_ERROR(".dlq list --error 23505"),
+    DLQ_OPT_SINCE(".dlq list --since 2026-11-01"),
+    DLQ_OPT_UNTIL(".dlq list --until '2026-11-02 12:00'"),
+    DLQ_OPT_STATUS(".dlq list --status replayed"),
+    { "--limit", NULL, OPT_INT, "N", 1, INT_MAX, "100", "list at most N (newest first)",
+      ".dlq list --source shop --limit 3" },
     DLQ_OPT_END,
 };
 static const optdef opts_dlq_counts[] = {
-    DLQ_OPT_STAGE, DLQ_OPT_SOURCE, DLQ_OPT_ERROR, DLQ_OPT_SINCE, DLQ_OPT_UNTIL, DLQ_OPT_STATUS,
+    DLQ_OPT_STAGE(".dlq counts --stage load"),
+    DLQ_OPT_SOURCE(".dlq counts --source shop"),
+    DLQ_OPT_ERROR(".dlq counts --error \"invalid json\""),
+    DLQ_OPT_SINCE(".dlq counts --since '2026-11-30 08:00'"),
+    DLQ_OPT_UNTIL(".dlq counts --until 2026-12-01"),
+    DLQ_OPT_STATUS(".dlq counts --status any"),
     DLQ_OPT_END,
 };
 static const optdef opts_dlq_replay[] = {
-    DLQ_OPT_STAGE, DLQ_OPT_SOURCE, DLQ_OPT_ERROR, DLQ_OPT_SINCE, DLQ_OPT_UNTIL,
-    { "--all", NULL, OPT_FLAG, NULL, 0, 0, NULL, "every dead letter (when no ID or filter)" },
-    { "--table", NULL, OPT_TEXT, "T", 0, 0, "staging.raw_events", "the staging table to replay into" },
+    DLQ_OPT_STAGE(".dlq replay --stage process"),
+    DLQ_OPT_SOURCE(".dlq replay --source shop"),
+    DLQ_OPT_ERROR(".dlq replay --stage process --error status"),
+    DLQ_OPT_SINCE(".dlq replay --stage load --since 2026-11-01"),
+    DLQ_OPT_UNTIL(".dlq replay --stage load --since 2026-11-01 --until 2026-11-02"),
+    { "--all", NULL, OPT_FLAG, NULL, 0, 0, NULL, "every dead letter (when no ID or filter)",
+      ".dlq replay --all" },
+    { "--table", NULL, OPT_TEXT, "T", 0, 0, "staging.raw_events", "the staging table to replay into",
+      ".dlq replay --stage process --table staging.orders" },
     DLQ_OPT_END,
 };
 static const optdef opts_dlq_purge[] = {
-    DLQ_OPT_STAGE, DLQ_OPT_SOURCE, DLQ_OPT_ERROR, DLQ_OPT_SINCE,
+    DLQ_OPT_STAGE(".dlq purge --stage load --older-than 2026-11-01"),
+    DLQ_OPT_SOURCE(".dlq purge --source shop --status replayed"),
+    DLQ_OPT_ERROR(".dlq purge --error \"invalid json\""),
+    DLQ_OPT_SINCE(".dlq purge --status replayed --since 2026-11-01"),
     { "--until", "--older-than", OPT_TEXT, "TIME", 0, 0, NULL,
-      "only those that last failed before TIME" },
-    DLQ_OPT_STATUS,
-    { "--all", NULL, OPT_FLAG, NULL, 0, 0, NULL, "every dead letter, whatever its state" },
+      "only those that last failed before TIME",
+      ".dlq purge --stage load --older-than \"2026-11-01\"" },
+    DLQ_OPT_STATUS(".dlq purge --status discarded"),
+    { "--all", NULL, OPT_FLAG, NULL, 0, 0, NULL, "every dead letter, whatever its state",
+      ".dlq purge --all" },
     DLQ_OPT_END,
 };
 static const argspec spec_dlq[] = {
@@ -4332,31 +4468,49 @@ static void load_cancel_report(const pgpipe_load_summary *s)
 /* .load FILE [options]: the COPY loader (see .help load). */
 static const optdef opts_load[] = {
     { "--format", NULL, OPT_ENUM, "csv|ndjson|json|auto", 0, 0, "auto (by extension, else the first byte)",
-      "CSV with a header row, one JSON object per line, or one JSON array of objects" },
-    { "--event-type-field", NULL, OPT_TEXT, "F", 0, 0, "event_type", "event_type from this field" },
-    { "--event-type", "--type", OPT_TEXT, "TEXT", 0, 0, NULL, "this event_type for every record" },
-    { "--source-field", NULL, OPT_TEXT, "F", 0, 0, NULL, "source from this field" },
+      "CSV with a header row, one JSON object per line, or one JSON array of objects",
+      ".load events.json --format json" },
+    { "--event-type-field", NULL, OPT_TEXT, "F", 0, 0, "event_type", "event_type from this field",
+      ".load clicks.csv --source web --event-type-field kind" },
+    { "--event-type", "--type", OPT_TEXT, "TEXT", 0, 0, NULL, "this event_type for every record",
+      ".load /data/events.ndjson --event-type click" },
+    { "--source-field", NULL, OPT_TEXT, "F", 0, 0, NULL, "source from this field",
+      ".load events.ndjson --source-field origin" },
     { "--source", NULL, OPT_TEXT, "TEXT", 0, 0, "the source name",
-      "this source for every record (kept by a replay of its dead letters)" },
-    { "--payload-field", NULL, OPT_TEXT, "F", 0, 0, "the whole record", "payload from this field (JSON)" },
-    { "--received-at-field", NULL, OPT_TEXT, "F", 0, 0, "now()", "received_at from this field" },
+      "this source for every record (kept by a replay of its dead letters)",
+      ".load clicks.csv --source web" },
+    { "--payload-field", NULL, OPT_TEXT, "F", 0, 0, "the whole record", "payload from this field (JSON)",
+      ".load events.ndjson --payload-field data" },
+    { "--received-at-field", NULL, OPT_TEXT, "F", 0, 0, "now()", "received_at from this field",
+      ".load events.ndjson --received-at-field ts" },
     { "--require", NULL, OPT_TEXT, "F1,F2", 0, 0, NULL,
-      "fields that must be present and not null or empty (else dead-lettered)" },
-    { "--table", NULL, OPT_TEXT, "T", 0, 0, "staging.raw_events", "load into another table (needs --map)" },
+      "fields that must be present and not null or empty (else dead-lettered)",
+      ".load orders.ndjson --require order_id,amount" },
+    { "--table", NULL, OPT_TEXT, "T", 0, 0, "staging.raw_events", "load into another table (needs --map)",
+      ".load events.ndjson --table events --map id,doc=json:$record" },
     { "--map", NULL, OPT_TEXT, "COL=FIELD,...", 0, 0, NULL,
       "the columns of --table: col=field, col=json:field (validated JSON), col='fixed text', "
-      "or col (= the field of that name)" },
-    { "--name", NULL, OPT_TEXT, "SOURCE", 0, 0, "the file path", "the source name recorded for the load" },
+      "or col (= the field of that name)",
+      ".load users.csv --table crm.users --map id,email,name=full_name" },
+    { "--name", NULL, OPT_TEXT, "SOURCE", 0, 0, "the file path", "the source name recorded for the load",
+      ".load - --name orders-export" },
     { "--key", NULL, OPT_TEXT, "LOADKEY", 0, 0, "path, size and mtime",
-      "loads with the same key are one load (resumed, never loaded twice)" },
-    { "--channel", NULL, OPT_TEXT, "NAME", 0, 0, "pgpipe_events", "NOTIFY after each batch ('' = none)" },
-    { "--batch-rows", NULL, OPT_INT, "N", 1, INT_MAX, "10000", "records per batch" },
-    { "--batch-bytes", NULL, OPT_INT, "N", 1, LLONG_MAX, "4194304", "input bytes per batch" },
-    { "--connections", NULL, OPT_INT, "N", 1, 8, "2", "COPY streams side by side" },
+      "loads with the same key are one load (resumed, never loaded twice)",
+      ".load events.ndjson --key events-2026-11-30" },
+    { "--channel", NULL, OPT_TEXT, "NAME", 0, 0, "pgpipe_events", "NOTIFY after each batch ('' = none)",
+      ".load events.ndjson --channel orders_loaded" },
+    { "--batch-rows", NULL, OPT_INT, "N", 1, INT_MAX, "10000", "records per batch",
+      ".load /data/events.ndjson --batch-rows 5000" },
+    { "--batch-bytes", NULL, OPT_INT, "N", 1, LLONG_MAX, "4194304", "input bytes per batch",
+      ".load events.ndjson --batch-bytes 16777216" },
+    { "--connections", NULL, OPT_INT, "N", 1, 8, "2", "COPY streams side by side",
+      ".load events.ndjson --connections 4" },
     { "--max-record-bytes", NULL, OPT_INT, "N", 1, LLONG_MAX, "67108864",
-      "longer records are dead-lettered" },
-    { "--delimiter", NULL, OPT_TEXT, "C|tab", 0, 0, ",", "the CSV delimiter: one character, or tab" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "longer records are dead-lettered",
+      ".load events.ndjson --max-record-bytes 1048576" },
+    { "--delimiter", NULL, OPT_TEXT, "C|tab", 0, 0, ",", "the CSV delimiter: one character, or tab",
+      ".load sales.tsv --delimiter tab" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_load[] = { { NULL, "FILE|-", 1, 1, opts_load,
                                         "load a file into staging with the COPY loader" } };
@@ -4548,38 +4702,55 @@ out:
 
 static const optdef opts_cdc_start[] = {
     { "--source", NULL, OPT_TEXT, "CONNINFO", 0, 0, NULL,
-      "the source database (wal_level = logical; a role with REPLICATION)" },
+      "the source database (wal_level = logical; a role with REPLICATION)",
+      ".cdc start --source \"host=src dbname=app user=repl\"" },
     { "--slot", NULL, OPT_TEXT, "NAME", 0, 0, "pgpipe_cdc",
-      "the replication slot (a-z 0-9 _), also the events' source" },
-    { "--publication", NULL, OPT_TEXT, "NAME", 0, 0, "the slot's name", "the publication" },
+      "the replication slot (a-z 0-9 _), also the events' source",
+      ".cdc start --source \"host=src dbname=app user=repl\" --slot app" },
+    { "--publication", NULL, OPT_TEXT, "NAME", 0, 0, "the slot's name", "the publication",
+      ".cdc start --source \"host=src dbname=app user=repl\" --slot app --publication app_pub" },
     { "--tables", NULL, OPT_TEXT, "LIST", 0, 0, "all tables",
-      "\"t1, s.t2\": the tables of a publication this creates" },
+      "\"t1, s.t2\": the tables of a publication this creates",
+      ".cdc start --source \"host=src dbname=app user=repl\" --slot app --tables \"orders, "
+      "customers\"" },
     { "--no-create", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "refuse when the publication or the slot is missing instead of creating it" },
+      "refuse when the publication or the slot is missing instead of creating it",
+      ".cdc start --source \"host=src dbname=app user=repl\" --slot app --no-create" },
     { "--snapshot", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "a new slot: stage the tables' current rows first (resumable per table)" },
+      "a new slot: stage the tables' current rows first (resumable per table)",
+      ".cdc start --source \"host=src dbname=app user=repl\" --slot app --snapshot" },
     { "--heartbeat", NULL, OPT_INT, "MS", 0, 86400000, "10000",
-      "idle this long: pg_logical_emit_message on the source so the slot advances (0: never)" },
+      "idle this long: pg_logical_emit_message on the source so the slot advances (0: never)",
+      ".cdc start --source \"host=src dbname=app user=repl\" --heartbeat 30000" },
     { "--for", NULL, OPT_TEXT, "DURATION", 0, 0, NULL,
-      "stop by itself after this long (90, 30s, 5m): a bounded run" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "stop by itself after this long (90, 30s, 5m): a bounded run",
+      ".cdc start --source \"host=src dbname=app user=repl\" --for 5m" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const optdef opts_cdc_status[] = {
     { "--source", NULL, OPT_TEXT, "CONNINFO", 0, 0, NULL,
-      "also the slot's lag and retained WAL on the source (pg_replication_slots)" },
-    { "--slot", NULL, OPT_TEXT, "NAME", 0, 0, "every slot", "only this slot" },
+      "also the slot's lag and retained WAL on the source (pg_replication_slots)",
+      ".cdc status --source \"host=src dbname=app user=repl\"" },
+    { "--slot", NULL, OPT_TEXT, "NAME", 0, 0, "every slot", "only this slot",
+      ".cdc status --slot app" },
     { "--max-lag", NULL, OPT_INT, "BYTES", 0, LLONG_MAX, "1073741824",
-      "with --source: ALERT and exit status 1 when the slot lags more" },
+      "with --source: ALERT and exit status 1 when the slot lags more",
+      ".cdc status --source \"host=src dbname=app user=repl\" --max-lag 536870912" },
     { "--max-retained", NULL, OPT_INT, "BYTES", 0, LLONG_MAX, "10737418240",
-      "with --source: ALERT and exit status 1 when the slot keeps more WAL" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "with --source: ALERT and exit status 1 when the slot keeps more WAL",
+      ".cdc status --source \"host=src dbname=app user=repl\" --max-retained 21474836480" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const optdef opts_cdc_stop[] = {
-    { "--source", NULL, OPT_TEXT, "CONNINFO", 0, 0, NULL, "the source database" },
-    { "--slot", NULL, OPT_TEXT, "NAME", 0, 0, "pgpipe_cdc", "the replication slot" },
-    { "--publication", NULL, OPT_TEXT, "NAME", 0, 0, "the slot's name", "the publication" },
-    { "--keep-publication", NULL, OPT_FLAG, NULL, 0, 0, NULL, "drop the slot only" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+    { "--source", NULL, OPT_TEXT, "CONNINFO", 0, 0, NULL, "the source database",
+      ".cdc stop --source \"host=src dbname=app user=repl\"" },
+    { "--slot", NULL, OPT_TEXT, "NAME", 0, 0, "pgpipe_cdc", "the replication slot",
+      ".cdc stop --source \"host=src dbname=app user=repl\" --slot app" },
+    { "--publication", NULL, OPT_TEXT, "NAME", 0, 0, "the slot's name", "the publication",
+      ".cdc stop --source \"host=src dbname=app user=repl\" --slot app --publication app_pub" },
+    { "--keep-publication", NULL, OPT_FLAG, NULL, 0, 0, NULL, "drop the slot only",
+      ".cdc stop --source \"host=src dbname=app user=repl\" --slot app --keep-publication" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_cdc[] = {
     { "start", NULL, 0, 0, opts_cdc_start,
@@ -4801,45 +4972,98 @@ static int cmd_cdc(shell *sh, char **argv, int argc, const char *rest)
 /* ---- .pull: pages of an HTTP(S) JSON API into staging ----------------------- */
 
 static const optdef opts_pull[] = {
-    { "--source", NULL, OPT_TEXT, "NAME", 0, 0, NULL, "the API's name: the events' source (required)" },
-    { "--stream", NULL, OPT_TEXT, "NAME", 0, 0, "default", "the stream: its cursor, the default event type" },
-    { "--method", NULL, OPT_ENUM, "GET|POST", 0, 0, "GET", "the request method" },
-    { "--body", NULL, OPT_TEXT, "JSON", 0, 0, NULL, "the request body (POST)" },
-    { "--header", NULL, OPT_LIST, "\"NAME: VALUE\"", 0, 0, NULL, "a request header (repeatable)" },
-    { "--records", NULL, OPT_TEXT, "PATH", 0, 0, "the body", "JSON path of the record array ($.data.items, data.items)" },
-    { "--event-type", NULL, OPT_TEXT, "TYPE", 0, 0, "the stream", "the events' type" },
-    { "--event-type-field", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the record's field holding its type" },
+    { "--source", NULL, OPT_TEXT, "NAME", 0, 0, NULL, "the API's name: the events' source (required)",
+      ".pull https://api.example.com/v1/contacts --source crm" },
+    { "--stream", NULL, OPT_TEXT, "NAME", 0, 0, "default", "the stream: its cursor, the default event type",
+      ".pull https://api.example.com/v1/contacts --source crm --stream contacts" },
+    { "--method", NULL, OPT_ENUM, "GET|POST", 0, 0, "GET", "the request method",
+      ".pull https://api.example.com/v1/search --source crm --method POST --body '{\"type\": "
+      "\"contact\"}'" },
+    { "--body", NULL, OPT_TEXT, "JSON", 0, 0, NULL, "the request body (POST)",
+      ".pull https://api.example.com/v1/search --source crm --method POST --body '{\"type\": "
+      "\"contact\"}'" },
+    { "--header", NULL, OPT_LIST, "\"NAME: VALUE\"", 0, 0, NULL, "a request header (repeatable)",
+      ".pull https://api.example.com/v1/contacts --source crm --header \"Accept: application/json\"" },
+    { "--records", NULL, OPT_TEXT, "PATH", 0, 0, "the body", "JSON path of the record array ($.data.items, data.items)",
+      ".pull https://api.example.com/v1/contacts --source crm --records data.items" },
+    { "--event-type", NULL, OPT_TEXT, "TYPE", 0, 0, "the stream", "the events' type",
+      ".pull https://api.example.com/v1/contacts --source crm --event-type contact" },
+    { "--event-type-field", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the record's field holding its type",
+      ".pull https://api.example.com/v1/contacts --source crm --event-type-field type" },
     { "--paginate", NULL, OPT_ENUM, "none|link|cursor|offset|page", 0, 0, "none",
-      "Link rel=next, a cursor in the body, offset/limit, or page numbers" },
-    { "--cursor-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "cursor: the body's next cursor" },
-    { "--cursor-param", NULL, OPT_TEXT, "NAME", 0, 0, "cursor", "cursor: the query parameter" },
-    { "--more-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "cursor: the body's \"more pages\" boolean" },
-    { "--limit", NULL, OPT_TEXT, "N", 0, 0, "100", "offset (and page with --limit-param): records per page" },
-    { "--offset-param", NULL, OPT_TEXT, "NAME", 0, 0, "offset", "offset: the query parameter" },
-    { "--limit-param", NULL, OPT_TEXT, "NAME", 0, 0, "limit", "the page size's query parameter" },
-    { "--page-param", NULL, OPT_TEXT, "NAME", 0, 0, "page", "page: the query parameter" },
-    { "--first-page", NULL, OPT_TEXT, "N", 0, 0, "1", "page: the first page's number" },
-    { "--total-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the body's total record count (checked)" },
-    { "--pages-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the body's page count (checked)" },
-    { "--max-pages", NULL, OPT_TEXT, "N", 0, 0, "no limit", "pages per run; the next run continues" },
-    { "--since-field", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the record field of the incremental cursor" },
-    { "--since-param", NULL, OPT_TEXT, "NAME", 0, 0, "since", "the query parameter receiving the cursor" },
-    { "--since-initial", NULL, OPT_TEXT, "VALUE", 0, 0, NULL, "the cursor before the first run" },
-    { "--backfill", NULL, OPT_TEXT, "FROM..TO", 0, 0, NULL, "load a range; the incremental cursor stays" },
-    { "--until-param", NULL, OPT_TEXT, "NAME", 0, 0, "until", "backfill: the range's end parameter" },
-    { "--token-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL, "bearer token from the environment" },
-    { "--token-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "bearer token from a file" },
-    { "--basic-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL, "basic auth \"user:password\" from the environment" },
-    { "--basic-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "basic auth from a file" },
-    { "--api-key-header", NULL, OPT_TEXT, "NAME", 0, 0, NULL, "the API key's header (X-Api-Key)" },
-    { "--api-key-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL, "the API key from the environment" },
-    { "--api-key-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "the API key from a file" },
-    { "--rate", NULL, OPT_TEXT, "N", 0, 0, "no limit", "requests per second" },
-    { "--connect-timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "10s", "connecting" },
-    { "--timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "60s", "a whole request" },
-    { "--retry-budget", NULL, OPT_TEXT, "DURATION", 0, 0, "5m", "retrying a page gives up after this long" },
-    { "--ca-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "CA certificates for HTTPS" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "Link rel=next, a cursor in the body, offset/limit, or page numbers",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate link" },
+    { "--cursor-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "cursor: the body's next cursor",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate cursor --cursor-path "
+      "meta.next_cursor" },
+    { "--cursor-param", NULL, OPT_TEXT, "NAME", 0, 0, "cursor", "cursor: the query parameter",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate cursor --cursor-path "
+      "meta.next_cursor --cursor-param after" },
+    { "--more-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "cursor: the body's \"more pages\" boolean",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate cursor --cursor-path "
+      "meta.next_cursor --more-path meta.has_more" },
+    { "--limit", NULL, OPT_TEXT, "N", 0, 0, "100", "offset (and page with --limit-param): records per page",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate offset --limit 500" },
+    { "--offset-param", NULL, OPT_TEXT, "NAME", 0, 0, "offset", "offset: the query parameter",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate offset --offset-param skip" },
+    { "--limit-param", NULL, OPT_TEXT, "NAME", 0, 0, "limit", "the page size's query parameter",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate page --limit 100 "
+      "--limit-param per_page" },
+    { "--page-param", NULL, OPT_TEXT, "NAME", 0, 0, "page", "page: the query parameter",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate page --page-param p" },
+    { "--first-page", NULL, OPT_TEXT, "N", 0, 0, "1", "page: the first page's number",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate page --first-page 0" },
+    { "--total-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the body's total record count (checked)",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate offset --total-path "
+      "meta.total" },
+    { "--pages-path", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the body's page count (checked)",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate page --pages-path meta.pages" },
+    { "--max-pages", NULL, OPT_TEXT, "N", 0, 0, "no limit", "pages per run; the next run continues",
+      ".pull https://api.example.com/v1/contacts --source crm --max-pages 50" },
+    { "--since-field", NULL, OPT_TEXT, "PATH", 0, 0, NULL, "the record field of the incremental cursor",
+      ".pull https://api.example.com/v1/contacts --source crm --since-field updated_at "
+      "--since-param updated_since" },
+    { "--since-param", NULL, OPT_TEXT, "NAME", 0, 0, "since", "the query parameter receiving the cursor",
+      ".pull https://api.example.com/v1/contacts --source crm --since-field updated_at "
+      "--since-param updated_since" },
+    { "--since-initial", NULL, OPT_TEXT, "VALUE", 0, 0, NULL, "the cursor before the first run",
+      ".pull https://api.example.com/v1/contacts --source crm --since-field updated_at "
+      "--since-initial 2026-01-01T00:00:00Z" },
+    { "--backfill", NULL, OPT_TEXT, "FROM..TO", 0, 0, NULL, "load a range; the incremental cursor stays",
+      ".pull https://api.example.com/v1/contacts --source crm --since-field updated_at --backfill "
+      "2026-01-01..2026-02-01" },
+    { "--until-param", NULL, OPT_TEXT, "NAME", 0, 0, "until", "backfill: the range's end parameter",
+      ".pull https://api.example.com/v1/contacts --source crm --since-field updated_at --backfill "
+      "2026-01-01..2026-02-01 --until-param updated_before" },
+    { "--token-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL, "bearer token from the environment",
+      ".pull https://api.example.com/v1/contacts --source crm --token-env CRM_TOKEN" },
+    { "--token-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "bearer token from a file",
+      ".pull https://api.example.com/v1/contacts --source crm --token-file /run/secrets/crm_token" },
+    { "--basic-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL, "basic auth \"user:password\" from the environment",
+      ".pull https://api.example.com/v1/contacts --source crm --basic-env CRM_BASIC" },
+    { "--basic-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "basic auth from a file",
+      ".pull https://api.example.com/v1/contacts --source crm --basic-file /run/secrets/crm_basic" },
+    { "--api-key-header", NULL, OPT_TEXT, "NAME", 0, 0, NULL, "the API key's header (X-Api-Key)",
+      ".pull https://api.example.com/v1/contacts --source crm --api-key-header X-Api-Key "
+      "--api-key-env CRM_KEY" },
+    { "--api-key-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL, "the API key from the environment",
+      ".pull https://api.example.com/v1/contacts --source crm --api-key-header X-Api-Key "
+      "--api-key-env CRM_KEY" },
+    { "--api-key-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "the API key from a file",
+      ".pull https://api.example.com/v1/contacts --source crm --api-key-header X-Api-Key "
+      "--api-key-file /run/secrets/crm_key" },
+    { "--rate", NULL, OPT_TEXT, "N", 0, 0, "no limit", "requests per second",
+      ".pull https://api.example.com/v1/contacts --source crm --rate 5" },
+    { "--connect-timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "10s", "connecting",
+      ".pull https://api.example.com/v1/contacts --source crm --connect-timeout 5s" },
+    { "--timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "60s", "a whole request",
+      ".pull https://api.example.com/v1/contacts --source crm --timeout 30s" },
+    { "--retry-budget", NULL, OPT_TEXT, "DURATION", 0, 0, "5m", "retrying a page gives up after this long",
+      ".pull https://api.example.com/v1/contacts --source crm --retry-budget 10m" },
+    { "--ca-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "CA certificates for HTTPS",
+      ".pull https://api.example.com/v1/contacts --source crm --ca-file "
+      "/etc/ssl/certs/internal-ca.pem" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_pull[] = { { NULL, "URL", 1, 1, opts_pull,
                                        "pull the pages of a JSON API into staging.raw_events" } };
@@ -5217,49 +5441,70 @@ static int serve_token(shell *sh)
 static const optdef opts_serve[] = {
     { "--listen", NULL, OPT_TEXT, "ADDR[,ADDR]", 0, 0, "127.0.0.1:8080",
       "HOST:PORT to listen on, [::1]:PORT for IPv6; port 0 picks a free one. Beyond loopback "
-      "only with tokens (or --insecure)" },
+      "only with tokens (or --insecure)",
+      ".serve --listen 127.0.0.1:8080" },
     { "--port-file", NULL, OPT_TEXT, "FILE", 0, 0, NULL,
-      "write the first port to FILE once bound (for scripts with port 0)" },
+      "write the first port to FILE once bound (for scripts with port 0)",
+      ".serve --listen 127.0.0.1:0 --port-file http.port" },
     { "--insecure", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "listen beyond loopback with no token in the database" },
+      "listen beyond loopback with no token in the database",
+      ".serve --listen 0.0.0.0:8080 --insecure" },
     { "--tokens", NULL, OPT_ENUM, "auto|required|off", 0, 0, "auto",
       "bearer tokens: auto = required for a source that has tokens, and for every source "
       "when listening beyond loopback; required; off. A signed source needs its signature "
-      "instead" },
+      "instead",
+      ".serve --tokens required" },
     { "--source", NULL, OPT_LIST, "'NAME[:key=value,...]'", 0, 0, NULL,
       "settings of a source (again for each; NAME * = every other source). Keys: "
       "signature=github|stripe|standard, secret-env=VAR, secret-file=PATH (never secret=: "
       "the command line is visible to every user), tolerance=SECONDS (300), window=HOURS, "
       "event-type-field=F, event-type-header=H, event-type=VALUE, idempotency-header=H, "
-      "idempotency-field=F" },
+      "idempotency-field=F",
+      ".serve --source github:signature=github,secret-env=GH_SECRET" },
     { "--event-type-field", NULL, OPT_TEXT, "F", 0, 0, NULL,
-      "event_type from this payload field (sources without their own)" },
+      "event_type from this payload field (sources without their own)",
+      ".serve --event-type-field type" },
     { "--event-type-header", NULL, OPT_TEXT, "H", 0, 0, NULL,
-      "else from this request header (sources without their own)" },
+      "else from this request header (sources without their own)",
+      ".serve --event-type-header X-Event-Type" },
     { "--group-window", NULL, OPT_INT, "MS", 0, 60000, "0",
-      "group commit: wait at most MS for more requests" },
+      "group commit: wait at most MS for more requests",
+      ".serve --group-window 5" },
     { "--group-records", NULL, OPT_INT, "N", 1, 10000000, "5000",
-      "group commit: commit at N records" },
-    { "--committers", NULL, OPT_INT, "N", 1, 64, "2", "connections committing groups" },
+      "group commit: commit at N records",
+      ".serve --group-records 1000" },
+    { "--committers", NULL, OPT_INT, "N", 1, 64, "2", "connections committing groups",
+      ".serve --committers 4" },
     { "--max-header", NULL, OPT_INT, "BYTES", 256, INT_MAX, "16384",
-      "request line and headers" },
-    { "--max-body", NULL, OPT_INT, "BYTES", 1, LLONG_MAX, "8388608", "a request's body (413)" },
-    { "--max-records", NULL, OPT_INT, "N", 1, INT_MAX, "10000", "records in one request (413)" },
-    { "--max-connections", NULL, OPT_INT, "N", 1, 1000000, "4096", "open connections" },
+      "request line and headers",
+      ".serve --max-header 32768" },
+    { "--max-body", NULL, OPT_INT, "BYTES", 1, LLONG_MAX, "8388608", "a request's body (413)",
+      ".serve --max-body 1048576" },
+    { "--max-records", NULL, OPT_INT, "N", 1, INT_MAX, "10000", "records in one request (413)",
+      ".serve --max-records 1000" },
+    { "--max-connections", NULL, OPT_INT, "N", 1, 1000000, "4096", "open connections",
+      ".serve --max-connections 1024" },
     { "--header-timeout", NULL, OPT_INT, "MS", 1, INT_MAX, "10000",
-      "to receive a request's head" },
-    { "--body-timeout", NULL, OPT_INT, "MS", 1, INT_MAX, "30000", "to receive its body" },
+      "to receive a request's head",
+      ".serve --header-timeout 5000" },
+    { "--body-timeout", NULL, OPT_INT, "MS", 1, INT_MAX, "30000", "to receive its body",
+      ".serve --body-timeout 10000" },
     { "--idle-timeout", NULL, OPT_INT, "MS", 1, INT_MAX, "60000",
-      "a keep-alive connection idle" },
+      "a keep-alive connection idle",
+      ".serve --idle-timeout 30000" },
     { "--memory-budget", NULL, OPT_INT, "BYTES", 1, LLONG_MAX, "67108864",
-      "accepted, uncommitted request bytes before 503 Retry-After" },
+      "accepted, uncommitted request bytes before 503 Retry-After",
+      ".serve --memory-budget 134217728" },
     { "--window", NULL, OPT_INT, "HOURS", 1, 24 * 366, "72",
-      "idempotency keys are kept this long (sources without window=)" },
+      "idempotency keys are kept this long (sources without window=)",
+      ".serve --window 24" },
     { "--trusted-proxies", NULL, OPT_TEXT, "LIST", 0, 0, "none",
-      "addresses and CIDRs (comma-separated) whose X-Forwarded-For is believed" },
+      "addresses and CIDRs (comma-separated) whose X-Forwarded-For is believed",
+      ".serve --listen 10.0.0.5:8080 --trusted-proxies 10.0.0.1,10.0.1.0/24" },
     { "--access-log", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "one log line per request (component http; at least .log info)" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "one log line per request (component http; at least .log info)",
+      ".serve --access-log" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_serve[] = {
     { "", NULL, 0, 0, opts_serve,
@@ -5399,13 +5644,16 @@ out:
 #ifndef PGPIPE_OMIT_SPOOL
 static int ensure_connected(shell *sh);
 static const optdef opts_spool_drain[] = {
-    { "--source", NULL, OPT_TEXT, "NAME", 0, 0, "spool:DEVICE", "raw_events.source of the drained records" },
-    { "--batch", NULL, OPT_INT, "N", 1, 1000000, "10000", "records per batch (transaction)" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+    { "--source", NULL, OPT_TEXT, "NAME", 0, 0, "spool:DEVICE", "raw_events.source of the drained records",
+      ".spool drain /var/lib/app/spool --source spool:gw-17" },
+    { "--batch", NULL, OPT_INT, "N", 1, 1000000, "10000", "records per batch (transaction)",
+      ".spool drain /var/lib/app/spool --batch 1000" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const optdef opts_spool_add[] = {
-    { "--device", NULL, OPT_TEXT, "ID", 0, 0, "the host name", "the device id of a new spool" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+    { "--device", NULL, OPT_TEXT, "ID", 0, 0, "the host name", "the device id of a new spool",
+      ".spool add /var/lib/app/spool readings.ndjson --device gw-17" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_spool[] = {
     { "check", "DIR", 1, 1, NULL, "inspect a spool offline: each segment whole or where it is damaged" },
@@ -5587,8 +5835,13 @@ static int spool_main(int argc, char **argv)
 
 static const optdef opts_help[] = {
     { "--options", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "only the option names of COMMAND, one per line (for scripts)" },
-    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL },
+      "only the option names of COMMAND, one per line (for scripts)",
+      ".help --options load" },
+    { "--check-examples", NULL, OPT_FLAG, NULL, 0, 0, NULL,
+      "check the example of every option of every command (or of COMMAND): it is a line of its "
+      "command naming the option, and that command's own parser takes it (nothing runs)",
+      ".help --check-examples" },
+    { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_help[] = { { NULL, "[COMMAND]", 0, 1, opts_help,
                                         "list the commands, or explain one with all its options" } };
@@ -5641,7 +5894,8 @@ static const command commands[] = {
       "$PGPIPE_SPOOL_DIR the spool's records, bytes and oldest record's age (also when the\n"
       "connection was lost)", cmd_health,
       spec_health, 0 },
-    { "help", ".help [COMMAND]", "list the commands, or explain one with all its options", cmd_help,
+    { "help", ".help [COMMAND]", "list the commands, or explain one with all its options, each with an\n"
+      "example (a line that the command's parser takes: --check-examples checks them all)", cmd_help,
       spec_help, 0 },
     { "import", ".import FILE TABLE [--map CSVNAME=COLUMN,...]",
       "load a CSV file whose first line names the columns into TABLE with COPY. A missing\n"
@@ -5790,6 +6044,18 @@ static const command *find_command(const char *name)
 static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc, (void)rest;
+    if (opt_has(&cur, "--check-examples")) {
+        const command *only = cur.npos ? find_command(cur.pos[0]) : NULL;
+        if (opt_has(&cur, "--options")) {
+            errorf(".help: --check-examples does not go with --options");
+            return 1;
+        }
+        if (cur.npos && !only) {
+            errorf(".help: no command %s%s (try .help)", cur.pos[0][0] == '.' ? "" : ".", cur.pos[0]);
+            return 1;
+        }
+        return check_examples(sh, only);
+    }
     if (cur.npos) {
         const command *c = find_command(cur.pos[0]);
         if (!c) {
@@ -5890,11 +6156,10 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest)
     return 0;
 }
 
-/* Checks a dot command's words against its spec, then runs it. */
-static int run_checked(shell *sh, const command *c, char **argv, int argc, const char *rest)
+/* Checks a dot command's words against its spec (the sub-command's, when
+** it has them) into cur: 0, or 1 with one error line. */
+static int parse_checked(const command *c, char **argv, int argc)
 {
-    if (!c->spec || c->self)
-        return c->fn(sh, argv, argc, rest);
     const argspec *sp = c->spec;
     char name[64];
     int first = 1;
@@ -5923,7 +6188,118 @@ static int run_checked(shell *sh, const command *c, char **argv, int argc, const
     if (opt_parse(&cur, name, sp, argv + first, argc - first))
         return 1;
     cur.sub = sp->sub;
+    return 0;
+}
+
+/* Checks a dot command's words against its spec, then runs it. */
+static int run_checked(shell *sh, const command *c, char **argv, int argc, const char *rest)
+{
+    if (!c->spec || c->self)
+        return c->fn(sh, argv, argc, rest);
+    if (parse_checked(c, argv, argc))
+        return 1;
     return c->fn(sh, argv, argc, rest);
+}
+
+/* The example of option row k of table (a table of command c): a line of c
+** that c's own parser takes (nothing runs), with this very option in it, and
+** parsed with the table the row is in (not another sub-command's). 0, or 1
+** with the problem in why. */
+static int check_example(shell *sh, const command *c, const optdef *table, int k, char *why,
+                         size_t size)
+{
+    const optdef *d = &table[k];
+    if (!d->ex || !*d->ex) {
+        snprintf(why, size, "no example");
+        return 1;
+    }
+    char want[64], err[1024] = "";
+    snprintf(want, sizeof want, ".%s", c->name);
+    size_t wl = strlen(want);
+    if (strncmp(d->ex, want, wl) || (d->ex[wl] && d->ex[wl] != ' ')) {
+        snprintf(why, size, "example \"%s\" fails: it is not a line of %s", d->ex, want);
+        return 1;
+    }
+    if (c->self && c->fn != cmd_records) { /* it would run: only .records can parse alone */
+        snprintf(why, size, "example \"%s\" cannot be checked: %s parses its own line as it runs",
+                 d->ex, want);
+        return 1;
+    }
+    char *copy = strdup(d->ex);
+    if (!copy) {
+        snprintf(why, size, "out of memory");
+        return 1;
+    }
+    char *argv[64];
+    int argc = split_words(copy, argv, 64), bad;
+    error_capture = err;
+    error_capture_size = sizeof err;
+    examples_checking = 1;
+    if (argc < 0)
+        bad = 1, snprintf(err, sizeof err, "%s: %s", want,
+                          argc == -1 ? "too many arguments" : "a quote is not closed");
+    else if (c->self)
+        bad = cmd_records(sh, argv, argc, d->ex + wl);
+    else
+        bad = parse_checked(c, argv, argc);
+    examples_checking = 0;
+    error_capture = NULL;
+    int rc = 1;
+    if (bad) {
+        snprintf(why, size, "example \"%s\" fails: %s", d->ex, *err ? err : "(no message)");
+    } else if (cur.defs != table) {
+        snprintf(why, size, "example \"%s\" is a line of %s, whose options are not these", d->ex,
+                 cur.cmd);
+    } else if (!cur.val[k]) {
+        snprintf(why, size, "example \"%s\" does not give %s", d->ex, d->name);
+    } else {
+        rc = 0;
+    }
+    opt_reset(&cur);
+    free(copy);
+    return rc;
+}
+
+/* .help --check-examples [COMMAND]: check_example on every option row of
+** every command (or of COMMAND), each table once. One error line per row
+** that fails, then 1; else a summary and 0. */
+static int check_examples(shell *sh, const command *only)
+{
+    int rows = 0, cmds = 0, failed = 0;
+    for (const command *c = commands; c->name; c++) {
+        if (only && c != only)
+            continue;
+        const argspec *sp = c->spec;
+        int any = 0;
+        for (int s = 0; sp && (s == 0 || sp[s].sub); s++) {
+            int seen = 0; /* .dlq stats has the table of .dlq counts */
+            for (int t = 0; t < s; t++)
+                seen |= sp[t].opts == sp[s].opts;
+            for (int k = 0; !seen && sp[s].opts && sp[s].opts[k].name; k++) {
+                char why[2048];
+                rows++;
+                any = 1;
+                if (check_example(sh, c, sp[s].opts, k, why, sizeof why)) {
+                    failed++;
+                    errorf(".%s%s%s %s: %s", c->name, sp[s].sub && *sp[s].sub ? " " : "",
+                           sp[s].sub ? sp[s].sub : "", sp[s].opts[k].name, why);
+                }
+            }
+            if (!sp[s].sub)
+                break;
+        }
+        cmds += any;
+    }
+    if (failed)
+        return 1;
+    if (only && !rows) {
+        fprintf(sh->out, ".%s takes no options: no examples to check\n", only->name);
+        return 0;
+    }
+    fprintf(sh->out, "%d example%s of %d command%s: each a line of its command, naming its option, "
+                     "that the command's parser takes\n", rows, rows == 1 ? "" : "s", cmds,
+            cmds == 1 ? "" : "s");
+    return 0;
 }
 
 static int run_dot(shell *sh, const char *line)
