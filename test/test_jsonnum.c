@@ -49,11 +49,37 @@ static uint64_t jn_bits(double d)
     return b;
 }
 
+static int jn_bits_eq(double a, double b)
+{
+    return jn_bits(a) == jn_bits(b);
+}
+
 static double jn_double(uint64_t b)
 {
     double d;
     memcpy(&d, &b, sizeof d);
     return d;
+}
+
+/* json_num_parse with the shape the scanner would pass, checked against the
+** general path (shape unknown): the same bits and result. */
+static int jn_parse(const char *s, size_t n, double *out)
+{
+    int shape = JSON_NUM_INT;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == 'e' || s[i] == 'E') {
+            shape = JSON_NUM_ANY;
+            break;
+        }
+        if (s[i] == '.')
+            shape = JSON_NUM_FRAC;
+    }
+    double g1 = 1, g2 = 2;
+    int r1 = json_num_parse(s, n, shape, &g1), r2 = json_num_parse(s, n, JSON_NUM_ANY, &g2);
+    PGT_CHECK_MSG(r1 == r2 && jn_bits_eq(g1, g2), "%.*s: shape %d gives %.17g (%d), the general path %.17g (%d)",
+                  (int)(n > 200 ? 200 : n), s, shape, g1, r1, g2, r2);
+    *out = g1;
+    return r1;
 }
 
 /* Parse s with json_num_parse and with strtod: the same bits, and
@@ -63,7 +89,7 @@ static void jn_check_parse(const char *s)
     size_t n = strlen(s);
     PGT_CHECK_MSG(pgpipe_json_validate(s, n, NULL) == PGPIPE_OK, "not JSON: %.100s", s);
     double got = 12345, want;
-    int rc = json_num_parse(s, n, &got);
+    int rc = jn_parse(s, n, &got);
     errno = 0;
     want = strtod(s, NULL);
     int over = errno == ERANGE && isinf(want);
@@ -147,7 +173,7 @@ static void jn_check_halfway(double d)
     char *up = malloc(n + 3);
     PGT_CHECK(up != NULL);
     memcpy(up, s, n);
-    memcpy(up + n, strchr(s, '.') ? "1" : ".1", 3);
+    strcpy(up + n, strchr(s, '.') ? "1" : ".1");
     jn_check_parse(up);
     /* below: the last digit 5 becomes 4 and 9s follow */
     memcpy(up, s, n + 1);
@@ -318,9 +344,17 @@ PGT_TEST(json, jsonnum_parse_random_bits_vs_strtod)
         int prec = (i & 3) ? 17 : 1 + (int)(b % 25);
         snprintf(s, sizeof s, "%.*e", prec - 1, d);
         jn_check_parse(s);
+        if ((i & 3) == 1) {
+            /* plain notation, as in coordinates and prices: 15-17 digits
+            ** in [1e-5, 1e16), through the integer and fraction paths */
+            char plain[64];
+            double m = ldexp((double)(b >> 11), -53) * pow(10, (int)(b % 21) - 4);
+            snprintf(plain, sizeof plain, "%.*g", 15 + (int)(b >> 5) % 3, (b >> 9) & 1 ? -m : m);
+            jn_check_parse(plain);
+        }
         if (prec == 17) {
             double got;
-            PGT_OK(json_num_parse(s, strlen(s), &got));
+            PGT_OK(jn_parse(s, strlen(s), &got));
             PGT_CHECK_MSG(jn_bits(got) == b, "%s", s);
         }
     }
@@ -376,7 +410,7 @@ static void jn_check_write(double d)
     PGT_CHECK_MSG(pgpipe_json_validate(buf, (size_t)n, NULL) == PGPIPE_OK, "%.17g: not JSON: %s",
                   d, buf);
     double back;
-    PGT_OK(json_num_parse(buf, (size_t)n, &back));
+    PGT_OK(jn_parse(buf, (size_t)n, &back));
     PGT_CHECK_MSG(jn_bits(back) == jn_bits(d), "%.17g written as %s reads back as %.17g", d, buf,
                   back);
     if (d == 0) {

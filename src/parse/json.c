@@ -49,6 +49,8 @@ typedef struct pgpipe_json_val json_node;
 /* bool: true; string: decoded from escapes (may need escaping when written);
 ** number: integer syntax (no fraction, no exponent) */
 #define JSON_FLAG 8u
+/* number: an exponent (neither JSON_FLAG nor this: a fraction without one) */
+#define JSON_FLAG_EXP 16u
 #define JSON_SHIFT 8
 #define JSON_LEN(n) ((size_t)((n)->tag >> JSON_SHIFT))
 #define JSON_NONE ((size_t)-1)
@@ -711,7 +713,7 @@ value:
             p = json_skip_digits(p + 1, end);
         }
         if (p < end && (*p | 0x20) == 'e') {
-            isint = 0;
+            isint = JSON_FLAG_EXP;
             p++;
             if (p < end && (*p == '+' || *p == '-'))
                 p++;
@@ -1114,7 +1116,9 @@ int pgpipe_json_get_double(const pgpipe_json_val *v, double *out)
     *out = 0;
     if (!v || JSON_TYPE(v) != PGPIPE_JSON_NUMBER)
         return PGPIPE_MISUSE;
-    return json_num_parse(v->u.str, JSON_LEN(v), out);
+    int shape = (v->tag & JSON_FLAG) ? JSON_NUM_INT : (v->tag & JSON_FLAG_EXP) ? JSON_NUM_ANY
+                                                                                : JSON_NUM_FRAC;
+    return json_num_parse(v->u.str, JSON_LEN(v), shape, out);
 }
 
 size_t pgpipe_json_len(const pgpipe_json_val *v)

@@ -873,22 +873,132 @@ JSON_NUM_NOINLINE uint64_t json_exact_binary(uint64_t w, int q)
     return b - ((uint64_t)(unsigned)-q << 52);
 }
 
-PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, double *out)
+/* Eight digits at once (SWAR), when the eight bytes at p are all digits. */
+static inline int json_num_eight(const unsigned char *p, uint32_t *v)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = __builtin_bswap64(x);
+#endif
+    const uint64_t hi = 0xF0F0F0F0F0F0F0F0ull, zeros = 0x3030303030303030ull;
+    if ((x & hi) != zeros || ((x + 0x0606060606060606ull) & hi) != zeros)
+        return 0;
+    x -= zeros;                                            /* a digit per byte, first lowest */
+    x = (x * 10 + (x >> 8)) & 0x00FF00FF00FF00FFull;       /* two-digit numbers */
+    x = (x * 100 + (x >> 16)) & 0x0000FFFF0000FFFFull;     /* four-digit numbers */
+    *v = (uint32_t)(x * 10000 + (x >> 32));                /* the eight digits */
+    return 1;
+}
+
+/* Four digits at once, when the four bytes at p are all digits. */
+static inline int json_num_four(const unsigned char *p, uint32_t *v)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = __builtin_bswap32(x);
+#endif
+    if ((x & 0xF0F0F0F0u) != 0x30303030u || ((x + 0x06060606u) & 0xF0F0F0F0u) != 0x30303030u)
+        return 0;
+    x -= 0x30303030u;
+    x = (x * 10 + (x >> 8)) & 0x00FF00FFu;
+    *v = (x * 100 + (x >> 16)) & 0xFFFFu;
+    return 1;
+}
+
+/* Append the digits at p to *w (overflow past 19 digits is the caller's
+** business); returns the first byte that is not a digit. */
+static inline const unsigned char *json_num_digits(const unsigned char *p, const unsigned char *e,
+                                                   uint64_t *w)
+{
+    uint64_t acc = *w;
+    uint32_t v;
+    while (e - p >= 8 && json_num_eight(p, &v)) {
+        acc = acc * 100000000u + v;
+        p += 8;
+    }
+    if (e - p >= 4 && json_num_four(p, &v)) {
+        acc = acc * 10000u + v;
+        p += 4;
+    }
+    while (p < e && (unsigned)(*p - '0') < 10u)
+        acc = acc * 10 + (unsigned)(*p++ - '0');
+    *w = acc;
+    return p;
+}
+
+/* The 8 digits of x (first digit in the lowest byte), not checked. */
+static inline uint32_t json_num_swar8(uint64_t x)
+{
+    x -= 0x3030303030303030ull;
+    x = (x * 10 + (x >> 8)) & 0x00FF00FF00FF00FFull;
+    x = (x * 100 + (x >> 16)) & 0x0000FFFF0000FFFFull;
+    return (uint32_t)(x * 10000 + (x >> 32));
+}
+
+static inline uint64_t json_num_load8(const unsigned char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    x = __builtin_bswap64(x);
+#endif
+    return x;
+}
+
+static const uint64_t json_num_p10u[9] = { 1, 10, 100, 1000, 10000, 100000, 1000000, 10000000,
+                                           100000000 };
+
+/* Append len (1..19) digits at p to w, without branching per digit: whole
+** blocks of eight, then the last len % 8 digits by one load of the eight
+** bytes that end with them (p + len - 8 >= lo: those bytes are readable),
+** the bytes before them replaced by '0'. */
+static inline uint64_t json_num_block(const unsigned char *p, size_t len, uint64_t w)
+{
+    while (len >= 8) {
+        w = w * 100000000u + json_num_swar8(json_num_load8(p));
+        p += 8;
+        len -= 8;
+    }
+    if (len) {
+        uint64_t x = json_num_load8(p + len - 8);
+        uint64_t keep = ~(uint64_t)0 << (8 * (8 - len)); /* the last len bytes */
+        x = (x & keep) | (0x3030303030303030ull & ~keep);
+        w = w * json_num_p10u[len] + json_num_swar8(x);
+    }
+    return w;
+}
+
+PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, int shape, double *out)
 {
     const unsigned char *p = (const unsigned char *)s, *e = p + n;
     int neg = *p == '-';
     p += neg;
     uint64_t w = 0;
     const unsigned char *digits = p;
-    while (p < e && (unsigned)(*p - '0') < 10u)
-        w = w * 10 + (unsigned)(*p++ - '0');
-    size_t nint = (size_t)(p - digits), nfrac = 0;
-    const unsigned char *frac = p;
-    if (p < e && *p == '.') {
-        frac = ++p;
-        while (p < e && (unsigned)(*p - '0') < 10u)
+    size_t nint, nfrac = 0;
+    if (shape == JSON_NUM_INT && n >= 8 && n - (size_t)neg <= 19) {
+        nint = n - (size_t)neg;
+        w = json_num_block(p, nint, 0);
+        p = e;
+    } else if (shape == JSON_NUM_FRAC && n >= 8 && n <= 21) {
+        /* digits '.' digits: the integer part is short, the fraction runs to the end */
+        while (*p != '.')
             w = w * 10 + (unsigned)(*p++ - '0');
-        nfrac = (size_t)(p - frac);
+        nint = (size_t)(p - digits);
+        p++;
+        nfrac = (size_t)(e - p);
+        w = json_num_block(p, nfrac, w);
+        p = e;
+    } else {
+        p = json_num_digits(p, e, &w);
+        nint = (size_t)(p - digits);
+        if (p < e && *p == '.') {
+            const unsigned char *frac = ++p;
+            p = json_num_digits(p, e, &w);
+            nfrac = (size_t)(p - frac);
+        }
     }
     int64_t x = 0;
     if (p < e) { /* exponent; saturates (the mantissa cannot compensate) */
