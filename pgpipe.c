@@ -4985,18 +4985,21 @@ static inline uint64_t json_str_mask(uint64_t w)
            JSON_HIGH;
 }
 #endif
-static inline int json_digits8(uint64_t w)
-{
-    const uint64_t hi = 0xF0F0F0F0F0F0F0F0ull, d = JSON_ONES * 0x30;
-    return (w & hi) == d && ((w + JSON_ONES * 6) & hi) == d;
-}
 #endif
 
 static inline const unsigned char *json_skip_digits(const unsigned char *p, const unsigned char *end)
 {
 #ifdef JSON_SWAR
-    while (end - p >= 8 && json_digits8(json_load8(p)))
+    /* eight bytes at a time; the first that is not a digit ends it (the
+    ** high bit of each byte of m: its high nibble is not 3, or it is above '9') */
+    while (end - p >= 8) {
+        uint64_t w = json_load8(p), hi = 0xF0F0F0F0F0F0F0F0ull, d = JSON_ONES * 0x30;
+        uint64_t y = ((w & hi) ^ d) | (((w + JSON_ONES * 6) & hi) ^ d);
+        uint64_t m = ((y >> 4) + JSON_ONES * 0x7F) & JSON_HIGH;
+        if (m)
+            return p + ((unsigned)__builtin_ctzll(m) >> 3);
         p += 8;
+    }
 #endif
     while (p < end && JSON_DIGIT(*p))
         p++;
@@ -7382,6 +7385,16 @@ JSON_NUM_NOINLINE uint64_t json_exact_binary(uint64_t w, int q)
     return b - ((uint64_t)(unsigned)-q << 52);
 }
 
+/* The 8 digits of x (first digit in the lowest byte), not checked. */
+static inline uint32_t json_num_swar8(uint64_t x)
+{
+    /* each step multiplies a lane by (10^k << width) + 1: the upper half of
+    ** every double-width lane becomes 10^k * left + right */
+    x = ((x & 0x0F0F0F0F0F0F0F0Full) * (10 * 256 + 1)) >> 8;
+    x = ((x & 0x00FF00FF00FF00FFull) * (100 * 65536 + 1)) >> 16;
+    return (uint32_t)(((x & 0x0000FFFF0000FFFFull) * (10000 * 4294967296ull + 1)) >> 32);
+}
+
 /* Eight digits at once (SWAR), when the eight bytes at p are all digits. */
 static inline int json_num_eight(const unsigned char *p, uint32_t *v)
 {
@@ -7393,10 +7406,7 @@ static inline int json_num_eight(const unsigned char *p, uint32_t *v)
     const uint64_t hi = 0xF0F0F0F0F0F0F0F0ull, zeros = 0x3030303030303030ull;
     if ((x & hi) != zeros || ((x + 0x0606060606060606ull) & hi) != zeros)
         return 0;
-    x -= zeros;                                            /* a digit per byte, first lowest */
-    x = (x * 10 + (x >> 8)) & 0x00FF00FF00FF00FFull;       /* two-digit numbers */
-    x = (x * 100 + (x >> 16)) & 0x0000FFFF0000FFFFull;     /* four-digit numbers */
-    *v = (uint32_t)(x * 10000 + (x >> 32));                /* the eight digits */
+    *v = json_num_swar8(x);
     return 1;
 }
 
@@ -7435,15 +7445,6 @@ static inline const unsigned char *json_num_digits(const unsigned char *p, const
         acc = acc * 10 + (unsigned)(*p++ - '0');
     *w = acc;
     return p;
-}
-
-/* The 8 digits of x (first digit in the lowest byte), not checked. */
-static inline uint32_t json_num_swar8(uint64_t x)
-{
-    x -= 0x3030303030303030ull;
-    x = (x * 10 + (x >> 8)) & 0x00FF00FF00FF00FFull;
-    x = (x * 100 + (x >> 16)) & 0x0000FFFF0000FFFFull;
-    return (uint32_t)(x * 10000 + (x >> 32));
 }
 
 static inline uint64_t json_num_load8(const unsigned char *p)

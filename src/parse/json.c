@@ -235,18 +235,21 @@ static inline uint64_t json_str_mask(uint64_t w)
            JSON_HIGH;
 }
 #endif
-static inline int json_digits8(uint64_t w)
-{
-    const uint64_t hi = 0xF0F0F0F0F0F0F0F0ull, d = JSON_ONES * 0x30;
-    return (w & hi) == d && ((w + JSON_ONES * 6) & hi) == d;
-}
 #endif
 
 static inline const unsigned char *json_skip_digits(const unsigned char *p, const unsigned char *end)
 {
 #ifdef JSON_SWAR
-    while (end - p >= 8 && json_digits8(json_load8(p)))
+    /* eight bytes at a time; the first that is not a digit ends it (the
+    ** high bit of each byte of m: its high nibble is not 3, or it is above '9') */
+    while (end - p >= 8) {
+        uint64_t w = json_load8(p), hi = 0xF0F0F0F0F0F0F0F0ull, d = JSON_ONES * 0x30;
+        uint64_t y = ((w & hi) ^ d) | (((w + JSON_ONES * 6) & hi) ^ d);
+        uint64_t m = ((y >> 4) + JSON_ONES * 0x7F) & JSON_HIGH;
+        if (m)
+            return p + ((unsigned)__builtin_ctzll(m) >> 3);
         p += 8;
+    }
 #endif
     while (p < end && JSON_DIGIT(*p))
         p++;
