@@ -74,7 +74,7 @@ VERSION   := $(shell sed -n 's/^\#define PGPIPE_VERSION *"\(.*\)"/\1/p' pgpipe.h
 MAJOR     := $(firstword $(subst ., ,$(VERSION)))
 SONAME    := libpgpipe.so.$(MAJOR)
 
-.PHONY: all amalgamation check-amalgamation test test-run test-build test-tsan deps install cross cross-test cross-arm32 \
+.PHONY: all amalgamation check-amalgamation test test-run test-build test-tsan test-numbers deps install cross cross-test cross-arm32 \
         bench demo demo-run clean lib shell chaos load-test valgrind man fresh-check
 
 all: pgpipe.c pgpipe.h $(B)/libpgpipe.a $(B)/libpgpipe.so.$(VERSION) $(B)/pgpipe $(B)/pgpipe.1
@@ -158,6 +158,18 @@ test:
 
 test-run: test-build
 	@sh test/run.sh $(T)
+
+# The JSON number tests at full size: 10M random inputs of each kind, built
+# optimised without sanitizers, counting the exact fallback (test/test_jsonnum.c).
+$(B)/numbers/runner: test/test_jsonnum.c pgpipe.c test/pgtest.h test/runner.c test/gen_registry.sh
+	@mkdir -p $(B)/numbers
+	sh test/gen_registry.sh test/test_jsonnum.c > $(B)/numbers/numbers_tests.c
+	$(CC) $(STRICT) -Wno-unused-function -O2 -DPGPIPE_JSON_NUM_STATS $(PG_CFLAGS) $(PULL_CFLAGS) \
+	  -I. -Itest $(B)/numbers/numbers_tests.c $(LIBS) $(PULL_LIBS) -o $@
+
+test-numbers: $(B)/numbers/runner
+	@PGPIPE_NUM_COUNT=$${PGPIPE_NUM_COUNT:-10000000} PGPIPE_NUM_SECONDS=3000 PGT_TIMEOUT=3600 \
+	  $(B)/numbers/runner 'json.jsonnum*'
 
 # ThreadSanitizer build of the same tests, run on the threaded groups
 # (TSAN_GROUPS) against its own throwaway cluster.

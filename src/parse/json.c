@@ -18,9 +18,6 @@
 */
 
 #include "pp_parse.h"
-#include <float.h>
-#include <locale.h>
-#include <math.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define JSON_INLINE static inline __attribute__((always_inline))
@@ -52,6 +49,8 @@ typedef struct pgpipe_json_val json_node;
 /* bool: true; string: decoded from escapes (may need escaping when written);
 ** number: integer syntax (no fraction, no exponent) */
 #define JSON_FLAG 8u
+/* number: an exponent (neither JSON_FLAG nor this: a fraction without one) */
+#define JSON_FLAG_EXP 16u
 #define JSON_SHIFT 8
 #define JSON_LEN(n) ((size_t)((n)->tag >> JSON_SHIFT))
 #define JSON_NONE ((size_t)-1)
@@ -236,18 +235,21 @@ static inline uint64_t json_str_mask(uint64_t w)
            JSON_HIGH;
 }
 #endif
-static inline int json_digits8(uint64_t w)
-{
-    const uint64_t hi = 0xF0F0F0F0F0F0F0F0ull, d = JSON_ONES * 0x30;
-    return (w & hi) == d && ((w + JSON_ONES * 6) & hi) == d;
-}
 #endif
 
 static inline const unsigned char *json_skip_digits(const unsigned char *p, const unsigned char *end)
 {
 #ifdef JSON_SWAR
-    while (end - p >= 8 && json_digits8(json_load8(p)))
+    /* eight bytes at a time; the first that is not a digit ends it (the
+    ** high bit of each byte of m: its high nibble is not 3, or it is above '9') */
+    while (end - p >= 8) {
+        uint64_t w = json_load8(p), hi = 0xF0F0F0F0F0F0F0F0ull, d = JSON_ONES * 0x30;
+        uint64_t y = ((w & hi) ^ d) | (((w + JSON_ONES * 6) & hi) ^ d);
+        uint64_t m = ((y >> 4) + JSON_ONES * 0x7F) & JSON_HIGH;
+        if (m)
+            return p + ((unsigned)__builtin_ctzll(m) >> 3);
         p += 8;
+    }
 #endif
     while (p < end && JSON_DIGIT(*p))
         p++;
@@ -714,7 +716,7 @@ value:
             p = json_skip_digits(p + 1, end);
         }
         if (p < end && (*p | 0x20) == 'e') {
-            isint = 0;
+            isint = JSON_FLAG_EXP;
             p++;
             if (p < end && (*p == '+' || *p == '-'))
                 p++;
@@ -1109,34 +1111,6 @@ int pgpipe_json_get_int64(const pgpipe_json_val *v, int64_t *out)
     return PGPIPE_OK;
 }
 
-static pp_mutex json_locale_mutex = PP_MUTEX_INIT;
-static locale_t json_c_locale = (locale_t)0;
-
-/* strtod on the exact text in the C locale. */
-static int json_strtod(const char *s, size_t n, double *out)
-{
-    char small[128], *buf = small;
-    if (n >= sizeof small && !(buf = pp_malloc(n + 1)))
-        return PGPIPE_NOMEM;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    pp_mutex_lock(&json_locale_mutex);
-    if (json_c_locale == (locale_t)0)
-        json_c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-    locale_t loc = json_c_locale;
-    pp_mutex_unlock(&json_locale_mutex);
-    locale_t old = loc != (locale_t)0 ? uselocale(loc) : (locale_t)0;
-    errno = 0;
-    double d = strtod(buf, NULL);
-    int erange = errno == ERANGE;
-    if (old != (locale_t)0)
-        uselocale(old);
-    if (buf != small)
-        pp_free(buf);
-    *out = d;
-    return erange && isinf(d) ? PGPIPE_LIMIT : PGPIPE_OK;
-}
-
 int pgpipe_json_get_double(const pgpipe_json_val *v, double *out)
 {
     double dummy;
@@ -1145,62 +1119,9 @@ int pgpipe_json_get_double(const pgpipe_json_val *v, double *out)
     *out = 0;
     if (!v || JSON_TYPE(v) != PGPIPE_JSON_NUMBER)
         return PGPIPE_MISUSE;
-    const char *s = v->u.str, *e = s + JSON_LEN(v);
-    /* exact fast path (Clinger): at most 15 significant digits and a power
-    ** of ten up to 22, where both operands are exact doubles */
-    static const double pow10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
-                                    1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
-                                    1e20, 1e21, 1e22 };
-    const char *p = s;
-    int neg = *p == '-';
-    p += neg;
-    uint64_t m = 0;
-    int digits = 0;
-    long frac = 0;
-    long exp10 = 0;
-    for (; p < e && JSON_DIGIT(*p); p++) {
-        if (m || *p != '0')
-            digits++;
-        m = m * 10 + (unsigned)(*p - '0');
-        if (digits > 15)
-            goto slow;
-    }
-    if (p < e && *p == '.') {
-        for (p++; p < e && JSON_DIGIT(*p); p++) {
-            if (m || *p != '0')
-                digits++;
-            m = m * 10 + (unsigned)(*p - '0');
-            frac++;
-            if (digits > 15)
-                goto slow;
-        }
-    }
-    if (p < e) { /* exponent */
-        p++;
-        int eneg = 0;
-        if (*p == '+' || *p == '-')
-            eneg = *p++ == '-';
-        long x = 0;
-        for (; p < e; p++) {
-            if (x > 100000)
-                goto slow;
-            x = x * 10 + (*p - '0');
-        }
-        exp10 = eneg ? -x : x;
-    }
-    exp10 -= frac;
-    if (exp10 >= -22 && exp10 <= 22) {
-        double d = (double)m;
-        d = exp10 < 0 ? d / pow10[-exp10] : d * pow10[exp10];
-        *out = neg ? -d : d;
-        return PGPIPE_OK;
-    }
-    if (m == 0) {
-        *out = neg ? -0.0 : 0.0;
-        return PGPIPE_OK;
-    }
-slow:
-    return json_strtod(s, (size_t)(e - s), out);
+    int shape = (v->tag & JSON_FLAG) ? JSON_NUM_INT : (v->tag & JSON_FLAG_EXP) ? JSON_NUM_ANY
+                                                                                : JSON_NUM_FRAC;
+    return json_num_parse(v->u.str, JSON_LEN(v), shape, out);
 }
 
 size_t pgpipe_json_len(const pgpipe_json_val *v)

@@ -106,6 +106,16 @@ int pgpipe_json_get_int64(const pgpipe_json_val *v, int64_t *out);
 ** PGPIPE_MISUSE when v is not a number. */
 int pgpipe_json_get_double(const pgpipe_json_val *v, double *out);
 
+/* Write d as the shortest JSON number that reads back as exactly d (the one
+** closest to d when several are as short), NUL-terminated, into buf, which
+** holds at least PGPIPE_JSON_DOUBLE_BUF bytes. Plain notation for
+** 1e-4 <= |d| < 1e17 ("0.1", "-2.5", "123456789", "0.0001"), else d.ddde-X
+** or d.dddeX ("1e-7", "1.7976931348623157e308"); -0.0 is "-0". Returns the
+** length (at most 24), or 0 with buf = "" when d is infinite or NaN, which
+** JSON cannot hold (and 0 when buf is NULL). */
+#define PGPIPE_JSON_DOUBLE_BUF 32
+int pgpipe_json_write_double(char *buf, double d);
+
 /* Elements of an array or members of an object; 0 for other values. */
 size_t pgpipe_json_len(const pgpipe_json_val *v);
 /* i-th element of an array (O(i)), NULL when out of range. */

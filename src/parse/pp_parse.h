@@ -4,7 +4,7 @@
 ** splitter, and what they share with the layers above.
 ** Parsers touch no database. Layer order and rules: src/base/pp_base.h.
 **
-** @components json csv framer sqlsplit
+** @components json json_num csv framer sqlsplit
 */
 #ifndef PP_PARSE_H
 #define PP_PARSE_H
@@ -14,6 +14,16 @@
 #ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
+/* Numbers (src/parse/json_num.c). The double nearest to the JSON number
+** text s (n bytes, as the scanner accepted it): PGPIPE_OK, PGPIPE_LIMIT
+** (beyond the double range: +-HUGE_VAL) or PGPIPE_NOMEM. shape says what
+** the scanner saw, for a faster path: JSON_NUM_INT (digits only), JSON_NUM_FRAC
+** (a fraction, no exponent) or JSON_NUM_ANY (an exponent, or not known). */
+enum { JSON_NUM_ANY, JSON_NUM_INT, JSON_NUM_FRAC };
+PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, int shape, double *out);
+/* The shortest text that reads back as d, NUL-terminated, into buf (at
+** least PGPIPE_JSON_DOUBLE_BUF bytes); 0 and "" when d is not finite. */
+PGPIPE_PRIVATE size_t json_num_write(char *buf, double d);
 #endif
 #ifndef PGPIPE_OMIT_FRAMER
 /* The framer (src/parse/framer.c) cuts a stream of NDJSON lines, a JSON

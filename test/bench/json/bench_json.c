@@ -23,6 +23,7 @@
 #include <cjson/cJSON.h>
 #endif
 #include <sys/resource.h>
+#include <math.h>
 
 #define RUNS 7
 
@@ -122,6 +123,165 @@ static long bj_pgpipe_validate(void)
         return n;
     }
     return pgpipe_json_validate(bj_buf, bj_len, NULL) == PGPIPE_OK;
+}
+
+/* Parse, then read every value: numbers as doubles, strings' bytes, keys. */
+static long bj_visit(const pgpipe_json_val *root)
+{
+    enum { BJ_DEPTH = 1024 };
+    pgpipe_json_iter st[BJ_DEPTH];
+    int sp = 0;
+    long sum = 0;
+    double dsum = 0;
+    const pgpipe_json_val *v = root;
+    for (;;) {
+        if (v) {
+            switch (pgpipe_json_type(v)) {
+            case PGPIPE_JSON_NUMBER: {
+                double x;
+                pgpipe_json_get_double(v, &x);
+                dsum += x;
+                break;
+            }
+            case PGPIPE_JSON_STRING: {
+                size_t n;
+                const char *p = pgpipe_json_get_str(v, &n);
+                sum += (long)n + (n ? p[0] : 0);
+                break;
+            }
+            case PGPIPE_JSON_BOOL: sum += pgpipe_json_get_bool(v); break;
+            case PGPIPE_JSON_ARRAY:
+            case PGPIPE_JSON_OBJECT:
+                if (sp == BJ_DEPTH) {
+                    fprintf(stderr, "too deep\n");
+                    exit(1);
+                }
+                pgpipe_json_iter_init(&st[sp++], v);
+                break;
+            default: sum++; break;
+            }
+        }
+        if (!sp)
+            break;
+        const pgpipe_json_val *key = NULL;
+        v = pgpipe_json_iter_next(&st[sp - 1], &key);
+        if (!v) {
+            sp--;
+            if (!sp)
+                break;
+            continue;
+        }
+        if (key) {
+            size_t n;
+            pgpipe_json_get_str(key, &n);
+            sum += (long)n;
+        }
+    }
+    return sum + (long)dsum;
+}
+
+static long bj_pgpipe_read_all(void)
+{
+    if (pgpipe_json_parse(bj_doc, bj_buf, bj_len) != PGPIPE_OK) {
+        fprintf(stderr, "pgpipe: %s\n", pgpipe_errmsg(bj_doc));
+        exit(1);
+    }
+    return bj_visit(pgpipe_json_root(bj_doc));
+}
+
+/* ---- doubles to text: pgpipe's shortest writer against printf ---- */
+#define BJ_NDBL 200000
+static double bj_dbl[BJ_NDBL];
+static char bj_out[BJ_NDBL * 26];
+static size_t bj_out_len;
+
+static void bj_make_doubles(void)
+{
+    uint64_t r = 42;
+    for (int i = 0; i < BJ_NDBL; i++) {
+        r ^= r >> 12; r ^= r << 25; r ^= r >> 27;
+        uint64_t x = r * 0x2545F4914F6CDD1Dull;
+        if (i & 1) { /* coordinates as in canada.json */
+            bj_dbl[i] = -141.0 + (double)(x >> 11) / 9007199254740992.0 * 100.0;
+        } else { /* any finite double */
+            double d;
+            memcpy(&d, &x, sizeof d);
+            bj_dbl[i] = isfinite(d) ? d : (double)(x >> 11);
+        }
+    }
+}
+
+static long bj_write_pgpipe(void)
+{
+    char *o = bj_out;
+#ifdef PGPIPE_JSON_DOUBLE_BUF
+    for (int i = 0; i < BJ_NDBL; i++) {
+        o += pgpipe_json_write_double(o, bj_dbl[i]);
+        *o++ = ',';
+    }
+#endif
+    bj_out_len = (size_t)(o - bj_out);
+    return (long)bj_out_len;
+}
+
+static long bj_write_g17(void)
+{
+    char *o = bj_out;
+    for (int i = 0; i < BJ_NDBL; i++) {
+        o += snprintf(o, 26, "%.17g", bj_dbl[i]);
+        *o++ = ',';
+    }
+    bj_out_len = (size_t)(o - bj_out);
+    return (long)bj_out_len;
+}
+
+/* what cJSON and many C libraries do: %.15g, and %.17g when that does not
+** read back */
+static long bj_write_g15_17(void)
+{
+    char *o = bj_out;
+    for (int i = 0; i < BJ_NDBL; i++) {
+        int n = snprintf(o, 26, "%.15g", bj_dbl[i]);
+        if (strtod(o, NULL) != bj_dbl[i])
+            n = snprintf(o, 26, "%.17g", bj_dbl[i]);
+        o += n;
+        *o++ = ',';
+    }
+    bj_out_len = (size_t)(o - bj_out);
+    return (long)bj_out_len;
+}
+
+/* a canada.json-like file: GeoJSON polygons, coordinates with 15 to 17
+** significant digits, from a fixed seed */
+static int bj_gen_canada(const char *path)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        perror(path);
+        return 1;
+    }
+    uint64_t r = 20260101;
+#define BJ_NEXT() (r ^= r >> 12, r ^= r << 25, r ^= r >> 27, r * 0x2545F4914F6CDD1Dull)
+    fputs("{\"type\":\"FeatureCollection\",\"features\":[{\"type\":\"Feature\",\"properties\":"
+          "{\"name\":\"Canada\"},\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[", f);
+    long total = 0;
+    for (int ring = 0; total < 2200000; ring++) {
+        fputs(ring ? ",[" : "[", f);
+        int pts = 50 + (int)(BJ_NEXT() % 2000);
+        double lon = -141.0 + (double)(BJ_NEXT() >> 11) / 9007199254740992.0 * 89.0;
+        double lat = 41.0 + (double)(BJ_NEXT() >> 11) / 9007199254740992.0 * 42.0;
+        for (int i = 0; i < pts; i++) {
+            lon += ((double)(BJ_NEXT() >> 11) / 9007199254740992.0 - 0.5) * 0.01;
+            lat += ((double)(BJ_NEXT() >> 11) / 9007199254740992.0 - 0.5) * 0.01;
+            int p1 = 15 + (int)(BJ_NEXT() % 3), p2 = 15 + (int)(BJ_NEXT() % 3);
+            int n = fprintf(f, "%s[%.*g,%.*g]", i ? "," : "", p1, lon, p2, lat);
+            total += n;
+        }
+        fputc(']', f);
+    }
+    fputs("]}}]}\n", f);
+#undef BJ_NEXT
+    return fclose(f) ? 1 : 0;
 }
 
 /* ---- peers, line by line for NDJSON ---- */
@@ -252,10 +412,44 @@ static int bj_stream_rss(const char *path)
     return 0;
 }
 
+/* One run of one contender, for callgrind (--toggle-collect=bj_cg_once):
+**   bench_json --once parse|read-all|write-pgpipe|write-17g|write-15g-17g [FILE] */
+static long __attribute__((noinline)) bj_cg_once(bj_fn fn) { return fn(); }
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--stream-rss") == 0)
         return bj_stream_rss(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--gen-canada") == 0)
+        return bj_gen_canada(argv[2]);
+    if (argc >= 3 && strcmp(argv[1], "--once") == 0) {
+        bj_fn fn = NULL;
+        if (strncmp(argv[2], "write-", 6) == 0) {
+            bj_make_doubles();
+            fn = strcmp(argv[2], "write-pgpipe") == 0 ? bj_write_pgpipe
+               : strcmp(argv[2], "write-17g") == 0   ? bj_write_g17 : bj_write_g15_17;
+        } else if (argc == 4) {
+            bj_buf = bj_read(argv[3], &bj_len);
+            pgpipe_json_doc_open(&bj_doc);
+            fn = strcmp(argv[2], "parse") == 0 ? bj_pgpipe_parse : bj_pgpipe_read_all;
+        } else {
+            return 2;
+        }
+        long r = bj_cg_once(fn);
+        printf("%ld %zu\n", r, bj_out_len ? bj_out_len : bj_len);
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[1], "--write-doubles") == 0) {
+        bj_make_doubles();
+        bj_len = 0;
+        bj_write_g17(); /* MB/s of %.17g's output, the same bytes for everyone */
+        bj_len = bj_out_len;
+        bj_case wc[3] = { { "pgpipe", "write", bj_write_pgpipe, { 0 } },
+                          { "printf-17g", "write", bj_write_g17, { 0 } },
+                          { "printf-15g-17g", "write", bj_write_g15_17, { 0 } } };
+        bj_measure_all("doubles-200k", wc, 3);
+        return 0;
+    }
     if (argc < 3) {
         fprintf(stderr, "usage: bench_json FILE WORKLOAD [ndjson]\n");
         return 2;
@@ -265,7 +459,7 @@ int main(int argc, char **argv)
     const char *w = argv[2];
     pgpipe_json_doc_open(&bj_doc);
     pgpipe_ndjson_open(&bj_nd);
-    bj_case cs[3];
+    bj_case cs[4];
     int n = 0;
 #if defined(BJ_PEER_JSONC)
     bj_tok = json_tokener_new();
@@ -278,6 +472,8 @@ int main(int argc, char **argv)
 #else
     cs[n++] = (bj_case){ "pgpipe", "parse", bj_pgpipe_parse, { 0 } };
     cs[n++] = (bj_case){ "pgpipe", "validate", bj_pgpipe_validate, { 0 } };
+    if (!bj_ndjson)
+        cs[n++] = (bj_case){ "pgpipe", "read-all", bj_pgpipe_read_all, { 0 } };
 #ifdef BJ_PEER_CJSON
     cs[n++] = (bj_case){ "cjson", "parse", bj_cjson, { 0 } };
 #endif

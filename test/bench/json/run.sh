@@ -1,17 +1,25 @@
 #!/bin/sh
 # `make bench-json`: pgpipe's JSON parser against cJSON, json-c, jansson and
 # simdjson (DOM, parser reused) on twitter.json and citm_catalog.json from
-# ../shared/data/json (skipped with a message when absent) and on a ~100 MB
+# ../shared/data/json (skipped with a message when absent), on canada.json
+# (from there, or a canada-like number-heavy file generated from a fixed seed:
+# GeoJSON polygons of doubles with 15-17 significant digits) and on a ~100 MB
 # NDJSON stream (amazon_cellphones.ndjson replicated, or generated with a
-# fixed seed when the corpus is absent). Figures are MB/s of input: median of
-# 7 runs after a warm-up (min and max shown). Prints the table and one
+# fixed seed when the corpus is absent). Workloads: parse (to a document),
+# validate, read-all (parse, then read every value: numbers as doubles,
+# strings, keys; simdjson's DOM walked with get_double) and writing 200,000
+# doubles as text (pgpipe_json_write_double against printf "%.17g" and the
+# "%.15g, else %.17g" loop of cJSON and many C libraries). Figures are MB/s:
+# median of 7 runs after a warm-up (min and max shown), plus callgrind
+# instructions per byte (per input byte; per output byte of "%.17g" for the
+# writers) where valgrind is installed. Prints the table and one
 # "bench: ..." line per figure (see ../shared/BENCH.md).
 set -u
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
 B=build/bench
 mkdir -p "$B"
-data=$top/../shared/data/json
+data=${PGPIPE_BENCH_DATA:-$top/../shared/data}/json # PGPIPE_BENCH_DATA: another data folder
 here=test/bench/json
 
 # ---- peers (Debian packages; installed when missing, as root) --------------
@@ -66,14 +74,56 @@ run_file() { # FILE WORKLOAD [ndjson]
     [ -x $B/bench_json_jansson ] && nice -n 5 $B/bench_json_jansson "$@" >> "$res"
     [ -x $B/bench_simdjson ] && nice -n 5 $B/bench_simdjson "$@" >> "$res"
 }
+canada=$data/canada.json
+if [ ! -f "$canada" ]; then
+    canada=$B/canada.json
+    [ -s "$canada" ] || $B/bench_json --gen-canada "$canada"
+    echo "canada.json: $data/canada.json is absent, using a generated canada-like file ($canada)"
+fi
+files=""
 for f in twitter.json citm_catalog.json; do
     if [ -f "$data/$f" ]; then
-        run_file "$data/$f" "$f"
+        files="$files $data/$f"
     else
         echo "skipping $f: $data/$f is absent"
     fi
 done
+files="$files $canada"
+for path in $files; do
+    run_file "$path" "$(basename "$path")"
+done
 run_file "$nd" ndjson-100MB ndjson
+nice -n 5 $B/bench_json --write-doubles >> "$res"
+
+# instructions per byte (callgrind): they do not move with the machine's load
+ipb=$B/json_ipb.txt
+: > "$ipb"
+if command -v valgrind >/dev/null 2>&1; then
+    cg() { # prints the instructions counted
+        valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null |
+            sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+    }
+    for path in $files; do
+        w=$(basename "$path")
+        size=$(wc -c < "$path")
+        for k in parse read-all; do
+            mine=$(cg --toggle-collect=bj_cg_once $B/bench_json --once $k "$path")
+            peer=missing
+            if [ -x $B/bench_simdjson ]; then
+                base=$(cg $B/bench_simdjson "$path" "$w" --once none)
+                all=$(cg $B/bench_simdjson "$path" "$w" --once $k)
+                [ -n "$base" ] && [ -n "$all" ] && peer=$((all - base))
+            fi
+            echo "ipb $w $k $mine $peer $size" >> "$ipb"
+        done
+    done
+    size=$($B/bench_json --once write-17g | awk '{print $2}')
+    for k in pgpipe 17g 15g-17g; do
+        echo "ipbw $k $(cg --toggle-collect=bj_cg_once $B/bench_json --once write-$k) $size" >> "$ipb"
+    done
+else
+    echo "valgrind is missing: no instructions per byte"
+fi
 
 # streaming from disk in 64 KB chunks: throughput and peak RSS
 rss_line=$(nice -n 5 $B/bench_json --stream-rss "$nd")
@@ -105,10 +155,38 @@ END {
         line(w, "parse", "parse", "simdjson", "parse")
         line(w, "validate", "validate", "cjson", "parse")
         line(w, "validate", "validate", "simdjson", "parse")
+        line(w, "read-all", "read-all", "simdjson", "read-all")
+    }
+    w = "doubles-200k"
+    if ((w " pgpipe write") in med) {
+        for (i = 1; i <= 2; i++) {
+            peer = i == 1 ? "printf-17g" : "printf-15g-17g"
+            key = w " pgpipe write"; pkey = w " " peer " write"
+            r = med[pkey] > 0 ? sprintf("%.2f", med[key] / med[pkey]) : "missing"
+            printf "%-10s %-28s %-22s %-10s %-22s %8s\n", "json", w ":write",
+                   sprintf("%.0f (%s)", med[key], rng[key]), peer, sprintf("%.0f (%s)", med[pkey], rng[pkey]), r
+            bench[++nb] = sprintf("bench: component=json workload=%s:write metric=MB/s pgpipe=%.0f peer=%s peer_value=%.0f ratio=%s",
+                                  w, med[key], peer, med[pkey], r)
+        }
     }
     print ""
     for (i = 1; i <= nb; i++) print bench[i]
 }' "$res"
+# instructions per byte (lower is better: ratio = peer / pgpipe)
+awk '
+$1 == "ipb" {
+    mine = $4 / $6
+    if ($5 == "missing") { pv = "missing"; r = "missing" }
+    else { pv = sprintf("%.2f", $5 / $6); r = sprintf("%.2f", ($5 / $6) / mine) }
+    printf "bench: component=json workload=%s:%s metric=instructions/byte pgpipe=%.2f peer=simdjson peer_value=%s ratio=%s\n", $2, $3, mine, pv, r
+}
+$1 == "ipbw" { ir[$2] = $3; size = $4 }
+END {
+    if (!("pgpipe" in ir) || size == 0) exit
+    for (p in ir) if (p != "pgpipe")
+        printf "bench: component=json workload=doubles-200k:write metric=instructions/byte pgpipe=%.2f peer=printf-%s peer_value=%.2f ratio=%.2f\n",
+               ir["pgpipe"] / size, p, ir[p] / size, ir[p] / ir["pgpipe"]
+}' "$ipb"
 # stream: records bad peak_rss_MB MB/s
 echo "$rss_line" | awk '{
     printf "bench: component=json workload=ndjson-100MB:stream-from-disk metric=MB/s pgpipe=%.0f peer=missing peer_value=missing ratio=missing\n", $5
