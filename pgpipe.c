@@ -742,8 +742,14 @@ PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const ch
 
 #ifndef PGPIPE_OMIT_SPOOL
 /* CRC-32C (Castagnoli, reflected, as iSCSI: RFC 3720), continuing from crc
-** (0 to start). Software, slicing-by-8. */
+** (0 to start). The SSE4.2 crc32 instruction on x86-64 CPUs that have it,
+** else software, slicing-by-8; PGPIPE_CRC32C=soft in the environment forces
+** the software. */
 PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len);
+/* Choose the implementation: 0 as the CPU and PGPIPE_CRC32C say, 1 the
+** table, 2 the instruction (the table where there is none). Returns the
+** one in use (tests run both). */
+PGPIPE_PRIVATE int pp_crc32c_use(int mode);
 #endif
 
 #endif /* PP_SPOOL_H */
@@ -20085,7 +20091,7 @@ static void crc_init(void)
     pp_mutex_unlock(&crc_mu);
 }
 
-PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len)
+static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
 {
     const unsigned char *p = buf;
     crc_init();
@@ -20106,6 +20112,68 @@ PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len)
     while (len--)
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
     return ~crc;
+}
+
+/* x86-64 with SSE4.2: the crc32 instruction computes CRC-32C (the same
+** polynomial), 8 bytes at a time. Chosen at run time (the CPU says whether
+** it has it); PGPIPE_CRC32C=soft forces the table (tests run both). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SP_CRC_HW 1
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    uint64_t c = ~crc;
+    while (len && ((uintptr_t)p & 7)) {
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+        len--;
+    }
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+        p += 8;
+        len -= 8;
+    }
+    while (len--)
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+#endif
+
+static atomic_int crc_mode; /* 0: not chosen yet, 1: table, 2: instruction */
+
+PGPIPE_PRIVATE int pp_crc32c_use(int mode)
+{
+    if (mode < 0 || mode > 2)
+        return -1;
+    if (mode == 0) {
+        const char *e = getenv("PGPIPE_CRC32C");
+        mode = 1;
+#ifdef SP_CRC_HW
+        if (!(e && !strcmp(e, "soft")) && __builtin_cpu_supports("sse4.2"))
+            mode = 2;
+#else
+        (void)e;
+#endif
+    }
+#ifndef SP_CRC_HW
+    if (mode == 2)
+        mode = 1;
+#endif
+    atomic_store(&crc_mode, mode);
+    return mode;
+}
+
+PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+    int m = atomic_load_explicit(&crc_mode, memory_order_relaxed);
+    if (!m)
+        m = pp_crc32c_use(0);
+#ifdef SP_CRC_HW
+    if (m == 2)
+        return crc_hw(crc, buf, len);
+#endif
+    return crc_soft(crc, buf, len);
 }
 
 /* ---- encoding ------------------------------------------------------------ */
@@ -25406,8 +25474,27 @@ PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig)
     return n;
 }
 
+/* The spool's drainer ends its round and stops (the server stops; what is
+** still spooled is drained by the next run). */
+static void ig_drainer_stop(pp_ingest *ig)
+{
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->has_drainer) {
+        pthread_mutex_lock(&ig->mu);
+        ig->dquit = 1;
+        pthread_cond_broadcast(&ig->scv);
+        pthread_mutex_unlock(&ig->mu);
+        pthread_join(ig->drainer, NULL);
+        ig->has_drainer = 0;
+    }
+#else
+    (void)ig;
+#endif
+}
+
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig)
 {
+    ig_drainer_stop(ig);
     pthread_mutex_lock(&ig->mu);
     ig->flush++;
     pthread_cond_broadcast(&ig->cv);
@@ -25425,17 +25512,7 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 {
     if (!ig)
         return;
-#ifndef PGPIPE_OMIT_SPOOL
-    if (ig->has_drainer) {
-        /* first: it waits for the committers' answers */
-        pthread_mutex_lock(&ig->mu);
-        ig->dquit = 1;
-        pthread_cond_broadcast(&ig->scv);
-        pthread_mutex_unlock(&ig->mu);
-        pthread_join(ig->drainer, NULL);
-        ig->has_drainer = 0;
-    }
-#endif
+    ig_drainer_stop(ig); /* first: it waits for the committers' answers */
     pthread_mutex_lock(&ig->mu);
     ig->quit = 1;
     pthread_cond_broadcast(&ig->cv);
@@ -33160,7 +33237,7 @@ static const rf_opt rf_opts_files[] = {
     { "--event-type-field", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_http[] = {
     { "--listen", 0 }, { "--table", 0 }, { "--event-type", 0 }, { "--event-type-field", 0 },
-    { "--signature", 0 }, { "--secret-env", 0 }, { NULL, 0 } };
+    { "--signature", 0 }, { "--secret-env", 0 }, { "--spool", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_cdc[] = {
     { "--source", 0 }, { "--source-env", 0 }, { "--slot", 0 }, { "--publication", 0 },
     { "--tables", 0 }, { "--snapshot", 1 }, { "--heartbeat", 0 }, { "--no-create", 1 },
@@ -33418,6 +33495,8 @@ static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
             s->signature = rf_str(pf, (const char *[]){ "github", "stripe", "standard" }
                                       [rf_choice(&c, "--signature", "github|stripe|standard", 0)]);
         s->secret_env = rf_str(pf, rf_get(&c, "--secret-env"));
+        if (rf_get(&c, "--spool"))
+            s->spool = rf_path(pf, rf_get(&c, "--spool"));
         if (s->signature && !s->secret_env)
             rf_diag(pf, line, rf_col(&c, "--signature"), "%s: --signature needs --secret-env", c.cmd);
     }
@@ -37081,7 +37160,7 @@ typedef struct rsrc_folder {
 } rsrc_folder;
 
 typedef struct rsrc_http {
-    char *name, *listen, *table, *event_type, *event_type_field, *signature, *secret_env;
+    char *name, *listen, *table, *event_type, *event_type_field, *signature, *secret_env, *spool;
     int line;
 #ifndef PGPIPE_OMIT_HTTP
     pgpipe_http *h;
@@ -37603,6 +37682,7 @@ static void rsrc_http_free(rsrc_http *h)
 #endif
     pp_free(h->name), pp_free(h->listen), pp_free(h->table), pp_free(h->event_type);
     pp_free(h->event_type_field), pp_free(h->signature), pp_free(h->secret_env);
+    pp_free(h->spool);
     pp_free(h);
 }
 
@@ -37613,7 +37693,8 @@ static rsrc_http *rsrc_http_new(const pgpipe_pipe_source *s)
         return NULL;
     int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->listen, s->listen) & rsrc_dup(&h->table, s->table) &
              rsrc_dup(&h->event_type, s->event_type) & rsrc_dup(&h->event_type_field, s->event_type_field) &
-             rsrc_dup(&h->signature, s->signature) & rsrc_dup(&h->secret_env, s->secret_env);
+             rsrc_dup(&h->signature, s->signature) & rsrc_dup(&h->secret_env, s->secret_env) &
+             rsrc_dup(&h->spool, s->spool);
     h->line = s->line;
     if (!ok) {
         rsrc_http_free(h);
@@ -37626,7 +37707,8 @@ static int rsrc_http_same(const rsrc_http *a, const rsrc_http *b)
 {
     return rsrc_same(a->name, b->name) && rsrc_same(a->listen, b->listen) && rsrc_same(a->table, b->table) &&
            rsrc_same(a->event_type, b->event_type) && rsrc_same(a->event_type_field, b->event_type_field) &&
-           rsrc_same(a->signature, b->signature) && rsrc_same(a->secret_env, b->secret_env);
+           rsrc_same(a->signature, b->signature) && rsrc_same(a->secret_env, b->secret_env) &&
+           rsrc_same(a->spool, b->spool);
 }
 
 #ifndef PGPIPE_OMIT_HTTP
@@ -37698,6 +37780,13 @@ static int rsrc_http_start(pgpipe_runner *r, run_sources *s, rsrc_http *h, pgpip
     o.page = run_status_page;
     o.metrics = run_status_metrics;
     o.page_ud = r;
+    if (h->spool) {
+        /* store and forward: the HTTP source's senders get 202 "spooled"
+        ** while the database is away (the file and pull sources need no
+        ** spool: their input waits where it is) */
+        o.spool_dir = h->spool;
+        o.spool = 1;
+    }
     int rc = pgpipe_http_open(&h->h, &o);
     if (rc)
         return pp_err(err, rc, "%s:%d: .source http %s: %s", r->path, h->line, h->name,

@@ -2552,8 +2552,27 @@ PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig)
     return n;
 }
 
+/* The spool's drainer ends its round and stops (the server stops; what is
+** still spooled is drained by the next run). */
+static void ig_drainer_stop(pp_ingest *ig)
+{
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->has_drainer) {
+        pthread_mutex_lock(&ig->mu);
+        ig->dquit = 1;
+        pthread_cond_broadcast(&ig->scv);
+        pthread_mutex_unlock(&ig->mu);
+        pthread_join(ig->drainer, NULL);
+        ig->has_drainer = 0;
+    }
+#else
+    (void)ig;
+#endif
+}
+
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig)
 {
+    ig_drainer_stop(ig);
     pthread_mutex_lock(&ig->mu);
     ig->flush++;
     pthread_cond_broadcast(&ig->cv);
@@ -2571,17 +2590,7 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 {
     if (!ig)
         return;
-#ifndef PGPIPE_OMIT_SPOOL
-    if (ig->has_drainer) {
-        /* first: it waits for the committers' answers */
-        pthread_mutex_lock(&ig->mu);
-        ig->dquit = 1;
-        pthread_cond_broadcast(&ig->scv);
-        pthread_mutex_unlock(&ig->mu);
-        pthread_join(ig->drainer, NULL);
-        ig->has_drainer = 0;
-    }
-#endif
+    ig_drainer_stop(ig); /* first: it waits for the committers' answers */
     pthread_mutex_lock(&ig->mu);
     ig->quit = 1;
     pthread_cond_broadcast(&ig->cv);

@@ -155,6 +155,48 @@ curl -s -m 5 "$U/metrics" >"$tmp/metrics"
 grep -q '^pgpipe_spool_drained_records_total 10$' "$tmp/metrics" ||
     fail "drained total: $(grep drain "$tmp/metrics")"
 echo "drained once ok"
+
+# ---- kill -9 in the middle of a drain, start again: every record once
+# (small groups: the drain of 60 requests takes 12 rounds)
+kill "$spid"; wait "$spid"; rc=$?; spid=""
+[ $rc = 0 ] || fail "the server exited $rc"
+serve() {
+    rm -f "$tmp/port"
+    $P "$D" ".serve --listen 127.0.0.1:0 --port-file $tmp/port --tokens off --group-records 100 --spool $tmp/spool --spool-device srv-1" \
+        2>>"$tmp/serve.err" &
+    spid=$!
+    i=0
+    while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i + 1)); done
+    [ -s "$tmp/port" ] || fail "the server did not start again"
+    U=http://127.0.0.1:$(cat "$tmp/port")
+}
+serve
+sh tool/pgtmp.sh stop "$tmp/pg" >/dev/null || fail "cannot stop the cluster"
+i=0
+until curl -s -m 5 "$U/readyz" | grep -q 'no connection'; do
+    i=$((i + 1)); [ $i -lt 100 ] || fail "readyz never says no connection"; sleep 0.2
+done
+k=0
+while [ $k -lt 60 ]; do
+    r=$(post k9 "$(recs $((k * 20 + 1)) $((k * 20 + 20)))")
+    case "$r" in "202 "*'"spooled":20'*) ;; *) fail "k9 spool $k: $r" ;; esac
+    k=$((k + 1))
+done
+sh tool/pgtmp.sh start "$tmp/pg" --owner $$ >/dev/null || fail "cannot start the cluster again"
+i=0
+while [ "$(rows k9 2>/dev/null || echo 0)" = 0 ] && [ $i -lt 200 ]; do i=$((i + 1)); sleep 0.05; done
+kill -9 "$spid"; wait "$spid" 2>/dev/null; spid=""
+echo "killed with $(rows k9) of 1200 records drained"
+serve
+i=0
+until [ "$(rows k9)" -ge 1200 ] && curl -s -m 5 "$U/metrics" | grep -q '^pgpipe_spool_records 0$'; do
+    i=$((i + 1)); [ $i -lt 300 ] || fail "not drained after the kill: $(rows k9) rows"
+    sleep 0.2
+done
+[ "$(rows k9)" = 1200 ] || fail "after kill -9: $(rows k9) rows, not 1200"
+[ "$(q "SELECT count(DISTINCT payload->>'n') FROM staging.raw_events WHERE source = 'k9'")" = 1200 ] ||
+    fail "after kill -9: a record twice"
+echo "kill -9 mid-drain ok"
 kill "$spid"; wait "$spid"; rc=$?; spid=""
 [ $rc = 0 ] || fail "the server exited $rc"
 echo "ok"
