@@ -556,7 +556,9 @@ PGT_TEST(spool, drain_replay_and_device_positions)
     spt_copy_dir(dir, copy);
     s = spt_open(dir, &o);
     char id[64];
-    snprintf(id, sizeof id, "%s", pgpipe_spool_uuid(s));
+    const char *uuid = pgpipe_spool_uuid(s);
+    PGT_CHECK(uuid != NULL);
+    snprintf(id, sizeof id, "%s", uuid ? uuid : "");
     PGT_EQ_STR(pgpipe_spool_device(s), "replayer");
     pgpipe_loader_options lo;
     spt_loader_opts(&lo, tag);

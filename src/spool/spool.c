@@ -1061,6 +1061,7 @@ typedef struct sp_feed {
     pgpipe_loader *l;
     uint64_t after;     /* records up to this sequence are at staging already */
     long long skipped;  /* ... and so not fed */
+    long long fed;
     char buf[64 << 10];
     size_t n;
     int rc;
@@ -1083,6 +1084,7 @@ static int sp_feed_rec(void *ud, const sp_rec *r)
         f->skipped++;
         return 0;
     }
+    f->fed++;
     for (uint32_t i = 0; i <= r->len; i++) {
         if (f->n == sizeof f->buf && sp_feed_flush(f) != PGPIPE_OK)
             return f->rc;
@@ -1153,9 +1155,11 @@ static int sp_drain_one(pgpipe_spool *s, int fd, long long size, const sp_hdr *x
         pp_free(r.buf);
         if (rc == PGPIPE_OK)
             rc = sp_feed_flush(f);
-        if (rc == PGPIPE_OK)
-            rc = pgpipe_loader_finish(f->l);
-        if (rc == PGPIPE_OK) {
+        if (rc == PGPIPE_OK && !f->fed) {
+            /* every record is at staging already: no load */
+            res->records += sc.records;
+            res->skipped += f->skipped;
+        } else if (rc == PGPIPE_OK && (rc = pgpipe_loader_finish(f->l)) == PGPIPE_OK) {
             pgpipe_load_summary sum;
             pgpipe_loader_summary(f->l, &sum);
             res->records += sc.records;
