@@ -1135,7 +1135,9 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     if (rc != PGPIPE_OK || to_spool) {
         /* nothing of the request stays in the group (spooled: it is written
         ** to the spool as it came, and parsed again when it is drained) */
+#ifndef PGPIPE_OMIT_SPOOL
         long long nrec = r->nrec;
+#endif
         g->nrows = m_rows;
         g->nerrs = m_errs;
         g->cbuf.len = m_c;
