@@ -1001,3 +1001,70 @@ PGT_TEST(spool, http_metrics_size_and_age)
     pgpipe_spool_close(s);
 #endif
 }
+
+/* .serve --spool when the group commit cannot take more (the memory budget
+** full, where the answer is 503 without a spool): 202 "spooled", and the
+** drainer commits it after what was queued before it */
+PGT_TEST(spool, http_over_budget_spools)
+{
+#ifdef SPT_NO_HTTP
+    PGT_SKIP("built without test_http_ingest.c");
+#else
+    PGconn *c = pgt_db_open();
+    const char *dir = spt_dir("budget");
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    o.memory_budget = 1;         /* one request waiting fills it */
+    o.group_window_ms = 60000;   /* and it waits */
+    o.committers = 1;
+    o.spool = 1;
+    o.spool_dir = dir;
+    o.spool_fsync = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.spool_device = "budget";
+    pp_ingest *ig = hi_open("budget", &o);
+    hi_clean(c);
+    pp_http_request rq;
+    pp_http_reply now;
+    hi_req(&rq, "application/x-ndjson", "{\"event_type\":\"e\",\"n\":1}\n", (size_t)-1, NULL);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 9001, &now), 0);
+    hi_req(&rq, "application/x-ndjson", "{\"event_type\":\"e\",\"n\":2}\n{\"event_type\":\"e\",\"n\":3}\n",
+           (size_t)-1, NULL);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 9002, &now), 1);
+    PGT_EQ_INT(now.status, 202);
+    PGT_EQ_INT(now.spooled, 2);
+    PGT_CONTAINS(now.body, "\"spooled\":2");
+    pp_http_reply_free(&now);
+    /* a body that is not valid is still 400, and nothing is spooled */
+    hi_req(&rq, "application/json", "{\"event_type\":", (size_t)-1, NULL);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 9003, &now), 1);
+    PGT_EQ_INT(now.status, 400);
+    pp_http_reply_free(&now);
+    for (int i = 0; i < 300 && HI_ROWS(c) < 3; i++)
+        pgpipe_sleep_ms(50);
+    PGT_EQ_INT(HI_ROWS(c), 3);
+    hi_answer *w = hi_wait(9001);
+    PGT_CHECK(w != NULL && w->status == 202);
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT string_agg(payload->>'n', ',' ORDER BY id) FROM staging.raw_events "
+             "WHERE source = '%s'", hi_source);
+    PGT_EQ_STR(pgt_db_str(c, sql), "1,2,3");
+    pgpipe_spool_status st;
+    for (int i = 0; i < 100; i++) {
+        PGT_CHECK(pp_ingest_spool_stats(ig, &st));
+        if (st.records == 0)
+            break;
+        pgpipe_sleep_ms(50);
+    }
+    PGT_EQ_INT(st.records, 0);
+    pp_buf m = { 0 };
+    PGT_OK(pp_ingest_metrics(ig, &m));
+    pp_buf_putc(&m, '\0');
+    PGT_EQ_INT((long long)hi_metric(m.data, "pgpipe_http_requests_spooled_total"), 1);
+    PGT_EQ_INT((long long)hi_metric(m.data, "pgpipe_spool_drained_records_total"), 2);
+    pp_buf_free(&m);
+    pp_ingest_close(ig);
+    hi_clean(c);
+    spt_rmdir(dir);
+    pgt_db_close(c);
+#endif
+}

@@ -2218,6 +2218,23 @@ static int ig_round_end(pp_ingest *ig)
     return failed ? PGPIPE_DB : PGPIPE_OK;
 }
 
+/* Commit everything queued now and wait (at most 30 s) until it is
+** answered: room under the memory budget for the drain. */
+static void ig_flush_all(pp_ingest *ig)
+{
+    pthread_mutex_lock(&ig->mu);
+    ig->flush++;
+    pthread_cond_broadcast(&ig->cv);
+    for (int i = 0; i < 30 && ig->pending > 0 && !ig->dquit; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&ig->dcv, &ig->mu, &ts);
+    }
+    ig->flush--;
+    pthread_mutex_unlock(&ig->mu);
+}
+
 static int ig_drain_rec(void *ud, long long seq, const void *rec, size_t len)
 {
     ig_dctx *d = ud;
@@ -2272,7 +2289,9 @@ static int ig_drain_rec(void *ud, long long seq, const void *rec, size_t len)
             int rc = ig_round_end(ig);
             if (rc != PGPIPE_OK || atomic_load(&ig->live) == 0 || tries >= 50)
                 return rc != PGPIPE_OK ? rc : PGPIPE_DB;
-            pgpipe_sleep_ms(100);
+            ig_flush_all(ig);
+            if (tries)
+                pgpipe_sleep_ms(100);
             continue;
         }
         /* refused as it is now (a source's settings changed since it came) */
