@@ -752,8 +752,14 @@ PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const ch
 
 #ifndef PGPIPE_OMIT_SPOOL
 /* CRC-32C (Castagnoli, reflected, as iSCSI: RFC 3720), continuing from crc
-** (0 to start). Software, slicing-by-8. */
+** (0 to start). The SSE4.2 crc32 instruction on x86-64 CPUs that have it,
+** else software, slicing-by-8; PGPIPE_CRC32C=soft in the environment forces
+** the software. */
 PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len);
+/* Choose the implementation: 0 as the CPU and PGPIPE_CRC32C say, 1 the
+** table, 2 the instruction (the table where there is none). Returns the
+** one in use (tests run both). */
+PGPIPE_PRIVATE int pp_crc32c_use(int mode);
 #endif
 
 #endif /* PP_SPOOL_H */
@@ -866,6 +872,7 @@ typedef struct pp_http_reply {
     char *body;
     size_t body_len;
     int retry_after;            /* > 0: a Retry-After header (seconds) */
+    long long spooled;          /* > 0: the records went to the spool (access log) */
     int replayed;               /* the stored answer to an idempotency key seen
                                    before: an Idempotent-Replayed: true header */
     int close;                  /* close the connection after it */
@@ -931,6 +938,10 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
 PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size);
 /* Append ingest's metrics (Prometheus text) to b. */
 PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b);
+#ifndef PGPIPE_OMIT_SPOOL
+/* The server's own spool (options.spool): 1 and *st filled, else 0. */
+PGPIPE_PRIVATE int pp_ingest_spool_stats(pp_ingest *ig, pgpipe_spool_status *st);
+#endif
 /* Requests queued or committing (for metrics and the drain). */
 PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig);
 /* Commit what is queued now and wait until every queued request has been
@@ -1859,6 +1870,9 @@ static const char *const pp_sql_7[] = {
     "                   pg_get_serial_sequence('pgpipe.dead_letters', 'id'), loader_role);\n",
     "    IF to_regclass('pgpipe.migrations') IS NOT NULL THEN\n",
     "        EXECUTE format('GRANT SELECT ON pgpipe.migrations TO %I', loader_role);\n",
+    "    END IF;\n",
+    "    IF to_regclass('pgpipe.device_positions') IS NOT NULL THEN\n",
+    "        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON pgpipe.device_positions TO %I', loader_role);\n",
     "    END IF;\n",
     "\n",
     "    -- the workers\n",
@@ -3051,6 +3065,30 @@ static const char *const pp_sql_22[] = {
 };
 /* ==== end sql/schema/V0033__staging_user_id_partial.sql ==== */
 
+/* ==== begin sql/schema/V0034__device_positions.sql ==== */
+static const char *const pp_sql_23[] = {
+    "-- Store-and-forward: the position of each device's spool at staging.\n",
+    "--\n",
+    "-- Every spooled record carries its device's id and a sequence number that\n",
+    "-- grows by one per record for the life of a spool folder (a new folder has\n",
+    "-- a new spool id and starts at 1 again). last_seq is the highest sequence of\n",
+    "-- (device, spool) committed to staging, moved in the same transaction as\n",
+    "-- the records (the HTTP source, Pgpipe-Device / Pgpipe-Seq; the server's own\n",
+    "-- spool drainer) or right after a segment's load (the loader's drainer,\n",
+    "-- whose load key covers the gap). A record at or below it is a duplicate and\n",
+    "-- adds nothing: a high-water mark is a per-record key without a row per\n",
+    "-- record, as long as a device's records arrive in order.\n",
+    "CREATE TABLE IF NOT EXISTS pgpipe.device_positions (\n",
+    "    device     TEXT        NOT NULL,\n",
+    "    spool      TEXT        NOT NULL DEFAULT '',   -- the spool folder's id ('' = not named)\n",
+    "    last_seq   BIGINT      NOT NULL CHECK (last_seq >= 0),\n",
+    "    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),\n",
+    "    PRIMARY KEY (device, spool)\n",
+    ");\n",
+    NULL
+};
+/* ==== end sql/schema/V0034__device_positions.sql ==== */
+
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -3075,6 +3113,7 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0030__cdc_toast.sql", pp_sql_20 },
     { "schema/V0031__pull.sql", pp_sql_21 },
     { "schema/V0033__staging_user_id_partial.sql", pp_sql_22 },
+    { "schema/V0034__device_positions.sql", pp_sql_23 },
     { NULL, NULL }
 };
 
@@ -21252,7 +21291,7 @@ static void crc_init(void)
     pp_mutex_unlock(&crc_mu);
 }
 
-PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len)
+static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
 {
     const unsigned char *p = buf;
     crc_init();
@@ -21273,6 +21312,68 @@ PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len)
     while (len--)
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
     return ~crc;
+}
+
+/* x86-64 with SSE4.2: the crc32 instruction computes CRC-32C (the same
+** polynomial), 8 bytes at a time. Chosen at run time (the CPU says whether
+** it has it); PGPIPE_CRC32C=soft forces the table (tests run both). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SP_CRC_HW 1
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    uint64_t c = ~crc;
+    while (len && ((uintptr_t)p & 7)) {
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+        len--;
+    }
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+        p += 8;
+        len -= 8;
+    }
+    while (len--)
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+#endif
+
+static atomic_int crc_mode; /* 0: not chosen yet, 1: table, 2: instruction */
+
+PGPIPE_PRIVATE int pp_crc32c_use(int mode)
+{
+    if (mode < 0 || mode > 2)
+        return -1;
+    if (mode == 0) {
+        const char *e = getenv("PGPIPE_CRC32C");
+        mode = 1;
+#ifdef SP_CRC_HW
+        if (!(e && !strcmp(e, "soft")) && __builtin_cpu_supports("sse4.2"))
+            mode = 2;
+#else
+        (void)e;
+#endif
+    }
+#ifndef SP_CRC_HW
+    if (mode == 2)
+        mode = 1;
+#endif
+    atomic_store(&crc_mode, mode);
+    return mode;
+}
+
+PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+    int m = atomic_load_explicit(&crc_mode, memory_order_relaxed);
+    if (!m)
+        m = pp_crc32c_use(0);
+#ifdef SP_CRC_HW
+    if (m == 2)
+        return crc_hw(crc, buf, len);
+#endif
+    return crc_soft(crc, buf, len);
 }
 
 /* ---- encoding ------------------------------------------------------------ */
@@ -22189,6 +22290,9 @@ int pgpipe_spool_stats(pgpipe_spool *s, pgpipe_spool_status *out)
 
 typedef struct sp_feed {
     pgpipe_loader *l;
+    uint64_t after;     /* records up to this sequence are at staging already */
+    long long skipped;  /* ... and so not fed */
+    long long fed;
     char buf[64 << 10];
     size_t n;
     int rc;
@@ -22207,6 +22311,11 @@ static int sp_feed_flush(sp_feed *f)
 static int sp_feed_rec(void *ud, const sp_rec *r)
 {
     sp_feed *f = ud;
+    if (r->seq <= f->after) {
+        f->skipped++;
+        return 0;
+    }
+    f->fed++;
     for (uint32_t i = 0; i <= r->len; i++) {
         if (f->n == sizeof f->buf && sp_feed_flush(f) != PGPIPE_OK)
             return f->rc;
@@ -22218,15 +22327,35 @@ static int sp_feed_rec(void *ud, const sp_rec *r)
     return 0;
 }
 
-/* Load one sealed segment (already checked whole) and delete it. */
+/* The device's position at staging: the highest sequence of (device, spool
+** id) committed there (pgpipe.device_positions, V0034; by this drainer or by
+** the HTTP source, Pgpipe-Device / Pgpipe-Seq). 0 when none, or when the
+** table is missing (a schema not installed: the load key alone then). */
+static uint64_t sp_position(PGconn *conn, const sp_hdr *x)
+{
+    if (!conn)
+        return 0;
+    const char *v[2] = { x->dev, x->id };
+    PGresult *r = NULL;
+    if (pp_exec(conn, "SELECT last_seq FROM pgpipe.device_positions WHERE device = $1 AND spool = $2",
+                2, v, &r, NULL, "spool") != PGPIPE_OK)
+        return 0;
+    uint64_t seq = PQntuples(r) == 1 ? (uint64_t)atoll(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+    return seq;
+}
+
+/* Load one sealed segment (already checked whole) and delete it. The
+** records the device's position says are at staging are not fed; the load
+** key names the first record fed, so a drain run again after a crash feeds
+** the same records under the same key and the loader skips its committed
+** batches. Once loaded, the position moves to the segment's last record. */
 static int sp_drain_one(pgpipe_spool *s, int fd, long long size, const sp_hdr *x,
                         const pgpipe_loader_options *lo, int install, pgpipe_spool_drain_result *res)
 {
     char key[256], src[128];
     pgpipe_loader_options o = *lo;
-    snprintf(key, sizeof key, "pgpipe-spool/%s/%s/%016llx", x->dev, x->id, (unsigned long long)x->first_seq);
     snprintf(src, sizeof src, "spool:%s", x->dev);
-    o.load_key = key;
     o.format = PGPIPE_FORMAT_NDJSON;
     if (!o.source_name)
         o.source_name = src;
@@ -22236,23 +22365,53 @@ static int sp_drain_one(pgpipe_spool *s, int fd, long long size, const sp_hdr *x
     if (!f)
         return pp_err_nomem(&s->h.err);
     int rc = pgpipe_loader_open(&f->l, &o);
+    sp_scan_result sc;
+    memset(&sc, 0, sizeof sc);
+    if (rc == PGPIPE_OK) {
+        PGconn *conn = pgpipe_loader_conn(f->l);
+        uint64_t pos = sp_position(conn, x);
+        f->after = pos;
+        uint64_t from = pos >= x->first_seq ? pos + 1 : x->first_seq;
+        snprintf(key, sizeof key, "pgpipe-spool/%s/%s/%016llx", x->dev, x->id, (unsigned long long)from);
+        o.load_key = key;
+        /* the key is the loader's: a new open with it (same connection rules) */
+        pgpipe_loader_close(f->l);
+        f->l = NULL;
+        o.install_schema = 0;
+        rc = pgpipe_loader_open(&f->l, &o);
+    }
     if (rc == PGPIPE_OK) {
         sp_reader r = { fd, size, NULL, 0, 0, 0 };
-        sp_scan_result sc;
         rc = sp_scan(&r, x->first_seq, sp_feed_rec, f, &sc);
         pp_free(r.buf);
         if (rc == PGPIPE_OK)
             rc = sp_feed_flush(f);
-        if (rc == PGPIPE_OK)
-            rc = pgpipe_loader_finish(f->l);
-        if (rc == PGPIPE_OK) {
+        if (rc == PGPIPE_OK && !f->fed) {
+            /* every record is at staging already: no load */
+            res->records += sc.records;
+            res->skipped += f->skipped;
+        } else if (rc == PGPIPE_OK && (rc = pgpipe_loader_finish(f->l)) == PGPIPE_OK) {
             pgpipe_load_summary sum;
             pgpipe_loader_summary(f->l, &sum);
             res->records += sc.records;
             res->loaded += sum.rows_loaded;
             res->dead += sum.rows_dead;
-            res->skipped += sum.rows_skipped;
+            res->skipped += sum.rows_skipped + f->skipped;
         }
+    }
+    if (rc == PGPIPE_OK && sc.records && sc.last_seq > f->after) {
+        /* after the load: a crash before this leaves the load key to skip */
+        char seq[24];
+        snprintf(seq, sizeof seq, "%llu", (unsigned long long)sc.last_seq);
+        const char *v[3] = { x->dev, x->id, seq };
+        PGconn *conn = pgpipe_loader_conn(f->l);
+        if (conn &&
+            pp_exec(conn, "INSERT INTO pgpipe.device_positions (device, spool, last_seq) VALUES "
+                          "($1, $2, $3::bigint) ON CONFLICT (device, spool) DO UPDATE SET last_seq = "
+                          "greatest(pgpipe.device_positions.last_seq, EXCLUDED.last_seq), "
+                          "updated_at = now()", 3, v, NULL, NULL, "spool") != PGPIPE_OK)
+            pp_logf(PGPIPE_LOG_WARN, "spool", "the position of device %s could not be recorded "
+                    "(pgpipe.device_positions): the load key keeps the drain exactly once", x->dev);
     }
     if (rc != PGPIPE_OK) {
         if (f->l && pgpipe_errcode(f->l) != PGPIPE_OK)
@@ -22265,15 +22424,49 @@ static int sp_drain_one(pgpipe_spool *s, int fd, long long size, const sp_hdr *x
     return rc;
 }
 
-int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
-                       pgpipe_spool_drain_result *res)
+/* drain_to: one segment's records to the caller's function, then the end
+** mark (seq 0) that says the segment is done */
+typedef struct sp_to {
+    pgpipe_spool_record_fn fn;
+    void *ud;
+} sp_to;
+
+static int sp_to_rec(void *ud, const sp_rec *r)
+{
+    sp_to *t = ud;
+    return t->fn(t->ud, (long long)r->seq, r->payload, r->len);
+}
+
+static int sp_drain_fn(pgpipe_spool *s, int fd, long long size, const sp_hdr *x, pgpipe_spool_record_fn fn,
+                       void *ud, pgpipe_spool_drain_result *res)
+{
+    sp_to t = { fn, ud };
+    sp_reader r = { fd, size, NULL, 0, 0, 0 };
+    sp_scan_result sc;
+    int rc = sp_scan(&r, x->first_seq, sp_to_rec, &t, &sc);
+    pp_free(r.buf);
+    if (rc == PGPIPE_OK)
+        rc = fn(ud, 0, NULL, 0);
+    if (rc == PGPIPE_OK) {
+        res->records += sc.records;
+        res->loaded += sc.records;
+    } else if (s->h.err.code == PGPIPE_OK) {
+        pp_err(&s->h.err, rc, "spool: drain of segment %016llx stopped by the receiver",
+               (unsigned long long)x->first_seq);
+    }
+    return rc;
+}
+
+static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgpipe_spool_record_fn fn,
+                    void *ud, pgpipe_spool_drain_result *res)
 {
     pgpipe_spool_drain_result dummy;
     if (!res)
         res = &dummy;
     memset(res, 0, sizeof *res);
-    if (!s || !lo || s->fd < 0)
+    if (!s || (!lo && !fn) || s->fd < 0)
         return s ? pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain needs loader options") : PGPIPE_MISUSE;
+    pgpipe_error_clear(&s->h.err);
     sp_lock(s);
     if (s->draining) {
         sp_unlock(s);
@@ -22295,7 +22488,7 @@ int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
         pp_free(todo);
         return rc;
     }
-    int install = lo->install_schema;
+    int install = lo ? lo->install_schema : 0;
     for (size_t i = 0; rc == PGPIPE_OK && i < n; i++) {
         char path[4096];
         sp_path(path, sizeof path, s->dir, "", todo[i], "");
@@ -22327,7 +22520,10 @@ int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
             sp_unlock(s);
             res->quarantined++;
         } else if (rc == PGPIPE_OK) {
-            rc = sp_drain_one(s, fd, (long long)sb.st_size, &x, lo, install, res);
+            if (lo)
+                rc = sp_drain_one(s, fd, (long long)sb.st_size, &x, lo, install, res);
+            else
+                rc = sp_drain_fn(s, fd, (long long)sb.st_size, &x, fn, ud, res);
             install = 0;
             if (rc == PGPIPE_OK) {
                 sp_lock(s);
@@ -22352,6 +22548,32 @@ int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
     s->draining_seq = 0;
     sp_unlock(s);
     return rc;
+}
+
+int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
+                       pgpipe_spool_drain_result *res)
+{
+    if (s && !lo)
+        return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain needs loader options");
+    return sp_drain(s, lo, NULL, NULL, res);
+}
+
+int pgpipe_spool_drain_to(pgpipe_spool *s, pgpipe_spool_record_fn fn, void *ud,
+                          pgpipe_spool_drain_result *res)
+{
+    if (s && !fn)
+        return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain_to needs a function");
+    return sp_drain(s, NULL, fn, ud, res);
+}
+
+const char *pgpipe_spool_device(const pgpipe_spool *s)
+{
+    return s ? s->dev : NULL;
+}
+
+const char *pgpipe_spool_uuid(const pgpipe_spool *s)
+{
+    return s ? s->id : NULL;
 }
 
 void pgpipe_spool_close(pgpipe_spool *s)
@@ -23946,8 +24168,11 @@ int pgpipe_http_token_revoke(PGconn *conn, const char *source, long long id, pgp
 ** slots for everyone (6,400 by default) */
 #define IG_GROUP_KEYS 1000
 
-/* what becomes of a request in its group's transaction */
-enum { IG_NEW, IG_REPLAY, IG_EXPIRED, IG_DUP };
+/* what becomes of a request in its group's transaction (IG_SEEN: a request
+** drained from the server's spool that an earlier drain committed) */
+enum { IG_NEW, IG_REPLAY, IG_EXPIRED, IG_DUP, IG_SEEN };
+
+#define IG_MAX_SEQ 4611686018427387903LL /* 2^62 - 1: seq + records never overflows */
 
 typedef struct ig_row {
     size_t coff;        /* its COPY text in g->cbuf */
@@ -23956,6 +24181,7 @@ typedef struct ig_row {
     uint32_t rec;       /* 1-based record number in its request */
     long long line, col, off;
     int bad;            /* refused by the server: dead-lettered */
+    int skip;           /* a duplicate (device position): not written */
 } ig_row;
 
 typedef struct ig_err {
@@ -23963,6 +24189,7 @@ typedef struct ig_err {
     uint32_t rec;
     long long line, col, off;
     size_t moff, mlen;  /* message in g->mbuf */
+    size_t doff, dlen;  /* its dead letter of validation in g->dbuf (dlen 0: the server's) */
 } ig_err;
 
 typedef struct ig_req {
@@ -23982,6 +24209,15 @@ typedef struct ig_req {
     char *answer;       /* its response body once known */
     size_t answer_len;
     int status;
+    /* device positions: Pgpipe-Device / Pgpipe-Seq (per record) and the
+    ** server's own spool (the whole request): "device\nspool" in g->kbuf */
+    int has_dev;
+    size_t dev_off;
+    long long seq0;     /* the first record's sequence */
+    int from_spool;     /* drained from the server's spool */
+    long long spool_seq;
+    long long cut;      /* records 1..cut are duplicates */
+    long long dup_dead; /* of them, dead letters of validation */
 } ig_req;
 
 typedef struct ig_group {
@@ -24000,8 +24236,16 @@ typedef struct ig_group {
     long long nrecords;
     size_t bytes;
     int nkeys;
+    int nclaims;        /* requests with a device position to check */
     int64_t t_first;
 } ig_group;
+
+/* one device's position in a group's transaction */
+typedef struct ig_pos {
+    const char *key;    /* "device\nspool" in g->kbuf or ig->sp_claim */
+    long long cur;      /* last_seq as the transaction goes */
+    int changed;
+} ig_pos;
 
 typedef struct ig_committer {
     pp_ingest *ig;
@@ -24014,6 +24258,10 @@ typedef struct ig_committer {
     int64_t used;       /* the connection last answered (monotonic us) */
     pgpipe_error err;
     pp_buf a[6];        /* array parameters */
+    struct ig_pos *pos; /* device positions of the group */
+    size_t npos, cappos;
+    uint32_t *phash;
+    size_t capphash;
     pp_buf scratch;
     uint32_t *hash;     /* in-group key dedup */
     size_t caphash;
@@ -24057,7 +24305,27 @@ struct pp_ingest {
     pgpipe_json_doc *doc;
     pp_framer fr;
     pp_buf etb;         /* the request's "source\tevent type" COPY text */
+#ifndef PGPIPE_OMIT_SPOOL
+    /* store and forward: the spool, its drainer */
+    pgpipe_spool *sp;
+    char sp_claim[160];     /* "device\nspool id" of the server's spool */
+    pthread_mutex_t spmu;   /* the decision to spool and the append */
+    pthread_cond_t scv;     /* the drainer waits for work (not on cv: a committer's
+                               signal must not wake it instead) */
+    atomic_int spooling;    /* the spool holds records: new requests go there too */
+    pthread_t drainer;
+    int has_drainer;
+    int hold;               /* the drainer fills the open group: not taken yet */
+    int dquit;              /* the drainer stops (before the committers) */
+    long long m_drain_bad;
+    long long d_inflight;   /* drained requests not answered yet (under mu) */
+    long long d_failed;     /* ... whose group failed */
+    pp_buf env;             /* a spooled request (event loop's thread) */
+    long long m_spooled_req, m_spooled_rec, m_spool_refused, m_drained, m_drain_dup, m_drain_seen,
+        m_drain_failed;
+#endif
     /* metrics, under mu */
+    long long m_dup;
     long long m_accepted, m_dead, m_committed, m_replayed, m_refused, m_failed, m_reconnects;
     long long m_groups, m_size_b[IG_NSIZE + 1], m_lat_b[IG_NLAT + 1];
     double m_size_sum, m_lat_sum;
@@ -24143,6 +24411,7 @@ static ig_group *ig_group_get(pp_ingest *ig)
     g->nrecords = 0;
     g->bytes = 0;
     g->nkeys = 0;
+    g->nclaims = 0;
     g->t_first = 0;
     return g;
 }
@@ -24212,6 +24481,7 @@ static int ig_add_err(ig_group *g, ig_req *r, uint32_t rec, long long line, long
     e->off = off;
     e->moff = g->mbuf.len;
     e->mlen = mlen;
+    e->doff = e->dlen = 0;
     if (r->err_tail != IG_NONE)
         g->errs[r->err_tail].next = k;
     else
@@ -24233,9 +24503,14 @@ static int ig_dead(ig_parse *p, const char *raw, size_t len, long long line, lon
                              .offset = off, .load_id = 0, .batch_id = p->r->id, .raw = raw,
                              .rawlen = len, .message = m, .sqlstate = NULL, .context = ctx };
     p->r->dead++;
+    size_t doff = g->dbuf.len;
     if (pp_dlq_load_row(&g->dbuf, &d) != PGPIPE_OK)
         return PGPIPE_NOMEM;
-    return ig_add_err(g, p->r, (uint32_t)p->r->nrec, line, col, off, m, strlen(m));
+    if (ig_add_err(g, p->r, (uint32_t)p->r->nrec, line, col, off, m, strlen(m)) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    g->errs[g->nerrs - 1].doff = doff;
+    g->errs[g->nerrs - 1].dlen = g->dbuf.len - doff;
+    return PGPIPE_OK;
 }
 
 /* A body error that refuses the whole request (400 / 413). */
@@ -24296,6 +24571,7 @@ static int ig_row_end(ig_parse *p, size_t coff, const char *raw, size_t len, lon
     w->col = col;
     w->off = off;
     w->bad = 0;
+    w->skip = 0;
     return PGPIPE_OK;
 }
 
@@ -24613,11 +24889,224 @@ static void ig_refused(pp_ingest *ig)
     pthread_mutex_unlock(&ig->mu);
 }
 
-PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
-                                    const char *source, uint64_t ticket, pp_http_reply *now)
+/* The header name, when the request has it more than once (a hostile or
+** careless sender: which one would count?). */
+static int ig_header_twice(const pp_http_request *rq, const char *name)
+{
+    int n = 0;
+    size_t len = strlen(name);
+    for (int i = 0; i < rq->nheaders; i++)
+        n += rq->headers[i].name_len == len && !strncasecmp(rq->headers[i].name, name, len);
+    return n > 1;
+}
+
+/* Pgpipe-Device / Pgpipe-Seq / Pgpipe-Spool: *claim = "device\nspool" and
+** *seq0, or nothing (*seq0 = 0); a bad one answers 400 naming the header. */
+static int ig_device_headers(const pp_http_request *rq, char *claim, size_t size, long long *seq0,
+                             pp_http_reply *now)
+{
+    static const char *const names[] = { "Pgpipe-Device", "Pgpipe-Seq", "Pgpipe-Spool" };
+    size_t n[3] = { 0, 0, 0 };
+    const char *v[3];
+    *seq0 = 0;
+    for (int i = 0; i < 3; i++) {
+        if (ig_header_twice(rq, names[i]))
+            return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                            i == 0 ? "Pgpipe-Device is given more than once"
+                            : i == 1 ? "Pgpipe-Seq is given more than once"
+                                     : "Pgpipe-Spool is given more than once");
+        v[i] = ig_header(rq, names[i], &n[i]);
+    }
+    if (!v[0] && !v[1] && !v[2])
+        return 0;
+    if (!v[0])
+        return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                        "Pgpipe-Device is missing: Pgpipe-Seq and Pgpipe-Spool number a device's "
+                        "records and need it");
+    if (!v[1])
+        return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                        "Pgpipe-Seq is missing: a request with Pgpipe-Device gives the sequence of "
+                        "its first record");
+    if (n[0] > 51 || !ig_key_ok(v[0], n[0]))
+        return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                        "Pgpipe-Device must be 1 to 51 bytes of visible ASCII");
+    if (v[2] && (n[2] > 64 || !ig_key_ok(v[2], n[2])))
+        return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                        "Pgpipe-Spool must be 1 to 64 bytes of visible ASCII");
+    long long q = 0;
+    int ok = n[1] <= 19;
+    for (size_t i = 0; ok && i < n[1]; i++) {
+        if (v[1][i] < '0' || v[1][i] > '9' || q > (IG_MAX_SEQ - (v[1][i] - '0')) / 10)
+            ok = 0;
+        else
+            q = q * 10 + (v[1][i] - '0');
+    }
+    if (!ok || q < 1)
+        return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                        "Pgpipe-Seq must be a whole number from 1 to 4611686018427387903");
+    snprintf(claim, size, "%.*s\n%.*s", (int)n[0], v[0], v[2] ? (int)n[2] : 0, v[2] ? v[2] : "");
+    *seq0 = q;
+    return 0;
+}
+
+#ifndef PGPIPE_OMIT_SPOOL
+/* A spooled request: "PGPH1\n", then fields "<length>:<bytes>": source,
+** request id, the number of headers, each header's name and value
+** (credentials left out), the body. */
+static int ig_env_field(pp_buf *b, const char *p, size_t n)
+{
+    return pp_buf_appendf(b, "%zu:", n) | pp_buf_append(b, p ? p : "", n);
+}
+
+static int ig_envelope(pp_buf *b, const pp_http_request *rq, const char *source)
+{
+    static const char *const secret[] = { "Authorization", "Proxy-Authorization", "Cookie" };
+    int nh = 0;
+    b->len = 0;
+    int rc = pp_buf_append(b, "PGPH1\n", 6);
+    rc |= ig_env_field(b, source, strlen(source));
+    rc |= ig_env_field(b, rq->id, strlen(rq->id));
+    for (int i = 0; i < rq->nheaders; i++) {
+        int keep = 1;
+        for (size_t k = 0; k < sizeof secret / sizeof secret[0]; k++)
+            if (rq->headers[i].name_len == strlen(secret[k]) &&
+                !strncasecmp(rq->headers[i].name, secret[k], rq->headers[i].name_len))
+                keep = 0;
+        nh += keep;
+    }
+    char num[24];
+    int nn = snprintf(num, sizeof num, "%d", nh);
+    rc |= ig_env_field(b, num, (size_t)nn);
+    for (int i = 0; i < rq->nheaders; i++) {
+        int keep = 1;
+        for (size_t k = 0; k < sizeof secret / sizeof secret[0]; k++)
+            if (rq->headers[i].name_len == strlen(secret[k]) &&
+                !strncasecmp(rq->headers[i].name, secret[k], rq->headers[i].name_len))
+                keep = 0;
+        if (!keep)
+            continue;
+        rc |= ig_env_field(b, rq->headers[i].name, rq->headers[i].name_len);
+        rc |= ig_env_field(b, rq->headers[i].value, rq->headers[i].value_len);
+    }
+    rc |= ig_env_field(b, rq->body, rq->body ? rq->body_len : 0);
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+/* The next field of an envelope at *p (end e): 0 and *f, *n, or -1. */
+static int ig_env_next(const char **p, const char *e, const char **f, size_t *n)
+{
+    size_t v = 0;
+    const char *q = *p;
+    while (q < e && *q >= '0' && *q <= '9' && v < ((size_t)1 << 40))
+        v = v * 10 + (size_t)(*q++ - '0');
+    if (q == *p || q >= e || *q != ':' || (size_t)(e - q - 1) < v)
+        return -1;
+    *f = q + 1;
+    *n = v;
+    *p = q + 1 + v;
+    return 0;
+}
+
+/* Decode a spooled request into rq (pointing into rec) and source. */
+static int ig_env_decode(const char *rec, size_t len, pp_http_request *rq, char *source, size_t size)
+{
+    const char *p = rec, *e = rec + len, *f;
+    size_t n;
+    memset(rq, 0, sizeof *rq);
+    if (len < 6 || memcmp(rec, "PGPH1\n", 6))
+        return -1;
+    p += 6;
+    if (ig_env_next(&p, e, &f, &n) || n == 0 || n >= size)
+        return -1;
+    memcpy(source, f, n);
+    source[n] = '\0';
+    if (ig_env_next(&p, e, &f, &n) || n >= sizeof rq->id)
+        return -1;
+    memcpy(rq->id, f, n);
+    rq->id[n] = '\0';
+    if (ig_env_next(&p, e, &f, &n) || n == 0 || n > 4)
+        return -1;
+    char num[8];
+    memcpy(num, f, n);
+    num[n] = '\0';
+    int nh = atoi(num);
+    if (nh < 0 || nh > PP_HTTP_MAX_HEADERS)
+        return -1;
+    for (int i = 0; i < nh; i++) {
+        pp_http_header *h = &rq->headers[i];
+        if (ig_env_next(&p, e, &h->name, &h->name_len) || ig_env_next(&p, e, &h->value, &h->value_len))
+            return -1;
+    }
+    rq->nheaders = nh;
+    if (ig_env_next(&p, e, &rq->body, &rq->body_len) || p != e)
+        return -1;
+    rq->method = PP_HTTP_POST;
+    snprintf(rq->peer, sizeof rq->peer, "spool");
+    rq->t_start_us = pgpipe_now_us();
+    return 0;
+}
+#endif
+
+#ifndef PGPIPE_OMIT_SPOOL
+/* Append the request, as it came, to the spool: 202 {"spooled":N}. */
+static int ig_spool_request(pp_ingest *ig, const pp_http_request *rq, const char *source,
+                            long long nrec, pp_http_reply *now, long long *spooled)
+{
+    long long seq = 0;
+    int rc = ig_envelope(&ig->env, rq, source);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_spool_append(ig->sp, ig->env.data, ig->env.len, &seq);
+    if (rc == PGPIPE_OK && seq == 0)
+        rc = PGPIPE_BUSY;
+    if (rc != PGPIPE_OK) {
+        pthread_mutex_lock(&ig->mu);
+        ig->m_spool_refused++;
+        ig->m_refused++;
+        pthread_mutex_unlock(&ig->mu);
+        if (rc == PGPIPE_BUSY)
+            return ig_reply(now, 503, "spool_full", rq->id, 5,
+                            "the database is away and the spool is full: try again later");
+        pp_logf(PGPIPE_LOG_WARN, "http", "spool: %s", pgpipe_errmsg(ig->sp));
+        return ig_reply(now, 503, "spool_failed", rq->id, 2,
+                        "the database is away and the spool cannot be written: try again later");
+    }
+    atomic_store(&ig->spooling, 1);
+    pthread_mutex_lock(&ig->mu);
+    ig->m_spooled_req++;
+    ig->m_spooled_rec += nrec;
+    pthread_cond_signal(&ig->scv);
+    pthread_mutex_unlock(&ig->mu);
+    pp_buf b = { 0 };
+    if (pp_buf_appendf(&b, "{\"request_id\":\"%s\",\"spooled\":%lld}", rq->id, nrec) != PGPIPE_OK) {
+        pp_buf_free(&b);
+        return ig_reply(now, 503, "out_of_memory", rq->id, 1, "out of memory");
+    }
+    now->status = 202;
+    now->content_type = "application/json";
+    now->body = b.data;
+    now->body_len = b.len;
+    now->spooled = nrec;
+    *spooled = nrec;
+    return 1;
+}
+#endif
+
+/* Take a request: from the event loop (spool_seq 0; may_spool: it may go to
+** the spool instead) or from the spool's drainer (spool_seq: its sequence
+** there). *spooled: the records went to the spool (*now says so). */
+static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *source, uint64_t ticket,
+                     pp_http_reply *now, long long spool_seq, int may_spool, long long *spooled)
 {
     memset(now, 0, sizeof *now);
-    if (atomic_load(&ig->live) == 0) {
+    *spooled = 0;
+    int down = atomic_load(&ig->live) == 0;
+    int to_spool = 0;
+#ifndef PGPIPE_OMIT_SPOOL
+    to_spool = may_spool && (down || atomic_load(&ig->spooling));
+#else
+    (void)may_spool;
+#endif
+    if (down && !to_spool) {
         ig_refused(ig);
         return ig_reply(now, 503, "database_unavailable", rq->id, 2,
                         "no connection to the database: try again later");
@@ -24645,8 +25134,15 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
                         kn > IG_MAX_KEY ? "the idempotency key is longer than 255 bytes"
                                         : "the idempotency key must be visible ASCII");
     }
+    char claim[128];
+    long long seq0 = 0;
+    if (ig_device_headers(rq, claim, sizeof claim, &seq0, now)) {
+        ig_refused(ig);
+        return 1;
+    }
     int window = ig_window(ig, s);
-    long long ts = ig_signed_time(rq, s);
+    /* (a drained request was checked when it came) */
+    long long ts = spool_seq ? 0 : ig_signed_time(rq, s);
     if (ts > 0 && (long long)time(NULL) - ts > (long long)window * 3600) {
         ig_refused(ig);
         return ig_reply(now, 409, "idempotency_key_expired", rq->id, 0,
@@ -24656,7 +25152,9 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
 
     pthread_mutex_lock(&ig->mu);
     size_t need = rq->body_len * 2 + 512;
-    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget) {
+    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget && may_spool)
+        to_spool = 1;
+    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget && !to_spool) {
         int ra = ig_retry_after(ig);
         ig->m_refused++;
         pthread_mutex_unlock(&ig->mu);
@@ -24743,6 +25241,14 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
             kn = (size_t)p.idlen;
         }
     }
+    if (rc == PGPIPE_OK && seq0) {
+        r->has_dev = 1;
+        r->seq0 = seq0;
+        r->dev_off = g->kbuf.len;
+        rc |= pp_buf_append(&g->kbuf, claim, strlen(claim) + 1);
+    }
+    r->from_spool = spool_seq > 0;
+    r->spool_seq = spool_seq;
     if (rc == PGPIPE_OK && key) {
         r->key_off = g->kbuf.len;
         r->keyonly = g->kbuf.len + srclen + 1;
@@ -24752,8 +25258,12 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
         rc |= pp_buf_append(&g->kbuf, key, kn);
         rc |= pp_buf_putc(&g->kbuf, '\0');
     }
-    if (rc != PGPIPE_OK) {
-        /* nothing of the request stays in the group */
+    if (rc != PGPIPE_OK || to_spool) {
+        /* nothing of the request stays in the group (spooled: it is written
+        ** to the spool as it came, and parsed again when it is drained) */
+#ifndef PGPIPE_OMIT_SPOOL
+        long long nrec = r->nrec;
+#endif
         g->nrows = m_rows;
         g->nerrs = m_errs;
         g->cbuf.len = m_c;
@@ -24761,13 +25271,18 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
         g->dbuf.len = m_d;
         g->kbuf.len = m_k;
         g->mbuf.len = m_m;
-        ig->m_refused++;
+        if (rc != PGPIPE_OK)
+            ig->m_refused++;
         int empty = g->nreqs == 0;
         if (empty) {
             ig->open = NULL;
             ig_group_put(ig, g);
         }
         pthread_mutex_unlock(&ig->mu);
+#ifndef PGPIPE_OMIT_SPOOL
+        if (rc == PGPIPE_OK)
+            return ig_spool_request(ig, rq, source, nrec, now, spooled);
+#endif
         if (rc == PGPIPE_PARSE && p.status)
             return ig_reply(now, p.status, p.status == 413 ? "too_many_records" : "bad_body", rq->id,
                             0, p.why);
@@ -24778,13 +25293,14 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
     r->bytes = (g->cbuf.len - m_c) + (g->rbuf.len - m_r) + (g->dbuf.len - m_d) + 256;
     g->nreqs++;
     g->nkeys += key != NULL;
+    g->nclaims += r->has_dev || r->from_spool;
     g->nrecords += r->nrec;
     g->bytes += r->bytes;
     ig->pending++;
     ig->pending_bytes += r->bytes;
     if (g->nreqs == 1)
         g->t_first = pgpipe_now_us();
-    if (g->nrecords >= ig->group_records || g->nkeys >= IG_GROUP_KEYS) {
+    if (!spool_seq && (g->nrecords >= ig->group_records || g->nkeys >= IG_GROUP_KEYS)) {
         /* full: it waits for the next free committer */
         if (ig->qtail)
             ig->qtail->next = g;
@@ -24796,8 +25312,26 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
     } else if (g->nreqs == 1) {
         pthread_cond_signal(&ig->cv);
     }
+    *spooled = r->nrec; /* (queued: its records, for the drainer's rounds) */
     pthread_mutex_unlock(&ig->mu);
     return 0;
+}
+
+PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
+                                    const char *source, uint64_t ticket, pp_http_reply *now)
+{
+    long long spooled;
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->sp) {
+        /* the decision and the append together: the drainer sees the spool
+        ** empty only between two such */
+        pthread_mutex_lock(&ig->spmu);
+        int rc = ig_submit(ig, rq, source, ticket, now, 0, 1, &spooled);
+        pthread_mutex_unlock(&ig->spmu);
+        return rc;
+    }
+#endif
+    return ig_submit(ig, rq, source, ticket, now, 0, 0, &spooled);
 }
 
 /* ---- the committers ------------------------------------------------------------------ */
@@ -24861,7 +25395,7 @@ static int ig_copy_end(ig_committer *c, PGresult **res)
 /* Is the row part of what this transaction writes? */
 static int ig_live(const ig_group *g, size_t i)
 {
-    return !g->rows[i].bad && g->reqs[g->rows[i].req].fate == IG_NEW;
+    return !g->rows[i].bad && !g->rows[i].skip && g->reqs[g->rows[i].req].fate == IG_NEW;
 }
 
 static size_t ig_row_end_off(const ig_group *g, size_t i)
@@ -25011,7 +25545,7 @@ static int ig_put_ll(pp_buf *b, long long v)
 
 /* (by hand rather than with a printf: one body per request) */
 static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, const char *errs,
-                   size_t elen)
+                   size_t elen, long long dup)
 {
     static const char k_id[] = "{\"request_id\":\"", k_acc[] = "\",\"accepted\":",
                       k_dead[] = ",\"dead_lettered\":", k_errs[] = ",\"errors\":";
@@ -25024,6 +25558,8 @@ static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, co
     rc |= ig_put_ll(b, dead);
     rc |= pp_buf_append(b, k_errs, sizeof k_errs - 1);
     rc |= elen ? pp_buf_append(b, errs, elen) : pp_buf_append(b, "[]", 2);
+    if (dup >= 0)
+        rc |= pp_buf_appendf(b, ",\"duplicate\":%lld", dup);
     rc |= pp_buf_putc(b, '}');
     return rc ? PGPIPE_NOMEM : PGPIPE_OK;
 }
@@ -25032,10 +25568,13 @@ static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, co
 static int ig_errors_json(pp_buf *b, const ig_group *g, const ig_req *q)
 {
     int rc = PGPIPE_OK, n = 0;
-    for (uint32_t k = q->err_head; k != IG_NONE && n < IG_MAX_LISTED; k = g->errs[k].next, n++) {
+    for (uint32_t k = q->err_head; k != IG_NONE && n < IG_MAX_LISTED; k = g->errs[k].next) {
         const ig_err *e = &g->errs[k];
+        if ((long long)e->rec <= q->cut)
+            continue; /* a duplicate's: not written */
+        n++;
         rc |= pp_buf_appendf(b, "%c{\"record\":%u,\"line\":%lld,\"column\":%lld,\"offset\":%lld,"
-                             "\"error\":", n ? ',' : '[', e->rec, e->line, e->col, e->off);
+                             "\"error\":", n > 1 ? ',' : '[', e->rec, e->line, e->col, e->off);
         rc |= pp_json_str(b, g->mbuf.data + e->moff, e->mlen, 0);
         rc |= pp_buf_putc(b, '}');
     }
@@ -25157,7 +25696,7 @@ static int ig_keys_check(ig_committer *c, ig_group *g)
         q->fate = IG_REPLAY;
         const char *errs = PQgetisnull(res, t, 4) ? NULL : PQgetvalue(res, t, 4);
         if (ig_body(&c->scratch, PQgetvalue(res, t, 1), atoll(PQgetvalue(res, t, 2)),
-                    atoll(PQgetvalue(res, t, 3)), errs, errs ? strlen(errs) : 0) != PGPIPE_OK ||
+                    atoll(PQgetvalue(res, t, 3)), errs, errs ? strlen(errs) : 0, -1) != PGPIPE_OK ||
             ig_answer(q, 202, &c->scratch) != PGPIPE_OK)
             rc = pp_err_nomem(&c->err);
     }
@@ -25193,6 +25732,159 @@ static int ig_keys_check(ig_committer *c, ig_group *g)
     return PGPIPE_OK;
 }
 
+/* The device positions of the group's new requests: lock them, read them,
+** then, request by request in the group's order, skip what is at or below
+** (a request drained from the server's spool as a whole: IG_SEEN; a
+** device's records one by one: rows marked skip, counted as duplicates)
+** and move them on. ig_positions_save writes them back. */
+static ig_pos *ig_pos_find(ig_committer *c, const char *key, int add)
+{
+    size_t cap = c->capphash;
+    size_t h = (size_t)pp_hash64(key) & (cap - 1);
+    for (;; h = (h + 1) & (cap - 1)) {
+        uint32_t o = c->phash[h];
+        if (o == IG_NONE)
+            break;
+        if (!strcmp(c->pos[o].key, key))
+            return &c->pos[o];
+    }
+    if (!add)
+        return NULL;
+    c->phash[h] = (uint32_t)c->npos;
+    ig_pos *p = &c->pos[c->npos++];
+    p->key = key;
+    p->cur = 0;
+    p->changed = 0;
+    return p;
+}
+
+static const char *ig_claim_key(const pp_ingest *ig, const ig_group *g, const ig_req *q, int spool)
+{
+#ifndef PGPIPE_OMIT_SPOOL
+    if (spool)
+        return ig->sp_claim;
+#else
+    (void)ig;
+    (void)spool;
+#endif
+    return g->kbuf.data + q->dev_off;
+}
+
+static int ig_claims_check(ig_committer *c, ig_group *g)
+{
+    pp_ingest *ig = c->ig;
+    for (size_t i = 0; i < g->nrows; i++)
+        g->rows[i].skip = 0;
+    for (size_t i = 0; i < g->nreqs; i++)
+        g->reqs[i].cut = g->reqs[i].dup_dead = 0;
+    c->npos = 0;
+    size_t need = 2 * (size_t)g->nclaims;
+    if (ig_grow((void **)&c->pos, &c->cappos, need ? need : 1, sizeof *c->pos) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    size_t cap = 16;
+    while (cap < 4 * (size_t)g->nclaims)
+        cap *= 2;
+    if (ig_grow((void **)&c->phash, &c->capphash, cap, sizeof *c->phash) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    c->capphash = cap; /* a power of two, as ig_pos_find wants */
+    memset(c->phash, 0xFF, cap * sizeof *c->phash);
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        if (q->fate != IG_NEW)
+            continue;
+        if (q->from_spool)
+            ig_pos_find(c, ig_claim_key(ig, g, q, 1), 1);
+        if (q->has_dev)
+            ig_pos_find(c, ig_claim_key(ig, g, q, 0), 1);
+    }
+    if (!c->npos)
+        return PGPIPE_OK;
+    const char *v[3];
+    ig_arrays_begin(c, 3);
+    int rc = PGPIPE_OK;
+    for (size_t k = 0; k < c->npos; k++) {
+        const char *key = c->pos[k].key, *nl = strchr(key, '\n');
+        rc |= ig_array_text(&c->a[0], key, (size_t)(nl - key));
+        rc |= ig_array_text(&c->a[1], nl + 1, strlen(nl + 1));
+        rc |= ig_array_int(&c->a[2], (long long)k);
+    }
+    if (rc != PGPIPE_OK || ig_arrays_end(c, 3, v) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    rc = ig_exec(c, "SELECT count(pg_advisory_xact_lock(x.h)) FROM (SELECT DISTINCT "
+                    "hashtextextended('pgpipe.device' || E'\\n' || u.d || E'\\n' || u.s, 0) AS h "
+                    "FROM unnest($1::text[], $2::text[]) AS u(d, s) ORDER BY 1) AS x", 2, v, NULL);
+    if (rc != PGPIPE_OK)
+        return rc;
+    PGresult *res = NULL;
+    rc = ig_exec(c, "SELECT u.i, p.last_seq FROM unnest($1::text[], $2::text[], $3::int[]) AS "
+                    "u(d, s, i) JOIN pgpipe.device_positions AS p ON p.device = u.d AND p.spool = u.s",
+                 3, v, &res);
+    if (rc != PGPIPE_OK)
+        return rc;
+    for (int t = 0; t < PQntuples(res); t++) {
+        size_t k = (size_t)atoll(PQgetvalue(res, t, 0));
+        if (k < c->npos)
+            c->pos[k].cur = atoll(PQgetvalue(res, t, 1));
+    }
+    PQclear(res);
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        if (q->fate != IG_NEW)
+            continue;
+        if (q->from_spool) {
+            ig_pos *p = ig_pos_find(c, ig_claim_key(ig, g, q, 1), 0);
+            if (q->spool_seq <= p->cur) {
+                q->fate = IG_SEEN;
+                continue;
+            }
+            p->cur = q->spool_seq;
+            p->changed = 1;
+        }
+        if (q->has_dev) {
+            ig_pos *p = ig_pos_find(c, ig_claim_key(ig, g, q, 0), 0);
+            long long last = q->seq0 + q->nrec - 1;
+            q->cut = p->cur >= q->seq0 ? p->cur - q->seq0 + 1 : 0;
+            if (q->cut > q->nrec)
+                q->cut = q->nrec;
+            for (size_t k = q->row_lo; k < q->row_hi; k++)
+                if ((long long)g->rows[k].rec <= q->cut)
+                    g->rows[k].skip = 1;
+            for (uint32_t k = q->err_head; k != IG_NONE; k = g->errs[k].next)
+                if (g->errs[k].dlen && (long long)g->errs[k].rec <= q->cut)
+                    q->dup_dead++;
+            if (last > p->cur) {
+                p->cur = last;
+                p->changed = 1;
+            }
+        }
+    }
+    return PGPIPE_OK;
+}
+
+static int ig_positions_save(ig_committer *c)
+{
+    const char *v[3];
+    int n = 0, rc = PGPIPE_OK;
+    ig_arrays_begin(c, 3);
+    for (size_t k = 0; k < c->npos; k++) {
+        if (!c->pos[k].changed)
+            continue;
+        const char *key = c->pos[k].key, *nl = strchr(key, '\n');
+        rc |= ig_array_text(&c->a[0], key, (size_t)(nl - key));
+        rc |= ig_array_text(&c->a[1], nl + 1, strlen(nl + 1));
+        rc |= ig_array_int(&c->a[2], c->pos[k].cur);
+        n++;
+    }
+    if (!n)
+        return PGPIPE_OK;
+    if (rc != PGPIPE_OK || ig_arrays_end(c, 3, v) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    return ig_exec(c, "INSERT INTO pgpipe.device_positions (device, spool, last_seq) SELECT u.d, u.s, "
+                      "u.q FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(d, s, q) ON CONFLICT "
+                      "(device, spool) DO UPDATE SET last_seq = greatest(pgpipe.device_positions.last_seq, "
+                      "EXCLUDED.last_seq), updated_at = now()", 3, v, NULL);
+}
+
 /* The answers of the group's new requests, and their keys' rows. */
 static int ig_finish(ig_committer *c, ig_group *g, long long *acc, long long *dead)
 {
@@ -25205,21 +25897,23 @@ static int ig_finish(ig_committer *c, ig_group *g, long long *acc, long long *de
             continue;
         long long bad = 0;
         for (size_t k = q->row_lo; k < q->row_hi; k++)
-            bad += g->rows[k].bad != 0;
+            bad += g->rows[k].bad != 0 || g->rows[k].skip;
         long long a = (long long)(q->row_hi - q->row_lo) - bad;
+        long long qdead = q->dead - q->dup_dead;
+        long long dup = q->has_dev ? (q->cut < q->nrec ? q->cut : q->nrec) : -1;
         *acc += a;
-        *dead += q->dead;
+        *dead += qdead;
         pp_buf errs = { 0 };
         rc |= ig_errors_json(&errs, g, q);
         c->scratch.len = 0;
-        rc |= ig_body(&c->scratch, q->id, a, q->dead, errs.data, errs.len);
+        rc |= ig_body(&c->scratch, q->id, a, qdead, errs.data, errs.len, dup);
         rc |= ig_answer(q, 202, &c->scratch);
         if (q->key_len) {
             rc |= ig_array_text(&c->a[0], g->kbuf.data + q->src_off, q->src_len);
             rc |= ig_array_text(&c->a[1], g->kbuf.data + q->keyonly, q->key_len);
             rc |= ig_array_text(&c->a[2], q->id, 36);
             rc |= ig_array_int(&c->a[3], a);
-            rc |= ig_array_int(&c->a[4], q->dead);
+            rc |= ig_array_int(&c->a[4], qdead);
             rc |= ig_array_text(&c->a[5], errs.len ? errs.data : NULL, errs.len);
             nkeyed++;
         }
@@ -25272,11 +25966,18 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
         g->reqs[i].fate = IG_NEW;
         g->reqs[i].first = IG_NONE;
     }
-    if (!slow && !g->nkeys && !g->dbuf.len)
+    c->npos = 0;
+    for (size_t i = 0; i < g->nrows; i++)
+        g->rows[i].skip = 0;
+    for (size_t i = 0; i < g->nreqs; i++)
+        g->reqs[i].cut = g->reqs[i].dup_dead = 0;
+    if (!slow && !g->nkeys && !g->dbuf.len && !g->nclaims)
         return ig_transaction_rows(c, g, acc, dead, commit_sent);
     int rc = ig_exec(c, "BEGIN", 0, NULL, NULL);
     if (rc == PGPIPE_OK && g->nkeys)
         rc = ig_keys_check(c, g);
+    if (rc == PGPIPE_OK && g->nclaims)
+        rc = ig_claims_check(c, g);
     if (rc != PGPIPE_OK)
         return rc;
     size_t live = 0;
@@ -25302,8 +26003,18 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
         rc = pp_copy_in_start(c->conn, pp_dlq_load_copy_sql(), &c->err, "http ingest: dead letters");
         for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
             const ig_req *q = &g->reqs[i];
-            if (q->fate == IG_NEW && q->d_hi > q->d_lo)
-                rc = ig_send(c, g->dbuf.data + q->d_lo, q->d_hi - q->d_lo);
+            size_t from = q->d_lo;
+            if (q->cut > 0) {
+                /* a duplicate's dead letters are not written: they come first */
+                from = q->d_hi;
+                for (uint32_t k = q->err_head; k != IG_NONE; k = g->errs[k].next)
+                    if (g->errs[k].dlen && (long long)g->errs[k].rec > q->cut) {
+                        from = g->errs[k].doff;
+                        break;
+                    }
+            }
+            if (q->fate == IG_NEW && q->d_hi > from)
+                rc = ig_send(c, g->dbuf.data + from, q->d_hi - from);
         }
         if (rc == PGPIPE_OK && g->dbuf.len > dtail)
             rc = ig_send(c, g->dbuf.data + dtail, g->dbuf.len - dtail);
@@ -25316,6 +26027,8 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
             return rc;
     }
     rc = ig_finish(c, g, acc, dead);
+    if (rc == PGPIPE_OK && c->npos)
+        rc = ig_positions_save(c);
     if (rc != PGPIPE_OK)
         return rc;
     *commit_sent = 1;
@@ -25418,7 +26131,7 @@ static void ig_commit(ig_committer *c, ig_group *g)
     }
     c->used = pgpipe_now_us();
     double secs = (double)(c->used - t0) / 1e6;
-    long long committed = 0, replayed = 0;
+    long long committed = 0, replayed = 0, seen = 0, dups = 0, drained = 0, dfail = 0, dreq = 0;
     /* a key repeated in the group: the first request's answer */
     for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
         ig_req *q = &g->reqs[i];
@@ -25450,6 +26163,20 @@ static void ig_commit(ig_committer *c, ig_group *g)
             rep.replayed = q->fate == IG_REPLAY || q->fate == IG_DUP;
             committed += q->fate == IG_NEW;
             replayed += q->fate == IG_REPLAY || q->fate == IG_DUP;
+            seen += q->fate == IG_SEEN;
+            if (q->fate == IG_NEW && q->has_dev)
+                dups += q->cut;
+        }
+        if (q->from_spool) {
+            /* the drainer's: no connection waits for it */
+            dreq++;
+            if (rc != PGPIPE_OK)
+                dfail++;
+            else if (q->fate == IG_NEW)
+                for (size_t k = q->row_lo; k < q->row_hi; k++)
+                    drained += !g->rows[k].bad && !g->rows[k].skip;
+            pp_http_reply_free(&rep);
+            continue;
         }
         ig->done(ig->h, q->ticket, &rep);
     }
@@ -25460,10 +26187,20 @@ static void ig_commit(ig_committer *c, ig_group *g)
     pthread_mutex_lock(&ig->mu);
     ig->pending -= (long long)g->nreqs;
     ig->pending_bytes -= g->bytes;
+#ifndef PGPIPE_OMIT_SPOOL
+    ig->d_inflight -= dreq;
+    ig->d_failed += dfail;
+    ig->m_drained += drained;
+    ig->m_drain_seen += seen;
+    ig->m_drain_failed += dfail;
+#else
+    (void)dreq, (void)dfail, (void)drained;
+#endif
+    ig->m_dup += dups;
     if (rc == PGPIPE_OK) {
         ig->m_committed += committed;
         ig->m_replayed += replayed;
-        ig->m_refused += (long long)g->nreqs - committed - replayed;
+        ig->m_refused += (long long)g->nreqs - committed - replayed - seen;
         ig->m_accepted += acc;
         ig->m_dead += dead;
         ig->m_groups++;
@@ -25495,6 +26232,10 @@ static ig_group *ig_take(pp_ingest *ig, int64_t *wait_us)
     *wait_us = -1;
     if (!g || !g->nreqs)
         return NULL;
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->hold && !ig->quit)
+        return NULL; /* the drainer fills it: one group per round, in order */
+#endif
     int64_t due = g->t_first + (int64_t)ig->window_ms * 1000;
     int64_t t = pgpipe_now_us();
     if (ig->flush || ig->quit || t >= due || g->nrecords >= ig->group_records) {
@@ -25570,6 +26311,183 @@ static void *ig_committer_main(void *arg)
     return NULL;
 }
 
+/* ---- the spool's drainer -------------------------------------------------------------- */
+#ifndef PGPIPE_OMIT_SPOOL
+/* The drainer hands the spooled requests to the group commit in rounds: it
+** holds the open group while it fills it (ig_take leaves it), then lets it
+** go and waits for every answer before the next round, so the groups of the
+** spool commit one after another, in the spool's order, as the position of
+** the server's spool in pgpipe.device_positions needs. */
+typedef struct ig_dctx {
+    pp_ingest *ig;
+    long long round_rec, round_req;
+} ig_dctx;
+
+/* End the round: commit the open group, wait for its answers. PGPIPE_OK
+** when every drained request of the round was committed. */
+static int ig_round_end(pp_ingest *ig)
+{
+    pthread_mutex_lock(&ig->mu);
+    ig->hold = 0;
+    ig->flush++;
+    pthread_cond_broadcast(&ig->cv);
+    while (ig->d_inflight > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&ig->dcv, &ig->mu, &ts);
+    }
+    ig->flush--;
+    int failed = ig->d_failed > 0;
+    ig->d_failed = 0;
+    pthread_mutex_unlock(&ig->mu);
+    return failed ? PGPIPE_DB : PGPIPE_OK;
+}
+
+/* Commit everything queued now and wait (at most 30 s) until it is
+** answered: room under the memory budget for the drain. */
+static void ig_flush_all(pp_ingest *ig)
+{
+    pthread_mutex_lock(&ig->mu);
+    ig->flush++;
+    pthread_cond_broadcast(&ig->cv);
+    for (int i = 0; i < 30 && ig->pending > 0 && !ig->dquit; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&ig->dcv, &ig->mu, &ts);
+    }
+    ig->flush--;
+    pthread_mutex_unlock(&ig->mu);
+}
+
+static int ig_drain_rec(void *ud, long long seq, const void *rec, size_t len)
+{
+    ig_dctx *d = ud;
+    pp_ingest *ig = d->ig;
+    if (!rec) {
+        /* the segment's end: deleted only once all of it is committed */
+        d->round_rec = d->round_req = 0;
+        return ig_round_end(ig);
+    }
+    pp_http_request rq;
+    char source[128];
+    if (ig_env_decode(rec, len, &rq, source, sizeof source)) {
+        pp_logf(PGPIPE_LOG_WARN, "http", "spool: record %lld is not a spooled request: skipped", seq);
+        pthread_mutex_lock(&ig->mu);
+        ig->m_drain_bad++;
+        pthread_mutex_unlock(&ig->mu);
+        return 0;
+    }
+    for (int tries = 0;; tries++) {
+        pthread_mutex_lock(&ig->mu);
+        int quit = ig->dquit;
+        pthread_mutex_unlock(&ig->mu);
+        if (quit || d->round_req >= IG_GROUP_KEYS / 2 || d->round_rec >= ig->group_records) {
+            d->round_rec = d->round_req = 0;
+            int rc = ig_round_end(ig);
+            if (rc != PGPIPE_OK)
+                return rc;
+            if (quit)
+                return PGPIPE_BUSY;
+        }
+        pthread_mutex_lock(&ig->mu);
+        ig->hold = 1;
+        ig->d_inflight++;
+        pthread_mutex_unlock(&ig->mu);
+        pp_http_reply now;
+        long long nrec = 0;
+        int answered = ig_submit(ig, &rq, source, 0, &now, seq, 0, &nrec);
+        if (!answered) {
+            d->round_req++;
+            d->round_rec += nrec;
+            return 0;
+        }
+        pthread_mutex_lock(&ig->mu);
+        ig->d_inflight--;
+        pthread_mutex_unlock(&ig->mu);
+        int status = now.status;
+        pp_http_reply_free(&now);
+        if (status == 503) {
+            /* the database went away again, or memory is short: the
+            ** segment stays; what this round committed is booked */
+            d->round_rec = d->round_req = 0;
+            int rc = ig_round_end(ig);
+            if (rc != PGPIPE_OK || atomic_load(&ig->live) == 0 || tries >= 50)
+                return rc != PGPIPE_OK ? rc : PGPIPE_DB;
+            ig_flush_all(ig);
+            if (tries)
+                pgpipe_sleep_ms(100);
+            continue;
+        }
+        /* refused as it is now (a source's settings changed since it came) */
+        pp_logf(PGPIPE_LOG_WARN, "http", "spool: request %s (record %lld) refused when drained "
+                "(%d): dropped", rq.id, seq, status);
+        pthread_mutex_lock(&ig->mu);
+        ig->m_drain_bad++;
+        pthread_mutex_unlock(&ig->mu);
+        return 0;
+    }
+}
+
+static void *ig_drainer_main(void *arg)
+{
+    pp_ingest *ig = arg;
+    ig_dctx d = { ig, 0, 0 };
+    pthread_mutex_lock(&ig->mu);
+    for (;;) {
+        while (!ig->dquit && !(atomic_load(&ig->spooling) && atomic_load(&ig->live) > 0)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 200 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&ig->scv, &ig->mu, &ts);
+        }
+        if (ig->dquit)
+            break;
+        pthread_mutex_unlock(&ig->mu);
+        pgpipe_spool_drain_result res;
+        d.round_rec = d.round_req = 0;
+        int rc = pgpipe_spool_drain_to(ig->sp, ig_drain_rec, &d, &res);
+        if (rc == PGPIPE_OK) {
+            pthread_mutex_lock(&ig->spmu);
+            pgpipe_spool_status st;
+            if (pgpipe_spool_stats(ig->sp, &st) == PGPIPE_OK && st.records == 0)
+                atomic_store(&ig->spooling, 0);
+            pthread_mutex_unlock(&ig->spmu);
+            if (res.records)
+                pp_logf(PGPIPE_LOG_INFO, "http", "spool: %lld spooled requests drained", res.records);
+        } else {
+            pthread_mutex_lock(&ig->mu);
+            int quit = ig->dquit;
+            pthread_mutex_unlock(&ig->mu);
+            if (!quit)
+                pp_logf(PGPIPE_LOG_WARN, "http", "spool: drain stopped, again in a second: %s",
+                        pgpipe_errmsg(ig->sp));
+            for (int i = 0; i < 10 && !quit; i++) {
+                pgpipe_sleep_ms(100);
+                pthread_mutex_lock(&ig->mu);
+                quit = ig->dquit;
+                pthread_mutex_unlock(&ig->mu);
+            }
+        }
+        pthread_mutex_lock(&ig->mu);
+    }
+    pthread_mutex_unlock(&ig->mu);
+    return NULL;
+}
+
+PGPIPE_PRIVATE int pp_ingest_spool_stats(pp_ingest *ig, pgpipe_spool_status *st)
+{
+    if (!ig || !ig->sp)
+        return 0;
+    return pgpipe_spool_stats(ig->sp, st) == PGPIPE_OK;
+}
+#endif
+
 /* ---- the interface --------------------------------------------------------------------- */
 
 PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
@@ -25607,6 +26525,11 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&ig->mu, NULL);
+#ifndef PGPIPE_OMIT_SPOOL
+    pthread_mutex_init(&ig->spmu, NULL);
+    pthread_cond_init(&ig->scv, &ca);
+    atomic_init(&ig->spooling, 0);
+#endif
     pthread_cond_init(&ig->cv, &ca);
     pthread_cond_init(&ig->dcv, &ca);
     pthread_condattr_destroy(&ca);
@@ -25625,11 +26548,49 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
             return pp_err(err, PGPIPE_NOMEM, "http ingest: cannot start a committer thread");
         c->started = 1;
     }
+#ifndef PGPIPE_OMIT_SPOOL
+    if (o->spool) {
+        if (!o->spool_dir || !*o->spool_dir)
+            return pp_err(err, PGPIPE_MISUSE, "http: spool needs spool_dir (the spool's folder)");
+        pgpipe_spool_options so;
+        pgpipe_spool_options_init(&so);
+        so.device_id = o->spool_device && *o->spool_device ? o->spool_device : NULL;
+        so.fsync_policy = o->spool_fsync;
+        so.max_bytes = o->spool_max_bytes;
+        so.full_policy = PGPIPE_SPOOL_FULL_BLOCK;
+        if (pgpipe_spool_open(&ig->sp, o->spool_dir, &so) != PGPIPE_OK) {
+            int rc = ig->sp ? pgpipe_errcode(ig->sp) : PGPIPE_NOMEM;
+            pp_err(err, rc ? rc : PGPIPE_IO, "http: spool %s: %s", o->spool_dir,
+                   ig->sp ? pgpipe_errmsg(ig->sp) : "out of memory");
+            pgpipe_spool_close(ig->sp);
+            ig->sp = NULL;
+            return err->code;
+        }
+        snprintf(ig->sp_claim, sizeof ig->sp_claim, "%s\n%s", pgpipe_spool_device(ig->sp),
+                 pgpipe_spool_uuid(ig->sp));
+        pgpipe_spool_status st;
+        if (pgpipe_spool_stats(ig->sp, &st) == PGPIPE_OK && st.records > 0)
+            atomic_store(&ig->spooling, 1); /* left by the last run: first drained */
+        if (pthread_create(&ig->drainer, NULL, ig_drainer_main, ig) != 0)
+            return pp_err(err, PGPIPE_NOMEM, "http ingest: cannot start the spool's drainer");
+        ig->has_drainer = 1;
+    }
+#endif
     return PGPIPE_OK;
 }
 
 PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size)
 {
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->sp && (atomic_load(&ig->live) == 0 || atomic_load(&ig->spooling))) {
+        /* requests are taken: into the spool */
+        if (size)
+            snprintf(why, size, atomic_load(&ig->live) == 0
+                                    ? "no connection to the database: requests go to the spool"
+                                    : "draining the spool: requests go to the spool until it is empty");
+        return 1;
+    }
+#endif
     if (atomic_load(&ig->live) == 0) {
         if (size)
             snprintf(why, size, "no connection to the database");
@@ -25697,6 +26658,31 @@ PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b)
                             "# TYPE pgpipe_http_committers_connected gauge\n"
                             "pgpipe_http_committers_connected %d\n",
                          queued, ig->pending, ig->pending_bytes, atomic_load(&ig->live));
+    rc |= pp_buf_appendf(b, "# HELP pgpipe_http_records_duplicate_total records a device sent again "
+                            "(Pgpipe-Seq at or below its position): skipped\n"
+                            "# TYPE pgpipe_http_records_duplicate_total counter\n"
+                            "pgpipe_http_records_duplicate_total %lld\n", ig->m_dup);
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->sp) {
+        static const char *const sc[][2] = {
+            { "pgpipe_http_requests_spooled_total", "requests answered 202 spooled (database away)" },
+            { "pgpipe_http_records_spooled_total", "records of the spooled requests" },
+            { "pgpipe_http_spool_refused_total", "requests the spool could not take (full, I/O): 503" },
+            { "pgpipe_spool_drained_records_total", "spooled records committed to staging by the drainer" },
+            { "pgpipe_spool_drained_seen_total", "spooled requests an earlier drain had committed: skipped" },
+            { "pgpipe_spool_drain_failed_total", "spooled requests whose group failed (drained again)" },
+            { "pgpipe_spool_drain_dropped_total", "spooled records not a request, or refused when drained" },
+        };
+        long long sv[] = { ig->m_spooled_req, ig->m_spooled_rec, ig->m_spool_refused, ig->m_drained,
+                           ig->m_drain_seen, ig->m_drain_failed, ig->m_drain_bad };
+        for (size_t i = 0; i < sizeof sv / sizeof sv[0]; i++)
+            rc |= pp_buf_appendf(b, "# HELP %s %s\n# TYPE %s counter\n%s %lld\n", sc[i][0], sc[i][1],
+                                 sc[i][0], sc[i][0], sv[i]);
+        rc |= pp_buf_appendf(b, "# HELP pgpipe_spool_spooling 1 while new requests go to the spool\n"
+                                "# TYPE pgpipe_spool_spooling gauge\npgpipe_spool_spooling %d\n",
+                             atomic_load(&ig->spooling));
+    }
+#endif
     rc |= ig_hist(b, "pgpipe_http_group_records", "records per group commit", ig->m_size_b,
                   ig_size_le, IG_NSIZE, ig->m_size_sum, ig->m_groups);
     rc |= ig_hist(b, "pgpipe_http_commit_seconds", "time of a group's transaction", ig->m_lat_b,
@@ -25713,8 +26699,27 @@ PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig)
     return n;
 }
 
+/* The spool's drainer ends its round and stops (the server stops; what is
+** still spooled is drained by the next run). */
+static void ig_drainer_stop(pp_ingest *ig)
+{
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->has_drainer) {
+        pthread_mutex_lock(&ig->mu);
+        ig->dquit = 1;
+        pthread_cond_broadcast(&ig->scv);
+        pthread_mutex_unlock(&ig->mu);
+        pthread_join(ig->drainer, NULL);
+        ig->has_drainer = 0;
+    }
+#else
+    (void)ig;
+#endif
+}
+
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig)
 {
+    ig_drainer_stop(ig);
     pthread_mutex_lock(&ig->mu);
     ig->flush++;
     pthread_cond_broadcast(&ig->cv);
@@ -25732,6 +26737,7 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 {
     if (!ig)
         return;
+    ig_drainer_stop(ig); /* first: it waits for the committers' answers */
     pthread_mutex_lock(&ig->mu);
     ig->quit = 1;
     pthread_cond_broadcast(&ig->cv);
@@ -25745,7 +26751,15 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
             pp_buf_free(&c->a[k]);
         pp_buf_free(&c->scratch);
         pp_free(c->hash);
+        pp_free(c->pos);
+        pp_free(c->phash);
     }
+#ifndef PGPIPE_OMIT_SPOOL
+    pgpipe_spool_close(ig->sp);
+    pp_buf_free(&ig->env);
+    pthread_mutex_destroy(&ig->spmu);
+    pthread_cond_destroy(&ig->scv);
+#endif
     ig_group_free(ig->open);
     while (ig->spare) {
         ig_group *g = ig->spare;
@@ -25824,6 +26838,7 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
     o->memory_budget = (size_t)64 << 20;
     o->window_hours = 72;
     o->install_schema = 1;
+    o->spool_fsync = 0; /* PGPIPE_SPOOL_FSYNC_RECORD */
 }
 
 #ifdef __linux__
@@ -26015,7 +27030,8 @@ static int hs_put(pp_buf *b, const char *s, size_t n)
 
 static void hs_close(pgpipe_http *h, hs_conn *c);
 
-static void hs_access_log(pgpipe_http *h, hs_conn *c, int status, size_t bytes, int64_t us)
+static void hs_access_log(pgpipe_http *h, hs_conn *c, int status, size_t bytes, int64_t us,
+                          long long spooled)
 {
     if (!h->o.access_log || !pp_log_enabled(PGPIPE_LOG_INFO))
         return;
@@ -26036,8 +27052,17 @@ static void hs_access_log(pgpipe_http *h, hs_conn *c, int status, size_t bytes, 
     pgpipe_log_field f[] = {
         { "method", mname[m] }, { "path", path }, { "status", st }, { "bytes", by },
         { "body_bytes", body }, { "ms", ms }, { "peer", rq->peer }, { "request_id", rq->id },
+        { "spooled", NULL },
     };
-    pgpipe_log(PGPIPE_LOG_INFO, "http", "request", f, (int)(sizeof f / sizeof f[0]));
+    char sp[24];
+    int nf = (int)(sizeof f / sizeof f[0]);
+    if (spooled > 0) {
+        snprintf(sp, sizeof sp, "%lld", spooled); /* the records went to the spool */
+        f[nf - 1].value = sp;
+    } else {
+        nf--;
+    }
+    pgpipe_log(PGPIPE_LOG_INFO, "http", "request", f, nf);
 }
 
 /* Append the answer to rq (status line, headers, body) and account for it;
@@ -26106,7 +27131,7 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
     h->lat[i]++;
     h->lat_sum += sec;
     h->lat_count++;
-    hs_access_log(h, c, status, r->body_len, us);
+    hs_access_log(h, c, status, r->body_len, us, r->spooled);
     pp_http_reply_free(r);
 }
 
@@ -26476,7 +27501,22 @@ static void hs_readyz(pgpipe_http *h, hs_conn *c)
 {
     char why[256] = "";
     if (pp_ingest_ready(h->ig, why, sizeof why)) {
-        hs_reply_json(h, c, 200, "{\"status\":\"ready\"}\n");
+        if (!why[0]) {
+            hs_reply_json(h, c, 200, "{\"status\":\"ready\"}\n");
+            return;
+        }
+        /* ready through the spool (store and forward) */
+        pp_buf b = { 0 };
+        pp_buf_appendf(&b, "{\"status\":\"ready\",\"spooling\":true,\"reason\":");
+        pp_json_str(&b, why, strlen(why), 0);
+#ifndef PGPIPE_OMIT_SPOOL
+        pgpipe_spool_status st;
+        if (pp_ingest_spool_stats(h->ig, &st))
+            pp_buf_appendf(&b, ",\"spool\":{\"records\":%lld,\"bytes\":%lld,\"age_seconds\":%.3f}",
+                           st.records, st.bytes, st.age_seconds);
+#endif
+        pp_buf_appendf(&b, "}\n");
+        hs_reply_text(h, c, 200, "application/json", b.data, b.data ? b.len : 0);
         return;
     }
     pp_buf b = { 0 };
@@ -26859,7 +27899,8 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
     pp_ingest_metrics(h->ig, &b);
 #ifndef PGPIPE_OMIT_SPOOL
     pgpipe_spool_status sp;
-    if (h->o.spool_dir && pgpipe_spool_peek(h->o.spool_dir, &sp, NULL) == PGPIPE_OK)
+    if (pp_ingest_spool_stats(h->ig, &sp) ||
+        (h->o.spool_dir && pgpipe_spool_peek(h->o.spool_dir, &sp, NULL) == PGPIPE_OK))
         pp_buf_appendf(&b,
                        "# HELP pgpipe_spool_bytes Bytes in the store-and-forward spool's segments.\n"
                        "# TYPE pgpipe_spool_bytes gauge\n"
@@ -33421,7 +34462,7 @@ static const rf_opt rf_opts_files[] = {
     { "--event-type-field", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_http[] = {
     { "--listen", 0 }, { "--table", 0 }, { "--event-type", 0 }, { "--event-type-field", 0 },
-    { "--signature", 0 }, { "--secret-env", 0 }, { NULL, 0 } };
+    { "--signature", 0 }, { "--secret-env", 0 }, { "--spool", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_cdc[] = {
     { "--source", 0 }, { "--source-env", 0 }, { "--slot", 0 }, { "--publication", 0 },
     { "--tables", 0 }, { "--snapshot", 1 }, { "--heartbeat", 0 }, { "--no-create", 1 },
@@ -33679,6 +34720,8 @@ static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
             s->signature = rf_str(pf, (const char *[]){ "github", "stripe", "standard" }
                                       [rf_choice(&c, "--signature", "github|stripe|standard", 0)]);
         s->secret_env = rf_str(pf, rf_get(&c, "--secret-env"));
+        if (rf_get(&c, "--spool"))
+            s->spool = rf_path(pf, rf_get(&c, "--spool"));
         if (s->signature && !s->secret_env)
             rf_diag(pf, line, rf_col(&c, "--signature"), "%s: --signature needs --secret-env", c.cmd);
     }
@@ -37342,7 +38385,7 @@ typedef struct rsrc_folder {
 } rsrc_folder;
 
 typedef struct rsrc_http {
-    char *name, *listen, *table, *event_type, *event_type_field, *signature, *secret_env;
+    char *name, *listen, *table, *event_type, *event_type_field, *signature, *secret_env, *spool;
     int line;
 #ifndef PGPIPE_OMIT_HTTP
     pgpipe_http *h;
@@ -37864,6 +38907,7 @@ static void rsrc_http_free(rsrc_http *h)
 #endif
     pp_free(h->name), pp_free(h->listen), pp_free(h->table), pp_free(h->event_type);
     pp_free(h->event_type_field), pp_free(h->signature), pp_free(h->secret_env);
+    pp_free(h->spool);
     pp_free(h);
 }
 
@@ -37874,7 +38918,8 @@ static rsrc_http *rsrc_http_new(const pgpipe_pipe_source *s)
         return NULL;
     int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->listen, s->listen) & rsrc_dup(&h->table, s->table) &
              rsrc_dup(&h->event_type, s->event_type) & rsrc_dup(&h->event_type_field, s->event_type_field) &
-             rsrc_dup(&h->signature, s->signature) & rsrc_dup(&h->secret_env, s->secret_env);
+             rsrc_dup(&h->signature, s->signature) & rsrc_dup(&h->secret_env, s->secret_env) &
+             rsrc_dup(&h->spool, s->spool);
     h->line = s->line;
     if (!ok) {
         rsrc_http_free(h);
@@ -37887,7 +38932,8 @@ static int rsrc_http_same(const rsrc_http *a, const rsrc_http *b)
 {
     return rsrc_same(a->name, b->name) && rsrc_same(a->listen, b->listen) && rsrc_same(a->table, b->table) &&
            rsrc_same(a->event_type, b->event_type) && rsrc_same(a->event_type_field, b->event_type_field) &&
-           rsrc_same(a->signature, b->signature) && rsrc_same(a->secret_env, b->secret_env);
+           rsrc_same(a->signature, b->signature) && rsrc_same(a->secret_env, b->secret_env) &&
+           rsrc_same(a->spool, b->spool);
 }
 
 #ifndef PGPIPE_OMIT_HTTP
@@ -37959,6 +39005,13 @@ static int rsrc_http_start(pgpipe_runner *r, run_sources *s, rsrc_http *h, pgpip
     o.page = run_status_page;
     o.metrics = run_status_metrics;
     o.page_ud = r;
+    if (h->spool) {
+        /* store and forward: the HTTP source's senders get 202 "spooled"
+        ** while the database is away (the file and pull sources need no
+        ** spool: their input waits where it is) */
+        o.spool_dir = h->spool;
+        o.spool = 1;
+    }
     int rc = pgpipe_http_open(&h->h, &o);
     if (rc)
         return pp_err(err, rc, "%s:%d: .source http %s: %s", r->path, h->line, h->name,

@@ -2317,11 +2317,32 @@ typedef struct pgpipe_spool_drain_result {
 ** device, the spool's id and the segment's first sequence, so the loader
 ** books each batch's position in pgpipe.load_batches in the batch's own
 ** transaction, and a drain interrupted at any point (kill -9, lost
-** connection) and run again skips exactly the committed batches. Stops at
+** connection) and run again skips exactly the committed batches. Per
+** record: pgpipe.device_positions holds the highest sequence of (device,
+** spool id) at staging; records at or below it are not sent (counted in
+** skipped: they came by another way, e.g. posted over HTTP with
+** Pgpipe-Device / Pgpipe-Seq), and a segment's load moves it. Stops at
 ** the first segment that fails to load (PGPIPE_DB, ...: it stays, nothing
 ** of it is loaded twice later). res may be NULL. */
 int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
                        pgpipe_spool_drain_result *res);
+/* Records to a function of the caller instead of the loader (another
+** transport: an HTTP server, a queue): fn gets the records appended before
+** the call, oldest first, one at a time (seq, payload, len; the payload is
+** valid during the call only), and at the end of each segment once with
+** seq 0 and rec NULL: it returns 0 there only when every record handed over
+** is safe at the receiver, and then the segment is deleted. A non-zero
+** return stops the drain with that code (the segment stays: its records
+** are handed over again next time, so the receiver must recognise them:
+** the device id, pgpipe_spool_uuid and the sequence are the key). res:
+** records and loaded count the records of deleted segments. */
+typedef int (*pgpipe_spool_record_fn)(void *ud, long long seq, const void *rec, size_t len);
+int pgpipe_spool_drain_to(pgpipe_spool *s, pgpipe_spool_record_fn fn, void *ud,
+                          pgpipe_spool_drain_result *res);
+/* The device id of the spool's records, and the spool's own id (a UUID,
+** new for each new folder: sequences start again at 1 in a new folder). */
+const char *pgpipe_spool_device(const pgpipe_spool *s);
+const char *pgpipe_spool_uuid(const pgpipe_spool *s);
 void pgpipe_spool_close(pgpipe_spool *s);
 
 /* The size and age of a spool folder without opening it (read-only, also
@@ -2415,7 +2436,12 @@ int pgpipe_http_token_revoke(PGconn *conn, const char *source, long long id,
 ** the request's id, the others are loaded. Requests are grouped into one COPY
 ** transaction (group commit), so throughput does not depend on one commit per
 ** request. A retried request with the same idempotency key gets the first
-** response again and adds nothing.
+** response again and adds nothing. A device that sends its records with
+** Pgpipe-Device: ID and Pgpipe-Seq: N (the body's first record; the others
+** numbered from it; Pgpipe-Spool: its spool folder's id, optional) gets
+** each record committed once: the records at or below the device's
+** position in pgpipe.device_positions are counted as "duplicate" and
+** skipped, in the same transaction as the rest.
 **
 **     pgpipe_http_options o;
 **     pgpipe_http_options_init(&o);
@@ -2527,6 +2553,23 @@ typedef struct pgpipe_http_options {
     /* a spool folder (pgpipe.h, spool) whose size, records and age /metrics
     ** reports (pgpipe_spool_bytes, _records, _age_seconds); NULL: none */
     const char *spool_dir;
+    /* store and forward (needs spool_dir; the server then owns the folder):
+    ** when the database is unreachable, or the accepted, uncommitted
+    ** requests fill the memory budget (where the answer is 503 without a
+    ** spool), a request whose body is valid is appended to the spool as it
+    ** came (source, headers but credentials, body) and answered 202
+    ** {"request_id":..,"spooled":N}; a drainer thread sends the spooled
+    ** requests through the group commit, oldest first, when the database is
+    ** back, and new requests go to the spool while it holds any (order per
+    ** source). Each spooled request carries the spool's device id and
+    ** sequence: pgpipe.device_positions makes the drain exactly once, and
+    ** an idempotency key or Pgpipe-Device/Pgpipe-Seq it came with is checked
+    ** when it is drained. */
+    int spool;                    /* 1: store and forward into spool_dir; 0 */
+    int spool_fsync;              /* PGPIPE_SPOOL_FSYNC_*; RECORD: a 202 "spooled"
+                                     survives a power loss */
+    long long spool_max_bytes;    /* the spool's size limit (then 503); 0 = none */
+    const char *spool_device;     /* the spool's device id; NULL = the host name */
 } pgpipe_http_options;
 
 void pgpipe_http_options_init(pgpipe_http_options *o);
@@ -3028,7 +3071,9 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
 **   .source http NAME [--listen ADDR:PORT] [--table TABLE]
 **           [--event-type TYPE | --event-type-field FIELD]
 **           [--signature github|stripe|standard] [--secret-env VAR]
-**                                the HTTP ingest (.serve) as source NAME
+**           [--spool DIR]
+**                                the HTTP ingest (.serve) as source NAME;
+**                                --spool: .serve --spool (store and forward)
 **   .source cdc NAME (--source-env VAR | --source CONNINFO) [--slot SLOT]
 **           [--publication PUB] [--tables "T1, S.T2"] [--snapshot]
 **           [--heartbeat DURATION] [--no-create]
@@ -3173,6 +3218,7 @@ typedef struct pgpipe_pipe_source {
     const char *event_type, *event_type_field; /* NULL when not given */
     /* http */
     const char *listen, *signature, *secret_env;
+    const char *spool;    /* --spool DIR: store and forward while the database is away */
     /* cdc: the source database's conninfo, given or read from an
     ** environment variable; slot and publication default to the name */
     const char *source_conninfo, *source_env, *slot, *publication, *tables;

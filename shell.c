@@ -5504,6 +5504,21 @@ static const optdef opts_serve[] = {
     { "--access-log", NULL, OPT_FLAG, NULL, 0, 0, NULL,
       "one log line per request (component http; at least .log info)",
       ".serve --access-log" },
+    { "--spool", NULL, OPT_TEXT, "DIR", 0, 0, NULL,
+      "store and forward: while the database is away (or the memory budget is full) a valid "
+      "request goes to the spool folder DIR, answered 202 {\"spooled\":N}, and is drained into "
+      "staging, in order and once, when the database is back",
+      ".serve --spool /var/lib/pgpipe/spool" },
+    { "--spool-fsync", NULL, OPT_ENUM, "record|interval|never", 0, 0, "record",
+      "when a spooled request is synced to disk: record = before its 202 (survives a power "
+      "loss), interval = within a second, never = by the kernel",
+      ".serve --spool /var/lib/pgpipe/spool --spool-fsync interval" },
+    { "--spool-max", NULL, OPT_INT, "BYTES", 0, LLONG_MAX, "0",
+      "the spool's size limit: beyond it 503 Retry-After; 0 = none",
+      ".serve --spool /var/lib/pgpipe/spool --spool-max 1073741824" },
+    { "--spool-device", NULL, OPT_TEXT, "ID", 0, 0, "the host name",
+      "the device id the spool's records carry",
+      ".serve --spool /var/lib/pgpipe/spool --spool-device pump-17" },
     { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const argspec spec_serve[] = {
@@ -5573,6 +5588,11 @@ static int cmd_serve(shell *sh, char **argv, int argc, const char *rest)
     o.window_hours = (int)opt_num(&cur, "--window", o.window_hours);
     o.trusted_proxies = opt_str(&cur, "--trusted-proxies", NULL);
     o.access_log = opt_has(&cur, "--access-log");
+    o.spool_dir = opt_str(&cur, "--spool", NULL);
+    o.spool = o.spool_dir && *o.spool_dir;
+    o.spool_fsync = (int)opt_num(&cur, "--spool-fsync", 0); /* record, interval, never */
+    o.spool_max_bytes = opt_num(&cur, "--spool-max", 0);
+    o.spool_device = opt_str(&cur, "--spool-device", NULL);
     const char *port_file = opt_str(&cur, "--port-file", NULL);
     if (!(ci = work_conninfo(sh->conn))) {
         errorf("out of memory");

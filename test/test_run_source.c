@@ -569,8 +569,9 @@ PGT_TEST(run_source, http_source)
     snprintf(dir, sizeof dir, "%s/rsrc_http_%d", pgt_tmpdir(), pid);
     mkdir(dir, 0777);
     snprintf(file, sizeof file, "%s/pipeline.pgpipe", dir);
-    snprintf(text, sizeof text, ".pipeline %s\n.source http %s --listen 127.0.0.1:0 --event-type-field kind\n",
-             name, name);
+    /* --spool: the server owns a spool folder there (store and forward) */
+    snprintf(text, sizeof text, ".pipeline %s\n.source http %s --listen 127.0.0.1:0 --event-type-field kind "
+             "--spool %s/spool\n", name, name, dir);
     rsrc_t_write(file, text);
     rsrc_t_run a;
     rsrc_t_start(&a, file, dsn, "rsrc-http");
@@ -611,6 +612,9 @@ PGT_TEST(run_source, http_source)
     snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE event_type = '%s' AND source = '%s'",
              name, name);
     PGT_EQ_INT(pgt_db_int(c, sql), 2);
+    char lock[800];
+    snprintf(lock, sizeof lock, "%s/spool/lock", dir);
+    PGT_CHECK_MSG(access(lock, F_OK) == 0, "%s: the HTTP source did not open its spool", lock);
     PGT_OK(rsrc_t_stop(&a));
     pgt_db_close(c);
 }

@@ -130,7 +130,7 @@ static unsigned char *spt_read_file(const char *path, size_t *n)
 }
 
 /* RFC 3720, B.4: the CRC-32C test vectors; and at every alignment */
-PGT_TEST(spool, crc32c_vectors)
+static void spt_crc_vectors(void)
 {
     unsigned char b[48];
     memset(b, 0, 32);
@@ -150,6 +150,37 @@ PGT_TEST(spool, crc32c_vectors)
         PGT_EQ_INT(pp_crc32c(0, b + off, 9), 0xE3069283u);
         PGT_EQ_INT(pp_crc32c(pp_crc32c(0, b + off, 4), b + off + 4, 5), 0xE3069283u);
     }
+}
+
+/* both implementations (the SSE4.2 instruction where the CPU has it, and
+** the table) give the vectors, and the same CRC over random data at every
+** length and alignment */
+PGT_TEST(spool, crc32c_vectors)
+{
+    PGT_EQ_INT(pp_crc32c_use(1), 1);
+    spt_crc_vectors();
+    int hw = pp_crc32c_use(2);
+    spt_crc_vectors();
+    if (hw == 2) {
+        unsigned char d[300];
+        uint32_t x = 12345;
+        for (size_t i = 0; i < sizeof d; i++)
+            d[i] = (unsigned char)((x = x * 1103515245u + 12345u) >> 16);
+        for (size_t off = 0; off < 8; off++)
+            for (size_t n = 0; n + off <= sizeof d; n += 7) {
+                pp_crc32c_use(2);
+                uint32_t a = pp_crc32c(0x1234u, d + off, n);
+                pp_crc32c_use(1);
+                PGT_EQ_INT(pp_crc32c(0x1234u, d + off, n), a);
+            }
+    }
+    /* the environment forces the table */
+    setenv("PGPIPE_CRC32C", "soft", 1);
+    PGT_EQ_INT(pp_crc32c_use(0), 1);
+    unsetenv("PGPIPE_CRC32C");
+    int dflt = pp_crc32c_use(0);
+    PGT_CHECK(dflt == 1 || dflt == 2);
+    fprintf(stderr, "crc32c: the default here is the %s\n", dflt == 2 ? "SSE4.2 instruction" : "table");
 }
 
 /* records survive close and reopen with their sequences; the reopened
@@ -477,6 +508,159 @@ PGT_TEST(spool, drain_exactly_once)
     PGT_EQ_INT(spt_staged(c, tag, 0), 1010);
     pgpipe_spool_close(s);
     pgt_db_close(c);
+}
+
+/* copy the segment files of spool folder from into to (a new folder) */
+static void spt_copy_dir(const char *from, const char *to)
+{
+    PGT_CHECK(mkdir(to, 0750) == 0 || errno == EEXIST);
+    DIR *d = opendir(from);
+    PGT_CHECK(d != NULL);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "seg-", 4))
+            continue;
+        char a[1400], b[1400];
+        snprintf(a, sizeof a, "%s/%s", from, e->d_name);
+        snprintf(b, sizeof b, "%s/%s", to, e->d_name);
+        size_t n;
+        unsigned char *data = spt_read_file(a, &n);
+        spt_write_file(b, data, n);
+        free(data);
+    }
+    closedir(d);
+}
+
+/* the same segments drained twice (a copy of the folder put back: a
+** restored backup, a device that drains again after losing its deletes)
+** add nothing the second time: pgpipe.device_positions knows the device's
+** spool is at staging up to its last sequence; and records a device sent
+** another way (its position moved, e.g. by the HTTP source) are skipped */
+PGT_TEST(spool, drain_replay_and_device_positions)
+{
+    PGconn *c = pgt_db_open();
+    char tag[64];
+    snprintf(tag, sizeof tag, "spool-replay-%d", (int)getpid());
+    const char *dir = spt_dir("replay");
+    char copy[700];
+    snprintf(copy, sizeof copy, "%s-copy", dir);
+    spt_rmdir(copy);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "replayer";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.segment_bytes = 8192;
+    pgpipe_spool *s = spt_open(dir, &o);
+    spt_fill(s, tag, 1, 300);
+    pgpipe_spool_close(s);
+    spt_copy_dir(dir, copy);
+    s = spt_open(dir, &o);
+    char id[64];
+    const char *uuid = pgpipe_spool_uuid(s);
+    PGT_CHECK(uuid != NULL);
+    snprintf(id, sizeof id, "%s", uuid ? uuid : "");
+    PGT_EQ_STR(pgpipe_spool_device(s), "replayer");
+    pgpipe_loader_options lo;
+    spt_loader_opts(&lo, tag);
+    pgpipe_spool_drain_result r;
+    PGT_CHECK_MSG(pgpipe_spool_drain(s, &lo, &r) == PGPIPE_OK, "%s", pgpipe_errmsg(s));
+    PGT_EQ_INT(r.loaded, 300);
+    pgpipe_spool_close(s);
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT last_seq FROM pgpipe.device_positions WHERE device = 'replayer' "
+             "AND spool = '%s'", id);
+    PGT_EQ_INT(pgt_db_int(c, sql), 300);
+    /* the copy: the same device, spool id and sequences */
+    s = spt_open(copy, &o);
+    PGT_EQ_STR(pgpipe_spool_uuid(s), id);
+    PGT_CHECK_MSG(pgpipe_spool_drain(s, &lo, &r) == PGPIPE_OK, "%s", pgpipe_errmsg(s));
+    PGT_EQ_INT(r.records, 300);
+    PGT_EQ_INT(r.loaded, 0);
+    PGT_EQ_INT(r.skipped, 300);
+    PGT_EQ_INT(spt_staged(c, tag, 0), 300);
+    /* then a position ahead of the spool, moved by another way: 301..350
+    ** came over HTTP; the spool's 301..400 adds only 351..400 */
+    spt_fill(s, tag, 301, 100);
+    snprintf(sql, sizeof sql, "UPDATE pgpipe.device_positions SET last_seq = 350 WHERE device = "
+             "'replayer' AND spool = '%s'", id);
+    PQclear(PGT_EXEC(c, sql));
+    PGT_CHECK_MSG(pgpipe_spool_drain(s, &lo, &r) == PGPIPE_OK, "%s", pgpipe_errmsg(s));
+    PGT_EQ_INT(r.records, 100);
+    PGT_EQ_INT(r.loaded, 50);
+    PGT_EQ_INT(r.skipped, 50);
+    PGT_EQ_INT(spt_staged(c, tag, 0), 350);
+    snprintf(sql, sizeof sql, "SELECT min((payload->>'i')::int) FROM staging.raw_events WHERE source = "
+             "'%s' AND (payload->>'i')::int > 300", tag);
+    PGT_EQ_INT(pgt_db_int(c, sql), 351);
+    /* a new folder for the same device: a new spool id, sequences from 1 again */
+    const char *dir2 = spt_dir("replay-new");
+    pgpipe_spool *s2 = spt_open(dir2, &o);
+    PGT_CHECK(strcmp(pgpipe_spool_uuid(s2), id) != 0);
+    spt_fill(s2, tag, 1001, 5);
+    PGT_OK(pgpipe_spool_drain(s2, &lo, &r));
+    PGT_EQ_INT(r.loaded, 5);
+    pgpipe_spool_close(s2);
+    pgpipe_spool_close(s);
+    spt_rmdir(dir2);
+    spt_rmdir(copy);
+    spt_rmdir(dir);
+    pgt_db_close(c);
+}
+
+/* pgpipe_spool_drain_to: the records in order to the caller's function; a
+** segment is deleted only when its end mark is answered 0, else it stays and
+** comes again */
+typedef struct spt_to {
+    long long seqs[512];
+    int n, ends, fail_at_end;
+} spt_to;
+static int spt_to_fn(void *ud, long long seq, const void *rec, size_t len)
+{
+    spt_to *t = ud;
+    if (!rec) {
+        t->ends++;
+        return t->fail_at_end && t->ends == t->fail_at_end ? PGPIPE_DB : 0;
+    }
+    PGT_CHECK(len > 0);
+    if (t->n < 512)
+        t->seqs[t->n++] = seq;
+    return 0;
+}
+
+PGT_TEST(spool, drain_to_function)
+{
+    const char *dir = spt_dir_in("drain-to", 1);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "to";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.segment_bytes = 2048;
+    pgpipe_spool *s = spt_open(dir, &o);
+    spt_fill(s, "to", 1, 100);
+    spt_to t;
+    memset(&t, 0, sizeof t);
+    t.fail_at_end = 2; /* the second segment's receiver fails */
+    pgpipe_spool_drain_result r;
+    PGT_EQ_INT(pgpipe_spool_drain_to(s, spt_to_fn, &t, &r), PGPIPE_DB);
+    PGT_EQ_INT(r.segments, 1);
+    long long first = r.records;
+    PGT_CHECK(first > 0 && first < 100);
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 100 - first);
+    /* again: from the failed segment on, every record once, in order */
+    spt_to t2;
+    memset(&t2, 0, sizeof t2);
+    PGT_OK(pgpipe_spool_drain_to(s, spt_to_fn, &t2, &r));
+    PGT_EQ_INT(r.records, 100 - first);
+    PGT_EQ_INT(t2.n, 100 - first);
+    for (int i = 0; i < t2.n; i++)
+        PGT_EQ_INT(t2.seqs[i], first + 1 + i);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 0);
+    PGT_EQ_INT(pgpipe_spool_drain_to(s, NULL, NULL, &r), PGPIPE_MISUSE);
+    pgpipe_spool_close(s);
+    spt_rmdir(dir);
 }
 
 static int spt_kill_fd = -1;
@@ -815,5 +999,72 @@ PGT_TEST(spool, http_metrics_size_and_age)
     http_t_stop(&srv);
     pgpipe_http_close(srv.h);
     pgpipe_spool_close(s);
+#endif
+}
+
+/* .serve --spool when the group commit cannot take more (the memory budget
+** full, where the answer is 503 without a spool): 202 "spooled", and the
+** drainer commits it after what was queued before it */
+PGT_TEST(spool, http_over_budget_spools)
+{
+#ifdef SPT_NO_HTTP
+    PGT_SKIP("built without test_http_ingest.c");
+#else
+    PGconn *c = pgt_db_open();
+    const char *dir = spt_dir("budget");
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    o.memory_budget = 1;         /* one request waiting fills it */
+    o.group_window_ms = 60000;   /* and it waits */
+    o.committers = 1;
+    o.spool = 1;
+    o.spool_dir = dir;
+    o.spool_fsync = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.spool_device = "budget";
+    pp_ingest *ig = hi_open("budget", &o);
+    hi_clean(c);
+    pp_http_request rq;
+    pp_http_reply now;
+    hi_req(&rq, "application/x-ndjson", "{\"event_type\":\"e\",\"n\":1}\n", (size_t)-1, NULL);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 9001, &now), 0);
+    hi_req(&rq, "application/x-ndjson", "{\"event_type\":\"e\",\"n\":2}\n{\"event_type\":\"e\",\"n\":3}\n",
+           (size_t)-1, NULL);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 9002, &now), 1);
+    PGT_EQ_INT(now.status, 202);
+    PGT_EQ_INT(now.spooled, 2);
+    PGT_CONTAINS(now.body, "\"spooled\":2");
+    pp_http_reply_free(&now);
+    /* a body that is not valid is still 400, and nothing is spooled */
+    hi_req(&rq, "application/json", "{\"event_type\":", (size_t)-1, NULL);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 9003, &now), 1);
+    PGT_EQ_INT(now.status, 400);
+    pp_http_reply_free(&now);
+    for (int i = 0; i < 300 && HI_ROWS(c) < 3; i++)
+        pgpipe_sleep_ms(50);
+    PGT_EQ_INT(HI_ROWS(c), 3);
+    hi_answer *w = hi_wait(9001);
+    PGT_CHECK(w != NULL && w->status == 202);
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT string_agg(payload->>'n', ',' ORDER BY id) FROM staging.raw_events "
+             "WHERE source = '%s'", hi_source);
+    PGT_EQ_STR(pgt_db_str(c, sql), "1,2,3");
+    pgpipe_spool_status st;
+    for (int i = 0; i < 100; i++) {
+        PGT_CHECK(pp_ingest_spool_stats(ig, &st));
+        if (st.records == 0)
+            break;
+        pgpipe_sleep_ms(50);
+    }
+    PGT_EQ_INT(st.records, 0);
+    pp_buf m = { 0 };
+    PGT_OK(pp_ingest_metrics(ig, &m));
+    pp_buf_putc(&m, '\0');
+    PGT_EQ_INT((long long)hi_metric(m.data, "pgpipe_http_requests_spooled_total"), 1);
+    PGT_EQ_INT((long long)hi_metric(m.data, "pgpipe_spool_drained_records_total"), 2);
+    pp_buf_free(&m);
+    pp_ingest_close(ig);
+    hi_clean(c);
+    spt_rmdir(dir);
+    pgt_db_close(c);
 #endif
 }

@@ -73,6 +73,9 @@ BEGIN
     IF to_regclass('pgpipe.migrations') IS NOT NULL THEN
         EXECUTE format('GRANT SELECT ON pgpipe.migrations TO %I', loader_role);
     END IF;
+    IF to_regclass('pgpipe.device_positions') IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON pgpipe.device_positions TO %I', loader_role);
+    END IF;
 
     -- the workers
     EXECUTE format('GRANT SELECT, UPDATE ON %s TO %I', staging_table, worker_role);

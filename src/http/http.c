@@ -54,6 +54,7 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
     o->memory_budget = (size_t)64 << 20;
     o->window_hours = 72;
     o->install_schema = 1;
+    o->spool_fsync = 0; /* PGPIPE_SPOOL_FSYNC_RECORD */
 }
 
 #ifdef __linux__
@@ -245,7 +246,8 @@ static int hs_put(pp_buf *b, const char *s, size_t n)
 
 static void hs_close(pgpipe_http *h, hs_conn *c);
 
-static void hs_access_log(pgpipe_http *h, hs_conn *c, int status, size_t bytes, int64_t us)
+static void hs_access_log(pgpipe_http *h, hs_conn *c, int status, size_t bytes, int64_t us,
+                          long long spooled)
 {
     if (!h->o.access_log || !pp_log_enabled(PGPIPE_LOG_INFO))
         return;
@@ -266,8 +268,17 @@ static void hs_access_log(pgpipe_http *h, hs_conn *c, int status, size_t bytes, 
     pgpipe_log_field f[] = {
         { "method", mname[m] }, { "path", path }, { "status", st }, { "bytes", by },
         { "body_bytes", body }, { "ms", ms }, { "peer", rq->peer }, { "request_id", rq->id },
+        { "spooled", NULL },
     };
-    pgpipe_log(PGPIPE_LOG_INFO, "http", "request", f, (int)(sizeof f / sizeof f[0]));
+    char sp[24];
+    int nf = (int)(sizeof f / sizeof f[0]);
+    if (spooled > 0) {
+        snprintf(sp, sizeof sp, "%lld", spooled); /* the records went to the spool */
+        f[nf - 1].value = sp;
+    } else {
+        nf--;
+    }
+    pgpipe_log(PGPIPE_LOG_INFO, "http", "request", f, nf);
 }
 
 /* Append the answer to rq (status line, headers, body) and account for it;
@@ -336,7 +347,7 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
     h->lat[i]++;
     h->lat_sum += sec;
     h->lat_count++;
-    hs_access_log(h, c, status, r->body_len, us);
+    hs_access_log(h, c, status, r->body_len, us, r->spooled);
     pp_http_reply_free(r);
 }
 
@@ -706,7 +717,22 @@ static void hs_readyz(pgpipe_http *h, hs_conn *c)
 {
     char why[256] = "";
     if (pp_ingest_ready(h->ig, why, sizeof why)) {
-        hs_reply_json(h, c, 200, "{\"status\":\"ready\"}\n");
+        if (!why[0]) {
+            hs_reply_json(h, c, 200, "{\"status\":\"ready\"}\n");
+            return;
+        }
+        /* ready through the spool (store and forward) */
+        pp_buf b = { 0 };
+        pp_buf_appendf(&b, "{\"status\":\"ready\",\"spooling\":true,\"reason\":");
+        pp_json_str(&b, why, strlen(why), 0);
+#ifndef PGPIPE_OMIT_SPOOL
+        pgpipe_spool_status st;
+        if (pp_ingest_spool_stats(h->ig, &st))
+            pp_buf_appendf(&b, ",\"spool\":{\"records\":%lld,\"bytes\":%lld,\"age_seconds\":%.3f}",
+                           st.records, st.bytes, st.age_seconds);
+#endif
+        pp_buf_appendf(&b, "}\n");
+        hs_reply_text(h, c, 200, "application/json", b.data, b.data ? b.len : 0);
         return;
     }
     pp_buf b = { 0 };
@@ -1089,7 +1115,8 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
     pp_ingest_metrics(h->ig, &b);
 #ifndef PGPIPE_OMIT_SPOOL
     pgpipe_spool_status sp;
-    if (h->o.spool_dir && pgpipe_spool_peek(h->o.spool_dir, &sp, NULL) == PGPIPE_OK)
+    if (pp_ingest_spool_stats(h->ig, &sp) ||
+        (h->o.spool_dir && pgpipe_spool_peek(h->o.spool_dir, &sp, NULL) == PGPIPE_OK))
         pp_buf_appendf(&b,
                        "# HELP pgpipe_spool_bytes Bytes in the store-and-forward spool's segments.\n"
                        "# TYPE pgpipe_spool_bytes gauge\n"

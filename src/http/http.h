@@ -15,7 +15,12 @@
 ** the request's id, the others are loaded. Requests are grouped into one COPY
 ** transaction (group commit), so throughput does not depend on one commit per
 ** request. A retried request with the same idempotency key gets the first
-** response again and adds nothing.
+** response again and adds nothing. A device that sends its records with
+** Pgpipe-Device: ID and Pgpipe-Seq: N (the body's first record; the others
+** numbered from it; Pgpipe-Spool: its spool folder's id, optional) gets
+** each record committed once: the records at or below the device's
+** position in pgpipe.device_positions are counted as "duplicate" and
+** skipped, in the same transaction as the rest.
 **
 **     pgpipe_http_options o;
 **     pgpipe_http_options_init(&o);
@@ -127,6 +132,23 @@ typedef struct pgpipe_http_options {
     /* a spool folder (pgpipe.h, spool) whose size, records and age /metrics
     ** reports (pgpipe_spool_bytes, _records, _age_seconds); NULL: none */
     const char *spool_dir;
+    /* store and forward (needs spool_dir; the server then owns the folder):
+    ** when the database is unreachable, or the accepted, uncommitted
+    ** requests fill the memory budget (where the answer is 503 without a
+    ** spool), a request whose body is valid is appended to the spool as it
+    ** came (source, headers but credentials, body) and answered 202
+    ** {"request_id":..,"spooled":N}; a drainer thread sends the spooled
+    ** requests through the group commit, oldest first, when the database is
+    ** back, and new requests go to the spool while it holds any (order per
+    ** source). Each spooled request carries the spool's device id and
+    ** sequence: pgpipe.device_positions makes the drain exactly once, and
+    ** an idempotency key or Pgpipe-Device/Pgpipe-Seq it came with is checked
+    ** when it is drained. */
+    int spool;                    /* 1: store and forward into spool_dir; 0 */
+    int spool_fsync;              /* PGPIPE_SPOOL_FSYNC_*; RECORD: a 202 "spooled"
+                                     survives a power loss */
+    long long spool_max_bytes;    /* the spool's size limit (then 503); 0 = none */
+    const char *spool_device;     /* the spool's device id; NULL = the host name */
 } pgpipe_http_options;
 
 void pgpipe_http_options_init(pgpipe_http_options *o);

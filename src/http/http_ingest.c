@@ -42,8 +42,11 @@
 ** slots for everyone (6,400 by default) */
 #define IG_GROUP_KEYS 1000
 
-/* what becomes of a request in its group's transaction */
-enum { IG_NEW, IG_REPLAY, IG_EXPIRED, IG_DUP };
+/* what becomes of a request in its group's transaction (IG_SEEN: a request
+** drained from the server's spool that an earlier drain committed) */
+enum { IG_NEW, IG_REPLAY, IG_EXPIRED, IG_DUP, IG_SEEN };
+
+#define IG_MAX_SEQ 4611686018427387903LL /* 2^62 - 1: seq + records never overflows */
 
 typedef struct ig_row {
     size_t coff;        /* its COPY text in g->cbuf */
@@ -52,6 +55,7 @@ typedef struct ig_row {
     uint32_t rec;       /* 1-based record number in its request */
     long long line, col, off;
     int bad;            /* refused by the server: dead-lettered */
+    int skip;           /* a duplicate (device position): not written */
 } ig_row;
 
 typedef struct ig_err {
@@ -59,6 +63,7 @@ typedef struct ig_err {
     uint32_t rec;
     long long line, col, off;
     size_t moff, mlen;  /* message in g->mbuf */
+    size_t doff, dlen;  /* its dead letter of validation in g->dbuf (dlen 0: the server's) */
 } ig_err;
 
 typedef struct ig_req {
@@ -78,6 +83,15 @@ typedef struct ig_req {
     char *answer;       /* its response body once known */
     size_t answer_len;
     int status;
+    /* device positions: Pgpipe-Device / Pgpipe-Seq (per record) and the
+    ** server's own spool (the whole request): "device\nspool" in g->kbuf */
+    int has_dev;
+    size_t dev_off;
+    long long seq0;     /* the first record's sequence */
+    int from_spool;     /* drained from the server's spool */
+    long long spool_seq;
+    long long cut;      /* records 1..cut are duplicates */
+    long long dup_dead; /* of them, dead letters of validation */
 } ig_req;
 
 typedef struct ig_group {
@@ -96,8 +110,16 @@ typedef struct ig_group {
     long long nrecords;
     size_t bytes;
     int nkeys;
+    int nclaims;        /* requests with a device position to check */
     int64_t t_first;
 } ig_group;
+
+/* one device's position in a group's transaction */
+typedef struct ig_pos {
+    const char *key;    /* "device\nspool" in g->kbuf or ig->sp_claim */
+    long long cur;      /* last_seq as the transaction goes */
+    int changed;
+} ig_pos;
 
 typedef struct ig_committer {
     pp_ingest *ig;
@@ -110,6 +132,10 @@ typedef struct ig_committer {
     int64_t used;       /* the connection last answered (monotonic us) */
     pgpipe_error err;
     pp_buf a[6];        /* array parameters */
+    struct ig_pos *pos; /* device positions of the group */
+    size_t npos, cappos;
+    uint32_t *phash;
+    size_t capphash;
     pp_buf scratch;
     uint32_t *hash;     /* in-group key dedup */
     size_t caphash;
@@ -153,7 +179,27 @@ struct pp_ingest {
     pgpipe_json_doc *doc;
     pp_framer fr;
     pp_buf etb;         /* the request's "source\tevent type" COPY text */
+#ifndef PGPIPE_OMIT_SPOOL
+    /* store and forward: the spool, its drainer */
+    pgpipe_spool *sp;
+    char sp_claim[160];     /* "device\nspool id" of the server's spool */
+    pthread_mutex_t spmu;   /* the decision to spool and the append */
+    pthread_cond_t scv;     /* the drainer waits for work (not on cv: a committer's
+                               signal must not wake it instead) */
+    atomic_int spooling;    /* the spool holds records: new requests go there too */
+    pthread_t drainer;
+    int has_drainer;
+    int hold;               /* the drainer fills the open group: not taken yet */
+    int dquit;              /* the drainer stops (before the committers) */
+    long long m_drain_bad;
+    long long d_inflight;   /* drained requests not answered yet (under mu) */
+    long long d_failed;     /* ... whose group failed */
+    pp_buf env;             /* a spooled request (event loop's thread) */
+    long long m_spooled_req, m_spooled_rec, m_spool_refused, m_drained, m_drain_dup, m_drain_seen,
+        m_drain_failed;
+#endif
     /* metrics, under mu */
+    long long m_dup;
     long long m_accepted, m_dead, m_committed, m_replayed, m_refused, m_failed, m_reconnects;
     long long m_groups, m_size_b[IG_NSIZE + 1], m_lat_b[IG_NLAT + 1];
     double m_size_sum, m_lat_sum;
@@ -239,6 +285,7 @@ static ig_group *ig_group_get(pp_ingest *ig)
     g->nrecords = 0;
     g->bytes = 0;
     g->nkeys = 0;
+    g->nclaims = 0;
     g->t_first = 0;
     return g;
 }
@@ -308,6 +355,7 @@ static int ig_add_err(ig_group *g, ig_req *r, uint32_t rec, long long line, long
     e->off = off;
     e->moff = g->mbuf.len;
     e->mlen = mlen;
+    e->doff = e->dlen = 0;
     if (r->err_tail != IG_NONE)
         g->errs[r->err_tail].next = k;
     else
@@ -329,9 +377,14 @@ static int ig_dead(ig_parse *p, const char *raw, size_t len, long long line, lon
                              .offset = off, .load_id = 0, .batch_id = p->r->id, .raw = raw,
                              .rawlen = len, .message = m, .sqlstate = NULL, .context = ctx };
     p->r->dead++;
+    size_t doff = g->dbuf.len;
     if (pp_dlq_load_row(&g->dbuf, &d) != PGPIPE_OK)
         return PGPIPE_NOMEM;
-    return ig_add_err(g, p->r, (uint32_t)p->r->nrec, line, col, off, m, strlen(m));
+    if (ig_add_err(g, p->r, (uint32_t)p->r->nrec, line, col, off, m, strlen(m)) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    g->errs[g->nerrs - 1].doff = doff;
+    g->errs[g->nerrs - 1].dlen = g->dbuf.len - doff;
+    return PGPIPE_OK;
 }
 
 /* A body error that refuses the whole request (400 / 413). */
@@ -392,6 +445,7 @@ static int ig_row_end(ig_parse *p, size_t coff, const char *raw, size_t len, lon
     w->col = col;
     w->off = off;
     w->bad = 0;
+    w->skip = 0;
     return PGPIPE_OK;
 }
 
@@ -709,11 +763,224 @@ static void ig_refused(pp_ingest *ig)
     pthread_mutex_unlock(&ig->mu);
 }
 
-PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
-                                    const char *source, uint64_t ticket, pp_http_reply *now)
+/* The header name, when the request has it more than once (a hostile or
+** careless sender: which one would count?). */
+static int ig_header_twice(const pp_http_request *rq, const char *name)
+{
+    int n = 0;
+    size_t len = strlen(name);
+    for (int i = 0; i < rq->nheaders; i++)
+        n += rq->headers[i].name_len == len && !strncasecmp(rq->headers[i].name, name, len);
+    return n > 1;
+}
+
+/* Pgpipe-Device / Pgpipe-Seq / Pgpipe-Spool: *claim = "device\nspool" and
+** *seq0, or nothing (*seq0 = 0); a bad one answers 400 naming the header. */
+static int ig_device_headers(const pp_http_request *rq, char *claim, size_t size, long long *seq0,
+                             pp_http_reply *now)
+{
+    static const char *const names[] = { "Pgpipe-Device", "Pgpipe-Seq", "Pgpipe-Spool" };
+    size_t n[3] = { 0, 0, 0 };
+    const char *v[3];
+    *seq0 = 0;
+    for (int i = 0; i < 3; i++) {
+        if (ig_header_twice(rq, names[i]))
+            return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                            i == 0 ? "Pgpipe-Device is given more than once"
+                            : i == 1 ? "Pgpipe-Seq is given more than once"
+                                     : "Pgpipe-Spool is given more than once");
+        v[i] = ig_header(rq, names[i], &n[i]);
+    }
+    if (!v[0] && !v[1] && !v[2])
+        return 0;
+    if (!v[0])
+        return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                        "Pgpipe-Device is missing: Pgpipe-Seq and Pgpipe-Spool number a device's "
+                        "records and need it");
+    if (!v[1])
+        return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                        "Pgpipe-Seq is missing: a request with Pgpipe-Device gives the sequence of "
+                        "its first record");
+    if (n[0] > 51 || !ig_key_ok(v[0], n[0]))
+        return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                        "Pgpipe-Device must be 1 to 51 bytes of visible ASCII");
+    if (v[2] && (n[2] > 64 || !ig_key_ok(v[2], n[2])))
+        return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                        "Pgpipe-Spool must be 1 to 64 bytes of visible ASCII");
+    long long q = 0;
+    int ok = n[1] <= 19;
+    for (size_t i = 0; ok && i < n[1]; i++) {
+        if (v[1][i] < '0' || v[1][i] > '9' || q > (IG_MAX_SEQ - (v[1][i] - '0')) / 10)
+            ok = 0;
+        else
+            q = q * 10 + (v[1][i] - '0');
+    }
+    if (!ok || q < 1)
+        return ig_reply(now, 400, "bad_device_header", rq->id, 0,
+                        "Pgpipe-Seq must be a whole number from 1 to 4611686018427387903");
+    snprintf(claim, size, "%.*s\n%.*s", (int)n[0], v[0], v[2] ? (int)n[2] : 0, v[2] ? v[2] : "");
+    *seq0 = q;
+    return 0;
+}
+
+#ifndef PGPIPE_OMIT_SPOOL
+/* A spooled request: "PGPH1\n", then fields "<length>:<bytes>": source,
+** request id, the number of headers, each header's name and value
+** (credentials left out), the body. */
+static int ig_env_field(pp_buf *b, const char *p, size_t n)
+{
+    return pp_buf_appendf(b, "%zu:", n) | pp_buf_append(b, p ? p : "", n);
+}
+
+static int ig_envelope(pp_buf *b, const pp_http_request *rq, const char *source)
+{
+    static const char *const secret[] = { "Authorization", "Proxy-Authorization", "Cookie" };
+    int nh = 0;
+    b->len = 0;
+    int rc = pp_buf_append(b, "PGPH1\n", 6);
+    rc |= ig_env_field(b, source, strlen(source));
+    rc |= ig_env_field(b, rq->id, strlen(rq->id));
+    for (int i = 0; i < rq->nheaders; i++) {
+        int keep = 1;
+        for (size_t k = 0; k < sizeof secret / sizeof secret[0]; k++)
+            if (rq->headers[i].name_len == strlen(secret[k]) &&
+                !strncasecmp(rq->headers[i].name, secret[k], rq->headers[i].name_len))
+                keep = 0;
+        nh += keep;
+    }
+    char num[24];
+    int nn = snprintf(num, sizeof num, "%d", nh);
+    rc |= ig_env_field(b, num, (size_t)nn);
+    for (int i = 0; i < rq->nheaders; i++) {
+        int keep = 1;
+        for (size_t k = 0; k < sizeof secret / sizeof secret[0]; k++)
+            if (rq->headers[i].name_len == strlen(secret[k]) &&
+                !strncasecmp(rq->headers[i].name, secret[k], rq->headers[i].name_len))
+                keep = 0;
+        if (!keep)
+            continue;
+        rc |= ig_env_field(b, rq->headers[i].name, rq->headers[i].name_len);
+        rc |= ig_env_field(b, rq->headers[i].value, rq->headers[i].value_len);
+    }
+    rc |= ig_env_field(b, rq->body, rq->body ? rq->body_len : 0);
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+/* The next field of an envelope at *p (end e): 0 and *f, *n, or -1. */
+static int ig_env_next(const char **p, const char *e, const char **f, size_t *n)
+{
+    size_t v = 0;
+    const char *q = *p;
+    while (q < e && *q >= '0' && *q <= '9' && v < ((size_t)1 << 40))
+        v = v * 10 + (size_t)(*q++ - '0');
+    if (q == *p || q >= e || *q != ':' || (size_t)(e - q - 1) < v)
+        return -1;
+    *f = q + 1;
+    *n = v;
+    *p = q + 1 + v;
+    return 0;
+}
+
+/* Decode a spooled request into rq (pointing into rec) and source. */
+static int ig_env_decode(const char *rec, size_t len, pp_http_request *rq, char *source, size_t size)
+{
+    const char *p = rec, *e = rec + len, *f;
+    size_t n;
+    memset(rq, 0, sizeof *rq);
+    if (len < 6 || memcmp(rec, "PGPH1\n", 6))
+        return -1;
+    p += 6;
+    if (ig_env_next(&p, e, &f, &n) || n == 0 || n >= size)
+        return -1;
+    memcpy(source, f, n);
+    source[n] = '\0';
+    if (ig_env_next(&p, e, &f, &n) || n >= sizeof rq->id)
+        return -1;
+    memcpy(rq->id, f, n);
+    rq->id[n] = '\0';
+    if (ig_env_next(&p, e, &f, &n) || n == 0 || n > 4)
+        return -1;
+    char num[8];
+    memcpy(num, f, n);
+    num[n] = '\0';
+    int nh = atoi(num);
+    if (nh < 0 || nh > PP_HTTP_MAX_HEADERS)
+        return -1;
+    for (int i = 0; i < nh; i++) {
+        pp_http_header *h = &rq->headers[i];
+        if (ig_env_next(&p, e, &h->name, &h->name_len) || ig_env_next(&p, e, &h->value, &h->value_len))
+            return -1;
+    }
+    rq->nheaders = nh;
+    if (ig_env_next(&p, e, &rq->body, &rq->body_len) || p != e)
+        return -1;
+    rq->method = PP_HTTP_POST;
+    snprintf(rq->peer, sizeof rq->peer, "spool");
+    rq->t_start_us = pgpipe_now_us();
+    return 0;
+}
+#endif
+
+#ifndef PGPIPE_OMIT_SPOOL
+/* Append the request, as it came, to the spool: 202 {"spooled":N}. */
+static int ig_spool_request(pp_ingest *ig, const pp_http_request *rq, const char *source,
+                            long long nrec, pp_http_reply *now, long long *spooled)
+{
+    long long seq = 0;
+    int rc = ig_envelope(&ig->env, rq, source);
+    if (rc == PGPIPE_OK)
+        rc = pgpipe_spool_append(ig->sp, ig->env.data, ig->env.len, &seq);
+    if (rc == PGPIPE_OK && seq == 0)
+        rc = PGPIPE_BUSY;
+    if (rc != PGPIPE_OK) {
+        pthread_mutex_lock(&ig->mu);
+        ig->m_spool_refused++;
+        ig->m_refused++;
+        pthread_mutex_unlock(&ig->mu);
+        if (rc == PGPIPE_BUSY)
+            return ig_reply(now, 503, "spool_full", rq->id, 5,
+                            "the database is away and the spool is full: try again later");
+        pp_logf(PGPIPE_LOG_WARN, "http", "spool: %s", pgpipe_errmsg(ig->sp));
+        return ig_reply(now, 503, "spool_failed", rq->id, 2,
+                        "the database is away and the spool cannot be written: try again later");
+    }
+    atomic_store(&ig->spooling, 1);
+    pthread_mutex_lock(&ig->mu);
+    ig->m_spooled_req++;
+    ig->m_spooled_rec += nrec;
+    pthread_cond_signal(&ig->scv);
+    pthread_mutex_unlock(&ig->mu);
+    pp_buf b = { 0 };
+    if (pp_buf_appendf(&b, "{\"request_id\":\"%s\",\"spooled\":%lld}", rq->id, nrec) != PGPIPE_OK) {
+        pp_buf_free(&b);
+        return ig_reply(now, 503, "out_of_memory", rq->id, 1, "out of memory");
+    }
+    now->status = 202;
+    now->content_type = "application/json";
+    now->body = b.data;
+    now->body_len = b.len;
+    now->spooled = nrec;
+    *spooled = nrec;
+    return 1;
+}
+#endif
+
+/* Take a request: from the event loop (spool_seq 0; may_spool: it may go to
+** the spool instead) or from the spool's drainer (spool_seq: its sequence
+** there). *spooled: the records went to the spool (*now says so). */
+static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *source, uint64_t ticket,
+                     pp_http_reply *now, long long spool_seq, int may_spool, long long *spooled)
 {
     memset(now, 0, sizeof *now);
-    if (atomic_load(&ig->live) == 0) {
+    *spooled = 0;
+    int down = atomic_load(&ig->live) == 0;
+    int to_spool = 0;
+#ifndef PGPIPE_OMIT_SPOOL
+    to_spool = may_spool && (down || atomic_load(&ig->spooling));
+#else
+    (void)may_spool;
+#endif
+    if (down && !to_spool) {
         ig_refused(ig);
         return ig_reply(now, 503, "database_unavailable", rq->id, 2,
                         "no connection to the database: try again later");
@@ -741,8 +1008,15 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
                         kn > IG_MAX_KEY ? "the idempotency key is longer than 255 bytes"
                                         : "the idempotency key must be visible ASCII");
     }
+    char claim[128];
+    long long seq0 = 0;
+    if (ig_device_headers(rq, claim, sizeof claim, &seq0, now)) {
+        ig_refused(ig);
+        return 1;
+    }
     int window = ig_window(ig, s);
-    long long ts = ig_signed_time(rq, s);
+    /* (a drained request was checked when it came) */
+    long long ts = spool_seq ? 0 : ig_signed_time(rq, s);
     if (ts > 0 && (long long)time(NULL) - ts > (long long)window * 3600) {
         ig_refused(ig);
         return ig_reply(now, 409, "idempotency_key_expired", rq->id, 0,
@@ -752,7 +1026,9 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
 
     pthread_mutex_lock(&ig->mu);
     size_t need = rq->body_len * 2 + 512;
-    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget) {
+    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget && may_spool)
+        to_spool = 1;
+    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget && !to_spool) {
         int ra = ig_retry_after(ig);
         ig->m_refused++;
         pthread_mutex_unlock(&ig->mu);
@@ -839,6 +1115,14 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
             kn = (size_t)p.idlen;
         }
     }
+    if (rc == PGPIPE_OK && seq0) {
+        r->has_dev = 1;
+        r->seq0 = seq0;
+        r->dev_off = g->kbuf.len;
+        rc |= pp_buf_append(&g->kbuf, claim, strlen(claim) + 1);
+    }
+    r->from_spool = spool_seq > 0;
+    r->spool_seq = spool_seq;
     if (rc == PGPIPE_OK && key) {
         r->key_off = g->kbuf.len;
         r->keyonly = g->kbuf.len + srclen + 1;
@@ -848,8 +1132,12 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
         rc |= pp_buf_append(&g->kbuf, key, kn);
         rc |= pp_buf_putc(&g->kbuf, '\0');
     }
-    if (rc != PGPIPE_OK) {
-        /* nothing of the request stays in the group */
+    if (rc != PGPIPE_OK || to_spool) {
+        /* nothing of the request stays in the group (spooled: it is written
+        ** to the spool as it came, and parsed again when it is drained) */
+#ifndef PGPIPE_OMIT_SPOOL
+        long long nrec = r->nrec;
+#endif
         g->nrows = m_rows;
         g->nerrs = m_errs;
         g->cbuf.len = m_c;
@@ -857,13 +1145,18 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
         g->dbuf.len = m_d;
         g->kbuf.len = m_k;
         g->mbuf.len = m_m;
-        ig->m_refused++;
+        if (rc != PGPIPE_OK)
+            ig->m_refused++;
         int empty = g->nreqs == 0;
         if (empty) {
             ig->open = NULL;
             ig_group_put(ig, g);
         }
         pthread_mutex_unlock(&ig->mu);
+#ifndef PGPIPE_OMIT_SPOOL
+        if (rc == PGPIPE_OK)
+            return ig_spool_request(ig, rq, source, nrec, now, spooled);
+#endif
         if (rc == PGPIPE_PARSE && p.status)
             return ig_reply(now, p.status, p.status == 413 ? "too_many_records" : "bad_body", rq->id,
                             0, p.why);
@@ -874,13 +1167,14 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
     r->bytes = (g->cbuf.len - m_c) + (g->rbuf.len - m_r) + (g->dbuf.len - m_d) + 256;
     g->nreqs++;
     g->nkeys += key != NULL;
+    g->nclaims += r->has_dev || r->from_spool;
     g->nrecords += r->nrec;
     g->bytes += r->bytes;
     ig->pending++;
     ig->pending_bytes += r->bytes;
     if (g->nreqs == 1)
         g->t_first = pgpipe_now_us();
-    if (g->nrecords >= ig->group_records || g->nkeys >= IG_GROUP_KEYS) {
+    if (!spool_seq && (g->nrecords >= ig->group_records || g->nkeys >= IG_GROUP_KEYS)) {
         /* full: it waits for the next free committer */
         if (ig->qtail)
             ig->qtail->next = g;
@@ -892,8 +1186,26 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
     } else if (g->nreqs == 1) {
         pthread_cond_signal(&ig->cv);
     }
+    *spooled = r->nrec; /* (queued: its records, for the drainer's rounds) */
     pthread_mutex_unlock(&ig->mu);
     return 0;
+}
+
+PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
+                                    const char *source, uint64_t ticket, pp_http_reply *now)
+{
+    long long spooled;
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->sp) {
+        /* the decision and the append together: the drainer sees the spool
+        ** empty only between two such */
+        pthread_mutex_lock(&ig->spmu);
+        int rc = ig_submit(ig, rq, source, ticket, now, 0, 1, &spooled);
+        pthread_mutex_unlock(&ig->spmu);
+        return rc;
+    }
+#endif
+    return ig_submit(ig, rq, source, ticket, now, 0, 0, &spooled);
 }
 
 /* ---- the committers ------------------------------------------------------------------ */
@@ -957,7 +1269,7 @@ static int ig_copy_end(ig_committer *c, PGresult **res)
 /* Is the row part of what this transaction writes? */
 static int ig_live(const ig_group *g, size_t i)
 {
-    return !g->rows[i].bad && g->reqs[g->rows[i].req].fate == IG_NEW;
+    return !g->rows[i].bad && !g->rows[i].skip && g->reqs[g->rows[i].req].fate == IG_NEW;
 }
 
 static size_t ig_row_end_off(const ig_group *g, size_t i)
@@ -1107,7 +1419,7 @@ static int ig_put_ll(pp_buf *b, long long v)
 
 /* (by hand rather than with a printf: one body per request) */
 static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, const char *errs,
-                   size_t elen)
+                   size_t elen, long long dup)
 {
     static const char k_id[] = "{\"request_id\":\"", k_acc[] = "\",\"accepted\":",
                       k_dead[] = ",\"dead_lettered\":", k_errs[] = ",\"errors\":";
@@ -1120,6 +1432,8 @@ static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, co
     rc |= ig_put_ll(b, dead);
     rc |= pp_buf_append(b, k_errs, sizeof k_errs - 1);
     rc |= elen ? pp_buf_append(b, errs, elen) : pp_buf_append(b, "[]", 2);
+    if (dup >= 0)
+        rc |= pp_buf_appendf(b, ",\"duplicate\":%lld", dup);
     rc |= pp_buf_putc(b, '}');
     return rc ? PGPIPE_NOMEM : PGPIPE_OK;
 }
@@ -1128,10 +1442,13 @@ static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, co
 static int ig_errors_json(pp_buf *b, const ig_group *g, const ig_req *q)
 {
     int rc = PGPIPE_OK, n = 0;
-    for (uint32_t k = q->err_head; k != IG_NONE && n < IG_MAX_LISTED; k = g->errs[k].next, n++) {
+    for (uint32_t k = q->err_head; k != IG_NONE && n < IG_MAX_LISTED; k = g->errs[k].next) {
         const ig_err *e = &g->errs[k];
+        if ((long long)e->rec <= q->cut)
+            continue; /* a duplicate's: not written */
+        n++;
         rc |= pp_buf_appendf(b, "%c{\"record\":%u,\"line\":%lld,\"column\":%lld,\"offset\":%lld,"
-                             "\"error\":", n ? ',' : '[', e->rec, e->line, e->col, e->off);
+                             "\"error\":", n > 1 ? ',' : '[', e->rec, e->line, e->col, e->off);
         rc |= pp_json_str(b, g->mbuf.data + e->moff, e->mlen, 0);
         rc |= pp_buf_putc(b, '}');
     }
@@ -1253,7 +1570,7 @@ static int ig_keys_check(ig_committer *c, ig_group *g)
         q->fate = IG_REPLAY;
         const char *errs = PQgetisnull(res, t, 4) ? NULL : PQgetvalue(res, t, 4);
         if (ig_body(&c->scratch, PQgetvalue(res, t, 1), atoll(PQgetvalue(res, t, 2)),
-                    atoll(PQgetvalue(res, t, 3)), errs, errs ? strlen(errs) : 0) != PGPIPE_OK ||
+                    atoll(PQgetvalue(res, t, 3)), errs, errs ? strlen(errs) : 0, -1) != PGPIPE_OK ||
             ig_answer(q, 202, &c->scratch) != PGPIPE_OK)
             rc = pp_err_nomem(&c->err);
     }
@@ -1289,6 +1606,159 @@ static int ig_keys_check(ig_committer *c, ig_group *g)
     return PGPIPE_OK;
 }
 
+/* The device positions of the group's new requests: lock them, read them,
+** then, request by request in the group's order, skip what is at or below
+** (a request drained from the server's spool as a whole: IG_SEEN; a
+** device's records one by one: rows marked skip, counted as duplicates)
+** and move them on. ig_positions_save writes them back. */
+static ig_pos *ig_pos_find(ig_committer *c, const char *key, int add)
+{
+    size_t cap = c->capphash;
+    size_t h = (size_t)pp_hash64(key) & (cap - 1);
+    for (;; h = (h + 1) & (cap - 1)) {
+        uint32_t o = c->phash[h];
+        if (o == IG_NONE)
+            break;
+        if (!strcmp(c->pos[o].key, key))
+            return &c->pos[o];
+    }
+    if (!add)
+        return NULL;
+    c->phash[h] = (uint32_t)c->npos;
+    ig_pos *p = &c->pos[c->npos++];
+    p->key = key;
+    p->cur = 0;
+    p->changed = 0;
+    return p;
+}
+
+static const char *ig_claim_key(const pp_ingest *ig, const ig_group *g, const ig_req *q, int spool)
+{
+#ifndef PGPIPE_OMIT_SPOOL
+    if (spool)
+        return ig->sp_claim;
+#else
+    (void)ig;
+    (void)spool;
+#endif
+    return g->kbuf.data + q->dev_off;
+}
+
+static int ig_claims_check(ig_committer *c, ig_group *g)
+{
+    pp_ingest *ig = c->ig;
+    for (size_t i = 0; i < g->nrows; i++)
+        g->rows[i].skip = 0;
+    for (size_t i = 0; i < g->nreqs; i++)
+        g->reqs[i].cut = g->reqs[i].dup_dead = 0;
+    c->npos = 0;
+    size_t need = 2 * (size_t)g->nclaims;
+    if (ig_grow((void **)&c->pos, &c->cappos, need ? need : 1, sizeof *c->pos) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    size_t cap = 16;
+    while (cap < 4 * (size_t)g->nclaims)
+        cap *= 2;
+    if (ig_grow((void **)&c->phash, &c->capphash, cap, sizeof *c->phash) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    c->capphash = cap; /* a power of two, as ig_pos_find wants */
+    memset(c->phash, 0xFF, cap * sizeof *c->phash);
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        if (q->fate != IG_NEW)
+            continue;
+        if (q->from_spool)
+            ig_pos_find(c, ig_claim_key(ig, g, q, 1), 1);
+        if (q->has_dev)
+            ig_pos_find(c, ig_claim_key(ig, g, q, 0), 1);
+    }
+    if (!c->npos)
+        return PGPIPE_OK;
+    const char *v[3];
+    ig_arrays_begin(c, 3);
+    int rc = PGPIPE_OK;
+    for (size_t k = 0; k < c->npos; k++) {
+        const char *key = c->pos[k].key, *nl = strchr(key, '\n');
+        rc |= ig_array_text(&c->a[0], key, (size_t)(nl - key));
+        rc |= ig_array_text(&c->a[1], nl + 1, strlen(nl + 1));
+        rc |= ig_array_int(&c->a[2], (long long)k);
+    }
+    if (rc != PGPIPE_OK || ig_arrays_end(c, 3, v) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    rc = ig_exec(c, "SELECT count(pg_advisory_xact_lock(x.h)) FROM (SELECT DISTINCT "
+                    "hashtextextended('pgpipe.device' || E'\\n' || u.d || E'\\n' || u.s, 0) AS h "
+                    "FROM unnest($1::text[], $2::text[]) AS u(d, s) ORDER BY 1) AS x", 2, v, NULL);
+    if (rc != PGPIPE_OK)
+        return rc;
+    PGresult *res = NULL;
+    rc = ig_exec(c, "SELECT u.i, p.last_seq FROM unnest($1::text[], $2::text[], $3::int[]) AS "
+                    "u(d, s, i) JOIN pgpipe.device_positions AS p ON p.device = u.d AND p.spool = u.s",
+                 3, v, &res);
+    if (rc != PGPIPE_OK)
+        return rc;
+    for (int t = 0; t < PQntuples(res); t++) {
+        size_t k = (size_t)atoll(PQgetvalue(res, t, 0));
+        if (k < c->npos)
+            c->pos[k].cur = atoll(PQgetvalue(res, t, 1));
+    }
+    PQclear(res);
+    for (size_t i = 0; i < g->nreqs; i++) {
+        ig_req *q = &g->reqs[i];
+        if (q->fate != IG_NEW)
+            continue;
+        if (q->from_spool) {
+            ig_pos *p = ig_pos_find(c, ig_claim_key(ig, g, q, 1), 0);
+            if (q->spool_seq <= p->cur) {
+                q->fate = IG_SEEN;
+                continue;
+            }
+            p->cur = q->spool_seq;
+            p->changed = 1;
+        }
+        if (q->has_dev) {
+            ig_pos *p = ig_pos_find(c, ig_claim_key(ig, g, q, 0), 0);
+            long long last = q->seq0 + q->nrec - 1;
+            q->cut = p->cur >= q->seq0 ? p->cur - q->seq0 + 1 : 0;
+            if (q->cut > q->nrec)
+                q->cut = q->nrec;
+            for (size_t k = q->row_lo; k < q->row_hi; k++)
+                if ((long long)g->rows[k].rec <= q->cut)
+                    g->rows[k].skip = 1;
+            for (uint32_t k = q->err_head; k != IG_NONE; k = g->errs[k].next)
+                if (g->errs[k].dlen && (long long)g->errs[k].rec <= q->cut)
+                    q->dup_dead++;
+            if (last > p->cur) {
+                p->cur = last;
+                p->changed = 1;
+            }
+        }
+    }
+    return PGPIPE_OK;
+}
+
+static int ig_positions_save(ig_committer *c)
+{
+    const char *v[3];
+    int n = 0, rc = PGPIPE_OK;
+    ig_arrays_begin(c, 3);
+    for (size_t k = 0; k < c->npos; k++) {
+        if (!c->pos[k].changed)
+            continue;
+        const char *key = c->pos[k].key, *nl = strchr(key, '\n');
+        rc |= ig_array_text(&c->a[0], key, (size_t)(nl - key));
+        rc |= ig_array_text(&c->a[1], nl + 1, strlen(nl + 1));
+        rc |= ig_array_int(&c->a[2], c->pos[k].cur);
+        n++;
+    }
+    if (!n)
+        return PGPIPE_OK;
+    if (rc != PGPIPE_OK || ig_arrays_end(c, 3, v) != PGPIPE_OK)
+        return pp_err_nomem(&c->err);
+    return ig_exec(c, "INSERT INTO pgpipe.device_positions (device, spool, last_seq) SELECT u.d, u.s, "
+                      "u.q FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(d, s, q) ON CONFLICT "
+                      "(device, spool) DO UPDATE SET last_seq = greatest(pgpipe.device_positions.last_seq, "
+                      "EXCLUDED.last_seq), updated_at = now()", 3, v, NULL);
+}
+
 /* The answers of the group's new requests, and their keys' rows. */
 static int ig_finish(ig_committer *c, ig_group *g, long long *acc, long long *dead)
 {
@@ -1301,21 +1771,23 @@ static int ig_finish(ig_committer *c, ig_group *g, long long *acc, long long *de
             continue;
         long long bad = 0;
         for (size_t k = q->row_lo; k < q->row_hi; k++)
-            bad += g->rows[k].bad != 0;
+            bad += g->rows[k].bad != 0 || g->rows[k].skip;
         long long a = (long long)(q->row_hi - q->row_lo) - bad;
+        long long qdead = q->dead - q->dup_dead;
+        long long dup = q->has_dev ? (q->cut < q->nrec ? q->cut : q->nrec) : -1;
         *acc += a;
-        *dead += q->dead;
+        *dead += qdead;
         pp_buf errs = { 0 };
         rc |= ig_errors_json(&errs, g, q);
         c->scratch.len = 0;
-        rc |= ig_body(&c->scratch, q->id, a, q->dead, errs.data, errs.len);
+        rc |= ig_body(&c->scratch, q->id, a, qdead, errs.data, errs.len, dup);
         rc |= ig_answer(q, 202, &c->scratch);
         if (q->key_len) {
             rc |= ig_array_text(&c->a[0], g->kbuf.data + q->src_off, q->src_len);
             rc |= ig_array_text(&c->a[1], g->kbuf.data + q->keyonly, q->key_len);
             rc |= ig_array_text(&c->a[2], q->id, 36);
             rc |= ig_array_int(&c->a[3], a);
-            rc |= ig_array_int(&c->a[4], q->dead);
+            rc |= ig_array_int(&c->a[4], qdead);
             rc |= ig_array_text(&c->a[5], errs.len ? errs.data : NULL, errs.len);
             nkeyed++;
         }
@@ -1368,11 +1840,18 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
         g->reqs[i].fate = IG_NEW;
         g->reqs[i].first = IG_NONE;
     }
-    if (!slow && !g->nkeys && !g->dbuf.len)
+    c->npos = 0;
+    for (size_t i = 0; i < g->nrows; i++)
+        g->rows[i].skip = 0;
+    for (size_t i = 0; i < g->nreqs; i++)
+        g->reqs[i].cut = g->reqs[i].dup_dead = 0;
+    if (!slow && !g->nkeys && !g->dbuf.len && !g->nclaims)
         return ig_transaction_rows(c, g, acc, dead, commit_sent);
     int rc = ig_exec(c, "BEGIN", 0, NULL, NULL);
     if (rc == PGPIPE_OK && g->nkeys)
         rc = ig_keys_check(c, g);
+    if (rc == PGPIPE_OK && g->nclaims)
+        rc = ig_claims_check(c, g);
     if (rc != PGPIPE_OK)
         return rc;
     size_t live = 0;
@@ -1398,8 +1877,18 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
         rc = pp_copy_in_start(c->conn, pp_dlq_load_copy_sql(), &c->err, "http ingest: dead letters");
         for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
             const ig_req *q = &g->reqs[i];
-            if (q->fate == IG_NEW && q->d_hi > q->d_lo)
-                rc = ig_send(c, g->dbuf.data + q->d_lo, q->d_hi - q->d_lo);
+            size_t from = q->d_lo;
+            if (q->cut > 0) {
+                /* a duplicate's dead letters are not written: they come first */
+                from = q->d_hi;
+                for (uint32_t k = q->err_head; k != IG_NONE; k = g->errs[k].next)
+                    if (g->errs[k].dlen && (long long)g->errs[k].rec > q->cut) {
+                        from = g->errs[k].doff;
+                        break;
+                    }
+            }
+            if (q->fate == IG_NEW && q->d_hi > from)
+                rc = ig_send(c, g->dbuf.data + from, q->d_hi - from);
         }
         if (rc == PGPIPE_OK && g->dbuf.len > dtail)
             rc = ig_send(c, g->dbuf.data + dtail, g->dbuf.len - dtail);
@@ -1412,6 +1901,8 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
             return rc;
     }
     rc = ig_finish(c, g, acc, dead);
+    if (rc == PGPIPE_OK && c->npos)
+        rc = ig_positions_save(c);
     if (rc != PGPIPE_OK)
         return rc;
     *commit_sent = 1;
@@ -1514,7 +2005,7 @@ static void ig_commit(ig_committer *c, ig_group *g)
     }
     c->used = pgpipe_now_us();
     double secs = (double)(c->used - t0) / 1e6;
-    long long committed = 0, replayed = 0;
+    long long committed = 0, replayed = 0, seen = 0, dups = 0, drained = 0, dfail = 0, dreq = 0;
     /* a key repeated in the group: the first request's answer */
     for (size_t i = 0; i < g->nreqs && rc == PGPIPE_OK; i++) {
         ig_req *q = &g->reqs[i];
@@ -1546,6 +2037,20 @@ static void ig_commit(ig_committer *c, ig_group *g)
             rep.replayed = q->fate == IG_REPLAY || q->fate == IG_DUP;
             committed += q->fate == IG_NEW;
             replayed += q->fate == IG_REPLAY || q->fate == IG_DUP;
+            seen += q->fate == IG_SEEN;
+            if (q->fate == IG_NEW && q->has_dev)
+                dups += q->cut;
+        }
+        if (q->from_spool) {
+            /* the drainer's: no connection waits for it */
+            dreq++;
+            if (rc != PGPIPE_OK)
+                dfail++;
+            else if (q->fate == IG_NEW)
+                for (size_t k = q->row_lo; k < q->row_hi; k++)
+                    drained += !g->rows[k].bad && !g->rows[k].skip;
+            pp_http_reply_free(&rep);
+            continue;
         }
         ig->done(ig->h, q->ticket, &rep);
     }
@@ -1556,10 +2061,20 @@ static void ig_commit(ig_committer *c, ig_group *g)
     pthread_mutex_lock(&ig->mu);
     ig->pending -= (long long)g->nreqs;
     ig->pending_bytes -= g->bytes;
+#ifndef PGPIPE_OMIT_SPOOL
+    ig->d_inflight -= dreq;
+    ig->d_failed += dfail;
+    ig->m_drained += drained;
+    ig->m_drain_seen += seen;
+    ig->m_drain_failed += dfail;
+#else
+    (void)dreq, (void)dfail, (void)drained;
+#endif
+    ig->m_dup += dups;
     if (rc == PGPIPE_OK) {
         ig->m_committed += committed;
         ig->m_replayed += replayed;
-        ig->m_refused += (long long)g->nreqs - committed - replayed;
+        ig->m_refused += (long long)g->nreqs - committed - replayed - seen;
         ig->m_accepted += acc;
         ig->m_dead += dead;
         ig->m_groups++;
@@ -1591,6 +2106,10 @@ static ig_group *ig_take(pp_ingest *ig, int64_t *wait_us)
     *wait_us = -1;
     if (!g || !g->nreqs)
         return NULL;
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->hold && !ig->quit)
+        return NULL; /* the drainer fills it: one group per round, in order */
+#endif
     int64_t due = g->t_first + (int64_t)ig->window_ms * 1000;
     int64_t t = pgpipe_now_us();
     if (ig->flush || ig->quit || t >= due || g->nrecords >= ig->group_records) {
@@ -1666,6 +2185,183 @@ static void *ig_committer_main(void *arg)
     return NULL;
 }
 
+/* ---- the spool's drainer -------------------------------------------------------------- */
+#ifndef PGPIPE_OMIT_SPOOL
+/* The drainer hands the spooled requests to the group commit in rounds: it
+** holds the open group while it fills it (ig_take leaves it), then lets it
+** go and waits for every answer before the next round, so the groups of the
+** spool commit one after another, in the spool's order, as the position of
+** the server's spool in pgpipe.device_positions needs. */
+typedef struct ig_dctx {
+    pp_ingest *ig;
+    long long round_rec, round_req;
+} ig_dctx;
+
+/* End the round: commit the open group, wait for its answers. PGPIPE_OK
+** when every drained request of the round was committed. */
+static int ig_round_end(pp_ingest *ig)
+{
+    pthread_mutex_lock(&ig->mu);
+    ig->hold = 0;
+    ig->flush++;
+    pthread_cond_broadcast(&ig->cv);
+    while (ig->d_inflight > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&ig->dcv, &ig->mu, &ts);
+    }
+    ig->flush--;
+    int failed = ig->d_failed > 0;
+    ig->d_failed = 0;
+    pthread_mutex_unlock(&ig->mu);
+    return failed ? PGPIPE_DB : PGPIPE_OK;
+}
+
+/* Commit everything queued now and wait (at most 30 s) until it is
+** answered: room under the memory budget for the drain. */
+static void ig_flush_all(pp_ingest *ig)
+{
+    pthread_mutex_lock(&ig->mu);
+    ig->flush++;
+    pthread_cond_broadcast(&ig->cv);
+    for (int i = 0; i < 30 && ig->pending > 0 && !ig->dquit; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&ig->dcv, &ig->mu, &ts);
+    }
+    ig->flush--;
+    pthread_mutex_unlock(&ig->mu);
+}
+
+static int ig_drain_rec(void *ud, long long seq, const void *rec, size_t len)
+{
+    ig_dctx *d = ud;
+    pp_ingest *ig = d->ig;
+    if (!rec) {
+        /* the segment's end: deleted only once all of it is committed */
+        d->round_rec = d->round_req = 0;
+        return ig_round_end(ig);
+    }
+    pp_http_request rq;
+    char source[128];
+    if (ig_env_decode(rec, len, &rq, source, sizeof source)) {
+        pp_logf(PGPIPE_LOG_WARN, "http", "spool: record %lld is not a spooled request: skipped", seq);
+        pthread_mutex_lock(&ig->mu);
+        ig->m_drain_bad++;
+        pthread_mutex_unlock(&ig->mu);
+        return 0;
+    }
+    for (int tries = 0;; tries++) {
+        pthread_mutex_lock(&ig->mu);
+        int quit = ig->dquit;
+        pthread_mutex_unlock(&ig->mu);
+        if (quit || d->round_req >= IG_GROUP_KEYS / 2 || d->round_rec >= ig->group_records) {
+            d->round_rec = d->round_req = 0;
+            int rc = ig_round_end(ig);
+            if (rc != PGPIPE_OK)
+                return rc;
+            if (quit)
+                return PGPIPE_BUSY;
+        }
+        pthread_mutex_lock(&ig->mu);
+        ig->hold = 1;
+        ig->d_inflight++;
+        pthread_mutex_unlock(&ig->mu);
+        pp_http_reply now;
+        long long nrec = 0;
+        int answered = ig_submit(ig, &rq, source, 0, &now, seq, 0, &nrec);
+        if (!answered) {
+            d->round_req++;
+            d->round_rec += nrec;
+            return 0;
+        }
+        pthread_mutex_lock(&ig->mu);
+        ig->d_inflight--;
+        pthread_mutex_unlock(&ig->mu);
+        int status = now.status;
+        pp_http_reply_free(&now);
+        if (status == 503) {
+            /* the database went away again, or memory is short: the
+            ** segment stays; what this round committed is booked */
+            d->round_rec = d->round_req = 0;
+            int rc = ig_round_end(ig);
+            if (rc != PGPIPE_OK || atomic_load(&ig->live) == 0 || tries >= 50)
+                return rc != PGPIPE_OK ? rc : PGPIPE_DB;
+            ig_flush_all(ig);
+            if (tries)
+                pgpipe_sleep_ms(100);
+            continue;
+        }
+        /* refused as it is now (a source's settings changed since it came) */
+        pp_logf(PGPIPE_LOG_WARN, "http", "spool: request %s (record %lld) refused when drained "
+                "(%d): dropped", rq.id, seq, status);
+        pthread_mutex_lock(&ig->mu);
+        ig->m_drain_bad++;
+        pthread_mutex_unlock(&ig->mu);
+        return 0;
+    }
+}
+
+static void *ig_drainer_main(void *arg)
+{
+    pp_ingest *ig = arg;
+    ig_dctx d = { ig, 0, 0 };
+    pthread_mutex_lock(&ig->mu);
+    for (;;) {
+        while (!ig->dquit && !(atomic_load(&ig->spooling) && atomic_load(&ig->live) > 0)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 200 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&ig->scv, &ig->mu, &ts);
+        }
+        if (ig->dquit)
+            break;
+        pthread_mutex_unlock(&ig->mu);
+        pgpipe_spool_drain_result res;
+        d.round_rec = d.round_req = 0;
+        int rc = pgpipe_spool_drain_to(ig->sp, ig_drain_rec, &d, &res);
+        if (rc == PGPIPE_OK) {
+            pthread_mutex_lock(&ig->spmu);
+            pgpipe_spool_status st;
+            if (pgpipe_spool_stats(ig->sp, &st) == PGPIPE_OK && st.records == 0)
+                atomic_store(&ig->spooling, 0);
+            pthread_mutex_unlock(&ig->spmu);
+            if (res.records)
+                pp_logf(PGPIPE_LOG_INFO, "http", "spool: %lld spooled requests drained", res.records);
+        } else {
+            pthread_mutex_lock(&ig->mu);
+            int quit = ig->dquit;
+            pthread_mutex_unlock(&ig->mu);
+            if (!quit)
+                pp_logf(PGPIPE_LOG_WARN, "http", "spool: drain stopped, again in a second: %s",
+                        pgpipe_errmsg(ig->sp));
+            for (int i = 0; i < 10 && !quit; i++) {
+                pgpipe_sleep_ms(100);
+                pthread_mutex_lock(&ig->mu);
+                quit = ig->dquit;
+                pthread_mutex_unlock(&ig->mu);
+            }
+        }
+        pthread_mutex_lock(&ig->mu);
+    }
+    pthread_mutex_unlock(&ig->mu);
+    return NULL;
+}
+
+PGPIPE_PRIVATE int pp_ingest_spool_stats(pp_ingest *ig, pgpipe_spool_status *st)
+{
+    if (!ig || !ig->sp)
+        return 0;
+    return pgpipe_spool_stats(ig->sp, st) == PGPIPE_OK;
+}
+#endif
+
 /* ---- the interface --------------------------------------------------------------------- */
 
 PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
@@ -1703,6 +2399,11 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&ig->mu, NULL);
+#ifndef PGPIPE_OMIT_SPOOL
+    pthread_mutex_init(&ig->spmu, NULL);
+    pthread_cond_init(&ig->scv, &ca);
+    atomic_init(&ig->spooling, 0);
+#endif
     pthread_cond_init(&ig->cv, &ca);
     pthread_cond_init(&ig->dcv, &ca);
     pthread_condattr_destroy(&ca);
@@ -1721,11 +2422,49 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
             return pp_err(err, PGPIPE_NOMEM, "http ingest: cannot start a committer thread");
         c->started = 1;
     }
+#ifndef PGPIPE_OMIT_SPOOL
+    if (o->spool) {
+        if (!o->spool_dir || !*o->spool_dir)
+            return pp_err(err, PGPIPE_MISUSE, "http: spool needs spool_dir (the spool's folder)");
+        pgpipe_spool_options so;
+        pgpipe_spool_options_init(&so);
+        so.device_id = o->spool_device && *o->spool_device ? o->spool_device : NULL;
+        so.fsync_policy = o->spool_fsync;
+        so.max_bytes = o->spool_max_bytes;
+        so.full_policy = PGPIPE_SPOOL_FULL_BLOCK;
+        if (pgpipe_spool_open(&ig->sp, o->spool_dir, &so) != PGPIPE_OK) {
+            int rc = ig->sp ? pgpipe_errcode(ig->sp) : PGPIPE_NOMEM;
+            pp_err(err, rc ? rc : PGPIPE_IO, "http: spool %s: %s", o->spool_dir,
+                   ig->sp ? pgpipe_errmsg(ig->sp) : "out of memory");
+            pgpipe_spool_close(ig->sp);
+            ig->sp = NULL;
+            return err->code;
+        }
+        snprintf(ig->sp_claim, sizeof ig->sp_claim, "%s\n%s", pgpipe_spool_device(ig->sp),
+                 pgpipe_spool_uuid(ig->sp));
+        pgpipe_spool_status st;
+        if (pgpipe_spool_stats(ig->sp, &st) == PGPIPE_OK && st.records > 0)
+            atomic_store(&ig->spooling, 1); /* left by the last run: first drained */
+        if (pthread_create(&ig->drainer, NULL, ig_drainer_main, ig) != 0)
+            return pp_err(err, PGPIPE_NOMEM, "http ingest: cannot start the spool's drainer");
+        ig->has_drainer = 1;
+    }
+#endif
     return PGPIPE_OK;
 }
 
 PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size)
 {
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->sp && (atomic_load(&ig->live) == 0 || atomic_load(&ig->spooling))) {
+        /* requests are taken: into the spool */
+        if (size)
+            snprintf(why, size, atomic_load(&ig->live) == 0
+                                    ? "no connection to the database: requests go to the spool"
+                                    : "draining the spool: requests go to the spool until it is empty");
+        return 1;
+    }
+#endif
     if (atomic_load(&ig->live) == 0) {
         if (size)
             snprintf(why, size, "no connection to the database");
@@ -1793,6 +2532,31 @@ PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b)
                             "# TYPE pgpipe_http_committers_connected gauge\n"
                             "pgpipe_http_committers_connected %d\n",
                          queued, ig->pending, ig->pending_bytes, atomic_load(&ig->live));
+    rc |= pp_buf_appendf(b, "# HELP pgpipe_http_records_duplicate_total records a device sent again "
+                            "(Pgpipe-Seq at or below its position): skipped\n"
+                            "# TYPE pgpipe_http_records_duplicate_total counter\n"
+                            "pgpipe_http_records_duplicate_total %lld\n", ig->m_dup);
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->sp) {
+        static const char *const sc[][2] = {
+            { "pgpipe_http_requests_spooled_total", "requests answered 202 spooled (database away)" },
+            { "pgpipe_http_records_spooled_total", "records of the spooled requests" },
+            { "pgpipe_http_spool_refused_total", "requests the spool could not take (full, I/O): 503" },
+            { "pgpipe_spool_drained_records_total", "spooled records committed to staging by the drainer" },
+            { "pgpipe_spool_drained_seen_total", "spooled requests an earlier drain had committed: skipped" },
+            { "pgpipe_spool_drain_failed_total", "spooled requests whose group failed (drained again)" },
+            { "pgpipe_spool_drain_dropped_total", "spooled records not a request, or refused when drained" },
+        };
+        long long sv[] = { ig->m_spooled_req, ig->m_spooled_rec, ig->m_spool_refused, ig->m_drained,
+                           ig->m_drain_seen, ig->m_drain_failed, ig->m_drain_bad };
+        for (size_t i = 0; i < sizeof sv / sizeof sv[0]; i++)
+            rc |= pp_buf_appendf(b, "# HELP %s %s\n# TYPE %s counter\n%s %lld\n", sc[i][0], sc[i][1],
+                                 sc[i][0], sc[i][0], sv[i]);
+        rc |= pp_buf_appendf(b, "# HELP pgpipe_spool_spooling 1 while new requests go to the spool\n"
+                                "# TYPE pgpipe_spool_spooling gauge\npgpipe_spool_spooling %d\n",
+                             atomic_load(&ig->spooling));
+    }
+#endif
     rc |= ig_hist(b, "pgpipe_http_group_records", "records per group commit", ig->m_size_b,
                   ig_size_le, IG_NSIZE, ig->m_size_sum, ig->m_groups);
     rc |= ig_hist(b, "pgpipe_http_commit_seconds", "time of a group's transaction", ig->m_lat_b,
@@ -1809,8 +2573,27 @@ PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig)
     return n;
 }
 
+/* The spool's drainer ends its round and stops (the server stops; what is
+** still spooled is drained by the next run). */
+static void ig_drainer_stop(pp_ingest *ig)
+{
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->has_drainer) {
+        pthread_mutex_lock(&ig->mu);
+        ig->dquit = 1;
+        pthread_cond_broadcast(&ig->scv);
+        pthread_mutex_unlock(&ig->mu);
+        pthread_join(ig->drainer, NULL);
+        ig->has_drainer = 0;
+    }
+#else
+    (void)ig;
+#endif
+}
+
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig)
 {
+    ig_drainer_stop(ig);
     pthread_mutex_lock(&ig->mu);
     ig->flush++;
     pthread_cond_broadcast(&ig->cv);
@@ -1828,6 +2611,7 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 {
     if (!ig)
         return;
+    ig_drainer_stop(ig); /* first: it waits for the committers' answers */
     pthread_mutex_lock(&ig->mu);
     ig->quit = 1;
     pthread_cond_broadcast(&ig->cv);
@@ -1841,7 +2625,15 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
             pp_buf_free(&c->a[k]);
         pp_buf_free(&c->scratch);
         pp_free(c->hash);
+        pp_free(c->pos);
+        pp_free(c->phash);
     }
+#ifndef PGPIPE_OMIT_SPOOL
+    pgpipe_spool_close(ig->sp);
+    pp_buf_free(&ig->env);
+    pthread_mutex_destroy(&ig->spmu);
+    pthread_cond_destroy(&ig->scv);
+#endif
     ig_group_free(ig->open);
     while (ig->spare) {
         ig_group *g = ig->spare;

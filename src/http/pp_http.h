@@ -105,6 +105,7 @@ typedef struct pp_http_reply {
     char *body;
     size_t body_len;
     int retry_after;            /* > 0: a Retry-After header (seconds) */
+    long long spooled;          /* > 0: the records went to the spool (access log) */
     int replayed;               /* the stored answer to an idempotency key seen
                                    before: an Idempotent-Replayed: true header */
     int close;                  /* close the connection after it */
@@ -170,6 +171,10 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
 PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size);
 /* Append ingest's metrics (Prometheus text) to b. */
 PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b);
+#ifndef PGPIPE_OMIT_SPOOL
+/* The server's own spool (options.spool): 1 and *st filled, else 0. */
+PGPIPE_PRIVATE int pp_ingest_spool_stats(pp_ingest *ig, pgpipe_spool_status *st);
+#endif
 /* Requests queued or committing (for metrics and the drain). */
 PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig);
 /* Commit what is queued now and wait until every queued request has been

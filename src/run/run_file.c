@@ -627,7 +627,7 @@ static const rf_opt rf_opts_files[] = {
     { "--event-type-field", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_http[] = {
     { "--listen", 0 }, { "--table", 0 }, { "--event-type", 0 }, { "--event-type-field", 0 },
-    { "--signature", 0 }, { "--secret-env", 0 }, { NULL, 0 } };
+    { "--signature", 0 }, { "--secret-env", 0 }, { "--spool", 0 }, { NULL, 0 } };
 static const rf_opt rf_opts_cdc[] = {
     { "--source", 0 }, { "--source-env", 0 }, { "--slot", 0 }, { "--publication", 0 },
     { "--tables", 0 }, { "--snapshot", 1 }, { "--heartbeat", 0 }, { "--no-create", 1 },
@@ -885,6 +885,8 @@ static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
             s->signature = rf_str(pf, (const char *[]){ "github", "stripe", "standard" }
                                       [rf_choice(&c, "--signature", "github|stripe|standard", 0)]);
         s->secret_env = rf_str(pf, rf_get(&c, "--secret-env"));
+        if (rf_get(&c, "--spool"))
+            s->spool = rf_path(pf, rf_get(&c, "--spool"));
         if (s->signature && !s->secret_env)
             rf_diag(pf, line, rf_col(&c, "--signature"), "%s: --signature needs --secret-env", c.cmd);
     }

@@ -35,7 +35,9 @@
 **   .source http NAME [--listen ADDR:PORT] [--table TABLE]
 **           [--event-type TYPE | --event-type-field FIELD]
 **           [--signature github|stripe|standard] [--secret-env VAR]
-**                                the HTTP ingest (.serve) as source NAME
+**           [--spool DIR]
+**                                the HTTP ingest (.serve) as source NAME;
+**                                --spool: .serve --spool (store and forward)
 **   .source cdc NAME (--source-env VAR | --source CONNINFO) [--slot SLOT]
 **           [--publication PUB] [--tables "T1, S.T2"] [--snapshot]
 **           [--heartbeat DURATION] [--no-create]
@@ -180,6 +182,7 @@ typedef struct pgpipe_pipe_source {
     const char *event_type, *event_type_field; /* NULL when not given */
     /* http */
     const char *listen, *signature, *secret_env;
+    const char *spool;    /* --spool DIR: store and forward while the database is away */
     /* cdc: the source database's conninfo, given or read from an
     ** environment variable; slot and publication default to the name */
     const char *source_conninfo, *source_env, *slot, *publication, *tables;

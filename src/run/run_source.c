@@ -56,7 +56,7 @@ typedef struct rsrc_folder {
 } rsrc_folder;
 
 typedef struct rsrc_http {
-    char *name, *listen, *table, *event_type, *event_type_field, *signature, *secret_env;
+    char *name, *listen, *table, *event_type, *event_type_field, *signature, *secret_env, *spool;
     int line;
 #ifndef PGPIPE_OMIT_HTTP
     pgpipe_http *h;
@@ -578,6 +578,7 @@ static void rsrc_http_free(rsrc_http *h)
 #endif
     pp_free(h->name), pp_free(h->listen), pp_free(h->table), pp_free(h->event_type);
     pp_free(h->event_type_field), pp_free(h->signature), pp_free(h->secret_env);
+    pp_free(h->spool);
     pp_free(h);
 }
 
@@ -588,7 +589,8 @@ static rsrc_http *rsrc_http_new(const pgpipe_pipe_source *s)
         return NULL;
     int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->listen, s->listen) & rsrc_dup(&h->table, s->table) &
              rsrc_dup(&h->event_type, s->event_type) & rsrc_dup(&h->event_type_field, s->event_type_field) &
-             rsrc_dup(&h->signature, s->signature) & rsrc_dup(&h->secret_env, s->secret_env);
+             rsrc_dup(&h->signature, s->signature) & rsrc_dup(&h->secret_env, s->secret_env) &
+             rsrc_dup(&h->spool, s->spool);
     h->line = s->line;
     if (!ok) {
         rsrc_http_free(h);
@@ -601,7 +603,8 @@ static int rsrc_http_same(const rsrc_http *a, const rsrc_http *b)
 {
     return rsrc_same(a->name, b->name) && rsrc_same(a->listen, b->listen) && rsrc_same(a->table, b->table) &&
            rsrc_same(a->event_type, b->event_type) && rsrc_same(a->event_type_field, b->event_type_field) &&
-           rsrc_same(a->signature, b->signature) && rsrc_same(a->secret_env, b->secret_env);
+           rsrc_same(a->signature, b->signature) && rsrc_same(a->secret_env, b->secret_env) &&
+           rsrc_same(a->spool, b->spool);
 }
 
 #ifndef PGPIPE_OMIT_HTTP
@@ -673,6 +676,13 @@ static int rsrc_http_start(pgpipe_runner *r, run_sources *s, rsrc_http *h, pgpip
     o.page = run_status_page;
     o.metrics = run_status_metrics;
     o.page_ud = r;
+    if (h->spool) {
+        /* store and forward: the HTTP source's senders get 202 "spooled"
+        ** while the database is away (the file and pull sources need no
+        ** spool: their input waits where it is) */
+        o.spool_dir = h->spool;
+        o.spool = 1;
+    }
     int rc = pgpipe_http_open(&h->h, &o);
     if (rc)
         return pp_err(err, rc, "%s:%d: .source http %s: %s", r->path, h->line, h->name,

@@ -60,7 +60,7 @@ static void crc_init(void)
     pp_mutex_unlock(&crc_mu);
 }
 
-PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len)
+static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
 {
     const unsigned char *p = buf;
     crc_init();
@@ -81,6 +81,68 @@ PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len)
     while (len--)
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
     return ~crc;
+}
+
+/* x86-64 with SSE4.2: the crc32 instruction computes CRC-32C (the same
+** polynomial), 8 bytes at a time. Chosen at run time (the CPU says whether
+** it has it); PGPIPE_CRC32C=soft forces the table (tests run both). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SP_CRC_HW 1
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    uint64_t c = ~crc;
+    while (len && ((uintptr_t)p & 7)) {
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+        len--;
+    }
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+        p += 8;
+        len -= 8;
+    }
+    while (len--)
+        c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+#endif
+
+static atomic_int crc_mode; /* 0: not chosen yet, 1: table, 2: instruction */
+
+PGPIPE_PRIVATE int pp_crc32c_use(int mode)
+{
+    if (mode < 0 || mode > 2)
+        return -1;
+    if (mode == 0) {
+        const char *e = getenv("PGPIPE_CRC32C");
+        mode = 1;
+#ifdef SP_CRC_HW
+        if (!(e && !strcmp(e, "soft")) && __builtin_cpu_supports("sse4.2"))
+            mode = 2;
+#else
+        (void)e;
+#endif
+    }
+#ifndef SP_CRC_HW
+    if (mode == 2)
+        mode = 1;
+#endif
+    atomic_store(&crc_mode, mode);
+    return mode;
+}
+
+PGPIPE_PRIVATE uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+    int m = atomic_load_explicit(&crc_mode, memory_order_relaxed);
+    if (!m)
+        m = pp_crc32c_use(0);
+#ifdef SP_CRC_HW
+    if (m == 2)
+        return crc_hw(crc, buf, len);
+#endif
+    return crc_soft(crc, buf, len);
 }
 
 /* ---- encoding ------------------------------------------------------------ */
@@ -997,6 +1059,9 @@ int pgpipe_spool_stats(pgpipe_spool *s, pgpipe_spool_status *out)
 
 typedef struct sp_feed {
     pgpipe_loader *l;
+    uint64_t after;     /* records up to this sequence are at staging already */
+    long long skipped;  /* ... and so not fed */
+    long long fed;
     char buf[64 << 10];
     size_t n;
     int rc;
@@ -1015,6 +1080,11 @@ static int sp_feed_flush(sp_feed *f)
 static int sp_feed_rec(void *ud, const sp_rec *r)
 {
     sp_feed *f = ud;
+    if (r->seq <= f->after) {
+        f->skipped++;
+        return 0;
+    }
+    f->fed++;
     for (uint32_t i = 0; i <= r->len; i++) {
         if (f->n == sizeof f->buf && sp_feed_flush(f) != PGPIPE_OK)
             return f->rc;
@@ -1026,15 +1096,35 @@ static int sp_feed_rec(void *ud, const sp_rec *r)
     return 0;
 }
 
-/* Load one sealed segment (already checked whole) and delete it. */
+/* The device's position at staging: the highest sequence of (device, spool
+** id) committed there (pgpipe.device_positions, V0034; by this drainer or by
+** the HTTP source, Pgpipe-Device / Pgpipe-Seq). 0 when none, or when the
+** table is missing (a schema not installed: the load key alone then). */
+static uint64_t sp_position(PGconn *conn, const sp_hdr *x)
+{
+    if (!conn)
+        return 0;
+    const char *v[2] = { x->dev, x->id };
+    PGresult *r = NULL;
+    if (pp_exec(conn, "SELECT last_seq FROM pgpipe.device_positions WHERE device = $1 AND spool = $2",
+                2, v, &r, NULL, "spool") != PGPIPE_OK)
+        return 0;
+    uint64_t seq = PQntuples(r) == 1 ? (uint64_t)atoll(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+    return seq;
+}
+
+/* Load one sealed segment (already checked whole) and delete it. The
+** records the device's position says are at staging are not fed; the load
+** key names the first record fed, so a drain run again after a crash feeds
+** the same records under the same key and the loader skips its committed
+** batches. Once loaded, the position moves to the segment's last record. */
 static int sp_drain_one(pgpipe_spool *s, int fd, long long size, const sp_hdr *x,
                         const pgpipe_loader_options *lo, int install, pgpipe_spool_drain_result *res)
 {
     char key[256], src[128];
     pgpipe_loader_options o = *lo;
-    snprintf(key, sizeof key, "pgpipe-spool/%s/%s/%016llx", x->dev, x->id, (unsigned long long)x->first_seq);
     snprintf(src, sizeof src, "spool:%s", x->dev);
-    o.load_key = key;
     o.format = PGPIPE_FORMAT_NDJSON;
     if (!o.source_name)
         o.source_name = src;
@@ -1044,23 +1134,53 @@ static int sp_drain_one(pgpipe_spool *s, int fd, long long size, const sp_hdr *x
     if (!f)
         return pp_err_nomem(&s->h.err);
     int rc = pgpipe_loader_open(&f->l, &o);
+    sp_scan_result sc;
+    memset(&sc, 0, sizeof sc);
+    if (rc == PGPIPE_OK) {
+        PGconn *conn = pgpipe_loader_conn(f->l);
+        uint64_t pos = sp_position(conn, x);
+        f->after = pos;
+        uint64_t from = pos >= x->first_seq ? pos + 1 : x->first_seq;
+        snprintf(key, sizeof key, "pgpipe-spool/%s/%s/%016llx", x->dev, x->id, (unsigned long long)from);
+        o.load_key = key;
+        /* the key is the loader's: a new open with it (same connection rules) */
+        pgpipe_loader_close(f->l);
+        f->l = NULL;
+        o.install_schema = 0;
+        rc = pgpipe_loader_open(&f->l, &o);
+    }
     if (rc == PGPIPE_OK) {
         sp_reader r = { fd, size, NULL, 0, 0, 0 };
-        sp_scan_result sc;
         rc = sp_scan(&r, x->first_seq, sp_feed_rec, f, &sc);
         pp_free(r.buf);
         if (rc == PGPIPE_OK)
             rc = sp_feed_flush(f);
-        if (rc == PGPIPE_OK)
-            rc = pgpipe_loader_finish(f->l);
-        if (rc == PGPIPE_OK) {
+        if (rc == PGPIPE_OK && !f->fed) {
+            /* every record is at staging already: no load */
+            res->records += sc.records;
+            res->skipped += f->skipped;
+        } else if (rc == PGPIPE_OK && (rc = pgpipe_loader_finish(f->l)) == PGPIPE_OK) {
             pgpipe_load_summary sum;
             pgpipe_loader_summary(f->l, &sum);
             res->records += sc.records;
             res->loaded += sum.rows_loaded;
             res->dead += sum.rows_dead;
-            res->skipped += sum.rows_skipped;
+            res->skipped += sum.rows_skipped + f->skipped;
         }
+    }
+    if (rc == PGPIPE_OK && sc.records && sc.last_seq > f->after) {
+        /* after the load: a crash before this leaves the load key to skip */
+        char seq[24];
+        snprintf(seq, sizeof seq, "%llu", (unsigned long long)sc.last_seq);
+        const char *v[3] = { x->dev, x->id, seq };
+        PGconn *conn = pgpipe_loader_conn(f->l);
+        if (conn &&
+            pp_exec(conn, "INSERT INTO pgpipe.device_positions (device, spool, last_seq) VALUES "
+                          "($1, $2, $3::bigint) ON CONFLICT (device, spool) DO UPDATE SET last_seq = "
+                          "greatest(pgpipe.device_positions.last_seq, EXCLUDED.last_seq), "
+                          "updated_at = now()", 3, v, NULL, NULL, "spool") != PGPIPE_OK)
+            pp_logf(PGPIPE_LOG_WARN, "spool", "the position of device %s could not be recorded "
+                    "(pgpipe.device_positions): the load key keeps the drain exactly once", x->dev);
     }
     if (rc != PGPIPE_OK) {
         if (f->l && pgpipe_errcode(f->l) != PGPIPE_OK)
@@ -1073,15 +1193,49 @@ static int sp_drain_one(pgpipe_spool *s, int fd, long long size, const sp_hdr *x
     return rc;
 }
 
-int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
-                       pgpipe_spool_drain_result *res)
+/* drain_to: one segment's records to the caller's function, then the end
+** mark (seq 0) that says the segment is done */
+typedef struct sp_to {
+    pgpipe_spool_record_fn fn;
+    void *ud;
+} sp_to;
+
+static int sp_to_rec(void *ud, const sp_rec *r)
+{
+    sp_to *t = ud;
+    return t->fn(t->ud, (long long)r->seq, r->payload, r->len);
+}
+
+static int sp_drain_fn(pgpipe_spool *s, int fd, long long size, const sp_hdr *x, pgpipe_spool_record_fn fn,
+                       void *ud, pgpipe_spool_drain_result *res)
+{
+    sp_to t = { fn, ud };
+    sp_reader r = { fd, size, NULL, 0, 0, 0 };
+    sp_scan_result sc;
+    int rc = sp_scan(&r, x->first_seq, sp_to_rec, &t, &sc);
+    pp_free(r.buf);
+    if (rc == PGPIPE_OK)
+        rc = fn(ud, 0, NULL, 0);
+    if (rc == PGPIPE_OK) {
+        res->records += sc.records;
+        res->loaded += sc.records;
+    } else if (s->h.err.code == PGPIPE_OK) {
+        pp_err(&s->h.err, rc, "spool: drain of segment %016llx stopped by the receiver",
+               (unsigned long long)x->first_seq);
+    }
+    return rc;
+}
+
+static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgpipe_spool_record_fn fn,
+                    void *ud, pgpipe_spool_drain_result *res)
 {
     pgpipe_spool_drain_result dummy;
     if (!res)
         res = &dummy;
     memset(res, 0, sizeof *res);
-    if (!s || !lo || s->fd < 0)
+    if (!s || (!lo && !fn) || s->fd < 0)
         return s ? pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain needs loader options") : PGPIPE_MISUSE;
+    pgpipe_error_clear(&s->h.err);
     sp_lock(s);
     if (s->draining) {
         sp_unlock(s);
@@ -1103,7 +1257,7 @@ int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
         pp_free(todo);
         return rc;
     }
-    int install = lo->install_schema;
+    int install = lo ? lo->install_schema : 0;
     for (size_t i = 0; rc == PGPIPE_OK && i < n; i++) {
         char path[4096];
         sp_path(path, sizeof path, s->dir, "", todo[i], "");
@@ -1135,7 +1289,10 @@ int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
             sp_unlock(s);
             res->quarantined++;
         } else if (rc == PGPIPE_OK) {
-            rc = sp_drain_one(s, fd, (long long)sb.st_size, &x, lo, install, res);
+            if (lo)
+                rc = sp_drain_one(s, fd, (long long)sb.st_size, &x, lo, install, res);
+            else
+                rc = sp_drain_fn(s, fd, (long long)sb.st_size, &x, fn, ud, res);
             install = 0;
             if (rc == PGPIPE_OK) {
                 sp_lock(s);
@@ -1160,6 +1317,32 @@ int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
     s->draining_seq = 0;
     sp_unlock(s);
     return rc;
+}
+
+int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
+                       pgpipe_spool_drain_result *res)
+{
+    if (s && !lo)
+        return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain needs loader options");
+    return sp_drain(s, lo, NULL, NULL, res);
+}
+
+int pgpipe_spool_drain_to(pgpipe_spool *s, pgpipe_spool_record_fn fn, void *ud,
+                          pgpipe_spool_drain_result *res)
+{
+    if (s && !fn)
+        return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain_to needs a function");
+    return sp_drain(s, NULL, fn, ud, res);
+}
+
+const char *pgpipe_spool_device(const pgpipe_spool *s)
+{
+    return s ? s->dev : NULL;
+}
+
+const char *pgpipe_spool_uuid(const pgpipe_spool *s)
+{
+    return s ? s->id : NULL;
 }
 
 void pgpipe_spool_close(pgpipe_spool *s)

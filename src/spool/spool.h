@@ -149,11 +149,32 @@ typedef struct pgpipe_spool_drain_result {
 ** device, the spool's id and the segment's first sequence, so the loader
 ** books each batch's position in pgpipe.load_batches in the batch's own
 ** transaction, and a drain interrupted at any point (kill -9, lost
-** connection) and run again skips exactly the committed batches. Stops at
+** connection) and run again skips exactly the committed batches. Per
+** record: pgpipe.device_positions holds the highest sequence of (device,
+** spool id) at staging; records at or below it are not sent (counted in
+** skipped: they came by another way, e.g. posted over HTTP with
+** Pgpipe-Device / Pgpipe-Seq), and a segment's load moves it. Stops at
 ** the first segment that fails to load (PGPIPE_DB, ...: it stays, nothing
 ** of it is loaded twice later). res may be NULL. */
 int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
                        pgpipe_spool_drain_result *res);
+/* Records to a function of the caller instead of the loader (another
+** transport: an HTTP server, a queue): fn gets the records appended before
+** the call, oldest first, one at a time (seq, payload, len; the payload is
+** valid during the call only), and at the end of each segment once with
+** seq 0 and rec NULL: it returns 0 there only when every record handed over
+** is safe at the receiver, and then the segment is deleted. A non-zero
+** return stops the drain with that code (the segment stays: its records
+** are handed over again next time, so the receiver must recognise them:
+** the device id, pgpipe_spool_uuid and the sequence are the key). res:
+** records and loaded count the records of deleted segments. */
+typedef int (*pgpipe_spool_record_fn)(void *ud, long long seq, const void *rec, size_t len);
+int pgpipe_spool_drain_to(pgpipe_spool *s, pgpipe_spool_record_fn fn, void *ud,
+                          pgpipe_spool_drain_result *res);
+/* The device id of the spool's records, and the spool's own id (a UUID,
+** new for each new folder: sequences start again at 1 in a new folder). */
+const char *pgpipe_spool_device(const pgpipe_spool *s);
+const char *pgpipe_spool_uuid(const pgpipe_spool *s);
 void pgpipe_spool_close(pgpipe_spool *s);
 
 /* The size and age of a spool folder without opening it (read-only, also

@@ -1,7 +1,8 @@
 /* The spool with a big backlog (test/bench/spool/run.sh): write N MiB of
 ** records, then reopen (recovery reads the headers and scans the last
-** segment only) and peek, each in its own process so its peak RSS is its
-** own. Prints one "key=value" line per phase. */
+** segment only), peek, and drain into staging ($SPOOL_DB), each in its own
+** process so its peak RSS is its own. Prints one "key=value" line per
+** phase. */
 #include "pgpipe.c"
 #include <sys/resource.h>
 
@@ -63,6 +64,36 @@ int main(int argc, char **argv)
         pgpipe_spool_close(s);
         printf("phase=reopen records=%lld segments=%lld bytes=%lld seconds=%.3f peak_rss_kb=%ld\n", st.records,
                st.segments, st.bytes, t, peak_kb());
+    } else if (!strcmp(mode, "drain")) {
+        /* drain into staging of the server named by $SPOOL_DB; VmHWM is the
+        ** drainer's peak resident memory */
+        const char *db = getenv("SPOOL_DB");
+        pgpipe_spool *s = NULL;
+        if (!db || pgpipe_spool_open(&s, dir, &o) != PGPIPE_OK) {
+            fprintf(stderr, "%s\n", db ? pgpipe_errmsg(s) : "SPOOL_DB is not set");
+            return 1;
+        }
+        pgpipe_loader_options lo;
+        pgpipe_loader_options_init(&lo);
+        lo.conninfo = db;
+        lo.notify_channel = "";
+        pgpipe_spool_drain_result res;
+        int rc = pgpipe_spool_drain(s, &lo, &res);
+        double t = now_s() - t0;
+        if (rc != PGPIPE_OK)
+            fprintf(stderr, "drain: %s\n", pgpipe_errmsg(s));
+        pgpipe_spool_close(s);
+        long hwm = -1;
+        FILE *f = fopen("/proc/self/status", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (!strncmp(line, "VmHWM:", 6))
+                hwm = atol(line + 6);
+        if (f)
+            fclose(f);
+        printf("phase=drain records=%lld loaded=%lld segments=%lld seconds=%.2f mib_per_s=%.1f "
+               "peak_rss_kb=%ld\n", res.records, res.loaded, res.segments, t, (double)mib / t, hwm);
+        return rc == PGPIPE_OK ? 0 : 1;
     } else {
         pgpipe_spool_status st;
         if (pgpipe_spool_peek(dir, &st, NULL) != PGPIPE_OK)
