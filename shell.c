@@ -4835,6 +4835,7 @@ static const optdef opts_pull[] = {
     { "--api-key-env", NULL, OPT_TEXT, "VAR", 0, 0, NULL, "the API key from the environment" },
     { "--api-key-file", NULL, OPT_FILE, "PATH", 0, 0, NULL, "the API key from a file" },
     { "--rate", NULL, OPT_TEXT, "N", 0, 0, "no limit", "requests per second" },
+    { "--concurrency", NULL, OPT_TEXT, "N", 0, 0, "1", "requests in flight at once (1 to 64); pages written side by side" },
     { "--connect-timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "10s", "connecting" },
     { "--timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "60s", "a whole request" },
     { "--retry-budget", NULL, OPT_TEXT, "DURATION", 0, 0, "5m", "retrying a page gives up after this long" },

@@ -18,7 +18,7 @@ in the listing) and since (only records with id > since), and:
 Faults, on the page whose 1-based index is at= (default 2):
 
     fault=429 | 503     first request: that status with Retry-After: ra
-                        seconds (ra=date: as an HTTP date)
+                        seconds (ra=date: as an HTTP date), after hold=MS
     fault=500           the first two requests: 500
     fault=drop          first request: half the body, then the connection closes
     fault=stall         first request: no answer for 10 s
@@ -165,6 +165,9 @@ class H(BaseHTTPRequestHandler):
         key = (fault, u.path, q.get("n"), q.get("since"), page)
         if fault and page == at:
             if fault in ("429", "503") and self.fault_once(key):
+                if q.get("hold"):
+                    # answer late, after the requests sent beside it are answered
+                    time.sleep(int(q["hold"]) / 1000)
                 ra = q.get("ra", "1")
                 if ra == "date":
                     value = email.utils.formatdate(time.time() + 2, usegmt=True)
