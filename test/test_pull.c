@@ -668,7 +668,7 @@ static void pl_same(PGconn *c, const char *path, int style, int conc, long long 
     PGT_EQ_INT(pr.records, records);
     PGT_EQ_INT(pl_count(c, src, "count(*)"), records);
     PGT_EQ_INT(pl_count(c, src, "count(DISTINCT payload->>'id')"), records);
-    PGT_EQ_INT(pl_count(c, src, "count(DISTINCT batch_id)"), pages);
+    PGT_EQ_INT(pl_count(c, src, "count(DISTINCT batch_id)"), (records + 9) / 10); /* an empty page has none */
     char q[256];
     snprintf(q, sizeof q, "SELECT coalesce(cursor, '-') || ' ' || pages || ' ' || records || ' ' || last_status "
                           "FROM pgpipe.pull_state WHERE source = '%s'", src);

@@ -131,7 +131,7 @@ int pgpipe_pull_set(pgpipe_pull_options *o, const char *name, const char *v, pgp
         char *e;
         errno = 0;
         long long c = strtoll(v, &e, 10);
-        if (e == v || *e || errno || c < 1 || c > PULL_MAX_CONCURRENCY)
+        if (!isdigit((unsigned char)v[0]) || *e || errno || c < 1 || c > PULL_MAX_CONCURRENCY)
             return pp_err(err, PGPIPE_MISUSE, "pull: --concurrency: requests in flight at once, a "
                           "whole number from 1 to %d, not \"%s\"", PULL_MAX_CONCURRENCY, v);
         o->concurrency = (int)c;
