@@ -1319,12 +1319,11 @@ static int pull_scalar(const pgpipe_json_val *v, char *out, size_t size)
 /* "\u0000" in a JSON text (the writer escapes NUL so, and nothing else). */
 static int pull_has_nul_escape(const char *s, size_t n)
 {
-    for (size_t i = 0; i + 6 <= n; i++) {
-        if (s[i] != '\\')
-            continue;
-        if (memcmp(s + i, "\\u0000", 6) == 0)
+    const char *e = s + n;
+    while (s < e && (s = memchr(s, '\\', (size_t)(e - s))) != NULL) {
+        if (e - s >= 6 && memcmp(s, "\\u0000", 6) == 0)
             return 1;
-        i++; /* the escaped character (an escaped backslash is not a new escape) */
+        s += 2; /* the escaped character (an escaped backslash is not a new escape) */
     }
     return 0;
 }
@@ -1348,7 +1347,7 @@ static int pull_dead(pgpipe_pull *p, pull_writer *w, const char *url, long long 
 ** *ndead dead-lettered; high is the largest cursor field value (in and
 ** out, size 512). */
 static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr, const char *url, long long page,
-                     const char *batch, long long *nok, long long *ndead, char *high)
+                     const char *batch, int maybe_nul, long long *nok, long long *ndead, char *high)
 {
     pgpipe_json_iter it;
     pgpipe_json_iter_init(&it, arr);
@@ -1359,6 +1358,24 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
     size_t srcl = strlen(p->o.source);
     const char *tpath = p->o.event_type_field ? pull_path(p->o.event_type_field) : NULL;
     const char *spath = p->o.since_field ? pull_path(p->o.since_field) : NULL;
+    /* "source\ttype\t" when the type is constant, and "\tbatch\n": escaped once a page */
+    char pre[600], post[40];
+    size_t prel = 0;
+    if (!tpath) {
+        pp_buf t = { 0 };
+        int e = pp_copy_escape(&t, p->o.source, srcl);
+        e |= pp_buf_putc(&t, '\t');
+        e |= pp_copy_escape(&t, const_type, ctl);
+        e |= pp_buf_putc(&t, '\t');
+        if (e == PGPIPE_OK && t.len < sizeof pre) {
+            memcpy(pre, t.data, t.len);
+            prel = t.len;
+        }
+        pp_buf_free(&t);
+    }
+    post[0] = '\t';
+    memcpy(post + 1, batch, 36);
+    post[37] = '\n';
     while ((v = pgpipe_json_iter_next(&it, NULL)) != NULL) {
         i++;
         /* the record's text */
@@ -1388,7 +1405,7 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
             }
         }
         /* jsonb holds no \u0000 (a string of the record would refuse the page) */
-        if (pull_has_nul_escape(txt, len)) {
+        if (maybe_nul && pull_has_nul_escape(txt, len)) {
             int rc = pull_dead(p, w, url, page, i, txt, len,
                                "pull: the record holds \\u0000, which jsonb cannot store", batch);
             if (rc != PGPIPE_OK)
@@ -1403,14 +1420,17 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
                 memcpy(high, val, strlen(val) + 1);
         }
         pp_buf *cb = &w->copy;
-        int rc = pp_copy_escape(cb, p->o.source, srcl);
-        rc |= pp_buf_putc(cb, '\t');
-        rc |= pp_copy_escape(cb, type, typel);
-        rc |= pp_buf_putc(cb, '\t');
+        int rc;
+        if (prel) {
+            rc = pp_buf_append(cb, pre, prel);
+        } else {
+            rc = pp_copy_escape(cb, p->o.source, srcl);
+            rc |= pp_buf_putc(cb, '\t');
+            rc |= pp_copy_escape(cb, type, typel);
+            rc |= pp_buf_putc(cb, '\t');
+        }
         rc |= pp_copy_escape(cb, txt, len);
-        rc |= pp_buf_putc(cb, '\t');
-        rc |= pp_buf_append(cb, batch, 36);
-        rc |= pp_buf_putc(cb, '\n');
+        rc |= pp_buf_append(cb, post, 38);
         if (rc != PGPIPE_OK)
             return pp_err_nomem(&p->h.err);
         (*nok)++;
@@ -2099,7 +2119,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 fw->copy.len = 0;
                 fw->dlq.len = 0;
                 fw->nok = fw->ndead = 0;
-                if ((rc = pull_rows(p, fw, arr, u, head, batch, &fw->nok, &fw->ndead, high)) != PGPIPE_OK)
+                int maybe_nul = pull_has_nul_escape(hs->body.data ? hs->body.data : "", hs->body.len);
+                if ((rc = pull_rows(p, fw, arr, u, head, batch, maybe_nul, &fw->nok, &fw->ndead, high)) != PGPIPE_OK)
                     PULL_FAIL(rc, 0);
             }
             if (!halt) {
