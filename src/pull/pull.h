@@ -15,11 +15,12 @@
 **
 ** Exactly once: each page is one target transaction holding its records,
 ** its dead letters and the stream's new state (pgpipe.pull_state: the next
-** page and the incremental cursor). The next page is requested while that
-** COMMIT is on its way, but loaded only once it succeeded (a failed COMMIT
-** drops it). A run killed at any point resumes, on the next run, from the
-** page after the last committed one: no page skipped, none loaded twice.
-** Two runs of the same stream exclude each other (an advisory lock).
+** page and the incremental cursor). The pages after it are requested while
+** it is written, but a page's COMMIT is sent only once the page before it
+** committed (a failed COMMIT drops the pages after it). A run killed at any
+** point resumes, on the next run, from the page after the last committed
+** one: no page skipped, none loaded twice. Two runs of the same stream
+** exclude each other (an advisory lock).
 **
 ** JSON paths (records, cursor, total, event type, cursor field): members by
 ** name separated by '.', elements by [N], optionally after "$" or "$.":
@@ -218,8 +219,9 @@ void pgpipe_pull_close(pgpipe_pull *p);
 ** after it. */
 int pgpipe_pull_run(pgpipe_pull *p);
 
-/* Ask a running pgpipe_pull_run to return after the current request
-** (which is aborted) without committing a partial page. Async-signal-safe. */
+/* Ask a running pgpipe_pull_run to return soon: the requests in flight are
+** aborted, a COMMIT already sent is waited for, the pages not yet
+** committed are rolled back (never a partial page). Async-signal-safe. */
 void pgpipe_pull_stop(pgpipe_pull *p);
 
 /* The progress of the last (or current) run. */
