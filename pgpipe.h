@@ -2775,8 +2775,9 @@ void pgpipe_cdc_close(pgpipe_cdc *c);
 ** pages are written at once, each on its own target connection: their
 ** COPYs run side by side (so staging ids of neighbouring pages may
 ** interleave), their COMMITs one after the other in page order, a page's
-** COMMIT sent only once the page before it committed. At most concurrency
-** responses are held, plus the pages being written.
+** COMMIT sent only once the page before it committed; the next page's rows
+** are built meanwhile. At most concurrency responses are held, plus
+** min(concurrency, 4) + 1 pages' rows.
 **
 ** Secrets (bearer token, basic "user:password", API key) are read from an
 ** environment variable or a file, never given as values, and are masked in

@@ -698,6 +698,9 @@ static void pl_t_concurrency_same(void)
                                  "(SELECT payload FROM staging.raw_events WHERE source = 'pl_c4' EXCEPT "
                                  "SELECT payload FROM staging.raw_events WHERE source = 'pl_c1')) x"), 0);
     }
+    /* one short page: the 3 pages asked for beside it are dropped, never staged */
+    pl_same(c, "/offset?n=5", PGPIPE_PULL_OFFSET, 4, 5, 1);
+    PGT_EQ_INT(pl_count(c, "pl_c4", "count(DISTINCT batch_id)"), 1);
     /* max_pages with pages fetched ahead: the run stops there, the next goes on */
     pl_clean(c, "pl_c4");
     pgpipe_pull_options o;

@@ -610,9 +610,10 @@ typedef struct pull_slot {
     char curl_err[CURL_ERROR_SIZE];
 } pull_slot;
 
-/* A page being written on a target connection: COPY sent (COPY), copied
-** and waiting for its turn (READY), state and COMMIT sent (COMMIT). */
-enum { W_IDLE, W_COPY, W_READY, W_COMMIT };
+/* A page to write: its rows built (BUILT, no connection yet), then on a
+** target connection: COPY sent (COPY), copied and waiting for its turn
+** (READY), state and COMMIT sent (COMMIT). */
+enum { W_IDLE, W_BUILT, W_COPY, W_READY, W_COMMIT };
 typedef struct pull_writer {
     PGconn *conn;
     int state, begun, solo;     /* solo: COPY and state in one implicit transaction */
@@ -638,9 +639,12 @@ struct pgpipe_pull {
     char scope[256];
     CURLM *multi;
     pull_slot *slots;           /* o.concurrency of them */
-    pull_writer w[PULL_MAX_WRITERS];
-    int nw;                     /* writers with a connection */
-    PGconn *conn;               /* = w[0].conn */
+    PGconn *conns[PULL_MAX_WRITERS]; /* the target connections pages are written on */
+    int nconn;
+    pull_writer w[PULL_MAX_WRITERS + 1]; /* one more than connections: the next page is
+                                   built while the others are written */
+    int nw;                     /* nconn + 1 */
+    PGconn *conn;               /* = conns[0] */
     atomic_int stop;
     pp_mutex mu;                /* guards prog for pgpipe_pull_progress_get */
     pgpipe_pull_progress prog;
@@ -916,8 +920,9 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
         return pp_err(&p->h.err, PGPIPE_DB, "pull: connecting to the target: %s", m);
     }
     PQsetNoticeProcessor(p->conn, pp_notice_to_log, (void *)"pull");
-    p->w[0].conn = p->conn;
-    p->nw = 1;
+    p->conns[0] = p->conn;
+    p->nconn = 1;
+    p->nw = 2;
     if (o->install && (rc = pgpipe_schema_install(p->conn, NULL, &p->h.err)) != PGPIPE_OK)
         return rc;
     return PGPIPE_OK;
@@ -942,9 +947,10 @@ void pgpipe_pull_close(pgpipe_pull *p)
     if (p->multi)
         curl_multi_cleanup(p->multi);
     curl_slist_free_all(p->hl);
-    for (int i = 0; i < PULL_MAX_WRITERS; i++) {
-        if (i > 0 && p->w[i].conn)
-            PQfinish(p->w[i].conn);
+    for (int i = 1; i < PULL_MAX_WRITERS; i++)
+        if (p->conns[i])
+            PQfinish(p->conns[i]);
+    for (int i = 0; i < PULL_MAX_WRITERS + 1; i++) {
         pp_buf_free(&p->w[i].copy);
         pp_buf_free(&p->w[i].dlq);
         pp_buf_free(&p->w[i].next);
@@ -1841,33 +1847,34 @@ static void pull_run_end(pgpipe_pull *p, const char *run_id, int rc, int paused)
 static void pull_writers_open(pgpipe_pull *p)
 {
     int want = p->o.concurrency < PULL_MAX_WRITERS ? p->o.concurrency : PULL_MAX_WRITERS;
-    p->nw = 1;
+    p->nconn = 1;
     for (int i = 1; i < want; i++) {
-        pull_writer *w = &p->w[i];
-        if (w->conn && PQstatus(w->conn) != CONNECTION_OK)
-            PQreset(w->conn);
-        if (!w->conn)
-            w->conn = PQconnectdb(p->o.conninfo ? p->o.conninfo : "");
-        if (!w->conn || PQstatus(w->conn) != CONNECTION_OK) {
+        PGconn **c = &p->conns[i];
+        if (*c && PQstatus(*c) != CONNECTION_OK)
+            PQreset(*c);
+        if (!*c)
+            *c = PQconnectdb(p->o.conninfo ? p->o.conninfo : "");
+        if (!*c || PQstatus(*c) != CONNECTION_OK) {
             char m[512];
-            pgpipe_conninfo_mask(w->conn ? PQerrorMessage(w->conn) : "out of memory", m, sizeof m);
+            pgpipe_conninfo_mask(*c ? PQerrorMessage(*c) : "out of memory", m, sizeof m);
             m[strcspn(m, "\n")] = '\0';
             pp_logf(PGPIPE_LOG_WARN, "pull", "%s/%s: %d page writers instead of %d: %s", p->o.source,
                     p->o.stream, i, want, m);
-            PQfinish(w->conn);
-            w->conn = NULL;
+            PQfinish(*c);
+            *c = NULL;
             break;
         }
-        PQsetNoticeProcessor(w->conn, pp_notice_to_log, (void *)"pull");
-        p->nw = i + 1;
+        PQsetNoticeProcessor(*c, pp_notice_to_log, (void *)"pull");
+        p->nconn = i + 1;
     }
+    p->nw = p->nconn + 1;
 }
 
 /* A writer back to idle: what it sent is read and its transaction rolled back. */
 static void pull_writer_reset(pull_writer *w)
 {
     PGresult *r;
-    if (PQstatus(w->conn) == CONNECTION_OK) {
+    if (w->conn && w->state != W_BUILT && PQstatus(w->conn) == CONNECTION_OK) {
         if (PQisBusy(w->conn) || w->state == W_COPY || w->state == W_COMMIT)
             while ((r = PQgetResult(w->conn)) != NULL) {
                 if (PQresultStatus(r) == PGRES_COPY_IN)
@@ -1877,6 +1884,7 @@ static void pull_writer_reset(pull_writer *w)
         pp_rollback_open(w->conn);
     }
     w->state = W_IDLE;
+    w->conn = NULL;
 }
 
 /* The URL of page seq, known for page kseq (kurl): kurl itself, or with
@@ -2044,6 +2052,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
                     pull_writer_reset(w);
                 } else { /* committed */
                     w->state = W_IDLE;
+                    w->conn = NULL;
                     committed = w->seq;
                     pp_mutex_lock(&p->mu);
                     p->prog.pages++;
@@ -2068,6 +2077,37 @@ int pgpipe_pull_run(pgpipe_pull *p)
                     pull_writer_reset(w);
                 }
                 moved = 1;
+            }
+        }
+        /* built pages onto free connections, the earliest first */
+        for (;;) {
+            pull_writer *bw = NULL;
+            for (int i = 0; i < p->nw; i++)
+                if (p->w[i].state == W_BUILT && (!bw || p->w[i].seq < bw->seq))
+                    bw = &p->w[i];
+            if (!bw)
+                break;
+            if (abort_) {
+                pull_writer_reset(bw);
+                moved = 1;
+                continue;
+            }
+            PGconn *fc = NULL;
+            for (int k = 0; k < p->nconn && !fc; k++) {
+                fc = p->conns[k];
+                for (int i = 0; i < p->nw; i++)
+                    if (p->w[i].conn == fc)
+                        fc = NULL;
+            }
+            if (!fc)
+                break;
+            bw->conn = fc;
+            moved = 1;
+            /* the page after the last committed one goes in one round trip less */
+            int solo = bw->seq == committed + 1 && bw->copy.len && !bw->dlq.len;
+            if ((rc = solo ? pull_write_commit(p, bw) : pull_write_start(p, bw)) != PGPIPE_OK) {
+                PULL_FAIL(rc, 1);
+                pull_writer_reset(bw);
             }
         }
         /* the pages ahead */
@@ -2168,12 +2208,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 fw->has_cur = newcur != NULL;
                 snprintf(fw->cur, sizeof fw->cur, "%s", newcur ? newcur : "");
                 parsed_in += n;
-                /* the page after the last committed one goes in one round trip less */
-                int solo = head == committed + 1 && fw->copy.len && !fw->dlq.len;
-                if ((rc = solo ? pull_write_commit(p, fw) : pull_write_start(p, fw)) != PGPIPE_OK) {
-                    PULL_FAIL(rc, 1);
-                    pull_writer_reset(fw);
-                }
+                fw->conn = NULL;
+                fw->state = W_BUILT;
             }
             if (!halt) {
                 pull_drop(p, hs);
@@ -2209,7 +2245,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
         /* nothing to do before a response, a result or a turn comes */
         struct curl_waitfd fds[PULL_MAX_WRITERS];
         unsigned nfd = 0;
-        for (int i = 0; i < p->nw; i++)
+        for (int i = 0; i < p->nw && nfd < PULL_MAX_WRITERS; i++)
             if (p->w[i].state == W_COPY || p->w[i].state == W_COMMIT) {
                 fds[nfd].fd = PQsocket(p->w[i].conn);
                 fds[nfd].events = CURL_WAIT_POLLIN;
