@@ -32,7 +32,8 @@ Faults, on the page whose 1-based index is at= (default 2):
 A request that arrives while a Retry-After or a rate-limit reset it gave is
 still running gets a 429 without Retry-After and counts as "early" in
 /stats. Other parameters: gzip=1 (gzip when the client accepts it),
-delay=MS (before each page), cache=1 (a page's body is made once and
+delay=MS (before each page), cap=N (offset: at most N records a page,
+whatever the limit), cache=1 (a page's body is made once and
 kept: the benchmark), bad=K,L (record K lacks "type", record L
 holds \\u0000), auth=bearer|basic|key (401 unless Authorization: Bearer
 s3cret-token / Basic user:pa55 / X-Api-Key: k3y-value).
@@ -148,7 +149,7 @@ class H(BaseHTTPRequestHandler):
             off = int(c.strip("cz") or 0)
             page = off // per + 1
         elif style == "offset":
-            per = int(q.get("limit", "10"))
+            per = min(int(q.get("limit", "10")), int(q.get("cap", "1000000")))
             off = int(q.get("offset", "0"))
             page = off // per + 1
         elif style == "page":

@@ -698,6 +698,30 @@ static void pl_t_concurrency_same(void)
                                  "(SELECT payload FROM staging.raw_events WHERE source = 'pl_c4' EXCEPT "
                                  "SELECT payload FROM staging.raw_events WHERE source = 'pl_c1')) x"), 0);
     }
+    /* an API that gives 7 records a page whatever the limit: the pages asked
+    ** for ahead at offsets 10, 20, ... are not the ones the listing names next
+    ** (7, 14, ...): dropped and asked for again, never staged */
+    for (int conc = 1; conc <= 4; conc += 3) {
+        const char *src = conc == 1 ? "pl_c1" : "pl_c4";
+        pl_clean(c, src);
+        pgpipe_pull_options o;
+        pl_opts(&o, src, "/offset?n=50&cap=7");
+        o.paginate = PGPIPE_PULL_OFFSET;
+        o.limit = 10;
+        o.records = "items";
+        o.total_path = "total";
+        o.concurrency = conc;
+        pl_order ord = { pgt_db_open(), src, 0, 0, "" };
+        o.progress = pl_order_check;
+        o.progress_ud = &ord;
+        pgpipe_pull_progress pr;
+        PGT_OK(pl_run(&o, &pr, NULL, 0));
+        PGT_CHECK_MSG(!ord.bad, "concurrency %d: %s", conc, ord.why);
+        PGT_EQ_INT(pr.pages, 8);
+        PGT_EQ_INT(pl_count(c, src, "count(*)"), 50);
+        PGT_EQ_INT(pl_count(c, src, "count(DISTINCT payload->>'id')"), 50);
+        pgt_db_close(ord.c);
+    }
     /* one short page: the 3 pages asked for beside it are dropped, never staged */
     pl_same(c, "/offset?n=5", PGPIPE_PULL_OFFSET, 4, 5, 1);
     PGT_EQ_INT(pl_count(c, "pl_c4", "count(DISTINCT batch_id)"), 1);
