@@ -31218,6 +31218,9 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
 #include <curl/curl.h>
 #endif
 
+#define PULL_MAX_CONCURRENCY 64
+#define PULL_MAX_WRITERS 4
+
 /* ---- options (no libcurl needed) ------------------------------------------ */
 
 void pgpipe_pull_options_init(pgpipe_pull_options *opt)
@@ -31239,6 +31242,7 @@ void pgpipe_pull_options_init(pgpipe_pull_options *opt)
     opt->connect_timeout_ms = 10000;
     opt->timeout_ms = 60000;
     opt->retry_budget_ms = 300000;
+    opt->concurrency = 1;
     opt->install = 1;
 }
 
@@ -31324,6 +31328,16 @@ int pgpipe_pull_set(pgpipe_pull_options *o, const char *name, const char *v, pgp
         if (e == v || *e || r < 0)
             return pp_err(err, PGPIPE_MISUSE, "pull: --rate: requests per second (0: no limit), not \"%s\"", v);
         o->rate = r;
+        return PGPIPE_OK;
+    }
+    if (!strcmp(name, "concurrency")) {
+        char *e;
+        errno = 0;
+        long long c = strtoll(v, &e, 10);
+        if (!isdigit((unsigned char)v[0]) || *e || errno || c < 1 || c > PULL_MAX_CONCURRENCY)
+            return pp_err(err, PGPIPE_MISUSE, "pull: --concurrency: requests in flight at once, a "
+                          "whole number from 1 to %d, not \"%s\"", PULL_MAX_CONCURRENCY, v);
+        o->concurrency = (int)c;
         return PGPIPE_OK;
     }
     static const struct { const char *n; int kind; } nums[] = {
@@ -31632,6 +31646,12 @@ void pgpipe_pull_budget_close(pgpipe_pull_budget *b)
 {
     (void)b;
 }
+int pgpipe_pull_budget_set_concurrency(pgpipe_pull_budget *b, int concurrency)
+{
+    (void)b;
+    (void)concurrency;
+    return PGPIPE_MISUSE;
+}
 int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
 {
     (void)opt;
@@ -31677,6 +31697,8 @@ struct pgpipe_pull_budget {
     double rate, burst, tokens;
     int64_t last_us;            /* last refill */
     int64_t paused_until_us;    /* Retry-After, X-RateLimit-Reset: nobody asks before */
+    int slots;                  /* requests in flight at once; 0 = no limit */
+    int inflight;
 };
 
 int pgpipe_pull_budget_open(pgpipe_pull_budget **out, double rate, double burst)
@@ -31706,7 +31728,18 @@ void pgpipe_pull_budget_close(pgpipe_pull_budget *b)
     pp_free(b);
 }
 
-/* Take one request from the budget: 0 when granted now, else the
+int pgpipe_pull_budget_set_concurrency(pgpipe_pull_budget *b, int concurrency)
+{
+    if (!b || concurrency < 0 || concurrency > PULL_MAX_CONCURRENCY)
+        return PGPIPE_MISUSE;
+    pp_mutex_lock(&b->mu);
+    b->slots = concurrency;
+    pp_mutex_unlock(&b->mu);
+    return PGPIPE_OK;
+}
+
+/* Take one request from the budget (a slot and a token): 0 when granted
+** now (give the slot back with pull_budget_release), else the
 ** microseconds to wait before asking again. */
 static int64_t pull_budget_take(pgpipe_pull_budget *b)
 {
@@ -31714,6 +31747,8 @@ static int64_t pull_budget_take(pgpipe_pull_budget *b)
     pp_mutex_lock(&b->mu);
     if (b->paused_until_us > now) {
         wait = b->paused_until_us - now;
+    } else if (b->slots > 0 && b->inflight >= b->slots) {
+        wait = 2000; /* another stream's request holds the slot */
     } else if (b->rate > 0) {
         b->tokens += (double)(now - b->last_us) / 1e6 * b->rate;
         if (b->tokens > b->burst)
@@ -31724,8 +31759,19 @@ static int64_t pull_budget_take(pgpipe_pull_budget *b)
         else
             wait = (int64_t)((1 - b->tokens) / b->rate * 1e6) + 1;
     }
+    if (!wait)
+        b->inflight++;
     pp_mutex_unlock(&b->mu);
     return wait;
+}
+
+/* A request taken with pull_budget_take has ended. */
+static void pull_budget_release(pgpipe_pull_budget *b)
+{
+    pp_mutex_lock(&b->mu);
+    if (b->inflight > 0)
+        b->inflight--;
+    pp_mutex_unlock(&b->mu);
 }
 
 /* No request of any stream before now + us. */
@@ -31745,6 +31791,41 @@ static void pull_budget_pause(pgpipe_pull_budget *b, int64_t us)
 #define PULL_BACKOFF_BASE_MS 250
 #define PULL_BACKOFF_MAX_MS 30000
 
+/* A page: requested (WAIT for its turn, FETCH in flight), then received
+** (GOT) or failed for good (FAILED, the error kept until it is the page to
+** parse). The slots hold consecutive pages from the one to parse on. */
+enum { SLOT_FREE, SLOT_WAIT, SLOT_FETCH, SLOT_GOT, SLOT_FAILED };
+typedef struct pull_slot {
+    struct pgpipe_pull *p;
+    int state;
+    long long seq;              /* the page's number in the stream's run */
+    pp_buf url;
+    CURL *easy;
+    pp_buf body, link;
+    long status;
+    double retry_after_s;       /* < 0: none */
+    long long rl_remaining;     /* -1: none */
+    double rl_reset;            /* -1: none */
+    int too_big;
+    int attempts;               /* failed attempts so far */
+    int64_t first_fail_us, due_us;
+    pgpipe_error err;           /* FAILED */
+    char curl_err[CURL_ERROR_SIZE];
+} pull_slot;
+
+/* A page to write: its rows built (BUILT, no connection yet), then on a
+** target connection: COPY sent (COPY), copied and waiting for its turn
+** (READY), state and COMMIT sent (COMMIT). */
+enum { W_IDLE, W_BUILT, W_COPY, W_READY, W_COMMIT };
+typedef struct pull_writer {
+    PGconn *conn;
+    int state, begun, solo;     /* solo: COPY and state in one implicit transaction */
+    long long seq, n, nok, ndead;
+    int end, has_next, has_cur;
+    pp_buf copy, dlq, next;     /* the COPY rows, the dead letters, the next URL */
+    char high[512], cur[512];
+} pull_writer;
+
 struct pgpipe_pull {
     pp_handle h;
     pgpipe_pull_options o;      /* strings point into strs */
@@ -31755,42 +31836,58 @@ struct pgpipe_pull {
     int nsecrets;
     char *auth_header;          /* "Authorization: ..." or the API key header */
     char *key_header;
+    struct curl_slist *hl;      /* the request headers, built once */
     pgpipe_pull_budget *own_budget;
     pgpipe_pull_budget *budget;
     char scope[256];
-    CURL *curl;
-    PGconn *conn;
+    CURLM *multi;
+    pull_slot *slots;           /* o.concurrency of them */
+    PGconn *conns[PULL_MAX_WRITERS]; /* the target connections pages are written on */
+    int nconn;
+    pull_writer w[PULL_MAX_WRITERS + 1]; /* one more than connections: the next page is
+                                   built while the others are written */
+    int nw;                     /* nconn + 1 */
+    PGconn *conn;               /* = conns[0] */
     atomic_int stop;
     pp_mutex mu;                /* guards prog for pgpipe_pull_progress_get */
     pgpipe_pull_progress prog;
     int64_t started_us;
     uint64_t rng;
-    /* the response being received */
-    pp_buf body;
-    pp_buf link;
-    long status;
-    double retry_after_s;       /* < 0: none */
-    long long rl_remaining;     /* -1: none */
-    double rl_reset;            /* -1: none */
-    int too_big;
-    char curl_err[CURL_ERROR_SIZE];
-    /* the page being written */
-    pp_buf copy, dlq, rec;
+    pp_buf rec;                 /* a record's text */
     pgpipe_json_doc *doc;
     uint64_t *seen;             /* hashes of the URLs and cursors of this run */
     size_t nseen, capseen;
 };
 
+static int pull_verrf(pgpipe_pull *p, pgpipe_error *e, int code, const char *fmt, va_list ap)
+{
+    char raw[2048], m[2048];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    pull_mask_to((const char *const *)p->secrets, p->nsecrets, raw, m, sizeof m);
+    return pp_err(e, code, "%s", m);
+}
+
+/* The handle's error, masked. */
 static int pull_errf(pgpipe_pull *p, int code, const char *fmt, ...) PP_PRINTF(3, 4);
 static int pull_errf(pgpipe_pull *p, int code, const char *fmt, ...)
 {
-    char raw[2048], m[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    int rc = pull_verrf(p, &p->h.err, code, fmt, ap);
     va_end(ap);
-    pull_mask_to((const char *const *)p->secrets, p->nsecrets, raw, m, sizeof m);
-    return pp_err(&p->h.err, code, "%s", m);
+    return rc;
+}
+
+/* A page's error, masked: reported if the page is ever the one to parse. */
+static int pull_slot_err(pull_slot *s, int code, const char *fmt, ...) PP_PRINTF(3, 4);
+static int pull_slot_err(pull_slot *s, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = pull_verrf(s->p, &s->err, code, fmt, ap);
+    va_end(ap);
+    s->state = SLOT_FAILED;
+    return rc;
 }
 
 size_t pgpipe_pull_mask(const pgpipe_pull *p, const char *text, char *buf, size_t size)
@@ -31982,6 +32079,9 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
             return pp_err_nomem(&p->h.err);
         p->budget = p->own_budget;
     }
+    if (o->concurrency < 1 || o->concurrency > PULL_MAX_CONCURRENCY)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the concurrency is 1 to %d, not %d",
+                      PULL_MAX_CONCURRENCY, o->concurrency);
     if ((rc = pgpipe_json_doc_open(&p->doc)) != PGPIPE_OK)
         return pp_err_nomem(&p->h.err);
 #ifndef PGPIPE_OMIT_THREADS
@@ -31989,8 +32089,31 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
 #else
     curl_global_init(CURL_GLOBAL_DEFAULT);
 #endif
-    if (!(p->curl = curl_easy_init()))
+    if (!(p->slots = pp_calloc((size_t)o->concurrency, sizeof *p->slots)))
+        return pp_err_nomem(&p->h.err);
+    for (int i = 0; i < o->concurrency; i++) {
+        p->slots[i].p = p;
+        if (!(p->slots[i].easy = curl_easy_init()))
+            return pp_err(&p->h.err, PGPIPE_ERROR, "pull: libcurl could not start");
+    }
+    if (!(p->multi = curl_multi_init()))
         return pp_err(&p->h.err, PGPIPE_ERROR, "pull: libcurl could not start");
+    /* the request headers, the same for every request */
+    struct curl_slist *hl = NULL;
+    const char *fixed[4] = { p->auth_header, p->key_header, "Accept: application/json",
+                             o->body && !strcmp(o->method, "POST") ? "Content-Type: application/json" : NULL };
+    for (int i = 0; i < n + 4; i++) {
+        const char *h = i < n ? p->hdrs[i] : fixed[i - n];
+        if (!h)
+            continue;
+        struct curl_slist *t = curl_slist_append(hl, h);
+        if (!t) {
+            curl_slist_free_all(hl);
+            return pp_err_nomem(&p->h.err);
+        }
+        hl = t;
+    }
+    p->hl = hl;
 
     p->conn = PQconnectdb(o->conninfo ? o->conninfo : "");
     if (PQstatus(p->conn) != CONNECTION_OK) {
@@ -32000,6 +32123,9 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
         return pp_err(&p->h.err, PGPIPE_DB, "pull: connecting to the target: %s", m);
     }
     PQsetNoticeProcessor(p->conn, pp_notice_to_log, (void *)"pull");
+    p->conns[0] = p->conn;
+    p->nconn = 1;
+    p->nw = 2;
     if (o->install && (rc = pgpipe_schema_install(p->conn, NULL, &p->h.err)) != PGPIPE_OK)
         return rc;
     return PGPIPE_OK;
@@ -32009,8 +32135,29 @@ void pgpipe_pull_close(pgpipe_pull *p)
 {
     if (!p)
         return;
-    if (p->curl)
-        curl_easy_cleanup(p->curl);
+    for (int i = 0; p->slots && i < p->o.concurrency; i++) {
+        pull_slot *s = &p->slots[i];
+        if (s->easy) {
+            if (s->state == SLOT_FETCH && p->multi)
+                curl_multi_remove_handle(p->multi, s->easy);
+            curl_easy_cleanup(s->easy);
+        }
+        pp_buf_free(&s->url);
+        pp_buf_free(&s->body);
+        pp_buf_free(&s->link);
+    }
+    pp_free(p->slots);
+    if (p->multi)
+        curl_multi_cleanup(p->multi);
+    curl_slist_free_all(p->hl);
+    for (int i = 1; i < PULL_MAX_WRITERS; i++)
+        if (p->conns[i])
+            PQfinish(p->conns[i]);
+    for (int i = 0; i < PULL_MAX_WRITERS + 1; i++) {
+        pp_buf_free(&p->w[i].copy);
+        pp_buf_free(&p->w[i].dlq);
+        pp_buf_free(&p->w[i].next);
+    }
     if (p->conn)
         PQfinish(p->conn);
     for (int i = 0; i < p->nstrs; i++)
@@ -32033,10 +32180,6 @@ void pgpipe_pull_close(pgpipe_pull *p)
     }
     pgpipe_pull_budget_close(p->own_budget);
     pgpipe_json_doc_close(p->doc);
-    pp_buf_free(&p->body);
-    pp_buf_free(&p->link);
-    pp_buf_free(&p->copy);
-    pp_buf_free(&p->dlq);
     pp_buf_free(&p->rec);
     pp_free(p->seen);
 #ifndef PGPIPE_OMIT_THREADS
@@ -32063,17 +32206,17 @@ void pgpipe_pull_progress_get(pgpipe_pull *p, pgpipe_pull_progress *out)
     pp_mutex_unlock(&p->mu);
 }
 
-/* ---- one HTTP request ------------------------------------------------------- */
+/* ---- the requests ------------------------------------------------------------ */
 
 static size_t pull_on_body(char *data, size_t size, size_t n, void *ud)
 {
-    pgpipe_pull *p = ud;
+    pull_slot *s = ud;
     size_t len = size * n;
-    if (p->body.len + len > PULL_MAX_BODY) {
-        p->too_big = 1;
+    if (s->body.len + len > PULL_MAX_BODY) {
+        s->too_big = 1;
         return 0;
     }
-    return pp_buf_append(&p->body, data, len) == PGPIPE_OK ? len : 0;
+    return pp_buf_append(&s->body, data, len) == PGPIPE_OK ? len : 0;
 }
 
 static int pull_hdr_is(const char *line, size_t n, const char *name, const char **val, size_t *vlen)
@@ -32093,7 +32236,7 @@ static int pull_hdr_is(const char *line, size_t n, const char *name, const char 
 
 static size_t pull_on_header(char *line, size_t size, size_t n, void *ud)
 {
-    pgpipe_pull *p = ud;
+    pull_slot *p = ud;
     size_t len = size * n;
     const char *v;
     size_t vl;
@@ -32134,21 +32277,8 @@ static size_t pull_on_header(char *line, size_t size, size_t n, void *ud)
 static int pull_on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
     (void)dt; (void)dn; (void)ut; (void)un;
-    pgpipe_pull *p = ud;
-    return atomic_load(&p->stop) ? 1 : 0;
-}
-
-/* Sleep ms in slices, returning early (1) when stop was asked. */
-static int pull_sleep(pgpipe_pull *p, int64_t ms)
-{
-    while (ms > 0) {
-        if (atomic_load(&p->stop))
-            return 1;
-        int s = ms > 100 ? 100 : (int)ms;
-        pgpipe_sleep_ms(s);
-        ms -= s;
-    }
-    return atomic_load(&p->stop) ? 1 : 0;
+    pull_slot *s = ud;
+    return atomic_load(&s->p->stop) ? 1 : 0;
 }
 
 static void pull_prog_add(pgpipe_pull *p, long long *field, long long n)
@@ -32158,46 +32288,22 @@ static void pull_prog_add(pgpipe_pull *p, long long *field, long long n)
     pp_mutex_unlock(&p->mu);
 }
 
-/* Wait for the budget (and any pause a server asked for). */
-static int pull_wait_budget(pgpipe_pull *p)
+/* Start the request of slot s (its budget slot taken). */
+static int pull_start(pgpipe_pull *p, pull_slot *s)
 {
-    for (;;) {
-        int64_t us = pull_budget_take(p->budget);
-        if (us == 0)
-            return PGPIPE_OK;
-        int64_t ms = (us + 999) / 1000;
-        pull_prog_add(p, &p->prog.waited_ms, ms);
-        if (pull_sleep(p, ms))
-            return pp_err(&p->h.err, PGPIPE_BUSY, "pull: stopped");
-    }
-}
-
-/* One attempt. 0 = a 2xx body; 1 = failed, may heal (*why set); -1 = failed
-** for good (error set); the stop turns into PGPIPE_BUSY via -1. */
-static int pull_attempt(pgpipe_pull *p, const char *url, char *why, size_t whylen)
-{
-    CURL *c = p->curl;
-    struct curl_slist *hl = NULL;
-    for (int i = 0; p->hdrs[i]; i++)
-        hl = curl_slist_append(hl, p->hdrs[i]);
-    if (p->auth_header)
-        hl = curl_slist_append(hl, p->auth_header);
-    if (p->key_header)
-        hl = curl_slist_append(hl, p->key_header);
-    hl = curl_slist_append(hl, "Accept: application/json");
-    if (p->o.body && strcmp(p->o.method, "POST") == 0)
-        hl = curl_slist_append(hl, "Content-Type: application/json");
+    CURL *c = s->easy;
     curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_URL, s->url.data);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, p->hl);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, pull_on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, p);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, pull_on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, p);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, s);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, pull_on_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, p);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, s);
+    curl_easy_setopt(c, CURLOPT_PRIVATE, s);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, p->curl_err);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, s->curl_err);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, ""); /* every encoding libcurl decodes: gzip, deflate, ... */
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
@@ -32213,107 +32319,127 @@ static int pull_attempt(pgpipe_pull *p, const char *url, char *why, size_t whyle
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, p->o.body ? p->o.body : "");
     }
-    p->body.len = 0;
-    p->link.len = 0;
-    p->status = 0;
-    p->retry_after_s = -1;
-    p->rl_remaining = -1;
-    p->rl_reset = -1;
-    p->too_big = 0;
-    p->curl_err[0] = '\0';
-    CURLcode cr = curl_easy_perform(c);
-    curl_slist_free_all(hl);
+    s->body.len = 0;
+    s->link.len = 0;
+    s->status = 0;
+    s->retry_after_s = -1;
+    s->rl_remaining = -1;
+    s->rl_reset = -1;
+    s->too_big = 0;
+    s->curl_err[0] = '\0';
+    if (curl_multi_add_handle(p->multi, c) != CURLM_OK) {
+        pull_budget_release(p->budget);
+        return pull_slot_err(s, PGPIPE_ERROR, "pull: %s: libcurl could not start the request", s->url.data);
+    }
+    s->state = SLOT_FETCH;
+    return PGPIPE_OK;
+}
+
+/* Slot s's request ended with cr: the page is in (GOT), to be asked
+** again later (WAIT, after a backoff, a Retry-After), or failed for good
+** (FAILED). */
+static void pull_done(pgpipe_pull *p, pull_slot *s, CURLcode cr)
+{
+    CURL *c = s->easy;
+    curl_multi_remove_handle(p->multi, c);
+    pull_budget_release(p->budget);
     curl_off_t got = 0;
     curl_easy_getinfo(c, CURLINFO_SIZE_DOWNLOAD_T, &got);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &p->status);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &s->status);
     pp_mutex_lock(&p->mu);
     p->prog.requests++;
     p->prog.bytes += (long long)got;
     pp_mutex_unlock(&p->mu);
+    const char *url = s->url.data;
 
     /* the server's rate limit: nobody asks again before the reset */
-    if (p->rl_remaining == 0 && p->rl_reset >= 0) {
-        double s = p->rl_reset > 1e9 ? p->rl_reset - (double)time(NULL) : p->rl_reset;
-        if (s > 0)
-            pull_budget_pause(p->budget, (int64_t)(s * 1e6));
+    if (s->rl_remaining == 0 && s->rl_reset >= 0) {
+        double sec = s->rl_reset > 1e9 ? s->rl_reset - (double)time(NULL) : s->rl_reset;
+        if (sec > 0)
+            pull_budget_pause(p->budget, (int64_t)(sec * 1e6));
     }
-    if (cr == CURLE_ABORTED_BY_CALLBACK && atomic_load(&p->stop))
-        return pp_err(&p->h.err, PGPIPE_BUSY, "pull: stopped"), -1;
-    if (p->too_big)
-        return pull_errf(p, PGPIPE_LIMIT, "pull: %s: the response is over %u MB", url,
-                         PULL_MAX_BODY >> 20), -1;
+    if (cr == CURLE_ABORTED_BY_CALLBACK && atomic_load(&p->stop)) {
+        pull_slot_err(s, PGPIPE_BUSY, "pull: stopped");
+        return;
+    }
+    if (s->too_big) {
+        pull_slot_err(s, PGPIPE_LIMIT, "pull: %s: the response is over %u MB", url, PULL_MAX_BODY >> 20);
+        return;
+    }
+    char why[CURL_ERROR_SIZE + 32];
     if (cr != CURLE_OK) {
-        snprintf(why, whylen, "%s", p->curl_err[0] ? p->curl_err : curl_easy_strerror(cr));
+        snprintf(why, sizeof why, "%s", s->curl_err[0] ? s->curl_err : curl_easy_strerror(cr));
         /* TLS and URL problems do not heal */
         if (cr == CURLE_UNSUPPORTED_PROTOCOL || cr == CURLE_URL_MALFORMAT ||
             cr == CURLE_PEER_FAILED_VERIFICATION || cr == CURLE_SSL_CACERT_BADFILE ||
-            cr == CURLE_SSL_CERTPROBLEM || cr == CURLE_TOO_MANY_REDIRECTS)
-            return pull_errf(p, PGPIPE_IO, "pull: %s: %s", url, why), -1;
-        return 1;
+            cr == CURLE_SSL_CERTPROBLEM || cr == CURLE_TOO_MANY_REDIRECTS) {
+            pull_slot_err(s, PGPIPE_IO, "pull: %s: %s", url, why);
+            return;
+        }
+    } else if (s->status >= 200 && s->status < 300) {
+        s->state = SLOT_GOT;
+        return;
+    } else {
+        snprintf(why, sizeof why, "HTTP %ld", s->status);
+        if ((s->status == 429 || s->status == 503) && s->retry_after_s >= 0)
+            pull_budget_pause(p->budget, (int64_t)(s->retry_after_s * 1e6));
+        if (s->status != 429 && s->status != 503 && s->status != 408 && s->status < 500) {
+            /* the start of the body says why (masked: an API may echo the key) */
+            char snip[200];
+            size_t sl = s->body.len < sizeof snip - 1 ? s->body.len : sizeof snip - 1;
+            memcpy(snip, s->body.data ? s->body.data : "", sl);
+            snip[sl] = '\0';
+            for (size_t i = 0; i < sl; i++)
+                if (snip[i] == '\n' || snip[i] == '\r')
+                    snip[i] = ' ';
+            pull_slot_err(s, PGPIPE_IO, "pull: %s: HTTP %ld%s%s", url, s->status, sl ? ": " : "", snip);
+            return;
+        }
     }
-    if (p->status >= 200 && p->status < 300)
-        return 0;
-    snprintf(why, whylen, "HTTP %ld", p->status);
-    if (p->status == 429 || p->status == 503) {
-        if (p->retry_after_s >= 0)
-            pull_budget_pause(p->budget, (int64_t)(p->retry_after_s * 1e6));
-        return 1;
+    /* network errors, 408, 429, 5xx: again after exponential backoff with
+    ** full jitter (a Retry-After sets the wait), until the time budget
+    ** would be passed */
+    int64_t now = pgpipe_now_us();
+    if (!s->first_fail_us)
+        s->first_fail_us = now;
+    int k = s->attempts;
+    int64_t cap = PULL_BACKOFF_BASE_MS << (k < 7 ? k : 7);
+    if (cap > PULL_BACKOFF_MAX_MS)
+        cap = PULL_BACKOFF_MAX_MS;
+    int64_t delay = (int64_t)(pp_rand_next(&p->rng) % (uint64_t)(cap + 1));
+    if ((s->status == 429 || s->status == 503) && s->retry_after_s >= 0)
+        delay = (int64_t)(s->retry_after_s * 1000) + delay / 10;
+    s->attempts = ++k;
+    int64_t spent = (now - s->first_fail_us) / 1000;
+    if (spent + delay >= p->o.retry_budget_ms) {
+        pull_slot_err(s, PGPIPE_IO, "pull: %s: %s; gave up after %d attempts in %.1f s (retry budget %d ms%s)",
+                      url, why, k, (double)spent / 1000, p->o.retry_budget_ms,
+                      delay > p->o.retry_budget_ms ? ", the server asked to wait longer" : "");
+        return;
     }
-    if (p->status == 408 || p->status >= 500)
-        return 1;
-    /* the start of the body says why (masked: an API may echo the key) */
-    char snip[200];
-    size_t sl = p->body.len < sizeof snip - 1 ? p->body.len : sizeof snip - 1;
-    memcpy(snip, p->body.data ? p->body.data : "", sl);
-    snip[sl] = '\0';
-    for (size_t i = 0; i < sl; i++)
-        if (snip[i] == '\n' || snip[i] == '\r')
-            snip[i] = ' ';
-    return pull_errf(p, PGPIPE_IO, "pull: %s: HTTP %ld%s%s", url, p->status, sl ? ": " : "", snip), -1;
+    pull_prog_add(p, &p->prog.retries, 1);
+    if (pp_log_enabled(PGPIPE_LOG_WARN)) {
+        char m[1024];
+        pull_mask_to((const char *const *)p->secrets, p->nsecrets, url, m, sizeof m);
+        pp_logf(PGPIPE_LOG_WARN, "pull", "%s: %s; retry %d in %lld ms", m, why, k, (long long)delay);
+    }
+    s->due_us = now + delay * 1000;
+    s->state = SLOT_WAIT;
 }
 
-/* The request with its retries: network errors, 408, 429, 5xx, with
-** exponential backoff and full jitter (a Retry-After sets the wait), until
-** the time budget would be passed. */
-static int pull_fetch(pgpipe_pull *p, const char *url)
+/* Drop slot s's page (it is not needed, or the run ends). */
+static void pull_drop(pgpipe_pull *p, pull_slot *s)
 {
-    int64_t first_fail = 0;
-    int k = 0;
-    char why[CURL_ERROR_SIZE + 32];
-    for (;;) {
-        int rc = pull_wait_budget(p);
-        if (rc != PGPIPE_OK)
-            return rc;
-        int r = pull_attempt(p, url, why, sizeof why);
-        if (r == 0)
-            return PGPIPE_OK;
-        if (r < 0)
-            return p->h.err.code ? p->h.err.code : PGPIPE_IO;
-        int64_t now = pgpipe_now_us();
-        if (!first_fail)
-            first_fail = now;
-        int64_t cap = PULL_BACKOFF_BASE_MS << (k < 7 ? k : 7);
-        if (cap > PULL_BACKOFF_MAX_MS)
-            cap = PULL_BACKOFF_MAX_MS;
-        int64_t delay = (int64_t)(pp_rand_next(&p->rng) % (uint64_t)(cap + 1));
-        if ((p->status == 429 || p->status == 503) && p->retry_after_s >= 0)
-            delay = (int64_t)(p->retry_after_s * 1000) + delay / 10;
-        k++;
-        int64_t spent = (now - first_fail) / 1000;
-        if (spent + delay >= p->o.retry_budget_ms)
-            return pull_errf(p, PGPIPE_IO,
-                             "pull: %s: %s; gave up after %d attempts in %.1f s (retry budget %d ms%s)",
-                             url, why, k, (double)spent / 1000, p->o.retry_budget_ms,
-                             delay > p->o.retry_budget_ms ? ", the server asked to wait longer" : "");
-        pull_prog_add(p, &p->prog.retries, 1);
-        if (pp_log_enabled(PGPIPE_LOG_WARN)) {
-            char m[1024];
-            pull_mask_to((const char *const *)p->secrets, p->nsecrets, url, m, sizeof m);
-            pp_logf(PGPIPE_LOG_WARN, "pull", "%s: %s; retry %d in %lld ms", m, why, k, (long long)delay);
-        }
-        pull_prog_add(p, &p->prog.waited_ms, delay);
-        if (pull_sleep(p, delay))
-            return pp_err(&p->h.err, PGPIPE_BUSY, "pull: stopped");
+    if (s->state == SLOT_FETCH) {
+        curl_multi_remove_handle(p->multi, s->easy);
+        pull_budget_release(p->budget);
+    }
+    s->state = SLOT_FREE;
+    s->attempts = 0;
+    s->first_fail_us = s->due_us = 0;
+    /* a page's body may be large: keep at most 1 MB of capacity */
+    if (s->body.cap > (1u << 20)) {
+        pp_buf_free(&s->body);
     }
 }
 
@@ -32402,18 +32528,17 @@ static int pull_scalar(const pgpipe_json_val *v, char *out, size_t size)
 /* "\u0000" in a JSON text (the writer escapes NUL so, and nothing else). */
 static int pull_has_nul_escape(const char *s, size_t n)
 {
-    for (size_t i = 0; i + 6 <= n; i++) {
-        if (s[i] != '\\')
-            continue;
-        if (memcmp(s + i, "\\u0000", 6) == 0)
+    const char *e = s + n;
+    while (s < e && (s = memchr(s, '\\', (size_t)(e - s))) != NULL) {
+        if (e - s >= 6 && memcmp(s, "\\u0000", 6) == 0)
             return 1;
-        i++; /* the escaped character (an escaped backslash is not a new escape) */
+        s += 2; /* the escaped character (an escaped backslash is not a new escape) */
     }
     return 0;
 }
 
 /* A dead letter for record i (1-based) of the page. */
-static int pull_dead(pgpipe_pull *p, const char *url, long long page, long long i,
+static int pull_dead(pgpipe_pull *p, pull_writer *w, const char *url, long long page, long long i,
                      const char *raw, size_t rawlen, const char *msg, const char *batch)
 {
     char ctx[1200], m[1100];
@@ -32423,14 +32548,15 @@ static int pull_dead(pgpipe_pull *p, const char *url, long long page, long long 
     pp_dlq_load_letter d = { .source = p->o.source, .line = i, .column = 0, .offset = 0,
                              .load_id = 0, .batch_id = batch, .raw = raw, .rawlen = rawlen,
                              .message = msg, .sqlstate = NULL, .context = ctx };
-    return pp_dlq_load_row(&p->dlq, &d) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&p->h.err);
+    return pp_dlq_load_row(&w->dlq, &d) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&p->h.err);
 }
 
-/* The COPY rows of the page's records (p->copy) and its dead letters
-** (p->dlq); *nin records in, *nok staged, *ndead dead-lettered; high is
-** the largest cursor field value (in and out, size 512). */
-static int pull_rows(pgpipe_pull *p, const pgpipe_json_val *arr, const char *url, long long page,
-                     const char *batch, long long *nok, long long *ndead, char *high)
+/* The COPY rows of the page's records (w->copy) and its dead letters
+** (w->dlq), built once, without an allocation per record; *nok staged,
+** *ndead dead-lettered; high is the largest cursor field value (in and
+** out, size 512). */
+static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr, const char *url, long long page,
+                     const char *batch, int maybe_nul, long long *nok, long long *ndead, char *high)
 {
     pgpipe_json_iter it;
     pgpipe_json_iter_init(&it, arr);
@@ -32441,6 +32567,24 @@ static int pull_rows(pgpipe_pull *p, const pgpipe_json_val *arr, const char *url
     size_t srcl = strlen(p->o.source);
     const char *tpath = p->o.event_type_field ? pull_path(p->o.event_type_field) : NULL;
     const char *spath = p->o.since_field ? pull_path(p->o.since_field) : NULL;
+    /* "source\ttype\t" when the type is constant, and "\tbatch\n": escaped once a page */
+    char pre[600], post[40];
+    size_t prel = 0;
+    if (!tpath) {
+        pp_buf t = { 0 };
+        int e = pp_copy_escape(&t, p->o.source, srcl);
+        e |= pp_buf_putc(&t, '\t');
+        e |= pp_copy_escape(&t, const_type, ctl);
+        e |= pp_buf_putc(&t, '\t');
+        if (e == PGPIPE_OK && t.len < sizeof pre) {
+            memcpy(pre, t.data, t.len);
+            prel = t.len;
+        }
+        pp_buf_free(&t);
+    }
+    post[0] = '\t';
+    memcpy(post + 1, batch, 36);
+    post[37] = '\n';
     while ((v = pgpipe_json_iter_next(&it, NULL)) != NULL) {
         i++;
         /* the record's text */
@@ -32462,7 +32606,7 @@ static int pull_rows(pgpipe_pull *p, const pgpipe_json_val *arr, const char *url
                 char m[300];
                 snprintf(m, sizeof m, "pull: the record has no event type: \"%s\" is %s", tpath,
                          t ? "not a non-empty string" : "missing");
-                int rc = pull_dead(p, url, page, i, txt, len, m, batch);
+                int rc = pull_dead(p, w, url, page, i, txt, len, m, batch);
                 if (rc != PGPIPE_OK)
                     return rc;
                 (*ndead)++;
@@ -32470,8 +32614,8 @@ static int pull_rows(pgpipe_pull *p, const pgpipe_json_val *arr, const char *url
             }
         }
         /* jsonb holds no \u0000 (a string of the record would refuse the page) */
-        if (pull_has_nul_escape(txt, len)) {
-            int rc = pull_dead(p, url, page, i, txt, len,
+        if (maybe_nul && pull_has_nul_escape(txt, len)) {
+            int rc = pull_dead(p, w, url, page, i, txt, len,
                                "pull: the record holds \\u0000, which jsonb cannot store", batch);
             if (rc != PGPIPE_OK)
                 return rc;
@@ -32484,14 +32628,18 @@ static int pull_rows(pgpipe_pull *p, const pgpipe_json_val *arr, const char *url
                 (!high[0] || pp_pull_cursor_cmp(val, high, NULL) > 0))
                 memcpy(high, val, strlen(val) + 1);
         }
-        int rc = pp_copy_escape(&p->copy, p->o.source, srcl);
-        rc |= pp_buf_putc(&p->copy, '\t');
-        rc |= pp_copy_escape(&p->copy, type, typel);
-        rc |= pp_buf_putc(&p->copy, '\t');
-        rc |= pp_copy_escape(&p->copy, txt, len);
-        rc |= pp_buf_putc(&p->copy, '\t');
-        rc |= pp_buf_append(&p->copy, batch, 36);
-        rc |= pp_buf_putc(&p->copy, '\n');
+        pp_buf *cb = &w->copy;
+        int rc;
+        if (prel) {
+            rc = pp_buf_append(cb, pre, prel);
+        } else {
+            rc = pp_copy_escape(cb, p->o.source, srcl);
+            rc |= pp_buf_putc(cb, '\t');
+            rc |= pp_copy_escape(cb, type, typel);
+            rc |= pp_buf_putc(cb, '\t');
+        }
+        rc |= pp_copy_escape(cb, txt, len);
+        rc |= pp_buf_append(cb, post, 38);
         if (rc != PGPIPE_OK)
             return pp_err_nomem(&p->h.err);
         (*nok)++;
@@ -32499,30 +32647,45 @@ static int pull_rows(pgpipe_pull *p, const pgpipe_json_val *arr, const char *url
     return PGPIPE_OK;
 }
 
-static int pull_copy(pgpipe_pull *p, const char *sql, const pp_buf *b, const char *ctx)
+/* Start a COPY on conn and send b: the result is read by pull_results. */
+static int pull_copy_send(pgpipe_pull *p, PGconn *conn, const char *sql, const pp_buf *b, const char *ctx)
 {
-    int rc = pp_copy_in_start(p->conn, sql, &p->h.err, ctx);
+    int rc = pp_copy_in_start(conn, sql, &p->h.err, ctx);
     if (rc != PGPIPE_OK)
         return rc;
-    if (b->len && PQputCopyData(p->conn, b->data, (int)b->len) != 1)
-        rc = pp_err_pq(&p->h.err, p->conn, NULL, ctx);
-    if (PQputCopyEnd(p->conn, rc == PGPIPE_OK ? NULL : "pgpipe pull: aborted") != 1 && rc == PGPIPE_OK)
-        rc = pp_err_pq(&p->h.err, p->conn, NULL, ctx);
+    if (b->len && PQputCopyData(conn, b->data, (int)b->len) != 1)
+        rc = pp_err_pq(&p->h.err, conn, NULL, ctx);
+    if (PQputCopyEnd(conn, rc == PGPIPE_OK ? NULL : "pgpipe pull: aborted") != 1 && rc == PGPIPE_OK)
+        rc = pp_err_pq(&p->h.err, conn, NULL, ctx);
+    return rc;
+}
+
+/* The results of what was sent on conn (waits when they are not in). */
+static int pull_results(pgpipe_pull *p, PGconn *conn, const char *ctx)
+{
+    int rc = PGPIPE_OK;
     PGresult *r;
-    while ((r = PQgetResult(p->conn)) != NULL) {
-        if (rc == PGPIPE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
-            rc = pp_err_pq(&p->h.err, p->conn, r, ctx);
+    while ((r = PQgetResult(conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        if (rc == PGPIPE_OK && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            const char *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            if (ss && !strcmp(ss, "22012") && strstr(ctx, "COMMIT of the page"))
+                rc = pp_err(&p->h.err, PGPIPE_DB, "pull: the state row of %s/%s is gone (deleted "
+                            "during the run): the page was not committed", p->o.source, p->o.stream);
+            else
+                rc = pp_err_pq(&p->h.err, conn, r, ctx);
+        }
         PQclear(r);
     }
     return rc;
 }
 
 /* A literal for SQL text: 'x' quoted by libpq, or NULL. */
-static int pull_lit(pgpipe_pull *p, pp_buf *b, const char *v)
+static int pull_lit(PGconn *conn, pp_buf *b, const char *v)
 {
     if (!v)
         return pp_buf_append(b, "NULL", 4);
-    char *q = PQescapeLiteral(p->conn, v, strlen(v));
+    char *q = PQescapeLiteral(conn, v, strlen(v));
     if (!q)
         return PGPIPE_NOMEM;
     int rc = pp_buf_append(b, q, strlen(q));
@@ -32530,83 +32693,113 @@ static int pull_lit(pgpipe_pull *p, pp_buf *b, const char *v)
     return rc;
 }
 
-/* The page's transaction: records, dead letters, the state; COMMIT sent
-** but not waited for (pull_commit_wait), so the next page can be fetched
-** meanwhile; nothing of it is committed before that wait succeeded. next
-** NULL = the run ended here (cursor, when not NULL, becomes the stream's
-** incremental cursor). The statement that stores the state fails when the
-** state row is gone, so the page never commits without its cursor. */
-static int pull_commit_send(pgpipe_pull *p, const char *next, long long nin, long long nok,
-                            long long ndead, const char *high, int end, const char *cursor)
+/* Writer w's page goes to the target: "BEGIN; COPY" and its rows, not
+** waited for (W_COPY); a page without rows is READY at once (its dead
+** letters, if any, copied). */
+static int pull_write_start(pgpipe_pull *p, pull_writer *w)
 {
-    int rc = PGPIPE_OK, begun = 0;
-    if (p->copy.len) {
-        rc = pull_copy(p, "BEGIN; COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN",
-                       &p->copy, "pull: COPY into staging");
-        begun = 1;
+    int rc = PGPIPE_OK;
+    w->begun = 0;
+    if (w->copy.len) {
+        rc = pull_copy_send(p, w->conn, "BEGIN; COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN",
+                            &w->copy, "pull: COPY into staging");
+        w->begun = 1;
+        w->state = W_COPY;
+    } else {
+        w->state = W_READY;
+        if (w->dlq.len) {
+            char sql[512];
+            snprintf(sql, sizeof sql, "BEGIN; %s", pp_dlq_load_copy_sql());
+            rc = pull_copy_send(p, w->conn, sql, &w->dlq, "pull: dead letters");
+            if (rc == PGPIPE_OK)
+                rc = pull_results(p, w->conn, "pull: dead letters");
+            w->begun = 1;
+        }
     }
-    if (rc == PGPIPE_OK && p->dlq.len) {
-        char sql[512];
-        snprintf(sql, sizeof sql, "%s%s", begun ? "" : "BEGIN; ", pp_dlq_load_copy_sql());
-        rc = pull_copy(p, sql, &p->dlq, "pull: dead letters");
-        begun = 1;
-    }
-    if (rc != PGPIPE_OK) {
-        pp_rollback_open(p->conn);
-        return rc;
-    }
-    pp_buf q = { 0 };
-    int e = pp_buf_appendf(&q, "%sWITH u AS (UPDATE pgpipe.pull_state SET next_url = ", begun ? "" : "BEGIN; ");
-    e |= pull_lit(p, &q, next);
-    if (end)
-        e |= pp_buf_appendf(&q, ", run_pages = 0, run_records = 0, run_high = NULL, run_started_at = NULL,"
-                                " last_status = 'done', cursor = coalesce(");
-    else
-        e |= pp_buf_appendf(&q, ", run_pages = run_pages + 1, run_records = run_records + %lld,"
-                                " run_started_at = coalesce(run_started_at, now()), last_status = 'running',"
-                                " run_high = ", nin);
-    e |= pull_lit(p, &q, end ? cursor : (high && *high ? high : NULL));
-    e |= pp_buf_appendf(&q, "%s, pages = pages + 1, records = records + %lld, dead_lettered = dead_lettered + %lld,"
-                            " last_error = NULL, last_run_at = now(), updated_at = now() WHERE source = ",
-                        end ? ", cursor)" : "", nok, ndead);
-    e |= pull_lit(p, &q, p->o.source);
-    e |= pp_buf_appendf(&q, " AND stream = ");
-    e |= pull_lit(p, &q, p->o.stream);
-    e |= pp_buf_appendf(&q, " AND scope = ");
-    e |= pull_lit(p, &q, p->scope);
-    e |= pp_buf_appendf(&q, " RETURNING 1) SELECT 1 / (SELECT count(*)::int FROM u); COMMIT");
-    if (e) {
-        pp_buf_free(&q);
-        pp_rollback_open(p->conn);
-        return pp_err_nomem(&p->h.err);
-    }
-    if (!PQsendQuery(p->conn, q.data))
-        rc = pp_err_pq(&p->h.err, p->conn, NULL, "pull: storing the cursor");
-    pp_buf_free(&q);
-    if (rc != PGPIPE_OK)
-        pp_rollback_open(p->conn);
     return rc;
 }
 
-/* The outcome of pull_commit_send's COMMIT. */
-static int pull_commit_wait(pgpipe_pull *p)
+/* Writer w's COPY is done (its results are in): the dead letters, then READY. */
+static int pull_write_copied(pgpipe_pull *p, pull_writer *w)
 {
-    int rc = PGPIPE_OK;
-    PGresult *r;
-    while ((r = PQgetResult(p->conn)) != NULL) {
-        ExecStatusType st = PQresultStatus(r);
-        if (rc == PGPIPE_OK && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-            const char *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            if (ss && !strcmp(ss, "22012"))
-                rc = pp_err(&p->h.err, PGPIPE_DB, "pull: the state row of %s/%s is gone (deleted "
-                            "during the run): the page was not committed", p->o.source, p->o.stream);
-            else
-                rc = pp_err_pq(&p->h.err, p->conn, r, "pull: COMMIT of the page");
-        }
-        PQclear(r);
+    int rc = pull_results(p, w->conn, "pull: COPY into staging");
+    if (rc == PGPIPE_OK && w->dlq.len) {
+        rc = pull_copy_send(p, w->conn, pp_dlq_load_copy_sql(), &w->dlq, "pull: dead letters");
+        if (rc == PGPIPE_OK)
+            rc = pull_results(p, w->conn, "pull: dead letters");
     }
-    if (rc != PGPIPE_OK)
-        pp_rollback_open(p->conn);
+    w->state = W_READY;
+    return rc;
+}
+
+/* The statement that stores writer w's page in the stream's state (without
+** BEGIN or COMMIT): next NULL = the run ended here (cur, when set, becomes
+** the stream's incremental cursor). It fails (22012) when the state row is
+** gone, so the page never commits without its cursor. */
+static int pull_state_sql(pgpipe_pull *p, pull_writer *w, pp_buf *q)
+{
+    PGconn *c = w->conn;
+    const char *next = w->end ? NULL : w->next.data;
+    int e = pp_buf_appendf(q, "WITH u AS (UPDATE pgpipe.pull_state SET next_url = ");
+    e |= pull_lit(c, q, next);
+    if (w->end)
+        e |= pp_buf_appendf(q, ", run_pages = 0, run_records = 0, run_high = NULL, run_started_at = NULL,"
+                               " last_status = 'done', cursor = coalesce(");
+    else
+        e |= pp_buf_appendf(q, ", run_pages = run_pages + 1, run_records = run_records + %lld,"
+                               " run_started_at = coalesce(run_started_at, now()), last_status = 'running',"
+                               " run_high = ", w->n);
+    e |= pull_lit(c, q, w->end ? (w->has_cur ? w->cur : NULL) : (w->high[0] ? w->high : NULL));
+    e |= pp_buf_appendf(q, "%s, pages = pages + 1, records = records + %lld, dead_lettered = dead_lettered + %lld,"
+                           " last_error = NULL, last_run_at = now(), updated_at = now() WHERE source = ",
+                        w->end ? ", cursor)" : "", w->nok, w->ndead);
+    e |= pull_lit(c, q, p->o.source);
+    e |= pp_buf_appendf(q, " AND stream = ");
+    e |= pull_lit(c, q, p->o.stream);
+    e |= pp_buf_appendf(q, " AND scope = ");
+    e |= pull_lit(c, q, p->scope);
+    e |= pp_buf_appendf(q, " RETURNING 1) SELECT 1 / (SELECT count(*)::int FROM u)");
+    return e ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+/* Writer w's page, the page after the last committed one and without dead
+** letters, in one implicit transaction: "COPY ...; <state>" as one simple
+** query, its rows sent, not waited for (W_COMMIT). Two round trips a page
+** instead of three. */
+static int pull_write_commit(pgpipe_pull *p, pull_writer *w)
+{
+    pp_buf q = { 0 };
+    int rc = pp_buf_appendf(&q, "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN; ");
+    rc |= pull_state_sql(p, w, &q);
+    rc |= pp_buf_putc(&q, '\0');
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&q);
+        return pp_err_nomem(&p->h.err);
+    }
+    rc = pull_copy_send(p, w->conn, q.data, &w->copy, "pull: COPY into staging");
+    pp_buf_free(&q);
+    w->begun = 0;
+    w->solo = 1;
+    w->state = W_COMMIT;
+    return rc;
+}
+
+/* Writer w's page commits with the stream's state: sent, not waited for
+** (W_COMMIT); pull_results says how it went. */
+static int pull_commit_send(pgpipe_pull *p, pull_writer *w)
+{
+    pp_buf q = { 0 };
+    int e = pp_buf_appendf(&q, "%s", w->begun ? "" : "BEGIN; ");
+    e |= pull_state_sql(p, w, &q);
+    e |= pp_buf_appendf(&q, "; COMMIT");
+    int rc = PGPIPE_OK;
+    if (e)
+        rc = pp_err_nomem(&p->h.err);
+    else if (!PQsendQuery(w->conn, q.data))
+        rc = pp_err_pq(&p->h.err, w->conn, NULL, "pull: storing the cursor");
+    pp_buf_free(&q);
+    w->solo = 0;
+    w->state = W_COMMIT;
     return rc;
 }
 
@@ -32695,7 +32888,7 @@ static void pull_progress(pgpipe_pull *p, int done)
 
 /* Where the listing goes after this page: *end = 1 when it ends here
 ** (*endcur: the API's cursor to keep), else next holds the next URL. */
-static int pull_next(pgpipe_pull *p, const char *url, const pgpipe_json_val *root, long long n,
+static int pull_next(pgpipe_pull *p, const char *url, const pp_buf *link, const pgpipe_json_val *root, long long n,
                      long long run_in, long long run_page, pp_buf *next, int *end, char *endcur,
                      size_t endcurlen)
 {
@@ -32716,7 +32909,7 @@ static int pull_next(pgpipe_pull *p, const char *url, const pgpipe_json_val *roo
         break;
     case PGPIPE_PULL_LINK: {
         char target[8192];
-        if (!p->link.len || !pp_pull_link_next(p->link.data, target, sizeof target)) {
+        if (!link->len || !pp_pull_link_next(link->data, target, sizeof target)) {
             *end = 1;
             break;
         }
@@ -32852,11 +33045,112 @@ static void pull_run_end(pgpipe_pull *p, const char *run_id, int rc, int paused)
             10, par, NULL, NULL, NULL);
 }
 
+/* The writers' connections beyond the first: up to min(concurrency, 4),
+** fewer (with a warning) when the target refuses more. */
+static void pull_writers_open(pgpipe_pull *p)
+{
+    int want = p->o.concurrency < PULL_MAX_WRITERS ? p->o.concurrency : PULL_MAX_WRITERS;
+    p->nconn = 1;
+    for (int i = 1; i < want; i++) {
+        PGconn **c = &p->conns[i];
+        if (*c && PQstatus(*c) != CONNECTION_OK)
+            PQreset(*c);
+        if (!*c)
+            *c = PQconnectdb(p->o.conninfo ? p->o.conninfo : "");
+        if (!*c || PQstatus(*c) != CONNECTION_OK) {
+            char m[512];
+            pgpipe_conninfo_mask(*c ? PQerrorMessage(*c) : "out of memory", m, sizeof m);
+            m[strcspn(m, "\n")] = '\0';
+            pp_logf(PGPIPE_LOG_WARN, "pull", "%s/%s: %d page writers instead of %d: %s", p->o.source,
+                    p->o.stream, i, want, m);
+            PQfinish(*c);
+            *c = NULL;
+            break;
+        }
+        PQsetNoticeProcessor(*c, pp_notice_to_log, (void *)"pull");
+        p->nconn = i + 1;
+    }
+    p->nw = p->nconn + 1;
+}
+
+/* A writer back to idle: what it sent is read and its transaction rolled back. */
+static void pull_writer_reset(pull_writer *w)
+{
+    PGresult *r;
+    if (w->conn && w->state != W_BUILT && PQstatus(w->conn) == CONNECTION_OK) {
+        if (PQisBusy(w->conn) || w->state == W_COPY || w->state == W_COMMIT)
+            while ((r = PQgetResult(w->conn)) != NULL) {
+                if (PQresultStatus(r) == PGRES_COPY_IN)
+                    PQputCopyEnd(w->conn, "pgpipe pull: aborted");
+                PQclear(r);
+            }
+        pp_rollback_open(w->conn);
+    }
+    w->state = W_IDLE;
+    w->conn = NULL;
+}
+
+/* The URL of page seq, known for page kseq (kurl): kurl itself, or with
+** OFFSET and PAGE pagination a page after it (the pages before it full);
+** 0 when it is not known yet or lies past the total the API reported. */
+static int pull_predict(pgpipe_pull *p, long long kseq, const char *kurl, long long seq,
+                        long long total, long long npages, pp_buf *out)
+{
+    const pgpipe_pull_options *o = &p->o;
+    char v[64];
+    long long k = seq - kseq;
+    out->len = 0;
+    if (k == 0) {
+        if (pp_buf_append(out, kurl, strlen(kurl) + 1) != PGPIPE_OK)
+            return 0;
+        out->len--;
+        return 1;
+    }
+    if (k < 0)
+        return 0;
+    if (o->paginate == PGPIPE_PULL_OFFSET) {
+        long long off = pp_pull_param_get(kurl, o->offset_param, v, sizeof v) ? atoll(v) : 0;
+        off += k * o->limit;
+        if (total >= 0 && off >= total)
+            return 0;
+        snprintf(v, sizeof v, "%lld", off);
+        return pp_pull_param_set(out, kurl, o->offset_param, v) == PGPIPE_OK;
+    }
+    if (o->paginate == PGPIPE_PULL_PAGE) {
+        long long pg = pp_pull_param_get(kurl, o->page_param, v, sizeof v) ? atoll(v) : o->first_page;
+        pg += k;
+        long long idx = pg - o->first_page + 1;
+        if (npages >= 0 && idx > npages)
+            return 0;
+        if (total >= 0 && o->limit_param && (idx - 1) * o->limit >= total)
+            return 0;
+        snprintf(v, sizeof v, "%lld", pg);
+        return pp_pull_param_set(out, kurl, o->page_param, v) == PGPIPE_OK;
+    }
+    return 0;
+}
+
+static pull_slot *pull_slot_of(pgpipe_pull *p, long long seq)
+{
+    for (int i = 0; i < p->o.concurrency; i++)
+        if (p->slots[i].state != SLOT_FREE && p->slots[i].seq == seq)
+            return &p->slots[i];
+    return NULL;
+}
+
+/* Drop the pages from seq on. */
+static void pull_drop_from(pgpipe_pull *p, long long seq)
+{
+    for (int i = 0; i < p->o.concurrency; i++)
+        if (p->slots[i].state != SLOT_FREE && p->slots[i].seq >= seq)
+            pull_drop(p, &p->slots[i]);
+}
+
 int pgpipe_pull_run(pgpipe_pull *p)
 {
     if (!p)
         return PGPIPE_MISUSE;
-    if (!p->curl || !p->conn)
+    if (!p->multi || !p->conn)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the handle did not open");
     pp_mutex_lock(&p->mu);
     memset(&p->prog, 0, sizeof p->prog);
@@ -32873,9 +33167,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
     if (rc != PGPIPE_OK)
         return rc;
     pull_state s = { 0 };
-    pp_buf url = { 0 }, next = { 0 };
+    pp_buf url = { 0 };
     char run_id[24] = "";
-    int paused = 0;
     rc = pull_state_read(p, &s);
     if (rc == PGPIPE_OK) {
         /* a run that died (kill -9) left its row running: it ended then */
@@ -32902,97 +33195,289 @@ int pgpipe_pull_run(pgpipe_pull *p)
     }
     char high[512];
     snprintf(high, sizeof high, "%s", s.run_high ? s.run_high : "");
-    long long run_in = s.run_records, run_page = s.run_pages;
-    if (rc == PGPIPE_OK)
+    long long parsed_in = s.run_records, run_page = s.run_pages;
+    if (rc == PGPIPE_OK) {
         pull_seen(p, url.data);
-    /* page n is fetched while page n-1's COMMIT is on its way (fetched is
-    ** 1 when the body of url is in); it is loaded only once that COMMIT
-    ** succeeded */
-    int fetched = 0;
-    while (rc == PGPIPE_OK) {
-        if (atomic_load(&p->stop)) {
-            rc = pp_err(&p->h.err, PGPIPE_BUSY, "pull: stopped");
-            break;
-        }
-        if (p->o.max_pages > 0 && p->prog.pages >= p->o.max_pages) {
-            paused = 1;
-            break;
-        }
-        run_page++;
-        if (!fetched && (rc = pull_fetch(p, url.data)) != PGPIPE_OK)
-            break;
-        fetched = 0;
-        /* the body */
-        char src[300];
-        snprintf(src, sizeof src, "page %lld", run_page);
-        pgpipe_json_doc_set_source(p->doc, src);
-        if (pgpipe_json_parse(p->doc, p->body.data ? p->body.data : "", p->body.len) != PGPIPE_OK) {
-            rc = pull_errf(p, PGPIPE_PARSE, "pull: %s: the body is not JSON: %s", url.data,
-                           pgpipe_errmsg(p->doc));
-            break;
-        }
-        const pgpipe_json_val *root = pgpipe_json_root(p->doc);
-        const pgpipe_json_val *arr = pgpipe_json_path(root, pull_path(p->o.records));
-        if (pgpipe_json_type(arr) != PGPIPE_JSON_ARRAY) {
-            rc = pull_errf(p, PGPIPE_PARSE, "pull: %s: the records \"%s\" are %s, not an array",
-                           url.data, p->o.records, arr ? pgpipe_json_type_name(pgpipe_json_type(arr)) : "missing");
-            break;
-        }
-        long long n = (long long)pgpipe_json_len(arr);
-        int end = 0;
-        char endcur[512];
-        next.len = 0;
-        if ((rc = pull_next(p, url.data, root, n, run_in + n, run_page, &next, &end, endcur,
-                            sizeof endcur)) != PGPIPE_OK)
-            break;
-        /* the records */
-        char batch[37];
-        pp_uuid_v4(batch);
-        p->copy.len = 0;
-        p->dlq.len = 0;
-        long long nok = 0, ndead = 0;
-        if ((rc = pull_rows(p, arr, url.data, run_page, batch, &nok, &ndead, high)) != PGPIPE_OK)
-            break;
-        const char *newcur = NULL;
-        if (end && !p->scope[0])
-            newcur = p->o.since_field ? (high[0] ? high : NULL)
-                     : (p->o.paginate == PGPIPE_PULL_CURSOR && p->o.more_path && endcur[0]) ? endcur : NULL;
-        if ((rc = pull_commit_send(p, end ? NULL : next.data, n, nok, ndead, high, end, newcur)) != PGPIPE_OK)
-            break;
-        int frc = PGPIPE_OK;
-        if (!end && !atomic_load(&p->stop) &&
-            !(p->o.max_pages > 0 && p->prog.pages + 1 >= p->o.max_pages)) {
-            frc = pull_fetch(p, next.data); /* the next page, during the COMMIT */
-            fetched = frc == PGPIPE_OK;
-        }
-        pgpipe_error ferr = p->h.err;
-        if ((rc = pull_commit_wait(p)) != PGPIPE_OK)
-            break;
-        run_in += n;
-        pp_mutex_lock(&p->mu);
-        p->prog.pages++;
-        p->prog.records += nok;
-        p->prog.dead_lettered += ndead;
-        pp_mutex_unlock(&p->mu);
-        pull_progress(p, 0);
-        if (frc != PGPIPE_OK) { /* this page is committed; the next one failed */
-            p->h.err = ferr;
-            rc = frc;
-            run_page++;
-            break;
-        }
-        if (end)
-            break;
-        pp_buf sw = url;
-        url = next;
-        next = sw;
+        pull_writers_open(p);
     }
+
+    /* Pages head, head+1, ... are requested (at most concurrency of them
+    ** held), parsed in order as they arrive (the next URL comes from the
+    ** page before), written on a free writer and committed in order. url
+    ** is the URL known for page kseq: the others are predicted from it
+    ** (OFFSET, PAGE) or not requested before it is parsed. halt: no new
+    ** page (an error, the end); abort: no new COMMIT either. */
+    const int C = p->o.concurrency;
+    long long head = run_page + 1, kseq = head, next_fetch = head, committed = run_page;
+    long long last = p->o.max_pages > 0 ? run_page + p->o.max_pages : LLONG_MAX, end_seq = LLONG_MAX;
+    long long total = -1, npages = -1;
+    int halt = rc != PGPIPE_OK, abort_ = halt, erc = rc;
+    pgpipe_error first = p->h.err;
+#define PULL_FAIL(code, ab) do { if (erc == PGPIPE_OK) { erc = (code); first = p->h.err; } \
+                                 halt = 1; if (ab) abort_ = 1; } while (0)
+    int64_t wait_since = 0;
+    for (;;) {
+        int moved = 0;
+        if (!halt && atomic_load(&p->stop)) {
+            pp_err(&p->h.err, PGPIPE_BUSY, "pull: stopped");
+            PULL_FAIL(PGPIPE_BUSY, 1);
+        }
+        if (halt)
+            pull_drop_from(p, 0);
+        /* what came in */
+        int running = 0;
+        curl_multi_perform(p->multi, &running);
+        CURLMsg *m;
+        int left;
+        while ((m = curl_multi_info_read(p->multi, &left)) != NULL) {
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            pull_slot *sl = NULL;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&sl);
+            if (sl && sl->state == SLOT_FETCH)
+                pull_done(p, sl, m->data.result);
+            moved = 1;
+        }
+        for (int i = 0; i < p->nw; i++) {
+            pull_writer *w = &p->w[i];
+            if (w->state != W_COPY && w->state != W_COMMIT)
+                continue;
+            if (!PQconsumeInput(w->conn) || !PQisBusy(w->conn)) {
+                moved = 1;
+                if (w->state == W_COPY) {
+                    if ((rc = pull_write_copied(p, w)) != PGPIPE_OK) {
+                        PULL_FAIL(rc, 1);
+                        pull_writer_reset(w);
+                    }
+                } else if ((rc = pull_results(p, w->conn, w->solo ? "pull: COPY and COMMIT of the page"
+                                                                  : "pull: COMMIT of the page")) != PGPIPE_OK) {
+                    PULL_FAIL(rc, 1);
+                    pull_writer_reset(w);
+                } else { /* committed */
+                    w->state = W_IDLE;
+                    w->conn = NULL;
+                    committed = w->seq;
+                    pp_mutex_lock(&p->mu);
+                    p->prog.pages++;
+                    p->prog.records += w->nok;
+                    p->prog.dead_lettered += w->ndead;
+                    pp_mutex_unlock(&p->mu);
+                    pull_progress(p, 0);
+                }
+            }
+        }
+        /* the next page to commit, once the one before it committed */
+        for (int i = 0; i < p->nw; i++) {
+            pull_writer *w = &p->w[i];
+            if (w->state != W_READY)
+                continue;
+            if (abort_) {
+                pull_writer_reset(w);
+                moved = 1;
+            } else if (w->seq == committed + 1) {
+                if ((rc = pull_commit_send(p, w)) != PGPIPE_OK) {
+                    PULL_FAIL(rc, 1);
+                    pull_writer_reset(w);
+                }
+                moved = 1;
+            }
+        }
+        /* built pages onto free connections, the earliest first */
+        for (;;) {
+            pull_writer *bw = NULL;
+            for (int i = 0; i < p->nw; i++)
+                if (p->w[i].state == W_BUILT && (!bw || p->w[i].seq < bw->seq))
+                    bw = &p->w[i];
+            if (!bw)
+                break;
+            if (abort_) {
+                pull_writer_reset(bw);
+                moved = 1;
+                continue;
+            }
+            PGconn *fc = NULL;
+            for (int k = 0; k < p->nconn && !fc; k++) {
+                fc = p->conns[k];
+                for (int i = 0; i < p->nw; i++)
+                    if (p->w[i].conn == fc)
+                        fc = NULL;
+            }
+            if (!fc)
+                break;
+            bw->conn = fc;
+            moved = 1;
+            /* the page after the last committed one goes in one round trip less */
+            int solo = bw->seq == committed + 1 && bw->copy.len && !bw->dlq.len;
+            if ((rc = solo ? pull_write_commit(p, bw) : pull_write_start(p, bw)) != PGPIPE_OK) {
+                PULL_FAIL(rc, 1);
+                pull_writer_reset(bw);
+            }
+        }
+        /* the pages ahead */
+        while (!halt && next_fetch <= last && next_fetch <= end_seq && next_fetch - head < C) {
+            pull_slot *sl = NULL;
+            for (int i = 0; i < C && !sl; i++)
+                if (p->slots[i].state == SLOT_FREE)
+                    sl = &p->slots[i];
+            if (!sl || !pull_predict(p, kseq, url.data, next_fetch, total, npages, &sl->url))
+                break;
+            sl->seq = next_fetch++;
+            sl->state = SLOT_WAIT;
+            sl->due_us = 0;
+            sl->attempts = 0;
+            sl->first_fail_us = 0;
+            moved = 1;
+        }
+        /* their requests, the earliest page first, when the budget allows */
+        int64_t now = pgpipe_now_us(), wake = now + 100000;
+        int head_waits = 0;
+        for (long long q = head; !halt && q < next_fetch; q++) {
+            pull_slot *sl = pull_slot_of(p, q);
+            if (!sl || sl->state != SLOT_WAIT)
+                continue;
+            if (sl->due_us > now) {
+                wake = sl->due_us < wake ? sl->due_us : wake;
+                head_waits |= q == head;
+                continue;
+            }
+            int64_t us = pull_budget_take(p->budget);
+            if (us) {
+                wake = now + us < wake ? now + us : wake;
+                head_waits |= q == head;
+                break;
+            }
+            pull_start(p, sl);
+            moved = 1;
+        }
+        /* the next page in order: parsed, its rows built, sent to a writer */
+        pull_slot *hs = halt ? NULL : pull_slot_of(p, head);
+        pull_writer *fw = NULL;
+        for (int i = 0; i < p->nw && !fw; i++)
+            if (p->w[i].state == W_IDLE)
+                fw = &p->w[i];
+        if (hs && hs->state == SLOT_FAILED) {
+            p->h.err = hs->err;
+            PULL_FAIL(hs->err.code ? hs->err.code : PGPIPE_IO, 0);
+            moved = 1;
+        } else if (hs && hs->state == SLOT_GOT && fw) {
+            moved = 1;
+            const char *u = hs->url.data;
+            char src[300];
+            snprintf(src, sizeof src, "page %lld", head);
+            pgpipe_json_doc_set_source(p->doc, src);
+            const pgpipe_json_val *root = NULL, *arr = NULL;
+            if (pgpipe_json_parse(p->doc, hs->body.data ? hs->body.data : "", hs->body.len) != PGPIPE_OK) {
+                pull_errf(p, PGPIPE_PARSE, "pull: %s: the body is not JSON: %s", u, pgpipe_errmsg(p->doc));
+                PULL_FAIL(PGPIPE_PARSE, 0);
+            } else {
+                root = pgpipe_json_root(p->doc);
+                arr = pgpipe_json_path(root, pull_path(p->o.records));
+                if (pgpipe_json_type(arr) != PGPIPE_JSON_ARRAY) {
+                    pull_errf(p, PGPIPE_PARSE, "pull: %s: the records \"%s\" are %s, not an array", u,
+                              p->o.records, arr ? pgpipe_json_type_name(pgpipe_json_type(arr)) : "missing");
+                    PULL_FAIL(PGPIPE_PARSE, 0);
+                }
+            }
+            long long n = halt ? 0 : (long long)pgpipe_json_len(arr);
+            int end = 0;
+            char endcur[512];
+            fw->next.len = 0;
+            if (!halt && (rc = pull_next(p, u, &hs->link, root, n, parsed_in + n, head, &fw->next, &end, endcur,
+                                         sizeof endcur)) != PGPIPE_OK)
+                PULL_FAIL(rc, 0);
+            if (!halt) {
+                if (!pull_body_int(root, p->o.total_path, &total))
+                    total = -1;
+                if (!pull_body_int(root, p->o.pages_path, &npages))
+                    npages = -1;
+                char batch[37];
+                pp_uuid_v4(batch);
+                fw->copy.len = 0;
+                fw->dlq.len = 0;
+                fw->nok = fw->ndead = 0;
+                int maybe_nul = pull_has_nul_escape(hs->body.data ? hs->body.data : "", hs->body.len);
+                if ((rc = pull_rows(p, fw, arr, u, head, batch, maybe_nul, &fw->nok, &fw->ndead, high)) != PGPIPE_OK)
+                    PULL_FAIL(rc, 0);
+            }
+            if (!halt) {
+                fw->seq = head;
+                fw->n = n;
+                fw->end = end;
+                snprintf(fw->high, sizeof fw->high, "%s", high);
+                const char *newcur = NULL;
+                if (end && !p->scope[0])
+                    newcur = p->o.since_field ? (high[0] ? high : NULL)
+                             : (p->o.paginate == PGPIPE_PULL_CURSOR && p->o.more_path && endcur[0]) ? endcur : NULL;
+                fw->has_cur = newcur != NULL;
+                snprintf(fw->cur, sizeof fw->cur, "%s", newcur ? newcur : "");
+                parsed_in += n;
+                fw->conn = NULL;
+                fw->state = W_BUILT;
+            }
+            if (!halt) {
+                pull_drop(p, hs);
+                head++;
+                if (end) {
+                    end_seq = head - 1;
+                    pull_drop_from(p, head);
+                    next_fetch = head;
+                } else {
+                    /* the page asked for ahead is the one the listing names, or goes */
+                    pull_slot *ns = pull_slot_of(p, head);
+                    if (ns && strcmp(ns->url.data, fw->next.data) != 0) {
+                        pull_drop_from(p, head);
+                        next_fetch = head;
+                    }
+                    kseq = head;
+                    url.len = 0;
+                    if (pp_buf_append(&url, fw->next.data, fw->next.len + 1) != PGPIPE_OK) {
+                        pp_err_nomem(&p->h.err);
+                        PULL_FAIL(PGPIPE_NOMEM, 1);
+                    }
+                    url.len--;
+                }
+            }
+        }
+        int busy = 0;
+        for (int i = 0; i < p->nw; i++)
+            busy |= p->w[i].state != W_IDLE;
+        if (!busy && (halt || head > end_seq || head > last))
+            break;
+        if (moved)
+            continue;
+        /* nothing to do before a response, a result or a turn comes */
+        struct curl_waitfd fds[PULL_MAX_WRITERS];
+        unsigned nfd = 0;
+        for (int i = 0; i < p->nw && nfd < PULL_MAX_WRITERS; i++)
+            if (p->w[i].state == W_COPY || p->w[i].state == W_COMMIT) {
+                fds[nfd].fd = PQsocket(p->w[i].conn);
+                fds[nfd].events = CURL_WAIT_POLLIN;
+                fds[nfd].revents = 0;
+                nfd++;
+            }
+        int ms = (int)((wake - now + 999) / 1000);
+        ms = ms < 1 ? 1 : ms > 100 ? 100 : ms;
+        if (head_waits && !wait_since)
+            wait_since = now;
+        curl_multi_poll(p->multi, nfd ? fds : NULL, nfd, ms, NULL);
+        if (wait_since && !head_waits) {
+            pull_prog_add(p, &p->prog.waited_ms, (pgpipe_now_us() - wait_since) / 1000);
+            wait_since = 0;
+        }
+    }
+#undef PULL_FAIL
+    if (wait_since)
+        pull_prog_add(p, &p->prog.waited_ms, (pgpipe_now_us() - wait_since) / 1000);
+    pull_drop_from(p, 0);
+    rc = erc;
+    if (rc != PGPIPE_OK)
+        p->h.err = first;
+    int paused = rc == PGPIPE_OK && end_seq == LLONG_MAX && head > last;
     pull_run_end(p, run_id, rc, paused);
     pull_lock(p, 0);
     pull_progress(p, 1);
     pull_state_free(&s);
     pp_buf_free(&url);
-    pp_buf_free(&next);
     return rc;
 }
 
@@ -38440,6 +38925,8 @@ typedef struct rsrc_pull {
     int nargs, line;
     int64_t every_ms;
     double rate;
+    int concurrency;      /* the stream's --concurrency (1) */
+    int budget_slots;     /* the owner's: the budget's concurrency, the largest of its streams' */
     pthread_t th;
     int running;
     atomic_int stop;
@@ -39067,6 +39554,7 @@ static rsrc_pull *rsrc_pull_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
     h->r = r;
     h->line = s->line;
     h->every_ms = s->every_ms > 0 ? s->every_ms : 300000;
+    h->concurrency = 1;
     int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->source, s->pull_source ? s->pull_source : s->name);
     h->args = pp_calloc((size_t)s->npull_args + 1, sizeof *h->args);
     ok &= h->args != NULL;
@@ -39075,6 +39563,8 @@ static rsrc_pull *rsrc_pull_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
         h->nargs++;
         if (!strncmp(s->pull_args[i], "rate=", 5))
             h->rate = atof(s->pull_args[i] + 5);
+        if (!strncmp(s->pull_args[i], "concurrency=", 12))
+            h->concurrency = atoi(s->pull_args[i] + 12);
     }
     if (!ok) {
         rsrc_pull_free(h);
@@ -39174,10 +39664,17 @@ static int rsrc_pull_start(pgpipe_runner *r, run_sources *s, rsrc_pull *h, pgpip
     return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source pull %s: this pgpipe was built without the "
                   "API pull (PGPIPE_OMIT_PULL)", r->path, h->line, h->name);
 #else
-    /* the budget of the first source with the same events' source */
+    /* the budget of the first source with the same events' source: its
+    ** concurrency is the largest its streams ask for */
     for (int i = 0; i < s->npull && !h->budget; i++)
-        if (s->pull[i] && s->pull[i] != h && s->pull[i]->owns_budget && !strcmp(s->pull[i]->source, h->source))
-            h->budget = s->pull[i]->budget;
+        if (s->pull[i] && s->pull[i] != h && s->pull[i]->owns_budget && !strcmp(s->pull[i]->source, h->source)) {
+            rsrc_pull *owner = s->pull[i];
+            h->budget = owner->budget;
+            if (h->concurrency > owner->budget_slots) {
+                owner->budget_slots = h->concurrency;
+                pgpipe_pull_budget_set_concurrency(h->budget, h->concurrency);
+            }
+        }
     if (!h->budget) {
         if (pgpipe_pull_budget_open(&h->budget, h->rate, 1) != PGPIPE_OK) {
             h->budget = NULL;
@@ -39185,6 +39682,8 @@ static int rsrc_pull_start(pgpipe_runner *r, run_sources *s, rsrc_pull *h, pgpip
                           "this pgpipe was built without libcurl (-DPGPIPE_ENABLE_CURL)");
         }
         h->owns_budget = 1;
+        h->budget_slots = h->concurrency;
+        pgpipe_pull_budget_set_concurrency(h->budget, h->concurrency);
     }
     return rsrc_thread_start(r, s, &h->th, rsrc_pull_thread, h, &h->running, "pull", h->line,
                              h->name, err);

@@ -5054,6 +5054,9 @@ static const optdef opts_pull[] = {
       "--api-key-file /run/secrets/crm_key" },
     { "--rate", NULL, OPT_TEXT, "N", 0, 0, "no limit", "requests per second",
       ".pull https://api.example.com/v1/contacts --source crm --rate 5" },
+    { "--concurrency", NULL, OPT_TEXT, "N", 0, 0, "1",
+      "requests in flight at once (1 to 64); pages written side by side",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate offset --concurrency 4" },
     { "--connect-timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "10s", "connecting",
       ".pull https://api.example.com/v1/contacts --source crm --connect-timeout 5s" },
     { "--timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "60s", "a whole request",
@@ -5969,7 +5972,9 @@ static const command commands[] = {
       "disagrees, is an error naming the page. 429/503 Retry-After, X-RateLimit-* and\n"
       "backoff with jitter on 5xx and network errors within --retry-budget. Secrets come\n"
       "from --token-env/--token-file (basic, API key alike), never as values; they are\n"
-      "masked in every message. Progress on stderr; Ctrl-C stops after the current page.\n"
+      "masked in every message. --concurrency N: up to N requests in flight (next pages\n"
+      "fetched while pages are written, up to 4 written side by side, committed in page\n"
+      "order). Progress on stderr; Ctrl-C stops, rolling back the pages not committed.\n"
       "Needs a shell built with libcurl.", cmd_pull, spec_pull, 0 },
     { "quit", ".quit", "leave the shell (also .exit, Ctrl-D)", cmd_quit, spec_quit, 0 },
     { "read", ".read FILE", "run the SQL and dot commands in FILE", cmd_read, spec_read, 0 },

@@ -18,7 +18,7 @@ in the listing) and since (only records with id > since), and:
 Faults, on the page whose 1-based index is at= (default 2):
 
     fault=429 | 503     first request: that status with Retry-After: ra
-                        seconds (ra=date: as an HTTP date)
+                        seconds (ra=date: as an HTTP date), after hold=MS
     fault=500           the first two requests: 500
     fault=drop          first request: half the body, then the connection closes
     fault=stall         first request: no answer for 10 s
@@ -32,7 +32,8 @@ Faults, on the page whose 1-based index is at= (default 2):
 A request that arrives while a Retry-After or a rate-limit reset it gave is
 still running gets a 429 without Retry-After and counts as "early" in
 /stats. Other parameters: gzip=1 (gzip when the client accepts it),
-delay=MS (before each page), cache=1 (a page's body is made once and
+delay=MS (before each page), cap=N (offset: at most N records a page,
+whatever the limit), cache=1 (a page's body is made once and
 kept: the benchmark), bad=K,L (record K lacks "type", record L
 holds \\u0000), auth=bearer|basic|key (401 unless Authorization: Bearer
 s3cret-token / Basic user:pa55 / X-Api-Key: k3y-value).
@@ -148,7 +149,7 @@ class H(BaseHTTPRequestHandler):
             off = int(c.strip("cz") or 0)
             page = off // per + 1
         elif style == "offset":
-            per = int(q.get("limit", "10"))
+            per = min(int(q.get("limit", "10")), int(q.get("cap", "1000000")))
             off = int(q.get("offset", "0"))
             page = off // per + 1
         elif style == "page":
@@ -165,6 +166,9 @@ class H(BaseHTTPRequestHandler):
         key = (fault, u.path, q.get("n"), q.get("since"), page)
         if fault and page == at:
             if fault in ("429", "503") and self.fault_once(key):
+                if q.get("hold"):
+                    # answer late, after the requests sent beside it are answered
+                    time.sleep(int(q["hold"]) / 1000)
                 ra = q.get("ra", "1")
                 if ra == "date":
                     value = email.utils.formatdate(time.time() + 2, usegmt=True)

@@ -504,17 +504,21 @@ static void pl_t_secrets(void)
 
 /* ---- kill -9 ------------------------------------------------------------------- */
 
-static void pl_t_kill9_resume(void)
+static void pl_kill9(const char *src, const char *path, int style, int concurrency)
 {
     PGconn *c = pgt_db_open();
     pl_server();
-    pl_clean(c, "pl_kill");
+    pl_clean(c, src);
+    char q[512];
     pgpipe_pull_options o;
-    pl_opts(&o, "pl_kill", "/link?n=400&per=10&delay=40");
-    o.paginate = PGPIPE_PULL_LINK;
+    pl_opts(&o, src, path);
+    o.paginate = style;
+    o.limit = 10;
+    o.records = style == PGPIPE_PULL_OFFSET ? "items" : "";
+    o.concurrency = concurrency;
     for (int round = 0; round < 2; round++) {
-        long long before = pgt_db_int(c, "SELECT coalesce(max(pages), 0) FROM pgpipe.pull_state "
-                                         "WHERE source = 'pl_kill'");
+        snprintf(q, sizeof q, "SELECT coalesce(max(pages), 0) FROM pgpipe.pull_state WHERE source = '%s'", src);
+        long long before = pgt_db_int(c, q);
         fflush(stdout);
         fflush(stderr);
         pid_t pid = fork();
@@ -528,8 +532,7 @@ static void pl_t_kill9_resume(void)
         }
         /* a few pages in, kill it wherever it is */
         for (int i = 0; i < 400; i++) {
-            if (pgt_db_int(c, "SELECT coalesce(max(pages), 0) FROM pgpipe.pull_state "
-                              "WHERE source = 'pl_kill'") >= before + 4 + round * 3)
+            if (pgt_db_int(c, q) >= before + 4 + round * 3)
                 break;
             pgpipe_sleep_ms(20);
         }
@@ -543,19 +546,279 @@ static void pl_t_kill9_resume(void)
         int st;
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
             ;
-        PGT_CHECK(pl_count(c, "pl_kill", "count(*)") < 400);
+        PGT_CHECK(pl_count(c, src, "count(*)") < 400);
     }
     /* the next run resumes at the page after the last commit */
     pgpipe_pull_progress pr;
     PGT_OK(pl_run(&o, &pr, NULL, 0));
     PGT_CHECK(pr.pages < 40);
-    PGT_EQ_INT(pl_count(c, "pl_kill", "count(*)"), 400);
-    PGT_EQ_INT(pl_count(c, "pl_kill", "count(DISTINCT payload->>'id')"), 400);
-    PGT_EQ_INT(pgt_db_int(c, "SELECT records FROM pgpipe.pull_state WHERE source = 'pl_kill'"), 400);
-    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.pull_runs WHERE source = 'pl_kill' "
-                             "AND error = 'interrupted'"), 2);
+    PGT_EQ_INT(pl_count(c, src, "count(*)"), 400);
+    PGT_EQ_INT(pl_count(c, src, "count(DISTINCT payload->>'id')"), 400);
+    snprintf(q, sizeof q, "SELECT records FROM pgpipe.pull_state WHERE source = '%s'", src);
+    PGT_EQ_INT(pgt_db_int(c, q), 400);
+    snprintf(q, sizeof q, "SELECT count(*) FROM pgpipe.pull_runs WHERE source = '%s' AND error = 'interrupted'", src);
+    PGT_EQ_INT(pgt_db_int(c, q), 2);
+    /* every page's records are one batch: no page was staged in part or twice */
+    snprintf(q, sizeof q, "SELECT count(*) FROM (SELECT batch_id FROM staging.raw_events WHERE source = '%s' "
+                          "GROUP BY batch_id HAVING count(*) <> 10 OR max((payload->>'id')::int) - "
+                          "min((payload->>'id')::int) <> 9) x", src);
+    PGT_EQ_INT(pgt_db_int(c, q), 0);
     pgt_db_close(c);
 }
+
+static void pl_t_kill9_resume(void)
+{
+    pl_kill9("pl_kill", "/link?n=400&per=10&delay=40", PGPIPE_PULL_LINK, 1);
+}
+
+/* the same with 4 requests in flight and 4 pages written at once */
+static void pl_t_kill9_concurrent(void)
+{
+    pl_kill9("pl_kill4", "/link?n=400&per=10&delay=40", PGPIPE_PULL_LINK, 4);
+    pl_kill9("pl_kill4o", "/offset?n=400&delay=40", PGPIPE_PULL_OFFSET, 4);
+}
+
+/* ---- concurrency -------------------------------------------------------------- */
+
+static void pl_t_concurrency_option(void)
+{
+    pgpipe_pull_options o;
+    pgpipe_pull_options_init(&o);
+    PGT_EQ_INT(o.concurrency, 1);
+    pgpipe_error e;
+    const char *bad[] = { "0", "-1", "abc", "65", "99999999999999999999", "1.5", "", "4x", " 4" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&e, 0, sizeof e);
+        PGT_EQ_INT(pgpipe_pull_set(&o, "--concurrency", bad[i], &e), PGPIPE_MISUSE);
+        PGT_CONTAINS(e.message, "--concurrency: requests in flight at once, a whole number from 1 to 64");
+    }
+    PGT_EQ_INT(o.concurrency, 1);
+    PGT_OK(pgpipe_pull_set(&o, "concurrency", "64", &e));
+    PGT_EQ_INT(o.concurrency, 64);
+    /* set directly: refused when the handle opens */
+    o.source = "x";
+    o.url = "http://127.0.0.1:1/";
+    o.conninfo = pgt_dsn();
+    o.concurrency = 0;
+    pgpipe_pull *p = NULL;
+    PGT_EQ_INT(pgpipe_pull_open(&p, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(p), "concurrency is 1 to 64, not 0");
+    pgpipe_pull_close(p);
+    pgpipe_pull_budget *b;
+    PGT_OK(pgpipe_pull_budget_open(&b, 0, 1));
+    PGT_EQ_INT(pgpipe_pull_budget_set_concurrency(b, -1), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_pull_budget_set_concurrency(b, 65), PGPIPE_MISUSE);
+    PGT_OK(pgpipe_pull_budget_set_concurrency(b, 2));
+    PGT_EQ_INT((long long)pull_budget_take(b), 0);
+    PGT_EQ_INT((long long)pull_budget_take(b), 0);
+    PGT_CHECK(pull_budget_take(b) > 0); /* both slots held */
+    pull_budget_release(b);
+    PGT_EQ_INT((long long)pull_budget_take(b), 0);
+    pgpipe_pull_budget_close(b);
+}
+
+/* After every commit the stream's staged records are exactly ids 1..N:
+** pages commit in order, none twice, none in part. */
+typedef struct pl_order {
+    PGconn *c;
+    const char *source;
+    long long checks, bad;
+    char why[256];
+} pl_order;
+static void pl_order_check(void *ud, const pgpipe_pull_progress *pr)
+{
+    pl_order *x = ud;
+    char q[256];
+    snprintf(q, sizeof q, "SELECT count(*) || ' ' || coalesce(max((payload->>'id')::int), 0) || ' ' || "
+                          "count(DISTINCT payload->>'id') FROM staging.raw_events WHERE source = '%s'", x->source);
+    PGresult *r = PQexec(x->c, q);
+    char want[96];
+    snprintf(want, sizeof want, "%lld %lld %lld", pr->records, pr->records, pr->records);
+    const char *got = PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "error";
+    if (strcmp(got, want) != 0 && !x->bad++)
+        snprintf(x->why, sizeof x->why, "after %lld pages: staged %s, expected %s", pr->pages, got, want);
+    x->checks++;
+    PQclear(r);
+}
+
+static void pl_same(PGconn *c, const char *path, int style, int conc, long long records, long long pages)
+{
+    const char *src = conc == 1 ? "pl_c1" : "pl_c4";
+    pl_clean(c, src);
+    pgpipe_pull_options o;
+    pl_opts(&o, src, path);
+    o.paginate = style;
+    o.limit = 10;
+    o.records = style == PGPIPE_PULL_CURSOR ? "data.items" : style == PGPIPE_PULL_OFFSET ? "items"
+                : style == PGPIPE_PULL_PAGE ? "results" : "";
+    o.cursor_path = "next_cursor";
+    o.more_path = "has_more";
+    o.page_param = "page";
+    o.limit_param = style == PGPIPE_PULL_PAGE ? "per_page" : NULL;
+    o.since_field = "id";
+    o.concurrency = conc;
+    pl_order ord = { pgt_db_open(), src, 0, 0, "" };
+    o.progress = pl_order_check;
+    o.progress_ud = &ord;
+    pgpipe_pull_progress pr;
+    PGT_CHECK_MSG(pl_run(&o, &pr, NULL, 0) == PGPIPE_OK, "%s with concurrency %d", path, conc);
+    PGT_CHECK_MSG(!ord.bad, "%s with concurrency %d: %s", path, conc, ord.why);
+    PGT_CHECK(ord.checks >= pages);
+    PGT_EQ_INT(pr.pages, pages);
+    PGT_EQ_INT(pr.records, records);
+    PGT_EQ_INT(pl_count(c, src, "count(*)"), records);
+    PGT_EQ_INT(pl_count(c, src, "count(DISTINCT payload->>'id')"), records);
+    PGT_EQ_INT(pl_count(c, src, "count(DISTINCT batch_id)"), (records + 9) / 10); /* an empty page has none */
+    char q[256];
+    snprintf(q, sizeof q, "SELECT coalesce(cursor, '-') || ' ' || pages || ' ' || records || ' ' || last_status "
+                          "FROM pgpipe.pull_state WHERE source = '%s'", src);
+    char want[96];
+    snprintf(want, sizeof want, "%lld %lld %lld done", records, pages, records);
+    PGT_EQ_STR(pgt_db_str(c, q), want);
+    pgt_db_close(ord.c);
+}
+
+static void pl_t_concurrency_same(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    static const struct { const char *path; int style; long long records, pages; } cases[] = {
+        { "/offset?n=95", PGPIPE_PULL_OFFSET, 95, 10 },        /* a short last page */
+        { "/offset?n=90", PGPIPE_PULL_OFFSET, 90, 10 },                /* an empty page ends it */
+        { "/page?n=73&per_page=10", PGPIPE_PULL_PAGE, 73, 8 },
+        { "/link?n=64&per=10", PGPIPE_PULL_LINK, 64, 7 },
+        { "/cursor?n=57&per=10&opaque=1", PGPIPE_PULL_CURSOR, 57, 6 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pl_same(c, cases[i].path, cases[i].style, 1, cases[i].records, cases[i].pages);
+        pl_same(c, cases[i].path, cases[i].style, 4, cases[i].records, cases[i].pages);
+        /* the same records */
+        PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM ((SELECT payload FROM staging.raw_events WHERE source = 'pl_c1' "
+                                 "EXCEPT SELECT payload FROM staging.raw_events WHERE source = 'pl_c4') UNION ALL "
+                                 "(SELECT payload FROM staging.raw_events WHERE source = 'pl_c4' EXCEPT "
+                                 "SELECT payload FROM staging.raw_events WHERE source = 'pl_c1')) x"), 0);
+    }
+    /* an API that gives 7 records a page whatever the limit: the pages asked
+    ** for ahead at offsets 10, 20, ... are not the ones the listing names next
+    ** (7, 14, ...): dropped and asked for again, never staged */
+    for (int conc = 1; conc <= 4; conc += 3) {
+        const char *src = conc == 1 ? "pl_c1" : "pl_c4";
+        pl_clean(c, src);
+        pgpipe_pull_options o;
+        pl_opts(&o, src, "/offset?n=50&cap=7");
+        o.paginate = PGPIPE_PULL_OFFSET;
+        o.limit = 10;
+        o.records = "items";
+        o.total_path = "total";
+        o.concurrency = conc;
+        pl_order ord = { pgt_db_open(), src, 0, 0, "" };
+        o.progress = pl_order_check;
+        o.progress_ud = &ord;
+        pgpipe_pull_progress pr;
+        PGT_OK(pl_run(&o, &pr, NULL, 0));
+        PGT_CHECK_MSG(!ord.bad, "concurrency %d: %s", conc, ord.why);
+        PGT_EQ_INT(pr.pages, 8);
+        PGT_EQ_INT(pl_count(c, src, "count(*)"), 50);
+        PGT_EQ_INT(pl_count(c, src, "count(DISTINCT payload->>'id')"), 50);
+        pgt_db_close(ord.c);
+    }
+    /* one short page: the 3 pages asked for beside it are dropped, never staged */
+    pl_same(c, "/offset?n=5", PGPIPE_PULL_OFFSET, 4, 5, 1);
+    PGT_EQ_INT(pl_count(c, "pl_c4", "count(DISTINCT batch_id)"), 1);
+    /* max_pages with pages fetched ahead: the run stops there, the next goes on */
+    pl_clean(c, "pl_c4");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_c4", "/offset?n=95");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.concurrency = 4;
+    o.max_pages = 3;
+    pgpipe_pull_progress pr;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pr.pages, 3);
+    PGT_EQ_INT(pl_count(c, "pl_c4", "count(*)"), 30);
+    PGT_CONTAINS(pgt_db_str(c, "SELECT next_url FROM pgpipe.pull_state WHERE source = 'pl_c4'"), "offset=30");
+    o.max_pages = 0;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_c4", "count(*)"), 95);
+    PGT_EQ_INT(pl_count(c, "pl_c4", "count(DISTINCT payload->>'id')"), 95);
+    pgt_db_close(c);
+}
+
+/* Faults while several requests are in flight. */
+static void pl_t_concurrency_faults(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pgpipe_pull_progress pr;
+    pgpipe_pull_options o;
+    /* a 429 with Retry-After, answered after the pages beside it: no
+    ** request of the source comes before the wait is over */
+    pl_clean(c, "pl_cf");
+    pl_opts(&o, "pl_cf", "/offset?n=120&fault=429&ra=1&at=3&hold=300");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    o.concurrency = 4;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_CHECK_MSG(pr.retries >= 1, "%lld retries", pr.retries);
+    PGT_EQ_INT(pl_count(c, "pl_cf", "count(*)"), 120);
+    PGT_EQ_INT(pl_count(c, "pl_cf", "count(DISTINCT payload->>'id')"), 120);
+    PGT_EQ_INT(pl_stat("early"), 0);
+    PGT_EQ_INT(pl_stat("faults"), 1);
+    /* one page stalls (the request times out, is asked again) while the
+    ** pages after it come in: they wait for it, in order */
+    pl_clean(c, "pl_cf");
+    pl_opts(&o, "pl_cf", "/page?n=80&per_page=10&fault=stall&at=2");
+    o.paginate = PGPIPE_PULL_PAGE;
+    o.records = "results";
+    o.pages_path = "total_pages";
+    o.limit = 10;
+    o.limit_param = "per_page";
+    o.timeout_ms = 1500;
+    o.concurrency = 4;
+    pl_order ord = { pgt_db_open(), "pl_cf", 0, 0, "" };
+    o.progress = pl_order_check;
+    o.progress_ud = &ord;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_CHECK_MSG(!ord.bad, "%s", ord.why);
+    PGT_CHECK(pr.retries >= 1);
+    PGT_EQ_INT(pr.pages, 8);
+    PGT_EQ_INT(pl_count(c, "pl_cf", "count(DISTINCT payload->>'id')"), 80);
+    PGT_EQ_INT(pl_count(c, "pl_cf", "count(*)"), 80);
+    pgt_db_close(ord.c);
+    /* a page that fails for good: the pages before it commit, none after */
+    pl_clean(c, "pl_cf");
+    pl_opts(&o, "pl_cf", "/offset?n=80&fault=malformed&at=4");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.records = "items";
+    o.limit = 10;
+    o.concurrency = 4;
+    char err[1024];
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_PARSE);
+    PGT_CONTAINS(err, "offset=30");
+    PGT_EQ_INT(pl_count(c, "pl_cf", "count(*)"), 30);
+    PGT_CONTAINS(pgt_db_str(c, "SELECT next_url FROM pgpipe.pull_state WHERE source = 'pl_cf'"), "offset=30");
+    /* two streams of one source share a budget of one request at a time */
+    pgpipe_pull_budget *b;
+    PGT_OK(pgpipe_pull_budget_open(&b, 0, 1));
+    PGT_OK(pgpipe_pull_budget_set_concurrency(b, 1));
+    pl_clean(c, "pl_cf");
+    pl_opts(&o, "pl_cf", "/offset?n=50");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.records = "items";
+    o.limit = 10;
+    o.concurrency = 4;
+    o.budget = b;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_cf", "count(DISTINCT payload->>'id')"), 50);
+    PGT_EQ_INT(b->inflight, 0);
+    pgpipe_pull_budget_close(b);
+    pgt_db_close(c);
+}
+
 
 /* ---- the pipeline file's pull source ------------------------------------------- */
 
@@ -586,7 +849,7 @@ static void pl_t_run_source(void)
              ".source pull users --source pl_run --stream users --url '%s/offset?n=35' --paginate offset "
              "--limit 10 --records items --total-path total --since-field id --every 1s --rate 50\n"
              ".source pull orders --source pl_run --stream orders --url %s/link?n=12&per=5 "
-             "--paginate link --event-type order --every 1h\n", (int)getpid(), pl_base, pl_base);
+             "--paginate link --event-type order --every 1h --concurrency 2\n", (int)getpid(), pl_base, pl_base);
     FILE *f = fopen(file, "w");
     PGT_CHECK(f);
     fputs(text, f);
@@ -633,7 +896,8 @@ static void pl_t_run_file_check(void)
     FILE *f = fopen(file, "w");
     PGT_CHECK(f);
     fputs(".source pull a --url http://x/ --paginate sideways --token s3cret --every 5x\n"
-          ".source pull b --paginate cursor\n", f);
+          ".source pull b --paginate cursor\n"
+          ".source pull c --url http://x/ --concurrency 0\n", f);
     fclose(f);
     pgpipe_pipefile *pf = NULL;
     PGT_CHECK(pgpipe_pipefile_open(&pf, file, NULL, 0) != PGPIPE_OK);
@@ -648,6 +912,7 @@ static void pl_t_run_file_check(void)
     PGT_CONTAINS(all.data, "1: .source pull: --every: expected a duration");
     PGT_CONTAINS(all.data, "2: .source pull: --url is required");
     PGT_CONTAINS(all.data, "2: .source pull: --paginate cursor needs --cursor-path");
+    PGT_CONTAINS(all.data, "3: .source pull: --concurrency: requests in flight at once, a whole number from 1 to 64, not \"0\"");
     PGT_CHECK(!strstr(all.data, "s3cret"));
     pp_buf_free(&all);
     pgpipe_pipefile_close(pf);
@@ -671,6 +936,10 @@ PGT_TEST(pull, backoff) { PL_CALL(pl_t_backoff); }
 PGT_TEST(pull, gzip) { PL_CALL(pl_t_gzip); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
 PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }
+PGT_TEST(pull, kill9_concurrent) { PL_CALL(pl_t_kill9_concurrent); }
+PGT_TEST(pull, concurrency_option) { PL_CALL(pl_t_concurrency_option); }
+PGT_TEST(pull, concurrency_same) { PL_CALL(pl_t_concurrency_same); }
+PGT_TEST(pull, concurrency_faults) { PL_CALL(pl_t_concurrency_faults); }
 PGT_TEST(pull, run_source) { PL_CALL(pl_t_run_source); }
 PGT_TEST(pull, run_file_check) { PL_CALL(pl_t_run_file_check); }
 

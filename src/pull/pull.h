@@ -15,11 +15,12 @@
 **
 ** Exactly once: each page is one target transaction holding its records,
 ** its dead letters and the stream's new state (pgpipe.pull_state: the next
-** page and the incremental cursor). The next page is requested while that
-** COMMIT is on its way, but loaded only once it succeeded (a failed COMMIT
-** drops it). A run killed at any point resumes, on the next run, from the
-** page after the last committed one: no page skipped, none loaded twice.
-** Two runs of the same stream exclude each other (an advisory lock).
+** page and the incremental cursor). The pages after it are requested while
+** it is written, but a page's COMMIT is sent only once the page before it
+** committed (a failed COMMIT drops the pages after it). A run killed at any
+** point resumes, on the next run, from the page after the last committed
+** one: no page skipped, none loaded twice. Two runs of the same stream
+** exclude each other (an advisory lock).
 **
 ** JSON paths (records, cursor, total, event type, cursor field): members by
 ** name separated by '.', elements by [N], optionally after "$" or "$.":
@@ -61,6 +62,24 @@
 ** exponential backoff and full jitter (250 ms doubling to 30 s) within a
 ** time budget (options.retry_budget_ms) instead of a retry count. Timeouts
 ** for the connection and the whole request; gzip and deflate accepted.
+**
+** Concurrency: options.concurrency (1 to 64, default 1) is the most
+** requests of the stream in flight at once; the budget's own limit
+** (pgpipe_pull_budget_set_concurrency) holds for all streams of the source
+** together, a stream waiting for a free slot. Fetching overlaps writing:
+** the next page is requested as soon as its URL is known (from the page
+** before, parsed as soon as it arrives), and with OFFSET and PAGE
+** pagination up to concurrency pages ahead are requested at once (never
+** past a reported total). Pages are parsed and committed strictly in
+** order, each with its cursor; a page fetched ahead that turns out not to
+** be needed (the listing ended, max_pages, a different next URL) is
+** dropped, never staged. With concurrency > 1 up to min(concurrency, 4)
+** pages are written at once, each on its own target connection: their
+** COPYs run side by side (so staging ids of neighbouring pages may
+** interleave), their COMMITs one after the other in page order, a page's
+** COMMIT sent only once the page before it committed; the next page's rows
+** are built meanwhile. At most concurrency responses are held, plus
+** min(concurrency, 4) + 1 pages' rows.
 **
 ** Secrets (bearer token, basic "user:password", API key) are read from an
 ** environment variable or a file, never given as values, and are masked in
@@ -133,6 +152,9 @@ typedef struct pgpipe_pull_options {
     /* politeness */
     pgpipe_pull_budget *budget; /* shared by the source's streams; NULL = own, from rate */
     double rate;                /* requests per second of the own budget; 0 = unlimited */
+    int concurrency;            /* requests in flight at once (1 to 64); 1. With a shared
+                                   budget the budget's limit holds for the whole source
+                                   and this one for the stream */
     int connect_timeout_ms;     /* 10000 */
     int timeout_ms;             /* whole request; 60000 */
     int retry_budget_ms;        /* retrying one page gives up after this long (0: no
@@ -157,7 +179,8 @@ void pgpipe_pull_options_init(pgpipe_pull_options *opt);
 ** pages-path, max-pages, since-field, since-param, since-initial, backfill
 ** (FROM..TO, either end may be empty after the ".."), until-param,
 ** token-env, token-file, basic-env, basic-file, api-key-header, api-key-env,
-** api-key-file, rate (requests/s), connect-timeout, timeout, retry-budget
+** api-key-file, rate (requests/s), concurrency (1 to 64), connect-timeout,
+** timeout, retry-budget
 ** (ms, or a duration: 500ms, 30s, 5m, 1h), ca-file. value is referenced,
 ** not copied: keep it until pgpipe_pull_open. There are no options for a
 ** secret's value (--token, --password): secrets come from the environment
@@ -171,6 +194,11 @@ int pgpipe_pull_set(pgpipe_pull_options *opt, const char *name, const char *valu
 ** options.budget); it outlives the handles that use it. */
 int pgpipe_pull_budget_open(pgpipe_pull_budget **out, double rate, double burst);
 void pgpipe_pull_budget_close(pgpipe_pull_budget *b);
+
+/* The most requests in flight at once of all the handles using budget b
+** (1 to 64; 0 = no limit but each handle's own concurrency, the default).
+** Set it before the handles run. PGPIPE_OK or PGPIPE_MISUSE. */
+int pgpipe_pull_budget_set_concurrency(pgpipe_pull_budget *b, int concurrency);
 
 /* Check the options, read the secrets, connect to the target (schema
 ** installed when options.install). The options' strings are copied.
@@ -192,8 +220,9 @@ void pgpipe_pull_close(pgpipe_pull *p);
 ** after it. */
 int pgpipe_pull_run(pgpipe_pull *p);
 
-/* Ask a running pgpipe_pull_run to return after the current request
-** (which is aborted) without committing a partial page. Async-signal-safe. */
+/* Ask a running pgpipe_pull_run to return soon: the requests in flight are
+** aborted, a COMMIT already sent is waited for, the pages not yet
+** committed are rolled back (never a partial page). Async-signal-safe. */
 void pgpipe_pull_stop(pgpipe_pull *p);
 
 /* The progress of the last (or current) run. */

@@ -111,6 +111,8 @@ typedef struct rsrc_pull {
     int nargs, line;
     int64_t every_ms;
     double rate;
+    int concurrency;      /* the stream's --concurrency (1) */
+    int budget_slots;     /* the owner's: the budget's concurrency, the largest of its streams' */
     pthread_t th;
     int running;
     atomic_int stop;
@@ -738,6 +740,7 @@ static rsrc_pull *rsrc_pull_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
     h->r = r;
     h->line = s->line;
     h->every_ms = s->every_ms > 0 ? s->every_ms : 300000;
+    h->concurrency = 1;
     int ok = rsrc_dup(&h->name, s->name) & rsrc_dup(&h->source, s->pull_source ? s->pull_source : s->name);
     h->args = pp_calloc((size_t)s->npull_args + 1, sizeof *h->args);
     ok &= h->args != NULL;
@@ -746,6 +749,8 @@ static rsrc_pull *rsrc_pull_new(pgpipe_runner *r, const pgpipe_pipe_source *s)
         h->nargs++;
         if (!strncmp(s->pull_args[i], "rate=", 5))
             h->rate = atof(s->pull_args[i] + 5);
+        if (!strncmp(s->pull_args[i], "concurrency=", 12))
+            h->concurrency = atoi(s->pull_args[i] + 12);
     }
     if (!ok) {
         rsrc_pull_free(h);
@@ -845,10 +850,17 @@ static int rsrc_pull_start(pgpipe_runner *r, run_sources *s, rsrc_pull *h, pgpip
     return pp_err(err, PGPIPE_MISUSE, "%s:%d: .source pull %s: this pgpipe was built without the "
                   "API pull (PGPIPE_OMIT_PULL)", r->path, h->line, h->name);
 #else
-    /* the budget of the first source with the same events' source */
+    /* the budget of the first source with the same events' source: its
+    ** concurrency is the largest its streams ask for */
     for (int i = 0; i < s->npull && !h->budget; i++)
-        if (s->pull[i] && s->pull[i] != h && s->pull[i]->owns_budget && !strcmp(s->pull[i]->source, h->source))
-            h->budget = s->pull[i]->budget;
+        if (s->pull[i] && s->pull[i] != h && s->pull[i]->owns_budget && !strcmp(s->pull[i]->source, h->source)) {
+            rsrc_pull *owner = s->pull[i];
+            h->budget = owner->budget;
+            if (h->concurrency > owner->budget_slots) {
+                owner->budget_slots = h->concurrency;
+                pgpipe_pull_budget_set_concurrency(h->budget, h->concurrency);
+            }
+        }
     if (!h->budget) {
         if (pgpipe_pull_budget_open(&h->budget, h->rate, 1) != PGPIPE_OK) {
             h->budget = NULL;
@@ -856,6 +868,8 @@ static int rsrc_pull_start(pgpipe_runner *r, run_sources *s, rsrc_pull *h, pgpip
                           "this pgpipe was built without libcurl (-DPGPIPE_ENABLE_CURL)");
         }
         h->owns_budget = 1;
+        h->budget_slots = h->concurrency;
+        pgpipe_pull_budget_set_concurrency(h->budget, h->concurrency);
     }
     return rsrc_thread_start(r, s, &h->th, rsrc_pull_thread, h, &h->running, "pull", h->line,
                              h->name, err);

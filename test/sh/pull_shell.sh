@@ -53,17 +53,28 @@ has "$err" "HTTP 401"
 has "$err" "echo=***&api_key=***"
 case "$err" in *very-secret-value*) fail "the secret is in the error: $err" ;; esac
 
-# kill -9 in the middle of a run, then resume
-$P "$D" ".pull '$base/link?n=600&per=10&delay=30' --source plsh3 --paginate link" 2>"$tmp/k.err" &
-cpid=$!
-i=0
-while [ "$(q "SELECT coalesce(max(pages), 0) FROM pgpipe.pull_state WHERE source = 'plsh3'")" -lt 5 ] &&
-      [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
-kill -9 "$cpid"; wait "$cpid" 2>/dev/null; cpid=""
-n=$(q "SELECT count(*) FROM staging.raw_events WHERE source = 'plsh3'")
-[ "$n" -gt 0 ] && [ "$n" -lt 600 ] || fail "killed after $n records"
-$P "$D" ".pull '$base/link?n=600&per=10&delay=30' --source plsh3 --paginate link" 2>"$tmp/k2.err" ||
-    fail "the resumed .pull"
-[ "$(q "SELECT count(*) || ' ' || count(DISTINCT payload->>'id') FROM staging.raw_events WHERE source = 'plsh3'")" = "600 600" ] ||
-    fail "not exactly once: $(q "SELECT count(*) || ' ' || count(DISTINCT payload->>'id') FROM staging.raw_events WHERE source = 'plsh3'")"
-echo "ok: .pull, secrets, kill -9 resume ($n records before the kill)"
+# --concurrency: a whole number from 1 to 64
+for v in 0 -1 abc 65 99999999999999999999 2.5; do
+    err=$($P "$D" ".pull '$base/link?n=5' --source plsh2 --concurrency $v" 2>&1) && fail "--concurrency $v accepted"
+    has "$err" "--concurrency: requests in flight at once, a whole number from 1 to 64, not \"$v\""
+done
+
+# kill -9 in the middle of a run, then resume (one request at a time, then 4)
+for c in 1 4; do
+    src=plsh3_$c
+    $P "$D" ".pull '$base/offset?n=600&delay=30' --source $src --paginate offset --limit 10 --records items \
+        --concurrency $c" 2>"$tmp/k.err" &
+    cpid=$!
+    i=0
+    while [ "$(q "SELECT coalesce(max(pages), 0) FROM pgpipe.pull_state WHERE source = '$src'")" -lt 5 ] &&
+          [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+    kill -9 "$cpid"; wait "$cpid" 2>/dev/null; cpid=""
+    n=$(q "SELECT count(*) FROM staging.raw_events WHERE source = '$src'")
+    [ "$n" -gt 0 ] && [ "$n" -lt 600 ] || fail "concurrency $c: killed after $n records"
+    $P "$D" ".pull '$base/offset?n=600&delay=30' --source $src --paginate offset --limit 10 --records items \
+        --concurrency $c" 2>"$tmp/k2.err" || fail "concurrency $c: the resumed .pull"
+    got=$(q "SELECT count(*) || ' ' || count(DISTINCT payload->>'id') FROM staging.raw_events WHERE source = '$src'")
+    [ "$got" = "600 600" ] || fail "concurrency $c: not exactly once: $got"
+    echo "ok: kill -9 with concurrency $c after $n records, resumed"
+done
+echo "ok: .pull, secrets, --concurrency, kill -9 resume"

@@ -10,9 +10,15 @@
 # rounds, min and max beside. pgpipe must stage every record exactly once
 # (the bench fails otherwise).
 #   sh test/bench/pull/run.sh
+# pgpipe runs twice a round: with --concurrency PULL_BENCH_CONCURRENCY (4:
+# the next page fetched while pages are written, up to 4 pages written at
+# once on 4 target connections, committed in page order) for the main
+# line, and with the default --concurrency 1 (one request, one writer).
 # Environment: PULL_BENCH_RECORDS (1,000,000), PULL_BENCH_PER (1,000),
-# PULL_BENCH_ROUNDS (5), PGTMP_DURABLE (1), SKIP_DEPS=1 (do not run
-# tool/deps.sh --bench-pull).
+# PULL_BENCH_ROUNDS (5), PULL_BENCH_CONCURRENCY (4), PGTMP_DURABLE (1),
+# SKIP_DEPS=1 (do not run tool/deps.sh --bench-pull), PULL_BENCH_BEFORE=PATH
+# (another pgpipe binary, e.g. one built from an older commit, run beside
+# them as the contender "before", with the same .pull and no --concurrency).
 set -eu
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
@@ -29,6 +35,7 @@ fi
 N=${PULL_BENCH_RECORDS:-1000000}
 PER=${PULL_BENCH_PER:-1000}
 R=${PULL_BENCH_ROUNDS:-5}
+C=${PULL_BENCH_CONCURRENCY:-4}
 P=$top/build/pgpipe
 T=$PGPIPE_TEST_DSN
 res=$out/results.txt
@@ -58,14 +65,30 @@ while u:
     l = r.headers.get('Link', '')
     u = ('http://127.0.0.1:' + sys.argv[2] + l[1:l.index('>')]) if 'rel=\"next\"' in l else None
 " "$url" "$(cat "$out/port")"
+# the server alone, pages from its cache over one kept-alive connection:
+# it must be far above both contenders, or it is what is measured
+python3 -c "
+import http.client, sys, time
+c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[2])); path = sys.argv[1]; n = 0; t = time.time()
+while path:
+    c.request('GET', path); r = c.getresponse(); n += len(r.read()) and 1
+    l = r.getheader('Link') or ''
+    path = l[1:l.index('>')] if 'rel=\"next\"' in l else None
+print('pull bench: the test server alone serves the %d pages in %.2f s (%.0f records/s)' % (n, time.time() - t, int(sys.argv[3]) / (time.time() - t)))
+" "/${url#http://*/}" "$(cat "$out/port")" "$N"
 
 run_one() { # contender round
     q "TRUNCATE staging.raw_events; DELETE FROM pgpipe.pull_state WHERE source LIKE 'bp_%'" >/dev/null
     q "VACUUM ANALYZE staging.raw_events" >/dev/null
     a=$(now_ms)
     case "$1" in
-    pgpipe)
-        /usr/bin/time -f "%M" -o "$out/rss" "$P" "$T" ".pull '$url' --source bp_pgpipe --paginate link" \
+    before)
+        /usr/bin/time -f "%M" -o "$out/rss" "$PULL_BENCH_BEFORE" "$T" ".pull '$url' --source bp_pgpipe --paginate link" \
+            2>"$out/pp.log" >/dev/null || { echo "pull bench: the before binary failed:"; tail -5 "$out/pp.log"; }
+        ;;
+    pgpipe|pgpipe-c1)
+        cc=$C; [ "$1" = pgpipe ] || cc=1
+        /usr/bin/time -f "%M" -o "$out/rss" "$P" "$T" ".pull '$url' --source bp_pgpipe --paginate link --concurrency $cc" \
             2>"$out/pp.log" >/dev/null || { echo "pull bench: pgpipe failed:"; tail -5 "$out/pp.log"; }
         ;;
     python)
@@ -79,11 +102,14 @@ run_one() { # contender round
     echo "$1 $2 $((b - a)) $(tail -n 1 "$out/rss") $got $dup" >> "$res"
     echo "round $2: $1 $((b - a)) ms, $got records, peak RSS $(tail -n 1 "$out/rss") kB"
 }
+before=0
+[ -z "${PULL_BENCH_BEFORE:-}" ] || [ ! -x "$PULL_BENCH_BEFORE" ] || before=1
 for r in $(seq 1 "$R"); do
+    [ $before = 0 ] || run_one before "$r"
     if [ $((r % 2)) = 1 ] || [ $peer = 0 ]; then
-        run_one pgpipe "$r"; [ $peer = 0 ] || run_one python "$r"
+        run_one pgpipe "$r"; run_one pgpipe-c1 "$r"; [ $peer = 0 ] || run_one python "$r"
     else
-        run_one python "$r"; run_one pgpipe "$r"
+        [ $peer = 0 ] || run_one python "$r"; run_one pgpipe-c1 "$r"; run_one pgpipe "$r"
     fi
 done
 
@@ -94,10 +120,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 echo
 echo "| component | workload | contender | records/s (median) | run ms (min, max) | peak RSS MB (median) |"
 echo "|---|---|---|---|---|---|"
-for c in pgpipe python; do
+for c in before pgpipe pgpipe-c1 python; do
     ms=$(col $c 3 | med)
     [ -n "$ms" ] || continue
-    echo "| pull | $N records, $PER a page | $c | $(rate "$ms") | $ms ($(col $c 3 | sort -n | head -1), $(col $c 3 | sort -n | tail -1)) | $(col $c 4 | med | awk '{ printf "%.1f", $1 / 1024 }') |"
+    name=$c; [ "$c" = before ] && name="pgpipe before (PULL_BENCH_BEFORE)"; [ "$c" = pgpipe ] && name="pgpipe --concurrency $C"; [ "$c" = pgpipe-c1 ] && name="pgpipe --concurrency 1"
+    echo "| pull | $N records, $PER a page | $name | $(rate "$ms") | $ms ($(col $c 3 | sort -n | head -1), $(col $c 3 | sort -n | tail -1)) | $(col $c 4 | med | awk '{ printf "%.1f", $1 / 1024 }') |"
 done
 pp=$(rate "$(col pgpipe 3 | med)")
 py_ms=$(col python 3 | med)
@@ -108,7 +135,15 @@ wl="${N}-records-${PER}-a-page"
 echo
 echo "bench: component=pull workload=$wl metric=records/s pgpipe=$pp peer=python peer_value=$py ratio=$( [ "$py" = missing ] && echo missing || ratio "$pp" "$py")"
 echo "bench: component=pull workload=$wl metric=peak_rss_mb pgpipe=$rss peer=ceiling peer_value=32 ratio=$(ratio 32 "$rss")"
-bad=$(awk -v n="$N" '$1 == "pgpipe" && ($5 != n || $6 != 0) { c++ } END { print c + 0 }' "$res")
+pp1=$(rate "$(col pgpipe-c1 3 | med)")
+rss1=$(col pgpipe-c1 4 | med | awk '{ printf "%.1f", $1 / 1024 }')
+echo "bench: component=pull workload=$wl-concurrency-1 metric=records/s pgpipe=$pp1 peer=python peer_value=$py ratio=$( [ "$py" = missing ] && echo missing || ratio "$pp1" "$py")"
+echo "bench: component=pull workload=$wl-concurrency-1 metric=peak_rss_mb pgpipe=$rss1 peer=ceiling peer_value=32 ratio=$(ratio 32 "$rss1")"
+bad=$(awk -v n="$N" '$1 ~ /^pgpipe/ && ($5 != n || $6 != 0) { c++ } END { print c + 0 }' "$res")
+if [ $before = 1 ]; then
+    pb=$(rate "$(col before 3 | med)")
+    echo "bench: component=pull workload=$wl-before metric=records/s pgpipe=$pb peer=python peer_value=$py ratio=$( [ "$py" = missing ] && echo missing || ratio "$pb" "$py")"
+fi
 if [ "$bad" != 0 ]; then
     echo "pull bench: FAIL: pgpipe did not stage each record exactly once in $bad rounds" >&2
     exit 1
