@@ -24997,7 +24997,7 @@ static int ig_env_next(const char **p, const char *e, const char **f, size_t *n)
 {
     size_t v = 0;
     const char *q = *p;
-    while (q < e && *q >= '0' && *q <= '9' && v < ((size_t)1 << 40))
+    while (q < e && *q >= '0' && *q <= '9' && v < (SIZE_MAX >> 4))
         v = v * 10 + (size_t)(*q++ - '0');
     if (q == *p || q >= e || *q != ':' || (size_t)(e - q - 1) < v)
         return -1;
@@ -28045,7 +28045,7 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
     if (o->max_header_bytes < 256)
         return pp_err(e, PGPIPE_MISUSE, "options.max_header_bytes: %zu is below 256",
                       o->max_header_bytes);
-    if (o->max_body_bytes < 1 || (unsigned long long)o->max_body_bytes > (1ULL << 34))
+    if (o->max_body_bytes < 1 || (o->max_body_bytes - 1) / 1024 / 1024 / 1024 >= 16)
         return pp_err(e, PGPIPE_MISUSE, "options.max_body_bytes: %zu is not 1..16 GiB",
                       o->max_body_bytes);
     if (o->max_connections < 1 || o->max_connections > 1000000)

@@ -1261,7 +1261,7 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
     if (o->max_header_bytes < 256)
         return pp_err(e, PGPIPE_MISUSE, "options.max_header_bytes: %zu is below 256",
                       o->max_header_bytes);
-    if (o->max_body_bytes < 1 || (unsigned long long)o->max_body_bytes > (1ULL << 34))
+    if (o->max_body_bytes < 1 || (o->max_body_bytes - 1) / 1024 / 1024 / 1024 >= 16)
         return pp_err(e, PGPIPE_MISUSE, "options.max_body_bytes: %zu is not 1..16 GiB",
                       o->max_body_bytes);
     if (o->max_connections < 1 || o->max_connections > 1000000)

@@ -871,7 +871,7 @@ static int ig_env_next(const char **p, const char *e, const char **f, size_t *n)
 {
     size_t v = 0;
     const char *q = *p;
-    while (q < e && *q >= '0' && *q <= '9' && v < ((size_t)1 << 40))
+    while (q < e && *q >= '0' && *q <= '9' && v < (SIZE_MAX >> 4))
         v = v * 10 + (size_t)(*q++ - '0');
     if (q == *p || q >= e || *q != ':' || (size_t)(e - q - 1) < v)
         return -1;
