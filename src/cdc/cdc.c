@@ -824,9 +824,14 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
 
 /* ---- the stream ------------------------------------------------------ */
 
+/* The wall clock in PostgreSQL's terms (µs since 2000-01-01): the
+** status message's send time, the walsender's reply_time.
+** (pgpipe_now_us is monotonic: the walsender showed 1970.) */
 static int64_t cdc_pg_now(void)
 {
-    return pgpipe_now_us() - CDC_PG_EPOCH * 1000000LL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((int64_t)ts.tv_sec - CDC_PG_EPOCH) * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* The standby status: the flush position is the writer's ack, an LSN
