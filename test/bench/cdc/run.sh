@@ -98,6 +98,12 @@ recv=0
 if [ -f "$pglib/wal2json.so" ] && [ -x "$pgbin/pg_recvlogical" ]; then recv=1; fi
 [ $recv = 1 ] || echo "cdc bench: wal2json is not installed (sh tool/deps.sh --bench-cdc): pg_recvlogical is left out"
 
+# a server may refuse output plugins not named in its
+# output_plugin_libraries: then pg_recvlogical is left out
+if [ $recv = 1 ] && ! qs "SELECT pg_drop_replication_slot(slot_name) FROM pg_create_logical_replication_slot('rl_probe', 'wal2json')" >/dev/null 2>&1; then
+    recv=0; echo "cdc bench: the source refuses wal2json as an output plugin (output_plugin_libraries): pg_recvlogical is left out"
+fi
+
 ins=$((N * 6 / 10 / 1000 * 1000)); upd=$((N * 3 / 10 / 1000 * 1000)); del=$((N - ins - upd))
 del=$((del / 1000 * 1000)); N=$((ins + upd + del))
 
@@ -145,7 +151,7 @@ pp_start() { PGAPPNAME=ppb_$1 "${2:-$P}" "$T" ".cdc start --source '$S' --slot $
     >"$out/pp.log" 2>&1 & pid=$!
     sampler "$pid" "$out/threads.$1" & spid=$!; }
 # CPU ticks (utime + stime) of processes; the backends of application_name ppb_SLOT
-ticks() { for p in "$@"; do [ -r "/proc/$p/stat" ] && { read -r l < "/proc/$p/stat"; set -- ${l##*) }; echo $(( ${12} + ${13} )); }; done | awk '{ s += $1 } END { print s + 0 }'; }
+ticks() { for p in "$@"; do [ ! -r "/proc/$p/stat" ] || { read -r l < "/proc/$p/stat" || true; set -- ${l##*) }; echo $(( ${12:-0} + ${13:-0} )); }; done | awk '{ s += $1 } END { print s + 0 }'; }
 backends() { psql "$1" -qAtX -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'ppb_$2' AND pid <> pg_backend_pid()"; }
 hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
 ms_of() { awk -v t="$1" -v hz="$hz" 'BEGIN { printf "%d", t * 1000 / hz }'; }
@@ -163,7 +169,7 @@ sampler() {
 pp_round() {
     a=$(now_ms); pp_start "$2" "$3"; wait_until pp_done "$2" "$m"; b=$(now_ms)
     cp=$(ticks "$pid"); ct=$(ticks $(backends "$T" "$2")); cw=$(ticks $(backends "$S" "$2"))
-    pp_stop; kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
+    pp_stop; kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
     blk=$(awk '{ n[$1]++; if ($2 != "R") b[$1]++ } END { for (t in n) printf "%s:%d%% ", t, 100 * b[t] / n[t] }' "$out/threads.$2" | tr ' ' '\n' | sort -n | tr '\n' ' ')
     got=$(qt "SELECT count(*) FROM staging.raw_events WHERE source = '$2'")
     dup=$(qt "SELECT count(*) FROM (SELECT payload->>'lsn', payload->'row'->>'id', payload->'old'->>'id', event_type FROM staging.raw_events WHERE source = '$2' GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d")
@@ -319,7 +325,7 @@ echo
 echo "CPU per change (µs: ms of CPU * 1000 / changes, medians of the rounds; load average at the end of each catch-up):"
 for k in pgpipe pgpipe_old; do
     [ -n "$(col $k 6)" ] || continue
-    echo "  $k: pgpipe $(col $k 6 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'), target backend $(col $k 7 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'), walsender $(col $k 8 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'); load $(col $k 10 | tr '\n' ' ')"
+    echo "  $k: pgpipe $(col $k 6 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'), target backend $(col $k 7 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'), walsender $(col $k 8 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'); load $(col $k 9 | tr '\n' ' ')"
 done
 echo "pgpipe's threads, share of samples found blocked (tid:%, the first is the reader):"
 sed 's/^/  /' "$out/blocked.txt"
