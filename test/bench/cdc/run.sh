@@ -158,9 +158,11 @@ ms_of() { awk -v t="$1" -v hz="$hz" 'BEGIN { printf "%d", t * 1000 / hz }'; }
 # every 50 ms, each thread of pid: "tid state" (R running, else blocked)
 sampler() {
     while [ -d "/proc/$1" ]; do
-        for f in /proc/$1/task/*/stat; do
-            read -r l < "$f" 2>/dev/null || continue
-            st=${l##*) }; echo "${l%% *} ${st%% *}"
+        for d in /proc/$1/task/*; do
+            read -r l < "$d/stat" 2>/dev/null || continue
+            st=${l##*) }; st=${st%% *}; w=-
+            [ "$st" = R ] || read -r w < "$d/wchan" 2>/dev/null || true
+            echo "${l%% *} $st ${w:--}"
         done
         sleep 0.05
     done > "$2" 2>/dev/null
@@ -170,7 +172,12 @@ pp_round() {
     a=$(now_ms); pp_start "$2" "$3"; wait_until pp_done "$2" "$m"; b=$(now_ms)
     cp=$(ticks "$pid"); ct=$(ticks $(backends "$T" "$2")); cw=$(ticks $(backends "$S" "$2"))
     pp_stop; kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
-    blk=$(awk '{ n[$1]++; if ($2 != "R") b[$1]++ } END { for (t in n) printf "%s:%d%% ", t, 100 * b[t] / n[t] }' "$out/threads.$2" | tr ' ' '\n' | sort -n | tr '\n' ' ')
+    # per thread: the share of samples blocked, and where (the kernel's wchan:
+    # a futex is pgpipe's queue, poll the stream, a socket wait the target)
+    blk=$(awk '{ n[$1]++; if ($2 != "R") { b[$1]++; w[$1 " " $3]++ } }
+        END { for (t in n) { printf "%s:%d%%", t, 100 * b[t] / n[t]
+                             for (k in w) { split(k, a, " "); if (a[1] == t && w[k] * 20 >= n[t]) printf ",%s=%d%%", a[2], 100 * w[k] / n[t] }
+                             printf "\n" } }' "$out/threads.$2" | sort -n | tr '\n' ' ')
     got=$(qt "SELECT count(*) FROM staging.raw_events WHERE source = '$2'")
     dup=$(qt "SELECT count(*) FROM (SELECT payload->>'lsn', payload->'row'->>'id', payload->'old'->>'id', event_type FROM staging.raw_events WHERE source = '$2' GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d")
     echo "$1 $r $((b - a)) $got $dup $(ms_of "$cp") $(ms_of "$ct") $(ms_of "$cw") $(cut -d' ' -f1 /proc/loadavg)" >> "$res"
@@ -327,7 +334,7 @@ for k in pgpipe pgpipe_old; do
     [ -n "$(col $k 6)" ] || continue
     echo "  $k: pgpipe $(col $k 6 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'), target backend $(col $k 7 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'), walsender $(col $k 8 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'); load $(col $k 9 | tr '\n' ' ')"
 done
-echo "pgpipe's threads, share of samples found blocked (tid:%, the first is the reader):"
+echo "pgpipe's threads, share of samples found blocked (tid:%,where=%; the first is the reader):"
 sed 's/^/  /' "$out/blocked.txt"
 pp_ms=$(col pgpipe 3 | med); sub_ms=$(col subscription 3 | med); rl_ms=$(col pg_recvlogical 3 | med)
 pp_rate=$(rate "$pp_ms"); sub_rate=$(rate "$sub_ms"); rl_rate=$(rate "${rl_ms:-0}")
