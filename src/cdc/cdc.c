@@ -21,6 +21,11 @@
 ** source decodes the next ones. Idle or streaming live, each source
 ** transaction still commits on its own at once. Nothing is confirmed to
 ** the source before the group's commit, so exactly once holds as before.
+**
+** Two threads (see "the writer" below): the caller's reads the stream and
+** makes the rows, a writer thread COPYs and commits the groups, a queue
+** bounded in bytes between them; with PGPIPE_OMIT_THREADS (or
+** options.single_thread) the reader calls the writer's functions itself.
 */
 #include "pp_cdc.h"
 
