@@ -173,7 +173,7 @@ test-numbers: $(B)/numbers/runner
 
 # ThreadSanitizer build of the same tests, run on the threaded groups
 # (TSAN_GROUPS) against its own throwaway cluster.
-TSAN_GROUPS ?= pool claim copy pooler http http_ingest run_sched run_source run_alert
+TSAN_GROUPS ?= pool claim copy pooler http http_ingest run_sched run_source run_alert cdc
 $(B)/tsan/runner: $(B)/test/all_tests.c pgpipe.c test/pgtest.h test/runner.c $(TEST_FILES)
 	@mkdir -p $(B)/tsan
 	$(CC) $(STRICT) -Wno-unused-function -O1 -g -fsanitize=thread -fno-omit-frame-pointer \

@@ -137,6 +137,9 @@ static cm_shared *cm_shared_new(const char *dir)
     return p;
 }
 
+/* > 0: cm_stream's status interval (ms), heartbeats off; 0: cdc_open's */
+static int cm_status_ms;
+
 static pgpipe_cdc *volatile cm_child_cdc;
 static void cm_on_term(int sig)
 {
@@ -170,7 +173,19 @@ static pid_t cm_stream(const char *src, const char *tgt, const char *slot, cm_sh
     sa.sa_handler = cm_on_term;
     sigaction(SIGTERM, &sa, NULL);
     pgpipe_cdc *c = NULL;
-    int rc = cdc_open(&c, src, tgt, slot, NULL);
+    int rc;
+    if (cm_status_ms > 0) {
+        pgpipe_cdc_options o;
+        pgpipe_cdc_options_init(&o);
+        o.source = src;
+        o.target = tgt;
+        o.slot = o.publication = slot;
+        o.status_interval_ms = cm_status_ms;
+        o.heartbeat_ms = 0;
+        rc = pgpipe_cdc_open(&c, &o);
+    } else {
+        rc = cdc_open(&c, src, tgt, slot, NULL);
+    }
     if (rc == PGPIPE_OK) {
         cm_child_cdc = c;
         rc = pgpipe_cdc_run(c, -1);
@@ -612,6 +627,209 @@ PGT_TEST(cdc, more_commit_outcome_unknown)
     PGT_EQ_INT(pgt_db_int(t, "SELECT count(DISTINCT payload->'row'->>'id') FROM staging.raw_events"), 3);
     pgpipe_error err;
     PGT_OK(pgpipe_cdc_drop(src, tgt, "cu", "cu", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
+
+/* ---- the writer stalled: backpressure ---------------------------------- */
+
+/* A lock on staging.raw_events (taken as a hostile or careless user
+** would) stalls the writer. The reader fills the queue and stops reading;
+** its status interval is 10 s, so only the replies it sends while it
+** waits (at least 4 per wal_sender_timeout) keep the source's walsender,
+** with wal_sender_timeout = 2 s, from timing out: it stays the same
+** process for 3 timeouts and its reply_time advances. Nothing is
+** confirmed past what the target holds. Then the target's session goes
+** away while the queue is full, the lock with it: the stream connects
+** again, resumes, and stages every change once. */
+PGT_TEST(cdc, more_writer_stall_backpressure)
+{
+    char src[1200], tgt[1200], lkc[1200], dir[600], log[700], sql[512];
+    PGconn *s = cdc_src_fresh("cdc_stall", src, sizeof src, "options='-c wal_sender_timeout=2s'");
+    PGconn *t = pgt_db_fresh("cdc_stall_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_stall_t application_name=cdc_stall", pgt_dsn());
+    snprintf(lkc, sizeof lkc, "%s dbname=cdc_stall_t", pgt_dsn());
+    snprintf(dir, sizeof dir, "%s/cdc-stall.%d", pgt_tmpdir(), (int)getpid());
+    PGT_CHECK(mkdir(dir, 0755) == 0 || errno == EEXIST);
+    snprintf(log, sizeof log, "%s/stream.log", dir);
+    PQclear(PGT_EXEC(s, "CREATE TABLE r (id bigint PRIMARY KEY, v text)"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "cw", "r");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    pgpipe_cdc_close(c);
+
+    PGconn *lk = cdc_conn(lkc);
+    PQclear(PGT_EXEC(lk, "BEGIN; LOCK TABLE staging.raw_events IN SHARE MODE"));
+    cm_shared *sh = cm_shared_new(dir);
+    cm_status_ms = 10000;
+    pid_t stream = cm_stream(src, tgt, "cw", sh, log);
+    cm_status_ms = 0;
+    /* about 16 MB of rows: twice the queue */
+    for (int b = 0; b < 40; b++) {
+        snprintf(sql, sizeof sql, "INSERT INTO r SELECT g, repeat('v', 300) FROM "
+                 "generate_series(%d, %d) g", b * 1000 + 1, b * 1000 + 1000);
+        PQclear(PGT_EXEC(s, sql));
+    }
+    PGT_CHECK_MSG(cdc_until(t, "SELECT (count(*) > 0)::int FROM pg_stat_activity WHERE "
+                               "application_name = 'cdc_stall' AND wait_event_type = 'Lock'"),
+                  "the writer does not wait for the lock");
+    const char *ws = "SELECT r.pid || ' ' || s.confirmed_flush_lsn || ' ' || r.sent_lsn || ' ' || "
+                     "pg_current_wal_lsn() || ' ' || coalesce(r.reply_time::text, '') "
+                     "FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid "
+                     "WHERE s.slot_name = 'cw'";
+    char first[256], last[256] = "";
+    snprintf(first, sizeof first, "%s", pgt_db_str(s, ws));
+    long pid0 = atol(first);
+    PGT_CHECK_MSG(pid0 > 0, "no walsender for the slot: \"%s\"", first);
+    int replies = 0;
+    for (int i = 0; i < 24; i++) {
+        pgpipe_sleep_ms(250);
+        char now[256], cf[32] = "";
+        snprintf(now, sizeof now, "%s", pgt_db_str(s, ws));
+        PGT_CHECK_MSG(atol(now) == pid0, "the walsender changed or went away: \"%s\" then \"%s\"",
+                      first, now);
+        const char *sp = strchr(now, ' ');
+        PGT_CHECK(sp != NULL);
+        size_t n = strcspn(sp + 1, " ");
+        snprintf(cf, sizeof cf, "%.*s", (int)(n < 31 ? n : 31), sp + 1);
+        /* the reply time: what follows the fourth space */
+        const char *rt = now;
+        for (int k = 0; k < 4 && rt; k++)
+            rt = strchr(rt + 1, ' ');
+        PGT_CHECK(rt != NULL);
+        if (strcmp(rt, last) != 0)
+            replies++;
+        snprintf(last, sizeof last, "%s", rt);
+        /* nothing confirmed past what the target holds */
+        snprintf(sql, sizeof sql, "SELECT (applied_lsn >= '%s')::int FROM pgpipe.cdc_slots "
+                 "WHERE slot = 'cw'", cf);
+        PGT_EQ_INT(pgt_db_int(t, sql), 1);
+    }
+    PGT_CHECK_MSG(replies >= 4, "%d replies in 6 s", replies);
+    /* the status carries the wall clock */
+    PGT_EQ_INT(pgt_db_int(s, "SELECT count(*) FROM pg_stat_replication WHERE reply_time > "
+                             "now() - interval '1 hour'"), 1);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM pgpipe.cdc_slots WHERE slot = 'cw' AND "
+                             "transactions > 0"), 0);
+    fprintf(stderr, "    stalled: walsender %ld, %d replies in 6 s; pid reply_time confirmed "
+            "sent current: %s\n", pid0, replies, pgt_db_str(s, ws));
+    /* the target goes away while the queue is full, and its lock with it */
+    PQclear(PGT_EXEC(lk, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                         "application_name = 'cdc_stall'"));
+    PQclear(PGT_EXEC(lk, "COMMIT"));
+    long long have = cm_wait(&t, tgt, "SELECT count(*) FROM staging.raw_events WHERE source = 'cw'",
+                             40000, 60);
+    cm_stream_end(stream, sh);
+    PGT_CHECK_MSG(sh->rc == PGPIPE_OK, "the stream ended with %d: %s", sh->rc, sh->err);
+    PGT_EQ_INT(have, 40000);
+    t = cm_conn(t, lkc);
+    cm_check_exact(s, t, "r", "cw");
+    PGT_CHECK_MSG(sh->st.reconnects >= 1, "reconnects %lld", sh->st.reconnects);
+    char *text = cm_slurp(log);
+    PGT_CONTAINS(text, "connecting again in");
+    pp_free(text);
+    PQfinish(lk);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, NULL, "cw", "cw", &err));
+    PQfinish(s);
+    PQfinish(t);
+}
+
+/* kill -9 while the queue holds groups the target has not committed (the
+** writer waits for a lock on staging, the walsender has sent past the
+** fifth of 30 transactions): started again, each change once. */
+PGT_TEST(cdc, more_kill9_queue_full)
+{
+    char src[1200], tgt[1200], lkc[1200], sql[512], mark[32] = "";
+    PGconn *s = cdc_src_fresh("cdc_qkill", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_qkill_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_qkill_t application_name=cdc_qkill", pgt_dsn());
+    snprintf(lkc, sizeof lkc, "%s dbname=cdc_qkill_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE r (id bigint PRIMARY KEY, v text)"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "cq", "r");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    pgpipe_cdc_close(c);
+    PGconn *lk = cdc_conn(lkc);
+    PQclear(PGT_EXEC(lk, "BEGIN; LOCK TABLE staging.raw_events IN SHARE MODE"));
+    pid_t pid = cdc_child(src, tgt, "cq");
+    for (int b = 0; b < 30; b++) {
+        snprintf(sql, sizeof sql, "INSERT INTO r SELECT g, repeat('k', 200) FROM "
+                 "generate_series(%d, %d) g", b * 1000 + 1, b * 1000 + 1000);
+        PQclear(PGT_EXEC(s, sql));
+        if (b == 4)
+            snprintf(mark, sizeof mark, "%s", pgt_db_str(s, "SELECT pg_current_wal_lsn()::text"));
+    }
+    PGT_CHECK_MSG(cdc_until(t, "SELECT (count(*) > 0)::int FROM pg_stat_activity WHERE "
+                               "application_name = 'cdc_qkill' AND wait_event_type = 'Lock'"),
+                  "the writer does not wait for the lock");
+    snprintf(sql, sizeof sql, "SELECT (coalesce(max(sent_lsn), '0/0') >= '%s')::int FROM "
+             "pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid "
+             "WHERE s.slot_name = 'cq'", mark);
+    int sent = cdc_until(s, sql);
+    cdc_kill(pid);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots WHERE slot = 'cq'"), 0);
+    PQclear(PGT_EXEC(lk, "COMMIT"));
+    PQfinish(lk);
+    PGT_OK(cdc_open(&c, src, tgt, "cq", NULL));
+    cdc_run_until(c, t, "cq", 30000);
+    pgpipe_cdc_close(c);
+    cm_check_exact(s, t, "r", "cq");
+    fprintf(stderr, "    the walsender %s sent 5 transactions past what the target held at the kill\n",
+            sent ? "had" : "had NOT");
+    PGT_CHECK(sent);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cq", "cq", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
+
+/* The single-threaded path (options.single_thread; the only one with
+** PGPIPE_OMIT_THREADS): a mixed workload with a large streamed
+** transaction, an unchanged TOAST value and a truncate, each change once,
+** confirmed after the run. */
+PGT_TEST(cdc, more_single_thread_exact)
+{
+    char src[1200], tgt[1200];
+    PGconn *s = cdc_src_fresh("cdc_single", src, sizeof src,
+                              "options='-c logical_decoding_work_mem=64kB'");
+    PGconn *t = pgt_db_fresh("cdc_single_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_single_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE r (id bigint PRIMARY KEY, v text, big text);"
+                        "ALTER TABLE r ALTER COLUMN big SET STORAGE EXTERNAL"));
+    pgpipe_cdc_options o;
+    pgpipe_cdc_options_init(&o);
+    o.source = src;
+    o.target = tgt;
+    o.slot = o.publication = "c1";
+    o.tables = "r";
+    o.status_interval_ms = 100;
+    o.single_thread = 1;
+    pgpipe_cdc *c = NULL;
+    int rc = pgpipe_cdc_open(&c, &o);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    PQclear(PGT_EXEC(s, "DO $$ BEGIN FOR b IN 0 .. 49 LOOP "
+                        "INSERT INTO r SELECT b * 100 + k, 'v', NULL FROM generate_series(1, 100) k; COMMIT; "
+                        "END LOOP; END $$"));
+    PQclear(PGT_EXEC(s, "INSERT INTO r VALUES (100000, 'toast', repeat('x', 5000))"));
+    PQclear(PGT_EXEC(s, "UPDATE r SET v = 'u' WHERE id <= 2000 OR id = 100000"));
+    PQclear(PGT_EXEC(s, "DELETE FROM r WHERE id > 4500 AND id < 100000"));
+    long long want = 5000 + 1 + 2001 + 500;
+    cdc_run_until(c, t, "c1", want);
+    PGT_EQ_STR(pgt_db_str(t, "SELECT (payload->'filled')::text || ' ' || (payload->'row'->>'big' = "
+                             "repeat('x', 5000)) FROM staging.raw_events WHERE event_type = "
+                             "'public.r:update' AND payload->'row'->>'id' = '100000'"),
+               "[\"big\"] true");
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM (SELECT payload->>'lsn', event_type, "
+                             "coalesce(payload->'row'->>'id', payload->'old'->>'id') FROM "
+                             "staging.raw_events GROUP BY 1, 2, 3 HAVING count(*) > 1) d"), 0);
+    pgpipe_cdc_stats st;
+    pgpipe_cdc_stats_get(c, &st);
+    PGT_EQ_INT(st.events, want);
+    PGT_CHECK(st.confirmed_lsn >= st.applied_lsn && st.applied_lsn > 0);
+    pgpipe_cdc_close(c);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "c1", "c1", &err));
     PQfinish(s);
     pgt_db_close(t);
 }

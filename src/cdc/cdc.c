@@ -21,12 +21,36 @@
 ** source decodes the next ones. Idle or streaming live, each source
 ** transaction still commits on its own at once. Nothing is confirmed to
 ** the source before the group's commit, so exactly once holds as before.
+**
+** Two threads (see "the writer" below): the caller's reads the stream and
+** makes the rows, a writer thread COPYs and commits the groups, a queue
+** bounded in bytes between them; with PGPIPE_OMIT_THREADS (or
+** options.single_thread) the reader calls the writer's functions itself.
 */
 #include "pp_cdc.h"
 
 #ifndef PGPIPE_OMIT_CDC
 
 #include <poll.h>
+#ifndef PGPIPE_OMIT_THREADS
+#include <sys/socket.h>
+#endif
+
+/* What the reader hands the writer (cdc_w_*), in order: rows of the open
+** group ('r', COPY text), the group's end ('e': its last source
+** transaction's end LSN and commit time, its counts and its unchanged-TOAST
+** writes), an LSN confirmable once everything before it is ('a'; 'i' when idle:
+** cdc_w_ack), the end
+** of the run ('f': make what is committed durable). */
+typedef struct cdc_item {
+    struct cdc_item *next;
+    char kind;
+    uint64_t lsn, seq;
+    int64_t ts;
+    long long txns, events;
+    pp_buf data;                /* 'r' */
+    pp_buf tru, del, ins;       /* 'e': cdc_toast_build */
+} cdc_item;
 
 /* A streamed transaction's records, and where each of its
 ** subtransactions starts in the file (a subtransaction abort cuts there). */
@@ -47,7 +71,8 @@ typedef struct cdc_spool {
 ** forgotten (truncated). */
 typedef struct cdc_img {
     uint32_t xid;               /* the top-level transaction */
-    int done;                   /* it committed on the source: to write (cdc_toast_flush) */
+    int done;                   /* it committed on the source: to write (cdc_toast_build) */
+    uint64_t grp;               /* the group that writes it (its sequence number); 0: none yet */
     uint64_t commit_lsn;        /* then its commit LSN */
     char kind;
     long off;                   /* streamed: where its record starts in the spool */
@@ -115,10 +140,44 @@ struct pgpipe_cdc {
     PGresult *tres;
     PGconn *tlook;              /* the target, for the table's values: tgt may be in a COPY */
     pp_buf tname, tkey, tokey, tvals;
+    /* the reader's side of the group: the end LSN of the last source
+    ** transaction handed to the writer (a transaction at or before it is
+    ** skipped), the last group's sequence number, the walsender's timeout */
+    uint64_t queued_end, seq;
+    int wal_timeout_ms;
+    int single;                 /* one thread: the reader calls the writer (cdc_w_*) itself */
+    int w_open;                 /* the writer: a target transaction with its COPY open */
+    pgpipe_error werr;          /* the writer's failure */
+    int tgt_dead;               /* the writer's socket was shut: connect the target again */
+    _Atomic uint64_t w_seq;     /* the last group committed: its TOAST images may go */
+    _Atomic uint64_t st_ack;    /* what the source may be told is flushed (the writer's ack) */
+#ifndef PGPIPE_OMIT_THREADS
+    /* the writer thread and the queue to it, bounded in bytes */
+    pthread_t wthr;
+    int w_running;
+    pthread_mutex_t qmu;
+    pthread_cond_t qcond, rcond;
+    cdc_item *qhead, *qtail;
+    size_t qbytes;
+    int w_quit, w_exited;
+    atomic_int w_failed;
+#endif
     atomic_int stop;
     _Atomic long long n_txn, n_events, n_skipped, n_reconnects;
     _Atomic uint64_t st_applied, st_confirmed, st_received;
 };
+
+/* The queue to the writer holds at most this many bytes of rows: a
+** reader ahead of the target by more waits (and answers the walsender
+** meanwhile); a transaction of any size goes through in pieces. */
+#define CDC_QUEUE_BYTES ((size_t)8 * 1024 * 1024)
+/* Rows go to the writer in pieces of about this size. */
+#define CDC_CHUNK (256 * 1024)
+/* Asked to stop, the run waits this long for the writer to commit what it
+** was handed; then it gives that up (nothing of it was confirmed). */
+#define CDC_STOP_WAIT_US 5000000
+/* Internal: the reader gave up waiting for the writer because of a stop. */
+#define CDC_STOPPED 1000
 
 /* A group's target transaction commits at the latest after this many
 ** events or this long (the redo after a failure, the staging latency). */
@@ -523,6 +582,7 @@ static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
         c->applied = start;
     }
     c->ack = c->applied;
+    atomic_store(&c->st_ack, c->ack);
     atomic_store(&c->st_applied, c->applied);
     return PGPIPE_OK;
 }
@@ -594,6 +654,7 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
     if (rc == PGPIPE_OK && c->copy.len &&
         PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
         rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
+    c->copy.len = 0;
     if (rc == PGPIPE_OK) {
         if (PQputCopyEnd(c->tgt, NULL) != 1) {
             rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
@@ -724,6 +785,18 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
         pgpipe_cdc_options_init(&d);
         opt = &d;
     }
+#ifndef PGPIPE_OMIT_THREADS
+    c->single = opt->single_thread != 0;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&c->qmu, NULL);
+    pthread_cond_init(&c->qcond, &ca);
+    pthread_cond_init(&c->rcond, &ca);
+    pthread_condattr_destroy(&ca);
+#else
+    c->single = 1;
+#endif
     const char *slot = opt->slot && *opt->slot ? opt->slot : "pgpipe_cdc";
     const char *pub = opt->publication && *opt->publication ? opt->publication : "pgpipe_cdc";
     if (!cdc_name_ok(slot) || !cdc_name_ok(pub))
@@ -756,26 +829,34 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
 
 /* ---- the stream ------------------------------------------------------ */
 
+/* The wall clock in PostgreSQL's terms (µs since 2000-01-01): the
+** status message's send time, the walsender's reply_time.
+** (pgpipe_now_us is monotonic: the walsender showed 1970.) */
 static int64_t cdc_pg_now(void)
 {
-    return pgpipe_now_us() - CDC_PG_EPOCH * 1000000LL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((int64_t)ts.tv_sec - CDC_PG_EPOCH) * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* The standby status: the flush position is the writer's ack, an LSN
+** whose target transaction committed and reached the target's disk. */
 static int cdc_send_status(pgpipe_cdc *c, int reply)
 {
     char m[34];
+    uint64_t ack = atomic_load(&c->st_ack);
     uint64_t written = atomic_load(&c->st_received);
-    if (written < c->ack)
-        written = c->ack;
+    if (written < ack)
+        written = ack;
     m[0] = 'r';
     pp_cdc_put64(m + 1, written);
-    pp_cdc_put64(m + 9, c->ack);
-    pp_cdc_put64(m + 17, c->ack);
+    pp_cdc_put64(m + 9, ack);
+    pp_cdc_put64(m + 17, ack);
     pp_cdc_put64(m + 25, (uint64_t)cdc_pg_now());
     m[33] = (char)reply;
     if (PQputCopyData(c->repl, m, sizeof m) != 1 || PQflush(c->repl) != 0)
         return pp_err_pq(&c->h.err, c->repl, NULL, "cdc: sending the standby status");
-    atomic_store(&c->st_confirmed, c->ack);
+    atomic_store(&c->st_confirmed, ack);
     c->last_status_us = pgpipe_now_us();
     return PGPIPE_OK;
 }
@@ -808,13 +889,20 @@ static void cdc_spool_drop(pgpipe_cdc *c, cdc_spool *s)
 }
 
 static void cdc_group_abort(pgpipe_cdc *c);
+static void cdc_w_stop(pgpipe_cdc *c, int drain);
 
 /* Forget everything in flight: after a failure the stream starts again
-** from the applied LSN, and the server sends the relations again. */
+** from the applied LSN, and the server sends the relations again. The
+** writer is stopped first (what it was handed and did not commit is given
+** up: it was not confirmed). Groups committed but not yet known flushed
+** are not confirmed now: a later group's flush confirms them. */
 static void cdc_reset(pgpipe_cdc *c)
 {
-    if (c->grp_open)
+    cdc_w_stop(c, 0);
+    if (c->w_open)
         cdc_group_abort(c);
+    c->grp_open = 0;
+    c->copy.len = 0;
     if (c->repl)
         PQfinish(c->repl);
     c->repl = NULL;
@@ -826,8 +914,20 @@ static void cdc_reset(pgpipe_cdc *c)
         cdc_spool_drop(c, &c->spools[c->nspools - 1]);
     c->cur = NULL;
     c->npend = 0;
-    c->ack = c->applied;
+    c->queued_end = c->applied;
     cdc_toast_drop(c, 0, 0, 1); /* TOAST images of transactions not staged */
+}
+
+/* wal_sender_timeout as SHOW prints it ("60s", "500ms", "1min", "0"), in ms. */
+static int cdc_parse_ms(const char *s)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!end || end == s || v <= 0)
+        return 0;
+    long mul = !strcmp(end, "ms") ? 1 : !strcmp(end, "s") || !*end ? 1000 : !strcmp(end, "min") ? 60000
+             : !strcmp(end, "h") ? 3600000 : !strcmp(end, "d") ? 86400000 : 1000;
+    return v > INT_MAX / mul ? INT_MAX : (int)(v * mul);
 }
 
 static int cdc_start(pgpipe_cdc *c)
@@ -835,6 +935,12 @@ static int cdc_start(pgpipe_cdc *c)
     int rc;
     if (!c->repl && (rc = cdc_connect(c, &c->repl, c->source, 1, "source (replication)")) != PGPIPE_OK)
         return rc;
+    /* the walsender's own timeout (a connection may set it): while the
+    ** writer stalls the reader stops reading and must still reply in time */
+    PGresult *tr = PQexec(c->repl, "SHOW wal_sender_timeout");
+    c->wal_timeout_ms = PQresultStatus(tr) == PGRES_TUPLES_OK && PQntuples(tr) == 1
+                            ? cdc_parse_ms(PQgetvalue(tr, 0, 0)) : 0;
+    PQclear(tr);
     char q[512], lsn[32];
     pp_cdc_lsn_str(c->applied, lsn, sizeof lsn);
     snprintf(q, sizeof q,
@@ -858,6 +964,7 @@ static int cdc_start(pgpipe_cdc *c)
         pgpipe_sleep_ms(100);
     }
     c->streaming = 1;
+    c->queued_end = c->applied;
     c->last_activity_us = pgpipe_now_us();
     pp_logf(PGPIPE_LOG_INFO, "cdc", "streaming slot %s from %s", c->slot, lsn);
     return PGPIPE_OK;
@@ -978,13 +1085,15 @@ static void cdc_img_free(pgpipe_cdc *c, cdc_img *e)
 }
 
 /* Take away images: which 0, those of the open transaction xid from spool
-** offset off on (0: all of them); 1 every image; 2 the committed ones. */
+** offset off on (0: all of them); 1 every image; 2 those whose group the
+** writer committed (then the target has them). */
 static void cdc_toast_drop(pgpipe_cdc *c, uint32_t xid, long off, int which)
 {
     int k = 0, gone = 0;
+    uint64_t committed = which == 2 ? atomic_load(&c->w_seq) : 0;
     for (int i = 0; i < c->nimgs; i++) {
         cdc_img *e = &c->imgs[i];
-        if (which == 1 || (which == 2 && e->done) ||
+        if (which == 1 || (which == 2 && e->done && e->grp && e->grp <= committed) ||
             (which == 0 && !e->done && e->xid == xid && e->off >= off)) {
             cdc_img_free(c, e);
             gone = 1;
@@ -1122,20 +1231,27 @@ static int cdc_toast_key(pp_buf *b, const pp_cdc_rel *r, const pp_cdc_tuple *t, 
     return *rc == PGPIPE_OK;
 }
 
-/* Insert the rows' values gathered in ins (a JSON array, open) into the
-** open target transaction. */
+/* Insert the rows' values of ins (a JSON array) into the open target
+** transaction of conn. */
+static int cdc_toast_ins(PGconn *conn, const char *slot, const char *ins, pgpipe_error *err)
+{
+    const char *p[2] = { slot, ins };
+    return pp_exec(conn, "INSERT INTO pgpipe.cdc_toast (slot, table_name, key, col, value) "
+                         "SELECT $1, e->>0, e->>1, e->>2, e->>3 FROM "
+                         "json_array_elements($2::json) e ON CONFLICT (slot, table_name, key, col) "
+                         "DO UPDATE SET value = EXCLUDED.value", 2, p, NULL, err,
+                   "cdc: remembering TOAST values");
+}
+
+/* The same for the values gathered in ins (a JSON array, open), on the
+** target connection (the snapshot's, before any writer runs). */
 static int cdc_toast_put(pgpipe_cdc *c, pp_buf *ins)
 {
     if (!ins->len)
         return PGPIPE_OK;
     if (pp_buf_append(ins, "]", 2) != PGPIPE_OK)
         return pp_err_nomem(&c->h.err);
-    const char *p[2] = { c->slot, ins->data };
-    int rc = pp_exec(c->tgt, "INSERT INTO pgpipe.cdc_toast (slot, table_name, key, col, value) "
-                             "SELECT $1, e->>0, e->>1, e->>2, e->>3 FROM "
-                             "json_array_elements($2::json) e ON CONFLICT (slot, table_name, key, col) "
-                             "DO UPDATE SET value = EXCLUDED.value", 2, p, NULL, &c->h.err,
-                     "cdc: remembering the snapshot's TOAST values");
+    int rc = cdc_toast_ins(c->tgt, c->slot, ins->data, &c->h.err);
     ins->len = 0;
     return rc;
 }
@@ -1193,6 +1309,9 @@ static int cdc_toast_change(pgpipe_cdc *c, const pp_cdc_msg *m, const pp_cdc_rel
         PQclear(c->tres);
         c->tres = NULL;
     }
+    /* images of groups the target committed: it has them now */
+    if (c->nimgs && c->imgs[0].grp && c->imgs[0].grp <= atomic_load(&c->w_seq))
+        cdc_toast_drop(c, 0, 0, 2);
     int rc = PGPIPE_OK;
     if (m->type == 'T') {
         if (!cdc_toast_known(c, r->nsp, r->name))
@@ -1370,7 +1489,7 @@ static int cdc_json_row(pp_buf *b, const char *const *f, const size_t *n, int nf
 }
 
 /* Transaction xid committed on the source at commit_lsn: its writes are
-** to be written (cdc_toast_flush), and seen by later changes until then. */
+** to be written (cdc_toast_build), and seen by later changes until then. */
 static void cdc_toast_commit(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
 {
     for (int i = 0; i < c->nimgs; i++)
@@ -1380,16 +1499,22 @@ static void cdc_toast_commit(pgpipe_cdc *c, uint32_t xid, uint64_t commit_lsn)
         }
 }
 
-/* Write what the committed transactions wrote (cdc_toast_commit), in the
-** open target transaction that stages them (not inside a COPY): per row
-** and column the newest write decides; a forgotten row goes, then its
-** newer writes; a truncate forgets the table. Nothing to write, nothing
-** sent. The committed images are taken away either way. */
-static int cdc_toast_flush(pgpipe_cdc *c)
+/* What the transactions of group seq wrote (committed, cdc_toast_commit,
+** and in no group yet), as the statements' JSON arrays for the writer
+** (cdc_toast_exec), which runs them in the target transaction of the group
+** (not inside a COPY): per row and column the newest write decides; a
+** forgotten row goes, then its newer writes; a truncate forgets the table.
+** The images stay, seen by later changes, until the writer committed the
+** group (cdc_toast_drop 2): until then the target does not have them. */
+static int cdc_toast_build(pgpipe_cdc *c, uint64_t seq, pp_buf *tru_out, pp_buf *del_out,
+                           pp_buf *ins_out)
 {
     int rc = PGPIPE_OK, n = 0;
-    for (int i = 0; i < c->nimgs && !n; i++)
-        n = c->imgs[i].done;
+    for (int i = 0; i < c->nimgs; i++)
+        if (c->imgs[i].done && !c->imgs[i].grp) {
+            c->imgs[i].grp = seq;
+            n = 1;
+        }
     if (!n)
         return PGPIPE_OK;
     pp_buf del = { 0, 0, 0 }, ins = { 0, 0, 0 }, tru = { 0, 0, 0 };
@@ -1399,7 +1524,7 @@ static int cdc_toast_flush(pgpipe_cdc *c)
         rc = PGPIPE_NOMEM;
     for (int i = c->nimgs - 1; rc == PGPIPE_OK && i >= 0; i--) {
         const cdc_img *e = &c->imgs[i];
-        if (!e->done)
+        if (!e->done || e->grp != seq)
             continue;
         /* a table whose snapshot is newer than this commit has it already */
         int skip = 0;
@@ -1421,7 +1546,7 @@ static int cdc_toast_flush(pgpipe_cdc *c)
         for (int k = c->heads[e->hash & (unsigned)(c->nheads - 1)]; k > i && !gone;
              k = c->imgs[k].next) {
             const cdc_img *o = &c->imgs[k];
-            gone = o->kind == 'd' && o->done && o->hash == e->hash &&
+            gone = o->kind == 'd' && o->done && o->grp == seq && o->hash == e->hash &&
                    !strcmp(o->table, e->table) && !strcmp(o->key, e->key);
         }
         if (gone)
@@ -1440,7 +1565,7 @@ static int cdc_toast_flush(pgpipe_cdc *c)
             for (int k = c->heads[e->hash & (unsigned)(c->nheads - 1)]; k > i && !newer;
                  k = c->imgs[k].next) {
                 const cdc_img *o = &c->imgs[k];
-                if (o->kind != 'i' || !o->done || o->hash != e->hash ||
+                if (o->kind != 'i' || !o->done || o->grp != seq || o->hash != e->hash ||
                     strcmp(o->table, e->table) || strcmp(o->key, e->key))
                     continue;
                 for (const char *q = o->vals, *ql = o->vals + o->nvals; q < ql && !newer;) {
@@ -1463,29 +1588,42 @@ static int cdc_toast_flush(pgpipe_cdc *c)
         rc = pp_buf_append(&tru, "]", 2);
     if (rc == PGPIPE_OK && del.len)
         rc = pp_buf_append(&del, "]", 2);
-    if (rc != PGPIPE_OK)
-        rc = pp_err_nomem(&c->h.err);
-    if (rc == PGPIPE_OK && tru.len) {
-        const char *p[2] = { c->slot, tru.data };
+    if (rc == PGPIPE_OK && ins.len)
+        rc = pp_buf_append(&ins, "]", 2);
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&tru);
+        pp_buf_free(&del);
+        pp_buf_free(&ins);
+        return pp_err_nomem(&c->h.err);
+    }
+    *tru_out = tru;
+    *del_out = del;
+    *ins_out = ins;
+    return PGPIPE_OK;
+}
+
+/* The writer: the statements cdc_toast_build made, on the target
+** connection in the group's transaction. */
+static int cdc_toast_exec(pgpipe_cdc *c, const cdc_item *it, pgpipe_error *err)
+{
+    int rc = PGPIPE_OK;
+    if (it->tru.len) {
+        const char *p[2] = { c->slot, it->tru.data };
         rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast WHERE slot = $1 AND table_name IN "
-                             "(SELECT json_array_elements_text($2::json))", 2, p, NULL, &c->h.err,
+                             "(SELECT json_array_elements_text($2::json))", 2, p, NULL, err,
                      "cdc: forgetting a truncated table's TOAST values");
     }
-    if (rc == PGPIPE_OK && del.len) {
+    if (rc == PGPIPE_OK && it->del.len) {
         /* [table, key, column or null for the whole row] */
-        const char *p[2] = { c->slot, del.data };
+        const char *p[2] = { c->slot, it->del.data };
         rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast t USING (SELECT e->>0 tb, e->>1 k, "
                              "e->>2 col FROM json_array_elements($2::json) e) u WHERE t.slot = $1 "
                              "AND t.table_name = u.tb AND t.key = u.k AND (u.col IS NULL OR "
-                             "t.col = u.col)", 2, p, NULL, &c->h.err,
+                             "t.col = u.col)", 2, p, NULL, err,
                      "cdc: forgetting rows' TOAST values");
     }
-    if (rc == PGPIPE_OK)
-        rc = cdc_toast_put(c, &ins);
-    pp_buf_free(&tru);
-    pp_buf_free(&del);
-    pp_buf_free(&ins);
-    cdc_toast_drop(c, 0, 0, 2);
+    if (rc == PGPIPE_OK && it->ins.len)
+        rc = cdc_toast_ins(c->tgt, c->slot, it->ins.data, err);
     return rc;
 }
 
@@ -1693,38 +1831,32 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
     return PGPIPE_OK;
 }
 
-/* Append one record, finished with the commit's fields, to the COPY. */
-static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char *end,
-                           size_t endn, size_t lsnn, long long *count, uint64_t commit_lsn,
-                           int filter)
+/* ---- the writer: groups into the target -------------------------------
+** The reader (the thread running pgpipe_cdc_run: it reads the stream,
+** answers the walsender, decodes, makes the COPY rows) hands the writer
+** what to do in order (cdc_item); the writer COPYs a group's rows into
+** staging.raw_events, stores its last LSN in pgpipe.cdc_slots and commits,
+** on the target connection, which is its own while it runs. So the source
+** is read while the target works on the last group, and the target is fed
+** while the source decodes the next. Between them a queue of at most
+** CDC_QUEUE_BYTES: a target slower than the source fills it, and the reader
+** then stops reading the stream (the walsender waits on its socket) but
+** still sends its standby status in time, so the walsender does not time
+** out; the status confirms only what the writer committed and found
+** flushed (st_ack). With PGPIPE_OMIT_THREADS or options.single_thread the
+** reader calls the writer's functions itself (each waits for the other). */
+
+static void cdc_item_free(cdc_item *it)
 {
-    if (n && rec[n - 1] == '\n')
-        n--;
-    if (!n || (filter && cdc_skipped_line(c, rec, n, commit_lsn)))
-        return PGPIPE_OK;
-    /* "lsn" goes right after "op": the keys then come in the order jsonb
-    ** stores them (shorter first), so the server's sort of them finds them
-    ** sorted; that sort was a tenth of the target's time */
-    const char *tab = memchr(rec, '\t', n);
-    const char *comma = tab ? memchr(tab, ',', n - (size_t)(tab - rec)) : NULL;
-    size_t head = comma ? (size_t)(comma - rec) : n;
-    if (!comma)
-        lsnn = 0;
-    pp_buf *b = &c->copy;
-    /* slot names are [a-z0-9_]: nothing to escape */
-    if (pp_buf_append(b, c->slot, strlen(c->slot)) || pp_buf_putc(b, '\t') ||
-        pp_buf_append(b, rec, head) || pp_buf_append(b, end, lsnn) ||
-        pp_buf_append(b, rec + head, n - head) || pp_buf_append(b, end + lsnn, endn - lsnn) ||
-        pp_buf_putc(b, '\n'))
-        return pp_err_nomem(&c->h.err);
-    (*count)++;
-    if (b->len >= 256 * 1024) {
-        if (PQputCopyData(c->tgt, b->data, (int)b->len) != 1)
-            return pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
-        b->len = 0;
-    }
-    return PGPIPE_OK;
+    if (!it)
+        return;
+    pp_buf_free(&it->data);
+    pp_buf_free(&it->tru);
+    pp_buf_free(&it->del);
+    pp_buf_free(&it->ins);
+    pp_free(it);
 }
+
 
 /* The target's WAL is flushed to flushed: the groups committed before it
 ** are durable there and may be confirmed to the source. */
@@ -1740,25 +1872,26 @@ static void cdc_flushed(pgpipe_cdc *c, uint64_t flushed)
         memmove(c->pend, c->pend + k, (size_t)(c->npend - k) * sizeof *c->pend);
         c->npend -= k;
     }
+    atomic_store(&c->st_ack, c->ack);
     c->last_flush_us = pgpipe_now_us();
 }
 
-/* Ask the target how far its WAL is flushed (waiting for it: durable
-** makes it so first, with one synchronous commit, which flushes all the
-** WAL before it). */
+/* The writer asks the target how far its WAL is flushed (waiting for it:
+** durable makes it so first, with one synchronous commit, which flushes
+** all the WAL before it). */
 static int cdc_flush_check(pgpipe_cdc *c, int durable)
 {
     int rc = PGPIPE_OK;
+    pgpipe_error *err = &c->werr;
     if (durable) {
         const char *p1[1] = { c->slot };
-        rc = pp_exec(c->tgt, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, &c->h.err,
+        rc = pp_exec(c->tgt, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, err,
                      "cdc: flushing the target's WAL");
         if (rc == PGPIPE_OK)
             rc = pp_exec(c->tgt, "UPDATE pgpipe.cdc_slots SET updated_at = now() WHERE slot = $1",
-                         1, p1, NULL, &c->h.err, "cdc: flushing the target's WAL");
+                         1, p1, NULL, err, "cdc: flushing the target's WAL");
         if (rc == PGPIPE_OK)
-            rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, &c->h.err,
-                         "cdc: flushing the target's WAL");
+            rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, err, "cdc: flushing the target's WAL");
         if (rc != PGPIPE_OK) {
             pp_rollback_open(c->tgt);
             return rc;
@@ -1766,22 +1899,22 @@ static int cdc_flush_check(pgpipe_cdc *c, int durable)
     }
     PGresult *r = NULL;
     uint64_t flushed = 0;
-    rc = pp_exec(c->tgt, "SELECT pg_current_wal_flush_lsn()::text", 0, NULL, &r, &c->h.err,
+    rc = pp_exec(c->tgt, "SELECT pg_current_wal_flush_lsn()::text", 0, NULL, &r, err,
                  "cdc: reading the target's WAL position");
     if (rc == PGPIPE_OK && !pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &flushed))
-        rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
+        rc = pp_err(err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
     PQclear(r);
     if (rc == PGPIPE_OK)
         cdc_flushed(c, flushed);
     return rc;
 }
 
-/* Set the target session up after each connection: commits that do not
-** wait for the WAL flush, as PostgreSQL's own subscriptions commit (the
-** source is told only what cdc_flushed found durable), unless synchronous
-** standbys are configured (a failover must not lose what was confirmed);
-** and the applied LSN read again, as a crash of the target loses the
-** commits it had not flushed. */
+/* Set the target session up after each connection (before the writer
+** runs): commits that do not wait for the WAL flush, as PostgreSQL's own
+** subscriptions commit (the source is told only what cdc_flushed found
+** durable), unless synchronous standbys are configured (a failover must
+** not lose what was confirmed); and the applied LSN read again, as a crash
+** of the target loses the commits it had not flushed. */
 static int cdc_target_session(pgpipe_cdc *c)
 {
     PGresult *r = NULL;
@@ -1810,13 +1943,15 @@ static int cdc_target_session(pgpipe_cdc *c)
     }
     if (c->ack > c->applied)
         c->ack = c->applied;
+    atomic_store(&c->st_ack, c->ack);
+    c->queued_end = c->applied;
     c->async_commit = async;
     c->tgt_ready = 1;
     return PGPIPE_OK;
 }
 
-/* Give up the open group: end its COPY (a ROLLBACK cannot be sent while
-** one is in progress) and roll the target transaction back. */
+/* The writer gives up its open group: ends its COPY (a ROLLBACK cannot be
+** sent while one is in progress) and rolls the target transaction back. */
 static void cdc_group_abort(pgpipe_cdc *c)
 {
     if (c->tgt && PQstatus(c->tgt) == CONNECTION_OK) {
@@ -1831,109 +1966,501 @@ static void cdc_group_abort(pgpipe_cdc *c)
                 PQclear(r);
         pp_rollback_open(c->tgt);
     }
-    c->grp_open = 0;
-    c->copy.len = 0;
+    c->w_open = 0;
 }
 
-/* Send the open group's rows buffered so far to the target. */
-static int cdc_group_push(pgpipe_cdc *c)
+/* The writer: a group's target transaction and its COPY, one round trip. */
+static int cdc_w_open(pgpipe_cdc *c)
 {
-    if (c->copy.len && PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
-        return pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
-    c->copy.len = 0;
-    if (PQflush(c->tgt) != 0)
-        return pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
+    int rc = pp_copy_in_start(c->tgt, "BEGIN; COPY staging.raw_events (source, event_type, payload) "
+                                      "FROM STDIN", &c->werr, "cdc: COPY into staging");
+    if (rc != PGPIPE_OK) {
+        cdc_group_abort(c);
+        return rc;
+    }
+    c->w_open = 1;
     return PGPIPE_OK;
 }
 
-/* Commit the open group: the rest of its COPY, the end LSN of its last
-** source transaction in pgpipe.cdc_slots, COMMIT; then it may be
-** confirmed to the source. */
-static int cdc_group_commit(pgpipe_cdc *c)
+/* The writer: rows of the open group (it is started when none is). */
+static int cdc_w_rows(pgpipe_cdc *c, const char *data, size_t len)
 {
-    if (!c->grp_open)
-        return PGPIPE_OK;
-    int rc = PGPIPE_OK;
-    if (c->copy.len && PQputCopyData(c->tgt, c->copy.data, (int)c->copy.len) != 1)
-        rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
-    c->copy.len = 0;
-    if (rc == PGPIPE_OK) {
-        if (PQputCopyEnd(c->tgt, NULL) != 1) {
-            rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY into staging");
-        } else {
-            PGresult *r;
-            while ((r = PQgetResult(c->tgt)) != NULL) {
-                if (rc == PGPIPE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
-                    rc = pp_err_pq(&c->h.err, c->tgt, r, "cdc: COPY into staging");
-                PQclear(r);
-            }
+    int rc = c->w_open ? PGPIPE_OK : cdc_w_open(c);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if ((len && PQputCopyData(c->tgt, data, (int)len) != 1) || PQflush(c->tgt) != 0) {
+        rc = pp_err_pq(&c->werr, c->tgt, NULL, "cdc: COPY into staging");
+        cdc_group_abort(c);
+    }
+    return rc;
+}
+
+/* The writer commits the group it: the end of its COPY; its TOAST images;
+** then one simple query: the end LSN of its last source transaction into
+** pgpipe.cdc_slots (an error when the row is at or past it already: the
+** division by zero rolls the transaction back), COMMIT, and where the
+** target's WAL is (inserted past the commit, flushed); then the group may
+** be confirmed to the source once that WAL is flushed. */
+static int cdc_w_end(pgpipe_cdc *c, const cdc_item *it)
+{
+    pgpipe_error *err = &c->werr;
+    int rc = c->w_open ? PGPIPE_OK : cdc_w_open(c);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (PQputCopyEnd(c->tgt, NULL) != 1) {
+        rc = pp_err_pq(err, c->tgt, NULL, "cdc: COPY into staging");
+    } else {
+        PGresult *r;
+        while ((r = PQgetResult(c->tgt)) != NULL) {
+            if (rc == PGPIPE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+                rc = pp_err_pq(err, c->tgt, r, "cdc: COPY into staging");
+            PQclear(r);
         }
     }
     if (rc == PGPIPE_OK) /* unchanged TOAST values: the writes, in this transaction */
-        rc = cdc_toast_flush(c);
-    if (rc == PGPIPE_OK) {
-        char lsn[32], when[32], n[32], t[32];
-        pp_cdc_lsn_str(c->grp_end, lsn, sizeof lsn);
-        snprintf(when, sizeof when, "%lld", (long long)c->grp_ts);
-        snprintf(n, sizeof n, "%lld", c->grp_events);
-        snprintf(t, sizeof t, "%lld", c->grp_txns);
-        const char *p[5] = { c->slot, lsn, when, n, t };
-        PGresult *r = NULL;
-        rc = pp_exec(c->tgt,
-                     "UPDATE pgpipe.cdc_slots SET applied_lsn = $2::pg_lsn, "
-                     "commit_time = timestamptz '2000-01-01 00:00:00+00' + $3::bigint * interval '1 microsecond', "
-                     "transactions = transactions + $5::bigint, events = events + $4::bigint, "
-                     "updated_at = now() WHERE slot = $1 AND applied_lsn < $2::pg_lsn", 5, p, &r,
-                     &c->h.err, "cdc: storing the applied LSN");
-        if (rc == PGPIPE_OK && strcmp(PQcmdTuples(r), "1") != 0)
-            rc = pp_err(&c->h.err, PGPIPE_ERROR,
-                        "cdc: slot \"%s\" on the target is at or past %s already: another "
-                        "process consumes the same slot", c->slot, lsn);
-        PQclear(r);
-    }
-    /* and where the target's WAL is: inserted past this commit, flushed */
+        rc = cdc_toast_exec(c, it, err);
+    char lsn[32], q[1024];
+    pp_cdc_lsn_str(it->lsn, lsn, sizeof lsn);
+    /* the slot name is [a-z0-9_]; the rest are numbers and an LSN */
+    snprintf(q, sizeof q,
+             "WITH u AS (UPDATE pgpipe.cdc_slots SET applied_lsn = '%s', "
+             "commit_time = timestamptz '2000-01-01 00:00:00+00' + %lld * interval '1 microsecond', "
+             "transactions = transactions + %lld, events = events + %lld, updated_at = now() "
+             "WHERE slot = '%s' AND applied_lsn < '%s' RETURNING 1) SELECT 1 / count(*)::int FROM u; "
+             "COMMIT; SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
+             lsn, (long long)it->ts, it->txns, it->events, c->slot, lsn);
     uint64_t local = 0, flushed = 0;
+    if (rc == PGPIPE_OK && !PQsendQuery(c->tgt, q))
+        rc = pp_err_pq(err, c->tgt, NULL, "cdc: storing the applied LSN");
     if (rc == PGPIPE_OK) {
-        PGresult *r = PQexec(c->tgt, "COMMIT; SELECT pg_current_wal_insert_lsn()::text, "
-                                     "pg_current_wal_flush_lsn()::text");
-        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-            rc = pp_err_pq(&c->h.err, c->tgt, r, "cdc: COMMIT on the target");
-        else if (!pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &local) ||
-                 !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &flushed))
-            rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
-        PQclear(r);
+        PGresult *r;
+        int k = 0, got = 0;
+        while ((r = PQgetResult(c->tgt)) != NULL) {
+            ExecStatusType st = PQresultStatus(r);
+            if (rc != PGPIPE_OK) {
+                /* the rest of the answer */
+            } else if (st == PGRES_FATAL_ERROR && k == 0 &&
+                       !strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : "",
+                               "22012")) {
+                rc = pp_err(err, PGPIPE_ERROR,
+                            "cdc: slot \"%s\" on the target is at or past %s already: another "
+                            "process consumes the same slot", c->slot, lsn);
+            } else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+                rc = pp_err_pq(err, c->tgt, r, k == 0 ? "cdc: storing the applied LSN"
+                                                      : "cdc: COMMIT on the target");
+            } else if (k == 2) {
+                if (PQntuples(r) != 1 || !pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &local) ||
+                    !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &flushed))
+                    rc = pp_err(err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
+                else
+                    got = 1;
+            }
+            PQclear(r);
+            k++;
+        }
+        if (rc == PGPIPE_OK && !got)
+            rc = pp_err(err, PGPIPE_DB, "cdc: COMMIT on the target: no answer");
     }
     if (rc != PGPIPE_OK) {
         cdc_group_abort(c);
         return rc;
     }
-    c->grp_open = 0;
-    c->applied = c->grp_end;
+    c->w_open = 0;
+    c->applied = it->lsn;
     if (!c->async_commit) {
-        if (c->grp_end > c->ack)
-            c->ack = c->grp_end;
+        if (it->lsn > c->ack)
+            c->ack = it->lsn;
+        atomic_store(&c->st_ack, c->ack);
     } else {
         if (c->npend == c->cappend) {
             int cap = c->cappend ? c->cappend * 2 : 64;
             struct cdc_pend *n = pp_realloc(c->pend, (size_t)cap * sizeof *n);
             if (!n) /* committed: only its confirmation waits for the next */
-                return pp_err_nomem(&c->h.err);
+                return pp_err_nomem(err);
             c->pend = n;
             c->cappend = cap;
         }
-        c->pend[c->npend].remote = c->grp_end;
+        c->pend[c->npend].remote = it->lsn;
         c->pend[c->npend++].local = local;
         cdc_flushed(c, flushed);
     }
-    atomic_store(&c->st_applied, c->grp_end);
-    atomic_fetch_add(&c->n_txn, c->grp_txns);
-    atomic_fetch_add(&c->n_events, c->grp_events);
+    atomic_store(&c->st_applied, it->lsn);
+    atomic_store(&c->w_seq, it->seq);
+    atomic_fetch_add(&c->n_txn, it->txns);
+    atomic_fetch_add(&c->n_events, it->events);
     return PGPIPE_OK;
 }
 
+/* The writer: lsn is confirmable once everything handed before it is
+** (committed and flushed: with the last committed group, or at once);
+** idle ('i', the walsender's position when it pings, a heartbeat): only
+** when nothing committed waits for its flush, as before the writer thread. */
+static void cdc_w_ack(pgpipe_cdc *c, uint64_t lsn, int idle)
+{
+    if (c->npend) {
+        if (idle)
+            return;
+        if (lsn > c->pend[c->npend - 1].remote)
+            c->pend[c->npend - 1].remote = lsn;
+    } else if (lsn > c->ack) {
+        c->ack = lsn;
+        atomic_store(&c->st_ack, c->ack);
+    }
+}
+
+static int cdc_w_apply(pgpipe_cdc *c, const cdc_item *it)
+{
+    switch (it->kind) {
+    case 'r':
+        return cdc_w_rows(c, it->data.data, it->data.len);
+    case 'e':
+        return cdc_w_end(c, it);
+    case 'a':
+    case 'i':
+        cdc_w_ack(c, it->lsn, it->kind == 'i');
+        return PGPIPE_OK;
+    default: /* 'f': leaving, what is committed is made durable and confirmable */
+        return c->npend ? cdc_flush_check(c, 1) : PGPIPE_OK;
+    }
+}
+
+/* The writer's failure, as the handle's error. */
+static int cdc_w_error(pgpipe_cdc *c)
+{
+    c->h.err = c->werr;
+    return c->werr.code != PGPIPE_OK ? c->werr.code : PGPIPE_DB;
+}
+
+#ifndef PGPIPE_OMIT_THREADS
+static size_t cdc_item_bytes(const cdc_item *it)
+{
+    return it->data.cap + it->tru.cap + it->del.cap + it->ins.cap + sizeof *it;
+}
+
+/* While the reader waits for the writer: the walsender, whose messages
+** are not read now, still gets a status in time (every status interval,
+** at least 4 times per wal_sender_timeout); asked to stop, the reader
+** waits CDC_STOP_WAIT_US, then gives up (CDC_STOPPED). */
+static int cdc_stall_tick(pgpipe_cdc *c, int64_t *stop_since)
+{
+    int64_t now = pgpipe_now_us();
+    int64_t every = (int64_t)c->status_ms * 1000;
+    if (c->wal_timeout_ms > 0 && (int64_t)c->wal_timeout_ms * 250 < every)
+        every = (int64_t)c->wal_timeout_ms * 250;
+    if (c->streaming && c->repl && now - c->last_status_us >= every) {
+        int rc = cdc_send_status(c, 0);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    if (atomic_load(&c->stop)) {
+        if (!*stop_since) {
+            *stop_since = now;
+        } else if (now - *stop_since >= CDC_STOP_WAIT_US) {
+            pp_logf(PGPIPE_LOG_WARN, "cdc", "slot %s: stopped while the target had not taken "
+                    "the changes handed to it; they are read again next time", c->slot);
+            return CDC_STOPPED;
+        }
+    }
+    return PGPIPE_OK;
+}
+
+static void cdc_deadline(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    ts->tv_sec += ms / 1000 + ts->tv_nsec / 1000000000L;
+    ts->tv_nsec %= 1000000000L;
+}
+
+/* The writer thread: the queue's items in order until a finish, a
+** failure or the reader's quit; idle with groups not known flushed, it
+** asks the target every 100 ms. */
+static void *cdc_writer(void *arg)
+{
+    pgpipe_cdc *c = arg;
+    pthread_mutex_lock(&c->qmu);
+    while (!c->w_quit) {
+        cdc_item *it = c->qhead;
+        if (!it) {
+            struct timespec ts;
+            int64_t due = c->npend && !c->w_open ? c->last_flush_us + 100000 - pgpipe_now_us()
+                                                 : 1000000;
+            if (due <= 0) {
+                pthread_mutex_unlock(&c->qmu);
+                int rc = cdc_flush_check(c, 0);
+                pthread_mutex_lock(&c->qmu);
+                if (rc != PGPIPE_OK) {
+                    atomic_store(&c->w_failed, 1);
+                    break;
+                }
+                continue;
+            }
+            cdc_deadline(&ts, (int)(due / 1000) + 1);
+            pthread_cond_timedwait(&c->qcond, &c->qmu, &ts);
+            continue;
+        }
+        c->qhead = it->next;
+        if (!c->qhead)
+            c->qtail = NULL;
+        c->qbytes -= cdc_item_bytes(it);
+        pthread_cond_broadcast(&c->rcond);
+        pthread_mutex_unlock(&c->qmu);
+        int rc = cdc_w_apply(c, it);
+        char kind = it->kind;
+        cdc_item_free(it);
+        pthread_mutex_lock(&c->qmu);
+        if (rc != PGPIPE_OK) {
+            atomic_store(&c->w_failed, 1);
+            break;
+        }
+        if (kind == 'f')
+            break;
+    }
+    int abandon = c->w_open;
+    pthread_mutex_unlock(&c->qmu);
+    if (abandon)
+        cdc_group_abort(c);
+    pthread_mutex_lock(&c->qmu);
+    c->w_exited = 1;
+    pthread_cond_broadcast(&c->rcond);
+    pthread_mutex_unlock(&c->qmu);
+    return NULL;
+}
+
+static int cdc_w_start(pgpipe_cdc *c)
+{
+    if (c->single || c->w_running)
+        return PGPIPE_OK;
+    c->qhead = c->qtail = NULL;
+    c->qbytes = 0;
+    c->w_quit = c->w_exited = 0;
+    atomic_store(&c->w_failed, 0);
+    pgpipe_error_clear(&c->werr);
+    int e = pthread_create(&c->wthr, NULL, cdc_writer, c);
+    if (e != 0)
+        return pp_err(&c->h.err, PGPIPE_ERROR, "cdc: cannot start the writer thread: %s",
+                      strerror(e));
+    c->w_running = 1;
+    return PGPIPE_OK;
+}
+
+/* Stop the writer: it leaves after the item at hand; one that does not
+** within a second (blocked on the target: a lock, a dead network) has its
+** socket shut, and the target is connected again next time. The queue's
+** items are given up. */
+static void cdc_w_stop(pgpipe_cdc *c, int wait_exit)
+{
+    if (!c->w_running)
+        return;
+    pthread_mutex_lock(&c->qmu);
+    if (!wait_exit)
+        c->w_quit = 1;
+    pthread_cond_broadcast(&c->qcond);
+    for (int i = 0; i < 20 && !c->w_exited; i++) {
+        struct timespec ts;
+        cdc_deadline(&ts, 50);
+        pthread_cond_timedwait(&c->rcond, &c->qmu, &ts);
+    }
+    if (!c->w_exited && c->tgt && PQsocket(c->tgt) >= 0) {
+        shutdown(PQsocket(c->tgt), SHUT_RDWR);
+        c->tgt_dead = 1;
+    }
+    pthread_mutex_unlock(&c->qmu);
+    pthread_join(c->wthr, NULL);
+    c->w_running = 0;
+    while (c->qhead) {
+        cdc_item *n = c->qhead->next;
+        cdc_item_free(c->qhead);
+        c->qhead = n;
+    }
+    c->qtail = NULL;
+    c->qbytes = 0;
+}
+#else
+static int cdc_w_start(pgpipe_cdc *c)
+{
+    (void)c;
+    return PGPIPE_OK;
+}
+static void cdc_w_stop(pgpipe_cdc *c, int wait_exit)
+{
+    (void)c;
+    (void)wait_exit;
+}
+#endif
+
+/* Hand the writer an item (it takes it): into the queue, waiting while
+** the queue is full; one thread: done at once. */
+static int cdc_hand(pgpipe_cdc *c, cdc_item *it)
+{
+#ifndef PGPIPE_OMIT_THREADS
+    if (!c->single) {
+        size_t n = cdc_item_bytes(it);
+        int64_t since = 0;
+        int rc = PGPIPE_OK;
+        pthread_mutex_lock(&c->qmu);
+        if ((it->kind == 'a' || it->kind == 'i') && c->qtail && c->qtail->kind == it->kind) {
+            if (it->lsn > c->qtail->lsn)
+                c->qtail->lsn = it->lsn;
+            pthread_mutex_unlock(&c->qmu);
+            cdc_item_free(it);
+            return PGPIPE_OK;
+        }
+        while (rc == PGPIPE_OK && c->qbytes && c->qbytes + n > CDC_QUEUE_BYTES &&
+               !atomic_load(&c->w_failed) && !c->w_exited) {
+            struct timespec ts;
+            cdc_deadline(&ts, 50);
+            pthread_cond_timedwait(&c->rcond, &c->qmu, &ts);
+            pthread_mutex_unlock(&c->qmu);
+            rc = cdc_stall_tick(c, &since);
+            pthread_mutex_lock(&c->qmu);
+        }
+        if (rc == PGPIPE_OK && (atomic_load(&c->w_failed) || c->w_exited))
+            rc = -1;
+        if (rc == PGPIPE_OK) {
+            it->next = NULL;
+            if (c->qtail)
+                c->qtail->next = it;
+            else
+                c->qhead = it;
+            c->qtail = it;
+            c->qbytes += n;
+            pthread_cond_signal(&c->qcond);
+            it = NULL;
+        }
+        pthread_mutex_unlock(&c->qmu);
+        cdc_item_free(it);
+        return rc == -1 ? cdc_w_error(c) : rc;
+    }
+#endif
+    int rc = cdc_w_apply(c, it);
+    cdc_item_free(it);
+    return rc == PGPIPE_OK ? rc : cdc_w_error(c);
+}
+
+/* The rows made so far (c->copy) to the writer. */
+static int cdc_push_rows(pgpipe_cdc *c)
+{
+    if (!c->copy.len)
+        return PGPIPE_OK;
+    if (c->single) {
+        int rc = cdc_w_rows(c, c->copy.data, c->copy.len);
+        c->copy.len = 0;
+        return rc == PGPIPE_OK ? rc : cdc_w_error(c);
+    }
+    cdc_item *it = pp_calloc(1, sizeof *it);
+    if (!it)
+        return pp_err_nomem(&c->h.err);
+    it->kind = 'r';
+    it->data = c->copy;
+    memset(&c->copy, 0, sizeof c->copy);
+    if (pp_buf_reserve(&c->copy, CDC_CHUNK + 64 * 1024) != PGPIPE_OK) {
+        cdc_item_free(it);
+        return pp_err_nomem(&c->h.err);
+    }
+    return cdc_hand(c, it);
+}
+
+/* The reader ends its group: the rest of its rows, then its end. */
+static int cdc_end_group(pgpipe_cdc *c)
+{
+    if (!c->grp_open)
+        return PGPIPE_OK;
+    int rc = cdc_push_rows(c);
+    if (rc != PGPIPE_OK)
+        return rc;
+    c->grp_open = 0;
+    cdc_item *it = pp_calloc(1, sizeof *it);
+    if (!it)
+        return pp_err_nomem(&c->h.err);
+    it->kind = 'e';
+    it->seq = ++c->seq;
+    it->lsn = c->grp_end;
+    it->ts = c->grp_ts;
+    it->txns = c->grp_txns;
+    it->events = c->grp_events;
+    if ((rc = cdc_toast_build(c, it->seq, &it->tru, &it->del, &it->ins)) != PGPIPE_OK) {
+        cdc_item_free(it);
+        return rc;
+    }
+    return cdc_hand(c, it);
+}
+
+/* lsn may be confirmed once what was handed before it is (idle: see
+** cdc_w_ack). */
+static int cdc_confirmable(pgpipe_cdc *c, uint64_t lsn, int idle)
+{
+    cdc_item *it = pp_calloc(1, sizeof *it);
+    if (!it)
+        return pp_err_nomem(&c->h.err);
+    it->kind = idle ? 'i' : 'a';
+    it->lsn = lsn;
+    return cdc_hand(c, it);
+}
+
+/* The end of a run: the writer makes what it committed durable and
+** confirmable and leaves; the reader keeps the walsender answered. */
+static int cdc_finish(pgpipe_cdc *c)
+{
+    cdc_item *it = pp_calloc(1, sizeof *it);
+    if (!it)
+        return pp_err_nomem(&c->h.err);
+    it->kind = 'f';
+    int rc = cdc_hand(c, it);
+#ifndef PGPIPE_OMIT_THREADS
+    if (rc != PGPIPE_OK || c->single)
+        return rc;
+    int64_t since = 0;
+    pthread_mutex_lock(&c->qmu);
+    while (rc == PGPIPE_OK && !c->w_exited) {
+        struct timespec ts;
+        cdc_deadline(&ts, 50);
+        pthread_cond_timedwait(&c->rcond, &c->qmu, &ts);
+        pthread_mutex_unlock(&c->qmu);
+        rc = cdc_stall_tick(c, &since);
+        pthread_mutex_lock(&c->qmu);
+    }
+    pthread_mutex_unlock(&c->qmu);
+    if (rc != PGPIPE_OK)
+        return rc;
+    cdc_w_stop(c, 1);
+    if (atomic_load(&c->w_failed))
+        return cdc_w_error(c);
+#endif
+    return rc;
+}
+
+/* Append one record, finished with the commit's fields, to the COPY. */
+static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char *end,
+                           size_t endn, size_t lsnn, long long *count, uint64_t commit_lsn,
+                           int filter)
+{
+    if (n && rec[n - 1] == '\n')
+        n--;
+    if (!n || (filter && cdc_skipped_line(c, rec, n, commit_lsn)))
+        return PGPIPE_OK;
+    /* "lsn" goes right after "op": the keys then come in the order jsonb
+    ** stores them (shorter first), so the server's sort of them finds them
+    ** sorted; that sort was a tenth of the target's time */
+    const char *tab = memchr(rec, '\t', n);
+    const char *comma = tab ? memchr(tab, ',', n - (size_t)(tab - rec)) : NULL;
+    size_t head = comma ? (size_t)(comma - rec) : n;
+    if (!comma)
+        lsnn = 0;
+    pp_buf *b = &c->copy;
+    /* slot names are [a-z0-9_]: nothing to escape */
+    if (pp_buf_append(b, c->slot, strlen(c->slot)) || pp_buf_putc(b, '\t') ||
+        pp_buf_append(b, rec, head) || pp_buf_append(b, end, lsnn) ||
+        pp_buf_append(b, rec + head, n - head) || pp_buf_append(b, end + lsnn, endn - lsnn) ||
+        pp_buf_putc(b, '\n'))
+        return pp_err_nomem(&c->h.err);
+    (*count)++;
+    return b->len >= CDC_CHUNK ? cdc_push_rows(c) : PGPIPE_OK;
+}
+
 /* A committed source transaction: its records (mem, or the spool file f)
-** into the open group, which is started when none is. The group commits
-** here when it is full; otherwise when the stream runs dry (cdc_run_once). */
+** into the open group, which is started when none is. The group ends here
+** when it is full; otherwise when the stream runs dry (cdc_run_once). */
 static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit_lsn,
                       uint64_t end_lsn, int64_t ts)
 {
@@ -1942,26 +2469,23 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
     for (int k = 0; f && k < c->nspools; k++)
         if (c->spools[k].f == f)
             txid = c->spools[k].xid;
-    if (end_lsn <= c->applied || (c->grp_open && end_lsn <= c->grp_end)) {
+    if (end_lsn <= c->queued_end) {
         cdc_toast_drop(c, txid, 0, 0);
         atomic_fetch_add(&c->n_skipped, 1);
         return PGPIPE_OK;
     }
     if ((mem && mem->len == 0) || (f && ftell(f) == 0)) {
         cdc_toast_drop(c, txid, 0, 0);
-        /* nothing to stage: confirmable with the open group, or with the
-        ** last one committed, or at once */
+        /* nothing to stage: confirmable with the open group, or after
+        ** what was handed to the writer before */
         if (c->grp_open) {
-            c->grp_end = end_lsn;
+            c->grp_end = c->queued_end = end_lsn;
             c->grp_ts = ts;
-        } else if (c->npend) {
-            c->pend[c->npend - 1].remote = end_lsn;
-        } else if (end_lsn > c->ack) {
-            c->ack = end_lsn;
+            return PGPIPE_OK;
         }
-        return PGPIPE_OK;
+        return cdc_confirmable(c, end_lsn, 0);
     }
-    cdc_toast_commit(c, txid, commit_lsn); /* written with the group (cdc_group_commit) */
+    cdc_toast_commit(c, txid, commit_lsn); /* written with the group (cdc_toast_build) */
     /* every record ends with the commit's fields and the brace */
     c->tail.len = 0;
     if (pp_cdc_event_end(&c->tail, end_lsn, ts) != PGPIPE_OK)
@@ -1974,17 +2498,10 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
 
     int rc = PGPIPE_OK;
     if (!c->grp_open) {
-        /* one round trip: PQexec stops at the COPY */
-        rc = pp_copy_in_start(c->tgt, "BEGIN; COPY staging.raw_events (source, event_type, payload) "
-                                      "FROM STDIN", &c->h.err, "cdc: COPY into staging");
-        if (rc != PGPIPE_OK) {
-            cdc_group_abort(c);
-            return rc;
-        }
         c->grp_open = 1;
+        c->copy.len = 0;
         c->grp_txns = c->grp_events = 0;
         c->grp_started_us = pgpipe_now_us();
-        c->copy.len = 0;
     }
     long long count = 0;
     if (mem) {
@@ -2007,16 +2524,14 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
         if (rc == PGPIPE_OK && ferror(f))
             rc = pp_err(&c->h.err, PGPIPE_IO, "cdc: reading a spool file: %s", strerror(errno));
     }
-    if (rc != PGPIPE_OK) {
-        cdc_group_abort(c);
+    if (rc != PGPIPE_OK)
         return rc;
-    }
-    c->grp_end = end_lsn;
+    c->grp_end = c->queued_end = end_lsn;
     c->grp_ts = ts;
     c->grp_txns++;
     c->grp_events += count;
     if (c->grp_events >= CDC_GROUP_EVENTS || pgpipe_now_us() - c->grp_started_us >= CDC_GROUP_US)
-        return cdc_group_commit(c);
+        return cdc_end_group(c);
     return PGPIPE_OK;
 }
 
@@ -2113,8 +2628,8 @@ static int cdc_message(pgpipe_cdc *c, const char *data, size_t len)
         /* a message outside any transaction (our heartbeat): every commit
         ** before it is staged, so the slot may advance to it */
         if (!(m.flags & 1) && !c->in_txn && !c->dec.in_stream && c->nspools == 0 &&
-            !c->grp_open && c->npend == 0 && m.lsn > c->ack)
-            c->ack = m.lsn;
+            !c->grp_open && m.lsn > c->queued_end)
+            return cdc_confirmable(c, m.lsn, 1);
         return PGPIPE_OK;
     default: /* R Y O: the decoder keeps what matters */
         return PGPIPE_OK;
@@ -2138,9 +2653,10 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
     c->transient = 0;
     /* after a failure (a server restarted, the network cut): connect again;
     ** the stream resumes from the applied LSN */
-    if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
+    if (c->tgt && (c->tgt_dead || PQstatus(c->tgt) != CONNECTION_OK)) {
         PQreset(c->tgt);
         c->tgt_ready = 0;
+        c->tgt_dead = 0;
     }
     if (c->src && PQstatus(c->src) != CONNECTION_OK)
         PQreset(c->src);
@@ -2161,10 +2677,19 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
     /* a source still down is a failure like any other: judged below */
     if (!c->streaming)
         rc = cdc_start(c);
+    /* the target connection is the writer's from here to the run's end */
+    if (rc == PGPIPE_OK)
+        rc = cdc_w_start(c);
     while (rc == PGPIPE_OK && !atomic_load(&c->stop)) {
         int64_t now = pgpipe_now_us();
         if (now >= deadline)
             break;
+#ifndef PGPIPE_OMIT_THREADS
+        if (!c->single && atomic_load(&c->w_failed)) {
+            rc = cdc_w_error(c);
+            break;
+        }
+#endif
         char *buf = NULL;
         int n = PQgetCopyData(c->repl, &buf, 1);
         if (n > 0) {
@@ -2180,14 +2705,15 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                 if (wal_end > atomic_load(&c->st_received))
                     atomic_store(&c->st_received, wal_end);
                 /* the walsender pings when it has caught up and waits for
-                ** WAL (or when it wants an answer): the group commits */
+                ** WAL (or when it wants an answer): the group ends */
                 if (c->grp_open)
-                    rc = cdc_group_commit(c);
+                    rc = cdc_end_group(c);
                 /* idle: everything committed before wal_end has been received
-                ** and staged, so the slot may advance to it */
+                ** and handed to the writer, so the slot may advance to it
+                ** once that is staged */
                 if (rc == PGPIPE_OK && !c->in_txn && c->nspools == 0 && !c->grp_open &&
-                    c->npend == 0 && wal_end > c->ack)
-                    c->ack = wal_end;
+                    wal_end > c->queued_end)
+                    rc = cdc_confirmable(c, wal_end, 1);
                 if (rc == PGPIPE_OK && buf[17])
                     rc = cdc_send_status(c, 0);
             } else {
@@ -2202,21 +2728,24 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
         if (n == 0) {
             /* nothing more buffered. Catching up, the walsender is decoding
             ** the next transaction: the group stays open (its rows go to the
-            ** target now, which works on them meanwhile) until the walsender
+            ** writer now, which works on them meanwhile) until the walsender
             ** pings, having caught up, or the stream stays dry CDC_DRY_US */
             if (c->grp_open) {
                 if (!c->dry_since_us)
                     c->dry_since_us = now;
                 if (now - c->dry_since_us >= CDC_DRY_US) {
-                    if ((rc = cdc_group_commit(c)) != PGPIPE_OK)
+                    if ((rc = cdc_end_group(c)) != PGPIPE_OK)
                         break;
-                } else if ((rc = cdc_group_push(c)) != PGPIPE_OK) {
+                } else if ((rc = cdc_push_rows(c)) != PGPIPE_OK) {
                     break;
                 }
             }
-            if (c->npend && !c->grp_open && now - c->last_flush_us >= 100000 &&
-                (rc = cdc_flush_check(c, 0)) != PGPIPE_OK)
+            /* one thread: the writer's check of the target's flush is here */
+            if (c->single && c->npend && !c->w_open && now - c->last_flush_us >= 100000 &&
+                (rc = cdc_flush_check(c, 0)) != PGPIPE_OK) {
+                rc = cdc_w_error(c);
                 break;
+            }
             if (now - c->last_status_us >= (int64_t)c->status_ms * 1000 &&
                 (rc = cdc_send_status(c, 0)) != PGPIPE_OK)
                 break;
@@ -2248,14 +2777,23 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
             rc = pp_err_pq(&c->h.err, c->repl, NULL, "cdc: reading the replication stream");
         }
     }
+    /* leaving: the open group ends, and what is staged is made durable
+    ** and confirmed */
     if (rc == PGPIPE_OK)
-        rc = cdc_group_commit(c);
-    /* leaving: what is staged is made durable and confirmed */
-    if (rc == PGPIPE_OK && c->npend)
-        rc = cdc_flush_check(c, 1);
+        rc = cdc_end_group(c);
+    if (rc == PGPIPE_OK)
+        rc = cdc_finish(c);
     if (rc == PGPIPE_OK)
         rc = cdc_send_status(c, 0);
+    if (rc == CDC_STOPPED) {
+        /* asked to stop while the target took nothing: what the writer
+        ** had not committed was not confirmed, and is read again */
+        cdc_reset(c);
+        return PGPIPE_OK;
+    }
     if (rc != PGPIPE_OK) {
+        /* the writer first: its connection's state is judged below */
+        cdc_w_stop(c, 0);
         /* worth another try: a lost connection or a server going down, not
         ** a refusal (an invalidated slot, a malformed message). A database
         ** error without a SQLSTATE is libpq's own: a write to a connection
@@ -2420,6 +2958,11 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
     pp_buf_free(&c->copy);
     pp_buf_free(&c->tail);
     pp_free(c->pend);
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_destroy(&c->qmu);
+    pthread_cond_destroy(&c->qcond);
+    pthread_cond_destroy(&c->rcond);
+#endif
     pp_free(c->source);
     pp_free(c->target);
     pp_free(c->slot);

@@ -73,6 +73,19 @@
 ** the tables. Set max_slot_wal_keep_size on the source: a slot whose
 ** consumer is gone keeps WAL without limit otherwise.
 **
+** Reading and writing overlap: the thread that calls pgpipe_cdc_run reads
+** the stream (it answers the walsender, decodes, makes the COPY rows) and
+** a writer thread of the handle, started for each run, COPYs the groups
+** into staging and commits them, joined by a queue of at most 8 MB; so the
+** source is read while the target commits, and the target is fed while
+** the source decodes. A target slower than the source fills the queue:
+** the reader then stops reading (the walsender waits) but still sends its
+** status in time (at least 4 times per the walsender's
+** wal_sender_timeout), confirming only what the writer committed and the
+** target flushed. Asked to stop while the target takes nothing (a lock, a
+** hung server), a run gives up after 5 s what it had handed over (not
+** confirmed: read again next time).
+**
 ** Thread safety: one thread runs a handle; pgpipe_cdc_stop may be called
 ** from a signal handler or any thread, pgpipe_cdc_stats from any thread. */
 
@@ -90,6 +103,9 @@ typedef struct pgpipe_cdc_options {
     int status_interval_ms;     /* standby status to the source at least this often; 1000 */
     int heartbeat_ms;           /* idle this long: pg_logical_emit_message on the source,
                                    so the slot advances; 0 = never; 10000 */
+    int single_thread;          /* 1: read the stream and write the target on the calling
+                                   thread alone, each waiting for the other (always so
+                                   with PGPIPE_OMIT_THREADS); 0: a writer thread (below) */
 } pgpipe_cdc_options;
 
 void pgpipe_cdc_options_init(pgpipe_cdc_options *opt);

@@ -32,6 +32,18 @@
 # It needs about 6 times its size of free disk (source table and WAL,
 # pgpipe's spool file, staging and its WAL).
 #
+# A/B: CDC_BENCH_OLD=PATH (another build's pgpipe, e.g. main's) adds the
+# contender "pgpipe_old", in every round beside this one. For both pgpipe
+# contenders the round also records the CPU they cost (utime + stime from
+# /proc, in ms: pgpipe's process, its target backends and its walsender on
+# the source, found by application_name) and how often each of pgpipe's
+# threads was found blocked (not running: /proc/PID/task/*/stat sampled
+# every 50 ms); the table reports CPU per change, the machine's load
+# average beside it. Wall-clock figures on a shared machine are noise;
+# CPU per change and the interleaved A/B ratio are less so.
+#   CDC_BENCH_OLD=/path/to/main/build/pgpipe CDC_BENCH_ROWS=200000 \
+#     CDC_BENCH_BIG_MB=0 CDC_BENCH_PARTS=rounds make bench-cdc
+#
 # The bench fails (exit 1, "cdc bench: FAIL" lines) when pgpipe did not
 # stage each change exactly once, in any round or in the big transaction.
 #   sh test/bench/cdc/run.sh
@@ -63,6 +75,8 @@ PARTS=${CDC_BENCH_PARTS:-rounds lag big}
 part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 part big || BIG=0
 P=$top/build/pgpipe
+PO=${CDC_BENCH_OLD:-}
+[ -z "$PO" ] || [ -x "$PO" ] || { echo "cdc bench: CDC_BENCH_OLD=$PO is not an executable"; exit 1; }
 T=$PGPIPE_TEST_DSN
 res=$out/results.txt
 srcdir=$top/$out/src
@@ -83,6 +97,12 @@ pglib=$("$pgbin/pg_config" --pkglibdir 2>/dev/null || echo "${pgbin%/bin}/lib")
 recv=0
 if [ -f "$pglib/wal2json.so" ] && [ -x "$pgbin/pg_recvlogical" ]; then recv=1; fi
 [ $recv = 1 ] || echo "cdc bench: wal2json is not installed (sh tool/deps.sh --bench-cdc): pg_recvlogical is left out"
+
+# a server may refuse output plugins not named in its
+# output_plugin_libraries: then pg_recvlogical is left out
+if [ $recv = 1 ] && ! qs "SELECT pg_drop_replication_slot(slot_name) FROM pg_create_logical_replication_slot('rl_probe', 'wal2json')" >/dev/null 2>&1; then
+    recv=0; echo "cdc bench: the source refuses wal2json as an output plugin (output_plugin_libraries): pg_recvlogical is left out"
+fi
 
 ins=$((N * 6 / 10 / 1000 * 1000)); upd=$((N * 3 / 10 / 1000 * 1000)); del=$((N - ins - upd))
 del=$((del / 1000 * 1000)); N=$((ins + upd + del))
@@ -124,11 +144,48 @@ work() { # base: the workload, returns when its last commit is done
 mark() { qs "SELECT lsn FROM bench_mark"; }
 slot() { qs "SELECT pg_create_logical_replication_slot('$1', '$2')" >/dev/null; }
 
-# pgpipe: .cdc start in the background; done when its applied LSN passed M
-pp_start() { "$P" "$T" ".cdc start --source '$S' --slot $1 --publication bench_pub --no-create --heartbeat 0" \
-    >"$out/pp.log" 2>&1 & pid=$!; }
+# pgpipe: .cdc start in the background (binary $2, this build's by
+# default); done when its applied LSN passed M. Its connections carry the
+# application_name ppb_SLOT (PGAPPNAME), so its backends can be found.
+pp_start() { PGAPPNAME=ppb_$1 "${2:-$P}" "$T" ".cdc start --source '$S' --slot $1 --publication bench_pub --no-create --heartbeat 0" \
+    >"$out/pp.log" 2>&1 & pid=$!
+    sampler "$pid" "$out/threads.$1" & spid=$!; }
+# CPU ticks (utime + stime) of processes; the backends of application_name ppb_SLOT
+ticks() { for p in "$@"; do [ ! -r "/proc/$p/stat" ] || { read -r l < "/proc/$p/stat" || true; set -- ${l##*) }; echo $(( ${12:-0} + ${13:-0} )); }; done | awk '{ s += $1 } END { print s + 0 }'; }
+backends() { psql "$1" -qAtX -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'ppb_$2' AND pid <> pg_backend_pid()"; }
+hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+ms_of() { awk -v t="$1" -v hz="$hz" 'BEGIN { printf "%d", t * 1000 / hz }'; }
+# every 50 ms, each thread of pid: "tid state" (R running, else blocked)
+sampler() {
+    while [ -d "/proc/$1" ]; do
+        for d in /proc/$1/task/*; do
+            read -r l < "$d/stat" 2>/dev/null || continue
+            st=${l##*) }; st=${st%% *}; w=-
+            [ "$st" = R ] || read -r w < "$d/wchan" 2>/dev/null || true
+            echo "${l%% *} $st ${w:--}"
+        done
+        sleep 0.05
+    done > "$2" 2>/dev/null
+}
+# one pgpipe contender of round r: name, slot, binary
+pp_round() {
+    a=$(now_ms); pp_start "$2" "$3"; wait_until pp_done "$2" "$m"; b=$(now_ms)
+    cp=$(ticks "$pid"); ct=$(ticks $(backends "$T" "$2")); cw=$(ticks $(backends "$S" "$2"))
+    pp_stop; kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
+    # per thread: the share of samples blocked, and where (the kernel's wchan:
+    # a futex is pgpipe's queue, poll the stream, a socket wait the target)
+    blk=$(awk '{ n[$1]++; if ($2 != "R") { b[$1]++; w[$1 " " $3]++ } }
+        END { for (t in n) { printf "%s:%d%%", t, 100 * b[t] / n[t]
+                             for (k in w) { split(k, a, " "); if (a[1] == t && w[k] * 20 >= n[t]) printf ",%s=%d%%", a[2], 100 * w[k] / n[t] }
+                             printf "\n" } }' "$out/threads.$2" | sort -n | tr '\n' ' ')
+    got=$(qt "SELECT count(*) FROM staging.raw_events WHERE source = '$2'")
+    dup=$(qt "SELECT count(*) FROM (SELECT payload->>'lsn', payload->'row'->>'id', payload->'old'->>'id', event_type FROM staging.raw_events WHERE source = '$2' GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d")
+    echo "$1 $r $((b - a)) $got $dup $(ms_of "$cp") $(ms_of "$ct") $(ms_of "$cw") $(cut -d' ' -f1 /proc/loadavg)" >> "$res"
+    echo "$1 $r threads $blk" >> "$out/blocked.txt"
+}
 pp_done() { [ "$(qt "SELECT coalesce(bool_or(applied_lsn >= '$2'), false) FROM pgpipe.cdc_slots WHERE slot = '$1'")" = t ]; }
 pp_stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; }
+spid=
 # subscription: done when the last deleted row is gone and the last inserted one is there
 sub_make() { qt "CREATE SUBSCRIPTION $1 CONNECTION '$S' PUBLICATION bench_pub WITH (create_slot = false,
     slot_name = '$1', copy_data = false, enabled = false)" >/dev/null 2>&1; }
@@ -156,26 +213,28 @@ wait_until() { # FN ARGS...: poll every 20 ms, at most 600 s
 
 # ---- catch-up rounds -----------------------------------------------------------
 : > "$res"
+: > "$out/blocked.txt"
 part rounds || R=0
 [ "$R" = 0 ] || echo "cdc bench: $N changes per round ($ins inserts, $upd updates, $del deletes, 1,000 per transaction), $R rounds; PGTMP_DURABLE=$PGTMP_DURABLE; $(nproc) cores"
 r=1
 while [ $r -le "$R" ]; do
     base=$((r * 10000000))
     slot "pp_$r" pgoutput; slot "sub_$r" pgoutput; sub_make "sub_$r"
+    [ -z "$PO" ] || slot "ppo_$r" pgoutput
     [ $recv = 0 ] || slot "rl_$r" wal2json
     t0=$(now_ms); work $base; t1=$(now_ms)
     m=$(mark)
     echo "  round $r: workload $((t1 - t0)) ms on the source"
-    case $((r % 3)) in 1) order="pgpipe subscription pg_recvlogical" ;;
-                       2) order="subscription pg_recvlogical pgpipe" ;;
-                       *) order="pg_recvlogical pgpipe subscription" ;; esac
+    case $((r % 3)) in 1) order="pgpipe subscription pg_recvlogical pgpipe_old" ;;
+                       2) order="pgpipe_old subscription pg_recvlogical pgpipe" ;;
+                       *) order="pg_recvlogical pgpipe pgpipe_old subscription" ;; esac
     for c in $order; do
         case $c in
         pgpipe)
-            a=$(now_ms); pp_start "pp_$r"; wait_until pp_done "pp_$r" "$m"; b=$(now_ms); pp_stop
-            got=$(qt "SELECT count(*) FROM staging.raw_events WHERE source = 'pp_$r'")
-            dup=$(qt "SELECT count(*) FROM (SELECT payload->>'lsn', payload->'row'->>'id', payload->'old'->>'id', event_type FROM staging.raw_events WHERE source = 'pp_$r' GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d")
-            echo "pgpipe $r $((b - a)) $got $dup" >> "$res" ;;
+            pp_round pgpipe "pp_$r" "$P" ;;
+        pgpipe_old)
+            [ -n "$PO" ] || continue
+            pp_round pgpipe_old "ppo_$r" "$PO"; drop_slot "ppo_$r" ;;
         subscription)
             # timed from its apply worker's start: the launcher may take seconds
             # to start one, which is not the apply's speed
@@ -268,10 +327,18 @@ if [ "$R" -gt 0 ]; then
 echo
 echo "| component | workload | contender | changes/s (median) | catch-up ms (min, max) | lag after the last commit, streaming, ms |"
 echo "|---|---|---|---|---|---|"
-line pgpipe; line subscription; line pg_recvlogical
+line pgpipe; [ -z "$PO" ] || line pgpipe_old; line subscription; line pg_recvlogical
+echo
+echo "CPU per change (µs: ms of CPU * 1000 / changes, medians of the rounds; load average at the end of each catch-up):"
+for k in pgpipe pgpipe_old; do
+    [ -n "$(col $k 6)" ] || continue
+    echo "  $k: pgpipe $(col $k 6 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'), target backend $(col $k 7 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'), walsender $(col $k 8 | med | awk -v n=$N '{ printf "%.2f", $1 * 1000 / n }'); load $(col $k 9 | tr '\n' ' ')"
+done
+echo "pgpipe's threads, share of samples found blocked (tid:%,where=%; the first is the reader):"
+sed 's/^/  /' "$out/blocked.txt"
 pp_ms=$(col pgpipe 3 | med); sub_ms=$(col subscription 3 | med); rl_ms=$(col pg_recvlogical 3 | med)
 pp_rate=$(rate "$pp_ms"); sub_rate=$(rate "$sub_ms"); rl_rate=$(rate "${rl_ms:-0}")
-bad=$(awk -v n="$N" '$1 == "pgpipe" && ($4 != n || $5 != 0) { c++ } END { print c + 0 }' "$res")
+bad=$(awk -v n="$N" '($1 == "pgpipe" || $1 == "pgpipe_old") && ($4 != n || $5 != 0) { c++ } END { print c + 0 }' "$res")
 echo
 echo "pgpipe staged: $(col pgpipe 4 | tr '\n' ' ')of $N per round; duplicate changes: $(col pgpipe 5 | tr '\n' ' ')"
 if [ "$bad" != 0 ]; then
@@ -283,6 +350,12 @@ wl="${N}-mixed"
 echo "bench: component=cdc workload=$wl metric=changes/s pgpipe=$pp_rate peer=subscription peer_value=$sub_rate ratio=$(ratio "$pp_rate" "$sub_rate")"
 [ $recv = 0 ] || echo "bench: component=cdc workload=$wl metric=changes/s pgpipe=$pp_rate peer=pg_recvlogical peer_value=$rl_rate ratio=$(ratio "$pp_rate" "$rl_rate")"
 echo "bench: component=cdc workload=$wl metric=changes/s pgpipe=$pp_rate peer=target peer_value=40000 ratio=$(ratio "$pp_rate" 40000)"
+if [ -n "$PO" ]; then
+    po_rate=$(rate "$(col pgpipe_old 3 | med)")
+    echo "bench: component=cdc workload=$wl metric=changes/s pgpipe=$pp_rate peer=pgpipe_old peer_value=$po_rate ratio=$(ratio "$pp_rate" "$po_rate")"
+    # per round, interleaved: this build's time against the old one's
+    echo "A/B per round (old ms / new ms): $(awk '$1 == "pgpipe" { n[$2] = $3 } $1 == "pgpipe_old" { o[$2] = $3 } END { for (r in n) if (o[r]) printf "%s:%.2f ", r, o[r] / n[r] }' "$res")"
+fi
 lp=$(awk '$1 == "lag" && $2 == "pgpipe" { print $3 }' "$res"); ls_=$(awk '$1 == "lag" && $2 == "subscription" { print $3 }' "$res")
 [ -z "$lp" ] || echo "bench: component=cdc workload=$wl metric=lag_ms pgpipe=$lp peer=subscription peer_value=$ls_ ratio=$(ratio "$ls_" "$lp")"
 fi
