@@ -117,7 +117,7 @@ typedef struct bench_acc {
     long long rows, fields, sumlen;
 } bench_acc;
 
-static int run_pgpipe(const char *path, bench_acc *a)
+__attribute__((noinline)) static int run_pgpipe(const char *path, bench_acc *a)
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
@@ -163,7 +163,7 @@ static void lc_row(int c, void *ud)
     a->rows++;
 }
 
-static int run_libcsv(const char *path, bench_acc *a)
+__attribute__((noinline)) static int run_libcsv(const char *path, bench_acc *a)
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
@@ -187,7 +187,7 @@ static int run_libcsv(const char *path, bench_acc *a)
     return 0;
 }
 #else
-static int run_libcsv(const char *path, bench_acc *a)
+__attribute__((noinline)) static int run_libcsv(const char *path, bench_acc *a)
 {
     (void)path;
     (void)a;
