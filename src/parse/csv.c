@@ -768,38 +768,6 @@ static long long csv_fast_lines(const unsigned char *blk, uint64_t m)
     return n;
 }
 
-/* The masks of one block that the field loop needs, from its four raw masks
-** (m), the bits that hold data (valid) and what the block before hands on. */
-static inline void csv_fast_derive(csv_fst *st, const uint64_t *m, uint64_t valid)
-{
-    uint64_t q = m[0], s = m[1];
-    uint64_t inq = m[3] ^ st->par;
-    uint64_t qv = q & valid;
-    uint64_t sep = s & ~inq & valid;
-    uint64_t open = qv & inq, close = qv & ~inq;
-    uint64_t sepq = sep | qv;
-    st->sep = sep;
-    /* an opening quote not at a field start (nor the second of a ""), or
-    ** text outside quotes right after a closing quote */
-    st->bad = (open & ~((sepq << 1) | st->csq)) |
-              (valid & ~(q | s | inq) & ((close << 1) | st->ccl));
-    st->pair = open & ((qv << 1) | st->cq); /* the second quote of a "" */
-    st->nin = m[2] & inq & valid;            /* line breaks inside quotes */
-    st->csq = sepq >> 63;
-    st->ccl = close >> 63;
-    st->cq = qv >> 63;
-    st->par = (uint64_t)0 - (inq >> 63);
-}
-
-/* Make room for n more fields after nf. */
-static int csv_fast_room(pgpipe_csv *r, int nf, int n)
-{
-    while (r->fcap - nf < n)
-        if (csv_grow_fields(r) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-    return PGPIPE_OK;
-}
-
 /* The fast path over a record that begins at r->rec_start (nothing of it
 ** parsed yet). Returns 1 when the record is complete (as csv_parse_record),
 ** 0 to let the state machine parse it from its start, -1 when out of
@@ -814,16 +782,55 @@ static int csv_fast_record(pgpipe_csv *r)
     unsigned char *const base = r->buf;
     const size_t len = r->len, rs = r->rec_start;
     const unsigned char qc = r->qc, dl = r->dl;
-    csv_fst st;
+    /* the block's masks not yet consumed, and what it hands on to the next */
+    uint64_t sep, pair, nin, bad, csq, ccl, cq, par;
+    size_t bo;
+    int k;
+    const uint64_t *m;
+    uint64_t valid;
+
+/* the masks of the block at m that the field loop needs, from its raw masks,
+** the bits that hold data (valid) and what the block before hands on */
+#define CSV_DERIVE() do { \
+        uint64_t q_ = m[0], s_ = m[1]; \
+        if (!(q_ | par | ccl)) { \
+            /* no quote in the block, none open, none just closed */ \
+            sep = s_ & valid; \
+            bad = pair = nin = 0; \
+            csq = sep >> 63; \
+            cq = 0; \
+        } else { \
+            uint64_t inq_ = m[3] ^ par, qv_ = q_ & valid; \
+            uint64_t open_ = qv_ & inq_, close_ = qv_ & ~inq_; \
+            sep = s_ & ~inq_ & valid; \
+            uint64_t sepq_ = sep | qv_; \
+            /* an opening quote not at a field start (nor the second of a ""), \
+            ** or text outside quotes right after a closing quote */ \
+            bad = (open_ & ~((sepq_ << 1) | csq)) | \
+                  (valid & ~(q_ | s_ | inq_) & ((close_ << 1) | ccl)); \
+            pair = open_ & ((qv_ << 1) | cq); /* the second quote of a "" */ \
+            nin = m[2] & inq_ & valid;        /* line breaks inside quotes */ \
+            csq = sepq_ >> 63; \
+            ccl = close_ >> 63; \
+            cq = qv_ >> 63; \
+            par = (uint64_t)0 - (inq_ >> 63); \
+        } \
+    } while (0)
+
     if (r->fok && r->fgen == r->gen && rs >= r->fnext && rs - r->fst.bo < 64) {
-        st = r->fst;
-        uint64_t above = ~(uint64_t)0 << (rs - st.bo);
-        st.sep &= above;
-        st.pair &= above;
-        st.nin &= above;
+        const csv_fst *st = &r->fst;
+        uint64_t above = ~(uint64_t)0 << (rs - st->bo);
+        sep = st->sep & above;
+        pair = st->pair & above;
+        nin = st->nin & above;
+        bad = st->bad;
+        csq = st->csq;
+        ccl = st->ccl;
+        cq = st->cq;
+        par = st->par;
+        bo = st->bo;
+        k = st->k;
     } else {
-        int k;
-        size_t bo;
         if (r->cgen == r->gen && r->cnb && rs >= r->cbase &&
             rs - r->cbase < (size_t)64 * r->cnb) {
             k = (int)((rs - r->cbase) / 64);
@@ -834,43 +841,44 @@ static int csv_fast_record(pgpipe_csv *r)
             bo = rs;
         }
         unsigned sh = (unsigned)(rs - bo);
-        const uint64_t *m = r->cm + 4 * k;
-        uint64_t valid = ~(uint64_t)0 << sh;
+        m = r->cm + 4 * k;
+        valid = ~(uint64_t)0 << sh;
         if (len - bo < 64)
             valid &= ((uint64_t)1 << (len - bo)) - 1;
-        st.bo = bo;
-        st.k = k;
-        st.par = sh ? (uint64_t)0 - ((m[3] >> (sh - 1)) & 1) : 0; /* even at rs */
-        st.csq = (uint64_t)1 << sh; /* the record start acts as a separator */
-        st.ccl = 0;
-        st.cq = 0;
-        csv_fast_derive(&st, m, valid);
+        par = sh ? (uint64_t)0 - ((m[3] >> (sh - 1)) & 1) : 0; /* even at rs */
+        csq = (uint64_t)1 << sh; /* the record start acts as a separator */
+        ccl = 0;
+        cq = 0;
+        CSV_DERIVE();
     }
     r->fok = 0;
-    const unsigned char *fs = base + rs, *blk = base + st.bo;
-    int nf = 0, need_decode = 0;
-    uint64_t pend = 0;
+    const unsigned char *fs = base + rs, *blk = base + bo;
+    int need_decode = 0;
     long long lines = 0;
-    pgpipe_csv_span *fa = r->f;
+    pgpipe_csv_span *fa = r->f, *x = fa, *xend = fa + r->fcap;
     for (;;) {
-        uint64_t cur = st.sep;
-        if (PP_UNLIKELY(st.bad))
-            cur &= (st.bad & (0 - st.bad)) - 1; /* the record must end before it */
-        if (PP_UNLIKELY(r->fcap - nf < 64)) {
-            if (csv_fast_room(r, nf, __builtin_popcountll(cur)) != PGPIPE_OK)
-                return -1;
-            fa = r->f;
-        }
+        uint64_t cur = sep;
+        if (PP_UNLIKELY(bad))
+            cur &= (bad & (0 - bad)) - 1; /* the record must end before it */
         while (cur) {
-            uint64_t lb = cur & (0 - cur);
-            cur ^= lb;
-            const unsigned char *e = blk + (unsigned)__builtin_ctzll(lb);
+            unsigned j = (unsigned)__builtin_ctzll(cur);
+            uint64_t upto = cur ^ (cur - 1); /* bits 0..j */
+            cur &= cur - 1;
+            if (PP_UNLIKELY(x == xend)) {
+                size_t nx = (size_t)(x - fa);
+                if (csv_grow_fields(r) != PGPIPE_OK)
+                    return -1;
+                fa = r->f;
+                x = fa + nx;
+                xend = fa + r->fcap;
+            }
+            const unsigned char *e = blk + j;
             size_t l = (size_t)(e - fs);
-            pgpipe_csv_span *x = fa + nf++;
             if (*fs == qc) {
-                if (PP_UNLIKELY(((st.pair & (lb - 1)) | pend) != 0)) {
-                    st.pair &= ~(lb - 1);
-                    pend = 0;
+                if (PP_UNLIKELY(pair & upto)) {
+                    /* it holds "" (a marker at its end when it began in an
+                    ** earlier block) */
+                    pair &= ~upto;
                     x->data = (const char *)fs;
                     x->len = l;
                     x->quoted = CSV_F_QUOTED | CSV_F_DECODE;
@@ -885,13 +893,14 @@ static int csv_fast_record(pgpipe_csv *r)
                 x->len = l;
                 x->quoted = 0;
             }
+            x++;
             fs = e + 1;
             if (PP_LIKELY(*e == dl))
                 continue;
             /* the CR or LF that ends the record */
-            uint64_t upto = lb | (lb - 1);
-            if (PP_UNLIKELY(st.nin & upto))
-                lines += csv_fast_lines(blk, st.nin & upto);
+            int nf = (int)(x - fa);
+            if (PP_UNLIKELY(nin & upto))
+                lines += csv_fast_lines(blk, nin & upto);
             size_t raw = (size_t)(e - (base + rs));
             if (PP_UNLIKELY(raw > r->maxf)) {
                 for (int i = 0; i < nf; i++)
@@ -914,32 +923,43 @@ static int csv_fast_record(pgpipe_csv *r)
                 e++;
             }
             r->pos = (size_t)(e - base);
-            st.sep &= ~upto;
-            st.pair &= ~upto;
-            st.nin &= ~upto;
-            r->fst = st;
+            csv_fst *st = &r->fst;
+            st->sep = sep & ~upto;
+            st->pair = pair & ~upto;
+            st->nin = nin & ~upto;
+            st->bad = bad;
+            st->csq = csq;
+            st->ccl = ccl;
+            st->cq = cq;
+            st->par = par;
+            st->bo = bo;
+            st->k = k;
             r->fnext = r->pos;
             r->fgen = r->gen;
             r->fok = 1;
             r->nfast++;
             return 1;
         }
-        if (st.bad)
+        if (bad)
             return 0;
-        pend |= st.pair; /* the field going on into the next block holds "" */
-        if (PP_UNLIKELY(st.nin))
-            lines += csv_fast_lines(blk, st.nin);
-        st.bo += 64;
-        if (st.bo >= len)
+        if (PP_UNLIKELY(nin))
+            lines += csv_fast_lines(blk, nin);
+        bo += 64;
+        if (bo >= len)
             return 0; /* the record reaches the end of the data */
-        if (++st.k == r->cnb) {
-            csv_fast_fill(r, st.bo);
-            st.k = 0;
+        if (++k == r->cnb) {
+            csv_fast_fill(r, bo);
+            k = 0;
         }
-        blk = base + st.bo;
-        csv_fast_derive(&st, r->cm + 4 * st.k,
-                        len - st.bo < 64 ? ((uint64_t)1 << (len - st.bo)) - 1 : ~(uint64_t)0);
+        blk = base + bo;
+        m = r->cm + 4 * k;
+        valid = len - bo < 64 ? ((uint64_t)1 << (len - bo)) - 1 : ~(uint64_t)0;
+        uint64_t pending = pair; /* the field going on holds "" */
+        CSV_DERIVE();
+        if (PP_UNLIKELY(pending))
+            pair |= sep ? sep & (0 - sep) : (uint64_t)1 << 63;
     }
+#undef CSV_DERIVE
 }
 
 /* Set up the next record: skip a BOM at the very start, the LF of a CRLF
@@ -1327,6 +1347,38 @@ int pgpipe_csv_next(pgpipe_csv *r)
         return PGPIPE_MISUSE;
     if (r->fatal)
         return r->fatal;
+    if (r->fok && !r->in_record && r->pos == r->fnext && r->fgen == r->gen &&
+        r->pos < r->len && r->header_done && !r->skip_lf && r->buf[r->pos] != '\n' &&
+        r->buf[r->pos] != '\r') {
+        /* the lane of the fast path: the record goes on from where the last
+        ** one ended, so csv_begin has nothing to skip; when the fast path
+        ** declines, the loop below begins the record as usual */
+        size_t p = r->pos;
+        r->rec_start = p;
+        r->rec_line = r->line;
+        r->rec_offset = r->boff + (long long)p;
+        int rc = csv_fast_record(r);
+        if (rc > 0) {
+            r->ekind = CSV_E_NONE;
+            r->discard = 0;
+            if (PP_UNLIKELY(r->need_decode || (r->expected > 0 && r->nf != r->expected))) {
+                r->in_record = 1;
+                rc = csv_finish(r);
+                if (r->fatal)
+                    return r->fatal;
+            } else {
+                r->raw_ok = 1;
+                rc = PGPIPE_ROW;
+            }
+            r->nrec++;
+            if (rc == PGPIPE_ROW && r->hdr.err.code != PGPIPE_OK)
+                pgpipe_error_clear(&r->hdr.err);
+            return rc;
+        }
+        if (rc < 0)
+            return r->fatal = pp_err_nomem(&r->hdr.err);
+        r->rec_start = r->pos;
+    }
     for (;;) {
         if (!r->in_record) {
             int rc = csv_begin(r);
