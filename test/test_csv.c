@@ -445,7 +445,9 @@ PGT_TEST(csv, simd_path_is_chosen)
     pgpipe_csv *r = NULL;
     PGT_OK(pgpipe_csv_open_feed(&r, NULL));
     best = r->simd;
+#if defined(CSV_HAVE_SSE2) || defined(CSV_HAVE_NEON)
     PGT_CHECK(r->cls != NULL);
+#endif
     pgpipe_csv_close(r);
     csv_t_path("avx2");
     PGT_OK(pgpipe_csv_open_feed(&r, NULL));

@@ -67,10 +67,11 @@ enum { CSV_SRC_FD, CSV_SRC_FILE, CSV_SRC_FEED };
 ** record is parsed again by the state machine below, which reports the error
 ** (or keeps the text, lenient) exactly as before. Records that reach the end
 ** of the data, or hold a field longer than max_field_size, go to the state
-** machine too. Classifiers: portable (SWAR or bytewise), SSE2, AVX2 with
-** PCLMUL (chosen at run time), NEON on aarch64; PGPIPE_CSV_SIMD=none|scalar|
-** sse2|avx2|neon forces one (tests run every path), an unknown or
-** unsupported name means the best this CPU has. */
+** machine too. Classifiers: SSE2, AVX2 with PCLMUL (chosen at run time),
+** NEON on aarch64, and a portable one (SWAR or bytewise) that only a test
+** asks for: without SIMD the state machine alone is cheaper.
+** PGPIPE_CSV_SIMD=none|scalar|sse2|avx2|neon forces a path (the tests run
+** every one); an unknown or unsupported name means the best this CPU has. */
 
 /* the four masks of a block at m[0..3]: quotes, separators, CR/LF, and the
 ** inclusive prefix XOR of the quotes (bit i: odd number of quotes in 0..i) */
@@ -274,8 +275,9 @@ static csv_cls_fn csv_pick_cls(const char **name)
     *name = "neon";
     return csv_cls_neon;
 #else
-    *name = "scalar";
-    return csv_cls_scalar;
+    /* the portable classifier costs more than the state machine saves */
+    *name = "none";
+    return NULL;
 #endif
 }
 
@@ -783,9 +785,8 @@ static int csv_fast_record(pgpipe_csv *r)
     const size_t len = r->len, rs = r->rec_start;
     const unsigned char qc = r->qc, dl = r->dl;
     /* the block's masks not yet consumed, and what it hands on to the next */
-    uint64_t sep, pair, nin, bad, csq, ccl, cq, par;
-    size_t bo;
-    int k;
+    uint64_t sep, pair, nin, bad;
+    csv_fst *const st = &r->fst; /* the carries, the block's place */
     const uint64_t *m;
     uint64_t valid;
 
@@ -793,44 +794,39 @@ static int csv_fast_record(pgpipe_csv *r)
 ** the bits that hold data (valid) and what the block before hands on */
 #define CSV_DERIVE() do { \
         uint64_t q_ = m[0], s_ = m[1]; \
-        if (!(q_ | par | ccl)) { \
+        if (!(q_ | st->par | st->ccl)) { \
             /* no quote in the block, none open, none just closed */ \
             sep = s_ & valid; \
             bad = pair = nin = 0; \
-            csq = sep >> 63; \
-            cq = 0; \
+            st->csq = sep >> 63; \
+            st->cq = 0; \
         } else { \
-            uint64_t inq_ = m[3] ^ par, qv_ = q_ & valid; \
+            uint64_t inq_ = m[3] ^ st->par, qv_ = q_ & valid; \
             uint64_t open_ = qv_ & inq_, close_ = qv_ & ~inq_; \
             sep = s_ & ~inq_ & valid; \
             uint64_t sepq_ = sep | qv_; \
             /* an opening quote not at a field start (nor the second of a ""), \
             ** or text outside quotes right after a closing quote */ \
-            bad = (open_ & ~((sepq_ << 1) | csq)) | \
-                  (valid & ~(q_ | s_ | inq_) & ((close_ << 1) | ccl)); \
-            pair = open_ & ((qv_ << 1) | cq); /* the second quote of a "" */ \
+            bad = (open_ & ~((sepq_ << 1) | st->csq)) | \
+                  (valid & ~(q_ | s_ | inq_) & ((close_ << 1) | st->ccl)); \
+            pair = open_ & ((qv_ << 1) | st->cq); /* the second quote of a "" */ \
             nin = m[2] & inq_ & valid;        /* line breaks inside quotes */ \
-            csq = sepq_ >> 63; \
-            ccl = close_ >> 63; \
-            cq = qv_ >> 63; \
-            par = (uint64_t)0 - (inq_ >> 63); \
+            st->csq = sepq_ >> 63; \
+            st->ccl = close_ >> 63; \
+            st->cq = qv_ >> 63; \
+            st->par = (uint64_t)0 - (inq_ >> 63); \
         } \
     } while (0)
 
-    if (r->fok && r->fgen == r->gen && rs >= r->fnext && rs - r->fst.bo < 64) {
-        const csv_fst *st = &r->fst;
+    if (r->fok && r->fgen == r->gen && rs >= r->fnext && rs - st->bo < 64) {
         uint64_t above = ~(uint64_t)0 << (rs - st->bo);
         sep = st->sep & above;
         pair = st->pair & above;
         nin = st->nin & above;
         bad = st->bad;
-        csq = st->csq;
-        ccl = st->ccl;
-        cq = st->cq;
-        par = st->par;
-        bo = st->bo;
-        k = st->k;
     } else {
+        size_t bo;
+        int k;
         if (r->cgen == r->gen && r->cnb && rs >= r->cbase &&
             rs - r->cbase < (size_t)64 * r->cnb) {
             k = (int)((rs - r->cbase) / 64);
@@ -845,14 +841,16 @@ static int csv_fast_record(pgpipe_csv *r)
         valid = ~(uint64_t)0 << sh;
         if (len - bo < 64)
             valid &= ((uint64_t)1 << (len - bo)) - 1;
-        par = sh ? (uint64_t)0 - ((m[3] >> (sh - 1)) & 1) : 0; /* even at rs */
-        csq = (uint64_t)1 << sh; /* the record start acts as a separator */
-        ccl = 0;
-        cq = 0;
+        st->bo = bo;
+        st->k = k;
+        st->par = sh ? (uint64_t)0 - ((m[3] >> (sh - 1)) & 1) : 0; /* even at rs */
+        st->csq = (uint64_t)1 << sh; /* the record start acts as a separator */
+        st->ccl = 0;
+        st->cq = 0;
         CSV_DERIVE();
     }
     r->fok = 0;
-    const unsigned char *fs = base + rs, *blk = base + bo;
+    const unsigned char *fs = base + rs, *blk = base + st->bo;
     int need_decode = 0;
     long long lines = 0;
     pgpipe_csv_span *fa = r->f, *x = fa, *xend = fa + r->fcap;
@@ -876,8 +874,8 @@ static int csv_fast_record(pgpipe_csv *r)
             size_t l = (size_t)(e - fs);
             if (*fs == qc) {
                 if (PP_UNLIKELY(pair & upto)) {
-                    /* it holds "" (a marker at its end when it began in an
-                    ** earlier block) */
+                    /* it holds "" (or a marker at its end when it began in
+                    ** an earlier block): raw, decoded at the end */
                     pair &= ~upto;
                     x->data = (const char *)fs;
                     x->len = l;
@@ -923,17 +921,10 @@ static int csv_fast_record(pgpipe_csv *r)
                 e++;
             }
             r->pos = (size_t)(e - base);
-            csv_fst *st = &r->fst;
             st->sep = sep & ~upto;
             st->pair = pair & ~upto;
             st->nin = nin & ~upto;
             st->bad = bad;
-            st->csq = csq;
-            st->ccl = ccl;
-            st->cq = cq;
-            st->par = par;
-            st->bo = bo;
-            st->k = k;
             r->fnext = r->pos;
             r->fgen = r->gen;
             r->fok = 1;
@@ -944,13 +935,16 @@ static int csv_fast_record(pgpipe_csv *r)
             return 0;
         if (PP_UNLIKELY(nin))
             lines += csv_fast_lines(blk, nin);
-        bo += 64;
+        size_t bo = st->bo + 64;
         if (bo >= len)
             return 0; /* the record reaches the end of the data */
-        if (++k == r->cnb) {
+        st->bo = bo;
+        int k = st->k + 1;
+        if (k == r->cnb) {
             csv_fast_fill(r, bo);
             k = 0;
         }
+        st->k = k;
         blk = base + bo;
         m = r->cm + 4 * k;
         valid = len - bo < 64 ? ((uint64_t)1 << (len - bo)) - 1 : ~(uint64_t)0;
@@ -1316,6 +1310,45 @@ static int csv_finish(pgpipe_csv *r)
     return PGPIPE_ROW;
 }
 
+/* Decode the fields of a record the fast path took that hold "" (a quoted
+** field whose inner quotes all come in pairs) into the scratch area. */
+static int csv_fast_decode(pgpipe_csv *r)
+{
+    const unsigned char qc = r->qc;
+    r->scratch.len = 0;
+    if (r->scratch.cap < r->raw_len + 1 &&
+        pp_buf_reserve(&r->scratch, r->raw_len + 1) != PGPIPE_OK)
+        return r->fatal = pp_err_nomem(&r->hdr.err);
+    char *dst = r->scratch.data;
+    pgpipe_csv_span *x = r->f, *xe = r->f + r->nf;
+    for (; x < xe; x++) {
+        if (!(x->quoted & CSV_F_DECODE))
+            continue;
+        /* between the enclosing quotes */
+        const unsigned char *s = (const unsigned char *)x->data + 1;
+        const unsigned char *e = (const unsigned char *)x->data + x->len - 1;
+        char *o = dst;
+        for (;;) {
+            const unsigned char *q = memchr(s, qc, (size_t)(e - s));
+            if (!q) {
+                memcpy(o, s, (size_t)(e - s));
+                o += e - s;
+                break;
+            }
+            memcpy(o, s, (size_t)(q - s));
+            o += q - s;
+            *o++ = (char)qc;
+            s = q + 2;
+        }
+        x->data = dst;
+        x->len = (size_t)(o - dst);
+        x->quoted = CSV_F_QUOTED;
+        dst = o;
+    }
+    r->scratch.len = (size_t)(dst - r->scratch.data);
+    return PGPIPE_OK;
+}
+
 static int csv_take_header(pgpipe_csv *r, int rc)
 {
     if (rc != PGPIPE_ROW) {
@@ -1361,7 +1394,7 @@ int pgpipe_csv_next(pgpipe_csv *r)
         if (rc > 0) {
             r->ekind = CSV_E_NONE;
             r->discard = 0;
-            if (PP_UNLIKELY(r->need_decode || (r->expected > 0 && r->nf != r->expected))) {
+            if (PP_UNLIKELY(r->expected > 0 && r->nf != r->expected)) {
                 r->in_record = 1;
                 rc = csv_finish(r);
                 if (r->fatal)
@@ -1369,6 +1402,11 @@ int pgpipe_csv_next(pgpipe_csv *r)
             } else {
                 r->raw_ok = 1;
                 rc = PGPIPE_ROW;
+                if (r->need_decode) {
+                    r->need_decode = 0;
+                    if (csv_fast_decode(r) != PGPIPE_OK)
+                        return r->fatal;
+                }
             }
             r->nrec++;
             if (rc == PGPIPE_ROW && r->hdr.err.code != PGPIPE_OK)
