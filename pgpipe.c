@@ -7431,6 +7431,8 @@ static int csv_fast_record(pgpipe_csv *r)
         CSV_DERIVE();
     }
     r->fok = 0;
+    if (PP_UNLIKELY(r->fcap == 0) && csv_grow_fields(r) != PGPIPE_OK)
+        return -1;
     const unsigned char *fs = base + rs, *blk = base + st->bo;
     int need_decode = 0;
     long long lines = 0;
@@ -7440,7 +7442,7 @@ static int csv_fast_record(pgpipe_csv *r)
         if (PP_UNLIKELY(bad))
             cur &= (bad & (0 - bad)) - 1; /* the record must end before it */
         while (cur) {
-            unsigned j = (unsigned)__builtin_ctzll(cur);
+            size_t j = (size_t)(unsigned)__builtin_ctzll(cur);
             uint64_t upto = cur ^ (cur - 1); /* bits 0..j */
             cur &= cur - 1;
             if (PP_UNLIKELY(x == xend)) {
