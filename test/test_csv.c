@@ -616,6 +616,19 @@ PGT_TEST(csv, simd_paths_differential)
                 pp_free(got);
             }
         }
+        if (iter % 60 == 0 && n <= 4000) {
+            /* every chunk size from 1 to 70 */
+            for (size_t p = 0; p < CSV_T_NPATHS; p++) {
+                csv_t_path(csv_t_paths[p]);
+                for (size_t c = 1; c <= 70; c++) {
+                    char *got = csv_t_run_all(in.data, n, &o, c, (uint64_t)iter);
+                    if (strcmp(got, want) != 0)
+                        fprintf(stderr, "    iter %d path %s chunk %zu\n", iter, csv_t_paths[p], c);
+                    PGT_EQ_STR(got, want);
+                    pp_free(got);
+                }
+            }
+        }
         pp_free(want);
         csv_t_path(NULL);
         PGT_CHECK(pgpipe_now_us() - t0 < 300 * 1000000LL);
