@@ -7344,7 +7344,7 @@ static long long csv_fast_lines(const unsigned char *blk, uint64_t m)
 {
     long long n = 0;
     while (m) {
-        unsigned j = (unsigned)__builtin_ctzll(m);
+        unsigned j = csv_ctz64(m);
         m &= m - 1;
         n += !(blk[j] == '\r' && blk[j + 1] == '\n');
     }
@@ -7442,7 +7442,7 @@ static int csv_fast_record(pgpipe_csv *r)
         if (PP_UNLIKELY(bad))
             cur &= (bad & (0 - bad)) - 1; /* the record must end before it */
         while (cur) {
-            size_t j = (size_t)(unsigned)__builtin_ctzll(cur);
+            size_t j = csv_ctz64(cur);
             uint64_t upto = cur ^ (cur - 1); /* bits 0..j */
             cur &= cur - 1;
             if (PP_UNLIKELY(x == xend)) {
