@@ -7980,31 +7980,29 @@ int pgpipe_csv_next(pgpipe_csv *r)
             r->ekind = CSV_E_NONE;
             r->discard = 0;
             if (PP_UNLIKELY(r->expected > 0 && r->nf != r->expected)) {
+                /* a row error: csv_finish below reports it */
                 r->in_record = 1;
-                rc = csv_finish(r);
-                if (r->fatal)
+                goto finish;
+            }
+            r->raw_ok = 1;
+            if (r->need_decode) {
+                r->need_decode = 0;
+                if (csv_fast_decode(r) != PGPIPE_OK)
                     return r->fatal;
-            } else {
-                r->raw_ok = 1;
-                rc = PGPIPE_ROW;
-                if (r->need_decode) {
-                    r->need_decode = 0;
-                    if (csv_fast_decode(r) != PGPIPE_OK)
-                        return r->fatal;
-                }
             }
             r->nrec++;
-            if (rc == PGPIPE_ROW && r->hdr.err.code != PGPIPE_OK)
+            if (r->hdr.err.code != PGPIPE_OK)
                 pgpipe_error_clear(&r->hdr.err);
-            return rc;
+            return PGPIPE_ROW;
         }
         if (rc < 0)
             return r->fatal = pp_err_nomem(&r->hdr.err);
         r->rec_start = r->pos;
     }
     for (;;) {
+        int rc;
         if (!r->in_record) {
-            int rc = csv_begin(r);
+            rc = csv_begin(r);
             if (rc == PGPIPE_DONE) {
                 r->nf = 0;
                 r->raw_ok = 0;
@@ -8018,7 +8016,7 @@ int pgpipe_csv_next(pgpipe_csv *r)
                 continue;
             }
         }
-        int rc = csv_parse_record(r);
+        rc = csv_parse_record(r);
         if (rc == 0) {
             if (r->src == CSV_SRC_FEED)
                 return PGPIPE_BUSY;
@@ -8028,6 +8026,7 @@ int pgpipe_csv_next(pgpipe_csv *r)
         }
         if (rc < 0)
             return r->fatal = pp_err_nomem(&r->hdr.err);
+    finish:
         rc = csv_finish(r);
         if (r->fatal)
             return r->fatal;

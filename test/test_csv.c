@@ -602,7 +602,8 @@ PGT_TEST(csv, simd_paths_differential)
         pgpipe_csv_options_init(&o);
         o.strict = (iter >> 1) & 1;
         o.skip_empty_lines = (iter >> 2) & 1;
-        o.expected_fields = -1;
+        o.expected_fields = (iter >> 3) & 1 ? 3 : -1;
+        o.header = iter % 11 == 0;
         o.buffer_size = iter % 5 == 0 ? 16 + (size_t)(pp_rand_next(&seed) % 300) : 0;
         if (iter % 7 == 0)
             o.max_field_size = 1 + (size_t)(pp_rand_next(&seed) % 200);
