@@ -7853,7 +7853,15 @@ int pgpipe_json_write_double(char *buf, double d)
 #define CSV_SWAR 1
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PGPIPE_CSV_NO_AVX2)
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+
 #define CSV_PAD 64                         /* slack after the sentinel */
+#define CSV_NB 4                           /* blocks the fast path classifies at once */
 #define CSV_DEFAULT_BUFFER (128u * 1024u)
 #define CSV_DEFAULT_MAX_FIELD ((size_t)64 * 1024 * 1024)
 
@@ -7865,6 +7873,245 @@ enum { CSV_ST_FIELD, CSV_ST_UNQ, CSV_ST_QUO };
 /* row error kinds */
 enum { CSV_E_NONE, CSV_E_STRAY, CSV_E_AFTERQ, CSV_E_UNTERM, CSV_E_LARGE, CSV_E_COUNT };
 enum { CSV_SRC_FD, CSV_SRC_FILE, CSV_SRC_FEED };
+
+/* ---- the structural fast path ------------------------------------------ */
+
+/* A record of well-formed CSV (every quote opens a field, closes it, or is
+** half of a "" pair) is split without a branch per quote: a classifier marks
+** the quotes, separators (delimiter, CR, LF) and line breaks of 64-byte
+** blocks in bit masks, plus the running XOR of the quote bits (the in-quote
+** mask, by carry-less multiply or a shift-xor ladder); the separators outside
+** quotes are the field ends, taken one by one with count-trailing-zeros. The
+** same masks show, with a few bit operations, any quote that breaks the
+** rules (one inside an unquoted field, text after a closing quote); then the
+** record is parsed again by the state machine below, which reports the error
+** (or keeps the text, lenient) exactly as before. Records that reach the end
+** of the data, or hold a field longer than max_field_size, go to the state
+** machine too. Classifiers: AVX2 with PCLMUL (chosen at run time), NEON on
+** aarch64, and SSE2 and a portable one (SWAR or bytewise) that only a test
+** or PGPIPE_CSV_SIMD asks for: on an x86 CPU without AVX2 the state machine
+** alone (which scans with SSE2) is the default, being cheaper there.
+** PGPIPE_CSV_SIMD=none|scalar|sse2|avx2|neon forces a path (the tests run
+** every one); an unknown or unsupported name means the best this CPU has. */
+
+/* the four masks of a block at m[0..3]: quotes, separators, CR/LF, and the
+** inclusive prefix XOR of the quotes (bit i: odd number of quotes in 0..i) */
+typedef void (*csv_cls_fn)(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                           uint64_t *m);
+
+static inline uint64_t csv_pxor_ladder(uint64_t x)
+{
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    return x;
+}
+
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* 0x80 in exactly the bytes of v that are zero */
+static inline uint64_t csv_swar_zero(uint64_t v)
+{
+    const uint64_t lo7 = 0x7F7F7F7F7F7F7F7Full;
+    return ~(((v & lo7) + lo7) | v | lo7);
+}
+
+/* the high bits of the 8 bytes of z, as 8 bits */
+static inline uint64_t csv_swar_gather(uint64_t z)
+{
+    return ((z >> 7) * 0x0102040810204080ull) >> 56;
+}
+
+static void csv_cls_scalar(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                           uint64_t *m)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    const uint64_t vq = ones * qc, vd = ones * dl, vcr = ones * '\r', vlf = ones * '\n';
+    for (int b = 0; b < nb; b++, p += 64, m += 4) {
+        uint64_t q = 0, s = 0, n = 0;
+        for (int i = 0; i < 8; i++) {
+            uint64_t w;
+            memcpy(&w, p + 8 * i, 8);
+            uint64_t zn = csv_swar_zero(w ^ vcr) | csv_swar_zero(w ^ vlf);
+            q |= csv_swar_gather(csv_swar_zero(w ^ vq)) << (8 * i);
+            s |= csv_swar_gather(zn | csv_swar_zero(w ^ vd)) << (8 * i);
+            n |= csv_swar_gather(zn) << (8 * i);
+        }
+        m[0] = q;
+        m[1] = s;
+        m[2] = n;
+        m[3] = q ? csv_pxor_ladder(q) : 0;
+    }
+}
+#else
+static void csv_cls_scalar(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                           uint64_t *m)
+{
+    for (int b = 0; b < nb; b++, p += 64, m += 4) {
+        uint64_t q = 0, s = 0, n = 0;
+        for (int i = 0; i < 64; i++) {
+            uint64_t bit = (uint64_t)1 << i;
+            unsigned char c = p[i];
+            if (c == qc)
+                q |= bit;
+            else if (c == dl)
+                s |= bit;
+            else if (c == '\r' || c == '\n') {
+                s |= bit;
+                n |= bit;
+            }
+        }
+        m[0] = q;
+        m[1] = s;
+        m[2] = n;
+        m[3] = q ? csv_pxor_ladder(q) : 0;
+    }
+}
+#endif
+
+#if defined(__SSE2__) && (defined(__x86_64__) || defined(__i386__))
+#define CSV_HAVE_SSE2 1
+static void csv_cls_sse2(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                         uint64_t *m)
+{
+    const __m128i vq = _mm_set1_epi8((char)qc), vd = _mm_set1_epi8((char)dl),
+                  vcr = _mm_set1_epi8('\r'), vlf = _mm_set1_epi8('\n');
+    for (int b = 0; b < nb; b++, p += 64, m += 4) {
+        uint64_t q = 0, s = 0, n = 0;
+        for (int i = 0; i < 4; i++) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * i));
+            __m128i en = _mm_or_si128(_mm_cmpeq_epi8(x, vcr), _mm_cmpeq_epi8(x, vlf));
+            q |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vq)) << (16 * i);
+            s |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_or_si128(en, _mm_cmpeq_epi8(x, vd)))
+                 << (16 * i);
+            n |= (uint64_t)(unsigned)_mm_movemask_epi8(en) << (16 * i);
+        }
+        m[0] = q;
+        m[1] = s;
+        m[2] = n;
+        m[3] = q ? csv_pxor_ladder(q) : 0;
+    }
+}
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PGPIPE_CSV_NO_AVX2)
+#define CSV_HAVE_AVX2 1
+__attribute__((target("avx2,pclmul")))
+static void csv_cls_avx2(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                         uint64_t *m)
+{
+    const __m256i vq = _mm256_set1_epi8((char)qc), vd = _mm256_set1_epi8((char)dl),
+                  vcr = _mm256_set1_epi8('\r'), vlf = _mm256_set1_epi8('\n');
+    const __m128i all = _mm_set1_epi8((char)0xFF);
+    for (int b = 0; b < nb; b++, p += 64, m += 4) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)p);
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)(p + 32));
+        __m256i n0 = _mm256_or_si256(_mm256_cmpeq_epi8(x0, vcr), _mm256_cmpeq_epi8(x0, vlf));
+        __m256i n1 = _mm256_or_si256(_mm256_cmpeq_epi8(x1, vcr), _mm256_cmpeq_epi8(x1, vlf));
+        uint64_t q = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x0, vq)) |
+                     (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x1, vq)) << 32;
+        uint64_t s =
+            (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_or_si256(n0, _mm256_cmpeq_epi8(x0, vd))) |
+            (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_or_si256(n1, _mm256_cmpeq_epi8(x1, vd)))
+                << 32;
+        uint64_t n = (uint64_t)(uint32_t)_mm256_movemask_epi8(n0) |
+                     (uint64_t)(uint32_t)_mm256_movemask_epi8(n1) << 32;
+        m[0] = q;
+        m[1] = s;
+        m[2] = n;
+        m[3] = (uint64_t)_mm_cvtsi128_si64(
+            _mm_clmulepi64_si128(_mm_set_epi64x(0, (long long)q), all, 0));
+    }
+}
+#endif
+
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define CSV_HAVE_NEON 1
+/* 64 lanes of 0xFF/0x00 (four vectors) as a 64-bit mask, lane i at bit i */
+static inline uint64_t csv_neon_bits(uint8x16_t a, uint8x16_t b, uint8x16_t c, uint8x16_t d)
+{
+    static const uint8_t wt[16] = { 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128 };
+    const uint8x16_t w = vld1q_u8(wt);
+    uint8x16_t x = vpaddq_u8(vandq_u8(a, w), vandq_u8(b, w));
+    uint8x16_t y = vpaddq_u8(vandq_u8(c, w), vandq_u8(d, w));
+    x = vpaddq_u8(x, y);
+    x = vpaddq_u8(x, x);
+    return vgetq_lane_u64(vreinterpretq_u64_u8(x), 0);
+}
+
+static void csv_cls_neon(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                         uint64_t *m)
+{
+    const uint8x16_t vq = vdupq_n_u8(qc), vd = vdupq_n_u8(dl), vcr = vdupq_n_u8('\r'),
+                     vlf = vdupq_n_u8('\n');
+    for (int b = 0; b < nb; b++, p += 64, m += 4) {
+        uint8x16_t x[4], eq[4], en[4], es[4];
+        for (int i = 0; i < 4; i++) {
+            x[i] = vld1q_u8(p + 16 * i);
+            eq[i] = vceqq_u8(x[i], vq);
+            en[i] = vorrq_u8(vceqq_u8(x[i], vcr), vceqq_u8(x[i], vlf));
+            es[i] = vorrq_u8(en[i], vceqq_u8(x[i], vd));
+        }
+        uint64_t q = csv_neon_bits(eq[0], eq[1], eq[2], eq[3]);
+        m[0] = q;
+        m[1] = csv_neon_bits(es[0], es[1], es[2], es[3]);
+        m[2] = csv_neon_bits(en[0], en[1], en[2], en[3]);
+        m[3] = q ? csv_pxor_ladder(q) : 0;
+    }
+}
+#endif
+
+/* The classifier PGPIPE_CSV_SIMD asks for (or the best one), and its name. */
+static csv_cls_fn csv_pick_cls(const char **name)
+{
+    const char *want = getenv("PGPIPE_CSV_SIMD");
+    if (!want)
+        want = "";
+    if (strcmp(want, "none") == 0) {
+        *name = "none";
+        return NULL;
+    }
+    if (strcmp(want, "scalar") == 0) {
+        *name = "scalar";
+        return csv_cls_scalar;
+    }
+#if defined(CSV_HAVE_SSE2)
+    if (strcmp(want, "sse2") == 0) {
+        *name = "sse2";
+        return csv_cls_sse2;
+    }
+#endif
+#if defined(CSV_HAVE_AVX2)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul")) {
+        *name = "avx2";
+        return csv_cls_avx2;
+    }
+#endif
+#if defined(CSV_HAVE_NEON)
+    *name = "neon";
+    return csv_cls_neon;
+#else
+    /* Without AVX2 the state machine alone is the default: its own SSE2 (or
+    ** SWAR) scan costs fewer instructions on unquoted and sparsely quoted
+    ** CSV than the SSE2 or portable classifier plus the fast path (measured
+    ** with callgrind: 6.4 / 6.6 / 8.9 against 6.8 / 7.5 / 8.1 instructions
+    ** per byte for unquoted / sparse / quoted); those stay for the tests. */
+    *name = "none";
+    return NULL;
+#endif
+}
+
+/* where the fast path stands: the masks of the block at buffer offset bo
+** (block k of the classified ones) not yet consumed, and what it hands on
+** to the next block */
+typedef struct csv_fst {
+    size_t bo;
+    int k;
+    uint64_t sep, pair, nin, bad;
+    uint64_t csq, ccl, cq, par;
+} csv_fst;
 
 struct pgpipe_csv {
     pp_handle hdr;
@@ -7909,6 +8156,21 @@ struct pgpipe_csv {
     char **names;
     int nnames, header_done;
     pp_buf scratch;
+
+    /* the fast path: its classifier (NULL: state machine only) and the masks
+    ** of the blocks from buffer offset cbase on, valid while cgen == gen
+    ** (gen moves whenever the buffer's bytes move or grow) */
+    csv_cls_fn cls;
+    const char *simd;
+    uint64_t cm[4 * CSV_NB];
+    size_t cbase;
+    int cnb;
+    unsigned gen, cgen;
+    csv_fst fst;              /* kept from the last record of the fast path */
+    size_t fnext;             /* ... valid for a record from there on */
+    unsigned fgen;
+    int fok;
+    long long nfast;          /* records the fast path took (for the tests) */
 };
 
 /* ---- scanning --------------------------------------------------------- */
@@ -8036,6 +8298,8 @@ static pgpipe_csv *csv_open(int src, int fd, FILE *fp, const pgpipe_csv_options 
         return NULL;
     }
     r->line = 1;
+    r->cls = csv_pick_cls(&r->simd);
+    r->gen = 1;
     r->strict = o.strict != 0;
     r->skip_empty = o.skip_empty_lines != 0;
     r->want_header = o.header != 0;
@@ -8157,6 +8421,7 @@ static int csv_make_room(pgpipe_csv *r, size_t want)
         r->fstart -= keep;
     }
     r->buf[r->len] = '\n';
+    r->gen++;
     return PGPIPE_OK;
 }
 
@@ -8190,6 +8455,7 @@ static int csv_fill(pgpipe_csv *r)
         r->len += n;
     }
     r->buf[r->len] = '\n';
+    r->gen++;
     return PGPIPE_OK;
 }
 
@@ -8211,6 +8477,7 @@ int pgpipe_csv_feed(pgpipe_csv *r, const void *data, size_t len)
     memcpy(r->buf + r->len, data, len);
     r->len += len;
     r->buf[r->len] = '\n';
+    r->gen++;
     return PGPIPE_OK;
 }
 
@@ -8301,6 +8568,218 @@ static int csv_grow_fields(pgpipe_csv *r)
     return PGPIPE_OK;
 }
 
+/* Classify the blocks from buffer offset at on (as many as CSV_NB, none past
+** the sentinel) into r->cm. */
+static void csv_fast_fill(pgpipe_csv *r, size_t at)
+{
+    size_t left = r->len - at; /* > 0 */
+    int nb = left >= (size_t)64 * CSV_NB ? CSV_NB : (int)((left + 63) / 64);
+    r->cls(r->buf + at, nb, r->qc, r->dl, r->cm);
+    r->cbase = at;
+    r->cnb = nb;
+    r->cgen = r->gen;
+}
+
+/* Count the line breaks at the bits of m (inside quotes): CR LF is one. */
+static long long csv_fast_lines(const unsigned char *blk, uint64_t m)
+{
+    long long n = 0;
+    while (m) {
+        unsigned j = csv_ctz64(m);
+        m &= m - 1;
+        n += !(blk[j] == '\r' && blk[j + 1] == '\n');
+    }
+    return n;
+}
+
+/* The fast path over a record that begins at r->rec_start (nothing of it
+** parsed yet). Returns 1 when the record is complete (as csv_parse_record),
+** 0 to let the state machine parse it from its start, -1 when out of
+** memory. Nothing of the reader's state that the state machine uses changes
+** unless it returns 1. The masks of the block where a record ends are kept
+** (r->fst) for the next record, which begins at an even quote count. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int csv_fast_record(pgpipe_csv *r)
+{
+    unsigned char *const base = r->buf;
+    const size_t len = r->len, rs = r->rec_start;
+    const unsigned char qc = r->qc, dl = r->dl;
+    /* the block's masks not yet consumed, and what it hands on to the next */
+    uint64_t sep, pair, nin, bad;
+    csv_fst *const st = &r->fst; /* the carries, the block's place */
+    const uint64_t *m;
+    uint64_t valid;
+
+/* the masks of the block at m that the field loop needs, from its raw masks,
+** the bits that hold data (valid) and what the block before hands on */
+#define CSV_DERIVE() do { \
+        uint64_t q_ = m[0], s_ = m[1]; \
+        if (!(q_ | st->par | st->ccl)) { \
+            /* no quote in the block, none open, none just closed */ \
+            sep = s_ & valid; \
+            bad = pair = nin = 0; \
+            st->csq = sep >> 63; \
+            st->cq = 0; \
+        } else { \
+            uint64_t inq_ = m[3] ^ st->par, qv_ = q_ & valid; \
+            uint64_t open_ = qv_ & inq_, close_ = qv_ & ~inq_; \
+            sep = s_ & ~inq_ & valid; \
+            uint64_t sepq_ = sep | qv_; \
+            /* an opening quote not at a field start (nor the second of a ""), \
+            ** or text outside quotes right after a closing quote */ \
+            bad = (open_ & ~((sepq_ << 1) | st->csq)) | \
+                  (valid & ~(q_ | s_ | inq_) & ((close_ << 1) | st->ccl)); \
+            pair = open_ & ((qv_ << 1) | st->cq); /* the second quote of a "" */ \
+            nin = m[2] & inq_ & valid;        /* line breaks inside quotes */ \
+            st->csq = sepq_ >> 63; \
+            st->ccl = close_ >> 63; \
+            st->cq = qv_ >> 63; \
+            st->par = (uint64_t)0 - (inq_ >> 63); \
+        } \
+    } while (0)
+
+    if (r->fok && r->fgen == r->gen && rs >= r->fnext && rs - st->bo < 64) {
+        uint64_t above = ~(uint64_t)0 << (rs - st->bo);
+        sep = st->sep & above;
+        pair = st->pair & above;
+        nin = st->nin & above;
+        bad = st->bad;
+    } else {
+        size_t bo;
+        int k;
+        if (r->cgen == r->gen && r->cnb && rs >= r->cbase &&
+            rs - r->cbase < (size_t)64 * r->cnb) {
+            k = (int)((rs - r->cbase) / 64);
+            bo = r->cbase + (size_t)64 * (size_t)k;
+        } else {
+            csv_fast_fill(r, rs);
+            k = 0;
+            bo = rs;
+        }
+        unsigned sh = (unsigned)(rs - bo);
+        m = r->cm + 4 * k;
+        valid = ~(uint64_t)0 << sh;
+        if (len - bo < 64)
+            valid &= ((uint64_t)1 << (len - bo)) - 1;
+        st->bo = bo;
+        st->k = k;
+        st->par = sh ? (uint64_t)0 - ((m[3] >> (sh - 1)) & 1) : 0; /* even at rs */
+        st->csq = (uint64_t)1 << sh; /* the record start acts as a separator */
+        st->ccl = 0;
+        st->cq = 0;
+        CSV_DERIVE();
+    }
+    r->fok = 0;
+    if (PP_UNLIKELY(r->fcap == 0) && csv_grow_fields(r) != PGPIPE_OK)
+        return -1;
+    const unsigned char *fs = base + rs, *blk = base + st->bo;
+    int need_decode = 0;
+    long long lines = 0;
+    pgpipe_csv_span *fa = r->f, *x = fa, *xend = fa + r->fcap;
+    for (;;) {
+        uint64_t cur = sep;
+        if (PP_UNLIKELY(bad))
+            cur &= (bad & (0 - bad)) - 1; /* the record must end before it */
+        while (cur) {
+            size_t j = csv_ctz64(cur);
+            uint64_t upto = cur ^ (cur - 1); /* bits 0..j */
+            cur &= cur - 1;
+            if (PP_UNLIKELY(x == xend)) {
+                size_t nx = (size_t)(x - fa);
+                if (csv_grow_fields(r) != PGPIPE_OK)
+                    return -1;
+                fa = r->f;
+                x = fa + nx;
+                xend = fa + r->fcap;
+            }
+            const unsigned char *e = blk + j;
+            size_t l = (size_t)(e - fs);
+            if (*fs == qc) {
+                if (PP_UNLIKELY(pair & upto)) {
+                    /* it holds "" (or a marker at its end when it began in
+                    ** an earlier block): raw, decoded at the end */
+                    pair &= ~upto;
+                    x->data = (const char *)fs;
+                    x->len = l;
+                    x->quoted = CSV_F_QUOTED | CSV_F_DECODE;
+                    need_decode = 1;
+                } else {
+                    x->data = (const char *)fs + 1;
+                    x->len = l - 2;
+                    x->quoted = CSV_F_QUOTED;
+                }
+            } else {
+                x->data = (const char *)fs;
+                x->len = l;
+                x->quoted = 0;
+            }
+            x++;
+            fs = e + 1;
+            if (PP_LIKELY(*e == dl))
+                continue;
+            /* the CR or LF that ends the record */
+            int nf = (int)(x - fa);
+            if (PP_UNLIKELY(nin & upto))
+                lines += csv_fast_lines(blk, nin & upto);
+            size_t raw = (size_t)(e - (base + rs));
+            if (PP_UNLIKELY(raw > r->maxf)) {
+                for (int i = 0; i < nf; i++)
+                    if (fa[i].len > r->maxf)
+                        return 0;
+            }
+            const unsigned char *end = base + len;
+            r->nf = nf;
+            r->need_decode = need_decode;
+            r->raw_len = raw;
+            r->line += lines + 1;
+            if (*e == '\r') {
+                if (e + 1 < end)
+                    e += e[1] == '\n' ? 2 : 1;
+                else {
+                    e++;
+                    r->skip_lf = !r->eof;
+                }
+            } else {
+                e++;
+            }
+            r->pos = (size_t)(e - base);
+            st->sep = sep & ~upto;
+            st->pair = pair & ~upto;
+            st->nin = nin & ~upto;
+            st->bad = bad;
+            r->fnext = r->pos;
+            r->fgen = r->gen;
+            r->fok = 1;
+            r->nfast++;
+            return 1;
+        }
+        if (bad)
+            return 0;
+        if (PP_UNLIKELY(nin))
+            lines += csv_fast_lines(blk, nin);
+        size_t bo = st->bo + 64;
+        if (bo >= len)
+            return 0; /* the record reaches the end of the data */
+        st->bo = bo;
+        int k = st->k + 1;
+        if (k == r->cnb) {
+            csv_fast_fill(r, bo);
+            k = 0;
+        }
+        st->k = k;
+        blk = base + bo;
+        m = r->cm + 4 * k;
+        valid = len - bo < 64 ? ((uint64_t)1 << (len - bo)) - 1 : ~(uint64_t)0;
+        uint64_t pending = pair; /* the field going on holds "" */
+        CSV_DERIVE();
+        if (PP_UNLIKELY(pending))
+            pair |= sep ? sep & (0 - sep) : (uint64_t)1 << 63;
+    }
+#undef CSV_DERIVE
+}
+
 /* Set up the next record: skip a BOM at the very start, the LF of a CRLF
 ** split across chunks, and empty lines. Returns PGPIPE_OK when a record
 ** begins, PGPIPE_DONE at the end of input, PGPIPE_BUSY when more input is
@@ -8368,6 +8847,11 @@ static int csv_parse_record(pgpipe_csv *r)
                   vlf = csv_splat('\n');
     const size_t maxf = r->maxf;
     const int strict = r->strict;
+    if (r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0) {
+        int rc = csv_fast_record(r);
+        if (rc)
+            return rc;
+    }
     pgpipe_csv_span *fa = r->f;
     int nf = r->nf, fcap = r->fcap;
     int fl = r->fflags;
@@ -8579,28 +9063,27 @@ record_end:
 ** closing quote, keep everything after it literally (lenient mode). */
 static size_t csv_decode(char *dst, const unsigned char *s, size_t n, unsigned char qc)
 {
-    size_t i = 0, o = 0;
-    int in = 0;
-    if (n && s[0] == qc) {
-        in = 1;
-        i = 1;
-    }
-    while (i < n) {
-        unsigned char c = s[i];
-        if (in && c == qc) {
-            if (i + 1 < n && s[i + 1] == qc) {
+    const unsigned char *const e = s + n;
+    size_t o = 0;
+    if (n && *s == qc) {
+        s++;
+        for (;;) {
+            const unsigned char *x = memchr(s, qc, (size_t)(e - s));
+            if (!x)
+                break; /* never closed: the rest as it is */
+            memcpy(dst + o, s, (size_t)(x - s));
+            o += (size_t)(x - s);
+            if (x + 1 < e && x[1] == qc) {
                 dst[o++] = (char)qc;
-                i += 2;
-            } else {
-                in = 0;
-                i++;
+                s = x + 2;
+                continue;
             }
-        } else {
-            dst[o++] = (char)c;
-            i++;
+            s = x + 1; /* the closing quote */
+            break;
         }
     }
-    return o;
+    memcpy(dst + o, s, (size_t)(e - s));
+    return o + (size_t)(e - s);
 }
 
 /* The record is parsed: check it, decode its fields, set the result. */
@@ -8651,6 +9134,45 @@ static int csv_finish(pgpipe_csv *r)
     return PGPIPE_ROW;
 }
 
+/* Decode the fields of a record the fast path took that hold "" (a quoted
+** field whose inner quotes all come in pairs) into the scratch area. */
+static int csv_fast_decode(pgpipe_csv *r)
+{
+    const unsigned char qc = r->qc;
+    r->scratch.len = 0;
+    if (r->scratch.cap < r->raw_len + 1 &&
+        pp_buf_reserve(&r->scratch, r->raw_len + 1) != PGPIPE_OK)
+        return r->fatal = pp_err_nomem(&r->hdr.err);
+    char *dst = r->scratch.data;
+    pgpipe_csv_span *x = r->f, *xe = r->f + r->nf;
+    for (; x < xe; x++) {
+        if (!(x->quoted & CSV_F_DECODE))
+            continue;
+        /* between the enclosing quotes */
+        const unsigned char *s = (const unsigned char *)x->data + 1;
+        const unsigned char *e = (const unsigned char *)x->data + x->len - 1;
+        char *o = dst;
+        for (;;) {
+            const unsigned char *q = memchr(s, qc, (size_t)(e - s));
+            if (!q) {
+                memcpy(o, s, (size_t)(e - s));
+                o += e - s;
+                break;
+            }
+            memcpy(o, s, (size_t)(q - s));
+            o += q - s;
+            *o++ = (char)qc;
+            s = q + 2;
+        }
+        x->data = dst;
+        x->len = (size_t)(o - dst);
+        x->quoted = CSV_F_QUOTED;
+        dst = o;
+    }
+    r->scratch.len = (size_t)(dst - r->scratch.data);
+    return PGPIPE_OK;
+}
+
 static int csv_take_header(pgpipe_csv *r, int rc)
 {
     if (rc != PGPIPE_ROW) {
@@ -8682,9 +9204,44 @@ int pgpipe_csv_next(pgpipe_csv *r)
         return PGPIPE_MISUSE;
     if (r->fatal)
         return r->fatal;
+    if (r->fok && !r->in_record && r->pos == r->fnext && r->fgen == r->gen &&
+        r->pos < r->len && r->header_done && !r->skip_lf && r->buf[r->pos] != '\n' &&
+        r->buf[r->pos] != '\r') {
+        /* the lane of the fast path: the record goes on from where the last
+        ** one ended, so csv_begin has nothing to skip; when the fast path
+        ** declines, the loop below begins the record as usual */
+        size_t p = r->pos;
+        r->rec_start = p;
+        r->rec_line = r->line;
+        r->rec_offset = r->boff + (long long)p;
+        int rc = csv_fast_record(r);
+        if (rc > 0) {
+            r->ekind = CSV_E_NONE;
+            r->discard = 0;
+            if (PP_UNLIKELY(r->expected > 0 && r->nf != r->expected)) {
+                /* a row error: csv_finish below reports it */
+                r->in_record = 1;
+                goto finish;
+            }
+            r->raw_ok = 1;
+            if (r->need_decode) {
+                r->need_decode = 0;
+                if (csv_fast_decode(r) != PGPIPE_OK)
+                    return r->fatal;
+            }
+            r->nrec++;
+            if (r->hdr.err.code != PGPIPE_OK)
+                pgpipe_error_clear(&r->hdr.err);
+            return PGPIPE_ROW;
+        }
+        if (rc < 0)
+            return r->fatal = pp_err_nomem(&r->hdr.err);
+        r->rec_start = r->pos;
+    }
     for (;;) {
+        int rc;
         if (!r->in_record) {
-            int rc = csv_begin(r);
+            rc = csv_begin(r);
             if (rc == PGPIPE_DONE) {
                 r->nf = 0;
                 r->raw_ok = 0;
@@ -8698,7 +9255,7 @@ int pgpipe_csv_next(pgpipe_csv *r)
                 continue;
             }
         }
-        int rc = csv_parse_record(r);
+        rc = csv_parse_record(r);
         if (rc == 0) {
             if (r->src == CSV_SRC_FEED)
                 return PGPIPE_BUSY;
@@ -8708,6 +9265,7 @@ int pgpipe_csv_next(pgpipe_csv *r)
         }
         if (rc < 0)
             return r->fatal = pp_err_nomem(&r->hdr.err);
+    finish:
         rc = csv_finish(r);
         if (r->fatal)
             return r->fatal;

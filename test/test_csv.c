@@ -75,17 +75,37 @@ static char *csv_t_run(const char *in, const pgpipe_csv_options *o, size_t chunk
     return csv_t_run_seed(in, strlen(in), o, chunk, 42);
 }
 
-/* The dump of in must be want, whatever the chunking. */
+/* The reader's paths (PGPIPE_CSV_SIMD, read when a reader opens): the state
+** machine alone, then the fast path with each block classifier. A name this
+** machine lacks gives its best one, so each is run wherever it exists. */
+static const char *const csv_t_paths[] = { "none", "scalar", "sse2", "avx2", "neon" };
+#define CSV_T_NPATHS (sizeof csv_t_paths / sizeof csv_t_paths[0])
+
+static void csv_t_path(const char *name)
+{
+    if (name)
+        setenv("PGPIPE_CSV_SIMD", name, 1);
+    else
+        unsetenv("PGPIPE_CSV_SIMD");
+}
+
+/* The dump of in must be want, whatever the chunking, on every path. */
 static void csv_t_expect(const char *in, const pgpipe_csv_options *o, const char *want)
 {
     static const size_t chunks[] = { 0, 1, 2, 3, 5, 64, SIZE_MAX };
-    for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
-        char *got = csv_t_run(in, o, chunks[i]);
-        if (strcmp(got, want) != 0)
-            fprintf(stderr, "    chunk size %zu\n", chunks[i] == SIZE_MAX ? 0 : chunks[i]);
-        PGT_EQ_STR(got, want);
-        pp_free(got);
+    for (size_t p = 0; p <= CSV_T_NPATHS; p++) {
+        csv_t_path(p < CSV_T_NPATHS ? csv_t_paths[p] : NULL);
+        for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
+            char *got = csv_t_run(in, o, chunks[i]);
+            if (strcmp(got, want) != 0)
+                fprintf(stderr, "    path %s, chunk size %zu\n",
+                        p < CSV_T_NPATHS ? csv_t_paths[p] : "(default)",
+                        chunks[i] == SIZE_MAX ? 0 : chunks[i]);
+            PGT_EQ_STR(got, want);
+            pp_free(got);
+        }
     }
+    csv_t_path(NULL);
 }
 
 PGT_TEST(csv, simple_rows_and_zero_copy)
@@ -377,17 +397,315 @@ PGT_TEST(csv, chunked_equals_one_shot)
         o.max_field_size = (iter >> 3) & 1 ? 5 : 0;
         o.delimiter = (iter >> 4) & 1 ? ';' : ',';
         o.buffer_size = 1 + (size_t)iter % 64;
+        csv_t_path("none");
         char *one = csv_t_run_seed(in, n, &o, 0, 1);
-        char *c1 = csv_t_run_seed(in, n, &o, 1, 1);
-        char *cr = csv_t_run_seed(in, n, &o, SIZE_MAX, (uint64_t)iter + 1);
-        if (strcmp(one, c1) != 0 || strcmp(one, cr) != 0)
-            fprintf(stderr, "    input: \"%.*s\"\n", (int)n, in);
-        PGT_EQ_STR(c1, one);
-        PGT_EQ_STR(cr, one);
+        for (size_t p = 0; p <= CSV_T_NPATHS; p++) {
+            csv_t_path(p < CSV_T_NPATHS ? csv_t_paths[p] : NULL);
+            char *c0 = csv_t_run_seed(in, n, &o, 0, 1);
+            char *c1 = csv_t_run_seed(in, n, &o, 1, 1);
+            char *cr = csv_t_run_seed(in, n, &o, SIZE_MAX, (uint64_t)iter + 1);
+            if (strcmp(one, c0) != 0 || strcmp(one, c1) != 0 || strcmp(one, cr) != 0)
+                fprintf(stderr, "    path %s, input: \"%.*s\"\n",
+                        p < CSV_T_NPATHS ? csv_t_paths[p] : "(default)", (int)n, in);
+            PGT_EQ_STR(c0, one);
+            PGT_EQ_STR(c1, one);
+            PGT_EQ_STR(cr, one);
+            pp_free(c0);
+            pp_free(c1);
+            pp_free(cr);
+        }
+        csv_t_path(NULL);
         pp_free(one);
-        pp_free(c1);
-        pp_free(cr);
     }
+}
+
+PGT_TEST(csv, simd_path_is_chosen)
+{
+    /* each name selects its path where the CPU has it; anything else the best */
+    struct { const char *env, *want; } cases[] = {
+        { "none", "none" },
+        { "scalar", "scalar" },
+#if defined(CSV_HAVE_SSE2)
+        { "sse2", "sse2" },
+#endif
+#if defined(CSV_HAVE_NEON)
+        { "neon", "neon" },
+#endif
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        csv_t_path(cases[i].env);
+        pgpipe_csv *r = NULL;
+        PGT_OK(pgpipe_csv_open_feed(&r, NULL));
+        PGT_EQ_STR(r->simd, cases[i].want);
+        PGT_CHECK((r->cls == NULL) == (strcmp(cases[i].want, "none") == 0));
+        pgpipe_csv_close(r);
+    }
+    const char *best = NULL;
+    csv_t_path("no-such-path");
+    pgpipe_csv *r = NULL;
+    PGT_OK(pgpipe_csv_open_feed(&r, NULL));
+    best = r->simd;
+#if defined(CSV_HAVE_NEON)
+    PGT_EQ_STR(best, "neon");
+#elif defined(CSV_HAVE_AVX2)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul"))
+        PGT_EQ_STR(best, "avx2");
+    else
+        PGT_EQ_STR(best, "none");
+#else
+    PGT_EQ_STR(best, "none");
+#endif
+    pgpipe_csv_close(r);
+    csv_t_path("avx2");
+    PGT_OK(pgpipe_csv_open_feed(&r, NULL));
+#if defined(CSV_HAVE_AVX2)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul"))
+        PGT_EQ_STR(r->simd, "avx2");
+    else
+#endif
+        PGT_EQ_STR(r->simd, best);
+    pgpipe_csv_close(r);
+    csv_t_path(NULL);
+    PGT_OK(pgpipe_csv_open_feed(&r, NULL));
+    PGT_EQ_STR(r->simd, best);
+    pgpipe_csv_close(r);
+}
+
+/* A fuller dump than csv_t_dump: every field with its flag and length, the
+** raw record, the record's line and offset, the error's code, line, column,
+** offset, field and message. */
+static void csv_t_dump_all(pgpipe_csv *r, int rc, pp_buf *out)
+{
+    pp_buf_appendf(out, "rc=%d line=%lld off=%lld n=%lld\n", rc, pgpipe_csv_record_line(r),
+                   pgpipe_csv_record_offset(r), pgpipe_csv_record_count(r));
+    if (rc == PGPIPE_ROW || rc == PGPIPE_PARSE) {
+        int n;
+        const pgpipe_csv_span *f = pgpipe_csv_fields(r, &n);
+        for (int i = 0; i < n; i++) {
+            pp_buf_appendf(out, "[%d:%zu:", f[i].quoted, f[i].len);
+            pp_buf_append(out, f[i].data, f[i].len);
+            pp_buf_putc(out, ']');
+        }
+        const char *raw;
+        size_t rl;
+        if (pgpipe_csv_raw_record(r, &raw, &rl) == PGPIPE_OK) {
+            pp_buf_appendf(out, " raw=%zu:", rl);
+            pp_buf_append(out, raw, rl);
+        }
+        pp_buf_putc(out, '\n');
+    }
+    if (rc != PGPIPE_ROW) {
+        const pgpipe_error *e = pgpipe_errinfo(r);
+        pp_buf_appendf(out, "err %d %lld:%lld@%lld f%d %s\n", e->code, e->line, e->column,
+                       e->offset, pgpipe_csv_error_field(r), e->message);
+    }
+}
+
+/* Feed in (n bytes) in chunks from `chunk` (0: one piece; SIZE_MAX: random
+** 1..97 from seed) and return the full dump (caller frees). */
+static char *csv_t_run_all(const char *in, size_t n, const pgpipe_csv_options *o, size_t chunk,
+                           uint64_t seed)
+{
+    pp_buf out = { 0 };
+    pgpipe_csv *r = NULL;
+    pgpipe_csv_open_feed(&r, o);
+    PGT_CHECK(r != NULL);
+    size_t off = 0;
+    int rc;
+    for (int guard = 0;; guard++) {
+        PGT_CHECK(guard < 10000000);
+        while ((rc = pgpipe_csv_next(r)) == PGPIPE_ROW || rc == PGPIPE_PARSE)
+            csv_t_dump_all(r, rc, &out);
+        if (rc != PGPIPE_BUSY)
+            break;
+        if (off == n) {
+            PGT_OK(pgpipe_csv_feed_end(r));
+            continue;
+        }
+        size_t k = chunk == 0 ? n - off : chunk;
+        if (chunk == SIZE_MAX)
+            k = 1 + (size_t)(pp_rand_next(&seed) % 97);
+        if (k > n - off)
+            k = n - off;
+        PGT_OK(pgpipe_csv_feed(r, in + off, k));
+        off += k;
+    }
+    csv_t_dump_all(r, rc, &out);
+    pgpipe_csv_close(r);
+    pp_buf_putc(&out, '\0');
+    return out.data;
+}
+
+/* Random CSV that is mostly well formed, so the fast path takes most records:
+** fields plain or quoted, with "" inside, delimiters and line breaks (LF, CR,
+** CRLF) inside quotes, fields from empty to a few hundred bytes (across the
+** 64-byte blocks and the reader's buffer), line ends LF, CR or CRLF, empty
+** lines, and now and then a flaw (a stray quote, text after a closing quote,
+** an unterminated quote at the end). */
+static size_t csv_t_random_csv(pp_buf *b, uint64_t *seed, int flaws)
+{
+    b->len = 0;
+    int nrec = 1 + (int)(pp_rand_next(seed) % 40);
+    for (int i = 0; i < nrec; i++) {
+        int nf = 1 + (int)(pp_rand_next(seed) % 12);
+        for (int f = 0; f < nf; f++) {
+            if (f)
+                pp_buf_putc(b, ',');
+            uint64_t k = pp_rand_next(seed);
+            size_t flen = (size_t)(k % 8 == 0 ? pp_rand_next(seed) % 300 : pp_rand_next(seed) % 12);
+            int quoted = (k >> 8) % 3 != 0;
+            if (quoted)
+                pp_buf_putc(b, '"');
+            for (size_t j = 0; j < flen; j++) {
+                uint64_t c = pp_rand_next(seed) % 64;
+                if (quoted && c == 0)
+                    pp_buf_append(b, "\"\"", 2);
+                else if (quoted && c == 1)
+                    pp_buf_putc(b, ',');
+                else if (quoted && c == 2)
+                    pp_buf_putc(b, '\n');
+                else if (quoted && c == 3)
+                    pp_buf_putc(b, '\r');
+                else if (quoted && c == 4)
+                    pp_buf_append(b, "\r\n", 2);
+                else
+                    pp_buf_putc(b, (char)('a' + c % 26));
+            }
+            if (flaws && pp_rand_next(seed) % 97 == 0)
+                pp_buf_putc(b, '"'); /* stray, or closes early */
+            if (quoted)
+                pp_buf_putc(b, '"');
+            if (flaws && quoted && pp_rand_next(seed) % 89 == 0)
+                pp_buf_putc(b, 'x'); /* text after the closing quote */
+        }
+        uint64_t e = pp_rand_next(seed) % 16;
+        if (i == nrec - 1 && e < 3)
+            break; /* no line break at the end */
+        pp_buf_appendf(b, "%s", e < 8 ? "\n" : e < 12 ? "\r\n" : e < 14 ? "\r" : "\n\n");
+    }
+    if (flaws && pp_rand_next(seed) % 20 == 0)
+        pp_buf_append(b, "\"open", 5);
+    return b->len;
+}
+
+PGT_TEST(csv, simd_paths_differential)
+{
+    /* every path must give what the state machine alone gives: fields, flags,
+    ** raw records, record lines and offsets, errors with line:column, for
+    ** one-piece, bytewise and random chunks and small reader buffers */
+    uint64_t seed = 20261205;
+    pp_buf in = { 0 };
+    int64_t t0 = pgpipe_now_us();
+    for (int iter = 0; iter < 600; iter++) {
+        size_t n = csv_t_random_csv(&in, &seed, iter % 3 != 0);
+        pgpipe_csv_options o;
+        pgpipe_csv_options_init(&o);
+        o.strict = (iter >> 1) & 1;
+        o.skip_empty_lines = (iter >> 2) & 1;
+        o.expected_fields = (iter >> 3) & 1 ? 3 : -1;
+        o.header = iter % 11 == 0;
+        o.buffer_size = iter % 5 == 0 ? 16 + (size_t)(pp_rand_next(&seed) % 300) : 0;
+        if (iter % 7 == 0)
+            o.max_field_size = 1 + (size_t)(pp_rand_next(&seed) % 200);
+        csv_t_path("none");
+        char *want = csv_t_run_all(in.data, n, &o, 0, 1);
+        static const size_t chunks[] = { 0, 1, 7, 64, 65, SIZE_MAX };
+        for (size_t p = 0; p <= CSV_T_NPATHS; p++) {
+            csv_t_path(p < CSV_T_NPATHS ? csv_t_paths[p] : NULL);
+            for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+                if (chunks[c] == 1 && n > 3000)
+                    continue;
+                char *got = csv_t_run_all(in.data, n, &o, chunks[c], (uint64_t)iter);
+                if (strcmp(got, want) != 0)
+                    fprintf(stderr, "    iter %d path %s chunk %zu input: \"%.*s\"\n", iter,
+                            p < CSV_T_NPATHS ? csv_t_paths[p] : "(default)",
+                            chunks[c] == SIZE_MAX ? 0 : chunks[c], (int)n, in.data);
+                PGT_EQ_STR(got, want);
+                pp_free(got);
+            }
+        }
+        if (iter % 60 == 0 && n <= 4000) {
+            /* every chunk size from 1 to 70 */
+            for (size_t p = 0; p < CSV_T_NPATHS; p++) {
+                csv_t_path(csv_t_paths[p]);
+                for (size_t c = 1; c <= 70; c++) {
+                    char *got = csv_t_run_all(in.data, n, &o, c, (uint64_t)iter);
+                    if (strcmp(got, want) != 0)
+                        fprintf(stderr, "    iter %d path %s chunk %zu\n", iter, csv_t_paths[p], c);
+                    PGT_EQ_STR(got, want);
+                    pp_free(got);
+                }
+            }
+        }
+        pp_free(want);
+        csv_t_path(NULL);
+        PGT_CHECK(pgpipe_now_us() - t0 < 300 * 1000000LL);
+    }
+    pp_buf_free(&in);
+}
+
+PGT_TEST(csv, simd_fast_path_zero_copy_and_decode)
+{
+    /* on every path a quoted field without "" points into the buffer; one
+    ** with "" is decoded; fields longer than a block and records crossing the
+    ** buffer's end come out whole */
+    pp_buf in = { 0 };
+    for (int i = 0; i < 300; i++) {
+        pp_buf_appendf(&in, "\"%d\",\"", i);
+        for (int j = 0; j < i % 150; j++)
+            pp_buf_putc(&in, (char)('a' + j % 26));
+        pp_buf_appendf(&in, "\",\"x\"\"%d\"\"y\",plain%d\r\n", i, i);
+    }
+    for (size_t p = 0; p <= CSV_T_NPATHS; p++) {
+        csv_t_path(p < CSV_T_NPATHS ? csv_t_paths[p] : NULL);
+        pgpipe_csv_options o;
+        pgpipe_csv_options_init(&o);
+        o.buffer_size = 200;
+        pgpipe_csv *r = NULL;
+        PGT_OK(pgpipe_csv_open_feed(&r, &o));
+        size_t off = 0;
+        int rows = 0, rc;
+        while (rows < 300) {
+            rc = pgpipe_csv_next(r);
+            if (rc == PGPIPE_BUSY) {
+                if (off == in.len) {
+                    PGT_OK(pgpipe_csv_feed_end(r));
+                } else {
+                    size_t k = in.len - off < 1000 ? in.len - off : 1000;
+                    PGT_OK(pgpipe_csv_feed(r, in.data + off, k));
+                    off += k;
+                }
+                continue;
+            }
+            PGT_EQ_INT(rc, PGPIPE_ROW);
+            int n;
+            const pgpipe_csv_span *f = pgpipe_csv_fields(r, &n);
+            PGT_EQ_INT(n, 4);
+            char want[64];
+            snprintf(want, sizeof want, "%d", rows);
+            PGT_EQ_MEM(f[0].data, f[0].len, want, strlen(want));
+            PGT_EQ_INT(f[1].len, (size_t)(rows % 150));
+            for (int k = 0; k < 2; k++)
+                PGT_CHECK((const unsigned char *)f[k].data >= r->buf &&
+                          (const unsigned char *)f[k].data < r->buf + r->len);
+            snprintf(want, sizeof want, "x\"%d\"y", rows);
+            PGT_EQ_MEM(f[2].data, f[2].len, want, strlen(want));
+            PGT_EQ_INT(f[2].quoted, 1);
+            snprintf(want, sizeof want, "plain%d", rows);
+            PGT_EQ_MEM(f[3].data, f[3].len, want, strlen(want));
+            PGT_EQ_INT(f[3].quoted, 0);
+            PGT_EQ_INT(pgpipe_csv_record_line(r), rows + 1);
+            rows++;
+        }
+        /* the fast path took the records but those at the buffer's end */
+        if (r->cls)
+            PGT_CHECK_MSG(r->nfast >= 200, "fast path took %lld of 300", r->nfast);
+        else
+            PGT_EQ_INT(r->nfast, 0);
+        pgpipe_csv_close(r);
+    }
+    csv_t_path(NULL);
+    pp_buf_free(&in);
 }
 
 /* Read the whole input through a fd reader (a pipe or file) and dump it. */

@@ -7,7 +7,10 @@
 ** in one piece, fed in random chunks (1..64 bytes), and through a FILE *
 ** (fmemopen) with a tiny buffer. All three must give the same rows, fields,
 ** raw records, errors (line, column, offset, field, message) and COPY text;
-** any difference or sanitizer report is a crash.
+** any difference or sanitizer report is a crash. The one-piece run uses the
+** state machine alone (PGPIPE_CSV_SIMD=none), the chunked one the best fast
+** path, the FILE * one the portable classifier, and a fourth run (one piece)
+** the best fast path again: every path must agree with the state machine.
 */
 /* only what this target needs: each target compiles the amalgamation,
 ** and make test builds all of them */
@@ -135,16 +138,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
     d += 6;
     n -= 6;
 
-    pp_buf a = { 0 }, b = { 0 }, c = { 0 };
+    pp_buf a = { 0 }, b = { 0 }, c = { 0 }, e = { 0 };
+    setenv("PGPIPE_CSV_SIMD", "none", 1);
     fz_feed(d, n, &o, seed, 0, &a);
+    unsetenv("PGPIPE_CSV_SIMD");
     fz_feed(d, n, &o, seed, 1, &b);
+    fz_feed(d, n, &o, seed, 0, &e);
+    setenv("PGPIPE_CSV_SIMD", "scalar", 1);
     fz_file(d, n, &o, &c);
+    unsetenv("PGPIPE_CSV_SIMD");
     if (a.len != b.len || (a.len && memcmp(a.data, b.data, a.len) != 0))
         __builtin_trap();
     if (a.len != c.len || (a.len && memcmp(a.data, c.data, a.len) != 0))
         __builtin_trap();
+    if (a.len != e.len || (a.len && memcmp(a.data, e.data, a.len) != 0))
+        __builtin_trap();
     pp_buf_free(&a);
     pp_buf_free(&b);
     pp_buf_free(&c);
+    pp_buf_free(&e);
     return 0;
 }

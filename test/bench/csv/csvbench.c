@@ -6,6 +6,8 @@
 **                                (fixed seed: same bytes on every machine)
 **   csvbench pgpipe FILE         read FILE with pgpipe's CSV reader
 **   csvbench libcsv FILE         read FILE with libcsv (callback API)
+**   csvbench simd                print the path pgpipe's reader takes here
+**                                (PGPIPE_CSV_SIMD forces one)
 **
 ** A reader run visits every field (counts fields, sums their decoded lengths,
 ** counts rows) and prints one line:
@@ -117,7 +119,9 @@ typedef struct bench_acc {
     long long rows, fields, sumlen;
 } bench_acc;
 
-static int run_pgpipe(const char *path, bench_acc *a)
+/* not inlined: make bench-csv counts its instructions alone (callgrind
+** --toggle-collect=run_pgpipe*) */
+__attribute__((noinline)) static int run_pgpipe(const char *path, bench_acc *a)
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
@@ -163,7 +167,7 @@ static void lc_row(int c, void *ud)
     a->rows++;
 }
 
-static int run_libcsv(const char *path, bench_acc *a)
+__attribute__((noinline)) static int run_libcsv(const char *path, bench_acc *a)
 {
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
@@ -187,7 +191,7 @@ static int run_libcsv(const char *path, bench_acc *a)
     return 0;
 }
 #else
-static int run_libcsv(const char *path, bench_acc *a)
+__attribute__((noinline)) static int run_libcsv(const char *path, bench_acc *a)
 {
     (void)path;
     (void)a;
@@ -200,6 +204,14 @@ int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "gen") == 0)
         return gen(argv[2], atol(argv[3]));
+    if (argc == 2 && strcmp(argv[1], "simd") == 0) {
+        pgpipe_csv *r = NULL;
+        if (pgpipe_csv_open_feed(&r, NULL) != PGPIPE_OK)
+            return 1;
+        printf("%s\n", r->simd);
+        pgpipe_csv_close(r);
+        return 0;
+    }
     if (argc != 3) {
         fprintf(stderr, "usage: csvbench gen DIR MB | csvbench pgpipe|libcsv FILE\n");
         return 2;

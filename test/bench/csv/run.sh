@@ -7,6 +7,15 @@
 # Each figure: median of RUNS (default 5) runs after one warm-up run, min and
 # max beside it; every run is its own process so peak RSS (getrusage) is per
 # reader. Environment: RUNS=N, CSV_BENCH_MB=N (default 105).
+#
+# Instructions per byte (metric=instr/byte, lower is better), which machine
+# noise does not move: callgrind (valgrind) counts the instructions of the
+# read loop alone (--toggle-collect on the reader's function) over the first
+# CSV_IPB_MB (default 10) MB of each profile, for pgpipe (its best path on this
+# CPU), pgpipe with PGPIPE_CSV_SIMD=none (the state machine alone: the reader
+# before the fast path, in the same run) and libcsv. perf stat is not used: it
+# needs hardware counters that shared and virtual machines often lack.
+# CSV_IPB=0 skips them.
 set -u
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$top"
@@ -111,6 +120,45 @@ bench: component=csv workload=$prof metric=MB/s pgpipe=$p_med peer=libcsv peer_v
 bench: component=csv workload=$prof metric=MB/s_cpu pgpipe=$pc_med peer=libcsv peer_value=$lc_med ratio=$cratio
 bench: component=csv workload=$prof metric=peak_rss_MB pgpipe=$p_rss peer=libcsv peer_value=$l_rss ratio=$rss_ratio"
 done
-echo "$lines" | sed '/^$/d'
+# instructions per byte (callgrind), one run each: the count does not vary
+ipb_lines=""
+if [ "${CSV_IPB:-1}" != 0 ]; then
+    if command -v valgrind >/dev/null 2>&1; then
+        ipb_mb=${CSV_IPB_MB:-10}
+        # ipb IMPL FILE [SIMD] -> instructions per byte of the read loop
+        ipb() {
+            ir=$(PGPIPE_CSV_SIMD=${3:-} valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+                --toggle-collect="run_$1*" $out/csvbench "$1" "$2" 2>&1 | \
+                sed -n 's/.*refs: *//p' | tr -d ,)
+            [ -n "$ir" ] || { echo missing; return; }
+            awk -v i="$ir" -v b="$(wc -c < "$2")" 'BEGIN { printf "%.3f", i / b }'
+        }
+        best=$(PGPIPE_CSV_SIMD= $out/csvbench simd 2>/dev/null || echo "?")
+        printf '\n%-10s %-14s %-12s %14s %14s %14s\n' component workload metric "pgpipe($best)" \
+            "state-machine" libcsv
+        for prof in unquoted sparse quoted; do
+            # a prefix of the profile, cut at a line end
+            head -c $((ipb_mb * 1000000)) "$out/csv_$prof.csv" | sed '$d' > "$out/ipb_$prof.csv"
+            p=$(ipb pgpipe "$out/ipb_$prof.csv")
+            sm=$(ipb pgpipe "$out/ipb_$prof.csv" none)
+            if [ $peer_ok = 1 ]; then l=$(ipb libcsv "$out/ipb_$prof.csv"); else l=missing; fi
+            r_sm=$(awk -v a="$p" -v b="$sm" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", b / a; else print "missing" }')
+            r_l=$(awk -v a="$p" -v b="$l" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", b / a; else print "missing" }')
+            printf '%-10s %-14s %-12s %14s %14s %14s\n' csv "$prof" instr/byte "$p" "$sm" "$l"
+            ipb_lines="$ipb_lines
+bench: component=csv workload=$prof metric=instr/byte pgpipe=$p peer=libcsv peer_value=$l ratio=$r_l
+bench: component=csv workload=$prof metric=instr/byte pgpipe=$p peer=pgpipe-state-machine peer_value=$sm ratio=$r_sm"
+            rm -f "$out/ipb_$prof.csv"
+        done
+        echo "(instr/byte: callgrind over the first $ipb_mb MB of each profile, read loop only; pgpipe's path: $best)"
+    else
+        echo "valgrind is missing: no instructions per byte"
+        for prof in unquoted sparse quoted; do
+            ipb_lines="$ipb_lines
+bench: component=csv workload=$prof metric=instr/byte pgpipe=missing peer=libcsv peer_value=missing ratio=missing"
+        done
+    fi
+fi
+echo "$lines$ipb_lines" | sed '/^$/d'
 echo "(inputs: $(for f in csv_unquoted csv_sparse csv_quoted; do printf '%s %s bytes; ' $f $(wc -c < $out/$f.csv); done)runs=$runs after 1 warm-up)"
 exit $fail
