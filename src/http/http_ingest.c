@@ -1510,6 +1510,19 @@ static int ig_array_int(pp_buf *b, long long v)
     return pp_buf_appendf(b, "%s%lld", b->len > 1 ? "," : "", v);
 }
 
+/* Lock the (a, b) text pairs given in v[0], v[1] (two text arrays) with
+** transaction-level advisory locks, in hash order so that two servers never
+** wait for each other both ways; prefix ("" for none) keeps one kind of
+** pair's locks apart from another's. */
+static int ig_lock_pairs(ig_committer *c, const char *prefix, const char *const *v)
+{
+    const char *pv[3] = { v[0], v[1], prefix };
+    return ig_exec(c, "SELECT count(pg_advisory_xact_lock(x.h)) FROM (SELECT DISTINCT "
+                      "hashtextextended(CASE WHEN $3 = '' THEN '' ELSE $3 || E'\\n' END "
+                      "|| u.a || E'\\n' || u.b, 0) AS h FROM unnest($1::text[], $2::text[]) "
+                      "AS u(a, b) ORDER BY 1) AS x", 3, pv, NULL);
+}
+
 /* Lock the group's keys, look them up: fates REPLAY / EXPIRED with their
 ** answers, then IG_DUP for a key repeated inside the group. */
 static int ig_keys_check(ig_committer *c, ig_group *g)
@@ -1530,9 +1543,7 @@ static int ig_keys_check(ig_committer *c, ig_group *g)
         return pp_err_nomem(&c->err);
     /* two servers on one database: the second waits here for the first's
     ** commit, then finds its key */
-    rc = ig_exec(c, "SELECT count(pg_advisory_xact_lock(x.h)) FROM (SELECT DISTINCT "
-                    "hashtextextended(u.s || E'\\n' || u.k, 0) AS h FROM unnest($1::text[], "
-                    "$2::text[]) AS u(s, k) ORDER BY 1) AS x", 2, v, NULL);
+    rc = ig_lock_pairs(c, "", v);
     if (rc != PGPIPE_OK)
         return rc;
     PGresult *res = NULL;
@@ -1684,9 +1695,7 @@ static int ig_claims_check(ig_committer *c, ig_group *g)
     }
     if (rc != PGPIPE_OK || ig_arrays_end(c, 3, v) != PGPIPE_OK)
         return pp_err_nomem(&c->err);
-    rc = ig_exec(c, "SELECT count(pg_advisory_xact_lock(x.h)) FROM (SELECT DISTINCT "
-                    "hashtextextended('pgpipe.device' || E'\\n' || u.d || E'\\n' || u.s, 0) AS h "
-                    "FROM unnest($1::text[], $2::text[]) AS u(d, s) ORDER BY 1) AS x", 2, v, NULL);
+    rc = ig_lock_pairs(c, "pgpipe.device", v);
     if (rc != PGPIPE_OK)
         return rc;
     PGresult *res = NULL;
