@@ -99,7 +99,18 @@ if [ -f "$pglib/wal2json.so" ] && [ -x "$pgbin/pg_recvlogical" ]; then recv=1; f
 [ $recv = 1 ] || echo "cdc bench: wal2json is not installed (sh tool/deps.sh --bench-cdc): pg_recvlogical is left out"
 
 # a server may refuse output plugins not named in its
-# output_plugin_libraries: then pg_recvlogical is left out
+# output_plugin_libraries (a setting some builds add, a list of plugin
+# names): the throwaway source gets wal2json added to it; when it still
+# refuses, pg_recvlogical is left out
+if [ $recv = 1 ]; then
+    opl=$(qs "SELECT setting FROM pg_settings WHERE name = 'output_plugin_libraries'" 2>/dev/null || true)
+    case ",$(echo "$opl" | tr -d ' ')," in
+    ,,|*,wal2json,*) ;;
+    *) items=$(echo "$opl" | tr -d ' ' | sed 's/,/, /g')
+       qs "ALTER SYSTEM SET output_plugin_libraries = $items, wal2json" >/dev/null &&
+           qs "SELECT pg_reload_conf()" >/dev/null && sleep 1 ;;
+    esac
+fi
 if [ $recv = 1 ] && ! qs "SELECT pg_drop_replication_slot(slot_name) FROM pg_create_logical_replication_slot('rl_probe', 'wal2json')" >/dev/null 2>&1; then
     recv=0; echo "cdc bench: the source refuses wal2json as an output plugin (output_plugin_libraries): pg_recvlogical is left out"
 fi
