@@ -180,8 +180,10 @@ $(B)/tsan/runner: $(B)/test/all_tests.c pgpipe.c test/pgtest.h test/runner.c $(T
 	  $(PG_CFLAGS) -I. -Itest $(B)/test/all_tests.c $(LIBS) -o $@
 
 test-tsan: $(B)/tsan/runner
-	@TSAN_OPTIONS="$${TSAN_OPTIONS:-halt_on_error=1 exitcode=66}" PGPIPE_TOP=$(CURDIR) \
-	  sh tool/pgtmp.sh run -- $(B)/tsan/runner $(TSAN_GROUPS)
+	@t=$$(mktemp -d /tmp/pgpipe-tsan.XXXXXX) && chmod 755 "$$t" && \
+	  TSAN_OPTIONS="$${TSAN_OPTIONS:-halt_on_error=1 exitcode=66}" PGPIPE_TOP=$(CURDIR) \
+	  PGPIPE_TEST_TMP="$$t" sh tool/pgtmp.sh run -- $(B)/tsan/runner $(TSAN_GROUPS); \
+	  rc=$$?; for i in 1 2 3 4 5; do rm -rf "$$t" 2>/dev/null && break; sleep 1; done; exit $$rc
 
 # ---- tools -------------------------------------------------------------------
 deps:
