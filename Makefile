@@ -180,7 +180,7 @@ $(B)/tsan/runner: $(B)/test/all_tests.c pgpipe.c test/pgtest.h test/runner.c $(T
 	  $(PG_CFLAGS) -I. -Itest $(B)/test/all_tests.c $(LIBS) -o $@
 
 test-tsan: $(B)/tsan/runner
-	@t=$$(mktemp -d /tmp/pgpipe-tsan.XXXXXX) && chmod 755 "$$t" && \
+	@t=$$(mktemp -d /tmp/pgpipe-tsan.XXXXXX) && chmod 1777 "$$t" && \
 	  TSAN_OPTIONS="$${TSAN_OPTIONS:-halt_on_error=1 exitcode=66}" PGPIPE_TOP=$(CURDIR) \
 	  PGPIPE_TEST_TMP="$$t" sh tool/pgtmp.sh run -- $(B)/tsan/runner $(TSAN_GROUPS); \
 	  rc=$$?; for i in 1 2 3 4 5; do rm -rf "$$t" 2>/dev/null && break; sleep 1; done; exit $$rc
