@@ -473,6 +473,8 @@ PGT_TEST(run_source, reload_workers_and_folders)
     PGT_EQ_INT(n, 1);
     /* --poll 1h: the folder is looked at once, at start; a file dropped now waits */
     rsrc_t_nap(300);
+    for (int i = 0; i < 200 && !rsrc_t_exists(dir, "in"); i++)
+        rsrc_t_nap(50);
     snprintf(p, sizeof p, "%s/in/r1.ndjson", dir);
     FILE *fp = fopen(p, "w");
     PGT_CHECK(fp != NULL);
@@ -532,6 +534,11 @@ PGT_TEST(run_source, failing_file_moved_aside)
     /* the table goes away: every load of the file fails */
     snprintf(sql, sizeof sql, "DROP TABLE %s", t);
     PQclear(PGT_EXEC(c, sql));
+    /* the runner makes the folder when its sources start, which may come
+    ** after the step that made the table: wait for it (bounded 10 s) */
+    for (int i = 0; i < 200 && !rsrc_t_exists(dir, "in"); i++)
+        rsrc_t_nap(50);
+    PGT_CHECK(rsrc_t_exists(dir, "in"));
     snprintf(p, sizeof p, "%s/x.ndjson", in);
     FILE *fp = fopen(p, "w");
     PGT_CHECK(fp != NULL);
