@@ -146,6 +146,45 @@ ceiling() {
         /^tps = / { tps = $3 } END { if (tx > 0) printf "%.0f\n", tps * rows / tx }' "$d/pgbench.out"
 }
 
+# probes (CLAIM_BENCH_PROBES=1, the default; they measure what a different
+# completion could reach, not a peer): "rangeread" is a PgQ-style range claim's
+# read path under pgbench (advance a cursor row by B, record the batch as one
+# row, read the B rows of that id range by primary key; one durable commit per
+# batch; nothing flagged), "bulkflag" sets processed = true on 10 contiguous
+# id ranges of pending rows in one statement each (the work a range claim
+# would still owe every row, in bulk)
+cat > "$d/range.pgbench" <<SQL
+BEGIN;
+UPDATE public.claim_bench_cur SET pos = CASE WHEN pos + $B > hi THEN lo ELSE pos + $B END RETURNING pos \\gset
+INSERT INTO public.claim_bench_batches (lo, hi) VALUES (:pos, :pos + $B);
+SELECT id, source, event_type, payload::text, received_at::text FROM staging.raw_events WHERE id > :pos AND id <= :pos + $B;
+COMMIT;
+SQL
+psql -qX -c "DROP TABLE IF EXISTS public.claim_bench_cur, public.claim_bench_batches" \
+    -c "CREATE TABLE public.claim_bench_cur (pos bigint, lo bigint, hi bigint)" \
+    -c "CREATE TABLE public.claim_bench_batches (lo bigint, hi bigint)" >/dev/null
+rangeread() {
+    psql -qX -c "TRUNCATE public.claim_bench_cur, public.claim_bench_batches" \
+        -c "INSERT INTO public.claim_bench_cur SELECT min(id) - 1, min(id) - 1, max(id) - $B FROM staging.raw_events" >/dev/null
+    "$PGBENCH" -n -M prepared -c "$W" -j "$W" -T "$S" -f "$d/range.pgbench" > "$d/range.out" 2>&1 || return 1
+    awk -v b="$B" '/^tps = / { printf "%.0f\n", $3 * b }' "$d/range.out"
+}
+bulkflag() {
+    p=$(pending)
+    sz=$((p / 40)); [ $sz -le 10000 ] || sz=10000
+    [ $sz -gt 0 ] || return 1
+    hi=$(psql -qtAX -c "SELECT max(id) FROM staging.raw_events WHERE NOT processed")
+    lo=$((hi - 10 * sz))
+    t0=$(date +%s.%N)
+    i=0
+    while [ $i -lt 10 ]; do
+        psql -qX -c "UPDATE staging.raw_events SET processed = true, processed_at = now() WHERE id > $((lo + i * sz)) AND id <= $((lo + (i + 1) * sz)) AND NOT processed" >/dev/null || return 1
+        i=$((i + 1))
+    done
+    t1=$(date +%s.%N)
+    echo "$t0 $t1 $((10 * sz))" | awk '{ printf "%.0f\n", $3 / ($2 - $1) }'
+}
+
 have_pgbench=0
 { [ -x "$PGBENCH" ] || command -v "$PGBENCH" >/dev/null 2>&1; } && have_pgbench=1
 have_py=0
@@ -166,6 +205,9 @@ once() {
         psycopg2) [ $have_py = 1 ] || return 0
                   fresh; v=$($PY test/bench/claim/peer_psycopg2.py "$PGPIPE_TEST_DSN" "$W" "$B" "$S" \
                             2>/dev/null | tail -n 1 | awk '{ print $1 }') ;;
+        rangeread) [ $have_pgbench = 1 ] || return 0
+                   fresh; v=$(rangeread 2>/dev/null) ;;
+        bulkflag) fresh; v=$(bulkflag 2>/dev/null) ;;
         graphile|pgboss)
             eval "[ \$have_$name = 1 ]" || return 0
             if node "test/bench/claim/peer_$name.js" "$W" "$B" "$S" "$J" setup >/dev/null 2>"$d/$name.err"; then
@@ -179,6 +221,8 @@ once() {
 }
 
 contenders="pgpipe ceiling psycopg2 graphile pgboss"
+[ "${CLAIM_BENCH_PROBES:-1}" = 1 ] && contenders="$contenders rangeread bulkflag"
+nc=$(echo $contenders | wc -w)
 for c in $contenders; do : > "$d/$c.raw"; done
 $bc setup "$N"
 r=0
@@ -186,7 +230,7 @@ while [ $r -le "$RUNS" ]; do
     # rotate the order by one each round
     set -- $contenders
     k=0
-    while [ $k -lt $((r % 5)) ]; do x=$1; shift; set -- "$@" "$x"; k=$((k + 1)); done
+    while [ $k -lt $((r % nc)) ]; do x=$1; shift; set -- "$@" "$x"; k=$((k + 1)); done
     for c in "$@"; do once "$c" $r; done
     r=$((r + 1))
 done
@@ -228,6 +272,19 @@ line "$wl" events/s psycopg2 "$d/psycopg2.txt"
 line "jobs-w${W}-b${B}" events/s graphile-worker "$d/graphile.txt"
 line "jobs-w${W}-b${B}" events/s pg-boss "$d/pgboss.txt"
 line "$wl" events/s ceiling "$d/ceiling.txt"
+if [ "${CLAIM_BENCH_PROBES:-1}" = 1 ]; then
+    read -r cv cmin cmax < "$d/ceiling.txt"
+    for p in rangeread bulkflag; do
+        read -r v vmin vmax < "$d/$p.txt"
+        case $p in
+            rangeread) what="probe: range claim's read path (cursor + batch row + PK range read), rows/s" ;;
+            *) what="probe: processed = true in bulk, 10 id ranges of pending rows, rows/s" ;;
+        esac
+        printf '| claim | %s (%s) | %s (min %s, max %s) | ceiling %s | %s |\n' \
+            "$what" "$CL" "$v" "$vmin" "$vmax" "$cv" "$(ratio "$v" "$cv")" >> "$tab"
+        echo "bench: component=claim workload=probe-$p metric=rows/s pgpipe=$v peer=ceiling peer_value=$cv ratio=$(ratio "$v" "$cv") cluster=$CL" >> "$res"
+    done
+fi
 read -r l50 l99 lmax < "$d/latency.txt"
 printf '| claim | idle commit->claim (%s) | p50 %s ms, p99 %s ms, max %s ms | target p99 < 50 ms | %s |\n' \
     "$CL" "$l50" "$l99" "$lmax" "$(ratio 50 "$l99")" >> "$tab"
