@@ -25,8 +25,8 @@
 # on: PostgreSQL's defaults, PGTMP_DURABLE=1); the fast cluster (fsync and
 # synchronous_commit off, the tests' settings) can be run beside it.
 # CLAIM_BENCH_CLUSTERS="durable fast" runs both (one after the other, each on a
-# throwaway cluster of its own); the default is durable only, since both take
-# about twice the ~8 minutes one takes on the 2-core machine.
+# throwaway cluster of its own); the default is durable only: one cluster
+# took 11 minutes at full sizes on the 2-core machine, both take twice that.
 #
 # Wall-clock figures on a shared, loaded machine are noise between minutes;
 # the interleaving makes the ratios comparable, not the absolute rates.
@@ -160,7 +160,8 @@ INSERT INTO public.claim_bench_batches (lo, hi) VALUES (:pos, :pos + $B);
 SELECT id, source, event_type, payload::text, received_at::text FROM staging.raw_events WHERE id > :pos AND id <= :pos + $B;
 COMMIT;
 SQL
-psql -qX -c "DROP TABLE IF EXISTS public.claim_bench_cur, public.claim_bench_batches" \
+psql -qX -c "SET client_min_messages = warning" \
+    -c "DROP TABLE IF EXISTS public.claim_bench_cur, public.claim_bench_batches" \
     -c "CREATE TABLE public.claim_bench_cur (pos bigint, lo bigint, hi bigint)" \
     -c "CREATE TABLE public.claim_bench_batches (lo bigint, hi bigint)" >/dev/null
 rangeread() {
