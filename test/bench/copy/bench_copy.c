@@ -96,6 +96,10 @@ static int load_pgpipe(const char *path, int connections)
     pgpipe_loader_options_init(&o);
     if (connections > 0)
         o.connections = connections;
+    if (getenv("BATCH_ROWS")) /* experiments: another batch size */
+        o.batch_rows = atoi(getenv("BATCH_ROWS"));
+    if (getenv("BATCH_BYTES"))
+        o.batch_bytes = (size_t)atoll(getenv("BATCH_BYTES"));
     o.source_field = "source";
     o.event_type_field = "event_type";
     o.payload_field = "payload"; /* validated as JSON (CSV: a JSON text column) */
