@@ -23,9 +23,16 @@ reset_table() {
 
 now() { date +%s.%N; }
 
+# CONTENDERS="pgpipe_csv_1conn psql_copy server_copy" runs only those (a quick
+# interleaved A/B of one row of the table); default: all of them
+CONTENDERS=${CONTENDERS:-}
+
 # once NAME ROWS ROUND CMD...: one timed run; rows/s into $RES unless the warm-up
 once() {
     name=$1; rows=$2; round=$3; shift 3
+    if [ -n "$CONTENDERS" ]; then
+        case " $CONTENDERS " in *" $name "*) ;; *) return 0 ;; esac
+    fi
     grep -q "^$name missing" "$RES" && return 0
     reset_table
     t0=$(now)
@@ -79,17 +86,20 @@ while [ $r -le "$RUNS" ]; do
     r=$((r + 1))
 done
 
-# peak RSS while streaming ~1 GB of NDJSON through a pipe
-reset_table
-"$B/bench_copy" gen-ndjson - "$RSS_BYTES" | "$B/bench_copy" pgpipe-stdin >"$B/rss.out" 2>&1 || true
-cat "$B/rss.out" >&2
-rss=$(sed -n 's/.*rss_kb=\([0-9]*\).*/\1/p' "$B/rss.out")
-bytes=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' "$B/rss.out")
-echo "rss_kb ${rss:-missing} ${bytes:-0}" >>"$RES"
-reset_table
+# peak RSS while streaming ~1 GB of NDJSON through a pipe (not in a CONTENDERS run)
+if [ -z "$CONTENDERS" ]; then
+    reset_table
+    "$B/bench_copy" gen-ndjson - "$RSS_BYTES" | "$B/bench_copy" pgpipe-stdin >"$B/rss.out" 2>&1 || true
+    cat "$B/rss.out" >&2
+    rss=$(sed -n 's/.*rss_kb=\([0-9]*\).*/\1/p' "$B/rss.out")
+    bytes=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' "$B/rss.out")
+    echo "rss_kb ${rss:-missing} ${bytes:-0}" >>"$RES"
+    reset_table
+fi
 
 # ---- the table -----------------------------------------------------------------
-awk -v runs="$RUNS" -v rows="$ROWS" -v sample="$SAMPLE" '
+cluster=$([ "${PGTMP_DURABLE:-0}" = 1 ] && echo durable || echo fast)
+awk -v runs="$RUNS" -v rows="$ROWS" -v sample="$SAMPLE" -v cluster="$cluster" '
 function median(name,   n, i, j, t, a) {
     n = cnt[name]
     for (i = 1; i <= n; i++) a[i] = v[name, i]
@@ -124,6 +134,10 @@ END {
     mline("csv_1conn_vs_psql_copy", med["pgpipe_csv_1conn"], "psql_copy", "psql_copy", 0)
     mline("csv_1conn_vs_server_copy", med["pgpipe_csv_1conn"], "server_copy", "ceiling", 0)
     mline("ndjson_vs_csv", med["pgpipe_ndjson"], "pgpipe_csv", "pgpipe_csv", 0)
+    # the names of issue 27: the one-connection row against psql and the server
+    wl = "events-" (rows >= 1000000 && rows % 1000000 == 0 ? rows / 1000000 "M" : rows) "-csv-1conn"
+    mline(wl, med["pgpipe_csv_1conn"], "psql_copy", "psql", 0)
+    mline(wl, med["pgpipe_csv_1conn"], "server_copy", "server-copy", 0)
     if (rss) printf "bench: component=copy workload=ndjson_1gb_pipe metric=peak_rss_mb pgpipe=%.1f peer=ceiling peer_value=32 ratio=%.2f\n", rss / 1024, 32 / (rss / 1024)
     else printf "bench: component=copy workload=ndjson_1gb_pipe metric=peak_rss_mb pgpipe=missing peer=ceiling peer_value=32 ratio=missing\n"
 }
@@ -132,6 +146,6 @@ function line(w, pv, key, label, ceil) {
     printf "copy   | %-42s | %14d | %-30s | %.2f (peer %d)\n", w, pv, label, pv / med[key], med[key]
 }
 function mline(w, pv, key, peer, x) {
-    if (miss[key] || !(key in med)) { printf "bench: component=copy workload=%s metric=rows/s pgpipe=%d peer=%s peer_value=missing ratio=missing\n", w, pv, peer; return }
-    printf "bench: component=copy workload=%s metric=rows/s pgpipe=%d peer=%s peer_value=%d ratio=%.2f\n", w, pv, peer, med[key], pv / med[key]
+    if (miss[key] || !(key in med) || !pv) { printf "bench: component=copy workload=%s metric=rows/s pgpipe=%d peer=%s peer_value=%s ratio=missing cluster=%s\n", w, pv, peer, (key in med) ? med[key] : "missing", cluster; return }
+    printf "bench: component=copy workload=%s metric=rows/s pgpipe=%d peer=%s peer_value=%d ratio=%.2f cluster=%s\n", w, pv, peer, med[key], pv / med[key], cluster
 }' "$RES"
