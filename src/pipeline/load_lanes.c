@@ -258,7 +258,9 @@ static int copy_lit(pp_buf *q, PGconn *conn, const char *s)
 ** (ln->chained: that COPY is open). Statements after a failed one do not
 ** run: a row of pgpipe.loads that is another load's (a failover lost ours)
 ** fails the statement (a division by its count, 0) before the COMMIT.
-** Dead letters, when the batch has any, go first in a COPY of their own. */
+** Dead letters, when the batch has any, go first in a COPY of their own.
+** Batches of different lanes commit in any order: the loads row keeps the
+** line and offset of its highest committed batch. */
 static int copy_bookkeep_commit(copy_lane *ln, int *transient)
 {
     const pgpipe_loader *l = ln->l;

@@ -122,7 +122,7 @@ END {
     line("1M events CSV rows/s", p, "server_copy", "server-side COPY FROM file", 1)
     line("same, pgpipe on 1 connection", med["pgpipe_csv_1conn"], "server_copy", "server-side COPY FROM file", 1)
     line("1M events NDJSON vs CSV rows/s", med["pgpipe_ndjson"], "pgpipe_csv", "pgpipe CSV", 0)
-    printf "copy   | %-42s | %11s MB | %-30s | %s\n", "peak RSS, " int(rssbytes / 1048576) " MB NDJSON from a pipe", int(rss / 1024), "target < 32 MB", (rss && rss < 32768) ? "ok" : "over"
+    if (rss != "") printf "copy   | %-42s | %11s MB | %-30s | %s\n", "peak RSS, " int(rssbytes / 1048576) " MB NDJSON from a pipe", int(rss / 1024), "target < 32 MB", (rss && rss < 32768) ? "ok" : "over"
     printf "pgpipe CSV runs: min %d median %d max %d rows/s; NDJSON: min %d median %d max %d\n", lo["pgpipe_csv"], p, hi["pgpipe_csv"], lo["pgpipe_ndjson"], med["pgpipe_ndjson"], hi["pgpipe_ndjson"]
     for (k in cnt) if (k != "pgpipe_csv" && k != "pgpipe_ndjson") printf "  %s: min %d median %d max %d rows/s\n", k, lo[k], med[k], hi[k]
     printf "\n"
@@ -139,13 +139,14 @@ END {
     mline(wl, med["pgpipe_csv_1conn"], "psql_copy", "psql", 0)
     mline(wl, med["pgpipe_csv_1conn"], "server_copy", "server-copy", 0)
     if (rss) printf "bench: component=copy workload=ndjson_1gb_pipe metric=peak_rss_mb pgpipe=%.1f peer=ceiling peer_value=32 ratio=%.2f\n", rss / 1024, 32 / (rss / 1024)
-    else printf "bench: component=copy workload=ndjson_1gb_pipe metric=peak_rss_mb pgpipe=missing peer=ceiling peer_value=32 ratio=missing\n"
+    else if (rss != "") printf "bench: component=copy workload=ndjson_1gb_pipe metric=peak_rss_mb pgpipe=missing peer=ceiling peer_value=32 ratio=missing\n"
 }
 function line(w, pv, key, label, ceil) {
-    if (miss[key] || !(key in med)) { printf "copy   | %-42s | %14d | %-30s | missing\n", w, pv, label; return }
+    if (!pv) { printf "copy   | %-42s | %14s | %-30s | not run\n", w, "-", label; return }
+    if (miss[key] || !cnt[key]) { printf "copy   | %-42s | %14d | %-30s | missing\n", w, pv, label; return }
     printf "copy   | %-42s | %14d | %-30s | %.2f (peer %d)\n", w, pv, label, pv / med[key], med[key]
 }
 function mline(w, pv, key, peer, x) {
-    if (miss[key] || !(key in med) || !pv) { printf "bench: component=copy workload=%s metric=rows/s pgpipe=%d peer=%s peer_value=%s ratio=missing cluster=%s\n", w, pv, peer, (key in med) ? med[key] : "missing", cluster; return }
+    if (miss[key] || !cnt[key] || !pv) { printf "bench: component=copy workload=%s metric=rows/s pgpipe=%s peer=%s peer_value=%s ratio=missing cluster=%s\n", w, pv ? pv : "missing", peer, cnt[key] ? med[key] : "missing", cluster; return }
     printf "bench: component=copy workload=%s metric=rows/s pgpipe=%d peer=%s peer_value=%d ratio=%.2f cluster=%s\n", w, pv, peer, med[key], pv / med[key], cluster
 }' "$RES"
