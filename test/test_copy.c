@@ -773,17 +773,16 @@ static int copy_t_restart_once(void *ud, const pgpipe_load_progress *p)
     return 0;
 }
 
-PGT_TEST(copy, server_restart_mid_load_exactly_once)
+static void copy_t_restart_load(int connections, int batch_rows)
 {
-    if (!getenv("PGPIPE_TEST_PGDIR"))
-        PGT_SKIP("no cluster directory to restart");
     char path[512];
-    copy_t_path(path, sizeof path, "restart.ndjson");
+    copy_t_path(path, sizeof path, connections == 1 ? "restart1.ndjson" : "restart.ndjson");
     copy_t_gen(path, 60000);
     int state[2] = { 0, 0 };
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
-    o.batch_rows = 2000;
+    o.connections = connections;
+    o.batch_rows = batch_rows;
     o.progress = copy_t_restart_once;
     o.progress_ud = state;
     o.max_retries = 20;
@@ -803,6 +802,22 @@ PGT_TEST(copy, server_restart_mid_load_exactly_once)
     copy_t_exactly_once(c, s.load_id, 60000);
     PQfinish(c);
     pgpipe_loader_close(l);
+}
+
+PGT_TEST(copy, server_restart_mid_load_exactly_once)
+{
+    if (!getenv("PGPIPE_TEST_PGDIR"))
+        PGT_SKIP("no cluster directory to restart");
+    copy_t_restart_load(2, 2000);
+}
+
+/* One connection, small batches: the restart lands in a stream or in a
+** boundary's round trip (the booking, COMMIT and the next COPY in flight). */
+PGT_TEST(copy, one_lane_server_restart_mid_load_exactly_once)
+{
+    if (!getenv("PGPIPE_TEST_PGDIR"))
+        PGT_SKIP("no cluster directory to restart");
+    copy_t_restart_load(1, 300);
 }
 
 /* A load from a pipe (fd), memory bounded by the batch, not the input. */
