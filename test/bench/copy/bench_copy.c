@@ -11,6 +11,7 @@
 **   bench_copy multi FILE ROWS [CONNS]  ROWS-row multi-VALUES INSERT statements
 **                                    (CONNS connections side by side; 1)
 ** Loads print "rows=N seconds=S" (and "rss_kb=K"). Connection: PG* variables.
+** BATCH_ROWS and BATCH_BYTES (environment) set pgpipe's batch size (experiments).
 ** Inputs are generated from a fixed seed.
 */
 #define _POSIX_C_SOURCE 200809L
