@@ -550,6 +550,9 @@ typedef struct copy_lane {
     int copy_open;        /* streaming COPY of the batch in progress */
     int stream_broken;    /* streaming failed: resend at the end */
     size_t sent;          /* bytes of cbuf sent by the streaming COPY */
+    int chain;            /* its commit starts the next batch's COPY in the same
+                             round trip (one lane: copy_batch_close_pending) */
+    int chained;          /* the open COPY was started for the next batch */
     /* the commit's outcome, for the loader's thread to fold */
     int state;            /* COPY_LANE_*, under the loader's mutex */
     int rc;
@@ -592,6 +595,8 @@ struct pgpipe_loader {
     int threaded;         /* the lanes' threads run (this load) */
     int quit;             /* the lanes' threads should end */
     copy_lane *cur;       /* the lane being filled, NULL between batches */
+    copy_lane *pending;   /* one lane: a full batch whose commit waits for the
+                             next record, to start its COPY in the same round trip */
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -681,6 +686,8 @@ PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long 
 PGPIPE_PRIVATE int copy_record_done(pgpipe_loader *l, long long line, long long off, size_t rawlen);
 PGPIPE_PRIVATE void copy_stream(copy_lane *ln);
 PGPIPE_PRIVATE int copy_batch_end(pgpipe_loader *l);
+PGPIPE_PRIVATE int copy_batch_close_pending(pgpipe_loader *l, int chain);
+PGPIPE_PRIVATE void copy_stream_close(pgpipe_loader *l);
 PGPIPE_PRIVATE void copy_abandon(copy_lane *ln);
 PGPIPE_PRIVATE void copy_lanes_start(pgpipe_loader *l);
 PGPIPE_PRIVATE void copy_lanes_stop(pgpipe_loader *l);
@@ -14605,6 +14612,7 @@ PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken)
     }
     ln->conn = NULL;
     ln->copy_open = 0;
+    ln->chained = 0;
 }
 
 /* Which server conn talks to: "SYSID/TIMELINE" (the system identifier
@@ -15167,7 +15175,9 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->load_id = 0;
     l->load_started[0] = '\0';
     l->cur = NULL;
+    l->pending = NULL;
     for (int i = 0; i < COPY_MAX_LANES; i++) {
+        l->lanes[i].chained = 0;
         copy_batch_reset(&l->lanes[i]);
         l->lanes[i].state = COPY_LANE_FREE;
         l->lanes[i].rc = PGPIPE_OK;
@@ -15222,13 +15232,29 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     return PGPIPE_OK;
 }
 
+/* The end of an input chunk: a full batch waiting for the next record is
+** committed now (a feed returns with its full batches committed). Its
+** failure is the chunk's, unless the chunk failed first. */
+static int copy_chunk_done(pgpipe_loader *l, int rc)
+{
+    if (!l->pending)
+        return rc;
+    pgpipe_error keep = l->hdr.err;
+    int prc = copy_batch_close_pending(l, 0);
+    if (rc != PGPIPE_OK) {
+        l->hdr.err = keep;
+        return rc;
+    }
+    return prc;
+}
+
 /* Decide the format from the first bytes that are not whitespace or a BOM. */
 static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
 {
     if (l->format != PGPIPE_FORMAT_AUTO) {
         int rc = copy_feed_known(l, data, len, l->in_bytes);
         l->in_bytes += (long long)len;
-        return rc;
+        return copy_chunk_done(l, rc);
     }
     if (pp_buf_append(&l->sniff, data, len) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
@@ -15261,7 +15287,7 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
     rc = copy_feed_known(l, held.data, held.len, 0);
     l->in_bytes = (long long)held.len;
     pp_buf_free(&held);
-    return rc;
+    return copy_chunk_done(l, rc);
 }
 
 static int copy_op_close(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
@@ -15594,6 +15620,7 @@ int pgpipe_loader_finish(pgpipe_loader *l)
     }
     if (rc == PGPIPE_OK)
         rc = copy_batch_end(l);
+    rc = copy_chunk_done(l, rc);
     /* every batch handed over is committed (or failed) before the load ends */
     pgpipe_error keep = l->hdr.err;
     int lrc = copy_lanes_collect(l, NULL, 1);
@@ -15602,10 +15629,9 @@ int pgpipe_loader_finish(pgpipe_loader *l)
     else
         rc = lrc;
     copy_lanes_stop(l);
-    if (l->cur) { /* a batch stopped half-way: its streamed COPY is abandoned */
-        copy_abandon(l->cur);
-        l->cur = NULL;
-    }
+    /* a batch stopped half-way: its streamed COPY is abandoned; a COPY the
+    ** last commit began for a batch that never came ends empty */
+    copy_stream_close(l);
     rc = copy_load_check(l, rc);
     copy_load_close(l, rc);
     copy_report(l);
@@ -16283,6 +16309,7 @@ PGPIPE_PRIVATE void copy_abandon(copy_lane *ln)
             PQclear(r);
     }
     ln->copy_open = 0;
+    ln->chained = 0;
     copy_rollback(ln);
 }
 
@@ -16429,13 +16456,33 @@ static int copy_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
     return PGPIPE_OK;
 }
 
-/* Dead letters, load_batches row, loads counters, NOTIFY, COMMIT. Batches
-** of different lanes commit in any order: the loads row keeps the line and
-** offset of its highest committed batch. */
+/* Append s as a SQL string literal (the connection's quoting rules). */
+static int copy_lit(pp_buf *q, PGconn *conn, const char *s)
+{
+    char *e = PQescapeLiteral(conn, s, strlen(s));
+    if (!e)
+        return PGPIPE_NOMEM;
+    int rc = pp_buf_append(q, e, strlen(e));
+    PQfreemem(e);
+    return rc;
+}
+
+/* The batch boundary, in one round trip: the load_batches row, the loads
+** counters and the NOTIFY in one statement, then COMMIT, in one simple query
+** (values as literals); with ln->chain also BEGIN and the COPY of the next
+** batch, so the server goes from the commit straight into the next COPY
+** (ln->chained: that COPY is open). Statements after a failed one do not
+** run: a row of pgpipe.loads that is another load's (a failover lost ours)
+** fails the statement (a division by its count, 0) before the COMMIT.
+** Dead letters, when the batch has any, go first in a COPY of their own.
+** Batches of different lanes commit in any order: the loads row keeps the
+** line and offset of its highest committed batch. */
 static int copy_bookkeep_commit(copy_lane *ln, int *transient)
 {
     const pgpipe_loader *l = ln->l;
     int rc;
+    int chain = ln->chain;
+    ln->chained = 0;
     if (ln->dbuf.len) {
         /* the batch's dead letters, in its own transaction */
         rc = copy_start(ln, pp_dlq_load_copy_sql(), transient);
@@ -16448,18 +16495,7 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
     }
     long long loaded = (long long)ln->nrows - ln->b_dead_srv;
     long long dead = ln->b_dead_valid + ln->b_dead_srv;
-    char v[12][64];
     char payload[600];
-    snprintf(v[0], 64, "%lld", l->load_id);
-    snprintf(v[1], 64, "%lld", ln->seq);
-    snprintf(v[2], 64, "%s", ln->uuid_text);
-    snprintf(v[3], 64, "%lld", ln->b_first_line);
-    snprintf(v[4], 64, "%lld", ln->b_last_line);
-    snprintf(v[5], 64, "%lld", ln->b_start_off);
-    snprintf(v[6], 64, "%lld", ln->b_end_off);
-    snprintf(v[7], 64, "%lld", ln->b_read);
-    snprintf(v[8], 64, "%lld", loaded);
-    snprintf(v[9], 64, "%lld", dead);
     /* the payload is JSON; the target name is JSON-escaped */
     pp_buf t = { 0 };
     pp_json_str(&t, l->target, strlen(l->target), 0);
@@ -16467,39 +16503,100 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
              "\"load_id\":%lld,\"seq\":%lld}", t.len < 400 ? (int)t.len : 2,
              t.len < 400 ? t.data : "\"\"", ln->uuid_text, loaded, l->load_id, ln->seq);
     pp_buf_free(&t);
-    const char *vals[13] = { v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-                             l->channel ? l->channel : "", payload, l->load_started };
-    PGresult *r = NULL;
-    rc = copy_exec(ln,
+    pp_buf q = { 0 };
+    int e = pp_buf_appendf(&q,
         "WITH b AS (INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, first_line, last_line, "
-        "start_offset, end_offset, rows_read, rows_loaded, rows_dead_lettered) VALUES ($1::bigint, "
-        "$2::bigint, $3::uuid, $4::bigint, $5::bigint, $6::bigint, $7::bigint, $8::int, $9::int, "
-        "$10::int) RETURNING 1), "
-        "u AS (UPDATE pgpipe.loads SET rows_read = rows_read + $8::int, rows_loaded = rows_loaded + "
-        "$9::int, rows_dead_lettered = rows_dead_lettered + $10::int, batches = batches + 1, "
-        "last_batch_seq = greatest(last_batch_seq, $2::bigint), "
-        "last_line = CASE WHEN $2::bigint > last_batch_seq THEN $5::bigint ELSE last_line END, "
-        "last_offset = CASE WHEN $2::bigint > last_batch_seq THEN $7::bigint ELSE last_offset END, "
-        "updated_at = now() WHERE id = $1::bigint AND " COPY_LOAD_STARTED " = $13::bigint "
-        "RETURNING 1) "
-        "SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM u), "
-        "(SELECT count(*) FROM (SELECT pg_notify($11::text, $12::text) "
-        "WHERE $11::text <> '' AND $9::int > 0) n)", 13, vals, &r, transient);
-    if (rc != PGPIPE_OK)
-        return rc;
-    /* the id is another load's (a failover lost our row and the sequence's
-    ** advance): refused like a row that is gone, which the end of the load
-    ** finds out (copy_load_check) */
-    int ours = atoll(PQgetvalue(r, 0, 1)) == 1;
-    PQclear(r);
-    if (!ours) {
+        "start_offset, end_offset, rows_read, rows_loaded, rows_dead_lettered) VALUES (%lld, %lld, ",
+        l->load_id, ln->seq);
+    e |= copy_lit(&q, ln->conn, ln->uuid_text);
+    e |= pp_buf_appendf(&q, "::uuid, %lld, %lld, %lld, %lld, %lld, %lld, %lld) RETURNING 1), "
+        "u AS (UPDATE pgpipe.loads SET rows_read = rows_read + %lld, rows_loaded = rows_loaded + "
+        "%lld, rows_dead_lettered = rows_dead_lettered + %lld, batches = batches + 1, "
+        "last_batch_seq = greatest(last_batch_seq, %lld), "
+        "last_line = CASE WHEN %lld > last_batch_seq THEN %lld ELSE last_line END, "
+        "last_offset = CASE WHEN %lld > last_batch_seq THEN %lld ELSE last_offset END, "
+        "updated_at = now() WHERE id = %lld AND " COPY_LOAD_STARTED " = ",
+        ln->b_first_line, ln->b_last_line, ln->b_start_off, ln->b_end_off, ln->b_read, loaded,
+        dead, ln->b_read, loaded, dead, ln->seq, ln->seq, ln->b_last_line, ln->seq, ln->b_end_off,
+        l->load_id);
+    e |= copy_lit(&q, ln->conn, l->load_started);
+    e |= pp_buf_appendf(&q, "::bigint RETURNING 1) SELECT (SELECT count(*) FROM b), "
+                            "1 / (SELECT count(*) FROM u), (SELECT count(*) FROM (SELECT pg_notify(");
+    e |= copy_lit(&q, ln->conn, l->channel ? l->channel : "");
+    e |= pp_buf_appendf(&q, ", ");
+    e |= copy_lit(&q, ln->conn, payload);
+    e |= pp_buf_appendf(&q, ") WHERE %s AND %lld > 0) n); COMMIT",
+                        l->channel && *l->channel ? "true" : "false", loaded);
+    if (chain)
+        e |= pp_buf_appendf(&q, "; BEGIN; SET CONSTRAINTS ALL IMMEDIATE; %s", l->copy_sql);
+    e |= pp_buf_putc(&q, '\0');
+    if (e) {
+        pp_buf_free(&q);
         *transient = 0;
-        rc = pp_err(&ln->err, PGPIPE_DB, "loader: batch %lld: the row of load %lld in pgpipe.loads "
-                    "is another load's or gone", ln->seq, l->load_id);
-        snprintf(ln->err.sqlstate, sizeof ln->err.sqlstate, "23503");
-        return rc;
+        return pp_err_nomem(&ln->err);
     }
-    return copy_exec(ln, "COMMIT", 0, NULL, NULL, transient);
+    *transient = 0;
+    if (!PQsendQuery(ln->conn, q.data)) {
+        pp_buf_free(&q);
+        *transient = PQstatus(ln->conn) != CONNECTION_OK;
+        return pp_err_pq(&ln->err, ln->conn, NULL, "loader: booking the batch");
+    }
+    pp_buf_free(&q);
+    /* results in order: the booking's row, COMMIT, then BEGIN, SET and the
+    ** COPY of the next batch */
+    int step = 0, committed = 0;
+    rc = PGPIPE_OK;
+    PGresult *r;
+    while ((r = PQgetResult(ln->conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_COPY_IN) {
+            PQclear(r);
+            if (committed && step == 4)
+                ln->chained = 1;
+            else
+                PQputCopyEnd(ln->conn, "unexpected"); /* cannot happen: end it */
+            if (ln->chained)
+                break;
+            continue;
+        }
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            if (!committed && rc == PGPIPE_OK) {
+                const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+                if (step == 0 && state && !strcmp(state, "22012")) {
+                    /* the id is another load's (a failover lost our row and
+                    ** the sequence's advance): refused like a row that is
+                    ** gone, which the end of the load finds out (copy_load_check) */
+                    rc = pp_err(&ln->err, PGPIPE_DB, "loader: batch %lld: the row of load %lld in "
+                                "pgpipe.loads is another load's or gone", ln->seq, l->load_id);
+                    snprintf(ln->err.sqlstate, sizeof ln->err.sqlstate, "23503");
+                } else {
+                    *transient = pgpipe_pq_is_transient(ln->conn, r);
+                    rc = pp_err_pq(&ln->err, ln->conn, r, "loader: committing the batch");
+                }
+            }
+            /* after the COMMIT only the next batch's start failed: that
+            ** batch opens its COPY itself */
+            PQclear(r);
+            continue;
+        }
+        if (step == 1 && !strcmp(PQcmdStatus(r), "COMMIT"))
+            committed = 1;
+        step++;
+        PQclear(r);
+    }
+    if (rc == PGPIPE_OK && !committed) {
+        *transient = 1;
+        rc = pp_err_pq(&ln->err, ln->conn, NULL, "loader: committing the batch");
+    }
+    if (committed && !ln->chained) {
+        rc = PGPIPE_OK; /* the batch is in; what follows did not start */
+        *transient = 0;
+        pgpipe_error_clear(&ln->err);
+        copy_rollback(ln);
+    }
+    if (rc != PGPIPE_OK && PQstatus(ln->conn) != CONNECTION_OK)
+        *transient = 1;
+    return rc;
 }
 
 /* The whole batch from its buffer, in one transaction. */
@@ -16513,22 +16610,25 @@ static int copy_batch_slow(copy_lane *ln, int *transient)
     int rc = copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, transient);
     if (rc == PGPIPE_OK)
         rc = copy_range(ln, 0, ln->nrows, transient);
+    int chain = ln->chain;
+    ln->chain = 0; /* the next batch opens its own COPY */
     if (rc == PGPIPE_OK)
         rc = copy_bookkeep_commit(ln, transient);
+    ln->chain = chain;
     if (rc != PGPIPE_OK && !*transient)
         copy_rollback(ln);
     return rc;
 }
 
-/* The streamed fast path: finish the COPY, book, commit. *fallback is set
-** when the batch should go the slow way (a row was rejected). */
+/* The streamed fast path: finish the COPY, book, commit (and, with
+** ln->chain, start the next batch's COPY). *fallback is set when the batch
+** should go the slow way (a row was rejected). */
 static int copy_batch_fast(copy_lane *ln, int *transient, int *fallback)
 {
     *fallback = 0;
     int rc = PGPIPE_OK;
-    if (ln->nrows) {
-        if (!ln->copy_open)
-            return *fallback = 1, PGPIPE_OK;
+    if (ln->copy_open) {
+        /* (a COPY started for this batch may have no rows: all were dead letters) */
         rc = copy_put(ln, ln->cbuf.data + ln->sent, ln->cbuf.len - ln->sent, transient);
         if (rc == PGPIPE_OK)
             rc = copy_end(ln, transient, NULL);
@@ -16540,6 +16640,8 @@ static int copy_batch_fast(copy_lane *ln, int *transient, int *fallback)
             *fallback = 1;
             return PGPIPE_OK;
         }
+    } else if (ln->nrows) {
+        return *fallback = 1, PGPIPE_OK;
     } else {
         rc = copy_exec(ln, "BEGIN", 0, NULL, NULL, transient);
         if (rc != PGPIPE_OK)
@@ -16684,7 +16786,9 @@ PGPIPE_PRIVATE void copy_batch_reset(copy_lane *ln)
     ln->dbuf_valid = 0;
     ln->nrows = 0;
     ln->b_read = ln->b_dead_valid = ln->b_dead_srv = ln->b_bytes = 0;
-    ln->copy_open = ln->stream_broken = 0;
+    /* a COPY its predecessor's commit started for it stays open */
+    ln->copy_open = ln->chained;
+    ln->stream_broken = 0;
     ln->sent = 0;
     ln->skipping = 0;
 }
@@ -16866,12 +16970,17 @@ static int copy_lane_handoff(pgpipe_loader *l, copy_lane *ln)
 PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long off)
 {
     copy_lane *ln;
-    int rc = copy_lanes_collect(l, &ln, 0);
+    /* the batch before is full and the next record is here: its commit
+    ** starts this batch's COPY (unless an earlier run committed this one) */
+    int rc = copy_batch_close_pending(l, !copy_seq_done(l, l->seq + 1));
+    if (rc == PGPIPE_OK)
+        rc = copy_lanes_collect(l, &ln, 0);
     if (rc != PGPIPE_OK)
         return rc;
     if (copy_cancelled(l))
         return copy_errf(l, PGPIPE_BUSY, "loader: cancelled before batch %lld", l->seq + 1);
     copy_batch_reset(ln);
+    ln->chained = 0; /* the batch owns the open COPY now */
     l->cur = ln;
     ln->seq = ++l->seq;
     ln->skipping = copy_seq_done(l, ln->seq);
@@ -16922,7 +17031,62 @@ PGPIPE_PRIVATE int copy_batch_end(pgpipe_loader *l)
         ln->r_skipped_batches++;
         return copy_lane_fold(l, ln);
     }
+    if (!l->threaded && ln->copy_open && !ln->stream_broken) {
+        /* one lane, streamed: committed when the next record arrives (its
+        ** COPY then starts in the commit's round trip) or at the end of the
+        ** input chunk at hand, whichever comes first */
+        l->pending = ln;
+        return PGPIPE_OK;
+    }
     return copy_lane_handoff(l, ln);
+}
+
+/* Commit the full batch waiting for the next record (one lane); chain: start
+** the next batch's COPY in the same round trip. */
+PGPIPE_PRIVATE int copy_batch_close_pending(pgpipe_loader *l, int chain)
+{
+    copy_lane *ln = l->pending;
+    if (!ln)
+        return PGPIPE_OK;
+    l->pending = NULL;
+    ln->chain = chain && !copy_cancelled(l);
+    copy_lane_commit(ln);
+    ln->chain = 0;
+    return copy_lane_fold(l, ln);
+}
+
+/* The end of a load on one lane: a COPY its last commit started for a next
+** batch that never came ends with no rows, and its transaction rolls back
+** (no error on the server); a batch stopped half-way is abandoned. */
+PGPIPE_PRIVATE void copy_stream_close(pgpipe_loader *l)
+{
+    copy_lane *ln = l->cur;
+    l->cur = NULL;
+    if (ln) {
+        ln->chained = 0;
+        copy_abandon(ln);
+        return;
+    }
+    for (int i = 0; i < COPY_MAX_LANES; i++) {
+        ln = &l->lanes[i];
+        if (!ln->chained)
+            continue;
+        ln->chained = 0;
+        if (ln->copy_open && ln->conn && PQstatus(ln->conn) == CONNECTION_OK &&
+            PQputCopyEnd(ln->conn, NULL) == 1) {
+            PGresult *r;
+            while ((r = PQgetResult(ln->conn)) != NULL) {
+                if (PQresultStatus(r) == PGRES_COPY_IN) { /* cannot happen */
+                    PQclear(r);
+                    PQputCopyEnd(ln->conn, "load stopped");
+                    continue;
+                }
+                PQclear(r);
+            }
+            ln->copy_open = 0;
+        }
+        copy_abandon(ln);
+    }
 }
 
 /* A record was read (loaded or dead-lettered): count it, close a full batch. */
@@ -16951,8 +17115,19 @@ static void copy_stream_open(copy_lane *ln)
         ln->stream_broken = 1;
         return;
     }
-    if (copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, &transient) != PGPIPE_OK ||
-        copy_start(ln, ln->l->copy_sql, &transient) != PGPIPE_OK) {
+    /* one round trip: the server stops at the first statement that fails */
+    char sql[64 + 1024];
+    const char *q = ln->l->copy_sql;
+    if (strlen(q) < 1024) {
+        snprintf(sql, sizeof sql, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE; %s", q);
+        q = sql;
+    } else if (copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL,
+                         &transient) != PGPIPE_OK) {
+        copy_rollback(ln);
+        ln->stream_broken = 1;
+        return;
+    }
+    if (copy_start(ln, q, &transient) != PGPIPE_OK) {
         copy_rollback(ln);
         ln->stream_broken = 1;
         return;

@@ -773,17 +773,16 @@ static int copy_t_restart_once(void *ud, const pgpipe_load_progress *p)
     return 0;
 }
 
-PGT_TEST(copy, server_restart_mid_load_exactly_once)
+static void copy_t_restart_load(int connections, int batch_rows)
 {
-    if (!getenv("PGPIPE_TEST_PGDIR"))
-        PGT_SKIP("no cluster directory to restart");
     char path[512];
-    copy_t_path(path, sizeof path, "restart.ndjson");
+    copy_t_path(path, sizeof path, connections == 1 ? "restart1.ndjson" : "restart.ndjson");
     copy_t_gen(path, 60000);
     int state[2] = { 0, 0 };
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
-    o.batch_rows = 2000;
+    o.connections = connections;
+    o.batch_rows = batch_rows;
     o.progress = copy_t_restart_once;
     o.progress_ud = state;
     o.max_retries = 20;
@@ -803,6 +802,22 @@ PGT_TEST(copy, server_restart_mid_load_exactly_once)
     copy_t_exactly_once(c, s.load_id, 60000);
     PQfinish(c);
     pgpipe_loader_close(l);
+}
+
+PGT_TEST(copy, server_restart_mid_load_exactly_once)
+{
+    if (!getenv("PGPIPE_TEST_PGDIR"))
+        PGT_SKIP("no cluster directory to restart");
+    copy_t_restart_load(2, 2000);
+}
+
+/* One connection, small batches: the restart lands in a stream or in a
+** boundary's round trip (the booking, COMMIT and the next COPY in flight). */
+PGT_TEST(copy, one_lane_server_restart_mid_load_exactly_once)
+{
+    if (!getenv("PGPIPE_TEST_PGDIR"))
+        PGT_SKIP("no cluster directory to restart");
+    copy_t_restart_load(1, 300);
 }
 
 /* A load from a pipe (fd), memory bounded by the batch, not the input. */
@@ -978,4 +993,221 @@ PGT_TEST(copy, batch_committed_by_another_run_is_skipped)
     PQfinish(c);
     pp_buf_free(&in);
     pgpipe_loader_close(l);
+}
+
+/* ---- one connection: the batch boundary in one round trip --------------------- */
+
+/* With one connection a full batch commits when the next record arrives, in
+** the round trip that starts the next batch's COPY, or at the end of the
+** chunk at hand: a feed returns with every full batch of it committed. */
+PGT_TEST(copy, one_lane_feed_commits_full_batches_before_returning)
+{
+    PGconn *c = pgt_connect();
+    char tag[64];
+    snprintf(tag, sizeof tag, "feed1_%ld", (long)getpid());
+    pp_buf in = { 0 };
+    for (int i = 0; i < 31; i++)
+        pp_buf_appendf(&in, "{\"event_type\":\"%s\",\"n\":%d}\n", tag, i);
+    /* record offsets: 25 records, then 5, then the last split in two feeds */
+    size_t at[32];
+    size_t k = 0, n = 0;
+    at[n++] = 0;
+    for (size_t i = 0; i < in.len; i++)
+        if (in.data[i] == '\n')
+            at[n++] = i + 1;
+    PGT_EQ_INT(n, 32);
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.batch_rows = 10;
+    o.connections = 1;
+    o.format = PGPIPE_FORMAT_NDJSON;
+    pgpipe_loader *l = copy_t_open(&o);
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE event_type = '%s'", tag);
+    PGT_OK(pgpipe_loader_feed(l, in.data, at[25]));
+    PGT_EQ_INT(copy_t_int(c, sql), 20);   /* two full batches in, the third open */
+    PGT_OK(pgpipe_loader_feed(l, in.data + at[25], at[30] - at[25]));
+    PGT_EQ_INT(copy_t_int(c, sql), 30);   /* ended exactly at a batch: committed */
+    k = at[30] + 3;
+    PGT_OK(pgpipe_loader_feed(l, in.data + at[30], k - at[30]));
+    PGT_OK(pgpipe_loader_feed(l, in.data + k, in.len - k));
+    PGT_EQ_INT(copy_t_int(c, sql), 30);
+    PGT_OK(pgpipe_loader_finish(l));
+    PGT_EQ_INT(copy_t_int(c, sql), 31);
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.batches, 4);
+    PGT_EQ_INT(s.rows_loaded, 31);
+    snprintf(sql, sizeof sql, "SELECT string_agg(rows_read::text, ',' ORDER BY seq) FROM "
+             "pgpipe.load_batches WHERE load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "10,10,10,1");
+    /* the connection is left between transactions, no COPY open */
+    PGT_EQ_INT(PQtransactionStatus(pgpipe_loader_conn(l)), PQTRANS_IDLE);
+    pp_buf_free(&in);
+    pgpipe_loader_close(l);
+    PQfinish(c);
+}
+
+static int copy_t_cancel_at(void *ud, const pgpipe_load_progress *p)
+{
+    copy_t_killer *k = ud;
+    if (p->batches == k->at_batch && !k->done) {
+        k->done = 1;
+        pgpipe_loader_cancel(k->l);
+    }
+    return 0;
+}
+
+/* Cancelled at a batch boundary, when the commit has already started the
+** next batch's COPY: the committed batches stay, the open COPY ends without
+** a row, and the caller's connection is left idle and usable. */
+PGT_TEST(copy, one_lane_cancel_at_a_boundary_leaves_the_connection_idle)
+{
+    PGconn *mine = pgt_connect();
+    char path[512];
+    copy_t_path(path, sizeof path, "cancel1.ndjson");
+    copy_t_gen(path, 3000);
+    copy_t_killer k = { NULL, 2, 0 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conn = mine;
+    o.batch_rows = 400;
+    o.progress = copy_t_cancel_at;
+    o.progress_ud = &k;
+    pgpipe_loader *l = NULL;
+    PGT_OK(pgpipe_loader_open(&l, &o));
+    k.l = l;
+    PGT_EQ_INT(pgpipe_loader_load_file(l, path), PGPIPE_BUSY);
+    PGT_CONTAINS(pgpipe_errmsg(l), "cancel");
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_CHECK(k.done);
+    PGT_EQ_INT(s.batches, 2);
+    PGT_EQ_INT(s.rows_loaded + s.rows_dead, 800);
+    pgpipe_loader_close(l);
+    PGT_EQ_INT(PQstatus(mine), CONNECTION_OK);
+    PGT_EQ_INT(PQtransactionStatus(mine), PQTRANS_IDLE);
+    PGT_EQ_INT(copy_t_loaded(mine, s.load_id), 800);
+    PGT_EQ_INT(copy_t_dead(mine, s.load_id), 0);
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT status FROM pgpipe.loads WHERE id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(mine, sql), "interrupted");
+    PQfinish(mine);
+}
+
+/* One connection, batches of 5: a batch whose every record is invalid (the
+** COPY its predecessor's commit started carries no row), a batch with a row
+** the server refuses (isolated; the batch after it starts its own COPY), a
+** record split across feeds: every record once, loaded or dead-lettered. */
+PGT_TEST(copy, one_lane_dead_and_refused_rows_across_boundaries)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS copy_t_lane1; CREATE TABLE copy_t_lane1 (n int NOT NULL)"));
+    pp_buf in = { 0 };
+    int want_dead = 0, want_loaded = 0;
+    for (int i = 1; i <= 40; i++) {
+        if (i >= 6 && i <= 10) { /* batch 2: every record invalid JSON */
+            pp_buf_appendf(&in, "{\"n\":%d,}\n", i);
+            want_dead++;
+        } else if (i == 13 || i == 27) { /* refused by the server */
+            pp_buf_appendf(&in, "{\"n\":\"x%d\"}\n", i);
+            want_dead++;
+        } else {
+            pp_buf_appendf(&in, "{\"n\":%d}\n", i);
+            want_loaded++;
+        }
+    }
+    pgpipe_load_column cols[1] = { { "n", "n", NULL, 0 } };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.target = "copy_t_lane1";
+    o.columns = cols;
+    o.ncolumns = 1;
+    o.batch_rows = 5;
+    o.connections = 1;
+    o.format = PGPIPE_FORMAT_NDJSON;
+    pgpipe_loader *l = copy_t_open(&o);
+    /* odd chunks: batch ends fall inside chunks and at their ends */
+    for (size_t off = 0; off < in.len;) {
+        size_t n = in.len - off < 23 ? in.len - off : 23;
+        PGT_OK(pgpipe_loader_feed(l, in.data + off, n));
+        off += n;
+    }
+    PGT_OK(pgpipe_loader_finish(l));
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.records_read, 40);
+    PGT_EQ_INT(s.rows_loaded, want_loaded);
+    PGT_EQ_INT(s.rows_dead, want_dead);
+    PGT_EQ_INT(s.batches, 8);
+    PGT_EQ_INT(copy_t_int(c, "SELECT count(*) FROM copy_t_lane1"), want_loaded);
+    PGT_EQ_INT(copy_t_int(c, "SELECT count(DISTINCT n) FROM copy_t_lane1"), want_loaded);
+    PGT_EQ_INT(copy_t_dead(c, s.load_id), want_dead);
+    char sql[300];
+    snprintf(sql, sizeof sql, "SELECT string_agg(line_number::text, ',' ORDER BY line_number) FROM "
+             "pgpipe.dead_letters WHERE load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "6,7,8,9,10,13,27");
+    snprintf(sql, sizeof sql, "SELECT rows_read || ' ' || rows_loaded || ' ' || rows_dead_lettered "
+             "FROM pgpipe.loads WHERE id = %lld", s.load_id);
+    char want[64];
+    snprintf(want, sizeof want, "40 %d %d", want_loaded, want_dead);
+    PGT_EQ_STR(copy_t_str(c, sql), want);
+    PGT_EQ_INT(PQtransactionStatus(pgpipe_loader_conn(l)), PQTRANS_IDLE);
+    pgpipe_loader_close(l);
+    PQclear(PGT_EXEC(c, "DROP TABLE copy_t_lane1"));
+    pp_buf_free(&in);
+    PQfinish(c);
+}
+
+/* The load's pgpipe.loads row stops being ours between two batches (as after
+** a failover): the next batch's booking fails before its COMMIT, in the
+** round trip that would have committed it, so none of its rows stay. */
+static int copy_t_steal_load_row(void *ud, const pgpipe_load_progress *p)
+{
+    copy_t_killer *k = ud;
+    if (p->batches == 2 && !k->done) {
+        k->done = 1;
+        pgpipe_load_summary s;
+        pgpipe_loader_summary(k->l, &s);
+        PGconn *c = pgt_connect();
+        char sql[300];
+        snprintf(sql, sizeof sql, "UPDATE pgpipe.loads SET started_at = started_at - interval '1 day' "
+                 "WHERE id = %lld", s.load_id);
+        PQclear(PGT_EXEC(c, sql));
+        PQfinish(c);
+    }
+    return 0;
+}
+
+PGT_TEST(copy, one_lane_load_row_not_ours_stops_before_commit)
+{
+    char tag[64];
+    snprintf(tag, sizeof tag, "steal1_%ld", (long)getpid());
+    pp_buf in = { 0 };
+    for (int i = 0; i < 50; i++)
+        pp_buf_appendf(&in, "{\"event_type\":\"%s\",\"n\":%d}\n", tag, i);
+    copy_t_killer k = { NULL, 0, 0 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.batch_rows = 10;
+    o.connections = 1;
+    o.max_retries = 0;
+    o.format = PGPIPE_FORMAT_NDJSON;
+    o.progress = copy_t_steal_load_row;
+    o.progress_ud = &k;
+    pgpipe_loader *l = copy_t_open(&o);
+    k.l = l;
+    int rc = pgpipe_loader_feed(l, in.data, in.len);
+    int frc = pgpipe_loader_finish(l);
+    PGT_CHECK(rc != PGPIPE_OK || frc != PGPIPE_OK);
+    PGT_CHECK(k.done);
+    PGT_CONTAINS(pgpipe_errmsg(l), "pgpipe.loads");
+    PGconn *c = pgt_connect();
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE event_type = '%s'", tag);
+    PGT_EQ_INT(copy_t_int(c, sql), 20);
+    PGT_EQ_INT(PQtransactionStatus(pgpipe_loader_conn(l)), PQTRANS_IDLE);
+    pgpipe_loader_close(l);
+    pp_buf_free(&in);
+    PQfinish(c);
 }

@@ -604,7 +604,7 @@ static void *fo_cancel_main(void *arg)
                  k->table);
     else
         snprintf(sql, sizeof sql, "SELECT (count(*) >= 2)::int FROM pg_stat_activity WHERE "
-                 "wait_event_type = 'Lock' AND query LIKE 'COPY %%%s%%'", k->table);
+                 "wait_event_type = 'Lock' AND query LIKE '%%COPY %%%s%%'", k->table);
     fo_until(c, sql);
     PQfinish(c);
     k->sent = pgpipe_loader_cancel(k->l) == PGPIPE_OK;

@@ -210,6 +210,7 @@ PGPIPE_PRIVATE void copy_drop_conn(copy_lane *ln, int broken)
     }
     ln->conn = NULL;
     ln->copy_open = 0;
+    ln->chained = 0;
 }
 
 /* Which server conn talks to: "SYSID/TIMELINE" (the system identifier
@@ -772,7 +773,9 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->load_id = 0;
     l->load_started[0] = '\0';
     l->cur = NULL;
+    l->pending = NULL;
     for (int i = 0; i < COPY_MAX_LANES; i++) {
+        l->lanes[i].chained = 0;
         copy_batch_reset(&l->lanes[i]);
         l->lanes[i].state = COPY_LANE_FREE;
         l->lanes[i].rc = PGPIPE_OK;
@@ -827,13 +830,29 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     return PGPIPE_OK;
 }
 
+/* The end of an input chunk: a full batch waiting for the next record is
+** committed now (a feed returns with its full batches committed). Its
+** failure is the chunk's, unless the chunk failed first. */
+static int copy_chunk_done(pgpipe_loader *l, int rc)
+{
+    if (!l->pending)
+        return rc;
+    pgpipe_error keep = l->hdr.err;
+    int prc = copy_batch_close_pending(l, 0);
+    if (rc != PGPIPE_OK) {
+        l->hdr.err = keep;
+        return rc;
+    }
+    return prc;
+}
+
 /* Decide the format from the first bytes that are not whitespace or a BOM. */
 static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
 {
     if (l->format != PGPIPE_FORMAT_AUTO) {
         int rc = copy_feed_known(l, data, len, l->in_bytes);
         l->in_bytes += (long long)len;
-        return rc;
+        return copy_chunk_done(l, rc);
     }
     if (pp_buf_append(&l->sniff, data, len) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
@@ -866,7 +885,7 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
     rc = copy_feed_known(l, held.data, held.len, 0);
     l->in_bytes = (long long)held.len;
     pp_buf_free(&held);
-    return rc;
+    return copy_chunk_done(l, rc);
 }
 
 static int copy_op_close(pgpipe_loader *l, copy_lane *ln, const void *arg, int *transient)
@@ -1199,6 +1218,7 @@ int pgpipe_loader_finish(pgpipe_loader *l)
     }
     if (rc == PGPIPE_OK)
         rc = copy_batch_end(l);
+    rc = copy_chunk_done(l, rc);
     /* every batch handed over is committed (or failed) before the load ends */
     pgpipe_error keep = l->hdr.err;
     int lrc = copy_lanes_collect(l, NULL, 1);
@@ -1207,10 +1227,9 @@ int pgpipe_loader_finish(pgpipe_loader *l)
     else
         rc = lrc;
     copy_lanes_stop(l);
-    if (l->cur) { /* a batch stopped half-way: its streamed COPY is abandoned */
-        copy_abandon(l->cur);
-        l->cur = NULL;
-    }
+    /* a batch stopped half-way: its streamed COPY is abandoned; a COPY the
+    ** last commit began for a batch that never came ends empty */
+    copy_stream_close(l);
     rc = copy_load_check(l, rc);
     copy_load_close(l, rc);
     copy_report(l);

@@ -83,6 +83,9 @@ typedef struct copy_lane {
     int copy_open;        /* streaming COPY of the batch in progress */
     int stream_broken;    /* streaming failed: resend at the end */
     size_t sent;          /* bytes of cbuf sent by the streaming COPY */
+    int chain;            /* its commit starts the next batch's COPY in the same
+                             round trip (one lane: copy_batch_close_pending) */
+    int chained;          /* the open COPY was started for the next batch */
     /* the commit's outcome, for the loader's thread to fold */
     int state;            /* COPY_LANE_*, under the loader's mutex */
     int rc;
@@ -125,6 +128,8 @@ struct pgpipe_loader {
     int threaded;         /* the lanes' threads run (this load) */
     int quit;             /* the lanes' threads should end */
     copy_lane *cur;       /* the lane being filled, NULL between batches */
+    copy_lane *pending;   /* one lane: a full batch whose commit waits for the
+                             next record, to start its COPY in the same round trip */
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -214,6 +219,8 @@ PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long 
 PGPIPE_PRIVATE int copy_record_done(pgpipe_loader *l, long long line, long long off, size_t rawlen);
 PGPIPE_PRIVATE void copy_stream(copy_lane *ln);
 PGPIPE_PRIVATE int copy_batch_end(pgpipe_loader *l);
+PGPIPE_PRIVATE int copy_batch_close_pending(pgpipe_loader *l, int chain);
+PGPIPE_PRIVATE void copy_stream_close(pgpipe_loader *l);
 PGPIPE_PRIVATE void copy_abandon(copy_lane *ln);
 PGPIPE_PRIVATE void copy_lanes_start(pgpipe_loader *l);
 PGPIPE_PRIVATE void copy_lanes_stop(pgpipe_loader *l);

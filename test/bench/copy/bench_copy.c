@@ -11,6 +11,7 @@
 **   bench_copy multi FILE ROWS [CONNS]  ROWS-row multi-VALUES INSERT statements
 **                                    (CONNS connections side by side; 1)
 ** Loads print "rows=N seconds=S" (and "rss_kb=K"). Connection: PG* variables.
+** BATCH_ROWS and BATCH_BYTES (environment) set pgpipe's batch size (experiments).
 ** Inputs are generated from a fixed seed.
 */
 #define _POSIX_C_SOURCE 200809L
@@ -96,6 +97,10 @@ static int load_pgpipe(const char *path, int connections)
     pgpipe_loader_options_init(&o);
     if (connections > 0)
         o.connections = connections;
+    if (getenv("BATCH_ROWS")) /* experiments: another batch size */
+        o.batch_rows = atoi(getenv("BATCH_ROWS"));
+    if (getenv("BATCH_BYTES"))
+        o.batch_bytes = (size_t)atoll(getenv("BATCH_BYTES"));
     o.source_field = "source";
     o.event_type_field = "event_type";
     o.payload_field = "payload"; /* validated as JSON (CSV: a JSON text column) */

@@ -23,9 +23,16 @@ reset_table() {
 
 now() { date +%s.%N; }
 
+# CONTENDERS="pgpipe_csv_1conn psql_copy server_copy" runs only those (a quick
+# interleaved A/B of one row of the table); default: all of them
+CONTENDERS=${CONTENDERS:-}
+
 # once NAME ROWS ROUND CMD...: one timed run; rows/s into $RES unless the warm-up
 once() {
     name=$1; rows=$2; round=$3; shift 3
+    if [ -n "$CONTENDERS" ]; then
+        case " $CONTENDERS " in *" $name "*) ;; *) return 0 ;; esac
+    fi
     grep -q "^$name missing" "$RES" && return 0
     reset_table
     t0=$(now)
@@ -79,17 +86,20 @@ while [ $r -le "$RUNS" ]; do
     r=$((r + 1))
 done
 
-# peak RSS while streaming ~1 GB of NDJSON through a pipe
-reset_table
-"$B/bench_copy" gen-ndjson - "$RSS_BYTES" | "$B/bench_copy" pgpipe-stdin >"$B/rss.out" 2>&1 || true
-cat "$B/rss.out" >&2
-rss=$(sed -n 's/.*rss_kb=\([0-9]*\).*/\1/p' "$B/rss.out")
-bytes=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' "$B/rss.out")
-echo "rss_kb ${rss:-missing} ${bytes:-0}" >>"$RES"
-reset_table
+# peak RSS while streaming ~1 GB of NDJSON through a pipe (not in a CONTENDERS run)
+if [ -z "$CONTENDERS" ]; then
+    reset_table
+    "$B/bench_copy" gen-ndjson - "$RSS_BYTES" | "$B/bench_copy" pgpipe-stdin >"$B/rss.out" 2>&1 || true
+    cat "$B/rss.out" >&2
+    rss=$(sed -n 's/.*rss_kb=\([0-9]*\).*/\1/p' "$B/rss.out")
+    bytes=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' "$B/rss.out")
+    echo "rss_kb ${rss:-missing} ${bytes:-0}" >>"$RES"
+    reset_table
+fi
 
 # ---- the table -----------------------------------------------------------------
-awk -v runs="$RUNS" -v rows="$ROWS" -v sample="$SAMPLE" '
+cluster=$([ "${PGTMP_DURABLE:-0}" = 1 ] && echo durable || echo fast)
+awk -v runs="$RUNS" -v rows="$ROWS" -v sample="$SAMPLE" -v cluster="$cluster" '
 function median(name,   n, i, j, t, a) {
     n = cnt[name]
     for (i = 1; i <= n; i++) a[i] = v[name, i]
@@ -112,7 +122,7 @@ END {
     line("1M events CSV rows/s", p, "server_copy", "server-side COPY FROM file", 1)
     line("same, pgpipe on 1 connection", med["pgpipe_csv_1conn"], "server_copy", "server-side COPY FROM file", 1)
     line("1M events NDJSON vs CSV rows/s", med["pgpipe_ndjson"], "pgpipe_csv", "pgpipe CSV", 0)
-    printf "copy   | %-42s | %11s MB | %-30s | %s\n", "peak RSS, " int(rssbytes / 1048576) " MB NDJSON from a pipe", int(rss / 1024), "target < 32 MB", (rss && rss < 32768) ? "ok" : "over"
+    if (rss != "") printf "copy   | %-42s | %11s MB | %-30s | %s\n", "peak RSS, " int(rssbytes / 1048576) " MB NDJSON from a pipe", int(rss / 1024), "target < 32 MB", (rss && rss < 32768) ? "ok" : "over"
     printf "pgpipe CSV runs: min %d median %d max %d rows/s; NDJSON: min %d median %d max %d\n", lo["pgpipe_csv"], p, hi["pgpipe_csv"], lo["pgpipe_ndjson"], med["pgpipe_ndjson"], hi["pgpipe_ndjson"]
     for (k in cnt) if (k != "pgpipe_csv" && k != "pgpipe_ndjson") printf "  %s: min %d median %d max %d rows/s\n", k, lo[k], med[k], hi[k]
     printf "\n"
@@ -124,14 +134,19 @@ END {
     mline("csv_1conn_vs_psql_copy", med["pgpipe_csv_1conn"], "psql_copy", "psql_copy", 0)
     mline("csv_1conn_vs_server_copy", med["pgpipe_csv_1conn"], "server_copy", "ceiling", 0)
     mline("ndjson_vs_csv", med["pgpipe_ndjson"], "pgpipe_csv", "pgpipe_csv", 0)
+    # the names of issue 27: the one-connection row against psql and the server
+    wl = "events-" (rows >= 1000000 && rows % 1000000 == 0 ? rows / 1000000 "M" : rows) "-csv-1conn"
+    mline(wl, med["pgpipe_csv_1conn"], "psql_copy", "psql", 0)
+    mline(wl, med["pgpipe_csv_1conn"], "server_copy", "server-copy", 0)
     if (rss) printf "bench: component=copy workload=ndjson_1gb_pipe metric=peak_rss_mb pgpipe=%.1f peer=ceiling peer_value=32 ratio=%.2f\n", rss / 1024, 32 / (rss / 1024)
-    else printf "bench: component=copy workload=ndjson_1gb_pipe metric=peak_rss_mb pgpipe=missing peer=ceiling peer_value=32 ratio=missing\n"
+    else if (rss != "") printf "bench: component=copy workload=ndjson_1gb_pipe metric=peak_rss_mb pgpipe=missing peer=ceiling peer_value=32 ratio=missing\n"
 }
 function line(w, pv, key, label, ceil) {
-    if (miss[key] || !(key in med)) { printf "copy   | %-42s | %14d | %-30s | missing\n", w, pv, label; return }
+    if (!pv) { printf "copy   | %-42s | %14s | %-30s | not run\n", w, "-", label; return }
+    if (miss[key] || !cnt[key]) { printf "copy   | %-42s | %14d | %-30s | missing\n", w, pv, label; return }
     printf "copy   | %-42s | %14d | %-30s | %.2f (peer %d)\n", w, pv, label, pv / med[key], med[key]
 }
 function mline(w, pv, key, peer, x) {
-    if (miss[key] || !(key in med)) { printf "bench: component=copy workload=%s metric=rows/s pgpipe=%d peer=%s peer_value=missing ratio=missing\n", w, pv, peer; return }
-    printf "bench: component=copy workload=%s metric=rows/s pgpipe=%d peer=%s peer_value=%d ratio=%.2f\n", w, pv, peer, med[key], pv / med[key]
+    if (miss[key] || !cnt[key] || !pv) { printf "bench: component=copy workload=%s metric=rows/s pgpipe=%s peer=%s peer_value=%s ratio=missing cluster=%s\n", w, pv ? pv : "missing", peer, cnt[key] ? med[key] : "missing", cluster; return }
+    printf "bench: component=copy workload=%s metric=rows/s pgpipe=%d peer=%s peer_value=%d ratio=%.2f cluster=%s\n", w, pv, peer, med[key], pv / med[key], cluster
 }' "$RES"

@@ -15,7 +15,10 @@
 # The NDJSON file carries the same three fields as the CSV
 # ({"source", "event_type", "payload": {...}}), so both load identical rows.
 # Env: ROWS (1000000), RUNS (5, after one warm-up), SAMPLE (50000 rows, 5000 when durable, for the
-# row-at-a-time INSERT), RSS_BYTES (1073741824).
+# row-at-a-time INSERT), RSS_BYTES (1073741824), CONTENDERS (a space-separated subset of
+# pgpipe_csv pgpipe_csv_1conn psql_copy server_copy pgpipe_ndjson multi_values row_insert
+# pgloader; no RSS run then), e.g. the one-connection row on a durable cluster:
+#   PGTMP_DURABLE=1 CONTENDERS="pgpipe_csv_1conn psql_copy server_copy" sh test/bench/copy/run.sh
 set -eu
 top=$(pwd)
 B=$top/build/bench/copy
