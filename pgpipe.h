@@ -2701,6 +2701,9 @@ typedef struct pgpipe_cdc_options {
     int single_thread;          /* 1: read the stream and write the target on the calling
                                    thread alone, each waiting for the other (always so
                                    with PGPIPE_OMIT_THREADS); 0: a writer thread (below) */
+    int writers;                /* target connections that stage groups side by side, each
+                                   with a thread of its own: 1 to 4; 2 (0 = 2). Ignored
+                                   with single_thread */
 } pgpipe_cdc_options;
 
 void pgpipe_cdc_options_init(pgpipe_cdc_options *opt);

@@ -833,3 +833,67 @@ PGT_TEST(cdc, more_single_thread_exact)
     PQfinish(s);
     pgt_db_close(t);
 }
+
+/* ---- two lanes: groups staged side by side, committed in order --------- */
+
+/* The writer's two target connections each hold a group: the first waits
+** for a lock on the slot's row in pgpipe.cdc_slots (taken as a careless
+** user might), the second has COPYed its group and waits for its turn.
+** Nothing of either is visible on the target (the second never commits
+** before the first), the source is told nothing; then kill -9: started
+** again, each change once. */
+PGT_TEST(cdc, more_kill9_two_groups_in_flight)
+{
+    char src[1200], tgt[1200], lkc[1200], sql[512];
+    PGconn *s = cdc_src_fresh("cdc_lanes", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_lanes_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_lanes_t application_name=cdc_lanes", pgt_dsn());
+    snprintf(lkc, sizeof lkc, "%s dbname=cdc_lanes_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE r (id bigint PRIMARY KEY, v text)"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "cl", "r");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    pgpipe_cdc_close(c);
+    PGconn *lk = cdc_conn(lkc);
+    PQclear(PGT_EXEC(lk, "BEGIN; SELECT 1 FROM pgpipe.cdc_slots WHERE slot = 'cl' FOR UPDATE"));
+    char before[32];
+    snprintf(before, sizeof before, "%s", pgt_db_str(s, "SELECT pg_current_wal_lsn()::text"));
+    pid_t pid = cdc_child(src, tgt, "cl");
+    /* the first group: its commit waits for the row */
+    PQclear(PGT_EXEC(s, "INSERT INTO r SELECT g, 'a' FROM generate_series(1, 1000) g"));
+    PGT_CHECK_MSG(cdc_until(t, "SELECT (count(*) = 1)::int FROM pg_stat_activity WHERE "
+                               "application_name = 'cdc_lanes' AND wait_event_type = 'Lock'"),
+                  "the first lane does not wait for the slot's row");
+    /* the next groups: the second lane COPYs one and waits for its turn */
+    for (int b = 1; b < 10; b++) {
+        snprintf(sql, sizeof sql, "INSERT INTO r SELECT g, 'b' FROM generate_series(%d, %d) g",
+                 b * 1000 + 1, b * 1000 + 1000);
+        PQclear(PGT_EXEC(s, sql));
+    }
+    PGT_CHECK_MSG(cdc_until(t, "SELECT (count(*) = 1)::int FROM pg_stat_activity WHERE "
+                               "application_name = 'cdc_lanes' AND state = 'idle in transaction' "
+                               "AND query LIKE 'COPY%'"),
+                  "the second lane does not hold a group: %s",
+                  pgt_db_str(t, "SELECT string_agg(state || ' ' || coalesce(wait_event, '') || ' ' || "
+                                "left(query, 30), '; ') FROM pg_stat_activity WHERE "
+                                "application_name = 'cdc_lanes'"));
+    /* a while: neither commits, and the second does not go first */
+    pgpipe_sleep_ms(300);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM staging.raw_events WHERE source = 'cl'"), 0);
+    snprintf(sql, sizeof sql, "SELECT (confirmed_flush_lsn <= '%s')::int FROM pg_replication_slots "
+             "WHERE slot_name = 'cl'", before);
+    PGT_EQ_INT(pgt_db_int(s, sql), 1);
+    cdc_kill(pid);
+    PQclear(PGT_EXEC(lk, "COMMIT"));
+    PQfinish(lk);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots WHERE slot = 'cl'"), 0);
+    PGT_OK(cdc_open(&c, src, tgt, "cl", NULL));
+    cdc_run_until(c, t, "cl", 10000);
+    pgpipe_cdc_close(c);
+    cm_check_exact(s, t, "r", "cl");
+    PGT_EQ_INT(pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots WHERE slot = 'cl'"), 10);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cl", "cl", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
