@@ -906,3 +906,53 @@ PGT_TEST(cdc, more_kill9_two_groups_in_flight)
     PQfinish(s);
     pgt_db_close(t);
 }
+
+/* Unchanged TOAST values across the two lanes: a backlog in which one
+** row's large value changes in each of ten groups (about 2 MB of other
+** rows between the changes, so the groups alternate between the lanes).
+** The values kept in pgpipe.cdc_toast are written in the groups' order:
+** after the backlog, a new handle (nothing in memory) fills an update that
+** leaves the value unchanged with the last one, not an older one. */
+PGT_TEST(cdc, more_lanes_toast_in_order)
+{
+    char src[1200], tgt[1200], sql[512];
+    PGconn *s = cdc_src_fresh("cdc_ltoast", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_ltoast_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_ltoast_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE b (id int PRIMARY KEY, v int, big text);"
+                        "ALTER TABLE b ALTER COLUMN big SET STORAGE EXTERNAL;"
+                        "CREATE TABLE f (id int PRIMARY KEY, pad text)"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "lt", "b, f");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    pgpipe_cdc_close(c);
+    PQclear(PGT_EXEC(s, "INSERT INTO b VALUES (1, 0, repeat('a', 3000))"));
+    for (int i = 1; i <= 10; i++) {
+        snprintf(sql, sizeof sql, "UPDATE b SET big = repeat(chr(97 + %d), 3000) WHERE id = 1", i);
+        PQclear(PGT_EXEC(s, sql));
+        snprintf(sql, sizeof sql, "INSERT INTO f SELECT g, repeat('f', 1000) FROM "
+                 "generate_series(%d, %d) g", i * 10000, i * 10000 + 1999);
+        PQclear(PGT_EXEC(s, sql));
+    }
+    long long want = 1 + 10 + 10 * 2000;
+    PGT_OK(cdc_open(&c, src, tgt, "lt", NULL));
+    cdc_run_until(c, t, "lt", want);
+    pgpipe_cdc_close(c);
+    PGT_EQ_STR(pgt_db_str(t, "SELECT left(value, 3) FROM pgpipe.cdc_toast WHERE slot = 'lt' AND "
+                             "col = 'big'"), "kkk");
+    PQclear(PGT_EXEC(s, "UPDATE b SET v = 1 WHERE id = 1"));
+    PGT_OK(cdc_open(&c, src, tgt, "lt", NULL));
+    cdc_run_until(c, t, "lt", want + 1);
+    pgpipe_cdc_close(c);
+    PGT_EQ_STR(pgt_db_str(t, "SELECT (payload->'filled')::text || ' ' || (payload->'row'->>'big' = "
+                             "repeat('k', 3000)) FROM staging.raw_events WHERE source = 'lt' AND "
+                             "event_type = 'public.b:update' AND payload->'row'->>'v' = '1'"),
+               "[\"big\"] true");
+    /* the groups did go through both lanes: more than one target transaction */
+    PGT_CHECK(pgt_db_int(t, "SELECT count(DISTINCT xmin::text) FROM staging.raw_events WHERE "
+                            "source = 'lt'") > 2);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "lt", "lt", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
