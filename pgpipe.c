@@ -29516,6 +29516,12 @@ struct pgpipe_cdc {
     pgpipe_error werr;          /* the writer's first failure */
     _Atomic uint64_t w_seq;     /* the last group committed: its TOAST images may go */
     uint64_t w_done;            /* the last group committed or given up: the next commits */
+    uint64_t w_started;         /* the last group whose target transaction began (qmu) */
+    /* more than one lane: the events' ids, taken from staging's sequence
+    ** by the reader (on tlook) in blocks, in the stream's order */
+    long long *ids;
+    int nids, idpos;
+    unsigned idseq;             /* the sequence's OID; 0: not known yet */
     cdc_dack *dacks;            /* acks waiting for their groups (qmu) */
     int ndacks, capdacks;
     _Atomic uint64_t st_ack;    /* what the source may be told is flushed (the writer's ack) */
@@ -30293,6 +30299,7 @@ static void cdc_reset(pgpipe_cdc *c)
     c->cur = NULL;
     c->npend = 0;
     c->ndacks = 0;
+    c->nids = c->idpos = 0;
     c->queued_end = c->applied;
     cdc_toast_drop(c, 0, 0, 1); /* TOAST images of transactions not staged */
 }
@@ -31230,7 +31237,10 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
 ** then as well (two groups' writes of one row in order). So what the
 ** target holds is always a prefix of the groups, and its applied LSN says
 ** which: a crash of any side at any point loses nothing and stages nothing
-** twice. The source is told only LSNs whose groups (and all before them)
+** twice. The events stay in the stream's order in staging: by id (drawn
+** by the reader, cdc_next_id) and by received_at, id (a lane begins its
+** group's transaction, whose start time is received_at, only after the
+** group before began). The source is told only LSNs whose groups (and all before them)
 ** committed and were found flushed (st_ack); a failure of any lane gives up
 ** every group not committed, as with one.
 **
@@ -31404,40 +31414,17 @@ static void cdc_group_abort(pgpipe_cdc *c, cdc_lane *L)
     L->open = 0;
 }
 
-/* Lane L: a group's target transaction and its COPY, one round trip. */
-static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L)
-{
-    int rc = pp_copy_in_start(L->conn, "BEGIN; COPY staging.raw_events (source, event_type, payload) "
-                                       "FROM STDIN", &L->err, "cdc: COPY into staging");
-    if (rc != PGPIPE_OK) {
-        cdc_group_abort(c, L);
-        return rc;
-    }
-    L->open = 1;
-    return PGPIPE_OK;
-}
-
-/* Lane L: rows of its open group (it is started when none is). */
-static int cdc_w_rows(pgpipe_cdc *c, cdc_lane *L, const char *data, size_t len)
-{
-    int rc = L->open ? PGPIPE_OK : cdc_w_open(c, L);
-    if (rc != PGPIPE_OK)
-        return rc;
-    if ((len && PQputCopyData(L->conn, data, (int)len) != 1) || PQflush(L->conn) != 0) {
-        rc = pp_err_pq(&L->err, L->conn, NULL, "cdc: COPY into staging");
-        cdc_group_abort(c, L);
-    }
-    return rc;
-}
-
-/* Lane L waits until the group before seq committed (its turn); an error
-** when the writer failed or quits meanwhile (that group is given up). */
-static int cdc_w_turn(pgpipe_cdc *c, cdc_lane *L, uint64_t seq)
+/* Lane L waits until the group before seq began (its transaction's start
+** time is received_at: the groups' events stay in order by it) or, done 1,
+** committed (its turn to commit); an error when the writer failed or quits
+** meanwhile (that group is given up). */
+static int cdc_w_wait(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int done)
 {
     int ok = 1;
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_lock(&c->qmu);
-    while (c->w_done + 1 < seq && !c->w_quit && !atomic_load(&c->w_failed)) {
+    while ((done ? c->w_done : c->w_started) + 1 < seq && !c->w_quit &&
+           !atomic_load(&c->w_failed)) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += 100000000L;
@@ -31445,14 +31432,55 @@ static int cdc_w_turn(pgpipe_cdc *c, cdc_lane *L, uint64_t seq)
         ts.tv_nsec %= 1000000000L;
         pthread_cond_timedwait(&c->ccond, &c->qmu, &ts);
     }
-    ok = c->w_done + 1 >= seq;
+    ok = (done ? c->w_done : c->w_started) + 1 >= seq;
     pthread_mutex_unlock(&c->qmu);
 #else
     (void)c;
     (void)seq;
+    (void)done;
 #endif
     return ok ? PGPIPE_OK
-              : pp_err(&L->err, PGPIPE_ERROR, "cdc: a group before this one was not committed");
+              : pp_err(&L->err, PGPIPE_ERROR, "cdc: a group before this one was not staged");
+}
+
+/* Lane L: group seq's target transaction and its COPY, one round trip,
+** after the group before began. With more than one lane the rows carry
+** their ids (cdc_copy_record). */
+static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq)
+{
+    int rc = cdc_w_wait(c, L, seq, 0);
+    if (rc == PGPIPE_OK)
+        rc = pp_copy_in_start(L->conn, c->nrun > 1
+                                  ? "BEGIN; COPY staging.raw_events (id, source, event_type, payload) "
+                                    "FROM STDIN"
+                                  : "BEGIN; COPY staging.raw_events (source, event_type, payload) "
+                                    "FROM STDIN", &L->err, "cdc: COPY into staging");
+    if (rc != PGPIPE_OK) {
+        cdc_group_abort(c, L);
+        return rc;
+    }
+    L->open = 1;
+    cdc_lock(c);
+    if (seq > c->w_started)
+        c->w_started = seq;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_cond_broadcast(&c->ccond);
+#endif
+    cdc_unlock(c);
+    return PGPIPE_OK;
+}
+
+/* Lane L: rows of its open group seq (it is started when none is). */
+static int cdc_w_rows(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, const char *data, size_t len)
+{
+    int rc = L->open ? PGPIPE_OK : cdc_w_open(c, L, seq);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if ((len && PQputCopyData(L->conn, data, (int)len) != 1) || PQflush(L->conn) != 0) {
+        rc = pp_err_pq(&L->err, L->conn, NULL, "cdc: COPY into staging");
+        cdc_group_abort(c, L);
+    }
+    return rc;
 }
 
 /* lsn is confirmable now that everything handed before it is committed
@@ -31481,7 +31509,7 @@ static void cdc_w_ack(pgpipe_cdc *c, uint64_t lsn, int idle)
 static int cdc_w_end(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
 {
     pgpipe_error *err = &L->err;
-    int rc = L->open ? PGPIPE_OK : cdc_w_open(c, L);
+    int rc = L->open ? PGPIPE_OK : cdc_w_open(c, L, it->seq);
     if (rc != PGPIPE_OK)
         return rc;
     if (PQputCopyEnd(L->conn, NULL) != 1) {
@@ -31497,11 +31525,11 @@ static int cdc_w_end(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
     /* unchanged TOAST values: the writes, in this transaction, after those
     ** of the groups before (committed) */
     if (rc == PGPIPE_OK && (it->tru.len || it->del.len || it->ins.len) &&
-        (rc = cdc_w_turn(c, L, it->seq)) == PGPIPE_OK) {
+        (rc = cdc_w_wait(c, L, it->seq, 1)) == PGPIPE_OK) {
         rc = cdc_toast_exec(c, L->conn, it, err);
     }
     if (rc == PGPIPE_OK)
-        rc = cdc_w_turn(c, L, it->seq);
+        rc = cdc_w_wait(c, L, it->seq, 1);
     char lsn[32], q[1024];
     pp_cdc_lsn_str(it->lsn, lsn, sizeof lsn);
     /* the slot name is [a-z0-9_]; the rest are numbers and an LSN */
@@ -31595,7 +31623,8 @@ static int cdc_w_end(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
 
 static int cdc_w_apply(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
 {
-    return it->kind == 'r' ? cdc_w_rows(c, L, it->data.data, it->data.len) : cdc_w_end(c, L, it);
+    return it->kind == 'r' ? cdc_w_rows(c, L, it->seq, it->data.data, it->data.len)
+                           : cdc_w_end(c, L, it);
 }
 
 /* The writer's failure, as the handle's error. */
@@ -31785,7 +31814,8 @@ static int cdc_w_start(pgpipe_cdc *c)
     if (c->w_running)
         return PGPIPE_OK;
 #endif
-    c->w_done = c->seq; /* every group before committed or given up */
+    c->w_done = c->w_started = c->seq; /* every group before committed or given up */
+    c->nids = c->idpos = 0;
     c->ndacks = 0;
     pgpipe_error_clear(&c->werr);
     c->nrun = 1;
@@ -31895,7 +31925,7 @@ static int cdc_push_rows(pgpipe_cdc *c)
     c->grp_bytes += c->copy.len;
     if (c->single) {
         cdc_lane *L = &c->lanes[0];
-        int rc = cdc_w_rows(c, L, c->copy.data, c->copy.len);
+        int rc = cdc_w_rows(c, L, c->seq + 1, c->copy.data, c->copy.len);
         c->copy.len = 0;
         if (rc != PGPIPE_OK) {
             cdc_lane_fail(c, L);
@@ -31907,6 +31937,7 @@ static int cdc_push_rows(pgpipe_cdc *c)
     if (!it)
         return pp_err_nomem(&c->h.err);
     it->kind = 'r';
+    it->seq = c->seq + 1;
     it->data = c->copy;
     memset(&c->copy, 0, sizeof c->copy);
     if (pp_buf_reserve(&c->copy, CDC_CHUNK + 64 * 1024) != PGPIPE_OK) {
@@ -32016,6 +32047,59 @@ static int cdc_finish(pgpipe_cdc *c)
     return rc;
 }
 
+/* More than one lane: the next event's id. The lanes' COPYs overlap, so
+** ids the server drew would interleave between groups; the reader draws
+** them from staging's sequence instead, CDC_ID_BLOCK at a time on tlook,
+** in the stream's order (a sequence's values only grow), so staging's ids
+** keep the source's commit order as with one lane. Unused ones are gaps,
+** as a rolled-back insert leaves. */
+#define CDC_ID_BLOCK 4096
+static int cdc_next_id(pgpipe_cdc *c, long long *id)
+{
+    if (c->idpos < c->nids) {
+        *id = c->ids[c->idpos++];
+        return PGPIPE_OK;
+    }
+    int rc = PGPIPE_OK;
+    if (c->tlook && PQstatus(c->tlook) != CONNECTION_OK) {
+        PQfinish(c->tlook);
+        c->tlook = NULL;
+    }
+    if (!c->tlook && (rc = cdc_connect(c, &c->tlook, c->target, 0, "target")) != PGPIPE_OK)
+        return rc;
+    PGresult *r = NULL;
+    if (!c->idseq) {
+        rc = pp_exec(c->tlook, "SELECT pg_get_serial_sequence('staging.raw_events', 'id')::regclass::oid",
+                     0, NULL, &r, &c->h.err, "cdc: finding staging's id sequence");
+        if (rc == PGPIPE_OK && (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)))
+            rc = pp_err(&c->h.err, PGPIPE_ERROR, "cdc: staging.raw_events.id has no sequence");
+        if (rc == PGPIPE_OK)
+            c->idseq = (unsigned)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        r = NULL;
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    if (!c->ids && !(c->ids = pp_malloc(CDC_ID_BLOCK * sizeof *c->ids)))
+        return pp_err_nomem(&c->h.err);
+    char q[160];
+    snprintf(q, sizeof q, "SELECT nextval(%u::oid::regclass) FROM generate_series(1, %d)", c->idseq,
+             CDC_ID_BLOCK);
+    rc = pp_exec(c->tlook, q, 0, NULL, &r, &c->h.err, "cdc: drawing ids from staging's sequence");
+    if (rc == PGPIPE_OK && PQntuples(r) != CDC_ID_BLOCK)
+        rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: drawing ids from staging's sequence: %d of %d",
+                    PQntuples(r), CDC_ID_BLOCK);
+    for (int i = 0; rc == PGPIPE_OK && i < CDC_ID_BLOCK; i++)
+        c->ids[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    PQclear(r);
+    if (rc != PGPIPE_OK)
+        return rc;
+    c->nids = CDC_ID_BLOCK;
+    c->idpos = 1;
+    *id = c->ids[0];
+    return PGPIPE_OK;
+}
+
 /* Append one record, finished with the commit's fields, to the COPY. */
 static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char *end,
                            size_t endn, size_t lsnn, long long *count, uint64_t commit_lsn,
@@ -32034,6 +32118,16 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
     if (!comma)
         lsnn = 0;
     pp_buf *b = &c->copy;
+    if (c->nrun > 1) {
+        long long id = 0;
+        int rc = cdc_next_id(c, &id);
+        if (rc != PGPIPE_OK)
+            return rc;
+        char num[24];
+        int nn = snprintf(num, sizeof num, "%lld\t", id);
+        if (pp_buf_append(b, num, (size_t)nn) != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+    }
     /* slot names are [a-z0-9_]: nothing to escape */
     if (pp_buf_append(b, c->slot, strlen(c->slot)) || pp_buf_putc(b, '\t') ||
         pp_buf_append(b, rec, head) || pp_buf_append(b, end, lsnn) ||
@@ -32565,6 +32659,7 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
     pp_buf_free(&c->tail);
     pp_free(c->pend);
     pp_free(c->dacks);
+    pp_free(c->ids);
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_destroy(&c->qmu);
     pthread_cond_destroy(&c->ccond);

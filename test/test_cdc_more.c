@@ -912,7 +912,8 @@ PGT_TEST(cdc, more_kill9_two_groups_in_flight)
 ** rows between the changes, so the groups alternate between the lanes).
 ** The values kept in pgpipe.cdc_toast are written in the groups' order:
 ** after the backlog, a new handle (nothing in memory) fills an update that
-** leaves the value unchanged with the last one, not an older one. */
+** leaves the value unchanged with the last one, not an older one. The
+** events' ids and received_at keep the source's order. */
 PGT_TEST(cdc, more_lanes_toast_in_order)
 {
     char src[1200], tgt[1200], sql[512];
@@ -951,6 +952,17 @@ PGT_TEST(cdc, more_lanes_toast_in_order)
     /* the groups did go through both lanes: more than one target transaction */
     PGT_CHECK(pgt_db_int(t, "SELECT count(DISTINCT xmin::text) FROM staging.raw_events WHERE "
                             "source = 'lt'") > 2);
+    /* staged side by side, still in the source's order: by id, and by
+    ** received_at, id (the claim's order) */
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM (SELECT (payload->>'lsn')::pg_lsn l, "
+                             "lag((payload->>'lsn')::pg_lsn) OVER (ORDER BY id) p FROM "
+                             "staging.raw_events WHERE source = 'lt') x WHERE l < p"), 0);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM (SELECT id, lag(id) OVER (ORDER BY received_at, id) p "
+                             "FROM staging.raw_events WHERE source = 'lt') x WHERE id < p"), 0);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM (SELECT (payload->'row'->>'id')::int i, "
+                             "lag((payload->'row'->>'id')::int) OVER (ORDER BY id) p FROM "
+                             "staging.raw_events WHERE source = 'lt' AND event_type = 'public.f:insert') x "
+                             "WHERE i < p"), 0);
     pgpipe_error err;
     PGT_OK(pgpipe_cdc_drop(src, tgt, "lt", "lt", &err));
     PQfinish(s);

@@ -82,7 +82,9 @@
 ** own (options.writers, 2 by default) and the groups alternate between
 ** them, so two target backends work side by side; the commits stay in the
 ** groups' order (a writer commits its group only after the group before
-** committed), so the target always holds a prefix of the stream. A target
+** committed), so the target always holds a prefix of the stream; the
+** events' ids (drawn by pgpipe from staging's sequence in the stream's
+** order) and received_at keep the source's order. A target
 ** slower than the source fills the queues:
 ** the reader then stops reading (the walsender waits) but still sends its
 ** status in time (at least 4 times per the walsender's
