@@ -32085,12 +32085,19 @@ static int cdc_next_id(pgpipe_cdc *c, long long *id)
     char q[160];
     snprintf(q, sizeof q, "SELECT nextval(%u::oid::regclass) FROM generate_series(1, %d)", c->idseq,
              CDC_ID_BLOCK);
-    rc = pp_exec(c->tlook, q, 0, NULL, &r, &c->h.err, "cdc: drawing ids from staging's sequence");
-    if (rc == PGPIPE_OK && PQntuples(r) != CDC_ID_BLOCK)
+    /* binary: 8 bytes each, no text to make or parse */
+    r = PQexecParams(c->tlook, q, 0, NULL, NULL, NULL, NULL, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = pp_err_pq(&c->h.err, c->tlook, r, "cdc: drawing ids from staging's sequence");
+    else if (PQntuples(r) != CDC_ID_BLOCK || PQnfields(r) != 1 || PQftype(r, 0) != 20)
         rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: drawing ids from staging's sequence: %d of %d",
                     PQntuples(r), CDC_ID_BLOCK);
-    for (int i = 0; rc == PGPIPE_OK && i < CDC_ID_BLOCK; i++)
-        c->ids[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    for (int i = 0; rc == PGPIPE_OK && i < CDC_ID_BLOCK; i++) {
+        if (PQgetlength(r, i, 0) != 8)
+            rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: drawing ids from staging's sequence: not a bigint");
+        else
+            c->ids[i] = (long long)pp_cdc_get64(PQgetvalue(r, i, 0));
+    }
     PQclear(r);
     if (rc != PGPIPE_OK)
         return rc;
@@ -32124,8 +32131,15 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
         if (rc != PGPIPE_OK)
             return rc;
         char num[24];
-        int nn = snprintf(num, sizeof num, "%lld\t", id);
-        if (pp_buf_append(b, num, (size_t)nn) != PGPIPE_OK)
+        char *p = num + sizeof num;
+        unsigned long long u = id < 0 ? 0 - (unsigned long long)id : (unsigned long long)id;
+        *--p = '\t';
+        do
+            *--p = (char)('0' + u % 10);
+        while ((u /= 10) != 0);
+        if (id < 0)
+            *--p = '-';
+        if (pp_buf_append(b, p, (size_t)(num + sizeof num - p)) != PGPIPE_OK)
             return pp_err_nomem(&c->h.err);
     }
     /* slot names are [a-z0-9_]: nothing to escape */
