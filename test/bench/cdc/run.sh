@@ -48,6 +48,10 @@
 # stage each change exactly once, in any round or in the big transaction.
 #   sh test/bench/cdc/run.sh
 #   CDC_BENCH_PARTS=big sh test/bench/cdc/run.sh     the big transaction alone
+# CDC_BENCH_ARGS / CDC_BENCH_OLD_ARGS: more options of .cdc start for this
+# build / the old one, e.g. one build against itself, one writer against two:
+#   CDC_BENCH_OLD=build/pgpipe CDC_BENCH_OLD_ARGS="--writers 1" CDC_BENCH_ROWS=200000 \
+#     CDC_BENCH_BIG_MB=0 CDC_BENCH_PARTS=rounds make bench-cdc
 # Environment: CDC_BENCH_ROWS, CDC_BENCH_ROUNDS, CDC_BENCH_BIG_MB,
 # CDC_BENCH_PARTS (any of "rounds lag big"; all three),
 # PGTMP_DURABLE (1: fsync and synchronous_commit on, both clusters),
@@ -158,7 +162,7 @@ slot() { qs "SELECT pg_create_logical_replication_slot('$1', '$2')" >/dev/null; 
 # pgpipe: .cdc start in the background (binary $2, this build's by
 # default); done when its applied LSN passed M. Its connections carry the
 # application_name ppb_SLOT (PGAPPNAME), so its backends can be found.
-pp_start() { PGAPPNAME=ppb_$1 "${2:-$P}" "$T" ".cdc start --source '$S' --slot $1 --publication bench_pub --no-create --heartbeat 0" \
+pp_start() { PGAPPNAME=ppb_$1 "${2:-$P}" "$T" ".cdc start --source '$S' --slot $1 --publication bench_pub --no-create --heartbeat 0 ${3:-}" \
     >"$out/pp.log" 2>&1 & pid=$!
     sampler "$pid" "$out/threads.$1" & spid=$!
     wsampler "$1" "$out/waits.$1" & wpid=$!; }
@@ -188,7 +192,7 @@ sampler() {
 }
 # one pgpipe contender of round r: name, slot, binary
 pp_round() {
-    a=$(now_ms); pp_start "$2" "$3"; wait_until pp_done "$2" "$m"; b=$(now_ms)
+    a=$(now_ms); pp_start "$2" "$3" "$4"; wait_until pp_done "$2" "$m"; b=$(now_ms)
     cp=$(ticks "$pid"); ct=$(ticks $(backends "$T" "$2")); cw=$(ticks $(backends "$S" "$2"))
     pp_stop; kill "$spid" "$wpid" 2>/dev/null || true; wait "$spid" "$wpid" 2>/dev/null || true
     # per thread: the share of samples blocked, and where (the kernel's wchan:
@@ -254,10 +258,10 @@ while [ $r -le "$R" ]; do
     for c in $order; do
         case $c in
         pgpipe)
-            pp_round pgpipe "pp_$r" "$P" ;;
+            pp_round pgpipe "pp_$r" "$P" "${CDC_BENCH_ARGS:-}" ;;
         pgpipe_old)
             [ -n "$PO" ] || continue
-            pp_round pgpipe_old "ppo_$r" "$PO"; drop_slot "ppo_$r" ;;
+            pp_round pgpipe_old "ppo_$r" "$PO" "${CDC_BENCH_OLD_ARGS:-}"; drop_slot "ppo_$r" ;;
         subscription)
             # timed from its apply worker's start: the launcher may take seconds
             # to start one, which is not the apply's speed
@@ -283,7 +287,7 @@ done
 if part lag; then
 base=$(((R + 1) * 10000000))
 slot pp_lag pgoutput
-pp_start pp_lag
+pp_start pp_lag "$P" "${CDC_BENCH_ARGS:-}"
 wait_until sh -c "[ \"\$(psql '$S' -qAtX -c \"SELECT active FROM pg_replication_slots WHERE slot_name = 'pp_lag'\")\" = t ]"
 w0=$(now_ms); work $base; w1=$(now_ms); m=$(mark)
 wait_until pp_done pp_lag "$m"; d=$(now_ms); pp_stop
@@ -317,7 +321,7 @@ if [ "$BIG" -gt 0 ]; then
     qs "INSERT INTO bench_big SELECT g, repeat(md5(g::text), 31) FROM generate_series(1, $rows) g;
         DELETE FROM bench_mark; INSERT INTO bench_mark SELECT pg_current_wal_insert_lsn()" >/dev/null
     m=$(mark)
-    a=$(now_ms); pp_start pp_big
+    a=$(now_ms); pp_start pp_big "$P" "${CDC_BENCH_ARGS:-}"
     hwm=0
     while ! pp_done pp_big "$m"; do
         h=$(sed -n 's/^VmHWM:[^0-9]*\([0-9]*\) kB/\1/p' "/proc/$pid/status" 2>/dev/null || echo 0)
