@@ -4725,6 +4725,9 @@ static const optdef opts_cdc_start[] = {
     { "--for", NULL, OPT_TEXT, "DURATION", 0, 0, NULL,
       "stop by itself after this long (90, 30s, 5m): a bounded run",
       ".cdc start --source \"host=src dbname=app user=repl\" --for 5m" },
+    { "--writers", NULL, OPT_INT, "N", 1, 4, "2",
+      "target connections that stage groups side by side, committed in order",
+      ".cdc start --source \"host=src dbname=app user=repl\" --writers 1" },
     { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const optdef opts_cdc_status[] = {
@@ -4808,6 +4811,7 @@ static int cdc_start(shell *sh)
     o.create = !opt_has(&cur, "--no-create");
     o.snapshot = opt_has(&cur, "--snapshot");
     o.heartbeat_ms = (int)opt_num(&cur, "--heartbeat", o.heartbeat_ms);
+    o.writers = (int)opt_num(&cur, "--writers", o.writers);
     const char *f = opt_str(&cur, "--for", NULL);
     long long for_ms = -1;
     if (f && (for_ms = run_parse_duration(f)) <= 0) {

@@ -666,7 +666,7 @@ PGT_TEST(cdc, kill9_exactly_once)
     total += 20000;
     snprintf(sql, sizeof sql, "SELECT ((SELECT count(*) FROM staging.raw_events) >= %lld AND "
              "EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'cdc_kill' AND "
-             "query LIKE 'COPY%%' AND state = 'active'))::int", before);
+             "query LIKE '%%COPY staging%%' AND state = 'active'))::int", before);
     int in_copy = cdc_until(t, sql);
     cdc_kill(pid);
     /* 3: killed while a transaction still open on the source streams into its spool */

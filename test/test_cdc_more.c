@@ -833,3 +833,138 @@ PGT_TEST(cdc, more_single_thread_exact)
     PQfinish(s);
     pgt_db_close(t);
 }
+
+/* ---- two lanes: groups staged side by side, committed in order --------- */
+
+/* The writer's two target connections each hold a group: the first waits
+** for a lock on the slot's row in pgpipe.cdc_slots (taken as a careless
+** user might), the second has COPYed its group and waits for its turn.
+** Nothing of either is visible on the target (the second never commits
+** before the first), the source is told nothing; then kill -9: started
+** again, each change once. */
+PGT_TEST(cdc, more_kill9_two_groups_in_flight)
+{
+    char src[1200], tgt[1200], lkc[1200], sql[512];
+    PGconn *s = cdc_src_fresh("cdc_lanes", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_lanes_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_lanes_t application_name=cdc_lanes", pgt_dsn());
+    snprintf(lkc, sizeof lkc, "%s dbname=cdc_lanes_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE r (id bigint PRIMARY KEY, v text)"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "cl", "r");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    pgpipe_cdc_close(c);
+    PGconn *lk = cdc_conn(lkc);
+    PQclear(PGT_EXEC(lk, "BEGIN; SELECT 1 FROM pgpipe.cdc_slots WHERE slot = 'cl' FOR UPDATE"));
+    char before[32];
+    snprintf(before, sizeof before, "%s", pgt_db_str(s, "SELECT pg_current_wal_lsn()::text"));
+    pid_t pid = cdc_child(src, tgt, "cl");
+    /* the first group: its commit waits for the row */
+    PQclear(PGT_EXEC(s, "INSERT INTO r SELECT g, 'a' FROM generate_series(1, 1000) g"));
+    PGT_CHECK_MSG(cdc_until(t, "SELECT (count(*) = 1)::int FROM pg_stat_activity WHERE "
+                               "application_name = 'cdc_lanes' AND wait_event_type = 'Lock'"),
+                  "the first lane does not wait for the slot's row");
+    /* the next groups: the second lane COPYs one and waits for its turn */
+    for (int b = 1; b < 10; b++) {
+        snprintf(sql, sizeof sql, "INSERT INTO r SELECT g, 'b' FROM generate_series(%d, %d) g",
+                 b * 1000 + 1, b * 1000 + 1000);
+        PQclear(PGT_EXEC(s, sql));
+    }
+    PGT_CHECK_MSG(cdc_until(t, "SELECT (count(*) = 1)::int FROM pg_stat_activity WHERE "
+                               "application_name = 'cdc_lanes' AND state = 'idle in transaction' "
+                               "AND query LIKE '%COPY staging%'"),
+                  "the second lane does not hold a group: %s",
+                  pgt_db_str(t, "SELECT string_agg(state || ' ' || coalesce(wait_event, '') || ' ' || "
+                                "left(query, 30), '; ') FROM pg_stat_activity WHERE "
+                                "application_name = 'cdc_lanes'"));
+    /* a while: neither commits, and the second does not go first */
+    pgpipe_sleep_ms(300);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM staging.raw_events WHERE source = 'cl'"), 0);
+    snprintf(sql, sizeof sql, "SELECT (confirmed_flush_lsn <= '%s')::int FROM pg_replication_slots "
+             "WHERE slot_name = 'cl'", before);
+    PGT_EQ_INT(pgt_db_int(s, sql), 1);
+    cdc_kill(pid);
+    PQclear(PGT_EXEC(lk, "COMMIT"));
+    PQfinish(lk);
+    /* the first lane's backend had its whole query (LSN update, COMMIT):
+    ** it may commit the first group with its client gone; the second
+    ** group's backend, waiting for its client, rolls back */
+    PGT_CHECK(cdc_until(t, "SELECT (count(*) = 0)::int FROM pg_stat_activity WHERE "
+                           "application_name = 'cdc_lanes'"));
+    long long kept = pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots WHERE slot = 'cl'");
+    PGT_CHECK_MSG(kept <= 1, "%lld source transactions committed with the first group held", kept);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM staging.raw_events WHERE source = 'cl'"), kept * 1000);
+    PGT_OK(cdc_open(&c, src, tgt, "cl", NULL));
+    cdc_run_until(c, t, "cl", 10000);
+    pgpipe_cdc_close(c);
+    cm_check_exact(s, t, "r", "cl");
+    PGT_EQ_INT(pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots WHERE slot = 'cl'"), 10);
+    fprintf(stderr, "    killed with two groups in flight; the first group's backend %s it\n",
+            kept ? "committed" : "rolled back");
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "cl", "cl", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}
+
+/* Unchanged TOAST values across the two lanes: a backlog in which one
+** row's large value changes in each of ten groups (about 2 MB of other
+** rows between the changes, so the groups alternate between the lanes).
+** The values kept in pgpipe.cdc_toast are written in the groups' order:
+** after the backlog, a new handle (nothing in memory) fills an update that
+** leaves the value unchanged with the last one, not an older one. The
+** events' ids and received_at keep the source's order. */
+PGT_TEST(cdc, more_lanes_toast_in_order)
+{
+    char src[1200], tgt[1200], sql[512];
+    PGconn *s = cdc_src_fresh("cdc_ltoast", src, sizeof src, NULL);
+    PGconn *t = pgt_db_fresh("cdc_ltoast_t");
+    snprintf(tgt, sizeof tgt, "%s dbname=cdc_ltoast_t", pgt_dsn());
+    PQclear(PGT_EXEC(s, "CREATE TABLE b (id int PRIMARY KEY, v int, big text);"
+                        "ALTER TABLE b ALTER COLUMN big SET STORAGE EXTERNAL;"
+                        "CREATE TABLE f (id int PRIMARY KEY, pad text)"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, "lt", "b, f");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    pgpipe_cdc_close(c);
+    PQclear(PGT_EXEC(s, "INSERT INTO b VALUES (1, 0, repeat('a', 3000))"));
+    for (int i = 1; i <= 10; i++) {
+        snprintf(sql, sizeof sql, "UPDATE b SET big = repeat(chr(97 + %d), 3000) WHERE id = 1", i);
+        PQclear(PGT_EXEC(s, sql));
+        snprintf(sql, sizeof sql, "INSERT INTO f SELECT g, repeat('f', 1000) FROM "
+                 "generate_series(%d, %d) g", i * 10000, i * 10000 + 1999);
+        PQclear(PGT_EXEC(s, sql));
+    }
+    long long want = 1 + 10 + 10 * 2000;
+    PGT_OK(cdc_open(&c, src, tgt, "lt", NULL));
+    cdc_run_until(c, t, "lt", want);
+    pgpipe_cdc_close(c);
+    PGT_EQ_STR(pgt_db_str(t, "SELECT left(value, 3) FROM pgpipe.cdc_toast WHERE slot = 'lt' AND "
+                             "col = 'big'"), "kkk");
+    PQclear(PGT_EXEC(s, "UPDATE b SET v = 1 WHERE id = 1"));
+    PGT_OK(cdc_open(&c, src, tgt, "lt", NULL));
+    cdc_run_until(c, t, "lt", want + 1);
+    pgpipe_cdc_close(c);
+    PGT_EQ_STR(pgt_db_str(t, "SELECT (payload->'filled')::text || ' ' || (payload->'row'->>'big' = "
+                             "repeat('k', 3000)) FROM staging.raw_events WHERE source = 'lt' AND "
+                             "event_type = 'public.b:update' AND payload->'row'->>'v' = '1'"),
+               "[\"big\"] true");
+    /* the groups did go through both lanes: more than one target transaction */
+    PGT_CHECK(pgt_db_int(t, "SELECT count(DISTINCT xmin::text) FROM staging.raw_events WHERE "
+                            "source = 'lt'") > 2);
+    /* staged side by side, still in the source's order: by id, and by
+    ** received_at, id (the claim's order) */
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM (SELECT (payload->>'lsn')::pg_lsn l, "
+                             "lag((payload->>'lsn')::pg_lsn) OVER (ORDER BY id) p FROM "
+                             "staging.raw_events WHERE source = 'lt') x WHERE l < p"), 0);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM (SELECT id, lag(id) OVER (ORDER BY received_at, id) p "
+                             "FROM staging.raw_events WHERE source = 'lt') x WHERE id < p"), 0);
+    PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM (SELECT (payload->'row'->>'id')::int i, "
+                             "lag((payload->'row'->>'id')::int) OVER (ORDER BY id) p FROM "
+                             "staging.raw_events WHERE source = 'lt' AND event_type = 'public.f:insert') x "
+                             "WHERE i < p"), 0);
+    pgpipe_error err;
+    PGT_OK(pgpipe_cdc_drop(src, tgt, "lt", "lt", &err));
+    PQfinish(s);
+    pgt_db_close(t);
+}

@@ -36,12 +36,10 @@
 #include <sys/socket.h>
 #endif
 
-/* What the reader hands the writer (cdc_w_*), in order: rows of the open
-** group ('r', COPY text), the group's end ('e': its last source
-** transaction's end LSN and commit time, its counts and its unchanged-TOAST
-** writes), an LSN confirmable once everything before it is ('a'; 'i' when idle:
-** cdc_w_ack), the end
-** of the run ('f': make what is committed durable). */
+/* What the reader hands a lane of the writer (cdc_w_*), in order: rows of
+** the open group ('r', COPY text), the group's end ('e': its sequence
+** number, its last source transaction's end LSN and commit time, its
+** counts and its unchanged-TOAST writes). */
 typedef struct cdc_item {
     struct cdc_item *next;
     char kind;
@@ -83,6 +81,34 @@ typedef struct cdc_img {
                                    or "col\0" 'X' "\0" (forgotten) */
     size_t nvals;
 } cdc_img;
+
+/* An LSN the source may be told once the groups up to seq are committed
+** and flushed ('a'; 'i' idle: see cdc_w_ack), handed while they were not. */
+typedef struct cdc_dack {
+    uint64_t seq, lsn;
+    char kind;
+} cdc_dack;
+
+/* A lane of the writer: a target connection of its own that COPYs and
+** commits the groups whose sequence number is its index modulo the lanes'
+** count; lane 0's is the handle's tgt (see "the writer" below). */
+#define CDC_LANES_MAX 4
+typedef struct cdc_lane {
+    struct pgpipe_cdc *c;
+    int idx;
+    PGconn *conn;
+    int open;                   /* a group's target transaction with its COPY open */
+    int ready;                  /* lanes 1..: the session set up (synchronous_commit) */
+    int dead;                   /* its socket was shut: connect again */
+    pgpipe_error err;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_t thr;
+    int running, exited;
+    pthread_cond_t cond;        /* items for it, a quit */
+    cdc_item *qhead, *qtail;
+    size_t qbytes;
+#endif
+} cdc_lane;
 
 struct pgpipe_cdc {
     pp_handle h;
@@ -146,20 +172,30 @@ struct pgpipe_cdc {
     uint64_t queued_end, seq;
     int wal_timeout_ms;
     int single;                 /* one thread: the reader calls the writer (cdc_w_*) itself */
-    int w_open;                 /* the writer: a target transaction with its COPY open */
-    pgpipe_error werr;          /* the writer's failure */
-    int tgt_dead;               /* the writer's socket was shut: connect the target again */
+    /* the writer's lanes (nlanes: options.writers; nrun: this run's, 1
+    ** with one thread or when a second connection could not be made) */
+    cdc_lane lanes[CDC_LANES_MAX];
+    int nlanes, nrun;
+    uint64_t grp_bytes;         /* the reader's open group: bytes of rows */
+    pgpipe_error werr;          /* the writer's first failure */
     _Atomic uint64_t w_seq;     /* the last group committed: its TOAST images may go */
+    uint64_t w_done;            /* the last group committed or given up: the next commits */
+    uint64_t w_started;         /* the last group whose target transaction began (qmu) */
+    /* more than one lane: the events' ids, taken from staging's sequence
+    ** by the reader (on tlook) in blocks, in the stream's order */
+    long long *ids;
+    int nids, idpos;
+    unsigned idseq;             /* the sequence's OID; 0: not known yet */
+    cdc_dack *dacks;            /* acks waiting for their groups (qmu) */
+    int ndacks, capdacks;
     _Atomic uint64_t st_ack;    /* what the source may be told is flushed (the writer's ack) */
 #ifndef PGPIPE_OMIT_THREADS
-    /* the writer thread and the queue to it, bounded in bytes */
-    pthread_t wthr;
+    /* the lanes' threads and their queues, bounded in bytes; qmu guards
+    ** the queues, the groups' order (w_done), pend, ack and the dacks */
     int w_running;
     pthread_mutex_t qmu;
-    pthread_cond_t qcond, rcond;
-    cdc_item *qhead, *qtail;
-    size_t qbytes;
-    int w_quit, w_exited;
+    pthread_cond_t rcond, ccond; /* for the reader: room, an exit; for the lanes: a commit */
+    int w_quit;
     atomic_int w_failed;
 #endif
     atomic_int stop;
@@ -167,9 +203,12 @@ struct pgpipe_cdc {
     _Atomic uint64_t st_applied, st_confirmed, st_received;
 };
 
-/* The queue to the writer holds at most this many bytes of rows: a
-** reader ahead of the target by more waits (and answers the walsender
-** meanwhile); a transaction of any size goes through in pieces. */
+/* The queues to the writer's lanes hold at most this many bytes of rows
+** (each its share): a reader ahead of the target by more waits (and
+** answers the walsender meanwhile); a transaction of any size goes through
+** in pieces. With more than one lane a group ends at half a lane's share
+** (about 10,000 small events), so that one lane's backend works on a group
+** while the next group fills the other lane. */
 #define CDC_QUEUE_BYTES ((size_t)8 * 1024 * 1024)
 /* Rows go to the writer in pieces of about this size. */
 #define CDC_CHUNK (256 * 1024)
@@ -205,6 +244,7 @@ void pgpipe_cdc_options_init(pgpipe_cdc_options *o)
     o->install = 1;
     o->status_interval_ms = 1000;
     o->heartbeat_ms = 10000;
+    o->writers = 2;
 }
 
 /* ---- the event payload ----------------------------------------------- */
@@ -791,8 +831,10 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&c->qmu, NULL);
-    pthread_cond_init(&c->qcond, &ca);
     pthread_cond_init(&c->rcond, &ca);
+    pthread_cond_init(&c->ccond, &ca);
+    for (int i = 0; i < CDC_LANES_MAX; i++)
+        pthread_cond_init(&c->lanes[i].cond, &ca);
     pthread_condattr_destroy(&ca);
 #else
     c->single = 1;
@@ -811,6 +853,12 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
         return pp_err_nomem(&c->h.err);
     c->status_ms = opt->status_interval_ms > 0 ? opt->status_interval_ms : 1000;
     c->heartbeat_ms = opt->heartbeat_ms > 0 ? opt->heartbeat_ms : 0;
+    c->nlanes = opt->writers <= 0 ? 2 : opt->writers > CDC_LANES_MAX ? CDC_LANES_MAX : opt->writers;
+    for (int i = 0; i < CDC_LANES_MAX; i++) {
+        c->lanes[i].c = c;
+        c->lanes[i].idx = i;
+    }
+    c->nrun = 1;
     int rc;
     if ((rc = cdc_connect(c, &c->src, c->source, 0, "source")) != PGPIPE_OK ||
         (rc = cdc_check_source(c)) != PGPIPE_OK ||
@@ -888,8 +936,8 @@ static void cdc_spool_drop(pgpipe_cdc *c, cdc_spool *s)
         c->cur = &c->spools[i];
 }
 
-static void cdc_group_abort(pgpipe_cdc *c);
-static void cdc_w_stop(pgpipe_cdc *c, int drain);
+static void cdc_group_abort(pgpipe_cdc *c, cdc_lane *L);
+static void cdc_w_stop(pgpipe_cdc *c);
 
 /* Forget everything in flight: after a failure the stream starts again
 ** from the applied LSN, and the server sends the relations again. The
@@ -898,9 +946,9 @@ static void cdc_w_stop(pgpipe_cdc *c, int drain);
 ** are not confirmed now: a later group's flush confirms them. */
 static void cdc_reset(pgpipe_cdc *c)
 {
-    cdc_w_stop(c, 0);
-    if (c->w_open)
-        cdc_group_abort(c);
+    cdc_w_stop(c);
+    if (c->lanes[0].open) /* one thread */
+        cdc_group_abort(c, &c->lanes[0]);
     c->grp_open = 0;
     c->copy.len = 0;
     if (c->repl)
@@ -914,6 +962,8 @@ static void cdc_reset(pgpipe_cdc *c)
         cdc_spool_drop(c, &c->spools[c->nspools - 1]);
     c->cur = NULL;
     c->npend = 0;
+    c->ndacks = 0;
+    c->nids = c->idpos = 0;
     c->queued_end = c->applied;
     cdc_toast_drop(c, 0, 0, 1); /* TOAST images of transactions not staged */
 }
@@ -1602,28 +1652,28 @@ static int cdc_toast_build(pgpipe_cdc *c, uint64_t seq, pp_buf *tru_out, pp_buf 
     return PGPIPE_OK;
 }
 
-/* The writer: the statements cdc_toast_build made, on the target
-** connection in the group's transaction. */
-static int cdc_toast_exec(pgpipe_cdc *c, const cdc_item *it, pgpipe_error *err)
+/* A lane of the writer: the statements cdc_toast_build made, on its
+** connection conn in the group's transaction. */
+static int cdc_toast_exec(pgpipe_cdc *c, PGconn *conn, const cdc_item *it, pgpipe_error *err)
 {
     int rc = PGPIPE_OK;
     if (it->tru.len) {
         const char *p[2] = { c->slot, it->tru.data };
-        rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast WHERE slot = $1 AND table_name IN "
+        rc = pp_exec(conn, "DELETE FROM pgpipe.cdc_toast WHERE slot = $1 AND table_name IN "
                              "(SELECT json_array_elements_text($2::json))", 2, p, NULL, err,
                      "cdc: forgetting a truncated table's TOAST values");
     }
     if (rc == PGPIPE_OK && it->del.len) {
         /* [table, key, column or null for the whole row] */
         const char *p[2] = { c->slot, it->del.data };
-        rc = pp_exec(c->tgt, "DELETE FROM pgpipe.cdc_toast t USING (SELECT e->>0 tb, e->>1 k, "
+        rc = pp_exec(conn, "DELETE FROM pgpipe.cdc_toast t USING (SELECT e->>0 tb, e->>1 k, "
                              "e->>2 col FROM json_array_elements($2::json) e) u WHERE t.slot = $1 "
                              "AND t.table_name = u.tb AND t.key = u.k AND (u.col IS NULL OR "
                              "t.col = u.col)", 2, p, NULL, err,
                      "cdc: forgetting rows' TOAST values");
     }
     if (rc == PGPIPE_OK && it->ins.len)
-        rc = cdc_toast_ins(c->tgt, c->slot, it->ins.data, err);
+        rc = cdc_toast_ins(conn, c->slot, it->ins.data, err);
     return rc;
 }
 
@@ -1835,16 +1885,34 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
 ** The reader (the thread running pgpipe_cdc_run: it reads the stream,
 ** answers the walsender, decodes, makes the COPY rows) hands the writer
 ** what to do in order (cdc_item); the writer COPYs a group's rows into
-** staging.raw_events, stores its last LSN in pgpipe.cdc_slots and commits,
-** on the target connection, which is its own while it runs. So the source
-** is read while the target works on the last group, and the target is fed
-** while the source decodes the next. Between them a queue of at most
-** CDC_QUEUE_BYTES: a target slower than the source fills it, and the reader
+** staging.raw_events, stores its last LSN in pgpipe.cdc_slots and commits.
+** So the source is read while the target works on the last group, and the
+** target is fed while the source decodes the next.
+**
+** The writer has lanes (options.writers, 2 by default): a thread each, with
+** a target connection of its own (lane 0's is the handle's tgt) and a
+** queue of at most CDC_QUEUE_BYTES / lanes; group n goes to lane n % lanes.
+** So while one target backend parses and indexes a group's rows, the next
+** group's rows go to another backend, and the target uses a second core.
+** The commits stay in the order of the groups: a lane sends its group's
+** LSN update and COMMIT only after the group before it committed (w_done;
+** the slot row's lock would hold it back too, but a rollback of the group
+** before must not let it through), and its unchanged-TOAST writes only
+** then as well (two groups' writes of one row in order). So what the
+** target holds is always a prefix of the groups, and its applied LSN says
+** which: a crash of any side at any point loses nothing and stages nothing
+** twice. The events stay in the stream's order in staging: by id (drawn
+** by the reader, cdc_next_id) and by received_at, id (a lane begins its
+** group's transaction, whose start time is received_at, only after the
+** group before began). The source is told only LSNs whose groups (and all before them)
+** committed and were found flushed (st_ack); a failure of any lane gives up
+** every group not committed, as with one.
+**
+** A target slower than the source fills a lane's queue, and the reader
 ** then stops reading the stream (the walsender waits on its socket) but
 ** still sends its standby status in time, so the walsender does not time
-** out; the status confirms only what the writer committed and found
-** flushed (st_ack). With PGPIPE_OMIT_THREADS or options.single_thread the
-** reader calls the writer's functions itself (each waits for the other). */
+** out. With PGPIPE_OMIT_THREADS or options.single_thread there is one lane
+** and the reader calls its functions itself (each waits for the other). */
 
 static void cdc_item_free(cdc_item *it)
 {
@@ -1857,9 +1925,43 @@ static void cdc_item_free(cdc_item *it)
     pp_free(it);
 }
 
+static void cdc_lock(pgpipe_cdc *c)
+{
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_lock(&c->qmu);
+#else
+    (void)c;
+#endif
+}
+
+static void cdc_unlock(pgpipe_cdc *c)
+{
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_unlock(&c->qmu);
+#else
+    (void)c;
+#endif
+}
+
+/* A lane failed (its err says why): the writer's first failure is the
+** run's; every lane and the reader hear of it. Under qmu. */
+static void cdc_lane_fail(pgpipe_cdc *c, cdc_lane *L)
+{
+    if (c->single || c->werr.code == PGPIPE_OK)
+        c->werr = L->err;
+    if (c->werr.code == PGPIPE_OK)
+        c->werr.code = PGPIPE_DB;
+#ifndef PGPIPE_OMIT_THREADS
+    atomic_store(&c->w_failed, 1);
+    pthread_cond_broadcast(&c->rcond);
+    pthread_cond_broadcast(&c->ccond);
+    for (int i = 0; i < c->nrun; i++)
+        pthread_cond_broadcast(&c->lanes[i].cond);
+#endif
+}
 
 /* The target's WAL is flushed to flushed: the groups committed before it
-** are durable there and may be confirmed to the source. */
+** are durable there and may be confirmed to the source. Under qmu. */
 static void cdc_flushed(pgpipe_cdc *c, uint64_t flushed)
 {
     int k = 0;
@@ -1876,36 +1978,39 @@ static void cdc_flushed(pgpipe_cdc *c, uint64_t flushed)
     c->last_flush_us = pgpipe_now_us();
 }
 
-/* The writer asks the target how far its WAL is flushed (waiting for it:
+/* Lane L asks the target how far its WAL is flushed (waiting for it:
 ** durable makes it so first, with one synchronous commit, which flushes
 ** all the WAL before it). */
-static int cdc_flush_check(pgpipe_cdc *c, int durable)
+static int cdc_flush_check(pgpipe_cdc *c, cdc_lane *L, int durable)
 {
     int rc = PGPIPE_OK;
-    pgpipe_error *err = &c->werr;
+    pgpipe_error *err = &L->err;
     if (durable) {
         const char *p1[1] = { c->slot };
-        rc = pp_exec(c->tgt, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, err,
+        rc = pp_exec(L->conn, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, err,
                      "cdc: flushing the target's WAL");
         if (rc == PGPIPE_OK)
-            rc = pp_exec(c->tgt, "UPDATE pgpipe.cdc_slots SET updated_at = now() WHERE slot = $1",
+            rc = pp_exec(L->conn, "UPDATE pgpipe.cdc_slots SET updated_at = now() WHERE slot = $1",
                          1, p1, NULL, err, "cdc: flushing the target's WAL");
         if (rc == PGPIPE_OK)
-            rc = pp_exec(c->tgt, "COMMIT", 0, NULL, NULL, err, "cdc: flushing the target's WAL");
+            rc = pp_exec(L->conn, "COMMIT", 0, NULL, NULL, err, "cdc: flushing the target's WAL");
         if (rc != PGPIPE_OK) {
-            pp_rollback_open(c->tgt);
+            pp_rollback_open(L->conn);
             return rc;
         }
     }
     PGresult *r = NULL;
     uint64_t flushed = 0;
-    rc = pp_exec(c->tgt, "SELECT pg_current_wal_flush_lsn()::text", 0, NULL, &r, err,
+    rc = pp_exec(L->conn, "SELECT pg_current_wal_flush_lsn()::text", 0, NULL, &r, err,
                  "cdc: reading the target's WAL position");
     if (rc == PGPIPE_OK && !pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &flushed))
         rc = pp_err(err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
     PQclear(r);
-    if (rc == PGPIPE_OK)
+    if (rc == PGPIPE_OK) {
+        cdc_lock(c);
         cdc_flushed(c, flushed);
+        cdc_unlock(c);
+    }
     return rc;
 }
 
@@ -1947,78 +2052,148 @@ static int cdc_target_session(pgpipe_cdc *c)
     c->queued_end = c->applied;
     c->async_commit = async;
     c->tgt_ready = 1;
+    /* the other lanes' sessions follow this one's */
+    for (int i = 1; i < CDC_LANES_MAX; i++)
+        c->lanes[i].ready = 0;
     return PGPIPE_OK;
 }
 
-/* The writer gives up its open group: ends its COPY (a ROLLBACK cannot be
+/* Lane L gives up its open group: ends its COPY (a ROLLBACK cannot be
 ** sent while one is in progress) and rolls the target transaction back. */
-static void cdc_group_abort(pgpipe_cdc *c)
+static void cdc_group_abort(pgpipe_cdc *c, cdc_lane *L)
 {
-    if (c->tgt && PQstatus(c->tgt) == CONNECTION_OK) {
-        PGresult *r = PQgetResult(c->tgt);
+    (void)c;
+    if (L->conn && PQstatus(L->conn) == CONNECTION_OK) {
+        PGresult *r = PQgetResult(L->conn);
         int copying = r && PQresultStatus(r) == PGRES_COPY_IN;
         PQclear(r);
-        if (copying && PQputCopyEnd(c->tgt, "cdc: the group was given up") == 1)
-            while ((r = PQgetResult(c->tgt)) != NULL)
+        if (copying && PQputCopyEnd(L->conn, "cdc: the group was given up") == 1)
+            while ((r = PQgetResult(L->conn)) != NULL)
                 PQclear(r);
         else
-            while (r && (r = PQgetResult(c->tgt)) != NULL)
+            while (r && (r = PQgetResult(L->conn)) != NULL)
                 PQclear(r);
-        pp_rollback_open(c->tgt);
+        pp_rollback_open(L->conn);
     }
-    c->w_open = 0;
+    L->open = 0;
 }
 
-/* The writer: a group's target transaction and its COPY, one round trip. */
-static int cdc_w_open(pgpipe_cdc *c)
+/* Lane L waits until the group before seq began (its transaction's start
+** time is received_at: the groups' events stay in order by it) or, done 1,
+** committed (its turn to commit); an error when the writer failed or quits
+** meanwhile (that group is given up). */
+static int cdc_w_wait(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int done)
 {
-    int rc = pp_copy_in_start(c->tgt, "BEGIN; COPY staging.raw_events (source, event_type, payload) "
-                                      "FROM STDIN", &c->werr, "cdc: COPY into staging");
+    int ok = 1;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_mutex_lock(&c->qmu);
+    while ((done ? c->w_done : c->w_started) + 1 < seq && !c->w_quit &&
+           !atomic_load(&c->w_failed)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 100000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&c->ccond, &c->qmu, &ts);
+    }
+    ok = (done ? c->w_done : c->w_started) + 1 >= seq;
+    pthread_mutex_unlock(&c->qmu);
+#else
+    (void)c;
+    (void)seq;
+    (void)done;
+#endif
+    return ok ? PGPIPE_OK
+              : pp_err(&L->err, PGPIPE_ERROR, "cdc: a group before this one was not staged");
+}
+
+/* Lane L: group seq's target transaction and its COPY, one round trip,
+** after the group before began. With more than one lane the rows carry
+** their ids (cdc_copy_record). */
+static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq)
+{
+    int rc = cdc_w_wait(c, L, seq, 0);
+    if (rc == PGPIPE_OK)
+        rc = pp_copy_in_start(L->conn, c->nrun > 1
+                                  ? "BEGIN; COPY staging.raw_events (id, source, event_type, payload) "
+                                    "FROM STDIN"
+                                  : "BEGIN; COPY staging.raw_events (source, event_type, payload) "
+                                    "FROM STDIN", &L->err, "cdc: COPY into staging");
     if (rc != PGPIPE_OK) {
-        cdc_group_abort(c);
+        cdc_group_abort(c, L);
         return rc;
     }
-    c->w_open = 1;
+    L->open = 1;
+    cdc_lock(c);
+    if (seq > c->w_started)
+        c->w_started = seq;
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_cond_broadcast(&c->ccond);
+#endif
+    cdc_unlock(c);
     return PGPIPE_OK;
 }
 
-/* The writer: rows of the open group (it is started when none is). */
-static int cdc_w_rows(pgpipe_cdc *c, const char *data, size_t len)
+/* Lane L: rows of its open group seq (it is started when none is). */
+static int cdc_w_rows(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, const char *data, size_t len)
 {
-    int rc = c->w_open ? PGPIPE_OK : cdc_w_open(c);
+    int rc = L->open ? PGPIPE_OK : cdc_w_open(c, L, seq);
     if (rc != PGPIPE_OK)
         return rc;
-    if ((len && PQputCopyData(c->tgt, data, (int)len) != 1) || PQflush(c->tgt) != 0) {
-        rc = pp_err_pq(&c->werr, c->tgt, NULL, "cdc: COPY into staging");
-        cdc_group_abort(c);
+    if ((len && PQputCopyData(L->conn, data, (int)len) != 1) || PQflush(L->conn) != 0) {
+        rc = pp_err_pq(&L->err, L->conn, NULL, "cdc: COPY into staging");
+        cdc_group_abort(c, L);
     }
     return rc;
 }
 
-/* The writer commits the group it: the end of its COPY; its TOAST images;
-** then one simple query: the end LSN of its last source transaction into
-** pgpipe.cdc_slots (an error when the row is at or past it already: the
-** division by zero rolls the transaction back), COMMIT, and where the
-** target's WAL is (inserted past the commit, flushed); then the group may
-** be confirmed to the source once that WAL is flushed. */
-static int cdc_w_end(pgpipe_cdc *c, const cdc_item *it)
+/* lsn is confirmable now that everything handed before it is committed
+** (with the last committed group once that is flushed, or at once); idle
+** ('i', the walsender's position when it pings, a heartbeat): only when
+** nothing committed waits for its flush. Under qmu. */
+static void cdc_w_ack(pgpipe_cdc *c, uint64_t lsn, int idle)
 {
-    pgpipe_error *err = &c->werr;
-    int rc = c->w_open ? PGPIPE_OK : cdc_w_open(c);
+    if (c->npend) {
+        if (idle)
+            return;
+        if (lsn > c->pend[c->npend - 1].remote)
+            c->pend[c->npend - 1].remote = lsn;
+    } else if (lsn > c->ack) {
+        c->ack = lsn;
+        atomic_store(&c->st_ack, c->ack);
+    }
+}
+
+/* Lane L commits its group it: the end of its COPY; its TOAST writes; then
+** (its turn come) one simple query: the end LSN of its last source
+** transaction into pgpipe.cdc_slots (an error when the row is at or past
+** it already: the division by zero rolls the transaction back), COMMIT,
+** and where the target's WAL is (inserted past the commit, flushed); then
+** the group may be confirmed to the source once that WAL is flushed. */
+static int cdc_w_end(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
+{
+    pgpipe_error *err = &L->err;
+    int rc = L->open ? PGPIPE_OK : cdc_w_open(c, L, it->seq);
     if (rc != PGPIPE_OK)
         return rc;
-    if (PQputCopyEnd(c->tgt, NULL) != 1) {
-        rc = pp_err_pq(err, c->tgt, NULL, "cdc: COPY into staging");
+    if (PQputCopyEnd(L->conn, NULL) != 1) {
+        rc = pp_err_pq(err, L->conn, NULL, "cdc: COPY into staging");
     } else {
         PGresult *r;
-        while ((r = PQgetResult(c->tgt)) != NULL) {
+        while ((r = PQgetResult(L->conn)) != NULL) {
             if (rc == PGPIPE_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
-                rc = pp_err_pq(err, c->tgt, r, "cdc: COPY into staging");
+                rc = pp_err_pq(err, L->conn, r, "cdc: COPY into staging");
             PQclear(r);
         }
     }
-    if (rc == PGPIPE_OK) /* unchanged TOAST values: the writes, in this transaction */
-        rc = cdc_toast_exec(c, it, err);
+    /* unchanged TOAST values: the writes, in this transaction, after those
+    ** of the groups before (committed) */
+    if (rc == PGPIPE_OK && (it->tru.len || it->del.len || it->ins.len) &&
+        (rc = cdc_w_wait(c, L, it->seq, 1)) == PGPIPE_OK) {
+        rc = cdc_toast_exec(c, L->conn, it, err);
+    }
+    if (rc == PGPIPE_OK)
+        rc = cdc_w_wait(c, L, it->seq, 1);
     char lsn[32], q[1024];
     pp_cdc_lsn_str(it->lsn, lsn, sizeof lsn);
     /* the slot name is [a-z0-9_]; the rest are numbers and an LSN */
@@ -2030,24 +2205,23 @@ static int cdc_w_end(pgpipe_cdc *c, const cdc_item *it)
              "COMMIT; SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
              lsn, (long long)it->ts, it->txns, it->events, c->slot, lsn);
     uint64_t local = 0, flushed = 0;
-    if (rc == PGPIPE_OK && !PQsendQuery(c->tgt, q))
-        rc = pp_err_pq(err, c->tgt, NULL, "cdc: storing the applied LSN");
+    if (rc == PGPIPE_OK && !PQsendQuery(L->conn, q))
+        rc = pp_err_pq(err, L->conn, NULL, "cdc: storing the applied LSN");
     if (rc == PGPIPE_OK) {
         PGresult *r;
         int k = 0, got = 0;
-        while ((r = PQgetResult(c->tgt)) != NULL) {
+        while ((r = PQgetResult(L->conn)) != NULL) {
             ExecStatusType st = PQresultStatus(r);
+            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
             if (rc != PGPIPE_OK) {
                 /* the rest of the answer */
-            } else if (st == PGRES_FATAL_ERROR && k == 0 &&
-                       !strcmp(PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : "",
-                               "22012")) {
+            } else if (st == PGRES_FATAL_ERROR && k == 0 && state && !strcmp(state, "22012")) {
                 rc = pp_err(err, PGPIPE_ERROR,
                             "cdc: slot \"%s\" on the target is at or past %s already: another "
                             "process consumes the same slot", c->slot, lsn);
             } else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-                rc = pp_err_pq(err, c->tgt, r, k == 0 ? "cdc: storing the applied LSN"
-                                                      : "cdc: COMMIT on the target");
+                rc = pp_err_pq(err, L->conn, r, k == 0 ? "cdc: storing the applied LSN"
+                                                       : "cdc: COMMIT on the target");
             } else if (k == 2) {
                 if (PQntuples(r) != 1 || !pp_cdc_lsn_parse(PQgetvalue(r, 0, 0), &local) ||
                     !pp_cdc_lsn_parse(PQgetvalue(r, 0, 1), &flushed))
@@ -2062,11 +2236,14 @@ static int cdc_w_end(pgpipe_cdc *c, const cdc_item *it)
             rc = pp_err(err, PGPIPE_DB, "cdc: COMMIT on the target: no answer");
     }
     if (rc != PGPIPE_OK) {
-        cdc_group_abort(c);
+        cdc_group_abort(c, L);
         return rc;
     }
-    c->w_open = 0;
+    L->open = 0;
+    /* committed: the next group's turn; the acks that waited for this one */
+    cdc_lock(c);
     c->applied = it->lsn;
+    c->w_done = it->seq;
     if (!c->async_commit) {
         if (it->lsn > c->ack)
             c->ack = it->lsn;
@@ -2075,60 +2252,79 @@ static int cdc_w_end(pgpipe_cdc *c, const cdc_item *it)
         if (c->npend == c->cappend) {
             int cap = c->cappend ? c->cappend * 2 : 64;
             struct cdc_pend *n = pp_realloc(c->pend, (size_t)cap * sizeof *n);
-            if (!n) /* committed: only its confirmation waits for the next */
-                return pp_err_nomem(err);
-            c->pend = n;
-            c->cappend = cap;
+            if (n) {
+                c->pend = n;
+                c->cappend = cap;
+            }
         }
-        c->pend[c->npend].remote = it->lsn;
-        c->pend[c->npend++].local = local;
+        /* no memory: committed, only its confirmation waits for the next */
+        if (c->npend < c->cappend) {
+            c->pend[c->npend].remote = it->lsn;
+            c->pend[c->npend++].local = local;
+        }
         cdc_flushed(c, flushed);
+    }
+    int k = 0;
+    while (k < c->ndacks && c->dacks[k].seq <= it->seq) {
+        cdc_w_ack(c, c->dacks[k].lsn, c->dacks[k].kind == 'i');
+        k++;
+    }
+    if (k) {
+        memmove(c->dacks, c->dacks + k, (size_t)(c->ndacks - k) * sizeof *c->dacks);
+        c->ndacks -= k;
     }
     atomic_store(&c->st_applied, it->lsn);
     atomic_store(&c->w_seq, it->seq);
     atomic_fetch_add(&c->n_txn, it->txns);
     atomic_fetch_add(&c->n_events, it->events);
+#ifndef PGPIPE_OMIT_THREADS
+    pthread_cond_broadcast(&c->ccond);
+    pthread_cond_broadcast(&c->rcond);
+#endif
+    cdc_unlock(c);
     return PGPIPE_OK;
 }
 
-/* The writer: lsn is confirmable once everything handed before it is
-** (committed and flushed: with the last committed group, or at once);
-** idle ('i', the walsender's position when it pings, a heartbeat): only
-** when nothing committed waits for its flush, as before the writer thread. */
-static void cdc_w_ack(pgpipe_cdc *c, uint64_t lsn, int idle)
+static int cdc_w_apply(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
 {
-    if (c->npend) {
-        if (idle)
-            return;
-        if (lsn > c->pend[c->npend - 1].remote)
-            c->pend[c->npend - 1].remote = lsn;
-    } else if (lsn > c->ack) {
-        c->ack = lsn;
-        atomic_store(&c->st_ack, c->ack);
-    }
-}
-
-static int cdc_w_apply(pgpipe_cdc *c, const cdc_item *it)
-{
-    switch (it->kind) {
-    case 'r':
-        return cdc_w_rows(c, it->data.data, it->data.len);
-    case 'e':
-        return cdc_w_end(c, it);
-    case 'a':
-    case 'i':
-        cdc_w_ack(c, it->lsn, it->kind == 'i');
-        return PGPIPE_OK;
-    default: /* 'f': leaving, what is committed is made durable and confirmable */
-        return c->npend ? cdc_flush_check(c, 1) : PGPIPE_OK;
-    }
+    return it->kind == 'r' ? cdc_w_rows(c, L, it->seq, it->data.data, it->data.len)
+                           : cdc_w_end(c, L, it);
 }
 
 /* The writer's failure, as the handle's error. */
 static int cdc_w_error(pgpipe_cdc *c)
 {
+    cdc_lock(c);
     c->h.err = c->werr;
-    return c->werr.code != PGPIPE_OK ? c->werr.code : PGPIPE_DB;
+    cdc_unlock(c);
+    return c->h.err.code != PGPIPE_OK ? c->h.err.code : PGPIPE_DB;
+}
+
+/* A lane's target connection (lanes 1..: made when missing, connected
+** again when lost, its session set up as lane 0's); lane 0 is tgt, which
+** cdc_run_once keeps. */
+static int cdc_lane_conn(pgpipe_cdc *c, cdc_lane *L)
+{
+    if (L->idx == 0) {
+        L->conn = c->tgt;
+        return PGPIPE_OK;
+    }
+    if (L->conn && (L->dead || PQstatus(L->conn) != CONNECTION_OK)) {
+        PQreset(L->conn);
+        L->ready = 0;
+    }
+    L->dead = 0;
+    if (!L->conn && cdc_connect(c, &L->conn, c->target, 0, "target") != PGPIPE_OK)
+        return PGPIPE_DB;
+    if (PQstatus(L->conn) != CONNECTION_OK)
+        return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
+                      PQerrorMessage(L->conn));
+    if (!L->ready && c->async_commit &&
+        pp_exec(L->conn, "SET synchronous_commit = off", 0, NULL, NULL, &c->h.err,
+                "cdc: setting the target session up") != PGPIPE_OK)
+        return PGPIPE_DB;
+    L->ready = 1;
+    return PGPIPE_OK;
 }
 
 #ifndef PGPIPE_OMIT_THREADS
@@ -2172,142 +2368,179 @@ static void cdc_deadline(struct timespec *ts, int ms)
     ts->tv_nsec %= 1000000000L;
 }
 
-/* The writer thread: the queue's items in order until a finish, a
-** failure or the reader's quit; idle with groups not known flushed, it
+/* A lane's thread: its queue's items in order until a failure (its own or
+** another lane's) or the quit; lane 0, idle with groups not known flushed,
 ** asks the target every 100 ms. */
-static void *cdc_writer(void *arg)
+static void *cdc_lane_main(void *arg)
 {
-    pgpipe_cdc *c = arg;
+    cdc_lane *L = arg;
+    pgpipe_cdc *c = L->c;
     pthread_mutex_lock(&c->qmu);
-    while (!c->w_quit) {
-        cdc_item *it = c->qhead;
+    while (!c->w_quit && !atomic_load(&c->w_failed)) {
+        cdc_item *it = L->qhead;
         if (!it) {
             struct timespec ts;
-            int64_t due = c->npend && !c->w_open ? c->last_flush_us + 100000 - pgpipe_now_us()
-                                                 : 1000000;
+            int64_t due = L->idx == 0 && c->npend && !L->open
+                              ? c->last_flush_us + 100000 - pgpipe_now_us() : 1000000;
             if (due <= 0) {
                 pthread_mutex_unlock(&c->qmu);
-                int rc = cdc_flush_check(c, 0);
+                int rc = cdc_flush_check(c, L, 0);
                 pthread_mutex_lock(&c->qmu);
                 if (rc != PGPIPE_OK) {
-                    atomic_store(&c->w_failed, 1);
+                    cdc_lane_fail(c, L);
                     break;
                 }
                 continue;
             }
             cdc_deadline(&ts, (int)(due / 1000) + 1);
-            pthread_cond_timedwait(&c->qcond, &c->qmu, &ts);
+            pthread_cond_timedwait(&L->cond, &c->qmu, &ts);
             continue;
         }
-        c->qhead = it->next;
-        if (!c->qhead)
-            c->qtail = NULL;
-        c->qbytes -= cdc_item_bytes(it);
+        L->qhead = it->next;
+        if (!L->qhead)
+            L->qtail = NULL;
+        L->qbytes -= cdc_item_bytes(it);
         pthread_cond_broadcast(&c->rcond);
         pthread_mutex_unlock(&c->qmu);
-        int rc = cdc_w_apply(c, it);
-        char kind = it->kind;
+        int rc = cdc_w_apply(c, L, it);
         cdc_item_free(it);
         pthread_mutex_lock(&c->qmu);
         if (rc != PGPIPE_OK) {
-            atomic_store(&c->w_failed, 1);
+            if (!c->w_quit)
+                cdc_lane_fail(c, L);
             break;
         }
-        if (kind == 'f')
-            break;
     }
-    int abandon = c->w_open;
+    int abandon = L->open;
     pthread_mutex_unlock(&c->qmu);
     if (abandon)
-        cdc_group_abort(c);
+        cdc_group_abort(c, L);
     pthread_mutex_lock(&c->qmu);
-    c->w_exited = 1;
+    L->exited = 1;
     pthread_cond_broadcast(&c->rcond);
     pthread_mutex_unlock(&c->qmu);
     return NULL;
 }
 
-static int cdc_w_start(pgpipe_cdc *c)
-{
-    if (c->single || c->w_running)
-        return PGPIPE_OK;
-    c->qhead = c->qtail = NULL;
-    c->qbytes = 0;
-    c->w_quit = c->w_exited = 0;
-    atomic_store(&c->w_failed, 0);
-    pgpipe_error_clear(&c->werr);
-    int e = pthread_create(&c->wthr, NULL, cdc_writer, c);
-    if (e != 0)
-        return pp_err(&c->h.err, PGPIPE_ERROR, "cdc: cannot start the writer thread: %s",
-                      strerror(e));
-    c->w_running = 1;
-    return PGPIPE_OK;
-}
-
-/* Stop the writer: it leaves after the item at hand; one that does not
+/* Stop the lanes: each leaves after the item at hand; one that does not
 ** within a second (blocked on the target: a lock, a dead network) has its
-** socket shut, and the target is connected again next time. The queue's
+** socket shut, and the target is connected again next time. The queues'
 ** items are given up. */
-static void cdc_w_stop(pgpipe_cdc *c, int wait_exit)
+static void cdc_w_stop(pgpipe_cdc *c)
 {
     if (!c->w_running)
         return;
     pthread_mutex_lock(&c->qmu);
-    if (!wait_exit)
-        c->w_quit = 1;
-    pthread_cond_broadcast(&c->qcond);
-    for (int i = 0; i < 20 && !c->w_exited; i++) {
+    c->w_quit = 1;
+    pthread_cond_broadcast(&c->ccond);
+    for (int i = 0; i < c->nrun; i++)
+        pthread_cond_broadcast(&c->lanes[i].cond);
+    for (int t = 0; t < 20; t++) {
+        int all = 1;
+        for (int i = 0; i < c->nrun; i++)
+            all &= !c->lanes[i].running || c->lanes[i].exited;
+        if (all)
+            break;
         struct timespec ts;
         cdc_deadline(&ts, 50);
         pthread_cond_timedwait(&c->rcond, &c->qmu, &ts);
     }
-    if (!c->w_exited && c->tgt && PQsocket(c->tgt) >= 0) {
-        shutdown(PQsocket(c->tgt), SHUT_RDWR);
-        c->tgt_dead = 1;
+    for (int i = 0; i < c->nrun; i++) {
+        cdc_lane *L = &c->lanes[i];
+        if (L->running && !L->exited && L->conn && PQsocket(L->conn) >= 0) {
+            shutdown(PQsocket(L->conn), SHUT_RDWR);
+            L->dead = 1;
+        }
     }
     pthread_mutex_unlock(&c->qmu);
-    pthread_join(c->wthr, NULL);
-    c->w_running = 0;
-    while (c->qhead) {
-        cdc_item *n = c->qhead->next;
-        cdc_item_free(c->qhead);
-        c->qhead = n;
+    for (int i = 0; i < c->nrun; i++) {
+        cdc_lane *L = &c->lanes[i];
+        if (L->running)
+            pthread_join(L->thr, NULL);
+        L->running = 0;
+        while (L->qhead) {
+            cdc_item *n = L->qhead->next;
+            cdc_item_free(L->qhead);
+            L->qhead = n;
+        }
+        L->qtail = NULL;
+        L->qbytes = 0;
     }
-    c->qtail = NULL;
-    c->qbytes = 0;
-}
-#else
-static int cdc_w_start(pgpipe_cdc *c)
-{
-    (void)c;
-    return PGPIPE_OK;
-}
-static void cdc_w_stop(pgpipe_cdc *c, int wait_exit)
-{
-    (void)c;
-    (void)wait_exit;
+    c->w_running = 0;
 }
 #endif
 
-/* Hand the writer an item (it takes it): into the queue, waiting while
-** the queue is full; one thread: done at once. */
-static int cdc_hand(pgpipe_cdc *c, cdc_item *it)
+/* Before a run: the lanes' connections and threads. A second connection
+** that cannot be made leaves the run with fewer lanes (logged). */
+static int cdc_w_start(pgpipe_cdc *c)
 {
 #ifndef PGPIPE_OMIT_THREADS
+    if (c->w_running)
+        return PGPIPE_OK;
+#endif
+    c->w_done = c->w_started = c->seq; /* every group before committed or given up */
+    c->nids = c->idpos = 0;
+    c->ndacks = 0;
+    pgpipe_error_clear(&c->werr);
+    c->nrun = 1;
+    c->lanes[0].conn = c->tgt;
+#ifndef PGPIPE_OMIT_THREADS
+    if (c->single)
+        return PGPIPE_OK;
+    c->w_quit = 0;
+    atomic_store(&c->w_failed, 0);
+    for (int i = 1; i < c->nlanes; i++) {
+        pgpipe_error keep = c->h.err;
+        if (cdc_lane_conn(c, &c->lanes[i]) != PGPIPE_OK) {
+            pp_logf(PGPIPE_LOG_WARN, "cdc", "slot %s: %s; writing with %d target connection%s",
+                    c->slot, c->h.err.message, i, i > 1 ? "s" : "");
+            c->h.err = keep;
+            break;
+        }
+        c->nrun = i + 1;
+    }
+    for (int i = 0; i < c->nrun; i++) {
+        cdc_lane *L = &c->lanes[i];
+        L->qhead = L->qtail = NULL;
+        L->qbytes = 0;
+        L->exited = 0;
+        L->open = 0;
+        pgpipe_error_clear(&L->err);
+        int e = pthread_create(&L->thr, NULL, cdc_lane_main, L);
+        if (e != 0) {
+            if (i == 0)
+                return pp_err(&c->h.err, PGPIPE_ERROR, "cdc: cannot start the writer thread: %s",
+                              strerror(e));
+            c->nrun = i;
+            break;
+        }
+        L->running = 1;
+        c->w_running = 1;
+    }
+#endif
+    return PGPIPE_OK;
+}
+
+#ifdef PGPIPE_OMIT_THREADS
+static void cdc_w_stop(pgpipe_cdc *c)
+{
+    (void)c;
+}
+#endif
+
+/* Hand lane k an item (it takes it): into its queue, waiting while the
+** queue is full; one thread: done at once. */
+static int cdc_hand(pgpipe_cdc *c, int k, cdc_item *it)
+{
+    cdc_lane *L = &c->lanes[k];
+#ifndef PGPIPE_OMIT_THREADS
     if (!c->single) {
-        size_t n = cdc_item_bytes(it);
+        size_t n = cdc_item_bytes(it), cap = CDC_QUEUE_BYTES / (size_t)c->nrun;
         int64_t since = 0;
         int rc = PGPIPE_OK;
         pthread_mutex_lock(&c->qmu);
-        if ((it->kind == 'a' || it->kind == 'i') && c->qtail && c->qtail->kind == it->kind) {
-            if (it->lsn > c->qtail->lsn)
-                c->qtail->lsn = it->lsn;
-            pthread_mutex_unlock(&c->qmu);
-            cdc_item_free(it);
-            return PGPIPE_OK;
-        }
-        while (rc == PGPIPE_OK && c->qbytes && c->qbytes + n > CDC_QUEUE_BYTES &&
-               !atomic_load(&c->w_failed) && !c->w_exited) {
+        while (rc == PGPIPE_OK && L->qbytes && L->qbytes + n > cap &&
+               !atomic_load(&c->w_failed) && !L->exited) {
             struct timespec ts;
             cdc_deadline(&ts, 50);
             pthread_cond_timedwait(&c->rcond, &c->qmu, &ts);
@@ -2315,17 +2548,17 @@ static int cdc_hand(pgpipe_cdc *c, cdc_item *it)
             rc = cdc_stall_tick(c, &since);
             pthread_mutex_lock(&c->qmu);
         }
-        if (rc == PGPIPE_OK && (atomic_load(&c->w_failed) || c->w_exited))
+        if (rc == PGPIPE_OK && (atomic_load(&c->w_failed) || L->exited))
             rc = -1;
         if (rc == PGPIPE_OK) {
             it->next = NULL;
-            if (c->qtail)
-                c->qtail->next = it;
+            if (L->qtail)
+                L->qtail->next = it;
             else
-                c->qhead = it;
-            c->qtail = it;
-            c->qbytes += n;
-            pthread_cond_signal(&c->qcond);
+                L->qhead = it;
+            L->qtail = it;
+            L->qbytes += n;
+            pthread_cond_signal(&L->cond);
             it = NULL;
         }
         pthread_mutex_unlock(&c->qmu);
@@ -2333,9 +2566,19 @@ static int cdc_hand(pgpipe_cdc *c, cdc_item *it)
         return rc == -1 ? cdc_w_error(c) : rc;
     }
 #endif
-    int rc = cdc_w_apply(c, it);
+    int rc = cdc_w_apply(c, L, it);
     cdc_item_free(it);
-    return rc == PGPIPE_OK ? rc : cdc_w_error(c);
+    if (rc != PGPIPE_OK) {
+        cdc_lane_fail(c, L);
+        return cdc_w_error(c);
+    }
+    return rc;
+}
+
+/* The lane of the open group (its number is the next). */
+static int cdc_grp_lane(const pgpipe_cdc *c)
+{
+    return (int)((c->seq + 1) % (uint64_t)c->nrun);
 }
 
 /* The rows made so far (c->copy) to the writer. */
@@ -2343,22 +2586,29 @@ static int cdc_push_rows(pgpipe_cdc *c)
 {
     if (!c->copy.len)
         return PGPIPE_OK;
+    c->grp_bytes += c->copy.len;
     if (c->single) {
-        int rc = cdc_w_rows(c, c->copy.data, c->copy.len);
+        cdc_lane *L = &c->lanes[0];
+        int rc = cdc_w_rows(c, L, c->seq + 1, c->copy.data, c->copy.len);
         c->copy.len = 0;
-        return rc == PGPIPE_OK ? rc : cdc_w_error(c);
+        if (rc != PGPIPE_OK) {
+            cdc_lane_fail(c, L);
+            return cdc_w_error(c);
+        }
+        return rc;
     }
     cdc_item *it = pp_calloc(1, sizeof *it);
     if (!it)
         return pp_err_nomem(&c->h.err);
     it->kind = 'r';
+    it->seq = c->seq + 1;
     it->data = c->copy;
     memset(&c->copy, 0, sizeof c->copy);
     if (pp_buf_reserve(&c->copy, CDC_CHUNK + 64 * 1024) != PGPIPE_OK) {
         cdc_item_free(it);
         return pp_err_nomem(&c->h.err);
     }
-    return cdc_hand(c, it);
+    return cdc_hand(c, cdc_grp_lane(c), it);
 }
 
 /* The reader ends its group: the rest of its rows, then its end. */
@@ -2373,6 +2623,7 @@ static int cdc_end_group(pgpipe_cdc *c)
     cdc_item *it = pp_calloc(1, sizeof *it);
     if (!it)
         return pp_err_nomem(&c->h.err);
+    int k = cdc_grp_lane(c);
     it->kind = 'e';
     it->seq = ++c->seq;
     it->lsn = c->grp_end;
@@ -2383,51 +2634,141 @@ static int cdc_end_group(pgpipe_cdc *c)
         cdc_item_free(it);
         return rc;
     }
-    return cdc_hand(c, it);
+    return cdc_hand(c, k, it);
 }
 
 /* lsn may be confirmed once what was handed before it is (idle: see
-** cdc_w_ack). */
+** cdc_w_ack): now when every group handed is committed, else when the
+** last of them is (cdc_w_end). No group is open here. */
 static int cdc_confirmable(pgpipe_cdc *c, uint64_t lsn, int idle)
 {
-    cdc_item *it = pp_calloc(1, sizeof *it);
-    if (!it)
-        return pp_err_nomem(&c->h.err);
-    it->kind = idle ? 'i' : 'a';
-    it->lsn = lsn;
-    return cdc_hand(c, it);
+    int rc = PGPIPE_OK;
+    char kind = idle ? 'i' : 'a';
+    cdc_lock(c);
+    if (c->w_done >= c->seq) {
+        cdc_w_ack(c, lsn, idle);
+    } else if (c->ndacks && c->dacks[c->ndacks - 1].seq == c->seq &&
+               c->dacks[c->ndacks - 1].kind == kind) {
+        if (lsn > c->dacks[c->ndacks - 1].lsn)
+            c->dacks[c->ndacks - 1].lsn = lsn;
+    } else {
+        if (c->ndacks == c->capdacks) {
+            int cap = c->capdacks ? c->capdacks * 2 : 16;
+            cdc_dack *n = pp_realloc(c->dacks, (size_t)cap * sizeof *n);
+            if (n) {
+                c->dacks = n;
+                c->capdacks = cap;
+            }
+        }
+        if (c->ndacks < c->capdacks) {
+            c->dacks[c->ndacks].seq = c->seq;
+            c->dacks[c->ndacks].lsn = lsn;
+            c->dacks[c->ndacks++].kind = kind;
+        } else {
+            rc = pp_err_nomem(&c->h.err);
+        }
+    }
+    cdc_unlock(c);
+    return rc;
 }
 
-/* The end of a run: the writer makes what it committed durable and
-** confirmable and leaves; the reader keeps the walsender answered. */
+/* The end of a run: the lanes commit what they were handed and stop;
+** what is committed is made durable and confirmable; the reader keeps the
+** walsender answered meanwhile. */
 static int cdc_finish(pgpipe_cdc *c)
 {
-    cdc_item *it = pp_calloc(1, sizeof *it);
-    if (!it)
-        return pp_err_nomem(&c->h.err);
-    it->kind = 'f';
-    int rc = cdc_hand(c, it);
+    int rc = PGPIPE_OK;
 #ifndef PGPIPE_OMIT_THREADS
-    if (rc != PGPIPE_OK || c->single)
-        return rc;
-    int64_t since = 0;
-    pthread_mutex_lock(&c->qmu);
-    while (rc == PGPIPE_OK && !c->w_exited) {
-        struct timespec ts;
-        cdc_deadline(&ts, 50);
-        pthread_cond_timedwait(&c->rcond, &c->qmu, &ts);
-        pthread_mutex_unlock(&c->qmu);
-        rc = cdc_stall_tick(c, &since);
+    if (!c->single) {
+        int64_t since = 0;
         pthread_mutex_lock(&c->qmu);
+        while (rc == PGPIPE_OK && c->w_done < c->seq && !atomic_load(&c->w_failed)) {
+            struct timespec ts;
+            cdc_deadline(&ts, 50);
+            pthread_cond_timedwait(&c->rcond, &c->qmu, &ts);
+            pthread_mutex_unlock(&c->qmu);
+            rc = cdc_stall_tick(c, &since);
+            pthread_mutex_lock(&c->qmu);
+        }
+        int failed = atomic_load(&c->w_failed);
+        pthread_mutex_unlock(&c->qmu);
+        if (rc != PGPIPE_OK)
+            return rc;
+        if (failed)
+            return cdc_w_error(c);
+        cdc_w_stop(c);
+        if (atomic_load(&c->w_failed))
+            return cdc_w_error(c);
     }
-    pthread_mutex_unlock(&c->qmu);
+#endif
+    if (c->npend) {
+        cdc_lane *L = &c->lanes[0];
+        if ((rc = cdc_flush_check(c, L, 1)) != PGPIPE_OK) {
+            cdc_lane_fail(c, L);
+            return cdc_w_error(c);
+        }
+    }
+    return rc;
+}
+
+/* More than one lane: the next event's id. The lanes' COPYs overlap, so
+** ids the server drew would interleave between groups; the reader draws
+** them from staging's sequence instead, CDC_ID_BLOCK at a time on tlook,
+** in the stream's order (a sequence's values only grow), so staging's ids
+** keep the source's commit order as with one lane. Unused ones are gaps,
+** as a rolled-back insert leaves. */
+#define CDC_ID_BLOCK 4096
+static int cdc_next_id(pgpipe_cdc *c, long long *id)
+{
+    if (c->idpos < c->nids) {
+        *id = c->ids[c->idpos++];
+        return PGPIPE_OK;
+    }
+    int rc = PGPIPE_OK;
+    if (c->tlook && PQstatus(c->tlook) != CONNECTION_OK) {
+        PQfinish(c->tlook);
+        c->tlook = NULL;
+    }
+    if (!c->tlook && (rc = cdc_connect(c, &c->tlook, c->target, 0, "target")) != PGPIPE_OK)
+        return rc;
+    PGresult *r = NULL;
+    if (!c->idseq) {
+        rc = pp_exec(c->tlook, "SELECT pg_get_serial_sequence('staging.raw_events', 'id')::regclass::oid",
+                     0, NULL, &r, &c->h.err, "cdc: finding staging's id sequence");
+        if (rc == PGPIPE_OK && (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)))
+            rc = pp_err(&c->h.err, PGPIPE_ERROR, "cdc: staging.raw_events.id has no sequence");
+        if (rc == PGPIPE_OK)
+            c->idseq = (unsigned)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        r = NULL;
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    if (!c->ids && !(c->ids = pp_malloc(CDC_ID_BLOCK * sizeof *c->ids)))
+        return pp_err_nomem(&c->h.err);
+    char q[160];
+    snprintf(q, sizeof q, "SELECT nextval(%u::oid::regclass) FROM generate_series(1, %d)", c->idseq,
+             CDC_ID_BLOCK);
+    /* binary: 8 bytes each, no text to make or parse */
+    r = PQexecParams(c->tlook, q, 0, NULL, NULL, NULL, NULL, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = pp_err_pq(&c->h.err, c->tlook, r, "cdc: drawing ids from staging's sequence");
+    else if (PQntuples(r) != CDC_ID_BLOCK || PQnfields(r) != 1 || PQftype(r, 0) != 20)
+        rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: drawing ids from staging's sequence: %d of %d",
+                    PQntuples(r), CDC_ID_BLOCK);
+    for (int i = 0; rc == PGPIPE_OK && i < CDC_ID_BLOCK; i++) {
+        if (PQgetlength(r, i, 0) != 8)
+            rc = pp_err(&c->h.err, PGPIPE_DB, "cdc: drawing ids from staging's sequence: not a bigint");
+        else
+            c->ids[i] = (long long)pp_cdc_get64(PQgetvalue(r, i, 0));
+    }
+    PQclear(r);
     if (rc != PGPIPE_OK)
         return rc;
-    cdc_w_stop(c, 1);
-    if (atomic_load(&c->w_failed))
-        return cdc_w_error(c);
-#endif
-    return rc;
+    c->nids = CDC_ID_BLOCK;
+    c->idpos = 1;
+    *id = c->ids[0];
+    return PGPIPE_OK;
 }
 
 /* Append one record, finished with the commit's fields, to the COPY. */
@@ -2448,6 +2789,23 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
     if (!comma)
         lsnn = 0;
     pp_buf *b = &c->copy;
+    if (c->nrun > 1) {
+        long long id = 0;
+        int rc = cdc_next_id(c, &id);
+        if (rc != PGPIPE_OK)
+            return rc;
+        char num[24];
+        char *p = num + sizeof num;
+        unsigned long long u = id < 0 ? 0 - (unsigned long long)id : (unsigned long long)id;
+        *--p = '\t';
+        do
+            *--p = (char)('0' + u % 10);
+        while ((u /= 10) != 0);
+        if (id < 0)
+            *--p = '-';
+        if (pp_buf_append(b, p, (size_t)(num + sizeof num - p)) != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+    }
     /* slot names are [a-z0-9_]: nothing to escape */
     if (pp_buf_append(b, c->slot, strlen(c->slot)) || pp_buf_putc(b, '\t') ||
         pp_buf_append(b, rec, head) || pp_buf_append(b, end, lsnn) ||
@@ -2501,6 +2859,7 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
         c->grp_open = 1;
         c->copy.len = 0;
         c->grp_txns = c->grp_events = 0;
+        c->grp_bytes = 0;
         c->grp_started_us = pgpipe_now_us();
     }
     long long count = 0;
@@ -2530,7 +2889,8 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
     c->grp_ts = ts;
     c->grp_txns++;
     c->grp_events += count;
-    if (c->grp_events >= CDC_GROUP_EVENTS || pgpipe_now_us() - c->grp_started_us >= CDC_GROUP_US)
+    if (c->grp_events >= CDC_GROUP_EVENTS || pgpipe_now_us() - c->grp_started_us >= CDC_GROUP_US ||
+        (c->nrun > 1 && c->grp_bytes + c->copy.len >= CDC_QUEUE_BYTES / (size_t)c->nrun / 2))
         return cdc_end_group(c);
     return PGPIPE_OK;
 }
@@ -2646,6 +3006,15 @@ static int cdc_heartbeat(pgpipe_cdc *c)
     return rc;
 }
 
+/* A lane's connection (other than tgt) is lost. */
+static int cdc_lanes_bad(const pgpipe_cdc *c)
+{
+    for (int i = 1; i < CDC_LANES_MAX; i++)
+        if (c->lanes[i].conn && PQstatus(c->lanes[i].conn) == CONNECTION_BAD)
+            return 1;
+    return 0;
+}
+
 /* Stream until the deadline, a stop or the first failure. */
 static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
 {
@@ -2653,11 +3022,16 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
     c->transient = 0;
     /* after a failure (a server restarted, the network cut): connect again;
     ** the stream resumes from the applied LSN */
-    if (c->tgt && (c->tgt_dead || PQstatus(c->tgt) != CONNECTION_OK)) {
+    if (c->tgt && (c->lanes[0].dead || PQstatus(c->tgt) != CONNECTION_OK)) {
         PQreset(c->tgt);
         c->tgt_ready = 0;
-        c->tgt_dead = 0;
+        c->lanes[0].dead = 0;
     }
+    /* another lane's connection lost: a commit of it may be unknown too
+    ** (cdc_lane_conn connects it again) */
+    for (int i = 1; i < CDC_LANES_MAX; i++)
+        if (c->lanes[i].conn && (c->lanes[i].dead || PQstatus(c->lanes[i].conn) != CONNECTION_OK))
+            c->tgt_ready = 0;
     if (c->src && PQstatus(c->src) != CONNECTION_OK)
         PQreset(c->src);
     if (c->tgt && PQstatus(c->tgt) != CONNECTION_OK) {
@@ -2741,8 +3115,9 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                 }
             }
             /* one thread: the writer's check of the target's flush is here */
-            if (c->single && c->npend && !c->w_open && now - c->last_flush_us >= 100000 &&
-                (rc = cdc_flush_check(c, 0)) != PGPIPE_OK) {
+            if (c->single && c->npend && !c->lanes[0].open && now - c->last_flush_us >= 100000 &&
+                (rc = cdc_flush_check(c, &c->lanes[0], 0)) != PGPIPE_OK) {
+                cdc_lane_fail(c, &c->lanes[0]);
                 rc = cdc_w_error(c);
                 break;
             }
@@ -2793,7 +3168,7 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
     }
     if (rc != PGPIPE_OK) {
         /* the writer first: its connection's state is judged below */
-        cdc_w_stop(c, 0);
+        cdc_w_stop(c);
         /* worth another try: a lost connection or a server going down, not
         ** a refusal (an invalidated slot, a malformed message). A database
         ** error without a SQLSTATE is libpq's own: a write to a connection
@@ -2802,7 +3177,7 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
         c->transient = ended || pgpipe_sqlstate_class(c->h.err.sqlstate) == PGPIPE_SQLSTATE_RETRY ||
                        (rc == PGPIPE_DB && !c->h.err.sqlstate[0]) ||
                        (c->repl && PQstatus(c->repl) == CONNECTION_BAD) ||
-                       (c->tgt && PQstatus(c->tgt) == CONNECTION_BAD) ||
+                       (c->tgt && PQstatus(c->tgt) == CONNECTION_BAD) || cdc_lanes_bad(c) ||
                        (c->src && PQstatus(c->src) == CONNECTION_BAD);
         /* the target may have lost commits not yet flushed: go by what it
         ** holds when the stream starts again */
@@ -2947,6 +3322,9 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
         PQfinish(c->src);
     if (c->tgt)
         PQfinish(c->tgt);
+    for (int i = 1; i < CDC_LANES_MAX; i++)
+        if (c->lanes[i].conn)
+            PQfinish(c->lanes[i].conn);
     pp_free(c->spools);
     for (int i = 0; i < c->nskips; i++)
         pp_free(c->skips[i].table);
@@ -2958,9 +3336,13 @@ void pgpipe_cdc_close(pgpipe_cdc *c)
     pp_buf_free(&c->copy);
     pp_buf_free(&c->tail);
     pp_free(c->pend);
+    pp_free(c->dacks);
+    pp_free(c->ids);
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_destroy(&c->qmu);
-    pthread_cond_destroy(&c->qcond);
+    pthread_cond_destroy(&c->ccond);
+    for (int i = 0; i < CDC_LANES_MAX; i++)
+        pthread_cond_destroy(&c->lanes[i].cond);
     pthread_cond_destroy(&c->rcond);
 #endif
     pp_free(c->source);

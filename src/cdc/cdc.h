@@ -75,10 +75,17 @@
 **
 ** Reading and writing overlap: the thread that calls pgpipe_cdc_run reads
 ** the stream (it answers the walsender, decodes, makes the COPY rows) and
-** a writer thread of the handle, started for each run, COPYs the groups
-** into staging and commits them, joined by a queue of at most 8 MB; so the
-** source is read while the target commits, and the target is fed while
-** the source decodes. A target slower than the source fills the queue:
+** writer threads of the handle, started for each run, COPY the groups
+** into staging and commit them, joined by queues of at most 8 MB in all;
+** so the source is read while the target commits, and the target is fed
+** while the source decodes. Each writer has a target connection of its
+** own (options.writers, 2 by default) and the groups alternate between
+** them, so two target backends work side by side; the commits stay in the
+** groups' order (a writer commits its group only after the group before
+** committed), so the target always holds a prefix of the stream; the
+** events' ids (drawn by pgpipe from staging's sequence in the stream's
+** order) and received_at keep the source's order. A target
+** slower than the source fills the queues:
 ** the reader then stops reading (the walsender waits) but still sends its
 ** status in time (at least 4 times per the walsender's
 ** wal_sender_timeout), confirming only what the writer committed and the
@@ -106,6 +113,9 @@ typedef struct pgpipe_cdc_options {
     int single_thread;          /* 1: read the stream and write the target on the calling
                                    thread alone, each waiting for the other (always so
                                    with PGPIPE_OMIT_THREADS); 0: a writer thread (below) */
+    int writers;                /* target connections that stage groups side by side, each
+                                   with a thread of its own: 1 to 4; 2 (0 = 2). Ignored
+                                   with single_thread */
 } pgpipe_cdc_options;
 
 void pgpipe_cdc_options_init(pgpipe_cdc_options *opt);

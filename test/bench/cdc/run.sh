@@ -48,6 +48,10 @@
 # stage each change exactly once, in any round or in the big transaction.
 #   sh test/bench/cdc/run.sh
 #   CDC_BENCH_PARTS=big sh test/bench/cdc/run.sh     the big transaction alone
+# CDC_BENCH_ARGS / CDC_BENCH_OLD_ARGS: more options of .cdc start for this
+# build / the old one, e.g. one build against itself, one writer against two:
+#   CDC_BENCH_OLD=build/pgpipe CDC_BENCH_OLD_ARGS="--writers 1" CDC_BENCH_ROWS=200000 \
+#     CDC_BENCH_BIG_MB=0 CDC_BENCH_PARTS=rounds make bench-cdc
 # Environment: CDC_BENCH_ROWS, CDC_BENCH_ROUNDS, CDC_BENCH_BIG_MB,
 # CDC_BENCH_PARTS (any of "rounds lag big"; all three),
 # PGTMP_DURABLE (1: fsync and synchronous_commit on, both clusters),
@@ -158,9 +162,17 @@ slot() { qs "SELECT pg_create_logical_replication_slot('$1', '$2')" >/dev/null; 
 # pgpipe: .cdc start in the background (binary $2, this build's by
 # default); done when its applied LSN passed M. Its connections carry the
 # application_name ppb_SLOT (PGAPPNAME), so its backends can be found.
-pp_start() { PGAPPNAME=ppb_$1 "${2:-$P}" "$T" ".cdc start --source '$S' --slot $1 --publication bench_pub --no-create --heartbeat 0" \
+pp_start() { PGAPPNAME=ppb_$1 "${2:-$P}" "$T" ".cdc start --source '$S' --slot $1 --publication bench_pub --no-create --heartbeat 0 ${3:-}" \
     >"$out/pp.log" 2>&1 & pid=$!
-    sampler "$pid" "$out/threads.$1" & spid=$!; }
+    sampler "$pid" "$out/threads.$1" & spid=$!
+    wsampler "$1" "$out/waits.$1" & wpid=$!; }
+# every 50 ms, the state of pgpipe's target backends (one psql session,
+# \watch): idle (waiting for pgpipe), CPU (active, no wait event) or the
+# wait event (IO:WALWrite, LWLock:WALWrite, Lock:extend, ...)
+wsampler() {
+    printf "SELECT CASE WHEN state <> 'active' THEN 'idle' ELSE coalesce(wait_event_type, 'CPU') || ':' || coalesce(wait_event, '-') END FROM pg_stat_activity WHERE application_name = 'ppb_%s' \\\\watch 0.05\n" "$1" > "$out/watch.$1.sql"
+    exec psql "$T" -qAtX -f "$out/watch.$1.sql" > "$2" 2>/dev/null
+}
 # CPU ticks (utime + stime) of processes; the backends of application_name ppb_SLOT
 ticks() { for p in "$@"; do [ ! -r "/proc/$p/stat" ] || { read -r l < "/proc/$p/stat" || true; set -- ${l##*) }; echo $(( ${12:-0} + ${13:-0} )); }; done | awk '{ s += $1 } END { print s + 0 }'; }
 backends() { psql "$1" -qAtX -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'ppb_$2' AND pid <> pg_backend_pid()"; }
@@ -180,9 +192,9 @@ sampler() {
 }
 # one pgpipe contender of round r: name, slot, binary
 pp_round() {
-    a=$(now_ms); pp_start "$2" "$3"; wait_until pp_done "$2" "$m"; b=$(now_ms)
+    a=$(now_ms); pp_start "$2" "$3" "$4"; wait_until pp_done "$2" "$m"; b=$(now_ms)
     cp=$(ticks "$pid"); ct=$(ticks $(backends "$T" "$2")); cw=$(ticks $(backends "$S" "$2"))
-    pp_stop; kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
+    pp_stop; kill "$spid" "$wpid" 2>/dev/null || true; wait "$spid" "$wpid" 2>/dev/null || true
     # per thread: the share of samples blocked, and where (the kernel's wchan:
     # a futex is pgpipe's queue, poll the stream, a socket wait the target)
     blk=$(awk '{ n[$1]++; if ($2 != "R") { b[$1]++; w[$1 " " $3]++ } }
@@ -193,10 +205,13 @@ pp_round() {
     dup=$(qt "SELECT count(*) FROM (SELECT payload->>'lsn', payload->'row'->>'id', payload->'old'->>'id', event_type FROM staging.raw_events WHERE source = '$2' GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d")
     echo "$1 $r $((b - a)) $got $dup $(ms_of "$cp") $(ms_of "$ct") $(ms_of "$cw") $(cut -d' ' -f1 /proc/loadavg)" >> "$res"
     echo "$1 $r threads $blk" >> "$out/blocked.txt"
+    # the target backends' samples (all of pgpipe's connections: the writers' and the idle TOAST lookup's)
+    wt=$(grep -v '^$' "$out/waits.$2" | sort | uniq -c | sort -rn | awk '{ n[NR] = $1; k[NR] = $2; t += $1 } END { for (i = 1; i <= NR && i <= 8; i++) printf "%s=%d%% ", k[i], 100 * n[i] / t; printf "(%d samples)", t }')
+    echo "$1 $r target $wt" >> "$out/waits.txt"
 }
 pp_done() { [ "$(qt "SELECT coalesce(bool_or(applied_lsn >= '$2'), false) FROM pgpipe.cdc_slots WHERE slot = '$1'")" = t ]; }
 pp_stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; }
-spid=
+spid=; wpid=
 # subscription: done when the last deleted row is gone and the last inserted one is there
 sub_make() { qt "CREATE SUBSCRIPTION $1 CONNECTION '$S' PUBLICATION bench_pub WITH (create_slot = false,
     slot_name = '$1', copy_data = false, enabled = false)" >/dev/null 2>&1; }
@@ -225,6 +240,7 @@ wait_until() { # FN ARGS...: poll every 20 ms, at most 600 s
 # ---- catch-up rounds -----------------------------------------------------------
 : > "$res"
 : > "$out/blocked.txt"
+: > "$out/waits.txt"
 part rounds || R=0
 [ "$R" = 0 ] || echo "cdc bench: $N changes per round ($ins inserts, $upd updates, $del deletes, 1,000 per transaction), $R rounds; PGTMP_DURABLE=$PGTMP_DURABLE; $(nproc) cores"
 r=1
@@ -242,10 +258,10 @@ while [ $r -le "$R" ]; do
     for c in $order; do
         case $c in
         pgpipe)
-            pp_round pgpipe "pp_$r" "$P" ;;
+            pp_round pgpipe "pp_$r" "$P" "${CDC_BENCH_ARGS:-}" ;;
         pgpipe_old)
             [ -n "$PO" ] || continue
-            pp_round pgpipe_old "ppo_$r" "$PO"; drop_slot "ppo_$r" ;;
+            pp_round pgpipe_old "ppo_$r" "$PO" "${CDC_BENCH_OLD_ARGS:-}"; drop_slot "ppo_$r" ;;
         subscription)
             # timed from its apply worker's start: the launcher may take seconds
             # to start one, which is not the apply's speed
@@ -271,7 +287,7 @@ done
 if part lag; then
 base=$(((R + 1) * 10000000))
 slot pp_lag pgoutput
-pp_start pp_lag
+pp_start pp_lag "$P" "${CDC_BENCH_ARGS:-}"
 wait_until sh -c "[ \"\$(psql '$S' -qAtX -c \"SELECT active FROM pg_replication_slots WHERE slot_name = 'pp_lag'\")\" = t ]"
 w0=$(now_ms); work $base; w1=$(now_ms); m=$(mark)
 wait_until pp_done pp_lag "$m"; d=$(now_ms); pp_stop
@@ -305,7 +321,7 @@ if [ "$BIG" -gt 0 ]; then
     qs "INSERT INTO bench_big SELECT g, repeat(md5(g::text), 31) FROM generate_series(1, $rows) g;
         DELETE FROM bench_mark; INSERT INTO bench_mark SELECT pg_current_wal_insert_lsn()" >/dev/null
     m=$(mark)
-    a=$(now_ms); pp_start pp_big
+    a=$(now_ms); pp_start pp_big "$P" "${CDC_BENCH_ARGS:-}"
     hwm=0
     while ! pp_done pp_big "$m"; do
         h=$(sed -n 's/^VmHWM:[^0-9]*\([0-9]*\) kB/\1/p' "/proc/$pid/status" 2>/dev/null || echo 0)
@@ -347,6 +363,8 @@ for k in pgpipe pgpipe_old; do
 done
 echo "pgpipe's threads, share of samples found blocked (tid:%,where=%; the first is the reader):"
 sed 's/^/  /' "$out/blocked.txt"
+echo "pgpipe's target backends, share of samples (pg_stat_activity every 50 ms; idle = waiting for pgpipe, CPU = running):"
+sed 's/^/  /' "$out/waits.txt"
 pp_ms=$(col pgpipe 3 | med); sub_ms=$(col subscription 3 | med); rl_ms=$(col pg_recvlogical 3 | med)
 pp_rate=$(rate "$pp_ms"); sub_rate=$(rate "$sub_ms"); rl_rate=$(rate "${rl_ms:-0}")
 bad=$(awk -v n="$N" '($1 == "pgpipe" || $1 == "pgpipe_old") && ($4 != n || $5 != 0) { c++ } END { print c + 0 }' "$res")
