@@ -819,7 +819,9 @@ PGT_TEST(csv, memory_is_bounded_by_the_longest_record)
         rows++;
     PGT_EQ_INT(rows, 400000);
     PGT_EQ_INT(r->cap, 4096);
-    PGT_CHECK(r->fcap <= 64);
+    /* the field array: the fast path parses ahead a batch of records (at
+    ** most CSV_BREC records, CSV_BSPANS fields and the block after them) */
+    PGT_CHECK(r->fcap <= 2048);
     PGT_EQ_INT(pgpipe_csv_record_line(r), 400000);
     pgpipe_csv_close(r);
     close(fd);
