@@ -7901,7 +7901,7 @@ enum { CSV_SRC_FD, CSV_SRC_FILE, CSV_SRC_FEED };
 ** that hold "" (decoded later), the line breaks inside quotes (counted) and
 ** the quotes that break the rules (a record must end before the first). */
 typedef struct csv_blk {
-    uint64_t sep, nls, dec, nin, bad;
+    uint64_t sep, nls, dec, nin, bad; /* sep, nls, dec, nin: below the first bad */
 } csv_blk;
 
 /* what a block hands on to the next while deriving: the in-quote parity
@@ -7951,6 +7951,13 @@ static inline void csv_derive(uint64_t q, uint64_t s, uint64_t n, uint64_t px, s
         nls &= valid;
         nin &= valid;
         bad &= valid;
+    }
+    if (PP_UNLIKELY(bad)) {
+        /* a record must end before the first */
+        uint64_t lim = (bad & (0 - bad)) - 1;
+        sep &= lim;
+        nls &= lim;
+        nin &= lim;
     }
     o->sep = sep;
     o->nls = nls;
@@ -8071,7 +8078,7 @@ static void csv_cls_sse2(const unsigned char *p, int nb, size_t left, unsigned c
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(PGPIPE_CSV_NO_AVX2)
 #define CSV_HAVE_AVX2 1
-__attribute__((target("avx2,pclmul")))
+__attribute__((target("avx2,pclmul,bmi")))
 static void csv_cls_avx2(const unsigned char *p, int nb, size_t left, unsigned char qc,
                          unsigned char dl, csv_carry *c, csv_blk *o)
 {
@@ -8158,7 +8165,8 @@ static csv_cls_fn csv_pick_cls(const char **name)
     }
 #endif
 #if defined(CSV_HAVE_AVX2)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul")) {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul") &&
+        __builtin_cpu_supports("bmi")) {
         *name = "avx2";
         return csv_cls_avx2;
     }
@@ -8711,7 +8719,7 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
 {
     unsigned char *const base = r->buf;
     const unsigned char *const end = base + r->len;
-    const size_t len = r->len, qc = r->qc;
+    const size_t qc = r->qc;
     csv_fst *const st = &r->fst;
     uint64_t sep, nls, dec, nin, bad;
     size_t d = rs - st->bo;
@@ -8752,23 +8760,25 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
         bad = r->dm[0].bad;
     }
     r->fok = 0;
-    const unsigned char *fs = base + rs, *rstart = fs, *blk = base + st->bo;
-    const size_t maxf = r->maxf;
-    int need_decode = 0, nrec = 0;
-    long long lines = 0;
-    pgpipe_csv_span *fa = r->fa, *x = fa, *xr = fa;
-    csv_rec *const br = r->br;
+    if (PP_UNLIKELY(r->fcap < 128) && csv_grow_fields(r) != PGPIPE_OK)
+        return -1;
+    const unsigned char *fs = base + rs, *blk = base + st->bo;
+    int k = st->k, cnb = r->cnb;
+    pgpipe_csv_span *fa = r->fa, *x = fa, *xlim = fa + r->fcap - 64;
+    csv_rec *rc = r->br;
+    rc->start = rs;
+    rc->first = 0;
+    rc->lines = 0;
+    rc->flags = 0;
     for (;;) {
         uint64_t cur = sep;
-        if (PP_UNLIKELY(bad))
-            cur &= (bad & (0 - bad)) - 1; /* the record must end before it */
-        if (PP_UNLIKELY((size_t)(fa + r->fcap - x) < 64)) {
-            size_t nx = (size_t)(x - fa), nr = (size_t)(xr - fa);
+        if (PP_UNLIKELY(x > xlim)) {
+            size_t nx = (size_t)(x - fa);
             if (csv_grow_fields(r) != PGPIPE_OK)
                 return -1;
             fa = r->fa;
             x = fa + nx;
-            xr = fa + nr;
+            xlim = fa + r->fcap - 64;
         }
         for (;;) {
             uint64_t re = cur & nls; /* a line break that ends a record */
@@ -8778,10 +8788,15 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
             while (f) {
                 const unsigned char *e = blk + csv_ctz64(f);
                 f &= f - 1;
-                size_t q = *fs == qc;
-                x->data = (const char *)fs + q;
-                x->len = (size_t)(e - fs) - 2 * q;
-                x->quoted = (int)q;
+                if (*fs != qc) {
+                    x->data = (const char *)fs;
+                    x->len = (size_t)(e - fs);
+                    x->quoted = 0;
+                } else {
+                    x->data = (const char *)fs + 1;
+                    x->len = (size_t)(e - fs) - 2;
+                    x->quoted = CSV_F_QUOTED;
+                }
                 x++;
                 fs = e + 1;
             }
@@ -8790,7 +8805,7 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
                 /* fields that hold "": their raw span (quotes included),
                 ** decoded when the record is served */
                 uint64_t g = cur & upto;
-                need_decode = 1;
+                rc->flags = CSV_R_DECODE;
                 do {
                     uint64_t b = dd & (0 - dd);
                     dd &= dd - 1;
@@ -8805,36 +8820,28 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
             /* the CR or LF that ends a record */
             const unsigned char *e = blk + csv_ctz64(re);
             if (PP_UNLIKELY(nin & upto)) {
-                lines += csv_fast_lines(blk, nin & upto);
+                rc->lines += csv_fast_lines(blk, nin & upto);
                 nin &= ~upto;
             }
-            size_t raw = (size_t)(e - rstart);
-            if (PP_UNLIKELY(raw > maxf)) {
-                for (const pgpipe_csv_span *y = xr; y < x; y++)
-                    if (y->len > maxf)
+            rc->nf = (int)(x - fa) - rc->first;
+            if (PP_UNLIKELY((size_t)(e - base) - rc->start > r->maxf)) {
+                for (const pgpipe_csv_span *y = fa + rc->first; y < x; y++)
+                    if (y->len > r->maxf)
                         goto stop;
             }
-            csv_rec *rc = &br[nrec++];
-            rc->start = (size_t)(rstart - base);
             rc->end = (size_t)(e - base);
-            rc->first = (int)(xr - fa);
-            rc->nf = (int)(x - xr);
-            rc->lines = lines;
-            rc->flags = need_decode;
-            const unsigned char *ns = e + 1;
+            fs = e + 1;
             if (*e == '\r') {
-                if (ns < end)
-                    ns += *ns == '\n';
+                if (fs < end)
+                    fs += *fs == '\n';
                 else if (!r->eof)
                     rc->flags |= CSV_R_SKIPLF;
             }
-            rc->next = (size_t)(ns - base);
-            lines = 0;
-            need_decode = 0;
-            xr = x;
-            fs = rstart = ns;
-            if (PP_UNLIKELY(nrec == CSV_BREC || x - fa >= CSV_BSPANS || ns >= end ||
-                            *ns == '\n' || *ns == '\r')) {
+            size_t ns = (size_t)(fs - base);
+            rc->next = ns;
+            rc++;
+            if (PP_UNLIKELY(rc == r->br + CSV_BREC || x - fa >= CSV_BSPANS || fs >= end ||
+                            *fs == '\n' || *fs == '\r')) {
                 /* the batch is full, the data ends or an empty line
                 ** follows: the next batch goes on from here */
                 st->b.sep = sep & ~upto;
@@ -8842,48 +8849,54 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
                 st->b.dec = dec & ~upto;
                 st->b.nin = nin;
                 st->b.bad = bad;
-                r->fnext = rc->next;
+                st->bo = (size_t)(blk - base);
+                st->k = k;
+                r->fnext = ns;
                 r->fgen = r->gen;
                 r->fok = 1;
                 goto done;
             }
+            rc->start = ns;
+            rc->first = (int)(x - fa);
+            rc->lines = 0;
+            rc->flags = 0;
             /* the bits up to the next record's start (the LF of a CRLF) */
-            size_t dn = (size_t)(ns - blk);
+            size_t dn = (size_t)(fs - blk);
             cur &= dn < 64 ? ~(uint64_t)0 << dn : 0;
         }
         if (bad)
             goto stop;
         if (PP_UNLIKELY(nin))
-            lines += csv_fast_lines(blk, nin);
-        size_t bo = st->bo + 64;
-        if (bo >= len)
+            rc->lines += csv_fast_lines(blk, nin);
+        blk += 64;
+        if (blk >= end)
             goto stop; /* the record reaches the end of the data */
-        st->bo = bo;
-        int k = st->k + 1;
-        if (k == r->cnb) {
-            csv_fast_fill(r, bo, CSV_NB);
+        if (++k == cnb) {
+            csv_fast_fill(r, (size_t)(blk - base), CSV_NB);
             k = 0;
+            cnb = r->cnb;
         }
-        st->k = k;
-        blk = base + bo;
         const csv_blk *bk = &r->dm[k];
-        /* a record may begin past bit 0 (after a CRLF split by the block) */
-        uint64_t from = fs > blk ? ~(uint64_t)0 << (fs - blk) : ~(uint64_t)0;
-        sep = bk->sep & from;
-        nls = bk->nls & from;
-        dec = bk->dec & from;
-        nin = bk->nin & from;
+        sep = bk->sep;
+        nls = bk->nls;
+        dec = bk->dec;
+        nin = bk->nin;
         bad = bk->bad;
+        if (PP_UNLIKELY(fs > blk)) {
+            /* the record begins at bit 1: the LF of a CRLF split by the block */
+            sep &= ~(uint64_t)1;
+            nls &= ~(uint64_t)1;
+        }
     }
 stop:
-    /* the record from rstart on is the state machine's */
-    r->nofast = (size_t)(rstart - base);
+    /* the record from rc->start on is the state machine's */
+    r->nofast = rc->start;
     r->nofast_gen = r->gen;
 done:
-    r->bn = nrec;
+    r->bn = (int)(rc - r->br);
     r->bgen = r->gen;
-    r->nfast += nrec;
-    return nrec;
+    r->nfast += r->bn;
+    return r->bn;
 }
 
 /* Make record i of the batch the current one (fields, raw text, line,
@@ -8973,7 +8986,8 @@ static int csv_parse_record(pgpipe_csv *r)
                   vlf = csv_splat('\n');
     const size_t maxf = r->maxf;
     const int strict = r->strict;
-    if (r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0) {
+    if (r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0 &&
+        !r->discard) {
         int rc = csv_fast_batch(r, r->rec_start);
         if (rc < 0)
             return -1;

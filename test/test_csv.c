@@ -448,7 +448,8 @@ PGT_TEST(csv, simd_path_is_chosen)
 #if defined(CSV_HAVE_NEON)
     PGT_EQ_STR(best, "neon");
 #elif defined(CSV_HAVE_AVX2)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul") &&
+        __builtin_cpu_supports("bmi"))
         PGT_EQ_STR(best, "avx2");
     else
         PGT_EQ_STR(best, "none");
@@ -459,7 +460,8 @@ PGT_TEST(csv, simd_path_is_chosen)
     csv_t_path("avx2");
     PGT_OK(pgpipe_csv_open_feed(&r, NULL));
 #if defined(CSV_HAVE_AVX2)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul") &&
+        __builtin_cpu_supports("bmi"))
         PGT_EQ_STR(r->simd, "avx2");
     else
 #endif
