@@ -901,7 +901,11 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
     const unsigned char *const end = base + r->len;
     const size_t qc = r->qc;
     csv_fst *const st = &r->fst;
-    uint64_t sep, nls, dec, nin, bad;
+    /* the block: its separators and record ends left (sep, nls); the
+    ** rest of its index, seldom needed, is read through bk when spec */
+    uint64_t sep, nls, spec, ncnt = 0; /* ncnt: its line breaks counted */
+    const csv_blk *bk;
+    csv_blk b0;
     size_t d = rs - st->bo;
 
     r->bn = r->bq = 0;
@@ -910,7 +914,7 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
     if (r->fok && r->fgen == r->gen && rs >= r->fnext && d < 128) {
         /* go on in the index: only line breaks outside quotes (skipped empty
         ** lines, the LF of a CRLF) lie between the last record and this */
-        const csv_blk *bk = &st->b;
+        bk = &st->b;
         if (d >= 64) {
             if (st->k + 1 >= r->cnb)
                 goto fresh;
@@ -920,11 +924,13 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
             bk = &r->dm[st->k];
         }
         uint64_t above = ~(uint64_t)0 << d;
-        sep = bk->sep & above;
-        nls = bk->nls & above;
-        dec = bk->dec & above;
-        nin = bk->nin & above;
-        bad = bk->bad;
+        b0.sep = sep = bk->sep & above;
+        b0.nls = nls = bk->nls & above;
+        b0.dec = bk->dec & above;
+        b0.nin = bk->nin & above;
+        b0.bad = bk->bad;
+        spec = b0.dec | b0.nin | b0.bad;
+        bk = &b0;
     } else {
     fresh:
         /* index from the record's start, outside quotes */
@@ -933,11 +939,10 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
         csv_fast_fill(r, rs, CSV_NB0);
         st->bo = rs;
         st->k = 0;
-        sep = r->dm[0].sep;
-        nls = r->dm[0].nls;
-        dec = r->dm[0].dec;
-        nin = r->dm[0].nin;
-        bad = r->dm[0].bad;
+        bk = r->dm;
+        sep = bk->sep;
+        nls = bk->nls;
+        spec = bk->dec | bk->nin | bk->bad;
     }
     r->fok = 0;
     if (PP_UNLIKELY(r->fcap < 128) && csv_grow_fields(r) != PGPIPE_OK)
@@ -980,7 +985,7 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
                 x++;
                 fs = e + 1;
             }
-            uint64_t dd = dec & cur & upto;
+            uint64_t dd = PP_UNLIKELY(spec) ? bk->dec & cur & upto : 0;
             if (PP_UNLIKELY(dd)) {
                 /* fields that hold "": their raw span (quotes included),
                 ** decoded when the record is served */
@@ -999,9 +1004,9 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
                 break;
             /* the CR or LF that ends a record */
             const unsigned char *e = blk + csv_ctz64(re);
-            if (PP_UNLIKELY(nin & upto)) {
-                rc->lines += csv_fast_lines(blk, nin & upto);
-                nin &= ~upto;
+            if (PP_UNLIKELY(spec) && (bk->nin & upto & ~ncnt)) {
+                rc->lines += csv_fast_lines(blk, bk->nin & upto & ~ncnt);
+                ncnt |= upto;
             }
             rc->nf = (int)(x - fa) - rc->first;
             if (PP_UNLIKELY((size_t)(e - base) - rc->start > r->maxf)) {
@@ -1024,11 +1029,11 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
                             *fs == '\n' || *fs == '\r')) {
                 /* the batch is full, the data ends or an empty line
                 ** follows: the next batch goes on from here */
+                st->b.dec = bk->dec & ~upto;
+                st->b.nin = bk->nin & ~upto;
+                st->b.bad = bk->bad;
                 st->b.sep = sep & ~upto;
                 st->b.nls = nls & ~upto;
-                st->b.dec = dec & ~upto;
-                st->b.nin = nin;
-                st->b.bad = bad;
                 st->bo = (size_t)(blk - base);
                 st->k = k;
                 r->fnext = ns;
@@ -1044,10 +1049,13 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
             size_t dn = (size_t)(fs - blk);
             cur &= dn < 64 ? ~(uint64_t)0 << dn : 0;
         }
-        if (bad)
-            goto stop;
-        if (PP_UNLIKELY(nin))
-            rc->lines += csv_fast_lines(blk, nin);
+        if (PP_UNLIKELY(spec)) {
+            if (bk->bad)
+                goto stop;
+            if (bk->nin & ~ncnt)
+                rc->lines += csv_fast_lines(blk, bk->nin & ~ncnt);
+            ncnt = 0;
+        }
         blk += 64;
         if (blk >= end)
             goto stop; /* the record reaches the end of the data */
@@ -1056,12 +1064,10 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
             k = 0;
             cnb = r->cnb;
         }
-        const csv_blk *bk = &r->dm[k];
+        bk = &r->dm[k];
         sep = bk->sep;
         nls = bk->nls;
-        dec = bk->dec;
-        nin = bk->nin;
-        bad = bk->bad;
+        spec = bk->dec | bk->nin | bk->bad;
         if (PP_UNLIKELY(fs > blk)) {
             /* the record begins at bit 1: the LF of a CRLF split by the block */
             sep &= ~(uint64_t)1;
@@ -1459,14 +1465,58 @@ static int csv_finish(pgpipe_csv *r)
     return PGPIPE_ROW;
 }
 
+/* Copy the inside of a quoted field, s..e (every quote there the first of a
+** "" pair), to o, each "" as one quote; returns the end of the copy. Reads
+** and writes up to 8 bytes past the ends (the buffer and the scratch area
+** have the slack). */
+static char *csv_unquote(char *o, const unsigned char *s, const unsigned char *e,
+                         unsigned char qc)
+{
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t vq = 0x0101010101010101ull * qc;
+    while (s < e) {
+        size_t n = (size_t)(e - s);
+        uint64_t w;
+        memcpy(&w, s, 8);
+        memcpy(o, &w, 8);
+        uint64_t z = csv_swar_zero(w ^ vq); /* 0x80 in the bytes that are quotes */
+        if (n < 8)
+            z &= ((uint64_t)1 << (8 * n)) - 1;
+        if (!z) {
+            if (n <= 8)
+                return o + n;
+            s += 8;
+            o += 8;
+            continue;
+        }
+        size_t j = csv_ctz64(z) >> 3; /* the first of a pair, copied already */
+        s += j + 2;
+        o += j + 1;
+    }
+    return o;
+#else
+    for (;;) {
+        const unsigned char *q = memchr(s, qc, (size_t)(e - s));
+        if (!q) {
+            memcpy(o, s, (size_t)(e - s));
+            return o + (e - s);
+        }
+        memcpy(o, s, (size_t)(q - s));
+        o += q - s;
+        *o++ = (char)qc;
+        s = q + 2;
+    }
+#endif
+}
+
 /* Decode the fields of a record the fast path took that hold "" (a quoted
 ** field whose inner quotes all come in pairs) into the scratch area. */
 static int csv_fast_decode(pgpipe_csv *r)
 {
     const unsigned char qc = r->qc;
     r->scratch.len = 0;
-    if (r->scratch.cap < r->raw_len + 1 &&
-        pp_buf_reserve(&r->scratch, r->raw_len + 1) != PGPIPE_OK)
+    if (r->scratch.cap < r->raw_len + 9 &&
+        pp_buf_reserve(&r->scratch, r->raw_len + 9) != PGPIPE_OK)
         return r->fatal = pp_err_nomem(&r->hdr.err);
     char *dst = r->scratch.data;
     pgpipe_csv_span *x = r->f, *xe = r->f + r->nf;
@@ -1476,19 +1526,7 @@ static int csv_fast_decode(pgpipe_csv *r)
         /* between the enclosing quotes */
         const unsigned char *s = (const unsigned char *)x->data + 1;
         const unsigned char *e = (const unsigned char *)x->data + x->len - 1;
-        char *o = dst;
-        for (;;) {
-            const unsigned char *q = memchr(s, qc, (size_t)(e - s));
-            if (!q) {
-                memcpy(o, s, (size_t)(e - s));
-                o += e - s;
-                break;
-            }
-            memcpy(o, s, (size_t)(q - s));
-            o += q - s;
-            *o++ = (char)qc;
-            s = q + 2;
-        }
+        char *o = csv_unquote(dst, s, e, qc);
         x->data = dst;
         x->len = (size_t)(o - dst);
         x->quoted = CSV_F_QUOTED;
@@ -1523,10 +1561,15 @@ static int csv_take_header(pgpipe_csv *r, int rc)
     return PGPIPE_OK;
 }
 
-int pgpipe_csv_next(pgpipe_csv *r)
+/* pgpipe_csv_next but for a plain record parsed ahead; served: the record
+** just taken from the batch needs a check or decoding. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int csv_next_slow(pgpipe_csv *r, int served)
 {
-    if (!r || r->hdr.magic != PP_HANDLE_MAGIC)
-        return PGPIPE_MISUSE;
+    if (served)
+        goto serve;
     if (r->fatal)
         return r->fatal;
     if (r->bq < r->bn) {
@@ -1608,6 +1651,24 @@ int pgpipe_csv_next(pgpipe_csv *r)
             pgpipe_error_clear(&r->hdr.err);
         return rc;
     }
+}
+
+int pgpipe_csv_next(pgpipe_csv *r)
+{
+    if (!r || r->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_MISUSE;
+    if (PP_LIKELY(r->bq < r->bn) && r->bgen == r->gen && !r->in_record && !r->fatal) {
+        /* the next record parsed ahead, while the buffer has not moved */
+        csv_take_batched(r, r->bq++);
+        if (PP_UNLIKELY(r->need_decode || (r->expected > 0 && r->nf != r->expected)))
+            return csv_next_slow(r, 1);
+        r->raw_ok = 1;
+        r->nrec++;
+        if (PP_UNLIKELY(r->hdr.err.code != PGPIPE_OK))
+            pgpipe_error_clear(&r->hdr.err);
+        return PGPIPE_ROW;
+    }
+    return csv_next_slow(r, 0);
 }
 
 /* ---- accessors ------------------------------------------------------------ */
