@@ -9287,12 +9287,33 @@ static int csv_finish(pgpipe_csv *r)
 
 /* Copy the inside of a quoted field, s..e (every quote there the first of a
 ** "" pair), to o, each "" as one quote; returns the end of the copy. Reads
-** and writes up to 8 bytes past the ends (the buffer and the scratch area
+** and writes up to 16 bytes past the ends (the buffer and the scratch area
 ** have the slack). */
 static char *csv_unquote(char *o, const unsigned char *s, const unsigned char *e,
                          unsigned char qc)
 {
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(CSV_SSE2)
+    const __m128i vq = _mm_set1_epi8((char)qc);
+    while (s < e) {
+        size_t n = (size_t)(e - s);
+        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)s);
+        _mm_storeu_si128((__m128i *)(void *)o, w);
+        unsigned z = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(w, vq)); /* the quotes */
+        if (n < 16)
+            z &= (1u << n) - 1;
+        if (!z) {
+            if (n <= 16)
+                return o + n;
+            s += 16;
+            o += 16;
+            continue;
+        }
+        unsigned j = (unsigned)__builtin_ctz(z); /* the first of a pair, copied already */
+        s += j + 2;
+        o += j + 1;
+    }
+    return o;
+#elif defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const uint64_t vq = 0x0101010101010101ull * qc;
     while (s < e) {
         size_t n = (size_t)(e - s);
@@ -9335,8 +9356,8 @@ static int csv_fast_decode(pgpipe_csv *r)
 {
     const unsigned char qc = r->qc;
     r->scratch.len = 0;
-    if (r->scratch.cap < r->raw_len + 9 &&
-        pp_buf_reserve(&r->scratch, r->raw_len + 9) != PGPIPE_OK)
+    if (r->scratch.cap < r->raw_len + 17 &&
+        pp_buf_reserve(&r->scratch, r->raw_len + 17) != PGPIPE_OK)
         return r->fatal = pp_err_nomem(&r->hdr.err);
     char *dst = r->scratch.data;
     pgpipe_csv_span *x = r->f, *xe = r->f + r->nf;
