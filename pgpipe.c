@@ -7829,9 +7829,10 @@ int pgpipe_json_write_double(char *buf, double d)
 ** scanners can load 64 bytes at a time and need no end check in their loop:
 ** they stop at the sentinel at the latest. The parser finds the next special
 ** byte (delimiter, quote, CR, LF) from a 64-bit mask computed for 64 bytes at
-** a time with SSE2 (or 8-byte SWAR), and a field is a
-** span of the buffer: unquoted fields and quoted fields without "" are never
-** copied. Fields holding "" (or, in lenient mode, text after a closing quote)
+** a time with SSE2 (or 8-byte SWAR), and a field is a span of the buffer
+** (the structural fast path below, where the CPU has it, parses many records
+** ahead from bit masks instead): unquoted fields and quoted fields without
+** "" are never copied. Fields holding "" (or, in lenient mode, text after a closing quote)
 ** are decoded when the record is complete into a per-record scratch buffer,
 ** so the raw record stays intact for a dead-letter queue.
 **
@@ -7882,11 +7883,15 @@ enum { CSV_SRC_FD, CSV_SRC_FILE, CSV_SRC_FEED };
 ** the quotes, separators (delimiter, CR, LF) and line breaks of 64-byte
 ** blocks in bit masks, plus the running XOR of the quote bits (the in-quote
 ** mask, by carry-less multiply or a shift-xor ladder); the separators outside
-** quotes are the field ends, taken one by one with count-trailing-zeros. The
-** same masks show, with a few bit operations, any quote that breaks the
-** rules (one inside an unquoted field, text after a closing quote); then the
-** record is parsed again by the state machine below, which reports the error
-** (or keeps the text, lenient) exactly as before. Records that reach the end
+** quotes are the field ends. In the same pass each block gets its field-end
+** index (csv_derive): the separators and record ends outside quotes, the
+** ends of fields that hold "", the line breaks inside quotes, and any quote
+** that breaks the rules (one inside an unquoted field, text after a closing
+** quote). The reader parses ahead (csv_fast_batch): it walks the index with
+** count-trailing-zeros into the fields of a batch of records, which
+** pgpipe_csv_next then hands out one by one. A record with a quote that
+** breaks the rules is parsed again by the state machine below, which
+** reports the error (or keeps the text, lenient) exactly as before. Records that reach the end
 ** of the data, or hold a field longer than max_field_size, go to the state
 ** machine too. Classifiers: AVX2 with PCLMUL (chosen at run time), NEON on
 ** aarch64, and SSE2 and a portable one (SWAR or bytewise) that only a test
@@ -8176,10 +8181,11 @@ static csv_cls_fn csv_pick_cls(const char **name)
     return csv_cls_neon;
 #else
     /* Without AVX2 the state machine alone is the default: its own SSE2 (or
-    ** SWAR) scan costs fewer instructions on unquoted and sparsely quoted
-    ** CSV than the SSE2 or portable classifier plus the fast path (measured
-    ** with callgrind: 6.4 / 6.6 / 8.9 against 6.8 / 7.5 / 8.1 instructions
-    ** per byte for unquoted / sparse / quoted); those stay for the tests. */
+    ** SWAR) scan costs about as many instructions on sparsely quoted CSV as
+    ** the SSE2 classifier plus the fast path, and the portable classifier
+    ** far more (callgrind, instructions per byte for unquoted / sparse /
+    ** quoted: state machine 6.8 / 6.9 / 8.6, SSE2 6.4 / 6.9 / 7.4, SWAR
+    ** 11.5 / 12.0 / 12.5); those stay for the tests. */
     *name = "none";
     return NULL;
 #endif
