@@ -6,7 +6,8 @@
 # cluster whatever happens, and ends with the line "N passed, N failed".
 # A WORD selects the C tests of group WORD and of test/test_WORD.c (GROUP.NAME
 # patterns select C tests by name; see test/pgtest.h) and the script tests
-# whose file name starts with WORD (or with the GROUP of a pattern).
+# whose file name starts with WORD (or with the GROUP of a pattern); sh.NAME
+# selects the script test test/sh/NAME.sh alone.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -47,7 +48,12 @@ for t in test/sh/*.sh; do
     name=$(basename "$t" .sh)
     if [ $# -gt 0 ]; then
         sel=0
-        for g in "$@"; do case "$name" in "${g%%.*}"*) sel=1 ;; esac; done
+        for g in "$@"; do
+            case "$g" in
+            sh.*) [ "$name" = "${g#sh.}" ] && sel=1 ;; # sh.NAME: that script alone
+            *) case "$name" in "${g%%.*}"*) sel=1 ;; esac ;;
+            esac
+        done
         [ $sel = 1 ] || continue
     fi
     log=$PGPIPE_TEST_TMP/$name.log

@@ -1400,3 +1400,101 @@ PGT_TEST(claim, lease_completion_failure_is_counted)
     PQfinish(other);
     PQfinish(c);
 }
+
+/* The classic trap of id-ordered queues: a loader whose transaction took a
+** low id commits after rows with higher ids were claimed (and after a gap of
+** ids that never commit). Whatever the claim does, the late row is claimed
+** once it commits, exactly once, by one of two claimers racing on the table:
+** in both modes and both orders (its received_at is its transaction's start,
+** so it also sorts before rows already done). */
+PGT_TEST(claim, late_commit_below_claimed_ids_is_claimed)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        for (int order = 0; order < 2; order++) {
+            PGconn *c = claim_t_setup("claim_t_late", 0);
+            PGconn *c2 = pgt_connect();
+            PGconn *l1 = pgt_connect(), *l2 = pgt_connect();
+            pgt_db_table(c, "claim_t_late_log", "(event_id bigint PRIMARY KEY)");
+            /* l1 takes the lowest id and stays open */
+            PQclear(PGT_EXEC(l1, "BEGIN"));
+            long long late1 = claim_t_scalar(l1, "INSERT INTO claim_t_late (source, event_type,"
+                                                 " payload) VALUES ('src', 'click', '{}')"
+                                                 " RETURNING id");
+            /* a gap: ids taken by a load that rolls back */
+            PQclear(PGT_EXEC(c, "BEGIN"));
+            PQclear(PGT_EXEC(c, "INSERT INTO claim_t_late (source, event_type, payload)"
+                                " SELECT 'src', 'click', '{}' FROM generate_series(1, 5)"));
+            PQclear(PGT_EXEC(c, "ROLLBACK"));
+            PQclear(PGT_EXEC(c, "INSERT INTO claim_t_late (source, event_type, payload)"
+                                " SELECT 'src', 'click', jsonb_build_object('n', g)"
+                                " FROM generate_series(1, 30) g"));
+            /* l2 takes an id in the middle and stays open too */
+            PQclear(PGT_EXEC(l2, "BEGIN"));
+            long long late2 = claim_t_scalar(l2, "INSERT INTO claim_t_late (source, event_type,"
+                                                 " payload) VALUES ('src', 'click', '{}')"
+                                                 " RETURNING id");
+            PQclear(PGT_EXEC(c, "INSERT INTO claim_t_late (source, event_type, payload)"
+                                " SELECT 'src', 'click', jsonb_build_object('n', g)"
+                                " FROM generate_series(31, 40) g"));
+            PGT_CHECK(late1 < late2);
+            PGT_CHECK(claim_t_scalar(c, "SELECT min(id) FROM claim_t_late") > late1 + 5);
+            pgpipe_claim_options o;
+            claim_t_opts(&o, "claim_t_late");
+            o.batch_size = 7;
+            o.mode = mode ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+            o.order = order ? PGPIPE_CLAIM_ORDER_ID : PGPIPE_CLAIM_ORDER_RECEIVED;
+            pgpipe_claimer *a, *b;
+            PGT_OK(pgpipe_claimer_open(&a, c, &o));
+            PGT_OK(pgpipe_claimer_open(&b, c2, &o));
+            claim_t_ctx x = { 0 };
+            x.log_table = "claim_t_late_log";
+            pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+            /* both claimers hold a batch at once, then drain the rest in turns */
+            pgpipe_batch *ba, *bb;
+            PGT_EQ_INT(pgpipe_claim_next(a, &ba), PGPIPE_ROW);
+            PGT_EQ_INT(pgpipe_claim_next(b, &bb), PGPIPE_ROW);
+            PGT_OK(pgpipe_claim_complete(b, bb));
+            PGT_OK(pgpipe_claim_complete(a, ba));
+            int rc = PGPIPE_OK;
+            for (int i = 0; i < 40 && rc == PGPIPE_OK; i++) {
+                rc = pgpipe_claimer_run_batch(i % 2 ? b : a, &h, NULL);
+                if (rc == PGPIPE_DONE)
+                    rc = pgpipe_claimer_run_batch(i % 2 ? a : b, &h, NULL);
+            }
+            PGT_EQ_INT(rc, PGPIPE_DONE);
+            PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_late WHERE processed"), 40);
+            /* the late loads commit, out of id order */
+            PQclear(PGT_EXEC(l2, "COMMIT"));
+            PQclear(PGT_EXEC(l1, "COMMIT"));
+            rc = PGPIPE_OK;
+            for (int i = 0; i < 10 && rc == PGPIPE_OK; i++)
+                rc = pgpipe_claimer_run_batch(i % 2 ? b : a, &h, NULL);
+            PGT_EQ_INT(rc, PGPIPE_DONE);
+            PGT_EQ_INT(pgpipe_claimer_run_batch(b, &h, NULL), PGPIPE_DONE);
+            char sql[160];
+            snprintf(sql, sizeof sql, "SELECT count(*) FROM claim_t_late WHERE processed"
+                     " AND id IN (%lld, %lld)", late1, late2);
+            PGT_EQ_INT(claim_t_scalar(c, sql), 2);
+            PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_late WHERE NOT processed"),
+                       0);
+            pgpipe_claim_stats sa, sb;
+            PGT_OK(pgpipe_claimer_stats(a, &sa));
+            PGT_OK(pgpipe_claimer_stats(b, &sb));
+            /* each of the 42 rows claimed and done once */
+            PGT_EQ_INT(sa.claimed + sb.claimed, 42);
+            PGT_EQ_INT(sa.done + sb.done, 42);
+            if (mode == 0) /* the handler's own writes, once per row (primary key) */
+                PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_late_log"),
+                           42 - 14);
+            else
+                PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_late"
+                                             " WHERE attempts <> 1"), 0);
+            pgpipe_claimer_close(a);
+            pgpipe_claimer_close(b);
+            PQfinish(l1);
+            PQfinish(l2);
+            PQfinish(c2);
+            PQfinish(c);
+        }
+    }
+}
