@@ -1031,10 +1031,11 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
             size_t ns = (size_t)(fs - base);
             rc->next = ns;
             rc++;
-            if (PP_UNLIKELY(rc == r->br + CSV_BREC || x - fa >= CSV_BSPANS || fs >= end ||
-                            *fs == '\n' || *fs == '\r')) {
-                /* the batch is full, the data ends or an empty line
-                ** follows: the next batch goes on from here */
+            if (PP_UNLIKELY(rc == r->br + CSV_BREC || x - fa >= CSV_BSPANS || *fs == '\n' ||
+                            *fs == '\r')) {
+                /* the batch is full, an empty line follows or the data ends
+                ** (fs <= end, and *end is the sentinel LF): the next batch
+                ** goes on from here */
                 st->b.dec = bk->dec & ~upto;
                 st->b.nin = bk->nin & ~upto;
                 st->b.bad = bk->bad;
@@ -1063,9 +1064,10 @@ static int csv_fast_batch(pgpipe_csv *r, size_t rs)
             ncnt = 0;
         }
         blk += 64;
-        if (blk >= end)
-            goto stop; /* the record reaches the end of the data */
         if (++k == cnb) {
+            /* (the blocks indexed all begin below the end of the data) */
+            if (blk >= end)
+                goto stop; /* the record reaches the end of the data */
             csv_fast_fill(r, (size_t)(blk - base), CSV_NB);
             k = 0;
             cnb = r->cnb;
