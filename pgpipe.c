@@ -8184,7 +8184,7 @@ static csv_cls_fn csv_pick_cls(const char **name)
     ** SWAR) scan costs about as many instructions on sparsely quoted CSV as
     ** the SSE2 classifier plus the fast path, and the portable classifier
     ** far more (callgrind, instructions per byte for unquoted / sparse /
-    ** quoted: state machine 6.8 / 6.9 / 8.6, SSE2 6.3 / 6.8 / 7.3, SWAR
+    ** quoted: state machine 6.8 / 7.0 / 8.6, SSE2 6.3 / 6.8 / 7.3, SWAR
     ** 11.5 / 12.0 / 12.5); those stay for the tests. */
     *name = "none";
     return NULL;
