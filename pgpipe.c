@@ -32078,9 +32078,10 @@ static int cdc_w_error(pgpipe_cdc *c)
     return c->h.err.code != PGPIPE_OK ? c->h.err.code : PGPIPE_DB;
 }
 
+#ifndef PGPIPE_OMIT_THREADS
 /* A lane's target connection (lanes 1..: made when missing, connected
 ** again when lost, its session set up as lane 0's); lane 0 is tgt, which
-** cdc_run_once keeps. */
+** cdc_run_once keeps. Only the threaded writers have lanes of their own. */
 static int cdc_lane_conn(pgpipe_cdc *c, cdc_lane *L)
 {
     if (L->idx == 0) {
@@ -32105,7 +32106,6 @@ static int cdc_lane_conn(pgpipe_cdc *c, cdc_lane *L)
     return PGPIPE_OK;
 }
 
-#ifndef PGPIPE_OMIT_THREADS
 static size_t cdc_item_bytes(const cdc_item *it)
 {
     return it->data.cap + it->tru.cap + it->del.cap + it->ins.cap + sizeof *it;
