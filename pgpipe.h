@@ -2674,7 +2674,7 @@ void pgpipe_http_close(pgpipe_http *h);
 ** into staging and commit them, joined by queues of at most 8 MB in all;
 ** so the source is read while the target commits, and the target is fed
 ** while the source decodes. Each writer has a target connection of its
-** own (options.writers, 2 by default) and the groups alternate between
+** own (options.writers, 1 by default) and the groups alternate between
 ** them, so two target backends work side by side; the commits stay in the
 ** groups' order (a writer commits its group only after the group before
 ** committed), so the target always holds a prefix of the stream; the
@@ -2709,7 +2709,7 @@ typedef struct pgpipe_cdc_options {
                                    thread alone, each waiting for the other (always so
                                    with PGPIPE_OMIT_THREADS); 0: a writer thread (below) */
     int writers;                /* target connections that stage groups side by side, each
-                                   with a thread of its own: 1 to 4; 2 (0 = 2). Ignored
+                                   with a thread of its own: 1 to 4; 1 (0 = 1). Ignored
                                    with single_thread */
 } pgpipe_cdc_options;
 

@@ -4725,9 +4725,9 @@ static const optdef opts_cdc_start[] = {
     { "--for", NULL, OPT_TEXT, "DURATION", 0, 0, NULL,
       "stop by itself after this long (90, 30s, 5m): a bounded run",
       ".cdc start --source \"host=src dbname=app user=repl\" --for 5m" },
-    { "--writers", NULL, OPT_INT, "N", 1, 4, "2",
+    { "--writers", NULL, OPT_INT, "N", 1, 4, "1",
       "target connections that stage groups side by side, committed in order",
-      ".cdc start --source \"host=src dbname=app user=repl\" --writers 1" },
+      ".cdc start --source \"host=src dbname=app user=repl\" --writers 2" },
     { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 static const optdef opts_cdc_status[] = {

@@ -337,11 +337,17 @@ PGT_TEST(cdc, lsn_text)
 
 /* ---- set-up ---------------------------------------------------------- */
 
+/* The writer count cdc_open (and so cdc_child) asks for; 0 = the default
+** (one). The tests of two writers set it to 2 and back. */
+static int cdc_t_writers;
+
 static int cdc_open(pgpipe_cdc **c, const char *src, const char *tgt, const char *slot,
                     const char *tables)
 {
     pgpipe_cdc_options o;
     pgpipe_cdc_options_init(&o);
+    if (cdc_t_writers)
+        o.writers = cdc_t_writers;
     o.source = src;
     o.target = tgt;
     o.slot = slot;

@@ -845,6 +845,7 @@ PGT_TEST(cdc, more_single_thread_exact)
 PGT_TEST(cdc, more_kill9_two_groups_in_flight)
 {
     char src[1200], tgt[1200], lkc[1200], sql[512];
+    cdc_t_writers = 2; /* one writer is the default */
     PGconn *s = cdc_src_fresh("cdc_lanes", src, sizeof src, NULL);
     PGconn *t = pgt_db_fresh("cdc_lanes_t");
     snprintf(tgt, sizeof tgt, "%s dbname=cdc_lanes_t application_name=cdc_lanes", pgt_dsn());
@@ -898,6 +899,7 @@ PGT_TEST(cdc, more_kill9_two_groups_in_flight)
     cdc_run_until(c, t, "cl", 10000);
     pgpipe_cdc_close(c);
     cm_check_exact(s, t, "r", "cl");
+    cdc_t_writers = 0;
     PGT_EQ_INT(pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots WHERE slot = 'cl'"), 10);
     fprintf(stderr, "    killed with two groups in flight; the first group's backend %s it\n",
             kept ? "committed" : "rolled back");
@@ -916,6 +918,7 @@ PGT_TEST(cdc, more_kill9_two_groups_in_flight)
 ** events' ids and received_at keep the source's order. */
 PGT_TEST(cdc, more_lanes_toast_in_order)
 {
+    cdc_t_writers = 2;
     char src[1200], tgt[1200], sql[512];
     PGconn *s = cdc_src_fresh("cdc_ltoast", src, sizeof src, NULL);
     PGconn *t = pgt_db_fresh("cdc_ltoast_t");
@@ -967,4 +970,5 @@ PGT_TEST(cdc, more_lanes_toast_in_order)
     PGT_OK(pgpipe_cdc_drop(src, tgt, "lt", "lt", &err));
     PQfinish(s);
     pgt_db_close(t);
+    cdc_t_writers = 0;
 }

@@ -244,7 +244,7 @@ void pgpipe_cdc_options_init(pgpipe_cdc_options *o)
     o->install = 1;
     o->status_interval_ms = 1000;
     o->heartbeat_ms = 10000;
-    o->writers = 2;
+    o->writers = 1;
 }
 
 /* ---- the event payload ----------------------------------------------- */
@@ -1889,7 +1889,7 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
 ** So the source is read while the target works on the last group, and the
 ** target is fed while the source decodes the next.
 **
-** The writer has lanes (options.writers, 2 by default): a thread each, with
+** The writer has lanes (options.writers, 1 by default): a thread each, with
 ** a target connection of its own (lane 0's is the handle's tgt) and a
 ** queue of at most CDC_QUEUE_BYTES / lanes; group n goes to lane n % lanes.
 ** So while one target backend parses and indexes a group's rows, the next

@@ -50,7 +50,7 @@
 #   CDC_BENCH_PARTS=big sh test/bench/cdc/run.sh     the big transaction alone
 # CDC_BENCH_ARGS / CDC_BENCH_OLD_ARGS: more options of .cdc start for this
 # build / the old one, e.g. one build against itself, one writer against two:
-#   CDC_BENCH_OLD=build/pgpipe CDC_BENCH_OLD_ARGS="--writers 1" CDC_BENCH_ROWS=200000 \
+#   CDC_BENCH_OLD=build/pgpipe CDC_BENCH_OLD_ARGS="--writers 2" CDC_BENCH_ROWS=200000 \
 #     CDC_BENCH_BIG_MB=0 CDC_BENCH_PARTS=rounds make bench-cdc
 # Environment: CDC_BENCH_ROWS, CDC_BENCH_ROUNDS, CDC_BENCH_BIG_MB,
 # CDC_BENCH_PARTS (any of "rounds lag big"; all three),
