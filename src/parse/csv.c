@@ -8,10 +8,9 @@
 ** scanners can load 64 bytes at a time and need no end check in their loop:
 ** they stop at the sentinel at the latest. The parser finds the next special
 ** byte (delimiter, quote, CR, LF) from a 64-bit mask computed for 64 bytes at
-** a time with SSE2 (or 8-byte SWAR), and a field is a span of the buffer
-** (the structural fast path below, where the CPU has it, parses many records
-** ahead from bit masks instead): unquoted fields and quoted fields without
-** "" are never copied. Fields holding "" (or, in lenient mode, text after a closing quote)
+** a time with SSE2 (or 8-byte SWAR), and a field is a
+** span of the buffer: unquoted fields and quoted fields without "" are never
+** copied. Fields holding "" (or, in lenient mode, text after a closing quote)
 ** are decoded when the record is complete into a per-record scratch buffer,
 ** so the raw record stays intact for a dead-letter queue.
 **
@@ -42,8 +41,7 @@
 #endif
 
 #define CSV_PAD 64                         /* slack after the sentinel */
-#define CSV_NB 8                           /* blocks the fast path indexes at once */
-#define CSV_NB0 2                          /* ... when it starts afresh */
+#define CSV_NB 4                           /* blocks the fast path classifies at once */
 #define CSV_DEFAULT_BUFFER (128u * 1024u)
 #define CSV_DEFAULT_MAX_FIELD ((size_t)64 * 1024 * 1024)
 
@@ -63,15 +61,11 @@ enum { CSV_SRC_FD, CSV_SRC_FILE, CSV_SRC_FEED };
 ** the quotes, separators (delimiter, CR, LF) and line breaks of 64-byte
 ** blocks in bit masks, plus the running XOR of the quote bits (the in-quote
 ** mask, by carry-less multiply or a shift-xor ladder); the separators outside
-** quotes are the field ends. In the same pass each block gets its field-end
-** index (csv_derive): the separators and record ends outside quotes, the
-** ends of fields that hold "", the line breaks inside quotes, and any quote
-** that breaks the rules (one inside an unquoted field, text after a closing
-** quote). The reader parses ahead (csv_fast_batch): it walks the index with
-** count-trailing-zeros into the fields of a batch of records, which
-** pgpipe_csv_next then hands out one by one. A record with a quote that
-** breaks the rules is parsed again by the state machine below, which
-** reports the error (or keeps the text, lenient) exactly as before. Records that reach the end
+** quotes are the field ends, taken one by one with count-trailing-zeros. The
+** same masks show, with a few bit operations, any quote that breaks the
+** rules (one inside an unquoted field, text after a closing quote); then the
+** record is parsed again by the state machine below, which reports the error
+** (or keeps the text, lenient) exactly as before. Records that reach the end
 ** of the data, or hold a field longer than max_field_size, go to the state
 ** machine too. Classifiers: AVX2 with PCLMUL (chosen at run time), NEON on
 ** aarch64, and SSE2 and a portable one (SWAR or bytewise) that only a test
@@ -80,92 +74,10 @@ enum { CSV_SRC_FD, CSV_SRC_FILE, CSV_SRC_FEED };
 ** PGPIPE_CSV_SIMD=none|scalar|sse2|avx2|neon forces a path (the tests run
 ** every one); an unknown or unsupported name means the best this CPU has. */
 
-/* The field-end index of a block, derived from its raw masks in one pass
-** over a run of blocks (csv_fast_fill): the separators outside quotes (field
-** ends), those that are line breaks (record ends), the field ends of fields
-** that hold "" (decoded later), the line breaks inside quotes (counted) and
-** the quotes that break the rules (a record must end before the first). */
-typedef struct csv_blk {
-    uint64_t sep, nls, dec, nin, bad; /* sep, nls, dec, nin: below the first bad */
-} csv_blk;
-
-/* what a block hands on to the next while deriving: the in-quote parity
-** (all ones: inside quotes), a separator or quote at bit 63, a closing
-** quote at bit 63, a quote at bit 63, and a field with "" still open */
-typedef struct csv_carry {
-    uint64_t par, csq, ccl, cq, pend;
-} csv_carry;
-
-/* Derive the index of a block from its masks: quotes q, separators s
-** (delimiter, CR, LF), line breaks n, the inclusive prefix XOR of the
-** quotes px (bit i: odd number of quotes in 0..i), the bytes of data from
-** the block's start (left; bits from there on are dropped) and what the
-** block before hands on (c, updated for the next block). */
-static inline void csv_derive(uint64_t q, uint64_t s, uint64_t n, uint64_t px, size_t left,
-                              csv_carry *c, csv_blk *o)
-{
-    uint64_t sep, nls, nin, bad, pair;
-    if (!(q | c->par | c->ccl)) {
-        /* no quote in the block, none open, none just closed */
-        sep = s;
-        nls = n;
-        nin = bad = pair = 0;
-        c->csq = sep >> 63;
-        c->cq = 0;
-    } else {
-        uint64_t inq = px ^ c->par;
-        uint64_t open = q & inq, close = q & ~inq;
-        sep = s & ~inq;
-        uint64_t sepq = sep | q;
-        /* an opening quote not at a field start (nor the second of a ""),
-        ** or text outside quotes right after a closing quote */
-        bad = (open & ~((sepq << 1) | c->csq)) | (~(q | s | inq) & ((close << 1) | c->ccl));
-        pair = open & ((q << 1) | c->cq); /* the second quote of a "" */
-        nin = n & inq;                    /* line breaks inside quotes */
-        nls = n & ~inq;
-        c->csq = sepq >> 63;
-        c->ccl = close >> 63;
-        c->cq = q >> 63;
-        c->par = (uint64_t)0 - (inq >> 63);
-    }
-    if (PP_UNLIKELY(left < 64)) {
-        /* the last block: past the data lie the sentinel and stale bytes;
-        ** nothing past it is used, the carries neither */
-        uint64_t valid = ((uint64_t)1 << left) - 1;
-        sep &= valid;
-        nls &= valid;
-        nin &= valid;
-        bad &= valid;
-    }
-    if (PP_UNLIKELY(bad)) {
-        /* a record must end before the first */
-        uint64_t lim = (bad & (0 - bad)) - 1;
-        sep &= lim;
-        nls &= lim;
-        nin &= lim;
-    }
-    o->sep = sep;
-    o->nls = nls;
-    o->nin = nin;
-    o->bad = bad;
-    if (PP_LIKELY(!(pair | c->pend))) {
-        o->dec = 0;
-        return;
-    }
-    /* the separator after each "" (the end of its field): adding the pair
-    ** bits to the non-separator bits carries each one up to the next
-    ** separator; a carry out of bit 63 goes on into the next block */
-    uint64_t a = ~sep, t = a + pair;
-    uint64_t c1 = t < a;
-    uint64_t t2 = t + c->pend;
-    o->dec = t2 & sep;
-    c->pend = c1 | (t2 < t);
-}
-
-/* A classifier: the index of nb blocks from p on (left: bytes of data
-** from p on) into o[0..nb), going on from *c. */
-typedef void (*csv_cls_fn)(const unsigned char *p, int nb, size_t left, unsigned char qc,
-                           unsigned char dl, csv_carry *c, csv_blk *o);
+/* the four masks of a block at m[0..3]: quotes, separators, CR/LF, and the
+** inclusive prefix XOR of the quotes (bit i: odd number of quotes in 0..i) */
+typedef void (*csv_cls_fn)(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                           uint64_t *m);
 
 static inline uint64_t csv_pxor_ladder(uint64_t x)
 {
@@ -192,13 +104,12 @@ static inline uint64_t csv_swar_gather(uint64_t z)
     return ((z >> 7) * 0x0102040810204080ull) >> 56;
 }
 
-static void csv_cls_scalar(const unsigned char *p, int nb, size_t left, unsigned char qc,
-                           unsigned char dl, csv_carry *c, csv_blk *o)
+static void csv_cls_scalar(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                           uint64_t *m)
 {
     const uint64_t ones = 0x0101010101010101ull;
     const uint64_t vq = ones * qc, vd = ones * dl, vcr = ones * '\r', vlf = ones * '\n';
-    csv_carry cc = *c;
-    for (int b = 0; b < nb; b++, p += 64, o++, left -= 64) {
+    for (int b = 0; b < nb; b++, p += 64, m += 4) {
         uint64_t q = 0, s = 0, n = 0;
         for (int i = 0; i < 8; i++) {
             uint64_t w;
@@ -208,44 +119,46 @@ static void csv_cls_scalar(const unsigned char *p, int nb, size_t left, unsigned
             s |= csv_swar_gather(zn | csv_swar_zero(w ^ vd)) << (8 * i);
             n |= csv_swar_gather(zn) << (8 * i);
         }
-        csv_derive(q, s, n, q ? csv_pxor_ladder(q) : 0, left, &cc, o);
+        m[0] = q;
+        m[1] = s;
+        m[2] = n;
+        m[3] = q ? csv_pxor_ladder(q) : 0;
     }
-    *c = cc;
 }
 #else
-static void csv_cls_scalar(const unsigned char *p, int nb, size_t left, unsigned char qc,
-                           unsigned char dl, csv_carry *c, csv_blk *o)
+static void csv_cls_scalar(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                           uint64_t *m)
 {
-    csv_carry cc = *c;
-    for (int b = 0; b < nb; b++, p += 64, o++, left -= 64) {
+    for (int b = 0; b < nb; b++, p += 64, m += 4) {
         uint64_t q = 0, s = 0, n = 0;
         for (int i = 0; i < 64; i++) {
             uint64_t bit = (uint64_t)1 << i;
-            unsigned char ch = p[i];
-            if (ch == qc)
+            unsigned char c = p[i];
+            if (c == qc)
                 q |= bit;
-            else if (ch == dl)
+            else if (c == dl)
                 s |= bit;
-            else if (ch == '\r' || ch == '\n') {
+            else if (c == '\r' || c == '\n') {
                 s |= bit;
                 n |= bit;
             }
         }
-        csv_derive(q, s, n, q ? csv_pxor_ladder(q) : 0, left, &cc, o);
+        m[0] = q;
+        m[1] = s;
+        m[2] = n;
+        m[3] = q ? csv_pxor_ladder(q) : 0;
     }
-    *c = cc;
 }
 #endif
 
 #if defined(__SSE2__) && (defined(__x86_64__) || defined(__i386__))
 #define CSV_HAVE_SSE2 1
-static void csv_cls_sse2(const unsigned char *p, int nb, size_t left, unsigned char qc,
-                         unsigned char dl, csv_carry *c, csv_blk *o)
+static void csv_cls_sse2(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                         uint64_t *m)
 {
     const __m128i vq = _mm_set1_epi8((char)qc), vd = _mm_set1_epi8((char)dl),
                   vcr = _mm_set1_epi8('\r'), vlf = _mm_set1_epi8('\n');
-    csv_carry cc = *c;
-    for (int b = 0; b < nb; b++, p += 64, o++, left -= 64) {
+    for (int b = 0; b < nb; b++, p += 64, m += 4) {
         uint64_t q = 0, s = 0, n = 0;
         for (int i = 0; i < 4; i++) {
             __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * i));
@@ -255,23 +168,24 @@ static void csv_cls_sse2(const unsigned char *p, int nb, size_t left, unsigned c
                  << (16 * i);
             n |= (uint64_t)(unsigned)_mm_movemask_epi8(en) << (16 * i);
         }
-        csv_derive(q, s, n, q ? csv_pxor_ladder(q) : 0, left, &cc, o);
+        m[0] = q;
+        m[1] = s;
+        m[2] = n;
+        m[3] = q ? csv_pxor_ladder(q) : 0;
     }
-    *c = cc;
 }
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(PGPIPE_CSV_NO_AVX2)
 #define CSV_HAVE_AVX2 1
-__attribute__((target("avx2,pclmul,bmi")))
-static void csv_cls_avx2(const unsigned char *p, int nb, size_t left, unsigned char qc,
-                         unsigned char dl, csv_carry *c, csv_blk *o)
+__attribute__((target("avx2,pclmul")))
+static void csv_cls_avx2(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                         uint64_t *m)
 {
     const __m256i vq = _mm256_set1_epi8((char)qc), vd = _mm256_set1_epi8((char)dl),
                   vcr = _mm256_set1_epi8('\r'), vlf = _mm256_set1_epi8('\n');
     const __m128i all = _mm_set1_epi8((char)0xFF);
-    csv_carry cc = *c;
-    for (int b = 0; b < nb; b++, p += 64, o++, left -= 64) {
+    for (int b = 0; b < nb; b++, p += 64, m += 4) {
         __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)p);
         __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)(p + 32));
         __m256i n0 = _mm256_or_si256(_mm256_cmpeq_epi8(x0, vcr), _mm256_cmpeq_epi8(x0, vlf));
@@ -284,11 +198,12 @@ static void csv_cls_avx2(const unsigned char *p, int nb, size_t left, unsigned c
                 << 32;
         uint64_t n = (uint64_t)(uint32_t)_mm256_movemask_epi8(n0) |
                      (uint64_t)(uint32_t)_mm256_movemask_epi8(n1) << 32;
-        uint64_t px = (uint64_t)_mm_cvtsi128_si64(
+        m[0] = q;
+        m[1] = s;
+        m[2] = n;
+        m[3] = (uint64_t)_mm_cvtsi128_si64(
             _mm_clmulepi64_si128(_mm_set_epi64x(0, (long long)q), all, 0));
-        csv_derive(q, s, n, px, left, &cc, o);
     }
-    *c = cc;
 }
 #endif
 
@@ -306,13 +221,12 @@ static inline uint64_t csv_neon_bits(uint8x16_t a, uint8x16_t b, uint8x16_t c, u
     return vgetq_lane_u64(vreinterpretq_u64_u8(x), 0);
 }
 
-static void csv_cls_neon(const unsigned char *p, int nb, size_t left, unsigned char qc,
-                         unsigned char dl, csv_carry *c, csv_blk *o)
+static void csv_cls_neon(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
+                         uint64_t *m)
 {
     const uint8x16_t vq = vdupq_n_u8(qc), vd = vdupq_n_u8(dl), vcr = vdupq_n_u8('\r'),
                      vlf = vdupq_n_u8('\n');
-    csv_carry cc = *c;
-    for (int b = 0; b < nb; b++, p += 64, o++, left -= 64) {
+    for (int b = 0; b < nb; b++, p += 64, m += 4) {
         uint8x16_t x[4], eq[4], en[4], es[4];
         for (int i = 0; i < 4; i++) {
             x[i] = vld1q_u8(p + 16 * i);
@@ -321,11 +235,11 @@ static void csv_cls_neon(const unsigned char *p, int nb, size_t left, unsigned c
             es[i] = vorrq_u8(en[i], vceqq_u8(x[i], vd));
         }
         uint64_t q = csv_neon_bits(eq[0], eq[1], eq[2], eq[3]);
-        uint64_t s = csv_neon_bits(es[0], es[1], es[2], es[3]);
-        uint64_t n = csv_neon_bits(en[0], en[1], en[2], en[3]);
-        csv_derive(q, s, n, q ? csv_pxor_ladder(q) : 0, left, &cc, o);
+        m[0] = q;
+        m[1] = csv_neon_bits(es[0], es[1], es[2], es[3]);
+        m[2] = csv_neon_bits(en[0], en[1], en[2], en[3]);
+        m[3] = q ? csv_pxor_ladder(q) : 0;
     }
-    *c = cc;
 }
 #endif
 
@@ -350,8 +264,7 @@ static csv_cls_fn csv_pick_cls(const char **name)
     }
 #endif
 #if defined(CSV_HAVE_AVX2)
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul") &&
-        __builtin_cpu_supports("bmi")) {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul")) {
         *name = "avx2";
         return csv_cls_avx2;
     }
@@ -361,35 +274,23 @@ static csv_cls_fn csv_pick_cls(const char **name)
     return csv_cls_neon;
 #else
     /* Without AVX2 the state machine alone is the default: its own SSE2 (or
-    ** SWAR) scan costs about as many instructions on sparsely quoted CSV as
-    ** the SSE2 classifier plus the fast path, and the portable classifier
-    ** far more (callgrind, instructions per byte for unquoted / sparse /
-    ** quoted: state machine 6.8 / 7.0 / 8.6, SSE2 6.3 / 6.8 / 7.3, SWAR
-    ** 11.5 / 12.0 / 12.5); those stay for the tests. */
+    ** SWAR) scan costs fewer instructions on unquoted and sparsely quoted
+    ** CSV than the SSE2 or portable classifier plus the fast path (measured
+    ** with callgrind: 6.4 / 6.6 / 8.9 against 6.8 / 7.5 / 8.1 instructions
+    ** per byte for unquoted / sparse / quoted); those stay for the tests. */
     *name = "none";
     return NULL;
 #endif
 }
 
-/* a record of the fast path's batch: its raw text [start, end) in the
-** buffer, where the next begins, its fields fa[first .. first + nf), the
-** line breaks inside its quotes, and flags */
-#define CSV_BREC 64          /* records in a batch, at most */
-#define CSV_BSPANS 1024      /* a batch ends after the record that passes this many fields */
-#define CSV_R_DECODE 1       /* some field holds "" */
-#define CSV_R_SKIPLF 2       /* it ends with CR at the end of the data so far */
-typedef struct csv_rec {
-    size_t start, end, next;
-    long long lines;
-    int first, nf, flags;
-} csv_rec;
-
-/* where the fast path stands: the index of the block at buffer offset bo
-** (block k of the derived ones) not yet consumed */
+/* where the fast path stands: the masks of the block at buffer offset bo
+** (block k of the classified ones) not yet consumed, and what it hands on
+** to the next block */
 typedef struct csv_fst {
     size_t bo;
     int k;
-    csv_blk b;
+    uint64_t sep, pair, nin, bad;
+    uint64_t csq, ccl, cq, par;
 } csv_fst;
 
 struct pgpipe_csv {
@@ -424,8 +325,7 @@ struct pgpipe_csv {
     long long rec_line, rec_offset;
     long long nrec;
 
-    pgpipe_csv_span *fa;      /* the fields (of a batch: all its records') */
-    pgpipe_csv_span *f;       /* the current record's, in fa */
+    pgpipe_csv_span *f;
     int nf, fcap;
 
     /* first problem of the current record */
@@ -437,25 +337,19 @@ struct pgpipe_csv {
     int nnames, header_done;
     pp_buf scratch;
 
-    /* the fast path: its classifier (NULL: state machine only) and the
-    ** index of the blocks from buffer offset cbase on, valid while fok is set
-    ** and fgen == gen (gen moves whenever the buffer's bytes move or grow) */
+    /* the fast path: its classifier (NULL: state machine only) and the masks
+    ** of the blocks from buffer offset cbase on, valid while cgen == gen
+    ** (gen moves whenever the buffer's bytes move or grow) */
     csv_cls_fn cls;
     const char *simd;
-    csv_blk dm[CSV_NB];       /* the index of the blocks from cbase on */
-    csv_carry car;            /* ... and what the last of them hands on */
+    uint64_t cm[4 * CSV_NB];
     size_t cbase;
     int cnb;
-    unsigned gen;
-    csv_fst fst;              /* kept from the last batch of the fast path */
+    unsigned gen, cgen;
+    csv_fst fst;              /* kept from the last record of the fast path */
     size_t fnext;             /* ... valid for a record from there on */
     unsigned fgen;
     int fok;
-    size_t nofast;            /* a batch stopped at this record (while */
-    unsigned nofast_gen;      /* gen == nofast_gen): the state machine's */
-    csv_rec br[CSV_BREC];     /* the batch: records br[bq..bn) are parsed */
-    int bn, bq;               /* ahead, not yet returned (while gen == bgen) */
-    unsigned bgen;
     long long nfast;          /* records the fast path took (for the tests) */
 };
 
@@ -646,7 +540,7 @@ void pgpipe_csv_close(pgpipe_csv *r)
     for (int i = 0; i < r->nnames; i++)
         pp_free(r->names[i]);
     pp_free(r->names);
-    pp_free(r->fa);
+    pp_free(r->f);
     pp_free(r->buf);
     pp_free(r->source);
     pp_buf_free(&r->scratch);
@@ -846,24 +740,24 @@ static int csv_grow_fields(pgpipe_csv *r)
     int ncap = r->fcap ? r->fcap * 2 : 64;
     if (ncap > INT_MAX / 2)
         return PGPIPE_NOMEM;
-    pgpipe_csv_span *nf = pp_realloc(r->fa, (size_t)ncap * sizeof *nf);
+    pgpipe_csv_span *nf = pp_realloc(r->f, (size_t)ncap * sizeof *nf);
     if (!nf)
         return PGPIPE_NOMEM;
-    r->f = r->fa = nf;
+    r->f = nf;
     r->fcap = ncap;
     return PGPIPE_OK;
 }
 
-/* Classify and index the blocks from buffer offset at on (as many as nb,
-** none past the sentinel) into r->dm, going on from r->car. */
-static void csv_fast_fill(pgpipe_csv *r, size_t at, int nb)
+/* Classify the blocks from buffer offset at on (as many as CSV_NB, none past
+** the sentinel) into r->cm. */
+static void csv_fast_fill(pgpipe_csv *r, size_t at)
 {
     size_t left = r->len - at; /* > 0 */
-    if (left < (size_t)64 * (size_t)nb)
-        nb = (int)((left + 63) / 64);
-    r->cls(r->buf + at, nb, left, r->qc, r->dl, &r->car, r->dm);
+    int nb = left >= (size_t)64 * CSV_NB ? CSV_NB : (int)((left + 63) / 64);
+    r->cls(r->buf + at, nb, r->qc, r->dl, r->cm);
     r->cbase = at;
     r->cnb = nb;
+    r->cgen = r->gen;
 }
 
 /* Count the line breaks at the bits of m (inside quotes): CR LF is one. */
@@ -878,265 +772,192 @@ static long long csv_fast_lines(const unsigned char *blk, uint64_t m)
     return n;
 }
 
-static inline int csv_popcount64(uint64_t m)
-{
-    int n = 0;
-    for (; m; m &= m - 1)
-        n++;
-    return n;
-}
-
-/* The fast path: parse ahead, from a record that begins at buffer offset rs
-** (nothing of it parsed yet), as many whole records as fit in the batch
-** (CSV_BREC records, about CSV_BSPANS fields) into r->fa (their fields, one
-** after another) and r->br (where each begins and ends). It stops before a
-** record that breaks the rules, reaches the end of the data or holds a field
-** longer than max_field_size (the state machine parses that one), and after
-** one followed by an empty line. Returns the number of records (the batch
-** r->br[0..n), served from r->bq = 0 on), -1 when out of memory. Nothing of
-** the reader's state that the state machine uses changes. The index of the
-** block where the batch ended is kept (r->fst) for the next batch, which
-** begins at an even quote count, and so is the index of the blocks after it
-** (r->dm, r->car). */
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
-static inline int csv_fast_batch_body(pgpipe_csv *r, size_t rs)
-{
-    unsigned char *const base = r->buf;
-    const unsigned char *const end = base + r->len;
-    const size_t qc = r->qc;
-    csv_fst *const st = &r->fst;
-    /* the block: its separators and record ends left (sep, nls); the
-    ** rest of its index, seldom needed, is read through bk when spec */
-    uint64_t sep, nls, spec, ncnt = 0; /* ncnt: its line breaks counted */
-    const csv_blk *bk;
-    csv_blk b0;
-    size_t d = rs - st->bo;
-
-    r->bn = r->bq = 0;
-    if (r->nofast == rs && r->nofast_gen == r->gen)
-        return 0; /* the batch stopped here already: the state machine's */
-    if (r->fok && r->fgen == r->gen && rs >= r->fnext && d < 128) {
-        /* go on in the index: only line breaks outside quotes (skipped empty
-        ** lines, the LF of a CRLF) lie between the last record and this */
-        bk = &st->b;
-        if (d >= 64) {
-            if (st->k + 1 >= r->cnb)
-                goto fresh;
-            st->k++;
-            st->bo += 64;
-            d -= 64;
-            bk = &r->dm[st->k];
-        }
-        uint64_t above = ~(uint64_t)0 << d;
-        b0.sep = sep = bk->sep & above;
-        b0.nls = nls = bk->nls & above;
-        b0.dec = bk->dec & above;
-        b0.nin = bk->nin & above;
-        b0.bad = bk->bad;
-        spec = b0.dec | b0.nin | b0.bad;
-        bk = &b0;
-    } else {
-    fresh:
-        /* index from the record's start, outside quotes */
-        r->car.par = r->car.ccl = r->car.cq = r->car.pend = 0;
-        r->car.csq = 1; /* the record start acts as a separator */
-        csv_fast_fill(r, rs, CSV_NB0);
-        st->bo = rs;
-        st->k = 0;
-        bk = r->dm;
-        sep = bk->sep;
-        nls = bk->nls;
-        spec = bk->dec | bk->nin | bk->bad;
-    }
-    r->fok = 0;
-    if (PP_UNLIKELY(r->fcap < 128) && csv_grow_fields(r) != PGPIPE_OK)
-        return -1;
-    const unsigned char *fs = base + rs, *blk = base + st->bo;
-    int k = st->k, cnb = r->cnb;
-    pgpipe_csv_span *fa = r->fa, *x = fa, *xlim = fa + r->fcap - 64;
-    csv_rec *rc = r->br;
-    rc->start = rs;
-    rc->first = 0;
-    rc->lines = 0;
-    rc->flags = 0;
-    for (;;) {
-        uint64_t cur = sep;
-        if (PP_UNLIKELY(x > xlim)) {
-            size_t nx = (size_t)(x - fa);
-            if (csv_grow_fields(r) != PGPIPE_OK)
-                return -1;
-            fa = r->fa;
-            x = fa + nx;
-            xlim = fa + r->fcap - 64;
-        }
-        for (;;) {
-            uint64_t re = cur & nls; /* a line break that ends a record */
-            uint64_t upto = re ? re ^ (re - 1) : ~(uint64_t)0;
-            uint64_t f = cur & upto;
-            pgpipe_csv_span *const x0 = x;
-            while (f) {
-                const unsigned char *e = blk + csv_ctz64(f);
-                f &= f - 1;
-                if (*fs != qc) {
-                    x->data = (const char *)fs;
-                    x->len = (size_t)(e - fs);
-                    x->quoted = 0;
-                } else {
-                    x->data = (const char *)fs + 1;
-                    x->len = (size_t)(e - fs) - 2;
-                    x->quoted = CSV_F_QUOTED;
-                }
-                x++;
-                fs = e + 1;
-            }
-            uint64_t dd = PP_UNLIKELY(spec) ? bk->dec & cur & upto : 0;
-            if (PP_UNLIKELY(dd)) {
-                /* fields that hold "": their raw span (quotes included),
-                ** decoded when the record is served */
-                uint64_t g = cur & upto;
-                rc->flags = CSV_R_DECODE;
-                do {
-                    uint64_t b = dd & (0 - dd);
-                    dd &= dd - 1;
-                    pgpipe_csv_span *y = x0 + csv_popcount64(g & ((b - 1) | b)) - 1;
-                    y->data--;
-                    y->len += 2;
-                    y->quoted = CSV_F_QUOTED | CSV_F_DECODE;
-                } while (dd);
-            }
-            if (!re)
-                break;
-            /* the CR or LF that ends a record */
-            const unsigned char *e = blk + csv_ctz64(re);
-            if (PP_UNLIKELY(spec) && (bk->nin & upto & ~ncnt)) {
-                rc->lines += csv_fast_lines(blk, bk->nin & upto & ~ncnt);
-                ncnt |= upto;
-            }
-            rc->nf = (int)(x - fa) - rc->first;
-            if (PP_UNLIKELY((size_t)(e - base) - rc->start > r->maxf)) {
-                for (const pgpipe_csv_span *y = fa + rc->first; y < x; y++)
-                    if (y->len > r->maxf)
-                        goto stop;
-            }
-            rc->end = (size_t)(e - base);
-            fs = e + 1;
-            if (*e == '\r') {
-                if (fs < end)
-                    fs += *fs == '\n';
-                else if (!r->eof)
-                    rc->flags |= CSV_R_SKIPLF;
-            }
-            size_t ns = (size_t)(fs - base);
-            rc->next = ns;
-            rc++;
-            if (PP_UNLIKELY(rc == r->br + CSV_BREC || x - fa >= CSV_BSPANS || *fs == '\n' ||
-                            *fs == '\r')) {
-                /* the batch is full, an empty line follows or the data ends
-                ** (fs <= end, and *end is the sentinel LF): the next batch
-                ** goes on from here */
-                st->b.dec = bk->dec & ~upto;
-                st->b.nin = bk->nin & ~upto;
-                st->b.bad = bk->bad;
-                st->b.sep = sep & ~upto;
-                st->b.nls = nls & ~upto;
-                st->bo = (size_t)(blk - base);
-                st->k = k;
-                r->fnext = ns;
-                r->fgen = r->gen;
-                r->fok = 1;
-                goto done;
-            }
-            rc->start = ns;
-            rc->first = (int)(x - fa);
-            rc->lines = 0;
-            rc->flags = 0;
-            /* the bits up to the next record's start (the LF of a CRLF) */
-            size_t dn = (size_t)(fs - blk);
-            cur &= dn < 64 ? ~(uint64_t)0 << dn : 0;
-        }
-        if (PP_UNLIKELY(spec)) {
-            if (bk->bad)
-                goto stop;
-            if (bk->nin & ~ncnt)
-                rc->lines += csv_fast_lines(blk, bk->nin & ~ncnt);
-            ncnt = 0;
-        }
-        blk += 64;
-        if (++k == cnb) {
-            /* (the blocks indexed all begin below the end of the data) */
-            if (blk >= end)
-                goto stop; /* the record reaches the end of the data */
-            csv_fast_fill(r, (size_t)(blk - base), CSV_NB);
-            k = 0;
-            cnb = r->cnb;
-        }
-        bk = &r->dm[k];
-        sep = bk->sep;
-        nls = bk->nls;
-        spec = bk->dec | bk->nin | bk->bad;
-        if (PP_UNLIKELY(fs > blk)) {
-            /* the record begins at bit 1: the LF of a CRLF split by the block */
-            sep &= ~(uint64_t)1;
-            nls &= ~(uint64_t)1;
-        }
-    }
-stop:
-    /* the record from rc->start on is the state machine's */
-    r->nofast = rc->start;
-    r->nofast_gen = r->gen;
-done:
-    r->bn = (int)(rc - r->br);
-    r->bgen = r->gen;
-    r->nfast += r->bn;
-    return r->bn;
-}
-
-/* The batch as compiled for any CPU, and (where the AVX2 classifier is
-** built) for BMI (blsr, andn), which every CPU the AVX2 path runs on has
-** (csv_pick_cls checks): about 5% fewer instructions. */
+/* The fast path over a record that begins at r->rec_start (nothing of it
+** parsed yet). Returns 1 when the record is complete (as csv_parse_record),
+** 0 to let the state machine parse it from its start, -1 when out of
+** memory. Nothing of the reader's state that the state machine uses changes
+** unless it returns 1. The masks of the block where a record ends are kept
+** (r->fst) for the next record, which begins at an even quote count. */
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
-static int csv_fast_batch_any(pgpipe_csv *r, size_t rs)
+static int csv_fast_record(pgpipe_csv *r)
 {
-    return csv_fast_batch_body(r, rs);
-}
+    unsigned char *const base = r->buf;
+    const size_t len = r->len, rs = r->rec_start;
+    const unsigned char qc = r->qc, dl = r->dl;
+    /* the block's masks not yet consumed, and what it hands on to the next */
+    uint64_t sep, pair, nin, bad;
+    csv_fst *const st = &r->fst; /* the carries, the block's place */
+    const uint64_t *m;
+    uint64_t valid;
 
-#if defined(CSV_HAVE_AVX2)
-__attribute__((noinline, target("bmi")))
-static int csv_fast_batch_bmi(pgpipe_csv *r, size_t rs)
-{
-    return csv_fast_batch_body(r, rs);
-}
-#endif
+/* the masks of the block at m that the field loop needs, from its raw masks,
+** the bits that hold data (valid) and what the block before hands on */
+#define CSV_DERIVE() do { \
+        uint64_t q_ = m[0], s_ = m[1]; \
+        if (!(q_ | st->par | st->ccl)) { \
+            /* no quote in the block, none open, none just closed */ \
+            sep = s_ & valid; \
+            bad = pair = nin = 0; \
+            st->csq = sep >> 63; \
+            st->cq = 0; \
+        } else { \
+            uint64_t inq_ = m[3] ^ st->par, qv_ = q_ & valid; \
+            uint64_t open_ = qv_ & inq_, close_ = qv_ & ~inq_; \
+            sep = s_ & ~inq_ & valid; \
+            uint64_t sepq_ = sep | qv_; \
+            /* an opening quote not at a field start (nor the second of a ""), \
+            ** or text outside quotes right after a closing quote */ \
+            bad = (open_ & ~((sepq_ << 1) | st->csq)) | \
+                  (valid & ~(q_ | s_ | inq_) & ((close_ << 1) | st->ccl)); \
+            pair = open_ & ((qv_ << 1) | st->cq); /* the second quote of a "" */ \
+            nin = m[2] & inq_ & valid;        /* line breaks inside quotes */ \
+            st->csq = sepq_ >> 63; \
+            st->ccl = close_ >> 63; \
+            st->cq = qv_ >> 63; \
+            st->par = (uint64_t)0 - (inq_ >> 63); \
+        } \
+    } while (0)
 
-static int csv_fast_batch(pgpipe_csv *r, size_t rs)
-{
-#if defined(CSV_HAVE_AVX2)
-    if (r->cls == csv_cls_avx2)
-        return csv_fast_batch_bmi(r, rs);
-#endif
-    return csv_fast_batch_any(r, rs);
-}
-
-/* Make record i of the batch the current one (fields, raw text, line,
-** where the next record begins). */
-static inline void csv_take_batched(pgpipe_csv *r, int i)
-{
-    const csv_rec *rc = &r->br[i];
-    r->rec_start = rc->start;
-    r->rec_line = r->line;
-    r->rec_offset = r->boff + (long long)rc->start;
-    r->f = r->fa + rc->first;
-    r->nf = rc->nf;
-    r->raw_len = rc->end - rc->start;
-    r->pos = rc->next;
-    r->line += rc->lines + 1;
-    r->need_decode = rc->flags & CSV_R_DECODE;
-    if (PP_UNLIKELY(rc->flags & CSV_R_SKIPLF))
-        r->skip_lf = 1;
+    if (r->fok && r->fgen == r->gen && rs >= r->fnext && rs - st->bo < 64) {
+        uint64_t above = ~(uint64_t)0 << (rs - st->bo);
+        sep = st->sep & above;
+        pair = st->pair & above;
+        nin = st->nin & above;
+        bad = st->bad;
+    } else {
+        size_t bo;
+        int k;
+        if (r->cgen == r->gen && r->cnb && rs >= r->cbase &&
+            rs - r->cbase < (size_t)64 * r->cnb) {
+            k = (int)((rs - r->cbase) / 64);
+            bo = r->cbase + (size_t)64 * (size_t)k;
+        } else {
+            csv_fast_fill(r, rs);
+            k = 0;
+            bo = rs;
+        }
+        unsigned sh = (unsigned)(rs - bo);
+        m = r->cm + 4 * k;
+        valid = ~(uint64_t)0 << sh;
+        if (len - bo < 64)
+            valid &= ((uint64_t)1 << (len - bo)) - 1;
+        st->bo = bo;
+        st->k = k;
+        st->par = sh ? (uint64_t)0 - ((m[3] >> (sh - 1)) & 1) : 0; /* even at rs */
+        st->csq = (uint64_t)1 << sh; /* the record start acts as a separator */
+        st->ccl = 0;
+        st->cq = 0;
+        CSV_DERIVE();
+    }
+    r->fok = 0;
+    if (PP_UNLIKELY(r->fcap == 0) && csv_grow_fields(r) != PGPIPE_OK)
+        return -1;
+    const unsigned char *fs = base + rs, *blk = base + st->bo;
+    int need_decode = 0;
+    long long lines = 0;
+    pgpipe_csv_span *fa = r->f, *x = fa, *xend = fa + r->fcap;
+    for (;;) {
+        uint64_t cur = sep;
+        if (PP_UNLIKELY(bad))
+            cur &= (bad & (0 - bad)) - 1; /* the record must end before it */
+        while (cur) {
+            size_t j = csv_ctz64(cur);
+            uint64_t upto = cur ^ (cur - 1); /* bits 0..j */
+            cur &= cur - 1;
+            if (PP_UNLIKELY(x == xend)) {
+                size_t nx = (size_t)(x - fa);
+                if (csv_grow_fields(r) != PGPIPE_OK)
+                    return -1;
+                fa = r->f;
+                x = fa + nx;
+                xend = fa + r->fcap;
+            }
+            const unsigned char *e = blk + j;
+            size_t l = (size_t)(e - fs);
+            if (*fs == qc) {
+                if (PP_UNLIKELY(pair & upto)) {
+                    /* it holds "" (or a marker at its end when it began in
+                    ** an earlier block): raw, decoded at the end */
+                    pair &= ~upto;
+                    x->data = (const char *)fs;
+                    x->len = l;
+                    x->quoted = CSV_F_QUOTED | CSV_F_DECODE;
+                    need_decode = 1;
+                } else {
+                    x->data = (const char *)fs + 1;
+                    x->len = l - 2;
+                    x->quoted = CSV_F_QUOTED;
+                }
+            } else {
+                x->data = (const char *)fs;
+                x->len = l;
+                x->quoted = 0;
+            }
+            x++;
+            fs = e + 1;
+            if (PP_LIKELY(*e == dl))
+                continue;
+            /* the CR or LF that ends the record */
+            int nf = (int)(x - fa);
+            if (PP_UNLIKELY(nin & upto))
+                lines += csv_fast_lines(blk, nin & upto);
+            size_t raw = (size_t)(e - (base + rs));
+            if (PP_UNLIKELY(raw > r->maxf)) {
+                for (int i = 0; i < nf; i++)
+                    if (fa[i].len > r->maxf)
+                        return 0;
+            }
+            const unsigned char *end = base + len;
+            r->nf = nf;
+            r->need_decode = need_decode;
+            r->raw_len = raw;
+            r->line += lines + 1;
+            if (*e == '\r') {
+                if (e + 1 < end)
+                    e += e[1] == '\n' ? 2 : 1;
+                else {
+                    e++;
+                    r->skip_lf = !r->eof;
+                }
+            } else {
+                e++;
+            }
+            r->pos = (size_t)(e - base);
+            st->sep = sep & ~upto;
+            st->pair = pair & ~upto;
+            st->nin = nin & ~upto;
+            st->bad = bad;
+            r->fnext = r->pos;
+            r->fgen = r->gen;
+            r->fok = 1;
+            r->nfast++;
+            return 1;
+        }
+        if (bad)
+            return 0;
+        if (PP_UNLIKELY(nin))
+            lines += csv_fast_lines(blk, nin);
+        size_t bo = st->bo + 64;
+        if (bo >= len)
+            return 0; /* the record reaches the end of the data */
+        st->bo = bo;
+        int k = st->k + 1;
+        if (k == r->cnb) {
+            csv_fast_fill(r, bo);
+            k = 0;
+        }
+        st->k = k;
+        blk = base + bo;
+        m = r->cm + 4 * k;
+        valid = len - bo < 64 ? ((uint64_t)1 << (len - bo)) - 1 : ~(uint64_t)0;
+        uint64_t pending = pair; /* the field going on holds "" */
+        CSV_DERIVE();
+        if (PP_UNLIKELY(pending))
+            pair |= sep ? sep & (0 - sep) : (uint64_t)1 << 63;
+    }
+#undef CSV_DERIVE
 }
 
 /* Set up the next record: skip a BOM at the very start, the LF of a CRLF
@@ -1179,8 +1000,6 @@ static int csv_begin(pgpipe_csv *r)
         }
         break;
     }
-    r->bn = r->bq = 0;
-    r->f = r->fa;
     r->pos = r->rec_start = r->scan = r->fstart = p;
     r->rec_line = r->line;
     r->rec_offset = r->boff + (long long)p;
@@ -1208,16 +1027,10 @@ static int csv_parse_record(pgpipe_csv *r)
                   vlf = csv_splat('\n');
     const size_t maxf = r->maxf;
     const int strict = r->strict;
-    if (r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0 &&
-        !r->discard) {
-        int rc = csv_fast_batch(r, r->rec_start);
-        if (rc < 0)
-            return -1;
-        if (rc > 0) {
-            csv_take_batched(r, 0);
-            r->bq = 1;
-            return 1;
-        }
+    if (r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0) {
+        int rc = csv_fast_record(r);
+        if (rc)
+            return rc;
     }
     pgpipe_csv_span *fa = r->f;
     int nf = r->nf, fcap = r->fcap;
@@ -1501,79 +1314,14 @@ static int csv_finish(pgpipe_csv *r)
     return PGPIPE_ROW;
 }
 
-/* Copy the inside of a quoted field, s..e (every quote there the first of a
-** "" pair), to o, each "" as one quote; returns the end of the copy. Reads
-** and writes up to 16 bytes past the ends (the buffer and the scratch area
-** have the slack). */
-static char *csv_unquote(char *o, const unsigned char *s, const unsigned char *e,
-                         unsigned char qc)
-{
-#if defined(CSV_SSE2)
-    const __m128i vq = _mm_set1_epi8((char)qc);
-    while (s < e) {
-        size_t n = (size_t)(e - s);
-        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)s);
-        _mm_storeu_si128((__m128i *)(void *)o, w);
-        unsigned z = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(w, vq)); /* the quotes */
-        if (n < 16)
-            z &= (1u << n) - 1;
-        if (!z) {
-            if (n <= 16)
-                return o + n;
-            s += 16;
-            o += 16;
-            continue;
-        }
-        unsigned j = (unsigned)__builtin_ctz(z); /* the first of a pair, copied already */
-        s += j + 2;
-        o += j + 1;
-    }
-    return o;
-#elif defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    const uint64_t vq = 0x0101010101010101ull * qc;
-    while (s < e) {
-        size_t n = (size_t)(e - s);
-        uint64_t w;
-        memcpy(&w, s, 8);
-        memcpy(o, &w, 8);
-        uint64_t z = csv_swar_zero(w ^ vq); /* 0x80 in the bytes that are quotes */
-        if (n < 8)
-            z &= ((uint64_t)1 << (8 * n)) - 1;
-        if (!z) {
-            if (n <= 8)
-                return o + n;
-            s += 8;
-            o += 8;
-            continue;
-        }
-        size_t j = csv_ctz64(z) >> 3; /* the first of a pair, copied already */
-        s += j + 2;
-        o += j + 1;
-    }
-    return o;
-#else
-    for (;;) {
-        const unsigned char *q = memchr(s, qc, (size_t)(e - s));
-        if (!q) {
-            memcpy(o, s, (size_t)(e - s));
-            return o + (e - s);
-        }
-        memcpy(o, s, (size_t)(q - s));
-        o += q - s;
-        *o++ = (char)qc;
-        s = q + 2;
-    }
-#endif
-}
-
 /* Decode the fields of a record the fast path took that hold "" (a quoted
 ** field whose inner quotes all come in pairs) into the scratch area. */
 static int csv_fast_decode(pgpipe_csv *r)
 {
     const unsigned char qc = r->qc;
     r->scratch.len = 0;
-    if (r->scratch.cap < r->raw_len + 17 &&
-        pp_buf_reserve(&r->scratch, r->raw_len + 17) != PGPIPE_OK)
+    if (r->scratch.cap < r->raw_len + 1 &&
+        pp_buf_reserve(&r->scratch, r->raw_len + 1) != PGPIPE_OK)
         return r->fatal = pp_err_nomem(&r->hdr.err);
     char *dst = r->scratch.data;
     pgpipe_csv_span *x = r->f, *xe = r->f + r->nf;
@@ -1583,7 +1331,19 @@ static int csv_fast_decode(pgpipe_csv *r)
         /* between the enclosing quotes */
         const unsigned char *s = (const unsigned char *)x->data + 1;
         const unsigned char *e = (const unsigned char *)x->data + x->len - 1;
-        char *o = csv_unquote(dst, s, e, qc);
+        char *o = dst;
+        for (;;) {
+            const unsigned char *q = memchr(s, qc, (size_t)(e - s));
+            if (!q) {
+                memcpy(o, s, (size_t)(e - s));
+                o += e - s;
+                break;
+            }
+            memcpy(o, s, (size_t)(q - s));
+            o += q - s;
+            *o++ = (char)qc;
+            s = q + 2;
+        }
         x->data = dst;
         x->len = (size_t)(o - dst);
         x->quoted = CSV_F_QUOTED;
@@ -1618,34 +1378,24 @@ static int csv_take_header(pgpipe_csv *r, int rc)
     return PGPIPE_OK;
 }
 
-/* pgpipe_csv_next but for a plain record parsed ahead; served: the record
-** just taken from the batch needs a check or decoding. */
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static int csv_next_slow(pgpipe_csv *r, int served)
+int pgpipe_csv_next(pgpipe_csv *r)
 {
-    if (served)
-        goto serve;
+    if (!r || r->hdr.magic != PP_HANDLE_MAGIC)
+        return PGPIPE_MISUSE;
     if (r->fatal)
         return r->fatal;
-    if (r->bq < r->bn) {
-        /* the next record parsed ahead, while the buffer has not moved */
-        if (r->bgen == r->gen && !r->in_record) {
-            csv_take_batched(r, r->bq++);
-            goto serve;
-        }
-        r->bq = r->bn = 0;
-    }
-    if (r->cls && !r->in_record && r->pos < r->len && r->header_done && r->bom_done &&
-        !r->skip_lf && r->buf[r->pos] != '\n' && r->buf[r->pos] != '\r') {
-        /* a record begins right here: csv_begin has nothing to skip; when
-        ** the fast path declines, the loop below begins the record as usual */
-        int rc = csv_fast_batch(r, r->pos);
+    if (r->fok && !r->in_record && r->pos == r->fnext && r->fgen == r->gen &&
+        r->pos < r->len && r->header_done && !r->skip_lf && r->buf[r->pos] != '\n' &&
+        r->buf[r->pos] != '\r') {
+        /* the lane of the fast path: the record goes on from where the last
+        ** one ended, so csv_begin has nothing to skip; when the fast path
+        ** declines, the loop below begins the record as usual */
+        size_t p = r->pos;
+        r->rec_start = p;
+        r->rec_line = r->line;
+        r->rec_offset = r->boff + (long long)p;
+        int rc = csv_fast_record(r);
         if (rc > 0) {
-            csv_take_batched(r, 0);
-            r->bq = 1;
-        serve:
             r->ekind = CSV_E_NONE;
             r->discard = 0;
             if (PP_UNLIKELY(r->expected > 0 && r->nf != r->expected)) {
@@ -1666,6 +1416,7 @@ static int csv_next_slow(pgpipe_csv *r, int served)
         }
         if (rc < 0)
             return r->fatal = pp_err_nomem(&r->hdr.err);
+        r->rec_start = r->pos;
     }
     for (;;) {
         int rc;
@@ -1708,24 +1459,6 @@ static int csv_next_slow(pgpipe_csv *r, int served)
             pgpipe_error_clear(&r->hdr.err);
         return rc;
     }
-}
-
-int pgpipe_csv_next(pgpipe_csv *r)
-{
-    if (!r || r->hdr.magic != PP_HANDLE_MAGIC)
-        return PGPIPE_MISUSE;
-    if (PP_LIKELY(r->bq < r->bn) && r->bgen == r->gen && !r->in_record && !r->fatal) {
-        /* the next record parsed ahead, while the buffer has not moved */
-        csv_take_batched(r, r->bq++);
-        if (PP_UNLIKELY(r->need_decode || (r->expected > 0 && r->nf != r->expected)))
-            return csv_next_slow(r, 1);
-        r->raw_ok = 1;
-        r->nrec++;
-        if (PP_UNLIKELY(r->hdr.err.code != PGPIPE_OK))
-            pgpipe_error_clear(&r->hdr.err);
-        return PGPIPE_ROW;
-    }
-    return csv_next_slow(r, 0);
 }
 
 /* ---- accessors ------------------------------------------------------------ */
