@@ -708,6 +708,109 @@ PGT_TEST(csv, simd_fast_path_zero_copy_and_decode)
     pp_buf_free(&in);
 }
 
+PGT_TEST(csv, simd_batch_block_edges)
+{
+    /* special bytes put at every offset around the 64-byte block edges (a
+    ** quote at 63/64, CR at 63 and LF at 64, "" split by the edge, a quote
+    ** as the last byte, an unterminated quote at the end, NUL bytes): every
+    ** path, one piece and chunked, gives what the state machine gives */
+    static const char *const tails[] = {
+        "\"x\",y\n",       "\"a\"\"b\",c\r\n", "z\r\nq,\"r\"\n", "\"\"\"\",\"\"\n",
+        "w,\"",            "\"open\n,x",       "a\"b,c\n",       "\"a\"b,c\n",
+        "v\r",             "\"m\nn\",o\r\n",   "\"\",\n\n\"\"\n", "x,y"
+    };
+    pp_buf in = { 0 };
+    int64_t t0 = pgpipe_now_us();
+    for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
+        for (int off = 52; off <= 132; off++) {
+            in.len = 0;
+            /* records before the tail: the fast path runs up to it */
+            for (int i = 0; i < off; i++)
+                pp_buf_putc(&in, i % 9 == 8 ? '\n' : i % 3 == 2 ? ',' : (char)('a' + i % 26));
+            if (off % 5 == 0)
+                in.data[off / 2] = '\0'; /* a NUL byte in a field */
+            pp_buf_append(&in, tails[t], strlen(tails[t]));
+            pgpipe_csv_options o;
+            pgpipe_csv_options_init(&o);
+            o.strict = off & 1;
+            o.skip_empty_lines = (off >> 1) & 1;
+            o.expected_fields = -1;
+            csv_t_path("none");
+            char *want = csv_t_run_all(in.data, in.len, &o, 0, 1);
+            for (size_t p = 1; p <= CSV_T_NPATHS; p++) {
+                csv_t_path(p < CSV_T_NPATHS ? csv_t_paths[p] : NULL);
+                static const size_t chunks[] = { 0, 1, 63, 64, 65, SIZE_MAX };
+                for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+                    char *got = csv_t_run_all(in.data, in.len, &o, chunks[c], (uint64_t)off);
+                    if (strcmp(got, want) != 0)
+                        fprintf(stderr, "    tail %zu off %d path %s chunk %zu\n", t, off,
+                                p < CSV_T_NPATHS ? csv_t_paths[p] : "(default)", chunks[c]);
+                    PGT_EQ_STR(got, want);
+                    pp_free(got);
+                }
+            }
+            pp_free(want);
+            PGT_CHECK(pgpipe_now_us() - t0 < 120 * 1000000LL);
+        }
+    }
+    csv_t_path(NULL);
+    pp_buf_free(&in);
+}
+
+PGT_TEST(csv, simd_feed_while_records_are_parsed_ahead)
+{
+    /* a chunk fed between two rows (which may move the buffer under the
+    ** fast path's block masks) must not lose, repeat or corrupt any row */
+    pp_buf in = { 0 };
+    for (int i = 0; i < 500; i++)
+        pp_buf_appendf(&in, "%d,\"q%d\",\"a\"\"%d\"\"\",plain\r\n", i, i, i);
+    for (size_t p = 0; p <= CSV_T_NPATHS; p++) {
+        csv_t_path(p < CSV_T_NPATHS ? csv_t_paths[p] : NULL);
+        pgpipe_csv_options o;
+        pgpipe_csv_options_init(&o);
+        o.buffer_size = 256;
+        pgpipe_csv *r = NULL;
+        PGT_OK(pgpipe_csv_open_feed(&r, &o));
+        size_t off = 0;
+        int rows = 0;
+        for (int guard = 0; guard < 100000 && rows < 500; guard++) {
+            int rc = pgpipe_csv_next(r);
+            if (rc == PGPIPE_ROW) {
+                int n;
+                const pgpipe_csv_span *f = pgpipe_csv_fields(r, &n);
+                PGT_EQ_INT(n, 4);
+                char want[64];
+                snprintf(want, sizeof want, "%d", rows);
+                PGT_EQ_MEM(f[0].data, f[0].len, want, strlen(want));
+                snprintf(want, sizeof want, "a\"%d\"", rows);
+                PGT_EQ_MEM(f[2].data, f[2].len, want, strlen(want));
+                PGT_EQ_INT(pgpipe_csv_record_line(r), rows + 1);
+                rows++;
+            } else {
+                PGT_EQ_INT(rc, PGPIPE_BUSY);
+                if (off == in.len)
+                    PGT_OK(pgpipe_csv_feed_end(r));
+            }
+            /* feed a little after every call, rows queued or not */
+            if (off < in.len) {
+                size_t k = in.len - off < 37 ? in.len - off : 37;
+                PGT_OK(pgpipe_csv_feed(r, in.data + off, k));
+                off += k;
+            }
+        }
+        PGT_EQ_INT(rows, 500);
+        int rc = pgpipe_csv_next(r);
+        if (rc == PGPIPE_BUSY) {
+            PGT_OK(pgpipe_csv_feed_end(r));
+            rc = pgpipe_csv_next(r);
+        }
+        PGT_EQ_INT(rc, PGPIPE_DONE);
+        pgpipe_csv_close(r);
+    }
+    csv_t_path(NULL);
+    pp_buf_free(&in);
+}
+
 /* Read the whole input through a fd reader (a pipe or file) and dump it. */
 static char *csv_t_run_reader(pgpipe_csv *r)
 {
