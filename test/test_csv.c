@@ -720,7 +720,6 @@ PGT_TEST(csv, simd_batch_block_edges)
         "v\r",             "\"m\nn\",o\r\n",   "\"\",\n\n\"\"\n", "x,y"
     };
     pp_buf in = { 0 };
-    int64_t t0 = pgpipe_now_us();
     for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
         for (int off = 52; off <= 132; off++) {
             in.len = 0;
@@ -750,7 +749,6 @@ PGT_TEST(csv, simd_batch_block_edges)
                 }
             }
             pp_free(want);
-            PGT_CHECK(pgpipe_now_us() - t0 < 120 * 1000000LL);
         }
     }
     csv_t_path(NULL);
