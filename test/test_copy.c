@@ -711,7 +711,26 @@ typedef struct copy_t_killer {
     pgpipe_loader *l;
     int at_batch;
     int done;
+    const char *sql; /* copy_t_sql_at_batch: run with the load's id (%lld) */
 } copy_t_killer;
+
+/* After batch at_batch is reported, run k->sql (its %lld: the load's id)
+** once on a connection of its own, as another process would. */
+static int copy_t_sql_at_batch(void *ud, const pgpipe_load_progress *p)
+{
+    copy_t_killer *k = ud;
+    if (p->batches == k->at_batch && !k->done) {
+        k->done = 1;
+        pgpipe_load_summary s;
+        pgpipe_loader_summary(k->l, &s);
+        PGconn *c = pgt_connect();
+        char sql[300];
+        snprintf(sql, sizeof sql, k->sql, s.load_id);
+        PQclear(PGT_EXEC(c, sql));
+        PQfinish(c);
+    }
+    return 0;
+}
 
 static int copy_t_kill_backend(void *ud, const pgpipe_load_progress *p)
 {
@@ -732,7 +751,7 @@ PGT_TEST(copy, killed_backend_is_reconnected_exactly_once)
     char path[512];
     copy_t_path(path, sizeof path, "kill.ndjson");
     copy_t_gen(path, 6000);
-    copy_t_killer k = { NULL, 3, 0 };
+    copy_t_killer k = { NULL, 3, 0, NULL };
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
     o.batch_rows = 500;
@@ -925,7 +944,7 @@ PGT_TEST(copy, borrowed_connection_is_reset)
     char path[512];
     copy_t_path(path, sizeof path, "borrowed.ndjson");
     copy_t_gen(path, 3000);
-    copy_t_killer k = { NULL, 2, 0 };
+    copy_t_killer k = { NULL, 2, 0, NULL };
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
     o.conn = mine;
@@ -948,35 +967,20 @@ PGT_TEST(copy, borrowed_connection_is_reset)
 
 /* Two runs of the same load at once: the one whose load_batches row loses
 ** (unique key) skips that batch instead of loading it twice. */
-static int copy_t_steal_batch(void *ud, const pgpipe_load_progress *p)
-{
-    copy_t_killer *k = ud;
-    if (p->batches == 1 && !k->done) {
-        k->done = 1;
-        pgpipe_load_summary s;
-        pgpipe_loader_summary(k->l, &s);
-        PGconn *c = pgt_connect();
-        char sql[300];
-        snprintf(sql, sizeof sql, "INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, rows_read) "
-                 "VALUES (%lld, 2, gen_random_uuid(), 100)", s.load_id);
-        PQclear(PGT_EXEC(c, sql));
-        PQfinish(c);
-    }
-    return 0;
-}
-
 PGT_TEST(copy, batch_committed_by_another_run_is_skipped)
 {
     pp_buf in = { 0 };
     for (int i = 0; i < 300; i++)
         pp_buf_appendf(&in, "{\"event_type\":\"e\",\"n\":%d}\n", i);
-    copy_t_killer k = { NULL, 0, 0 };
+    /* another run takes batch 2 first */
+    copy_t_killer k = { NULL, 1, 0, "INSERT INTO pgpipe.load_batches (load_id, seq, batch_id, rows_read) "
+                                   "VALUES (%lld, 2, gen_random_uuid(), 100)" };
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
     o.batch_rows = 100;
     o.connections = 1; /* batch 2 not yet begun when batch 1 is reported */
     o.format = PGPIPE_FORMAT_NDJSON;
-    o.progress = copy_t_steal_batch;
+    o.progress = copy_t_sql_at_batch;
     o.progress_ud = &k;
     pgpipe_loader *l = copy_t_open(&o);
     k.l = l;
@@ -1067,7 +1071,7 @@ PGT_TEST(copy, one_lane_cancel_at_a_boundary_leaves_the_connection_idle)
     char path[512];
     copy_t_path(path, sizeof path, "cancel1.ndjson");
     copy_t_gen(path, 3000);
-    copy_t_killer k = { NULL, 2, 0 };
+    copy_t_killer k = { NULL, 2, 0, NULL };
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
     o.conn = mine;
@@ -1162,23 +1166,6 @@ PGT_TEST(copy, one_lane_dead_and_refused_rows_across_boundaries)
 /* The load's pgpipe.loads row stops being ours between two batches (as after
 ** a failover): the next batch's booking fails before its COMMIT, in the
 ** round trip that would have committed it, so none of its rows stay. */
-static int copy_t_steal_load_row(void *ud, const pgpipe_load_progress *p)
-{
-    copy_t_killer *k = ud;
-    if (p->batches == 2 && !k->done) {
-        k->done = 1;
-        pgpipe_load_summary s;
-        pgpipe_loader_summary(k->l, &s);
-        PGconn *c = pgt_connect();
-        char sql[300];
-        snprintf(sql, sizeof sql, "UPDATE pgpipe.loads SET started_at = started_at - interval '1 day' "
-                 "WHERE id = %lld", s.load_id);
-        PQclear(PGT_EXEC(c, sql));
-        PQfinish(c);
-    }
-    return 0;
-}
-
 PGT_TEST(copy, one_lane_load_row_not_ours_stops_before_commit)
 {
     char tag[64];
@@ -1186,14 +1173,16 @@ PGT_TEST(copy, one_lane_load_row_not_ours_stops_before_commit)
     pp_buf in = { 0 };
     for (int i = 0; i < 50; i++)
         pp_buf_appendf(&in, "{\"event_type\":\"%s\",\"n\":%d}\n", tag, i);
-    copy_t_killer k = { NULL, 0, 0 };
+    /* after batch 2 the load's row stops being ours */
+    copy_t_killer k = { NULL, 2, 0, "UPDATE pgpipe.loads SET started_at = started_at - interval '1 day' "
+                                   "WHERE id = %lld" };
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
     o.batch_rows = 10;
     o.connections = 1;
     o.max_retries = 0;
     o.format = PGPIPE_FORMAT_NDJSON;
-    o.progress = copy_t_steal_load_row;
+    o.progress = copy_t_sql_at_batch;
     o.progress_ud = &k;
     pgpipe_loader *l = copy_t_open(&o);
     k.l = l;
