@@ -141,18 +141,23 @@ pg "SELECT metric_date, active_users, transactions, completed_transactions, reve
 step ".health"
 pg .health
 
-step "the counts add up: records in = loaded + dead-lettered; staged = in production + dead-lettered"
+# A process-stage dead letter that the dlq-replay schedule (every 15 minutes, on
+# the quarter hour) sent back to staging while the demo ran is pending or in
+# production again, not dead: it counts once, where it is now.
+step "the counts add up: records in = loaded + dead-lettered; staged = in production + dead-lettered + pending"
 pg -m line "SELECT $users + $rows AS records_in,
        (SELECT sum(rows_loaded) FROM pgpipe.loads) AS loaded_to_staging,
        (SELECT count(*) FROM pgpipe.dead_letters WHERE stage = 'load') AS dead_at_load,
        (SELECT count(*) FROM production.users) + (SELECT count(*) FROM production.transactions) AS in_production,
-       (SELECT count(*) FROM pgpipe.dead_letters WHERE stage = 'process') AS dead_at_process,
+       (SELECT count(*) FROM pgpipe.dead_letters WHERE stage = 'process' AND replayed_at IS NULL) AS dead_at_process,
+       (SELECT count(*) FROM pgpipe.dead_letters WHERE stage = 'process' AND replayed_at IS NOT NULL) AS replayed,
        (SELECT count(*) FROM staging.raw_events WHERE NOT processed) AS still_pending" \
    "SELECT CASE WHEN $users + $rows = (SELECT sum(rows_loaded) FROM pgpipe.loads)
                      + (SELECT count(*) FROM pgpipe.dead_letters WHERE stage = 'load')
              AND (SELECT sum(rows_loaded) FROM pgpipe.loads)
                  = (SELECT count(*) FROM production.users) + (SELECT count(*) FROM production.transactions)
-                   + (SELECT count(*) FROM pgpipe.dead_letters WHERE stage = 'process')
+                   + (SELECT count(*) FROM pgpipe.dead_letters WHERE stage = 'process' AND replayed_at IS NULL)
+                   + (SELECT count(*) FROM staging.raw_events WHERE NOT processed)
             THEN 'yes: nothing lost, nothing twice' ELSE 'NO: the counts do not add up' END AS adds_up"
 echo
 echo "demo finished in $(( $(date +%s) - t0 )) s"
