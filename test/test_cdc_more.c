@@ -735,22 +735,35 @@ PGT_TEST(cdc, more_writer_stall_backpressure)
     PQfinish(t);
 }
 
+/* The set-up of a kill -9 test: a fresh source database DB with table r
+** (id, v), a fresh target DB_t, the slot made by a first open; src and tgt
+** (1200 bytes each) receive their conninfos, *s and *t connections to
+** them. Returns one more connection to the target, for the test's locks. */
+static PGconn *cdc_t_kill_setup(const char *db, const char *slot, char *src, char *tgt,
+                                PGconn **s, PGconn **t)
+{
+    char tdb[64], lkc[1200];
+    snprintf(tdb, sizeof tdb, "%s_t", db);
+    *s = cdc_src_fresh(db, src, 1200, NULL);
+    *t = pgt_db_fresh(tdb);
+    snprintf(tgt, 1200, "%s dbname=%s application_name=%s", pgt_dsn(), tdb, db);
+    snprintf(lkc, sizeof lkc, "%s dbname=%s", pgt_dsn(), tdb);
+    PQclear(PGT_EXEC(*s, "CREATE TABLE r (id bigint PRIMARY KEY, v text)"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, src, tgt, slot, "r");
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    pgpipe_cdc_close(c);
+    return cdc_conn(lkc);
+}
+
 /* kill -9 while the queue holds groups the target has not committed (the
 ** writer waits for a lock on staging, the walsender has sent past the
 ** fifth of 30 transactions): started again, each change once. */
 PGT_TEST(cdc, more_kill9_queue_full)
 {
-    char src[1200], tgt[1200], lkc[1200], sql[512], mark[32] = "";
-    PGconn *s = cdc_src_fresh("cdc_qkill", src, sizeof src, NULL);
-    PGconn *t = pgt_db_fresh("cdc_qkill_t");
-    snprintf(tgt, sizeof tgt, "%s dbname=cdc_qkill_t application_name=cdc_qkill", pgt_dsn());
-    snprintf(lkc, sizeof lkc, "%s dbname=cdc_qkill_t", pgt_dsn());
-    PQclear(PGT_EXEC(s, "CREATE TABLE r (id bigint PRIMARY KEY, v text)"));
-    pgpipe_cdc *c = NULL;
-    int rc = cdc_open(&c, src, tgt, "cq", "r");
-    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
-    pgpipe_cdc_close(c);
-    PGconn *lk = cdc_conn(lkc);
+    char src[1200], tgt[1200], sql[512], mark[32] = "";
+    PGconn *s, *t;
+    PGconn *lk = cdc_t_kill_setup("cdc_qkill", "cq", src, tgt, &s, &t);
     PQclear(PGT_EXEC(lk, "BEGIN; LOCK TABLE staging.raw_events IN SHARE MODE"));
     pid_t pid = cdc_child(src, tgt, "cq");
     for (int b = 0; b < 30; b++) {
@@ -771,6 +784,7 @@ PGT_TEST(cdc, more_kill9_queue_full)
     PGT_EQ_INT(pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots WHERE slot = 'cq'"), 0);
     PQclear(PGT_EXEC(lk, "COMMIT"));
     PQfinish(lk);
+    pgpipe_cdc *c = NULL;
     PGT_OK(cdc_open(&c, src, tgt, "cq", NULL));
     cdc_run_until(c, t, "cq", 30000);
     pgpipe_cdc_close(c);
@@ -844,18 +858,10 @@ PGT_TEST(cdc, more_single_thread_exact)
 ** again, each change once. */
 PGT_TEST(cdc, more_kill9_two_groups_in_flight)
 {
-    char src[1200], tgt[1200], lkc[1200], sql[512];
+    char src[1200], tgt[1200], sql[512];
     cdc_t_writers = 2; /* one writer is the default */
-    PGconn *s = cdc_src_fresh("cdc_lanes", src, sizeof src, NULL);
-    PGconn *t = pgt_db_fresh("cdc_lanes_t");
-    snprintf(tgt, sizeof tgt, "%s dbname=cdc_lanes_t application_name=cdc_lanes", pgt_dsn());
-    snprintf(lkc, sizeof lkc, "%s dbname=cdc_lanes_t", pgt_dsn());
-    PQclear(PGT_EXEC(s, "CREATE TABLE r (id bigint PRIMARY KEY, v text)"));
-    pgpipe_cdc *c = NULL;
-    int rc = cdc_open(&c, src, tgt, "cl", "r");
-    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
-    pgpipe_cdc_close(c);
-    PGconn *lk = cdc_conn(lkc);
+    PGconn *s, *t;
+    PGconn *lk = cdc_t_kill_setup("cdc_lanes", "cl", src, tgt, &s, &t);
     PQclear(PGT_EXEC(lk, "BEGIN; SELECT 1 FROM pgpipe.cdc_slots WHERE slot = 'cl' FOR UPDATE"));
     char before[32];
     snprintf(before, sizeof before, "%s", pgt_db_str(s, "SELECT pg_current_wal_lsn()::text"));
@@ -895,6 +901,7 @@ PGT_TEST(cdc, more_kill9_two_groups_in_flight)
     long long kept = pgt_db_int(t, "SELECT transactions FROM pgpipe.cdc_slots WHERE slot = 'cl'");
     PGT_CHECK_MSG(kept <= 1, "%lld source transactions committed with the first group held", kept);
     PGT_EQ_INT(pgt_db_int(t, "SELECT count(*) FROM staging.raw_events WHERE source = 'cl'"), kept * 1000);
+    pgpipe_cdc *c = NULL;
     PGT_OK(cdc_open(&c, src, tgt, "cl", NULL));
     cdc_run_until(c, t, "cl", 10000);
     pgpipe_cdc_close(c);

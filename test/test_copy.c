@@ -937,23 +937,34 @@ PGT_TEST(copy, many_rejected_rows_in_a_batch)
     PQfinish(c);
 }
 
+/* A loader on the caller's connection (conn), 400-row batches, reporting
+** to progress with k; the input, 3,000 generated records, is written to
+** path (a file name under the test's folder). */
+static pgpipe_loader *copy_t_borrowed(PGconn *conn, char *path, size_t pathsz, const char *file,
+                                      int (*progress)(void *, const pgpipe_load_progress *),
+                                      copy_t_killer *k)
+{
+    copy_t_path(path, pathsz, file);
+    copy_t_gen(path, 3000);
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conn = conn;
+    o.batch_rows = 400;
+    o.progress = progress;
+    o.progress_ud = k;
+    pgpipe_loader *l = NULL;
+    PGT_OK(pgpipe_loader_open(&l, &o));
+    k->l = l;
+    return l;
+}
+
 /* A borrowed connection (the shell's) is reset after its backend dies. */
 PGT_TEST(copy, borrowed_connection_is_reset)
 {
     PGconn *mine = pgt_connect();
     char path[512];
-    copy_t_path(path, sizeof path, "borrowed.ndjson");
-    copy_t_gen(path, 3000);
     copy_t_killer k = { NULL, 2, 0, NULL };
-    pgpipe_loader_options o;
-    pgpipe_loader_options_init(&o);
-    o.conn = mine;
-    o.batch_rows = 400;
-    o.progress = copy_t_kill_backend;
-    o.progress_ud = &k;
-    pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&l, &o));
-    k.l = l;
+    pgpipe_loader *l = copy_t_borrowed(mine, path, sizeof path, "borrowed.ndjson", copy_t_kill_backend, &k);
     int rc = pgpipe_loader_load_file(l, path);
     PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     pgpipe_load_summary s;
@@ -1069,18 +1080,8 @@ PGT_TEST(copy, one_lane_cancel_at_a_boundary_leaves_the_connection_idle)
 {
     PGconn *mine = pgt_connect();
     char path[512];
-    copy_t_path(path, sizeof path, "cancel1.ndjson");
-    copy_t_gen(path, 3000);
     copy_t_killer k = { NULL, 2, 0, NULL };
-    pgpipe_loader_options o;
-    pgpipe_loader_options_init(&o);
-    o.conn = mine;
-    o.batch_rows = 400;
-    o.progress = copy_t_cancel_at;
-    o.progress_ud = &k;
-    pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&l, &o));
-    k.l = l;
+    pgpipe_loader *l = copy_t_borrowed(mine, path, sizeof path, "cancel1.ndjson", copy_t_cancel_at, &k);
     PGT_EQ_INT(pgpipe_loader_load_file(l, path), PGPIPE_BUSY);
     PGT_CONTAINS(pgpipe_errmsg(l), "cancel");
     pgpipe_load_summary s;
