@@ -23907,9 +23907,13 @@ PGPIPE_PRIVATE const char *pp_http_header_get(const pp_http_request *rq, const c
                                               size_t *len)
 {
     size_t n = strlen(name);
+    /* the length and the first letter (ASCII, either case) rule out most
+    ** headers before a full compare */
+    unsigned char c0 = (unsigned char)(name[0] | 0x20);
     for (int i = 0; i < rq->nheaders; i++) {
         const pp_http_header *h = &rq->headers[i];
-        if (h->name_len == n && !strncasecmp(h->name, name, n)) {
+        if (h->name_len == n && n && ((unsigned char)(h->name[0] | 0x20)) == c0 &&
+            !strncasecmp(h->name, name, n)) {
             if (len)
                 *len = h->value_len;
             return h->value;
@@ -25093,6 +25097,22 @@ static int ig_grow(void **p, size_t *cap, size_t need, size_t size)
     return PGPIPE_OK;
 }
 
+/* pp_copy_escape for the short fields of every request and row (source,
+** event type): most hold none of the bytes COPY text escapes (backslash,
+** tab, LF, CR), and then a plain append is the same text at a third of
+** the cost; anything else goes to pp_copy_escape. */
+static int ig_copy_short(pp_buf *b, const char *s, size_t n)
+{
+    if (n <= 64) {
+        size_t i = 0;
+        while (i < n && s[i] != '\\' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+            i++;
+        if (i == n)
+            return pp_buf_append(b, s, n);
+    }
+    return pp_copy_escape(b, s, n);
+}
+
 static const char *ig_header(const pp_http_request *rq, const char *name, size_t *len)
 {
     if (!name || !*name)
@@ -25322,7 +25342,7 @@ static int ig_put_event_type(ig_parse *p, const pgpipe_json_val *v, const char *
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
         }
-        return pp_copy_escape(b, s, n);
+        return ig_copy_short(b, s, n);
     case PGPIPE_JSON_NUMBER:
         s = pgpipe_json_number_text(v, &n);
         return pp_buf_append(b, s, n);
@@ -25444,6 +25464,29 @@ static int ig_json_body(ig_parse *p, int ndjson)
         long long line = 1, col = 0;
         return ig_json_record(p, b + i, n - i, line, col, (long long)i);
     }
+    if (ndjson) {
+        /* one line (a single event, the common post): what the framer would
+        ** hand over, without it: the line less a final CR and the BOM, as
+        ** line 1 at column 0 */
+        const char *nl = memchr(b, '\n', n);
+        size_t len = nl ? (size_t)(nl - b) : n;
+        if (len + (nl != NULL) == n && len <= (p->ig->max_body ? p->ig->max_body : n + 1)) {
+            long long off = 0;
+            const char *r = b;
+            if (len && r[len - 1] == '\r')
+                len--;
+            if (len >= 3 && !memcmp(r, "\xEF\xBB\xBF", 3)) {
+                r += 3;
+                len -= 3;
+                off = 3;
+            }
+            size_t k = 0;
+            while (k < len && (r[k] == ' ' || r[k] == '\t' || r[k] == '\r'))
+                k++;
+            if (k < len) /* (a blank line is no record: the framer's) */
+                return ig_json_record(p, r, len, 1, 0, off);
+        }
+    }
     pp_framer *fr = &p->ig->fr;
     framer_begin(fr, ndjson ? PP_FRAME_NDJSON : PP_FRAME_ARRAY, p->ig->max_body ? p->ig->max_body : n + 1,
                  ig_frame, p);
@@ -25520,7 +25563,7 @@ static int ig_csv_body(ig_parse *p)
             size_t coff;
             rc = ig_row_begin(p, &coff);
             if (etk >= 0 && etk < nf && (f[etk].len || f[etk].quoted))
-                rc |= pp_copy_escape(&g->cbuf, f[etk].data, f[etk].len);
+                rc |= ig_copy_short(&g->cbuf, f[etk].data, f[etk].len);
             else if (p->et_hdr)
                 rc |= pp_buf_append(&g->cbuf, p->et_buf->data + p->et_src,
                                     p->et_buf->len - p->et_src);
@@ -25622,34 +25665,38 @@ static void ig_refused(pp_ingest *ig)
     pthread_mutex_unlock(&ig->mu);
 }
 
-/* The header name, when the request has it more than once (a hostile or
-** careless sender: which one would count?). */
-static int ig_header_twice(const pp_http_request *rq, const char *name)
-{
-    int n = 0;
-    size_t len = strlen(name);
-    for (int i = 0; i < rq->nheaders; i++)
-        n += rq->headers[i].name_len == len && !strncasecmp(rq->headers[i].name, name, len);
-    return n > 1;
-}
-
 /* Pgpipe-Device / Pgpipe-Seq / Pgpipe-Spool: *claim = "device\nspool" and
-** *seq0, or nothing (*seq0 = 0); a bad one answers 400 naming the header. */
+** *seq0, or nothing (*seq0 = 0); a bad one answers 400 naming the header.
+** One pass over the headers finds the three, and any given twice (a hostile
+** or careless sender: which one would count?). */
 static int ig_device_headers(const pp_http_request *rq, char *claim, size_t size, long long *seq0,
                              pp_http_reply *now)
 {
     static const char *const names[] = { "Pgpipe-Device", "Pgpipe-Seq", "Pgpipe-Spool" };
+    static const size_t lens[] = { 13, 10, 12 };
     size_t n[3] = { 0, 0, 0 };
-    const char *v[3];
+    const char *v[3] = { NULL, NULL, NULL };
+    int seen[3] = { 0, 0, 0 };
     *seq0 = 0;
-    for (int i = 0; i < 3; i++) {
-        if (ig_header_twice(rq, names[i]))
+    for (int i = 0; i < rq->nheaders; i++) {
+        const pp_http_header *h = &rq->headers[i];
+        if (h->name_len < 10 || h->name_len > 13 || (h->name[0] | 0x20) != 'p')
+            continue;
+        for (int k = 0; k < 3; k++)
+            if (h->name_len == lens[k] && !strncasecmp(h->name, names[k], lens[k])) {
+                if (seen[k]++ == 0 && h->value_len) {
+                    v[k] = h->value;
+                    n[k] = h->value_len;
+                }
+                break;
+            }
+    }
+    for (int i = 0; i < 3; i++)
+        if (seen[i] > 1)
             return ig_reply(now, 400, "bad_device_header", rq->id, 0,
                             i == 0 ? "Pgpipe-Device is given more than once"
                             : i == 1 ? "Pgpipe-Seq is given more than once"
                                      : "Pgpipe-Spool is given more than once");
-        v[i] = ig_header(rq, names[i], &n[i]);
-    }
     if (!v[0] && !v[1] && !v[2])
         return 0;
     if (!v[0])
@@ -25925,14 +25972,19 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     r->src_len = srclen;
     int rc = rc0 | pp_buf_append(&g->kbuf, source, srclen + 1);
     ig->etb.len = 0;
-    rc |= pp_copy_escape(&ig->etb, source, srclen);
+    rc |= ig_copy_short(&ig->etb, source, srclen);
     rc |= pp_buf_putc(&ig->etb, '\t');
     size_t etn = 0;
     const char *eth = ig_header(rq, s->event_type_header ? s->event_type_header : "X-Event-Type", &etn);
     if (!eth && !s->event_type_header)
         eth = ig_header(rq, "X-GitHub-Event", &etn);
     const char *etv = s->event_type_value && *s->event_type_value ? s->event_type_value : NULL;
-    ig_parse p = { 0 };
+    ig_parse p; /* (field by field: the message buffers need no zeroing) */
+    p.idval[0] = 0;
+    p.single = 0;
+    p.status = 0;
+    p.why[0] = 0;
+    p.et_hdr = NULL;
     p.ig = ig;
     p.g = g;
     p.r = r;
@@ -25949,14 +26001,14 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     p.id_field = !key && s->idempotency_field && *s->idempotency_field ? s->idempotency_field : NULL;
     if (eth || etv) {
         p.et_hdr = eth ? eth : etv;
-        rc |= pp_copy_escape(&ig->etb, p.et_hdr, eth ? etn : strlen(etv));
+        rc |= ig_copy_short(&ig->etb, p.et_hdr, eth ? etn : strlen(etv));
     } else if (!s->event_type_field && !s->event_type_header) {
         /* Nothing configured names the event type and the record has no
         ** "event_type": a sender that says nothing still gets its events
         ** in, typed by the source they were posted to. A source that sets a
         ** field or header makes it required (missing: dead letter). */
         p.et_hdr = source;
-        rc |= pp_copy_escape(&ig->etb, source, srclen);
+        rc |= ig_copy_short(&ig->etb, source, srclen);
     }
     rc |= pp_buf_append(&g->rbuf, p.body, p.body_len);
     if (rc == PGPIPE_OK) {
@@ -26263,9 +26315,10 @@ static int ig_rows_isolate(ig_committer *c, ig_group *g)
 /* The body of a 202: {"request_id":..,"accepted":N,"dead_lettered":N,"errors":[..]}.
 ** A replay gets the very same body (the reply's replayed flag adds the
 ** Idempotent-Replayed header), so a client comparing bodies sees one answer. */
-static int ig_put_ll(pp_buf *b, long long v)
+/* v in decimal, ending at end; returns where it starts */
+static char *ig_ll(char *end, long long v)
 {
-    char num[24], *e = num + sizeof num, *p = e;
+    char *p = end;
     unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
     do {
         *--p = (char)('0' + u % 10);
@@ -26273,7 +26326,7 @@ static int ig_put_ll(pp_buf *b, long long v)
     } while (u);
     if (v < 0)
         *--p = '-';
-    return pp_buf_append(b, p, (size_t)(e - p));
+    return p;
 }
 
 /* (by hand rather than with a printf: one body per request) */
@@ -26282,15 +26335,30 @@ static int ig_body(pp_buf *b, const char *rid, long long acc, long long dead, co
 {
     static const char k_id[] = "{\"request_id\":\"", k_acc[] = "\",\"accepted\":",
                       k_dead[] = ",\"dead_lettered\":", k_errs[] = ",\"errors\":";
-    int rc = pp_buf_reserve(b, 96 + strlen(rid) + elen);
-    rc |= pp_buf_append(b, k_id, sizeof k_id - 1);
-    rc |= pp_buf_append(b, rid, strlen(rid));
-    rc |= pp_buf_append(b, k_acc, sizeof k_acc - 1);
-    rc |= ig_put_ll(b, acc);
-    rc |= pp_buf_append(b, k_dead, sizeof k_dead - 1);
-    rc |= ig_put_ll(b, dead);
-    rc |= pp_buf_append(b, k_errs, sizeof k_errs - 1);
-    rc |= elen ? pp_buf_append(b, errs, elen) : pp_buf_append(b, "[]", 2);
+    char na[24], *nae = na + sizeof na, *nas = ig_ll(nae, acc);
+    char nd[24], *nde = nd + sizeof nd, *nds = ig_ll(nde, dead);
+    size_t nrid = strlen(rid);
+    if (!elen) {
+        errs = "[]";
+        elen = 2;
+    }
+    /* one reservation, then plain copies */
+    if (pp_buf_reserve(b, sizeof k_id + nrid + sizeof k_acc + (size_t)(nae - nas) + sizeof k_dead +
+                              (size_t)(nde - nds) + sizeof k_errs + elen + 1) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    char *w = b->data + b->len;
+#define IG_W(s, n) (memcpy(w, (s), (n)), w += (n))
+    IG_W(k_id, sizeof k_id - 1);
+    IG_W(rid, nrid);
+    IG_W(k_acc, sizeof k_acc - 1);
+    IG_W(nas, (size_t)(nae - nas));
+    IG_W(k_dead, sizeof k_dead - 1);
+    IG_W(nds, (size_t)(nde - nds));
+    IG_W(k_errs, sizeof k_errs - 1);
+    IG_W(errs, elen);
+#undef IG_W
+    b->len = (size_t)(w - b->data);
+    int rc = PGPIPE_OK;
     if (dup >= 0)
         rc |= pp_buf_appendf(b, ",\"duplicate\":%lld", dup);
     rc |= pp_buf_putc(b, '}');
@@ -27817,48 +27885,70 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
         c->closing = 1; /* consumed is 0 while the request is not complete */
     hs_date(h);
     pp_buf *b = &c->out;
-    char num[24], *e = num + sizeof num;
-    int rc = pp_buf_reserve(b, 256 + r->body_len);
+    /* the head's size is known before it is written: one reservation, then
+    ** plain copies (no capacity check per piece) */
+    char st[24], *ste = st + sizeof st, *sts = hs_utoa(ste, (uint64_t)status);
+    char cl[24], *cle = cl + sizeof cl, *cls = hs_utoa(cle, r->body_len);
+    char ra[24], *rae = ra + sizeof ra, *ras = rae;
+    if (r->retry_after > 0)
+        ras = hs_utoa(rae, (uint64_t)r->retry_after);
+    const char *reason = hs_reason(status);
+    const char *ct = r->content_type ? r->content_type : "application/json";
+    size_t nreason = strlen(reason), nct = strlen(ct), nid = strlen(rq->id), ndate = strlen(h->date);
+    size_t nwww = r->www_authenticate ? strlen(r->www_authenticate) : 0;
+    size_t nextra = extra ? strlen(extra) : 0;
+    const char *conn = c->closing ? "Connection: close\r\n"
+                       : rq->minor == 0 ? "Connection: keep-alive\r\n" : "";
+    size_t nconn = strlen(conn);
+    size_t nbody = rq->method != PP_HTTP_HEAD ? r->body_len : 0;
+#define HS_LIT(lit) (sizeof(lit) - 1)
+    size_t need = HS_LIT("HTTP/1.1 ") + (size_t)(ste - sts) + 1 + nreason +
+                  HS_LIT("\r\nContent-Type: ") + nct + HS_LIT("\r\nContent-Length: ") +
+                  (size_t)(cle - cls) + HS_LIT("\r\nX-Request-Id: ") + nid + HS_LIT("\r\nDate: ") +
+                  ndate + 2 + (r->retry_after > 0 ? HS_LIT("Retry-After: ") + (size_t)(rae - ras) + 2 : 0) +
+                  (r->www_authenticate ? HS_LIT("WWW-Authenticate: ") + nwww + 2 : 0) +
+                  (r->replayed ? HS_LIT("Idempotent-Replayed: true\r\n") : 0) + nextra + nconn + 2 +
+                  nbody;
+    int rc = pp_buf_reserve(b, need);
     if (rc == PGPIPE_OK) {
-        HS_PUTS(b, "HTTP/1.1 ");
-        char *s = hs_utoa(e, (uint64_t)status);
-        hs_put(b, s, (size_t)(e - s));
-        pp_buf_putc(b, ' ');
-        const char *reason = hs_reason(status);
-        hs_put(b, reason, strlen(reason));
-        HS_PUTS(b, "\r\nContent-Type: ");
-        const char *ct = r->content_type ? r->content_type : "application/json";
-        hs_put(b, ct, strlen(ct));
-        HS_PUTS(b, "\r\nContent-Length: ");
-        s = hs_utoa(e, r->body_len);
-        hs_put(b, s, (size_t)(e - s));
-        HS_PUTS(b, "\r\nX-Request-Id: ");
-        hs_put(b, rq->id, strlen(rq->id));
-        HS_PUTS(b, "\r\nDate: ");
-        hs_put(b, h->date, strlen(h->date));
-        HS_PUTS(b, "\r\n");
+        char *w = b->data + b->len;
+#define HS_W(s, n) (memcpy(w, (s), (n)), w += (n))
+#define HS_WL(lit) HS_W(lit, HS_LIT(lit))
+        HS_WL("HTTP/1.1 ");
+        HS_W(sts, (size_t)(ste - sts));
+        *w++ = ' ';
+        HS_W(reason, nreason);
+        HS_WL("\r\nContent-Type: ");
+        HS_W(ct, nct);
+        HS_WL("\r\nContent-Length: ");
+        HS_W(cls, (size_t)(cle - cls));
+        HS_WL("\r\nX-Request-Id: ");
+        HS_W(rq->id, nid);
+        HS_WL("\r\nDate: ");
+        HS_W(h->date, ndate);
+        HS_WL("\r\n");
         if (r->retry_after > 0) {
-            HS_PUTS(b, "Retry-After: ");
-            s = hs_utoa(e, (uint64_t)r->retry_after);
-            hs_put(b, s, (size_t)(e - s));
-            HS_PUTS(b, "\r\n");
+            HS_WL("Retry-After: ");
+            HS_W(ras, (size_t)(rae - ras));
+            HS_WL("\r\n");
         }
         if (r->www_authenticate) {
-            HS_PUTS(b, "WWW-Authenticate: ");
-            hs_put(b, r->www_authenticate, strlen(r->www_authenticate));
-            HS_PUTS(b, "\r\n");
+            HS_WL("WWW-Authenticate: ");
+            HS_W(r->www_authenticate, nwww);
+            HS_WL("\r\n");
         }
         if (r->replayed)
-            HS_PUTS(b, "Idempotent-Replayed: true\r\n");
-        if (extra)
-            hs_put(b, extra, strlen(extra));
-        if (c->closing)
-            HS_PUTS(b, "Connection: close\r\n");
-        else if (rq->minor == 0)
-            HS_PUTS(b, "Connection: keep-alive\r\n");
-        HS_PUTS(b, "\r\n");
-        if (rq->method != PP_HTTP_HEAD && r->body_len)
-            rc = hs_put(b, r->body, r->body_len);
+            HS_WL("Idempotent-Replayed: true\r\n");
+        if (nextra)
+            HS_W(extra, nextra);
+        HS_W(conn, nconn);
+        HS_WL("\r\n");
+        if (nbody)
+            HS_W(r->body, nbody);
+#undef HS_WL
+#undef HS_W
+#undef HS_LIT
+        b->len = (size_t)(w - b->data);
     }
     if (rc != PGPIPE_OK)
         c->closing = 1; /* out of memory: the connection goes, the server stays */

@@ -1037,3 +1037,132 @@ PGT_TEST(http, unauthorized_before_ingest)
     PGT_EQ_INT(s.h->submitted, 0);
     pgpipe_http_close(s.h);
 }
+
+/* The head of an answer, checked whole: the status line, then exactly the
+** header lines expected in the order written, each ended by CRLF, then the
+** empty line; and Content-Length equal to the body sent (or, for HEAD, to
+** the body a GET gets, with no body sent). want: the lines after the status
+** line other than X-Request-Id and Date, "" separated. */
+static void http_t_head_is(const http_t_resp *r, const char *status_line, const char *const *want,
+                           size_t get_len)
+{
+    const char *h = r->head;
+    size_t sl = strlen(status_line);
+    PGT_CHECK_MSG(!strncmp(h, status_line, sl) && !strncmp(h + sl, "\r\n", 2), "status: %s", h);
+    h += sl + 2;
+    size_t k = 0;
+    for (;;) {
+        const char *e = strstr(h, "\r\n");
+        PGT_CHECK_MSG(e != NULL, "unended line in %s", r->head);
+        if (e == h)
+            break; /* the empty line */
+        PGT_CHECK_MSG(!memchr(h, '\n', (size_t)(e - h)) && !memchr(h, '\r', (size_t)(e - h)),
+                      "bare CR or LF in %s", r->head);
+        if (!strncmp(h, "X-Request-Id: ", 14)) {
+            PGT_EQ_INT((long long)(e - h), 14 + 36);
+        } else if (!strncmp(h, "Date: ", 6)) {
+            PGT_CHECK(!strncmp(e - 4, " GMT", 4));
+        } else {
+            PGT_CHECK_MSG(want[k] != NULL, "unexpected header line in %s", r->head);
+            PGT_CHECK_MSG(strlen(want[k]) == (size_t)(e - h) && !strncmp(h, want[k], strlen(want[k])),
+                          "want %s in %s", want[k], r->head);
+            if (!strncmp(h, "Content-Length: ", 16))
+                PGT_EQ_INT(strtoll(h + 16, NULL, 10), (long long)get_len);
+            k++;
+        }
+        h = e + 2;
+    }
+    PGT_CHECK_MSG(want[k] == NULL, "missing %s in %s", want[k], r->head);
+    PGT_EQ_INT((long long)(h + 2 - r->head), (long long)strlen(r->head));
+}
+
+PGT_TEST(http, reply_head_exact)
+{
+    char src[64], req[1024], cl[40];
+    snprintf(src, sizeof src, "httpr_%d", (int)getpid());
+    http_t_srv s;
+    http_t_start(&s, NULL);
+    http_t_resp r;
+    /* 202 over HTTP/1.1 keep-alive: no Connection header */
+    snprintf(req, sizeof req, "POST /v1/events/%s HTTP/1.1\r\nHost: x\r\n"
+             "Content-Type: application/x-ndjson\r\nContent-Length: 8\r\n\r\n{\"n\":1}\n", src);
+    PGT_EQ_INT(http_t_ask(s.port, req, &r), 202);
+    snprintf(cl, sizeof cl, "Content-Length: %zu", r.body_len);
+    {
+        const char *want[] = { "Content-Type: application/json", cl, NULL };
+        http_t_head_is(&r, "HTTP/1.1 202 Accepted", want, r.body_len);
+    }
+    PGT_CHECK(r.body_len > 40 && r.body[0] == '{' && r.body[r.body_len - 1] == '}');
+    PGT_CONTAINS(r.body, "\"accepted\":1,\"dead_lettered\":0,\"errors\":[]}");
+    free(r.body);
+    /* HTTP/1.0 with keep-alive: said back; with Connection: close: closed */
+    snprintf(req, sizeof req, "POST /v1/events/%s HTTP/1.0\r\nConnection: keep-alive\r\n"
+             "Content-Type: application/x-ndjson\r\nContent-Length: 8\r\n\r\n{\"n\":2}\n", src);
+    PGT_EQ_INT(http_t_ask(s.port, req, &r), 202);
+    snprintf(cl, sizeof cl, "Content-Length: %zu", r.body_len);
+    {
+        const char *want[] = { "Content-Type: application/json", cl, "Connection: keep-alive", NULL };
+        http_t_head_is(&r, "HTTP/1.1 202 Accepted", want, r.body_len);
+    }
+    free(r.body);
+    snprintf(req, sizeof req, "POST /v1/events/%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+             "Content-Type: application/x-ndjson\r\nContent-Length: 8\r\n\r\n{\"n\":3}\n", src);
+    PGT_EQ_INT(http_t_ask(s.port, req, &r), 202);
+    snprintf(cl, sizeof cl, "Content-Length: %zu", r.body_len);
+    {
+        const char *want[] = { "Content-Type: application/json", cl, "Connection: close", NULL };
+        http_t_head_is(&r, "HTTP/1.1 202 Accepted", want, r.body_len);
+    }
+    free(r.body);
+    /* a repeated idempotency key: the same body, and Idempotent-Replayed */
+    char first[512];
+    for (int i = 0; i < 2; i++) {
+        snprintf(req, sizeof req, "POST /v1/events/%s HTTP/1.1\r\nHost: x\r\n"
+                 "Idempotency-Key: k-%d\r\nContent-Type: application/x-ndjson\r\n"
+                 "Content-Length: 8\r\n\r\n{\"n\":4}\n", src, (int)getpid());
+        PGT_EQ_INT(http_t_ask(s.port, req, &r), 202);
+        snprintf(cl, sizeof cl, "Content-Length: %zu", r.body_len);
+        const char *want0[] = { "Content-Type: application/json", cl, NULL };
+        const char *want1[] = { "Content-Type: application/json", cl, "Idempotent-Replayed: true",
+                                NULL };
+        http_t_head_is(&r, "HTTP/1.1 202 Accepted", i ? want1 : want0, r.body_len);
+        if (i == 0)
+            snprintf(first, sizeof first, "%s", r.body);
+        else
+            PGT_EQ_STR(r.body, first);
+        free(r.body);
+    }
+    /* an extra header line (405: Allow) comes before Connection */
+    PGT_EQ_INT(http_t_ask(s.port, "POST /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                  "Content-Length: 0\r\n\r\n", &r), 405);
+    snprintf(cl, sizeof cl, "Content-Length: %zu", r.body_len);
+    {
+        const char *want[] = { "Content-Type: application/json", cl, "Allow: GET, HEAD",
+                               "Connection: close", NULL };
+        http_t_head_is(&r, "HTTP/1.1 405 Method Not Allowed", want, r.body_len);
+    }
+    free(r.body);
+    /* HEAD: the GET body's length, no body */
+    PGT_EQ_INT(http_t_ask(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    size_t get_len = r.body_len;
+    free(r.body);
+    int fd = http_t_connect(s.port, 0);
+    http_t_nrest = 0;
+    http_t_sends(fd, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    http_t_head_only = 1;
+    PGT_EQ_INT(http_t_read(fd, &r), 200);
+    http_t_head_only = 0;
+    snprintf(cl, sizeof cl, "Content-Length: %zu", get_len);
+    {
+        const char *want[] = { "Content-Type: application/json", cl, NULL };
+        http_t_head_is(&r, "HTTP/1.1 200 OK", want, get_len);
+    }
+    free(r.body);
+    /* the next answer on the connection starts right after the HEAD's head */
+    PGT_EQ_INT(http_t_read(fd, &r), 200);
+    PGT_EQ_INT((long long)r.body_len, (long long)get_len);
+    free(r.body);
+    close(fd);
+    http_t_stop(&s);
+    pgpipe_http_close(s.h);
+}

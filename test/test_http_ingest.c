@@ -462,6 +462,137 @@ PGT_TEST(http_ingest, expired_key)
     pgt_db_close(c);
 }
 
+/* The "errors" array of an answer body (what follows "errors":). */
+static const char *hi_errors(const hi_answer *a)
+{
+    const char *e = strstr(a->body, "\"errors\":");
+    return e ? e : "";
+}
+
+/* An NDJSON body of one line takes a short way past the framer: it must
+** answer exactly as the framer would (positions of a bad record included)
+** for every shape of that line: with and without its LF, CRLF, a BOM,
+** blanks around it, bad JSON, not an object, a lone byte; and a body of one
+** line plus anything (a blank line, a second record) still goes the long
+** way. Each single-line body is posted beside the same line followed by a
+** blank line (the framer's way), and the two answers compared. */
+PGT_TEST(http_ingest, ndjson_one_line_as_the_framer)
+{
+    PGconn *c = pgt_db_open();
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    pp_ingest *ig = hi_open("oneline", &o);
+    hi_clean(c);
+    static const struct { const char *line; int acc, dead; } cases[] = {
+        { "{\"event_type\":\"a\",\"n\":1}", 1, 0 },
+        { "{\"event_type\":\"a\",\"n\":2}\r", 1, 0 },
+        { "\xEF\xBB\xBF{\"event_type\":\"a\",\"n\":3}", 1, 0 },
+        { " \t{\"event_type\":\"a\",\"n\":4} \t", 1, 0 },
+        { "{\"event_type\":\"a\",\"n\":5,}", 0, 1 },
+        { "\xEF\xBB\xBF  {\"event_type\":\"a\",\n", 0, 0 }, /* (cut below at the LF) */
+        { "[1,2]", 0, 1 },
+        { "x", 0, 1 },
+        { "\"just a string\"\r", 0, 1 },
+        { "{\"event_type\":\"tab\\there\",\"n\":6}", 1, 0 },
+        { "{\"event_type\":\"back\\\\slash\",\"n\":7}", 1, 0 },
+        { "{\"n\":8}", 1, 0 },
+    };
+    pp_http_request rq;
+    hi_answer a, b;
+    long long rows = 0, dead = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char one[256], two[256], three[256];
+        const char *ln = cases[i].line;
+        size_t n = strcspn(ln, "\n");
+        if (ln[n] == '\n') { /* this one: a bad record of one line with its LF */
+            snprintf(one, sizeof one, "%.*s\n", (int)n, ln);
+            snprintf(two, sizeof two, "%.*s\n\n", (int)n, ln);
+        } else {
+            snprintf(one, sizeof one, "%s", ln);
+            snprintf(two, sizeof two, "%s\n \n", ln);
+        }
+        snprintf(three, sizeof three, "%.*s\n", (int)n, ln);
+        int want_dead = ln[n] == '\n' ? 1 : cases[i].dead;
+        /* no LF, one LF at the end, and the framer's way (a blank line after) */
+        const char *bodies[] = { one, three, two };
+        hi_req(&rq, "application/x-ndjson", bodies[2], (size_t)-1, NULL);
+        PGT_EQ_INT(hi_post(ig, &rq, &b), 202);
+        for (int k = 0; k < 2; k++) {
+            hi_req(&rq, "application/x-ndjson", bodies[k], (size_t)-1, NULL);
+            PGT_EQ_INT(hi_post(ig, &rq, &a), 202);
+            char want[64];
+            snprintf(want, sizeof want, "\"accepted\":%d,\"dead_lettered\":%d", cases[i].acc,
+                     want_dead);
+            PGT_CHECK_MSG(strstr(a.body, want) != NULL, "case %zu body %d: %s", i, k, a.body);
+            PGT_CHECK_MSG(!strcmp(hi_errors(&a), hi_errors(&b)), "case %zu body %d:\n%s\n%s", i,
+                          k, a.body, b.body);
+            rows += cases[i].acc;
+            dead += want_dead;
+        }
+        rows += cases[i].acc;
+        dead += want_dead;
+    }
+    /* two records on two lines, the last without its LF: the long way */
+    hi_req(&rq, "application/x-ndjson", "{\"event_type\":\"a\"}\n{\"event_type\":\"b\"}", (size_t)-1,
+           NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 202);
+    PGT_CONTAINS(a.body, "\"accepted\":2,\"dead_lettered\":0");
+    rows += 2;
+    /* a bad second line is found on line 2, not 1 */
+    hi_req(&rq, "application/x-ndjson", "{\"event_type\":\"a\"}\n{\"event_type\":}", (size_t)-1,
+           NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 202);
+    PGT_CONTAINS(a.body, "\"accepted\":1,\"dead_lettered\":1");
+    PGT_CONTAINS(a.body, "\"record\":2,\"line\":2,");
+    rows += 1;
+    dead += 1;
+    /* blank lines alone are no record: refused, as before */
+    hi_req(&rq, "application/x-ndjson", "\xEF\xBB\xBF \r\n", (size_t)-1, NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 400);
+    hi_req(&rq, "application/x-ndjson", "", 0, NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 400);
+    /* a NUL inside the one line: as sent, dead-lettered by the server or
+    ** kept, never a crash; the record count holds either way */
+    hi_req(&rq, "application/x-ndjson", "{\"event_type\":\"a\",\"s\":\"x\\u0000y\"}", (size_t)-1,
+           NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 202);
+    PGT_CHECK(strstr(a.body, "\"accepted\":1,\"dead_lettered\":0") ||
+              strstr(a.body, "\"accepted\":0,\"dead_lettered\":1"));
+    if (strstr(a.body, "\"accepted\":1"))
+        rows++;
+    else
+        dead++;
+    pp_ingest_close(ig);
+    PGT_EQ_INT(HI_ROWS(c), rows);
+    PGT_EQ_INT(HI_DEAD(c), dead);
+    /* a dead letter keeps its line as the framer cuts it: no CR, no BOM,
+    ** no LF; and the same text on either way */
+    char q2[400];
+    snprintf(q2, sizeof q2, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = '%s' "
+             "AND (raw_text LIKE E'%%\\r%%' OR raw_text LIKE E'%%\\n%%' OR "
+             "raw_text LIKE E'\\xEF\\xBB\\xBF%%' OR raw_text LIKE '%%\xEF\xBB\xBF%%')",
+             hi_source);
+    PGT_EQ_INT(pgt_db_int(c, q2), 0);
+    snprintf(q2, sizeof q2, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = '%s' "
+             "AND raw_text = '\"just a string\"'", hi_source);
+    PGT_EQ_INT(pgt_db_int(c, q2), 3);
+    /* the stored payloads hold no CR, BOM or blanks of the line */
+    char sql[300];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' AND "
+             "payload = '{\"event_type\":\"a\",\"n\":2}'", hi_source);
+    PGT_EQ_INT(pgt_db_int(c, sql), 3);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' AND "
+             "event_type = E'tab\\there' AND payload->>'n' = '6'", hi_source);
+    PGT_EQ_INT(pgt_db_int(c, sql), 3);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' AND "
+             "event_type = E'back\\\\slash'", hi_source);
+    PGT_EQ_INT(pgt_db_int(c, sql), 3);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' AND "
+             "event_type = source AND payload = '{\"n\":8}'", hi_source);
+    PGT_EQ_INT(pgt_db_int(c, sql), 3);
+    pgt_db_close(c);
+}
+
 PGT_TEST(http_ingest, group_commit_groups)
 {
     PGconn *c = pgt_db_open();

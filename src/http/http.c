@@ -291,48 +291,70 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
         c->closing = 1; /* consumed is 0 while the request is not complete */
     hs_date(h);
     pp_buf *b = &c->out;
-    char num[24], *e = num + sizeof num;
-    int rc = pp_buf_reserve(b, 256 + r->body_len);
+    /* the head's size is known before it is written: one reservation, then
+    ** plain copies (no capacity check per piece) */
+    char st[24], *ste = st + sizeof st, *sts = hs_utoa(ste, (uint64_t)status);
+    char cl[24], *cle = cl + sizeof cl, *cls = hs_utoa(cle, r->body_len);
+    char ra[24], *rae = ra + sizeof ra, *ras = rae;
+    if (r->retry_after > 0)
+        ras = hs_utoa(rae, (uint64_t)r->retry_after);
+    const char *reason = hs_reason(status);
+    const char *ct = r->content_type ? r->content_type : "application/json";
+    size_t nreason = strlen(reason), nct = strlen(ct), nid = strlen(rq->id), ndate = strlen(h->date);
+    size_t nwww = r->www_authenticate ? strlen(r->www_authenticate) : 0;
+    size_t nextra = extra ? strlen(extra) : 0;
+    const char *conn = c->closing ? "Connection: close\r\n"
+                       : rq->minor == 0 ? "Connection: keep-alive\r\n" : "";
+    size_t nconn = strlen(conn);
+    size_t nbody = rq->method != PP_HTTP_HEAD ? r->body_len : 0;
+#define HS_LIT(lit) (sizeof(lit) - 1)
+    size_t need = HS_LIT("HTTP/1.1 ") + (size_t)(ste - sts) + 1 + nreason +
+                  HS_LIT("\r\nContent-Type: ") + nct + HS_LIT("\r\nContent-Length: ") +
+                  (size_t)(cle - cls) + HS_LIT("\r\nX-Request-Id: ") + nid + HS_LIT("\r\nDate: ") +
+                  ndate + 2 + (r->retry_after > 0 ? HS_LIT("Retry-After: ") + (size_t)(rae - ras) + 2 : 0) +
+                  (r->www_authenticate ? HS_LIT("WWW-Authenticate: ") + nwww + 2 : 0) +
+                  (r->replayed ? HS_LIT("Idempotent-Replayed: true\r\n") : 0) + nextra + nconn + 2 +
+                  nbody;
+    int rc = pp_buf_reserve(b, need);
     if (rc == PGPIPE_OK) {
-        HS_PUTS(b, "HTTP/1.1 ");
-        char *s = hs_utoa(e, (uint64_t)status);
-        hs_put(b, s, (size_t)(e - s));
-        pp_buf_putc(b, ' ');
-        const char *reason = hs_reason(status);
-        hs_put(b, reason, strlen(reason));
-        HS_PUTS(b, "\r\nContent-Type: ");
-        const char *ct = r->content_type ? r->content_type : "application/json";
-        hs_put(b, ct, strlen(ct));
-        HS_PUTS(b, "\r\nContent-Length: ");
-        s = hs_utoa(e, r->body_len);
-        hs_put(b, s, (size_t)(e - s));
-        HS_PUTS(b, "\r\nX-Request-Id: ");
-        hs_put(b, rq->id, strlen(rq->id));
-        HS_PUTS(b, "\r\nDate: ");
-        hs_put(b, h->date, strlen(h->date));
-        HS_PUTS(b, "\r\n");
+        char *w = b->data + b->len;
+#define HS_W(s, n) (memcpy(w, (s), (n)), w += (n))
+#define HS_WL(lit) HS_W(lit, HS_LIT(lit))
+        HS_WL("HTTP/1.1 ");
+        HS_W(sts, (size_t)(ste - sts));
+        *w++ = ' ';
+        HS_W(reason, nreason);
+        HS_WL("\r\nContent-Type: ");
+        HS_W(ct, nct);
+        HS_WL("\r\nContent-Length: ");
+        HS_W(cls, (size_t)(cle - cls));
+        HS_WL("\r\nX-Request-Id: ");
+        HS_W(rq->id, nid);
+        HS_WL("\r\nDate: ");
+        HS_W(h->date, ndate);
+        HS_WL("\r\n");
         if (r->retry_after > 0) {
-            HS_PUTS(b, "Retry-After: ");
-            s = hs_utoa(e, (uint64_t)r->retry_after);
-            hs_put(b, s, (size_t)(e - s));
-            HS_PUTS(b, "\r\n");
+            HS_WL("Retry-After: ");
+            HS_W(ras, (size_t)(rae - ras));
+            HS_WL("\r\n");
         }
         if (r->www_authenticate) {
-            HS_PUTS(b, "WWW-Authenticate: ");
-            hs_put(b, r->www_authenticate, strlen(r->www_authenticate));
-            HS_PUTS(b, "\r\n");
+            HS_WL("WWW-Authenticate: ");
+            HS_W(r->www_authenticate, nwww);
+            HS_WL("\r\n");
         }
         if (r->replayed)
-            HS_PUTS(b, "Idempotent-Replayed: true\r\n");
-        if (extra)
-            hs_put(b, extra, strlen(extra));
-        if (c->closing)
-            HS_PUTS(b, "Connection: close\r\n");
-        else if (rq->minor == 0)
-            HS_PUTS(b, "Connection: keep-alive\r\n");
-        HS_PUTS(b, "\r\n");
-        if (rq->method != PP_HTTP_HEAD && r->body_len)
-            rc = hs_put(b, r->body, r->body_len);
+            HS_WL("Idempotent-Replayed: true\r\n");
+        if (nextra)
+            HS_W(extra, nextra);
+        HS_W(conn, nconn);
+        HS_WL("\r\n");
+        if (nbody)
+            HS_W(r->body, nbody);
+#undef HS_WL
+#undef HS_W
+#undef HS_LIT
+        b->len = (size_t)(w - b->data);
     }
     if (rc != PGPIPE_OK)
         c->closing = 1; /* out of memory: the connection goes, the server stays */

@@ -427,9 +427,13 @@ PGPIPE_PRIVATE const char *pp_http_header_get(const pp_http_request *rq, const c
                                               size_t *len)
 {
     size_t n = strlen(name);
+    /* the length and the first letter (ASCII, either case) rule out most
+    ** headers before a full compare */
+    unsigned char c0 = (unsigned char)(name[0] | 0x20);
     for (int i = 0; i < rq->nheaders; i++) {
         const pp_http_header *h = &rq->headers[i];
-        if (h->name_len == n && !strncasecmp(h->name, name, n)) {
+        if (h->name_len == n && n && ((unsigned char)(h->name[0] | 0x20)) == c0 &&
+            !strncasecmp(h->name, name, n)) {
             if (len)
                 *len = h->value_len;
             return h->value;
