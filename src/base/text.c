@@ -65,6 +65,15 @@ PGPIPE_PRIVATE int pp_copy_escape(pp_buf *b, const char *s, size_t n)
 {
     if (!n)
         return PGPIPE_OK;
+    if (n <= 64) {
+        /* a short field (a source, an event type) mostly has nothing to
+        ** escape: one look, then a plain copy */
+        size_t i = 0;
+        while (i < n && !pp_copy_esc_tab[(unsigned char)s[i]])
+            i++;
+        if (i == n)
+            return pp_buf_append(b, s, n);
+    }
     if (n > (SIZE_MAX - 64) / 2 || pp_buf_reserve(b, n + 16) != PGPIPE_OK)
         return PGPIPE_NOMEM;
     const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;

@@ -234,22 +234,6 @@ static int ig_grow(void **p, size_t *cap, size_t need, size_t size)
     return PGPIPE_OK;
 }
 
-/* pp_copy_escape for the short fields of every request and row (source,
-** event type): most hold none of the bytes COPY text escapes (backslash,
-** tab, LF, CR), and then a plain append is the same text at a third of
-** the cost; anything else goes to pp_copy_escape. */
-static int ig_copy_short(pp_buf *b, const char *s, size_t n)
-{
-    if (n <= 64) {
-        size_t i = 0;
-        while (i < n && s[i] != '\\' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
-            i++;
-        if (i == n)
-            return pp_buf_append(b, s, n);
-    }
-    return pp_copy_escape(b, s, n);
-}
-
 static const char *ig_header(const pp_http_request *rq, const char *name, size_t *len)
 {
     if (!name || !*name)
@@ -479,7 +463,7 @@ static int ig_put_event_type(ig_parse *p, const pgpipe_json_val *v, const char *
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
         }
-        return ig_copy_short(b, s, n);
+        return pp_copy_escape(b, s, n);
     case PGPIPE_JSON_NUMBER:
         s = pgpipe_json_number_text(v, &n);
         return pp_buf_append(b, s, n);
@@ -700,7 +684,7 @@ static int ig_csv_body(ig_parse *p)
             size_t coff;
             rc = ig_row_begin(p, &coff);
             if (etk >= 0 && etk < nf && (f[etk].len || f[etk].quoted))
-                rc |= ig_copy_short(&g->cbuf, f[etk].data, f[etk].len);
+                rc |= pp_copy_escape(&g->cbuf, f[etk].data, f[etk].len);
             else if (p->et_hdr)
                 rc |= pp_buf_append(&g->cbuf, p->et_buf->data + p->et_src,
                                     p->et_buf->len - p->et_src);
@@ -1109,7 +1093,7 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     r->src_len = srclen;
     int rc = rc0 | pp_buf_append(&g->kbuf, source, srclen + 1);
     ig->etb.len = 0;
-    rc |= ig_copy_short(&ig->etb, source, srclen);
+    rc |= pp_copy_escape(&ig->etb, source, srclen);
     rc |= pp_buf_putc(&ig->etb, '\t');
     size_t etn = 0;
     const char *eth = ig_header(rq, s->event_type_header ? s->event_type_header : "X-Event-Type", &etn);
@@ -1138,14 +1122,14 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     p.id_field = !key && s->idempotency_field && *s->idempotency_field ? s->idempotency_field : NULL;
     if (eth || etv) {
         p.et_hdr = eth ? eth : etv;
-        rc |= ig_copy_short(&ig->etb, p.et_hdr, eth ? etn : strlen(etv));
+        rc |= pp_copy_escape(&ig->etb, p.et_hdr, eth ? etn : strlen(etv));
     } else if (!s->event_type_field && !s->event_type_header) {
         /* Nothing configured names the event type and the record has no
         ** "event_type": a sender that says nothing still gets its events
         ** in, typed by the source they were posted to. A source that sets a
         ** field or header makes it required (missing: dead letter). */
         p.et_hdr = source;
-        rc |= ig_copy_short(&ig->etb, source, srclen);
+        rc |= pp_copy_escape(&ig->etb, source, srclen);
     }
     rc |= pp_buf_append(&g->rbuf, p.body, p.body_len);
     if (rc == PGPIPE_OK) {
