@@ -916,6 +916,7 @@ PGT_TEST(json, utf8_long_runs_of_3_byte_characters)
 }
 
 /* ---- the two-stage parse (structural index) against json_scan ---- */
+#ifdef JSON_IX
 
 /* The stage-1 kernels this build and CPU have ("off" = json_scan alone). */
 static size_t json_t_kernels(json_s1_fn *k, const char **names)
@@ -1023,7 +1024,14 @@ PGT_TEST(json, simd_env_picks_the_kernel)
     const char *old = getenv("PGPIPE_JSON_SIMD");
     char *save = old ? strdup(old) : NULL;
     pgpipe_json_doc *d;
-    setenv("PGPIPE_JSON_SIMD", "off", 1);
+    static const char *const offs[] = { "off", "", "no-such-kernel", "AVX2" };
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
+        setenv("PGPIPE_JSON_SIMD", offs[i], 1);
+        d = json_t_doc();
+        PGT_CHECK_MSG(d->s1 == NULL, "PGPIPE_JSON_SIMD=%s", offs[i]);
+        pgpipe_json_doc_close(d);
+    }
+    unsetenv("PGPIPE_JSON_SIMD"); /* the default: json_scan alone (measured faster) */
     d = json_t_doc();
     PGT_CHECK(d->s1 == NULL);
     pgpipe_json_doc_close(d);
@@ -1031,20 +1039,31 @@ PGT_TEST(json, simd_env_picks_the_kernel)
     d = json_t_doc();
     PGT_CHECK(d->s1 == json_s1_scalar);
     pgpipe_json_doc_close(d);
-    unsetenv("PGPIPE_JSON_SIMD");
-    d = json_t_doc();
-    json_s1_fn best = d->s1;
-    pgpipe_json_doc_close(d);
 #ifdef JSON_SSE2
-    PGT_CHECK(best != NULL);
     setenv("PGPIPE_JSON_SIMD", "sse2", 1);
     d = json_t_doc();
     PGT_CHECK(d->s1 == json_s1_sse2);
     pgpipe_json_doc_close(d);
 #endif
-    setenv("PGPIPE_JSON_SIMD", "no-such-kernel", 1); /* the best one */
+    json_s1_fn k[4];
+    const char *names[4];
+    size_t nk = json_t_kernels(k, names);
+    setenv("PGPIPE_JSON_SIMD", "on", 1); /* the best this CPU has */
     d = json_t_doc();
-    PGT_CHECK(d->s1 == best);
+    PGT_CHECK(d->s1 == k[nk - 1]);
+    pgpipe_json_doc_close(d);
+    setenv("PGPIPE_JSON_SIMD", "avx2", 1); /* the same (SSE2 on a CPU without AVX2) */
+    d = json_t_doc();
+    PGT_CHECK(d->s1 == k[nk - 1]);
+    /* the threshold: a short document goes to json_scan, a long one to both stages */
+    PGT_OK(pgpipe_json_parse(d, "[1,2]", 5));
+    PGT_EQ_INT(d->nfast, 0);
+    char big[JSON_IX_MIN + 16];
+    memset(big, ' ', sizeof big);
+    memcpy(big, "[1,2]", 5);
+    PGT_OK(pgpipe_json_parse(d, big, sizeof big));
+    PGT_EQ_INT(d->nfast, 1);
+    PGT_EQ_INT(pgpipe_json_len(pgpipe_json_root(d)), 2);
     pgpipe_json_doc_close(d);
     if (save) {
         setenv("PGPIPE_JSON_SIMD", save, 1);
@@ -1052,19 +1071,6 @@ PGT_TEST(json, simd_env_picks_the_kernel)
     } else {
         unsetenv("PGPIPE_JSON_SIMD");
     }
-    /* the threshold: a short document goes to json_scan, a long one to both stages */
-    d = json_t_doc();
-    if (d->s1) {
-        PGT_OK(pgpipe_json_parse(d, "[1,2]", 5));
-        PGT_EQ_INT(d->nfast, 0);
-        char big[JSON_IX_MIN + 16];
-        memset(big, ' ', sizeof big);
-        memcpy(big, "[1,2]", 5);
-        PGT_OK(pgpipe_json_parse(d, big, sizeof big));
-        PGT_EQ_INT(d->nfast, 1);
-        PGT_EQ_INT(pgpipe_json_len(pgpipe_json_root(d)), 2);
-    }
-    pgpipe_json_doc_close(d);
 }
 
 /* A document with a bit of everything, some 700 bytes. */
@@ -1359,11 +1365,9 @@ PGT_TEST(json, simd_handle_reuse_and_memory)
         n += (size_t)snprintf(b + n, 64, "{\"i\":%d,\"s\":\"v\\t%d\"},", i, i);
     b[n - 1] = ']';
     pgpipe_json_doc *d = json_t_doc();
-    if (!d->s1) {
-        pgpipe_json_doc_close(d);
-        free(b);
-        PGT_SKIP("PGPIPE_JSON_SIMD=off");
-    }
+    json_s1_fn k[4];
+    const char *names[4];
+    d->s1 = k[json_t_kernels(k, names) - 1];
     PGT_OK(pgpipe_json_parse(d, b, n));
     PGT_OK(pgpipe_json_parse(d, b, n)); /* the arena's chunks are merged into one */
     PGT_EQ_INT(d->nfast, 2);
@@ -1387,3 +1391,27 @@ PGT_TEST(json, simd_handle_reuse_and_memory)
     pgpipe_json_doc_close(d);
     free(b);
 }
+
+PGT_TEST(json, simd_differential_corpus_and_large)
+{
+    /* the corpora, and 4 MB of records with escapes: the same tape on
+    ** every kernel, built by stage 2 */
+    const char *files[] = { "twitter.json", "citm_catalog.json", "canada.json" };
+    for (size_t i = 0; i < 3; i++) {
+        size_t len;
+        char *b = json_t_read(files[i], &len);
+        if (!b)
+            continue;
+        json_t_diff_ok(b, len);
+        free(b);
+    }
+    size_t cap = 4u << 20, k = 0;
+    char *s = malloc(cap + 64);
+    s[k++] = '[';
+    for (int i = 0; k < cap; i++)
+        k += (size_t)snprintf(s + k, 64, "{\"i\":%d,\"s\":\"v%d\\n\\u00e9\xc3\xa9\"},", i, i);
+    s[k - 1] = ']';
+    json_t_diff_ok(s, k);
+    free(s);
+}
+#endif /* JSON_IX */

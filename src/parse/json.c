@@ -68,7 +68,10 @@ typedef struct json_chunk {
     size_t cap, used;
 } json_chunk;
 
-/* stage 1 of the two-stage parse (below json_scan) */
+/* stage 1 of the two-stage parse (below json_scan; GCC and clang builtins) */
+#if defined(__GNUC__) || defined(__clang__)
+#define JSON_IX 1
+#endif
 #define JSON_IX_MIN 1024u /* smaller documents (NDJSON records) go to json_scan */
 #define JSON_IX_MAX 0xFFFFFF00u /* positions are 32-bit */
 typedef struct json_s1 json_s1;
@@ -81,6 +84,8 @@ struct pgpipe_json_doc {
     size_t ix_min;      /* documents this long or longer take the two stages */
     uint32_t *ix, *bx;  /* the structural index and the backslashes in strings */
     size_t ixcap, bxcap;
+    uint64_t *hb;       /* blocks holding bytes >= 0x80 (a bit each) */
+    size_t hbcap;
     long long nfast;    /* parses the two stages built (for the tests) */
     json_node *nodes;
     size_t ncap, nused;
@@ -126,6 +131,7 @@ void pgpipe_json_doc_close(pgpipe_json_doc *d)
     pp_free(d->copy);
     pp_free(d->ix);
     pp_free(d->bx);
+    pp_free(d->hb);
     pp_free(d->source);
     d->hdr.magic = 0;
     pp_free(d);
@@ -172,7 +178,7 @@ size_t pgpipe_json_doc_memory(const pgpipe_json_doc *d)
     if (!d)
         return 0;
     size_t n = sizeof *d + d->ncap * sizeof(json_node) + d->copy_cap +
-               (d->ixcap + d->bxcap) * sizeof(uint32_t);
+               (d->ixcap + d->bxcap) * sizeof(uint32_t) + d->hbcap * sizeof(uint64_t);
     for (const json_chunk *c = d->arena; c; c = c->next)
         n += sizeof *c + c->cap;
     return n;
@@ -952,19 +958,26 @@ JSON_NOINLINE int json_scan_validate(json_ctx *c) { return json_scan(c, 0); }
 ** error with its exact message, line and column (or accepts what stage 2 was
 ** too strict for), so stage 2 only ever accepts what json_scan accepts and
 ** builds the same nodes. The index lives in the handle and is reused.
-** Classifiers: AVX2 (PSHUFB lookups, PCLMUL) when the CPU has it, else SSE2;
-** a portable bytewise one for the tests. PGPIPE_JSON_SIMD=off|scalar|sse2|avx2
-** (read when a handle opens) forces a path; an unknown or unsupported name
-** means the best this CPU has.
+** Classifiers: AVX2 (PSHUFB lookups, PCLMUL), SSE2 and a portable bytewise
+** one. OFF BY DEFAULT: measured slower than json_scan alone on the clock on
+** twitter, citm_catalog and canada (interleaved A/B, parse MB/s, about 0.75x
+** to 0.85x with AVX2) and in instructions (callgrind, 5.6 -> 7.1 per byte on
+** twitter): json_scan already scans strings and whitespace 16 bytes at a
+** time, so stage 1 (some 3.5 instructions per byte) costs more than it
+** saves, and stage 2 keeps a branch per token. PGPIPE_JSON_SIMD (read when a
+** handle opens) turns it on: avx2 (or "on": the best this CPU has), sse2,
+** scalar; off, unset or an unknown name: json_scan alone.
 */
 
 
+#ifdef JSON_IX
 struct json_s1 {
     uint64_t esc;   /* bit 0: the first byte of the next block is escaped */
     uint64_t instr; /* all ones when the next block begins inside a string */
     uint64_t bound; /* bit 0: the last byte was whitespace, structural or a quote */
     uint64_t err;   /* control bytes inside strings */
     uint64_t high;  /* bytes >= 0x80 */
+    uint64_t *hb;   /* bit k: block k holds bytes >= 0x80 (doc->hb) */
     uint32_t *ix;   /* the index (doc->ix) */
     size_t n, cap;
     uint32_t *bx;   /* backslashes inside strings (doc->bx) */
@@ -1046,6 +1059,7 @@ JSON_INLINE int json_s1_block(json_s1 *s, uint32_t base, uint64_t q, uint64_t in
     s->bound = bound >> 63;
     s->err |= ctl & instr;
     s->high |= high;
+    s->hb[base >> 12] |= (uint64_t)(high != 0) << ((base >> 6) & 63);
     if (PP_UNLIKELY(s->cap - s->n < 72) && json_s1_grow(&s->ix, &s->cap, s->n + 72))
         return PGPIPE_NOMEM;
     s->n = (size_t)(json_s1_flatten(s->ix + s->n, base, op | q | start) - s->ix);
@@ -1199,13 +1213,16 @@ static int json_s1_avx2(json_s1 *s, const unsigned char *buf, size_t len)
 }
 #endif
 
-/* The stage 1 PGPIPE_JSON_SIMD asks for (or the best one), NULL for none. */
+/* The stage 1 PGPIPE_JSON_SIMD asks for, NULL for none (the default). */
+#endif /* JSON_IX */
+
 static json_s1_fn json_pick_s1(void)
 {
+#ifndef JSON_IX
+    return NULL;
+#else
     const char *want = getenv("PGPIPE_JSON_SIMD");
     if (!want)
-        want = "";
-    if (strcmp(want, "off") == 0 || strcmp(want, "none") == 0)
         return NULL;
     if (strcmp(want, "scalar") == 0)
         return json_s1_scalar;
@@ -1213,6 +1230,8 @@ static json_s1_fn json_pick_s1(void)
     if (strcmp(want, "sse2") == 0)
         return json_s1_sse2;
 #endif
+    if (strcmp(want, "avx2") != 0 && strcmp(want, "on") != 0)
+        return NULL;
 #ifdef JSON_HAVE_AVX2
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul") &&
         __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("bmi"))
@@ -1221,10 +1240,12 @@ static json_s1_fn json_pick_s1(void)
 #ifdef JSON_SSE2
     return json_s1_sse2;
 #else
-    return NULL;
+    return json_s1_scalar;
 #endif
+#endif /* JSON_IX */
 }
 
+#ifdef JSON_IX
 #define JSON_GIVE_UP 1 /* not PGPIPE_OK: stage 2 leaves the input to json_scan */
 
 /* Stage 2: walk ix[0..n) (ix[n] = the input length) building the tape;
@@ -1259,11 +1280,14 @@ JSON_NOINLINE int json_walk(json_ctx *c, const uint32_t *ix, size_t n, const uin
             np->tag = (uint64_t)PGPIPE_JSON_STRING | ((uint64_t)len_ << JSON_SHIFT); \
             np->u.str = (const char *)s; \
         } else { \
-            int esc_ = 0; \
-            if (json_scan_str(c, s, p, &esc_) != q) \
-                return JSON_GIVE_UP; \
-            while (*bx < (uint32_t)(q - beg)) \
-                bx++; \
+            /* check each escape (control bytes and UTF-8 are checked already) */ \
+            while (*bx < (uint32_t)(q - beg)) { \
+                const unsigned char *r_ = json_escape(c, beg + *bx, p); \
+                if (!r_ || r_ > q) \
+                    return JSON_GIVE_UP; \
+                while (*bx < (uint32_t)(r_ - beg)) \
+                    bx++; \
+            } \
             char *o_ = json_arena_alloc(c->doc, len_); \
             if (!o_) \
                 return JSON_GIVE_UP; \
@@ -1429,6 +1453,16 @@ static int json_parse_ix(json_ctx *c, json_s1_fn s1)
     json_s1 s;
     memset(&s, 0, sizeof s);
     s.bound = 1;
+    size_t hw = len / 4096 + 1;
+    if (d->hbcap < hw) {
+        uint64_t *h = pp_realloc(d->hb, hw * sizeof(uint64_t));
+        if (!h)
+            return JSON_GIVE_UP;
+        d->hb = h;
+        d->hbcap = hw;
+    }
+    memset(d->hb, 0, hw * sizeof(uint64_t));
+    s.hb = d->hb;
     s.ix = d->ix;
     s.cap = d->ixcap;
     s.bx = d->bx;
@@ -1449,12 +1483,30 @@ static int json_parse_ix(json_ctx *c, json_s1_fn s1)
     d->bxcap = s.bcap;
     if (rc != PGPIPE_OK || s.instr || s.err)
         return JSON_GIVE_UP;
-    if (s.high && !json_utf8_check(c, c->beg, c->end))
-        return JSON_GIVE_UP;
+    if (s.high) {
+        /* the UTF-8 of each run of blocks holding bytes >= 0x80 (no valid
+        ** sequence crosses into a block without any) */
+        size_t nblk = (len + 63) / 64;
+        for (size_t b = 0; b < nblk;) {
+            uint64_t w = s.hb[b >> 6] >> (b & 63);
+            if (!w) {
+                b = (b | 63) + 1;
+                continue;
+            }
+            b += (size_t)__builtin_ctzll(w);
+            size_t e = b + 1;
+            while (e < nblk && ((s.hb[e >> 6] >> (e & 63)) & 1))
+                e++;
+            if (!json_utf8_check(c, c->beg + b * 64, c->beg + (e * 64 < len ? e * 64 : len)))
+                return JSON_GIVE_UP;
+            b = e;
+        }
+    }
     s.ix[s.n] = (uint32_t)len;
     s.bx[s.nb] = UINT32_MAX;
     return json_walk(c, s.ix, s.n, s.bx);
 }
+#endif /* JSON_IX */
 
 /* Fill e with the context's error: line and column of err_pos counted from
 ** beg (line0 is the line number of beg; col_extra is added to columns on
@@ -1518,6 +1570,7 @@ static int json_parse_into(pgpipe_json_doc *d, const char *buf, size_t len, pgpi
     c.end = c.beg + len;
     c.max_depth = d->max_depth;
     c.doc = d;
+#ifdef JSON_IX
     if (d->s1 && len >= d->ix_min && len <= JSON_IX_MAX) {
         if (json_parse_ix(&c, d->s1) == PGPIPE_OK) {
             d->nfast++;
@@ -1528,6 +1581,7 @@ static int json_parse_into(pgpipe_json_doc *d, const char *buf, size_t len, pgpi
         }
         json_doc_reset(d); /* json_scan reports the error (or takes what stage 2 would not) */
     }
+#endif
     int rc = json_scan_build(&c);
     if (rc == PGPIPE_NOMEM)
         return pp_err_nomem(e);
