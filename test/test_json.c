@@ -914,3 +914,504 @@ PGT_TEST(json, utf8_long_runs_of_3_byte_characters)
         }
     }
 }
+
+/* ---- the two-stage parse (structural index) against json_scan ---- */
+#ifdef JSON_IX
+
+/* The stage-1 kernels this build and CPU have ("off" = json_scan alone). */
+static size_t json_t_kernels(json_s1_fn *k, const char **names)
+{
+    size_t n = 0;
+    k[n] = json_s1_scalar;
+    names[n++] = "scalar";
+#ifdef JSON_SSE2
+    k[n] = json_s1_sse2;
+    names[n++] = "sse2";
+#endif
+#ifdef JSON_HAVE_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("pclmul") &&
+        __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("bmi")) {
+        k[n] = json_s1_avx2;
+        names[n++] = "avx2";
+    }
+#endif
+    return n;
+}
+
+/* The same tape: types, flags, lengths, spans; zero-copy strings and numbers
+** at the same input bytes, decoded strings with the same bytes. */
+static int json_t_same_tape(const pgpipe_json_doc *a, const pgpipe_json_doc *b)
+{
+    if (a->nused != b->nused)
+        return 0;
+    for (size_t i = 0; i < a->nused; i++) {
+        const json_node *x = a->nodes + i, *y = b->nodes + i;
+        if (x->tag != y->tag)
+            return 0;
+        int t = JSON_TYPE(x);
+        if (t >= PGPIPE_JSON_ARRAY && x->u.skip != y->u.skip)
+            return 0;
+        if (t == PGPIPE_JSON_NUMBER && x->u.str != y->u.str)
+            return 0;
+        if (t == PGPIPE_JSON_STRING) {
+            if (!(x->tag & JSON_FLAG) && x->u.str != y->u.str)
+                return 0;
+            if ((x->tag & JSON_FLAG) && memcmp(x->u.str, y->u.str, JSON_LEN(x)) != 0)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* Parse s with json_scan alone and with both stages on every kernel: the
+** same result code, the same tape, or the same error (message, line,
+** column, offset). Returns json_scan's code; *fast (may be NULL) = 1 when
+** every kernel's stage 2 built the document itself. */
+static int json_t_diff_depth(const char *s, size_t n, int max_depth, int *fast)
+{
+    json_s1_fn k[4];
+    const char *names[4];
+    size_t nk = json_t_kernels(k, names);
+    pgpipe_json_doc *ref = json_t_doc();
+    PGT_OK(pgpipe_json_doc_set_max_depth(ref, max_depth));
+    ref->s1 = NULL;
+    int rc = pgpipe_json_parse(ref, s, n);
+    if (fast)
+        *fast = 1;
+    for (size_t i = 0; i < nk; i++) {
+        pgpipe_json_doc *d = json_t_doc();
+        PGT_OK(pgpipe_json_doc_set_max_depth(d, max_depth));
+        d->s1 = k[i];
+        d->ix_min = 0;
+        int rc2 = pgpipe_json_parse(d, s, n);
+        PGT_CHECK_MSG(rc2 == rc, "%s: %d vs json_scan %d on %.*s", names[i], rc2, rc,
+                      (int)(n > 300 ? 300 : n), s);
+        if (rc == PGPIPE_OK) {
+            PGT_CHECK_MSG(json_t_same_tape(ref, d), "%s: another tape for %.*s", names[i],
+                          (int)(n > 300 ? 300 : n), s);
+        } else {
+            const pgpipe_error *e1 = pgpipe_errinfo(ref), *e2 = pgpipe_errinfo(d);
+            PGT_EQ_STR(e2->message, e1->message);
+            PGT_EQ_INT(e2->line, e1->line);
+            PGT_EQ_INT(e2->column, e1->column);
+            PGT_EQ_INT(e2->offset, e1->offset);
+            PGT_CHECK(pgpipe_json_root(d) == NULL);
+        }
+        if (fast && d->nfast != 1)
+            *fast = 0;
+        PGT_EQ_INT(d->nfast, rc == PGPIPE_OK ? d->nfast : 0); /* never for a bad input */
+        pgpipe_json_doc_close(d);
+    }
+    pgpipe_json_doc_close(ref);
+    return rc;
+}
+
+static int json_t_diff(const char *s, size_t n, int *fast)
+{
+    return json_t_diff_depth(s, n, PGPIPE_JSON_DEPTH_DEFAULT, fast);
+}
+
+/* valid: both paths accept and stage 2 built it on every kernel */
+static void json_t_diff_ok(const char *s, size_t n)
+{
+    int fast;
+    PGT_CHECK_MSG(json_t_diff(s, n, &fast) == PGPIPE_OK, "rejected %.*s", (int)(n > 300 ? 300 : n), s);
+    PGT_CHECK_MSG(fast, "stage 2 gave up on %.*s", (int)(n > 300 ? 300 : n), s);
+}
+
+PGT_TEST(json, simd_env_picks_the_kernel)
+{
+    const char *old = getenv("PGPIPE_JSON_SIMD");
+    char *save = old ? strdup(old) : NULL;
+    pgpipe_json_doc *d;
+    static const char *const offs[] = { "off", "", "no-such-kernel", "AVX2" };
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
+        setenv("PGPIPE_JSON_SIMD", offs[i], 1);
+        d = json_t_doc();
+        PGT_CHECK_MSG(d->s1 == NULL, "PGPIPE_JSON_SIMD=%s", offs[i]);
+        pgpipe_json_doc_close(d);
+    }
+    unsetenv("PGPIPE_JSON_SIMD"); /* the default: json_scan alone (measured faster) */
+    d = json_t_doc();
+    PGT_CHECK(d->s1 == NULL);
+    pgpipe_json_doc_close(d);
+    setenv("PGPIPE_JSON_SIMD", "scalar", 1);
+    d = json_t_doc();
+    PGT_CHECK(d->s1 == json_s1_scalar);
+    pgpipe_json_doc_close(d);
+#ifdef JSON_SSE2
+    setenv("PGPIPE_JSON_SIMD", "sse2", 1);
+    d = json_t_doc();
+    PGT_CHECK(d->s1 == json_s1_sse2);
+    pgpipe_json_doc_close(d);
+#endif
+    json_s1_fn k[4];
+    const char *names[4];
+    size_t nk = json_t_kernels(k, names);
+    setenv("PGPIPE_JSON_SIMD", "on", 1); /* the best this CPU has */
+    d = json_t_doc();
+    PGT_CHECK(d->s1 == k[nk - 1]);
+    pgpipe_json_doc_close(d);
+    setenv("PGPIPE_JSON_SIMD", "avx2", 1); /* the same (SSE2 on a CPU without AVX2) */
+    d = json_t_doc();
+    PGT_CHECK(d->s1 == k[nk - 1]);
+    /* the threshold: a short document goes to json_scan, a long one to both stages */
+    PGT_OK(pgpipe_json_parse(d, "[1,2]", 5));
+    PGT_EQ_INT(d->nfast, 0);
+    char big[JSON_IX_MIN + 16];
+    memset(big, ' ', sizeof big);
+    memcpy(big, "[1,2]", 5);
+    PGT_OK(pgpipe_json_parse(d, big, sizeof big));
+    PGT_EQ_INT(d->nfast, 1);
+    PGT_EQ_INT(pgpipe_json_len(pgpipe_json_root(d)), 2);
+    pgpipe_json_doc_close(d);
+    if (save) {
+        setenv("PGPIPE_JSON_SIMD", save, 1);
+        free(save);
+    } else {
+        unsetenv("PGPIPE_JSON_SIMD");
+    }
+}
+
+/* A document with a bit of everything, some 700 bytes. */
+static const char json_t_mixed[] =
+    "{\"id\": 12345, \"name\": \"caf\xc3\xa9 \\\"quoted\\\" \\\\ back\\\\slash\",\n"
+    "  \"tags\": [\"a\", \"b\\u00e9\\ud83d\\ude00\", \"\\/\\b\\f\\n\\r\\t\", \"\"],\n"
+    "  \"nums\": [0, -0, 1.5, -2.25e-3, 6.02E+23, 1e5, 123456789012345678901234567890],\n"
+    "  \"lits\": [true, false, null, [], {}, [[]], {\"\": {}}],\n"
+    "  \"text\": \"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xf0\x9f\x98\x80 and some ascii to fill the line out\",\n"
+    "  \"nested\": {\"a\": {\"b\": {\"c\": [1, {\"d\": \"e\"}, \"f\\\\\"]}}},\n"
+    "  \"ws\":\t[ 1 ,\r\n 2 ] , \"k\" :\"v\",\"esc_end\\\\\":\"\\\\\\\\\",\n"
+    "  \"long\": \"0123456789012345678901234567890123456789012345678901234567890123456789\",\n"
+    "  \"after\": \"x\"}";
+
+PGT_TEST(json, simd_differential_truncations_and_mutations)
+{
+    size_t n = sizeof json_t_mixed - 1;
+    json_t_diff_ok(json_t_mixed, n);
+    /* every truncation point, and every prefix with the last byte doubled */
+    char *b = malloc(n + 2);
+    for (size_t i = 0; i < n; i++) {
+        PGT_CHECK(json_t_diff(json_t_mixed, i, NULL) != PGPIPE_OK);
+        memcpy(b, json_t_mixed, i + 1);
+        b[i + 1] = json_t_mixed[i];
+        json_t_diff(b, i + 2, NULL);
+    }
+    /* every position replaced by bytes that matter to stage 1 or stage 2 */
+    static const char subst[] = "\"\\{}[]:, \t\n\x01\x0c\x1a\x7f\x80\xc3\xff" "a0-e.+tnf/u";
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < sizeof subst - 1; j++) {
+            memcpy(b, json_t_mixed, n);
+            b[i] = subst[j];
+            json_t_diff(b, n, NULL);
+        }
+        /* and deleted */
+        memcpy(b, json_t_mixed, i);
+        memcpy(b + i, json_t_mixed + i + 1, n - i - 1);
+        json_t_diff(b, n - 1, NULL);
+    }
+    free(b);
+}
+
+/* Strings whose backslash runs, quotes and multibyte characters fall at
+** every offset around the 64-byte block edges. */
+PGT_TEST(json, simd_block_edges_quotes_and_backslashes)
+{
+    char b[512];
+    static const char *const tails[] = {
+        "\\\"", "\\\\", "\\\\\\\"", "\\\\\\\\", "\\n", "\\u00e9", "\\ud83d\\ude00", "\xc3\xa9",
+        "\xe6\x97\xa5", "\xf0\x9f\x98\x80", "\\", "\\\\\\", "\"", "\x01", "\xc3", "\xe6\x97",
+        "\\u12", "\\x", "\t", "\"\"", "\\\"\\\"", "", "\xed\xa0\x80",
+    };
+    for (size_t off = 0; off <= 130; off++) {
+        for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
+            /* ["<off bytes><tail>", 1] and a key with the same text */
+            size_t n = 0;
+            b[n++] = '[';
+            b[n++] = '"';
+            memset(b + n, 'x', off);
+            n += off;
+            size_t tl = strlen(tails[t]);
+            memcpy(b + n, tails[t], tl);
+            n += tl;
+            n += (size_t)snprintf(b + n, 64, "\", 1]");
+            int fast;
+            int rc = json_t_diff(b, n, &fast);
+            PGT_CHECK(rc != PGPIPE_OK || fast);
+            n = 0;
+            memset(b, ' ', off);
+            n = off;
+            n += (size_t)snprintf(b + n, 64, "{\"");
+            memcpy(b + n, tails[t], tl);
+            n += tl;
+            n += (size_t)snprintf(b + n, 64, "\":\"");
+            memset(b + n, 'y', off);
+            n += off;
+            memcpy(b + n, tails[t], tl);
+            n += tl;
+            n += (size_t)snprintf(b + n, 64, "\"}");
+            rc = json_t_diff(b, n, &fast);
+            PGT_CHECK(rc != PGPIPE_OK || fast);
+        }
+        /* a run of k backslashes ending exactly at the block edge, then a quote */
+        for (size_t k = 0; k <= 6 && off >= k; k++) {
+            size_t n = 0;
+            b[n++] = '"';
+            memset(b + n, 'z', off - k);
+            n += off - k;
+            memset(b + n, '\\', k);
+            n += k;
+            b[n++] = '"';
+            if (k & 1)
+                b[n++] = '"'; /* the escaped quote needs another to close */
+            int fast;
+            PGT_EQ_INT(json_t_diff(b, n, &fast), PGPIPE_OK);
+            PGT_CHECK(fast);
+        }
+    }
+    /* many strings in a row: each quote at each offset of a block */
+    size_t n = 0;
+    b[n++] = '[';
+    for (int i = 0; n < 400; i++) {
+        n += (size_t)snprintf(b + n, 32, "\"%.*s\\\\\",", 2 * (i % 6), "\\\\\\\\\\\\\\\\\\\\\\\\");
+    }
+    b[n - 1] = ']';
+    json_t_diff_ok(b, n);
+}
+
+PGT_TEST(json, simd_numbers_literals_and_whitespace_at_block_edges)
+{
+    static const char *const toks[] = {
+        "0", "-0", "1.5", "-2.25e-3", "6.02E+23", "1e5", "123456789012345678901234567890",
+        "true", "false", "null", "01", "1.", "-", "1e", "1e+", ".5", "1x", "truex", "nul", "tru",
+        "nulll", "-a", "+1", "1.5.5", "1e5e5", "\x0c", "\x1a", "\x80", "\\", "1\"a\"", "true[]",
+    };
+    char b[512];
+    for (size_t off = 0; off <= 130; off++) {
+        for (size_t t = 0; t < sizeof toks / sizeof toks[0]; t++) {
+            size_t tl = strlen(toks[t]);
+            /* [<off spaces><tok>,<tok>] */
+            size_t n = 0;
+            b[n++] = '[';
+            memset(b + n, off % 3 == 0 ? ' ' : off % 3 == 1 ? '\n' : '\t', off);
+            n += off;
+            memcpy(b + n, toks[t], tl);
+            n += tl;
+            b[n++] = ',';
+            memcpy(b + n, toks[t], tl);
+            n += tl;
+            b[n++] = ']';
+            int fast;
+            int rc = json_t_diff(b, n, &fast);
+            PGT_CHECK(rc != PGPIPE_OK || fast);
+            /* the token alone at the end of the input, after padding */
+            memset(b, ' ', off);
+            memcpy(b + off, toks[t], tl);
+            rc = json_t_diff(b, off + tl, &fast);
+            PGT_CHECK(rc != PGPIPE_OK || fast);
+            /* {"<off>": tok } with the colon and value near the edge */
+            n = 0;
+            b[n++] = '{';
+            b[n++] = '"';
+            memset(b + n, 'k', off);
+            n += off;
+            n += (size_t)snprintf(b + n, 8, "\" : ");
+            memcpy(b + n, toks[t], tl);
+            n += tl;
+            n += (size_t)snprintf(b + n, 8, " }");
+            rc = json_t_diff(b, n, &fast);
+            PGT_CHECK(rc != PGPIPE_OK || fast);
+        }
+    }
+    /* structure errors stage 2 must leave to json_scan */
+    static const char *const bad[] = {
+        "", " ", "[", "]", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\"}", "{\"a\" 1}", "{1:2}",
+        "[1 2]", "[1:2]", "{\"a\":1 \"b\":2}", "[}", "{]", "[[]", "[]]", "1 2", "[] x",
+        "\xef\xbb\xbf[]", "{\"a\":}", "[,1]", "{,}", "\"abc", "\"a\" \"b\"", "[\"a\":1]",
+        "{\"a\",1}", "nullnull", "[1,,2]", "\"\\", "\"\\u", "[\"\t\"]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        PGT_CHECK_MSG(json_t_diff(bad[i], strlen(bad[i]), NULL) != PGPIPE_OK, "%s", bad[i]);
+}
+
+PGT_TEST(json, simd_nesting_limits)
+{
+    char *b = malloc(2 * 70000 + 8);
+    for (int depth = 1; depth <= 12; depth++) {
+        for (int obj = 0; obj < 2; obj++) {
+            size_t n = 0;
+            for (int i = 0; i < depth; i++) {
+                if (obj && i % 2) {
+                    memcpy(b + n, "{\"k\":", 5);
+                    n += 5;
+                } else {
+                    b[n++] = '[';
+                }
+            }
+            b[n++] = '0';
+            for (int i = depth - 1; i >= 0; i--)
+                b[n++] = obj && i % 2 ? '}' : ']';
+            /* max depth 8: up to 8 levels accepted, then the limit error */
+            int fast;
+            int rc = json_t_diff_depth(b, n, 8, &fast);
+            PGT_EQ_INT(rc, (depth <= 8 ? PGPIPE_OK : PGPIPE_LIMIT));
+            PGT_CHECK(rc != PGPIPE_OK || fast);
+        }
+    }
+    /* the default limit and the hard one, bit stack words crossed */
+    size_t n = 0;
+    for (int i = 0; i < 513; i++)
+        b[n++] = '[';
+    for (int i = 0; i < 513; i++)
+        b[n++] = ']';
+    PGT_EQ_INT(json_t_diff(b, n, NULL), PGPIPE_LIMIT);
+    PGT_EQ_INT(json_t_diff(b + 1, n - 2, NULL), PGPIPE_OK);
+    n = 0;
+    for (int i = 0; i < PGPIPE_JSON_DEPTH_LIMIT; i++)
+        b[n++] = '[';
+    for (int i = 0; i < PGPIPE_JSON_DEPTH_LIMIT; i++)
+        b[n++] = ']';
+    int fast;
+    PGT_EQ_INT(json_t_diff_depth(b, n, PGPIPE_JSON_DEPTH_LIMIT, &fast), PGPIPE_OK);
+    PGT_CHECK(fast);
+    free(b);
+}
+
+/* Random documents from a fixed seed, then random byte mutations of them. */
+static uint64_t json_t_rng = 0x9E3779B97F4A7C15ull;
+static unsigned json_t_rand(unsigned n)
+{
+    json_t_rng ^= json_t_rng << 13;
+    json_t_rng ^= json_t_rng >> 7;
+    json_t_rng ^= json_t_rng << 17;
+    return (unsigned)(json_t_rng % n);
+}
+
+static void json_t_gen(char *b, size_t *n, size_t cap, int depth)
+{
+    static const char *const scal[] = {
+        "0", "-1", "3.25", "1e-7", "-0.5E+2", "true", "false", "null", "\"\"", "\"abc\"",
+        "\"a\\\"b\"", "\"\\\\\"", "\"\\u00e9\\ud83d\\ude00\"", "\"\xc3\xa9\xe6\x97\xa5\"",
+        "\"long string with spaces and , : [ ] { } inside it\"", "12345678901234567890",
+    };
+    static const char *const ws[] = { "", "", "", " ", "\n  ", "\t", "\r\n" };
+    if (*n + 200 > cap)
+        depth = 99;
+    unsigned r = json_t_rand(10);
+    if (depth > 6 || r < 5) {
+        const char *s = scal[json_t_rand(sizeof scal / sizeof scal[0])];
+        memcpy(b + *n, s, strlen(s));
+        *n += strlen(s);
+        return;
+    }
+    int obj = r < 8;
+    b[(*n)++] = obj ? '{' : '[';
+    unsigned k = json_t_rand(6);
+    for (unsigned i = 0; i < k; i++) {
+        const char *w = ws[json_t_rand(7)];
+        memcpy(b + *n, w, strlen(w));
+        *n += strlen(w);
+        if (obj) {
+            *n += (size_t)snprintf(b + *n, 32, "\"k%u%s\"%s:", json_t_rand(100),
+                                   json_t_rand(4) ? "" : "\\n", ws[json_t_rand(7)]);
+        }
+        json_t_gen(b, n, cap, depth + 1);
+        if (i + 1 < k)
+            b[(*n)++] = ',';
+    }
+    b[(*n)++] = obj ? '}' : ']';
+}
+
+PGT_TEST(json, simd_differential_random_documents)
+{
+    size_t cap = 1 << 16;
+    char *b = malloc(cap);
+    static const char subst[] = "\"\\{}[]:, \n\x01\x80\xc3" "0e-.t";
+    int valid = 0, mutated_ok = 0;
+    for (int doc = 0; doc < 300; doc++) {
+        size_t n = 0;
+        b[n++] = '[';
+        while (n < 1000 + (size_t)doc * 20) {
+            json_t_gen(b, &n, cap - 8, 0);
+            b[n++] = ',';
+        }
+        b[n - 1] = ']';
+        json_t_diff_ok(b, n);
+        valid++;
+        for (int m = 0; m < 8; m++) {
+            size_t at = json_t_rand((unsigned)n);
+            char was = b[at];
+            b[at] = subst[json_t_rand(sizeof subst - 1)];
+            if (json_t_diff(b, n, NULL) == PGPIPE_OK)
+                mutated_ok++;
+            b[at] = was;
+        }
+        size_t cut = json_t_rand((unsigned)n);
+        PGT_CHECK(json_t_diff(b, cut, NULL) != PGPIPE_OK);
+    }
+    PGT_EQ_INT(valid, 300);
+    PGT_CHECK(mutated_ok < 300 * 8); /* most mutations break the document */
+    free(b);
+}
+
+PGT_TEST(json, simd_handle_reuse_and_memory)
+{
+    /* one handle: a big document (both stages), a bad one, a small one,
+    ** then the big one again: the index is reused, nothing grows */
+    size_t cap = 200000, n = 0;
+    char *b = malloc(cap + 64);
+    b[n++] = '[';
+    for (int i = 0; n < cap; i++)
+        n += (size_t)snprintf(b + n, 64, "{\"i\":%d,\"s\":\"v\\t%d\"},", i, i);
+    b[n - 1] = ']';
+    pgpipe_json_doc *d = json_t_doc();
+    json_s1_fn k[4];
+    const char *names[4];
+    d->s1 = k[json_t_kernels(k, names) - 1];
+    PGT_OK(pgpipe_json_parse(d, b, n));
+    PGT_OK(pgpipe_json_parse(d, b, n)); /* the arena's chunks are merged into one */
+    PGT_EQ_INT(d->nfast, 2);
+    size_t mem = pgpipe_json_doc_memory(d);
+    PGT_CHECK(mem > d->ixcap * sizeof(uint32_t));
+    char was = b[n / 2];
+    b[n / 2] = '\x01';
+    PGT_EQ_INT(pgpipe_json_parse(d, b, n), PGPIPE_PARSE);
+    PGT_CONTAINS(pgpipe_errmsg(d), "line 1");
+    PGT_CHECK(pgpipe_json_root(d) == NULL);
+    b[n / 2] = was;
+    PGT_OK(pgpipe_json_parse(d, "{\"a\":[1]}", 9));
+    PGT_EQ_INT(pgpipe_json_len(pgpipe_json_root(d)), 1);
+    PGT_OK(pgpipe_json_parse(d, b, n));
+    PGT_EQ_INT(d->nfast, 3);
+    PGT_EQ_INT(pgpipe_json_doc_memory(d), mem);
+    const char *s;
+    size_t sl;
+    s = pgpipe_json_get_str(pgpipe_json_path(pgpipe_json_root(d), "[100].s"), &sl);
+    PGT_EQ_MEM(s, sl, "v\t100", 5);
+    pgpipe_json_doc_close(d);
+    free(b);
+}
+
+PGT_TEST(json, simd_differential_corpus_and_large)
+{
+    /* the corpora, and 4 MB of records with escapes: the same tape on
+    ** every kernel, built by stage 2 */
+    const char *files[] = { "twitter.json", "citm_catalog.json", "canada.json" };
+    for (size_t i = 0; i < 3; i++) {
+        size_t len;
+        char *b = json_t_read(files[i], &len);
+        if (!b)
+            continue;
+        json_t_diff_ok(b, len);
+        free(b);
+    }
+    size_t cap = 4u << 20, k = 0;
+    char *s = malloc(cap + 64);
+    s[k++] = '[';
+    for (int i = 0; k < cap; i++)
+        k += (size_t)snprintf(s + k, 64, "{\"i\":%d,\"s\":\"v%d\\n\\u00e9\xc3\xa9\"},", i, i);
+    s[k - 1] = ']';
+    json_t_diff_ok(s, k);
+    free(s);
+}
+#endif /* JSON_IX */
