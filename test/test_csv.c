@@ -655,6 +655,18 @@ static pgpipe_csv *csv_t_feed_on_path(size_t p, size_t buffer_size)
     return r;
 }
 
+/* The fields of the row at hand: four, the first the row's number. */
+static const pgpipe_csv_span *csv_t_row_of_four(pgpipe_csv *r, int row)
+{
+    int n;
+    const pgpipe_csv_span *f = pgpipe_csv_fields(r, &n);
+    PGT_EQ_INT(n, 4);
+    char want[24];
+    snprintf(want, sizeof want, "%d", row);
+    PGT_EQ_MEM(f[0].data, f[0].len, want, strlen(want));
+    return f;
+}
+
 PGT_TEST(csv, simd_fast_path_zero_copy_and_decode)
 {
     /* on every path a quoted field without "" points into the buffer; one
@@ -684,12 +696,8 @@ PGT_TEST(csv, simd_fast_path_zero_copy_and_decode)
                 continue;
             }
             PGT_EQ_INT(rc, PGPIPE_ROW);
-            int n;
-            const pgpipe_csv_span *f = pgpipe_csv_fields(r, &n);
-            PGT_EQ_INT(n, 4);
+            const pgpipe_csv_span *f = csv_t_row_of_four(r, rows);
             char want[64];
-            snprintf(want, sizeof want, "%d", rows);
-            PGT_EQ_MEM(f[0].data, f[0].len, want, strlen(want));
             PGT_EQ_INT(f[1].len, (size_t)(rows % 150));
             for (int k = 0; k < 2; k++)
                 PGT_CHECK((const unsigned char *)f[k].data >= r->buf &&
@@ -775,12 +783,8 @@ PGT_TEST(csv, simd_feed_while_records_are_parsed_ahead)
         for (int guard = 0; guard < 100000 && rows < 500; guard++) {
             int rc = pgpipe_csv_next(r);
             if (rc == PGPIPE_ROW) {
-                int n;
-                const pgpipe_csv_span *f = pgpipe_csv_fields(r, &n);
-                PGT_EQ_INT(n, 4);
+                const pgpipe_csv_span *f = csv_t_row_of_four(r, rows);
                 char want[64];
-                snprintf(want, sizeof want, "%d", rows);
-                PGT_EQ_MEM(f[0].data, f[0].len, want, strlen(want));
                 snprintf(want, sizeof want, "a\"%d\"", rows);
                 PGT_EQ_MEM(f[2].data, f[2].len, want, strlen(want));
                 PGT_EQ_INT(pgpipe_csv_record_line(r), rows + 1);
