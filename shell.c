@@ -2226,18 +2226,25 @@ static int like_cond(shell *sh, char *sql, size_t size, const char *pat, const c
 
 static const argspec spec_tables[] = { { NULL, "[PATTERN]", 0, 1, NULL,
                                           "the tables and views (LIKE PATTERN), as sqlite3 lists them" } };
-static int cmd_tables(shell *sh, char **argv, int argc, const char *rest)
+/* The names a query gives, of the relations c (schema n) LIKE the command's
+** pattern when it has one, in order. */
+static int list_names(shell *sh, const char *query)
 {
-    (void)argv, (void)argc, (void)rest;
     char sql[2048];
-    snprintf(sql, sizeof sql,
-             "SELECT CASE WHEN pg_table_is_visible(c.oid) THEN c.relname ELSE n.nspname || '.' || "
-             "c.relname END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
-             "c.relkind IN ('r', 'p', 'v', 'm', 'f') AND " USER_RELS);
+    snprintf(sql, sizeof sql, "%s", query);
     if (like_cond(sh, sql, sizeof sql, cur.npos ? cur.pos[0] : NULL, "n.nspname", "c.relname"))
         return 1;
     strncat(sql, " ORDER BY 1", sizeof sql - strlen(sql) - 1);
     return print_names(sh, sql);
+}
+
+static int cmd_tables(shell *sh, char **argv, int argc, const char *rest)
+{
+    (void)argv, (void)argc, (void)rest;
+    return list_names(sh,
+        "SELECT CASE WHEN pg_table_is_visible(c.oid) THEN c.relname ELSE n.nspname || '.' || "
+        "c.relname END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+        "c.relkind IN ('r', 'p', 'v', 'm', 'f') AND " USER_RELS);
 }
 
 static const argspec spec_indexes[] = { { NULL, "[TABLE]", 0, 1, NULL,
@@ -2245,15 +2252,10 @@ static const argspec spec_indexes[] = { { NULL, "[TABLE]", 0, 1, NULL,
 static int cmd_indexes(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc, (void)rest;
-    char sql[2048];
-    snprintf(sql, sizeof sql,
-             "SELECT CASE WHEN pg_table_is_visible(i.oid) THEN i.relname ELSE n.nspname || '.' || "
-             "i.relname END FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c "
-             "ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " USER_RELS);
-    if (like_cond(sh, sql, sizeof sql, cur.npos ? cur.pos[0] : NULL, "n.nspname", "c.relname"))
-        return 1;
-    strncat(sql, " ORDER BY 1", sizeof sql - strlen(sql) - 1);
-    return print_names(sh, sql);
+    return list_names(sh,
+        "SELECT CASE WHEN pg_table_is_visible(i.oid) THEN i.relname ELSE n.nspname || '.' || "
+        "i.relname END FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c "
+        "ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE " USER_RELS);
 }
 
 static const argspec spec_schema[] = { { NULL, "[PATTERN]", 0, 1, NULL,

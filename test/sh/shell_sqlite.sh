@@ -37,6 +37,11 @@ SQL
 same "$($P "$DB" .tables)" "cheap       items       side.other" ".tables"
 same "$($P "$DB" ".tables it%")" "items" ".tables PATTERN"
 same "$($P "$DB" .indexes)" "items_name_idx  items_pkey" ".indexes"
+same "$($P "$DB" ".indexes side.%")" "" ".indexes TABLE (a table without indexes)"
+same "$($P "$DB" ".indexes ite%")" "items_name_idx  items_pkey" ".indexes TABLE"
+same "$($P "$DB" ".tables side.o%")" "side.other" ".tables SCHEMA.PATTERN"
+# a pattern is a literal, never SQL
+same "$($P "$DB" ".tables \"x' OR true --\"")" "" ".tables with a quote in the pattern"
 out=$($P "$DB" ".schema items")
 has "$out" "CREATE TABLE items (
     id integer NOT NULL,
