@@ -29783,11 +29783,12 @@ struct pgpipe_cdc {
     cdc_dack *dacks;            /* acks waiting for their groups (qmu) */
     int ndacks, capdacks;
     _Atomic uint64_t st_ack;    /* what the source may be told is flushed (the writer's ack) */
+    /* qmu guards the queues, the groups' order (w_done), pend, ack and the
+    ** dacks (no mutex at all under PGPIPE_OMIT_THREADS) */
+    pp_mutex qmu;
 #ifndef PGPIPE_OMIT_THREADS
-    /* the lanes' threads and their queues, bounded in bytes; qmu guards
-    ** the queues, the groups' order (w_done), pend, ack and the dacks */
+    /* the lanes' threads and their queues, bounded in bytes */
     int w_running;
-    pthread_mutex_t qmu;
     pthread_cond_t rcond, ccond; /* for the reader: room, an exit; for the lanes: a commit */
     int w_quit;
     atomic_int w_failed;
@@ -31519,24 +31520,6 @@ static void cdc_item_free(cdc_item *it)
     pp_free(it);
 }
 
-static void cdc_lock(pgpipe_cdc *c)
-{
-#ifndef PGPIPE_OMIT_THREADS
-    pthread_mutex_lock(&c->qmu);
-#else
-    (void)c;
-#endif
-}
-
-static void cdc_unlock(pgpipe_cdc *c)
-{
-#ifndef PGPIPE_OMIT_THREADS
-    pthread_mutex_unlock(&c->qmu);
-#else
-    (void)c;
-#endif
-}
-
 /* A lane failed (its err says why): the writer's first failure is the
 ** run's; every lane and the reader hear of it. Under qmu. */
 static void cdc_lane_fail(pgpipe_cdc *c, cdc_lane *L)
@@ -31601,9 +31584,9 @@ static int cdc_flush_check(pgpipe_cdc *c, cdc_lane *L, int durable)
         rc = pp_err(err, PGPIPE_DB, "cdc: the target's WAL position is not an LSN");
     PQclear(r);
     if (rc == PGPIPE_OK) {
-        cdc_lock(c);
+        pp_mutex_lock(&c->qmu);
         cdc_flushed(c, flushed);
-        cdc_unlock(c);
+        pp_mutex_unlock(&c->qmu);
     }
     return rc;
 }
@@ -31718,13 +31701,13 @@ static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq)
         return rc;
     }
     L->open = 1;
-    cdc_lock(c);
+    pp_mutex_lock(&c->qmu);
     if (seq > c->w_started)
         c->w_started = seq;
 #ifndef PGPIPE_OMIT_THREADS
     pthread_cond_broadcast(&c->ccond);
 #endif
-    cdc_unlock(c);
+    pp_mutex_unlock(&c->qmu);
     return PGPIPE_OK;
 }
 
@@ -31835,7 +31818,7 @@ static int cdc_w_end(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
     }
     L->open = 0;
     /* committed: the next group's turn; the acks that waited for this one */
-    cdc_lock(c);
+    pp_mutex_lock(&c->qmu);
     c->applied = it->lsn;
     c->w_done = it->seq;
     if (!c->async_commit) {
@@ -31875,7 +31858,7 @@ static int cdc_w_end(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
     pthread_cond_broadcast(&c->ccond);
     pthread_cond_broadcast(&c->rcond);
 #endif
-    cdc_unlock(c);
+    pp_mutex_unlock(&c->qmu);
     return PGPIPE_OK;
 }
 
@@ -31888,9 +31871,9 @@ static int cdc_w_apply(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
 /* The writer's failure, as the handle's error. */
 static int cdc_w_error(pgpipe_cdc *c)
 {
-    cdc_lock(c);
+    pp_mutex_lock(&c->qmu);
     c->h.err = c->werr;
-    cdc_unlock(c);
+    pp_mutex_unlock(&c->qmu);
     return c->h.err.code != PGPIPE_OK ? c->h.err.code : PGPIPE_DB;
 }
 
@@ -32238,7 +32221,7 @@ static int cdc_confirmable(pgpipe_cdc *c, uint64_t lsn, int idle)
 {
     int rc = PGPIPE_OK;
     char kind = idle ? 'i' : 'a';
-    cdc_lock(c);
+    pp_mutex_lock(&c->qmu);
     if (c->w_done >= c->seq) {
         cdc_w_ack(c, lsn, idle);
     } else if (c->ndacks && c->dacks[c->ndacks - 1].seq == c->seq &&
@@ -32262,7 +32245,7 @@ static int cdc_confirmable(pgpipe_cdc *c, uint64_t lsn, int idle)
             rc = pp_err_nomem(&c->h.err);
         }
     }
-    cdc_unlock(c);
+    pp_mutex_unlock(&c->qmu);
     return rc;
 }
 
