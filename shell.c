@@ -196,6 +196,44 @@ static void on_sigint(int sig)
         pgpipe_workers_cancel(w);
 }
 
+/* The handlers of a long-running command (.work, .cdc start, .pull, .serve,
+** run): fn takes SIGINT and SIGTERM, and SIGHUP too when hup is set; SIGPIPE
+** is ignored when ignore_pipe is set (a client gone while its answer is
+** written is the command's to handle, not the end of the shell's run).
+** signals_restore puts back what was there. */
+typedef struct {
+    struct sigaction old_int, old_term, old_hup, old_pipe;
+    int hup, pipe;
+} saved_signals;
+
+static void signals_catch(saved_signals *s, void (*fn)(int), int hup, int ignore_pipe)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = fn;
+    s->hup = hup;
+    s->pipe = ignore_pipe;
+    sigaction(SIGINT, &sa, &s->old_int);
+    sigaction(SIGTERM, &sa, &s->old_term);
+    if (hup)
+        sigaction(SIGHUP, &sa, &s->old_hup);
+    if (ignore_pipe) {
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &sa, &s->old_pipe);
+    }
+}
+
+static void signals_restore(const saved_signals *s)
+{
+    sigaction(SIGINT, &s->old_int, NULL);
+    sigaction(SIGTERM, &s->old_term, NULL);
+    if (s->hup)
+        sigaction(SIGHUP, &s->old_hup, NULL);
+    if (s->pipe)
+        sigaction(SIGPIPE, &s->old_pipe, NULL);
+}
+
 /* Sets what the handler reads with the signals blocked (this thread: the
 ** library's threads have ended whenever the handle is cleared). */
 static void set_cancel_targets(pgpipe_loader *volatile *l, pgpipe_workers *w)
@@ -2959,23 +2997,12 @@ static int run_pipeline(const char *conninfo, const char *file, const pgpipe_run
         pgpipe_log_set_level(old_level);
         return 1;
     }
-    struct sigaction sa, ign, old_int, old_term, old_hup, old_pipe;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    ign = sa;
-    sa.sa_handler = on_runner_signal;
-    ign.sa_handler = SIG_IGN;
+    saved_signals sig;
     runner_stops = 0;
     runner_handle = r;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-    sigaction(SIGHUP, &sa, &old_hup);
-    sigaction(SIGPIPE, &ign, &old_pipe);
+    signals_catch(&sig, on_runner_signal, 1, 1);
     int rc = pgpipe_runner_run(r);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    sigaction(SIGHUP, &old_hup, NULL);
-    sigaction(SIGPIPE, &old_pipe, NULL);
+    signals_restore(&sig);
     runner_handle = NULL;
     if (rc)
         fprintf(stderr, "pgpipe run: %s\n", pgpipe_errmsg(r));
@@ -3802,11 +3829,8 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
         pgpipe_pool_close(pool, NULL);
         return 1;
     }
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    saved_signals sig;
+    signals_catch(&sig, on_sigint, 0, 0);
     interrupted = 0;
     set_cancel_targets(NULL, w);
     if (!quiet)
@@ -3855,8 +3879,7 @@ static int cmd_work(shell *sh, char **argv, int argc, const char *rest)
     int wrc = pgpipe_workers_wait(w);
     set_cancel_targets(NULL, NULL);
     pgpipe_workers_stats_get(w, &st);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    signals_restore(&sig);
     fprintf(sh->out, "claimed %lld, done %lld, retried %lld, dead-lettered %lld, fenced %lld,"
             " released %lld, abandoned %lld in %.1f s (%.0f events/s)%s\n", st.total.claimed,
             st.total.done, st.total.retried, st.total.dead, st.total.fenced, st.total.released,
@@ -4834,18 +4857,13 @@ static int cdc_start(shell *sh)
         pgpipe_cdc_close(c);
         return 1;
     }
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = on_cdc_signal;
+    saved_signals sig;
     cdc_handle = c;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    signals_catch(&sig, on_cdc_signal, 0, 0);
     fprintf(stderr, "cdc: streaming slot %s into staging.raw_events (Ctrl-C stops)\n", o.slot);
     fflush(stderr);
     rc = pgpipe_cdc_run(c, for_ms > INT32_MAX ? INT32_MAX : (int)for_ms);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    signals_restore(&sig);
     cdc_handle = NULL;
     pgpipe_cdc_stats st;
     pgpipe_cdc_stats_get(c, &st);
@@ -5139,16 +5157,11 @@ static int cmd_pull(shell *sh, char **argv, int argc, const char *rest)
         pgpipe_pull_close(p);
         return 1;
     }
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = on_pull_signal;
+    saved_signals sig;
     pull_handle = p;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    signals_catch(&sig, on_pull_signal, 0, 0);
     rc = pgpipe_pull_run(p);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    signals_restore(&sig);
     pull_handle = NULL;
     if (rc != PGPIPE_OK)
         errorf(".pull: %s", pgpipe_errmsg(p));
@@ -5619,20 +5632,10 @@ static int cmd_serve(shell *sh, char **argv, int argc, const char *rest)
     /* the secrets are copied into the server: ours go now */
     serve_sources_free(&ss);
     /* the handlers first: a script may signal as soon as it reads the port */
-    struct sigaction sa, ign, old_int, old_term, old_hup, old_pipe;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    ign = sa;
-    sa.sa_handler = on_serve_signal;
-    ign.sa_handler = SIG_IGN;
+    saved_signals sig;
     serve_stops = 0;
     serve_handle = h;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-    sigaction(SIGHUP, &sa, &old_hup);
-    /* a client gone while its answer is written is the server's to handle,
-    ** not the end of the shell's run */
-    sigaction(SIGPIPE, &ign, &old_pipe);
+    signals_catch(&sig, on_serve_signal, 1, 1);
     int run = PGPIPE_OK;
     if (port_file && serve_port_file(port_file, pgpipe_http_port(h, 0)))
         run = -1;
@@ -5649,10 +5652,7 @@ static int cmd_serve(shell *sh, char **argv, int argc, const char *rest)
     fflush(stderr);
     if (run == PGPIPE_OK)
         run = pgpipe_http_run(h);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    sigaction(SIGHUP, &old_hup, NULL);
-    sigaction(SIGPIPE, &old_pipe, NULL);
+    signals_restore(&sig);
     serve_handle = NULL;
     pgpipe_log_set_level(old_level);
     if (run != PGPIPE_OK) {
