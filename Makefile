@@ -6,6 +6,7 @@
 #   make test [T=GROUP]   (first: what the tests need, tool/deps.sh --test)
 #                         ASan+UBSan build, unit + database tests on a throwaway
 #                         cluster, amalgamation checks; ends with "N passed, N failed"
+#                         (make test and make demo build with JOBS=$(nproc) jobs)
 #   make test-tsan        ThreadSanitizer build of the threaded tests (TSAN_GROUPS)
 #   make amalgamation     write pgpipe.c and pgpipe.h from src/ and sql/
 #   make check-amalgamation  fail when pgpipe.c/pgpipe.h differ from the sources
@@ -41,6 +42,8 @@ CLANG    ?= clang
 PREFIX   ?= /usr/local
 SECONDS  ?= 60
 T        ?=
+# builds that make test and make demo start themselves run this many jobs
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 
 # libpq's flags: pkg-config, else pg_config, else nothing (never a bare -I)
 PG_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || { d=$$(pg_config --includedir 2>/dev/null) && [ -n "$$d" ] && echo "-I$$d"; } || true)
@@ -80,7 +83,8 @@ SONAME    := libpgpipe.so.$(MAJOR)
 all: pgpipe.c pgpipe.h $(B)/libpgpipe.a $(B)/libpgpipe.so.$(VERSION) $(B)/pgpipe $(B)/pgpipe.1
 
 # ---- amalgamation ------------------------------------------------------------
-pgpipe.c pgpipe.h: $(SRC_FILES) $(SQL_FILES)
+# one run makes both (a grouped target: never two runs side by side under -j)
+pgpipe.c pgpipe.h &: $(SRC_FILES) $(SQL_FILES)
 	sh tool/amalgamate.sh . .
 
 amalgamation:
@@ -151,9 +155,11 @@ test-build: $(B)/test/runner $(B)/test/pgpipe
 
 # make test and make demo first check what they need (tool/deps.sh: installs it
 # as root, else names the one command to run), then build in a new make, so
-# that the flags from pkg-config are read after an install
+# that the flags from pkg-config are read after an install; the build runs
+# JOBS compiles side by side (the library, the shell, the test runner)
 test:
 	@[ "$(SKIP_DEPS)" = 1 ] || sh tool/deps.sh --test --quiet
+	@$(MAKE) --no-print-directory -j$(JOBS) test-build
 	@$(MAKE) --no-print-directory test-run
 
 test-run: test-build
@@ -245,6 +251,7 @@ fuzz-%: $(B)/fuzz/fuzz_%
 
 demo:
 	@[ "$(SKIP_DEPS)" = 1 ] || sh tool/deps.sh --demo --quiet
+	@$(MAKE) --no-print-directory -j$(JOBS) all
 	@$(MAKE) --no-print-directory demo-run
 
 demo-run: all

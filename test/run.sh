@@ -31,6 +31,46 @@ export PGPIPE_TOP=$top
 
 passed=0; failed=0; skipped=0
 
+# selected NAME [GROUP ...]: 0 when script test NAME is selected by the groups
+selected() {
+    name=$1; shift
+    [ $# -gt 0 ] || return 0
+    for g in "$@"; do
+        case "$g" in
+        sh.*) [ "$name" = "${g#sh.}" ] && return 0 ;; # sh.NAME: that script alone
+        *) case "$name" in "${g%%.*}"*) return 0 ;; esac ;;
+        esac
+    done
+    return 1
+}
+
+# Script tests that need no database (a line "# make test: no database" in
+# the script: they compile, cross-compile and fuzz) run in the background
+# while the C tests run, one after another at a lower priority: the C tests
+# mostly wait on the server, and these use the idle core. Each one's exit
+# status lands in bg/NAME.rc; the script loop below reports it in its turn.
+bg=$PGPIPE_TEST_TMP/bg
+mkdir -p "$bg"
+bg_list=
+for t in test/sh/*.sh; do
+    name=$(basename "$t" .sh)
+    selected "$name" "$@" && grep -q '^# make test: no database$' "$t" && bg_list="$bg_list $t"
+done
+bg_pid=
+if [ -n "$bg_list" ]; then
+    (
+        for t in $bg_list; do
+            name=$(basename "$t" .sh)
+            start=$(date +%s)
+            nice -n 10 sh "$t" >"$bg/$name.log" 2>&1
+            echo "$? $(( $(date +%s) - start ))" > "$bg/$name.rc.tmp"
+            mv "$bg/$name.rc.tmp" "$bg/$name.rc"
+        done
+    ) &
+    bg_pid=$!
+    trap '[ -n "$bg_pid" ] && { pkill -P "$bg_pid" 2>/dev/null; kill "$bg_pid" 2>/dev/null; }; rm -rf "$PGPIPE_TEST_TMP"' EXIT
+fi
+
 echo "== C tests (build/test/runner)"
 counts=$PGPIPE_TEST_TMP/counts
 build/test/runner --counts "$counts" "$@"
@@ -46,21 +86,19 @@ echo "== script tests (test/sh)"
 for t in test/sh/*.sh; do
     [ -f "$t" ] || continue
     name=$(basename "$t" .sh)
-    if [ $# -gt 0 ]; then
-        sel=0
-        for g in "$@"; do
-            case "$g" in
-            sh.*) [ "$name" = "${g#sh.}" ] && sel=1 ;; # sh.NAME: that script alone
-            *) case "$name" in "${g%%.*}"*) sel=1 ;; esac ;;
-            esac
-        done
-        [ $sel = 1 ] || continue
-    fi
-    log=$PGPIPE_TEST_TMP/$name.log
-    start=$(date +%s)
-    sh "$t" >"$log" 2>&1
-    rc=$?
-    secs=$(( $(date +%s) - start ))
+    selected "$name" "$@" || continue
+    case " $bg_list " in
+    *" $t "*) # run in the background: wait for its status
+        while [ ! -f "$bg/$name.rc" ] && kill -0 "$bg_pid" 2>/dev/null; do sleep 1; done
+        [ -f "$bg/$name.rc" ] && read -r rc secs < "$bg/$name.rc" || { rc=1; secs=0; }
+        log=$bg/$name.log ;;
+    *)
+        log=$PGPIPE_TEST_TMP/$name.log
+        start=$(date +%s)
+        sh "$t" >"$log" 2>&1
+        rc=$?
+        secs=$(( $(date +%s) - start )) ;;
+    esac
     if [ $rc = 0 ]; then
         passed=$((passed + 1)); echo "ok      sh.$name (${secs} s)"
     elif [ $rc = 77 ]; then

@@ -1,4 +1,5 @@
 #!/bin/sh
+# make test: no database
 # make cross: pgpipe.c compiles for aarch64 at -Os, threaded and single-threaded.
 set -u
 cd "${PGPIPE_TOP:-.}"

@@ -40,16 +40,35 @@ readelf -h $out/runner-aarch64 | grep -q 'AArch64' || fail "not an aarch64 progr
 run() { QEMU_LD_PREFIX=$SYSROOT timeout 120 "$Q" "$@"; }
 tests=$(run $out/runner-aarch64 --list) || fail "the runner does not start under qemu"
 NOQEMU="csv.fd_and_file_readers text.random_after_fork"
+# one qemu process per test, as many side by side as there are cores: lane L
+# runs every JOBS-th test and appends "RC TEST" lines to $tmp/lane-L
+jobs=$(nproc 2>/dev/null || echo 2)
+lane=0
+while [ $lane -lt $jobs ]; do
+    (
+        i=0
+        for t in $tests; do
+            i=$((i + 1))
+            [ $((i % jobs)) = $lane ] || continue
+            case " $NOQEMU " in *" $t "*) echo "77 $t"; continue ;; esac
+            env -u PGPIPE_TEST_DSN QEMU_LD_PREFIX=$SYSROOT timeout 120 "$Q" $out/runner-aarch64 --nofork "$t" \
+                >$tmp/$t.log 2>&1
+            echo "$? $t"
+        done > $tmp/lane-$lane
+    ) &
+    lane=$((lane + 1))
+done
+wait
 passed=0; skipped=0; failed=0
-for t in $tests; do
-    case " $NOQEMU " in *" $t "*) skipped=$((skipped + 1)); continue ;; esac
-    env -u PGPIPE_TEST_DSN QEMU_LD_PREFIX=$SYSROOT timeout 120 "$Q" $out/runner-aarch64 --nofork "$t" >$tmp/one.log 2>&1
-    case $? in
+while read -r rc t; do
+    case $rc in
     0) passed=$((passed + 1)) ;;
     77) skipped=$((skipped + 1)) ;;
-    *) failed=$((failed + 1)); echo "FAIL (aarch64) $t"; sed 's/^/    /' $tmp/one.log | tail -n 20 ;;
+    *) failed=$((failed + 1)); echo "FAIL (aarch64) $t"; sed 's/^/    /' $tmp/$t.log | tail -n 20 ;;
     esac
-done
+done <<EOF2
+$(cat $tmp/lane-*)
+EOF2
 echo "aarch64 under qemu: $passed passed, $failed failed, $skipped skipped (no server, no fork, no threads)"
 [ $failed = 0 ] || exit 1
 [ $passed -gt 50 ] || fail "too few tests ran"

@@ -1,4 +1,5 @@
 #!/bin/sh
+# make test: no database
 # The public headers read as a reference (issue 19):
 #  1. each src/LAYER/NAME.h starts with a "/* ==== Component ==== */" banner
 #     whose paragraph names its handles and states a thread-safety rule;

@@ -14,7 +14,7 @@ version=$(sed -n 's/^#define PGPIPE_VERSION *"\(.*\)"/\1/p' pgpipe.h)
 major=${version%%.*}
 # -o: never regenerate the committed amalgamation from inside a test
 # its own build dir: -o marks pgpipe.c old, so stale objects in build/ would be used
-make -s -o pgpipe.c -o pgpipe.h install PREFIX="$prefix" B="$tmp/build" >"$tmp/make.log" 2>&1 ||
+make -s -j"$(nproc 2>/dev/null || echo 2)" -o pgpipe.c -o pgpipe.h install PREFIX="$prefix" B="$tmp/build" >"$tmp/make.log" 2>&1 ||
     { cat "$tmp/make.log"; fail "make install"; }
 for f in include/pgpipe.h lib/libpgpipe.a "lib/libpgpipe.so.$version" bin/pgpipe lib/pkgconfig/pgpipe.pc \
          share/man/man1/pgpipe.1; do

@@ -1,4 +1,5 @@
 #!/bin/sh
+# make test: no database
 # The layers of src/ (base -> parse -> db -> pipeline; src/base/pp_base.h):
 #  1. a source file includes only its own layer's private header (and system
 #     headers), and a layer's private header only the one right below it;
