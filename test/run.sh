@@ -22,6 +22,7 @@ if [ -z "${PGPIPE_TEST_DSN:-}" ] || [ -z "${PGPIPE_TEST_PGDIR:-}" ]; then
     exit $rc
 fi
 
+run_start=$(date +%s)
 export PGPIPE_TEST_TMP=$(mktemp -d /tmp/pgpipe-t.XXXXXX)
 chmod 755 "$PGPIPE_TEST_TMP"
 trap 'rm -rf "$PGPIPE_TEST_TMP"' EXIT
@@ -117,6 +118,9 @@ if [ $# -eq 0 ]; then
     fi
 fi
 
+# the suite's own time (the build before it not counted): make test is to stay
+# under 15 minutes on 2 cores, build included
+echo "tests ran in $(( $(date +%s) - run_start )) s"
 if [ $skipped -gt 0 ]; then
     echo "$passed passed, $failed failed, $skipped skipped"
 else
