@@ -911,6 +911,8 @@ PGPIPE_PRIVATE int pp_http_auth_check(pp_http_auth *a, const char *source,
 /* The settings of source (the "*" entry or the defaults when not listed). */
 PGPIPE_PRIVATE const pgpipe_http_source *pp_http_auth_source(const pp_http_auth *a,
                                                              const char *source);
+/* Is s[0..n) a source name (pgpipe_http_source_valid for a counted string)? */
+PGPIPE_PRIVATE int pp_http_source_ok(const char *s, size_t n);
 /* Does any token exist (tokens required unless told otherwise)? */
 PGPIPE_PRIVATE int pp_http_auth_has_tokens(const pp_http_auth *a);
 /* Is addr (text) one of the trusted proxies? */
@@ -24473,8 +24475,11 @@ PGPIPE_PRIVATE int pp_http_auth_open(pp_http_auth **out, const pgpipe_http_optio
     const pgpipe_http_source *star = NULL;
     for (int i = 0; rc == PGPIPE_OK && i < o->nsources; i++) {
         const char *name = o->sources[i].name;
-        if (!name || !*name) {
-            rc = pp_err(err, PGPIPE_MISUSE, "http source %d has no name", i + 1);
+        if (!name || (strcmp(name, "*") && !pgpipe_http_source_valid(name))) {
+            rc = pp_err(err, PGPIPE_MISUSE, "http source %d: \"%s\" is not a source name: a "
+                        "source is " PGPIPE_HTTP_SOURCE_RULE " (the {source} of POST "
+                        "/v1/events/{source}), or * for every other source", i + 1,
+                        name ? name : "(none)");
             break;
         }
         for (int j = 0; j < i; j++)
@@ -24792,6 +24797,37 @@ PGPIPE_PRIVATE int pp_http_auth_check(pp_http_auth *a, const char *source,
     return required ? check_bearer(a, source, rq, 1, deny) : 0;
 }
 
+/* ==== Source names ========================================================== */
+
+PGPIPE_PRIVATE int pp_http_source_ok(const char *s, size_t n)
+{
+    if (n < 1 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int pgpipe_http_source_valid(const char *name)
+{
+    return name && pp_http_source_ok(name, strlen(name));
+}
+
+/* A token's source: a source name or "*" (every source). PGPIPE_OK, or a
+** PGPIPE_MISUSE error naming fn and the rule. */
+static int source_check(const char *fn, const char *source, pgpipe_error *err)
+{
+    if (!strcmp(source, "*") || pgpipe_http_source_valid(source))
+        return PGPIPE_OK;
+    return pp_err(err, PGPIPE_MISUSE, "%s: \"%s\" is not a source name: a source is "
+                  PGPIPE_HTTP_SOURCE_RULE " (the {source} of POST /v1/events/{source}), or * "
+                  "for every source", fn, source);
+}
+
 /* ==== Token management (public) ============================================ */
 
 int pgpipe_http_token_add(PGconn *conn, const char *source, const char *label,
@@ -24799,9 +24835,11 @@ int pgpipe_http_token_add(PGconn *conn, const char *source, const char *label,
 {
     if (err)
         pgpipe_error_clear(err);
-    if (!conn || !source || !*source || !token_out)
+    if (!conn || !source || !token_out)
         return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_add: needs a connection, a source "
                       "and a buffer");
+    if (source_check("pgpipe_http_token_add", source, err) != PGPIPE_OK)
+        return PGPIPE_MISUSE;
     if (size < PGPIPE_HTTP_TOKEN_SIZE)
         return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_add: the buffer needs %d bytes",
                       PGPIPE_HTTP_TOKEN_SIZE);
@@ -24835,6 +24873,8 @@ int pgpipe_http_token_list(PGconn *conn, const char *source, PGresult **out, pgp
         *out = NULL;
     if (!conn || !out)
         return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_list: needs a connection and out");
+    if (source && source_check("pgpipe_http_token_list", source, err) != PGPIPE_OK)
+        return PGPIPE_MISUSE;
     const char *params[1] = { source };
     return pp_exec(conn, "SELECT id, source, label, '...' || hint AS hint, created_at, revoked_at "
                          "FROM pgpipe.http_tokens WHERE $1::text IS NULL OR source = $1 "
@@ -24845,9 +24885,11 @@ int pgpipe_http_token_revoke(PGconn *conn, const char *source, long long id, pgp
 {
     if (err)
         pgpipe_error_clear(err);
-    if (!conn || !source || !*source)
+    if (!conn || !source)
         return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_revoke: needs a connection and a "
                       "source");
+    if (source_check("pgpipe_http_token_revoke", source, err) != PGPIPE_OK)
+        return PGPIPE_MISUSE;
     char ids[24];
     snprintf(ids, sizeof ids, "%lld", id);
     const char *params[2] = { ids, source };
@@ -28235,19 +28277,14 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
     }
     const char *s = rq->path + pre;
     size_t n = rq->path_len - pre;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '/') {
-            hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
-                     NULL);
-            return 1;
-        }
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-') || n > 64) {
-            hs_error(h, c, 400, "invalid_source",
-                     "a source is 1 to 64 characters of A-Z a-z 0-9 . _ -", NULL);
-            return 1;
-        }
+    if (memchr(s, '/', n)) {
+        hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
+                 NULL);
+        return 1;
+    }
+    if (!pp_http_source_ok(s, n)) {
+        hs_error(h, c, 400, "invalid_source", "a source is " PGPIPE_HTTP_SOURCE_RULE, NULL);
+        return 1;
     }
     if (rq->method != PP_HTTP_POST) {
         hs_error(h, c, 405, "method_not_allowed", "events are sent with POST", "Allow: POST\r\n");
@@ -36906,6 +36943,11 @@ static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     s->kind = files ? PGPIPE_PIPE_SOURCE_FILES : PGPIPE_PIPE_SOURCE_HTTP;
     s->line = line;
     s->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
+#ifndef PGPIPE_OMIT_HTTP
+    if (!files && s->name && !pgpipe_http_source_valid(s->name))
+        rf_diag(pf, line, o.poscol[0], "%s: NAME \"%s\": a source is " PGPIPE_HTTP_SOURCE_RULE
+                " (the {source} of POST /v1/events/{source})", c.cmd, s->name);
+#endif
     s->table = rf_str(pf, rf_get(&c, "--table"));
     if (s->table)
         rf_table_ref(pf, s->table, line, rf_col(&c, "--table"));

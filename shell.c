@@ -5271,13 +5271,9 @@ static int serve_source_parse(serve_sources *ss, const char *spec)
     if (colon)
         *colon = '\0';
     s->name = t;
-    int name_ok = *t != '\0';
-    for (const char *p = t; *p; p++)
-        if (!isalnum((unsigned char)*p) && !strchr("._-~", *p))
-            name_ok = !strcmp(t, "*");
-    if (!name_ok) {
-        errorf(".serve: --source \"%s\": the name must be letters, digits, '.', '_', '-', '~' "
-               "(the {source} of POST /v1/events/{source}) or * (every other source)", spec);
+    if (strcmp(t, "*") && !pgpipe_http_source_valid(t)) {
+        errorf(".serve: --source \"%s\": the name must be " PGPIPE_HTTP_SOURCE_RULE
+               " (the {source} of POST /v1/events/{source}) or * (every other source)", spec);
         return 1;
     }
     for (int j = 0; j < i; j++)
@@ -5407,6 +5403,12 @@ static int serve_token(shell *sh)
         (revoke && cur.npos != 3)) {
         errorf(".serve token %s: expected %s", what, add ? "SOURCE [LABEL]" : list ? "[SOURCE]"
                : "SOURCE ID");
+        return 1;
+    }
+    if (cur.npos > 1 && strcmp(cur.pos[1], "*") && !pgpipe_http_source_valid(cur.pos[1])) {
+        errorf(".serve token %s: SOURCE \"%s\": a source is " PGPIPE_HTTP_SOURCE_RULE
+               " (the {source} of POST /v1/events/{source}), or * for every source", what,
+               cur.pos[1]);
         return 1;
     }
     long long id = 0;

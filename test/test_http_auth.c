@@ -362,7 +362,10 @@ PGT_TEST(http_auth, sources_and_bad_options)
         { { .name = "sw", .signature = PGPIPE_HTTP_SIG_STANDARD, .secret = "whsec_***" },
           "not \"whsec_\" and base64" },
         { { .name = "x", .signature = 9 }, "unknown signature kind 9" },
-        { { .name = "" }, "has no name" },
+        { { .name = "" }, "\"\" is not a source name" },
+        { { .name = "a~b" }, "\"a~b\" is not a source name: a source is 1 to 64" },
+        { { .name = "two words" }, "is not a source name" },
+        { { .name = "a/b" }, "is not a source name" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         pgpipe_http_options op;
@@ -383,6 +386,22 @@ PGT_TEST(http_auth, sources_and_bad_options)
     pgpipe_error err;
     PGT_EQ_INT(pp_http_auth_open(&a, &op, NULL, &err), PGPIPE_MISUSE);
     PGT_CONTAINS(err.message, "\"a\" is listed twice");
+}
+
+/* One rule for a source name, the server's path, the options and the tokens. */
+PGT_TEST(http_auth, source_names)
+{
+    const char *good[] = { "a", "orders", "Git-Hub_2.v1", "0",
+                           "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij1234" };
+    const char *bad[] = { "", "*", "a~b", "a b", "a/b", "a%20b", "é", "a:b", "a\nb",
+                          "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij12345" };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        PGT_EQ_INT(pgpipe_http_source_valid(good[i]), 1);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        PGT_EQ_INT(pgpipe_http_source_valid(bad[i]), 0);
+    PGT_EQ_INT(pgpipe_http_source_valid(NULL), 0);
+    PGT_EQ_INT(pp_http_source_ok("ab/c", 2), 1); /* counted: a path segment */
+    PGT_EQ_INT(pp_http_source_ok("ab", 0), 0);
 }
 
 PGT_TEST(http_auth, trusted_proxies)
@@ -469,6 +488,17 @@ PGT_TEST(http_auth, tokens)
     char t1[PGPIPE_HTTP_TOKEN_SIZE], t2[PGPIPE_HTTP_TOKEN_SIZE], small[20], msg[600], bearer[80];
     PGT_EQ_INT(pgpipe_http_token_add(c, "hauth_a", NULL, small, sizeof small, &err), PGPIPE_MISUSE);
     PGT_EQ_INT(pgpipe_http_token_add(c, "", NULL, t1, sizeof t1, &err), PGPIPE_MISUSE);
+    /* a source no request could name: refused, nothing stored */
+    PGT_EQ_INT(pgpipe_http_token_add(c, "hauth x", NULL, t1, sizeof t1, &err), PGPIPE_MISUSE);
+    PGT_CONTAINS(err.message, "\"hauth x\" is not a source name");
+    PGT_EQ_INT(pgpipe_http_token_add(c, "hauth~a", NULL, t1, sizeof t1, &err), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.http_tokens WHERE source LIKE 'hauth%'"),
+               0);
+    PGT_EQ_INT(pgpipe_http_token_revoke(c, "hauth/a", 1, &err), PGPIPE_MISUSE);
+    PGT_CONTAINS(err.message, "pgpipe_http_token_revoke: \"hauth/a\"");
+    PGresult *none = NULL;
+    PGT_EQ_INT(pgpipe_http_token_list(c, "", &none, &err), PGPIPE_MISUSE);
+    PGT_CHECK(none == NULL);
     PGT_OK(pgpipe_http_token_add(c, "hauth_a", "ci deploys", t1, sizeof t1, &err));
     PGT_OK(pgpipe_http_token_add(c, "hauth_b", NULL, t2, sizeof t2, &err));
     PGT_EQ_INT(strlen(t1), PGPIPE_HTTP_TOKEN_SIZE - 1);

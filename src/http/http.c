@@ -648,19 +648,14 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
     }
     const char *s = rq->path + pre;
     size_t n = rq->path_len - pre;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '/') {
-            hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
-                     NULL);
-            return 1;
-        }
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-') || n > 64) {
-            hs_error(h, c, 400, "invalid_source",
-                     "a source is 1 to 64 characters of A-Z a-z 0-9 . _ -", NULL);
-            return 1;
-        }
+    if (memchr(s, '/', n)) {
+        hs_error(h, c, 404, "not_found", "no such path (events go to POST /v1/events/{source})",
+                 NULL);
+        return 1;
+    }
+    if (!pp_http_source_ok(s, n)) {
+        hs_error(h, c, 400, "invalid_source", "a source is " PGPIPE_HTTP_SOURCE_RULE, NULL);
+        return 1;
     }
     if (rq->method != PP_HTTP_POST) {
         hs_error(h, c, 405, "method_not_allowed", "events are sent with POST", "Allow: POST\r\n");

@@ -491,8 +491,11 @@ PGPIPE_PRIVATE int pp_http_auth_open(pp_http_auth **out, const pgpipe_http_optio
     const pgpipe_http_source *star = NULL;
     for (int i = 0; rc == PGPIPE_OK && i < o->nsources; i++) {
         const char *name = o->sources[i].name;
-        if (!name || !*name) {
-            rc = pp_err(err, PGPIPE_MISUSE, "http source %d has no name", i + 1);
+        if (!name || (strcmp(name, "*") && !pgpipe_http_source_valid(name))) {
+            rc = pp_err(err, PGPIPE_MISUSE, "http source %d: \"%s\" is not a source name: a "
+                        "source is " PGPIPE_HTTP_SOURCE_RULE " (the {source} of POST "
+                        "/v1/events/{source}), or * for every other source", i + 1,
+                        name ? name : "(none)");
             break;
         }
         for (int j = 0; j < i; j++)
@@ -810,6 +813,37 @@ PGPIPE_PRIVATE int pp_http_auth_check(pp_http_auth *a, const char *source,
     return required ? check_bearer(a, source, rq, 1, deny) : 0;
 }
 
+/* ==== Source names ========================================================== */
+
+PGPIPE_PRIVATE int pp_http_source_ok(const char *s, size_t n)
+{
+    if (n < 1 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int pgpipe_http_source_valid(const char *name)
+{
+    return name && pp_http_source_ok(name, strlen(name));
+}
+
+/* A token's source: a source name or "*" (every source). PGPIPE_OK, or a
+** PGPIPE_MISUSE error naming fn and the rule. */
+static int source_check(const char *fn, const char *source, pgpipe_error *err)
+{
+    if (!strcmp(source, "*") || pgpipe_http_source_valid(source))
+        return PGPIPE_OK;
+    return pp_err(err, PGPIPE_MISUSE, "%s: \"%s\" is not a source name: a source is "
+                  PGPIPE_HTTP_SOURCE_RULE " (the {source} of POST /v1/events/{source}), or * "
+                  "for every source", fn, source);
+}
+
 /* ==== Token management (public) ============================================ */
 
 int pgpipe_http_token_add(PGconn *conn, const char *source, const char *label,
@@ -817,9 +851,11 @@ int pgpipe_http_token_add(PGconn *conn, const char *source, const char *label,
 {
     if (err)
         pgpipe_error_clear(err);
-    if (!conn || !source || !*source || !token_out)
+    if (!conn || !source || !token_out)
         return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_add: needs a connection, a source "
                       "and a buffer");
+    if (source_check("pgpipe_http_token_add", source, err) != PGPIPE_OK)
+        return PGPIPE_MISUSE;
     if (size < PGPIPE_HTTP_TOKEN_SIZE)
         return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_add: the buffer needs %d bytes",
                       PGPIPE_HTTP_TOKEN_SIZE);
@@ -853,6 +889,8 @@ int pgpipe_http_token_list(PGconn *conn, const char *source, PGresult **out, pgp
         *out = NULL;
     if (!conn || !out)
         return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_list: needs a connection and out");
+    if (source && source_check("pgpipe_http_token_list", source, err) != PGPIPE_OK)
+        return PGPIPE_MISUSE;
     const char *params[1] = { source };
     return pp_exec(conn, "SELECT id, source, label, '...' || hint AS hint, created_at, revoked_at "
                          "FROM pgpipe.http_tokens WHERE $1::text IS NULL OR source = $1 "
@@ -863,9 +901,11 @@ int pgpipe_http_token_revoke(PGconn *conn, const char *source, long long id, pgp
 {
     if (err)
         pgpipe_error_clear(err);
-    if (!conn || !source || !*source)
+    if (!conn || !source)
         return pp_err(err, PGPIPE_MISUSE, "pgpipe_http_token_revoke: needs a connection and a "
                       "source");
+    if (source_check("pgpipe_http_token_revoke", source, err) != PGPIPE_OK)
+        return PGPIPE_MISUSE;
     char ids[24];
     snprintf(ids, sizeof ids, "%lld", id);
     const char *params[2] = { ids, source };

@@ -137,6 +137,8 @@ PGPIPE_PRIVATE int pp_http_auth_check(pp_http_auth *a, const char *source,
 /* The settings of source (the "*" entry or the defaults when not listed). */
 PGPIPE_PRIVATE const pgpipe_http_source *pp_http_auth_source(const pp_http_auth *a,
                                                              const char *source);
+/* Is s[0..n) a source name (pgpipe_http_source_valid for a counted string)? */
+PGPIPE_PRIVATE int pp_http_source_ok(const char *s, size_t n);
 /* Does any token exist (tokens required unless told otherwise)? */
 PGPIPE_PRIVATE int pp_http_auth_has_tokens(const pp_http_auth *a);
 /* Is addr (text) one of the trusted proxies? */

@@ -853,6 +853,11 @@ static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     s->kind = files ? PGPIPE_PIPE_SOURCE_FILES : PGPIPE_PIPE_SOURCE_HTTP;
     s->line = line;
     s->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
+#ifndef PGPIPE_OMIT_HTTP
+    if (!files && s->name && !pgpipe_http_source_valid(s->name))
+        rf_diag(pf, line, o.poscol[0], "%s: NAME \"%s\": a source is " PGPIPE_HTTP_SOURCE_RULE
+                " (the {source} of POST /v1/events/{source})", c.cmd, s->name);
+#endif
     s->table = rf_str(pf, rf_get(&c, "--table"));
     if (s->table)
         rf_table_ref(pf, s->table, line, rf_col(&c, "--table"));
