@@ -4266,6 +4266,26 @@ static const argspec spec_dlq[] = {
 };
 
 /* .dlq [list|show ID|counts|replay|purge] [filters]: the dead-letter queue. */
+/* .dlq replay ID / .dlq purge ID touched nothing: an ID that does not exist
+** is an error (a mistyped ID in a script must not pass as done): 1 after
+** saying so. One that exists but is not in the status the command takes is
+** said on stderr: 0. */
+static int dlq_id_untouched(shell *sh, const char *name, long long id, const char *status)
+{
+    pgpipe_error err;
+    pgpipe_error_clear(&err);
+    PGresult *res = NULL;
+    if (pgpipe_dlq_get(sh->conn, id, &res, &err) != PGPIPE_OK) {
+        errorf("%s: %s", name, err.message);
+        return 1;
+    }
+    int col = PQfnumber(res, "status");
+    fprintf(stderr, "pgpipe: %s: dead letter %lld is %s, not %s (.dlq show %lld)\n", name, id,
+            col >= 0 ? PQgetvalue(res, 0, col) : "?", status && *status ? status : "dead", id);
+    PQclear(res);
+    return 0;
+}
+
 static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc, (void)rest;
@@ -4308,6 +4328,9 @@ static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
         }
         long long ok = 0, bad = 0;
         rc = pgpipe_dlq_replay(sh->conn, &f, table, NULL, &ok, &bad, &err);
+        if (rc == PGPIPE_OK && f.id > 0 && ok + bad == 0 &&
+            dlq_id_untouched(sh, name, f.id, f.status))
+            return 1;
         if (rc == PGPIPE_OK)
             fprintf(sh->out, "replayed %lld, refused %lld%s\n", ok, bad,
                     bad ? " (still dead-lettered, with the reason: .dlq list)" : "");
@@ -4320,6 +4343,9 @@ static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
             f.status = "any";
         long long n = 0;
         rc = pgpipe_dlq_purge(sh->conn, &f, &n, &err);
+        if (rc == PGPIPE_OK && f.id > 0 && n == 0 &&
+            dlq_id_untouched(sh, name, f.id, f.status))
+            return 1;
         if (rc == PGPIPE_OK)
             fprintf(sh->out, "purged %lld\n", n);
     }

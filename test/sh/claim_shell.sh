@@ -45,6 +45,15 @@ $P "$D" ".dlq frobnicate" 2>/dev/null && fail "unknown subcommand accepted"
 $P "$D" "ALTER TABLE claim_sh_out DROP CONSTRAINT claim_sh_out_n_check" >/dev/null || fail "alter"
 out=$($P "$D" ".dlq replay --source claim_sh_src --table claim_sh") || fail "replay"
 has "$out" "replayed 1, refused 0"
+# the same ID again: there, but replayed already (said; not an error)
+err=$($P "$D" ".dlq replay $id --table claim_sh" 2>&1) || fail "replay of a replayed id: $err"
+has "$err" "dead letter $id is replayed, not dead"
+# an ID that does not exist is an error, not "replayed 0"
+err=$($P "$D" ".dlq replay 987654321 --table claim_sh" 2>&1) && fail "replay of no such id accepted: $err"
+has "$err" "no dead letter with id 987654321"
+case "$err" in *"replayed 0"*) fail "replay of no such id counted: $err" ;; esac
+err=$($P "$D" ".dlq purge 987654321" 2>&1) && fail "purge of no such id accepted: $err"
+has "$err" ".dlq purge: no dead letter with id 987654321"
 out=$($P "$D" ".work --table claim_sh --until-empty --quiet --sql \"INSERT INTO claim_sh_out SELECT (e->>'id')::bigint, (e->'payload'->>'n')::int FROM jsonb_array_elements(\$1::jsonb) e\"") || fail "work 2"
 has "$out" "done 1,"
 out=$($P -m csv "$D" "SELECT count(*) FROM claim_sh_out")
