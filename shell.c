@@ -1689,6 +1689,31 @@ static int is_conninfo(const char *s);
 static const argspec spec_mode[] = { { NULL, "[" MODE_CHOICES "] [TABLE]", 0, 2, NULL,
                                         "set how query results are printed (insert: INTO TABLE)" } };
 /* (main calls it too, for -m, with argv = { "mode", MODE }) */
+
+/* Quotes a possibly schema-qualified name ("analytics.daily") safely. */
+static char *quote_qualified(const char *name)
+{
+    size_t n = pgpipe_quote_ident(NULL, 0, name, 1);
+    char *out = malloc(n + 1);
+    if (out)
+        pgpipe_quote_ident(out, n + 1, name, 1);
+    return out;
+}
+
+/* .mode insert TABLE: the name as the INSERTs will spell it. A name written
+** as SQL would write it (words of letters, digits, '_' and '$' joined by dots,
+** or with its own double quotes) is kept; anything else ("order items",
+** "x;y") is quoted, split at its first dot, so the output is valid SQL. */
+static char *insert_table_name(const char *name)
+{
+    int plain = *name && !isdigit((unsigned char)*name) && *name != '.';
+    for (const char *p = name; *p && plain; p++)
+        plain = isalnum((unsigned char)*p) || *p == '_' || *p == '$' ||
+                (*p == '.' && p[1] && p[1] != '.');
+    if (plain || strchr(name, '"'))
+        return strdup(name);
+    return quote_qualified(name);
+}
 static int cmd_mode(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)rest;
@@ -1706,7 +1731,7 @@ static int cmd_mode(shell *sh, char **argv, int argc, const char *rest)
     sh->mode = (int)k;
     if (k == MODE_INSERT) {
         free(sh->insert_table);
-        sh->insert_table = argc > 2 ? strdup(argv[2]) : NULL;
+        sh->insert_table = argc > 2 ? insert_table_name(argv[2]) : NULL;
     }
     return 0;
 }
@@ -2489,7 +2514,8 @@ static int cmd_import(shell *sh, char **argv, int argc, const char *rest)
     const char *tparams[1] = { tl };
     r = PQexecParams(sh->conn, "SELECT to_regclass($1)::oid", 1, NULL, tparams, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        report_pq_error(r, sh->conn);
+        const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        errorf(".import: TABLE \"%s\": %s", table, m ? m : PQerrorMessage(sh->conn));
         goto out;
     }
     int exists = !PQgetisnull(r, 0, 0);
@@ -2866,16 +2892,6 @@ static int cmd_top(shell *sh, char **argv, int argc, const char *rest)
     }
     interrupted = 0;
     return rc;
-}
-
-/* Quotes a possibly schema-qualified name ("analytics.daily") safely. */
-static char *quote_qualified(const char *name)
-{
-    size_t n = pgpipe_quote_ident(NULL, 0, name, 1);
-    char *out = malloc(n + 1);
-    if (out)
-        pgpipe_quote_ident(out, n + 1, name, 1);
-    return out;
 }
 
 static const optdef opts_refresh[] = {

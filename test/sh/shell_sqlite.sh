@@ -70,6 +70,13 @@ same "$out" "+---+-----+
 +---+-----+" ".mode table, .headers off"
 out=$($P "$DB" ".mode insert items" ".nullvalue -" "SELECT id, name, price FROM items WHERE id = 2")
 same "$out" "INSERT INTO items VALUES(2,'it''s',NULL);" ".mode insert"
+# a TABLE that SQL could not take as written is quoted (the output must run)
+out=$($P "$DB" ".mode insert 'order items'" "SELECT 1 AS x")
+same "$out" 'INSERT INTO "order items" VALUES(1);' ".mode insert with a blank"
+out=$($P "$DB" ".mode insert 'x;DROP TABLE items'" "SELECT 1 AS x")
+same "$out" 'INSERT INTO "x;DROP TABLE items" VALUES(1);' ".mode insert with a semicolon"
+out=$($P "$DB" ".mode insert public.items" "SELECT 1 AS x")
+same "$out" 'INSERT INTO public.items VALUES(1);' ".mode insert schema.table"
 out=$($P "$DB" ".nullvalue (none)" "SELECT price FROM items WHERE id = 2")
 has "$out" " (none)"
 out=$($P "$DB" ".changes on" "UPDATE items SET seen = seen" "DELETE FROM items WHERE id = 99")
@@ -88,6 +95,8 @@ nut|NULL|z" ".import created"
 $P -q "$DB" "CREATE TABLE stock (note text, qty int, id serial, name text)" || fail "stock"
 $P "$DB" ".import $tmp/parts.csv stock" >"$tmp/out" 2>"$tmp/err" && fail "unknown header column accepted"
 has "$(cat "$tmp/err")" '.import: stock has no column "the note"'
+$P "$DB" ".import $tmp/parts.csv public." >"$tmp/out" 2>"$tmp/err" && fail "table public. accepted"
+has "$(cat "$tmp/err")" '.import: TABLE "public.": invalid name syntax'
 out=$($P "$DB" ".import $tmp/parts.csv stock --map 'the note=note'") || fail ".import --map: $out"
 has "$out" "imported 2 rows into stock"
 same "$($P -tA "$DB" "SELECT name, qty, note FROM stock ORDER BY id")" "bolt|3|x, y
