@@ -37682,6 +37682,11 @@ int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *te
         text = file.data ? file.data : "";
         len = file.len;
     }
+    /* a UTF-8 byte order mark (Windows editors write one) is not part of line 1 */
+    if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) {
+        text += 3;
+        len -= 3;
+    }
     pp_buf acc = { 0 }, line = { 0 };
     int acc_line = 0;
     size_t i = 0;

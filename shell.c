@@ -8161,6 +8161,12 @@ static int run_stream(shell *sh, FILE *f)
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             line[--n] = '\0';
         lineno++;
+        /* a UTF-8 byte order mark opening a script (Windows editors write
+        ** one) is not SQL: skipped, as psql and the migrations skip it */
+        if (lineno == 1 && !tty && n >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) {
+            memmove(line, line + 3, (size_t)n - 2);
+            n -= 3;
+        }
         if (len == 0)
             first_line = lineno;
         rc = 0;

@@ -32,6 +32,13 @@ case "$out" in *"--for: \"5x\" is not a duration"*) ;; *) fail "pgpipe run --for
 [ $rc = 1 ] || fail "a missing file: exit $rc"
 grep -q "none.pgpipe" "$tmp/out" || fail "a missing file: $(cat "$tmp/out")"
 "$P" run --bogus x > /dev/null 2>&1; [ $? = 2 ] || fail "a bad option is not status 2"
+# saved by a Windows editor: a byte order mark and CRLF line ends
+printf '\357\273\277.pipeline bom\r\n.schedule a --every 1h\r\nSELECT 1;\r\n.end\r\n' > "$tmp/bom.pgpipe"
+out=$("$P" run --check "$tmp/bom.pgpipe" 2>&1) || fail "a file with a BOM and CRLF: $out"
+[ "$out" = "pipeline bom OK: 0 sources, 0 workers, 1 schedule, 0 tasks, 0 alerts" ] || fail "BOM: $out"
+printf '\357\273\277.schedule a --every 5x\n.end\n' > "$tmp/bomerr.pgpipe"
+out=$("$P" run --check "$tmp/bomerr.pgpipe" 2>&1) && fail "a bad file with a BOM passed"
+case "$out" in *"bomerr.pgpipe:1:21: .schedule: --every"*) ;; *) fail "BOM: columns after the mark: $out" ;; esac
 echo "run --check: the example passes, every error kind reported, no connection"
 
 # the same inside the shell: .run --check FILE (needs the test cluster to start)

@@ -21,6 +21,15 @@ out=$($P "$D" -m csv "SELECT 1 AS a") || fail "option after CONNINFO: exit $?"
 out=$($P "$D" "SELECT 2 AS b" --mode=csv) || fail "option after the command: exit $?"
 [ "$out" = "b
 2" ] || fail "--mode=csv after the command: $out"
+# a script saved with a byte order mark runs (as in psql); only line 1 loses it
+printf '\357\273\277SELECT 41 + 1 AS bom;\nSELECT 1 AS \357\273\277x;\n' > "$tmp/bom.sql"
+out=$($P "$D" -m csv -f "$tmp/bom.sql" 2>&1) || fail "-f with a BOM: $out"
+has "$out" "bom
+42"
+has "$out" "$(printf '\357\273\277x')"
+out=$(cat "$tmp/bom.sql" | $P "$D" -m csv 2>&1) || fail "stdin with a BOM: $out"
+has "$out" "bom
+42"
 printf 'SELECT 1/0;\nCREATE TABLE cli_bail (x int);\n' > "$tmp/bail.sql"
 $P "$D" -f "$tmp/bail.sql" --bail >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc = 1 ] || fail "-f FILE --bail: exit $rc ($(cat "$tmp/err"))"
