@@ -1290,20 +1290,32 @@ static int check_readable(const char *cmd, const char *what, const char *path)
 {
     if (examples_checking && *path) /* an example's file is the reader's, not here */
         return 0;
-    FILE *f = *path ? fopen(path, "r") : NULL;
-    if (!f) {
+    struct stat st;
+    if (!*path || stat(path, &st) != 0) {
         errorf("%s: %s: cannot open \"%s\": %s", cmd, what, path,
                *path ? strerror(errno) : "empty file name");
         return 1;
     }
-    int fd = fileno(f);
-    struct stat st;
-    int dir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
-    fclose(f);
-    if (dir) {
+    if (S_ISDIR(st.st_mode)) {
         errorf("%s: %s: \"%s\" is a directory, not a file", cmd, what, path);
         return 1;
     }
+    /* a FIFO, a process substitution (<(zcat f.gz)) or a device is not
+    ** opened here: that would take its writer, and its data, from the
+    ** command that reads it */
+    if (!S_ISREG(st.st_mode)) {
+        if (access(path, R_OK) != 0) {
+            errorf("%s: %s: cannot open \"%s\": %s", cmd, what, path, strerror(errno));
+            return 1;
+        }
+        return 0;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        errorf("%s: %s: cannot open \"%s\": %s", cmd, what, path, strerror(errno));
+        return 1;
+    }
+    fclose(f);
     return 0;
 }
 

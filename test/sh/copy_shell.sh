@@ -20,6 +20,17 @@ has "$out" "2"
 out=$($P -m csv "$D" "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = 'copysh_ndjson'")
 has "$out" "at line 3, column 1"
 
+# a named pipe (as <(zcat f.gz) gives): read once, by the loader; the shell's
+# check that the file is there must not open it and take the writer's data
+mkfifo "$tmp/fifo" || fail "mkfifo"
+(printf '{"event_type":"a","k":1}\n{"event_type":"a","k":2}\n' > "$tmp/fifo") &
+out=$(timeout 60 $P "$D" ".load $tmp/fifo --name copysh_fifo" 2>&1) || fail "fifo: exit $?: $out"
+has "$out" "read 2, loaded 2, dead-lettered 0"
+wait
+printf '{"event_type":"fd","k":3}\n' > "$tmp/fd.ndjson"
+out=$(timeout 60 $P "$D" ".load /dev/fd/3 --name copysh_fd3" 3<"$tmp/fd.ndjson" 2>&1) || fail "fd 3: $out"
+has "$out" "read 1, loaded 1, dead-lettered 0"
+
 # stdin, CSV, into a table of its own with a mapping (one value the server rejects)
 $P "$D" "CREATE TABLE copysh_t (id int, name text, tag text, doc jsonb)" >/dev/null || fail "create"
 out=$(printf 'id,name,doc\n1,ann,{}\nx,bob,[]\n3,,"{""a"":1}"\n' |
