@@ -334,6 +334,16 @@ static int stops(shell *sh)
 }
 
 static int is_var_char(int c) { return isalnum(c) || c == '_' || c >= 0x80; }
+/* a name :NAME can refer to (psql's rule): one or more of those */
+static int var_name_ok(const char *name)
+{
+    if (!*name)
+        return 0;
+    for (const char *p = name; *p; p++)
+        if (!is_var_char((unsigned char)*p))
+            return 0;
+    return 1;
+}
 
 /* The text with psql's :name, :'name' (a quoted literal) and :"name" (a
 ** quoted identifier) replaced by the variables' values, and :{?name} by
@@ -6930,7 +6940,7 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
             for (int i = 0; i < sh->nvars; i++)
                 fprintf(sh->out, "%s = '%s'\n", sh->vars[i].name, sh->vars[i].value);
             rc = 0;
-        } else if (!is_var_char((unsigned char)arg[0])) {
+        } else if (!var_name_ok(arg)) {
             errorf("\\set: invalid variable name: \"%s\"", arg);
             rc = 1;
         } else {
@@ -8637,6 +8647,11 @@ static int parse_cli(shell *sh, cli *c, int argc, char **argv)
                 return 2;
             }
             snprintf(vn, sizeof vn, "%.*s", (int)(e - val), val);
+            if (!var_name_ok(vn)) {
+                fprintf(stderr, "pgpipe: %s %s: invalid variable name: \"%s\" (letters, digits "
+                        "and _)\n", name, val, vn);
+                return 2;
+            }
             if (var_set(sh, vn, e + 1))
                 return 2;
         } else if (!strcmp(name, "-d") || !strcmp(name, "--dbname")) {
@@ -8652,6 +8667,11 @@ static int parse_cli(shell *sh, cli *c, int argc, char **argv)
         } else if (!strcmp(name, "-l") || !strcmp(name, "--list")) {
             c->list = 1;
         } else if (!strcmp(name, "--local")) {
+            if (!*val) {
+                fprintf(stderr, "pgpipe: --local: needs a directory (the server's data and "
+                        "socket)\n");
+                return 2;
+            }
             c->local_dir = val;
         } else if (!strcmp(name, "--pooler")) {
             if (strcmp(val, "session") && strcmp(val, "transaction") && strcmp(val, "auto")) {

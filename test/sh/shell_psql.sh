@@ -90,6 +90,15 @@ out=$($P "$DB" -tA -v id=1 -v col=name -v "txt=it's" -c 'SELECT :"col" FROM p WH
 same "$out" "a
 it's
 :id|:id|2" "variables"
+# a name no :NAME could refer to is refused, as psql refuses it
+$P "$DB" -v 'a b=1' -c 'SELECT 1' >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc = 2 ] || fail "-v 'a b=1': exit $rc"
+has "$(cat "$tmp/err")" 'invalid variable name: "a b"'
+out=$($P "$DB" -c '\set a-b 1' 2>&1) && fail "\\set a-b accepted: $out"
+has "$out" 'invalid variable name: "a-b"'
+$P --local '' -c 'SELECT 1' >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc = 2 ] || fail "--local '': exit $rc"
+has "$(cat "$tmp/err")" "--local: needs a directory"
 
 # ---- -1 and the exit statuses ---------------------------------------------------------
 same "$($P -1 -qtA "$DB" -c "CREATE TEMP TABLE tt (x int) ON COMMIT DROP" -c "INSERT INTO tt VALUES (1)" \
