@@ -36740,6 +36740,22 @@ static const rf_opt rf_opts_history[] = {
     { "--keep-ok", 0 }, { "--keep-failed", 0 }, { "--keep-last", 0 }, { "--failures-only", 1 },
     { NULL, 0 } };
 
+/* A name (of the pipeline, a source, workers, a schedule or a task) is
+** shown in run history, logs and the status page: not empty, no control
+** characters. */
+static void rf_name_check(pgpipe_pipefile *pf, int line, int col, const char *cmd, const char *name)
+{
+    if (!*name) {
+        rf_diag(pf, line, col, "%s: the name is empty", cmd);
+        return;
+    }
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) {
+            rf_diag(pf, line, col, "%s: the name has a control character (byte %d)", cmd, *p);
+            return;
+        }
+}
+
 /* the NAME positional of a directive; reports when missing or extra */
 static const char *rf_name(rf_ctx *c, int want, const char *what)
 {
@@ -36750,7 +36766,18 @@ static const char *rf_name(rf_ctx *c, int want, const char *what)
     if (c->o->npos > want)
         rf_diag(c->pf, c->line, c->o->poscol[want], "%s: unexpected \"%s\" (options start with --)", c->cmd,
                 c->o->pos[want]);
+    if (want)
+        rf_name_check(c->pf, c->line, c->o->poscol[want - 1], c->cmd, c->o->pos[want - 1]);
     return want ? c->o->pos[want - 1] : NULL;
+}
+
+/* A schedule's or task's name is named again in --after lists (commas) and
+** alerts' --task/--schedule: no ',' and no blanks. */
+static void rf_step_name_check(rf_ctx *c, const char *name)
+{
+    if (name && name[strcspn(name, ", \t")])
+        rf_diag(c->pf, c->line, c->o->poscol[0], "%s: name \"%s\": no ',' or blanks in a schedule "
+                "or task name (--after lists names with commas)", c->cmd, name);
 }
 
 static void rf_need(rf_ctx *c, const char *opt)
@@ -36944,7 +36971,7 @@ static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     s->line = line;
     s->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
 #ifndef PGPIPE_OMIT_HTTP
-    if (!files && s->name && !pgpipe_http_source_valid(s->name))
+    if (!files && s->name && *s->name && !pgpipe_http_source_valid(s->name))
         rf_diag(pf, line, o.poscol[0], "%s: NAME \"%s\": a source is " PGPIPE_HTTP_SOURCE_RULE
                 " (the {source} of POST /v1/events/{source})", c.cmd, s->name);
 #endif
@@ -37048,6 +37075,7 @@ static void rf_schedule(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     pgpipe_pipe_schedule *s = &pf->sch[pf->p.nschedules++];
     s->line = line;
     s->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
+    rf_step_name_check(&c, s->name);
     const char *cron = rf_get(&c, "--cron"), *every = rf_get(&c, "--every");
     if (!cron == !every)
         rf_diag(pf, line, cron ? rf_col(&c, "--every") : 0, ".schedule: give one of --cron \"EXPR\" or --every DURATION");
@@ -37096,6 +37124,7 @@ static void rf_task(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     pgpipe_pipe_task *t = &pf->task[pf->p.ntasks++];
     t->line = line;
     t->name = rf_str(pf, rf_name(&c, 1, "a NAME"));
+    rf_step_name_check(&c, t->name);
     rf_need(&c, "--after");
     const char *after = rf_get(&c, "--after");
     if (after) {
@@ -37274,8 +37303,10 @@ static void rf_command(pgpipe_pipefile *pf, int line, const char *text)
     } else if (!strcmp(cmd, "pipeline")) {
         if (nw != 2)
             rf_diag(pf, line, w[0].col, ".pipeline: expected one NAME");
-        else
+        else {
+            rf_name_check(pf, line, w[1].col, ".pipeline", w[1].s);
             pf->p.name = rf_str(pf, w[1].s);
+        }
     } else if (!strcmp(cmd, "source")) {
         rf_source(pf, line, w, nw);
     } else if (!strcmp(cmd, "workers")) {

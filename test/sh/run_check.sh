@@ -32,6 +32,19 @@ case "$out" in *"--for: \"5x\" is not a duration"*) ;; *) fail "pgpipe run --for
 [ $rc = 1 ] || fail "a missing file: exit $rc"
 grep -q "none.pgpipe" "$tmp/out" || fail "a missing file: $(cat "$tmp/out")"
 "$P" run --bogus x > /dev/null 2>&1; [ $? = 2 ] || fail "a bad option is not status 2"
+# names: empty ones, control characters, and schedule or task names that an
+# --after list (commas) could not name
+printf '.pipeline ""\n.schedule "a,b" --every 1h\n.end\n.task "x y" --after a\n.end\n.workers "" --mode lease\n.source files "t\tab" --dir d\n' > "$tmp/names.pgpipe"
+"$P" run --check "$tmp/names.pgpipe" > "$tmp/out" 2>&1 && fail "bad names passed"
+cat > "$tmp/want" <<EOF
+$tmp/names.pgpipe:1:11: .pipeline: the name is empty
+$tmp/names.pgpipe:2:12: .schedule: name "a,b": no ',' or blanks in a schedule or task name (--after lists names with commas)
+$tmp/names.pgpipe:4:8: .task: name "x y": no ',' or blanks in a schedule or task name (--after lists names with commas)
+$tmp/names.pgpipe:6:11: .workers: the name is empty
+$tmp/names.pgpipe:7:16: .source files: the name has a control character (byte 9)
+EOF
+grep -v "after: no schedule\|--sql\|--so" "$tmp/out" | diff -u "$tmp/want" - || fail "names"
+
 # saved by a Windows editor: a byte order mark and CRLF line ends
 printf '\357\273\277.pipeline bom\r\n.schedule a --every 1h\r\nSELECT 1;\r\n.end\r\n' > "$tmp/bom.pgpipe"
 out=$("$P" run --check "$tmp/bom.pgpipe" 2>&1) || fail "a file with a BOM and CRLF: $out"
