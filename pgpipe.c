@@ -37107,6 +37107,11 @@ static void rf_schedule(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     if (tz && !run_tz_exists(tz))
         rf_diag(pf, line, rf_col(&c, "--tz"), ".schedule: --tz: unknown time zone \"%s\"", tz);
     s->jitter_ms = rf_dur(&c, "--jitter", 0);
+    /* a delay as long as the interval lets a slot fire after the next one */
+    int64_t every_ms = every && !cron ? run_duration_ms(every) : 0;
+    if (every_ms > 0 && s->jitter_ms >= every_ms)
+        rf_diag(pf, line, rf_col(&c, "--jitter"), ".schedule: --jitter %s is not shorter than --every "
+                "%s: a firing could come after the next slot's", rf_get(&c, "--jitter"), every);
     s->timeout_ms = rf_dur(&c, "--timeout", 0);
     s->overlap = rf_choice(&c, "--overlap", "skip|queue|replace", PGPIPE_PIPE_OVERLAP_SKIP);
     static const int missed_of[] = { PGPIPE_PIPE_MISSED_SKIP, PGPIPE_PIPE_MISSED_ONCE, PGPIPE_PIPE_MISSED_ALL };
@@ -40675,6 +40680,7 @@ typedef struct rsrc_folder {
     int64_t settle_ms, poll_ms;
     int line;
     int64_t next_poll;
+    int dir_errno;        /* the folder's last opendir error, said once */
     rsrc_file *files;
     int nfiles, cfiles;
     long long loaded, rows, dead, failures; /* under run_sources.mu */
@@ -41044,10 +41050,26 @@ static rsrc_file *rsrc_file_find(rsrc_folder *f, const char *name)
 static void rsrc_poll_folder(pgpipe_runner *r, rsrc_folder *f)
 {
     DIR *d = opendir(f->dir);
+    if (!d && errno == ENOENT && rsrc_mkdirs(f->dir) == 0) {
+        run_log(r, PGPIPE_LOG_INFO, "file source: made the folder it watches", "source", f->name,
+                "dir", f->dir, NULL);
+        d = opendir(f->dir);
+    }
     if (!d) {
-        if (errno == ENOENT)
-            rsrc_mkdirs(f->dir);
+        /* said once per cause, not at every poll; the status page's source
+        ** shows no files meanwhile */
+        int e = errno;
+        if (e != f->dir_errno)
+            run_log(r, PGPIPE_LOG_ERROR, "file source: cannot read the folder it watches; tried "
+                    "again at each poll", "source", f->name, "dir", f->dir, "error", strerror(e),
+                    NULL);
+        f->dir_errno = e;
         return;
+    }
+    if (f->dir_errno) {
+        run_log(r, PGPIPE_LOG_INFO, "file source: the folder can be read again", "source", f->name,
+                "dir", f->dir, NULL);
+        f->dir_errno = 0;
     }
     for (int i = 0; i < f->nfiles; i++)
         f->files[i].seen = 0;

@@ -1017,6 +1017,11 @@ static void rf_schedule(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
     if (tz && !run_tz_exists(tz))
         rf_diag(pf, line, rf_col(&c, "--tz"), ".schedule: --tz: unknown time zone \"%s\"", tz);
     s->jitter_ms = rf_dur(&c, "--jitter", 0);
+    /* a delay as long as the interval lets a slot fire after the next one */
+    int64_t every_ms = every && !cron ? run_duration_ms(every) : 0;
+    if (every_ms > 0 && s->jitter_ms >= every_ms)
+        rf_diag(pf, line, rf_col(&c, "--jitter"), ".schedule: --jitter %s is not shorter than --every "
+                "%s: a firing could come after the next slot's", rf_get(&c, "--jitter"), every);
     s->timeout_ms = rf_dur(&c, "--timeout", 0);
     s->overlap = rf_choice(&c, "--overlap", "skip|queue|replace", PGPIPE_PIPE_OVERLAP_SKIP);
     static const int missed_of[] = { PGPIPE_PIPE_MISSED_SKIP, PGPIPE_PIPE_MISSED_ONCE, PGPIPE_PIPE_MISSED_ALL };

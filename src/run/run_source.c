@@ -50,6 +50,7 @@ typedef struct rsrc_folder {
     int64_t settle_ms, poll_ms;
     int line;
     int64_t next_poll;
+    int dir_errno;        /* the folder's last opendir error, said once */
     rsrc_file *files;
     int nfiles, cfiles;
     long long loaded, rows, dead, failures; /* under run_sources.mu */
@@ -419,10 +420,26 @@ static rsrc_file *rsrc_file_find(rsrc_folder *f, const char *name)
 static void rsrc_poll_folder(pgpipe_runner *r, rsrc_folder *f)
 {
     DIR *d = opendir(f->dir);
+    if (!d && errno == ENOENT && rsrc_mkdirs(f->dir) == 0) {
+        run_log(r, PGPIPE_LOG_INFO, "file source: made the folder it watches", "source", f->name,
+                "dir", f->dir, NULL);
+        d = opendir(f->dir);
+    }
     if (!d) {
-        if (errno == ENOENT)
-            rsrc_mkdirs(f->dir);
+        /* said once per cause, not at every poll; the status page's source
+        ** shows no files meanwhile */
+        int e = errno;
+        if (e != f->dir_errno)
+            run_log(r, PGPIPE_LOG_ERROR, "file source: cannot read the folder it watches; tried "
+                    "again at each poll", "source", f->name, "dir", f->dir, "error", strerror(e),
+                    NULL);
+        f->dir_errno = e;
         return;
+    }
+    if (f->dir_errno) {
+        run_log(r, PGPIPE_LOG_INFO, "file source: the folder can be read again", "source", f->name,
+                "dir", f->dir, NULL);
+        f->dir_errno = 0;
     }
     for (int i = 0; i < f->nfiles; i++)
         f->files[i].seen = 0;

@@ -33,8 +33,8 @@ case "$out" in *"--for: \"5x\" is not a duration"*) ;; *) fail "pgpipe run --for
 grep -q "none.pgpipe" "$tmp/out" || fail "a missing file: $(cat "$tmp/out")"
 "$P" run --bogus x > /dev/null 2>&1; [ $? = 2 ] || fail "a bad option is not status 2"
 # names: empty ones, control characters, and schedule or task names that an
-# --after list (commas) could not name
-printf '.pipeline ""\n.schedule "a,b" --every 1h\n.end\n.task "x y" --after a\n.end\n.workers "" --mode lease\n.source files "t\tab" --dir d\n' > "$tmp/names.pgpipe"
+# --after list (commas) could not name; a jitter as long as the interval
+printf '.pipeline ""\n.schedule "a,b" --every 1h\n.end\n.task "x y" --after a\n.end\n.workers "" --mode lease\n.source files "t\tab" --dir d\n.schedule j --every 1h --jitter 60m\n.end\n' > "$tmp/names.pgpipe"
 "$P" run --check "$tmp/names.pgpipe" > "$tmp/out" 2>&1 && fail "bad names passed"
 cat > "$tmp/want" <<EOF
 $tmp/names.pgpipe:1:11: .pipeline: the name is empty
@@ -42,6 +42,7 @@ $tmp/names.pgpipe:2:12: .schedule: name "a,b": no ',' or blanks in a schedule or
 $tmp/names.pgpipe:4:8: .task: name "x y": no ',' or blanks in a schedule or task name (--after lists names with commas)
 $tmp/names.pgpipe:6:11: .workers: the name is empty
 $tmp/names.pgpipe:7:16: .source files: the name has a control character (byte 9)
+$tmp/names.pgpipe:8:33: .schedule: --jitter 60m is not shorter than --every 1h: a firing could come after the next slot's
 EOF
 grep -v "after: no schedule\|--sql\|--so" "$tmp/out" | diff -u "$tmp/want" - || fail "names"
 
@@ -63,4 +64,20 @@ if [ -n "${PGPIPE_TEST_DSN:-}" ]; then
         && fail ".run --check of the broken file succeeded"
     grep -q '^test/run/broken.pgpipe:1:1: unknown directive .sorce' "$tmp/out" || fail ".run --check: $(cat "$tmp/out")"
     echo ".run --check in the shell: the same"
+fi
+
+# a watched folder that cannot be read (a path under a file: no mkdir, no
+# opendir, even as root) is said once, not silently skipped and not at every
+# poll; one that does not exist is made
+if [ -n "${PGPIPE_TEST_DSN:-}" ]; then
+    : > "$tmp/afile"
+    printf '.pipeline rc_dir\n.source files bad --dir %s/afile/in --poll 50ms\n.source files new --dir %s/made/in --poll 50ms\n' \
+        "$tmp" "$tmp" > "$tmp/dir.pgpipe"
+    env -u PGHOST -u PGPORT timeout 60 "$P" run --db "$PGPIPE_TEST_DSN" --for 2s "$tmp/dir.pgpipe" \
+        > "$tmp/out" 2>&1 || fail "run with a bad folder: $(cat "$tmp/out")"
+    n=$(grep -c 'cannot read the folder it watches.*source=bad.*error="Not a directory"' "$tmp/out")
+    [ "$n" = 1 ] || fail "the bad folder was said $n times: $(cat "$tmp/out")"
+    [ -d "$tmp/made/in" ] || fail "the missing folder was not made"
+    grep -q 'cannot read the folder.*source=new' "$tmp/out" && fail "the made folder was reported: $(cat "$tmp/out")"
+    echo "run: an unreadable folder is said once; a missing one is made"
 fi
