@@ -973,7 +973,7 @@ PGT_TEST(claim, server_restart_and_several_processes)
             wo.poll_ms = 100;
             pgpipe_handler h = { NULL, NULL,
                 "INSERT INTO claim_t_rslog SELECT (e->>'id')::bigint, pg_backend_pid()"
-                " FROM jsonb_array_elements($1::jsonb) e, pg_sleep(0.02)", NULL };
+                " FROM jsonb_array_elements($1::jsonb) e, pg_sleep(0.05)", NULL };
             pgpipe_workers *w;
             if (pgpipe_workers_open(&w, pool, &h, &wo) != PGPIPE_OK)
                 _exit(2);
@@ -992,8 +992,15 @@ PGT_TEST(claim, server_restart_and_several_processes)
             _exit(rc == PGPIPE_OK ? 0 : 1);
         }
     }
-    /* restart the server while they work */
-    pgpipe_sleep_ms(300);
+    /* restart the server while they work: once some batches are done (not
+    ** after a fixed time, which a slow start under load can outlast, so the
+    ** restart came before any worker had connected), bounded at 30 s */
+    c = pgt_connect();
+    for (int i = 0; i < 600 && claim_t_scalar(c, "SELECT count(*) FROM claim_t_rslog") < 30; i++)
+        pgpipe_sleep_ms(50);
+    long long before = claim_t_scalar(c, "SELECT count(*) FROM claim_t_rslog");
+    PQfinish(c);
+    PGT_CHECK_MSG(before >= 30 && before < 3000, "%lld rows done before the restart", before);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "sh tool/pgtmp.sh restart '%s' >/dev/null 2>&1", dir);
     PGT_EQ_INT(system(cmd), 0);
