@@ -3971,6 +3971,24 @@ static int records_run(shell *sh, const char *coll, const char *sub, const char 
                        pgpipe_records_filter *f)
 {
     const char *one = cur.npos ? cur.pos[0] : "";
+    /* only create and import make a collection: a read, update or delete of
+    ** a mistyped name must not leave a new empty table behind */
+    if (strcmp(sub, "create") && strcmp(sub, "import")) {
+        char tname[160];
+        snprintf(tname, sizeof tname, "%s%s", strchr(coll, '.') ? "" : "records.", coll);
+        char *q = quote_qualified(tname);
+        const char *params[1] = { q };
+        char *there = q ? query_value(sh, "SELECT to_regclass($1) IS NOT NULL", 1, params) : NULL;
+        int missing = there && !strcmp(there, "f");
+        free(there);
+        if (missing) {
+            errorf(".records %s: no collection %s (table %s does not exist; .records %s create "
+                   "JSON or import FILE makes it)", sub, coll, q, coll);
+            free(q);
+            return 1;
+        }
+        free(q);
+    }
     char *ci = work_conninfo(sh->conn);
     pgpipe_pool_options po;
     pgpipe_pool_options_init(&po);
@@ -4095,9 +4113,35 @@ static const argspec spec_records[] = {
     { NULL, NULL, 0, 0, NULL, NULL },
 };
 
+/* Where the JSON or FILTER of a .records command that starts at p ends: at
+** a word outside quotes that starts with "--" and a letter (an option, as in
+** find age > 30 --limit 5; neither JSON nor a filter has such a word), or at
+** the end of the line. */
+static const char *records_text_end(const char *p)
+{
+    char quote = 0;
+    for (const char *c = p; *c; c++) {
+        if (quote) {
+            if (*c == '\\' && quote == '"' && c[1])
+                c++;
+            else if (*c == quote)
+                quote = 0;
+        } else if (*c == '"' || *c == '\'') {
+            quote = *c;
+        } else if (c[0] == '-' && c[1] == '-' && isalpha((unsigned char)c[2]) && c > p &&
+                   isspace((unsigned char)c[-1])) {
+            const char *e = c;
+            while (e > p && isspace((unsigned char)e[-1]))
+                e--;
+            return e == p ? c : e;
+        }
+    }
+    return p + strlen(p);
+}
+
 /* .records COLLECTION SUB [options] ARGS: every argument is checked before
 ** the collection is opened (opening makes it). The options come before the
-** ARGS, or after the FILE of import and export. */
+** ARGS, or after them (the FILE of import and export, the JSON or FILTER). */
 static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc;
@@ -4146,14 +4190,32 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
     const char *text = NULL;
     int onearg = !strcmp(sub, "update") ? 1 : !strcmp(sub, "create") ? 0 : textual ? 0 : 99;
     int positional = 0;
+    const char *text_end = NULL;
+    argspec s = *sp;
+    s.args = strchr(sp->args, ' ') + 1;
+    s.minpos = textual ? onearg : sp->minpos;
+    s.maxpos = textual ? onearg : sp->maxpos;
     for (;;) {
         const char *q = p;
         if (!records_word(&q, w, sizeof w))
             break;
         int is_opt = w[0] == '-' && w[1] == '-';
         if (!is_opt && textual && positional >= onearg) {
-            text = p; /* JSON or FILTER: the rest */
-            break;
+            if (text) {
+                /* an unknown option before it is the likelier mistake: said first */
+                if (!opt_parse(&cur, name, &s, words, nw))
+                    errorf("%s: unexpected \"%s\" after the options (the %s comes first or "
+                           "last, in one piece)", name, w, !strcmp(sub, "find") ||
+                           !strcmp(sub, "count") ? "FILTER" : "JSON");
+                goto done;
+            }
+            /* JSON or FILTER: the rest of the line, up to options after it */
+            text = p;
+            text_end = records_text_end(p);
+            if (!*text_end)
+                break;
+            p = text_end;
+            continue;
         }
         if (nw >= 47) {
             errorf("%s: too many arguments", name);
@@ -4180,15 +4242,11 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
             p = q;
         }
     }
-    argspec s = *sp;
-    s.args = strchr(sp->args, ' ') + 1;
-    s.minpos = textual ? onearg : sp->minpos;
-    s.maxpos = textual ? onearg : sp->maxpos;
     if (opt_parse(&cur, name, &s, words, nw))
         goto done;
     while (text && isspace((unsigned char)*text))
         text++;
-    char *arg = strdup(text ? text : "");
+    char *arg = text ? strndup(text, text_end ? (size_t)(text_end - text) : strlen(text)) : strdup("");
     if (!arg) {
         errorf("out of memory");
         goto done;
@@ -5792,6 +5850,61 @@ static int spool_health(FILE *out)
     return st.records > 0;
 }
 
+/* .spool add: every line of f must be JSON (the drain would dead-letter any
+** other), checked before one is spooled, so a wrong file changes nothing.
+** Returns what to read the records from: f again from where it was, or for
+** stdin and other input that cannot seek, an unnamed temporary copy made
+** while checking (the caller closes it); NULL after saying what is wrong. */
+static FILE *spool_add_check(FILE *f, const char *file)
+{
+    FILE *copy = NULL;
+    off_t start = ftello(f); /* where it is: stdin may be a script read so far */
+    if (start < 0 && !(copy = tmpfile())) {
+        errorf(".spool add: %s: a temporary copy: %s", file, strerror(errno));
+        return NULL;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long long lineno = 0;
+    int bad = 0;
+    while (!bad && (n = getline(&line, &cap, f)) > 0) {
+        lineno++;
+        if (copy && fwrite(line, 1, (size_t)n, copy) != (size_t)n) {
+            errorf(".spool add: %s: a temporary copy: %s", file, strerror(errno));
+            bad = 1;
+            break;
+        }
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            n--;
+        pgpipe_error err;
+        if (n && pgpipe_json_validate(line, (size_t)n, &err) != PGPIPE_OK) {
+            char *at = strstr(err.message, " at line 1, column ");
+            if (at)
+                *at = '\0';
+            errorf(".spool add: %s:%lld:%lld: %s (each line must be one JSON record; nothing was "
+                   "spooled)", strcmp(file, "-") ? file : "<stdin>", lineno, err.column, err.message);
+            bad = 1;
+        }
+    }
+    free(line);
+    if (!bad && ferror(f)) {
+        errorf(".spool add: %s: %s", file, strerror(errno));
+        bad = 1;
+    }
+    if (f == stdin)
+        clearerr(stdin); /* an interactive shell reads on after Ctrl-D */
+    FILE *from = copy ? copy : f;
+    if (bad || fseeko(from, copy ? 0 : start, SEEK_SET) != 0) {
+        if (!bad)
+            errorf(".spool add: %s: %s", file, strerror(errno));
+        if (copy)
+            fclose(copy);
+        return NULL;
+    }
+    return from;
+}
+
 /* .spool check DIR | status DIR | add DIR FILE | drain DIR; also `pgpipe spool check DIR` */
 static int spool_command(FILE *out, PGconn *conn, const char *what, const char *dir, const char *file,
                          const char *device, const char *source, long long batch)
@@ -5806,22 +5919,34 @@ static int spool_command(FILE *out, PGconn *conn, const char *what, const char *
             print_error(&err);
         return rc != PGPIPE_OK;
     }
+    struct stat dst;
+    if (strcmp(what, "add") && stat(dir, &dst) != 0) { /* status and drain make no spool */
+        errorf(".spool %s: no spool at %s: %s (.spool add makes one)", what, dir, strerror(errno));
+        return 1;
+    }
+    FILE *in = NULL, *f = NULL; /* .spool add: the input, and what the records are read from */
+    if (!strcmp(what, "add")) {
+        in = strcmp(file, "-") ? fopen(file, "r") : stdin;
+        if (!in) {
+            errorf(".spool add: %s: %s", file, strerror(errno));
+            return 1;
+        }
+        f = spool_add_check(in, file);
+        if (in != stdin && in != f)
+            fclose(in);
+        if (!f)
+            return 1;
+    }
     pgpipe_spool_options so;
     pgpipe_spool_options_init(&so);
     so.device_id = device;
     pgpipe_spool *s = NULL;
     int rc = pgpipe_spool_open(&s, dir, &so);
     if (rc == PGPIPE_OK && !strcmp(what, "add")) {
-        FILE *f = strcmp(file, "-") ? fopen(file, "r") : stdin;
         char *line = NULL;
         size_t cap = 0;
         ssize_t n;
         long long added = 0, seq = 0;
-        if (!f) {
-            errorf(".spool add: %s: %s", file, strerror(errno));
-            pgpipe_spool_close(s);
-            return 1;
-        }
         while (rc == PGPIPE_OK && (n = getline(&line, &cap, f)) > 0) {
             while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
                 n--;
@@ -5829,8 +5954,6 @@ static int spool_command(FILE *out, PGconn *conn, const char *what, const char *
                 added++;
         }
         free(line);
-        if (f != stdin)
-            fclose(f);
         if (rc == PGPIPE_OK)
             rc = pgpipe_spool_sync(s);
         if (rc == PGPIPE_OK)
@@ -5862,6 +5985,8 @@ static int spool_command(FILE *out, PGconn *conn, const char *what, const char *
         print_error(pgpipe_errinfo(s));
     }
     pgpipe_spool_close(s);
+    if (f && f != stdin)
+        fclose(f);
     return rc != PGPIPE_OK;
 }
 
@@ -6094,7 +6219,9 @@ static const command commands[] = {
       "the store-and-forward spool (a folder of segment files; pgpipe.h, spool): check inspects\n"
       "it offline (also `pgpipe spool check DIR`): each segment whole, or the offset and bytes\n"
       "that are damaged; status opens it (a torn tail is cut off and reported) and shows its\n"
-      "size and age; add appends each line of an NDJSON FILE; drain sends the records to\n"
+      "size and age (status and drain need the spool to exist); add appends each line of an\n"
+      "NDJSON FILE, all checked as JSON first (a bad line: FILE:LINE:COLUMN, nothing\n"
+      "spooled); drain sends the records to\n"
       "staging.raw_events on this connection, each exactly once even after a crash, and\n"
       "deletes them. A damaged segment is quarantined (DIR/quarantine) and the rest drains.",
       cmd_spool, spec_spool, 0 },

@@ -45,6 +45,23 @@ has "$out" "
 first_sorted=$(printf '%s\n' "$out" | grep '"fields"' | sed -n 3p)
 has "$first_sorted" '"Carol"'
 
+# options after the FILTER (as .help shows them), a "--" inside a quoted value
+# stays in the filter; a word after the options and an unknown option are said
+out=$($P "$D" '.records rec_sh find age exists --sort -name --limit 1') || fail "find FILTER --options"
+[ "$(printf '%s\n' "$out" | grep -c '"fields"')" = 1 ] || fail "find FILTER --limit 1: $out"
+has "$out" '"Carol"'
+out=$($P "$D" '.records rec_sh count name = "x --limit 1"') || fail "-- in a quoted value"
+[ "$out" = 0 ] || fail "-- in a quoted value: $out"
+err=$($P "$D" '.records rec_sh find age exists --limit 1 name = x' 2>&1) && fail "text after options accepted"
+has "$err" 'unexpected "name" after the options'
+err=$($P "$D" '.records rec_sh find age exists --limt 1' 2>&1) && fail "--limt accepted"
+has "$err" "did you mean --limit?"
+# reading a collection that is not there is an error and makes no table
+err=$($P "$D" '.records rec_sh_typo find' 2>&1) && fail "find in no collection: $err"
+has "$err" "no collection rec_sh_typo"
+err=$($P "$D" '.records rec_sh_typo count' 2>&1) && fail "count in no collection: $err"
+[ "$($P -tA "$D" "SELECT to_regclass('records.rec_sh_typo') IS NULL")" = t ] || fail "a read made the table"
+
 # errors: a bad filter names the column, a missing id is an error, injection is inert
 err=$($P "$D" '.records rec_sh find name = Alice' 2>&1) && fail "bad filter accepted"
 has "$err" "column 8"

@@ -16,6 +16,23 @@ src="spool-sh-$$"
 i=1
 while [ $i -le 200 ]; do printf '{"event_type":"t","i":%d}\n' $i; i=$((i + 1)); done > "$tmp/in.ndjson"
 
+# a line that is not JSON: refused with FILE:LINE:COLUMN before anything is
+# spooled (no folder made), from a file and from stdin; status and drain of a
+# spool that is not there say so and make none
+printf '{"event_type":"t","i":1}\n{"event_type":\n' > "$tmp/bad.ndjson"
+out=$($P spool add "$tmp/sp" "$tmp/bad.ndjson" 2>&1) && fail "add of a bad file: $out"
+has "$out" "bad.ndjson:2:15: expected a value after ':'"
+has "$out" "nothing was spooled"
+out=$($P "$D" ".spool add $tmp/sp -" < "$tmp/bad.ndjson" 2>&1) && fail "add of bad stdin: $out"
+has "$out" "<stdin>:2:15:"
+[ ! -e "$tmp/sp" ] || fail "a refused add made the spool"
+out=$($P "$D" ".spool status $tmp/sp" 2>&1) && fail "status of no spool: $out"
+has "$out" "no spool at $tmp/sp"
+out=$($P "$D" ".spool drain $tmp/sp" 2>&1) && fail "drain of no spool: $out"
+[ ! -e "$tmp/sp" ] || fail "status or drain made a spool"
+out=$(head -n 3 "$tmp/in.ndjson" | $P "$D" ".spool add $tmp/sp0 -") || fail "add from stdin: $out"
+has "$out" "spooled 3 records"
+
 out=$($P spool add "$tmp/sp" "$tmp/in.ndjson" --device shdev) || fail "add: $out"
 has "$out" "spooled 200 records (last sequence 200)"
 out=$($P spool check "$tmp/sp") || fail "check: $out"
