@@ -99,6 +99,32 @@ static void mask_case(const char *in, const char *want)
     PGT_EQ_INT(n, strlen(want));
 }
 
+/* pgpipe_error_format says each part once: no "fields:1:9: fields: ..." and
+** no "... at line 1, column 9" after a prefix that gives it; column 0 (not
+** known) is left out */
+PGT_TEST(util, error_format_says_the_place_once)
+{
+    pgpipe_error e;
+    char buf[512];
+    pgpipe_error_clear(&e);
+    pp_err_at(&e, PGPIPE_PARSE, "fields", 1, 9, 8,
+              "fields: expected a value after ':', found the end of the input at line 1, column 9");
+    pgpipe_error_format(&e, buf, sizeof buf);
+    PGT_EQ_STR(buf, "fields:1:9: expected a value after ':', found the end of the input");
+    PGT_CONTAINS(e.message, "fields: expected"); /* the message itself keeps both */
+    pp_err_at(&e, PGPIPE_PARSE, "a.json", 2, 0, 5, "expected '[' at line 2 (byte offset 5)");
+    pgpipe_error_format(&e, buf, sizeof buf);
+    PGT_EQ_STR(buf, "a.json:2: expected '[' at line 2 (byte offset 5)");
+    /* another place in the message than the error's own stays */
+    pp_err_at(&e, PGPIPE_PARSE, "b.csv", 3, 4, 0, "quote opened at line 1, column 2");
+    pgpipe_error_format(&e, buf, sizeof buf);
+    PGT_EQ_STR(buf, "b.csv:3:4: quote opened at line 1, column 2");
+    /* a message that is only the source's name is not emptied of it */
+    pp_err_at(&e, PGPIPE_PARSE, "x", 1, 1, 0, "xy: z");
+    pgpipe_error_format(&e, buf, sizeof buf);
+    PGT_EQ_STR(buf, "x:1:1: xy: z");
+}
+
 PGT_TEST(util, conninfo_mask)
 {
     mask_case("host=db user=app password=hunter2 dbname=x",

@@ -362,16 +362,31 @@ int pgpipe_error_format(const pgpipe_error *e, char *buf, size_t size)
     if (!e)
         return snprintf(buf, size, "%s", "no error");
     char where[320] = "";
-    if (e->source[0] && e->line > 0)
+    if (e->source[0] && e->line > 0 && e->column > 0)
         snprintf(where, sizeof where, "%s:%lld:%lld: ", e->source, e->line, e->column);
+    else if (e->source[0] && e->line > 0) /* column 0: not known */
+        snprintf(where, sizeof where, "%s:%lld: ", e->source, e->line);
     else if (e->source[0])
         snprintf(where, sizeof where, "%s: ", e->source);
     else if (e->line > 0)
         snprintf(where, sizeof where, "line %lld, column %lld: ", e->line, e->column);
     const char *msg = e->message[0] ? e->message : pgpipe_errstr(e->code);
+    /* what the prefix already says is not said twice: a message that names
+    ** the source first ("fields: ...", for pgpipe_errmsg's readers) or ends
+    ** with the place (the JSON parser's " at line L, column C") */
+    size_t slen = strlen(e->source);
+    if (where[0] && slen && !strncmp(msg, e->source, slen) && !strncmp(msg + slen, ": ", 2))
+        msg += slen + 2;
+    int mlen = (int)strlen(msg);
+    if (e->source[0] && e->line > 0) {
+        char at[64];
+        int alen = snprintf(at, sizeof at, " at line %lld, column %lld", e->line, e->column);
+        if (alen < mlen && !strcmp(msg + mlen - alen, at))
+            mlen -= alen;
+    }
     if (e->sqlstate[0])
-        return snprintf(buf, size, "%s%s [SQLSTATE %s]", where, msg, e->sqlstate);
-    return snprintf(buf, size, "%s%s", where, msg);
+        return snprintf(buf, size, "%s%.*s [SQLSTATE %s]", where, mlen, msg, e->sqlstate);
+    return snprintf(buf, size, "%s%.*s", where, mlen, msg);
 }
 
 /* ---- Logging ---------------------------------------------------------- */
