@@ -429,6 +429,7 @@ typedef struct pp_framer {
     long long nl_off;     /* array: offset of the current line's first byte */
     long long cont;       /* array: UTF-8 continuation bytes seen on the current line */
     int unclosed;         /* set by framer_end: the array lacks its ']' */
+    int single;           /* array: the input is one object, not an array */
     pgpipe_error err;     /* a broken frame (PGPIPE_PARSE): message, line, offset */
 } pp_framer;
 
@@ -9428,7 +9429,8 @@ int pgpipe_csv_copy_row(const pgpipe_csv *r, pgpipe_copy_buf *out)
 #ifndef PGPIPE_OMIT_FRAMER
 /*
 ** The framer: a stream of NDJSON lines, of one JSON array (streamed element
-** by element) or of one JSON document, fed in chunks that may cut a record
+** by element; PP_FRAME_ARRAY also takes one object as the one record) or of
+** one JSON document, fed in chunks that may cut a record
 ** anywhere, into records handed to a callback with their line, column and
 ** byte offset. The array scan reads every byte of the input, so its steps
 ** are static inline in one loop and touch nothing but the framer.
@@ -9681,7 +9683,15 @@ static int framer_array_feed(pp_framer *f, const char *data, size_t len, long lo
             if (c == '[') { f->state = PP_FR_FIRST; i++; continue; }
             if (c == '\n') { FRAMER_NL(f, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            return framer_fatal(f, base + (long long)i, "expected '[' to start a JSON array", c);
+            if (c == '{') { /* one object (a pretty-printed document): the one record */
+                f->single = 1;
+                start = i;
+                carried = 0;
+                i += framer_begin_element(f, c, base + (long long)i);
+                continue;
+            }
+            return framer_fatal(f, base + (long long)i,
+                                "expected '[' to start a JSON array or '{' to start one object", c);
         case PP_FR_FIRST:
         case PP_FR_VALUE:
             if (c == '\n') { FRAMER_NL(f, base + (long long)i); i++; continue; }
@@ -9700,6 +9710,10 @@ static int framer_array_feed(pp_framer *f, const char *data, size_t len, long lo
         case PP_FR_AFTER:
             if (c == '\n') { FRAMER_NL(f, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
+            if (f->single)
+                return framer_fatal(f, base + (long long)i, "unexpected data after the JSON object "
+                                    "(a JSON file is one object or an array; one object a line "
+                                    "is NDJSON)", c);
             if (c == ',') { f->state = PP_FR_VALUE; i++; continue; }
             if (c == ']') { f->state = PP_FR_END; i++; continue; }
             return framer_fatal(f, base + (long long)i, "expected ',' or ']' after an array element", c);
@@ -9726,7 +9740,7 @@ static int framer_array_end(pp_framer *f)
         framer_carry_done(f);
         f->state = PP_FR_AFTER;
     }
-    if (rc == PGPIPE_OK && f->state != PP_FR_END && f->state != PP_FR_START)
+    if (rc == PGPIPE_OK && f->state != PP_FR_END && f->state != PP_FR_START && !f->single)
         f->unclosed = 1;
     return rc;
 }
@@ -15274,8 +15288,22 @@ static int copy_chunk_done(pgpipe_loader *l, int rc)
     return prc;
 }
 
-/* Decide the format from the first bytes that are not whitespace or a BOM. */
-static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
+/* Is p[0..n), the first line of an input that starts with '{', an object
+** that goes on over the next lines (a pretty-printed document): valid JSON
+** as far as it goes, but ended too soon? */
+static int copy_line_goes_on(const unsigned char *p, size_t n)
+{
+    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    pgpipe_error e;
+    return pgpipe_json_validate((const char *)p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
+}
+
+/* Decide the format from the first bytes that are not whitespace or a BOM:
+** '[' a JSON array, '{' NDJSON, unless its first line is only the start of
+** one object over several lines (then that object is the one record),
+** anything else CSV. at_end: the input is all here. */
+static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len, int at_end)
 {
     if (l->format != PGPIPE_FORMAT_AUTO) {
         int rc = copy_feed_known(l, data, len, l->in_bytes);
@@ -15295,7 +15323,15 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
     if (i == l->sniff.len)
         return l->sniff.len > l->max_record ? copy_errf(l, PGPIPE_PARSE, "loader: %s: no data",
                                                         l->source) : PGPIPE_OK;
-    l->format = s[i] == '[' ? PGPIPE_FORMAT_JSON : s[i] == '{' ? PGPIPE_FORMAT_NDJSON : PGPIPE_FORMAT_CSV;
+    int fmt = s[i] == '[' ? PGPIPE_FORMAT_JSON : s[i] == '{' ? PGPIPE_FORMAT_NDJSON : PGPIPE_FORMAT_CSV;
+    if (s[i] == '{') {
+        const unsigned char *nl = memchr(s + i, '\n', l->sniff.len - i);
+        if (!nl && !at_end && l->sniff.len - i <= l->max_record)
+            return PGPIPE_OK; /* the first line's end decides */
+        if (nl && copy_line_goes_on(s + i, (size_t)(nl - (s + i))))
+            fmt = PGPIPE_FORMAT_JSON;
+    }
+    l->format = fmt;
     copy_framer_begin(l, l->format);
     int rc = copy_format_ready(l, l->csv_delimiter_now);
     if (rc != PGPIPE_OK)
@@ -15462,7 +15498,7 @@ static int copy_load_pass(pgpipe_loader *l, int fd, const char *name, const char
         }
         if (n == 0)
             break;
-        rc = copy_feed_any(l, buf, (size_t)n);
+        rc = copy_feed_any(l, buf, (size_t)n, 0);
     }
     pp_free(buf);
     l->failed = rc;
@@ -15614,7 +15650,7 @@ int pgpipe_loader_feed(pgpipe_loader *l, const void *buf, size_t len)
     }
     if (l->failed)
         return l->failed;
-    rc = copy_feed_any(l, buf, len);
+    rc = copy_feed_any(l, buf, len, 0);
     if (rc != PGPIPE_OK)
         l->failed = rc;
     return rc;
@@ -15627,6 +15663,8 @@ int pgpipe_loader_finish(pgpipe_loader *l)
     if (!l->active)
         return l->failed ? l->failed : copy_errf(l, PGPIPE_MISUSE, "loader: no load to finish");
     int rc = l->failed;
+    if (rc == PGPIPE_OK && l->format == PGPIPE_FORMAT_AUTO && l->sniff.len)
+        rc = copy_feed_any(l, "", 0, 1); /* one line that waited for its end decides now */
     if (rc == PGPIPE_OK && l->format == PGPIPE_FORMAT_AUTO && l->sniff.len) {
         /* only whitespace so far: nothing to load */
         l->sniff.len = 0;

@@ -112,8 +112,9 @@ PGT_TEST(framer, array_elements_positions)
 
 PGT_TEST(framer, array_broken_frames)
 {
-    fr_t_expect(PP_FRAME_ARRAY, 1000, "{\"a\":1}",
-                "E1@0 expected '[' to start a JSON array, found '{' at line 1 (byte offset 0)\n");
+    fr_t_expect(PP_FRAME_ARRAY, 1000, "\"a\"",
+                "E1@0 expected '[' to start a JSON array or '{' to start one object, found '\"' at "
+                "line 1 (byte offset 0)\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[{},,{}]",
                 "L1:C1@1 {}\nE1@4 expected an array element, found ',' at line 1 (byte offset 4)\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[{}\n{}]",
@@ -133,6 +134,24 @@ PGT_TEST(framer, array_broken_frames)
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[{}", "L1:C1@1 {}\nUNCLOSED\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[12", "L1:C1@1 12\nUNCLOSED\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "", "");
+}
+
+/* A JSON file that is one object (a saved webhook, pretty-printed): that
+** object is the one record, wherever the chunks cut it; data after it is a
+** broken frame, an object cut off by the input's end a cut record. */
+PGT_TEST(framer, array_framer_takes_one_object)
+{
+    fr_t_expect(PP_FRAME_ARRAY, 1000, "{\"a\":1}", "L1:C0@0 {\"a\":1}\n");
+    fr_t_expect(PP_FRAME_ARRAY, 1000, "\xEF\xBB\xBF \n{\n  \"a\": [1, \"}\"],\n  \"b\": {}\n}\n\n",
+                "L2:C0@5 {\n  \"a\": [1, \"}\"],\n  \"b\": {}\n}\n");
+    fr_t_expect(PP_FRAME_ARRAY, 1000, "{}\n{}",
+                "L1:C0@0 {}\nE2@3 unexpected data after the JSON object (a JSON file is one object "
+                "or an array; one object a line is NDJSON), found '{' at line 2 (byte offset 3)\n");
+    fr_t_expect(PP_FRAME_ARRAY, 1000, "{}]", "L1:C0@0 {}\nE1@2 unexpected data after the JSON "
+                "object (a JSON file is one object or an array; one object a line is NDJSON), found "
+                "']' at line 1 (byte offset 2)\n");
+    fr_t_expect(PP_FRAME_ARRAY, 1000, "{\"a\":\n[1,", "L1:C0@0c {\"a\":\n[1,\n");
+    fr_t_expect(PP_FRAME_ARRAY, 5, "{\"abcdef\":1}", "L1:C0@0o {\"abc\n");
 }
 
 PGT_TEST(framer, array_overlong)

@@ -1,6 +1,7 @@
 /*
 ** The framer: a stream of NDJSON lines, of one JSON array (streamed element
-** by element) or of one JSON document, fed in chunks that may cut a record
+** by element; PP_FRAME_ARRAY also takes one object as the one record) or of
+** one JSON document, fed in chunks that may cut a record
 ** anywhere, into records handed to a callback with their line, column and
 ** byte offset. The array scan reads every byte of the input, so its steps
 ** are static inline in one loop and touch nothing but the framer.
@@ -254,7 +255,15 @@ static int framer_array_feed(pp_framer *f, const char *data, size_t len, long lo
             if (c == '[') { f->state = PP_FR_FIRST; i++; continue; }
             if (c == '\n') { FRAMER_NL(f, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
-            return framer_fatal(f, base + (long long)i, "expected '[' to start a JSON array", c);
+            if (c == '{') { /* one object (a pretty-printed document): the one record */
+                f->single = 1;
+                start = i;
+                carried = 0;
+                i += framer_begin_element(f, c, base + (long long)i);
+                continue;
+            }
+            return framer_fatal(f, base + (long long)i,
+                                "expected '[' to start a JSON array or '{' to start one object", c);
         case PP_FR_FIRST:
         case PP_FR_VALUE:
             if (c == '\n') { FRAMER_NL(f, base + (long long)i); i++; continue; }
@@ -273,6 +282,10 @@ static int framer_array_feed(pp_framer *f, const char *data, size_t len, long lo
         case PP_FR_AFTER:
             if (c == '\n') { FRAMER_NL(f, base + (long long)i); i++; continue; }
             if (c == ' ' || c == '\t' || c == '\r') { i++; continue; }
+            if (f->single)
+                return framer_fatal(f, base + (long long)i, "unexpected data after the JSON object "
+                                    "(a JSON file is one object or an array; one object a line "
+                                    "is NDJSON)", c);
             if (c == ',') { f->state = PP_FR_VALUE; i++; continue; }
             if (c == ']') { f->state = PP_FR_END; i++; continue; }
             return framer_fatal(f, base + (long long)i, "expected ',' or ']' after an array element", c);
@@ -299,7 +312,7 @@ static int framer_array_end(pp_framer *f)
         framer_carry_done(f);
         f->state = PP_FR_AFTER;
     }
-    if (rc == PGPIPE_OK && f->state != PP_FR_END && f->state != PP_FR_START)
+    if (rc == PGPIPE_OK && f->state != PP_FR_END && f->state != PP_FR_START && !f->single)
         f->unclosed = 1;
     return rc;
 }

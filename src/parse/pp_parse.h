@@ -66,6 +66,7 @@ typedef struct pp_framer {
     long long nl_off;     /* array: offset of the current line's first byte */
     long long cont;       /* array: UTF-8 continuation bytes seen on the current line */
     int unclosed;         /* set by framer_end: the array lacks its ']' */
+    int single;           /* array: the input is one object, not an array */
     pgpipe_error err;     /* a broken frame (PGPIPE_PARSE): message, line, offset */
 } pp_framer;
 

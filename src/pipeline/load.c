@@ -846,8 +846,22 @@ static int copy_chunk_done(pgpipe_loader *l, int rc)
     return prc;
 }
 
-/* Decide the format from the first bytes that are not whitespace or a BOM. */
-static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
+/* Is p[0..n), the first line of an input that starts with '{', an object
+** that goes on over the next lines (a pretty-printed document): valid JSON
+** as far as it goes, but ended too soon? */
+static int copy_line_goes_on(const unsigned char *p, size_t n)
+{
+    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    pgpipe_error e;
+    return pgpipe_json_validate((const char *)p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
+}
+
+/* Decide the format from the first bytes that are not whitespace or a BOM:
+** '[' a JSON array, '{' NDJSON, unless its first line is only the start of
+** one object over several lines (then that object is the one record),
+** anything else CSV. at_end: the input is all here. */
+static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len, int at_end)
 {
     if (l->format != PGPIPE_FORMAT_AUTO) {
         int rc = copy_feed_known(l, data, len, l->in_bytes);
@@ -867,7 +881,15 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len)
     if (i == l->sniff.len)
         return l->sniff.len > l->max_record ? copy_errf(l, PGPIPE_PARSE, "loader: %s: no data",
                                                         l->source) : PGPIPE_OK;
-    l->format = s[i] == '[' ? PGPIPE_FORMAT_JSON : s[i] == '{' ? PGPIPE_FORMAT_NDJSON : PGPIPE_FORMAT_CSV;
+    int fmt = s[i] == '[' ? PGPIPE_FORMAT_JSON : s[i] == '{' ? PGPIPE_FORMAT_NDJSON : PGPIPE_FORMAT_CSV;
+    if (s[i] == '{') {
+        const unsigned char *nl = memchr(s + i, '\n', l->sniff.len - i);
+        if (!nl && !at_end && l->sniff.len - i <= l->max_record)
+            return PGPIPE_OK; /* the first line's end decides */
+        if (nl && copy_line_goes_on(s + i, (size_t)(nl - (s + i))))
+            fmt = PGPIPE_FORMAT_JSON;
+    }
+    l->format = fmt;
     copy_framer_begin(l, l->format);
     int rc = copy_format_ready(l, l->csv_delimiter_now);
     if (rc != PGPIPE_OK)
@@ -1034,7 +1056,7 @@ static int copy_load_pass(pgpipe_loader *l, int fd, const char *name, const char
         }
         if (n == 0)
             break;
-        rc = copy_feed_any(l, buf, (size_t)n);
+        rc = copy_feed_any(l, buf, (size_t)n, 0);
     }
     pp_free(buf);
     l->failed = rc;
@@ -1186,7 +1208,7 @@ int pgpipe_loader_feed(pgpipe_loader *l, const void *buf, size_t len)
     }
     if (l->failed)
         return l->failed;
-    rc = copy_feed_any(l, buf, len);
+    rc = copy_feed_any(l, buf, len, 0);
     if (rc != PGPIPE_OK)
         l->failed = rc;
     return rc;
@@ -1199,6 +1221,8 @@ int pgpipe_loader_finish(pgpipe_loader *l)
     if (!l->active)
         return l->failed ? l->failed : copy_errf(l, PGPIPE_MISUSE, "loader: no load to finish");
     int rc = l->failed;
+    if (rc == PGPIPE_OK && l->format == PGPIPE_FORMAT_AUTO && l->sniff.len)
+        rc = copy_feed_any(l, "", 0, 1); /* one line that waited for its end decides now */
     if (rc == PGPIPE_OK && l->format == PGPIPE_FORMAT_AUTO && l->sniff.len) {
         /* only whitespace so far: nothing to load */
         l->sniff.len = 0;

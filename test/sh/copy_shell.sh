@@ -20,6 +20,24 @@ has "$out" "2"
 out=$($P -m csv "$D" "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = 'copysh_ndjson'")
 has "$out" "at line 3, column 1"
 
+# a JSON file that is one pretty-printed object (a saved webhook) is one
+# record, by --format json and by the format found from the first line;
+# NDJSON in a .json file is still NDJSON
+printf '{\n  "event_type": "copysh_one",\n  "n": [1,\n 2]\n}\n' > "$tmp/one.json"
+out=$($P "$D" ".load $tmp/one.json --name copysh_one") || fail "one object: $out"
+has "$out" "read 1, loaded 1, dead-lettered 0"
+out=$($P -tA "$D" "SELECT payload->>'n' FROM staging.raw_events WHERE source = 'copysh_one'")
+has "$out" "[1, 2]"
+printf '{"event_type":"copysh_one2"}' | $P "$D" ".load - --format json --name copysh_one2" >"$tmp/out" 2>&1 ||
+    fail "one object on stdin: $(cat "$tmp/out")"
+has "$(cat "$tmp/out")" "read 1, loaded 1"
+printf '{"event_type":"a","k":1}\n{"event_type":"a","k":2}\n' > "$tmp/nd.json"
+out=$($P "$D" ".load $tmp/nd.json --name copysh_ndj") || fail "ndjson in .json: $out"
+has "$out" "read 2, loaded 2"
+printf '{\n "event_type": "a"\n}\n{"event_type": "b"}\n' > "$tmp/two.json"
+out=$($P "$D" ".load $tmp/two.json --name copysh_two" 2>&1) && fail "two objects accepted: $out"
+has "$out" "copysh_two:4: loader: unexpected data after the JSON object"
+
 # a named pipe (as <(zcat f.gz) gives): read once, by the loader; the shell's
 # check that the file is there must not open it and take the writer's data
 mkfifo "$tmp/fifo" || fail "mkfifo"
