@@ -391,14 +391,40 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
     int rc;
     l->ndone = 0;
     if (l->load_key) {
-        const char *v[2] = { l->load_key, l->target };
+        char *mapping = copy_mapping_json(l);
+        if (!mapping)
+            return pp_err_nomem(&ln->err);
+        const char *v[3] = { l->load_key, l->target, mapping };
         rc = copy_exec(ln, "SELECT id, coalesce(options->>'batch_rows', ''), "
-                          "coalesce(options->>'batch_bytes', ''), " COPY_LOAD_STARTED " FROM pgpipe.loads "
+                          "coalesce(options->>'batch_bytes', ''), " COPY_LOAD_STARTED ", format, "
+                          "coalesce(options->'mapping' = $3::jsonb, true) FROM pgpipe.loads "
                           "WHERE source_checksum = $1 AND target = $2 ORDER BY id DESC LIMIT 1",
-                       2, v, &r, transient);
+                       3, v, &r, transient);
+        pp_free(mapping);
         if (rc != PGPIPE_OK)
             return rc;
         if (PQntuples(r) == 1) {
+            /* a resume skips the batches the earlier run committed: only
+            ** right when it reads the file the same way. A run with another
+            ** format or mapping (the first one's mistake fixed) would skip
+            ** records it never loaded. */
+            const char *was = PQgetvalue(r, 0, 4);
+            int other_format = l->format != PGPIPE_FORMAT_AUTO && strcmp(was, "auto") &&
+                               strcmp(was, copy_format_name(l->format));
+            if (other_format || PQgetvalue(r, 0, 5)[0] != 't') {
+                char what[96];
+                if (other_format)
+                    snprintf(what, sizeof what, "format %s; this one %s", was,
+                             copy_format_name(l->format));
+                else
+                    snprintf(what, sizeof what, "another field mapping or --require");
+                rc = pp_err(&ln->err, PGPIPE_MISUSE, "loader: load %s of %s ran with %s: resuming "
+                            "it would skip the batches that run committed. To load the file again "
+                            "as a new load, give the load another key (.load --key NAME; "
+                            "pgpipe_loader_options.load_key)", PQgetvalue(r, 0, 0), l->source, what);
+                PQclear(r);
+                return rc;
+            }
             l->load_id = atoll(PQgetvalue(r, 0, 0));
             snprintf(l->load_started, sizeof l->load_started, "%s", PQgetvalue(r, 0, 3));
             /* the batch boundaries must be those of the earlier run */

@@ -38,6 +38,22 @@ printf '{\n "event_type": "a"\n}\n{"event_type": "b"}\n' > "$tmp/two.json"
 out=$($P "$D" ".load $tmp/two.json --name copysh_two" 2>&1) && fail "two objects accepted: $out"
 has "$out" "copysh_two:4: loader: unexpected data after the JSON object"
 
+# a CSV loaded by mistake as NDJSON (every line dead-lettered), then again
+# with the right format: not taken as a resume that skips every batch, but
+# refused with the way out (another key), which then loads it
+printf 'event_type,v\nfix,1\nfix,2\n' > "$tmp/fix.csv"
+out=$($P "$D" ".load $tmp/fix.csv --format ndjson --name copysh_fix") || fail "wrong format: $out"
+has "$out" "loaded 0, dead-lettered 3"
+out=$($P "$D" ".load $tmp/fix.csv --format csv --name copysh_fix" 2>&1) && fail "format changed on resume: $out"
+has "$out" "ran with format ndjson; this one csv: resuming it would skip"
+case "$out" in *"skipped (loaded before)"*) fail "skipped: $out" ;; esac
+out=$($P "$D" ".load $tmp/fix.csv --format ndjson --require v --name copysh_fix" 2>&1) && fail "mapping changed: $out"
+has "$out" "another field mapping or --require"
+out=$($P "$D" ".load $tmp/fix.csv --format csv --name copysh_fix --key copysh-fix-2") || fail "--key: $out"
+has "$out" "read 2, loaded 2, dead-lettered 0"
+out=$($P "$D" ".load $tmp/fix.csv --format ndjson --name copysh_fix") || fail "same options again: $out"
+has "$out" "skipped (loaded before) 3"
+
 # a named pipe (as <(zcat f.gz) gives): read once, by the loader; the shell's
 # check that the file is there must not open it and take the writer's data
 mkfifo "$tmp/fifo" || fail "mkfifo"
