@@ -21554,6 +21554,7 @@ typedef struct rec_import {
     int stop;           /* a bad record stopped the import */
     /* JSON array splitter */
     int js, depth, instr, esc, scalar;
+    int single;              /* the input is one object (pretty-printed), not an array */
     long long line, col;     /* position of the next byte */
     long long eline, ecol, eoff, off;
     pp_buf elem;
@@ -21725,6 +21726,16 @@ static int rec_import_element(rec_import *im)
     return rc;
 }
 
+/* Is p[0..n), a first line that starts with '{', an object that goes on over
+** the next lines: valid JSON as far as it goes, but ended too soon? */
+static int rec_line_goes_on(const char *p, size_t n)
+{
+    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    pgpipe_error e;
+    return pgpipe_json_validate(p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
+}
+
 static int rec_import_fatal(rec_import *im, unsigned char c, const char *what)
 {
     return pp_err_at(&im->h->hdr.err, PGPIPE_PARSE, im->source, im->line, im->col, im->off,
@@ -21744,6 +21755,8 @@ static int rec_import_array(rec_import *im, const char *data, size_t len)
         case REC_JS_START:
             if (c == '[')
                 im->js = REC_JS_FIRST;
+            else if (c == '{' && im->single)
+                goto element; /* the one object is the one record */
             else if (!ws && !(im->off < 3 && c == (unsigned char)"\xEF\xBB\xBF"[im->off]))
                 return rec_import_fatal(im, c, "expected '[' to start a JSON array");
             break;
@@ -21757,6 +21770,7 @@ static int rec_import_array(rec_import *im, const char *data, size_t len)
             }
             if (c == ']' || c == ',')
                 return rec_import_fatal(im, c, "expected an array element");
+        element:
             im->js = REC_JS_ELEM;
             im->eline = im->line;
             im->ecol = im->col;
@@ -21807,6 +21821,10 @@ static int rec_import_array(rec_import *im, const char *data, size_t len)
         case REC_JS_AFTER:
             if (ws)
                 break;
+            if (im->single)
+                return rec_import_fatal(im, c, "unexpected data after the JSON object (a JSON "
+                                        "file is one object or an array; one object a line "
+                                        "is NDJSON)");
             if (c == ',')
                 im->js = REC_JS_VALUE;
             else if (c == ']')
@@ -21909,6 +21927,12 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
                 i++;
             if (i < (size_t)k) {
                 format = buf[i] == '[' ? 1 : 2;
+                /* '{' is NDJSON unless its first line only starts an object
+                ** that goes on over more lines: then that object is the one
+                ** record (a first line longer than this chunk: NDJSON) */
+                const char *nl = buf[i] == '{' ? memchr(buf + i, '\n', (size_t)k - i) : NULL;
+                if (nl && rec_line_goes_on(buf + i, (size_t)(nl - (buf + i))))
+                    format = 1, im.single = 1;
                 if (format == 2) {
                     if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {
                         rc = pp_err_nomem(&h->hdr.err);
@@ -21932,7 +21956,8 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
                     rc = rec_import_badf(&im, im.eline, im.ecol, im.eoff,
                                          "the input ended inside this array element");
             }
-            if (rc == PGPIPE_OK && format == 1 && im.js != REC_JS_END && im.js != REC_JS_ELEM)
+            if (rc == PGPIPE_OK && format == 1 && im.js != REC_JS_END && im.js != REC_JS_ELEM &&
+                !(im.single && im.js == REC_JS_AFTER))
                 rc = pp_err_at(&h->hdr.err, PGPIPE_PARSE, im.source, im.line, im.col, im.off,
                                "the JSON array is not closed with ']' at line %lld, column %lld",
                                im.line, im.col);

@@ -12,7 +12,7 @@ has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
 $1"; }
 [ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
 
-$P "$D" "SET client_min_messages = warning" "DROP TABLE IF EXISTS records.rec_sh, records.rec_sh2" >/dev/null || fail "setup"
+$P "$D" "SET client_min_messages = warning" "DROP TABLE IF EXISTS records.rec_sh, records.rec_sh2, records.rec_sh3" >/dev/null || fail "setup"
 
 # create prints the id; get shows the document; no quoting needed
 id=$($P "$D" '.records rec_sh create {"name": "Alice", "age": 31, "tags": ["x"]}') || fail "create"
@@ -86,6 +86,15 @@ has "$(cat "$tmp/err")" "in.ndjson:2:9:"
 printf '[\n {"n": 4},\n {"n": 5}\n]\n' > "$tmp/in.json"
 out=$($P "$D" ".records rec_sh2 import $tmp/in.json") || fail "array import"
 has "$out" "imported 2, skipped 0"
+# a JSON file that is one pretty-printed object is one record; another object
+# after it stops the import
+printf '{\n  "n": 6,\n  "tags": ["a",\n "b"]\n}\n' > "$tmp/one.json"
+out=$($P "$D" ".records rec_sh3 import $tmp/one.json") || fail "one-object import: $out"
+has "$out" "imported 1, skipped 0"
+has "$($P "$D" '.records rec_sh3 find n = 6')" '"tags": ["a", "b"]'
+printf '{\n "n": 7\n}\n{"n": 8}\n' > "$tmp/two.json"
+out=$($P "$D" ".records rec_sh3 import $tmp/two.json" 2>&1) && fail "two objects: $out"
+has "$out" "two.json:4:1: unexpected data after the JSON object"
 out=$($P "$D" ".records rec_sh2 import --stop-on-error $tmp/in.ndjson" 2>/dev/null) && fail "stop-on-error exit 0"
 has "$out" "nothing kept"
 out=$($P "$D" ".records rec_sh2 export $tmp/out.ndjson") || fail "export"
@@ -98,6 +107,6 @@ out=$($P "$D" ".records rec_sh2 export - --fields" | sort) || fail "export field
 {"n": 5}' ] || fail "export --fields: $out"
 out=$($P "$D" ".help records")
 has "$out" "contains"
-$P "$D" "DROP TABLE records.rec_sh, records.rec_sh2" >/dev/null
+$P "$D" "DROP TABLE records.rec_sh, records.rec_sh2, records.rec_sh3" >/dev/null
 rm -rf "$tmp"
 echo ok
