@@ -377,6 +377,11 @@ PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 #ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
+/* Is p[0..n), the first line of an input (trailing blanks and CR aside),
+** JSON that is valid as far as it goes but ends too soon: the start of one
+** value written over several lines, not a whole NDJSON record
+** (src/parse/json.c)? */
+PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n);
 /* Numbers (src/parse/json_num.c). The double nearest to the JSON number
 ** text s (n bytes, as the scanner accepted it): PGPIPE_OK, PGPIPE_LIMIT
 ** (beyond the double range: +-HUGE_VAL) or PGPIPE_NOMEM. shape says what
@@ -5841,6 +5846,14 @@ static int json_validate_at(const char *buf, size_t len, size_t max_depth, pgpip
     if (e && e->code != PGPIPE_OK)
         pgpipe_error_clear(e);
     return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n)
+{
+    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    pgpipe_error e;
+    return pgpipe_json_validate(p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
 }
 
 int pgpipe_json_validate(const char *buf, size_t len, pgpipe_error *err)
@@ -15314,17 +15327,6 @@ static int copy_chunk_done(pgpipe_loader *l, int rc)
     return prc;
 }
 
-/* Is p[0..n), the first line of an input that starts with '{', an object
-** that goes on over the next lines (a pretty-printed document): valid JSON
-** as far as it goes, but ended too soon? */
-static int copy_line_goes_on(const unsigned char *p, size_t n)
-{
-    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
-        n--;
-    pgpipe_error e;
-    return pgpipe_json_validate((const char *)p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
-}
-
 /* Decide the format from the first bytes that are not whitespace or a BOM:
 ** '[' a JSON array, '{' NDJSON, unless its first line is only the start of
 ** one object over several lines (then that object is the one record),
@@ -15354,7 +15356,7 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len, int at_
         const unsigned char *nl = memchr(s + i, '\n', l->sniff.len - i);
         if (!nl && !at_end && l->sniff.len - i <= l->max_record)
             return PGPIPE_OK; /* the first line's end decides */
-        if (nl && copy_line_goes_on(s + i, (size_t)(nl - (s + i))))
+        if (nl && json_line_goes_on((const char *)s + i, (size_t)(nl - (s + i))))
             fmt = PGPIPE_FORMAT_JSON;
     }
     l->format = fmt;
@@ -21726,16 +21728,6 @@ static int rec_import_element(rec_import *im)
     return rc;
 }
 
-/* Is p[0..n), a first line that starts with '{', an object that goes on over
-** the next lines: valid JSON as far as it goes, but ended too soon? */
-static int rec_line_goes_on(const char *p, size_t n)
-{
-    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
-        n--;
-    pgpipe_error e;
-    return pgpipe_json_validate(p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
-}
-
 static int rec_import_fatal(rec_import *im, unsigned char c, const char *what)
 {
     return pp_err_at(&im->h->hdr.err, PGPIPE_PARSE, im->source, im->line, im->col, im->off,
@@ -21931,7 +21923,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
                 ** that goes on over more lines: then that object is the one
                 ** record (a first line longer than this chunk: NDJSON) */
                 const char *nl = buf[i] == '{' ? memchr(buf + i, '\n', (size_t)k - i) : NULL;
-                if (nl && rec_line_goes_on(buf + i, (size_t)(nl - (buf + i))))
+                if (nl && json_line_goes_on(buf + i, (size_t)(nl - (buf + i))))
                     format = 1, im.single = 1;
                 if (format == 2) {
                     if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {

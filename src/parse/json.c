@@ -1020,6 +1020,14 @@ static int json_validate_at(const char *buf, size_t len, size_t max_depth, pgpip
     return PGPIPE_OK;
 }
 
+PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n)
+{
+    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    pgpipe_error e;
+    return pgpipe_json_validate(p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
+}
+
 int pgpipe_json_validate(const char *buf, size_t len, pgpipe_error *err)
 {
     if (!buf && len)

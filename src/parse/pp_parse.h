@@ -14,6 +14,11 @@
 #ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
+/* Is p[0..n), the first line of an input (trailing blanks and CR aside),
+** JSON that is valid as far as it goes but ends too soon: the start of one
+** value written over several lines, not a whole NDJSON record
+** (src/parse/json.c)? */
+PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n);
 /* Numbers (src/parse/json_num.c). The double nearest to the JSON number
 ** text s (n bytes, as the scanner accepted it): PGPIPE_OK, PGPIPE_LIMIT
 ** (beyond the double range: +-HUGE_VAL) or PGPIPE_NOMEM. shape says what

@@ -872,17 +872,6 @@ static int copy_chunk_done(pgpipe_loader *l, int rc)
     return prc;
 }
 
-/* Is p[0..n), the first line of an input that starts with '{', an object
-** that goes on over the next lines (a pretty-printed document): valid JSON
-** as far as it goes, but ended too soon? */
-static int copy_line_goes_on(const unsigned char *p, size_t n)
-{
-    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
-        n--;
-    pgpipe_error e;
-    return pgpipe_json_validate((const char *)p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
-}
-
 /* Decide the format from the first bytes that are not whitespace or a BOM:
 ** '[' a JSON array, '{' NDJSON, unless its first line is only the start of
 ** one object over several lines (then that object is the one record),
@@ -912,7 +901,7 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len, int at_
         const unsigned char *nl = memchr(s + i, '\n', l->sniff.len - i);
         if (!nl && !at_end && l->sniff.len - i <= l->max_record)
             return PGPIPE_OK; /* the first line's end decides */
-        if (nl && copy_line_goes_on(s + i, (size_t)(nl - (s + i))))
+        if (nl && json_line_goes_on((const char *)s + i, (size_t)(nl - (s + i))))
             fmt = PGPIPE_FORMAT_JSON;
     }
     l->format = fmt;

@@ -1820,16 +1820,6 @@ static int rec_import_element(rec_import *im)
     return rc;
 }
 
-/* Is p[0..n), a first line that starts with '{', an object that goes on over
-** the next lines: valid JSON as far as it goes, but ended too soon? */
-static int rec_line_goes_on(const char *p, size_t n)
-{
-    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
-        n--;
-    pgpipe_error e;
-    return pgpipe_json_validate(p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
-}
-
 static int rec_import_fatal(rec_import *im, unsigned char c, const char *what)
 {
     return pp_err_at(&im->h->hdr.err, PGPIPE_PARSE, im->source, im->line, im->col, im->off,
@@ -2025,7 +2015,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
                 ** that goes on over more lines: then that object is the one
                 ** record (a first line longer than this chunk: NDJSON) */
                 const char *nl = buf[i] == '{' ? memchr(buf + i, '\n', (size_t)k - i) : NULL;
-                if (nl && rec_line_goes_on(buf + i, (size_t)(nl - (buf + i))))
+                if (nl && json_line_goes_on(buf + i, (size_t)(nl - (buf + i))))
                     format = 1, im.single = 1;
                 if (format == 2) {
                     if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {
