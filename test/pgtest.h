@@ -62,6 +62,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -281,6 +282,26 @@ static const char *pgt_db_str_at(const char *file, int line, PGconn *c, const ch
     snprintf(b, sizeof buf[0], "%s", PQgetisnull(r, 0, 0) ? "(null)" : PQgetvalue(r, 0, 0));
     PQclear(r);
     return b;
+}
+
+/* After a client process was killed: waits (at most 30 s) until the
+** server has no backend left with application_name APP. A backend that
+** had a COMMIT in hand when its client died still commits it, after the
+** kill; counting rows before it is gone races that commit. The killed
+** child sets PGAPPNAME=APP before it connects. */
+static void pgt_db_wait_backends_gone(PGconn *c, const char *app)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s'",
+             app);
+    for (int i = 0; i < 3000; i++) {
+        if (pgt_db_int(c, sql) == 0)
+            return;
+        struct timespec ts = { 0, 10000000 };
+        nanosleep(&ts, NULL);
+    }
+    fprintf(stderr, "    the backends of '%s' were still there after 30 s\n", app);
+    pgt_end_fail();
 }
 
 /* Drops table NAME and creates it anew: CREATE TABLE NAME DEFINITION. */

@@ -705,6 +705,7 @@ PGT_TEST(spool, drain_kill9_exactly_once)
         if (pid == 0) {
             close(pfd[0]);
             spt_kill_fd = pfd[1];
+            setenv("PGAPPNAME", tag, 1);
             pgpipe_spool *t = NULL;
             if (pgpipe_spool_open(&t, dir, NULL) != PGPIPE_OK)
                 _exit(3);
@@ -731,6 +732,7 @@ PGT_TEST(spool, drain_kill9_exactly_once)
         waitpid(pid, &st, 0);
         close(pfd[0]);
         PGT_CHECK(WIFSIGNALED(st));
+        pgt_db_wait_backends_gone(c, tag);
         long long staged = spt_staged(c, tag, 0);
         PGT_EQ_INT(staged, spt_staged(c, tag, 1));
         if (round == 0)
