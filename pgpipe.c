@@ -313,6 +313,13 @@ extern const pp_sql_entry pp_sql_files[];
 PGPIPE_PRIVATE int pp_exec(PGconn *conn, const char *sql, int nparams,
                            const char *const *params, PGresult **res, pgpipe_error *err,
                            const char *context);
+/* A time filter's value (what names it in errors: "since"): a point in
+** time ("2026-11-01", "2026-11-30 08:00+01", "yesterday") or an interval
+** back from now ("1 day", "2 hours", "1 day ago" alike), resolved on conn
+** to timestamptz text in out (cap bytes; 64 is room). A value that is
+** neither: PGPIPE_PARSE naming what and the value, the SQLSTATE kept. */
+PGPIPE_PRIVATE int pp_time_arg(PGconn *conn, const char *what, const char *value, char *out,
+                               size_t cap, pgpipe_error *err);
 /* A statement prepared on conn, text parameters, text results. */
 PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
                                     const char *const *params, PGresult **res,
@@ -4651,6 +4658,71 @@ PGPIPE_PRIVATE int pp_exec(PGconn *conn, const char *sql, int nparams,
                       ? PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0)
                       : PQexec(conn, sql);
     return pp_exec_check(conn, r, res, err, context);
+}
+
+/* Is a time filter's value a point in time (else an interval back from
+** now)? A point has a year (four digits then '-', '/', '.', 'T' or the
+** end: "2026-11-01", "Nov 1 2026") or is one of PostgreSQL's special
+** words; "1 day", "90 minutes", "P1000D", "01:30" are intervals. */
+static int pp_time_is_point(const char *v)
+{
+    static const char *const words[] = { "now",   "today",     "yesterday", "tomorrow",
+                                         "epoch", "infinity", "-infinity", "+infinity" };
+    while (isspace((unsigned char)*v))
+        v++;
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        size_t n = strlen(words[i]);
+        if (!strncasecmp(v, words[i], n) && (!v[n] || isspace((unsigned char)v[n])))
+            return 1;
+    }
+    for (const char *p = v; *p; p++) {
+        if (!isdigit((unsigned char)*p) || (p > v && isdigit((unsigned char)p[-1])))
+            continue;
+        size_t n = 0;
+        while (isdigit((unsigned char)p[n]))
+            n++;
+        if (n == 4 && (!p[4] || strchr("-/.T", p[4])))
+            return 1;
+    }
+    return 0;
+}
+
+PGPIPE_PRIVATE int pp_time_arg(PGconn *conn, const char *what, const char *value, char *out,
+                               size_t cap, pgpipe_error *err)
+{
+    if (!value || !*value)
+        return pp_err(err, PGPIPE_MISUSE, "%s: empty: give a time (such as 2026-11-01 08:00 or "
+                      "yesterday) or an interval back from now (such as '1 day')", what);
+    /* one statement without a FROM: evaluated even when the query it
+    ** serves would find no rows (a bad value is said, never ignored) */
+    const char *sql = pp_time_is_point(value)
+        ? "SELECT $1::timestamptz::text"
+        : "SELECT (now() - CASE WHEN $1::interval < interval '0' THEN -$1::interval "
+          "ELSE $1::interval END)::text";
+    const char *v[1] = { value };
+    PGresult *r = NULL;
+    pgpipe_error e;
+    pgpipe_error_clear(&e);
+    if (pp_exec(conn, sql, 1, v, &r, &e, what) != PGPIPE_OK) {
+        if (e.sqlstate[0] != '2' || e.sqlstate[1] != '2') { /* not a data exception */
+            if (err)
+                *err = e;
+            return e.code;
+        }
+        int rc = pp_err(err, PGPIPE_PARSE, "%s \"%s\" is not a time (such as 2026-11-01 08:00 or "
+                        "yesterday) or an interval back from now (such as '1 day' or '2 hours')",
+                        what, value);
+        if (err)
+            memcpy(err->sqlstate, e.sqlstate, sizeof err->sqlstate);
+        return rc;
+    }
+    int rc = PGPIPE_OK;
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0) || strlen(PQgetvalue(r, 0, 0)) >= cap)
+        rc = pp_err(err, PGPIPE_DB, "%s: no time came back for \"%s\"", what, value);
+    else
+        strcpy(out, PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return rc;
 }
 
 PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
@@ -19618,6 +19690,7 @@ typedef struct dlq_where {
     pp_buf sql;
     const char *v[12];
     char idbuf[24];
+    char since[64], until[64]; /* the time filters resolved (pp_time_arg) */
     int n;
 } dlq_where;
 
@@ -19627,11 +19700,42 @@ static int dlq_add(dlq_where *w, const char *cond, const char *value)
     return pp_buf_appendf(&w->sql, " AND %s $%d", cond, w->n);
 }
 
-/* WHERE clause of a filter (purge: status any unless set). */
-static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
+/* An empty value is not "any": `.dlq purge --source "$SRC"` with SRC
+** unset must not purge every source's dead letters. */
+static int dlq_check_empty(const pgpipe_dlq_filter *f, pgpipe_error *err)
+{
+    if (!f)
+        return PGPIPE_OK;
+    const char *const vals[] = { f->stage, f->source, f->error_like, f->since, f->until, f->status };
+    static const char *const names[] = { "stage", "source", "error", "since", "until", "status" };
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+        if (vals[i] && !vals[i][0])
+            return pp_err(err, PGPIPE_MISUSE, "dlq filter: %s is empty; leave it out (NULL) for "
+                          "no %s filter", names[i], names[i]);
+    return PGPIPE_OK;
+}
+
+/* WHERE clause of a filter (purge: status any unless set). The time
+** filters are resolved on conn first, so a bad one is an error even where
+** no row would be compared with it. */
+static int dlq_build_where(PGconn *conn, dlq_where *w, const pgpipe_dlq_filter *f, int purge,
+                           pgpipe_error *err)
 {
     memset(w, 0, sizeof *w);
-    int rc = pp_buf_appendf(&w->sql, " WHERE true");
+    int rc = dlq_check_empty(f, err);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (f && f->since && *f->since) {
+        int trc = pp_time_arg(conn, "since", f->since, w->since, sizeof w->since, err);
+        if (trc != PGPIPE_OK)
+            return trc;
+    }
+    if (f && f->until && *f->until) {
+        int trc = pp_time_arg(conn, "until", f->until, w->until, sizeof w->until, err);
+        if (trc != PGPIPE_OK)
+            return trc;
+    }
+    rc = pp_buf_appendf(&w->sql, " WHERE true");
     const char *status = f ? f->status : NULL;
     if (!status && !purge)
         status = "dead";
@@ -19647,14 +19751,16 @@ static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
         w->v[w->n++] = f->error_like;
         rc |= pp_buf_appendf(&w->sql, " AND strpos(lower(error_message), lower($%d)) > 0", w->n);
     }
-    if (f && f->since && *f->since)
-        rc |= dlq_add(w, "last_failed_at >=", f->since);
-    if (f && f->until && *f->until)
-        rc |= dlq_add(w, "last_failed_at <", f->until);
+    if (w->since[0])
+        rc |= dlq_add(w, "last_failed_at >=", w->since);
+    if (w->until[0])
+        rc |= dlq_add(w, "last_failed_at <", w->until);
     if (status && *status && strcmp(status, "any") != 0)
         rc |= dlq_add(w, "status =", status);
-    if (rc != PGPIPE_OK)
-        return PGPIPE_NOMEM;
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&w->sql);
+        return pp_err_nomem(err);
+    }
     return PGPIPE_OK;
 }
 
@@ -19680,7 +19786,9 @@ int pgpipe_dlq_list(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out, pg
         return pp_err(err, PGPIPE_MISUSE, "dlq list: no connection or output");
     dlq_where w;
     pp_buf q = { 0 };
-    int rc = dlq_build_where(&w, f, 0);
+    int rc = dlq_build_where(conn, &w, f, 0, err);
+    if (rc != PGPIPE_OK)
+        return rc;
     int limit = f ? f->limit : 100;
     if (limit == 0)
         limit = 100;
@@ -19723,7 +19831,9 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
         return pp_err(err, PGPIPE_MISUSE, "dlq counts: no connection or output");
     dlq_where w;
     pp_buf q = { 0 };
-    int rc = dlq_build_where(&w, f, 0);
+    int rc = dlq_build_where(conn, &w, f, 0, err);
+    if (rc != PGPIPE_OK)
+        return rc;
     if (rc == PGPIPE_OK)
         rc = pp_buf_appendf(&q, "SELECT stage, sqlstate, error, count(*) AS count,"
                             " min(error_message) AS example,"
@@ -19759,7 +19869,9 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
     ff.status = "dead";
     dlq_where w;
     pp_buf q = { 0 };
-    int rc = dlq_build_where(&w, &ff, 0);
+    int rc = dlq_build_where(conn, &w, &ff, 0, err);
+    if (rc != PGPIPE_OK)
+        return rc;
     if (rc == PGPIPE_OK) {
         w.v[w.n++] = target_table && *target_table ? target_table : "staging.raw_events";
         rc = pp_buf_appendf(&q, "SELECT dead_letter_id, replayed, reason FROM pgpipe.dlq_replay("
@@ -19801,6 +19913,8 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
         *purged = 0;
     if (!conn || !f)
         return pp_err(err, PGPIPE_MISUSE, "dlq purge: no connection or filter");
+    if (dlq_check_empty(f, err) != PGPIPE_OK)
+        return PGPIPE_MISUSE;
     int any = f->id > 0 || (f->stage && *f->stage) || (f->source && *f->source) ||
               (f->error_like && *f->error_like) || (f->since && *f->since) ||
               (f->until && *f->until) || (f->status && *f->status);
@@ -19809,7 +19923,9 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
                       "dlq purge: an empty filter purges nothing (status \"any\" purges all)");
     dlq_where w;
     pp_buf q = { 0 };
-    int rc = dlq_build_where(&w, f, 1);
+    int rc = dlq_build_where(conn, &w, f, 1, err);
+    if (rc != PGPIPE_OK)
+        return rc;
     if (rc == PGPIPE_OK)
         rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
     PGresult *r = NULL;
@@ -40700,22 +40816,30 @@ int pgpipe_runs_list(PGconn *conn, const pgpipe_runs_filter *f, PGresult **out, 
     memset(&none, 0, sizeof none);
     if (!f)
         f = &none;
+    const char *const vals[] = { f->pipeline, f->name, f->status, f->since };
+    static const char *const names[] = { "pipeline", "name", "status", "since" };
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+        if (vals[i] && !vals[i][0])
+            return pp_err(err, PGPIPE_MISUSE, "runs filter: %s is empty; leave it out (NULL) for "
+                          "no %s filter", names[i], names[i]);
     char lim[16];
     snprintf(lim, sizeof lim, "%d", f->limit > 0 ? f->limit : 50);
-    const char *p[5] = { f->pipeline, f->name, f->status, f->since, lim };
-    /* since: a timestamp ("2026-01-02 ...") or an interval back from now */
-    int ts = f->since && strlen(f->since) > 4 && f->since[0] >= '0' && f->since[0] <= '9' &&
-             f->since[1] >= '0' && f->since[1] <= '9' && f->since[2] >= '0' &&
-             f->since[2] <= '9' && f->since[3] >= '0' && f->since[3] <= '9' &&
-             f->since[4] == '-';
-    char sql[640];
-    snprintf(sql, sizeof sql,
-             "SELECT pipeline, kind, name, slot, started_at, finished_at, status, attempts, "
-             "rows, error, instance FROM pgpipe.run_history "
-             "WHERE ($1::text IS NULL OR pipeline = $1) AND ($2::text IS NULL OR name = $2) "
-             "AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR started_at >= %s) "
-             "ORDER BY started_at DESC, id DESC LIMIT $5::int",
-             ts ? "$4::timestamptz" : "now() - $4::interval");
+    /* since: a time or an interval back from now, resolved first (a bad
+    ** one is said even when the history is empty) */
+    char since[64];
+    if (f->since && *f->since) {
+        int rc = pp_time_arg(conn, "since", f->since, since, sizeof since, err);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    const char *p[5] = { f->pipeline, f->name, f->status, f->since && *f->since ? since : NULL,
+                         lim };
+    const char *sql =
+        "SELECT pipeline, kind, name, slot, started_at, finished_at, status, attempts, "
+        "rows, error, instance FROM pgpipe.run_history "
+        "WHERE ($1::text IS NULL OR pipeline = $1) AND ($2::text IS NULL OR name = $2) "
+        "AND ($3::text IS NULL OR status = $3) AND ($4::timestamptz IS NULL OR started_at >= $4) "
+        "ORDER BY started_at DESC, id DESC LIMIT $5::int";
     return pp_exec(conn, sql, 5, p, out, err, "listing the runs");
 }
 

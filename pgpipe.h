@@ -1843,8 +1843,11 @@ typedef struct pgpipe_dlq_filter {
     const char *source;      /* source_name: the input file / stream, or the
                                 event's source for stage 'process' */
     const char *error_like;  /* error_message contains this text (case-insensitive) */
-    const char *since;       /* last_failed_at >= this timestamptz text */
-    const char *until;       /* last_failed_at < this (purge "older than") */
+    const char *since;       /* last_failed_at >= this: a time ("2026-11-01",
+                                "yesterday") or an interval back from now
+                                ("1 day"); anything else is PGPIPE_PARSE */
+    const char *until;       /* last_failed_at < this, the same forms (purge
+                                "older than": until = "30 days") */
     const char *status;      /* "dead" (default), "replayed", "discarded", "any" */
     int limit;               /* rows listed (default 100; <0 = no limit) */
 } pgpipe_dlq_filter;

@@ -4299,9 +4299,10 @@ done:
 #define DLQ_OPT_ERROR(EX) { "--error", NULL, OPT_TEXT, "TEXT", 0, 0, NULL, \
                            "only errors containing TEXT (any case)", EX }
 #define DLQ_OPT_SINCE(EX) { "--since", NULL, OPT_TEXT, "TIME", 0, 0, NULL, \
-                           "only those that last failed at or after TIME (a timestamp)", EX }
+                           "only those that last failed at or after TIME (a timestamp, or an interval back " \
+                           "from now: '1 day')", EX }
 #define DLQ_OPT_UNTIL(EX) { "--until", NULL, OPT_TEXT, "TIME", 0, 0, NULL, \
-                           "only those that last failed before TIME", EX }
+                           "only those that last failed before TIME (a timestamp or an interval ago)", EX }
 #define DLQ_OPT_STATUS(EX) { "--status", NULL, OPT_ENUM, "dead|replayed|discarded|any", 0, 0, "dead", \
                             "only dead letters in this state", EX }
 #define DLQ_OPT_END { NULL, NULL, 0, NULL, 0, 0, NULL, NULL, NULL }
@@ -4309,7 +4310,7 @@ static const optdef opts_dlq_list[] = {
     DLQ_OPT_STAGE(".dlq list --stage process"),
     DLQ_OPT_SOURCE(".dlq list --source shop"),
     DLQ_OPT_ERROR(".dlq list --error 23505"),
-    DLQ_OPT_SINCE(".dlq list --since 2026-11-01"),
+    DLQ_OPT_SINCE(".dlq list --since '2 hours'"),
     DLQ_OPT_UNTIL(".dlq list --until '2026-11-02 12:00'"),
     DLQ_OPT_STATUS(".dlq list --status replayed"),
     { "--limit", NULL, OPT_INT, "N", 1, INT_MAX, "100", "list at most N (newest first)",
@@ -4343,8 +4344,8 @@ static const optdef opts_dlq_purge[] = {
     DLQ_OPT_ERROR(".dlq purge --error \"invalid json\""),
     DLQ_OPT_SINCE(".dlq purge --status replayed --since 2026-11-01"),
     { "--until", "--older-than", OPT_TEXT, "TIME", 0, 0, NULL,
-      "only those that last failed before TIME",
-      ".dlq purge --stage load --older-than \"2026-11-01\"" },
+      "only those that last failed before TIME (a timestamp, or an interval back from now)",
+      ".dlq purge --stage load --older-than '30 days'" },
     DLQ_OPT_STATUS(".dlq purge --status discarded"),
     { "--all", NULL, OPT_FLAG, NULL, 0, 0, NULL, "every dead letter, whatever its state",
       ".dlq purge --all" },

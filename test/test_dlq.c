@@ -74,7 +74,7 @@ PGT_TEST(dlq, list_filter_get_counts)
     PGT_EQ_STR(PQgetvalue(r, 0, 4), "3");
     PQclear(r);
     f.since = "not a time";
-    PGT_EQ_INT(pgpipe_dlq_list(c, &f, &r, &err), PGPIPE_DB);
+    PGT_EQ_INT(pgpipe_dlq_list(c, &f, &r, &err), PGPIPE_PARSE);
     PGT_EQ_STR(err.sqlstate, "22007");
     /* inspect one */
     PGT_OK(pgpipe_dlq_get(c, id_json, &r, &err));
@@ -581,4 +581,77 @@ PGT_TEST(dlq, growth_rule_boundaries)
     PQclear(PGT_EXEC(c, "ROLLBACK"));
     PGT_EQ_INT(pgpipe_dlq_health_get(NULL, &hh, &err), PGPIPE_MISUSE);
     PQfinish(c);
+}
+
+/* time filters take a time or an interval back from now ('1 day' and
+** '1 day ago' alike); a value that is neither is an error even where no
+** row would be compared with it; an empty filter value is refused, never
+** taken as "any" (a purge with an unset shell variable purged everything) */
+PGT_TEST(dlq, time_filters_and_empty_values)
+{
+    PGconn *c = pgt_db_open();
+    PQclear(PGT_EXEC(c, "DELETE FROM pgpipe.dead_letters WHERE source_name = 'dlq_t_time.csv'"));
+    dlq_t_load_letters(c, "dlq_t_time.csv"); /* failed now, 2 hours and 3 days ago */
+    pgpipe_dlq_filter f;
+    pgpipe_dlq_filter_init(&f);
+    f.source = "dlq_t_time.csv";
+    pgpipe_error err;
+    PGresult *r;
+    const char *since[] = { "1 day", "1 day ago", "P1D", "24:00:00" };
+    for (size_t i = 0; i < sizeof since / sizeof since[0]; i++) {
+        f.since = since[i];
+        PGT_OK(pgpipe_dlq_list(c, &f, &r, &err));
+        PGT_CHECK_MSG(PQntuples(r) == 2, "since %s: %d rows", since[i], PQntuples(r));
+        PQclear(r);
+    }
+    f.since = "1000 days"; /* four digits, still an interval */
+    PGT_OK(pgpipe_dlq_list(c, &f, &r, &err));
+    PGT_EQ_INT(PQntuples(r), 3);
+    PQclear(r);
+    f.since = "yesterday";
+    PGT_OK(pgpipe_dlq_list(c, &f, &r, &err));
+    PGT_CHECK(PQntuples(r) >= 2);
+    PQclear(r);
+    f.since = NULL;
+    f.until = "1 hour";
+    PGT_OK(pgpipe_dlq_list(c, &f, &r, &err));
+    PGT_EQ_INT(PQntuples(r), 2);
+    PQclear(r);
+    f.until = NULL;
+    /* counts with a timestamp as the server writes one */
+    const char *ts = pgt_db_str(c, "SELECT (now() - interval '1 hour')::text");
+    f.since = ts;
+    PGT_OK(pgpipe_dlq_counts(c, &f, &r, &err));
+    PGT_EQ_INT(PQntuples(r), 1);
+    PQclear(r);
+    /* neither a time nor an interval: said, naming the filter and value */
+    f.since = "garbage";
+    PGT_EQ_INT(pgpipe_dlq_list(c, &f, &r, &err), PGPIPE_PARSE);
+    PGT_CONTAINS(err.message, "since \"garbage\" is not a time");
+    PGT_EQ_STR(err.sqlstate, "22007");
+    f.source = "no such source"; /* no row to compare it with: still said */
+    PGT_EQ_INT(pgpipe_dlq_purge(c, &f, NULL, &err), PGPIPE_PARSE);
+    f.since = NULL;
+    f.until = "2026-13-45";
+    PGT_EQ_INT(pgpipe_dlq_counts(c, &f, &r, &err), PGPIPE_PARSE);
+    PGT_CONTAINS(err.message, "until \"2026-13-45\"");
+    f.until = NULL;
+    /* empty values */
+    const char **fields[] = { &f.stage, &f.source, &f.error_like, &f.since, &f.until, &f.status };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        pgpipe_dlq_filter_init(&f);
+        *fields[i] = "";
+        long long purged = -1;
+        PGT_EQ_INT(pgpipe_dlq_purge(c, &f, &purged, &err), PGPIPE_MISUSE);
+        PGT_CONTAINS(err.message, "is empty");
+        PGT_EQ_INT(purged, 0);
+        if (fields[i] == &f.status)
+            continue; /* replay sets its own status (and would replay everything) */
+        long long ok = -1, bad = -1;
+        PGT_EQ_INT(pgpipe_dlq_replay(c, &f, NULL, NULL, &ok, &bad, &err), PGPIPE_MISUSE);
+        PGT_EQ_INT(ok, 0);
+    }
+    PGT_EQ_INT(dlq_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = "
+                               "'dlq_t_time.csv' AND status = 'dead'"), 3);
+    pgt_db_close(c);
 }

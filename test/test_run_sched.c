@@ -366,6 +366,20 @@ PGT_TEST(run_sched, tasks_retries_timeout)
     PGT_OK(pgpipe_runs_list(c, &f, &res, &e));
     PGT_EQ_INT(PQntuples(res), 3);
     PQclear(res);
+    /* a since that is neither a time nor an interval is said, also when no
+    ** run would be compared with it; an empty filter is not "any" */
+    f.pipeline = "no such pipeline";
+    f.since = "garbage";
+    PGT_EQ_INT(pgpipe_runs_list(c, &f, &res, &e), PGPIPE_PARSE);
+    PGT_CHECK(res == NULL);
+    PGT_CONTAINS(e.message, "since \"garbage\" is not a time");
+    f.since = "1 day ago";
+    PGT_OK(pgpipe_runs_list(c, &f, &res, &e));
+    PGT_EQ_INT(PQntuples(res), 0);
+    PQclear(res);
+    f.pipeline = "";
+    PGT_EQ_INT(pgpipe_runs_list(c, &f, &res, &e), PGPIPE_MISUSE);
+    PGT_CONTAINS(e.message, "pipeline is empty");
     pgt_db_close(c);
 }
 

@@ -115,6 +115,71 @@ PGPIPE_PRIVATE int pp_exec(PGconn *conn, const char *sql, int nparams,
     return pp_exec_check(conn, r, res, err, context);
 }
 
+/* Is a time filter's value a point in time (else an interval back from
+** now)? A point has a year (four digits then '-', '/', '.', 'T' or the
+** end: "2026-11-01", "Nov 1 2026") or is one of PostgreSQL's special
+** words; "1 day", "90 minutes", "P1000D", "01:30" are intervals. */
+static int pp_time_is_point(const char *v)
+{
+    static const char *const words[] = { "now",   "today",     "yesterday", "tomorrow",
+                                         "epoch", "infinity", "-infinity", "+infinity" };
+    while (isspace((unsigned char)*v))
+        v++;
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        size_t n = strlen(words[i]);
+        if (!strncasecmp(v, words[i], n) && (!v[n] || isspace((unsigned char)v[n])))
+            return 1;
+    }
+    for (const char *p = v; *p; p++) {
+        if (!isdigit((unsigned char)*p) || (p > v && isdigit((unsigned char)p[-1])))
+            continue;
+        size_t n = 0;
+        while (isdigit((unsigned char)p[n]))
+            n++;
+        if (n == 4 && (!p[4] || strchr("-/.T", p[4])))
+            return 1;
+    }
+    return 0;
+}
+
+PGPIPE_PRIVATE int pp_time_arg(PGconn *conn, const char *what, const char *value, char *out,
+                               size_t cap, pgpipe_error *err)
+{
+    if (!value || !*value)
+        return pp_err(err, PGPIPE_MISUSE, "%s: empty: give a time (such as 2026-11-01 08:00 or "
+                      "yesterday) or an interval back from now (such as '1 day')", what);
+    /* one statement without a FROM: evaluated even when the query it
+    ** serves would find no rows (a bad value is said, never ignored) */
+    const char *sql = pp_time_is_point(value)
+        ? "SELECT $1::timestamptz::text"
+        : "SELECT (now() - CASE WHEN $1::interval < interval '0' THEN -$1::interval "
+          "ELSE $1::interval END)::text";
+    const char *v[1] = { value };
+    PGresult *r = NULL;
+    pgpipe_error e;
+    pgpipe_error_clear(&e);
+    if (pp_exec(conn, sql, 1, v, &r, &e, what) != PGPIPE_OK) {
+        if (e.sqlstate[0] != '2' || e.sqlstate[1] != '2') { /* not a data exception */
+            if (err)
+                *err = e;
+            return e.code;
+        }
+        int rc = pp_err(err, PGPIPE_PARSE, "%s \"%s\" is not a time (such as 2026-11-01 08:00 or "
+                        "yesterday) or an interval back from now (such as '1 day' or '2 hours')",
+                        what, value);
+        if (err)
+            memcpy(err->sqlstate, e.sqlstate, sizeof err->sqlstate);
+        return rc;
+    }
+    int rc = PGPIPE_OK;
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0) || strlen(PQgetvalue(r, 0, 0)) >= cap)
+        rc = pp_err(err, PGPIPE_DB, "%s: no time came back for \"%s\"", what, value);
+    else
+        strcpy(out, PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return rc;
+}
+
 PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
                                     const char *const *params, PGresult **res,
                                     pgpipe_error *err, const char *context)

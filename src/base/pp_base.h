@@ -302,6 +302,13 @@ extern const pp_sql_entry pp_sql_files[];
 PGPIPE_PRIVATE int pp_exec(PGconn *conn, const char *sql, int nparams,
                            const char *const *params, PGresult **res, pgpipe_error *err,
                            const char *context);
+/* A time filter's value (what names it in errors: "since"): a point in
+** time ("2026-11-01", "2026-11-30 08:00+01", "yesterday") or an interval
+** back from now ("1 day", "2 hours", "1 day ago" alike), resolved on conn
+** to timestamptz text in out (cap bytes; 64 is room). A value that is
+** neither: PGPIPE_PARSE naming what and the value, the SQLSTATE kept. */
+PGPIPE_PRIVATE int pp_time_arg(PGconn *conn, const char *what, const char *value, char *out,
+                               size_t cap, pgpipe_error *err);
 /* A statement prepared on conn, text parameters, text results. */
 PGPIPE_PRIVATE int pp_exec_prepared(PGconn *conn, const char *name, int nparams,
                                     const char *const *params, PGresult **res,

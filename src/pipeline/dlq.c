@@ -106,6 +106,7 @@ typedef struct dlq_where {
     pp_buf sql;
     const char *v[12];
     char idbuf[24];
+    char since[64], until[64]; /* the time filters resolved (pp_time_arg) */
     int n;
 } dlq_where;
 
@@ -115,11 +116,42 @@ static int dlq_add(dlq_where *w, const char *cond, const char *value)
     return pp_buf_appendf(&w->sql, " AND %s $%d", cond, w->n);
 }
 
-/* WHERE clause of a filter (purge: status any unless set). */
-static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
+/* An empty value is not "any": `.dlq purge --source "$SRC"` with SRC
+** unset must not purge every source's dead letters. */
+static int dlq_check_empty(const pgpipe_dlq_filter *f, pgpipe_error *err)
+{
+    if (!f)
+        return PGPIPE_OK;
+    const char *const vals[] = { f->stage, f->source, f->error_like, f->since, f->until, f->status };
+    static const char *const names[] = { "stage", "source", "error", "since", "until", "status" };
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+        if (vals[i] && !vals[i][0])
+            return pp_err(err, PGPIPE_MISUSE, "dlq filter: %s is empty; leave it out (NULL) for "
+                          "no %s filter", names[i], names[i]);
+    return PGPIPE_OK;
+}
+
+/* WHERE clause of a filter (purge: status any unless set). The time
+** filters are resolved on conn first, so a bad one is an error even where
+** no row would be compared with it. */
+static int dlq_build_where(PGconn *conn, dlq_where *w, const pgpipe_dlq_filter *f, int purge,
+                           pgpipe_error *err)
 {
     memset(w, 0, sizeof *w);
-    int rc = pp_buf_appendf(&w->sql, " WHERE true");
+    int rc = dlq_check_empty(f, err);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (f && f->since && *f->since) {
+        int trc = pp_time_arg(conn, "since", f->since, w->since, sizeof w->since, err);
+        if (trc != PGPIPE_OK)
+            return trc;
+    }
+    if (f && f->until && *f->until) {
+        int trc = pp_time_arg(conn, "until", f->until, w->until, sizeof w->until, err);
+        if (trc != PGPIPE_OK)
+            return trc;
+    }
+    rc = pp_buf_appendf(&w->sql, " WHERE true");
     const char *status = f ? f->status : NULL;
     if (!status && !purge)
         status = "dead";
@@ -135,14 +167,16 @@ static int dlq_build_where(dlq_where *w, const pgpipe_dlq_filter *f, int purge)
         w->v[w->n++] = f->error_like;
         rc |= pp_buf_appendf(&w->sql, " AND strpos(lower(error_message), lower($%d)) > 0", w->n);
     }
-    if (f && f->since && *f->since)
-        rc |= dlq_add(w, "last_failed_at >=", f->since);
-    if (f && f->until && *f->until)
-        rc |= dlq_add(w, "last_failed_at <", f->until);
+    if (w->since[0])
+        rc |= dlq_add(w, "last_failed_at >=", w->since);
+    if (w->until[0])
+        rc |= dlq_add(w, "last_failed_at <", w->until);
     if (status && *status && strcmp(status, "any") != 0)
         rc |= dlq_add(w, "status =", status);
-    if (rc != PGPIPE_OK)
-        return PGPIPE_NOMEM;
+    if (rc != PGPIPE_OK) {
+        pp_buf_free(&w->sql);
+        return pp_err_nomem(err);
+    }
     return PGPIPE_OK;
 }
 
@@ -168,7 +202,9 @@ int pgpipe_dlq_list(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out, pg
         return pp_err(err, PGPIPE_MISUSE, "dlq list: no connection or output");
     dlq_where w;
     pp_buf q = { 0 };
-    int rc = dlq_build_where(&w, f, 0);
+    int rc = dlq_build_where(conn, &w, f, 0, err);
+    if (rc != PGPIPE_OK)
+        return rc;
     int limit = f ? f->limit : 100;
     if (limit == 0)
         limit = 100;
@@ -211,7 +247,9 @@ int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
         return pp_err(err, PGPIPE_MISUSE, "dlq counts: no connection or output");
     dlq_where w;
     pp_buf q = { 0 };
-    int rc = dlq_build_where(&w, f, 0);
+    int rc = dlq_build_where(conn, &w, f, 0, err);
+    if (rc != PGPIPE_OK)
+        return rc;
     if (rc == PGPIPE_OK)
         rc = pp_buf_appendf(&q, "SELECT stage, sqlstate, error, count(*) AS count,"
                             " min(error_message) AS example,"
@@ -247,7 +285,9 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
     ff.status = "dead";
     dlq_where w;
     pp_buf q = { 0 };
-    int rc = dlq_build_where(&w, &ff, 0);
+    int rc = dlq_build_where(conn, &w, &ff, 0, err);
+    if (rc != PGPIPE_OK)
+        return rc;
     if (rc == PGPIPE_OK) {
         w.v[w.n++] = target_table && *target_table ? target_table : "staging.raw_events";
         rc = pp_buf_appendf(&q, "SELECT dead_letter_id, replayed, reason FROM pgpipe.dlq_replay("
@@ -289,6 +329,8 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
         *purged = 0;
     if (!conn || !f)
         return pp_err(err, PGPIPE_MISUSE, "dlq purge: no connection or filter");
+    if (dlq_check_empty(f, err) != PGPIPE_OK)
+        return PGPIPE_MISUSE;
     int any = f->id > 0 || (f->stage && *f->stage) || (f->source && *f->source) ||
               (f->error_like && *f->error_like) || (f->since && *f->since) ||
               (f->until && *f->until) || (f->status && *f->status);
@@ -297,7 +339,9 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
                       "dlq purge: an empty filter purges nothing (status \"any\" purges all)");
     dlq_where w;
     pp_buf q = { 0 };
-    int rc = dlq_build_where(&w, f, 1);
+    int rc = dlq_build_where(conn, &w, f, 1, err);
+    if (rc != PGPIPE_OK)
+        return rc;
     if (rc == PGPIPE_OK)
         rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
     PGresult *r = NULL;

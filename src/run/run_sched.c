@@ -1794,22 +1794,30 @@ int pgpipe_runs_list(PGconn *conn, const pgpipe_runs_filter *f, PGresult **out, 
     memset(&none, 0, sizeof none);
     if (!f)
         f = &none;
+    const char *const vals[] = { f->pipeline, f->name, f->status, f->since };
+    static const char *const names[] = { "pipeline", "name", "status", "since" };
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+        if (vals[i] && !vals[i][0])
+            return pp_err(err, PGPIPE_MISUSE, "runs filter: %s is empty; leave it out (NULL) for "
+                          "no %s filter", names[i], names[i]);
     char lim[16];
     snprintf(lim, sizeof lim, "%d", f->limit > 0 ? f->limit : 50);
-    const char *p[5] = { f->pipeline, f->name, f->status, f->since, lim };
-    /* since: a timestamp ("2026-01-02 ...") or an interval back from now */
-    int ts = f->since && strlen(f->since) > 4 && f->since[0] >= '0' && f->since[0] <= '9' &&
-             f->since[1] >= '0' && f->since[1] <= '9' && f->since[2] >= '0' &&
-             f->since[2] <= '9' && f->since[3] >= '0' && f->since[3] <= '9' &&
-             f->since[4] == '-';
-    char sql[640];
-    snprintf(sql, sizeof sql,
-             "SELECT pipeline, kind, name, slot, started_at, finished_at, status, attempts, "
-             "rows, error, instance FROM pgpipe.run_history "
-             "WHERE ($1::text IS NULL OR pipeline = $1) AND ($2::text IS NULL OR name = $2) "
-             "AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR started_at >= %s) "
-             "ORDER BY started_at DESC, id DESC LIMIT $5::int",
-             ts ? "$4::timestamptz" : "now() - $4::interval");
+    /* since: a time or an interval back from now, resolved first (a bad
+    ** one is said even when the history is empty) */
+    char since[64];
+    if (f->since && *f->since) {
+        int rc = pp_time_arg(conn, "since", f->since, since, sizeof since, err);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
+    const char *p[5] = { f->pipeline, f->name, f->status, f->since && *f->since ? since : NULL,
+                         lim };
+    const char *sql =
+        "SELECT pipeline, kind, name, slot, started_at, finished_at, status, attempts, "
+        "rows, error, instance FROM pgpipe.run_history "
+        "WHERE ($1::text IS NULL OR pipeline = $1) AND ($2::text IS NULL OR name = $2) "
+        "AND ($3::text IS NULL OR status = $3) AND ($4::timestamptz IS NULL OR started_at >= $4) "
+        "ORDER BY started_at DESC, id DESC LIMIT $5::int";
     return pp_exec(conn, sql, 5, p, out, err, "listing the runs");
 }
 

@@ -39,6 +39,24 @@ id=$($P -m csv "$D" "SELECT id FROM pgpipe.dead_letters WHERE source_table = 'cl
 out=$($P "$D" ".dlq show $id") || fail "dlq show"
 has "$out" "claim_sh_src"
 $P "$D" ".dlq replay" 2>/dev/null && fail "replay without a filter accepted"
+# a careless script: an unset variable makes an empty filter; refused, nothing
+# purged (it purged every dead letter); a time filter that is neither a time
+# nor an interval is said, an interval back from now works
+dead=$($P -m csv "$D" "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'" | tail -n 1)
+[ "$dead" -ge 1 ] || fail "no dead letters to guard: $dead"
+err=$($P "$D" ".dlq purge --source ''" 2>&1) && fail "purge with an empty source accepted: $err"
+has "$err" "source is empty"
+err=$($P "$D" ".dlq purge --status dead --source \"${NO_SUCH_VAR_PGPIPE:-}\"" 2>&1) && fail "purge with an empty source accepted: $err"
+now=$($P -m csv "$D" "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'" | tail -n 1)
+[ "$now" = "$dead" ] || fail "an empty filter purged: $dead dead letters before, $now after"
+err=$($P "$D" ".dlq list --since garbage --source no_such_source" 2>&1) && fail "--since garbage accepted: $err"
+has "$err" 'since "garbage" is not a time'
+out=$($P "$D" ".dlq list --source claim_sh_src --since '1 hour'") || fail "--since '1 hour'"
+has "$out" "(1 row)"
+out=$($P "$D" ".dlq purge --source claim_sh_src --older-than '30 days'") || fail "--older-than '30 days'"
+has "$out" "purged 0"
+err=$($P "$D" ".runs --since garbage" 2>&1) && fail ".runs --since garbage accepted: $err"
+has "$err" 'since "garbage" is not a time'
 $P "$D" ".dlq frobnicate" 2>/dev/null && fail "unknown subcommand accepted"
 
 # fix the constraint, replay, work again: everything processed
