@@ -1869,7 +1869,7 @@ static int cmd_read(shell *sh, char **argv, int argc, const char *rest)
     }
     FILE *f = fopen(argv[1], "r");
     if (!f) {
-        errorf("cannot open %s: %s", argv[1], strerror(errno));
+        errorf("cannot open \"%s\": %s", argv[1], strerror(errno));
         return 1;
     }
     int before = sh->failures;
@@ -2410,7 +2410,7 @@ static int output_open(shell *sh, const char *cmd, const char *target)
         return 0;
     FILE *f = target[0] == '|' ? popen(target + 1, "w") : fopen(target, "w");
     if (!f) {
-        errorf("%s: cannot open %s: %s", cmd, target, strerror(errno));
+        errorf("%s: cannot open \"%s\": %s", cmd, target, strerror(errno));
         return 1;
     }
     sh->outfile = sh->out = f;
@@ -2521,7 +2521,7 @@ static int cmd_import(shell *sh, char **argv, int argc, const char *rest)
     const char *file = cur.pos[0], *table = cur.pos[1], *map = opt_str(&cur, "--map", NULL);
     FILE *f = fopen(file, "r");
     if (!f) {
-        errorf(".import: cannot open %s: %s", file, strerror(errno));
+        errorf(".import: cannot open \"%s\": %s", file, strerror(errno));
         return 1;
     }
     char *line = NULL, cols[8192] = "", create[8192] = "";
@@ -3513,7 +3513,7 @@ static int cmd_migrate(shell *sh, char **argv, int argc, const char *rest)
     /* the directory: said once when it is not there (not every file as missing) */
     struct stat st;
     if (stat(o.dir, &st) != 0) {
-        errorf(".migrate: no such directory: %s", o.dir);
+        errorf(".migrate: no such directory: \"%s\"", o.dir);
         return 1;
     }
     if (!S_ISDIR(st.st_mode)) {
@@ -3954,6 +3954,18 @@ static const char *records_word(const char **p, char *buf, size_t size)
     const char *s = *p;
     while (isspace((unsigned char)*s))
         s++;
+    /* 'a b' or "a b" is one word without its quotes (a FILE with a blank,
+    ** an empty COLLECTION said as such), as everywhere else in the shell */
+    if ((*s == '\'' || *s == '"') && strchr(s + 1, *s)) {
+        const char *e = strchr(s + 1, *s);
+        size_t n = (size_t)(e - s - 1);
+        if (n >= size)
+            return NULL;
+        memcpy(buf, s + 1, n);
+        buf[n] = '\0';
+        *p = e + 1;
+        return buf;
+    }
     size_t n = 0;
     while (s[n] && !isspace((unsigned char)s[n]))
         n++;
@@ -4165,7 +4177,7 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
             okname &= isalnum((unsigned char)*c) || *c == '_' || *c == '-';
         }
     }
-    if (!okname || coll[strlen(coll) - 1] == '.') {
+    if (!okname || !coll[0] || coll[strlen(coll) - 1] == '.') {
         errorf(".records: COLLECTION: bad collection name \"%.80s\": use \"name\" or \"schema.name\", "
                "each a letter or '_' then letters, digits, '_' or '-'", coll);
         return 1;
@@ -5922,7 +5934,7 @@ static int spool_command(FILE *out, PGconn *conn, const char *what, const char *
     }
     struct stat dst;
     if (strcmp(what, "add") && stat(dir, &dst) != 0) { /* status and drain make no spool */
-        errorf(".spool %s: no spool at %s: %s (.spool add makes one)", what, dir, strerror(errno));
+        errorf(".spool %s: no spool at \"%s\": %s (.spool add makes one)", what, dir, strerror(errno));
         return 1;
     }
     FILE *in = NULL, *f = NULL; /* .spool add: the input, and what the records are read from */

@@ -12,7 +12,7 @@ has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
 $1"; }
 [ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
 
-$P "$D" "SET client_min_messages = warning" "DROP TABLE IF EXISTS records.rec_sh, records.rec_sh2, records.rec_sh3" >/dev/null || fail "setup"
+$P "$D" "SET client_min_messages = warning" "DROP TABLE IF EXISTS records.rec_sh, records.rec_sh2, records.rec_sh3, records.rec_sh4" >/dev/null || fail "setup"
 
 # create prints the id; get shows the document; no quoting needed
 id=$($P "$D" '.records rec_sh create {"name": "Alice", "age": 31, "tags": ["x"]}') || fail "create"
@@ -105,8 +105,18 @@ out=$($P "$D" ".records rec_sh2 export - --fields" | sort) || fail "export field
 {"n": 3}
 {"n": 4}
 {"n": 5}' ] || fail "export --fields: $out"
+# a FILE with a blank, quoted as everywhere in the shell; a quoted
+# COLLECTION; an empty one is said (it read before the name's start)
+mkdir -p "$tmp/a dir"
+cp "$tmp/out.ndjson" "$tmp/a dir/in 2.ndjson"
+out=$($P "$D" ".records 'rec_sh4' import '$tmp/a dir/in 2.ndjson'") || fail "import of a quoted FILE: $out"
+has "$out" "imported 4"
+out=$($P "$D" ".records rec_sh4 export \"$tmp/a dir/out 2.ndjson\"") || fail "export to a quoted FILE: $out"
+[ "$(wc -l < "$tmp/a dir/out 2.ndjson")" = 4 ] || fail "export to a quoted FILE wrote no 4 lines"
+err=$($P "$D" ".records '' count" 2>&1) && fail "an empty COLLECTION accepted: $err"
+has "$err" 'bad collection name ""'
 out=$($P "$D" ".help records")
 has "$out" "contains"
-$P "$D" "DROP TABLE records.rec_sh, records.rec_sh2, records.rec_sh3" >/dev/null
+$P "$D" "DROP TABLE records.rec_sh, records.rec_sh2, records.rec_sh3, records.rec_sh4" >/dev/null
 rm -rf "$tmp"
 echo ok

@@ -132,7 +132,7 @@ bad ".migrate $tmp/mig --baseline v1" '--baseline: expected a version number'
 bad ".migrate $tmp/mig --statuss" '--statuss: unknown option (did you mean --status?)'
 bad ".migrate $tmp/mig --status --repair" '--status'
 bad ".migrate $tmp/mig $tmp/mig" 'unexpected argument'
-bad ".migrate $tmp/nonexistent" "no such directory: $tmp/nonexistent"
+bad ".migrate $tmp/nonexistent" "no such directory: \"$tmp/nonexistent\""
 bad ".migrate $tmp/h.sql" "not a directory: $tmp/h.sql"
 bad ".partitions ahead abc" 'DAYS: expected an integer from 1 to 36500, got "abc"'
 bad ".partitions ahead 0" 'DAYS: expected an integer from 1 to 36500, got "0"'

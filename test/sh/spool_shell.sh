@@ -27,7 +27,7 @@ out=$($P "$D" ".spool add $tmp/sp -" < "$tmp/bad.ndjson" 2>&1) && fail "add of b
 has "$out" "<stdin>:2:15:"
 [ ! -e "$tmp/sp" ] || fail "a refused add made the spool"
 out=$($P "$D" ".spool status $tmp/sp" 2>&1) && fail "status of no spool: $out"
-has "$out" "no spool at $tmp/sp"
+has "$out" "no spool at \"$tmp/sp\""
 out=$($P "$D" ".spool drain $tmp/sp" 2>&1) && fail "drain of no spool: $out"
 [ ! -e "$tmp/sp" ] || fail "status or drain made a spool"
 out=$(head -n 3 "$tmp/in.ndjson" | $P "$D" ".spool add $tmp/sp0 -") || fail "add from stdin: $out"
