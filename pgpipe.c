@@ -29049,6 +29049,9 @@ static int hs_bind_list(pgpipe_http *h, char *spec, int need_loopback)
             colon = strrchr(item, ':');
             if (!colon || (size_t)(colon - item) >= sizeof host)
                 return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: \"%s\" is not HOST:PORT", item);
+            if (strchr(item, ':') != colon) /* "::1:8080", "127.0.0.1:0:1" */
+                return pp_err(&h->h.err, PGPIPE_MISUSE, "listen: \"%s\" is not HOST:PORT (more "
+                              "than one ':'; an IPv6 address goes in brackets: [::1]:8080)", item);
             memcpy(host, item, (size_t)(colon - item));
             host[colon - item] = 0;
         }

@@ -55,6 +55,10 @@ bad ".serve token add ''" 'SOURCE "": a source is'
 bad ".serve token revoke 'a/b' 1" 'SOURCE "a/b"'
 bad ".serve --source a --source a" "source a is given twice"
 bad ".serve --source 'a:event-type=x' --listen ''" "--listen: empty"
+bad ".serve --listen 127.0.0.1:0:1" 'more than one '"':'"'; an IPv6 address goes in brackets'
+bad ".serve --listen ::1:8080" '"::1:8080" is not HOST:PORT'
+bad ".serve --listen '[::1'" 'is not [IPV6]:PORT'
+bad ".serve --listen 127.0.0.1:70000" 'bad port in "127.0.0.1:70000"'
 bad ".serve token" "missing add SOURCE"
 bad ".serve token frob" 'unknown sub-command "frob" (add, list or revoke)'
 bad ".serve token revoke hsh x" "ID: expected"
