@@ -383,6 +383,11 @@ PGT_TEST(cdc, setup_refusals_and_adoption)
 
     PGT_EQ_INT(cdc_open(&c, src, tgt, "Bad-Name", NULL), PGPIPE_MISUSE);
     pgpipe_cdc_close(c);
+    /* "" is not the default slot (an unset $SLOT in a script) */
+    PGT_EQ_INT(cdc_open(&c, src, tgt, "", NULL), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(c), "the slot name is empty");
+    pgpipe_cdc_close(c);
+    PGT_EQ_INT(pgt_db_int(s, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgpipe_cdc'"), 0);
 
     /* created, then adopted */
     PGT_EQ_INT(cdc_open(&c, src, tgt, "s1", "a"), PGPIPE_OK);

@@ -840,8 +840,13 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
 #else
     c->single = 1;
 #endif
-    const char *slot = opt->slot && *opt->slot ? opt->slot : "pgpipe_cdc";
-    const char *pub = opt->publication && *opt->publication ? opt->publication : "pgpipe_cdc";
+    /* "" is not the default: a script's unset $SLOT must not stream (and
+    ** later drop) the default slot of another pipeline */
+    if ((opt->slot && !*opt->slot) || (opt->publication && !*opt->publication))
+        return pp_err(&c->h.err, PGPIPE_MISUSE, "cdc: the %s name is empty; leave it out (NULL) "
+                      "for pgpipe_cdc", opt->slot && !*opt->slot ? "slot" : "publication");
+    const char *slot = opt->slot ? opt->slot : "pgpipe_cdc";
+    const char *pub = opt->publication ? opt->publication : "pgpipe_cdc";
     if (!cdc_name_ok(slot) || !cdc_name_ok(pub))
         return pp_err(&c->h.err, PGPIPE_MISUSE,
                       "cdc: slot and publication names are 1 to 63 of a-z, 0-9 and _ "
