@@ -17799,6 +17799,14 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
         return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: unknown mode %d", o->mode);
     if (o->order != PGPIPE_CLAIM_ORDER_RECEIVED && o->order != PGPIPE_CLAIM_ORDER_ID)
         return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: unknown order %d", o->order);
+    /* "" is not the default: `.work --table "$T" --mark` with T unset must
+    ** not mark every row of staging processed */
+    if (o->table && !*o->table)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE,
+                      "claimer: the table name is empty; leave it out (NULL) for staging.raw_events");
+    if (o->dlq_table && !*o->dlq_table)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: the dead-letter table name is empty; "
+                      "leave it out (NULL) for pgpipe.dead_letters");
     if (o->batch_size <= 0)
         o->batch_size = 100;
     if (o->lease_ms <= 0)
@@ -17811,8 +17819,8 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
         o->backoff_max_ms = o->backoff_base_ms;
     char wid[64];
     snprintf(wid, sizeof wid, "pgpipe-%ld", (long)getpid());
-    c->table = pp_strdup(o->table && *o->table ? o->table : "staging.raw_events");
-    c->dlq_table = pp_strdup(o->dlq_table && *o->dlq_table ? o->dlq_table : "pgpipe.dead_letters");
+    c->table = pp_strdup(o->table ? o->table : "staging.raw_events");
+    c->dlq_table = pp_strdup(o->dlq_table ? o->dlq_table : "pgpipe.dead_letters");
     c->worker_id = pp_strdup(o->worker_id && *o->worker_id ? o->worker_id : wid);
     c->source = o->source ? pp_strdup(o->source) : NULL;
     c->event_type = o->event_type ? pp_strdup(o->event_type) : NULL;
@@ -19867,13 +19875,16 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
     else
         pgpipe_dlq_filter_init(&ff);
     ff.status = "dead";
+    if (target_table && !*target_table)
+        return pp_err(err, PGPIPE_MISUSE, "dlq replay: the target table name is empty; leave it "
+                      "out (NULL) for staging.raw_events");
     dlq_where w;
     pp_buf q = { 0 };
     int rc = dlq_build_where(conn, &w, &ff, 0, err);
     if (rc != PGPIPE_OK)
         return rc;
     if (rc == PGPIPE_OK) {
-        w.v[w.n++] = target_table && *target_table ? target_table : "staging.raw_events";
+        w.v[w.n++] = target_table ? target_table : "staging.raw_events";
         rc = pp_buf_appendf(&q, "SELECT dead_letter_id, replayed, reason FROM pgpipe.dlq_replay("
                             "ARRAY(SELECT id FROM pgpipe.dead_letters%s), $%d::regclass)",
                             w.sql.data, w.n);

@@ -470,6 +470,14 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
         return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: unknown mode %d", o->mode);
     if (o->order != PGPIPE_CLAIM_ORDER_RECEIVED && o->order != PGPIPE_CLAIM_ORDER_ID)
         return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: unknown order %d", o->order);
+    /* "" is not the default: `.work --table "$T" --mark` with T unset must
+    ** not mark every row of staging processed */
+    if (o->table && !*o->table)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE,
+                      "claimer: the table name is empty; leave it out (NULL) for staging.raw_events");
+    if (o->dlq_table && !*o->dlq_table)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: the dead-letter table name is empty; "
+                      "leave it out (NULL) for pgpipe.dead_letters");
     if (o->batch_size <= 0)
         o->batch_size = 100;
     if (o->lease_ms <= 0)
@@ -482,8 +490,8 @@ int pgpipe_claimer_open(pgpipe_claimer **out, PGconn *conn, const pgpipe_claim_o
         o->backoff_max_ms = o->backoff_base_ms;
     char wid[64];
     snprintf(wid, sizeof wid, "pgpipe-%ld", (long)getpid());
-    c->table = pp_strdup(o->table && *o->table ? o->table : "staging.raw_events");
-    c->dlq_table = pp_strdup(o->dlq_table && *o->dlq_table ? o->dlq_table : "pgpipe.dead_letters");
+    c->table = pp_strdup(o->table ? o->table : "staging.raw_events");
+    c->dlq_table = pp_strdup(o->dlq_table ? o->dlq_table : "pgpipe.dead_letters");
     c->worker_id = pp_strdup(o->worker_id && *o->worker_id ? o->worker_id : wid);
     c->source = o->source ? pp_strdup(o->source) : NULL;
     c->event_type = o->event_type ? pp_strdup(o->event_type) : NULL;

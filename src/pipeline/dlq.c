@@ -283,13 +283,16 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
     else
         pgpipe_dlq_filter_init(&ff);
     ff.status = "dead";
+    if (target_table && !*target_table)
+        return pp_err(err, PGPIPE_MISUSE, "dlq replay: the target table name is empty; leave it "
+                      "out (NULL) for staging.raw_events");
     dlq_where w;
     pp_buf q = { 0 };
     int rc = dlq_build_where(conn, &w, &ff, 0, err);
     if (rc != PGPIPE_OK)
         return rc;
     if (rc == PGPIPE_OK) {
-        w.v[w.n++] = target_table && *target_table ? target_table : "staging.raw_events";
+        w.v[w.n++] = target_table ? target_table : "staging.raw_events";
         rc = pp_buf_appendf(&q, "SELECT dead_letter_id, replayed, reason FROM pgpipe.dlq_replay("
                             "ARRAY(SELECT id FROM pgpipe.dead_letters%s), $%d::regclass)",
                             w.sql.data, w.n);

@@ -57,6 +57,15 @@ out=$($P "$D" ".dlq purge --source claim_sh_src --older-than '30 days'") || fail
 has "$out" "purged 0"
 err=$($P "$D" ".runs --since garbage" 2>&1) && fail ".runs --since garbage accepted: $err"
 has "$err" 'since "garbage" is not a time'
+# an empty table name is not staging.raw_events (.work --mark marked all of it)
+$P "$D" "INSERT INTO staging.raw_events (source, event_type, payload) VALUES ('claim_sh_empty', 'e', '{}')" >/dev/null
+err=$($P "$D" ".work --table '' --mark --until-empty" 2>&1) && fail "an empty --table accepted: $err"
+has "$err" "the table name is empty"
+out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE source = 'claim_sh_empty' AND NOT processed" | tail -n 1)
+[ "$out" = 1 ] || fail "an empty --table marked staging rows: $out left"
+err=$($P "$D" ".dlq replay --source claim_sh_src --table ''" 2>&1) && fail "replay into an empty --table accepted: $err"
+has "$err" "the target table name is empty"
+$P "$D" "DELETE FROM staging.raw_events WHERE source = 'claim_sh_empty'" >/dev/null
 $P "$D" ".dlq frobnicate" 2>/dev/null && fail "unknown subcommand accepted"
 
 # fix the constraint, replay, work again: everything processed
