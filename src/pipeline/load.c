@@ -1156,6 +1156,20 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
                          "be positive (did you call pgpipe_loader_options_init?)");
     if (o->format < PGPIPE_FORMAT_AUTO || o->format > PGPIPE_FORMAT_JSON)
         return copy_errf(l, PGPIPE_MISUSE, "loader: unknown format %d", o->format);
+    /* "" is no value and no field: a script's unset $SOURCE must not stage
+    ** rows with an empty source (or make a load key of nothing) */
+    {
+        const char *const vals[] = { o->source_value, o->event_type_value, o->source_field,
+                                     o->event_type_field, o->payload_field, o->received_at_field,
+                                     o->load_key, o->target };
+        static const char *const names[] = { "source", "event type", "source field",
+                                             "event type field", "payload field",
+                                             "received_at field", "load key", "target table" };
+        for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+            if (vals[i] && !vals[i][0])
+                return copy_errf(l, PGPIPE_MISUSE, "loader: the %s is empty; leave it out (NULL) "
+                                 "for the default", names[i]);
+    }
     if (o->csv_delimiter <= 0 || o->csv_delimiter > 255 || o->csv_delimiter == '"' ||
         o->csv_delimiter == '\n' || o->csv_delimiter == '\r')
         return copy_errf(l, PGPIPE_MISUSE, "loader: bad CSV delimiter");

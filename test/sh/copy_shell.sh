@@ -82,6 +82,15 @@ $P "$D" ".load" 2>"$tmp/err" && fail "no file accepted"
 has "$(cat "$tmp/err")" "usage: .load"
 $P "$D" ".load $tmp/nope.csv" 2>"$tmp/err" && fail "missing file accepted"
 has "$(cat "$tmp/err")" "cannot open"
+# an empty value (a script's unset variable) is refused, nothing staged:
+# it staged rows with an empty source
+printf '{"event_type":"e","copysh_empty":1}\n' > "$tmp/empty.ndjson"
+for o in --source --event-type --key --source-field --event-type-field; do
+    $P "$D" ".load $tmp/empty.ndjson $o ''" 2>"$tmp/err" && fail ".load $o '' accepted"
+    has "$(cat "$tmp/err")" "is empty; leave it out"
+done
+out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE payload ? 'copysh_empty'" | tail -n 1)
+[ "$out" = 0 ] || fail "an empty option staged $out rows"
 $P "$D" "DROP TABLE copysh_t" >/dev/null
 rm -rf "$tmp"
 exit 0
