@@ -1370,6 +1370,17 @@ static int opt_value(optset *o, int k, const char *v)
         return parse_num(o->cmd, d->name, v, d->min, d->max, &o->num[k]);
     case OPT_ENUM:
         return parse_choice(o->cmd, d->name, v, d->arg, &o->num[k]);
+    case OPT_TEXT:
+    case OPT_LIST:
+        /* an empty value (a script's unset variable) is refused unless the
+        ** option says what '' means (--channel '' = none): it would
+        ** otherwise be taken as "any" or as the default without a word */
+        if (!*v && !strstr(d->help, "''")) {
+            errorf("%s: %s: empty (leave the option out%s%s)", o->cmd, d->name,
+                   d->def ? " for the default, " : "", d->def ? d->def : "");
+            return 1;
+        }
+        return 0;
     case OPT_FILE:
         return check_readable(o->cmd, d->name, v);
     case OPT_SQL:

@@ -45,7 +45,7 @@ $P "$D" ".dlq replay" 2>/dev/null && fail "replay without a filter accepted"
 dead=$($P -m csv "$D" "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'" | tail -n 1)
 [ "$dead" -ge 1 ] || fail "no dead letters to guard: $dead"
 err=$($P "$D" ".dlq purge --source ''" 2>&1) && fail "purge with an empty source accepted: $err"
-has "$err" "source is empty"
+has "$err" "--source: empty"
 err=$($P "$D" ".dlq purge --status dead --source \"${NO_SUCH_VAR_PGPIPE:-}\"" 2>&1) && fail "purge with an empty source accepted: $err"
 now=$($P -m csv "$D" "SELECT count(*) FROM pgpipe.dead_letters WHERE status = 'dead'" | tail -n 1)
 [ "$now" = "$dead" ] || fail "an empty filter purged: $dead dead letters before, $now after"
@@ -60,11 +60,11 @@ has "$err" 'since "garbage" is not a time'
 # an empty table name is not staging.raw_events (.work --mark marked all of it)
 $P "$D" "INSERT INTO staging.raw_events (source, event_type, payload) VALUES ('claim_sh_empty', 'e', '{}')" >/dev/null
 err=$($P "$D" ".work --table '' --mark --until-empty" 2>&1) && fail "an empty --table accepted: $err"
-has "$err" "the table name is empty"
+has "$err" "--table: empty"
 out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE source = 'claim_sh_empty' AND NOT processed" | tail -n 1)
 [ "$out" = 1 ] || fail "an empty --table marked staging rows: $out left"
 err=$($P "$D" ".dlq replay --source claim_sh_src --table ''" 2>&1) && fail "replay into an empty --table accepted: $err"
-has "$err" "the target table name is empty"
+has "$err" "--table: empty"
 $P "$D" "DELETE FROM staging.raw_events WHERE source = 'claim_sh_empty'" >/dev/null
 $P "$D" ".dlq frobnicate" 2>/dev/null && fail "unknown subcommand accepted"
 

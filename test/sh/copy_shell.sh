@@ -87,7 +87,7 @@ has "$(cat "$tmp/err")" "cannot open"
 printf '{"event_type":"e","copysh_empty":1}\n' > "$tmp/empty.ndjson"
 for o in --source --event-type --key --source-field --event-type-field; do
     $P "$D" ".load $tmp/empty.ndjson $o ''" 2>"$tmp/err" && fail ".load $o '' accepted"
-    has "$(cat "$tmp/err")" "is empty; leave it out"
+    has "$(cat "$tmp/err")" "$o: empty (leave the option out"
 done
 out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE payload ? 'copysh_empty'" | tail -n 1)
 [ "$out" = 0 ] || fail "an empty option staged $out rows"
