@@ -36625,6 +36625,13 @@ static int rf_parse_opts(pgpipe_pipefile *pf, int line, const char *cmd, rf_word
             o->given[k] = 0;
             ok = 0;
         }
+        /* '' (an unset variable in a generated file) is never the default */
+        if (!spec[k].flag && o->given[k] && !o->val[k][0]) {
+            rf_diag(pf, line, o->col[k], "%s: %s is empty (leave the option out for its default)",
+                    cmd, spec[k].name);
+            o->given[k] = 0;
+            ok = 0;
+        }
     }
     return ok;
 }
@@ -38280,6 +38287,9 @@ static int stp_args_parse(stp_ctx *x, const char *file, int line, const char *cm
             a->val[k] = w[++i];
         else
             return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "%s needs a value", spec[k].name);
+        if (!spec[k].flag && !a->val[k][0]) /* never "any" or the default */
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE,
+                             "%s is empty (leave the option out for its default)", spec[k].name);
     }
     return PGPIPE_OK;
 }

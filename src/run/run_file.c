@@ -290,6 +290,13 @@ static int rf_parse_opts(pgpipe_pipefile *pf, int line, const char *cmd, rf_word
             o->given[k] = 0;
             ok = 0;
         }
+        /* '' (an unset variable in a generated file) is never the default */
+        if (!spec[k].flag && o->given[k] && !o->val[k][0]) {
+            rf_diag(pf, line, o->col[k], "%s: %s is empty (leave the option out for its default)",
+                    cmd, spec[k].name);
+            o->given[k] = 0;
+            ok = 0;
+        }
     }
     return ok;
 }

@@ -174,6 +174,9 @@ static int stp_args_parse(stp_ctx *x, const char *file, int line, const char *cm
             a->val[k] = w[++i];
         else
             return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "%s needs a value", spec[k].name);
+        if (!spec[k].flag && !a->val[k][0]) /* never "any" or the default */
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE,
+                             "%s is empty (leave the option out for its default)", spec[k].name);
     }
     return PGPIPE_OK;
 }

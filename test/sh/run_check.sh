@@ -46,6 +46,17 @@ $tmp/names.pgpipe:8:33: .schedule: --jitter 60m is not shorter than --every 1h: 
 EOF
 grep -v "after: no schedule\|--sql\|--so" "$tmp/out" | diff -u "$tmp/want" - || fail "names"
 
+# an empty option value (an unset variable in a generated file) is said, never
+# taken as the default
+printf ".pipeline e\n.source files drop --dir d --pattern '' --event-type \"\"\n.workers w --mode lease --table ''\n" > "$tmp/empty.pgpipe"
+"$P" run --check "$tmp/empty.pgpipe" > "$tmp/out" 2>&1 && fail "empty option values passed"
+cat > "$tmp/want" <<EOF
+$tmp/empty.pgpipe:2:39: .source files: --pattern is empty (leave the option out for its default)
+$tmp/empty.pgpipe:2:55: .source files: --event-type is empty (leave the option out for its default)
+$tmp/empty.pgpipe:3:34: .workers: --table is empty (leave the option out for its default)
+EOF
+grep -v -- "--sql" "$tmp/out" | diff -u "$tmp/want" - || fail "empty option values"
+
 # saved by a Windows editor: a byte order mark and CRLF line ends
 printf '\357\273\277.pipeline bom\r\n.schedule a --every 1h\r\nSELECT 1;\r\n.end\r\n' > "$tmp/bom.pgpipe"
 out=$("$P" run --check "$tmp/bom.pgpipe" 2>&1) || fail "a file with a BOM and CRLF: $out"
