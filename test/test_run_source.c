@@ -341,6 +341,20 @@ PGT_TEST(run_source, steps_dot_commands)
     PGT_CHECK_MSG(strstr(pgpipe_errmsg(r), "(SQLSTATE 22007)") != NULL, "%s", pgpipe_errmsg(r));
     pgpipe_runner_close(r);
 
+    /* an empty option value in a step is refused, not taken as "any":
+    ** the purge purges nothing */
+    PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, source_name, error_message) "
+                        "VALUES ('load', 'rsrc_steps_keep', 'kept')"));
+    rsrc_t_write(file, ".pipeline rsrc_steps\n"
+                       ".dlq purge --status dead --source ''\n");
+    PGT_OK(pgpipe_runner_open(&r, file, &o));
+    PGT_CHECK(pgpipe_runner_run(r) != PGPIPE_OK);
+    PGT_CONTAINS(pgpipe_errmsg(r), "--source is empty");
+    pgpipe_runner_close(r);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = "
+                             "'rsrc_steps_keep'"), 1);
+    PQclear(PGT_EXEC(c, "DELETE FROM pgpipe.dead_letters WHERE source_name = 'rsrc_steps_keep'"));
+
     /* SQL fails with its line, in a .read file with the read file's line */
     snprintf(p, sizeof p, "%s/bad.sql", dir);
     rsrc_t_write(p, "SELECT 1;\n\nSELECT * FROM no_such_table;\n");
