@@ -604,6 +604,13 @@ static void pl_t_concurrency_option(void)
     PGT_EQ_INT(pgpipe_pull_open(&p, &o), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(p), "concurrency is 1 to 64, not 0");
     pgpipe_pull_close(p);
+    /* an empty stream is not the default stream (whose cursor it would move) */
+    o.concurrency = 1;
+    o.stream = "";
+    PGT_EQ_INT(pgpipe_pull_open(&p, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(p), "the stream is empty");
+    pgpipe_pull_close(p);
+    o.stream = "default";
     pgpipe_pull_budget *b;
     PGT_OK(pgpipe_pull_budget_open(&b, 0, 1));
     PGT_EQ_INT(pgpipe_pull_budget_set_concurrency(b, -1), PGPIPE_MISUSE);

@@ -770,6 +770,27 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: unknown pagination %d", opt->paginate);
     if (opt->paginate == PGPIPE_PULL_CURSOR && (!opt->cursor_path || !*opt->cursor_path))
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: cursor pagination needs a cursor path");
+    {   /* "" is no value: a script's unset $STREAM must not read and move
+        ** the cursor of the default stream */
+        const char *const vals[] = { opt->stream, opt->event_type,
+                                     opt->event_type_field, opt->cursor_path, opt->cursor_param,
+                                     opt->more_path, opt->offset_param, opt->limit_param,
+                                     opt->page_param, opt->total_path, opt->pages_path,
+                                     opt->since_field, opt->since_param, opt->since_initial,
+                                     opt->backfill_from, opt->backfill_to, opt->until_param,
+                                     opt->ca_file, opt->method };
+        static const char *const names[] = { "stream", "event type",
+                                             "event type field", "cursor path", "cursor parameter",
+                                             "more path", "offset parameter", "limit parameter",
+                                             "page parameter", "total path", "pages path",
+                                             "since field", "since parameter", "initial since",
+                                             "backfill start", "backfill end", "until parameter",
+                                             "CA file", "method" };
+        for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+            if (vals[i] && !vals[i][0])
+                return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the %s is empty; leave it out "
+                              "(NULL) for the default", names[i]);
+    }
     if (opt->event_type && opt->event_type_field)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: an event type or an event type field, not both");
     if (opt->method && strcmp(opt->method, "GET") != 0 && strcmp(opt->method, "POST") != 0)
@@ -795,7 +816,7 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
     o->bearer_env = o->bearer_file = o->basic_env = o->basic_file = NULL;
     o->api_key_env = o->api_key_file = o->api_key_header = NULL;
     o->headers = NULL;
-    if (!o->stream || !*o->stream)
+    if (!o->stream)
         o->stream = "default";
     if (!o->method)
         o->method = "GET";

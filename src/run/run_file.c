@@ -824,6 +824,11 @@ static void rf_source_pull(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
             v = w[++i].s;
             col = w[i].vcol;
         }
+        if (!*v) { /* never the option's default */
+            rf_diag(pf, line, col, ".source pull: %s is empty (leave the option out for its default)",
+                    name);
+            continue;
+        }
         if (!strcmp(name, "--every")) {
             if ((s->every_ms = run_duration_ms(v)) <= 0)
                 rf_diag(pf, line, col, ".source pull: --every: expected a duration like 30s, 5m, 2h, 1d, "

@@ -47,7 +47,7 @@ $P "$D" "SET client_min_messages = warning" "DROP DATABASE quiet_a" "DROP DATABA
 
 # .migrate: a directory that is not there is said once; a file; an empty one
 $P "$D" ".migrate $tmp/nonexistent" >"$tmp/out" 2>"$tmp/err" && fail "missing directory accepted"
-[ "$(cat "$tmp/err")" = "error: .migrate: no such directory: $tmp/nonexistent" ] ||
+[ "$(cat "$tmp/err")" = "error: .migrate: no such directory: \"$tmp/nonexistent\"" ] ||
     fail "missing directory: $(cat "$tmp/err")"
 [ -s "$tmp/out" ] && fail "missing directory printed: $(cat "$tmp/out")"
 $P "$D" ".migrate $tmp/e.ndjson" >"$tmp/out" 2>"$tmp/err" && fail "a file taken for a directory"
