@@ -4749,6 +4749,14 @@ static int cmd_load(shell *sh, char **argv, int argc, const char *rest)
             errorf(".load: --delimiter: expected one character or tab, got \"%s\"", delim);
             return 1;
         }
+        /* a delimiter means CSV, and wins over the name's guess (x.tsv
+        ** that is comma-separated: --delimiter ,) */
+        if (o.format == PGPIPE_FORMAT_AUTO)
+            o.format = PGPIPE_FORMAT_CSV;
+        else if (o.format != PGPIPE_FORMAT_CSV) {
+            errorf(".load: --delimiter: only for --format csv");
+            return 1;
+        }
     }
     /* options that only mean something together */
     static const char *const staging_only[] = { "--event-type-field", "--event-type", "--source-field",

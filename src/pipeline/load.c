@@ -394,28 +394,46 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
         char *mapping = copy_mapping_json(l);
         if (!mapping)
             return pp_err_nomem(&ln->err);
-        const char *v[3] = { l->load_key, l->target, mapping };
+        char delim[2] = { (char)l->csv_delimiter_now, 0 };
+        const char *v[4] = { l->load_key, l->target, mapping, delim };
         rc = copy_exec(ln, "SELECT id, coalesce(options->>'batch_rows', ''), "
                           "coalesce(options->>'batch_bytes', ''), " COPY_LOAD_STARTED ", format, "
-                          "coalesce(options->'mapping' = $3::jsonb, true) FROM pgpipe.loads "
+                          "coalesce(options->'mapping' = $3::jsonb, true), "
+                          "coalesce(options->>'delimiter', $4), (SELECT count(*) FROM "
+                          "pgpipe.load_batches b WHERE b.load_id = loads.id) FROM pgpipe.loads "
                           "WHERE source_checksum = $1 AND target = $2 ORDER BY id DESC LIMIT 1",
-                       3, v, &r, transient);
+                       4, v, &r, transient);
         pp_free(mapping);
         if (rc != PGPIPE_OK)
             return rc;
+        /* a resume skips the batches the earlier run committed: only right
+        ** when it reads the file the same way. A run with another format,
+        ** delimiter or mapping (the first one's mistake fixed) would skip
+        ** records it never loaded; when that run committed nothing (its
+        ** CSV header was refused, say) there is nothing to skip, and this
+        ** run is a new load. */
+        int fresh = 0;
         if (PQntuples(r) == 1) {
-            /* a resume skips the batches the earlier run committed: only
-            ** right when it reads the file the same way. A run with another
-            ** format or mapping (the first one's mistake fixed) would skip
-            ** records it never loaded. */
-            const char *was = PQgetvalue(r, 0, 4);
+            const char *was = PQgetvalue(r, 0, 4), *was_delim = PQgetvalue(r, 0, 6);
             int other_format = l->format != PGPIPE_FORMAT_AUTO && strcmp(was, "auto") &&
                                strcmp(was, copy_format_name(l->format));
-            if (other_format || PQgetvalue(r, 0, 5)[0] != 't') {
+            /* a CSV read with another delimiter: a TSV first loaded as
+            ** comma-separated (every row one odd field) */
+            int other_delim = !strcmp(was, "csv") &&
+                              (l->format == PGPIPE_FORMAT_CSV || l->format == PGPIPE_FORMAT_AUTO) &&
+                              strcmp(was_delim, delim) != 0;
+            int other = other_format || other_delim || PQgetvalue(r, 0, 5)[0] != 't';
+            if (other && atoll(PQgetvalue(r, 0, 7)) == 0)
+                fresh = 1;
+            else if (other) {
                 char what[96];
                 if (other_format)
                     snprintf(what, sizeof what, "format %s; this one %s", was,
                              copy_format_name(l->format));
+                else if (other_delim)
+                    snprintf(what, sizeof what, "the CSV delimiter %s; this one %s",
+                             was_delim[0] == '\t' ? "tab" : was_delim,
+                             delim[0] == '\t' ? "tab" : delim);
                 else
                     snprintf(what, sizeof what, "another field mapping or --require");
                 rc = pp_err(&ln->err, PGPIPE_MISUSE, "loader: load %s of %s ran with %s: resuming "
@@ -425,6 +443,8 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
                 PQclear(r);
                 return rc;
             }
+        }
+        if (PQntuples(r) == 1 && !fresh) {
             l->load_id = atoll(PQgetvalue(r, 0, 0));
             snprintf(l->load_started, sizeof l->load_started, "%s", PQgetvalue(r, 0, 3));
             /* the batch boundaries must be those of the earlier run */
@@ -467,14 +487,15 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
     char *mapping = copy_mapping_json(l);
     if (!mapping)
         return pp_err_nomem(&ln->err);
-    const char *v[9] = { l->source, l->src_size >= 0 ? num[0] : NULL,
-                         l->src_mtime >= 0 ? num[1] : NULL, l->load_key,
-                         copy_format_name(l->format), l->target, num[2], num[3], mapping };
+    char delim[2] = { (char)l->csv_delimiter_now, 0 };
+    const char *v[10] = { l->source, l->src_size >= 0 ? num[0] : NULL,
+                          l->src_mtime >= 0 ? num[1] : NULL, l->load_key,
+                          copy_format_name(l->format), l->target, num[2], num[3], mapping, delim };
     rc = copy_exec(ln, "INSERT INTO pgpipe.loads (source, source_size, source_mtime, source_checksum, "
                       "format, target, options) VALUES ($1, $2::bigint, to_timestamp($3::bigint), $4, "
                       "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint, "
-                      "'mapping', $9::jsonb)) "
-                      "RETURNING id, " COPY_LOAD_STARTED, 9, v, &r, transient);
+                      "'mapping', $9::jsonb, 'delimiter', $10::text)) "
+                      "RETURNING id, " COPY_LOAD_STARTED, 10, v, &r, transient);
     pp_free(mapping);
     if (rc != PGPIPE_OK)
         return rc;

@@ -441,6 +441,11 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
         else
             return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--delimiter: expected one character or "
                             "tab, got \"%s\"", delim);
+        /* a delimiter means CSV, and wins over the name's guess */
+        if (o.format == PGPIPE_FORMAT_AUTO)
+            o.format = PGPIPE_FORMAT_CSV;
+        else if (o.format != PGPIPE_FORMAT_CSV)
+            return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--delimiter: only for --format csv");
     }
     const char *map = stp_get(spec, &a, "--map"), *req = stp_get(spec, &a, "--require");
     if (!o.target != !map)

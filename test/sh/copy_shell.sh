@@ -91,6 +91,28 @@ for o in --source --event-type --key --source-field --event-type-field; do
 done
 out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE payload ? 'copysh_empty'" | tail -n 1)
 [ "$out" = 0 ] || fail "an empty option staged $out rows"
+# the wrong delimiter: a tab-separated file named .csv. Refused at its header
+# (nothing committed), the run with --delimiter tab is a new load; with rows
+# committed the comma way (a constant event type), the tab run is refused,
+# naming the delimiters, instead of skipping them all as "loaded before"
+printf 'event_type\tcopysh_delim\nclick\t1\nview\t2\n' > "$tmp/tabs.csv"
+$P "$D" ".load $tmp/tabs.csv" 2>"$tmp/err" && fail "a TSV read as CSV found its header"
+has "$(cat "$tmp/err")" 'no column "event_type"'
+out=$($P "$D" ".load $tmp/tabs.csv --delimiter tab") || fail "the tab run after a refused header: $out"
+has "$out" "read 2, loaded 2"
+printf 'a\tb\n1\t2\n' > "$tmp/tabs2.csv"
+out=$($P "$D" ".load $tmp/tabs2.csv --event-type copysh_delim2") || fail "comma run: $out"
+has "$out" "loaded 1"
+$P "$D" ".load $tmp/tabs2.csv --event-type copysh_delim2 --delimiter tab" 2>"$tmp/err" && fail "a resume with another delimiter accepted"
+has "$(cat "$tmp/err")" "ran with the CSV delimiter ,; this one tab"
+# a delimiter means CSV and wins over the name (.tsv that has commas)
+printf 'event_type,copysh_delim3\nclick,1\n' > "$tmp/commas.tsv"
+out=$($P "$D" ".load $tmp/commas.tsv --delimiter ,") || fail "--delimiter , on a .tsv: $out"
+has "$out" "loaded 1"
+$P "$D" ".load $tmp/commas.tsv --format ndjson --delimiter tab" 2>"$tmp/err" && fail "--delimiter with ndjson accepted"
+has "$(cat "$tmp/err")" "--delimiter: only for --format csv"
+out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE payload ? 'copysh_delim' OR payload ? 'copysh_delim3'" | tail -n 1)
+[ "$out" = 3 ] || fail "delimiter loads staged $out rows, wanted 3"
 $P "$D" "DROP TABLE copysh_t" >/dev/null
 rm -rf "$tmp"
 exit 0
