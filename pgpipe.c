@@ -108,6 +108,10 @@ PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size);
 PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n);
 PGPIPE_PRIVATE void pp_free(void *p);
 PGPIPE_PRIVATE char *pp_strdup(const char *s);
+/* The index of the first of n option values that is "" (given, but empty),
+** or -1. An empty value is never "any" or the default: a script's unset
+** variable must not widen a purge or pick another pipeline's slot. */
+PGPIPE_PRIVATE int pp_first_empty(const char *const *vals, int n);
 PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n);
 
 /* Errors (util.c). Each returns the code it set, so callers can write
@@ -3219,6 +3223,14 @@ PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n)
 }
 
 PGPIPE_PRIVATE char *pp_strdup(const char *s) { return s ? pp_strndup(s, strlen(s)) : NULL; }
+
+PGPIPE_PRIVATE int pp_first_empty(const char *const *vals, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (vals[i] && !vals[i][0])
+            return i;
+    return -1;
+}
 
 /* ---- Buffers ---------------------------------------------------------- */
 
@@ -15713,10 +15725,10 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
         static const char *const names[] = { "source", "event type", "source field",
                                              "event type field", "payload field",
                                              "received_at field", "load key", "target table" };
-        for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
-            if (vals[i] && !vals[i][0])
-                return copy_errf(l, PGPIPE_MISUSE, "loader: the %s is empty; leave it out (NULL) "
-                                 "for the default", names[i]);
+        int i = pp_first_empty(vals, (int)(sizeof vals / sizeof vals[0]));
+        if (i >= 0)
+            return copy_errf(l, PGPIPE_MISUSE, "loader: the %s is empty; leave it out (NULL) for "
+                             "the default", names[i]);
     }
     if (o->csv_delimiter <= 0 || o->csv_delimiter > 255 || o->csv_delimiter == '"' ||
         o->csv_delimiter == '\n' || o->csv_delimiter == '\r')
@@ -19751,10 +19763,10 @@ static int dlq_check_empty(const pgpipe_dlq_filter *f, pgpipe_error *err)
         return PGPIPE_OK;
     const char *const vals[] = { f->stage, f->source, f->error_like, f->since, f->until, f->status };
     static const char *const names[] = { "stage", "source", "error", "since", "until", "status" };
-    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
-        if (vals[i] && !vals[i][0])
-            return pp_err(err, PGPIPE_MISUSE, "dlq filter: %s is empty; leave it out (NULL) for "
-                          "no %s filter", names[i], names[i]);
+    int i = pp_first_empty(vals, 6);
+    if (i >= 0)
+        return pp_err(err, PGPIPE_MISUSE, "dlq filter: %s is empty; leave it out (NULL) for no "
+                      "%s filter", names[i], names[i]);
     return PGPIPE_OK;
 }
 
@@ -34025,10 +34037,10 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
                                              "since field", "since parameter", "initial since",
                                              "backfill start", "backfill end", "until parameter",
                                              "CA file", "method" };
-        for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
-            if (vals[i] && !vals[i][0])
-                return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the %s is empty; leave it out "
-                              "(NULL) for the default", names[i]);
+        int i = pp_first_empty(vals, (int)(sizeof vals / sizeof vals[0]));
+        if (i >= 0)
+            return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the %s is empty; leave it out (NULL) "
+                          "for the default", names[i]);
     }
     if (opt->event_type && opt->event_type_field)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: an event type or an event type field, not both");
@@ -40913,10 +40925,10 @@ int pgpipe_runs_list(PGconn *conn, const pgpipe_runs_filter *f, PGresult **out, 
         f = &none;
     const char *const vals[] = { f->pipeline, f->name, f->status, f->since };
     static const char *const names[] = { "pipeline", "name", "status", "since" };
-    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
-        if (vals[i] && !vals[i][0])
-            return pp_err(err, PGPIPE_MISUSE, "runs filter: %s is empty; leave it out (NULL) for "
-                          "no %s filter", names[i], names[i]);
+    int empty = pp_first_empty(vals, 4);
+    if (empty >= 0)
+        return pp_err(err, PGPIPE_MISUSE, "runs filter: %s is empty; leave it out (NULL) for no "
+                      "%s filter", names[empty], names[empty]);
     char lim[16];
     snprintf(lim, sizeof lim, "%d", f->limit > 0 ? f->limit : 50);
     /* since: a time or an interval back from now, resolved first (a bad

@@ -97,6 +97,10 @@ PGPIPE_PRIVATE void *pp_calloc(size_t count, size_t size);
 PGPIPE_PRIVATE void *pp_realloc(void *p, size_t n);
 PGPIPE_PRIVATE void pp_free(void *p);
 PGPIPE_PRIVATE char *pp_strdup(const char *s);
+/* The index of the first of n option values that is "" (given, but empty),
+** or -1. An empty value is never "any" or the default: a script's unset
+** variable must not widen a purge or pick another pipeline's slot. */
+PGPIPE_PRIVATE int pp_first_empty(const char *const *vals, int n);
 PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n);
 
 /* Errors (util.c). Each returns the code it set, so callers can write

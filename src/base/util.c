@@ -79,6 +79,14 @@ PGPIPE_PRIVATE char *pp_strndup(const char *s, size_t n)
 
 PGPIPE_PRIVATE char *pp_strdup(const char *s) { return s ? pp_strndup(s, strlen(s)) : NULL; }
 
+PGPIPE_PRIVATE int pp_first_empty(const char *const *vals, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (vals[i] && !vals[i][0])
+            return i;
+    return -1;
+}
+
 /* ---- Buffers ---------------------------------------------------------- */
 
 PGPIPE_PRIVATE int pp_buf_reserve(pp_buf *b, size_t extra)

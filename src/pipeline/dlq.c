@@ -124,10 +124,10 @@ static int dlq_check_empty(const pgpipe_dlq_filter *f, pgpipe_error *err)
         return PGPIPE_OK;
     const char *const vals[] = { f->stage, f->source, f->error_like, f->since, f->until, f->status };
     static const char *const names[] = { "stage", "source", "error", "since", "until", "status" };
-    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
-        if (vals[i] && !vals[i][0])
-            return pp_err(err, PGPIPE_MISUSE, "dlq filter: %s is empty; leave it out (NULL) for "
-                          "no %s filter", names[i], names[i]);
+    int i = pp_first_empty(vals, 6);
+    if (i >= 0)
+        return pp_err(err, PGPIPE_MISUSE, "dlq filter: %s is empty; leave it out (NULL) for no "
+                      "%s filter", names[i], names[i]);
     return PGPIPE_OK;
 }
 

@@ -1186,10 +1186,10 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
         static const char *const names[] = { "source", "event type", "source field",
                                              "event type field", "payload field",
                                              "received_at field", "load key", "target table" };
-        for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
-            if (vals[i] && !vals[i][0])
-                return copy_errf(l, PGPIPE_MISUSE, "loader: the %s is empty; leave it out (NULL) "
-                                 "for the default", names[i]);
+        int i = pp_first_empty(vals, (int)(sizeof vals / sizeof vals[0]));
+        if (i >= 0)
+            return copy_errf(l, PGPIPE_MISUSE, "loader: the %s is empty; leave it out (NULL) for "
+                             "the default", names[i]);
     }
     if (o->csv_delimiter <= 0 || o->csv_delimiter > 255 || o->csv_delimiter == '"' ||
         o->csv_delimiter == '\n' || o->csv_delimiter == '\r')

@@ -786,10 +786,10 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
                                              "since field", "since parameter", "initial since",
                                              "backfill start", "backfill end", "until parameter",
                                              "CA file", "method" };
-        for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
-            if (vals[i] && !vals[i][0])
-                return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the %s is empty; leave it out "
-                              "(NULL) for the default", names[i]);
+        int i = pp_first_empty(vals, (int)(sizeof vals / sizeof vals[0]));
+        if (i >= 0)
+            return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the %s is empty; leave it out (NULL) "
+                          "for the default", names[i]);
     }
     if (opt->event_type && opt->event_type_field)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: an event type or an event type field, not both");

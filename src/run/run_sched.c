@@ -1796,10 +1796,10 @@ int pgpipe_runs_list(PGconn *conn, const pgpipe_runs_filter *f, PGresult **out, 
         f = &none;
     const char *const vals[] = { f->pipeline, f->name, f->status, f->since };
     static const char *const names[] = { "pipeline", "name", "status", "since" };
-    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
-        if (vals[i] && !vals[i][0])
-            return pp_err(err, PGPIPE_MISUSE, "runs filter: %s is empty; leave it out (NULL) for "
-                          "no %s filter", names[i], names[i]);
+    int empty = pp_first_empty(vals, 4);
+    if (empty >= 0)
+        return pp_err(err, PGPIPE_MISUSE, "runs filter: %s is empty; leave it out (NULL) for no "
+                      "%s filter", names[empty], names[empty]);
     char lim[16];
     snprintf(lim, sizeof lim, "%d", f->limit > 0 ? f->limit : 50);
     /* since: a time or an interval back from now, resolved first (a bad
