@@ -637,6 +637,17 @@ PGT_TEST(run_sched, tx_killed_firing_fires_again)
     rst_stop(&a);
     rst_stop(&b);
     long long n = rst_int(c, "SELECT count(*) FROM %s", tbl);
+    if (n < 3) { /* what happened, for the failure's report */
+        snprintf(sql, sizeof sql,
+                 "SELECT string_agg(format('%%s %%s %%s %%s', extract(epoch FROM slot)::bigint, "
+                 "instance, status, error), '; ' ORDER BY started_at) FROM pgpipe.run_history "
+                 "WHERE pipeline = '%s'", name);
+        fprintf(stderr, "    killed at %lld; history: %s\n", at_kill, pgt_db_str(c, sql));
+        snprintf(sql, sizeof sql,
+                 "SELECT string_agg(extract(epoch FROM slot)::bigint::text, ' ' ORDER BY slot) "
+                 "FROM %s", tbl);
+        fprintf(stderr, "    rows: %s\n", pgt_db_str(c, sql));
+    }
     PGT_CHECK_MSG(n >= 3, "only %lld firings", n);
     PGT_EQ_INT(rst_int(c, "SELECT count(DISTINCT slot) FROM %s", tbl), n); /* none twice */
     /* none missing, the killed one included */

@@ -662,6 +662,17 @@ static int rs_overlap(rs_exec *x, run_sched *s, PGconn *c, const rs_cfg *cfg,
     int got = 0;
     if (rs_try_lock(c, k1, k2, &got, e))
         return -1;
+    /* A transactional firing that just ended (committed, or its backend
+    ** terminated) released the schedule row this firing's claim waited
+    ** for a moment before its advisory lock: look again for a quarter of
+    ** a second before taking the lock as held by a firing that runs (as
+    ** pgpipe.run_overlap_lock does in run_fire). */
+    for (int i = 0; !got && i < 5 && !run_stopping(x->r); i++) {
+        if (rs_sleep(s, 50))
+            break;
+        if (rs_try_lock(c, k1, k2, &got, e))
+            return -1;
+    }
     if (got || sc->overlap == PGPIPE_PIPE_OVERLAP_SKIP)
         return got;
     int queued = 0;
