@@ -2306,6 +2306,10 @@ static int like_cond(shell *sh, char *sql, size_t size, const char *pat, const c
 {
     if (!pat)
         return 0;
+    if (!*pat) {
+        errorf("%s: the pattern is empty; give none for every relation", cur.cmd);
+        return 1;
+    }
     char *lit = PQescapeLiteral(sh->conn, pat, strlen(pat));
     if (!lit)
         return 1;
@@ -2415,9 +2419,15 @@ static void output_close(shell *sh)
 /* Output to FILE, to the command after '|', or (NULL, "-", "stdout") to stdout. */
 static int output_open(shell *sh, const char *cmd, const char *target)
 {
+    if (target && !*target) { /* '' (a script's unset variable) is no file, nor stdout */
+        errorf("%s: the file name is empty; %s", cmd,
+               strcmp(cmd, ".output") && strcmp(cmd, "\\o") ? "name a file"
+                                                             : "give none to go back to stdout");
+        return 1;
+    }
     fflush(sh->out);
     output_close(sh);
-    if (!target || !*target || !strcmp(target, "-") || !strcmp(target, "stdout"))
+    if (!target || !strcmp(target, "-") || !strcmp(target, "stdout"))
         return 0;
     FILE *f = target[0] == '|' ? popen(target + 1, "w") : fopen(target, "w");
     if (!f) {
@@ -6812,8 +6822,10 @@ static int run_g(shell *sh, const char *name, const char *target, char **sql, si
         sh->gx = 1;
     if (!strcmp(name, "gset"))
         sh->gset = prefix;
-    if (!strcmp(name, "g") && target && output_open(sh, "\\g", target))
+    if (!strcmp(name, "g") && target && output_open(sh, "\\g", target)) {
+        sh->failures++; /* the caller returns this rc uncounted */
         return 1;
+    }
     if (!strcmp(name, "g") && target)
         sh->oncefile = sh->outfile;
     if (sql && *len) {
@@ -6834,6 +6846,7 @@ static int run_g(shell *sh, const char *name, const char *target, char **sql, si
     } else {
         errorf("\\%s: no query to run (type one first)", name);
         rc = 1;
+        sh->failures++;
     }
     sh->gx = 0;
     sh->gset = NULL;

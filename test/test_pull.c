@@ -611,6 +611,24 @@ static void pl_t_concurrency_option(void)
     PGT_CONTAINS(pgpipe_errmsg(p), "the stream is empty");
     pgpipe_pull_close(p);
     o.stream = "default";
+    /* a backfill range that runs backwards, where its ends say so: ids or
+    ** ISO times of one shape; other values are the API's to judge */
+    static const struct { const char *from, *to; int bad; } bf[] = {
+        { "5", "1", 1 }, { "-1", "-7", 1 }, { "2026-12-31", "2026-01-01", 1 },
+        { "2026-02-01T00:00:00Z", "2026-01-31T23:59:59Z", 1 }, { "1", "5", 0 },
+        { "7", "7", 0 }, { "2026-01-01", "2026-12-31", 0 }, { "b", "a", 0 },
+        { "2026-12-31", "2027-01-01T00:00:00Z", 0 }, { "99999999999999999999", "1", 0 },
+    };
+    for (size_t i = 0; i < sizeof bf / sizeof bf[0]; i++) {
+        o.backfill_from = bf[i].from;
+        o.backfill_to = bf[i].to;
+        int rc = pgpipe_pull_open(&p, &o);
+        PGT_EQ_INT(rc, bf[i].bad ? PGPIPE_MISUSE : PGPIPE_OK);
+        if (bf[i].bad)
+            PGT_CONTAINS(pgpipe_errmsg(p), "the backfill runs backwards");
+        pgpipe_pull_close(p);
+    }
+    o.backfill_from = o.backfill_to = NULL;
     pgpipe_pull_budget *b;
     PGT_OK(pgpipe_pull_budget_open(&b, 0, 1));
     PGT_EQ_INT(pgpipe_pull_budget_set_concurrency(b, -1), PGPIPE_MISUSE);

@@ -704,6 +704,25 @@ static const char *pull_keep(pgpipe_pull *p, const char *s)
     return (p->strs[p->nstrs++] = pp_strdup(s));
 }
 
+/* Does a backfill range FROM..TO run backwards? Known only where both ends
+** are integers (ids) or both ISO-8601 times of one shape (which compare as
+** text); any other values are the API's to judge. */
+static int pull_range_backwards(const char *from, const char *to)
+{
+    const char *ends[2] = { from, to };
+    int ints = 1;
+    for (int k = 0; k < 2; k++) {
+        const char *q = ends[k] + (ends[k][0] == '-');
+        ints &= *q && strspn(q, "0123456789") == strlen(q) && strlen(q) < 19;
+    }
+    if (ints)
+        return strtoll(from, NULL, 10) > strtoll(to, NULL, 10);
+    int iso = strlen(from) == strlen(to);
+    for (int k = 0; iso && k < 2; k++)
+        iso = strspn(ends[k], "0123456789") == 4 && ends[k][4] == '-';
+    return iso && strcmp(from, to) > 0;
+}
+
 /* A secret from an environment variable or a file (its first line). */
 static int pull_secret(pgpipe_pull *p, const char *what, const char *env, const char *file,
                        char **out)
@@ -797,6 +816,10 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the method is GET or POST");
     if (opt->backfill_to && !opt->backfill_from)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: a backfill needs its start (backfill_from)");
+    if (opt->backfill_from && opt->backfill_to &&
+        pull_range_backwards(opt->backfill_from, opt->backfill_to))
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the backfill runs backwards: its start "
+                      "\"%s\" comes after its end \"%s\"", opt->backfill_from, opt->backfill_to);
     if (opt->api_key_header && !opt->api_key_env && !opt->api_key_file)
         return pp_err(&p->h.err, PGPIPE_MISUSE,
                       "pull: the API key comes from an environment variable or a file");

@@ -153,6 +153,13 @@ has "$out" " HELLO"
 has "$out" " AFTER"
 has "$out" " plain"
 has "$($P "$DB" -c '\timing on' -c "SELECT 1")" "Time: "
+# an empty file name (a script's unset variable) is no file and not stdout either
+for c in ".output ''" ".once ''" "\\o ''" "SELECT 1 \\g ''"; do
+    err=$($P "$DB" -c "$c" 2>&1) && fail "$c accepted: $err"
+    has "$err" "the file name is empty"
+done
+err=$($P "$DB" -c '\g' 2>&1) && fail "\\g with no query before it exited 0: $err"
+has "$err" "no query to run"
 
 # ---- variables and \if in a script; \g \gx \gset \echo \encoding \watch -------------
 cat > "$tmp/script.sql" <<'SQL'

@@ -42,6 +42,10 @@ same "$($P "$DB" ".indexes ite%")" "items_name_idx  items_pkey" ".indexes TABLE"
 same "$($P "$DB" ".tables side.o%")" "side.other" ".tables SCHEMA.PATTERN"
 # a pattern is a literal, never SQL
 same "$($P "$DB" ".tables \"x' OR true --\"")" "" ".tables with a quote in the pattern"
+for c in .tables .schema .indexes; do
+    err=$($P "$DB" "$c ''" 2>&1) && fail "$c '' accepted: $err"
+    has "$err" "$c: the pattern is empty"
+done
 out=$($P "$DB" ".schema items")
 has "$out" "CREATE TABLE items (
     id integer NOT NULL,
