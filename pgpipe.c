@@ -1250,6 +1250,11 @@ PGPIPE_PRIVATE int run_stopping(const pgpipe_runner *r);
 ** r->base_dir. */
 PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_pipe_step *steps,
                                   int n, int64_t timeout_ms, long long *rows, pgpipe_error *err);
+/* The arguments of one dot command step (TEXT, the whole line) as the step
+** would read them, without running anything or opening a file: PGPIPE_OK,
+** or the error with its message ("CMD: what is wrong", no file or line).
+** The pipeline file's parse calls it for every dot command it keeps. */
+PGPIPE_PRIVATE int run_step_check(const char *text, pgpipe_error *err);
 
 /* ==== run_sched.c: schedules, tasks, history =============================
 ** start: threads that fire the schedules of r->def and run their tasks;
@@ -1689,6 +1694,10 @@ static const char *const pp_sql_6[] = {
     "BEGIN\n",
     "    IF ahead_days IS NULL OR ahead_days < 0 THEN\n",
     "        RAISE EXCEPTION 'pgpipe.create_partitions: ahead_days must be >= 0, got %', ahead_days;\n",
+    "    END IF;\n",
+    "    IF ahead_days > 366 THEN -- each day is a table and its indexes in the catalog\n",
+    "        RAISE EXCEPTION 'pgpipe.create_partitions: ahead_days is at most 366 (a year of daily '\n",
+    "                        'partitions), got %', ahead_days;\n",
     "    END IF;\n",
     "    PERFORM pg_advisory_xact_lock(hashtext('pgpipe.raw_events partitions'));\n",
     "    FOR i IN 0 .. ahead_days LOOP\n",
@@ -37202,6 +37211,15 @@ static void rf_add_step(pgpipe_pipefile *pf, int kind, const char *text, size_t 
 static void rf_dot(pgpipe_pipefile *pf, int line, rf_word *w, int nw, const char *raw)
 {
     const char *cmd = w[0].s + 1;
+    /* its arguments, read as the step will read them (a bad number or an
+    ** unknown option is said now, not at every firing) */
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (run_step_check(raw, &e)) {
+        rf_diag(pf, line, w[0].col, "%s", e.message);
+        rf_add_step(pf, PGPIPE_PIPE_DOT, raw, strlen(raw), line);
+        return;
+    }
     if (!strcmp(cmd, "install")) {
         for (int i = 1; i < nw; i++)
             if (!strcmp(w[i].s, "--example"))
@@ -38421,7 +38439,12 @@ typedef struct stp_ctx {
     long long rows;
     pgpipe_error *err;
     int depth;           /* .read nesting */
+    int check;           /* run_step_check: arguments only, nothing runs */
 } stp_ctx;
+
+/* What stp_arm returns in check mode: the arguments were fine up to the
+** first thing that would run; every step passes it up as it is. */
+#define STP_CHECKED 1000
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -38434,6 +38457,8 @@ static int stp_fail(stp_ctx *x, const char *file, int line, const char *cmd, int
     snprintf(state, sizeof state, "%s", sqlstate ? sqlstate : "");
     char m[1024];
     snprintf(m, sizeof m, "%s", msg ? msg : "failed");
+    if (x->check) /* the pipeline file's check says where itself */
+        return pp_err(x->err, code, "%s%s%s", cmd ? cmd : "", cmd ? ": " : "", m);
     int timed_out = x->deadline && !strcmp(state, "57014") && run_now_ms() >= x->deadline - 50;
     if (timed_out)
         code = PGPIPE_BUSY;
@@ -38468,6 +38493,8 @@ static int stp_fail_err(stp_ctx *x, const char *file, int line, const char *cmd,
 /* Before a statement: statement_timeout = the time left (at least 1 ms). */
 static int stp_arm(stp_ctx *x, const char *file, int line, const char *cmd)
 {
+    if (x->check)
+        return STP_CHECKED;
     if (!x->deadline)
         return PGPIPE_OK;
     int64_t left = x->deadline - run_now_ms();
@@ -38595,7 +38622,7 @@ static int stp_num(stp_ctx *x, const char *file, int line, const char *cmd, cons
 /* A path of a step: relative ones are against the pipeline file's folder. */
 static char *stp_path(const pgpipe_runner *r, const char *p)
 {
-    if (p[0] == '/' || !r->base_dir || !r->base_dir[0])
+    if (p[0] == '/' || !r || !r->base_dir || !r->base_dir[0])
         return pp_strdup(p);
     size_t n = strlen(r->base_dir) + strlen(p) + 2;
     char *s = pp_malloc(n);
@@ -38662,6 +38689,10 @@ static int stp_migrate(stp_ctx *x, const char *file, int line, char **w, int nw)
         return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
     o.dir = dir;
     struct stat st;
+    if (x->check) { /* the file's check looks at the folder itself */
+        pp_free(dir);
+        return STP_CHECKED;
+    }
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         rc = stp_failf(x, file, line, cmd, PGPIPE_IO, "no such directory: %s", dir);
         pp_free(dir);
@@ -38897,7 +38928,7 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
         o.ncolumns = k;
     }
     if (conns > 1) {
-        o.pool = x->r->pool;
+        o.pool = x->r ? x->r->pool : NULL;
         o.connections = (int)conns;
     } else {
         o.conn = x->conn;
@@ -38976,6 +39007,8 @@ static int stp_read(stp_ctx *x, const char *file, int line, char **w, int nw)
     if (x->depth >= STP_MAX_DEPTH)
         return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "nested more than %d deep (does a file "
                         "read itself?)", STP_MAX_DEPTH);
+    if (x->check) /* the file's check looks for the file itself; what it holds may change */
+        return STP_CHECKED;
     char *path = stp_path(x->r, w[1]);
     if (!path)
         return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
@@ -39049,7 +39082,7 @@ static int stp_partitions(stp_ctx *x, const char *file, int line, char **w, int 
     if (ahead && a.val[0])
         return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--detach-only goes with retain");
     long long days;
-    if ((rc = stp_num(x, file, line, cmd, "DAYS", a.pos[1], 1, 36500, &days)))
+    if ((rc = stp_num(x, file, line, cmd, "DAYS", a.pos[1], 1, ahead ? 366 : 36500, &days)))
         return rc;
     if ((rc = stp_arm(x, file, line, cmd)))
         return rc;
@@ -39151,12 +39184,14 @@ static int stp_logcmd(stp_ctx *x, const char *file, int line, char **w, int nw)
     if (k < 0)
         return stp_failf(x, file, line, ".log", PGPIPE_MISUSE, "expected a level (debug|info|notice|warn|"
                         "error|off)%s%s%s", nw > 1 ? ", got \"" : "", nw > 1 ? w[1] : "", nw > 1 ? "\"" : "");
+    if (nw > 2 && lv[k] == PGPIPE_LOG_OFF)
+        return stp_failf(x, file, line, ".log", PGPIPE_MISUSE, "off is no level for a message");
+    if (x->check)
+        return STP_CHECKED;
     if (nw == 2) {
         pgpipe_log_set_level(lv[k]);
         return PGPIPE_OK;
     }
-    if (lv[k] == PGPIPE_LOG_OFF)
-        return stp_failf(x, file, line, ".log", PGPIPE_MISUSE, "off is no level for a message");
     pp_buf m = { 0 };
     for (int i = 2; i < nw; i++)
         pp_buf_appendf(&m, "%s%s", i > 2 ? " " : "", w[i]);
@@ -39338,6 +39373,16 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
     if (rows)
         *rows = x.rows;
     return rc;
+}
+
+PGPIPE_PRIVATE int run_step_check(const char *text, pgpipe_error *err)
+{
+    stp_ctx x;
+    memset(&x, 0, sizeof x);
+    x.err = err;
+    x.check = 1;
+    int rc = stp_dot(&x, "", 0, text);
+    return rc == STP_CHECKED ? PGPIPE_OK : rc;
 }
 
 #endif /* PGPIPE_OMIT_RUN */

@@ -342,14 +342,25 @@ PGT_TEST(run_source, steps_dot_commands)
     pgpipe_runner_close(r);
 
     /* an empty option value in a step is refused, not taken as "any":
-    ** the purge purges nothing */
+    ** the purge purges nothing; said when the file is read, with its place */
     PQclear(PGT_EXEC(c, "INSERT INTO pgpipe.dead_letters (stage, source_name, error_message) "
                         "VALUES ('load', 'rsrc_steps_keep', 'kept')"));
     rsrc_t_write(file, ".pipeline rsrc_steps\n"
                        ".dlq purge --status dead --source ''\n");
-    PGT_OK(pgpipe_runner_open(&r, file, &o));
-    PGT_CHECK(pgpipe_runner_run(r) != PGPIPE_OK);
-    PGT_CONTAINS(pgpipe_errmsg(r), "--source is empty");
+    PGT_EQ_INT(pgpipe_runner_open(&r, file, &o), PGPIPE_PARSE);
+    snprintf(want, sizeof want, "%s:2: .dlq purge: --source is empty", file);
+    PGT_CONTAINS(pgpipe_errmsg(r), want);
+    pgpipe_runner_close(r);
+    /* so is a bad number or option in a step: at the file's reading, not at
+    ** every firing */
+    rsrc_t_write(file, ".pipeline rsrc_steps\n"
+                       ".schedule s --every 1h\n"
+                       ".partitions ahead 36500\n"
+                       ".end\n");
+    PGT_EQ_INT(pgpipe_runner_open(&r, file, &o), PGPIPE_PARSE);
+    snprintf(want, sizeof want, "%s:3: .partitions: DAYS: expected a whole number from 1 to 366",
+             file);
+    PGT_CONTAINS(pgpipe_errmsg(r), want);
     pgpipe_runner_close(r);
     PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = "
                              "'rsrc_steps_keep'"), 1);

@@ -93,6 +93,17 @@ PGT_TEST(schema, partitions_maintenance_and_retention)
     /* calling again creates nothing */
     PGT_EQ_INT(pgt_db_int(c, "SELECT pgpipe.create_partitions(2, "
                             "(now() AT TIME ZONE 'UTC')::date + 39)"), 0);
+    /* more than a year ahead (a careless 36500) is refused and creates nothing */
+    {
+        const char *parts = "SELECT count(*) FROM pg_inherits WHERE inhparent = "
+                            "'staging.raw_events'::regclass";
+        long long before = pgt_db_int(c, parts);
+        PGresult *r = PQexec(c, "SELECT pgpipe.create_partitions(36500)");
+        PGT_EQ_INT(PQresultStatus(r), PGRES_FATAL_ERROR);
+        PGT_CONTAINS(PQresultErrorMessage(r), "ahead_days is at most 366");
+        PQclear(r);
+        PGT_EQ_INT(pgt_db_int(c, parts), before);
+    }
 
     /* retention: three old days; one still holds an unprocessed row */
     PGT_EQ_INT(pgt_db_int(c, "SELECT pgpipe.create_partitions(2, "

@@ -43,6 +43,10 @@ BEGIN
     IF ahead_days IS NULL OR ahead_days < 0 THEN
         RAISE EXCEPTION 'pgpipe.create_partitions: ahead_days must be >= 0, got %', ahead_days;
     END IF;
+    IF ahead_days > 366 THEN -- each day is a table and its indexes in the catalog
+        RAISE EXCEPTION 'pgpipe.create_partitions: ahead_days is at most 366 (a year of daily '
+                        'partitions), got %', ahead_days;
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext('pgpipe.raw_events partitions'));
     FOR i IN 0 .. ahead_days LOOP
         d := start_date + i;

@@ -595,6 +595,15 @@ static void rf_add_step(pgpipe_pipefile *pf, int kind, const char *text, size_t 
 static void rf_dot(pgpipe_pipefile *pf, int line, rf_word *w, int nw, const char *raw)
 {
     const char *cmd = w[0].s + 1;
+    /* its arguments, read as the step will read them (a bad number or an
+    ** unknown option is said now, not at every firing) */
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (run_step_check(raw, &e)) {
+        rf_diag(pf, line, w[0].col, "%s", e.message);
+        rf_add_step(pf, PGPIPE_PIPE_DOT, raw, strlen(raw), line);
+        return;
+    }
     if (!strcmp(cmd, "install")) {
         for (int i = 1; i < nw; i++)
             if (!strcmp(w[i].s, "--example"))

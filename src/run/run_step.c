@@ -31,7 +31,12 @@ typedef struct stp_ctx {
     long long rows;
     pgpipe_error *err;
     int depth;           /* .read nesting */
+    int check;           /* run_step_check: arguments only, nothing runs */
 } stp_ctx;
+
+/* What stp_arm returns in check mode: the arguments were fine up to the
+** first thing that would run; every step passes it up as it is. */
+#define STP_CHECKED 1000
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -44,6 +49,8 @@ static int stp_fail(stp_ctx *x, const char *file, int line, const char *cmd, int
     snprintf(state, sizeof state, "%s", sqlstate ? sqlstate : "");
     char m[1024];
     snprintf(m, sizeof m, "%s", msg ? msg : "failed");
+    if (x->check) /* the pipeline file's check says where itself */
+        return pp_err(x->err, code, "%s%s%s", cmd ? cmd : "", cmd ? ": " : "", m);
     int timed_out = x->deadline && !strcmp(state, "57014") && run_now_ms() >= x->deadline - 50;
     if (timed_out)
         code = PGPIPE_BUSY;
@@ -78,6 +85,8 @@ static int stp_fail_err(stp_ctx *x, const char *file, int line, const char *cmd,
 /* Before a statement: statement_timeout = the time left (at least 1 ms). */
 static int stp_arm(stp_ctx *x, const char *file, int line, const char *cmd)
 {
+    if (x->check)
+        return STP_CHECKED;
     if (!x->deadline)
         return PGPIPE_OK;
     int64_t left = x->deadline - run_now_ms();
@@ -205,7 +214,7 @@ static int stp_num(stp_ctx *x, const char *file, int line, const char *cmd, cons
 /* A path of a step: relative ones are against the pipeline file's folder. */
 static char *stp_path(const pgpipe_runner *r, const char *p)
 {
-    if (p[0] == '/' || !r->base_dir || !r->base_dir[0])
+    if (p[0] == '/' || !r || !r->base_dir || !r->base_dir[0])
         return pp_strdup(p);
     size_t n = strlen(r->base_dir) + strlen(p) + 2;
     char *s = pp_malloc(n);
@@ -272,6 +281,10 @@ static int stp_migrate(stp_ctx *x, const char *file, int line, char **w, int nw)
         return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
     o.dir = dir;
     struct stat st;
+    if (x->check) { /* the file's check looks at the folder itself */
+        pp_free(dir);
+        return STP_CHECKED;
+    }
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         rc = stp_failf(x, file, line, cmd, PGPIPE_IO, "no such directory: %s", dir);
         pp_free(dir);
@@ -507,7 +520,7 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
         o.ncolumns = k;
     }
     if (conns > 1) {
-        o.pool = x->r->pool;
+        o.pool = x->r ? x->r->pool : NULL;
         o.connections = (int)conns;
     } else {
         o.conn = x->conn;
@@ -586,6 +599,8 @@ static int stp_read(stp_ctx *x, const char *file, int line, char **w, int nw)
     if (x->depth >= STP_MAX_DEPTH)
         return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "nested more than %d deep (does a file "
                         "read itself?)", STP_MAX_DEPTH);
+    if (x->check) /* the file's check looks for the file itself; what it holds may change */
+        return STP_CHECKED;
     char *path = stp_path(x->r, w[1]);
     if (!path)
         return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
@@ -659,7 +674,7 @@ static int stp_partitions(stp_ctx *x, const char *file, int line, char **w, int 
     if (ahead && a.val[0])
         return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--detach-only goes with retain");
     long long days;
-    if ((rc = stp_num(x, file, line, cmd, "DAYS", a.pos[1], 1, 36500, &days)))
+    if ((rc = stp_num(x, file, line, cmd, "DAYS", a.pos[1], 1, ahead ? 366 : 36500, &days)))
         return rc;
     if ((rc = stp_arm(x, file, line, cmd)))
         return rc;
@@ -761,12 +776,14 @@ static int stp_logcmd(stp_ctx *x, const char *file, int line, char **w, int nw)
     if (k < 0)
         return stp_failf(x, file, line, ".log", PGPIPE_MISUSE, "expected a level (debug|info|notice|warn|"
                         "error|off)%s%s%s", nw > 1 ? ", got \"" : "", nw > 1 ? w[1] : "", nw > 1 ? "\"" : "");
+    if (nw > 2 && lv[k] == PGPIPE_LOG_OFF)
+        return stp_failf(x, file, line, ".log", PGPIPE_MISUSE, "off is no level for a message");
+    if (x->check)
+        return STP_CHECKED;
     if (nw == 2) {
         pgpipe_log_set_level(lv[k]);
         return PGPIPE_OK;
     }
-    if (lv[k] == PGPIPE_LOG_OFF)
-        return stp_failf(x, file, line, ".log", PGPIPE_MISUSE, "off is no level for a message");
     pp_buf m = { 0 };
     for (int i = 2; i < nw; i++)
         pp_buf_appendf(&m, "%s%s", i > 2 ? " " : "", w[i]);
@@ -948,6 +965,16 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
     if (rows)
         *rows = x.rows;
     return rc;
+}
+
+PGPIPE_PRIVATE int run_step_check(const char *text, pgpipe_error *err)
+{
+    stp_ctx x;
+    memset(&x, 0, sizeof x);
+    x.err = err;
+    x.check = 1;
+    int rc = stp_dot(&x, "", 0, text);
+    return rc == STP_CHECKED ? PGPIPE_OK : rc;
 }
 
 #endif /* PGPIPE_OMIT_RUN */

@@ -57,6 +57,19 @@ $tmp/empty.pgpipe:3:34: .workers: --table is empty (leave the option out for its
 EOF
 grep -v -- "--sql" "$tmp/out" | diff -u "$tmp/want" - || fail "empty option values"
 
+# a dot command step's arguments are read at the check, as the step reads them
+# (not found wrong at every firing); a good one passes
+printf '.pipeline st\n.log info\n.schedule s --every 1h\n.partitions ahead 36500\n.dlq purge\n.log loud hello\n.load x.ndjson --batch-rows 0\n.dlq purge --source "" --status dead\n.partitions retain 30 --detach-only\n.end\n' > "$tmp/steps.pgpipe"
+"$P" run --check "$tmp/steps.pgpipe" > "$tmp/out" 2>&1 && fail "bad step arguments passed"
+cat > "$tmp/want" <<EOF
+$tmp/steps.pgpipe:4:1: .partitions: DAYS: expected a whole number from 1 to 366, got "36500"
+$tmp/steps.pgpipe:5:1: .dlq purge: needs an ID, a filter or --all
+$tmp/steps.pgpipe:6:1: .log: expected a level (debug|info|notice|warn|error|off), got "loud"
+$tmp/steps.pgpipe:7:1: .load: --batch-rows: expected a whole number from 1 to 2147483647, got "0"
+$tmp/steps.pgpipe:8:1: .dlq purge: --source is empty (leave the option out for its default)
+EOF
+diff -u "$tmp/want" "$tmp/out" || fail "step arguments"
+
 # saved by a Windows editor: a byte order mark and CRLF line ends
 printf '\357\273\277.pipeline bom\r\n.schedule a --every 1h\r\nSELECT 1;\r\n.end\r\n' > "$tmp/bom.pgpipe"
 out=$("$P" run --check "$tmp/bom.pgpipe" 2>&1) || fail "a file with a BOM and CRLF: $out"

@@ -134,8 +134,9 @@ bad ".migrate $tmp/mig --status --repair" '--status'
 bad ".migrate $tmp/mig $tmp/mig" 'unexpected argument'
 bad ".migrate $tmp/nonexistent" "no such directory: \"$tmp/nonexistent\""
 bad ".migrate $tmp/h.sql" "not a directory: $tmp/h.sql"
-bad ".partitions ahead abc" 'DAYS: expected an integer from 1 to 36500, got "abc"'
-bad ".partitions ahead 0" 'DAYS: expected an integer from 1 to 36500, got "0"'
+bad ".partitions ahead abc" 'DAYS: expected an integer from 1 to 366, got "abc"'
+bad ".partitions ahead 0" 'DAYS: expected an integer from 1 to 366, got "0"'
+bad ".partitions ahead 36500" 'DAYS: expected an integer from 1 to 366, got "36500"'
 bad ".partitions ahead" 'missing DAYS'
 bad ".partitions ahead 3 4" 'unexpected argument "4"'
 bad ".partitions retain 30 --detach" '--detach: unknown option (did you mean --detach-only?)'
