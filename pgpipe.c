@@ -43903,7 +43903,11 @@ PGPIPE_PRIVATE int run_alerts_start(pgpipe_runner *r)
         return pp_err_nomem(&r->h.err);
     if (a->started)
         return PGPIPE_OK;
+    /* the schedules' threads, started first, may raise meanwhile: they
+    ** read stop under a->mu */
+    pthread_mutex_lock(&a->mu);
     a->stop = 0;
+    pthread_mutex_unlock(&a->mu);
     if (pthread_create(&a->th, NULL, run_alert_main, r))
         return pp_err(&r->h.err, PGPIPE_IO, "alerts: cannot start the thread");
     a->started = 1;
