@@ -1695,7 +1695,7 @@ static const char *const pp_sql_6[] = {
     "    IF ahead_days IS NULL OR ahead_days < 0 THEN\n",
     "        RAISE EXCEPTION 'pgpipe.create_partitions: ahead_days must be >= 0, got %', ahead_days;\n",
     "    END IF;\n",
-    "    IF ahead_days > 366 THEN -- each day is a table and its indexes in the catalog\n",
+    "    IF ahead_days > 366 THEN -- PGPIPE_PARTITIONS_AHEAD_MAX in pgpipe.h\n",
     "        RAISE EXCEPTION 'pgpipe.create_partitions: ahead_days is at most 366 (a year of daily '\n",
     "                        'partitions), got %', ahead_days;\n",
     "    END IF;\n",
@@ -39082,7 +39082,8 @@ static int stp_partitions(stp_ctx *x, const char *file, int line, char **w, int 
     if (ahead && a.val[0])
         return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--detach-only goes with retain");
     long long days;
-    if ((rc = stp_num(x, file, line, cmd, "DAYS", a.pos[1], 1, ahead ? 366 : 36500, &days)))
+    if ((rc = stp_num(x, file, line, cmd, "DAYS", a.pos[1], 1,
+                      ahead ? PGPIPE_PARTITIONS_AHEAD_MAX : 36500, &days)))
         return rc;
     if ((rc = stp_arm(x, file, line, cmd)))
         return rc;

@@ -1241,6 +1241,10 @@ void pgpipe_migrator_close(pgpipe_migrator *m);
 int pgpipe_schema_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
 /* The built-in schema, then the example pipeline of sql/example. */
 int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpipe_error *err);
+/* The most days of daily staging partitions pgpipe.create_partitions makes
+** ahead (a year: each day is a table and its indexes in the catalog); the
+** shell's and the pipeline file's .partitions ahead refuse more offline. */
+#define PGPIPE_PARTITIONS_AHEAD_MAX 366
 #endif /* PGPIPE_OMIT_SCHEMA */
 /* ==== end src/db/schema.h ==== */
 

@@ -3598,9 +3598,10 @@ static int cmd_partitions(shell *sh, char **argv, int argc, const char *rest)
     if (!strcmp(what, "list"))
         return run_sql(sh, "SELECT partition, bounds, estimated_rows, "
                            "pg_size_pretty(total_bytes) AS size FROM pgpipe.raw_events_partitions");
-    long long days; /* ahead: at most a year (each day is a table and four indexes) */
+    long long days;
     if (parse_num(!strcmp(what, "ahead") ? ".partitions ahead" : ".partitions retain", "DAYS",
-                  cur.pos[0], 1, !strcmp(what, "ahead") ? 366 : 36500, &days))
+                  cur.pos[0], 1, !strcmp(what, "ahead") ? PGPIPE_PARTITIONS_AHEAD_MAX : 36500,
+                  &days))
         return 1;
     {
         const char *params[2] = { cur.pos[0], opt_has(&cur, "--detach-only") ? "t" : "f" };

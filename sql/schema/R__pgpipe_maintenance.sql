@@ -43,7 +43,7 @@ BEGIN
     IF ahead_days IS NULL OR ahead_days < 0 THEN
         RAISE EXCEPTION 'pgpipe.create_partitions: ahead_days must be >= 0, got %', ahead_days;
     END IF;
-    IF ahead_days > 366 THEN -- each day is a table and its indexes in the catalog
+    IF ahead_days > 366 THEN -- PGPIPE_PARTITIONS_AHEAD_MAX in pgpipe.h
         RAISE EXCEPTION 'pgpipe.create_partitions: ahead_days is at most 366 (a year of daily '
                         'partitions), got %', ahead_days;
     END IF;

@@ -674,7 +674,8 @@ static int stp_partitions(stp_ctx *x, const char *file, int line, char **w, int 
     if (ahead && a.val[0])
         return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--detach-only goes with retain");
     long long days;
-    if ((rc = stp_num(x, file, line, cmd, "DAYS", a.pos[1], 1, ahead ? 366 : 36500, &days)))
+    if ((rc = stp_num(x, file, line, cmd, "DAYS", a.pos[1], 1,
+                      ahead ? PGPIPE_PARTITIONS_AHEAD_MAX : 36500, &days)))
         return rc;
     if ((rc = stp_arm(x, file, line, cmd)))
         return rc;
