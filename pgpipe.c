@@ -513,10 +513,14 @@ typedef struct copy_col {
     int json;       /* the value is JSON (validated for CSV) */
 } copy_col;
 
-/* A batch this run committed, as the loader booked it. */
+/* A batch this run committed, as the loader booked it, or one it found
+** committed by another run of the same load beside it (theirs: its records
+** counted as skipped; it must be on the server at the end as much as ours). */
 typedef struct copy_booked {
     long long seq, loaded, dead;
+    long long theirs_rows;  /* theirs: the batch's records; 0: ours */
     char uuid[37];
+    int theirs;
     int missing;          /* not on the server at the last check */
 } copy_booked;
 
@@ -15346,8 +15350,10 @@ PGPIPE_PRIVATE int copy_book(pgpipe_loader *l, const copy_lane *ln)
     }
     copy_booked *b = &l->booked[l->nbooked++];
     b->seq = ln->seq;
-    b->loaded = ln->r_loaded;
-    b->dead = ln->r_dead;
+    b->theirs = ln->r_batches == 0;
+    b->loaded = b->theirs ? 0 : ln->r_loaded;
+    b->dead = b->theirs ? 0 : ln->r_dead;
+    b->theirs_rows = b->theirs ? ln->r_skipped_rows : 0;
     b->missing = 0;
     memcpy(b->uuid, ln->uuid_text, sizeof b->uuid);
     return PGPIPE_OK;
@@ -15430,10 +15436,17 @@ static int copy_verify(pgpipe_loader *l, copy_lane *ln, copy_check *c, int *tran
         copy_booked *b = &l->booked[i];
         copy_seen key = { b->seq, NULL };
         const copy_seen *s = bsearch(&key, seen, n, sizeof *seen, copy_cmp_seen);
-        if (s && !strcmp(s->uuid, b->uuid))
+        /* another run's batch: whichever run's it is now */
+        if (s && (b->theirs || !strcmp(s->uuid, b->uuid)))
             continue;
         b->missing = 1;
         c->batches++;
+        if (b->theirs) {
+            c->rows += b->theirs_rows;
+            c->theirs_rows += b->theirs_rows;
+            copy_check_seq(c, b->seq);
+            continue;
+        }
         c->ours++;
         c->ours_loaded += b->loaded;
         c->ours_dead += b->dead;
@@ -17281,7 +17294,10 @@ static int copy_progress(pgpipe_loader *l);
 ** every batch. */
 static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
 {
-    int brc = ln->r_batches ? copy_book(l, ln) : PGPIPE_OK;
+    /* booked to be checked at the end: ours, and those another run
+    ** committed beside us (a failover may lose them as much as ours, and
+    ** that run may have ended before it, never to check them) */
+    int brc = ln->r_batches || ln->r_skipped_batches ? copy_book(l, ln) : PGPIPE_OK;
     if (ln->r_at_cancel) {
         l->sum.batches_at_cancel++;
         pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld batch %lld committed while the load was "

@@ -1443,7 +1443,9 @@ typedef struct pgpipe_loader_options {
 ** At the end of a load, and whenever a lane reconnects to a server that is
 ** not the one the load began on (another system identifier or timeline: a
 ** failover), the loader checks that every batch it committed is still in
-** pgpipe.load_batches. A file's missing batches are loaded again at once (the
+** pgpipe.load_batches, and every batch it skipped because another run of
+** the same load committed it meanwhile (that run may have ended before the
+** failover). A file's missing batches are loaded again at once (the
 ** same load, resumed: exactly the gap; batches_reloaded); for other inputs,
 ** or when the file changed, the load fails (PGPIPE_DB) with a message that
 ** names the missing batches and how to fill them (run the same load again

@@ -460,6 +460,108 @@ PGT_TEST(copy, failover_loads_row_lost_stream_fails_loudly)
     PQfinish(c);
 }
 
+/* Two runs of the same load side by side (a second start, or a restart
+** while the first still ran): the second skips the batches the first
+** committed. A failover may lose those as much as its own, and the first
+** run may have ended before it (the chaos run found a load completed
+** without its last batch: the run that committed it had ended, the one
+** that skipped it never checked it). Made by hand on the shared cluster:
+** run B commits batch 1; from B's progress callback run A loads the rest
+** and completes; B skips batches 2-20 as A's; then batch 20 is taken away
+** as a failover would (its rows and its share of the loads row). B must
+** find it missing at its end and load it again. */
+typedef struct fo_beside {
+    const char *path, *src;
+    int a_ran, lost;
+    long long a_rc;
+} fo_beside;
+
+static int fo_beside_progress(void *ud, const pgpipe_load_progress *pr)
+{
+    fo_beside *m = ud;
+    if (!m->a_ran && pr->batches == 1) {
+        m->a_ran = 1;
+        pgpipe_loader_options o;
+        pgpipe_loader_options_init(&o);
+        o.conninfo = pgt_dsn();
+        o.connections = 1;
+        o.batch_rows = 100;
+        o.source_name = m->src;
+        pgpipe_loader *a = NULL;
+        m->a_rc = pgpipe_loader_open(&a, &o);
+        if (m->a_rc == PGPIPE_OK)
+            m->a_rc = pgpipe_loader_load_file(a, m->path);
+        pgpipe_loader_close(a);
+    }
+    if (!m->lost && pr->rows_skipped == 1900) {
+        m->lost = 1;
+        PGconn *c = pgt_connect();
+        char sql[1400];
+        snprintf(sql, sizeof sql, "BEGIN; "
+                 "CREATE TEMP TABLE gone ON COMMIT DROP AS SELECT b.* FROM pgpipe.load_batches b "
+                 "JOIN pgpipe.loads l ON l.id = b.load_id WHERE l.source = '%s' AND b.seq = 20; "
+                 "DELETE FROM staging.raw_events WHERE batch_id IN (SELECT batch_id FROM gone); "
+                 "DELETE FROM pgpipe.dead_letters WHERE batch_id IN (SELECT batch_id FROM gone); "
+                 "DELETE FROM pgpipe.load_batches WHERE batch_id IN (SELECT batch_id FROM gone); "
+                 "UPDATE pgpipe.loads l SET rows_read = l.rows_read - g.rows_read, rows_loaded = "
+                 "l.rows_loaded - g.rows_loaded, rows_dead_lettered = l.rows_dead_lettered - "
+                 "g.rows_dead_lettered, batches = l.batches - 1 FROM gone g WHERE l.id = g.load_id; "
+                 "COMMIT", m->src);
+        PQclear(PGT_EXEC(c, sql));
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s'",
+                 m->src);
+        m->lost = fo_int(c, sql) == 1992 - 99 ? 1 : -1;
+        PQfinish(c);
+    }
+    return 0;
+}
+
+PGT_TEST(copy, failover_batch_of_the_run_beside_lost_is_reloaded)
+{
+    char path[512], src[64];
+    snprintf(path, sizeof path, "%s/fo_beside.%d.ndjson", pgt_tmpdir(), (int)getpid());
+    snprintf(src, sizeof src, "fo_beside_%d", (int)getpid());
+    fo_write(path, 0, 2000);
+    fo_beside m = { path, src, 0, 0, -1 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = pgt_dsn();
+    o.connections = 1;
+    o.batch_rows = 100;
+    o.source_name = src;
+    o.progress = fo_beside_progress;
+    o.progress_ud = &m;
+    pgpipe_loader *l = NULL;
+    PGT_OK(pgpipe_loader_open(&l, &o));
+    int rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_EQ_INT(m.a_rc, PGPIPE_OK);
+    PGT_EQ_INT(m.lost, 1); /* batch 20 (99 records and a dead letter) was taken away */
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_EQ_INT(s.records_read, 2000);
+    PGT_EQ_INT(s.batches_reloaded, 1);
+    PGT_EQ_INT(s.rows_missing, 0);
+    PGT_EQ_INT(s.rows_loaded + s.rows_dead + s.rows_skipped, 2000);
+    pgpipe_loader_close(l);
+    PGconn *c = pgt_connect();
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) || ' ' || count(DISTINCT payload->>'n') FROM "
+             "staging.raw_events WHERE source = '%s'", src);
+    PGresult *r = PGT_EXEC(c, sql);
+    PGT_EQ_STR(PQgetvalue(r, 0, 0), "1992 1992");
+    PQclear(r);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = '%s'", src);
+    PGT_EQ_INT(fo_int(c, sql), 8);
+    snprintf(sql, sizeof sql, "SELECT count(*) || ' ' || min(rows_read) || ' ' || min(rows_loaded) "
+             "|| ' ' || min(rows_dead_lettered) || ' ' || min(batches) || ' ' || min(status) FROM "
+             "pgpipe.loads WHERE source = '%s'", src);
+    r = PGT_EXEC(c, sql);
+    PGT_EQ_STR(PQgetvalue(r, 0, 0), "1 2000 1992 8 20 completed");
+    PQclear(r);
+    PQfinish(c);
+}
+
 /* Input that cannot be read again (fed in chunks): the load fails, names
 ** the missing batches and says how to fill them; running it again with the
 ** same key then loads exactly those. */

@@ -603,8 +603,10 @@ PGPIPE_PRIVATE int copy_book(pgpipe_loader *l, const copy_lane *ln)
     }
     copy_booked *b = &l->booked[l->nbooked++];
     b->seq = ln->seq;
-    b->loaded = ln->r_loaded;
-    b->dead = ln->r_dead;
+    b->theirs = ln->r_batches == 0;
+    b->loaded = b->theirs ? 0 : ln->r_loaded;
+    b->dead = b->theirs ? 0 : ln->r_dead;
+    b->theirs_rows = b->theirs ? ln->r_skipped_rows : 0;
     b->missing = 0;
     memcpy(b->uuid, ln->uuid_text, sizeof b->uuid);
     return PGPIPE_OK;
@@ -687,10 +689,17 @@ static int copy_verify(pgpipe_loader *l, copy_lane *ln, copy_check *c, int *tran
         copy_booked *b = &l->booked[i];
         copy_seen key = { b->seq, NULL };
         const copy_seen *s = bsearch(&key, seen, n, sizeof *seen, copy_cmp_seen);
-        if (s && !strcmp(s->uuid, b->uuid))
+        /* another run's batch: whichever run's it is now */
+        if (s && (b->theirs || !strcmp(s->uuid, b->uuid)))
             continue;
         b->missing = 1;
         c->batches++;
+        if (b->theirs) {
+            c->rows += b->theirs_rows;
+            c->theirs_rows += b->theirs_rows;
+            copy_check_seq(c, b->seq);
+            continue;
+        }
         c->ours++;
         c->ours_loaded += b->loaded;
         c->ours_dead += b->dead;

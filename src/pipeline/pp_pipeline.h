@@ -29,10 +29,14 @@ typedef struct copy_col {
     int json;       /* the value is JSON (validated for CSV) */
 } copy_col;
 
-/* A batch this run committed, as the loader booked it. */
+/* A batch this run committed, as the loader booked it, or one it found
+** committed by another run of the same load beside it (theirs: its records
+** counted as skipped; it must be on the server at the end as much as ours). */
 typedef struct copy_booked {
     long long seq, loaded, dead;
+    long long theirs_rows;  /* theirs: the batch's records; 0: ours */
     char uuid[37];
+    int theirs;
     int missing;          /* not on the server at the last check */
 } copy_booked;
 

@@ -1213,7 +1213,11 @@ int main(void)
     memset(&px2, 0, sizeof px2);
     for (;;) {
         int64_t now = pgpipe_now_us();
-        if (!calm && now >= end) {
+        /* a step that took long (a restart on a loaded machine) may have
+        ** eaten the time the failover was due in: it still happens first,
+        ** within 60 s more */
+        int failover_due = (failover == 1 || failover == 2) && now < end + 60 * 1000000LL;
+        if (!calm && now >= end && !failover_due) {
             /* faults stop: the proxy is replaced by a clean one on the same
             ** port (the open connections drop once more), loads and workers
             ** run to completion */
