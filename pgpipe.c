@@ -14880,8 +14880,16 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
         if (!o->columns || o->ncolumns <= 0)
             return copy_errf(l, PGPIPE_MISUSE, "loader: target %s needs a column mapping", o->target);
         for (int i = 0; i < o->ncolumns && rc == PGPIPE_OK; i++) {
-            if (!o->columns[i].column || !*o->columns[i].column)
+            const pgpipe_load_column *c = &o->columns[i];
+            if (!c->column || !*c->column)
                 return copy_errf(l, PGPIPE_MISUSE, "loader: column %d of the mapping has no name", i + 1);
+            if (!c->value && (!c->field || !*c->field))
+                return copy_errf(l, PGPIPE_MISUSE, "loader: column %s of the mapping has neither a "
+                                 "field nor a value", c->column);
+            for (int j = 0; j < i; j++)
+                if (o->columns[j].column && !strcmp(o->columns[j].column, c->column))
+                    return copy_errf(l, PGPIPE_MISUSE, "loader: column %s is mapped twice (entries "
+                                     "%d and %d of the mapping)", c->column, j + 1, i + 1);
             rc = copy_add_col(l, o->columns[i].column, o->columns[i].field, o->columns[i].value,
                               o->columns[i].json);
         }
@@ -15755,7 +15763,11 @@ static int copy_load_check(pgpipe_loader *l, int rc)
         return rc;
     pgpipe_error keep = l->hdr.err;
     copy_check c;
-    int vrc = copy_on_main_lane(l, rc == PGPIPE_OK ? l->max_retries + 1 : 1, copy_op_verify, &c);
+    /* after a failure the check only makes the message better (one try),
+    ** unless it decides whether the load can go on: a foreign key to a
+    ** loads row a failover may have lost (the connection it runs on may be
+    ** one the failover broke while it was idle: a first try can fail) */
+    int vrc = copy_on_main_lane(l, rc == PGPIPE_OK || fk ? l->max_retries + 1 : 1, copy_op_verify, &c);
     l->sum.retries += l->lanes[0].r_retries;
     l->lanes[0].r_retries = 0;
     if (vrc != PGPIPE_OK) {
@@ -38938,7 +38950,18 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
                 } else {
                     cols[i].field = eq + 1;
                 }
+                if (!*t || (!cols[i].value && !*cols[i].field)) {
+                    rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: \"%s=%s\": expected "
+                                   "col=field, col=json:field or col='text'", t, eq + 1);
+                    goto out;
+                }
             }
+            for (int j = 0; j < i; j++)
+                if (!strcmp(cols[j].column, t)) {
+                    rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: column %s is mapped "
+                                   "twice", t);
+                    goto out;
+                }
         }
         o.columns = cols;
         o.ncolumns = k;

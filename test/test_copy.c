@@ -185,6 +185,23 @@ PGT_TEST(copy, options_are_checked)
     PGT_EQ_INT(pgpipe_loader_open(&l, &o), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(l), "column mapping");
     pgpipe_loader_close(l);
+    /* a column twice (COPY would refuse it at the server, load by load),
+    ** one with neither a field nor a value */
+    pgpipe_load_column twice[] = { { "a", "x", NULL, 0 }, { "b", "y", NULL, 0 }, { "a", "z", NULL, 0 } };
+    o.columns = twice;
+    o.ncolumns = 3;
+    PGT_EQ_INT(pgpipe_loader_open(&l, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(l), "column a is mapped twice (entries 1 and 3 of the mapping)");
+    pgpipe_loader_close(l);
+    pgpipe_load_column empty[] = { { "a", "x", NULL, 0 }, { "b", "", NULL, 0 } };
+    o.columns = empty;
+    o.ncolumns = 2;
+    PGT_EQ_INT(pgpipe_loader_open(&l, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(l), "column b of the mapping has neither a field nor a value");
+    pgpipe_loader_close(l);
+    empty[1].value = ""; /* an empty text is a value */
+    PGT_OK(pgpipe_loader_open(&l, &o));
+    pgpipe_loader_close(l);
 }
 
 /* ---- formats into staging.raw_events ------------------------------------------ */

@@ -514,7 +514,18 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
                 } else {
                     cols[i].field = eq + 1;
                 }
+                if (!*t || (!cols[i].value && !*cols[i].field)) {
+                    rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: \"%s=%s\": expected "
+                                   "col=field, col=json:field or col='text'", t, eq + 1);
+                    goto out;
+                }
             }
+            for (int j = 0; j < i; j++)
+                if (!strcmp(cols[j].column, t)) {
+                    rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: column %s is mapped "
+                                   "twice", t);
+                    goto out;
+                }
         }
         o.columns = cols;
         o.ncolumns = k;

@@ -59,7 +59,7 @@ grep -v -- "--sql" "$tmp/out" | diff -u "$tmp/want" - || fail "empty option valu
 
 # a dot command step's arguments are read at the check, as the step reads them
 # (not found wrong at every firing); a good one passes
-printf '.pipeline st\n.log info\n.schedule s --every 1h\n.partitions ahead 36500\n.dlq purge\n.log loud hello\n.load x.ndjson --batch-rows 0\n.dlq purge --source "" --status dead\n.partitions retain 30 --detach-only\n.end\n' > "$tmp/steps.pgpipe"
+printf '.pipeline st\n.log info\n.schedule s --every 1h\n.partitions ahead 36500\n.dlq purge\n.log loud hello\n.load x.ndjson --batch-rows 0\n.dlq purge --source "" --status dead\n.load x.csv --table public.t --map "a=,b"\n.load x.csv --table public.t --map a=b,c,a=d\n.partitions retain 30 --detach-only\n.end\n' > "$tmp/steps.pgpipe"
 "$P" run --check "$tmp/steps.pgpipe" > "$tmp/out" 2>&1 && fail "bad step arguments passed"
 cat > "$tmp/want" <<EOF
 $tmp/steps.pgpipe:4:1: .partitions: DAYS: expected a whole number from 1 to 366, got "36500"
@@ -67,6 +67,8 @@ $tmp/steps.pgpipe:5:1: .dlq purge: needs an ID, a filter or --all
 $tmp/steps.pgpipe:6:1: .log: expected a level (debug|info|notice|warn|error|off), got "loud"
 $tmp/steps.pgpipe:7:1: .load: --batch-rows: expected a whole number from 1 to 2147483647, got "0"
 $tmp/steps.pgpipe:8:1: .dlq purge: --source is empty (leave the option out for its default)
+$tmp/steps.pgpipe:9:1: .load: --map: "a=": expected col=field, col=json:field or col='text'
+$tmp/steps.pgpipe:10:1: .load: --map: column a is mapped twice
 EOF
 diff -u "$tmp/want" "$tmp/out" || fail "step arguments"
 
