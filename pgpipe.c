@@ -45127,16 +45127,28 @@ int pgpipe_runner_open(pgpipe_runner **out, const char *path, const pgpipe_run_o
         pp_err(&r->h.err, rc, "%s", r->pool ? pgpipe_errmsg(r->pool) : "out of memory");
         return rc;
     }
-    if (r->opt.install_schema) {
-        pgpipe_conn *c = NULL;
-        if ((rc = pgpipe_pool_acquire_ex(r->pool, &c, -1, &r->h.err)))
-            return rc;
-        rc = pgpipe_schema_install(pgpipe_conn_pg(c), NULL, &r->h.err);
+    /* the first connection resolves the pooler mode */
+    pgpipe_conn *c = NULL;
+    if ((rc = pgpipe_pool_acquire_ex(r->pool, &c, -1, &r->h.err)))
+        return rc;
+    if (pgpipe_pool_pooler(r->pool) == PGPIPE_POOLER_TRANSACTION) {
         pgpipe_pool_release(c);
-        if (rc)
-            return rc;
+        /* each firing holds a session advisory lock for as long as it runs
+        ** (the overlap rule across instances), a file source one per file,
+        ** the setup one: such a pooler hands the session that holds it to
+        ** other clients, and the unlock may reach another session */
+        return pp_err(&r->h.err, PGPIPE_MISUSE, "pgpipe run: a transaction-mode pooler is "
+                      "between the runner and the server (the server's backend pid is not the "
+                      "one the connection reported, or PGPIPE_POOLER=transaction): the runner "
+                      "holds session advisory locks (a firing's overlap lock, a file source's "
+                      "file, the setup), and such a pooler gives the session that holds one to "
+                      "other clients. Connect the runner to PostgreSQL directly, or through a "
+                      "pooler in session mode and set PGPIPE_POOLER=session");
     }
-    return PGPIPE_OK;
+    if (r->opt.install_schema)
+        rc = pgpipe_schema_install(pgpipe_conn_pg(c), NULL, &r->h.err);
+    pgpipe_pool_release(c);
+    return rc;
 }
 
 static void run_wake(pgpipe_runner *r)

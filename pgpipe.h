@@ -3463,7 +3463,10 @@ void pgpipe_run_options_init(pgpipe_run_options *o);
 ** install the schema when asked and register this instance. Nothing runs
 ** yet. *out is set even on failure (read pgpipe_errmsg(*out), then close
 ** it); NULL only when out of memory. A file with problems fails with
-** PGPIPE_PARSE and the first problem as FILE:LINE: message. */
+** PGPIPE_PARSE and the first problem as FILE:LINE: message. Behind a
+** transaction-mode pooler (pgpipe_pooler_mode: detected, or
+** PGPIPE_POOLER=transaction) it fails with PGPIPE_MISUSE: the runner holds
+** session advisory locks, which such a pooler gives to other clients. */
 int pgpipe_runner_open(pgpipe_runner **out, const char *path, const pgpipe_run_options *o);
 /* Run the setup, start everything and serve until pgpipe_runner_stop (or
 ** run_for_ms): then drain (workers finish or release their batch, no new

@@ -6069,6 +6069,21 @@ static int spool_main(int argc, char **argv)
                 fprintf(stderr, "pgpipe spool: --batch: 1 to 1000000\n");
                 return 2;
             }
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(SPOOL_USAGE
+                  "The store-and-forward spool, without the shell (.help spool says more):\n"
+                  "  check DIR        inspect it offline: each segment whole, or where it is\n"
+                  "                   damaged\n"
+                  "  status DIR       open it (a torn tail is cut off and reported): size, age\n"
+                  "  add DIR FILE|-   append each line of an NDJSON FILE (or stdin) as a record\n"
+                  "  drain DIR        send the records to staging.raw_events, each exactly once,\n"
+                  "                   and delete them\n"
+                  "check, status and add need no server; drain connects to --db (default: the\n"
+                  "PG* variables).\n", stdout);
+            return 0;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "pgpipe spool: unknown option %s\n" SPOOL_USAGE, a);
+            return 2;
         } else if (npos < 3) {
             pos[npos++] = a;
         } else {
@@ -8570,6 +8585,23 @@ static int run_main(int argc, char **argv)
         int has = i + 1 < argc;
         if (!strcmp(a, "--check")) {
             check = 1;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(RUN_USAGE
+                  "Runs the pipeline file's setup, sources, workers, schedules and alerts as a\n"
+                  "service until SIGTERM or Ctrl-C, which drain it (status 0; a second one stops\n"
+                  "at once, status 1). SIGHUP reloads the file (a file with problems is refused\n"
+                  "and the running pipeline kept).\n"
+                  "  --check          read and check the file only, offline: FILE:LINE: message\n"
+                  "                   per problem (status 1) or a summary (status 0)\n"
+                  "  --db CONNINFO    the database (default: the PG* variables)\n"
+                  "  --for DURATION   stop by itself after this long (90, 30s, 5m, 2h, 1d)\n"
+                  "  --instance NAME  this instance's name in the history (default HOST:PID)\n"
+                  "  --on-alert CMD   run CMD (sh -c) for every alert, the alert as JSON on stdin\n"
+                  "  --token-env VAR  the status page's actions need the bearer token in $VAR\n"
+                  "Directly to PostgreSQL or through a session-mode pooler (PGPIPE_POOLER=session):\n"
+                  "the runner holds session advisory locks, and refuses a transaction-mode one.\n",
+                  stdout);
+            return 0;
         } else if (!strcmp(a, "--db") || !strcmp(a, "--for") || !strcmp(a, "--instance") ||
                    !strcmp(a, "--on-alert") || !strcmp(a, "--token-env")) {
             if (!has) {

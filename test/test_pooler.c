@@ -556,3 +556,42 @@ PGT_TEST(pooler, migrate_leaves_no_lock)
     PGT_EQ_INT(held, 0);
     pgt_db_close(direct);
 }
+
+/* pgpipe run holds session advisory locks (each firing's overlap lock for
+** as long as it runs, a file source's file, the setup): behind a
+** transaction-mode pooler it refuses to start and says what to do; told
+** the pooler is in session mode, it starts there. */
+PGT_TEST(pooler, runner_refuses_transaction_mode)
+{
+    unsetenv("PGPIPE_POOLER");
+    char path[512];
+    snprintf(path, sizeof path, "%s/pooler_run.%d.pgpipe", pgt_tmpdir(), (int)getpid());
+    FILE *f = fopen(path, "w");
+    PGT_CHECK(f != NULL);
+    fprintf(f, ".pipeline pooler_run_%d\n.schedule s --every 1h\nSELECT 1;\n.end\n", (int)getpid());
+    PGT_CHECK(fclose(f) == 0);
+    pgpipe_run_options o;
+    pgpipe_run_options_init(&o);
+    o.conninfo = pgt_bouncer_dsn("transaction");
+    o.sd_notify = 0;
+    pgpipe_runner *r = NULL;
+    PGT_EQ_INT(pgpipe_runner_open(&r, path, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(r), "transaction-mode pooler");
+    PGT_CONTAINS(pgpipe_errmsg(r), "PGPIPE_POOLER=session");
+    pgpipe_runner_close(r);
+    /* a session-mode pgbouncer, said so: the runner opens */
+    setenv("PGPIPE_POOLER", "session", 1);
+    o.conninfo = pgt_bouncer_dsn("session");
+    r = NULL;
+    int rc = pgpipe_runner_open(&r, path, &o);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(r));
+    pgpipe_runner_close(r);
+    /* told transaction, even directly */
+    setenv("PGPIPE_POOLER", "transaction", 1);
+    o.conninfo = pgt_dsn();
+    r = NULL;
+    PGT_EQ_INT(pgpipe_runner_open(&r, path, &o), PGPIPE_MISUSE);
+    pgpipe_runner_close(r);
+    unsetenv("PGPIPE_POOLER");
+    pgt_bouncer_stop();
+}

@@ -32,6 +32,8 @@ case "$out" in *"--for: \"5x\" is not a duration"*) ;; *) fail "pgpipe run --for
 [ $rc = 1 ] || fail "a missing file: exit $rc"
 grep -q "none.pgpipe" "$tmp/out" || fail "a missing file: $(cat "$tmp/out")"
 "$P" run --bogus x > /dev/null 2>&1; [ $? = 2 ] || fail "a bad option is not status 2"
+out=$("$P" run --help) || fail "pgpipe run --help is not status 0"
+case "$out" in "usage: pgpipe run"*"--token-env VAR "*) ;; *) fail "pgpipe run --help: $out" ;; esac
 # names: empty ones, control characters, and schedule or task names that an
 # --after list (commas) could not name; a jitter as long as the interval
 printf '.pipeline ""\n.schedule "a,b" --every 1h\n.end\n.task "x y" --after a\n.end\n.workers "" --mode lease\n.source files "t\tab" --dir d\n.schedule j --every 1h --jitter 60m\n.end\n' > "$tmp/names.pgpipe"

@@ -61,6 +61,10 @@ n=$($P "$D" -m csv "SELECT count(*), count(DISTINCT payload->>'i') FROM staging.
 [ "$n" = "199,199" ] || fail "staging holds $n"
 out=$($P spool bogus 2>&1); [ $? = 2 ] || fail "a bad sub-command is status 2"
 has "$out" "usage: pgpipe spool"
+out=$($P spool --help) || fail "spool --help is not status 0"
+has "$out" "usage: pgpipe spool"
+out=$($P spool status --devise x "$tmp/sp" 2>&1); [ $? = 2 ] || fail "an unknown option is not status 2"
+has "$out" "unknown option --devise"
 # .health names the spool of $PGPIPE_SPOOL_DIR
 $P spool add "$tmp/sp" "$tmp/in.ndjson" >/dev/null || fail "add again"
 out=$(PGPIPE_SPOOL_DIR=$tmp/sp $P "$D" .health)
