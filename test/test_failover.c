@@ -274,19 +274,19 @@ PGT_TEST(copy, failover_file_batches_lost_are_reloaded)
 ** hit the foreign key of its load_batches / dead_letters rows (23503) and
 ** the load failed; it must find its loads row gone and load the file again
 ** under a new one. */
-PGT_TEST(copy, failover_loads_row_lost_is_registered_again)
+static void fo_loads_row_lost(const char *name, int connections)
 {
     fo_pair p;
-    fo_start(&p, "fo_reg");
+    fo_start(&p, name);
     char path[512], src[64];
-    snprintf(path, sizeof path, "%s/fo_reg.%d.ndjson", pgt_tmpdir(), (int)getpid());
-    snprintf(src, sizeof src, "fo_reg_%d", (int)getpid());
+    snprintf(path, sizeof path, "%s/%s.%d.ndjson", pgt_tmpdir(), name, (int)getpid());
+    snprintf(src, sizeof src, "%s_%d", name, (int)getpid());
     fo_write(path, 0, 2000);
     fo_run f = { &p, -1, 3 };
     pgpipe_loader_options o;
     pgpipe_loader_options_init(&o);
     o.conninfo = p.dsn;
-    o.connections = 1;
+    o.connections = connections;
     o.batch_rows = 100;
     o.source_name = src;
     o.progress = fo_progress;
@@ -312,6 +312,11 @@ PGT_TEST(copy, failover_loads_row_lost_is_registered_again)
     fo_stop(&p);
 }
 
+PGT_TEST(copy, failover_loads_row_lost_is_registered_again)
+{
+    fo_loads_row_lost("fo_reg", 1);
+}
+
 /* The same on two lanes: the batch that hits the foreign key may be on
 ** either, and the check whether the loads row is there runs on the first,
 ** whose connection the failover may have broken while it was idle (the
@@ -321,40 +326,7 @@ PGT_TEST(copy, failover_loads_row_lost_is_registered_again)
 ** copy_load_check. */
 PGT_TEST(copy, failover_loads_row_lost_two_lanes_is_registered_again)
 {
-    fo_pair p;
-    fo_start(&p, "fo_reg2");
-    char path[512], src[64];
-    snprintf(path, sizeof path, "%s/fo_reg2.%d.ndjson", pgt_tmpdir(), (int)getpid());
-    snprintf(src, sizeof src, "fo_reg2_%d", (int)getpid());
-    fo_write(path, 0, 2000);
-    fo_run f = { &p, -1, 3 };
-    pgpipe_loader_options o;
-    pgpipe_loader_options_init(&o);
-    o.conninfo = p.dsn;
-    o.connections = 2;
-    o.batch_rows = 100;
-    o.source_name = src;
-    o.progress = fo_progress;
-    o.progress_ud = &f;
-    pgpipe_loader *l = NULL;
-    PGT_OK(pgpipe_loader_open(&l, &o)); /* the schema, on both */
-    fo_cut_replication(&p);
-    int rc = pgpipe_loader_load_file(l, path);
-    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
-    PGT_EQ_INT(f.fail_after, -1); /* the failover happened */
-    pgpipe_load_summary s;
-    pgpipe_loader_summary(l, &s);
-    PGT_EQ_INT(s.records_read, 2000);
-    PGT_EQ_INT(s.rows_loaded, 1992);
-    PGT_EQ_INT(s.rows_dead, 8);
-    PGT_EQ_INT(s.rows_missing, 0);
-    pgpipe_loader_close(l);
-    fo_check_server(&p, s.load_id, src, 1992);
-    PGconn *c = fo_conn(p.rport);
-    PGT_EQ_INT(fo_int(c, "SELECT count(*) FROM pgpipe.loads"), 1);
-    PGT_EQ_INT(fo_int(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE load_id IS NULL"), 0);
-    PQfinish(c);
-    fo_stop(&p);
+    fo_loads_row_lost("fo_reg2", 2);
 }
 
 /* What a lost registration leaves when another load registered since and
