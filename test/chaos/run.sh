@@ -85,6 +85,12 @@ if [ $rc != 0 ]; then
         [ -f "$f" ] || continue
         if grep -q 'ERROR\|Sanitizer\|runtime error' "$f"; then echo "== $f"; grep -B2 -A20 'ERROR\|Sanitizer\|runtime error' "$f" | head -n 60; fi
     done
+    # what each loader run said: its warnings and how it ended
+    for f in "$CHAOS_DIR"/loader-*.log; do
+        [ -f "$f" ] || continue
+        grep -E '^loader [0-9]+:|level=warn' "$f" | grep -v 'reconnecting in' |
+            sed "s|^|$(basename "$f"): |" | head -n 20
+    done
 fi
 if [ "${CHAOS_KEEP:-0}" = 1 ]; then echo "kept: $CHAOS_DIR"; else rm -rf "$CHAOS_DIR"; fi
 exit $rc
