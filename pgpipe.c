@@ -388,11 +388,13 @@ PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 #ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
-/* Is p[0..n), the first line of an input (trailing blanks and CR aside),
-** JSON that is valid as far as it goes but ends too soon: the start of one
-** value written over several lines, not a whole NDJSON record
-** (src/parse/json.c)? */
-PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n);
+/* Does an input that starts with p[0..n1), its first line, hold one value
+** written over several lines rather than NDJSON records? The first line is
+** JSON that is valid as far as it goes but ends too soon, and the text up
+** to n2 (through the second line; n2 <= n1: not known) still is, or is
+** whole; a second line that fails at once means the first line was a broken
+** record and the second the next record (src/parse/json.c). */
+PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n1, size_t n2);
 /* Numbers (src/parse/json_num.c). The double nearest to the JSON number
 ** text s (n bytes, as the scanner accepted it): PGPIPE_OK, PGPIPE_LIMIT
 ** (beyond the double range: +-HUGE_VAL) or PGPIPE_NOMEM. shape says what
@@ -634,6 +636,7 @@ struct pgpipe_loader {
     /* its started_at in microseconds: after a failover the id may be that of
     ** another load (the sequence's advance was lost with the row) */
     char load_started[32];
+    char was_format[16];  /* a resumed load's recorded format ("" for a new load) */
     int batch_rows;
     size_t batch_bytes;
     long long *done_seqs; /* committed by earlier runs, sorted */
@@ -6140,12 +6143,24 @@ static int json_validate_at(const char *buf, size_t len, size_t max_depth, pgpip
     return PGPIPE_OK;
 }
 
-PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n)
+/* Valid as far as it goes but ends too soon (or whole: ok_whole)? */
+static int json_prefix_goes_on(const char *p, size_t n, int ok_whole)
 {
-    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\n'))
         n--;
     pgpipe_error e;
-    return pgpipe_json_validate(p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
+    int rc = pgpipe_json_validate(p, n, &e);
+    return rc == PGPIPE_OK ? ok_whole : rc == PGPIPE_PARSE && e.offset >= (long long)n;
+}
+
+PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n1, size_t n2)
+{
+    if (!json_prefix_goes_on(p, n1, 0))
+        return 0;
+    /* the next line carries the value on (or ends it), or fails at once:
+    ** then the first line was a broken record and the next one the next
+    ** record ({"a":1 then {"b":2} fails at the second '{') */
+    return n2 <= n1 || json_prefix_goes_on(p, n2, 1);
 }
 
 int pgpipe_json_validate(const char *buf, size_t len, pgpipe_error *err)
@@ -15201,6 +15216,7 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
         }
         if (PQntuples(r) == 1 && !fresh) {
             l->load_id = atoll(PQgetvalue(r, 0, 0));
+            snprintf(l->was_format, sizeof l->was_format, "%s", PQgetvalue(r, 0, 4));
             snprintf(l->load_started, sizeof l->load_started, "%s", PQgetvalue(r, 0, 3));
             /* the batch boundaries must be those of the earlier run */
             if (*PQgetvalue(r, 0, 1))
@@ -15583,6 +15599,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->src_size = l->src_mtime = -1;
     l->load_id = 0;
     l->load_started[0] = '\0';
+    l->was_format[0] = '\0';
     l->cur = NULL;
     l->pending = NULL;
     for (int i = 0; i < COPY_MAX_LANES; i++) {
@@ -15686,9 +15703,27 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len, int at_
         const unsigned char *nl = memchr(s + i, '\n', l->sniff.len - i);
         if (!nl && !at_end && l->sniff.len - i <= l->max_record)
             return PGPIPE_OK; /* the first line's end decides */
-        if (nl && json_line_goes_on((const char *)s + i, (size_t)(nl - (s + i))))
-            fmt = PGPIPE_FORMAT_JSON;
+        if (nl) {
+            const char *f = (const char *)s + i;
+            size_t n1 = (size_t)(nl - (s + i));
+            const unsigned char *nl2 = memchr(nl + 1, '\n', l->sniff.len - (size_t)(nl + 1 - s));
+            if (!nl2 && !at_end && l->sniff.len - i <= l->max_record && json_line_goes_on(f, n1, n1))
+                return PGPIPE_OK; /* the second line's end decides */
+            size_t n2 = nl2 ? (size_t)(nl2 - (s + i)) : at_end ? l->sniff.len - i : n1;
+            if (json_line_goes_on(f, n1, n2))
+                fmt = PGPIPE_FORMAT_JSON;
+        }
     }
+    /* a resumed load skips the batches of the earlier run: only right when
+    ** this run reads the input the same way (an earlier version may have
+    ** taken it for another format) */
+    if (l->ndone && l->was_format[0] && strcmp(l->was_format, "auto") &&
+        strcmp(l->was_format, copy_format_name(fmt)))
+        return copy_errf(l, PGPIPE_MISUSE, "loader: load %lld of %s ran with format %s; this one "
+                         "reads it as %s: resuming it would skip the batches that run committed. To "
+                         "load the file again as a new load, give the load another key (.load --key "
+                         "NAME; pgpipe_loader_options.load_key)",
+                         l->load_id, l->source, l->was_format, copy_format_name(fmt));
     l->format = fmt;
     copy_framer_begin(l, l->format);
     int rc = copy_format_ready(l, l->csv_delimiter_now);
@@ -22329,7 +22364,9 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
                 ** that goes on over more lines: then that object is the one
                 ** record (a first line longer than this chunk: NDJSON) */
                 const char *nl = buf[i] == '{' ? memchr(buf + i, '\n', (size_t)k - i) : NULL;
-                if (nl && json_line_goes_on(buf + i, (size_t)(nl - (buf + i))))
+                const char *nl2 = nl ? memchr(nl + 1, '\n', (size_t)k - (size_t)(nl + 1 - buf)) : NULL;
+                if (nl && json_line_goes_on(buf + i, (size_t)(nl - (buf + i)),
+                                            nl2 ? (size_t)(nl2 - (buf + i)) : (size_t)k - i))
                     format = 1, im.single = 1;
                 if (format == 2) {
                     if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {

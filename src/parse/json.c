@@ -1020,12 +1020,24 @@ static int json_validate_at(const char *buf, size_t len, size_t max_depth, pgpip
     return PGPIPE_OK;
 }
 
-PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n)
+/* Valid as far as it goes but ends too soon (or whole: ok_whole)? */
+static int json_prefix_goes_on(const char *p, size_t n, int ok_whole)
 {
-    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
+    while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\n'))
         n--;
     pgpipe_error e;
-    return pgpipe_json_validate(p, n, &e) == PGPIPE_PARSE && e.offset >= (long long)n;
+    int rc = pgpipe_json_validate(p, n, &e);
+    return rc == PGPIPE_OK ? ok_whole : rc == PGPIPE_PARSE && e.offset >= (long long)n;
+}
+
+PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n1, size_t n2)
+{
+    if (!json_prefix_goes_on(p, n1, 0))
+        return 0;
+    /* the next line carries the value on (or ends it), or fails at once:
+    ** then the first line was a broken record and the next one the next
+    ** record ({"a":1 then {"b":2} fails at the second '{') */
+    return n2 <= n1 || json_prefix_goes_on(p, n2, 1);
 }
 
 int pgpipe_json_validate(const char *buf, size_t len, pgpipe_error *err)

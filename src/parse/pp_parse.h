@@ -14,11 +14,13 @@
 #ifndef PGPIPE_OMIT_JSON
 /* Append the compact JSON text of a value (src/parse/json.c). */
 PGPIPE_PRIVATE int json_write_buf(pp_buf *b, const pgpipe_json_val *v);
-/* Is p[0..n), the first line of an input (trailing blanks and CR aside),
-** JSON that is valid as far as it goes but ends too soon: the start of one
-** value written over several lines, not a whole NDJSON record
-** (src/parse/json.c)? */
-PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n);
+/* Does an input that starts with p[0..n1), its first line, hold one value
+** written over several lines rather than NDJSON records? The first line is
+** JSON that is valid as far as it goes but ends too soon, and the text up
+** to n2 (through the second line; n2 <= n1: not known) still is, or is
+** whole; a second line that fails at once means the first line was a broken
+** record and the second the next record (src/parse/json.c). */
+PGPIPE_PRIVATE int json_line_goes_on(const char *p, size_t n1, size_t n2);
 /* Numbers (src/parse/json_num.c). The double nearest to the JSON number
 ** text s (n bytes, as the scanner accepted it): PGPIPE_OK, PGPIPE_LIMIT
 ** (beyond the double range: +-HUGE_VAL) or PGPIPE_NOMEM. shape says what

@@ -454,6 +454,7 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
         }
         if (PQntuples(r) == 1 && !fresh) {
             l->load_id = atoll(PQgetvalue(r, 0, 0));
+            snprintf(l->was_format, sizeof l->was_format, "%s", PQgetvalue(r, 0, 4));
             snprintf(l->load_started, sizeof l->load_started, "%s", PQgetvalue(r, 0, 3));
             /* the batch boundaries must be those of the earlier run */
             if (*PQgetvalue(r, 0, 1))
@@ -836,6 +837,7 @@ static int copy_load_begin(pgpipe_loader *l, const char *name, const char *path,
     l->src_size = l->src_mtime = -1;
     l->load_id = 0;
     l->load_started[0] = '\0';
+    l->was_format[0] = '\0';
     l->cur = NULL;
     l->pending = NULL;
     for (int i = 0; i < COPY_MAX_LANES; i++) {
@@ -939,9 +941,27 @@ static int copy_feed_any(pgpipe_loader *l, const char *data, size_t len, int at_
         const unsigned char *nl = memchr(s + i, '\n', l->sniff.len - i);
         if (!nl && !at_end && l->sniff.len - i <= l->max_record)
             return PGPIPE_OK; /* the first line's end decides */
-        if (nl && json_line_goes_on((const char *)s + i, (size_t)(nl - (s + i))))
-            fmt = PGPIPE_FORMAT_JSON;
+        if (nl) {
+            const char *f = (const char *)s + i;
+            size_t n1 = (size_t)(nl - (s + i));
+            const unsigned char *nl2 = memchr(nl + 1, '\n', l->sniff.len - (size_t)(nl + 1 - s));
+            if (!nl2 && !at_end && l->sniff.len - i <= l->max_record && json_line_goes_on(f, n1, n1))
+                return PGPIPE_OK; /* the second line's end decides */
+            size_t n2 = nl2 ? (size_t)(nl2 - (s + i)) : at_end ? l->sniff.len - i : n1;
+            if (json_line_goes_on(f, n1, n2))
+                fmt = PGPIPE_FORMAT_JSON;
+        }
     }
+    /* a resumed load skips the batches of the earlier run: only right when
+    ** this run reads the input the same way (an earlier version may have
+    ** taken it for another format) */
+    if (l->ndone && l->was_format[0] && strcmp(l->was_format, "auto") &&
+        strcmp(l->was_format, copy_format_name(fmt)))
+        return copy_errf(l, PGPIPE_MISUSE, "loader: load %lld of %s ran with format %s; this one "
+                         "reads it as %s: resuming it would skip the batches that run committed. To "
+                         "load the file again as a new load, give the load another key (.load --key "
+                         "NAME; pgpipe_loader_options.load_key)",
+                         l->load_id, l->source, l->was_format, copy_format_name(fmt));
     l->format = fmt;
     copy_framer_begin(l, l->format);
     int rc = copy_format_ready(l, l->csv_delimiter_now);

@@ -150,6 +150,7 @@ struct pgpipe_loader {
     /* its started_at in microseconds: after a failover the id may be that of
     ** another load (the sequence's advance was lost with the row) */
     char load_started[32];
+    char was_format[16];  /* a resumed load's recorded format ("" for a new load) */
     int batch_rows;
     size_t batch_bytes;
     long long *done_seqs; /* committed by earlier runs, sorted */

@@ -2015,7 +2015,9 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
                 ** that goes on over more lines: then that object is the one
                 ** record (a first line longer than this chunk: NDJSON) */
                 const char *nl = buf[i] == '{' ? memchr(buf + i, '\n', (size_t)k - i) : NULL;
-                if (nl && json_line_goes_on(buf + i, (size_t)(nl - (buf + i))))
+                const char *nl2 = nl ? memchr(nl + 1, '\n', (size_t)k - (size_t)(nl + 1 - buf)) : NULL;
+                if (nl && json_line_goes_on(buf + i, (size_t)(nl - (buf + i)),
+                                            nl2 ? (size_t)(nl2 - (buf + i)) : (size_t)k - i))
                     format = 1, im.single = 1;
                 if (format == 2) {
                     if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {

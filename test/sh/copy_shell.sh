@@ -37,6 +37,25 @@ has "$out" "read 2, loaded 2"
 printf '{\n "event_type": "a"\n}\n{"event_type": "b"}\n' > "$tmp/two.json"
 out=$($P "$D" ".load $tmp/two.json --name copysh_two" 2>&1) && fail "two objects accepted: $out"
 has "$out" "copysh_two:4: loader: unexpected data after the JSON object"
+# NDJSON whose first record is broken (cut short) is still NDJSON: the next
+# line fails at once as that record's continuation, so it starts a record;
+# was: the whole file one object, the good records with the bad one
+printf '{"event_type":"a","k":1\n{"event_type":"a","k":2}\n{"event_type":"a","k":3}\n' > "$tmp/cut.json"
+out=$($P "$D" ".load $tmp/cut.json --name copysh_cut") || fail "broken first record: $out"
+has "$out" "read 3, loaded 2, dead-lettered 1"
+printf '{"event_type":"a","s":"open\n{"event_type":"a","k":2}\n' > "$tmp/cut2.json"
+out=$(cat "$tmp/cut2.json" | $P "$D" ".load - --name copysh_cut2") || fail "broken first record, stdin: $out"
+has "$out" "read 2, loaded 1, dead-lettered 1"
+# a load that read the file as another format (an earlier version's guess,
+# here --format json) is not resumed by one that finds NDJSON: it would skip
+# the batches that run committed
+printf '{"event_type":"a","k":1\n{"event_type":"a","k":2}\n' > "$tmp/was.json"
+out=$($P "$D" ".load $tmp/was.json --format json --name copysh_was") || fail "as one object: $out"
+has "$out" "read 1, loaded 0, dead-lettered 1"
+out=$($P "$D" ".load $tmp/was.json --name copysh_was" 2>&1) && fail "resumed with another format: $out"
+has "$out" "ran with format json; this one reads it as ndjson: resuming it would skip"
+out=$($P "$D" ".load $tmp/was.json --name copysh_was --key copysh-was-2") || fail "--key: $out"
+has "$out" "read 2, loaded 1, dead-lettered 1"
 
 # a CSV loaded by mistake as NDJSON (every line dead-lettered), then again
 # with the right format: not taken as a resume that skips every batch, but
