@@ -17343,8 +17343,10 @@ static int copy_lane_fold(pgpipe_loader *l, copy_lane *ln)
 {
     /* booked to be checked at the end: ours, and those another run
     ** committed beside us (a failover may lose them as much as ours, and
-    ** that run may have ended before it, never to check them) */
-    int brc = ln->r_batches || ln->r_skipped_batches ? copy_book(l, ln) : PGPIPE_OK;
+    ** that run may have ended before it, never to check them); not those
+    ** an earlier run committed (skipping: done_seqs, checked already) */
+    int brc = ln->r_batches || (ln->r_skipped_batches && !ln->skipping) ? copy_book(l, ln)
+                                                                         : PGPIPE_OK;
     if (ln->r_at_cancel) {
         l->sum.batches_at_cancel++;
         pp_logf(PGPIPE_LOG_WARN, "loader", "load %lld batch %lld committed while the load was "
