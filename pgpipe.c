@@ -411,7 +411,8 @@ PGPIPE_PRIVATE size_t json_num_write(char *buf, double d);
 ** array or one JSON document, fed in chunks of any size, into records: it
 ** hands each record's bytes to a callback, with where it starts. It parses
 ** no record: that is the caller's job (a bad record is a dead letter, a
-** broken frame ends the input). The loader and the HTTP ingest share it. */
+** broken frame ends the input). The loader, the HTTP ingest and the records
+** store's import share it. */
 enum { PP_FRAME_NDJSON, PP_FRAME_ARRAY, PP_FRAME_ONE };
 /* JSON array states (pp_framer.state) */
 enum { PP_FR_START, PP_FR_FIRST, PP_FR_VALUE, PP_FR_ELEM, PP_FR_AFTER, PP_FR_END };
@@ -459,6 +460,10 @@ PGPIPE_PRIVATE int framer_feed(pp_framer *f, const char *data, size_t len);
 /* The input ended: hands over the record being carried. */
 PGPIPE_PRIVATE int framer_end(pp_framer *f);
 PGPIPE_PRIVATE void framer_free(pp_framer *f);
+/* The column (from 1, in characters) of absolute offset off of a JSON
+** array's input, on the line the framer is on (the input's end, after
+** framer_end). */
+PGPIPE_PRIVATE long long framer_column(const pp_framer *f, long long off);
 #endif
 #ifndef PGPIPE_OMIT_SQLSPLIT
 /* SQL words as the statement splitter reads them (src/parse/sqlsplit.c); the
@@ -717,6 +722,13 @@ PGPIPE_PRIVATE void copy_lanes_start(pgpipe_loader *l);
 PGPIPE_PRIVATE void copy_lanes_stop(pgpipe_loader *l);
 PGPIPE_PRIVATE int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all);
 PGPIPE_PRIVATE void copy_report(pgpipe_loader *l);
+
+/* load.c: does a mapping name a column twice? 1 with the two entries
+** (0-based, *first < *second; the first such pair), 0 when every name is
+** once. Entries without a name are passed over. The loader and the pipeline
+** file's .load --map check it, each saying so in its own words. */
+PGPIPE_PRIVATE int copy_mapping_twice(const pgpipe_load_column *cols, int n, int *first,
+                                      int *second);
 #endif /* PGPIPE_OMIT_LOAD */
 
 /* ==== The dead-letter queue's writers =====================================
@@ -9865,6 +9877,11 @@ static int framer_ndjson_feed(pp_framer *f, const char *data, size_t len, long l
 
 /* ---- JSON array, streamed element by element ----------------------------------- */
 
+PGPIPE_PRIVATE long long framer_column(const pp_framer *f, long long off)
+{
+    return off - f->nl_off - f->cont - (f->line_no == 0 ? f->bom_pos : 0) + 1;
+}
+
 /* The array's frame is broken at absolute offset off, by byte c. */
 static int framer_fatal(pp_framer *f, long long off, const char *what, unsigned char c)
 {
@@ -9873,8 +9890,10 @@ static int framer_fatal(pp_framer *f, long long off, const char *what, unsigned 
         snprintf(got, sizeof got, "'%c'", c);
     else
         snprintf(got, sizeof got, "byte 0x%02x", c);
-    return pp_err_at(&f->err, PGPIPE_PARSE, "", f->line_no + 1, 0, off,
-                     "%s, found %s at line %lld (byte offset %lld)", what, got, f->line_no + 1, off);
+    long long col = framer_column(f, off);
+    return pp_err_at(&f->err, PGPIPE_PARSE, "", f->line_no + 1, col, off,
+                     "%s, found %s at line %lld, column %lld (byte offset %lld)", what, got,
+                     f->line_no + 1, col, off);
 }
 
 /* An element ended at data[end) (exclusive); it began at data[start) or in
@@ -9971,12 +9990,13 @@ static inline int framer_in_element(pp_framer *f, const char *data, size_t len, 
         if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n')
             rc = framer_close(f, data, start, i, carried); /* the byte is seen again in AFTER */
         else
-            i++;
+            f->cont += (c & 0xC0) == 0x80, i++;
     } else {
         if (c == '"') f->instr = 1;
         else if (c == '{' || c == '[') f->depth++;
         else if (c == '}' || c == ']') f->depth--;
         else if (c == '\n') FRAMER_NL(f, base + (long long)i);
+        else f->cont += (c & 0xC0) == 0x80;
         i++;
         if (f->depth == 0)
             rc = framer_close(f, data, start, i, carried);
@@ -10055,7 +10075,7 @@ static int framer_array_end(pp_framer *f)
         /* a scalar ends with the input; anything else was cut off */
         int cut = !(f->scalar && !f->instr);
         rc = framer_emit(f, f->carry.data ? f->carry.data : "", f->carry.len, f->carry_line,
-                         cut ? 0 : f->carry_col, f->carry_off,
+                         f->carry_col, f->carry_off,
                          cut ? PP_FRAME_CUT : f->carry_over ? PP_FRAME_OVERLONG : 0);
         framer_carry_done(f);
         f->state = PP_FR_AFTER;
@@ -14884,6 +14904,18 @@ static int copy_add_col(pgpipe_loader *l, const char *column, const char *field,
     return PGPIPE_OK;
 }
 
+int copy_mapping_twice(const pgpipe_load_column *cols, int n, int *first, int *second)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (cols[i].column && cols[j].column && !strcmp(cols[i].column, cols[j].column)) {
+                *first = j;
+                *second = i;
+                return 1;
+            }
+    return 0;
+}
+
 static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
 {
     int n = o->target ? o->ncolumns : 5;
@@ -14894,20 +14926,21 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     if (o->target) {
         if (!o->columns || o->ncolumns <= 0)
             return copy_errf(l, PGPIPE_MISUSE, "loader: target %s needs a column mapping", o->target);
-        for (int i = 0; i < o->ncolumns && rc == PGPIPE_OK; i++) {
+        for (int i = 0; i < o->ncolumns; i++) {
             const pgpipe_load_column *c = &o->columns[i];
             if (!c->column || !*c->column)
                 return copy_errf(l, PGPIPE_MISUSE, "loader: column %d of the mapping has no name", i + 1);
             if (!c->value && (!c->field || !*c->field))
                 return copy_errf(l, PGPIPE_MISUSE, "loader: column %s of the mapping has neither a "
                                  "field nor a value", c->column);
-            for (int j = 0; j < i; j++)
-                if (o->columns[j].column && !strcmp(o->columns[j].column, c->column))
-                    return copy_errf(l, PGPIPE_MISUSE, "loader: column %s is mapped twice (entries "
-                                     "%d and %d of the mapping)", c->column, j + 1, i + 1);
+        }
+        int j, k;
+        if (copy_mapping_twice(o->columns, o->ncolumns, &j, &k))
+            return copy_errf(l, PGPIPE_MISUSE, "loader: column %s is mapped twice (entries %d and %d "
+                             "of the mapping)", o->columns[k].column, j + 1, k + 1);
+        for (int i = 0; i < o->ncolumns && rc == PGPIPE_OK; i++)
             rc = copy_add_col(l, o->columns[i].column, o->columns[i].field, o->columns[i].value,
                               o->columns[i].json);
-        }
     } else {
         if (o->source_field)
             rc = copy_add_col(l, "source", o->source_field, NULL, 0);
@@ -16657,7 +16690,8 @@ static int copy_framer_rc(pgpipe_loader *l, int rc)
         return pp_err_nomem(&l->hdr.err);
     if (rc == PGPIPE_PARSE && l->fr.err.code == PGPIPE_PARSE) {
         l->fr.err.code = PGPIPE_OK;
-        return pp_err_at(&l->hdr.err, PGPIPE_PARSE, l->source, l->fr.err.line, 0, l->fr.err.offset,
+        return pp_err_at(&l->hdr.err, PGPIPE_PARSE, l->source, l->fr.err.line, l->fr.err.column,
+                         l->fr.err.offset,
                          "loader: %s", l->fr.err.message);
     }
     return rc;
@@ -20253,8 +20287,7 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
     int rc = dlq_build_where(conn, &w, f, 1, err);
     if (rc != PGPIPE_OK)
         return rc;
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
+    rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
     PGresult *r = NULL;
     rc = dlq_run(conn, rc, &q, &w, &r, err, "purging dead letters");
     if (rc == PGPIPE_OK && purged)
@@ -21987,8 +22020,6 @@ void pgpipe_records_import_options_init(pgpipe_records_import_options *o)
         memset(o, 0, sizeof *o);
 }
 
-enum { REC_JS_START, REC_JS_FIRST, REC_JS_VALUE, REC_JS_ELEM, REC_JS_AFTER, REC_JS_END };
-
 typedef struct rec_import {
     pgpipe_records *h;
     const pgpipe_records_import_options *o;
@@ -21997,12 +22028,7 @@ typedef struct rec_import {
     rec_copy cp;
     pgpipe_json_doc *doc;
     int stop;           /* a bad record stopped the import */
-    /* JSON array splitter */
-    int js, depth, instr, esc, scalar;
-    int single;              /* the input is one object (pretty-printed), not an array */
-    long long line, col;     /* position of the next byte */
-    long long eline, ecol, eoff, off;
-    pp_buf elem;
+    pp_framer fr;       /* a JSON array (or one object) cut into its elements */
 } rec_import;
 
 /* A bad record: count, report, maybe stop. */
@@ -22148,139 +22174,41 @@ static int rec_import_record(rec_import *im, const pgpipe_json_val *root, const 
     return PGPIPE_OK;
 }
 
-/* An array element is complete in im->elem. */
-static int rec_import_element(rec_import *im)
+/* An element of the array, or the one object, cut by the framer. */
+static int rec_import_frame(void *ud, const pp_frame *r)
 {
-    int rc = pgpipe_json_parse(im->doc, im->elem.data ? im->elem.data : "", im->elem.len);
+    rec_import *im = ud;
+    long long col = r->col + 1;
+    if (r->flags & PP_FRAME_CUT)
+        return rec_import_badf(im, r->line, col, r->off, "the input ended inside this array element");
+    int rc = pgpipe_json_parse(im->doc, r->len ? r->raw : "", r->len);
     if (rc == PGPIPE_NOMEM)
         return pp_err_nomem(&im->h->hdr.err);
     if (rc != PGPIPE_OK) {
+        /* the parser's position is the element's: make it the file's */
         pgpipe_error e = *pgpipe_errinfo(im->doc);
-        long long l = im->eline + (e.line > 0 ? e.line - 1 : 0);
-        long long c = e.line <= 1 ? im->ecol + (e.column > 0 ? e.column - 1 : 0) : e.column;
+        long long l = r->line + (e.line > 0 ? e.line - 1 : 0);
+        long long c = e.line <= 1 ? col + (e.column > 0 ? e.column - 1 : 0) : e.column;
         const char *at = strstr(e.message, " at line ");
         char msg[800];
         snprintf(msg, sizeof msg, "%.*s", at ? (int)(at - e.message) : (int)strlen(e.message),
                  e.message);
-        im->elem.len = 0;
-        return rec_import_badf(im, l, c, im->eoff + (e.offset > 0 ? e.offset : 0), "%s", msg);
+        return rec_import_badf(im, l, c, r->off + (e.offset > 0 ? e.offset : 0), "%s", msg);
     }
-    rc = rec_import_record(im, pgpipe_json_root(im->doc), im->elem.data, im->elem.len, im->eline,
-                           im->ecol, im->eoff);
-    im->elem.len = 0;
+    return rec_import_record(im, pgpipe_json_root(im->doc), r->raw, r->len, r->line, col, r->off);
+}
+
+/* The framer's result as the import's: a broken frame names the file. */
+static int rec_import_framed(rec_import *im, int rc)
+{
+    if (rc == PGPIPE_NOMEM)
+        return pp_err_nomem(&im->h->hdr.err);
+    if (rc == PGPIPE_PARSE && im->fr.err.code == PGPIPE_PARSE) {
+        im->fr.err.code = PGPIPE_OK;
+        return pp_err_at(&im->h->hdr.err, PGPIPE_PARSE, im->source, im->fr.err.line,
+                         im->fr.err.column, im->fr.err.offset, "%s", im->fr.err.message);
+    }
     return rc;
-}
-
-static int rec_import_fatal(rec_import *im, unsigned char c, const char *what)
-{
-    return pp_err_at(&im->h->hdr.err, PGPIPE_PARSE, im->source, im->line, im->col, im->off,
-                     "%s, found %s%c%s at line %lld, column %lld", what,
-                     c >= 0x20 && c < 0x7f ? "'" : "a control byte", c >= 0x20 && c < 0x7f ? c : ' ',
-                     c >= 0x20 && c < 0x7f ? "'" : "", im->line, im->col);
-}
-
-/* Split a JSON array chunk into elements. */
-static int rec_import_array(rec_import *im, const char *data, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)data[i];
-        int ws = c == ' ' || c == '\t' || c == '\r' || c == '\n';
-        int rc = PGPIPE_OK;
-        switch (im->js) {
-        case REC_JS_START:
-            if (c == '[')
-                im->js = REC_JS_FIRST;
-            else if (c == '{' && im->single)
-                goto element; /* the one object is the one record */
-            else if (!ws && !(im->off < 3 && c == (unsigned char)"\xEF\xBB\xBF"[im->off]))
-                return rec_import_fatal(im, c, "expected '[' to start a JSON array");
-            break;
-        case REC_JS_FIRST:
-        case REC_JS_VALUE:
-            if (ws)
-                break;
-            if (c == ']' && im->js == REC_JS_FIRST) {
-                im->js = REC_JS_END;
-                break;
-            }
-            if (c == ']' || c == ',')
-                return rec_import_fatal(im, c, "expected an array element");
-        element:
-            im->js = REC_JS_ELEM;
-            im->eline = im->line;
-            im->ecol = im->col;
-            im->eoff = im->off;
-            im->elem.len = 0;
-            im->depth = c == '{' || c == '[';
-            im->instr = c == '"';
-            im->esc = 0;
-            im->scalar = !im->depth && !im->instr;
-            if (pp_buf_putc(&im->elem, (char)c) != PGPIPE_OK)
-                return pp_err_nomem(&im->h->hdr.err);
-            break;
-        case REC_JS_ELEM:
-            if (im->scalar && (ws || c == ',' || c == ']')) {
-                if ((rc = rec_import_element(im)) != PGPIPE_OK)
-                    return rc;
-                im->js = REC_JS_AFTER;
-                if (c == ',')
-                    im->js = REC_JS_VALUE;
-                else if (c == ']')
-                    im->js = REC_JS_END;
-                break;
-            }
-            if (pp_buf_putc(&im->elem, (char)c) != PGPIPE_OK)
-                return pp_err_nomem(&im->h->hdr.err);
-            if (im->scalar)
-                break;
-            if (im->instr) {
-                if (im->esc)
-                    im->esc = 0;
-                else if (c == '\\')
-                    im->esc = 1;
-                else if (c == '"')
-                    im->instr = 0;
-            } else if (c == '"') {
-                im->instr = 1;
-            } else if (c == '{' || c == '[') {
-                im->depth++;
-            } else if (c == '}' || c == ']') {
-                im->depth--;
-            }
-            if (!im->instr && im->depth == 0) {
-                if ((rc = rec_import_element(im)) != PGPIPE_OK)
-                    return rc;
-                im->js = REC_JS_AFTER;
-            }
-            break;
-        case REC_JS_AFTER:
-            if (ws)
-                break;
-            if (im->single)
-                return rec_import_fatal(im, c, "unexpected data after the JSON object (a JSON "
-                                        "file is one object or an array; one object a line "
-                                        "is NDJSON)");
-            if (c == ',')
-                im->js = REC_JS_VALUE;
-            else if (c == ']')
-                im->js = REC_JS_END;
-            else
-                return rec_import_fatal(im, c, "expected ',' or ']' after an array element");
-            break;
-        default:
-            if (!ws)
-                return rec_import_fatal(im, c, "unexpected data after the end of the array");
-            break;
-        }
-        im->off++;
-        if (c == '\n') {
-            im->line++;
-            im->col = 1;
-        } else if ((c & 0xC0) != 0x80) {
-            im->col++;
-        }
-    }
-    return PGPIPE_OK;
 }
 
 static int rec_import_ndjson(rec_import *im, pgpipe_ndjson *r)
@@ -22336,7 +22264,6 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
     im.o = opts;
     im.s = summary;
     im.source = strcmp(path, "-") ? path : "<stdin>";
-    im.line = im.col = 1;
     pgpipe_ndjson *nd = NULL;
     int format = 0; /* 0 unknown, 1 array, 2 NDJSON */
     size_t cap = 64 * 1024;
@@ -22346,6 +22273,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
         goto out;
     }
     pgpipe_json_doc_set_source(im.doc, im.source);
+    framer_begin(&im.fr, PP_FRAME_ARRAY, SIZE_MAX, rec_import_frame, &im);
     for (;;) {
         ssize_t k = read(fd, buf, cap);
         if (k < 0 && errno == EINTR)
@@ -22369,7 +22297,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
                 const char *nl2 = nl ? memchr(nl + 1, '\n', (size_t)k - (size_t)(nl + 1 - buf)) : NULL;
                 if (nl && json_line_goes_on(buf + i, (size_t)(nl - (buf + i)),
                                             nl2 ? (size_t)(nl2 - (buf + i)) : (size_t)k - i))
-                    format = 1, im.single = 1;
+                    format = 1; /* the framer takes the one object as the one record */
                 if (format == 2) {
                     if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {
                         rc = pp_err_nomem(&h->hdr.err);
@@ -22386,22 +22314,19 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
             if (format == 2) {
                 pgpipe_ndjson_finish(nd);
                 rc = rec_import_ndjson(&im, nd);
-            } else if (format == 1 && im.js == REC_JS_ELEM) {
-                if (im.scalar)
-                    rc = rec_import_element(&im);
-                else
-                    rc = rec_import_badf(&im, im.eline, im.ecol, im.eoff,
-                                         "the input ended inside this array element");
+            } else if (format == 1) {
+                int cut = im.fr.state == PP_FR_ELEM && !(im.fr.scalar && !im.fr.instr);
+                rc = rec_import_framed(&im, framer_end(&im.fr));
+                long long line = im.fr.line_no + 1, col = framer_column(&im.fr, im.fr.fed);
+                if (rc == PGPIPE_OK && im.fr.unclosed && !cut)
+                    rc = pp_err_at(&h->hdr.err, PGPIPE_PARSE, im.source, line, col, im.fr.fed,
+                                   "the JSON array is not closed with ']' at line %lld, column %lld",
+                                   line, col);
             }
-            if (rc == PGPIPE_OK && format == 1 && im.js != REC_JS_END && im.js != REC_JS_ELEM &&
-                !(im.single && im.js == REC_JS_AFTER))
-                rc = pp_err_at(&h->hdr.err, PGPIPE_PARSE, im.source, im.line, im.col, im.off,
-                               "the JSON array is not closed with ']' at line %lld, column %lld",
-                               im.line, im.col);
             break;
         }
         if (format == 1) {
-            rc = rec_import_array(&im, buf, (size_t)k);
+            rc = rec_import_framed(&im, framer_feed(&im.fr, buf, (size_t)k));
         } else if (format == 2) {
             if ((rc = pgpipe_ndjson_feed(nd, buf, (size_t)k)) == PGPIPE_OK)
                 rc = rec_import_ndjson(&im, nd);
@@ -22425,7 +22350,7 @@ out:
         rc = rec_gin_clean(h);
     pgpipe_ndjson_close(nd);
     pgpipe_json_doc_close(im.doc);
-    pp_buf_free(&im.elem);
+    framer_free(&im.fr);
     pp_free(buf);
     if (fd != STDIN_FILENO)
         close(fd);
@@ -26071,8 +25996,7 @@ static int ig_json_body(ig_parse *p, int ndjson)
         rc = framer_end(fr);
     if (rc == PGPIPE_PARSE && fr->err.code == PGPIPE_PARSE) {
         fr->err.code = PGPIPE_OK;
-        return ig_refuse(p, 400, "the body is not a JSON array of records: %s (line %lld, byte offset "
-                         "%lld)", fr->err.message, fr->err.line, fr->err.offset);
+        return ig_refuse(p, 400, "the body is not a JSON array of records: %s", fr->err.message);
     }
     if (rc == PGPIPE_OK && fr->unclosed)
         return ig_refuse(p, 400, "the body's JSON array is not closed with ']' (byte offset %zu)", n);
@@ -38995,12 +38919,12 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
                     goto out;
                 }
             }
-            for (int j = 0; j < i; j++)
-                if (!strcmp(cols[j].column, t)) {
-                    rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: column %s is mapped "
-                                   "twice", t);
-                    goto out;
-                }
+        }
+        int j, i;
+        if (copy_mapping_twice(cols, k, &j, &i)) {
+            rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: column %s is mapped twice",
+                           cols[i].column);
+            goto out;
         }
         o.columns = cols;
         o.ncolumns = k;

@@ -100,8 +100,9 @@ extern "C" {
 #undef PGPIPE_OMIT_CLAIM
 #define PGPIPE_OMIT_CLAIM 1
 #endif
-/* RECORDS needs JSON, CSV and POOL */
-#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_POOL)
+/* RECORDS needs JSON, CSV, FRAMER (its JSON array import) and POOL */
+#if defined(PGPIPE_OMIT_JSON) || defined(PGPIPE_OMIT_CSV) || defined(PGPIPE_OMIT_FRAMER) \
+    || defined(PGPIPE_OMIT_POOL)
 #undef PGPIPE_OMIT_RECORDS
 #define PGPIPE_OMIT_RECORDS 1
 #endif

@@ -114,23 +114,28 @@ PGT_TEST(framer, array_broken_frames)
 {
     fr_t_expect(PP_FRAME_ARRAY, 1000, "\"a\"",
                 "E1@0 expected '[' to start a JSON array or '{' to start one object, found '\"' at "
-                "line 1 (byte offset 0)\n");
+                "line 1, column 1 (byte offset 0)\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[{},,{}]",
-                "L1:C1@1 {}\nE1@4 expected an array element, found ',' at line 1 (byte offset 4)\n");
+                "L1:C1@1 {}\nE1@4 expected an array element, found ',' at line 1, column 5 (byte offset 4)\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[{}\n{}]",
-                "L1:C1@1 {}\nE2@4 expected ',' or ']' after an array element, found '{' at line 2 "
-                "(byte offset 4)\n");
+                "L1:C1@1 {}\nE2@4 expected ',' or ']' after an array element, found '{' at line 2, "
+                "column 1 (byte offset 4)\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[{}]\nx",
-                "L1:C1@1 {}\nE2@5 unexpected data after the end of the array, found 'x' at line 2 "
-                "(byte offset 5)\n");
+                "L1:C1@1 {}\nE2@5 unexpected data after the end of the array, found 'x' at line 2, "
+                "column 1 (byte offset 5)\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[{},\x01]",
                 "L1:C1@1 {}\nL1:C4@4 \x01\n");
+    /* columns count characters: before the bad byte, a string and a scalar hold
+    ** two-byte characters */
+    fr_t_expect(PP_FRAME_ARRAY, 1000, "[\"\xC3\xA9\",\xC3\xA9 x]",
+                "L1:C1@1 \"\xC3\xA9\"\nL1:C5@6 \xC3\xA9\nE1@9 expected ',' or ']' after an array "
+                "element, found 'x' at line 1, column 8 (byte offset 9)\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[{}]\x01",
                 "L1:C1@1 {}\nE1@4 unexpected data after the end of the array, found byte 0x01 at "
-                "line 1 (byte offset 4)\n");
+                "line 1, column 5 (byte offset 4)\n");
     /* the input ends: inside an element (cut), after one, or in a scalar */
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[{},\n{\"a\":[1,", "L1:C1@1 {}\nL2:C0@5c {\"a\":[1,\nUNCLOSED\n");
-    fr_t_expect(PP_FRAME_ARRAY, 1000, "[{}, \"ab", "L1:C1@1 {}\nL1:C0@5c \"ab\nUNCLOSED\n");
+    fr_t_expect(PP_FRAME_ARRAY, 1000, "[{}, \"ab", "L1:C1@1 {}\nL1:C5@5c \"ab\nUNCLOSED\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[{}", "L1:C1@1 {}\nUNCLOSED\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "[12", "L1:C1@1 12\nUNCLOSED\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "", "");
@@ -146,10 +151,10 @@ PGT_TEST(framer, array_framer_takes_one_object)
                 "L2:C0@5 {\n  \"a\": [1, \"}\"],\n  \"b\": {}\n}\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "{}\n{}",
                 "L1:C0@0 {}\nE2@3 unexpected data after the JSON object (a JSON file is one object "
-                "or an array; one object a line is NDJSON), found '{' at line 2 (byte offset 3)\n");
+                "or an array; one object a line is NDJSON), found '{' at line 2, column 1 (byte offset 3)\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "{}]", "L1:C0@0 {}\nE1@2 unexpected data after the JSON "
                 "object (a JSON file is one object or an array; one object a line is NDJSON), found "
-                "']' at line 1 (byte offset 2)\n");
+                "']' at line 1, column 3 (byte offset 2)\n");
     fr_t_expect(PP_FRAME_ARRAY, 1000, "{\"a\":\n[1,", "L1:C0@0c {\"a\":\n[1,\n");
     fr_t_expect(PP_FRAME_ARRAY, 5, "{\"abcdef\":1}", "L1:C0@0o {\"abc\n");
 }

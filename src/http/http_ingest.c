@@ -616,8 +616,7 @@ static int ig_json_body(ig_parse *p, int ndjson)
         rc = framer_end(fr);
     if (rc == PGPIPE_PARSE && fr->err.code == PGPIPE_PARSE) {
         fr->err.code = PGPIPE_OK;
-        return ig_refuse(p, 400, "the body is not a JSON array of records: %s (line %lld, byte offset "
-                         "%lld)", fr->err.message, fr->err.line, fr->err.offset);
+        return ig_refuse(p, 400, "the body is not a JSON array of records: %s", fr->err.message);
     }
     if (rc == PGPIPE_OK && fr->unclosed)
         return ig_refuse(p, 400, "the body's JSON array is not closed with ']' (byte offset %zu)", n);

@@ -117,6 +117,11 @@ static int framer_ndjson_feed(pp_framer *f, const char *data, size_t len, long l
 
 /* ---- JSON array, streamed element by element ----------------------------------- */
 
+PGPIPE_PRIVATE long long framer_column(const pp_framer *f, long long off)
+{
+    return off - f->nl_off - f->cont - (f->line_no == 0 ? f->bom_pos : 0) + 1;
+}
+
 /* The array's frame is broken at absolute offset off, by byte c. */
 static int framer_fatal(pp_framer *f, long long off, const char *what, unsigned char c)
 {
@@ -125,8 +130,10 @@ static int framer_fatal(pp_framer *f, long long off, const char *what, unsigned 
         snprintf(got, sizeof got, "'%c'", c);
     else
         snprintf(got, sizeof got, "byte 0x%02x", c);
-    return pp_err_at(&f->err, PGPIPE_PARSE, "", f->line_no + 1, 0, off,
-                     "%s, found %s at line %lld (byte offset %lld)", what, got, f->line_no + 1, off);
+    long long col = framer_column(f, off);
+    return pp_err_at(&f->err, PGPIPE_PARSE, "", f->line_no + 1, col, off,
+                     "%s, found %s at line %lld, column %lld (byte offset %lld)", what, got,
+                     f->line_no + 1, col, off);
 }
 
 /* An element ended at data[end) (exclusive); it began at data[start) or in
@@ -223,12 +230,13 @@ static inline int framer_in_element(pp_framer *f, const char *data, size_t len, 
         if (c == ',' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n')
             rc = framer_close(f, data, start, i, carried); /* the byte is seen again in AFTER */
         else
-            i++;
+            f->cont += (c & 0xC0) == 0x80, i++;
     } else {
         if (c == '"') f->instr = 1;
         else if (c == '{' || c == '[') f->depth++;
         else if (c == '}' || c == ']') f->depth--;
         else if (c == '\n') FRAMER_NL(f, base + (long long)i);
+        else f->cont += (c & 0xC0) == 0x80;
         i++;
         if (f->depth == 0)
             rc = framer_close(f, data, start, i, carried);
@@ -307,7 +315,7 @@ static int framer_array_end(pp_framer *f)
         /* a scalar ends with the input; anything else was cut off */
         int cut = !(f->scalar && !f->instr);
         rc = framer_emit(f, f->carry.data ? f->carry.data : "", f->carry.len, f->carry_line,
-                         cut ? 0 : f->carry_col, f->carry_off,
+                         f->carry_col, f->carry_off,
                          cut ? PP_FRAME_CUT : f->carry_over ? PP_FRAME_OVERLONG : 0);
         framer_carry_done(f);
         f->state = PP_FR_AFTER;

@@ -37,7 +37,8 @@ PGPIPE_PRIVATE size_t json_num_write(char *buf, double d);
 ** array or one JSON document, fed in chunks of any size, into records: it
 ** hands each record's bytes to a callback, with where it starts. It parses
 ** no record: that is the caller's job (a bad record is a dead letter, a
-** broken frame ends the input). The loader and the HTTP ingest share it. */
+** broken frame ends the input). The loader, the HTTP ingest and the records
+** store's import share it. */
 enum { PP_FRAME_NDJSON, PP_FRAME_ARRAY, PP_FRAME_ONE };
 /* JSON array states (pp_framer.state) */
 enum { PP_FR_START, PP_FR_FIRST, PP_FR_VALUE, PP_FR_ELEM, PP_FR_AFTER, PP_FR_END };
@@ -85,6 +86,10 @@ PGPIPE_PRIVATE int framer_feed(pp_framer *f, const char *data, size_t len);
 /* The input ended: hands over the record being carried. */
 PGPIPE_PRIVATE int framer_end(pp_framer *f);
 PGPIPE_PRIVATE void framer_free(pp_framer *f);
+/* The column (from 1, in characters) of absolute offset off of a JSON
+** array's input, on the line the framer is on (the input's end, after
+** framer_end). */
+PGPIPE_PRIVATE long long framer_column(const pp_framer *f, long long off);
 #endif
 #ifndef PGPIPE_OMIT_SQLSPLIT
 /* SQL words as the statement splitter reads them (src/parse/sqlsplit.c); the

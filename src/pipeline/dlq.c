@@ -345,8 +345,7 @@ int pgpipe_dlq_purge(PGconn *conn, const pgpipe_dlq_filter *f, long long *purged
     int rc = dlq_build_where(conn, &w, f, 1, err);
     if (rc != PGPIPE_OK)
         return rc;
-    if (rc == PGPIPE_OK)
-        rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
+    rc = pp_buf_appendf(&q, "DELETE FROM pgpipe.dead_letters%s", w.sql.data);
     PGresult *r = NULL;
     rc = dlq_run(conn, rc, &q, &w, &r, err, "purging dead letters");
     if (rc == PGPIPE_OK && purged)

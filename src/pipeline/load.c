@@ -122,6 +122,18 @@ static int copy_add_col(pgpipe_loader *l, const char *column, const char *field,
     return PGPIPE_OK;
 }
 
+int copy_mapping_twice(const pgpipe_load_column *cols, int n, int *first, int *second)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (cols[i].column && cols[j].column && !strcmp(cols[i].column, cols[j].column)) {
+                *first = j;
+                *second = i;
+                return 1;
+            }
+    return 0;
+}
+
 static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
 {
     int n = o->target ? o->ncolumns : 5;
@@ -132,20 +144,21 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     if (o->target) {
         if (!o->columns || o->ncolumns <= 0)
             return copy_errf(l, PGPIPE_MISUSE, "loader: target %s needs a column mapping", o->target);
-        for (int i = 0; i < o->ncolumns && rc == PGPIPE_OK; i++) {
+        for (int i = 0; i < o->ncolumns; i++) {
             const pgpipe_load_column *c = &o->columns[i];
             if (!c->column || !*c->column)
                 return copy_errf(l, PGPIPE_MISUSE, "loader: column %d of the mapping has no name", i + 1);
             if (!c->value && (!c->field || !*c->field))
                 return copy_errf(l, PGPIPE_MISUSE, "loader: column %s of the mapping has neither a "
                                  "field nor a value", c->column);
-            for (int j = 0; j < i; j++)
-                if (o->columns[j].column && !strcmp(o->columns[j].column, c->column))
-                    return copy_errf(l, PGPIPE_MISUSE, "loader: column %s is mapped twice (entries "
-                                     "%d and %d of the mapping)", c->column, j + 1, i + 1);
+        }
+        int j, k;
+        if (copy_mapping_twice(o->columns, o->ncolumns, &j, &k))
+            return copy_errf(l, PGPIPE_MISUSE, "loader: column %s is mapped twice (entries %d and %d "
+                             "of the mapping)", o->columns[k].column, j + 1, k + 1);
+        for (int i = 0; i < o->ncolumns && rc == PGPIPE_OK; i++)
             rc = copy_add_col(l, o->columns[i].column, o->columns[i].field, o->columns[i].value,
                               o->columns[i].json);
-        }
     } else {
         if (o->source_field)
             rc = copy_add_col(l, "source", o->source_field, NULL, 0);

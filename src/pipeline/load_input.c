@@ -402,7 +402,8 @@ static int copy_framer_rc(pgpipe_loader *l, int rc)
         return pp_err_nomem(&l->hdr.err);
     if (rc == PGPIPE_PARSE && l->fr.err.code == PGPIPE_PARSE) {
         l->fr.err.code = PGPIPE_OK;
-        return pp_err_at(&l->hdr.err, PGPIPE_PARSE, l->source, l->fr.err.line, 0, l->fr.err.offset,
+        return pp_err_at(&l->hdr.err, PGPIPE_PARSE, l->source, l->fr.err.line, l->fr.err.column,
+                         l->fr.err.offset,
                          "loader: %s", l->fr.err.message);
     }
     return rc;

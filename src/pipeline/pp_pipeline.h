@@ -231,6 +231,13 @@ PGPIPE_PRIVATE void copy_lanes_start(pgpipe_loader *l);
 PGPIPE_PRIVATE void copy_lanes_stop(pgpipe_loader *l);
 PGPIPE_PRIVATE int copy_lanes_collect(pgpipe_loader *l, copy_lane **free_lane, int wait_all);
 PGPIPE_PRIVATE void copy_report(pgpipe_loader *l);
+
+/* load.c: does a mapping name a column twice? 1 with the two entries
+** (0-based, *first < *second; the first such pair), 0 when every name is
+** once. Entries without a name are passed over. The loader and the pipeline
+** file's .load --map check it, each saying so in its own words. */
+PGPIPE_PRIVATE int copy_mapping_twice(const pgpipe_load_column *cols, int n, int *first,
+                                      int *second);
 #endif /* PGPIPE_OMIT_LOAD */
 
 /* ==== The dead-letter queue's writers =====================================

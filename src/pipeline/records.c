@@ -1636,8 +1636,6 @@ void pgpipe_records_import_options_init(pgpipe_records_import_options *o)
         memset(o, 0, sizeof *o);
 }
 
-enum { REC_JS_START, REC_JS_FIRST, REC_JS_VALUE, REC_JS_ELEM, REC_JS_AFTER, REC_JS_END };
-
 typedef struct rec_import {
     pgpipe_records *h;
     const pgpipe_records_import_options *o;
@@ -1646,12 +1644,7 @@ typedef struct rec_import {
     rec_copy cp;
     pgpipe_json_doc *doc;
     int stop;           /* a bad record stopped the import */
-    /* JSON array splitter */
-    int js, depth, instr, esc, scalar;
-    int single;              /* the input is one object (pretty-printed), not an array */
-    long long line, col;     /* position of the next byte */
-    long long eline, ecol, eoff, off;
-    pp_buf elem;
+    pp_framer fr;       /* a JSON array (or one object) cut into its elements */
 } rec_import;
 
 /* A bad record: count, report, maybe stop. */
@@ -1797,139 +1790,41 @@ static int rec_import_record(rec_import *im, const pgpipe_json_val *root, const 
     return PGPIPE_OK;
 }
 
-/* An array element is complete in im->elem. */
-static int rec_import_element(rec_import *im)
+/* An element of the array, or the one object, cut by the framer. */
+static int rec_import_frame(void *ud, const pp_frame *r)
 {
-    int rc = pgpipe_json_parse(im->doc, im->elem.data ? im->elem.data : "", im->elem.len);
+    rec_import *im = ud;
+    long long col = r->col + 1;
+    if (r->flags & PP_FRAME_CUT)
+        return rec_import_badf(im, r->line, col, r->off, "the input ended inside this array element");
+    int rc = pgpipe_json_parse(im->doc, r->len ? r->raw : "", r->len);
     if (rc == PGPIPE_NOMEM)
         return pp_err_nomem(&im->h->hdr.err);
     if (rc != PGPIPE_OK) {
+        /* the parser's position is the element's: make it the file's */
         pgpipe_error e = *pgpipe_errinfo(im->doc);
-        long long l = im->eline + (e.line > 0 ? e.line - 1 : 0);
-        long long c = e.line <= 1 ? im->ecol + (e.column > 0 ? e.column - 1 : 0) : e.column;
+        long long l = r->line + (e.line > 0 ? e.line - 1 : 0);
+        long long c = e.line <= 1 ? col + (e.column > 0 ? e.column - 1 : 0) : e.column;
         const char *at = strstr(e.message, " at line ");
         char msg[800];
         snprintf(msg, sizeof msg, "%.*s", at ? (int)(at - e.message) : (int)strlen(e.message),
                  e.message);
-        im->elem.len = 0;
-        return rec_import_badf(im, l, c, im->eoff + (e.offset > 0 ? e.offset : 0), "%s", msg);
+        return rec_import_badf(im, l, c, r->off + (e.offset > 0 ? e.offset : 0), "%s", msg);
     }
-    rc = rec_import_record(im, pgpipe_json_root(im->doc), im->elem.data, im->elem.len, im->eline,
-                           im->ecol, im->eoff);
-    im->elem.len = 0;
+    return rec_import_record(im, pgpipe_json_root(im->doc), r->raw, r->len, r->line, col, r->off);
+}
+
+/* The framer's result as the import's: a broken frame names the file. */
+static int rec_import_framed(rec_import *im, int rc)
+{
+    if (rc == PGPIPE_NOMEM)
+        return pp_err_nomem(&im->h->hdr.err);
+    if (rc == PGPIPE_PARSE && im->fr.err.code == PGPIPE_PARSE) {
+        im->fr.err.code = PGPIPE_OK;
+        return pp_err_at(&im->h->hdr.err, PGPIPE_PARSE, im->source, im->fr.err.line,
+                         im->fr.err.column, im->fr.err.offset, "%s", im->fr.err.message);
+    }
     return rc;
-}
-
-static int rec_import_fatal(rec_import *im, unsigned char c, const char *what)
-{
-    return pp_err_at(&im->h->hdr.err, PGPIPE_PARSE, im->source, im->line, im->col, im->off,
-                     "%s, found %s%c%s at line %lld, column %lld", what,
-                     c >= 0x20 && c < 0x7f ? "'" : "a control byte", c >= 0x20 && c < 0x7f ? c : ' ',
-                     c >= 0x20 && c < 0x7f ? "'" : "", im->line, im->col);
-}
-
-/* Split a JSON array chunk into elements. */
-static int rec_import_array(rec_import *im, const char *data, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)data[i];
-        int ws = c == ' ' || c == '\t' || c == '\r' || c == '\n';
-        int rc = PGPIPE_OK;
-        switch (im->js) {
-        case REC_JS_START:
-            if (c == '[')
-                im->js = REC_JS_FIRST;
-            else if (c == '{' && im->single)
-                goto element; /* the one object is the one record */
-            else if (!ws && !(im->off < 3 && c == (unsigned char)"\xEF\xBB\xBF"[im->off]))
-                return rec_import_fatal(im, c, "expected '[' to start a JSON array");
-            break;
-        case REC_JS_FIRST:
-        case REC_JS_VALUE:
-            if (ws)
-                break;
-            if (c == ']' && im->js == REC_JS_FIRST) {
-                im->js = REC_JS_END;
-                break;
-            }
-            if (c == ']' || c == ',')
-                return rec_import_fatal(im, c, "expected an array element");
-        element:
-            im->js = REC_JS_ELEM;
-            im->eline = im->line;
-            im->ecol = im->col;
-            im->eoff = im->off;
-            im->elem.len = 0;
-            im->depth = c == '{' || c == '[';
-            im->instr = c == '"';
-            im->esc = 0;
-            im->scalar = !im->depth && !im->instr;
-            if (pp_buf_putc(&im->elem, (char)c) != PGPIPE_OK)
-                return pp_err_nomem(&im->h->hdr.err);
-            break;
-        case REC_JS_ELEM:
-            if (im->scalar && (ws || c == ',' || c == ']')) {
-                if ((rc = rec_import_element(im)) != PGPIPE_OK)
-                    return rc;
-                im->js = REC_JS_AFTER;
-                if (c == ',')
-                    im->js = REC_JS_VALUE;
-                else if (c == ']')
-                    im->js = REC_JS_END;
-                break;
-            }
-            if (pp_buf_putc(&im->elem, (char)c) != PGPIPE_OK)
-                return pp_err_nomem(&im->h->hdr.err);
-            if (im->scalar)
-                break;
-            if (im->instr) {
-                if (im->esc)
-                    im->esc = 0;
-                else if (c == '\\')
-                    im->esc = 1;
-                else if (c == '"')
-                    im->instr = 0;
-            } else if (c == '"') {
-                im->instr = 1;
-            } else if (c == '{' || c == '[') {
-                im->depth++;
-            } else if (c == '}' || c == ']') {
-                im->depth--;
-            }
-            if (!im->instr && im->depth == 0) {
-                if ((rc = rec_import_element(im)) != PGPIPE_OK)
-                    return rc;
-                im->js = REC_JS_AFTER;
-            }
-            break;
-        case REC_JS_AFTER:
-            if (ws)
-                break;
-            if (im->single)
-                return rec_import_fatal(im, c, "unexpected data after the JSON object (a JSON "
-                                        "file is one object or an array; one object a line "
-                                        "is NDJSON)");
-            if (c == ',')
-                im->js = REC_JS_VALUE;
-            else if (c == ']')
-                im->js = REC_JS_END;
-            else
-                return rec_import_fatal(im, c, "expected ',' or ']' after an array element");
-            break;
-        default:
-            if (!ws)
-                return rec_import_fatal(im, c, "unexpected data after the end of the array");
-            break;
-        }
-        im->off++;
-        if (c == '\n') {
-            im->line++;
-            im->col = 1;
-        } else if ((c & 0xC0) != 0x80) {
-            im->col++;
-        }
-    }
-    return PGPIPE_OK;
 }
 
 static int rec_import_ndjson(rec_import *im, pgpipe_ndjson *r)
@@ -1985,7 +1880,6 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
     im.o = opts;
     im.s = summary;
     im.source = strcmp(path, "-") ? path : "<stdin>";
-    im.line = im.col = 1;
     pgpipe_ndjson *nd = NULL;
     int format = 0; /* 0 unknown, 1 array, 2 NDJSON */
     size_t cap = 64 * 1024;
@@ -1995,6 +1889,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
         goto out;
     }
     pgpipe_json_doc_set_source(im.doc, im.source);
+    framer_begin(&im.fr, PP_FRAME_ARRAY, SIZE_MAX, rec_import_frame, &im);
     for (;;) {
         ssize_t k = read(fd, buf, cap);
         if (k < 0 && errno == EINTR)
@@ -2018,7 +1913,7 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
                 const char *nl2 = nl ? memchr(nl + 1, '\n', (size_t)k - (size_t)(nl + 1 - buf)) : NULL;
                 if (nl && json_line_goes_on(buf + i, (size_t)(nl - (buf + i)),
                                             nl2 ? (size_t)(nl2 - (buf + i)) : (size_t)k - i))
-                    format = 1, im.single = 1;
+                    format = 1; /* the framer takes the one object as the one record */
                 if (format == 2) {
                     if (pgpipe_ndjson_open(&nd) != PGPIPE_OK) {
                         rc = pp_err_nomem(&h->hdr.err);
@@ -2035,22 +1930,19 @@ int pgpipe_records_import(pgpipe_records *h, const char *path,
             if (format == 2) {
                 pgpipe_ndjson_finish(nd);
                 rc = rec_import_ndjson(&im, nd);
-            } else if (format == 1 && im.js == REC_JS_ELEM) {
-                if (im.scalar)
-                    rc = rec_import_element(&im);
-                else
-                    rc = rec_import_badf(&im, im.eline, im.ecol, im.eoff,
-                                         "the input ended inside this array element");
+            } else if (format == 1) {
+                int cut = im.fr.state == PP_FR_ELEM && !(im.fr.scalar && !im.fr.instr);
+                rc = rec_import_framed(&im, framer_end(&im.fr));
+                long long line = im.fr.line_no + 1, col = framer_column(&im.fr, im.fr.fed);
+                if (rc == PGPIPE_OK && im.fr.unclosed && !cut)
+                    rc = pp_err_at(&h->hdr.err, PGPIPE_PARSE, im.source, line, col, im.fr.fed,
+                                   "the JSON array is not closed with ']' at line %lld, column %lld",
+                                   line, col);
             }
-            if (rc == PGPIPE_OK && format == 1 && im.js != REC_JS_END && im.js != REC_JS_ELEM &&
-                !(im.single && im.js == REC_JS_AFTER))
-                rc = pp_err_at(&h->hdr.err, PGPIPE_PARSE, im.source, im.line, im.col, im.off,
-                               "the JSON array is not closed with ']' at line %lld, column %lld",
-                               im.line, im.col);
             break;
         }
         if (format == 1) {
-            rc = rec_import_array(&im, buf, (size_t)k);
+            rc = rec_import_framed(&im, framer_feed(&im.fr, buf, (size_t)k));
         } else if (format == 2) {
             if ((rc = pgpipe_ndjson_feed(nd, buf, (size_t)k)) == PGPIPE_OK)
                 rc = rec_import_ndjson(&im, nd);
@@ -2074,7 +1966,7 @@ out:
         rc = rec_gin_clean(h);
     pgpipe_ndjson_close(nd);
     pgpipe_json_doc_close(im.doc);
-    pp_buf_free(&im.elem);
+    framer_free(&im.fr);
     pp_free(buf);
     if (fd != STDIN_FILENO)
         close(fd);

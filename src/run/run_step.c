@@ -520,12 +520,12 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
                     goto out;
                 }
             }
-            for (int j = 0; j < i; j++)
-                if (!strcmp(cols[j].column, t)) {
-                    rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: column %s is mapped "
-                                   "twice", t);
-                    goto out;
-                }
+        }
+        int j, i;
+        if (copy_mapping_twice(cols, k, &j, &i)) {
+            rc = stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "--map: column %s is mapped twice",
+                           cols[i].column);
+            goto out;
         }
         o.columns = cols;
         o.ncolumns = k;

@@ -36,7 +36,7 @@ out=$($P "$D" ".load $tmp/nd.json --name copysh_ndj") || fail "ndjson in .json: 
 has "$out" "read 2, loaded 2"
 printf '{\n "event_type": "a"\n}\n{"event_type": "b"}\n' > "$tmp/two.json"
 out=$($P "$D" ".load $tmp/two.json --name copysh_two" 2>&1) && fail "two objects accepted: $out"
-has "$out" "copysh_two:4: loader: unexpected data after the JSON object"
+has "$out" "copysh_two:4:1: loader: unexpected data after the JSON object"
 # NDJSON whose first record is broken (cut short) is still NDJSON: the next
 # line fails at once as that record's continuation, so it starts a record;
 # was: the whole file one object, the good records with the bad one
