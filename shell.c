@@ -61,6 +61,9 @@ typedef struct shell {
     const char *source;  /* script name for error messages */
     int located;         /* 1 while a script runs: errors name source:line */
     int lost;            /* the connection was lost and not yet reset */
+    int tx_open;         /* a transaction was open when the last command began */
+    int single;          /* -1: the -c/-f commands run in one transaction */
+    int conn_gone;       /* a script stopped because its connection was lost: exit 2 */
     int user_sql;        /* 1 while SQL the user typed runs (not a dot command's) */
     FILE *out;
     /* psql's and sqlite3's output settings */
@@ -270,9 +273,36 @@ static const char *var_get(const shell *sh, const char *name, size_t n)
     return NULL;
 }
 
-/* Sets NAME (value NULL: unsets it); 1 when out of memory. */
+/* psql's booleans: a prefix of true/false/yes/no, on/off, 1/0 (any case);
+** -1 when it is none of them. */
+static int parse_bool(const char *v)
+{
+    size_t n = strlen(v);
+    if (!n)
+        return -1;
+    if (!strncasecmp(v, "true", n) || !strncasecmp(v, "yes", n) || !strcasecmp(v, "on") ||
+        !strcmp(v, "1"))
+        return 1;
+    if (!strncasecmp(v, "false", n) || !strncasecmp(v, "no", n) || (n >= 2 && !strncasecmp(v, "off", n)) ||
+        !strcmp(v, "0"))
+        return 0;
+    return -1;
+}
+
+/* Sets NAME (value NULL: unsets it); 1 when out of memory, or (said) when
+** the value is not one the variable takes: ON_ERROR_STOP is a boolean, as in
+** psql, and set without a value it is on (a typo must not turn it off). */
 static int var_set(shell *sh, const char *name, const char *value)
 {
+    if (value && !strcmp(name, "ON_ERROR_STOP")) {
+        if (!*value) {
+            value = "on";
+        } else if (parse_bool(value) < 0) {
+            fprintf(stderr, "pgpipe: unrecognized value \"%s\" for \"%s\": Boolean expected "
+                    "(on, off, true, false, 1, 0); it is unchanged\n", value, name);
+            return 1;
+        }
+    }
     for (int i = 0; i < sh->nvars; i++)
         if (!strcmp(sh->vars[i].name, name)) {
             if (!value) {
@@ -305,21 +335,6 @@ static int var_set(shell *sh, const char *name, const char *value)
     return 0;
 }
 
-/* psql's booleans: a prefix of true/false/yes/no, on/off, 1/0 (any case);
-** -1 when it is none of them. */
-static int parse_bool(const char *v)
-{
-    size_t n = strlen(v);
-    if (!n)
-        return -1;
-    if (!strncasecmp(v, "true", n) || !strncasecmp(v, "yes", n) || !strcasecmp(v, "on") ||
-        !strcmp(v, "1"))
-        return 1;
-    if (!strncasecmp(v, "false", n) || !strncasecmp(v, "no", n) || (n >= 2 && !strncasecmp(v, "off", n)) ||
-        !strcmp(v, "0"))
-        return 0;
-    return -1;
-}
 
 /* An error in a script ends it: -b (--bail) or ON_ERROR_STOP (then the
 ** exit status is 3, as psql's). */
@@ -6647,12 +6662,27 @@ static void conn_error_line(PGconn *conn, char *buf, size_t size)
 
 /* After a command: a connection that broke during it is said once, and
 ** reset at once, as psql does; when the reset fails too, the next command
-** tries again (ensure_connected). */
+** tries again (ensure_connected). A script does not go on past a lost
+** connection when a transaction was open (the server rolled it back: what
+** follows would run outside it, each statement committed on its own), under
+** -1, or when it stops at errors (ON_ERROR_STOP, -b): it ends with exit
+** status 2, as psql's does. */
 static void check_connection(shell *sh)
 {
     if (!sh->conn || PQstatus(sh->conn) != CONNECTION_BAD || sh->lost)
         return;
     sh->lost = 1;
+    int in_tx = sh->tx_open || sh->single;
+    const char *oes = var_get(sh, "ON_ERROR_STOP", 13);
+    if (!sh->interactive && (in_tx || sh->bail || (oes && parse_bool(oes) == 1))) {
+        fprintf(stderr, "pgpipe: the connection to the server was lost%s; the script stops here\n",
+                in_tx ? " inside a transaction (the server rolled it back)" : "");
+        sh->conn_gone = 1;
+        return;
+    }
+    if (in_tx)
+        fprintf(stderr, "pgpipe: the transaction that was open is gone: the server rolled it "
+                "back\n");
     fprintf(stderr, "pgpipe: the connection to the server was lost. Attempting reset: ");
     fflush(stderr);
     PQreset(sh->conn);
@@ -6670,8 +6700,14 @@ static void check_connection(shell *sh)
 ** if the connection was lost), 1 with the error said when not. */
 static int ensure_connected(shell *sh)
 {
-    if (PQstatus(sh->conn) == CONNECTION_OK)
+    if (sh->conn_gone)
+        return 1;
+    if (PQstatus(sh->conn) == CONNECTION_OK) {
+        PGTransactionStatusType ts = PQtransactionStatus(sh->conn);
+        sh->tx_open = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
         return 0;
+    }
+    sh->tx_open = 0;
     PQreset(sh->conn);
     if (PQstatus(sh->conn) == CONNECTION_OK) {
         char d[1024];
@@ -7373,7 +7409,7 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
             if (!sh->interactive && stops(sh))
                 break;
         }
-        if (interrupted || terminating)
+        if (interrupted || terminating || sh->conn_gone)
             break;
     }
     pgpipe_sql_split_close(sp);
@@ -8464,12 +8500,13 @@ static int run_stream(shell *sh, FILE *f)
                 len = 0;
             }
         }
-        if (rc == 2 || (rc && !tty && stops(sh)))
+        if (rc == 2 || (rc && !tty && stops(sh)) || sh->conn_gone)
             break;
         if ((interrupted && !tty) || terminating) /* Ctrl-C ends a script, as in psql */
             break;
     }
-    if (len && rc != 2 && !(rc && !tty && stops(sh)) && !interrupted && !terminating) {
+    if (len && rc != 2 && !(rc && !tty && stops(sh)) && !interrupted && !terminating &&
+        !sh->conn_gone) {
         size_t k = 0;
         while (k < len && isspace((unsigned char)sql[k]))
             k++;
@@ -9074,6 +9111,7 @@ int main(int argc, char **argv)
     } else if (c.list) {
         run_command(&sh, "\\l");
     } else if (c.ncmds) {
+        sh.single = c.single;
         if (c.single)
             exec_quiet(sh.conn, "BEGIN");
         for (int j = 0; j < c.ncmds && !interrupted && !terminating; j++) {
@@ -9095,7 +9133,7 @@ int main(int argc, char **argv)
             } else {
                 r = run_command(&sh, c.cmds[j]);
             }
-            if (r == 2 || (sh.failures > before && stops(&sh)))
+            if (r == 2 || (sh.failures > before && stops(&sh)) || sh.conn_gone)
                 break;
         }
         if (c.single && PQstatus(sh.conn) == CONNECTION_OK) {
@@ -9118,6 +9156,8 @@ int main(int argc, char **argv)
     /* errors in an interactive session were shown to the person at once;
     ** a script ended by ON_ERROR_STOP exits 3, as psql's */
     status = sh.failures && !sh.interactive ? (sh.stop_exit ? 3 : 1) : 0;
+    if (sh.conn_gone)
+        status = 2; /* as psql: the connection to the server went bad */
 done:
     if (terminating) {
         if (terminating != SIGPIPE) /* the reader went away: nothing to tell */

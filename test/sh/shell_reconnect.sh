@@ -78,5 +78,55 @@ i=0; while kill -0 $pid 2>/dev/null; do i=$((i + 1)); [ $i -gt 600 ] && fail "th
 wait $pid; rc=$?
 [ $rc = 1 ] || fail "exit $rc: the failed commands make it 1"
 pid=
+
+# a script whose connection is lost inside a transaction stops there (exit 2,
+# as psql): the rest would run outside the transaction the server rolled back
+$P "$SI" -q -c "DROP TABLE IF EXISTS recon_tx; CREATE TABLE recon_tx (x int)" || fail "table"
+mkfifo "$tmp/in2"
+: >"$tmp/out"; : >"$tmp/err"
+$P "$SI" -X <"$tmp/in2" >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+exec 3>"$tmp/in2"
+say "BEGIN;"
+say "INSERT INTO recon_tx VALUES (1);"
+waitfor "$tmp/out" "INSERT 0 1"
+sh tool/pgtmp.sh restart "$S" || fail "restart in the transaction"
+say "INSERT INTO recon_tx VALUES (2);"
+say "COMMIT;"
+say "INSERT INTO recon_tx VALUES (3);"
+exec 3>&-
+i=0; while kill -0 $pid 2>/dev/null; do i=$((i + 1)); [ $i -gt 600 ] && fail "the script did not end"; sleep 0.1; done
+wait $pid; rc=$?
+pid=
+[ $rc = 2 ] || fail "exit $rc after the connection was lost in a transaction (want 2)"
+grep -qF "the connection to the server was lost inside a transaction (the server rolled it back); the script stops here" "$tmp/err" || fail "no word of the lost transaction"
+n=$($P "$SI" -qtA -c "SELECT count(*) FROM recon_tx") || fail "count"
+[ "$n" = 0 ] || fail "$n rows of the lost transaction's script were committed"
+# the same outside a transaction goes on (reconnects) unless ON_ERROR_STOP
+outside() { # [OPTION]: SELECT, restart, two INSERTs; sets rc
+    rm -f "$tmp/in3"; mkfifo "$tmp/in3"
+    : >"$tmp/out"; : >"$tmp/err"
+    $P "$SI" -X "$@" <"$tmp/in3" >"$tmp/out" 2>"$tmp/err" &
+    pid=$!
+    exec 3>"$tmp/in3"
+    say "SELECT 'up' AS s;"
+    waitfor "$tmp/out" "up"
+    sh tool/pgtmp.sh restart "$S" 3>&- || fail "restart" # (the server must not hold the fifo)
+    say "INSERT INTO recon_tx VALUES (4);"
+    say "INSERT INTO recon_tx VALUES (5);"
+    exec 3>&-
+    i=0; while kill -0 $pid 2>/dev/null; do i=$((i + 1)); [ $i -gt 600 ] && fail "the script did not end"; sleep 0.1; done
+    wait $pid; rc=$?
+    pid=
+}
+outside
+[ $rc = 1 ] || fail "exit $rc: a lost connection outside a transaction is one failed statement"
+[ "$($P "$SI" -qtA -c "SELECT string_agg(x::text, ',' ORDER BY x) FROM recon_tx")" = 5 ] || fail "after the reset"
+$P "$SI" -q -c "TRUNCATE recon_tx" || fail "truncate"
+outside -v ON_ERROR_STOP=1
+[ $rc = 2 ] || fail "exit $rc: ON_ERROR_STOP and a lost connection (want 2)"
+grep -qF "the connection to the server was lost; the script stops here" "$tmp/err" || fail "ON_ERROR_STOP stop"
+n=$($P "$SI" -qtA -c "SELECT count(*) FROM recon_tx") || fail "count"
+[ "$n" = 0 ] || fail "ON_ERROR_STOP went on after the lost connection"
 cleanup
 echo "reconnect ok"
