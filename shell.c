@@ -51,6 +51,10 @@ typedef struct shvar {
     char *name, *value;
 } shvar;
 
+/* \i and .read nest at most this deep (a script that reads itself would
+** otherwise end in a stack overflow) */
+#define READ_DEPTH_MAX 64
+
 typedef struct shell {
     PGconn *conn;
     int bail;        /* stop a script at the first error */
@@ -63,7 +67,7 @@ typedef struct shell {
     int lost;            /* the connection was lost and not yet reset */
     int tx_open;         /* a transaction was open when the last command began */
     int single;          /* -1: the -c/-f commands run in one transaction */
-    int conn_gone;       /* a script stopped because its connection was lost: exit 2 */
+    int script_fatal;    /* a script stopped: its connection was lost, or a \c failed (exit 2) */
     int user_sql;        /* 1 while SQL the user typed runs (not a dot command's) */
     FILE *out;
     /* psql's and sqlite3's output settings */
@@ -93,6 +97,9 @@ typedef struct shell {
     shvar *vars;         /* \set, -v */
     int nvars;
     int cond[COND_MAX];  /* \if stack */
+    unsigned char cond_else[COND_MAX]; /* the level has had its \else */
+    int cond_base;       /* levels of the scripts that \i'd this one: not its own */
+    int read_depth;      /* scripts reading scripts (\i, .read) now */
     int ncond;
 } shell;
 
@@ -131,6 +138,64 @@ static double now_ms(void) { return (double)pgpipe_now_us() / 1000.0; }
 /* Splits "a b 'c d'" into words (single or double quotes group; no escapes).
 ** Returns the count (-1: more than max words, -2: a quote not closed); words
 ** point into buf, which is modified. */
+/* psql's words of a backslash command (\set x 'it''s'): a word runs to
+** unquoted white space; inside single quotes '' is a quote and \n \t \r
+** \b \f are escapes, a backslash before anything else takes it as it is
+** (\\ a backslash, \' a quote); double quotes are taken off. Rewrites buf
+** in place; the count, -1 past max, -2 for a quote not closed. */
+static int split_psql_words(char *buf, char **words, int max)
+{
+    int n = 0;
+    char *p = buf;
+    for (;;) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (!*p)
+            break;
+        if (n >= max)
+            return -1;
+        char *o = p;
+        words[n++] = o;
+        while (*p && !isspace((unsigned char)*p)) {
+            if (*p == '\'') {
+                p++;
+                for (;;) {
+                    if (!*p)
+                        return -2;
+                    if (*p == '\'' && p[1] == '\'') {
+                        *o++ = '\'';
+                        p += 2;
+                    } else if (*p == '\'') {
+                        p++;
+                        break;
+                    } else if (*p == '\\' && p[1]) {
+                        char c = p[1];
+                        *o++ = c == 'n' ? '\n' : c == 't' ? '\t' : c == 'r' ? '\r' :
+                               c == 'b' ? '\b' : c == 'f' ? '\f' : c;
+                        p += 2;
+                    } else {
+                        *o++ = *p++;
+                    }
+                }
+            } else if (*p == '"') {
+                p++;
+                while (*p && *p != '"')
+                    *o++ = *p++;
+                if (!*p)
+                    return -2;
+                p++;
+            } else {
+                *o++ = *p++;
+            }
+        }
+        int end = *p != '\0';
+        *o = '\0';
+        if (end)
+            p++;
+    }
+    return n;
+}
+
 static int split_words(char *buf, char **words, int max)
 {
     int n = 0;
@@ -154,14 +219,79 @@ static int split_words(char *buf, char **words, int max)
     return n;
 }
 
-/* Number of terminal columns a UTF-8 string takes (one per code point). */
-static size_t display_width(const char *s)
+/* Terminal columns of a code point: 2 for the East Asian wide and
+** fullwidth ranges and the emoji shown wide (Unicode's EastAsianWidth W and
+** F, in blocks), 0 for combining marks and zero-width characters, else 1. */
+static int cp_width(unsigned long c)
+{
+    static const unsigned long zero[][2] = {
+        { 0x0300, 0x036F }, { 0x0483, 0x0489 }, { 0x0591, 0x05BD }, { 0x0610, 0x061A },
+        { 0x064B, 0x065F }, { 0x0E31, 0x0E31 }, { 0x0E34, 0x0E3A }, { 0x0E47, 0x0E4E },
+        { 0x1AB0, 0x1AFF }, { 0x1DC0, 0x1DFF }, { 0x200B, 0x200F }, { 0x202A, 0x202E },
+        { 0x2060, 0x2064 }, { 0x20D0, 0x20FF }, { 0xFE00, 0xFE0F }, { 0xFE20, 0xFE2F },
+        { 0xFEFF, 0xFEFF }, { 0xE0100, 0xE01EF },
+    };
+    static const unsigned long wide[][2] = {
+        { 0x1100, 0x115F }, { 0x231A, 0x231B }, { 0x2329, 0x232A }, { 0x23E9, 0x23EC },
+        { 0x23F0, 0x23F0 }, { 0x23F3, 0x23F3 }, { 0x25FD, 0x25FE }, { 0x2614, 0x2615 },
+        { 0x2648, 0x2653 }, { 0x267F, 0x267F }, { 0x2693, 0x2693 }, { 0x26A1, 0x26A1 },
+        { 0x26AA, 0x26AB }, { 0x26BD, 0x26BE }, { 0x26C4, 0x26C5 }, { 0x26CE, 0x26CE },
+        { 0x26D4, 0x26D4 }, { 0x26EA, 0x26EA }, { 0x26F2, 0x26F3 }, { 0x26F5, 0x26F5 },
+        { 0x26FA, 0x26FA }, { 0x26FD, 0x26FD }, { 0x2705, 0x2705 }, { 0x270A, 0x270B },
+        { 0x2728, 0x2728 }, { 0x274C, 0x274C }, { 0x274E, 0x274E }, { 0x2753, 0x2755 },
+        { 0x2757, 0x2757 }, { 0x2795, 0x2797 }, { 0x27B0, 0x27B0 }, { 0x27BF, 0x27BF },
+        { 0x2B1B, 0x2B1C }, { 0x2B50, 0x2B50 }, { 0x2B55, 0x2B55 }, { 0x2E80, 0x303E },
+        { 0x3041, 0x33FF }, { 0x3400, 0x4DBF }, { 0x4E00, 0x9FFF }, { 0xA000, 0xA4CF },
+        { 0xA960, 0xA97F }, { 0xAC00, 0xD7A3 }, { 0xF900, 0xFAFF }, { 0xFE10, 0xFE19 },
+        { 0xFE30, 0xFE6F }, { 0xFF00, 0xFF60 }, { 0xFFE0, 0xFFE6 }, { 0x16FE0, 0x16FE4 },
+        { 0x17000, 0x18CFF }, { 0x1B000, 0x1B2FF }, { 0x1F004, 0x1F004 }, { 0x1F0CF, 0x1F0CF },
+        { 0x1F18E, 0x1F18E }, { 0x1F191, 0x1F19A }, { 0x1F200, 0x1F251 }, { 0x1F300, 0x1F64F },
+        { 0x1F680, 0x1F6FF }, { 0x1F7E0, 0x1F7EB }, { 0x1F90C, 0x1F9FF }, { 0x1FA70, 0x1FAFF },
+        { 0x20000, 0x2FFFD }, { 0x30000, 0x3FFFD },
+    };
+    if (c < 0x300)
+        return 1;
+    for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++)
+        if (c >= zero[i][0] && c <= zero[i][1])
+            return 0;
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+        if (c >= wide[i][0] && c <= wide[i][1])
+            return 2;
+    return 1;
+}
+
+/* Terminal columns of s[0..n) as UTF-8 (a stray byte counts one). */
+static size_t utf8_width(const char *s, size_t n)
 {
     size_t w = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80)
-            w++;
+    for (size_t i = 0; i < n;) {
+        unsigned char b = (unsigned char)s[i];
+        unsigned long c = b;
+        int k = b < 0x80 ? 0 : (b & 0xE0) == 0xC0 ? 1 : (b & 0xF0) == 0xE0 ? 2 : (b & 0xF8) == 0xF0 ? 3 : -1;
+        if (k > 0)
+            c = b & (0x3F >> k);
+        int ok = k >= 0;
+        for (int j = 1; j <= k; j++) {
+            if (i + (size_t)j >= n || ((unsigned char)s[i + j] & 0xC0) != 0x80) {
+                ok = 0;
+                break;
+            }
+            c = (c << 6) | ((unsigned char)s[i + j] & 0x3F);
+        }
+        if (!ok) {
+            w++, i++;
+            continue;
+        }
+        w += (size_t)cp_width(c);
+        i += (size_t)k + 1;
+    }
     return w;
+}
+
+/* Number of terminal columns a UTF-8 string takes. */
+static size_t display_width(const char *s)
+{
+    return utf8_width(s, strlen(s));
 }
 
 /* ---- Ctrl-C ---------------------------------------------------------------- */
@@ -179,9 +309,14 @@ static PGcancel *volatile cancel_handle = NULL;
 ** .load, set as soon as pgpipe_loader_open makes the handle. */
 static pgpipe_loader *volatile *volatile cancel_loader_at = NULL;
 static pgpipe_workers *volatile cancel_workers = NULL;
+/* the output is a command's pipe (\o |COMMAND): a reader that went away is
+** a write error said once (psql's "Broken pipe"), not the end of the run */
+static volatile sig_atomic_t output_is_pipe = 0;
 
 static void on_sigint(int sig)
 {
+    if (sig == SIGPIPE && (output_is_pipe || terminating))
+        return; /* the write fails with EPIPE; said, or already ending */
     interrupted = 1;
     if (sig != SIGINT)
         terminating = sig;
@@ -365,8 +500,13 @@ static int var_name_ok(const char *name)
 ** TRUE or FALSE; never inside quotes, comments or dollar quotes (sql), or
 ** inside single quotes (a dot command's line); :: (a cast) and undefined
 ** names stay as they are. Returns malloc'd text, or NULL when out of memory. */
-static char *interpolate(const shell *sh, const char *in, int sql)
+/* interpolate's modes: the text is a dot command, SQL, or a backslash
+** command (whose words are read as psql reads them) */
+enum { INTERP_DOT, INTERP_SQL, INTERP_BACKSLASH };
+
+static char *interpolate(const shell *sh, const char *in, int mode)
 {
+    int sql = mode == INTERP_SQL;
     size_t cap = strlen(in) + 64, o = 0;
     char *out = malloc(cap);
     if (!out)
@@ -464,9 +604,16 @@ static char *interpolate(const shell *sh, const char *in, int sql)
                 p++;
                 continue;
             }
+            /* a literal holding a backslash is written E'...' with the
+            ** backslashes doubled (as PQescapeLiteral does): read the same
+            ** whatever standard_conforming_strings is, so a value cannot end
+            ** the literal early */
+            int bs = (sql || mode == INTERP_BACKSLASH) && q == '\'' && strchr(v, '\\');
+            if (bs && sql)
+                PUT(" E", 2);
             PUT(&q, 1);
             for (const char *c = v; *c; c++) {
-                if (*c == q)
+                if (*c == q || (bs && *c == '\\'))
                     PUT(c, 1);
                 PUT(c, 1);
             }
@@ -492,6 +639,16 @@ static char *interpolate(const shell *sh, const char *in, int sql)
             const char *v = var_get(sh, n, (size_t)(e - n));
             if (!v) {
                 PUT(p, (size_t)(e - p));
+            } else if (mode == INTERP_BACKSLASH && v[strcspn(v, " \t\n\r'\"\\")]) {
+                /* one word as it is, as psql substitutes it: quoted, so that
+                ** the command's own words are not split again from it */
+                PUT("'", 1);
+                for (const char *c = v; *c; c++) {
+                    if (*c == '\'' || *c == '\\')
+                        PUT(c, 1);
+                    PUT(c, 1);
+                }
+                PUT("'", 1);
             } else {
                 PUT(v, strlen(v));
             }
@@ -548,26 +705,22 @@ static void put_csv_field(FILE *f, const char *s)
 /* Display width of the widest line of a value (lines end at '\n'). */
 static size_t cell_width(const char *s)
 {
-    size_t w = 0, cur = 0;
-    for (; *s; s++) {
-        if (*s == '\n') {
-            cur = 0;
-            continue;
-        }
-        if (((unsigned char)*s & 0xC0) != 0x80 && ++cur > w)
+    size_t w = 0;
+    for (;;) {
+        size_t n = strcspn(s, "\n"), cur = utf8_width(s, n);
+        if (cur > w)
             w = cur;
+        if (!s[n])
+            return w;
+        s += n + 1;
     }
-    return w;
 }
 
 /* One line of a table cell: s[0..n), other control characters (tab, CR)
 ** shown as a space so the columns stay aligned. */
 static void put_cell(FILE *f, const char *s, size_t n, size_t width, int right)
 {
-    size_t w = 0;
-    for (size_t i = 0; i < n; i++)
-        if (((unsigned char)s[i] & 0xC0) != 0x80)
-            w++;
+    size_t w = utf8_width(s, n);
     if (right)
         for (size_t i = w; i < width; i++)
             fputc(' ', f);
@@ -1053,7 +1206,12 @@ static int gset_row(shell *sh, PGresult *res)
     for (int j = 0; j < PQnfields(res); j++) {
         char name[256];
         snprintf(name, sizeof name, "%s%s", sh->gset, PQfname(res, j));
-        var_set(sh, name, PQgetisnull(res, 0, j) ? NULL : PQgetvalue(res, 0, j));
+        if (!var_name_ok(name)) {
+            errorf("\\gset: invalid variable name: \"%s\" (name the column AS a word)", name);
+            return 1;
+        }
+        if (var_set(sh, name, PQgetisnull(res, 0, j) ? NULL : PQgetvalue(res, 0, j)))
+            return 1;
     }
     return 0;
 }
@@ -1071,6 +1229,22 @@ static void say_changes(shell *sh, PGresult *res)
     fprintf(sh->out, "changes: %lld   total_changes: %lld\n", n, sh->total_changes);
 }
 
+
+/* The output could not be written (a full disk, a closed pipe): 1 after
+** saying so once for what was written since the last check. Standard output
+** whose reader went away ends the run instead (SIGPIPE), as in psql. */
+static int output_failed(shell *sh)
+{
+    errno = 0;
+    if (fflush(sh->out) == 0 && !ferror(sh->out))
+        return 0;
+    int e = errno;
+    clearerr(sh->out);
+    if (terminating == SIGPIPE)
+        return 1;
+    errorf("could not write the output: %s", e ? strerror(e) : "write error");
+    return 1;
+}
 
 /* Sends SQL (one or several statements) and prints each result. copy_data,
 ** when given, feeds a COPY ... FROM STDIN in the SQL (a script's inline data). */
@@ -1111,11 +1285,18 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
                 failed = 1;
             }
         } else if (st == PGRES_COPY_OUT) {
-            errorf("COPY TO STDOUT is not printed here; use .export");
+            /* COPY ... TO STDOUT: its data to the output, as psql writes it
+            ** (the statement has run: its rows must not be lost) */
             char *buf;
-            while (PQgetCopyData(sh->conn, &buf, 0) > 0)
+            int k;
+            while ((k = PQgetCopyData(sh->conn, &buf, 0)) > 0) {
+                fwrite(buf, 1, (size_t)k, sh->out);
                 PQfreemem(buf);
-            failed = 1;
+            }
+            if (k == -2) {
+                report_pq_error(NULL, sh->conn);
+                failed = 1;
+            }
         } else if (st != PGRES_COMMAND_OK && st != PGRES_EMPTY_QUERY) {
             report_pq_error(res, sh->conn);
             failed = 1;
@@ -1124,7 +1305,7 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
     }
     if (sh->timer)
         fprintf(sh->out, "Time: %.3f ms\n", now_ms() - t0);
-    return failed;
+    return output_failed(sh) || failed;
 }
 
 static int run_sql(shell *sh, const char *sql) { return run_sql_copy(sh, sql, NULL, 0); }
@@ -1893,6 +2074,11 @@ static int cmd_read(shell *sh, char **argv, int argc, const char *rest)
         errorf("usage: .read FILE");
         return 1;
     }
+    if (sh->read_depth >= READ_DEPTH_MAX) {
+        errorf("cannot read \"%s\": scripts read %d deep (a script that reads itself?)", argv[1],
+               READ_DEPTH_MAX);
+        return 1;
+    }
     FILE *f = fopen(argv[1], "r");
     if (!f) {
         errorf("cannot open \"%s\": %s", argv[1], strerror(errno));
@@ -1901,7 +2087,9 @@ static int cmd_read(shell *sh, char **argv, int argc, const char *rest)
     int before = sh->failures;
     const char *saved = sh->source;
     sh->source = argv[1];
+    sh->read_depth++;
     run_stream(sh, f);
+    sh->read_depth--;
     sh->source = saved;
     fclose(f);
     return sh->failures > before;
@@ -2122,6 +2310,10 @@ static int describe_one(shell *sh, const char *oid, const char *nsp, const char 
 ** objects. cmd is the command without its backslash. */
 static int describe(shell *sh, const char *cmd, const char *pat)
 {
+    if (pat && !*pat) {
+        errorf("\\%s: the pattern is empty; give none for every relation", cmd);
+        return 1;
+    }
     char letters[16] = "", sql[8192];
     int plus = 0, system = 0;
     size_t nl = 0;
@@ -2428,6 +2620,7 @@ static void output_close(shell *sh)
     }
     sh->outfile = NULL;
     sh->outpipe = 0;
+    output_is_pipe = 0;
     sh->out = stdout;
 }
 
@@ -2451,6 +2644,7 @@ static int output_open(shell *sh, const char *cmd, const char *target)
     }
     sh->outfile = sh->out = f;
     sh->outpipe = target[0] == '|';
+    output_is_pipe = sh->outpipe;
     return 0;
 }
 
@@ -2562,7 +2756,7 @@ static int cmd_import(shell *sh, char **argv, int argc, const char *rest)
     }
     char *line = NULL, cols[8192] = "", create[8192] = "";
     size_t cap = 0;
-    int rc = 1, ncol = 0;
+    int rc = 1, ncol = 0, own_tx = 0;
     PGresult *r = NULL;
     if (getline(&line, &cap, f) < 0) {
         errorf(".import: %s is empty (it needs a header line)", file);
@@ -2626,6 +2820,14 @@ static int cmd_import(shell *sh, char **argv, int argc, const char *rest)
     }
     char sql[16384];
     if (!exists) {
+        /* the table it makes and the rows go together: a COPY that fails
+        ** leaves no new empty table (inside the user's own transaction, its
+        ** rollback takes both) */
+        own_tx = PQtransactionStatus(sh->conn) == PQTRANS_IDLE;
+        if (own_tx && exec_quiet(sh->conn, "BEGIN")) {
+            own_tx = 0;
+            goto out;
+        }
         snprintf(sql, sizeof sql, "CREATE TABLE %s (%s)", table, create);
         if (exec_quiet(sh->conn, sql))
             goto out;
@@ -2648,15 +2850,27 @@ static int cmd_import(shell *sh, char **argv, int argc, const char *rest)
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         report_pq_error(r, sh->conn);
     } else {
+        char rows[32];
+        snprintf(rows, sizeof rows, "%s", PQcmdTuples(r));
+        PQclear(r);
+        while ((r = PQgetResult(sh->conn)) != NULL)
+            PQclear(r);
+        if (own_tx) {
+            own_tx = 0;
+            if (exec_quiet(sh->conn, "COMMIT"))
+                goto out;
+        }
         if (!sh->quiet)
-            fprintf(sh->out, "imported %s row%s into %s%s\n", PQcmdTuples(r),
-                    strcmp(PQcmdTuples(r), "1") ? "s" : "", table, exists ? "" : " (created)");
+            fprintf(sh->out, "imported %s row%s into %s%s\n", rows, strcmp(rows, "1") ? "s" : "",
+                    table, exists ? "" : " (created)");
         rc = 0;
     }
     PQclear(r);
     while ((r = PQgetResult(sh->conn)) != NULL)
         PQclear(r);
 out:
+    if (own_tx)
+        exec_quiet(sh->conn, "ROLLBACK");
     PQclear(r);
     free(line);
     fclose(f);
@@ -3030,18 +3244,22 @@ static long long run_parse_duration(const char *s)
 ** it has had: the first drains, a second stops at once. */
 static pgpipe_runner *volatile runner_handle = NULL;
 static volatile sig_atomic_t runner_stops = 0;
+/* a SIGHUP while the runner opens (it reloads once it is open) */
+static volatile sig_atomic_t runner_hup = 0;
 
 static void on_runner_signal(int sig)
 {
     pgpipe_runner *r = runner_handle;
-    if (!r)
-        return;
     if (sig == SIGHUP) {
-        pgpipe_runner_reload(r);
+        if (r)
+            pgpipe_runner_reload(r);
+        else
+            runner_hup = 1;
         return;
     }
     if (runner_stops++ == 0) {
-        pgpipe_runner_stop(r);
+        if (r) /* (while it opens: it stops as soon as it is open) */
+            pgpipe_runner_stop(r);
         const char *m = "pgpipe: run: draining: workers finish their batch, no new firing "
                         "starts (a second Ctrl-C or SIGTERM stops at once)\n";
         ssize_t w = write(STDERR_FILENO, m, strlen(m));
@@ -3065,16 +3283,25 @@ static int run_pipeline(const char *conninfo, const char *file, const pgpipe_run
     int old_level = pgpipe_log_get_level();
     if (!getenv("PGPIPE_LOG") && old_level > PGPIPE_LOG_INFO)
         pgpipe_log_set_level(PGPIPE_LOG_INFO); /* a service says what it does */
+    /* the signals are the runner's from the start: a SIGTERM or SIGHUP that
+    ** comes while it reads the file and sets up must not kill it */
+    saved_signals sig;
+    runner_stops = 0;
+    runner_hup = 0;
+    runner_handle = NULL;
+    signals_catch(&sig, on_runner_signal, 1, 1);
     if (pgpipe_runner_open(&r, file, &o) != PGPIPE_OK) {
+        signals_restore(&sig);
         fprintf(stderr, "pgpipe run: %s\n", r ? pgpipe_errmsg(r) : "out of memory");
         pgpipe_runner_close(r);
         pgpipe_log_set_level(old_level);
         return 1;
     }
-    saved_signals sig;
-    runner_stops = 0;
     runner_handle = r;
-    signals_catch(&sig, on_runner_signal, 1, 1);
+    if (runner_stops)
+        pgpipe_runner_stop(r);
+    else if (runner_hup)
+        pgpipe_runner_reload(r);
     int rc = pgpipe_runner_run(r);
     signals_restore(&sig);
     runner_handle = NULL;
@@ -4037,6 +4264,26 @@ static int records_run(shell *sh, const char *coll, const char *sub, const char 
             return 1;
         }
         free(q);
+    }
+    /* and create makes it only with a document it can store: one that is
+    ** no JSON object leaves nothing (import's FILE is checked before) */
+    if (!strcmp(sub, "create")) {
+        pgpipe_json_doc *d = NULL;
+        int jr = pgpipe_json_doc_open(&d);
+        if (jr == PGPIPE_OK) {
+            pgpipe_json_doc_set_source(d, "the document");
+            jr = pgpipe_json_parse(d, arg, strlen(arg));
+            if (jr != PGPIPE_OK)
+                print_error(pgpipe_errinfo(d));
+            else if (pgpipe_json_type(pgpipe_json_root(d)) != PGPIPE_JSON_OBJECT)
+                errorf(".records %s create: the document is a JSON %s, not an object", coll,
+                       pgpipe_json_type_name(pgpipe_json_type(pgpipe_json_root(d))));
+            jr = jr != PGPIPE_OK ||
+                 pgpipe_json_type(pgpipe_json_root(d)) != PGPIPE_JSON_OBJECT;
+        }
+        pgpipe_json_doc_close(d);
+        if (jr)
+            return 1;
     }
     char *ci = work_conninfo(sh->conn);
     pgpipe_pool_options po;
@@ -6616,6 +6863,18 @@ static int run_dot(shell *sh, const char *line)
     for (const command *c = commands; c->name; c++)
         if (!strcmp(c->name, name))
             found = c;
+    /* -1 promises one transaction: a command that commits on its own (its
+    ** own connections, or transactions it begins and ends) would make part
+    ** of the script stay when the rest is rolled back */
+    static const char *const own_commits[] = { "cdc", "install", "load", "migrate", "pull",
+                                               "records", "run", "serve", "spool", "work", NULL };
+    for (int k = 0; found && sh->single && own_commits[k]; k++)
+        if (!strcmp(name, own_commits[k])) {
+            errorf(".%s commits on its own, so it cannot be part of -1's one transaction; run "
+                   "it without -1", name);
+            free(copy);
+            return 1;
+        }
     if (found && found->self) /* it reads the unsplit rest of the line */
         rc = found->fn(sh, argv, argc < 0 ? 1 : argc, rest);
     else if (argc < 0)
@@ -6677,7 +6936,7 @@ static void check_connection(shell *sh)
     if (!sh->interactive && (in_tx || sh->bail || (oes && parse_bool(oes) == 1))) {
         fprintf(stderr, "pgpipe: the connection to the server was lost%s; the script stops here\n",
                 in_tx ? " inside a transaction (the server rolled it back)" : "");
-        sh->conn_gone = 1;
+        sh->script_fatal = 1;
         return;
     }
     if (in_tx)
@@ -6700,7 +6959,7 @@ static void check_connection(shell *sh)
 ** if the connection was lost), 1 with the error said when not. */
 static int ensure_connected(shell *sh)
 {
-    if (sh->conn_gone)
+    if (sh->script_fatal)
         return 1;
     if (PQstatus(sh->conn) == CONNECTION_OK) {
         PGTransactionStatusType ts = PQtransactionStatus(sh->conn);
@@ -6781,6 +7040,12 @@ static int cmd_connect(shell *sh, char **argv, int argc, const char *rest)
         } else {
             errorf("cannot connect: %s (and not connected)", msg);
         }
+        /* a script does not go on against another database than the one
+        ** it asked for: it stops, exit 2, as psql's */
+        if (!sh->interactive) {
+            fprintf(stderr, "pgpipe: the script stops here (its connection did not switch)\n");
+            sh->script_fatal = 1;
+        }
         return 1;
     }
     PGconn *old = sh->conn;
@@ -6831,8 +7096,8 @@ static int watch_query(shell *sh, const char *sql, const char *dot, char **argv,
         }
         const char *v = !strncmp(a, "i=", 2) ? a + 2 : !strncmp(a, "interval=", 9) ? a + 9 : a;
         every = strtod(v, &end);
-        if (*end || every < 0) {
-            errorf("\\watch: %s: expected seconds", a);
+        if (*end || end == v || !(every >= 0 && every <= 86400 * 365.0)) { /* (and not NaN) */
+            errorf("\\watch: %s: expected seconds (0 to a year)", a);
             return 1;
         }
     }
@@ -7077,6 +7342,15 @@ static const char backslash_help[] =
 /* A backslash command (psql's meta-commands); sql/len is the statement
 ** being typed (\g \gx \gset \watch \e \p \r use it), NULL for a command
 ** alone. Returns 0, 1 (failed, counted) or 2 (quit); -1 for unknown. */
+/* psql's backslash commands the shell knows (besides every dot command's
+** backslash form): for completion, and to tell a known one given wrong
+** arguments from an unknown one. */
+static const char *const backslash_names[] = {
+    "q", "?", "g", "gx", "gset", "watch", "e", "p", "r", "i", "ir", "o", "echo", "qecho", "warn",
+    "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
+    "dn", "du", "dg", "dx", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
+    "encoding", "set", "unset", NULL };
+
 static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len,
                             long long first_line)
 {
@@ -7088,14 +7362,15 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
         return 1;
     }
     char *argv[64];
-    int argc = split_words(copy, argv, 64);
+    int argc = split_psql_words(copy, argv, 64);
     if (argc < 0) {
         errorf("\\%s: %s", line + 1, argc == -1 ? "too many arguments" : "a quote is not closed");
         free(copy);
         sh->failures++;
         return 1;
     }
-    const char *name = argc ? argv[0] : "";
+    static const char no_name[2] = ""; /* (name + 1 stays inside it) */
+    const char *name = argc ? argv[0] : no_name;
     const char *arg = argc > 1 ? argv[1] : NULL;
     /* \o |COMMAND, \g |COMMAND: the rest of the line is the command */
     const char *pipe_rest = line + 1 + strcspn(line + 1, " \t");
@@ -7246,7 +7521,14 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
         /* every dot command has its backslash form: \stats is .stats */
         snprintf(cmd, sizeof cmd, ".%s", line + 1);
     } else {
-        errorf("invalid command \\%s (try .help)", name);
+        int known = 0;
+        for (int k = 0; backslash_names[k] && !known; k++)
+            known = !strcmp(backslash_names[k], name);
+        if (known)
+            errorf("\\%s: does not take %d argument%s (\\? shows how it is used; quote a name "
+                   "with spaces)", name, argc - 1, argc == 2 ? "" : "s");
+        else
+            errorf("invalid command \\%s (try .help)", name);
         rc = 1;
     }
     free(copy);
@@ -7282,7 +7564,8 @@ static int run_command(shell *sh, const char *cmd)
     while (isspace((unsigned char)*cmd))
         cmd++;
     FILE *once = sh->oncefile;
-    char *expanded = interpolate(sh, cmd, cmd[0] != '.' && cmd[0] != '\\');
+    char *expanded = interpolate(sh, cmd, cmd[0] == '.' ? INTERP_DOT : cmd[0] == '\\'
+                                                                  ? INTERP_BACKSLASH : INTERP_SQL);
     int rc = run_command_now(sh, expanded ? expanded : cmd);
     free(expanded);
     once_done(sh, once);
@@ -7358,9 +7641,9 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
         return 1;
     }
     pgpipe_sql_stmt st;
-    int r;
+    int r, nstmt = 0;
     while ((r = pgpipe_sql_split_next(sp, &st)) == PGPIPE_ROW)
-        ;
+        nstmt++;
     if (!at_eof && pgpipe_sql_split_incomplete(sp)) {
         pgpipe_sql_split_close(sp);
         return 0;
@@ -7380,9 +7663,15 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
     /* complete: split again and run the statements one by one */
     pgpipe_sql_split_open(&sp, buf, len, sh->source);
     *rc = 0;
-    while (pgpipe_sql_split_next(sp, &st) == PGPIPE_ROW) {
+    /* \gset and \gx take the last statement's result, as in psql: the ones
+    ** before it run as they would without them */
+    const char *gset = sh->gset;
+    int gx = sh->gx;
+    for (int i = 0; pgpipe_sql_split_next(sp, &st) == PGPIPE_ROW; i++) {
+        sh->gset = i == nstmt - 1 ? gset : NULL;
+        sh->gx = i == nstmt - 1 ? gx : 0;
         char *raw = strndup(st.sql, st.len);
-        char *sql = raw ? interpolate(sh, raw, 1) : NULL;
+        char *sql = raw ? interpolate(sh, raw, INTERP_SQL) : NULL;
         free(raw);
         if (!sql) {
             *rc = 1;
@@ -7409,9 +7698,11 @@ static int run_buffer(shell *sh, const char *buf, size_t len, long long first_li
             if (!sh->interactive && stops(sh))
                 break;
         }
-        if (interrupted || terminating || sh->conn_gone)
+        if (interrupted || terminating || sh->script_fatal)
             break;
     }
+    sh->gset = gset;
+    sh->gx = gx;
     pgpipe_sql_split_close(sp);
     once_done(sh, once);
     return 1;
@@ -7636,11 +7927,6 @@ static const char *const sql_words[] = {
     "ANALYZE", "WITH", "GROUP", "ORDER", "BY", "LIMIT", "JOIN", "LEFT", "ON", "AND", "OR",
     "NOT", "NULL", "TRUNCATE", "COPY", "VACUUM", "RETURNING", "DISTINCT", "HAVING", NULL };
 
-static const char *const backslash_names[] = {
-    "q", "?", "g", "gx", "gset", "watch", "e", "p", "r", "i", "ir", "o", "echo", "qecho", "warn",
-    "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
-    "dn", "du", "dg", "dx", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
-    "encoding", "set", "unset", NULL };
 
 /* Files and directories starting with word (a directory gets its '/'). */
 static void complete_files(cands *c, const char *word, size_t wl)
@@ -8274,7 +8560,7 @@ static int buffer_takes_meta(const char *buf, size_t len)
 static int run_meta_in_buffer(shell *sh, const char *line, char **sql, size_t *len,
                               long long first_line)
 {
-    char *expanded = interpolate(sh, line, 0);
+    char *expanded = interpolate(sh, line, INTERP_BACKSLASH);
     if (!expanded)
         return 1;
     int rc = run_backslash_in(sh, expanded, sql, len, first_line);
@@ -8297,11 +8583,24 @@ static int cond_line(shell *sh, const char *line, int *rc)
     if (!is_if && !is_elif && !is_else && !is_endif)
         return 0;
     int top = sh->ncond ? sh->cond[sh->ncond - 1] : COND_TRUE;
+    if ((is_elif || is_else || is_endif) && sh->ncond <= sh->cond_base) {
+        /* (an \if of the script that included this one is not this one's) */
+        errorf("\\%.*s: no matching \\if", (int)n, name);
+        sh->failures++;
+        *rc = 1;
+        return 1;
+    }
+    if ((is_elif || is_else) && sh->cond_else[sh->ncond - 1]) {
+        errorf("\\%.*s: cannot occur after \\else", (int)n, name);
+        sh->failures++;
+        *rc = 1;
+        return 1;
+    }
     int evaluate = (is_if && top == COND_TRUE) || (is_elif && top == COND_FALSE);
     int value = 0;
     *rc = 0;
     if (evaluate) {
-        char *text = interpolate(sh, name + n, 0), *argv[8];
+        char *text = interpolate(sh, name + n, INTERP_DOT), *argv[8];
         int argc = text ? split_words(text, argv, 8) : -1;
         if (argc != 1 || (value = parse_bool(argv[0])) < 0) {
             errorf("\\%.*s: expected one boolean (true, false, on, off, 1, 0), got \"%s\"", (int)n,
@@ -8318,16 +8617,14 @@ static int cond_line(shell *sh, const char *line, int *rc)
             *rc = 1;
             return 1;
         }
+        sh->cond_else[sh->ncond] = 0;
         sh->cond[sh->ncond++] = top != COND_TRUE ? COND_IGNORED : value ? COND_TRUE : COND_FALSE;
-    } else if (!sh->ncond) {
-        errorf("\\%.*s: no matching \\if", (int)n, name);
-        sh->failures++;
-        *rc = 1;
     } else if (is_elif) {
         int *c = &sh->cond[sh->ncond - 1];
         *c = *c == COND_FALSE ? (value ? COND_TRUE : COND_FALSE) :
              *c == COND_TRUE ? COND_DONE : *c;
     } else if (is_else) {
+        sh->cond_else[sh->ncond - 1] = 1;
         int *c = &sh->cond[sh->ncond - 1];
         *c = *c == COND_FALSE ? COND_TRUE : *c == COND_TRUE ? COND_DONE : *c;
     } else {
@@ -8372,7 +8669,8 @@ static int run_stream(shell *sh, FILE *f)
     size_t len = 0;
     int rc = 0;
     long long lineno = 0, first_line = 1;
-    int saved_ncond = sh->ncond;
+    int saved_ncond = sh->ncond, saved_base = sh->cond_base;
+    sh->cond_base = sh->ncond;
     for (;;) {
         ssize_t n;
         if (terminating)
@@ -8400,9 +8698,30 @@ static int run_stream(shell *sh, FILE *f)
             }
             n = (ssize_t)strlen(line);
         } else {
+            errno = 0;
             n = getline(&line, &cap, f);
-            if (n < 0)
+            if (n < 0) {
+                if (ferror(f) && errno) { /* a directory, an I/O error: not an end */
+                    errorf("cannot read %s: %s", sh->source, strerror(errno));
+                    sh->failures++;
+                    rc = 1;
+                }
                 break;
+            }
+            const char *nul = memchr(line, '\0', (size_t)n);
+            if (nul) {
+                /* the rest of the line would be cut off unseen: a statement
+                ** run short (a DELETE without its WHERE) */
+                where_source = sh->source;
+                where_line = lineno + 1;
+                errorf("a NUL byte at column %lld: a script is text; it stops here",
+                       (long long)(nul - line) + 1);
+                where_source = NULL;
+                sh->failures++;
+                rc = 1;
+                len = 0;
+                break;
+            }
         }
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             line[--n] = '\0';
@@ -8500,13 +8819,13 @@ static int run_stream(shell *sh, FILE *f)
                 len = 0;
             }
         }
-        if (rc == 2 || (rc && !tty && stops(sh)) || sh->conn_gone)
+        if (rc == 2 || (rc && !tty && stops(sh)) || sh->script_fatal)
             break;
         if ((interrupted && !tty) || terminating) /* Ctrl-C ends a script, as in psql */
             break;
     }
     if (len && rc != 2 && !(rc && !tty && stops(sh)) && !interrupted && !terminating &&
-        !sh->conn_gone) {
+        !sh->script_fatal) {
         size_t k = 0;
         while (k < len && isspace((unsigned char)sql[k]))
             k++;
@@ -8523,6 +8842,7 @@ static int run_stream(shell *sh, FILE *f)
         sh->failures++;
     }
     sh->ncond = saved_ncond;
+    sh->cond_base = saved_base;
     free(sql);
     free(line);
     sh->located = saved_located;
@@ -9103,6 +9423,7 @@ int main(int argc, char **argv)
             sh.source = "<stdin>";
             sh.failures = saved_failures;
             sh.interactive = saved_inter;
+            sh.script_fatal = 0; /* (a \c there that failed: the session goes on) */
         }
     }
 
@@ -9133,7 +9454,7 @@ int main(int argc, char **argv)
             } else {
                 r = run_command(&sh, c.cmds[j]);
             }
-            if (r == 2 || (sh.failures > before && stops(&sh)) || sh.conn_gone)
+            if (r == 2 || (sh.failures > before && stops(&sh)) || sh.script_fatal)
                 break;
         }
         if (c.single && PQstatus(sh.conn) == CONNECTION_OK) {
@@ -9156,7 +9477,7 @@ int main(int argc, char **argv)
     /* errors in an interactive session were shown to the person at once;
     ** a script ended by ON_ERROR_STOP exits 3, as psql's */
     status = sh.failures && !sh.interactive ? (sh.stop_exit ? 3 : 1) : 0;
-    if (sh.conn_gone)
+    if (sh.script_fatal)
         status = 2; /* as psql: the connection to the server went bad */
 done:
     if (terminating) {

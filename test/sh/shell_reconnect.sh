@@ -63,20 +63,24 @@ waitfor "$tmp/err" "pgpipe: reconnected to database"
 say ".connect $D"
 say "SELECT current_setting('unix_socket_directories') AS dir;"
 waitfor "$tmp/out" "$PGPIPE_TEST_PGDIR"
-say ".connect 'host=$tmp/none port=1 user=x password=sekrit'"
-waitfor "$tmp/err" "cannot connect"
-grep -q sekrit "$tmp/err" "$tmp/out" && fail "the password was shown"
-grep -F "cannot connect" "$tmp/err" | grep -qF "(still connected to database" || fail "failed .connect"
 say "\\conninfo"
 waitfor "$tmp/out" "connected to database \"postgres\" as user \"postgres\" on socket dir $PGPIPE_TEST_PGDIR"
 say "\\c '$SI'"
 say "SELECT 'back' || current_setting('port') AS p;"
 waitfor "$tmp/out" "back$(cat "$S/port")"
-say ".quit"
+# a .connect that fails keeps the connection; a script (this is one: its
+# input is not a terminal) stops there, exit 2, as psql's
+say ".connect 'host=$tmp/none port=1 user=x password=sekrit'"
+waitfor "$tmp/err" "cannot connect"
+say "SELECT 'not run' AS n;"
 exec 3>&-
 i=0; while kill -0 $pid 2>/dev/null; do i=$((i + 1)); [ $i -gt 600 ] && fail "the shell did not end"; sleep 0.1; done
 wait $pid; rc=$?
-[ $rc = 1 ] || fail "exit $rc: the failed commands make it 1"
+[ $rc = 2 ] || fail "exit $rc: a script whose .connect failed exits 2"
+grep -q sekrit "$tmp/err" "$tmp/out" && fail "the password was shown"
+grep -F "cannot connect" "$tmp/err" | grep -qF "(still connected to database" || fail "failed .connect"
+grep -qF "the script stops here (its connection did not switch)" "$tmp/err" || fail "no word of the stop"
+grep -q "not run" "$tmp/out" && fail "the script went on after the failed .connect"
 pid=
 
 # a script whose connection is lost inside a transaction stops there (exit 2,
