@@ -135,68 +135,57 @@ static void errorf(const char *fmt, ...)
 
 static double now_ms(void) { return (double)pgpipe_now_us() / 1000.0; }
 
-/* Splits "a b 'c d'" into words (single or double quotes group; no escapes).
-** Returns the count (-1: more than max words, -2: a quote not closed); words
-** point into buf, which is modified. */
-/* psql's words of a backslash command (\set x 'it''s'): a word runs to
-** unquoted white space; inside single quotes '' is a quote and \n \t \r
-** \b \f are escapes, a backslash before anything else takes it as it is
-** (\\ a backslash, \' a quote); double quotes are taken off. Rewrites buf
-** in place; the count, -1 past max, -2 for a quote not closed. */
-static int split_psql_words(char *buf, char **words, int max)
+/* One word of a backslash command as psql reads it, from *pp to unquoted
+** white space, written over itself at o: inside single quotes '' is a quote
+** and \n \t \r \b \f are escapes, a backslash before anything else takes it
+** as it is (\\ a backslash, \' a quote); double quotes are taken off, what
+** is between them kept as it is. -2 for a quote not closed. */
+static int psql_word(char **pp, char *o)
 {
-    int n = 0;
-    char *p = buf;
-    for (;;) {
-        while (isspace((unsigned char)*p))
-            p++;
-        if (!*p)
-            break;
-        if (n >= max)
-            return -1;
-        char *o = p;
-        words[n++] = o;
-        while (*p && !isspace((unsigned char)*p)) {
-            if (*p == '\'') {
-                p++;
-                for (;;) {
-                    if (!*p)
-                        return -2;
-                    if (*p == '\'' && p[1] == '\'') {
-                        *o++ = '\'';
-                        p += 2;
-                    } else if (*p == '\'') {
-                        p++;
-                        break;
-                    } else if (*p == '\\' && p[1]) {
-                        char c = p[1];
-                        *o++ = c == 'n' ? '\n' : c == 't' ? '\t' : c == 'r' ? '\r' :
-                               c == 'b' ? '\b' : c == 'f' ? '\f' : c;
-                        p += 2;
-                    } else {
-                        *o++ = *p++;
-                    }
-                }
-            } else if (*p == '"') {
-                p++;
-                while (*p && *p != '"')
-                    *o++ = *p++;
+    char *p = *pp;
+    while (*p && !isspace((unsigned char)*p)) {
+        if (*p == '\'') {
+            for (p++;;) {
                 if (!*p)
                     return -2;
-                p++;
-            } else {
-                *o++ = *p++;
+                if (*p == '\'' && p[1] == '\'') {
+                    *o++ = '\'';
+                    p += 2;
+                } else if (*p == '\'') {
+                    p++;
+                    break;
+                } else if (*p == '\\' && p[1]) {
+                    char c = p[1];
+                    *o++ = c == 'n' ? '\n' : c == 't' ? '\t' : c == 'r' ? '\r' : c == 'b' ? '\b' :
+                           c == 'f' ? '\f' : c;
+                    p += 2;
+                } else {
+                    *o++ = *p++;
+                }
             }
-        }
-        int end = *p != '\0';
-        *o = '\0';
-        if (end)
+        } else if (*p == '"') {
+            for (p++; *p != '"'; )
+                if (!*p)
+                    return -2;
+                else
+                    *o++ = *p++;
             p++;
+        } else {
+            *o++ = *p++;
+        }
     }
-    return n;
+    int end = *p != '\0';
+    *o = '\0';
+    *pp = end ? p + 1 : p;
+    return 0;
 }
 
-static int split_words(char *buf, char **words, int max)
+/* Splits "a b 'c d'" into words: for a dot command single or double quotes
+** group a word and there are no escapes; for a backslash command (psql) as
+** psql_word reads them (\set x 'it''s'). Returns the count (-1: more than
+** max words, -2: a quote not closed); words point into buf, which is
+** modified. */
+static int split_words_as(char *buf, char **words, int max, int psql)
 {
     int n = 0;
     char *p = buf;
@@ -207,6 +196,12 @@ static int split_words(char *buf, char **words, int max)
             break;
         if (n >= max)
             return -1;
+        if (psql) {
+            words[n++] = p;
+            if (psql_word(&p, p) < 0)
+                return -2;
+            continue;
+        }
         char q = (*p == '\'' || *p == '"') ? *p++ : 0;
         words[n++] = p;
         while (*p && (q ? *p != q : !isspace((unsigned char)*p)))
@@ -218,6 +213,8 @@ static int split_words(char *buf, char **words, int max)
     }
     return n;
 }
+
+static int split_words(char *buf, char **words, int max) { return split_words_as(buf, words, max, 0); }
 
 /* Terminal columns of a code point: 2 for the East Asian wide and
 ** fullwidth ranges and the emoji shown wide (Unicode's EastAsianWidth W and
@@ -7362,7 +7359,7 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
         return 1;
     }
     char *argv[64];
-    int argc = split_psql_words(copy, argv, 64);
+    int argc = split_words_as(copy, argv, 64, 1);
     if (argc < 0) {
         errorf("\\%s: %s", line + 1, argc == -1 ? "too many arguments" : "a quote is not closed");
         free(copy);
