@@ -566,6 +566,7 @@ typedef struct copy_lane {
     /* the batch */
     long long seq;
     int skipping;         /* committed by an earlier run: counted, not sent */
+    long long skip_rows;  /* skipping: the records that run committed in it (it ends there) */
     char uuid_text[37];
     pp_buf cbuf;          /* COPY text of the batch */
     pp_buf rbuf;          /* raw text of the rows */
@@ -684,6 +685,9 @@ PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *
                              PGresult **out, int *transient);
 PGPIPE_PRIVATE void copy_rollback(copy_lane *ln);
 PGPIPE_PRIVATE int copy_seq_done(const pgpipe_loader *l, long long seq);
+/* The records an earlier run committed in batch seq (its rows_read); -1
+** when it committed no such batch. */
+PGPIPE_PRIVATE long long copy_seq_rows(const pgpipe_loader *l, long long seq);
 PGPIPE_PRIVATE int copy_cancelled(const pgpipe_loader *l);
 PGPIPE_PRIVATE int copy_book(pgpipe_loader *l, const copy_lane *ln);
 PGPIPE_PRIVATE void copy_after_reconnect(pgpipe_loader *l, copy_lane *ln);
@@ -13968,6 +13972,36 @@ static int mig_check_doubt(pgpipe_migrator *m)
     return mig_doubt_error(m, doubt->f, k, 0);
 }
 
+/* The session's own settings (SET, not defaults: pg_settings' source
+** 'session') and its role, as JSON text for mig_session_restore. */
+static int mig_session_save(pgpipe_migrator *m, char **out)
+{
+    PGresult *r = mig_exec(m, "SELECT jsonb_build_object('settings', coalesce((SELECT "
+                              "jsonb_object_agg(name, setting) FROM pg_settings WHERE source = "
+                              "'session'), '{}'), 'role', current_setting('role'))::text", 0, NULL,
+                           "reading the session's settings");
+    if (!r)
+        return m->hdr.err.code;
+    *out = pp_strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return *out ? PGPIPE_OK : pp_err_nomem(&m->hdr.err);
+}
+
+/* The session back as mig_session_save found it, after a file. */
+static int mig_session_restore(pgpipe_migrator *m, const char *saved)
+{
+    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE)
+        return PGPIPE_OK; /* (a failed file's transaction: its rollback comes first) */
+    int rc = mig_exec_ok(m, "RESET ALL", 0, NULL, "resetting the session after a migration");
+    const char *v[1] = { saved };
+    if (rc == PGPIPE_OK)
+        rc = mig_exec_ok(m, "SELECT count(set_config(key, value, false)), "
+                            "set_config('role', $1::jsonb->>'role', false) "
+                            "FROM jsonb_each_text($1::jsonb->'settings')", 1, v,
+                         "restoring the session's settings after a migration");
+    return rc;
+}
+
 static int mig_run_locked(pgpipe_migrator *m, int dry)
 {
     int rc = PGPIPE_OK;
@@ -14036,16 +14070,33 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
         if (rc != PGPIPE_OK)
             return rc;
     }
+    /* every file starts from the session as the run found it: a file's SET
+    ** (search_path, a role) would otherwise reach the files after it only
+    ** when they run in the same run, and the caller's session after it */
+    char *sess = NULL;
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (!e->info.will_run || !e->f)
             continue;
+        if (!sess && (rc = mig_session_save(m, &sess)) != PGPIPE_OK)
+            return rc;
         rc = mig_apply(m, e);
         if (rc != PGPIPE_OK) {
             m->lost_at = i + 1;
+            if (PQstatus(m->conn) == CONNECTION_OK) {
+                pgpipe_error keep = m->hdr.err;
+                mig_session_restore(m, sess);
+                m->hdr.err = keep;
+            }
+            pp_free(sess);
+            return rc;
+        }
+        if ((rc = mig_session_restore(m, sess)) != PGPIPE_OK) {
+            pp_free(sess);
             return rc;
         }
     }
+    pp_free(sess);
     return PGPIPE_OK;
 }
 
@@ -15136,7 +15187,14 @@ static int copy_cmp_ll(const void *a, const void *b)
 
 PGPIPE_PRIVATE int copy_seq_done(const pgpipe_loader *l, long long seq)
 {
-    return l->ndone && bsearch(&seq, l->done_seqs, l->ndone, sizeof seq, copy_cmp_ll) != NULL;
+    return copy_seq_rows(l, seq) >= 0;
+}
+
+PGPIPE_PRIVATE long long copy_seq_rows(const pgpipe_loader *l, long long seq)
+{
+    const long long *at = l->ndone ? bsearch(&seq, l->done_seqs, l->ndone, sizeof seq, copy_cmp_ll)
+                                   : NULL;
+    return at ? l->done_rows[at - l->done_seqs] : -1;
 }
 
 static const char *copy_format_name(int f)
@@ -15189,7 +15247,7 @@ static char *copy_mapping_json(const pgpipe_loader *l)
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 {
     copy_lane *ln = &l->lanes[0];
-    char num[4][32];
+    char num[5][32];
     PGresult *r = NULL;
     int rc;
     l->ndone = 0;
@@ -15203,7 +15261,8 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
                           "coalesce(options->>'batch_bytes', ''), " COPY_LOAD_STARTED ", format, "
                           "coalesce(options->'mapping' = $3::jsonb, true), "
                           "coalesce(options->>'delimiter', $4), (SELECT count(*) FROM "
-                          "pgpipe.load_batches b WHERE b.load_id = loads.id) FROM pgpipe.loads "
+                          "pgpipe.load_batches b WHERE b.load_id = loads.id), "
+                          "coalesce(options->>'max_record_bytes', '') FROM pgpipe.loads "
                           "WHERE source_checksum = $1 AND target = $2 ORDER BY id DESC LIMIT 1",
                        4, v, &r, transient);
         pp_free(mapping);
@@ -15225,7 +15284,12 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
             int other_delim = !strcmp(was, "csv") &&
                               (l->format == PGPIPE_FORMAT_CSV || l->format == PGPIPE_FORMAT_AUTO) &&
                               strcmp(was_delim, delim) != 0;
-            int other = other_format || other_delim || PQgetvalue(r, 0, 5)[0] != 't';
+            /* another record limit: an over-long record counts its first
+            ** max_record_bytes towards the batch, so the batches would be
+            ** cut elsewhere */
+            const char *was_max = PQgetvalue(r, 0, 8);
+            int other_max = *was_max && (size_t)strtoull(was_max, NULL, 10) != l->max_record;
+            int other = other_format || other_delim || other_max || PQgetvalue(r, 0, 5)[0] != 't';
             if (other && atoll(PQgetvalue(r, 0, 7)) == 0)
                 fresh = 1;
             else if (other) {
@@ -15237,6 +15301,9 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
                     snprintf(what, sizeof what, "the CSV delimiter %s; this one %s",
                              was_delim[0] == '\t' ? "tab" : was_delim,
                              delim[0] == '\t' ? "tab" : delim);
+                else if (other_max)
+                    snprintf(what, sizeof what, "max_record_bytes %s; this one %zu", was_max,
+                             l->max_record);
                 else
                     snprintf(what, sizeof what, "another field mapping or --require");
                 rc = pp_err(&ln->err, PGPIPE_MISUSE, "loader: load %s of %s ran with %s: resuming "
@@ -15292,14 +15359,17 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
     if (!mapping)
         return pp_err_nomem(&ln->err);
     char delim[2] = { (char)l->csv_delimiter_now, 0 };
-    const char *v[10] = { l->source, l->src_size >= 0 ? num[0] : NULL,
+    snprintf(num[4], sizeof num[4], "%zu", l->max_record);
+    const char *v[11] = { l->source, l->src_size >= 0 ? num[0] : NULL,
                           l->src_mtime >= 0 ? num[1] : NULL, l->load_key,
-                          copy_format_name(l->format), l->target, num[2], num[3], mapping, delim };
+                          copy_format_name(l->format), l->target, num[2], num[3], mapping, delim,
+                          num[4] };
     rc = copy_exec(ln, "INSERT INTO pgpipe.loads (source, source_size, source_mtime, source_checksum, "
                       "format, target, options) VALUES ($1, $2::bigint, to_timestamp($3::bigint), $4, "
                       "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint, "
-                      "'mapping', $9::jsonb, 'delimiter', $10::text)) "
-                      "RETURNING id, " COPY_LOAD_STARTED, 10, v, &r, transient);
+                      "'mapping', $9::jsonb, 'delimiter', $10::text, "
+                      "'max_record_bytes', $11::bigint)) "
+                      "RETURNING id, " COPY_LOAD_STARTED, 11, v, &r, transient);
     pp_free(mapping);
     if (rc != PGPIPE_OK)
         return rc;
@@ -17497,7 +17567,8 @@ PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long 
     ln->chained = 0; /* the batch owns the open COPY now */
     l->cur = ln;
     ln->seq = ++l->seq;
-    ln->skipping = copy_seq_done(l, ln->seq);
+    ln->skip_rows = copy_seq_rows(l, ln->seq);
+    ln->skipping = ln->skip_rows >= 0;
     if (!ln->skipping && (rc = copy_new_uuid(l, ln)) != PGPIPE_OK)
         return rc;
     ln->b_first_line = line;
@@ -17612,7 +17683,11 @@ PGPIPE_PRIVATE int copy_record_done(pgpipe_loader *l, long long line, long long 
     ln->b_bytes += (long long)rawlen + 1;
     ln->b_last_line = line;
     ln->b_end_off = off + (long long)rawlen;
-    if (ln->b_read >= l->batch_rows || (size_t)ln->b_bytes >= l->batch_bytes)
+    /* a batch an earlier run committed ends where that run's ended, at its
+    ** number of records: its last batch, cut short by the end of the input
+    ** then, is followed by records that input has gained since */
+    if (ln->skipping ? ln->b_read >= ln->skip_rows
+                     : ln->b_read >= l->batch_rows || (size_t)ln->b_bytes >= l->batch_bytes)
         return copy_batch_end(l);
     return PGPIPE_OK;
 }
@@ -20233,11 +20308,20 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
     int rc = dlq_build_where(conn, &w, &ff, 0, err);
     if (rc != PGPIPE_OK)
         return rc;
-    if (rc == PGPIPE_OK) {
-        w.v[w.n++] = target_table ? target_table : "staging.raw_events";
+    if (rc == PGPIPE_OK && target_table) {
+        w.v[w.n++] = target_table;
         rc = pp_buf_appendf(&q, "SELECT dead_letter_id, replayed, reason FROM pgpipe.dlq_replay("
                             "ARRAY(SELECT id FROM pgpipe.dead_letters%s), $%d::regclass)",
                             w.sql.data, w.n);
+    } else if (rc == PGPIPE_OK) {
+        /* no table given: a load's dead letter goes back to the table that
+        ** load wrote (.load --table), the others to staging.raw_events */
+        rc = pp_buf_appendf(&q, "SELECT r.dead_letter_id, r.replayed, r.reason FROM (SELECT "
+                            "coalesce(l.target, 'staging.raw_events') AS target, "
+                            "array_agg(d.id ORDER BY d.id) AS ids FROM (SELECT * FROM "
+                            "pgpipe.dead_letters%s) d LEFT JOIN pgpipe.loads l ON l.id = d.load_id "
+                            "AND d.stage = 'load' GROUP BY 1) g, LATERAL pgpipe.dlq_replay(g.ids, "
+                            "g.target::regclass) r", w.sql.data);
     }
     PGresult *r = NULL;
     rc = dlq_run(conn, rc, &q, &w, &r, err, "replaying dead letters");

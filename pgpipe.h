@@ -1877,7 +1877,8 @@ int pgpipe_dlq_get(PGconn *conn, long long id, PGresult **out, pgpipe_error *err
 int pgpipe_dlq_counts(PGconn *conn, const pgpipe_dlq_filter *f, PGresult **out,
                       pgpipe_error *err);
 /* Replay the matching dead letters (status 'dead' only; filter->limit is
-** ignored) into target_table (NULL = staging.raw_events) as unprocessed rows
+** ignored) into target_table (NULL = the table its load wrote for a load's
+** dead letter, .load --table; staging.raw_events for the others) as unprocessed rows
 ** with attempts reset: stage 'process' sets the original row back (or
 ** re-inserts the kept payload when the row is gone); stage 'load' validates
 ** the raw text again with the checks and the field mapping its load recorded

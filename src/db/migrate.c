@@ -1878,6 +1878,36 @@ static int mig_check_doubt(pgpipe_migrator *m)
     return mig_doubt_error(m, doubt->f, k, 0);
 }
 
+/* The session's own settings (SET, not defaults: pg_settings' source
+** 'session') and its role, as JSON text for mig_session_restore. */
+static int mig_session_save(pgpipe_migrator *m, char **out)
+{
+    PGresult *r = mig_exec(m, "SELECT jsonb_build_object('settings', coalesce((SELECT "
+                              "jsonb_object_agg(name, setting) FROM pg_settings WHERE source = "
+                              "'session'), '{}'), 'role', current_setting('role'))::text", 0, NULL,
+                           "reading the session's settings");
+    if (!r)
+        return m->hdr.err.code;
+    *out = pp_strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return *out ? PGPIPE_OK : pp_err_nomem(&m->hdr.err);
+}
+
+/* The session back as mig_session_save found it, after a file. */
+static int mig_session_restore(pgpipe_migrator *m, const char *saved)
+{
+    if (PQtransactionStatus(m->conn) != PQTRANS_IDLE)
+        return PGPIPE_OK; /* (a failed file's transaction: its rollback comes first) */
+    int rc = mig_exec_ok(m, "RESET ALL", 0, NULL, "resetting the session after a migration");
+    const char *v[1] = { saved };
+    if (rc == PGPIPE_OK)
+        rc = mig_exec_ok(m, "SELECT count(set_config(key, value, false)), "
+                            "set_config('role', $1::jsonb->>'role', false) "
+                            "FROM jsonb_each_text($1::jsonb->'settings')", 1, v,
+                         "restoring the session's settings after a migration");
+    return rc;
+}
+
 static int mig_run_locked(pgpipe_migrator *m, int dry)
 {
     int rc = PGPIPE_OK;
@@ -1946,16 +1976,33 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
         if (rc != PGPIPE_OK)
             return rc;
     }
+    /* every file starts from the session as the run found it: a file's SET
+    ** (search_path, a role) would otherwise reach the files after it only
+    ** when they run in the same run, and the caller's session after it */
+    char *sess = NULL;
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (!e->info.will_run || !e->f)
             continue;
+        if (!sess && (rc = mig_session_save(m, &sess)) != PGPIPE_OK)
+            return rc;
         rc = mig_apply(m, e);
         if (rc != PGPIPE_OK) {
             m->lost_at = i + 1;
+            if (PQstatus(m->conn) == CONNECTION_OK) {
+                pgpipe_error keep = m->hdr.err;
+                mig_session_restore(m, sess);
+                m->hdr.err = keep;
+            }
+            pp_free(sess);
+            return rc;
+        }
+        if ((rc = mig_session_restore(m, sess)) != PGPIPE_OK) {
+            pp_free(sess);
             return rc;
         }
     }
+    pp_free(sess);
     return PGPIPE_OK;
 }
 

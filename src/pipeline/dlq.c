@@ -291,11 +291,20 @@ int pgpipe_dlq_replay(PGconn *conn, const pgpipe_dlq_filter *f, const char *targ
     int rc = dlq_build_where(conn, &w, &ff, 0, err);
     if (rc != PGPIPE_OK)
         return rc;
-    if (rc == PGPIPE_OK) {
-        w.v[w.n++] = target_table ? target_table : "staging.raw_events";
+    if (rc == PGPIPE_OK && target_table) {
+        w.v[w.n++] = target_table;
         rc = pp_buf_appendf(&q, "SELECT dead_letter_id, replayed, reason FROM pgpipe.dlq_replay("
                             "ARRAY(SELECT id FROM pgpipe.dead_letters%s), $%d::regclass)",
                             w.sql.data, w.n);
+    } else if (rc == PGPIPE_OK) {
+        /* no table given: a load's dead letter goes back to the table that
+        ** load wrote (.load --table), the others to staging.raw_events */
+        rc = pp_buf_appendf(&q, "SELECT r.dead_letter_id, r.replayed, r.reason FROM (SELECT "
+                            "coalesce(l.target, 'staging.raw_events') AS target, "
+                            "array_agg(d.id ORDER BY d.id) AS ids FROM (SELECT * FROM "
+                            "pgpipe.dead_letters%s) d LEFT JOIN pgpipe.loads l ON l.id = d.load_id "
+                            "AND d.stage = 'load' GROUP BY 1) g, LATERAL pgpipe.dlq_replay(g.ids, "
+                            "g.target::regclass) r", w.sql.data);
     }
     PGresult *r = NULL;
     rc = dlq_run(conn, rc, &q, &w, &r, err, "replaying dead letters");

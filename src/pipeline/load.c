@@ -354,7 +354,14 @@ static int copy_cmp_ll(const void *a, const void *b)
 
 PGPIPE_PRIVATE int copy_seq_done(const pgpipe_loader *l, long long seq)
 {
-    return l->ndone && bsearch(&seq, l->done_seqs, l->ndone, sizeof seq, copy_cmp_ll) != NULL;
+    return copy_seq_rows(l, seq) >= 0;
+}
+
+PGPIPE_PRIVATE long long copy_seq_rows(const pgpipe_loader *l, long long seq)
+{
+    const long long *at = l->ndone ? bsearch(&seq, l->done_seqs, l->ndone, sizeof seq, copy_cmp_ll)
+                                   : NULL;
+    return at ? l->done_rows[at - l->done_seqs] : -1;
 }
 
 static const char *copy_format_name(int f)
@@ -407,7 +414,7 @@ static char *copy_mapping_json(const pgpipe_loader *l)
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 {
     copy_lane *ln = &l->lanes[0];
-    char num[4][32];
+    char num[5][32];
     PGresult *r = NULL;
     int rc;
     l->ndone = 0;
@@ -421,7 +428,8 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
                           "coalesce(options->>'batch_bytes', ''), " COPY_LOAD_STARTED ", format, "
                           "coalesce(options->'mapping' = $3::jsonb, true), "
                           "coalesce(options->>'delimiter', $4), (SELECT count(*) FROM "
-                          "pgpipe.load_batches b WHERE b.load_id = loads.id) FROM pgpipe.loads "
+                          "pgpipe.load_batches b WHERE b.load_id = loads.id), "
+                          "coalesce(options->>'max_record_bytes', '') FROM pgpipe.loads "
                           "WHERE source_checksum = $1 AND target = $2 ORDER BY id DESC LIMIT 1",
                        4, v, &r, transient);
         pp_free(mapping);
@@ -443,7 +451,12 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
             int other_delim = !strcmp(was, "csv") &&
                               (l->format == PGPIPE_FORMAT_CSV || l->format == PGPIPE_FORMAT_AUTO) &&
                               strcmp(was_delim, delim) != 0;
-            int other = other_format || other_delim || PQgetvalue(r, 0, 5)[0] != 't';
+            /* another record limit: an over-long record counts its first
+            ** max_record_bytes towards the batch, so the batches would be
+            ** cut elsewhere */
+            const char *was_max = PQgetvalue(r, 0, 8);
+            int other_max = *was_max && (size_t)strtoull(was_max, NULL, 10) != l->max_record;
+            int other = other_format || other_delim || other_max || PQgetvalue(r, 0, 5)[0] != 't';
             if (other && atoll(PQgetvalue(r, 0, 7)) == 0)
                 fresh = 1;
             else if (other) {
@@ -455,6 +468,9 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
                     snprintf(what, sizeof what, "the CSV delimiter %s; this one %s",
                              was_delim[0] == '\t' ? "tab" : was_delim,
                              delim[0] == '\t' ? "tab" : delim);
+                else if (other_max)
+                    snprintf(what, sizeof what, "max_record_bytes %s; this one %zu", was_max,
+                             l->max_record);
                 else
                     snprintf(what, sizeof what, "another field mapping or --require");
                 rc = pp_err(&ln->err, PGPIPE_MISUSE, "loader: load %s of %s ran with %s: resuming "
@@ -510,14 +526,17 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
     if (!mapping)
         return pp_err_nomem(&ln->err);
     char delim[2] = { (char)l->csv_delimiter_now, 0 };
-    const char *v[10] = { l->source, l->src_size >= 0 ? num[0] : NULL,
+    snprintf(num[4], sizeof num[4], "%zu", l->max_record);
+    const char *v[11] = { l->source, l->src_size >= 0 ? num[0] : NULL,
                           l->src_mtime >= 0 ? num[1] : NULL, l->load_key,
-                          copy_format_name(l->format), l->target, num[2], num[3], mapping, delim };
+                          copy_format_name(l->format), l->target, num[2], num[3], mapping, delim,
+                          num[4] };
     rc = copy_exec(ln, "INSERT INTO pgpipe.loads (source, source_size, source_mtime, source_checksum, "
                       "format, target, options) VALUES ($1, $2::bigint, to_timestamp($3::bigint), $4, "
                       "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint, "
-                      "'mapping', $9::jsonb, 'delimiter', $10::text)) "
-                      "RETURNING id, " COPY_LOAD_STARTED, 10, v, &r, transient);
+                      "'mapping', $9::jsonb, 'delimiter', $10::text, "
+                      "'max_record_bytes', $11::bigint)) "
+                      "RETURNING id, " COPY_LOAD_STARTED, 11, v, &r, transient);
     pp_free(mapping);
     if (rc != PGPIPE_OK)
         return rc;

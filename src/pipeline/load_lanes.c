@@ -772,7 +772,8 @@ PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long 
     ln->chained = 0; /* the batch owns the open COPY now */
     l->cur = ln;
     ln->seq = ++l->seq;
-    ln->skipping = copy_seq_done(l, ln->seq);
+    ln->skip_rows = copy_seq_rows(l, ln->seq);
+    ln->skipping = ln->skip_rows >= 0;
     if (!ln->skipping && (rc = copy_new_uuid(l, ln)) != PGPIPE_OK)
         return rc;
     ln->b_first_line = line;
@@ -887,7 +888,11 @@ PGPIPE_PRIVATE int copy_record_done(pgpipe_loader *l, long long line, long long 
     ln->b_bytes += (long long)rawlen + 1;
     ln->b_last_line = line;
     ln->b_end_off = off + (long long)rawlen;
-    if (ln->b_read >= l->batch_rows || (size_t)ln->b_bytes >= l->batch_bytes)
+    /* a batch an earlier run committed ends where that run's ended, at its
+    ** number of records: its last batch, cut short by the end of the input
+    ** then, is followed by records that input has gained since */
+    if (ln->skipping ? ln->b_read >= ln->skip_rows
+                     : ln->b_read >= l->batch_rows || (size_t)ln->b_bytes >= l->batch_bytes)
         return copy_batch_end(l);
     return PGPIPE_OK;
 }

@@ -75,6 +75,7 @@ typedef struct copy_lane {
     /* the batch */
     long long seq;
     int skipping;         /* committed by an earlier run: counted, not sent */
+    long long skip_rows;  /* skipping: the records that run committed in it (it ends there) */
     char uuid_text[37];
     pp_buf cbuf;          /* COPY text of the batch */
     pp_buf rbuf;          /* raw text of the rows */
@@ -193,6 +194,9 @@ PGPIPE_PRIVATE int copy_exec(copy_lane *ln, const char *sql, int n, const char *
                              PGresult **out, int *transient);
 PGPIPE_PRIVATE void copy_rollback(copy_lane *ln);
 PGPIPE_PRIVATE int copy_seq_done(const pgpipe_loader *l, long long seq);
+/* The records an earlier run committed in batch seq (its rows_read); -1
+** when it committed no such batch. */
+PGPIPE_PRIVATE long long copy_seq_rows(const pgpipe_loader *l, long long seq);
 PGPIPE_PRIVATE int copy_cancelled(const pgpipe_loader *l);
 PGPIPE_PRIVATE int copy_book(pgpipe_loader *l, const copy_lane *ln);
 PGPIPE_PRIVATE void copy_after_reconnect(pgpipe_loader *l, copy_lane *ln);

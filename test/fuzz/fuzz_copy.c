@@ -31,8 +31,11 @@ static int copy_fz_run(const uint8_t *d, size_t n, size_t cut, int format, long 
     l.lanes[0].l = &l;
     l.ndone = n + 2;
     l.done_seqs = pp_malloc(l.ndone * sizeof *l.done_seqs);
-    for (size_t i = 0; i < l.ndone; i++)
+    l.done_rows = pp_malloc(l.ndone * sizeof *l.done_rows);
+    for (size_t i = 0; i < l.ndone; i++) {
         l.done_seqs[i] = (long long)i + 1;
+        l.done_rows[i] = l.batch_rows; /* each committed batch as full as the rule makes it */
+    }
     int rc = copy_feed_known(&l, (const char *)d, cut, 0);
     if (rc == PGPIPE_OK)
         rc = copy_feed_known(&l, (const char *)d + cut, n - cut, (long long)cut);
@@ -42,6 +45,7 @@ static int copy_fz_run(const uint8_t *d, size_t n, size_t cut, int format, long 
         rc = copy_batch_end(&l);
     *records = l.sum.records_read;
     pp_free(l.done_seqs);
+    pp_free(l.done_rows);
     pp_free(l.source);
     framer_free(&l.fr);
     pp_buf_free(&l.lanes[0].cbuf);

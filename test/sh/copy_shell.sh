@@ -132,6 +132,22 @@ $P "$D" ".load $tmp/commas.tsv --format ndjson --delimiter tab" 2>"$tmp/err" && 
 has "$(cat "$tmp/err")" "--delimiter: only for --format csv"
 out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE payload ? 'copysh_delim' OR payload ? 'copysh_delim3'" | tail -n 1)
 [ "$out" = 3 ] || fail "delimiter loads staged $out rows, wanted 3"
+# a resumed load whose input has grown since: the last batch the first run
+# committed ended with that input (5 records); the records after them load
+for i in $(seq 1 95); do echo "{\"event_type\":\"copysh_grow\",\"id\":$i}"; done > "$tmp/grow.ndjson"
+out=$($P "$D" ".load $tmp/grow.ndjson --key copysh-grow-$$ --batch-rows 10") || fail "grow first run: $out"
+has "$out" "read 95, loaded 95"
+for i in $(seq 96 105); do echo "{\"event_type\":\"copysh_grow\",\"id\":$i}"; done >> "$tmp/grow.ndjson"
+out=$($P "$D" ".load $tmp/grow.ndjson --key copysh-grow-$$ --batch-rows 10") || fail "grow resume: $out"
+has "$out" "read 105, loaded 10, dead-lettered 0, skipped (loaded before) 95"
+out=$($P -m csv "$D" "SELECT count(DISTINCT payload->>'id') || '/' || count(*) FROM staging.raw_events WHERE event_type = 'copysh_grow'" | tail -n 1)
+[ "$out" = "105/105" ] || fail "grown input: distinct/rows $out, wanted 105/105"
+# a resume with another record limit would cut the batches elsewhere: refused
+awk 'BEGIN { for (i = 1; i <= 300; i++) { s = ""; if (i % 7 == 0) for (k = 0; k < 60; k++) s = s "x";
+      printf "{\"event_type\":\"copysh_max\",\"id\":%d,\"pad\":\"%s\"}\n", i, s } }' > "$tmp/max.ndjson"
+out=$($P "$D" ".load $tmp/max.ndjson --batch-bytes 2000 --max-record-bytes 60") || fail "max first run: $out"
+$P "$D" ".load $tmp/max.ndjson --batch-bytes 2000" 2>"$tmp/err" && fail "a resume with another --max-record-bytes accepted"
+has "$(cat "$tmp/err")" "ran with max_record_bytes 60; this one 67108864"
 $P "$D" "DROP TABLE copysh_t" >/dev/null
 rm -rf "$tmp"
 exit 0

@@ -10,6 +10,9 @@ sock=$PGPIPE_TEST_PGDIR/.s.PGSQL.$(cat "$PGPIPE_TEST_PGDIR/port")
 P=build/test/pgpipe
 
 start_proxy() { # args...; sets $port and $pid
+    # emptied here, not only by the child's redirection: the loop below
+    # must not read the last proxy's port before the child has started
+    : >"$tmp/out"
     "$tmp/faultproxy" --upstream "unix:$sock" --duration 60 "$@" >"$tmp/out" 2>&1 &
     pid=$!
     # wait for the whole line (a loaded machine may take seconds to run it)

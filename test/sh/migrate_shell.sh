@@ -67,5 +67,14 @@ has "$out" "two"
 out=$($P "$D" ".migrate $tmp/to") || fail "the rest: $out"
 [ "$(q "SELECT count(*) FROM pg_tables WHERE schemaname = 'migsh' AND tablename IN ('t1', 't2')")" = 2 ] ||
     fail "V4 not applied after --to 3"
-$P "$PGPIPE_TEST_DSN" "DROP DATABASE migsh" >/dev/null
+# a file's SET reaches neither the next file nor the session after the run
+mkdir "$tmp/sess"
+printf 'CREATE SCHEMA migsh_app;\nSET search_path = migsh_app, public;\nCREATE TABLE migsh_app.s (k text);\n' > "$tmp/sess/V1__app.sql"
+printf 'CREATE TABLE migsh_users (id int);\n' > "$tmp/sess/V2__users.sql"
+$P "$PGPIPE_TEST_DSN" "DROP DATABASE IF EXISTS migsh_sess" "CREATE DATABASE migsh_sess" >/dev/null 2>&1 || fail "createdb migsh_sess"
+out=$($P "$PGPIPE_TEST_DSN dbname=migsh_sess" ".migrate $tmp/sess" "SHOW search_path") || fail "session migrations: $out"
+has "$out" '"$user", public'
+out=$($P -m csv "$PGPIPE_TEST_DSN dbname=migsh_sess" "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = 'migsh_users'" | tail -n 1)
+[ "$out" = public ] || fail "V2 ran with V1's search_path: $out"
+$P "$PGPIPE_TEST_DSN" "DROP DATABASE migsh" "DROP DATABASE migsh_sess" >/dev/null
 rm -rf "$tmp"
