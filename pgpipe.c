@@ -3940,7 +3940,7 @@ int pgpipe_log_format_line(char *buf, size_t size, int json, int level, const ch
     pp_log_put_pair(&o, "level", pp_level_name(level), json, 0);
     pp_log_put_pair(&o, "component", component ? component : "pgpipe", json, 0);
     pp_log_put_pair(&o, "msg", message ? message : "", json, 0);
-    for (int i = 0; i < nfields; i++)
+    for (int i = 0; fields && i < nfields; i++)
         if (fields[i].key)
             pp_log_put_pair(&o, fields[i].key, fields[i].value, json, 0);
     if (json)
@@ -14409,6 +14409,8 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
 
 void pgpipe_local_options_init(pgpipe_local_options *opt)
 {
+    if (!opt)
+        return;
     memset(opt, 0, sizeof *opt);
 }
 
@@ -17880,6 +17882,8 @@ struct pgpipe_claimer {
 
 void pgpipe_claim_options_init(pgpipe_claim_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     o->mode = PGPIPE_CLAIM_TRANSACTIONAL;
     o->batch_size = 100;
@@ -19398,6 +19402,8 @@ void pgpipe_claimer_close(pgpipe_claimer *c)
 
 void pgpipe_workers_options_init(pgpipe_workers_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     pgpipe_claim_options_init(&o->claim);
     o->threads = 2;
@@ -20163,6 +20169,8 @@ PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const ch
 
 void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f)
 {
+    if (!f)
+        return;
     memset(f, 0, sizeof *f);
     f->status = "dead";
     f->limit = 100;
@@ -28483,6 +28491,8 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 
 void pgpipe_http_options_init(pgpipe_http_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     o->listen = "127.0.0.1:8080";
     o->require_tokens = -1;
@@ -29756,6 +29766,8 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
 
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
+    if (!out)
+        return PGPIPE_MISUSE;
     pgpipe_http *h = pp_handle_new(sizeof *h);
     *out = h;
     if (!h)
@@ -30038,6 +30050,8 @@ struct pgpipe_http {
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     (void)o;
+    if (!out)
+        return PGPIPE_MISUSE;
     *out = pp_handle_new(sizeof **out);
     if (!*out)
         return PGPIPE_NOMEM;

@@ -208,6 +208,29 @@ PGT_TEST(util, conninfo_mask_libpq_rules)
     }
 }
 
+/* NULL where the API takes a pointer: every options_init is a no-op on
+** NULL, and a log line with fields NULL (nfields > 0) has no fields. */
+PGT_TEST(util, null_options_init_and_log_fields)
+{
+    pgpipe_csv_options_init(NULL);
+    pgpipe_pool_options_init(NULL);
+    pgpipe_spool_options_init(NULL);
+    pgpipe_loader_options_init(NULL);
+    pgpipe_http_options_init(NULL);
+    pgpipe_claim_options_init(NULL);
+    pgpipe_workers_options_init(NULL);
+    pgpipe_dlq_filter_init(NULL);
+    pgpipe_local_options_init(NULL);
+    char b[256];
+    int n = pgpipe_log_format_line(b, sizeof b, 0, PGPIPE_LOG_ERROR, "c", "m", NULL, 3);
+    PGT_EQ_INT(n, (int)strlen(b));
+    PGT_CONTAINS(b, "component=c msg=m");
+    n = pgpipe_log_format_line(b, sizeof b, 1, PGPIPE_LOG_ERROR, "c", "m", NULL, 3);
+    PGT_CHECK(n > 0 && b[n - 1] == '}');
+    pgpipe_log(PGPIPE_LOG_DEBUG, "c", "m", NULL, 3);
+    PGT_EQ_INT(pgpipe_http_open(NULL, NULL), PGPIPE_MISUSE);
+}
+
 PGT_TEST(util, log_callback_level_and_masking)
 {
     log_capture cap;

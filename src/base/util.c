@@ -570,7 +570,7 @@ int pgpipe_log_format_line(char *buf, size_t size, int json, int level, const ch
     pp_log_put_pair(&o, "level", pp_level_name(level), json, 0);
     pp_log_put_pair(&o, "component", component ? component : "pgpipe", json, 0);
     pp_log_put_pair(&o, "msg", message ? message : "", json, 0);
-    for (int i = 0; i < nfields; i++)
+    for (int i = 0; fields && i < nfields; i++)
         if (fields[i].key)
             pp_log_put_pair(&o, fields[i].key, fields[i].value, json, 0);
     if (json)

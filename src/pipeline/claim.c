@@ -77,6 +77,8 @@ struct pgpipe_claimer {
 
 void pgpipe_claim_options_init(pgpipe_claim_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     o->mode = PGPIPE_CLAIM_TRANSACTIONAL;
     o->batch_size = 100;
@@ -1595,6 +1597,8 @@ void pgpipe_claimer_close(pgpipe_claimer *c)
 
 void pgpipe_workers_options_init(pgpipe_workers_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     pgpipe_claim_options_init(&o->claim);
     o->threads = 2;
