@@ -12274,6 +12274,8 @@ typedef struct mig_entry {
 
 struct pgpipe_migrator {
     pp_handle hdr;
+    int opened;         /* pgpipe_migrator_open succeeded */
+    char open_msg[512]; /* why it did not */
     PGconn *conn;
     char *dir, *embedded, *scope, *baseline, *target;
     char *tbl;            /* quoted "schema"."table" */
@@ -13333,10 +13335,14 @@ static int mig_build_entries(pgpipe_migrator *m)
     return PGPIPE_OK;
 }
 
+static int mig_refuse_unopened(pgpipe_migrator *m);
+
 int pgpipe_migrate_status(pgpipe_migrator *m)
 {
     if (!m)
         return PGPIPE_MISUSE;
+    if (!m->opened)
+        return mig_refuse_unopened(m);
     pgpipe_error_clear(&m->hdr.err);
     int rc = mig_load_files(m);
     if (rc == PGPIPE_OK)
@@ -14173,10 +14179,19 @@ static int mig_has_work(pgpipe_migrator *m, int *busy)
     return PGPIPE_OK;
 }
 
+/* A migrator whose open failed refuses run and status (PGPIPE_MISUSE, not a
+** database error: the connection may be NULL or the options half-read). */
+static int mig_refuse_unopened(pgpipe_migrator *m)
+{
+    return pp_err(&m->hdr.err, PGPIPE_MISUSE, "the migrator did not open: %s", m->open_msg);
+}
+
 int pgpipe_migrate_run(pgpipe_migrator *m)
 {
     if (!m)
         return PGPIPE_MISUSE;
+    if (!m->opened)
+        return mig_refuse_unopened(m);
     pgpipe_error_clear(&m->hdr.err);
     if (PQstatus(m->conn) != CONNECTION_OK)
         return pp_err_pq(&m->hdr.err, m->conn, NULL, "the migration connection is not usable");
@@ -14249,6 +14264,8 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
 
 /* ---- Open and close --------------------------------------------------- */
 
+static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_options *opt);
+
 int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
 {
     if (!out)
@@ -14256,6 +14273,17 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
     pgpipe_migrator *m = *out = pp_handle_new(sizeof *m);
     if (!m)
         return PGPIPE_NOMEM;
+    int rc = mig_open(m, conn, opt);
+    if (rc == PGPIPE_OK)
+        m->opened = 1;
+    else
+        snprintf(m->open_msg, sizeof m->open_msg, "%.500s",
+                 m->hdr.err.message[0] ? m->hdr.err.message : pgpipe_errstr(rc));
+    return rc;
+}
+
+static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_options *opt)
+{
     m->conn = conn;
     pgpipe_migrate_options o;
     pgpipe_migrate_options_init(&o);
@@ -19242,6 +19270,9 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
         *nrows = 0;
     if (!c || !h || (!h->record && !h->batch && !h->sql))
         return c ? pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: no handler") : PGPIPE_MISUSE;
+    if (!!h->record + !!h->batch + !!h->sql > 1)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE,
+                      "claimer: the handler sets more than one of record, batch and sql; set one");
     if (h->sql && claim_prepare_handler(c, h->sql) != PGPIPE_OK)
         return c->hdr.err.code;
     pgpipe_batch *b;
@@ -19782,6 +19813,9 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
         pgpipe_workers_options_init(&w->o);
     if (!pool || !h || (!h->record && !h->batch && !h->sql))
         return pp_err(&w->hdr.err, PGPIPE_MISUSE, "workers: a pool and a handler are needed");
+    if (!!h->record + !!h->batch + !!h->sql > 1)
+        return pp_err(&w->hdr.err, PGPIPE_MISUSE,
+                      "workers: the handler sets more than one of record, batch and sql; set one");
     if (h->sql && !h->record && !h->batch && !strstr(h->sql, "$1"))
         return pp_err(&w->hdr.err, PGPIPE_MISUSE,
                       "workers: the SQL handler must take the claimed rows as $1 (a JSONB array), "
@@ -34246,8 +34280,9 @@ int pgpipe_pull_budget_open(pgpipe_pull_budget **out, double rate, double burst)
 {
     (void)rate;
     (void)burst;
-    if (out)
-        *out = NULL;
+    if (!out)
+        return PGPIPE_MISUSE;
+    *out = NULL;
     return PGPIPE_ERROR;
 }
 void pgpipe_pull_budget_close(pgpipe_pull_budget *b)
