@@ -22739,9 +22739,13 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
 ** off again (ftruncate), so a file never keeps half a record that append
 ** reported as failed. A new segment is written as seg-X.pps.tmp (header,
 ** fdatasync) and renamed into place, so a segment file always has a whole
-** header; the old one is fdatasync'ed before (sealing), and there is always
-** a last segment: the sequence numbers and the spool's id live in the files
-** and nowhere else.
+** header; the old one is fdatasync'ed before (sealing). The sequence
+** numbers and the spool's id live in the files and nowhere else, so a last
+** segment is kept: open seals the last segment it finds with records and
+** writes nothing (a full file system must still open, to be drained); the
+** first append starts the next segment. A drain that emptied the folder
+** starts the next segment at once; should that fail (the file system still
+** full), the folder is empty, and the next open starts a new spool id.
 **
 ** Reading (recovery, the drainer, the check) goes through sp_scan: it walks
 ** the records of a segment and, at a record that is not whole (length past

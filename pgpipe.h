@@ -2211,7 +2211,10 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
 ** time and payload. Integers are little-endian. Every record carries the
 ** device id (its segment's) and a sequence number that grows by one per
 ** record for the life of the spool folder. The last segment is the one
-** appended to; the others are sealed (fsync'ed, never written again).
+** appended to; the others are sealed (fsync'ed, never written again). Open
+** writes nothing when the folder has records (so a spool that filled its
+** file system opens, to be drained): it seals the last segment, and the
+** first append starts the next.
 **
 ** Durability, per fsync policy (every policy writes each record into the
 ** file with one write() before append returns, so none loses an appended
