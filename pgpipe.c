@@ -594,6 +594,8 @@ typedef struct copy_lane {
 
 struct pgpipe_loader {
     pp_handle hdr;
+    int not_open;            /* pgpipe_loader_open failed: every call but close is refused */
+    char open_msg[512];      /* why */
     /* options */
     char *conninfo;
     PGconn *borrowed;
@@ -3535,12 +3537,26 @@ static int pp_is_key_boundary(const char *text, const char *p)
     if (p == text)
         return 1;
     char c = p[-1];
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '?' ||
-           c == '&' || c == '"' || c == '\'' || c == ',' || c == ';' || c == '(';
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' ||
+           c == '?' || c == '&' || c == '"' || c == '\'' || c == ',' || c == ';' || c == '(';
 }
 
-/* Length of the value after "password=" in key=value or URI-query form. */
-static size_t pp_secret_value_len(const char *v)
+static int pp_is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static int pp_is_word(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* Length of a keyword=value value as libpq's conninfo_parse reads it: a
+** value in single quotes runs to the unescaped closing quote (a backslash
+** escapes any character); any other value runs to the first unescaped
+** whitespace, a backslash escaping the character after it (so '"', '#' and
+** '&' are part of the value). */
+static size_t pp_kv_value_len(const char *v)
 {
     const char *p = v;
     if (*p == '\'') {
@@ -3551,10 +3567,36 @@ static size_t pp_secret_value_len(const char *v)
             p++;
         return (size_t)(p - v);
     }
-    while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '&' &&
-           *p != '#' && *p != '"')
+    while (*p && !pp_is_space(*p)) {
+        if (*p == '\\' && p[1])
+            p++;
+        p++;
+    }
+    return (size_t)(p - v);
+}
+
+/* Length of a URI query parameter's value: libpq ends it at '&' only (the
+** URI's end ends it too); a line break ends it in a message's text. */
+static size_t pp_uri_value_len(const char *v)
+{
+    const char *p = v;
+    while (*p && *p != '&' && *p != '\n' && *p != '\r')
         p++;
     return (size_t)(p - v);
+}
+
+/* The keyword at p (letters, digits, '_') when p starts one and it ends in
+** "password" (password, sslpassword, ...): its length, else 0. */
+static size_t pp_secret_key_len(const char *text, const char *p)
+{
+    if (!pp_is_key_boundary(text, p))
+        return 0;
+    size_t n = 0;
+    while (pp_is_word(p[n]))
+        n++;
+    if (n < 8 || strncasecmp(p + n - 8, "password", 8) != 0)
+        return 0;
+    return n;
 }
 
 size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size)
@@ -3563,23 +3605,31 @@ size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size)
     pp_out o = { buf, size, 0 };
     const char *p = text ? text : "";
     while (*p) {
-        /* key=value and URI query: password = value */
-        if ((*p == 'p' || *p == 'P') && strncasecmp(p, "password", 8) == 0 &&
-            pp_is_key_boundary(text, p)) {
-            const char *q = p + 8;
-            while (*q == ' ' || *q == '\t')
-                q++;
+        /* keyword=value (libpq's conninfo_parse rules) and a URI query
+        ** parameter (?password=, &sslpassword=): any keyword ending in
+        ** "password" */
+        size_t kl = pp_is_word(*p) ? pp_secret_key_len(text, p) : 0;
+        if (kl) {
+            int uri = p > text && (p[-1] == '?' || p[-1] == '&');
+            const char *q = p + kl;
+            if (!uri)
+                while (pp_is_space(*q))
+                    q++;
             if (*q == '=') {
                 q++;
-                while (*q == ' ' || *q == '\t')
-                    q++;
+                if (!uri)
+                    while (pp_is_space(*q))
+                        q++;
                 pp_out_put(&o, p, (size_t)(q - p));
-                size_t vl = pp_secret_value_len(q);
+                size_t vl = uri ? pp_uri_value_len(q) : pp_kv_value_len(q);
                 if (vl)
                     pp_out_put(&o, stars, sizeof stars - 1);
                 p = q + vl;
                 continue;
             }
+            pp_out_put(&o, p, kl);
+            p += kl;
+            continue;
         }
         /* libpq quotes the raw URI part it could not decode, which may be a
         ** password: 'invalid percent-encoded token: "..."', 'forbidden value
@@ -3593,12 +3643,15 @@ size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size)
             p = q ? q : p + strlen(p);
             continue;
         }
-        /* URI userinfo: scheme://user:SECRET@host */
+        /* URI userinfo: scheme://user:SECRET@host. libpq looks for the '@'
+        ** before the first '/' (so '?', '#', ':' may be in the password);
+        ** the last '@' before a '/' or the line's end is taken, masking
+        ** at least what libpq reads as the password. */
         if (*p == ':' && p[1] == '/' && p[2] == '/') {
             pp_out_put(&o, p, 3);
             p += 3;
             const char *at = NULL, *colon = NULL, *q = p;
-            for (; *q && *q != '/' && *q != '?' && *q != '#' && *q != ' ' && *q != '\n'; q++) {
+            for (; *q && *q != '/' && *q != '\n' && *q != '\r'; q++) {
                 if (*q == '@')
                     at = q;
                 else if (*q == ':' && !colon && !at)
@@ -3891,7 +3944,7 @@ int pgpipe_log_format_line(char *buf, size_t size, int json, int level, const ch
     pp_log_put_pair(&o, "level", pp_level_name(level), json, 0);
     pp_log_put_pair(&o, "component", component ? component : "pgpipe", json, 0);
     pp_log_put_pair(&o, "msg", message ? message : "", json, 0);
-    for (int i = 0; i < nfields; i++)
+    for (int i = 0; fields && i < nfields; i++)
         if (fields[i].key)
             pp_log_put_pair(&o, fields[i].key, fields[i].value, json, 0);
     if (json)
@@ -10550,6 +10603,7 @@ struct pgpipe_conn {
     int nstmts;
     uint64_t tick;
     int in_pipeline;
+    pgpipe_pipeline *pipeline; /* the pipeline opened on it and not yet closed */
     int pooler;               /* the pool's mode, resolved before it was made */
 };
 
@@ -10714,10 +10768,13 @@ static int pool_sql_drops_statements(const char *sql)
 
 /* ---- connections ------------------------------------------------------ */
 
+static void pool_pipeline_detach(pgpipe_conn *c);
+
 static void pool_conn_free(pgpipe_conn *c)
 {
     if (!c)
         return;
+    pool_pipeline_detach(c);
     if (c->pg)
         PQfinish(c->pg);
     for (int i = 0; i < c->nstmts; i++)
@@ -11579,6 +11636,7 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pg
 
 static int pool_give_back(pgpipe_conn *c, int healthy)
 {
+    pool_pipeline_detach(c);
     pgpipe_pool *p = c->pool;
     int64_t now = pgpipe_now_us();
     pgpipe_conn *close_it = NULL;
@@ -11904,6 +11962,22 @@ struct pgpipe_pipeline {
     int send_failed;    /* a send failed: the connection is unusable */
 };
 
+/* The connection goes back to the pool (or is closed) while a pipeline
+** opened on it is still open: the pipeline lets go of it (its calls but
+** close then fail with PGPIPE_MISUSE; close frees the pipeline only). */
+static void pool_pipeline_detach(pgpipe_conn *c)
+{
+    pgpipe_pipeline *p = c->pipeline;
+    if (!p)
+        return;
+    c->pipeline = NULL;
+    p->conn = NULL;
+    if (!p->ran) {
+        p->ran = 1;
+        p->failed = p->n;
+    }
+}
+
 int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *c, int flags)
 {
     if (!out)
@@ -11928,6 +12002,7 @@ int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *c, int flags)
         return rc;
     }
     c->in_pipeline = 1;
+    c->pipeline = p;
     *out = p;
     return PGPIPE_OK;
 }
@@ -11936,6 +12011,9 @@ int pgpipe_pipeline_add(pgpipe_pipeline *p, const char *sql, int nparams, const 
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (!p->conn)
+        return pp_err(&p->hdr.err, PGPIPE_MISUSE,
+                      "the pipeline's connection was returned to the pool; close the pipeline");
     if (p->ran)
         return pp_err(&p->hdr.err, PGPIPE_MISUSE, "the pipeline has already run");
     if (!sql || nparams < 0 || (nparams > 0 && !values))
@@ -11963,6 +12041,7 @@ int pgpipe_pipeline_add(pgpipe_pipeline *p, const char *sql, int nparams, const 
         }
         p->nsyncs++;
     }
+    pgpipe_error_clear(&p->hdr.err); /* the handle holds its last call's error */
     return PGPIPE_OK;
 }
 
@@ -12031,6 +12110,9 @@ int pgpipe_pipeline_run(pgpipe_pipeline *p, int *nfailed)
         *nfailed = 0;
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (!p->conn)
+        return pp_err(&p->hdr.err, PGPIPE_MISUSE,
+                      "the pipeline's connection was returned to the pool; close the pipeline");
     if (p->ran)
         return pp_err(&p->hdr.err, PGPIPE_MISUSE, "the pipeline has already run");
     p->ran = 1;
@@ -12080,8 +12162,10 @@ void pgpipe_pipeline_close(pgpipe_pipeline *p)
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
         return;
-    if (!p->ran)
+    if (p->conn && !p->ran)
         pgpipe_pipeline_run(p, NULL);
+    if (p->conn && p->conn->pipeline == p)
+        p->conn->pipeline = NULL;
     for (int i = 0; i < p->n; i++)
         PQclear(p->res[i]);
     pp_free(p->res);
@@ -12194,6 +12278,8 @@ typedef struct mig_entry {
 
 struct pgpipe_migrator {
     pp_handle hdr;
+    int opened;         /* pgpipe_migrator_open succeeded */
+    char open_msg[512]; /* why it did not */
     PGconn *conn;
     char *dir, *embedded, *scope, *baseline, *target;
     char *tbl;            /* quoted "schema"."table" */
@@ -13253,10 +13339,14 @@ static int mig_build_entries(pgpipe_migrator *m)
     return PGPIPE_OK;
 }
 
+static int mig_refuse_unopened(pgpipe_migrator *m);
+
 int pgpipe_migrate_status(pgpipe_migrator *m)
 {
     if (!m)
         return PGPIPE_MISUSE;
+    if (!m->opened)
+        return mig_refuse_unopened(m);
     pgpipe_error_clear(&m->hdr.err);
     int rc = mig_load_files(m);
     if (rc == PGPIPE_OK)
@@ -14140,10 +14230,19 @@ static int mig_has_work(pgpipe_migrator *m, int *busy)
     return PGPIPE_OK;
 }
 
+/* A migrator whose open failed refuses run and status (PGPIPE_MISUSE, not a
+** database error: the connection may be NULL or the options half-read). */
+static int mig_refuse_unopened(pgpipe_migrator *m)
+{
+    return pp_err(&m->hdr.err, PGPIPE_MISUSE, "the migrator did not open: %s", m->open_msg);
+}
+
 int pgpipe_migrate_run(pgpipe_migrator *m)
 {
     if (!m)
         return PGPIPE_MISUSE;
+    if (!m->opened)
+        return mig_refuse_unopened(m);
     pgpipe_error_clear(&m->hdr.err);
     if (PQstatus(m->conn) != CONNECTION_OK)
         return pp_err_pq(&m->hdr.err, m->conn, NULL, "the migration connection is not usable");
@@ -14216,6 +14315,8 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
 
 /* ---- Open and close --------------------------------------------------- */
 
+static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_options *opt);
+
 int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
 {
     if (!out)
@@ -14223,6 +14324,17 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
     pgpipe_migrator *m = *out = pp_handle_new(sizeof *m);
     if (!m)
         return PGPIPE_NOMEM;
+    int rc = mig_open(m, conn, opt);
+    if (rc == PGPIPE_OK)
+        m->opened = 1;
+    else
+        snprintf(m->open_msg, sizeof m->open_msg, "%.500s",
+                 m->hdr.err.message[0] ? m->hdr.err.message : pgpipe_errstr(rc));
+    return rc;
+}
+
+static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_options *opt)
+{
     m->conn = conn;
     pgpipe_migrate_options o;
     pgpipe_migrate_options_init(&o);
@@ -14376,6 +14488,8 @@ int pgpipe_example_install(PGconn *conn, const pgpipe_migrate_options *opt, pgpi
 
 void pgpipe_local_options_init(pgpipe_local_options *opt)
 {
+    if (!opt)
+        return;
     memset(opt, 0, sizeof *opt);
 }
 
@@ -15454,10 +15568,20 @@ PGPIPE_PRIVATE int copy_cancelled(const pgpipe_loader *l)
     return atomic_load(&((pgpipe_loader *)l)->cancel_req) != 0;
 }
 
+/* A loader whose open failed refuses every call but close (and the
+** error calls): it holds no usable options (no conninfo: a connection would
+** go where the PG* environment points). */
+static int copy_refuse_unopened(pgpipe_loader *l)
+{
+    return copy_errf(l, PGPIPE_MISUSE, "the loader did not open: %s", l->open_msg);
+}
+
 int pgpipe_loader_cancel(pgpipe_loader *l)
 {
     if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (l->not_open)
+        return copy_refuse_unopened(l);
     atomic_store(&l->cancel_req, 1);
     for (int i = 0; i < COPY_MAX_LANES; i++)
         pp_cancel_fire(&l->lanes[i].cancel);
@@ -16059,6 +16183,8 @@ static int copy_op_install(pgpipe_loader *l, copy_lane *ln, const void *arg, int
     return rc;
 }
 
+static int copy_loader_open(pgpipe_loader *l, const pgpipe_loader_options *o);
+
 int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
 {
     if (!out)
@@ -16066,6 +16192,17 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
     pgpipe_loader *l = *out = pp_handle_new(sizeof *l);
     if (!l)
         return PGPIPE_NOMEM;
+    int rc = copy_loader_open(l, o);
+    if (rc != PGPIPE_OK) {
+        l->not_open = 1;
+        snprintf(l->open_msg, sizeof l->open_msg, "%.500s",
+                 l->hdr.err.message[0] ? l->hdr.err.message : pgpipe_errstr(rc));
+    }
+    return rc;
+}
+
+static int copy_loader_open(pgpipe_loader *l, const pgpipe_loader_options *o)
+{
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -16097,6 +16234,9 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
             return copy_errf(l, PGPIPE_MISUSE, "loader: the %s is empty; leave it out (NULL) for "
                              "the default", names[i]);
     }
+    if (o->nrequired < 0 || (o->nrequired > 0 && !o->required))
+        return copy_errf(l, PGPIPE_MISUSE, "loader: %d required fields%s", o->nrequired,
+                         o->nrequired < 0 ? " (a count below 0)" : " named by a NULL required list");
     if (o->csv_delimiter <= 0 || o->csv_delimiter > 255 || o->csv_delimiter == '"' ||
         o->csv_delimiter == '\n' || o->csv_delimiter == '\r')
         return copy_errf(l, PGPIPE_MISUSE, "loader: bad CSV delimiter");
@@ -16129,7 +16269,7 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
         return rc;
     /* required fields; for staging.raw_events the record fields that feed the
     ** NOT NULL columns source and event_type are required too */
-    int nreq = o->nrequired > 0 && o->required ? o->nrequired : 0;
+    int nreq = o->nrequired;
     l->required = pp_calloc((size_t)nreq + 3, sizeof *l->required);
     l->req_idx = pp_calloc((size_t)nreq + 3, sizeof *l->req_idx);
     if (!l->required || !l->req_idx)
@@ -16153,8 +16293,12 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
 
 int pgpipe_loader_feed(pgpipe_loader *l, const void *buf, size_t len)
 {
-    if (!l || l->hdr.magic != PP_HANDLE_MAGIC || (!buf && len))
+    if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (l->not_open)
+        return copy_refuse_unopened(l);
+    if (!buf && len)
+        return copy_errf(l, PGPIPE_MISUSE, "loader: feed of %zu bytes from NULL", len);
     int rc;
     if (!l->active) {
         rc = copy_load_begin(l, "<buffer>", NULL, -1);
@@ -16174,6 +16318,8 @@ int pgpipe_loader_finish(pgpipe_loader *l)
 {
     if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (l->not_open)
+        return copy_refuse_unopened(l);
     if (!l->active)
         return l->failed ? l->failed : copy_errf(l, PGPIPE_MISUSE, "loader: no load to finish");
     int rc = l->failed;
@@ -16227,8 +16373,12 @@ int pgpipe_loader_finish(pgpipe_loader *l)
 
 int pgpipe_loader_load_fd(pgpipe_loader *l, int fd, const char *name)
 {
-    if (!l || l->hdr.magic != PP_HANDLE_MAGIC || fd < 0)
+    if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (l->not_open)
+        return copy_refuse_unopened(l);
+    if (fd < 0)
+        return copy_errf(l, PGPIPE_MISUSE, "loader: load_fd needs an open file descriptor, not %d", fd);
     if (l->active)
         return copy_errf(l, PGPIPE_MISUSE, "loader: a fed load is still open (call pgpipe_loader_finish)");
     return copy_load_fd_named(l, fd, name ? name : "<stdin>", NULL);
@@ -16236,8 +16386,12 @@ int pgpipe_loader_load_fd(pgpipe_loader *l, int fd, const char *name)
 
 int pgpipe_loader_load_file(pgpipe_loader *l, const char *path)
 {
-    if (!l || l->hdr.magic != PP_HANDLE_MAGIC || !path)
+    if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (l->not_open)
+        return copy_refuse_unopened(l);
+    if (!path)
+        return copy_errf(l, PGPIPE_MISUSE, "loader: load_file needs a path, not NULL");
     if (l->active)
         return copy_errf(l, PGPIPE_MISUSE, "loader: a fed load is still open (call pgpipe_loader_finish)");
     if (!strcmp(path, "-"))
@@ -16253,7 +16407,7 @@ int pgpipe_loader_load_file(pgpipe_loader *l, const char *path)
 
 int pgpipe_loader_summary(const pgpipe_loader *l, pgpipe_load_summary *out)
 {
-    if (!l || l->hdr.magic != PP_HANDLE_MAGIC || !out)
+    if (!l || l->hdr.magic != PP_HANDLE_MAGIC || !out || l->not_open)
         return PGPIPE_MISUSE;
     *out = l->sum;
     out->load_id = l->load_id;
@@ -16296,7 +16450,7 @@ int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t s
 
 PGconn *pgpipe_loader_conn(pgpipe_loader *l)
 {
-    return l && l->hdr.magic == PP_HANDLE_MAGIC ? l->lanes[0].conn : NULL;
+    return l && l->hdr.magic == PP_HANDLE_MAGIC && !l->not_open ? l->lanes[0].conn : NULL;
 }
 
 void pgpipe_loader_close(pgpipe_loader *l)
@@ -17831,6 +17985,8 @@ struct pgpipe_claimer {
 
 void pgpipe_claim_options_init(pgpipe_claim_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     o->mode = PGPIPE_CLAIM_TRANSACTIONAL;
     o->batch_size = 100;
@@ -19189,6 +19345,9 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
         *nrows = 0;
     if (!c || !h || (!h->record && !h->batch && !h->sql))
         return c ? pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: no handler") : PGPIPE_MISUSE;
+    if (!!h->record + !!h->batch + !!h->sql > 1)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE,
+                      "claimer: the handler sets more than one of record, batch and sql; set one");
     if (h->sql && claim_prepare_handler(c, h->sql) != PGPIPE_OK)
         return c->hdr.err.code;
     pgpipe_batch *b;
@@ -19349,6 +19508,8 @@ void pgpipe_claimer_close(pgpipe_claimer *c)
 
 void pgpipe_workers_options_init(pgpipe_workers_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     pgpipe_claim_options_init(&o->claim);
     o->threads = 2;
@@ -19727,6 +19888,9 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
         pgpipe_workers_options_init(&w->o);
     if (!pool || !h || (!h->record && !h->batch && !h->sql))
         return pp_err(&w->hdr.err, PGPIPE_MISUSE, "workers: a pool and a handler are needed");
+    if (!!h->record + !!h->batch + !!h->sql > 1)
+        return pp_err(&w->hdr.err, PGPIPE_MISUSE,
+                      "workers: the handler sets more than one of record, batch and sql; set one");
     if (h->sql && !h->record && !h->batch && !strstr(h->sql, "$1"))
         return pp_err(&w->hdr.err, PGPIPE_MISUSE,
                       "workers: the SQL handler must take the claimed rows as $1 (a JSONB array), "
@@ -20114,6 +20278,8 @@ PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const ch
 
 void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f)
 {
+    if (!f)
+        return;
     memset(f, 0, sizeof *f);
     f->status = "dead";
     f->limit = 100;
@@ -20532,6 +20698,18 @@ static int rec_name_ok(const char *s, size_t n)
     return 1;
 }
 
+/* 1 when the schema is one a collection must not go in: pgpipe's own
+** (pgpipe, staging) and the system's (pg_*, information_schema), in any
+** case (a quoted "PGPIPE" is a schema of its own, but surely a mistake). */
+static int rec_schema_reserved(const char *s, size_t n)
+{
+    static const char *const names[] = { "pgpipe", "staging", "information_schema" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (n == strlen(names[i]) && strncasecmp(s, names[i], n) == 0)
+            return 1;
+    return n >= 3 && strncasecmp(s, "pg_", 3) == 0;
+}
+
 /* 1 when s is a decimal number as REC_NUM_RE defines it. */
 static int rec_is_number(const char *s, size_t n)
 {
@@ -20832,6 +21010,11 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
                       "records: bad collection name \"%.80s\": use \"name\" or \"schema.name\", each "
                       "a letter or '_' then letters, digits, '_' or '-', at most %d bytes",
                       name, REC_NAME_MAX);
+    if (rec_schema_reserved(schema, slen))
+        return pp_err(&h->hdr.err, PGPIPE_MISUSE,
+                      "records: collection \"%.80s\" is in schema %.*s, which is reserved (pgpipe, "
+                      "staging, pg_* and information_schema hold no collections)",
+                      name, (int)slen, schema);
     pgpipe_conn *c;
     int rc = pgpipe_pool_acquire_ex(pool, &c, -1, &h->hdr.err);
     if (rc != PGPIPE_OK)
@@ -20864,11 +21047,33 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
     }
     const char *v[1] = { h->qtable };
     PGresult *r;
-    rc = rec_exec(h, c, "SELECT to_regclass($1) IS NOT NULL", 1, v, "looking up the table", &r);
+    /* a table that is there already must have the collection's shape */
+    rc = rec_exec(h, c,
+                  "SELECT c.relkind IN ('r', 'p'),"
+                  " (SELECT coalesce(string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod),"
+                  "   ', ' ORDER BY a.attname), '')"
+                  "  FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0"
+                  "  AND NOT a.attisdropped AND a.attname IN"
+                  "  ('id', 'fields', 'metadata', 'created_at', 'updated_at'))"
+                  " FROM pg_class c WHERE c.oid = to_regclass($1)",
+                  1, v, "looking up the table", &r);
     if (rc != PGPIPE_OK)
         goto done;
-    int exists = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    int exists = PQntuples(r) == 1;
+    if (exists) {
+        static const char want[] = "created_at timestamp with time zone, fields jsonb, id uuid, "
+                                   "metadata jsonb, updated_at timestamp with time zone";
+        int table = PQgetvalue(r, 0, 0)[0] == 't';
+        const char *have = PQgetvalue(r, 0, 1);
+        if (!table || strcmp(have, want) != 0)
+            rc = pp_err(&h->hdr.err, PGPIPE_MISUSE,
+                        "records: %s exists and is not a collection (%s%s; a collection is a table "
+                        "with %s)", h->qtable, table ? "its columns of those: " : "not a table",
+                        table ? (*have ? have : "none") : "", want);
+    }
     PQclear(r);
+    if (rc != PGPIPE_OK)
+        goto done;
     if (!exists) {
         rc = rec_create_table(h, pg, qs, qn, base);
         if (rc == PGPIPE_OK)
@@ -21035,7 +21240,22 @@ typedef struct rec_copy {
     PGconn *pg;
     pp_buf buf;
     int open;
+    long long err_row;  /* the COPY row the server's error names (its CONTEXT); 0: none */
 } rec_copy;
+
+/* The COPY row a COPY error's CONTEXT names ("COPY t, line 3[, column c: ...]"), or 0. */
+static long long rec_copy_err_row(const PGresult *r)
+{
+    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+    const char *at = ctx && !strncmp(ctx, "COPY ", 5) ? strstr(ctx, ", line ") : NULL;
+    if (!at)
+        return 0;
+    at += 7;
+    long long n = 0;
+    while (isdigit((unsigned char)*at) && n < LLONG_MAX / 10)
+        n = n * 10 + (*at++ - '0');
+    return n;
+}
 
 static int rec_copy_begin(rec_copy *cp, pgpipe_records *h, const char *columns)
 {
@@ -21082,6 +21302,7 @@ static int rec_copy_end(rec_copy *cp, int rc, const char *why, long long *rows)
                     *rows = atoll(PQcmdTuples(r));
             } else if (rc == PGPIPE_OK && !why) {
                 rc = pp_err_pq(&h->hdr.err, cp->pg, r, "records: COPY");
+                cp->err_row = rec_copy_err_row(r);
             }
             PQclear(r);
         }
@@ -22113,7 +22334,54 @@ typedef struct rec_import {
     pgpipe_json_doc *doc;
     int stop;           /* a bad record stopped the import */
     pp_framer fr;       /* a JSON array (or one object) cut into its elements */
+    /* where each COPY row came from, to place an error the database raises
+    ** on a row: per row the line (less the previous row's) and the column,
+    ** as varints (two bytes a record, typically) */
+    pp_buf rows;
+    long long last_line;
+    int rows_nomem;     /* the map is incomplete: errors name the COPY row only */
 } rec_import;
+
+static int rec_import_varint(pp_buf *b, unsigned long long v)
+{
+    unsigned char t[10];
+    int n = 0;
+    do {
+        t[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return pp_buf_append(b, t, (size_t)n);
+}
+
+static unsigned long long rec_import_unvarint(const unsigned char **p, const unsigned char *end)
+{
+    unsigned long long v = 0;
+    for (int sh = 0; *p < end && sh < 64; sh += 7) {
+        unsigned char c = *(*p)++;
+        v |= (unsigned long long)(c & 0x7f) << sh;
+        if (!(c & 0x80))
+            break;
+    }
+    return v;
+}
+
+/* The input line and column of COPY row n (1-based); 0 when unknown. */
+static int rec_import_row_place(const rec_import *im, long long n, long long *line, long long *col)
+{
+    if (n <= 0 || im->rows_nomem)
+        return 0;
+    const unsigned char *p = (const unsigned char *)im->rows.data, *end = p + im->rows.len;
+    long long l = 0, c = 0;
+    for (long long i = 0; i < n; i++) {
+        if (p >= end)
+            return 0;
+        l += (long long)rec_import_unvarint(&p, end);
+        c = (long long)rec_import_unvarint(&p, end);
+    }
+    *line = l;
+    *col = c;
+    return 1;
+}
 
 /* A bad record: count, report, maybe stop. */
 static int rec_import_bad(rec_import *im, const pgpipe_error *e)
@@ -22251,6 +22519,13 @@ static int rec_import_record(rec_import *im, const pgpipe_json_val *root, const 
     }
     if (rc != PGPIPE_OK || pp_buf_putc(b, '\n') != PGPIPE_OK)
         return pp_err_nomem(&im->h->hdr.err);
+    if (!im->rows_nomem) {
+        long long dl = line >= im->last_line ? line - im->last_line : 0;
+        if (rec_import_varint(&im->rows, (unsigned long long)dl) != PGPIPE_OK ||
+            rec_import_varint(&im->rows, (unsigned long long)(col > 0 ? col : 0)) != PGPIPE_OK)
+            im->rows_nomem = 1;
+        im->last_line += dl;
+    }
     im->s->records++;
     im->s->imported++;
     if (b->len >= REC_COPY_CHUNK)
@@ -22425,6 +22700,20 @@ out:
         char why[300];
         snprintf(why, sizeof why, "records: import of %s stopped", im.source);
         rc = rec_copy_end(&im.cp, rc, rc != PGPIPE_OK ? why : NULL, NULL);
+        if (rc != PGPIPE_OK && im.cp.err_row > 0) {
+            /* the database refused a record: name it in the input */
+            pgpipe_error e = h->hdr.err;
+            long long line, col;
+            char msg[sizeof e.message];
+            snprintf(msg, sizeof msg, "%s", e.message);
+            if (rec_import_row_place(&im, im.cp.err_row, &line, &col))
+                pp_err_at(&h->hdr.err, rc, im.source, line, col, -1,
+                          "%s (the record at line %lld, column %lld)", msg, line, col);
+            else
+                pp_err_at(&h->hdr.err, rc, im.source, 0, 0, -1, "%s (%s: the import's record %lld)",
+                          msg, im.source, im.cp.err_row);
+            memcpy(h->hdr.err.sqlstate, e.sqlstate, sizeof e.sqlstate);
+        }
     } else {
         pp_buf_free(&im.cp.buf);
     }
@@ -22435,6 +22724,7 @@ out:
     pgpipe_ndjson_close(nd);
     pgpipe_json_doc_close(im.doc);
     framer_free(&im.fr);
+    pp_buf_free(&im.rows);
     pp_free(buf);
     if (fd != STDIN_FILENO)
         close(fd);
@@ -22533,9 +22823,13 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
 ** off again (ftruncate), so a file never keeps half a record that append
 ** reported as failed. A new segment is written as seg-X.pps.tmp (header,
 ** fdatasync) and renamed into place, so a segment file always has a whole
-** header; the old one is fdatasync'ed before (sealing), and there is always
-** a last segment: the sequence numbers and the spool's id live in the files
-** and nowhere else.
+** header; the old one is fdatasync'ed before (sealing). The sequence
+** numbers and the spool's id live in the files and nowhere else, so a last
+** segment is kept: open seals the last segment it finds with records and
+** writes nothing (a full file system must still open, to be drained); the
+** first append starts the next segment. A drain that emptied the folder
+** starts the next segment at once; should that fail (the file system still
+** full), the folder is empty, and the next open starts a new spool id.
 **
 ** Reading (recovery, the drainer, the check) goes through sp_scan: it walks
 ** the records of a segment and, at a record that is not whole (length past
@@ -22922,7 +23216,10 @@ struct pgpipe_spool {
 #endif
     pgpipe_spool_options o;
     char *dir;
-    int lockfd, dirfd, fd;          /* fd: the active (last) segment */
+    int lockfd, dirfd, fd;          /* fd: the active (last) segment; -1 when sealed */
+    int opened;                     /* pgpipe_spool_open succeeded */
+    int sealed;                     /* no active segment: the next append starts one */
+    char open_msg[512];             /* why the open failed */
     char id[SP_ID_MAX];
     char dev[SP_DEV_MAX];
     sp_seg *segs;
@@ -23033,7 +23330,24 @@ static int sp_new_segment(pgpipe_spool *s)
     }
     s->total += SP_HDR;
     s->fd = fd;
+    s->sealed = 0;
     s->last_sync_ms = sp_mono_ms();
+    return PGPIPE_OK;
+}
+
+/* Seal the active segment (synced and closed) without starting the next:
+** the next append starts it. A full file system can so still be opened and
+** drained. */
+static int sp_seal(pgpipe_spool *s)
+{
+    if (s->fd >= 0) {
+        if (sp_datasync(s, s->fd) != 0)
+            return pp_err(&s->h.err, PGPIPE_IO, "spool: sync of a segment: %s", strerror(errno));
+        close(s->fd);
+        s->fd = -1;
+        s->dirty = 0;
+    }
+    s->sealed = 1;
     return PGPIPE_OK;
 }
 
@@ -23050,6 +23364,18 @@ static void sp_quarantine(pgpipe_spool *s, uint64_t first, const char *why)
     sp_sync_dir(s);
     s->st.quarantined++;
     pp_logf(PGPIPE_LOG_WARN, "spool", "segment %s is damaged (%s): moved to %s", from, why, to);
+}
+
+/* Open's check of one segment of DIR (named for first sequence NAME, in
+** name order; LAST: the previous segment that passed, when HAVE): its header
+** reads, its first sequence is its name's, it carries the spool id of the
+** segments before it and comes after them. 1 when it passes (*x is its
+** header); open quarantines one that does not, and pgpipe_spool_peek and
+** pgpipe_spool_check apply the same rule. */
+static int sp_seg_valid(int fd, uint64_t name, int have, const sp_hdr *last, sp_hdr *x)
+{
+    return sp_read_hdr(fd, x) == 0 && x->first_seq == name &&
+           (!have || (strcmp(x->id, last->id) == 0 && x->first_seq > last->first_seq));
 }
 
 static int sp_name_seq(const char *name, uint64_t *first)
@@ -23299,8 +23625,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
         sp_hdr x;
         if (fd < 0 || fstat(fd, &sb) != 0) {
             rc = pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
-        } else if (sp_read_hdr(fd, &x) != 0 || x.first_seq != firsts[i] ||
-                   (have && (strcmp(x.id, last.id) != 0 || x.first_seq <= s->segs[s->nsegs - 1].first))) {
+        } else if (!sp_seg_valid(fd, firsts[i], have, &last, &x)) {
             sp_quarantine(s, firsts[i], "bad header");
         } else {
             sp_seg g = { x.first_seq, (long long)sb.st_size, 0, -1 };
@@ -23337,12 +23662,14 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
                 return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
             return PGPIPE_OK;
         }
-        /* never append to a recovered segment: seal it, start the next */
+        /* never append to a recovered segment: it is sealed, and the first
+        ** append starts the next (not open: a spool that filled its file
+        ** system must open, to be drained) */
         sp_path(path, sizeof path, dir, "", g->first, "");
         s->fd = open(path, O_RDWR | O_CLOEXEC);
         if (s->fd < 0)
             return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
-        return sp_new_segment(s);
+        return sp_seal(s);
     }
     char uuid[37];
     if (pp_uuid_v4(uuid) != PGPIPE_OK)
@@ -23367,15 +23694,20 @@ int pgpipe_spool_open(pgpipe_spool **out, const char *dir, const pgpipe_spool_op
     pthread_cond_init(&s->cv, NULL);
 #endif
     int rc = sp_open(s, dir, o);
-    if (rc != PGPIPE_OK)
-        return rc;
 #ifndef PGPIPE_OMIT_THREADS
-    if (s->o.fsync_policy == PGPIPE_SPOOL_FSYNC_INTERVAL) {
+    if (rc == PGPIPE_OK && s->o.fsync_policy == PGPIPE_SPOOL_FSYNC_INTERVAL) {
         if (pthread_create(&s->flusher, NULL, sp_flusher_main, s) != 0)
-            return pp_err(&s->h.err, PGPIPE_ERROR, "spool: cannot start the flusher thread");
-        s->has_flusher = 1;
+            rc = pp_err(&s->h.err, PGPIPE_ERROR, "spool: cannot start the flusher thread");
+        else
+            s->has_flusher = 1;
     }
 #endif
+    if (rc != PGPIPE_OK) {
+        snprintf(s->open_msg, sizeof s->open_msg, "%.500s",
+                 s->h.err.message[0] ? s->h.err.message : pgpipe_errstr(rc));
+        return rc;
+    }
+    s->opened = 1;
     return PGPIPE_OK;
 }
 
@@ -23418,6 +23750,11 @@ static int sp_drop_oldest(pgpipe_spool *s)
 static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long long *seq)
 {
     long long need = SP_REC + (long long)len;
+    if (s->sealed || s->nsegs == 0) {
+        int rc = sp_new_segment(s);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
     sp_seg *a = &s->segs[s->nsegs - 1];
     if (a->records && a->bytes + need > s->o.segment_bytes) {
         int rc = sp_new_segment(s);
@@ -23486,6 +23823,7 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
         (void)ftruncate(s->fd, (off_t)a->bytes);
         return pp_err(&s->h.err, PGPIPE_IO, "spool: write: %s", strerror(e));
     }
+    pgpipe_error_clear(&s->h.err); /* the handle holds its last call's error */
     a->bytes += need;
     if (!a->records)
         a->first_ms = ms;
@@ -23512,10 +23850,18 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
     return PGPIPE_OK;
 }
 
+/* A spool whose open failed refuses every call but close and the error calls. */
+static int sp_refuse_unopened(pgpipe_spool *s)
+{
+    return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: the spool did not open: %s", s->open_msg);
+}
+
 int pgpipe_spool_append(pgpipe_spool *s, const void *rec, size_t len, long long *seq)
 {
-    if (!s || s->fd < 0)
-        return s ? pp_err(&s->h.err, PGPIPE_MISUSE, "spool: not open") : PGPIPE_MISUSE;
+    if (!s)
+        return PGPIPE_MISUSE;
+    if (!s->opened)
+        return sp_refuse_unopened(s);
     if (seq)
         *seq = 0;
     if (!rec || len == 0 || len > SP_MAX_REC)
@@ -23528,11 +23874,16 @@ int pgpipe_spool_append(pgpipe_spool *s, const void *rec, size_t len, long long 
 
 int pgpipe_spool_sync(pgpipe_spool *s)
 {
-    if (!s || s->fd < 0)
+    if (!s)
         return PGPIPE_MISUSE;
+    if (!s->opened)
+        return sp_refuse_unopened(s);
     sp_lock(s);
-    int rc = sp_datasync(s, s->fd) == 0 ? PGPIPE_OK
-                                         : pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s", strerror(errno));
+    int rc = s->fd < 0 || sp_datasync(s, s->fd) == 0
+                 ? PGPIPE_OK
+                 : pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s", strerror(errno));
+    if (rc == PGPIPE_OK)
+        pgpipe_error_clear(&s->h.err);
     s->dirty = 0;
     s->last_sync_ms = sp_mono_ms();
     sp_unlock(s);
@@ -23561,7 +23912,10 @@ int pgpipe_spool_stats(pgpipe_spool *s, pgpipe_spool_status *out)
 {
     if (!s || !out)
         return PGPIPE_MISUSE;
+    if (!s->opened)
+        return sp_refuse_unopened(s);
     sp_lock(s);
+    pgpipe_error_clear(&s->h.err);
     *out = s->st;
     out->segments = (long long)s->nsegs;
     out->bytes = s->total;
@@ -23758,8 +24112,10 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
     if (!res)
         res = &dummy;
     memset(res, 0, sizeof *res);
-    if (!s || (!lo && !fn) || s->fd < 0)
+    if (!s || (!lo && !fn))
         return s ? pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain needs loader options") : PGPIPE_MISUSE;
+    if (!s->opened)
+        return sp_refuse_unopened(s);
     pgpipe_error_clear(&s->h.err);
     sp_lock(s);
     if (s->draining) {
@@ -23767,9 +24123,11 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
         return pp_err(&s->h.err, PGPIPE_BUSY, "spool: a drain is running");
     }
     int rc = PGPIPE_OK;
-    if (s->segs[s->nsegs - 1].records)
-        rc = sp_new_segment(s);
-    size_t n = s->nsegs - 1;
+    /* the active segment is sealed (not followed by a new one: the file
+    ** system may be full), so every segment can be drained */
+    if (!s->sealed && s->nsegs && s->segs[s->nsegs - 1].records)
+        rc = sp_seal(s);
+    size_t n = s->sealed ? s->nsegs : s->nsegs ? s->nsegs - 1 : 0;
     uint64_t *todo = pp_malloc((n ? n : 1) * sizeof *todo);
     if (!todo)
         rc = pp_err_nomem(&s->h.err);
@@ -23840,6 +24198,13 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
     sp_lock(s);
     s->draining = 0;
     s->draining_seq = 0;
+    if (s->sealed && s->nsegs == 0) {
+        /* all drained: start the next segment now when there is room (else
+        ** the next append does); its failure is not the drain's */
+        pgpipe_error keep = s->h.err;
+        (void)sp_new_segment(s);
+        s->h.err = keep;
+    }
     sp_unlock(s);
     return rc;
 }
@@ -23847,7 +24212,7 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
 int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
                        pgpipe_spool_drain_result *res)
 {
-    if (s && !lo)
+    if (s && s->opened && !lo)
         return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain needs loader options");
     return sp_drain(s, lo, NULL, NULL, res);
 }
@@ -23855,7 +24220,7 @@ int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
 int pgpipe_spool_drain_to(pgpipe_spool *s, pgpipe_spool_record_fn fn, void *ud,
                           pgpipe_spool_drain_result *res)
 {
-    if (s && !fn)
+    if (s && s->opened && !fn)
         return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain_to needs a function");
     return sp_drain(s, NULL, fn, ud, res);
 }
@@ -23914,6 +24279,8 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
         pp_free(firsts);
         return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
     }
+    sp_hdr last;
+    int have = 0;
     for (size_t i = 0; i < n && rc == PGPIPE_OK; i++) {
         char path[4096];
         sp_path(path, sizeof path, dir, sub, firsts[i], "");
@@ -23931,7 +24298,15 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
             rc = pp_err(err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
         } else {
             in.bytes = (long long)sb.st_size;
-            if (sp_read_hdr(fd, &x) == 0) {
+            /* outside quarantine, open's rule: a segment open would
+            ** quarantine (bad header, a name that is not its first
+            ** sequence, another spool's id) is damaged whole */
+            int ok = *sub ? sp_read_hdr(fd, &x) == 0 : sp_seg_valid(fd, firsts[i], have, &last, &x);
+            if (ok && !*sub) {
+                last = x;
+                have = 1;
+            }
+            if (ok) {
                 sp_reader r = { fd, (long long)sb.st_size, NULL, 0, 0, 0 };
                 sp_scan_result sc;
                 rc = sp_scan(&r, x.first_seq, NULL, NULL, &sc);
@@ -23993,6 +24368,28 @@ int pgpipe_spool_peek(const char *dir, pgpipe_spool_status *out, pgpipe_error *e
         pp_free(firsts);
         return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
     }
+    /* the segments open keeps (open's rule, sp_seg_valid); the others
+    ** open would quarantine: counted in out->quarantined, not in records */
+    size_t m = 0;
+    sp_hdr last;
+    int have = 0;
+    for (size_t i = 0; i < n; i++) {
+        char path[4096];
+        sp_path(path, sizeof path, dir, "", firsts[i], "");
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        sp_hdr x;
+        if (fd < 0)
+            continue;   /* drained or dropped meanwhile */
+        if (sp_seg_valid(fd, firsts[i], have, &last, &x)) {
+            firsts[m++] = firsts[i];
+            last = x;
+            have = 1;
+        } else {
+            out->quarantined++;
+        }
+        close(fd);
+    }
+    n = m;
     for (size_t i = 0; i < n; i++) {
         char path[4096];
         sp_path(path, sizeof path, dir, "", firsts[i], "");
@@ -28216,6 +28613,8 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 
 void pgpipe_http_options_init(pgpipe_http_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     o->listen = "127.0.0.1:8080";
     o->require_tokens = -1;
@@ -29489,6 +29888,8 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
 
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
+    if (!out)
+        return PGPIPE_MISUSE;
     pgpipe_http *h = pp_handle_new(sizeof *h);
     *out = h;
     if (!h)
@@ -29771,6 +30172,8 @@ struct pgpipe_http {
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     (void)o;
+    if (!out)
+        return PGPIPE_MISUSE;
     *out = pp_handle_new(sizeof **out);
     if (!*out)
         return PGPIPE_NOMEM;
@@ -33965,8 +34368,9 @@ int pgpipe_pull_budget_open(pgpipe_pull_budget **out, double rate, double burst)
 {
     (void)rate;
     (void)burst;
-    if (out)
-        *out = NULL;
+    if (!out)
+        return PGPIPE_MISUSE;
+    *out = NULL;
     return PGPIPE_ERROR;
 }
 void pgpipe_pull_budget_close(pgpipe_pull_budget *b)
@@ -36638,6 +37042,14 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
     if (!c || !next) {
         if (err)
             pp_err(err, PGPIPE_MISUSE, "pgpipe_cron_next: NULL argument");
+        return PGPIPE_MISUSE;
+    }
+    /* years 1 to 9999 (UTC): far from int64's ends, so no sum below can
+    ** overflow, and every date in range has a Gregorian civil form */
+    if (after < INT64_C(-62135596800) || after > INT64_C(253402300799)) {
+        if (err)
+            pp_err(err, PGPIPE_MISUSE, "pgpipe_cron_next: time %lld is outside the years 1 to 9999",
+                   (long long)after);
         return PGPIPE_MISUSE;
     }
     if (c->every_ms > 0) {

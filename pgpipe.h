@@ -951,7 +951,9 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *pool, pgpipe_conn **out, int timeout_ms,
 int pgpipe_pool_acquire(pgpipe_pool *pool, pgpipe_conn **out);
 
 /* Return a connection. Its session is reset first: results left unread or a
-** pipeline left open close the connection; a transaction left open (or
+** pipeline left open close the connection (the pipeline lets go of it: its
+** calls then fail with PGPIPE_MISUSE, and pgpipe_pipeline_close, still
+** needed, frees the pipeline only); a transaction left open (or
 ** failed) is rolled back; reset_sql runs; pending notifications are dropped.
 ** A broken connection, one past its lifetime, or an overflow connection
 ** returned while pool_size connections are idle is closed instead; a broken
@@ -1602,13 +1604,15 @@ typedef struct pgpipe_claim_options {
                                  "staging.raw_events". Each part is quoted as
                                  an identifier. */
     int mode;                 /* PGPIPE_CLAIM_TRANSACTIONAL (default) or _LEASE */
-    int batch_size;           /* rows per claim (default 100) */
+    int batch_size;           /* rows per claim (default 100; 0 or less: the default) */
     int order;                /* PGPIPE_CLAIM_ORDER_* */
     const char *source;       /* only rows of this source (NULL = any); sent as a
                                  parameter, never spliced into SQL */
     const char *event_type;   /* only rows of this event_type (NULL = any) */
-    int lease_ms;             /* lease length in lease mode (default 30000) */
-    int max_attempts;         /* attempts before dead-lettering (default 5) */
+    int lease_ms;             /* lease length in lease mode (default 30000; 0 or
+                                 less: the default) */
+    int max_attempts;         /* attempts before dead-lettering (default 5; 0 or
+                                 less: the default) */
     int backoff_base_ms;      /* first retry delay (default 1000) */
     int backoff_max_ms;       /* retry delay cap (default 300000) */
     const char *worker_id;    /* claimed_by; default "pgpipe-<pid>" */
@@ -1658,7 +1662,8 @@ const pgpipe_json_doc *pgpipe_batch_doc(pgpipe_batch *b, int i, pgpipe_error *er
 ** batch. */
 const char *pgpipe_batch_json(pgpipe_batch *b);
 
-/* Handlers. Exactly one of record, batch, sql is set.
+/* Handlers. Exactly one of record, batch, sql is set (more than one is
+** refused with PGPIPE_MISUSE).
 **   record(ud, conn, ev, err): process one event; return PGPIPE_OK, or an
 **     error code with err filled (message, SQLSTATE) to fail that record.
 **     conn is the claim's transaction in transactional mode, NULL in lease.
@@ -2207,7 +2212,10 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
 ** time and payload. Integers are little-endian. Every record carries the
 ** device id (its segment's) and a sequence number that grows by one per
 ** record for the life of the spool folder. The last segment is the one
-** appended to; the others are sealed (fsync'ed, never written again).
+** appended to; the others are sealed (fsync'ed, never written again). Open
+** writes nothing when the folder has records (so a spool that filled its
+** file system opens, to be drained): it seals the last segment, and the
+** first append starts the next.
 **
 ** Durability, per fsync policy (every policy writes each record into the
 ** file with one write() before append returns, so none loses an appended
@@ -2361,7 +2369,10 @@ void pgpipe_spool_close(pgpipe_spool *s);
 ** records (the last segment is scanned, the others counted from their
 ** headers), oldest_ms, age_seconds and next_seq of out are set, the
 ** counters are 0. Reads the headers, the first record of the oldest
-** segment and the last segment. PGPIPE_IO when DIR cannot be read. */
+** segment and the last segment. A segment pgpipe_spool_open would
+** quarantine (a header that does not read, a name that is not its first
+** sequence, another spool's id) is not counted: out->quarantined is their
+** number. PGPIPE_IO when DIR cannot be read. */
 int pgpipe_spool_peek(const char *dir, pgpipe_spool_status *out, pgpipe_error *err);
 
 /* One segment as pgpipe_spool_check finds it. */
@@ -2379,7 +2390,10 @@ typedef struct pgpipe_spool_segment_info {
 } pgpipe_spool_segment_info;
 typedef void (*pgpipe_spool_check_fn)(void *ud, const pgpipe_spool_segment_info *info);
 /* Inspect a spool folder offline, read-only (also while it is open): fn is
-** called for each segment, oldest first, then each quarantined one. Returns
+** called for each segment, oldest first, then each quarantined one. A
+** segment pgpipe_spool_open would quarantine (its header does not read, its
+** name is not its first sequence, it carries another spool's id) is
+** reported with header_ok 0 and damaged whole. Returns
 ** PGPIPE_OK when every segment outside quarantine is whole, PGPIPE_PARSE
 ** when one is not (a torn tail of the last segment included), PGPIPE_IO
 ** when DIR cannot be read. */

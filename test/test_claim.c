@@ -132,6 +132,33 @@ PGT_TEST(claim, transactional_batches)
     PQfinish(c);
 }
 
+/* A handler with more than one of record, batch and sql is refused (which
+** one would run was the code's choice); batch_size, lease_ms and
+** max_attempts of 0 or less take their defaults, as the header says. */
+PGT_TEST(claim, handler_one_kind_and_option_defaults)
+{
+    PGconn *c = claim_t_setup("claim_t_kinds", 150);
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_kinds");
+    o.batch_size = 0;
+    o.lease_ms = -5;
+    o.max_attempts = 0;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    claim_t_ctx x = { 0 };
+    pgpipe_handler both = { claim_t_record, NULL, "SELECT 1 WHERE $1::jsonb IS NOT NULL", &x };
+    int n = -1;
+    PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &both, &n), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(cl), "more than one of record, batch and sql");
+    PGT_EQ_INT(n, 0);
+    PGT_EQ_INT(x.calls, 0);
+    pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, &n));
+    PGT_EQ_INT(n, 100); /* the default batch size */
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
 PGT_TEST(claim, skip_locked_disjoint)
 {
     PGconn *c1 = claim_t_setup("claim_t_skip", 30);

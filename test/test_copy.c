@@ -204,6 +204,79 @@ PGT_TEST(copy, options_are_checked)
     pgpipe_loader_close(l);
 }
 
+/* A loader whose open failed refuses every call but close and the error
+** calls with PGPIPE_MISUSE naming why it did not open (it never connects
+** where the PG* environment points); counts of required fields that name
+** nothing are refused at open; load_file(NULL) and load_fd(-1) say what is
+** wrong. No server needed: every open fails before it connects. */
+static void copy_t_conn0(pgpipe_loader_options *o) { o->connections = 0; }
+static void copy_t_delim(pgpipe_loader_options *o) { o->csv_delimiter = '\n'; }
+static void copy_t_src(pgpipe_loader_options *o) { o->source_value = ""; }
+static void copy_t_fmt(pgpipe_loader_options *o) { o->format = 77; }
+static void copy_t_req(pgpipe_loader_options *o)
+{
+    static const char *r[] = { "a", "" };
+    o->required = r;
+    o->nrequired = 2;
+}
+static void copy_t_reqnull(pgpipe_loader_options *o) { o->nrequired = 2; }
+static void copy_t_reqneg(pgpipe_loader_options *o)
+{
+    static const char *r[] = { "a" };
+    o->required = r;
+    o->nrequired = -1;
+}
+
+PGT_TEST(copy, failed_open_refuses_every_call)
+{
+    setenv("PGHOST", "/nonexistent-pgpipe-test", 1);
+    setenv("PGCONNECT_TIMEOUT", "1", 1);
+    struct { void (*tweak)(pgpipe_loader_options *); const char *why; } cases[] = {
+        { copy_t_conn0, "connections must be" }, { copy_t_delim, "bad CSV delimiter" },
+        { copy_t_src, "source is empty" },       { copy_t_fmt, "unknown format 77" },
+        { copy_t_req, "required field 2 has no name" },
+        { copy_t_reqnull, "NULL required list" }, { copy_t_reqneg, "below 0" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pgpipe_loader_options o;
+        pgpipe_loader_options_init(&o);
+        o.conninfo = "host=/nonexistent-pgpipe-test connect_timeout=1";
+        o.format = PGPIPE_FORMAT_NDJSON;
+        o.max_retries = 0;
+        cases[i].tweak(&o);
+        pgpipe_loader *l;
+        PGT_EQ_INT(pgpipe_loader_open(&l, &o), PGPIPE_MISUSE);
+        PGT_CONTAINS(pgpipe_errmsg(l), cases[i].why);
+        PGT_EQ_INT(pgpipe_loader_feed(l, "{\"a\":1}\n", 8), PGPIPE_MISUSE);
+        PGT_CONTAINS(pgpipe_errmsg(l), "the loader did not open: ");
+        PGT_CONTAINS(pgpipe_errmsg(l), cases[i].why);
+        PGT_EQ_INT(pgpipe_loader_finish(l), PGPIPE_MISUSE);
+        PGT_CONTAINS(pgpipe_errmsg(l), "the loader did not open: ");
+        PGT_EQ_INT(pgpipe_loader_load_file(l, "/dev/null"), PGPIPE_MISUSE);
+        PGT_EQ_INT(pgpipe_loader_load_fd(l, 0, "x"), PGPIPE_MISUSE);
+        PGT_EQ_INT(pgpipe_loader_cancel(l), PGPIPE_MISUSE);
+        pgpipe_load_summary sum;
+        PGT_EQ_INT(pgpipe_loader_summary(l, &sum), PGPIPE_MISUSE);
+        PGT_CHECK(pgpipe_loader_conn(l) == NULL);
+        PGT_CONTAINS(pgpipe_errmsg(l), "the loader did not open: ");
+        pgpipe_loader_close(l);
+    }
+}
+
+PGT_TEST(copy, load_file_and_fd_arguments_are_named)
+{
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = pgt_dsn();
+    pgpipe_loader *l;
+    PGT_OK(pgpipe_loader_open(&l, &o));
+    PGT_EQ_INT(pgpipe_loader_load_file(l, NULL), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(l), "load_file needs a path");
+    PGT_EQ_INT(pgpipe_loader_load_fd(l, -1, "x"), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(l), "load_fd needs an open file descriptor");
+    pgpipe_loader_close(l);
+}
+
 /* ---- formats into staging.raw_events ------------------------------------------ */
 
 PGT_TEST(copy, ndjson_into_raw_events_with_bad_lines)

@@ -143,6 +143,23 @@ PGT_TEST(migrate, sha256_and_checksum)
     PGT_EQ_STR(a, d);
 }
 
+/* A migrator whose open failed (no connection, no migrations) refuses run
+** and status with PGPIPE_MISUSE naming why (run said PGPIPE_DB for a NULL
+** connection). No server needed. */
+PGT_TEST(migrate, failed_open_refuses_run_and_status)
+{
+    pgpipe_migrate_options o;
+    pgpipe_migrate_options_init(&o);
+    o.dir = "/nonexistent-pgpipe-migrations";
+    pgpipe_migrator *m;
+    PGT_EQ_INT(pgpipe_migrator_open(&m, NULL, &o), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_migrate_run(m), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(m), "the migrator did not open: no connection given");
+    PGT_EQ_INT(pgpipe_migrate_status(m), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(m), "did not open");
+    pgpipe_migrator_close(m);
+}
+
 PGT_TEST(migrate, file_names)
 {
     const char *d = mig_t_dir("names");

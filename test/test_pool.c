@@ -741,6 +741,37 @@ PGT_TEST(pool, pipeline_sync_each_failure_is_isolated)
     pool_t_pipeline_case(PGPIPE_PIPELINE_SYNC_EACH, "pool_t_pl_each");
 }
 
+/* A pipeline left open when its connection is released: release closes the
+** connection and the pipeline lets go of it; its calls then fail with
+** PGPIPE_MISUSE, the error stays on the pipeline after a call that went
+** well, and close frees the pipeline only (no use of the freed connection). */
+PGT_TEST(pool, pipeline_left_open_at_release_is_detached)
+{
+    pgpipe_pool *p = pool_t_open(1, 0, NULL);
+    for (int ran = 0; ran <= 1; ran++) {
+        pgpipe_conn *c = pool_t_get(p);
+        pgpipe_pipeline *pl;
+        PGT_OK(pgpipe_pipeline_open(&pl, c, PGPIPE_PIPELINE_SYNC_EACH));
+        PGT_EQ_INT(pgpipe_pipeline_add(pl, NULL, 0, NULL), PGPIPE_MISUSE);
+        PGT_OK(pgpipe_pipeline_add(pl, "SELECT 1", 0, NULL));
+        PGT_EQ_INT(pgpipe_errcode(pl), PGPIPE_OK); /* the last call's error: none */
+        PGT_EQ_STR(pgpipe_errmsg(pl), "");
+        if (ran)
+            PGT_OK(pgpipe_pipeline_run(pl, NULL));
+        pgpipe_pool_release(c);
+        PGT_EQ_INT(pgpipe_pipeline_add(pl, "SELECT 2", 0, NULL), PGPIPE_MISUSE);
+        PGT_CONTAINS(pgpipe_errmsg(pl), "returned to the pool");
+        PGT_EQ_INT(pgpipe_pipeline_run(pl, NULL), PGPIPE_MISUSE);
+        PGT_EQ_INT(pgpipe_pipeline_count(pl), 1);
+        pgpipe_pipeline_close(pl); /* under ASan: no use after free */
+        /* the pool still works */
+        c = pool_t_get(p);
+        PGT_EQ_STR(pool_t_value(c, "SELECT 'ok'"), "ok");
+        pgpipe_pool_release(c);
+    }
+    pool_t_close(p);
+}
+
 PGT_TEST(pool, pipeline_many_statements_results_in_order)
 {
     pgpipe_pool *p = pool_t_open(1, 0, NULL);

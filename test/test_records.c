@@ -107,6 +107,44 @@ PGT_TEST(records, open_creates_table_indexes_trigger_idempotent)
     pgpipe_pool_close(p, NULL);
 }
 
+/* A collection never goes in pgpipe's schemas or the system's, and a table
+** that exists must have the collection's shape: both refused, nothing made. */
+PGT_TEST(records, open_refuses_reserved_schemas_and_other_tables)
+{
+    pgpipe_pool *p = rec_t_pool();
+    const char *names[] = { "pgpipe.load_batches", "pgpipe.rec_t_new", "staging.raw_events",
+                            "pg_catalog.pg_class", "pg_toast.x", "information_schema.tables",
+                            "PGPIPE.rec_t_new" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        pgpipe_records *h;
+        PGT_EQ_INT(pgpipe_records_open(&h, p, names[i]), PGPIPE_MISUSE);
+        PGT_CONTAINS(pgpipe_errmsg(h), "reserved");
+        pgpipe_records_close(h);
+    }
+    PGT_EQ_INT(rec_t_scalar("SELECT count(*) FROM pg_class WHERE relname = 'rec_t_new'"), 0);
+    /* a table of another shape, and a view, are not collections */
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS records.rec_t_other; DROP VIEW IF EXISTS records.rec_t_view;"
+                        "CREATE SCHEMA IF NOT EXISTS records;"
+                        "CREATE TABLE records.rec_t_other (id uuid, fields text);"
+                        "CREATE VIEW records.rec_t_view AS SELECT gen_random_uuid() AS id"));
+    pgpipe_records *h;
+    PGT_EQ_INT(pgpipe_records_open(&h, p, "rec_t_other"), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(h), "is not a collection (its columns of those: fields text, id uuid;");
+    pgpipe_records_close(h);
+    PGT_EQ_INT(pgpipe_records_open(&h, p, "rec_t_view"), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(h), "is not a collection (not a table;");
+    pgpipe_records_close(h);
+    PQclear(PGT_EXEC(c, "DROP TABLE records.rec_t_other; DROP VIEW records.rec_t_view"));
+    PQfinish(c);
+    /* a collection made by open opens again */
+    h = rec_t_open(p, "rec_t_shape");
+    pgpipe_records_close(h);
+    PGT_OK(pgpipe_records_open(&h, p, "rec_t_shape"));
+    pgpipe_records_close(h);
+    pgpipe_pool_close(p, NULL);
+}
+
 PGT_TEST(records, concurrent_first_open)
 {
     /* four processes open the same new collection at the same moment */
@@ -697,6 +735,45 @@ static int rec_t_on_error(void *ud, const pgpipe_error *e)
     if (x->n++ == 0)
         pgpipe_error_format(e, x->first, sizeof x->first);
     return 0;
+}
+
+/* A record the database refuses in a documents import (a duplicate id, a
+** created_at that is no timestamp) fails the import with an error that
+** names the file and the record's line and column (COPY's row mapped back). */
+PGT_TEST(records, import_database_error_names_the_record)
+{
+    pgpipe_pool *p = rec_t_pool();
+    pgpipe_records *h = rec_t_open(p, "rec_t_imperr");
+    char path[512];
+    snprintf(path, sizeof path, "%s/rec_t_imperr.ndjson", pgt_tmpdir());
+    pgpipe_records_import_options o;
+    pgpipe_records_import_options_init(&o);
+    o.documents = 1;
+    pgpipe_records_import_summary s;
+    rec_t_write(path, "{\"fields\":{\"a\":0}}\n\n"
+                      "{\"id\":\"11111111-1111-4111-8111-111111111111\",\"fields\":{\"a\":1}}\n"
+                      "  {\"id\":\"11111111-1111-4111-8111-111111111111\",\"fields\":{\"a\":2}}\n");
+    PGT_EQ_INT(pgpipe_records_import(h, path, &o, &s), PGPIPE_DB);
+    const pgpipe_error *e = pgpipe_errinfo(h);
+    PGT_EQ_STR(e->source, path);
+    PGT_EQ_INT(e->line, 4);
+    PGT_EQ_INT(e->column, 3);
+    PGT_EQ_STR(e->sqlstate, "23505");
+    PGT_CONTAINS(e->message, "the record at line 4, column 3");
+    rec_t_write(path, "{\"fields\":{\"a\":0}}\n{\"fields\":{\"a\":4},\"created_at\":\"not a date\"}\n");
+    PGT_EQ_INT(pgpipe_records_import(h, path, &o, &s), PGPIPE_DB);
+    PGT_EQ_STR(e->source, path);
+    PGT_EQ_INT(e->line, 2);
+    PGT_EQ_INT(e->column, 1);
+    PGT_EQ_STR(e->sqlstate, "22007");
+    /* a JSON array: the element's line and column */
+    rec_t_write(path, "[\n  {\"fields\":{}},\n  {\"fields\":{}}, {\"fields\":{},\"updated_at\":\"x\"}\n]\n");
+    PGT_EQ_INT(pgpipe_records_import(h, path, &o, &s), PGPIPE_DB);
+    PGT_EQ_INT(e->line, 3);
+    PGT_EQ_INT(e->column, 18);
+    PGT_EQ_INT(rec_t_count(h, ""), 0);
+    pgpipe_records_close(h);
+    pgpipe_pool_close(p, NULL);
 }
 
 PGT_TEST(records, import_ndjson_and_array)

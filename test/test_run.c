@@ -91,6 +91,28 @@ PGT_TEST(run, cron_dst)
     PGT_CONTAINS(e.message, "unknown time zone");
 }
 
+/* A time far out of the calendar (the int64 ends) is refused, not computed
+** with overflowing sums (UBSan) into garbage; the years 1 to 9999 work. */
+PGT_TEST(run, cron_next_time_out_of_range)
+{
+    const char *exprs[] = { "@hourly", "every 90s", "0 12 * * 1" };
+    for (size_t i = 0; i < sizeof exprs / sizeof exprs[0]; i++) {
+        pgpipe_cron c;
+        pgpipe_error e;
+        int64_t t = 7;
+        PGT_OK(pgpipe_cron_parse(&c, exprs[i], &e));
+        PGT_EQ_INT(pgpipe_cron_next(&c, INT64_MIN, "UTC", &t, &e), PGPIPE_MISUSE);
+        PGT_CONTAINS(e.message, "outside the years 1 to 9999");
+        PGT_EQ_INT(pgpipe_cron_next(&c, INT64_MAX, "Europe/Berlin", &t, &e), PGPIPE_MISUSE);
+        PGT_EQ_INT(pgpipe_cron_next(&c, INT64_C(253402300800), NULL, &t, &e), PGPIPE_MISUSE);
+        PGT_EQ_INT(pgpipe_cron_next(&c, INT64_C(-62135596801), NULL, &t, &e), PGPIPE_MISUSE);
+        PGT_OK(pgpipe_cron_next(&c, INT64_C(-62135596800), NULL, &t, &e));
+        PGT_CHECK(t > INT64_C(-62135596800));
+        PGT_OK(pgpipe_cron_next(&c, INT64_C(253402300000), NULL, &t, &e));
+        PGT_CHECK(t > INT64_C(253402300000));
+    }
+}
+
 PGT_TEST(run, cron_errors)
 {
     struct { const char *expr, *msg; int col; } cases[] = {

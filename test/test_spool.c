@@ -213,7 +213,7 @@ PGT_TEST(spool, append_reopen)
     s = spt_open(dir, &o);
     PGT_OK(pgpipe_spool_stats(s, &st));
     PGT_EQ_INT(st.records, 100);
-    PGT_EQ_INT(st.segments, 2);
+    PGT_EQ_INT(st.segments, 1); /* sealed; the first append starts the next */
     PGT_EQ_INT(st.recovered_offset, -1);
     spt_fill(s, "r", 101, 10);
     PGT_OK(pgpipe_spool_stats(s, &st));
@@ -892,6 +892,106 @@ PGT_TEST(spool, full_policies)
     spt_rmdir(dir);
 }
 
+/* the segment files in DIR */
+static int spt_nsegs(const char *dir)
+{
+    uint64_t *firsts;
+    size_t n;
+    PGT_OK(sp_list(dir, "", 0, &firsts, &n));
+    pp_free(firsts);
+    return (int)n;
+}
+
+/* Open makes no segment for a spool that has records (its last segment is
+** sealed, the first append starts the next): a spool that filled its file
+** system opens, so it can be drained (a new segment at open failed with
+** ENOSPC). A spool whose open failed refuses every call, saying why. */
+PGT_TEST(spool, reopen_makes_no_segment_and_drains)
+{
+    const char *dir = spt_dir_in("reopen-lazy", 1);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "lazy";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.segment_bytes = 2048;
+    pgpipe_spool *s = spt_open(dir, &o);
+    spt_fill(s, "z", 1, 50);
+    pgpipe_spool_close(s);
+    int before = spt_nsegs(dir);
+    s = spt_open(dir, &o);
+    PGT_EQ_INT(spt_nsegs(dir), before);   /* nothing written at open */
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 50);
+    PGT_EQ_INT(st.next_seq, 51);
+    spt_to t;
+    memset(&t, 0, sizeof t);
+    pgpipe_spool_drain_result r;
+    PGT_OK(pgpipe_spool_drain_to(s, spt_to_fn, &t, &r));
+    PGT_EQ_INT(r.records, 50);
+    PGT_EQ_INT(t.n, 50);
+    PGT_EQ_INT(t.seqs[49], 50);
+    /* appends go on after the drain, the sequence too */
+    long long seq;
+    PGT_OK(pgpipe_spool_append(s, "{}", 2, &seq));
+    PGT_EQ_INT(seq, 51);
+    pgpipe_spool_close(s);
+    /* reopen, drain everything (the sealed last segment too), append */
+    s = spt_open(dir, &o);
+    memset(&t, 0, sizeof t);
+    PGT_OK(pgpipe_spool_drain_to(s, spt_to_fn, &t, &r));
+    PGT_EQ_INT(t.n, 1);
+    PGT_EQ_INT(t.seqs[0], 51);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 0);
+    PGT_OK(pgpipe_spool_append(s, "{}", 2, &seq));
+    PGT_EQ_INT(seq, 52);
+    pgpipe_spool_close(s);
+    /* an open that failed: every call refused, naming why */
+    o.device_id = "other";
+    PGT_EQ_INT(pgpipe_spool_open(&s, dir, &o), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_spool_drain_to(s, spt_to_fn, &t, &r), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(s), "spool: the spool did not open: ");
+    PGT_CONTAINS(pgpipe_errmsg(s), "\"lazy\", not \"other\"");
+    PGT_EQ_INT(pgpipe_spool_append(s, "{}", 2, &seq), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(s), "did not open");
+    PGT_EQ_INT(pgpipe_spool_stats(s, &st), PGPIPE_MISUSE);
+    pgpipe_spool_close(s);
+    spt_rmdir(dir);
+}
+
+/* A handle holds the error of its last call: an append that goes through
+** after one that was refused leaves no error, nor does stats. */
+PGT_TEST(spool, error_is_the_last_calls)
+{
+    const char *dir = spt_dir_in("lasterr", 1);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "le";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+    o.max_bytes = 4096;
+    pgpipe_spool *s = spt_open(dir, &o);
+    static char big[3000];
+    memset(big, '1', sizeof big);
+    long long seq;
+    PGT_OK(pgpipe_spool_append(s, big, sizeof big, &seq));
+    PGT_EQ_INT(pgpipe_spool_append(s, big, sizeof big, &seq), PGPIPE_BUSY);
+    PGT_CONTAINS(pgpipe_errmsg(s), "spool full");
+    PGT_OK(pgpipe_spool_append(s, "1", 1, &seq));
+    PGT_EQ_INT(seq, 2);
+    PGT_EQ_INT(pgpipe_errcode(s), PGPIPE_OK);
+    PGT_EQ_STR(pgpipe_errmsg(s), "");
+    PGT_EQ_INT(pgpipe_spool_append(s, NULL, 0, &seq), PGPIPE_MISUSE);
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_STR(pgpipe_errmsg(s), "");
+    PGT_EQ_INT(pgpipe_spool_append(s, NULL, 0, &seq), PGPIPE_MISUSE);
+    PGT_OK(pgpipe_spool_sync(s));
+    PGT_EQ_STR(pgpipe_errmsg(s), "");
+    pgpipe_spool_close(s);
+    spt_rmdir(dir);
+}
+
 /* pgpipe_spool_check reports each segment: whole ones, a torn tail (offset
 ** and bytes), a bad header; quarantined segments come last */
 typedef struct spt_check_seen {
@@ -962,6 +1062,63 @@ PGT_TEST(spool, check_reports)
     PGT_EQ_INT(v.quarantined, 1);
     pp_free(firsts);
     spt_rmdir(dir);
+}
+
+/* pgpipe_spool_peek and pgpipe_spool_check apply open's rule to a segment:
+** a garbage file under a segment's name, a segment copied under another
+** name, are what open quarantines: peek does not count them, check reports
+** them damaged, and the three agree on the records. */
+PGT_TEST(spool, peek_and_check_agree_with_open)
+{
+    for (int kind = 0; kind < 2; kind++) {
+        const char *dir = spt_dir_in(kind ? "agree-copy" : "agree-garbage", 1);
+        pgpipe_spool_options o;
+        pgpipe_spool_options_init(&o);
+        o.device_id = "agree";
+        o.fsync_policy = PGPIPE_SPOOL_FSYNC_NEVER;
+        o.segment_bytes = 300;
+        pgpipe_spool *s = spt_open(dir, &o);
+        for (int i = 0; i < 8; i++)
+            PGT_OK(pgpipe_spool_append(s, "{\"i\":1,\"pad\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxx\"}", 41, NULL));
+        pgpipe_spool_close(s);
+        char p[700];
+        snprintf(p, sizeof p, "%s/seg-%016llx.pps", dir, kind ? 0x100ULL : 0x999ULL);
+        if (kind) {
+            char from[700];
+            size_t n;
+            snprintf(from, sizeof from, "%s/seg-%016llx.pps", dir, 1ULL);
+            unsigned char *data = spt_read_file(from, &n);
+            spt_write_file(p, data, n);
+            free(data);
+        } else {
+            spt_write_file(p, (const unsigned char *)"garbage", 7);
+        }
+        pgpipe_spool_status pk;
+        pgpipe_error err;
+        PGT_OK(pgpipe_spool_peek(dir, &pk, &err));
+        PGT_EQ_INT(pk.records, 8);
+        PGT_EQ_INT(pk.next_seq, 9);
+        PGT_EQ_INT(pk.quarantined, 1);
+        spt_check_seen v;
+        memset(&v, 0, sizeof v);
+        PGT_EQ_INT(pgpipe_spool_check(dir, spt_check_cb, &v, &err), PGPIPE_PARSE);
+        PGT_EQ_INT(v.records, 8);
+        PGT_EQ_INT(v.torn, 1);
+        pgpipe_log_set_level(PGPIPE_LOG_ERROR);
+        s = spt_open(dir, &o);
+        pgpipe_spool_status st;
+        PGT_OK(pgpipe_spool_stats(s, &st));
+        PGT_EQ_INT(st.records, 8);
+        PGT_EQ_INT(st.next_seq, 9);
+        PGT_EQ_INT(st.quarantined, 1);
+        pgpipe_spool_close(s);
+        /* after open quarantined it: all three agree, and check is clean */
+        PGT_OK(pgpipe_spool_peek(dir, &pk, &err));
+        PGT_EQ_INT(pk.records, 8);
+        PGT_EQ_INT(pk.quarantined, 0);
+        PGT_OK(pgpipe_spool_check(dir, NULL, NULL, &err));
+        spt_rmdir(dir);
+    }
 }
 
 /* /metrics of the HTTP server reports a spool folder's bytes, records and

@@ -139,7 +139,10 @@ PGT_TEST(util, conninfo_mask)
     mask_case("postgresql://app@db/prod", "postgresql://app@db/prod");
     mask_case("connect to postgresql://u:pw@h failed", "connect to postgresql://u:********@h failed");
     mask_case("host=db passfile=/x", "host=db passfile=/x");
-    mask_case("mypassword=abc", "mypassword=abc");
+    /* any keyword ending in "password" (sslpassword: the client key's passphrase) */
+    mask_case("mypassword=abc", "mypassword=********");
+    mask_case("host=db sslpassword=hunter2 x=1", "host=db sslpassword=******** x=1");
+    mask_case("passwords are checked", "passwords are checked");
     mask_case("", "");
     /* bounded output still NUL-terminates and reports the full length */
     char small[8];
@@ -165,6 +168,67 @@ static void capture_log(void *ud, int level, const char *component, const char *
         snprintf(c->key, sizeof c->key, "%s", fields[0].key);
         snprintf(c->value, sizeof c->value, "%s", fields[0].value);
     }
+}
+
+/* The value is masked whole as libpq's conninfo_parse reads it: double
+** quotes are not quoting in keyword=value, '#', '&' and '"' are part of an
+** unquoted value, a backslash escapes a blank; checked against libpq's own
+** parse: what it reads as a password never shows in the masked text. */
+PGT_TEST(util, conninfo_mask_libpq_rules)
+{
+    mask_case("host=db user=app password=\"hunter2\"", "host=db user=app password=********");
+    mask_case("host=db password=abc\"hunter2 x=1", "host=db password=******** x=1");
+    mask_case("host=db password=abc#hunter2 x=1", "host=db password=******** x=1");
+    mask_case("host=db password=abc&hunter2 x=1", "host=db password=******** x=1");
+    mask_case("host=db password=abc\\ hunter2 x=1", "host=db password=******** x=1");
+    mask_case("host=db password='a\\'b c' x=1", "host=db password=******** x=1");
+    mask_case("host=db SSLPassword = 'hunter 2' x=1", "host=db SSLPassword = ******** x=1");
+    mask_case("postgresql://db/p?sslmode=require&sslpassword=hunter2&x=1",
+              "postgresql://db/p?sslmode=require&sslpassword=********&x=1");
+    mask_case("postgresql://db/p?password=a#hunter2", "postgresql://db/p?password=********");
+    mask_case("postgresql://app:ab?hunter2@db/p", "postgresql://app:********@db/p");
+    const char *kv[] = {
+        "host=db user=app password=\"hunter2\"", "host=db password=abc\"hunter2",
+        "host=db password=abc#hunter2", "host=db password=abc&hunter2",
+        "host=db password=abc\\ hunter2", "host=db sslpassword=hunter2",
+        "host=db password='hunter2\\' x'", "host=db password=\\hunter2\\ \\x",
+        "postgresql://app:hun%74er2@db/p", "postgresql://db/p?password=hunter2&sslpassword=hunter2",
+        "postgresql://app:hunter2?x@db/p",
+    };
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
+        char out[256];
+        pgpipe_conninfo_mask(kv[i], out, sizeof out);
+        PQconninfoOption *opts = PQconninfoParse(kv[i], NULL);
+        PGT_CHECK_MSG(opts != NULL, "libpq refuses %s", kv[i]);
+        for (PQconninfoOption *o = opts; o->keyword; o++)
+            if (o->val && *o->val && strstr(o->keyword, "password"))
+                PGT_CHECK_MSG(strstr(out, o->val) == NULL && strstr(out, "hunter") == NULL,
+                              "%s -> %s shows libpq's %s [%s]", kv[i], out, o->keyword, o->val);
+        PQconninfoFree(opts);
+    }
+}
+
+/* NULL where the API takes a pointer: every options_init is a no-op on
+** NULL, and a log line with fields NULL (nfields > 0) has no fields. */
+PGT_TEST(util, null_options_init_and_log_fields)
+{
+    pgpipe_csv_options_init(NULL);
+    pgpipe_pool_options_init(NULL);
+    pgpipe_spool_options_init(NULL);
+    pgpipe_loader_options_init(NULL);
+    pgpipe_http_options_init(NULL);
+    pgpipe_claim_options_init(NULL);
+    pgpipe_workers_options_init(NULL);
+    pgpipe_dlq_filter_init(NULL);
+    pgpipe_local_options_init(NULL);
+    char b[256];
+    int n = pgpipe_log_format_line(b, sizeof b, 0, PGPIPE_LOG_ERROR, "c", "m", NULL, 3);
+    PGT_EQ_INT(n, (int)strlen(b));
+    PGT_CONTAINS(b, "component=c msg=m");
+    n = pgpipe_log_format_line(b, sizeof b, 1, PGPIPE_LOG_ERROR, "c", "m", NULL, 3);
+    PGT_CHECK(n > 0 && b[n - 1] == '}');
+    pgpipe_log(PGPIPE_LOG_DEBUG, "c", "m", NULL, 3);
+    PGT_EQ_INT(pgpipe_http_open(NULL, NULL), PGPIPE_MISUSE);
 }
 
 PGT_TEST(util, log_callback_level_and_masking)

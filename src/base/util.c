@@ -163,12 +163,26 @@ static int pp_is_key_boundary(const char *text, const char *p)
     if (p == text)
         return 1;
     char c = p[-1];
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '?' ||
-           c == '&' || c == '"' || c == '\'' || c == ',' || c == ';' || c == '(';
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' ||
+           c == '?' || c == '&' || c == '"' || c == '\'' || c == ',' || c == ';' || c == '(';
 }
 
-/* Length of the value after "password=" in key=value or URI-query form. */
-static size_t pp_secret_value_len(const char *v)
+static int pp_is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static int pp_is_word(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* Length of a keyword=value value as libpq's conninfo_parse reads it: a
+** value in single quotes runs to the unescaped closing quote (a backslash
+** escapes any character); any other value runs to the first unescaped
+** whitespace, a backslash escaping the character after it (so '"', '#' and
+** '&' are part of the value). */
+static size_t pp_kv_value_len(const char *v)
 {
     const char *p = v;
     if (*p == '\'') {
@@ -179,10 +193,36 @@ static size_t pp_secret_value_len(const char *v)
             p++;
         return (size_t)(p - v);
     }
-    while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '&' &&
-           *p != '#' && *p != '"')
+    while (*p && !pp_is_space(*p)) {
+        if (*p == '\\' && p[1])
+            p++;
+        p++;
+    }
+    return (size_t)(p - v);
+}
+
+/* Length of a URI query parameter's value: libpq ends it at '&' only (the
+** URI's end ends it too); a line break ends it in a message's text. */
+static size_t pp_uri_value_len(const char *v)
+{
+    const char *p = v;
+    while (*p && *p != '&' && *p != '\n' && *p != '\r')
         p++;
     return (size_t)(p - v);
+}
+
+/* The keyword at p (letters, digits, '_') when p starts one and it ends in
+** "password" (password, sslpassword, ...): its length, else 0. */
+static size_t pp_secret_key_len(const char *text, const char *p)
+{
+    if (!pp_is_key_boundary(text, p))
+        return 0;
+    size_t n = 0;
+    while (pp_is_word(p[n]))
+        n++;
+    if (n < 8 || strncasecmp(p + n - 8, "password", 8) != 0)
+        return 0;
+    return n;
 }
 
 size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size)
@@ -191,23 +231,31 @@ size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size)
     pp_out o = { buf, size, 0 };
     const char *p = text ? text : "";
     while (*p) {
-        /* key=value and URI query: password = value */
-        if ((*p == 'p' || *p == 'P') && strncasecmp(p, "password", 8) == 0 &&
-            pp_is_key_boundary(text, p)) {
-            const char *q = p + 8;
-            while (*q == ' ' || *q == '\t')
-                q++;
+        /* keyword=value (libpq's conninfo_parse rules) and a URI query
+        ** parameter (?password=, &sslpassword=): any keyword ending in
+        ** "password" */
+        size_t kl = pp_is_word(*p) ? pp_secret_key_len(text, p) : 0;
+        if (kl) {
+            int uri = p > text && (p[-1] == '?' || p[-1] == '&');
+            const char *q = p + kl;
+            if (!uri)
+                while (pp_is_space(*q))
+                    q++;
             if (*q == '=') {
                 q++;
-                while (*q == ' ' || *q == '\t')
-                    q++;
+                if (!uri)
+                    while (pp_is_space(*q))
+                        q++;
                 pp_out_put(&o, p, (size_t)(q - p));
-                size_t vl = pp_secret_value_len(q);
+                size_t vl = uri ? pp_uri_value_len(q) : pp_kv_value_len(q);
                 if (vl)
                     pp_out_put(&o, stars, sizeof stars - 1);
                 p = q + vl;
                 continue;
             }
+            pp_out_put(&o, p, kl);
+            p += kl;
+            continue;
         }
         /* libpq quotes the raw URI part it could not decode, which may be a
         ** password: 'invalid percent-encoded token: "..."', 'forbidden value
@@ -221,12 +269,15 @@ size_t pgpipe_conninfo_mask(const char *text, char *buf, size_t size)
             p = q ? q : p + strlen(p);
             continue;
         }
-        /* URI userinfo: scheme://user:SECRET@host */
+        /* URI userinfo: scheme://user:SECRET@host. libpq looks for the '@'
+        ** before the first '/' (so '?', '#', ':' may be in the password);
+        ** the last '@' before a '/' or the line's end is taken, masking
+        ** at least what libpq reads as the password. */
         if (*p == ':' && p[1] == '/' && p[2] == '/') {
             pp_out_put(&o, p, 3);
             p += 3;
             const char *at = NULL, *colon = NULL, *q = p;
-            for (; *q && *q != '/' && *q != '?' && *q != '#' && *q != ' ' && *q != '\n'; q++) {
+            for (; *q && *q != '/' && *q != '\n' && *q != '\r'; q++) {
                 if (*q == '@')
                     at = q;
                 else if (*q == ':' && !colon && !at)
@@ -519,7 +570,7 @@ int pgpipe_log_format_line(char *buf, size_t size, int json, int level, const ch
     pp_log_put_pair(&o, "level", pp_level_name(level), json, 0);
     pp_log_put_pair(&o, "component", component ? component : "pgpipe", json, 0);
     pp_log_put_pair(&o, "msg", message ? message : "", json, 0);
-    for (int i = 0; i < nfields; i++)
+    for (int i = 0; fields && i < nfields; i++)
         if (fields[i].key)
             pp_log_put_pair(&o, fields[i].key, fields[i].value, json, 0);
     if (json)

@@ -15,6 +15,8 @@
 
 void pgpipe_local_options_init(pgpipe_local_options *opt)
 {
+    if (!opt)
+        return;
     memset(opt, 0, sizeof *opt);
 }
 

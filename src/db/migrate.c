@@ -100,6 +100,8 @@ typedef struct mig_entry {
 
 struct pgpipe_migrator {
     pp_handle hdr;
+    int opened;         /* pgpipe_migrator_open succeeded */
+    char open_msg[512]; /* why it did not */
     PGconn *conn;
     char *dir, *embedded, *scope, *baseline, *target;
     char *tbl;            /* quoted "schema"."table" */
@@ -1159,10 +1161,14 @@ static int mig_build_entries(pgpipe_migrator *m)
     return PGPIPE_OK;
 }
 
+static int mig_refuse_unopened(pgpipe_migrator *m);
+
 int pgpipe_migrate_status(pgpipe_migrator *m)
 {
     if (!m)
         return PGPIPE_MISUSE;
+    if (!m->opened)
+        return mig_refuse_unopened(m);
     pgpipe_error_clear(&m->hdr.err);
     int rc = mig_load_files(m);
     if (rc == PGPIPE_OK)
@@ -2046,10 +2052,19 @@ static int mig_has_work(pgpipe_migrator *m, int *busy)
     return PGPIPE_OK;
 }
 
+/* A migrator whose open failed refuses run and status (PGPIPE_MISUSE, not a
+** database error: the connection may be NULL or the options half-read). */
+static int mig_refuse_unopened(pgpipe_migrator *m)
+{
+    return pp_err(&m->hdr.err, PGPIPE_MISUSE, "the migrator did not open: %s", m->open_msg);
+}
+
 int pgpipe_migrate_run(pgpipe_migrator *m)
 {
     if (!m)
         return PGPIPE_MISUSE;
+    if (!m->opened)
+        return mig_refuse_unopened(m);
     pgpipe_error_clear(&m->hdr.err);
     if (PQstatus(m->conn) != CONNECTION_OK)
         return pp_err_pq(&m->hdr.err, m->conn, NULL, "the migration connection is not usable");
@@ -2122,6 +2137,8 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
 
 /* ---- Open and close --------------------------------------------------- */
 
+static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_options *opt);
+
 int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migrate_options *opt)
 {
     if (!out)
@@ -2129,6 +2146,17 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
     pgpipe_migrator *m = *out = pp_handle_new(sizeof *m);
     if (!m)
         return PGPIPE_NOMEM;
+    int rc = mig_open(m, conn, opt);
+    if (rc == PGPIPE_OK)
+        m->opened = 1;
+    else
+        snprintf(m->open_msg, sizeof m->open_msg, "%.500s",
+                 m->hdr.err.message[0] ? m->hdr.err.message : pgpipe_errstr(rc));
+    return rc;
+}
+
+static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_options *opt)
+{
     m->conn = conn;
     pgpipe_migrate_options o;
     pgpipe_migrate_options_init(&o);

@@ -47,6 +47,7 @@ struct pgpipe_conn {
     int nstmts;
     uint64_t tick;
     int in_pipeline;
+    pgpipe_pipeline *pipeline; /* the pipeline opened on it and not yet closed */
     int pooler;               /* the pool's mode, resolved before it was made */
 };
 
@@ -211,10 +212,13 @@ static int pool_sql_drops_statements(const char *sql)
 
 /* ---- connections ------------------------------------------------------ */
 
+static void pool_pipeline_detach(pgpipe_conn *c);
+
 static void pool_conn_free(pgpipe_conn *c)
 {
     if (!c)
         return;
+    pool_pipeline_detach(c);
     if (c->pg)
         PQfinish(c->pg);
     for (int i = 0; i < c->nstmts; i++)
@@ -1076,6 +1080,7 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *p, pgpipe_conn **out, int timeout_ms, pg
 
 static int pool_give_back(pgpipe_conn *c, int healthy)
 {
+    pool_pipeline_detach(c);
     pgpipe_pool *p = c->pool;
     int64_t now = pgpipe_now_us();
     pgpipe_conn *close_it = NULL;
@@ -1401,6 +1406,22 @@ struct pgpipe_pipeline {
     int send_failed;    /* a send failed: the connection is unusable */
 };
 
+/* The connection goes back to the pool (or is closed) while a pipeline
+** opened on it is still open: the pipeline lets go of it (its calls but
+** close then fail with PGPIPE_MISUSE; close frees the pipeline only). */
+static void pool_pipeline_detach(pgpipe_conn *c)
+{
+    pgpipe_pipeline *p = c->pipeline;
+    if (!p)
+        return;
+    c->pipeline = NULL;
+    p->conn = NULL;
+    if (!p->ran) {
+        p->ran = 1;
+        p->failed = p->n;
+    }
+}
+
 int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *c, int flags)
 {
     if (!out)
@@ -1425,6 +1446,7 @@ int pgpipe_pipeline_open(pgpipe_pipeline **out, pgpipe_conn *c, int flags)
         return rc;
     }
     c->in_pipeline = 1;
+    c->pipeline = p;
     *out = p;
     return PGPIPE_OK;
 }
@@ -1433,6 +1455,9 @@ int pgpipe_pipeline_add(pgpipe_pipeline *p, const char *sql, int nparams, const 
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (!p->conn)
+        return pp_err(&p->hdr.err, PGPIPE_MISUSE,
+                      "the pipeline's connection was returned to the pool; close the pipeline");
     if (p->ran)
         return pp_err(&p->hdr.err, PGPIPE_MISUSE, "the pipeline has already run");
     if (!sql || nparams < 0 || (nparams > 0 && !values))
@@ -1460,6 +1485,7 @@ int pgpipe_pipeline_add(pgpipe_pipeline *p, const char *sql, int nparams, const 
         }
         p->nsyncs++;
     }
+    pgpipe_error_clear(&p->hdr.err); /* the handle holds its last call's error */
     return PGPIPE_OK;
 }
 
@@ -1528,6 +1554,9 @@ int pgpipe_pipeline_run(pgpipe_pipeline *p, int *nfailed)
         *nfailed = 0;
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (!p->conn)
+        return pp_err(&p->hdr.err, PGPIPE_MISUSE,
+                      "the pipeline's connection was returned to the pool; close the pipeline");
     if (p->ran)
         return pp_err(&p->hdr.err, PGPIPE_MISUSE, "the pipeline has already run");
     p->ran = 1;
@@ -1577,8 +1606,10 @@ void pgpipe_pipeline_close(pgpipe_pipeline *p)
 {
     if (!p || p->hdr.magic != PP_HANDLE_MAGIC)
         return;
-    if (!p->ran)
+    if (p->conn && !p->ran)
         pgpipe_pipeline_run(p, NULL);
+    if (p->conn && p->conn->pipeline == p)
+        p->conn->pipeline = NULL;
     for (int i = 0; i < p->n; i++)
         PQclear(p->res[i]);
     pp_free(p->res);

@@ -109,7 +109,9 @@ int pgpipe_pool_acquire_ex(pgpipe_pool *pool, pgpipe_conn **out, int timeout_ms,
 int pgpipe_pool_acquire(pgpipe_pool *pool, pgpipe_conn **out);
 
 /* Return a connection. Its session is reset first: results left unread or a
-** pipeline left open close the connection; a transaction left open (or
+** pipeline left open close the connection (the pipeline lets go of it: its
+** calls then fail with PGPIPE_MISUSE, and pgpipe_pipeline_close, still
+** needed, frees the pipeline only); a transaction left open (or
 ** failed) is rolled back; reset_sql runs; pending notifications are dropped.
 ** A broken connection, one past its lifetime, or an overflow connection
 ** returned while pool_size connections are idle is closed instead; a broken

@@ -38,6 +38,8 @@
 
 void pgpipe_http_options_init(pgpipe_http_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     o->listen = "127.0.0.1:8080";
     o->require_tokens = -1;
@@ -1311,6 +1313,8 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
 
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
+    if (!out)
+        return PGPIPE_MISUSE;
     pgpipe_http *h = pp_handle_new(sizeof *h);
     *out = h;
     if (!h)
@@ -1593,6 +1597,8 @@ struct pgpipe_http {
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     (void)o;
+    if (!out)
+        return PGPIPE_MISUSE;
     *out = pp_handle_new(sizeof **out);
     if (!*out)
         return PGPIPE_NOMEM;

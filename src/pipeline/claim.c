@@ -77,6 +77,8 @@ struct pgpipe_claimer {
 
 void pgpipe_claim_options_init(pgpipe_claim_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     o->mode = PGPIPE_CLAIM_TRANSACTIONAL;
     o->batch_size = 100;
@@ -1435,6 +1437,9 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
         *nrows = 0;
     if (!c || !h || (!h->record && !h->batch && !h->sql))
         return c ? pp_err(&c->hdr.err, PGPIPE_MISUSE, "claimer: no handler") : PGPIPE_MISUSE;
+    if (!!h->record + !!h->batch + !!h->sql > 1)
+        return pp_err(&c->hdr.err, PGPIPE_MISUSE,
+                      "claimer: the handler sets more than one of record, batch and sql; set one");
     if (h->sql && claim_prepare_handler(c, h->sql) != PGPIPE_OK)
         return c->hdr.err.code;
     pgpipe_batch *b;
@@ -1595,6 +1600,8 @@ void pgpipe_claimer_close(pgpipe_claimer *c)
 
 void pgpipe_workers_options_init(pgpipe_workers_options *o)
 {
+    if (!o)
+        return;
     memset(o, 0, sizeof *o);
     pgpipe_claim_options_init(&o->claim);
     o->threads = 2;
@@ -1973,6 +1980,9 @@ int pgpipe_workers_open(pgpipe_workers **out, pgpipe_pool *pool, const pgpipe_ha
         pgpipe_workers_options_init(&w->o);
     if (!pool || !h || (!h->record && !h->batch && !h->sql))
         return pp_err(&w->hdr.err, PGPIPE_MISUSE, "workers: a pool and a handler are needed");
+    if (!!h->record + !!h->batch + !!h->sql > 1)
+        return pp_err(&w->hdr.err, PGPIPE_MISUSE,
+                      "workers: the handler sets more than one of record, batch and sql; set one");
     if (h->sql && !h->record && !h->batch && !strstr(h->sql, "$1"))
         return pp_err(&w->hdr.err, PGPIPE_MISUSE,
                       "workers: the SQL handler must take the claimed rows as $1 (a JSONB array), "

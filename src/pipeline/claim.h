@@ -89,13 +89,15 @@ typedef struct pgpipe_claim_options {
                                  "staging.raw_events". Each part is quoted as
                                  an identifier. */
     int mode;                 /* PGPIPE_CLAIM_TRANSACTIONAL (default) or _LEASE */
-    int batch_size;           /* rows per claim (default 100) */
+    int batch_size;           /* rows per claim (default 100; 0 or less: the default) */
     int order;                /* PGPIPE_CLAIM_ORDER_* */
     const char *source;       /* only rows of this source (NULL = any); sent as a
                                  parameter, never spliced into SQL */
     const char *event_type;   /* only rows of this event_type (NULL = any) */
-    int lease_ms;             /* lease length in lease mode (default 30000) */
-    int max_attempts;         /* attempts before dead-lettering (default 5) */
+    int lease_ms;             /* lease length in lease mode (default 30000; 0 or
+                                 less: the default) */
+    int max_attempts;         /* attempts before dead-lettering (default 5; 0 or
+                                 less: the default) */
     int backoff_base_ms;      /* first retry delay (default 1000) */
     int backoff_max_ms;       /* retry delay cap (default 300000) */
     const char *worker_id;    /* claimed_by; default "pgpipe-<pid>" */
@@ -145,7 +147,8 @@ const pgpipe_json_doc *pgpipe_batch_doc(pgpipe_batch *b, int i, pgpipe_error *er
 ** batch. */
 const char *pgpipe_batch_json(pgpipe_batch *b);
 
-/* Handlers. Exactly one of record, batch, sql is set.
+/* Handlers. Exactly one of record, batch, sql is set (more than one is
+** refused with PGPIPE_MISUSE).
 **   record(ud, conn, ev, err): process one event; return PGPIPE_OK, or an
 **     error code with err filled (message, SQLSTATE) to fail that record.
 **     conn is the claim's transaction in transactional mode, NULL in lease.

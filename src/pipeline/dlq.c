@@ -97,6 +97,8 @@ PGPIPE_PRIVATE int pp_dlq_process_insert(pp_buf *b, const char *qtable, const ch
 
 void pgpipe_dlq_filter_init(pgpipe_dlq_filter *f)
 {
+    if (!f)
+        return;
     memset(f, 0, sizeof *f);
     f->status = "dead";
     f->limit = 100;

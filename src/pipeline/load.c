@@ -621,10 +621,20 @@ PGPIPE_PRIVATE int copy_cancelled(const pgpipe_loader *l)
     return atomic_load(&((pgpipe_loader *)l)->cancel_req) != 0;
 }
 
+/* A loader whose open failed refuses every call but close (and the
+** error calls): it holds no usable options (no conninfo: a connection would
+** go where the PG* environment points). */
+static int copy_refuse_unopened(pgpipe_loader *l)
+{
+    return copy_errf(l, PGPIPE_MISUSE, "the loader did not open: %s", l->open_msg);
+}
+
 int pgpipe_loader_cancel(pgpipe_loader *l)
 {
     if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (l->not_open)
+        return copy_refuse_unopened(l);
     atomic_store(&l->cancel_req, 1);
     for (int i = 0; i < COPY_MAX_LANES; i++)
         pp_cancel_fire(&l->lanes[i].cancel);
@@ -1226,6 +1236,8 @@ static int copy_op_install(pgpipe_loader *l, copy_lane *ln, const void *arg, int
     return rc;
 }
 
+static int copy_loader_open(pgpipe_loader *l, const pgpipe_loader_options *o);
+
 int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
 {
     if (!out)
@@ -1233,6 +1245,17 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
     pgpipe_loader *l = *out = pp_handle_new(sizeof *l);
     if (!l)
         return PGPIPE_NOMEM;
+    int rc = copy_loader_open(l, o);
+    if (rc != PGPIPE_OK) {
+        l->not_open = 1;
+        snprintf(l->open_msg, sizeof l->open_msg, "%.500s",
+                 l->hdr.err.message[0] ? l->hdr.err.message : pgpipe_errstr(rc));
+    }
+    return rc;
+}
+
+static int copy_loader_open(pgpipe_loader *l, const pgpipe_loader_options *o)
+{
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -1264,6 +1287,9 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
             return copy_errf(l, PGPIPE_MISUSE, "loader: the %s is empty; leave it out (NULL) for "
                              "the default", names[i]);
     }
+    if (o->nrequired < 0 || (o->nrequired > 0 && !o->required))
+        return copy_errf(l, PGPIPE_MISUSE, "loader: %d required fields%s", o->nrequired,
+                         o->nrequired < 0 ? " (a count below 0)" : " named by a NULL required list");
     if (o->csv_delimiter <= 0 || o->csv_delimiter > 255 || o->csv_delimiter == '"' ||
         o->csv_delimiter == '\n' || o->csv_delimiter == '\r')
         return copy_errf(l, PGPIPE_MISUSE, "loader: bad CSV delimiter");
@@ -1296,7 +1322,7 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
         return rc;
     /* required fields; for staging.raw_events the record fields that feed the
     ** NOT NULL columns source and event_type are required too */
-    int nreq = o->nrequired > 0 && o->required ? o->nrequired : 0;
+    int nreq = o->nrequired;
     l->required = pp_calloc((size_t)nreq + 3, sizeof *l->required);
     l->req_idx = pp_calloc((size_t)nreq + 3, sizeof *l->req_idx);
     if (!l->required || !l->req_idx)
@@ -1320,8 +1346,12 @@ int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o)
 
 int pgpipe_loader_feed(pgpipe_loader *l, const void *buf, size_t len)
 {
-    if (!l || l->hdr.magic != PP_HANDLE_MAGIC || (!buf && len))
+    if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (l->not_open)
+        return copy_refuse_unopened(l);
+    if (!buf && len)
+        return copy_errf(l, PGPIPE_MISUSE, "loader: feed of %zu bytes from NULL", len);
     int rc;
     if (!l->active) {
         rc = copy_load_begin(l, "<buffer>", NULL, -1);
@@ -1341,6 +1371,8 @@ int pgpipe_loader_finish(pgpipe_loader *l)
 {
     if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (l->not_open)
+        return copy_refuse_unopened(l);
     if (!l->active)
         return l->failed ? l->failed : copy_errf(l, PGPIPE_MISUSE, "loader: no load to finish");
     int rc = l->failed;
@@ -1394,8 +1426,12 @@ int pgpipe_loader_finish(pgpipe_loader *l)
 
 int pgpipe_loader_load_fd(pgpipe_loader *l, int fd, const char *name)
 {
-    if (!l || l->hdr.magic != PP_HANDLE_MAGIC || fd < 0)
+    if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (l->not_open)
+        return copy_refuse_unopened(l);
+    if (fd < 0)
+        return copy_errf(l, PGPIPE_MISUSE, "loader: load_fd needs an open file descriptor, not %d", fd);
     if (l->active)
         return copy_errf(l, PGPIPE_MISUSE, "loader: a fed load is still open (call pgpipe_loader_finish)");
     return copy_load_fd_named(l, fd, name ? name : "<stdin>", NULL);
@@ -1403,8 +1439,12 @@ int pgpipe_loader_load_fd(pgpipe_loader *l, int fd, const char *name)
 
 int pgpipe_loader_load_file(pgpipe_loader *l, const char *path)
 {
-    if (!l || l->hdr.magic != PP_HANDLE_MAGIC || !path)
+    if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
         return PGPIPE_MISUSE;
+    if (l->not_open)
+        return copy_refuse_unopened(l);
+    if (!path)
+        return copy_errf(l, PGPIPE_MISUSE, "loader: load_file needs a path, not NULL");
     if (l->active)
         return copy_errf(l, PGPIPE_MISUSE, "loader: a fed load is still open (call pgpipe_loader_finish)");
     if (!strcmp(path, "-"))
@@ -1420,7 +1460,7 @@ int pgpipe_loader_load_file(pgpipe_loader *l, const char *path)
 
 int pgpipe_loader_summary(const pgpipe_loader *l, pgpipe_load_summary *out)
 {
-    if (!l || l->hdr.magic != PP_HANDLE_MAGIC || !out)
+    if (!l || l->hdr.magic != PP_HANDLE_MAGIC || !out || l->not_open)
         return PGPIPE_MISUSE;
     *out = l->sum;
     out->load_id = l->load_id;
@@ -1463,7 +1503,7 @@ int pgpipe_load_summary_format(const pgpipe_load_summary *s, char *buf, size_t s
 
 PGconn *pgpipe_loader_conn(pgpipe_loader *l)
 {
-    return l && l->hdr.magic == PP_HANDLE_MAGIC ? l->lanes[0].conn : NULL;
+    return l && l->hdr.magic == PP_HANDLE_MAGIC && !l->not_open ? l->lanes[0].conn : NULL;
 }
 
 void pgpipe_loader_close(pgpipe_loader *l)

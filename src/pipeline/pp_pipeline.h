@@ -103,6 +103,8 @@ typedef struct copy_lane {
 
 struct pgpipe_loader {
     pp_handle hdr;
+    int not_open;            /* pgpipe_loader_open failed: every call but close is refused */
+    char open_msg[512];      /* why */
     /* options */
     char *conninfo;
     PGconn *borrowed;

@@ -64,6 +64,18 @@ static int rec_name_ok(const char *s, size_t n)
     return 1;
 }
 
+/* 1 when the schema is one a collection must not go in: pgpipe's own
+** (pgpipe, staging) and the system's (pg_*, information_schema), in any
+** case (a quoted "PGPIPE" is a schema of its own, but surely a mistake). */
+static int rec_schema_reserved(const char *s, size_t n)
+{
+    static const char *const names[] = { "pgpipe", "staging", "information_schema" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (n == strlen(names[i]) && strncasecmp(s, names[i], n) == 0)
+            return 1;
+    return n >= 3 && strncasecmp(s, "pg_", 3) == 0;
+}
+
 /* 1 when s is a decimal number as REC_NUM_RE defines it. */
 static int rec_is_number(const char *s, size_t n)
 {
@@ -364,6 +376,11 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
                       "records: bad collection name \"%.80s\": use \"name\" or \"schema.name\", each "
                       "a letter or '_' then letters, digits, '_' or '-', at most %d bytes",
                       name, REC_NAME_MAX);
+    if (rec_schema_reserved(schema, slen))
+        return pp_err(&h->hdr.err, PGPIPE_MISUSE,
+                      "records: collection \"%.80s\" is in schema %.*s, which is reserved (pgpipe, "
+                      "staging, pg_* and information_schema hold no collections)",
+                      name, (int)slen, schema);
     pgpipe_conn *c;
     int rc = pgpipe_pool_acquire_ex(pool, &c, -1, &h->hdr.err);
     if (rc != PGPIPE_OK)
@@ -396,11 +413,33 @@ int pgpipe_records_open(pgpipe_records **out, pgpipe_pool *pool, const char *nam
     }
     const char *v[1] = { h->qtable };
     PGresult *r;
-    rc = rec_exec(h, c, "SELECT to_regclass($1) IS NOT NULL", 1, v, "looking up the table", &r);
+    /* a table that is there already must have the collection's shape */
+    rc = rec_exec(h, c,
+                  "SELECT c.relkind IN ('r', 'p'),"
+                  " (SELECT coalesce(string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod),"
+                  "   ', ' ORDER BY a.attname), '')"
+                  "  FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0"
+                  "  AND NOT a.attisdropped AND a.attname IN"
+                  "  ('id', 'fields', 'metadata', 'created_at', 'updated_at'))"
+                  " FROM pg_class c WHERE c.oid = to_regclass($1)",
+                  1, v, "looking up the table", &r);
     if (rc != PGPIPE_OK)
         goto done;
-    int exists = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    int exists = PQntuples(r) == 1;
+    if (exists) {
+        static const char want[] = "created_at timestamp with time zone, fields jsonb, id uuid, "
+                                   "metadata jsonb, updated_at timestamp with time zone";
+        int table = PQgetvalue(r, 0, 0)[0] == 't';
+        const char *have = PQgetvalue(r, 0, 1);
+        if (!table || strcmp(have, want) != 0)
+            rc = pp_err(&h->hdr.err, PGPIPE_MISUSE,
+                        "records: %s exists and is not a collection (%s%s; a collection is a table "
+                        "with %s)", h->qtable, table ? "its columns of those: " : "not a table",
+                        table ? (*have ? have : "none") : "", want);
+    }
     PQclear(r);
+    if (rc != PGPIPE_OK)
+        goto done;
     if (!exists) {
         rc = rec_create_table(h, pg, qs, qn, base);
         if (rc == PGPIPE_OK)
@@ -567,7 +606,22 @@ typedef struct rec_copy {
     PGconn *pg;
     pp_buf buf;
     int open;
+    long long err_row;  /* the COPY row the server's error names (its CONTEXT); 0: none */
 } rec_copy;
+
+/* The COPY row a COPY error's CONTEXT names ("COPY t, line 3[, column c: ...]"), or 0. */
+static long long rec_copy_err_row(const PGresult *r)
+{
+    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+    const char *at = ctx && !strncmp(ctx, "COPY ", 5) ? strstr(ctx, ", line ") : NULL;
+    if (!at)
+        return 0;
+    at += 7;
+    long long n = 0;
+    while (isdigit((unsigned char)*at) && n < LLONG_MAX / 10)
+        n = n * 10 + (*at++ - '0');
+    return n;
+}
 
 static int rec_copy_begin(rec_copy *cp, pgpipe_records *h, const char *columns)
 {
@@ -614,6 +668,7 @@ static int rec_copy_end(rec_copy *cp, int rc, const char *why, long long *rows)
                     *rows = atoll(PQcmdTuples(r));
             } else if (rc == PGPIPE_OK && !why) {
                 rc = pp_err_pq(&h->hdr.err, cp->pg, r, "records: COPY");
+                cp->err_row = rec_copy_err_row(r);
             }
             PQclear(r);
         }
@@ -1645,7 +1700,54 @@ typedef struct rec_import {
     pgpipe_json_doc *doc;
     int stop;           /* a bad record stopped the import */
     pp_framer fr;       /* a JSON array (or one object) cut into its elements */
+    /* where each COPY row came from, to place an error the database raises
+    ** on a row: per row the line (less the previous row's) and the column,
+    ** as varints (two bytes a record, typically) */
+    pp_buf rows;
+    long long last_line;
+    int rows_nomem;     /* the map is incomplete: errors name the COPY row only */
 } rec_import;
+
+static int rec_import_varint(pp_buf *b, unsigned long long v)
+{
+    unsigned char t[10];
+    int n = 0;
+    do {
+        t[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return pp_buf_append(b, t, (size_t)n);
+}
+
+static unsigned long long rec_import_unvarint(const unsigned char **p, const unsigned char *end)
+{
+    unsigned long long v = 0;
+    for (int sh = 0; *p < end && sh < 64; sh += 7) {
+        unsigned char c = *(*p)++;
+        v |= (unsigned long long)(c & 0x7f) << sh;
+        if (!(c & 0x80))
+            break;
+    }
+    return v;
+}
+
+/* The input line and column of COPY row n (1-based); 0 when unknown. */
+static int rec_import_row_place(const rec_import *im, long long n, long long *line, long long *col)
+{
+    if (n <= 0 || im->rows_nomem)
+        return 0;
+    const unsigned char *p = (const unsigned char *)im->rows.data, *end = p + im->rows.len;
+    long long l = 0, c = 0;
+    for (long long i = 0; i < n; i++) {
+        if (p >= end)
+            return 0;
+        l += (long long)rec_import_unvarint(&p, end);
+        c = (long long)rec_import_unvarint(&p, end);
+    }
+    *line = l;
+    *col = c;
+    return 1;
+}
 
 /* A bad record: count, report, maybe stop. */
 static int rec_import_bad(rec_import *im, const pgpipe_error *e)
@@ -1783,6 +1885,13 @@ static int rec_import_record(rec_import *im, const pgpipe_json_val *root, const 
     }
     if (rc != PGPIPE_OK || pp_buf_putc(b, '\n') != PGPIPE_OK)
         return pp_err_nomem(&im->h->hdr.err);
+    if (!im->rows_nomem) {
+        long long dl = line >= im->last_line ? line - im->last_line : 0;
+        if (rec_import_varint(&im->rows, (unsigned long long)dl) != PGPIPE_OK ||
+            rec_import_varint(&im->rows, (unsigned long long)(col > 0 ? col : 0)) != PGPIPE_OK)
+            im->rows_nomem = 1;
+        im->last_line += dl;
+    }
     im->s->records++;
     im->s->imported++;
     if (b->len >= REC_COPY_CHUNK)
@@ -1957,6 +2066,20 @@ out:
         char why[300];
         snprintf(why, sizeof why, "records: import of %s stopped", im.source);
         rc = rec_copy_end(&im.cp, rc, rc != PGPIPE_OK ? why : NULL, NULL);
+        if (rc != PGPIPE_OK && im.cp.err_row > 0) {
+            /* the database refused a record: name it in the input */
+            pgpipe_error e = h->hdr.err;
+            long long line, col;
+            char msg[sizeof e.message];
+            snprintf(msg, sizeof msg, "%s", e.message);
+            if (rec_import_row_place(&im, im.cp.err_row, &line, &col))
+                pp_err_at(&h->hdr.err, rc, im.source, line, col, -1,
+                          "%s (the record at line %lld, column %lld)", msg, line, col);
+            else
+                pp_err_at(&h->hdr.err, rc, im.source, 0, 0, -1, "%s (%s: the import's record %lld)",
+                          msg, im.source, im.cp.err_row);
+            memcpy(h->hdr.err.sqlstate, e.sqlstate, sizeof e.sqlstate);
+        }
     } else {
         pp_buf_free(&im.cp.buf);
     }
@@ -1967,6 +2090,7 @@ out:
     pgpipe_ndjson_close(nd);
     pgpipe_json_doc_close(im.doc);
     framer_free(&im.fr);
+    pp_buf_free(&im.rows);
     pp_free(buf);
     if (fd != STDIN_FILENO)
         close(fd);

@@ -435,8 +435,9 @@ int pgpipe_pull_budget_open(pgpipe_pull_budget **out, double rate, double burst)
 {
     (void)rate;
     (void)burst;
-    if (out)
-        *out = NULL;
+    if (!out)
+        return PGPIPE_MISUSE;
+    *out = NULL;
     return PGPIPE_ERROR;
 }
 void pgpipe_pull_budget_close(pgpipe_pull_budget *b)

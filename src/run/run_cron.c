@@ -780,6 +780,14 @@ int pgpipe_cron_next(const pgpipe_cron *c, int64_t after, const char *tz, int64_
             pp_err(err, PGPIPE_MISUSE, "pgpipe_cron_next: NULL argument");
         return PGPIPE_MISUSE;
     }
+    /* years 1 to 9999 (UTC): far from int64's ends, so no sum below can
+    ** overflow, and every date in range has a Gregorian civil form */
+    if (after < INT64_C(-62135596800) || after > INT64_C(253402300799)) {
+        if (err)
+            pp_err(err, PGPIPE_MISUSE, "pgpipe_cron_next: time %lld is outside the years 1 to 9999",
+                   (long long)after);
+        return PGPIPE_MISUSE;
+    }
     if (c->every_ms > 0) {
         int64_t step = c->every_ms / 1000;
         int64_t q = after >= 0 ? after / step : -((-after + step - 1) / step);

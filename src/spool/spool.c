@@ -7,9 +7,13 @@
 ** off again (ftruncate), so a file never keeps half a record that append
 ** reported as failed. A new segment is written as seg-X.pps.tmp (header,
 ** fdatasync) and renamed into place, so a segment file always has a whole
-** header; the old one is fdatasync'ed before (sealing), and there is always
-** a last segment: the sequence numbers and the spool's id live in the files
-** and nowhere else.
+** header; the old one is fdatasync'ed before (sealing). The sequence
+** numbers and the spool's id live in the files and nowhere else, so a last
+** segment is kept: open seals the last segment it finds with records and
+** writes nothing (a full file system must still open, to be drained); the
+** first append starts the next segment. A drain that emptied the folder
+** starts the next segment at once; should that fail (the file system still
+** full), the folder is empty, and the next open starts a new spool id.
 **
 ** Reading (recovery, the drainer, the check) goes through sp_scan: it walks
 ** the records of a segment and, at a record that is not whole (length past
@@ -397,7 +401,10 @@ struct pgpipe_spool {
 #endif
     pgpipe_spool_options o;
     char *dir;
-    int lockfd, dirfd, fd;          /* fd: the active (last) segment */
+    int lockfd, dirfd, fd;          /* fd: the active (last) segment; -1 when sealed */
+    int opened;                     /* pgpipe_spool_open succeeded */
+    int sealed;                     /* no active segment: the next append starts one */
+    char open_msg[512];             /* why the open failed */
     char id[SP_ID_MAX];
     char dev[SP_DEV_MAX];
     sp_seg *segs;
@@ -508,7 +515,24 @@ static int sp_new_segment(pgpipe_spool *s)
     }
     s->total += SP_HDR;
     s->fd = fd;
+    s->sealed = 0;
     s->last_sync_ms = sp_mono_ms();
+    return PGPIPE_OK;
+}
+
+/* Seal the active segment (synced and closed) without starting the next:
+** the next append starts it. A full file system can so still be opened and
+** drained. */
+static int sp_seal(pgpipe_spool *s)
+{
+    if (s->fd >= 0) {
+        if (sp_datasync(s, s->fd) != 0)
+            return pp_err(&s->h.err, PGPIPE_IO, "spool: sync of a segment: %s", strerror(errno));
+        close(s->fd);
+        s->fd = -1;
+        s->dirty = 0;
+    }
+    s->sealed = 1;
     return PGPIPE_OK;
 }
 
@@ -525,6 +549,18 @@ static void sp_quarantine(pgpipe_spool *s, uint64_t first, const char *why)
     sp_sync_dir(s);
     s->st.quarantined++;
     pp_logf(PGPIPE_LOG_WARN, "spool", "segment %s is damaged (%s): moved to %s", from, why, to);
+}
+
+/* Open's check of one segment of DIR (named for first sequence NAME, in
+** name order; LAST: the previous segment that passed, when HAVE): its header
+** reads, its first sequence is its name's, it carries the spool id of the
+** segments before it and comes after them. 1 when it passes (*x is its
+** header); open quarantines one that does not, and pgpipe_spool_peek and
+** pgpipe_spool_check apply the same rule. */
+static int sp_seg_valid(int fd, uint64_t name, int have, const sp_hdr *last, sp_hdr *x)
+{
+    return sp_read_hdr(fd, x) == 0 && x->first_seq == name &&
+           (!have || (strcmp(x->id, last->id) == 0 && x->first_seq > last->first_seq));
 }
 
 static int sp_name_seq(const char *name, uint64_t *first)
@@ -774,8 +810,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
         sp_hdr x;
         if (fd < 0 || fstat(fd, &sb) != 0) {
             rc = pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
-        } else if (sp_read_hdr(fd, &x) != 0 || x.first_seq != firsts[i] ||
-                   (have && (strcmp(x.id, last.id) != 0 || x.first_seq <= s->segs[s->nsegs - 1].first))) {
+        } else if (!sp_seg_valid(fd, firsts[i], have, &last, &x)) {
             sp_quarantine(s, firsts[i], "bad header");
         } else {
             sp_seg g = { x.first_seq, (long long)sb.st_size, 0, -1 };
@@ -812,12 +847,14 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
                 return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
             return PGPIPE_OK;
         }
-        /* never append to a recovered segment: seal it, start the next */
+        /* never append to a recovered segment: it is sealed, and the first
+        ** append starts the next (not open: a spool that filled its file
+        ** system must open, to be drained) */
         sp_path(path, sizeof path, dir, "", g->first, "");
         s->fd = open(path, O_RDWR | O_CLOEXEC);
         if (s->fd < 0)
             return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
-        return sp_new_segment(s);
+        return sp_seal(s);
     }
     char uuid[37];
     if (pp_uuid_v4(uuid) != PGPIPE_OK)
@@ -842,15 +879,20 @@ int pgpipe_spool_open(pgpipe_spool **out, const char *dir, const pgpipe_spool_op
     pthread_cond_init(&s->cv, NULL);
 #endif
     int rc = sp_open(s, dir, o);
-    if (rc != PGPIPE_OK)
-        return rc;
 #ifndef PGPIPE_OMIT_THREADS
-    if (s->o.fsync_policy == PGPIPE_SPOOL_FSYNC_INTERVAL) {
+    if (rc == PGPIPE_OK && s->o.fsync_policy == PGPIPE_SPOOL_FSYNC_INTERVAL) {
         if (pthread_create(&s->flusher, NULL, sp_flusher_main, s) != 0)
-            return pp_err(&s->h.err, PGPIPE_ERROR, "spool: cannot start the flusher thread");
-        s->has_flusher = 1;
+            rc = pp_err(&s->h.err, PGPIPE_ERROR, "spool: cannot start the flusher thread");
+        else
+            s->has_flusher = 1;
     }
 #endif
+    if (rc != PGPIPE_OK) {
+        snprintf(s->open_msg, sizeof s->open_msg, "%.500s",
+                 s->h.err.message[0] ? s->h.err.message : pgpipe_errstr(rc));
+        return rc;
+    }
+    s->opened = 1;
     return PGPIPE_OK;
 }
 
@@ -893,6 +935,11 @@ static int sp_drop_oldest(pgpipe_spool *s)
 static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long long *seq)
 {
     long long need = SP_REC + (long long)len;
+    if (s->sealed || s->nsegs == 0) {
+        int rc = sp_new_segment(s);
+        if (rc != PGPIPE_OK)
+            return rc;
+    }
     sp_seg *a = &s->segs[s->nsegs - 1];
     if (a->records && a->bytes + need > s->o.segment_bytes) {
         int rc = sp_new_segment(s);
@@ -961,6 +1008,7 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
         (void)ftruncate(s->fd, (off_t)a->bytes);
         return pp_err(&s->h.err, PGPIPE_IO, "spool: write: %s", strerror(e));
     }
+    pgpipe_error_clear(&s->h.err); /* the handle holds its last call's error */
     a->bytes += need;
     if (!a->records)
         a->first_ms = ms;
@@ -987,10 +1035,18 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
     return PGPIPE_OK;
 }
 
+/* A spool whose open failed refuses every call but close and the error calls. */
+static int sp_refuse_unopened(pgpipe_spool *s)
+{
+    return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: the spool did not open: %s", s->open_msg);
+}
+
 int pgpipe_spool_append(pgpipe_spool *s, const void *rec, size_t len, long long *seq)
 {
-    if (!s || s->fd < 0)
-        return s ? pp_err(&s->h.err, PGPIPE_MISUSE, "spool: not open") : PGPIPE_MISUSE;
+    if (!s)
+        return PGPIPE_MISUSE;
+    if (!s->opened)
+        return sp_refuse_unopened(s);
     if (seq)
         *seq = 0;
     if (!rec || len == 0 || len > SP_MAX_REC)
@@ -1003,11 +1059,16 @@ int pgpipe_spool_append(pgpipe_spool *s, const void *rec, size_t len, long long 
 
 int pgpipe_spool_sync(pgpipe_spool *s)
 {
-    if (!s || s->fd < 0)
+    if (!s)
         return PGPIPE_MISUSE;
+    if (!s->opened)
+        return sp_refuse_unopened(s);
     sp_lock(s);
-    int rc = sp_datasync(s, s->fd) == 0 ? PGPIPE_OK
-                                         : pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s", strerror(errno));
+    int rc = s->fd < 0 || sp_datasync(s, s->fd) == 0
+                 ? PGPIPE_OK
+                 : pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s", strerror(errno));
+    if (rc == PGPIPE_OK)
+        pgpipe_error_clear(&s->h.err);
     s->dirty = 0;
     s->last_sync_ms = sp_mono_ms();
     sp_unlock(s);
@@ -1036,7 +1097,10 @@ int pgpipe_spool_stats(pgpipe_spool *s, pgpipe_spool_status *out)
 {
     if (!s || !out)
         return PGPIPE_MISUSE;
+    if (!s->opened)
+        return sp_refuse_unopened(s);
     sp_lock(s);
+    pgpipe_error_clear(&s->h.err);
     *out = s->st;
     out->segments = (long long)s->nsegs;
     out->bytes = s->total;
@@ -1233,8 +1297,10 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
     if (!res)
         res = &dummy;
     memset(res, 0, sizeof *res);
-    if (!s || (!lo && !fn) || s->fd < 0)
+    if (!s || (!lo && !fn))
         return s ? pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain needs loader options") : PGPIPE_MISUSE;
+    if (!s->opened)
+        return sp_refuse_unopened(s);
     pgpipe_error_clear(&s->h.err);
     sp_lock(s);
     if (s->draining) {
@@ -1242,9 +1308,11 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
         return pp_err(&s->h.err, PGPIPE_BUSY, "spool: a drain is running");
     }
     int rc = PGPIPE_OK;
-    if (s->segs[s->nsegs - 1].records)
-        rc = sp_new_segment(s);
-    size_t n = s->nsegs - 1;
+    /* the active segment is sealed (not followed by a new one: the file
+    ** system may be full), so every segment can be drained */
+    if (!s->sealed && s->nsegs && s->segs[s->nsegs - 1].records)
+        rc = sp_seal(s);
+    size_t n = s->sealed ? s->nsegs : s->nsegs ? s->nsegs - 1 : 0;
     uint64_t *todo = pp_malloc((n ? n : 1) * sizeof *todo);
     if (!todo)
         rc = pp_err_nomem(&s->h.err);
@@ -1315,6 +1383,13 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
     sp_lock(s);
     s->draining = 0;
     s->draining_seq = 0;
+    if (s->sealed && s->nsegs == 0) {
+        /* all drained: start the next segment now when there is room (else
+        ** the next append does); its failure is not the drain's */
+        pgpipe_error keep = s->h.err;
+        (void)sp_new_segment(s);
+        s->h.err = keep;
+    }
     sp_unlock(s);
     return rc;
 }
@@ -1322,7 +1397,7 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
 int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
                        pgpipe_spool_drain_result *res)
 {
-    if (s && !lo)
+    if (s && s->opened && !lo)
         return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain needs loader options");
     return sp_drain(s, lo, NULL, NULL, res);
 }
@@ -1330,7 +1405,7 @@ int pgpipe_spool_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo,
 int pgpipe_spool_drain_to(pgpipe_spool *s, pgpipe_spool_record_fn fn, void *ud,
                           pgpipe_spool_drain_result *res)
 {
-    if (s && !fn)
+    if (s && s->opened && !fn)
         return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: drain_to needs a function");
     return sp_drain(s, NULL, fn, ud, res);
 }
@@ -1389,6 +1464,8 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
         pp_free(firsts);
         return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
     }
+    sp_hdr last;
+    int have = 0;
     for (size_t i = 0; i < n && rc == PGPIPE_OK; i++) {
         char path[4096];
         sp_path(path, sizeof path, dir, sub, firsts[i], "");
@@ -1406,7 +1483,15 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
             rc = pp_err(err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
         } else {
             in.bytes = (long long)sb.st_size;
-            if (sp_read_hdr(fd, &x) == 0) {
+            /* outside quarantine, open's rule: a segment open would
+            ** quarantine (bad header, a name that is not its first
+            ** sequence, another spool's id) is damaged whole */
+            int ok = *sub ? sp_read_hdr(fd, &x) == 0 : sp_seg_valid(fd, firsts[i], have, &last, &x);
+            if (ok && !*sub) {
+                last = x;
+                have = 1;
+            }
+            if (ok) {
                 sp_reader r = { fd, (long long)sb.st_size, NULL, 0, 0, 0 };
                 sp_scan_result sc;
                 rc = sp_scan(&r, x.first_seq, NULL, NULL, &sc);
@@ -1468,6 +1553,28 @@ int pgpipe_spool_peek(const char *dir, pgpipe_spool_status *out, pgpipe_error *e
         pp_free(firsts);
         return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
     }
+    /* the segments open keeps (open's rule, sp_seg_valid); the others
+    ** open would quarantine: counted in out->quarantined, not in records */
+    size_t m = 0;
+    sp_hdr last;
+    int have = 0;
+    for (size_t i = 0; i < n; i++) {
+        char path[4096];
+        sp_path(path, sizeof path, dir, "", firsts[i], "");
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        sp_hdr x;
+        if (fd < 0)
+            continue;   /* drained or dropped meanwhile */
+        if (sp_seg_valid(fd, firsts[i], have, &last, &x)) {
+            firsts[m++] = firsts[i];
+            last = x;
+            have = 1;
+        } else {
+            out->quarantined++;
+        }
+        close(fd);
+    }
+    n = m;
     for (size_t i = 0; i < n; i++) {
         char path[4096];
         sp_path(path, sizeof path, dir, "", firsts[i], "");

@@ -28,7 +28,10 @@
 ** time and payload. Integers are little-endian. Every record carries the
 ** device id (its segment's) and a sequence number that grows by one per
 ** record for the life of the spool folder. The last segment is the one
-** appended to; the others are sealed (fsync'ed, never written again).
+** appended to; the others are sealed (fsync'ed, never written again). Open
+** writes nothing when the folder has records (so a spool that filled its
+** file system opens, to be drained): it seals the last segment, and the
+** first append starts the next.
 **
 ** Durability, per fsync policy (every policy writes each record into the
 ** file with one write() before append returns, so none loses an appended
@@ -182,7 +185,10 @@ void pgpipe_spool_close(pgpipe_spool *s);
 ** records (the last segment is scanned, the others counted from their
 ** headers), oldest_ms, age_seconds and next_seq of out are set, the
 ** counters are 0. Reads the headers, the first record of the oldest
-** segment and the last segment. PGPIPE_IO when DIR cannot be read. */
+** segment and the last segment. A segment pgpipe_spool_open would
+** quarantine (a header that does not read, a name that is not its first
+** sequence, another spool's id) is not counted: out->quarantined is their
+** number. PGPIPE_IO when DIR cannot be read. */
 int pgpipe_spool_peek(const char *dir, pgpipe_spool_status *out, pgpipe_error *err);
 
 /* One segment as pgpipe_spool_check finds it. */
@@ -200,7 +206,10 @@ typedef struct pgpipe_spool_segment_info {
 } pgpipe_spool_segment_info;
 typedef void (*pgpipe_spool_check_fn)(void *ud, const pgpipe_spool_segment_info *info);
 /* Inspect a spool folder offline, read-only (also while it is open): fn is
-** called for each segment, oldest first, then each quarantined one. Returns
+** called for each segment, oldest first, then each quarantined one. A
+** segment pgpipe_spool_open would quarantine (its header does not read, its
+** name is not its first sequence, it carries another spool's id) is
+** reported with header_ok 0 and damaged whole. Returns
 ** PGPIPE_OK when every segment outside quarantine is whole, PGPIPE_PARSE
 ** when one is not (a torn tail of the last segment included), PGPIPE_IO
 ** when DIR cannot be read. */
