@@ -885,7 +885,11 @@ typedef struct pp_http_request {
 ** Refused with 400: Content-Length with Transfer-Encoding, duplicate or
 ** malformed lengths, a Transfer-Encoding other than "chunked", obsolete line
 ** folding, bare CR or LF, blanks before a colon, control characters, names
-** outside RFC 9110 tchar, bad chunk framing, a missing or repeated Host. */
+** outside RFC 9110 tchar, bad chunk framing, a missing or repeated Host.
+** The request target is origin-form ("/path?query") or absolute-form
+** ("http://authority/path?query", RFC 9112 3.2.2; https too): then rq's path
+** and query are the part after the authority ("/" when none), and the
+** authority stands for Host (which an HTTP/1.1 request still sends once). */
 enum { PP_HTTP_ERROR = -1, PP_HTTP_MORE = 0, PP_HTTP_GOT_HEAD = 1, PP_HTTP_DONE = 2 };
 typedef struct pp_http_parser {
     size_t max_header_bytes;    /* request line + headers (431 beyond) */
@@ -893,6 +897,8 @@ typedef struct pp_http_parser {
     int state;
     int chunked;
     int expect_continue;        /* Expect: 100-continue on an HTTP/1.1 request */
+    int length_given;           /* Content-Length or Transfer-Encoding was sent (a
+                                   POST without either is 411 for the router) */
     int status;                 /* PP_HTTP_ERROR: the answer's status */
     const char *why;            /* PP_HTTP_ERROR: what is wrong */
     size_t scan;                /* head: where the next unterminated line starts */
@@ -984,8 +990,16 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
 ** event loop's thread; never blocks on the database. */
 PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
                                     const char *source, uint64_t ticket, pp_http_reply *now);
-/* Can records be committed now (database reachable, under the memory
-** budget)? 1 = ready; else 0 with a reason for /readyz. */
+/* The checks of POST /v1/events/{source} that its head decides, for an
+** Expect: 100-continue head before its body is read (body_len: its
+** Content-Length, 0 when chunked): the database or the spool, the
+** Content-Type, the idempotency key's syntax, the device headers, the
+** memory budget. 0 = go on (100 Continue); 1 = *now is the final answer. */
+PGPIPE_PRIVATE int pp_ingest_head(pp_ingest *ig, const pp_http_request *rq, const char *source,
+                                  size_t body_len, pp_http_reply *now);
+/* Can records be committed now (database reachable, and room in the memory
+** budget for the smallest request, the admission's rule)? 1 = ready; else 0
+** with a reason for /readyz. */
 PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size);
 /* Append ingest's metrics (Prometheus text) to b. */
 PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b);
@@ -24597,13 +24611,31 @@ static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_ht
         q++;
     if (q == t || q == le || *q != ' ')
         return hp_fail(p, 400, "a malformed request target");
-    if (*t != '/')
-        return hp_fail(p, 400, "the request target must be a path (origin-form)");
     rq->target = t;
     rq->target_len = (size_t)(q - t);
-    const char *qm = memchr(t, '?', rq->target_len);
-    rq->path = t;
-    rq->path_len = qm ? (size_t)(qm - t) : rq->target_len;
+    const char *o = t; /* the origin-form part: path and query */
+    if (*t != '/') {
+        /* absolute-form (RFC 9112 3.2.2: a server MUST accept it): the path
+        ** and query after the authority; the authority is the host */
+        size_t sl = (size_t)(q - t) >= 7 && !strncasecmp(t, "http://", 7) ? 7
+                    : (size_t)(q - t) >= 8 && !strncasecmp(t, "https://", 8) ? 8 : 0;
+        if (!sl)
+            return hp_fail(p, 400, "the request target must be a path (origin-form) or an "
+                                   "http:// or https:// URI (absolute-form)");
+        const char *a = t + sl;
+        o = a;
+        while (o < q && *o != '/' && *o != '?')
+            o++;
+        if (o == a)
+            return hp_fail(p, 400, "an absolute-form request target without a host");
+        if (memchr(a, '@', (size_t)(o - a)))
+            return hp_fail(p, 400, "an absolute-form request target with user information");
+    }
+    const char *qm = memchr(o, '?', (size_t)(q - o));
+    rq->path = o;
+    rq->path_len = qm ? (size_t)(qm - o) : (size_t)(q - o);
+    if (rq->path_len == 0)
+        rq->path = "/", rq->path_len = 1; /* "http://host" and "http://host?q" */
     rq->query = qm ? qm + 1 : NULL;
     rq->query_len = qm ? (size_t)(q - qm - 1) : 0;
     q++;
@@ -24682,6 +24714,7 @@ static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_ht
         return hp_fail(p, 413, "the body is larger than the limit");
     rq->keep_alive = rq->minor == 1 ? !conn_close : conn_keep && !conn_close;
     p->expect_continue = expect && rq->minor == 1;
+    p->length_given = ncl || nte;
     p->chunked = te != NULL;
     p->left = cl;
     rq->body = NULL;
@@ -25750,6 +25783,10 @@ PGPIPE_PRIVATE int pp_http_source_ok(const char *s, size_t n)
 {
     if (n < 1 || n > 64)
         return 0;
+    /* "." and ".." are dot-segments: curl, browsers and nginx remove them
+    ** from /v1/events/.. before the request leaves, so none would reach it */
+    if (s[0] == '.' && (n == 1 || (n == 2 && s[1] == '.')))
+        return 0;
     for (size_t i = 0; i < n; i++) {
         char ch = s[i];
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -26002,6 +26039,8 @@ typedef struct ig_committer {
     size_t caphash;
     pthread_t tid;
     int started;
+    atomic_int recheck; /* another committer lost its connection: check this
+                           one's (counted in ig->rechecks) */
 } ig_committer;
 
 /* Prometheus histogram buckets */
@@ -26034,6 +26073,7 @@ struct pp_ingest {
     long long pending;  /* requests queued or committing */
     size_t pending_bytes;
     atomic_int live;    /* committers with a working connection */
+    atomic_int rechecks; /* committers whose connection is to be checked */
     ig_committer cm[IG_MAX_COMMITTERS];
     int ncm;
     /* the submit's state (event loop's thread only) */
@@ -26342,6 +26382,24 @@ static int ig_put_event_type(ig_parse *p, const pgpipe_json_val *v, const char *
     }
 }
 
+/* The value of the LAST member named key, as jsonb keeps it ({"id":"A","id":"B"}
+** is stored as {"id":"B"}): the key and the event type must be what is
+** stored. (pgpipe_json_obj_get finds the first.) */
+static const pgpipe_json_val *ig_member(const pgpipe_json_val *obj, const char *key)
+{
+    pgpipe_json_iter it;
+    const pgpipe_json_val *k, *v, *found = NULL;
+    size_t n = strlen(key), kn;
+    if (pgpipe_json_iter_init(&it, obj) != PGPIPE_OK)
+        return NULL;
+    while ((v = pgpipe_json_iter_next(&it, &k)) != NULL) {
+        const char *ks = pgpipe_json_get_str(k, &kn);
+        if (ks && kn == n && !memcmp(ks, key, n))
+            found = v;
+    }
+    return found;
+}
+
 /* One JSON record: raw starts at line (col characters into it) and byte off. */
 static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long line,
                           long long col, long long off)
@@ -26377,7 +26435,7 @@ static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long li
         return ig_dead(p, raw, len, line, col + 1, off, m, (size_t)ml);
     }
     if (p->id_field && p->r->nrec == 1) {
-        const pgpipe_json_val *v = pgpipe_json_obj_get(root, p->id_field, strlen(p->id_field));
+        const pgpipe_json_val *v = ig_member(root, p->id_field);
         size_t n = 0;
         const char *s = NULL;
         if (pgpipe_json_type(v) == PGPIPE_JSON_STRING)
@@ -26396,7 +26454,7 @@ static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long li
     const char *why = NULL;
     if (rc == PGPIPE_OK) {
         const pgpipe_json_val *v = p->et_field
-            ? pgpipe_json_obj_get(root, p->et_field, strlen(p->et_field)) : NULL;
+            ? ig_member(root, p->et_field) : NULL;
         rc = ig_put_event_type(p, v, &why);
     }
     if (rc == PGPIPE_PARSE) {
@@ -26543,8 +26601,14 @@ static int ig_csv_body(ig_parse *p)
             const pgpipe_csv_span *f = pgpipe_csv_fields(csv, &nf);
             size_t coff;
             rc = ig_row_begin(p, &coff);
-            if (etk >= 0 && etk < nf && (f[etk].len || f[etk].quoted))
-                rc |= pp_copy_escape(&g->cbuf, f[etk].data, f[etk].len);
+            /* a name the header gives twice: the last column, as jsonb
+            ** keeps the last of a key (a short row is a dead letter) */
+            int ek = -1;
+            for (int k = (nf < nkeys ? nf : nkeys) - 1; etk >= 0 && k >= etk && ek < 0; k--)
+                if (k == etk || !strcmp(pgpipe_csv_header_name(csv, k), p->et_field))
+                    ek = k;
+            if (ek >= 0 && (f[ek].len || f[ek].quoted))
+                rc |= pp_copy_escape(&g->cbuf, f[ek].data, f[ek].len);
             else if (p->et_hdr)
                 rc |= pp_buf_append(&g->cbuf, p->et_buf->data + p->et_src,
                                     p->et_buf->len - p->et_src);
@@ -26852,6 +26916,92 @@ static int ig_spool_request(pp_ingest *ig, const pp_http_request *rq, const char
 }
 #endif
 
+/* The checks a request's head decides (the body need not be here): the
+** database (unless the request may go to the spool), the Content-Type, the
+** idempotency key's syntax, the device headers. 0 and *kind, *key (NULL:
+** none), claim and *seq0 filled; or 1 with *now the answer. */
+static int ig_head(pp_ingest *ig, const pp_http_request *rq, const pgpipe_http_source *s,
+                   int down, int to_spool, int *kind, const char **key, size_t *kn, char *claim,
+                   size_t csize, long long *seq0, pp_http_reply *now)
+{
+    if (down && !to_spool) {
+        ig_refused(ig);
+        return ig_reply(now, 503, "database_unavailable", rq->id, 2,
+                        "no connection to the database: try again later");
+    }
+    size_t ctn = 0;
+    const char *ct = pp_http_header_get(rq, "Content-Type", &ctn);
+    *kind = ig_media(ct, ctn);
+    if (*kind < 0) {
+        ig_refused(ig);
+        return ig_reply(now, 415, "unsupported_media_type", rq->id, 0,
+                        "Content-Type must be application/json, application/x-ndjson "
+                        "(application/jsonl) or text/csv");
+    }
+    /* the idempotency key */
+    *kn = 0;
+    *key = ig_header(rq, "Idempotency-Key", kn);
+    if (!*key)
+        *key = ig_header(rq, s->idempotency_header, kn);
+    if (!*key && s->signature == PGPIPE_HTTP_SIG_STANDARD)
+        *key = ig_header(rq, "webhook-id", kn);
+    if (*key && (*kn > IG_MAX_KEY || !ig_key_ok(*key, *kn))) {
+        ig_refused(ig);
+        return ig_reply(now, 400, "bad_idempotency_key", rq->id, 0,
+                        *kn > IG_MAX_KEY ? "the idempotency key is longer than 255 bytes"
+                                         : "the idempotency key must be visible ASCII");
+    }
+    if (ig_device_headers(rq, claim, csize, seq0, now)) {
+        ig_refused(ig);
+        return 1;
+    }
+    return 0;
+}
+
+/* Is the memory budget too full for a request of need bytes (under mu)?
+** The one rule of the admission and of /readyz (which asks for the
+** smallest request, IG_REQ_MIN): a request is refused when others wait and
+** it would take the accepted, uncommitted bytes over the budget. */
+#define IG_REQ_MIN 512
+static int ig_over_budget(const pp_ingest *ig, size_t need)
+{
+    return ig->pending > 0 && ig->pending_bytes + need > ig->budget;
+}
+
+PGPIPE_PRIVATE int pp_ingest_head(pp_ingest *ig, const pp_http_request *rq, const char *source,
+                                  size_t body_len, pp_http_reply *now)
+{
+    memset(now, 0, sizeof *now);
+    int down = atomic_load(&ig->live) == 0;
+    int to_spool = 0;
+#ifndef PGPIPE_OMIT_SPOOL
+    to_spool = ig->sp && (down || atomic_load(&ig->spooling));
+#endif
+    int kind;
+    const char *key;
+    size_t kn;
+    char claim[128];
+    long long seq0;
+    if (ig_head(ig, rq, ig_source(ig, source), down, to_spool, &kind, &key, &kn, claim,
+                sizeof claim, &seq0, now))
+        return 1;
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->sp)
+        return 0; /* over the budget, it goes to the spool */
+#endif
+    pthread_mutex_lock(&ig->mu);
+    int over = ig_over_budget(ig, body_len * 2 + IG_REQ_MIN);
+    if (over) {
+        int ra = ig_retry_after(ig);
+        ig->m_refused++;
+        pthread_mutex_unlock(&ig->mu);
+        return ig_reply(now, 503, "over_memory_budget", rq->id, ra,
+                        "too much accepted work is waiting for its commit: try again later");
+    }
+    pthread_mutex_unlock(&ig->mu);
+    return 0;
+}
+
 /* Take a request: from the event loop (spool_seq 0; may_spool: it may go to
 ** the spool instead) or from the spool's drainer (spool_seq: its sequence
 ** there). *spooled: the records went to the spool (*now says so). */
@@ -26867,40 +27017,14 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
 #else
     (void)may_spool;
 #endif
-    if (down && !to_spool) {
-        ig_refused(ig);
-        return ig_reply(now, 503, "database_unavailable", rq->id, 2,
-                        "no connection to the database: try again later");
-    }
     const pgpipe_http_source *s = ig_source(ig, source);
-    size_t ctn = 0;
-    const char *ct = pp_http_header_get(rq, "Content-Type", &ctn);
-    int kind = ig_media(ct, ctn);
-    if (kind < 0) {
-        ig_refused(ig);
-        return ig_reply(now, 415, "unsupported_media_type", rq->id, 0,
-                        "Content-Type must be application/json, application/x-ndjson "
-                        "(application/jsonl) or text/csv");
-    }
-    /* the idempotency key */
+    int kind;
     size_t kn = 0;
-    const char *key = ig_header(rq, "Idempotency-Key", &kn);
-    if (!key)
-        key = ig_header(rq, s->idempotency_header, &kn);
-    if (!key && s->signature == PGPIPE_HTTP_SIG_STANDARD)
-        key = ig_header(rq, "webhook-id", &kn);
-    if (key && (kn > IG_MAX_KEY || !ig_key_ok(key, kn))) {
-        ig_refused(ig);
-        return ig_reply(now, 400, "bad_idempotency_key", rq->id, 0,
-                        kn > IG_MAX_KEY ? "the idempotency key is longer than 255 bytes"
-                                        : "the idempotency key must be visible ASCII");
-    }
+    const char *key = NULL;
     char claim[128];
     long long seq0 = 0;
-    if (ig_device_headers(rq, claim, sizeof claim, &seq0, now)) {
-        ig_refused(ig);
+    if (ig_head(ig, rq, s, down, to_spool, &kind, &key, &kn, claim, sizeof claim, &seq0, now))
         return 1;
-    }
     int window = ig_window(ig, s);
     /* (a drained request was checked when it came) */
     long long ts = spool_seq ? 0 : ig_signed_time(rq, s);
@@ -26912,10 +27036,10 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     }
 
     pthread_mutex_lock(&ig->mu);
-    size_t need = rq->body_len * 2 + 512;
-    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget && may_spool)
+    size_t need = rq->body_len * 2 + IG_REQ_MIN;
+    if (ig_over_budget(ig, need) && may_spool)
         to_spool = 1;
-    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget && !to_spool) {
+    if (ig_over_budget(ig, need) && !to_spool) {
         int ra = ig_retry_after(ig);
         ig->m_refused++;
         pthread_mutex_unlock(&ig->mu);
@@ -27884,6 +28008,38 @@ static int ig_connect(ig_committer *c, int now_anyway)
     return 1;
 }
 
+/* Did the statement fail because the connection is gone (not the data,
+** not a conflict)? */
+static int ig_conn_lost(const ig_committer *c)
+{
+    return !c->conn || PQstatus(c->conn) != CONNECTION_OK || !strncmp(c->err.sqlstate, "08", 2) ||
+           !strncmp(c->err.sqlstate, "57P", 3);
+}
+
+/* c's connection was checked (or c has none). */
+static void ig_rechecked(ig_committer *c)
+{
+    if (atomic_exchange(&c->recheck, 0))
+        atomic_fetch_sub(&c->ig->rechecks, 1);
+}
+
+/* A committer lost its connection: the server likely went away, and the
+** others' connections, which say CONNECTION_OK until a statement fails,
+** likely with it. Each of them checks its own before the spool's drainer
+** trusts them, and with a spool new requests go there at once: the retry
+** of the group's requests is spooled, not sent to a dead connection. */
+static void ig_conn_failed(ig_committer *c)
+{
+    pp_ingest *ig = c->ig;
+    for (int i = 0; i < ig->ncm; i++)
+        if (&ig->cm[i] != c && !atomic_exchange(&ig->cm[i].recheck, 1))
+            atomic_fetch_add(&ig->rechecks, 1);
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->sp)
+        atomic_store(&ig->spooling, 1);
+#endif
+}
+
 static void ig_histo(long long *b, const double *le, size_t n, double v)
 {
     size_t i = 0;
@@ -27898,7 +28054,7 @@ static void ig_commit(ig_committer *c, ig_group *g)
     pp_ingest *ig = c->ig;
     int64_t t0 = pgpipe_now_us();
     long long acc = 0, dead = 0;
-    int rc = PGPIPE_DB, sent = 0, transient = 1;
+    int rc = PGPIPE_DB, sent = 0, transient = 1, lost = 1;
     if (ig_connect(c, 1)) {
         rc = ig_transaction(c, g, 0, &acc, &dead, &sent);
         if (rc != PGPIPE_OK && !sent && !ig_transient(c) && ig_data_error(c)) {
@@ -27907,6 +28063,7 @@ static void ig_commit(ig_committer *c, ig_group *g)
             rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
         }
         transient = rc != PGPIPE_OK && ig_transient(c);
+        lost = rc != PGPIPE_OK && ig_conn_lost(c);
         if (rc != PGPIPE_OK) {
             pp_logf(PGPIPE_LOG_WARN, "http", "group of %zu requests not committed: %s", g->nreqs,
                     c->err.message);
@@ -27920,6 +28077,9 @@ static void ig_commit(ig_committer *c, ig_group *g)
             }
         }
     }
+    ig_rechecked(c);
+    if (rc != PGPIPE_OK && lost)
+        ig_conn_failed(c); /* before the answers: their retries are spooled */
     c->used = pgpipe_now_us();
     double secs = (double)(c->used - t0) / 1e6;
     long long committed = 0, replayed = 0, seen = 0, dups = 0, drained = 0, dfail = 0, dreq = 0;
@@ -28004,6 +28164,8 @@ static void ig_commit(ig_committer *c, ig_group *g)
     }
     ig_group_put(ig, g);
     pthread_cond_broadcast(&ig->dcv);
+    if (rc != PGPIPE_OK && lost)
+        pthread_cond_broadcast(&ig->cv); /* the others check their connections */
     pthread_mutex_unlock(&ig->mu);
 }
 
@@ -28065,6 +28227,18 @@ static void *ig_committer_main(void *arg)
             break;
         int64_t t = pgpipe_now_us();
         int need_conn = !c->conn || PQstatus(c->conn) != CONNECTION_OK;
+        if (atomic_load(&c->recheck)) {
+            /* another committer lost its connection: is this one alive? */
+            pthread_mutex_unlock(&ig->mu);
+            if (!need_conn && ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK && ig_transient(c)) {
+                ig_disconnect(c);
+                c->next_try = 0;
+            }
+            c->used = pgpipe_now_us();
+            ig_rechecked(c);
+            pthread_mutex_lock(&ig->mu);
+            continue;
+        }
         if (need_conn && t >= c->next_try) {
             pthread_mutex_unlock(&ig->mu);
             ig_connect(c, 0);
@@ -28227,7 +28401,10 @@ static void *ig_drainer_main(void *arg)
     ig_dctx d = { ig, 0, 0 };
     pthread_mutex_lock(&ig->mu);
     for (;;) {
-        while (!ig->dquit && !(atomic_load(&ig->spooling) && atomic_load(&ig->live) > 0)) {
+        /* (not while a committer's connection is in doubt: one lost its
+        ** connection, the others check theirs) */
+        while (!ig->dquit && !(atomic_load(&ig->spooling) && atomic_load(&ig->live) > 0 &&
+                               atomic_load(&ig->rechecks) == 0)) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_nsec += 200 * 1000000L;
@@ -28325,10 +28502,12 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
     pthread_cond_init(&ig->dcv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&ig->live, 0);
+    atomic_init(&ig->rechecks, 0);
     for (int i = 0; i < ig->ncm; i++) {
         ig_committer *c = &ig->cm[i];
         c->ig = ig;
         c->idx = i;
+        atomic_init(&c->recheck, 0);
         /* connected before the server answers its first request, so it is
         ** ready at once when the database is */
         ig_connect(c, 1);
@@ -28388,11 +28567,21 @@ PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size)
         return 0;
     }
     pthread_mutex_lock(&ig->mu);
-    int over = ig->pending_bytes > ig->budget;
+    int over = ig_over_budget(ig, IG_REQ_MIN); /* the admission's rule: even the smallest
+                                                  request would be refused */
     pthread_mutex_unlock(&ig->mu);
+#ifndef PGPIPE_OMIT_SPOOL
+    if (over && ig->sp) {
+        /* admitted all the same: into the spool */
+        if (size)
+            snprintf(why, size, "the accepted, uncommitted requests fill the memory budget: "
+                                "requests go to the spool");
+        return 1;
+    }
+#endif
     if (over) {
         if (size)
-            snprintf(why, size, "the accepted, uncommitted requests exceed the memory budget");
+            snprintf(why, size, "the accepted, uncommitted requests fill the memory budget");
         return 0;
     }
     if (size)
@@ -28782,6 +28971,7 @@ static const char *hs_reason(int s)
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
+    case 411: return "Length Required";
     case 413: return "Content Too Large";
     case 415: return "Unsupported Media Type";
     case 417: return "Expectation Failed";
@@ -29128,7 +29318,8 @@ static int hs_grow(pgpipe_http *h, hs_conn *c)
         memcpy(nb, ob, c->rlen);
     if (ob && c->got_head) {
         pp_http_request *rq = &c->rq;
-#define HS_MOVE(p) if (p) p = nb + ((p) - ob)
+        /* (a pointer outside the buffer, the "/" of "http://host", stays) */
+#define HS_MOVE(p) if ((p) && (uintptr_t)(p) - (uintptr_t)ob < c->rlen) p = nb + ((p) - ob)
         HS_MOVE(rq->target);
         HS_MOVE(rq->path);
         HS_MOVE(rq->query);
@@ -29198,10 +29389,37 @@ static int hs_path_is(const pp_http_request *rq, const char *lit)
 
 #define HS_EVENTS "/v1/events/"
 
+/* A header of a POST whose two copies would make the request ambiguous
+** (which credential, which key?): its name, else NULL. Like Pgpipe-Seq
+** twice (ingest), the request is refused. */
+static const char *hs_header_twice(const pp_http_request *rq, const pgpipe_http_source *src)
+{
+    static const char *const once[] = { "Authorization", "Content-Type", "Idempotency-Key",
+                                        "X-Hub-Signature-256", "Stripe-Signature", "webhook-id",
+                                        "webhook-timestamp", "webhook-signature", "X-Event-Type",
+                                        "X-GitHub-Event" };
+    const size_t nonce = sizeof once / sizeof once[0];
+    for (size_t k = 0; k < nonce + 2; k++) {
+        const char *name = k < nonce ? once[k]
+                           : !src ? NULL
+                           : k == nonce ? src->idempotency_header : src->event_type_header;
+        if (!name || !*name)
+            continue;
+        size_t len = strlen(name);
+        int seen = 0;
+        for (int i = 0; i < rq->nheaders; i++)
+            if (rq->headers[i].name_len == len && !strncasecmp(rq->headers[i].name, name, len) &&
+                seen++)
+                return name;
+    }
+    return NULL;
+}
+
 /* Is the head of c's request one this server takes? 0 = yes (for a POST to
 ** the events path, *source is set); else an answer is written (404, 405,
-** 400, 401/403) and 1 returned. With body_known 0 (an Expect: 100-continue
-** head) only the checks that need no body run. */
+** 400, 401/403, 411) and 1 returned. With body_known 0 (an Expect:
+** 100-continue head) the checks that need no body run, ingest's too (415, a
+** bad key, 503 when nothing can take the request): 100 only when they pass. */
 static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
 {
     pp_http_request *rq = &c->rq;
@@ -29238,21 +29456,48 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
         hs_error(h, c, 405, "method_not_allowed", "events are sent with POST", "Allow: POST\r\n");
         return 1;
     }
+    if (!c->p.length_given) {
+        /* RFC 9110 15.5.12; the bytes a client sent as its body would be
+        ** read as the next request: the connection closes */
+        pp_http_reply r;
+        if (pp_http_reply_error(&r, 411, "length_required", rq->id, "a POST needs a "
+                                "Content-Length or Transfer-Encoding: chunked") != PGPIPE_OK) {
+            memset(&r, 0, sizeof r);
+            r.status = 411;
+        }
+        r.close = 1;
+        hs_write_reply(h, c, &r, NULL);
+        return 1;
+    }
     memcpy(source, s, n);
     source[n] = 0;
-    if (!body_known) {
-        const pgpipe_http_source *src = pp_http_auth_source(h->auth, source);
-        if (src && src->signature != PGPIPE_HTTP_SIG_NONE)
-            return 0; /* a signature covers the body: checked once it is here */
-    }
-    pp_http_reply deny;
-    memset(&deny, 0, sizeof deny);
-    int st = pp_http_auth_check(h->auth, source, rq, time(NULL), &deny);
-    if (st) {
-        if (!deny.status)
-            deny.status = st;
-        hs_write_reply(h, c, &deny, NULL);
+    const pgpipe_http_source *src = pp_http_auth_source(h->auth, source);
+    const char *twice = hs_header_twice(rq, src);
+    if (twice) {
+        char why[160];
+        snprintf(why, sizeof why, "%s is given more than once", twice);
+        hs_error(h, c, 400, "duplicate_header", why, NULL);
         return 1;
+    }
+    /* a signature covers the body: checked once it is here */
+    if (body_known || !src || src->signature == PGPIPE_HTTP_SIG_NONE) {
+        pp_http_reply deny;
+        memset(&deny, 0, sizeof deny);
+        int st = pp_http_auth_check(h->auth, source, rq, time(NULL), &deny);
+        if (st) {
+            if (!deny.status)
+                deny.status = st;
+            hs_write_reply(h, c, &deny, NULL);
+            return 1;
+        }
+    }
+    if (!body_known) {
+        /* what the head decides, before 100 Continue asks for the body */
+        pp_http_reply now;
+        if (pp_ingest_head(h->ig, rq, source, c->p.chunked ? 0 : (size_t)c->p.left, &now)) {
+            hs_write_reply(h, c, &now, NULL);
+            return 1;
+        }
     }
     return 0;
 }
@@ -30001,9 +30246,20 @@ static void hs_reload(pgpipe_http *h)
     pgpipe_error_clear(&err);
     if (PQstatus(h->db) != CONNECTION_OK)
         PQreset(h->db);
-    if (pp_http_auth_reload(h->auth, h->db, &err) != PGPIPE_OK)
-        pp_logf(PGPIPE_LOG_WARN, "http", "reloading the tokens failed, the old ones stay: %s",
+    int rc = pp_http_auth_reload(h->auth, h->db, &err);
+    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM) {
+        /* a connection whose server restarted says CONNECTION_OK until a
+        ** query fails: connect again and read once more, so one SIGHUP
+        ** enforces a revocation (not a second or third one) */
+        pp_logf(PGPIPE_LOG_INFO, "http", "reloading the tokens: %s; connecting again",
                 err.message);
+        PQreset(h->db);
+        pgpipe_error_clear(&err);
+        rc = pp_http_auth_reload(h->auth, h->db, &err);
+    }
+    if (rc != PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "
+                "stay in force (a token added or revoked since is not): %s", err.message);
     else
         pp_logf(PGPIPE_LOG_INFO, "http", "tokens reloaded");
 }

@@ -2599,11 +2599,13 @@ typedef struct pgpipe_http_options {
 
 void pgpipe_http_options_init(pgpipe_http_options *o);
 /* Can name be the {source} of POST /v1/events/{source}: 1 to 64 characters
-** of A-Z a-z 0-9 . _ - (PGPIPE_HTTP_SOURCE_RULE says so in words)? 1 yes,
+** of A-Z a-z 0-9 . _ -, other than "." and ".." (dot-segments, which
+** clients and proxies remove from a path: no request could reach them)
+** (PGPIPE_HTTP_SOURCE_RULE says so in words)? 1 yes,
 ** 0 no ("*", the settings of every other source, is not a name). The server,
 ** pgpipe_http_open's sources and the token functions all hold to it. */
 int pgpipe_http_source_valid(const char *name);
-#define PGPIPE_HTTP_SOURCE_RULE "1 to 64 characters of A-Z a-z 0-9 . _ -"
+#define PGPIPE_HTTP_SOURCE_RULE "1 to 64 characters of A-Z a-z 0-9 . _ -, other than . and .."
 /* Check the options, connect, install the schema when asked, load the tokens
 ** and bind the listening sockets. *out is set even on failure (read
 ** pgpipe_errmsg(*out), then close it); NULL only when out of memory. */

@@ -164,6 +164,50 @@ PGT_TEST(http, parser_keep_alive_and_expect)
     PGT_EQ_INT(r.status, 431);
 }
 
+/* Absolute-form targets (RFC 9112 3.2.2: a server MUST accept them): the path
+** and query after the authority; other schemes, no host, userinfo: 400. */
+PGT_TEST(http, parser_absolute_form)
+{
+    static const struct {
+        const char *target, *path, *query;
+    } ok[] = {
+        { "http://127.0.0.1:8080/v1/events/t", "/v1/events/t", NULL },
+        { "HTTPS://example.com/v1/events/t?a=1&b", "/v1/events/t", "a=1&b" },
+        { "http://[::1]:80/healthz", "/healthz", NULL },
+        { "http://h", "/", NULL },
+        { "http://h?x=1", "/", "x=1" },
+        { "/v1/events/t?q", "/v1/events/t", "q" },
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char buf[512];
+        int n = snprintf(buf, sizeof buf, "GET %s HTTP/1.1\r\nHost: other\r\n\r\n", ok[i].target);
+        pp_http_parser p;
+        pp_http_parser_init(&p, 1024, 100);
+        pp_http_request rq;
+        memset(&rq, 0, sizeof rq);
+        PGT_EQ_INT(pp_http_parse(&p, buf, (size_t)n, &rq), PP_HTTP_DONE);
+        PGT_EQ_MEM(rq.path, rq.path_len, ok[i].path, strlen(ok[i].path));
+        if (ok[i].query)
+            PGT_EQ_MEM(rq.query, rq.query_len, ok[i].query, strlen(ok[i].query));
+        else
+            PGT_CHECK(rq.query == NULL);
+        PGT_EQ_INT(p.length_given, 0);
+    }
+    static const char *const bad[] = { "http:///v1/events/t", "http://u:p@h/v1/events/t",
+                                       "ftp://h/v1/events/t", "http:/h/x", "http//h/x", "h/x",
+                                       "*" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char buf[512];
+        snprintf(buf, sizeof buf, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", bad[i]);
+        http_t_parsed r = http_t_parse(buf, 0, 100);
+        PGT_CHECK_MSG(r.rc == PP_HTTP_ERROR && r.status == 400, "%s: rc %d status %d", bad[i],
+                      r.rc, r.status);
+    }
+    /* the Host rule stays: one Host in an HTTP/1.1 request */
+    http_t_parsed r = http_t_parse("GET http://h/healthz HTTP/1.1\r\n\r\n", 0, 100);
+    PGT_EQ_INT(r.status, 400);
+}
+
 /* ---- a real server --------------------------------------------------------- */
 
 typedef struct http_t_srv {
@@ -652,6 +696,85 @@ PGT_TEST(http, expect_100_continue)
     close(fd);
     http_t_stop(&s);
     PGT_EQ_INT(s.h->submitted, 1);
+    pgpipe_http_close(s.h);
+}
+
+/* What the head alone decides is answered before the body is asked for
+** (README: "answered 100 only when the head is acceptable, else the final
+** status"): an unknown Content-Type, a bad idempotency key, a header given
+** twice; and an absolute-form target is served. */
+PGT_TEST(http, head_decides_before_100_continue)
+{
+    http_t_srv s;
+    http_t_start(&s, NULL);
+    static const struct {
+        const char *head;
+        int status;
+        const char *code;
+    } cases[] = {
+        { HTTP_T_POST "Content-Type: text/plain\r\n", 415, "unsupported_media_type" },
+        { HTTP_T_POST "Content-Type: application/json\r\nIdempotency-Key: a b\r\n", 400,
+          "bad_idempotency_key" },
+        { HTTP_T_POST "Content-Type: application/json\r\nPgpipe-Seq: 1\r\n", 400,
+          "bad_device_header" },
+        { HTTP_T_POST "Content-Type: application/json\r\nIdempotency-Key: k1\r\n"
+                      "Idempotency-Key: k2\r\n", 400, "duplicate_header" },
+        { HTTP_T_POST "Content-Type: application/json\r\nAuthorization: Bearer a\r\n"
+                      "Authorization: Bearer b\r\n", 400, "duplicate_header" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int fd = http_t_connect(s.port, 0);
+        http_t_nrest = 0;
+        char req[1024];
+        snprintf(req, sizeof req, "%sExpect: 100-continue\r\nContent-Length: 11\r\n\r\n",
+                 cases[i].head);
+        http_t_sends(fd, req);
+        http_t_resp r;
+        int st = http_t_read(fd, &r);
+        PGT_CHECK_MSG(st == cases[i].status && strstr(r.body, cases[i].code),
+                      "case %zu: %d %s", i, st, r.body);
+        free(r.body);
+        PGT_CHECK(http_t_closed(fd)); /* the body never asked for is not read */
+        close(fd);
+        /* and without Expect, the same answer once the body is here */
+        snprintf(req, sizeof req, "%sContent-Length: 11\r\n\r\n{\"k\":\"v2\"}\n", cases[i].head);
+        st = http_t_ask(s.port, req, &r);
+        PGT_CHECK_MSG(st == cases[i].status && strstr(r.body, cases[i].code),
+                      "case %zu without Expect: %d %s", i, st, r.body);
+        free(r.body);
+    }
+    /* a POST without a length: 411, and the connection closes (what the
+    ** client meant as its body would be read as the next request) */
+    int fd = http_t_connect(s.port, 0);
+    http_t_nrest = 0;
+    http_t_sends(fd, HTTP_T_POST "Content-Type: application/json\r\n\r\n{\"k\":\"v\"}");
+    http_t_resp r;
+    PGT_EQ_INT(http_t_read(fd, &r), 411);
+    PGT_CONTAINS(r.body, "\"code\":\"length_required\"");
+    PGT_CONTAINS(r.head, "Length Required");
+    free(r.body);
+    PGT_CHECK(http_t_closed(fd));
+    close(fd);
+    /* absolute-form: served like its path */
+    char req[512];
+    snprintf(req, sizeof req, "POST http://127.0.0.1:%d/v1/events/t HTTP/1.1\r\nHost: "
+             "127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+             "{\"k\":\"v3\"}\n", s.port);
+    int st = http_t_ask(s.port, req, &r);
+    PGT_CHECK_MSG(st == 202, "absolute-form POST: %d %s", st, r.body);
+    free(r.body);
+    PGT_EQ_INT(http_t_ask(s.port, "GET http://localhost/healthz HTTP/1.1\r\nHost: x\r\n\r\n", &r),
+               200);
+    free(r.body);
+    /* sources "." and "..": dot-segments no client sends as they are */
+    st = http_t_ask(s.port, "POST /v1/events/.. HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                            "application/json\r\nContent-Length: 2\r\n\r\n{}", &r);
+    PGT_CHECK_MSG(st == 400 && strstr(r.body, "invalid_source"), "..: %d %s", st, r.body);
+    free(r.body);
+    http_t_stop(&s);
+    /* ingest saw the 3 complete requests it refuses and the absolute-form
+    ** one; no Expect head, no duplicate, no POST without a length */
+    PGT_EQ_INT(s.h->submitted, 4);
     pgpipe_http_close(s.h);
 }
 

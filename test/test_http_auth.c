@@ -391,9 +391,9 @@ PGT_TEST(http_auth, sources_and_bad_options)
 /* One rule for a source name, the server's path, the options and the tokens. */
 PGT_TEST(http_auth, source_names)
 {
-    const char *good[] = { "a", "orders", "Git-Hub_2.v1", "0",
+    const char *good[] = { "a", "orders", "Git-Hub_2.v1", "0", "...", ".a", "..a", "a..",
                            "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij1234" };
-    const char *bad[] = { "", "*", "a~b", "a b", "a/b", "a%20b", "é", "a:b", "a\nb",
+    const char *bad[] = { "", "*", "a~b", "a b", "a/b", "a%20b", "é", "a:b", "a\nb", ".", "..",
                           "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij12345" };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         PGT_EQ_INT(pgpipe_http_source_valid(good[i]), 1);
@@ -402,6 +402,8 @@ PGT_TEST(http_auth, source_names)
     PGT_EQ_INT(pgpipe_http_source_valid(NULL), 0);
     PGT_EQ_INT(pp_http_source_ok("ab/c", 2), 1); /* counted: a path segment */
     PGT_EQ_INT(pp_http_source_ok("ab", 0), 0);
+    PGT_EQ_INT(pp_http_source_ok("../x", 2), 0); /* a dot-segment, counted */
+    PGT_EQ_INT(pp_http_source_ok("..x", 3), 1);
 }
 
 PGT_TEST(http_auth, trusted_proxies)

@@ -421,6 +421,57 @@ PGT_TEST(http_ingest, idempotency)
     pgt_db_close(c);
 }
 
+/* A member given twice: jsonb keeps the last ({"id":"A","id":"B"} is stored
+** as {"id":"B"}), so the idempotency field and the event type are read from
+** the last one too: the key and the column say what the payload says. */
+PGT_TEST(http_ingest, duplicate_member_last_wins)
+{
+    PGconn *c = pgt_db_open();
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    pgpipe_http_source src[1];
+    memset(src, 0, sizeof src);
+    char name[64];
+    snprintf(name, sizeof name, "hi_dupm_%d", (int)getpid());
+    src[0].name = name;
+    src[0].idempotency_field = "id";
+    o.sources = src;
+    o.nsources = 1;
+    pp_ingest *ig = hi_open("dupm", &o);
+    snprintf(hi_source, sizeof hi_source, "%s", name);
+    hi_clean(c);
+    pp_http_request rq;
+    hi_answer a;
+    hi_req(&rq, "application/json",
+           "{\"id\":\"dA\",\"event_type\":\"first\",\"id\":\"dB\",\"event_type\":\"last\"}",
+           (size_t)-1, NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 202);
+    PGT_CHECK(!a.replayed);
+    /* the stored value is the key: a body with id "dB" is the same delivery */
+    hi_req(&rq, "application/json", "{\"id\":\"dB\",\"event_type\":\"last\"}", (size_t)-1, NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 202);
+    PGT_CHECK(a.replayed);
+    /* and "dA", the first value, is not */
+    hi_req(&rq, "application/json", "{\"id\":\"dA\",\"event_type\":\"last\"}", (size_t)-1, NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 202);
+    PGT_CHECK(!a.replayed);
+    /* CSV: a header naming a column twice */
+    hi_req(&rq, "text/csv", "event_type,n,event_type\nfirst,1,last\n", (size_t)-1, NULL);
+    PGT_EQ_INT(hi_post(ig, &rq, &a), 202);
+    PGT_CONTAINS(a.body, "\"accepted\":1");
+    pp_ingest_close(ig);
+    PGT_EQ_INT(HI_ROWS(c), 3);
+    char sql[400];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s' AND "
+             "event_type = payload->>'event_type' AND event_type = 'last'", hi_source);
+    PGT_EQ_INT(pgt_db_int(c, sql), 3);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.http_keys WHERE source = '%s' AND "
+             "key IN ('dA', 'dB')", hi_source);
+    PGT_EQ_INT(pgt_db_int(c, sql), 2);
+    hi_clean(c);
+    pgt_db_close(c);
+}
+
 PGT_TEST(http_ingest, expired_key)
 {
     PGconn *c = pgt_db_open();
@@ -688,6 +739,12 @@ PGT_TEST(http_ingest, database_unreachable)
     hi_req(&rq, "application/json", "{\"event_type\":\"e\"}", (size_t)-1, NULL);
     PGT_EQ_INT(hi_post(ig, &rq, &a), 503);
     PGT_CHECK(a.retry_after >= 1 && a.retry_after <= 5);
+    /* an Expect: 100-continue head hears it before it sends its body */
+    pp_http_reply hd;
+    PGT_EQ_INT(pp_ingest_head(ig, &rq, hi_source, 20, &hd), 1);
+    PGT_EQ_INT(hd.status, 503);
+    PGT_CONTAINS(hd.body, "database_unavailable");
+    pp_http_reply_free(&hd);
     pp_ingest_close(ig);
     /* a server that ends the committers' sessions: never a 202 for what is
     ** not committed, and it comes back */
@@ -778,8 +835,35 @@ PGT_TEST(http_ingest, backpressure_and_drain)
     PGT_EQ_INT(hi_srv.n, 1);
     PGT_EQ_INT(hi_srv.a[0].status, 202);
     PGT_EQ_INT(pp_ingest_ready(ig, why, sizeof why), 1);
+    /* /readyz follows the admission's rule: unready exactly when the
+    ** smallest request (an empty body) would be refused, not only once the
+    ** waiting bytes are over the budget */
+    hi_req(&rq, "application/json", "{\"event_type\":\"e\"}", (size_t)-1, NULL);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 3003, &now), 0);
+    pthread_mutex_lock(&ig->mu);
+    size_t saved = ig->budget;
+    ig->budget = ig->pending_bytes + 100; /* under it, but no room for 512 more */
+    pthread_mutex_unlock(&ig->mu);
+    PGT_EQ_INT(pp_ingest_ready(ig, why, sizeof why), 0);
+    PGT_CONTAINS(why, "budget");
+    hi_req(&rq, "application/json", "", 0, NULL);
+    PGT_EQ_INT(pp_ingest_head(ig, &rq, hi_source, 0, &now), 1);
+    PGT_EQ_INT(now.status, 503);
+    pp_http_reply_free(&now);
+    PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 3004, &now), 1);
+    PGT_EQ_INT(now.status, 503);
+    pp_http_reply_free(&now);
+    pthread_mutex_lock(&ig->mu);
+    ig->budget = ig->pending_bytes + 512; /* room for exactly the smallest */
+    pthread_mutex_unlock(&ig->mu);
+    PGT_EQ_INT(pp_ingest_ready(ig, why, sizeof why), 1);
+    pthread_mutex_lock(&ig->mu);
+    ig->budget = saved;
+    pthread_mutex_unlock(&ig->mu);
+    pp_ingest_drain(ig);
+    PGT_EQ_INT(hi_wait(3003)->status, 202);
     pp_ingest_close(ig);
-    PGT_EQ_INT(HI_ROWS(c), 1);
+    PGT_EQ_INT(HI_ROWS(c), 2);
     pgt_db_close(c);
 }
 

@@ -207,6 +207,7 @@ static const char *hs_reason(int s)
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
+    case 411: return "Length Required";
     case 413: return "Content Too Large";
     case 415: return "Unsupported Media Type";
     case 417: return "Expectation Failed";
@@ -553,7 +554,8 @@ static int hs_grow(pgpipe_http *h, hs_conn *c)
         memcpy(nb, ob, c->rlen);
     if (ob && c->got_head) {
         pp_http_request *rq = &c->rq;
-#define HS_MOVE(p) if (p) p = nb + ((p) - ob)
+        /* (a pointer outside the buffer, the "/" of "http://host", stays) */
+#define HS_MOVE(p) if ((p) && (uintptr_t)(p) - (uintptr_t)ob < c->rlen) p = nb + ((p) - ob)
         HS_MOVE(rq->target);
         HS_MOVE(rq->path);
         HS_MOVE(rq->query);
@@ -623,10 +625,37 @@ static int hs_path_is(const pp_http_request *rq, const char *lit)
 
 #define HS_EVENTS "/v1/events/"
 
+/* A header of a POST whose two copies would make the request ambiguous
+** (which credential, which key?): its name, else NULL. Like Pgpipe-Seq
+** twice (ingest), the request is refused. */
+static const char *hs_header_twice(const pp_http_request *rq, const pgpipe_http_source *src)
+{
+    static const char *const once[] = { "Authorization", "Content-Type", "Idempotency-Key",
+                                        "X-Hub-Signature-256", "Stripe-Signature", "webhook-id",
+                                        "webhook-timestamp", "webhook-signature", "X-Event-Type",
+                                        "X-GitHub-Event" };
+    const size_t nonce = sizeof once / sizeof once[0];
+    for (size_t k = 0; k < nonce + 2; k++) {
+        const char *name = k < nonce ? once[k]
+                           : !src ? NULL
+                           : k == nonce ? src->idempotency_header : src->event_type_header;
+        if (!name || !*name)
+            continue;
+        size_t len = strlen(name);
+        int seen = 0;
+        for (int i = 0; i < rq->nheaders; i++)
+            if (rq->headers[i].name_len == len && !strncasecmp(rq->headers[i].name, name, len) &&
+                seen++)
+                return name;
+    }
+    return NULL;
+}
+
 /* Is the head of c's request one this server takes? 0 = yes (for a POST to
 ** the events path, *source is set); else an answer is written (404, 405,
-** 400, 401/403) and 1 returned. With body_known 0 (an Expect: 100-continue
-** head) only the checks that need no body run. */
+** 400, 401/403, 411) and 1 returned. With body_known 0 (an Expect:
+** 100-continue head) the checks that need no body run, ingest's too (415, a
+** bad key, 503 when nothing can take the request): 100 only when they pass. */
 static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
 {
     pp_http_request *rq = &c->rq;
@@ -663,21 +692,48 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
         hs_error(h, c, 405, "method_not_allowed", "events are sent with POST", "Allow: POST\r\n");
         return 1;
     }
+    if (!c->p.length_given) {
+        /* RFC 9110 15.5.12; the bytes a client sent as its body would be
+        ** read as the next request: the connection closes */
+        pp_http_reply r;
+        if (pp_http_reply_error(&r, 411, "length_required", rq->id, "a POST needs a "
+                                "Content-Length or Transfer-Encoding: chunked") != PGPIPE_OK) {
+            memset(&r, 0, sizeof r);
+            r.status = 411;
+        }
+        r.close = 1;
+        hs_write_reply(h, c, &r, NULL);
+        return 1;
+    }
     memcpy(source, s, n);
     source[n] = 0;
-    if (!body_known) {
-        const pgpipe_http_source *src = pp_http_auth_source(h->auth, source);
-        if (src && src->signature != PGPIPE_HTTP_SIG_NONE)
-            return 0; /* a signature covers the body: checked once it is here */
-    }
-    pp_http_reply deny;
-    memset(&deny, 0, sizeof deny);
-    int st = pp_http_auth_check(h->auth, source, rq, time(NULL), &deny);
-    if (st) {
-        if (!deny.status)
-            deny.status = st;
-        hs_write_reply(h, c, &deny, NULL);
+    const pgpipe_http_source *src = pp_http_auth_source(h->auth, source);
+    const char *twice = hs_header_twice(rq, src);
+    if (twice) {
+        char why[160];
+        snprintf(why, sizeof why, "%s is given more than once", twice);
+        hs_error(h, c, 400, "duplicate_header", why, NULL);
         return 1;
+    }
+    /* a signature covers the body: checked once it is here */
+    if (body_known || !src || src->signature == PGPIPE_HTTP_SIG_NONE) {
+        pp_http_reply deny;
+        memset(&deny, 0, sizeof deny);
+        int st = pp_http_auth_check(h->auth, source, rq, time(NULL), &deny);
+        if (st) {
+            if (!deny.status)
+                deny.status = st;
+            hs_write_reply(h, c, &deny, NULL);
+            return 1;
+        }
+    }
+    if (!body_known) {
+        /* what the head decides, before 100 Continue asks for the body */
+        pp_http_reply now;
+        if (pp_ingest_head(h->ig, rq, source, c->p.chunked ? 0 : (size_t)c->p.left, &now)) {
+            hs_write_reply(h, c, &now, NULL);
+            return 1;
+        }
     }
     return 0;
 }
@@ -1426,9 +1482,20 @@ static void hs_reload(pgpipe_http *h)
     pgpipe_error_clear(&err);
     if (PQstatus(h->db) != CONNECTION_OK)
         PQreset(h->db);
-    if (pp_http_auth_reload(h->auth, h->db, &err) != PGPIPE_OK)
-        pp_logf(PGPIPE_LOG_WARN, "http", "reloading the tokens failed, the old ones stay: %s",
+    int rc = pp_http_auth_reload(h->auth, h->db, &err);
+    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM) {
+        /* a connection whose server restarted says CONNECTION_OK until a
+        ** query fails: connect again and read once more, so one SIGHUP
+        ** enforces a revocation (not a second or third one) */
+        pp_logf(PGPIPE_LOG_INFO, "http", "reloading the tokens: %s; connecting again",
                 err.message);
+        PQreset(h->db);
+        pgpipe_error_clear(&err);
+        rc = pp_http_auth_reload(h->auth, h->db, &err);
+    }
+    if (rc != PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "
+                "stay in force (a token added or revoked since is not): %s", err.message);
     else
         pp_logf(PGPIPE_LOG_INFO, "http", "tokens reloaded");
 }

@@ -819,6 +819,10 @@ PGPIPE_PRIVATE int pp_http_source_ok(const char *s, size_t n)
 {
     if (n < 1 || n > 64)
         return 0;
+    /* "." and ".." are dot-segments: curl, browsers and nginx remove them
+    ** from /v1/events/.. before the request leaves, so none would reach it */
+    if (s[0] == '.' && (n == 1 || (n == 2 && s[1] == '.')))
+        return 0;
     for (size_t i = 0; i < n; i++) {
         char ch = s[i];
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||

@@ -141,6 +141,8 @@ typedef struct ig_committer {
     size_t caphash;
     pthread_t tid;
     int started;
+    atomic_int recheck; /* another committer lost its connection: check this
+                           one's (counted in ig->rechecks) */
 } ig_committer;
 
 /* Prometheus histogram buckets */
@@ -173,6 +175,7 @@ struct pp_ingest {
     long long pending;  /* requests queued or committing */
     size_t pending_bytes;
     atomic_int live;    /* committers with a working connection */
+    atomic_int rechecks; /* committers whose connection is to be checked */
     ig_committer cm[IG_MAX_COMMITTERS];
     int ncm;
     /* the submit's state (event loop's thread only) */
@@ -481,6 +484,24 @@ static int ig_put_event_type(ig_parse *p, const pgpipe_json_val *v, const char *
     }
 }
 
+/* The value of the LAST member named key, as jsonb keeps it ({"id":"A","id":"B"}
+** is stored as {"id":"B"}): the key and the event type must be what is
+** stored. (pgpipe_json_obj_get finds the first.) */
+static const pgpipe_json_val *ig_member(const pgpipe_json_val *obj, const char *key)
+{
+    pgpipe_json_iter it;
+    const pgpipe_json_val *k, *v, *found = NULL;
+    size_t n = strlen(key), kn;
+    if (pgpipe_json_iter_init(&it, obj) != PGPIPE_OK)
+        return NULL;
+    while ((v = pgpipe_json_iter_next(&it, &k)) != NULL) {
+        const char *ks = pgpipe_json_get_str(k, &kn);
+        if (ks && kn == n && !memcmp(ks, key, n))
+            found = v;
+    }
+    return found;
+}
+
 /* One JSON record: raw starts at line (col characters into it) and byte off. */
 static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long line,
                           long long col, long long off)
@@ -516,7 +537,7 @@ static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long li
         return ig_dead(p, raw, len, line, col + 1, off, m, (size_t)ml);
     }
     if (p->id_field && p->r->nrec == 1) {
-        const pgpipe_json_val *v = pgpipe_json_obj_get(root, p->id_field, strlen(p->id_field));
+        const pgpipe_json_val *v = ig_member(root, p->id_field);
         size_t n = 0;
         const char *s = NULL;
         if (pgpipe_json_type(v) == PGPIPE_JSON_STRING)
@@ -535,7 +556,7 @@ static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long li
     const char *why = NULL;
     if (rc == PGPIPE_OK) {
         const pgpipe_json_val *v = p->et_field
-            ? pgpipe_json_obj_get(root, p->et_field, strlen(p->et_field)) : NULL;
+            ? ig_member(root, p->et_field) : NULL;
         rc = ig_put_event_type(p, v, &why);
     }
     if (rc == PGPIPE_PARSE) {
@@ -682,8 +703,14 @@ static int ig_csv_body(ig_parse *p)
             const pgpipe_csv_span *f = pgpipe_csv_fields(csv, &nf);
             size_t coff;
             rc = ig_row_begin(p, &coff);
-            if (etk >= 0 && etk < nf && (f[etk].len || f[etk].quoted))
-                rc |= pp_copy_escape(&g->cbuf, f[etk].data, f[etk].len);
+            /* a name the header gives twice: the last column, as jsonb
+            ** keeps the last of a key (a short row is a dead letter) */
+            int ek = -1;
+            for (int k = (nf < nkeys ? nf : nkeys) - 1; etk >= 0 && k >= etk && ek < 0; k--)
+                if (k == etk || !strcmp(pgpipe_csv_header_name(csv, k), p->et_field))
+                    ek = k;
+            if (ek >= 0 && (f[ek].len || f[ek].quoted))
+                rc |= pp_copy_escape(&g->cbuf, f[ek].data, f[ek].len);
             else if (p->et_hdr)
                 rc |= pp_buf_append(&g->cbuf, p->et_buf->data + p->et_src,
                                     p->et_buf->len - p->et_src);
@@ -991,6 +1018,92 @@ static int ig_spool_request(pp_ingest *ig, const pp_http_request *rq, const char
 }
 #endif
 
+/* The checks a request's head decides (the body need not be here): the
+** database (unless the request may go to the spool), the Content-Type, the
+** idempotency key's syntax, the device headers. 0 and *kind, *key (NULL:
+** none), claim and *seq0 filled; or 1 with *now the answer. */
+static int ig_head(pp_ingest *ig, const pp_http_request *rq, const pgpipe_http_source *s,
+                   int down, int to_spool, int *kind, const char **key, size_t *kn, char *claim,
+                   size_t csize, long long *seq0, pp_http_reply *now)
+{
+    if (down && !to_spool) {
+        ig_refused(ig);
+        return ig_reply(now, 503, "database_unavailable", rq->id, 2,
+                        "no connection to the database: try again later");
+    }
+    size_t ctn = 0;
+    const char *ct = pp_http_header_get(rq, "Content-Type", &ctn);
+    *kind = ig_media(ct, ctn);
+    if (*kind < 0) {
+        ig_refused(ig);
+        return ig_reply(now, 415, "unsupported_media_type", rq->id, 0,
+                        "Content-Type must be application/json, application/x-ndjson "
+                        "(application/jsonl) or text/csv");
+    }
+    /* the idempotency key */
+    *kn = 0;
+    *key = ig_header(rq, "Idempotency-Key", kn);
+    if (!*key)
+        *key = ig_header(rq, s->idempotency_header, kn);
+    if (!*key && s->signature == PGPIPE_HTTP_SIG_STANDARD)
+        *key = ig_header(rq, "webhook-id", kn);
+    if (*key && (*kn > IG_MAX_KEY || !ig_key_ok(*key, *kn))) {
+        ig_refused(ig);
+        return ig_reply(now, 400, "bad_idempotency_key", rq->id, 0,
+                        *kn > IG_MAX_KEY ? "the idempotency key is longer than 255 bytes"
+                                         : "the idempotency key must be visible ASCII");
+    }
+    if (ig_device_headers(rq, claim, csize, seq0, now)) {
+        ig_refused(ig);
+        return 1;
+    }
+    return 0;
+}
+
+/* Is the memory budget too full for a request of need bytes (under mu)?
+** The one rule of the admission and of /readyz (which asks for the
+** smallest request, IG_REQ_MIN): a request is refused when others wait and
+** it would take the accepted, uncommitted bytes over the budget. */
+#define IG_REQ_MIN 512
+static int ig_over_budget(const pp_ingest *ig, size_t need)
+{
+    return ig->pending > 0 && ig->pending_bytes + need > ig->budget;
+}
+
+PGPIPE_PRIVATE int pp_ingest_head(pp_ingest *ig, const pp_http_request *rq, const char *source,
+                                  size_t body_len, pp_http_reply *now)
+{
+    memset(now, 0, sizeof *now);
+    int down = atomic_load(&ig->live) == 0;
+    int to_spool = 0;
+#ifndef PGPIPE_OMIT_SPOOL
+    to_spool = ig->sp && (down || atomic_load(&ig->spooling));
+#endif
+    int kind;
+    const char *key;
+    size_t kn;
+    char claim[128];
+    long long seq0;
+    if (ig_head(ig, rq, ig_source(ig, source), down, to_spool, &kind, &key, &kn, claim,
+                sizeof claim, &seq0, now))
+        return 1;
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->sp)
+        return 0; /* over the budget, it goes to the spool */
+#endif
+    pthread_mutex_lock(&ig->mu);
+    int over = ig_over_budget(ig, body_len * 2 + IG_REQ_MIN);
+    if (over) {
+        int ra = ig_retry_after(ig);
+        ig->m_refused++;
+        pthread_mutex_unlock(&ig->mu);
+        return ig_reply(now, 503, "over_memory_budget", rq->id, ra,
+                        "too much accepted work is waiting for its commit: try again later");
+    }
+    pthread_mutex_unlock(&ig->mu);
+    return 0;
+}
+
 /* Take a request: from the event loop (spool_seq 0; may_spool: it may go to
 ** the spool instead) or from the spool's drainer (spool_seq: its sequence
 ** there). *spooled: the records went to the spool (*now says so). */
@@ -1006,40 +1119,14 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
 #else
     (void)may_spool;
 #endif
-    if (down && !to_spool) {
-        ig_refused(ig);
-        return ig_reply(now, 503, "database_unavailable", rq->id, 2,
-                        "no connection to the database: try again later");
-    }
     const pgpipe_http_source *s = ig_source(ig, source);
-    size_t ctn = 0;
-    const char *ct = pp_http_header_get(rq, "Content-Type", &ctn);
-    int kind = ig_media(ct, ctn);
-    if (kind < 0) {
-        ig_refused(ig);
-        return ig_reply(now, 415, "unsupported_media_type", rq->id, 0,
-                        "Content-Type must be application/json, application/x-ndjson "
-                        "(application/jsonl) or text/csv");
-    }
-    /* the idempotency key */
+    int kind;
     size_t kn = 0;
-    const char *key = ig_header(rq, "Idempotency-Key", &kn);
-    if (!key)
-        key = ig_header(rq, s->idempotency_header, &kn);
-    if (!key && s->signature == PGPIPE_HTTP_SIG_STANDARD)
-        key = ig_header(rq, "webhook-id", &kn);
-    if (key && (kn > IG_MAX_KEY || !ig_key_ok(key, kn))) {
-        ig_refused(ig);
-        return ig_reply(now, 400, "bad_idempotency_key", rq->id, 0,
-                        kn > IG_MAX_KEY ? "the idempotency key is longer than 255 bytes"
-                                        : "the idempotency key must be visible ASCII");
-    }
+    const char *key = NULL;
     char claim[128];
     long long seq0 = 0;
-    if (ig_device_headers(rq, claim, sizeof claim, &seq0, now)) {
-        ig_refused(ig);
+    if (ig_head(ig, rq, s, down, to_spool, &kind, &key, &kn, claim, sizeof claim, &seq0, now))
         return 1;
-    }
     int window = ig_window(ig, s);
     /* (a drained request was checked when it came) */
     long long ts = spool_seq ? 0 : ig_signed_time(rq, s);
@@ -1051,10 +1138,10 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     }
 
     pthread_mutex_lock(&ig->mu);
-    size_t need = rq->body_len * 2 + 512;
-    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget && may_spool)
+    size_t need = rq->body_len * 2 + IG_REQ_MIN;
+    if (ig_over_budget(ig, need) && may_spool)
         to_spool = 1;
-    if (ig->pending > 0 && ig->pending_bytes + need > ig->budget && !to_spool) {
+    if (ig_over_budget(ig, need) && !to_spool) {
         int ra = ig_retry_after(ig);
         ig->m_refused++;
         pthread_mutex_unlock(&ig->mu);
@@ -2023,6 +2110,38 @@ static int ig_connect(ig_committer *c, int now_anyway)
     return 1;
 }
 
+/* Did the statement fail because the connection is gone (not the data,
+** not a conflict)? */
+static int ig_conn_lost(const ig_committer *c)
+{
+    return !c->conn || PQstatus(c->conn) != CONNECTION_OK || !strncmp(c->err.sqlstate, "08", 2) ||
+           !strncmp(c->err.sqlstate, "57P", 3);
+}
+
+/* c's connection was checked (or c has none). */
+static void ig_rechecked(ig_committer *c)
+{
+    if (atomic_exchange(&c->recheck, 0))
+        atomic_fetch_sub(&c->ig->rechecks, 1);
+}
+
+/* A committer lost its connection: the server likely went away, and the
+** others' connections, which say CONNECTION_OK until a statement fails,
+** likely with it. Each of them checks its own before the spool's drainer
+** trusts them, and with a spool new requests go there at once: the retry
+** of the group's requests is spooled, not sent to a dead connection. */
+static void ig_conn_failed(ig_committer *c)
+{
+    pp_ingest *ig = c->ig;
+    for (int i = 0; i < ig->ncm; i++)
+        if (&ig->cm[i] != c && !atomic_exchange(&ig->cm[i].recheck, 1))
+            atomic_fetch_add(&ig->rechecks, 1);
+#ifndef PGPIPE_OMIT_SPOOL
+    if (ig->sp)
+        atomic_store(&ig->spooling, 1);
+#endif
+}
+
 static void ig_histo(long long *b, const double *le, size_t n, double v)
 {
     size_t i = 0;
@@ -2037,7 +2156,7 @@ static void ig_commit(ig_committer *c, ig_group *g)
     pp_ingest *ig = c->ig;
     int64_t t0 = pgpipe_now_us();
     long long acc = 0, dead = 0;
-    int rc = PGPIPE_DB, sent = 0, transient = 1;
+    int rc = PGPIPE_DB, sent = 0, transient = 1, lost = 1;
     if (ig_connect(c, 1)) {
         rc = ig_transaction(c, g, 0, &acc, &dead, &sent);
         if (rc != PGPIPE_OK && !sent && !ig_transient(c) && ig_data_error(c)) {
@@ -2046,6 +2165,7 @@ static void ig_commit(ig_committer *c, ig_group *g)
             rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
         }
         transient = rc != PGPIPE_OK && ig_transient(c);
+        lost = rc != PGPIPE_OK && ig_conn_lost(c);
         if (rc != PGPIPE_OK) {
             pp_logf(PGPIPE_LOG_WARN, "http", "group of %zu requests not committed: %s", g->nreqs,
                     c->err.message);
@@ -2059,6 +2179,9 @@ static void ig_commit(ig_committer *c, ig_group *g)
             }
         }
     }
+    ig_rechecked(c);
+    if (rc != PGPIPE_OK && lost)
+        ig_conn_failed(c); /* before the answers: their retries are spooled */
     c->used = pgpipe_now_us();
     double secs = (double)(c->used - t0) / 1e6;
     long long committed = 0, replayed = 0, seen = 0, dups = 0, drained = 0, dfail = 0, dreq = 0;
@@ -2143,6 +2266,8 @@ static void ig_commit(ig_committer *c, ig_group *g)
     }
     ig_group_put(ig, g);
     pthread_cond_broadcast(&ig->dcv);
+    if (rc != PGPIPE_OK && lost)
+        pthread_cond_broadcast(&ig->cv); /* the others check their connections */
     pthread_mutex_unlock(&ig->mu);
 }
 
@@ -2204,6 +2329,18 @@ static void *ig_committer_main(void *arg)
             break;
         int64_t t = pgpipe_now_us();
         int need_conn = !c->conn || PQstatus(c->conn) != CONNECTION_OK;
+        if (atomic_load(&c->recheck)) {
+            /* another committer lost its connection: is this one alive? */
+            pthread_mutex_unlock(&ig->mu);
+            if (!need_conn && ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK && ig_transient(c)) {
+                ig_disconnect(c);
+                c->next_try = 0;
+            }
+            c->used = pgpipe_now_us();
+            ig_rechecked(c);
+            pthread_mutex_lock(&ig->mu);
+            continue;
+        }
         if (need_conn && t >= c->next_try) {
             pthread_mutex_unlock(&ig->mu);
             ig_connect(c, 0);
@@ -2366,7 +2503,10 @@ static void *ig_drainer_main(void *arg)
     ig_dctx d = { ig, 0, 0 };
     pthread_mutex_lock(&ig->mu);
     for (;;) {
-        while (!ig->dquit && !(atomic_load(&ig->spooling) && atomic_load(&ig->live) > 0)) {
+        /* (not while a committer's connection is in doubt: one lost its
+        ** connection, the others check theirs) */
+        while (!ig->dquit && !(atomic_load(&ig->spooling) && atomic_load(&ig->live) > 0 &&
+                               atomic_load(&ig->rechecks) == 0)) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_nsec += 200 * 1000000L;
@@ -2464,10 +2604,12 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
     pthread_cond_init(&ig->dcv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&ig->live, 0);
+    atomic_init(&ig->rechecks, 0);
     for (int i = 0; i < ig->ncm; i++) {
         ig_committer *c = &ig->cm[i];
         c->ig = ig;
         c->idx = i;
+        atomic_init(&c->recheck, 0);
         /* connected before the server answers its first request, so it is
         ** ready at once when the database is */
         ig_connect(c, 1);
@@ -2527,11 +2669,21 @@ PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size)
         return 0;
     }
     pthread_mutex_lock(&ig->mu);
-    int over = ig->pending_bytes > ig->budget;
+    int over = ig_over_budget(ig, IG_REQ_MIN); /* the admission's rule: even the smallest
+                                                  request would be refused */
     pthread_mutex_unlock(&ig->mu);
+#ifndef PGPIPE_OMIT_SPOOL
+    if (over && ig->sp) {
+        /* admitted all the same: into the spool */
+        if (size)
+            snprintf(why, size, "the accepted, uncommitted requests fill the memory budget: "
+                                "requests go to the spool");
+        return 1;
+    }
+#endif
     if (over) {
         if (size)
-            snprintf(why, size, "the accepted, uncommitted requests exceed the memory budget");
+            snprintf(why, size, "the accepted, uncommitted requests fill the memory budget");
         return 0;
     }
     if (size)

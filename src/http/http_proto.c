@@ -159,13 +159,31 @@ static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_ht
         q++;
     if (q == t || q == le || *q != ' ')
         return hp_fail(p, 400, "a malformed request target");
-    if (*t != '/')
-        return hp_fail(p, 400, "the request target must be a path (origin-form)");
     rq->target = t;
     rq->target_len = (size_t)(q - t);
-    const char *qm = memchr(t, '?', rq->target_len);
-    rq->path = t;
-    rq->path_len = qm ? (size_t)(qm - t) : rq->target_len;
+    const char *o = t; /* the origin-form part: path and query */
+    if (*t != '/') {
+        /* absolute-form (RFC 9112 3.2.2: a server MUST accept it): the path
+        ** and query after the authority; the authority is the host */
+        size_t sl = (size_t)(q - t) >= 7 && !strncasecmp(t, "http://", 7) ? 7
+                    : (size_t)(q - t) >= 8 && !strncasecmp(t, "https://", 8) ? 8 : 0;
+        if (!sl)
+            return hp_fail(p, 400, "the request target must be a path (origin-form) or an "
+                                   "http:// or https:// URI (absolute-form)");
+        const char *a = t + sl;
+        o = a;
+        while (o < q && *o != '/' && *o != '?')
+            o++;
+        if (o == a)
+            return hp_fail(p, 400, "an absolute-form request target without a host");
+        if (memchr(a, '@', (size_t)(o - a)))
+            return hp_fail(p, 400, "an absolute-form request target with user information");
+    }
+    const char *qm = memchr(o, '?', (size_t)(q - o));
+    rq->path = o;
+    rq->path_len = qm ? (size_t)(qm - o) : (size_t)(q - o);
+    if (rq->path_len == 0)
+        rq->path = "/", rq->path_len = 1; /* "http://host" and "http://host?q" */
     rq->query = qm ? qm + 1 : NULL;
     rq->query_len = qm ? (size_t)(q - qm - 1) : 0;
     q++;
@@ -244,6 +262,7 @@ static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_ht
         return hp_fail(p, 413, "the body is larger than the limit");
     rq->keep_alive = rq->minor == 1 ? !conn_close : conn_keep && !conn_close;
     p->expect_continue = expect && rq->minor == 1;
+    p->length_given = ncl || nte;
     p->chunked = te != NULL;
     p->left = cl;
     rq->body = NULL;

@@ -69,7 +69,11 @@ typedef struct pp_http_request {
 ** Refused with 400: Content-Length with Transfer-Encoding, duplicate or
 ** malformed lengths, a Transfer-Encoding other than "chunked", obsolete line
 ** folding, bare CR or LF, blanks before a colon, control characters, names
-** outside RFC 9110 tchar, bad chunk framing, a missing or repeated Host. */
+** outside RFC 9110 tchar, bad chunk framing, a missing or repeated Host.
+** The request target is origin-form ("/path?query") or absolute-form
+** ("http://authority/path?query", RFC 9112 3.2.2; https too): then rq's path
+** and query are the part after the authority ("/" when none), and the
+** authority stands for Host (which an HTTP/1.1 request still sends once). */
 enum { PP_HTTP_ERROR = -1, PP_HTTP_MORE = 0, PP_HTTP_GOT_HEAD = 1, PP_HTTP_DONE = 2 };
 typedef struct pp_http_parser {
     size_t max_header_bytes;    /* request line + headers (431 beyond) */
@@ -77,6 +81,8 @@ typedef struct pp_http_parser {
     int state;
     int chunked;
     int expect_continue;        /* Expect: 100-continue on an HTTP/1.1 request */
+    int length_given;           /* Content-Length or Transfer-Encoding was sent (a
+                                   POST without either is 411 for the router) */
     int status;                 /* PP_HTTP_ERROR: the answer's status */
     const char *why;            /* PP_HTTP_ERROR: what is wrong */
     size_t scan;                /* head: where the next unterminated line starts */
@@ -168,8 +174,16 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
 ** event loop's thread; never blocks on the database. */
 PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
                                     const char *source, uint64_t ticket, pp_http_reply *now);
-/* Can records be committed now (database reachable, under the memory
-** budget)? 1 = ready; else 0 with a reason for /readyz. */
+/* The checks of POST /v1/events/{source} that its head decides, for an
+** Expect: 100-continue head before its body is read (body_len: its
+** Content-Length, 0 when chunked): the database or the spool, the
+** Content-Type, the idempotency key's syntax, the device headers, the
+** memory budget. 0 = go on (100 Continue); 1 = *now is the final answer. */
+PGPIPE_PRIVATE int pp_ingest_head(pp_ingest *ig, const pp_http_request *rq, const char *source,
+                                  size_t body_len, pp_http_reply *now);
+/* Can records be committed now (database reachable, and room in the memory
+** budget for the smallest request, the admission's rule)? 1 = ready; else 0
+** with a reason for /readyz. */
 PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size);
 /* Append ingest's metrics (Prometheus text) to b. */
 PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b);

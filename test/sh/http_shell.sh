@@ -52,6 +52,9 @@ bad ".serve --source 'bad/name'" "the name must be"
 bad ".serve --source 'tilde~name'" "the name must be 1 to 64 characters of A-Z a-z 0-9 . _ -"
 bad ".serve token add 'two words'" 'SOURCE "two words": a source is 1 to 64 characters'
 bad ".serve token add ''" 'SOURCE "": a source is'
+bad ".serve token add .." 'SOURCE "..": a source is 1 to 64 characters of A-Z a-z 0-9 . _ -, other than . and ..'
+bad ".serve token add ." 'SOURCE ".": a source is'
+bad ".serve --source ." "the name must be"
 bad ".serve token revoke 'a/b' 1" 'SOURCE "a/b"'
 bad ".serve --source a --source a" "source a is given twice"
 bad ".serve --source 'a:event-type=x' --listen ''" "--listen: empty"
