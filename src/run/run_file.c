@@ -1664,11 +1664,24 @@ int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *te
             j++;
         lineno++;
         line.len = 0;
-        pp_buf_append(&line, text + i, j - i);
+        if (pp_buf_append(&line, text + i, j - i) != PGPIPE_OK) {
+            pf->nomem = 1;
+            break;
+        }
         if (line.len && line.data[line.len - 1] == '\r')
             line.len--;
-        pp_buf_putc(&line, 0);
+        if (pp_buf_putc(&line, 0) != PGPIPE_OK) {
+            pf->nomem = 1;
+            break;
+        }
         i = j + 1;
+        /* a NUL byte would end the line for every reader below (strlen):
+        ** the rest of the line would be dropped without a word */
+        const char *nul = memchr(line.data, 0, line.len - 1);
+        if (nul) {
+            rf_diag(pf, lineno, (int)(nul - line.data) + 1, "a NUL byte");
+            continue;
+        }
         const char *l = line.data;
         while (*l == ' ' || *l == '\t')
             l++;
@@ -1676,8 +1689,11 @@ int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *te
             if (acc.len) {
                 if (!rf_flush_sql(pf, &acc, acc_line, 1, lineno)) {
                     /* inside a quote: the line belongs to the SQL */
-                    pp_buf_append(&acc, line.data, strlen(line.data));
-                    pp_buf_putc(&acc, '\n');
+                    if (pp_buf_append(&acc, line.data, strlen(line.data)) != PGPIPE_OK ||
+                        pp_buf_putc(&acc, '\n') != PGPIPE_OK) {
+                        pf->nomem = 1;
+                        break;
+                    }
                     continue;
                 }
                 acc.len = 0;
@@ -1690,12 +1706,15 @@ int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *te
                 continue;
             acc_line = lineno;
         }
-        pp_buf_append(&acc, line.data, strlen(line.data));
-        pp_buf_putc(&acc, '\n');
+        if (pp_buf_append(&acc, line.data, strlen(line.data)) != PGPIPE_OK ||
+            pp_buf_putc(&acc, '\n') != PGPIPE_OK) {
+            pf->nomem = 1;
+            break;
+        }
         if (rf_flush_sql(pf, &acc, acc_line, 0, 0))
             acc.len = 0;
     }
-    if (acc.len)
+    if (acc.len && !pf->nomem)
         rf_flush_sql(pf, &acc, acc_line, 1, 0);
     if (pf->blk_steps)
         rf_diag(pf, pf->blk_line, 0, "%s without .end", pf->blk_kind);
