@@ -39747,6 +39747,7 @@ typedef struct rs_exec {
     int busy;
     int64_t deadline_ms;  /* 0: none; past it the timer cancels */
     int timed_out, cancelled;
+    int unclean;          /* a body's session could not be reset: discard the connection */
     const char *sched;    /* the schedule or task running now */
     char job[128];        /* the schedule whose firing it runs, "" idle */
 } rs_exec;
@@ -39908,8 +39909,60 @@ static int rs_sleep(run_sched *s, int64_t ms)
 
 /* Run steps with a deadline the timer thread enforces (cancel) besides
 ** the step runner's own. Returns the rc; *status gets the outcome. */
+/* After a body, before its connection writes history, runs a task or goes
+** back to the pool:
+** - a transaction the body left open (BEGIN without COMMIT, or aborted in
+**   one) is rolled back, and the firing fails saying so: left open, its
+**   work and the history row written after it would vanish together when
+**   the connection ends, and the schedule would stay marked running;
+** - the session is reset, so what the body SET (a role, a search_path, a
+**   setting) reaches neither the history row, the tasks nor the other
+**   schedules sharing the pool. Not DISCARD ALL: it would also release the
+**   session advisory locks the firing still holds (its overlap lock,
+**   until its tasks ran) and deallocate the statements the pool's
+**   connections keep prepared. SET SESSION AUTHORIZATION DEFAULT, RESET
+**   ALL and RESET ROLE are what DISCARD ALL does to settings (role and
+**   session_authorization are outside RESET ALL); CLOSE ALL closes the
+**   body's WITH HOLD cursors. pgpipe.slot, which RESET ALL clears, is set
+**   again for the tasks after the body.
+** A reset that fails on a live connection marks the executor's connection
+** unclean: the caller discards it instead of pooling it. */
+static int rs_body_end(rs_exec *x, PGconn *c, int rc, pgpipe_error *e, int64_t slot)
+{
+    if (PQstatus(c) != CONNECTION_OK)
+        return rc;
+    PGTransactionStatusType ts = PQtransactionStatus(c);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+        pgpipe_error re;
+        memset(&re, 0, sizeof re);
+        if (pp_exec(c, "ROLLBACK", 0, NULL, NULL, &re, "rolling back the body's transaction"))
+            x->unclean = 1;
+        if (rc == PGPIPE_OK) {
+            rc = pp_err(e, PGPIPE_ERROR,
+                        "the body left a transaction open (BEGIN without COMMIT): it was rolled "
+                        "back");
+        } else {
+            size_t l = strlen(e->message);
+            snprintf(e->message + l, sizeof e->message - l,
+                     " (the transaction the body left open was rolled back)");
+        }
+    }
+    char sl[24];
+    rs_i64(sl, sizeof sl, slot);
+    const char *p[1] = { sl };
+    if (pp_exec(c, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; CLOSE ALL", 0,
+                NULL, NULL, NULL, NULL) ||
+        pp_exec(c, "SELECT set_config('pgpipe.slot', to_timestamp($1::bigint)::text, false)",
+                1, p, NULL, NULL, NULL)) {
+        x->unclean = 1;
+        run_log(x->r, PGPIPE_LOG_WARN, "the session could not be reset after a body",
+                "schedule", x->sched, NULL);
+    }
+    return rc;
+}
+
 static int rs_exec_steps(rs_exec *x, run_sched *s, PGconn *c, const char *name,
-                         const pgpipe_pipe_step *steps, int n, int64_t timeout_ms,
+                         const pgpipe_pipe_step *steps, int n, int64_t timeout_ms, int64_t slot,
                          long long *rows, pgpipe_error *e, const char **status)
 {
     pthread_mutex_lock(&s->mu);
@@ -39924,6 +39977,7 @@ static int rs_exec_steps(rs_exec *x, run_sched *s, PGconn *c, const char *name,
     int to = x->timed_out;
     x->deadline_ms = 0;
     pthread_mutex_unlock(&s->mu);
+    rc = rs_body_end(x, c, rc, e, slot);
     if (rc == PGPIPE_OK)
         *status = "ok";
     else if (rc == PGPIPE_BUSY || to)
@@ -39998,8 +40052,8 @@ static void rs_run_tasks(rs_exec *x, run_sched *s, PGconn *c, rs_cfg *cfg, const
         int64_t backoff = t->backoff_ms > 0 ? t->backoff_ms : 1000;
         for (;;) {
             attempts++;
-            rs_exec_steps(x, s, c, t->name, t->steps, t->nsteps, t->timeout_ms, &rows, &e,
-                          &status);
+            rs_exec_steps(x, s, c, t->name, t->steps, t->nsteps, t->timeout_ms, slot, &rows,
+                          &e, &status);
             if (!strcmp(status, "ok") || attempts > t->retries || run_stopping(r))
                 break;
             /* exponential backoff with jitter: a delay in [b/2, b] */
@@ -40153,6 +40207,7 @@ static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
     pgpipe_error e;
     memset(&e, 0, sizeof e);
     int64_t t0 = run_now_ms();
+    x->unclean = 0;
     if (pgpipe_pool_acquire_ex(r->pool, &cc, 10000, &e)) {
         run_log(r, PGPIPE_LOG_ERROR, "no connection for a firing", "schedule", sc->name, "error",
                 e.message, NULL);
@@ -40203,8 +40258,8 @@ static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
             rs_running(r, c, cfg, sc->name, slot, 1);
             long long rows = 0;
             const char *status;
-            rs_exec_steps(x, s, c, sc->name, sc->steps, sc->nsteps, sc->timeout_ms, &rows, &e,
-                          &status);
+            rs_exec_steps(x, s, c, sc->name, sc->steps, sc->nsteps, sc->timeout_ms, slot, &rows,
+                          &e, &status);
             int ok = !strcmp(status, "ok");
             if (PQstatus(c) != CONNECTION_OK) {
                 broken = 1;
@@ -40225,7 +40280,7 @@ static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
             rs_unlock(c, k1, k2);
     }
     pp_cancel_arm(&x->cancel, NULL);
-    if (broken || PQstatus(c) != CONNECTION_OK)
+    if (broken || x->unclean || PQstatus(c) != CONNECTION_OK)
         pgpipe_pool_discard(cc); /* the session lock goes with it */
     else
         pgpipe_pool_release(cc);
@@ -40666,7 +40721,15 @@ static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j)
                     "error", e.message, NULL);
         }
         int broken = PQstatus(c) != CONNECTION_OK;
-        if (broken)
+        /* a body may change session state even here (set_config(..., false)
+        ** in a SELECT): reset it as after any body (rs_body_end); a
+        ** connection that could not be reset is not pooled */
+        int unclean = !broken && pp_exec(c, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; "
+                                            "RESET ROLE; CLOSE ALL",
+                                         0, NULL, NULL, NULL, NULL) != PGPIPE_OK;
+        if (unclean && PQstatus(c) != CONNECTION_OK)
+            broken = 1;
+        if (broken || unclean)
             pgpipe_pool_discard(cc);
         else
             pgpipe_pool_release(cc);

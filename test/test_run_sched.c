@@ -667,3 +667,58 @@ PGT_TEST(run_sched, tx_killed_firing_fires_again)
                0);
     pgt_db_close(c);
 }
+
+/* A body that leaves a transaction open (BEGIN without COMMIT) fails, saying
+** so: its work is rolled back, its history row is written (not rolled back
+** with it) and the schedule is not left marked running. What a body SETs
+** (a setting, a role) reaches neither its tasks, the history rows nor the
+** next firings on the pooled connection; the tasks still read pgpipe.slot. */
+PGT_TEST(run_sched, body_session_cleanup)
+{
+    PGconn *c = pgt_db_open();
+    char name[64], tbl[80], sql[1024], text[2048], role[64];
+    rst_names(c, "rs_clean", "(k text, v text, who text)", name, tbl);
+    snprintf(role, sizeof role, "rs_clean_r_%ld", (long)getpid());
+    snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s; CREATE ROLE %s NOLOGIN; "
+             "GRANT INSERT ON %s TO %s", role, role, tbl, role);
+    PQclear(PQexec(c, sql));
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             ".schedule open --every 1s --timeout 5s\n"
+             "BEGIN;\nINSERT INTO %s VALUES ('open', NULL, NULL);\n.end\n"
+             ".schedule leak --every 1s --timeout 5s\n"
+             "INSERT INTO %s VALUES ('leak', current_setting('rs_clean.x', true), current_user);\n"
+             "SET rs_clean.x TO 'leaked';\nSET ROLE %s;\n.end\n"
+             ".task after --after leak\n"
+             "INSERT INTO %s VALUES ('task', current_setting('rs_clean.x', true) || "
+             "coalesce(current_setting('pgpipe.slot', true), 'no slot'), current_user);\n.end\n",
+             name, tbl, tbl, role, tbl);
+    const char *path = rst_file(name, text);
+    rst_runner a;
+    rst_start(&a, path, "a");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE k = 'leak'", tbl);
+    rst_wait(c, sql, 3, 10000);
+    rst_stop(&a);
+    PGT_CHECK(pgt_db_int(c, sql) >= 3);
+    /* the open transaction's work is gone, its firings are failed rows */
+    PGT_EQ_INT(rst_int(c, "SELECT count(*) FROM %s WHERE k = 'open'", tbl), 0);
+    PGT_CHECK(rst_int(c, "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+                      "name = 'open' AND status = 'failed' AND error LIKE "
+                      "'the body left a transaction open%%rolled back'", name) >= 2);
+    PGT_EQ_INT(rst_int(c, "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+                       "name = 'open' AND status <> 'failed' AND status <> 'missed'", name), 0);
+    PGT_EQ_INT(rst_int(c, "SELECT count(*) FROM pgpipe.run_schedules WHERE pipeline = '%s' "
+                       "AND running_instance IS NOT NULL", name), 0);
+    /* nothing the body SET is seen after it; its history rows are written */
+    PGT_EQ_INT(rst_int(c, "SELECT count(*) FROM %s WHERE v LIKE 'leaked%%' OR who = '%s'", tbl,
+                       role), 0);
+    PGT_EQ_INT(rst_int(c, "SELECT count(*) FROM %s WHERE k = 'task' AND v LIKE 'no slot%%'",
+                       tbl), 0);
+    PGT_CHECK(rst_int(c, "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+                      "name = 'leak' AND status = 'ok'", name) >= 3);
+    PGT_CHECK(rst_int(c, "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+                      "name = 'after' AND status = 'ok'", name) >= 3);
+    snprintf(sql, sizeof sql, "DROP TABLE %s; DROP ROLE %s", tbl, role);
+    PQclear(PQexec(c, sql));
+    pgt_db_close(c);
+}
