@@ -1270,10 +1270,13 @@ PGPIPE_PRIVATE int run_stopping(const pgpipe_runner *r);
 PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_pipe_step *steps,
                                   int n, int64_t timeout_ms, long long *rows, pgpipe_error *err);
 /* The arguments of one dot command step (TEXT, the whole line) as the step
-** would read them, without running anything or opening a file: PGPIPE_OK,
-** or the error with its message ("CMD: what is wrong", no file or line).
-** The pipeline file's parse calls it for every dot command it keeps. */
-PGPIPE_PRIVATE int run_step_check(const char *text, pgpipe_error *err);
+** would read them, without running anything: PGPIPE_OK, or the error with
+** its message ("CMD: what is wrong", no file or line). A .read step's file
+** (relative to DIR, the pipeline file's folder) is read and its steps
+** checked alike, nested as deep as the run allows; an error in it names
+** that file's FILE:LINE. The pipeline file's parse calls it for every dot
+** command it keeps. */
+PGPIPE_PRIVATE int run_step_check(const char *text, const char *dir, pgpipe_error *err);
 
 /* ==== run_sched.c: schedules, tasks, history =============================
 ** start: threads that fire the schedules of r->def and run their tasks;
@@ -36657,6 +36660,7 @@ struct pgpipe_pipefile {
     int *blk_n, blk_cap, blk_line;
     const char *blk_kind;
     int history_line;
+    int pipeline_line;   /* the first .pipeline, 0 none */
     int install_example;
     char **tables;                    /* created by the file (lower case) */
     int ntables, ctables;
@@ -37206,7 +37210,7 @@ static void rf_dot(pgpipe_pipefile *pf, int line, rf_word *w, int nw, const char
     ** unknown option is said now, not at every firing) */
     pgpipe_error e;
     memset(&e, 0, sizeof e);
-    if (run_step_check(raw, &e)) {
+    if (run_step_check(raw, pf->dir, &e)) {
         rf_diag(pf, line, w[0].col, "%s", e.message);
         rf_add_step(pf, PGPIPE_PIPE_DOT, raw, strlen(raw), line);
         return;
@@ -37481,6 +37485,147 @@ static void rf_source_pull(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 #endif
 }
 
+/* One item of an HTTP --listen list, as the HTTP server reads it
+** (hs_bind_list): HOST:PORT, [IPV6]:PORT or :PORT, PORT 0-65535. The host
+** is not resolved here (the check connects nowhere); *host gets it, *port
+** the port. 0, or 1 with the message in msg. */
+static int rf_listen_item(const char *item, size_t len, char *host, size_t hcap, long *port,
+                          char *msg, size_t mcap)
+{
+    const char *end = item + len, *colon = NULL;
+    size_t hl;
+    const char *h;
+    if (len && *item == '[') {
+        const char *rb = memchr(item, ']', len);
+        if (!rb || rb + 1 >= end || rb[1] != ':') {
+            snprintf(msg, mcap, "\"%.*s\" is not [IPV6]:PORT", (int)len, item);
+            return 1;
+        }
+        h = item + 1;
+        hl = (size_t)(rb - item - 1);
+        colon = rb + 1;
+    } else {
+        int ncolon = 0;
+        for (const char *q = item; q < end; q++)
+            if (*q == ':')
+                ncolon++, colon = q;
+        if (!ncolon) {
+            snprintf(msg, mcap, "\"%.*s\" is not HOST:PORT", (int)len, item);
+            return 1;
+        }
+        if (ncolon > 1) {
+            snprintf(msg, mcap, "\"%.*s\" is not HOST:PORT (more than one ':'; an IPv6 address "
+                     "goes in brackets: [::1]:8080)", (int)len, item);
+            return 1;
+        }
+        h = item;
+        hl = (size_t)(colon - item);
+        for (const char *q = h; q < colon; q++)
+            if (!isalnum((unsigned char)*q) && *q != '.' && *q != '-' && *q != '_') {
+                snprintf(msg, mcap, "\"%.*s\": the host has a '%c' (a name or an address)",
+                         (int)len, item, *q);
+                return 1;
+            }
+    }
+    long pn = 0;
+    const char *q = colon + 1;
+    if (q >= end) {
+        snprintf(msg, mcap, "bad port in \"%.*s\" (0-65535)", (int)len, item);
+        return 1;
+    }
+    for (; q < end; q++) {
+        if (!isdigit((unsigned char)*q) || pn > 65535) {
+            pn = -1;
+            break;
+        }
+        pn = pn * 10 + (*q - '0');
+    }
+    if (pn < 0 || pn > 65535) {
+        snprintf(msg, mcap, "bad port in \"%.*s\" (0-65535)", (int)len, item);
+        return 1;
+    }
+    if (hl >= hcap)
+        hl = hcap - 1;
+    for (size_t k = 0; k < hl; k++)
+        host[k] = (char)tolower((unsigned char)h[k]);
+    host[hl] = 0;
+    *port = pn;
+    return 0;
+}
+
+/* Walk a --listen list: calls fn for each item (host lowercased, port);
+** returns the first item's syntax error in msg, 1, or 0. */
+static int rf_listen_each(const char *spec, char *msg, size_t mcap,
+                          void (*fn)(void *ud, const char *host, long port), void *ud)
+{
+    for (const char *item = spec; item && *item;) {
+        const char *comma = strchr(item, ',');
+        size_t len = comma ? (size_t)(comma - item) : strlen(item);
+        while (len && *item == ' ')
+            item++, len--;
+        char host[256];
+        long port;
+        if (rf_listen_item(item, len, host, sizeof host, &port, msg, mcap))
+            return 1;
+        if (fn)
+            fn(ud, host, port);
+        item = comma ? comma + 1 : NULL;
+    }
+    return 0;
+}
+
+/* path made plain, lexically: no "." parts, no empty ones, ".." taking
+** the part before it ("a/./b/../c/" is "a/c") */
+static void rf_plain_path(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    int abs = in[0] == '/';
+    out[0] = 0;
+    if (abs && cap > 1)
+        out[n++] = '/', out[n] = 0;
+    size_t root = n;
+    for (const char *p = in; *p;) {
+        while (*p == '/')
+            p++;
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (!len)
+            break;
+        if (len == 1 && p[0] == '.') {
+            /* nothing */
+        } else if (len == 2 && p[0] == '.' && p[1] == '.' && n > root &&
+                   !(n - root >= 2 && !strcmp(out + n - 2, "..") &&
+                     (n - root == 2 || out[n - 3] == '/'))) {
+            while (n > root && out[n - 1] != '/')
+                n--;
+            if (n > root)
+                n--;
+            out[n] = 0;
+        } else if (n + len + 2 < cap) {
+            if (n > root)
+                out[n++] = '/';
+            memcpy(out + n, p, len);
+            n += len;
+            out[n] = 0;
+        }
+        p += len;
+    }
+}
+
+/* Do two folder paths name one folder? The same path made plain, or the
+** same folder on disk (a symbolic link) when both exist now. */
+static int rf_same_dir(const char *a, const char *b)
+{
+    char pa[4096], pb[4096];
+    rf_plain_path(a, pa, sizeof pa);
+    rf_plain_path(b, pb, sizeof pb);
+    if (!strcmp(pa, pb))
+        return 1;
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && S_ISDIR(sa.st_mode) &&
+           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
     rf_opts o;
@@ -37537,10 +37682,17 @@ static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
         }
         if (s->delete_after && rf_get(&c, "--done-dir"))
             rf_diag(pf, line, rf_col(&c, "--done-dir"), "%s: --done-dir does not go with --after delete", c.cmd);
+        else if (s->dir && rf_get(&c, "--done-dir") && rf_same_dir(s->dir, s->done_dir))
+            rf_diag(pf, line, rf_col(&c, "--done-dir"), "%s: --done-dir is the folder --dir watches: "
+                    "each loaded file would be found there again and loaded again (leave it out "
+                    "for DIR/done)", c.cmd);
         s->settle_ms = rf_dur(&c, "--settle", 5000);
         s->poll_ms = rf_dur(&c, "--poll", 1000);
     } else {
         s->listen = rf_str(pf, rf_get(&c, "--listen"));
+        char msg[512];
+        if (s->listen && rf_listen_each(s->listen, msg, sizeof msg, NULL, NULL))
+            rf_diag(pf, line, rf_col(&c, "--listen"), "%s: --listen: %s", c.cmd, msg);
         if (rf_get(&c, "--signature"))
             s->signature = rf_str(pf, (const char *[]){ "github", "stripe", "standard" }
                                       [rf_choice(&c, "--signature", "github|stripe|standard", 0)]);
@@ -37847,6 +37999,11 @@ static void rf_command(pgpipe_pipefile *pf, int line, const char *text)
         if (nw != 2)
             rf_diag(pf, line, w[0].col, ".pipeline: expected one NAME");
         else {
+            /* as .history: a second one is a mistake, not the last word */
+            if (pf->pipeline_line)
+                rf_diag(pf, line, 0, ".pipeline: given twice (first at line %d)",
+                        pf->pipeline_line);
+            pf->pipeline_line = line;
             rf_name_check(pf, line, w[1].col, ".pipeline", w[1].s);
             pf->p.name = rf_str(pf, w[1].s);
         }
@@ -37944,6 +38101,39 @@ static int rf_is_schedule(const pgpipe_pipefile *pf, const char *name)
     return 0;
 }
 
+typedef struct rf_addr {
+    char host[256];
+    long port;
+    int line;
+    const char *name;
+} rf_addr;
+typedef struct rf_addrs {
+    rf_addr *a;
+    int n, cap, checked;
+    int line;
+    const char *name;
+} rf_addrs;
+
+static void rf_addr_add(void *ud, const char *host, long port)
+{
+    rf_addrs *x = ud;
+    if (x->n == x->cap)
+        return;
+    rf_addr *a = &x->a[x->n++];
+    snprintf(a->host, sizeof a->host, "%s", host);
+    a->port = port;
+    a->line = x->line;
+    a->name = x->name;
+}
+
+static int rf_after_has(const pgpipe_pipe_task *t, const char *name)
+{
+    for (int j = 0; j < t->nafter; j++)
+        if (!strcmp(t->after[j], name))
+            return 1;
+    return 0;
+}
+
 static int rf_task_index(const pgpipe_pipefile *pf, const char *name)
 {
     for (int i = 0; i < pf->p.ntasks; i++)
@@ -38009,6 +38199,106 @@ static void rf_check_names(pgpipe_pipefile *pf)
                 rf_diag(pf, t->line, 0, ".task %s: --after: no schedule or task \"%s\"%s", t->name ? t->name : "?",
                         t->after[j], rf_suggest(sug, sizeof sug, t->after[j], "", cand));
         }
+    }
+    /* two HTTP sources (or one twice) on one address: the second could
+    ** not listen (the default is the HTTP server's, 127.0.0.1:8080); an
+    ** address for all hosts ("" or 0.0.0.0) takes its port on each */
+    {
+        rf_addr addrs[64];
+        rf_addrs a = { addrs, 0, 64, 0, 0, NULL };
+        char msg[512];
+        for (int i = 0; i < pf->p.nsources; i++) {
+            const pgpipe_pipe_source *src = &pf->src[i];
+            if (src->kind != PGPIPE_PIPE_SOURCE_HTTP)
+                continue;
+            a.line = src->line;
+            a.name = src->name;
+            (void)rf_listen_each(src->listen ? src->listen : "127.0.0.1:8080", msg, sizeof msg,
+                                 rf_addr_add, &a);
+            for (int k = a.checked; k < a.n; k++) {
+                for (int m = 0; m < k; m++) {
+                    if (addrs[m].port != addrs[k].port || !addrs[k].port)
+                        continue;
+                    int any = !addrs[m].host[0] || !strcmp(addrs[m].host, "0.0.0.0") ||
+                              !addrs[k].host[0] || !strcmp(addrs[k].host, "0.0.0.0");
+                    if (!any && strcmp(addrs[m].host, addrs[k].host))
+                        continue;
+                    rf_diag(pf, src->line, 0,
+                            ".source http %s: listens on port %ld as source %s does (line %d): "
+                            "the second could not listen", src->name ? src->name : "?",
+                            addrs[k].port, addrs[m].name ? addrs[m].name : "?", addrs[m].line);
+                    break;
+                }
+            }
+            a.checked = a.n;
+        }
+    }
+    /* Each condition (rule kind + subject) has one delivery state shared by
+    ** every instance (pgpipe.run_alert_state): a second rule of the same
+    ** kind and subject would find the condition delivered by the first and
+    ** never deliver itself. */
+    for (int i = 0; i < pf->p.nalerts; i++) {
+        const pgpipe_pipe_alert *a = &pf->alert[i];
+        const char *sa = a->kind == PGPIPE_PIPE_ALERT_BACKLOG_AGE
+                             ? (a->event_type ? a->event_type : "*")
+                             : a->target ? a->target : "";
+        for (int j = 0; j < i; j++) {
+            const pgpipe_pipe_alert *b = &pf->alert[j];
+            const char *sb = b->kind == PGPIPE_PIPE_ALERT_BACKLOG_AGE
+                                 ? (b->event_type ? b->event_type : "*")
+                                 : b->target ? b->target : "";
+            if (a->kind != b->kind || strcmp(sa, sb))
+                continue;
+            rf_diag(pf, a->line, 0, ".alert: a second rule for the same condition (first at line "
+                    "%d): a condition is delivered once, by one rule, so this one would never "
+                    "deliver; give one rule all its --notify, --table and --command",
+                    b->line);
+            break;
+        }
+    }
+    /* A task runs after the firing of one schedule (README: "once everything
+    ** they follow succeeded in that firing"): one that follows two
+    ** schedules, itself or through the tasks it follows, would never run. */
+    if (pf->p.ntasks) {
+        int n = pf->p.ntasks;
+        char *seen = pp_calloc((size_t)n, 1);
+        int *stack = pp_calloc((size_t)n, sizeof *stack);
+        if (!seen || !stack)
+            pf->nomem = 1;
+        for (int i = 0; seen && stack && i < n; i++) {
+            memset(seen, 0, (size_t)n);
+            int top = 0;
+            const char *first = NULL, *second = NULL;
+            stack[top++] = i;
+            seen[i] = 1;
+            while (top && !second) {
+                const pgpipe_pipe_task *t = &pf->task[stack[--top]];
+                for (int j = 0; j < t->nafter && !second; j++) {
+                    if (rf_is_schedule(pf, t->after[j])) {
+                        if (!first)
+                            first = t->after[j];
+                        else if (strcmp(first, t->after[j]))
+                            second = t->after[j];
+                        continue;
+                    }
+                    int k = rf_task_index(pf, t->after[j]);
+                    if (k >= 0 && !seen[k]) {
+                        seen[k] = 1;
+                        stack[top++] = k;
+                    }
+                }
+            }
+            if (second)
+                rf_diag(pf, pf->task[i].line, 0,
+                        ".task %s: runs after two schedules, %s and %s%s: a task runs after the "
+                        "firing of one schedule, so it would never run",
+                        pf->task[i].name ? pf->task[i].name : "?", first, second,
+                        rf_after_has(&pf->task[i], first) && rf_after_has(&pf->task[i], second)
+                            ? ""
+                            : " (through the tasks it runs --after)");
+        }
+        pp_free(seen);
+        pp_free(stack);
     }
     for (int i = 0; i < pf->p.nalerts; i++) {
         pgpipe_pipe_alert *a = &pf->alert[i];
@@ -38450,6 +38740,7 @@ typedef struct stp_ctx {
     pgpipe_error *err;
     int depth;           /* .read nesting */
     int check;           /* run_step_check: arguments only, nothing runs */
+    const char *check_dir; /* run_step_check: the pipeline file's folder */
 } stp_ctx;
 
 /* What stp_arm returns in check mode: the arguments were fine up to the
@@ -38467,8 +38758,11 @@ static int stp_fail(stp_ctx *x, const char *file, int line, const char *cmd, int
     snprintf(state, sizeof state, "%s", sqlstate ? sqlstate : "");
     char m[1024];
     snprintf(m, sizeof m, "%s", msg ? msg : "failed");
-    if (x->check) /* the pipeline file's check says where itself */
+    if (x->check && !x->depth) /* the pipeline file's check says where itself */
         return pp_err(x->err, code, "%s%s%s", cmd ? cmd : "", cmd ? ": " : "", m);
+    if (x->check) /* in a file the step reads: that file's place */
+        return pp_err(x->err, code, "%s:%d: %s%s%s", file, line, cmd ? cmd : "",
+                      cmd ? ": " : "", m);
     int timed_out = x->deadline && !strcmp(state, "57014") && run_now_ms() >= x->deadline - 50;
     if (timed_out)
         code = PGPIPE_BUSY;
@@ -38630,15 +38924,20 @@ static int stp_num(stp_ctx *x, const char *file, int line, const char *cmd, cons
 }
 
 /* A path of a step: relative ones are against the pipeline file's folder. */
-static char *stp_path(const pgpipe_runner *r, const char *p)
+static char *stp_path_in(const char *dir, const char *p)
 {
-    if (p[0] == '/' || !r || !r->base_dir || !r->base_dir[0])
+    if (p[0] == '/' || !dir || !dir[0])
         return pp_strdup(p);
-    size_t n = strlen(r->base_dir) + strlen(p) + 2;
+    size_t n = strlen(dir) + strlen(p) + 2;
     char *s = pp_malloc(n);
     if (s)
-        snprintf(s, n, "%s/%s", r->base_dir, p);
+        snprintf(s, n, "%s/%s", dir, p);
     return s;
+}
+
+static char *stp_path(const pgpipe_runner *r, const char *p)
+{
+    return stp_path_in(r ? r->base_dir : NULL, p);
 }
 
 /* ---- the dot commands --------------------------------------------------- */
@@ -39028,12 +39327,20 @@ static int stp_read(stp_ctx *x, const char *file, int line, char **w, int nw)
     if (x->depth >= STP_MAX_DEPTH)
         return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "nested more than %d deep (does a file "
                         "read itself?)", STP_MAX_DEPTH);
-    if (x->check) /* the file's check looks for the file itself; what it holds may change */
+    /* The check reads the file too, as the step will (at the start, so a
+    ** file reading itself, a directive or a step the run would refuse
+    ** inside it are said then, not at every firing); the pipeline file's
+    ** check says whether the top file exists. */
+    if (x->check && (!strcmp(w[1], "-") || !x->check_dir))
         return STP_CHECKED;
-    char *path = stp_path(x->r, w[1]);
+    char *path = x->check ? stp_path_in(x->check_dir, w[1]) : stp_path(x->r, w[1]);
     if (!path)
         return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
     FILE *f = fopen(path, "rb");
+    if (!f && x->check && !x->depth) { /* the pipeline file's check says it */
+        pp_free(path);
+        return STP_CHECKED;
+    }
     if (!f) {
         int rc = stp_failf(x, file, line, cmd, PGPIPE_IO, "cannot open %s: %s", path, strerror(errno));
         pp_free(path);
@@ -39048,9 +39355,17 @@ static int stp_read(stp_ctx *x, const char *file, int line, char **w, int nw)
     if (!rc && ferror(f))
         rc = PGPIPE_IO;
     fclose(f);
+    const char *nul = rc ? NULL : memchr(b.data ? b.data : "", 0, b.len);
     if (rc)
         rc = stp_failf(x, file, line, cmd, rc, "cannot read %s", path);
-    else {
+    else if (nul) {
+        int ln = 1;
+        for (const char *q = b.data; q < nul; q++)
+            ln += *q == '\n';
+        x->depth++;
+        rc = stp_failf(x, path, ln, NULL, PGPIPE_PARSE, "a NUL byte");
+        x->depth--;
+    } else {
         x->depth++;
         rc = stp_steps_text(x, path, b.data ? b.data : "", b.len);
         x->depth--;
@@ -39322,6 +39637,8 @@ static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t
                         char *sql = pp_strndup(st.sql, st.len);
                         rc = sql ? stp_sql(x, file, acc_line + (int)st.line - 1, sql)
                                  : stp_failf(x, file, acc_line, NULL, PGPIPE_NOMEM, "out of memory");
+                        if (rc == STP_CHECKED)
+                            rc = PGPIPE_OK;
                         pp_free(sql);
                     }
                     pgpipe_sql_split_close(s);
@@ -39335,6 +39652,8 @@ static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t
                 char *cmd = pp_strndup(q, (size_t)(nl - q));
                 rc = cmd ? stp_dot(x, file, lineno, cmd) : stp_failf(x, file, lineno, NULL, PGPIPE_NOMEM,
                                                                    "out of memory");
+                if (rc == STP_CHECKED)
+                    rc = PGPIPE_OK;
                 pp_free(cmd);
                 if (rc)
                     break;
@@ -39397,12 +39716,13 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
     return rc;
 }
 
-PGPIPE_PRIVATE int run_step_check(const char *text, pgpipe_error *err)
+PGPIPE_PRIVATE int run_step_check(const char *text, const char *dir, pgpipe_error *err)
 {
     stp_ctx x;
     memset(&x, 0, sizeof x);
     x.err = err;
     x.check = 1;
+    x.check_dir = dir;
     int rc = stp_dot(&x, "", 0, text);
     return rc == STP_CHECKED ? PGPIPE_OK : rc;
 }
