@@ -40080,6 +40080,7 @@ typedef struct rs_state {
     int64_t jitter_ms;    /* the jitter drawn for next */
     int64_t planned_ms;   /* when next was computed */
     int64_t tx_slot;      /* the slot a transactional firing is due for */
+    int fresh;            /* added by a reload: starts now, whatever its row says */
 } rs_state;
 
 /* Consecutive failures of a task, for the task-failures alert. */
@@ -40646,19 +40647,25 @@ static void *rs_exec_main(void *arg)
 /* ---- the timer --------------------------------------------------------- */
 
 /* Make the schedule's row (a new one starts now: no backfill) and read its
-** last slot (Unix seconds) into *last. */
-static int rs_row(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const rs_schedule *sc,
-                  int64_t *last, pgpipe_error *e)
+** last slot (Unix seconds) into *last. fresh: the schedule was just added
+** by a reload, so it starts now too, though a row remains from when the file
+** had it before (removed by an earlier reload): its last slot is moved up
+** to now (never back: an instance running the old file may claim it
+** meanwhile), or the slots passed while it was out of the file would count
+** as missed. */
+static int rs_row(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int fresh, int64_t *last,
+                  pgpipe_error *e)
 {
-    const char *p[5] = { cfg->pipeline, sc->name, sc->expr, sc->tz, r->instance };
+    const char *p[5] = { cfg->pipeline, sc->name, sc->expr, sc->tz, fresh ? "t" : "f" };
     PGresult *res = NULL;
     int rc = pp_exec(c,
                      "INSERT INTO pgpipe.run_schedules AS s (pipeline, schedule, expr, tz, "
                      "last_slot) VALUES ($1, $2, $3, $4, now()) ON CONFLICT (pipeline, schedule) "
                      "DO UPDATE SET expr = EXCLUDED.expr, tz = EXCLUDED.tz, updated_at = now(), "
-                     "last_slot = coalesce(s.last_slot, now()) "
+                     "last_slot = CASE WHEN $5::bool THEN greatest(s.last_slot, now()) "
+                     "ELSE coalesce(s.last_slot, now()) END "
                      "RETURNING floor(extract(epoch FROM last_slot))::bigint",
-                     4, p, &res, e, "the schedule's row");
+                     5, p, &res, e, "the schedule's row");
     if (rc)
         return rc;
     *last = atoll(PQgetvalue(res, 0, 0));
@@ -41237,6 +41244,14 @@ static void *rs_timer_main(void *arg)
                         !strcmp(old->s[k].expr, cfg->s[i].expr) &&
                         !strcmp(old->s[k].tz, cfg->s[i].tz) && s->st[k].ready)
                         nst[i] = s->st[k];
+            /* a schedule the reload adds starts now, as a new one does, even
+            ** when the file had it before an earlier reload removed it */
+            for (int i = 0; nst && old && i < cfg->ns; i++) {
+                int had = 0;
+                for (int k = 0; k < old->ns && !had; k++)
+                    had = !strcmp(old->s[k].name, cfg->s[i].name);
+                nst[i].fresh = !had;
+            }
             int *txq = pp_calloc((size_t)(cfg->ns ? cfg->ns : 1), sizeof *txq);
             pp_free(s->st);
             pp_free(s->txq);
@@ -41298,9 +41313,10 @@ static void *rs_timer_main(void *arg)
             const rs_schedule *sc = &cfg->s[due];
             if (!st->ready) {
                 int64_t last;
-                if (rs_row(r, c, cfg, sc, &last, &e))
+                if (rs_row(c, cfg, sc, st->fresh, &last, &e))
                     fail = 1;
                 else {
+                    st->fresh = 0;
                     rs_set_next(s, st, sc, last);
                     /* slots missed while no instance ran come due at once */
                     if (st->next <= run_now_ms() / 1000)

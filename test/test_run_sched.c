@@ -718,3 +718,45 @@ PGT_TEST(run_sched, body_session_cleanup)
     PQclear(PQexec(c, sql));
     pgt_db_close(c);
 }
+
+/* A schedule a reload removes and a later reload adds back starts then, as
+** a new one does: the slots passed while the file did not have it are not
+** missed (its row, left from before, still had its old last slot). Two
+** schedules: one plain (a transactional firing), one not. */
+PGT_TEST(run_sched, reload_readded_starts_fresh)
+{
+    PGconn *c = pgt_db_open();
+    char name[64], sql[1024], text[1024], tbl[80];
+    rst_names(c, "rs_readd", "(s text)", name, tbl);
+    snprintf(text, sizeof text,
+             ".pipeline %s\n"
+             ".schedule back --every 1s\nINSERT INTO %s VALUES ('back');\n.end\n"
+             ".schedule slow --every 1s --timeout 10s\nINSERT INTO %s VALUES ('slow');\n.end\n"
+             ".schedule stay --every 1s\nINSERT INTO %s VALUES ('stay');\n.end\n",
+             name, tbl, tbl, tbl);
+    char full[1024];
+    snprintf(full, sizeof full, "%s", text);
+    const char *path = rst_file(name, text);
+    rst_runner a;
+    rst_start(&a, path, "a");
+    snprintf(sql, sizeof sql, "SELECT count(DISTINCT s) FROM %s", tbl);
+    PGT_CHECK(rst_wait(c, sql, 3, 8000) >= 3);
+    snprintf(text, sizeof text,
+             ".pipeline %s\n.schedule stay --every 1s\nINSERT INTO %s VALUES ('stay');\n.end\n",
+             name, tbl);
+    rst_file(name, text);
+    PGT_OK(pgpipe_runner_reload(a.r));
+    { struct timespec ts_ = { 8, 0 }; nanosleep(&ts_, NULL); } /* past the 5 s grace */
+    rst_file(name, full);
+    PGT_OK(pgpipe_runner_reload(a.r));
+    long long before = rst_int(c, "SELECT count(*) FROM %s WHERE s = 'back'", tbl);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'back'", tbl);
+    rst_wait(c, sql, before + 2, 8000);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE s = 'slow'", tbl);
+    rst_wait(c, sql, 3, 8000);
+    rst_stop(&a);
+    PGT_CHECK(rst_int(c, "SELECT count(*) FROM %s WHERE s = 'back'", tbl) >= before + 2);
+    PGT_EQ_INT(rst_int(c, "SELECT count(*) FROM pgpipe.run_history WHERE pipeline = '%s' AND "
+                       "status = 'missed'", name), 0);
+    pgt_db_close(c);
+}
