@@ -768,15 +768,40 @@ static void rs_running(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const cha
     char sl[24];
     rs_i64(sl, sizeof sl, slot);
     const char *p[4] = { cfg->pipeline, sched, r->instance, sl };
-    if (set) /* and pgpipe.slot tells the body its slot, as run_fire does */
-        pp_exec(c,
-                "WITH u AS (UPDATE pgpipe.run_schedules SET running_instance = $3, "
-                "running_since = now(), running_slot = to_timestamp($4::bigint), "
-                "updated_at = now() WHERE pipeline = $1 AND schedule = $2 RETURNING 1) "
-                "SELECT set_config('pgpipe.slot', to_timestamp($4::bigint)::text, false) "
-                "FROM (SELECT count(*) FROM u) x",
-                4, p, NULL, NULL, NULL);
-    else
+    if (set) { /* and pgpipe.slot tells the body its slot, as run_fire does */
+        /* The caller holds the schedule's overlap lock, which every firing
+        ** holds from before it marks the row running until after it clears
+        ** the mark: a mark found here is a firing that never finished (its
+        ** instance died, or its connection broke) and whose lock went with
+        ** its session. Recorded as lost now: this mark replaces it, so the
+        ** dead-instance sweep (run_sched_maintain) would never see it. */
+        PGresult *res = NULL;
+        if (pp_exec(c,
+                    "WITH u AS (UPDATE pgpipe.run_schedules s SET running_instance = $3, "
+                    "running_since = now(), running_slot = to_timestamp($4::bigint), "
+                    "updated_at = now() FROM (SELECT running_instance AS inst, floor(extract("
+                    "epoch FROM running_since) * 1000)::bigint AS since, coalesce(floor(extract("
+                    "epoch FROM running_slot))::bigint, 0) AS slot FROM pgpipe.run_schedules "
+                    "WHERE pipeline = $1 AND schedule = $2 FOR UPDATE) o WHERE s.pipeline = $1 "
+                    "AND s.schedule = $2 RETURNING o.inst, o.since, o.slot) "
+                    "SELECT set_config('pgpipe.slot', to_timestamp($4::bigint)::text, false), "
+                    "u.inst, u.since, u.slot FROM (SELECT 1) x LEFT JOIN u ON true",
+                    4, p, &res, NULL, NULL) == PGPIPE_OK) {
+            if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 1)) {
+                const char *inst = PQgetvalue(res, 0, 1);
+                char msg[300];
+                if (!strcmp(inst, r->instance))
+                    snprintf(msg, sizeof msg, "its connection was lost while running it");
+                else
+                    snprintf(msg, sizeof msg, "instance %s stopped while running it", inst);
+                rs_history(r, c, cfg, "schedule", sched, atoll(PQgetvalue(res, 0, 3)),
+                           atoll(PQgetvalue(res, 0, 2)), run_now_ms(), "lost", 1, -1, msg, NULL);
+                run_log(r, PGPIPE_LOG_WARN, "a firing was lost with its instance", "schedule",
+                        sched, "lost_instance", inst, NULL);
+            }
+            PQclear(res);
+        }
+    } else
         pp_exec(c,
                 "UPDATE pgpipe.run_schedules SET running_instance = NULL, running_since = NULL, "
                 "running_slot = NULL, updated_at = now() "

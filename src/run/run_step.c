@@ -865,6 +865,36 @@ static int stp_dot(stp_ctx *x, const char *file, int line, const char *text)
     return rc;
 }
 
+/* pp_exec of one statement as simple query text, its rows read one at a
+** time and dropped (single-row mode): a body's SELECT of a million rows is
+** counted, never held in memory whole. The result kept is what PQexec
+** would return (the last one, an error first; a COPY state as it comes),
+** so the row count is its command tag's (PQcmdTuples). */
+static int pp_exec_rows_discarded(PGconn *conn, const char *sql, PGresult **res,
+                                  pgpipe_error *err, const char *context)
+{
+    if (!PQsendQuery(conn, sql))
+        return pp_exec_check(conn, NULL, res, err, context);
+    (void)PQsetSingleRowMode(conn);
+    PGresult *keep = NULL, *g;
+    while ((g = PQgetResult(conn))) {
+        ExecStatusType st = PQresultStatus(g);
+        if (st == PGRES_SINGLE_TUPLE) {
+            PQclear(g);
+            continue;
+        }
+        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+            PQclear(g);
+        } else {
+            PQclear(keep);
+            keep = g;
+        }
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+            break; /* as PQexec: the caller sees the COPY state */
+    }
+    return pp_exec_check(conn, keep, res, err, context);
+}
+
 static int stp_sql(stp_ctx *x, const char *file, int line, const char *sql)
 {
     int rc = stp_arm(x, file, line, NULL);
@@ -873,7 +903,7 @@ static int stp_sql(stp_ctx *x, const char *file, int line, const char *sql)
     PGresult *res = NULL;
     pgpipe_error e;
     memset(&e, 0, sizeof e);
-    if (pp_exec(x->conn, sql, 0, NULL, &res, &e, "SQL")) {
+    if (pp_exec_rows_discarded(x->conn, sql, &res, &e, "SQL")) {
         /* "SQL: message": the context pp_exec put in front says nothing here */
         const char *m = !strncmp(e.message, "SQL: ", 5) ? e.message + 5 : e.message;
         return stp_fail(x, file, line, NULL, e.code ? e.code : PGPIPE_DB, m, e.sqlstate);
