@@ -1290,10 +1290,13 @@ PGPIPE_PRIVATE int run_stopping(const pgpipe_runner *r);
 PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_pipe_step *steps,
                                   int n, int64_t timeout_ms, long long *rows, pgpipe_error *err);
 /* The arguments of one dot command step (TEXT, the whole line) as the step
-** would read them, without running anything or opening a file: PGPIPE_OK,
-** or the error with its message ("CMD: what is wrong", no file or line).
-** The pipeline file's parse calls it for every dot command it keeps. */
-PGPIPE_PRIVATE int run_step_check(const char *text, pgpipe_error *err);
+** would read them, without running anything: PGPIPE_OK, or the error with
+** its message ("CMD: what is wrong", no file or line). A .read step's file
+** (relative to DIR, the pipeline file's folder) is read and its steps
+** checked alike, nested as deep as the run allows; an error in it names
+** that file's FILE:LINE. The pipeline file's parse calls it for every dot
+** command it keeps. */
+PGPIPE_PRIVATE int run_step_check(const char *text, const char *dir, pgpipe_error *err);
 
 /* ==== run_sched.c: schedules, tasks, history =============================
 ** start: threads that fire the schedules of r->def and run their tasks;
@@ -37409,6 +37412,7 @@ struct pgpipe_pipefile {
     int *blk_n, blk_cap, blk_line;
     const char *blk_kind;
     int history_line;
+    int pipeline_line;   /* the first .pipeline, 0 none */
     int install_example;
     char **tables;                    /* created by the file (lower case) */
     int ntables, ctables;
@@ -37958,7 +37962,7 @@ static void rf_dot(pgpipe_pipefile *pf, int line, rf_word *w, int nw, const char
     ** unknown option is said now, not at every firing) */
     pgpipe_error e;
     memset(&e, 0, sizeof e);
-    if (run_step_check(raw, &e)) {
+    if (run_step_check(raw, pf->dir, &e)) {
         rf_diag(pf, line, w[0].col, "%s", e.message);
         rf_add_step(pf, PGPIPE_PIPE_DOT, raw, strlen(raw), line);
         return;
@@ -38233,6 +38237,147 @@ static void rf_source_pull(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 #endif
 }
 
+/* One item of an HTTP --listen list, as the HTTP server reads it
+** (hs_bind_list): HOST:PORT, [IPV6]:PORT or :PORT, PORT 0-65535. The host
+** is not resolved here (the check connects nowhere); *host gets it, *port
+** the port. 0, or 1 with the message in msg. */
+static int rf_listen_item(const char *item, size_t len, char *host, size_t hcap, long *port,
+                          char *msg, size_t mcap)
+{
+    const char *end = item + len, *colon = NULL;
+    size_t hl;
+    const char *h;
+    if (len && *item == '[') {
+        const char *rb = memchr(item, ']', len);
+        if (!rb || rb + 1 >= end || rb[1] != ':') {
+            snprintf(msg, mcap, "\"%.*s\" is not [IPV6]:PORT", (int)len, item);
+            return 1;
+        }
+        h = item + 1;
+        hl = (size_t)(rb - item - 1);
+        colon = rb + 1;
+    } else {
+        int ncolon = 0;
+        for (const char *q = item; q < end; q++)
+            if (*q == ':')
+                ncolon++, colon = q;
+        if (!ncolon) {
+            snprintf(msg, mcap, "\"%.*s\" is not HOST:PORT", (int)len, item);
+            return 1;
+        }
+        if (ncolon > 1) {
+            snprintf(msg, mcap, "\"%.*s\" is not HOST:PORT (more than one ':'; an IPv6 address "
+                     "goes in brackets: [::1]:8080)", (int)len, item);
+            return 1;
+        }
+        h = item;
+        hl = (size_t)(colon - item);
+        for (const char *q = h; q < colon; q++)
+            if (!isalnum((unsigned char)*q) && *q != '.' && *q != '-' && *q != '_') {
+                snprintf(msg, mcap, "\"%.*s\": the host has a '%c' (a name or an address)",
+                         (int)len, item, *q);
+                return 1;
+            }
+    }
+    long pn = 0;
+    const char *q = colon + 1;
+    if (q >= end) {
+        snprintf(msg, mcap, "bad port in \"%.*s\" (0-65535)", (int)len, item);
+        return 1;
+    }
+    for (; q < end; q++) {
+        if (!isdigit((unsigned char)*q) || pn > 65535) {
+            pn = -1;
+            break;
+        }
+        pn = pn * 10 + (*q - '0');
+    }
+    if (pn < 0 || pn > 65535) {
+        snprintf(msg, mcap, "bad port in \"%.*s\" (0-65535)", (int)len, item);
+        return 1;
+    }
+    if (hl >= hcap)
+        hl = hcap - 1;
+    for (size_t k = 0; k < hl; k++)
+        host[k] = (char)tolower((unsigned char)h[k]);
+    host[hl] = 0;
+    *port = pn;
+    return 0;
+}
+
+/* Walk a --listen list: calls fn for each item (host lowercased, port);
+** returns the first item's syntax error in msg, 1, or 0. */
+static int rf_listen_each(const char *spec, char *msg, size_t mcap,
+                          void (*fn)(void *ud, const char *host, long port), void *ud)
+{
+    for (const char *item = spec; item && *item;) {
+        const char *comma = strchr(item, ',');
+        size_t len = comma ? (size_t)(comma - item) : strlen(item);
+        while (len && *item == ' ')
+            item++, len--;
+        char host[256];
+        long port;
+        if (rf_listen_item(item, len, host, sizeof host, &port, msg, mcap))
+            return 1;
+        if (fn)
+            fn(ud, host, port);
+        item = comma ? comma + 1 : NULL;
+    }
+    return 0;
+}
+
+/* path made plain, lexically: no "." parts, no empty ones, ".." taking
+** the part before it ("a/./b/../c/" is "a/c") */
+static void rf_plain_path(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    int abs = in[0] == '/';
+    out[0] = 0;
+    if (abs && cap > 1)
+        out[n++] = '/', out[n] = 0;
+    size_t root = n;
+    for (const char *p = in; *p;) {
+        while (*p == '/')
+            p++;
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (!len)
+            break;
+        if (len == 1 && p[0] == '.') {
+            /* nothing */
+        } else if (len == 2 && p[0] == '.' && p[1] == '.' && n > root &&
+                   !(n - root >= 2 && !strcmp(out + n - 2, "..") &&
+                     (n - root == 2 || out[n - 3] == '/'))) {
+            while (n > root && out[n - 1] != '/')
+                n--;
+            if (n > root)
+                n--;
+            out[n] = 0;
+        } else if (n + len + 2 < cap) {
+            if (n > root)
+                out[n++] = '/';
+            memcpy(out + n, p, len);
+            n += len;
+            out[n] = 0;
+        }
+        p += len;
+    }
+}
+
+/* Do two folder paths name one folder? The same path made plain, or the
+** same folder on disk (a symbolic link) when both exist now. */
+static int rf_same_dir(const char *a, const char *b)
+{
+    char pa[4096], pb[4096];
+    rf_plain_path(a, pa, sizeof pa);
+    rf_plain_path(b, pb, sizeof pb);
+    if (!strcmp(pa, pb))
+        return 1;
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && S_ISDIR(sa.st_mode) &&
+           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
     rf_opts o;
@@ -38289,10 +38434,17 @@ static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
         }
         if (s->delete_after && rf_get(&c, "--done-dir"))
             rf_diag(pf, line, rf_col(&c, "--done-dir"), "%s: --done-dir does not go with --after delete", c.cmd);
+        else if (s->dir && rf_get(&c, "--done-dir") && rf_same_dir(s->dir, s->done_dir))
+            rf_diag(pf, line, rf_col(&c, "--done-dir"), "%s: --done-dir is the folder --dir watches: "
+                    "each loaded file would be found there again and loaded again (leave it out "
+                    "for DIR/done)", c.cmd);
         s->settle_ms = rf_dur(&c, "--settle", 5000);
         s->poll_ms = rf_dur(&c, "--poll", 1000);
     } else {
         s->listen = rf_str(pf, rf_get(&c, "--listen"));
+        char msg[512];
+        if (s->listen && rf_listen_each(s->listen, msg, sizeof msg, NULL, NULL))
+            rf_diag(pf, line, rf_col(&c, "--listen"), "%s: --listen: %s", c.cmd, msg);
         if (rf_get(&c, "--signature"))
             s->signature = rf_str(pf, (const char *[]){ "github", "stripe", "standard" }
                                       [rf_choice(&c, "--signature", "github|stripe|standard", 0)]);
@@ -38599,6 +38751,11 @@ static void rf_command(pgpipe_pipefile *pf, int line, const char *text)
         if (nw != 2)
             rf_diag(pf, line, w[0].col, ".pipeline: expected one NAME");
         else {
+            /* as .history: a second one is a mistake, not the last word */
+            if (pf->pipeline_line)
+                rf_diag(pf, line, 0, ".pipeline: given twice (first at line %d)",
+                        pf->pipeline_line);
+            pf->pipeline_line = line;
             rf_name_check(pf, line, w[1].col, ".pipeline", w[1].s);
             pf->p.name = rf_str(pf, w[1].s);
         }
@@ -38696,6 +38853,39 @@ static int rf_is_schedule(const pgpipe_pipefile *pf, const char *name)
     return 0;
 }
 
+typedef struct rf_addr {
+    char host[256];
+    long port;
+    int line;
+    const char *name;
+} rf_addr;
+typedef struct rf_addrs {
+    rf_addr *a;
+    int n, cap, checked;
+    int line;
+    const char *name;
+} rf_addrs;
+
+static void rf_addr_add(void *ud, const char *host, long port)
+{
+    rf_addrs *x = ud;
+    if (x->n == x->cap)
+        return;
+    rf_addr *a = &x->a[x->n++];
+    snprintf(a->host, sizeof a->host, "%s", host);
+    a->port = port;
+    a->line = x->line;
+    a->name = x->name;
+}
+
+static int rf_after_has(const pgpipe_pipe_task *t, const char *name)
+{
+    for (int j = 0; j < t->nafter; j++)
+        if (!strcmp(t->after[j], name))
+            return 1;
+    return 0;
+}
+
 static int rf_task_index(const pgpipe_pipefile *pf, const char *name)
 {
     for (int i = 0; i < pf->p.ntasks; i++)
@@ -38761,6 +38951,106 @@ static void rf_check_names(pgpipe_pipefile *pf)
                 rf_diag(pf, t->line, 0, ".task %s: --after: no schedule or task \"%s\"%s", t->name ? t->name : "?",
                         t->after[j], rf_suggest(sug, sizeof sug, t->after[j], "", cand));
         }
+    }
+    /* two HTTP sources (or one twice) on one address: the second could
+    ** not listen (the default is the HTTP server's, 127.0.0.1:8080); an
+    ** address for all hosts ("" or 0.0.0.0) takes its port on each */
+    {
+        rf_addr addrs[64];
+        rf_addrs a = { addrs, 0, 64, 0, 0, NULL };
+        char msg[512];
+        for (int i = 0; i < pf->p.nsources; i++) {
+            const pgpipe_pipe_source *src = &pf->src[i];
+            if (src->kind != PGPIPE_PIPE_SOURCE_HTTP)
+                continue;
+            a.line = src->line;
+            a.name = src->name;
+            (void)rf_listen_each(src->listen ? src->listen : "127.0.0.1:8080", msg, sizeof msg,
+                                 rf_addr_add, &a);
+            for (int k = a.checked; k < a.n; k++) {
+                for (int m = 0; m < k; m++) {
+                    if (addrs[m].port != addrs[k].port || !addrs[k].port)
+                        continue;
+                    int any = !addrs[m].host[0] || !strcmp(addrs[m].host, "0.0.0.0") ||
+                              !addrs[k].host[0] || !strcmp(addrs[k].host, "0.0.0.0");
+                    if (!any && strcmp(addrs[m].host, addrs[k].host))
+                        continue;
+                    rf_diag(pf, src->line, 0,
+                            ".source http %s: listens on port %ld as source %s does (line %d): "
+                            "the second could not listen", src->name ? src->name : "?",
+                            addrs[k].port, addrs[m].name ? addrs[m].name : "?", addrs[m].line);
+                    break;
+                }
+            }
+            a.checked = a.n;
+        }
+    }
+    /* Each condition (rule kind + subject) has one delivery state shared by
+    ** every instance (pgpipe.run_alert_state): a second rule of the same
+    ** kind and subject would find the condition delivered by the first and
+    ** never deliver itself. */
+    for (int i = 0; i < pf->p.nalerts; i++) {
+        const pgpipe_pipe_alert *a = &pf->alert[i];
+        const char *sa = a->kind == PGPIPE_PIPE_ALERT_BACKLOG_AGE
+                             ? (a->event_type ? a->event_type : "*")
+                             : a->target ? a->target : "";
+        for (int j = 0; j < i; j++) {
+            const pgpipe_pipe_alert *b = &pf->alert[j];
+            const char *sb = b->kind == PGPIPE_PIPE_ALERT_BACKLOG_AGE
+                                 ? (b->event_type ? b->event_type : "*")
+                                 : b->target ? b->target : "";
+            if (a->kind != b->kind || strcmp(sa, sb))
+                continue;
+            rf_diag(pf, a->line, 0, ".alert: a second rule for the same condition (first at line "
+                    "%d): a condition is delivered once, by one rule, so this one would never "
+                    "deliver; give one rule all its --notify, --table and --command",
+                    b->line);
+            break;
+        }
+    }
+    /* A task runs after the firing of one schedule (README: "once everything
+    ** they follow succeeded in that firing"): one that follows two
+    ** schedules, itself or through the tasks it follows, would never run. */
+    if (pf->p.ntasks) {
+        int n = pf->p.ntasks;
+        char *seen = pp_calloc((size_t)n, 1);
+        int *stack = pp_calloc((size_t)n, sizeof *stack);
+        if (!seen || !stack)
+            pf->nomem = 1;
+        for (int i = 0; seen && stack && i < n; i++) {
+            memset(seen, 0, (size_t)n);
+            int top = 0;
+            const char *first = NULL, *second = NULL;
+            stack[top++] = i;
+            seen[i] = 1;
+            while (top && !second) {
+                const pgpipe_pipe_task *t = &pf->task[stack[--top]];
+                for (int j = 0; j < t->nafter && !second; j++) {
+                    if (rf_is_schedule(pf, t->after[j])) {
+                        if (!first)
+                            first = t->after[j];
+                        else if (strcmp(first, t->after[j]))
+                            second = t->after[j];
+                        continue;
+                    }
+                    int k = rf_task_index(pf, t->after[j]);
+                    if (k >= 0 && !seen[k]) {
+                        seen[k] = 1;
+                        stack[top++] = k;
+                    }
+                }
+            }
+            if (second)
+                rf_diag(pf, pf->task[i].line, 0,
+                        ".task %s: runs after two schedules, %s and %s%s: a task runs after the "
+                        "firing of one schedule, so it would never run",
+                        pf->task[i].name ? pf->task[i].name : "?", first, second,
+                        rf_after_has(&pf->task[i], first) && rf_after_has(&pf->task[i], second)
+                            ? ""
+                            : " (through the tasks it runs --after)");
+        }
+        pp_free(seen);
+        pp_free(stack);
     }
     for (int i = 0; i < pf->p.nalerts; i++) {
         pgpipe_pipe_alert *a = &pf->alert[i];
@@ -39023,11 +39313,24 @@ int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *te
             j++;
         lineno++;
         line.len = 0;
-        pp_buf_append(&line, text + i, j - i);
+        if (pp_buf_append(&line, text + i, j - i) != PGPIPE_OK) {
+            pf->nomem = 1;
+            break;
+        }
         if (line.len && line.data[line.len - 1] == '\r')
             line.len--;
-        pp_buf_putc(&line, 0);
+        if (pp_buf_putc(&line, 0) != PGPIPE_OK) {
+            pf->nomem = 1;
+            break;
+        }
         i = j + 1;
+        /* a NUL byte would end the line for every reader below (strlen):
+        ** the rest of the line would be dropped without a word */
+        const char *nul = memchr(line.data, 0, line.len - 1);
+        if (nul) {
+            rf_diag(pf, lineno, (int)(nul - line.data) + 1, "a NUL byte");
+            continue;
+        }
         const char *l = line.data;
         while (*l == ' ' || *l == '\t')
             l++;
@@ -39035,8 +39338,11 @@ int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *te
             if (acc.len) {
                 if (!rf_flush_sql(pf, &acc, acc_line, 1, lineno)) {
                     /* inside a quote: the line belongs to the SQL */
-                    pp_buf_append(&acc, line.data, strlen(line.data));
-                    pp_buf_putc(&acc, '\n');
+                    if (pp_buf_append(&acc, line.data, strlen(line.data)) != PGPIPE_OK ||
+                        pp_buf_putc(&acc, '\n') != PGPIPE_OK) {
+                        pf->nomem = 1;
+                        break;
+                    }
                     continue;
                 }
                 acc.len = 0;
@@ -39049,12 +39355,15 @@ int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *te
                 continue;
             acc_line = lineno;
         }
-        pp_buf_append(&acc, line.data, strlen(line.data));
-        pp_buf_putc(&acc, '\n');
+        if (pp_buf_append(&acc, line.data, strlen(line.data)) != PGPIPE_OK ||
+            pp_buf_putc(&acc, '\n') != PGPIPE_OK) {
+            pf->nomem = 1;
+            break;
+        }
         if (rf_flush_sql(pf, &acc, acc_line, 0, 0))
             acc.len = 0;
     }
-    if (acc.len)
+    if (acc.len && !pf->nomem)
         rf_flush_sql(pf, &acc, acc_line, 1, 0);
     if (pf->blk_steps)
         rf_diag(pf, pf->blk_line, 0, "%s without .end", pf->blk_kind);
@@ -39183,6 +39492,7 @@ typedef struct stp_ctx {
     pgpipe_error *err;
     int depth;           /* .read nesting */
     int check;           /* run_step_check: arguments only, nothing runs */
+    const char *check_dir; /* run_step_check: the pipeline file's folder */
 } stp_ctx;
 
 /* What stp_arm returns in check mode: the arguments were fine up to the
@@ -39200,8 +39510,11 @@ static int stp_fail(stp_ctx *x, const char *file, int line, const char *cmd, int
     snprintf(state, sizeof state, "%s", sqlstate ? sqlstate : "");
     char m[1024];
     snprintf(m, sizeof m, "%s", msg ? msg : "failed");
-    if (x->check) /* the pipeline file's check says where itself */
+    if (x->check && !x->depth) /* the pipeline file's check says where itself */
         return pp_err(x->err, code, "%s%s%s", cmd ? cmd : "", cmd ? ": " : "", m);
+    if (x->check) /* in a file the step reads: that file's place */
+        return pp_err(x->err, code, "%s:%d: %s%s%s", file, line, cmd ? cmd : "",
+                      cmd ? ": " : "", m);
     int timed_out = x->deadline && !strcmp(state, "57014") && run_now_ms() >= x->deadline - 50;
     if (timed_out)
         code = PGPIPE_BUSY;
@@ -39363,15 +39676,20 @@ static int stp_num(stp_ctx *x, const char *file, int line, const char *cmd, cons
 }
 
 /* A path of a step: relative ones are against the pipeline file's folder. */
-static char *stp_path(const pgpipe_runner *r, const char *p)
+static char *stp_path_in(const char *dir, const char *p)
 {
-    if (p[0] == '/' || !r || !r->base_dir || !r->base_dir[0])
+    if (p[0] == '/' || !dir || !dir[0])
         return pp_strdup(p);
-    size_t n = strlen(r->base_dir) + strlen(p) + 2;
+    size_t n = strlen(dir) + strlen(p) + 2;
     char *s = pp_malloc(n);
     if (s)
-        snprintf(s, n, "%s/%s", r->base_dir, p);
+        snprintf(s, n, "%s/%s", dir, p);
     return s;
+}
+
+static char *stp_path(const pgpipe_runner *r, const char *p)
+{
+    return stp_path_in(r ? r->base_dir : NULL, p);
 }
 
 /* ---- the dot commands --------------------------------------------------- */
@@ -39761,12 +40079,20 @@ static int stp_read(stp_ctx *x, const char *file, int line, char **w, int nw)
     if (x->depth >= STP_MAX_DEPTH)
         return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "nested more than %d deep (does a file "
                         "read itself?)", STP_MAX_DEPTH);
-    if (x->check) /* the file's check looks for the file itself; what it holds may change */
+    /* The check reads the file too, as the step will (at the start, so a
+    ** file reading itself, a directive or a step the run would refuse
+    ** inside it are said then, not at every firing); the pipeline file's
+    ** check says whether the top file exists. */
+    if (x->check && (!strcmp(w[1], "-") || !x->check_dir))
         return STP_CHECKED;
-    char *path = stp_path(x->r, w[1]);
+    char *path = x->check ? stp_path_in(x->check_dir, w[1]) : stp_path(x->r, w[1]);
     if (!path)
         return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
     FILE *f = fopen(path, "rb");
+    if (!f && x->check && !x->depth) { /* the pipeline file's check says it */
+        pp_free(path);
+        return STP_CHECKED;
+    }
     if (!f) {
         int rc = stp_failf(x, file, line, cmd, PGPIPE_IO, "cannot open %s: %s", path, strerror(errno));
         pp_free(path);
@@ -39781,9 +40107,17 @@ static int stp_read(stp_ctx *x, const char *file, int line, char **w, int nw)
     if (!rc && ferror(f))
         rc = PGPIPE_IO;
     fclose(f);
+    const char *nul = rc ? NULL : memchr(b.data ? b.data : "", 0, b.len);
     if (rc)
         rc = stp_failf(x, file, line, cmd, rc, "cannot read %s", path);
-    else {
+    else if (nul) {
+        int ln = 1;
+        for (const char *q = b.data; q < nul; q++)
+            ln += *q == '\n';
+        x->depth++;
+        rc = stp_failf(x, path, ln, NULL, PGPIPE_PARSE, "a NUL byte");
+        x->depth--;
+    } else {
         x->depth++;
         rc = stp_steps_text(x, path, b.data ? b.data : "", b.len);
         x->depth--;
@@ -39991,6 +40325,36 @@ static int stp_dot(stp_ctx *x, const char *file, int line, const char *text)
     return rc;
 }
 
+/* pp_exec of one statement as simple query text, its rows read one at a
+** time and dropped (single-row mode): a body's SELECT of a million rows is
+** counted, never held in memory whole. The result kept is what PQexec
+** would return (the last one, an error first; a COPY state as it comes),
+** so the row count is its command tag's (PQcmdTuples). */
+static int pp_exec_rows_discarded(PGconn *conn, const char *sql, PGresult **res,
+                                  pgpipe_error *err, const char *context)
+{
+    if (!PQsendQuery(conn, sql))
+        return pp_exec_check(conn, NULL, res, err, context);
+    (void)PQsetSingleRowMode(conn);
+    PGresult *keep = NULL, *g;
+    while ((g = PQgetResult(conn))) {
+        ExecStatusType st = PQresultStatus(g);
+        if (st == PGRES_SINGLE_TUPLE) {
+            PQclear(g);
+            continue;
+        }
+        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+            PQclear(g);
+        } else {
+            PQclear(keep);
+            keep = g;
+        }
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+            break; /* as PQexec: the caller sees the COPY state */
+    }
+    return pp_exec_check(conn, keep, res, err, context);
+}
+
 static int stp_sql(stp_ctx *x, const char *file, int line, const char *sql)
 {
     int rc = stp_arm(x, file, line, NULL);
@@ -39999,7 +40363,7 @@ static int stp_sql(stp_ctx *x, const char *file, int line, const char *sql)
     PGresult *res = NULL;
     pgpipe_error e;
     memset(&e, 0, sizeof e);
-    if (pp_exec(x->conn, sql, 0, NULL, &res, &e, "SQL")) {
+    if (pp_exec_rows_discarded(x->conn, sql, &res, &e, "SQL")) {
         /* "SQL: message": the context pp_exec put in front says nothing here */
         const char *m = !strncmp(e.message, "SQL: ", 5) ? e.message + 5 : e.message;
         return stp_fail(x, file, line, NULL, e.code ? e.code : PGPIPE_DB, m, e.sqlstate);
@@ -40055,6 +40419,8 @@ static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t
                         char *sql = pp_strndup(st.sql, st.len);
                         rc = sql ? stp_sql(x, file, acc_line + (int)st.line - 1, sql)
                                  : stp_failf(x, file, acc_line, NULL, PGPIPE_NOMEM, "out of memory");
+                        if (rc == STP_CHECKED)
+                            rc = PGPIPE_OK;
                         pp_free(sql);
                     }
                     pgpipe_sql_split_close(s);
@@ -40068,6 +40434,8 @@ static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t
                 char *cmd = pp_strndup(q, (size_t)(nl - q));
                 rc = cmd ? stp_dot(x, file, lineno, cmd) : stp_failf(x, file, lineno, NULL, PGPIPE_NOMEM,
                                                                    "out of memory");
+                if (rc == STP_CHECKED)
+                    rc = PGPIPE_OK;
                 pp_free(cmd);
                 if (rc)
                     break;
@@ -40130,12 +40498,13 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
     return rc;
 }
 
-PGPIPE_PRIVATE int run_step_check(const char *text, pgpipe_error *err)
+PGPIPE_PRIVATE int run_step_check(const char *text, const char *dir, pgpipe_error *err)
 {
     stp_ctx x;
     memset(&x, 0, sizeof x);
     x.err = err;
     x.check = 1;
+    x.check_dir = dir;
     int rc = stp_dot(&x, "", 0, text);
     return rc == STP_CHECKED ? PGPIPE_OK : rc;
 }
@@ -40480,6 +40849,7 @@ typedef struct rs_exec {
     int busy;
     int64_t deadline_ms;  /* 0: none; past it the timer cancels */
     int timed_out, cancelled;
+    int unclean;          /* a body's session could not be reset: discard the connection */
     const char *sched;    /* the schedule or task running now */
     char job[128];        /* the schedule whose firing it runs, "" idle */
 } rs_exec;
@@ -40492,6 +40862,7 @@ typedef struct rs_state {
     int64_t jitter_ms;    /* the jitter drawn for next */
     int64_t planned_ms;   /* when next was computed */
     int64_t tx_slot;      /* the slot a transactional firing is due for */
+    int fresh;            /* added by a reload: starts now, whatever its row says */
 } rs_state;
 
 /* Consecutive failures of a task, for the task-failures alert. */
@@ -40641,8 +41012,60 @@ static int rs_sleep(run_sched *s, int64_t ms)
 
 /* Run steps with a deadline the timer thread enforces (cancel) besides
 ** the step runner's own. Returns the rc; *status gets the outcome. */
+/* After a body, before its connection writes history, runs a task or goes
+** back to the pool:
+** - a transaction the body left open (BEGIN without COMMIT, or aborted in
+**   one) is rolled back, and the firing fails saying so: left open, its
+**   work and the history row written after it would vanish together when
+**   the connection ends, and the schedule would stay marked running;
+** - the session is reset, so what the body SET (a role, a search_path, a
+**   setting) reaches neither the history row, the tasks nor the other
+**   schedules sharing the pool. Not DISCARD ALL: it would also release the
+**   session advisory locks the firing still holds (its overlap lock,
+**   until its tasks ran) and deallocate the statements the pool's
+**   connections keep prepared. SET SESSION AUTHORIZATION DEFAULT, RESET
+**   ALL and RESET ROLE are what DISCARD ALL does to settings (role and
+**   session_authorization are outside RESET ALL); CLOSE ALL closes the
+**   body's WITH HOLD cursors. pgpipe.slot, which RESET ALL clears, is set
+**   again for the tasks after the body.
+** A reset that fails on a live connection marks the executor's connection
+** unclean: the caller discards it instead of pooling it. */
+static int rs_body_end(rs_exec *x, PGconn *c, int rc, pgpipe_error *e, int64_t slot)
+{
+    if (PQstatus(c) != CONNECTION_OK)
+        return rc;
+    PGTransactionStatusType ts = PQtransactionStatus(c);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+        pgpipe_error re;
+        memset(&re, 0, sizeof re);
+        if (pp_exec(c, "ROLLBACK", 0, NULL, NULL, &re, "rolling back the body's transaction"))
+            x->unclean = 1;
+        if (rc == PGPIPE_OK) {
+            rc = pp_err(e, PGPIPE_ERROR,
+                        "the body left a transaction open (BEGIN without COMMIT): it was rolled "
+                        "back");
+        } else {
+            size_t l = strlen(e->message);
+            snprintf(e->message + l, sizeof e->message - l,
+                     " (the transaction the body left open was rolled back)");
+        }
+    }
+    char sl[24];
+    rs_i64(sl, sizeof sl, slot);
+    const char *p[1] = { sl };
+    if (pp_exec(c, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; CLOSE ALL", 0,
+                NULL, NULL, NULL, NULL) ||
+        pp_exec(c, "SELECT set_config('pgpipe.slot', to_timestamp($1::bigint)::text, false)",
+                1, p, NULL, NULL, NULL)) {
+        x->unclean = 1;
+        run_log(x->r, PGPIPE_LOG_WARN, "the session could not be reset after a body",
+                "schedule", x->sched, NULL);
+    }
+    return rc;
+}
+
 static int rs_exec_steps(rs_exec *x, run_sched *s, PGconn *c, const char *name,
-                         const pgpipe_pipe_step *steps, int n, int64_t timeout_ms,
+                         const pgpipe_pipe_step *steps, int n, int64_t timeout_ms, int64_t slot,
                          long long *rows, pgpipe_error *e, const char **status)
 {
     pthread_mutex_lock(&s->mu);
@@ -40657,6 +41080,7 @@ static int rs_exec_steps(rs_exec *x, run_sched *s, PGconn *c, const char *name,
     int to = x->timed_out;
     x->deadline_ms = 0;
     pthread_mutex_unlock(&s->mu);
+    rc = rs_body_end(x, c, rc, e, slot);
     if (rc == PGPIPE_OK)
         *status = "ok";
     else if (rc == PGPIPE_BUSY || to)
@@ -40731,8 +41155,8 @@ static void rs_run_tasks(rs_exec *x, run_sched *s, PGconn *c, rs_cfg *cfg, const
         int64_t backoff = t->backoff_ms > 0 ? t->backoff_ms : 1000;
         for (;;) {
             attempts++;
-            rs_exec_steps(x, s, c, t->name, t->steps, t->nsteps, t->timeout_ms, &rows, &e,
-                          &status);
+            rs_exec_steps(x, s, c, t->name, t->steps, t->nsteps, t->timeout_ms, slot, &rows,
+                          &e, &status);
             if (!strcmp(status, "ok") || attempts > t->retries || run_stopping(r))
                 break;
             /* exponential backoff with jitter: a delay in [b/2, b] */
@@ -40860,15 +41284,40 @@ static void rs_running(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const cha
     char sl[24];
     rs_i64(sl, sizeof sl, slot);
     const char *p[4] = { cfg->pipeline, sched, r->instance, sl };
-    if (set) /* and pgpipe.slot tells the body its slot, as run_fire does */
-        pp_exec(c,
-                "WITH u AS (UPDATE pgpipe.run_schedules SET running_instance = $3, "
-                "running_since = now(), running_slot = to_timestamp($4::bigint), "
-                "updated_at = now() WHERE pipeline = $1 AND schedule = $2 RETURNING 1) "
-                "SELECT set_config('pgpipe.slot', to_timestamp($4::bigint)::text, false) "
-                "FROM (SELECT count(*) FROM u) x",
-                4, p, NULL, NULL, NULL);
-    else
+    if (set) { /* and pgpipe.slot tells the body its slot, as run_fire does */
+        /* The caller holds the schedule's overlap lock, which every firing
+        ** holds from before it marks the row running until after it clears
+        ** the mark: a mark found here is a firing that never finished (its
+        ** instance died, or its connection broke) and whose lock went with
+        ** its session. Recorded as lost now: this mark replaces it, so the
+        ** dead-instance sweep (run_sched_maintain) would never see it. */
+        PGresult *res = NULL;
+        if (pp_exec(c,
+                    "WITH u AS (UPDATE pgpipe.run_schedules s SET running_instance = $3, "
+                    "running_since = now(), running_slot = to_timestamp($4::bigint), "
+                    "updated_at = now() FROM (SELECT running_instance AS inst, floor(extract("
+                    "epoch FROM running_since) * 1000)::bigint AS since, coalesce(floor(extract("
+                    "epoch FROM running_slot))::bigint, 0) AS slot FROM pgpipe.run_schedules "
+                    "WHERE pipeline = $1 AND schedule = $2 FOR UPDATE) o WHERE s.pipeline = $1 "
+                    "AND s.schedule = $2 RETURNING o.inst, o.since, o.slot) "
+                    "SELECT set_config('pgpipe.slot', to_timestamp($4::bigint)::text, false), "
+                    "u.inst, u.since, u.slot FROM (SELECT 1) x LEFT JOIN u ON true",
+                    4, p, &res, NULL, NULL) == PGPIPE_OK) {
+            if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 1)) {
+                const char *inst = PQgetvalue(res, 0, 1);
+                char msg[300];
+                if (!strcmp(inst, r->instance))
+                    snprintf(msg, sizeof msg, "its connection was lost while running it");
+                else
+                    snprintf(msg, sizeof msg, "instance %s stopped while running it", inst);
+                rs_history(r, c, cfg, "schedule", sched, atoll(PQgetvalue(res, 0, 3)),
+                           atoll(PQgetvalue(res, 0, 2)), run_now_ms(), "lost", 1, -1, msg, NULL);
+                run_log(r, PGPIPE_LOG_WARN, "a firing was lost with its instance", "schedule",
+                        sched, "lost_instance", inst, NULL);
+            }
+            PQclear(res);
+        }
+    } else
         pp_exec(c,
                 "UPDATE pgpipe.run_schedules SET running_instance = NULL, running_since = NULL, "
                 "running_slot = NULL, updated_at = now() "
@@ -40886,6 +41335,7 @@ static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
     pgpipe_error e;
     memset(&e, 0, sizeof e);
     int64_t t0 = run_now_ms();
+    x->unclean = 0;
     if (pgpipe_pool_acquire_ex(r->pool, &cc, 10000, &e)) {
         run_log(r, PGPIPE_LOG_ERROR, "no connection for a firing", "schedule", sc->name, "error",
                 e.message, NULL);
@@ -40936,8 +41386,8 @@ static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
             rs_running(r, c, cfg, sc->name, slot, 1);
             long long rows = 0;
             const char *status;
-            rs_exec_steps(x, s, c, sc->name, sc->steps, sc->nsteps, sc->timeout_ms, &rows, &e,
-                          &status);
+            rs_exec_steps(x, s, c, sc->name, sc->steps, sc->nsteps, sc->timeout_ms, slot, &rows,
+                          &e, &status);
             int ok = !strcmp(status, "ok");
             if (PQstatus(c) != CONNECTION_OK) {
                 broken = 1;
@@ -40958,7 +41408,7 @@ static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
             rs_unlock(c, k1, k2);
     }
     pp_cancel_arm(&x->cancel, NULL);
-    if (broken || PQstatus(c) != CONNECTION_OK)
+    if (broken || x->unclean || PQstatus(c) != CONNECTION_OK)
         pgpipe_pool_discard(cc); /* the session lock goes with it */
     else
         pgpipe_pool_release(cc);
@@ -41004,19 +41454,25 @@ static void *rs_exec_main(void *arg)
 /* ---- the timer --------------------------------------------------------- */
 
 /* Make the schedule's row (a new one starts now: no backfill) and read its
-** last slot (Unix seconds) into *last. */
-static int rs_row(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const rs_schedule *sc,
-                  int64_t *last, pgpipe_error *e)
+** last slot (Unix seconds) into *last. fresh: the schedule was just added
+** by a reload, so it starts now too, though a row remains from when the file
+** had it before (removed by an earlier reload): its last slot is moved up
+** to now (never back: an instance running the old file may claim it
+** meanwhile), or the slots passed while it was out of the file would count
+** as missed. */
+static int rs_row(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int fresh, int64_t *last,
+                  pgpipe_error *e)
 {
-    const char *p[5] = { cfg->pipeline, sc->name, sc->expr, sc->tz, r->instance };
+    const char *p[5] = { cfg->pipeline, sc->name, sc->expr, sc->tz, fresh ? "t" : "f" };
     PGresult *res = NULL;
     int rc = pp_exec(c,
                      "INSERT INTO pgpipe.run_schedules AS s (pipeline, schedule, expr, tz, "
                      "last_slot) VALUES ($1, $2, $3, $4, now()) ON CONFLICT (pipeline, schedule) "
                      "DO UPDATE SET expr = EXCLUDED.expr, tz = EXCLUDED.tz, updated_at = now(), "
-                     "last_slot = coalesce(s.last_slot, now()) "
+                     "last_slot = CASE WHEN $5::bool THEN greatest(s.last_slot, now()) "
+                     "ELSE coalesce(s.last_slot, now()) END "
                      "RETURNING floor(extract(epoch FROM last_slot))::bigint",
-                     4, p, &res, e, "the schedule's row");
+                     5, p, &res, e, "the schedule's row");
     if (rc)
         return rc;
     *last = atoll(PQgetvalue(res, 0, 0));
@@ -41399,7 +41855,15 @@ static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j)
                     "error", e.message, NULL);
         }
         int broken = PQstatus(c) != CONNECTION_OK;
-        if (broken)
+        /* a body may change session state even here (set_config(..., false)
+        ** in a SELECT): reset it as after any body (rs_body_end); a
+        ** connection that could not be reset is not pooled */
+        int unclean = !broken && pp_exec(c, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; "
+                                            "RESET ROLE; CLOSE ALL",
+                                         0, NULL, NULL, NULL, NULL) != PGPIPE_OK;
+        if (unclean && PQstatus(c) != CONNECTION_OK)
+            broken = 1;
+        if (broken || unclean)
             pgpipe_pool_discard(cc);
         else
             pgpipe_pool_release(cc);
@@ -41587,6 +42051,14 @@ static void *rs_timer_main(void *arg)
                         !strcmp(old->s[k].expr, cfg->s[i].expr) &&
                         !strcmp(old->s[k].tz, cfg->s[i].tz) && s->st[k].ready)
                         nst[i] = s->st[k];
+            /* a schedule the reload adds starts now, as a new one does, even
+            ** when the file had it before an earlier reload removed it */
+            for (int i = 0; nst && old && i < cfg->ns; i++) {
+                int had = 0;
+                for (int k = 0; k < old->ns && !had; k++)
+                    had = !strcmp(old->s[k].name, cfg->s[i].name);
+                nst[i].fresh = !had;
+            }
             int *txq = pp_calloc((size_t)(cfg->ns ? cfg->ns : 1), sizeof *txq);
             pp_free(s->st);
             pp_free(s->txq);
@@ -41648,9 +42120,10 @@ static void *rs_timer_main(void *arg)
             const rs_schedule *sc = &cfg->s[due];
             if (!st->ready) {
                 int64_t last;
-                if (rs_row(r, c, cfg, sc, &last, &e))
+                if (rs_row(c, cfg, sc, st->fresh, &last, &e))
                     fail = 1;
                 else {
+                    st->fresh = 0;
                     rs_set_next(s, st, sc, last);
                     /* slots missed while no instance ran come due at once */
                     if (st->next <= run_now_ms() / 1000)
@@ -45917,9 +46390,53 @@ static int run_instance_beat(pgpipe_runner *r, PGconn *c, int stopped, pgpipe_er
                    2, p, NULL, err, stopped ? "recording the stop" : "the heartbeat");
 }
 
+/* While the setup runs, a stop (SIGTERM, pgpipe_runner_stop) cancels it:
+** a thread looks at the stop flag and cancels the statement on the setup's
+** connection, again every 200 ms (a cancel between two statements is lost),
+** until the setup returns. Without it one stop waited for the whole setup
+** (unbounded for a hung one), then started everything before draining. */
+typedef struct run_setup_watch {
+    pgpipe_runner *r;
+    pp_cancel_slot cancel;
+    atomic_int done;
+} run_setup_watch;
+
+static void *run_setup_watch_main(void *arg)
+{
+    run_setup_watch *w = arg;
+    int64_t next = 0;
+    while (!atomic_load(&w->done)) {
+        if (atomic_load(&w->r->stop_flag) && run_now_ms() >= next) {
+            pp_cancel_fire(&w->cancel);
+            next = run_now_ms() + 200;
+        }
+        struct timespec ts = { 0, 20000000L };
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
 /* The setup, on one instance at a time (two instances creating the same
 ** table at once would trip over each other's catalog rows). */
+static int run_setup_locked(pgpipe_runner *r, PGconn *c);
 static int run_setup(pgpipe_runner *r, PGconn *c)
+{
+    run_setup_watch w;
+    memset(&w, 0, sizeof w);
+    w.r = r;
+    atomic_init(&w.done, 0);
+    pp_cancel_arm(&w.cancel, c);
+    pthread_t th;
+    int watching = pthread_create(&th, NULL, run_setup_watch_main, &w) == 0;
+    int rc = run_setup_locked(r, c);
+    atomic_store(&w.done, 1);
+    if (watching)
+        pthread_join(th, NULL);
+    pp_cancel_arm(&w.cancel, NULL);
+    return rc;
+}
+
+static int run_setup_locked(pgpipe_runner *r, PGconn *c)
 {
     char key[64];
     snprintf(key, sizeof key, "%lld",
@@ -45980,7 +46497,32 @@ int pgpipe_runner_run(pgpipe_runner *r)
     if (rc)
         return rc;
     PGconn *c = pgpipe_conn_pg(cc);
-    if ((rc = run_instance_register(r, c, &r->h.err)) || (rc = run_setup(r, c))) {
+    if ((rc = run_instance_register(r, c, &r->h.err))) {
+        pgpipe_pool_release(cc);
+        return rc;
+    }
+    rc = run_setup(r, c);
+    if (atomic_load(&r->stop_flag)) {
+        /* stopped during the setup (cancelled there): nothing started yet,
+        ** so the drain is done; exit as a drain does */
+        run_sd_notify(r, "STOPPING=1");
+        run_log(r, rc ? PGPIPE_LOG_WARN : PGPIPE_LOG_INFO,
+                rc ? "stopping: the setup was cancelled; nothing started"
+                   : "stopping: the setup ended; nothing started",
+                rc ? "error" : NULL, rc ? r->h.err.message : NULL, NULL);
+        if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE)
+            pp_rollback_open(c);
+        if (PQstatus(c) == CONNECTION_OK)
+            run_instance_beat(r, c, 1, NULL);
+        if (PQstatus(c) == CONNECTION_OK)
+            pgpipe_pool_release(cc);
+        else
+            pgpipe_pool_discard(cc);
+        memset(&r->h.err, 0, sizeof r->h.err);
+        run_log(r, PGPIPE_LOG_INFO, "stopped", NULL);
+        return PGPIPE_OK;
+    }
+    if (rc) {
         pgpipe_pool_release(cc);
         return rc;
     }

@@ -234,6 +234,72 @@ PGT_TEST(run, file_errors)
     PGT_EQ_STR(run_t_pf(".source files a --dir d --table raw_events\n", NULL), "");
 }
 
+/* A NUL byte in the file is refused where it is (it used to end its line for
+** the reader: the rest of the line was dropped without a word). */
+PGT_TEST(run, file_nul_byte)
+{
+    static const char text[] = ".pipeline a\0b\n.schedule s --every 1s\n\0INSERT INTO t VALUES (1);\n.end\n";
+    pgpipe_pipefile *pf = NULL;
+    PGT_EQ_INT(pgpipe_pipefile_open(&pf, "t.pgpipe", text, sizeof text - 1), PGPIPE_PARSE);
+    PGT_EQ_INT(pgpipe_pipefile_diag_count(pf), 2);
+    const pgpipe_pipe_diag *d = pgpipe_pipefile_diag(pf, 0);
+    PGT_EQ_INT(d->line, 1);
+    PGT_EQ_INT(d->column, 12);
+    PGT_EQ_STR(d->message, "a NUL byte");
+    d = pgpipe_pipefile_diag(pf, 1);
+    PGT_EQ_INT(d->line, 3);
+    PGT_EQ_INT(d->column, 1);
+    pgpipe_pipefile_close(pf);
+}
+
+/* Every allocation of the reader failing in turn: PGPIPE_NOMEM, never a crash
+** (a failed line copy was read as a NULL line). */
+static long run_t_oom_budget = -1;
+static void *run_t_oom_malloc(void *ud, size_t n)
+{
+    (void)ud;
+    if (run_t_oom_budget == 0)
+        return NULL;
+    if (run_t_oom_budget > 0)
+        run_t_oom_budget--;
+    return malloc(n);
+}
+static void *run_t_oom_realloc(void *ud, void *p, size_t n)
+{
+    (void)ud;
+    if (run_t_oom_budget == 0)
+        return NULL;
+    if (run_t_oom_budget > 0)
+        run_t_oom_budget--;
+    return realloc(p, n);
+}
+static void run_t_oom_free(void *ud, void *p)
+{
+    (void)ud;
+    free(p);
+}
+
+PGT_TEST(run, file_out_of_memory)
+{
+    static const char text[] = ".pipeline oom\nCREATE TABLE IF NOT EXISTS t (x int);\n"
+                               ".schedule s --every 1s\nINSERT INTO t VALUES (1);\n.end\n"
+                               ".task a --after s\nSELECT 1;\n.end\n";
+    pgpipe_allocator a = { run_t_oom_malloc, run_t_oom_realloc, run_t_oom_free, NULL };
+    int ok = 0;
+    for (long n = 0; n < 400 && !ok; n++) {
+        PGT_OK(pgpipe_config_allocator(&a));
+        run_t_oom_budget = n;
+        pgpipe_pipefile *pf = NULL;
+        int rc = pgpipe_pipefile_open(&pf, "t.pgpipe", text, sizeof text - 1);
+        run_t_oom_budget = -1;
+        pgpipe_pipefile_close(pf);
+        PGT_OK(pgpipe_config_allocator(NULL));
+        PGT_CHECK_MSG(rc == PGPIPE_NOMEM || rc == PGPIPE_OK, "allocation #%ld fails: rc %d", n, rc);
+        ok = rc == PGPIPE_OK;
+    }
+    PGT_CHECK(ok);
+}
+
 /* ---- time zones: the library's own TZif reader against the C library's ---- */
 
 /* The C library's UT offset at t in the zone TZ names (set by the caller). */

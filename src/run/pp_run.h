@@ -99,10 +99,13 @@ PGPIPE_PRIVATE int run_stopping(const pgpipe_runner *r);
 PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_pipe_step *steps,
                                   int n, int64_t timeout_ms, long long *rows, pgpipe_error *err);
 /* The arguments of one dot command step (TEXT, the whole line) as the step
-** would read them, without running anything or opening a file: PGPIPE_OK,
-** or the error with its message ("CMD: what is wrong", no file or line).
-** The pipeline file's parse calls it for every dot command it keeps. */
-PGPIPE_PRIVATE int run_step_check(const char *text, pgpipe_error *err);
+** would read them, without running anything: PGPIPE_OK, or the error with
+** its message ("CMD: what is wrong", no file or line). A .read step's file
+** (relative to DIR, the pipeline file's folder) is read and its steps
+** checked alike, nested as deep as the run allows; an error in it names
+** that file's FILE:LINE. The pipeline file's parse calls it for every dot
+** command it keeps. */
+PGPIPE_PRIVATE int run_step_check(const char *text, const char *dir, pgpipe_error *err);
 
 /* ==== run_sched.c: schedules, tasks, history =============================
 ** start: threads that fire the schedules of r->def and run their tasks;

@@ -264,9 +264,53 @@ static int run_instance_beat(pgpipe_runner *r, PGconn *c, int stopped, pgpipe_er
                    2, p, NULL, err, stopped ? "recording the stop" : "the heartbeat");
 }
 
+/* While the setup runs, a stop (SIGTERM, pgpipe_runner_stop) cancels it:
+** a thread looks at the stop flag and cancels the statement on the setup's
+** connection, again every 200 ms (a cancel between two statements is lost),
+** until the setup returns. Without it one stop waited for the whole setup
+** (unbounded for a hung one), then started everything before draining. */
+typedef struct run_setup_watch {
+    pgpipe_runner *r;
+    pp_cancel_slot cancel;
+    atomic_int done;
+} run_setup_watch;
+
+static void *run_setup_watch_main(void *arg)
+{
+    run_setup_watch *w = arg;
+    int64_t next = 0;
+    while (!atomic_load(&w->done)) {
+        if (atomic_load(&w->r->stop_flag) && run_now_ms() >= next) {
+            pp_cancel_fire(&w->cancel);
+            next = run_now_ms() + 200;
+        }
+        struct timespec ts = { 0, 20000000L };
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
 /* The setup, on one instance at a time (two instances creating the same
 ** table at once would trip over each other's catalog rows). */
+static int run_setup_locked(pgpipe_runner *r, PGconn *c);
 static int run_setup(pgpipe_runner *r, PGconn *c)
+{
+    run_setup_watch w;
+    memset(&w, 0, sizeof w);
+    w.r = r;
+    atomic_init(&w.done, 0);
+    pp_cancel_arm(&w.cancel, c);
+    pthread_t th;
+    int watching = pthread_create(&th, NULL, run_setup_watch_main, &w) == 0;
+    int rc = run_setup_locked(r, c);
+    atomic_store(&w.done, 1);
+    if (watching)
+        pthread_join(th, NULL);
+    pp_cancel_arm(&w.cancel, NULL);
+    return rc;
+}
+
+static int run_setup_locked(pgpipe_runner *r, PGconn *c)
 {
     char key[64];
     snprintf(key, sizeof key, "%lld",
@@ -327,7 +371,32 @@ int pgpipe_runner_run(pgpipe_runner *r)
     if (rc)
         return rc;
     PGconn *c = pgpipe_conn_pg(cc);
-    if ((rc = run_instance_register(r, c, &r->h.err)) || (rc = run_setup(r, c))) {
+    if ((rc = run_instance_register(r, c, &r->h.err))) {
+        pgpipe_pool_release(cc);
+        return rc;
+    }
+    rc = run_setup(r, c);
+    if (atomic_load(&r->stop_flag)) {
+        /* stopped during the setup (cancelled there): nothing started yet,
+        ** so the drain is done; exit as a drain does */
+        run_sd_notify(r, "STOPPING=1");
+        run_log(r, rc ? PGPIPE_LOG_WARN : PGPIPE_LOG_INFO,
+                rc ? "stopping: the setup was cancelled; nothing started"
+                   : "stopping: the setup ended; nothing started",
+                rc ? "error" : NULL, rc ? r->h.err.message : NULL, NULL);
+        if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE)
+            pp_rollback_open(c);
+        if (PQstatus(c) == CONNECTION_OK)
+            run_instance_beat(r, c, 1, NULL);
+        if (PQstatus(c) == CONNECTION_OK)
+            pgpipe_pool_release(cc);
+        else
+            pgpipe_pool_discard(cc);
+        memset(&r->h.err, 0, sizeof r->h.err);
+        run_log(r, PGPIPE_LOG_INFO, "stopped", NULL);
+        return PGPIPE_OK;
+    }
+    if (rc) {
         pgpipe_pool_release(cc);
         return rc;
     }

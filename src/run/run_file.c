@@ -50,6 +50,7 @@ struct pgpipe_pipefile {
     int *blk_n, blk_cap, blk_line;
     const char *blk_kind;
     int history_line;
+    int pipeline_line;   /* the first .pipeline, 0 none */
     int install_example;
     char **tables;                    /* created by the file (lower case) */
     int ntables, ctables;
@@ -599,7 +600,7 @@ static void rf_dot(pgpipe_pipefile *pf, int line, rf_word *w, int nw, const char
     ** unknown option is said now, not at every firing) */
     pgpipe_error e;
     memset(&e, 0, sizeof e);
-    if (run_step_check(raw, &e)) {
+    if (run_step_check(raw, pf->dir, &e)) {
         rf_diag(pf, line, w[0].col, "%s", e.message);
         rf_add_step(pf, PGPIPE_PIPE_DOT, raw, strlen(raw), line);
         return;
@@ -874,6 +875,147 @@ static void rf_source_pull(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 #endif
 }
 
+/* One item of an HTTP --listen list, as the HTTP server reads it
+** (hs_bind_list): HOST:PORT, [IPV6]:PORT or :PORT, PORT 0-65535. The host
+** is not resolved here (the check connects nowhere); *host gets it, *port
+** the port. 0, or 1 with the message in msg. */
+static int rf_listen_item(const char *item, size_t len, char *host, size_t hcap, long *port,
+                          char *msg, size_t mcap)
+{
+    const char *end = item + len, *colon = NULL;
+    size_t hl;
+    const char *h;
+    if (len && *item == '[') {
+        const char *rb = memchr(item, ']', len);
+        if (!rb || rb + 1 >= end || rb[1] != ':') {
+            snprintf(msg, mcap, "\"%.*s\" is not [IPV6]:PORT", (int)len, item);
+            return 1;
+        }
+        h = item + 1;
+        hl = (size_t)(rb - item - 1);
+        colon = rb + 1;
+    } else {
+        int ncolon = 0;
+        for (const char *q = item; q < end; q++)
+            if (*q == ':')
+                ncolon++, colon = q;
+        if (!ncolon) {
+            snprintf(msg, mcap, "\"%.*s\" is not HOST:PORT", (int)len, item);
+            return 1;
+        }
+        if (ncolon > 1) {
+            snprintf(msg, mcap, "\"%.*s\" is not HOST:PORT (more than one ':'; an IPv6 address "
+                     "goes in brackets: [::1]:8080)", (int)len, item);
+            return 1;
+        }
+        h = item;
+        hl = (size_t)(colon - item);
+        for (const char *q = h; q < colon; q++)
+            if (!isalnum((unsigned char)*q) && *q != '.' && *q != '-' && *q != '_') {
+                snprintf(msg, mcap, "\"%.*s\": the host has a '%c' (a name or an address)",
+                         (int)len, item, *q);
+                return 1;
+            }
+    }
+    long pn = 0;
+    const char *q = colon + 1;
+    if (q >= end) {
+        snprintf(msg, mcap, "bad port in \"%.*s\" (0-65535)", (int)len, item);
+        return 1;
+    }
+    for (; q < end; q++) {
+        if (!isdigit((unsigned char)*q) || pn > 65535) {
+            pn = -1;
+            break;
+        }
+        pn = pn * 10 + (*q - '0');
+    }
+    if (pn < 0 || pn > 65535) {
+        snprintf(msg, mcap, "bad port in \"%.*s\" (0-65535)", (int)len, item);
+        return 1;
+    }
+    if (hl >= hcap)
+        hl = hcap - 1;
+    for (size_t k = 0; k < hl; k++)
+        host[k] = (char)tolower((unsigned char)h[k]);
+    host[hl] = 0;
+    *port = pn;
+    return 0;
+}
+
+/* Walk a --listen list: calls fn for each item (host lowercased, port);
+** returns the first item's syntax error in msg, 1, or 0. */
+static int rf_listen_each(const char *spec, char *msg, size_t mcap,
+                          void (*fn)(void *ud, const char *host, long port), void *ud)
+{
+    for (const char *item = spec; item && *item;) {
+        const char *comma = strchr(item, ',');
+        size_t len = comma ? (size_t)(comma - item) : strlen(item);
+        while (len && *item == ' ')
+            item++, len--;
+        char host[256];
+        long port;
+        if (rf_listen_item(item, len, host, sizeof host, &port, msg, mcap))
+            return 1;
+        if (fn)
+            fn(ud, host, port);
+        item = comma ? comma + 1 : NULL;
+    }
+    return 0;
+}
+
+/* path made plain, lexically: no "." parts, no empty ones, ".." taking
+** the part before it ("a/./b/../c/" is "a/c") */
+static void rf_plain_path(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    int abs = in[0] == '/';
+    out[0] = 0;
+    if (abs && cap > 1)
+        out[n++] = '/', out[n] = 0;
+    size_t root = n;
+    for (const char *p = in; *p;) {
+        while (*p == '/')
+            p++;
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (!len)
+            break;
+        if (len == 1 && p[0] == '.') {
+            /* nothing */
+        } else if (len == 2 && p[0] == '.' && p[1] == '.' && n > root &&
+                   !(n - root >= 2 && !strcmp(out + n - 2, "..") &&
+                     (n - root == 2 || out[n - 3] == '/'))) {
+            while (n > root && out[n - 1] != '/')
+                n--;
+            if (n > root)
+                n--;
+            out[n] = 0;
+        } else if (n + len + 2 < cap) {
+            if (n > root)
+                out[n++] = '/';
+            memcpy(out + n, p, len);
+            n += len;
+            out[n] = 0;
+        }
+        p += len;
+    }
+}
+
+/* Do two folder paths name one folder? The same path made plain, or the
+** same folder on disk (a symbolic link) when both exist now. */
+static int rf_same_dir(const char *a, const char *b)
+{
+    char pa[4096], pb[4096];
+    rf_plain_path(a, pa, sizeof pa);
+    rf_plain_path(b, pb, sizeof pb);
+    if (!strcmp(pa, pb))
+        return 1;
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && S_ISDIR(sa.st_mode) &&
+           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
 {
     rf_opts o;
@@ -930,10 +1072,17 @@ static void rf_source(pgpipe_pipefile *pf, int line, rf_word *w, int nw)
         }
         if (s->delete_after && rf_get(&c, "--done-dir"))
             rf_diag(pf, line, rf_col(&c, "--done-dir"), "%s: --done-dir does not go with --after delete", c.cmd);
+        else if (s->dir && rf_get(&c, "--done-dir") && rf_same_dir(s->dir, s->done_dir))
+            rf_diag(pf, line, rf_col(&c, "--done-dir"), "%s: --done-dir is the folder --dir watches: "
+                    "each loaded file would be found there again and loaded again (leave it out "
+                    "for DIR/done)", c.cmd);
         s->settle_ms = rf_dur(&c, "--settle", 5000);
         s->poll_ms = rf_dur(&c, "--poll", 1000);
     } else {
         s->listen = rf_str(pf, rf_get(&c, "--listen"));
+        char msg[512];
+        if (s->listen && rf_listen_each(s->listen, msg, sizeof msg, NULL, NULL))
+            rf_diag(pf, line, rf_col(&c, "--listen"), "%s: --listen: %s", c.cmd, msg);
         if (rf_get(&c, "--signature"))
             s->signature = rf_str(pf, (const char *[]){ "github", "stripe", "standard" }
                                       [rf_choice(&c, "--signature", "github|stripe|standard", 0)]);
@@ -1240,6 +1389,11 @@ static void rf_command(pgpipe_pipefile *pf, int line, const char *text)
         if (nw != 2)
             rf_diag(pf, line, w[0].col, ".pipeline: expected one NAME");
         else {
+            /* as .history: a second one is a mistake, not the last word */
+            if (pf->pipeline_line)
+                rf_diag(pf, line, 0, ".pipeline: given twice (first at line %d)",
+                        pf->pipeline_line);
+            pf->pipeline_line = line;
             rf_name_check(pf, line, w[1].col, ".pipeline", w[1].s);
             pf->p.name = rf_str(pf, w[1].s);
         }
@@ -1337,6 +1491,39 @@ static int rf_is_schedule(const pgpipe_pipefile *pf, const char *name)
     return 0;
 }
 
+typedef struct rf_addr {
+    char host[256];
+    long port;
+    int line;
+    const char *name;
+} rf_addr;
+typedef struct rf_addrs {
+    rf_addr *a;
+    int n, cap, checked;
+    int line;
+    const char *name;
+} rf_addrs;
+
+static void rf_addr_add(void *ud, const char *host, long port)
+{
+    rf_addrs *x = ud;
+    if (x->n == x->cap)
+        return;
+    rf_addr *a = &x->a[x->n++];
+    snprintf(a->host, sizeof a->host, "%s", host);
+    a->port = port;
+    a->line = x->line;
+    a->name = x->name;
+}
+
+static int rf_after_has(const pgpipe_pipe_task *t, const char *name)
+{
+    for (int j = 0; j < t->nafter; j++)
+        if (!strcmp(t->after[j], name))
+            return 1;
+    return 0;
+}
+
 static int rf_task_index(const pgpipe_pipefile *pf, const char *name)
 {
     for (int i = 0; i < pf->p.ntasks; i++)
@@ -1402,6 +1589,106 @@ static void rf_check_names(pgpipe_pipefile *pf)
                 rf_diag(pf, t->line, 0, ".task %s: --after: no schedule or task \"%s\"%s", t->name ? t->name : "?",
                         t->after[j], rf_suggest(sug, sizeof sug, t->after[j], "", cand));
         }
+    }
+    /* two HTTP sources (or one twice) on one address: the second could
+    ** not listen (the default is the HTTP server's, 127.0.0.1:8080); an
+    ** address for all hosts ("" or 0.0.0.0) takes its port on each */
+    {
+        rf_addr addrs[64];
+        rf_addrs a = { addrs, 0, 64, 0, 0, NULL };
+        char msg[512];
+        for (int i = 0; i < pf->p.nsources; i++) {
+            const pgpipe_pipe_source *src = &pf->src[i];
+            if (src->kind != PGPIPE_PIPE_SOURCE_HTTP)
+                continue;
+            a.line = src->line;
+            a.name = src->name;
+            (void)rf_listen_each(src->listen ? src->listen : "127.0.0.1:8080", msg, sizeof msg,
+                                 rf_addr_add, &a);
+            for (int k = a.checked; k < a.n; k++) {
+                for (int m = 0; m < k; m++) {
+                    if (addrs[m].port != addrs[k].port || !addrs[k].port)
+                        continue;
+                    int any = !addrs[m].host[0] || !strcmp(addrs[m].host, "0.0.0.0") ||
+                              !addrs[k].host[0] || !strcmp(addrs[k].host, "0.0.0.0");
+                    if (!any && strcmp(addrs[m].host, addrs[k].host))
+                        continue;
+                    rf_diag(pf, src->line, 0,
+                            ".source http %s: listens on port %ld as source %s does (line %d): "
+                            "the second could not listen", src->name ? src->name : "?",
+                            addrs[k].port, addrs[m].name ? addrs[m].name : "?", addrs[m].line);
+                    break;
+                }
+            }
+            a.checked = a.n;
+        }
+    }
+    /* Each condition (rule kind + subject) has one delivery state shared by
+    ** every instance (pgpipe.run_alert_state): a second rule of the same
+    ** kind and subject would find the condition delivered by the first and
+    ** never deliver itself. */
+    for (int i = 0; i < pf->p.nalerts; i++) {
+        const pgpipe_pipe_alert *a = &pf->alert[i];
+        const char *sa = a->kind == PGPIPE_PIPE_ALERT_BACKLOG_AGE
+                             ? (a->event_type ? a->event_type : "*")
+                             : a->target ? a->target : "";
+        for (int j = 0; j < i; j++) {
+            const pgpipe_pipe_alert *b = &pf->alert[j];
+            const char *sb = b->kind == PGPIPE_PIPE_ALERT_BACKLOG_AGE
+                                 ? (b->event_type ? b->event_type : "*")
+                                 : b->target ? b->target : "";
+            if (a->kind != b->kind || strcmp(sa, sb))
+                continue;
+            rf_diag(pf, a->line, 0, ".alert: a second rule for the same condition (first at line "
+                    "%d): a condition is delivered once, by one rule, so this one would never "
+                    "deliver; give one rule all its --notify, --table and --command",
+                    b->line);
+            break;
+        }
+    }
+    /* A task runs after the firing of one schedule (README: "once everything
+    ** they follow succeeded in that firing"): one that follows two
+    ** schedules, itself or through the tasks it follows, would never run. */
+    if (pf->p.ntasks) {
+        int n = pf->p.ntasks;
+        char *seen = pp_calloc((size_t)n, 1);
+        int *stack = pp_calloc((size_t)n, sizeof *stack);
+        if (!seen || !stack)
+            pf->nomem = 1;
+        for (int i = 0; seen && stack && i < n; i++) {
+            memset(seen, 0, (size_t)n);
+            int top = 0;
+            const char *first = NULL, *second = NULL;
+            stack[top++] = i;
+            seen[i] = 1;
+            while (top && !second) {
+                const pgpipe_pipe_task *t = &pf->task[stack[--top]];
+                for (int j = 0; j < t->nafter && !second; j++) {
+                    if (rf_is_schedule(pf, t->after[j])) {
+                        if (!first)
+                            first = t->after[j];
+                        else if (strcmp(first, t->after[j]))
+                            second = t->after[j];
+                        continue;
+                    }
+                    int k = rf_task_index(pf, t->after[j]);
+                    if (k >= 0 && !seen[k]) {
+                        seen[k] = 1;
+                        stack[top++] = k;
+                    }
+                }
+            }
+            if (second)
+                rf_diag(pf, pf->task[i].line, 0,
+                        ".task %s: runs after two schedules, %s and %s%s: a task runs after the "
+                        "firing of one schedule, so it would never run",
+                        pf->task[i].name ? pf->task[i].name : "?", first, second,
+                        rf_after_has(&pf->task[i], first) && rf_after_has(&pf->task[i], second)
+                            ? ""
+                            : " (through the tasks it runs --after)");
+        }
+        pp_free(seen);
+        pp_free(stack);
     }
     for (int i = 0; i < pf->p.nalerts; i++) {
         pgpipe_pipe_alert *a = &pf->alert[i];
@@ -1664,11 +1951,24 @@ int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *te
             j++;
         lineno++;
         line.len = 0;
-        pp_buf_append(&line, text + i, j - i);
+        if (pp_buf_append(&line, text + i, j - i) != PGPIPE_OK) {
+            pf->nomem = 1;
+            break;
+        }
         if (line.len && line.data[line.len - 1] == '\r')
             line.len--;
-        pp_buf_putc(&line, 0);
+        if (pp_buf_putc(&line, 0) != PGPIPE_OK) {
+            pf->nomem = 1;
+            break;
+        }
         i = j + 1;
+        /* a NUL byte would end the line for every reader below (strlen):
+        ** the rest of the line would be dropped without a word */
+        const char *nul = memchr(line.data, 0, line.len - 1);
+        if (nul) {
+            rf_diag(pf, lineno, (int)(nul - line.data) + 1, "a NUL byte");
+            continue;
+        }
         const char *l = line.data;
         while (*l == ' ' || *l == '\t')
             l++;
@@ -1676,8 +1976,11 @@ int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *te
             if (acc.len) {
                 if (!rf_flush_sql(pf, &acc, acc_line, 1, lineno)) {
                     /* inside a quote: the line belongs to the SQL */
-                    pp_buf_append(&acc, line.data, strlen(line.data));
-                    pp_buf_putc(&acc, '\n');
+                    if (pp_buf_append(&acc, line.data, strlen(line.data)) != PGPIPE_OK ||
+                        pp_buf_putc(&acc, '\n') != PGPIPE_OK) {
+                        pf->nomem = 1;
+                        break;
+                    }
                     continue;
                 }
                 acc.len = 0;
@@ -1690,12 +1993,15 @@ int pgpipe_pipefile_open(pgpipe_pipefile **out, const char *path, const char *te
                 continue;
             acc_line = lineno;
         }
-        pp_buf_append(&acc, line.data, strlen(line.data));
-        pp_buf_putc(&acc, '\n');
+        if (pp_buf_append(&acc, line.data, strlen(line.data)) != PGPIPE_OK ||
+            pp_buf_putc(&acc, '\n') != PGPIPE_OK) {
+            pf->nomem = 1;
+            break;
+        }
         if (rf_flush_sql(pf, &acc, acc_line, 0, 0))
             acc.len = 0;
     }
-    if (acc.len)
+    if (acc.len && !pf->nomem)
         rf_flush_sql(pf, &acc, acc_line, 1, 0);
     if (pf->blk_steps)
         rf_diag(pf, pf->blk_line, 0, "%s without .end", pf->blk_kind);

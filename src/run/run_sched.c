@@ -333,6 +333,7 @@ typedef struct rs_exec {
     int busy;
     int64_t deadline_ms;  /* 0: none; past it the timer cancels */
     int timed_out, cancelled;
+    int unclean;          /* a body's session could not be reset: discard the connection */
     const char *sched;    /* the schedule or task running now */
     char job[128];        /* the schedule whose firing it runs, "" idle */
 } rs_exec;
@@ -345,6 +346,7 @@ typedef struct rs_state {
     int64_t jitter_ms;    /* the jitter drawn for next */
     int64_t planned_ms;   /* when next was computed */
     int64_t tx_slot;      /* the slot a transactional firing is due for */
+    int fresh;            /* added by a reload: starts now, whatever its row says */
 } rs_state;
 
 /* Consecutive failures of a task, for the task-failures alert. */
@@ -494,8 +496,60 @@ static int rs_sleep(run_sched *s, int64_t ms)
 
 /* Run steps with a deadline the timer thread enforces (cancel) besides
 ** the step runner's own. Returns the rc; *status gets the outcome. */
+/* After a body, before its connection writes history, runs a task or goes
+** back to the pool:
+** - a transaction the body left open (BEGIN without COMMIT, or aborted in
+**   one) is rolled back, and the firing fails saying so: left open, its
+**   work and the history row written after it would vanish together when
+**   the connection ends, and the schedule would stay marked running;
+** - the session is reset, so what the body SET (a role, a search_path, a
+**   setting) reaches neither the history row, the tasks nor the other
+**   schedules sharing the pool. Not DISCARD ALL: it would also release the
+**   session advisory locks the firing still holds (its overlap lock,
+**   until its tasks ran) and deallocate the statements the pool's
+**   connections keep prepared. SET SESSION AUTHORIZATION DEFAULT, RESET
+**   ALL and RESET ROLE are what DISCARD ALL does to settings (role and
+**   session_authorization are outside RESET ALL); CLOSE ALL closes the
+**   body's WITH HOLD cursors. pgpipe.slot, which RESET ALL clears, is set
+**   again for the tasks after the body.
+** A reset that fails on a live connection marks the executor's connection
+** unclean: the caller discards it instead of pooling it. */
+static int rs_body_end(rs_exec *x, PGconn *c, int rc, pgpipe_error *e, int64_t slot)
+{
+    if (PQstatus(c) != CONNECTION_OK)
+        return rc;
+    PGTransactionStatusType ts = PQtransactionStatus(c);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+        pgpipe_error re;
+        memset(&re, 0, sizeof re);
+        if (pp_exec(c, "ROLLBACK", 0, NULL, NULL, &re, "rolling back the body's transaction"))
+            x->unclean = 1;
+        if (rc == PGPIPE_OK) {
+            rc = pp_err(e, PGPIPE_ERROR,
+                        "the body left a transaction open (BEGIN without COMMIT): it was rolled "
+                        "back");
+        } else {
+            size_t l = strlen(e->message);
+            snprintf(e->message + l, sizeof e->message - l,
+                     " (the transaction the body left open was rolled back)");
+        }
+    }
+    char sl[24];
+    rs_i64(sl, sizeof sl, slot);
+    const char *p[1] = { sl };
+    if (pp_exec(c, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; CLOSE ALL", 0,
+                NULL, NULL, NULL, NULL) ||
+        pp_exec(c, "SELECT set_config('pgpipe.slot', to_timestamp($1::bigint)::text, false)",
+                1, p, NULL, NULL, NULL)) {
+        x->unclean = 1;
+        run_log(x->r, PGPIPE_LOG_WARN, "the session could not be reset after a body",
+                "schedule", x->sched, NULL);
+    }
+    return rc;
+}
+
 static int rs_exec_steps(rs_exec *x, run_sched *s, PGconn *c, const char *name,
-                         const pgpipe_pipe_step *steps, int n, int64_t timeout_ms,
+                         const pgpipe_pipe_step *steps, int n, int64_t timeout_ms, int64_t slot,
                          long long *rows, pgpipe_error *e, const char **status)
 {
     pthread_mutex_lock(&s->mu);
@@ -510,6 +564,7 @@ static int rs_exec_steps(rs_exec *x, run_sched *s, PGconn *c, const char *name,
     int to = x->timed_out;
     x->deadline_ms = 0;
     pthread_mutex_unlock(&s->mu);
+    rc = rs_body_end(x, c, rc, e, slot);
     if (rc == PGPIPE_OK)
         *status = "ok";
     else if (rc == PGPIPE_BUSY || to)
@@ -584,8 +639,8 @@ static void rs_run_tasks(rs_exec *x, run_sched *s, PGconn *c, rs_cfg *cfg, const
         int64_t backoff = t->backoff_ms > 0 ? t->backoff_ms : 1000;
         for (;;) {
             attempts++;
-            rs_exec_steps(x, s, c, t->name, t->steps, t->nsteps, t->timeout_ms, &rows, &e,
-                          &status);
+            rs_exec_steps(x, s, c, t->name, t->steps, t->nsteps, t->timeout_ms, slot, &rows,
+                          &e, &status);
             if (!strcmp(status, "ok") || attempts > t->retries || run_stopping(r))
                 break;
             /* exponential backoff with jitter: a delay in [b/2, b] */
@@ -713,15 +768,40 @@ static void rs_running(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const cha
     char sl[24];
     rs_i64(sl, sizeof sl, slot);
     const char *p[4] = { cfg->pipeline, sched, r->instance, sl };
-    if (set) /* and pgpipe.slot tells the body its slot, as run_fire does */
-        pp_exec(c,
-                "WITH u AS (UPDATE pgpipe.run_schedules SET running_instance = $3, "
-                "running_since = now(), running_slot = to_timestamp($4::bigint), "
-                "updated_at = now() WHERE pipeline = $1 AND schedule = $2 RETURNING 1) "
-                "SELECT set_config('pgpipe.slot', to_timestamp($4::bigint)::text, false) "
-                "FROM (SELECT count(*) FROM u) x",
-                4, p, NULL, NULL, NULL);
-    else
+    if (set) { /* and pgpipe.slot tells the body its slot, as run_fire does */
+        /* The caller holds the schedule's overlap lock, which every firing
+        ** holds from before it marks the row running until after it clears
+        ** the mark: a mark found here is a firing that never finished (its
+        ** instance died, or its connection broke) and whose lock went with
+        ** its session. Recorded as lost now: this mark replaces it, so the
+        ** dead-instance sweep (run_sched_maintain) would never see it. */
+        PGresult *res = NULL;
+        if (pp_exec(c,
+                    "WITH u AS (UPDATE pgpipe.run_schedules s SET running_instance = $3, "
+                    "running_since = now(), running_slot = to_timestamp($4::bigint), "
+                    "updated_at = now() FROM (SELECT running_instance AS inst, floor(extract("
+                    "epoch FROM running_since) * 1000)::bigint AS since, coalesce(floor(extract("
+                    "epoch FROM running_slot))::bigint, 0) AS slot FROM pgpipe.run_schedules "
+                    "WHERE pipeline = $1 AND schedule = $2 FOR UPDATE) o WHERE s.pipeline = $1 "
+                    "AND s.schedule = $2 RETURNING o.inst, o.since, o.slot) "
+                    "SELECT set_config('pgpipe.slot', to_timestamp($4::bigint)::text, false), "
+                    "u.inst, u.since, u.slot FROM (SELECT 1) x LEFT JOIN u ON true",
+                    4, p, &res, NULL, NULL) == PGPIPE_OK) {
+            if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 1)) {
+                const char *inst = PQgetvalue(res, 0, 1);
+                char msg[300];
+                if (!strcmp(inst, r->instance))
+                    snprintf(msg, sizeof msg, "its connection was lost while running it");
+                else
+                    snprintf(msg, sizeof msg, "instance %s stopped while running it", inst);
+                rs_history(r, c, cfg, "schedule", sched, atoll(PQgetvalue(res, 0, 3)),
+                           atoll(PQgetvalue(res, 0, 2)), run_now_ms(), "lost", 1, -1, msg, NULL);
+                run_log(r, PGPIPE_LOG_WARN, "a firing was lost with its instance", "schedule",
+                        sched, "lost_instance", inst, NULL);
+            }
+            PQclear(res);
+        }
+    } else
         pp_exec(c,
                 "UPDATE pgpipe.run_schedules SET running_instance = NULL, running_since = NULL, "
                 "running_slot = NULL, updated_at = now() "
@@ -739,6 +819,7 @@ static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
     pgpipe_error e;
     memset(&e, 0, sizeof e);
     int64_t t0 = run_now_ms();
+    x->unclean = 0;
     if (pgpipe_pool_acquire_ex(r->pool, &cc, 10000, &e)) {
         run_log(r, PGPIPE_LOG_ERROR, "no connection for a firing", "schedule", sc->name, "error",
                 e.message, NULL);
@@ -789,8 +870,8 @@ static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
             rs_running(r, c, cfg, sc->name, slot, 1);
             long long rows = 0;
             const char *status;
-            rs_exec_steps(x, s, c, sc->name, sc->steps, sc->nsteps, sc->timeout_ms, &rows, &e,
-                          &status);
+            rs_exec_steps(x, s, c, sc->name, sc->steps, sc->nsteps, sc->timeout_ms, slot, &rows,
+                          &e, &status);
             int ok = !strcmp(status, "ok");
             if (PQstatus(c) != CONNECTION_OK) {
                 broken = 1;
@@ -811,7 +892,7 @@ static void rs_job_run(rs_exec *x, run_sched *s, rs_job *j)
             rs_unlock(c, k1, k2);
     }
     pp_cancel_arm(&x->cancel, NULL);
-    if (broken || PQstatus(c) != CONNECTION_OK)
+    if (broken || x->unclean || PQstatus(c) != CONNECTION_OK)
         pgpipe_pool_discard(cc); /* the session lock goes with it */
     else
         pgpipe_pool_release(cc);
@@ -857,19 +938,25 @@ static void *rs_exec_main(void *arg)
 /* ---- the timer --------------------------------------------------------- */
 
 /* Make the schedule's row (a new one starts now: no backfill) and read its
-** last slot (Unix seconds) into *last. */
-static int rs_row(pgpipe_runner *r, PGconn *c, const rs_cfg *cfg, const rs_schedule *sc,
-                  int64_t *last, pgpipe_error *e)
+** last slot (Unix seconds) into *last. fresh: the schedule was just added
+** by a reload, so it starts now too, though a row remains from when the file
+** had it before (removed by an earlier reload): its last slot is moved up
+** to now (never back: an instance running the old file may claim it
+** meanwhile), or the slots passed while it was out of the file would count
+** as missed. */
+static int rs_row(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int fresh, int64_t *last,
+                  pgpipe_error *e)
 {
-    const char *p[5] = { cfg->pipeline, sc->name, sc->expr, sc->tz, r->instance };
+    const char *p[5] = { cfg->pipeline, sc->name, sc->expr, sc->tz, fresh ? "t" : "f" };
     PGresult *res = NULL;
     int rc = pp_exec(c,
                      "INSERT INTO pgpipe.run_schedules AS s (pipeline, schedule, expr, tz, "
                      "last_slot) VALUES ($1, $2, $3, $4, now()) ON CONFLICT (pipeline, schedule) "
                      "DO UPDATE SET expr = EXCLUDED.expr, tz = EXCLUDED.tz, updated_at = now(), "
-                     "last_slot = coalesce(s.last_slot, now()) "
+                     "last_slot = CASE WHEN $5::bool THEN greatest(s.last_slot, now()) "
+                     "ELSE coalesce(s.last_slot, now()) END "
                      "RETURNING floor(extract(epoch FROM last_slot))::bigint",
-                     4, p, &res, e, "the schedule's row");
+                     5, p, &res, e, "the schedule's row");
     if (rc)
         return rc;
     *last = atoll(PQgetvalue(res, 0, 0));
@@ -1252,7 +1339,15 @@ static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j)
                     "error", e.message, NULL);
         }
         int broken = PQstatus(c) != CONNECTION_OK;
-        if (broken)
+        /* a body may change session state even here (set_config(..., false)
+        ** in a SELECT): reset it as after any body (rs_body_end); a
+        ** connection that could not be reset is not pooled */
+        int unclean = !broken && pp_exec(c, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; "
+                                            "RESET ROLE; CLOSE ALL",
+                                         0, NULL, NULL, NULL, NULL) != PGPIPE_OK;
+        if (unclean && PQstatus(c) != CONNECTION_OK)
+            broken = 1;
+        if (broken || unclean)
             pgpipe_pool_discard(cc);
         else
             pgpipe_pool_release(cc);
@@ -1440,6 +1535,14 @@ static void *rs_timer_main(void *arg)
                         !strcmp(old->s[k].expr, cfg->s[i].expr) &&
                         !strcmp(old->s[k].tz, cfg->s[i].tz) && s->st[k].ready)
                         nst[i] = s->st[k];
+            /* a schedule the reload adds starts now, as a new one does, even
+            ** when the file had it before an earlier reload removed it */
+            for (int i = 0; nst && old && i < cfg->ns; i++) {
+                int had = 0;
+                for (int k = 0; k < old->ns && !had; k++)
+                    had = !strcmp(old->s[k].name, cfg->s[i].name);
+                nst[i].fresh = !had;
+            }
             int *txq = pp_calloc((size_t)(cfg->ns ? cfg->ns : 1), sizeof *txq);
             pp_free(s->st);
             pp_free(s->txq);
@@ -1501,9 +1604,10 @@ static void *rs_timer_main(void *arg)
             const rs_schedule *sc = &cfg->s[due];
             if (!st->ready) {
                 int64_t last;
-                if (rs_row(r, c, cfg, sc, &last, &e))
+                if (rs_row(c, cfg, sc, st->fresh, &last, &e))
                     fail = 1;
                 else {
+                    st->fresh = 0;
                     rs_set_next(s, st, sc, last);
                     /* slots missed while no instance ran come due at once */
                     if (st->next <= run_now_ms() / 1000)

@@ -32,6 +32,7 @@ typedef struct stp_ctx {
     pgpipe_error *err;
     int depth;           /* .read nesting */
     int check;           /* run_step_check: arguments only, nothing runs */
+    const char *check_dir; /* run_step_check: the pipeline file's folder */
 } stp_ctx;
 
 /* What stp_arm returns in check mode: the arguments were fine up to the
@@ -49,8 +50,11 @@ static int stp_fail(stp_ctx *x, const char *file, int line, const char *cmd, int
     snprintf(state, sizeof state, "%s", sqlstate ? sqlstate : "");
     char m[1024];
     snprintf(m, sizeof m, "%s", msg ? msg : "failed");
-    if (x->check) /* the pipeline file's check says where itself */
+    if (x->check && !x->depth) /* the pipeline file's check says where itself */
         return pp_err(x->err, code, "%s%s%s", cmd ? cmd : "", cmd ? ": " : "", m);
+    if (x->check) /* in a file the step reads: that file's place */
+        return pp_err(x->err, code, "%s:%d: %s%s%s", file, line, cmd ? cmd : "",
+                      cmd ? ": " : "", m);
     int timed_out = x->deadline && !strcmp(state, "57014") && run_now_ms() >= x->deadline - 50;
     if (timed_out)
         code = PGPIPE_BUSY;
@@ -212,15 +216,20 @@ static int stp_num(stp_ctx *x, const char *file, int line, const char *cmd, cons
 }
 
 /* A path of a step: relative ones are against the pipeline file's folder. */
-static char *stp_path(const pgpipe_runner *r, const char *p)
+static char *stp_path_in(const char *dir, const char *p)
 {
-    if (p[0] == '/' || !r || !r->base_dir || !r->base_dir[0])
+    if (p[0] == '/' || !dir || !dir[0])
         return pp_strdup(p);
-    size_t n = strlen(r->base_dir) + strlen(p) + 2;
+    size_t n = strlen(dir) + strlen(p) + 2;
     char *s = pp_malloc(n);
     if (s)
-        snprintf(s, n, "%s/%s", r->base_dir, p);
+        snprintf(s, n, "%s/%s", dir, p);
     return s;
+}
+
+static char *stp_path(const pgpipe_runner *r, const char *p)
+{
+    return stp_path_in(r ? r->base_dir : NULL, p);
 }
 
 /* ---- the dot commands --------------------------------------------------- */
@@ -610,12 +619,20 @@ static int stp_read(stp_ctx *x, const char *file, int line, char **w, int nw)
     if (x->depth >= STP_MAX_DEPTH)
         return stp_failf(x, file, line, cmd, PGPIPE_MISUSE, "nested more than %d deep (does a file "
                         "read itself?)", STP_MAX_DEPTH);
-    if (x->check) /* the file's check looks for the file itself; what it holds may change */
+    /* The check reads the file too, as the step will (at the start, so a
+    ** file reading itself, a directive or a step the run would refuse
+    ** inside it are said then, not at every firing); the pipeline file's
+    ** check says whether the top file exists. */
+    if (x->check && (!strcmp(w[1], "-") || !x->check_dir))
         return STP_CHECKED;
-    char *path = stp_path(x->r, w[1]);
+    char *path = x->check ? stp_path_in(x->check_dir, w[1]) : stp_path(x->r, w[1]);
     if (!path)
         return stp_failf(x, file, line, cmd, PGPIPE_NOMEM, "out of memory");
     FILE *f = fopen(path, "rb");
+    if (!f && x->check && !x->depth) { /* the pipeline file's check says it */
+        pp_free(path);
+        return STP_CHECKED;
+    }
     if (!f) {
         int rc = stp_failf(x, file, line, cmd, PGPIPE_IO, "cannot open %s: %s", path, strerror(errno));
         pp_free(path);
@@ -630,9 +647,17 @@ static int stp_read(stp_ctx *x, const char *file, int line, char **w, int nw)
     if (!rc && ferror(f))
         rc = PGPIPE_IO;
     fclose(f);
+    const char *nul = rc ? NULL : memchr(b.data ? b.data : "", 0, b.len);
     if (rc)
         rc = stp_failf(x, file, line, cmd, rc, "cannot read %s", path);
-    else {
+    else if (nul) {
+        int ln = 1;
+        for (const char *q = b.data; q < nul; q++)
+            ln += *q == '\n';
+        x->depth++;
+        rc = stp_failf(x, path, ln, NULL, PGPIPE_PARSE, "a NUL byte");
+        x->depth--;
+    } else {
         x->depth++;
         rc = stp_steps_text(x, path, b.data ? b.data : "", b.len);
         x->depth--;
@@ -840,6 +865,36 @@ static int stp_dot(stp_ctx *x, const char *file, int line, const char *text)
     return rc;
 }
 
+/* pp_exec of one statement as simple query text, its rows read one at a
+** time and dropped (single-row mode): a body's SELECT of a million rows is
+** counted, never held in memory whole. The result kept is what PQexec
+** would return (the last one, an error first; a COPY state as it comes),
+** so the row count is its command tag's (PQcmdTuples). */
+static int pp_exec_rows_discarded(PGconn *conn, const char *sql, PGresult **res,
+                                  pgpipe_error *err, const char *context)
+{
+    if (!PQsendQuery(conn, sql))
+        return pp_exec_check(conn, NULL, res, err, context);
+    (void)PQsetSingleRowMode(conn);
+    PGresult *keep = NULL, *g;
+    while ((g = PQgetResult(conn))) {
+        ExecStatusType st = PQresultStatus(g);
+        if (st == PGRES_SINGLE_TUPLE) {
+            PQclear(g);
+            continue;
+        }
+        if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+            PQclear(g);
+        } else {
+            PQclear(keep);
+            keep = g;
+        }
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+            break; /* as PQexec: the caller sees the COPY state */
+    }
+    return pp_exec_check(conn, keep, res, err, context);
+}
+
 static int stp_sql(stp_ctx *x, const char *file, int line, const char *sql)
 {
     int rc = stp_arm(x, file, line, NULL);
@@ -848,7 +903,7 @@ static int stp_sql(stp_ctx *x, const char *file, int line, const char *sql)
     PGresult *res = NULL;
     pgpipe_error e;
     memset(&e, 0, sizeof e);
-    if (pp_exec(x->conn, sql, 0, NULL, &res, &e, "SQL")) {
+    if (pp_exec_rows_discarded(x->conn, sql, &res, &e, "SQL")) {
         /* "SQL: message": the context pp_exec put in front says nothing here */
         const char *m = !strncmp(e.message, "SQL: ", 5) ? e.message + 5 : e.message;
         return stp_fail(x, file, line, NULL, e.code ? e.code : PGPIPE_DB, m, e.sqlstate);
@@ -904,6 +959,8 @@ static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t
                         char *sql = pp_strndup(st.sql, st.len);
                         rc = sql ? stp_sql(x, file, acc_line + (int)st.line - 1, sql)
                                  : stp_failf(x, file, acc_line, NULL, PGPIPE_NOMEM, "out of memory");
+                        if (rc == STP_CHECKED)
+                            rc = PGPIPE_OK;
                         pp_free(sql);
                     }
                     pgpipe_sql_split_close(s);
@@ -917,6 +974,8 @@ static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t
                 char *cmd = pp_strndup(q, (size_t)(nl - q));
                 rc = cmd ? stp_dot(x, file, lineno, cmd) : stp_failf(x, file, lineno, NULL, PGPIPE_NOMEM,
                                                                    "out of memory");
+                if (rc == STP_CHECKED)
+                    rc = PGPIPE_OK;
                 pp_free(cmd);
                 if (rc)
                     break;
@@ -979,12 +1038,13 @@ PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_p
     return rc;
 }
 
-PGPIPE_PRIVATE int run_step_check(const char *text, pgpipe_error *err)
+PGPIPE_PRIVATE int run_step_check(const char *text, const char *dir, pgpipe_error *err)
 {
     stp_ctx x;
     memset(&x, 0, sizeof x);
     x.err = err;
     x.check = 1;
+    x.check_dir = dir;
     int rc = stp_dot(&x, "", 0, text);
     return rc == STP_CHECKED ? PGPIPE_OK : rc;
 }

@@ -109,3 +109,64 @@ if [ -n "${PGPIPE_TEST_DSN:-}" ]; then
     grep -q 'cannot read the folder.*source=new' "$tmp/out" && fail "the made folder was reported: $(cat "$tmp/out")"
     echo "run: an unreadable folder is said once; a missing one is made"
 fi
+
+# a .read step's file is checked as the body's own steps are (not found wrong
+# at every firing): a file reading itself, a directive in it, a step the run
+# refuses, a NUL byte; each named by the read file's FILE:LINE
+printf '.read self.sql\n' > "$tmp/self.sql"
+printf 'SELECT 1;\n.schedule x --every 1s\n' > "$tmp/dir.sql"
+printf -- '-- retention\n.read inner.sql\n' > "$tmp/outer.sql"
+printf 'SELECT 1;\n\n.partitions ahead 36500\n' > "$tmp/inner.sql"
+printf 'SELECT 1;\nSELECT\0 2;\n' > "$tmp/nul.sql"
+printf 'SELECT 1;\n.partitions ahead 7\n' > "$tmp/good.sql"
+printf '.pipeline rd\n.schedule s --every 1s\n.read self.sql\n.end\n.schedule t --every 1s\n.read dir.sql\n.read outer.sql\n.read nul.sql\n.read good.sql\n.end\n' > "$tmp/rd.pgpipe"
+"$P" run --check "$tmp/rd.pgpipe" > "$tmp/out" 2>&1 && fail "bad .read files passed"
+cat > "$tmp/want" <<EOF2
+$tmp/rd.pgpipe:3:1: $tmp/self.sql:1: .read: nested more than 8 deep (does a file read itself?)
+$tmp/rd.pgpipe:6:1: $tmp/dir.sql:2: .schedule: not a command a pipeline may run (.install, .migrate, .load, .read, .refresh, .partitions, .dlq, .log)
+$tmp/rd.pgpipe:7:1: $tmp/inner.sql:3: .partitions: DAYS: expected a whole number from 1 to 366, got "36500"
+$tmp/rd.pgpipe:8:1: $tmp/nul.sql:2: a NUL byte
+EOF2
+diff -u "$tmp/want" "$tmp/out" || fail ".read files"
+printf '.pipeline rd\n.schedule s --every 1s\n.read good.sql\n.end\n' > "$tmp/rdok.pgpipe"
+out=$("$P" run --check "$tmp/rdok.pgpipe" 2>&1) || fail "a good .read file: $out"
+
+# a NUL byte in the pipeline file itself
+printf '.pipeline nul\n.schedule s --every 1s\nINSERT INTO t\0 VALUES (1);\n.end\n' > "$tmp/nul.pgpipe"
+"$P" run --check "$tmp/nul.pgpipe" > "$tmp/out" 2>&1 && fail "a NUL byte passed"
+[ "$(cat "$tmp/out")" = "$tmp/nul.pgpipe:3:14: a NUL byte" ] || fail "a NUL byte: $(cat "$tmp/out")"
+echo "run --check: .read files checked inside; a NUL byte refused"
+
+# what the run would refuse or never do, refused at the check: a task after two
+# schedules (it runs after one firing), a .pipeline given twice, a file source
+# whose --done-dir is its --dir (each file loaded again and again), listen
+# addresses the HTTP server refuses, two HTTP sources on one port
+mkdir -p "$tmp/inc"
+printf '.pipeline one\n.pipeline two\n.schedule s --every 1s\n.end\n.schedule u --every 1s\n.end\n.task a --after s,u\n.end\n.task b --after s\n.end\n.task c --after b,u\n.end\n.task d --after a\n.end\n.source files f --dir inc --done-dir ./inc/\n.source files g --dir inc\n.source http h1 --listen nohost\n.source http h2 --listen 127.0.0.1:99999\n.source http h3 --listen "::1:80"\n.source http h4 --listen 127.0.0.1:18081\n.source http h5 --listen "[::1]:18082,0.0.0.0:18081"\n.source http h6\n.source http h7 --listen 127.0.0.1:8080\n.source http h8 --listen 127.0.0.1:0,127.0.0.1:0\n' > "$tmp/never.pgpipe"
+"$P" run --check "$tmp/never.pgpipe" > "$tmp/out" 2>&1 && fail "never-running definitions passed"
+cat > "$tmp/want" <<EOF2
+$tmp/never.pgpipe:2: .pipeline: given twice (first at line 1)
+$tmp/never.pgpipe:7: .task a: runs after two schedules, s and u: a task runs after the firing of one schedule, so it would never run
+$tmp/never.pgpipe:11: .task c: runs after two schedules, u and s (through the tasks it runs --after): a task runs after the firing of one schedule, so it would never run
+$tmp/never.pgpipe:13: .task d: runs after two schedules, s and u (through the tasks it runs --after): a task runs after the firing of one schedule, so it would never run
+$tmp/never.pgpipe:15:38: .source files: --done-dir is the folder --dir watches: each loaded file would be found there again and loaded again (leave it out for DIR/done)
+$tmp/never.pgpipe:17:26: .source http: --listen: "nohost" is not HOST:PORT
+$tmp/never.pgpipe:18:26: .source http: --listen: bad port in "127.0.0.1:99999" (0-65535)
+$tmp/never.pgpipe:19:27: .source http: --listen: "::1:80" is not HOST:PORT (more than one ':'; an IPv6 address goes in brackets: [::1]:8080)
+$tmp/never.pgpipe:21: .source http h5: listens on port 18081 as source h4 does (line 20): the second could not listen
+$tmp/never.pgpipe:23: .source http h7: listens on port 8080 as source h6 does (line 22): the second could not listen
+EOF2
+diff -u "$tmp/want" "$tmp/out" || fail "never-running definitions"
+echo "run --check: tasks after two schedules, .pipeline twice, --done-dir = --dir, bad and shared listen addresses"
+
+# two alert rules for one condition (kind and subject): the second would never
+# deliver (the condition's state is shared); the same kind on another subject
+# is fine
+printf '.pipeline al\n.schedule s --every 1m\n.end\n.task f --after s\n.end\n.task g --after s\n.end\n.alert task-failures --task f --count 1 --command true\n.alert task-failures --task g --count 1\n.alert task-failures --task f --count 3 --notify ch\n.alert backlog-age --older-than 1m\n.alert backlog-age --older-than 5m --event-type x\n.alert backlog-age --older-than 9m\n' > "$tmp/al.pgpipe"
+"$P" run --check "$tmp/al.pgpipe" > "$tmp/out" 2>&1 && fail "two rules for one condition passed"
+cat > "$tmp/want" <<EOF2
+$tmp/al.pgpipe:10: .alert: a second rule for the same condition (first at line 8): a condition is delivered once, by one rule, so this one would never deliver; give one rule all its --notify, --table and --command
+$tmp/al.pgpipe:13: .alert: a second rule for the same condition (first at line 11): a condition is delivered once, by one rule, so this one would never deliver; give one rule all its --notify, --table and --command
+EOF2
+diff -u "$tmp/want" "$tmp/out" || fail "two rules for one condition"
+echo "run --check: two alert rules for one condition"

@@ -180,3 +180,23 @@ grep -q 'stopped at once' "$tmp/f.err" || fail "a second SIGTERM: no 'stopped at
 # backend, so later tests that count sleeping backends see only theirs
 q "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE $slow_body" >/dev/null
 echo "run: SIGTERM waits for a running body; a second one stops at once (exit 1)"
+
+# one SIGTERM during a long setup cancels it and exits as a drain does (exit
+# 0), without starting anything (it used to wait for the whole setup, then
+# start everything, then drain)
+printf '.pipeline svc_setup\nSELECT pg_sleep(58.5);\n.schedule h --every 1s\nSELECT 1;\n.end\n' > "$tmp/slowsetup.pgpipe"
+"$P" run --db "$D" --instance ss --for 60s "$tmp/slowsetup.pgpipe" > "$tmp/ss.out" 2> "$tmp/ss.err" &
+pid=$!
+setup_sleeping() { [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE 'SELECT pg_sleep(58.5)%'")" -ge 1 ]; }
+wait_for 30 setup_sleeping || fail "the slow setup did not start"
+kill -TERM "$pid"
+wait_for 10 exited "$pid" || fail "SIGTERM during the setup did not stop the runner"
+wait "$pid"; rc=$?; pid=""
+[ $rc = 0 ] || fail "SIGTERM during the setup: exit $rc"
+grep -q 'setup was cancelled; nothing started' "$tmp/ss.err" || fail "SIGTERM during the setup: $(cat "$tmp/ss.err")"
+grep -q 'msg=running' "$tmp/ss.err" && fail "SIGTERM during the setup: it started: $(cat "$tmp/ss.err")"
+[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(58.5)%' AND state = 'active' AND pid <> pg_backend_pid()")" = 0 ] \
+    || fail "SIGTERM during the setup: the setup still runs on the server"
+[ "$(q "SELECT count(*) FROM pgpipe.run_instances WHERE pipeline = 'svc_setup' AND instance = 'ss' AND stopped_at IS NOT NULL")" = 1 ] \
+    || fail "SIGTERM during the setup: the instance is not marked stopped"
+echo "run: SIGTERM during the setup cancels it and exits 0"
