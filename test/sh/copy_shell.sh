@@ -148,6 +148,18 @@ awk 'BEGIN { for (i = 1; i <= 300; i++) { s = ""; if (i % 7 == 0) for (k = 0; k 
 out=$($P "$D" ".load $tmp/max.ndjson --batch-bytes 2000 --max-record-bytes 60") || fail "max first run: $out"
 $P "$D" ".load $tmp/max.ndjson --batch-bytes 2000" 2>"$tmp/err" && fail "a resume with another --max-record-bytes accepted"
 has "$(cat "$tmp/err")" "ran with max_record_bytes 60; this one 67108864"
-$P "$D" "DROP TABLE copysh_t" >/dev/null
+# a dead letter of a --table load is replayed into that table, not staging
+$P "$D" "DROP TABLE IF EXISTS copysh_orders; CREATE TABLE copysh_orders (source text, event_type text, payload jsonb)" >/dev/null || fail "orders table"
+printf '{"kind":"order","id":1}\n{"kind":"order","id":2,}\n' > "$tmp/orders.ndjson"
+out=$($P "$D" ".load $tmp/orders.ndjson --table copysh_orders --map source='copysh_shop',event_type=kind,payload=json:\$record") || fail "orders load: $out"
+has "$out" "loaded 1, dead-lettered 1"
+$P "$D" "UPDATE pgpipe.dead_letters SET raw_text = '{\"kind\":\"order\",\"id\":2}' WHERE source_name = '$tmp/orders.ndjson' AND status = 'dead'" >/dev/null || fail "fix the dead letter"
+out=$($P "$D" ".dlq replay --source $tmp/orders.ndjson") || fail "replay: $out"
+has "$out" "replayed 1, refused 0"
+out=$($P -m csv "$D" "SELECT string_agg(payload->>'id', ',' ORDER BY payload->>'id') FROM copysh_orders" | tail -n 1)
+[ "$out" = '"1,2"' ] || fail "replayed into the load's table: $out, wanted 1,2"
+out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE source = 'copysh_shop'" | tail -n 1)
+[ "$out" = 0 ] || fail "$out replayed rows went to staging.raw_events"
+$P "$D" "DROP TABLE copysh_t, copysh_orders" >/dev/null
 rm -rf "$tmp"
 exit 0
