@@ -23308,11 +23308,9 @@ static void sp_remove_seg(pgpipe_spool *s, uint64_t first)
         }
 }
 
-/* Make the new last segment (first sequence s->next_seq) and make it the
-** active one; the old active segment is sealed (synced) first. */
-static int sp_new_segment(pgpipe_spool *s)
+/* The active segment synced and closed (none is active after). */
+static int sp_close_active(pgpipe_spool *s)
 {
-    char tmp[4096], path[4096];
     if (s->fd >= 0) {
         if (sp_datasync(s, s->fd) != 0)
             return pp_err(&s->h.err, PGPIPE_IO, "spool: sync of a segment: %s", strerror(errno));
@@ -23320,6 +23318,17 @@ static int sp_new_segment(pgpipe_spool *s)
         s->fd = -1;
         s->dirty = 0;
     }
+    return PGPIPE_OK;
+}
+
+/* Make the new last segment (first sequence s->next_seq) and make it the
+** active one; the old active segment is sealed (synced) first. */
+static int sp_new_segment(pgpipe_spool *s)
+{
+    char tmp[4096], path[4096];
+    int rc = sp_close_active(s);
+    if (rc != PGPIPE_OK)
+        return rc;
     sp_path(tmp, sizeof tmp, s->dir, "", s->next_seq, ".tmp");
     sp_path(path, sizeof path, s->dir, "", s->next_seq, "");
     sp_hdr x;
@@ -23357,15 +23366,10 @@ static int sp_new_segment(pgpipe_spool *s)
 ** drained. */
 static int sp_seal(pgpipe_spool *s)
 {
-    if (s->fd >= 0) {
-        if (sp_datasync(s, s->fd) != 0)
-            return pp_err(&s->h.err, PGPIPE_IO, "spool: sync of a segment: %s", strerror(errno));
-        close(s->fd);
-        s->fd = -1;
-        s->dirty = 0;
-    }
-    s->sealed = 1;
-    return PGPIPE_OK;
+    int rc = sp_close_active(s);
+    if (rc == PGPIPE_OK)
+        s->sealed = 1;
+    return rc;
 }
 
 /* Move a damaged segment to DIR/quarantine (kept for inspection). */
