@@ -17982,6 +17982,11 @@ struct pgpipe_claimer {
     char *qtable, *qdlq;      /* quoted names */
     char *sql_claim, *sql_done, *sql_fail, *sql_release, *sql_pending, *sql_exists;
     char *sql_lost, *sql_lock; /* rare or pipelined: sent unprepared */
+    char *sql_isolate;        /* the claim of one row of c->isolate (unprepared) */
+    char *isolate;            /* bigint[] literal: rows of a batch whose session
+                                 ended without a reason, claimed one at a time
+                                 so that a row that ends its session is found
+                                 and charged (see claim_record_lost) */
     char nm_claim[40], nm_done[40], nm_fail[40], nm_release[40], nm_pending[40], nm_exists[40];
     char nm_handler[40];
     uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
@@ -18252,28 +18257,21 @@ static int claim_fail_sql(pgpipe_claimer *c, int lease, int lost, char **out)
     return PGPIPE_OK;
 }
 
-static int claim_build_sql(pgpipe_claimer *c)
+/* The claim statement: lock up to limit claimable rows matching filt in
+** that order, skipping locked ones, and mark them claimed (transactional
+** mode: processed, undone by a rollback; lease mode: a token and a lease,
+** charged an attempt at once). */
+static int claim_claim_sql(const pgpipe_claimer *c, const char *filt, const char *order,
+                           int limit, char **out)
 {
-    const pgpipe_claim_options *o = &c->o;
-    int lease = o->mode == PGPIPE_CLAIM_LEASE;
+    int lease = c->o.mode == PGPIPE_CLAIM_LEASE;
     pp_buf b = { 0 };
-    int rc = PGPIPE_OK, np = lease ? 3 : 1;
-    char filt[128] = "";
-    if (c->source) {
-        np++;
-        snprintf(filt + strlen(filt), sizeof filt - strlen(filt), " AND source = $%d", np);
-    }
-    if (c->event_type) {
-        np++;
-        snprintf(filt + strlen(filt), sizeof filt - strlen(filt), " AND event_type = $%d", np);
-    }
-    const char *order = o->order == PGPIPE_CLAIM_ORDER_ID ? "id" : "received_at, id";
-    rc |= pp_buf_appendf(&b,
+    int rc = pp_buf_appendf(&b,
         "WITH c AS (SELECT id, received_at FROM %s WHERE NOT processed"
         " AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
         " AND (claim_token IS NULL OR lease_expires_at <= now())%s"
         " ORDER BY %s LIMIT %d FOR UPDATE SKIP LOCKED) UPDATE %s r SET ",
-        c->qtable, filt, order, o->batch_size, c->qtable);
+        c->qtable, filt, order, limit, c->qtable);
     if (lease)
         rc |= pp_buf_appendf(&b,
             "claim_token = $1::uuid, claimed_by = $2, claimed_at = now(),"
@@ -18286,10 +18284,37 @@ static int claim_build_sql(pgpipe_claimer *c)
         " FROM c WHERE r.id = c.id AND r.received_at = c.received_at"
         " RETURNING r.id, r.source, r.event_type, r.payload::text, r.received_at::text, %s",
         lease ? "r.attempts" : "r.attempts + 1");
-    if (rc != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK)
+    if (rc != PGPIPE_OK || pp_buf_putc(&b, '\0') != PGPIPE_OK) {
+        pp_buf_free(&b);
+        return PGPIPE_NOMEM;
+    }
+    *out = b.data;
+    return PGPIPE_OK;
+}
+
+static int claim_build_sql(pgpipe_claimer *c)
+{
+    const pgpipe_claim_options *o = &c->o;
+    int lease = o->mode == PGPIPE_CLAIM_LEASE;
+    pp_buf b = { 0 };
+    int np = lease ? 3 : 1;
+    char filt[128] = "";
+    if (c->source) {
+        np++;
+        snprintf(filt + strlen(filt), sizeof filt - strlen(filt), " AND source = $%d", np);
+    }
+    if (c->event_type) {
+        np++;
+        snprintf(filt + strlen(filt), sizeof filt - strlen(filt), " AND event_type = $%d", np);
+    }
+    const char *order = o->order == PGPIPE_CLAIM_ORDER_ID ? "id" : "received_at, id";
+    if (claim_claim_sql(c, filt, order, o->batch_size, &c->sql_claim) != PGPIPE_OK)
         goto nomem;
-    c->sql_claim = b.data;
-    memset(&b, 0, sizeof b);
+    /* the same claim of one row of the ids in the parameter after the others */
+    snprintf(filt + strlen(filt), sizeof filt - strlen(filt), " AND id = ANY ($%d::bigint[])",
+             np + 1);
+    if (claim_claim_sql(c, filt, "id", 1, &c->sql_isolate) != PGPIPE_OK)
+        goto nomem;
 
     /* lease completion; in transactional mode the claim marked the rows */
     if (pp_buf_appendf(&b,
@@ -18636,17 +18661,20 @@ static PGresult *claim_pipe_take(PGconn *conn)
     " set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true)," \
     " set_config('enable_mergejoin', 'off', true)"
 
-static PGresult *claim_pipe_claim(pgpipe_claimer *c, int n, const char *const *v, int lease)
+static PGresult *claim_pipe_claim(pgpipe_claimer *c, const char *sql, int n,
+                                  const char *const *v, int lease)
 {
     PGconn *conn = c->conn;
+    if (!sql && c->unnamed)
+        sql = c->sql_claim;
     if (!PQenterPipelineMode(conn)) {
         pp_err_pq(&c->hdr.err, conn, NULL, "entering pipeline mode");
         return NULL;
     }
     int ok = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, CLAIM_PLAN_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
-             (c->unnamed ? PQsendQueryParams(conn, c->sql_claim, n, NULL, v, NULL, NULL, 0)
-                         : PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0)) &&
+             (sql ? PQsendQueryParams(conn, sql, n, NULL, v, NULL, NULL, 0)
+                  : PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0)) &&
              PQsendQueryParams(conn, c->restore_sql, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, lease ? "COMMIT" : "SAVEPOINT pgpipe_claim", 0, NULL, NULL,
                                NULL, NULL, 0) &&
@@ -18697,7 +18725,7 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
     int lease = c->o.mode == PGPIPE_CLAIM_LEASE;
     char lms[16], token[37] = "";
     snprintf(lms, sizeof lms, "%d", c->o.lease_ms);
-    const char *v[6];
+    const char *v[7];
     int n = 0;
     if (lease) {
         if (pp_uuid_v4(token) != PGPIPE_OK)
@@ -18713,7 +18741,25 @@ int pgpipe_claim_next(pgpipe_claimer *c, pgpipe_batch **out)
         v[n++] = c->source;
     if (c->event_type)
         v[n++] = c->event_type;
-    PGresult *r = claim_pipe_claim(c, n, v, lease);
+    PGresult *r = NULL;
+    if (c->isolate) {
+        /* rows of a batch that lost its session, one at a time, until none
+        ** of them is claimable any more */
+        v[n] = c->isolate;
+        r = claim_pipe_claim(c, c->sql_isolate, n + 1, v, lease);
+        if (!r)
+            return c->hdr.err.code ? c->hdr.err.code : PGPIPE_DB;
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            r = NULL;
+            pp_free(c->isolate);
+            c->isolate = NULL;
+            if (!lease && claim_exec(c, "COMMIT") != PGPIPE_OK)
+                return c->hdr.err.code;
+        }
+    }
+    if (!r)
+        r = claim_pipe_claim(c, NULL, n, v, lease);
     if (!r)
         return c->hdr.err.code ? c->hdr.err.code : PGPIPE_DB;
     int rows = PQntuples(r);
@@ -18858,25 +18904,32 @@ static int claim_repeat_array(pp_buf *b, const char *s, int n)
 ** failure as last_error: retried with backoff, or dead-lettered after
 ** max_attempts (at once for a data error). Rows no longer pending (done by
 ** another worker meanwhile, or reclaimed in lease mode) are counted as
-** abandoned. On failure the batch stays kept. */
+** abandoned. On failure the batch stays kept.
+**
+** Not every failure is charged. A server restart (or a failover: another
+** server), a prepared statement gone behind a pooler (26000) and a cancel
+** (57014: Ctrl-C; a handler's own timeout fails its records, not the batch)
+** are not the rows' doing: their rows are pending again at once
+** (transactional mode) or given back now (lease mode: released). A session
+** that ended without a reason from the server (a network cut, a proxy, a
+** crashed backend: class 08), by pg_terminate_backend (57P01) or with the
+** crash of another session (57P02, 57P03) may be the rows' doing, or not: a
+** handler can end its own session on one poisonous row. So a batch of
+** several rows is not charged, and its rows are claimed again one at a
+** time (c->isolate); a row whose session ends while it is processed alone
+** is charged, so it reaches the dead letters after max_attempts instead of
+** blocking the rows behind it for ever. */
 static int claim_record_lost(pgpipe_claimer *c)
 {
     claim_lost *l = &c->lost;
     if (!l->ids)
         return PGPIPE_OK;
-    const char *msg = l->cause.message[0] ? l->cause.message : "batch failed";
-    /* charged only when the server gave the failure a reason of its own (a
-    ** SQLSTATE outside class 08): a connection cut without a word (network,
-    ** proxy, a crashed backend), a server restart, the crash of another
-    ** session (57P02), a prepared statement gone behind a pooler (26000) or a
-    ** cancel (57014: Ctrl-C; a handler's own timeout fails its records, not
-    ** the batch) is not the batch's doing. Its rows are pending again at once
-    ** (transactional mode) or given back now (lease mode: released) */
     const char *st = l->cause.sqlstate;
     int restarted = strcmp(l->server_start, c->server_start) != 0;
-    if (!st[0] || strncmp(st, "08", 2) == 0 || strcmp(st, "57P02") == 0 ||
-        strcmp(st, "57P03") == 0 || strcmp(st, "26000") == 0 ||
-        strcmp(st, "57014") == 0 || restarted) {
+    int session_ended = !st[0] || strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 ||
+                        strcmp(st, "57P02") == 0 || strcmp(st, "57P03") == 0;
+    int isolate = session_ended && !restarted && l->n > 1;
+    if (restarted || isolate || strcmp(st, "26000") == 0 || strcmp(st, "57014") == 0) {
         long long back = 0;
         if (c->o.mode == PGPIPE_CLAIM_LEASE) {
             const char *rv[2] = { l->ids, l->token };
@@ -18890,15 +18943,28 @@ static int claim_record_lost(pgpipe_claimer *c)
         c->st.released += back;
         c->st.abandoned += l->n - back;
         pp_logf(PGPIPE_LOG_WARN, "claim", "%s: the %d rows of the failed batch are not charged "
-                "an attempt: %s (cause: %s)", c->worker_id, l->n,
+                "an attempt: %s%s (cause: %s)", c->worker_id, l->n,
                 restarted ? "the server restarted"
                 : strcmp(st, "26000") == 0 ? "its statement was gone from the session"
                 : strcmp(st, "57014") == 0 ? "it was cancelled"
-                : "the session ended without a reason from the server", msg);
-        pp_free(l->ids);
+                : "its session ended",
+                isolate ? "; they are claimed one at a time next, and a row whose session "
+                          "ends while it is processed alone is charged" : "",
+                l->cause.message[0] ? l->cause.message : "batch failed");
+        if (isolate) {
+            pp_free(c->isolate);
+            c->isolate = l->ids;
+        } else {
+            pp_free(l->ids);
+        }
         memset(l, 0, sizeof *l);
         return PGPIPE_OK;
     }
+    char alone[sizeof l->cause.message + 64];
+    snprintf(alone, sizeof alone, "%s%s", session_ended && !restarted
+             ? "its session ended while it was processed alone: " : "",
+             l->cause.message[0] ? l->cause.message : "batch failed");
+    const char *msg = alone;
     pp_buf msgs = { 0 }, sts = { 0 }, dat = { 0 };
     int rc = claim_repeat_array(&msgs, msg, l->n);
     if (rc == PGPIPE_OK)
@@ -19514,6 +19580,8 @@ void pgpipe_claimer_close(pgpipe_claimer *c)
     pp_free(c->sql_exists);
     pp_free(c->sql_lost);
     pp_free(c->sql_lock);
+    pp_free(c->sql_isolate);
+    pp_free(c->isolate);
     pp_free(c->lost.ids);
     pp_free(c->restore_sql);
     pp_free(c->known);
@@ -19547,6 +19615,8 @@ typedef struct claim_worker {
     pgpipe_error fatal_err;    /* and its error, when it had one */
     claim_lost lost;           /* a batch lost with its connection, whose
                                   attempt the next connection records */
+    char *isolate;             /* its claimer's isolate, kept across a lost
+                                  connection */
     pp_cancel_slot cancel;     /* its connection's, for pgpipe_workers_cancel */
     atomic_int ended;          /* its thread is done */
 } claim_worker;
@@ -19634,6 +19704,11 @@ static void claim_worker_drop(claim_worker *k, pgpipe_claimer **cl, pgpipe_conn 
         } else {
             (*cl)->st.abandoned += (*cl)->lost.n;
         }
+    }
+    if (*cl && (*cl)->isolate && broken) {
+        pp_free(k->isolate);
+        k->isolate = (*cl)->isolate;
+        (*cl)->isolate = NULL;
     }
     if (*cl && (*cl)->prev_recv)
         PQsetNoticeReceiver((*cl)->conn, (*cl)->prev_recv, NULL);
@@ -19753,8 +19828,11 @@ static void *claim_worker_main(void *arg)
             co.worker_id = wid;
             PGconn *pg = pgpipe_conn_pg(pc);
             rc = pgpipe_claimer_open(&cl, pg, &co);
-            if (rc == PGPIPE_OK)
+            if (rc == PGPIPE_OK) {
                 cl->prev_recv = PQsetNoticeReceiver(pg, claim_notice_receiver, cl);
+                cl->isolate = k->isolate;
+                k->isolate = NULL;
+            }
             if (rc == PGPIPE_OK && k->lost.ids) {
                 /* the batch lost with the last connection: its attempt
                 ** first (kept on the claimer should this fail too) */
@@ -19874,6 +19952,8 @@ static void *claim_worker_main(void *arg)
         }
     }
     claim_worker_drop(k, &cl, &pc, 0);
+    pp_free(k->isolate);
+    k->isolate = NULL;
     if (k->lost.ids) { /* no connection came back before the stop */
         pthread_mutex_lock(&w->mu);
         k->base.abandoned += k->lost.n;

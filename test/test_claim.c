@@ -1532,3 +1532,67 @@ PGT_TEST(claim, late_commit_below_claimed_ids_is_claimed)
         }
     }
 }
+
+/* A handler that ends its own session on one row (pg_terminate_backend here;
+** a backend crash looks the same to the client). A lost session is not
+** charged to a batch of several rows (a network cut is not their doing), so
+** that row used to come back for ever with attempts 0, in front of the rows
+** behind it. Now the batch's rows are claimed again one at a time and the row
+** whose session ends while it is processed alone is charged: it reaches the
+** dead letters after max_attempts and every other row is done. */
+static void claim_t_session_killer(int mode, const char *table)
+{
+    PGconn *c = claim_t_setup(table, 12);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_killer_out;"
+                        " CREATE TABLE claim_t_killer_out (n int PRIMARY KEY)"));
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE %s SET payload = '{\"n\": 0, \"kill\": true}'"
+                              " WHERE (payload->>'n')::int = 2", table);
+    PQclear(PGT_EXEC(c, sql));
+    pgpipe_pool *pool = claim_t_pool(3);
+    pgpipe_workers_options wo;
+    pgpipe_workers_options_init(&wo);
+    claim_t_opts(&wo.claim, table);
+    wo.claim.mode = mode;
+    wo.claim.lease_ms = 30000;
+    wo.claim.batch_size = 5;
+    wo.claim.max_attempts = 3;
+    wo.threads = 1;
+    wo.channel = "";
+    wo.poll_ms = 20;
+    pgpipe_handler h = { NULL, NULL,
+        "WITH k AS (SELECT pg_terminate_backend(pg_backend_pid()) FROM"
+        " jsonb_array_elements($1::jsonb) e WHERE (e->'payload'->>'kill')::bool)"
+        " INSERT INTO claim_t_killer_out SELECT (e->'payload'->>'n')::int"
+        " FROM jsonb_array_elements($1::jsonb) e WHERE (SELECT count(*) FROM k) >= 0", NULL };
+    pgpipe_workers *w;
+    PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+    int rc = pgpipe_workers_run_until_empty(w, 60000);
+    pgpipe_workers_stats ws;
+    PGT_OK(pgpipe_workers_stats_get(w, &ws));
+    pgpipe_workers_close(w);
+    PGT_OK(pgpipe_pool_close(pool, NULL));
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "rc %d: claimed %lld done %lld retried %lld dead %lld", rc,
+                  ws.total.claimed, ws.total.done, ws.total.retried, ws.total.dead);
+    PGT_EQ_INT(ws.total.done, 11);
+    PGT_EQ_INT(ws.total.dead, 1);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_killer_out WHERE n > 0"), 11);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_table = '%s'"
+             " AND attempt_count = 3 AND payload->>'kill' = 'true'"
+             " AND error_message LIKE 'its session ended while it was processed alone: %%'",
+             table);
+    PGT_EQ_INT(claim_t_scalar(c, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE processed", table);
+    PGT_EQ_INT(claim_t_scalar(c, sql), 12);
+    PQfinish(c);
+}
+
+PGT_TEST(claim, tx_handler_ending_its_session_is_charged_alone)
+{
+    claim_t_session_killer(PGPIPE_CLAIM_TRANSACTIONAL, "claim_t_killer_tx");
+}
+
+PGT_TEST(claim, lease_handler_ending_its_session_is_charged_alone)
+{
+    claim_t_session_killer(PGPIPE_CLAIM_LEASE, "claim_t_killer_lease");
+}
