@@ -1852,8 +1852,9 @@ void pgpipe_workers_close(pgpipe_workers *w);
 typedef struct pgpipe_dlq_filter {
     long long id;            /* one dead letter (0 = any) */
     const char *stage;       /* "load" or "process" (NULL = any) */
-    const char *source;      /* source_name: the input file / stream, or the
-                                event's source for stage 'process' */
+    const char *source;      /* source_name (the input file / stream, or the
+                                event's source for stage 'process'), or the
+                                source a load gave its records (--source) */
     const char *error_like;  /* error_message contains this text (case-insensitive) */
     const char *since;       /* last_failed_at >= this: a time ("2026-11-01",
                                 "yesterday") or an interval back from now

@@ -4721,9 +4721,14 @@ static int cmd_dlq(shell *sh, char **argv, int argc, const char *rest)
         if (rc == PGPIPE_OK && f.id > 0 && ok + bad == 0 &&
             dlq_id_untouched(sh, name, f.id, f.status))
             return 1;
-        if (rc == PGPIPE_OK)
+        if (rc == PGPIPE_OK) {
             fprintf(sh->out, "replayed %lld, refused %lld%s\n", ok, bad,
                     bad ? " (still dead-lettered, with the reason: .dlq list)" : "");
+            if (bad) { /* a script must see that not everything went back */
+                errorf(".dlq replay: %lld of %lld dead letters refused", bad, ok + bad);
+                return 1;
+            }
+        }
     } else { /* purge */
         if (!all && !filtered) {
             errorf(".dlq purge: needs an ID, a filter, --older-than TIME or --all");

@@ -163,8 +163,15 @@ static int dlq_build_where(PGconn *conn, dlq_where *w, const pgpipe_dlq_filter *
     }
     if (f && f->stage && *f->stage)
         rc |= dlq_add(w, "stage =", f->stage);
-    if (f && f->source && *f->source)
-        rc |= dlq_add(w, "source_name =", f->source);
+    if (f && f->source && *f->source) {
+        /* a load's dead letter names its input (the file); the source its
+        ** records were given (.load --source shop) is in the load's mapping */
+        w->v[w->n++] = f->source;
+        rc |= pp_buf_appendf(&w->sql, " AND (source_name = $%d OR load_id IN (SELECT l.id FROM"
+                             " pgpipe.loads l WHERE l.options -> 'mapping' -> 'columns' @>"
+                             " jsonb_build_array(jsonb_build_object('column', 'source',"
+                             " 'value', $%d::text))))", w->n, w->n);
+    }
     if (f && f->error_like && *f->error_like) {
         w->v[w->n++] = f->error_like;
         rc |= pp_buf_appendf(&w->sql, " AND strpos(lower(error_message), lower($%d)) > 0", w->n);

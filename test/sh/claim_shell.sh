@@ -67,6 +67,22 @@ has "$err" "--table: empty"
 $P "$D" "DELETE FROM staging.raw_events WHERE source = 'claim_sh_empty'" >/dev/null
 $P "$D" ".dlq frobnicate" 2>/dev/null && fail "unknown subcommand accepted"
 
+# a load's dead letters are found by the source the load gave its records
+# (not only by the file's name), and a replay that refuses them fails a script
+tmpf=${PGPIPE_TEST_TMP:-/tmp}/claim_sh_src2.ndjson
+printf '{"event_type":"a","n":1}\n{"n":2}\n' > "$tmpf"
+out=$($P "$D" ".load $tmpf --source claim_sh_src2") || fail "load: $out"
+has "$out" "loaded 1, dead-lettered 1"
+out=$($P "$D" ".dlq list --source claim_sh_src2") || fail "dlq list by the load's --source"
+has "$out" 'required field "event_type" is missing'
+has "$out" "(1 row)"
+out=$($P "$D" ".dlq list --source $tmpf") || fail "dlq list by the file"
+has "$out" "(1 row)"
+err=$($P "$D" ".dlq replay --source claim_sh_src2" 2>&1) && fail "a refused replay exited 0: $err"
+has "$err" "replayed 0, refused 1"
+has "$err" ".dlq replay: 1 of 1 dead letters refused"
+$P "$D" ".dlq purge --source claim_sh_src2" "DELETE FROM staging.raw_events WHERE source = 'claim_sh_src2'" >/dev/null || fail "cleanup"
+
 # fix the constraint, replay, work again: everything processed
 $P "$D" "ALTER TABLE claim_sh_out DROP CONSTRAINT claim_sh_out_n_check" >/dev/null || fail "alter"
 out=$($P "$D" ".dlq replay --source claim_sh_src --table claim_sh") || fail "replay"
