@@ -31056,6 +31056,8 @@ struct pgpipe_cdc {
     PGconn *repl;               /* replication=database; streaming once started */
     int streaming;
     char sysid[32];
+    int self;                   /* the source is the staging database itself:
+                                   pgpipe's own schemas are not captured */
     pp_cdc_decoder dec;
     uint64_t applied;           /* pgpipe.cdc_slots.applied_lsn */
     uint64_t ack;               /* what may be confirmed as flushed */
@@ -31452,6 +31454,35 @@ static int cdc_publication(pgpipe_cdc *c, const char *tables, int create)
     return rc;
 }
 
+/* Is the source the staging database itself (the same cluster, by its
+** system identifier and start time, and the same database)? Then the
+** changes pgpipe makes there (staging, its own bookkeeping) must not be
+** captured: each would be staged again, and that write captured again,
+** without end. */
+static int cdc_same_database(pgpipe_cdc *c)
+{
+    static const char q[] = "SELECT system_identifier::text || '/' || current_database() || '/' ||"
+                            " pg_postmaster_start_time()::text FROM pg_control_system()";
+    PGresult *rs = NULL, *rt = NULL;
+    int rc = pp_exec(c->src, q, 0, NULL, &rs, &c->h.err, "cdc: identifying the source");
+    if (rc == PGPIPE_OK)
+        rc = pp_exec(c->tgt, q, 0, NULL, &rt, &c->h.err, "cdc: identifying the target");
+    if (rc == PGPIPE_OK)
+        c->self = strcmp(PQgetvalue(rs, 0, 0), PQgetvalue(rt, 0, 0)) == 0;
+    PQclear(rs);
+    PQclear(rt);
+    if (rc == PGPIPE_OK && c->self)
+        pp_logf(PGPIPE_LOG_INFO, "cdc", "the source is the staging database itself: the "
+                "changes in schemas pgpipe and staging are not captured");
+    return rc;
+}
+
+/* The schemas of pgpipe's own tables. */
+static int cdc_own_schema(const char *nsp)
+{
+    return strcmp(nsp, "pgpipe") == 0 || strcmp(nsp, "staging") == 0;
+}
+
 /* The slot on the source and its row on the target: create, adopt, or
 ** refuse (a lost slot, another cluster's slot of the same name). */
 static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
@@ -31465,6 +31496,8 @@ static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
     char db[128];
     snprintf(db, sizeof db, "%s", PQgetisnull(r, 0, 3) ? "" : PQgetvalue(r, 0, 3));
     PQclear(r);
+    if ((rc = cdc_same_database(c)) != PGPIPE_OK)
+        return rc;
 
     const char *p1[1] = { c->slot };
     rc = pp_exec(c->tgt, "SELECT system_id, applied_lsn::text FROM pgpipe.cdc_slots WHERE slot = $1",
@@ -32774,6 +32807,8 @@ static int cdc_record(pgpipe_cdc *c, const pp_cdc_msg *m, int i)
         return pp_err(&c->h.err, PGPIPE_PARSE,
                       "pgoutput: TRUNCATE of relation %u, not described by a Relation message",
                       m->relids[i]);
+    if (c->self && cdc_own_schema(r->nsp))
+        return PGPIPE_OK;
     const char *op = m->type == 'I' ? "insert" : m->type == 'U' ? "update"
                    : m->type == 'D' ? "delete" : "truncate";
     if (!s && c->nskips && cdc_skipped(c, r->nsp, r->name, c->final_lsn))
@@ -34214,8 +34249,25 @@ int pgpipe_cdc_drop(const char *source, const char *target, const char *slot,
     if (PQstatus(pg) != CONNECTION_OK) {
         rc = pp_err(err, PGPIPE_DB, "cdc: cannot connect to the source: %s", PQerrorMessage(pg));
     } else {
-        rc = pp_exec(pg, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                         "WHERE slot_name = $1", 1, p, NULL, err, "cdc: dropping the slot");
+        /* a stream that just stopped leaves its walsender holding the slot
+        ** for a moment: wait for it (5 s), then say who holds it */
+        PGresult *r = NULL;
+        for (int i = 0; rc == PGPIPE_OK && i < 50; i++) {
+            PQclear(r);
+            r = NULL;
+            rc = pp_exec(pg, "SELECT coalesce(active_pid::text, '') FROM pg_replication_slots "
+                             "WHERE slot_name = $1", 1, p, &r, err, "cdc: looking for the slot");
+            if (rc != PGPIPE_OK || PQntuples(r) == 0 || !*PQgetvalue(r, 0, 0))
+                break;
+            pgpipe_sleep_ms(100);
+        }
+        if (rc == PGPIPE_OK && PQntuples(r) == 1 && *PQgetvalue(r, 0, 0))
+            rc = pp_err(err, PGPIPE_BUSY, "cdc: slot \"%s\" is in use by the source's process "
+                        "%s (a running .cdc start?): stop that first", slot, PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(pg, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                             "WHERE slot_name = $1", 1, p, NULL, err, "cdc: dropping the slot");
         if (rc == PGPIPE_OK && publication) {
             char q[128];
             snprintf(q, sizeof q, "DROP PUBLICATION IF EXISTS \"%s\"", publication);

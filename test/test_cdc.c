@@ -1197,3 +1197,40 @@ PGT_TEST(cdc, toast_snapshot_rows_are_images)
     PQfinish(s);
     pgt_db_close(t);
 }
+
+/* The source is the staging database itself (one database for the app and
+** the pipeline, publication for all tables): every event staged and every
+** bookkeeping write was captured and staged again, without end (one insert
+** gave thousands of events in seconds). pgpipe's own schemas are not
+** captured from its own database; the app's tables are. */
+PGT_TEST(cdc, source_is_the_staging_database)
+{
+    char db[1200];
+    PGconn *s = cdc_src_fresh("cdc_self", db, sizeof db, NULL);
+    pgt_db_install(s);
+    PQclear(PGT_EXEC(s, "CREATE TABLE app (id int PRIMARY KEY, v text)"));
+    pgpipe_cdc *c = NULL;
+    int rc = cdc_open(&c, db, db, "cself", NULL);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    PQclear(PGT_EXEC(s, "INSERT INTO app VALUES (1, 'a'), (2, 'b')"));
+    cdc_run_until(c, s, "cself", 2);
+    /* a quiet while: nothing of its own comes back */
+    for (int i = 0; i < 10; i++)
+        PGT_CHECK_MSG(pgpipe_cdc_run(c, 200) == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    PQclear(PGT_EXEC(s, "UPDATE app SET v = 'c' WHERE id = 1"));
+    cdc_run_until(c, s, "cself", 3);
+    for (int i = 0; i < 5; i++)
+        PGT_CHECK_MSG(pgpipe_cdc_run(c, 200) == PGPIPE_OK, "%s", pgpipe_errmsg(c));
+    PGT_EQ_INT(pgt_db_int(s, "SELECT count(*) FROM staging.raw_events"), 3);
+    PGT_EQ_STR(pgt_db_str(s, "SELECT string_agg(event_type, ',' ORDER BY id)"
+                             " FROM staging.raw_events"),
+               "public.app:insert,public.app:insert,public.app:update");
+    /* a drop while the stream runs: refused, naming who holds the slot;
+    ** right after the stream stopped it waits for the walsender to let go */
+    pgpipe_error err;
+    PGT_EQ_INT(pgpipe_cdc_drop(db, db, "cself", "cself", &err), PGPIPE_BUSY);
+    PGT_CONTAINS(err.message, "is in use by the source's process");
+    pgpipe_cdc_close(c);
+    PGT_OK(pgpipe_cdc_drop(db, db, "cself", "cself", &err));
+    PQfinish(s);
+}
