@@ -880,12 +880,18 @@ typedef struct pp_http_request {
 **   PP_HTTP_DONE   the request is complete: rq filled, body decoded in place
 **                  (chunked framing removed), consumed = its bytes in buf (a
 **                  pipelined request may follow); init again for the next
-**   PP_HTTP_ERROR  status (400, 413, 417, 431, 505) and why (static text);
-**                  answer it and close the connection
+**   PP_HTTP_ERROR  status (400, 413, 417, 431, 501, 505) and why (static
+**                  text); answer it and close the connection
 ** Refused with 400: Content-Length with Transfer-Encoding, duplicate or
 ** malformed lengths, a Transfer-Encoding other than "chunked", obsolete line
 ** folding, bare CR or LF, blanks before a colon, control characters, names
-** outside RFC 9110 tchar, bad chunk framing, a missing or repeated Host.
+** outside RFC 9110 tchar, bad chunk framing, a missing, repeated or malformed
+** Host, a target with a fragment or bytes other than visible ASCII. The
+** request line is judged as soon as it ends (a line without an HTTP version,
+** HTTP/0.9, does not wait for headers), its method as soon as its first
+** bytes are in: a method other than RFC 9110's and PATCH is 501 (OTHER
+** stands for PATCH, TRACE and CONNECT). HTTP/2 and HTTP/3 in a request line
+** are 505; HTTP/1.2 and later 1.x are served as 1.1 (RFC 9110 6.2).
 ** The request target is origin-form ("/path?query") or absolute-form
 ** ("http://authority/path?query", RFC 9112 3.2.2; https too): then rq's path
 ** and query are the part after the authority ("/" when none), and the
@@ -24558,10 +24564,13 @@ int pgpipe_spool_peek(const char *dir, pgpipe_spool_status *out, pgpipe_error *e
 enum { HP_HEAD, HP_BODY, HP_CH_SIZE, HP_CH_DATA, HP_CH_CRLF, HP_CH_TRAILER, HP_DONE, HP_ERROR };
 
 /* Byte classes: RFC 9110 tchar (names, methods), field value bytes (VCHAR,
-** SP, HTAB, obs-text), request-target bytes (VCHAR). */
+** SP, HTAB, obs-text), request-target bytes (VCHAR), host name bytes (RFC
+** 3986 reg-name: unreserved and sub-delims; '%' apart). ASCII whatever the
+** locale. */
 #define HP_TCHAR 1
 #define HP_VALUE 2
 #define HP_TARGET 4
+#define HP_HOST 8
 static unsigned char hp_class[256];
 static atomic_int hp_class_ready;
 
@@ -24570,7 +24579,7 @@ static void hp_class_init(void)
     if (atomic_load_explicit(&hp_class_ready, memory_order_acquire))
         return;
     /* idempotent: threads racing here write the same bytes */
-    static const char tspecial[] = "!#$%&'*+-.^_`|~";
+    static const char tspecial[] = "!#$%&'*+-.^_`|~", hspecial[] = "-._~!$&'()*+,;=";
     unsigned char t[256];
     for (int c = 0; c < 256; c++) {
         unsigned char v = 0;
@@ -24581,6 +24590,9 @@ static void hp_class_init(void)
             v |= HP_VALUE;
         if (c > 0x20 && c < 0x7f)
             v |= HP_TARGET;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            (c && strchr(hspecial, c)))
+            v |= HP_HOST;
         t[c] = v;
     }
     memcpy(hp_class, t, sizeof t);
@@ -24629,6 +24641,10 @@ static int hp_has_token(const char *s, size_t n, const char *tok)
     return 0;
 }
 
+/* The methods this server knows (RFC 9110 9.3 and PATCH, RFC 5789): those it
+** serves by name, the others PP_HTTP_OTHER (405 where they do not apply);
+** 0 for any other method (501, RFC 9110 9.1). */
+#define HP_METHOD_MAX 7 /* the longest known method: OPTIONS, CONNECT */
 static int hp_method(const char *m, size_t n)
 {
     switch (n) {
@@ -24644,6 +24660,10 @@ static int hp_method(const char *m, size_t n)
         if (!memcmp(m, "HEAD", 4))
             return PP_HTTP_HEAD;
         break;
+    case 5:
+        if (!memcmp(m, "PATCH", 5) || !memcmp(m, "TRACE", 5))
+            return PP_HTTP_OTHER;
+        break;
     case 6:
         if (!memcmp(m, "DELETE", 6))
             return PP_HTTP_DELETE;
@@ -24651,9 +24671,69 @@ static int hp_method(const char *m, size_t n)
     case 7:
         if (!memcmp(m, "OPTIONS", 7))
             return PP_HTTP_OPTIONS;
+        if (!memcmp(m, "CONNECT", 7))
+            return PP_HTTP_OTHER;
         break;
     }
-    return PP_HTTP_OTHER;
+    return 0;
+}
+
+/* Judge the method of a request line whose first n bytes are s[0..n) (the
+** line may still be coming): a known method followed by SP sets *method and
+** *len; a line that cannot start with one fails at once, whatever follows
+** (an unknown or over-long method 501, RFC 9110 9.1 and RFC 9112 3; other
+** bytes 400: TLS or HTTP/2 bytes on this port are answered, not waited on).
+** 0 = so far so good (*method 0 while undecided), or the error recorded. */
+static int hp_method_check(pp_http_parser *p, const char *s, size_t n, int *method, size_t *len)
+{
+    size_t k = 0;
+    *method = 0;
+    while (k < n && k <= HP_METHOD_MAX && (hp_class[(unsigned char)s[k]] & HP_TCHAR))
+        k++;
+    if (k > HP_METHOD_MAX)
+        return hp_fail(p, 501, "a method this server does not implement");
+    if (k == n || (k == 0 && n == 1 && s[0] == '\r'))
+        return 0; /* more to come (a lone CR: maybe an empty line before the request) */
+    if (s[k] != ' ' || k == 0)
+        return hp_fail(p, 400, "a malformed request line (not METHOD SP target SP HTTP/1.1)");
+    *method = hp_method(s, k);
+    if (!*method)
+        return hp_fail(p, 501, "a method this server does not implement");
+    *len = k;
+    return 0;
+}
+
+/* Is s[0..n) a Host value, uri-host [":" port] (RFC 9112 3.2, RFC 3986
+** 3.2.2)? Empty is one (a target without an authority). */
+static int hp_host_ok(const char *s, size_t n)
+{
+    size_t i = 0;
+    if (n && s[0] == '[') { /* IP-literal, loosely: host bytes, ':' and '%' */
+        while (++i < n && s[i] != ']')
+            if (!(hp_class[(unsigned char)s[i]] & HP_HOST) && s[i] != ':' && s[i] != '%')
+                return 0;
+        if (i == n || i == 1)
+            return 0;
+        i++;
+    } else { /* reg-name or IPv4address: unreserved, sub-delims, %HH */
+        for (; i < n && s[i] != ':'; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c == '%') {
+                if (n - i < 3 || !isxdigit((unsigned char)s[i + 1]) ||
+                    !isxdigit((unsigned char)s[i + 2]))
+                    return 0;
+                i += 2;
+            } else if (!(hp_class[c] & HP_HOST)) {
+                return 0;
+            }
+        }
+    }
+    if (i < n && s[i++] != ':')
+        return 0;
+    for (; i < n; i++) /* the port: digits, maybe none */
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
 }
 
 /* One header line's name and value: [b, e) holds the line without its CRLF.
@@ -24687,26 +24767,31 @@ static int hp_field(pp_http_parser *p, const char *b, const char *e, pp_http_hea
     return 0;
 }
 
-/* The whole head is buf[0..end): check it and fill rq. */
-static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_http_request *rq)
+/* The request line s[0..le) (le: its CR), method SP request-target SP
+** HTTP-version (RFC 9112 3): check it and, unless rq is NULL, fill rq's
+** method, target, path, query and minor. Checked as soon as its CRLF is in
+** (rq NULL: the buffer may move before the head is complete, and rq's
+** pointers must not outlive it), and again once the head is complete. */
+static int hp_request_line(pp_http_parser *p, const char *s, const char *le, pp_http_request *rq)
 {
-    const char *s = buf + start, *lim = buf + end;
-    /* request line: method SP target SP HTTP/1.x */
-    const char *nl = memchr(s, '\n', (size_t)(lim - s));
-    const char *le = nl - 1; /* the CR */
-    const char *q = s;
-    while (q < le && (hp_class[(unsigned char)*q] & HP_TCHAR))
-        q++;
-    if (q == s || q == le || *q != ' ')
-        return hp_fail(p, 400, "a malformed request line");
-    rq->method = hp_method(s, (size_t)(q - s));
-    const char *t = ++q;
+    int method;
+    size_t mlen = 0;
+    if (hp_method_check(p, s, (size_t)(le - s) + 2, &method, &mlen))
+        return PP_HTTP_ERROR;
+    const char *t = s + mlen + 1, *q = t;
     while (q < le && (hp_class[(unsigned char)*q] & HP_TARGET))
         q++;
-    if (q == t || q == le || *q != ' ')
-        return hp_fail(p, 400, "a malformed request target");
-    rq->target = t;
-    rq->target_len = (size_t)(q - t);
+    if (q == le) /* "GET /" alone is HTTP/0.9, which has no headers to wait for */
+        return hp_fail(p, 400, q == t ? "a request line without a target and an HTTP version"
+                                      : "a request line without an HTTP version (HTTP/0.9 "
+                                        "is not served; HTTP/1.0 and HTTP/1.1 are)");
+    if (q == t)
+        return hp_fail(p, 400, "a malformed request line (not METHOD SP target SP HTTP/1.1)");
+    if (*q != ' ')
+        return hp_fail(p, 400, "a request target with a byte that is not visible ASCII "
+                               "(percent-encode it)");
+    if (memchr(t, '#', (size_t)(q - t)))
+        return hp_fail(p, 400, "a request target with a fragment (#)");
     const char *o = t; /* the origin-form part: path and query */
     if (*t != '/') {
         /* absolute-form (RFC 9112 3.2.2: a server MUST accept it): the path
@@ -24724,7 +24809,28 @@ static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_ht
             return hp_fail(p, 400, "an absolute-form request target without a host");
         if (memchr(a, '@', (size_t)(o - a)))
             return hp_fail(p, 400, "an absolute-form request target with user information");
+        if (!hp_host_ok(a, (size_t)(o - a)))
+            return hp_fail(p, 400, "an absolute-form request target with a malformed host");
     }
+    /* HTTP-version = "HTTP/" DIGIT "." DIGIT; "HTTP/2" and "HTTP/3" as a
+    ** client may write them are a version, just not this one */
+    const char *v = q + 1;
+    size_t vn = (size_t)(le - v);
+    if (vn < 6 || memcmp(v, "HTTP/", 5) || v[5] < '0' || v[5] > '9' ||
+        (vn != 6 && (vn != 8 || v[6] != '.' || v[7] < '0' || v[7] > '9')))
+        return hp_fail(p, 400, "a malformed HTTP version (HTTP/1.1 or HTTP/1.0)");
+    if (v[5] != '1')
+        return hp_fail(p, 505, "only HTTP/1.0 and HTTP/1.1 are served");
+    if (vn == 6)
+        return hp_fail(p, 400, "a malformed HTTP version (HTTP/1.1 or HTTP/1.0)");
+    if (!rq)
+        return 0;
+    rq->method = method;
+    /* a later 1.x is served as 1.1, the highest this server implements
+    ** (RFC 9110 6.2) */
+    rq->minor = v[7] > '1' ? 1 : v[7] - '0';
+    rq->target = t;
+    rq->target_len = (size_t)(q - t);
     const char *qm = memchr(o, '?', (size_t)(q - o));
     rq->path = o;
     rq->path_len = qm ? (size_t)(qm - o) : (size_t)(q - o);
@@ -24732,21 +24838,23 @@ static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_ht
         rq->path = "/", rq->path_len = 1; /* "http://host" and "http://host?q" */
     rq->query = qm ? qm + 1 : NULL;
     rq->query_len = qm ? (size_t)(q - qm - 1) : 0;
-    q++;
-    if (le - q != 8 || memcmp(q, "HTTP/", 5) || q[6] != '.' || q[5] < '0' || q[5] > '9' ||
-        q[7] < '0' || q[7] > '9')
-        return hp_fail(p, 400, "a malformed HTTP version");
-    if (q[5] != '1' || q[7] > '1')
-        return hp_fail(p, 505, "only HTTP/1.0 and HTTP/1.1 are served");
-    rq->minor = q[7] - '0';
+    return 0;
+}
 
+/* The whole head is buf[0..end): check it and fill rq. */
+static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_http_request *rq)
+{
+    const char *s = buf + start, *lim = buf + end;
+    const char *nl = memchr(s, '\n', (size_t)(lim - s));
+    if (hp_request_line(p, s, nl - 1, rq))
+        return PP_HTTP_ERROR;
     int ncl = 0, nte = 0, nhost = 0, conn_close = 0, conn_keep = 0, expect = 0;
     uint64_t cl = 0;
     const pp_http_header *te = NULL;
     rq->nheaders = 0;
     for (const char *b = nl + 1; b < lim;) {
         nl = memchr(b, '\n', (size_t)(lim - b));
-        le = nl - 1;
+        const char *le = nl - 1;
         if (le == b)
             break; /* the empty line */
         if (rq->nheaders == PP_HTTP_MAX_HEADERS)
@@ -24758,8 +24866,11 @@ static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_ht
         b = nl + 1;
         switch (h->name_len) {
         case 4:
-            if (hp_ieq(h->name, 4, "host"))
+            if (hp_ieq(h->name, 4, "host")) {
+                if (!hp_host_ok(h->value, h->value_len))
+                    return hp_fail(p, 400, "a malformed Host (host[:port])");
                 nhost++;
+            }
             break;
         case 6:
             if (hp_ieq(h->name, 6, "expect")) {
@@ -24950,6 +25061,16 @@ PGPIPE_PRIVATE int pp_http_parse(pp_http_parser *p, char *buf, size_t len, pp_ht
         start += 2;
     if (p->scan < start)
         p->scan = start;
+    if (p->scan == start && start < p->max_header_bytes) {
+        /* the request line is still coming: judge its method already (on the
+        ** bytes within the head limit: fed at once or in pieces, the same
+        ** bytes decide, and a head too large is 431 either way) */
+        size_t upto = len < p->max_header_bytes ? len : p->max_header_bytes;
+        int m;
+        size_t mlen;
+        if (hp_method_check(p, buf + start, upto - start, &m, &mlen))
+            return PP_HTTP_ERROR;
+    }
     for (;;) {
         if (p->scan >= len)
             goto more;
@@ -24967,6 +25088,10 @@ PGPIPE_PRIVATE int pp_http_parse(pp_http_parser *p, char *buf, size_t len, pp_ht
         }
         if (i == p->scan + 1)
             return hp_fail(p, 400, "a malformed request line");
+        /* the request line is judged when it ends, not when the head does:
+        ** "GET /\r\n" (HTTP/0.9) is answered at once */
+        if (p->scan == start && hp_request_line(p, buf + start, buf + i - 1, NULL))
+            return PP_HTTP_ERROR;
         p->scan = i + 1;
     }
     if (hp_head(p, buf, start, p->head_len, rq))
@@ -28873,9 +28998,18 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 ** request, its connection reads nothing more, so pipelined requests are
 ** answered in order.
 **
-** Timeouts: each kind (head, body, idle/write, lingering close) has a fixed
-** duration, so each list is sorted by deadline when entries are appended:
-** O(1) to arm, disarm and expire.
+** Timeouts: each kind (head, body, idle/write, lingering close, reserve) has
+** a fixed duration, so each list is sorted by deadline when entries are
+** appended: O(1) to arm, disarm and expire.
+**
+** The connection limit: max_connections (less when the open-file limit
+** leaves no room for them) are served as usual. Past it, HS_RESERVE more are
+** taken for one request each, so the operator can still see why: /healthz,
+** /readyz and /metrics are answered, anything else gets 503 Retry-After,
+** and the connection closes. A reserve connection has one short deadline for
+** its whole life, and when the reserve is full the oldest reserve connection
+** makes room for the new one: clients that hold connections open can fill
+** the regular slots, not keep the reserve.
 */
 
 
@@ -28888,6 +29022,7 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #endif
@@ -28920,12 +29055,15 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
 #ifdef __linux__
 
 enum { HS_FREE, HS_READ, HS_WAIT, HS_LINGER };
-enum { HS_T_HEAD, HS_T_BODY, HS_T_IDLE, HS_T_LINGER, HS_NT };
+enum { HS_T_HEAD, HS_T_BODY, HS_T_IDLE, HS_T_LINGER, HS_T_RESERVE, HS_NT };
 #define HS_TAG_WAKE   ((uint64_t)1 << 40)
 #define HS_TAG_LISTEN ((uint64_t)1 << 41)
 #define HS_OUT_HIGH   ((size_t)1 << 20)   /* stop parsing while this much is unsent */
 #define HS_RBUF_MIN   4096
 #define HS_LINGER_MS  2000
+#define HS_RESERVE    16      /* connections past the limit, for the observability paths */
+#define HS_RESERVE_MS 2000    /* a reserve connection's whole life (or the header timeout) */
+#define HS_FD_MARGIN  64      /* descriptors kept for the rest: listeners, database, spool */
 
 typedef struct hs_conn hs_conn;
 struct hs_conn {
@@ -28937,6 +29075,7 @@ struct hs_conn {
     int closing;                /* close once the output is sent */
     int got_head;
     int trusted;                /* the socket peer is a trusted proxy */
+    int reserve;                /* taken past the limit: one observability request */
     uint64_t ticket;            /* the request ingest holds (HS_WAIT) */
     char *rbuf;
     size_t rlen, rcap;
@@ -28980,6 +29119,9 @@ struct pgpipe_http {
     atomic_int stop, reload, running;
     hs_conn **conns;
     int nslots, nfree, nopen;
+    int maxc;                   /* connections served as usual (max_connections, or
+                                   what the open-file limit leaves room for) */
+    int nreserve;               /* reserve connections open */
     int nwait;                  /* connections in HS_WAIT */
     int *free_slots;
     hs_tlist tl[HS_NT];
@@ -28996,6 +29138,7 @@ struct pgpipe_http {
     /* metrics (loop thread only) */
     uint64_t by_status[600];
     uint64_t accepted, refused, bytes_in, bytes_out, submitted;
+    uint64_t over_limit, evicted; /* reserve connections taken; closed for a newer one */
     uint64_t epoll_mods;        /* EPOLL_CTL_MOD calls (the tests count them) */
     uint64_t lat[HS_NLAT + 1];
     double lat_sum;
@@ -29025,6 +29168,8 @@ static void hs_timer_off(pgpipe_http *h, hs_conn *c)
 ** whole phase, not each read). */
 static void hs_timer_on(pgpipe_http *h, hs_conn *c, int k)
 {
+    if (c->reserve)
+        k = HS_T_RESERVE; /* one deadline for its whole life */
     if (c->tlist == k)
         return;
     hs_timer_off(h, c);
@@ -29073,6 +29218,7 @@ static const char *hs_reason(int s)
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
     case 505: return "HTTP Version Not Supported";
     default: return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
@@ -29148,7 +29294,7 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
 {
     pp_http_request *rq = &c->rq;
     int status = r->status >= 100 && r->status < 600 ? r->status : 500;
-    if (r->close || !rq->keep_alive || h->draining || c->peer_eof || !c->p.consumed)
+    if (r->close || !rq->keep_alive || h->draining || c->peer_eof || !c->p.consumed || c->reserve)
         c->closing = 1; /* consumed is 0 while the request is not complete */
     hs_date(h);
     pp_buf *b = &c->out;
@@ -29339,6 +29485,9 @@ static void hs_close(pgpipe_http *h, hs_conn *c)
         return;
     if (c->state == HS_WAIT)
         h->nwait--;
+    if (c->reserve)
+        h->nreserve--;
+    c->reserve = 0;
     hs_timer_off(h, c);
     close(c->fd); /* removes it from the epoll set too */
     c->fd = -1;
@@ -29481,6 +29630,12 @@ static int hs_path_is(const pp_http_request *rq, const char *lit)
     return rq->path_len == n && !memcmp(rq->path, lit, n);
 }
 
+/* The paths the operator watches the server by. */
+static int hs_observability(const pp_http_request *rq)
+{
+    return hs_path_is(rq, "/healthz") || hs_path_is(rq, "/readyz") || hs_path_is(rq, "/metrics");
+}
+
 #define HS_EVENTS "/v1/events/"
 
 /* A header of a POST whose two copies would make the request ambiguous
@@ -29519,7 +29674,7 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
     pp_http_request *rq = &c->rq;
     int get = rq->method == PP_HTTP_GET || rq->method == PP_HTTP_HEAD;
     source[0] = 0;
-    if (hs_path_is(rq, "/healthz") || hs_path_is(rq, "/readyz") || hs_path_is(rq, "/metrics")) {
+    if (hs_observability(rq)) {
         if (!get) {
             hs_error(h, c, 405, "method_not_allowed", "this path answers GET and HEAD",
                      "Allow: GET, HEAD\r\n");
@@ -29757,6 +29912,22 @@ static void hs_request_id(pgpipe_http *h, hs_conn *c)
                  (unsigned long long)h->now);
 }
 
+/* A request other than /healthz, /readyz or /metrics on a reserve connection. */
+static void hs_over_limit(pgpipe_http *h, hs_conn *c)
+{
+    pp_http_reply r;
+    if (pp_http_reply_error(&r, 503, "connection_limit", c->rq.id,
+                            "the server has %d connections open, its limit (max_connections); "
+                            "past it only /healthz, /readyz and /metrics are answered",
+                            h->maxc) != PGPIPE_OK) {
+        memset(&r, 0, sizeof r);
+        r.status = 503;
+    }
+    r.retry_after = 1;
+    r.close = 1;
+    hs_write_reply(h, c, &r, NULL);
+}
+
 /* Parse and answer what the buffer holds, in order. */
 static void hs_process(pgpipe_http *h, hs_conn *c)
 {
@@ -29773,10 +29944,12 @@ static void hs_process(pgpipe_http *h, hs_conn *c)
         if (rc == PP_HTTP_ERROR) {
             hs_request_id(h, c);
             static const char *codes[] = { "bad_request", "body_too_large", "headers_too_large",
-                                           "expectation_failed", "version_not_supported" };
+                                           "expectation_failed", "version_not_supported",
+                                           "not_implemented" };
             int s = c->p.status;
             hs_error(h, c, s,
-                     codes[s == 413 ? 1 : s == 431 ? 2 : s == 417 ? 3 : s == 505 ? 4 : 0],
+                     codes[s == 413 ? 1 : s == 431 ? 2 : s == 417 ? 3 : s == 505 ? 4
+                           : s == 501 ? 5 : 0],
                      c->p.why, NULL);
             break;
         }
@@ -29784,6 +29957,10 @@ static void hs_process(pgpipe_http *h, hs_conn *c)
         if (!c->got_head) {
             c->got_head = 1;
             hs_peer(h, c);
+        }
+        if (c->reserve && !hs_observability(&c->rq)) {
+            hs_over_limit(h, c);
+            break;
         }
         if (rc == PP_HTTP_GOT_HEAD) {
             if (c->p.expect_continue) {
@@ -29868,7 +30045,12 @@ static void hs_accept(pgpipe_http *h, int li)
             }
             return;
         }
-        if (h->nopen >= h->o.max_connections || h->draining || h->nfree == 0) {
+        int reserve = h->nopen - h->nreserve >= h->maxc;
+        if (reserve && h->nreserve >= HS_RESERVE && h->tl[HS_T_RESERVE].head) {
+            hs_close(h, h->tl[HS_T_RESERVE].head); /* the oldest makes room */
+            h->evicted++;
+        }
+        if (h->draining || h->nfree == 0 || (reserve && h->nreserve >= HS_RESERVE)) {
             close(fd);
             h->refused++;
             continue;
@@ -29894,6 +30076,7 @@ static void hs_accept(pgpipe_http *h, int li)
         }
         c->fd = fd;
         c->state = HS_READ;
+        c->reserve = reserve;
         c->peer_eof = c->closing = 0;
         c->ticket = 0;
         c->rlen = 0;
@@ -29913,6 +30096,7 @@ static void hs_accept(pgpipe_http *h, int li)
         if (epoll_ctl(h->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
             close(fd);
             c->state = HS_FREE;
+            c->reserve = 0;
             h->free_slots[h->nfree++] = slot;
             h->refused++;
             continue;
@@ -29920,6 +30104,10 @@ static void hs_accept(pgpipe_http *h, int li)
         c->events = EPOLLIN;
         h->nopen++;
         h->accepted++;
+        if (reserve) {
+            h->nreserve++;
+            h->over_limit++;
+        }
         hs_timer_on(h, c, HS_T_HEAD);
     }
 }
@@ -30011,9 +30199,22 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "# TYPE pgpipe_http_connections_accepted_total counter\n"
                    "pgpipe_http_connections_accepted_total %llu\n"
                    "# HELP pgpipe_http_connections_refused_total Client connections closed at "
-                   "once (max_connections, out of descriptors, draining).\n"
+                   "once (the reserve past max_connections full, out of descriptors, "
+                   "draining).\n"
                    "# TYPE pgpipe_http_connections_refused_total counter\n"
                    "pgpipe_http_connections_refused_total %llu\n"
+                   "# HELP pgpipe_http_max_connections Connections served as usual "
+                   "(max_connections, or what the open-file limit leaves room for).\n"
+                   "# TYPE pgpipe_http_max_connections gauge\n"
+                   "pgpipe_http_max_connections %d\n"
+                   "# HELP pgpipe_http_connections_over_limit_total Connections taken past "
+                   "max_connections, for one /healthz, /readyz or /metrics request (others 503).\n"
+                   "# TYPE pgpipe_http_connections_over_limit_total counter\n"
+                   "pgpipe_http_connections_over_limit_total %llu\n"
+                   "# HELP pgpipe_http_connections_over_limit_evicted_total Connections past "
+                   "max_connections closed to make room for a newer one.\n"
+                   "# TYPE pgpipe_http_connections_over_limit_evicted_total counter\n"
+                   "pgpipe_http_connections_over_limit_evicted_total %llu\n"
                    "# HELP pgpipe_http_received_bytes_total Bytes read from clients.\n"
                    "# TYPE pgpipe_http_received_bytes_total counter\n"
                    "pgpipe_http_received_bytes_total %llu\n"
@@ -30031,6 +30232,7 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "to its answer.\n"
                    "# TYPE pgpipe_http_request_duration_seconds histogram\n",
                    h->nopen, (unsigned long long)h->accepted, (unsigned long long)h->refused,
+                   h->maxc, (unsigned long long)h->over_limit, (unsigned long long)h->evicted,
                    (unsigned long long)h->bytes_in, (unsigned long long)h->bytes_out,
                    (unsigned long long)h->submitted, h->nwait);
     uint64_t cum = 0;
@@ -30225,6 +30427,27 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
     return PGPIPE_OK;
 }
 
+/* The connections served as usual: max_connections, or fewer when the
+** open-file limit has no room for them, the reserve and a margin: a
+** connection accepted past the descriptors is closed at once, and then
+** /healthz, /readyz and /metrics could not be reached either. */
+static int hs_max_connections(const pgpipe_http_options *o)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return o->max_connections;
+    long long room = (long long)rl.rlim_cur - HS_RESERVE - HS_FD_MARGIN - 2LL * o->committers;
+    if (room >= o->max_connections)
+        return o->max_connections;
+    if (room < 1)
+        room = 1;
+    pp_logf(PGPIPE_LOG_WARN, "http", "max_connections %d is more than the open-file limit (%llu) "
+            "leaves room for: %lld are served (and %d more for /healthz, /readyz and /metrics); "
+            "raise the limit (ulimit -n) to serve more", o->max_connections,
+            (unsigned long long)rl.rlim_cur, room, HS_RESERVE);
+    return (int)room;
+}
+
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     if (!out)
@@ -30275,7 +30498,8 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     if ((rc = hs_bind(h, need_loopback)) != PGPIPE_OK)
         return rc;
 
-    h->nslots = o->max_connections;
+    h->maxc = hs_max_connections(o);
+    h->nslots = h->maxc + HS_RESERVE;
     h->conns = pp_calloc((size_t)h->nslots, sizeof *h->conns);
     h->free_slots = pp_malloc((size_t)h->nslots * sizeof *h->free_slots);
     if (!h->conns || !h->free_slots)
@@ -30287,6 +30511,8 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     h->tl[HS_T_BODY].dur_us = (int64_t)o->body_timeout_ms * 1000;
     h->tl[HS_T_IDLE].dur_us = (int64_t)o->idle_timeout_ms * 1000;
     h->tl[HS_T_LINGER].dur_us = (int64_t)HS_LINGER_MS * 1000;
+    h->tl[HS_T_RESERVE].dur_us =
+        (int64_t)(o->header_timeout_ms < HS_RESERVE_MS ? o->header_timeout_ms : HS_RESERVE_MS) * 1000;
 
     h->ep = epoll_create1(EPOLL_CLOEXEC);
     h->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -30319,7 +30545,7 @@ static void hs_timers(pgpipe_http *h)
         hs_conn *c;
         while ((c = h->tl[k].head) && c->deadline <= h->now) {
             hs_timer_off(h, c);
-            if (k == HS_T_IDLE || k == HS_T_LINGER || c->state != HS_READ) {
+            if (k == HS_T_IDLE || k == HS_T_LINGER || k == HS_T_RESERVE || c->state != HS_READ) {
                 hs_close(h, c);
                 continue;
             }
@@ -30426,6 +30652,7 @@ int pgpipe_http_run(pgpipe_http *h)
         }
         h->now = pgpipe_now_us();
         int woke = 0;
+        unsigned listeners = 0;
         for (int i = 0; i < n; i++) {
             uint64_t tag = evs[i].data.u64;
             if (tag < HS_TAG_WAKE) {
@@ -30438,9 +30665,14 @@ int pgpipe_http_run(pgpipe_http *h)
                 (void)r;
                 woke = 1;
             } else {
-                hs_accept(h, (int)(tag - HS_TAG_LISTEN));
+                listeners |= 1u << (tag - HS_TAG_LISTEN);
             }
         }
+        /* after the connections' events: a slot closed in this batch and
+        ** taken again by a new client would get the old one's events */
+        for (int i = 0; i < h->nlisten; i++)
+            if (listeners & (1u << i))
+                hs_accept(h, i);
         if (woke)
             hs_deliver(h);
         hs_timers(h);

@@ -3,6 +3,7 @@
 ** 127.0.0.1 / ::1 (port 0) run in a thread against the test cluster, with
 ** raw sockets as clients. */
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <poll.h>
 #include <arpa/inet.h>
@@ -103,6 +104,47 @@ static const struct {
     { "chunk_huge", HTTP_T_POST "Transfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n{}\r\n0\r\n\r\n", 413 },
     { "expect_other", HTTP_T_POST "Expect: 200-ok\r\nContent-Length: 2\r\n\r\n{}", 417 },
     { "body_too_large", HTTP_T_POST "Content-Length: 100000\r\n\r\n{}", 413 },
+    /* the request line, judged as soon as it ends (these never send the
+    ** empty line that ends a head) */
+    { "http09", "GET /healthz\r\n", 400 },
+    { "http09_no_target", "GET\r\n", 400 },
+    { "version_3_text", "GET /healthz HTTP/3\r\n", 505 },
+    { "version_2_line_only", "GET /healthz HTTP/2.0\r\n", 505 },
+    { "version_1", "GET /healthz HTTP/1\r\n", 400 },
+    { "version_two_digits", "GET /healthz HTTP/1.10\r\n", 400 },
+    { "version_lower", "GET /healthz http/1.1\r\n", 400 },
+    { "version_trailing_space", "GET /healthz HTTP/1.1 \r\n", 400 },
+    { "three_spaces", "GET /a b HTTP/1.1\r\n", 400 },
+    { "ctl_in_target", "GET /heal\001thz HTTP/1.1\r\n", 400 },
+    { "del_in_target", "GET /heal\177thz HTTP/1.1\r\n", 400 },
+    { "tab_in_target", "GET /a\tb HTTP/1.1\r\n", 400 },
+    { "high_byte_in_target", "GET /caf\303\251 HTTP/1.1\r\n", 400 },
+    { "fragment_in_target", "GET /healthz#top HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+    { "space_first", " GET / HTTP/1.1\r\n", 400 },
+    /* the method, judged on its first bytes (TLS or HTTP/2 on this port) */
+    { "tls_hello", "\026\003\001\002\000\001", 400 },
+    { "h2_preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 501 },
+    { "method_unknown", "FROB /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 501 },
+    { "method_lower", "get /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 501 },
+    { "method_long", "GETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGET", 501 },
+    { "method_ctl", "GE\001T / HTTP/1.1\r\n", 400 },
+    /* Host: host[:port] (RFC 9112 3.2: an invalid one is 400) */
+    { "host_space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400 },
+    { "host_slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400 },
+    { "host_userinfo", "GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", 400 },
+    { "host_port_alpha", "GET / HTTP/1.1\r\nHost: h:8o\r\n\r\n", 400 },
+    { "host_two_ports", "GET / HTTP/1.1\r\nHost: h:80:81\r\n\r\n", 400 },
+    { "host_bad_pct", "GET / HTTP/1.1\r\nHost: a%zz\r\n\r\n", 400 },
+    { "host_ipv6_open", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400 },
+    { "host_ipv6_empty", "GET / HTTP/1.1\r\nHost: []:80\r\n\r\n", 400 },
+    { "host_obs_text", "GET / HTTP/1.1\r\nHost: h\351\r\n\r\n", 400 },
+    { "absolute_bad_host", "GET http://a%zz/healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+    /* header names: tchar only, nothing between the name and its colon */
+    { "space_in_name", HTTP_T_POST "Content Length: 2\r\n\r\n{}", 400 },
+    { "ctl_in_name", HTTP_T_POST "X-\001A: 1\r\nContent-Length: 2\r\n\r\n{}", 400 },
+    { "high_byte_in_name", HTTP_T_POST "X-\351: 1\r\nContent-Length: 2\r\n\r\n{}", 400 },
+    { "slash_in_name", HTTP_T_POST "X/A: 1\r\nContent-Length: 2\r\n\r\n{}", 400 },
+    { "space_before_colon_host", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400 },
 };
 
 PGT_TEST(http, parser_refuses_smuggling_and_malformed)
@@ -162,6 +204,93 @@ PGT_TEST(http, parser_keep_alive_and_expect)
     big[1200] = 0;
     r = http_t_parse(big, 7, 10);
     PGT_EQ_INT(r.status, 431);
+}
+
+/* What the request line and Host rules still take: the known methods,
+** HTTP/1.2 served as 1.1 (RFC 9110 6.2), a query with any visible byte,
+** the Host forms of RFC 3986 (an empty one too), leading empty lines. */
+PGT_TEST(http, parser_request_line_accepts)
+{
+    static const struct {
+        const char *req;
+        int method, minor;
+    } ok[] = {
+        { "GET / HTTP/1.1\r\nHost: x\r\n\r\n", PP_HTTP_GET, 1 },
+        { "OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n", PP_HTTP_OPTIONS, 1 },
+        { "PATCH / HTTP/1.1\r\nHost: x\r\n\r\n", PP_HTTP_OTHER, 1 },
+        { "TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", PP_HTTP_OTHER, 1 },
+        { "DELETE / HTTP/1.0\r\n\r\n", PP_HTTP_DELETE, 0 },
+        { "GET / HTTP/1.2\r\nHost: x\r\n\r\n", PP_HTTP_GET, 1 },
+        { "GET / HTTP/1.9\r\nHost: x\r\n\r\n", PP_HTTP_GET, 1 },
+        { "GET /a?b={\"c\":[1,2]}|x HTTP/1.1\r\nHost: x\r\n\r\n", PP_HTTP_GET, 1 },
+        { "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n", PP_HTTP_GET, 1 },
+        { "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", PP_HTTP_GET, 1 },
+        { "GET / HTTP/1.1\r\nHost: [fe80::1%25eth0]\r\n\r\n", PP_HTTP_GET, 1 },
+        { "GET / HTTP/1.1\r\nHost: my-host.example_1.com:\r\n\r\n", PP_HTTP_GET, 1 },
+        { "GET / HTTP/1.1\r\nHost: xn--caf-dma.example%2Ecom\r\n\r\n", PP_HTTP_GET, 1 },
+        { "GET / HTTP/1.1\r\nHost:\r\n\r\n", PP_HTTP_GET, 1 },
+        { "\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", PP_HTTP_GET, 1 },
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        for (size_t step = 0; step <= 1; step++) {
+            http_t_parsed r = http_t_parse(ok[i].req, step, 100);
+            PGT_CHECK_MSG(r.rc == PP_HTTP_DONE && r.method == ok[i].method,
+                          "%s (step %zu): rc %d status %d method %d", ok[i].req, step, r.rc,
+                          r.status, r.method);
+            pp_http_parser p;
+            pp_http_parser_init(&p, 1024, 100);
+            pp_http_request rq;
+            memset(&rq, 0, sizeof rq);
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", ok[i].req);
+            PGT_EQ_INT(pp_http_parse(&p, buf, strlen(buf), &rq), PP_HTTP_DONE);
+            PGT_EQ_INT(rq.minor, ok[i].minor);
+        }
+}
+
+/* A request line that cannot be one is refused on the bytes in so far, not
+** after the header timeout: the parser says so before the head's end. */
+PGT_TEST(http, parser_judges_request_line_early)
+{
+    static const struct {
+        const char *part;
+        int status;
+    } early[] = {
+        { "GET /healthz\r\n", 400 },          /* HTTP/0.9: no headers follow */
+        { "GET /healthz HTTP/2.0\r\n", 505 },
+        { "GET /x\001", 0 },                  /* only when its line ends ... */
+        { "GET /x\001y HTTP/1.1\r\n", 400 }, /* ... then at once */
+        { "\026\003", 400 },                 /* TLS: its first byte */
+        { "OPTIONSX", 501 },                  /* longer than any method served */
+        { "OPTIONS", 0 },
+        { "\r", 0 },                          /* maybe an empty line first */
+        { "\r\nGE", 0 },
+        { "GET / HTTP/1.1\r\nHost: x\r\n", 0 },
+    };
+    /* empty lines past the head limit, then no method: 431, fed at once
+    ** or a byte at a time (the bytes within the limit decide) */
+    char blank[1200];
+    size_t nb = 0;
+    while (nb < 1100)
+        blank[nb++] = '\r', blank[nb++] = '\n';
+    memcpy(blank + nb, "\r: x\r\n\r\n", sizeof "\r: x\r\n\r\n");
+    for (size_t step = 0; step <= 1; step++) {
+        http_t_parsed r = http_t_parse(blank, step, 100);
+        PGT_EQ_INT(r.status, 431);
+    }
+    for (size_t i = 0; i < sizeof early / sizeof early[0]; i++) {
+        char buf[128];
+        size_t n = strlen(early[i].part);
+        memcpy(buf, early[i].part, n + 1);
+        pp_http_parser p;
+        pp_http_parser_init(&p, 1024, 100);
+        pp_http_request rq;
+        memset(&rq, 0, sizeof rq);
+        int rc = pp_http_parse(&p, buf, n, &rq);
+        PGT_CHECK_MSG(early[i].status ? rc == PP_HTTP_ERROR && p.status == early[i].status
+                                      : rc == PP_HTTP_MORE,
+                      "%zu: rc %d status %d", i, rc, p.status);
+    }
 }
 
 /* Absolute-form targets (RFC 9112 3.2.2: a server MUST accept them): the path
@@ -869,6 +998,10 @@ static void http_t_two_conns(pgpipe_http_options *o)
     o->max_connections = 2;
 }
 
+/* Past max_connections the operator still sees why: /healthz, /readyz and
+** /metrics are answered on a reserve connection (then closed), anything else
+** gets 503 at once, and clients that hold reserve connections open are
+** closed, oldest first, to make room for the next. */
 PGT_TEST(http, max_connections)
 {
     http_t_srv s;
@@ -884,30 +1017,121 @@ PGT_TEST(http, max_connections)
     http_t_sends(b, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     PGT_EQ_INT(http_t_read(b, &r), 200);
     free(r.body);
+    /* the limit is reached: the observability paths answer, once per connection */
+    static const char *const watch[] = { "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                                         "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n",
+                                         "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n" };
+    for (size_t i = 0; i < sizeof watch / sizeof watch[0]; i++) {
+        int c = http_t_connect(s.port, 0);
+        http_t_nrest = 0;
+        http_t_sends(c, watch[i]);
+        http_t_head_only = i == 2;
+        int st = http_t_read(c, &r);
+        http_t_head_only = 0;
+        PGT_CHECK_MSG(st == 200 || (i == 1 && st == 503 && strstr(r.body, "\"unready\"")),
+                      "%s: %d %s", watch[i], st, r.body);
+        PGT_CONTAINS(r.head, "Connection: close");
+        PGT_CHECK(http_t_closed(c));
+        free(r.body);
+        close(c);
+    }
     int c = http_t_connect(s.port, 0);
-    PGT_CHECK(http_t_closed(c)); /* accepted and closed at once */
+    http_t_nrest = 0;
+    http_t_sends(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    PGT_EQ_INT(http_t_read(c, &r), 200);
+    PGT_CONTAINS(r.body, "pgpipe_http_max_connections 2\n");
+    PGT_CONTAINS(r.body, "pgpipe_http_connections_over_limit_total 4\n");
+    PGT_CONTAINS(r.body, "pgpipe_http_connections_refused_total 0\n");
+    free(r.body);
     close(c);
+    /* anything else: 503 with Retry-After, the body never read */
+    static const char *const other[] = {
+        HTTP_T_POST "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+        "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /healthz/x HTTP/1.1\r\nHost: x\r\n\r\n" };
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        c = http_t_connect(s.port, 0);
+        http_t_nrest = 0;
+        http_t_sends(c, other[i]);
+        PGT_EQ_INT(http_t_read(c, &r), 503);
+        PGT_CONTAINS(r.body, "\"connection_limit\"");
+        PGT_CONTAINS(r.head, "\r\nRetry-After: 1\r\n");
+        PGT_CONTAINS(r.head, "Connection: close");
+        PGT_CHECK(http_t_closed(c));
+        free(r.body);
+        close(c);
+    }
+    /* clients holding the whole reserve (16) open, sending nothing, do not
+    ** keep the operator out: the oldest makes room (24: more than the
+    ** reserve and the 7 above, which may still be closing) */
+    enum { HOLD = 24 };
+    int hold[HOLD];
+    for (int i = 0; i < HOLD; i++)
+        hold[i] = http_t_connect(s.port, 0);
+    c = http_t_connect(s.port, 0);
+    http_t_nrest = 0;
+    http_t_sends(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    PGT_EQ_INT(http_t_read(c, &r), 200);
+    PGT_CHECK(!strstr(r.body, "pgpipe_http_connections_over_limit_evicted_total 0\n"));
+    free(r.body);
+    close(c);
+    PGT_CHECK(http_t_closed(hold[0]));
+    for (int i = 0; i < HOLD; i++)
+        close(hold[i]);
+    PGT_EQ_INT(s.h->submitted, 0);
+    /* the two regular connections were never disturbed */
+    http_t_nrest = 0;
+    http_t_sends(a, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    PGT_EQ_INT(http_t_read(a, &r), 404);
+    free(r.body);
     close(a);
-    /* a slot is free again once the server sees a close (bounded retries) */
+    /* a regular slot is free again once the server sees a close (bounded
+    ** retries): a path other than the observability ones is served again */
     int ok = 0;
     for (int i = 0; i < 100 && !ok; i++) {
         c = http_t_connect(s.port, 0);
         http_t_nrest = 0;
-        send(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 35, MSG_NOSIGNAL);
-        if (http_t_read(c, &r) == 200) {
+        send(c, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 32, MSG_NOSIGNAL);
+        if (http_t_read(c, &r) == 404)
             ok = 1;
-            PGT_CONTAINS(r.body, "pgpipe_http_connections_refused_total ");
-            PGT_CHECK(!strstr(r.body, "pgpipe_http_connections_refused_total 0\n"));
-            free(r.body);
-        } else {
+        else
             pgpipe_sleep_ms(20);
-        }
+        free(r.body);
         close(c);
     }
     PGT_CHECK(ok);
     close(b);
     http_t_stop(&s);
     pgpipe_http_close(s.h);
+}
+
+/* max_connections above what the open-file limit leaves room for: fewer are
+** served as usual, so the reserve and the server's own descriptors still fit
+** (a connection accepted past the descriptors would be closed at once). */
+PGT_TEST(http, max_connections_within_open_files)
+{
+    struct rlimit rl, was;
+    getrlimit(RLIMIT_NOFILE, &was);
+    int probe = open("/dev/null", O_RDONLY);
+    PGT_CHECK(probe >= 0);
+    close(probe);
+    rl = was;
+    rl.rlim_cur = (rlim_t)probe + 200;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur > rl.rlim_max)
+        PGT_SKIP("the open-file limit is too low to lower");
+    PGT_CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    http_t_srv s;
+    http_t_start(&s, NULL); /* max_connections 4096 */
+    http_t_resp r;
+    PGT_EQ_INT(http_t_ask(s.port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    const char *m = strstr(r.body, "\npgpipe_http_max_connections ");
+    PGT_CHECK(m);
+    long maxc = strtol(m + 30, NULL, 10);
+    PGT_CHECK_MSG(maxc > 0 && maxc < (long)rl.rlim_cur - 16, "max_connections %ld", maxc);
+    free(r.body);
+    http_t_stop(&s);
+    pgpipe_http_close(s.h);
+    setrlimit(RLIMIT_NOFILE, &was);
 }
 
 PGT_TEST(http, open_checks_options)

@@ -14,9 +14,18 @@
 ** request, its connection reads nothing more, so pipelined requests are
 ** answered in order.
 **
-** Timeouts: each kind (head, body, idle/write, lingering close) has a fixed
-** duration, so each list is sorted by deadline when entries are appended:
-** O(1) to arm, disarm and expire.
+** Timeouts: each kind (head, body, idle/write, lingering close, reserve) has
+** a fixed duration, so each list is sorted by deadline when entries are
+** appended: O(1) to arm, disarm and expire.
+**
+** The connection limit: max_connections (less when the open-file limit
+** leaves no room for them) are served as usual. Past it, HS_RESERVE more are
+** taken for one request each, so the operator can still see why: /healthz,
+** /readyz and /metrics are answered, anything else gets 503 Retry-After,
+** and the connection closes. A reserve connection has one short deadline for
+** its whole life, and when the reserve is full the oldest reserve connection
+** makes room for the new one: clients that hold connections open can fill
+** the regular slots, not keep the reserve.
 */
 
 #include "pp_http.h"
@@ -30,6 +39,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #endif
@@ -62,12 +72,15 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
 #ifdef __linux__
 
 enum { HS_FREE, HS_READ, HS_WAIT, HS_LINGER };
-enum { HS_T_HEAD, HS_T_BODY, HS_T_IDLE, HS_T_LINGER, HS_NT };
+enum { HS_T_HEAD, HS_T_BODY, HS_T_IDLE, HS_T_LINGER, HS_T_RESERVE, HS_NT };
 #define HS_TAG_WAKE   ((uint64_t)1 << 40)
 #define HS_TAG_LISTEN ((uint64_t)1 << 41)
 #define HS_OUT_HIGH   ((size_t)1 << 20)   /* stop parsing while this much is unsent */
 #define HS_RBUF_MIN   4096
 #define HS_LINGER_MS  2000
+#define HS_RESERVE    16      /* connections past the limit, for the observability paths */
+#define HS_RESERVE_MS 2000    /* a reserve connection's whole life (or the header timeout) */
+#define HS_FD_MARGIN  64      /* descriptors kept for the rest: listeners, database, spool */
 
 typedef struct hs_conn hs_conn;
 struct hs_conn {
@@ -79,6 +92,7 @@ struct hs_conn {
     int closing;                /* close once the output is sent */
     int got_head;
     int trusted;                /* the socket peer is a trusted proxy */
+    int reserve;                /* taken past the limit: one observability request */
     uint64_t ticket;            /* the request ingest holds (HS_WAIT) */
     char *rbuf;
     size_t rlen, rcap;
@@ -122,6 +136,9 @@ struct pgpipe_http {
     atomic_int stop, reload, running;
     hs_conn **conns;
     int nslots, nfree, nopen;
+    int maxc;                   /* connections served as usual (max_connections, or
+                                   what the open-file limit leaves room for) */
+    int nreserve;               /* reserve connections open */
     int nwait;                  /* connections in HS_WAIT */
     int *free_slots;
     hs_tlist tl[HS_NT];
@@ -138,6 +155,7 @@ struct pgpipe_http {
     /* metrics (loop thread only) */
     uint64_t by_status[600];
     uint64_t accepted, refused, bytes_in, bytes_out, submitted;
+    uint64_t over_limit, evicted; /* reserve connections taken; closed for a newer one */
     uint64_t epoll_mods;        /* EPOLL_CTL_MOD calls (the tests count them) */
     uint64_t lat[HS_NLAT + 1];
     double lat_sum;
@@ -167,6 +185,8 @@ static void hs_timer_off(pgpipe_http *h, hs_conn *c)
 ** whole phase, not each read). */
 static void hs_timer_on(pgpipe_http *h, hs_conn *c, int k)
 {
+    if (c->reserve)
+        k = HS_T_RESERVE; /* one deadline for its whole life */
     if (c->tlist == k)
         return;
     hs_timer_off(h, c);
@@ -215,6 +235,7 @@ static const char *hs_reason(int s)
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
     case 505: return "HTTP Version Not Supported";
     default: return s < 300 ? "OK" : s < 500 ? "Client Error" : "Server Error";
@@ -290,7 +311,7 @@ static void hs_write_reply(pgpipe_http *h, hs_conn *c, pp_http_reply *r, const c
 {
     pp_http_request *rq = &c->rq;
     int status = r->status >= 100 && r->status < 600 ? r->status : 500;
-    if (r->close || !rq->keep_alive || h->draining || c->peer_eof || !c->p.consumed)
+    if (r->close || !rq->keep_alive || h->draining || c->peer_eof || !c->p.consumed || c->reserve)
         c->closing = 1; /* consumed is 0 while the request is not complete */
     hs_date(h);
     pp_buf *b = &c->out;
@@ -481,6 +502,9 @@ static void hs_close(pgpipe_http *h, hs_conn *c)
         return;
     if (c->state == HS_WAIT)
         h->nwait--;
+    if (c->reserve)
+        h->nreserve--;
+    c->reserve = 0;
     hs_timer_off(h, c);
     close(c->fd); /* removes it from the epoll set too */
     c->fd = -1;
@@ -623,6 +647,12 @@ static int hs_path_is(const pp_http_request *rq, const char *lit)
     return rq->path_len == n && !memcmp(rq->path, lit, n);
 }
 
+/* The paths the operator watches the server by. */
+static int hs_observability(const pp_http_request *rq)
+{
+    return hs_path_is(rq, "/healthz") || hs_path_is(rq, "/readyz") || hs_path_is(rq, "/metrics");
+}
+
 #define HS_EVENTS "/v1/events/"
 
 /* A header of a POST whose two copies would make the request ambiguous
@@ -661,7 +691,7 @@ static int hs_check(pgpipe_http *h, hs_conn *c, char *source, int body_known)
     pp_http_request *rq = &c->rq;
     int get = rq->method == PP_HTTP_GET || rq->method == PP_HTTP_HEAD;
     source[0] = 0;
-    if (hs_path_is(rq, "/healthz") || hs_path_is(rq, "/readyz") || hs_path_is(rq, "/metrics")) {
+    if (hs_observability(rq)) {
         if (!get) {
             hs_error(h, c, 405, "method_not_allowed", "this path answers GET and HEAD",
                      "Allow: GET, HEAD\r\n");
@@ -899,6 +929,22 @@ static void hs_request_id(pgpipe_http *h, hs_conn *c)
                  (unsigned long long)h->now);
 }
 
+/* A request other than /healthz, /readyz or /metrics on a reserve connection. */
+static void hs_over_limit(pgpipe_http *h, hs_conn *c)
+{
+    pp_http_reply r;
+    if (pp_http_reply_error(&r, 503, "connection_limit", c->rq.id,
+                            "the server has %d connections open, its limit (max_connections); "
+                            "past it only /healthz, /readyz and /metrics are answered",
+                            h->maxc) != PGPIPE_OK) {
+        memset(&r, 0, sizeof r);
+        r.status = 503;
+    }
+    r.retry_after = 1;
+    r.close = 1;
+    hs_write_reply(h, c, &r, NULL);
+}
+
 /* Parse and answer what the buffer holds, in order. */
 static void hs_process(pgpipe_http *h, hs_conn *c)
 {
@@ -915,10 +961,12 @@ static void hs_process(pgpipe_http *h, hs_conn *c)
         if (rc == PP_HTTP_ERROR) {
             hs_request_id(h, c);
             static const char *codes[] = { "bad_request", "body_too_large", "headers_too_large",
-                                           "expectation_failed", "version_not_supported" };
+                                           "expectation_failed", "version_not_supported",
+                                           "not_implemented" };
             int s = c->p.status;
             hs_error(h, c, s,
-                     codes[s == 413 ? 1 : s == 431 ? 2 : s == 417 ? 3 : s == 505 ? 4 : 0],
+                     codes[s == 413 ? 1 : s == 431 ? 2 : s == 417 ? 3 : s == 505 ? 4
+                           : s == 501 ? 5 : 0],
                      c->p.why, NULL);
             break;
         }
@@ -926,6 +974,10 @@ static void hs_process(pgpipe_http *h, hs_conn *c)
         if (!c->got_head) {
             c->got_head = 1;
             hs_peer(h, c);
+        }
+        if (c->reserve && !hs_observability(&c->rq)) {
+            hs_over_limit(h, c);
+            break;
         }
         if (rc == PP_HTTP_GOT_HEAD) {
             if (c->p.expect_continue) {
@@ -1010,7 +1062,12 @@ static void hs_accept(pgpipe_http *h, int li)
             }
             return;
         }
-        if (h->nopen >= h->o.max_connections || h->draining || h->nfree == 0) {
+        int reserve = h->nopen - h->nreserve >= h->maxc;
+        if (reserve && h->nreserve >= HS_RESERVE && h->tl[HS_T_RESERVE].head) {
+            hs_close(h, h->tl[HS_T_RESERVE].head); /* the oldest makes room */
+            h->evicted++;
+        }
+        if (h->draining || h->nfree == 0 || (reserve && h->nreserve >= HS_RESERVE)) {
             close(fd);
             h->refused++;
             continue;
@@ -1036,6 +1093,7 @@ static void hs_accept(pgpipe_http *h, int li)
         }
         c->fd = fd;
         c->state = HS_READ;
+        c->reserve = reserve;
         c->peer_eof = c->closing = 0;
         c->ticket = 0;
         c->rlen = 0;
@@ -1055,6 +1113,7 @@ static void hs_accept(pgpipe_http *h, int li)
         if (epoll_ctl(h->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
             close(fd);
             c->state = HS_FREE;
+            c->reserve = 0;
             h->free_slots[h->nfree++] = slot;
             h->refused++;
             continue;
@@ -1062,6 +1121,10 @@ static void hs_accept(pgpipe_http *h, int li)
         c->events = EPOLLIN;
         h->nopen++;
         h->accepted++;
+        if (reserve) {
+            h->nreserve++;
+            h->over_limit++;
+        }
         hs_timer_on(h, c, HS_T_HEAD);
     }
 }
@@ -1153,9 +1216,22 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "# TYPE pgpipe_http_connections_accepted_total counter\n"
                    "pgpipe_http_connections_accepted_total %llu\n"
                    "# HELP pgpipe_http_connections_refused_total Client connections closed at "
-                   "once (max_connections, out of descriptors, draining).\n"
+                   "once (the reserve past max_connections full, out of descriptors, "
+                   "draining).\n"
                    "# TYPE pgpipe_http_connections_refused_total counter\n"
                    "pgpipe_http_connections_refused_total %llu\n"
+                   "# HELP pgpipe_http_max_connections Connections served as usual "
+                   "(max_connections, or what the open-file limit leaves room for).\n"
+                   "# TYPE pgpipe_http_max_connections gauge\n"
+                   "pgpipe_http_max_connections %d\n"
+                   "# HELP pgpipe_http_connections_over_limit_total Connections taken past "
+                   "max_connections, for one /healthz, /readyz or /metrics request (others 503).\n"
+                   "# TYPE pgpipe_http_connections_over_limit_total counter\n"
+                   "pgpipe_http_connections_over_limit_total %llu\n"
+                   "# HELP pgpipe_http_connections_over_limit_evicted_total Connections past "
+                   "max_connections closed to make room for a newer one.\n"
+                   "# TYPE pgpipe_http_connections_over_limit_evicted_total counter\n"
+                   "pgpipe_http_connections_over_limit_evicted_total %llu\n"
                    "# HELP pgpipe_http_received_bytes_total Bytes read from clients.\n"
                    "# TYPE pgpipe_http_received_bytes_total counter\n"
                    "pgpipe_http_received_bytes_total %llu\n"
@@ -1173,6 +1249,7 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "to its answer.\n"
                    "# TYPE pgpipe_http_request_duration_seconds histogram\n",
                    h->nopen, (unsigned long long)h->accepted, (unsigned long long)h->refused,
+                   h->maxc, (unsigned long long)h->over_limit, (unsigned long long)h->evicted,
                    (unsigned long long)h->bytes_in, (unsigned long long)h->bytes_out,
                    (unsigned long long)h->submitted, h->nwait);
     uint64_t cum = 0;
@@ -1367,6 +1444,27 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
     return PGPIPE_OK;
 }
 
+/* The connections served as usual: max_connections, or fewer when the
+** open-file limit has no room for them, the reserve and a margin: a
+** connection accepted past the descriptors is closed at once, and then
+** /healthz, /readyz and /metrics could not be reached either. */
+static int hs_max_connections(const pgpipe_http_options *o)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return o->max_connections;
+    long long room = (long long)rl.rlim_cur - HS_RESERVE - HS_FD_MARGIN - 2LL * o->committers;
+    if (room >= o->max_connections)
+        return o->max_connections;
+    if (room < 1)
+        room = 1;
+    pp_logf(PGPIPE_LOG_WARN, "http", "max_connections %d is more than the open-file limit (%llu) "
+            "leaves room for: %lld are served (and %d more for /healthz, /readyz and /metrics); "
+            "raise the limit (ulimit -n) to serve more", o->max_connections,
+            (unsigned long long)rl.rlim_cur, room, HS_RESERVE);
+    return (int)room;
+}
+
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     if (!out)
@@ -1417,7 +1515,8 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     if ((rc = hs_bind(h, need_loopback)) != PGPIPE_OK)
         return rc;
 
-    h->nslots = o->max_connections;
+    h->maxc = hs_max_connections(o);
+    h->nslots = h->maxc + HS_RESERVE;
     h->conns = pp_calloc((size_t)h->nslots, sizeof *h->conns);
     h->free_slots = pp_malloc((size_t)h->nslots * sizeof *h->free_slots);
     if (!h->conns || !h->free_slots)
@@ -1429,6 +1528,8 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     h->tl[HS_T_BODY].dur_us = (int64_t)o->body_timeout_ms * 1000;
     h->tl[HS_T_IDLE].dur_us = (int64_t)o->idle_timeout_ms * 1000;
     h->tl[HS_T_LINGER].dur_us = (int64_t)HS_LINGER_MS * 1000;
+    h->tl[HS_T_RESERVE].dur_us =
+        (int64_t)(o->header_timeout_ms < HS_RESERVE_MS ? o->header_timeout_ms : HS_RESERVE_MS) * 1000;
 
     h->ep = epoll_create1(EPOLL_CLOEXEC);
     h->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1461,7 +1562,7 @@ static void hs_timers(pgpipe_http *h)
         hs_conn *c;
         while ((c = h->tl[k].head) && c->deadline <= h->now) {
             hs_timer_off(h, c);
-            if (k == HS_T_IDLE || k == HS_T_LINGER || c->state != HS_READ) {
+            if (k == HS_T_IDLE || k == HS_T_LINGER || k == HS_T_RESERVE || c->state != HS_READ) {
                 hs_close(h, c);
                 continue;
             }
@@ -1568,6 +1669,7 @@ int pgpipe_http_run(pgpipe_http *h)
         }
         h->now = pgpipe_now_us();
         int woke = 0;
+        unsigned listeners = 0;
         for (int i = 0; i < n; i++) {
             uint64_t tag = evs[i].data.u64;
             if (tag < HS_TAG_WAKE) {
@@ -1580,9 +1682,14 @@ int pgpipe_http_run(pgpipe_http *h)
                 (void)r;
                 woke = 1;
             } else {
-                hs_accept(h, (int)(tag - HS_TAG_LISTEN));
+                listeners |= 1u << (tag - HS_TAG_LISTEN);
             }
         }
+        /* after the connections' events: a slot closed in this batch and
+        ** taken again by a new client would get the old one's events */
+        for (int i = 0; i < h->nlisten; i++)
+            if (listeners & (1u << i))
+                hs_accept(h, i);
         if (woke)
             hs_deliver(h);
         hs_timers(h);

@@ -108,7 +108,12 @@ typedef struct pgpipe_http_options {
     size_t max_header_bytes;      /* request line + headers; 16 KiB */
     size_t max_body_bytes;        /* 8 MiB */
     int max_records;              /* per request; 10000 */
-    int max_connections;          /* open at once; 4096 */
+    int max_connections;          /* open at once; 4096 (fewer when the open-file
+                                     limit has no room for them: a warning says so).
+                                     Past it, 16 more connections each get one answer
+                                     and are closed: /healthz, /readyz and /metrics
+                                     are served, anything else is 503 Retry-After;
+                                     the oldest of them makes room for a new one */
     int header_timeout_ms;        /* to receive the whole head; 10000 */
     int body_timeout_ms;          /* to receive the whole body; 30000 */
     int idle_timeout_ms;          /* keep-alive connection idle; 60000 */

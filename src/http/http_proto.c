@@ -12,10 +12,13 @@
 enum { HP_HEAD, HP_BODY, HP_CH_SIZE, HP_CH_DATA, HP_CH_CRLF, HP_CH_TRAILER, HP_DONE, HP_ERROR };
 
 /* Byte classes: RFC 9110 tchar (names, methods), field value bytes (VCHAR,
-** SP, HTAB, obs-text), request-target bytes (VCHAR). */
+** SP, HTAB, obs-text), request-target bytes (VCHAR), host name bytes (RFC
+** 3986 reg-name: unreserved and sub-delims; '%' apart). ASCII whatever the
+** locale. */
 #define HP_TCHAR 1
 #define HP_VALUE 2
 #define HP_TARGET 4
+#define HP_HOST 8
 static unsigned char hp_class[256];
 static atomic_int hp_class_ready;
 
@@ -24,7 +27,7 @@ static void hp_class_init(void)
     if (atomic_load_explicit(&hp_class_ready, memory_order_acquire))
         return;
     /* idempotent: threads racing here write the same bytes */
-    static const char tspecial[] = "!#$%&'*+-.^_`|~";
+    static const char tspecial[] = "!#$%&'*+-.^_`|~", hspecial[] = "-._~!$&'()*+,;=";
     unsigned char t[256];
     for (int c = 0; c < 256; c++) {
         unsigned char v = 0;
@@ -35,6 +38,9 @@ static void hp_class_init(void)
             v |= HP_VALUE;
         if (c > 0x20 && c < 0x7f)
             v |= HP_TARGET;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            (c && strchr(hspecial, c)))
+            v |= HP_HOST;
         t[c] = v;
     }
     memcpy(hp_class, t, sizeof t);
@@ -83,6 +89,10 @@ static int hp_has_token(const char *s, size_t n, const char *tok)
     return 0;
 }
 
+/* The methods this server knows (RFC 9110 9.3 and PATCH, RFC 5789): those it
+** serves by name, the others PP_HTTP_OTHER (405 where they do not apply);
+** 0 for any other method (501, RFC 9110 9.1). */
+#define HP_METHOD_MAX 7 /* the longest known method: OPTIONS, CONNECT */
 static int hp_method(const char *m, size_t n)
 {
     switch (n) {
@@ -98,6 +108,10 @@ static int hp_method(const char *m, size_t n)
         if (!memcmp(m, "HEAD", 4))
             return PP_HTTP_HEAD;
         break;
+    case 5:
+        if (!memcmp(m, "PATCH", 5) || !memcmp(m, "TRACE", 5))
+            return PP_HTTP_OTHER;
+        break;
     case 6:
         if (!memcmp(m, "DELETE", 6))
             return PP_HTTP_DELETE;
@@ -105,9 +119,69 @@ static int hp_method(const char *m, size_t n)
     case 7:
         if (!memcmp(m, "OPTIONS", 7))
             return PP_HTTP_OPTIONS;
+        if (!memcmp(m, "CONNECT", 7))
+            return PP_HTTP_OTHER;
         break;
     }
-    return PP_HTTP_OTHER;
+    return 0;
+}
+
+/* Judge the method of a request line whose first n bytes are s[0..n) (the
+** line may still be coming): a known method followed by SP sets *method and
+** *len; a line that cannot start with one fails at once, whatever follows
+** (an unknown or over-long method 501, RFC 9110 9.1 and RFC 9112 3; other
+** bytes 400: TLS or HTTP/2 bytes on this port are answered, not waited on).
+** 0 = so far so good (*method 0 while undecided), or the error recorded. */
+static int hp_method_check(pp_http_parser *p, const char *s, size_t n, int *method, size_t *len)
+{
+    size_t k = 0;
+    *method = 0;
+    while (k < n && k <= HP_METHOD_MAX && (hp_class[(unsigned char)s[k]] & HP_TCHAR))
+        k++;
+    if (k > HP_METHOD_MAX)
+        return hp_fail(p, 501, "a method this server does not implement");
+    if (k == n || (k == 0 && n == 1 && s[0] == '\r'))
+        return 0; /* more to come (a lone CR: maybe an empty line before the request) */
+    if (s[k] != ' ' || k == 0)
+        return hp_fail(p, 400, "a malformed request line (not METHOD SP target SP HTTP/1.1)");
+    *method = hp_method(s, k);
+    if (!*method)
+        return hp_fail(p, 501, "a method this server does not implement");
+    *len = k;
+    return 0;
+}
+
+/* Is s[0..n) a Host value, uri-host [":" port] (RFC 9112 3.2, RFC 3986
+** 3.2.2)? Empty is one (a target without an authority). */
+static int hp_host_ok(const char *s, size_t n)
+{
+    size_t i = 0;
+    if (n && s[0] == '[') { /* IP-literal, loosely: host bytes, ':' and '%' */
+        while (++i < n && s[i] != ']')
+            if (!(hp_class[(unsigned char)s[i]] & HP_HOST) && s[i] != ':' && s[i] != '%')
+                return 0;
+        if (i == n || i == 1)
+            return 0;
+        i++;
+    } else { /* reg-name or IPv4address: unreserved, sub-delims, %HH */
+        for (; i < n && s[i] != ':'; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c == '%') {
+                if (n - i < 3 || !isxdigit((unsigned char)s[i + 1]) ||
+                    !isxdigit((unsigned char)s[i + 2]))
+                    return 0;
+                i += 2;
+            } else if (!(hp_class[c] & HP_HOST)) {
+                return 0;
+            }
+        }
+    }
+    if (i < n && s[i++] != ':')
+        return 0;
+    for (; i < n; i++) /* the port: digits, maybe none */
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
 }
 
 /* One header line's name and value: [b, e) holds the line without its CRLF.
@@ -141,26 +215,31 @@ static int hp_field(pp_http_parser *p, const char *b, const char *e, pp_http_hea
     return 0;
 }
 
-/* The whole head is buf[0..end): check it and fill rq. */
-static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_http_request *rq)
+/* The request line s[0..le) (le: its CR), method SP request-target SP
+** HTTP-version (RFC 9112 3): check it and, unless rq is NULL, fill rq's
+** method, target, path, query and minor. Checked as soon as its CRLF is in
+** (rq NULL: the buffer may move before the head is complete, and rq's
+** pointers must not outlive it), and again once the head is complete. */
+static int hp_request_line(pp_http_parser *p, const char *s, const char *le, pp_http_request *rq)
 {
-    const char *s = buf + start, *lim = buf + end;
-    /* request line: method SP target SP HTTP/1.x */
-    const char *nl = memchr(s, '\n', (size_t)(lim - s));
-    const char *le = nl - 1; /* the CR */
-    const char *q = s;
-    while (q < le && (hp_class[(unsigned char)*q] & HP_TCHAR))
-        q++;
-    if (q == s || q == le || *q != ' ')
-        return hp_fail(p, 400, "a malformed request line");
-    rq->method = hp_method(s, (size_t)(q - s));
-    const char *t = ++q;
+    int method;
+    size_t mlen = 0;
+    if (hp_method_check(p, s, (size_t)(le - s) + 2, &method, &mlen))
+        return PP_HTTP_ERROR;
+    const char *t = s + mlen + 1, *q = t;
     while (q < le && (hp_class[(unsigned char)*q] & HP_TARGET))
         q++;
-    if (q == t || q == le || *q != ' ')
-        return hp_fail(p, 400, "a malformed request target");
-    rq->target = t;
-    rq->target_len = (size_t)(q - t);
+    if (q == le) /* "GET /" alone is HTTP/0.9, which has no headers to wait for */
+        return hp_fail(p, 400, q == t ? "a request line without a target and an HTTP version"
+                                      : "a request line without an HTTP version (HTTP/0.9 "
+                                        "is not served; HTTP/1.0 and HTTP/1.1 are)");
+    if (q == t)
+        return hp_fail(p, 400, "a malformed request line (not METHOD SP target SP HTTP/1.1)");
+    if (*q != ' ')
+        return hp_fail(p, 400, "a request target with a byte that is not visible ASCII "
+                               "(percent-encode it)");
+    if (memchr(t, '#', (size_t)(q - t)))
+        return hp_fail(p, 400, "a request target with a fragment (#)");
     const char *o = t; /* the origin-form part: path and query */
     if (*t != '/') {
         /* absolute-form (RFC 9112 3.2.2: a server MUST accept it): the path
@@ -178,7 +257,28 @@ static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_ht
             return hp_fail(p, 400, "an absolute-form request target without a host");
         if (memchr(a, '@', (size_t)(o - a)))
             return hp_fail(p, 400, "an absolute-form request target with user information");
+        if (!hp_host_ok(a, (size_t)(o - a)))
+            return hp_fail(p, 400, "an absolute-form request target with a malformed host");
     }
+    /* HTTP-version = "HTTP/" DIGIT "." DIGIT; "HTTP/2" and "HTTP/3" as a
+    ** client may write them are a version, just not this one */
+    const char *v = q + 1;
+    size_t vn = (size_t)(le - v);
+    if (vn < 6 || memcmp(v, "HTTP/", 5) || v[5] < '0' || v[5] > '9' ||
+        (vn != 6 && (vn != 8 || v[6] != '.' || v[7] < '0' || v[7] > '9')))
+        return hp_fail(p, 400, "a malformed HTTP version (HTTP/1.1 or HTTP/1.0)");
+    if (v[5] != '1')
+        return hp_fail(p, 505, "only HTTP/1.0 and HTTP/1.1 are served");
+    if (vn == 6)
+        return hp_fail(p, 400, "a malformed HTTP version (HTTP/1.1 or HTTP/1.0)");
+    if (!rq)
+        return 0;
+    rq->method = method;
+    /* a later 1.x is served as 1.1, the highest this server implements
+    ** (RFC 9110 6.2) */
+    rq->minor = v[7] > '1' ? 1 : v[7] - '0';
+    rq->target = t;
+    rq->target_len = (size_t)(q - t);
     const char *qm = memchr(o, '?', (size_t)(q - o));
     rq->path = o;
     rq->path_len = qm ? (size_t)(qm - o) : (size_t)(q - o);
@@ -186,21 +286,23 @@ static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_ht
         rq->path = "/", rq->path_len = 1; /* "http://host" and "http://host?q" */
     rq->query = qm ? qm + 1 : NULL;
     rq->query_len = qm ? (size_t)(q - qm - 1) : 0;
-    q++;
-    if (le - q != 8 || memcmp(q, "HTTP/", 5) || q[6] != '.' || q[5] < '0' || q[5] > '9' ||
-        q[7] < '0' || q[7] > '9')
-        return hp_fail(p, 400, "a malformed HTTP version");
-    if (q[5] != '1' || q[7] > '1')
-        return hp_fail(p, 505, "only HTTP/1.0 and HTTP/1.1 are served");
-    rq->minor = q[7] - '0';
+    return 0;
+}
 
+/* The whole head is buf[0..end): check it and fill rq. */
+static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_http_request *rq)
+{
+    const char *s = buf + start, *lim = buf + end;
+    const char *nl = memchr(s, '\n', (size_t)(lim - s));
+    if (hp_request_line(p, s, nl - 1, rq))
+        return PP_HTTP_ERROR;
     int ncl = 0, nte = 0, nhost = 0, conn_close = 0, conn_keep = 0, expect = 0;
     uint64_t cl = 0;
     const pp_http_header *te = NULL;
     rq->nheaders = 0;
     for (const char *b = nl + 1; b < lim;) {
         nl = memchr(b, '\n', (size_t)(lim - b));
-        le = nl - 1;
+        const char *le = nl - 1;
         if (le == b)
             break; /* the empty line */
         if (rq->nheaders == PP_HTTP_MAX_HEADERS)
@@ -212,8 +314,11 @@ static int hp_head(pp_http_parser *p, char *buf, size_t start, size_t end, pp_ht
         b = nl + 1;
         switch (h->name_len) {
         case 4:
-            if (hp_ieq(h->name, 4, "host"))
+            if (hp_ieq(h->name, 4, "host")) {
+                if (!hp_host_ok(h->value, h->value_len))
+                    return hp_fail(p, 400, "a malformed Host (host[:port])");
                 nhost++;
+            }
             break;
         case 6:
             if (hp_ieq(h->name, 6, "expect")) {
@@ -404,6 +509,16 @@ PGPIPE_PRIVATE int pp_http_parse(pp_http_parser *p, char *buf, size_t len, pp_ht
         start += 2;
     if (p->scan < start)
         p->scan = start;
+    if (p->scan == start && start < p->max_header_bytes) {
+        /* the request line is still coming: judge its method already (on the
+        ** bytes within the head limit: fed at once or in pieces, the same
+        ** bytes decide, and a head too large is 431 either way) */
+        size_t upto = len < p->max_header_bytes ? len : p->max_header_bytes;
+        int m;
+        size_t mlen;
+        if (hp_method_check(p, buf + start, upto - start, &m, &mlen))
+            return PP_HTTP_ERROR;
+    }
     for (;;) {
         if (p->scan >= len)
             goto more;
@@ -421,6 +536,10 @@ PGPIPE_PRIVATE int pp_http_parse(pp_http_parser *p, char *buf, size_t len, pp_ht
         }
         if (i == p->scan + 1)
             return hp_fail(p, 400, "a malformed request line");
+        /* the request line is judged when it ends, not when the head does:
+        ** "GET /\r\n" (HTTP/0.9) is answered at once */
+        if (p->scan == start && hp_request_line(p, buf + start, buf + i - 1, NULL))
+            return PP_HTTP_ERROR;
         p->scan = i + 1;
     }
     if (hp_head(p, buf, start, p->head_len, rq))

@@ -64,12 +64,18 @@ typedef struct pp_http_request {
 **   PP_HTTP_DONE   the request is complete: rq filled, body decoded in place
 **                  (chunked framing removed), consumed = its bytes in buf (a
 **                  pipelined request may follow); init again for the next
-**   PP_HTTP_ERROR  status (400, 413, 417, 431, 505) and why (static text);
-**                  answer it and close the connection
+**   PP_HTTP_ERROR  status (400, 413, 417, 431, 501, 505) and why (static
+**                  text); answer it and close the connection
 ** Refused with 400: Content-Length with Transfer-Encoding, duplicate or
 ** malformed lengths, a Transfer-Encoding other than "chunked", obsolete line
 ** folding, bare CR or LF, blanks before a colon, control characters, names
-** outside RFC 9110 tchar, bad chunk framing, a missing or repeated Host.
+** outside RFC 9110 tchar, bad chunk framing, a missing, repeated or malformed
+** Host, a target with a fragment or bytes other than visible ASCII. The
+** request line is judged as soon as it ends (a line without an HTTP version,
+** HTTP/0.9, does not wait for headers), its method as soon as its first
+** bytes are in: a method other than RFC 9110's and PATCH is 501 (OTHER
+** stands for PATCH, TRACE and CONNECT). HTTP/2 and HTTP/3 in a request line
+** are 505; HTTP/1.2 and later 1.x are served as 1.1 (RFC 9110 6.2).
 ** The request target is origin-form ("/path?query") or absolute-form
 ** ("http://authority/path?query", RFC 9112 3.2.2; https too): then rq's path
 ** and query are the part after the authority ("/" when none), and the
