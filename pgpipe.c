@@ -8566,7 +8566,7 @@ struct pgpipe_csv {
     FILE *fp;
     char *source;
     unsigned char dl, qc;
-    int strict, skip_empty, want_header;
+    int strict, skip_empty, want_header, check_names;
     int expected;             /* fields per record, 0 = any */
     size_t maxf;
 
@@ -8749,6 +8749,7 @@ static pgpipe_csv *csv_open(int src, int fd, FILE *fp, const pgpipe_csv_options 
     r->strict = o.strict != 0;
     r->skip_empty = o.skip_empty_lines != 0;
     r->want_header = o.header != 0;
+    r->check_names = o.check_names != 0;
     r->header_done = !r->want_header;
     r->expected = o.expected_fields > 0 ? o.expected_fields : 0;
     r->maxf = o.max_field_size ? o.max_field_size : CSV_DEFAULT_MAX_FIELD;
@@ -9619,6 +9620,123 @@ static int csv_fast_decode(pgpipe_csv *r)
     return PGPIPE_OK;
 }
 
+/* A column name and its position, to find names given twice. */
+typedef struct csv_name {
+    const char *s;
+    size_t len;
+    int idx;
+} csv_name;
+
+/* by name: bytes, then length */
+static int csv_name_cmp(const void *a, const void *b)
+{
+    const csv_name *x = a, *y = b;
+    int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* by name, equal names by position */
+static int csv_name_order(const void *a, const void *b)
+{
+    int c = csv_name_cmp(a, b);
+    return c ? c : ((const csv_name *)a)->idx - ((const csv_name *)b)->idx;
+}
+
+/* Where byte at of the header row (the current record) is: its line, byte
+** column and input offset, and the 1-based number of the column name it
+** belongs to (delimiters outside quotes counted from the record's start). */
+static void csv_header_where(const pgpipe_csv *r, const unsigned char *at, long long *line,
+                             long long *col, long long *off, int *field)
+{
+    const unsigned char *p = r->buf + r->rec_start, *ls = p;
+    int quoted = 0;
+    *line = r->rec_line;
+    *field = 1;
+    for (; p < at; p++) {
+        if (*p == r->qc)
+            quoted = !quoted;
+        else if (*p == r->dl && !quoted)
+            ++*field;
+        if (*p == '\n' || (*p == '\r' && p[1] != '\n')) {
+            ++*line;
+            ls = p + 1;
+        }
+    }
+    *col = (long long)(at - ls) + 1;
+    *off = r->boff + (long long)(at - r->buf);
+}
+
+/* The first byte of column name i (0-based) in the header row. */
+static const unsigned char *csv_header_field_at(const pgpipe_csv *r, int i)
+{
+    const unsigned char *p = r->buf + r->rec_start, *end = p + r->raw_len;
+    int quoted = 0;
+    for (; p < end && i > 0; p++) {
+        if (*p == r->qc)
+            quoted = !quoted;
+        else if (*p == r->dl && !quoted)
+            i--;
+    }
+    return p;
+}
+
+/* Column names are keys (of the record's JSON object, of a mapping): each
+** must be UTF-8 text without NUL, not empty, and named once. The first
+** problem fails the header, naming where it is. */
+static int csv_check_header(pgpipe_csv *r)
+{
+    long long line, col, off;
+    int field;
+    const unsigned char *raw = r->buf + r->rec_start;
+    size_t ok = pp_utf8_text_prefix(raw, r->raw_len);
+    if (ok < r->raw_len) {
+        csv_header_where(r, raw + ok, &line, &col, &off, &field);
+        if (raw[ok] == 0)
+            return pp_err_at(&r->hdr.err, PGPIPE_ERROR, r->source, line, col, off,
+                             "header row: the name of column %d holds a NUL byte", field);
+        return pp_err_at(&r->hdr.err, PGPIPE_ERROR, r->source, line, col, off,
+                         "header row: the name of column %d is not valid UTF-8 (byte 0x%02X; the file "
+                         "must be UTF-8: convert it, e.g. iconv -f LATIN1 -t UTF-8)", field,
+                         (unsigned)raw[ok]);
+    }
+    for (int i = 0; i < r->nf; i++) {
+        if (r->f[i].len == 0) {
+            csv_header_where(r, csv_header_field_at(r, i), &line, &col, &off, &field);
+            return pp_err_at(&r->hdr.err, PGPIPE_ERROR, r->source, line, col, off,
+                             "header row: column %d has no name", i + 1);
+        }
+    }
+    /* a name twice: sorted by name, then position, equal names are
+    ** neighbours; the one reported is the first repeat in the row */
+    csv_name *by = pp_malloc((size_t)(r->nf ? r->nf : 1) * sizeof *by);
+    if (!by)
+        return pp_err_nomem(&r->hdr.err);
+    for (int i = 0; i < r->nf; i++) {
+        by[i].s = r->f[i].data;
+        by[i].len = r->f[i].len;
+        by[i].idx = i;
+    }
+    qsort(by, (size_t)r->nf, sizeof *by, csv_name_order);
+    int first = -1, again = -1;
+    for (int k = 1; k < r->nf; k++) {
+        /* by[k] the second of its name: the first repeat of by[k - 1] */
+        if (csv_name_cmp(&by[k - 1], &by[k]) == 0 &&
+            (k == 1 || csv_name_cmp(&by[k - 2], &by[k - 1]) != 0) &&
+            (again < 0 || by[k].idx < again)) {
+            again = by[k].idx;
+            first = by[k - 1].idx;
+        }
+    }
+    pp_free(by);
+    if (again < 0)
+        return PGPIPE_OK;
+    const pgpipe_csv_span *x = &r->f[again];
+    csv_header_where(r, csv_header_field_at(r, again), &line, &col, &off, &field);
+    return pp_err_at(&r->hdr.err, PGPIPE_ERROR, r->source, line, col, off,
+                     "header row: column %d is named \"%.*s\" like column %d: column names must "
+                     "differ", again + 1, x->len > 200 ? 200 : (int)x->len, x->data, first + 1);
+}
+
 static int csv_take_header(pgpipe_csv *r, int rc)
 {
     if (rc != PGPIPE_ROW) {
@@ -9629,6 +9747,8 @@ static int csv_take_header(pgpipe_csv *r, int rc)
                   "header row: %s", msg);
         return r->fatal = PGPIPE_ERROR;
     }
+    if (r->check_names && csv_check_header(r) != PGPIPE_OK)
+        return r->fatal = PGPIPE_ERROR;
     r->names = pp_calloc((size_t)(r->nf ? r->nf : 1), sizeof *r->names);
     if (!r->names)
         return r->fatal = pp_err_nomem(&r->hdr.err);
@@ -15381,6 +15501,47 @@ static char *copy_mapping_json(const pgpipe_loader *l)
     return b.data;
 }
 
+/* A file loaded with its default key (path, size, mtime), no load of that
+** key: is the last load of the same file into the same target one that
+** stopped (failed, interrupted, killed) after committing batches? Then the
+** file has changed since (a JSON array fixed, a truncated file), and a new
+** load would load again the records that load committed. Refused, naming
+** that load's key: with it the load resumes after what it committed. */
+static int copy_changed_file(pgpipe_loader *l, copy_lane *ln, int *transient)
+{
+    /* the same file: the same path (unless a source name stands for it,
+    ** which other files may share), or the same device and inode (a file
+    ** truncated or edited in place): the key's "file:DEV:INO:" */
+    char same[96];
+    const char *c = l->load_key;
+    for (int colons = 0; *c && colons < 3; c++)
+        colons += *c == ':';
+    snprintf(same, sizeof same, "%.*s%%", (int)(c - l->load_key), l->load_key);
+    const char *v[4] = { l->source, l->target, l->opt_source_name ? "f" : "t", same };
+    PGresult *r = NULL;
+    int rc = copy_exec(ln, "SELECT id, status, source_checksum, coalesce(source_size::text, '?'), "
+                          "rows_read, batches FROM pgpipe.loads WHERE target = $2 AND "
+                          "source_checksum LIKE 'file:%' AND (($3::boolean AND source = $1) OR "
+                          "source_checksum LIKE $4) ORDER BY id DESC LIMIT 1",
+                       4, v, &r, transient);
+    if (rc != PGPIPE_OK)
+        return rc;
+    if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "completed") != 0 &&
+        atoll(PQgetvalue(r, 0, 5)) > 0) {
+        const char *key = PQgetvalue(r, 0, 2);
+        rc = pp_err(&ln->err, PGPIPE_MISUSE, "loader: %s has changed since load %s of it (%s) "
+                    "stopped after committing %s records in %s batches: it had %s bytes, it has "
+                    "%lld now. A new load would load those records again. If the file was fixed "
+                    "after them (the records they hold unchanged), resume that load: --key %s "
+                    "(pgpipe_loader_options.load_key); to load all of it as a new load, give it "
+                    "a new key (--key NAME)", l->source, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1),
+                    PQgetvalue(r, 0, 4), PQgetvalue(r, 0, 5), PQgetvalue(r, 0, 3), l->src_size,
+                    key);
+    }
+    PQclear(r);
+    return rc;
+}
+
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 {
     copy_lane *ln = &l->lanes[0];
@@ -15487,6 +15648,8 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
                                 "WHERE id = $1::bigint", 1, v1, NULL, transient);
         }
         PQclear(r);
+        if (!fresh && !l->opt_load_key && (rc = copy_changed_file(l, ln, transient)) != PGPIPE_OK)
+            return rc;
     }
     snprintf(num[0], sizeof num[0], "%lld", l->src_size);
     snprintf(num[1], sizeof num[1], "%lld", l->src_mtime);
@@ -15810,6 +15973,7 @@ static int copy_format_ready(pgpipe_loader *l, int delim)
     pgpipe_csv_options co;
     pgpipe_csv_options_init(&co);
     co.header = 1;
+    co.check_names = 1; /* the names are the keys of the record's object */
     co.delimiter = delim;
     co.source = l->source;
     co.max_field_size = l->max_record;
@@ -16126,11 +16290,32 @@ static int copy_load_check(pgpipe_loader *l, int rc)
     return rc;
 }
 
+/* A regular file ended before the size it had when the load began: it was
+** truncated (or replaced) while it was read. Its end is not the end of the
+** data, so the load fails before the records read last are committed: the
+** last record may be cut, and what followed it is not known. */
+static int copy_shrank(pgpipe_loader *l, int fd, long long ended, long long size)
+{
+    struct stat st;
+    char now[64] = "";
+    if (fstat(fd, &st) == 0)
+        snprintf(now, sizeof now, "; it has %lld bytes now", (long long)st.st_size);
+    return pp_err_at(&l->hdr.err, PGPIPE_IO, l->source, 0, 0, ended,
+                     "loader: %s shrank while it was read: it had %lld bytes when the load began, "
+                     "and ended after %lld%s (truncated or rewritten during the load); the records "
+                     "read since the last committed batch are not loaded", l->source, size, ended,
+                     now);
+}
+
 static int copy_load_pass(pgpipe_loader *l, int fd, const char *name, const char *path)
 {
     int rc = copy_load_begin(l, name, path, fd);
     if (rc != PGPIPE_OK)
         return rc;
+    /* a regular file holds, from where it is read, the size it had at the
+    ** start of the load (fstat, recorded as the load's source_size) */
+    long long at = l->src_size >= 0 ? (long long)lseek(fd, 0, SEEK_CUR) : -1;
+    long long expect = at >= 0 && at <= l->src_size ? l->src_size - at : -1, got = 0;
     char *buf = pp_malloc(COPY_READ_CHUNK);
     if (!buf)
         rc = pp_err_nomem(&l->hdr.err);
@@ -16143,8 +16328,12 @@ static int copy_load_pass(pgpipe_loader *l, int fd, const char *name, const char
                            "loader: reading %s: %s", l->source, strerror(errno));
             break;
         }
-        if (n == 0)
+        if (n == 0) {
+            if (got < expect)
+                rc = copy_shrank(l, fd, at + got, at + expect);
             break;
+        }
+        got += n;
         rc = copy_feed_any(l, buf, (size_t)n, 0);
     }
     pp_free(buf);
@@ -16337,6 +16526,59 @@ int pgpipe_loader_feed(pgpipe_loader *l, const void *buf, size_t len)
     return rc;
 }
 
+/* A load stopped by its input (a broken JSON array, a truncated file) after
+** batches were committed: they stay, and the error says so, and how to go
+** on after them once the input is fixed. A fixed file has another size and
+** time, so its default key is another: a run without --key would be a new
+** load of every record (copy_load_register_locked refuses it). */
+static void copy_fail_note(pgpipe_loader *l)
+{
+    long long batches = l->sum.batches + (long long)l->ndone;
+    long long records = l->sum.rows_loaded + l->sum.rows_dead;
+    for (size_t i = 0; i < l->ndone; i++)
+        records += l->done_rows[i];
+    if (batches <= 0 || l->load_id <= 0)
+        return;
+    char note[700];
+    if (l->load_key)
+        snprintf(note, sizeof note, "; load %lld has %lld record%s committed in %lld batch%s, "
+                 "which stay: once the input is fixed (the records before the error unchanged), "
+                 "run it again with --key %.300s (pgpipe_loader_options.load_key) to go on after "
+                 "them", l->load_id, records, records == 1 ? "" : "s", batches,
+                 batches == 1 ? "" : "es", l->load_key);
+    else
+        snprintf(note, sizeof note, "; load %lld has %lld record%s committed in %lld batch%s, which "
+                 "stay; it has no key (a stream), so running it again loads them again: give "
+                 "streams a key (--key NAME) to resume them", l->load_id, records,
+                 records == 1 ? "" : "s", batches, batches == 1 ? "" : "es");
+    size_t n = strlen(l->hdr.err.message);
+    snprintf(l->hdr.err.message + n, sizeof l->hdr.err.message - n, "%s", note);
+}
+
+/* A resumed load whose input ended before the end of the batches an
+** earlier run committed: inside one (fewer records than it held) or before
+** the last one. The input is shorter than the one loaded then (truncated,
+** or another input under the same key): the load fails, and the batch read
+** last is not committed. (An input that ends exactly where the earlier run
+** ended, or goes on past it, is fine: its new records are loaded.) */
+static int copy_ended_short(pgpipe_loader *l)
+{
+    if (!l->ndone)
+        return PGPIPE_OK;
+    long long last = l->done_seqs[l->ndone - 1], records = 0;
+    const copy_lane *ln = l->cur;
+    if (!(ln && ln->skipping && ln->b_read < ln->skip_rows) && l->seq >= last)
+        return PGPIPE_OK;
+    for (size_t i = 0; i < l->ndone; i++)
+        records += l->done_rows[i];
+    return pp_err_at(&l->hdr.err, PGPIPE_IO, l->source, 0, 0, l->in_bytes,
+                     "loader: %s ends after %lld records, inside what load %lld committed of it "
+                     "(%lld records in %zu batches, up to batch %lld): the input is shorter than "
+                     "the one loaded then (truncated, or another input under the same key); "
+                     "nothing more is loaded", l->source, l->sum.records_read, l->load_id, records,
+                     l->ndone, last);
+}
+
 int pgpipe_loader_finish(pgpipe_loader *l)
 {
     if (!l || l->hdr.magic != PP_HANDLE_MAGIC)
@@ -16366,6 +16608,8 @@ int pgpipe_loader_finish(pgpipe_loader *l)
         }
     }
     if (rc == PGPIPE_OK)
+        rc = copy_ended_short(l);
+    if (rc == PGPIPE_OK)
         rc = copy_batch_end(l);
     rc = copy_chunk_done(l, rc);
     /* every batch handed over is committed (or failed) before the load ends */
@@ -16380,6 +16624,8 @@ int pgpipe_loader_finish(pgpipe_loader *l)
     ** last commit began for a batch that never came ends empty */
     copy_stream_close(l);
     rc = copy_load_check(l, rc);
+    if (rc == PGPIPE_PARSE || rc == PGPIPE_IO)
+        copy_fail_note(l);
     copy_load_close(l, rc);
     copy_report(l);
     l->sum.load_id = l->load_id;

@@ -708,6 +708,11 @@ typedef struct pgpipe_csv_options {
     size_t buffer_size;     /* initial read buffer; grows only for a longer record;
                             ** 128 KiB */
     const char *source;     /* name used in error messages ("data.csv"); "<input>" */
+    int check_names;        /* with a header, 1: its column names are keys: each
+                            ** must be UTF-8 without NUL, not empty, and given
+                            ** once, else the header fails (PGPIPE_ERROR) naming
+                            ** the line, byte column and problem; 0: any names
+                            ** (one with a NUL is cut there); 0 */
 } pgpipe_csv_options;
 
 /* One field of the current record. quoted is 1 when the field was written in
@@ -746,8 +751,9 @@ int pgpipe_csv_feed_end(pgpipe_csv *r);
 **                 next record.
 **   PGPIPE_BUSY   (feed readers) more input is needed: feed, then call again.
 **   PGPIPE_DONE   the input is exhausted.
-**   PGPIPE_IO, PGPIPE_NOMEM, PGPIPE_MISUSE, PGPIPE_ERROR (a bad header row):
-**                 the reader cannot go on; later calls return the same code. */
+**   PGPIPE_IO, PGPIPE_NOMEM, PGPIPE_MISUSE, PGPIPE_ERROR (a bad header row,
+**                 or bad column names under check_names): the reader cannot
+**                 go on; later calls return the same code. */
 int pgpipe_csv_next(pgpipe_csv *r);
 
 /* The fields of the current record; *count receives their number. */
@@ -1427,7 +1433,12 @@ typedef struct pgpipe_loader_options {
     int max_retries;              /* reconnect attempts after a lost connection; 10 */
     int install_schema;           /* 1: install/upgrade the built-in schema first; 1 */
     /* resume: loads with the same key (and target) are one load; a file's key
-    ** defaults to its path, size and mtime; other inputs have none unless given */
+    ** defaults to its device, inode, size and mtime; other inputs have none
+    ** unless given. A file under its default key whose last load (same path,
+    ** or same inode) stopped after committing batches and that has changed
+    ** since (fixed, truncated) is refused, naming that load's key: give it to
+    ** go on after the committed records, or another key for a new load. A
+    ** resumed input that ends inside the committed batches fails (PGPIPE_IO). */
     const char *load_key;
     pgpipe_load_progress_fn progress;
     void *progress_ud;
@@ -1484,7 +1495,11 @@ void pgpipe_loader_options_init(pgpipe_loader_options *o);
 int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o);
 /* Load a whole file ("-" = stdin). Returns PGPIPE_OK when every record was
 ** loaded or dead-lettered; PGPIPE_DB/PGPIPE_IO/... when the load stopped
-** (the committed batches stay; running it again resumes). */
+** (the committed batches stay; running it again resumes). A regular file
+** that ends before the size it had when the load began (truncated while it
+** was read) fails with PGPIPE_IO, the records after the last committed batch
+** not loaded. When input (PGPIPE_PARSE, PGPIPE_IO) stops a load that has
+** committed batches, the message says how many and the key to resume with. */
 int pgpipe_loader_load_file(pgpipe_loader *l, const char *path);
 /* Load everything readable from fd (not closed). name may be NULL. */
 int pgpipe_loader_load_fd(pgpipe_loader *l, int fd, const char *name);

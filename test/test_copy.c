@@ -1291,3 +1291,255 @@ PGT_TEST(copy, one_lane_load_row_not_ours_stops_before_commit)
     pp_buf_free(&in);
     PQfinish(c);
 }
+
+/* ---- inputs that end or change under the load ------------------------------------ */
+
+/* The source_checksum (the key) of a load. */
+static const char *copy_t_key(PGconn *c, long long load_id)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT source_checksum FROM pgpipe.loads WHERE id = %lld", load_id);
+    return copy_t_str(c, sql);
+}
+
+/* rows of the load in staging, and how many distinct payload n among them */
+static void copy_t_once(PGconn *c, long long load_id, long long want)
+{
+    char sql[400];
+    snprintf(sql, sizeof sql, "SELECT count(*) || ' ' || count(DISTINCT e.payload->>'n') FROM "
+             "staging.raw_events e JOIN pgpipe.load_batches b ON b.batch_id = e.batch_id "
+             "WHERE b.load_id = %lld", load_id);
+    char w[64];
+    snprintf(w, sizeof w, "%lld %lld", want, want);
+    PGT_EQ_STR(copy_t_str(c, sql), w);
+}
+
+typedef struct copy_t_cutter {
+    const char *path;
+    off_t to;
+    int done;
+} copy_t_cutter;
+
+static int copy_t_truncate_once(void *ud, const pgpipe_load_progress *p)
+{
+    copy_t_cutter *k = ud;
+    (void)p;
+    if (!k->done) {
+        k->done = 1;
+        PGT_CHECK(truncate(k->path, k->to) == 0);
+    }
+    return 0;
+}
+
+/* A file truncated while it is read: the load ends at the short end, fails
+** naming the sizes, and commits nothing read after its last full batch. A
+** run of the short file (a new default key) is refused, naming the load
+** to resume; resumed with that key while still shorter than what was
+** committed, it is refused; the whole file back, it loads the rest, every
+** record once. */
+PGT_TEST(copy, file_truncated_while_loading_fails)
+{
+    char path[512];
+    copy_t_path(path, sizeof path, "trunc.ndjson");
+    pp_buf all = { 0 };
+    for (int i = 1; i <= 20000; i++)
+        pp_buf_appendf(&all, "{\"event_type\":\"trunc\",\"n\":%d,\"pad\":\"%040d\"}\n", i, i);
+    copy_t_write(path, all.data, all.len);
+    const off_t cut = 300000;
+    long long whole = 0; /* records entirely in the first cut bytes */
+    for (off_t i = 0; i < cut; i++)
+        whole += all.data[i] == '\n';
+    copy_t_cutter k = { path, cut, 0 };
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.connections = 1;
+    o.batch_rows = 100;
+    o.progress = copy_t_truncate_once;
+    o.progress_ud = &k;
+    pgpipe_loader *l = copy_t_open(&o);
+    int rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_IO, "rc %d: %s", rc, pgpipe_errmsg(l));
+    PGT_CHECK(k.done);
+    char want[400];
+    snprintf(want, sizeof want, "shrank while it was read: it had %zu bytes when the load began, "
+             "and ended after %lld", all.len, (long long)cut);
+    PGT_CONTAINS(pgpipe_errmsg(l), want);
+    pgpipe_load_summary s;
+    pgpipe_loader_summary(l, &s);
+    PGT_CHECK(s.rows_loaded > 0 && s.rows_loaded <= whole && s.rows_loaded % 100 == 0);
+    snprintf(want, sizeof want, "load %lld has %lld records committed in %lld batches",
+             s.load_id, s.rows_loaded, s.batches);
+    PGT_CONTAINS(pgpipe_errmsg(l), want);
+    pgpipe_loader_close(l);
+    PGconn *c = pgt_connect();
+    char sql[700];
+    snprintf(sql, sizeof sql, "SELECT status || ' ' || rows_read || ' ' || (last_offset <= %lld) "
+             "FROM pgpipe.loads WHERE id = %lld", (long long)cut, s.load_id);
+    snprintf(want, sizeof want, "failed %lld true", s.rows_loaded);
+    PGT_EQ_STR(copy_t_str(c, sql), want);
+    copy_t_once(c, s.load_id, s.rows_loaded);
+    char key[256];
+    snprintf(key, sizeof key, "%s", copy_t_key(c, s.load_id));
+
+    /* the short file again, without a key: refused, nothing written */
+    o.progress = NULL;
+    l = copy_t_open(&o);
+    rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_MISUSE, "rc %d: %s", rc, pgpipe_errmsg(l));
+    snprintf(want, sizeof want, "has changed since load %lld of it (failed) stopped after "
+             "committing %lld records", s.load_id, s.rows_loaded);
+    PGT_CONTAINS(pgpipe_errmsg(l), want);
+    snprintf(want, sizeof want, "--key %s", key);
+    PGT_CONTAINS(pgpipe_errmsg(l), want);
+    pgpipe_loader_close(l);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.loads WHERE source = '%s'", path);
+    PGT_EQ_INT(copy_t_int(c, sql), 1);
+
+    /* resumed, but shorter than what the load committed: refused */
+    PGT_CHECK(truncate(path, 50000) == 0);
+    o.load_key = key;
+    l = copy_t_open(&o);
+    rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_IO, "rc %d: %s", rc, pgpipe_errmsg(l));
+    snprintf(want, sizeof want, "inside what load %lld committed of it (%lld records", s.load_id,
+             s.rows_loaded);
+    PGT_CONTAINS(pgpipe_errmsg(l), want);
+    copy_t_once(c, s.load_id, s.rows_loaded);
+
+    /* the whole file back: the rest, every record once */
+    copy_t_write(path, all.data, all.len);
+    rc = pgpipe_loader_load_file(l, path);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s2;
+    pgpipe_loader_summary(l, &s2);
+    PGT_EQ_INT(s2.load_id, s.load_id);
+    PGT_EQ_INT(s2.rows_skipped, s.rows_loaded);
+    PGT_EQ_INT(s2.rows_loaded, 20000 - s.rows_loaded);
+    copy_t_once(c, s.load_id, 20000);
+    pgpipe_loader_close(l);
+    pp_buf_free(&all);
+    PQfinish(c);
+}
+
+/* A JSON array broken after two batches: the error says what stays committed
+** and the key that goes on after it; the fixed file (another size and time,
+** so another default key) is refused without the key, and with it loads the
+** records after the committed ones: each record once. */
+PGT_TEST(copy, broken_json_array_then_fixed_file_loads_each_record_once)
+{
+    PGconn *c = pgt_connect();
+    for (int lanes = 1; lanes <= 2; lanes++) {
+        char path[512], name[64];
+        snprintf(name, sizeof name, "broken%d.json", lanes);
+        copy_t_path(path, sizeof path, name);
+        pp_buf good = { 0 }, bad = { 0 };
+        pp_buf_appendf(&good, "[\n");
+        pp_buf_appendf(&bad, "[\n");
+        for (int i = 1; i <= 300; i++) {
+            pp_buf_appendf(&good, "{\"event_type\":\"arr\",\"n\":%d}%s\n", i, i < 300 ? "," : "");
+            /* the comma after element 251 is missing */
+            pp_buf_appendf(&bad, "{\"event_type\":\"arr\",\"n\":%d}%s\n", i,
+                           i < 300 && i != 251 ? "," : "");
+        }
+        pp_buf_appendf(&good, "]\n");
+        pp_buf_appendf(&bad, "]\n");
+        copy_t_write(path, bad.data, bad.len);
+        pgpipe_loader_options o;
+        pgpipe_loader_options_init(&o);
+        o.connections = lanes;
+        o.batch_rows = 100;
+        pgpipe_loader *l = copy_t_open(&o);
+        int rc = pgpipe_loader_load_file(l, path);
+        PGT_CHECK_MSG(rc == PGPIPE_PARSE, "rc %d: %s", rc, pgpipe_errmsg(l));
+        PGT_EQ_INT(pgpipe_errinfo(l)->line, 253);
+        pgpipe_load_summary s;
+        pgpipe_loader_summary(l, &s);
+        PGT_EQ_INT(s.rows_loaded, 200);
+        char want[400];
+        snprintf(want, sizeof want, "load %lld has 200 records committed in 2 batches, which stay",
+                 s.load_id);
+        PGT_CONTAINS(pgpipe_errmsg(l), want);
+        char key[256];
+        snprintf(key, sizeof key, "%s", copy_t_key(c, s.load_id));
+        snprintf(want, sizeof want, "run it again with --key %s", key);
+        PGT_CONTAINS(pgpipe_errmsg(l), want);
+        /* the error recorded with the load says it too */
+        char sql[700];
+        snprintf(sql, sizeof sql, "SELECT error_message FROM pgpipe.loads WHERE id = %lld",
+                 s.load_id);
+        PGT_CONTAINS(copy_t_str(c, sql), "200 records committed");
+        pgpipe_loader_close(l);
+
+        copy_t_write(path, good.data, good.len);
+        l = copy_t_open(&o);
+        rc = pgpipe_loader_load_file(l, path);
+        PGT_CHECK_MSG(rc == PGPIPE_MISUSE, "rc %d: %s", rc, pgpipe_errmsg(l));
+        PGT_CONTAINS(pgpipe_errmsg(l), "has changed since load");
+        copy_t_once(c, s.load_id, 200);
+        pgpipe_loader_close(l);
+
+        o.load_key = key;
+        l = copy_t_open(&o);
+        rc = pgpipe_loader_load_file(l, path);
+        PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+        pgpipe_load_summary s2;
+        pgpipe_loader_summary(l, &s2);
+        PGT_EQ_INT(s2.load_id, s.load_id);
+        PGT_EQ_INT(s2.rows_skipped, 200);
+        PGT_EQ_INT(s2.rows_loaded, 100);
+        copy_t_once(c, s.load_id, 300);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events WHERE source = '%s'",
+                 path);
+        PGT_EQ_INT(copy_t_int(c, sql), 300);
+        pgpipe_loader_close(l);
+        pp_buf_free(&good);
+        pp_buf_free(&bad);
+    }
+    PQfinish(c);
+}
+
+/* A CSV header with a name twice, an empty name, a NUL byte or a byte that
+** is not UTF-8 fails the load at once, naming the place: no row, no dead
+** letter, no batch. */
+PGT_TEST(copy, csv_header_refused_before_anything_is_written)
+{
+    static const struct {
+        const char *data;
+        size_t len;
+        long long col;
+        const char *msg;
+    } cases[] = {
+        { "id,kind,id\n1,a,2\n", 17, 9, "column 3 is named \"id\" like column 1" },
+        { "id,,kind\n1,a,2\n", 15, 4, "column 2 has no name" },
+        { "id,ki\0nd\n1,a\n", 13, 6, "the name of column 2 holds a NUL byte" },
+        { "id,caf\xe9\n1,a\n2,b\n", 16, 7, "the name of column 2 is not valid UTF-8" },
+    };
+    PGconn *c = pgt_connect();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[512], name[32];
+        snprintf(name, sizeof name, "head%zu.csv", i);
+        copy_t_path(path, sizeof path, name);
+        copy_t_write(path, cases[i].data, cases[i].len);
+        pgpipe_loader_options o;
+        pgpipe_loader_options_init(&o);
+        o.event_type_value = "head";
+        pgpipe_loader *l = copy_t_open(&o);
+        int rc = pgpipe_loader_load_file(l, path);
+        PGT_CHECK_MSG(rc == PGPIPE_ERROR, "rc %d: %s", rc, pgpipe_errmsg(l));
+        const pgpipe_error *e = pgpipe_errinfo(l);
+        PGT_EQ_STR(e->source, path);
+        PGT_EQ_INT(e->line, 1);
+        PGT_EQ_INT(e->column, cases[i].col);
+        PGT_CONTAINS(e->message, cases[i].msg);
+        pgpipe_load_summary s;
+        pgpipe_loader_summary(l, &s);
+        PGT_EQ_INT(s.records_read, 0);
+        PGT_EQ_INT(copy_t_dead(c, s.load_id), 0);
+        char sql[200];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM pgpipe.load_batches WHERE load_id = %lld",
+                 s.load_id);
+        PGT_EQ_INT(copy_t_int(c, sql), 0);
+        pgpipe_loader_close(l);
+    }
+    PQfinish(c);
+}

@@ -248,6 +248,65 @@ PGT_TEST(csv, header_and_column_names)
     pgpipe_csv_close(r);
 }
 
+/* With check_names a header row's names are keys: a name given twice, an
+** empty name, a NUL byte or invalid UTF-8 in one fails the header
+** (PGPIPE_ERROR, the reader stops) at the line and byte column of the name
+** or the byte, chunked or not. */
+static void csv_t_bad_header(const char *in, size_t n, long long line, long long col,
+                             const char *msg)
+{
+    static const size_t chunks[] = { 1, 3, SIZE_MAX };
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        pgpipe_csv_options o;
+        pgpipe_csv_options_init(&o);
+        o.header = 1;
+        o.check_names = 1;
+        o.source = "h.csv";
+        pgpipe_csv *r = NULL;
+        PGT_OK(pgpipe_csv_open_feed(&r, &o));
+        for (size_t at = 0; at < n; at += chunks[c])
+            PGT_OK(pgpipe_csv_feed(r, in + at, n - at < chunks[c] ? n - at : chunks[c]));
+        PGT_OK(pgpipe_csv_feed_end(r));
+        PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_ERROR);
+        const pgpipe_error *e = pgpipe_errinfo(r);
+        PGT_EQ_STR(e->source, "h.csv");
+        PGT_EQ_INT(e->line, line);
+        PGT_EQ_INT(e->column, col);
+        PGT_CONTAINS(e->message, msg);
+        PGT_EQ_INT(pgpipe_csv_next(r), PGPIPE_ERROR); /* no row after a refused header */
+        PGT_EQ_INT(pgpipe_csv_record_count(r), 0);
+        pgpipe_csv_close(r);
+    }
+}
+
+#define CSV_T_BAD_HEADER(lit, line, col, msg) csv_t_bad_header(lit, sizeof lit - 1, line, col, msg)
+
+PGT_TEST(csv, header_names_are_checked)
+{
+    CSV_T_BAD_HEADER("id,kind,id\n1,a,2\n", 1, 9,
+                     "header row: column 3 is named \"id\" like column 1");
+    /* the first repeat in the row, the names compared after unquoting */
+    CSV_T_BAD_HEADER("a,b,\"b\",a\n1,2,3,4\n", 1, 5, "column 3 is named \"b\" like column 2");
+    CSV_T_BAD_HEADER("\"x\ny\",z,\"x\ny\"\n1,2,3\n", 2, 6, "column 3 is named \"x\ny\" like column 1");
+    CSV_T_BAD_HEADER("id,,kind\n1,2,3\n", 1, 4, "column 2 has no name");
+    CSV_T_BAD_HEADER("id,kind,\n1,2,3\n", 1, 9, "column 3 has no name");
+    CSV_T_BAD_HEADER("id,\"\"\n1,2\n", 1, 4, "column 2 has no name");
+    CSV_T_BAD_HEADER("id,ki\0nd\n1,2\n", 1, 6, "the name of column 2 holds a NUL byte");
+    CSV_T_BAD_HEADER("id,caf\xe9\n1,2\n", 1, 7,
+                     "the name of column 2 is not valid UTF-8 (byte 0xE9");
+    CSV_T_BAD_HEADER("\xEF\xBB\xBF" "id,\"a\nb\xff\"\n1,2\n", 2, 2,
+                     "the name of column 2 is not valid UTF-8 (byte 0xFF");
+    /* names that differ only in case or length are different names */
+    pgpipe_csv_options o;
+    pgpipe_csv_options_init(&o);
+    o.header = 1;
+    o.check_names = 1;
+    csv_t_expect("id,ID,i,caf\xc3\xa9\n1,2,3,4\n", &o, "L2|u1|u2|u3|u4\nDONE");
+    /* without check_names any names are taken (a name twice: the first is found) */
+    o.check_names = 0;
+    csv_t_expect("id,,id\n1,2,3\n", &o, "L2|u1|u2|u3\nDONE");
+}
+
 PGT_TEST(csv, strict_and_lenient_quotes)
 {
     pgpipe_csv_options o;

@@ -300,7 +300,7 @@ struct pgpipe_csv {
     FILE *fp;
     char *source;
     unsigned char dl, qc;
-    int strict, skip_empty, want_header;
+    int strict, skip_empty, want_header, check_names;
     int expected;             /* fields per record, 0 = any */
     size_t maxf;
 
@@ -483,6 +483,7 @@ static pgpipe_csv *csv_open(int src, int fd, FILE *fp, const pgpipe_csv_options 
     r->strict = o.strict != 0;
     r->skip_empty = o.skip_empty_lines != 0;
     r->want_header = o.header != 0;
+    r->check_names = o.check_names != 0;
     r->header_done = !r->want_header;
     r->expected = o.expected_fields > 0 ? o.expected_fields : 0;
     r->maxf = o.max_field_size ? o.max_field_size : CSV_DEFAULT_MAX_FIELD;
@@ -1353,6 +1354,123 @@ static int csv_fast_decode(pgpipe_csv *r)
     return PGPIPE_OK;
 }
 
+/* A column name and its position, to find names given twice. */
+typedef struct csv_name {
+    const char *s;
+    size_t len;
+    int idx;
+} csv_name;
+
+/* by name: bytes, then length */
+static int csv_name_cmp(const void *a, const void *b)
+{
+    const csv_name *x = a, *y = b;
+    int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* by name, equal names by position */
+static int csv_name_order(const void *a, const void *b)
+{
+    int c = csv_name_cmp(a, b);
+    return c ? c : ((const csv_name *)a)->idx - ((const csv_name *)b)->idx;
+}
+
+/* Where byte at of the header row (the current record) is: its line, byte
+** column and input offset, and the 1-based number of the column name it
+** belongs to (delimiters outside quotes counted from the record's start). */
+static void csv_header_where(const pgpipe_csv *r, const unsigned char *at, long long *line,
+                             long long *col, long long *off, int *field)
+{
+    const unsigned char *p = r->buf + r->rec_start, *ls = p;
+    int quoted = 0;
+    *line = r->rec_line;
+    *field = 1;
+    for (; p < at; p++) {
+        if (*p == r->qc)
+            quoted = !quoted;
+        else if (*p == r->dl && !quoted)
+            ++*field;
+        if (*p == '\n' || (*p == '\r' && p[1] != '\n')) {
+            ++*line;
+            ls = p + 1;
+        }
+    }
+    *col = (long long)(at - ls) + 1;
+    *off = r->boff + (long long)(at - r->buf);
+}
+
+/* The first byte of column name i (0-based) in the header row. */
+static const unsigned char *csv_header_field_at(const pgpipe_csv *r, int i)
+{
+    const unsigned char *p = r->buf + r->rec_start, *end = p + r->raw_len;
+    int quoted = 0;
+    for (; p < end && i > 0; p++) {
+        if (*p == r->qc)
+            quoted = !quoted;
+        else if (*p == r->dl && !quoted)
+            i--;
+    }
+    return p;
+}
+
+/* Column names are keys (of the record's JSON object, of a mapping): each
+** must be UTF-8 text without NUL, not empty, and named once. The first
+** problem fails the header, naming where it is. */
+static int csv_check_header(pgpipe_csv *r)
+{
+    long long line, col, off;
+    int field;
+    const unsigned char *raw = r->buf + r->rec_start;
+    size_t ok = pp_utf8_text_prefix(raw, r->raw_len);
+    if (ok < r->raw_len) {
+        csv_header_where(r, raw + ok, &line, &col, &off, &field);
+        if (raw[ok] == 0)
+            return pp_err_at(&r->hdr.err, PGPIPE_ERROR, r->source, line, col, off,
+                             "header row: the name of column %d holds a NUL byte", field);
+        return pp_err_at(&r->hdr.err, PGPIPE_ERROR, r->source, line, col, off,
+                         "header row: the name of column %d is not valid UTF-8 (byte 0x%02X; the file "
+                         "must be UTF-8: convert it, e.g. iconv -f LATIN1 -t UTF-8)", field,
+                         (unsigned)raw[ok]);
+    }
+    for (int i = 0; i < r->nf; i++) {
+        if (r->f[i].len == 0) {
+            csv_header_where(r, csv_header_field_at(r, i), &line, &col, &off, &field);
+            return pp_err_at(&r->hdr.err, PGPIPE_ERROR, r->source, line, col, off,
+                             "header row: column %d has no name", i + 1);
+        }
+    }
+    /* a name twice: sorted by name, then position, equal names are
+    ** neighbours; the one reported is the first repeat in the row */
+    csv_name *by = pp_malloc((size_t)(r->nf ? r->nf : 1) * sizeof *by);
+    if (!by)
+        return pp_err_nomem(&r->hdr.err);
+    for (int i = 0; i < r->nf; i++) {
+        by[i].s = r->f[i].data;
+        by[i].len = r->f[i].len;
+        by[i].idx = i;
+    }
+    qsort(by, (size_t)r->nf, sizeof *by, csv_name_order);
+    int first = -1, again = -1;
+    for (int k = 1; k < r->nf; k++) {
+        /* by[k] the second of its name: the first repeat of by[k - 1] */
+        if (csv_name_cmp(&by[k - 1], &by[k]) == 0 &&
+            (k == 1 || csv_name_cmp(&by[k - 2], &by[k - 1]) != 0) &&
+            (again < 0 || by[k].idx < again)) {
+            again = by[k].idx;
+            first = by[k - 1].idx;
+        }
+    }
+    pp_free(by);
+    if (again < 0)
+        return PGPIPE_OK;
+    const pgpipe_csv_span *x = &r->f[again];
+    csv_header_where(r, csv_header_field_at(r, again), &line, &col, &off, &field);
+    return pp_err_at(&r->hdr.err, PGPIPE_ERROR, r->source, line, col, off,
+                     "header row: column %d is named \"%.*s\" like column %d: column names must "
+                     "differ", again + 1, x->len > 200 ? 200 : (int)x->len, x->data, first + 1);
+}
+
 static int csv_take_header(pgpipe_csv *r, int rc)
 {
     if (rc != PGPIPE_ROW) {
@@ -1363,6 +1481,8 @@ static int csv_take_header(pgpipe_csv *r, int rc)
                   "header row: %s", msg);
         return r->fatal = PGPIPE_ERROR;
     }
+    if (r->check_names && csv_check_header(r) != PGPIPE_OK)
+        return r->fatal = PGPIPE_ERROR;
     r->names = pp_calloc((size_t)(r->nf ? r->nf : 1), sizeof *r->names);
     if (!r->names)
         return r->fatal = pp_err_nomem(&r->hdr.err);

@@ -48,6 +48,11 @@ typedef struct pgpipe_csv_options {
     size_t buffer_size;     /* initial read buffer; grows only for a longer record;
                             ** 128 KiB */
     const char *source;     /* name used in error messages ("data.csv"); "<input>" */
+    int check_names;        /* with a header, 1: its column names are keys: each
+                            ** must be UTF-8 without NUL, not empty, and given
+                            ** once, else the header fails (PGPIPE_ERROR) naming
+                            ** the line, byte column and problem; 0: any names
+                            ** (one with a NUL is cut there); 0 */
 } pgpipe_csv_options;
 
 /* One field of the current record. quoted is 1 when the field was written in
@@ -86,8 +91,9 @@ int pgpipe_csv_feed_end(pgpipe_csv *r);
 **                 next record.
 **   PGPIPE_BUSY   (feed readers) more input is needed: feed, then call again.
 **   PGPIPE_DONE   the input is exhausted.
-**   PGPIPE_IO, PGPIPE_NOMEM, PGPIPE_MISUSE, PGPIPE_ERROR (a bad header row):
-**                 the reader cannot go on; later calls return the same code. */
+**   PGPIPE_IO, PGPIPE_NOMEM, PGPIPE_MISUSE, PGPIPE_ERROR (a bad header row,
+**                 or bad column names under check_names): the reader cannot
+**                 go on; later calls return the same code. */
 int pgpipe_csv_next(pgpipe_csv *r);
 
 /* The fields of the current record; *count receives their number. */

@@ -110,7 +110,12 @@ typedef struct pgpipe_loader_options {
     int max_retries;              /* reconnect attempts after a lost connection; 10 */
     int install_schema;           /* 1: install/upgrade the built-in schema first; 1 */
     /* resume: loads with the same key (and target) are one load; a file's key
-    ** defaults to its path, size and mtime; other inputs have none unless given */
+    ** defaults to its device, inode, size and mtime; other inputs have none
+    ** unless given. A file under its default key whose last load (same path,
+    ** or same inode) stopped after committing batches and that has changed
+    ** since (fixed, truncated) is refused, naming that load's key: give it to
+    ** go on after the committed records, or another key for a new load. A
+    ** resumed input that ends inside the committed batches fails (PGPIPE_IO). */
     const char *load_key;
     pgpipe_load_progress_fn progress;
     void *progress_ud;
@@ -167,7 +172,11 @@ void pgpipe_loader_options_init(pgpipe_loader_options *o);
 int pgpipe_loader_open(pgpipe_loader **out, const pgpipe_loader_options *o);
 /* Load a whole file ("-" = stdin). Returns PGPIPE_OK when every record was
 ** loaded or dead-lettered; PGPIPE_DB/PGPIPE_IO/... when the load stopped
-** (the committed batches stay; running it again resumes). */
+** (the committed batches stay; running it again resumes). A regular file
+** that ends before the size it had when the load began (truncated while it
+** was read) fails with PGPIPE_IO, the records after the last committed batch
+** not loaded. When input (PGPIPE_PARSE, PGPIPE_IO) stops a load that has
+** committed batches, the message says how many and the key to resume with. */
 int pgpipe_loader_load_file(pgpipe_loader *l, const char *path);
 /* Load everything readable from fd (not closed). name may be NULL. */
 int pgpipe_loader_load_fd(pgpipe_loader *l, int fd, const char *name);

@@ -148,6 +148,28 @@ awk 'BEGIN { for (i = 1; i <= 300; i++) { s = ""; if (i % 7 == 0) for (k = 0; k 
 out=$($P "$D" ".load $tmp/max.ndjson --batch-bytes 2000 --max-record-bytes 60") || fail "max first run: $out"
 $P "$D" ".load $tmp/max.ndjson --batch-bytes 2000" 2>"$tmp/err" && fail "a resume with another --max-record-bytes accepted"
 has "$(cat "$tmp/err")" "ran with max_record_bytes 60; this one 67108864"
+# a JSON array broken after 2 batches: the error says what stays committed and
+# the key to go on with; the fixed file (another size and time, another
+# default key) is refused without it, and loads the rest with it: each record once
+awk 'BEGIN { print "["; for (i = 1; i <= 30; i++) printf "{\"event_type\":\"copysh_arr\",\"n\":%d}%s\n", i, (i < 30 && i != 25) ? "," : ""; print "]" }' > "$tmp/arr.json"
+$P "$D" ".load $tmp/arr.json --batch-rows 10" 2>"$tmp/err" && fail "a broken array loaded"
+has "$(cat "$tmp/err")" "arr.json:27:1: loader: expected ',' or ']'"
+has "$(cat "$tmp/err")" "has 20 records committed in 2 batches, which stay"
+key=$(sed -n 's/.*run it again with --key \([^ ]*\) .*/\1/p' "$tmp/err")
+[ -n "$key" ] || fail "no key in: $(cat "$tmp/err")"
+sed -i 's/"n":25}$/"n":25},/' "$tmp/arr.json"
+$P "$D" ".load $tmp/arr.json --batch-rows 10" 2>"$tmp/err" && fail "the fixed file loaded as a new load"
+has "$(cat "$tmp/err")" "has changed since load"
+out=$($P "$D" ".load $tmp/arr.json --batch-rows 10 --key $key") || fail "resume with the key: $out"
+has "$out" "read 30, loaded 10, dead-lettered 0, skipped (loaded before) 20"
+out=$($P -m csv "$D" "SELECT count(DISTINCT payload->>'n') || '/' || count(*) FROM staging.raw_events WHERE event_type = 'copysh_arr'" | tail -n 1)
+[ "$out" = "30/30" ] || fail "fixed array: distinct/rows $out, wanted 30/30"
+# a CSV header with a name twice is refused before anything is written
+printf 'event_type,id,id\ncopysh_dup,1,2\n' > "$tmp/dup.csv"
+$P "$D" ".load $tmp/dup.csv" 2>"$tmp/err" && fail "a header with a name twice loaded"
+has "$(cat "$tmp/err")" "dup.csv:1:15: header row: column 3 is named \"id\" like column 2"
+out=$($P -m csv "$D" "SELECT count(*) FROM staging.raw_events WHERE event_type = 'copysh_dup'" | tail -n 1)
+[ "$out" = 0 ] || fail "$out rows of a refused header"
 # a dead letter of a --table load is replayed into that table, not staging
 $P "$D" "DROP TABLE IF EXISTS copysh_orders; CREATE TABLE copysh_orders (source text, event_type text, payload jsonb)" >/dev/null || fail "orders table"
 printf '{"kind":"order","id":1}\n{"kind":"order","id":2,}\n' > "$tmp/orders.ndjson"
