@@ -1295,6 +1295,14 @@ PGPIPE_PRIVATE int run_stopping(const pgpipe_runner *r);
 ** r->base_dir. */
 PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_pipe_step *steps,
                                   int n, int64_t timeout_ms, long long *rows, pgpipe_error *err);
+/* Undo what steps SET on conn (a role, a search_path, a setting): SET
+** SESSION AUTHORIZATION DEFAULT, RESET ALL, RESET ROLE (role and
+** session_authorization are outside RESET ALL), CLOSE ALL (WITH HOLD
+** cursors): DISCARD ALL's part on settings. Not DISCARD ALL itself: it
+** would also release the session advisory locks the caller holds and the
+** statements the pool's connections keep prepared. Run after the setup and
+** after every body; conn must not be in a transaction. */
+PGPIPE_PRIVATE int run_session_reset(PGconn *conn, pgpipe_error *err);
 /* The arguments of one dot command step (TEXT, the whole line) as the step
 ** would read them, without running anything: PGPIPE_OK, or the error with
 ** its message ("CMD: what is wrong", no file or line). A .read step's file
@@ -1331,6 +1339,13 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r);
 PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms);
 PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);
 PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r);
+/* Before start: each SQL handler of r->def prepared once on the pool;
+** one the server refuses fails with FILE:LINE of its .workers and the
+** server's error (r->h.err). check: called by run.c's loop; workers that
+** stopped themselves on an error are logged, raised as alert
+** "workers-stopped" and started again with backoff. */
+PGPIPE_PRIVATE int run_sources_preflight(pgpipe_runner *r);
+PGPIPE_PRIVATE void run_sources_check(pgpipe_runner *r);
 /* Counters for the status page and /metrics: appended as Prometheus lines. */
 PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out);
 #ifndef PGPIPE_OMIT_CDC
@@ -3366,6 +3381,202 @@ static const char *const pp_sql_24[] = {
 };
 /* ==== end sql/schema/V0035__run_fire_overlap_wait.sql ==== */
 
+/* ==== begin sql/schema/V0036__run_fire_role.sql ==== */
+static const char *const pp_sql_25[] = {
+    "-- pgpipe built-in schema: a transactional firing's body no longer runs\n",
+    "-- the rest of pgpipe.run_fire under a role it set.\n",
+    "--\n",
+    "-- A body may change the role or the session authorization for the rest\n",
+    "-- of the session (SELECT set_config('role', 'reporter', false) is plain\n",
+    "-- SQL, so the body fires transactionally). Its subtransaction commits, so\n",
+    "-- the setting stayed for what followed in run_fire: the next bodies, and\n",
+    "-- the history rows, written as that role. A role without INSERT on\n",
+    "-- pgpipe.run_history failed the whole call (then each firing went the\n",
+    "-- one-by-one way), and one with it wrote the history as the body's role.\n",
+    "-- Now run_fire notes the caller's session authorization, role and\n",
+    "-- search_path at entry and puts them back before each body and before the\n",
+    "-- history rows: every body starts as the runner's session does, and the\n",
+    "-- history is the runner's own. (What stays set for the session after the\n",
+    "-- commit, the runner resets: run_session_reset.)\n",
+    "-- pgpipe.run_fire is otherwise as in V0035 (see V0028 for what it does).\n",
+    "\n",
+    "CREATE OR REPLACE FUNCTION pgpipe.run_fire(\n",
+    "    p_pipeline text, p_instance text, p_host text,\n",
+    "    p_names text[], p_slots bigint[], p_k1 int, p_k2 int[],\n",
+    "    p_steps text[], p_step_of int[],\n",
+    "    p_keep_ok int, p_keep_failed int, p_failures_only boolean, p_path text,\n",
+    "    p_lock_timeout text)\n",
+    "RETURNS TABLE (o_i int, o_status text, o_prev bigint, o_rows bigint, o_error text,\n",
+    "               o_sqlstate text, o_started_ms bigint, o_finished_ms bigint)\n",
+    "LANGUAGE plpgsql\n",
+    "SET search_path = pg_catalog, pg_temp\n",
+    "AS $fn$\n",
+    "DECLARE\n",
+    "    n       int := coalesce(cardinality(p_names), 0);\n",
+    "    nst     int := coalesce(cardinality(p_steps), 0);\n",
+    "    j       int := 1;\n",
+    "    r       record;\n",
+    "    v_last  timestamptz;\n",
+    "    v_count bigint;\n",
+    "    v_rows  bigint;\n",
+    "    v_err   text;\n",
+    "    v_ss    text;\n",
+    "    v_stat  text;\n",
+    "    t0      timestamptz;\n",
+    "    d       date;\n",
+    "    st      text[];          -- per firing: won, taken, busy, gone, then the outcome\n",
+    "    prev    bigint[];\n",
+    "    nrows   bigint[];\n",
+    "    err     text[];\n",
+    "    ss      text[];\n",
+    "    ts0     timestamptz[];\n",
+    "    ts1     timestamptz[];\n",
+    "    v_auth  text := pg_catalog.current_setting('session_authorization');\n",
+    "    v_role  text := pg_catalog.current_setting('role');\n",
+    "BEGIN\n",
+    "    IF cardinality(p_slots) IS DISTINCT FROM n OR cardinality(p_k2) IS DISTINCT FROM n\n",
+    "       OR coalesce(cardinality(p_step_of), 0) <> nst THEN\n",
+    "        RAISE EXCEPTION 'pgpipe.run_fire: the arrays differ in length';\n",
+    "    END IF;\n",
+    "    IF n = 0 THEN\n",
+    "        RETURN;\n",
+    "    END IF;\n",
+    "    st := array_fill(NULL::text, ARRAY[n]);\n",
+    "    prev := array_fill(NULL::bigint, ARRAY[n]);\n",
+    "    nrows := array_fill(NULL::bigint, ARRAY[n]);\n",
+    "    err := array_fill(NULL::text, ARRAY[n]);\n",
+    "    ss := err;\n",
+    "    ts0 := array_fill(NULL::timestamptz, ARRAY[n]);\n",
+    "    ts1 := ts0;\n",
+    "\n",
+    "    -- 1. The claims. First every row that is free now, in one statement\n",
+    "    -- (rows locked in name order); then, one by one, those another\n",
+    "    -- transaction holds: wait for it (at most 2 s), then decide.\n",
+    "    FOR r IN SELECT u.k, s.last_slot\n",
+    "             FROM unnest(p_names) WITH ORDINALITY AS u(name, k)\n",
+    "             JOIN pgpipe.run_schedules s ON s.pipeline = p_pipeline AND s.schedule = u.name\n",
+    "             ORDER BY u.name\n",
+    "             FOR UPDATE OF s SKIP LOCKED LOOP\n",
+    "        prev[r.k] := coalesce(floor(extract(epoch FROM r.last_slot))::bigint, 0);\n",
+    "        st[r.k] := CASE WHEN r.last_slot >= to_timestamp(p_slots[r.k]) THEN 'taken'\n",
+    "                        ELSE 'won' END;\n",
+    "    END LOOP;\n",
+    "    PERFORM set_config('lock_timeout', '2s', true);\n",
+    "    FOR k IN 1 .. n LOOP\n",
+    "        CONTINUE WHEN st[k] IS NOT NULL;\n",
+    "        BEGIN\n",
+    "            SELECT s.last_slot INTO v_last FROM pgpipe.run_schedules s\n",
+    "            WHERE s.pipeline = p_pipeline AND s.schedule = p_names[k]\n",
+    "            FOR UPDATE;\n",
+    "            IF NOT FOUND THEN\n",
+    "                st[k] := 'gone';\n",
+    "            ELSE\n",
+    "                prev[k] := coalesce(floor(extract(epoch FROM v_last))::bigint, 0);\n",
+    "                st[k] := CASE WHEN v_last >= to_timestamp(p_slots[k]) THEN 'taken'\n",
+    "                              ELSE 'won' END;\n",
+    "            END IF;\n",
+    "        EXCEPTION WHEN lock_not_available THEN\n",
+    "            st[k] := 'busy';\n",
+    "        END;\n",
+    "    END LOOP;\n",
+    "    PERFORM set_config('lock_timeout', p_lock_timeout, true);\n",
+    "    UPDATE pgpipe.run_schedules s SET last_slot = to_timestamp(u.slot), updated_at = now()\n",
+    "    FROM unnest(p_names, p_slots, st) AS u(name, slot, stat)\n",
+    "    WHERE u.stat = 'won' AND s.pipeline = p_pipeline AND s.schedule = u.name;\n",
+    "\n",
+    "    -- 2. The bodies, under the caller's search_path (they are the\n",
+    "    -- caller's SQL); this loop calls built-ins schema-qualified. Each body\n",
+    "    -- in a subtransaction: its error undoes it alone. pgpipe.slot tells a\n",
+    "    -- body its slot (current_setting('pgpipe.slot')::timestamptz).\n",
+    "    FOR k IN 1 .. n LOOP\n",
+    "        IF st[k] = 'won' THEN\n",
+    "            -- the caller's session authorization, role and search_path back (a body may\n",
+    "            -- have set them for the session); the authorization first: it resets the role\n",
+    "            IF pg_catalog.current_setting('session_authorization') IS DISTINCT FROM v_auth THEN\n",
+    "                PERFORM pg_catalog.set_config('session_authorization', v_auth, true);\n",
+    "            END IF;\n",
+    "            IF pg_catalog.current_setting('role') IS DISTINCT FROM v_role THEN\n",
+    "                PERFORM pg_catalog.set_config('role', v_role, true);\n",
+    "            END IF;\n",
+    "            PERFORM pg_catalog.set_config('search_path', p_path, true);\n",
+    "            t0 := pg_catalog.clock_timestamp();\n",
+    "            v_rows := NULL;\n",
+    "            v_err := NULL;\n",
+    "            v_ss := NULL;\n",
+    "            IF NOT pg_catalog.pg_try_advisory_xact_lock(p_k1, p_k2[k])\n",
+    "               AND NOT pgpipe.run_overlap_lock(p_k1, p_k2[k]) THEN\n",
+    "                v_stat := 'skipped';\n",
+    "                v_err := 'the last run still runs';\n",
+    "            ELSE\n",
+    "                v_rows := 0;\n",
+    "                BEGIN\n",
+    "                    PERFORM pg_catalog.set_config('pgpipe.slot',\n",
+    "                                                  pg_catalog.to_timestamp(p_slots[k])::text, true);\n",
+    "                    WHILE j <= nst AND p_step_of[j] = k LOOP\n",
+    "                        EXECUTE p_steps[j];\n",
+    "                        GET DIAGNOSTICS v_count = ROW_COUNT;\n",
+    "                        v_rows := v_rows + v_count;\n",
+    "                        j := j + 1;\n",
+    "                    END LOOP;\n",
+    "                    v_stat := 'ok';\n",
+    "                EXCEPTION WHEN OTHERS THEN\n",
+    "                    GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_ss = RETURNED_SQLSTATE;\n",
+    "                    v_stat := 'failed';\n",
+    "                    v_rows := NULL;\n",
+    "                END;\n",
+    "            END IF;\n",
+    "            st[k] := v_stat;\n",
+    "            nrows[k] := v_rows;\n",
+    "            err[k] := v_err;\n",
+    "            ss[k] := v_ss;\n",
+    "            ts0[k] := t0;\n",
+    "            ts1[k] := pg_catalog.clock_timestamp();\n",
+    "        END IF;\n",
+    "        -- past this firing's steps, run or not\n",
+    "        WHILE j <= nst AND p_step_of[j] <= k LOOP\n",
+    "            j := j + 1;\n",
+    "        END LOOP;\n",
+    "    END LOOP;\n",
+    "    -- the caller's session authorization, role and search_path back (a body may\n",
+    "    -- have set them for the session); the authorization first: it resets the role\n",
+    "    IF pg_catalog.current_setting('session_authorization') IS DISTINCT FROM v_auth THEN\n",
+    "        PERFORM pg_catalog.set_config('session_authorization', v_auth, true);\n",
+    "    END IF;\n",
+    "    IF pg_catalog.current_setting('role') IS DISTINCT FROM v_role THEN\n",
+    "        PERFORM pg_catalog.set_config('role', v_role, true);\n",
+    "    END IF;\n",
+    "    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);\n",
+    "\n",
+    "    -- 3. The history rows (the partitions of their expiry days first).\n",
+    "    FOR d IN SELECT DISTINCT (u.t AT TIME ZONE 'UTC')::date\n",
+    "                             + CASE WHEN u.stat IN ('ok', 'skipped') THEN p_keep_ok\n",
+    "                                    ELSE p_keep_failed END\n",
+    "             FROM unnest(ts0, st) AS u(t, stat) WHERE u.t IS NOT NULL LOOP\n",
+    "        PERFORM pgpipe.run_history_partition(d);\n",
+    "    END LOOP;\n",
+    "    INSERT INTO pgpipe.run_history (pipeline, kind, name, slot, started_at, finished_at,\n",
+    "                                    status, attempts, rows, error, sqlstate, instance, host,\n",
+    "                                    expires_on)\n",
+    "    SELECT p_pipeline, 'schedule', u.name, to_timestamp(u.slot), u.t0, u.t1, u.stat, 1, u.nrows,\n",
+    "           u.err, u.ss, p_instance, p_host,\n",
+    "           (u.t0 AT TIME ZONE 'UTC')::date\n",
+    "           + CASE WHEN u.stat IN ('ok', 'skipped') THEN p_keep_ok ELSE p_keep_failed END\n",
+    "    FROM unnest(p_names, p_slots, st, nrows, err, ss, ts0, ts1)\n",
+    "         AS u(name, slot, stat, nrows, err, ss, t0, t1)\n",
+    "    WHERE u.t0 IS NOT NULL AND NOT (p_failures_only AND u.stat = 'ok');\n",
+    "\n",
+    "    RETURN QUERY\n",
+    "    SELECT u.k::int, u.stat, u.prev, u.nrows, u.err, u.ss,\n",
+    "           floor(extract(epoch FROM u.t0) * 1000)::bigint,\n",
+    "           floor(extract(epoch FROM u.t1) * 1000)::bigint\n",
+    "    FROM unnest(st, prev, nrows, err, ss, ts0, ts1) WITH ORDINALITY\n",
+    "         AS u(stat, prev, nrows, err, ss, t0, t1, k);\n",
+    "END\n",
+    "$fn$;\n",
+    NULL
+};
+/* ==== end sql/schema/V0036__run_fire_role.sql ==== */
+
 static const pp_sql_entry pp_sql_files[] = {
     { "example/R__example_upserts.sql", pp_sql_0 },
     { "example/V0001__schemas_and_extensions.sql", pp_sql_1 },
@@ -3392,6 +3603,7 @@ static const pp_sql_entry pp_sql_files[] = {
     { "schema/V0033__staging_user_id_partial.sql", pp_sql_22 },
     { "schema/V0034__device_positions.sql", pp_sql_23 },
     { "schema/V0035__run_fire_overlap_wait.sql", pp_sql_24 },
+    { "schema/V0036__run_fire_role.sql", pp_sql_25 },
     { NULL, NULL }
 };
 
@@ -41076,6 +41288,12 @@ static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t
     return rc;
 }
 
+PGPIPE_PRIVATE int run_session_reset(PGconn *conn, pgpipe_error *err)
+{
+    return pp_exec(conn, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; CLOSE ALL",
+                   0, NULL, NULL, err, "resetting the session");
+}
+
 PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_pipe_step *steps,
                                   int n, int64_t timeout_ms, long long *rows, pgpipe_error *err)
 {
@@ -41639,16 +41857,10 @@ static int rs_sleep(run_sched *s, int64_t ms)
 **   one) is rolled back, and the firing fails saying so: left open, its
 **   work and the history row written after it would vanish together when
 **   the connection ends, and the schedule would stay marked running;
-** - the session is reset, so what the body SET (a role, a search_path, a
-**   setting) reaches neither the history row, the tasks nor the other
-**   schedules sharing the pool. Not DISCARD ALL: it would also release the
-**   session advisory locks the firing still holds (its overlap lock,
-**   until its tasks ran) and deallocate the statements the pool's
-**   connections keep prepared. SET SESSION AUTHORIZATION DEFAULT, RESET
-**   ALL and RESET ROLE are what DISCARD ALL does to settings (role and
-**   session_authorization are outside RESET ALL); CLOSE ALL closes the
-**   body's WITH HOLD cursors. pgpipe.slot, which RESET ALL clears, is set
-**   again for the tasks after the body.
+** - the session is reset (run_session_reset), so what the body SET (a
+**   role, a search_path, a setting) reaches neither the history row, the
+**   tasks nor the other schedules sharing the pool. pgpipe.slot, which
+**   RESET ALL clears, is set again for the tasks after the body.
 ** A reset that fails on a live connection marks the executor's connection
 ** unclean: the caller discards it instead of pooling it. */
 static int rs_body_end(rs_exec *x, PGconn *c, int rc, pgpipe_error *e, int64_t slot)
@@ -41674,8 +41886,7 @@ static int rs_body_end(rs_exec *x, PGconn *c, int rc, pgpipe_error *e, int64_t s
     char sl[24];
     rs_i64(sl, sizeof sl, slot);
     const char *p[1] = { sl };
-    if (pp_exec(c, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; CLOSE ALL", 0,
-                NULL, NULL, NULL, NULL) ||
+    if (run_session_reset(c, NULL) ||
         pp_exec(c, "SELECT set_config('pgpipe.slot', to_timestamp($1::bigint)::text, false)",
                 1, p, NULL, NULL, NULL)) {
         x->unclean = 1;
@@ -42102,7 +42313,15 @@ static int rs_row(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int fresh
 }
 
 /* The compare-and-set: 1 when this instance won slot (then *prev is the
-** last slot before it), 0 when another has it (*prev: the slot it has). */
+** last slot before it), 0 when another has it (*prev: the slot it has;
+** -1 when the row is gone: deleted by hand, the caller makes it again),
+** -1 on a database error. In one transaction, two statements: the row is
+** locked and read (waiting for a contender's transaction: READ COMMITTED
+** then reads the row as that one left it), then moved when the slot is
+** later. Not one statement with a CTE that reads the row and another that
+** updates it: data-modifying CTEs all run on one snapshot, in an order
+** PostgreSQL does not promise, and a FOR UPDATE that ran after the UPDATE
+** would find the row changed by its own statement and return nothing. */
 static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t slot,
                     int64_t *prev, pgpipe_error *e)
 {
@@ -42110,24 +42329,31 @@ static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t
     rs_i64(sl, sizeof sl, slot);
     const char *p[3] = { cfg->pipeline, sc->name, sl };
     PGresult *res = NULL;
-    int rc = pp_exec(c,
-                     "WITH o AS (SELECT last_slot FROM pgpipe.run_schedules WHERE pipeline = $1 "
-                     "AND schedule = $2 FOR UPDATE), u AS (UPDATE pgpipe.run_schedules s SET "
-                     "last_slot = to_timestamp($3::bigint), updated_at = now() WHERE "
-                     "s.pipeline = $1 AND s.schedule = $2 AND (s.last_slot IS NULL OR "
-                     "s.last_slot < to_timestamp($3::bigint)) RETURNING 1) "
-                     "SELECT coalesce(floor(extract(epoch FROM o.last_slot))::bigint, 0), "
-                     "(SELECT count(*) FROM u) FROM o",
-                     3, p, &res, e, "claiming the slot");
-    if (rc)
-        return -1;
     int won = 0;
-    *prev = -1; /* the row is gone (deleted by hand): the caller makes it again */
-    if (PQntuples(res) == 1) {
+    *prev = -1;
+    if (pp_exec(c, "BEGIN", 0, NULL, NULL, e, "claiming the slot"))
+        return -1;
+    int rc = pp_exec(c,
+                     "SELECT coalesce(floor(extract(epoch FROM last_slot))::bigint, 0) "
+                     "FROM pgpipe.run_schedules WHERE pipeline = $1 AND schedule = $2 "
+                     "FOR UPDATE",
+                     2, p, &res, e, "claiming the slot");
+    if (!rc && PQntuples(res) == 1) {
         *prev = atoll(PQgetvalue(res, 0, 0));
-        won = atoi(PQgetvalue(res, 0, 1)) > 0;
+        won = *prev < slot;
     }
     PQclear(res);
+    if (!rc && won)
+        rc = pp_exec(c, "UPDATE pgpipe.run_schedules SET last_slot = to_timestamp($3::bigint), "
+                        "updated_at = now() WHERE pipeline = $1 AND schedule = $2",
+                     3, p, NULL, e, "claiming the slot");
+    if (!rc)
+        rc = pp_exec(c, "COMMIT", 0, NULL, NULL, e, "claiming the slot");
+    if (rc) {
+        pp_rollback_open(c);
+        *prev = -1;
+        return -1;
+    }
     return won;
 }
 
@@ -42404,6 +42630,14 @@ static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j)
                          "current_setting('lock_timeout'))",
                          12, p, &res, &e, "firing");
         pp_cancel_arm(&x->cancel, NULL);
+        /* a body may change session state even here (set_config(..., false)
+        ** in a SELECT): reset it as after any body (rs_body_end), before
+        ** this connection writes the history of the busy and missed slots;
+        ** a connection that could not be reset is not pooled */
+        int broken = PQstatus(c) != CONNECTION_OK;
+        int unclean = !broken && run_session_reset(c, NULL) != PGPIPE_OK;
+        if (unclean && PQstatus(c) != CONNECTION_OK)
+            broken = 1;
         if (rc == PGPIPE_OK) {
             done = 1;
             for (int i = 0; i < PQntuples(res); i++) {
@@ -42475,14 +42709,7 @@ static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j)
             run_log(r, PGPIPE_LOG_WARN, "transactional firing failed; firing one by one",
                     "error", e.message, NULL);
         }
-        int broken = PQstatus(c) != CONNECTION_OK;
-        /* a body may change session state even here (set_config(..., false)
-        ** in a SELECT): reset it as after any body (rs_body_end); a
-        ** connection that could not be reset is not pooled */
-        int unclean = !broken && pp_exec(c, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; "
-                                            "RESET ROLE; CLOSE ALL",
-                                         0, NULL, NULL, NULL, NULL) != PGPIPE_OK;
-        if (unclean && PQstatus(c) != CONNECTION_OK)
+        if (PQstatus(c) != CONNECTION_OK)
             broken = 1;
         if (broken || unclean)
             pgpipe_pool_discard(cc);
@@ -43214,7 +43441,11 @@ typedef struct rsrc_work {
     int paused;           /* run_sources.mu: a CDC slot guard holds it */
     char *sql;            /* the handler statement (sql_file's text) */
     void *dl;
-    pgpipe_workers *w;
+    pgpipe_workers *w;    /* written under run_sources.mu (the metrics read it) */
+    /* the workers stopped themselves (a handler the server refuses): the
+    ** main thread's run_sources_check starts them again at restart_at */
+    int failures;
+    int64_t restart_at;
 } rsrc_work;
 
 struct run_sources {
@@ -44514,15 +44745,51 @@ static int rsrc_work_same(const rsrc_work *a, const rsrc_work *b)
            a->lease_ms == b->lease_ms;
 }
 
-static int rsrc_work_start(pgpipe_runner *r, rsrc_work *w, pgpipe_error *err)
+/* The SQL handler prepared once on a connection of the pool, as each
+** worker will: a statement the server refuses (a missing table or
+** function, a syntax error, no privilege) is a configuration error, said
+** here with the .workers line, instead of workers that start and stop at
+** their first prepare. A connection that cannot be had, or a transient
+** failure, is left to the workers' own retries. The unnamed statement is
+** replaced by the next one the connection prepares. */
+static int rsrc_handler_check(pgpipe_runner *r, const char *event_type, const char *sql_file,
+                              const char *sql, int line, pgpipe_error *err)
+{
+    pgpipe_conn *cc = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pgpipe_pool_acquire_ex(r->pool, &cc, 10000, &e) != PGPIPE_OK)
+        return PGPIPE_OK;
+    PGconn *c = pgpipe_conn_pg(cc);
+    int rc = pp_prepare(c, "", sql, &e, NULL);
+    int refused = rc != PGPIPE_OK && PQstatus(c) == CONNECTION_OK &&
+                  !pgpipe_sqlstate_is_transient(e.sqlstate);
+    if (PQstatus(c) == CONNECTION_OK)
+        pgpipe_pool_release(cc);
+    else
+        pgpipe_pool_discard(cc);
+    if (!refused)
+        return PGPIPE_OK;
+    pp_err(err, PGPIPE_DB, "%s:%d: .workers %s: the server refuses the SQL handler %s: %s%s%s%s",
+           r->path, line, event_type, sql_file, e.message, e.sqlstate[0] ? " (SQLSTATE " : "",
+           e.sqlstate, e.sqlstate[0] ? ")" : "");
+    memcpy(err->sqlstate, e.sqlstate, sizeof err->sqlstate);
+    return PGPIPE_DB;
+}
+
+/* Start w's workers (w->w NULL): the handler loaded (--so) or checked
+** (--sql, rsrc_handler_check), then pgpipe_workers_open on the pool. */
+static int rsrc_work_start(pgpipe_runner *r, run_sources *s, rsrc_work *w, pgpipe_error *err)
 {
     pgpipe_handler h;
     memset(&h, 0, sizeof h);
     if (w->sql) {
         h.sql = w->sql;
+        int rc = rsrc_handler_check(r, w->event_type, w->sql_file, w->sql, w->line, err);
+        if (rc)
+            return rc;
     } else {
-        w->dl = dlopen(w->so_lib, RTLD_NOW | RTLD_LOCAL);
-        if (!w->dl) {
+        if (!w->dl && !(w->dl = dlopen(w->so_lib, RTLD_NOW | RTLD_LOCAL))) {
             const char *m = dlerror();
             return pp_err(err, PGPIPE_IO, "%s:%d: .workers %s: --so: cannot load %s: %s", r->path, w->line,
                           w->event_type, w->so_lib, m ? m : "dlopen failed");
@@ -44548,14 +44815,20 @@ static int rsrc_work_start(pgpipe_runner *r, rsrc_work *w, pgpipe_error *err)
         o.claim.lease_ms = w->lease_ms > INT_MAX ? INT_MAX : (int)w->lease_ms;
     o.claim.max_attempts = w->max_attempts;
     o.claim.worker_id = r->instance;
-    int rc = pgpipe_workers_open(&w->w, r->pool, &h, &o);
+    pgpipe_workers *wk = NULL;
+    int rc = pgpipe_workers_open(&wk, r->pool, &h, &o);
     if (rc) {
         pp_err(err, rc, "%s:%d: .workers %s: %s", r->path, w->line, w->event_type,
-               w->w ? pgpipe_errmsg(w->w) : "out of memory");
-        pgpipe_workers_close(w->w);
-        w->w = NULL;
+               wk ? pgpipe_errmsg(wk) : "out of memory");
+        pgpipe_workers_close(wk);
         return rc;
     }
+    pp_mutex_lock(&s->mu);
+    w->w = wk;
+    w->paused = 0; /* a new handle runs: rsrc_guard_apply pauses it again */
+    pp_mutex_unlock(&s->mu);
+    w->failures = 0;
+    w->restart_at = 0;
     return PGPIPE_OK;
 }
 
@@ -44587,6 +44860,105 @@ static void rsrc_work_stop_all(rsrc_work **ws, int n, int drain_ms)
         rsrc_work_free(ws[i]);
         ws[i] = NULL;
     }
+}
+
+/* Workers that stopped themselves while the runner runs: their handler
+** became unusable (a function or table dropped, a privilege revoked: the
+** server refuses to prepare it, and every worker would fail alike). The
+** other sources and the schedules go on, and the events wait in staging:
+** the workers are started again with backoff, RSRC_WORK_RETRY_MS doubling
+** up to RSRC_BACKOFF_MAX_MS, each try checking the handler first, so a
+** deploy that drops and creates the function again heals by itself. The
+** stop is logged at error naming the .workers line and the server's error,
+** and raised as alert "workers-stopped" (subject: the event type). */
+#define RSRC_WORK_RETRY_MS 5000
+
+static int64_t rsrc_work_backoff(int failures)
+{
+    int64_t ms = RSRC_WORK_RETRY_MS;
+    for (int i = 1; i < failures && ms < RSRC_BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    return ms < RSRC_BACKOFF_MAX_MS ? ms : RSRC_BACKOFF_MAX_MS;
+}
+
+PGPIPE_PRIVATE void run_sources_check(pgpipe_runner *r)
+{
+    run_sources *s = r->sources;
+    if (!s || run_stopping(r))
+        return;
+    /* s->work changes only on this (the main) thread: reload, stop */
+    for (int i = 0; i < s->nwork; i++) {
+        rsrc_work *w = s->work[i];
+        if (!w)
+            continue;
+        char wait_s[24];
+        if (w->w && pgpipe_workers_stopping(w->w)) {
+            if (pgpipe_workers_running(w->w))
+                continue; /* the others end their batch first */
+            pgpipe_workers *old = w->w;
+            pgpipe_workers_wait(old);
+            pgpipe_error e;
+            memset(&e, 0, sizeof e);
+            snprintf(e.message, sizeof e.message, "%s", pgpipe_errmsg(old));
+            snprintf(e.sqlstate, sizeof e.sqlstate, "%s", pgpipe_errsqlstate(old));
+            pp_mutex_lock(&s->mu);
+            w->w = NULL;
+            pp_mutex_unlock(&s->mu);
+            pgpipe_workers_close(old);
+            int64_t delay = rsrc_work_backoff(++w->failures);
+            w->restart_at = run_now_ms() + delay;
+            snprintf(wait_s, sizeof wait_s, "%llds", (long long)(delay / 1000));
+            char where[24];
+            snprintf(where, sizeof where, "%d", w->line);
+            char msg[1400];
+            snprintf(msg, sizeof msg, "%s:%d: .workers %s stopped: %s", r->path, w->line,
+                     w->event_type, e.message[0] ? e.message : "an error stopped every worker");
+            run_log(r, PGPIPE_LOG_ERROR, "workers stopped on an error; starting them again later",
+                    "event_type", w->event_type, "file", r->path, "line", where, "error",
+                    e.message, "sqlstate", e.sqlstate, "retry_in", wait_s, NULL);
+            run_alert_raise(r, "workers-stopped", w->event_type, msg, NULL);
+        } else if (!w->w && w->restart_at && run_now_ms() >= w->restart_at) {
+            pgpipe_error e;
+            memset(&e, 0, sizeof e);
+            if (rsrc_work_start(r, s, w, &e)) {
+                int64_t delay = rsrc_work_backoff(++w->failures);
+                w->restart_at = run_now_ms() + delay;
+                snprintf(wait_s, sizeof wait_s, "%llds", (long long)(delay / 1000));
+                run_log(r, PGPIPE_LOG_ERROR, "workers not started again", "event_type",
+                        w->event_type, "error", e.message, "retry_in", wait_s, NULL);
+                continue;
+            }
+            run_log(r, PGPIPE_LOG_INFO, "workers started again", "event_type", w->event_type,
+                    NULL);
+#ifndef PGPIPE_OMIT_CDC
+            rsrc_guard_apply(r, NULL, NULL, 0);
+#endif
+        }
+    }
+}
+
+/* Before anything starts: every SQL handler of the file is one statement
+** the server prepares (rsrc_handler_check); the first that is not is the
+** runner's error. */
+PGPIPE_PRIVATE int run_sources_preflight(pgpipe_runner *r)
+{
+    const pgpipe_pipe_def *def = r->def;
+    for (int i = 0; i < def->nworkers; i++) {
+        const pgpipe_pipe_workers *k = &def->workers[i];
+        if (!k->sql_file)
+            continue;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        char *sql = rsrc_read_handler(k->sql_file, &e);
+        if (!sql)
+            return pp_err(&r->h.err, e.code ? e.code : PGPIPE_NOMEM, "%s:%d: .workers %s: %s",
+                          r->path, k->line, k->event_type, e.message);
+        int rc = rsrc_handler_check(r, k->event_type, k->sql_file, sql, k->line, &r->h.err);
+        pp_free(sql);
+        if (rc)
+            return rc;
+    }
+    return PGPIPE_OK;
 }
 
 /* ---- start, stop, reload ------------------------------------------------ */
@@ -44653,7 +45025,7 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
             return rsrc_publish(r, s, pp_err(&r->h.err, e.code ? e.code : PGPIPE_NOMEM, "%s:%d: .workers %s: %s",
                                              r->path, def->workers[i].line, def->workers[i].event_type, e.message));
         s->work[s->nwork++] = w;
-        if (rsrc_work_start(r, w, &r->h.err))
+        if (rsrc_work_start(r, s, w, &r->h.err))
             return rsrc_publish(r, s, r->h.err.code);
     }
     for (int i = 0; i < def->nsources; i++) {
@@ -44789,9 +45161,11 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
             continue;
         pgpipe_error e;
         memset(&e, 0, sizeof e);
-        if (rsrc_work_start(r, nw[i], &e)) {
-            run_log(r, PGPIPE_LOG_ERROR, "reload: workers not started", "event_type", nw[i]->event_type,
-                    "error", e.message, NULL);
+        if (rsrc_work_start(r, s, nw[i], &e)) {
+            /* tried again with backoff, as workers that stopped (run_sources_check) */
+            nw[i]->restart_at = run_now_ms() + rsrc_work_backoff(++nw[i]->failures);
+            run_log(r, PGPIPE_LOG_ERROR, "reload: workers not started; trying again later",
+                    "event_type", nw[i]->event_type, "error", e.message, NULL);
             failed = 1;
         }
     }
@@ -45109,6 +45483,10 @@ PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out)
 #define RUN_ALERT_EVERY_MS   2000
 #define RUN_ALERT_RENOTIFY_S 3600
 #define RUN_ALERT_CMD_MS     10000
+#define RUN_ALERT_OUT_MAX    4096  /* of a command's output, logged */
+#define RUN_ALERT_OUT_LINES  32    /* log lines of it at most */
+#define RUN_ALERT_OUT_PIECE  400   /* bytes of output in one log line */
+#define RUN_ALERT_OUT_GRACE_MS 200 /* reading on after the command exited */
 #define RUN_ALERT_QUEUE      256
 #define RUN_ALERT_PURGE_MS   (3600 * 1000)
 
@@ -45257,15 +45635,93 @@ static void run_alert_json(pp_buf *b, const char *pipeline, const char *instance
     pp_buf_appendf(b, "}");
 }
 
+/* What a command writes (stdout and stderr, one stream) goes to the log,
+** the first RUN_ALERT_OUT_MAX bytes of it: the rest is read and dropped (a
+** command that writes without end must neither fill the log nor block on
+** a full pipe), and a last line says how much. */
+typedef struct run_alert_out {
+    char buf[RUN_ALERT_OUT_MAX + 1];
+    size_t len;
+    long long dropped;
+} run_alert_out;
+
+/* Read what is there on fd into o; 0 at the end of the stream (or an
+** error: the stream is done with), 1 while it stays open. */
+static int run_alert_out_read(int fd, run_alert_out *o)
+{
+    char chunk[4096];
+    for (;;) {
+        ssize_t n = recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+        if (n == 0)
+            return 0;
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+        size_t keep = RUN_ALERT_OUT_MAX - o->len;
+        if (keep > (size_t)n)
+            keep = (size_t)n;
+        memcpy(o->buf + o->len, chunk, keep);
+        o->len += keep;
+        o->dropped += (long long)((size_t)n - keep);
+    }
+}
+
+/* One log line per line of output (a long one in pieces the log keeps
+** whole), at most RUN_ALERT_OUT_LINES; what is not logged counts as
+** dropped. */
+static void run_alert_out_log(pgpipe_runner *r, run_alert_out *o, const char *rule,
+                              const char *subject)
+{
+    char piece[RUN_ALERT_OUT_PIECE + 1];
+    size_t at = 0;
+    int lines = 0;
+    while (at < o->len && lines < RUN_ALERT_OUT_LINES) {
+        size_t n = 0;
+        while (at + n < o->len && n < RUN_ALERT_OUT_PIECE && o->buf[at + n] != '\n')
+            n++;
+        if (n) {
+            memcpy(piece, o->buf + at, n);
+            while (n && piece[n - 1] == '\r')
+                n--;
+            piece[n] = 0;
+            for (size_t i = 0; i < n; i++)
+                if (!piece[i])
+                    piece[i] = ' '; /* a NUL would end the log's value */
+            run_log(r, PGPIPE_LOG_INFO, "alert command output", "rule", rule, "subject",
+                    subject, "output", piece, NULL);
+            lines++;
+        }
+        at += n;
+        while (at < o->len && (o->buf[at] == '\n' || o->buf[at] == '\r'))
+            at++;
+    }
+    long long dropped = o->dropped + (long long)(o->len - at);
+    if (dropped) {
+        char kept[24], lost[24];
+        snprintf(kept, sizeof kept, "%zu", at);
+        snprintf(lost, sizeof lost, "%lld", dropped);
+        run_log(r, PGPIPE_LOG_WARN, "alert command output cut: the rest was read and dropped",
+                "rule", rule, "subject", subject, "kept_bytes", kept, "dropped_bytes", lost,
+                NULL);
+    }
+}
+
 /* Run cmd (sh -c) with json on its stdin; wait at most RUN_ALERT_CMD_MS,
-** then kill its process group. Its stdout and stderr are the process's. */
+** then kill its process group. Its stdout and stderr are read as it runs
+** (run_alert_out) and logged when it ended; what a background child of it
+** writes after it exited is read for RUN_ALERT_OUT_GRACE_MS more. */
 static void run_alert_command(pgpipe_runner *r, const char *cmd, const char *json,
                               const char *rule, const char *subject)
 {
-    int sv[2];
+    int sv[2], ov[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
         run_log(r, PGPIPE_LOG_WARN, "alert command not run", "rule", rule, "subject", subject,
                 "error", strerror(errno), NULL);
+        return;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ov)) {
+        run_log(r, PGPIPE_LOG_WARN, "alert command not run", "rule", rule, "subject", subject,
+                "error", strerror(errno), NULL);
+        close(sv[0]), close(sv[1]);
         return;
     }
     /* fork + execl rather than posix_spawn: posix_spawn needs environ,
@@ -45278,6 +45734,8 @@ static void run_alert_command(pgpipe_runner *r, const char *cmd, const char *jso
     if (pid == 0) {
         setpgid(0, 0); /* its own group: a timeout kills what it started */
         dup2(sv[1], 0);
+        dup2(ov[1], 1);
+        dup2(ov[1], 2);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -45289,45 +45747,72 @@ static void run_alert_command(pgpipe_runner *r, const char *cmd, const char *jso
     if (pid > 0)
         setpgid(pid, pid); /* also here, so the group exists before any kill */
     close(sv[1]);
+    close(ov[1]);
     if (err) {
-        close(sv[0]);
+        close(sv[0]), close(ov[0]);
         run_log(r, PGPIPE_LOG_WARN, "alert command not run", "rule", rule, "subject", subject,
                 "error", strerror(err), NULL);
         return;
     }
-    int64_t deadline = run_now_ms() + RUN_ALERT_CMD_MS;
+    run_alert_out out;
+    out.len = 0, out.dropped = 0;
+    int64_t deadline = run_now_ms() + RUN_ALERT_CMD_MS, ended_at = 0;
     size_t len = strlen(json), off = 0;
-    while (off < len) { /* a command that does not read must not hold us */
-        int64_t left = deadline - run_now_ms();
-        if (left <= 0)
-            break;
-        struct pollfd p = { sv[0], POLLOUT, 0 };
-        if (poll(&p, 1, (int)left) <= 0)
-            continue;
-        ssize_t n = send(sv[0], json + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0)
-            off += (size_t)n;
-        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            break; /* it closed its stdin: its business */
-    }
-    close(sv[0]);
-    int status = 0, done = 0;
-    for (;;) {
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid || (w < 0 && errno != EINTR)) {
-            done = w == pid;
-            break;
+    int in_fd = sv[0], out_fd = ov[0], status = 0, done = 0;
+    /* a command that does not read its stdin, or writes without end, must
+    ** not hold us past the deadline */
+    while (run_now_ms() < deadline) {
+        if (!done) {
+            pid_t w = waitpid(pid, &status, WNOHANG);
+            if (w == pid || (w < 0 && errno != EINTR)) {
+                done = w == pid;
+                ended_at = run_now_ms();
+                if (!done)
+                    break;
+            }
         }
-        if (run_now_ms() >= deadline)
+        if (ended_at && (out_fd < 0 || run_now_ms() - ended_at >= RUN_ALERT_OUT_GRACE_MS))
             break;
-        struct timespec ts = { 0, 20 * 1000 * 1000 };
-        nanosleep(&ts, NULL);
+        struct pollfd p[2];
+        int np = 0, pin = -1, pout = -1;
+        if (in_fd >= 0 && off < len)
+            pin = np, p[np++] = (struct pollfd){ in_fd, POLLOUT, 0 };
+        if (out_fd >= 0)
+            pout = np, p[np++] = (struct pollfd){ out_fd, POLLIN, 0 };
+        int64_t left = deadline - run_now_ms();
+        int ms = left < 20 ? (int)(left > 0 ? left : 0) : 20; /* waitpid between */
+        if (poll(p, (nfds_t)np, ms) <= 0)
+            continue;
+        if (pin >= 0 && p[pin].revents) {
+            ssize_t n = send(in_fd, json + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0)
+                off += (size_t)n;
+            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                off = len; /* it closed its stdin: its business */
+        }
+        if (in_fd >= 0 && off >= len) {
+            close(in_fd); /* the end of its stdin */
+            in_fd = -1;
+        }
+        if (pout >= 0 && p[pout].revents) {
+            if (!run_alert_out_read(out_fd, &out)) {
+                close(out_fd);
+                out_fd = -1;
+            }
+        }
     }
+    if (in_fd >= 0)
+        close(in_fd);
+    if (out_fd >= 0)
+        close(out_fd);
     if (!done) {
         kill(-pid, SIGKILL);
         kill(pid, SIGKILL);
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
         }
+    }
+    run_alert_out_log(r, &out, rule, subject);
+    if (!done) {
         run_log(r, PGPIPE_LOG_WARN, "alert command killed after 10 s", "rule", rule, "subject",
                 subject, "command", cmd, NULL);
     } else if (!WIFEXITED(status) || WEXITSTATUS(status)) {
@@ -46872,6 +47357,102 @@ static int run_read_file(pgpipe_runner *r, pgpipe_pipefile **out, pgpipe_error *
     return PGPIPE_OK;
 }
 
+/* The connections def needs at once on the server: each worker thread
+** holds one for its life; the runner itself holds one for its loop, one
+** for the alerts and one for the status page, and at least one for the
+** schedules' timer and one for a firing, one for the file sources and one
+** for each HTTP, CDC and pull source. *workers gets the workers' part. */
+static int run_conn_need(const pgpipe_pipe_def *def, int *workers)
+{
+    int w = 0, own = 3, files = 0;
+    for (int i = 0; i < def->nworkers; i++)
+        w += def->workers[i].workers;
+    if (def->nschedules)
+        own += 2;
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind == PGPIPE_PIPE_SOURCE_FILES)
+            files = 1;
+        else
+            own++;
+    }
+    *workers = w;
+    return w + own + files;
+}
+
+/* The server must have room for what def needs (run_conn_need): the
+** connections a role like ours may open, max_connections less the slots
+** reserved for others (superuser_reserved_connections, and PostgreSQL 16's
+** reserved_connections without pg_use_reserved_connections), within the
+** role's and the database's CONNECTION LIMIT (none of which binds a
+** superuser). Workers past it would fail one by one with "too many
+** clients" far from the cause; say it at once. Connections other clients
+** hold now are not counted: they come and go. */
+static int run_conn_budget(pgpipe_runner *r, PGconn *c, const pgpipe_pipe_def *def,
+                           pgpipe_error *err)
+{
+    PGresult *res = NULL;
+    int rc = pp_exec(c,
+                     "SELECT current_setting('max_connections')::int, "
+                     "current_setting('superuser_reserved_connections')::int, "
+                     "coalesce(current_setting('reserved_connections', true), '0')::int, "
+                     "r.rolsuper, coalesce(pg_has_role(session_user, "
+                     "to_regrole('pg_use_reserved_connections')::oid, 'MEMBER'), false), "
+                     "r.rolconnlimit, d.datconnlimit "
+                     "FROM pg_roles r, pg_database d "
+                     "WHERE r.rolname = session_user AND d.datname = current_database()",
+                     0, NULL, &res, err, "reading max_connections");
+    if (rc)
+        return rc;
+    if (PQntuples(res) != 1) { /* a role or database hidden from us: nothing to check */
+        PQclear(res);
+        return PGPIPE_OK;
+    }
+    int maxc = atoi(PQgetvalue(res, 0, 0)), sres = atoi(PQgetvalue(res, 0, 1));
+    int rres = atoi(PQgetvalue(res, 0, 2));
+    int super = PQgetvalue(res, 0, 3)[0] == 't', use_reserved = PQgetvalue(res, 0, 4)[0] == 't';
+    int rolelim = atoi(PQgetvalue(res, 0, 5)), dblim = atoi(PQgetvalue(res, 0, 6));
+    PQclear(res);
+    int workers, need = run_conn_need(def, &workers);
+    char why[512];
+    int room;
+    if (super) {
+        room = maxc;
+        snprintf(why, sizeof why, "max_connections %d (a superuser may use the reserved slots)",
+                 maxc);
+    } else if (use_reserved || !rres) {
+        room = maxc - sres;
+        snprintf(why, sizeof why, "max_connections %d - superuser_reserved_connections %d = %d",
+                 maxc, sres, room);
+    } else {
+        room = maxc - sres - rres;
+        snprintf(why, sizeof why, "max_connections %d - superuser_reserved_connections %d - "
+                 "reserved_connections %d = %d", maxc, sres, rres, room);
+    }
+    if (!super && rolelim >= 0 && rolelim < room) { /* a superuser has no limit there */
+        room = rolelim;
+        snprintf(why, sizeof why, "the role's CONNECTION LIMIT %d", rolelim);
+    }
+    if (!super && dblim >= 0 && dblim < room) {
+        room = dblim;
+        snprintf(why, sizeof why, "the database's CONNECTION LIMIT %d", dblim);
+    }
+    if (need <= room)
+        return PGPIPE_OK;
+    char list[400] = "";
+    size_t len = 0;
+    for (int i = 0; i < def->nworkers && len < sizeof list - 1; i++) {
+        int n = snprintf(list + len, sizeof list - len, "%sline %d .workers %s --workers %d",
+                         i ? ", " : "", def->workers[i].line, def->workers[i].event_type,
+                         def->workers[i].workers);
+        len = n < 0 ? len : len + (size_t)n;
+    }
+    return pp_err(err, PGPIPE_MISUSE,
+                  "%s: the pipeline needs %d connections at once (%d worker threads: %s; %d for "
+                  "the runner itself and its sources), but the server allows %d: %s. Lower "
+                  "--workers, or give the server more connections",
+                  r->path, need, workers, list, need - workers, room, why);
+}
+
 int pgpipe_runner_open(pgpipe_runner **out, const char *path, const pgpipe_run_options *o)
 {
     if (!out)
@@ -46954,7 +47535,8 @@ int pgpipe_runner_open(pgpipe_runner **out, const char *path, const pgpipe_run_o
                       "other clients. Connect the runner to PostgreSQL directly, or through a "
                       "pooler in session mode and set PGPIPE_POOLER=session");
     }
-    if (r->opt.install_schema)
+    rc = run_conn_budget(r, pgpipe_conn_pg(c), r->def, &r->h.err);
+    if (!rc && r->opt.install_schema)
         rc = pgpipe_schema_install(pgpipe_conn_pg(c), NULL, &r->h.err);
     pgpipe_pool_release(c);
     return rc;
@@ -47068,13 +47650,29 @@ static int run_setup_locked(pgpipe_runner *r, PGconn *c)
     if (rc)
         return rc;
     rc = run_steps_exec(r, c, r->def->setup, r->def->nsetup, 0, NULL, &r->h.err);
+    if (PQstatus(c) != CONNECTION_OK)
+        return rc;
+    /* this connection goes on as the runner's own (heartbeat, history
+    ** maintenance, then the pool): what the setup SET or left open must
+    ** not come with it, as after a body (run_sched.c, rs_body_end) */
+    PGTransactionStatusType ts = PQtransactionStatus(c);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+        pp_rollback_open(c);
+        if (!rc)
+            rc = pp_err(&r->h.err, PGPIPE_ERROR, "%s: the setup left a transaction open (BEGIN "
+                        "without COMMIT): it was rolled back", r->path);
+    }
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (run_session_reset(c, &e) && !rc)
+        rc = pp_err(&r->h.err, e.code, "%s: after the setup: %s", r->path, e.message);
     pp_exec(c, "SELECT pg_advisory_unlock($1::bigint)", 1, p, NULL, NULL, NULL);
     return rc;
 }
 
 /* Apply a changed file; the running pipeline stays when the new one has
 ** problems or a component refuses it. */
-static void run_reload(pgpipe_runner *r)
+static void run_reload(pgpipe_runner *r, PGconn *c)
 {
     pgpipe_pipefile *pf = NULL;
     pgpipe_error e;
@@ -47088,6 +47686,12 @@ static void run_reload(pgpipe_runner *r)
     if (strcmp(d->name, r->def->name)) {
         run_log(r, PGPIPE_LOG_ERROR, "reload refused: the pipeline's name changed (restart to "
                 "rename it)", "new_name", d->name, NULL);
+        pgpipe_pipefile_close(pf);
+        return;
+    }
+    if (c && run_conn_budget(r, c, d, &e) == PGPIPE_MISUSE) {
+        run_log(r, PGPIPE_LOG_ERROR, "reload refused: the server has too few connections; the "
+                "running pipeline is kept", "error", e.message, NULL);
         pgpipe_pipefile_close(pf);
         return;
     }
@@ -47147,6 +47751,12 @@ int pgpipe_runner_run(pgpipe_runner *r)
         pgpipe_pool_release(cc);
         return rc;
     }
+    /* a handler the server refuses is the file's error: nothing starts */
+    if ((rc = run_sources_preflight(r))) {
+        run_instance_beat(r, c, 1, NULL);
+        pgpipe_pool_release(cc);
+        return rc;
+    }
     run_log(r, PGPIPE_LOG_INFO, "setup done; starting", "file", r->path, NULL);
     if ((rc = run_sched_start(r)) || (rc = run_sources_start(r)) || (rc = run_alerts_start(r)) ||
         (rc = run_status_start(r))) {
@@ -47165,8 +47775,9 @@ int pgpipe_runner_run(pgpipe_runner *r)
             break;
         }
         if (atomic_exchange(&r->reload_flag, 0)) {
-            run_reload(r);
+            run_reload(r, cc ? c : NULL);
         }
+        run_sources_check(r);
         if (now >= next_beat) {
             memset(&e, 0, sizeof e);
             if (run_instance_beat(r, c, 0, &e)) {

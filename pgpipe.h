@@ -3505,12 +3505,20 @@ void pgpipe_run_options_init(pgpipe_run_options *o);
 ** PGPIPE_PARSE and the first problem as FILE:LINE: message. Behind a
 ** transaction-mode pooler (pgpipe_pooler_mode: detected, or
 ** PGPIPE_POOLER=transaction) it fails with PGPIPE_MISUSE: the runner holds
-** session advisory locks, which such a pooler gives to other clients. */
+** session advisory locks, which such a pooler gives to other clients. So
+** it does, naming the numbers, when the server has fewer connections for
+** this role (max_connections less the reserved ones, CONNECTION LIMIT)
+** than the worker threads of the file's .workers and the runner's own. */
 int pgpipe_runner_open(pgpipe_runner **out, const char *path, const pgpipe_run_options *o);
 /* Run the setup, start everything and serve until pgpipe_runner_stop (or
 ** run_for_ms): then drain (workers finish or release their batch, no new
 ** firing starts, running bodies get drain_timeout_ms) and return PGPIPE_OK.
-** A setup step that fails returns its error at once. */
+** A setup step that fails returns its error at once, and so does a .workers
+** SQL handler the server refuses to prepare (checked after the setup,
+** before anything starts: FILE:LINE of the .workers, the server's error and
+** SQLSTATE). Workers that stop on their handler later are logged, raised
+** as alert "workers-stopped" and started again with backoff (5 s doubling
+** to 5 min) while the rest of the pipeline runs on. */
 int pgpipe_runner_run(pgpipe_runner *r);
 /* Ask a running runner to drain and return. Async-signal-safe. */
 int pgpipe_runner_stop(pgpipe_runner *r);

@@ -98,6 +98,14 @@ PGPIPE_PRIVATE int run_stopping(const pgpipe_runner *r);
 ** r->base_dir. */
 PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_pipe_step *steps,
                                   int n, int64_t timeout_ms, long long *rows, pgpipe_error *err);
+/* Undo what steps SET on conn (a role, a search_path, a setting): SET
+** SESSION AUTHORIZATION DEFAULT, RESET ALL, RESET ROLE (role and
+** session_authorization are outside RESET ALL), CLOSE ALL (WITH HOLD
+** cursors): DISCARD ALL's part on settings. Not DISCARD ALL itself: it
+** would also release the session advisory locks the caller holds and the
+** statements the pool's connections keep prepared. Run after the setup and
+** after every body; conn must not be in a transaction. */
+PGPIPE_PRIVATE int run_session_reset(PGconn *conn, pgpipe_error *err);
 /* The arguments of one dot command step (TEXT, the whole line) as the step
 ** would read them, without running anything: PGPIPE_OK, or the error with
 ** its message ("CMD: what is wrong", no file or line). A .read step's file
@@ -134,6 +142,13 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r);
 PGPIPE_PRIVATE void run_sources_stop(pgpipe_runner *r, int drain_ms);
 PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *def);
 PGPIPE_PRIVATE void run_sources_free(pgpipe_runner *r);
+/* Before start: each SQL handler of r->def prepared once on the pool;
+** one the server refuses fails with FILE:LINE of its .workers and the
+** server's error (r->h.err). check: called by run.c's loop; workers that
+** stopped themselves on an error are logged, raised as alert
+** "workers-stopped" and started again with backoff. */
+PGPIPE_PRIVATE int run_sources_preflight(pgpipe_runner *r);
+PGPIPE_PRIVATE void run_sources_check(pgpipe_runner *r);
 /* Counters for the status page and /metrics: appended as Prometheus lines. */
 PGPIPE_PRIVATE void run_sources_metrics(pgpipe_runner *r, pp_buf *out);
 #ifndef PGPIPE_OMIT_CDC

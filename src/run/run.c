@@ -125,6 +125,102 @@ static int run_read_file(pgpipe_runner *r, pgpipe_pipefile **out, pgpipe_error *
     return PGPIPE_OK;
 }
 
+/* The connections def needs at once on the server: each worker thread
+** holds one for its life; the runner itself holds one for its loop, one
+** for the alerts and one for the status page, and at least one for the
+** schedules' timer and one for a firing, one for the file sources and one
+** for each HTTP, CDC and pull source. *workers gets the workers' part. */
+static int run_conn_need(const pgpipe_pipe_def *def, int *workers)
+{
+    int w = 0, own = 3, files = 0;
+    for (int i = 0; i < def->nworkers; i++)
+        w += def->workers[i].workers;
+    if (def->nschedules)
+        own += 2;
+    for (int i = 0; i < def->nsources; i++) {
+        if (def->sources[i].kind == PGPIPE_PIPE_SOURCE_FILES)
+            files = 1;
+        else
+            own++;
+    }
+    *workers = w;
+    return w + own + files;
+}
+
+/* The server must have room for what def needs (run_conn_need): the
+** connections a role like ours may open, max_connections less the slots
+** reserved for others (superuser_reserved_connections, and PostgreSQL 16's
+** reserved_connections without pg_use_reserved_connections), within the
+** role's and the database's CONNECTION LIMIT (none of which binds a
+** superuser). Workers past it would fail one by one with "too many
+** clients" far from the cause; say it at once. Connections other clients
+** hold now are not counted: they come and go. */
+static int run_conn_budget(pgpipe_runner *r, PGconn *c, const pgpipe_pipe_def *def,
+                           pgpipe_error *err)
+{
+    PGresult *res = NULL;
+    int rc = pp_exec(c,
+                     "SELECT current_setting('max_connections')::int, "
+                     "current_setting('superuser_reserved_connections')::int, "
+                     "coalesce(current_setting('reserved_connections', true), '0')::int, "
+                     "r.rolsuper, coalesce(pg_has_role(session_user, "
+                     "to_regrole('pg_use_reserved_connections')::oid, 'MEMBER'), false), "
+                     "r.rolconnlimit, d.datconnlimit "
+                     "FROM pg_roles r, pg_database d "
+                     "WHERE r.rolname = session_user AND d.datname = current_database()",
+                     0, NULL, &res, err, "reading max_connections");
+    if (rc)
+        return rc;
+    if (PQntuples(res) != 1) { /* a role or database hidden from us: nothing to check */
+        PQclear(res);
+        return PGPIPE_OK;
+    }
+    int maxc = atoi(PQgetvalue(res, 0, 0)), sres = atoi(PQgetvalue(res, 0, 1));
+    int rres = atoi(PQgetvalue(res, 0, 2));
+    int super = PQgetvalue(res, 0, 3)[0] == 't', use_reserved = PQgetvalue(res, 0, 4)[0] == 't';
+    int rolelim = atoi(PQgetvalue(res, 0, 5)), dblim = atoi(PQgetvalue(res, 0, 6));
+    PQclear(res);
+    int workers, need = run_conn_need(def, &workers);
+    char why[512];
+    int room;
+    if (super) {
+        room = maxc;
+        snprintf(why, sizeof why, "max_connections %d (a superuser may use the reserved slots)",
+                 maxc);
+    } else if (use_reserved || !rres) {
+        room = maxc - sres;
+        snprintf(why, sizeof why, "max_connections %d - superuser_reserved_connections %d = %d",
+                 maxc, sres, room);
+    } else {
+        room = maxc - sres - rres;
+        snprintf(why, sizeof why, "max_connections %d - superuser_reserved_connections %d - "
+                 "reserved_connections %d = %d", maxc, sres, rres, room);
+    }
+    if (!super && rolelim >= 0 && rolelim < room) { /* a superuser has no limit there */
+        room = rolelim;
+        snprintf(why, sizeof why, "the role's CONNECTION LIMIT %d", rolelim);
+    }
+    if (!super && dblim >= 0 && dblim < room) {
+        room = dblim;
+        snprintf(why, sizeof why, "the database's CONNECTION LIMIT %d", dblim);
+    }
+    if (need <= room)
+        return PGPIPE_OK;
+    char list[400] = "";
+    size_t len = 0;
+    for (int i = 0; i < def->nworkers && len < sizeof list - 1; i++) {
+        int n = snprintf(list + len, sizeof list - len, "%sline %d .workers %s --workers %d",
+                         i ? ", " : "", def->workers[i].line, def->workers[i].event_type,
+                         def->workers[i].workers);
+        len = n < 0 ? len : len + (size_t)n;
+    }
+    return pp_err(err, PGPIPE_MISUSE,
+                  "%s: the pipeline needs %d connections at once (%d worker threads: %s; %d for "
+                  "the runner itself and its sources), but the server allows %d: %s. Lower "
+                  "--workers, or give the server more connections",
+                  r->path, need, workers, list, need - workers, room, why);
+}
+
 int pgpipe_runner_open(pgpipe_runner **out, const char *path, const pgpipe_run_options *o)
 {
     if (!out)
@@ -207,7 +303,8 @@ int pgpipe_runner_open(pgpipe_runner **out, const char *path, const pgpipe_run_o
                       "other clients. Connect the runner to PostgreSQL directly, or through a "
                       "pooler in session mode and set PGPIPE_POOLER=session");
     }
-    if (r->opt.install_schema)
+    rc = run_conn_budget(r, pgpipe_conn_pg(c), r->def, &r->h.err);
+    if (!rc && r->opt.install_schema)
         rc = pgpipe_schema_install(pgpipe_conn_pg(c), NULL, &r->h.err);
     pgpipe_pool_release(c);
     return rc;
@@ -321,13 +418,29 @@ static int run_setup_locked(pgpipe_runner *r, PGconn *c)
     if (rc)
         return rc;
     rc = run_steps_exec(r, c, r->def->setup, r->def->nsetup, 0, NULL, &r->h.err);
+    if (PQstatus(c) != CONNECTION_OK)
+        return rc;
+    /* this connection goes on as the runner's own (heartbeat, history
+    ** maintenance, then the pool): what the setup SET or left open must
+    ** not come with it, as after a body (run_sched.c, rs_body_end) */
+    PGTransactionStatusType ts = PQtransactionStatus(c);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+        pp_rollback_open(c);
+        if (!rc)
+            rc = pp_err(&r->h.err, PGPIPE_ERROR, "%s: the setup left a transaction open (BEGIN "
+                        "without COMMIT): it was rolled back", r->path);
+    }
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (run_session_reset(c, &e) && !rc)
+        rc = pp_err(&r->h.err, e.code, "%s: after the setup: %s", r->path, e.message);
     pp_exec(c, "SELECT pg_advisory_unlock($1::bigint)", 1, p, NULL, NULL, NULL);
     return rc;
 }
 
 /* Apply a changed file; the running pipeline stays when the new one has
 ** problems or a component refuses it. */
-static void run_reload(pgpipe_runner *r)
+static void run_reload(pgpipe_runner *r, PGconn *c)
 {
     pgpipe_pipefile *pf = NULL;
     pgpipe_error e;
@@ -341,6 +454,12 @@ static void run_reload(pgpipe_runner *r)
     if (strcmp(d->name, r->def->name)) {
         run_log(r, PGPIPE_LOG_ERROR, "reload refused: the pipeline's name changed (restart to "
                 "rename it)", "new_name", d->name, NULL);
+        pgpipe_pipefile_close(pf);
+        return;
+    }
+    if (c && run_conn_budget(r, c, d, &e) == PGPIPE_MISUSE) {
+        run_log(r, PGPIPE_LOG_ERROR, "reload refused: the server has too few connections; the "
+                "running pipeline is kept", "error", e.message, NULL);
         pgpipe_pipefile_close(pf);
         return;
     }
@@ -400,6 +519,12 @@ int pgpipe_runner_run(pgpipe_runner *r)
         pgpipe_pool_release(cc);
         return rc;
     }
+    /* a handler the server refuses is the file's error: nothing starts */
+    if ((rc = run_sources_preflight(r))) {
+        run_instance_beat(r, c, 1, NULL);
+        pgpipe_pool_release(cc);
+        return rc;
+    }
     run_log(r, PGPIPE_LOG_INFO, "setup done; starting", "file", r->path, NULL);
     if ((rc = run_sched_start(r)) || (rc = run_sources_start(r)) || (rc = run_alerts_start(r)) ||
         (rc = run_status_start(r))) {
@@ -418,8 +543,9 @@ int pgpipe_runner_run(pgpipe_runner *r)
             break;
         }
         if (atomic_exchange(&r->reload_flag, 0)) {
-            run_reload(r);
+            run_reload(r, cc ? c : NULL);
         }
+        run_sources_check(r);
         if (now >= next_beat) {
             memset(&e, 0, sizeof e);
             if (run_instance_beat(r, c, 0, &e)) {

@@ -37,6 +37,10 @@
 #define RUN_ALERT_EVERY_MS   2000
 #define RUN_ALERT_RENOTIFY_S 3600
 #define RUN_ALERT_CMD_MS     10000
+#define RUN_ALERT_OUT_MAX    4096  /* of a command's output, logged */
+#define RUN_ALERT_OUT_LINES  32    /* log lines of it at most */
+#define RUN_ALERT_OUT_PIECE  400   /* bytes of output in one log line */
+#define RUN_ALERT_OUT_GRACE_MS 200 /* reading on after the command exited */
 #define RUN_ALERT_QUEUE      256
 #define RUN_ALERT_PURGE_MS   (3600 * 1000)
 
@@ -185,15 +189,93 @@ static void run_alert_json(pp_buf *b, const char *pipeline, const char *instance
     pp_buf_appendf(b, "}");
 }
 
+/* What a command writes (stdout and stderr, one stream) goes to the log,
+** the first RUN_ALERT_OUT_MAX bytes of it: the rest is read and dropped (a
+** command that writes without end must neither fill the log nor block on
+** a full pipe), and a last line says how much. */
+typedef struct run_alert_out {
+    char buf[RUN_ALERT_OUT_MAX + 1];
+    size_t len;
+    long long dropped;
+} run_alert_out;
+
+/* Read what is there on fd into o; 0 at the end of the stream (or an
+** error: the stream is done with), 1 while it stays open. */
+static int run_alert_out_read(int fd, run_alert_out *o)
+{
+    char chunk[4096];
+    for (;;) {
+        ssize_t n = recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+        if (n == 0)
+            return 0;
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+        size_t keep = RUN_ALERT_OUT_MAX - o->len;
+        if (keep > (size_t)n)
+            keep = (size_t)n;
+        memcpy(o->buf + o->len, chunk, keep);
+        o->len += keep;
+        o->dropped += (long long)((size_t)n - keep);
+    }
+}
+
+/* One log line per line of output (a long one in pieces the log keeps
+** whole), at most RUN_ALERT_OUT_LINES; what is not logged counts as
+** dropped. */
+static void run_alert_out_log(pgpipe_runner *r, run_alert_out *o, const char *rule,
+                              const char *subject)
+{
+    char piece[RUN_ALERT_OUT_PIECE + 1];
+    size_t at = 0;
+    int lines = 0;
+    while (at < o->len && lines < RUN_ALERT_OUT_LINES) {
+        size_t n = 0;
+        while (at + n < o->len && n < RUN_ALERT_OUT_PIECE && o->buf[at + n] != '\n')
+            n++;
+        if (n) {
+            memcpy(piece, o->buf + at, n);
+            while (n && piece[n - 1] == '\r')
+                n--;
+            piece[n] = 0;
+            for (size_t i = 0; i < n; i++)
+                if (!piece[i])
+                    piece[i] = ' '; /* a NUL would end the log's value */
+            run_log(r, PGPIPE_LOG_INFO, "alert command output", "rule", rule, "subject",
+                    subject, "output", piece, NULL);
+            lines++;
+        }
+        at += n;
+        while (at < o->len && (o->buf[at] == '\n' || o->buf[at] == '\r'))
+            at++;
+    }
+    long long dropped = o->dropped + (long long)(o->len - at);
+    if (dropped) {
+        char kept[24], lost[24];
+        snprintf(kept, sizeof kept, "%zu", at);
+        snprintf(lost, sizeof lost, "%lld", dropped);
+        run_log(r, PGPIPE_LOG_WARN, "alert command output cut: the rest was read and dropped",
+                "rule", rule, "subject", subject, "kept_bytes", kept, "dropped_bytes", lost,
+                NULL);
+    }
+}
+
 /* Run cmd (sh -c) with json on its stdin; wait at most RUN_ALERT_CMD_MS,
-** then kill its process group. Its stdout and stderr are the process's. */
+** then kill its process group. Its stdout and stderr are read as it runs
+** (run_alert_out) and logged when it ended; what a background child of it
+** writes after it exited is read for RUN_ALERT_OUT_GRACE_MS more. */
 static void run_alert_command(pgpipe_runner *r, const char *cmd, const char *json,
                               const char *rule, const char *subject)
 {
-    int sv[2];
+    int sv[2], ov[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
         run_log(r, PGPIPE_LOG_WARN, "alert command not run", "rule", rule, "subject", subject,
                 "error", strerror(errno), NULL);
+        return;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ov)) {
+        run_log(r, PGPIPE_LOG_WARN, "alert command not run", "rule", rule, "subject", subject,
+                "error", strerror(errno), NULL);
+        close(sv[0]), close(sv[1]);
         return;
     }
     /* fork + execl rather than posix_spawn: posix_spawn needs environ,
@@ -206,6 +288,8 @@ static void run_alert_command(pgpipe_runner *r, const char *cmd, const char *jso
     if (pid == 0) {
         setpgid(0, 0); /* its own group: a timeout kills what it started */
         dup2(sv[1], 0);
+        dup2(ov[1], 1);
+        dup2(ov[1], 2);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -217,45 +301,72 @@ static void run_alert_command(pgpipe_runner *r, const char *cmd, const char *jso
     if (pid > 0)
         setpgid(pid, pid); /* also here, so the group exists before any kill */
     close(sv[1]);
+    close(ov[1]);
     if (err) {
-        close(sv[0]);
+        close(sv[0]), close(ov[0]);
         run_log(r, PGPIPE_LOG_WARN, "alert command not run", "rule", rule, "subject", subject,
                 "error", strerror(err), NULL);
         return;
     }
-    int64_t deadline = run_now_ms() + RUN_ALERT_CMD_MS;
+    run_alert_out out;
+    out.len = 0, out.dropped = 0;
+    int64_t deadline = run_now_ms() + RUN_ALERT_CMD_MS, ended_at = 0;
     size_t len = strlen(json), off = 0;
-    while (off < len) { /* a command that does not read must not hold us */
-        int64_t left = deadline - run_now_ms();
-        if (left <= 0)
-            break;
-        struct pollfd p = { sv[0], POLLOUT, 0 };
-        if (poll(&p, 1, (int)left) <= 0)
-            continue;
-        ssize_t n = send(sv[0], json + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0)
-            off += (size_t)n;
-        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            break; /* it closed its stdin: its business */
-    }
-    close(sv[0]);
-    int status = 0, done = 0;
-    for (;;) {
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid || (w < 0 && errno != EINTR)) {
-            done = w == pid;
-            break;
+    int in_fd = sv[0], out_fd = ov[0], status = 0, done = 0;
+    /* a command that does not read its stdin, or writes without end, must
+    ** not hold us past the deadline */
+    while (run_now_ms() < deadline) {
+        if (!done) {
+            pid_t w = waitpid(pid, &status, WNOHANG);
+            if (w == pid || (w < 0 && errno != EINTR)) {
+                done = w == pid;
+                ended_at = run_now_ms();
+                if (!done)
+                    break;
+            }
         }
-        if (run_now_ms() >= deadline)
+        if (ended_at && (out_fd < 0 || run_now_ms() - ended_at >= RUN_ALERT_OUT_GRACE_MS))
             break;
-        struct timespec ts = { 0, 20 * 1000 * 1000 };
-        nanosleep(&ts, NULL);
+        struct pollfd p[2];
+        int np = 0, pin = -1, pout = -1;
+        if (in_fd >= 0 && off < len)
+            pin = np, p[np++] = (struct pollfd){ in_fd, POLLOUT, 0 };
+        if (out_fd >= 0)
+            pout = np, p[np++] = (struct pollfd){ out_fd, POLLIN, 0 };
+        int64_t left = deadline - run_now_ms();
+        int ms = left < 20 ? (int)(left > 0 ? left : 0) : 20; /* waitpid between */
+        if (poll(p, (nfds_t)np, ms) <= 0)
+            continue;
+        if (pin >= 0 && p[pin].revents) {
+            ssize_t n = send(in_fd, json + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0)
+                off += (size_t)n;
+            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                off = len; /* it closed its stdin: its business */
+        }
+        if (in_fd >= 0 && off >= len) {
+            close(in_fd); /* the end of its stdin */
+            in_fd = -1;
+        }
+        if (pout >= 0 && p[pout].revents) {
+            if (!run_alert_out_read(out_fd, &out)) {
+                close(out_fd);
+                out_fd = -1;
+            }
+        }
     }
+    if (in_fd >= 0)
+        close(in_fd);
+    if (out_fd >= 0)
+        close(out_fd);
     if (!done) {
         kill(-pid, SIGKILL);
         kill(pid, SIGKILL);
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
         }
+    }
+    run_alert_out_log(r, &out, rule, subject);
+    if (!done) {
         run_log(r, PGPIPE_LOG_WARN, "alert command killed after 10 s", "rule", rule, "subject",
                 subject, "command", cmd, NULL);
     } else if (!WIFEXITED(status) || WEXITSTATUS(status)) {

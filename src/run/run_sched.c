@@ -502,16 +502,10 @@ static int rs_sleep(run_sched *s, int64_t ms)
 **   one) is rolled back, and the firing fails saying so: left open, its
 **   work and the history row written after it would vanish together when
 **   the connection ends, and the schedule would stay marked running;
-** - the session is reset, so what the body SET (a role, a search_path, a
-**   setting) reaches neither the history row, the tasks nor the other
-**   schedules sharing the pool. Not DISCARD ALL: it would also release the
-**   session advisory locks the firing still holds (its overlap lock,
-**   until its tasks ran) and deallocate the statements the pool's
-**   connections keep prepared. SET SESSION AUTHORIZATION DEFAULT, RESET
-**   ALL and RESET ROLE are what DISCARD ALL does to settings (role and
-**   session_authorization are outside RESET ALL); CLOSE ALL closes the
-**   body's WITH HOLD cursors. pgpipe.slot, which RESET ALL clears, is set
-**   again for the tasks after the body.
+** - the session is reset (run_session_reset), so what the body SET (a
+**   role, a search_path, a setting) reaches neither the history row, the
+**   tasks nor the other schedules sharing the pool. pgpipe.slot, which
+**   RESET ALL clears, is set again for the tasks after the body.
 ** A reset that fails on a live connection marks the executor's connection
 ** unclean: the caller discards it instead of pooling it. */
 static int rs_body_end(rs_exec *x, PGconn *c, int rc, pgpipe_error *e, int64_t slot)
@@ -537,8 +531,7 @@ static int rs_body_end(rs_exec *x, PGconn *c, int rc, pgpipe_error *e, int64_t s
     char sl[24];
     rs_i64(sl, sizeof sl, slot);
     const char *p[1] = { sl };
-    if (pp_exec(c, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; CLOSE ALL", 0,
-                NULL, NULL, NULL, NULL) ||
+    if (run_session_reset(c, NULL) ||
         pp_exec(c, "SELECT set_config('pgpipe.slot', to_timestamp($1::bigint)::text, false)",
                 1, p, NULL, NULL, NULL)) {
         x->unclean = 1;
@@ -965,7 +958,15 @@ static int rs_row(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int fresh
 }
 
 /* The compare-and-set: 1 when this instance won slot (then *prev is the
-** last slot before it), 0 when another has it (*prev: the slot it has). */
+** last slot before it), 0 when another has it (*prev: the slot it has;
+** -1 when the row is gone: deleted by hand, the caller makes it again),
+** -1 on a database error. In one transaction, two statements: the row is
+** locked and read (waiting for a contender's transaction: READ COMMITTED
+** then reads the row as that one left it), then moved when the slot is
+** later. Not one statement with a CTE that reads the row and another that
+** updates it: data-modifying CTEs all run on one snapshot, in an order
+** PostgreSQL does not promise, and a FOR UPDATE that ran after the UPDATE
+** would find the row changed by its own statement and return nothing. */
 static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t slot,
                     int64_t *prev, pgpipe_error *e)
 {
@@ -973,24 +974,31 @@ static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t
     rs_i64(sl, sizeof sl, slot);
     const char *p[3] = { cfg->pipeline, sc->name, sl };
     PGresult *res = NULL;
-    int rc = pp_exec(c,
-                     "WITH o AS (SELECT last_slot FROM pgpipe.run_schedules WHERE pipeline = $1 "
-                     "AND schedule = $2 FOR UPDATE), u AS (UPDATE pgpipe.run_schedules s SET "
-                     "last_slot = to_timestamp($3::bigint), updated_at = now() WHERE "
-                     "s.pipeline = $1 AND s.schedule = $2 AND (s.last_slot IS NULL OR "
-                     "s.last_slot < to_timestamp($3::bigint)) RETURNING 1) "
-                     "SELECT coalesce(floor(extract(epoch FROM o.last_slot))::bigint, 0), "
-                     "(SELECT count(*) FROM u) FROM o",
-                     3, p, &res, e, "claiming the slot");
-    if (rc)
-        return -1;
     int won = 0;
-    *prev = -1; /* the row is gone (deleted by hand): the caller makes it again */
-    if (PQntuples(res) == 1) {
+    *prev = -1;
+    if (pp_exec(c, "BEGIN", 0, NULL, NULL, e, "claiming the slot"))
+        return -1;
+    int rc = pp_exec(c,
+                     "SELECT coalesce(floor(extract(epoch FROM last_slot))::bigint, 0) "
+                     "FROM pgpipe.run_schedules WHERE pipeline = $1 AND schedule = $2 "
+                     "FOR UPDATE",
+                     2, p, &res, e, "claiming the slot");
+    if (!rc && PQntuples(res) == 1) {
         *prev = atoll(PQgetvalue(res, 0, 0));
-        won = atoi(PQgetvalue(res, 0, 1)) > 0;
+        won = *prev < slot;
     }
     PQclear(res);
+    if (!rc && won)
+        rc = pp_exec(c, "UPDATE pgpipe.run_schedules SET last_slot = to_timestamp($3::bigint), "
+                        "updated_at = now() WHERE pipeline = $1 AND schedule = $2",
+                     3, p, NULL, e, "claiming the slot");
+    if (!rc)
+        rc = pp_exec(c, "COMMIT", 0, NULL, NULL, e, "claiming the slot");
+    if (rc) {
+        pp_rollback_open(c);
+        *prev = -1;
+        return -1;
+    }
     return won;
 }
 
@@ -1267,6 +1275,14 @@ static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j)
                          "current_setting('lock_timeout'))",
                          12, p, &res, &e, "firing");
         pp_cancel_arm(&x->cancel, NULL);
+        /* a body may change session state even here (set_config(..., false)
+        ** in a SELECT): reset it as after any body (rs_body_end), before
+        ** this connection writes the history of the busy and missed slots;
+        ** a connection that could not be reset is not pooled */
+        int broken = PQstatus(c) != CONNECTION_OK;
+        int unclean = !broken && run_session_reset(c, NULL) != PGPIPE_OK;
+        if (unclean && PQstatus(c) != CONNECTION_OK)
+            broken = 1;
         if (rc == PGPIPE_OK) {
             done = 1;
             for (int i = 0; i < PQntuples(res); i++) {
@@ -1338,14 +1354,7 @@ static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j)
             run_log(r, PGPIPE_LOG_WARN, "transactional firing failed; firing one by one",
                     "error", e.message, NULL);
         }
-        int broken = PQstatus(c) != CONNECTION_OK;
-        /* a body may change session state even here (set_config(..., false)
-        ** in a SELECT): reset it as after any body (rs_body_end); a
-        ** connection that could not be reset is not pooled */
-        int unclean = !broken && pp_exec(c, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; "
-                                            "RESET ROLE; CLOSE ALL",
-                                         0, NULL, NULL, NULL, NULL) != PGPIPE_OK;
-        if (unclean && PQstatus(c) != CONNECTION_OK)
+        if (PQstatus(c) != CONNECTION_OK)
             broken = 1;
         if (broken || unclean)
             pgpipe_pool_discard(cc);

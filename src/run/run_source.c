@@ -134,7 +134,11 @@ typedef struct rsrc_work {
     int paused;           /* run_sources.mu: a CDC slot guard holds it */
     char *sql;            /* the handler statement (sql_file's text) */
     void *dl;
-    pgpipe_workers *w;
+    pgpipe_workers *w;    /* written under run_sources.mu (the metrics read it) */
+    /* the workers stopped themselves (a handler the server refuses): the
+    ** main thread's run_sources_check starts them again at restart_at */
+    int failures;
+    int64_t restart_at;
 } rsrc_work;
 
 struct run_sources {
@@ -1434,15 +1438,51 @@ static int rsrc_work_same(const rsrc_work *a, const rsrc_work *b)
            a->lease_ms == b->lease_ms;
 }
 
-static int rsrc_work_start(pgpipe_runner *r, rsrc_work *w, pgpipe_error *err)
+/* The SQL handler prepared once on a connection of the pool, as each
+** worker will: a statement the server refuses (a missing table or
+** function, a syntax error, no privilege) is a configuration error, said
+** here with the .workers line, instead of workers that start and stop at
+** their first prepare. A connection that cannot be had, or a transient
+** failure, is left to the workers' own retries. The unnamed statement is
+** replaced by the next one the connection prepares. */
+static int rsrc_handler_check(pgpipe_runner *r, const char *event_type, const char *sql_file,
+                              const char *sql, int line, pgpipe_error *err)
+{
+    pgpipe_conn *cc = NULL;
+    pgpipe_error e;
+    memset(&e, 0, sizeof e);
+    if (pgpipe_pool_acquire_ex(r->pool, &cc, 10000, &e) != PGPIPE_OK)
+        return PGPIPE_OK;
+    PGconn *c = pgpipe_conn_pg(cc);
+    int rc = pp_prepare(c, "", sql, &e, NULL);
+    int refused = rc != PGPIPE_OK && PQstatus(c) == CONNECTION_OK &&
+                  !pgpipe_sqlstate_is_transient(e.sqlstate);
+    if (PQstatus(c) == CONNECTION_OK)
+        pgpipe_pool_release(cc);
+    else
+        pgpipe_pool_discard(cc);
+    if (!refused)
+        return PGPIPE_OK;
+    pp_err(err, PGPIPE_DB, "%s:%d: .workers %s: the server refuses the SQL handler %s: %s%s%s%s",
+           r->path, line, event_type, sql_file, e.message, e.sqlstate[0] ? " (SQLSTATE " : "",
+           e.sqlstate, e.sqlstate[0] ? ")" : "");
+    memcpy(err->sqlstate, e.sqlstate, sizeof err->sqlstate);
+    return PGPIPE_DB;
+}
+
+/* Start w's workers (w->w NULL): the handler loaded (--so) or checked
+** (--sql, rsrc_handler_check), then pgpipe_workers_open on the pool. */
+static int rsrc_work_start(pgpipe_runner *r, run_sources *s, rsrc_work *w, pgpipe_error *err)
 {
     pgpipe_handler h;
     memset(&h, 0, sizeof h);
     if (w->sql) {
         h.sql = w->sql;
+        int rc = rsrc_handler_check(r, w->event_type, w->sql_file, w->sql, w->line, err);
+        if (rc)
+            return rc;
     } else {
-        w->dl = dlopen(w->so_lib, RTLD_NOW | RTLD_LOCAL);
-        if (!w->dl) {
+        if (!w->dl && !(w->dl = dlopen(w->so_lib, RTLD_NOW | RTLD_LOCAL))) {
             const char *m = dlerror();
             return pp_err(err, PGPIPE_IO, "%s:%d: .workers %s: --so: cannot load %s: %s", r->path, w->line,
                           w->event_type, w->so_lib, m ? m : "dlopen failed");
@@ -1468,14 +1508,20 @@ static int rsrc_work_start(pgpipe_runner *r, rsrc_work *w, pgpipe_error *err)
         o.claim.lease_ms = w->lease_ms > INT_MAX ? INT_MAX : (int)w->lease_ms;
     o.claim.max_attempts = w->max_attempts;
     o.claim.worker_id = r->instance;
-    int rc = pgpipe_workers_open(&w->w, r->pool, &h, &o);
+    pgpipe_workers *wk = NULL;
+    int rc = pgpipe_workers_open(&wk, r->pool, &h, &o);
     if (rc) {
         pp_err(err, rc, "%s:%d: .workers %s: %s", r->path, w->line, w->event_type,
-               w->w ? pgpipe_errmsg(w->w) : "out of memory");
-        pgpipe_workers_close(w->w);
-        w->w = NULL;
+               wk ? pgpipe_errmsg(wk) : "out of memory");
+        pgpipe_workers_close(wk);
         return rc;
     }
+    pp_mutex_lock(&s->mu);
+    w->w = wk;
+    w->paused = 0; /* a new handle runs: rsrc_guard_apply pauses it again */
+    pp_mutex_unlock(&s->mu);
+    w->failures = 0;
+    w->restart_at = 0;
     return PGPIPE_OK;
 }
 
@@ -1507,6 +1553,105 @@ static void rsrc_work_stop_all(rsrc_work **ws, int n, int drain_ms)
         rsrc_work_free(ws[i]);
         ws[i] = NULL;
     }
+}
+
+/* Workers that stopped themselves while the runner runs: their handler
+** became unusable (a function or table dropped, a privilege revoked: the
+** server refuses to prepare it, and every worker would fail alike). The
+** other sources and the schedules go on, and the events wait in staging:
+** the workers are started again with backoff, RSRC_WORK_RETRY_MS doubling
+** up to RSRC_BACKOFF_MAX_MS, each try checking the handler first, so a
+** deploy that drops and creates the function again heals by itself. The
+** stop is logged at error naming the .workers line and the server's error,
+** and raised as alert "workers-stopped" (subject: the event type). */
+#define RSRC_WORK_RETRY_MS 5000
+
+static int64_t rsrc_work_backoff(int failures)
+{
+    int64_t ms = RSRC_WORK_RETRY_MS;
+    for (int i = 1; i < failures && ms < RSRC_BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    return ms < RSRC_BACKOFF_MAX_MS ? ms : RSRC_BACKOFF_MAX_MS;
+}
+
+PGPIPE_PRIVATE void run_sources_check(pgpipe_runner *r)
+{
+    run_sources *s = r->sources;
+    if (!s || run_stopping(r))
+        return;
+    /* s->work changes only on this (the main) thread: reload, stop */
+    for (int i = 0; i < s->nwork; i++) {
+        rsrc_work *w = s->work[i];
+        if (!w)
+            continue;
+        char wait_s[24];
+        if (w->w && pgpipe_workers_stopping(w->w)) {
+            if (pgpipe_workers_running(w->w))
+                continue; /* the others end their batch first */
+            pgpipe_workers *old = w->w;
+            pgpipe_workers_wait(old);
+            pgpipe_error e;
+            memset(&e, 0, sizeof e);
+            snprintf(e.message, sizeof e.message, "%s", pgpipe_errmsg(old));
+            snprintf(e.sqlstate, sizeof e.sqlstate, "%s", pgpipe_errsqlstate(old));
+            pp_mutex_lock(&s->mu);
+            w->w = NULL;
+            pp_mutex_unlock(&s->mu);
+            pgpipe_workers_close(old);
+            int64_t delay = rsrc_work_backoff(++w->failures);
+            w->restart_at = run_now_ms() + delay;
+            snprintf(wait_s, sizeof wait_s, "%llds", (long long)(delay / 1000));
+            char where[24];
+            snprintf(where, sizeof where, "%d", w->line);
+            char msg[1400];
+            snprintf(msg, sizeof msg, "%s:%d: .workers %s stopped: %s", r->path, w->line,
+                     w->event_type, e.message[0] ? e.message : "an error stopped every worker");
+            run_log(r, PGPIPE_LOG_ERROR, "workers stopped on an error; starting them again later",
+                    "event_type", w->event_type, "file", r->path, "line", where, "error",
+                    e.message, "sqlstate", e.sqlstate, "retry_in", wait_s, NULL);
+            run_alert_raise(r, "workers-stopped", w->event_type, msg, NULL);
+        } else if (!w->w && w->restart_at && run_now_ms() >= w->restart_at) {
+            pgpipe_error e;
+            memset(&e, 0, sizeof e);
+            if (rsrc_work_start(r, s, w, &e)) {
+                int64_t delay = rsrc_work_backoff(++w->failures);
+                w->restart_at = run_now_ms() + delay;
+                snprintf(wait_s, sizeof wait_s, "%llds", (long long)(delay / 1000));
+                run_log(r, PGPIPE_LOG_ERROR, "workers not started again", "event_type",
+                        w->event_type, "error", e.message, "retry_in", wait_s, NULL);
+                continue;
+            }
+            run_log(r, PGPIPE_LOG_INFO, "workers started again", "event_type", w->event_type,
+                    NULL);
+#ifndef PGPIPE_OMIT_CDC
+            rsrc_guard_apply(r, NULL, NULL, 0);
+#endif
+        }
+    }
+}
+
+/* Before anything starts: every SQL handler of the file is one statement
+** the server prepares (rsrc_handler_check); the first that is not is the
+** runner's error. */
+PGPIPE_PRIVATE int run_sources_preflight(pgpipe_runner *r)
+{
+    const pgpipe_pipe_def *def = r->def;
+    for (int i = 0; i < def->nworkers; i++) {
+        const pgpipe_pipe_workers *k = &def->workers[i];
+        if (!k->sql_file)
+            continue;
+        pgpipe_error e;
+        memset(&e, 0, sizeof e);
+        char *sql = rsrc_read_handler(k->sql_file, &e);
+        if (!sql)
+            return pp_err(&r->h.err, e.code ? e.code : PGPIPE_NOMEM, "%s:%d: .workers %s: %s",
+                          r->path, k->line, k->event_type, e.message);
+        int rc = rsrc_handler_check(r, k->event_type, k->sql_file, sql, k->line, &r->h.err);
+        pp_free(sql);
+        if (rc)
+            return rc;
+    }
+    return PGPIPE_OK;
 }
 
 /* ---- start, stop, reload ------------------------------------------------ */
@@ -1573,7 +1718,7 @@ PGPIPE_PRIVATE int run_sources_start(pgpipe_runner *r)
             return rsrc_publish(r, s, pp_err(&r->h.err, e.code ? e.code : PGPIPE_NOMEM, "%s:%d: .workers %s: %s",
                                              r->path, def->workers[i].line, def->workers[i].event_type, e.message));
         s->work[s->nwork++] = w;
-        if (rsrc_work_start(r, w, &r->h.err))
+        if (rsrc_work_start(r, s, w, &r->h.err))
             return rsrc_publish(r, s, r->h.err.code);
     }
     for (int i = 0; i < def->nsources; i++) {
@@ -1709,9 +1854,11 @@ PGPIPE_PRIVATE int run_sources_reload(pgpipe_runner *r, const pgpipe_pipe_def *d
             continue;
         pgpipe_error e;
         memset(&e, 0, sizeof e);
-        if (rsrc_work_start(r, nw[i], &e)) {
-            run_log(r, PGPIPE_LOG_ERROR, "reload: workers not started", "event_type", nw[i]->event_type,
-                    "error", e.message, NULL);
+        if (rsrc_work_start(r, s, nw[i], &e)) {
+            /* tried again with backoff, as workers that stopped (run_sources_check) */
+            nw[i]->restart_at = run_now_ms() + rsrc_work_backoff(++nw[i]->failures);
+            run_log(r, PGPIPE_LOG_ERROR, "reload: workers not started; trying again later",
+                    "event_type", nw[i]->event_type, "error", e.message, NULL);
             failed = 1;
         }
     }

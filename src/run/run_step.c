@@ -995,6 +995,12 @@ static int stp_steps_text(stp_ctx *x, const char *file, const char *text, size_t
     return rc;
 }
 
+PGPIPE_PRIVATE int run_session_reset(PGconn *conn, pgpipe_error *err)
+{
+    return pp_exec(conn, "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; CLOSE ALL",
+                   0, NULL, NULL, err, "resetting the session");
+}
+
 PGPIPE_PRIVATE int run_steps_exec(pgpipe_runner *r, PGconn *conn, const pgpipe_pipe_step *steps,
                                   int n, int64_t timeout_ms, long long *rows, pgpipe_error *err)
 {
