@@ -34,6 +34,8 @@ Faults, on the page whose 1-based index is at= (default 2):
     fault=link_https    the Link next is the https:// of the same page
     fault=link_file     the Link next is file:///etc/passwd
     fault=redir_file    302 to file:///etc/passwd
+    fault=samerecords   every page holds the first page's records (the cursor,
+                        offset or page is ignored; the next one still advances)
 
 A request that arrives while a Retry-After or a rate-limit reset it gave is
 still running gets a 429 without Retry-After and counts as "early" in
@@ -203,7 +205,7 @@ class H(BaseHTTPRequestHandler):
                 self.send_body(200, '{"items": [{"id": 1}, {"id": 2')
                 return
         bad = [int(x) for x in q.get("bad", "").split(",") if x]
-        chunk = ids[off:off + per]
+        chunk = ids[0:per] if fault == "samerecords" else ids[off:off + per]
         items = "[" + ",".join(record(i, len(bad) > 0 and i == bad[0],
                                       len(bad) > 1 and i == bad[1]) for i in chunk) + "]"
         if q.get("nonobj") == "1":

@@ -405,6 +405,29 @@ static void pl_t_incomplete_pagination(void)
     pgt_db_close(c);
 }
 
+/* An API that ignores the cursor sends the first page again and again
+** under new cursors: refused at the first repeat, not loaded 10 times. */
+static void pl_t_same_records(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_same");
+    pgpipe_pull_options o;
+    char err[1024];
+    pl_opts(&o, "pl_same", "/cursor?n=100&per=10&fault=samerecords");
+    o.paginate = PGPIPE_PULL_CURSOR;
+    o.records = "data.items";
+    o.cursor_path = "next_cursor";
+    o.more_path = "has_more";
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_ERROR);
+    PGT_CONTAINS(err, "incomplete pagination at page 2 (");
+    PGT_CONTAINS(err, "its 10 records are the page before's again");
+    PGT_EQ_INT(pl_count(c, "pl_same", "count(*)"), 10);
+    PGT_EQ_INT(pl_count(c, "pl_same", "count(DISTINCT payload->>'id')"), 10);
+    pl_clean(c, "pl_same");
+    pgt_db_close(c);
+}
+
 static void pl_t_malformed_body(void)
 {
     PGconn *c = pgt_db_open();
@@ -1096,6 +1119,7 @@ PGT_TEST(pull, dead_letters) { PL_CALL(pl_t_dead_letters); }
 PGT_TEST(pull, non_objects) { PL_CALL(pl_t_non_objects); }
 PGT_TEST(pull, incomplete_pagination) { PL_CALL(pl_t_incomplete_pagination); }
 PGT_TEST(pull, malformed_body) { PL_CALL(pl_t_malformed_body); }
+PGT_TEST(pull, same_records) { PL_CALL(pl_t_same_records); }
 PGT_TEST(pull, retry_after) { PL_CALL(pl_t_retry_after); }
 PGT_TEST(pull, backoff) { PL_CALL(pl_t_backoff); }
 PGT_TEST(pull, retry_after_absurd) { PL_CALL(pl_t_retry_after_absurd); }

@@ -1454,10 +1454,12 @@ static int pull_dead(pgpipe_pull *p, pull_writer *w, const char *url, long long 
 /* The COPY rows of the page's records (w->copy) and its dead letters
 ** (w->dlq), built once, without an allocation per record; *nok staged,
 ** *ndead dead-lettered; high is the largest cursor field value (in and
-** out, size 512). */
+** out, size 512); *digest a hash of the records' text (FNV-1a). */
 static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr, const char *url, long long page,
-                     const char *batch, int maybe_nul, long long *nok, long long *ndead, char *high)
+                     const char *batch, int maybe_nul, long long *nok, long long *ndead, char *high,
+                     uint64_t *digest)
 {
+    uint64_t dg = 14695981039346656037ULL;
     pgpipe_json_iter it;
     pgpipe_json_iter_init(&it, arr);
     const pgpipe_json_val *v;
@@ -1499,6 +1501,9 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
         const char *txt = p->rec.data;
         const char *type = const_type;
         size_t typel = ctl;
+        for (size_t k = 0; k <= len; k++) /* the text, then a separator */
+            dg = (dg ^ (k < len ? (unsigned char)txt[k] : 0x100u)) * 1099511628211ULL;
+        *digest = dg;
         if (pgpipe_json_type(v) != PGPIPE_JSON_OBJECT) { /* as every other source */
             char m[100];
             snprintf(m, sizeof m, "pull: the record is a JSON %s, not an object",
@@ -2147,6 +2152,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
     char high[512];
     snprintf(high, sizeof high, "%s", s.run_high ? s.run_high : "");
     long long parsed_in = s.run_records, run_page = s.run_pages;
+    long long prev_n = 0;       /* the page before: its record count and digest */
+    uint64_t prev_digest = 0;
     if (rc == PGPIPE_OK) {
         pull_seen(p, url.data);
         pull_writers_open(p);
@@ -2347,8 +2354,21 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 fw->dlq.len = 0;
                 fw->nok = fw->ndead = 0;
                 int maybe_nul = pull_has_nul_escape(hs->body.data ? hs->body.data : "", hs->body.len);
-                if ((rc = pull_rows(p, fw, arr, u, head, batch, maybe_nul, &fw->nok, &fw->ndead, high)) != PGPIPE_OK)
+                uint64_t digest = 0;
+                if ((rc = pull_rows(p, fw, arr, u, head, batch, maybe_nul, &fw->nok, &fw->ndead, high,
+                                    &digest)) != PGPIPE_OK)
                     PULL_FAIL(rc, 0);
+                /* an API that ignores the next-page parameter sends the same
+                ** records again under ever new cursors or links: loaded
+                ** again and again, for ever when max_pages is unset */
+                if (!halt && n >= 2 && prev_n == n && digest == prev_digest) {
+                    pull_errf(p, PGPIPE_ERROR, "pull: incomplete pagination at page %lld (%s): its %lld "
+                              "records are the page before's again (is the next-page parameter "
+                              "ignored?)", head, u, n);
+                    PULL_FAIL(PGPIPE_ERROR, 0);
+                }
+                prev_n = n;
+                prev_digest = digest;
             }
             if (!halt) {
                 fw->seq = head;
