@@ -2857,8 +2857,10 @@ void pgpipe_cdc_close(pgpipe_cdc *c);
 ** Incomplete pagination is an error naming the page, never a silent end: a
 ** Link next or a cursor already seen in the run, a numeric cursor that goes
 ** backwards, a listing that ends with a record count other than the total
-** the API reported (options.total_path), or a page number past the
-** reported page count (options.pages_path) while records still come.
+** the API reported (options.total_path), a page number past the
+** reported page count (options.pages_path) while records still come, or a
+** page of two or more records that are the page before's again (an API
+** that ignores the next-page parameter).
 **
 ** Incremental state: with options.since_field the largest value of that
 ** record field (numbers compared as numbers, other values as text: ISO

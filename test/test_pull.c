@@ -747,6 +747,12 @@ static void pl_t_concurrency_option(void)
     }
     PGT_EQ_INT(o.timeout_ms, 60000);
     PGT_EQ_INT(o.retry_budget_ms, 300000);
+    memset(&e, 0, sizeof e);
+    PGT_EQ_INT(pgpipe_pull_set(&o, "limit", "0", &e), PGPIPE_MISUSE);
+    PGT_CONTAINS(e.message, "--limit: records per page, at least 1, not \"0\"");
+    PGT_EQ_INT(o.limit, 100);
+    PGT_OK(pgpipe_pull_set(&o, "first-page", "0", &e)); /* pages counted from 0: allowed */
+    PGT_OK(pgpipe_pull_set(&o, "first-page", "1", &e));
     PGT_OK(pgpipe_pull_set(&o, "retry-budget", "0", &e)); /* no retries: allowed */
     PGT_EQ_INT(o.retry_budget_ms, 0);
     PGT_OK(pgpipe_pull_set(&o, "concurrency", "64", &e));

@@ -156,6 +156,8 @@ int pgpipe_pull_set(pgpipe_pull_options *o, const char *name, const char *v, pgp
             x = strtoll(v, &e, 10);
             if (e == v || *e || x < 0 || x > INT_MAX)
                 return pp_err(err, PGPIPE_MISUSE, "pull: --%s: a number, not \"%s\"", name, v);
+            if (x == 0 && nums[i].kind == 0) /* not "the default of 100" in disguise */
+                return pp_err(err, PGPIPE_MISUSE, "pull: --limit: records per page, at least 1, not \"%s\"", v);
         }
         switch (nums[i].kind) {
         case 0: o->limit = (int)x; break;
