@@ -50,6 +50,9 @@ PGT_TEST(pull, mask)
                      sizeof m);
     PGT_EQ_STR(m, "GET https://a/x?page=2&api_key=***&access_token=***&q=1 failed");
     PGT_CHECK(!strstr(m, "SECRET1"));
+    /* the ": " after a URL that ends in a secret stays */
+    pgpipe_pull_mask(NULL, "pull: http://h/x?api_key=SEK:RIT: Failed to connect", m, sizeof m);
+    PGT_EQ_STR(m, "pull: http://h/x?api_key=***: Failed to connect");
     /* a URL's password, wherever the URL is in the text */
     pgpipe_pull_mask(NULL, "GET https://bob:hunter2@api.x/v1 and \"http://u:p%40ss@h:8/\"", m,
                      sizeof m);

@@ -246,7 +246,8 @@ static void pull_mask_buf(pp_buf *b, const char *const *secrets, int nsecrets, c
                 pp_buf_append(b, "***", 3);
                 i = e + 1;
                 while (i < n && text[i] != '&' && text[i] != ' ' && text[i] != '#' &&
-                       text[i] != '"' && text[i] != '\'' && text[i] != '>' && text[i] != '\n')
+                       text[i] != '"' && text[i] != '\'' && text[i] != '>' && text[i] != '\n' &&
+                       !(text[i] == ':' && (i + 1 == n || text[i + 1] == ' '))) /* "URL: why" */
                     i++;
             }
         }
