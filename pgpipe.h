@@ -2837,7 +2837,8 @@ void pgpipe_cdc_close(pgpipe_cdc *c);
 **     source      options.source (the API)
 **     event_type  the record's field options.event_type_field, else
 **                 options.event_type, else the stream's name
-**     payload     the record as the API sent it
+**     payload     the record as the API sent it (an element of the record
+**                 array that is not an object is dead-lettered)
 **
 ** Needs libcurl: compiled in only when pgpipe.c is built with
 ** -DPGPIPE_ENABLE_CURL and linked with -lcurl. Without it the functions
@@ -2869,11 +2870,17 @@ void pgpipe_cdc_close(pgpipe_cdc *c);
 ** A run stops at an empty page, when there is no next page (no Link next,
 ** no cursor, more = false, a short OFFSET/PAGE page) or after
 ** options.max_pages (the next run then continues where it stopped).
+** A Link next that leaves the first page's scheme, host and port (or is not
+** http(s)) is refused, the page naming it not committed: the source's
+** credentials would go with it. Redirects follow http(s) only, never from
+** https to http. A URL holding "user:password@" is refused at open.
 ** Incomplete pagination is an error naming the page, never a silent end: a
 ** Link next or a cursor already seen in the run, a numeric cursor that goes
 ** backwards, a listing that ends with a record count other than the total
-** the API reported (options.total_path), or a page number past the
-** reported page count (options.pages_path) while records still come.
+** the API reported (options.total_path), a page number past the
+** reported page count (options.pages_path) while records still come, or a
+** page of two or more records that are the page before's again (an API
+** that ignores the next-page parameter).
 **
 ** Incremental state: with options.since_field the largest value of that
 ** record field (numbers compared as numbers, other values as text: ISO
@@ -2891,7 +2898,9 @@ void pgpipe_cdc_close(pgpipe_cdc *c);
 ** and by X-RateLimit-Remaining: 0 until X-RateLimit-Reset (epoch seconds or
 ** seconds from now). Network errors, 408, 429 and 5xx are retried with
 ** exponential backoff and full jitter (250 ms doubling to 30 s) within a
-** time budget (options.retry_budget_ms) instead of a retry count. Timeouts
+** time budget (options.retry_budget_ms) instead of a retry count; a
+** Retry-After longer than that budget fails the page at once (saying so)
+** and an X-RateLimit-Reset is waited for at most that long. Timeouts
 ** for the connection and the whole request; gzip and deflate accepted.
 **
 ** Concurrency: options.concurrency (1 to 64, default 1) is the most

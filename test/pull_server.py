@@ -28,6 +28,14 @@ Faults, on the page whose 1-based index is at= (default 2):
     fault=total         the total (offset, page) says 5 more than there are
     fault=pages         total_pages says one page fewer than there are
     fault=ratelimit     X-RateLimit-Remaining: 0, X-RateLimit-Reset: 1 (seconds)
+    fault=hugereset     X-RateLimit-Remaining: 0, X-RateLimit-Reset: in 3000 years
+    fault=hugera        first request: 429 with Retry-After: 99999999999999999999
+    fault=link_host     the Link next names the same page on host "localhost"
+    fault=link_https    the Link next is the https:// of the same page
+    fault=link_file     the Link next is file:///etc/passwd
+    fault=redir_file    302 to file:///etc/passwd
+    fault=samerecords   every page holds the first page's records (the cursor,
+                        offset or page is ignored; the next one still advances)
 
 A request that arrives while a Retry-After or a rate-limit reset it gave is
 still running gets a 429 without Retry-After and counts as "early" in
@@ -35,7 +43,8 @@ still running gets a 429 without Retry-After and counts as "early" in
 delay=MS (before each page), cap=N (offset: at most N records a page,
 whatever the limit), cache=1 (a page's body is made once and
 kept: the benchmark), bad=K,L (record K lacks "type", record L
-holds \\u0000), auth=bearer|basic|key (401 unless Authorization: Bearer
+holds \\u0000), nonobj=1 (each page's array also holds 42, "x",
+null and [1]), auth=bearer|basic|key (401 unless Authorization: Bearer
 s3cret-token / Basic user:pa55 / X-Api-Key: k3y-value).
 GET /stats: {"requests":..,"gzip":..,"early":..,"faults":..,"auth_failed":..}.
 """
@@ -179,6 +188,12 @@ class H(BaseHTTPRequestHandler):
                     not_before[0] = time.monotonic() + wait
                 self.send_body(int(fault), '{"error":"slow down"}', [("Retry-After", value)])
                 return
+            if fault == "hugera" and self.fault_once(key):
+                self.send_body(429, '{"error":"go away"}', [("Retry-After", "9" * 20)])
+                return
+            if fault == "redir_file":
+                self.send_body(302, '{}', [("Location", "file:///etc/passwd")])
+                return
             if fault == "500" and self.fault_once(key, 2):
                 self.send_body(500, '{"error":"oops"}')
                 return
@@ -190,9 +205,11 @@ class H(BaseHTTPRequestHandler):
                 self.send_body(200, '{"items": [{"id": 1}, {"id": 2')
                 return
         bad = [int(x) for x in q.get("bad", "").split(",") if x]
-        chunk = ids[off:off + per]
+        chunk = ids[0:per] if fault == "samerecords" else ids[off:off + per]
         items = "[" + ",".join(record(i, len(bad) > 0 and i == bad[0],
                                       len(bad) > 1 and i == bad[1]) for i in chunk) + "]"
+        if q.get("nonobj") == "1":
+            items = items[:-1] + (',' if chunk else '') + '42,"x",null,[1]]'
         total = len(ids)
         headers = []
         if style == "link":
@@ -202,8 +219,16 @@ class H(BaseHTTPRequestHandler):
                 nq["page"] = str(page + 1)
                 if fault == "repeat" and page == at:
                     nq["page"] = str(page)
-                headers.append(("Link", '<%s?%s>; rel="next", <%s?page=1>; rel="first"'
-                                % (u.path, urllib.parse.urlencode(nq), u.path)))
+                target = "%s?%s" % (u.path, urllib.parse.urlencode(nq))
+                port = self.server.server_address[1]
+                if page == at and fault == "link_host":
+                    target = "http://localhost:%d%s" % (port, target)
+                elif page == at and fault == "link_https":
+                    target = "https://127.0.0.1:%d%s" % (port, target)
+                elif page == at and fault == "link_file":
+                    target = "file:///etc/passwd"
+                headers.append(("Link", '<%s>; rel="next", <%s?page=1>; rel="first"'
+                                % (target, u.path)))
         elif style == "cursor":
             more = off + per < total
             nxt = off + per if more else off + len(chunk)
@@ -239,6 +264,8 @@ class H(BaseHTTPRequestHandler):
             with lock:
                 not_before[0] = time.monotonic() + 1
             headers += [("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "1")]
+        if fault == "hugereset" and page == at:
+            headers += [("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "99999999999")]
         if q.get("cache") == "1":
             page_cache[self.path] = (headers, body.encode())
         self.send_body(200, body, headers, q)

@@ -50,6 +50,15 @@ PGT_TEST(pull, mask)
                      sizeof m);
     PGT_EQ_STR(m, "GET https://a/x?page=2&api_key=***&access_token=***&q=1 failed");
     PGT_CHECK(!strstr(m, "SECRET1"));
+    /* the ": " after a URL that ends in a secret stays */
+    pgpipe_pull_mask(NULL, "pull: http://h/x?api_key=SEK:RIT: Failed to connect", m, sizeof m);
+    PGT_EQ_STR(m, "pull: http://h/x?api_key=***: Failed to connect");
+    /* a URL's password, wherever the URL is in the text */
+    pgpipe_pull_mask(NULL, "GET https://bob:hunter2@api.x/v1 and \"http://u:p%40ss@h:8/\"", m,
+                     sizeof m);
+    PGT_EQ_STR(m, "GET https://bob:***@api.x/v1 and \"http://u:***@h:8/\"");
+    pgpipe_pull_mask(NULL, "https://bob@api.x/a:b@c", m, sizeof m);
+    PGT_EQ_STR(m, "https://bob@api.x/a:b@c");
     size_t n = pgpipe_pull_mask(NULL, "https://a/?sig=abc", m, 8);
     PGT_EQ_INT((long long)n, 18);
     PGT_EQ_STR(m, "https:/");
@@ -304,6 +313,32 @@ static void pl_t_page_numbers(void)
     pgt_db_close(c);
 }
 
+/* A record array with elements that are not objects: each is a dead
+** letter saying so, the objects are staged, nothing is lost or staged as a
+** bare scalar. */
+static void pl_t_non_objects(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_nonobj");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_nonobj", "/link?n=5&per=10&nonobj=1");
+    o.paginate = PGPIPE_PULL_LINK;
+    pgpipe_pull_progress pr;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pr.records, 5);
+    PGT_EQ_INT(pr.dead_lettered, 4);
+    PGT_EQ_INT(pl_count(c, "pl_nonobj", "count(*)"), 5);
+    PGT_EQ_INT(pl_count(c, "pl_nonobj", "count(*) FILTER (WHERE jsonb_typeof(payload) <> 'object')"), 0);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = 'pl_nonobj'"), 4);
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = "
+                               "'pl_nonobj' AND line_number = 6"), "the record is a JSON number, not an object");
+    PGT_EQ_STR(pgt_db_str(c, "SELECT raw_text FROM pgpipe.dead_letters WHERE source_name = "
+                             "'pl_nonobj' AND line_number = 7"), "\"x\"");
+    pl_clean(c, "pl_nonobj");
+    pgt_db_close(c);
+}
+
 static void pl_t_dead_letters(void)
 {
     PGconn *c = pgt_db_open();
@@ -373,6 +408,29 @@ static void pl_t_incomplete_pagination(void)
     pgt_db_close(c);
 }
 
+/* An API that ignores the cursor sends the first page again and again
+** under new cursors: refused at the first repeat, not loaded 10 times. */
+static void pl_t_same_records(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_same");
+    pgpipe_pull_options o;
+    char err[1024];
+    pl_opts(&o, "pl_same", "/cursor?n=100&per=10&fault=samerecords");
+    o.paginate = PGPIPE_PULL_CURSOR;
+    o.records = "data.items";
+    o.cursor_path = "next_cursor";
+    o.more_path = "has_more";
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_ERROR);
+    PGT_CONTAINS(err, "incomplete pagination at page 2 (");
+    PGT_CONTAINS(err, "its 10 records are the page before's again");
+    PGT_EQ_INT(pl_count(c, "pl_same", "count(*)"), 10);
+    PGT_EQ_INT(pl_count(c, "pl_same", "count(DISTINCT payload->>'id')"), 10);
+    pl_clean(c, "pl_same");
+    pgt_db_close(c);
+}
+
 static void pl_t_malformed_body(void)
 {
     PGconn *c = pgt_db_open();
@@ -395,6 +453,60 @@ static void pl_t_malformed_body(void)
     PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_PARSE);
     PGT_CONTAINS(err, "\"data.rows\" are missing");
     pgt_db_close(c);
+}
+
+/* A hostile Link next: another host, another scheme, not HTTP at all. The
+** page that names it is refused (not committed: its resume point would be
+** that URL) and the source's credentials never go there. */
+static void pl_t_link_elsewhere(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    static const char *const faults[] = { "link_host", "link_https", "link_file" };
+    static const char *const expect[] = { "goes to another host or port; not followed",
+                                          "goes to another scheme; not followed",
+                                          "the Link next file:///etc/passwd is not an http(s) URL" };
+    for (int i = 0; i < 3; i++) {
+        pl_clean(c, "pl_elsewhere");
+        pgpipe_pull_options o;
+        char path[128], err[1024];
+        snprintf(path, sizeof path, "/link?n=30&per=10&fault=%s&at=2", faults[i]);
+        pl_opts(&o, "pl_elsewhere", path);
+        o.paginate = PGPIPE_PULL_LINK;
+        PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_ERROR);
+        PGT_CONTAINS(err, expect[i]);
+        PGT_CONTAINS(err, "page 2 (");
+        PGT_EQ_INT(pl_count(c, "pl_elsewhere", "count(*)"), 10);
+        PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.pull_state WHERE source = "
+                                 "'pl_elsewhere' AND next_url NOT LIKE '%page=2%'"), 0);
+    }
+    /* a redirect to file:// is not followed either */
+    pl_clean(c, "pl_elsewhere");
+    pgpipe_pull_options o;
+    char err[1024];
+    pl_opts(&o, "pl_elsewhere", "/link?n=30&per=10&fault=redir_file&at=1");
+    o.paginate = PGPIPE_PULL_LINK;
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_IO);
+    PGT_EQ_INT(pl_count(c, "pl_elsewhere", "count(*)"), 0);
+    pl_clean(c, "pl_elsewhere");
+    pgt_db_close(c);
+}
+
+/* A password in the URL is refused at open, masked in the message. */
+static void pl_t_url_credentials(void)
+{
+    pgpipe_pull_options o;
+    pgpipe_pull_options_init(&o);
+    o.conninfo = pgt_dsn();
+    o.source = "pl_cred";
+    o.url = "https://bob:hunter2@127.0.0.1:1/x?page=1";
+    pgpipe_pull *p = NULL;
+    PGT_EQ_INT(pgpipe_pull_open(&p, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(p), "the URL holds credentials (https://bob:");
+    PGT_CONTAINS(pgpipe_errmsg(p), "@127.0.0.1:1/x?page=1)");
+    PGT_CONTAINS(pgpipe_errmsg(p), "--basic-env");
+    PGT_CHECK(!strstr(pgpipe_errmsg(p), "hunter2"));
+    pgpipe_pull_close(p);
 }
 
 /* ---- politeness ---------------------------------------------------------------- */
@@ -423,6 +535,41 @@ static void pl_t_retry_after(void)
     /* no request came while the server's wait ran */
     PGT_EQ_INT(pl_stat("early"), 0);
     PGT_EQ_INT(pl_stat("faults"), 3);
+    pgt_db_close(c);
+}
+
+/* An absurd Retry-After ends the page with a message that says so, and
+** does not pause the source's other streams for centuries; an absurd
+** X-RateLimit-Reset is waited for at most the retry budget. */
+static void pl_t_retry_after_absurd(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_absurd");
+    pgpipe_pull_budget *b;
+    PGT_OK(pgpipe_pull_budget_open(&b, 0, 1));
+    pgpipe_pull_options o;
+    char err[1024];
+    pl_opts(&o, "pl_absurd", "/link?n=30&per=10&fault=hugera&at=2");
+    o.paginate = PGPIPE_PULL_LINK;
+    o.budget = b;
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_IO);
+    PGT_CONTAINS(err, "HTTP 429; gave up after 1 attempts");
+    PGT_CONTAINS(err, "the server's Retry-After asked to wait 1000000000 s");
+    PGT_EQ_INT(pl_count(c, "pl_absurd", "count(*)"), 10);
+    PGT_EQ_INT((long long)pull_budget_take(b), 0); /* the budget is not paused */
+    pull_budget_release(b);
+    pgpipe_pull_budget_close(b);
+
+    pl_clean(c, "pl_absurd");
+    pl_opts(&o, "pl_absurd", "/link?n=30&per=10&fault=hugereset&at=1");
+    o.paginate = PGPIPE_PULL_LINK;
+    o.retry_budget_ms = 1000;
+    pgpipe_pull_progress pr;
+    PGT_OK(pl_run(&o, &pr, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_absurd", "count(*)"), 30);
+    PGT_CHECK_MSG(pr.waited_ms < 20000, "waited %lld ms", pr.waited_ms);
+    pl_clean(c, "pl_absurd");
     pgt_db_close(c);
 }
 
@@ -593,14 +740,38 @@ static void pl_t_concurrency_option(void)
         PGT_CONTAINS(e.message, "--concurrency: requests in flight at once, a whole number from 1 to 64");
     }
     PGT_EQ_INT(o.concurrency, 1);
+    /* durations: NaN, negative, and a timeout of 0 (libcurl: no timeout at all) */
+    const char *bad_ms[][2] = { { "timeout", "0" }, { "connect-timeout", "0s" }, { "timeout", "nan" },
+                                { "retry-budget", "NaN" }, { "timeout", "-5" }, { "retry-budget", "1e400" } };
+    for (size_t i = 0; i < sizeof bad_ms / sizeof bad_ms[0]; i++) {
+        memset(&e, 0, sizeof e);
+        PGT_EQ_INT(pgpipe_pull_set(&o, bad_ms[i][0], bad_ms[i][1], &e), PGPIPE_MISUSE);
+        PGT_CONTAINS(e.message, bad_ms[i][0]);
+    }
+    PGT_EQ_INT(o.timeout_ms, 60000);
+    PGT_EQ_INT(o.retry_budget_ms, 300000);
+    memset(&e, 0, sizeof e);
+    PGT_EQ_INT(pgpipe_pull_set(&o, "limit", "0", &e), PGPIPE_MISUSE);
+    PGT_CONTAINS(e.message, "--limit: records per page, at least 1, not \"0\"");
+    PGT_EQ_INT(o.limit, 100);
+    PGT_OK(pgpipe_pull_set(&o, "first-page", "0", &e)); /* pages counted from 0: allowed */
+    PGT_OK(pgpipe_pull_set(&o, "first-page", "1", &e));
+    PGT_OK(pgpipe_pull_set(&o, "retry-budget", "0", &e)); /* no retries: allowed */
+    PGT_EQ_INT(o.retry_budget_ms, 0);
     PGT_OK(pgpipe_pull_set(&o, "concurrency", "64", &e));
     PGT_EQ_INT(o.concurrency, 64);
     /* set directly: refused when the handle opens */
     o.source = "x";
     o.url = "http://127.0.0.1:1/";
     o.conninfo = pgt_dsn();
-    o.concurrency = 0;
+    o.timeout_ms = 0;
     pgpipe_pull *p = NULL;
+    PGT_EQ_INT(pgpipe_pull_open(&p, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(p), "the timeouts are at least 1 ms");
+    pgpipe_pull_close(p);
+    o.timeout_ms = 60000;
+    o.concurrency = 0;
+    p = NULL;
     PGT_EQ_INT(pgpipe_pull_open(&p, &o), PGPIPE_MISUSE);
     PGT_CONTAINS(pgpipe_errmsg(p), "concurrency is 1 to 64, not 0");
     pgpipe_pull_close(p);
@@ -954,10 +1125,15 @@ PGT_TEST(pull, cursor_incremental) { PL_CALL(pl_t_cursor_incremental); }
 PGT_TEST(pull, since_and_backfill) { PL_CALL(pl_t_since_and_backfill); }
 PGT_TEST(pull, page_numbers) { PL_CALL(pl_t_page_numbers); }
 PGT_TEST(pull, dead_letters) { PL_CALL(pl_t_dead_letters); }
+PGT_TEST(pull, non_objects) { PL_CALL(pl_t_non_objects); }
 PGT_TEST(pull, incomplete_pagination) { PL_CALL(pl_t_incomplete_pagination); }
 PGT_TEST(pull, malformed_body) { PL_CALL(pl_t_malformed_body); }
+PGT_TEST(pull, same_records) { PL_CALL(pl_t_same_records); }
 PGT_TEST(pull, retry_after) { PL_CALL(pl_t_retry_after); }
 PGT_TEST(pull, backoff) { PL_CALL(pl_t_backoff); }
+PGT_TEST(pull, retry_after_absurd) { PL_CALL(pl_t_retry_after_absurd); }
+PGT_TEST(pull, link_elsewhere) { PL_CALL(pl_t_link_elsewhere); }
+PGT_TEST(pull, url_credentials) { PL_CALL(pl_t_url_credentials); }
 PGT_TEST(pull, gzip) { PL_CALL(pl_t_gzip); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
 PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }

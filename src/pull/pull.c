@@ -48,7 +48,7 @@ static long long pull_ms(const char *v)
 {
     char *e;
     double x = strtod(v, &e);
-    if (e == v || x < 0)
+    if (e == v || !(x >= 0)) /* NaN too */
         return -1;
     double mul = !*e || !strcmp(e, "ms") ? 1 : !strcmp(e, "s") ? 1000 : !strcmp(e, "m") ? 60000
                  : !strcmp(e, "h") ? 3600000 : -1;
@@ -148,11 +148,16 @@ int pgpipe_pull_set(pgpipe_pull_options *o, const char *name, const char *v, pgp
         if (nums[i].kind >= 3) {
             if ((x = pull_ms(v)) < 0)
                 return pp_err(err, PGPIPE_MISUSE, "pull: --%s: milliseconds or a duration (500ms, 30s, 5m), not \"%s\"", name, v);
+            if (x == 0 && nums[i].kind != 5) /* libcurl waits for ever */
+                return pp_err(err, PGPIPE_MISUSE, "pull: --%s: at least 1 ms, not \"%s\" (a stalled "
+                              "server would be waited for forever)", name, v);
         } else {
             char *e;
             x = strtoll(v, &e, 10);
             if (e == v || *e || x < 0 || x > INT_MAX)
                 return pp_err(err, PGPIPE_MISUSE, "pull: --%s: a number, not \"%s\"", name, v);
+            if (x == 0 && nums[i].kind == 0) /* not "the default of 100" in disguise */
+                return pp_err(err, PGPIPE_MISUSE, "pull: --limit: records per page, at least 1, not \"%s\"", v);
         }
         switch (nums[i].kind) {
         case 0: o->limit = (int)x; break;
@@ -186,13 +191,38 @@ static int pull_secret_name(const char *s, size_t n)
     return 0;
 }
 
-/* Append to b: text with each secret replaced by "***" and the values of
-** secret-looking query parameters too. */
+/* The length of the password of a URL's "user:password@" that starts at
+** s (just after "://"); 0 when there is none. *at = its offset. */
+static size_t pull_userinfo_pw(const char *s, size_t n, size_t *at)
+{
+    size_t e = 0;
+    while (e < n && !strchr("/?#@ \t\r\n\"'<>", s[e]))
+        e++;
+    if (e >= n || s[e] != '@')
+        return 0;
+    const char *colon = memchr(s, ':', e);
+    if (!colon)
+        return 0;
+    *at = (size_t)(colon - s) + 1;
+    return e - *at;
+}
+
+/* Append to b: text with each secret replaced by "***", and the values of
+** secret-looking query parameters and the passwords of URLs
+** ("https://user:***@host/") too. */
 static void pull_mask_buf(pp_buf *b, const char *const *secrets, int nsecrets, const char *text)
 {
     size_t n = strlen(text);
     for (size_t i = 0; i < n;) {
         int hit = 0;
+        size_t at, pl;
+        if (i >= 3 && memcmp(text + i - 3, "://", 3) == 0 &&
+            (pl = pull_userinfo_pw(text + i, n - i, &at)) > 0) {
+            pp_buf_append(b, text + i, at);
+            pp_buf_append(b, "***", 3);
+            i += at + pl;
+            continue;
+        }
         for (int k = 0; k < nsecrets; k++) {
             size_t sl = secrets[k] ? strlen(secrets[k]) : 0;
             if (sl >= 3 && sl <= n - i && memcmp(text + i, secrets[k], sl) == 0) {
@@ -216,7 +246,8 @@ static void pull_mask_buf(pp_buf *b, const char *const *secrets, int nsecrets, c
                 pp_buf_append(b, "***", 3);
                 i = e + 1;
                 while (i < n && text[i] != '&' && text[i] != ' ' && text[i] != '#' &&
-                       text[i] != '"' && text[i] != '\'' && text[i] != '>' && text[i] != '\n')
+                       text[i] != '"' && text[i] != '\'' && text[i] != '>' && text[i] != '\n' &&
+                       !(text[i] == ':' && (i + 1 == n || text[i + 1] == ' '))) /* "URL: why" */
                     i++;
             }
         }
@@ -786,6 +817,13 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: options.source and options.url are required");
     if (strncmp(opt->url, "http://", 7) != 0 && strncmp(opt->url, "https://", 8) != 0)
         return pull_errf(p, PGPIPE_MISUSE, "pull: the URL must start with http:// or https://: %s", opt->url);
+    {   /* a password in the URL would be stored with the resume point */
+        const char *host = strstr(opt->url, "://") + 3;
+        size_t at;
+        if (pull_userinfo_pw(host, strlen(host), &at) > 0 || host[strcspn(host, "/?#@")] == '@')
+            return pull_errf(p, PGPIPE_MISUSE, "pull: the URL holds credentials (%s): give them "
+                             "with --basic-env VARIABLE or --basic-file PATH instead", opt->url);
+    }
     if (opt->paginate < PGPIPE_PULL_NONE || opt->paginate > PGPIPE_PULL_PAGE)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: unknown pagination %d", opt->paginate);
     if (opt->paginate == PGPIPE_PULL_CURSOR && (!opt->cursor_path || !*opt->cursor_path))
@@ -921,6 +959,10 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
             return pp_err_nomem(&p->h.err);
         p->budget = p->own_budget;
     }
+    if (o->timeout_ms <= 0 || o->connect_timeout_ms <= 0 || o->retry_budget_ms < 0)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the timeouts are at least 1 ms and the retry "
+                      "budget is not negative (timeout %d, connect timeout %d, retry budget %d)",
+                      o->timeout_ms, o->connect_timeout_ms, o->retry_budget_ms);
     if (o->concurrency < 1 || o->concurrency > PULL_MAX_CONCURRENCY)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the concurrency is 1 to %d, not %d",
                       PULL_MAX_CONCURRENCY, o->concurrency);
@@ -1098,7 +1140,7 @@ static size_t pull_on_header(char *line, size_t size, size_t n, void *ud)
         memcpy(tmp, v, vl);
         tmp[vl] = '\0';
         if (vl && strspn(tmp, "0123456789") == vl) {
-            p->retry_after_s = atof(tmp);
+            p->retry_after_s = vl > 9 ? 1e9 : atof(tmp); /* absurd ones stay countable */
         } else {
             time_t t = curl_getdate(tmp, NULL);
             if (t != -1)
@@ -1112,6 +1154,8 @@ static size_t pull_on_header(char *line, size_t size, size_t n, void *ud)
         memcpy(tmp, v, vl);
         tmp[vl] = '\0';
         p->rl_reset = atof(tmp);
+        if (!(p->rl_reset >= 0 && p->rl_reset < 1e11)) /* NaN, negative or absurd */
+            p->rl_reset = -1;
     }
     return len;
 }
@@ -1151,7 +1195,9 @@ static int pull_start(pgpipe_pull *p, pull_slot *s)
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    /* a redirect never goes from https to clear text (an API key header would follow) */
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR,
+                     strncmp(s->url.data, "https:", 6) == 0 ? "https" : "http,https");
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)p->o.connect_timeout_ms);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)p->o.timeout_ms);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "pgpipe/" PGPIPE_VERSION);
@@ -1194,9 +1240,20 @@ static void pull_done(pgpipe_pull *p, pull_slot *s, CURLcode cr)
     pp_mutex_unlock(&p->mu);
     const char *url = s->url.data;
 
-    /* the server's rate limit: nobody asks again before the reset */
+    /* the server's rate limit: nobody asks again before the reset, but
+    ** never longer than the retry budget (a wrong clock or a hostile
+    ** server must not stop every stream of the source for days) */
     if (s->rl_remaining == 0 && s->rl_reset >= 0) {
         double sec = s->rl_reset > 1e9 ? s->rl_reset - (double)time(NULL) : s->rl_reset;
+        if (sec * 1000 > p->o.retry_budget_ms) {
+            if (pp_log_enabled(PGPIPE_LOG_WARN)) {
+                char m[1024];
+                pull_mask_to((const char *const *)p->secrets, p->nsecrets, url, m, sizeof m);
+                pp_logf(PGPIPE_LOG_WARN, "pull", "%s: X-RateLimit-Reset asks to wait %.0f s; "
+                        "waiting the retry budget (%d ms) instead", m, sec, p->o.retry_budget_ms);
+            }
+            sec = p->o.retry_budget_ms / 1000.0;
+        }
         if (sec > 0)
             pull_budget_pause(p->budget, (int64_t)(sec * 1e6));
     }
@@ -1223,8 +1280,6 @@ static void pull_done(pgpipe_pull *p, pull_slot *s, CURLcode cr)
         return;
     } else {
         snprintf(why, sizeof why, "HTTP %ld", s->status);
-        if ((s->status == 429 || s->status == 503) && s->retry_after_s >= 0)
-            pull_budget_pause(p->budget, (int64_t)(s->retry_after_s * 1e6));
         if (s->status != 429 && s->status != 503 && s->status != 408 && s->status < 500) {
             /* the start of the body says why (masked: an API may echo the key) */
             char snip[200];
@@ -1249,16 +1304,22 @@ static void pull_done(pgpipe_pull *p, pull_slot *s, CURLcode cr)
     if (cap > PULL_BACKOFF_MAX_MS)
         cap = PULL_BACKOFF_MAX_MS;
     int64_t delay = (int64_t)(pp_rand_next(&p->rng) % (uint64_t)(cap + 1));
-    if ((s->status == 429 || s->status == 503) && s->retry_after_s >= 0)
+    int asked = (s->status == 429 || s->status == 503) && s->retry_after_s >= 0;
+    if (asked)
         delay = (int64_t)(s->retry_after_s * 1000) + delay / 10;
     s->attempts = ++k;
     int64_t spent = (now - s->first_fail_us) / 1000;
     if (spent + delay >= p->o.retry_budget_ms) {
+        char longer[96] = "";
+        if (asked && delay > p->o.retry_budget_ms)
+            snprintf(longer, sizeof longer, ", the server's Retry-After asked to wait %.0f s",
+                     s->retry_after_s);
         pull_slot_err(s, PGPIPE_IO, "pull: %s: %s; gave up after %d attempts in %.1f s (retry budget %d ms%s)",
-                      url, why, k, (double)spent / 1000, p->o.retry_budget_ms,
-                      delay > p->o.retry_budget_ms ? ", the server asked to wait longer" : "");
+                      url, why, k, (double)spent / 1000, p->o.retry_budget_ms, longer);
         return;
     }
+    if (asked) /* no stream of the source asks before the server's time */
+        pull_budget_pause(p->budget, (int64_t)(s->retry_after_s * 1e6));
     pull_prog_add(p, &p->prog.retries, 1);
     if (pp_log_enabled(PGPIPE_LOG_WARN)) {
         char m[1024];
@@ -1396,10 +1457,12 @@ static int pull_dead(pgpipe_pull *p, pull_writer *w, const char *url, long long 
 /* The COPY rows of the page's records (w->copy) and its dead letters
 ** (w->dlq), built once, without an allocation per record; *nok staged,
 ** *ndead dead-lettered; high is the largest cursor field value (in and
-** out, size 512). */
+** out, size 512); *digest a hash of the records' text (FNV-1a). */
 static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr, const char *url, long long page,
-                     const char *batch, int maybe_nul, long long *nok, long long *ndead, char *high)
+                     const char *batch, int maybe_nul, long long *nok, long long *ndead, char *high,
+                     uint64_t *digest)
 {
+    uint64_t dg = 14695981039346656037ULL;
     pgpipe_json_iter it;
     pgpipe_json_iter_init(&it, arr);
     const pgpipe_json_val *v;
@@ -1441,6 +1504,19 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
         const char *txt = p->rec.data;
         const char *type = const_type;
         size_t typel = ctl;
+        for (size_t k = 0; k <= len; k++) /* the text, then a separator */
+            dg = (dg ^ (k < len ? (unsigned char)txt[k] : 0x100u)) * 1099511628211ULL;
+        *digest = dg;
+        if (pgpipe_json_type(v) != PGPIPE_JSON_OBJECT) { /* as every other source */
+            char m[100];
+            snprintf(m, sizeof m, "pull: the record is a JSON %s, not an object",
+                     pgpipe_json_type_name(pgpipe_json_type(v)));
+            int rc = pull_dead(p, w, url, page, i, txt, len, m, batch);
+            if (rc != PGPIPE_OK)
+                return rc;
+            (*ndead)++;
+            continue;
+        }
         if (tpath) {
             const pgpipe_json_val *t = pgpipe_json_path(v, tpath);
             type = pgpipe_json_get_str(t, &typel);
@@ -1706,6 +1782,45 @@ static int pull_resolve(pgpipe_pull *p, const char *base, const char *rel, pp_bu
     return rc;
 }
 
+/* The scheme, host and port of url into out ("https host 443"); 0 when
+** url is not one. */
+static int pull_origin(const char *url, char *out, size_t size)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    int ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK;
+    if (ok)
+        snprintf(out, size, "%s %s %s", scheme, host, port);
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return ok;
+}
+
+/* Refuse a Link next that leaves the page's origin: the credentials and
+** headers of the source would go with it (to another host, in clear text
+** after a change from https to http, or to a scheme that is not HTTP). */
+static int pull_link_check(pgpipe_pull *p, long long page, const char *url, const char *next)
+{
+    char a[600], b[600];
+    if (strncmp(next, "http://", 7) != 0 && strncmp(next, "https://", 8) != 0)
+        return pull_errf(p, PGPIPE_ERROR, "pull: page %lld (%s): the Link next %s is not an "
+                         "http(s) URL; not followed", page, url, next);
+    if (!pull_origin(url, a, sizeof a) || !pull_origin(next, b, sizeof b))
+        return pull_errf(p, PGPIPE_ERROR, "pull: page %lld (%s): the Link next \"%s\" is not a URL",
+                         page, url, next);
+    if (strcmp(a, b) != 0)
+        return pull_errf(p, PGPIPE_ERROR, "pull: page %lld (%s): the Link next %s goes to another "
+                         "%s; not followed (the source's credentials would go with it)", page, url,
+                         next, strcspn(a, " ") != strcspn(b, " ") || strncmp(a, b, strcspn(a, " "))
+                         ? "scheme" : "host or port");
+    return PGPIPE_OK;
+}
+
 /* A number at path of the body: 1 when there. */
 static int pull_body_int(const pgpipe_json_val *root, const char *path, long long *out)
 {
@@ -1756,6 +1871,8 @@ static int pull_next(pgpipe_pull *p, const char *url, const pp_buf *link, const 
             break;
         }
         int rc = pull_resolve(p, url, target, next);
+        if (rc == PGPIPE_OK)
+            rc = pull_link_check(p, run_page, url, next->data);
         if (rc != PGPIPE_OK)
             return rc;
         if (!strcmp(next->data, url) || pull_seen(p, next->data))
@@ -2038,6 +2155,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
     char high[512];
     snprintf(high, sizeof high, "%s", s.run_high ? s.run_high : "");
     long long parsed_in = s.run_records, run_page = s.run_pages;
+    long long prev_n = 0;       /* the page before: its record count and digest */
+    uint64_t prev_digest = 0;
     if (rc == PGPIPE_OK) {
         pull_seen(p, url.data);
         pull_writers_open(p);
@@ -2238,8 +2357,21 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 fw->dlq.len = 0;
                 fw->nok = fw->ndead = 0;
                 int maybe_nul = pull_has_nul_escape(hs->body.data ? hs->body.data : "", hs->body.len);
-                if ((rc = pull_rows(p, fw, arr, u, head, batch, maybe_nul, &fw->nok, &fw->ndead, high)) != PGPIPE_OK)
+                uint64_t digest = 0;
+                if ((rc = pull_rows(p, fw, arr, u, head, batch, maybe_nul, &fw->nok, &fw->ndead, high,
+                                    &digest)) != PGPIPE_OK)
                     PULL_FAIL(rc, 0);
+                /* an API that ignores the next-page parameter sends the same
+                ** records again under ever new cursors or links: loaded
+                ** again and again, for ever when max_pages is unset */
+                if (!halt && n >= 2 && prev_n == n && digest == prev_digest) {
+                    pull_errf(p, PGPIPE_ERROR, "pull: incomplete pagination at page %lld (%s): its %lld "
+                              "records are the page before's again (is the next-page parameter "
+                              "ignored?)", head, u, n);
+                    PULL_FAIL(PGPIPE_ERROR, 0);
+                }
+                prev_n = n;
+                prev_digest = digest;
             }
             if (!halt) {
                 fw->seq = head;
