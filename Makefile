@@ -142,10 +142,13 @@ $(B)/test/all_tests.c: $(TEST_FILES) test/gen_registry.sh
 	@mkdir -p $(B)/test
 	sh test/gen_registry.sh $(TEST_FILES) > $@
 
+# system calls the tests can make fail (test/test_spool.c: __wrap_fdatasync)
+TEST_WRAP = -Wl,--wrap=fdatasync
+
 $(B)/test/runner: $(B)/test/all_tests.c pgpipe.c test/pgtest.h test/runner.c $(TEST_FILES)
 	@echo "$(PULL_SAY)"
 	$(CC) $(STRICT) -Wno-unused-function -O1 -g $(SAN) $(PG_CFLAGS) $(PULL_CFLAGS) -I. -Itest \
-	  $(B)/test/all_tests.c $(LIBS) $(PULL_LIBS) -o $@
+	  $(B)/test/all_tests.c $(TEST_WRAP) $(LIBS) $(PULL_LIBS) -o $@
 
 # the shell, built against the same sanitized amalgamation, for shell tests
 $(B)/test/pgpipe: shell.c pgpipe.c
@@ -183,7 +186,7 @@ TSAN_GROUPS ?= pool claim copy pooler http http_ingest run_sched run_source run_
 $(B)/tsan/runner: $(B)/test/all_tests.c pgpipe.c test/pgtest.h test/runner.c $(TEST_FILES)
 	@mkdir -p $(B)/tsan
 	$(CC) $(STRICT) -Wno-unused-function -O1 -g -fsanitize=thread -fno-omit-frame-pointer \
-	  $(PG_CFLAGS) -I. -Itest $(B)/test/all_tests.c $(LIBS) -o $@
+	  $(PG_CFLAGS) -I. -Itest $(B)/test/all_tests.c $(TEST_WRAP) $(LIBS) -o $@
 
 test-tsan: $(B)/tsan/runner
 	@t=$$(mktemp -d /tmp/pgpipe-tsan.XXXXXX) && chmod 1777 "$$t" && \

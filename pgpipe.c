@@ -24395,6 +24395,14 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
         (void)ftruncate(s->fd, (off_t)a->bytes);
         return pp_err(&s->h.err, PGPIPE_IO, "spool: write: %s", strerror(e));
     }
+    if (s->o.fsync_policy == PGPIPE_SPOOL_FSYNC_RECORD && sp_datasync(s, s->fd) != 0) {
+        /* not durable, so not kept: the caller is told it failed and may
+        ** append it again, which must not make it twice */
+        int e = errno;
+        (void)ftruncate(s->fd, (off_t)a->bytes);
+        return pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s; the record is not kept",
+                      strerror(e));
+    }
     pgpipe_error_clear(&s->h.err); /* the handle holds its last call's error */
     a->bytes += need;
     if (!a->records)
@@ -24406,8 +24414,6 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
     s->next_seq++;
     s->st.appended++;
     if (s->o.fsync_policy == PGPIPE_SPOOL_FSYNC_RECORD) {
-        if (sp_datasync(s, s->fd) != 0)
-            return pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s", strerror(errno));
         s->last_sync_ms = sp_mono_ms();
     } else if (s->o.fsync_policy == PGPIPE_SPOOL_FSYNC_INTERVAL) {
         s->dirty = 1;

@@ -1227,3 +1227,57 @@ PGT_TEST(spool, http_over_budget_spools)
     pgt_db_close(c);
 #endif
 }
+
+/* fdatasync as the tests see it: the runners link with --wrap=fdatasync
+** (Makefile TEST_WRAP), so spt_fail_syncs > 0 makes that many calls fail
+** with EIO. Without the wrap this function is unused. */
+int __wrap_fdatasync(int fd);
+int __real_fdatasync(int fd);
+static int spt_fail_syncs;
+int __wrap_fdatasync(int fd)
+{
+    if (spt_fail_syncs > 0) {
+        spt_fail_syncs--;
+        errno = EIO;
+        return -1;
+    }
+    return __real_fdatasync(fd);
+}
+
+/* Policy RECORD: a record whose fdatasync failed was counted and kept while
+** its append said it failed, so a caller that appended it again (the right
+** thing after an error) had it twice. Now it is not kept. */
+PGT_TEST(spool, failed_sync_keeps_no_record)
+{
+    spt_fail_syncs = 1;
+    int wrapped = fdatasync(-1) == -1 && errno == EIO && spt_fail_syncs == 0;
+    spt_fail_syncs = 0;
+    if (!wrapped)
+        PGT_SKIP("fdatasync is not wrapped in this runner (Makefile TEST_WRAP)");
+    const char *dir = spt_dir_in("syncfail", 1);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "sf";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_RECORD;
+    pgpipe_spool *s = spt_open(dir, &o);
+    PGT_OK(pgpipe_spool_append(s, "{\"n\":1}", 7, NULL));
+    spt_fail_syncs = 1;
+    long long seq = -1;
+    PGT_EQ_INT(pgpipe_spool_append(s, "{\"n\":2}", 7, &seq), PGPIPE_IO);
+    PGT_CONTAINS(pgpipe_errmsg(s), "the record is not kept");
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 1);
+    /* the caller appends it again: once */
+    PGT_OK(pgpipe_spool_append(s, "{\"n\":2}", 7, &seq));
+    PGT_EQ_INT(seq, 2);
+    PGT_OK(pgpipe_spool_append(s, "{\"n\":3}", 7, NULL));
+    pgpipe_spool_close(s);
+    s = spt_open(dir, &o);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 3);
+    PGT_EQ_INT(st.next_seq, 4);
+    PGT_EQ_INT(st.recovered_offset, -1);
+    pgpipe_spool_close(s);
+    spt_rmdir(dir);
+}
