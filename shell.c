@@ -101,6 +101,9 @@ typedef struct shell {
     int cond_base;       /* levels of the scripts that \i'd this one: not its own */
     int read_depth;      /* scripts reading scripts (\i, .read) now */
     int ncond;
+    /* \restrict KEY (pg_dump's plain dumps since PostgreSQL 17.6, 16.10, 15.14):
+    ** until \unrestrict KEY, no backslash or dot command runs, only SQL */
+    char restrict_key[128];
 } shell;
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -2879,75 +2882,227 @@ static const argspec spec_dump[] = { { NULL, "[TABLE]", 0, 1, NULL,
     "--inserts)" } };
 
 /* .dump [TABLE]: data only, as INSERT statements: the schema is pg_dump's
-** (or .schema's) job; partitions are dumped under their own names. */
+** (or .schema's) job; partitions are dumped under their own names, a parent
+** of inheritance without its children's rows (FROM ONLY). As pg_dump
+** --data-only: one snapshot for every table (REPEATABLE READ, when no
+** transaction is open), tables in foreign-key order (a referenced table
+** before the tables referring to it; a cycle is said on stderr), identity
+** columns GENERATED ALWAYS written with OVERRIDING SYSTEM VALUE, and the
+** sequences' values (those the dumped tables own; every one for a whole
+** dump) as setval at the end. Rows are streamed (single-row mode), so a large
+** table is not held in memory. */
+
+/* The dumped tables in the order they load back: each after the tables its
+** foreign keys refer to (of those dumped), else by name. *cyclic is set when
+** some tables refer to each other in a cycle; they come last, by name. */
+static int *dump_order(PGresult *tables, PGresult *edges, int *cyclic)
+{
+    int n = PQntuples(tables), ne = PQntuples(edges);
+    int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    int *child = malloc(sizeof(int) * (size_t)(ne ? ne : 1));
+    int *parent = malloc(sizeof(int) * (size_t)(ne ? ne : 1));
+    char *done = calloc((size_t)(n ? n : 1), 1);
+    if (!order || !child || !parent || !done) {
+        free(order), free(child), free(parent), free(done);
+        return NULL;
+    }
+    /* the edges between dumped tables, as indexes into tables */
+    int m = 0;
+    for (int e = 0; e < ne; e++) {
+        int c = -1, p = -1;
+        for (int i = 0; i < n && (c < 0 || p < 0); i++) {
+            if (!strcmp(PQgetvalue(edges, e, 0), PQgetvalue(tables, i, 0)))
+                c = i;
+            if (!strcmp(PQgetvalue(edges, e, 1), PQgetvalue(tables, i, 0)))
+                p = i;
+        }
+        if (c >= 0 && p >= 0 && c != p)
+            child[m] = c, parent[m] = p, m++;
+    }
+    int k = 0;
+    *cyclic = 0;
+    while (k < n) {
+        int pick = -1;
+        for (int i = 0; i < n && pick < 0; i++) {
+            if (done[i])
+                continue;
+            int ready = 1;
+            for (int e = 0; e < m && ready; e++)
+                if (child[e] == i && !done[parent[e]])
+                    ready = 0;
+            if (ready)
+                pick = i;
+        }
+        if (pick < 0) { /* a cycle: the rest by name */
+            *cyclic = 1;
+            for (int i = 0; i < n; i++)
+                if (!done[i])
+                    done[i] = 1, order[k++] = i;
+            break;
+        }
+        done[pick] = 1;
+        order[k++] = pick;
+    }
+    free(child), free(parent), free(done);
+    return order;
+}
+
+/* The rows of one table (oid, quoted name) as INSERT statements, streamed. */
+static int dump_table(shell *sh, const char *oid, const char *name)
+{
+    const char *params[1] = { oid };
+    /* each column's value as SQL text: numbers bare, NULL, DEFAULT for a
+    ** generated column, everything else a quoted literal; then whether an
+    ** identity column is GENERATED ALWAYS */
+    PGresult *c = PQexecParams(sh->conn,
+        "SELECT coalesce(string_agg(CASE WHEN a.attgenerated <> '' THEN '''DEFAULT''' "
+        "WHEN a.atttypid IN (20, 21, 23, 26, 700, 701, 1700) THEN format('CASE WHEN %1$I::text "
+        "IN (''NaN'', ''Infinity'', ''-Infinity'') THEN quote_literal(%1$I::text) ELSE "
+        "coalesce(%1$I::text, ''NULL'') END', a.attname) WHEN a.atttypid = 16 THEN "
+        "format('coalesce(%I::text, ''NULL'')', a.attname) ELSE format('quote_nullable(%I::text)', "
+        "a.attname) END, ', ' ORDER BY a.attnum), ''), coalesce(bool_or(a.attidentity = 'a'), "
+        "false) FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT "
+        "a.attisdropped", 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(c) != PGRES_TUPLES_OK) {
+        report_pq_error(c, sh->conn);
+        PQclear(c);
+        return 1;
+    }
+    const char *head = !strcmp(PQgetvalue(c, 0, 1), "t") ? " OVERRIDING SYSTEM VALUE VALUES ("
+                                                         : " VALUES (";
+    char *q = malloc(strlen(PQgetvalue(c, 0, 0)) + 2 * strlen(name) + 256);
+    char *lit = PQescapeLiteral(sh->conn, name, strlen(name));
+    if (!q || !lit) {
+        free(q);
+        PQfreemem(lit);
+        PQclear(c);
+        return 1;
+    }
+    sprintf(q, "SELECT 'INSERT INTO ' || %s || '%s' || concat_ws(', ', %s) || ');' FROM ONLY %s",
+            lit, head, PQgetvalue(c, 0, 0), name);
+    PQfreemem(lit);
+    PQclear(c);
+    int rc = 0;
+    if (!PQsendQuery(sh->conn, q) || !PQsetSingleRowMode(sh->conn)) {
+        errorf(".dump: %s: %s", name, PQerrorMessage(sh->conn));
+        rc = 1;
+    }
+    free(q);
+    if (!rc)
+        fprintf(sh->out, "\n--\n-- Data for %s\n--\n\n", name);
+    PGresult *d;
+    while (!rc && (d = PQgetResult(sh->conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(d);
+        if (st == PGRES_SINGLE_TUPLE)
+            fprintf(sh->out, "%s\n", PQgetvalue(d, 0, 0));
+        else if (st != PGRES_TUPLES_OK) {
+            report_pq_error(d, sh->conn);
+            rc = 1;
+        }
+        PQclear(d);
+    }
+    while ((d = PQgetResult(sh->conn)) != NULL) /* after an error: the rest */
+        PQclear(d);
+    return rc;
+}
+
 static int cmd_dump(shell *sh, char **argv, int argc, const char *rest)
 {
     (void)argv, (void)argc, (void)rest;
+    const char *pat = cur.npos ? cur.pos[0] : NULL;
     char sql[4096];
     snprintf(sql, sizeof sql,
              "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
              "JOIN pg_namespace n ON n.oid = "
              "c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', "
              "'information_schema') AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp'");
-    if (like_cond(sh, sql, sizeof sql, cur.npos ? cur.pos[0] : NULL, "n.nspname", "c.relname"))
+    if (like_cond(sh, sql, sizeof sql, pat, "n.nspname", "c.relname"))
         return 1;
     strncat(sql, " ORDER BY n.nspname, c.relname", sizeof sql - strlen(sql) - 1);
+    /* one snapshot for every table, unless the user's own transaction is it */
+    int own_tx = PQtransactionStatus(sh->conn) == PQTRANS_IDLE;
+    if (own_tx && exec_quiet(sh->conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        return 1;
+    int rc = 1, cyclic = 0;
+    int *order = NULL;
+    char *oids = NULL;
+    PGresult *edges = NULL, *seq = NULL;
     PGresult *t = PQexec(sh->conn, sql);
     if (PQresultStatus(t) != PGRES_TUPLES_OK) {
         report_pq_error(t, sh->conn);
-        PQclear(t);
-        return 1;
+        goto out;
     }
-    if (cur.npos && PQntuples(t) == 0) {
-        errorf(".dump: no table like \"%s\"", cur.pos[0]);
-        PQclear(t);
-        return 1;
+    if (pat && PQntuples(t) == 0) {
+        errorf(".dump: no table like \"%s\"", pat);
+        goto out;
     }
-    int rc = 0;
+    /* foreign keys, a partitioned table standing for its partitions */
+    edges = PQexec(sh->conn,
+        "SELECT DISTINCT c.l, p.l FROM pg_constraint k CROSS JOIN LATERAL (SELECT k.conrelid "
+        "UNION SELECT relid FROM pg_partition_tree(k.conrelid) WHERE isleaf) c(l) CROSS JOIN "
+        "LATERAL (SELECT k.confrelid UNION SELECT relid FROM pg_partition_tree(k.confrelid) "
+        "WHERE isleaf) p(l) WHERE k.contype = 'f' AND k.conparentid = 0");
+    if (PQresultStatus(edges) != PGRES_TUPLES_OK) {
+        report_pq_error(edges, sh->conn);
+        goto out;
+    }
+    if (!(order = dump_order(t, edges, &cyclic)))
+        goto out;
+    if (cyclic)
+        fprintf(stderr, "warning: .dump: some tables refer to each other in a cycle of foreign "
+                        "keys; to load the dump, defer the constraints or load it with SET "
+                        "session_replication_role = replica\n");
+    size_t olen = 3;
+    for (int i = 0; i < PQntuples(t); i++)
+        olen += strlen(PQgetvalue(t, i, 0)) + 1;
+    if (!(oids = malloc(olen)))
+        goto out;
+    strcpy(oids, "{");
+    rc = 0;
     for (int i = 0; i < PQntuples(t) && !rc && !interrupted; i++) {
-        const char *params[1] = { PQgetvalue(t, i, 0) };
-        /* each column's value as SQL text: numbers bare, NULL, DEFAULT for a
-        ** generated column, everything else a quoted literal */
-        PGresult *c = PQexecParams(sh->conn,
-            "SELECT coalesce(string_agg(CASE WHEN a.attgenerated <> '' THEN '''DEFAULT''' "
-            "WHEN a.atttypid IN (20, 21, 23, 26, 700, 701, 1700) THEN format('CASE WHEN %1$I::text "
-            "IN (''NaN'', ''Infinity'', ''-Infinity'') THEN quote_literal(%1$I::text) ELSE "
-            "coalesce(%1$I::text, ''NULL'') END', a.attname) WHEN a.atttypid = 16 THEN "
-            "format('coalesce(%I::text, ''NULL'')', a.attname) ELSE format('quote_nullable(%I::text)', "
-            "a.attname) END, ', ' ORDER BY a.attnum), '') FROM pg_attribute a WHERE a.attrelid = "
-            "$1::oid AND a.attnum > 0 AND NOT a.attisdropped", 1, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(c) != PGRES_TUPLES_OK) {
-            report_pq_error(c, sh->conn);
-            PQclear(c);
-            rc = 1;
-            break;
-        }
-        char *q = malloc(strlen(PQgetvalue(c, 0, 0)) + 2 * strlen(PQgetvalue(t, i, 1)) + 256);
-        char *lit = PQescapeLiteral(sh->conn, PQgetvalue(t, i, 1), strlen(PQgetvalue(t, i, 1)));
-        if (!q || !lit) {
-            free(q);
-            PQfreemem(lit);
-            PQclear(c);
-            rc = 1;
-            break;
-        }
-        sprintf(q, "SELECT 'INSERT INTO ' || %s || ' VALUES (' || concat_ws(', ', %s) || ');' FROM %s",
-                lit, PQgetvalue(c, 0, 0), PQgetvalue(t, i, 1));
-        PQfreemem(lit);
-        PQclear(c);
-        PGresult *d = PQexec(sh->conn, q);
-        free(q);
-        if (PQresultStatus(d) != PGRES_TUPLES_OK) {
-            report_pq_error(d, sh->conn);
-            rc = 1;
-        } else {
-            fprintf(sh->out, "\n--\n-- Data for %s\n--\n\n", PQgetvalue(t, i, 1));
-            for (int k = 0; k < PQntuples(d); k++)
-                fprintf(sh->out, "%s\n", PQgetvalue(d, k, 0));
-        }
-        PQclear(d);
+        int k = order[i];
+        rc = dump_table(sh, PQgetvalue(t, k, 0), PQgetvalue(t, k, 1));
+        strcat(oids, i ? "," : "");
+        strcat(oids, PQgetvalue(t, k, 0));
     }
+    strcat(oids, "}");
+    if (rc || interrupted) {
+        rc = 1;
+        goto out;
+    }
+    /* the sequences: those the dumped tables own (serial, identity), and every
+    ** one when the whole database is dumped */
+    const char *sp[2] = { oids, pat ? "f" : "t" };
+    seq = PQexecParams(sh->conn,
+        "SELECT CASE WHEN has_sequence_privilege(s.oid, 'SELECT,USAGE') THEN format('SELECT "
+        "pg_catalog.setval(%L, %s, %s);', quote_ident(n.nspname) || '.' || quote_ident(s.relname), "
+        "coalesce(q.last_value, q.start_value), CASE WHEN q.last_value IS NULL THEN 'false' ELSE "
+        "'true' END) ELSE format('-- %I.%I: no privilege to read its value', n.nspname, "
+        "s.relname) END FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace JOIN "
+        "pg_sequences q ON q.schemaname = n.nspname AND q.sequencename = s.relname WHERE "
+        "s.relkind = 'S' AND ($2::bool AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname !~ '^pg_temp' OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = "
+        "'pg_class'::regclass AND d.objid = s.oid AND d.refclassid = 'pg_class'::regclass AND "
+        "d.refobjid = ANY ($1::oid[]) AND d.deptype IN ('a', 'i'))) ORDER BY n.nspname, s.relname",
+        2, NULL, sp, NULL, NULL, 0);
+    if (PQresultStatus(seq) != PGRES_TUPLES_OK) {
+        report_pq_error(seq, sh->conn);
+        rc = 1;
+        goto out;
+    }
+    if (PQntuples(seq)) {
+        fprintf(sh->out, "\n--\n-- Sequence values\n--\n\n");
+        for (int i = 0; i < PQntuples(seq); i++)
+            fprintf(sh->out, "%s\n", PQgetvalue(seq, i, 0));
+    }
+out:
+    if (own_tx && PQtransactionStatus(sh->conn) != PQTRANS_IDLE)
+        exec_quiet(sh->conn, rc ? "ROLLBACK" : "COMMIT");
+    free(order);
+    free(oids);
     PQclear(t);
+    PQclear(edges);
+    PQclear(seq);
     return rc;
 }
 
@@ -6418,7 +6573,9 @@ static const command commands[] = {
     { "dump", ".dump [TABLE]",
       "the rows of every table (or of the tables LIKE TABLE) as INSERT statements, as pg_dump\n"
       "--data-only --inserts writes them (the schema: .schema, or pg_dump). Partitions are\n"
-      "dumped under their own names; a generated column is written DEFAULT.", cmd_dump, spec_dump, 0 },
+      "dumped under their own names; a generated column is written DEFAULT. One snapshot for\n"
+      "every table; tables in foreign-key order; the sequences' values (setval) at the end.",
+      cmd_dump, spec_dump, 0 },
     { "exit", ".exit", "leave the shell", cmd_quit, spec_quit, 0 },
     { "explain", ".explain SQL",
       "run EXPLAIN (ANALYZE, BUFFERS) on SQL and point out sequential scans of large tables\n"
@@ -7339,6 +7496,7 @@ static const char backslash_help[] =
     "Connection and variables\n"
     "  \\c [DBNAME|CONNINFO]  \\conninfo  \\encoding [ENCODING]\n"
     "  \\set [NAME [VALUE]]  \\unset NAME   (:NAME, :'NAME', :\"NAME\" in SQL and commands)\n"
+    "  \\restrict KEY  \\unrestrict KEY   (as in pg_dump's plain dumps: until \\unrestrict, only SQL runs)\n"
     "Every dot command also runs as \\NAME (\\stats is .stats). The dot commands:\n\n";
 
 /* A backslash command (psql's meta-commands); sql/len is the statement
@@ -7351,7 +7509,7 @@ static const char *const backslash_names[] = {
     "q", "?", "g", "gx", "gset", "watch", "e", "p", "r", "i", "ir", "o", "echo", "qecho", "warn",
     "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
     "dn", "du", "dg", "dx", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
-    "encoding", "set", "unset", NULL };
+    "encoding", "set", "unset", "restrict", "unrestrict", NULL };
 
 static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len,
                             long long first_line)
@@ -7385,7 +7543,30 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
         len = &zero;
     int rc = -1;
     cmd[0] = '\0';
-    if (!strcmp(name, "q") || !strcmp(name, "quit")) {
+    if (sh->restrict_key[0] && strcmp(name, "unrestrict")) {
+        /* a plain dump's SQL cannot run commands on the machine restoring it */
+        errorf("\\%s: backslash commands are restricted; only \\unrestrict is allowed", name);
+        rc = 1;
+    } else if (!strcmp(name, "restrict") || !strcmp(name, "unrestrict")) {
+        if (argc != 2 || !*arg || strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                              "0123456789") != strlen(arg) ||
+            strlen(arg) >= sizeof sh->restrict_key) {
+            errorf("\\%s: the key must be one word of letters and digits", name);
+            rc = 1;
+        } else if (name[0] == 'r' && sh->restrict_key[0]) {
+            errorf("\\restrict: already in restricted mode");
+            rc = 1;
+        } else if (name[0] == 'u' && !sh->restrict_key[0]) {
+            errorf("\\unrestrict: not currently in restricted mode");
+            rc = 1;
+        } else if (name[0] == 'u' && strcmp(arg, sh->restrict_key)) {
+            errorf("\\unrestrict: wrong key");
+            rc = 1;
+        } else {
+            snprintf(sh->restrict_key, sizeof sh->restrict_key, "%s", name[0] == 'r' ? arg : "");
+            rc = 0;
+        }
+    } else if (!strcmp(name, "q") || !strcmp(name, "quit")) {
         rc = 2;
     } else if (!strcmp(name, "?")) {
         fputs(backslash_help, sh->out);
@@ -7579,7 +7760,11 @@ static int run_command_now(shell *sh, const char *cmd)
     if (!*cmd)
         return 0;
     int rc;
-    if (cmd[0] == '.') {
+    if (cmd[0] == '.' && sh->restrict_key[0]) {
+        errorf("%.*s: dot commands are restricted (\\restrict); only \\unrestrict is allowed",
+               (int)strcspn(cmd, " \t"), cmd);
+        rc = 1;
+    } else if (cmd[0] == '.') {
         int bad = 0;
         if (!strncmp(cmd, ".health", 7) && (!cmd[7] || isspace((unsigned char)cmd[7]))) {
             /* .health says itself that the server is unreachable */
@@ -8582,8 +8767,8 @@ static int cond_line(shell *sh, const char *line, int *rc)
     const char *name = line + 1;
     int is_if = n == 2 && !strncmp(name, "if", 2), is_elif = n == 4 && !strncmp(name, "elif", 4);
     int is_else = n == 4 && !strncmp(name, "else", 4), is_endif = n == 5 && !strncmp(name, "endif", 5);
-    if (!is_if && !is_elif && !is_else && !is_endif)
-        return 0;
+    if ((!is_if && !is_elif && !is_else && !is_endif) || sh->restrict_key[0])
+        return 0; /* (restricted: refused as any other backslash command) */
     int top = sh->ncond ? sh->cond[sh->ncond - 1] : COND_TRUE;
     if ((is_elif || is_else || is_endif) && sh->ncond <= sh->cond_base) {
         /* (an \if of the script that included this one is not this one's) */

@@ -117,5 +117,57 @@ $P -q "$DB" -v ON_ERROR_STOP=1 -f "$tmp/dump.sql" || fail "dump does not load ba
 same "$($P -tA "$DB" "SELECT md5(string_agg(i::text, ',' ORDER BY id)) FROM items i")" "$before" ".dump round trip"
 has "$($P "$DB" .dump)" "Data for side.other"
 $P "$DB" ".dump nosuch" >/dev/null 2>&1 && fail ".dump of no table succeeded"
+
+# .dump as pg_dump --data-only loads back: identity columns GENERATED ALWAYS
+# (OVERRIDING SYSTEM VALUE), a parent of inheritance without its children's
+# rows, tables in foreign-key order, the sequences' values; a FK cycle warned
+$P -q "$D" -c "DROP DATABASE IF EXISTS shell_sqlite2" -c "CREATE DATABASE shell_sqlite2" || fail "db2"
+DB2="$D dbname=shell_sqlite2"
+$P -q "$DB" -f - <<'SQL' || fail "dump schema"
+CREATE TABLE a_child (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, zref int);
+CREATE TABLE z_parent (id serial PRIMARY KEY, v text);
+ALTER TABLE a_child ADD FOREIGN KEY (zref) REFERENCES z_parent;
+CREATE TABLE inh_base (x int);
+CREATE TABLE inh_kid () INHERITS (inh_base);
+CREATE SEQUENCE lone_seq;
+INSERT INTO z_parent (v) VALUES ('p1'), ('p2');
+INSERT INTO a_child (zref) VALUES (2), (1), (NULL);
+INSERT INTO inh_base VALUES (1);
+INSERT INTO inh_kid VALUES (2);
+SELECT nextval('lone_seq') FROM generate_series(1, 5);
+SQL
+pg_dump --schema-only -d "$DB" >"$tmp/schema2.sql" 2>"$tmp/err" || fail "pg_dump: $(cat "$tmp/err")"
+$P -q "$DB2" -v ON_ERROR_STOP=1 -f "$tmp/schema2.sql" >/dev/null 2>"$tmp/err" ||
+    fail "schema into db2: $(cat "$tmp/err")"
+$P "$DB" .dump >"$tmp/dump2.sql" 2>"$tmp/err" || fail ".dump whole: $(cat "$tmp/err")"
+has "$(cat "$tmp/dump2.sql")" "INSERT INTO public.a_child OVERRIDING SYSTEM VALUE VALUES (1, 2);"
+has "$(cat "$tmp/dump2.sql")" "SELECT pg_catalog.setval('public.lone_seq', 5, true);"
+hasnt "$(cat "$tmp/err")" "cycle"
+$P -q "$DB2" -v ON_ERROR_STOP=1 -f "$tmp/dump2.sql" >/dev/null 2>"$tmp/err" ||
+    fail ".dump does not load back: $(cat "$tmp/err")"
+q="SELECT (SELECT string_agg(id || ':' || coalesce(zref::text, '-'), ',' ORDER BY id) FROM a_child)
+    || ' ' || (SELECT string_agg(x::text, ',' ORDER BY x) FROM inh_base)
+    || ' ' || (SELECT count(*) FROM ONLY inh_base) || ' ' || nextval('a_child_id_seq')
+    || ' ' || nextval('z_parent_id_seq') || ' ' || nextval('lone_seq')"
+same "$($P -tA "$DB2" "$q")" "$($P -tA "$DB" "$q")" ".dump round trip, sequences"
+same "$($P -tA "$DB2" "SELECT count(*) FROM ONLY inh_base")" "1" ".dump FROM ONLY"
+$P -q "$DB" -c "ALTER TABLE z_parent ADD COLUMN cref int" \
+    -c "ALTER TABLE z_parent ADD FOREIGN KEY (cref) REFERENCES a_child" || fail "cycle"
+$P "$DB" ".dump %_%" >/dev/null 2>"$tmp/err" || fail ".dump with a cycle failed"
+has "$(cat "$tmp/err")" "refer to each other in a cycle of foreign keys"
+# \restrict KEY (pg_dump's plain dumps): only SQL runs until \unrestrict KEY
+printf '%s\n' '\restrict k3Y' 'SELECT 41 + 1 AS answer;' '\! echo escaped' \
+    ".output $tmp/nope" '\if true' '\endif' '\unrestrict wrong' '\unrestrict k3Y' \
+    '\echo free again' >"$tmp/restrict.sql"
+$P "$D" -f "$tmp/restrict.sql" >"$tmp/out" 2>"$tmp/err" && fail "restricted commands ran"
+has "$(cat "$tmp/out")" "42"
+has "$(cat "$tmp/out")" "free again"
+hasnt "$(cat "$tmp/out")" "escaped"
+[ -e "$tmp/nope" ] && fail ".output ran in restricted mode"
+has "$(cat "$tmp/err")" '\!: backslash commands are restricted; only \unrestrict is allowed'
+has "$(cat "$tmp/err")" '.output: dot commands are restricted'
+has "$(cat "$tmp/err")" '\if: backslash commands are restricted'
+has "$(cat "$tmp/err")" '\unrestrict: wrong key'
+$P "$D" -q -c "DROP DATABASE shell_sqlite2" || fail "cleanup2"
 $P "$D" -q -c "DROP DATABASE shell_sqlite" || fail "cleanup"
 echo "sqlite habits ok"
