@@ -3590,10 +3590,37 @@ static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
     free(sql);
     int rc = 0;
     long rows = 0;
-    /* the file is made only once the query runs: a bad query leaves none */
+    /* the file is made only once the query runs: a bad query leaves none.
+    ** A regular file (or a new one) is written under a temporary name beside
+    ** it and renamed at the end, so a query that fails half way (or Ctrl-C)
+    ** leaves the file as it was, not the first half of the rows (a symbolic
+    ** link, a device or a pipe is written in place). */
     FILE *f = NULL;
+    char *tmpname = NULL;
     if (PQresultStatus(res) == PGRES_COPY_OUT) {
-        f = !strcmp(file, "-") ? stdout : fopen(file, "w");
+        struct stat st;
+        int regular = strcmp(file, "-") && (lstat(file, &st) != 0 ? errno == ENOENT
+                                                                   : S_ISREG(st.st_mode));
+        if (regular && (tmpname = malloc(strlen(file) + 16)) != NULL) {
+            sprintf(tmpname, "%s.pgpipe-XXXXXX", file);
+            int fd = mkstemp(tmpname);
+            if (fd >= 0) {
+                /* the mode a new file would have had, or the old file's */
+                mode_t um = umask(0);
+                umask(um);
+                if (fchmod(fd, stat(file, &st) == 0 ? st.st_mode & 07777 : 0666 & ~um) != 0 ||
+                    !(f = fdopen(fd, "w"))) {
+                    close(fd);
+                    unlink(tmpname);
+                }
+            }
+            if (!f) {
+                free(tmpname);
+                tmpname = NULL;
+            }
+        }
+        if (!f)
+            f = !strcmp(file, "-") ? stdout : fopen(file, "w");
         if (!f) {
             errorf(".export: cannot write \"%s\": %s", file, strerror(errno));
             char *buf;
@@ -3638,6 +3665,16 @@ static int cmd_export(shell *sh, char **argv, int argc, const char *rest)
     if (f && f != stdout && fclose(f) != 0) {
         errorf("writing %s: %s", file, strerror(errno));
         rc = 1;
+    }
+    if (tmpname) {
+        if (rc) {
+            unlink(tmpname);
+        } else if (rename(tmpname, file) != 0) {
+            errorf(".export: cannot write \"%s\": %s", file, strerror(errno));
+            unlink(tmpname);
+            rc = 1;
+        }
+        free(tmpname);
     }
     if (!rc && f && f != stdout) {
         long data_rows = !strcmp(format, "csv") ? rows - 1 : rows;

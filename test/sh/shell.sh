@@ -77,6 +77,18 @@ $P "$D" ".export \"SELECT * FROM shell_exp ORDER BY id\" $tmp/e.ndjson --format 
 {"id":2,"name":"q\"uote","note":"back\\slash"}
 {"id":3,"name":null,"note":"new\nline"}' ] || fail "ndjson file: $(cat "$tmp/e.ndjson")"
 $P "$D" ".export \"SELECT nope\" $tmp/x.csv" 2>/dev/null && fail "bad export exited 0"
+# a query failing half way leaves the file as it was (not half the rows); a
+# symbolic link is written through, and stays one
+printf 'the old file\n' >"$tmp/keep.csv"
+$P "$D" ".export \"SELECT 1 / (g - 3000) AS v FROM generate_series(1, 6000) g\" $tmp/keep.csv" \
+    2>"$tmp/err" && fail "export failing half way exited 0"
+has "$(cat "$tmp/err")" "division by zero"
+[ "$(cat "$tmp/keep.csv")" = "the old file" ] || fail "failed export changed the file: $(head -3 "$tmp/keep.csv")"
+[ "$(ls "$tmp" | grep -c 'keep.csv.pgpipe-')" = 0 ] || fail "failed export left its temporary file"
+ln -s keep.csv "$tmp/link.csv"
+$P "$D" ".export \"SELECT 5 AS v\" $tmp/link.csv" >/dev/null || fail "export through a link"
+[ -L "$tmp/link.csv" ] && [ "$(cat "$tmp/keep.csv")" = "v
+5" ] || fail "export through a link: $(ls -l "$tmp/link.csv"; cat "$tmp/keep.csv")"
 
 # .refresh, with a hostile name quoted safely
 $P "$D" "CREATE MATERIALIZED VIEW shell_mv AS SELECT id FROM shell_exp" "CREATE UNIQUE INDEX ON shell_mv(id)" >/dev/null
