@@ -2754,12 +2754,22 @@ static int cmd_import(shell *sh, char **argv, int argc, const char *rest)
         errorf(".import: cannot open \"%s\": %s", file, strerror(errno));
         return 1;
     }
-    char *line = NULL, cols[8192] = "", create[8192] = "";
+    char *line = NULL, *cols = NULL, *create = NULL, *sql = NULL;
     size_t cap = 0;
     int rc = 1, ncol = 0, own_tx = 0;
     PGresult *r = NULL;
     if (getline(&line, &cap, f) < 0) {
         errorf(".import: %s is empty (it needs a header line)", file);
+        goto out;
+    }
+    /* the column lists, as long as the header needs (quoting at most doubles
+    ** a name; --map may lengthen one) */
+    size_t room = 4 * (strlen(line) + (map ? strlen(map) : 0)) + 64;
+    cols = calloc(room, 1);
+    create = calloc(room + 6 * strlen(line), 1);
+    sql = malloc(2 * room + 6 * strlen(line) + strlen(table) + 128);
+    if (!cols || !create || !sql) {
+        errorf("out of memory");
         goto out;
     }
     const char *tl = table;
@@ -2775,7 +2785,9 @@ static int cmd_import(shell *sh, char **argv, int argc, const char *rest)
     snprintf(oid, sizeof oid, "%s", exists ? PQgetvalue(r, 0, 0) : "0");
     PQclear(r);
     r = NULL;
-    for (const char *p = line; *p && *p != '\n' && *p != '\r';) {
+    /* a UTF-8 byte order mark (spreadsheets write one) is not part of the first name */
+    const char *hdr = strncmp(line, "\xef\xbb\xbf", 3) ? line : line + 3;
+    for (const char *p = hdr; *p && *p != '\n' && *p != '\r';) {
         char name[256], quoted[600];
         p = csv_header_field(p, name, sizeof name);
         if (*p == ',')
@@ -2813,12 +2825,10 @@ static int cmd_import(shell *sh, char **argv, int argc, const char *rest)
                 goto out;
             }
         }
-        snprintf(cols + strlen(cols), sizeof cols - strlen(cols), "%s%s", ncol ? ", " : "", quoted);
-        snprintf(create + strlen(create), sizeof create - strlen(create), "%s%s text",
-                 ncol ? ", " : "", quoted);
+        strcat(strcat(cols, ncol ? ", " : ""), quoted);
+        strcat(strcat(strcat(create, ncol ? ", " : ""), quoted), " text");
         ncol++;
     }
-    char sql[16384];
     if (!exists) {
         /* the table it makes and the rows go together: a COPY that fails
         ** leaves no new empty table (inside the user's own transaction, its
@@ -2828,11 +2838,11 @@ static int cmd_import(shell *sh, char **argv, int argc, const char *rest)
             own_tx = 0;
             goto out;
         }
-        snprintf(sql, sizeof sql, "CREATE TABLE %s (%s)", table, create);
+        sprintf(sql, "CREATE TABLE %s (%s)", table, create);
         if (exec_quiet(sh->conn, sql))
             goto out;
     }
-    snprintf(sql, sizeof sql, "COPY %s (%s) FROM STDIN WITH (FORMAT csv, HEADER true)", table, cols);
+    sprintf(sql, "COPY %s (%s) FROM STDIN WITH (FORMAT csv, HEADER true)", table, cols);
     r = PQexec(sh->conn, sql);
     if (PQresultStatus(r) != PGRES_COPY_IN) {
         report_pq_error(r, sh->conn);
@@ -2873,6 +2883,9 @@ out:
         exec_quiet(sh->conn, "ROLLBACK");
     PQclear(r);
     free(line);
+    free(cols);
+    free(create);
+    free(sql);
     fclose(f);
     return rc;
 }
@@ -2978,8 +2991,12 @@ static int dump_table(shell *sh, const char *oid, const char *name)
         PQclear(c);
         return 1;
     }
-    sprintf(q, "SELECT 'INSERT INTO ' || %s || '%s' || concat_ws(', ', %s) || ');' FROM ONLY %s",
-            lit, head, PQgetvalue(c, 0, 0), name);
+    /* (an array, not concat_ws: a function takes at most 100 arguments) */
+    if (*PQgetvalue(c, 0, 0))
+        sprintf(q, "SELECT 'INSERT INTO ' || %s || '%s' || array_to_string(ARRAY[%s]::text[], "
+                   "', ') || ');' FROM ONLY %s", lit, head, PQgetvalue(c, 0, 0), name);
+    else
+        sprintf(q, "SELECT 'INSERT INTO ' || %s || ' DEFAULT VALUES;' FROM ONLY %s", lit, name);
     PQfreemem(lit);
     PQclear(c);
     int rc = 0;
