@@ -30,6 +30,7 @@
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -7550,8 +7551,266 @@ static const char backslash_help[] =
     "Connection and variables\n"
     "  \\c [DBNAME|CONNINFO]  \\conninfo  \\encoding [ENCODING]\n"
     "  \\set [NAME [VALUE]]  \\unset NAME   (:NAME, :'NAME', :\"NAME\" in SQL and commands)\n"
+    "  \\copy TABLE [(COLUMNS)] FROM 'FILE'|PROGRAM 'CMD'|STDIN|PSTDIN [WITH (OPTIONS)]\n"
+    "  \\copy TABLE|(QUERY) TO 'FILE'|PROGRAM 'CMD'|STDOUT|PSTDOUT [WITH (OPTIONS)]\n"
     "  \\restrict KEY  \\unrestrict KEY   (as in pg_dump's plain dumps: until \\unrestrict, only SQL runs)\n"
     "Every dot command also runs as \\NAME (\\stats is .stats). The dot commands:\n\n";
+
+/* ---- \copy: psql's client-side COPY ---------------------------------------- */
+
+/* One token of \copy's line: a word (quoted parts "..." kept as they are, for
+** names) or, with sq, a '...' string (its '' undone). Returns the position
+** after it, NULL when a quote is not closed. */
+static const char *copy_token(const char *p, char *out, size_t size, int sq)
+{
+    size_t o = 0;
+    if (sq && *p == '\'') {
+        for (p++;; p++) {
+            if (!*p)
+                return NULL;
+            if (*p == '\'' && p[1] == '\'')
+                p++;
+            else if (*p == '\'')
+                break;
+            if (o + 1 < size)
+                out[o++] = *p;
+        }
+        out[o] = '\0';
+        return p + 1;
+    }
+    while (*p && !isspace((unsigned char)*p) && *p != '(') {
+        if (*p == '"') {
+            const char *q = p + 1;
+            while (*q && !(*q == '"' && q[1] != '"'))
+                q += *q == '"' ? 2 : 1;
+            if (!*q)
+                return NULL;
+            for (; p <= q; p++)
+                if (o + 1 < size)
+                    out[o++] = *p;
+            continue;
+        }
+        if (o + 1 < size)
+            out[o++] = *p;
+        p++;
+    }
+    out[o] = '\0';
+    return p;
+}
+
+/* A balanced ( ... ) from p (quotes inside skipped): its end, or NULL. */
+static const char *copy_parens(const char *p)
+{
+    int depth = 0;
+    for (; *p; p++) {
+        if (*p == '\'' || *p == '"') {
+            char q = *p;
+            for (p++; *p && !(*p == q && p[1] != q); p += *p == q ? 2 : 1)
+                ;
+            if (!*p)
+                return NULL;
+        } else if (*p == '(') {
+            depth++;
+        } else if (*p == ')' && --depth == 0) {
+            return p + 1;
+        }
+    }
+    return NULL;
+}
+
+/* \copy TABLE [(COLUMNS)] FROM {'FILE' | PROGRAM 'CMD' | STDIN | PSTDIN} [OPTIONS]
+** \copy {TABLE [(COLUMNS)] | (QUERY)} TO {'FILE' | PROGRAM 'CMD' | STDOUT | PSTDOUT} [OPTIONS]
+** As psql: a COPY ... FROM STDIN / TO STDOUT whose data the shell reads or
+** writes; the rest of the line (WITH (...), old-style CSV HEADER, WHERE) goes
+** to the server as it is. FROM STDIN in a script (or at the prompt) takes
+** the lines after it up to \. (they are put in sql/len, as the COPY
+** statement a script may hold); with -c it reads the shell's standard input. */
+static int slash_copy(shell *sh, const char *args, char **sql, size_t *len)
+{
+    char target[4096] = "", word[4096];
+    const char *p = args;
+    while (isspace((unsigned char)*p))
+        p++;
+    const char *t0 = p;
+    if (*p == '(') { /* (QUERY) */
+        p = copy_parens(p);
+    } else {
+        p = copy_token(p, word, sizeof word, 0);
+        while (p && isspace((unsigned char)*p))
+            p++;
+        if (p && *p == '(') /* (COLUMNS) */
+            p = copy_parens(p);
+    }
+    if (!p || p == t0) {
+        errorf("\\copy: %s", p ? "usage: \\copy TABLE FROM 'FILE' | \\copy TABLE|(QUERY) TO 'FILE' "
+                                 "[WITH (OPTIONS)]" : "a quote or parenthesis is not closed");
+        return 1;
+    }
+    snprintf(target, sizeof target, "%.*s", (int)(p - t0), t0);
+    while (isspace((unsigned char)*p))
+        p++;
+    p = copy_token(p, word, sizeof word, 0);
+    int from = p && !strcasecmp(word, "from"), to = p && !strcasecmp(word, "to");
+    if (!from && !to) {
+        errorf("\\copy: expected FROM or TO after \"%s\"", target);
+        return 1;
+    }
+    while (isspace((unsigned char)*p))
+        p++;
+    /* where the data comes from or goes to */
+    enum { C_FILE, C_PROGRAM, C_STDIN, C_PSTD, C_STDOUT } kind = C_FILE;
+    const char *w0 = p;
+    p = copy_token(p, word, sizeof word, 1);
+    if (p && *w0 != '\'' && !strcasecmp(word, "program")) {
+        kind = C_PROGRAM;
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p != '\'') {
+            errorf("\\copy: PROGRAM takes its command in single quotes");
+            return 1;
+        }
+        p = copy_token(p, word, sizeof word, 1);
+    } else if (p && *w0 != '\'') {
+        kind = !strcasecmp(word, "stdin") ? (from ? C_STDIN : C_FILE)
+             : !strcasecmp(word, "stdout") ? (to ? C_STDOUT : C_FILE)
+             : !strcasecmp(word, from ? "pstdin" : "pstdout") ? C_PSTD : C_FILE;
+    }
+    if (!p || !*word) {
+        errorf("\\copy: %s", p ? "no file after FROM or TO" : "a quote is not closed");
+        return 1;
+    }
+    if (kind == C_FILE && word[0] == '~' && (word[1] == '/' || !word[1]) && getenv("HOME")) {
+        char home[4096];
+        snprintf(home, sizeof home, "%s%s", getenv("HOME"), word + 1);
+        snprintf(word, sizeof word, "%s", home);
+    }
+    /* the options, as they are (a ; at the end is not one) */
+    size_t rn = strlen(p);
+    while (rn && (isspace((unsigned char)p[rn - 1]) || p[rn - 1] == ';'))
+        rn--;
+    size_t qn = strlen(target) + rn + 64;
+    char *q = malloc(qn);
+    if (!q) {
+        errorf("out of memory");
+        return 1;
+    }
+    snprintf(q, qn, "COPY %s %s%.*s", target, from ? "FROM STDIN" : "TO STDOUT", (int)rn, p);
+    if (kind == C_STDIN && sql && len) {
+        /* the lines after it are the data: the statement waits in the buffer */
+        if (*len) {
+            errorf("\\copy ... FROM STDIN: a statement is being typed (end it first)");
+            free(q);
+            return 1;
+        }
+        char *grown = realloc(*sql, strlen(q) + 3);
+        if (!grown) {
+            free(q);
+            return 1;
+        }
+        *sql = grown;
+        *len = (size_t)sprintf(*sql, "%s;\n", q);
+        free(q);
+        return 0;
+    }
+    if (ensure_connected(sh)) {
+        free(q);
+        return 1;
+    }
+    FILE *f = NULL;
+    if (kind == C_STDIN || kind == C_PSTD)
+        f = from ? stdin : stdout;
+    else if (kind == C_STDOUT)
+        f = sh->out;
+    else if (kind == C_PROGRAM) {
+        fflush(NULL);
+        f = popen(word, from ? "r" : "w");
+    } else
+        f = fopen(word, from ? "r" : "w");
+    struct stat fst;
+    if (f && kind == C_FILE && from && fstat(fileno(f), &fst) == 0 && S_ISDIR(fst.st_mode)) {
+        fclose(f);
+        f = NULL;
+        errno = EISDIR;
+    }
+    if (!f) {
+        errorf("\\copy: %s %s: %s", kind == C_PROGRAM ? "cannot run" : "cannot open", word,
+               strerror(errno));
+        free(q);
+        return 1;
+    }
+    int failed = 0;
+    PGresult *r = PQexec(sh->conn, q);
+    free(q);
+    if (from && PQresultStatus(r) == PGRES_COPY_IN) {
+        char buf[65536];
+        size_t n;
+        const char *why = NULL;
+        while (!why && (n = fread(buf, 1, sizeof buf, f)) > 0)
+            if (interrupted)
+                why = "canceled by the user";
+            else if (PQputCopyData(sh->conn, buf, (int)n) != 1)
+                why = "the data could not be sent";
+        if (!why && ferror(f))
+            why = strerror(errno ? errno : EIO);
+        char status[64];
+        if (kind == C_PROGRAM) {
+            /* a program that failed (a truncated gzip, say) commits nothing */
+            int st = pclose(f);
+            f = NULL;
+            if (st != 0 && !why) {
+                snprintf(status, sizeof status, "the program failed (%s %d)",
+                         WIFEXITED(st) ? "exit status" : "signal",
+                         WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+                why = status;
+            }
+        }
+        if (why)
+            errorf("\\copy: %s: %s", word, why);
+        PQputCopyEnd(sh->conn, why ? "\\copy stopped reading its input" : NULL);
+        failed = why != NULL;
+        PQclear(r);
+        r = PQgetResult(sh->conn);
+    } else if (to && PQresultStatus(r) == PGRES_COPY_OUT) {
+        char *buf;
+        int k;
+        while ((k = PQgetCopyData(sh->conn, &buf, 0)) > 0) {
+            if (!failed && fwrite(buf, 1, (size_t)k, f) != (size_t)k) {
+                errorf("\\copy: writing %s: %s", word, strerror(errno));
+                failed = 1;
+            }
+            PQfreemem(buf);
+        }
+        PQclear(r);
+        r = PQgetResult(sh->conn);
+    }
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        /* (after a failure said above, the server's echo of it is not) */
+        if (!failed && PQresultStatus(r) != PGRES_COPY_IN && PQresultStatus(r) != PGRES_COPY_OUT)
+            report_pq_error(r, sh->conn);
+        failed = 1;
+    } else if (!failed && !sh->quiet) {
+        fprintf(sh->out, "%s\n", PQcmdStatus(r));
+    }
+    PQclear(r);
+    while ((r = PQgetResult(sh->conn)) != NULL)
+        PQclear(r);
+    if (kind == C_PROGRAM && f) {
+        int st = pclose(f);
+        if (st != 0 && !failed) {
+            errorf("\\copy: program \"%s\" failed (%s %d)", word,
+                   WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st)
+                                                                          : WTERMSIG(st));
+            failed = 1;
+        }
+    } else if (kind == C_FILE && fclose(f) != 0 && !failed) {
+        errorf("\\copy: writing %s: %s", word, strerror(errno));
+        failed = 1;
+    } else if (kind != C_FILE) {
+        fflush(f);
+    }
+    check_connection(sh);
+    return failed;
+}
 
 /* A backslash command (psql's meta-commands); sql/len is the statement
 ** being typed (\g \gx \gset \watch \e \p \r use it), NULL for a command
@@ -7563,7 +7822,7 @@ static const char *const backslash_names[] = {
     "q", "?", "g", "gx", "gset", "watch", "e", "p", "r", "i", "ir", "o", "echo", "qecho", "warn",
     "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
     "dn", "du", "dg", "dx", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
-    "encoding", "set", "unset", "restrict", "unrestrict", NULL };
+    "encoding", "set", "unset", "restrict", "unrestrict", "copy", NULL };
 
 static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len,
                             long long first_line)
@@ -7620,6 +7879,8 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
             snprintf(sh->restrict_key, sizeof sh->restrict_key, "%s", name[0] == 'r' ? arg : "");
             rc = 0;
         }
+    } else if (!strcmp(name, "copy")) {
+        rc = slash_copy(sh, line + 5, len == &zero ? NULL : sql, len == &zero ? NULL : len);
     } else if (!strcmp(name, "q") || !strcmp(name, "quit")) {
         rc = 2;
     } else if (!strcmp(name, "?")) {

@@ -209,5 +209,35 @@ has "$err" "script.sql:25: error: invalid command \\frobnicate"
 # an \if left open is an error
 printf '\\if true\nSELECT 1;\n' | $P "$DB" >/dev/null 2>"$tmp/err" && fail "open \\if accepted"
 has "$(cat "$tmp/err")" "\\if without \\endif"
+
+# \copy: a file, PROGRAM, STDIN (a script's next lines up to \.; with -c the
+# shell's standard input), PSTDIN, STDOUT; the options go to the server; a
+# quoted name; a (QUERY) with a ) in a string; a failing program commits nothing
+$P -q "$DB" -c 'CREATE TABLE "Copy T" (id int, name text)' || fail "copy table"
+printf 'id,name\n1,a\n2,"b, c"\n' >"$tmp/in.csv"
+out=$($P "$DB" "\\copy \"Copy T\" from '$tmp/in.csv' with (format csv, header)") || fail "\\copy from: $out"
+same "$out" "COPY 2" "\\copy FROM a file"
+$P -q "$DB" "\\copy \"Copy T\" (id, name) FROM $tmp/in.csv CSV HEADER;" || fail "\\copy old-style options"
+printf '\\copy "Copy T" from stdin\n3\tx\n4\ty\n\\.\n\\copy "Copy T" from stdin with (format csv)\n5,"two\nlines"\n\\.\nSELECT count(*) AS n FROM "Copy T";\n' >"$tmp/copy.sql"
+out=$($P -tA "$DB" -f "$tmp/copy.sql") || fail "\\copy from stdin in a script: $out"
+same "$(printf '%s\n' "$out" | tail -1)" "7" "\\copy FROM STDIN in a script"
+printf '6\tp\n' | $P -q "$DB" -c '\copy "Copy T" from stdin' || fail "\\copy from stdin with -c"
+printf '7\tq\n' | $P -q "$DB" -c '\copy "Copy T" from pstdin' || fail "\\copy from pstdin"
+$P -q "$DB" "\\copy \"Copy T\" from program 'printf \"8\\\\tr\\\\n\"'" || fail "\\copy from program"
+$P -q "$DB" "\\copy \"Copy T\" from program 'printf \"9\\\\ts\\\\n\"; exit 3'" 2>"$tmp/err" &&
+    fail "a failing program's \\copy succeeded"
+has "$(cat "$tmp/err")" "the program failed (exit status 3)"
+out=$($P -q "$DB" "\\copy (SELECT ')' AS x, id FROM \"Copy T\" WHERE id IN (5, 8) ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)")
+same "$out" 'x,id
+),5
+),8' "\\copy (QUERY) TO STDOUT"
+$P -q "$DB" "\\copy \"Copy T\" to '$tmp/out.txt'" || fail "\\copy to a file"
+same "$(wc -l <"$tmp/out.txt" | tr -d ' ')" "10" "\\copy TO a file (not the failed program's row)"
+$P "$DB" "\\copy \"Copy T\" from $tmp" 2>"$tmp/err" && fail "\\copy from a directory"
+has "$(cat "$tmp/err")" "Is a directory"
+$P "$DB" '\copy "Copy T"' 2>"$tmp/err" && fail "\\copy without FROM/TO"
+has "$(cat "$tmp/err")" 'expected FROM or TO'
+$P "$DB" "\\copy \"Copy T\" from '$tmp/nope" 2>"$tmp/err" && fail "\\copy with an open quote"
+has "$(cat "$tmp/err")" 'a quote is not closed'
 $P "$D" -q -c "DROP DATABASE shell_psql" || fail "cleanup"
 echo "psql habits ok"
