@@ -7531,10 +7531,12 @@ static const char backslash_help[] =
     "  \\watch [i=]SEC [c=N]    run it every SEC seconds (N times; Ctrl-C stops)\n"
     "  \\e                      edit it in $PSQL_EDITOR or $EDITOR\n"
     "  \\p  \\r                  show it, clear it\n"
+    "  \\gdesc                  the names and types of its result, without running it\n"
     "Input and output\n"
     "  \\i FILE  \\ir FILE       run FILE (\\ir: relative to this script)\n"
     "  \\o [FILE|'|CMD']        send the output to FILE (none: the terminal again)\n"
     "  \\echo [-n] TEXT         print TEXT (\\qecho: to the \\o output; \\warn: to stderr)\n"
+    "  \\! [COMMAND]            run COMMAND in a shell (none: an interactive shell)\n"
     "Conditionals (in scripts and at the prompt)\n"
     "  \\if EXPR  \\elif EXPR  \\else  \\endif\n"
     "Informational (+ adds sizes and descriptions, S system objects; PATTERN as\n"
@@ -7544,6 +7546,7 @@ static const char backslash_help[] =
     "  \\dt \\di \\dv \\dm \\ds \\dE [PATTERN]  tables, indexes, views, materialized views,\n"
     "                          sequences, foreign tables (and mixes: \\dtv)\n"
     "  \\df \\dn \\du \\dx [PATTERN]  functions, schemas, roles, extensions\n"
+    "  \\sf[+] FUNCTION[(TYPES)]  a function's CREATE statement (+: lines numbered)\n"
     "  \\l [PATTERN]            databases\n"
     "Formatting\n"
     "  \\x [on|off|auto]  \\a  \\t [on|off]  \\f [SEP]  \\timing [on|off]\n"
@@ -7555,6 +7558,109 @@ static const char backslash_help[] =
     "  \\copy TABLE|(QUERY) TO 'FILE'|PROGRAM 'CMD'|STDOUT|PSTDOUT [WITH (OPTIONS)]\n"
     "  \\restrict KEY  \\unrestrict KEY   (as in pg_dump's plain dumps: until \\unrestrict, only SQL runs)\n"
     "Every dot command also runs as \\NAME (\\stats is .stats). The dot commands:\n\n";
+
+/* \gdesc: the columns (names and types) the statement in the buffer (or the
+** last one) would return, without running it: prepared, then described. */
+static int run_gdesc(shell *sh, char **sql, size_t *len)
+{
+    char *q = sql && *len ? strndup(*sql, *len) : sh->last_sql ? strdup(sh->last_sql) : NULL;
+    if (sql && *len)
+        *len = 0;
+    if (!q) {
+        errorf("\\gdesc: no query to describe (type one first)");
+        return 1;
+    }
+    size_t n = strlen(q);
+    while (n && (isspace((unsigned char)q[n - 1]) || q[n - 1] == ';'))
+        q[--n] = '\0';
+    free(sh->last_sql);
+    sh->last_sql = strdup(q);
+    if (ensure_connected(sh)) {
+        free(q);
+        return 1;
+    }
+    PGresult *r = PQprepare(sh->conn, "", q, 0, NULL);
+    free(q);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        report_pq_error(r, sh->conn);
+        PQclear(r);
+        return 1;
+    }
+    PQclear(r);
+    r = PQdescribePrepared(sh->conn, "");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        report_pq_error(r, sh->conn);
+        PQclear(r);
+        return 1;
+    }
+    int nf = PQnfields(r), rc = 0;
+    if (nf == 0) {
+        fprintf(sh->out, "The command has no result, or the result has no columns.\n");
+    } else {
+        /* the names as literals, the types named by the server */
+        size_t cap = 128;
+        for (int i = 0; i < nf; i++)
+            cap += 2 * strlen(PQfname(r, i)) + 64;
+        char *d = malloc(cap);
+        if (!d) {
+            PQclear(r);
+            return 1;
+        }
+        size_t o = (size_t)sprintf(d, "SELECT \"Column\", format_type(t, m) AS \"Type\" FROM (VALUES ");
+        for (int i = 0; i < nf; i++) {
+            char *lit = PQescapeLiteral(sh->conn, PQfname(r, i), strlen(PQfname(r, i)));
+            if (!lit) {
+                free(d);
+                PQclear(r);
+                return 1;
+            }
+            o += (size_t)sprintf(d + o, "%s(%d, %s, %u::oid, %d)", i ? ", " : "", i, lit,
+                                 PQftype(r, i), PQfmod(r, i));
+            PQfreemem(lit);
+        }
+        sprintf(d + o, ") AS v(k, \"Column\", t, m) ORDER BY k");
+        rc = run_sql(sh, d);
+        free(d);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* \sf[+] FUNCTION[(ARGTYPES)]: its CREATE statement (+: lines numbered). */
+static int show_function(shell *sh, const char *name, int numbered)
+{
+    if (ensure_connected(sh))
+        return 1;
+    const char *params[1] = { name };
+    PGresult *r = PQexecParams(sh->conn, strchr(name, '(')
+                               ? "SELECT pg_get_functiondef($1::regprocedure)"
+                               : "SELECT pg_get_functiondef($1::regproc)",
+                               1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        report_pq_error(r, sh->conn);
+        PQclear(r);
+        return 1;
+    }
+    const char *def = PQgetvalue(r, 0, 0);
+    if (!numbered) {
+        fputs(def, sh->out);
+    } else {
+        /* as psql: the header lines unnumbered, the body from AS on numbered */
+        int k = 0, body = 0;
+        for (const char *p = def; *p;) {
+            size_t n = strcspn(p, "\n");
+            if (!body && (!strncmp(p, "AS ", 3) || !strncmp(p, " AS ", 4) || !strncmp(p, "BEGIN", 5)))
+                body = 1;
+            if (body)
+                fprintf(sh->out, "%-7d %.*s\n", ++k, (int)n, p);
+            else
+                fprintf(sh->out, "        %.*s\n", (int)n, p);
+            p += n + (p[n] == '\n');
+        }
+    }
+    PQclear(r);
+    return 0;
+}
 
 /* ---- \copy: psql's client-side COPY ---------------------------------------- */
 
@@ -7822,7 +7928,7 @@ static const char *const backslash_names[] = {
     "q", "?", "g", "gx", "gset", "watch", "e", "p", "r", "i", "ir", "o", "echo", "qecho", "warn",
     "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
     "dn", "du", "dg", "dx", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
-    "encoding", "set", "unset", "restrict", "unrestrict", "copy", NULL };
+    "encoding", "set", "unset", "restrict", "unrestrict", "copy", "gdesc", "sf", "sf+", "!", NULL };
 
 static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len,
                             long long first_line)
@@ -7877,6 +7983,38 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
             rc = 1;
         } else {
             snprintf(sh->restrict_key, sizeof sh->restrict_key, "%s", name[0] == 'r' ? arg : "");
+            rc = 0;
+        }
+    } else if (!strcmp(name, "gdesc") && argc == 1) {
+        rc = run_gdesc(sh, len == &zero ? NULL : sql, len);
+    } else if ((!strcmp(name, "sf") || !strcmp(name, "sf+")) && argc >= 2) {
+        /* the rest of the line is the name, spaces in its argument types too */
+        const char *fn = line + 1 + strlen(name);
+        while (isspace((unsigned char)*fn))
+            fn++;
+        char *f = strdup(fn);
+        size_t fl = f ? strlen(f) : 0;
+        while (fl && isspace((unsigned char)f[fl - 1]))
+            f[--fl] = '\0';
+        rc = f ? show_function(sh, f, name[2] == '+') : 1;
+        free(f);
+    } else if (!strcmp(name, "!")) {
+        /* \! [COMMAND]: a shell command (none: an interactive shell) */
+        const char *c = line + 2;
+        while (isspace((unsigned char)*c))
+            c++;
+        const char *shell_path = getenv("SHELL");
+        if (!*c) {
+            snprintf(cmd, sizeof cmd, "exec %s", shell_path && *shell_path ? shell_path : "/bin/sh");
+            c = cmd;
+        }
+        fflush(NULL);
+        int st = system(c);
+        cmd[0] = '\0';
+        if (st == -1 || (WIFEXITED(st) && WEXITSTATUS(st) == 127)) {
+            errorf("\\!: command failed");
+            rc = 1;
+        } else {
             rc = 0;
         }
     } else if (!strcmp(name, "copy")) {

@@ -239,5 +239,20 @@ $P "$DB" '\copy "Copy T"' 2>"$tmp/err" && fail "\\copy without FROM/TO"
 has "$(cat "$tmp/err")" 'expected FROM or TO'
 $P "$DB" "\\copy \"Copy T\" from '$tmp/nope" 2>"$tmp/err" && fail "\\copy with an open quote"
 has "$(cat "$tmp/err")" 'a quote is not closed'
+
+# \gdesc (nothing runs), \sf[+], \! (127: failed)
+out=$($P "$DB" "INSERT INTO \"Copy T\" VALUES (100, 'no') RETURNING id, name::varchar(5) AS nm \\gdesc") ||
+    fail "\\gdesc: $out"
+has "$out" "character varying(5)"
+same "$($P -tA "$DB" "SELECT count(*) FROM \"Copy T\" WHERE id = 100")" "0" "\\gdesc ran the statement"
+$P -q "$DB" -c 'CREATE FUNCTION add2(a int, b int) RETURNS int LANGUAGE sql AS $$ SELECT a + b $$' ||
+    fail "function"
+has "$($P "$DB" '\sf add2')" "CREATE OR REPLACE FUNCTION public.add2(a integer, b integer)"
+has "$($P "$DB" '\sf+ add2(int, int)')" '1       AS $function$ SELECT a + b $function$'
+$P "$DB" '\sf no_such_fn' 2>"$tmp/err" && fail "\\sf of no function"
+has "$(cat "$tmp/err")" 'function "no_such_fn" does not exist'
+same "$($P "$DB" '\! echo from a shell')" "from a shell" "\\!"
+$P "$DB" '\! no-such-command-xyz' 2>"$tmp/err" && fail "\\! of no command succeeded"
+has "$(cat "$tmp/err")" '\!: command failed'
 $P "$D" -q -c "DROP DATABASE shell_psql" || fail "cleanup"
 echo "psql habits ok"
