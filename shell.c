@@ -7530,6 +7530,7 @@ static const char backslash_help[] =
     "  \\gset [PREFIX]          run it, its one row into variables PREFIXcolumn\n"
     "  \\watch [i=]SEC [c=N]    run it every SEC seconds (N times; Ctrl-C stops)\n"
     "  \\e                      edit it in $PSQL_EDITOR or $EDITOR\n"
+    "  \\ef FUNCTION[(TYPES)]   edit a function's CREATE statement in it\n"
     "  \\p  \\r                  show it, clear it\n"
     "  \\gdesc                  the names and types of its result, without running it\n"
     "Input and output\n"
@@ -7626,11 +7627,11 @@ static int run_gdesc(shell *sh, char **sql, size_t *len)
     return rc;
 }
 
-/* \sf[+] FUNCTION[(ARGTYPES)]: its CREATE statement (+: lines numbered). */
-static int show_function(shell *sh, const char *name, int numbered)
+/* A function's CREATE statement (malloc'd), or NULL with the error said. */
+static char *function_def(shell *sh, const char *name)
 {
     if (ensure_connected(sh))
-        return 1;
+        return NULL;
     const char *params[1] = { name };
     PGresult *r = PQexecParams(sh->conn, strchr(name, '(')
                                ? "SELECT pg_get_functiondef($1::regprocedure)"
@@ -7639,9 +7640,19 @@ static int show_function(shell *sh, const char *name, int numbered)
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         report_pq_error(r, sh->conn);
         PQclear(r);
-        return 1;
+        return NULL;
     }
-    const char *def = PQgetvalue(r, 0, 0);
+    char *def = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return def;
+}
+
+/* \sf[+] FUNCTION[(ARGTYPES)]: its CREATE statement (+: lines numbered). */
+static int show_function(shell *sh, const char *name, int numbered)
+{
+    char *def = function_def(sh, name);
+    if (!def)
+        return 1;
     if (!numbered) {
         fputs(def, sh->out);
     } else {
@@ -7658,7 +7669,7 @@ static int show_function(shell *sh, const char *name, int numbered)
             p += n + (p[n] == '\n');
         }
     }
-    PQclear(r);
+    free(def);
     return 0;
 }
 
@@ -7928,7 +7939,7 @@ static const char *const backslash_names[] = {
     "q", "?", "g", "gx", "gset", "watch", "e", "p", "r", "i", "ir", "o", "echo", "qecho", "warn",
     "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
     "dn", "du", "dg", "dx", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
-    "encoding", "set", "unset", "restrict", "unrestrict", "copy", "gdesc", "sf", "sf+", "!", NULL };
+    "encoding", "set", "unset", "restrict", "unrestrict", "copy", "gdesc", "sf", "sf+", "ef", "!", NULL };
 
 static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len,
                             long long first_line)
@@ -7987,6 +7998,23 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
         }
     } else if (!strcmp(name, "gdesc") && argc == 1) {
         rc = run_gdesc(sh, len == &zero ? NULL : sql, len);
+    } else if (!strcmp(name, "ef") && argc >= 2 && len != &zero) {
+        /* \ef FUNCTION: its CREATE statement into the buffer, edited (it runs
+        ** when it ends with ;, or with \g) */
+        const char *fn = line + 3;
+        while (isspace((unsigned char)*fn))
+            fn++;
+        char *def = function_def(sh, fn);
+        rc = 1;
+        if (def) {
+            free(*sql);
+            *sql = def;
+            *len = strlen(def);
+            rc = edit_buffer(sh, sql, len);
+        }
+    } else if (!strcmp(name, "ef")) {
+        errorf(argc < 2 ? "usage: \\ef FUNCTION[(TYPES)]" : "\\ef: only at the prompt or in a script");
+        rc = 1;
     } else if ((!strcmp(name, "sf") || !strcmp(name, "sf+")) && argc >= 2) {
         /* the rest of the line is the name, spaces in its argument types too */
         const char *fn = line + 1 + strlen(name);

@@ -251,6 +251,14 @@ has "$($P "$DB" '\sf add2')" "CREATE OR REPLACE FUNCTION public.add2(a integer, 
 has "$($P "$DB" '\sf+ add2(int, int)')" '1       AS $function$ SELECT a + b $function$'
 $P "$DB" '\sf no_such_fn' 2>"$tmp/err" && fail "\\sf of no function"
 has "$(cat "$tmp/err")" 'function "no_such_fn" does not exist'
+# \ef FUNCTION: its CREATE statement edited in the buffer, run by the ; after it
+printf '#!/bin/sh\nsed "s/a + b/a + b + 100/" "$1" > "$1.new" && mv "$1.new" "$1"\n' >"$tmp/editor"
+chmod +x "$tmp/editor"
+printf '\\ef add2(int, int)\n;\nSELECT add2(1, 2) AS r;\n' >"$tmp/ef.sql"
+out=$(EDITOR=$tmp/editor $P -tA "$DB" -f "$tmp/ef.sql") || fail "\\ef: $out"
+same "$(printf '%s\n' "$out" | tail -1)" "103" "\\ef"
+$P "$DB" '\ef add2' 2>"$tmp/err" && fail "\\ef with -c"
+has "$(cat "$tmp/err")" '\ef: only at the prompt or in a script'
 same "$($P "$DB" '\! echo from a shell')" "from a shell" "\\!"
 $P "$DB" '\! no-such-command-xyz' 2>"$tmp/err" && fail "\\! of no command succeeded"
 has "$(cat "$tmp/err")" '\!: command failed'
