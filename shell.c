@@ -2330,6 +2330,8 @@ static int describe(shell *sh, const char *cmd, const char *pat)
             letters[nl++] = *p;
     }
     letters[nl] = '\0';
+    if (cmd[0] == 'z') /* \z is \dp */
+        snprintf(letters, sizeof letters, "p");
     if (cmd[0] == 'l') {
         if (nl) {
             errorf("invalid command \\%s (\\? lists the commands)", cmd);
@@ -2421,6 +2423,50 @@ static int describe(shell *sh, const char *cmd, const char *pat)
             return 1;
         strncat(sql, " ORDER BY 1", sizeof sql - strlen(sql) - 1);
         return show_query(sh, sql, "List of roles", NULL, NULL) < 0;
+    }
+    if (!strcmp(letters, "p")) {
+        /* \dp, \z: the privileges of tables, views, sequences */
+        snprintf(sql, sizeof sql,
+                 "SELECT n.nspname AS \"Schema\", c.relname AS \"Name\", CASE c.relkind WHEN 'r' "
+                 "THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'v' THEN 'view' WHEN 'm' THEN "
+                 "'materialized view' WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' END AS "
+                 "\"Type\", array_to_string(c.relacl, E'\\n') AS \"Access privileges\", "
+                 "array_to_string(ARRAY(SELECT a.attname || E':\\n  ' || array_to_string(a.attacl, "
+                 "E'\\n  ') FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT "
+                 "a.attisdropped AND a.attacl IS NOT NULL ORDER BY a.attnum), E'\\n') AS \"Column "
+                 "privileges\", array_to_string(ARRAY(SELECT pol.polname || CASE pol.polcmd WHEN 'r' "
+                 "THEN ' (r)' WHEN 'a' THEN ' (a)' WHEN 'w' THEN ' (w)' WHEN 'd' THEN ' (d)' ELSE '' "
+                 "END FROM pg_policy pol WHERE pol.polrelid = c.oid ORDER BY 1), E'\\n') AS "
+                 "\"Policies\" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+                 "c.relkind IN ('r','p','v','m','S','f')");
+        if (pattern_cond(sh, sql, sizeof sql, pat, "n.nspname", "c.relname",
+                         "pg_table_is_visible(c.oid)", system))
+            return 1;
+        strncat(sql, " ORDER BY 1, 2", sizeof sql - strlen(sql) - 1);
+        return show_query(sh, sql, "Access privileges", NULL, NULL) < 0;
+    }
+    if (!strcmp(letters, "T") || !strcmp(letters, "D")) {
+        /* \dT: data types (not row types of tables, not arrays); \dD: domains */
+        int dom = letters[0] == 'D';
+        snprintf(sql, sizeof sql,
+                 "SELECT n.nspname AS \"Schema\", %s FROM pg_type t JOIN pg_namespace n ON n.oid = "
+                 "t.typnamespace WHERE %s",
+                 dom ? "t.typname AS \"Name\", format_type(t.typbasetype, t.typtypmod) AS \"Type\", "
+                       "CASE WHEN t.typnotnull THEN 'not null' END AS \"Nullable\", t.typdefault AS "
+                       "\"Default\", array_to_string(ARRAY(SELECT pg_get_constraintdef(k.oid, true) "
+                       "FROM pg_constraint k WHERE k.contypid = t.oid ORDER BY k.conname), E'\\n') AS "
+                       "\"Check\", obj_description(t.oid, 'pg_type') AS \"Description\""
+                     : "format_type(t.oid, NULL) AS \"Name\", obj_description(t.oid, 'pg_type') AS "
+                       "\"Description\"",
+                 dom ? "t.typtype = 'd'"
+                     : "(t.typrelid = 0 OR (SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid = "
+                       "t.typrelid)) AND NOT EXISTS (SELECT 1 FROM pg_type el WHERE el.oid = "
+                       "t.typelem AND el.typarray = t.oid)");
+        if (pattern_cond(sh, sql, sizeof sql, pat, "n.nspname", "t.typname",
+                         "pg_type_is_visible(t.oid)", system))
+            return 1;
+        strncat(sql, " ORDER BY 1, 2", sizeof sql - strlen(sql) - 1);
+        return show_query(sh, sql, dom ? "List of domains" : "List of data types", NULL, NULL) < 0;
     }
     if (!strcmp(letters, "x")) {
         snprintf(sql, sizeof sql,
@@ -7547,6 +7593,8 @@ static const char backslash_help[] =
     "  \\dt \\di \\dv \\dm \\ds \\dE [PATTERN]  tables, indexes, views, materialized views,\n"
     "                          sequences, foreign tables (and mixes: \\dtv)\n"
     "  \\df \\dn \\du \\dx [PATTERN]  functions, schemas, roles, extensions\n"
+    "  \\dp \\z \\dT \\dD [PATTERN]  privileges of tables (and their policies), data types,\n"
+    "                          domains\n"
     "  \\sf[+] FUNCTION[(TYPES)]  a function's CREATE statement (+: lines numbered)\n"
     "  \\l [PATTERN]            databases\n"
     "Formatting\n"
@@ -7938,7 +7986,7 @@ static int slash_copy(shell *sh, const char *args, char **sql, size_t *len)
 static const char *const backslash_names[] = {
     "q", "?", "g", "gx", "gset", "watch", "e", "p", "r", "i", "ir", "o", "echo", "qecho", "warn",
     "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
-    "dn", "du", "dg", "dx", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
+    "dn", "du", "dg", "dx", "dp", "z", "dT", "dD", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
     "encoding", "set", "unset", "restrict", "unrestrict", "copy", "gdesc", "sf", "sf+", "ef", "!", NULL };
 
 static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len,
@@ -8094,10 +8142,23 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
     } else if ((!strcmp(name, "c") || !strcmp(name, "connect")) && argc <= 2) {
         char *av[2] = { (char *)"connect", (char *)arg };
         rc = cmd_connect(sh, av, argc, arg ? arg : "");
-    } else if ((name[0] == 'd' && strspn(name + 1, "tivmsEfnugxS+") == strlen(name + 1) &&
+    } else if ((!strcmp(name, "z") && argc <= 2) ||
+               (name[0] == 'd' && strspn(name + 1, "tivmsEfnugxpTDS+") == strlen(name + 1) &&
                 argc <= 2) || ((!strcmp(name, "l") || !strcmp(name, "l+") || !strcmp(name, "list")) &&
                                argc <= 2)) {
-        rc = ensure_connected(sh) ? 1 : describe(sh, name, arg);
+        /* the pattern as typed: its double quotes keep case and spaces, as psql's */
+        char *pat = NULL;
+        if (arg) {
+            const char *a = line + 1 + strcspn(line + 1, " \t");
+            a += strspn(a, " \t");
+            const char *e = a;
+            for (int inq = 0; *e && (inq || !isspace((unsigned char)*e)); e++)
+                inq ^= *e == '"';
+            if (*a != '\'') /* ('single quotes': the word as split) */
+                pat = strndup(a, (size_t)(e - a));
+        }
+        rc = ensure_connected(sh) ? 1 : describe(sh, name, pat ? pat : arg);
+        free(pat);
     } else if (!strcmp(name, "set")) {
         if (argc == 1) {
             for (int i = 0; i < sh->nvars; i++)

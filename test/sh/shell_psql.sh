@@ -240,6 +240,28 @@ has "$(cat "$tmp/err")" 'expected FROM or TO'
 $P "$DB" "\\copy \"Copy T\" from '$tmp/nope" 2>"$tmp/err" && fail "\\copy with an open quote"
 has "$(cat "$tmp/err")" 'a quote is not closed'
 
+# \dp / \z (privileges, column privileges, policies), \dT, \dD
+$P -q "$DB" -c "CREATE DOMAIN pos_int AS int NOT NULL CHECK (VALUE > 0)" \
+    -c "CREATE TYPE feeling AS ENUM ('ok', 'meh')" -c 'GRANT SELECT ON "Copy T" TO PUBLIC' \
+    -c 'GRANT UPDATE (name) ON "Copy T" TO PUBLIC' -c 'CREATE POLICY own ON "Copy T" FOR SELECT USING (true)' ||
+    fail "describe setup"
+out=$($P "$DB" '\dp "Copy T"') || fail "\\dp: $out"
+has "$out" "Access privileges"
+has "$out" "=r/"
+has "$out" "=w/"
+has "$out" "own (r)"
+same "$($P "$DB" '\z "Copy T"')" "$out" "\\z is \\dp"
+has "$($P "$DB" '\dt "Copy T"')" "Copy T"
+has "$($P "$DB" '\d public."Copy T"')" 'Table "public.Copy T"'
+
+out=$($P "$DB" '\dT') || fail "\\dT"
+has "$out" "feeling"
+has "$out" "pos_int"
+hasnt "$out" "Copy T"
+out=$($P "$DB" '\dD') || fail "\\dD"
+has "$out" "CHECK (VALUE > 0)"
+has "$out" "not null"
+
 # \gdesc (nothing runs), \sf[+], \! (127: failed)
 out=$($P "$DB" "INSERT INTO \"Copy T\" VALUES (100, 'no') RETURNING id, name::varchar(5) AS nm \\gdesc") ||
     fail "\\gdesc: $out"
