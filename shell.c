@@ -430,6 +430,17 @@ static int parse_bool(const char *v)
 ** psql, and set without a value it is on (a typo must not turn it off). */
 static int var_set(shell *sh, const char *name, const char *value)
 {
+    if (value && !strcmp(name, "ON_ERROR_ROLLBACK") && *value && parse_bool(value) < 0 &&
+        strcasecmp(value, "interactive")) {
+        fprintf(stderr, "pgpipe: unrecognized value \"%s\" for \"%s\"\nAvailable values are: on, "
+                "off, interactive; it is unchanged\n", value, name);
+        return 1;
+    }
+    if (value && !strcmp(name, "AUTOCOMMIT") && parse_bool(value) < 0) {
+        fprintf(stderr, "pgpipe: unrecognized value \"%s\" for \"%s\": Boolean expected "
+                "(on, off, true, false, 1, 0); it is unchanged\n", value, name);
+        return 1;
+    }
     if (value && !strcmp(name, "ON_ERROR_STOP")) {
         if (!*value) {
             value = "on";
@@ -1311,12 +1322,115 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
 
 static int run_sql(shell *sh, const char *sql) { return run_sql_copy(sh, sql, NULL, 0); }
 
+/* ---- AUTOCOMMIT off, ON_ERROR_ROLLBACK (psql's variables) ------------------ */
+
+/* The first words of a statement, upper-cased, after spaces and comments:
+** "CREATE UNIQUE INDEX CONCURRENTLY" and the like, for the checks below. */
+static void leading_words(const char *sql, char *out, size_t size, int words)
+{
+    size_t o = 0;
+    const char *p = sql;
+    for (int w = 0; w < words && o + 2 < size;) {
+        for (;;) { /* spaces and comments */
+            while (isspace((unsigned char)*p))
+                p++;
+            if (p[0] == '-' && p[1] == '-')
+                p += strcspn(p, "\n");
+            else if (p[0] == '/' && p[1] == '*') {
+                const char *e = strstr(p + 2, "*/");
+                p = e ? e + 2 : p + strlen(p);
+            } else
+                break;
+        }
+        if (!isalpha((unsigned char)*p))
+            break;
+        if (w++)
+            out[o++] = ' ';
+        while (isalpha((unsigned char)*p) && o + 1 < size)
+            out[o++] = (char)toupper((unsigned char)*p++);
+    }
+    out[o] = '\0';
+}
+
+static int starts_with_words(const char *w, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return !strncmp(w, prefix, n) && (w[n] == '\0' || w[n] == ' ');
+}
+
+/* A statement psql's AUTOCOMMIT off does not open a transaction for: those
+** that end or start one, and those that cannot run inside one. */
+static int no_begin(const char *sql)
+{
+    static const char *const list[] = {
+        "ABORT", "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "PREPARE TRANSACTION",
+        "VACUUM", "CREATE DATABASE", "DROP DATABASE", "CREATE TABLESPACE", "DROP TABLESPACE",
+        "ALTER SYSTEM", "REINDEX DATABASE", "REINDEX SYSTEM", "CREATE INDEX CONCURRENTLY",
+        "CREATE UNIQUE INDEX CONCURRENTLY", "DROP INDEX CONCURRENTLY", "DISCARD ALL", NULL };
+    char w[96];
+    leading_words(sql, w, sizeof w, 4);
+    for (int i = 0; list[i]; i++)
+        if (starts_with_words(w, list[i]))
+            return 1;
+    /* CLUSTER alone (every table), REINDEX ... CONCURRENTLY */
+    return !strcmp(w, "CLUSTER") || (starts_with_words(w, "REINDEX") && strstr(sql, "CONCURRENTLY"));
+}
+
+/* Before SQL the user gives: with AUTOCOMMIT off, a BEGIN when no transaction
+** is open; with ON_ERROR_ROLLBACK on (or interactive, at the prompt) inside a
+** transaction, a savepoint the statement's failure goes back to. Returns
+** -1 when the BEGIN failed, else 1 when a savepoint was made. */
+static int autocommit_before(shell *sh, const char *sql)
+{
+    const char *ac = var_get(sh, "AUTOCOMMIT", 10), *oer = var_get(sh, "ON_ERROR_ROLLBACK", 17);
+    if (!sh->conn || PQstatus(sh->conn) != CONNECTION_OK)
+        return 0;
+    if (ac && parse_bool(ac) == 0 && PQtransactionStatus(sh->conn) == PQTRANS_IDLE &&
+        !no_begin(sql)) {
+        PGresult *r = PQexec(sh->conn, "BEGIN");
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            report_pq_error(r, sh->conn);
+        PQclear(r);
+        if (!ok)
+            return -1;
+    }
+    if (!oer || !(parse_bool(oer) == 1 || (!strcasecmp(oer, "interactive") && sh->interactive)) ||
+        PQtransactionStatus(sh->conn) != PQTRANS_INTRANS || no_begin(sql))
+        return 0;
+    PGresult *r = PQexec(sh->conn, "SAVEPOINT pg_psql_temporary_savepoint");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok;
+}
+
+/* After it: back to the savepoint when the statement failed, else released
+** (not when the statement was the user's own SAVEPOINT, RELEASE or ROLLBACK:
+** theirs may have replaced or removed it). */
+static void autocommit_after(shell *sh, const char *sql, int savepoint)
+{
+    if (savepoint <= 0 || PQstatus(sh->conn) != CONNECTION_OK)
+        return;
+    char w[32];
+    leading_words(sql, w, sizeof w, 1);
+    PGTransactionStatusType ts = PQtransactionStatus(sh->conn);
+    const char *q = ts == PQTRANS_INERROR ? "ROLLBACK TO pg_psql_temporary_savepoint"
+                  : ts == PQTRANS_INTRANS && strcmp(w, "SAVEPOINT") && strcmp(w, "RELEASE") &&
+                    strcmp(w, "ROLLBACK") ? "RELEASE pg_psql_temporary_savepoint" : NULL;
+    if (q)
+        PQclear(PQexec(sh->conn, q));
+}
+
 /* SQL the user gave (a statement of a script, the terminal or an argument). */
 static int run_user_sql(shell *sh, const char *sql, const char *copy_data, size_t copy_len)
 {
+    int sp = autocommit_before(sh, sql);
+    if (sp < 0)
+        return 1;
     sh->user_sql = 1;
     int rc = run_sql_copy(sh, sql, copy_data, copy_len);
     sh->user_sql = 0;
+    autocommit_after(sh, sql, sp);
     return rc;
 }
 

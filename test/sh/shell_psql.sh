@@ -240,6 +240,20 @@ has "$(cat "$tmp/err")" 'expected FROM or TO'
 $P "$DB" "\\copy \"Copy T\" from '$tmp/nope" 2>"$tmp/err" && fail "\\copy with an open quote"
 has "$(cat "$tmp/err")" 'a quote is not closed'
 
+# AUTOCOMMIT off: a BEGIN before the first statement (none before VACUUM);
+# ON_ERROR_ROLLBACK on: a failed statement does not fail the transaction
+$P -q "$DB" -c "CREATE TABLE ac (id int)" || fail "ac table"
+printf '%s\n' '\set AUTOCOMMIT off' 'INSERT INTO ac VALUES (1);' 'ROLLBACK;' 'INSERT INTO ac VALUES (2);' \
+    'COMMIT;' 'VACUUM ac;' '\set ON_ERROR_ROLLBACK on' 'INSERT INTO ac VALUES (3);' 'SELECT 1/0;' \
+    'INSERT INTO ac VALUES (4);' 'COMMIT;' 'INSERT INTO ac VALUES (5);' >"$tmp/ac.sql"
+$P -q "$DB" -f "$tmp/ac.sql" >"$tmp/out" 2>"$tmp/err" && fail "the division by zero was not an error"
+has "$(cat "$tmp/err")" "division by zero"
+hasnt "$(cat "$tmp/err")" "VACUUM cannot run inside a transaction block"
+same "$($P -tA "$DB" "SELECT string_agg(id::text, ',' ORDER BY id) FROM ac")" "2,3,4" \
+    "AUTOCOMMIT off / ON_ERROR_ROLLBACK (5: not committed at the end of the script)"
+$P "$DB" -c '\set AUTOCOMMIT perhaps' 2>"$tmp/err"
+has "$(cat "$tmp/err")" 'unrecognized value "perhaps" for "AUTOCOMMIT"'
+
 # \dp / \z (privileges, column privileges, policies), \dT, \dD
 $P -q "$DB" -c "CREATE DOMAIN pos_int AS int NOT NULL CHECK (VALUE > 0)" \
     -c "CREATE TYPE feeling AS ENUM ('ok', 'meh')" -c 'GRANT SELECT ON "Copy T" TO PUBLIC' \
