@@ -70,6 +70,11 @@ typedef struct shell {
     int single;          /* -1: the -c/-f commands run in one transaction */
     int script_fatal;    /* a script stopped: its connection was lost, or a \c failed (exit 2) */
     int user_sql;        /* 1 while SQL the user typed runs (not a dot command's) */
+    /* what the user's last statement left, for psql's ERROR, SQLSTATE,
+    ** ROW_COUNT, LAST_ERROR_MESSAGE and LAST_ERROR_SQLSTATE */
+    char last_state[6];
+    long long last_rows;
+    char *last_error;
     FILE *out;
     /* psql's and sqlite3's output settings */
     int tuples_only;     /* -t, \t: no header, no footer */
@@ -1271,6 +1276,17 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
     PGresult *res;
     while ((res = PQgetResult(sh->conn)) != NULL) {
         ExecStatusType st = PQresultStatus(res);
+        if (sh->user_sql && (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR)) {
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+            snprintf(sh->last_state, sizeof sh->last_state, "%s", state ? state : "XX000");
+            free(sh->last_error);
+            sh->last_error = strdup(msg ? msg : PQerrorMessage(sh->conn));
+            sh->last_rows = 0;
+        } else if (sh->user_sql && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)) {
+            memcpy(sh->last_state, "00000", 6);
+            sh->last_rows = atoll(PQcmdTuples(res));
+        }
         if (st == PGRES_TUPLES_OK && sh->gset) {
             failed |= gset_row(sh, res);
         } else if (st == PGRES_TUPLES_OK) {
@@ -1428,9 +1444,24 @@ static int run_user_sql(shell *sh, const char *sql, const char *copy_data, size_
     if (sp < 0)
         return 1;
     sh->user_sql = 1;
+    memcpy(sh->last_state, "00000", 6);
+    sh->last_rows = 0;
     int rc = run_sql_copy(sh, sql, copy_data, copy_len);
     sh->user_sql = 0;
+    if (rc && !strcmp(sh->last_state, "00000")) /* failed in the client (a lost connection) */
+        memcpy(sh->last_state, PQstatus(sh->conn) == CONNECTION_OK ? "XX000" : "08006", 6);
     autocommit_after(sh, sql, sp);
+    /* psql's status variables */
+    char rows[32];
+    int failed = strcmp(sh->last_state, "00000") != 0;
+    snprintf(rows, sizeof rows, "%lld", sh->last_rows);
+    var_set(sh, "ERROR", failed ? "true" : "false");
+    var_set(sh, "SQLSTATE", sh->last_state);
+    var_set(sh, "ROW_COUNT", rows);
+    if (failed) {
+        var_set(sh, "LAST_ERROR_SQLSTATE", sh->last_state);
+        var_set(sh, "LAST_ERROR_MESSAGE", sh->last_error ? sh->last_error : "");
+    }
     return rc;
 }
 
@@ -7277,6 +7308,17 @@ static void connection_ready(shell *sh)
 {
     set_cancel_handle(PQgetCancel(sh->conn));
     sh->lost = 0;
+    /* psql's connection variables */
+    char num[32];
+    const char *host = PQhost(sh->conn), *ver = PQparameterStatus(sh->conn, "server_version");
+    var_set(sh, "DBNAME", PQdb(sh->conn));
+    var_set(sh, "USER", PQuser(sh->conn));
+    var_set(sh, "HOST", host ? host : "");
+    var_set(sh, "PORT", PQport(sh->conn));
+    var_set(sh, "ENCODING", pg_encoding_to_char(PQclientEncoding(sh->conn)));
+    var_set(sh, "SERVER_VERSION_NAME", ver ? ver : "");
+    snprintf(num, sizeof num, "%d", PQserverVersion(sh->conn));
+    var_set(sh, "SERVER_VERSION_NUM", num);
 }
 
 static void conn_error_line(PGconn *conn, char *buf, size_t size)
@@ -9925,6 +9967,7 @@ static void shell_free(shell *sh)
     }
     free(sh->vars);
     free(sh->last_sql);
+    free(sh->last_error);
     free(sh->last_dot);
     free(sh->nullstr);
     free(sh->fieldsep);
@@ -10244,7 +10287,7 @@ int main(int argc, char **argv)
         status = 2; /* as psql: the connection to the server went bad */
         goto done;
     }
-    set_cancel_handle(PQgetCancel(sh.conn));
+    connection_ready(&sh);
     sh.interactive = !c.ncmds && !c.list && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
 
     /* the rc file (~/.pgpipe_rc, or $PGPIPE_RC), unless -X: its errors are

@@ -254,6 +254,17 @@ same "$($P -tA "$DB" "SELECT string_agg(id::text, ',' ORDER BY id) FROM ac")" "2
 $P "$DB" -c '\set AUTOCOMMIT perhaps' 2>"$tmp/err"
 has "$(cat "$tmp/err")" 'unrecognized value "perhaps" for "AUTOCOMMIT"'
 
+# psql's status and connection variables: ERROR, SQLSTATE, ROW_COUNT,
+# LAST_ERROR_MESSAGE, LAST_ERROR_SQLSTATE; DBNAME, USER, SERVER_VERSION_NUM
+out=$($P -q "$DB" -c 'SELECT 1/0' -c '\echo :ERROR :SQLSTATE :ROW_COUNT :LAST_ERROR_MESSAGE' \
+    -c 'SELECT generate_series(1, 3)' -c '\echo :ERROR :SQLSTATE :ROW_COUNT :LAST_ERROR_SQLSTATE' \
+    -c '\echo :DBNAME :SERVER_VERSION_NUM' 2>/dev/null)
+has "$out" "true 22012 0 division by zero"
+has "$out" "false 00000 3 22012"
+has "$out" "shell_psql $($P -tA "$DB" -c 'SHOW server_version_num')"
+printf '%s\n' 'SELECT 1/0;' '\if :ERROR' '\echo failed as expected' '\endif' >"$tmp/err.sql"
+has "$($P -q "$DB" -f "$tmp/err.sql" 2>/dev/null)" "failed as expected"
+
 # \dp / \z (privileges, column privileges, policies), \dT, \dD
 $P -q "$DB" -c "CREATE DOMAIN pos_int AS int NOT NULL CHECK (VALUE > 0)" \
     -c "CREATE TYPE feeling AS ENUM ('ok', 'meh')" -c 'GRANT SELECT ON "Copy T" TO PUBLIC' \
