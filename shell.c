@@ -7740,6 +7740,7 @@ static const char backslash_help[] =
     "  \\o [FILE|'|CMD']        send the output to FILE (none: the terminal again)\n"
     "  \\echo [-n] TEXT         print TEXT (\\qecho: to the \\o output; \\warn: to stderr)\n"
     "  \\! [COMMAND]            run COMMAND in a shell (none: an interactive shell)\n"
+    "  \\cd [DIR]  \\setenv NAME [VALUE]  \\getenv VAR ENVVAR   the directory, the environment\n"
     "Conditionals (in scripts and at the prompt)\n"
     "  \\if EXPR  \\elif EXPR  \\else  \\endif\n"
     "Informational (+ adds sizes and descriptions, S system objects; PATTERN as\n"
@@ -8143,7 +8144,7 @@ static const char *const backslash_names[] = {
     "q", "?", "g", "gx", "gset", "watch", "e", "p", "r", "i", "ir", "o", "echo", "qecho", "warn",
     "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
     "dn", "du", "dg", "dx", "dp", "z", "dT", "dD", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
-    "encoding", "set", "unset", "restrict", "unrestrict", "copy", "gdesc", "sf", "sf+", "ef", "!", NULL };
+    "encoding", "set", "unset", "restrict", "unrestrict", "copy", "gdesc", "sf", "sf+", "ef", "!", "setenv", "getenv", "cd", NULL };
 
 static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len,
                             long long first_line)
@@ -8333,6 +8334,23 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
             rc = !v || var_set(sh, arg, v);
             free(v);
         }
+    } else if (!strcmp(name, "setenv") && (argc == 2 || argc == 3)) {
+        rc = argc == 3 ? setenv(arg, argv[2], 1) != 0 : unsetenv(arg) != 0;
+        if (rc)
+            errorf("\\setenv: %s: %s", arg, strerror(errno));
+    } else if (!strcmp(name, "getenv") && argc == 3) {
+        if (!var_name_ok(argv[1])) {
+            errorf("\\getenv: invalid variable name: \"%s\"", argv[1]);
+            rc = 1;
+        } else {
+            rc = var_set(sh, argv[1], getenv(argv[2]));
+        }
+    } else if (!strcmp(name, "cd") && argc <= 2) {
+        const char *dir = arg ? arg : getenv("HOME");
+        rc = !dir || chdir(dir) != 0;
+        if (rc)
+            errorf("\\cd: could not change directory to \"%s\": %s", dir ? dir : "(no HOME)",
+                   strerror(errno));
     } else if (!strcmp(name, "unset") && argc == 2) {
         rc = var_set(sh, arg, NULL);
     } else if (!strcmp(name, "echo") || !strcmp(name, "qecho") || !strcmp(name, "warn")) {

@@ -287,6 +287,15 @@ out=$($P "$DB" '\dD') || fail "\\dD"
 has "$out" "CHECK (VALUE > 0)"
 has "$out" "not null"
 
+# \cd, \setenv, \getenv
+out=$($P -q "$DB" -c "\\cd $tmp" -c '\! pwd' -c '\setenv PGPIPE_T1 "a b"' -c '\getenv v PGPIPE_T1' \
+    -c '\echo :v' -c '\setenv PGPIPE_T1' -c '\! echo "[${PGPIPE_T1:-unset}]"')
+same "$out" "$(cd "$tmp" && pwd -P)
+a b
+[unset]" "\\cd, \\setenv, \\getenv"
+$P "$DB" "\\cd $tmp/nope" 2>"$tmp/err" && fail "\\cd to no directory"
+has "$(cat "$tmp/err")" "could not change directory"
+
 # \gdesc (nothing runs), \sf[+], \! (127: failed)
 out=$($P "$DB" "INSERT INTO \"Copy T\" VALUES (100, 'no') RETURNING id, name::varchar(5) AS nm \\gdesc") ||
     fail "\\gdesc: $out"
