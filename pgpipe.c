@@ -35071,7 +35071,34 @@ void pgpipe_pull_options_init(pgpipe_pull_options *opt)
     opt->timeout_ms = 60000;
     opt->retry_budget_ms = 300000;
     opt->concurrency = 1;
+    opt->max_body = 64ll << 20;
     opt->install = 1;
+}
+
+/* "65536", "512k", "64M", "64MB", "1G" (powers of 1024) -> bytes; -1 when
+** not one or not from 1 byte to 1 TiB. */
+static long long pull_bytes(const char *v)
+{
+    char *e;
+    errno = 0;
+    long long x = strtoll(v, &e, 10);
+    if (!isdigit((unsigned char)v[0]) || errno || x < 1)
+        return -1;
+    int sh = !*e ? 0 : (*e == 'k' || *e == 'K') ? 10 : *e == 'M' ? 20 : *e == 'G' ? 30 : -1;
+    if (sh < 0 || (*e && e[1] && strcmp(e + 1, "B") != 0) || x > (1ll << 40) >> sh)
+        return -1;
+    return x << sh;
+}
+
+/* A byte count as a person writes it: "64 MB", "512 kB", "1000 bytes". */
+static PP_UNUSED void pull_bytes_text(long long n, char *out, size_t size)
+{
+    if (n >= (1 << 20) && n % (1 << 20) == 0)
+        snprintf(out, size, "%lld MB", n >> 20);
+    else if (n >= 1024 && n % 1024 == 0)
+        snprintf(out, size, "%lld kB", n >> 10);
+    else
+        snprintf(out, size, "%lld bytes", n);
 }
 
 /* "1500", "1500ms", "1.5s", "2m", "1h" -> milliseconds; -1 when not one. */
@@ -35156,6 +35183,14 @@ int pgpipe_pull_set(pgpipe_pull_options *o, const char *name, const char *v, pgp
         if (e == v || *e || r < 0)
             return pp_err(err, PGPIPE_MISUSE, "pull: --rate: requests per second (0: no limit), not \"%s\"", v);
         o->rate = r;
+        return PGPIPE_OK;
+    }
+    if (!strcmp(name, "max-body") || !strcmp(name, "body-budget")) {
+        long long x = pull_bytes(v);
+        if (x < 0)
+            return pp_err(err, PGPIPE_MISUSE, "pull: --%s: bytes, or with k, M or G (512k, 64M), "
+                          "from 1 byte to 1024G, not \"%s\"", name, v);
+        *(name[0] == 'm' ? &o->max_body : &o->body_budget) = x;
         return PGPIPE_OK;
     }
     if (!strcmp(name, "concurrency")) {
@@ -35646,8 +35681,8 @@ static void pull_budget_pause(pgpipe_pull_budget *b, int64_t us)
 
 /* ---- the handle ------------------------------------------------------------- */
 
-#define PULL_MAX_BODY (512u << 20)
 #define PULL_MAX_SECRETS 4
+#define PULL_KEEP_BODY (128u << 10) /* the body buffer a free request slot keeps */
 #define PULL_BACKOFF_BASE_MS 250
 #define PULL_BACKOFF_MAX_MS 30000
 
@@ -35667,6 +35702,8 @@ typedef struct pull_slot {
     long long rl_remaining;     /* -1: none */
     double rl_reset;            /* -1: none */
     int too_big;
+    int no_room;                /* a page ahead found no room in the body budget */
+    int at_head;                /* ... so it is asked again once it is the next to parse */
     int attempts;               /* failed attempts so far */
     int64_t first_fail_us, due_us;
     pgpipe_error err;           /* FAILED */
@@ -35714,6 +35751,9 @@ struct pgpipe_pull {
     int64_t started_us;
     uint64_t rng;
     pp_buf rec;                 /* a record's text */
+    size_t max_body, body_budget;
+    pp_buf fixes, bad;          /* pull_salvage's: pull_fix and pull_bad */
+    long long head_seq;         /* the page to parse next: may always grow to max_body */
     pgpipe_json_doc *doc;
     uint64_t *seen;             /* hashes of the URLs and cursors of this run */
     size_t nseen, capseen;
@@ -35997,6 +36037,19 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
     if (o->concurrency < 1 || o->concurrency > PULL_MAX_CONCURRENCY)
         return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the concurrency is 1 to %d, not %d",
                       PULL_MAX_CONCURRENCY, o->concurrency);
+    if (o->max_body < 1 || o->max_body > (1ll << 40) || o->body_budget < 0 ||
+        o->body_budget > (2ll << 40) || (o->body_budget && o->body_budget < o->max_body) ||
+        (unsigned long long)o->max_body > SIZE_MAX / 4 ||
+        (unsigned long long)o->body_budget > SIZE_MAX / 2) { /* 32-bit: at most 1 GB */
+        char mb[32], bb[32];
+        pull_bytes_text(o->max_body, mb, sizeof mb);
+        pull_bytes_text(o->body_budget, bb, sizeof bb);
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the largest body (--max-body, 1 byte to "
+                      "1024 GB) is %s and the body budget (--body-budget, 0: twice the largest "
+                      "body) %s: the budget must hold the largest body", mb, bb);
+    }
+    p->max_body = (size_t)o->max_body;
+    p->body_budget = o->body_budget ? (size_t)o->body_budget : 2 * p->max_body;
     if ((rc = pgpipe_json_doc_open(&p->doc)) != PGPIPE_OK)
         return pp_err_nomem(&p->h.err);
 #ifndef PGPIPE_OMIT_THREADS
@@ -36096,6 +36149,8 @@ void pgpipe_pull_close(pgpipe_pull *p)
     pgpipe_pull_budget_close(p->own_budget);
     pgpipe_json_doc_close(p->doc);
     pp_buf_free(&p->rec);
+    pp_buf_free(&p->fixes);
+    pp_buf_free(&p->bad);
     pp_free(p->seen);
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_destroy(&p->mu);
@@ -36123,15 +36178,54 @@ void pgpipe_pull_progress_get(pgpipe_pull *p, pgpipe_pull_progress *out)
 
 /* ---- the requests ------------------------------------------------------------ */
 
+/* The bytes the body buffers of the pages other than the one to parse next
+** hold (requests in flight, pages received ahead). */
+static size_t pull_ahead_bytes(const pgpipe_pull *p)
+{
+    size_t n = 0;
+    for (int i = 0; i < p->o.concurrency; i++) {
+        const pull_slot *t = &p->slots[i];
+        if (t->state != SLOT_FREE && t->seq != p->head_seq)
+            n += t->body.cap;
+    }
+    return n;
+}
+
+/* The body as it comes, decoded (libcurl inflates gzip and deflate in
+** pieces of at most CURL_MAX_WRITE_SIZE: a bomb stops at the limit). The
+** buffer grows by doubling up to max_body; the page to parse next may
+** always grow so far, the pages ahead only within what the budget leaves
+** beside it (else the request is dropped, to be asked again at its turn). */
 static size_t pull_on_body(char *data, size_t size, size_t n, void *ud)
 {
     pull_slot *s = ud;
+    pgpipe_pull *p = s->p;
     size_t len = size * n;
-    if (s->body.len + len > PULL_MAX_BODY) {
+    if (len > p->max_body - s->body.len) {
         s->too_big = 1;
         return 0;
     }
-    return pp_buf_append(&s->body, data, len) == PGPIPE_OK ? len : 0;
+    size_t need = s->body.len + len;
+    if (need > s->body.cap) {
+        size_t cap = s->body.cap ? s->body.cap : 16384;
+        while (cap < need)
+            cap = cap > p->max_body / 2 ? p->max_body : cap * 2;
+        if (cap > p->max_body)
+            cap = p->max_body;
+        if (s->seq != p->head_seq &&
+            pull_ahead_bytes(p) + (cap - s->body.cap) > p->body_budget - p->max_body) {
+            s->no_room = 1;
+            return 0;
+        }
+        char *d = pp_realloc(s->body.data, cap);
+        if (!d)
+            return 0;
+        s->body.data = d;
+        s->body.cap = cap;
+    }
+    memcpy(s->body.data + s->body.len, data, len);
+    s->body.len += len;
+    return len;
 }
 
 static int pull_hdr_is(const char *line, size_t n, const char *name, const char **val, size_t *vlen)
@@ -36245,6 +36339,8 @@ static int pull_start(pgpipe_pull *p, pull_slot *s)
     s->rl_remaining = -1;
     s->rl_reset = -1;
     s->too_big = 0;
+    s->no_room = 0;
+    s->at_head = 0;
     s->curl_err[0] = '\0';
     if (curl_multi_add_handle(p->multi, c) != CURLM_OK) {
         pull_budget_release(p->budget);
@@ -36293,7 +36389,18 @@ static void pull_done(pgpipe_pull *p, pull_slot *s, CURLcode cr)
         return;
     }
     if (s->too_big) {
-        pull_slot_err(s, PGPIPE_LIMIT, "pull: %s: the response is over %u MB", url, PULL_MAX_BODY >> 20);
+        char lim[32];
+        pull_bytes_text((long long)p->max_body, lim, sizeof lim);
+        pull_slot_err(s, PGPIPE_LIMIT, "pull: %s: the response body is over the limit of %s "
+                      "(--max-body; counted decoded, as it arrives): the page is not loaded",
+                      url, lim);
+        return;
+    }
+    if (s->no_room) { /* a page ahead: asked again at its turn, no failure */
+        pp_buf_free(&s->body);
+        s->state = SLOT_WAIT;
+        s->at_head = 1;
+        s->due_us = 0;
         return;
     }
     char why[CURL_ERROR_SIZE + 32];
@@ -36370,11 +36477,11 @@ static void pull_drop(pgpipe_pull *p, pull_slot *s)
     }
     s->state = SLOT_FREE;
     s->attempts = 0;
+    s->at_head = 0;
     s->first_fail_us = s->due_us = 0;
-    /* a page's body may be large: keep at most 1 MB of capacity */
-    if (s->body.cap > (1u << 20)) {
+    /* a page's body may be large: a free slot keeps at most PULL_KEEP_BODY */
+    if (s->body.cap > PULL_KEEP_BODY)
         pp_buf_free(&s->body);
-    }
 }
 
 /* ---- the state -------------------------------------------------------------- */
@@ -36473,26 +36580,345 @@ static int pull_has_nul_escape(const char *s, size_t n)
 
 /* A dead letter for record i (1-based) of the page. */
 static int pull_dead(pgpipe_pull *p, pull_writer *w, const char *url, long long page, long long i,
-                     const char *raw, size_t rawlen, const char *msg, const char *batch)
+                     const char *raw, size_t rawlen, const char *msg, const char *batch,
+                     long long off)
 {
     char ctx[1200], m[1100];
     pull_mask_to((const char *const *)p->secrets, p->nsecrets, url, m, sizeof m);
     snprintf(ctx, sizeof ctx, "pull %s/%s page %lld record %lld: %s %s", p->o.source, p->o.stream,
              page, i, p->o.method, m);
-    pp_dlq_load_letter d = { .source = p->o.source, .line = i, .column = 0, .offset = 0,
+    pp_dlq_load_letter d = { .source = p->o.source, .line = i, .column = 0, .offset = off,
                              .load_id = 0, .batch_id = batch, .raw = raw, .rawlen = rawlen,
                              .message = msg, .sqlstate = NULL, .context = ctx };
     return pp_dlq_load_row(&w->dlq, &d) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&p->h.err);
 }
 
+/* ---- a page that does not parse: the records around a bad one --------------- */
+
+/* A byte (or a NaN/Infinity token) of a body that did not parse, replaced
+** in place so that the rest parses: what was there and why. */
+enum { FIX_UTF8, FIX_CTRL, FIX_ESC, FIX_SURROGATE, FIX_NAN };
+typedef struct pull_fix {
+    size_t off;                 /* in the body */
+    unsigned char kind, byte, len; /* len: bytes replaced (a token: 3, 8 or 9) */
+} pull_fix;
+#define PULL_MAX_FIXES 65536
+
+/* A record set aside: the index (1-based) in the page's array, its bytes in
+** the body, its first fix and how many it has. */
+typedef struct pull_bad {
+    long long idx;
+    size_t start, end;
+    size_t first, nfix;         /* into the fixes */
+} pull_bad;
+
+static int pull_hex4(const unsigned char *s, size_t avail, unsigned *out)
+{
+    unsigned u = 0;
+    if (avail < 4)
+        return 0;
+    for (int k = 0; k < 4; k++) {
+        int c = s[k], d = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f'
+                                                            ? (c | 0x20) - 'a' + 10 : -1;
+        if (d < 0)
+            return 0;
+        u = u * 16 + (unsigned)d;
+    }
+    *out = u;
+    return 1;
+}
+
+static int pull_fix_add(pp_buf *fx, size_t off, int kind, unsigned char byte, size_t len)
+{
+    pull_fix f = { off, (unsigned char)kind, byte, (unsigned char)len };
+    if (fx->len / sizeof f >= PULL_MAX_FIXES)
+        return PGPIPE_LIMIT;
+    return pp_buf_append(fx, &f, sizeof f);
+}
+
+/* Replace in t[0..n) what the JSON parser refuses inside a value without
+** the value's bounds being in doubt: in strings a byte of invalid UTF-8 by
+** '?', an unescaped control character by ' ', the backslash of an invalid
+** escape or of a lone surrogate by '?'; the tokens NaN, Infinity and
+** -Infinity (after ':', ',' or '[') by 0 and spaces. Strings end at the same
+** quotes as before, so the structure is the one sent. fx gets a pull_fix
+** each. PGPIPE_OK, PGPIPE_LIMIT (too many) or PGPIPE_NOMEM. */
+static int pull_fix_body(unsigned char *t, size_t n, pp_buf *fx)
+{
+    int rc = PGPIPE_OK;
+    unsigned char prev = 0; /* the last byte outside strings that is not white space */
+    for (size_t i = 0; i < n && rc == PGPIPE_OK;) {
+        unsigned char c = t[i];
+        if (c != '"') {
+            static const char *const toks[] = { "NaN", "Infinity", "-Infinity" };
+            for (int k = 0; k < 3 && (c == 'N' || c == 'I' || c == '-'); k++) {
+                size_t tl = strlen(toks[k]);
+                if ((prev == ':' || prev == ',' || prev == '[') && n - i >= tl &&
+                    memcmp(t + i, toks[k], tl) == 0 &&
+                    (i + tl == n || strchr(" \t\r\n,]}", t[i + tl]))) {
+                    rc = pull_fix_add(fx, i, FIX_NAN, c, tl);
+                    t[i] = '0';
+                    memset(t + i + 1, ' ', tl - 1);
+                    break;
+                }
+            }
+            if (c != ' ' && c != '\t' && c != '\r' && c != '\n')
+                prev = c;
+            i++;
+            continue;
+        }
+        prev = c;
+        for (i++; i < n && rc == PGPIPE_OK;) { /* a string */
+            c = t[i];
+            if (c == '"') {
+                i++;
+                break;
+            }
+            if (c == '\\') {
+                unsigned u, lo;
+                if (i + 1 >= n)
+                    return PGPIPE_OK; /* cut off: the parse fails anyway */
+                unsigned char e = t[i + 1];
+                if (e && strchr("\"\\/bfnrt", e)) {
+                    i += 2;
+                } else if (e == 'u' && pull_hex4(t + i + 2, n - i - 2, &u)) {
+                    if (u >= 0xD800 && u <= 0xDBFF && n - i >= 12 && t[i + 6] == '\\' &&
+                        t[i + 7] == 'u' && pull_hex4(t + i + 8, n - i - 8, &lo) && lo >= 0xDC00 &&
+                        lo <= 0xDFFF) {
+                        i += 12;
+                    } else if (u >= 0xD800 && u <= 0xDFFF) {
+                        rc = pull_fix_add(fx, i, FIX_SURROGATE, '\\', 1);
+                        t[i] = '?';
+                        i += 6;
+                    } else {
+                        i += 6;
+                    }
+                } else { /* the byte after it is read as text again */
+                    rc = pull_fix_add(fx, i, FIX_ESC, '\\', 1);
+                    t[i] = '?';
+                    i++;
+                }
+            } else if (c < 0x20) {
+                rc = pull_fix_add(fx, i, FIX_CTRL, c, 1);
+                t[i] = ' ';
+                i++;
+            } else if (c >= 0x80) {
+                size_t k;
+                if (pp_utf8_problem(t + i, n - i, &k)) {
+                    rc = pull_fix_add(fx, i, FIX_UTF8, c, 1);
+                    t[i] = '?';
+                    k = 1;
+                }
+                i += k;
+            } else {
+                i++;
+            }
+        }
+    }
+    return rc;
+}
+
+/* What fix f says, into out. */
+static void pull_fix_text(const pull_fix *f, char *out, size_t size)
+{
+    unsigned char b[4] = { f->byte, 0, 0, 0 };
+    size_t k;
+    const char *fmt;
+    switch (f->kind) {
+    case FIX_UTF8:
+        fmt = pp_utf8_problem(b, 1, &k); /* a lone lead byte reads as truncated: the byte says */
+        snprintf(out, size, fmt ? fmt : "invalid UTF-8 in string: byte 0x%02X", f->byte);
+        break;
+    case FIX_CTRL:
+        snprintf(out, size, "unescaped control character U+%04X in string", f->byte);
+        break;
+    case FIX_ESC:
+        snprintf(out, size, "invalid escape sequence in string");
+        break;
+    case FIX_SURROGATE:
+        snprintf(out, size, "lone surrogate escape in string (jsonb cannot store it)");
+        break;
+    default:
+        snprintf(out, size, "%s is not a JSON value", f->len == 3 ? "NaN" : f->len == 8 ? "Infinity"
+                                                                               : "-Infinity");
+    }
+}
+
+/* The arrays and objects before target in document order under root
+** (target's opening bracket is the next one in the text); -1 when target
+** is not under root or memory ran out. */
+static long long pull_ordinal(const pgpipe_json_val *root, const pgpipe_json_val *target)
+{
+    if (root == target)
+        return 0;
+    pp_buf st = { 0 }; /* a stack of iterators */
+    pgpipe_json_iter it;
+    long long n = 1, found = -1;
+    if (pgpipe_json_iter_init(&it, root) != PGPIPE_OK || pp_buf_append(&st, &it, sizeof it))
+        return -1;
+    while (st.len && found < 0) {
+        pgpipe_json_iter *top = (pgpipe_json_iter *)(void *)(st.data + st.len - sizeof it);
+        const pgpipe_json_val *v = pgpipe_json_iter_next(top, NULL);
+        if (!v) {
+            st.len -= sizeof it;
+        } else if (v == target) {
+            found = n;
+        } else if (pgpipe_json_iter_init(&it, v) == PGPIPE_OK) {
+            n++;
+            if (pp_buf_append(&st, &it, sizeof it) != PGPIPE_OK)
+                break;
+        }
+    }
+    pp_buf_free(&st);
+    return found;
+}
+
+/* The elements of the array whose opening bracket is the ordinal-th of
+** t[0..n) (valid JSON: it parsed) that hold one of the nfix fixes (sorted
+** by offset): appended to bad. Returns the array's element count, -1 when
+** it is not an array there or memory ran out; *outside = 1 when a fix lies
+** outside the elements. */
+static long long pull_bad_records(const char *t, size_t n, long long ordinal, const pull_fix *fix,
+                                  size_t nfix, pp_buf *bad, int *outside)
+{
+    long long seen = -1, count = 0;
+    int depth = 0;      /* 1: in the array, between its elements */
+    size_t start = 0;   /* the element's first byte (0: none; the '[' comes before any) */
+    size_t k = 0;       /* the next fix */
+    *outside = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = t[i];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            continue;
+        if (depth == 1 && (c == ',' || c == ']')) {
+            if (start) { /* element count + 1 is [start, i) */
+                count++;
+                for (; k < nfix && fix[k].off < i; k++) {
+                    pull_bad *last = bad->len ? (pull_bad *)(void *)(bad->data + bad->len - sizeof *last) : NULL;
+                    if (fix[k].off < start) {
+                        *outside = 1;
+                    } else if (last && last->idx == count) {
+                        last->nfix++;
+                    } else {
+                        size_t e = i;
+                        while (e > start && strchr(" \t\r\n", t[e - 1]))
+                            e--;
+                        pull_bad b = { count, start, e, k, 1 };
+                        if (pp_buf_append(bad, &b, sizeof b) != PGPIPE_OK)
+                            return -1;
+                    }
+                }
+                start = 0;
+            }
+            if (c == ']') {
+                *outside |= k < nfix;
+                return count;
+            }
+            continue;
+        }
+        if (depth == 1 && !start)
+            start = i;
+        if (c == '"') {
+            for (i++; i < n && t[i] != '"'; i++)
+                i += t[i] == '\\';
+        } else if (c == '[' || c == '{') {
+            if (depth)
+                depth++;
+            else if (++seen == ordinal) {
+                if (c != '[')
+                    return -1;
+                depth = 1;
+            }
+        } else if ((c == ']' || c == '}') && depth > 1) {
+            depth--;
+        }
+    }
+    return -1;
+}
+
+/* The body of page hs (url) did not parse (the parser's error is in the
+** doc). What lies inside values is fixed in place (pull_fix_body) and the
+** body parsed again: when it parses and every fix lies inside a record of
+** the record array, p->bad lists those records (p->fixes their fixes), the
+** doc holds the page and *arr is the array. Else PGPIPE_PARSE (or the
+** parser's PGPIPE_LIMIT) with the handle's error naming the URL and the
+** byte offset of the first problem. */
+static int pull_salvage(pgpipe_pull *p, pull_slot *hs, const char *url, const pgpipe_json_val **arr)
+{
+    pgpipe_error orig = *pgpipe_errinfo(p->doc);
+    const char *why = NULL;
+    p->fixes.len = p->bad.len = 0;
+    if (orig.code == PGPIPE_PARSE && hs->body.len) {
+        int rc = pull_fix_body((unsigned char *)hs->body.data, hs->body.len, &p->fixes);
+        size_t nfix = p->fixes.len / sizeof(pull_fix);
+        int outside = 0;
+        if (rc == PGPIPE_NOMEM)
+            return pp_err_nomem(&p->h.err);
+        if (rc == PGPIPE_LIMIT) {
+            why = "more bad bytes than can be set aside";
+        } else if (!nfix || pgpipe_json_parse(p->doc, hs->body.data, hs->body.len) != PGPIPE_OK) {
+            why = ""; /* the structure: nothing can be told apart */
+        } else {
+            const pgpipe_json_val *root = pgpipe_json_root(p->doc);
+            *arr = pgpipe_json_path(root, pull_path(p->o.records));
+            long long ord = pgpipe_json_type(*arr) == PGPIPE_JSON_ARRAY ? pull_ordinal(root, *arr) : -1;
+            long long cnt = ord < 0 ? -1 : pull_bad_records(hs->body.data, hs->body.len, ord,
+                                                             (const pull_fix *)(void *)p->fixes.data,
+                                                             nfix, &p->bad, &outside);
+            if (cnt != (long long)pgpipe_json_len(*arr))
+                why = "the record array is not where --records says";
+            else if (outside)
+                why = "the problem is outside the records";
+        }
+    }
+    if (!why)
+        return PGPIPE_OK;
+    p->bad.len = 0;
+    return pull_errf(p, orig.code, "pull: %s: the body is not JSON: %s (byte offset %lld of the body)%s%s; "
+                     "the page is not loaded and each run stops at it until it is served parseable",
+                     url, orig.message, orig.offset, *why ? "; " : "", why);
+}
+
+/* A record set aside by pull_salvage: its bytes as sent, its first problem
+** and where. */
+static int pull_dead_bad(pgpipe_pull *p, pull_writer *w, const char *url, long long page,
+                         const pull_bad *b, const char *body, const char *batch)
+{
+    const pull_fix *fx = (const pull_fix *)(void *)p->fixes.data + b->first;
+    pp_buf raw = { 0 };
+    if (pp_buf_append(&raw, body + b->start, b->end - b->start) != PGPIPE_OK)
+        return pp_err_nomem(&p->h.err);
+    for (size_t j = 0; j < b->nfix; j++) {
+        size_t at = fx[j].off - b->start;
+        if (fx[j].kind == FIX_NAN)
+            memcpy(raw.data + at, fx[j].len == 3 ? "NaN" : fx[j].len == 8 ? "Infinity" : "-Infinity",
+                   fx[j].len);
+        else
+            raw.data[at] = (char)fx[j].byte;
+    }
+    char what[200], msg[400];
+    pull_fix_text(fx, what, sizeof what);
+    snprintf(msg, sizeof msg, "pull: the record is not valid JSON: %s at byte offset %zu of the page "
+             "(byte %zu of the record)", what, fx->off, fx->off - b->start + 1);
+    if (b->nfix > 1)
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ", and %zu more problem%s",
+                 b->nfix - 1, b->nfix > 2 ? "s" : "");
+    int rc = pull_dead(p, w, url, page, b->idx, raw.data, raw.len, msg, batch, (long long)b->start);
+    pp_buf_free(&raw);
+    return rc;
+}
+
 /* The COPY rows of the page's records (w->copy) and its dead letters
 ** (w->dlq), built once, without an allocation per record; *nok staged,
 ** *ndead dead-lettered; high is the largest cursor field value (in and
-** out, size 512); *digest a hash of the records' text (FNV-1a). */
+** out, size 512); *digest a hash of the records' text (FNV-1a). The nbad
+** records of bad (sorted; pull_salvage) are dead-lettered with their bytes
+** in body. */
 static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr, const char *url, long long page,
                      const char *batch, int maybe_nul, long long *nok, long long *ndead, char *high,
-                     uint64_t *digest)
+                     uint64_t *digest, const pull_bad *bad, size_t nbad, const char *body)
 {
+    size_t bi = 0;
     uint64_t dg = 14695981039346656037ULL;
     pgpipe_json_iter it;
     pgpipe_json_iter_init(&it, arr);
@@ -36523,6 +36949,13 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
     post[37] = '\n';
     while ((v = pgpipe_json_iter_next(&it, NULL)) != NULL) {
         i++;
+        if (PP_UNLIKELY(bi < nbad) && bad[bi].idx == i) {
+            int rc = pull_dead_bad(p, w, url, page, &bad[bi++], body, batch);
+            if (rc != PGPIPE_OK)
+                return rc;
+            (*ndead)++;
+            continue;
+        }
         /* the record's text */
         size_t len = 0;
         for (;;) {
@@ -36542,7 +36975,7 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
             char m[100];
             snprintf(m, sizeof m, "pull: the record is a JSON %s, not an object",
                      pgpipe_json_type_name(pgpipe_json_type(v)));
-            int rc = pull_dead(p, w, url, page, i, txt, len, m, batch);
+            int rc = pull_dead(p, w, url, page, i, txt, len, m, batch, 0);
             if (rc != PGPIPE_OK)
                 return rc;
             (*ndead)++;
@@ -36555,7 +36988,7 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
                 char m[300];
                 snprintf(m, sizeof m, "pull: the record has no event type: \"%s\" is %s", tpath,
                          t ? "not a non-empty string" : "missing");
-                int rc = pull_dead(p, w, url, page, i, txt, len, m, batch);
+                int rc = pull_dead(p, w, url, page, i, txt, len, m, batch, 0);
                 if (rc != PGPIPE_OK)
                     return rc;
                 (*ndead)++;
@@ -36565,7 +36998,7 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
         /* jsonb holds no \u0000 (a string of the record would refuse the page) */
         if (maybe_nul && pull_has_nul_escape(txt, len)) {
             int rc = pull_dead(p, w, url, page, i, txt, len,
-                               "pull: the record holds \\u0000, which jsonb cannot store", batch);
+                               "pull: the record holds \\u0000, which jsonb cannot store", batch, 0);
             if (rc != PGPIPE_OK)
                 return rc;
             (*ndead)++;
@@ -37216,6 +37649,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
         }
         if (halt)
             pull_drop_from(p, 0);
+        p->head_seq = head;
         /* what came in */
         int running = 0;
         curl_multi_perform(p->multi, &running);
@@ -37332,6 +37766,11 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 head_waits |= q == head;
                 continue;
             }
+            /* a page ahead waits for its turn when the body budget left it
+            ** no room, or has none left to begin with */
+            if (q != head && (sl->at_head || pull_ahead_bytes(p) + PULL_KEEP_BODY >
+                                                 p->body_budget - p->max_body))
+                continue;
             int64_t us = pull_budget_take(p->budget);
             if (us) {
                 wake = now + us < wake ? now + us : wake;
@@ -37358,9 +37797,10 @@ int pgpipe_pull_run(pgpipe_pull *p)
             snprintf(src, sizeof src, "page %lld", head);
             pgpipe_json_doc_set_source(p->doc, src);
             const pgpipe_json_val *root = NULL, *arr = NULL;
-            if (pgpipe_json_parse(p->doc, hs->body.data ? hs->body.data : "", hs->body.len) != PGPIPE_OK) {
-                pull_errf(p, PGPIPE_PARSE, "pull: %s: the body is not JSON: %s", u, pgpipe_errmsg(p->doc));
-                PULL_FAIL(PGPIPE_PARSE, 0);
+            p->bad.len = 0;
+            if (pgpipe_json_parse(p->doc, hs->body.data ? hs->body.data : "", hs->body.len) != PGPIPE_OK &&
+                (rc = pull_salvage(p, hs, u, &arr)) != PGPIPE_OK) {
+                PULL_FAIL(rc, 0);
             } else {
                 root = pgpipe_json_root(p->doc);
                 arr = pgpipe_json_path(root, pull_path(p->o.records));
@@ -37390,7 +37830,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 int maybe_nul = pull_has_nul_escape(hs->body.data ? hs->body.data : "", hs->body.len);
                 uint64_t digest = 0;
                 if ((rc = pull_rows(p, fw, arr, u, head, batch, maybe_nul, &fw->nok, &fw->ndead, high,
-                                    &digest)) != PGPIPE_OK)
+                                    &digest, (const pull_bad *)(void *)p->bad.data,
+                                    p->bad.len / sizeof(pull_bad), hs->body.data)) != PGPIPE_OK)
                     PULL_FAIL(rc, 0);
                 /* an API that ignores the next-page parameter sends the same
                 ** records again under ever new cursors or links: loaded

@@ -5911,6 +5911,13 @@ static const optdef opts_pull[] = {
     { "--concurrency", NULL, OPT_TEXT, "N", 0, 0, "1",
       "requests in flight at once (1 to 64); pages written side by side",
       ".pull https://api.example.com/v1/contacts --source crm --paginate offset --concurrency 4" },
+    { "--max-body", NULL, OPT_TEXT, "BYTES", 0, 0, "64M",
+      "the largest response body, decoded (512k, 64M, 1G); a larger page fails",
+      ".pull https://api.example.com/v1/contacts --source crm --max-body 256M" },
+    { "--body-budget", NULL, OPT_TEXT, "BYTES", 0, 0, "twice --max-body",
+      "the bodies of all requests in flight at once; pages ahead wait for room",
+      ".pull https://api.example.com/v1/contacts --source crm --paginate offset --concurrency 8 "
+      "--body-budget 32M --max-body 8M" },
     { "--connect-timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "10s", "connecting",
       ".pull https://api.example.com/v1/contacts --source crm --connect-timeout 5s" },
     { "--timeout", NULL, OPT_TEXT, "DURATION", 0, 0, "60s", "a whole request",

@@ -36,6 +36,8 @@ Faults, on the page whose 1-based index is at= (default 2):
     fault=redir_file    302 to file:///etc/passwd
     fault=samerecords   every page holds the first page's records (the cursor,
                         offset or page is ignored; the next one still advances)
+    fault=bomb          the body is gzip (always) of 32 MB that inflates from 32 kB
+    fault=badmeta       offset: the body holds "meta":"x<byte 0xFF>" beside the items
 
 A request that arrives while a Retry-After or a rate-limit reset it gave is
 still running gets a 429 without Retry-After and counts as "early" in
@@ -44,7 +46,10 @@ delay=MS (before each page), cap=N (offset: at most N records a page,
 whatever the limit), cache=1 (a page's body is made once and
 kept: the benchmark), bad=K,L (record K lacks "type", record L
 holds \\u0000), nonobj=1 (each page's array also holds 42, "x",
-null and [1]), auth=bearer|basic|key (401 unless Authorization: Bearer
+null and [1]), pad=B (each record has "pad": B x's), padrec=K:B (record K
+has "pad": B x's), badrec=K:KIND,... (record K is not JSON inside: KIND
+utf8 = bytes 0xFF 0xFE in its name, ctrl = a raw U+0001 and newline, esc =
+\\q, surr = \\ud800, nan = "score":NaN, ninf = "score":-Infinity), auth=bearer|basic|key (401 unless Authorization: Bearer
 s3cret-token / Basic user:pa55 / X-Api-Key: k3y-value).
 GET /stats: {"requests":..,"gzip":..,"early":..,"faults":..,"auth_failed":..}.
 """
@@ -70,12 +75,31 @@ not_before = [0.0]  # monotonic time before which a request is early
 BASE = 1767225600  # 2026-01-01T00:00:00Z
 
 
-def record(i, bad_type=False, bad_nul=False):
+BADREC = {"utf8": ("\udcff\udcfe", ""), "ctrl": ("\x01\nx", ""), "esc": ("\\q", ""),
+          "surr": ("\\ud800x", ""), "nan": ("", ',"score":NaN'), "ninf": ("", ',"score":-Infinity')}
+
+
+def record(i, bad_type=False, bad_nul=False, pad=0, badrec=None):
     ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE + i))
+    extra = ',"pad":"%s"' % ("x" * pad) if pad else ""
     if bad_type:
-        return '{"id":%d,"updated_at":"%s","name":"n%d"}' % (i, ts, i)
+        return '{"id":%d,"updated_at":"%s","name":"n%d"%s}' % (i, ts, i, extra)
     name = "n%d\\u0000" % i if bad_nul else "n%d" % i
-    return '{"id":%d,"type":"t%d","updated_at":"%s","name":"%s"}' % (i, i % 3, ts, name)
+    if badrec:
+        name += BADREC[badrec][0]
+        extra += BADREC[badrec][1]
+    return '{"id":%d,"type":"t%d","updated_at":"%s","name":"%s"%s}' % (i, i % 3, ts, name, extra)
+
+
+bomb = []
+
+
+def bomb_body():
+    """32 MB of JSON in about 32 kB of gzip, made once."""
+    if not bomb:
+        raw = b'{"items":[{"id":1,"pad":"' + b"x" * (32 << 20) + b'"}],"total":1}'
+        bomb.append(gzip.compress(raw, 9))
+    return bomb[0]
 
 
 class H(BaseHTTPRequestHandler):
@@ -85,7 +109,7 @@ class H(BaseHTTPRequestHandler):
         pass
 
     def send_body(self, status, body, headers=(), q=None):
-        data = body.encode() if isinstance(body, str) else body
+        data = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
         hdrs = list(headers)
         if q and q.get("gzip") == "1" and "gzip" in self.headers.get("Accept-Encoding", ""):
             data = gzip.compress(data, 1)
@@ -204,10 +228,23 @@ class H(BaseHTTPRequestHandler):
             if fault == "malformed":
                 self.send_body(200, '{"items": [{"id": 1}, {"id": 2')
                 return
+            if fault == "bomb":
+                data = bomb_body()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
         bad = [int(x) for x in q.get("bad", "").split(",") if x]
         chunk = ids[0:per] if fault == "samerecords" else ids[off:off + per]
+        pad = int(q.get("pad", "0"))
+        padrec = dict(tuple(int(y) for y in x.split(":")) for x in q.get("padrec", "").split(",") if x)
+        badrec = dict((int(x.split(":")[0]), x.split(":")[1]) for x in q.get("badrec", "").split(",") if x)
         items = "[" + ",".join(record(i, len(bad) > 0 and i == bad[0],
-                                      len(bad) > 1 and i == bad[1]) for i in chunk) + "]"
+                                      len(bad) > 1 and i == bad[1], padrec.get(i, pad),
+                                      badrec.get(i)) for i in chunk) + "]"
         if q.get("nonobj") == "1":
             items = items[:-1] + (',' if chunk else '') + '42,"x",null,[1]]'
         total = len(ids)
@@ -239,7 +276,8 @@ class H(BaseHTTPRequestHandler):
                 items, json.dumps(cur), "true" if more else "false")
         elif style == "offset":
             rep = total + 5 if fault == "total" else total
-            body = '{"items":%s,"total":%d}' % (items, rep)
+            meta = ',"meta":"x\udcff"' if fault == "badmeta" and page == at else ""
+            body = '{"items":%s,"total":%d%s}' % (items, rep, meta)
         else:
             pages = math.ceil(total / per) if total else 0
             if fault == "pages":

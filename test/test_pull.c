@@ -445,6 +445,7 @@ static void pl_t_malformed_body(void)
     PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_PARSE);
     PGT_CONTAINS(err, "offset=10");
     PGT_CONTAINS(err, "not JSON");
+    PGT_CONTAINS(err, "(byte offset 30 of the body); the page is not loaded");
     PGT_EQ_INT(pl_count(c, "pl_bad", "count(*)"), 10);
     /* a records path that is not there */
     pl_clean(c, "pl_bad");
@@ -452,6 +453,193 @@ static void pl_t_malformed_body(void)
     o.records = "data.rows";
     PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_PARSE);
     PGT_CONTAINS(err, "\"data.rows\" are missing");
+    pgt_db_close(c);
+}
+
+/* ---- memory: a body over the limit, a gzip bomb, the shared budget ------------ */
+
+static void pl_t_body_limit(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pgpipe_pull_options o;
+    char err[1024];
+    /* the option's forms */
+    pgpipe_pull_options_init(&o);
+    PGT_OK(pgpipe_pull_set(&o, "--body-budget", "3MB", NULL));
+    PGT_OK(pgpipe_pull_set(&o, "max-body", "1G", NULL));
+    pgpipe_error e;
+    PGT_EQ_INT(pgpipe_pull_set(&o, "max-body", "0", &e), PGPIPE_MISUSE);
+    PGT_CONTAINS(e.message, "--max-body: bytes, or with k, M or G");
+    PGT_EQ_INT(pgpipe_pull_set(&o, "max-body", "12X", NULL), PGPIPE_MISUSE);
+    /* a budget that cannot hold the largest body */
+    pl_clean(c, "pl_big");
+    pl_opts(&o, "pl_big", "/offset?n=40");
+    PGT_OK(pgpipe_pull_set(&o, "max-body", "1M", NULL));
+    PGT_OK(pgpipe_pull_set(&o, "body-budget", "512k", NULL));
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_MISUSE);
+    PGT_CONTAINS(err, "the largest body (--max-body, 1 byte to 1024 GB) is 1 MB and the body budget "
+                      "(--body-budget, 0: twice the largest body) 512 kB");
+
+    /* page 3 holds a record of 100 kB: over a limit of 64 kB, it fails and
+    ** nothing of it is committed; the pages before it are */
+    pl_opts(&o, "pl_big", "/offset?n=40&padrec=25:100000");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    PGT_OK(pgpipe_pull_set(&o, "max-body", "64k", NULL));
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_LIMIT);
+    PGT_CONTAINS(err, "offset=20");
+    PGT_CONTAINS(err, "the response body is over the limit of 64 kB (--max-body;");
+    PGT_EQ_INT(pl_count(c, "pl_big", "count(*)"), 20);
+    PGT_EQ_INT(pl_count(c, "pl_big", "max((payload->>'id')::int)"), 20);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = 'pl_big'"), 0);
+    PGT_EQ_STR(pgt_db_str(c, "SELECT records || ' ' || pages FROM pgpipe.pull_state WHERE source = 'pl_big'"),
+               "20 2");
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error FROM pgpipe.pull_runs WHERE source = 'pl_big'"),
+                 "over the limit of 64 kB");
+    /* a larger limit takes it: the run goes on from page 3 */
+    PGT_OK(pgpipe_pull_set(&o, "max-body", "1M", NULL));
+    PGT_OK(pl_run(&o, NULL, NULL, 0));
+    PGT_EQ_INT(pl_count(c, "pl_big", "count(DISTINCT payload->>'id')"), 40);
+    PGT_EQ_INT(pl_count(c, "pl_big", "count(*)"), 40);
+
+    /* a gzip bomb: 32 kB that inflate to 32 MB are refused at the limit */
+    pl_clean(c, "pl_big");
+    pl_opts(&o, "pl_big", "/offset?n=40&fault=bomb&at=2");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    PGT_OK(pgpipe_pull_set(&o, "max-body", "1M", NULL));
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_LIMIT);
+    PGT_CONTAINS(err, "offset=10");
+    PGT_CONTAINS(err, "over the limit of 1 MB");
+    PGT_EQ_INT(pl_count(c, "pl_big", "count(*)"), 10);
+    pl_clean(c, "pl_big");
+    PGT_OK(pgpipe_pull_set(&o, "max-body", "16M", NULL));
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_LIMIT);
+    PGT_CONTAINS(err, "over the limit of 16 MB");
+    pl_clean(c, "pl_big");
+    pgt_db_close(c);
+}
+
+/* Eight requests in flight, pages of 500 kB and a budget that leaves the
+** pages ahead 192 kB beside the page to parse next: a page ahead never
+** fits, so each one that began is dropped and asked again at its turn. The
+** run completes with every record once; the waits are no failures. */
+static void pl_t_body_budget(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_budget");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_budget", "/offset?n=200&pad=50000");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    o.concurrency = 8;
+    PGT_OK(pgpipe_pull_set(&o, "max-body", "1M", NULL));
+    PGT_OK(pgpipe_pull_set(&o, "body-budget", "1216k", NULL));
+    pgpipe_pull_progress pr;
+    char err[1024];
+    PGT_EQ_INT(pl_run(&o, &pr, err, sizeof err), PGPIPE_OK);
+    PGT_EQ_INT(pr.pages, 20);
+    PGT_EQ_INT(pr.records, 200);
+    PGT_EQ_INT(pr.dead_lettered, 0);
+    PGT_EQ_INT(pr.retries, 0);
+    PGT_EQ_INT(pl_count(c, "pl_budget", "count(*)"), 200);
+    PGT_EQ_INT(pl_count(c, "pl_budget", "count(DISTINCT payload->>'id')"), 200);
+    PGT_EQ_INT(pl_count(c, "pl_budget", "min(length(payload->>'pad'))"), 50000);
+    long long asked = pl_stat("requests");
+    PGT_CHECK_MSG(asked > 20, "%lld requests for 20 pages: no page ahead waited", asked);
+    PGT_EQ_INT(pr.requests, asked);
+    /* with room for them, nothing is asked twice */
+    pl_clean(c, "pl_budget");
+    PGT_OK(pgpipe_pull_set(&o, "body-budget", "16M", NULL));
+    PGT_EQ_INT(pl_run(&o, &pr, err, sizeof err), PGPIPE_OK);
+    PGT_EQ_INT(pr.records, 200);
+    PGT_EQ_INT(pr.requests, 20);
+    pl_clean(c, "pl_budget");
+    pgt_db_close(c);
+}
+
+/* ---- a page that is not JSON only inside records ------------------------------- */
+
+static void pl_t_salvage(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_salv");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_salv", "/offset?n=30&badrec=3:utf8,12:ctrl,13:esc,17:surr,25:nan,26:ninf");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    o.concurrency = 2;
+    pgpipe_pull_progress pr;
+    char err[1024];
+    PGT_EQ_INT(pl_run(&o, &pr, err, sizeof err), PGPIPE_OK);
+    PGT_EQ_INT(pr.pages, 3);
+    PGT_EQ_INT(pr.records, 24);
+    PGT_EQ_INT(pr.dead_lettered, 6);
+    PGT_EQ_INT(pl_count(c, "pl_salv", "count(*)"), 24);
+    PGT_EQ_INT(pl_count(c, "pl_salv", "count(*) FILTER (WHERE (payload->>'id')::int IN (3,12,13,17,25,26))"), 0);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = 'pl_salv'"), 6);
+    PGT_EQ_STR(pgt_db_str(c, "SELECT records || ' ' || dead_lettered FROM pgpipe.pull_state WHERE source = 'pl_salv'"),
+               "24 6");
+    /* each with its position, the problem and its byte offset, the bytes as sent */
+    PGT_EQ_STR(pgt_db_str(c, "SELECT string_agg(line_number::text, ',' ORDER BY line_number, byte_offset) "
+                             "FROM pgpipe.dead_letters WHERE source_name = 'pl_salv'"), "2,3,3,5,6,7");
+    const char *q3 = "SELECT %s FROM pgpipe.dead_letters WHERE source_name = 'pl_salv' AND error_context LIKE '%%page 1 record 3:%%'";
+    char q[512];
+    snprintf(q, sizeof q, q3, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), "pull: the record is not valid JSON: invalid UTF-8 in string: ");
+    PGT_CONTAINS(pgt_db_str(c, q), "byte 0xFF never appears in UTF-8 at byte offset ");
+    PGT_CONTAINS(pgt_db_str(c, q), ", and 1 more problem");
+    snprintf(q, sizeof q, q3, "encode(raw_bytes, 'escape') LIKE '%%n3\\\\377\\\\376\"}'");
+    PGT_EQ_STR(pgt_db_str(c, q), "t");
+    snprintf(q, sizeof q, q3, "byte_offset");
+    long long off3 = pgt_db_int(c, q);
+    PGT_CHECK(off3 > 10);
+    snprintf(q, sizeof q, q3, "error_context");
+    PGT_CONTAINS(pgt_db_str(c, q), "/offset?");
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = 'pl_salv' "
+                               "AND error_context LIKE '%page 2 record 2:%'"),
+                 "unescaped control character U+0001 in string");
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = 'pl_salv' "
+                               "AND error_context LIKE '%page 2 record 2:%'"), ", and 1 more problem");
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = 'pl_salv' "
+                               "AND error_context LIKE '%page 2 record 3:%'"), "invalid escape sequence");
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = 'pl_salv' "
+                               "AND error_context LIKE '%page 2 record 7:%'"), "lone surrogate");
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = 'pl_salv' "
+                               "AND error_context LIKE '%page 3 record 5:%'"), "NaN is not a JSON value");
+    PGT_CONTAINS(pgt_db_str(c, "SELECT raw_text FROM pgpipe.dead_letters WHERE source_name = 'pl_salv' "
+                               "AND error_context LIKE '%page 3 record 6:%'"), "\"score\":-Infinity}");
+    pl_clean(c, "pl_salv");
+
+    /* the problem outside the records: the page fails, naming the URL and
+    ** the byte; the next run fails at the same page again, nothing skipped */
+    pl_opts(&o, "pl_salv", "/offset?n=30&fault=badmeta&at=2&badrec=14:utf8");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_PARSE);
+    PGT_CONTAINS(err, "offset=10");
+    PGT_CONTAINS(err, "the body is not JSON: invalid UTF-8 in string: byte 0xFF never appears in UTF-8 at line 1, column ");
+    PGT_CONTAINS(err, "(byte offset ");
+    PGT_CONTAINS(err, "the problem is outside the records; the page is not loaded");
+    PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_PARSE);
+    PGT_CONTAINS(err, "offset=10");
+    PGT_EQ_INT(pl_count(c, "pl_salv", "count(*)"), 10);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE source_name = 'pl_salv'"), 0);
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM pgpipe.pull_runs WHERE source = 'pl_salv' AND status = 'failed' "
+                             "AND error LIKE '%offset=10%not JSON%'"), 2);
+    pl_clean(c, "pl_salv");
     pgt_db_close(c);
 }
 
@@ -1135,6 +1323,9 @@ PGT_TEST(pull, retry_after_absurd) { PL_CALL(pl_t_retry_after_absurd); }
 PGT_TEST(pull, link_elsewhere) { PL_CALL(pl_t_link_elsewhere); }
 PGT_TEST(pull, url_credentials) { PL_CALL(pl_t_url_credentials); }
 PGT_TEST(pull, gzip) { PL_CALL(pl_t_gzip); }
+PGT_TEST(pull, body_limit) { PL_CALL(pl_t_body_limit); }
+PGT_TEST(pull, body_budget) { PL_CALL(pl_t_body_budget); }
+PGT_TEST(pull, salvage) { PL_CALL(pl_t_salvage); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
 PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }
 PGT_TEST(pull, kill9_concurrent) { PL_CALL(pl_t_kill9_concurrent); }

@@ -90,6 +90,25 @@
 ** are built meanwhile. At most concurrency responses are held, plus
 ** min(concurrency, 4) + 1 pages' rows.
 **
+** Memory: a response body (decoded: gzip and deflate are counted as they
+** inflate, so a small compressed bomb stops at the limit) over
+** options.max_body fails its page (PGPIPE_LIMIT, naming the URL and the
+** limit; nothing of it is committed). The bodies held at once, of the page
+** to parse next and of the pages fetched ahead, stay within
+** options.body_budget: the page to parse next may always grow to max_body,
+** the pages ahead share the rest, and a page ahead that finds no room is
+** dropped and requested again once it is the next to parse (a wait, not a
+** failure).
+**
+** A page whose body is not JSON only inside records (invalid UTF-8 or an
+** unescaped control character in a string, an invalid escape or a lone
+** surrogate \uD800, NaN or Infinity) is salvaged: those records are
+** dead-lettered (their bytes as sent, the position and the byte offset of
+** the problem in the page), the others staged. A body whose structure is
+** broken (cut off, a syntax error between values) or whose problem lies
+** outside the records fails the run (PGPIPE_PARSE, naming the URL and the
+** byte offset); the next run fails at the same page until it parses.
+**
 ** Secrets (bearer token, basic "user:password", API key) are read from an
 ** environment variable or a file, never given as values, and are masked in
 ** every error, log line and stored text (so are query parameters whose
@@ -164,6 +183,10 @@ typedef struct pgpipe_pull_options {
     int concurrency;            /* requests in flight at once (1 to 64); 1. With a shared
                                    budget the budget's limit holds for the whole source
                                    and this one for the stream */
+    long long max_body;         /* the largest response body, decoded (bytes); 64 MiB */
+    long long body_budget;      /* the decoded bodies of all the stream's requests in
+                                   flight and pages held, together (bytes); 0 = twice
+                                   max_body. Not below max_body */
     int connect_timeout_ms;     /* 10000 */
     int timeout_ms;             /* whole request; 60000 */
     int retry_budget_ms;        /* retrying one page gives up after this long (0: no
@@ -190,7 +213,8 @@ void pgpipe_pull_options_init(pgpipe_pull_options *opt);
 ** token-env, token-file, basic-env, basic-file, api-key-header, api-key-env,
 ** api-key-file, rate (requests/s), concurrency (1 to 64), connect-timeout,
 ** timeout, retry-budget
-** (ms, or a duration: 500ms, 30s, 5m, 1h), ca-file. value is referenced,
+** (ms, or a duration: 500ms, 30s, 5m, 1h), max-body, body-budget (bytes, or
+** with k, M or G: 512k, 64M, 1G; powers of 1024), ca-file. value is referenced,
 ** not copied: keep it until pgpipe_pull_open. There are no options for a
 ** secret's value (--token, --password): secrets come from the environment
 ** or a file. PGPIPE_OK, or PGPIPE_MISUSE with err (may be NULL) naming the
@@ -222,10 +246,11 @@ void pgpipe_pull_close(pgpipe_pull *p);
 ** commits with the state; progress is called after each. PGPIPE_OK when
 ** the listing ended or max_pages was reached; PGPIPE_BUSY when stopped or
 ** another run holds the stream; PGPIPE_IO for HTTP failures that outlasted
-** the retry budget or that retrying cannot fix (4xx); PGPIPE_PARSE for a
-** body that is not JSON or has no record array; PGPIPE_ERROR for
-** incomplete pagination; PGPIPE_DB for the target. The error names the
-** page (its masked URL). What was committed stays; the next run resumes
+** the retry budget or that retrying cannot fix (4xx); PGPIPE_LIMIT for a
+** body over options.max_body; PGPIPE_PARSE for a body that is not JSON
+** (beyond the bad records set aside, above) or has no record array;
+** PGPIPE_ERROR for incomplete pagination; PGPIPE_DB for the target. The
+** error names the page (its masked URL). What was committed stays; the next run resumes
 ** after it. */
 int pgpipe_pull_run(pgpipe_pull *p);
 

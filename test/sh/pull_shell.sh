@@ -31,7 +31,8 @@ while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 [ -s "$tmp/port" ] || fail "the test server did not start"
 base=http://127.0.0.1:$(cat "$tmp/port")
 $P "$D" "DELETE FROM staging.raw_events WHERE source LIKE 'plsh%'" \
-    "DELETE FROM pgpipe.pull_state WHERE source LIKE 'plsh%'" >/dev/null 2>&1
+    "DELETE FROM pgpipe.pull_state WHERE source LIKE 'plsh%'" \
+    "DELETE FROM pgpipe.dead_letters WHERE source_name LIKE 'plsh%'" >/dev/null 2>&1
 
 # a run with progress; the records and the state
 err=$($P "$D" ".pull '$base/cursor?n=250&per=50' --source plsh --stream items --paginate cursor \
@@ -58,6 +59,32 @@ for v in 0 -1 abc 65 99999999999999999999 2.5; do
     err=$($P "$D" ".pull '$base/link?n=5' --source plsh2 --concurrency $v" 2>&1) && fail "--concurrency $v accepted"
     has "$err" "--concurrency: requests in flight at once, a whole number from 1 to 64, not \"$v\""
 done
+
+# --max-body and --body-budget: sizes; a page over the limit fails naming it;
+# the next run resumes at that page (the URL the first run stored): with room
+# it goes, and a bad record is dead-lettered, the page's others staged
+for v in 0 -1 abc 12X 2T; do
+    err=$($P "$D" ".pull '$base/link?n=5' --source plsh2 --max-body $v" 2>&1) && fail "--max-body $v accepted"
+    has "$err" "--max-body: bytes, or with k, M or G (512k, 64M), from 1 byte to 1024G, not \"$v\""
+done
+err=$($P "$D" ".pull '$base/link?n=5' --source plsh2 --max-body 2M --body-budget 1M" 2>&1) &&
+    fail "a budget below the largest body accepted"
+has "$err" "the budget must hold the largest body"
+err=$($P "$D" ".pull '$base/link?n=30&per=10&padrec=15:40000&badrec=22:utf8' --source plsh3 --paginate link --max-body 32k \
+      --body-budget 64k" 2>&1) && fail "a page over --max-body accepted"
+has "$err" "page=2"
+has "$err" "the response body is over the limit of 32 kB (--max-body;"
+[ "$(q "SELECT count(*) FROM staging.raw_events WHERE source = 'plsh3'")" = 10 ] || fail "page 1 only"
+err=$($P "$D" ".pull '$base/link?n=30&per=10&padrec=15:40000&badrec=22:utf8' --source plsh3 --paginate link \
+      --max-body 64k --concurrency 3" 2>&1) || fail ".pull with room: $err"
+has "$err" "pull: 2 pages, 19 records, 1 dead-lettered"
+[ "$(q "SELECT count(DISTINCT payload->>'id') FROM staging.raw_events WHERE source = 'plsh3'")" = 29 ] ||
+    fail "29 records staged"
+[ "$(q "SELECT line_number FROM pgpipe.dead_letters WHERE source_name = 'plsh3'")" = 2 ] ||
+    fail "record 22 dead-lettered as record 2 of its page"
+$P "$D" "DELETE FROM staging.raw_events WHERE source = 'plsh3'" "DELETE FROM pgpipe.pull_state WHERE source = 'plsh3'" \
+    "DELETE FROM pgpipe.pull_runs WHERE source = 'plsh3'" \
+    "DELETE FROM pgpipe.dead_letters WHERE source_name = 'plsh3'" >/dev/null 2>&1
 
 # kill -9 in the middle of a run, then resume (one request at a time, then 4)
 for c in 1 4; do
