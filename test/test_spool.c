@@ -1228,9 +1228,22 @@ PGT_TEST(spool, http_over_budget_spools)
 #endif
 }
 
-/* fdatasync as the tests see it: the runners link with --wrap=fdatasync
-** (Makefile TEST_WRAP), so spt_fail_syncs > 0 makes that many calls fail
-** with EIO. Without the wrap this function is unused. */
+/* fdatasync and ftruncate as the tests see them: the runners link with
+** --wrap=fdatasync,--wrap=ftruncate (Makefile TEST_WRAP), so spt_fail_syncs
+** > 0 makes that many calls fail with EIO (spt_fail_truncs: ftruncate with
+** EIO). Without the wrap these functions are unused. */
+int __wrap_ftruncate(int fd, off_t len);
+int __real_ftruncate(int fd, off_t len);
+static int spt_fail_truncs;
+int __wrap_ftruncate(int fd, off_t len)
+{
+    if (spt_fail_truncs > 0) {
+        spt_fail_truncs--;
+        errno = EIO;
+        return -1;
+    }
+    return __real_ftruncate(fd, len);
+}
 int __wrap_fdatasync(int fd);
 int __real_fdatasync(int fd);
 static int spt_fail_syncs;
@@ -1278,6 +1291,75 @@ PGT_TEST(spool, failed_sync_keeps_no_record)
     PGT_EQ_INT(st.records, 3);
     PGT_EQ_INT(st.next_seq, 4);
     PGT_EQ_INT(st.recovered_offset, -1);
+    pgpipe_spool_close(s);
+    spt_rmdir(dir);
+}
+
+static int spt_count_fn(void *ud, long long seq, const void *rec, size_t len)
+{
+    (void)seq, (void)len;
+    if (rec) /* NULL: a segment's end */
+        ++*(int *)ud;
+    return 0;
+}
+
+/* Policy RECORD: a record whose fdatasync failed and whose cutting off
+** (ftruncate) failed too stayed in the file uncounted and came back at the
+** next open, a duplicate once the caller appended it again. Now its header
+** is overwritten (the next open cuts it off as a torn tail) and the handle
+** refuses append, sync and drain until it is closed. */
+PGT_TEST(spool, failed_cut_off_poisons_the_handle)
+{
+    spt_fail_syncs = 1;
+    spt_fail_truncs = 1;
+    int wrapped = fdatasync(-1) == -1 && errno == EIO && spt_fail_syncs == 0 &&
+                  ftruncate(-1, 0) == -1 && errno == EIO && spt_fail_truncs == 0;
+    spt_fail_syncs = spt_fail_truncs = 0;
+    if (!wrapped)
+        PGT_SKIP("fdatasync and ftruncate are not wrapped in this runner (Makefile TEST_WRAP)");
+    const char *dir = spt_dir_in("truncfail", 1);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "tf";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_RECORD;
+    pgpipe_spool *s = spt_open(dir, &o);
+    PGT_OK(pgpipe_spool_append(s, "{\"n\":1}", 7, NULL));
+    spt_fail_syncs = 1;
+    spt_fail_truncs = 1;
+    PGT_EQ_INT(pgpipe_spool_append(s, "{\"n\":2}", 7, NULL), PGPIPE_IO);
+    PGT_CONTAINS(pgpipe_errmsg(s), "cutting it off failed (ftruncate: ");
+    PGT_CONTAINS(pgpipe_errmsg(s), "the next open drops it as a torn tail");
+    spt_fail_syncs = spt_fail_truncs = 0;
+    /* the handle refuses from now on, naming the earlier failure */
+    PGT_EQ_INT(pgpipe_spool_append(s, "{\"n\":2}", 7, NULL), PGPIPE_IO);
+    PGT_CONTAINS(pgpipe_errmsg(s), "unusable since an earlier failure: a record's fdatasync failed");
+    PGT_EQ_INT(pgpipe_spool_sync(s), PGPIPE_IO);
+    PGT_CONTAINS(pgpipe_errmsg(s), "unusable since an earlier failure");
+    int got = 0;
+    PGT_EQ_INT(pgpipe_spool_drain_to(s, spt_count_fn, &got, NULL), PGPIPE_IO);
+    PGT_EQ_INT(got, 0);
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 1);
+    pgpipe_spool_close(s);
+    /* reopened: the record is cut off (reported), not counted */
+    s = spt_open(dir, &o);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 1);
+    PGT_EQ_INT(st.next_seq, 2);
+    PGT_CHECK(st.recovered_offset > 0);
+    /* the caller appends it again: once */
+    long long seq = -1;
+    PGT_OK(pgpipe_spool_append(s, "{\"n\":2}", 7, &seq));
+    PGT_EQ_INT(seq, 2);
+    pgpipe_spool_close(s);
+    s = spt_open(dir, &o);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 2);
+    PGT_EQ_INT(st.recovered_offset, -1);
+    got = 0;
+    PGT_OK(pgpipe_spool_drain_to(s, spt_count_fn, &got, NULL));
+    PGT_EQ_INT(got, 2);
     pgpipe_spool_close(s);
     spt_rmdir(dir);
 }
