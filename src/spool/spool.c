@@ -794,11 +794,14 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
         return pp_err(&s->h.err, PGPIPE_IO, "spool: mkdir %s: %s", dir, strerror(errno));
     s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dirfd < 0)
+        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", dir, strerror(errno));
     char path[4096];
     snprintf(path, sizeof path, "%s/lock", dir);
     s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (s->dirfd < 0 || s->lockfd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", dir, strerror(errno));
+    if (s->lockfd < 0)
+        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s is not writable (creating %s): %s", dir,
+                      path, strerror(errno));
     if (flock(s->lockfd, LOCK_EX | LOCK_NB) != 0)
         return pp_err(&s->h.err, errno == EWOULDBLOCK ? PGPIPE_BUSY : PGPIPE_IO,
                       "spool: %s is in use by another process", dir);
