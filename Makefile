@@ -142,8 +142,8 @@ $(B)/test/all_tests.c: $(TEST_FILES) test/gen_registry.sh
 	@mkdir -p $(B)/test
 	sh test/gen_registry.sh $(TEST_FILES) > $@
 
-# system calls the tests can make fail (test/test_spool.c: __wrap_fdatasync)
-TEST_WRAP = -Wl,--wrap=fdatasync
+# system calls the tests can make fail (test/test_spool.c: __wrap_fdatasync, __wrap_ftruncate)
+TEST_WRAP = -Wl,--wrap=fdatasync -Wl,--wrap=ftruncate
 
 $(B)/test/runner: $(B)/test/all_tests.c pgpipe.c test/pgtest.h test/runner.c $(TEST_FILES)
 	@echo "$(PULL_SAY)"

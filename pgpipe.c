@@ -18454,7 +18454,12 @@ struct pgpipe_claimer {
     char nm_claim[40], nm_done[40], nm_fail[40], nm_release[40], nm_pending[40], nm_exists[40];
     char nm_handler[40];
     uint64_t handler_hash;    /* of the prepared SQL handler, 0 = none */
-    int handler_unusable;     /* the server refused to prepare the SQL handler */
+    int handler_unusable;     /* the server refused to prepare the SQL handler, or
+                                 it cannot run at all (claim_handler_broken) */
+    int handler_broken;       /* the batch in hand met a handler that cannot run:
+                                 it is given back, not charged */
+    int probed, replanned;    /* per batch: claim_probe_handler ran; the handler
+                                 was prepared again after a 0A000 */
     char *restore_sql;        /* puts the session's planner settings back */
     char server_start[48];    /* pg_postmaster_start_time(), read at open */
     int unnamed;              /* run statements unnamed (transaction pooler) */
@@ -19813,6 +19818,107 @@ static int claim_call_batch(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_b
     return rc;
 }
 
+/* SQLSTATEs that say the handler itself cannot run, whatever the rows are:
+** class 42 (syntax error or access rule violation: 42883 undefined function,
+** 42501 insufficient privilege, 42P01 undefined table, 42703 undefined column,
+** 42704 undefined object, 42725 ambiguous function, 42804 datatype mismatch,
+** ...), 3F000 invalid schema name and 0A000 (feature not supported, which is
+** also "cached plan must not change result type": a function that changed
+** its result type under a prepared statement). Data errors (classes 22, 23)
+** and everything else stay the row's. */
+static int claim_state_breaks_handler(const char *st)
+{
+    return st && strlen(st) == 5 &&
+           ((st[0] == '4' && st[1] == '2') || !strcmp(st, "3F000") || !strcmp(st, "0A000"));
+}
+
+/* Forget name in c->known (its statement was deallocated). */
+static void claim_forget(pgpipe_claimer *c, const char *name)
+{
+    size_t n = strlen(name);
+    for (char *k = c->known; k && (k = strstr(k, name)) != NULL; k += n)
+        if ((k == c->known || k[-1] == '\n') && k[n] == '\n')
+            memset(k, '\n', n);
+}
+
+/* The SQL handler's prepared statement planned again (a 0A000 such as "cached
+** plan must not change result type": the function under it changed), under a
+** savepoint since the batch's transaction is open. Returns 0 when done, 1
+** when the server refuses the statement now (its error in *err), -1 when the
+** transaction machinery failed (c->hdr.err). */
+static int claim_reprepare_handler(pgpipe_claimer *c, const char *sql, pgpipe_error *err)
+{
+    char dealloc[64];
+    snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", c->nm_handler);
+    if (claim_exec(c, "SAVEPOINT pgpipe_p") != PGPIPE_OK)
+        return -1;
+    pgpipe_error_clear(err);
+    int rc = pp_exec(c->conn, dealloc, 0, NULL, NULL, err, "preparing the SQL handler again");
+    c->handler_hash = 0; /* gone: prepared anew by the next batch unless below */
+    claim_forget(c, c->nm_handler);
+    if (rc == PGPIPE_OK)
+        rc = pp_prepare(c->conn, c->nm_handler, sql, err, "preparing the SQL handler again");
+    if (rc == PGPIPE_OK)
+        c->handler_hash = pp_hash64(sql);
+    if (claim_conn_gone(c)) {
+        c->hdr.err = *err;
+        return -1;
+    }
+    if (claim_exec(c, rc == PGPIPE_OK ? "RELEASE SAVEPOINT pgpipe_p"
+                                      : "ROLLBACK TO SAVEPOINT pgpipe_p; RELEASE SAVEPOINT pgpipe_p") !=
+        PGPIPE_OK)
+        return -1;
+    if (rc == PGPIPE_OK)
+        pp_logf(PGPIPE_LOG_INFO, "claim", "%s: the SQL handler was prepared again (its plan "
+                "changed under it)", c->worker_id);
+    return rc == PGPIPE_OK ? 0 : 1;
+}
+
+/* Run the SQL handler on an empty batch ($1 = '[]') under a savepoint, then
+** undo it: when it fails too, with a state of claim_state_breaks_handler, the
+** statement cannot run whatever the rows are (its function is gone, the role
+** lost EXECUTE on it, a table it writes was dropped). Returns 1 then (the
+** error in *err), 0 when it runs or fails otherwise (the rows are at fault),
+** -1 when the transaction machinery failed (c->hdr.err). */
+static int claim_probe_handler(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_error *err)
+{
+    c->probed = 1;
+    if (claim_exec(c, "SAVEPOINT pgpipe_p") != PGPIPE_OK)
+        return -1;
+    const char *j = "[]";
+    pgpipe_error_clear(err);
+    int rc = c->unnamed ? pp_exec(c->conn, h->sql, 1, &j, NULL, err, NULL)
+                        : pp_exec_prepared(c->conn, c->nm_handler, 1, &j, NULL, err, NULL);
+    if (claim_conn_gone(c)) {
+        c->hdr.err = *err;
+        return -1;
+    }
+    if (claim_exec(c, "ROLLBACK TO SAVEPOINT pgpipe_p; RELEASE SAVEPOINT pgpipe_p") != PGPIPE_OK)
+        return -1;
+    return rc != PGPIPE_OK && claim_state_breaks_handler(err->sqlstate);
+}
+
+/* The handler cannot run: the batch is given back uncharged by the caller
+** (pgpipe_claimer_run_batch), and the error names the handler and the
+** server's SQLSTATE. Returns PGPIPE_DB. */
+static int claim_handler_broken(pgpipe_claimer *c, const pgpipe_handler *h,
+                                const pgpipe_error *cause, const char *how)
+{
+    c->handler_broken = 1;
+    c->handler_unusable = 1;
+    char what[160];
+    if (h->sql)
+        snprintf(what, sizeof what, "the SQL handler \"%.100s%s\"", h->sql,
+                 strlen(h->sql) > 100 ? "..." : "");
+    else
+        snprintf(what, sizeof what, "the %s handler", h->record ? "record" : "batch");
+    int rc = pp_err(&c->hdr.err, PGPIPE_DB, "%s cannot run (%s): %.600s (SQLSTATE %s); the "
+                    "batch is given back, no attempt counted", what, how, cause->message,
+                    cause->sqlstate);
+    memcpy(c->hdr.err.sqlstate, cause->sqlstate, sizeof c->hdr.err.sqlstate);
+    return rc;
+}
+
 /* Bisect [lo, hi) of b under savepoints until failing records are alone.
 ** top: the savepoint pgpipe_claim of the claim is already set. Returns an
 ** error only when the connection or the transaction machinery failed. */
@@ -19838,6 +19944,28 @@ static int claim_bisect(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch
     for (int i = lo; i < hi; i++)
         if (b->failed[i] == 1)
             claim_batch_unfail(b, i);
+    if (h->sql && !c->unnamed && !c->replanned && !strcmp(err.sqlstate, "0A000")) {
+        /* "cached plan must not change result type": plan it again, once */
+        pgpipe_error pe;
+        c->replanned = 1;
+        int p = claim_reprepare_handler(c, h->sql, &pe);
+        if (p < 0)
+            return c->hdr.err.code;
+        if (p == 0)
+            return claim_bisect(c, h, b, lo, hi, top);
+        if (claim_state_breaks_handler(pe.sqlstate))
+            return claim_handler_broken(c, h, &pe, "the server refuses to prepare it again");
+        c->hdr.err = pe;
+        return pe.code ? pe.code : PGPIPE_DB;
+    }
+    if (h->sql && !c->probed && claim_state_breaks_handler(err.sqlstate)) {
+        pgpipe_error pe;
+        int p = claim_probe_handler(c, h, &pe);
+        if (p < 0)
+            return c->hdr.err.code;
+        if (p > 0)
+            return claim_handler_broken(c, h, &pe, "it fails on an empty batch too");
+    }
     if (hi - lo == 1 && claim_lost_rerun(c, &err))
         return claim_bisect(c, h, b, lo, hi, 0);
     if (hi - lo == 1)
@@ -19847,6 +19975,35 @@ static int claim_bisect(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch
     if (rc == PGPIPE_OK)
         rc = claim_bisect(c, h, b, mid, hi, 0);
     return rc;
+}
+
+/* After the handler ran on every row of b alone: when at least two rows
+** were run and every one failed with a state of claim_state_breaks_handler
+** (a C handler's statement, or a SQL handler whose broken statement runs
+** only per row, which the empty probe cannot see), the handler is what
+** fails: claim_handler_broken. Rows fenced away (mark 3) do not count. */
+static int claim_all_broken(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch *b)
+{
+    int ran = 0, first = -1;
+    for (int i = 0; i < b->n; i++) {
+        if (b->failed[i] == 3)
+            continue;
+        if (b->failed[i] != 1 || !claim_state_breaks_handler(b->fstate[i]))
+            return PGPIPE_OK;
+        if (first < 0)
+            first = i;
+        ran++;
+    }
+    if (ran < 2)
+        return PGPIPE_OK;
+    pgpipe_error cause;
+    pgpipe_error_clear(&cause);
+    snprintf(cause.message, sizeof cause.message, "%s",
+             b->fmsg[first] ? b->fmsg[first] : "failed");
+    memcpy(cause.sqlstate, b->fstate[first], sizeof cause.sqlstate);
+    char how[64];
+    snprintf(how, sizeof how, "each of the %d rows of the batch fails on it", ran);
+    return claim_handler_broken(c, h, &cause, how);
 }
 
 /* Per-record handler. In a transaction, a failing record's writes are undone
@@ -19895,6 +20052,8 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
     if (!!h->record + !!h->batch + !!h->sql > 1)
         return pp_err(&c->hdr.err, PGPIPE_MISUSE,
                       "claimer: the handler sets more than one of record, batch and sql; set one");
+    c->handler_unusable = 0;
+    c->handler_broken = c->probed = c->replanned = 0;
     if (h->sql && claim_prepare_handler(c, h->sql) != PGPIPE_OK)
         return c->hdr.err.code;
     pgpipe_batch *b;
@@ -19904,8 +20063,12 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
     int n = b->n, lease = c->o.mode == PGPIPE_CLAIM_LEASE;
     if (h->record) {
         rc = claim_run_records(c, h, b);
+        if (rc == PGPIPE_OK)
+            rc = claim_all_broken(c, h, b);
     } else if (!lease) {
         rc = claim_bisect(c, h, b, 0, b->n, 1);
+        if (rc == PGPIPE_OK)
+            rc = claim_all_broken(c, h, b);
     } else if (h->sql) {
         /* lease + SQL: the statement and the token-checked completion share
         ** one transaction, which locks the rows still held first */
@@ -19925,6 +20088,8 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
         }
         if (rc == PGPIPE_OK)
             rc = claim_bisect(c, h, b, 0, b->n, 1);
+        if (rc == PGPIPE_OK)
+            rc = claim_all_broken(c, h, b);
         if (rc == PGPIPE_OK) {
             int want = 0, nfailed = claim_nfailed(b);
             long long accepted = 0, retried = 0, dead = 0;
@@ -19969,6 +20134,18 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
                     pgpipe_batch_fail(b, i, err.message, err.sqlstate);
             rc = PGPIPE_OK;
         }
+    }
+    if (rc != PGPIPE_OK && c->handler_broken && PQstatus(c->conn) == CONNECTION_OK) {
+        /* the handler cannot run: not the rows' fault. Roll back and give
+        ** the batch back (a lease is cleared and its attempt taken back) */
+        pgpipe_error why = c->hdr.err;
+        if (lease && PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+            (void)claim_exec(c, "ROLLBACK");
+        if (pgpipe_claim_release(c, b) != PGPIPE_OK)
+            pp_logf(PGPIPE_LOG_WARN, "claim", "%s: giving the batch back: %s", c->worker_id,
+                    c->hdr.err.message);
+        c->hdr.err = why;
+        return why.code ? why.code : PGPIPE_DB;
     }
     if (rc != PGPIPE_OK) {
         /* the batch failed as a whole: its attempt is counted outside the
@@ -23798,6 +23975,10 @@ struct pgpipe_spool {
     long long last_sync_ms;
     int draining;
     uint64_t draining_seq;          /* the segment the drainer reads now; 0 = none */
+    char poison[600];               /* non-empty: the active segment holds bytes past
+                                       what the spool counts (a record whose sync
+                                       failed could not be cut off); append, sync
+                                       and drain refuse until the spool is closed */
     pgpipe_spool_status st;
 };
 
@@ -24173,11 +24354,14 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
         return pp_err(&s->h.err, PGPIPE_IO, "spool: mkdir %s: %s", dir, strerror(errno));
     s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dirfd < 0)
+        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", dir, strerror(errno));
     char path[4096];
     snprintf(path, sizeof path, "%s/lock", dir);
     s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (s->dirfd < 0 || s->lockfd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", dir, strerror(errno));
+    if (s->lockfd < 0)
+        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s is not writable (creating %s): %s", dir,
+                      path, strerror(errno));
     if (flock(s->lockfd, LOCK_EX | LOCK_NB) != 0)
         return pp_err(&s->h.err, errno == EWOULDBLOCK ? PGPIPE_BUSY : PGPIPE_IO,
                       "spool: %s is in use by another process", dir);
@@ -24399,9 +24583,27 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
         /* not durable, so not kept: the caller is told it failed and may
         ** append it again, which must not make it twice */
         int e = errno;
-        (void)ftruncate(s->fd, (off_t)a->bytes);
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s; the record is not kept",
-                      strerror(e));
+        if (ftruncate(s->fd, (off_t)a->bytes) == 0)
+            return pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s; the record is not kept",
+                          strerror(e));
+        /* the record stays in the file, uncounted. Spoil its header so that
+        ** the next open cuts it off as a torn tail, and refuse this handle
+        ** from now on: its file does not end where it counts. */
+        int te = errno;
+        static const unsigned char zero[SP_REC];
+        ssize_t z;
+        do
+            z = pwrite(s->fd, zero, SP_REC, (off_t)a->bytes);
+        while (z < 0 && errno == EINTR);
+        snprintf(s->poison, sizeof s->poison,
+                 "a record's fdatasync failed (%s) and cutting it off failed (ftruncate: %s)%s",
+                 strerror(e), strerror(te),
+                 z == SP_REC ? "" : "; its header could not be overwritten either, so it may "
+                                    "come back at the next open");
+        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: the record is not kept; %s", s->poison,
+                      z == SP_REC ? "the next open drops it as a torn tail. Close the spool and "
+                                    "open it again"
+                                  : "close the spool and open it again");
     }
     pgpipe_error_clear(&s->h.err); /* the handle holds its last call's error */
     a->bytes += need;
@@ -24434,6 +24636,13 @@ static int sp_refuse_unopened(pgpipe_spool *s)
     return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: the spool did not open: %s", s->open_msg);
 }
 
+/* A poisoned spool (see poison) refuses append, sync and drain. Locked. */
+static int sp_refuse_poisoned(pgpipe_spool *s)
+{
+    return pp_err(&s->h.err, PGPIPE_IO, "spool: unusable since an earlier failure: %s; close "
+                  "the spool and open it again", s->poison);
+}
+
 int pgpipe_spool_append(pgpipe_spool *s, const void *rec, size_t len, long long *seq)
 {
     if (!s)
@@ -24445,7 +24654,7 @@ int pgpipe_spool_append(pgpipe_spool *s, const void *rec, size_t len, long long 
     if (!rec || len == 0 || len > SP_MAX_REC)
         return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: a record is 1 byte to 64 MiB");
     sp_lock(s);
-    int rc = sp_append_locked(s, rec, len, seq);
+    int rc = s->poison[0] ? sp_refuse_poisoned(s) : sp_append_locked(s, rec, len, seq);
     sp_unlock(s);
     return rc;
 }
@@ -24457,6 +24666,11 @@ int pgpipe_spool_sync(pgpipe_spool *s)
     if (!s->opened)
         return sp_refuse_unopened(s);
     sp_lock(s);
+    if (s->poison[0]) {
+        int prc = sp_refuse_poisoned(s);
+        sp_unlock(s);
+        return prc;
+    }
     int rc = s->fd < 0 || sp_datasync(s, s->fd) == 0
                  ? PGPIPE_OK
                  : pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s", strerror(errno));
@@ -24696,6 +24910,11 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
         return sp_refuse_unopened(s);
     pgpipe_error_clear(&s->h.err);
     sp_lock(s);
+    if (s->poison[0]) {
+        int prc = sp_refuse_poisoned(s);
+        sp_unlock(s);
+        return prc;
+    }
     if (s->draining) {
         sp_unlock(s);
         return pp_err(&s->h.err, PGPIPE_BUSY, "spool: a drain is running");

@@ -552,6 +552,120 @@ PGT_TEST(claim, lease_sql_handler_and_failures)
     PQfinish(c);
 }
 
+/* A handler that cannot run at execute time (its function dropped, then
+** created again with another result type, which a prepared statement
+** reports as 0A000 "cached plan must not change result type") is not the
+** rows' fault: the batch is given back with no attempt counted, nothing is
+** dead-lettered, and run_batch returns the error naming the handler and the
+** SQLSTATE. Once the function is back everything is processed, exactly once.
+** In both claim modes. */
+PGT_TEST(claim, dropped_handler_function_charges_nothing)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        PGconn *c = claim_t_setup("claim_t_drop", 50);
+        PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_dout; CREATE TABLE claim_t_dout"
+                            " (event_id bigint PRIMARY KEY);"
+                            "DROP FUNCTION IF EXISTS claim_t_dh(jsonb);"
+                            "CREATE FUNCTION claim_t_dh(j jsonb) RETURNS int LANGUAGE sql AS $$"
+                            " INSERT INTO claim_t_dout SELECT (e->>'id')::bigint"
+                            " FROM jsonb_array_elements(j) e;"
+                            " SELECT jsonb_array_length(j) $$"));
+        pgpipe_claim_options o;
+        claim_t_opts(&o, "claim_t_drop");
+        o.mode = mode ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+        o.batch_size = 10;
+        o.max_attempts = 2;
+        pgpipe_claimer *cl;
+        PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+        pgpipe_handler h = { NULL, NULL, "SELECT claim_t_dh($1::jsonb)", NULL };
+        PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+        PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL));
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_dout"), 20);
+        PQclear(PGT_EXEC(c, "DROP FUNCTION claim_t_dh(jsonb)"));
+        for (int k = 0; k < 3; k++) { /* however often: never charged */
+            PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &h, NULL), PGPIPE_DB);
+            PGT_EQ_STR(pgpipe_errsqlstate(cl), "42883");
+            PGT_CONTAINS(pgpipe_errmsg(cl), "SQL handler \"SELECT claim_t_dh($1::jsonb)\"");
+            PGT_CONTAINS(pgpipe_errmsg(cl), "no attempt counted");
+        }
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_drop WHERE attempts > 0"
+                                     " AND NOT processed"), 0);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_drop WHERE NOT processed"),
+                   30);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                     " source_table = 'claim_t_drop'"), 0);
+        /* back, with another result type: the prepared statement's plan
+        ** cannot change its result type (0A000); it is prepared again */
+        PQclear(PGT_EXEC(c, "CREATE FUNCTION claim_t_dh(j jsonb) RETURNS text LANGUAGE sql AS $$"
+                            " INSERT INTO claim_t_dout SELECT (e->>'id')::bigint"
+                            " FROM jsonb_array_elements(j) e;"
+                            " SELECT 'ok'::text $$"));
+        PGT_EQ_INT(claim_t_drain(cl, &h, 20), PGPIPE_DONE);
+        pgpipe_claim_stats st;
+        PGT_OK(pgpipe_claimer_stats(cl, &st));
+        PGT_EQ_INT(st.done, 50);
+        PGT_EQ_INT(st.retried, 0);
+        PGT_EQ_INT(st.dead, 0);
+        PGT_EQ_INT(st.released, 30);
+        PGT_EQ_INT(st.claimed, st.done + st.released);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_dout"), 50);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_drop WHERE processed"), 50);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_drop WHERE attempts > 1"
+                                     " OR last_error IS NOT NULL"), 0);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                     " source_table = 'claim_t_drop'"), 0);
+        pgpipe_claimer_close(cl);
+        PQfinish(c);
+    }
+}
+
+/* The handler's broken statement runs only per row (a PL/pgSQL loop), so an
+** empty batch runs: when every row of a batch fails alone with such a state
+** (42P01: the table it writes was dropped), the handler is at fault and the
+** batch is given back uncharged. One row failing so among good ones (here a
+** RAISE with 42P01 for n = 7) is that row's failure: charged as before. */
+PGT_TEST(claim, handler_failing_on_every_row_charges_nothing)
+{
+    PGconn *c = claim_t_setup("claim_t_rowh", 40);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_rout; CREATE TABLE claim_t_rout"
+                        " (event_id bigint PRIMARY KEY);"
+                        "CREATE OR REPLACE FUNCTION claim_t_rh(j jsonb) RETURNS void"
+                        " LANGUAGE plpgsql AS $$ DECLARE e jsonb; BEGIN"
+                        " FOR e IN SELECT * FROM jsonb_array_elements(j) LOOP"
+                        "  IF (e->'payload'->>'n')::int = 7 THEN"
+                        "   RAISE EXCEPTION 'row 7 names no table' USING ERRCODE = '42P01';"
+                        "  END IF;"
+                        "  INSERT INTO claim_t_rout VALUES ((e->>'id')::bigint);"
+                        " END LOOP; END $$"));
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_rowh");
+    o.batch_size = 10;
+    o.max_attempts = 1;
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_handler h = { NULL, NULL, "SELECT claim_t_rh($1::jsonb)", NULL };
+    PGT_OK(pgpipe_claimer_run_batch(cl, &h, NULL)); /* rows 1..10: row 7 is charged */
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rout"), 9);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_rowh' AND sqlstate = '42P01'"), 1);
+    PQclear(PGT_EXEC(c, "DROP TABLE claim_t_rout"));
+    PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &h, NULL), PGPIPE_DB);
+    PGT_EQ_STR(pgpipe_errsqlstate(cl), "42P01");
+    PGT_CONTAINS(pgpipe_errmsg(cl), "each of the 10 rows");
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rowh WHERE NOT processed"
+                                 " AND attempts = 0"), 30);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_rowh'"), 1);
+    PQclear(PGT_EXEC(c, "CREATE TABLE claim_t_rout (event_id bigint PRIMARY KEY)"));
+    PGT_EQ_INT(claim_t_drain(cl, &h, 20), PGPIPE_DONE);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rout"), 30);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rowh WHERE processed"), 40);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_rowh'"), 1);
+    pgpipe_claimer_close(cl);
+    PQfinish(c);
+}
+
 /* ---- workers ------------------------------------------------------------ */
 
 static pgpipe_pool *claim_t_pool(int size)
@@ -735,6 +849,69 @@ PGT_TEST(claim, workers_stop_on_a_broken_handler)
     /* nothing was taken: the rows wait for a fixed handler */
     PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_broken WHERE NOT processed"), 20);
     pgpipe_workers_close(w);
+    PGT_OK(pgpipe_pool_close(pool, NULL));
+    PQfinish(c);
+}
+
+/* Workers whose handler's function is dropped while they run stop with the
+** error (naming the handler, SQLSTATE 42883) and charge no row; workers
+** started again once it is back process every row, exactly once. */
+PGT_TEST(claim, workers_stop_when_the_handler_function_is_dropped)
+{
+    PGconn *c = claim_t_setup("claim_t_wdrop", 10);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS claim_t_wout; CREATE TABLE claim_t_wout"
+                        " (event_id bigint PRIMARY KEY);"
+                        "CREATE OR REPLACE FUNCTION claim_t_wh(j jsonb) RETURNS int LANGUAGE sql"
+                        " AS $$ INSERT INTO claim_t_wout SELECT (e->>'id')::bigint"
+                        " FROM jsonb_array_elements(j) e; SELECT 1 $$"));
+    pgpipe_pool *pool = claim_t_pool(3);
+    pgpipe_workers_options wo;
+    pgpipe_workers_options_init(&wo);
+    claim_t_opts(&wo.claim, "claim_t_wdrop");
+    wo.claim.batch_size = 5;
+    wo.claim.max_attempts = 1;
+    wo.threads = 2;
+    wo.poll_ms = 50;
+    pgpipe_handler h = { NULL, NULL, "SELECT claim_t_wh($1::jsonb)", NULL };
+    pgpipe_workers *w;
+    PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+    pgpipe_workers_stats st;
+    for (int i = 0; i < 600; i++) { /* the first 10 rows, up to 30 s; then both
+                                       workers idle: each has prepared the handler */
+        PGT_OK(pgpipe_workers_stats_get(w, &st));
+        if (st.total.done == 10 && st.idle == 2)
+            break;
+        pgpipe_sleep_ms(50);
+    }
+    PGT_EQ_INT(st.total.done, 10);
+    PGT_EQ_INT(st.idle, 2);
+    PQclear(PGT_EXEC(c, "DROP FUNCTION claim_t_wh(jsonb);"
+                        "INSERT INTO claim_t_wdrop (source, event_type, payload) SELECT 'src',"
+                        " 'click', jsonb_build_object('n', g) FROM generate_series(11, 50) g"));
+    for (int i = 0; i < 600 && !pgpipe_workers_stopping(w); i++)
+        pgpipe_sleep_ms(50);
+    PGT_CHECK(pgpipe_workers_stopping(w));
+    PGT_EQ_INT(pgpipe_workers_wait(w), PGPIPE_DB);
+    PGT_EQ_STR(pgpipe_errsqlstate(w), "42883");
+    PGT_CONTAINS(pgpipe_errmsg(w), "claim_t_wh");
+    PGT_OK(pgpipe_workers_stats_get(w, &st));
+    PGT_EQ_INT(st.total.retried + st.total.dead, 0);
+    pgpipe_workers_close(w);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_wdrop WHERE NOT processed"
+                                 " AND attempts = 0 AND last_error IS NULL"), 40);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                 " source_table = 'claim_t_wdrop'"), 0);
+    PQclear(PGT_EXEC(c, "CREATE FUNCTION claim_t_wh(j jsonb) RETURNS int LANGUAGE sql"
+                        " AS $$ INSERT INTO claim_t_wout SELECT (e->>'id')::bigint"
+                        " FROM jsonb_array_elements(j) e; SELECT 1 $$"));
+    PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+    PGT_OK(pgpipe_workers_run_until_empty(w, 60000));
+    PGT_OK(pgpipe_workers_stats_get(w, &st));
+    PGT_EQ_INT(st.total.done, 40);
+    PGT_EQ_INT(st.total.retried + st.total.dead, 0);
+    pgpipe_workers_close(w);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_wout"), 50);
+    PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_wdrop WHERE processed"), 50);
     PGT_OK(pgpipe_pool_close(pool, NULL));
     PQfinish(c);
 }

@@ -4,6 +4,13 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/wait.h>
+#ifdef __linux__
+#include <sys/mount.h>
+int unshare(int flags); /* <sched.h> declares it only under _GNU_SOURCE */
+#ifndef CLONE_NEWNS
+#define CLONE_NEWNS 0x00020000
+#endif
+#endif
 
 /* remove a spool folder (segments, quarantine, lock) */
 static void spt_rmdir(const char *p)
@@ -1228,9 +1235,22 @@ PGT_TEST(spool, http_over_budget_spools)
 #endif
 }
 
-/* fdatasync as the tests see it: the runners link with --wrap=fdatasync
-** (Makefile TEST_WRAP), so spt_fail_syncs > 0 makes that many calls fail
-** with EIO. Without the wrap this function is unused. */
+/* fdatasync and ftruncate as the tests see them: the runners link with
+** --wrap=fdatasync,--wrap=ftruncate (Makefile TEST_WRAP), so spt_fail_syncs
+** > 0 makes that many calls fail with EIO (spt_fail_truncs: ftruncate with
+** EIO). Without the wrap these functions are unused. */
+int __wrap_ftruncate(int fd, off_t len);
+int __real_ftruncate(int fd, off_t len);
+static int spt_fail_truncs;
+int __wrap_ftruncate(int fd, off_t len)
+{
+    if (spt_fail_truncs > 0) {
+        spt_fail_truncs--;
+        errno = EIO;
+        return -1;
+    }
+    return __real_ftruncate(fd, len);
+}
 int __wrap_fdatasync(int fd);
 int __real_fdatasync(int fd);
 static int spt_fail_syncs;
@@ -1280,4 +1300,138 @@ PGT_TEST(spool, failed_sync_keeps_no_record)
     PGT_EQ_INT(st.recovered_offset, -1);
     pgpipe_spool_close(s);
     spt_rmdir(dir);
+}
+
+static int spt_count_fn(void *ud, long long seq, const void *rec, size_t len)
+{
+    (void)seq, (void)len;
+    if (rec) /* NULL: a segment's end */
+        ++*(int *)ud;
+    return 0;
+}
+
+/* Policy RECORD: a record whose fdatasync failed and whose cutting off
+** (ftruncate) failed too stayed in the file uncounted and came back at the
+** next open, a duplicate once the caller appended it again. Now its header
+** is overwritten (the next open cuts it off as a torn tail) and the handle
+** refuses append, sync and drain until it is closed. */
+PGT_TEST(spool, failed_cut_off_poisons_the_handle)
+{
+    spt_fail_syncs = 1;
+    spt_fail_truncs = 1;
+    int wrapped = fdatasync(-1) == -1 && errno == EIO && spt_fail_syncs == 0 &&
+                  ftruncate(-1, 0) == -1 && errno == EIO && spt_fail_truncs == 0;
+    spt_fail_syncs = spt_fail_truncs = 0;
+    if (!wrapped)
+        PGT_SKIP("fdatasync and ftruncate are not wrapped in this runner (Makefile TEST_WRAP)");
+    const char *dir = spt_dir_in("truncfail", 1);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "tf";
+    o.fsync_policy = PGPIPE_SPOOL_FSYNC_RECORD;
+    pgpipe_spool *s = spt_open(dir, &o);
+    PGT_OK(pgpipe_spool_append(s, "{\"n\":1}", 7, NULL));
+    spt_fail_syncs = 1;
+    spt_fail_truncs = 1;
+    PGT_EQ_INT(pgpipe_spool_append(s, "{\"n\":2}", 7, NULL), PGPIPE_IO);
+    PGT_CONTAINS(pgpipe_errmsg(s), "cutting it off failed (ftruncate: ");
+    PGT_CONTAINS(pgpipe_errmsg(s), "the next open drops it as a torn tail");
+    spt_fail_syncs = spt_fail_truncs = 0;
+    /* the handle refuses from now on, naming the earlier failure */
+    PGT_EQ_INT(pgpipe_spool_append(s, "{\"n\":2}", 7, NULL), PGPIPE_IO);
+    PGT_CONTAINS(pgpipe_errmsg(s), "unusable since an earlier failure: a record's fdatasync failed");
+    PGT_EQ_INT(pgpipe_spool_sync(s), PGPIPE_IO);
+    PGT_CONTAINS(pgpipe_errmsg(s), "unusable since an earlier failure");
+    int got = 0;
+    PGT_EQ_INT(pgpipe_spool_drain_to(s, spt_count_fn, &got, NULL), PGPIPE_IO);
+    PGT_EQ_INT(got, 0);
+    pgpipe_spool_status st;
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 1);
+    pgpipe_spool_close(s);
+    /* reopened: the record is cut off (reported), not counted */
+    s = spt_open(dir, &o);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 1);
+    PGT_EQ_INT(st.next_seq, 2);
+    PGT_CHECK(st.recovered_offset > 0);
+    /* the caller appends it again: once */
+    long long seq = -1;
+    PGT_OK(pgpipe_spool_append(s, "{\"n\":2}", 7, &seq));
+    PGT_EQ_INT(seq, 2);
+    pgpipe_spool_close(s);
+    s = spt_open(dir, &o);
+    PGT_OK(pgpipe_spool_stats(s, &st));
+    PGT_EQ_INT(st.records, 2);
+    PGT_EQ_INT(st.recovered_offset, -1);
+    got = 0;
+    PGT_OK(pgpipe_spool_drain_to(s, spt_count_fn, &got, NULL));
+    PGT_EQ_INT(got, 2);
+    pgpipe_spool_close(s);
+    spt_rmdir(dir);
+}
+
+/* A spool directory that cannot be written is refused at open with a clear
+** error, also when the tests run as root (which ignores permission bits):
+** a path under a regular file (ENOTDIR, any user), and a read-only tmpfs
+** mounted on the directory in a private mount namespace (Linux, when
+** unshare(CLONE_NEWNS) is allowed; else that part is skipped). */
+PGT_TEST(spool, unwritable_directory_is_refused)
+{
+    const char *top = spt_dir("unwritable");
+    PGT_EQ_INT(mkdir(top, 0750), 0);
+    char file[600], dir[700];
+    snprintf(file, sizeof file, "%s/file", top);
+    spt_write_file(file, (const unsigned char *)"x", 1);
+    snprintf(dir, sizeof dir, "%s/spool", file);
+    pgpipe_spool_options o;
+    pgpipe_spool_options_init(&o);
+    o.device_id = "uw";
+    pgpipe_spool *s = NULL;
+    PGT_EQ_INT(pgpipe_spool_open(&s, dir, &o), PGPIPE_IO);
+    PGT_CONTAINS(pgpipe_errmsg(s), dir);
+    PGT_CONTAINS(pgpipe_errmsg(s), strerror(ENOTDIR));
+    PGT_EQ_INT(pgpipe_spool_append(s, "{}", 2, NULL), PGPIPE_MISUSE); /* refused, not written */
+    pgpipe_spool_close(s);
+#ifdef __linux__
+    snprintf(dir, sizeof dir, "%s/ro", top);
+    PGT_EQ_INT(mkdir(dir, 0750), 0);
+    int pfd[2];
+    PGT_EQ_INT(pipe(pfd), 0);
+    pid_t pid = fork();
+    PGT_CHECK(pid >= 0);
+    if (pid == 0) {
+        /* 2: cannot make the read-only mount here (skip); 0: refused as
+        ** expected; 1: opened, or refused without naming the cause */
+        close(pfd[0]);
+        if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", dir, "tmpfs", MS_RDONLY, "size=64k") != 0)
+            _exit(2);
+        pgpipe_spool *c = NULL;
+        int rc = pgpipe_spool_open(&c, dir, &o);
+        const char *m = pgpipe_errmsg(c);
+        if (write(pfd[1], m, strlen(m)) < 0)
+            _exit(1);
+        int ok = rc == PGPIPE_IO && strstr(m, "is not writable") && strstr(m, strerror(EROFS));
+        pgpipe_spool_close(c);
+        _exit(ok ? 0 : 1);
+    }
+    close(pfd[1]);
+    char msg[1200] = "";
+    ssize_t got = 0, k;
+    while ((k = read(pfd[0], msg + got, sizeof msg - 1 - (size_t)got)) > 0)
+        got += k;
+    msg[got > 0 ? got : 0] = '\0';
+    close(pfd[0]);
+    int st = 0;
+    PGT_EQ_INT(waitpid(pid, &st, 0), pid);
+    PGT_CHECK(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 2) {
+        fprintf(stderr, "    (no private mount namespace here: the read-only mount part is skipped)\n");
+    } else {
+        PGT_CHECK_MSG(WEXITSTATUS(st) == 0, "read-only mount: %s", msg);
+        PGT_CONTAINS(msg, dir);
+    }
+#endif
+    spt_rmdir(top);
 }

@@ -69,6 +69,17 @@
 ** without the attempt). The happy path pays nothing for this. Each such
 ** failure is logged at warning level.
 **
+** A handler that cannot run at all is not charged: when a batch fails with
+** a SQLSTATE of class 42 (42883 undefined function, 42501 no privilege,
+** 42P01, ...), 3F000 or 0A000 and the SQL handler fails with one of them on
+** an empty batch too (run under a savepoint and undone), or when every row
+** of a batch of two or more failed alone with one of them, the batch is
+** rolled back and given back (attempts unchanged; stats.released) and
+** pgpipe_claimer_run_batch returns PGPIPE_DB naming the handler and the
+** SQLSTATE; the workers stop on it (pgpipe_workers_wait gives the error). A
+** prepared SQL handler failing with 0A000 ("cached plan must not change
+** result type": its function changed) is prepared again once first.
+**
 ** Lock order: every statement that locks staging rows it does not hold yet
 ** locks them in primary-key order, and in lease mode with a SQL handler the
 ** batch's staging rows are locked before the handler runs, the order of the

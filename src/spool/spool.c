@@ -415,6 +415,10 @@ struct pgpipe_spool {
     long long last_sync_ms;
     int draining;
     uint64_t draining_seq;          /* the segment the drainer reads now; 0 = none */
+    char poison[600];               /* non-empty: the active segment holds bytes past
+                                       what the spool counts (a record whose sync
+                                       failed could not be cut off); append, sync
+                                       and drain refuse until the spool is closed */
     pgpipe_spool_status st;
 };
 
@@ -790,11 +794,14 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
         return pp_err(&s->h.err, PGPIPE_IO, "spool: mkdir %s: %s", dir, strerror(errno));
     s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dirfd < 0)
+        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", dir, strerror(errno));
     char path[4096];
     snprintf(path, sizeof path, "%s/lock", dir);
     s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (s->dirfd < 0 || s->lockfd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", dir, strerror(errno));
+    if (s->lockfd < 0)
+        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s is not writable (creating %s): %s", dir,
+                      path, strerror(errno));
     if (flock(s->lockfd, LOCK_EX | LOCK_NB) != 0)
         return pp_err(&s->h.err, errno == EWOULDBLOCK ? PGPIPE_BUSY : PGPIPE_IO,
                       "spool: %s is in use by another process", dir);
@@ -1016,9 +1023,27 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
         /* not durable, so not kept: the caller is told it failed and may
         ** append it again, which must not make it twice */
         int e = errno;
-        (void)ftruncate(s->fd, (off_t)a->bytes);
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s; the record is not kept",
-                      strerror(e));
+        if (ftruncate(s->fd, (off_t)a->bytes) == 0)
+            return pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s; the record is not kept",
+                          strerror(e));
+        /* the record stays in the file, uncounted. Spoil its header so that
+        ** the next open cuts it off as a torn tail, and refuse this handle
+        ** from now on: its file does not end where it counts. */
+        int te = errno;
+        static const unsigned char zero[SP_REC];
+        ssize_t z;
+        do
+            z = pwrite(s->fd, zero, SP_REC, (off_t)a->bytes);
+        while (z < 0 && errno == EINTR);
+        snprintf(s->poison, sizeof s->poison,
+                 "a record's fdatasync failed (%s) and cutting it off failed (ftruncate: %s)%s",
+                 strerror(e), strerror(te),
+                 z == SP_REC ? "" : "; its header could not be overwritten either, so it may "
+                                    "come back at the next open");
+        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: the record is not kept; %s", s->poison,
+                      z == SP_REC ? "the next open drops it as a torn tail. Close the spool and "
+                                    "open it again"
+                                  : "close the spool and open it again");
     }
     pgpipe_error_clear(&s->h.err); /* the handle holds its last call's error */
     a->bytes += need;
@@ -1051,6 +1076,13 @@ static int sp_refuse_unopened(pgpipe_spool *s)
     return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: the spool did not open: %s", s->open_msg);
 }
 
+/* A poisoned spool (see poison) refuses append, sync and drain. Locked. */
+static int sp_refuse_poisoned(pgpipe_spool *s)
+{
+    return pp_err(&s->h.err, PGPIPE_IO, "spool: unusable since an earlier failure: %s; close "
+                  "the spool and open it again", s->poison);
+}
+
 int pgpipe_spool_append(pgpipe_spool *s, const void *rec, size_t len, long long *seq)
 {
     if (!s)
@@ -1062,7 +1094,7 @@ int pgpipe_spool_append(pgpipe_spool *s, const void *rec, size_t len, long long 
     if (!rec || len == 0 || len > SP_MAX_REC)
         return pp_err(&s->h.err, PGPIPE_MISUSE, "spool: a record is 1 byte to 64 MiB");
     sp_lock(s);
-    int rc = sp_append_locked(s, rec, len, seq);
+    int rc = s->poison[0] ? sp_refuse_poisoned(s) : sp_append_locked(s, rec, len, seq);
     sp_unlock(s);
     return rc;
 }
@@ -1074,6 +1106,11 @@ int pgpipe_spool_sync(pgpipe_spool *s)
     if (!s->opened)
         return sp_refuse_unopened(s);
     sp_lock(s);
+    if (s->poison[0]) {
+        int prc = sp_refuse_poisoned(s);
+        sp_unlock(s);
+        return prc;
+    }
     int rc = s->fd < 0 || sp_datasync(s, s->fd) == 0
                  ? PGPIPE_OK
                  : pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s", strerror(errno));
@@ -1313,6 +1350,11 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
         return sp_refuse_unopened(s);
     pgpipe_error_clear(&s->h.err);
     sp_lock(s);
+    if (s->poison[0]) {
+        int prc = sp_refuse_poisoned(s);
+        sp_unlock(s);
+        return prc;
+    }
     if (s->draining) {
         sp_unlock(s);
         return pp_err(&s->h.err, PGPIPE_BUSY, "spool: a drain is running");
