@@ -1421,3 +1421,36 @@ PGT_TEST(migrate, resume_replays_the_files_set_statements)
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_replay CASCADE; DROP TABLE IF EXISTS public.mig_replay_b"));
     PQfinish(c);
 }
+
+/* A marker line inside a statement (a $$ body, a string) is the statement's
+** text, not a marker: the file stays one transaction, and an unknown
+** "directive" there is no error. */
+PGT_TEST(migrate, marker_inside_a_statement_is_text)
+{
+    const char *d = mig_t_dir("mkbody");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP FUNCTION IF EXISTS mig_t_mkbody(); "
+                        "DROP TABLE IF EXISTS mig_t_mkstr"));
+    mig_t_write(d, "V1__body.sql", "CREATE FUNCTION mig_t_mkbody() RETURNS int LANGUAGE sql AS $$\n"
+                                   "-- pgpipe:no-transaction\n"
+                                   "SELECT 1\n"
+                                   "$$;\n"
+                                   "SELECT 1 / 0;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "mkbody");
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_DB);
+    PGT_EQ_INT(mig_t_find(m, "body")->transactional, 1);
+    PGT_EQ_INT(mig_t_find(m, "body")->state, PGPIPE_MIGRATION_FAILED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_proc WHERE proname = 'mig_t_mkbody'"), 0);
+    mig_t_write(d, "V1__body.sql", "CREATE TABLE mig_t_mkstr (t text);\n"
+                                   "INSERT INTO mig_t_mkstr VALUES ('a\n"
+                                   "-- pgpipe:anything\n"
+                                   "b');\n");
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "body")->transactional, 1);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_mkstr"), 1);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_mkstr"));
+    PQfinish(c);
+}

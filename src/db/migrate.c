@@ -253,9 +253,31 @@ static int mig_parse_name(const char *fn, char *kind, char **version, char **nam
     return -1;
 }
 
-/* Markers are whole-line comments "-- pgpipe:<directive>". Known:
-** no-transaction. Returns 1 when the file has it, 0 when not, -1 for an
-** unknown directive (its line in *bad_line). */
+/* 1 when byte offset off of t lies inside a statement (or its COPY data):
+** a marker line there is text of the statement (a $$ body, a string), not a
+** marker. Statements up to a parse error count; the run reports the error. */
+static int mig_in_statement(const char *t, size_t len, size_t off)
+{
+    pgpipe_sql_split *sp = NULL;
+    int inside = 0;
+    if (pgpipe_sql_split_open(&sp, t, len, NULL) == PGPIPE_OK) {
+        pgpipe_sql_stmt st;
+        while (!inside && pgpipe_sql_split_next(sp, &st) == PGPIPE_ROW) {
+            if (st.offset > off)
+                break;
+            size_t end = st.offset + st.len;
+            if (st.copy_data)
+                end = (size_t)(st.copy_data - t) + st.copy_len;
+            inside = off < end;
+        }
+    }
+    pgpipe_sql_split_close(sp);
+    return inside;
+}
+
+/* Markers are whole-line comments "-- pgpipe:<directive>" between
+** statements. Known: no-transaction. Returns 1 when the file has it, 0 when
+** not, -1 for an unknown directive (its line in *bad_line). */
 static int mig_scan_markers(const char *t, long long *bad_line)
 {
     const char *p = t;
@@ -274,7 +296,8 @@ static int mig_scan_markers(const char *t, long long *bad_line)
             while (a < z && (*a == ' ' || *a == '\t'))
                 a++;
             static const char pre[] = "pgpipe:";
-            if ((size_t)(z - a) >= sizeof pre - 1 && strncasecmp(a, pre, sizeof pre - 1) == 0) {
+            if ((size_t)(z - a) >= sizeof pre - 1 && strncasecmp(a, pre, sizeof pre - 1) == 0 &&
+                !mig_in_statement(t, strlen(t), (size_t)(p - t))) {
                 a += sizeof pre - 1;
                 static const char mk[] = "no-transaction";
                 if ((size_t)(z - a) == sizeof mk - 1 && strncasecmp(a, mk, sizeof mk - 1) == 0) {
