@@ -12965,9 +12965,19 @@ static int mig_load_files(pgpipe_migrator *m)
                 rc = pp_err_nomem(&m->hdr.err);
                 break;
             }
+            /* a *.sql name that is no file (a dangling symlink, a directory)
+            ** is a migration that would silently not run */
             struct stat sb;
-            if (stat(path.data, &sb) != 0 || !S_ISREG(sb.st_mode))
-                continue;
+            if (stat(path.data, &sb) != 0) {
+                rc = pp_err_at(&m->hdr.err, PGPIPE_IO, fn, 0, 0, 0, "cannot read %s: %s",
+                               path.data, strerror(errno));
+                break;
+            }
+            if (!S_ISREG(sb.st_mode)) {
+                rc = pp_err_at(&m->hdr.err, PGPIPE_IO, fn, 0, 0, 0,
+                               "%s is not a regular file (a directory?)", path.data);
+                break;
+            }
             char *text = NULL;
             size_t len = 0;
             rc = mig_read_whole(m, path.data, fn, &text, &len);

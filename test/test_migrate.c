@@ -1454,3 +1454,29 @@ PGT_TEST(migrate, marker_inside_a_statement_is_text)
     PQclear(PGT_EXEC(c, "DROP TABLE mig_t_mkstr"));
     PQfinish(c);
 }
+
+/* A *.sql name in the directory that is not a readable regular file (a
+** dangling symlink, a directory) is an error naming it before anything runs,
+** not a migration silently left out. */
+PGT_TEST(migrate, sql_name_that_is_no_file_is_an_error)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_nofile"));
+    for (int k = 0; k < 2; k++) {
+        const char *d = mig_t_dir("nofile");
+        mig_t_write(d, "V1__ok.sql", "CREATE TABLE mig_t_nofile (x int);\n");
+        if (k == 0)
+            PGT_CHECK(symlink("/nonexistent/V2.sql", mig_t_path(d, "V2__gone.sql")) == 0);
+        else
+            PGT_CHECK(mkdir(mig_t_path(d, "V2__gone.sql"), 0700) == 0);
+        pgpipe_migrate_options o = mig_t_opts(d, "nofile");
+        pgpipe_migrator *m = NULL;
+        PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_IO);
+        PGT_EQ_STR(pgpipe_errinfo(m)->source, "V2__gone.sql");
+        PGT_CONTAINS(pgpipe_errmsg(m), k == 0 ? "No such file" : "not a regular file");
+        pgpipe_migrator_close(m);
+        PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_t_nofile'"),
+                   0);
+    }
+    PQfinish(c);
+}
