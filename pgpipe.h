@@ -1114,10 +1114,14 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);
 **     R__<name>.sql            repeatable: applied again whenever its checksum
 **                              changes, after every versioned migration
 ** (<version> is digits, compared as a number: V2 < V0010; <name> is free
-** text). Other *.sql names are an error; other files and dot files are
-** ignored. A line "-- pgpipe:no-transaction" runs the file outside a
+** text without control characters, in UTF-8). Other *.sql names are an
+** error; other files and dot files are ignored. A line
+** "-- pgpipe:no-transaction" between statements runs the file outside a
 ** transaction, one statement at a time; otherwise the whole file runs in one
-** transaction. In a no-transaction file each statement commits together
+** transaction. A file runs on the session as the run found it, and its
+** history is written as the run's own user and role (a file's SET ROLE stays
+** with its statements); a resumed no-transaction file first runs its
+** earlier SET and RESET statements again. In a no-transaction file each statement commits together
 ** with its progress record (a transaction of its own), except a statement
 ** that cannot run in a transaction block (CREATE INDEX CONCURRENTLY,
 ** VACUUM, ...): its start is recorded before it runs and its end after. When

@@ -4891,9 +4891,17 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
     s.maxpos = textual ? onearg : sp->maxpos;
     for (;;) {
         const char *q = p;
-        if (!records_word(&q, w, sizeof w))
+        while (isspace((unsigned char)*q))
+            q++;
+        if (!*q)
             break;
-        int is_opt = w[0] == '-' && w[1] == '-';
+        const char *at = q;
+        /* a word too long for w is not the end of the line: a long FILTER
+        ** or JSON is still the text, anything else is refused */
+        int got = records_word(&q, w, sizeof w) != NULL;
+        if (!got)
+            snprintf(w, sizeof w, "%.40s...", at);
+        int is_opt = at[0] == '-' && at[1] == '-';
         if (!is_opt && textual && positional >= onearg) {
             if (text) {
                 /* an unknown option before it is the likelier mistake: said first */
@@ -4910,6 +4918,11 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
                 break;
             p = text_end;
             continue;
+        }
+        if (!got) {
+            errorf("%s: argument too long: \"%s\" (%d bytes at most)", name, w,
+                   (int)sizeof w - 1);
+            goto done;
         }
         if (nw >= 47) {
             errorf("%s: too many arguments", name);

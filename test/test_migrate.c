@@ -1273,3 +1273,210 @@ PGT_TEST(migrate, no_transaction_file_with_its_own_transaction)
     PQclear(PGT_EXEC(c, "DROP SCHEMA mig_own CASCADE"));
     PQfinish(c);
 }
+
+/* A failed file that is then removed left nothing behind: it is not an
+** applied migration gone missing (no warning, no error with DENY_MISSING). */
+PGT_TEST(migrate, removed_failed_file_is_not_missing)
+{
+    const char *d = mig_t_dir("rmfail");
+    PGconn *c = pgt_connect();
+    mig_t_write(d, "V1__ok.sql", "SELECT 1;\n");
+    mig_t_write(d, "V2__broken.sql", "SELECT 1 / 0;\n");
+    mig_t_write(d, "V3__notx.sql", "-- pgpipe:no-transaction\nSELECT 1 / 0;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "rmfail");
+    PGT_EQ_INT(mig_t_run(c, &o, NULL), PGPIPE_DB);
+    mig_t_write(d, "V2__broken.sql", "SELECT 2;\n"); /* let V3 run and fail */
+    PGT_EQ_INT(mig_t_run(c, &o, NULL), PGPIPE_DB);
+    PGT_CHECK(remove(mig_t_path(d, "V2__broken.sql")) == 0);
+    PGT_CHECK(remove(mig_t_path(d, "V3__notx.sql")) == 0);
+    PGT_OK(mig_t_run(c, &o, NULL)); /* V2 applied since: its removal is a missing file */
+    mig_t_write(d, "V2__broken.sql", "SELECT 2;\n");
+    o.flags = PGPIPE_MIGRATE_DENY_MISSING;
+    pgpipe_migrator *m = NULL;
+    PGT_OK(mig_t_run(c, &o, &m));
+    const pgpipe_migration_info *in = mig_t_find(m, "notx");
+    PGT_EQ_INT(in->state, PGPIPE_MIGRATION_FAILED);
+    PGT_EQ_INT(in->will_run, 0);
+    PGT_CONTAINS(in->action, "nothing of it was applied");
+    PGT_CHECK(strstr(mig_t_format(m), "missing") == NULL);
+    pgpipe_migrator_close(m);
+    /* an applied file removed is still missing */
+    PGT_CHECK(remove(mig_t_path(d, "V1__ok.sql")) == 0);
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    PGT_CONTAINS(pgpipe_errmsg(m), "applied migration is missing on disk");
+    pgpipe_migrator_close(m);
+    PQfinish(c);
+}
+
+/* File names go into the history (text) and into messages: a control
+** character or bytes that are not UTF-8 are refused up front, naming the file,
+** before anything runs. */
+PGT_TEST(migrate, file_name_control_character_or_bad_utf8)
+{
+    const char *bad[] = { "V1__tab\there.sql", "V1__new\nline.sql", "V1__latin\xe9.sql" };
+    const char *why[] = { "control character", "control character", "not valid UTF-8" };
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_badname"));
+    for (int i = 0; i < 3; i++) {
+        const char *d = mig_t_dir("badname");
+        mig_t_write(d, bad[i], "CREATE TABLE mig_badname (x int);\n");
+        pgpipe_migrate_options o = mig_t_opts(d, "badname");
+        pgpipe_migrator *m = NULL;
+        PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_PARSE);
+        PGT_EQ_STR(pgpipe_errinfo(m)->source, bad[i]);
+        PGT_CONTAINS(pgpipe_errmsg(m), why[i]);
+        pgpipe_migrator_close(m);
+        PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_badname'"),
+                   0);
+    }
+    PQfinish(c);
+}
+
+/* VACUUM in a file run as one transaction: the error says how to run it. */
+PGT_TEST(migrate, not_in_transaction_block_hint)
+{
+    const char *d = mig_t_dir("hint");
+    PGconn *c = pgt_connect();
+    mig_t_write(d, "V1__vac.sql", "SELECT 1;\nVACUUM pg_catalog.pg_class;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "hint");
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_DB);
+    PGT_EQ_STR(pgpipe_errinfo(m)->sqlstate, "25001");
+    PGT_CONTAINS(mig_t_err(m), "V1__vac.sql:2:1: statement 2 of 2 failed: VACUUM cannot run "
+                               "inside a transaction block; hint: a line \"-- "
+                               "pgpipe:no-transaction\" in the file");
+    pgpipe_migrator_close(m);
+    mig_t_write(d, "V1__vac.sql", "-- pgpipe:no-transaction\nSELECT 1;\nVACUUM pg_catalog.pg_class;\n");
+    PGT_OK(mig_t_run(c, &o, NULL));
+    PQfinish(c);
+}
+
+/* A file that switches to a role without rights on the history (SET ROLE,
+** SET SESSION AUTHORIZATION) and does not switch back: the history is still
+** written, as the run's own user, in either kind of file and pooler mode,
+** and the session ends as it began. */
+PGT_TEST(migrate, file_switching_role_still_records_history)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                        "'mig_t_low') THEN CREATE ROLE mig_t_low NOLOGIN; END IF; END$$"));
+    int super = mig_t_str(c, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")[0] == 't';
+    char me[128];
+    snprintf(me, sizeof me, "%s", mig_t_str(c, "SELECT current_user"));
+    for (int mode = PGPIPE_POOLER_SESSION; mode <= PGPIPE_POOLER_TRANSACTION; mode++) {
+        const char *d = mig_t_dir(mode == PGPIPE_POOLER_SESSION ? "role-s" : "role-t");
+        const char *scope = mode == PGPIPE_POOLER_SESSION ? "role-s" : "role-t";
+        mig_t_write(d, "V1__tx.sql", "SET ROLE mig_t_low;\nSELECT 1;\n");
+        mig_t_write(d, "V2__notx.sql", "-- pgpipe:no-transaction\nSET ROLE mig_t_low;\n"
+                                       "SET client_min_messages = error;\nSELECT 1;\n"
+                                       "VACUUM pg_catalog.pg_class;\nSELECT 2;\n");
+        if (super)
+            mig_t_write(d, "V3__auth.sql", "SET SESSION AUTHORIZATION mig_t_low;\nSELECT 1;\n");
+        pgpipe_migrate_options o = mig_t_opts(d, scope);
+        o.pooler = mode;
+        pgpipe_migrator *m = NULL;
+        int rc = mig_t_run(c, &o, &m);
+        PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", mig_t_err(m));
+        pgpipe_migrator_close(m);
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM mig_test.history WHERE scope = '%s' "
+                                  "AND status = 'applied' AND applied_by = current_user", scope);
+        PGT_EQ_INT(mig_t_int(c, sql), super ? 3 : 2);
+        PGT_EQ_STR(mig_t_str(c, "SELECT current_user || ',' || session_user"),
+                   (snprintf(sql, sizeof sql, "%s,%s", me, me), sql));
+    }
+    PQclear(PGT_EXEC(c, "DROP ROLE mig_t_low"));
+    PQfinish(c);
+}
+
+/* A no-transaction file resumed after a failure runs on a fresh session:
+** its SET statements before the resume point run again, so the rest lands
+** where one uninterrupted run would have put it. */
+PGT_TEST(migrate, resume_replays_the_files_set_statements)
+{
+    const char *d = mig_t_dir("replay");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_replay CASCADE; DROP TABLE IF EXISTS "
+                        "public.mig_replay_b"));
+    const char *head = "-- pgpipe:no-transaction\n"
+                       "CREATE SCHEMA mig_replay;\n"
+                       "SET search_path = mig_replay;\n"
+                       "SET LOCAL search_path = nowhere;\n"
+                       "CREATE TABLE mig_replay_a (x int);\n";
+    char text[512];
+    snprintf(text, sizeof text, "%sSELECT 1 / 0;\nCREATE TABLE mig_replay_b (x int);\n", head);
+    mig_t_write(d, "V1__sp.sql", text);
+    pgpipe_migrate_options o = mig_t_opts(d, "replay");
+    PGT_EQ_INT(mig_t_run(c, &o, NULL), PGPIPE_DB);
+    snprintf(text, sizeof text, "%sSELECT 1;\nCREATE TABLE mig_replay_b (x int);\n", head);
+    mig_t_write(d, "V1__sp.sql", text);
+    pgpipe_migrator *m = NULL;
+    int rc = mig_t_run(c, &o, &m);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", mig_t_err(m));
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY "
+                            "tablename) FROM pg_tables WHERE tablename LIKE 'mig_replay%'"),
+               "mig_replay.mig_replay_a,mig_replay.mig_replay_b");
+    PGT_CHECK(strcmp(mig_t_str(c, "SHOW search_path"), "mig_replay") != 0);
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_replay CASCADE; DROP TABLE IF EXISTS public.mig_replay_b"));
+    PQfinish(c);
+}
+
+/* A marker line inside a statement (a $$ body, a string) is the statement's
+** text, not a marker: the file stays one transaction, and an unknown
+** "directive" there is no error. */
+PGT_TEST(migrate, marker_inside_a_statement_is_text)
+{
+    const char *d = mig_t_dir("mkbody");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP FUNCTION IF EXISTS mig_t_mkbody(); "
+                        "DROP TABLE IF EXISTS mig_t_mkstr"));
+    mig_t_write(d, "V1__body.sql", "CREATE FUNCTION mig_t_mkbody() RETURNS int LANGUAGE sql AS $$\n"
+                                   "-- pgpipe:no-transaction\n"
+                                   "SELECT 1\n"
+                                   "$$;\n"
+                                   "SELECT 1 / 0;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "mkbody");
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_DB);
+    PGT_EQ_INT(mig_t_find(m, "body")->transactional, 1);
+    PGT_EQ_INT(mig_t_find(m, "body")->state, PGPIPE_MIGRATION_FAILED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_proc WHERE proname = 'mig_t_mkbody'"), 0);
+    mig_t_write(d, "V1__body.sql", "CREATE TABLE mig_t_mkstr (t text);\n"
+                                   "INSERT INTO mig_t_mkstr VALUES ('a\n"
+                                   "-- pgpipe:anything\n"
+                                   "b');\n");
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "body")->transactional, 1);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_mkstr"), 1);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_mkstr"));
+    PQfinish(c);
+}
+
+/* A *.sql name in the directory that is not a readable regular file (a
+** dangling symlink, a directory) is an error naming it before anything runs,
+** not a migration silently left out. */
+PGT_TEST(migrate, sql_name_that_is_no_file_is_an_error)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_nofile"));
+    for (int k = 0; k < 2; k++) {
+        const char *d = mig_t_dir("nofile");
+        mig_t_write(d, "V1__ok.sql", "CREATE TABLE mig_t_nofile (x int);\n");
+        if (k == 0)
+            PGT_CHECK(symlink("/nonexistent/V2.sql", mig_t_path(d, "V2__gone.sql")) == 0);
+        else
+            PGT_CHECK(mkdir(mig_t_path(d, "V2__gone.sql"), 0700) == 0);
+        pgpipe_migrate_options o = mig_t_opts(d, "nofile");
+        pgpipe_migrator *m = NULL;
+        PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_IO);
+        PGT_EQ_STR(pgpipe_errinfo(m)->source, "V2__gone.sql");
+        PGT_CONTAINS(pgpipe_errmsg(m), k == 0 ? "No such file" : "not a regular file");
+        pgpipe_migrator_close(m);
+        PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_t_nofile'"),
+                   0);
+    }
+    PQfinish(c);
+}

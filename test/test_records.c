@@ -874,3 +874,48 @@ PGT_TEST(records, import_ndjson_and_array)
     pgpipe_records_close(h);
     pgpipe_pool_close(p, NULL);
 }
+
+/* A document refused for a \u0000 escape (jsonb cannot store it) is reported
+** at the escape, as other JSON errors are at their place: in create and
+** update, and in an import (NDJSON and an array element mid-line). An
+** escaped backslash before "u0000" is text, not the escape. */
+PGT_TEST(records, u0000_error_names_its_place)
+{
+    pgpipe_pool *p = rec_t_pool();
+    pgpipe_records *h = rec_t_open(p, "rec_t_nul");
+    char id[37];
+    PGT_EQ_INT(pgpipe_records_create(h, "{\"é\\\\u0000\":\"\\\\\",\n \"b\":\"x\\u0000\"}", id),
+               PGPIPE_PARSE);
+    PGT_EQ_INT(pgpipe_errinfo(h)->line, 2);
+    PGT_EQ_INT(pgpipe_errinfo(h)->column, 8);
+    PGT_OK(pgpipe_records_create(h, "{\"a\":1}", id));
+    PGT_EQ_INT(pgpipe_records_update(h, id, "{\"k\\u0000\":1}", PGPIPE_RECORDS_MERGE),
+               PGPIPE_PARSE);
+    PGT_EQ_INT(pgpipe_errinfo(h)->line, 1);
+    PGT_EQ_INT(pgpipe_errinfo(h)->column, 4);
+    char path[512];
+    snprintf(path, sizeof path, "%s/rec_t_nul.ndjson", pgt_tmpdir());
+    pgpipe_records_import_options o;
+    pgpipe_records_import_options_init(&o);
+    rec_t_errs errs = { 0, "" };
+    o.on_error = rec_t_on_error;
+    o.ud = &errs;
+    pgpipe_records_import_summary s;
+    rec_t_write(path, "{\"a\":1}\n  {\"a\":2, \"s\":\"\\u0000\"}\n");
+    PGT_OK(pgpipe_records_import(h, path, &o, &s));
+    PGT_EQ_INT(s.skipped, 1);
+    PGT_EQ_INT(s.first_error.line, 2);
+    PGT_EQ_INT(s.first_error.column, 16);
+    rec_t_write(path, "[{\"a\":1}, {\"s\":\"\\u0000\"}]\n");
+    PGT_OK(pgpipe_records_import(h, path, &o, &s));
+    PGT_EQ_INT(s.skipped, 1);
+    PGT_EQ_INT(s.first_error.line, 1);
+    PGT_EQ_INT(s.first_error.column, 17);
+    rec_t_write(path, "[{\"a\":1},\n {\"s\":\n\"\\u0000\"}]\n");
+    PGT_OK(pgpipe_records_import(h, path, &o, &s));
+    PGT_EQ_INT(s.skipped, 1);
+    PGT_EQ_INT(s.first_error.line, 3);
+    PGT_EQ_INT(s.first_error.column, 2);
+    pgpipe_records_close(h);
+    pgpipe_pool_close(p, NULL);
+}

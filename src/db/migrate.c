@@ -121,6 +121,7 @@ struct pgpipe_migrator {
     int has_started_col;  /* the history table has statement_started */
     int resume_from, redo;
     int lost_at;          /* index+1 of the entry being applied when the run failed */
+    const char *sess;     /* while files run: the session as the run found it (JSON) */
 };
 
 void pgpipe_migrate_options_init(pgpipe_migrate_options *o)
@@ -205,6 +206,16 @@ static int mig_parse_name(const char *fn, char *kind, char **version, char **nam
     *why = NULL;
     if (fn[0] == '.' || n < 4 || strcmp(fn + n - 4, ".sql") != 0)
         return 0;
+    /* the name goes into the history (text) and into messages */
+    if (pp_utf8_text_prefix((const unsigned char *)fn, n) != n) {
+        *why = "the name is not valid UTF-8";
+        return -1;
+    }
+    for (const unsigned char *c = (const unsigned char *)fn; *c; c++)
+        if (*c < 0x20 || *c == 0x7f) {
+            *why = "the name holds a control character (a newline, a tab, ...)";
+            return -1;
+        }
     const char *p = fn;
     if (*p == 'V') {
         p++;
@@ -242,9 +253,31 @@ static int mig_parse_name(const char *fn, char *kind, char **version, char **nam
     return -1;
 }
 
-/* Markers are whole-line comments "-- pgpipe:<directive>". Known:
-** no-transaction. Returns 1 when the file has it, 0 when not, -1 for an
-** unknown directive (its line in *bad_line). */
+/* 1 when byte offset off of t lies inside a statement (or its COPY data):
+** a marker line there is text of the statement (a $$ body, a string), not a
+** marker. Statements up to a parse error count; the run reports the error. */
+static int mig_in_statement(const char *t, size_t len, size_t off)
+{
+    pgpipe_sql_split *sp = NULL;
+    int inside = 0;
+    if (pgpipe_sql_split_open(&sp, t, len, NULL) == PGPIPE_OK) {
+        pgpipe_sql_stmt st;
+        while (!inside && pgpipe_sql_split_next(sp, &st) == PGPIPE_ROW) {
+            if (st.offset > off)
+                break;
+            size_t end = st.offset + st.len;
+            if (st.copy_data)
+                end = (size_t)(st.copy_data - t) + st.copy_len;
+            inside = off < end;
+        }
+    }
+    pgpipe_sql_split_close(sp);
+    return inside;
+}
+
+/* Markers are whole-line comments "-- pgpipe:<directive>" between
+** statements. Known: no-transaction. Returns 1 when the file has it, 0 when
+** not, -1 for an unknown directive (its line in *bad_line). */
 static int mig_scan_markers(const char *t, long long *bad_line)
 {
     const char *p = t;
@@ -263,7 +296,8 @@ static int mig_scan_markers(const char *t, long long *bad_line)
             while (a < z && (*a == ' ' || *a == '\t'))
                 a++;
             static const char pre[] = "pgpipe:";
-            if ((size_t)(z - a) >= sizeof pre - 1 && strncasecmp(a, pre, sizeof pre - 1) == 0) {
+            if ((size_t)(z - a) >= sizeof pre - 1 && strncasecmp(a, pre, sizeof pre - 1) == 0 &&
+                !mig_in_statement(t, strlen(t), (size_t)(p - t))) {
                 a += sizeof pre - 1;
                 static const char mk[] = "no-transaction";
                 if ((size_t)(z - a) == sizeof mk - 1 && strncasecmp(a, mk, sizeof mk - 1) == 0) {
@@ -398,9 +432,19 @@ static int mig_load_files(pgpipe_migrator *m)
                 rc = pp_err_nomem(&m->hdr.err);
                 break;
             }
+            /* a *.sql name that is no file (a dangling symlink, a directory)
+            ** is a migration that would silently not run */
             struct stat sb;
-            if (stat(path.data, &sb) != 0 || !S_ISREG(sb.st_mode))
-                continue;
+            if (stat(path.data, &sb) != 0) {
+                rc = pp_err_at(&m->hdr.err, PGPIPE_IO, fn, 0, 0, 0, "cannot read %s: %s",
+                               path.data, strerror(errno));
+                break;
+            }
+            if (!S_ISREG(sb.st_mode)) {
+                rc = pp_err_at(&m->hdr.err, PGPIPE_IO, fn, 0, 0, 0,
+                               "%s is not a regular file (a directory?)", path.data);
+                break;
+            }
             char *text = NULL;
             size_t len = 0;
             rc = mig_read_whole(m, path.data, fn, &text, &len);
@@ -539,6 +583,39 @@ static int mig_exec_ok(pgpipe_migrator *m, const char *sql, int n, const char *c
                        const char *what)
 {
     return pp_exec(m->conn, sql, n, n ? params : NULL, NULL, &m->hdr.err, what);
+}
+
+/* In the open transaction, the identity the run started with, for a history
+** read or write: a file's SET ROLE or SET SESSION AUTHORIZATION stays with
+** the file's own statements, not with its history row. */
+static int mig_as_runner(pgpipe_migrator *m)
+{
+    if (!m->sess || PQtransactionStatus(m->conn) != PQTRANS_INTRANS)
+        return PGPIPE_OK;
+    const char *v[1] = { m->sess };
+    return mig_exec_ok(m, "SELECT CASE WHEN session_user <> ($1::jsonb->>'user') THEN "
+                          "set_config('session_authorization', $1::jsonb->>'user', true) END, "
+                          "CASE WHEN current_setting('role') <> ($1::jsonb->>'role') THEN "
+                          "set_config('role', $1::jsonb->>'role', true) END",
+                       1, v, "cannot return to the run's role to write the migration history");
+}
+
+/* A history write: in the open transaction, else in one of its own, as the
+** run's role (mig_as_runner). */
+static int mig_hist_write(pgpipe_migrator *m, const char *sql, int n, const char *const *params,
+                          const char *what)
+{
+    int own = m->sess && PQtransactionStatus(m->conn) == PQTRANS_IDLE;
+    int rc = own ? mig_exec_ok(m, "BEGIN", 0, NULL, what) : PGPIPE_OK;
+    if (rc == PGPIPE_OK)
+        rc = mig_as_runner(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_exec_ok(m, sql, n, params, what);
+    if (own && rc == PGPIPE_OK)
+        rc = mig_exec_ok(m, "COMMIT", 0, NULL, what);
+    if (own && rc != PGPIPE_OK)
+        pp_rollback_open(m->conn);
+    return rc;
 }
 
 /* Whether the history table exists, and (in m->has_started_col) whether it
@@ -747,7 +824,7 @@ static int mig_record(pgpipe_migrator *m, const mig_file *f, const char *status,
             m->tbl, f->kind == 'V' ? "(scope, version) WHERE kind = 'V'"
                                    : "(scope, name) WHERE kind = 'R'") != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
-    int rc = mig_exec_ok(m, q.data, 16, p2, "cannot record the migration in the history");
+    int rc = mig_hist_write(m, q.data, 16, p2, "cannot record the migration in the history");
     pp_buf_free(&q);
     return rc;
 }
@@ -765,7 +842,7 @@ static int mig_record_progress(pgpipe_migrator *m, const mig_file *f, int done)
             "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
             "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
-    int rc = mig_exec_ok(m, q.data, 5, p, "cannot record the progress of the migration");
+    int rc = mig_hist_write(m, q.data, 5, p, "cannot record the progress of the migration");
     pp_buf_free(&q);
     return rc;
 }
@@ -783,7 +860,7 @@ static int mig_record_start(pgpipe_migrator *m, const mig_file *f, int n)
             "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
             "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
-    int rc = mig_exec_ok(m, q.data, 4, p, "cannot record the start of a statement");
+    int rc = mig_hist_write(m, q.data, 4, p, "cannot record the start of a statement");
     pp_buf_free(&q);
     return rc;
 }
@@ -806,7 +883,9 @@ static int mig_reread(pgpipe_migrator *m, const mig_file *f, mig_now *now)
             "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
             "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
-    PGresult *r = mig_exec(m, q.data, 3, p, "cannot read the migration history");
+    int rc = mig_as_runner(m);
+    PGresult *r = rc == PGPIPE_OK ? mig_exec(m, q.data, 3, p, "cannot read the migration history")
+                                  : NULL;
     pp_buf_free(&q);
     if (!r)
         return PGPIPE_DB;
@@ -1084,6 +1163,15 @@ static int mig_add_file_entries(pgpipe_migrator *m, int *cap)
     return PGPIPE_OK;
 }
 
+/* A history row of an attempt that left nothing in the database: a failed
+** transactional file, or a no-transaction file stopped before its first
+** statement committed (none in doubt). */
+static int mig_row_nothing_applied(const mig_row *r)
+{
+    return strcmp(r->status, "failed") == 0 ||
+           (strcmp(r->status, "partial") == 0 && r->done == 0 && r->started == 0);
+}
+
 /* An entry for each history row whose file is gone. */
 static int mig_add_missing_entries(pgpipe_migrator *m, int *cap)
 {
@@ -1097,6 +1185,12 @@ static int mig_add_missing_entries(pgpipe_migrator *m, int *cap)
         e->r = r;
         if (strcmp(r->status, "baseline") == 0 && r->file[0] == '\0') {
             e->info.state = PGPIPE_MIGRATION_BASELINE;
+        } else if (mig_row_nothing_applied(r)) {
+            /* a failed attempt left nothing behind: its file being gone is
+            ** not an applied migration going missing */
+            e->info.state = PGPIPE_MIGRATION_FAILED;
+            snprintf(e->action, sizeof e->action,
+                     "none (file removed; nothing of it was applied)");
         } else {
             e->info.state = PGPIPE_MIGRATION_MISSING;
             snprintf(e->action, sizeof e->action, "%s",
@@ -1316,10 +1410,16 @@ static int mig_stmt_error(pgpipe_migrator *m, const mig_file *f, int idx, const 
     pgpipe_error *e = &m->hdr.err;
     char sqlstate[6];
     memcpy(sqlstate, e->sqlstate, 6);
+    /* a statement that cannot run in a transaction block, in a file run as
+    ** one transaction: say how to run it */
+    const char *ours = f->transactional && !strcmp(sqlstate, "25001")
+                           ? "; hint: a line \"-- pgpipe:no-transaction\" in the file runs it "
+                             "one statement at a time, outside a transaction"
+                           : "";
     pp_err_at(e, PGPIPE_DB, f->file, st->line, st->column, 0,
-              "statement %d of %d failed: %s%s%s%s%s%s", idx + 1,
+              "statement %d of %d failed: %s%s%s%s%s%s%s", idx + 1,
               f->nstmts, msg, where, detail ? "; detail: " : "", detail ? detail : "",
-              hint ? "; hint: " : "", hint ? hint : "");
+              hint ? "; hint: " : "", hint ? hint : "", ours);
     memcpy(e->sqlstate, sqlstate, 6);
     return PGPIPE_DB;
 }
@@ -1776,6 +1876,41 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
     return rc;
 }
 
+/* 1 when a statement is a session-level SET or RESET (SET ROLE, SET
+** search_path, SET SESSION AUTHORIZATION, RESET ...), not SET LOCAL, SET
+** TRANSACTION or SET CONSTRAINTS, which end with their transaction. */
+static int mig_is_session_set(const char *s)
+{
+    size_t n = 0;
+    while (sqlsplit_is_ident_char((unsigned char)s[n]))
+        n++;
+    if (!sqlsplit_word_is(s, n, "set") && !sqlsplit_word_is(s, n, "reset"))
+        return 0;
+    const char *w = s + n;
+    while (*w == ' ' || *w == '\t' || *w == '\n' || *w == '\r')
+        w++;
+    size_t k = 0;
+    while (sqlsplit_is_ident_char((unsigned char)w[k]))
+        k++;
+    return !sqlsplit_word_is(w, k, "local") && !sqlsplit_word_is(w, k, "transaction") &&
+           !sqlsplit_word_is(w, k, "constraints");
+}
+
+/* A no-transaction file resumed at statement start+1 runs on a fresh
+** session: its earlier SET and RESET statements (a search_path, a role)
+** run again first, so that the rest lands where it would have in one run. */
+static int mig_replay_sets(pgpipe_migrator *m, const mig_file *f, int start)
+{
+    int rc = PGPIPE_OK;
+    for (int k = 0; k < start && k < f->nstmts && rc == PGPIPE_OK; k++)
+        if (mig_is_session_set(f->stmts[k].sql)) {
+            rc = mig_exec_stmt(m, f, k);
+            if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)
+                pp_rollback_open(m->conn);
+        }
+    return rc;
+}
+
 static int mig_apply(pgpipe_migrator *m, mig_entry *e)
 {
     mig_file *f = e->f;
@@ -1789,6 +1924,8 @@ static int mig_apply(pgpipe_migrator *m, mig_entry *e)
     if (start > 0)
         pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: resuming at statement %d of %d", f->file,
                 start + 1, f->nstmts);
+    if (start > 0 && !f->transactional && (rc = mig_replay_sets(m, f, start)) != PGPIPE_OK)
+        return rc;
     return f->transactional ? mig_apply_tx(m, e) : mig_apply_notx(m, e, start);
 }
 
@@ -1890,7 +2027,7 @@ static int mig_session_save(pgpipe_migrator *m, char **out)
 {
     PGresult *r = mig_exec(m, "SELECT jsonb_build_object('settings', coalesce((SELECT "
                               "jsonb_object_agg(name, setting) FROM pg_settings WHERE source = "
-                              "'session'), '{}'), 'role', current_setting('role'))::text", 0, NULL,
+                              "'session'), '{}'), 'role', current_setting('role'), 'user', session_user)::text", 0, NULL,
                            "reading the session's settings");
     if (!r)
         return m->hdr.err.code;
@@ -1904,8 +2041,13 @@ static int mig_session_restore(pgpipe_migrator *m, const char *saved)
 {
     if (PQtransactionStatus(m->conn) != PQTRANS_IDLE)
         return PGPIPE_OK; /* (a failed file's transaction: its rollback comes first) */
-    int rc = mig_exec_ok(m, "RESET ALL", 0, NULL, "resetting the session after a migration");
+    /* RESET ALL leaves the role and the session authorization */
     const char *v[1] = { saved };
+    int rc = mig_exec_ok(m, "SELECT CASE WHEN session_user <> ($1::jsonb->>'user') THEN "
+                            "set_config('session_authorization', $1::jsonb->>'user', false) END",
+                         1, v, "restoring the session's user after a migration");
+    if (rc == PGPIPE_OK)
+        rc = mig_exec_ok(m, "RESET ALL", 0, NULL, "resetting the session after a migration");
     if (rc == PGPIPE_OK)
         rc = mig_exec_ok(m, "SELECT count(set_config(key, value, false)), "
                             "set_config('role', $1::jsonb->>'role', false) "
@@ -1992,6 +2134,7 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
             continue;
         if (!sess && (rc = mig_session_save(m, &sess)) != PGPIPE_OK)
             return rc;
+        m->sess = sess;
         rc = mig_apply(m, e);
         if (rc != PGPIPE_OK) {
             m->lost_at = i + 1;
@@ -2000,14 +2143,17 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
                 mig_session_restore(m, sess);
                 m->hdr.err = keep;
             }
+            m->sess = NULL;
             pp_free(sess);
             return rc;
         }
         if ((rc = mig_session_restore(m, sess)) != PGPIPE_OK) {
+            m->sess = NULL;
             pp_free(sess);
             return rc;
         }
     }
+    m->sess = NULL;
     pp_free(sess);
     return PGPIPE_OK;
 }
@@ -2040,7 +2186,8 @@ static int mig_has_work(pgpipe_migrator *m, int *busy)
         int st = e->info.state;
         if (e->info.will_run || e->do_baseline || e->do_repair ||
             (st != PGPIPE_MIGRATION_APPLIED && st != PGPIPE_MIGRATION_BASELINE &&
-             st != PGPIPE_MIGRATION_IGNORED && st != PGPIPE_MIGRATION_MISSING) ||
+             st != PGPIPE_MIGRATION_IGNORED && st != PGPIPE_MIGRATION_MISSING &&
+             !(st == PGPIPE_MIGRATION_FAILED && !e->f)) ||
             (st == PGPIPE_MIGRATION_MISSING && (m->flags & PGPIPE_MIGRATE_DENY_MISSING)))
             return PGPIPE_OK;
     }

@@ -161,6 +161,37 @@ static int rec_has_u0000(const char *s, size_t n)
     return 0;
 }
 
+/* Line and column (1-based, in characters) of the first \u0000 escape in a
+** string of the valid JSON text s[0..n), or 1:1 when there is none. */
+static void rec_u0000_pos(const char *s, size_t n, long long *line, long long *col)
+{
+    long long l = 1, c = 1;
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (in_str && ch == '\\') {
+            if (n - i >= 6 && !memcmp(s + i, "\\u0000", 6)) {
+                *line = l;
+                *col = c;
+                return;
+            }
+            i++; /* the escaped character (ASCII in valid JSON) */
+            c += 2;
+            continue;
+        }
+        if (ch == '"')
+            in_str = !in_str;
+        if (ch == '\n') {
+            l++;
+            c = 1;
+        } else if ((ch & 0xC0) != 0x80) {
+            c++;
+        }
+    }
+    *line = 1;
+    *col = 1;
+}
+
 /* 1 when a string or key anywhere in v holds a NUL (jsonb refuses \u0000). */
 static int rec_has_nul(const pgpipe_json_val *v)
 {
@@ -207,9 +238,12 @@ static int rec_check_object(pgpipe_records *h, const char *text, const char *wha
         return pp_err_at(&h->hdr.err, PGPIPE_PARSE, what, 1, 1, 0,
                          "%s: expected a JSON object, found %s", what,
                          pgpipe_json_type_name(pgpipe_json_type(root)));
-    if (rec_has_u0000(text, strlen(text)) && rec_has_nul(root))
-        return pp_err_at(&h->hdr.err, PGPIPE_PARSE, what, 1, 1, 0,
+    if (rec_has_u0000(text, strlen(text)) && rec_has_nul(root)) {
+        long long l, c;
+        rec_u0000_pos(text, strlen(text), &l, &c);
+        return pp_err_at(&h->hdr.err, PGPIPE_PARSE, what, l, c, 0,
                          "%s: a string holds \\u0000, which PostgreSQL jsonb cannot store", what);
+    }
     return PGPIPE_OK;
 }
 
@@ -1826,9 +1860,12 @@ static int rec_import_record(rec_import *im, const pgpipe_json_val *root, const 
     if (pgpipe_json_type(root) != PGPIPE_JSON_OBJECT)
         return rec_import_badf(im, line, col, off, "record is a JSON %s, not an object",
                                pgpipe_json_type_name(pgpipe_json_type(root)));
-    if (rec_has_u0000(raw, len) && rec_has_nul(root))
-        return rec_import_badf(im, line, col, off,
+    if (rec_has_u0000(raw, len) && rec_has_nul(root)) {
+        long long l, c;
+        rec_u0000_pos(raw, len, &l, &c);
+        return rec_import_badf(im, line + l - 1, l == 1 ? col + c - 1 : c, off,
                                "a string holds \\u0000, which PostgreSQL jsonb cannot store");
+    }
     int rc;
     if (!im->cp.open) {
         rc = rec_copy_begin(&im->cp, im->h, im->o->documents
@@ -1953,7 +1990,7 @@ static int rec_import_ndjson(rec_import *im, pgpipe_ndjson *r)
             size_t lead = 0;
             while (lead < len && (raw[lead] == ' ' || raw[lead] == '\t'))
                 lead++;
-            rc = rec_import_record(im, root, raw, len, line, (long long)lead + 1, -1);
+            rc = rec_import_record(im, root, raw + lead, len - lead, line, (long long)lead + 1, -1);
         }
         if (rc != PGPIPE_OK)
             return rc;

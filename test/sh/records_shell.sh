@@ -115,6 +115,19 @@ out=$($P "$D" ".records rec_sh4 export \"$tmp/a dir/out 2.ndjson\"") || fail "ex
 [ "$(wc -l < "$tmp/a dir/out 2.ndjson")" = 4 ] || fail "export to a quoted FILE wrote no 4 lines"
 err=$($P "$D" ".records '' count" 2>&1) && fail "an empty COLLECTION accepted: $err"
 has "$err" 'bad collection name ""'
+# a FILTER or JSON whose first word is longer than a shell word (1023 bytes)
+# is still the FILTER or JSON: not an empty filter that matches every record
+long=$(printf '%1100s' '' | tr ' ' k)
+out=$($P "$D" ".records rec_sh4 count \"$long\" = 1") || fail "long FILTER: $out"
+[ "$out" = 0 ] || fail "a long FILTER word matched every record: $out"
+out=$($P "$D" ".records rec_sh4 find $long.x exists --limit 1") || fail "long path: $out"
+[ -z "$out" ] || fail "a long path matched: $out"
+id4=$($P "$D" ".records rec_sh4 create {\"$long\":1}") || fail "create with a long first word: $id4"
+has "$($P "$D" ".records rec_sh4 count \"$long\" = 1")" "1"
+out=$($P "$D" ".records rec_sh4 update $id4 {\"$long\":2}") || fail "update with a long first word: $out"
+has "$($P "$D" ".records rec_sh4 count \"$long\" = 2")" "1"
+err=$($P "$D" ".records rec_sh4 get $long" 2>&1) && fail "a long ID accepted: $err"
+has "$err" "argument too long"
 out=$($P "$D" ".help records")
 has "$out" "contains"
 $P "$D" "DROP TABLE records.rec_sh, records.rec_sh2, records.rec_sh3, records.rec_sh4" >/dev/null
