@@ -60,6 +60,7 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
     o->header_timeout_ms = 10000;
     o->body_timeout_ms = 30000;
     o->idle_timeout_ms = 60000;
+    o->commit_timeout_ms = 30000;
     o->group_window_ms = 0;
     o->group_records = 5000;
     o->committers = 2;
@@ -1428,6 +1429,8 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
         return pp_err(e, PGPIPE_MISUSE, "options.%s: must be at least 1 ms",
                       o->header_timeout_ms < 1 ? "header_timeout_ms"
                       : o->body_timeout_ms < 1 ? "body_timeout_ms" : "idle_timeout_ms");
+    if (o->commit_timeout_ms < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.commit_timeout_ms: must be at least 1 ms");
     if (o->group_window_ms < 0)
         return pp_err(e, PGPIPE_MISUSE, "options.group_window_ms: %d is below 0",
                       o->group_window_ms);
