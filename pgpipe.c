@@ -1015,6 +1015,10 @@ PGPIPE_PRIVATE int pp_ingest_spool_stats(pp_ingest *ig, pgpipe_spool_status *st)
 #endif
 /* Requests queued or committing (for metrics and the drain). */
 PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig);
+/* Watch conn (the server's own, on the event loop's thread) as a committer's
+** connection is watched: shut down after the commit timeout. conn NULL ends
+** the watch and returns 1 when it was shut down meanwhile. */
+PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn);
 /* Commit what is queued now and wait until every queued request has been
 ** answered through done (graceful drain). */
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig);
@@ -26778,6 +26782,8 @@ struct pp_ingest {
     int has_watchdog;
     int wquit;
     long long m_timeouts; /* under wmu */
+    int64_t x_since;      /* the server's own connection (pp_ingest_watch), as */
+    int x_fd, x_cut;      /* a committer's busy_since, fd and cut; under wmu */
     ig_committer cm[IG_MAX_COMMITTERS];
     int ncm;
     /* the submit's state (event loop's thread only) */
@@ -28692,6 +28698,11 @@ static void *ig_watchdog_main(void *arg)
                 ig->m_timeouts++;
             }
         }
+        if (ig->x_since && !ig->x_cut && ig->x_fd >= 0 && t - ig->x_since >= ig->commit_us) {
+            shutdown(ig->x_fd, SHUT_RDWR);
+            ig->x_cut = 1;
+            ig->m_timeouts++;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += IG_WATCH_MS * 1000000L;
@@ -28703,6 +28714,17 @@ static void *ig_watchdog_main(void *arg)
     }
     pthread_mutex_unlock(&ig->wmu);
     return NULL;
+}
+
+PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn)
+{
+    pthread_mutex_lock(&ig->wmu);
+    int cut = ig->x_cut;
+    ig->x_cut = 0;
+    ig->x_since = conn ? pgpipe_now_us() : 0;
+    ig->x_fd = conn ? PQsocket(conn) : -1;
+    pthread_mutex_unlock(&ig->wmu);
+    return conn ? 0 : cut;
 }
 
 /* Does every committer wait for the database for long (the shorter of
@@ -29339,6 +29361,7 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
     atomic_init(&ig->live, 0);
     atomic_init(&ig->rechecks, 0);
     ig->commit_us = (int64_t)(o->commit_timeout_ms > 0 ? o->commit_timeout_ms : 30000) * 1000;
+    ig->x_fd = -1;
     for (int i = 0; i < ig->ncm; i++) {
         ig_committer *c = &ig->cm[i];
         c->ig = ig;
@@ -31131,7 +31154,15 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
         return pp_err_nomem(&h->h.err);
     h->o.spool_dir = h->spool_dir;
 
-    h->db = PQconnectdb(h->conninfo);
+    {
+        /* bounded, as the committers' (PQreset on SIGHUP reuses it): libpq's
+        ** connect_timeout unless the conninfo or PGCONNECT_TIMEOUT sets one */
+        const char *env_ct = getenv("PGCONNECT_TIMEOUT");
+        const char *keys[3] = { "connect_timeout", "dbname", NULL };
+        const char *vals[3] = { "10", h->conninfo, NULL };
+        int k0 = env_ct && *env_ct ? 1 : 0;
+        h->db = PQconnectdbParams(keys + k0, vals + k0, 1);
+    }
     if (!h->db)
         return pp_err_nomem(&h->h.err);
     if (PQstatus(h->db) != CONNECTION_OK)
@@ -31212,14 +31243,29 @@ static void hs_timers(pgpipe_http *h)
     }
 }
 
+/* Read the tokens on the event loop's thread, watched as a committer is: a
+** database that does not answer must not stop the server (/healthz,
+** /readyz, the spool) for longer than the commit timeout. 1: it was cut. */
+static int hs_reload_read(pgpipe_http *h, pgpipe_error *err, int *rc)
+{
+    pp_ingest_watch(h->ig, h->db);
+    *rc = pp_http_auth_reload(h->auth, h->db, err);
+    if (!pp_ingest_watch(h->ig, NULL))
+        return 0;
+    *rc = pp_err(err, PGPIPE_DB, "the database did not answer within %d ms (commit_timeout_ms)",
+                 h->o.commit_timeout_ms);
+    return 1;
+}
+
 static void hs_reload(pgpipe_http *h)
 {
     pgpipe_error err;
     pgpipe_error_clear(&err);
     if (PQstatus(h->db) != CONNECTION_OK)
         PQreset(h->db);
-    int rc = pp_http_auth_reload(h->auth, h->db, &err);
-    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM) {
+    int rc;
+    int cut = hs_reload_read(h, &err, &rc);
+    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM && !cut) {
         /* a connection whose server restarted says CONNECTION_OK until a
         ** query fails: connect again and read once more, so one SIGHUP
         ** enforces a revocation (not a second or third one) */
@@ -31227,7 +31273,7 @@ static void hs_reload(pgpipe_http *h)
                 err.message);
         PQreset(h->db);
         pgpipe_error_clear(&err);
-        rc = pp_http_auth_reload(h->auth, h->db, &err);
+        hs_reload_read(h, &err, &rc);
     }
     if (rc != PGPIPE_OK)
         pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "

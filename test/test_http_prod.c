@@ -383,3 +383,51 @@ PGT_TEST(http, prod_behind_transaction_pooler)
     pgt_db_close(admin);
     pgt_bouncer_stop();
 }
+
+/* SIGHUP reloads the tokens on the server's own thread: with a database that
+** does not answer (here: a lock on pgpipe.http_tokens) the read is cut after
+** the commit timeout, the tokens read before stay, and /healthz is answered
+** again, instead of the whole server waiting for the database. */
+PGT_TEST(http, prod_reload_with_db_not_answering_keeps_serving)
+{
+    char db[64];
+    snprintf(db, sizeof db, "hp_hup_%d", (int)getpid());
+    PGconn *admin = pgt_db_fresh(db);
+    snprintf(hp_conninfo, sizeof hp_conninfo, "%s dbname=%s", pgt_dsn(), db);
+    hp_timeout_ms = 3000;
+    hp_committers = 1;
+    http_t_srv s;
+    http_t_start(&s, hp_tweak);
+    http_t_resp r;
+    PGconn *locker = PQconnectdb(hp_conninfo);
+    PGT_CHECK(PQstatus(locker) == CONNECTION_OK);
+    PQclear(PGT_EXEC(locker, "BEGIN; LOCK TABLE pgpipe.http_tokens IN ACCESS EXCLUSIVE MODE"));
+    PGT_OK(pgpipe_http_reload(s.h));
+    pgpipe_sleep_ms(300); /* the loop has taken the reload (a later turn would too) */
+    int fd = http_t_connect(s.port, 0);
+    struct timeval tv = { 30, 0 }; /* without the watch: as long as the lock */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    http_t_nrest = 0;
+    http_t_sends(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    int st = http_t_read(fd, &r);
+    close(fd);
+    PGT_CHECK_MSG(st == 200, "/healthz during a reload the database does not answer: %d", st);
+    free(r.body);
+    PQclear(PGT_EXEC(locker, "COMMIT"));
+    PQfinish(locker);
+    /* still serving, and committing */
+    char last[512] = "";
+    for (int i = 0, ok = 0; i < 60 && !ok; i++) {
+        st = hp_post(s.port, "hup", NULL, "{\"n\":1}", 20, &r);
+        snprintf(last, sizeof last, "%d %s", st, st ? r.body : "");
+        ok = st == 202;
+        free(r.body);
+        if (!ok)
+            pgpipe_sleep_ms(500);
+        if (i == 59)
+            PGT_CHECK_MSG(0, "no 202 after 60 tries, the last: %s", last);
+    }
+    http_t_stop(&s);
+    pgpipe_http_close(s.h);
+    pgt_db_close(admin);
+}
