@@ -1015,6 +1015,10 @@ PGPIPE_PRIVATE int pp_ingest_spool_stats(pp_ingest *ig, pgpipe_spool_status *st)
 #endif
 /* Requests queued or committing (for metrics and the drain). */
 PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig);
+/* Watch conn (the server's own, on the event loop's thread) as a committer's
+** connection is watched: shut down after the commit timeout. conn NULL ends
+** the watch and returns 1 when it was shut down meanwhile. */
+PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn);
 /* Commit what is queued now and wait until every queued request has been
 ** answered through done (graceful drain). */
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig);
@@ -27013,6 +27017,7 @@ int pgpipe_http_token_revoke(PGconn *conn, const char *source, long long id, pgp
 
 
 #ifndef PGPIPE_OMIT_HTTP
+#include <sys/socket.h> /* shutdown: the watchdog */
 
 #define IG_MAX_KEY 255          /* bytes of an idempotency key */
 #define IG_MAX_LISTED 100       /* errors listed in one response (the count has all) */
@@ -27020,6 +27025,9 @@ int pgpipe_http_token_revoke(PGconn *conn, const char *source, long long id, pgp
 #define IG_MAX_COMMITTERS 16
 #define IG_MAINTAIN_US (3600LL * 1000000) /* http_keys partitions: hourly */
 #define IG_PING_US (1000LL * 1000)           /* an idle connection is checked */
+#define IG_WATCH_MS 100                        /* the watchdog looks this often */
+#define IG_STUCK_US (5000LL * 1000)           /* /readyz: a committer waiting this long
+                                                  (or the commit timeout, if shorter) */
 #define IG_NONE UINT32_MAX
 /* keyed requests in one group: each holds an advisory lock until COMMIT, and
 ** the server's lock table has max_locks_per_transaction x max_connections
@@ -27127,6 +27135,13 @@ typedef struct ig_committer {
     int started;
     atomic_int recheck; /* another committer lost its connection: check this
                            one's (counted in ig->rechecks) */
+    /* the watchdog's view, under ig->wmu: a statement waits for the server
+    ** since busy_since (monotonic us, 0: none) on socket fd (-1: none); cut:
+    ** the watchdog shut that socket down (the database did not answer) */
+    int64_t busy_since;
+    int fd;
+    int cut;
+    char logged[256];   /* the connect failure last logged (not again and again) */
 } ig_committer;
 
 /* Prometheus histogram buckets */
@@ -27160,6 +27175,18 @@ struct pp_ingest {
     size_t pending_bytes;
     atomic_int live;    /* committers with a working connection */
     atomic_int rechecks; /* committers whose connection is to be checked */
+    /* the watchdog: a committer whose database does not answer for
+    ** commit_us has its socket shut down, so its blocked libpq call fails
+    ** and the group's requests are answered 503 in bounded time */
+    int64_t commit_us;
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    pthread_t watchdog;
+    int has_watchdog;
+    int wquit;
+    long long m_timeouts; /* under wmu */
+    int64_t x_since;      /* the server's own connection (pp_ingest_watch), as */
+    int x_fd, x_cut;      /* a committer's busy_since, fd and cut; under wmu */
     ig_committer cm[IG_MAX_COMMITTERS];
     int ncm;
     /* the submit's state (event loop's thread only) */
@@ -29036,9 +29063,96 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
     return ig_exec(c, "COMMIT", 0, NULL, NULL);
 }
 
+/* c waits for its database from now on (on): the watchdog may cut its
+** socket after the commit timeout; or no more (off). Off returns 1 when the
+** watchdog cut it meanwhile (and sets c->err to say so). */
+static int ig_busy(ig_committer *c, int on)
+{
+    pp_ingest *ig = c->ig;
+    pthread_mutex_lock(&ig->wmu);
+    int cut = c->cut;
+    c->cut = 0;
+    c->busy_since = on && c->conn ? pgpipe_now_us() : 0;
+    c->fd = on && c->conn ? PQsocket(c->conn) : -1;
+    pthread_mutex_unlock(&ig->wmu);
+    if (cut && !on) {
+        pp_err(&c->err, PGPIPE_DB, "http ingest: the database did not answer within %lld ms "
+               "(commit_timeout_ms): its connection was closed",
+               (long long)(ig->commit_us / 1000));
+        snprintf(c->err.sqlstate, sizeof c->err.sqlstate, "08006");
+    }
+    return cut;
+}
+
+static void *ig_watchdog_main(void *arg)
+{
+    pp_ingest *ig = arg;
+    pthread_mutex_lock(&ig->wmu);
+    while (!ig->wquit) {
+        int64_t t = pgpipe_now_us();
+        for (int i = 0; i < ig->ncm; i++) {
+            ig_committer *c = &ig->cm[i];
+            if (c->busy_since && !c->cut && c->fd >= 0 && t - c->busy_since >= ig->commit_us) {
+                /* the blocked call of the committer fails as on a lost
+                ** connection; the fd stays open until the committer
+                ** closes it, which it does only after ig_busy(c, 0) */
+                shutdown(c->fd, SHUT_RDWR);
+                c->cut = 1;
+                ig->m_timeouts++;
+            }
+        }
+        if (ig->x_since && !ig->x_cut && ig->x_fd >= 0 && t - ig->x_since >= ig->commit_us) {
+            shutdown(ig->x_fd, SHUT_RDWR);
+            ig->x_cut = 1;
+            ig->m_timeouts++;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += IG_WATCH_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&ig->wcv, &ig->wmu, &ts);
+    }
+    pthread_mutex_unlock(&ig->wmu);
+    return NULL;
+}
+
+PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn)
+{
+    pthread_mutex_lock(&ig->wmu);
+    int cut = ig->x_cut;
+    ig->x_cut = 0;
+    ig->x_since = conn ? pgpipe_now_us() : 0;
+    ig->x_fd = conn ? PQsocket(conn) : -1;
+    pthread_mutex_unlock(&ig->wmu);
+    return conn ? 0 : cut;
+}
+
+/* Does every committer wait for the database for long (the shorter of
+** IG_STUCK_US and the commit timeout)? Then nothing admitted now would
+** commit soon. */
+static int ig_stuck(pp_ingest *ig)
+{
+    int64_t t = pgpipe_now_us(), lim = ig->commit_us < IG_STUCK_US ? ig->commit_us : IG_STUCK_US;
+    int busy = 0;
+    pthread_mutex_lock(&ig->wmu);
+    for (int i = 0; i < ig->ncm; i++)
+        busy += ig->cm[i].busy_since && t - ig->cm[i].busy_since >= lim;
+    pthread_mutex_unlock(&ig->wmu);
+    return busy == ig->ncm;
+}
+
 static void ig_disconnect(ig_committer *c)
 {
     pp_ingest *ig = c->ig;
+    /* the watchdog forgets the socket before it is closed (and its number
+    ** reused) */
+    pthread_mutex_lock(&ig->wmu);
+    c->busy_since = 0;
+    c->fd = -1;
+    pthread_mutex_unlock(&ig->wmu);
     if (c->conn)
         PQfinish(c->conn);
     c->conn = NULL;
@@ -29069,28 +29183,67 @@ static int ig_connect(ig_committer *c, int now_anyway)
     int64_t t = pgpipe_now_us();
     if (!now_anyway && t < c->next_try)
         return 0;
-    c->conn = PQconnectdb(ig->conninfo ? ig->conninfo : "");
+    /* a server (or a pooler) that accepts no connection must not hold a
+    ** committer, and the request it has, for ever: libpq's connect_timeout
+    ** (per host of a multi-host conninfo), unless the conninfo or
+    ** PGCONNECT_TIMEOUT sets one (entries before "dbname" are defaults) */
+    char ct[16];
+    long long cts = ig->commit_us / 1000000;
+    snprintf(ct, sizeof ct, "%lld", cts < 2 ? 2 : cts > 10 ? 10 : cts);
+    const char *env_ct = getenv("PGCONNECT_TIMEOUT");
+    const char *keys[3] = { "connect_timeout", "dbname", NULL };
+    const char *vals[3] = { ct, ig->conninfo ? ig->conninfo : "", NULL };
+    int k0 = env_ct && *env_ct ? 1 : 0;
+    c->conn = PQconnectdbParams(keys + k0, vals + k0, 1);
     if (c->conn)
         PQsetNoticeProcessor(c->conn, pp_notice_to_log, (void *)"http");
-    if (!c->conn || PQstatus(c->conn) != CONNECTION_OK ||
-        ig_exec(c, "SET application_name = 'pgpipe http ingest'", 0, NULL, NULL) != PGPIPE_OK) {
-        if (c->conn)
+    int ok = c->conn && PQstatus(c->conn) == CONNECTION_OK, cut = 0;
+    if (ok) {
+        ig_busy(c, 1);
+        PGresult *r = NULL;
+        ok = ig_exec(c, "SET application_name = 'pgpipe http ingest'", 0, NULL, NULL) == PGPIPE_OK &&
+             ig_exec(c, "SELECT current_setting('transaction_read_only')", 0, NULL, &r) == PGPIPE_OK;
+        int ro = ok && PQntuples(r) == 1 && !strcmp(PQgetvalue(r, 0, 0), "on");
+        PQclear(r);
+        cut = ig_busy(c, 0);
+        if (ro && !cut) {
+            /* a standby (or default_transaction_read_only): no group could
+            ** commit there, so the committer is not counted ready */
+            ok = 0;
+            cut = 1; /* c->err says why */
+            pp_err(&c->err, PGPIPE_DB, "http ingest: the server is read-only (a standby?): "
+                   "records cannot be committed there; with several hosts, add "
+                   "target_session_attrs=read-write to the conninfo");
+            snprintf(c->err.sqlstate, sizeof c->err.sqlstate, "25006");
+        }
+    }
+    if (!ok) {
+        if (c->conn && !cut)
             pp_err_pq(&c->err, c->conn, NULL, "http ingest: connect");
-        if (c->conn)
-            PQfinish(c->conn);
-        c->conn = NULL;
+        if (c->conn && strncmp(c->logged, c->err.message, sizeof c->logged - 1)) {
+            /* once per new reason: /readyz says "no connection", the log why */
+            size_t n = strlen(c->err.message);
+            n = n < sizeof c->logged - 1 ? n : sizeof c->logged - 1;
+            memcpy(c->logged, c->err.message, n);
+            c->logged[n] = '\0';
+            pp_logf(PGPIPE_LOG_WARN, "http", "committer %d: %s", c->idx + 1, c->err.message);
+        }
+        ig_disconnect(c);
         c->backoff_ms = c->backoff_ms ? (c->backoff_ms * 2 > 5000 ? 5000 : c->backoff_ms * 2) : 100;
         c->next_try = pgpipe_now_us() + (int64_t)c->backoff_ms * 1000;
         return 0;
     }
     c->backoff_ms = 0;
+    c->logged[0] = '\0';
     c->used = pgpipe_now_us();
     c->live = 1;
     atomic_fetch_add(&ig->live, 1);
     pthread_mutex_lock(&ig->mu);
     ig->m_reconnects++;
     pthread_mutex_unlock(&ig->mu);
+    ig_busy(c, 1);
     ig_maintain(c);
+    ig_busy(c, 0);
     return 1;
 }
 
@@ -29142,24 +29295,35 @@ static void ig_commit(ig_committer *c, ig_group *g)
     long long acc = 0, dead = 0;
     int rc = PGPIPE_DB, sent = 0, transient = 1, lost = 1;
     if (ig_connect(c, 1)) {
+        ig_busy(c, 1);
         rc = ig_transaction(c, g, 0, &acc, &dead, &sent);
         if (rc != PGPIPE_OK && !sent && !ig_transient(c) && ig_data_error(c)) {
             /* a row refused (a value JSONB cannot hold ...): isolate it */
             pp_rollback_open(c->conn);
             rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
         }
+        ig_busy(c, 0); /* cut as COMMIT's answer came: rc says what it was */
         transient = rc != PGPIPE_OK && ig_transient(c);
         lost = rc != PGPIPE_OK && ig_conn_lost(c);
+        /* a read-only server (25006: a standby, or a primary that became one;
+        ** a conninfo without target_session_attrs=read-write): never acked,
+        ** and the next group connects again, to whichever host is writable */
+        int read_only = rc != PGPIPE_OK && !strcmp(c->err.sqlstate, "25006");
         if (rc != PGPIPE_OK) {
             pp_logf(PGPIPE_LOG_WARN, "http", "group of %zu requests not committed: %s", g->nreqs,
                     c->err.message);
-            if (transient) {
+            if (transient || read_only) {
                 ig_disconnect(c);
-                c->next_try = 0; /* a new connection at once, then back off */
+                /* a new connection at once, then back off (a read-only
+                ** server: after the back-off) */
+                if (!read_only)
+                    c->next_try = 0;
             } else {
+                ig_busy(c, 1);
                 pp_rollback_open(c->conn);
                 if (!strcmp(c->err.sqlstate, "23514"))
                     ig_maintain(c); /* no partition for a key: make them */
+                ig_busy(c, 0);
             }
         }
     }
@@ -29316,7 +29480,10 @@ static void *ig_committer_main(void *arg)
         if (atomic_load(&c->recheck)) {
             /* another committer lost its connection: is this one alive? */
             pthread_mutex_unlock(&ig->mu);
-            if (!need_conn && ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK && ig_transient(c)) {
+            ig_busy(c, 1);
+            int bad = !need_conn && ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK;
+            ig_busy(c, 0);
+            if (bad && ig_transient(c)) {
                 ig_disconnect(c);
                 c->next_try = 0;
             }
@@ -29335,7 +29502,10 @@ static void *ig_committer_main(void *arg)
             /* an idle connection is checked, so readiness follows a server
             ** that went away between groups */
             pthread_mutex_unlock(&ig->mu);
-            if (ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK && ig_transient(c)) {
+            ig_busy(c, 1);
+            int bad = ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK;
+            ig_busy(c, 0);
+            if (bad && ig_transient(c)) {
                 ig_disconnect(c);
                 c->next_try = 0;
             }
@@ -29345,7 +29515,9 @@ static void *ig_committer_main(void *arg)
         }
         if (!need_conn && t - c->maintained >= IG_MAINTAIN_US) {
             pthread_mutex_unlock(&ig->mu);
+            ig_busy(c, 1);
             ig_maintain(c);
+            ig_busy(c, 0);
             pthread_mutex_lock(&ig->mu);
             continue;
         }
@@ -29586,14 +29758,26 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
 #endif
     pthread_cond_init(&ig->cv, &ca);
     pthread_cond_init(&ig->dcv, &ca);
+    pthread_mutex_init(&ig->wmu, NULL);
+    pthread_cond_init(&ig->wcv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&ig->live, 0);
     atomic_init(&ig->rechecks, 0);
+    ig->commit_us = (int64_t)(o->commit_timeout_ms > 0 ? o->commit_timeout_ms : 30000) * 1000;
+    ig->x_fd = -1;
     for (int i = 0; i < ig->ncm; i++) {
         ig_committer *c = &ig->cm[i];
         c->ig = ig;
         c->idx = i;
+        c->fd = -1;
         atomic_init(&c->recheck, 0);
+    }
+    /* before the first connection, which it watches too */
+    if (pthread_create(&ig->watchdog, NULL, ig_watchdog_main, ig) != 0)
+        return pp_err(err, PGPIPE_NOMEM, "http ingest: cannot start the watchdog thread");
+    ig->has_watchdog = 1;
+    for (int i = 0; i < ig->ncm; i++) {
+        ig_committer *c = &ig->cm[i];
         /* connected before the server answers its first request, so it is
         ** ready at once when the database is */
         ig_connect(c, 1);
@@ -29650,6 +29834,13 @@ PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size)
     if (atomic_load(&ig->live) == 0) {
         if (size)
             snprintf(why, size, "no connection to the database");
+        return 0;
+    }
+    if (ig_stuck(ig)) {
+        if (size)
+            snprintf(why, size, "the database does not answer: every committer has waited "
+                                "%lld ms or more", (long long)((ig->commit_us < IG_STUCK_US
+                                                                   ? ig->commit_us : IG_STUCK_US) / 1000));
         return 0;
     }
     pthread_mutex_lock(&ig->mu);
@@ -29724,6 +29915,13 @@ PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b)
                             "# TYPE pgpipe_http_committers_connected gauge\n"
                             "pgpipe_http_committers_connected %d\n",
                          queued, ig->pending, ig->pending_bytes, atomic_load(&ig->live));
+    pthread_mutex_lock(&ig->wmu);
+    long long timeouts = ig->m_timeouts;
+    pthread_mutex_unlock(&ig->wmu);
+    rc |= pp_buf_appendf(b, "# HELP pgpipe_http_commit_timeouts_total connections closed because the "
+                            "database did not answer within the commit timeout\n"
+                            "# TYPE pgpipe_http_commit_timeouts_total counter\n"
+                            "pgpipe_http_commit_timeouts_total %lld\n", timeouts);
     rc |= pp_buf_appendf(b, "# HELP pgpipe_http_records_duplicate_total records a device sent again "
                             "(Pgpipe-Seq at or below its position): skipped\n"
                             "# TYPE pgpipe_http_records_duplicate_total counter\n"
@@ -29820,6 +30018,16 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
         pp_free(c->pos);
         pp_free(c->phash);
     }
+    if (ig->has_watchdog) {
+        pthread_mutex_lock(&ig->wmu);
+        ig->wquit = 1;
+        pthread_cond_broadcast(&ig->wcv);
+        pthread_mutex_unlock(&ig->wmu);
+        pthread_join(ig->watchdog, NULL);
+        ig->has_watchdog = 0;
+    }
+    pthread_mutex_destroy(&ig->wmu);
+    pthread_cond_destroy(&ig->wcv);
 #ifndef PGPIPE_OMIT_SPOOL
     pgpipe_spool_close(ig->sp);
     pp_buf_free(&ig->env);
@@ -29910,6 +30118,7 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
     o->header_timeout_ms = 10000;
     o->body_timeout_ms = 30000;
     o->idle_timeout_ms = 60000;
+    o->commit_timeout_ms = 30000;
     o->group_window_ms = 0;
     o->group_records = 5000;
     o->committers = 2;
@@ -31278,6 +31487,8 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
         return pp_err(e, PGPIPE_MISUSE, "options.%s: must be at least 1 ms",
                       o->header_timeout_ms < 1 ? "header_timeout_ms"
                       : o->body_timeout_ms < 1 ? "body_timeout_ms" : "idle_timeout_ms");
+    if (o->commit_timeout_ms < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.commit_timeout_ms: must be at least 1 ms");
     if (o->group_window_ms < 0)
         return pp_err(e, PGPIPE_MISUSE, "options.group_window_ms: %d is below 0",
                       o->group_window_ms);
@@ -31346,7 +31557,15 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
         return pp_err_nomem(&h->h.err);
     h->o.spool_dir = h->spool_dir;
 
-    h->db = PQconnectdb(h->conninfo);
+    {
+        /* bounded, as the committers' (PQreset on SIGHUP reuses it): libpq's
+        ** connect_timeout unless the conninfo or PGCONNECT_TIMEOUT sets one */
+        const char *env_ct = getenv("PGCONNECT_TIMEOUT");
+        const char *keys[3] = { "connect_timeout", "dbname", NULL };
+        const char *vals[3] = { "10", h->conninfo, NULL };
+        int k0 = env_ct && *env_ct ? 1 : 0;
+        h->db = PQconnectdbParams(keys + k0, vals + k0, 1);
+    }
     if (!h->db)
         return pp_err_nomem(&h->h.err);
     if (PQstatus(h->db) != CONNECTION_OK)
@@ -31427,14 +31646,29 @@ static void hs_timers(pgpipe_http *h)
     }
 }
 
+/* Read the tokens on the event loop's thread, watched as a committer is: a
+** database that does not answer must not stop the server (/healthz,
+** /readyz, the spool) for longer than the commit timeout. 1: it was cut. */
+static int hs_reload_read(pgpipe_http *h, pgpipe_error *err, int *rc)
+{
+    pp_ingest_watch(h->ig, h->db);
+    *rc = pp_http_auth_reload(h->auth, h->db, err);
+    if (!pp_ingest_watch(h->ig, NULL))
+        return 0;
+    *rc = pp_err(err, PGPIPE_DB, "the database did not answer within %d ms (commit_timeout_ms)",
+                 h->o.commit_timeout_ms);
+    return 1;
+}
+
 static void hs_reload(pgpipe_http *h)
 {
     pgpipe_error err;
     pgpipe_error_clear(&err);
     if (PQstatus(h->db) != CONNECTION_OK)
         PQreset(h->db);
-    int rc = pp_http_auth_reload(h->auth, h->db, &err);
-    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM) {
+    int rc;
+    int cut = hs_reload_read(h, &err, &rc);
+    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM && !cut) {
         /* a connection whose server restarted says CONNECTION_OK until a
         ** query fails: connect again and read once more, so one SIGHUP
         ** enforces a revocation (not a second or third one) */
@@ -31442,7 +31676,7 @@ static void hs_reload(pgpipe_http *h)
                 err.message);
         PQreset(h->db);
         pgpipe_error_clear(&err);
-        rc = pp_http_auth_reload(h->auth, h->db, &err);
+        hs_reload_read(h, &err, &rc);
     }
     if (rc != PGPIPE_OK)
         pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "
@@ -32447,8 +32681,19 @@ static int cdc_connect(pgpipe_cdc *c, PGconn **out, const char *conninfo, int re
     if (!pg)
         return pp_err_nomem(&c->h.err);
     if (PQstatus(pg) != CONNECTION_OK) {
-        pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the %s: %s", what,
-               PQerrorMessage(pg));
+        const char *m = PQerrorMessage(pg);
+        /* a pooler (pgbouncer before 1.23, or in transaction mode) refuses
+        ** the replication startup parameter in words of its own */
+        int pooler = replication && strstr(m, "unsupported startup parameter") &&
+                     strstr(m, "replication");
+        int mn = (int)strlen(m);
+        while (pooler && mn > 0 && (m[mn - 1] == '\n' || m[mn - 1] == ' '))
+            mn--;
+        pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the %s: %.*s%s", what, mn, m,
+               pooler ? "; hint: the source conninfo reaches a connection pooler (pgbouncer), "
+                        "which does not pass replication connections: give the source "
+                        "server's own host and port (the target may stay behind the pooler)"
+                      : "");
         snprintf(c->h.err.sqlstate, sizeof c->h.err.sqlstate, "08006");
         PQfinish(pg);
         return PGPIPE_DB;
@@ -32644,9 +32889,11 @@ static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
         PQclear(r);
         if (known)
             return pp_err(&c->h.err, PGPIPE_ERROR,
-                          "cdc: slot \"%s\" is gone from the source (dropped or invalidated) "
-                          "but the target staged changes from it; changes since then may be "
-                          "missing: drop its state (.cdc drop) and start again", c->slot);
+                          "cdc: slot \"%s\" is gone from the source (dropped or invalidated, "
+                          "or the source failed over to a standby that lacks it: PostgreSQL 16 "
+                          "and older keep logical slots on the primary only) but the target "
+                          "staged changes from it; changes since then may be missing: drop its "
+                          "state (.cdc drop) and start again", c->slot);
         if (!create)
             return pp_err(&c->h.err, PGPIPE_ERROR, "cdc: the source has no slot \"%s\"",
                           c->slot);
@@ -33081,8 +33328,23 @@ static int cdc_start(pgpipe_cdc *c)
         }
         const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         int busy = st && strcmp(st, "55006") == 0;
+        int gone = st && strcmp(st, "42704") == 0;
         rc = pp_err_pq(&c->h.err, c->repl, r, "cdc: START_REPLICATION");
         PQclear(r);
+        if (gone) {
+            /* the slot went since the stream started (dropped; or the source
+            ** failed over to a standby, which has no logical slots before
+            ** PostgreSQL 17): a new slot would start after changes nobody
+            ** staged, so this is the end, never a silent new start */
+            pp_err(&c->h.err, PGPIPE_ERROR,
+                   "cdc: slot \"%s\" is gone from the source (dropped, or the source failed "
+                   "over to a standby that lacks it: PostgreSQL 16 and older keep logical slots "
+                   "on the primary only) but the target staged changes from it up to %s; "
+                   "changes since then may be missing: drop its state (.cdc drop) and start "
+                   "again (--snapshot copies the tables' current rows)", c->slot, lsn);
+            snprintf(c->h.err.sqlstate, sizeof c->h.err.sqlstate, "42704");
+            return PGPIPE_ERROR;
+        }
         if (!busy || attempt >= 100 || atomic_load(&c->stop))
             return rc;
         pgpipe_sleep_ms(100);
@@ -34093,9 +34355,6 @@ static int cdc_target_session(pgpipe_cdc *c)
         rc = pp_err(&c->h.err, PGPIPE_ERROR, "cdc: slot \"%s\" is gone from pgpipe.cdc_slots on the "
                     "target", c->slot);
     PQclear(r);
-    if (rc == PGPIPE_OK && async)
-        rc = pp_exec(c->tgt, "SET synchronous_commit = off", 0, NULL, NULL, &c->h.err,
-                     "cdc: setting the target session up");
     if (rc != PGPIPE_OK)
         return rc;
     if (applied != c->applied) {
@@ -34171,12 +34430,21 @@ static int cdc_w_wait(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int done)
 static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq)
 {
     int rc = cdc_w_wait(c, L, seq, 0);
+    /* the commit that need not wait for the WAL flush is the transaction's
+    ** own (SET LOCAL), never the session's: behind a transaction-mode
+    ** pooler a session setting would stay on the server connection and make
+    ** other clients' commits asynchronous */
+    static const char *const open_sql[2][2] = {
+        { "BEGIN; COPY staging.raw_events (source, event_type, payload) FROM STDIN",
+          "BEGIN; SET LOCAL synchronous_commit = off; "
+          "COPY staging.raw_events (source, event_type, payload) FROM STDIN" },
+        { "BEGIN; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN",
+          "BEGIN; SET LOCAL synchronous_commit = off; "
+          "COPY staging.raw_events (id, source, event_type, payload) FROM STDIN" },
+    };
     if (rc == PGPIPE_OK)
-        rc = pp_copy_in_start(L->conn, c->nrun > 1
-                                  ? "BEGIN; COPY staging.raw_events (id, source, event_type, payload) "
-                                    "FROM STDIN"
-                                  : "BEGIN; COPY staging.raw_events (source, event_type, payload) "
-                                    "FROM STDIN", &L->err, "cdc: COPY into staging");
+        rc = pp_copy_in_start(L->conn, open_sql[c->nrun > 1][c->async_commit != 0], &L->err,
+                              "cdc: COPY into staging");
     if (rc != PGPIPE_OK) {
         cdc_group_abort(c, L);
         return rc;
@@ -34378,11 +34646,7 @@ static int cdc_lane_conn(pgpipe_cdc *c, cdc_lane *L)
     if (PQstatus(L->conn) != CONNECTION_OK)
         return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
                       PQerrorMessage(L->conn));
-    if (!L->ready && c->async_commit &&
-        pp_exec(L->conn, "SET synchronous_commit = off", 0, NULL, NULL, &c->h.err,
-                "cdc: setting the target session up") != PGPIPE_OK)
-        return PGPIPE_DB;
-    L->ready = 1;
+    L->ready = 1; /* (synchronous_commit is set per transaction: cdc_w_open) */
     return PGPIPE_OK;
 }
 

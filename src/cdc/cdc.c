@@ -412,8 +412,19 @@ static int cdc_connect(pgpipe_cdc *c, PGconn **out, const char *conninfo, int re
     if (!pg)
         return pp_err_nomem(&c->h.err);
     if (PQstatus(pg) != CONNECTION_OK) {
-        pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the %s: %s", what,
-               PQerrorMessage(pg));
+        const char *m = PQerrorMessage(pg);
+        /* a pooler (pgbouncer before 1.23, or in transaction mode) refuses
+        ** the replication startup parameter in words of its own */
+        int pooler = replication && strstr(m, "unsupported startup parameter") &&
+                     strstr(m, "replication");
+        int mn = (int)strlen(m);
+        while (pooler && mn > 0 && (m[mn - 1] == '\n' || m[mn - 1] == ' '))
+            mn--;
+        pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the %s: %.*s%s", what, mn, m,
+               pooler ? "; hint: the source conninfo reaches a connection pooler (pgbouncer), "
+                        "which does not pass replication connections: give the source "
+                        "server's own host and port (the target may stay behind the pooler)"
+                      : "");
         snprintf(c->h.err.sqlstate, sizeof c->h.err.sqlstate, "08006");
         PQfinish(pg);
         return PGPIPE_DB;
@@ -609,9 +620,11 @@ static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
         PQclear(r);
         if (known)
             return pp_err(&c->h.err, PGPIPE_ERROR,
-                          "cdc: slot \"%s\" is gone from the source (dropped or invalidated) "
-                          "but the target staged changes from it; changes since then may be "
-                          "missing: drop its state (.cdc drop) and start again", c->slot);
+                          "cdc: slot \"%s\" is gone from the source (dropped or invalidated, "
+                          "or the source failed over to a standby that lacks it: PostgreSQL 16 "
+                          "and older keep logical slots on the primary only) but the target "
+                          "staged changes from it; changes since then may be missing: drop its "
+                          "state (.cdc drop) and start again", c->slot);
         if (!create)
             return pp_err(&c->h.err, PGPIPE_ERROR, "cdc: the source has no slot \"%s\"",
                           c->slot);
@@ -1046,8 +1059,23 @@ static int cdc_start(pgpipe_cdc *c)
         }
         const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         int busy = st && strcmp(st, "55006") == 0;
+        int gone = st && strcmp(st, "42704") == 0;
         rc = pp_err_pq(&c->h.err, c->repl, r, "cdc: START_REPLICATION");
         PQclear(r);
+        if (gone) {
+            /* the slot went since the stream started (dropped; or the source
+            ** failed over to a standby, which has no logical slots before
+            ** PostgreSQL 17): a new slot would start after changes nobody
+            ** staged, so this is the end, never a silent new start */
+            pp_err(&c->h.err, PGPIPE_ERROR,
+                   "cdc: slot \"%s\" is gone from the source (dropped, or the source failed "
+                   "over to a standby that lacks it: PostgreSQL 16 and older keep logical slots "
+                   "on the primary only) but the target staged changes from it up to %s; "
+                   "changes since then may be missing: drop its state (.cdc drop) and start "
+                   "again (--snapshot copies the tables' current rows)", c->slot, lsn);
+            snprintf(c->h.err.sqlstate, sizeof c->h.err.sqlstate, "42704");
+            return PGPIPE_ERROR;
+        }
         if (!busy || attempt >= 100 || atomic_load(&c->stop))
             return rc;
         pgpipe_sleep_ms(100);
@@ -2058,9 +2086,6 @@ static int cdc_target_session(pgpipe_cdc *c)
         rc = pp_err(&c->h.err, PGPIPE_ERROR, "cdc: slot \"%s\" is gone from pgpipe.cdc_slots on the "
                     "target", c->slot);
     PQclear(r);
-    if (rc == PGPIPE_OK && async)
-        rc = pp_exec(c->tgt, "SET synchronous_commit = off", 0, NULL, NULL, &c->h.err,
-                     "cdc: setting the target session up");
     if (rc != PGPIPE_OK)
         return rc;
     if (applied != c->applied) {
@@ -2136,12 +2161,21 @@ static int cdc_w_wait(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int done)
 static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq)
 {
     int rc = cdc_w_wait(c, L, seq, 0);
+    /* the commit that need not wait for the WAL flush is the transaction's
+    ** own (SET LOCAL), never the session's: behind a transaction-mode
+    ** pooler a session setting would stay on the server connection and make
+    ** other clients' commits asynchronous */
+    static const char *const open_sql[2][2] = {
+        { "BEGIN; COPY staging.raw_events (source, event_type, payload) FROM STDIN",
+          "BEGIN; SET LOCAL synchronous_commit = off; "
+          "COPY staging.raw_events (source, event_type, payload) FROM STDIN" },
+        { "BEGIN; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN",
+          "BEGIN; SET LOCAL synchronous_commit = off; "
+          "COPY staging.raw_events (id, source, event_type, payload) FROM STDIN" },
+    };
     if (rc == PGPIPE_OK)
-        rc = pp_copy_in_start(L->conn, c->nrun > 1
-                                  ? "BEGIN; COPY staging.raw_events (id, source, event_type, payload) "
-                                    "FROM STDIN"
-                                  : "BEGIN; COPY staging.raw_events (source, event_type, payload) "
-                                    "FROM STDIN", &L->err, "cdc: COPY into staging");
+        rc = pp_copy_in_start(L->conn, open_sql[c->nrun > 1][c->async_commit != 0], &L->err,
+                              "cdc: COPY into staging");
     if (rc != PGPIPE_OK) {
         cdc_group_abort(c, L);
         return rc;
@@ -2343,11 +2377,7 @@ static int cdc_lane_conn(pgpipe_cdc *c, cdc_lane *L)
     if (PQstatus(L->conn) != CONNECTION_OK)
         return pp_err(&c->h.err, PGPIPE_DB, "cdc: cannot connect to the target: %s",
                       PQerrorMessage(L->conn));
-    if (!L->ready && c->async_commit &&
-        pp_exec(L->conn, "SET synchronous_commit = off", 0, NULL, NULL, &c->h.err,
-                "cdc: setting the target session up") != PGPIPE_OK)
-        return PGPIPE_DB;
-    L->ready = 1;
+    L->ready = 1; /* (synchronous_commit is set per transaction: cdc_w_open) */
     return PGPIPE_OK;
 }
 

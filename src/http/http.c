@@ -60,6 +60,7 @@ void pgpipe_http_options_init(pgpipe_http_options *o)
     o->header_timeout_ms = 10000;
     o->body_timeout_ms = 30000;
     o->idle_timeout_ms = 60000;
+    o->commit_timeout_ms = 30000;
     o->group_window_ms = 0;
     o->group_records = 5000;
     o->committers = 2;
@@ -1428,6 +1429,8 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
         return pp_err(e, PGPIPE_MISUSE, "options.%s: must be at least 1 ms",
                       o->header_timeout_ms < 1 ? "header_timeout_ms"
                       : o->body_timeout_ms < 1 ? "body_timeout_ms" : "idle_timeout_ms");
+    if (o->commit_timeout_ms < 1)
+        return pp_err(e, PGPIPE_MISUSE, "options.commit_timeout_ms: must be at least 1 ms");
     if (o->group_window_ms < 0)
         return pp_err(e, PGPIPE_MISUSE, "options.group_window_ms: %d is below 0",
                       o->group_window_ms);
@@ -1496,7 +1499,15 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
         return pp_err_nomem(&h->h.err);
     h->o.spool_dir = h->spool_dir;
 
-    h->db = PQconnectdb(h->conninfo);
+    {
+        /* bounded, as the committers' (PQreset on SIGHUP reuses it): libpq's
+        ** connect_timeout unless the conninfo or PGCONNECT_TIMEOUT sets one */
+        const char *env_ct = getenv("PGCONNECT_TIMEOUT");
+        const char *keys[3] = { "connect_timeout", "dbname", NULL };
+        const char *vals[3] = { "10", h->conninfo, NULL };
+        int k0 = env_ct && *env_ct ? 1 : 0;
+        h->db = PQconnectdbParams(keys + k0, vals + k0, 1);
+    }
     if (!h->db)
         return pp_err_nomem(&h->h.err);
     if (PQstatus(h->db) != CONNECTION_OK)
@@ -1577,14 +1588,29 @@ static void hs_timers(pgpipe_http *h)
     }
 }
 
+/* Read the tokens on the event loop's thread, watched as a committer is: a
+** database that does not answer must not stop the server (/healthz,
+** /readyz, the spool) for longer than the commit timeout. 1: it was cut. */
+static int hs_reload_read(pgpipe_http *h, pgpipe_error *err, int *rc)
+{
+    pp_ingest_watch(h->ig, h->db);
+    *rc = pp_http_auth_reload(h->auth, h->db, err);
+    if (!pp_ingest_watch(h->ig, NULL))
+        return 0;
+    *rc = pp_err(err, PGPIPE_DB, "the database did not answer within %d ms (commit_timeout_ms)",
+                 h->o.commit_timeout_ms);
+    return 1;
+}
+
 static void hs_reload(pgpipe_http *h)
 {
     pgpipe_error err;
     pgpipe_error_clear(&err);
     if (PQstatus(h->db) != CONNECTION_OK)
         PQreset(h->db);
-    int rc = pp_http_auth_reload(h->auth, h->db, &err);
-    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM) {
+    int rc;
+    int cut = hs_reload_read(h, &err, &rc);
+    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM && !cut) {
         /* a connection whose server restarted says CONNECTION_OK until a
         ** query fails: connect again and read once more, so one SIGHUP
         ** enforces a revocation (not a second or third one) */
@@ -1592,7 +1618,7 @@ static void hs_reload(pgpipe_http *h)
                 err.message);
         PQreset(h->db);
         pgpipe_error_clear(&err);
-        rc = pp_http_auth_reload(h->auth, h->db, &err);
+        hs_reload_read(h, &err, &rc);
     }
     if (rc != PGPIPE_OK)
         pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "

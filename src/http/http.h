@@ -123,6 +123,13 @@ typedef struct pgpipe_http_options {
                                      groups form while the others commit */
     int group_records;            /* close a group at this many records; 5000 */
     int committers;               /* connections committing groups side by side; 2 */
+    int commit_timeout_ms;        /* a database that does not answer a group's
+                                     statements (a hung server, a pooler's queue)
+                                     for this long: its connection is closed and the
+                                     group's requests get 503 (outcome unknown when
+                                     the COMMIT was sent: retry with the same key);
+                                     /readyz is 503 while every committer waits that
+                                     long; 30000 */
     size_t memory_budget;         /* bytes of accepted, uncommitted requests before
                                      503 Retry-After; 64 MiB */
     int window_hours;             /* idempotency window of unlisted sources; 72 */

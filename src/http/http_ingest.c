@@ -29,6 +29,7 @@
 #include "pp_http.h"
 
 #ifndef PGPIPE_OMIT_HTTP
+#include <sys/socket.h> /* shutdown: the watchdog */
 
 #define IG_MAX_KEY 255          /* bytes of an idempotency key */
 #define IG_MAX_LISTED 100       /* errors listed in one response (the count has all) */
@@ -36,6 +37,9 @@
 #define IG_MAX_COMMITTERS 16
 #define IG_MAINTAIN_US (3600LL * 1000000) /* http_keys partitions: hourly */
 #define IG_PING_US (1000LL * 1000)           /* an idle connection is checked */
+#define IG_WATCH_MS 100                        /* the watchdog looks this often */
+#define IG_STUCK_US (5000LL * 1000)           /* /readyz: a committer waiting this long
+                                                  (or the commit timeout, if shorter) */
 #define IG_NONE UINT32_MAX
 /* keyed requests in one group: each holds an advisory lock until COMMIT, and
 ** the server's lock table has max_locks_per_transaction x max_connections
@@ -143,6 +147,13 @@ typedef struct ig_committer {
     int started;
     atomic_int recheck; /* another committer lost its connection: check this
                            one's (counted in ig->rechecks) */
+    /* the watchdog's view, under ig->wmu: a statement waits for the server
+    ** since busy_since (monotonic us, 0: none) on socket fd (-1: none); cut:
+    ** the watchdog shut that socket down (the database did not answer) */
+    int64_t busy_since;
+    int fd;
+    int cut;
+    char logged[256];   /* the connect failure last logged (not again and again) */
 } ig_committer;
 
 /* Prometheus histogram buckets */
@@ -176,6 +187,18 @@ struct pp_ingest {
     size_t pending_bytes;
     atomic_int live;    /* committers with a working connection */
     atomic_int rechecks; /* committers whose connection is to be checked */
+    /* the watchdog: a committer whose database does not answer for
+    ** commit_us has its socket shut down, so its blocked libpq call fails
+    ** and the group's requests are answered 503 in bounded time */
+    int64_t commit_us;
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    pthread_t watchdog;
+    int has_watchdog;
+    int wquit;
+    long long m_timeouts; /* under wmu */
+    int64_t x_since;      /* the server's own connection (pp_ingest_watch), as */
+    int x_fd, x_cut;      /* a committer's busy_since, fd and cut; under wmu */
     ig_committer cm[IG_MAX_COMMITTERS];
     int ncm;
     /* the submit's state (event loop's thread only) */
@@ -2052,9 +2075,96 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
     return ig_exec(c, "COMMIT", 0, NULL, NULL);
 }
 
+/* c waits for its database from now on (on): the watchdog may cut its
+** socket after the commit timeout; or no more (off). Off returns 1 when the
+** watchdog cut it meanwhile (and sets c->err to say so). */
+static int ig_busy(ig_committer *c, int on)
+{
+    pp_ingest *ig = c->ig;
+    pthread_mutex_lock(&ig->wmu);
+    int cut = c->cut;
+    c->cut = 0;
+    c->busy_since = on && c->conn ? pgpipe_now_us() : 0;
+    c->fd = on && c->conn ? PQsocket(c->conn) : -1;
+    pthread_mutex_unlock(&ig->wmu);
+    if (cut && !on) {
+        pp_err(&c->err, PGPIPE_DB, "http ingest: the database did not answer within %lld ms "
+               "(commit_timeout_ms): its connection was closed",
+               (long long)(ig->commit_us / 1000));
+        snprintf(c->err.sqlstate, sizeof c->err.sqlstate, "08006");
+    }
+    return cut;
+}
+
+static void *ig_watchdog_main(void *arg)
+{
+    pp_ingest *ig = arg;
+    pthread_mutex_lock(&ig->wmu);
+    while (!ig->wquit) {
+        int64_t t = pgpipe_now_us();
+        for (int i = 0; i < ig->ncm; i++) {
+            ig_committer *c = &ig->cm[i];
+            if (c->busy_since && !c->cut && c->fd >= 0 && t - c->busy_since >= ig->commit_us) {
+                /* the blocked call of the committer fails as on a lost
+                ** connection; the fd stays open until the committer
+                ** closes it, which it does only after ig_busy(c, 0) */
+                shutdown(c->fd, SHUT_RDWR);
+                c->cut = 1;
+                ig->m_timeouts++;
+            }
+        }
+        if (ig->x_since && !ig->x_cut && ig->x_fd >= 0 && t - ig->x_since >= ig->commit_us) {
+            shutdown(ig->x_fd, SHUT_RDWR);
+            ig->x_cut = 1;
+            ig->m_timeouts++;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += IG_WATCH_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&ig->wcv, &ig->wmu, &ts);
+    }
+    pthread_mutex_unlock(&ig->wmu);
+    return NULL;
+}
+
+PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn)
+{
+    pthread_mutex_lock(&ig->wmu);
+    int cut = ig->x_cut;
+    ig->x_cut = 0;
+    ig->x_since = conn ? pgpipe_now_us() : 0;
+    ig->x_fd = conn ? PQsocket(conn) : -1;
+    pthread_mutex_unlock(&ig->wmu);
+    return conn ? 0 : cut;
+}
+
+/* Does every committer wait for the database for long (the shorter of
+** IG_STUCK_US and the commit timeout)? Then nothing admitted now would
+** commit soon. */
+static int ig_stuck(pp_ingest *ig)
+{
+    int64_t t = pgpipe_now_us(), lim = ig->commit_us < IG_STUCK_US ? ig->commit_us : IG_STUCK_US;
+    int busy = 0;
+    pthread_mutex_lock(&ig->wmu);
+    for (int i = 0; i < ig->ncm; i++)
+        busy += ig->cm[i].busy_since && t - ig->cm[i].busy_since >= lim;
+    pthread_mutex_unlock(&ig->wmu);
+    return busy == ig->ncm;
+}
+
 static void ig_disconnect(ig_committer *c)
 {
     pp_ingest *ig = c->ig;
+    /* the watchdog forgets the socket before it is closed (and its number
+    ** reused) */
+    pthread_mutex_lock(&ig->wmu);
+    c->busy_since = 0;
+    c->fd = -1;
+    pthread_mutex_unlock(&ig->wmu);
     if (c->conn)
         PQfinish(c->conn);
     c->conn = NULL;
@@ -2085,28 +2195,67 @@ static int ig_connect(ig_committer *c, int now_anyway)
     int64_t t = pgpipe_now_us();
     if (!now_anyway && t < c->next_try)
         return 0;
-    c->conn = PQconnectdb(ig->conninfo ? ig->conninfo : "");
+    /* a server (or a pooler) that accepts no connection must not hold a
+    ** committer, and the request it has, for ever: libpq's connect_timeout
+    ** (per host of a multi-host conninfo), unless the conninfo or
+    ** PGCONNECT_TIMEOUT sets one (entries before "dbname" are defaults) */
+    char ct[16];
+    long long cts = ig->commit_us / 1000000;
+    snprintf(ct, sizeof ct, "%lld", cts < 2 ? 2 : cts > 10 ? 10 : cts);
+    const char *env_ct = getenv("PGCONNECT_TIMEOUT");
+    const char *keys[3] = { "connect_timeout", "dbname", NULL };
+    const char *vals[3] = { ct, ig->conninfo ? ig->conninfo : "", NULL };
+    int k0 = env_ct && *env_ct ? 1 : 0;
+    c->conn = PQconnectdbParams(keys + k0, vals + k0, 1);
     if (c->conn)
         PQsetNoticeProcessor(c->conn, pp_notice_to_log, (void *)"http");
-    if (!c->conn || PQstatus(c->conn) != CONNECTION_OK ||
-        ig_exec(c, "SET application_name = 'pgpipe http ingest'", 0, NULL, NULL) != PGPIPE_OK) {
-        if (c->conn)
+    int ok = c->conn && PQstatus(c->conn) == CONNECTION_OK, cut = 0;
+    if (ok) {
+        ig_busy(c, 1);
+        PGresult *r = NULL;
+        ok = ig_exec(c, "SET application_name = 'pgpipe http ingest'", 0, NULL, NULL) == PGPIPE_OK &&
+             ig_exec(c, "SELECT current_setting('transaction_read_only')", 0, NULL, &r) == PGPIPE_OK;
+        int ro = ok && PQntuples(r) == 1 && !strcmp(PQgetvalue(r, 0, 0), "on");
+        PQclear(r);
+        cut = ig_busy(c, 0);
+        if (ro && !cut) {
+            /* a standby (or default_transaction_read_only): no group could
+            ** commit there, so the committer is not counted ready */
+            ok = 0;
+            cut = 1; /* c->err says why */
+            pp_err(&c->err, PGPIPE_DB, "http ingest: the server is read-only (a standby?): "
+                   "records cannot be committed there; with several hosts, add "
+                   "target_session_attrs=read-write to the conninfo");
+            snprintf(c->err.sqlstate, sizeof c->err.sqlstate, "25006");
+        }
+    }
+    if (!ok) {
+        if (c->conn && !cut)
             pp_err_pq(&c->err, c->conn, NULL, "http ingest: connect");
-        if (c->conn)
-            PQfinish(c->conn);
-        c->conn = NULL;
+        if (c->conn && strncmp(c->logged, c->err.message, sizeof c->logged - 1)) {
+            /* once per new reason: /readyz says "no connection", the log why */
+            size_t n = strlen(c->err.message);
+            n = n < sizeof c->logged - 1 ? n : sizeof c->logged - 1;
+            memcpy(c->logged, c->err.message, n);
+            c->logged[n] = '\0';
+            pp_logf(PGPIPE_LOG_WARN, "http", "committer %d: %s", c->idx + 1, c->err.message);
+        }
+        ig_disconnect(c);
         c->backoff_ms = c->backoff_ms ? (c->backoff_ms * 2 > 5000 ? 5000 : c->backoff_ms * 2) : 100;
         c->next_try = pgpipe_now_us() + (int64_t)c->backoff_ms * 1000;
         return 0;
     }
     c->backoff_ms = 0;
+    c->logged[0] = '\0';
     c->used = pgpipe_now_us();
     c->live = 1;
     atomic_fetch_add(&ig->live, 1);
     pthread_mutex_lock(&ig->mu);
     ig->m_reconnects++;
     pthread_mutex_unlock(&ig->mu);
+    ig_busy(c, 1);
     ig_maintain(c);
+    ig_busy(c, 0);
     return 1;
 }
 
@@ -2158,24 +2307,35 @@ static void ig_commit(ig_committer *c, ig_group *g)
     long long acc = 0, dead = 0;
     int rc = PGPIPE_DB, sent = 0, transient = 1, lost = 1;
     if (ig_connect(c, 1)) {
+        ig_busy(c, 1);
         rc = ig_transaction(c, g, 0, &acc, &dead, &sent);
         if (rc != PGPIPE_OK && !sent && !ig_transient(c) && ig_data_error(c)) {
             /* a row refused (a value JSONB cannot hold ...): isolate it */
             pp_rollback_open(c->conn);
             rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
         }
+        ig_busy(c, 0); /* cut as COMMIT's answer came: rc says what it was */
         transient = rc != PGPIPE_OK && ig_transient(c);
         lost = rc != PGPIPE_OK && ig_conn_lost(c);
+        /* a read-only server (25006: a standby, or a primary that became one;
+        ** a conninfo without target_session_attrs=read-write): never acked,
+        ** and the next group connects again, to whichever host is writable */
+        int read_only = rc != PGPIPE_OK && !strcmp(c->err.sqlstate, "25006");
         if (rc != PGPIPE_OK) {
             pp_logf(PGPIPE_LOG_WARN, "http", "group of %zu requests not committed: %s", g->nreqs,
                     c->err.message);
-            if (transient) {
+            if (transient || read_only) {
                 ig_disconnect(c);
-                c->next_try = 0; /* a new connection at once, then back off */
+                /* a new connection at once, then back off (a read-only
+                ** server: after the back-off) */
+                if (!read_only)
+                    c->next_try = 0;
             } else {
+                ig_busy(c, 1);
                 pp_rollback_open(c->conn);
                 if (!strcmp(c->err.sqlstate, "23514"))
                     ig_maintain(c); /* no partition for a key: make them */
+                ig_busy(c, 0);
             }
         }
     }
@@ -2332,7 +2492,10 @@ static void *ig_committer_main(void *arg)
         if (atomic_load(&c->recheck)) {
             /* another committer lost its connection: is this one alive? */
             pthread_mutex_unlock(&ig->mu);
-            if (!need_conn && ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK && ig_transient(c)) {
+            ig_busy(c, 1);
+            int bad = !need_conn && ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK;
+            ig_busy(c, 0);
+            if (bad && ig_transient(c)) {
                 ig_disconnect(c);
                 c->next_try = 0;
             }
@@ -2351,7 +2514,10 @@ static void *ig_committer_main(void *arg)
             /* an idle connection is checked, so readiness follows a server
             ** that went away between groups */
             pthread_mutex_unlock(&ig->mu);
-            if (ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK && ig_transient(c)) {
+            ig_busy(c, 1);
+            int bad = ig_exec(c, "", 0, NULL, NULL) != PGPIPE_OK;
+            ig_busy(c, 0);
+            if (bad && ig_transient(c)) {
                 ig_disconnect(c);
                 c->next_try = 0;
             }
@@ -2361,7 +2527,9 @@ static void *ig_committer_main(void *arg)
         }
         if (!need_conn && t - c->maintained >= IG_MAINTAIN_US) {
             pthread_mutex_unlock(&ig->mu);
+            ig_busy(c, 1);
             ig_maintain(c);
+            ig_busy(c, 0);
             pthread_mutex_lock(&ig->mu);
             continue;
         }
@@ -2602,14 +2770,26 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
 #endif
     pthread_cond_init(&ig->cv, &ca);
     pthread_cond_init(&ig->dcv, &ca);
+    pthread_mutex_init(&ig->wmu, NULL);
+    pthread_cond_init(&ig->wcv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&ig->live, 0);
     atomic_init(&ig->rechecks, 0);
+    ig->commit_us = (int64_t)(o->commit_timeout_ms > 0 ? o->commit_timeout_ms : 30000) * 1000;
+    ig->x_fd = -1;
     for (int i = 0; i < ig->ncm; i++) {
         ig_committer *c = &ig->cm[i];
         c->ig = ig;
         c->idx = i;
+        c->fd = -1;
         atomic_init(&c->recheck, 0);
+    }
+    /* before the first connection, which it watches too */
+    if (pthread_create(&ig->watchdog, NULL, ig_watchdog_main, ig) != 0)
+        return pp_err(err, PGPIPE_NOMEM, "http ingest: cannot start the watchdog thread");
+    ig->has_watchdog = 1;
+    for (int i = 0; i < ig->ncm; i++) {
+        ig_committer *c = &ig->cm[i];
         /* connected before the server answers its first request, so it is
         ** ready at once when the database is */
         ig_connect(c, 1);
@@ -2666,6 +2846,13 @@ PGPIPE_PRIVATE int pp_ingest_ready(pp_ingest *ig, char *why, size_t size)
     if (atomic_load(&ig->live) == 0) {
         if (size)
             snprintf(why, size, "no connection to the database");
+        return 0;
+    }
+    if (ig_stuck(ig)) {
+        if (size)
+            snprintf(why, size, "the database does not answer: every committer has waited "
+                                "%lld ms or more", (long long)((ig->commit_us < IG_STUCK_US
+                                                                   ? ig->commit_us : IG_STUCK_US) / 1000));
         return 0;
     }
     pthread_mutex_lock(&ig->mu);
@@ -2740,6 +2927,13 @@ PGPIPE_PRIVATE int pp_ingest_metrics(pp_ingest *ig, pp_buf *b)
                             "# TYPE pgpipe_http_committers_connected gauge\n"
                             "pgpipe_http_committers_connected %d\n",
                          queued, ig->pending, ig->pending_bytes, atomic_load(&ig->live));
+    pthread_mutex_lock(&ig->wmu);
+    long long timeouts = ig->m_timeouts;
+    pthread_mutex_unlock(&ig->wmu);
+    rc |= pp_buf_appendf(b, "# HELP pgpipe_http_commit_timeouts_total connections closed because the "
+                            "database did not answer within the commit timeout\n"
+                            "# TYPE pgpipe_http_commit_timeouts_total counter\n"
+                            "pgpipe_http_commit_timeouts_total %lld\n", timeouts);
     rc |= pp_buf_appendf(b, "# HELP pgpipe_http_records_duplicate_total records a device sent again "
                             "(Pgpipe-Seq at or below its position): skipped\n"
                             "# TYPE pgpipe_http_records_duplicate_total counter\n"
@@ -2836,6 +3030,16 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
         pp_free(c->pos);
         pp_free(c->phash);
     }
+    if (ig->has_watchdog) {
+        pthread_mutex_lock(&ig->wmu);
+        ig->wquit = 1;
+        pthread_cond_broadcast(&ig->wcv);
+        pthread_mutex_unlock(&ig->wmu);
+        pthread_join(ig->watchdog, NULL);
+        ig->has_watchdog = 0;
+    }
+    pthread_mutex_destroy(&ig->wmu);
+    pthread_cond_destroy(&ig->wcv);
 #ifndef PGPIPE_OMIT_SPOOL
     pgpipe_spool_close(ig->sp);
     pp_buf_free(&ig->env);
