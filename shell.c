@@ -6366,6 +6366,9 @@ static const optdef opts_serve[] = {
     { "--idle-timeout", NULL, OPT_INT, "MS", 1, INT_MAX, "60000",
       "a keep-alive connection idle",
       ".serve --idle-timeout 30000" },
+    { "--commit-timeout", NULL, OPT_INT, "MS", 1, INT_MAX, "30000",
+      "for the database to commit a group (then 503, nothing acknowledged, reconnect)",
+      ".serve --commit-timeout 10000" },
     { "--memory-budget", NULL, OPT_INT, "BYTES", 1, LLONG_MAX, "67108864",
       "accepted, uncommitted request bytes before 503 Retry-After",
       ".serve --memory-budget 134217728" },
@@ -6457,6 +6460,7 @@ static int cmd_serve(shell *sh, char **argv, int argc, const char *rest)
     o.max_connections = (int)opt_num(&cur, "--max-connections", o.max_connections);
     o.header_timeout_ms = (int)opt_num(&cur, "--header-timeout", o.header_timeout_ms);
     o.body_timeout_ms = (int)opt_num(&cur, "--body-timeout", o.body_timeout_ms);
+    o.commit_timeout_ms = (int)opt_num(&cur, "--commit-timeout", o.commit_timeout_ms);
     o.idle_timeout_ms = (int)opt_num(&cur, "--idle-timeout", o.idle_timeout_ms);
     o.memory_budget = (size_t)opt_num(&cur, "--memory-budget", (long long)o.memory_budget);
     o.window_hours = (int)opt_num(&cur, "--window", o.window_hours);
