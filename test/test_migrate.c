@@ -1313,11 +1313,13 @@ PGT_TEST(migrate, removed_failed_file_is_not_missing)
 ** before anything runs. */
 PGT_TEST(migrate, file_name_control_character_or_bad_utf8)
 {
-    const char *bad[] = { "V1__tab\there.sql", "V1__new\nline.sql", "V1__latin\xe9.sql" };
-    const char *why[] = { "control character", "control character", "not valid UTF-8" };
+    const char *bad[] = { "V1__tab\there.sql", "V1__new\nline.sql", "V1__latin\xe9.sql",
+                          "V1__upper.SQL" };
+    const char *why[] = { "control character", "control character", "not valid UTF-8",
+                          "must be .sql in lower case" };
     PGconn *c = pgt_connect();
     PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_badname"));
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         const char *d = mig_t_dir("badname");
         mig_t_write(d, bad[i], "CREATE TABLE mig_badname (x int);\n");
         pgpipe_migrate_options o = mig_t_opts(d, "badname");

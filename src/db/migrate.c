@@ -204,8 +204,12 @@ static int mig_parse_name(const char *fn, char *kind, char **version, char **nam
 {
     size_t n = strlen(fn);
     *why = NULL;
-    if (fn[0] == '.' || n < 4 || strcmp(fn + n - 4, ".sql") != 0)
+    if (fn[0] == '.' || n < 4 || strcasecmp(fn + n - 4, ".sql") != 0)
         return 0;
+    if (strcmp(fn + n - 4, ".sql") != 0) { /* V2__x.SQL: a migration left out unseen */
+        *why = "the extension must be .sql in lower case";
+        return -1;
+    }
     /* the name goes into the history (text) and into messages */
     if (pp_utf8_text_prefix((const unsigned char *)fn, n) != n) {
         *why = "the name is not valid UTF-8";
@@ -425,7 +429,7 @@ static int mig_load_files(pgpipe_migrator *m)
         while (rc == PGPIPE_OK && (de = readdir(d)) != NULL) {
             const char *fn = de->d_name;
             size_t n = strlen(fn);
-            if (fn[0] == '.' || n < 4 || strcmp(fn + n - 4, ".sql") != 0)
+            if (fn[0] == '.' || n < 4 || strcasecmp(fn + n - 4, ".sql") != 0)
                 continue;
             path.len = 0;
             if (pp_buf_appendf(&path, "%s/%s", m->dir, fn) != PGPIPE_OK) {
