@@ -187,7 +187,8 @@ typedef struct hp_sender {
     int acked[200];      /* the first 202 of record i came */
     int replays;         /* 202s with Idempotent-Replayed */
     int fails;           /* 503s and lost connections on the way */
-    int progress;        /* records acked so far */
+    int progress;        /* records acked so far (read by the main thread while the
+                            sender runs: __atomic) */
     char bad[512];       /* an answer neither 202 nor 503 */
 } hp_sender;
 
@@ -251,7 +252,7 @@ static void *hp_sender_main(void *arg)
             if (st == 202) {
                 s->acked[i] = 1;
                 s->replays += strstr(r.head, "Idempotent-Replayed: true") != NULL;
-                s->progress++;
+                __atomic_add_fetch(&s->progress, 1, __ATOMIC_RELAXED);
             } else {
                 s->fails++;
                 if (st != 503 && st != 0 && !s->bad[0])
@@ -293,9 +294,9 @@ PGT_TEST(http, prod_failover_sync_replica_every_202_once)
     pthread_t th;
     PGT_CHECK(pthread_create(&th, NULL, hp_sender_main, &snd) == 0);
     /* the failover when a third of the records are acked (at most 60 s) */
-    for (int i = 0; i < 600 && snd.progress < snd.n / 3; i++)
+    for (int i = 0; i < 600 && __atomic_load_n(&snd.progress, __ATOMIC_RELAXED) < snd.n / 3; i++)
         pgpipe_sleep_ms(100);
-    PGT_CHECK(snd.progress >= snd.n / 3);
+    PGT_CHECK(__atomic_load_n(&snd.progress, __ATOMIC_RELAXED) >= snd.n / 3);
     fo_failover(&p);
     PGT_CHECK(pthread_join(th, NULL) == 0);
     PGT_CHECK_MSG(!snd.bad[0], "%s", snd.bad);
