@@ -2059,6 +2059,7 @@ static int cmd_help(shell *sh, char **argv, int argc, const char *rest);
 static int check_examples(shell *sh, const command *only);
 static int cmd_connect(shell *sh, char **argv, int argc, const char *rest);
 static int run_command(shell *sh, const char *cmd);
+static int is_slash_copy(const char *line);
 static int is_conninfo(const char *s);
 
 static const argspec spec_mode[] = { { NULL, "[" MODE_CHOICES "] [TABLE]", 0, 2, NULL,
@@ -8487,7 +8488,8 @@ static int run_command(shell *sh, const char *cmd)
     while (isspace((unsigned char)*cmd))
         cmd++;
     FILE *once = sh->oncefile;
-    char *expanded = interpolate(sh, cmd, cmd[0] == '.' ? INTERP_DOT : cmd[0] == '\\'
+    char *expanded = is_slash_copy(cmd) ? NULL
+                   : interpolate(sh, cmd, cmd[0] == '.' ? INTERP_DOT : cmd[0] == '\\'
                                                                   ? INTERP_BACKSLASH : INTERP_SQL);
     int rc = run_command_now(sh, expanded ? expanded : cmd);
     free(expanded);
@@ -9484,9 +9486,19 @@ static int buffer_takes_meta(const char *buf, size_t len)
 /* A backslash line while a statement is being typed: \r clears it, \p
 ** shows it, \g (\gx, \gset) runs it; any other command runs and the
 ** statement is kept. */
+/* psql's \copy takes the rest of its line as it is: no :variables */
+static int is_slash_copy(const char *line)
+{
+    while (isspace((unsigned char)*line))
+        line++;
+    return !strncmp(line, "\\copy", 5) && (!line[5] || isspace((unsigned char)line[5]));
+}
+
 static int run_meta_in_buffer(shell *sh, const char *line, char **sql, size_t *len,
                               long long first_line)
 {
+    if (is_slash_copy(line))
+        return run_backslash_in(sh, line, sql, len, first_line);
     char *expanded = interpolate(sh, line, INTERP_BACKSLASH);
     if (!expanded)
         return 1;

@@ -233,6 +233,9 @@ same "$out" 'x,id
 ),8' "\\copy (QUERY) TO STDOUT"
 $P -q "$DB" "\\copy \"Copy T\" to '$tmp/out.txt'" || fail "\\copy to a file"
 same "$(wc -l <"$tmp/out.txt" | tr -d ' ')" "10" "\\copy TO a file (not the failed program's row)"
+# as psql: no :variables in \copy's line
+$P -q "$DB" -c '\set x 5' -c "\\copy (SELECT 1) to '$tmp/:x.out'" || fail "\\copy with a colon"
+[ -f "$tmp/:x.out" ] || fail "\\copy interpolated :x in its file name"
 $P "$DB" "\\copy \"Copy T\" from $tmp" 2>"$tmp/err" && fail "\\copy from a directory"
 has "$(cat "$tmp/err")" "Is a directory"
 $P "$DB" '\copy "Copy T"' 2>"$tmp/err" && fail "\\copy without FROM/TO"
