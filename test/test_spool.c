@@ -1394,6 +1394,11 @@ PGT_TEST(spool, unwritable_directory_is_refused)
     PGT_EQ_INT(pgpipe_spool_append(s, "{}", 2, NULL), PGPIPE_MISUSE); /* refused, not written */
     pgpipe_spool_close(s);
 #ifdef __linux__
+    /* (no fork under qemu-user: the aarch64 runner checks the first part) */
+    if (getenv("PGT_NOFORK")) {
+        spt_rmdir(top);
+        return;
+    }
     snprintf(dir, sizeof dir, "%s/ro", top);
     PGT_EQ_INT(mkdir(dir, 0750), 0);
     int pfd[2];
