@@ -184,6 +184,15 @@ static inline PP_UNUSED void pp_copy_of_buf(pgpipe_copy_buf *o, const pp_buf *b)
 PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_t n, int flags);
 /* Append s[0..n) as a JSON string literal "..." to b. */
 PGPIPE_PRIVATE int pp_json_str(pp_buf *b, const char *s, size_t n, int flags);
+/* Append the JSON text s[0..n) with each object's members in the order jsonb
+** keeps them (shorter keys first, then bytewise; of equal keys the last still
+** wins) and no whitespace between tokens, so jsonb input has nothing to sort.
+** Meant for text already validated: an object with a key that holds an
+** escape or with more than 32 members keeps its order, values deeper than 16
+** levels are copied as they are, text that is not JSON is copied whole. */
+PGPIPE_PRIVATE int pp_jsonb_order(pp_buf *o, const char *s, size_t n);
+/* The same, COPY-escaped onto b (scratch: two buffers the caller reuses). */
+PGPIPE_PRIVATE int pp_copy_jsonb(pp_buf *b, pp_buf scratch[2], const char *s, size_t n);
 
 /* UTF-8 by Unicode table 3-7 (no overlongs, no surrogates, nothing above
 ** U+10FFFF). pp_utf8_problem: NULL and *len = the length of the valid
@@ -674,6 +683,7 @@ struct pgpipe_loader {
     int ncsv_keys;
     pgpipe_json_doc *doc;
     pp_buf scratch;
+    pp_buf jscratch[2];   /* a JSON value in jsonb's member order */
     pgpipe_error verr;
 };
 
@@ -4560,6 +4570,319 @@ size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n)
     o.len += pp_json_escape(room ? o.dst + o.len : NULL, room, s, s ? n : 0, 0);
     pp_bput(&o, "\"", 1);
     return pp_bend(&o);
+}
+
+/* ---- JSON text in jsonb's member order -------------------------------------- */
+
+/* jsonb keeps an object's members sorted (shorter keys first, then bytewise)
+** and sorts them itself on input; text that already comes in that order
+** leaves the server's sort nothing to move (about a tenth of COPYing a row of
+** staging.raw_events). One pass writes each value, an object's members in
+** the order they come; an object found out of order is then rewritten in
+** place from a copy. An object keeps its order when a key holds an escape
+** (its bytes are not the key's) or it has more than PP_JB_MEMBERS members;
+** below PP_JB_DEPTH levels values are copied as they are; text that is not
+** JSON is copied whole. jsonb reads each of these the same, only sorts it
+** itself. */
+#define PP_JB_MEMBERS 32
+#define PP_JB_DEPTH 16
+
+typedef struct pp_jb_member {
+    size_t out, end;    /* the member's text in the output */
+    uint32_t klen;      /* its key's bytes start at out + 1 */
+} pp_jb_member;
+
+typedef struct pp_jb {
+    pp_buf *o;
+    pp_buf tmp;         /* an object's members, while they are put in order */
+    const char *s;
+    size_t n, i;
+} pp_jb;
+
+static inline int pp_jb_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Output without checks: pp_jsonb_order reserves the input's length, and
+** the output is never longer (only whitespace is dropped). */
+static inline void pp_jb_put(pp_jb *j, const char *p, size_t n)
+{
+    memcpy(j->o->data + j->o->len, p, n);
+    j->o->len += n;
+}
+
+static inline void pp_jb_putc(pp_jb *j, char c)
+{
+    j->o->data[j->o->len++] = c;
+}
+
+static inline void pp_jb_skip_ws(pp_jb *j)
+{
+    while (j->i < j->n && pp_jb_ws(j->s[j->i]))
+        j->i++;
+}
+
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define PP_JB_SWAR 1
+#endif
+
+/* j->s[j->i] is '"': past the closing quote; *esc set when the string holds
+** a backslash. PGPIPE_PARSE when it is not closed. */
+static int pp_jb_string(pp_jb *j, int *esc)
+{
+    const unsigned char *p = (const unsigned char *)j->s + j->i + 1, *e = (const unsigned char *)j->s + j->n;
+    for (;;) {
+#ifdef PP_JB_SWAR
+        /* eight bytes at a time; the lowest byte flagged is a quote or a
+        ** backslash (only bytes above a match can be flagged falsely) */
+        while (e - p >= 8) {
+            uint64_t w = pp_load8(p);
+            uint64_t m = PP_HAS_BYTE(w, '"') | PP_HAS_BYTE(w, '\\');
+            if (m) {
+                p += (unsigned)__builtin_ctzll(m) >> 3;
+                goto found;
+            }
+            p += 8;
+        }
+#endif
+        while (p < e && *p != '"' && *p != '\\')
+            p++;
+        if (p >= e)
+            return PGPIPE_PARSE;
+#ifdef PP_JB_SWAR
+    found:
+#endif
+        if (*p == '"')
+            break;
+        *esc = 1;
+        p += 2; /* the backslash and the byte it escapes */
+        if (p > e)
+            return PGPIPE_PARSE;
+    }
+    j->i = (size_t)(p + 1 - (const unsigned char *)j->s);
+    return PGPIPE_OK;
+}
+
+/* The bytes that end a number, true, false or null. */
+static const unsigned char pp_jb_stop[256] = {
+    [','] = 1, [':'] = 1, ['}'] = 1, [']'] = 1, ['{'] = 1, ['['] = 1, ['"'] = 1,
+    [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1,
+};
+
+/* Past the value at j->i, copied as it is (a scalar, or a value deeper than
+** PP_JB_DEPTH). */
+static int pp_jb_copy_value(pp_jb *j)
+{
+    size_t a = j->i, depth = 0;
+    int esc = 0;
+    while (j->i < j->n) {
+        char c = j->s[j->i];
+        if (c == '"') {
+            if (pp_jb_string(j, &esc) != PGPIPE_OK)
+                return PGPIPE_PARSE;
+            if (!depth)
+                break;
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (!depth)
+                break; /* the end of the container around a scalar */
+            if (--depth == 0) {
+                j->i++;
+                break;
+            }
+        } else if (!depth && (c == ',' || c == ':' || pp_jb_ws(c))) {
+            break;
+        }
+        j->i++;
+    }
+    if (depth || j->i == a)
+        return PGPIPE_PARSE;
+    pp_jb_put(j, j->s + a, j->i - a);
+    return PGPIPE_OK;
+}
+
+static int pp_jb_before(const char *o, const pp_jb_member *a, const pp_jb_member *b)
+{
+    if (a->klen != b->klen)
+        return a->klen < b->klen;
+    return memcmp(o + a->out + 1, o + b->out + 1, a->klen) < 0;
+}
+
+static int pp_jb_value(pp_jb *j, int depth);
+
+/* The object at j->i ('{'). */
+static int pp_jb_object(pp_jb *j, int depth)
+{
+    pp_jb_member m[PP_JB_MEMBERS];
+    int nm = 0, sorted = 1, rc;
+    size_t start = j->o->len;
+    j->i++;
+    pp_jb_putc(j, '{');
+    pp_jb_skip_ws(j);
+    if (j->i < j->n && j->s[j->i] == '}') {
+        j->i++;
+        pp_jb_putc(j, '}');
+        return PGPIPE_OK;
+    }
+    for (;;) {
+        int esc = 0;
+        if (j->i >= j->n || j->s[j->i] != '"')
+            return PGPIPE_PARSE;
+        size_t k = j->i, out = j->o->len;
+        if (pp_jb_string(j, &esc) != PGPIPE_OK)
+            return PGPIPE_PARSE;
+        size_t klen = j->i - k - 2;
+        pp_jb_put(j, j->s + k, j->i - k);
+        pp_jb_skip_ws(j);
+        if (j->i >= j->n || j->s[j->i] != ':')
+            return PGPIPE_PARSE;
+        j->i++;
+        pp_jb_putc(j, ':');
+        if ((rc = pp_jb_value(j, depth + 1)) != PGPIPE_OK)
+            return rc;
+        if (esc || nm == PP_JB_MEMBERS || klen > UINT32_MAX) {
+            nm = -1; /* this object keeps its order */
+        } else if (nm >= 0) {
+            m[nm] = (pp_jb_member){ out, j->o->len, (uint32_t)klen };
+            if (nm && sorted && pp_jb_before(j->o->data, &m[nm], &m[nm - 1]))
+                sorted = 0;
+            nm++;
+        }
+        pp_jb_skip_ws(j);
+        if (j->i < j->n && j->s[j->i] == ',') {
+            j->i++;
+            pp_jb_putc(j, ',');
+            pp_jb_skip_ws(j);
+            continue;
+        }
+        if (j->i < j->n && j->s[j->i] == '}')
+            break;
+        return PGPIPE_PARSE;
+    }
+    j->i++;
+    if (!sorted && nm > 1) {
+        /* insertion sort: stable, so of equal keys the last still wins */
+        for (int a = 1; a < nm; a++) {
+            pp_jb_member t = m[a];
+            int b = a;
+            while (b > 0 && pp_jb_before(j->o->data, &t, &m[b - 1])) {
+                m[b] = m[b - 1];
+                b--;
+            }
+            m[b] = t;
+        }
+        size_t body = start + 1, len = j->o->len - body;
+        j->tmp.len = 0;
+        if (pp_buf_append(&j->tmp, j->o->data + body, len) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        j->o->len = body;
+        for (int a = 0; a < nm; a++) {
+            if (a)
+                j->o->data[j->o->len++] = ',';
+            memcpy(j->o->data + j->o->len, j->tmp.data + (m[a].out - body), m[a].end - m[a].out);
+            j->o->len += m[a].end - m[a].out;
+        }
+    }
+    pp_jb_putc(j, '}');
+    return PGPIPE_OK;
+}
+
+/* The array at j->i ('['). */
+static int pp_jb_array(pp_jb *j, int depth)
+{
+    int rc;
+    j->i++;
+    pp_jb_putc(j, '[');
+    pp_jb_skip_ws(j);
+    if (j->i < j->n && j->s[j->i] == ']') {
+        j->i++;
+        pp_jb_putc(j, ']');
+        return PGPIPE_OK;
+    }
+    for (;;) {
+        if ((rc = pp_jb_value(j, depth + 1)) != PGPIPE_OK)
+            return rc;
+        pp_jb_skip_ws(j);
+        if (j->i < j->n && j->s[j->i] == ',') {
+            j->i++;
+            pp_jb_putc(j, ',');
+            continue;
+        }
+        if (j->i < j->n && j->s[j->i] == ']') {
+            j->i++;
+            pp_jb_putc(j, ']');
+            return PGPIPE_OK;
+        }
+        return PGPIPE_PARSE;
+    }
+}
+
+/* The value after any whitespace at j->i. */
+static int pp_jb_value(pp_jb *j, int depth)
+{
+    pp_jb_skip_ws(j);
+    if (j->i >= j->n)
+        return PGPIPE_PARSE;
+    char c = j->s[j->i];
+    if (depth >= PP_JB_DEPTH)
+        return pp_jb_copy_value(j);
+    if (c == '{')
+        return pp_jb_object(j, depth);
+    if (c == '[')
+        return pp_jb_array(j, depth);
+    size_t a = j->i;
+    if (c == '"') {
+        int esc = 0;
+        if (pp_jb_string(j, &esc) != PGPIPE_OK)
+            return PGPIPE_PARSE;
+    } else {
+        while (j->i < j->n && !pp_jb_stop[(unsigned char)j->s[j->i]])
+            j->i++;
+        if (j->i == a)
+            return PGPIPE_PARSE;
+    }
+    pp_jb_put(j, j->s + a, j->i - a);
+    return PGPIPE_OK;
+}
+
+static int pp_jsonb_order_tmp(pp_buf *o, pp_buf *tmp, const char *s, size_t n)
+{
+    pp_jb j = { o, *tmp, s, n, 0 };
+    size_t start = o->len;
+    if (n > SIZE_MAX / 2 || pp_buf_reserve(o, n + 1) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    int rc = pp_jb_value(&j, 0);
+    if (rc == PGPIPE_OK) {
+        pp_jb_skip_ws(&j);
+        if (j.i != n)
+            rc = PGPIPE_PARSE;
+    }
+    *tmp = j.tmp;
+    if (rc == PGPIPE_PARSE) {
+        o->len = start;
+        rc = pp_buf_append(o, s, n);
+    }
+    return rc;
+}
+
+PGPIPE_PRIVATE int pp_jsonb_order(pp_buf *o, const char *s, size_t n)
+{
+    pp_buf tmp = { 0 };
+    int rc = pp_jsonb_order_tmp(o, &tmp, s, n);
+    pp_buf_free(&tmp);
+    return rc;
+}
+
+PGPIPE_PRIVATE int pp_copy_jsonb(pp_buf *b, pp_buf scratch[2], const char *s, size_t n)
+{
+    scratch[0].len = 0;
+    if (pp_jsonb_order_tmp(&scratch[0], &scratch[1], s, n) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    return pp_copy_escape(b, scratch[0].data, scratch[0].len);
 }
 
 /* ---- UTF-8 ---------------------------------------------------------------- */
@@ -17138,6 +17461,8 @@ void pgpipe_loader_close(pgpipe_loader *l)
     framer_free(&l->fr);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
+    pp_buf_free(&l->jscratch[0]);
+    pp_buf_free(&l->jscratch[1]);
     pgpipe_json_doc_close(l->doc);
     l->hdr.magic = 0;
     pp_free(l);
@@ -17212,7 +17537,8 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
                 return PGPIPE_NOMEM;
             int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
             if (rc == PGPIPE_OK)
-                return pp_copy_escape(b, l->scratch.data, n);
+                return json ? pp_copy_jsonb(b, l->jscratch, l->scratch.data, n)
+                            : pp_copy_escape(b, l->scratch.data, n);
             if (rc != PGPIPE_LIMIT)
                 return rc;
             cap = n + 1;
@@ -17315,7 +17641,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         if (rc != PGPIPE_OK)
             break;
         if (c->kind == COPY_K_RECORD) {
-            rc = pp_copy_escape(cb, raw, len);
+            rc = pp_copy_jsonb(cb, l->jscratch, raw, len);
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
@@ -17481,7 +17807,8 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
-            rc |= pp_copy_escape(b, f[k].data, f[k].len);
+            rc |= c->json ? pp_copy_jsonb(b, l->jscratch, f[k].data, f[k].len)
+                          : pp_copy_escape(b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
             rc |= copy_csv_object(b, l->csv_keys, l->ncsv_keys, f, nf);
         } else {

@@ -345,6 +345,169 @@ PGT_TEST(copy, ndjson_into_raw_events_with_bad_lines)
     pgpipe_loader_close(l);
 }
 
+/* ---- JSON in jsonb's member order ------------------------------------------- */
+
+static unsigned long long copy_t_rng = 88172645463325252ull;
+static unsigned copy_t_rand(unsigned n)
+{
+    copy_t_rng ^= copy_t_rng << 13;
+    copy_t_rng ^= copy_t_rng >> 7;
+    copy_t_rng ^= copy_t_rng << 17;
+    return (unsigned)(copy_t_rng % n);
+}
+
+/* a random JSON value: keys that collide, differ in length or only in bytes,
+** UTF-8, escapes; whitespace between tokens; objects above the 32 members
+** and deeper than the 16 levels the reordering handles */
+static void copy_t_json(pp_buf *b, int depth)
+{
+    static const char *keys[] = { "", "a", "b", "aa", "ab", "ba", "\xc3\xa9", "z", "k\\u0041",
+                                  "k\\\"q", "user_id", "session", "{", "}", ",", ":" };
+    static const char *ws[] = { "", "", "", " ", "\n", "\t ", "\r\n" };
+    /* containers less likely the deeper, so a document stays small */
+    unsigned t = depth > 22 ? 3 + copy_t_rand(5) : copy_t_rand(8 + 3 * (unsigned)depth);
+    if (t > 7)
+        t = 3 + t % 5;
+    if (depth == 0)
+        t = 0; /* a document is an object */
+    pp_buf_appendf(b, "%s", ws[copy_t_rand(7)]);
+    if (t <= 1) {
+        pp_buf_putc(b, '{');
+        unsigned n = depth < 2 && copy_t_rand(10) == 0 ? 30 + copy_t_rand(12) : copy_t_rand(6);
+        for (unsigned i = 0; i < n; i++) {
+            if (i)
+                pp_buf_putc(b, ',');
+            pp_buf_appendf(b, "%s\"%s\"%s:", ws[copy_t_rand(7)], keys[copy_t_rand(16)], ws[copy_t_rand(7)]);
+            if (copy_t_rand(4) == 0) /* a string that looks like members */
+                pp_buf_appendf(b, "\"\\\"k%u\\\":{\"", copy_t_rand(50));
+            else
+                copy_t_json(b, depth + 1);
+        }
+        pp_buf_appendf(b, "%s}", ws[copy_t_rand(7)]);
+    } else if (t == 2) {
+        pp_buf_putc(b, '[');
+        unsigned n = copy_t_rand(5);
+        for (unsigned i = 0; i < n; i++) {
+            if (i)
+                pp_buf_putc(b, ',');
+            copy_t_json(b, depth + 1);
+        }
+        pp_buf_putc(b, ']');
+    } else if (t == 3) {
+        static const char *s[] = { "\"x\"", "\"}],{\\\"\"", "\"caf\xc3\xa9\"", "\"\\u00e9\\n\"", "\"\"" };
+        pp_buf_appendf(b, "%s", s[copy_t_rand(5)]);
+    } else if (t == 4) {
+        static const char *s[] = { "0", "-1.5e+3", "12345678901234567890", "1E-2", "-0" };
+        pp_buf_appendf(b, "%s", s[copy_t_rand(5)]);
+    } else {
+        static const char *s[] = { "true", "false", "null" };
+        pp_buf_appendf(b, "%s", s[copy_t_rand(3)]);
+    }
+}
+
+/* The reordered text is, for the server's jsonb, the same value as the text
+** it came from: 3,000 random documents and the edge cases, each compared by
+** PostgreSQL itself (jsonb's output of both). */
+PGT_TEST(copy, jsonb_order_reads_the_same)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "CREATE TEMP TABLE jo (n int, a text, b text)"));
+    PGresult *r = PQexec(c, "COPY jo FROM STDIN");
+    PGT_CHECK_MSG(PQresultStatus(r) == PGRES_COPY_IN, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    char deep[1024] = "";
+    for (int i = 0; i < 20; i++)
+        strcat(deep, "{\"bb\":[1],\"a\":");
+    strcat(deep, "{}");
+    for (int i = 0; i < 20; i++)
+        strcat(deep, ",\"b\":{\"y\":1,\"x\":2}}");
+    const char *fixed[] = { deep, "{\"b\":1,\"a\":1,\"b\":2}", "{\"b\":{\"d\":1,\"c\":2},\"a\":[{\"y\":1,\"x\":2}]}",
+                            "{\"k\\u0041\":1,\"kA\":2}", "{\"\":1,\" \":2}", "[]", "{}", "\"s\"", "1" };
+    pp_buf row = { 0 }, in = { 0 }, out = { 0 };
+    int changed = 0;
+    for (int i = 0; i < 3000 + (int)(sizeof fixed / sizeof *fixed); i++) {
+        in.len = out.len = row.len = 0;
+        if (i < (int)(sizeof fixed / sizeof *fixed))
+            pp_buf_append(&in, fixed[i], strlen(fixed[i]));
+        else
+            copy_t_json(&in, 0);
+        PGT_OK(pp_jsonb_order(&out, in.data, in.len));
+        changed += out.len != in.len || memcmp(out.data, in.data, in.len) != 0;
+        pp_buf_appendf(&row, "%d\t", i);
+        pp_copy_escape(&row, in.data, in.len);
+        pp_buf_putc(&row, '\t');
+        pp_copy_escape(&row, out.data, out.len);
+        pp_buf_putc(&row, '\n');
+        PGT_CHECK(PQputCopyData(c, row.data, (int)row.len) == 1);
+    }
+    PGT_CHECK(PQputCopyEnd(c, NULL) == 1);
+    r = PQgetResult(c);
+    PGT_CHECK_MSG(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    while ((r = PQgetResult(c)) != NULL)
+        PQclear(r);
+    PGT_CHECK_MSG(changed > 2000, "%d changed", changed); /* the documents were reordered, not copied */
+    PGT_EQ_STR(copy_t_str(c, "SELECT coalesce(min(n || ': ' || a || ' => ' || b), 'none') FROM jo "
+                              "WHERE a::jsonb::text IS DISTINCT FROM b::jsonb::text"), "none");
+    /* and the server's own output is already in order: nothing moves */
+    PGT_EQ_STR(copy_t_str(c, "SELECT count(*) FROM jo"), "3009");
+    r = PGT_EXEC(c, "SELECT a::jsonb::text FROM jo");
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *t = PQgetvalue(r, i, 0);
+        out.len = 0;
+        PGT_OK(pp_jsonb_order(&out, t, strlen(t)));
+        pp_buf_putc(&out, '\0');
+        /* jsonb's text has ", " and ": " between tokens; the order is what counts */
+        in.len = 0;
+        PGT_OK(pp_jsonb_order(&in, out.data, out.len - 1));
+        PGT_EQ_MEM(in.data, in.len, out.data, out.len - 1);
+    }
+    PQclear(r);
+    pp_buf_free(&row);
+    pp_buf_free(&in);
+    pp_buf_free(&out);
+    PQfinish(c);
+}
+
+/* The loader sends payloads in jsonb's order: what lands is the record's
+** JSON (duplicate keys: the last wins), from NDJSON and from a CSV column. */
+PGT_TEST(copy, payload_keys_in_jsonb_order)
+{
+    char path[512];
+    copy_t_path(path, sizeof path, "order.ndjson");
+    const char nd[] = "{\"event_type\":\"e\",\"z\":{\"yy\":1,\"x\":[{\"d\":1,\"c\":2}]},\"a\":0,\"a\":5}\n";
+    copy_t_write(path, nd, sizeof nd - 1);
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.source_value = "copy_t_order";
+    pgpipe_loader *l = copy_t_open(&o);
+    PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    pgpipe_load_summary s;
+    PGT_OK(pgpipe_loader_summary(l, &s));
+    pgpipe_loader_close(l);
+    PGconn *c = pgt_connect();
+    char sql[400];
+    snprintf(sql, sizeof sql, "SELECT e.payload::text FROM staging.raw_events e JOIN pgpipe.load_batches b "
+             "ON b.batch_id = e.batch_id WHERE b.load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "{\"a\": 5, \"z\": {\"x\": [{\"c\": 2, \"d\": 1}], \"yy\": 1}, "
+                                   "\"event_type\": \"e\"}");
+    copy_t_path(path, sizeof path, "order.csv");
+    const char csv[] = "kind,payload\nk,\"{\"\"bb\"\":1,\"\"a\"\":{\"\"y\"\":2,\"\"x\"\":\"\"\\t\"\"},\"\"a\"\":3}\"\n";
+    copy_t_write(path, csv, sizeof csv - 1);
+    pgpipe_loader_options_init(&o);
+    o.source_value = "copy_t_order";
+    o.event_type_field = "kind";
+    o.payload_field = "payload";
+    l = copy_t_open(&o);
+    PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_OK(pgpipe_loader_summary(l, &s));
+    pgpipe_loader_close(l);
+    snprintf(sql, sizeof sql, "SELECT e.payload::text FROM staging.raw_events e JOIN pgpipe.load_batches b "
+             "ON b.batch_id = e.batch_id WHERE b.load_id = %lld", s.load_id);
+    PGT_EQ_STR(copy_t_str(c, sql), "{\"a\": 3, \"bb\": 1}");
+    PQfinish(c);
+}
+
 PGT_TEST(copy, csv_header_nulls_shape_and_bad_bytes)
 {
     char path[512];

@@ -54,6 +54,79 @@ PGT_TEST(text, copy_escape)
     pp_buf_free(&b);
 }
 
+/* pp_jsonb_order(in) as a string */
+static const char *text_t_jb(pp_buf *b, const char *in)
+{
+    b->len = 0;
+    if (pp_jsonb_order(b, in, strlen(in)) != PGPIPE_OK)
+        return "(out of memory)";
+    return text_t_str(b);
+}
+
+PGT_TEST(text, jsonb_order)
+{
+    pp_buf b = { 0 };
+    /* shorter keys first, then bytewise (jsonb's order); nested objects and
+    ** objects inside arrays too; whitespace between tokens dropped */
+    PGT_EQ_STR(text_t_jb(&b, "{\"b\":1,\"a\":2}"), "{\"a\":2,\"b\":1}");
+    PGT_EQ_STR(text_t_jb(&b, "{\"aa\":1,\"b\":2}"), "{\"b\":2,\"aa\":1}");
+    PGT_EQ_STR(text_t_jb(&b, " { \"z\" : { \"yy\" : 1 , \"x\" : [ { \"d\" : 1 , \"c\" : 2 } , 3 ] } ,\n"
+                             "\t\"a\" : 0 } \r\n"),
+               "{\"a\":0,\"z\":{\"x\":[{\"c\":2,\"d\":1},3],\"yy\":1}}");
+    /* of equal keys the order stays, so the last still wins in jsonb */
+    PGT_EQ_STR(text_t_jb(&b, "{\"b\":1,\"a\":1,\"b\":2}"), "{\"a\":1,\"b\":1,\"b\":2}");
+    /* strings holding braces, quotes, commas and colons are values, not structure */
+    PGT_EQ_STR(text_t_jb(&b, "{\"b\":\"}\\\",{:\",\"a\":\"x]\"}"), "{\"a\":\"x]\",\"b\":\"}\\\",{:\"}");
+    /* bytewise: UTF-8 keys by their bytes, "é" (2 bytes) after "z" */
+    PGT_EQ_STR(text_t_jb(&b, "{\"\xc3\xa9\":1,\"z\":2,\"\":3}"), "{\"\":3,\"z\":2,\"\xc3\xa9\":1}");
+    /* empty containers, scalars, numbers with exponents */
+    PGT_EQ_STR(text_t_jb(&b, "{ }"), "{}");
+    PGT_EQ_STR(text_t_jb(&b, "[ ]"), "[]");
+    PGT_EQ_STR(text_t_jb(&b, "{\"n\":-1.5e+3,\"m\":[true,false,null]}"),
+               "{\"m\":[true,false,null],\"n\":-1.5e+3}");
+    PGT_EQ_STR(text_t_jb(&b, " 12 "), "12");
+    /* an object with a key that holds an escape (its bytes are not the
+    ** key's) keeps its order; text that is not JSON is copied as it is */
+    PGT_EQ_STR(text_t_jb(&b, "{\"b\\n\":1, \"a\":2}"), "{\"b\\n\":1,\"a\":2}");
+    PGT_EQ_STR(text_t_jb(&b, "{\"c\":{\"b\\u0041\":1,\"a\":2},\"a\":0}"),
+               "{\"a\":0,\"c\":{\"b\\u0041\":1,\"a\":2}}");
+    const char *bad[] = { "{\"a\":1,", "{\"b\":1 \"a\":2}", "{\"b\":1}}", "[1,,2]", "{\"a\"}",
+                          "{\"a\":}", "{1:2}", "[1 2]", "\"abc", "{\"a\":\"\\", "" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        PGT_EQ_STR(text_t_jb(&b, bad[i]), bad[i]);
+    /* more members than it sorts: as it is */
+    char big[1024];
+    size_t w = 0;
+    big[w++] = '{';
+    for (int i = 40; i > 0; i--)
+        w += (size_t)snprintf(big + w, sizeof big - w, "%s\"k%02d\":%d", i == 40 ? "" : ",", i, i);
+    big[w++] = '}';
+    big[w] = '\0';
+    PGT_EQ_STR(text_t_jb(&b, big), big);
+    /* deeper than it sorts: the deep part as it is, the levels above sorted */
+    char deep[400] = "", want[400] = "";
+    for (int i = 0; i < 20; i++) {
+        strcat(deep, "{\"b\":1,\"a\":");
+        strcat(want, i < 16 ? "{\"a\":" : "{\"b\":1,\"a\":");
+    }
+    strcat(deep, "0");
+    strcat(want, "0");
+    for (int i = 19; i >= 0; i--) {
+        strcat(deep, "}");
+        strcat(want, i < 16 ? ",\"b\":1}" : "}");
+    }
+    PGT_EQ_STR(text_t_jb(&b, deep), want);
+    /* COPY-escaped */
+    pp_buf s[2] = { { 0 }, { 0 } };
+    b.len = 0;
+    const char *in = "{\"t\":\"a\\tb\",\n\"a\":\"\\\\\"}";
+    PGT_OK(pp_copy_jsonb(&b, s, in, strlen(in)));
+    PGT_EQ_STR(text_t_str(&b), "{\"a\":\"\\\\\\\\\",\"t\":\"a\\\\tb\"}");
+    pp_buf_free(&s[0]);
+    pp_buf_free(&s[1]);
+    pp_buf_free(&b);
+}
+
 PGT_TEST(text, json_escape)
 {
     char out[128];

@@ -173,6 +173,15 @@ static inline PP_UNUSED void pp_copy_of_buf(pgpipe_copy_buf *o, const pp_buf *b)
 PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_t n, int flags);
 /* Append s[0..n) as a JSON string literal "..." to b. */
 PGPIPE_PRIVATE int pp_json_str(pp_buf *b, const char *s, size_t n, int flags);
+/* Append the JSON text s[0..n) with each object's members in the order jsonb
+** keeps them (shorter keys first, then bytewise; of equal keys the last still
+** wins) and no whitespace between tokens, so jsonb input has nothing to sort.
+** Meant for text already validated: an object with a key that holds an
+** escape or with more than 32 members keeps its order, values deeper than 16
+** levels are copied as they are, text that is not JSON is copied whole. */
+PGPIPE_PRIVATE int pp_jsonb_order(pp_buf *o, const char *s, size_t n);
+/* The same, COPY-escaped onto b (scratch: two buffers the caller reuses). */
+PGPIPE_PRIVATE int pp_copy_jsonb(pp_buf *b, pp_buf scratch[2], const char *s, size_t n);
 
 /* UTF-8 by Unicode table 3-7 (no overlongs, no surrogates, nothing above
 ** U+10FFFF). pp_utf8_problem: NULL and *len = the length of the valid

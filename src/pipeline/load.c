@@ -1681,6 +1681,8 @@ void pgpipe_loader_close(pgpipe_loader *l)
     framer_free(&l->fr);
     pp_buf_free(&l->sniff);
     pp_buf_free(&l->scratch);
+    pp_buf_free(&l->jscratch[0]);
+    pp_buf_free(&l->jscratch[1]);
     pgpipe_json_doc_close(l->doc);
     l->hdr.magic = 0;
     pp_free(l);

@@ -64,7 +64,8 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
                 return PGPIPE_NOMEM;
             int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
             if (rc == PGPIPE_OK)
-                return pp_copy_escape(b, l->scratch.data, n);
+                return json ? pp_copy_jsonb(b, l->jscratch, l->scratch.data, n)
+                            : pp_copy_escape(b, l->scratch.data, n);
             if (rc != PGPIPE_LIMIT)
                 return rc;
             cap = n + 1;
@@ -167,7 +168,7 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         if (rc != PGPIPE_OK)
             break;
         if (c->kind == COPY_K_RECORD) {
-            rc = pp_copy_escape(cb, raw, len);
+            rc = pp_copy_jsonb(cb, l->jscratch, raw, len);
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
@@ -333,7 +334,8 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
-            rc |= pp_copy_escape(b, f[k].data, f[k].len);
+            rc |= c->json ? pp_copy_jsonb(b, l->jscratch, f[k].data, f[k].len)
+                          : pp_copy_escape(b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
             rc |= copy_csv_object(b, l->csv_keys, l->ncsv_keys, f, nf);
         } else {

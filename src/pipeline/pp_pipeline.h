@@ -183,6 +183,7 @@ struct pgpipe_loader {
     int ncsv_keys;
     pgpipe_json_doc *doc;
     pp_buf scratch;
+    pp_buf jscratch[2];   /* a JSON value in jsonb's member order */
     pgpipe_error verr;
 };
 

@@ -2,6 +2,7 @@
 ** libFuzzer target for the JSON parser: parse, validate and compare (they
 ** must agree on success, code and error offset), then write -> reparse ->
 ** equal, write_to with an exact and a short buffer, and walk the accessors.
+** Then the text in jsonb's member order (pp_jsonb_order).
 ** The first byte picks options (max depth, copy) so limits get exercised.
 */
 /* only what this target needs: each target compiles the amalgamation,
@@ -103,6 +104,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(exact);
         pgpipe_free(again);
         pgpipe_free(text);
+        /* the text in jsonb's member order: no longer, valid JSON, and
+        ** ordering it again changes nothing */
+        pp_buf jb = { 0 }, jb2 = { 0 };
+        if (pp_jsonb_order(&jb, buf, size) != PGPIPE_OK || jb.len > size ||
+            (size && pgpipe_json_validate(jb.data, jb.len, NULL) != PGPIPE_OK) ||
+            pp_jsonb_order(&jb2, jb.data, jb.len) != PGPIPE_OK || jb2.len != jb.len ||
+            (jb.len && memcmp(jb.data, jb2.data, jb.len) != 0))
+            __builtin_trap();
+        pp_buf_free(&jb);
+        pp_buf_free(&jb2);
         fj_walk(root);
         pgpipe_json_path(root, "a.b[2].c");
         pgpipe_json_path(root, "[0]");
