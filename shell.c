@@ -8411,14 +8411,15 @@ static char *read_reply(const char *prompt, int echo, int from_stdin)
     FILE *in = tty ? tty : stdin, *po = tty ? tty : from_stdin ? stdout : stderr;
     struct termios old, t;
     int restore = 0;
-    if (prompt) {
-        fputs(prompt, po);
-        fflush(po);
-    }
+    /* echo off before the prompt: nothing typed after it is shown */
     if (tty && !echo && tcgetattr(fileno(tty), &old) == 0) {
         t = old;
         t.c_lflag &= ~(tcflag_t)ECHO;
         restore = tcsetattr(fileno(tty), TCSAFLUSH, &t) == 0;
+    }
+    if (prompt) {
+        fputs(prompt, po);
+        fflush(po);
     }
     char *line = NULL;
     size_t cap = 0;
