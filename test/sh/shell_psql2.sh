@@ -11,7 +11,7 @@ cd "${PGPIPE_TOP:-.}"
 P=${PGPIPE_SHELL:-build/test/pgpipe}
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/shell_psql2.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
+fail() { printf 'FAIL: %s\n' "$*"; exit 1; }
 has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
 $1"; }
 hasnt() { printf '%s\n' "$1" | grep -qF -- "$2" && fail "did not expect '$2' in:
