@@ -80,6 +80,10 @@ typedef struct shell {
     ** header to the first page and the footer (with the total) to the last */
     int chunked, chunk_first, chunk_last;
     long long chunk_base, chunk_total;
+    /* \crosstabview [colV [colH [colD [sortcolH]]]]: its arguments as typed
+    ** (double quotes kept), while its query runs */
+    int crosstab, ct_argc;
+    char *ct_argv[4];
     FILE *out;
     /* psql's and sqlite3's output settings */
     int tuples_only;     /* -t, \t: no header, no footer */
@@ -1314,6 +1318,275 @@ static int output_failed(shell *sh)
     return 1;
 }
 
+/* ---- \crosstabview (psql's: a result turned into a grid) --------------------- */
+
+static const PGresult *ct_sort_res; /* qsort's context (the shell has one thread) */
+static int ct_sort_col;
+
+static int ct_cmp_rows(const void *a, const void *b)
+{
+    int ra = *(const int *)a, rb = *(const int *)b;
+    int na = PQgetisnull(ct_sort_res, ra, ct_sort_col), nb = PQgetisnull(ct_sort_res, rb, ct_sort_col);
+    int c = na != nb ? nb - na : na ? 0 : strcmp(PQgetvalue(ct_sort_res, ra, ct_sort_col),
+                                                 PQgetvalue(ct_sort_res, rb, ct_sort_col));
+    return c ? c : (ra > rb) - (ra < rb);
+}
+
+static int ct_cmp_ints(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* The distinct values of a column, numbered in the order they first appear:
+** ids[row] is its value's number; first[number] the row it first appears
+** in. Returns the count, -1 when out of memory. */
+static int ct_distinct(const PGresult *res, int col, int *ids, int *first)
+{
+    int n = PQntuples(res), nd = 0;
+    int *idx = malloc(sizeof *idx * (size_t)(n ? n : 1));
+    if (!idx)
+        return -1;
+    for (int i = 0; i < n; i++)
+        idx[i] = i;
+    ct_sort_res = res;
+    ct_sort_col = col;
+    qsort(idx, (size_t)n, sizeof *idx, ct_cmp_rows);
+    /* each group's first row (the smallest: ties sort by row) stands for it */
+    for (int i = 0; i < n;) {
+        int j = i + 1;
+        while (j < n && PQgetisnull(res, idx[i], col) == PQgetisnull(res, idx[j], col) &&
+               (PQgetisnull(res, idx[i], col) ||
+                !strcmp(PQgetvalue(res, idx[i], col), PQgetvalue(res, idx[j], col))))
+            j++;
+        first[nd++] = idx[i];
+        i = j;
+    }
+    /* numbered by first appearance */
+    qsort(first, (size_t)nd, sizeof *first, ct_cmp_ints);
+    for (int i = 0; i < n;) {
+        int j = i + 1;
+        while (j < n && PQgetisnull(res, idx[i], col) == PQgetisnull(res, idx[j], col) &&
+               (PQgetisnull(res, idx[i], col) ||
+                !strcmp(PQgetvalue(res, idx[i], col), PQgetvalue(res, idx[j], col))))
+            j++;
+        int lo = 0, hi = nd - 1, at = 0;
+        while (lo <= hi) { /* the group's first row among first[] */
+            int mid = (lo + hi) / 2;
+            if (first[mid] == idx[i]) {
+                at = mid;
+                break;
+            }
+            if (first[mid] < idx[i])
+                lo = mid + 1;
+            else
+                hi = mid - 1;
+        }
+        for (int k = i; k < j; k++)
+            ids[idx[k]] = at;
+        i = j;
+    }
+    free(idx);
+    return nd;
+}
+
+/* A column named as psql takes it: a number from 1, else a name (folded to
+** lower case unless in double quotes). -1 (said) when there is none. */
+static int ct_column(const PGresult *res, const char *arg)
+{
+    int nf = PQnfields(res);
+    if (*arg && strspn(arg, "0123456789") == strlen(arg)) {
+        long n = strlen(arg) < 10 ? strtol(arg, NULL, 10) : 0;
+        if (n < 1 || n > nf) {
+            errorf("\\crosstabview: column number %s is out of range 1..%d", arg, nf);
+            return -1;
+        }
+        return (int)n - 1;
+    }
+    char name[512];
+    size_t o = 0;
+    for (const char *p = arg; *p && o + 1 < sizeof name; p++) {
+        if (*p == '"') {
+            for (p++; *p && o + 1 < sizeof name; p++) {
+                if (*p == '"' && p[1] == '"')
+                    name[o++] = *p++;
+                else if (*p == '"')
+                    break;
+                else
+                    name[o++] = *p;
+            }
+            if (!*p)
+                break;
+        } else {
+            name[o++] = (char)tolower((unsigned char)*p);
+        }
+    }
+    name[o] = '\0';
+    int found = -1;
+    for (int j = 0; j < nf; j++)
+        if (!strcmp(PQfname(res, j), name)) {
+            if (found >= 0) {
+                errorf("\\crosstabview: ambiguous column name: \"%s\"", name);
+                return -1;
+            }
+            found = j;
+        }
+    if (found < 0)
+        errorf("\\crosstabview: column name not found: \"%s\"", name);
+    return found;
+}
+
+static long long ct_sort_key(const PGresult *res, int row, int col, int *bad)
+{
+    const char *v = PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col);
+    char *e;
+    errno = 0;
+    long long k = strtoll(v, &e, 10);
+    if (!*v || *e || errno)
+        *bad = 1;
+    return k;
+}
+
+static const long long *ct_keys;
+static int ct_cmp_keys(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return ct_keys[x] != ct_keys[y] ? (ct_keys[x] > ct_keys[y]) - (ct_keys[x] < ct_keys[y])
+                                    : (x > y) - (x < y);
+}
+
+/* Prints res as psql's \crosstabview: colV's values down, colH's across,
+** colD's in the cells. 1 (said) when the result does not make one. */
+static int print_crosstab(shell *sh, PGresult *res)
+{
+    int nf = PQnfields(res), n = PQntuples(res);
+    if (nf < 3) {
+        errorf("\\crosstabview: query must return at least three columns");
+        return 1;
+    }
+    int cv = sh->ct_argc > 0 ? ct_column(res, sh->ct_argv[0]) : 0;
+    int ch = sh->ct_argc > 1 ? ct_column(res, sh->ct_argv[1]) : 1;
+    if (cv < 0 || ch < 0)
+        return 1;
+    if (cv == ch) {
+        errorf("\\crosstabview: vertical and horizontal headers must be different columns");
+        return 1;
+    }
+    int cd;
+    if (sh->ct_argc > 2) {
+        cd = ct_column(res, sh->ct_argv[2]);
+        if (cd < 0)
+            return 1;
+    } else if (nf != 3) {
+        errorf("\\crosstabview: data column must be specified when query returns more than "
+               "three columns");
+        return 1;
+    } else {
+        cd = 3 - cv - ch;
+    }
+    int cs = sh->ct_argc > 3 ? ct_column(res, sh->ct_argv[3]) : -1;
+    if (sh->ct_argc > 3 && cs < 0)
+        return 1;
+    size_t rows = (size_t)(n ? n : 1);
+    int *idv = malloc(sizeof(int) * rows), *fv = malloc(sizeof(int) * rows);
+    int *idh = malloc(sizeof(int) * rows), *fh = malloc(sizeof(int) * rows);
+    int *pos = malloc(sizeof(int) * rows), *order = malloc(sizeof(int) * rows);
+    long long *keys = malloc(sizeof(long long) * rows);
+    int *cell = NULL, rc = 1, nv = -1, nh = -1;
+    PGresult *out = NULL;
+    PGresAttDesc *att = NULL;
+    if (!idv || !fv || !idh || !fh || !pos || !order || !keys)
+        goto oom;
+    nv = ct_distinct(res, cv, idv, fv);
+    nh = ct_distinct(res, ch, idh, fh);
+    if (nv < 0 || nh < 0)
+        goto oom;
+    if (nh > 1600) {
+        errorf("\\crosstabview: maximum number of columns (%d) exceeded", 1600);
+        goto done;
+    }
+    /* the horizontal values in their order: as they appear, or by sortcolH */
+    for (int k = 0; k < nh; k++)
+        order[k] = k;
+    if (cs >= 0) {
+        int bad = 0;
+        for (int k = 0; k < nh; k++)
+            keys[k] = ct_sort_key(res, fh[k], cs, &bad);
+        if (bad) {
+            errorf("\\crosstabview: the values of the sort column \"%s\" must be integers",
+                   PQfname(res, cs));
+            goto done;
+        }
+        ct_keys = keys;
+        qsort(order, (size_t)nh, sizeof *order, ct_cmp_keys);
+    }
+    for (int k = 0; k < nh; k++)
+        pos[order[k]] = k;
+    cell = malloc(sizeof(int) * (size_t)(nv ? nv : 1) * (size_t)(nh ? nh : 1));
+    att = calloc((size_t)nh + 1, sizeof *att);
+    if (!cell || !att)
+        goto oom;
+    for (size_t k = 0; k < (size_t)nv * (size_t)nh; k++)
+        cell[k] = -1;
+    for (int r = 0; r < n; r++) {
+        int *c = &cell[(size_t)idv[r] * (size_t)nh + (size_t)pos[idh[r]]];
+        if (*c >= 0) {
+            errorf("\\crosstabview: query result contains multiple data values for row \"%s\", "
+                   "column \"%s\"", PQgetisnull(res, r, cv) ? "(null)" : PQgetvalue(res, r, cv),
+                   PQgetisnull(res, r, ch) ? "(null)" : PQgetvalue(res, r, ch));
+            goto done;
+        }
+        *c = r;
+    }
+    att[0].name = PQfname(res, cv);
+    att[0].typid = PQftype(res, cv);
+    att[0].typlen = -1;
+    att[0].atttypmod = -1;
+    for (int k = 0; k < nh; k++) {
+        int r = fh[order[k]];
+        att[k + 1].name = PQgetisnull(res, r, ch) ? (sh->nullstr ? sh->nullstr : (char *)"")
+                                                  : PQgetvalue(res, r, ch);
+        att[k + 1].typid = PQftype(res, cd);
+        att[k + 1].typlen = -1;
+        att[k + 1].atttypmod = -1;
+    }
+    out = PQmakeEmptyPGresult(sh->conn, PGRES_TUPLES_OK);
+    if (!out || !PQsetResultAttrs(out, nh + 1, att))
+        goto oom;
+    for (int i = 0; i < nv; i++) {
+        int r = fv[i];
+        int isnull = PQgetisnull(res, r, cv);
+        if (!PQsetvalue(out, i, 0, isnull ? NULL : PQgetvalue(res, r, cv), isnull ? -1 :
+                        PQgetlength(res, r, cv)))
+            goto oom;
+        for (int k = 0; k < nh; k++) {
+            int d = cell[(size_t)i * (size_t)nh + (size_t)k];
+            /* no row for it: empty; a NULL value: NULL (shown as \pset null) */
+            int dn = d >= 0 && PQgetisnull(res, d, cd);
+            if (!PQsetvalue(out, i, k + 1, d < 0 ? (char *)"" : dn ? NULL : PQgetvalue(res, d, cd),
+                            d < 0 ? 0 : dn ? -1 : PQgetlength(res, d, cd)))
+                goto oom;
+        }
+    }
+    print_result(sh, out);
+    rc = 0;
+    goto done;
+oom:
+    errorf("\\crosstabview: out of memory");
+done:
+    PQclear(out);
+    free(att);
+    free(cell);
+    free(idv);
+    free(fv);
+    free(idh);
+    free(fh);
+    free(pos);
+    free(order);
+    free(keys);
+    return rc;
+}
+
 /* The user's statement failed: said, its SQLSTATE and message kept for
 ** psql's variables, and the result itself for \errverbose (res is taken). */
 static void keep_error(shell *sh, PGresult *res)
@@ -1354,6 +1627,11 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
         }
         if (st == PGRES_TUPLES_OK && sh->gset) {
             failed |= gset_row(sh, res);
+        } else if (st == PGRES_TUPLES_OK && sh->crosstab) {
+            failed |= print_crosstab(sh, res);
+        } else if (st == PGRES_COMMAND_OK && sh->crosstab) {
+            errorf("\\crosstabview: statement did not return a result set");
+            failed = 1;
         } else if (st == PGRES_TUPLES_OK) {
             print_result(sh, res);
             /* psql adds the tag of INSERT/UPDATE/DELETE/MERGE ... RETURNING */
@@ -1557,7 +1835,7 @@ static int fetch_count(shell *sh, const char *sql)
 {
     const char *v = var_get(sh, "FETCH_COUNT", 11);
     long n = v ? strtol(v, NULL, 10) : 0;
-    if (n <= 0 || sh->gset || !is_select_command(sql) || !one_statement(sql))
+    if (n <= 0 || sh->gset || sh->crosstab || !is_select_command(sql) || !one_statement(sql))
         return 0;
     return n > INT_MAX ? INT_MAX : (int)n;
 }
@@ -7978,6 +8256,7 @@ static const char backslash_help[] =
     "  \\ef FUNCTION[(TYPES)]   edit a function's CREATE statement in it\n"
     "  \\p  \\r                  show it, clear it\n"
     "  \\gdesc                  the names and types of its result, without running it\n"
+    "  \\crosstabview [COLV [COLH [COLD [SORTCOLH]]]]  run it, its result as a grid\n"
     "Input and output\n"
     "  \\i FILE  \\ir FILE       run FILE (\\ir: relative to this script)\n"
     "  \\o [FILE|'|CMD']        send the output to FILE (none: the terminal again)\n"
@@ -8645,7 +8924,7 @@ static const char *const backslash_names[] = {
     "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
     "dn", "du", "dg", "dx", "dp", "z", "dT", "dD", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
     "encoding", "set", "unset", "restrict", "unrestrict", "copy", "gdesc", "sf", "sf+", "ef", "!", "setenv", "getenv", "cd",
-    "errverbose", "prompt", "password", "lo_import", "lo_export", "lo_list", "lo_unlink", NULL };
+    "errverbose", "prompt", "password", "crosstabview", "lo_import", "lo_export", "lo_list", "lo_unlink", NULL };
 
 static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len,
                             long long first_line)
@@ -8702,6 +8981,41 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
             snprintf(sh->restrict_key, sizeof sh->restrict_key, "%s", name[0] == 'r' ? arg : "");
             rc = 0;
         }
+    } else if (!strcmp(name, "crosstabview")) {
+        /* the arguments as typed: a "Quoted" column name keeps its case */
+        char *raw = strdup(line + 1 + strlen(name)), *p = raw;
+        int n = 0;
+        while (p && *p) {
+            while (isspace((unsigned char)*p))
+                p++;
+            if (!*p)
+                break;
+            char *w = p;
+            for (int inq = 0; *p && (inq || !isspace((unsigned char)*p)); p++)
+                inq ^= *p == '"';
+            if (*p)
+                *p++ = '\0';
+            if (n < 4)
+                sh->ct_argv[n] = w;
+            n++;
+        }
+        if (!raw) {
+            errorf("out of memory");
+            rc = 1;
+        } else if (n > 4) {
+            errorf("usage: \\crosstabview [colV [colH [colD [sortcolH]]]]");
+            rc = 1;
+        } else {
+            sh->crosstab = 1;
+            sh->ct_argc = n;
+            rc = run_g(sh, name, NULL, sql, len, first_line);
+            sh->crosstab = 0;
+            sh->ct_argc = 0;
+            free(raw);
+            free(copy);
+            return rc;
+        }
+        free(raw);
     } else if (!strcmp(name, "errverbose")) {
         /* the last error of the user's SQL again, with all libpq has of it */
         for (int k = 1; k < argc; k++)

@@ -5,7 +5,8 @@
 # page at a time: every row printed, an error in the middle leaves no open
 # transaction); \password (asked twice without echo, encrypted before it is
 # sent: the clear text never reaches the server); \lo_import, \lo_export,
-# \lo_list, \lo_unlink. Each with bad arguments, scripts and error paths.
+# \lo_list, \lo_unlink; \crosstabview. Each with bad arguments, scripts and
+# error paths.
 set -u
 cd "${PGPIPE_TOP:-.}"
 P=${PGPIPE_SHELL:-build/test/pgpipe}
@@ -179,6 +180,55 @@ same "$($P "$DB" -tA -c 'SELECT count(*) FROM pg_largeobject_metadata')" "0" "no
 # in the user's transaction: rolled back with it
 $P "$DB" -q -c 'BEGIN' -c "\\lo_import $tmp/blob.bin" -c 'ROLLBACK' >/dev/null || fail "\\lo_import in BEGIN"
 same "$($P "$DB" -tA -c 'SELECT count(*) FROM pg_largeobject_metadata')" "0" "rolled back"
+
+# ---- \crosstabview ----------------------------------------------------------------
+$P "$DB" -q -c "CREATE TABLE ct (v text, h text, d int, s int)" \
+    -c "INSERT INTO ct VALUES ('r1','b',1,2), ('r1','a',2,1), ('r2','a',3,1), ('r3',NULL,4,3), (NULL,'b',NULL,2)" \
+    || fail "crosstab setup"
+# the values in the order they first appear; a missing cell empty, a NULL as \pset null
+out=$($P "$DB" -c '\pset null (null)' -c 'SELECT v, h, d FROM ct \crosstabview') || fail "\\crosstabview: exit $?"
+same "$out" 'Null display is "(null)".
+   v    |   b    | a | (null)
+--------+--------+---+--------
+ r1     |      1 | 2 |       
+ r2     |        | 3 |       
+ r3     |        |   |      4
+ (null) | (null) |   |       
+(4 rows)' "\\crosstabview"
+# columns by name (folded unless quoted) and number; sortcolH orders the headers
+out=$($P "$DB" -A -c 'SELECT v AS "V", h, d, s FROM ct WHERE v IS NOT NULL \crosstabview "V" 2 D s') \
+    || fail "\\crosstabview sorted: exit $?"
+same "$out" "V|a|b|
+r1|2|1|
+r2|3||
+r3|||4
+(3 rows)" "\\crosstabview by name, sorted"
+# in a script, after a statement over several lines; the script goes on
+printf "SELECT v, h, d\n  FROM ct WHERE v = 'r2'\n\\\\crosstabview v h\nSELECT 'after' AS a;\n" > "$tmp/ct.sql"
+out=$($P "$DB" -f "$tmp/ct.sql") || fail "\\crosstabview -f: exit $?"
+has "$out" " r2 | 3"
+has "$out" "after"
+# FETCH_COUNT does not split it
+same "$($P "$DB" -tA -v FETCH_COUNT=1 -c 'SELECT v, h, d FROM ct WHERE v = $$r1$$ \crosstabview')" "r1|1|2" \
+     "\\crosstabview under FETCH_COUNT"
+# what does not make a grid: errors, nothing printed
+out=$($P "$DB" -c 'SELECT v, h FROM ct \crosstabview' -c 'SELECT v, h, d, s FROM ct \crosstabview' \
+      -c 'SELECT * FROM ct \crosstabview 1 1 3' -c 'SELECT * FROM ct \crosstabview 1 5 3' \
+      -c 'SELECT * FROM ct \crosstabview v nope d' -c 'SELECT v, h, d, v FROM ct \crosstabview v h d' \
+      -c "SELECT 'x', 'y', g FROM generate_series(1, 2) g \\crosstabview" \
+      -c 'SELECT * FROM ct \crosstabview v h d v' -c 'SELECT 1, 2, 3 \crosstabview 1 2 3 4 5' \
+      -c 'CREATE TEMP TABLE ctt (x int) \crosstabview' 2>&1) && fail "\\crosstabview errors: exit 0"
+has "$out" "query must return at least three columns"
+has "$out" "data column must be specified when query returns more than three columns"
+has "$out" "vertical and horizontal headers must be different columns"
+has "$out" "column number 5 is out of range 1..4"
+has "$out" 'column name not found: "nope"'
+has "$out" 'ambiguous column name: "v"'
+has "$out" 'multiple data values for row "x", column "y"'
+has "$out" 'sort column "v" must be integers'
+has "$out" "usage: \\crosstabview"
+has "$out" "statement did not return a result set"
+hasnt "$out" "rows)"
 
 # ---- \password without a terminal: standard input --------------------------------
 out=$(printf 'pw-one\npw-two\n' | nt $P "$DB" -c '\password psql2_pw' 2>&1) && fail "mismatch accepted"
