@@ -75,6 +75,15 @@ typedef struct shell {
     char last_state[6];
     long long last_rows;
     char *last_error;
+    PGresult *last_error_res; /* the user's last failed statement's result (\errverbose) */
+    /* FETCH_COUNT: a result printed a page at a time; the printers leave the
+    ** header to the first page and the footer (with the total) to the last */
+    int chunked, chunk_first, chunk_last;
+    long long chunk_base, chunk_total;
+    /* \crosstabview [colV [colH [colD [sortcolH]]]]: its arguments as typed
+    ** (double quotes kept), while its query runs */
+    int crosstab, ct_argc;
+    char *ct_argv[4];
     FILE *out;
     /* psql's and sqlite3's output settings */
     int tuples_only;     /* -t, \t: no header, no footer */
@@ -445,6 +454,42 @@ static int var_set(shell *sh, const char *name, const char *value)
         fprintf(stderr, "pgpipe: unrecognized value \"%s\" for \"%s\": Boolean expected "
                 "(on, off, true, false, 1, 0); it is unchanged\n", value, name);
         return 1;
+    }
+    /* psql's VERBOSITY and SHOW_CONTEXT: one of their words (unset: the
+    ** default again); they apply to the connection at once */
+    if (!strcmp(name, "VERBOSITY") || !strcmp(name, "SHOW_CONTEXT")) {
+        int verb = name[0] == 'V';
+        static const char *const vw[] = { "default", "verbose", "terse", "sqlstate", NULL };
+        static const char *const cw[] = { "never", "errors", "always", NULL };
+        const char *const *w = verb ? vw : cw;
+        int k = 0;
+        if (!value)
+            value = verb ? "default" : "errors";
+        while (w[k] && strcasecmp(w[k], value))
+            k++;
+        if (!w[k]) {
+            fprintf(stderr, "pgpipe: unrecognized value \"%s\" for \"%s\"\nAvailable values are: %s; "
+                    "it is unchanged\n", value, name,
+                    verb ? "default, verbose, terse, sqlstate" : "never, errors, always");
+            return 1;
+        }
+        value = w[k];
+        if (sh->conn && verb)
+            PQsetErrorVerbosity(sh->conn, k == 0 ? PQERRORS_DEFAULT : k == 1 ? PQERRORS_VERBOSE :
+                                          k == 2 ? PQERRORS_TERSE : PQERRORS_SQLSTATE);
+        else if (sh->conn)
+            PQsetErrorContextVisibility(sh->conn, k == 0 ? PQSHOW_CONTEXT_NEVER :
+                                                  k == 1 ? PQSHOW_CONTEXT_ERRORS : PQSHOW_CONTEXT_ALWAYS);
+    }
+    if (value && !strcmp(name, "FETCH_COUNT") && *value) {
+        char *e;
+        errno = 0;
+        long v = strtol(value, &e, 10);
+        if (*e || errno || v > INT_MAX || v < INT_MIN) {
+            fprintf(stderr, "pgpipe: invalid value \"%s\" for \"%s\": integer expected; it is "
+                    "unchanged\n", value, name);
+            return 1;
+        }
     }
     if (value && !strcmp(name, "ON_ERROR_STOP")) {
         if (!*value) {
@@ -841,14 +886,18 @@ static void print_grid(shell *sh, FILE *f, PGresult *res, const grid_style *g, i
         free(at);
         return;
     }
-    if (psql && sh->title && !sh->tuples_only) {
+    /* FETCH_COUNT's pages: the header on the first, the footer on the last */
+    int head = !sh->chunked || sh->chunk_first, foot = !sh->chunked || sh->chunk_last;
+    long long total = sh->chunked ? sh->chunk_total : nt;
+    if (head && psql && sh->title && !sh->tuples_only) {
         size_t tw = grid_width(g, w, nf), tl = display_width(sh->title);
         for (size_t k = 0; tl < tw && k < (tw - tl) / 2; k++)
             fputc(' ', f);
         fprintf(f, "%s\n", sh->title);
     }
-    grid_rule(f, g->tl, g->tm, g->tr, g->fill, w, nf);
-    if (headers) {
+    if (head)
+        grid_rule(f, g->tl, g->tm, g->tr, g->fill, w, nf);
+    if (head && headers) {
         for (int j = 0; j < nf; j++) {
             fputs(j ? g->m : g->l, f);
             const char *name = PQfname(res, j);
@@ -893,11 +942,12 @@ static void print_grid(shell *sh, FILE *f, PGresult *res, const grid_style *g, i
             fputc('\n', f);
         }
     }
-    grid_rule(f, g->bl, g->bm, g->br, g->fill, w, nf);
-    if (psql && sh->footer && !sh->tuples_only)
+    if (foot)
+        grid_rule(f, g->bl, g->bm, g->br, g->fill, w, nf);
+    if (foot && psql && sh->footer && !sh->tuples_only)
         fputs(sh->footer, f);
-    else if (psql && !sh->tuples_only && !sh->footer_off)
-        fprintf(f, "(%d row%s)\n", nt, nt == 1 ? "" : "s");
+    else if (foot && psql && !sh->tuples_only && !sh->footer_off)
+        fprintf(f, "(%lld row%s)\n", total, total == 1 ? "" : "s");
     free(w);
     free(at);
 }
@@ -915,17 +965,18 @@ static void print_expanded(shell *sh, FILE *f, PGresult *res)
             if (cell_width(cell_text(sh, res, i, j)) > vw)
                 vw = cell_width(cell_text(sh, res, i, j));
     }
-    if (sh->title && !sh->tuples_only)
+    long long base = sh->chunked ? sh->chunk_base : 0;
+    if (sh->title && !sh->tuples_only && (!sh->chunked || sh->chunk_first))
         fprintf(f, "%s\n", sh->title);
-    if (nt == 0 && !sh->tuples_only)
+    if (nt == 0 && !base && !sh->tuples_only && (!sh->chunked || sh->chunk_last))
         fputs("(0 rows)\n", f);
     for (int i = 0; i < nt; i++) {
         if (sh->tuples_only) {
-            if (i)
+            if (i || base)
                 fputc('\n', f);
         } else {
             char head[64];
-            int hn = snprintf(head, sizeof head, "-[ RECORD %d ]", i + 1);
+            int hn = snprintf(head, sizeof head, "-[ RECORD %lld ]", base + i + 1);
             fputs(head, f);
             size_t total = nw + 3 + vw;
             for (size_t k = (size_t)hn; k < total; k++)
@@ -957,16 +1008,18 @@ static void print_unaligned(shell *sh, FILE *f, PGresult *res, int expanded)
     int nf = PQnfields(res), nt = PQntuples(res);
     const char *fs = sh->fieldsep ? sh->fieldsep : "|";
     const char *rs = sh->recordsep ? sh->recordsep : "\n";
+    long long base = sh->chunked ? sh->chunk_base : 0, total = sh->chunked ? sh->chunk_total : nt;
+    int head = !sh->chunked || sh->chunk_first, foot = !sh->chunked || sh->chunk_last;
     if (expanded) {
         for (int i = 0; i < nt; i++) {
-            if (i)
+            if (i || base)
                 fputs(rs, f);
             for (int j = 0; j < nf; j++)
                 fprintf(f, "%s%s%s%s", PQfname(res, j), fs, cell_text(sh, res, i, j), rs);
         }
         return;
     }
-    if (!sh->tuples_only && !sh->headers_off) {
+    if (head && !sh->tuples_only && !sh->headers_off) {
         for (int j = 0; j < nf; j++)
             fprintf(f, "%s%s", j ? fs : "", PQfname(res, j));
         fputs(rs, f);
@@ -976,9 +1029,9 @@ static void print_unaligned(shell *sh, FILE *f, PGresult *res, int expanded)
             fprintf(f, "%s%s", j ? fs : "", cell_text(sh, res, i, j));
         fputs(rs, f);
     }
-    if (!sh->tuples_only && !sh->footer_off && !sh->footer)
-        fprintf(f, "(%d row%s)%s", nt, nt == 1 ? "" : "s", rs);
-    else if (sh->footer && !sh->tuples_only)
+    if (foot && !sh->tuples_only && !sh->footer_off && !sh->footer)
+        fprintf(f, "(%lld row%s)%s", total, total == 1 ? "" : "s", rs);
+    else if (foot && sh->footer && !sh->tuples_only)
         fputs(sh->footer, f);
 }
 
@@ -1059,7 +1112,7 @@ static void print_result_to(shell *sh, FILE *f, PGresult *res)
         print_unaligned(sh, f, res, expanded);
         break;
     case MODE_CSV:
-        if (!sh->tuples_only && !sh->headers_off) {
+        if ((!sh->chunked || sh->chunk_first) && !sh->tuples_only && !sh->headers_off) {
             for (int j = 0; j < nf; j++) {
                 if (j)
                     fputc(',', f);
@@ -1086,9 +1139,10 @@ static void print_result_to(shell *sh, FILE *f, PGresult *res)
         }
         break;
     case MODE_JSON:
-        fputc('[', f);
+        if (!sh->chunked || sh->chunk_first)
+            fputc('[', f);
         for (int i = 0; i < nt; i++) {
-            fputs(i ? ",\n{" : "{", f);
+            fputs(i || (sh->chunked && sh->chunk_base) ? ",\n{" : "{", f);
             for (int j = 0; j < nf; j++) {
                 if (j)
                     fputc(',', f);
@@ -1108,7 +1162,8 @@ static void print_result_to(shell *sh, FILE *f, PGresult *res)
             }
             fputc('}', f);
         }
-        fputs("]\n", f);
+        if (!sh->chunked || sh->chunk_last)
+            fputs("]\n", f);
         break;
     case MODE_LINE: {
         size_t w = 0;
@@ -1116,7 +1171,7 @@ static void print_result_to(shell *sh, FILE *f, PGresult *res)
             if (display_width(PQfname(res, j)) > w)
                 w = display_width(PQfname(res, j));
         for (int i = 0; i < nt; i++) {
-            if (i)
+            if (i || (sh->chunked && sh->chunk_base))
                 fputc('\n', f);
             for (int j = 0; j < nf; j++) {
                 const char *name = PQfname(res, j);
@@ -1263,6 +1318,292 @@ static int output_failed(shell *sh)
     return 1;
 }
 
+/* ---- \crosstabview (psql's: a result turned into a grid) --------------------- */
+
+static const PGresult *ct_sort_res; /* qsort's context (the shell has one thread) */
+static int ct_sort_col;
+
+static int ct_cmp_rows(const void *a, const void *b)
+{
+    int ra = *(const int *)a, rb = *(const int *)b;
+    int na = PQgetisnull(ct_sort_res, ra, ct_sort_col), nb = PQgetisnull(ct_sort_res, rb, ct_sort_col);
+    int c = na != nb ? nb - na : na ? 0 : strcmp(PQgetvalue(ct_sort_res, ra, ct_sort_col),
+                                                 PQgetvalue(ct_sort_res, rb, ct_sort_col));
+    return c ? c : (ra > rb) - (ra < rb);
+}
+
+static int ct_cmp_ints(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* The distinct values of a column, numbered in the order they first appear:
+** ids[row] is its value's number; first[number] the row it first appears
+** in. Returns the count, -1 when out of memory. */
+static int ct_distinct(const PGresult *res, int col, int *ids, int *first)
+{
+    int n = PQntuples(res), nd = 0;
+    int *idx = malloc(sizeof *idx * (size_t)(n ? n : 1));
+    if (!idx)
+        return -1;
+    for (int i = 0; i < n; i++)
+        idx[i] = i;
+    ct_sort_res = res;
+    ct_sort_col = col;
+    qsort(idx, (size_t)n, sizeof *idx, ct_cmp_rows);
+    /* each group's first row (the smallest: ties sort by row) stands for it */
+    for (int i = 0; i < n;) {
+        int j = i + 1;
+        while (j < n && PQgetisnull(res, idx[i], col) == PQgetisnull(res, idx[j], col) &&
+               (PQgetisnull(res, idx[i], col) ||
+                !strcmp(PQgetvalue(res, idx[i], col), PQgetvalue(res, idx[j], col))))
+            j++;
+        first[nd++] = idx[i];
+        i = j;
+    }
+    /* numbered by first appearance */
+    qsort(first, (size_t)nd, sizeof *first, ct_cmp_ints);
+    for (int i = 0; i < n;) {
+        int j = i + 1;
+        while (j < n && PQgetisnull(res, idx[i], col) == PQgetisnull(res, idx[j], col) &&
+               (PQgetisnull(res, idx[i], col) ||
+                !strcmp(PQgetvalue(res, idx[i], col), PQgetvalue(res, idx[j], col))))
+            j++;
+        int lo = 0, hi = nd - 1, at = 0;
+        while (lo <= hi) { /* the group's first row among first[] */
+            int mid = (lo + hi) / 2;
+            if (first[mid] == idx[i]) {
+                at = mid;
+                break;
+            }
+            if (first[mid] < idx[i])
+                lo = mid + 1;
+            else
+                hi = mid - 1;
+        }
+        for (int k = i; k < j; k++)
+            ids[idx[k]] = at;
+        i = j;
+    }
+    free(idx);
+    return nd;
+}
+
+/* A column named as psql takes it: a number from 1, else a name (folded to
+** lower case unless in double quotes). -1 (said) when there is none. */
+static int ct_column(const PGresult *res, const char *arg)
+{
+    int nf = PQnfields(res);
+    if (*arg && strspn(arg, "0123456789") == strlen(arg)) {
+        long n = strlen(arg) < 10 ? strtol(arg, NULL, 10) : 0;
+        if (n < 1 || n > nf) {
+            errorf("\\crosstabview: column number %s is out of range 1..%d", arg, nf);
+            return -1;
+        }
+        return (int)n - 1;
+    }
+    char name[512];
+    size_t o = 0;
+    for (const char *p = arg; *p && o + 1 < sizeof name; p++) {
+        if (*p == '"') {
+            for (p++; *p && o + 1 < sizeof name; p++) {
+                if (*p == '"' && p[1] == '"')
+                    name[o++] = *p++;
+                else if (*p == '"')
+                    break;
+                else
+                    name[o++] = *p;
+            }
+            if (!*p)
+                break;
+        } else {
+            name[o++] = (char)tolower((unsigned char)*p);
+        }
+    }
+    name[o] = '\0';
+    int found = -1;
+    for (int j = 0; j < nf; j++)
+        if (!strcmp(PQfname(res, j), name)) {
+            if (found >= 0) {
+                errorf("\\crosstabview: ambiguous column name: \"%s\"", name);
+                return -1;
+            }
+            found = j;
+        }
+    if (found < 0)
+        errorf("\\crosstabview: column name not found: \"%s\"", name);
+    return found;
+}
+
+static long long ct_sort_key(const PGresult *res, int row, int col, int *bad)
+{
+    const char *v = PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col);
+    char *e;
+    errno = 0;
+    long long k = strtoll(v, &e, 10);
+    if (!*v || *e || errno)
+        *bad = 1;
+    return k;
+}
+
+static const long long *ct_keys;
+static int ct_cmp_keys(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return ct_keys[x] != ct_keys[y] ? (ct_keys[x] > ct_keys[y]) - (ct_keys[x] < ct_keys[y])
+                                    : (x > y) - (x < y);
+}
+
+/* Prints res as psql's \crosstabview: colV's values down, colH's across,
+** colD's in the cells. 1 (said) when the result does not make one. */
+static int print_crosstab(shell *sh, PGresult *res)
+{
+    int nf = PQnfields(res), n = PQntuples(res);
+    if (nf < 3) {
+        errorf("\\crosstabview: query must return at least three columns");
+        return 1;
+    }
+    int cv = sh->ct_argc > 0 ? ct_column(res, sh->ct_argv[0]) : 0;
+    int ch = sh->ct_argc > 1 ? ct_column(res, sh->ct_argv[1]) : 1;
+    if (cv < 0 || ch < 0)
+        return 1;
+    if (cv == ch) {
+        errorf("\\crosstabview: vertical and horizontal headers must be different columns");
+        return 1;
+    }
+    int cd;
+    if (sh->ct_argc > 2) {
+        cd = ct_column(res, sh->ct_argv[2]);
+        if (cd < 0)
+            return 1;
+    } else if (nf != 3) {
+        errorf("\\crosstabview: data column must be specified when query returns more than "
+               "three columns");
+        return 1;
+    } else {
+        cd = 3 - cv - ch;
+    }
+    int cs = sh->ct_argc > 3 ? ct_column(res, sh->ct_argv[3]) : -1;
+    if (sh->ct_argc > 3 && cs < 0)
+        return 1;
+    size_t rows = (size_t)(n ? n : 1);
+    int *idv = malloc(sizeof(int) * rows), *fv = malloc(sizeof(int) * rows);
+    int *idh = malloc(sizeof(int) * rows), *fh = malloc(sizeof(int) * rows);
+    int *pos = malloc(sizeof(int) * rows), *order = malloc(sizeof(int) * rows);
+    long long *keys = malloc(sizeof(long long) * rows);
+    int *cell = NULL, rc = 1, nv = -1, nh = -1;
+    PGresult *out = NULL;
+    PGresAttDesc *att = NULL;
+    if (!idv || !fv || !idh || !fh || !pos || !order || !keys)
+        goto oom;
+    nv = ct_distinct(res, cv, idv, fv);
+    nh = ct_distinct(res, ch, idh, fh);
+    if (nv < 0 || nh < 0)
+        goto oom;
+    if (nh > 1600) {
+        errorf("\\crosstabview: maximum number of columns (%d) exceeded", 1600);
+        goto done;
+    }
+    /* the horizontal values in their order: as they appear, or by sortcolH */
+    for (int k = 0; k < nh; k++)
+        order[k] = k;
+    if (cs >= 0) {
+        int bad = 0;
+        for (int k = 0; k < nh; k++)
+            keys[k] = ct_sort_key(res, fh[k], cs, &bad);
+        if (bad) {
+            errorf("\\crosstabview: the values of the sort column \"%s\" must be integers",
+                   PQfname(res, cs));
+            goto done;
+        }
+        ct_keys = keys;
+        qsort(order, (size_t)nh, sizeof *order, ct_cmp_keys);
+    }
+    for (int k = 0; k < nh; k++)
+        pos[order[k]] = k;
+    cell = malloc(sizeof(int) * (size_t)(nv ? nv : 1) * (size_t)(nh ? nh : 1));
+    att = calloc((size_t)nh + 1, sizeof *att);
+    if (!cell || !att)
+        goto oom;
+    for (size_t k = 0; k < (size_t)nv * (size_t)nh; k++)
+        cell[k] = -1;
+    for (int r = 0; r < n; r++) {
+        int *c = &cell[(size_t)idv[r] * (size_t)nh + (size_t)pos[idh[r]]];
+        if (*c >= 0) {
+            errorf("\\crosstabview: query result contains multiple data values for row \"%s\", "
+                   "column \"%s\"", PQgetisnull(res, r, cv) ? "(null)" : PQgetvalue(res, r, cv),
+                   PQgetisnull(res, r, ch) ? "(null)" : PQgetvalue(res, r, ch));
+            goto done;
+        }
+        *c = r;
+    }
+    att[0].name = PQfname(res, cv);
+    att[0].typid = PQftype(res, cv);
+    att[0].typlen = -1;
+    att[0].atttypmod = -1;
+    for (int k = 0; k < nh; k++) {
+        int r = fh[order[k]];
+        att[k + 1].name = PQgetisnull(res, r, ch) ? (sh->nullstr ? sh->nullstr : (char *)"")
+                                                  : PQgetvalue(res, r, ch);
+        att[k + 1].typid = PQftype(res, cd);
+        att[k + 1].typlen = -1;
+        att[k + 1].atttypmod = -1;
+    }
+    out = PQmakeEmptyPGresult(sh->conn, PGRES_TUPLES_OK);
+    if (!out || !PQsetResultAttrs(out, nh + 1, att))
+        goto oom;
+    for (int i = 0; i < nv; i++) {
+        int r = fv[i];
+        int isnull = PQgetisnull(res, r, cv);
+        if (!PQsetvalue(out, i, 0, isnull ? NULL : PQgetvalue(res, r, cv), isnull ? -1 :
+                        PQgetlength(res, r, cv)))
+            goto oom;
+        for (int k = 0; k < nh; k++) {
+            int d = cell[(size_t)i * (size_t)nh + (size_t)k];
+            /* no row for it: empty; a NULL value: NULL (shown as \pset null) */
+            int dn = d >= 0 && PQgetisnull(res, d, cd);
+            if (!PQsetvalue(out, i, k + 1, d < 0 ? (char *)"" : dn ? NULL : PQgetvalue(res, d, cd),
+                            d < 0 ? 0 : dn ? -1 : PQgetlength(res, d, cd)))
+                goto oom;
+        }
+    }
+    print_result(sh, out);
+    rc = 0;
+    goto done;
+oom:
+    errorf("\\crosstabview: out of memory");
+done:
+    PQclear(out);
+    free(att);
+    free(cell);
+    free(idv);
+    free(fv);
+    free(idh);
+    free(fh);
+    free(pos);
+    free(order);
+    free(keys);
+    return rc;
+}
+
+/* The user's statement failed: said, its SQLSTATE and message kept for
+** psql's variables, and the result itself for \errverbose (res is taken). */
+static void keep_error(shell *sh, PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    report_pq_error(res, sh->conn);
+    snprintf(sh->last_state, sizeof sh->last_state, "%s", state ? state : "XX000");
+    free(sh->last_error);
+    sh->last_error = strdup(msg ? msg : PQerrorMessage(sh->conn));
+    sh->last_rows = 0;
+    if (res) {
+        PQclear(sh->last_error_res);
+        sh->last_error_res = res;
+    }
+}
+
 /* Sends SQL (one or several statements) and prints each result. copy_data,
 ** when given, feeds a COPY ... FROM STDIN in the SQL (a script's inline data). */
 static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_t copy_len)
@@ -1277,18 +1618,20 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
     while ((res = PQgetResult(sh->conn)) != NULL) {
         ExecStatusType st = PQresultStatus(res);
         if (sh->user_sql && (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR)) {
-            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-            const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-            snprintf(sh->last_state, sizeof sh->last_state, "%s", state ? state : "XX000");
-            free(sh->last_error);
-            sh->last_error = strdup(msg ? msg : PQerrorMessage(sh->conn));
-            sh->last_rows = 0;
+            keep_error(sh, res);
+            failed = 1;
+            continue;
         } else if (sh->user_sql && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)) {
             memcpy(sh->last_state, "00000", 6);
             sh->last_rows = atoll(PQcmdTuples(res));
         }
         if (st == PGRES_TUPLES_OK && sh->gset) {
             failed |= gset_row(sh, res);
+        } else if (st == PGRES_TUPLES_OK && sh->crosstab) {
+            failed |= print_crosstab(sh, res);
+        } else if (st == PGRES_COMMAND_OK && sh->crosstab) {
+            errorf("\\crosstabview: statement did not return a result set");
+            failed = 1;
         } else if (st == PGRES_TUPLES_OK) {
             print_result(sh, res);
             /* psql adds the tag of INSERT/UPDATE/DELETE/MERGE ... RETURNING */
@@ -1437,6 +1780,148 @@ static void autocommit_after(shell *sh, const char *sql, int savepoint)
         PQclear(PQexec(sh->conn, q));
 }
 
+/* ---- FETCH_COUNT (psql's: a SELECT read through a cursor, a page at a time) -- */
+
+/* psql's rule: the statement starts (after spaces, comments and opening
+** parentheses) with SELECT or VALUES. */
+static int is_select_command(const char *sql)
+{
+    const char *p = sql;
+    for (;;) {
+        while (isspace((unsigned char)*p) || *p == '(')
+            p++;
+        if (p[0] == '-' && p[1] == '-') {
+            p += strcspn(p, "\n");
+        } else if (p[0] == '/' && p[1] == '*') {
+            int depth = 0;
+            do {
+                if (p[0] == '/' && p[1] == '*')
+                    depth++, p += 2;
+                else if (p[0] == '*' && p[1] == '/')
+                    depth--, p += 2;
+                else
+                    p++;
+            } while (*p && depth);
+        } else {
+            break;
+        }
+    }
+    size_t n = 0;
+    while (isalpha((unsigned char)p[n]))
+        n++;
+    return (n == 6 && !strncasecmp(p, "select", 6)) || (n == 6 && !strncasecmp(p, "values", 6));
+}
+
+/* 1 when sql holds one statement (a cursor is declared for one only). */
+static int one_statement(const char *sql)
+{
+    pgpipe_sql_split *sp;
+    pgpipe_sql_stmt st;
+    int n = 0, r;
+    if (pgpipe_sql_split_open(&sp, sql, strlen(sql), NULL) != PGPIPE_OK)
+        return 0;
+    while ((r = pgpipe_sql_split_next(sp, &st)) == PGPIPE_ROW) {
+        size_t k = 0;
+        while (k < st.len && isspace((unsigned char)st.sql[k]))
+            k++;
+        n += k < st.len;
+    }
+    pgpipe_sql_split_close(sp);
+    return r == PGPIPE_DONE && n == 1;
+}
+
+/* FETCH_COUNT when it applies to sql: its value (> 0), else 0. */
+static int fetch_count(shell *sh, const char *sql)
+{
+    const char *v = var_get(sh, "FETCH_COUNT", 11);
+    long n = v ? strtol(v, NULL, 10) : 0;
+    if (n <= 0 || sh->gset || sh->crosstab || !is_select_command(sql) || !one_statement(sql))
+        return 0;
+    return n > INT_MAX ? INT_MAX : (int)n;
+}
+
+/* As psql: BEGIN (when no transaction is open), DECLARE a cursor for the
+** statement, FETCH count rows at a time and print each page as it comes
+** (memory stays bounded), CLOSE, COMMIT; a failure rolls back the
+** transaction begun here (the rows before it are printed). */
+static int run_cursor(shell *sh, const char *sql, int count)
+{
+    double t0 = now_ms();
+    int started = 0, failed = 0, declared = 0;
+    PGresult *r;
+    if (PQtransactionStatus(sh->conn) == PQTRANS_IDLE) {
+        r = PQexec(sh->conn, "BEGIN");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            keep_error(sh, r);
+            return 1;
+        }
+        PQclear(r);
+        started = 1;
+    }
+    size_t n = strlen(sql);
+    char *decl = malloc(n + 64);
+    if (!decl) {
+        errorf("out of memory");
+        failed = 1;
+        goto end;
+    }
+    snprintf(decl, n + 64, "DECLARE _psql_cursor NO SCROLL CURSOR FOR\n%s", sql);
+    r = PQexec(sh->conn, decl);
+    free(decl);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        keep_error(sh, r);
+        failed = 1;
+        goto end;
+    }
+    PQclear(r);
+    declared = 1;
+    char fetch[64];
+    snprintf(fetch, sizeof fetch, "FETCH FORWARD %d FROM _psql_cursor", count);
+    sh->chunked = 1;
+    sh->chunk_first = 1;
+    sh->chunk_base = 0;
+    for (;;) { /* ends with the cursor's rows (a page short of count) */
+        r = PQexec(sh->conn, fetch);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            keep_error(sh, r);
+            failed = 1;
+            break;
+        }
+        int nt = PQntuples(r);
+        sh->chunk_total = sh->chunk_base + nt;
+        sh->chunk_last = nt < count;
+        if (sh->chunk_first || nt || sh->chunk_last)
+            print_result_to(sh, sh->out, r);
+        PQclear(r);
+        sh->chunk_first = 0;
+        sh->chunk_base += nt;
+        if (output_failed(sh) || interrupted) {
+            failed = 1;
+            break;
+        }
+        if (sh->chunk_last)
+            break;
+    }
+    sh->chunked = 0;
+    if (!failed)
+        sh->last_rows = sh->chunk_base;
+end:
+    if (declared && PQtransactionStatus(sh->conn) == PQTRANS_INTRANS)
+        PQclear(PQexec(sh->conn, "CLOSE _psql_cursor"));
+    if (started && PQstatus(sh->conn) == CONNECTION_OK) {
+        r = PQexec(sh->conn, failed ? "ROLLBACK" : "COMMIT");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            keep_error(sh, r);
+            r = NULL;
+            failed = 1;
+        }
+        PQclear(r);
+    }
+    if (sh->timer)
+        fprintf(sh->out, "Time: %.3f ms\n", now_ms() - t0);
+    return output_failed(sh) || failed;
+}
+
 /* SQL the user gave (a statement of a script, the terminal or an argument). */
 static int run_user_sql(shell *sh, const char *sql, const char *copy_data, size_t copy_len)
 {
@@ -1446,7 +1931,8 @@ static int run_user_sql(shell *sh, const char *sql, const char *copy_data, size_
     sh->user_sql = 1;
     memcpy(sh->last_state, "00000", 6);
     sh->last_rows = 0;
-    int rc = run_sql_copy(sh, sql, copy_data, copy_len);
+    int fc = copy_data ? 0 : fetch_count(sh, sql);
+    int rc = fc > 0 ? run_cursor(sh, sql, fc) : run_sql_copy(sh, sql, copy_data, copy_len);
     sh->user_sql = 0;
     if (rc && !strcmp(sh->last_state, "00000")) /* failed in the client (a lost connection) */
         memcpy(sh->last_state, PQstatus(sh->conn) == CONNECTION_OK ? "XX000" : "08006", 6);
@@ -7333,6 +7819,16 @@ static void connection_ready(shell *sh)
 {
     set_cancel_handle(PQgetCancel(sh->conn));
     sh->lost = 0;
+    /* VERBOSITY and SHOW_CONTEXT hold for every connection (set again: a
+    ** new one starts with libpq's defaults) */
+    const char *vb = var_get(sh, "VERBOSITY", 9), *sc = var_get(sh, "SHOW_CONTEXT", 12);
+    char *vbc = strdup(vb ? vb : "default"), *scc = strdup(sc ? sc : "errors");
+    if (vbc)
+        var_set(sh, "VERBOSITY", vbc);
+    if (scc)
+        var_set(sh, "SHOW_CONTEXT", scc);
+    free(vbc);
+    free(scc);
     /* psql's connection variables */
     char num[32];
     const char *host = PQhost(sh->conn), *ver = PQparameterStatus(sh->conn, "server_version");
@@ -7760,6 +8256,7 @@ static const char backslash_help[] =
     "  \\ef FUNCTION[(TYPES)]   edit a function's CREATE statement in it\n"
     "  \\p  \\r                  show it, clear it\n"
     "  \\gdesc                  the names and types of its result, without running it\n"
+    "  \\crosstabview [COLV [COLH [COLD [SORTCOLH]]]]  run it, its result as a grid\n"
     "Input and output\n"
     "  \\i FILE  \\ir FILE       run FILE (\\ir: relative to this script)\n"
     "  \\o [FILE|'|CMD']        send the output to FILE (none: the terminal again)\n"
@@ -7785,6 +8282,13 @@ static const char backslash_help[] =
     "Connection and variables\n"
     "  \\c [DBNAME|CONNINFO]  \\conninfo  \\encoding [ENCODING]\n"
     "  \\set [NAME [VALUE]]  \\unset NAME   (:NAME, :'NAME', :\"NAME\" in SQL and commands)\n"
+    "  \\prompt [TEXT] NAME     a line from the terminal (a script's: standard input) into NAME\n"
+    "  \\password [USER]       change a password (asked twice, encrypted before it is sent)\n"
+    "  \\errverbose            the last error again, with everything the server said\n"
+    "  (VERBOSITY default|verbose|terse|sqlstate, SHOW_CONTEXT never|errors|always,\n"
+    "  FETCH_COUNT N: a SELECT's rows N at a time through a cursor)\n"
+    "Large objects\n"
+    "  \\lo_import FILE [COMMENT]  \\lo_export OID FILE  \\lo_list[+]  \\lo_unlink OID\n"
     "  \\copy TABLE [(COLUMNS)] FROM 'FILE'|PROGRAM 'CMD'|STDIN|PSTDIN [WITH (OPTIONS)]\n"
     "  \\copy TABLE|(QUERY) TO 'FILE'|PROGRAM 'CMD'|STDOUT|PSTDOUT [WITH (OPTIONS)]\n"
     "  \\restrict KEY  \\unrestrict KEY   (as in pg_dump's plain dumps: until \\unrestrict, only SQL runs)\n"
@@ -8159,6 +8663,256 @@ static int slash_copy(shell *sh, const char *args, char **sql, size_t *len)
     return failed;
 }
 
+/* ---- \prompt, \password, \lo_* ------------------------------------------ */
+
+/* 1 while a script file runs (-f FILE, \i): psql's \prompt then reads
+** standard input, not the terminal. */
+static int in_script_file(const shell *sh)
+{
+    return sh->located && sh->source && strcmp(sh->source, "<stdin>");
+}
+
+static void wipe(char *s)
+{
+    if (s)
+        for (volatile char *p = s; *p; p++)
+            *p = '\0';
+}
+
+/* A line (without its newline, malloc'd; NULL at the end of the input) as
+** psql reads one for \prompt and \password: from the terminal (/dev/tty),
+** the prompt on it, not echoed when !echo; without a terminal (or, for
+** \prompt, while a script file runs: from_stdin) from standard input, the
+** prompt on standard output (from_stdin) or standard error. */
+static char *read_reply(const char *prompt, int echo, int from_stdin)
+{
+    FILE *tty = from_stdin ? NULL : fopen("/dev/tty", "r+");
+    FILE *in = tty ? tty : stdin, *po = tty ? tty : from_stdin ? stdout : stderr;
+    struct termios old, t;
+    int restore = 0;
+    /* echo off before the prompt: nothing typed after it is shown */
+    if (tty && !echo && tcgetattr(fileno(tty), &old) == 0) {
+        t = old;
+        t.c_lflag &= ~(tcflag_t)ECHO;
+        restore = tcsetattr(fileno(tty), TCSAFLUSH, &t) == 0;
+    }
+    if (prompt) {
+        fputs(prompt, po);
+        fflush(po);
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, in);
+    if (restore) {
+        tcsetattr(fileno(tty), TCSAFLUSH, &old);
+        fputc('\n', tty); /* the Enter that was not echoed */
+    }
+    if (tty)
+        fclose(tty);
+    if (n < 0) {
+        free(line);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    return line;
+}
+
+/* \password [USER]: the new password asked twice, never echoed, encrypted
+** here (as the server's password_encryption says) so the clear text never
+** reaches the server or its logs. */
+static int change_password(shell *sh, const char *user)
+{
+    char *cur = NULL;
+    if (!user) {
+        cur = query_value(sh, "SELECT current_user", 0, NULL);
+        if (!cur)
+            return 1;
+        user = cur;
+    }
+    char prompt[600];
+    snprintf(prompt, sizeof prompt, "Enter new password for user \"%s\": ", user);
+    char *p1 = read_reply(prompt, 0, 0);
+    char *p2 = p1 ? read_reply("Enter it again: ", 0, 0) : NULL;
+    int rc = 1;
+    if (!p1 || !p2) {
+        errorf("\\password: could not read the password; it is unchanged");
+    } else if (strcmp(p1, p2)) {
+        errorf("\\password: Passwords didn't match; it is unchanged");
+    } else if (!*p1) {
+        errorf("\\password: an empty password is not set; it is unchanged (ALTER USER ... "
+               "PASSWORD NULL removes one)");
+    } else {
+        char *enc = PQencryptPasswordConn(sh->conn, p1, user, NULL);
+        char *id = enc ? PQescapeIdentifier(sh->conn, user, strlen(user)) : NULL;
+        char *lit = id ? PQescapeLiteral(sh->conn, enc, strlen(enc)) : NULL;
+        char *sql = lit ? malloc(strlen(id) + strlen(lit) + 32) : NULL;
+        if (!sql) {
+            char msg[1024];
+            conn_error_line(sh->conn, msg, sizeof msg);
+            errorf("\\password: %s", *msg ? msg : "out of memory");
+        } else {
+            sprintf(sql, "ALTER USER %s PASSWORD %s", id, lit);
+            PGresult *r = PQexec(sh->conn, sql);
+            if (PQresultStatus(r) == PGRES_COMMAND_OK)
+                rc = 0;
+            else
+                report_pq_error(r, sh->conn);
+            PQclear(r);
+        }
+        free(sql);
+        PQfreemem(lit);
+        PQfreemem(id);
+        PQfreemem(enc);
+    }
+    wipe(p1);
+    wipe(p2);
+    free(p1);
+    free(p2);
+    free(cur);
+    return rc;
+}
+
+/* psql's large-object commands run inside a transaction: the open one, else
+** one of their own (committed after, unless AUTOCOMMIT is off). */
+static int lo_begin(shell *sh, const char *op, int *own)
+{
+    *own = 0;
+    switch (PQtransactionStatus(sh->conn)) {
+    case PQTRANS_INTRANS:
+        return 0;
+    case PQTRANS_IDLE: {
+        PGresult *r = PQexec(sh->conn, "BEGIN");
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            report_pq_error(r, sh->conn);
+        PQclear(r);
+        *own = ok;
+        return !ok;
+    }
+    case PQTRANS_INERROR:
+        errorf("%s: current transaction is aborted", op);
+        return 1;
+    default:
+        errorf("%s: unknown transaction status", op);
+        return 1;
+    }
+}
+
+static int lo_end(shell *sh, int own, int ok)
+{
+    const char *ac = var_get(sh, "AUTOCOMMIT", 10);
+    if (!own || (ok && ac && parse_bool(ac) == 0))
+        return !ok;
+    PGresult *r = PQexec(sh->conn, ok ? "COMMIT" : "ROLLBACK");
+    if (ok && PQresultStatus(r) != PGRES_COMMAND_OK) {
+        report_pq_error(r, sh->conn);
+        ok = 0;
+    }
+    PQclear(r);
+    return !ok;
+}
+
+/* A large object's OID as given: digits, not 0. */
+static int lo_oid(const char *op, const char *s, Oid *oid)
+{
+    char *e;
+    errno = 0;
+    unsigned long v = s && isdigit((unsigned char)*s) ? strtoul(s, &e, 10) : 0;
+    if (!v || *e || errno || v > 4294967295UL) {
+        errorf("%s: invalid large object OID \"%s\"", op, s ? s : "");
+        return 1;
+    }
+    *oid = (Oid)v;
+    return 0;
+}
+
+static int large_object(shell *sh, const char *name, char **argv, int argc)
+{
+    char op[32];
+    snprintf(op, sizeof op, "\\%s", name);
+    if (!strcmp(name, "lo_list") || !strcmp(name, "lo_list+")) {
+        if (argc > 1) {
+            errorf("%s: takes no argument", op);
+            return 1;
+        }
+        if (ensure_connected(sh))
+            return 1;
+        return show_query(sh, name[7] ? "SELECT oid AS \"ID\", pg_catalog.pg_get_userbyid(lomowner) "
+                          "AS \"Owner\", pg_catalog.array_to_string(lomacl, E'\\n') AS "
+                          "\"Access privileges\", pg_catalog.obj_description(oid, "
+                          "'pg_largeobject') AS \"Description\" FROM "
+                          "pg_catalog.pg_largeobject_metadata ORDER BY oid"
+                          : "SELECT oid AS \"ID\", pg_catalog.pg_get_userbyid(lomowner) AS "
+                          "\"Owner\", pg_catalog.obj_description(oid, 'pg_largeobject') AS "
+                          "\"Description\" FROM pg_catalog.pg_largeobject_metadata ORDER BY oid",
+                          "Large objects", NULL, NULL) < 0;
+    }
+    int imp = !strcmp(name, "lo_import"), exp = !strcmp(name, "lo_export");
+    if ((imp && (argc < 2 || argc > 3)) || (exp && argc != 3) || (!imp && !exp && argc != 2)) {
+        errorf(imp ? "usage: \\lo_import FILE [COMMENT]" : exp ? "usage: \\lo_export OID FILE"
+                                                              : "usage: \\lo_unlink OID");
+        return 1;
+    }
+    Oid oid = 0;
+    if (!imp && lo_oid(op, argv[1], &oid))
+        return 1;
+    int own;
+    if (ensure_connected(sh) || lo_begin(sh, op, &own))
+        return 1;
+    int ok = 1;
+    char msg[1024];
+    if (imp) {
+        oid = lo_import(sh->conn, argv[1]);
+        ok = oid != 0;
+        if (ok && argc == 3) {
+            char *lit = PQescapeLiteral(sh->conn, argv[2], strlen(argv[2]));
+            char sql[128];
+            snprintf(sql, sizeof sql, "COMMENT ON LARGE OBJECT %u IS ", oid);
+            char *q = lit ? malloc(strlen(sql) + strlen(lit) + 1) : NULL;
+            PGresult *r = NULL;
+            if (q) {
+                sprintf(q, "%s%s", sql, lit);
+                r = PQexec(sh->conn, q);
+            }
+            ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+            if (!ok)
+                report_pq_error(r, sh->conn);
+            PQclear(r);
+            free(q);
+            PQfreemem(lit);
+            if (!ok) {
+                lo_end(sh, own, 0);
+                return 1;
+            }
+        }
+    } else if (exp) {
+        ok = lo_export(sh->conn, oid, argv[2]) == 1;
+    } else {
+        ok = lo_unlink(sh->conn, oid) >= 0;
+    }
+    if (!ok) {
+        conn_error_line(sh->conn, msg, sizeof msg);
+        errorf("%s: %s", op, msg);
+        lo_end(sh, own, 0);
+        return 1;
+    }
+    if (lo_end(sh, own, 1))
+        return 1;
+    if (imp) {
+        char num[16];
+        snprintf(num, sizeof num, "%u", oid);
+        var_set(sh, "LASTOID", num);
+    }
+    if (!sh->quiet) {
+        if (exp)
+            fprintf(sh->out, "lo_export\n");
+        else
+            fprintf(sh->out, "%s %u\n", name, oid);
+    }
+    return 0;
+}
+
 /* A backslash command (psql's meta-commands); sql/len is the statement
 ** being typed (\g \gx \gset \watch \e \p \r use it), NULL for a command
 ** alone. Returns 0, 1 (failed, counted) or 2 (quit); -1 for unknown. */
@@ -8169,7 +8923,8 @@ static const char *const backslash_names[] = {
     "q", "?", "g", "gx", "gset", "watch", "e", "p", "r", "i", "ir", "o", "echo", "qecho", "warn",
     "if", "elif", "else", "endif", "d", "d+", "dt", "dt+", "di", "dv", "dm", "ds", "dE", "df",
     "dn", "du", "dg", "dx", "dp", "z", "dT", "dD", "l", "l+", "x", "a", "t", "f", "pset", "timing", "c", "conninfo",
-    "encoding", "set", "unset", "restrict", "unrestrict", "copy", "gdesc", "sf", "sf+", "ef", "!", "setenv", "getenv", "cd", NULL };
+    "encoding", "set", "unset", "restrict", "unrestrict", "copy", "gdesc", "sf", "sf+", "ef", "!", "setenv", "getenv", "cd",
+    "errverbose", "prompt", "password", "crosstabview", "lo_import", "lo_export", "lo_list", "lo_unlink", NULL };
 
 static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len,
                             long long first_line)
@@ -8226,6 +8981,78 @@ static int run_backslash_in(shell *sh, const char *line, char **sql, size_t *len
             snprintf(sh->restrict_key, sizeof sh->restrict_key, "%s", name[0] == 'r' ? arg : "");
             rc = 0;
         }
+    } else if (!strcmp(name, "crosstabview")) {
+        /* the arguments as typed: a "Quoted" column name keeps its case */
+        char *raw = strdup(line + 1 + strlen(name)), *p = raw;
+        int n = 0;
+        while (p && *p) {
+            while (isspace((unsigned char)*p))
+                p++;
+            if (!*p)
+                break;
+            char *w = p;
+            for (int inq = 0; *p && (inq || !isspace((unsigned char)*p)); p++)
+                inq ^= *p == '"';
+            if (*p)
+                *p++ = '\0';
+            if (n < 4)
+                sh->ct_argv[n] = w;
+            n++;
+        }
+        if (!raw) {
+            errorf("out of memory");
+            rc = 1;
+        } else if (n > 4) {
+            errorf("usage: \\crosstabview [colV [colH [colD [sortcolH]]]]");
+            rc = 1;
+        } else {
+            sh->crosstab = 1;
+            sh->ct_argc = n;
+            rc = run_g(sh, name, NULL, sql, len, first_line);
+            sh->crosstab = 0;
+            sh->ct_argc = 0;
+            free(raw);
+            free(copy);
+            return rc;
+        }
+        free(raw);
+    } else if (!strcmp(name, "errverbose")) {
+        /* the last error of the user's SQL again, with all libpq has of it */
+        for (int k = 1; k < argc; k++)
+            fprintf(stderr, "pgpipe: \\errverbose: extra argument \"%s\" ignored\n", argv[k]);
+        if (!sh->last_error_res) {
+            fprintf(sh->out, "There is no previous error.\n");
+        } else {
+            char *m = PQresultVerboseErrorMessage(sh->last_error_res, PQERRORS_VERBOSE,
+                                                  PQSHOW_CONTEXT_ALWAYS);
+            fputs(m ? m : "out of memory\n", stderr);
+            PQfreemem(m);
+        }
+        rc = 0;
+    } else if (!strcmp(name, "prompt")) {
+        /* \prompt [TEXT] NAME */
+        const char *var = argc > 2 ? argv[2] : arg;
+        for (int k = 3; k < argc; k++)
+            fprintf(stderr, "pgpipe: \\prompt: extra argument \"%s\" ignored\n", argv[k]);
+        rc = 1;
+        if (!var) {
+            errorf("\\prompt: missing required argument");
+        } else if (!var_name_ok(var)) {
+            errorf("\\prompt: invalid variable name: \"%s\"", var);
+        } else {
+            char *v = read_reply(argc > 2 ? arg : NULL, 1, in_script_file(sh));
+            if (!v)
+                errorf("\\prompt: could not read value for variable \"%s\"; it is unchanged", var);
+            else
+                rc = var_set(sh, var, v);
+            free(v);
+        }
+    } else if (!strcmp(name, "password") && argc <= 2) {
+        rc = ensure_connected(sh) ? 1 : change_password(sh, arg);
+    } else if (!strncmp(name, "lo_", 3) && (!strcmp(name, "lo_import") || !strcmp(name, "lo_export") ||
+                                            !strcmp(name, "lo_unlink") || !strcmp(name, "lo_list") ||
+                                            !strcmp(name, "lo_list+"))) {
+        rc = large_object(sh, name, argv, argc);
     } else if (!strcmp(name, "gdesc") && argc == 1) {
         rc = run_gdesc(sh, len == &zero ? NULL : sql, len);
     } else if (!strcmp(name, "ef") && argc >= 2 && len != &zero) {
@@ -10022,6 +10849,8 @@ static void shell_free(shell *sh)
     free(sh->vars);
     free(sh->last_sql);
     free(sh->last_error);
+    PQclear(sh->last_error_res);
+    sh->last_error_res = NULL;
     free(sh->last_dot);
     free(sh->nullstr);
     free(sh->fieldsep);
