@@ -20053,6 +20053,41 @@ static int claim_probe_handler(pgpipe_claimer *c, const pgpipe_handler *h, pgpip
     return rc != PGPIPE_OK && claim_state_breaks_handler(err->sqlstate);
 }
 
+/* For a 42501 (insufficient privilege): "; the role \"R\" needs EXECUTE on
+** function f" from the server's "permission denied for function f", so the
+** message says which privilege to grant to whom. A C handler may run on a
+** connection of its own: its role is not named then. */
+static void claim_privilege_hint(char *out, size_t size, pgpipe_claimer *c,
+                                 const pgpipe_handler *h, const char *msg)
+{
+    char who[96];
+    const char *role = h->sql && c->conn ? PQuser(c->conn) : NULL;
+    if (role && *role)
+        snprintf(who, sizeof who, "the role \"%.60s\"", role);
+    else
+        snprintf(who, sizeof who, "the handler's role");
+    static const char pre[] = "permission denied for ";
+    const char *m = msg ? strstr(msg, pre) : NULL;
+    if (!m) {
+        snprintf(out, size, "; %s lacks a privilege the handler needs", who);
+        return;
+    }
+    m += sizeof pre - 1;
+    size_t kn = strcspn(m, " \n");
+    const char *obj = m + kn + (m[kn] == ' ');
+    int on = (int)strcspn(obj, "\n");
+    const char *priv = "a privilege";
+    if ((kn == 8 && !strncmp(m, "function", 8)) || (kn == 9 && !strncmp(m, "procedure", 9)) ||
+        (kn == 7 && !strncmp(m, "routine", 7)))
+        priv = "EXECUTE";
+    else if ((kn == 6 && !strncmp(m, "schema", 6)) || (kn == 8 && !strncmp(m, "sequence", 8)))
+        priv = "USAGE";
+    else if (kn == 5 && !strncmp(m, "table", 5))
+        priv = "the privilege (SELECT, INSERT, UPDATE or DELETE) the handler uses";
+    snprintf(out, size, "; %s needs %s on %.*s %.*s", who, priv, (int)kn, m, on > 60 ? 60 : on,
+             obj);
+}
+
 /* The handler cannot run: the batch is given back uncharged by the caller
 ** (pgpipe_claimer_run_batch), and the error names the handler and the
 ** server's SQLSTATE. Returns PGPIPE_DB. */
@@ -20067,9 +20102,12 @@ static int claim_handler_broken(pgpipe_claimer *c, const pgpipe_handler *h,
                  strlen(h->sql) > 100 ? "..." : "");
     else
         snprintf(what, sizeof what, "the %s handler", h->record ? "record" : "batch");
-    int rc = pp_err(&c->hdr.err, PGPIPE_DB, "%s cannot run (%s): %.600s (SQLSTATE %s); the "
+    char hint[200] = "";
+    if (!strcmp(cause->sqlstate, "42501"))
+        claim_privilege_hint(hint, sizeof hint, c, h, cause->message);
+    int rc = pp_err(&c->hdr.err, PGPIPE_DB, "%s cannot run (%s): %.500s (SQLSTATE %s)%s; the "
                     "batch is given back, no attempt counted", what, how, cause->message,
-                    cause->sqlstate);
+                    cause->sqlstate, hint);
     memcpy(c->hdr.err.sqlstate, cause->sqlstate, sizeof c->hdr.err.sqlstate);
     return rc;
 }
@@ -20198,6 +20236,44 @@ static int claim_run_records(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_
     return PGPIPE_OK;
 }
 
+/* Lease mode, C batch handler: the handler failed the batch as a whole with
+** one error (*err). No transaction can undo its writes, so there is no
+** bisection. But when the error's state says the handler itself may be
+** unable to run (claim_state_breaks_handler) and two rows or more are left
+** (not failed by the handler itself), each of them is run alone once: a row
+** that passes is done, one that fails keeps its own error, and
+** claim_all_broken tells a broken handler (every row fails so alone: the
+** batch is given back uncharged) from a row at fault (only it is charged).
+** Otherwise every row left gets the error. Returns PGPIPE_OK, or the error
+** of claim_handler_broken. */
+static int claim_lease_batch_failed(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch *b,
+                                    const pgpipe_error *err)
+{
+    int left = 0;
+    for (int i = 0; i < b->n; i++)
+        left += !b->failed[i];
+    if (left >= 2 && claim_state_breaks_handler(err->sqlstate)) {
+        for (int i = 0; i < b->n; i++) {
+            if (b->failed[i])
+                continue;
+            pgpipe_batch *v = claim_batch_view(b, i, i + 1);
+            if (!v)
+                return pp_err_nomem(&c->hdr.err);
+            pgpipe_error one;
+            int rc = claim_call_batch(c, h, v, &one);
+            claim_batch_free(v);
+            if (rc != PGPIPE_OK && !b->failed[i] &&
+                pgpipe_batch_fail(b, i, one.message, one.sqlstate) != PGPIPE_OK)
+                return pp_err_nomem(&c->hdr.err);
+        }
+        return claim_all_broken(c, h, b);
+    }
+    for (int i = 0; i < b->n; i++)
+        if (!b->failed[i] && pgpipe_batch_fail(b, i, err->message, err->sqlstate) != PGPIPE_OK)
+            return pp_err_nomem(&c->hdr.err);
+    return PGPIPE_OK;
+}
+
 int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nrows)
 {
     if (nrows)
@@ -20283,12 +20359,8 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
     } else {
         pgpipe_error err;
         rc = claim_call_batch(c, h, b, &err);
-        if (rc != PGPIPE_OK) {
-            for (int i = 0; i < b->n; i++)
-                if (!b->failed[i])
-                    pgpipe_batch_fail(b, i, err.message, err.sqlstate);
-            rc = PGPIPE_OK;
-        }
+        if (rc != PGPIPE_OK)
+            rc = claim_lease_batch_failed(c, h, b, &err);
     }
     if (rc != PGPIPE_OK && c->handler_broken && PQstatus(c->conn) == CONNECTION_OK) {
         /* the handler cannot run: not the rows' fault. Roll back and give

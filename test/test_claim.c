@@ -916,6 +916,136 @@ PGT_TEST(claim, workers_stop_when_the_handler_function_is_dropped)
     PQfinish(c);
 }
 
+/* A C batch handler on a connection of its own (lease mode: the batch has
+** no connection), serialized for the workers' threads. */
+typedef struct claim_t_rev {
+    PGconn *conn;
+    pthread_mutex_t mu;
+} claim_t_rev;
+
+static int claim_t_rev_batch(void *ud, pgpipe_batch *b, pgpipe_error *err)
+{
+    claim_t_rev *x = ud;
+    const char *j = pgpipe_batch_json(b);
+    if (!j)
+        return pp_err_nomem(err);
+    pthread_mutex_lock(&x->mu);
+    PGresult *r = PQexecParams(x->conn, "SELECT claim_t_revfn($1::jsonb)", 1, NULL, &j, NULL,
+                               NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        pp_err_pq(err, x->conn, r, "the batch");
+    PQclear(r);
+    pthread_mutex_unlock(&x->mu);
+    return ok ? PGPIPE_OK : PGPIPE_DB;
+}
+
+/* EXECUTE on the handler's function revoked from the workers' role while
+** they run (42501): no row is charged an attempt or dead-lettered for it
+** (max_attempts 1 would dead-letter a charged row at once), the workers stop
+** with an error naming the function and the privilege, and once EXECUTE is
+** granted again new workers process every row, exactly once. For the
+** one-error-for-the-whole-batch C handler in lease mode (each row is run
+** alone, and fails so), and the SQL handler in both modes. */
+PGT_TEST(claim, workers_revoked_execute_charges_nothing)
+{
+    static const char role[] = "claim_t_wrole";
+    PGconn *c = claim_t_setup("claim_t_rev", 0);
+    PQclear(PGT_EXEC(c, "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname ="
+                        " 'claim_t_wrole') THEN DROP OWNED BY claim_t_wrole;"
+                        " DROP ROLE claim_t_wrole; END IF; END $$;"
+                        "CREATE ROLE claim_t_wrole LOGIN;"
+                        "GRANT SELECT, UPDATE ON claim_t_rev TO claim_t_wrole;"
+                        "GRANT USAGE ON SCHEMA pgpipe TO claim_t_wrole;"
+                        "GRANT SELECT, INSERT ON pgpipe.dead_letters TO claim_t_wrole;"
+                        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA pgpipe TO claim_t_wrole"));
+    for (int v = 0; v < 3; v++) { /* 0: lease, C batch; 1: lease, SQL; 2: transactional, SQL */
+        PQclear(PGT_EXEC(c, "DELETE FROM claim_t_rev;"
+                            "DELETE FROM pgpipe.dead_letters WHERE source_table = 'claim_t_rev';"
+                            "INSERT INTO claim_t_rev (source, event_type, payload) SELECT 'src',"
+                            " 'click', jsonb_build_object('n', g) FROM generate_series(1, 10) g;"
+                            "DROP TABLE IF EXISTS claim_t_revout;"
+                            "CREATE TABLE claim_t_revout (event_id bigint PRIMARY KEY);"
+                            "GRANT INSERT ON claim_t_revout TO claim_t_wrole;"
+                            "DROP FUNCTION IF EXISTS claim_t_revfn(jsonb);"
+                            "CREATE FUNCTION claim_t_revfn(j jsonb) RETURNS int LANGUAGE sql AS $$"
+                            " INSERT INTO claim_t_revout SELECT (e->>'id')::bigint"
+                            " FROM jsonb_array_elements(j) e; SELECT 1 $$;"
+                            "REVOKE EXECUTE ON FUNCTION claim_t_revfn(jsonb) FROM PUBLIC;"
+                            "GRANT EXECUTE ON FUNCTION claim_t_revfn(jsonb) TO claim_t_wrole"));
+        char dsn[1024];
+        snprintf(dsn, sizeof dsn, "%s user=%s", pgt_dsn(), role);
+        pgpipe_pool_options po;
+        pgpipe_pool_options_init(&po);
+        po.pool_size = 3;
+        po.max_overflow = 2;
+        po.acquire_timeout_ms = 5000;
+        pgpipe_pool *pool;
+        PGT_CHECK_MSG(pgpipe_pool_open(&pool, dsn, &po) == PGPIPE_OK, "%s", pgpipe_errmsg(pool));
+        claim_t_rev x = { NULL, PTHREAD_MUTEX_INITIALIZER };
+        x.conn = PQconnectdb(dsn);
+        PGT_CHECK_MSG(PQstatus(x.conn) == CONNECTION_OK, "%s", PQerrorMessage(x.conn));
+        pgpipe_handler h = { NULL, NULL, "SELECT claim_t_revfn($1::jsonb)", NULL };
+        if (v == 0)
+            h = (pgpipe_handler){ NULL, claim_t_rev_batch, NULL, &x };
+        pgpipe_workers_options wo;
+        pgpipe_workers_options_init(&wo);
+        claim_t_opts(&wo.claim, "claim_t_rev");
+        wo.claim.mode = v < 2 ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+        wo.claim.batch_size = 5;
+        wo.claim.max_attempts = 1;
+        wo.threads = 2;
+        wo.channel = "";
+        wo.poll_ms = 50;
+        pgpipe_workers *w;
+        PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+        pgpipe_workers_stats st;
+        for (int i = 0; i < 600; i++) { /* the first 10 rows, up to 30 s */
+            PGT_OK(pgpipe_workers_stats_get(w, &st));
+            if (st.total.done == 10 && st.idle == 2)
+                break;
+            pgpipe_sleep_ms(50);
+        }
+        PGT_EQ_INT(st.total.done, 10);
+        PQclear(PGT_EXEC(c, "REVOKE EXECUTE ON FUNCTION claim_t_revfn(jsonb) FROM claim_t_wrole;"
+                            "INSERT INTO claim_t_rev (source, event_type, payload) SELECT 'src',"
+                            " 'click', jsonb_build_object('n', g) FROM generate_series(11, 50) g"));
+        for (int i = 0; i < 600 && !pgpipe_workers_stopping(w); i++)
+            pgpipe_sleep_ms(50);
+        PGT_CHECK_MSG(pgpipe_workers_stopping(w), "variant %d: the workers did not stop", v);
+        PGT_EQ_INT(pgpipe_workers_wait(w), PGPIPE_DB);
+        PGT_EQ_STR(pgpipe_errsqlstate(w), "42501");
+        PGT_CONTAINS(pgpipe_errmsg(w), "permission denied for function claim_t_revfn");
+        PGT_CONTAINS(pgpipe_errmsg(w), "needs EXECUTE on function claim_t_revfn");
+        PGT_CONTAINS(pgpipe_errmsg(w), "no attempt counted");
+        if (v)
+            PGT_CONTAINS(pgpipe_errmsg(w), "the role \"claim_t_wrole\"");
+        PGT_OK(pgpipe_workers_stats_get(w, &st));
+        PGT_EQ_INT(st.total.retried + st.total.dead, 0);
+        pgpipe_workers_close(w);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rev WHERE NOT processed"
+                                     " AND attempts = 0 AND last_error IS NULL"
+                                     " AND claim_token IS NULL"), 40);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                     " source_table = 'claim_t_rev'"), 0);
+        PQclear(PGT_EXEC(c, "GRANT EXECUTE ON FUNCTION claim_t_revfn(jsonb) TO claim_t_wrole"));
+        PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+        PGT_OK(pgpipe_workers_run_until_empty(w, 60000));
+        PGT_OK(pgpipe_workers_stats_get(w, &st));
+        PGT_EQ_INT(st.total.done, 40);
+        PGT_EQ_INT(st.total.retried + st.total.dead, 0);
+        pgpipe_workers_close(w);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_revout"), 50);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rev WHERE processed"
+                                     " AND attempts <= 1"), 50);
+        PQfinish(x.conn);
+        PGT_OK(pgpipe_pool_close(pool, NULL));
+    }
+    PQclear(PGT_EXEC(c, "DROP FUNCTION claim_t_revfn(jsonb); DROP TABLE claim_t_revout;"
+                        "DROP OWNED BY claim_t_wrole; DROP ROLE claim_t_wrole"));
+    PQfinish(c);
+}
+
 PGT_TEST(claim, workers_stop_on_signal)
 {
     PGconn *c = claim_t_setup("claim_t_sig", 200);
