@@ -324,6 +324,42 @@ PGT_TEST(claim, sql_handler_refuses_records)
     PQfinish(c);
 }
 
+/* max_attempts above 1025: a row failing its 1501st attempt is retried
+** with the handler's error (the backoff's 2^(attempts - 1) overflowed a
+** float8 from attempt 1025 on, which failed the recording statement and
+** dead-lettered the row early, with "value out of range: overflow"). */
+PGT_TEST(claim, retry_past_attempt_1025_keeps_backing_off)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        PGconn *c = claim_t_setup("claim_t_many", 1);
+        PQclear(PGT_EXEC(c, "UPDATE claim_t_many SET attempts = 1500"));
+        pgpipe_claim_options o;
+        claim_t_opts(&o, "claim_t_many");
+        o.mode = mode ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+        o.max_attempts = 2000;
+        o.backoff_base_ms = 0;
+        o.backoff_max_ms = 0;
+        pgpipe_claimer *cl;
+        PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+        claim_t_ctx x = { 0 };
+        x.fail_mod = 1; /* every row fails (P0001, not a data error) */
+        pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+        PGT_CHECK_MSG(pgpipe_claimer_run_batch(cl, &h, NULL) == PGPIPE_OK, "mode %d: %s", mode,
+                      pgpipe_errmsg(cl));
+        pgpipe_claim_stats st;
+        PGT_OK(pgpipe_claimer_stats(cl, &st));
+        PGT_EQ_INT(st.retried, 1);
+        PGT_EQ_INT(st.dead, 0);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_many WHERE NOT processed"
+                                     " AND attempts = 1501 AND last_error LIKE 'bad record %'"
+                                     " AND next_attempt_at IS NOT NULL"), 1);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                     " source_table = 'claim_t_many'"), 0);
+        pgpipe_claimer_close(cl);
+        PQfinish(c);
+    }
+}
+
 PGT_TEST(claim, retry_backoff_then_dead_letter)
 {
     PGconn *c = claim_t_setup("claim_t_retry", 20);

@@ -294,7 +294,9 @@ static int claim_data_error_array(pp_buf *b, const pgpipe_batch *bt)
 /* The statement that records failed rows: retry with backoff or dead-letter
 ** ($1 ids, $2 messages, $3 SQLSTATEs, $4 max_attempts, $5 and $6 backoff,
 ** $7 table, $8 worker, $9 per record: the SQLSTATE says the data is wrong,
-** so it is dead-lettered at once; lease mode: $10 the token). Transactional
+** so it is dead-lettered at once; lease mode: $10 the token). The backoff's
+** exponent stops at 60 (2^1024 overflows a float8: a row past its 1025th
+** attempt would fail the statement, with max_attempts above that). Transactional
 ** mode counts the attempt here (lease mode counted it at the claim). lost:
 ** the rows of a batch whose transaction failed as a whole, charged after its
 ** rollback, so only the rows still pending (transactional mode) are. The
@@ -316,7 +318,7 @@ static int claim_fail_sql(pgpipe_claimer *c, int lease, int lost, char **out)
         " processed_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN now() END,"
         " next_attempt_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN NULL"
         " ELSE now() +"
-        " least($6::float8, $5::float8 * power(2::float8, r.attempts%s - 1))"
+        " least($6::float8, $5::float8 * power(2::float8, least(r.attempts%s - 1, 60)))"
         " * (0.5 + random() / 2) * interval '1 millisecond' END,"
         " claim_token = NULL, lease_expires_at = NULL"
         " FROM f, l WHERE r.id = f.id AND r.id = l.id AND r.received_at = l.received_at%s"
