@@ -14970,6 +14970,13 @@ static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_optio
         if (!m->target)
             return pp_err_nomem(&m->hdr.err);
     }
+    /* the versions between would be recorded as applied by the baseline
+    ** while the target says they stay pending */
+    if (m->baseline && m->target && mig_vcmp(m->baseline, m->target) > 0)
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                      "baseline version %s is above the target version %s: the versions "
+                      "between would be recorded as applied though the target leaves them "
+                      "pending; use a baseline at or below the target", m->baseline, m->target);
     return PGPIPE_OK;
 }
 

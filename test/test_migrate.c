@@ -1537,3 +1537,29 @@ PGT_TEST(migrate, crlf_file_runs_its_own_bytes)
     PQclear(PGT_EXEC(c, "DROP TABLE mig_t_cr"));
     PQfinish(c);
 }
+
+/* A baseline above the target would record the versions between as applied
+** while the target leaves them pending: refused when the runner opens,
+** before anything is read or written; one at the target is fine (the files
+** up to it are recorded, the later ones stay pending). */
+PGT_TEST(migrate, baseline_above_target_is_refused)
+{
+    const char *d = mig_t_dir("bltarget");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_bl1, mig_t_bl5"));
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_t_bl1 (id int);\n");
+    mig_t_write(d, "V5__five.sql", "CREATE TABLE mig_t_bl5 (id int);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "bltarget");
+    o.baseline_version = "0010";
+    o.target_version = "3";
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(pgpipe_migrator_open(&m, c, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(mig_t_err(m), "baseline version 10 is above the target version 3");
+    pgpipe_migrator_close(m);
+    o.baseline_version = "3";
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_INT(mig_t_find(m, "five")->state, PGPIPE_MIGRATION_PENDING);
+    pgpipe_migrator_close(m);
+    PQfinish(c);
+}
