@@ -1082,6 +1082,55 @@ PGT_TEST(claim, workers_revoked_execute_charges_nothing)
     PQfinish(c);
 }
 
+/* A SQL handler whose "$1" is only in a comment or a string (it passes the
+** open's check) or that takes a second parameter is refused when it is
+** prepared, before a row is claimed: the workers stop with the error, no
+** row is charged or dead-lettered (every batch failed on the server with
+** "bind message supplies 1 parameters", charged to its rows). */
+PGT_TEST(claim, sql_handler_must_take_exactly_one_parameter)
+{
+    static const char *const bad[] = { "SELECT 1 /* $1 */", "SELECT '$1'",
+                                       "SELECT $2::int, jsonb_array_length($1::jsonb)" };
+    static const char *const says[] = { "takes 0 parameters", "takes 0 parameters",
+                                        "takes 2 parameters" };
+    PGconn *c = claim_t_setup("claim_t_np", 10);
+    pgpipe_pool *pool = claim_t_pool(3);
+    for (int k = 0; k < 3; k++) {
+        pgpipe_workers_options wo;
+        pgpipe_workers_options_init(&wo);
+        claim_t_opts(&wo.claim, "claim_t_np");
+        wo.claim.max_attempts = 1;
+        wo.threads = 2;
+        wo.poll_ms = 50;
+        wo.channel = "";
+        pgpipe_handler h = { NULL, NULL, bad[k], NULL };
+        pgpipe_workers *w;
+        PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+        PGT_EQ_INT(pgpipe_workers_run_until_empty(w, 30000), PGPIPE_MISUSE);
+        PGT_CONTAINS(pgpipe_errmsg(w), says[k]);
+        PGT_CONTAINS(pgpipe_errmsg(w), "it must take exactly one, $1");
+        pgpipe_workers_close(w);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_np WHERE NOT processed"
+                                     " AND attempts = 0 AND last_error IS NULL"), 10);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                     " source_table = 'claim_t_np'"), 0);
+    }
+    /* the single-connection claimer says it again on the next call (the
+    ** statement was not left prepared) */
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_np");
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_handler h = { NULL, NULL, bad[0], NULL };
+    for (int i = 0; i < 2; i++) {
+        PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &h, NULL), PGPIPE_MISUSE);
+        PGT_CONTAINS(pgpipe_errmsg(cl), "takes 0 parameters");
+    }
+    pgpipe_claimer_close(cl);
+    PGT_OK(pgpipe_pool_close(pool, NULL));
+    PQfinish(c);
+}
+
 PGT_TEST(claim, workers_stop_on_signal)
 {
     PGconn *c = claim_t_setup("claim_t_sig", 200);

@@ -1352,8 +1352,28 @@ static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
         return PGPIPE_OK;
     char name[40];
     snprintf(name, sizeof name, "pgpipe_claim_h%016llx", (unsigned long long)h);
-    int rc = claim_known(c, name) ? PGPIPE_OK
+    int known = claim_known(c, name);
+    int rc = known ? PGPIPE_OK
            : pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing the SQL handler");
+    if (rc == PGPIPE_OK && !known) {
+        /* exactly one parameter, $1: a "$1" only in a comment or a string
+        ** passed pgpipe_workers_open's check, and every batch would then
+        ** fail on the server (bind message supplies 1 parameters ...),
+        ** charged to its rows */
+        PGresult *d = PQdescribePrepared(c->conn, name);
+        if (PQresultStatus(d) != PGRES_COMMAND_OK) {
+            rc = pp_err_pq(&c->hdr.err, c->conn, d, "describing the SQL handler");
+        } else if (PQnparams(d) != 1) {
+            rc = pp_err(&c->hdr.err, PGPIPE_MISUSE,
+                        "the SQL handler takes %d parameters; it must take exactly one, $1: "
+                        "the claimed rows as a JSONB array (a $1 in a comment or a string is "
+                        "no parameter)", PQnparams(d));
+            char dealloc[64];
+            snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", name);
+            PQclear(PQexec(c->conn, dealloc));
+        }
+        PQclear(d);
+    }
     /* a syntax error or an unknown table does not heal by retrying */
     c->handler_unusable = rc != PGPIPE_OK && PQstatus(c->conn) == CONNECTION_OK &&
                           !pgpipe_sqlstate_is_transient(c->hdr.err.sqlstate);
