@@ -1359,11 +1359,11 @@ static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
         /* exactly one parameter, $1: a "$1" only in a comment or a string
         ** passed pgpipe_workers_open's check, and every batch would then
         ** fail on the server (bind message supplies 1 parameters ...),
-        ** charged to its rows */
+        ** charged to its rows. Where the describe fails (a pooler that
+        ** keeps prepared statements itself may not answer it: 26000), the
+        ** check is left out and the statement's execution tells. */
         PGresult *d = PQdescribePrepared(c->conn, name);
-        if (PQresultStatus(d) != PGRES_COMMAND_OK) {
-            rc = pp_err_pq(&c->hdr.err, c->conn, d, "describing the SQL handler");
-        } else if (PQnparams(d) != 1) {
+        if (PQresultStatus(d) == PGRES_COMMAND_OK && PQnparams(d) != 1) {
             rc = pp_err(&c->hdr.err, PGPIPE_MISUSE,
                         "the SQL handler takes %d parameters; it must take exactly one, $1: "
                         "the claimed rows as a JSONB array (a $1 in a comment or a string is "
