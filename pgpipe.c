@@ -18781,11 +18781,22 @@ static int claim_read_known(pgpipe_claimer *c)
     return c->known ? PGPIPE_OK : pp_err_nomem(&c->hdr.err);
 }
 
+/* A failure names the table; a missing column (42703) says what the table
+** needs. */
 static int claim_prepare(pgpipe_claimer *c, const char *name, const char *sql)
 {
     if (c->unnamed || claim_known(c, name))
         return PGPIPE_OK;
-    return pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing a claimer statement");
+    char ctx[200];
+    snprintf(ctx, sizeof ctx, "preparing a claimer statement on %.150s", c->table);
+    int rc = pp_prepare(c->conn, name, sql, &c->hdr.err, ctx);
+    if (rc != PGPIPE_OK && !strcmp(c->hdr.err.sqlstate, "42703")) {
+        size_t n = strlen(c->hdr.err.message);
+        snprintf(c->hdr.err.message + n, sizeof c->hdr.err.message - n,
+                 " (the table needs the columns of staging.raw_events, e.g. CREATE TABLE "
+                 "%.150s (LIKE staging.raw_events INCLUDING ALL))", c->table);
+    }
+    return rc;
 }
 
 /* The text of the claimer statement called name (unnamed mode). */

@@ -250,6 +250,26 @@ PGT_TEST(claim, filters_order_and_quoting)
     PQfinish(c);
 }
 
+/* A table that is not shaped like staging.raw_events is refused when the
+** claimer opens, with an error naming the table and what it needs (it said
+** only: column "received_at" does not exist). */
+PGT_TEST(claim, table_without_the_staging_columns_is_named)
+{
+    PGconn *c = pgt_db_open();
+    pgt_db_table(c, "claim_t_plain", "(id bigint PRIMARY KEY, x int)");
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "public.claim_t_plain");
+    pgpipe_claimer *cl;
+    PGT_EQ_INT(pgpipe_claimer_open(&cl, c, &o), PGPIPE_DB);
+    PGT_EQ_STR(pgpipe_errsqlstate(cl), "42703");
+    PGT_CONTAINS(pgpipe_errmsg(cl), "preparing a claimer statement on public.claim_t_plain");
+    PGT_CONTAINS(pgpipe_errmsg(cl), "CREATE TABLE public.claim_t_plain (LIKE staging.raw_events"
+                                    " INCLUDING ALL)");
+    pgpipe_claimer_close(cl);
+    PQclear(PGT_EXEC(c, "DROP TABLE claim_t_plain"));
+    PQfinish(c);
+}
+
 PGT_TEST(claim, sql_handler_bisects)
 {
     PGconn *c = claim_t_setup("claim_t_sql", 50);
