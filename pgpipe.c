@@ -12870,17 +12870,26 @@ void pgpipe_pipeline_close(pgpipe_pipeline *p)
 
 #include <dirent.h>
 
-/* Text of a migration as it is checksummed and run: no UTF-8 BOM, LF line
-** endings. Returns a new NUL-terminated string (length in *outlen). */
-static char *mig_normalize(const char *text, size_t len, size_t *outlen)
+/* Skips every leading UTF-8 BOM (an editor that adds one to a file that has
+** one makes two), so normalizing twice changes nothing (found by fuzzing). */
+static const char *mig_skip_bom(const char *text, size_t *len)
 {
-    /* every leading BOM (an editor that adds one to a file that has one
-    ** makes two), so normalizing twice changes nothing (found by fuzzing) */
-    while (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
+    while (*len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
            (unsigned char)text[2] == 0xBF) {
         text += 3;
-        len -= 3;
+        *len -= 3;
     }
+    return text;
+}
+
+/* Text of a migration as it is checksummed, cut into statements and
+** scanned for markers: no UTF-8 BOM, LF line endings (CR LF and a lone CR
+** are LF). What runs are the file's own bytes (mig_file.raw): a CR inside a
+** string literal stays a CR. Returns a new NUL-terminated string (length in
+** *outlen). */
+static char *mig_normalize(const char *text, size_t len, size_t *outlen)
+{
+    text = mig_skip_bom(text, &len);
     char *d = pp_malloc(len + 1);
     if (!d)
         return NULL;
@@ -12915,9 +12924,11 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65])
 /* ---- Migration files -------------------------------------------------- */
 
 typedef struct mig_stmt {
-    char *sql;            /* NUL-terminated copy */
-    const char *copy_data;
+    char *sql;            /* NUL-terminated copy of the file's bytes: what runs */
+    const char *copy_data; /* into mig_file.raw */
     size_t copy_len;
+    const char *nsql, *ncopy; /* the same in the normalized text (for the */
+    size_t nlen, ncopy_len;   /* progress checksum, as before raw ran) */
     long long line, column;
 } mig_stmt;
 
@@ -12926,8 +12937,10 @@ typedef struct mig_file {
     char *version;        /* normalized digits ("" for R) */
     char *name;
     char *file;           /* file name */
-    char *text;           /* normalized content */
+    char *text;           /* normalized content (checksum, statements, markers) */
     size_t len;
+    char *raw;            /* the file's bytes without a leading BOM: what runs */
+    size_t rawlen;
     char checksum[65];
     int transactional;
     mig_stmt *stmts;      /* parsed on demand */
@@ -13019,6 +13032,7 @@ static void mig_files_free(pgpipe_migrator *m)
         pp_free(f->name);
         pp_free(f->file);
         pp_free(f->text);
+        pp_free(f->raw);
     }
     pp_free(m->files);
     m->files = NULL;
@@ -13223,7 +13237,13 @@ static int mig_add_file(pgpipe_migrator *m, const char *fn, const char *text, si
     m->nfiles++;
     f->file = pp_strdup(fn);
     f->text = mig_normalize(text, len, &f->len);
-    if (!f->file || !f->text)
+    const char *raw = mig_skip_bom(text, &len);
+    if ((f->raw = pp_malloc(len + 1)) != NULL) {
+        memcpy(f->raw, raw, len);
+        f->raw[len] = '\0';
+    }
+    f->rawlen = len;
+    if (!f->file || !f->text || !f->raw)
         return pp_err_nomem(&m->hdr.err);
     pgpipe_sha256_hex(f->text, f->len, f->checksum);
     long long bad = 0;
@@ -13344,15 +13364,37 @@ static int mig_load_files(pgpipe_migrator *m)
     return PGPIPE_OK;
 }
 
-/* Splits a file into statements (once). */
+/* Where each byte of f's normalized text is in its raw bytes: map[i] for
+** i < f->len, and map[f->len] = f->rawlen (a normalized range [a, b) is the
+** raw range [map[a], map[b])). NULL when out of memory. */
+static size_t *mig_raw_map(const mig_file *f)
+{
+    size_t *map = pp_malloc((f->len + 1) * sizeof *map);
+    if (!map)
+        return NULL;
+    size_t w = 0;
+    for (size_t i = 0; i < f->rawlen && w < f->len; i++) {
+        map[w++] = i;
+        if (f->raw[i] == '\r' && i + 1 < f->rawlen && f->raw[i + 1] == '\n')
+            i++;
+    }
+    map[f->len] = f->rawlen;
+    return map;
+}
+
+/* Splits a file into statements (once): cut in the normalized text (where
+** line ends are what sqlsplit and the server's lexer agree on), each taken
+** from the file's own bytes. */
 static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
 {
     if (f->parsed)
         return PGPIPE_OK;
     pgpipe_sql_split *sp = NULL;
-    int rc = pgpipe_sql_split_open(&sp, f->text, f->len, f->file);
+    size_t *map = mig_raw_map(f);
+    int rc = map ? pgpipe_sql_split_open(&sp, f->text, f->len, f->file) : PGPIPE_NOMEM;
     if (rc != PGPIPE_OK) {
         pgpipe_sql_split_close(sp);
+        pp_free(map);
         return pp_err_nomem(&m->hdr.err);
     }
     pgpipe_sql_stmt st;
@@ -13369,13 +13411,24 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
             cap = nc;
         }
         mig_stmt *ms = &f->stmts[f->nstmts];
-        ms->sql = pp_strndup(st.sql, st.len);
+        size_t a = (size_t)(st.sql - f->text), z = a + st.len;
+        ms->sql = pp_strndup(f->raw + map[a], map[z] - map[a]);
         if (!ms->sql) {
             rc = pp_err_nomem(&m->hdr.err);
             break;
         }
-        ms->copy_data = st.copy_data;
-        ms->copy_len = st.copy_len;
+        ms->nsql = st.sql;
+        ms->nlen = st.len;
+        ms->ncopy = st.copy_data;
+        ms->ncopy_len = st.copy_len;
+        ms->copy_data = NULL;
+        ms->copy_len = 0;
+        if (st.copy_data) {
+            a = (size_t)(st.copy_data - f->text);
+            z = a + st.copy_len;
+            ms->copy_data = f->raw + map[a];
+            ms->copy_len = map[z] - map[a];
+        }
         ms->line = st.line;
         ms->column = st.column;
         f->nstmts++;
@@ -13383,6 +13436,7 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
     if (rc == PGPIPE_PARSE)
         m->hdr.err = *pgpipe_errinfo(sp);
     pgpipe_sql_split_close(sp);
+    pp_free(map);
     if (rc != PGPIPE_DONE) {
         mig_file_free_stmts(f);
         return rc;
@@ -13418,15 +13472,21 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
 }
 
 /* Hash of the first n statements, to check that a resumed file still starts
-** with what already ran. */
+** with what already ran. Of their normalized text, as the file's checksum:
+** a CR LF file keeps its progress checksums. */
 static void mig_progress_checksum(const mig_file *f, int n, char out[65])
 {
     pp_sha256 s;
     pp_sha256_init(&s);
     for (int i = 0; i < n && i < f->nstmts; i++) {
-        pp_sha256_update(&s, f->stmts[i].sql, strlen(f->stmts[i].sql) + 1);
-        if (f->stmts[i].copy_data)
-            pp_sha256_update(&s, f->stmts[i].copy_data, f->stmts[i].copy_len);
+        const mig_stmt *st = &f->stmts[i];
+        size_t k = 0;
+        while (k < st->nlen && st->nsql[k])
+            k++;
+        pp_sha256_update(&s, st->nsql, k);
+        pp_sha256_update(&s, "", 1);
+        if (st->ncopy)
+            pp_sha256_update(&s, st->ncopy, st->ncopy_len);
         pp_sha256_update(&s, "", 1);
     }
     pp_sha256_hex(&s, out);
@@ -14422,7 +14482,7 @@ static int mig_doubt_error(pgpipe_migrator *m, const mig_file *f, int n, int oth
     if (st) {
         size_t k = 0;
         for (const char *p = st->sql; *p && k < 48; p++)
-            head[k++] = *p == '\n' || *p == '\t' ? ' ' : *p;
+            head[k++] = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : *p;
         head[k] = '\0';
     }
     return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st ? st->line : 0,
@@ -15233,6 +15293,13 @@ static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_optio
         if (!m->target)
             return pp_err_nomem(&m->hdr.err);
     }
+    /* the versions between would be recorded as applied by the baseline
+    ** while the target says they stay pending */
+    if (m->baseline && m->target && mig_vcmp(m->baseline, m->target) > 0)
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                      "baseline version %s is above the target version %s: the versions "
+                      "between would be recorded as applied though the target leaves them "
+                      "pending; use a baseline at or below the target", m->baseline, m->target);
     return PGPIPE_OK;
 }
 
@@ -19041,11 +19108,22 @@ static int claim_read_known(pgpipe_claimer *c)
     return c->known ? PGPIPE_OK : pp_err_nomem(&c->hdr.err);
 }
 
+/* A failure names the table; a missing column (42703) says what the table
+** needs. */
 static int claim_prepare(pgpipe_claimer *c, const char *name, const char *sql)
 {
     if (c->unnamed || claim_known(c, name))
         return PGPIPE_OK;
-    return pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing a claimer statement");
+    char ctx[200];
+    snprintf(ctx, sizeof ctx, "preparing a claimer statement on %.150s", c->table);
+    int rc = pp_prepare(c->conn, name, sql, &c->hdr.err, ctx);
+    if (rc != PGPIPE_OK && !strcmp(c->hdr.err.sqlstate, "42703")) {
+        size_t n = strlen(c->hdr.err.message);
+        snprintf(c->hdr.err.message + n, sizeof c->hdr.err.message - n,
+                 " (the table needs the columns of staging.raw_events, e.g. CREATE TABLE "
+                 "%.150s (LIKE staging.raw_events INCLUDING ALL))", c->table);
+    }
+    return rc;
 }
 
 /* The text of the claimer statement called name (unnamed mode). */
@@ -19165,7 +19243,9 @@ static int claim_data_error_array(pp_buf *b, const pgpipe_batch *bt)
 /* The statement that records failed rows: retry with backoff or dead-letter
 ** ($1 ids, $2 messages, $3 SQLSTATEs, $4 max_attempts, $5 and $6 backoff,
 ** $7 table, $8 worker, $9 per record: the SQLSTATE says the data is wrong,
-** so it is dead-lettered at once; lease mode: $10 the token). Transactional
+** so it is dead-lettered at once; lease mode: $10 the token). The backoff's
+** exponent stops at 60 (2^1024 overflows a float8: a row past its 1025th
+** attempt would fail the statement, with max_attempts above that). Transactional
 ** mode counts the attempt here (lease mode counted it at the claim). lost:
 ** the rows of a batch whose transaction failed as a whole, charged after its
 ** rollback, so only the rows still pending (transactional mode) are. The
@@ -19187,7 +19267,7 @@ static int claim_fail_sql(pgpipe_claimer *c, int lease, int lost, char **out)
         " processed_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN now() END,"
         " next_attempt_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN NULL"
         " ELSE now() +"
-        " least($6::float8, $5::float8 * power(2::float8, r.attempts%s - 1))"
+        " least($6::float8, $5::float8 * power(2::float8, least(r.attempts%s - 1, 60)))"
         " * (0.5 + random() / 2) * interval '1 millisecond' END,"
         " claim_token = NULL, lease_expires_at = NULL"
         " FROM f, l WHERE r.id = f.id AND r.id = l.id AND r.received_at = l.received_at%s"
@@ -20221,8 +20301,28 @@ static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
         return PGPIPE_OK;
     char name[40];
     snprintf(name, sizeof name, "pgpipe_claim_h%016llx", (unsigned long long)h);
-    int rc = claim_known(c, name) ? PGPIPE_OK
+    int known = claim_known(c, name);
+    int rc = known ? PGPIPE_OK
            : pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing the SQL handler");
+    if (rc == PGPIPE_OK && !known) {
+        /* exactly one parameter, $1: a "$1" only in a comment or a string
+        ** passed pgpipe_workers_open's check, and every batch would then
+        ** fail on the server (bind message supplies 1 parameters ...),
+        ** charged to its rows. Where the describe fails (a pooler that
+        ** keeps prepared statements itself may not answer it: 26000), the
+        ** check is left out and the statement's execution tells. */
+        PGresult *d = PQdescribePrepared(c->conn, name);
+        if (PQresultStatus(d) == PGRES_COMMAND_OK && PQnparams(d) != 1) {
+            rc = pp_err(&c->hdr.err, PGPIPE_MISUSE,
+                        "the SQL handler takes %d parameters; it must take exactly one, $1: "
+                        "the claimed rows as a JSONB array (a $1 in a comment or a string is "
+                        "no parameter)", PQnparams(d));
+            char dealloc[64];
+            snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", name);
+            PQclear(PQexec(c->conn, dealloc));
+        }
+        PQclear(d);
+    }
     /* a syntax error or an unknown table does not heal by retrying */
     c->handler_unusable = rc != PGPIPE_OK && PQstatus(c->conn) == CONNECTION_OK &&
                           !pgpipe_sqlstate_is_transient(c->hdr.err.sqlstate);
@@ -20380,6 +20480,41 @@ static int claim_probe_handler(pgpipe_claimer *c, const pgpipe_handler *h, pgpip
     return rc != PGPIPE_OK && claim_state_breaks_handler(err->sqlstate);
 }
 
+/* For a 42501 (insufficient privilege): "; the role \"R\" needs EXECUTE on
+** function f" from the server's "permission denied for function f", so the
+** message says which privilege to grant to whom. A C handler may run on a
+** connection of its own: its role is not named then. */
+static void claim_privilege_hint(char *out, size_t size, pgpipe_claimer *c,
+                                 const pgpipe_handler *h, const char *msg)
+{
+    char who[96];
+    const char *role = h->sql && c->conn ? PQuser(c->conn) : NULL;
+    if (role && *role)
+        snprintf(who, sizeof who, "the role \"%.60s\"", role);
+    else
+        snprintf(who, sizeof who, "the handler's role");
+    static const char pre[] = "permission denied for ";
+    const char *m = msg ? strstr(msg, pre) : NULL;
+    if (!m) {
+        snprintf(out, size, "; %s lacks a privilege the handler needs", who);
+        return;
+    }
+    m += sizeof pre - 1;
+    size_t kn = strcspn(m, " \n");
+    const char *obj = m + kn + (m[kn] == ' ');
+    int on = (int)strcspn(obj, "\n");
+    const char *priv = "a privilege";
+    if ((kn == 8 && !strncmp(m, "function", 8)) || (kn == 9 && !strncmp(m, "procedure", 9)) ||
+        (kn == 7 && !strncmp(m, "routine", 7)))
+        priv = "EXECUTE";
+    else if ((kn == 6 && !strncmp(m, "schema", 6)) || (kn == 8 && !strncmp(m, "sequence", 8)))
+        priv = "USAGE";
+    else if (kn == 5 && !strncmp(m, "table", 5))
+        priv = "the privilege (SELECT, INSERT, UPDATE or DELETE) the handler uses";
+    snprintf(out, size, "; %s needs %s on %.*s %.*s", who, priv, (int)kn, m, on > 60 ? 60 : on,
+             obj);
+}
+
 /* The handler cannot run: the batch is given back uncharged by the caller
 ** (pgpipe_claimer_run_batch), and the error names the handler and the
 ** server's SQLSTATE. Returns PGPIPE_DB. */
@@ -20394,9 +20529,12 @@ static int claim_handler_broken(pgpipe_claimer *c, const pgpipe_handler *h,
                  strlen(h->sql) > 100 ? "..." : "");
     else
         snprintf(what, sizeof what, "the %s handler", h->record ? "record" : "batch");
-    int rc = pp_err(&c->hdr.err, PGPIPE_DB, "%s cannot run (%s): %.600s (SQLSTATE %s); the "
+    char hint[200] = "";
+    if (!strcmp(cause->sqlstate, "42501"))
+        claim_privilege_hint(hint, sizeof hint, c, h, cause->message);
+    int rc = pp_err(&c->hdr.err, PGPIPE_DB, "%s cannot run (%s): %.500s (SQLSTATE %s)%s; the "
                     "batch is given back, no attempt counted", what, how, cause->message,
-                    cause->sqlstate);
+                    cause->sqlstate, hint);
     memcpy(c->hdr.err.sqlstate, cause->sqlstate, sizeof c->hdr.err.sqlstate);
     return rc;
 }
@@ -20525,6 +20663,44 @@ static int claim_run_records(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_
     return PGPIPE_OK;
 }
 
+/* Lease mode, C batch handler: the handler failed the batch as a whole with
+** one error (*err). No transaction can undo its writes, so there is no
+** bisection. But when the error's state says the handler itself may be
+** unable to run (claim_state_breaks_handler) and two rows or more are left
+** (not failed by the handler itself), each of them is run alone once: a row
+** that passes is done, one that fails keeps its own error, and
+** claim_all_broken tells a broken handler (every row fails so alone: the
+** batch is given back uncharged) from a row at fault (only it is charged).
+** Otherwise every row left gets the error. Returns PGPIPE_OK, or the error
+** of claim_handler_broken. */
+static int claim_lease_batch_failed(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch *b,
+                                    const pgpipe_error *err)
+{
+    int left = 0;
+    for (int i = 0; i < b->n; i++)
+        left += !b->failed[i];
+    if (left >= 2 && claim_state_breaks_handler(err->sqlstate)) {
+        for (int i = 0; i < b->n; i++) {
+            if (b->failed[i])
+                continue;
+            pgpipe_batch *v = claim_batch_view(b, i, i + 1);
+            if (!v)
+                return pp_err_nomem(&c->hdr.err);
+            pgpipe_error one;
+            int rc = claim_call_batch(c, h, v, &one);
+            claim_batch_free(v);
+            if (rc != PGPIPE_OK && !b->failed[i] &&
+                pgpipe_batch_fail(b, i, one.message, one.sqlstate) != PGPIPE_OK)
+                return pp_err_nomem(&c->hdr.err);
+        }
+        return claim_all_broken(c, h, b);
+    }
+    for (int i = 0; i < b->n; i++)
+        if (!b->failed[i] && pgpipe_batch_fail(b, i, err->message, err->sqlstate) != PGPIPE_OK)
+            return pp_err_nomem(&c->hdr.err);
+    return PGPIPE_OK;
+}
+
 int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nrows)
 {
     if (nrows)
@@ -20610,12 +20786,8 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
     } else {
         pgpipe_error err;
         rc = claim_call_batch(c, h, b, &err);
-        if (rc != PGPIPE_OK) {
-            for (int i = 0; i < b->n; i++)
-                if (!b->failed[i])
-                    pgpipe_batch_fail(b, i, err.message, err.sqlstate);
-            rc = PGPIPE_OK;
-        }
+        if (rc != PGPIPE_OK)
+            rc = claim_lease_batch_failed(c, h, b, &err);
     }
     if (rc != PGPIPE_OK && c->handler_broken && PQstatus(c->conn) == CONNECTION_OK) {
         /* the handler cannot run: not the rows' fault. Roll back and give
@@ -23085,11 +23257,15 @@ int pgpipe_records_filter_open(pgpipe_records_filter **out, const char *text)
 
 /* ---- filters: SQL ----------------------------------------------------------- */
 
+/* libpq sends the number of parameters as a 16-bit count */
+#define REC_PARAMS_MAX 65535
+
 typedef struct rec_q {
     pp_buf sql;
     char **params;
     int n, cap;
     int nomem;
+    long long want;       /* parameters asked for; over REC_PARAMS_MAX: refused */
 } rec_q;
 
 static void rec_q_free(rec_q *q)
@@ -23110,8 +23286,13 @@ static void rec_q_sql(rec_q *q, const char *s)
 /* Add a parameter (taking ownership of v); returns its number. */
 static int rec_q_param(rec_q *q, char *v)
 {
+    q->want++;
     if (!v) {
         q->nomem = 1;
+        return 1;
+    }
+    if (q->n >= REC_PARAMS_MAX) { /* refused by rec_q_end: no statement is sent */
+        pp_free(v);
         return 1;
     }
     if (q->n == q->cap) {
@@ -23137,6 +23318,27 @@ static int rec_q_param_keys(rec_q *q, const rec_cond *c)
         return rec_q_param(q, NULL);
     }
     return rec_q_param(q, b.data);
+}
+
+/* Ends the statement of q: PGPIPE_OK, or the error on h (q freed then). A
+** filter needing more parameters than one statement can take is refused
+** with the limit named, before anything is sent. */
+static int rec_q_end(pgpipe_records *h, rec_q *q, int nconds, const char *what)
+{
+    if (!q->nomem && q->want > REC_PARAMS_MAX) {
+        long long want = q->want;
+        rec_q_free(q);
+        return pp_err(&h->hdr.err, PGPIPE_LIMIT,
+                      "records: %s: the filter's %d conditions need %lld query parameters; "
+                      "PostgreSQL takes at most %d in one statement (one to three a "
+                      "condition): use fewer conditions (one in [...] condition takes all "
+                      "its values as one parameter)", what, nconds, want, REC_PARAMS_MAX);
+    }
+    if (q->nomem || pp_buf_putc(&q->sql, '\0') != PGPIPE_OK) {
+        rec_q_free(q);
+        return pp_err_nomem(&h->hdr.err);
+    }
+    return PGPIPE_OK;
 }
 
 static int rec_has_index_key(const rec_cond *c)
@@ -23329,6 +23531,7 @@ static int rec_build_find(pgpipe_records *h, const pgpipe_records_find_options *
     }
     rec_q_appendf(q, "SELECT %s FROM %s", select, h->qtable);
     rec_q_where(q, f);
+    int nconds = f ? f->n : 0;
     pgpipe_records_filter_close(parsed);
     const char *s = o->sort;
     int desc = 0;
@@ -23375,11 +23578,7 @@ static int rec_build_find(pgpipe_records *h, const pgpipe_records_find_options *
         snprintf(num, sizeof num, "%lld", o->offset);
         rec_q_appendf(q, " OFFSET $%d::bigint", rec_q_param(q, pp_strdup(num)));
     }
-    if (q->nomem || pp_buf_putc(&q->sql, '\0') != PGPIPE_OK) {
-        rec_q_free(q);
-        return pp_err_nomem(&h->hdr.err);
-    }
-    return PGPIPE_OK;
+    return rec_q_end(h, q, nconds, "find");
 }
 
 int pgpipe_records_find(pgpipe_records *h, const pgpipe_records_find_options *o,
@@ -23446,10 +23645,8 @@ int pgpipe_records_count(pgpipe_records *h, const pgpipe_records_filter *f, long
     memset(&q, 0, sizeof q);
     rec_q_appendf(&q, "SELECT count(*) FROM %s", h->qtable);
     rec_q_where(&q, f);
-    if (q.nomem || pp_buf_putc(&q.sql, '\0') != PGPIPE_OK) {
-        rec_q_free(&q);
-        return pp_err_nomem(&h->hdr.err);
-    }
+    if ((rc = rec_q_end(h, &q, f ? f->n : 0, "count")) != PGPIPE_OK)
+        return rc;
     PGresult *r;
     rc = rec_run(h, q.sql.data, q.n, (const char *const *)q.params, "count", &r);
     rec_q_free(&q);
@@ -24012,10 +24209,8 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
     rec_q_appendf(&q, "SELECT %s FROM %s", fields_only ? "fields::text" : REC_DOC_SQL, h->qtable);
     rec_q_where(&q, f);
     rec_q_sql(&q, " ORDER BY created_at, id");
-    if (q.nomem || pp_buf_putc(&q.sql, '\0') != PGPIPE_OK) {
-        rec_q_free(&q);
-        return pp_err_nomem(&h->hdr.err);
-    }
+    if ((rc = rec_q_end(h, &q, f ? f->n : 0, "export")) != PGPIPE_OK)
+        return rc;
     int tostdout = !strcmp(path, "-");
     int fd = tostdout ? STDOUT_FILENO : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {

@@ -5434,6 +5434,11 @@ static int cmd_records(shell *sh, char **argv, int argc, const char *rest)
             words[nw] = wbuf[nw];
             nw++;
             p = q;
+        } else if (k >= 0 && sp->opts[k].kind != OPT_FLAG && !strchr(w, '=') && nw < 47 &&
+                   q[strspn(q, " \t\r\n")]) { /* a value records_word found too long */
+            errorf("%s: %s: value too long (%d bytes at most)", name, sp->opts[k].name,
+                   (int)sizeof w - 1);
+            goto done;
         }
     }
     if (opt_parse(&cur, name, &s, words, nw))

@@ -250,6 +250,26 @@ PGT_TEST(claim, filters_order_and_quoting)
     PQfinish(c);
 }
 
+/* A table that is not shaped like staging.raw_events is refused when the
+** claimer opens, with an error naming the table and what it needs (it said
+** only: column "received_at" does not exist). */
+PGT_TEST(claim, table_without_the_staging_columns_is_named)
+{
+    PGconn *c = pgt_db_open();
+    pgt_db_table(c, "claim_t_plain", "(id bigint PRIMARY KEY, x int)");
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "public.claim_t_plain");
+    pgpipe_claimer *cl;
+    PGT_EQ_INT(pgpipe_claimer_open(&cl, c, &o), PGPIPE_DB);
+    PGT_EQ_STR(pgpipe_errsqlstate(cl), "42703");
+    PGT_CONTAINS(pgpipe_errmsg(cl), "preparing a claimer statement on public.claim_t_plain");
+    PGT_CONTAINS(pgpipe_errmsg(cl), "CREATE TABLE public.claim_t_plain (LIKE staging.raw_events"
+                                    " INCLUDING ALL)");
+    pgpipe_claimer_close(cl);
+    PQclear(PGT_EXEC(c, "DROP TABLE claim_t_plain"));
+    PQfinish(c);
+}
+
 PGT_TEST(claim, sql_handler_bisects)
 {
     PGconn *c = claim_t_setup("claim_t_sql", 50);
@@ -322,6 +342,42 @@ PGT_TEST(claim, sql_handler_refuses_records)
                                  " '%failed_id 0, which is not a record of the batch%'"), 3);
     pgpipe_claimer_close(cl);
     PQfinish(c);
+}
+
+/* max_attempts above 1025: a row failing its 1501st attempt is retried
+** with the handler's error (the backoff's 2^(attempts - 1) overflowed a
+** float8 from attempt 1025 on, which failed the recording statement and
+** dead-lettered the row early, with "value out of range: overflow"). */
+PGT_TEST(claim, retry_past_attempt_1025_keeps_backing_off)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        PGconn *c = claim_t_setup("claim_t_many", 1);
+        PQclear(PGT_EXEC(c, "UPDATE claim_t_many SET attempts = 1500"));
+        pgpipe_claim_options o;
+        claim_t_opts(&o, "claim_t_many");
+        o.mode = mode ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+        o.max_attempts = 2000;
+        o.backoff_base_ms = 0;
+        o.backoff_max_ms = 0;
+        pgpipe_claimer *cl;
+        PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+        claim_t_ctx x = { 0 };
+        x.fail_mod = 1; /* every row fails (P0001, not a data error) */
+        pgpipe_handler h = { claim_t_record, NULL, NULL, &x };
+        PGT_CHECK_MSG(pgpipe_claimer_run_batch(cl, &h, NULL) == PGPIPE_OK, "mode %d: %s", mode,
+                      pgpipe_errmsg(cl));
+        pgpipe_claim_stats st;
+        PGT_OK(pgpipe_claimer_stats(cl, &st));
+        PGT_EQ_INT(st.retried, 1);
+        PGT_EQ_INT(st.dead, 0);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_many WHERE NOT processed"
+                                     " AND attempts = 1501 AND last_error LIKE 'bad record %'"
+                                     " AND next_attempt_at IS NOT NULL"), 1);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                     " source_table = 'claim_t_many'"), 0);
+        pgpipe_claimer_close(cl);
+        PQfinish(c);
+    }
 }
 
 PGT_TEST(claim, retry_backoff_then_dead_letter)
@@ -912,6 +968,185 @@ PGT_TEST(claim, workers_stop_when_the_handler_function_is_dropped)
     pgpipe_workers_close(w);
     PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_wout"), 50);
     PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_wdrop WHERE processed"), 50);
+    PGT_OK(pgpipe_pool_close(pool, NULL));
+    PQfinish(c);
+}
+
+/* A C batch handler on a connection of its own (lease mode: the batch has
+** no connection), serialized for the workers' threads. */
+typedef struct claim_t_rev {
+    PGconn *conn;
+    pthread_mutex_t mu;
+} claim_t_rev;
+
+static int claim_t_rev_batch(void *ud, pgpipe_batch *b, pgpipe_error *err)
+{
+    claim_t_rev *x = ud;
+    const char *j = pgpipe_batch_json(b);
+    if (!j)
+        return pp_err_nomem(err);
+    pthread_mutex_lock(&x->mu);
+    PGresult *r = PQexecParams(x->conn, "SELECT claim_t_revfn($1::jsonb)", 1, NULL, &j, NULL,
+                               NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        pp_err_pq(err, x->conn, r, "the batch");
+    PQclear(r);
+    pthread_mutex_unlock(&x->mu);
+    return ok ? PGPIPE_OK : PGPIPE_DB;
+}
+
+/* EXECUTE on the handler's function revoked from the workers' role while
+** they run (42501): no row is charged an attempt or dead-lettered for it
+** (max_attempts 1 would dead-letter a charged row at once), the workers stop
+** with an error naming the function and the privilege, and once EXECUTE is
+** granted again new workers process every row, exactly once. For the
+** one-error-for-the-whole-batch C handler in lease mode (each row is run
+** alone, and fails so), and the SQL handler in both modes. */
+PGT_TEST(claim, workers_revoked_execute_charges_nothing)
+{
+    static const char role[] = "claim_t_wrole";
+    PGconn *c = claim_t_setup("claim_t_rev", 0);
+    PQclear(PGT_EXEC(c, "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname ="
+                        " 'claim_t_wrole') THEN DROP OWNED BY claim_t_wrole;"
+                        " DROP ROLE claim_t_wrole; END IF; END $$;"
+                        "CREATE ROLE claim_t_wrole LOGIN;"
+                        "GRANT SELECT, UPDATE ON claim_t_rev TO claim_t_wrole;"
+                        "GRANT USAGE ON SCHEMA pgpipe TO claim_t_wrole;"
+                        "GRANT SELECT, INSERT ON pgpipe.dead_letters TO claim_t_wrole;"
+                        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA pgpipe TO claim_t_wrole"));
+    for (int v = 0; v < 3; v++) { /* 0: lease, C batch; 1: lease, SQL; 2: transactional, SQL */
+        PQclear(PGT_EXEC(c, "DELETE FROM claim_t_rev;"
+                            "DELETE FROM pgpipe.dead_letters WHERE source_table = 'claim_t_rev';"
+                            "INSERT INTO claim_t_rev (source, event_type, payload) SELECT 'src',"
+                            " 'click', jsonb_build_object('n', g) FROM generate_series(1, 10) g;"
+                            "DROP TABLE IF EXISTS claim_t_revout;"
+                            "CREATE TABLE claim_t_revout (event_id bigint PRIMARY KEY);"
+                            "GRANT INSERT ON claim_t_revout TO claim_t_wrole;"
+                            "DROP FUNCTION IF EXISTS claim_t_revfn(jsonb);"
+                            "CREATE FUNCTION claim_t_revfn(j jsonb) RETURNS int LANGUAGE sql AS $$"
+                            " INSERT INTO claim_t_revout SELECT (e->>'id')::bigint"
+                            " FROM jsonb_array_elements(j) e; SELECT 1 $$;"
+                            "REVOKE EXECUTE ON FUNCTION claim_t_revfn(jsonb) FROM PUBLIC;"
+                            "GRANT EXECUTE ON FUNCTION claim_t_revfn(jsonb) TO claim_t_wrole"));
+        char dsn[1024];
+        snprintf(dsn, sizeof dsn, "%s user=%s", pgt_dsn(), role);
+        pgpipe_pool_options po;
+        pgpipe_pool_options_init(&po);
+        po.pool_size = 3;
+        po.max_overflow = 2;
+        po.acquire_timeout_ms = 5000;
+        pgpipe_pool *pool;
+        PGT_CHECK_MSG(pgpipe_pool_open(&pool, dsn, &po) == PGPIPE_OK, "%s", pgpipe_errmsg(pool));
+        claim_t_rev x = { NULL, PTHREAD_MUTEX_INITIALIZER };
+        x.conn = PQconnectdb(dsn);
+        PGT_CHECK_MSG(PQstatus(x.conn) == CONNECTION_OK, "%s", PQerrorMessage(x.conn));
+        pgpipe_handler h = { NULL, NULL, "SELECT claim_t_revfn($1::jsonb)", NULL };
+        if (v == 0)
+            h = (pgpipe_handler){ NULL, claim_t_rev_batch, NULL, &x };
+        pgpipe_workers_options wo;
+        pgpipe_workers_options_init(&wo);
+        claim_t_opts(&wo.claim, "claim_t_rev");
+        wo.claim.mode = v < 2 ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+        wo.claim.batch_size = 5;
+        wo.claim.max_attempts = 1;
+        wo.threads = 2;
+        wo.channel = "";
+        wo.poll_ms = 50;
+        pgpipe_workers *w;
+        PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+        pgpipe_workers_stats st;
+        for (int i = 0; i < 600; i++) { /* the first 10 rows, up to 30 s */
+            PGT_OK(pgpipe_workers_stats_get(w, &st));
+            if (st.total.done == 10 && st.idle == 2)
+                break;
+            pgpipe_sleep_ms(50);
+        }
+        PGT_EQ_INT(st.total.done, 10);
+        PQclear(PGT_EXEC(c, "REVOKE EXECUTE ON FUNCTION claim_t_revfn(jsonb) FROM claim_t_wrole;"
+                            "INSERT INTO claim_t_rev (source, event_type, payload) SELECT 'src',"
+                            " 'click', jsonb_build_object('n', g) FROM generate_series(11, 50) g"));
+        for (int i = 0; i < 600 && !pgpipe_workers_stopping(w); i++)
+            pgpipe_sleep_ms(50);
+        PGT_CHECK_MSG(pgpipe_workers_stopping(w), "variant %d: the workers did not stop", v);
+        PGT_EQ_INT(pgpipe_workers_wait(w), PGPIPE_DB);
+        PGT_EQ_STR(pgpipe_errsqlstate(w), "42501");
+        PGT_CONTAINS(pgpipe_errmsg(w), "permission denied for function claim_t_revfn");
+        PGT_CONTAINS(pgpipe_errmsg(w), "needs EXECUTE on function claim_t_revfn");
+        PGT_CONTAINS(pgpipe_errmsg(w), "no attempt counted");
+        if (v)
+            PGT_CONTAINS(pgpipe_errmsg(w), "the role \"claim_t_wrole\"");
+        PGT_OK(pgpipe_workers_stats_get(w, &st));
+        PGT_EQ_INT(st.total.retried + st.total.dead, 0);
+        pgpipe_workers_close(w);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rev WHERE NOT processed"
+                                     " AND attempts = 0 AND last_error IS NULL"
+                                     " AND claim_token IS NULL"), 40);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                     " source_table = 'claim_t_rev'"), 0);
+        PQclear(PGT_EXEC(c, "GRANT EXECUTE ON FUNCTION claim_t_revfn(jsonb) TO claim_t_wrole"));
+        PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+        PGT_OK(pgpipe_workers_run_until_empty(w, 60000));
+        PGT_OK(pgpipe_workers_stats_get(w, &st));
+        PGT_EQ_INT(st.total.done, 40);
+        PGT_EQ_INT(st.total.retried + st.total.dead, 0);
+        pgpipe_workers_close(w);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_revout"), 50);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_rev WHERE processed"
+                                     " AND attempts <= 1"), 50);
+        PQfinish(x.conn);
+        PGT_OK(pgpipe_pool_close(pool, NULL));
+    }
+    PQclear(PGT_EXEC(c, "DROP FUNCTION claim_t_revfn(jsonb); DROP TABLE claim_t_revout;"
+                        "DROP OWNED BY claim_t_wrole; DROP ROLE claim_t_wrole"));
+    PQfinish(c);
+}
+
+/* A SQL handler whose "$1" is only in a comment or a string (it passes the
+** open's check) or that takes a second parameter is refused when it is
+** prepared, before a row is claimed: the workers stop with the error, no
+** row is charged or dead-lettered (every batch failed on the server with
+** "bind message supplies 1 parameters", charged to its rows). */
+PGT_TEST(claim, sql_handler_must_take_exactly_one_parameter)
+{
+    static const char *const bad[] = { "SELECT 1 /* $1 */", "SELECT '$1'",
+                                       "SELECT $2::int, jsonb_array_length($1::jsonb)" };
+    static const char *const says[] = { "takes 0 parameters", "takes 0 parameters",
+                                        "takes 2 parameters" };
+    PGconn *c = claim_t_setup("claim_t_np", 10);
+    pgpipe_pool *pool = claim_t_pool(3);
+    for (int k = 0; k < 3; k++) {
+        pgpipe_workers_options wo;
+        pgpipe_workers_options_init(&wo);
+        claim_t_opts(&wo.claim, "claim_t_np");
+        wo.claim.max_attempts = 1;
+        wo.threads = 2;
+        wo.poll_ms = 50;
+        wo.channel = "";
+        pgpipe_handler h = { NULL, NULL, bad[k], NULL };
+        pgpipe_workers *w;
+        PGT_OK(pgpipe_workers_open(&w, pool, &h, &wo));
+        PGT_EQ_INT(pgpipe_workers_run_until_empty(w, 30000), PGPIPE_MISUSE);
+        PGT_CONTAINS(pgpipe_errmsg(w), says[k]);
+        PGT_CONTAINS(pgpipe_errmsg(w), "it must take exactly one, $1");
+        pgpipe_workers_close(w);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM claim_t_np WHERE NOT processed"
+                                     " AND attempts = 0 AND last_error IS NULL"), 10);
+        PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE"
+                                     " source_table = 'claim_t_np'"), 0);
+    }
+    /* the single-connection claimer says it again on the next call (the
+    ** statement was not left prepared) */
+    pgpipe_claim_options o;
+    claim_t_opts(&o, "claim_t_np");
+    pgpipe_claimer *cl;
+    PGT_OK(pgpipe_claimer_open(&cl, c, &o));
+    pgpipe_handler h = { NULL, NULL, bad[0], NULL };
+    for (int i = 0; i < 2; i++) {
+        PGT_EQ_INT(pgpipe_claimer_run_batch(cl, &h, NULL), PGPIPE_MISUSE);
+        PGT_CONTAINS(pgpipe_errmsg(cl), "takes 0 parameters");
+    }
+    pgpipe_claimer_close(cl);
     PGT_OK(pgpipe_pool_close(pool, NULL));
     PQfinish(c);
 }

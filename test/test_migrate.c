@@ -1482,3 +1482,84 @@ PGT_TEST(migrate, sql_name_that_is_no_file_is_an_error)
     }
     PQfinish(c);
 }
+
+/* A CR LF file runs its own bytes: a CR inside a string literal stays a CR
+** in the data (and a line break inside a literal stays CR LF, as psql sends
+** it), COPY data with CR LF lines loads, the no-transaction marker on a CR LF
+** line counts; the checksum is still the one of the file with LF line ends
+** (so CR LF files applied before keep their checksums). */
+PGT_TEST(migrate, crlf_file_runs_its_own_bytes)
+{
+    const char *d = mig_t_dir("crlf");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_cr"));
+    static const char v1[] = "CREATE TABLE mig_t_cr (k int, t text);\r\n"
+                             "INSERT INTO mig_t_cr VALUES (1, 'a\rb');\r\n"
+                             "INSERT INTO mig_t_cr VALUES (2, 'c\r\n"
+                             "d');\r\n"
+                             "COPY mig_t_cr FROM stdin;\r\n"
+                             "3\tcopied\r\n"
+                             "\\.\r\n";
+    static const char v1lf[] = "CREATE TABLE mig_t_cr (k int, t text);\n"
+                               "INSERT INTO mig_t_cr VALUES (1, 'a\nb');\n"
+                               "INSERT INTO mig_t_cr VALUES (2, 'c\n"
+                               "d');\n"
+                               "COPY mig_t_cr FROM stdin;\n"
+                               "3\tcopied\n"
+                               "\\.\n";
+    static const char v2[] = "-- pgpipe:no-transaction\r\n"
+                             "INSERT INTO mig_t_cr VALUES (4, 'e\rf');\r\n";
+    mig_t_write(d, "V1__cr.sql", v1);
+    mig_t_write(d, "V2__notx.sql", v2);
+    pgpipe_migrate_options o = mig_t_opts(d, "crlf");
+    pgpipe_migrator *m = NULL;
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    char want[65];
+    PGT_OK(pgpipe_migrate_checksum(v1lf, strlen(v1lf), want));
+    PGT_EQ_STR(mig_t_find(m, "cr")->checksum, want);
+    PGT_EQ_INT(mig_t_find(m, "notx")->transactional, 0);
+    pgpipe_migrator_close(m);
+    char q[256];
+    snprintf(q, sizeof q, "SELECT checksum FROM mig_test.history WHERE scope = 'crlf'"
+                          " AND version = '1'");
+    PGT_EQ_STR(mig_t_str(c, q), want);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_cr WHERE k = 1 AND t = E'a\\rb'"), 1);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_cr WHERE k = 2 AND t = E'c\\r\\nd'"), 1);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_cr WHERE k = 3 AND t = 'copied'"), 1);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_cr WHERE k = 4 AND t = E'e\\rf'"), 1);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_cr"), 4);
+    /* the LF version of the file is the same migration: nothing to do */
+    mig_t_write(d, "V1__cr.sql", v1lf);
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "cr")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_cr"), 4);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_cr"));
+    PQfinish(c);
+}
+
+/* A baseline above the target would record the versions between as applied
+** while the target leaves them pending: refused when the runner opens,
+** before anything is read or written; one at the target is fine (the files
+** up to it are recorded, the later ones stay pending). */
+PGT_TEST(migrate, baseline_above_target_is_refused)
+{
+    const char *d = mig_t_dir("bltarget");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_bl1, mig_t_bl5"));
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_t_bl1 (id int);\n");
+    mig_t_write(d, "V5__five.sql", "CREATE TABLE mig_t_bl5 (id int);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "bltarget");
+    o.baseline_version = "0010";
+    o.target_version = "3";
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(pgpipe_migrator_open(&m, c, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(mig_t_err(m), "baseline version 10 is above the target version 3");
+    pgpipe_migrator_close(m);
+    o.baseline_version = "3";
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_INT(mig_t_find(m, "five")->state, PGPIPE_MIGRATION_PENDING);
+    pgpipe_migrator_close(m);
+    PQfinish(c);
+}

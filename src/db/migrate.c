@@ -10,17 +10,26 @@
 #include "pp_db.h"
 #include <dirent.h>
 
-/* Text of a migration as it is checksummed and run: no UTF-8 BOM, LF line
-** endings. Returns a new NUL-terminated string (length in *outlen). */
-static char *mig_normalize(const char *text, size_t len, size_t *outlen)
+/* Skips every leading UTF-8 BOM (an editor that adds one to a file that has
+** one makes two), so normalizing twice changes nothing (found by fuzzing). */
+static const char *mig_skip_bom(const char *text, size_t *len)
 {
-    /* every leading BOM (an editor that adds one to a file that has one
-    ** makes two), so normalizing twice changes nothing (found by fuzzing) */
-    while (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
+    while (*len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
            (unsigned char)text[2] == 0xBF) {
         text += 3;
-        len -= 3;
+        *len -= 3;
     }
+    return text;
+}
+
+/* Text of a migration as it is checksummed, cut into statements and
+** scanned for markers: no UTF-8 BOM, LF line endings (CR LF and a lone CR
+** are LF). What runs are the file's own bytes (mig_file.raw): a CR inside a
+** string literal stays a CR. Returns a new NUL-terminated string (length in
+** *outlen). */
+static char *mig_normalize(const char *text, size_t len, size_t *outlen)
+{
+    text = mig_skip_bom(text, &len);
     char *d = pp_malloc(len + 1);
     if (!d)
         return NULL;
@@ -55,9 +64,11 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65])
 /* ---- Migration files -------------------------------------------------- */
 
 typedef struct mig_stmt {
-    char *sql;            /* NUL-terminated copy */
-    const char *copy_data;
+    char *sql;            /* NUL-terminated copy of the file's bytes: what runs */
+    const char *copy_data; /* into mig_file.raw */
     size_t copy_len;
+    const char *nsql, *ncopy; /* the same in the normalized text (for the */
+    size_t nlen, ncopy_len;   /* progress checksum, as before raw ran) */
     long long line, column;
 } mig_stmt;
 
@@ -66,8 +77,10 @@ typedef struct mig_file {
     char *version;        /* normalized digits ("" for R) */
     char *name;
     char *file;           /* file name */
-    char *text;           /* normalized content */
+    char *text;           /* normalized content (checksum, statements, markers) */
     size_t len;
+    char *raw;            /* the file's bytes without a leading BOM: what runs */
+    size_t rawlen;
     char checksum[65];
     int transactional;
     mig_stmt *stmts;      /* parsed on demand */
@@ -159,6 +172,7 @@ static void mig_files_free(pgpipe_migrator *m)
         pp_free(f->name);
         pp_free(f->file);
         pp_free(f->text);
+        pp_free(f->raw);
     }
     pp_free(m->files);
     m->files = NULL;
@@ -363,7 +377,13 @@ static int mig_add_file(pgpipe_migrator *m, const char *fn, const char *text, si
     m->nfiles++;
     f->file = pp_strdup(fn);
     f->text = mig_normalize(text, len, &f->len);
-    if (!f->file || !f->text)
+    const char *raw = mig_skip_bom(text, &len);
+    if ((f->raw = pp_malloc(len + 1)) != NULL) {
+        memcpy(f->raw, raw, len);
+        f->raw[len] = '\0';
+    }
+    f->rawlen = len;
+    if (!f->file || !f->text || !f->raw)
         return pp_err_nomem(&m->hdr.err);
     pgpipe_sha256_hex(f->text, f->len, f->checksum);
     long long bad = 0;
@@ -484,15 +504,37 @@ static int mig_load_files(pgpipe_migrator *m)
     return PGPIPE_OK;
 }
 
-/* Splits a file into statements (once). */
+/* Where each byte of f's normalized text is in its raw bytes: map[i] for
+** i < f->len, and map[f->len] = f->rawlen (a normalized range [a, b) is the
+** raw range [map[a], map[b])). NULL when out of memory. */
+static size_t *mig_raw_map(const mig_file *f)
+{
+    size_t *map = pp_malloc((f->len + 1) * sizeof *map);
+    if (!map)
+        return NULL;
+    size_t w = 0;
+    for (size_t i = 0; i < f->rawlen && w < f->len; i++) {
+        map[w++] = i;
+        if (f->raw[i] == '\r' && i + 1 < f->rawlen && f->raw[i + 1] == '\n')
+            i++;
+    }
+    map[f->len] = f->rawlen;
+    return map;
+}
+
+/* Splits a file into statements (once): cut in the normalized text (where
+** line ends are what sqlsplit and the server's lexer agree on), each taken
+** from the file's own bytes. */
 static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
 {
     if (f->parsed)
         return PGPIPE_OK;
     pgpipe_sql_split *sp = NULL;
-    int rc = pgpipe_sql_split_open(&sp, f->text, f->len, f->file);
+    size_t *map = mig_raw_map(f);
+    int rc = map ? pgpipe_sql_split_open(&sp, f->text, f->len, f->file) : PGPIPE_NOMEM;
     if (rc != PGPIPE_OK) {
         pgpipe_sql_split_close(sp);
+        pp_free(map);
         return pp_err_nomem(&m->hdr.err);
     }
     pgpipe_sql_stmt st;
@@ -509,13 +551,24 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
             cap = nc;
         }
         mig_stmt *ms = &f->stmts[f->nstmts];
-        ms->sql = pp_strndup(st.sql, st.len);
+        size_t a = (size_t)(st.sql - f->text), z = a + st.len;
+        ms->sql = pp_strndup(f->raw + map[a], map[z] - map[a]);
         if (!ms->sql) {
             rc = pp_err_nomem(&m->hdr.err);
             break;
         }
-        ms->copy_data = st.copy_data;
-        ms->copy_len = st.copy_len;
+        ms->nsql = st.sql;
+        ms->nlen = st.len;
+        ms->ncopy = st.copy_data;
+        ms->ncopy_len = st.copy_len;
+        ms->copy_data = NULL;
+        ms->copy_len = 0;
+        if (st.copy_data) {
+            a = (size_t)(st.copy_data - f->text);
+            z = a + st.copy_len;
+            ms->copy_data = f->raw + map[a];
+            ms->copy_len = map[z] - map[a];
+        }
         ms->line = st.line;
         ms->column = st.column;
         f->nstmts++;
@@ -523,6 +576,7 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
     if (rc == PGPIPE_PARSE)
         m->hdr.err = *pgpipe_errinfo(sp);
     pgpipe_sql_split_close(sp);
+    pp_free(map);
     if (rc != PGPIPE_DONE) {
         mig_file_free_stmts(f);
         return rc;
@@ -558,15 +612,21 @@ static int mig_parse_file(pgpipe_migrator *m, mig_file *f)
 }
 
 /* Hash of the first n statements, to check that a resumed file still starts
-** with what already ran. */
+** with what already ran. Of their normalized text, as the file's checksum:
+** a CR LF file keeps its progress checksums. */
 static void mig_progress_checksum(const mig_file *f, int n, char out[65])
 {
     pp_sha256 s;
     pp_sha256_init(&s);
     for (int i = 0; i < n && i < f->nstmts; i++) {
-        pp_sha256_update(&s, f->stmts[i].sql, strlen(f->stmts[i].sql) + 1);
-        if (f->stmts[i].copy_data)
-            pp_sha256_update(&s, f->stmts[i].copy_data, f->stmts[i].copy_len);
+        const mig_stmt *st = &f->stmts[i];
+        size_t k = 0;
+        while (k < st->nlen && st->nsql[k])
+            k++;
+        pp_sha256_update(&s, st->nsql, k);
+        pp_sha256_update(&s, "", 1);
+        if (st->ncopy)
+            pp_sha256_update(&s, st->ncopy, st->ncopy_len);
         pp_sha256_update(&s, "", 1);
     }
     pp_sha256_hex(&s, out);
@@ -1562,7 +1622,7 @@ static int mig_doubt_error(pgpipe_migrator *m, const mig_file *f, int n, int oth
     if (st) {
         size_t k = 0;
         for (const char *p = st->sql; *p && k < 48; p++)
-            head[k++] = *p == '\n' || *p == '\t' ? ' ' : *p;
+            head[k++] = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : *p;
         head[k] = '\0';
     }
     return pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, st ? st->line : 0,
@@ -2373,6 +2433,13 @@ static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_optio
         if (!m->target)
             return pp_err_nomem(&m->hdr.err);
     }
+    /* the versions between would be recorded as applied by the baseline
+    ** while the target says they stay pending */
+    if (m->baseline && m->target && mig_vcmp(m->baseline, m->target) > 0)
+        return pp_err(&m->hdr.err, PGPIPE_MISUSE,
+                      "baseline version %s is above the target version %s: the versions "
+                      "between would be recorded as applied though the target leaves them "
+                      "pending; use a baseline at or below the target", m->baseline, m->target);
     return PGPIPE_OK;
 }
 

@@ -170,11 +170,22 @@ static int claim_read_known(pgpipe_claimer *c)
     return c->known ? PGPIPE_OK : pp_err_nomem(&c->hdr.err);
 }
 
+/* A failure names the table; a missing column (42703) says what the table
+** needs. */
 static int claim_prepare(pgpipe_claimer *c, const char *name, const char *sql)
 {
     if (c->unnamed || claim_known(c, name))
         return PGPIPE_OK;
-    return pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing a claimer statement");
+    char ctx[200];
+    snprintf(ctx, sizeof ctx, "preparing a claimer statement on %.150s", c->table);
+    int rc = pp_prepare(c->conn, name, sql, &c->hdr.err, ctx);
+    if (rc != PGPIPE_OK && !strcmp(c->hdr.err.sqlstate, "42703")) {
+        size_t n = strlen(c->hdr.err.message);
+        snprintf(c->hdr.err.message + n, sizeof c->hdr.err.message - n,
+                 " (the table needs the columns of staging.raw_events, e.g. CREATE TABLE "
+                 "%.150s (LIKE staging.raw_events INCLUDING ALL))", c->table);
+    }
+    return rc;
 }
 
 /* The text of the claimer statement called name (unnamed mode). */
@@ -294,7 +305,9 @@ static int claim_data_error_array(pp_buf *b, const pgpipe_batch *bt)
 /* The statement that records failed rows: retry with backoff or dead-letter
 ** ($1 ids, $2 messages, $3 SQLSTATEs, $4 max_attempts, $5 and $6 backoff,
 ** $7 table, $8 worker, $9 per record: the SQLSTATE says the data is wrong,
-** so it is dead-lettered at once; lease mode: $10 the token). Transactional
+** so it is dead-lettered at once; lease mode: $10 the token). The backoff's
+** exponent stops at 60 (2^1024 overflows a float8: a row past its 1025th
+** attempt would fail the statement, with max_attempts above that). Transactional
 ** mode counts the attempt here (lease mode counted it at the claim). lost:
 ** the rows of a batch whose transaction failed as a whole, charged after its
 ** rollback, so only the rows still pending (transactional mode) are. The
@@ -316,7 +329,7 @@ static int claim_fail_sql(pgpipe_claimer *c, int lease, int lost, char **out)
         " processed_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN now() END,"
         " next_attempt_at = CASE WHEN r.attempts%s >= $4::int OR f.data_error THEN NULL"
         " ELSE now() +"
-        " least($6::float8, $5::float8 * power(2::float8, r.attempts%s - 1))"
+        " least($6::float8, $5::float8 * power(2::float8, least(r.attempts%s - 1, 60)))"
         " * (0.5 + random() / 2) * interval '1 millisecond' END,"
         " claim_token = NULL, lease_expires_at = NULL"
         " FROM f, l WHERE r.id = f.id AND r.id = l.id AND r.received_at = l.received_at%s"
@@ -1350,8 +1363,28 @@ static int claim_prepare_handler(pgpipe_claimer *c, const char *sql)
         return PGPIPE_OK;
     char name[40];
     snprintf(name, sizeof name, "pgpipe_claim_h%016llx", (unsigned long long)h);
-    int rc = claim_known(c, name) ? PGPIPE_OK
+    int known = claim_known(c, name);
+    int rc = known ? PGPIPE_OK
            : pp_prepare(c->conn, name, sql, &c->hdr.err, "preparing the SQL handler");
+    if (rc == PGPIPE_OK && !known) {
+        /* exactly one parameter, $1: a "$1" only in a comment or a string
+        ** passed pgpipe_workers_open's check, and every batch would then
+        ** fail on the server (bind message supplies 1 parameters ...),
+        ** charged to its rows. Where the describe fails (a pooler that
+        ** keeps prepared statements itself may not answer it: 26000), the
+        ** check is left out and the statement's execution tells. */
+        PGresult *d = PQdescribePrepared(c->conn, name);
+        if (PQresultStatus(d) == PGRES_COMMAND_OK && PQnparams(d) != 1) {
+            rc = pp_err(&c->hdr.err, PGPIPE_MISUSE,
+                        "the SQL handler takes %d parameters; it must take exactly one, $1: "
+                        "the claimed rows as a JSONB array (a $1 in a comment or a string is "
+                        "no parameter)", PQnparams(d));
+            char dealloc[64];
+            snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", name);
+            PQclear(PQexec(c->conn, dealloc));
+        }
+        PQclear(d);
+    }
     /* a syntax error or an unknown table does not heal by retrying */
     c->handler_unusable = rc != PGPIPE_OK && PQstatus(c->conn) == CONNECTION_OK &&
                           !pgpipe_sqlstate_is_transient(c->hdr.err.sqlstate);
@@ -1509,6 +1542,41 @@ static int claim_probe_handler(pgpipe_claimer *c, const pgpipe_handler *h, pgpip
     return rc != PGPIPE_OK && claim_state_breaks_handler(err->sqlstate);
 }
 
+/* For a 42501 (insufficient privilege): "; the role \"R\" needs EXECUTE on
+** function f" from the server's "permission denied for function f", so the
+** message says which privilege to grant to whom. A C handler may run on a
+** connection of its own: its role is not named then. */
+static void claim_privilege_hint(char *out, size_t size, pgpipe_claimer *c,
+                                 const pgpipe_handler *h, const char *msg)
+{
+    char who[96];
+    const char *role = h->sql && c->conn ? PQuser(c->conn) : NULL;
+    if (role && *role)
+        snprintf(who, sizeof who, "the role \"%.60s\"", role);
+    else
+        snprintf(who, sizeof who, "the handler's role");
+    static const char pre[] = "permission denied for ";
+    const char *m = msg ? strstr(msg, pre) : NULL;
+    if (!m) {
+        snprintf(out, size, "; %s lacks a privilege the handler needs", who);
+        return;
+    }
+    m += sizeof pre - 1;
+    size_t kn = strcspn(m, " \n");
+    const char *obj = m + kn + (m[kn] == ' ');
+    int on = (int)strcspn(obj, "\n");
+    const char *priv = "a privilege";
+    if ((kn == 8 && !strncmp(m, "function", 8)) || (kn == 9 && !strncmp(m, "procedure", 9)) ||
+        (kn == 7 && !strncmp(m, "routine", 7)))
+        priv = "EXECUTE";
+    else if ((kn == 6 && !strncmp(m, "schema", 6)) || (kn == 8 && !strncmp(m, "sequence", 8)))
+        priv = "USAGE";
+    else if (kn == 5 && !strncmp(m, "table", 5))
+        priv = "the privilege (SELECT, INSERT, UPDATE or DELETE) the handler uses";
+    snprintf(out, size, "; %s needs %s on %.*s %.*s", who, priv, (int)kn, m, on > 60 ? 60 : on,
+             obj);
+}
+
 /* The handler cannot run: the batch is given back uncharged by the caller
 ** (pgpipe_claimer_run_batch), and the error names the handler and the
 ** server's SQLSTATE. Returns PGPIPE_DB. */
@@ -1523,9 +1591,12 @@ static int claim_handler_broken(pgpipe_claimer *c, const pgpipe_handler *h,
                  strlen(h->sql) > 100 ? "..." : "");
     else
         snprintf(what, sizeof what, "the %s handler", h->record ? "record" : "batch");
-    int rc = pp_err(&c->hdr.err, PGPIPE_DB, "%s cannot run (%s): %.600s (SQLSTATE %s); the "
+    char hint[200] = "";
+    if (!strcmp(cause->sqlstate, "42501"))
+        claim_privilege_hint(hint, sizeof hint, c, h, cause->message);
+    int rc = pp_err(&c->hdr.err, PGPIPE_DB, "%s cannot run (%s): %.500s (SQLSTATE %s)%s; the "
                     "batch is given back, no attempt counted", what, how, cause->message,
-                    cause->sqlstate);
+                    cause->sqlstate, hint);
     memcpy(c->hdr.err.sqlstate, cause->sqlstate, sizeof c->hdr.err.sqlstate);
     return rc;
 }
@@ -1654,6 +1725,44 @@ static int claim_run_records(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_
     return PGPIPE_OK;
 }
 
+/* Lease mode, C batch handler: the handler failed the batch as a whole with
+** one error (*err). No transaction can undo its writes, so there is no
+** bisection. But when the error's state says the handler itself may be
+** unable to run (claim_state_breaks_handler) and two rows or more are left
+** (not failed by the handler itself), each of them is run alone once: a row
+** that passes is done, one that fails keeps its own error, and
+** claim_all_broken tells a broken handler (every row fails so alone: the
+** batch is given back uncharged) from a row at fault (only it is charged).
+** Otherwise every row left gets the error. Returns PGPIPE_OK, or the error
+** of claim_handler_broken. */
+static int claim_lease_batch_failed(pgpipe_claimer *c, const pgpipe_handler *h, pgpipe_batch *b,
+                                    const pgpipe_error *err)
+{
+    int left = 0;
+    for (int i = 0; i < b->n; i++)
+        left += !b->failed[i];
+    if (left >= 2 && claim_state_breaks_handler(err->sqlstate)) {
+        for (int i = 0; i < b->n; i++) {
+            if (b->failed[i])
+                continue;
+            pgpipe_batch *v = claim_batch_view(b, i, i + 1);
+            if (!v)
+                return pp_err_nomem(&c->hdr.err);
+            pgpipe_error one;
+            int rc = claim_call_batch(c, h, v, &one);
+            claim_batch_free(v);
+            if (rc != PGPIPE_OK && !b->failed[i] &&
+                pgpipe_batch_fail(b, i, one.message, one.sqlstate) != PGPIPE_OK)
+                return pp_err_nomem(&c->hdr.err);
+        }
+        return claim_all_broken(c, h, b);
+    }
+    for (int i = 0; i < b->n; i++)
+        if (!b->failed[i] && pgpipe_batch_fail(b, i, err->message, err->sqlstate) != PGPIPE_OK)
+            return pp_err_nomem(&c->hdr.err);
+    return PGPIPE_OK;
+}
+
 int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nrows)
 {
     if (nrows)
@@ -1739,12 +1848,8 @@ int pgpipe_claimer_run_batch(pgpipe_claimer *c, const pgpipe_handler *h, int *nr
     } else {
         pgpipe_error err;
         rc = claim_call_batch(c, h, b, &err);
-        if (rc != PGPIPE_OK) {
-            for (int i = 0; i < b->n; i++)
-                if (!b->failed[i])
-                    pgpipe_batch_fail(b, i, err.message, err.sqlstate);
-            rc = PGPIPE_OK;
-        }
+        if (rc != PGPIPE_OK)
+            rc = claim_lease_batch_failed(c, h, b, &err);
     }
     if (rc != PGPIPE_OK && c->handler_broken && PQstatus(c->conn) == CONNECTION_OK) {
         /* the handler cannot run: not the rows' fault. Roll back and give

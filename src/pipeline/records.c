@@ -1224,11 +1224,15 @@ int pgpipe_records_filter_open(pgpipe_records_filter **out, const char *text)
 
 /* ---- filters: SQL ----------------------------------------------------------- */
 
+/* libpq sends the number of parameters as a 16-bit count */
+#define REC_PARAMS_MAX 65535
+
 typedef struct rec_q {
     pp_buf sql;
     char **params;
     int n, cap;
     int nomem;
+    long long want;       /* parameters asked for; over REC_PARAMS_MAX: refused */
 } rec_q;
 
 static void rec_q_free(rec_q *q)
@@ -1249,8 +1253,13 @@ static void rec_q_sql(rec_q *q, const char *s)
 /* Add a parameter (taking ownership of v); returns its number. */
 static int rec_q_param(rec_q *q, char *v)
 {
+    q->want++;
     if (!v) {
         q->nomem = 1;
+        return 1;
+    }
+    if (q->n >= REC_PARAMS_MAX) { /* refused by rec_q_end: no statement is sent */
+        pp_free(v);
         return 1;
     }
     if (q->n == q->cap) {
@@ -1276,6 +1285,27 @@ static int rec_q_param_keys(rec_q *q, const rec_cond *c)
         return rec_q_param(q, NULL);
     }
     return rec_q_param(q, b.data);
+}
+
+/* Ends the statement of q: PGPIPE_OK, or the error on h (q freed then). A
+** filter needing more parameters than one statement can take is refused
+** with the limit named, before anything is sent. */
+static int rec_q_end(pgpipe_records *h, rec_q *q, int nconds, const char *what)
+{
+    if (!q->nomem && q->want > REC_PARAMS_MAX) {
+        long long want = q->want;
+        rec_q_free(q);
+        return pp_err(&h->hdr.err, PGPIPE_LIMIT,
+                      "records: %s: the filter's %d conditions need %lld query parameters; "
+                      "PostgreSQL takes at most %d in one statement (one to three a "
+                      "condition): use fewer conditions (one in [...] condition takes all "
+                      "its values as one parameter)", what, nconds, want, REC_PARAMS_MAX);
+    }
+    if (q->nomem || pp_buf_putc(&q->sql, '\0') != PGPIPE_OK) {
+        rec_q_free(q);
+        return pp_err_nomem(&h->hdr.err);
+    }
+    return PGPIPE_OK;
 }
 
 static int rec_has_index_key(const rec_cond *c)
@@ -1468,6 +1498,7 @@ static int rec_build_find(pgpipe_records *h, const pgpipe_records_find_options *
     }
     rec_q_appendf(q, "SELECT %s FROM %s", select, h->qtable);
     rec_q_where(q, f);
+    int nconds = f ? f->n : 0;
     pgpipe_records_filter_close(parsed);
     const char *s = o->sort;
     int desc = 0;
@@ -1514,11 +1545,7 @@ static int rec_build_find(pgpipe_records *h, const pgpipe_records_find_options *
         snprintf(num, sizeof num, "%lld", o->offset);
         rec_q_appendf(q, " OFFSET $%d::bigint", rec_q_param(q, pp_strdup(num)));
     }
-    if (q->nomem || pp_buf_putc(&q->sql, '\0') != PGPIPE_OK) {
-        rec_q_free(q);
-        return pp_err_nomem(&h->hdr.err);
-    }
-    return PGPIPE_OK;
+    return rec_q_end(h, q, nconds, "find");
 }
 
 int pgpipe_records_find(pgpipe_records *h, const pgpipe_records_find_options *o,
@@ -1585,10 +1612,8 @@ int pgpipe_records_count(pgpipe_records *h, const pgpipe_records_filter *f, long
     memset(&q, 0, sizeof q);
     rec_q_appendf(&q, "SELECT count(*) FROM %s", h->qtable);
     rec_q_where(&q, f);
-    if (q.nomem || pp_buf_putc(&q.sql, '\0') != PGPIPE_OK) {
-        rec_q_free(&q);
-        return pp_err_nomem(&h->hdr.err);
-    }
+    if ((rc = rec_q_end(h, &q, f ? f->n : 0, "count")) != PGPIPE_OK)
+        return rc;
     PGresult *r;
     rc = rec_run(h, q.sql.data, q.n, (const char *const *)q.params, "count", &r);
     rec_q_free(&q);
@@ -2151,10 +2176,8 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
     rec_q_appendf(&q, "SELECT %s FROM %s", fields_only ? "fields::text" : REC_DOC_SQL, h->qtable);
     rec_q_where(&q, f);
     rec_q_sql(&q, " ORDER BY created_at, id");
-    if (q.nomem || pp_buf_putc(&q.sql, '\0') != PGPIPE_OK) {
-        rec_q_free(&q);
-        return pp_err_nomem(&h->hdr.err);
-    }
+    if ((rc = rec_q_end(h, &q, f ? f->n : 0, "export")) != PGPIPE_OK)
+        return rc;
     int tostdout = !strcmp(path, "-");
     int fd = tostdout ? STDOUT_FILENO : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {

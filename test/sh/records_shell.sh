@@ -128,6 +128,10 @@ out=$($P "$D" ".records rec_sh4 update $id4 {\"$long\":2}") || fail "update with
 has "$($P "$D" ".records rec_sh4 count \"$long\" = 2")" "1"
 err=$($P "$D" ".records rec_sh4 get $long" 2>&1) && fail "a long ID accepted: $err"
 has "$err" "argument too long"
+# an option's value too long is said so, not "missing value"
+err=$($P "$D" ".records rec_sh4 find --sort $long" 2>&1) && fail "a long --sort accepted: $err"
+has "$err" ".records find: --sort: value too long (1023 bytes at most)"
+case $err in *"missing value"*) fail "a long --sort said: $err" ;; esac
 out=$($P "$D" ".help records")
 has "$out" "contains"
 $P "$D" "DROP TABLE records.rec_sh, records.rec_sh2, records.rec_sh3, records.rec_sh4" >/dev/null
