@@ -432,3 +432,58 @@ PGT_TEST(http, prod_reload_with_db_not_answering_keeps_serving)
     pgpipe_http_close(s.h);
     pgt_db_close(admin);
 }
+
+/* The open's schema install and first read of the tokens are bounded: with
+** another session holding ACCESS EXCLUSIVE on pgpipe.http_tokens, the open
+** fails after commit_timeout_ms with an error naming the table and the
+** lock, instead of waiting as long as the lock is held. (The locker lets
+** go after 40 s, so that without the bound the test ends, failing.) */
+typedef struct hp_locker {
+    PGconn *c;
+    atomic_int done;
+} hp_locker;
+
+static void *hp_unlock_later(void *arg)
+{
+    hp_locker *l = arg;
+    for (int i = 0; i < 400 && !atomic_load(&l->done); i++)
+        pgpipe_sleep_ms(100);
+    PQclear(PQexec(l->c, "COMMIT"));
+    return NULL;
+}
+
+PGT_TEST(http, prod_open_with_tokens_locked_fails_in_bounded_time)
+{
+    char db[64];
+    snprintf(db, sizeof db, "hp_olock_%d", (int)getpid());
+    PGconn *admin = pgt_db_fresh(db);
+    snprintf(hp_conninfo, sizeof hp_conninfo, "%s dbname=%s", pgt_dsn(), db);
+    hp_timeout_ms = 1500;
+    hp_committers = 1;
+    http_t_srv s;
+    http_t_start(&s, hp_tweak); /* installs the schema */
+    http_t_stop(&s);
+    pgpipe_http_close(s.h);
+
+    hp_locker l = { PQconnectdb(hp_conninfo), 0 };
+    PGT_CHECK(PQstatus(l.c) == CONNECTION_OK);
+    PQclear(PGT_EXEC(l.c, "BEGIN; LOCK TABLE pgpipe.http_tokens IN ACCESS EXCLUSIVE MODE"));
+    pthread_t th;
+    PGT_CHECK(pthread_create(&th, NULL, hp_unlock_later, &l) == 0);
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    hp_tweak(&o);
+    pgpipe_http *h = NULL;
+    int rc = pgpipe_http_open(&h, &o);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", pgpipe_errmsg(h));
+    atomic_store(&l.done, 1);
+    pthread_join(th, NULL);
+    PQfinish(l.c);
+    pgpipe_http_close(h);
+    PGT_CHECK_MSG(rc == PGPIPE_DB, "open with the tokens locked: rc %d: %s", rc, msg);
+    PGT_CONTAINS(msg, "pgpipe.http_tokens");
+    PGT_CONTAINS(msg, "lock");
+    PGT_CONTAINS(msg, "1500 ms");
+    pgt_db_close(admin);
+}

@@ -1468,6 +1468,39 @@ static int hs_max_connections(const pgpipe_http_options *o)
     return (int)room;
 }
 
+/* The statements of the server's own connection (schema install, tokens)
+** wait for a lock (on 1: the install, the tokens) and run (on 2: the tokens)
+** at most commit_timeout_ms: session settings,
+** put back (off) once the open is done (behind a transaction pooler a
+** session setting would stay on a server connection others get). */
+static int hs_db_bound(pgpipe_http *h, int on)
+{
+    char sql[160];
+    if (on == 1) /* a migration may take long: only its waits for a lock are bounded */
+        snprintf(sql, sizeof sql, "SET lock_timeout = %d", h->o.commit_timeout_ms);
+    else if (on == 2)
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d", h->o.commit_timeout_ms);
+    else
+        snprintf(sql, sizeof sql, "RESET lock_timeout; RESET statement_timeout");
+    return pp_exec(h->db, sql, 0, NULL, NULL, &h->h.err, "http: bounding the open's statements");
+}
+
+/* An open's statement failed: when it waited too long (lock_timeout,
+** statement_timeout), say what for and how long. */
+static int hs_open_waited(pgpipe_http *h, int rc, const char *what)
+{
+    const char *st = h->h.err.sqlstate;
+    if (rc != PGPIPE_DB || (strcmp(st, "55P03") && strcmp(st, "57014")))
+        return rc;
+    char m[sizeof h->h.err.message];
+    snprintf(m, sizeof m, "%s", h->h.err.message);
+    pp_err(&h->h.err, PGPIPE_DB, "http: %s waited longer than commit_timeout_ms (%d ms) for a "
+           "lock or an answer: another session holds a lock on it (see pg_locks) or the "
+           "database does not answer: %s", what, h->o.commit_timeout_ms, m);
+    snprintf(h->h.err.sqlstate, sizeof h->h.err.sqlstate, "%s", st[0] ? st : "57014");
+    return PGPIPE_DB;
+}
+
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     if (!out)
@@ -1513,9 +1546,19 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     if (PQstatus(h->db) != CONNECTION_OK)
         return pp_err_pq(&h->h.err, h->db, NULL, "http: connecting (options.conninfo)");
     PQsetNoticeProcessor(h->db, pp_notice_to_log, (void *)"http");
+    /* the schema install and the first read of the tokens wait for a lock
+    ** (another session's ACCESS EXCLUSIVE on pgpipe.http_tokens, a
+    ** migration holding the schema) at most commit_timeout_ms, as the reads
+    ** of later reloads do: an open that fails says so, never hangs */
+    if ((rc = hs_db_bound(h, 1)) != PGPIPE_OK)
+        return rc;
     if (o->install_schema && (rc = pgpipe_schema_install(h->db, NULL, &h->h.err)) != PGPIPE_OK)
+        return hs_open_waited(h, rc, "installing the schema (pgpipe)");
+    if ((rc = hs_db_bound(h, 2)) != PGPIPE_OK)
         return rc;
     if ((rc = pp_http_auth_open(&h->auth, &h->o, h->db, &h->h.err)) != PGPIPE_OK)
+        return hs_open_waited(h, rc, "reading the HTTP tokens (pgpipe.http_tokens)");
+    if ((rc = hs_db_bound(h, 0)) != PGPIPE_OK)
         return rc;
     int need_loopback = !o->insecure && !pp_http_auth_has_tokens(h->auth) &&
                         o->require_tokens != 1;
@@ -1793,6 +1836,39 @@ void pgpipe_http_close(pgpipe_http *h)
 struct pgpipe_http {
     pp_handle h;
 };
+
+/* The statements of the server's own connection (schema install, tokens)
+** wait for a lock (on 1: the install, the tokens) and run (on 2: the tokens)
+** at most commit_timeout_ms: session settings,
+** put back (off) once the open is done (behind a transaction pooler a
+** session setting would stay on a server connection others get). */
+static int hs_db_bound(pgpipe_http *h, int on)
+{
+    char sql[160];
+    if (on == 1) /* a migration may take long: only its waits for a lock are bounded */
+        snprintf(sql, sizeof sql, "SET lock_timeout = %d", h->o.commit_timeout_ms);
+    else if (on == 2)
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d", h->o.commit_timeout_ms);
+    else
+        snprintf(sql, sizeof sql, "RESET lock_timeout; RESET statement_timeout");
+    return pp_exec(h->db, sql, 0, NULL, NULL, &h->h.err, "http: bounding the open's statements");
+}
+
+/* An open's statement failed: when it waited too long (lock_timeout,
+** statement_timeout), say what for and how long. */
+static int hs_open_waited(pgpipe_http *h, int rc, const char *what)
+{
+    const char *st = h->h.err.sqlstate;
+    if (rc != PGPIPE_DB || (strcmp(st, "55P03") && strcmp(st, "57014")))
+        return rc;
+    char m[sizeof h->h.err.message];
+    snprintf(m, sizeof m, "%s", h->h.err.message);
+    pp_err(&h->h.err, PGPIPE_DB, "http: %s waited longer than commit_timeout_ms (%d ms) for a "
+           "lock or an answer: another session holds a lock on it (see pg_locks) or the "
+           "database does not answer: %s", what, h->o.commit_timeout_ms, m);
+    snprintf(h->h.err.sqlstate, sizeof h->h.err.sqlstate, "%s", st[0] ? st : "57014");
+    return PGPIPE_DB;
+}
 
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
