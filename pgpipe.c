@@ -957,6 +957,11 @@ typedef struct pp_http_auth pp_http_auth;
 PGPIPE_PRIVATE int pp_http_auth_open(pp_http_auth **out, const pgpipe_http_options *o,
                                      PGconn *conn, pgpipe_error *err);
 PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err);
+/* The statement that reads the tokens, for a reload that sends it itself
+** (the server's event loop, without blocking), and the tokens of its
+** result r (PQcleared here), replacing those in force when they are read. */
+PGPIPE_PRIVATE const char *pp_http_auth_tokens_sql(void);
+PGPIPE_PRIVATE int pp_http_auth_reload_result(pp_http_auth *a, PGresult *r, pgpipe_error *err);
 /* May this request write to source? 0 = yes; else the status (401/403) with
 ** *deny filled. now is the Unix time for signed timestamps. */
 PGPIPE_PRIVATE int pp_http_auth_check(pp_http_auth *a, const char *source,
@@ -1015,10 +1020,6 @@ PGPIPE_PRIVATE int pp_ingest_spool_stats(pp_ingest *ig, pgpipe_spool_status *st)
 #endif
 /* Requests queued or committing (for metrics and the drain). */
 PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig);
-/* Watch conn (the server's own, on the event loop's thread) as a committer's
-** connection is watched: shut down after the commit timeout. conn NULL ends
-** the watch and returns 1 when it was shut down meanwhile. */
-PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn);
 /* Commit what is queued now and wait until every queued request has been
 ** answered through done (graceful drain). */
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig);
@@ -26475,17 +26476,17 @@ static int hex_decode(const char *s, size_t len, unsigned char *out, size_t n)
     return 1;
 }
 
-static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
-                       pgpipe_error *err)
+#define AUTH_TOKENS_SQL "SELECT source, token_sha256, revoked_at IS NOT NULL " \
+                        "FROM pgpipe.http_tokens ORDER BY id"
+
+PGPIPE_PRIVATE const char *pp_http_auth_tokens_sql(void)
 {
-    PGresult *r = NULL;
-    *out = NULL;
-    *count = *live = 0;
-    int rc = pp_exec(conn, "SELECT source, token_sha256, revoked_at IS NOT NULL "
-                           "FROM pgpipe.http_tokens ORDER BY id", 0, NULL, &r, err,
-                     "reading the HTTP tokens (pgpipe.http_tokens)");
-    if (rc != PGPIPE_OK)
-        return rc;
+    return AUTH_TOKENS_SQL;
+}
+
+/* The tokens of r (a result of AUTH_TOKENS_SQL; PQcleared here). */
+static int tokens_from(PGresult *r, auth_token **out, int *count, int *live, pgpipe_error *err)
+{
     int n = PQntuples(r);
     auth_token *t = pp_calloc((size_t)(n ? n : 1), sizeof *t);
     if (!t) {
@@ -26512,13 +26513,21 @@ static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
     return PGPIPE_OK;
 }
 
-PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err)
+static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
+                       pgpipe_error *err)
 {
-    auth_token *t;
-    int n, live;
-    int rc = tokens_read(conn, &t, &n, &live, err);
+    PGresult *r = NULL;
+    *out = NULL;
+    *count = *live = 0;
+    int rc = pp_exec(conn, AUTH_TOKENS_SQL, 0, NULL, &r, err,
+                     "reading the HTTP tokens (pgpipe.http_tokens)");
     if (rc != PGPIPE_OK)
-        return rc; /* the tokens read before stay in force */
+        return rc;
+    return tokens_from(r, out, count, live, err);
+}
+
+static void auth_swap(pp_http_auth *a, auth_token *t, int n, int live)
+{
     pp_mutex_lock(&a->mu);
     auth_token *old = a->tokens;
     int oldn = a->ntokens;
@@ -26527,6 +26536,26 @@ PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_err
     a->nlive = live;
     pp_mutex_unlock(&a->mu);
     tokens_free(old, oldn);
+}
+
+PGPIPE_PRIVATE int pp_http_auth_reload_result(pp_http_auth *a, PGresult *r, pgpipe_error *err)
+{
+    auth_token *t = NULL;
+    int n = 0, live = 0;
+    int rc = tokens_from(r, &t, &n, &live, err);
+    if (rc == PGPIPE_OK)
+        auth_swap(a, t, n, live);
+    return rc;
+}
+
+PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err)
+{
+    auth_token *t;
+    int n, live;
+    int rc = tokens_read(conn, &t, &n, &live, err);
+    if (rc != PGPIPE_OK)
+        return rc; /* the tokens read before stay in force */
+    auth_swap(a, t, n, live);
     return PGPIPE_OK;
 }
 
@@ -27189,8 +27218,6 @@ struct pp_ingest {
     int has_watchdog;
     int wquit;
     long long m_timeouts; /* under wmu */
-    int64_t x_since;      /* the server's own connection (pp_ingest_watch), as */
-    int x_fd, x_cut;      /* a committer's busy_since, fd and cut; under wmu */
     ig_committer cm[IG_MAX_COMMITTERS];
     int ncm;
     /* the submit's state (event loop's thread only) */
@@ -29105,11 +29132,6 @@ static void *ig_watchdog_main(void *arg)
                 ig->m_timeouts++;
             }
         }
-        if (ig->x_since && !ig->x_cut && ig->x_fd >= 0 && t - ig->x_since >= ig->commit_us) {
-            shutdown(ig->x_fd, SHUT_RDWR);
-            ig->x_cut = 1;
-            ig->m_timeouts++;
-        }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += IG_WATCH_MS * 1000000L;
@@ -29121,17 +29143,6 @@ static void *ig_watchdog_main(void *arg)
     }
     pthread_mutex_unlock(&ig->wmu);
     return NULL;
-}
-
-PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn)
-{
-    pthread_mutex_lock(&ig->wmu);
-    int cut = ig->x_cut;
-    ig->x_cut = 0;
-    ig->x_since = conn ? pgpipe_now_us() : 0;
-    ig->x_fd = conn ? PQsocket(conn) : -1;
-    pthread_mutex_unlock(&ig->wmu);
-    return conn ? 0 : cut;
 }
 
 /* Does every committer wait for the database for long (the shorter of
@@ -29768,7 +29779,6 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
     atomic_init(&ig->live, 0);
     atomic_init(&ig->rechecks, 0);
     ig->commit_us = (int64_t)(o->commit_timeout_ms > 0 ? o->commit_timeout_ms : 30000) * 1000;
-    ig->x_fd = -1;
     for (int i = 0; i < ig->ncm; i++) {
         ig_committer *c = &ig->cm[i];
         c->ig = ig;
@@ -30138,6 +30148,7 @@ enum { HS_FREE, HS_READ, HS_WAIT, HS_LINGER };
 enum { HS_T_HEAD, HS_T_BODY, HS_T_IDLE, HS_T_LINGER, HS_T_RESERVE, HS_NT };
 #define HS_TAG_WAKE   ((uint64_t)1 << 40)
 #define HS_TAG_LISTEN ((uint64_t)1 << 41)
+#define HS_TAG_DB     ((uint64_t)1 << 42) /* the server's own connection, during a reload */
 #define HS_OUT_HIGH   ((size_t)1 << 20)   /* stop parsing while this much is unsent */
 #define HS_RBUF_MIN   4096
 #define HS_LINGER_MS  2000
@@ -30190,6 +30201,14 @@ struct pgpipe_http {
     char *conninfo, *listen_s, *trusted;
     char *spool_dir;            /* options.spool_dir, copied */
     PGconn *db;                 /* schema install and token (re)loads */
+    /* a reload of the tokens (hs_rl_*: never blocks the loop): its state,
+    ** another one asked meanwhile, connected again once, the socket in
+    ** epoll and for what, the end of its time (commit_timeout_ms) */
+    int rl_state, rl_again, rl_retried, rl_broken, rl_fd, rl_got;
+    uint32_t rl_ev;
+    int64_t rl_deadline;
+    pgpipe_error rl_err;
+    uint64_t rl_ok, rl_failed;
     pp_http_auth *auth;
     pp_ingest *ig;
     int nlisten;
@@ -30271,6 +30290,8 @@ static int hs_next_timeout_ms(pgpipe_http *h)
     for (int k = 0; k < HS_NT; k++)
         if (h->tl[k].head && h->tl[k].head->deadline < next)
             next = h->tl[k].head->deadline;
+    if (h->rl_state && h->rl_deadline < next)
+        next = h->rl_deadline;
     int64_t ms = (next - h->now + 999) / 1000;
     return ms < 0 ? 0 : (int)ms;
 }
@@ -31327,6 +31348,18 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "pgpipe_http_request_duration_seconds_sum %.6f\n"
                    "pgpipe_http_request_duration_seconds_count %llu\n",
                    (unsigned long long)cum, h->lat_sum, (unsigned long long)h->lat_count);
+    pp_buf_appendf(&b,
+                   "# HELP pgpipe_http_token_reloads_total Reloads of the tokens (SIGHUP), by "
+                   "result (failed: the tokens read before stay in force).\n"
+                   "# TYPE pgpipe_http_token_reloads_total counter\n"
+                   "pgpipe_http_token_reloads_total{result=\"ok\"} %llu\n"
+                   "pgpipe_http_token_reloads_total{result=\"failed\"} %llu\n"
+                   "# HELP pgpipe_http_token_reload_in_progress 1 while a reload of the tokens "
+                   "waits for the database.\n"
+                   "# TYPE pgpipe_http_token_reload_in_progress gauge\n"
+                   "pgpipe_http_token_reload_in_progress %d\n",
+                   (unsigned long long)h->rl_ok, (unsigned long long)h->rl_failed,
+                   h->rl_state != 0);
     pp_ingest_metrics(h->ig, &b);
 #ifndef PGPIPE_OMIT_SPOOL
     pgpipe_spool_status sp;
@@ -31571,7 +31604,7 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     *out = h;
     if (!h)
         return PGPIPE_NOMEM;
-    h->ep = h->wakefd = h->sparefd = -1;
+    h->ep = h->wakefd = h->sparefd = h->rl_fd = -1;
     pthread_mutex_init(&h->mu, NULL);
     pgpipe_http_options def;
     if (!o) {
@@ -31622,6 +31655,7 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
         return hs_open_waited(h, rc, "reading the HTTP tokens (pgpipe.http_tokens)");
     if ((rc = hs_db_bound(h, 0)) != PGPIPE_OK)
         return rc;
+    PQsetnonblocking(h->db, 1); /* from now on only the loop's reloads use it */
     int need_loopback = !o->insecure && !pp_http_auth_has_tokens(h->auth) &&
                         o->require_tokens != 1;
     if ((rc = pp_ingest_open(&h->ig, &h->o, h->auth, h, hs_done_cb, &h->h.err)) != PGPIPE_OK)
@@ -31693,43 +31727,194 @@ static void hs_timers(pgpipe_http *h)
     }
 }
 
-/* Read the tokens on the event loop's thread, watched as a committer is: a
-** database that does not answer must not stop the server (/healthz,
-** /readyz, the spool) for longer than the commit timeout. 1: it was cut. */
-static int hs_reload_read(pgpipe_http *h, pgpipe_error *err, int *rc)
+/* ---- reloading the tokens ------------------------------------------------ */
+
+/* A reload (SIGHUP) reads the tokens on the server's own connection without
+** ever blocking the event loop: connecting again (PQresetStart/PQresetPoll)
+** and the read (PQsendQuery, PQconsumeInput) are driven by the events of
+** its socket, and the whole reload gives up after commit_timeout_ms (a
+** database that does not answer, a connect that hangs, a lock). The tokens
+** read before stay in force until a reload succeeds. */
+enum { HS_RL_IDLE, HS_RL_CONNECT, HS_RL_QUERY };
+
+/* Watch the connection's socket for ev (0: not at all). libpq may close
+** its socket and open another while it connects (hosts, SSL): the old one
+** has left epoll with its close, a new one with the same number is added. */
+static void hs_rl_watch(pgpipe_http *h, uint32_t ev)
 {
-    pp_ingest_watch(h->ig, h->db);
-    *rc = pp_http_auth_reload(h->auth, h->db, err);
-    if (!pp_ingest_watch(h->ig, NULL))
-        return 0;
-    *rc = pp_err(err, PGPIPE_DB, "the database did not answer within %d ms (commit_timeout_ms)",
-                 h->o.commit_timeout_ms);
-    return 1;
+    int fd = ev ? PQsocket(h->db) : -1;
+    if (h->rl_fd >= 0 && h->rl_fd != fd) {
+        epoll_ctl(h->ep, EPOLL_CTL_DEL, h->rl_fd, NULL); /* EBADF, ENOENT: gone already */
+        h->rl_fd = -1;
+    }
+    if (fd < 0)
+        return;
+    struct epoll_event e;
+    memset(&e, 0, sizeof e);
+    e.events = ev;
+    e.data.u64 = HS_TAG_DB;
+    if (h->rl_fd == fd && h->rl_ev == ev &&
+        epoll_ctl(h->ep, EPOLL_CTL_MOD, fd, &e) == 0) /* still there (not closed and reopened) */
+        return;
+    if (epoll_ctl(h->ep, EPOLL_CTL_MOD, fd, &e) != 0)
+        epoll_ctl(h->ep, EPOLL_CTL_ADD, fd, &e);
+    h->rl_fd = fd;
+    h->rl_ev = ev;
 }
 
-static void hs_reload(pgpipe_http *h)
+static void hs_rl_start(pgpipe_http *h);
+
+static void hs_rl_end(pgpipe_http *h, int ok)
 {
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    if (PQstatus(h->db) != CONNECTION_OK)
-        PQreset(h->db);
-    int rc;
-    int cut = hs_reload_read(h, &err, &rc);
-    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM && !cut) {
-        /* a connection whose server restarted says CONNECTION_OK until a
-        ** query fails: connect again and read once more, so one SIGHUP
-        ** enforces a revocation (not a second or third one) */
-        pp_logf(PGPIPE_LOG_INFO, "http", "reloading the tokens: %s; connecting again",
-                err.message);
-        PQreset(h->db);
-        pgpipe_error_clear(&err);
-        hs_reload_read(h, &err, &rc);
-    }
-    if (rc != PGPIPE_OK)
-        pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "
-                "stay in force (a token added or revoked since is not): %s", err.message);
-    else
+    hs_rl_watch(h, 0);
+    h->rl_state = HS_RL_IDLE;
+    if (ok) {
+        h->rl_ok++;
         pp_logf(PGPIPE_LOG_INFO, "http", "tokens reloaded");
+    } else {
+        h->rl_failed++;
+        pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "
+                "stay in force (a token added or revoked since is not): %s", h->rl_err.message);
+    }
+    if (h->rl_again) { /* asked again while this one ran: what it read may be older */
+        h->rl_again = 0;
+        hs_rl_start(h);
+    }
+}
+
+static void hs_rl_connect(pgpipe_http *h)
+{
+    hs_rl_watch(h, 0); /* before libpq closes the socket */
+    h->rl_broken = 0;
+    if (!PQresetStart(h->db)) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens: connecting again");
+        hs_rl_end(h, 0);
+        return;
+    }
+    h->rl_state = HS_RL_CONNECT;
+    hs_rl_watch(h, EPOLLOUT); /* PQconnectPoll's first wish: writable */
+}
+
+static void hs_rl_send(pgpipe_http *h)
+{
+    char sql[512];
+    /* the server's side bounded too: a lock held on the table would keep
+    ** the backend waiting after this side has given up */
+    snprintf(sql, sizeof sql, "SELECT set_config('lock_timeout', '%d', true), "
+             "set_config('statement_timeout', '%d', true); %s", h->o.commit_timeout_ms,
+             h->o.commit_timeout_ms, pp_http_auth_tokens_sql());
+    PQsetnonblocking(h->db, 1);
+    if (!PQsendQuery(h->db, sql)) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens (pgpipe.http_tokens)");
+        h->rl_broken = 1;
+        if (!h->rl_retried++) {
+            hs_rl_connect(h);
+            return;
+        }
+        hs_rl_end(h, 0);
+        return;
+    }
+    h->rl_state = HS_RL_QUERY;
+    h->rl_got = 0;
+    hs_rl_watch(h, PQflush(h->db) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+static void hs_rl_start(pgpipe_http *h)
+{
+    if (h->rl_state != HS_RL_IDLE) {
+        h->rl_again = 1;
+        return;
+    }
+    pgpipe_error_clear(&h->rl_err);
+    h->rl_retried = 0;
+    h->rl_deadline = h->now + (int64_t)h->o.commit_timeout_ms * 1000;
+    if (h->rl_broken || PQstatus(h->db) != CONNECTION_OK) {
+        h->rl_retried = 1;
+        hs_rl_connect(h);
+    } else {
+        hs_rl_send(h);
+    }
+}
+
+/* The query's results, as far as they have come. */
+static void hs_rl_read(pgpipe_http *h)
+{
+    if (!PQconsumeInput(h->db)) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens (pgpipe.http_tokens)");
+        goto failed;
+    }
+    int fl = PQflush(h->db);
+    if (fl < 0) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens (pgpipe.http_tokens)");
+        goto failed;
+    }
+    while (!PQisBusy(h->db)) {
+        PGresult *r = PQgetResult(h->db);
+        if (!r) { /* all of them */
+            if (h->rl_err.code == PGPIPE_OK && !h->rl_got)
+                pp_err(&h->rl_err, PGPIPE_DB, "http: reloading the tokens: no tokens in the answer");
+            if (h->rl_err.code != PGPIPE_OK)
+                goto failed;
+            hs_rl_end(h, 1);
+            return;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_TUPLES_OK && PQnfields(r) == 3 && h->rl_err.code == PGPIPE_OK) {
+            /* the tokens (the set_config row has 2 columns) */
+            h->rl_got = pp_http_auth_reload_result(h->auth, r, &h->rl_err) == PGPIPE_OK;
+            continue; /* r is cleared */
+        }
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && h->rl_err.code == PGPIPE_OK)
+            pp_err_pq(&h->rl_err, h->db, r, "http: reloading the tokens (pgpipe.http_tokens)");
+        PQclear(r);
+    }
+    hs_rl_watch(h, fl == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+    return;
+failed:
+    /* a connection whose server restarted says CONNECTION_OK until a query
+    ** fails: connect again and read once more (within the same time), so one
+    ** SIGHUP enforces a revocation, not a second or third one */
+    if (!h->rl_retried++ && h->rl_err.code != PGPIPE_NOMEM) {
+        pp_logf(PGPIPE_LOG_INFO, "http", "reloading the tokens: %s; connecting again",
+                h->rl_err.message);
+        pgpipe_error_clear(&h->rl_err);
+        hs_rl_connect(h);
+        return;
+    }
+    h->rl_broken = 1;
+    hs_rl_end(h, 0);
+}
+
+/* The connection's socket is ready (or the loop turned with a reload on). */
+static void hs_rl_event(pgpipe_http *h)
+{
+    if (h->rl_state == HS_RL_CONNECT) {
+        PostgresPollingStatusType st = PQresetPoll(h->db);
+        if (st == PGRES_POLLING_OK) {
+            PQsetNoticeProcessor(h->db, pp_notice_to_log, (void *)"http");
+            hs_rl_send(h);
+        } else if (st == PGRES_POLLING_FAILED) {
+            pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens: connecting again");
+            h->rl_broken = 1;
+            hs_rl_end(h, 0);
+        } else {
+            hs_rl_watch(h, st == PGRES_POLLING_READING ? EPOLLIN : EPOLLOUT);
+        }
+    } else if (h->rl_state == HS_RL_QUERY) {
+        hs_rl_read(h);
+    }
+}
+
+/* The reload's time is up: it gives up; the connection (mid-connect or
+** mid-query) is started anew by the next one. */
+static void hs_rl_timer(pgpipe_http *h)
+{
+    if (h->rl_state == HS_RL_IDLE || h->now < h->rl_deadline)
+        return;
+    pp_err(&h->rl_err, PGPIPE_DB, "the database did not answer within %d ms (commit_timeout_ms)%s",
+           h->o.commit_timeout_ms, h->rl_state == HS_RL_CONNECT ? " while connecting" : "");
+    h->rl_broken = 1;
+    hs_rl_end(h, 0);
 }
 
 /* Stop accepting, answer what ingest holds, send, close. */
@@ -31812,6 +31997,8 @@ int pgpipe_http_run(pgpipe_http *h)
                 ssize_t r = read(h->wakefd, &v, sizeof v);
                 (void)r;
                 woke = 1;
+            } else if (tag == HS_TAG_DB) {
+                hs_rl_event(h);
             } else {
                 listeners |= 1u << (tag - HS_TAG_LISTEN);
             }
@@ -31824,8 +32011,9 @@ int pgpipe_http_run(pgpipe_http *h)
         if (woke)
             hs_deliver(h);
         hs_timers(h);
+        hs_rl_timer(h);
         if (atomic_exchange(&h->reload, 0))
-            hs_reload(h);
+            hs_rl_start(h);
     }
     hs_drain(h);
     atomic_store(&h->running, 0);
