@@ -36688,6 +36688,7 @@ struct pgpipe_pull {
     pp_buf rec;                 /* a record's text */
     size_t max_body, body_budget;
     pp_buf fixes, bad;          /* pull_salvage's: pull_fix and pull_bad */
+    pp_buf orig;                /* ... and the body as sent, when its fixes are too many to list */
     long long head_seq;         /* the page to parse next: may always grow to max_body */
     pgpipe_json_doc *doc;
     uint64_t *seen;             /* hashes of the URLs and cursors of this run */
@@ -37086,6 +37087,7 @@ void pgpipe_pull_close(pgpipe_pull *p)
     pp_buf_free(&p->rec);
     pp_buf_free(&p->fixes);
     pp_buf_free(&p->bad);
+    pp_buf_free(&p->orig);
     pp_free(p->seen);
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_destroy(&p->mu);
@@ -37538,6 +37540,7 @@ typedef struct pull_fix {
     unsigned char kind, byte, len; /* len: bytes replaced (a token: 3, 8 or 9) */
 } pull_fix;
 #define PULL_MAX_FIXES 65536
+#define PULL_DEAD_RAW_MAX ((size_t)1 << 20) /* a dead letter keeps this much of a bad record */
 
 /* A record set aside: the index (1-based) in the page's array, its bytes in
 ** the body, its first fix and how many it has. */
@@ -37566,9 +37569,13 @@ static int pull_hex4(const unsigned char *s, size_t avail, unsigned *out)
 static int pull_fix_add(pp_buf *fx, size_t off, int kind, unsigned char byte, size_t len)
 {
     pull_fix f = { off, (unsigned char)kind, byte, (unsigned char)len };
-    if (fx->len / sizeof f >= PULL_MAX_FIXES)
-        return PGPIPE_LIMIT;
-    return pp_buf_append(fx, &f, sizeof f);
+    if (!fx) /* not listed (pull_salvage compares with the body as sent) */
+        return PGPIPE_OK;
+    if (pp_buf_append(fx, &f, sizeof f) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    /* the one past the limit is listed too: its byte is replaced all the same,
+    ** and pull_salvage undoes what is listed */
+    return fx->len / sizeof f > PULL_MAX_FIXES ? PGPIPE_LIMIT : PGPIPE_OK;
 }
 
 /* Replace in t[0..n) what the JSON parser refuses inside a value without
@@ -37577,7 +37584,7 @@ static int pull_fix_add(pp_buf *fx, size_t off, int kind, unsigned char byte, si
 ** escape or of a lone surrogate by '?'; the tokens NaN, Infinity and
 ** -Infinity (after ':', ',' or '[') by 0 and spaces. Strings end at the same
 ** quotes as before, so the structure is the one sent. fx gets a pull_fix
-** each. PGPIPE_OK, PGPIPE_LIMIT (too many) or PGPIPE_NOMEM. */
+** each (fx NULL: none). PGPIPE_OK, PGPIPE_LIMIT (too many) or PGPIPE_NOMEM. */
 static int pull_fix_body(unsigned char *t, size_t n, pp_buf *fx)
 {
     int rc = PGPIPE_OK;
@@ -37713,6 +37720,91 @@ static long long pull_ordinal(const pgpipe_json_val *root, const pgpipe_json_val
 ** by offset): appended to bad. Returns the array's element count, -1 when
 ** it is not an array there or memory ran out; *outside = 1 when a fix lies
 ** outside the elements. */
+/* The fix that turned byte at of orig (the body as sent) into t[at]. */
+static pull_fix pull_fix_at(const unsigned char *orig, const unsigned char *t, size_t n, size_t at)
+{
+    pull_fix f = { at, FIX_UTF8, orig[at], 1 };
+    if (t[at] == '0' && (orig[at] == 'N' || orig[at] == 'I' || orig[at] == '-')) {
+        f.kind = FIX_NAN;
+        f.len = orig[at] == 'N' ? 3 : orig[at] == 'I' ? 8 : 9;
+    } else if (orig[at] == '\\') {
+        f.kind = at + 1 < n && orig[at + 1] == 'u' ? FIX_SURROGATE : FIX_ESC;
+    } else if (orig[at] < 0x20) {
+        f.kind = FIX_CTRL;
+    }
+    return f;
+}
+
+/* The bytes of t[a..b) that differ from orig[a..b); *first the first one. */
+static size_t pull_diffs(const char *t, const char *orig, size_t a, size_t b, size_t *first)
+{
+    size_t nd = 0;
+    for (size_t i = a; i < b; i++)
+        if (t[i] != orig[i] && !nd++)
+            *first = i;
+    return nd;
+}
+
+/* pull_bad_records when the fixes were too many to list: the records are
+** those whose bytes differ from orig (the body as sent), each with one fix
+** made up from its first different byte (appended to fixes) and nfix its
+** count of different bytes. */
+static long long pull_bad_records_diff(const char *t, const char *orig, size_t n, long long ordinal,
+                                       pp_buf *fixes, pp_buf *bad, int *outside)
+{
+    long long seen = -1, count = 0;
+    int depth = 0;
+    size_t start = 0, inside = 0, first = 0;
+    *outside = 0;
+    fixes->len = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = t[i];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            continue;
+        if (depth == 1 && (c == ',' || c == ']')) {
+            if (start) {
+                count++;
+                size_t e = i;
+                while (e > start && strchr(" \t\r\n", t[e - 1]))
+                    e--;
+                size_t nd = pull_diffs(t, orig, start, e, &first);
+                if (nd) {
+                    pull_fix f = pull_fix_at((const unsigned char *)orig, (const unsigned char *)t, n,
+                                             first);
+                    pull_bad b = { count, start, e, fixes->len / sizeof f, nd };
+                    if (pp_buf_append(fixes, &f, sizeof f) != PGPIPE_OK ||
+                        pp_buf_append(bad, &b, sizeof b) != PGPIPE_OK)
+                        return -1;
+                    inside += nd;
+                }
+                start = 0;
+            }
+            if (c == ']') {
+                *outside = pull_diffs(t, orig, 0, n, &first) != inside;
+                return count;
+            }
+            continue;
+        }
+        if (depth == 1 && !start)
+            start = i;
+        if (c == '"') {
+            for (i++; i < n && t[i] != '"'; i++)
+                i += t[i] == '\\';
+        } else if (c == '[' || c == '{') {
+            if (depth)
+                depth++;
+            else if (++seen == ordinal) {
+                if (c != '[')
+                    return -1;
+                depth = 1;
+            }
+        } else if ((c == ']' || c == '}') && depth > 1) {
+            depth--;
+        }
+    }
+    return -1;
+}
+
 static long long pull_bad_records(const char *t, size_t n, long long ordinal, const pull_fix *fix,
                                   size_t nfix, pp_buf *bad, int *outside)
 {
@@ -37782,24 +37874,45 @@ static int pull_salvage(pgpipe_pull *p, pull_slot *hs, const char *url, const pg
 {
     pgpipe_error orig = *pgpipe_errinfo(p->doc);
     const char *why = NULL;
-    p->fixes.len = p->bad.len = 0;
+    p->fixes.len = p->bad.len = p->orig.len = 0;
     if (orig.code == PGPIPE_PARSE && hs->body.len) {
-        int rc = pull_fix_body((unsigned char *)hs->body.data, hs->body.len, &p->fixes);
+        unsigned char *t = (unsigned char *)hs->body.data;
+        int rc = pull_fix_body(t, hs->body.len, &p->fixes);
         size_t nfix = p->fixes.len / sizeof(pull_fix);
         int outside = 0;
+        if (rc == PGPIPE_LIMIT) {
+            /* too many to list (a long record of bad bytes): undo them, keep
+            ** the body as sent and tell the records by their bytes */
+            const pull_fix *fx = (const pull_fix *)(void *)p->fixes.data;
+            for (size_t k = nfix; k-- > 0;) {
+                if (fx[k].kind == FIX_NAN)
+                    memcpy(t + fx[k].off, fx[k].len == 3 ? "NaN" : fx[k].len == 8 ? "Infinity"
+                                                                                   : "-Infinity",
+                           fx[k].len);
+                else
+                    t[fx[k].off] = fx[k].byte;
+            }
+            p->fixes.len = 0;
+            rc = pp_buf_append(&p->orig, t, hs->body.len);
+            if (rc == PGPIPE_OK)
+                rc = pull_fix_body(t, hs->body.len, NULL);
+            nfix = 1;
+        }
         if (rc == PGPIPE_NOMEM)
             return pp_err_nomem(&p->h.err);
-        if (rc == PGPIPE_LIMIT) {
-            why = "more bad bytes than can be set aside";
-        } else if (!nfix || pgpipe_json_parse(p->doc, hs->body.data, hs->body.len) != PGPIPE_OK) {
+        if (!nfix || pgpipe_json_parse(p->doc, hs->body.data, hs->body.len) != PGPIPE_OK) {
             why = ""; /* the structure: nothing can be told apart */
         } else {
             const pgpipe_json_val *root = pgpipe_json_root(p->doc);
             *arr = pgpipe_json_path(root, pull_path(p->o.records));
             long long ord = pgpipe_json_type(*arr) == PGPIPE_JSON_ARRAY ? pull_ordinal(root, *arr) : -1;
-            long long cnt = ord < 0 ? -1 : pull_bad_records(hs->body.data, hs->body.len, ord,
-                                                             (const pull_fix *)(void *)p->fixes.data,
-                                                             nfix, &p->bad, &outside);
+            long long cnt = ord < 0 ? -1
+                            : p->orig.len ? pull_bad_records_diff(hs->body.data, p->orig.data,
+                                                                  hs->body.len, ord, &p->fixes,
+                                                                  &p->bad, &outside)
+                            : pull_bad_records(hs->body.data, hs->body.len, ord,
+                                               (const pull_fix *)(void *)p->fixes.data, nfix,
+                                               &p->bad, &outside);
             if (cnt != (long long)pgpipe_json_len(*arr))
                 why = "the record array is not where --records says";
             else if (outside)
@@ -37809,6 +37922,10 @@ static int pull_salvage(pgpipe_pull *p, pull_slot *hs, const char *url, const pg
     if (!why)
         return PGPIPE_OK;
     p->bad.len = 0;
+    if (p->orig.len) { /* the body as sent, for the error's offsets */
+        memcpy(hs->body.data, p->orig.data, hs->body.len);
+        pp_buf_free(&p->orig);
+    }
     return pull_errf(p, orig.code, "pull: %s: the body is not JSON: %s (byte offset %lld of the body)%s%s; "
                      "the page is not loaded and each run stops at it until it is served parseable",
                      url, orig.message, orig.offset, *why ? "; " : "", why);
@@ -37821,9 +37938,10 @@ static int pull_dead_bad(pgpipe_pull *p, pull_writer *w, const char *url, long l
 {
     const pull_fix *fx = (const pull_fix *)(void *)p->fixes.data + b->first;
     pp_buf raw = { 0 };
-    if (pp_buf_append(&raw, body + b->start, b->end - b->start) != PGPIPE_OK)
+    size_t len = b->end - b->start, keep = len > PULL_DEAD_RAW_MAX ? PULL_DEAD_RAW_MAX : len;
+    if (pp_buf_append(&raw, (p->orig.len ? p->orig.data : body) + b->start, keep) != PGPIPE_OK)
         return pp_err_nomem(&p->h.err);
-    for (size_t j = 0; j < b->nfix; j++) {
+    for (size_t j = 0; !p->orig.len && j < b->nfix && fx[j].off - b->start < keep; j++) {
         size_t at = fx[j].off - b->start;
         if (fx[j].kind == FIX_NAN)
             memcpy(raw.data + at, fx[j].len == 3 ? "NaN" : fx[j].len == 8 ? "Infinity" : "-Infinity",
@@ -37835,9 +37953,14 @@ static int pull_dead_bad(pgpipe_pull *p, pull_writer *w, const char *url, long l
     pull_fix_text(fx, what, sizeof what);
     snprintf(msg, sizeof msg, "pull: the record is not valid JSON: %s at byte offset %zu of the page "
              "(byte %zu of the record)", what, fx->off, fx->off - b->start + 1);
-    if (b->nfix > 1)
+    if (p->orig.len && b->nfix > 1)
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ", %zu bad bytes in all", b->nfix);
+    else if (b->nfix > 1)
         snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ", and %zu more problem%s",
                  b->nfix - 1, b->nfix > 2 ? "s" : "");
+    if (keep < len)
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "; the record is %zu bytes from byte "
+                 "offset %zu of the page: its first %zu are kept", len, b->start, keep);
     int rc = pull_dead(p, w, url, page, b->idx, raw.data, raw.len, msg, batch, (long long)b->start);
     pp_buf_free(&raw);
     return rc;
@@ -38768,6 +38891,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
                                     &digest, (const pull_bad *)(void *)p->bad.data,
                                     p->bad.len / sizeof(pull_bad), hs->body.data)) != PGPIPE_OK)
                     PULL_FAIL(rc, 0);
+                pp_buf_free(&p->orig); /* held only while the page is built */
                 /* an API that ignores the next-page parameter sends the same
                 ** records again under ever new cursors or links: loaded
                 ** again and again, for ever when max_pages is unset */

@@ -567,6 +567,52 @@ static void pl_t_body_budget(void)
 
 /* ---- a page that is not JSON only inside records ------------------------------- */
 
+/* A record with more bad bytes than can be listed one by one (80 000 here,
+** 1.2 million in the second) goes to the dead letters like any other, with
+** its position and bytes as sent (past 1 MiB: the first MiB, saying so);
+** the rest of its page is loaded. */
+static void pl_t_salvage_long(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_salvl");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_salvl", "/offset?n=30&badrec=5:long,12:huge,18:utf8");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    pgpipe_pull_progress pr;
+    char err[1024];
+    PGT_EQ_INT(pl_run(&o, &pr, err, sizeof err), PGPIPE_OK);
+    PGT_EQ_INT(pr.pages, 3);
+    PGT_EQ_INT(pr.records, 27);
+    PGT_EQ_INT(pr.dead_lettered, 3);
+    PGT_EQ_INT(pl_count(c, "pl_salvl", "count(*) FILTER (WHERE (payload->>'id')::int IN (5,12,18))"), 0);
+    const char *q5 = "SELECT %s FROM pgpipe.dead_letters WHERE source_name = 'pl_salvl' "
+                     "AND error_context LIKE '%%page 1 record 5:%%'";
+    char q[512];
+    snprintf(q, sizeof q, q5, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), "unescaped control character U+0001 in string at byte offset ");
+    PGT_CONTAINS(pgt_db_str(c, q), ", 80000 bad bytes in all");
+    snprintf(q, sizeof q, q5, "octet_length(raw_bytes) - length(replace(encode(raw_bytes, 'hex'), 'ff', '')) / 2");
+    PGT_EQ_INT(pgt_db_int(c, q), 40000); /* the 0xFF bytes as sent */
+    snprintf(q, sizeof q, q5, "byte_offset > 0 AND line_number = 5");
+    PGT_EQ_STR(pgt_db_str(c, q), "t");
+    const char *q12 = "SELECT %s FROM pgpipe.dead_letters WHERE source_name = 'pl_salvl' "
+                      "AND error_context LIKE '%%page 2 record 2:%%'";
+    snprintf(q, sizeof q, q12, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), ", 1200000 bad bytes in all");
+    PGT_CONTAINS(pgt_db_str(c, q), "its first 1048576 are kept");
+    snprintf(q, sizeof q, q12, "octet_length(raw_bytes)");
+    PGT_EQ_INT(pgt_db_int(c, q), 1048576);
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = "
+                               "'pl_salvl' AND error_context LIKE '%page 2 record 8:%'"),
+                 "invalid UTF-8 in string");
+    pl_clean(c, "pl_salvl");
+    pgt_db_close(c);
+}
+
 static void pl_t_salvage(void)
 {
     PGconn *c = pgt_db_open();
@@ -1326,6 +1372,7 @@ PGT_TEST(pull, gzip) { PL_CALL(pl_t_gzip); }
 PGT_TEST(pull, body_limit) { PL_CALL(pl_t_body_limit); }
 PGT_TEST(pull, body_budget) { PL_CALL(pl_t_body_budget); }
 PGT_TEST(pull, salvage) { PL_CALL(pl_t_salvage); }
+PGT_TEST(pull, salvage_long_bad_record) { PL_CALL(pl_t_salvage_long); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
 PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }
 PGT_TEST(pull, kill9_concurrent) { PL_CALL(pl_t_kill9_concurrent); }
