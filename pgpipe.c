@@ -36690,6 +36690,7 @@ struct pgpipe_pull {
     pp_buf fixes, bad;          /* pull_salvage's: pull_fix and pull_bad */
     pp_buf orig;                /* ... and the body as sent, when its fixes are too many to list */
     long long head_seq;         /* the page to parse next: may always grow to max_body */
+    long long held_peak;        /* pull_held_bytes' largest */
     pgpipe_json_doc *doc;
     uint64_t *seen;             /* hashes of the URLs and cursors of this run */
     size_t nseen, capseen;
@@ -37115,17 +37116,66 @@ void pgpipe_pull_progress_get(pgpipe_pull *p, pgpipe_pull_progress *out)
 
 /* ---- the requests ------------------------------------------------------------ */
 
-/* The bytes the body buffers of the pages other than the one to parse next
-** hold (requests in flight, pages received ahead). */
-static size_t pull_ahead_bytes(const pgpipe_pull *p)
+/* The bytes the writers hold: the rows of pages built, being written or
+** waiting for their COMMIT, and what an idle one keeps. */
+static size_t pull_rows_bytes(const pgpipe_pull *p)
 {
     size_t n = 0;
+    for (int i = 0; i < p->nw; i++)
+        n += p->w[i].copy.cap + p->w[i].dlq.cap + p->w[i].next.cap;
+    return n;
+}
+
+/* What the pages other than the one to parse next take of the body budget:
+** their body buffers (requests in flight, pages received ahead) and the
+** rows of the pages built before it. */
+static size_t pull_ahead_bytes(const pgpipe_pull *p)
+{
+    size_t n = pull_rows_bytes(p);
     for (int i = 0; i < p->o.concurrency; i++) {
         const pull_slot *t = &p->slots[i];
         if (t->state != SLOT_FREE && t->seq != p->head_seq)
             n += t->body.cap;
     }
     return n;
+}
+
+/* Everything the budget counts, the page to parse next and its parse tree
+** too; its peak goes to the progress (held_bytes_peak). */
+static size_t pull_held_bytes(pgpipe_pull *p)
+{
+    size_t n = pull_rows_bytes(p) + p->orig.cap + pgpipe_json_doc_memory(p->doc);
+    for (int i = 0; i < p->o.concurrency; i++)
+        n += p->slots[i].body.cap;
+    if ((long long)n > p->held_peak) {
+        p->held_peak = (long long)n;
+        pp_mutex_lock(&p->mu);
+        p->prog.held_bytes_peak = p->held_peak;
+        pp_mutex_unlock(&p->mu);
+    }
+    return n;
+}
+
+/* A writer done with its page keeps at most PULL_KEEP_BODY of each buffer. */
+static void pull_writer_shrink(pull_writer *w)
+{
+    if (w->copy.cap > PULL_KEEP_BODY)
+        pp_buf_free(&w->copy);
+    if (w->dlq.cap > PULL_KEEP_BODY)
+        pp_buf_free(&w->dlq);
+    if (w->next.cap > PULL_KEEP_BODY)
+        pp_buf_free(&w->next);
+}
+
+/* May the page to parse next (hs) be built now? Always when no other page's
+** rows are held (one page always goes through); else when it, its rows
+** (about its body's size) and all that is held stay within the budget. */
+static int pull_room_to_build(pgpipe_pull *p, const pull_slot *hs)
+{
+    int busy = 0;
+    for (int i = 0; i < p->nw; i++)
+        busy |= p->w[i].state != W_IDLE;
+    return !busy || pull_held_bytes(p) + hs->body.len <= p->body_budget;
 }
 
 /* The body as it comes, decoded (libcurl inflates gzip and deflate in
@@ -37159,6 +37209,7 @@ static size_t pull_on_body(char *data, size_t size, size_t n, void *ud)
             return 0;
         s->body.data = d;
         s->body.cap = cap;
+        pull_held_bytes(p);
     }
     memcpy(s->body.data + s->body.len, data, len);
     s->body.len += len;
@@ -38569,6 +38620,7 @@ static void pull_writer_reset(pull_writer *w)
     }
     w->state = W_IDLE;
     w->conn = NULL;
+    pull_writer_shrink(w);
 }
 
 /* The URL of page seq, known for page kseq (kurl): kurl itself, or with
@@ -38740,6 +38792,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 } else { /* committed */
                     w->state = W_IDLE;
                     w->conn = NULL;
+                    pull_writer_shrink(w);
                     committed = w->seq;
                     pp_mutex_lock(&p->mu);
                     p->prog.pages++;
@@ -38848,7 +38901,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
             p->h.err = hs->err;
             PULL_FAIL(hs->err.code ? hs->err.code : PGPIPE_IO, 0);
             moved = 1;
-        } else if (hs && hs->state == SLOT_GOT && fw) {
+        } else if (hs && hs->state == SLOT_GOT && fw && pull_room_to_build(p, hs)) {
             moved = 1;
             const char *u = hs->url.data;
             char src[300];
@@ -38891,6 +38944,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
                                     &digest, (const pull_bad *)(void *)p->bad.data,
                                     p->bad.len / sizeof(pull_bad), hs->body.data)) != PGPIPE_OK)
                     PULL_FAIL(rc, 0);
+                pull_held_bytes(p); /* the page's body, tree and rows: the peak */
                 pp_buf_free(&p->orig); /* held only while the page is built */
                 /* an API that ignores the next-page parameter sends the same
                 ** records again under ever new cursors or links: loaded
@@ -38918,6 +38972,14 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 parsed_in += n;
                 fw->conn = NULL;
                 fw->state = W_BUILT;
+            }
+            if (pgpipe_json_doc_memory(p->doc) > PULL_KEEP_BODY) {
+                /* the tree is not needed once the rows are built: not held */
+                pgpipe_json_doc *nd;
+                if (pgpipe_json_doc_open(&nd) == PGPIPE_OK) {
+                    pgpipe_json_doc_close(p->doc);
+                    p->doc = nd;
+                }
             }
             if (!halt) {
                 pull_drop(p, hs);

@@ -528,6 +528,64 @@ static void pl_t_body_limit(void)
 ** pages ahead 192 kB beside the page to parse next: a page ahead never
 ** fits, so each one that began is dropped and asked again at its turn. The
 ** run completes with every record once; the waits are no failures. */
+/* The rows built of pages waiting to be written count in the body budget
+** too: with the first page's COMMIT held up (a lock on pgpipe.pull_state),
+** eight requests in flight and four target connections, pages of 500 kB
+** must not pile up as rows beyond what the budget leaves. The library's
+** own count of what it held at once (held_bytes_peak: bodies, the parse
+** tree of the page being built, the rows of the pages built) stays within
+** the budget and the rows of the one page that may always go through (at
+** most --max-body here: records of plain text, a tree of few nodes). */
+typedef struct pl_locker {
+    PGconn *c;
+    atomic_int go;
+} pl_locker;
+
+static void *pl_unlock_later(void *arg)
+{
+    pl_locker *l = arg;
+    for (int i = 0; i < 30 && !atomic_load(&l->go); i++)
+        pgpipe_sleep_ms(100); /* 3 s: time for every page that may be built to be built */
+    PQclear(PQexec(l->c, "COMMIT"));
+    return NULL;
+}
+
+static void pl_t_rows_in_budget(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_rowsb");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_rowsb", "/offset?n=200&pad=50000");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    o.concurrency = 8;
+    PGT_OK(pgpipe_pull_set(&o, "max-body", "1M", NULL));
+    PGT_OK(pgpipe_pull_set(&o, "body-budget", "1216k", NULL));
+    pl_locker l = { pgt_db_open(), 0 };
+    PQclear(PGT_EXEC(l.c, "BEGIN; LOCK TABLE pgpipe.pull_state IN SHARE ROW EXCLUSIVE MODE"));
+    pthread_t th;
+    PGT_CHECK(pthread_create(&th, NULL, pl_unlock_later, &l) == 0);
+    pgpipe_pull_progress pr;
+    char err[1024];
+    int rc = pl_run(&o, &pr, err, sizeof err);
+    atomic_store(&l.go, 1);
+    pthread_join(th, NULL);
+    pgt_db_close(l.c);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err);
+    PGT_EQ_INT(pr.pages, 20);
+    PGT_EQ_INT(pr.records, 200);
+    PGT_EQ_INT(pl_count(c, "pl_rowsb", "count(DISTINCT payload->>'id')"), 200);
+    PGT_CHECK(pr.held_bytes_peak > 1000000); /* counted: a page's body and rows at least */
+    PGT_CHECK_MSG(pr.held_bytes_peak <= 1216 * 1024 + (1 << 20),
+                  "held %lld bytes at once: past the body budget (1216 kB) and one page",
+                  pr.held_bytes_peak);
+    pl_clean(c, "pl_rowsb");
+    pgt_db_close(c);
+}
+
 static void pl_t_body_budget(void)
 {
     PGconn *c = pgt_db_open();
@@ -1372,6 +1430,7 @@ PGT_TEST(pull, gzip) { PL_CALL(pl_t_gzip); }
 PGT_TEST(pull, body_limit) { PL_CALL(pl_t_body_limit); }
 PGT_TEST(pull, body_budget) { PL_CALL(pl_t_body_budget); }
 PGT_TEST(pull, salvage) { PL_CALL(pl_t_salvage); }
+PGT_TEST(pull, rows_in_body_budget) { PL_CALL(pl_t_rows_in_budget); }
 PGT_TEST(pull, salvage_long_bad_record) { PL_CALL(pl_t_salvage_long); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
 PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }
