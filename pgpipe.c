@@ -36010,6 +36010,10 @@ void pgpipe_pull_options_init(pgpipe_pull_options *opt)
     opt->install = 1;
 }
 
+/* A rate of requests per second: 0 (none) or one whose waits are counted
+** in microseconds without overflow; not NaN nor infinite. */
+#define PULL_RATE_OK(r) ((r) == 0 || ((r) >= 0.001 && (r) <= 1e6))
+
 /* "65536", "512k", "64M", "64MB", "1G" (powers of 1024) -> bytes; -1 when
 ** not one or not from 1 byte to 1 TiB. */
 static long long pull_bytes(const char *v)
@@ -36115,13 +36119,14 @@ int pgpipe_pull_set(pgpipe_pull_options *o, const char *name, const char *v, pgp
     if (!strcmp(name, "rate")) {
         char *e;
         double r = strtod(v, &e);
-        if (e == v || *e || r < 0)
-            return pp_err(err, PGPIPE_MISUSE, "pull: --rate: requests per second (0: no limit), not \"%s\"", v);
+        if (e == v || *e || !PULL_RATE_OK(r))
+            return pp_err(err, PGPIPE_MISUSE, "pull: --rate: requests per second, 0 (no limit) "
+                          "or from 0.001 to 1000000, not \"%s\"", v);
         o->rate = r;
         return PGPIPE_OK;
     }
     if (!strcmp(name, "max-body") || !strcmp(name, "body-budget")) {
-        long long x = pull_bytes(v);
+        long long x = name[0] == 'b' && !strcmp(v, "0") ? 0 : pull_bytes(v); /* 0: the default */
         if (x < 0)
             return pp_err(err, PGPIPE_MISUSE, "pull: --%s: bytes, or with k, M or G (512k, 64M), "
                           "from 1 byte to 1024G, not \"%s\"", name, v);
@@ -36541,7 +36546,7 @@ int pgpipe_pull_budget_open(pgpipe_pull_budget **out, double rate, double burst)
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_init(&b->mu, NULL);
 #endif
-    b->rate = rate > 0 ? rate : 0;
+    b->rate = PULL_RATE_OK(rate) ? rate : rate > 1e6 ? 1e6 : rate > 0 ? 0.001 : 0;
     b->burst = burst >= 1 ? burst : 1;
     b->tokens = b->burst;
     b->last_us = pgpipe_now_us();
@@ -36960,6 +36965,9 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
         p->key_header = k.data;
     }
 
+    if (!opt->budget && !PULL_RATE_OK(opt->rate))
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the rate is 0 (no limit) or from 0.001 to "
+                      "1000000 requests per second, not %g", opt->rate);
     if (opt->budget) {
         p->budget = opt->budget;
     } else {

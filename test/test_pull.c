@@ -671,6 +671,49 @@ static void pl_t_salvage_long(void)
     pgt_db_close(c);
 }
 
+/* --rate: NaN, infinity, negative or so small that a wait overflows its
+** count of microseconds are refused, by name (before: NaN was no limit and
+** 1e-300 an undefined conversion); --body-budget 0 is the default it is
+** documented as (before: refused as "not from 1 byte"). */
+static void pl_t_hostile_values(void)
+{
+    pgpipe_pull_options o;
+    pgpipe_pull_options_init(&o);
+    pgpipe_error e;
+    static const char *const bad[] = { "nan", "NaN", "inf", "-inf", "1e400", "-1", "1e-300",
+                                       "0.0000001", "2e6", "", "1x" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&e, 0, sizeof e);
+        PGT_CHECK_MSG(pgpipe_pull_set(&o, "rate", bad[i], &e) == PGPIPE_MISUSE, "--rate %s accepted",
+                      bad[i]);
+        PGT_CONTAINS(e.message, "--rate: requests per second");
+    }
+    PGT_CHECK(o.rate == 0);
+    PGT_OK(pgpipe_pull_set(&o, "rate", "0", &e));
+    PGT_OK(pgpipe_pull_set(&o, "rate", "0.5", &e));
+    PGT_CHECK(o.rate == 0.5);
+    PGT_OK(pgpipe_pull_set(&o, "body-budget", "0", &e));
+    PGT_EQ_INT(o.body_budget, 0);
+    PGT_EQ_INT(pgpipe_pull_set(&o, "max-body", "0", &e), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_pull_set(&o, "body-budget", "-1", &e), PGPIPE_MISUSE);
+    /* set directly: refused when the handle opens */
+    o.source = "x";
+    o.url = "http://127.0.0.1:1/";
+    o.conninfo = pgt_dsn();
+    o.rate = 1e-300;
+    pgpipe_pull *p = NULL;
+    PGT_EQ_INT(pgpipe_pull_open(&p, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(p), "the rate is 0 (no limit) or from 0.001");
+    pgpipe_pull_close(p);
+    /* a shared budget made with one clamps it: its waits stay countable */
+    pgpipe_pull_budget *b;
+    PGT_OK(pgpipe_pull_budget_open(&b, 1e-300, 1));
+    PGT_EQ_INT((long long)pull_budget_take(b), 0);
+    int64_t w = pull_budget_take(b);
+    PGT_CHECK_MSG(w > 0 && w <= (int64_t)1001 * 1000000, "wait %lld us", (long long)w);
+    pgpipe_pull_budget_close(b);
+}
+
 static void pl_t_salvage(void)
 {
     PGconn *c = pgt_db_open();
@@ -1430,6 +1473,7 @@ PGT_TEST(pull, gzip) { PL_CALL(pl_t_gzip); }
 PGT_TEST(pull, body_limit) { PL_CALL(pl_t_body_limit); }
 PGT_TEST(pull, body_budget) { PL_CALL(pl_t_body_budget); }
 PGT_TEST(pull, salvage) { PL_CALL(pl_t_salvage); }
+PGT_TEST(pull, hostile_rate_and_budget_values) { PL_CALL(pl_t_hostile_values); }
 PGT_TEST(pull, rows_in_body_budget) { PL_CALL(pl_t_rows_in_budget); }
 PGT_TEST(pull, salvage_long_bad_record) { PL_CALL(pl_t_salvage_long); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
