@@ -712,6 +712,33 @@ static void pl_t_hostile_values(void)
     int64_t w = pull_budget_take(b);
     PGT_CHECK_MSG(w > 0 && w <= (int64_t)1001 * 1000000, "wait %lld us", (long long)w);
     pgpipe_pull_budget_close(b);
+
+    /* a resume point (set by hand, as the README shows) whose offset the
+    ** next ones cannot be counted from (before: a signed overflow,
+    ** undefined) is refused, naming it */
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_hostile");
+    static const char *const offs[] = { "9223372036854775807", "99999999999999999999", "-5", "1e3" };
+    char err[1024];
+    pl_opts(&o, "pl_hostile", "/offset?n=30");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.concurrency = 4;
+    o.max_pages = 1;
+    PGT_OK(pl_run(&o, NULL, err, sizeof err));
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
+        char sql[512];
+        snprintf(sql, sizeof sql, "UPDATE pgpipe.pull_state SET next_url = regexp_replace(next_url, "
+                 "'offset=[^&]*', 'offset=%s') WHERE source = 'pl_hostile'", offs[i]);
+        PQclear(PGT_EXEC(c, sql));
+        PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_MISUSE);
+        PGT_CONTAINS(err, "is not a whole number from 0 to 10^15 (the resume point");
+        PGT_CONTAINS(err, offs[i]);
+    }
+    pl_clean(c, "pl_hostile");
+    pgt_db_close(c);
 }
 
 static void pl_t_salvage(void)

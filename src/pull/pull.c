@@ -2665,6 +2665,27 @@ static void pull_writer_reset(pull_writer *w)
     pull_writer_shrink(w);
 }
 
+/* The offset or page number of the URL a run starts at (--url, or the
+** resume point, which an operator may have set by hand) must be a whole
+** number from 0 to 10^15: the next ones are counted from it in 64 bits. */
+#define PULL_MAX_URL_NUM 1000000000000000LL
+static int pull_url_nums_check(pgpipe_pull *p, const char *url, int resumed)
+{
+    const char *param = p->o.paginate == PGPIPE_PULL_OFFSET ? p->o.offset_param
+                        : p->o.paginate == PGPIPE_PULL_PAGE ? p->o.page_param : NULL;
+    char v[64];
+    if (!param || !pp_pull_param_get(url, param, v, sizeof v))
+        return PGPIPE_OK;
+    char *e;
+    errno = 0;
+    long long x = strtoll(v, &e, 10);
+    if (isdigit((unsigned char)v[0]) && !*e && !errno && x <= PULL_MAX_URL_NUM)
+        return PGPIPE_OK;
+    return pull_errf(p, PGPIPE_MISUSE, "pull: %s: %s=%s is not a whole number from 0 to 10^15 "
+                     "(%s)", url, param, v, resumed ? "the resume point, pgpipe.pull_state.next_url"
+                                                    : "--url");
+}
+
 /* The URL of page seq, known for page kseq (kurl): kurl itself, or with
 ** OFFSET and PAGE pagination a page after it (the pages before it full);
 ** 0 when it is not known yet or lies past the total the API reported. */
@@ -2768,6 +2789,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
             rc = pull_first_url(p, &s, &url) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&p->h.err);
         }
     }
+    if (rc == PGPIPE_OK)
+        rc = pull_url_nums_check(p, url.data, s.next_url != NULL);
     char high[512];
     snprintf(high, sizeof high, "%s", s.run_high ? s.run_high : "");
     long long parsed_in = s.run_records, run_page = s.run_pages;
