@@ -31921,6 +31921,12 @@ static void hs_rl_timer(pgpipe_http *h)
 static void hs_drain(pgpipe_http *h)
 {
     h->draining = 1;
+    if (h->rl_state != HS_RL_IDLE) { /* a reload in flight is given up: no more of its events */
+        hs_rl_watch(h, 0);
+        h->rl_state = HS_RL_IDLE;
+        h->rl_broken = 1;
+        pp_logf(PGPIPE_LOG_INFO, "http", "stopping: the reload of the tokens in progress is given up");
+    }
     for (int i = 0; i < h->nlisten; i++) {
         close(h->lfd[i]);
         h->lfd[i] = -1;
