@@ -967,6 +967,11 @@ typedef struct pp_http_auth pp_http_auth;
 PGPIPE_PRIVATE int pp_http_auth_open(pp_http_auth **out, const pgpipe_http_options *o,
                                      PGconn *conn, pgpipe_error *err);
 PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err);
+/* The statement that reads the tokens, for a reload that sends it itself
+** (the server's event loop, without blocking), and the tokens of its
+** result r (PQcleared here), replacing those in force when they are read. */
+PGPIPE_PRIVATE const char *pp_http_auth_tokens_sql(void);
+PGPIPE_PRIVATE int pp_http_auth_reload_result(pp_http_auth *a, PGresult *r, pgpipe_error *err);
 /* May this request write to source? 0 = yes; else the status (401/403) with
 ** *deny filled. now is the Unix time for signed timestamps. */
 PGPIPE_PRIVATE int pp_http_auth_check(pp_http_auth *a, const char *source,
@@ -1025,10 +1030,6 @@ PGPIPE_PRIVATE int pp_ingest_spool_stats(pp_ingest *ig, pgpipe_spool_status *st)
 #endif
 /* Requests queued or committing (for metrics and the drain). */
 PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig);
-/* Watch conn (the server's own, on the event loop's thread) as a committer's
-** connection is watched: shut down after the commit timeout. conn NULL ends
-** the watch and returns 1 when it was shut down meanwhile. */
-PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn);
 /* Commit what is queued now and wait until every queued request has been
 ** answered through done (graceful drain). */
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig);
@@ -26997,17 +26998,17 @@ static int hex_decode(const char *s, size_t len, unsigned char *out, size_t n)
     return 1;
 }
 
-static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
-                       pgpipe_error *err)
+#define AUTH_TOKENS_SQL "SELECT source, token_sha256, revoked_at IS NOT NULL " \
+                        "FROM pgpipe.http_tokens ORDER BY id"
+
+PGPIPE_PRIVATE const char *pp_http_auth_tokens_sql(void)
 {
-    PGresult *r = NULL;
-    *out = NULL;
-    *count = *live = 0;
-    int rc = pp_exec(conn, "SELECT source, token_sha256, revoked_at IS NOT NULL "
-                           "FROM pgpipe.http_tokens ORDER BY id", 0, NULL, &r, err,
-                     "reading the HTTP tokens (pgpipe.http_tokens)");
-    if (rc != PGPIPE_OK)
-        return rc;
+    return AUTH_TOKENS_SQL;
+}
+
+/* The tokens of r (a result of AUTH_TOKENS_SQL; PQcleared here). */
+static int tokens_from(PGresult *r, auth_token **out, int *count, int *live, pgpipe_error *err)
+{
     int n = PQntuples(r);
     auth_token *t = pp_calloc((size_t)(n ? n : 1), sizeof *t);
     if (!t) {
@@ -27034,13 +27035,21 @@ static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
     return PGPIPE_OK;
 }
 
-PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err)
+static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
+                       pgpipe_error *err)
 {
-    auth_token *t;
-    int n, live;
-    int rc = tokens_read(conn, &t, &n, &live, err);
+    PGresult *r = NULL;
+    *out = NULL;
+    *count = *live = 0;
+    int rc = pp_exec(conn, AUTH_TOKENS_SQL, 0, NULL, &r, err,
+                     "reading the HTTP tokens (pgpipe.http_tokens)");
     if (rc != PGPIPE_OK)
-        return rc; /* the tokens read before stay in force */
+        return rc;
+    return tokens_from(r, out, count, live, err);
+}
+
+static void auth_swap(pp_http_auth *a, auth_token *t, int n, int live)
+{
     pp_mutex_lock(&a->mu);
     auth_token *old = a->tokens;
     int oldn = a->ntokens;
@@ -27049,6 +27058,26 @@ PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_err
     a->nlive = live;
     pp_mutex_unlock(&a->mu);
     tokens_free(old, oldn);
+}
+
+PGPIPE_PRIVATE int pp_http_auth_reload_result(pp_http_auth *a, PGresult *r, pgpipe_error *err)
+{
+    auth_token *t = NULL;
+    int n = 0, live = 0;
+    int rc = tokens_from(r, &t, &n, &live, err);
+    if (rc == PGPIPE_OK)
+        auth_swap(a, t, n, live);
+    return rc;
+}
+
+PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err)
+{
+    auth_token *t;
+    int n, live;
+    int rc = tokens_read(conn, &t, &n, &live, err);
+    if (rc != PGPIPE_OK)
+        return rc; /* the tokens read before stay in force */
+    auth_swap(a, t, n, live);
     return PGPIPE_OK;
 }
 
@@ -27711,8 +27740,6 @@ struct pp_ingest {
     int has_watchdog;
     int wquit;
     long long m_timeouts; /* under wmu */
-    int64_t x_since;      /* the server's own connection (pp_ingest_watch), as */
-    int x_fd, x_cut;      /* a committer's busy_since, fd and cut; under wmu */
     ig_committer cm[IG_MAX_COMMITTERS];
     int ncm;
     /* the submit's state (event loop's thread only) */
@@ -29627,11 +29654,6 @@ static void *ig_watchdog_main(void *arg)
                 ig->m_timeouts++;
             }
         }
-        if (ig->x_since && !ig->x_cut && ig->x_fd >= 0 && t - ig->x_since >= ig->commit_us) {
-            shutdown(ig->x_fd, SHUT_RDWR);
-            ig->x_cut = 1;
-            ig->m_timeouts++;
-        }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += IG_WATCH_MS * 1000000L;
@@ -29643,17 +29665,6 @@ static void *ig_watchdog_main(void *arg)
     }
     pthread_mutex_unlock(&ig->wmu);
     return NULL;
-}
-
-PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn)
-{
-    pthread_mutex_lock(&ig->wmu);
-    int cut = ig->x_cut;
-    ig->x_cut = 0;
-    ig->x_since = conn ? pgpipe_now_us() : 0;
-    ig->x_fd = conn ? PQsocket(conn) : -1;
-    pthread_mutex_unlock(&ig->wmu);
-    return conn ? 0 : cut;
 }
 
 /* Does every committer wait for the database for long (the shorter of
@@ -30290,7 +30301,6 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
     atomic_init(&ig->live, 0);
     atomic_init(&ig->rechecks, 0);
     ig->commit_us = (int64_t)(o->commit_timeout_ms > 0 ? o->commit_timeout_ms : 30000) * 1000;
-    ig->x_fd = -1;
     for (int i = 0; i < ig->ncm; i++) {
         ig_committer *c = &ig->cm[i];
         c->ig = ig;
@@ -30660,6 +30670,7 @@ enum { HS_FREE, HS_READ, HS_WAIT, HS_LINGER };
 enum { HS_T_HEAD, HS_T_BODY, HS_T_IDLE, HS_T_LINGER, HS_T_RESERVE, HS_NT };
 #define HS_TAG_WAKE   ((uint64_t)1 << 40)
 #define HS_TAG_LISTEN ((uint64_t)1 << 41)
+#define HS_TAG_DB     ((uint64_t)1 << 42) /* the server's own connection, during a reload */
 #define HS_OUT_HIGH   ((size_t)1 << 20)   /* stop parsing while this much is unsent */
 #define HS_RBUF_MIN   4096
 #define HS_LINGER_MS  2000
@@ -30712,6 +30723,14 @@ struct pgpipe_http {
     char *conninfo, *listen_s, *trusted;
     char *spool_dir;            /* options.spool_dir, copied */
     PGconn *db;                 /* schema install and token (re)loads */
+    /* a reload of the tokens (hs_rl_*: never blocks the loop): its state,
+    ** another one asked meanwhile, connected again once, the socket in
+    ** epoll and for what, the end of its time (commit_timeout_ms) */
+    int rl_state, rl_again, rl_retried, rl_broken, rl_fd, rl_got;
+    uint32_t rl_ev;
+    int64_t rl_deadline;
+    pgpipe_error rl_err;
+    uint64_t rl_ok, rl_failed;
     pp_http_auth *auth;
     pp_ingest *ig;
     int nlisten;
@@ -30793,6 +30812,8 @@ static int hs_next_timeout_ms(pgpipe_http *h)
     for (int k = 0; k < HS_NT; k++)
         if (h->tl[k].head && h->tl[k].head->deadline < next)
             next = h->tl[k].head->deadline;
+    if (h->rl_state && h->rl_deadline < next)
+        next = h->rl_deadline;
     int64_t ms = (next - h->now + 999) / 1000;
     return ms < 0 ? 0 : (int)ms;
 }
@@ -31849,6 +31870,18 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "pgpipe_http_request_duration_seconds_sum %.6f\n"
                    "pgpipe_http_request_duration_seconds_count %llu\n",
                    (unsigned long long)cum, h->lat_sum, (unsigned long long)h->lat_count);
+    pp_buf_appendf(&b,
+                   "# HELP pgpipe_http_token_reloads_total Reloads of the tokens (SIGHUP), by "
+                   "result (failed: the tokens read before stay in force).\n"
+                   "# TYPE pgpipe_http_token_reloads_total counter\n"
+                   "pgpipe_http_token_reloads_total{result=\"ok\"} %llu\n"
+                   "pgpipe_http_token_reloads_total{result=\"failed\"} %llu\n"
+                   "# HELP pgpipe_http_token_reload_in_progress 1 while a reload of the tokens "
+                   "waits for the database.\n"
+                   "# TYPE pgpipe_http_token_reload_in_progress gauge\n"
+                   "pgpipe_http_token_reload_in_progress %d\n",
+                   (unsigned long long)h->rl_ok, (unsigned long long)h->rl_failed,
+                   h->rl_state != 0);
     pp_ingest_metrics(h->ig, &b);
 #ifndef PGPIPE_OMIT_SPOOL
     pgpipe_spool_status sp;
@@ -32052,6 +32085,39 @@ static int hs_max_connections(const pgpipe_http_options *o)
     return (int)room;
 }
 
+/* The statements of the server's own connection (schema install, tokens)
+** wait for a lock (on 1: the install, the tokens) and run (on 2: the tokens)
+** at most commit_timeout_ms: session settings,
+** put back (off) once the open is done (behind a transaction pooler a
+** session setting would stay on a server connection others get). */
+static int hs_db_bound(pgpipe_http *h, int on)
+{
+    char sql[160];
+    if (on == 1) /* a migration may take long: only its waits for a lock are bounded */
+        snprintf(sql, sizeof sql, "SET lock_timeout = %d", h->o.commit_timeout_ms);
+    else if (on == 2)
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d", h->o.commit_timeout_ms);
+    else
+        snprintf(sql, sizeof sql, "RESET lock_timeout; RESET statement_timeout");
+    return pp_exec(h->db, sql, 0, NULL, NULL, &h->h.err, "http: bounding the open's statements");
+}
+
+/* An open's statement failed: when it waited too long (lock_timeout,
+** statement_timeout), say what for and how long. */
+static int hs_open_waited(pgpipe_http *h, int rc, const char *what)
+{
+    const char *st = h->h.err.sqlstate;
+    if (rc != PGPIPE_DB || (strcmp(st, "55P03") && strcmp(st, "57014")))
+        return rc;
+    char m[sizeof h->h.err.message];
+    snprintf(m, sizeof m, "%s", h->h.err.message);
+    pp_err(&h->h.err, PGPIPE_DB, "http: %s waited longer than commit_timeout_ms (%d ms) for a "
+           "lock or an answer: another session holds a lock on it (see pg_locks) or the "
+           "database does not answer: %s", what, h->o.commit_timeout_ms, m);
+    snprintf(h->h.err.sqlstate, sizeof h->h.err.sqlstate, "%s", st[0] ? st : "57014");
+    return PGPIPE_DB;
+}
+
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     if (!out)
@@ -32060,7 +32126,7 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     *out = h;
     if (!h)
         return PGPIPE_NOMEM;
-    h->ep = h->wakefd = h->sparefd = -1;
+    h->ep = h->wakefd = h->sparefd = h->rl_fd = -1;
     pthread_mutex_init(&h->mu, NULL);
     pgpipe_http_options def;
     if (!o) {
@@ -32097,10 +32163,21 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     if (PQstatus(h->db) != CONNECTION_OK)
         return pp_err_pq(&h->h.err, h->db, NULL, "http: connecting (options.conninfo)");
     PQsetNoticeProcessor(h->db, pp_notice_to_log, (void *)"http");
+    /* the schema install and the first read of the tokens wait for a lock
+    ** (another session's ACCESS EXCLUSIVE on pgpipe.http_tokens, a
+    ** migration holding the schema) at most commit_timeout_ms, as the reads
+    ** of later reloads do: an open that fails says so, never hangs */
+    if ((rc = hs_db_bound(h, 1)) != PGPIPE_OK)
+        return rc;
     if (o->install_schema && (rc = pgpipe_schema_install(h->db, NULL, &h->h.err)) != PGPIPE_OK)
+        return hs_open_waited(h, rc, "installing the schema (pgpipe)");
+    if ((rc = hs_db_bound(h, 2)) != PGPIPE_OK)
         return rc;
     if ((rc = pp_http_auth_open(&h->auth, &h->o, h->db, &h->h.err)) != PGPIPE_OK)
+        return hs_open_waited(h, rc, "reading the HTTP tokens (pgpipe.http_tokens)");
+    if ((rc = hs_db_bound(h, 0)) != PGPIPE_OK)
         return rc;
+    PQsetnonblocking(h->db, 1); /* from now on only the loop's reloads use it */
     int need_loopback = !o->insecure && !pp_http_auth_has_tokens(h->auth) &&
                         o->require_tokens != 1;
     if ((rc = pp_ingest_open(&h->ig, &h->o, h->auth, h, hs_done_cb, &h->h.err)) != PGPIPE_OK)
@@ -32172,49 +32249,206 @@ static void hs_timers(pgpipe_http *h)
     }
 }
 
-/* Read the tokens on the event loop's thread, watched as a committer is: a
-** database that does not answer must not stop the server (/healthz,
-** /readyz, the spool) for longer than the commit timeout. 1: it was cut. */
-static int hs_reload_read(pgpipe_http *h, pgpipe_error *err, int *rc)
+/* ---- reloading the tokens ------------------------------------------------ */
+
+/* A reload (SIGHUP) reads the tokens on the server's own connection without
+** ever blocking the event loop: connecting again (PQresetStart/PQresetPoll)
+** and the read (PQsendQuery, PQconsumeInput) are driven by the events of
+** its socket, and the whole reload gives up after commit_timeout_ms (a
+** database that does not answer, a connect that hangs, a lock). The tokens
+** read before stay in force until a reload succeeds. */
+enum { HS_RL_IDLE, HS_RL_CONNECT, HS_RL_QUERY };
+
+/* Watch the connection's socket for ev (0: not at all). libpq may close
+** its socket and open another while it connects (hosts, SSL): the old one
+** has left epoll with its close, a new one with the same number is added. */
+static void hs_rl_watch(pgpipe_http *h, uint32_t ev)
 {
-    pp_ingest_watch(h->ig, h->db);
-    *rc = pp_http_auth_reload(h->auth, h->db, err);
-    if (!pp_ingest_watch(h->ig, NULL))
-        return 0;
-    *rc = pp_err(err, PGPIPE_DB, "the database did not answer within %d ms (commit_timeout_ms)",
-                 h->o.commit_timeout_ms);
-    return 1;
+    int fd = ev ? PQsocket(h->db) : -1;
+    if (h->rl_fd >= 0 && h->rl_fd != fd) {
+        epoll_ctl(h->ep, EPOLL_CTL_DEL, h->rl_fd, NULL); /* EBADF, ENOENT: gone already */
+        h->rl_fd = -1;
+    }
+    if (fd < 0)
+        return;
+    struct epoll_event e;
+    memset(&e, 0, sizeof e);
+    e.events = ev;
+    e.data.u64 = HS_TAG_DB;
+    if (h->rl_fd == fd && h->rl_ev == ev &&
+        epoll_ctl(h->ep, EPOLL_CTL_MOD, fd, &e) == 0) /* still there (not closed and reopened) */
+        return;
+    if (epoll_ctl(h->ep, EPOLL_CTL_MOD, fd, &e) != 0)
+        epoll_ctl(h->ep, EPOLL_CTL_ADD, fd, &e);
+    h->rl_fd = fd;
+    h->rl_ev = ev;
 }
 
-static void hs_reload(pgpipe_http *h)
+static void hs_rl_start(pgpipe_http *h);
+
+static void hs_rl_end(pgpipe_http *h, int ok)
 {
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    if (PQstatus(h->db) != CONNECTION_OK)
-        PQreset(h->db);
-    int rc;
-    int cut = hs_reload_read(h, &err, &rc);
-    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM && !cut) {
-        /* a connection whose server restarted says CONNECTION_OK until a
-        ** query fails: connect again and read once more, so one SIGHUP
-        ** enforces a revocation (not a second or third one) */
-        pp_logf(PGPIPE_LOG_INFO, "http", "reloading the tokens: %s; connecting again",
-                err.message);
-        PQreset(h->db);
-        pgpipe_error_clear(&err);
-        hs_reload_read(h, &err, &rc);
-    }
-    if (rc != PGPIPE_OK)
-        pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "
-                "stay in force (a token added or revoked since is not): %s", err.message);
-    else
+    hs_rl_watch(h, 0);
+    h->rl_state = HS_RL_IDLE;
+    if (ok) {
+        h->rl_ok++;
         pp_logf(PGPIPE_LOG_INFO, "http", "tokens reloaded");
+    } else {
+        h->rl_failed++;
+        pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "
+                "stay in force (a token added or revoked since is not): %s", h->rl_err.message);
+    }
+    if (h->rl_again) { /* asked again while this one ran: what it read may be older */
+        h->rl_again = 0;
+        hs_rl_start(h);
+    }
+}
+
+static void hs_rl_connect(pgpipe_http *h)
+{
+    hs_rl_watch(h, 0); /* before libpq closes the socket */
+    h->rl_broken = 0;
+    if (!PQresetStart(h->db)) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens: connecting again");
+        hs_rl_end(h, 0);
+        return;
+    }
+    h->rl_state = HS_RL_CONNECT;
+    hs_rl_watch(h, EPOLLOUT); /* PQconnectPoll's first wish: writable */
+}
+
+static void hs_rl_send(pgpipe_http *h)
+{
+    char sql[512];
+    /* the server's side bounded too: a lock held on the table would keep
+    ** the backend waiting after this side has given up */
+    snprintf(sql, sizeof sql, "SELECT set_config('lock_timeout', '%d', true), "
+             "set_config('statement_timeout', '%d', true); %s", h->o.commit_timeout_ms,
+             h->o.commit_timeout_ms, pp_http_auth_tokens_sql());
+    PQsetnonblocking(h->db, 1);
+    if (!PQsendQuery(h->db, sql)) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens (pgpipe.http_tokens)");
+        h->rl_broken = 1;
+        if (!h->rl_retried++) {
+            hs_rl_connect(h);
+            return;
+        }
+        hs_rl_end(h, 0);
+        return;
+    }
+    h->rl_state = HS_RL_QUERY;
+    h->rl_got = 0;
+    hs_rl_watch(h, PQflush(h->db) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+static void hs_rl_start(pgpipe_http *h)
+{
+    if (h->rl_state != HS_RL_IDLE) {
+        h->rl_again = 1;
+        return;
+    }
+    pgpipe_error_clear(&h->rl_err);
+    h->rl_retried = 0;
+    h->rl_deadline = h->now + (int64_t)h->o.commit_timeout_ms * 1000;
+    if (h->rl_broken || PQstatus(h->db) != CONNECTION_OK) {
+        h->rl_retried = 1;
+        hs_rl_connect(h);
+    } else {
+        hs_rl_send(h);
+    }
+}
+
+/* The query's results, as far as they have come. */
+static void hs_rl_read(pgpipe_http *h)
+{
+    if (!PQconsumeInput(h->db)) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens (pgpipe.http_tokens)");
+        goto failed;
+    }
+    int fl = PQflush(h->db);
+    if (fl < 0) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens (pgpipe.http_tokens)");
+        goto failed;
+    }
+    while (!PQisBusy(h->db)) {
+        PGresult *r = PQgetResult(h->db);
+        if (!r) { /* all of them */
+            if (h->rl_err.code == PGPIPE_OK && !h->rl_got)
+                pp_err(&h->rl_err, PGPIPE_DB, "http: reloading the tokens: no tokens in the answer");
+            if (h->rl_err.code != PGPIPE_OK)
+                goto failed;
+            hs_rl_end(h, 1);
+            return;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_TUPLES_OK && PQnfields(r) == 3 && h->rl_err.code == PGPIPE_OK) {
+            /* the tokens (the set_config row has 2 columns) */
+            h->rl_got = pp_http_auth_reload_result(h->auth, r, &h->rl_err) == PGPIPE_OK;
+            continue; /* r is cleared */
+        }
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && h->rl_err.code == PGPIPE_OK)
+            pp_err_pq(&h->rl_err, h->db, r, "http: reloading the tokens (pgpipe.http_tokens)");
+        PQclear(r);
+    }
+    hs_rl_watch(h, fl == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+    return;
+failed:
+    /* a connection whose server restarted says CONNECTION_OK until a query
+    ** fails: connect again and read once more (within the same time), so one
+    ** SIGHUP enforces a revocation, not a second or third one */
+    if (!h->rl_retried++ && h->rl_err.code != PGPIPE_NOMEM) {
+        pp_logf(PGPIPE_LOG_INFO, "http", "reloading the tokens: %s; connecting again",
+                h->rl_err.message);
+        pgpipe_error_clear(&h->rl_err);
+        hs_rl_connect(h);
+        return;
+    }
+    h->rl_broken = 1;
+    hs_rl_end(h, 0);
+}
+
+/* The connection's socket is ready (or the loop turned with a reload on). */
+static void hs_rl_event(pgpipe_http *h)
+{
+    if (h->rl_state == HS_RL_CONNECT) {
+        PostgresPollingStatusType st = PQresetPoll(h->db);
+        if (st == PGRES_POLLING_OK) {
+            PQsetNoticeProcessor(h->db, pp_notice_to_log, (void *)"http");
+            hs_rl_send(h);
+        } else if (st == PGRES_POLLING_FAILED) {
+            pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens: connecting again");
+            h->rl_broken = 1;
+            hs_rl_end(h, 0);
+        } else {
+            hs_rl_watch(h, st == PGRES_POLLING_READING ? EPOLLIN : EPOLLOUT);
+        }
+    } else if (h->rl_state == HS_RL_QUERY) {
+        hs_rl_read(h);
+    }
+}
+
+/* The reload's time is up: it gives up; the connection (mid-connect or
+** mid-query) is started anew by the next one. */
+static void hs_rl_timer(pgpipe_http *h)
+{
+    if (h->rl_state == HS_RL_IDLE || h->now < h->rl_deadline)
+        return;
+    pp_err(&h->rl_err, PGPIPE_DB, "the database did not answer within %d ms (commit_timeout_ms)%s",
+           h->o.commit_timeout_ms, h->rl_state == HS_RL_CONNECT ? " while connecting" : "");
+    h->rl_broken = 1;
+    hs_rl_end(h, 0);
 }
 
 /* Stop accepting, answer what ingest holds, send, close. */
 static void hs_drain(pgpipe_http *h)
 {
     h->draining = 1;
+    if (h->rl_state != HS_RL_IDLE) { /* a reload in flight is given up: no more of its events */
+        hs_rl_watch(h, 0);
+        h->rl_state = HS_RL_IDLE;
+        h->rl_broken = 1;
+        pp_logf(PGPIPE_LOG_INFO, "http", "stopping: the reload of the tokens in progress is given up");
+    }
     for (int i = 0; i < h->nlisten; i++) {
         close(h->lfd[i]);
         h->lfd[i] = -1;
@@ -32291,6 +32525,8 @@ int pgpipe_http_run(pgpipe_http *h)
                 ssize_t r = read(h->wakefd, &v, sizeof v);
                 (void)r;
                 woke = 1;
+            } else if (tag == HS_TAG_DB) {
+                hs_rl_event(h);
             } else {
                 listeners |= 1u << (tag - HS_TAG_LISTEN);
             }
@@ -32303,8 +32539,9 @@ int pgpipe_http_run(pgpipe_http *h)
         if (woke)
             hs_deliver(h);
         hs_timers(h);
+        hs_rl_timer(h);
         if (atomic_exchange(&h->reload, 0))
-            hs_reload(h);
+            hs_rl_start(h);
     }
     hs_drain(h);
     atomic_store(&h->running, 0);
@@ -32377,6 +32614,39 @@ void pgpipe_http_close(pgpipe_http *h)
 struct pgpipe_http {
     pp_handle h;
 };
+
+/* The statements of the server's own connection (schema install, tokens)
+** wait for a lock (on 1: the install, the tokens) and run (on 2: the tokens)
+** at most commit_timeout_ms: session settings,
+** put back (off) once the open is done (behind a transaction pooler a
+** session setting would stay on a server connection others get). */
+static int hs_db_bound(pgpipe_http *h, int on)
+{
+    char sql[160];
+    if (on == 1) /* a migration may take long: only its waits for a lock are bounded */
+        snprintf(sql, sizeof sql, "SET lock_timeout = %d", h->o.commit_timeout_ms);
+    else if (on == 2)
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d", h->o.commit_timeout_ms);
+    else
+        snprintf(sql, sizeof sql, "RESET lock_timeout; RESET statement_timeout");
+    return pp_exec(h->db, sql, 0, NULL, NULL, &h->h.err, "http: bounding the open's statements");
+}
+
+/* An open's statement failed: when it waited too long (lock_timeout,
+** statement_timeout), say what for and how long. */
+static int hs_open_waited(pgpipe_http *h, int rc, const char *what)
+{
+    const char *st = h->h.err.sqlstate;
+    if (rc != PGPIPE_DB || (strcmp(st, "55P03") && strcmp(st, "57014")))
+        return rc;
+    char m[sizeof h->h.err.message];
+    snprintf(m, sizeof m, "%s", h->h.err.message);
+    pp_err(&h->h.err, PGPIPE_DB, "http: %s waited longer than commit_timeout_ms (%d ms) for a "
+           "lock or an answer: another session holds a lock on it (see pg_locks) or the "
+           "database does not answer: %s", what, h->o.commit_timeout_ms, m);
+    snprintf(h->h.err.sqlstate, sizeof h->h.err.sqlstate, "%s", st[0] ? st : "57014");
+    return PGPIPE_DB;
+}
 
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
@@ -36268,6 +36538,10 @@ void pgpipe_pull_options_init(pgpipe_pull_options *opt)
     opt->install = 1;
 }
 
+/* A rate of requests per second: 0 (none) or one whose waits are counted
+** in microseconds without overflow; not NaN nor infinite. */
+#define PULL_RATE_OK(r) ((r) == 0 || ((r) >= 0.001 && (r) <= 1e6))
+
 /* "65536", "512k", "64M", "64MB", "1G" (powers of 1024) -> bytes; -1 when
 ** not one or not from 1 byte to 1 TiB. */
 static long long pull_bytes(const char *v)
@@ -36373,13 +36647,14 @@ int pgpipe_pull_set(pgpipe_pull_options *o, const char *name, const char *v, pgp
     if (!strcmp(name, "rate")) {
         char *e;
         double r = strtod(v, &e);
-        if (e == v || *e || r < 0)
-            return pp_err(err, PGPIPE_MISUSE, "pull: --rate: requests per second (0: no limit), not \"%s\"", v);
+        if (e == v || *e || !PULL_RATE_OK(r))
+            return pp_err(err, PGPIPE_MISUSE, "pull: --rate: requests per second, 0 (no limit) "
+                          "or from 0.001 to 1000000, not \"%s\"", v);
         o->rate = r;
         return PGPIPE_OK;
     }
     if (!strcmp(name, "max-body") || !strcmp(name, "body-budget")) {
-        long long x = pull_bytes(v);
+        long long x = name[0] == 'b' && !strcmp(v, "0") ? 0 : pull_bytes(v); /* 0: the default */
         if (x < 0)
             return pp_err(err, PGPIPE_MISUSE, "pull: --%s: bytes, or with k, M or G (512k, 64M), "
                           "from 1 byte to 1024G, not \"%s\"", name, v);
@@ -36799,7 +37074,7 @@ int pgpipe_pull_budget_open(pgpipe_pull_budget **out, double rate, double burst)
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_init(&b->mu, NULL);
 #endif
-    b->rate = rate > 0 ? rate : 0;
+    b->rate = PULL_RATE_OK(rate) ? rate : rate > 1e6 ? 1e6 : rate > 0 ? 0.001 : 0;
     b->burst = burst >= 1 ? burst : 1;
     b->tokens = b->burst;
     b->last_us = pgpipe_now_us();
@@ -36946,7 +37221,9 @@ struct pgpipe_pull {
     pp_buf rec;                 /* a record's text */
     size_t max_body, body_budget;
     pp_buf fixes, bad;          /* pull_salvage's: pull_fix and pull_bad */
+    pp_buf orig;                /* ... and the body as sent, when its fixes are too many to list */
     long long head_seq;         /* the page to parse next: may always grow to max_body */
+    long long held_peak;        /* pull_held_bytes' largest */
     pgpipe_json_doc *doc;
     uint64_t *seen;             /* hashes of the URLs and cursors of this run */
     size_t nseen, capseen;
@@ -37216,6 +37493,9 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
         p->key_header = k.data;
     }
 
+    if (!opt->budget && !PULL_RATE_OK(opt->rate))
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the rate is 0 (no limit) or from 0.001 to "
+                      "1000000 requests per second, not %g", opt->rate);
     if (opt->budget) {
         p->budget = opt->budget;
     } else {
@@ -37344,6 +37624,7 @@ void pgpipe_pull_close(pgpipe_pull *p)
     pp_buf_free(&p->rec);
     pp_buf_free(&p->fixes);
     pp_buf_free(&p->bad);
+    pp_buf_free(&p->orig);
     pp_free(p->seen);
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_destroy(&p->mu);
@@ -37371,17 +37652,66 @@ void pgpipe_pull_progress_get(pgpipe_pull *p, pgpipe_pull_progress *out)
 
 /* ---- the requests ------------------------------------------------------------ */
 
-/* The bytes the body buffers of the pages other than the one to parse next
-** hold (requests in flight, pages received ahead). */
-static size_t pull_ahead_bytes(const pgpipe_pull *p)
+/* The bytes the writers hold: the rows of pages built, being written or
+** waiting for their COMMIT, and what an idle one keeps. */
+static size_t pull_rows_bytes(const pgpipe_pull *p)
 {
     size_t n = 0;
+    for (int i = 0; i < p->nw; i++)
+        n += p->w[i].copy.cap + p->w[i].dlq.cap + p->w[i].next.cap;
+    return n;
+}
+
+/* What the pages other than the one to parse next take of the body budget:
+** their body buffers (requests in flight, pages received ahead) and the
+** rows of the pages built before it. */
+static size_t pull_ahead_bytes(const pgpipe_pull *p)
+{
+    size_t n = pull_rows_bytes(p);
     for (int i = 0; i < p->o.concurrency; i++) {
         const pull_slot *t = &p->slots[i];
         if (t->state != SLOT_FREE && t->seq != p->head_seq)
             n += t->body.cap;
     }
     return n;
+}
+
+/* Everything the budget counts, the page to parse next and its parse tree
+** too; its peak goes to the progress (held_bytes_peak). */
+static size_t pull_held_bytes(pgpipe_pull *p)
+{
+    size_t n = pull_rows_bytes(p) + p->orig.cap + pgpipe_json_doc_memory(p->doc);
+    for (int i = 0; i < p->o.concurrency; i++)
+        n += p->slots[i].body.cap;
+    if ((long long)n > p->held_peak) {
+        p->held_peak = (long long)n;
+        pp_mutex_lock(&p->mu);
+        p->prog.held_bytes_peak = p->held_peak;
+        pp_mutex_unlock(&p->mu);
+    }
+    return n;
+}
+
+/* A writer done with its page keeps at most PULL_KEEP_BODY of each buffer. */
+static void pull_writer_shrink(pull_writer *w)
+{
+    if (w->copy.cap > PULL_KEEP_BODY)
+        pp_buf_free(&w->copy);
+    if (w->dlq.cap > PULL_KEEP_BODY)
+        pp_buf_free(&w->dlq);
+    if (w->next.cap > PULL_KEEP_BODY)
+        pp_buf_free(&w->next);
+}
+
+/* May the page to parse next (hs) be built now? Always when no other page's
+** rows are held (one page always goes through); else when it, its rows
+** (about its body's size) and all that is held stay within the budget. */
+static int pull_room_to_build(pgpipe_pull *p, const pull_slot *hs)
+{
+    int busy = 0;
+    for (int i = 0; i < p->nw; i++)
+        busy |= p->w[i].state != W_IDLE;
+    return !busy || pull_held_bytes(p) + hs->body.len <= p->body_budget;
 }
 
 /* The body as it comes, decoded (libcurl inflates gzip and deflate in
@@ -37415,6 +37745,7 @@ static size_t pull_on_body(char *data, size_t size, size_t n, void *ud)
             return 0;
         s->body.data = d;
         s->body.cap = cap;
+        pull_held_bytes(p);
     }
     memcpy(s->body.data + s->body.len, data, len);
     s->body.len += len;
@@ -37796,6 +38127,7 @@ typedef struct pull_fix {
     unsigned char kind, byte, len; /* len: bytes replaced (a token: 3, 8 or 9) */
 } pull_fix;
 #define PULL_MAX_FIXES 65536
+#define PULL_DEAD_RAW_MAX ((size_t)1 << 20) /* a dead letter keeps this much of a bad record */
 
 /* A record set aside: the index (1-based) in the page's array, its bytes in
 ** the body, its first fix and how many it has. */
@@ -37824,9 +38156,13 @@ static int pull_hex4(const unsigned char *s, size_t avail, unsigned *out)
 static int pull_fix_add(pp_buf *fx, size_t off, int kind, unsigned char byte, size_t len)
 {
     pull_fix f = { off, (unsigned char)kind, byte, (unsigned char)len };
-    if (fx->len / sizeof f >= PULL_MAX_FIXES)
-        return PGPIPE_LIMIT;
-    return pp_buf_append(fx, &f, sizeof f);
+    if (!fx) /* not listed (pull_salvage compares with the body as sent) */
+        return PGPIPE_OK;
+    if (pp_buf_append(fx, &f, sizeof f) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    /* the one past the limit is listed too: its byte is replaced all the same,
+    ** and pull_salvage undoes what is listed */
+    return fx->len / sizeof f > PULL_MAX_FIXES ? PGPIPE_LIMIT : PGPIPE_OK;
 }
 
 /* Replace in t[0..n) what the JSON parser refuses inside a value without
@@ -37835,7 +38171,7 @@ static int pull_fix_add(pp_buf *fx, size_t off, int kind, unsigned char byte, si
 ** escape or of a lone surrogate by '?'; the tokens NaN, Infinity and
 ** -Infinity (after ':', ',' or '[') by 0 and spaces. Strings end at the same
 ** quotes as before, so the structure is the one sent. fx gets a pull_fix
-** each. PGPIPE_OK, PGPIPE_LIMIT (too many) or PGPIPE_NOMEM. */
+** each (fx NULL: none). PGPIPE_OK, PGPIPE_LIMIT (too many) or PGPIPE_NOMEM. */
 static int pull_fix_body(unsigned char *t, size_t n, pp_buf *fx)
 {
     int rc = PGPIPE_OK;
@@ -37971,6 +38307,91 @@ static long long pull_ordinal(const pgpipe_json_val *root, const pgpipe_json_val
 ** by offset): appended to bad. Returns the array's element count, -1 when
 ** it is not an array there or memory ran out; *outside = 1 when a fix lies
 ** outside the elements. */
+/* The fix that turned byte at of orig (the body as sent) into t[at]. */
+static pull_fix pull_fix_at(const unsigned char *orig, const unsigned char *t, size_t n, size_t at)
+{
+    pull_fix f = { at, FIX_UTF8, orig[at], 1 };
+    if (t[at] == '0' && (orig[at] == 'N' || orig[at] == 'I' || orig[at] == '-')) {
+        f.kind = FIX_NAN;
+        f.len = orig[at] == 'N' ? 3 : orig[at] == 'I' ? 8 : 9;
+    } else if (orig[at] == '\\') {
+        f.kind = at + 1 < n && orig[at + 1] == 'u' ? FIX_SURROGATE : FIX_ESC;
+    } else if (orig[at] < 0x20) {
+        f.kind = FIX_CTRL;
+    }
+    return f;
+}
+
+/* The bytes of t[a..b) that differ from orig[a..b); *first the first one. */
+static size_t pull_diffs(const char *t, const char *orig, size_t a, size_t b, size_t *first)
+{
+    size_t nd = 0;
+    for (size_t i = a; i < b; i++)
+        if (t[i] != orig[i] && !nd++)
+            *first = i;
+    return nd;
+}
+
+/* pull_bad_records when the fixes were too many to list: the records are
+** those whose bytes differ from orig (the body as sent), each with one fix
+** made up from its first different byte (appended to fixes) and nfix its
+** count of different bytes. */
+static long long pull_bad_records_diff(const char *t, const char *orig, size_t n, long long ordinal,
+                                       pp_buf *fixes, pp_buf *bad, int *outside)
+{
+    long long seen = -1, count = 0;
+    int depth = 0;
+    size_t start = 0, inside = 0, first = 0;
+    *outside = 0;
+    fixes->len = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = t[i];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            continue;
+        if (depth == 1 && (c == ',' || c == ']')) {
+            if (start) {
+                count++;
+                size_t e = i;
+                while (e > start && strchr(" \t\r\n", t[e - 1]))
+                    e--;
+                size_t nd = pull_diffs(t, orig, start, e, &first);
+                if (nd) {
+                    pull_fix f = pull_fix_at((const unsigned char *)orig, (const unsigned char *)t, n,
+                                             first);
+                    pull_bad b = { count, start, e, fixes->len / sizeof f, nd };
+                    if (pp_buf_append(fixes, &f, sizeof f) != PGPIPE_OK ||
+                        pp_buf_append(bad, &b, sizeof b) != PGPIPE_OK)
+                        return -1;
+                    inside += nd;
+                }
+                start = 0;
+            }
+            if (c == ']') {
+                *outside = pull_diffs(t, orig, 0, n, &first) != inside;
+                return count;
+            }
+            continue;
+        }
+        if (depth == 1 && !start)
+            start = i;
+        if (c == '"') {
+            for (i++; i < n && t[i] != '"'; i++)
+                i += t[i] == '\\';
+        } else if (c == '[' || c == '{') {
+            if (depth)
+                depth++;
+            else if (++seen == ordinal) {
+                if (c != '[')
+                    return -1;
+                depth = 1;
+            }
+        } else if ((c == ']' || c == '}') && depth > 1) {
+            depth--;
+        }
+    }
+    return -1;
+}
+
 static long long pull_bad_records(const char *t, size_t n, long long ordinal, const pull_fix *fix,
                                   size_t nfix, pp_buf *bad, int *outside)
 {
@@ -38040,24 +38461,45 @@ static int pull_salvage(pgpipe_pull *p, pull_slot *hs, const char *url, const pg
 {
     pgpipe_error orig = *pgpipe_errinfo(p->doc);
     const char *why = NULL;
-    p->fixes.len = p->bad.len = 0;
+    p->fixes.len = p->bad.len = p->orig.len = 0;
     if (orig.code == PGPIPE_PARSE && hs->body.len) {
-        int rc = pull_fix_body((unsigned char *)hs->body.data, hs->body.len, &p->fixes);
+        unsigned char *t = (unsigned char *)hs->body.data;
+        int rc = pull_fix_body(t, hs->body.len, &p->fixes);
         size_t nfix = p->fixes.len / sizeof(pull_fix);
         int outside = 0;
+        if (rc == PGPIPE_LIMIT) {
+            /* too many to list (a long record of bad bytes): undo them, keep
+            ** the body as sent and tell the records by their bytes */
+            const pull_fix *fx = (const pull_fix *)(void *)p->fixes.data;
+            for (size_t k = nfix; k-- > 0;) {
+                if (fx[k].kind == FIX_NAN)
+                    memcpy(t + fx[k].off, fx[k].len == 3 ? "NaN" : fx[k].len == 8 ? "Infinity"
+                                                                                   : "-Infinity",
+                           fx[k].len);
+                else
+                    t[fx[k].off] = fx[k].byte;
+            }
+            p->fixes.len = 0;
+            rc = pp_buf_append(&p->orig, t, hs->body.len);
+            if (rc == PGPIPE_OK)
+                rc = pull_fix_body(t, hs->body.len, NULL);
+            nfix = 1;
+        }
         if (rc == PGPIPE_NOMEM)
             return pp_err_nomem(&p->h.err);
-        if (rc == PGPIPE_LIMIT) {
-            why = "more bad bytes than can be set aside";
-        } else if (!nfix || pgpipe_json_parse(p->doc, hs->body.data, hs->body.len) != PGPIPE_OK) {
+        if (!nfix || pgpipe_json_parse(p->doc, hs->body.data, hs->body.len) != PGPIPE_OK) {
             why = ""; /* the structure: nothing can be told apart */
         } else {
             const pgpipe_json_val *root = pgpipe_json_root(p->doc);
             *arr = pgpipe_json_path(root, pull_path(p->o.records));
             long long ord = pgpipe_json_type(*arr) == PGPIPE_JSON_ARRAY ? pull_ordinal(root, *arr) : -1;
-            long long cnt = ord < 0 ? -1 : pull_bad_records(hs->body.data, hs->body.len, ord,
-                                                             (const pull_fix *)(void *)p->fixes.data,
-                                                             nfix, &p->bad, &outside);
+            long long cnt = ord < 0 ? -1
+                            : p->orig.len ? pull_bad_records_diff(hs->body.data, p->orig.data,
+                                                                  hs->body.len, ord, &p->fixes,
+                                                                  &p->bad, &outside)
+                            : pull_bad_records(hs->body.data, hs->body.len, ord,
+                                               (const pull_fix *)(void *)p->fixes.data, nfix,
+                                               &p->bad, &outside);
             if (cnt != (long long)pgpipe_json_len(*arr))
                 why = "the record array is not where --records says";
             else if (outside)
@@ -38067,6 +38509,10 @@ static int pull_salvage(pgpipe_pull *p, pull_slot *hs, const char *url, const pg
     if (!why)
         return PGPIPE_OK;
     p->bad.len = 0;
+    if (p->orig.len) { /* the body as sent, for the error's offsets */
+        memcpy(hs->body.data, p->orig.data, hs->body.len);
+        pp_buf_free(&p->orig);
+    }
     return pull_errf(p, orig.code, "pull: %s: the body is not JSON: %s (byte offset %lld of the body)%s%s; "
                      "the page is not loaded and each run stops at it until it is served parseable",
                      url, orig.message, orig.offset, *why ? "; " : "", why);
@@ -38079,9 +38525,10 @@ static int pull_dead_bad(pgpipe_pull *p, pull_writer *w, const char *url, long l
 {
     const pull_fix *fx = (const pull_fix *)(void *)p->fixes.data + b->first;
     pp_buf raw = { 0 };
-    if (pp_buf_append(&raw, body + b->start, b->end - b->start) != PGPIPE_OK)
+    size_t len = b->end - b->start, keep = len > PULL_DEAD_RAW_MAX ? PULL_DEAD_RAW_MAX : len;
+    if (pp_buf_append(&raw, (p->orig.len ? p->orig.data : body) + b->start, keep) != PGPIPE_OK)
         return pp_err_nomem(&p->h.err);
-    for (size_t j = 0; j < b->nfix; j++) {
+    for (size_t j = 0; !p->orig.len && j < b->nfix && fx[j].off - b->start < keep; j++) {
         size_t at = fx[j].off - b->start;
         if (fx[j].kind == FIX_NAN)
             memcpy(raw.data + at, fx[j].len == 3 ? "NaN" : fx[j].len == 8 ? "Infinity" : "-Infinity",
@@ -38093,9 +38540,14 @@ static int pull_dead_bad(pgpipe_pull *p, pull_writer *w, const char *url, long l
     pull_fix_text(fx, what, sizeof what);
     snprintf(msg, sizeof msg, "pull: the record is not valid JSON: %s at byte offset %zu of the page "
              "(byte %zu of the record)", what, fx->off, fx->off - b->start + 1);
-    if (b->nfix > 1)
+    if (p->orig.len && b->nfix > 1)
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ", %zu bad bytes in all", b->nfix);
+    else if (b->nfix > 1)
         snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ", and %zu more problem%s",
                  b->nfix - 1, b->nfix > 2 ? "s" : "");
+    if (keep < len)
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "; the record is %zu bytes from byte "
+                 "offset %zu of the page: its first %zu are kept", len, b->start, keep);
     int rc = pull_dead(p, w, url, page, b->idx, raw.data, raw.len, msg, batch, (long long)b->start);
     pp_buf_free(&raw);
     return rc;
@@ -38704,6 +39156,28 @@ static void pull_writer_reset(pull_writer *w)
     }
     w->state = W_IDLE;
     w->conn = NULL;
+    pull_writer_shrink(w);
+}
+
+/* The offset or page number of the URL a run starts at (--url, or the
+** resume point, which an operator may have set by hand) must be a whole
+** number from 0 to 10^15: the next ones are counted from it in 64 bits. */
+#define PULL_MAX_URL_NUM 1000000000000000LL
+static int pull_url_nums_check(pgpipe_pull *p, const char *url, int resumed)
+{
+    const char *param = p->o.paginate == PGPIPE_PULL_OFFSET ? p->o.offset_param
+                        : p->o.paginate == PGPIPE_PULL_PAGE ? p->o.page_param : NULL;
+    char v[64];
+    if (!param || !pp_pull_param_get(url, param, v, sizeof v))
+        return PGPIPE_OK;
+    char *e;
+    errno = 0;
+    long long x = strtoll(v, &e, 10);
+    if (isdigit((unsigned char)v[0]) && !*e && !errno && x <= PULL_MAX_URL_NUM)
+        return PGPIPE_OK;
+    return pull_errf(p, PGPIPE_MISUSE, "pull: %s: %s=%s is not a whole number from 0 to 10^15 "
+                     "(%s)", url, param, v, resumed ? "the resume point, pgpipe.pull_state.next_url"
+                                                    : "--url");
 }
 
 /* The URL of page seq, known for page kseq (kurl): kurl itself, or with
@@ -38809,6 +39283,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
             rc = pull_first_url(p, &s, &url) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&p->h.err);
         }
     }
+    if (rc == PGPIPE_OK)
+        rc = pull_url_nums_check(p, url.data, s.next_url != NULL);
     char high[512];
     snprintf(high, sizeof high, "%s", s.run_high ? s.run_high : "");
     long long parsed_in = s.run_records, run_page = s.run_pages;
@@ -38875,6 +39351,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 } else { /* committed */
                     w->state = W_IDLE;
                     w->conn = NULL;
+                    pull_writer_shrink(w);
                     committed = w->seq;
                     pp_mutex_lock(&p->mu);
                     p->prog.pages++;
@@ -38983,7 +39460,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
             p->h.err = hs->err;
             PULL_FAIL(hs->err.code ? hs->err.code : PGPIPE_IO, 0);
             moved = 1;
-        } else if (hs && hs->state == SLOT_GOT && fw) {
+        } else if (hs && hs->state == SLOT_GOT && fw && pull_room_to_build(p, hs)) {
             moved = 1;
             const char *u = hs->url.data;
             char src[300];
@@ -39026,6 +39503,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
                                     &digest, (const pull_bad *)(void *)p->bad.data,
                                     p->bad.len / sizeof(pull_bad), hs->body.data)) != PGPIPE_OK)
                     PULL_FAIL(rc, 0);
+                pull_held_bytes(p); /* the page's body, tree and rows: the peak */
+                pp_buf_free(&p->orig); /* held only while the page is built */
                 /* an API that ignores the next-page parameter sends the same
                 ** records again under ever new cursors or links: loaded
                 ** again and again, for ever when max_pages is unset */
@@ -39052,6 +39531,14 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 parsed_in += n;
                 fw->conn = NULL;
                 fw->state = W_BUILT;
+            }
+            if (pgpipe_json_doc_memory(p->doc) > PULL_KEEP_BODY) {
+                /* the tree is not needed once the rows are built: not held */
+                pgpipe_json_doc *nd;
+                if (pgpipe_json_doc_open(&nd) == PGPIPE_OK) {
+                    pgpipe_json_doc_close(p->doc);
+                    p->doc = nd;
+                }
             }
             if (!halt) {
                 pull_drop(p, hs);

@@ -49,7 +49,8 @@ holds \\u0000), nonobj=1 (each page's array also holds 42, "x",
 null and [1]), pad=B (each record has "pad": B x's), padrec=K:B (record K
 has "pad": B x's), badrec=K:KIND,... (record K is not JSON inside: KIND
 utf8 = bytes 0xFF 0xFE in its name, ctrl = a raw U+0001 and newline, esc =
-\\q, surr = \\ud800, nan = "score":NaN, ninf = "score":-Infinity), auth=bearer|basic|key (401 unless Authorization: Bearer
+\\q, surr = \\ud800, nan = "score":NaN, ninf = "score":-Infinity, long = 40000 raw U+0001
+then 40000 bytes 0xFF, huge = 600000 of each), auth=bearer|basic|key (401 unless Authorization: Bearer
 s3cret-token / Basic user:pa55 / X-Api-Key: k3y-value).
 GET /stats: {"requests":..,"gzip":..,"early":..,"faults":..,"auth_failed":..}.
 """
@@ -76,7 +77,9 @@ BASE = 1767225600  # 2026-01-01T00:00:00Z
 
 
 BADREC = {"utf8": ("\udcff\udcfe", ""), "ctrl": ("\x01\nx", ""), "esc": ("\\q", ""),
-          "surr": ("\\ud800x", ""), "nan": ("", ',"score":NaN'), "ninf": ("", ',"score":-Infinity')}
+          "surr": ("\\ud800x", ""), "nan": ("", ',"score":NaN'), "ninf": ("", ',"score":-Infinity'),
+          "long": ("\x01" * 40000 + "\udcff" * 40000, ""),
+          "huge": ("\x01" * 600000 + "\udcff" * 600000, "")}
 
 
 def record(i, bad_type=False, bad_nul=False, pad=0, badrec=None):

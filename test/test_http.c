@@ -1256,6 +1256,16 @@ PGT_TEST(http, access_log_and_forwarded_peer)
     PGT_OK(pgpipe_http_reload(s.h));
     PGT_EQ_INT(http_t_ask(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
     free(r.body);
+    /* the reload runs beside the loop: wait for its end (at most 10 s) */
+    int reloaded = 0;
+    for (int i = 0; i < 100 && !reloaded; i++) {
+        PGT_EQ_INT(http_t_ask(s.port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+        reloaded = strstr(r.body, "pgpipe_http_token_reloads_total{result=\"ok\"} 1\n") != NULL;
+        free(r.body);
+        if (!reloaded)
+            pgpipe_sleep_ms(100);
+    }
+    PGT_CHECK(reloaded);
     http_t_stop(&s);
     int trusted = pp_http_auth_trusted_proxy(s.h->auth, "127.0.0.1");
     pgpipe_http_close(s.h);

@@ -432,3 +432,258 @@ PGT_TEST(http, prod_reload_with_db_not_answering_keeps_serving)
     pgpipe_http_close(s.h);
     pgt_db_close(admin);
 }
+
+/* The open's schema install and first read of the tokens are bounded: with
+** another session holding ACCESS EXCLUSIVE on pgpipe.http_tokens, the open
+** fails after commit_timeout_ms with an error naming the table and the
+** lock, instead of waiting as long as the lock is held. (The locker lets
+** go after 40 s, so that without the bound the test ends, failing.) */
+typedef struct hp_locker {
+    PGconn *c;
+    atomic_int done;
+} hp_locker;
+
+static void *hp_unlock_later(void *arg)
+{
+    hp_locker *l = arg;
+    for (int i = 0; i < 400 && !atomic_load(&l->done); i++)
+        pgpipe_sleep_ms(100);
+    PQclear(PQexec(l->c, "COMMIT"));
+    return NULL;
+}
+
+PGT_TEST(http, prod_open_with_tokens_locked_fails_in_bounded_time)
+{
+    char db[64];
+    snprintf(db, sizeof db, "hp_olock_%d", (int)getpid());
+    PGconn *admin = pgt_db_fresh(db);
+    snprintf(hp_conninfo, sizeof hp_conninfo, "%s dbname=%s", pgt_dsn(), db);
+    hp_timeout_ms = 1500;
+    hp_committers = 1;
+    http_t_srv s;
+    http_t_start(&s, hp_tweak); /* installs the schema */
+    http_t_stop(&s);
+    pgpipe_http_close(s.h);
+
+    hp_locker l = { PQconnectdb(hp_conninfo), 0 };
+    PGT_CHECK(PQstatus(l.c) == CONNECTION_OK);
+    PQclear(PGT_EXEC(l.c, "BEGIN; LOCK TABLE pgpipe.http_tokens IN ACCESS EXCLUSIVE MODE"));
+    pthread_t th;
+    PGT_CHECK(pthread_create(&th, NULL, hp_unlock_later, &l) == 0);
+    pgpipe_http_options o;
+    pgpipe_http_options_init(&o);
+    hp_tweak(&o);
+    pgpipe_http *h = NULL;
+    int rc = pgpipe_http_open(&h, &o);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", pgpipe_errmsg(h));
+    atomic_store(&l.done, 1);
+    pthread_join(th, NULL);
+    PQfinish(l.c);
+    pgpipe_http_close(h);
+    PGT_CHECK_MSG(rc == PGPIPE_DB, "open with the tokens locked: rc %d: %s", rc, msg);
+    PGT_CONTAINS(msg, "pgpipe.http_tokens");
+    PGT_CONTAINS(msg, "lock");
+    PGT_CONTAINS(msg, "1500 ms");
+    pgt_db_close(admin);
+}
+
+/* A TCP proxy on loopback in front of the test server that can turn into a
+** blackhole: every connection it carries is closed, and new ones are left
+** in the listen queue unanswered (a connect "succeeds" and then hears
+** nothing, as from a server that hangs or a network that drops packets)
+** until it forwards again. */
+#include <sys/un.h>
+typedef struct hp_proxy {
+    int lfd, port;
+    char up_host[88], up_port[8];
+    atomic_int mode;            /* 0 forward, 1 blackhole, 2 quit */
+    pthread_t th;
+} hp_proxy;
+
+static int hp_proxy_up(hp_proxy *x)
+{
+    int fd;
+    if (x->up_host[0] == '/') {
+        struct sockaddr_un a;
+        memset(&a, 0, sizeof a);
+        a.sun_family = AF_UNIX;
+        snprintf(a.sun_path, sizeof a.sun_path, "%s/.s.PGSQL.%s", x->up_host, x->up_port);
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
+            return fd;
+    } else {
+        struct sockaddr_in a;
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        a.sin_port = htons((uint16_t)atoi(x->up_port));
+        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
+            return fd;
+    }
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+static void *hp_proxy_main(void *arg)
+{
+    hp_proxy *x = arg;
+    enum { N = 32 };
+    int fds[N][2];
+    int n = 0;
+    char buf[16384];
+    for (;;) {
+        int mode = atomic_load(&x->mode);
+        if (mode == 2)
+            break;
+        if (mode == 1) {
+            for (int i = 0; i < n; i++)
+                close(fds[i][0]), close(fds[i][1]);
+            n = 0;
+        }
+        struct pollfd pf[2 * N + 1];
+        int np = 0;
+        if (mode == 0 && n < N)
+            pf[np++] = (struct pollfd){ x->lfd, POLLIN, 0 };
+        int base = np;
+        for (int i = 0; i < n; i++) {
+            pf[np++] = (struct pollfd){ fds[i][0], POLLIN, 0 };
+            pf[np++] = (struct pollfd){ fds[i][1], POLLIN, 0 };
+        }
+        if (poll(pf, (nfds_t)np, 50) <= 0)
+            continue;
+        if (base && (pf[0].revents & POLLIN)) {
+            int c = accept(x->lfd, NULL, NULL);
+            int u = c >= 0 ? hp_proxy_up(x) : -1;
+            if (c >= 0 && u >= 0) {
+                fds[n][0] = c;
+                fds[n][1] = u;
+                n++;
+            } else if (c >= 0) {
+                close(c);
+            }
+            continue;
+        }
+        for (int i = n - 1; i >= 0; i--) {
+            for (int d = 0; d < 2; d++) {
+                if (!(pf[base + 2 * i + d].revents & (POLLIN | POLLHUP | POLLERR)))
+                    continue;
+                ssize_t r = read(fds[i][d], buf, sizeof buf);
+                if (r <= 0 || write(fds[i][!d], buf, (size_t)r) != r) {
+                    close(fds[i][0]);
+                    close(fds[i][1]);
+                    fds[i][0] = fds[n - 1][0];
+                    fds[i][1] = fds[n - 1][1];
+                    n--;
+                    break;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < n; i++)
+        close(fds[i][0]), close(fds[i][1]);
+    return NULL;
+}
+
+static void hp_proxy_start(hp_proxy *x, PGconn *up)
+{
+    memset(x, 0, sizeof *x);
+    snprintf(x->up_host, sizeof x->up_host, "%s", PQhost(up));
+    snprintf(x->up_port, sizeof x->up_port, "%s", PQport(up));
+    x->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    PGT_CHECK(bind(x->lfd, (struct sockaddr *)&a, sizeof a) == 0);
+    PGT_CHECK(listen(x->lfd, 16) == 0);
+    socklen_t al = sizeof a;
+    getsockname(x->lfd, (struct sockaddr *)&a, &al);
+    x->port = ntohs(a.sin_port);
+    PGT_CHECK(pthread_create(&x->th, NULL, hp_proxy_main, x) == 0);
+}
+
+static void hp_proxy_stop(hp_proxy *x)
+{
+    atomic_store(&x->mode, 2);
+    pthread_join(x->th, NULL);
+    close(x->lfd);
+}
+
+/* The value of metric line "NAME " in a /metrics body; -1 when absent. */
+static long long hp_metric(int port, const char *name)
+{
+    http_t_resp r;
+    if (http_t_ask(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &r) != 200)
+        return -1;
+    char key[200];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *p = strstr(r.body, key);
+    long long v = p ? atoll(p + strlen(key)) : -1;
+    free(r.body);
+    return v;
+}
+
+/* SIGHUP while the database cannot be reached (its connection lost, a new
+** one hearing nothing: a blackhole) must not stop the event loop: /healthz
+** and /metrics are answered while the reload still waits for the database
+** (the loop drives the reconnect, PQresetStart/PQresetPoll; the old code's
+** PQreset held the loop for the connect timeout). Once the database
+** answers again, that same reload completes. */
+PGT_TEST(http, prod_reload_waiting_on_unreachable_db_keeps_loop_free)
+{
+    char db[64];
+    snprintf(db, sizeof db, "hp_bh_%d", (int)getpid());
+    PGconn *admin = pgt_db_fresh(db);
+    hp_proxy x;
+    hp_proxy_start(&x, admin);
+    snprintf(hp_conninfo, sizeof hp_conninfo, "%s dbname=%s host=127.0.0.1 port=%d", pgt_dsn(),
+             db, x.port);
+    hp_timeout_ms = 60000; /* the reload waits this long at most */
+    hp_committers = 1;
+    http_t_srv s;
+    http_t_start(&s, hp_tweak);
+    http_t_resp r;
+    hp_log[0] = '\0';
+    pgpipe_config_log(hp_log_fn, NULL);
+
+    atomic_store(&x.mode, 1); /* the blackhole */
+    PGT_OK(pgpipe_http_reload(s.h));
+    /* the reload runs: the loop is free meanwhile (at most 20 s to see it) */
+    long long busy = 0;
+    for (int i = 0; i < 200 && busy != 1; i++) {
+        busy = hp_metric(s.port, "pgpipe_http_token_reload_in_progress");
+        if (busy != 1)
+            pgpipe_sleep_ms(100);
+    }
+    PGT_EQ_INT(http_t_ask(s.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", &r), 200);
+    free(r.body);
+    pthread_mutex_lock(&hp_log_mu);
+    int ended = strstr(hp_log, "reloading the tokens failed") != NULL;
+    pthread_mutex_unlock(&hp_log_mu);
+    PGT_CHECK_MSG(!ended, "the reload had ended (given up on the database) before /healthz was "
+                  "answered: the loop waited for it");
+    PGT_CHECK_MSG(busy == 1, "/metrics: reload in progress %lld, wanted 1 (answered while the "
+                  "reload waits)", busy);
+    PGT_EQ_INT(hp_metric(s.port, "pgpipe_http_token_reload_in_progress"), 1);
+    PGT_EQ_INT(hp_metric(s.port, "pgpipe_http_token_reloads_total{result=\"ok\"}"), 0);
+
+    /* the database answers again: the reload completes (at most 30 s) */
+    atomic_store(&x.mode, 0);
+    long long ok = 0;
+    for (int i = 0; i < 300 && ok != 1; i++) {
+        ok = hp_metric(s.port, "pgpipe_http_token_reloads_total{result=\"ok\"}");
+        if (ok != 1)
+            pgpipe_sleep_ms(100);
+    }
+    PGT_EQ_INT(ok, 1);
+    PGT_EQ_INT(hp_metric(s.port, "pgpipe_http_token_reloads_total{result=\"failed\"}"), 0);
+    PGT_EQ_INT(hp_metric(s.port, "pgpipe_http_token_reload_in_progress"), 0);
+    pgpipe_config_log(NULL, NULL);
+    http_t_stop(&s);
+    pgpipe_http_close(s.h);
+    hp_proxy_stop(&x);
+    pgt_db_close(admin);
+}

@@ -528,6 +528,64 @@ static void pl_t_body_limit(void)
 ** pages ahead 192 kB beside the page to parse next: a page ahead never
 ** fits, so each one that began is dropped and asked again at its turn. The
 ** run completes with every record once; the waits are no failures. */
+/* The rows built of pages waiting to be written count in the body budget
+** too: with the first page's COMMIT held up (a lock on pgpipe.pull_state),
+** eight requests in flight and four target connections, pages of 500 kB
+** must not pile up as rows beyond what the budget leaves. The library's
+** own count of what it held at once (held_bytes_peak: bodies, the parse
+** tree of the page being built, the rows of the pages built) stays within
+** the budget and the rows of the one page that may always go through (at
+** most --max-body here: records of plain text, a tree of few nodes). */
+typedef struct pl_locker {
+    PGconn *c;
+    atomic_int go;
+} pl_locker;
+
+static void *pl_unlock_later(void *arg)
+{
+    pl_locker *l = arg;
+    for (int i = 0; i < 30 && !atomic_load(&l->go); i++)
+        pgpipe_sleep_ms(100); /* 3 s: time for every page that may be built to be built */
+    PQclear(PQexec(l->c, "COMMIT"));
+    return NULL;
+}
+
+static void pl_t_rows_in_budget(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_rowsb");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_rowsb", "/offset?n=200&pad=50000");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    o.concurrency = 8;
+    PGT_OK(pgpipe_pull_set(&o, "max-body", "1M", NULL));
+    PGT_OK(pgpipe_pull_set(&o, "body-budget", "1216k", NULL));
+    pl_locker l = { pgt_db_open(), 0 };
+    PQclear(PGT_EXEC(l.c, "BEGIN; LOCK TABLE pgpipe.pull_state IN SHARE ROW EXCLUSIVE MODE"));
+    pthread_t th;
+    PGT_CHECK(pthread_create(&th, NULL, pl_unlock_later, &l) == 0);
+    pgpipe_pull_progress pr;
+    char err[1024];
+    int rc = pl_run(&o, &pr, err, sizeof err);
+    atomic_store(&l.go, 1);
+    pthread_join(th, NULL);
+    pgt_db_close(l.c);
+    PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", err);
+    PGT_EQ_INT(pr.pages, 20);
+    PGT_EQ_INT(pr.records, 200);
+    PGT_EQ_INT(pl_count(c, "pl_rowsb", "count(DISTINCT payload->>'id')"), 200);
+    PGT_CHECK(pr.held_bytes_peak > 1000000); /* counted: a page's body and rows at least */
+    PGT_CHECK_MSG(pr.held_bytes_peak <= 1216 * 1024 + (1 << 20),
+                  "held %lld bytes at once: past the body budget (1216 kB) and one page",
+                  pr.held_bytes_peak);
+    pl_clean(c, "pl_rowsb");
+    pgt_db_close(c);
+}
+
 static void pl_t_body_budget(void)
 {
     PGconn *c = pgt_db_open();
@@ -566,6 +624,122 @@ static void pl_t_body_budget(void)
 }
 
 /* ---- a page that is not JSON only inside records ------------------------------- */
+
+/* A record with more bad bytes than can be listed one by one (80 000 here,
+** 1.2 million in the second) goes to the dead letters like any other, with
+** its position and bytes as sent (past 1 MiB: the first MiB, saying so);
+** the rest of its page is loaded. */
+static void pl_t_salvage_long(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_salvl");
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_salvl", "/offset?n=30&badrec=5:long,12:huge,18:utf8");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    pgpipe_pull_progress pr;
+    char err[1024];
+    PGT_EQ_INT(pl_run(&o, &pr, err, sizeof err), PGPIPE_OK);
+    PGT_EQ_INT(pr.pages, 3);
+    PGT_EQ_INT(pr.records, 27);
+    PGT_EQ_INT(pr.dead_lettered, 3);
+    PGT_EQ_INT(pl_count(c, "pl_salvl", "count(*) FILTER (WHERE (payload->>'id')::int IN (5,12,18))"), 0);
+    const char *q5 = "SELECT %s FROM pgpipe.dead_letters WHERE source_name = 'pl_salvl' "
+                     "AND error_context LIKE '%%page 1 record 5:%%'";
+    char q[512];
+    snprintf(q, sizeof q, q5, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), "unescaped control character U+0001 in string at byte offset ");
+    PGT_CONTAINS(pgt_db_str(c, q), ", 80000 bad bytes in all");
+    snprintf(q, sizeof q, q5, "octet_length(raw_bytes) - length(replace(encode(raw_bytes, 'hex'), 'ff', '')) / 2");
+    PGT_EQ_INT(pgt_db_int(c, q), 40000); /* the 0xFF bytes as sent */
+    snprintf(q, sizeof q, q5, "byte_offset > 0 AND line_number = 5");
+    PGT_EQ_STR(pgt_db_str(c, q), "t");
+    const char *q12 = "SELECT %s FROM pgpipe.dead_letters WHERE source_name = 'pl_salvl' "
+                      "AND error_context LIKE '%%page 2 record 2:%%'";
+    snprintf(q, sizeof q, q12, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), ", 1200000 bad bytes in all");
+    PGT_CONTAINS(pgt_db_str(c, q), "its first 1048576 are kept");
+    snprintf(q, sizeof q, q12, "octet_length(raw_bytes)");
+    PGT_EQ_INT(pgt_db_int(c, q), 1048576);
+    PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = "
+                               "'pl_salvl' AND error_context LIKE '%page 2 record 8:%'"),
+                 "invalid UTF-8 in string");
+    pl_clean(c, "pl_salvl");
+    pgt_db_close(c);
+}
+
+/* --rate: NaN, infinity, negative or so small that a wait overflows its
+** count of microseconds are refused, by name (before: NaN was no limit and
+** 1e-300 an undefined conversion); --body-budget 0 is the default it is
+** documented as (before: refused as "not from 1 byte"). */
+static void pl_t_hostile_values(void)
+{
+    pgpipe_pull_options o;
+    pgpipe_pull_options_init(&o);
+    pgpipe_error e;
+    static const char *const bad[] = { "nan", "NaN", "inf", "-inf", "1e400", "-1", "1e-300",
+                                       "0.0000001", "2e6", "", "1x" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&e, 0, sizeof e);
+        PGT_CHECK_MSG(pgpipe_pull_set(&o, "rate", bad[i], &e) == PGPIPE_MISUSE, "--rate %s accepted",
+                      bad[i]);
+        PGT_CONTAINS(e.message, "--rate: requests per second");
+    }
+    PGT_CHECK(o.rate == 0);
+    PGT_OK(pgpipe_pull_set(&o, "rate", "0", &e));
+    PGT_OK(pgpipe_pull_set(&o, "rate", "0.5", &e));
+    PGT_CHECK(o.rate == 0.5);
+    PGT_OK(pgpipe_pull_set(&o, "body-budget", "0", &e));
+    PGT_EQ_INT(o.body_budget, 0);
+    PGT_EQ_INT(pgpipe_pull_set(&o, "max-body", "0", &e), PGPIPE_MISUSE);
+    PGT_EQ_INT(pgpipe_pull_set(&o, "body-budget", "-1", &e), PGPIPE_MISUSE);
+    /* set directly: refused when the handle opens */
+    o.source = "x";
+    o.url = "http://127.0.0.1:1/";
+    o.conninfo = pgt_dsn();
+    o.rate = 1e-300;
+    pgpipe_pull *p = NULL;
+    PGT_EQ_INT(pgpipe_pull_open(&p, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(p), "the rate is 0 (no limit) or from 0.001");
+    pgpipe_pull_close(p);
+    /* a shared budget made with one clamps it: its waits stay countable */
+    pgpipe_pull_budget *b;
+    PGT_OK(pgpipe_pull_budget_open(&b, 1e-300, 1));
+    PGT_EQ_INT((long long)pull_budget_take(b), 0);
+    int64_t w = pull_budget_take(b);
+    PGT_CHECK_MSG(w > 0 && w <= (int64_t)1001 * 1000000, "wait %lld us", (long long)w);
+    pgpipe_pull_budget_close(b);
+
+    /* a resume point (set by hand, as the README shows) whose offset the
+    ** next ones cannot be counted from (before: a signed overflow,
+    ** undefined) is refused, naming it */
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_hostile");
+    static const char *const offs[] = { "9223372036854775807", "99999999999999999999", "-5", "1e3" };
+    char err[1024];
+    pl_opts(&o, "pl_hostile", "/offset?n=30");
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.concurrency = 4;
+    o.max_pages = 1;
+    PGT_OK(pl_run(&o, NULL, err, sizeof err));
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
+        char sql[512];
+        snprintf(sql, sizeof sql, "UPDATE pgpipe.pull_state SET next_url = regexp_replace(next_url, "
+                 "'offset=[^&]*', 'offset=%s') WHERE source = 'pl_hostile'", offs[i]);
+        PQclear(PGT_EXEC(c, sql));
+        PGT_EQ_INT(pl_run(&o, NULL, err, sizeof err), PGPIPE_MISUSE);
+        PGT_CONTAINS(err, "is not a whole number from 0 to 10^15 (the resume point");
+        PGT_CONTAINS(err, offs[i]);
+    }
+    pl_clean(c, "pl_hostile");
+    pgt_db_close(c);
+}
 
 static void pl_t_salvage(void)
 {
@@ -1326,6 +1500,9 @@ PGT_TEST(pull, gzip) { PL_CALL(pl_t_gzip); }
 PGT_TEST(pull, body_limit) { PL_CALL(pl_t_body_limit); }
 PGT_TEST(pull, body_budget) { PL_CALL(pl_t_body_budget); }
 PGT_TEST(pull, salvage) { PL_CALL(pl_t_salvage); }
+PGT_TEST(pull, hostile_rate_and_budget_values) { PL_CALL(pl_t_hostile_values); }
+PGT_TEST(pull, rows_in_body_budget) { PL_CALL(pl_t_rows_in_budget); }
+PGT_TEST(pull, salvage_long_bad_record) { PL_CALL(pl_t_salvage_long); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
 PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }
 PGT_TEST(pull, kill9_concurrent) { PL_CALL(pl_t_kill9_concurrent); }

@@ -76,6 +76,7 @@ enum { HS_FREE, HS_READ, HS_WAIT, HS_LINGER };
 enum { HS_T_HEAD, HS_T_BODY, HS_T_IDLE, HS_T_LINGER, HS_T_RESERVE, HS_NT };
 #define HS_TAG_WAKE   ((uint64_t)1 << 40)
 #define HS_TAG_LISTEN ((uint64_t)1 << 41)
+#define HS_TAG_DB     ((uint64_t)1 << 42) /* the server's own connection, during a reload */
 #define HS_OUT_HIGH   ((size_t)1 << 20)   /* stop parsing while this much is unsent */
 #define HS_RBUF_MIN   4096
 #define HS_LINGER_MS  2000
@@ -128,6 +129,14 @@ struct pgpipe_http {
     char *conninfo, *listen_s, *trusted;
     char *spool_dir;            /* options.spool_dir, copied */
     PGconn *db;                 /* schema install and token (re)loads */
+    /* a reload of the tokens (hs_rl_*: never blocks the loop): its state,
+    ** another one asked meanwhile, connected again once, the socket in
+    ** epoll and for what, the end of its time (commit_timeout_ms) */
+    int rl_state, rl_again, rl_retried, rl_broken, rl_fd, rl_got;
+    uint32_t rl_ev;
+    int64_t rl_deadline;
+    pgpipe_error rl_err;
+    uint64_t rl_ok, rl_failed;
     pp_http_auth *auth;
     pp_ingest *ig;
     int nlisten;
@@ -209,6 +218,8 @@ static int hs_next_timeout_ms(pgpipe_http *h)
     for (int k = 0; k < HS_NT; k++)
         if (h->tl[k].head && h->tl[k].head->deadline < next)
             next = h->tl[k].head->deadline;
+    if (h->rl_state && h->rl_deadline < next)
+        next = h->rl_deadline;
     int64_t ms = (next - h->now + 999) / 1000;
     return ms < 0 ? 0 : (int)ms;
 }
@@ -1265,6 +1276,18 @@ static void hs_metrics(pgpipe_http *h, hs_conn *c)
                    "pgpipe_http_request_duration_seconds_sum %.6f\n"
                    "pgpipe_http_request_duration_seconds_count %llu\n",
                    (unsigned long long)cum, h->lat_sum, (unsigned long long)h->lat_count);
+    pp_buf_appendf(&b,
+                   "# HELP pgpipe_http_token_reloads_total Reloads of the tokens (SIGHUP), by "
+                   "result (failed: the tokens read before stay in force).\n"
+                   "# TYPE pgpipe_http_token_reloads_total counter\n"
+                   "pgpipe_http_token_reloads_total{result=\"ok\"} %llu\n"
+                   "pgpipe_http_token_reloads_total{result=\"failed\"} %llu\n"
+                   "# HELP pgpipe_http_token_reload_in_progress 1 while a reload of the tokens "
+                   "waits for the database.\n"
+                   "# TYPE pgpipe_http_token_reload_in_progress gauge\n"
+                   "pgpipe_http_token_reload_in_progress %d\n",
+                   (unsigned long long)h->rl_ok, (unsigned long long)h->rl_failed,
+                   h->rl_state != 0);
     pp_ingest_metrics(h->ig, &b);
 #ifndef PGPIPE_OMIT_SPOOL
     pgpipe_spool_status sp;
@@ -1468,6 +1491,39 @@ static int hs_max_connections(const pgpipe_http_options *o)
     return (int)room;
 }
 
+/* The statements of the server's own connection (schema install, tokens)
+** wait for a lock (on 1: the install, the tokens) and run (on 2: the tokens)
+** at most commit_timeout_ms: session settings,
+** put back (off) once the open is done (behind a transaction pooler a
+** session setting would stay on a server connection others get). */
+static int hs_db_bound(pgpipe_http *h, int on)
+{
+    char sql[160];
+    if (on == 1) /* a migration may take long: only its waits for a lock are bounded */
+        snprintf(sql, sizeof sql, "SET lock_timeout = %d", h->o.commit_timeout_ms);
+    else if (on == 2)
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d", h->o.commit_timeout_ms);
+    else
+        snprintf(sql, sizeof sql, "RESET lock_timeout; RESET statement_timeout");
+    return pp_exec(h->db, sql, 0, NULL, NULL, &h->h.err, "http: bounding the open's statements");
+}
+
+/* An open's statement failed: when it waited too long (lock_timeout,
+** statement_timeout), say what for and how long. */
+static int hs_open_waited(pgpipe_http *h, int rc, const char *what)
+{
+    const char *st = h->h.err.sqlstate;
+    if (rc != PGPIPE_DB || (strcmp(st, "55P03") && strcmp(st, "57014")))
+        return rc;
+    char m[sizeof h->h.err.message];
+    snprintf(m, sizeof m, "%s", h->h.err.message);
+    pp_err(&h->h.err, PGPIPE_DB, "http: %s waited longer than commit_timeout_ms (%d ms) for a "
+           "lock or an answer: another session holds a lock on it (see pg_locks) or the "
+           "database does not answer: %s", what, h->o.commit_timeout_ms, m);
+    snprintf(h->h.err.sqlstate, sizeof h->h.err.sqlstate, "%s", st[0] ? st : "57014");
+    return PGPIPE_DB;
+}
+
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     if (!out)
@@ -1476,7 +1532,7 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     *out = h;
     if (!h)
         return PGPIPE_NOMEM;
-    h->ep = h->wakefd = h->sparefd = -1;
+    h->ep = h->wakefd = h->sparefd = h->rl_fd = -1;
     pthread_mutex_init(&h->mu, NULL);
     pgpipe_http_options def;
     if (!o) {
@@ -1513,10 +1569,21 @@ int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
     if (PQstatus(h->db) != CONNECTION_OK)
         return pp_err_pq(&h->h.err, h->db, NULL, "http: connecting (options.conninfo)");
     PQsetNoticeProcessor(h->db, pp_notice_to_log, (void *)"http");
+    /* the schema install and the first read of the tokens wait for a lock
+    ** (another session's ACCESS EXCLUSIVE on pgpipe.http_tokens, a
+    ** migration holding the schema) at most commit_timeout_ms, as the reads
+    ** of later reloads do: an open that fails says so, never hangs */
+    if ((rc = hs_db_bound(h, 1)) != PGPIPE_OK)
+        return rc;
     if (o->install_schema && (rc = pgpipe_schema_install(h->db, NULL, &h->h.err)) != PGPIPE_OK)
+        return hs_open_waited(h, rc, "installing the schema (pgpipe)");
+    if ((rc = hs_db_bound(h, 2)) != PGPIPE_OK)
         return rc;
     if ((rc = pp_http_auth_open(&h->auth, &h->o, h->db, &h->h.err)) != PGPIPE_OK)
+        return hs_open_waited(h, rc, "reading the HTTP tokens (pgpipe.http_tokens)");
+    if ((rc = hs_db_bound(h, 0)) != PGPIPE_OK)
         return rc;
+    PQsetnonblocking(h->db, 1); /* from now on only the loop's reloads use it */
     int need_loopback = !o->insecure && !pp_http_auth_has_tokens(h->auth) &&
                         o->require_tokens != 1;
     if ((rc = pp_ingest_open(&h->ig, &h->o, h->auth, h, hs_done_cb, &h->h.err)) != PGPIPE_OK)
@@ -1588,49 +1655,206 @@ static void hs_timers(pgpipe_http *h)
     }
 }
 
-/* Read the tokens on the event loop's thread, watched as a committer is: a
-** database that does not answer must not stop the server (/healthz,
-** /readyz, the spool) for longer than the commit timeout. 1: it was cut. */
-static int hs_reload_read(pgpipe_http *h, pgpipe_error *err, int *rc)
+/* ---- reloading the tokens ------------------------------------------------ */
+
+/* A reload (SIGHUP) reads the tokens on the server's own connection without
+** ever blocking the event loop: connecting again (PQresetStart/PQresetPoll)
+** and the read (PQsendQuery, PQconsumeInput) are driven by the events of
+** its socket, and the whole reload gives up after commit_timeout_ms (a
+** database that does not answer, a connect that hangs, a lock). The tokens
+** read before stay in force until a reload succeeds. */
+enum { HS_RL_IDLE, HS_RL_CONNECT, HS_RL_QUERY };
+
+/* Watch the connection's socket for ev (0: not at all). libpq may close
+** its socket and open another while it connects (hosts, SSL): the old one
+** has left epoll with its close, a new one with the same number is added. */
+static void hs_rl_watch(pgpipe_http *h, uint32_t ev)
 {
-    pp_ingest_watch(h->ig, h->db);
-    *rc = pp_http_auth_reload(h->auth, h->db, err);
-    if (!pp_ingest_watch(h->ig, NULL))
-        return 0;
-    *rc = pp_err(err, PGPIPE_DB, "the database did not answer within %d ms (commit_timeout_ms)",
-                 h->o.commit_timeout_ms);
-    return 1;
+    int fd = ev ? PQsocket(h->db) : -1;
+    if (h->rl_fd >= 0 && h->rl_fd != fd) {
+        epoll_ctl(h->ep, EPOLL_CTL_DEL, h->rl_fd, NULL); /* EBADF, ENOENT: gone already */
+        h->rl_fd = -1;
+    }
+    if (fd < 0)
+        return;
+    struct epoll_event e;
+    memset(&e, 0, sizeof e);
+    e.events = ev;
+    e.data.u64 = HS_TAG_DB;
+    if (h->rl_fd == fd && h->rl_ev == ev &&
+        epoll_ctl(h->ep, EPOLL_CTL_MOD, fd, &e) == 0) /* still there (not closed and reopened) */
+        return;
+    if (epoll_ctl(h->ep, EPOLL_CTL_MOD, fd, &e) != 0)
+        epoll_ctl(h->ep, EPOLL_CTL_ADD, fd, &e);
+    h->rl_fd = fd;
+    h->rl_ev = ev;
 }
 
-static void hs_reload(pgpipe_http *h)
+static void hs_rl_start(pgpipe_http *h);
+
+static void hs_rl_end(pgpipe_http *h, int ok)
 {
-    pgpipe_error err;
-    pgpipe_error_clear(&err);
-    if (PQstatus(h->db) != CONNECTION_OK)
-        PQreset(h->db);
-    int rc;
-    int cut = hs_reload_read(h, &err, &rc);
-    if (rc != PGPIPE_OK && rc != PGPIPE_NOMEM && !cut) {
-        /* a connection whose server restarted says CONNECTION_OK until a
-        ** query fails: connect again and read once more, so one SIGHUP
-        ** enforces a revocation (not a second or third one) */
-        pp_logf(PGPIPE_LOG_INFO, "http", "reloading the tokens: %s; connecting again",
-                err.message);
-        PQreset(h->db);
-        pgpipe_error_clear(&err);
-        hs_reload_read(h, &err, &rc);
-    }
-    if (rc != PGPIPE_OK)
-        pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "
-                "stay in force (a token added or revoked since is not): %s", err.message);
-    else
+    hs_rl_watch(h, 0);
+    h->rl_state = HS_RL_IDLE;
+    if (ok) {
+        h->rl_ok++;
         pp_logf(PGPIPE_LOG_INFO, "http", "tokens reloaded");
+    } else {
+        h->rl_failed++;
+        pp_logf(PGPIPE_LOG_ERROR, "http", "reloading the tokens failed, the tokens read before "
+                "stay in force (a token added or revoked since is not): %s", h->rl_err.message);
+    }
+    if (h->rl_again) { /* asked again while this one ran: what it read may be older */
+        h->rl_again = 0;
+        hs_rl_start(h);
+    }
+}
+
+static void hs_rl_connect(pgpipe_http *h)
+{
+    hs_rl_watch(h, 0); /* before libpq closes the socket */
+    h->rl_broken = 0;
+    if (!PQresetStart(h->db)) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens: connecting again");
+        hs_rl_end(h, 0);
+        return;
+    }
+    h->rl_state = HS_RL_CONNECT;
+    hs_rl_watch(h, EPOLLOUT); /* PQconnectPoll's first wish: writable */
+}
+
+static void hs_rl_send(pgpipe_http *h)
+{
+    char sql[512];
+    /* the server's side bounded too: a lock held on the table would keep
+    ** the backend waiting after this side has given up */
+    snprintf(sql, sizeof sql, "SELECT set_config('lock_timeout', '%d', true), "
+             "set_config('statement_timeout', '%d', true); %s", h->o.commit_timeout_ms,
+             h->o.commit_timeout_ms, pp_http_auth_tokens_sql());
+    PQsetnonblocking(h->db, 1);
+    if (!PQsendQuery(h->db, sql)) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens (pgpipe.http_tokens)");
+        h->rl_broken = 1;
+        if (!h->rl_retried++) {
+            hs_rl_connect(h);
+            return;
+        }
+        hs_rl_end(h, 0);
+        return;
+    }
+    h->rl_state = HS_RL_QUERY;
+    h->rl_got = 0;
+    hs_rl_watch(h, PQflush(h->db) == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+static void hs_rl_start(pgpipe_http *h)
+{
+    if (h->rl_state != HS_RL_IDLE) {
+        h->rl_again = 1;
+        return;
+    }
+    pgpipe_error_clear(&h->rl_err);
+    h->rl_retried = 0;
+    h->rl_deadline = h->now + (int64_t)h->o.commit_timeout_ms * 1000;
+    if (h->rl_broken || PQstatus(h->db) != CONNECTION_OK) {
+        h->rl_retried = 1;
+        hs_rl_connect(h);
+    } else {
+        hs_rl_send(h);
+    }
+}
+
+/* The query's results, as far as they have come. */
+static void hs_rl_read(pgpipe_http *h)
+{
+    if (!PQconsumeInput(h->db)) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens (pgpipe.http_tokens)");
+        goto failed;
+    }
+    int fl = PQflush(h->db);
+    if (fl < 0) {
+        pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens (pgpipe.http_tokens)");
+        goto failed;
+    }
+    while (!PQisBusy(h->db)) {
+        PGresult *r = PQgetResult(h->db);
+        if (!r) { /* all of them */
+            if (h->rl_err.code == PGPIPE_OK && !h->rl_got)
+                pp_err(&h->rl_err, PGPIPE_DB, "http: reloading the tokens: no tokens in the answer");
+            if (h->rl_err.code != PGPIPE_OK)
+                goto failed;
+            hs_rl_end(h, 1);
+            return;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_TUPLES_OK && PQnfields(r) == 3 && h->rl_err.code == PGPIPE_OK) {
+            /* the tokens (the set_config row has 2 columns) */
+            h->rl_got = pp_http_auth_reload_result(h->auth, r, &h->rl_err) == PGPIPE_OK;
+            continue; /* r is cleared */
+        }
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && h->rl_err.code == PGPIPE_OK)
+            pp_err_pq(&h->rl_err, h->db, r, "http: reloading the tokens (pgpipe.http_tokens)");
+        PQclear(r);
+    }
+    hs_rl_watch(h, fl == 1 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+    return;
+failed:
+    /* a connection whose server restarted says CONNECTION_OK until a query
+    ** fails: connect again and read once more (within the same time), so one
+    ** SIGHUP enforces a revocation, not a second or third one */
+    if (!h->rl_retried++ && h->rl_err.code != PGPIPE_NOMEM) {
+        pp_logf(PGPIPE_LOG_INFO, "http", "reloading the tokens: %s; connecting again",
+                h->rl_err.message);
+        pgpipe_error_clear(&h->rl_err);
+        hs_rl_connect(h);
+        return;
+    }
+    h->rl_broken = 1;
+    hs_rl_end(h, 0);
+}
+
+/* The connection's socket is ready (or the loop turned with a reload on). */
+static void hs_rl_event(pgpipe_http *h)
+{
+    if (h->rl_state == HS_RL_CONNECT) {
+        PostgresPollingStatusType st = PQresetPoll(h->db);
+        if (st == PGRES_POLLING_OK) {
+            PQsetNoticeProcessor(h->db, pp_notice_to_log, (void *)"http");
+            hs_rl_send(h);
+        } else if (st == PGRES_POLLING_FAILED) {
+            pp_err_pq(&h->rl_err, h->db, NULL, "http: reloading the tokens: connecting again");
+            h->rl_broken = 1;
+            hs_rl_end(h, 0);
+        } else {
+            hs_rl_watch(h, st == PGRES_POLLING_READING ? EPOLLIN : EPOLLOUT);
+        }
+    } else if (h->rl_state == HS_RL_QUERY) {
+        hs_rl_read(h);
+    }
+}
+
+/* The reload's time is up: it gives up; the connection (mid-connect or
+** mid-query) is started anew by the next one. */
+static void hs_rl_timer(pgpipe_http *h)
+{
+    if (h->rl_state == HS_RL_IDLE || h->now < h->rl_deadline)
+        return;
+    pp_err(&h->rl_err, PGPIPE_DB, "the database did not answer within %d ms (commit_timeout_ms)%s",
+           h->o.commit_timeout_ms, h->rl_state == HS_RL_CONNECT ? " while connecting" : "");
+    h->rl_broken = 1;
+    hs_rl_end(h, 0);
 }
 
 /* Stop accepting, answer what ingest holds, send, close. */
 static void hs_drain(pgpipe_http *h)
 {
     h->draining = 1;
+    if (h->rl_state != HS_RL_IDLE) { /* a reload in flight is given up: no more of its events */
+        hs_rl_watch(h, 0);
+        h->rl_state = HS_RL_IDLE;
+        h->rl_broken = 1;
+        pp_logf(PGPIPE_LOG_INFO, "http", "stopping: the reload of the tokens in progress is given up");
+    }
     for (int i = 0; i < h->nlisten; i++) {
         close(h->lfd[i]);
         h->lfd[i] = -1;
@@ -1707,6 +1931,8 @@ int pgpipe_http_run(pgpipe_http *h)
                 ssize_t r = read(h->wakefd, &v, sizeof v);
                 (void)r;
                 woke = 1;
+            } else if (tag == HS_TAG_DB) {
+                hs_rl_event(h);
             } else {
                 listeners |= 1u << (tag - HS_TAG_LISTEN);
             }
@@ -1719,8 +1945,9 @@ int pgpipe_http_run(pgpipe_http *h)
         if (woke)
             hs_deliver(h);
         hs_timers(h);
+        hs_rl_timer(h);
         if (atomic_exchange(&h->reload, 0))
-            hs_reload(h);
+            hs_rl_start(h);
     }
     hs_drain(h);
     atomic_store(&h->running, 0);
@@ -1793,6 +2020,39 @@ void pgpipe_http_close(pgpipe_http *h)
 struct pgpipe_http {
     pp_handle h;
 };
+
+/* The statements of the server's own connection (schema install, tokens)
+** wait for a lock (on 1: the install, the tokens) and run (on 2: the tokens)
+** at most commit_timeout_ms: session settings,
+** put back (off) once the open is done (behind a transaction pooler a
+** session setting would stay on a server connection others get). */
+static int hs_db_bound(pgpipe_http *h, int on)
+{
+    char sql[160];
+    if (on == 1) /* a migration may take long: only its waits for a lock are bounded */
+        snprintf(sql, sizeof sql, "SET lock_timeout = %d", h->o.commit_timeout_ms);
+    else if (on == 2)
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d", h->o.commit_timeout_ms);
+    else
+        snprintf(sql, sizeof sql, "RESET lock_timeout; RESET statement_timeout");
+    return pp_exec(h->db, sql, 0, NULL, NULL, &h->h.err, "http: bounding the open's statements");
+}
+
+/* An open's statement failed: when it waited too long (lock_timeout,
+** statement_timeout), say what for and how long. */
+static int hs_open_waited(pgpipe_http *h, int rc, const char *what)
+{
+    const char *st = h->h.err.sqlstate;
+    if (rc != PGPIPE_DB || (strcmp(st, "55P03") && strcmp(st, "57014")))
+        return rc;
+    char m[sizeof h->h.err.message];
+    snprintf(m, sizeof m, "%s", h->h.err.message);
+    pp_err(&h->h.err, PGPIPE_DB, "http: %s waited longer than commit_timeout_ms (%d ms) for a "
+           "lock or an answer: another session holds a lock on it (see pg_locks) or the "
+           "database does not answer: %s", what, h->o.commit_timeout_ms, m);
+    snprintf(h->h.err.sqlstate, sizeof h->h.err.sqlstate, "%s", st[0] ? st : "57014");
+    return PGPIPE_DB;
+}
 
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {

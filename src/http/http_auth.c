@@ -417,17 +417,17 @@ static int hex_decode(const char *s, size_t len, unsigned char *out, size_t n)
     return 1;
 }
 
-static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
-                       pgpipe_error *err)
+#define AUTH_TOKENS_SQL "SELECT source, token_sha256, revoked_at IS NOT NULL " \
+                        "FROM pgpipe.http_tokens ORDER BY id"
+
+PGPIPE_PRIVATE const char *pp_http_auth_tokens_sql(void)
 {
-    PGresult *r = NULL;
-    *out = NULL;
-    *count = *live = 0;
-    int rc = pp_exec(conn, "SELECT source, token_sha256, revoked_at IS NOT NULL "
-                           "FROM pgpipe.http_tokens ORDER BY id", 0, NULL, &r, err,
-                     "reading the HTTP tokens (pgpipe.http_tokens)");
-    if (rc != PGPIPE_OK)
-        return rc;
+    return AUTH_TOKENS_SQL;
+}
+
+/* The tokens of r (a result of AUTH_TOKENS_SQL; PQcleared here). */
+static int tokens_from(PGresult *r, auth_token **out, int *count, int *live, pgpipe_error *err)
+{
     int n = PQntuples(r);
     auth_token *t = pp_calloc((size_t)(n ? n : 1), sizeof *t);
     if (!t) {
@@ -454,13 +454,21 @@ static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
     return PGPIPE_OK;
 }
 
-PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err)
+static int tokens_read(PGconn *conn, auth_token **out, int *count, int *live,
+                       pgpipe_error *err)
 {
-    auth_token *t;
-    int n, live;
-    int rc = tokens_read(conn, &t, &n, &live, err);
+    PGresult *r = NULL;
+    *out = NULL;
+    *count = *live = 0;
+    int rc = pp_exec(conn, AUTH_TOKENS_SQL, 0, NULL, &r, err,
+                     "reading the HTTP tokens (pgpipe.http_tokens)");
     if (rc != PGPIPE_OK)
-        return rc; /* the tokens read before stay in force */
+        return rc;
+    return tokens_from(r, out, count, live, err);
+}
+
+static void auth_swap(pp_http_auth *a, auth_token *t, int n, int live)
+{
     pp_mutex_lock(&a->mu);
     auth_token *old = a->tokens;
     int oldn = a->ntokens;
@@ -469,6 +477,26 @@ PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_err
     a->nlive = live;
     pp_mutex_unlock(&a->mu);
     tokens_free(old, oldn);
+}
+
+PGPIPE_PRIVATE int pp_http_auth_reload_result(pp_http_auth *a, PGresult *r, pgpipe_error *err)
+{
+    auth_token *t = NULL;
+    int n = 0, live = 0;
+    int rc = tokens_from(r, &t, &n, &live, err);
+    if (rc == PGPIPE_OK)
+        auth_swap(a, t, n, live);
+    return rc;
+}
+
+PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err)
+{
+    auth_token *t;
+    int n, live;
+    int rc = tokens_read(conn, &t, &n, &live, err);
+    if (rc != PGPIPE_OK)
+        return rc; /* the tokens read before stay in force */
+    auth_swap(a, t, n, live);
     return PGPIPE_OK;
 }
 

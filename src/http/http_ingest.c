@@ -197,8 +197,6 @@ struct pp_ingest {
     int has_watchdog;
     int wquit;
     long long m_timeouts; /* under wmu */
-    int64_t x_since;      /* the server's own connection (pp_ingest_watch), as */
-    int x_fd, x_cut;      /* a committer's busy_since, fd and cut; under wmu */
     ig_committer cm[IG_MAX_COMMITTERS];
     int ncm;
     /* the submit's state (event loop's thread only) */
@@ -2113,11 +2111,6 @@ static void *ig_watchdog_main(void *arg)
                 ig->m_timeouts++;
             }
         }
-        if (ig->x_since && !ig->x_cut && ig->x_fd >= 0 && t - ig->x_since >= ig->commit_us) {
-            shutdown(ig->x_fd, SHUT_RDWR);
-            ig->x_cut = 1;
-            ig->m_timeouts++;
-        }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += IG_WATCH_MS * 1000000L;
@@ -2129,17 +2122,6 @@ static void *ig_watchdog_main(void *arg)
     }
     pthread_mutex_unlock(&ig->wmu);
     return NULL;
-}
-
-PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn)
-{
-    pthread_mutex_lock(&ig->wmu);
-    int cut = ig->x_cut;
-    ig->x_cut = 0;
-    ig->x_since = conn ? pgpipe_now_us() : 0;
-    ig->x_fd = conn ? PQsocket(conn) : -1;
-    pthread_mutex_unlock(&ig->wmu);
-    return conn ? 0 : cut;
 }
 
 /* Does every committer wait for the database for long (the shorter of
@@ -2776,7 +2758,6 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
     atomic_init(&ig->live, 0);
     atomic_init(&ig->rechecks, 0);
     ig->commit_us = (int64_t)(o->commit_timeout_ms > 0 ? o->commit_timeout_ms : 30000) * 1000;
-    ig->x_fd = -1;
     for (int i = 0; i < ig->ncm; i++) {
         ig_committer *c = &ig->cm[i];
         c->ig = ig;

@@ -141,6 +141,11 @@ typedef struct pp_http_auth pp_http_auth;
 PGPIPE_PRIVATE int pp_http_auth_open(pp_http_auth **out, const pgpipe_http_options *o,
                                      PGconn *conn, pgpipe_error *err);
 PGPIPE_PRIVATE int pp_http_auth_reload(pp_http_auth *a, PGconn *conn, pgpipe_error *err);
+/* The statement that reads the tokens, for a reload that sends it itself
+** (the server's event loop, without blocking), and the tokens of its
+** result r (PQcleared here), replacing those in force when they are read. */
+PGPIPE_PRIVATE const char *pp_http_auth_tokens_sql(void);
+PGPIPE_PRIVATE int pp_http_auth_reload_result(pp_http_auth *a, PGresult *r, pgpipe_error *err);
 /* May this request write to source? 0 = yes; else the status (401/403) with
 ** *deny filled. now is the Unix time for signed timestamps. */
 PGPIPE_PRIVATE int pp_http_auth_check(pp_http_auth *a, const char *source,
@@ -199,10 +204,6 @@ PGPIPE_PRIVATE int pp_ingest_spool_stats(pp_ingest *ig, pgpipe_spool_status *st)
 #endif
 /* Requests queued or committing (for metrics and the drain). */
 PGPIPE_PRIVATE long long pp_ingest_pending(pp_ingest *ig);
-/* Watch conn (the server's own, on the event loop's thread) as a committer's
-** connection is watched: shut down after the commit timeout. conn NULL ends
-** the watch and returns 1 when it was shut down meanwhile. */
-PGPIPE_PRIVATE int pp_ingest_watch(pp_ingest *ig, PGconn *conn);
 /* Commit what is queued now and wait until every queued request has been
 ** answered through done (graceful drain). */
 PGPIPE_PRIVATE void pp_ingest_drain(pp_ingest *ig);

@@ -44,6 +44,10 @@ void pgpipe_pull_options_init(pgpipe_pull_options *opt)
     opt->install = 1;
 }
 
+/* A rate of requests per second: 0 (none) or one whose waits are counted
+** in microseconds without overflow; not NaN nor infinite. */
+#define PULL_RATE_OK(r) ((r) == 0 || ((r) >= 0.001 && (r) <= 1e6))
+
 /* "65536", "512k", "64M", "64MB", "1G" (powers of 1024) -> bytes; -1 when
 ** not one or not from 1 byte to 1 TiB. */
 static long long pull_bytes(const char *v)
@@ -149,13 +153,14 @@ int pgpipe_pull_set(pgpipe_pull_options *o, const char *name, const char *v, pgp
     if (!strcmp(name, "rate")) {
         char *e;
         double r = strtod(v, &e);
-        if (e == v || *e || r < 0)
-            return pp_err(err, PGPIPE_MISUSE, "pull: --rate: requests per second (0: no limit), not \"%s\"", v);
+        if (e == v || *e || !PULL_RATE_OK(r))
+            return pp_err(err, PGPIPE_MISUSE, "pull: --rate: requests per second, 0 (no limit) "
+                          "or from 0.001 to 1000000, not \"%s\"", v);
         o->rate = r;
         return PGPIPE_OK;
     }
     if (!strcmp(name, "max-body") || !strcmp(name, "body-budget")) {
-        long long x = pull_bytes(v);
+        long long x = name[0] == 'b' && !strcmp(v, "0") ? 0 : pull_bytes(v); /* 0: the default */
         if (x < 0)
             return pp_err(err, PGPIPE_MISUSE, "pull: --%s: bytes, or with k, M or G (512k, 64M), "
                           "from 1 byte to 1024G, not \"%s\"", name, v);
@@ -575,7 +580,7 @@ int pgpipe_pull_budget_open(pgpipe_pull_budget **out, double rate, double burst)
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_init(&b->mu, NULL);
 #endif
-    b->rate = rate > 0 ? rate : 0;
+    b->rate = PULL_RATE_OK(rate) ? rate : rate > 1e6 ? 1e6 : rate > 0 ? 0.001 : 0;
     b->burst = burst >= 1 ? burst : 1;
     b->tokens = b->burst;
     b->last_us = pgpipe_now_us();
@@ -722,7 +727,9 @@ struct pgpipe_pull {
     pp_buf rec;                 /* a record's text */
     size_t max_body, body_budget;
     pp_buf fixes, bad;          /* pull_salvage's: pull_fix and pull_bad */
+    pp_buf orig;                /* ... and the body as sent, when its fixes are too many to list */
     long long head_seq;         /* the page to parse next: may always grow to max_body */
+    long long held_peak;        /* pull_held_bytes' largest */
     pgpipe_json_doc *doc;
     uint64_t *seen;             /* hashes of the URLs and cursors of this run */
     size_t nseen, capseen;
@@ -992,6 +999,9 @@ int pgpipe_pull_open(pgpipe_pull **out, const pgpipe_pull_options *opt)
         p->key_header = k.data;
     }
 
+    if (!opt->budget && !PULL_RATE_OK(opt->rate))
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the rate is 0 (no limit) or from 0.001 to "
+                      "1000000 requests per second, not %g", opt->rate);
     if (opt->budget) {
         p->budget = opt->budget;
     } else {
@@ -1120,6 +1130,7 @@ void pgpipe_pull_close(pgpipe_pull *p)
     pp_buf_free(&p->rec);
     pp_buf_free(&p->fixes);
     pp_buf_free(&p->bad);
+    pp_buf_free(&p->orig);
     pp_free(p->seen);
 #ifndef PGPIPE_OMIT_THREADS
     pthread_mutex_destroy(&p->mu);
@@ -1147,17 +1158,66 @@ void pgpipe_pull_progress_get(pgpipe_pull *p, pgpipe_pull_progress *out)
 
 /* ---- the requests ------------------------------------------------------------ */
 
-/* The bytes the body buffers of the pages other than the one to parse next
-** hold (requests in flight, pages received ahead). */
-static size_t pull_ahead_bytes(const pgpipe_pull *p)
+/* The bytes the writers hold: the rows of pages built, being written or
+** waiting for their COMMIT, and what an idle one keeps. */
+static size_t pull_rows_bytes(const pgpipe_pull *p)
 {
     size_t n = 0;
+    for (int i = 0; i < p->nw; i++)
+        n += p->w[i].copy.cap + p->w[i].dlq.cap + p->w[i].next.cap;
+    return n;
+}
+
+/* What the pages other than the one to parse next take of the body budget:
+** their body buffers (requests in flight, pages received ahead) and the
+** rows of the pages built before it. */
+static size_t pull_ahead_bytes(const pgpipe_pull *p)
+{
+    size_t n = pull_rows_bytes(p);
     for (int i = 0; i < p->o.concurrency; i++) {
         const pull_slot *t = &p->slots[i];
         if (t->state != SLOT_FREE && t->seq != p->head_seq)
             n += t->body.cap;
     }
     return n;
+}
+
+/* Everything the budget counts, the page to parse next and its parse tree
+** too; its peak goes to the progress (held_bytes_peak). */
+static size_t pull_held_bytes(pgpipe_pull *p)
+{
+    size_t n = pull_rows_bytes(p) + p->orig.cap + pgpipe_json_doc_memory(p->doc);
+    for (int i = 0; i < p->o.concurrency; i++)
+        n += p->slots[i].body.cap;
+    if ((long long)n > p->held_peak) {
+        p->held_peak = (long long)n;
+        pp_mutex_lock(&p->mu);
+        p->prog.held_bytes_peak = p->held_peak;
+        pp_mutex_unlock(&p->mu);
+    }
+    return n;
+}
+
+/* A writer done with its page keeps at most PULL_KEEP_BODY of each buffer. */
+static void pull_writer_shrink(pull_writer *w)
+{
+    if (w->copy.cap > PULL_KEEP_BODY)
+        pp_buf_free(&w->copy);
+    if (w->dlq.cap > PULL_KEEP_BODY)
+        pp_buf_free(&w->dlq);
+    if (w->next.cap > PULL_KEEP_BODY)
+        pp_buf_free(&w->next);
+}
+
+/* May the page to parse next (hs) be built now? Always when no other page's
+** rows are held (one page always goes through); else when it, its rows
+** (about its body's size) and all that is held stay within the budget. */
+static int pull_room_to_build(pgpipe_pull *p, const pull_slot *hs)
+{
+    int busy = 0;
+    for (int i = 0; i < p->nw; i++)
+        busy |= p->w[i].state != W_IDLE;
+    return !busy || pull_held_bytes(p) + hs->body.len <= p->body_budget;
 }
 
 /* The body as it comes, decoded (libcurl inflates gzip and deflate in
@@ -1191,6 +1251,7 @@ static size_t pull_on_body(char *data, size_t size, size_t n, void *ud)
             return 0;
         s->body.data = d;
         s->body.cap = cap;
+        pull_held_bytes(p);
     }
     memcpy(s->body.data + s->body.len, data, len);
     s->body.len += len;
@@ -1572,6 +1633,7 @@ typedef struct pull_fix {
     unsigned char kind, byte, len; /* len: bytes replaced (a token: 3, 8 or 9) */
 } pull_fix;
 #define PULL_MAX_FIXES 65536
+#define PULL_DEAD_RAW_MAX ((size_t)1 << 20) /* a dead letter keeps this much of a bad record */
 
 /* A record set aside: the index (1-based) in the page's array, its bytes in
 ** the body, its first fix and how many it has. */
@@ -1600,9 +1662,13 @@ static int pull_hex4(const unsigned char *s, size_t avail, unsigned *out)
 static int pull_fix_add(pp_buf *fx, size_t off, int kind, unsigned char byte, size_t len)
 {
     pull_fix f = { off, (unsigned char)kind, byte, (unsigned char)len };
-    if (fx->len / sizeof f >= PULL_MAX_FIXES)
-        return PGPIPE_LIMIT;
-    return pp_buf_append(fx, &f, sizeof f);
+    if (!fx) /* not listed (pull_salvage compares with the body as sent) */
+        return PGPIPE_OK;
+    if (pp_buf_append(fx, &f, sizeof f) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    /* the one past the limit is listed too: its byte is replaced all the same,
+    ** and pull_salvage undoes what is listed */
+    return fx->len / sizeof f > PULL_MAX_FIXES ? PGPIPE_LIMIT : PGPIPE_OK;
 }
 
 /* Replace in t[0..n) what the JSON parser refuses inside a value without
@@ -1611,7 +1677,7 @@ static int pull_fix_add(pp_buf *fx, size_t off, int kind, unsigned char byte, si
 ** escape or of a lone surrogate by '?'; the tokens NaN, Infinity and
 ** -Infinity (after ':', ',' or '[') by 0 and spaces. Strings end at the same
 ** quotes as before, so the structure is the one sent. fx gets a pull_fix
-** each. PGPIPE_OK, PGPIPE_LIMIT (too many) or PGPIPE_NOMEM. */
+** each (fx NULL: none). PGPIPE_OK, PGPIPE_LIMIT (too many) or PGPIPE_NOMEM. */
 static int pull_fix_body(unsigned char *t, size_t n, pp_buf *fx)
 {
     int rc = PGPIPE_OK;
@@ -1747,6 +1813,91 @@ static long long pull_ordinal(const pgpipe_json_val *root, const pgpipe_json_val
 ** by offset): appended to bad. Returns the array's element count, -1 when
 ** it is not an array there or memory ran out; *outside = 1 when a fix lies
 ** outside the elements. */
+/* The fix that turned byte at of orig (the body as sent) into t[at]. */
+static pull_fix pull_fix_at(const unsigned char *orig, const unsigned char *t, size_t n, size_t at)
+{
+    pull_fix f = { at, FIX_UTF8, orig[at], 1 };
+    if (t[at] == '0' && (orig[at] == 'N' || orig[at] == 'I' || orig[at] == '-')) {
+        f.kind = FIX_NAN;
+        f.len = orig[at] == 'N' ? 3 : orig[at] == 'I' ? 8 : 9;
+    } else if (orig[at] == '\\') {
+        f.kind = at + 1 < n && orig[at + 1] == 'u' ? FIX_SURROGATE : FIX_ESC;
+    } else if (orig[at] < 0x20) {
+        f.kind = FIX_CTRL;
+    }
+    return f;
+}
+
+/* The bytes of t[a..b) that differ from orig[a..b); *first the first one. */
+static size_t pull_diffs(const char *t, const char *orig, size_t a, size_t b, size_t *first)
+{
+    size_t nd = 0;
+    for (size_t i = a; i < b; i++)
+        if (t[i] != orig[i] && !nd++)
+            *first = i;
+    return nd;
+}
+
+/* pull_bad_records when the fixes were too many to list: the records are
+** those whose bytes differ from orig (the body as sent), each with one fix
+** made up from its first different byte (appended to fixes) and nfix its
+** count of different bytes. */
+static long long pull_bad_records_diff(const char *t, const char *orig, size_t n, long long ordinal,
+                                       pp_buf *fixes, pp_buf *bad, int *outside)
+{
+    long long seen = -1, count = 0;
+    int depth = 0;
+    size_t start = 0, inside = 0, first = 0;
+    *outside = 0;
+    fixes->len = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = t[i];
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+            continue;
+        if (depth == 1 && (c == ',' || c == ']')) {
+            if (start) {
+                count++;
+                size_t e = i;
+                while (e > start && strchr(" \t\r\n", t[e - 1]))
+                    e--;
+                size_t nd = pull_diffs(t, orig, start, e, &first);
+                if (nd) {
+                    pull_fix f = pull_fix_at((const unsigned char *)orig, (const unsigned char *)t, n,
+                                             first);
+                    pull_bad b = { count, start, e, fixes->len / sizeof f, nd };
+                    if (pp_buf_append(fixes, &f, sizeof f) != PGPIPE_OK ||
+                        pp_buf_append(bad, &b, sizeof b) != PGPIPE_OK)
+                        return -1;
+                    inside += nd;
+                }
+                start = 0;
+            }
+            if (c == ']') {
+                *outside = pull_diffs(t, orig, 0, n, &first) != inside;
+                return count;
+            }
+            continue;
+        }
+        if (depth == 1 && !start)
+            start = i;
+        if (c == '"') {
+            for (i++; i < n && t[i] != '"'; i++)
+                i += t[i] == '\\';
+        } else if (c == '[' || c == '{') {
+            if (depth)
+                depth++;
+            else if (++seen == ordinal) {
+                if (c != '[')
+                    return -1;
+                depth = 1;
+            }
+        } else if ((c == ']' || c == '}') && depth > 1) {
+            depth--;
+        }
+    }
+    return -1;
+}
+
 static long long pull_bad_records(const char *t, size_t n, long long ordinal, const pull_fix *fix,
                                   size_t nfix, pp_buf *bad, int *outside)
 {
@@ -1816,24 +1967,45 @@ static int pull_salvage(pgpipe_pull *p, pull_slot *hs, const char *url, const pg
 {
     pgpipe_error orig = *pgpipe_errinfo(p->doc);
     const char *why = NULL;
-    p->fixes.len = p->bad.len = 0;
+    p->fixes.len = p->bad.len = p->orig.len = 0;
     if (orig.code == PGPIPE_PARSE && hs->body.len) {
-        int rc = pull_fix_body((unsigned char *)hs->body.data, hs->body.len, &p->fixes);
+        unsigned char *t = (unsigned char *)hs->body.data;
+        int rc = pull_fix_body(t, hs->body.len, &p->fixes);
         size_t nfix = p->fixes.len / sizeof(pull_fix);
         int outside = 0;
+        if (rc == PGPIPE_LIMIT) {
+            /* too many to list (a long record of bad bytes): undo them, keep
+            ** the body as sent and tell the records by their bytes */
+            const pull_fix *fx = (const pull_fix *)(void *)p->fixes.data;
+            for (size_t k = nfix; k-- > 0;) {
+                if (fx[k].kind == FIX_NAN)
+                    memcpy(t + fx[k].off, fx[k].len == 3 ? "NaN" : fx[k].len == 8 ? "Infinity"
+                                                                                   : "-Infinity",
+                           fx[k].len);
+                else
+                    t[fx[k].off] = fx[k].byte;
+            }
+            p->fixes.len = 0;
+            rc = pp_buf_append(&p->orig, t, hs->body.len);
+            if (rc == PGPIPE_OK)
+                rc = pull_fix_body(t, hs->body.len, NULL);
+            nfix = 1;
+        }
         if (rc == PGPIPE_NOMEM)
             return pp_err_nomem(&p->h.err);
-        if (rc == PGPIPE_LIMIT) {
-            why = "more bad bytes than can be set aside";
-        } else if (!nfix || pgpipe_json_parse(p->doc, hs->body.data, hs->body.len) != PGPIPE_OK) {
+        if (!nfix || pgpipe_json_parse(p->doc, hs->body.data, hs->body.len) != PGPIPE_OK) {
             why = ""; /* the structure: nothing can be told apart */
         } else {
             const pgpipe_json_val *root = pgpipe_json_root(p->doc);
             *arr = pgpipe_json_path(root, pull_path(p->o.records));
             long long ord = pgpipe_json_type(*arr) == PGPIPE_JSON_ARRAY ? pull_ordinal(root, *arr) : -1;
-            long long cnt = ord < 0 ? -1 : pull_bad_records(hs->body.data, hs->body.len, ord,
-                                                             (const pull_fix *)(void *)p->fixes.data,
-                                                             nfix, &p->bad, &outside);
+            long long cnt = ord < 0 ? -1
+                            : p->orig.len ? pull_bad_records_diff(hs->body.data, p->orig.data,
+                                                                  hs->body.len, ord, &p->fixes,
+                                                                  &p->bad, &outside)
+                            : pull_bad_records(hs->body.data, hs->body.len, ord,
+                                               (const pull_fix *)(void *)p->fixes.data, nfix,
+                                               &p->bad, &outside);
             if (cnt != (long long)pgpipe_json_len(*arr))
                 why = "the record array is not where --records says";
             else if (outside)
@@ -1843,6 +2015,10 @@ static int pull_salvage(pgpipe_pull *p, pull_slot *hs, const char *url, const pg
     if (!why)
         return PGPIPE_OK;
     p->bad.len = 0;
+    if (p->orig.len) { /* the body as sent, for the error's offsets */
+        memcpy(hs->body.data, p->orig.data, hs->body.len);
+        pp_buf_free(&p->orig);
+    }
     return pull_errf(p, orig.code, "pull: %s: the body is not JSON: %s (byte offset %lld of the body)%s%s; "
                      "the page is not loaded and each run stops at it until it is served parseable",
                      url, orig.message, orig.offset, *why ? "; " : "", why);
@@ -1855,9 +2031,10 @@ static int pull_dead_bad(pgpipe_pull *p, pull_writer *w, const char *url, long l
 {
     const pull_fix *fx = (const pull_fix *)(void *)p->fixes.data + b->first;
     pp_buf raw = { 0 };
-    if (pp_buf_append(&raw, body + b->start, b->end - b->start) != PGPIPE_OK)
+    size_t len = b->end - b->start, keep = len > PULL_DEAD_RAW_MAX ? PULL_DEAD_RAW_MAX : len;
+    if (pp_buf_append(&raw, (p->orig.len ? p->orig.data : body) + b->start, keep) != PGPIPE_OK)
         return pp_err_nomem(&p->h.err);
-    for (size_t j = 0; j < b->nfix; j++) {
+    for (size_t j = 0; !p->orig.len && j < b->nfix && fx[j].off - b->start < keep; j++) {
         size_t at = fx[j].off - b->start;
         if (fx[j].kind == FIX_NAN)
             memcpy(raw.data + at, fx[j].len == 3 ? "NaN" : fx[j].len == 8 ? "Infinity" : "-Infinity",
@@ -1869,9 +2046,14 @@ static int pull_dead_bad(pgpipe_pull *p, pull_writer *w, const char *url, long l
     pull_fix_text(fx, what, sizeof what);
     snprintf(msg, sizeof msg, "pull: the record is not valid JSON: %s at byte offset %zu of the page "
              "(byte %zu of the record)", what, fx->off, fx->off - b->start + 1);
-    if (b->nfix > 1)
+    if (p->orig.len && b->nfix > 1)
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ", %zu bad bytes in all", b->nfix);
+    else if (b->nfix > 1)
         snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ", and %zu more problem%s",
                  b->nfix - 1, b->nfix > 2 ? "s" : "");
+    if (keep < len)
+        snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "; the record is %zu bytes from byte "
+                 "offset %zu of the page: its first %zu are kept", len, b->start, keep);
     int rc = pull_dead(p, w, url, page, b->idx, raw.data, raw.len, msg, batch, (long long)b->start);
     pp_buf_free(&raw);
     return rc;
@@ -2480,6 +2662,28 @@ static void pull_writer_reset(pull_writer *w)
     }
     w->state = W_IDLE;
     w->conn = NULL;
+    pull_writer_shrink(w);
+}
+
+/* The offset or page number of the URL a run starts at (--url, or the
+** resume point, which an operator may have set by hand) must be a whole
+** number from 0 to 10^15: the next ones are counted from it in 64 bits. */
+#define PULL_MAX_URL_NUM 1000000000000000LL
+static int pull_url_nums_check(pgpipe_pull *p, const char *url, int resumed)
+{
+    const char *param = p->o.paginate == PGPIPE_PULL_OFFSET ? p->o.offset_param
+                        : p->o.paginate == PGPIPE_PULL_PAGE ? p->o.page_param : NULL;
+    char v[64];
+    if (!param || !pp_pull_param_get(url, param, v, sizeof v))
+        return PGPIPE_OK;
+    char *e;
+    errno = 0;
+    long long x = strtoll(v, &e, 10);
+    if (isdigit((unsigned char)v[0]) && !*e && !errno && x <= PULL_MAX_URL_NUM)
+        return PGPIPE_OK;
+    return pull_errf(p, PGPIPE_MISUSE, "pull: %s: %s=%s is not a whole number from 0 to 10^15 "
+                     "(%s)", url, param, v, resumed ? "the resume point, pgpipe.pull_state.next_url"
+                                                    : "--url");
 }
 
 /* The URL of page seq, known for page kseq (kurl): kurl itself, or with
@@ -2585,6 +2789,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
             rc = pull_first_url(p, &s, &url) == PGPIPE_OK ? PGPIPE_OK : pp_err_nomem(&p->h.err);
         }
     }
+    if (rc == PGPIPE_OK)
+        rc = pull_url_nums_check(p, url.data, s.next_url != NULL);
     char high[512];
     snprintf(high, sizeof high, "%s", s.run_high ? s.run_high : "");
     long long parsed_in = s.run_records, run_page = s.run_pages;
@@ -2651,6 +2857,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 } else { /* committed */
                     w->state = W_IDLE;
                     w->conn = NULL;
+                    pull_writer_shrink(w);
                     committed = w->seq;
                     pp_mutex_lock(&p->mu);
                     p->prog.pages++;
@@ -2759,7 +2966,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
             p->h.err = hs->err;
             PULL_FAIL(hs->err.code ? hs->err.code : PGPIPE_IO, 0);
             moved = 1;
-        } else if (hs && hs->state == SLOT_GOT && fw) {
+        } else if (hs && hs->state == SLOT_GOT && fw && pull_room_to_build(p, hs)) {
             moved = 1;
             const char *u = hs->url.data;
             char src[300];
@@ -2802,6 +3009,8 @@ int pgpipe_pull_run(pgpipe_pull *p)
                                     &digest, (const pull_bad *)(void *)p->bad.data,
                                     p->bad.len / sizeof(pull_bad), hs->body.data)) != PGPIPE_OK)
                     PULL_FAIL(rc, 0);
+                pull_held_bytes(p); /* the page's body, tree and rows: the peak */
+                pp_buf_free(&p->orig); /* held only while the page is built */
                 /* an API that ignores the next-page parameter sends the same
                 ** records again under ever new cursors or links: loaded
                 ** again and again, for ever when max_pages is unset */
@@ -2828,6 +3037,14 @@ int pgpipe_pull_run(pgpipe_pull *p)
                 parsed_in += n;
                 fw->conn = NULL;
                 fw->state = W_BUILT;
+            }
+            if (pgpipe_json_doc_memory(p->doc) > PULL_KEEP_BODY) {
+                /* the tree is not needed once the rows are built: not held */
+                pgpipe_json_doc *nd;
+                if (pgpipe_json_doc_open(&nd) == PGPIPE_OK) {
+                    pgpipe_json_doc_close(p->doc);
+                    p->doc = nd;
+                }
             }
             if (!halt) {
                 pull_drop(p, hs);

@@ -136,6 +136,9 @@ typedef struct pgpipe_pull_progress {
     long long retries;          /* requests repeated after a failure */
     long long waited_ms;        /* time spent waiting for the budget or a Retry-After */
     long long bytes;            /* response bytes, as received (compressed) */
+    long long held_bytes_peak;  /* the most bytes held at once: bodies, the parse tree
+                                   of the page being built, the rows of pages built
+                                   and being written (see --body-budget) */
     double seconds;             /* since the run started */
     double records_per_s;       /* records / seconds */
     int done;                   /* 1 at the last call */
