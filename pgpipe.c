@@ -27746,6 +27746,7 @@ struct pp_ingest {
     pgpipe_json_doc *doc;
     pp_framer fr;
     pp_buf etb;         /* the request's "source\tevent type" COPY text */
+    pp_buf jb[2];       /* a record in jsonb's member order (pp_copy_jsonb) */
 #ifndef PGPIPE_OMIT_SPOOL
     /* store and forward: the spool, its drainer */
     pgpipe_spool *sp;
@@ -28130,7 +28131,8 @@ static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long li
         return ig_dead(p, raw, len, line, col ? col + 1 : 0, off, m, (size_t)ml);
     }
     rc |= pp_buf_putc(&g->cbuf, '\t');
-    rc |= pp_copy_escape(&g->cbuf, raw, len);
+    /* in jsonb's member order: the server's jsonb input has nothing to sort */
+    rc |= pp_copy_jsonb(&g->cbuf, p->ig->jb, raw, len);
     if (rc != PGPIPE_OK)
         return PGPIPE_NOMEM;
     return ig_row_end(p, coff, raw, len, line, col, off);
@@ -30583,6 +30585,8 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
         pgpipe_json_doc_close(ig->doc);
     framer_free(&ig->fr);
     pp_buf_free(&ig->etb);
+    pp_buf_free(&ig->jb[0]);
+    pp_buf_free(&ig->jb[1]);
     pp_free(ig->conninfo);
     pp_free(ig);
 }
@@ -32614,39 +32618,6 @@ void pgpipe_http_close(pgpipe_http *h)
 struct pgpipe_http {
     pp_handle h;
 };
-
-/* The statements of the server's own connection (schema install, tokens)
-** wait for a lock (on 1: the install, the tokens) and run (on 2: the tokens)
-** at most commit_timeout_ms: session settings,
-** put back (off) once the open is done (behind a transaction pooler a
-** session setting would stay on a server connection others get). */
-static int hs_db_bound(pgpipe_http *h, int on)
-{
-    char sql[160];
-    if (on == 1) /* a migration may take long: only its waits for a lock are bounded */
-        snprintf(sql, sizeof sql, "SET lock_timeout = %d", h->o.commit_timeout_ms);
-    else if (on == 2)
-        snprintf(sql, sizeof sql, "SET statement_timeout = %d", h->o.commit_timeout_ms);
-    else
-        snprintf(sql, sizeof sql, "RESET lock_timeout; RESET statement_timeout");
-    return pp_exec(h->db, sql, 0, NULL, NULL, &h->h.err, "http: bounding the open's statements");
-}
-
-/* An open's statement failed: when it waited too long (lock_timeout,
-** statement_timeout), say what for and how long. */
-static int hs_open_waited(pgpipe_http *h, int rc, const char *what)
-{
-    const char *st = h->h.err.sqlstate;
-    if (rc != PGPIPE_DB || (strcmp(st, "55P03") && strcmp(st, "57014")))
-        return rc;
-    char m[sizeof h->h.err.message];
-    snprintf(m, sizeof m, "%s", h->h.err.message);
-    pp_err(&h->h.err, PGPIPE_DB, "http: %s waited longer than commit_timeout_ms (%d ms) for a "
-           "lock or an answer: another session holds a lock on it (see pg_locks) or the "
-           "database does not answer: %s", what, h->o.commit_timeout_ms, m);
-    snprintf(h->h.err.sqlstate, sizeof h->h.err.sqlstate, "%s", st[0] ? st : "57014");
-    return PGPIPE_DB;
-}
 
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
@@ -37188,6 +37159,7 @@ typedef struct pull_writer {
     long long seq, n, nok, ndead;
     int end, has_next, has_cur;
     pp_buf copy, dlq, next;     /* the COPY rows, the dead letters, the next URL */
+    pp_buf jb[2];               /* a record in jsonb's member order (pp_copy_jsonb) */
     char high[512], cur[512];
 } pull_writer;
 
@@ -37598,6 +37570,8 @@ void pgpipe_pull_close(pgpipe_pull *p)
         pp_buf_free(&p->w[i].copy);
         pp_buf_free(&p->w[i].dlq);
         pp_buf_free(&p->w[i].next);
+        pp_buf_free(&p->w[i].jb[0]);
+        pp_buf_free(&p->w[i].jb[1]);
     }
     if (p->conn)
         PQfinish(p->conn);
@@ -37701,6 +37675,9 @@ static void pull_writer_shrink(pull_writer *w)
         pp_buf_free(&w->dlq);
     if (w->next.cap > PULL_KEEP_BODY)
         pp_buf_free(&w->next);
+    for (int i = 0; i < 2; i++)
+        if (w->jb[i].cap > PULL_KEEP_BODY)
+            pp_buf_free(&w->jb[i]);
 }
 
 /* May the page to parse next (hs) be built now? Always when no other page's
@@ -38665,7 +38642,8 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
             rc |= pp_copy_escape(cb, type, typel);
             rc |= pp_buf_putc(cb, '\t');
         }
-        rc |= pp_copy_escape(cb, txt, len);
+        /* in jsonb's member order: the server's jsonb input has nothing to sort */
+        rc |= pp_copy_jsonb(cb, w->jb, txt, len);
         rc |= pp_buf_append(cb, post, 38);
         if (rc != PGPIPE_OK)
             return pp_err_nomem(&p->h.err);

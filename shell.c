@@ -1338,6 +1338,14 @@ static int ct_cmp_ints(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Rows a and b hold the same value in col (NULL is the same as NULL). */
+static int ct_same(const PGresult *res, int col, int a, int b)
+{
+    int na = PQgetisnull(res, a, col);
+    return na == PQgetisnull(res, b, col) &&
+           (na || !strcmp(PQgetvalue(res, a, col), PQgetvalue(res, b, col)));
+}
+
 /* The distinct values of a column, numbered in the order they first appear:
 ** ids[row] is its value's number; first[number] the row it first appears
 ** in. Returns the count, -1 when out of memory. */
@@ -1355,9 +1363,7 @@ static int ct_distinct(const PGresult *res, int col, int *ids, int *first)
     /* each group's first row (the smallest: ties sort by row) stands for it */
     for (int i = 0; i < n;) {
         int j = i + 1;
-        while (j < n && PQgetisnull(res, idx[i], col) == PQgetisnull(res, idx[j], col) &&
-               (PQgetisnull(res, idx[i], col) ||
-                !strcmp(PQgetvalue(res, idx[i], col), PQgetvalue(res, idx[j], col))))
+        while (j < n && ct_same(res, col, idx[i], idx[j]))
             j++;
         first[nd++] = idx[i];
         i = j;
@@ -1366,9 +1372,7 @@ static int ct_distinct(const PGresult *res, int col, int *ids, int *first)
     qsort(first, (size_t)nd, sizeof *first, ct_cmp_ints);
     for (int i = 0; i < n;) {
         int j = i + 1;
-        while (j < n && PQgetisnull(res, idx[i], col) == PQgetisnull(res, idx[j], col) &&
-               (PQgetisnull(res, idx[i], col) ||
-                !strcmp(PQgetvalue(res, idx[i], col), PQgetvalue(res, idx[j], col))))
+        while (j < n && ct_same(res, col, idx[i], idx[j]))
             j++;
         int lo = 0, hi = nd - 1, at = 0;
         while (lo <= hi) { /* the group's first row among first[] */

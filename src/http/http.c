@@ -2021,39 +2021,6 @@ struct pgpipe_http {
     pp_handle h;
 };
 
-/* The statements of the server's own connection (schema install, tokens)
-** wait for a lock (on 1: the install, the tokens) and run (on 2: the tokens)
-** at most commit_timeout_ms: session settings,
-** put back (off) once the open is done (behind a transaction pooler a
-** session setting would stay on a server connection others get). */
-static int hs_db_bound(pgpipe_http *h, int on)
-{
-    char sql[160];
-    if (on == 1) /* a migration may take long: only its waits for a lock are bounded */
-        snprintf(sql, sizeof sql, "SET lock_timeout = %d", h->o.commit_timeout_ms);
-    else if (on == 2)
-        snprintf(sql, sizeof sql, "SET statement_timeout = %d", h->o.commit_timeout_ms);
-    else
-        snprintf(sql, sizeof sql, "RESET lock_timeout; RESET statement_timeout");
-    return pp_exec(h->db, sql, 0, NULL, NULL, &h->h.err, "http: bounding the open's statements");
-}
-
-/* An open's statement failed: when it waited too long (lock_timeout,
-** statement_timeout), say what for and how long. */
-static int hs_open_waited(pgpipe_http *h, int rc, const char *what)
-{
-    const char *st = h->h.err.sqlstate;
-    if (rc != PGPIPE_DB || (strcmp(st, "55P03") && strcmp(st, "57014")))
-        return rc;
-    char m[sizeof h->h.err.message];
-    snprintf(m, sizeof m, "%s", h->h.err.message);
-    pp_err(&h->h.err, PGPIPE_DB, "http: %s waited longer than commit_timeout_ms (%d ms) for a "
-           "lock or an answer: another session holds a lock on it (see pg_locks) or the "
-           "database does not answer: %s", what, h->o.commit_timeout_ms, m);
-    snprintf(h->h.err.sqlstate, sizeof h->h.err.sqlstate, "%s", st[0] ? st : "57014");
-    return PGPIPE_DB;
-}
-
 int pgpipe_http_open(pgpipe_http **out, const pgpipe_http_options *o)
 {
     (void)o;

@@ -203,6 +203,7 @@ struct pp_ingest {
     pgpipe_json_doc *doc;
     pp_framer fr;
     pp_buf etb;         /* the request's "source\tevent type" COPY text */
+    pp_buf jb[2];       /* a record in jsonb's member order (pp_copy_jsonb) */
 #ifndef PGPIPE_OMIT_SPOOL
     /* store and forward: the spool, its drainer */
     pgpipe_spool *sp;
@@ -587,7 +588,8 @@ static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long li
         return ig_dead(p, raw, len, line, col ? col + 1 : 0, off, m, (size_t)ml);
     }
     rc |= pp_buf_putc(&g->cbuf, '\t');
-    rc |= pp_copy_escape(&g->cbuf, raw, len);
+    /* in jsonb's member order: the server's jsonb input has nothing to sort */
+    rc |= pp_copy_jsonb(&g->cbuf, p->ig->jb, raw, len);
     if (rc != PGPIPE_OK)
         return PGPIPE_NOMEM;
     return ig_row_end(p, coff, raw, len, line, col, off);
@@ -3040,6 +3042,8 @@ PGPIPE_PRIVATE void pp_ingest_close(pp_ingest *ig)
         pgpipe_json_doc_close(ig->doc);
     framer_free(&ig->fr);
     pp_buf_free(&ig->etb);
+    pp_buf_free(&ig->jb[0]);
+    pp_buf_free(&ig->jb[1]);
     pp_free(ig->conninfo);
     pp_free(ig);
 }

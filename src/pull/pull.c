@@ -694,6 +694,7 @@ typedef struct pull_writer {
     long long seq, n, nok, ndead;
     int end, has_next, has_cur;
     pp_buf copy, dlq, next;     /* the COPY rows, the dead letters, the next URL */
+    pp_buf jb[2];               /* a record in jsonb's member order (pp_copy_jsonb) */
     char high[512], cur[512];
 } pull_writer;
 
@@ -1104,6 +1105,8 @@ void pgpipe_pull_close(pgpipe_pull *p)
         pp_buf_free(&p->w[i].copy);
         pp_buf_free(&p->w[i].dlq);
         pp_buf_free(&p->w[i].next);
+        pp_buf_free(&p->w[i].jb[0]);
+        pp_buf_free(&p->w[i].jb[1]);
     }
     if (p->conn)
         PQfinish(p->conn);
@@ -1207,6 +1210,9 @@ static void pull_writer_shrink(pull_writer *w)
         pp_buf_free(&w->dlq);
     if (w->next.cap > PULL_KEEP_BODY)
         pp_buf_free(&w->next);
+    for (int i = 0; i < 2; i++)
+        if (w->jb[i].cap > PULL_KEEP_BODY)
+            pp_buf_free(&w->jb[i]);
 }
 
 /* May the page to parse next (hs) be built now? Always when no other page's
@@ -2171,7 +2177,8 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
             rc |= pp_copy_escape(cb, type, typel);
             rc |= pp_buf_putc(cb, '\t');
         }
-        rc |= pp_copy_escape(cb, txt, len);
+        /* in jsonb's member order: the server's jsonb input has nothing to sort */
+        rc |= pp_copy_jsonb(cb, w->jb, txt, len);
         rc |= pp_buf_append(cb, post, 38);
         if (rc != PGPIPE_OK)
             return pp_err_nomem(&p->h.err);
