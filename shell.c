@@ -6845,7 +6845,7 @@ static const optdef opts_serve[] = {
       ".serve --group-records 1000" },
     { "--committers", NULL, OPT_INT, "N", 1, 64, "2", "connections committing groups",
       ".serve --committers 4" },
-    { "--max-header", NULL, OPT_INT, "BYTES", 256, INT_MAX, "16384",
+    { "--max-header", NULL, OPT_INT, "BYTES", 256, 1048576, "16384",
       "request line and headers",
       ".serve --max-header 32768" },
     { "--max-body", NULL, OPT_INT, "BYTES", 1, LLONG_MAX, "8388608", "a request's body (413)",

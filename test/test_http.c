@@ -1159,6 +1159,15 @@ PGT_TEST(http, open_checks_options)
     PGT_CONTAINS(pgpipe_errmsg(h), "max_connections");
     pgpipe_http_close(h);
     o.max_connections = 10;
+    /* a header limit each connection could fill, outside memory_budget */
+    o.max_header_bytes = (1 << 20) + 1;
+    PGT_EQ_INT(pgpipe_http_open(&h, &o), PGPIPE_MISUSE);
+    PGT_CONTAINS(pgpipe_errmsg(h), "max_header_bytes: 1048577 is not 256..1048576");
+    pgpipe_http_close(h);
+    o.max_header_bytes = 255;
+    PGT_EQ_INT(pgpipe_http_open(&h, &o), PGPIPE_MISUSE);
+    pgpipe_http_close(h);
+    o.max_header_bytes = 16 << 10;
     o.conninfo = "host=/nonexistent-dir port=1";
     PGT_CHECK(pgpipe_http_open(&h, &o) != PGPIPE_OK);
     PGT_CONTAINS(pgpipe_errmsg(h), "conninfo");

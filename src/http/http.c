@@ -1437,9 +1437,10 @@ static int hs_check_options(pgpipe_http *h, const pgpipe_http_options *o)
     pgpipe_error *e = &h->h.err;
     if (!o->listen || !*o->listen)
         return pp_err(e, PGPIPE_MISUSE, "options.listen: no address (HOST:PORT)");
-    if (o->max_header_bytes < 256)
-        return pp_err(e, PGPIPE_MISUSE, "options.max_header_bytes: %zu is below 256",
-                      o->max_header_bytes);
+    /* every connection may hold this much header, outside memory_budget */
+    if (o->max_header_bytes < 256 || o->max_header_bytes > PP_HTTP_MAX_HEADER_CAP)
+        return pp_err(e, PGPIPE_MISUSE, "options.max_header_bytes: %zu is not 256..%d",
+                      o->max_header_bytes, PP_HTTP_MAX_HEADER_CAP);
     if (o->max_body_bytes < 1 || (o->max_body_bytes - 1) / 1024 / 1024 / 1024 >= 16)
         return pp_err(e, PGPIPE_MISUSE, "options.max_body_bytes: %zu is not 1..16 GiB",
                       o->max_body_bytes);

@@ -105,7 +105,7 @@ typedef struct pgpipe_http_options {
     const char *trusted_proxies;  /* comma-separated addresses/CIDRs whose
                                      X-Forwarded-For is believed; NULL = none */
     /* limits */
-    size_t max_header_bytes;      /* request line + headers; 16 KiB */
+    size_t max_header_bytes;      /* request line + headers; 16 KiB, at most 1 MiB */
     size_t max_body_bytes;        /* 8 MiB */
     int max_records;              /* per request; 10000 */
     int max_connections;          /* open at once; 4096 (fewer when the open-file

@@ -33,6 +33,8 @@ enum { PP_HTTP_GET = 1, PP_HTTP_HEAD, PP_HTTP_POST, PP_HTTP_PUT, PP_HTTP_DELETE,
        PP_HTTP_OPTIONS, PP_HTTP_OTHER };
 
 #define PP_HTTP_MAX_HEADERS 100
+/* the largest max_header_bytes: each connection may buffer that much */
+#define PP_HTTP_MAX_HEADER_CAP (1 << 20)
 
 typedef struct pp_http_request {
     int method;                 /* PP_HTTP_* */
