@@ -601,6 +601,13 @@ typedef struct copy_lane {
 #endif
 } copy_lane;
 
+/* A CSV header as the keys of JSON objects (copy_csv_keys, below). */
+typedef struct copy_csv_head {
+    pp_buf *keys;   /* per header column */
+    int *order;     /* the columns in the object's order */
+    int n;
+} copy_csv_head;
+
 struct pgpipe_loader {
     pp_handle hdr;
     int not_open;            /* pgpipe_loader_open failed: every call but close is refused */
@@ -679,8 +686,7 @@ struct pgpipe_loader {
     pp_buf sniff;         /* input held until the format is known */
     pgpipe_csv *csv;
     int csv_ready;
-    pp_buf *csv_keys;     /* per header column: "key": JSON + COPY escaped */
-    int ncsv_keys;
+    copy_csv_head csv_head; /* the header's "key": prefixes and their order */
     pgpipe_json_doc *doc;
     pp_buf scratch;
     pp_buf jscratch[2];   /* a JSON value in jsonb's member order */
@@ -714,12 +720,14 @@ PGPIPE_PRIVATE void copy_framer_begin(pgpipe_loader *l, int format);
 PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l);
 /* A CSV record as a JSON object, the loader's way (also the HTTP ingest's
 ** text/csv bodies): copy_csv_keys makes the "name": prefix of each header
-** column (JSON- and COPY-escaped; *keys freed by the caller, each pp_buf and
-** the array), copy_csv_object appends {"name":"value",..} of the fields f,
-** COPY-escaped, an empty unquoted field as null. PGPIPE_OK or NOMEM. */
-PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, pp_buf **keys, int *nkeys);
-PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const pp_buf *keys, int nkeys,
-                                   const pgpipe_csv_span *f, int nf);
+** column (JSON- and COPY-escaped) and the columns' order in the object,
+** jsonb's order of their names (shorter first, then bytewise; a name given
+** twice keeps its order, so the last wins), so the server's jsonb input has
+** nothing to sort; copy_csv_object appends {"name":"value",..} of the fields
+** f, COPY-escaped, an empty unquoted field as null. PGPIPE_OK or NOMEM. */
+PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, copy_csv_head *h);
+PGPIPE_PRIVATE void copy_csv_keys_free(copy_csv_head *h);
+PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const copy_csv_head *h, const pgpipe_csv_span *f, int nf);
 /* Is raw (a record starting on line) not valid UTF-8 text or holds a NUL?
 ** 1 with msg naming the line and column of the bad byte (*eline, *ecol). */
 PGPIPE_PRIVATE int copy_text_problem(const char *raw, size_t len, long long line, char *msg,
@@ -16746,11 +16754,7 @@ static void copy_load_free_state(pgpipe_loader *l)
     if (l->csv)
         pgpipe_csv_close(l->csv);
     l->csv = NULL;
-    for (int i = 0; i < l->ncsv_keys; i++)
-        pp_buf_free(&l->csv_keys[i]);
-    pp_free(l->csv_keys);
-    l->csv_keys = NULL;
-    l->ncsv_keys = 0;
+    copy_csv_keys_free(&l->csv_head);
     l->csv_ready = 0;
     pp_free(l->source);
     pp_free(l->load_key);
@@ -17736,31 +17740,75 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
 
 /* ---- CSV ------------------------------------------------------------------ */
 
-PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, pp_buf **keys, int *nkeys)
+/* A header name while the columns are put in jsonb's order of their names
+** (shorter first, then bytewise; between equal names, the column's position). */
+typedef struct copy_csv_name {
+    const char *name;
+    size_t len;
+    int col;
+} copy_csv_name;
+
+static int copy_csv_cmp(const void *x, const void *y)
+{
+    const copy_csv_name *a = x, *b = y;
+    if (a->len != b->len)
+        return a->len < b->len ? -1 : 1;
+    int c = memcmp(a->name, b->name, a->len);
+    return c ? c : (a->col > b->col) - (a->col < b->col);
+}
+
+PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, copy_csv_head *h)
 {
     int n = pgpipe_csv_header_count(csv);
-    *keys = pp_calloc((size_t)(n > 0 ? n : 1), sizeof **keys);
-    if (!*keys)
+    size_t cap = (size_t)(n > 0 ? n : 1);
+    h->n = 0;
+    h->keys = pp_calloc(cap, sizeof *h->keys);
+    h->order = pp_calloc(cap, sizeof *h->order);
+    copy_csv_name *names = pp_calloc(cap, sizeof *names);
+    if (!h->keys || !h->order || !names) {
+        pp_free(names);
         return PGPIPE_NOMEM;
-    *nkeys = n;
-    for (int i = 0; i < n; i++) {
-        const char *h = pgpipe_csv_header_name(csv, i);
-        if (pp_json_str(&(*keys)[i], h, strlen(h), PP_JSON_COPY) != PGPIPE_OK ||
-            pp_buf_putc(&(*keys)[i], ':') != PGPIPE_OK)
-            return PGPIPE_NOMEM;
     }
+    h->n = n;
+    for (int i = 0; i < n; i++) {
+        const char *name = pgpipe_csv_header_name(csv, i);
+        names[i] = (copy_csv_name){ name, strlen(name), i };
+        if (pp_json_str(&h->keys[i], name, names[i].len, PP_JSON_COPY) != PGPIPE_OK ||
+            pp_buf_putc(&h->keys[i], ':') != PGPIPE_OK) {
+            pp_free(names);
+            return PGPIPE_NOMEM;
+        }
+    }
+    qsort(names, (size_t)n, sizeof *names, copy_csv_cmp);
+    for (int i = 0; i < n; i++)
+        h->order[i] = names[i].col;
+    pp_free(names);
     return PGPIPE_OK;
 }
 
-PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const pp_buf *keys, int nkeys,
-                                   const pgpipe_csv_span *f, int nf)
+PGPIPE_PRIVATE void copy_csv_keys_free(copy_csv_head *h)
+{
+    for (int i = 0; h->keys && i < h->n; i++)
+        pp_buf_free(&h->keys[i]);
+    pp_free(h->keys);
+    pp_free(h->order);
+    h->keys = NULL;
+    h->order = NULL;
+    h->n = 0;
+}
+
+PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const copy_csv_head *h, const pgpipe_csv_span *f, int nf)
 {
     int rc = pp_buf_putc(b, '{');
-    int m = nf < nkeys ? nf : nkeys;
-    for (int k = 0; k < m && rc == PGPIPE_OK; k++) {
-        if (k)
+    int m = nf < h->n ? nf : h->n, first = 1;
+    for (int a = 0; a < h->n && rc == PGPIPE_OK; a++) {
+        int k = h->order[a];
+        if (k >= m)
+            continue;
+        if (!first)
             rc |= pp_buf_putc(b, ',');
-        rc |= pp_buf_append(b, keys[k].data, keys[k].len);
+        first = 0;
+        rc |= pp_buf_append(b, h->keys[k].data, h->keys[k].len);
         if (f[k].len == 0 && !f[k].quoted)
             rc |= pp_buf_append(b, "null", 4);
         else
@@ -17798,7 +17846,7 @@ PGPIPE_PRIVATE int copy_text_problem(const char *raw, size_t len, long long line
 
 static int copy_csv_setup(pgpipe_loader *l)
 {
-    if (copy_csv_keys(l->csv, &l->csv_keys, &l->ncsv_keys) != PGPIPE_OK)
+    if (copy_csv_keys(l->csv, &l->csv_head) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
     for (int i = 0; i < l->ncols; i++) {
         copy_col *c = &l->cols[i];
@@ -17880,7 +17928,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
             rc |= c->json ? pp_copy_jsonb(b, l->jscratch, f[k].data, f[k].len)
                           : pp_copy_escape(b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
-            rc |= copy_csv_object(b, l->csv_keys, l->ncsv_keys, f, nf);
+            rc |= copy_csv_object(b, &l->csv_head, f, nf);
         } else {
             rc |= copy_put_common(l, c, line);
         }
@@ -28219,8 +28267,8 @@ static int ig_csv_body(ig_parse *p)
     co.header = 1;
     co.source = "<body>";
     pgpipe_csv *csv = NULL;
-    pp_buf *keys = NULL;
-    int nkeys = 0, etk = -1;
+    copy_csv_head head = { NULL, NULL, 0 };
+    int etk = -1;
     int rc = pgpipe_csv_open_feed(&csv, &co);
     if (rc == PGPIPE_OK)
         rc = pgpipe_csv_feed(csv, p->body, p->body_len);
@@ -28243,8 +28291,8 @@ static int ig_csv_body(ig_parse *p)
             rc = ig_refuse(p, 400, "the body is not CSV: %s (line %lld)", e->message, e->line);
             break;
         }
-        if (!keys) {
-            if (copy_csv_keys(csv, &keys, &nkeys) != PGPIPE_OK) {
+        if (!head.keys) {
+            if (copy_csv_keys(csv, &head) != PGPIPE_OK) {
                 rc = PGPIPE_NOMEM;
                 break;
             }
@@ -28274,7 +28322,7 @@ static int ig_csv_body(ig_parse *p)
             /* a name the header gives twice: the last column, as jsonb
             ** keeps the last of a key (a short row is a dead letter) */
             int ek = -1;
-            for (int k = (nf < nkeys ? nf : nkeys) - 1; etk >= 0 && k >= etk && ek < 0; k--)
+            for (int k = (nf < head.n ? nf : head.n) - 1; etk >= 0 && k >= etk && ek < 0; k--)
                 if (k == etk || !strcmp(pgpipe_csv_header_name(csv, k), p->et_field))
                     ek = k;
             if (ek >= 0 && (f[ek].len || f[ek].quoted))
@@ -28292,7 +28340,7 @@ static int ig_csv_body(ig_parse *p)
                 continue;
             }
             rc |= pp_buf_putc(&g->cbuf, '\t');
-            rc |= copy_csv_object(&g->cbuf, keys, nkeys, f, nf);
+            rc |= copy_csv_object(&g->cbuf, &head, f, nf);
             if (rc != PGPIPE_OK) {
                 rc = PGPIPE_NOMEM;
                 break;
@@ -28302,9 +28350,7 @@ static int ig_csv_body(ig_parse *p)
         if (rc != PGPIPE_OK)
             break;
     }
-    for (int i = 0; i < nkeys; i++)
-        pp_buf_free(&keys[i]);
-    pp_free(keys);
+    copy_csv_keys_free(&head);
     pgpipe_csv_close(csv);
     return rc;
 }

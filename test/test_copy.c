@@ -469,6 +469,41 @@ PGT_TEST(copy, jsonb_order_reads_the_same)
     PQfinish(c);
 }
 
+/* A CSV row as a JSON object: the header's columns in jsonb's order of
+** their names (a name given twice keeps its order), whatever the header's
+** order; a short row leaves its missing columns out. */
+PGT_TEST(copy, csv_object_in_jsonb_order)
+{
+    pgpipe_csv_options co;
+    pgpipe_csv_options_init(&co);
+    co.header = 1;
+    co.expected_fields = -1;
+    pgpipe_csv *csv = NULL;
+    PGT_OK(pgpipe_csv_open_feed(&csv, &co));
+    const char in[] = "kind,bb,a,\xc3\xa9,z,a\nk1,2,,x\ty,5,6\nk2,q\n";
+    PGT_OK(pgpipe_csv_feed(csv, in, sizeof in - 1));
+    PGT_OK(pgpipe_csv_feed_end(csv));
+    copy_csv_head h = { NULL, NULL, 0 };
+    pp_buf b = { 0 };
+    PGT_EQ_INT(pgpipe_csv_next(csv), PGPIPE_ROW);
+    PGT_OK(copy_csv_keys(csv, &h));
+    PGT_EQ_INT(h.n, 6);
+    int nf = 0;
+    const pgpipe_csv_span *f = pgpipe_csv_fields(csv, &nf);
+    PGT_OK(copy_csv_object(&b, &h, f, nf));
+    PGT_EQ_MEM(b.data, b.len, "{\"a\":null,\"a\":\"6\",\"z\":\"5\",\"bb\":\"2\",\"\xc3\xa9\":\"x\\\\ty\","
+                              "\"kind\":\"k1\"}", 60);
+    b.len = 0;
+    PGT_EQ_INT(pgpipe_csv_next(csv), PGPIPE_ROW);
+    f = pgpipe_csv_fields(csv, &nf);
+    PGT_OK(copy_csv_object(&b, &h, f, nf));
+    PGT_EQ_MEM(b.data, b.len, "{\"bb\":\"q\",\"kind\":\"k2\"}", 22);
+    copy_csv_keys_free(&h);
+    copy_csv_keys_free(&h); /* twice: nothing left to free */
+    pp_buf_free(&b);
+    pgpipe_csv_close(csv);
+}
+
 /* The loader sends payloads in jsonb's order: what lands is the record's
 ** JSON (duplicate keys: the last wins), from NDJSON and from a CSV column. */
 PGT_TEST(copy, payload_keys_in_jsonb_order)

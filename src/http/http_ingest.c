@@ -674,8 +674,8 @@ static int ig_csv_body(ig_parse *p)
     co.header = 1;
     co.source = "<body>";
     pgpipe_csv *csv = NULL;
-    pp_buf *keys = NULL;
-    int nkeys = 0, etk = -1;
+    copy_csv_head head = { NULL, NULL, 0 };
+    int etk = -1;
     int rc = pgpipe_csv_open_feed(&csv, &co);
     if (rc == PGPIPE_OK)
         rc = pgpipe_csv_feed(csv, p->body, p->body_len);
@@ -698,8 +698,8 @@ static int ig_csv_body(ig_parse *p)
             rc = ig_refuse(p, 400, "the body is not CSV: %s (line %lld)", e->message, e->line);
             break;
         }
-        if (!keys) {
-            if (copy_csv_keys(csv, &keys, &nkeys) != PGPIPE_OK) {
+        if (!head.keys) {
+            if (copy_csv_keys(csv, &head) != PGPIPE_OK) {
                 rc = PGPIPE_NOMEM;
                 break;
             }
@@ -729,7 +729,7 @@ static int ig_csv_body(ig_parse *p)
             /* a name the header gives twice: the last column, as jsonb
             ** keeps the last of a key (a short row is a dead letter) */
             int ek = -1;
-            for (int k = (nf < nkeys ? nf : nkeys) - 1; etk >= 0 && k >= etk && ek < 0; k--)
+            for (int k = (nf < head.n ? nf : head.n) - 1; etk >= 0 && k >= etk && ek < 0; k--)
                 if (k == etk || !strcmp(pgpipe_csv_header_name(csv, k), p->et_field))
                     ek = k;
             if (ek >= 0 && (f[ek].len || f[ek].quoted))
@@ -747,7 +747,7 @@ static int ig_csv_body(ig_parse *p)
                 continue;
             }
             rc |= pp_buf_putc(&g->cbuf, '\t');
-            rc |= copy_csv_object(&g->cbuf, keys, nkeys, f, nf);
+            rc |= copy_csv_object(&g->cbuf, &head, f, nf);
             if (rc != PGPIPE_OK) {
                 rc = PGPIPE_NOMEM;
                 break;
@@ -757,9 +757,7 @@ static int ig_csv_body(ig_parse *p)
         if (rc != PGPIPE_OK)
             break;
     }
-    for (int i = 0; i < nkeys; i++)
-        pp_buf_free(&keys[i]);
-    pp_free(keys);
+    copy_csv_keys_free(&head);
     pgpipe_csv_close(csv);
     return rc;
 }

@@ -896,11 +896,7 @@ static void copy_load_free_state(pgpipe_loader *l)
     if (l->csv)
         pgpipe_csv_close(l->csv);
     l->csv = NULL;
-    for (int i = 0; i < l->ncsv_keys; i++)
-        pp_buf_free(&l->csv_keys[i]);
-    pp_free(l->csv_keys);
-    l->csv_keys = NULL;
-    l->ncsv_keys = 0;
+    copy_csv_keys_free(&l->csv_head);
     l->csv_ready = 0;
     pp_free(l->source);
     pp_free(l->load_key);

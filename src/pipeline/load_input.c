@@ -193,31 +193,75 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
 
 /* ---- CSV ------------------------------------------------------------------ */
 
-PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, pp_buf **keys, int *nkeys)
+/* A header name while the columns are put in jsonb's order of their names
+** (shorter first, then bytewise; between equal names, the column's position). */
+typedef struct copy_csv_name {
+    const char *name;
+    size_t len;
+    int col;
+} copy_csv_name;
+
+static int copy_csv_cmp(const void *x, const void *y)
+{
+    const copy_csv_name *a = x, *b = y;
+    if (a->len != b->len)
+        return a->len < b->len ? -1 : 1;
+    int c = memcmp(a->name, b->name, a->len);
+    return c ? c : (a->col > b->col) - (a->col < b->col);
+}
+
+PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, copy_csv_head *h)
 {
     int n = pgpipe_csv_header_count(csv);
-    *keys = pp_calloc((size_t)(n > 0 ? n : 1), sizeof **keys);
-    if (!*keys)
+    size_t cap = (size_t)(n > 0 ? n : 1);
+    h->n = 0;
+    h->keys = pp_calloc(cap, sizeof *h->keys);
+    h->order = pp_calloc(cap, sizeof *h->order);
+    copy_csv_name *names = pp_calloc(cap, sizeof *names);
+    if (!h->keys || !h->order || !names) {
+        pp_free(names);
         return PGPIPE_NOMEM;
-    *nkeys = n;
-    for (int i = 0; i < n; i++) {
-        const char *h = pgpipe_csv_header_name(csv, i);
-        if (pp_json_str(&(*keys)[i], h, strlen(h), PP_JSON_COPY) != PGPIPE_OK ||
-            pp_buf_putc(&(*keys)[i], ':') != PGPIPE_OK)
-            return PGPIPE_NOMEM;
     }
+    h->n = n;
+    for (int i = 0; i < n; i++) {
+        const char *name = pgpipe_csv_header_name(csv, i);
+        names[i] = (copy_csv_name){ name, strlen(name), i };
+        if (pp_json_str(&h->keys[i], name, names[i].len, PP_JSON_COPY) != PGPIPE_OK ||
+            pp_buf_putc(&h->keys[i], ':') != PGPIPE_OK) {
+            pp_free(names);
+            return PGPIPE_NOMEM;
+        }
+    }
+    qsort(names, (size_t)n, sizeof *names, copy_csv_cmp);
+    for (int i = 0; i < n; i++)
+        h->order[i] = names[i].col;
+    pp_free(names);
     return PGPIPE_OK;
 }
 
-PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const pp_buf *keys, int nkeys,
-                                   const pgpipe_csv_span *f, int nf)
+PGPIPE_PRIVATE void copy_csv_keys_free(copy_csv_head *h)
+{
+    for (int i = 0; h->keys && i < h->n; i++)
+        pp_buf_free(&h->keys[i]);
+    pp_free(h->keys);
+    pp_free(h->order);
+    h->keys = NULL;
+    h->order = NULL;
+    h->n = 0;
+}
+
+PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const copy_csv_head *h, const pgpipe_csv_span *f, int nf)
 {
     int rc = pp_buf_putc(b, '{');
-    int m = nf < nkeys ? nf : nkeys;
-    for (int k = 0; k < m && rc == PGPIPE_OK; k++) {
-        if (k)
+    int m = nf < h->n ? nf : h->n, first = 1;
+    for (int a = 0; a < h->n && rc == PGPIPE_OK; a++) {
+        int k = h->order[a];
+        if (k >= m)
+            continue;
+        if (!first)
             rc |= pp_buf_putc(b, ',');
-        rc |= pp_buf_append(b, keys[k].data, keys[k].len);
+        first = 0;
+        rc |= pp_buf_append(b, h->keys[k].data, h->keys[k].len);
         if (f[k].len == 0 && !f[k].quoted)
             rc |= pp_buf_append(b, "null", 4);
         else
@@ -255,7 +299,7 @@ PGPIPE_PRIVATE int copy_text_problem(const char *raw, size_t len, long long line
 
 static int copy_csv_setup(pgpipe_loader *l)
 {
-    if (copy_csv_keys(l->csv, &l->csv_keys, &l->ncsv_keys) != PGPIPE_OK)
+    if (copy_csv_keys(l->csv, &l->csv_head) != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
     for (int i = 0; i < l->ncols; i++) {
         copy_col *c = &l->cols[i];
@@ -337,7 +381,7 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
             rc |= c->json ? pp_copy_jsonb(b, l->jscratch, f[k].data, f[k].len)
                           : pp_copy_escape(b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
-            rc |= copy_csv_object(b, l->csv_keys, l->ncsv_keys, f, nf);
+            rc |= copy_csv_object(b, &l->csv_head, f, nf);
         } else {
             rc |= copy_put_common(l, c, line);
         }

@@ -101,6 +101,13 @@ typedef struct copy_lane {
 #endif
 } copy_lane;
 
+/* A CSV header as the keys of JSON objects (copy_csv_keys, below). */
+typedef struct copy_csv_head {
+    pp_buf *keys;   /* per header column */
+    int *order;     /* the columns in the object's order */
+    int n;
+} copy_csv_head;
+
 struct pgpipe_loader {
     pp_handle hdr;
     int not_open;            /* pgpipe_loader_open failed: every call but close is refused */
@@ -179,8 +186,7 @@ struct pgpipe_loader {
     pp_buf sniff;         /* input held until the format is known */
     pgpipe_csv *csv;
     int csv_ready;
-    pp_buf *csv_keys;     /* per header column: "key": JSON + COPY escaped */
-    int ncsv_keys;
+    copy_csv_head csv_head; /* the header's "key": prefixes and their order */
     pgpipe_json_doc *doc;
     pp_buf scratch;
     pp_buf jscratch[2];   /* a JSON value in jsonb's member order */
@@ -214,12 +220,14 @@ PGPIPE_PRIVATE void copy_framer_begin(pgpipe_loader *l, int format);
 PGPIPE_PRIVATE int copy_json_end(pgpipe_loader *l);
 /* A CSV record as a JSON object, the loader's way (also the HTTP ingest's
 ** text/csv bodies): copy_csv_keys makes the "name": prefix of each header
-** column (JSON- and COPY-escaped; *keys freed by the caller, each pp_buf and
-** the array), copy_csv_object appends {"name":"value",..} of the fields f,
-** COPY-escaped, an empty unquoted field as null. PGPIPE_OK or NOMEM. */
-PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, pp_buf **keys, int *nkeys);
-PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const pp_buf *keys, int nkeys,
-                                   const pgpipe_csv_span *f, int nf);
+** column (JSON- and COPY-escaped) and the columns' order in the object,
+** jsonb's order of their names (shorter first, then bytewise; a name given
+** twice keeps its order, so the last wins), so the server's jsonb input has
+** nothing to sort; copy_csv_object appends {"name":"value",..} of the fields
+** f, COPY-escaped, an empty unquoted field as null. PGPIPE_OK or NOMEM. */
+PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, copy_csv_head *h);
+PGPIPE_PRIVATE void copy_csv_keys_free(copy_csv_head *h);
+PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const copy_csv_head *h, const pgpipe_csv_span *f, int nf);
 /* Is raw (a record starting on line) not valid UTF-8 text or holds a NUL?
 ** 1 with msg naming the line and column of the bad byte (*eline, *ecol). */
 PGPIPE_PRIVATE int copy_text_problem(const char *raw, size_t len, long long line, char *msg,
