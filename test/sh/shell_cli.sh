@@ -122,13 +122,13 @@ grep -q '^error: \[42601\]' "$tmp/err" || fail "argument error: $(cat "$tmp/err"
 
 # ---- backslash commands in a script ------------------------------------------
 printf 'SELECT 1;\n' > "$tmp/inc.sql"
-printf '\\x\nSELECT 1 AS a, 2 AS b;\n\\x off\n\\i %s\n\\timing on\n\\crosstabview\n\\q\nSELECT 99;\n' "$tmp/inc.sql" |
+printf '\\x\nSELECT 1 AS a, 2 AS b;\n\\x off\n\\i %s\n\\timing on\n\\bind\n\\q\nSELECT 99;\n' "$tmp/inc.sql" |
     $P "$D" >"$tmp/out" 2>"$tmp/err"; rc=$?
 [ $rc = 1 ] || fail "backslash script: exit $rc"
 has "$(cat "$tmp/out")" "a | 1"
 has "$(cat "$tmp/out")" "(1 row)"
 has "$(cat "$tmp/out")" "Timing is on."
-has "$(cat "$tmp/err")" "<stdin>:6: error: invalid command \\crosstabview"
+has "$(cat "$tmp/err")" "<stdin>:6: error: invalid command \\bind"
 grep -q 99 "$tmp/out" && fail "\\q did not end the script"
 # inside a statement: \g runs it, \r clears it, \q quits; in COPY data \N is data
 $P "$D" "CREATE TABLE cli_n (v text)" >/dev/null
