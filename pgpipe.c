@@ -191,6 +191,8 @@ PGPIPE_PRIVATE int pp_json_str(pp_buf *b, const char *s, size_t n, int flags);
 ** escape or with more than 32 members keeps its order, values deeper than 16
 ** levels are copied as they are, text that is not JSON is copied whole. */
 PGPIPE_PRIVATE int pp_jsonb_order(pp_buf *o, const char *s, size_t n);
+/* The same with tmp, a buffer the caller reuses (no allocation per call). */
+PGPIPE_PRIVATE int pp_jsonb_order_buf(pp_buf *o, pp_buf *tmp, const char *s, size_t n);
 /* The same, COPY-escaped onto b (scratch: two buffers the caller reuses). */
 PGPIPE_PRIVATE int pp_copy_jsonb(pp_buf *b, pp_buf scratch[2], const char *s, size_t n);
 
@@ -4860,7 +4862,7 @@ static int pp_jb_value(pp_jb *j, int depth)
     return PGPIPE_OK;
 }
 
-static int pp_jsonb_order_tmp(pp_buf *o, pp_buf *tmp, const char *s, size_t n)
+PGPIPE_PRIVATE int pp_jsonb_order_buf(pp_buf *o, pp_buf *tmp, const char *s, size_t n)
 {
     pp_jb j = { o, *tmp, s, n, 0 };
     size_t start = o->len;
@@ -4883,7 +4885,7 @@ static int pp_jsonb_order_tmp(pp_buf *o, pp_buf *tmp, const char *s, size_t n)
 PGPIPE_PRIVATE int pp_jsonb_order(pp_buf *o, const char *s, size_t n)
 {
     pp_buf tmp = { 0 };
-    int rc = pp_jsonb_order_tmp(o, &tmp, s, n);
+    int rc = pp_jsonb_order_buf(o, &tmp, s, n);
     pp_buf_free(&tmp);
     return rc;
 }
@@ -4891,7 +4893,7 @@ PGPIPE_PRIVATE int pp_jsonb_order(pp_buf *o, const char *s, size_t n)
 PGPIPE_PRIVATE int pp_copy_jsonb(pp_buf *b, pp_buf scratch[2], const char *s, size_t n)
 {
     scratch[0].len = 0;
-    if (pp_jsonb_order_tmp(&scratch[0], &scratch[1], s, n) != PGPIPE_OK)
+    if (pp_jsonb_order_buf(&scratch[0], &scratch[1], s, n) != PGPIPE_OK)
         return PGPIPE_NOMEM;
     return pp_copy_escape(b, scratch[0].data, scratch[0].len);
 }

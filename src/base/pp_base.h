@@ -180,6 +180,8 @@ PGPIPE_PRIVATE int pp_json_str(pp_buf *b, const char *s, size_t n, int flags);
 ** escape or with more than 32 members keeps its order, values deeper than 16
 ** levels are copied as they are, text that is not JSON is copied whole. */
 PGPIPE_PRIVATE int pp_jsonb_order(pp_buf *o, const char *s, size_t n);
+/* The same with tmp, a buffer the caller reuses (no allocation per call). */
+PGPIPE_PRIVATE int pp_jsonb_order_buf(pp_buf *o, pp_buf *tmp, const char *s, size_t n);
 /* The same, COPY-escaped onto b (scratch: two buffers the caller reuses). */
 PGPIPE_PRIVATE int pp_copy_jsonb(pp_buf *b, pp_buf scratch[2], const char *s, size_t n);
 

@@ -509,7 +509,7 @@ static int pp_jb_value(pp_jb *j, int depth)
     return PGPIPE_OK;
 }
 
-static int pp_jsonb_order_tmp(pp_buf *o, pp_buf *tmp, const char *s, size_t n)
+PGPIPE_PRIVATE int pp_jsonb_order_buf(pp_buf *o, pp_buf *tmp, const char *s, size_t n)
 {
     pp_jb j = { o, *tmp, s, n, 0 };
     size_t start = o->len;
@@ -532,7 +532,7 @@ static int pp_jsonb_order_tmp(pp_buf *o, pp_buf *tmp, const char *s, size_t n)
 PGPIPE_PRIVATE int pp_jsonb_order(pp_buf *o, const char *s, size_t n)
 {
     pp_buf tmp = { 0 };
-    int rc = pp_jsonb_order_tmp(o, &tmp, s, n);
+    int rc = pp_jsonb_order_buf(o, &tmp, s, n);
     pp_buf_free(&tmp);
     return rc;
 }
@@ -540,7 +540,7 @@ PGPIPE_PRIVATE int pp_jsonb_order(pp_buf *o, const char *s, size_t n)
 PGPIPE_PRIVATE int pp_copy_jsonb(pp_buf *b, pp_buf scratch[2], const char *s, size_t n)
 {
     scratch[0].len = 0;
-    if (pp_jsonb_order_tmp(&scratch[0], &scratch[1], s, n) != PGPIPE_OK)
+    if (pp_jsonb_order_buf(&scratch[0], &scratch[1], s, n) != PGPIPE_OK)
         return PGPIPE_NOMEM;
     return pp_copy_escape(b, scratch[0].data, scratch[0].len);
 }
