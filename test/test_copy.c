@@ -483,20 +483,25 @@ PGT_TEST(copy, csv_object_in_jsonb_order)
     const char in[] = "kind,bb,a,\xc3\xa9,z,a\nk1,2,,x\ty,5,6\nk2,q\n";
     PGT_OK(pgpipe_csv_feed(csv, in, sizeof in - 1));
     PGT_OK(pgpipe_csv_feed_end(csv));
-    copy_csv_head h = { NULL, NULL, 0 };
+    copy_csv_head h = { NULL, NULL, NULL, 0 };
     pp_buf b = { 0 };
     PGT_EQ_INT(pgpipe_csv_next(csv), PGPIPE_ROW);
     PGT_OK(copy_csv_keys(csv, &h));
     PGT_EQ_INT(h.n, 6);
     int nf = 0;
     const pgpipe_csv_span *f = pgpipe_csv_fields(csv, &nf);
-    PGT_OK(copy_csv_object(&b, &h, f, nf));
+    PGT_OK(copy_csv_object(&b, &h, f, nf, 1));
     PGT_EQ_MEM(b.data, b.len, "{\"a\":null,\"a\":\"6\",\"z\":\"5\",\"bb\":\"2\",\"\xc3\xa9\":\"x\\\\ty\","
                               "\"kind\":\"k1\"}", 60);
+    /* plain JSON for binary COPY: the tab's escape not doubled */
+    b.len = 0;
+    PGT_OK(copy_csv_object(&b, &h, f, nf, 0));
+    PGT_EQ_MEM(b.data, b.len, "{\"a\":null,\"a\":\"6\",\"z\":\"5\",\"bb\":\"2\",\"\xc3\xa9\":\"x\\ty\","
+                              "\"kind\":\"k1\"}", 59);
     b.len = 0;
     PGT_EQ_INT(pgpipe_csv_next(csv), PGPIPE_ROW);
     f = pgpipe_csv_fields(csv, &nf);
-    PGT_OK(copy_csv_object(&b, &h, f, nf));
+    PGT_OK(copy_csv_object(&b, &h, f, nf, 1));
     PGT_EQ_MEM(b.data, b.len, "{\"bb\":\"q\",\"kind\":\"k2\"}", 22);
     copy_csv_keys_free(&h);
     copy_csv_keys_free(&h); /* twice: nothing left to free */
@@ -541,6 +546,184 @@ PGT_TEST(copy, payload_keys_in_jsonb_order)
              "ON b.batch_id = e.batch_id WHERE b.load_id = %lld", s.load_id);
     PGT_EQ_STR(copy_t_str(c, sql), "{\"a\": 3, \"bb\": 1}");
     PQfinish(c);
+}
+
+/* Load path (NDJSON or CSV, with o's mapping) into the database of dsn
+** once as binary COPY (the default target's default) and once as COPY text
+** (PGPIPE_COPY_FORMAT=text); *bin gets whether each went binary. The rows
+** and dead letters of the two loads must read the same. */
+static void copy_t_both_ways(const char *dsn, const char *path, pgpipe_loader_options *o,
+                             int want_binary)
+{
+    static int calls;
+    calls++;
+    long long id[2];
+    int bin[2];
+    pgpipe_load_summary s[2];
+    for (int k = 0; k < 2; k++) {
+        if (k)
+            setenv("PGPIPE_COPY_FORMAT", "text", 1);
+        char key[64];
+        snprintf(key, sizeof key, "both-%d-%d-%ld", calls, k, (long)getpid());
+        o->load_key = key;
+        o->conninfo = dsn;
+        o->batch_rows = 7; /* many batches: chained COPYs, and isolation in several */
+        pgpipe_loader *l = NULL;
+        PGT_CHECK_MSG(pgpipe_loader_open(&l, o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+        PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+        bin[k] = l->binary;
+        PGT_OK(pgpipe_loader_summary(l, &s[k]));
+        id[k] = s[k].load_id;
+        pgpipe_loader_close(l);
+        unsetenv("PGPIPE_COPY_FORMAT");
+    }
+    PGT_EQ_INT(bin[0], want_binary);
+    PGT_EQ_INT(bin[1], 0);
+    PGT_EQ_INT(s[0].rows_loaded, s[1].rows_loaded);
+    PGT_EQ_INT(s[0].rows_dead, s[1].rows_dead);
+    PGT_CHECK(s[0].rows_loaded > 0);
+    PGconn *c = PQconnectdb(dsn);
+    PGT_CHECK(PQstatus(c) == CONNECTION_OK);
+    char sql[2000];
+    /* the same rows (as multisets), and the same dead letters (line, error) */
+    const char *rows = "SELECT e.source, e.event_type, e.payload FROM staging.raw_events e JOIN "
+                       "pgpipe.load_batches b ON b.batch_id = e.batch_id WHERE b.load_id = %lld";
+    /* (the server's message may name the row's values, ids included: its
+    ** start, up to them) */
+    const char *dead = "SELECT line_number, sqlstate, raw_text, split_part(error_message, "
+                       "' (Failing row', 1) FROM pgpipe.dead_letters WHERE load_id = %lld";
+    for (int q = 0; q < 2; q++) {
+        const char *f = q ? dead : rows;
+        char a[300], b[300];
+        snprintf(a, sizeof a, f, id[0]);
+        snprintf(b, sizeof b, f, id[1]);
+        snprintf(sql, sizeof sql, "SELECT (SELECT count(*) FROM (%s EXCEPT ALL %s) x) + "
+                 "(SELECT count(*) FROM (%s EXCEPT ALL %s) y)", a, b, b, a);
+        PGT_EQ_INT(copy_t_int(c, sql), 0);
+    }
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM staging.raw_events e JOIN pgpipe.load_batches b "
+             "ON b.batch_id = e.batch_id WHERE b.load_id = %lld", id[0]);
+    PGT_EQ_INT(copy_t_int(c, sql), s[0].rows_loaded);
+    PQfinish(c);
+}
+
+/* Binary COPY (the default target) stores what COPY text stores: strings
+** with tabs, newlines, backslashes, quotes, escapes and UTF-8; numbers,
+** booleans and objects as the event type (text); nulls; rows the server
+** rejects (a \u0000 in jsonb) dead-lettered at the same lines; CSV rows as
+** objects and a CSV JSON column. */
+PGT_TEST(copy, binary_rows_read_the_same_as_text)
+{
+    char path[512];
+    copy_t_path(path, sizeof path, "bin.ndjson");
+    pp_buf nd = { 0 };
+    static const char *const recs[] = {
+        "{\"event_type\":\"a\\tb\\nc\\\\d\\\"e\",\"x\":\"tab\\there\",\"k\\\\ey\":1}",
+        "{\"event_type\":\"caf\xc3\xa9 \\u00e9 \\ud83d\\ude00\",\"z\":[1,2,{\"b\":1,\"a\":2}]}",
+        "{\"event_type\":42,\"n\":-0,\"big\":1e400,\"f\":1.0E+2}",
+        "{\"event_type\":true,\"nested\":{\"deep\":{\"deeper\":[[],{}]}}}",
+        "{\"event_type\":{\"kind\":\"obj\",\"a\":[1]},\"v\":null}",
+        "{\"event_type\":\"bad\",\"p\":\"nul \\u0000 here\"}",   /* jsonb refuses \u0000 */
+        "{\"event_type\":null}",                               /* required field: dead letter */
+        "{\"event_type\":\"dup\",\"a\":1,\"a\":2}",
+        "{\"event_type\":\"\\\\N\",\"s\":\"\\\\.\"}",          /* COPY text's NULL and end marker */
+        "{}",
+    };
+    for (int i = 0; i < 40; i++) {
+        const char *r = recs[i % 10];
+        pp_buf_append(&nd, r, strlen(r));
+        pp_buf_putc(&nd, '\n');
+    }
+    copy_t_write(path, nd.data, nd.len);
+    pp_buf_free(&nd);
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.source_value = "copy_t_bin\\src\t";
+    copy_t_both_ways(pgt_dsn(), path, &o, 1);
+    /* source from a field, payload from a field (a string, a number, an object) */
+    pgpipe_loader_options_init(&o);
+    o.source_field = "s";
+    o.payload_field = "p";
+    copy_t_path(path, sizeof path, "bin2.ndjson");
+    const char nd2[] = "{\"s\":\"x\\\\y\",\"event_type\":\"e\",\"p\":\"just a string\\t\"}\n"
+                       "{\"s\":\"x\",\"event_type\":\"e\",\"p\":12.5}\n"
+                       "{\"s\":\"x\",\"event_type\":\"e\",\"p\":{\"bb\":1,\"a\":\"\\\\\"}}\n"
+                       "{\"s\":\"x\",\"event_type\":\"e\"}\n"
+                       "{\"s\":\"x\",\"event_type\":\"e\",\"p\":[true,false,null]}\n";
+    copy_t_write(path, nd2, sizeof nd2 - 1);
+    copy_t_both_ways(pgt_dsn(), path, &o, 1);
+    /* CSV: rows as objects (empty unquoted -> null), then a JSON column */
+    copy_t_path(path, sizeof path, "bin.csv");
+    const char csv[] = "event_type,a\\b,note\n"
+                       "click,\"x\ty\",\"multi\nline \"\"q\"\"\"\n"
+                       "view,,\"\"\n"
+                       "view,\\N,\\.\n";
+    copy_t_write(path, csv, sizeof csv - 1);
+    pgpipe_loader_options_init(&o);
+    o.source_value = "copy_t_bin";
+    copy_t_both_ways(pgt_dsn(), path, &o, 1);
+    copy_t_path(path, sizeof path, "bin2.csv");
+    const char csv2[] = "kind,payload\n"
+                        "k,\"{\"\"bb\"\":1,\"\"a\"\":\"\"\\\\t\"\"}\"\n"
+                        "k,\"{\"\"x\"\":\"\"\\u0000\"\"}\"\n"
+                        "k,\"[1,2]\"\n";
+    copy_t_write(path, csv2, sizeof csv2 - 1);
+    pgpipe_loader_options_init(&o);
+    o.source_value = "copy_t_bin";
+    o.event_type_field = "kind";
+    o.payload_field = "payload";
+    copy_t_both_ways(pgt_dsn(), path, &o, 1);
+}
+
+/* Binary COPY only where the table's columns are text, text, jsonb and
+** uuid, asked at each load: staging.raw_events altered between two loads of
+** one loader sends COPY text in the second; a mapping with received_at
+** never goes binary. */
+PGT_TEST(copy, binary_only_when_the_types_fit)
+{
+    PGconn *c = pgt_db_fresh("copy_t_bintypes");
+    char dsn[1024];
+    snprintf(dsn, sizeof dsn, "%s dbname=copy_t_bintypes", pgt_dsn());
+    char path[512];
+    copy_t_path(path, sizeof path, "types.ndjson");
+    const char nd[] = "{\"event_type\":\"e1\",\"v\":1,\"at\":\"2026-01-02T03:04:05Z\"}\n"
+                      "{\"event_type\":\"e2\",\"v\":2,\"at\":\"2026-01-02T03:04:05Z\"}\n";
+    copy_t_write(path, nd, sizeof nd - 1);
+    pgpipe_loader_options o;
+    pgpipe_loader_options_init(&o);
+    o.conninfo = dsn;
+    o.source_value = "types";
+    pgpipe_loader *l = NULL;
+    PGT_CHECK_MSG(pgpipe_loader_open(&l, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    o.load_key = "k1";
+    PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_EQ_INT(l->binary, 1);
+    PQclear(PGT_EXEC(c, "ALTER TABLE staging.raw_events ALTER COLUMN event_type TYPE varchar(40)"));
+    /* the same file again under another key: a second load of the same loader */
+    pgpipe_loader_close(l);
+    o.load_key = "k2";
+    PGT_CHECK_MSG(pgpipe_loader_open(&l, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_EQ_INT(l->binary, 0);
+    pgpipe_load_summary s;
+    PGT_OK(pgpipe_loader_summary(l, &s));
+    PGT_EQ_INT(s.rows_loaded, 2);
+    PGT_EQ_INT(s.rows_dead, 0);
+    pgpipe_loader_close(l);
+    PQclear(PGT_EXEC(c, "ALTER TABLE staging.raw_events ALTER COLUMN event_type TYPE text"));
+    /* received_at from a field: a timestamptz column, always text */
+    o.load_key = "k3";
+    o.received_at_field = "at";
+    PGT_CHECK_MSG(pgpipe_loader_open(&l, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_EQ_INT(l->binary, 0);
+    pgpipe_loader_close(l);
+    PGT_EQ_INT(copy_t_int(c, "SELECT count(*) FROM staging.raw_events"), 6);
+    PGT_EQ_INT(copy_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE source = 'types' AND "
+                             "event_type IN ('e1', 'e2') AND payload ? 'v'"), 6);
+    PGT_EQ_INT(copy_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE received_at = "
+                             "'2026-01-02T03:04:05Z'"), 2);
+    pgt_db_close(c);
 }
 
 PGT_TEST(copy, csv_header_nulls_shape_and_bad_bytes)

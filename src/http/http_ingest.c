@@ -674,7 +674,7 @@ static int ig_csv_body(ig_parse *p)
     co.header = 1;
     co.source = "<body>";
     pgpipe_csv *csv = NULL;
-    copy_csv_head head = { NULL, NULL, 0 };
+    copy_csv_head head = { NULL, NULL, NULL, 0 };
     int etk = -1;
     int rc = pgpipe_csv_open_feed(&csv, &co);
     if (rc == PGPIPE_OK)
@@ -747,7 +747,7 @@ static int ig_csv_body(ig_parse *p)
                 continue;
             }
             rc |= pp_buf_putc(&g->cbuf, '\t');
-            rc |= copy_csv_object(&g->cbuf, &head, f, nf);
+            rc |= copy_csv_object(&g->cbuf, &head, f, nf, 1);
             if (rc != PGPIPE_OK) {
                 rc = PGPIPE_NOMEM;
                 break;

@@ -49,6 +49,11 @@ PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...)
     return pp_err(&l->hdr.err, code, "%s", msg);
 }
 
+static int copy_hex(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
 /* A new batch id: a version 7 UUID (time-ordered, so the ids of one loader
 ** sort in batch order). */
 PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
@@ -56,6 +61,13 @@ PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
     if (pp_uuid_v7(ln->uuid_text) != PGPIPE_OK)
         return copy_errf(l, PGPIPE_IO, "cannot read /dev/urandom for a batch id: %s",
                          strerror(errno));
+    /* its 16 bytes, for binary COPY ("xxxxxxxx-xxxx-...": hex digits, dashes) */
+    for (int i = 0, k = 0; ln->uuid_text[i] && k < 16; i++) {
+        if (ln->uuid_text[i] == '-')
+            continue;
+        int hi = copy_hex(ln->uuid_text[i]), lo = copy_hex(ln->uuid_text[++i]);
+        ln->uuid_bin[k++] = (unsigned char)(hi << 4 | lo);
+    }
     return PGPIPE_OK;
 }
 
@@ -206,6 +218,14 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
         return pp_err_nomem(&l->hdr.err);
     }
     l->copy_sql = sql.data;
+    /* the default mapping without received_at may go binary (copy_rows_sql) */
+    if (!o->target && !o->received_at_field) {
+        size_t n = strlen(l->copy_sql);
+        if (!(l->copy_sql_bin = pp_malloc(n + 17)))
+            return pp_err_nomem(&l->hdr.err);
+        memcpy(l->copy_sql_bin, l->copy_sql, n);
+        memcpy(l->copy_sql_bin + n, " (FORMAT binary)", 17);
+    }
     pp_buf tq = { 0 };
     pp_quote_path(&tq, l->target);
     if (pp_buf_putc(&tq, '\0') != PGPIPE_OK)
@@ -452,6 +472,28 @@ static int copy_changed_file(pgpipe_loader *l, copy_lane *ln, int *transient)
     return rc;
 }
 
+/* May this load send binary rows: are the default mapping's four columns
+** of table N (its quoted name; NULL: no) text, text, jsonb and uuid? Asked
+** at each load: a table altered since the last one goes back to text. */
+#define COPY_BINARY_OK(N) \
+    "(SELECT count(*) = 4 FROM pg_catalog.pg_attribute a WHERE a.attrelid = " \
+    "pg_catalog.to_regclass(" N "::text) AND a.attnum > 0 AND NOT a.attisdropped AND " \
+    "(a.attname::text, a.atttypid) IN (('source', 'pg_catalog.text'::pg_catalog.regtype::oid), " \
+    "('event_type', 'pg_catalog.text'::pg_catalog.regtype::oid), " \
+    "('payload', 'pg_catalog.jsonb'::pg_catalog.regtype::oid), " \
+    "('batch_id', 'pg_catalog.uuid'::pg_catalog.regtype::oid)))"
+
+/* The quoted target when this load might go binary, else NULL. */
+static const char *copy_binary_probe(const pgpipe_loader *l)
+{
+    return l->copy_sql_bin && !l->text_only ? l->target_sql : NULL;
+}
+
+PGPIPE_PRIVATE const char *copy_rows_sql(const pgpipe_loader *l)
+{
+    return l->binary ? l->copy_sql_bin : l->copy_sql;
+}
+
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 {
     copy_lane *ln = &l->lanes[0];
@@ -459,6 +501,7 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
     PGresult *r = NULL;
     int rc;
     l->ndone = 0;
+    l->binary = 0;
     if (l->load_key) {
         char *mapping = copy_mapping_json(l);
         if (!mapping)
@@ -533,7 +576,7 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
                 l->batch_bytes = (size_t)atoll(PQgetvalue(r, 0, 2));
             PQclear(r);
             snprintf(num[0], sizeof num[0], "%lld", l->load_id);
-            const char *v1[1] = { num[0] };
+            const char *v1[2] = { num[0], copy_binary_probe(l) };
             rc = copy_exec(ln, "SELECT seq, rows_read FROM pgpipe.load_batches "
                               "WHERE load_id = $1::bigint ORDER BY seq", 1, v1, &r, transient);
             if (rc != PGPIPE_OK)
@@ -553,9 +596,15 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
             }
             l->ndone = n;
             PQclear(r);
-            return copy_exec(ln, "UPDATE pgpipe.loads SET status = 'running', updated_at = now(), "
-                                "finished_at = NULL, error_message = NULL, error_sqlstate = NULL "
-                                "WHERE id = $1::bigint", 1, v1, NULL, transient);
+            rc = copy_exec(ln, "UPDATE pgpipe.loads SET status = 'running', updated_at = now(), "
+                              "finished_at = NULL, error_message = NULL, error_sqlstate = NULL "
+                              "WHERE id = $1::bigint RETURNING " COPY_BINARY_OK("$2"), 2, v1, &r,
+                           transient);
+            if (rc != PGPIPE_OK)
+                return rc;
+            l->binary = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+            PQclear(r);
+            return PGPIPE_OK;
         }
         PQclear(r);
         if (!fresh && !l->opt_load_key && (rc = copy_changed_file(l, ln, transient)) != PGPIPE_OK)
@@ -570,21 +619,23 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
         return pp_err_nomem(&ln->err);
     char delim[2] = { (char)l->csv_delimiter_now, 0 };
     snprintf(num[4], sizeof num[4], "%zu", l->max_record);
-    const char *v[11] = { l->source, l->src_size >= 0 ? num[0] : NULL,
+    const char *v[12] = { l->source, l->src_size >= 0 ? num[0] : NULL,
                           l->src_mtime >= 0 ? num[1] : NULL, l->load_key,
                           copy_format_name(l->format), l->target, num[2], num[3], mapping, delim,
-                          num[4] };
+                          num[4], copy_binary_probe(l) };
     rc = copy_exec(ln, "INSERT INTO pgpipe.loads (source, source_size, source_mtime, source_checksum, "
                       "format, target, options) VALUES ($1, $2::bigint, to_timestamp($3::bigint), $4, "
                       "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint, "
                       "'mapping', $9::jsonb, 'delimiter', $10::text, "
                       "'max_record_bytes', $11::bigint)) "
-                      "RETURNING id, " COPY_LOAD_STARTED, 11, v, &r, transient);
+                      "RETURNING id, " COPY_LOAD_STARTED ", " COPY_BINARY_OK("$12"), 12, v, &r,
+                   transient);
     pp_free(mapping);
     if (rc != PGPIPE_OK)
         return rc;
     l->load_id = atoll(PQgetvalue(r, 0, 0));
     snprintf(l->load_started, sizeof l->load_started, "%s", PQgetvalue(r, 0, 1));
+    l->binary = PQgetvalue(r, 0, 2)[0] == 't';
     PQclear(r);
     return PGPIPE_OK;
 }
@@ -1368,6 +1419,9 @@ static int copy_loader_open(pgpipe_loader *l, const pgpipe_loader_options *o)
     l->progress_ud = o->progress_ud;
     l->borrowed = o->conn;
     l->pool = o->pool;
+    /* tests and A/B runs: PGPIPE_COPY_FORMAT=text keeps every load on COPY text */
+    const char *fmt = getenv("PGPIPE_COPY_FORMAT");
+    l->text_only = fmt && !strcmp(fmt, "text");
     /* a borrowed connection is one lane; without threads there is one */
 #ifndef PGPIPE_OMIT_THREADS
     l->nlanes = o->conn ? 1 : o->connections;
@@ -1671,6 +1725,7 @@ void pgpipe_loader_close(pgpipe_loader *l)
     pp_free(l->channel);
     pp_free(l->opt_load_key);
     pp_free(l->copy_sql);
+    pp_free(l->copy_sql_bin);
     pp_free(l->done_seqs);
     pp_free(l->done_rows);
     pp_free(l->booked);

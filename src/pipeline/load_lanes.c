@@ -24,6 +24,27 @@ static int copy_start(copy_lane *ln, const char *sql, int *transient)
     return rc;
 }
 
+/* Binary COPY's header: the signature, no flags, no extension (the rows
+** follow; the trailer is left out: the protocol's end of COPY ends it). */
+static const char copy_bin_header[19] = { 'P', 'G', 'C', 'O', 'P', 'Y', '\n', (char)0xFF, '\r',
+                                          '\n', 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+
+static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient);
+
+/* A COPY of the load's rows has started: binary rows need the header first. */
+static int copy_rows_started(copy_lane *ln, int *transient)
+{
+    return ln->l->binary ? copy_put(ln, copy_bin_header, sizeof copy_bin_header, transient)
+                         : PGPIPE_OK;
+}
+
+/* Start the COPY of the load's rows (sql: it, or statements ending with it). */
+static int copy_start_rows(copy_lane *ln, const char *sql, int *transient)
+{
+    int rc = copy_start(ln, sql, transient);
+    return rc == PGPIPE_OK ? copy_rows_started(ln, transient) : rc;
+}
+
 static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient)
 {
     while (n) {
@@ -189,7 +210,7 @@ static int copy_range(copy_lane *ln, size_t lo, size_t hi, int *transient)
         }
         rc = copy_exec(ln, "SAVEPOINT pgpipe_rows", 0, NULL, NULL, transient);
         if (rc == PGPIPE_OK)
-            rc = copy_start(ln, ln->l->copy_sql, transient);
+            rc = copy_start_rows(ln, copy_rows_sql(ln->l), transient);
         if (rc != PGPIPE_OK)
             return rc;
         PGresult *err = NULL;
@@ -312,7 +333,7 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
     e |= pp_buf_appendf(&q, ") WHERE %s AND %lld > 0) n); COMMIT",
                         l->channel && *l->channel ? "true" : "false", loaded);
     if (chain)
-        e |= pp_buf_appendf(&q, "; BEGIN; SET CONSTRAINTS ALL IMMEDIATE; %s", l->copy_sql);
+        e |= pp_buf_appendf(&q, "; BEGIN; SET CONSTRAINTS ALL IMMEDIATE; %s", copy_rows_sql(l));
     e |= pp_buf_putc(&q, '\0');
     if (e) {
         pp_buf_free(&q);
@@ -335,10 +356,15 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_COPY_IN) {
             PQclear(r);
-            if (committed && step == 4)
+            if (committed && step == 4) {
                 ln->chained = 1;
-            else
+                /* (a header that cannot be sent: the connection is gone,
+                ** which the batch's first send finds) */
+                int t = 0;
+                (void)copy_rows_started(ln, &t);
+            } else {
                 PQputCopyEnd(ln->conn, "unexpected"); /* cannot happen: end it */
+            }
             if (ln->chained)
                 break;
             continue;
@@ -911,7 +937,7 @@ static void copy_stream_open(copy_lane *ln)
     }
     /* one round trip: the server stops at the first statement that fails */
     char sql[64 + 1024];
-    const char *q = ln->l->copy_sql;
+    const char *q = copy_rows_sql(ln->l);
     if (strlen(q) < 1024) {
         snprintf(sql, sizeof sql, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE; %s", q);
         q = sql;
@@ -921,7 +947,7 @@ static void copy_stream_open(copy_lane *ln)
         ln->stream_broken = 1;
         return;
     }
-    if (copy_start(ln, q, &transient) != PGPIPE_OK) {
+    if (copy_start_rows(ln, q, &transient) != PGPIPE_OK) {
         copy_rollback(ln);
         ln->stream_broken = 1;
         return;
