@@ -1728,8 +1728,12 @@ static int run_sql_paged(shell *sh, const char *sql, const char *copy_data, size
             if (paged)
                 errorf("the output stopped after %lld row%s", sh->chunk_base,
                        sh->chunk_base == 1 ? "" : "s");
-            if (sh->user_sql)
+            if (sh->user_sql) {
                 memcpy(sh->last_state, "57014", 6);
+                free(sh->last_error);
+                sh->last_error = strdup("the output stopped");
+                sh->last_rows = 0;
+            }
         } else if (st == PGRES_TUPLES_OK && sh->gset) {
             failed |= gset_row(sh, res);
         } else if (st == PGRES_TUPLES_OK && sh->crosstab) {

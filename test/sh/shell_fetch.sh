@@ -107,6 +107,14 @@ same "$(grep -c '^0$' "$tmp/e.out")" "149900" "the pages before the error"
 has "$(cat "$tmp/e.out")" "true 22012 0"
 has "$(cat "$tmp/e.out")" "alive"
 
+# output that cannot be written (\o /dev/full): the query stopped (cancelled, or
+# its rows after the failing page dropped), said, 57014; the next one runs
+out=$($P "$DB" -v FETCH_COUNT=2 -c '\o /dev/full' -c 'SELECT g FROM generate_series(1, 5) g' -c '\o' \
+      -c '\echo :ERROR :SQLSTATE :ROW_COUNT' -c "SELECT 'next' AS n" 2>&1) && fail "\\o /dev/full: exit 0"
+has "$out" "could not write the output"
+has "$out" "true 57014 0"
+has "$out" " next"
+
 # peak memory: 1M rows at FETCH_COUNT 1000 hold a page; at 0, the result.
 # (ASan's quarantine of freed memory would count as held: none here)
 hwm() {
