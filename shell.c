@@ -80,6 +80,7 @@ typedef struct shell {
     ** header to the first page and the footer (with the total) to the last */
     int chunked, chunk_first, chunk_last;
     long long chunk_base, chunk_total;
+    int watching;        /* \watch runs its query now (FETCH_COUNT does not apply) */
     /* \crosstabview [colV [colH [colD [sortcolH]]]]: its arguments as typed
     ** (double quotes kept), while its query runs */
     int crosstab, ct_argc;
@@ -1608,19 +1609,111 @@ static void keep_error(shell *sh, PGresult *res)
     }
 }
 
+/* A page of a paged result (FETCH_COUNT): its rows so far, printed when it
+** holds the page's count or the result ends. */
+typedef struct page {
+    PGresult *rows; /* the rows of this page (NULL before the first) */
+    int n;          /* rows in it */
+    int on;         /* a result is being paged (single rows came) */
+} page;
+
+/* Prints the page held (the last one of its result when last) and empties it;
+** stub gives the columns when no row is held (an empty last page). */
+static void page_print(shell *sh, page *pg, PGresult *stub, int last)
+{
+    sh->chunk_last = last;
+    sh->chunk_total = sh->chunk_base + pg->n;
+    print_result_to(sh, sh->out, pg->rows ? pg->rows : stub);
+    PQclear(pg->rows);
+    pg->rows = NULL;
+    sh->chunk_first = 0;
+    sh->chunk_base += pg->n;
+    pg->n = 0;
+}
+
+/* Adds the one row of a PGRES_SINGLE_TUPLE result to the page; 0 when done. */
+static int page_add(page *pg, const PGresult *one)
+{
+    if (!pg->rows && !(pg->rows = PQcopyResult(one, PG_COPYRES_ATTRS)))
+        return 1;
+    for (int j = 0; j < PQnfields(one); j++) {
+        int null = PQgetisnull(one, 0, j);
+        if (!PQsetvalue(pg->rows, pg->n, j, null ? NULL : PQgetvalue(one, 0, j),
+                        null ? -1 : PQgetlength(one, 0, j)))
+            return 1;
+    }
+    pg->n++;
+    return 0;
+}
+
+/* Asks the server to stop the statement running on the shell's connection. */
+static void cancel_running(shell *sh)
+{
+    PGcancel *c = PQgetCancel(sh->conn);
+    char err[256];
+    if (c) {
+        PQcancel(c, err, sizeof err);
+        PQfreeCancel(c);
+    }
+}
+
 /* Sends SQL (one or several statements) and prints each result. copy_data,
-** when given, feeds a COPY ... FROM STDIN in the SQL (a script's inline data). */
-static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_t copy_len)
+** when given, feeds a COPY ... FROM STDIN in the SQL (a script's inline data).
+** fetch > 0 (FETCH_COUNT, as psql 17 does it): the SQL is sent as it is, in
+** libpq's single-row mode, and each result that returns rows is printed
+** fetch rows at a time, never more than one page held; the header goes on
+** the first page and the footer with the total on the last. An error in the
+** middle: the pages before it stay printed, the page in progress is dropped
+** (as psql 17, whose libpq drops the chunk in progress), the error said.
+** Ctrl-C (or output that cannot be written) cancels the statement; the rows
+** still coming are read and dropped, so the connection stays usable. */
+static int run_sql_paged(shell *sh, const char *sql, const char *copy_data, size_t copy_len,
+                         int fetch)
 {
     double t0 = now_ms();
     if (!PQsendQuery(sh->conn, sql)) {
         report_pq_error(NULL, sh->conn);
         return 1;
     }
-    int failed = 0;
+    if (fetch > 0 && !PQsetSingleRowMode(sh->conn))
+        fetch = 0;
+    int failed = 0, stopped = 0;
+    page pg = { NULL, 0, 0 };
     PGresult *res;
     while ((res = PQgetResult(sh->conn)) != NULL) {
         ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_SINGLE_TUPLE) {
+            if (!pg.on) { /* the first row of a result */
+                pg.on = 1;
+                sh->chunked = 1;
+                sh->chunk_first = 1;
+                sh->chunk_base = 0;
+            }
+            if (!stopped && page_add(&pg, res)) {
+                errorf("out of memory");
+                stopped = failed = 1;
+                cancel_running(sh);
+            }
+            PQclear(res);
+            if (!stopped && pg.n >= fetch) {
+                page_print(sh, &pg, NULL, 0);
+                if (output_failed(sh) || interrupted) {
+                    stopped = failed = 1;
+                    cancel_running(sh);
+                }
+            }
+            continue;
+        }
+        int paged = pg.on;
+        if (pg.on) { /* the end of a paged result: its last page, or its error */
+            pg.on = 0;
+            if (st == PGRES_TUPLES_OK && !stopped)
+                page_print(sh, &pg, res, 1);
+            PQclear(pg.rows);
+            pg.rows = NULL;
+            pg.n = 0;
+            sh->chunked = 0;
+        }
         if (sh->user_sql && (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR)) {
             keep_error(sh, res);
             failed = 1;
@@ -1629,7 +1722,19 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
             memcpy(sh->last_state, "00000", 6);
             sh->last_rows = atoll(PQcmdTuples(res));
         }
-        if (st == PGRES_TUPLES_OK && sh->gset) {
+        if (stopped && st == PGRES_TUPLES_OK) {
+            /* the statement ended before the cancel reached it: the rows
+            ** after the stop, and the results after it, are not shown */
+            if (paged)
+                errorf("the output stopped after %lld row%s", sh->chunk_base,
+                       sh->chunk_base == 1 ? "" : "s");
+            if (sh->user_sql) {
+                memcpy(sh->last_state, "57014", 6);
+                free(sh->last_error);
+                sh->last_error = strdup("the output stopped");
+                sh->last_rows = 0;
+            }
+        } else if (st == PGRES_TUPLES_OK && sh->gset) {
             failed |= gset_row(sh, res);
         } else if (st == PGRES_TUPLES_OK && sh->crosstab) {
             failed |= print_crosstab(sh, res);
@@ -1637,7 +1742,8 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
             errorf("\\crosstabview: statement did not return a result set");
             failed = 1;
         } else if (st == PGRES_TUPLES_OK) {
-            print_result(sh, res);
+            if (!paged)
+                print_result(sh, res);
             /* psql adds the tag of INSERT/UPDATE/DELETE/MERGE ... RETURNING */
             const char *tag = PQcmdStatus(res);
             if (shows_tags(sh) && (!strncmp(tag, "INSERT", 6) || !strncmp(tag, "UPDATE", 6) ||
@@ -1678,9 +1784,16 @@ static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_
         }
         PQclear(res);
     }
+    PQclear(pg.rows);
+    sh->chunked = 0;
     if (sh->timer)
         fprintf(sh->out, "Time: %.3f ms\n", now_ms() - t0);
     return output_failed(sh) || failed;
+}
+
+static int run_sql_copy(shell *sh, const char *sql, const char *copy_data, size_t copy_len)
+{
+    return run_sql_paged(sh, sql, copy_data, copy_len, 0);
 }
 
 static int run_sql(shell *sh, const char *sql) { return run_sql_copy(sh, sql, NULL, 0); }
@@ -1784,146 +1897,17 @@ static void autocommit_after(shell *sh, const char *sql, int savepoint)
         PQclear(PQexec(sh->conn, q));
 }
 
-/* ---- FETCH_COUNT (psql's: a SELECT read through a cursor, a page at a time) -- */
+/* ---- FETCH_COUNT (psql 17's: any result read a page at a time) ------------ */
 
-/* psql's rule: the statement starts (after spaces, comments and opening
-** parentheses) with SELECT or VALUES. */
-static int is_select_command(const char *sql)
-{
-    const char *p = sql;
-    for (;;) {
-        while (isspace((unsigned char)*p) || *p == '(')
-            p++;
-        if (p[0] == '-' && p[1] == '-') {
-            p += strcspn(p, "\n");
-        } else if (p[0] == '/' && p[1] == '*') {
-            int depth = 0;
-            do {
-                if (p[0] == '/' && p[1] == '*')
-                    depth++, p += 2;
-                else if (p[0] == '*' && p[1] == '/')
-                    depth--, p += 2;
-                else
-                    p++;
-            } while (*p && depth);
-        } else {
-            break;
-        }
-    }
-    size_t n = 0;
-    while (isalpha((unsigned char)p[n]))
-        n++;
-    return (n == 6 && !strncasecmp(p, "select", 6)) || (n == 6 && !strncasecmp(p, "values", 6));
-}
-
-/* 1 when sql holds one statement (a cursor is declared for one only). */
-static int one_statement(const char *sql)
-{
-    pgpipe_sql_split *sp;
-    pgpipe_sql_stmt st;
-    int n = 0, r;
-    if (pgpipe_sql_split_open(&sp, sql, strlen(sql), NULL) != PGPIPE_OK)
-        return 0;
-    while ((r = pgpipe_sql_split_next(sp, &st)) == PGPIPE_ROW) {
-        size_t k = 0;
-        while (k < st.len && isspace((unsigned char)st.sql[k]))
-            k++;
-        n += k < st.len;
-    }
-    pgpipe_sql_split_close(sp);
-    return r == PGPIPE_DONE && n == 1;
-}
-
-/* FETCH_COUNT when it applies to sql: its value (> 0), else 0. */
-static int fetch_count(shell *sh, const char *sql)
+/* FETCH_COUNT when it applies: its value (> 0), else 0. Not for \gset (one
+** row), \crosstabview (the whole result makes the grid) or \watch, as in psql. */
+static int fetch_count(shell *sh)
 {
     const char *v = var_get(sh, "FETCH_COUNT", 11);
     long n = v ? strtol(v, NULL, 10) : 0;
-    if (n <= 0 || sh->gset || sh->crosstab || !is_select_command(sql) || !one_statement(sql))
+    if (n <= 0 || sh->gset || sh->crosstab || sh->watching)
         return 0;
     return n > INT_MAX ? INT_MAX : (int)n;
-}
-
-/* As psql: BEGIN (when no transaction is open), DECLARE a cursor for the
-** statement, FETCH count rows at a time and print each page as it comes
-** (memory stays bounded), CLOSE, COMMIT; a failure rolls back the
-** transaction begun here (the rows before it are printed). */
-static int run_cursor(shell *sh, const char *sql, int count)
-{
-    double t0 = now_ms();
-    int started = 0, failed = 0, declared = 0;
-    PGresult *r;
-    if (PQtransactionStatus(sh->conn) == PQTRANS_IDLE) {
-        r = PQexec(sh->conn, "BEGIN");
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            keep_error(sh, r);
-            return 1;
-        }
-        PQclear(r);
-        started = 1;
-    }
-    size_t n = strlen(sql);
-    char *decl = malloc(n + 64);
-    if (!decl) {
-        errorf("out of memory");
-        failed = 1;
-        goto end;
-    }
-    snprintf(decl, n + 64, "DECLARE _psql_cursor NO SCROLL CURSOR FOR\n%s", sql);
-    r = PQexec(sh->conn, decl);
-    free(decl);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        keep_error(sh, r);
-        failed = 1;
-        goto end;
-    }
-    PQclear(r);
-    declared = 1;
-    char fetch[64];
-    snprintf(fetch, sizeof fetch, "FETCH FORWARD %d FROM _psql_cursor", count);
-    sh->chunked = 1;
-    sh->chunk_first = 1;
-    sh->chunk_base = 0;
-    for (;;) { /* ends with the cursor's rows (a page short of count) */
-        r = PQexec(sh->conn, fetch);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            keep_error(sh, r);
-            failed = 1;
-            break;
-        }
-        int nt = PQntuples(r);
-        sh->chunk_total = sh->chunk_base + nt;
-        sh->chunk_last = nt < count;
-        if (sh->chunk_first || nt || sh->chunk_last)
-            print_result_to(sh, sh->out, r);
-        PQclear(r);
-        sh->chunk_first = 0;
-        sh->chunk_base += nt;
-        if (output_failed(sh) || interrupted) {
-            failed = 1;
-            break;
-        }
-        if (sh->chunk_last)
-            break;
-    }
-    sh->chunked = 0;
-    if (!failed)
-        sh->last_rows = sh->chunk_base;
-end:
-    if (declared && PQtransactionStatus(sh->conn) == PQTRANS_INTRANS)
-        PQclear(PQexec(sh->conn, "CLOSE _psql_cursor"));
-    if (started && PQstatus(sh->conn) == CONNECTION_OK) {
-        r = PQexec(sh->conn, failed ? "ROLLBACK" : "COMMIT");
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            keep_error(sh, r);
-            r = NULL;
-            failed = 1;
-        }
-        PQclear(r);
-    }
-    if (sh->timer)
-        fprintf(sh->out, "Time: %.3f ms\n", now_ms() - t0);
-    return output_failed(sh) || failed;
 }
 
 /* SQL the user gave (a statement of a script, the terminal or an argument). */
@@ -1935,8 +1919,7 @@ static int run_user_sql(shell *sh, const char *sql, const char *copy_data, size_
     sh->user_sql = 1;
     memcpy(sh->last_state, "00000", 6);
     sh->last_rows = 0;
-    int fc = copy_data ? 0 : fetch_count(sh, sql);
-    int rc = fc > 0 ? run_cursor(sh, sql, fc) : run_sql_copy(sh, sql, copy_data, copy_len);
+    int rc = run_sql_paged(sh, sql, copy_data, copy_len, fetch_count(sh));
     sh->user_sql = 0;
     if (rc && !strcmp(sh->last_state, "00000")) /* failed in the client (a lost connection) */
         memcpy(sh->last_state, PQstatus(sh->conn) == CONNECTION_OK ? "XX000" : "08006", 6);
@@ -8057,7 +8040,9 @@ static int watch_query(shell *sh, const char *sql, const char *dot, char **argv,
         time_t now = time(NULL);
         strftime(when, sizeof when, "%c", localtime(&now));
         fprintf(sh->out, "%s (every %gs)\n\n", when, every);
+        sh->watching = 1;
         int one = dot ? run_command(sh, dot) != 0 : run_user_sql(sh, sql, NULL, 0);
+        sh->watching = 0;
         fputc('\n', sh->out);
         fflush(sh->out);
         if (one)
@@ -8295,7 +8280,7 @@ static const char backslash_help[] =
     "  \\password [USER]       change a password (asked twice, encrypted before it is sent)\n"
     "  \\errverbose            the last error again, with everything the server said\n"
     "  (VERBOSITY default|verbose|terse|sqlstate, SHOW_CONTEXT never|errors|always,\n"
-    "  FETCH_COUNT N: a SELECT's rows N at a time through a cursor)\n"
+    "  FETCH_COUNT N: a result's rows N at a time, a page at a time)\n"
     "Large objects\n"
     "  \\lo_import FILE [COMMENT]  \\lo_export OID FILE  \\lo_list[+]  \\lo_unlink OID\n"
     "  \\copy TABLE [(COLUMNS)] FROM 'FILE'|PROGRAM 'CMD'|STDIN|PSTDIN [WITH (OPTIONS)]\n"

@@ -1,9 +1,9 @@
 #!/bin/sh
 # psql's habits, round 2: \errverbose and the VERBOSITY and SHOW_CONTEXT
 # variables; \prompt (the terminal, else standard input; a script file's
-# standard input under -f); FETCH_COUNT (a SELECT read through a cursor, a
-# page at a time: every row printed, an error in the middle leaves no open
-# transaction); \password (asked twice without echo, encrypted before it is
+# standard input under -f); FETCH_COUNT (a result read a page at a time, as
+# psql 17 does: every row printed, an error in the middle leaves no open
+# transaction; more in shell_fetch.sh); \password (asked twice without echo, encrypted before it is
 # sent: the clear text never reaches the server); \lo_import, \lo_export,
 # \lo_list, \lo_unlink; \crosstabview. Each with bad arguments, scripts and
 # error paths.
@@ -104,12 +104,12 @@ out=$(printf '\\prompt v\nthe value\n\\echo got :v\n' | nt $P "$DB" 2>&1) || fai
 has "$out" "got the value"
 
 # ---- FETCH_COUNT ---------------------------------------------------------------
-# every row of 200k, 100 at a time, through a cursor (the FETCH shows in pg_stat_activity)
+# every row of 200k, 100 at a time; the statement is sent as typed (psql 17: no cursor)
 out=$($P "$DB" -tA -v FETCH_COUNT=100 -c 'SELECT g FROM generate_series(1, 200000) g' | awk '
     { n++; s += $1 } END { printf "%d %.0f\n", n, s }') || fail "FETCH_COUNT: exit $?"
 same "$out" "200000 20000100000" "FETCH_COUNT every row"
 out=$($P "$DB" -tA -v FETCH_COUNT=5 -c 'SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid()')
-same "$out" "FETCH FORWARD 5 FROM _psql_cursor" "FETCH_COUNT through a cursor"
+same "$out" "SELECT query FROM pg_stat_activity WHERE pid = pg_backend_pid()" "FETCH_COUNT sent as typed"
 # one table: the header on the first page, the total in the footer on the last
 out=$($P "$DB" -v FETCH_COUNT=2 -c 'SELECT g FROM generate_series(1, 5) g')
 same "$(printf '%s\n' "$out" | grep -c -- '---')" "1" "one header"
@@ -131,13 +131,13 @@ hasnt "$err" "25P02"
 same "$(grep -c '^0$' "$tmp/fc.out")" "149900" "the pages before the error"
 has "$(cat "$tmp/fc.out")" "true 22012 0"
 has "$(cat "$tmp/fc.out")" "alive"
-# inside the user's transaction: it stays open (the cursor closed)
+# inside the user's transaction: it stays open
 out=$($P "$DB" -tA -v FETCH_COUNT=2 -c 'BEGIN' -c 'CREATE TABLE fc (x int)' \
       -c 'SELECT g FROM generate_series(1, 3) g' -c 'INSERT INTO fc VALUES (1)' -c 'COMMIT' \
       -c 'SELECT count(*) FROM fc' 2>&1) || fail "FETCH_COUNT in a transaction: exit $?"
 has "$out" "COMMIT"
 same "$(printf '%s\n' "$out" | tail -1)" "1" "the transaction went on"
-# not a plain SELECT, several statements, \gset: run as they are
+# several statements (each result paged), \gset (not paged), WITH
 out=$($P "$DB" -tA -v FETCH_COUNT=2 -c 'SELECT 1; SELECT 2' -c 'SELECT 7 AS seven \gset' \
       -c '\echo :seven' -c 'WITH w AS (SELECT 3) SELECT * FROM w' 2>&1) || fail "FETCH_COUNT others: exit $?"
 same "$out" "1
