@@ -625,6 +625,25 @@ static void pl_t_body_budget(void)
 
 /* ---- a page that is not JSON only inside records ------------------------------- */
 
+/* The length of test/pull_server.py's record i (i < 60) as it sends it
+** without badrec or pad: '{"id":i,"type":"t<i%3>","updated_at":"<ts>","name":"n<i>"}'. */
+static size_t pl_rec_len(int i)
+{
+    char r[160];
+    return (size_t)snprintf(r, sizeof r, "{\"id\":%d,\"type\":\"t%d\",\"updated_at\":"
+                            "\"2026-01-01T00:00:%02dZ\",\"name\":\"n%d\"}", i, i % 3, i, i);
+}
+
+/* The byte offset in an offset page ('{"items":[' then the records from id
+** first, ',' between) of record id, with extra[k] bytes more in record first+k. */
+static size_t pl_rec_off(int first, int id, const size_t *extra)
+{
+    size_t off = 10;
+    for (int i = first; i < id; i++)
+        off += pl_rec_len(i) + extra[i - first] + 1;
+    return off;
+}
+
 /* A record with more bad bytes than can be listed one by one (80 000 here,
 ** 1.2 million in the second) goes to the dead letters like any other, with
 ** its position and bytes as sent (past 1 MiB: the first MiB, saying so);
@@ -667,6 +686,41 @@ static void pl_t_salvage_long(void)
     PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = "
                                "'pl_salvl' AND error_context LIKE '%page 2 record 8:%'"),
                  "invalid UTF-8 in string");
+    /* told by their bytes (the fixes were too many to list): each record's
+    ** ordinal, its offset in the page, its first bad byte and its bytes as
+    ** sent, exactly */
+    static const size_t none[10] = { 0 }, p2[10] = { 0, 1200000 };
+    size_t s5 = pl_rec_off(1, 5, none), s12 = pl_rec_off(11, 12, p2), s18 = pl_rec_off(11, 18, p2);
+    char want[300];
+    snprintf(q, sizeof q, q5, "byte_offset");
+    PGT_EQ_INT(pgt_db_int(c, q), (long long)s5);
+    snprintf(want, sizeof want, "U+0001 in string at byte offset %zu of the page (byte %zu of the record), "
+             "80000 bad bytes in all", s5 + pl_rec_len(5) - 2, pl_rec_len(5) - 1);
+    snprintf(q, sizeof q, q5, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), want);
+    snprintf(q, sizeof q, q5, "octet_length(raw_bytes)");
+    PGT_EQ_INT(pgt_db_int(c, q), (long long)pl_rec_len(5) + 80000);
+    snprintf(q, sizeof q, q12, "byte_offset");
+    PGT_EQ_INT(pgt_db_int(c, q), (long long)s12);
+    snprintf(want, sizeof want, "at byte offset %zu of the page (byte %zu of the record), 1200000 bad "
+             "bytes in all; the record is %zu bytes from byte offset %zu of the page", s12 + pl_rec_len(12) - 2,
+             pl_rec_len(12) - 1, pl_rec_len(12) + 1200000, s12);
+    snprintf(q, sizeof q, q12, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), want);
+    const char *q18 = "SELECT %s FROM pgpipe.dead_letters WHERE source_name = 'pl_salvl' "
+                      "AND error_context LIKE '%%page 2 record 8:%%'";
+    snprintf(q, sizeof q, q18, "byte_offset || ' ' || line_number");
+    snprintf(want, sizeof want, "%zu 8", s18);
+    PGT_EQ_STR(pgt_db_str(c, q), want);
+    snprintf(want, sizeof want, "byte 0xFF never appears in UTF-8 at byte offset %zu of the page (byte %zu "
+             "of the record), 2 bad bytes in all", s18 + pl_rec_len(18) - 2, pl_rec_len(18) - 1);
+    snprintf(q, sizeof q, q18, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), want);
+    snprintf(q, sizeof q, q18, "encode(raw_bytes, 'escape')");
+    PGT_EQ_STR(pgt_db_str(c, q), "{\"id\":18,\"type\":\"t0\",\"updated_at\":\"2026-01-01T00:00:18Z\","
+                                 "\"name\":\"n18\\377\\376\"}");
+    PGT_EQ_STR(pgt_db_str(c, "SELECT string_agg(line_number::text, ',' ORDER BY line_number) FROM "
+                             "pgpipe.dead_letters WHERE source_name = 'pl_salvl'"), "2,5,8");
     pl_clean(c, "pl_salvl");
     pgt_db_close(c);
 }
