@@ -38566,9 +38566,9 @@ static int pull_dead_bad(pgpipe_pull *p, pull_writer *w, const char *url, long l
         return pp_err_nomem(&p->h.err);
     for (size_t j = 0; !p->orig.len && j < b->nfix && fx[j].off - b->start < keep; j++) {
         size_t at = fx[j].off - b->start;
-        if (fx[j].kind == FIX_NAN)
+        if (fx[j].kind == FIX_NAN) /* a token may go past what is kept */
             memcpy(raw.data + at, fx[j].len == 3 ? "NaN" : fx[j].len == 8 ? "Infinity" : "-Infinity",
-                   fx[j].len);
+                   fx[j].len < keep - at ? fx[j].len : keep - at);
         else
             raw.data[at] = (char)fx[j].byte;
     }

@@ -725,6 +725,45 @@ static void pl_t_salvage_long(void)
     pgt_db_close(c);
 }
 
+/* A bad record of more than 1 MiB (its dead letter keeps the first MiB)
+** whose -Infinity begins at the last byte kept: the dead letter holds the
+** bytes as sent up to there (before: the token was written back over the
+** kept bytes' end, 8 bytes out of the buffer). */
+static void pl_t_salvage_cut_token(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_salvc");
+    /* record 3: '{..."name":"n3","pad":"' pad x's '","score":-Infinity}',
+    ** its '-' at byte 1048576 (1-based) */
+    size_t pad = 1048558 - pl_rec_len(3);
+    char path[128], err[1024], q[512], want[200];
+    snprintf(path, sizeof path, "/offset?n=5&padrec=3:%zu&badrec=3:ninf", pad);
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_salvc", path);
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    pgpipe_pull_progress pr;
+    PGT_EQ_INT(pl_run(&o, &pr, err, sizeof err), PGPIPE_OK);
+    PGT_EQ_INT(pr.records, 4);
+    PGT_EQ_INT(pr.dead_lettered, 1);
+    PGT_EQ_INT(pl_count(c, "pl_salvc", "count(*)"), 4);
+    const char *q3 = "SELECT %s FROM pgpipe.dead_letters WHERE source_name = 'pl_salvc' "
+                     "AND error_context LIKE '%%page 1 record 3:%%'";
+    snprintf(q, sizeof q, q3, "octet_length(raw_text) || ' ' || substring(raw_text from 1048560)");
+    PGT_EQ_STR(pgt_db_str(c, q), "1048576 xxxxxx\",\"score\":-");
+    snprintf(want, sizeof want, "-Infinity is not a JSON value at byte offset %zu of the page (byte 1048576 "
+             "of the record); the record is %zu bytes", pl_rec_off(1, 3, (const size_t[10]){ 0 }) + 1048575,
+             pl_rec_len(3) + pad + 27);
+    snprintf(q, sizeof q, q3, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), want);
+    PGT_CONTAINS(pgt_db_str(c, q), "its first 1048576 are kept");
+    pl_clean(c, "pl_salvc");
+    pgt_db_close(c);
+}
+
 /* --rate: NaN, infinity, negative or so small that a wait overflows its
 ** count of microseconds are refused, by name (before: NaN was no limit and
 ** 1e-300 an undefined conversion); --body-budget 0 is the default it is
@@ -1557,6 +1596,7 @@ PGT_TEST(pull, salvage) { PL_CALL(pl_t_salvage); }
 PGT_TEST(pull, hostile_rate_and_budget_values) { PL_CALL(pl_t_hostile_values); }
 PGT_TEST(pull, rows_in_body_budget) { PL_CALL(pl_t_rows_in_budget); }
 PGT_TEST(pull, salvage_long_bad_record) { PL_CALL(pl_t_salvage_long); }
+PGT_TEST(pull, salvage_token_past_kept_bytes) { PL_CALL(pl_t_salvage_cut_token); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
 PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }
 PGT_TEST(pull, kill9_concurrent) { PL_CALL(pl_t_kill9_concurrent); }
