@@ -725,6 +725,46 @@ static void pl_t_salvage_long(void)
     pgt_db_close(c);
 }
 
+/* A record that is a bare NaN, Infinity or -Infinity (not inside an
+** object) is told with all of its bytes, the fixes listed or not (before:
+** the token's replacement ended in spaces, trimmed as white space: the
+** record was its first byte, its dead letter "N", and with the fixes too
+** many to list the page failed as "the problem is outside the records"). */
+static void pl_t_salvage_tokens(void)
+{
+    static const char body[] = "{\"items\":[{\"id\":1},NaN,{\"id\":3,\"s\":\"a\xff\"}, -Infinity ,Infinity]}";
+    static const char *const want[] = { "NaN", "{\"id\":3,\"s\":\"a\xff\"}", "-Infinity", "Infinity" };
+    size_t n = sizeof body - 1;
+    for (int listed = 1; listed >= 0; listed--) {
+        char t[sizeof body];
+        memcpy(t, body, sizeof body);
+        pp_buf fixes = { 0 }, bad = { 0 };
+        int outside = -1;
+        long long cnt;
+        PGT_OK(pull_fix_body((unsigned char *)t, n, listed ? &fixes : NULL));
+        PGT_OK(pgpipe_json_validate(t, n, NULL));
+        if (listed) {
+            PGT_EQ_INT((long long)(fixes.len / sizeof(pull_fix)), 4);
+            cnt = pull_bad_records(t, n, 1, (const pull_fix *)(void *)fixes.data,
+                                   fixes.len / sizeof(pull_fix), &bad, &outside);
+        } else {
+            cnt = pull_bad_records_diff(t, body, n, 1, &fixes, &bad, &outside);
+        }
+        PGT_EQ_INT(cnt, 5);
+        PGT_EQ_INT(outside, 0);
+        PGT_EQ_INT((long long)(bad.len / sizeof(pull_bad)), 4);
+        const pull_bad *b = (const pull_bad *)(void *)bad.data;
+        for (int k = 0; k < 4 && (size_t)k < bad.len / sizeof(pull_bad); k++) {
+            PGT_EQ_INT(b[k].idx, k + 2);
+            PGT_EQ_INT((long long)(b[k].end - b[k].start), (long long)strlen(want[k]));
+            PGT_CHECK_MSG(memcmp(body + b[k].start, want[k], strlen(want[k])) == 0, "listed %d record %d",
+                          listed, k + 2);
+        }
+        pp_buf_free(&fixes);
+        pp_buf_free(&bad);
+    }
+}
+
 /* A bad record of more than 1 MiB (its dead letter keeps the first MiB)
 ** whose -Infinity begins at the last byte kept: the dead letter holds the
 ** bytes as sent up to there (before: the token was written back over the
@@ -1596,6 +1636,7 @@ PGT_TEST(pull, salvage) { PL_CALL(pl_t_salvage); }
 PGT_TEST(pull, hostile_rate_and_budget_values) { PL_CALL(pl_t_hostile_values); }
 PGT_TEST(pull, rows_in_body_budget) { PL_CALL(pl_t_rows_in_budget); }
 PGT_TEST(pull, salvage_long_bad_record) { PL_CALL(pl_t_salvage_long); }
+PGT_TEST(pull, salvage_bare_tokens) { PL_CALL(pl_t_salvage_tokens); }
 PGT_TEST(pull, salvage_token_past_kept_bytes) { PL_CALL(pl_t_salvage_cut_token); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
 PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }

@@ -1681,7 +1681,8 @@ static int pull_fix_add(pp_buf *fx, size_t off, int kind, unsigned char byte, si
 ** the value's bounds being in doubt: in strings a byte of invalid UTF-8 by
 ** '?', an unescaped control character by ' ', the backslash of an invalid
 ** escape or of a lone surrogate by '?'; the tokens NaN, Infinity and
-** -Infinity (after ':', ',' or '[') by 0 and spaces. Strings end at the same
+** -Infinity (after ':', ',' or '[') by a number as long, 0.0..., with no
+** white space a record's bounds would be trimmed by. Strings end at the same
 ** quotes as before, so the structure is the one sent. fx gets a pull_fix
 ** each (fx NULL: none). PGPIPE_OK, PGPIPE_LIMIT (too many) or PGPIPE_NOMEM. */
 static int pull_fix_body(unsigned char *t, size_t n, pp_buf *fx)
@@ -1698,8 +1699,7 @@ static int pull_fix_body(unsigned char *t, size_t n, pp_buf *fx)
                     memcmp(t + i, toks[k], tl) == 0 &&
                     (i + tl == n || strchr(" \t\r\n,]}", t[i + tl]))) {
                     rc = pull_fix_add(fx, i, FIX_NAN, c, tl);
-                    t[i] = '0';
-                    memset(t + i + 1, ' ', tl - 1);
+                    memcpy(t + i, "0.0000000", tl);
                     break;
                 }
             }
