@@ -38386,7 +38386,8 @@ static int pull_fix_add(pp_buf *fx, size_t off, int kind, unsigned char byte, si
 ** the value's bounds being in doubt: in strings a byte of invalid UTF-8 by
 ** '?', an unescaped control character by ' ', the backslash of an invalid
 ** escape or of a lone surrogate by '?'; the tokens NaN, Infinity and
-** -Infinity (after ':', ',' or '[') by 0 and spaces. Strings end at the same
+** -Infinity (after ':', ',' or '[') by a number as long, 0.0..., with no
+** white space a record's bounds would be trimmed by. Strings end at the same
 ** quotes as before, so the structure is the one sent. fx gets a pull_fix
 ** each (fx NULL: none). PGPIPE_OK, PGPIPE_LIMIT (too many) or PGPIPE_NOMEM. */
 static int pull_fix_body(unsigned char *t, size_t n, pp_buf *fx)
@@ -38403,8 +38404,7 @@ static int pull_fix_body(unsigned char *t, size_t n, pp_buf *fx)
                     memcmp(t + i, toks[k], tl) == 0 &&
                     (i + tl == n || strchr(" \t\r\n,]}", t[i + tl]))) {
                     rc = pull_fix_add(fx, i, FIX_NAN, c, tl);
-                    t[i] = '0';
-                    memset(t + i + 1, ' ', tl - 1);
+                    memcpy(t + i, "0.0000000", tl);
                     break;
                 }
             }
@@ -38519,11 +38519,6 @@ static long long pull_ordinal(const pgpipe_json_val *root, const pgpipe_json_val
     return found;
 }
 
-/* The elements of the array whose opening bracket is the ordinal-th of
-** t[0..n) (valid JSON: it parsed) that hold one of the nfix fixes (sorted
-** by offset): appended to bad. Returns the array's element count, -1 when
-** it is not an array there or memory ran out; *outside = 1 when a fix lies
-** outside the elements. */
 /* The fix that turned byte at of orig (the body as sent) into t[at]. */
 static pull_fix pull_fix_at(const unsigned char *orig, const unsigned char *t, size_t n, size_t at)
 {
@@ -38549,44 +38544,33 @@ static size_t pull_diffs(const char *t, const char *orig, size_t a, size_t b, si
     return nd;
 }
 
-/* pull_bad_records when the fixes were too many to list: the records are
-** those whose bytes differ from orig (the body as sent), each with one fix
-** made up from its first different byte (appended to fixes) and nfix its
-** count of different bytes. */
-static long long pull_bad_records_diff(const char *t, const char *orig, size_t n, long long ordinal,
-                                       pp_buf *fixes, pp_buf *bad, int *outside)
+/* The elements of the array whose opening bracket is the ordinal-th of
+** t[0..n) (valid JSON: it parsed), in order: each(ctx, idx, start, end)
+** with idx 1-based and [start, end) the element's bytes without the white
+** space around them. Returns the element count; -1 when it is not an array
+** there or each failed (returned other than PGPIPE_OK). */
+typedef int (*pull_each_fn)(void *ctx, long long idx, size_t start, size_t end);
+static long long pull_walk_records(const char *t, size_t n, long long ordinal, pull_each_fn each,
+                                   void *ctx)
 {
     long long seen = -1, count = 0;
-    int depth = 0;
-    size_t start = 0, inside = 0, first = 0;
-    *outside = 0;
-    fixes->len = 0;
+    int depth = 0;      /* 1: in the array, between its elements */
+    size_t start = 0;   /* the element's first byte (0: none; the '[' comes before any) */
     for (size_t i = 0; i < n; i++) {
         char c = t[i];
         if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
             continue;
         if (depth == 1 && (c == ',' || c == ']')) {
-            if (start) {
-                count++;
+            if (start) { /* element count + 1 is [start, i) */
                 size_t e = i;
                 while (e > start && strchr(" \t\r\n", t[e - 1]))
                     e--;
-                size_t nd = pull_diffs(t, orig, start, e, &first);
-                if (nd) {
-                    pull_fix f = pull_fix_at((const unsigned char *)orig, (const unsigned char *)t, n,
-                                             first);
-                    pull_bad b = { count, start, e, fixes->len / sizeof f, nd };
-                    if (pp_buf_append(fixes, &f, sizeof f) != PGPIPE_OK ||
-                        pp_buf_append(bad, &b, sizeof b) != PGPIPE_OK)
-                        return -1;
-                    inside += nd;
-                }
+                if (each(ctx, ++count, start, e) != PGPIPE_OK)
+                    return -1;
                 start = 0;
             }
-            if (c == ']') {
-                *outside = pull_diffs(t, orig, 0, n, &first) != inside;
+            if (c == ']')
                 return count;
-            }
             continue;
         }
         if (depth == 1 && !start)
@@ -38609,62 +38593,86 @@ static long long pull_bad_records_diff(const char *t, const char *orig, size_t n
     return -1;
 }
 
+/* pull_bad_records' walk: the fixes listed (sorted by offset), the next one
+** k; *outside = 1 when one lies outside the elements. */
+typedef struct pull_listed {
+    const pull_fix *fix;
+    size_t nfix, k;
+    pp_buf *bad;
+    int *outside;
+} pull_listed;
+
+static int pull_bad_listed(void *ctx, long long idx, size_t start, size_t end)
+{
+    pull_listed *w = ctx;
+    for (; w->k < w->nfix && w->fix[w->k].off < end; w->k++) {
+        pull_bad *last = w->bad->len ? (pull_bad *)(void *)(w->bad->data + w->bad->len - sizeof *last)
+                                     : NULL;
+        if (w->fix[w->k].off < start) {
+            *w->outside = 1;
+        } else if (last && last->idx == idx) {
+            last->nfix++;
+        } else {
+            pull_bad b = { idx, start, end, w->k, 1 };
+            if (pp_buf_append(w->bad, &b, sizeof b) != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+        }
+    }
+    return PGPIPE_OK;
+}
+
+/* The elements of the array whose opening bracket is the ordinal-th of
+** t[0..n) that hold one of the nfix fixes (sorted by offset): appended to
+** bad. Returns the array's element count, -1 when it is not an array there
+** or memory ran out; *outside = 1 when a fix lies outside the elements. */
 static long long pull_bad_records(const char *t, size_t n, long long ordinal, const pull_fix *fix,
                                   size_t nfix, pp_buf *bad, int *outside)
 {
-    long long seen = -1, count = 0;
-    int depth = 0;      /* 1: in the array, between its elements */
-    size_t start = 0;   /* the element's first byte (0: none; the '[' comes before any) */
-    size_t k = 0;       /* the next fix */
+    pull_listed w = { fix, nfix, 0, bad, outside };
     *outside = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = t[i];
-        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
-            continue;
-        if (depth == 1 && (c == ',' || c == ']')) {
-            if (start) { /* element count + 1 is [start, i) */
-                count++;
-                for (; k < nfix && fix[k].off < i; k++) {
-                    pull_bad *last = bad->len ? (pull_bad *)(void *)(bad->data + bad->len - sizeof *last) : NULL;
-                    if (fix[k].off < start) {
-                        *outside = 1;
-                    } else if (last && last->idx == count) {
-                        last->nfix++;
-                    } else {
-                        size_t e = i;
-                        while (e > start && strchr(" \t\r\n", t[e - 1]))
-                            e--;
-                        pull_bad b = { count, start, e, k, 1 };
-                        if (pp_buf_append(bad, &b, sizeof b) != PGPIPE_OK)
-                            return -1;
-                    }
-                }
-                start = 0;
-            }
-            if (c == ']') {
-                *outside |= k < nfix;
-                return count;
-            }
-            continue;
-        }
-        if (depth == 1 && !start)
-            start = i;
-        if (c == '"') {
-            for (i++; i < n && t[i] != '"'; i++)
-                i += t[i] == '\\';
-        } else if (c == '[' || c == '{') {
-            if (depth)
-                depth++;
-            else if (++seen == ordinal) {
-                if (c != '[')
-                    return -1;
-                depth = 1;
-            }
-        } else if ((c == ']' || c == '}') && depth > 1) {
-            depth--;
-        }
-    }
-    return -1;
+    long long count = pull_walk_records(t, n, ordinal, pull_bad_listed, &w);
+    if (count >= 0)
+        *outside |= w.k < nfix;
+    return count;
+}
+
+/* pull_bad_records_diff's walk: t as fixed, orig as sent; inside counts the
+** bytes that differ inside the elements. */
+typedef struct pull_differ {
+    const char *t, *orig;
+    size_t n, inside;
+    pp_buf *fixes, *bad;
+} pull_differ;
+
+static int pull_bad_differ(void *ctx, long long idx, size_t start, size_t end)
+{
+    pull_differ *w = ctx;
+    size_t first = 0, nd = pull_diffs(w->t, w->orig, start, end, &first);
+    if (!nd)
+        return PGPIPE_OK;
+    pull_fix f = pull_fix_at((const unsigned char *)w->orig, (const unsigned char *)w->t, w->n, first);
+    pull_bad b = { idx, start, end, w->fixes->len / sizeof f, nd };
+    if (pp_buf_append(w->fixes, &f, sizeof f) != PGPIPE_OK || pp_buf_append(w->bad, &b, sizeof b) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    w->inside += nd;
+    return PGPIPE_OK;
+}
+
+/* pull_bad_records when the fixes were too many to list: the records are
+** those whose bytes differ from orig (the body as sent), each with one fix
+** made up from its first different byte (appended to fixes) and nfix its
+** count of different bytes. */
+static long long pull_bad_records_diff(const char *t, const char *orig, size_t n, long long ordinal,
+                                       pp_buf *fixes, pp_buf *bad, int *outside)
+{
+    pull_differ w = { t, orig, n, 0, fixes, bad };
+    size_t first = 0;
+    *outside = 0;
+    fixes->len = 0;
+    long long count = pull_walk_records(t, n, ordinal, pull_bad_differ, &w);
+    if (count >= 0)
+        *outside = pull_diffs(t, orig, 0, n, &first) != w.inside;
+    return count;
 }
 
 /* The body of page hs (url) did not parse (the parser's error is in the
@@ -38747,9 +38755,9 @@ static int pull_dead_bad(pgpipe_pull *p, pull_writer *w, const char *url, long l
         return pp_err_nomem(&p->h.err);
     for (size_t j = 0; !p->orig.len && j < b->nfix && fx[j].off - b->start < keep; j++) {
         size_t at = fx[j].off - b->start;
-        if (fx[j].kind == FIX_NAN)
+        if (fx[j].kind == FIX_NAN) /* a token may go past what is kept */
             memcpy(raw.data + at, fx[j].len == 3 ? "NaN" : fx[j].len == 8 ? "Infinity" : "-Infinity",
-                   fx[j].len);
+                   fx[j].len < keep - at ? fx[j].len : keep - at);
         else
             raw.data[at] = (char)fx[j].byte;
     }

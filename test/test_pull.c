@@ -625,6 +625,25 @@ static void pl_t_body_budget(void)
 
 /* ---- a page that is not JSON only inside records ------------------------------- */
 
+/* The length of test/pull_server.py's record i (i < 60) as it sends it
+** without badrec or pad: '{"id":i,"type":"t<i%3>","updated_at":"<ts>","name":"n<i>"}'. */
+static size_t pl_rec_len(int i)
+{
+    char r[160];
+    return (size_t)snprintf(r, sizeof r, "{\"id\":%d,\"type\":\"t%d\",\"updated_at\":"
+                            "\"2026-01-01T00:00:%02dZ\",\"name\":\"n%d\"}", i, i % 3, i, i);
+}
+
+/* The byte offset in an offset page ('{"items":[' then the records from id
+** first, ',' between) of record id, with extra[k] bytes more in record first+k. */
+static size_t pl_rec_off(int first, int id, const size_t *extra)
+{
+    size_t off = 10;
+    for (int i = first; i < id; i++)
+        off += pl_rec_len(i) + extra[i - first] + 1;
+    return off;
+}
+
 /* A record with more bad bytes than can be listed one by one (80 000 here,
 ** 1.2 million in the second) goes to the dead letters like any other, with
 ** its position and bytes as sent (past 1 MiB: the first MiB, saying so);
@@ -667,7 +686,121 @@ static void pl_t_salvage_long(void)
     PGT_CONTAINS(pgt_db_str(c, "SELECT error_message FROM pgpipe.dead_letters WHERE source_name = "
                                "'pl_salvl' AND error_context LIKE '%page 2 record 8:%'"),
                  "invalid UTF-8 in string");
+    /* told by their bytes (the fixes were too many to list): each record's
+    ** ordinal, its offset in the page, its first bad byte and its bytes as
+    ** sent, exactly */
+    static const size_t none[10] = { 0 }, p2[10] = { 0, 1200000 };
+    size_t s5 = pl_rec_off(1, 5, none), s12 = pl_rec_off(11, 12, p2), s18 = pl_rec_off(11, 18, p2);
+    char want[300];
+    snprintf(q, sizeof q, q5, "byte_offset");
+    PGT_EQ_INT(pgt_db_int(c, q), (long long)s5);
+    snprintf(want, sizeof want, "U+0001 in string at byte offset %zu of the page (byte %zu of the record), "
+             "80000 bad bytes in all", s5 + pl_rec_len(5) - 2, pl_rec_len(5) - 1);
+    snprintf(q, sizeof q, q5, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), want);
+    snprintf(q, sizeof q, q5, "octet_length(raw_bytes)");
+    PGT_EQ_INT(pgt_db_int(c, q), (long long)pl_rec_len(5) + 80000);
+    snprintf(q, sizeof q, q12, "byte_offset");
+    PGT_EQ_INT(pgt_db_int(c, q), (long long)s12);
+    snprintf(want, sizeof want, "at byte offset %zu of the page (byte %zu of the record), 1200000 bad "
+             "bytes in all; the record is %zu bytes from byte offset %zu of the page", s12 + pl_rec_len(12) - 2,
+             pl_rec_len(12) - 1, pl_rec_len(12) + 1200000, s12);
+    snprintf(q, sizeof q, q12, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), want);
+    const char *q18 = "SELECT %s FROM pgpipe.dead_letters WHERE source_name = 'pl_salvl' "
+                      "AND error_context LIKE '%%page 2 record 8:%%'";
+    snprintf(q, sizeof q, q18, "byte_offset || ' ' || line_number");
+    snprintf(want, sizeof want, "%zu 8", s18);
+    PGT_EQ_STR(pgt_db_str(c, q), want);
+    snprintf(want, sizeof want, "byte 0xFF never appears in UTF-8 at byte offset %zu of the page (byte %zu "
+             "of the record), 2 bad bytes in all", s18 + pl_rec_len(18) - 2, pl_rec_len(18) - 1);
+    snprintf(q, sizeof q, q18, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), want);
+    snprintf(q, sizeof q, q18, "encode(raw_bytes, 'escape')");
+    PGT_EQ_STR(pgt_db_str(c, q), "{\"id\":18,\"type\":\"t0\",\"updated_at\":\"2026-01-01T00:00:18Z\","
+                                 "\"name\":\"n18\\377\\376\"}");
+    PGT_EQ_STR(pgt_db_str(c, "SELECT string_agg(line_number::text, ',' ORDER BY line_number) FROM "
+                             "pgpipe.dead_letters WHERE source_name = 'pl_salvl'"), "2,5,8");
     pl_clean(c, "pl_salvl");
+    pgt_db_close(c);
+}
+
+/* A record that is a bare NaN, Infinity or -Infinity (not inside an
+** object) is told with all of its bytes, the fixes listed or not (before:
+** the token's replacement ended in spaces, trimmed as white space: the
+** record was its first byte, its dead letter "N", and with the fixes too
+** many to list the page failed as "the problem is outside the records"). */
+static void pl_t_salvage_tokens(void)
+{
+    static const char body[] = "{\"items\":[{\"id\":1},NaN,{\"id\":3,\"s\":\"a\xff\"}, -Infinity ,Infinity]}";
+    static const char *const want[] = { "NaN", "{\"id\":3,\"s\":\"a\xff\"}", "-Infinity", "Infinity" };
+    size_t n = sizeof body - 1;
+    for (int listed = 1; listed >= 0; listed--) {
+        char t[sizeof body];
+        memcpy(t, body, sizeof body);
+        pp_buf fixes = { 0 }, bad = { 0 };
+        int outside = -1;
+        long long cnt;
+        PGT_OK(pull_fix_body((unsigned char *)t, n, listed ? &fixes : NULL));
+        PGT_OK(pgpipe_json_validate(t, n, NULL));
+        if (listed) {
+            PGT_EQ_INT((long long)(fixes.len / sizeof(pull_fix)), 4);
+            cnt = pull_bad_records(t, n, 1, (const pull_fix *)(void *)fixes.data,
+                                   fixes.len / sizeof(pull_fix), &bad, &outside);
+        } else {
+            cnt = pull_bad_records_diff(t, body, n, 1, &fixes, &bad, &outside);
+        }
+        PGT_EQ_INT(cnt, 5);
+        PGT_EQ_INT(outside, 0);
+        PGT_EQ_INT((long long)(bad.len / sizeof(pull_bad)), 4);
+        const pull_bad *b = (const pull_bad *)(void *)bad.data;
+        for (int k = 0; k < 4 && (size_t)k < bad.len / sizeof(pull_bad); k++) {
+            PGT_EQ_INT(b[k].idx, k + 2);
+            PGT_EQ_INT((long long)(b[k].end - b[k].start), (long long)strlen(want[k]));
+            PGT_CHECK_MSG(memcmp(body + b[k].start, want[k], strlen(want[k])) == 0, "listed %d record %d",
+                          listed, k + 2);
+        }
+        pp_buf_free(&fixes);
+        pp_buf_free(&bad);
+    }
+}
+
+/* A bad record of more than 1 MiB (its dead letter keeps the first MiB)
+** whose -Infinity begins at the last byte kept: the dead letter holds the
+** bytes as sent up to there (before: the token was written back over the
+** kept bytes' end, 8 bytes out of the buffer). */
+static void pl_t_salvage_cut_token(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    pl_clean(c, "pl_salvc");
+    /* record 3: '{..."name":"n3","pad":"' pad x's '","score":-Infinity}',
+    ** its '-' at byte 1048576 (1-based) */
+    size_t pad = 1048558 - pl_rec_len(3);
+    char path[128], err[1024], q[512], want[200];
+    snprintf(path, sizeof path, "/offset?n=5&padrec=3:%zu&badrec=3:ninf", pad);
+    pgpipe_pull_options o;
+    pl_opts(&o, "pl_salvc", path);
+    o.paginate = PGPIPE_PULL_OFFSET;
+    o.limit = 10;
+    o.records = "items";
+    o.total_path = "total";
+    pgpipe_pull_progress pr;
+    PGT_EQ_INT(pl_run(&o, &pr, err, sizeof err), PGPIPE_OK);
+    PGT_EQ_INT(pr.records, 4);
+    PGT_EQ_INT(pr.dead_lettered, 1);
+    PGT_EQ_INT(pl_count(c, "pl_salvc", "count(*)"), 4);
+    const char *q3 = "SELECT %s FROM pgpipe.dead_letters WHERE source_name = 'pl_salvc' "
+                     "AND error_context LIKE '%%page 1 record 3:%%'";
+    snprintf(q, sizeof q, q3, "octet_length(raw_text) || ' ' || substring(raw_text from 1048560)");
+    PGT_EQ_STR(pgt_db_str(c, q), "1048576 xxxxxx\",\"score\":-");
+    snprintf(want, sizeof want, "-Infinity is not a JSON value at byte offset %zu of the page (byte 1048576 "
+             "of the record); the record is %zu bytes", pl_rec_off(1, 3, (const size_t[10]){ 0 }) + 1048575,
+             pl_rec_len(3) + pad + 27);
+    snprintf(q, sizeof q, q3, "error_message");
+    PGT_CONTAINS(pgt_db_str(c, q), want);
+    PGT_CONTAINS(pgt_db_str(c, q), "its first 1048576 are kept");
+    pl_clean(c, "pl_salvc");
     pgt_db_close(c);
 }
 
@@ -1503,6 +1636,8 @@ PGT_TEST(pull, salvage) { PL_CALL(pl_t_salvage); }
 PGT_TEST(pull, hostile_rate_and_budget_values) { PL_CALL(pl_t_hostile_values); }
 PGT_TEST(pull, rows_in_body_budget) { PL_CALL(pl_t_rows_in_budget); }
 PGT_TEST(pull, salvage_long_bad_record) { PL_CALL(pl_t_salvage_long); }
+PGT_TEST(pull, salvage_bare_tokens) { PL_CALL(pl_t_salvage_tokens); }
+PGT_TEST(pull, salvage_token_past_kept_bytes) { PL_CALL(pl_t_salvage_cut_token); }
 PGT_TEST(pull, secrets) { PL_CALL(pl_t_secrets); }
 PGT_TEST(pull, kill9_resume) { PL_CALL(pl_t_kill9_resume); }
 PGT_TEST(pull, kill9_concurrent) { PL_CALL(pl_t_kill9_concurrent); }
