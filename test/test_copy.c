@@ -723,7 +723,35 @@ PGT_TEST(copy, binary_only_when_the_types_fit)
                              "event_type IN ('e1', 'e2') AND payload ? 'v'"), 6);
     PGT_EQ_INT(copy_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE received_at = "
                              "'2026-01-02T03:04:05Z'"), 2);
+    /* a role that may not read pg_attribute: the question is refused, the
+    ** load goes as COPY text */
+    char role[64], sql[600];
+    snprintf(role, sizeof role, "copy_t_nocat_%d", (int)getpid());
+    snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN; "
+             "GRANT USAGE ON SCHEMA staging, pgpipe TO %s; "
+             "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA staging, pgpipe TO %s; "
+             "GRANT USAGE ON ALL SEQUENCES IN SCHEMA staging, pgpipe TO %s; "
+             "REVOKE SELECT ON pg_catalog.pg_attribute FROM PUBLIC", role, role, role, role, role);
+    PQclear(PGT_EXEC(c, sql));
+    char rdsn[1200];
+    snprintf(rdsn, sizeof rdsn, "%s user=%s", dsn, role);
+    pgpipe_loader_options_init(&o);
+    o.conninfo = rdsn;
+    o.source_value = "types";
+    o.install_schema = 0;
+    o.load_key = "k4";
+    PGT_CHECK_MSG(pgpipe_loader_open(&l, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+    PGT_EQ_INT(l->binary, 0);
+    PGT_OK(pgpipe_loader_summary(l, &s));
+    PGT_EQ_INT(s.rows_loaded, 2);
+    pgpipe_loader_close(l);
+    PGT_EQ_INT(copy_t_int(c, "SELECT count(*) FROM staging.raw_events"), 8);
     pgt_db_close(c);
+    PGconn *a2 = pgt_connect();
+    snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s", role);
+    PQclear(PGT_EXEC(a2, sql));
+    PQfinish(a2);
 }
 
 PGT_TEST(copy, csv_header_nulls_shape_and_bad_bytes)

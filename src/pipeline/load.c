@@ -472,21 +472,33 @@ static int copy_changed_file(pgpipe_loader *l, copy_lane *ln, int *transient)
     return rc;
 }
 
-/* May this load send binary rows: are the default mapping's four columns
-** of table N (its quoted name; NULL: no) text, text, jsonb and uuid? Asked
-** at each load: a table altered since the last one goes back to text. */
-#define COPY_BINARY_OK(N) \
-    "(SELECT count(*) = 4 FROM pg_catalog.pg_attribute a WHERE a.attrelid = " \
-    "pg_catalog.to_regclass(" N "::text) AND a.attnum > 0 AND NOT a.attisdropped AND " \
-    "(a.attname::text, a.atttypid) IN (('source', 'pg_catalog.text'::pg_catalog.regtype::oid), " \
-    "('event_type', 'pg_catalog.text'::pg_catalog.regtype::oid), " \
-    "('payload', 'pg_catalog.jsonb'::pg_catalog.regtype::oid), " \
-    "('batch_id', 'pg_catalog.uuid'::pg_catalog.regtype::oid)))"
-
-/* The quoted target when this load might go binary, else NULL. */
-static const char *copy_binary_probe(const pgpipe_loader *l)
+/* May this load send binary rows (copy_sql_bin): are the default mapping's
+** four columns of the target still text, text, jsonb and uuid? Asked at each
+** load, so a table altered since the last one gets COPY text. A question the
+** server refuses (a role that may not read pg_attribute) means text; it is
+** not asked inside the caller's transaction (a borrowed connection), which
+** a refusal would abort. */
+static void copy_binary_ask(pgpipe_loader *l)
 {
-    return l->copy_sql_bin && !l->text_only ? l->target_sql : NULL;
+    copy_lane *ln = &l->lanes[0];
+    l->binary = 0;
+    if (!l->copy_sql_bin || l->text_only || PQtransactionStatus(ln->conn) != PQTRANS_IDLE)
+        return;
+    const char *v[1] = { l->target_sql };
+    PGresult *r = NULL;
+    pgpipe_error e;
+    pgpipe_error_clear(&e);
+    if (pp_exec(ln->conn, "SELECT count(*) = 4 FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
+                          "pg_catalog.to_regclass($1::text) AND a.attnum > 0 AND NOT "
+                          "a.attisdropped AND (a.attname::text, a.atttypid) IN "
+                          "(('source', 'pg_catalog.text'::pg_catalog.regtype::oid), "
+                          "('event_type', 'pg_catalog.text'::pg_catalog.regtype::oid), "
+                          "('payload', 'pg_catalog.jsonb'::pg_catalog.regtype::oid), "
+                          "('batch_id', 'pg_catalog.uuid'::pg_catalog.regtype::oid))",
+                1, v, &r, &e, "loader") != PGPIPE_OK)
+        return;
+    l->binary = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
 }
 
 PGPIPE_PRIVATE const char *copy_rows_sql(const pgpipe_loader *l)
@@ -501,7 +513,6 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
     PGresult *r = NULL;
     int rc;
     l->ndone = 0;
-    l->binary = 0;
     if (l->load_key) {
         char *mapping = copy_mapping_json(l);
         if (!mapping)
@@ -576,7 +587,7 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
                 l->batch_bytes = (size_t)atoll(PQgetvalue(r, 0, 2));
             PQclear(r);
             snprintf(num[0], sizeof num[0], "%lld", l->load_id);
-            const char *v1[2] = { num[0], copy_binary_probe(l) };
+            const char *v1[1] = { num[0] };
             rc = copy_exec(ln, "SELECT seq, rows_read FROM pgpipe.load_batches "
                               "WHERE load_id = $1::bigint ORDER BY seq", 1, v1, &r, transient);
             if (rc != PGPIPE_OK)
@@ -596,15 +607,9 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
             }
             l->ndone = n;
             PQclear(r);
-            rc = copy_exec(ln, "UPDATE pgpipe.loads SET status = 'running', updated_at = now(), "
-                              "finished_at = NULL, error_message = NULL, error_sqlstate = NULL "
-                              "WHERE id = $1::bigint RETURNING " COPY_BINARY_OK("$2"), 2, v1, &r,
-                           transient);
-            if (rc != PGPIPE_OK)
-                return rc;
-            l->binary = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
-            PQclear(r);
-            return PGPIPE_OK;
+            return copy_exec(ln, "UPDATE pgpipe.loads SET status = 'running', updated_at = now(), "
+                                "finished_at = NULL, error_message = NULL, error_sqlstate = NULL "
+                                "WHERE id = $1::bigint", 1, v1, NULL, transient);
         }
         PQclear(r);
         if (!fresh && !l->opt_load_key && (rc = copy_changed_file(l, ln, transient)) != PGPIPE_OK)
@@ -619,23 +624,21 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
         return pp_err_nomem(&ln->err);
     char delim[2] = { (char)l->csv_delimiter_now, 0 };
     snprintf(num[4], sizeof num[4], "%zu", l->max_record);
-    const char *v[12] = { l->source, l->src_size >= 0 ? num[0] : NULL,
+    const char *v[11] = { l->source, l->src_size >= 0 ? num[0] : NULL,
                           l->src_mtime >= 0 ? num[1] : NULL, l->load_key,
                           copy_format_name(l->format), l->target, num[2], num[3], mapping, delim,
-                          num[4], copy_binary_probe(l) };
+                          num[4] };
     rc = copy_exec(ln, "INSERT INTO pgpipe.loads (source, source_size, source_mtime, source_checksum, "
                       "format, target, options) VALUES ($1, $2::bigint, to_timestamp($3::bigint), $4, "
                       "$5, $6, jsonb_build_object('batch_rows', $7::int, 'batch_bytes', $8::bigint, "
                       "'mapping', $9::jsonb, 'delimiter', $10::text, "
                       "'max_record_bytes', $11::bigint)) "
-                      "RETURNING id, " COPY_LOAD_STARTED ", " COPY_BINARY_OK("$12"), 12, v, &r,
-                   transient);
+                      "RETURNING id, " COPY_LOAD_STARTED, 11, v, &r, transient);
     pp_free(mapping);
     if (rc != PGPIPE_OK)
         return rc;
     l->load_id = atoll(PQgetvalue(r, 0, 0));
     snprintf(l->load_started, sizeof l->load_started, "%s", PQgetvalue(r, 0, 1));
-    l->binary = PQgetvalue(r, 0, 2)[0] == 't';
     PQclear(r);
     return PGPIPE_OK;
 }
@@ -647,6 +650,7 @@ static int copy_load_register_locked(pgpipe_loader *l, int *transient)
 static int copy_load_register(pgpipe_loader *l, int *transient)
 {
     copy_lane *ln = &l->lanes[0];
+    copy_binary_ask(l);
     if (!l->load_key)
         return copy_load_register_locked(l, transient);
     const char *v[2] = { l->load_key, l->target };
