@@ -1763,3 +1763,38 @@ PGT_TEST(migrate, baseline_between_and_above_files)
     PQclear(PGT_EXEC(c, "DROP TABLE mig_t_blm5"));
     PQfinish(c);
 }
+
+/* A baseline is digits only ("v3", "3.0", " 3", "-1" are refused when the
+** runner opens, before anything is read or written); leading zeros are the
+** same version; "" is no baseline, as NULL. */
+PGT_TEST(migrate, baseline_version_must_be_digits)
+{
+    const char *d = mig_t_dir("bldigits");
+    PGconn *c = pgt_connect();
+    mig_t_write(d, "V3__three.sql", "SELECT 1;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "bldigits");
+    static const char *const bad[] = { "v3", "V3", "3.0", " 3", "3 ", "-1", "+3", "3\n" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        pgpipe_migrator *m = NULL;
+        o.baseline_version = bad[i];
+        PGT_EQ_INT(pgpipe_migrator_open(&m, c, &o), PGPIPE_MISUSE);
+        PGT_CONTAINS(mig_t_err(m), "baseline version \"");
+        PGT_EQ_INT(pgpipe_migrate_run(m), PGPIPE_MISUSE);
+        pgpipe_migrator_close(m);
+    }
+    pgpipe_migrator *m = NULL;
+    o.baseline_version = "";
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_rows(c, "bldigits", NULL), 1);
+    PGT_EQ_INT(mig_t_rows(c, "bldigits", "applied"), 1);
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_CHECK(mig_t_find(m, "three")->ran);
+    pgpipe_migrator_close(m);
+    o.scope = "bldigits2";
+    o.baseline_version = "0003";
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_INT(pgpipe_migrate_count(m), 1); /* no marker: 0003 is V3's version */
+    pgpipe_migrator_close(m);
+    PQfinish(c);
+}
