@@ -1729,8 +1729,8 @@ PGT_TEST(migrate, baseline_over_failed_attempts)
 }
 
 /* A baseline between files records the files below it and a marker at it;
-** one above every file records them all and its marker, and a file added
-** below it later is ignored (shown, never run). */
+** one above every file records them all and its marker. A file added later
+** at or below the baseline is covered by it (shown, never run). */
 PGT_TEST(migrate, baseline_between_and_above_files)
 {
     const char *d = mig_t_dir("blmarker");
@@ -1749,6 +1749,19 @@ PGT_TEST(migrate, baseline_between_and_above_files)
     PGT_CHECK(mig_t_find(m, "five")->ran);
     pgpipe_migrator_close(m);
     PGT_EQ_INT(mig_t_rows(c, "blmarker", "baseline"), 3);
+    /* files added later at the marker's version and below it: covered by
+    ** the baseline, not run; the one at the marker is no drift (the marker
+    ** has no checksum: it stopped every run as "changed on disk") */
+    mig_t_write(d, "V4__four.sql", "SELECT 1 / 0;\n");
+    mig_t_write(d, "V2__two.sql", "SELECT 1 / 0;\n");
+    o.baseline_version = NULL;
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "four")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_CHECK(!mig_t_find(m, "four")->ran);
+    PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_IGNORED);
+    pgpipe_migrator_close(m);
+    PGT_CHECK(remove(mig_t_path(d, "V4__four.sql")) == 0);
+    PGT_CHECK(remove(mig_t_path(d, "V2__two.sql")) == 0);
     o.scope = "blmarker2";
     o.baseline_version = "9";
     PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));

@@ -1158,7 +1158,13 @@ static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
     if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
         int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
         int base = strcmp(r->status, "baseline") == 0;
-        if (same) {
+        if (base && r->file[0] == '\0' && f->kind == 'V') {
+            /* a file at the version of a baseline marker (recorded without a
+            ** file, so without a checksum to drift from): the baseline
+            ** covers it, as it covers the files below */
+            in->state = PGPIPE_MIGRATION_BASELINE;
+            snprintf(e->action, sizeof e->action, "at the baseline %s: skipped", r->version);
+        } else if (same) {
             in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
         } else if (f->kind == 'R') {
             in->state = PGPIPE_MIGRATION_OUTDATED;
