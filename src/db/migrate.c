@@ -1330,16 +1330,14 @@ static void mig_baseline_decide(pgpipe_migrator *m)
     if (!m->baseline)
         return;
     const char *top = NULL, *max_bl = NULL;
-    int top_base = 0, applied_at_or_below = 0;
+    int applied_at_or_below = 0;
     for (int i = 0; i < m->nrows; i++) {
         const mig_row *r = &m->rows[i];
         if (r->kind != 'V' || mig_row_nothing_applied(r))
             continue;
         int base = strcmp(r->status, "baseline") == 0;
-        if (!top || mig_vcmp(r->version, top) > 0) {
+        if (!top || mig_vcmp(r->version, top) > 0)
             top = r->version;
-            top_base = base;
-        }
         if (base && (!max_bl || mig_vcmp(r->version, max_bl) > 0))
             max_bl = r->version;
         if (!base && mig_vcmp(r->version, m->baseline) <= 0)
@@ -1357,10 +1355,9 @@ static void mig_baseline_decide(pgpipe_migrator *m)
         snprintf(own, sizeof own, " (its baseline is version %.32s)", max_bl);
     snprintf(m->bl_msg, sizeof m->bl_msg,
              "baseline version %.60s refused: the history of scope \"%.60s\" already has "
-             "versions applied, up to version %.60s%s%s; a baseline is only for a history "
+             "versions applied, up to version %.60s%s; a baseline is only for a history "
              "with none, and nothing was changed. Run without the baseline to apply the "
-             "pending versions", m->baseline, m->scope, top,
-             top_base ? " (a baseline)" : "", own);
+             "pending versions", m->baseline, m->scope, top, own);
 }
 
 /* Builds the entries from the files and the history, deciding what a run
