@@ -13006,6 +13006,9 @@ struct pgpipe_migrator {
     char open_msg[512]; /* why it did not */
     PGconn *conn;
     char *dir, *embedded, *scope, *baseline, *target;
+    const char *bl;       /* the baseline the entries record (see mig_baseline_decide) */
+    int bl_refused;       /* the baseline is refused: the history is not empty */
+    char bl_msg[640];     /* why */
     char *tbl;            /* quoted "schema"."table" */
     char *tbl_schema, *tbl_name;
     int lock_timeout_ms;
@@ -14008,7 +14011,7 @@ static void mig_decide_new(pgpipe_migrator *m, mig_entry *e, const char *max_app
     const mig_file *f = e->f;
     pgpipe_migration_info *in = &e->info;
     in->state = PGPIPE_MIGRATION_PENDING;
-    if (f->kind == 'V' && m->baseline && mig_vcmp(f->version, m->baseline) <= 0) {
+    if (f->kind == 'V' && m->bl && mig_vcmp(f->version, m->bl) <= 0) {
         e->do_baseline = 1;
         snprintf(e->action, sizeof e->action, "record as baseline");
     } else if (f->kind == 'V' && max_baseline && mig_vcmp(f->version, max_baseline) <= 0) {
@@ -14032,6 +14035,8 @@ static void mig_decide_new(pgpipe_migrator *m, mig_entry *e, const char *max_app
     }
 }
 
+static int mig_row_nothing_applied(const mig_row *r);
+
 /* State and action of a file with a history row. */
 static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
 {
@@ -14042,7 +14047,13 @@ static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
     if (strcmp(r->status, "applied") == 0 || strcmp(r->status, "baseline") == 0) {
         int same = strcmp(r->checksum, f->checksum) == 0 && strcmp(r->algo, "sha256") == 0;
         int base = strcmp(r->status, "baseline") == 0;
-        if (same) {
+        if (base && r->file[0] == '\0' && f->kind == 'V') {
+            /* a file at the version of a baseline marker (recorded without a
+            ** file, so without a checksum to drift from): the baseline
+            ** covers it, as it covers the files below */
+            in->state = PGPIPE_MIGRATION_BASELINE;
+            snprintf(e->action, sizeof e->action, "at the baseline %s: skipped", r->version);
+        } else if (same) {
             in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
         } else if (f->kind == 'R') {
             in->state = PGPIPE_MIGRATION_OUTDATED;
@@ -14055,6 +14066,13 @@ static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
                      repair ? "repair: record the new checksum"
                             : "error: file changed since it was applied");
         }
+    } else if (f->kind == 'V' && m->bl && mig_vcmp(f->version, m->bl) <= 0 &&
+               mig_row_nothing_applied(r)) {
+        /* a failed attempt (nothing of it applied) below the baseline: the
+        ** baseline says the database has it already */
+        in->state = PGPIPE_MIGRATION_FAILED;
+        e->do_baseline = 1;
+        snprintf(e->action, sizeof e->action, "record as baseline (last attempt failed)");
     } else if (strcmp(r->status, "partial") == 0 && f->kind == 'V' && r->started > 0) {
         /* started, end not recorded: it may or may not have taken effect */
         in->state = PGPIPE_MIGRATION_PARTIAL;
@@ -14158,14 +14176,16 @@ static int mig_add_missing_entries(pgpipe_migrator *m, int *cap)
 ** marker entry. */
 static int mig_add_baseline_marker(pgpipe_migrator *m, int *cap)
 {
-    if (!m->baseline)
+    if (!m->bl)
         return PGPIPE_OK;
     int have = 0;
     for (int i = 0; i < m->nfiles; i++)
-        if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->baseline) == 0)
+        if (m->files[i].kind == 'V' && strcmp(m->files[i].version, m->bl) == 0)
             have = 1;
+    /* (a failed attempt of a removed file at that version becomes the marker) */
     for (int i = 0; i < m->nrows; i++)
-        if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->baseline) == 0)
+        if (m->rows[i].kind == 'V' && strcmp(m->rows[i].version, m->bl) == 0 &&
+            !mig_row_nothing_applied(&m->rows[i]))
             have = 1;
     if (have)
         return PGPIPE_OK;
@@ -14175,10 +14195,58 @@ static int mig_add_baseline_marker(pgpipe_migrator *m, int *cap)
     e->do_baseline = 1;
     e->info.state = PGPIPE_MIGRATION_PENDING;
     e->info.kind = 'V';
-    e->info.version = m->baseline;
+    e->info.version = m->bl;
     e->info.name = "baseline";
     snprintf(e->action, sizeof e->action, "record baseline marker");
     return PGPIPE_OK;
+}
+
+/* What the baseline V does with the history of the scope (rows of
+** repeatables and failed attempts that left nothing behind do not count):
+** - no versioned row took effect: V and the files at or below it are
+**   recorded as baseline (failed attempts among them too);
+** - the history started with this same baseline (its highest baseline row is
+**   V and every row at or below V is a baseline row): a run without it, so
+**   the same command runs again and again;
+** - otherwise it is refused: recording versions as applied next to ones
+**   that ran would skip pending files silently. m->bl is the baseline the
+**   entries record (NULL when none). */
+static void mig_baseline_decide(pgpipe_migrator *m)
+{
+    m->bl = NULL;
+    m->bl_refused = 0;
+    m->bl_msg[0] = '\0';
+    if (!m->baseline)
+        return;
+    const char *top = NULL, *max_bl = NULL;
+    int applied_at_or_below = 0;
+    for (int i = 0; i < m->nrows; i++) {
+        const mig_row *r = &m->rows[i];
+        if (r->kind != 'V' || mig_row_nothing_applied(r))
+            continue;
+        int base = strcmp(r->status, "baseline") == 0;
+        if (!top || mig_vcmp(r->version, top) > 0)
+            top = r->version;
+        if (base && (!max_bl || mig_vcmp(r->version, max_bl) > 0))
+            max_bl = r->version;
+        if (!base && mig_vcmp(r->version, m->baseline) <= 0)
+            applied_at_or_below = 1;
+    }
+    if (!top) {
+        m->bl = m->baseline;
+        return;
+    }
+    if (max_bl && strcmp(max_bl, m->baseline) == 0 && !applied_at_or_below)
+        return;
+    m->bl_refused = 1;
+    char own[64] = "";
+    if (max_bl)
+        snprintf(own, sizeof own, " (its baseline is version %.32s)", max_bl);
+    snprintf(m->bl_msg, sizeof m->bl_msg,
+             "baseline version %.60s refused: the history of scope \"%.60s\" already has "
+             "versions applied, up to version %.60s%s; a baseline is only for a history "
+             "with none, and nothing was changed. Run without the baseline to apply the "
+             "pending versions", m->baseline, m->scope, top, own);
 }
 
 /* Builds the entries from the files and the history, deciding what a run
@@ -14186,6 +14254,7 @@ static int mig_add_baseline_marker(pgpipe_migrator *m, int *cap)
 static int mig_build_entries(pgpipe_migrator *m)
 {
     mig_entries_free(m);
+    mig_baseline_decide(m);
     int cap = 0;
     int rc = mig_add_file_entries(m, &cap);
     if (rc == PGPIPE_OK)
@@ -14923,11 +14992,23 @@ static int mig_step_baseline(pgpipe_migrator *m, mig_entry *e)
     const char *p[5] = { m->scope, e->info.version, e->f ? e->f->name : "baseline",
                          e->f ? e->f->file : "", e->f ? e->f->checksum : "" };
     pp_buf q = { NULL, 0, 0 };
-    /* ON CONFLICT: a concurrent runner behind a transaction pooler did it */
-    if (pp_buf_appendf(&q, "INSERT INTO %s (scope, kind, version, name, file, checksum, "
+    /* ON CONFLICT: the row of a failed attempt that left nothing behind
+    ** becomes the baseline row; any other row stays (a concurrent runner
+    ** behind a transaction pooler recorded it) */
+    if (pp_buf_appendf(&q, "INSERT INTO %s AS h (scope, kind, version, name, file, checksum, "
                            "status, statements_total) VALUES ($1, 'V', $2::numeric, $3, "
                            "$4, $5, 'baseline', 0) ON CONFLICT (scope, version) "
-                           "WHERE kind = 'V' DO NOTHING", m->tbl) != PGPIPE_OK)
+                           "WHERE kind = 'V' DO UPDATE SET name = EXCLUDED.name, "
+                           "file = EXCLUDED.file, checksum = EXCLUDED.checksum, "
+                           "checksum_algorithm = 'sha256', status = 'baseline', "
+                           "transactional = true, statements_done = 0, statements_total = 0, "
+                           "progress_checksum = NULL, statement_started = NULL, "
+                           "applied_at = now(), execution_ms = 0, applied_by = current_user, "
+                           "client_host = NULL, client_app = current_setting('application_name'), "
+                           "error_line = NULL, error_message = NULL, error_sqlstate = NULL "
+                           "WHERE h.status = 'failed' OR (h.status = 'partial' AND "
+                           "h.statements_done = 0 AND COALESCE(h.statement_started, 0) = 0)",
+                       m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
     int rc = mig_exec_ok(m, q.data, 5, p, "cannot record the baseline");
     pp_buf_free(&q);
@@ -15023,6 +15104,8 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
     if (rc != PGPIPE_OK)
         return rc;
     /* checks before anything runs */
+    if (m->bl_refused)
+        return pp_err(&m->hdr.err, PGPIPE_ERROR, "%s", m->bl_msg);
     int nchanged = 0;
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];

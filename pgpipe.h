@@ -1148,7 +1148,12 @@ struct pgpipe_migrate_options {
                                      waits for a statement another runner started
                                      outside a transaction before reporting it in doubt */
     long long lock_key;           /* 0 = PGPIPE_MIGRATE_LOCK_KEY */
-    const char *baseline_version; /* record versions <= this as applied without running */
+    const char *baseline_version; /* record versions <= this as applied without running
+                                     them; only on a history with no version applied
+                                     (failed attempts do not count): otherwise the run
+                                     fails with PGPIPE_ERROR and changes nothing, unless
+                                     the history began with this same baseline (then a
+                                     run without it). NULL or "": none */
     unsigned flags;               /* PGPIPE_MIGRATE_* */
     int pooler;                   /* PGPIPE_POOLER_*: AUTO (0) asks pgpipe_pooler_mode;
                                      TRANSACTION takes no session lock (see above) */

@@ -1563,3 +1563,251 @@ PGT_TEST(migrate, baseline_above_target_is_refused)
     pgpipe_migrator_close(m);
     PQfinish(c);
 }
+
+/* ---- baselines on a history that is not empty -------------------------- */
+
+/* Rows of the test history table in a scope (of one status, or all). */
+static long long mig_t_rows(PGconn *c, const char *scope, const char *status)
+{
+    char q[512];
+    snprintf(q, sizeof q, "SELECT count(*) FROM mig_test.history WHERE scope = '%s'%s%s%s",
+             scope, status ? " AND status = '" : "", status ? status : "", status ? "'" : "");
+    return mig_t_int(c, q);
+}
+
+/* A baseline records versions as applied without running them: next to
+** versions that did run it would skip pending files silently (V3 below was
+** recorded as baseline, never run, and a baseline 0 or 5 added a row of its
+** own). It is refused, naming the highest applied version, and changes
+** nothing; the dry run reports the same refusal. */
+PGT_TEST(migrate, baseline_on_applied_history_is_refused)
+{
+    const char *d = mig_t_dir("blapplied");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_bla1, mig_t_bla2, mig_t_bla3"));
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_t_bla1 (id int);\n");
+    mig_t_write(d, "V2__two.sql", "CREATE TABLE mig_t_bla2 (id int);\n");
+    mig_t_write(d, "V3__three.sql", "CREATE TABLE mig_t_bla3 (id int);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blapplied");
+    o.target_version = "2";
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.target_version = NULL;
+    PGT_EQ_INT(mig_t_rows(c, "blapplied", NULL), 2);
+
+    static const char *const versions[] = { "3", "1", "2", "5", "0", "0003" };
+    for (size_t i = 0; i < sizeof versions / sizeof *versions; i++) {
+        pgpipe_migrator *m = NULL;
+        o.baseline_version = versions[i];
+        PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+        PGT_CONTAINS(mig_t_err(m), "refused: the history of scope \"blapplied\" already has "
+                                   "versions applied, up to version 2;");
+        PGT_CONTAINS(mig_t_err(m), "nothing was changed. Run without the baseline");
+        PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_PENDING);
+        PGT_CHECK(!mig_t_find(m, "three")->ran);
+        pgpipe_migrator_close(m);
+        PGT_EQ_INT(mig_t_rows(c, "blapplied", NULL), 2);
+    }
+    /* refused together with a target too, and in a dry run, which writes nothing */
+    o.baseline_version = "3";
+    o.target_version = "3";
+    pgpipe_migrator *m = NULL;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    PGT_CONTAINS(mig_t_err(m), "baseline version 3 refused");
+    pgpipe_migrator_close(m);
+    o.target_version = NULL;
+    o.flags = PGPIPE_MIGRATE_DRY_RUN;
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    PGT_CONTAINS(mig_t_err(m), "baseline version 3 refused");
+    PGT_EQ_INT(pgpipe_migrate_count(m), 3);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_rows(c, "blapplied", NULL), 2);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_t_bla3'"), 0);
+    /* what the message says to do: V3 runs */
+    o.flags = 0;
+    o.baseline_version = NULL;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'mig_t_bla3'"), 1);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_bla1, mig_t_bla2, mig_t_bla3"));
+    PQfinish(c);
+}
+
+/* The same baseline again (a deploy script that always passes it) is a run
+** without it: nothing recorded twice, later versions applied, also after
+** some were; another baseline is refused, naming the history's own. */
+PGT_TEST(migrate, baseline_repeated_is_a_plain_run)
+{
+    const char *d = mig_t_dir("blagain");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blg3, mig_t_blg4"));
+    mig_t_write(d, "V1__old.sql", "SELECT 1 / 0;\n");
+    mig_t_write(d, "V2__old.sql", "SELECT 1 / 0;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blagain");
+    o.baseline_version = "2";
+    PGT_OK(mig_t_run(c, &o, NULL));
+    PGT_EQ_INT(mig_t_rows(c, "blagain", "baseline"), 2);
+    pgpipe_migrator *m = NULL;
+    o.baseline_version = "002";
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_rows(c, "blagain", NULL), 2);
+    mig_t_write(d, "V3__new.sql", "CREATE TABLE mig_t_blg3 (id int);\n");
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_CHECK(mig_t_find(m, "new")->ran);
+    pgpipe_migrator_close(m);
+    mig_t_write(d, "V4__newer.sql", "CREATE TABLE mig_t_blg4 (id int);\n");
+    o.flags = PGPIPE_MIGRATE_DRY_RUN;
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_CHECK(mig_t_find(m, "newer")->will_run);
+    pgpipe_migrator_close(m);
+    o.flags = 0;
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_CHECK(mig_t_find(m, "newer")->ran);
+    PGT_EQ_INT(mig_t_find(m, "new")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_rows(c, "blagain", "baseline"), 2);
+    PGT_EQ_INT(mig_t_rows(c, "blagain", "applied"), 2);
+    /* another baseline, below or above its own */
+    o.baseline_version = "3";
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    PGT_CONTAINS(mig_t_err(m), "up to version 4 (its baseline is version 2)");
+    pgpipe_migrator_close(m);
+    o.baseline_version = "1";
+    PGT_EQ_INT(mig_t_run(c, &o, &m), PGPIPE_ERROR);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_rows(c, "blagain", NULL), 4);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_blg3, mig_t_blg4"));
+    PQfinish(c);
+}
+
+/* A history whose only rows are failed attempts has nothing applied: the
+** baseline is allowed, and the failed rows at or below it become baseline
+** rows (the attempt is not run again; its error goes); one of a removed file
+** at the baseline version becomes the marker. */
+PGT_TEST(migrate, baseline_over_failed_attempts)
+{
+    const char *d = mig_t_dir("blfailed");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blf1, mig_t_blf2"));
+    PQclear(PGT_EXEC(c, "CREATE TABLE mig_t_blf1 (id int)")); /* made by hand before */
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_t_blf1 (id int);\n");
+    mig_t_write(d, "V2__two.sql", "CREATE TABLE mig_t_blf2 (id int);\n");
+    mig_t_write(d, "V3__gone.sql", "SELECT 1;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blfailed");
+    PGT_EQ_INT(mig_t_run(c, &o, NULL), PGPIPE_DB);
+    PGT_EQ_INT(mig_t_rows(c, "blfailed", "failed"), 1);
+    o.baseline_version = "1";
+    pgpipe_migrator *m = NULL;
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_CHECK(!mig_t_find(m, "one")->ran);
+    PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_test.history WHERE scope = 'blfailed' "
+                            "AND version = 1 AND status = 'baseline' AND error_message IS NULL"),
+               1);
+    /* a failed attempt of a file removed since, at the baseline version */
+    o.scope = "blfailed2";
+    o.baseline_version = NULL;
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_blf2"));
+    mig_t_write(d, "V3__gone.sql", "SELECT 1 / 0;\n");
+    PGT_CHECK(remove(mig_t_path(d, "V1__one.sql")) == 0);
+    PGT_CHECK(remove(mig_t_path(d, "V2__two.sql")) == 0);
+    PGT_EQ_INT(mig_t_run(c, &o, NULL), PGPIPE_DB);
+    PGT_CHECK(remove(mig_t_path(d, "V3__gone.sql")) == 0);
+    mig_t_write(d, "V4__four.sql", "SELECT 1;\n");
+    o.baseline_version = "3";
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "baseline")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_INT(mig_t_find(m, "four")->state, PGPIPE_MIGRATION_APPLIED);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_rows(c, "blfailed2", NULL), 2);
+    PGT_EQ_INT(mig_t_rows(c, "blfailed2", "failed"), 0);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_blf1"));
+    PQfinish(c);
+}
+
+/* A baseline between files records the files below it and a marker at it;
+** one above every file records them all and its marker. A file added later
+** at or below the baseline is covered by it (shown, never run). */
+PGT_TEST(migrate, baseline_between_and_above_files)
+{
+    const char *d = mig_t_dir("blmarker");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blm5"));
+    mig_t_write(d, "V1__one.sql", "SELECT 1 / 0;\n");
+    mig_t_write(d, "V3__three.sql", "SELECT 1 / 0;\n");
+    mig_t_write(d, "V5__five.sql", "CREATE TABLE mig_t_blm5 (id int);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blmarker");
+    o.baseline_version = "4";
+    pgpipe_migrator *m = NULL;
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_INT(mig_t_find(m, "baseline")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_STR(mig_t_find(m, "baseline")->version, "4");
+    PGT_CHECK(mig_t_find(m, "five")->ran);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_rows(c, "blmarker", "baseline"), 3);
+    /* files added later at the marker's version and below it: covered by
+    ** the baseline, not run; the one at the marker is no drift (the marker
+    ** has no checksum: it stopped every run as "changed on disk") */
+    mig_t_write(d, "V4__four.sql", "SELECT 1 / 0;\n");
+    mig_t_write(d, "V2__two.sql", "SELECT 1 / 0;\n");
+    o.baseline_version = NULL;
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "four")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_CHECK(!mig_t_find(m, "four")->ran);
+    PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_IGNORED);
+    pgpipe_migrator_close(m);
+    PGT_CHECK(remove(mig_t_path(d, "V4__four.sql")) == 0);
+    PGT_CHECK(remove(mig_t_path(d, "V2__two.sql")) == 0);
+    o.scope = "blmarker2";
+    o.baseline_version = "9";
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "five")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_CHECK(!mig_t_find(m, "five")->ran);
+    pgpipe_migrator_close(m);
+    PGT_EQ_INT(mig_t_rows(c, "blmarker2", "baseline"), 4);
+    mig_t_write(d, "V6__six.sql", "SELECT 1 / 0;\n");
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "six")->state, PGPIPE_MIGRATION_IGNORED);
+    pgpipe_migrator_close(m);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_blm5"));
+    PQfinish(c);
+}
+
+/* A baseline is digits only ("v3", "3.0", " 3", "-1" are refused when the
+** runner opens, before anything is read or written); leading zeros are the
+** same version; "" is no baseline, as NULL. */
+PGT_TEST(migrate, baseline_version_must_be_digits)
+{
+    const char *d = mig_t_dir("bldigits");
+    PGconn *c = pgt_connect();
+    mig_t_write(d, "V3__three.sql", "SELECT 1;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "bldigits");
+    static const char *const bad[] = { "v3", "V3", "3.0", " 3", "3 ", "-1", "+3", "3\n" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        pgpipe_migrator *m = NULL;
+        o.baseline_version = bad[i];
+        PGT_EQ_INT(pgpipe_migrator_open(&m, c, &o), PGPIPE_MISUSE);
+        PGT_CONTAINS(mig_t_err(m), "baseline version \"");
+        PGT_EQ_INT(pgpipe_migrate_run(m), PGPIPE_MISUSE);
+        pgpipe_migrator_close(m);
+    }
+    pgpipe_migrator *m = NULL;
+    o.baseline_version = "";
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_rows(c, "bldigits", NULL), 1);
+    PGT_EQ_INT(mig_t_rows(c, "bldigits", "applied"), 1);
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_CHECK(mig_t_find(m, "three")->ran);
+    pgpipe_migrator_close(m);
+    o.scope = "bldigits2";
+    o.baseline_version = "0003";
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_INT(pgpipe_migrate_count(m), 1); /* no marker: 0003 is V3's version */
+    pgpipe_migrator_close(m);
+    PQfinish(c);
+}

@@ -67,6 +67,15 @@ has "$out" "two"
 out=$($P "$D" ".migrate $tmp/to") || fail "the rest: $out"
 [ "$(q "SELECT count(*) FROM pg_tables WHERE schemaname = 'migsh' AND tablename IN ('t1', 't2')")" = 2 ] ||
     fail "V4 not applied after --to 3"
+# --baseline on a history with applied versions is refused, also in a dry
+# run, and writes nothing (it used to record a row for the baseline)
+n=$(q "SELECT count(*) FROM pgpipe.migrations")
+err=$($P "$D" ".migrate $tmp/to --baseline 5" 2>&1) && fail "--baseline on an applied history accepted"
+has "$err" 'baseline version 5 refused: the history of scope "default" already has versions applied, up to version 4'
+err=$($P "$D" ".migrate $tmp/to --baseline 5 --dry-run" 2>&1) && fail "--baseline --dry-run accepted"
+has "$err" "baseline version 5 refused"
+err=$($P "$D" ".migrate $tmp/to --baseline 0" 2>&1) && fail "--baseline 0 accepted"
+[ "$(q "SELECT count(*) FROM pgpipe.migrations")" = "$n" ] || fail "a refused baseline wrote"
 # a file's SET reaches neither the next file nor the session after the run
 mkdir "$tmp/sess"
 printf 'CREATE SCHEMA migsh_app;\nSET search_path = migsh_app, public;\nCREATE TABLE migsh_app.s (k text);\n' > "$tmp/sess/V1__app.sql"
