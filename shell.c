@@ -4589,7 +4589,7 @@ static const optdef opts_migrate[] = {
     { "--dry-run", NULL, OPT_FLAG, NULL, 0, 0, NULL, "say what would run; change nothing",
       ".migrate migrations --dry-run" },
     { "--baseline", NULL, OPT_TEXT, "V", 0, 0, NULL,
-      "record the versions up to V as applied without running them",
+      "record the versions up to V as applied without running them (a history with none applied)",
       ".migrate migrations --baseline 3" },
     { "--to", NULL, OPT_TEXT, "V", 0, 0, NULL,
       "apply the versioned migrations up to V only; the later ones stay pending",
