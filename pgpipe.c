@@ -4590,9 +4590,10 @@ size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n)
 /* jsonb keeps an object's members sorted (shorter keys first, then bytewise)
 ** and sorts them itself on input; text that already comes in that order
 ** leaves the server's sort nothing to move (about a tenth of COPYing a row of
-** staging.raw_events). One pass writes each value, an object's members in
-** the order they come; an object found out of order is then rewritten in
-** place from a copy. An object keeps its order when a key holds an escape
+** staging.raw_events). One pass, without recursion, copies the text in
+** spans (pp_jb_run); an object found out of order is then rewritten, from
+** the input when none of its whitespace was dropped, else from a copy. An
+** object keeps its order when a key holds an escape
 ** (its bytes are not the key's) or it has more than PP_JB_MEMBERS members;
 ** below PP_JB_DEPTH levels values are copied as they are; text that is not
 ** JSON is copied whole. jsonb reads each of these the same, only sorts it
@@ -4762,6 +4763,43 @@ static inline void pp_jb_copy16(char *q, const char *f, size_t n)
         memcpy(q + k, f + k, 16);
 }
 
+/* n bytes of the input at f to q: short spans in 16-byte words when the
+** input goes on for 16 bytes past them (q has the room) */
+static inline void pp_jb_put(char *q, const unsigned char *f, size_t n, const unsigned char *e)
+{
+    if (n <= 64 && e - f >= (ptrdiff_t)n + 16)
+        pp_jb_copy16(q, (const char *)f, n);
+    else if (n < 8)
+        while (n--)
+            *q++ = (char)*f++;
+    else
+        memcpy(q, f, n);
+}
+
+/* Past the whitespace at p. */
+static inline const unsigned char *pp_jb_skip_ws(const unsigned char *p, const unsigned char *e)
+{
+#ifdef PP_JB_SSE2
+    const __m128i sp = _mm_set1_epi8(' '), nl = _mm_set1_epi8('\n'), ht = _mm_set1_epi8('\t'),
+                  cr = _mm_set1_epi8('\r');
+    while (e - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, sp), _mm_cmpeq_epi8(v, nl)),
+                                 _mm_or_si128(_mm_cmpeq_epi8(v, ht), _mm_cmpeq_epi8(v, cr)));
+        unsigned k = ~(unsigned)_mm_movemask_epi8(m) & 0xFFFF;
+        if (k)
+            return p + __builtin_ctz(k);
+        p += 16;
+    }
+#elif defined(PP_JB_SWAR)
+    while (e - p >= 8 && pp_load8(p) == PP_ONES * ' ') /* indentation */
+        p += 8;
+#endif
+    while (p < e && pp_jb_wst[*p])
+        p++;
+    return p;
+}
+
 /* The object L, its members written up to the output's position end (out +
 ** w on, the input from run), written in jsonb's order up to end. When none of it is
 ** written yet (no whitespace was dropped, no object put in order inside it)
@@ -4804,11 +4842,11 @@ static PP_JB_NOINLINE int pp_jb_sort(char *out, size_t w, const unsigned char *r
     const char *from;   /* where out + body's bytes are */
     int direct = run <= L->src;
     if (direct) {
-        memcpy(out + w, run, body - w); /* up to the '{' */
+        pp_jb_put(out + w, run, body - w, e); /* up to the '{' */
         from = (const char *)run + (body - w);
     } else {
         size_t len = end - body;
-        memcpy(out + w, run, end - w);
+        pp_jb_put(out + w, run, end - w, e);
         tmp->len = 0;
         if (pp_buf_reserve(tmp, len + 16) != PGPIPE_OK)
             return PGPIPE_NOMEM;
@@ -4850,11 +4888,9 @@ static int pp_jb_run(pp_buf *o, pp_buf *tmp, const char *str, size_t n)
 #define PP_JB_WS()                                                                                 \
     do {                                                                                           \
         if (p < e && pp_jb_wst[*p]) {                                                              \
-            memcpy(out + w, run, (size_t)(p - run));                                               \
+            pp_jb_put(out + w, run, (size_t)(p - run), e);                                         \
             w += (size_t)(p - run);                                                                \
-            do                                                                                     \
-                p++;                                                                               \
-            while (p < e && pp_jb_wst[*p]);                                                        \
+            p = pp_jb_skip_ws(p + 1, e);                                                           \
             run = p;                                                                               \
         }                                                                                          \
     } while (0)
@@ -4998,7 +5034,7 @@ done:
     PP_JB_WS();
     if (p != e)
         return PGPIPE_PARSE;
-    memcpy(out + w, run, (size_t)(p - run));
+    pp_jb_put(out + w, run, (size_t)(p - run), e);
     o->len = w + (size_t)(p - run);
     return PGPIPE_OK;
 #undef PP_JB_WS

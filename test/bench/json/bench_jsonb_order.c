@@ -6,7 +6,9 @@
 **   bench_jsonb_order lines FILE [REPS]     each line of an NDJSON file whole
 **   bench_jsonb_order event N               the HTTP bench's event, N times
 **   bench_jsonb_order statuses FILE [REPS]  each element of twitter.json's
-**                                           "statuses" array
+**                                           "statuses" array, as it is there
+**   bench_jsonb_order statuses-compact FILE [REPS]  the same without the
+**                                           whitespace (as in NDJSON)
 **   bench_jsonb_order whole FILE [REPS]     the file as one text
 ** Prints "records=N bytes=B". With BJO_DUMP=FILE set, also writes each output
 ** followed by a newline to FILE. Only bjo_work runs the records: count it
@@ -133,7 +135,7 @@ int main(int argc, char **argv)
                 }
                 i = e + 1;
             }
-        } else if (!strcmp(mode, "statuses")) {
+        } else if (!strncmp(mode, "statuses", 8)) {
             const char *p = strstr(s, "\"statuses\"");
             if (!p || !(p = strchr(p, '[')))
                 return 1;
@@ -144,7 +146,22 @@ int main(int argc, char **argv)
                 if (i >= n || s[i] == ']')
                     break;
                 size_t e = bjo_skip(s, n, i);
-                bjo_add(s + i, e - i);
+                if (mode[8]) { /* compact: whitespace outside strings dropped, in place */
+                    size_t w = i;
+                    for (size_t k = i; k < e; k++) {
+                        if (s[k] == '"') {
+                            size_t q = bjo_skip(s, e, k);
+                            memmove(s + w, s + k, q - k);
+                            w += q - k;
+                            k = q - 1;
+                        } else if (s[k] != ' ' && s[k] != '\n' && s[k] != '\r' && s[k] != '\t') {
+                            s[w++] = s[k];
+                        }
+                    }
+                    bjo_add(s + i, w - i);
+                } else {
+                    bjo_add(s + i, e - i);
+                }
                 i = e;
             }
         } else if (!strcmp(mode, "whole")) {
