@@ -4622,7 +4622,7 @@ typedef struct pp_jb_level {
     int nm;                   /* members recorded; -1: the object keeps its order */
     unsigned char close, sorted;
     uint64_t kv[PP_JB_MEMBERS];
-    size_t out[PP_JB_MEMBERS];
+    size_t out[PP_JB_MEMBERS + 1];
     const unsigned char *kp[PP_JB_MEMBERS];
     uint32_t kl[PP_JB_MEMBERS];
 } pp_jb_level;
@@ -4806,7 +4806,7 @@ static inline const unsigned char *pp_jb_skip_ws(const unsigned char *p, const u
 ** its members are copied from the input; otherwise they are copied aside to
 ** tmp first. The output has 16 bytes of room past its end. */
 static PP_JB_NOINLINE int pp_jb_sort(char *out, size_t w, const unsigned char *run, const unsigned char *e,
-                      size_t end, const pp_jb_level *L, pp_buf *tmp)
+                                      size_t end, pp_jb_level *L, pp_buf *tmp)
 {
     uint64_t v[PP_JB_MEMBERS];
     int nm = L->nm, tie = 0;
@@ -4821,29 +4821,27 @@ static PP_JB_NOINLINE int pp_jb_sort(char *out, size_t w, const unsigned char *r
         }
         v[b] = t;
     }
-    unsigned char ix[PP_JB_MEMBERS];
-    for (int a = 0; a < nm; a++)
-        ix[a] = (unsigned char)v[a];
     for (int a = 1; a < nm; a++)
         tie |= pp_jb_tie(v[a], v[a - 1]);
     if (tie) {
         /* ties run next to each other: again by the keys' bytes (stable) */
         for (int a = 1; a < nm; a++) {
-            unsigned char t = ix[a];
+            uint64_t t = v[a];
             int b = a;
-            while (b > 0 && pp_jb_before(L, t, ix[b - 1])) {
-                ix[b] = ix[b - 1];
+            while (b > 0 && pp_jb_before(L, (unsigned char)t, (unsigned char)v[b - 1])) {
+                v[b] = v[b - 1];
                 b--;
             }
-            ix[b] = t;
+            v[b] = t;
         }
     }
     size_t body = L->start + 1;
-    const char *from;   /* where out + body's bytes are */
-    int direct = run <= L->src;
-    if (direct) {
+    const char *from; /* where out + body's bytes are */
+    int safe = 1;     /* 16 bytes readable past each member there */
+    if (run <= L->src) {
         pp_jb_put(out + w, run, body - w, e); /* up to the '{' */
         from = (const char *)run + (body - w);
+        safe = e - (run + (end - w)) >= 16;
     } else {
         size_t len = end - body;
         pp_jb_put(out + w, run, end - w, e);
@@ -4853,14 +4851,15 @@ static PP_JB_NOINLINE int pp_jb_sort(char *out, size_t w, const unsigned char *r
         memcpy(tmp->data, out + body, len);
         from = tmp->data;
     }
+    L->out[nm] = end + 1; /* member i ends before out[i + 1]'s comma */
     char *q = out + body;
     for (int a = 0; a < nm; a++) {
-        int i = ix[a];
-        size_t at = L->out[i], n = (i + 1 < nm ? L->out[i + 1] - 1 : end) - at;
+        int i = (unsigned char)v[a];
+        size_t at = L->out[i], n = L->out[i + 1] - 1 - at;
         const char *f = from + (at - body);
         if (a)
             *q++ = ',';
-        if (!direct || (size_t)((const char *)e - f) >= n + 15)
+        if (safe || (size_t)((const char *)e - f) >= n + 15)
             pp_jb_copy16(q, f, n);
         else
             memcpy(q, f, n);
@@ -4977,7 +4976,7 @@ key: /* at the key's quote */
         klen = (size_t)(p - k);
         p++;
         int nm = L->nm;
-        if (esc | ((unsigned)nm >= PP_JB_MEMBERS) | (klen > UINT32_MAX)) {
+        if ((unsigned)nm >= PP_JB_MEMBERS || esc || klen > UINT32_MAX) {
             L->nm = -1; /* this object keeps its order */
         } else {
             uint64_t kv = pp_jb_sortval(k, klen, e, nm);
