@@ -127,6 +127,96 @@ PGT_TEST(text, jsonb_order)
     pp_buf_free(&b);
 }
 
+/* the word-at-a-time paths of pp_jsonb_order (16 bytes with SSE2, 8
+** elsewhere): quotes, escapes and keys at every offset of a word, keys that
+** sort on their first bytes and keys that tie there, objects copied from the
+** input in order and objects rewritten after whitespace was dropped */
+PGT_TEST(text, jsonb_order_words)
+{
+    pp_buf b = { 0 };
+    char in[256], want[256], body[64];
+    /* a value whose quote, or escaped quote, falls at each offset; short
+    ** texts end inside the first word, long ones (padded) do not */
+    for (int len = 0; len < 40; len++) {
+        for (int pad = 0; pad < 2; pad++) {
+            for (int q = -1; q < len - 1; q++) {
+                for (int i = 0; i < len; i++)
+                    body[i] = (char)('a' + i % 26);
+                if (q >= 0) {
+                    body[q] = '\\';
+                    body[q + 1] = '"';
+                }
+                body[len] = '\0';
+                const char *tail = pad ? ",\"zzzzzzzzzzzzzzzzzzzzzzzz\":[1,2,3,4,5,6,7,8,9,10,11,12]" : "";
+                snprintf(in, sizeof in, "{\"b\":\"%s\",\"a\":1%s}", body, tail);
+                snprintf(want, sizeof want, "{\"a\":1,\"b\":\"%s\"%s}", body, tail);
+                PGT_EQ_STR(text_t_jb(&b, in), want);
+            }
+        }
+    }
+    /* keys of each length (one spans the word boundary), behind a prefix
+    ** that moves them across it; the shorter key first */
+    for (int len = 1; len < 40; len++) {
+        for (int shift = 0; shift < 17; shift++) {
+            char key[48];
+            memset(key, 'k', (size_t)len);
+            key[len] = '\0';
+            snprintf(in, sizeof in, "[\"%.*s\",{\"%s\":1,\"%.*s\":2}]", shift, "................", key,
+                     len - 1 > 0 ? len - 1 : 0, "jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj");
+            if (len == 1)
+                snprintf(want, sizeof want, "[\"%.*s\",{\"\":2,\"k\":1}]", shift, "................");
+            else
+                snprintf(want, sizeof want, "[\"%.*s\",{\"%.*s\":2,\"%s\":1}]", shift, "................",
+                         len - 1, "jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj", key);
+            PGT_EQ_STR(text_t_jb(&b, in), want);
+        }
+    }
+    /* keys of one length that share their first bytes: the order is the
+    ** bytes' beyond them; equal keys keep their order */
+    PGT_EQ_STR(text_t_jb(&b, "{\"abcdeZ\":1,\"abcdeA\":2}"), "{\"abcdeA\":2,\"abcdeZ\":1}");
+    PGT_EQ_STR(text_t_jb(&b, "{\"abcdeA\":1,\"abcdeZ\":2}"), "{\"abcdeA\":1,\"abcdeZ\":2}");
+    PGT_EQ_STR(text_t_jb(&b, "{\"user_ip\":1,\"user_id\":2,\"user_id\":3,\"a\":4}"),
+               "{\"a\":4,\"user_id\":2,\"user_id\":3,\"user_ip\":1}");
+    PGT_EQ_STR(text_t_jb(&b, "{\"abcdefghijkZ\":1,\"b\":0,\"abcdefghijkA\":2,\"abcdeZ\":3,\"abcde\":4}"),
+               "{\"b\":0,\"abcde\":4,\"abcdeZ\":3,\"abcdefghijkA\":2,\"abcdefghijkZ\":1}");
+    PGT_EQ_STR(text_t_jb(&b, "{\"abcd\\u0041\":1,\"abcdeA\":2}"), "{\"abcd\\u0041\":1,\"abcdeA\":2}");
+    /* bytes above 0x7F sort after ASCII, a zero length key first */
+    PGT_EQ_STR(text_t_jb(&b, "{\"\xff\":1,\"a\":2,\"\":3}"), "{\"\":3,\"a\":2,\"\xff\":1}");
+    /* in order but for the last member; in order but for one in the middle */
+    PGT_EQ_STR(text_t_jb(&b, "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"0\":7}"),
+               "{\"0\":7,\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6}");
+    PGT_EQ_STR(text_t_jb(&b, "{\"a\":1,\"c\":3,\"d\":{\"y\":1,\"x\":[]},\"b\":2}"),
+               "{\"a\":1,\"b\":2,\"c\":3,\"d\":{\"x\":[],\"y\":1}}");
+    /* an object put in order inside one put in order, with and without
+    ** whitespace dropped inside either, far from and at the end of the text */
+    const char *pad = ",\"pppppppppppppppppppppppppppppppppppppppppp\"";
+    for (int ws = 0; ws < 4; ws++) {
+        for (int p = 0; p < 2; p++) {
+            snprintf(in, sizeof in, "[{\"bb\":{\"d\":%s1,\"c\":2},\"a\":%s3}%s]", ws & 1 ? " " : "",
+                     ws & 2 ? "\n" : "", p ? pad : "");
+            snprintf(want, sizeof want, "[{\"a\":3,\"bb\":{\"c\":2,\"d\":1}}%s]", p ? pad : "");
+            PGT_EQ_STR(text_t_jb(&b, in), want);
+        }
+    }
+    /* numbers and literals of each length up to past a word, then each byte
+    ** that ends them */
+    for (int len = 1; len < 20; len++) {
+        const char *num = "1234567890.12345e+10";
+        static const char *const ends[] = { ",", " ,", "\n,", "" };
+        for (int k = 0; k < 4; k++) {
+            if (!*ends[k])
+                snprintf(in, sizeof in, "{\"a\":0,\"c\":-%.*s}", len, num);
+            else
+                snprintf(in, sizeof in, "{\"c\":-%.*s%s\"a\":0}", len, num, ends[k]);
+            snprintf(want, sizeof want, "{\"a\":0,\"c\":-%.*s}", len, num);
+            PGT_EQ_STR(text_t_jb(&b, in), want);
+        }
+        snprintf(in, sizeof in, "[-%.*s]", len, num);
+        PGT_EQ_STR(text_t_jb(&b, in), in);
+    }
+    pp_buf_free(&b);
+}
+
 PGT_TEST(text, json_escape)
 {
     char out[128];

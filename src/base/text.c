@@ -237,9 +237,10 @@ size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n)
 /* jsonb keeps an object's members sorted (shorter keys first, then bytewise)
 ** and sorts them itself on input; text that already comes in that order
 ** leaves the server's sort nothing to move (about a tenth of COPYing a row of
-** staging.raw_events). One pass writes each value, an object's members in
-** the order they come; an object found out of order is then rewritten in
-** place from a copy. An object keeps its order when a key holds an escape
+** staging.raw_events). One pass, without recursion, copies the text in
+** spans (pp_jb_run); an object found out of order is then rewritten, from
+** the input when none of its whitespace was dropped, else from a copy. An
+** object keeps its order when a key holds an escape
 ** (its bytes are not the key's) or it has more than PP_JB_MEMBERS members;
 ** below PP_JB_DEPTH levels values are copied as they are; text that is not
 ** JSON is copied whole. jsonb reads each of these the same, only sorts it
@@ -247,53 +248,61 @@ size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n)
 #define PP_JB_MEMBERS 32
 #define PP_JB_DEPTH 16
 
-typedef struct pp_jb_member {
-    size_t out, end;    /* the member's text in the output */
-    uint32_t klen;      /* its key's bytes start at out + 1 */
-} pp_jb_member;
-
-typedef struct pp_jb {
-    pp_buf *o;
-    pp_buf tmp;         /* an object's members, while they are put in order */
-    const char *s;
-    size_t n, i;
-} pp_jb;
-
-static inline int pp_jb_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/* Output without checks: pp_jsonb_order reserves the input's length, and
-** the output is never longer (only whitespace is dropped). */
-static inline void pp_jb_put(pp_jb *j, const char *p, size_t n)
-{
-    memcpy(j->o->data + j->o->len, p, n);
-    j->o->len += n;
-}
-
-static inline void pp_jb_putc(pp_jb *j, char c)
-{
-    j->o->data[j->o->len++] = c;
-}
-
-static inline void pp_jb_skip_ws(pp_jb *j)
-{
-    while (j->i < j->n && pp_jb_ws(j->s[j->i]))
-        j->i++;
-}
-
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define PP_JB_SWAR 1
+#define PP_JB_NOINLINE __attribute__((noinline))
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define PP_JB_SSE2 1
+#endif
+#endif
+#ifndef PP_JB_NOINLINE
+#define PP_JB_NOINLINE
 #endif
 
-/* j->s[j->i] is '"': past the closing quote; *esc set when the string holds
-** a backslash. PGPIPE_PARSE when it is not closed. */
-static int pp_jb_string(pp_jb *j, int *esc)
+/* An open object or array. An object's members are recorded for the sort:
+** each key's sort value (pp_jb_sortval), where the member starts in the
+** output, and the key's bytes in the input for ties. */
+typedef struct pp_jb_level {
+    size_t start;             /* its '{' in the output */
+    const unsigned char *src; /* and in the input */
+    int nm;                   /* members recorded; -1: the object keeps its order */
+    unsigned char close, sorted;
+    uint64_t kv[PP_JB_MEMBERS];
+    size_t out[PP_JB_MEMBERS + 1];
+    const unsigned char *kp[PP_JB_MEMBERS];
+    uint32_t kl[PP_JB_MEMBERS];
+} pp_jb_level;
+
+/* The whitespace dropped between tokens. */
+static const unsigned char pp_jb_wst[256] = { [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1 };
+
+/* The bytes that end a number, true, false or null. */
+static const unsigned char pp_jb_stop[256] = {
+    [','] = 1, [':'] = 1, ['}'] = 1, [']'] = 1, ['{'] = 1, ['['] = 1, ['"'] = 1,
+    [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1,
+};
+
+/* p is past a string's opening quote: its closing quote, or NULL when it is
+** not closed; *esc set when the string holds a backslash. */
+static inline const unsigned char *pp_jb_str(const unsigned char *p, const unsigned char *e, int *esc)
 {
-    const unsigned char *p = (const unsigned char *)j->s + j->i + 1, *e = (const unsigned char *)j->s + j->n;
+#ifdef PP_JB_SSE2
+    const __m128i q = _mm_set1_epi8('"'), bs = _mm_set1_epi8('\\');
+#endif
     for (;;) {
-#ifdef PP_JB_SWAR
+#ifdef PP_JB_SSE2
+        /* sixteen bytes at a time */
+        while (e - p >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+            unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, bs)));
+            if (m) {
+                p += __builtin_ctz(m);
+                goto found;
+            }
+            p += 16;
+        }
+#elif defined(PP_JB_SWAR)
         /* eight bytes at a time; the lowest byte flagged is a quote or a
         ** backslash (only bytes above a match can be flagged falsely) */
         while (e - p >= 8) {
@@ -309,38 +318,32 @@ static int pp_jb_string(pp_jb *j, int *esc)
         while (p < e && *p != '"' && *p != '\\')
             p++;
         if (p >= e)
-            return PGPIPE_PARSE;
-#ifdef PP_JB_SWAR
+            return NULL;
+#if defined(PP_JB_SSE2) || defined(PP_JB_SWAR)
     found:
 #endif
         if (*p == '"')
-            break;
+            return p;
         *esc = 1;
         p += 2; /* the backslash and the byte it escapes */
         if (p > e)
-            return PGPIPE_PARSE;
+            return NULL;
     }
-    j->i = (size_t)(p + 1 - (const unsigned char *)j->s);
-    return PGPIPE_OK;
 }
 
-/* The bytes that end a number, true, false or null. */
-static const unsigned char pp_jb_stop[256] = {
-    [','] = 1, [':'] = 1, ['}'] = 1, [']'] = 1, ['{'] = 1, ['['] = 1, ['"'] = 1,
-    [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1,
-};
-
-/* Past the value at j->i, copied as it is (a scalar, or a value deeper than
-** PP_JB_DEPTH). */
-static int pp_jb_copy_value(pp_jb *j)
+/* Past the value at p, taken as it is (a value deeper than PP_JB_DEPTH), or
+** NULL when it is cut off or empty. */
+static PP_JB_NOINLINE const unsigned char *pp_jb_skip_value(const unsigned char *p, const unsigned char *e)
 {
-    size_t a = j->i, depth = 0;
+    const unsigned char *a = p;
+    size_t depth = 0;
     int esc = 0;
-    while (j->i < j->n) {
-        char c = j->s[j->i];
+    while (p < e) {
+        unsigned char c = *p;
         if (c == '"') {
-            if (pp_jb_string(j, &esc) != PGPIPE_OK)
-                return PGPIPE_PARSE;
+            if (!(p = pp_jb_str(p + 1, e, &esc)))
+                return NULL;
+            p++;
             if (!depth)
                 break;
             continue;
@@ -351,177 +354,345 @@ static int pp_jb_copy_value(pp_jb *j)
             if (!depth)
                 break; /* the end of the container around a scalar */
             if (--depth == 0) {
-                j->i++;
+                p++;
                 break;
             }
-        } else if (!depth && (c == ',' || c == ':' || pp_jb_ws(c))) {
+        } else if (!depth && (c == ',' || c == ':' || pp_jb_wst[c])) {
             break;
         }
-        j->i++;
+        p++;
     }
-    if (depth || j->i == a)
-        return PGPIPE_PARSE;
-    pp_jb_put(j, j->s + a, j->i - a);
-    return PGPIPE_OK;
+    return depth || p == a ? NULL : p;
 }
 
-static int pp_jb_before(const char *o, const pp_jb_member *a, const pp_jb_member *b)
+/* The sort value of member i, its key of klen bytes at k: the key's length
+** (up to 0xFFFF), its first five bytes, then i. Values compare as the keys
+** do in jsonb's order, the member first of equal keys first, except where
+** two keys of more than five bytes share their length and first five bytes
+** (a tie: pp_jb_tie). */
+static inline uint64_t pp_jb_sortval(const unsigned char *k, size_t klen, const unsigned char *e, int i)
 {
-    if (a->klen != b->klen)
-        return a->klen < b->klen;
-    return memcmp(o + a->out + 1, o + b->out + 1, a->klen) < 0;
+    uint64_t v = 0;
+#ifdef PP_JB_SWAR
+    if (e - k >= 8) {
+        v = __builtin_bswap64(pp_load8(k)); /* k[0] in the top byte */
+        v &= klen >= 5 ? ~(uint64_t)0 << 24 : ~(~(uint64_t)0 >> (8 * klen));
+        v >>= 16;
+    } else
+#endif
+    {
+        (void)e;
+        for (size_t j = 0; j < 5; j++)
+            v = v << 8 | (j < klen ? k[j] : 0);
+        v <<= 8;
+    }
+    return (uint64_t)(klen < 0xFFFF ? klen : 0xFFFF) << 48 | v | (uint64_t)i;
 }
 
-static int pp_jb_value(pp_jb *j, int depth);
-
-/* The object at j->i ('{'). */
-static int pp_jb_object(pp_jb *j, int depth)
+/* Sort values a and b tie: their keys' order needs their bytes. */
+static inline int pp_jb_tie(uint64_t a, uint64_t b)
 {
-    pp_jb_member m[PP_JB_MEMBERS];
-    int nm = 0, sorted = 1, rc;
-    size_t start = j->o->len;
-    j->i++;
-    pp_jb_putc(j, '{');
-    pp_jb_skip_ws(j);
-    if (j->i < j->n && j->s[j->i] == '}') {
-        j->i++;
-        pp_jb_putc(j, '}');
-        return PGPIPE_OK;
+    return ((a ^ b) >> 8) == 0 && (a >> 48) > 5;
+}
+
+/* Member a's key comes before member b's in jsonb's order (by their bytes). */
+static int pp_jb_before(const pp_jb_level *L, int a, int b)
+{
+    if (L->kl[a] != L->kl[b])
+        return L->kl[a] < L->kl[b];
+    return memcmp(L->kp[a], L->kp[b], L->kl[a]) < 0;
+}
+
+/* Copy n bytes 16 at a time (up to 15 bytes past the end of both). */
+static inline void pp_jb_copy16(char *q, const char *f, size_t n)
+{
+    for (size_t k = 0; k < n; k += 16)
+        memcpy(q + k, f + k, 16);
+}
+
+/* n bytes of the input at f to q: short spans in 16-byte words when the
+** input goes on for 16 bytes past them (q has the room) */
+static inline void pp_jb_put(char *q, const unsigned char *f, size_t n, const unsigned char *e)
+{
+    if (n <= 64 && e - f >= (ptrdiff_t)n + 16)
+        pp_jb_copy16(q, (const char *)f, n);
+    else if (n < 8)
+        while (n--)
+            *q++ = (char)*f++;
+    else
+        memcpy(q, f, n);
+}
+
+/* Past the whitespace at p. */
+static inline const unsigned char *pp_jb_skip_ws(const unsigned char *p, const unsigned char *e)
+{
+#ifdef PP_JB_SSE2
+    const __m128i sp = _mm_set1_epi8(' '), nl = _mm_set1_epi8('\n'), ht = _mm_set1_epi8('\t'),
+                  cr = _mm_set1_epi8('\r');
+    while (e - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, sp), _mm_cmpeq_epi8(v, nl)),
+                                 _mm_or_si128(_mm_cmpeq_epi8(v, ht), _mm_cmpeq_epi8(v, cr)));
+        unsigned k = ~(unsigned)_mm_movemask_epi8(m) & 0xFFFF;
+        if (k)
+            return p + __builtin_ctz(k);
+        p += 16;
     }
-    for (;;) {
-        int esc = 0;
-        if (j->i >= j->n || j->s[j->i] != '"')
-            return PGPIPE_PARSE;
-        size_t k = j->i, out = j->o->len;
-        if (pp_jb_string(j, &esc) != PGPIPE_OK)
-            return PGPIPE_PARSE;
-        size_t klen = j->i - k - 2;
-        pp_jb_put(j, j->s + k, j->i - k);
-        pp_jb_skip_ws(j);
-        if (j->i >= j->n || j->s[j->i] != ':')
-            return PGPIPE_PARSE;
-        j->i++;
-        pp_jb_putc(j, ':');
-        if ((rc = pp_jb_value(j, depth + 1)) != PGPIPE_OK)
-            return rc;
-        if (esc || nm == PP_JB_MEMBERS || klen > UINT32_MAX) {
-            nm = -1; /* this object keeps its order */
-        } else if (nm >= 0) {
-            m[nm] = (pp_jb_member){ out, j->o->len, (uint32_t)klen };
-            if (nm && sorted && pp_jb_before(j->o->data, &m[nm], &m[nm - 1]))
-                sorted = 0;
-            nm++;
+#elif defined(PP_JB_SWAR)
+    while (e - p >= 8 && pp_load8(p) == PP_ONES * ' ') /* indentation */
+        p += 8;
+#endif
+    while (p < e && pp_jb_wst[*p])
+        p++;
+    return p;
+}
+
+/* The object L, its members written up to the output's position end (out +
+** w on, the input from run), written in jsonb's order up to end. When none of it is
+** written yet (no whitespace was dropped, no object put in order inside it)
+** its members are copied from the input; otherwise they are copied aside to
+** tmp first. The output has 16 bytes of room past its end. */
+static PP_JB_NOINLINE int pp_jb_sort(char *out, size_t w, const unsigned char *run, const unsigned char *e,
+                                      size_t end, pp_jb_level *L, pp_buf *tmp)
+{
+    uint64_t v[PP_JB_MEMBERS];
+    int nm = L->nm, tie = 0;
+    /* insertion sort of the sort values (stable: they end in the index) */
+    v[0] = L->kv[0];
+    for (int a = 1; a < nm; a++) {
+        uint64_t t = L->kv[a];
+        int b = a;
+        while (b > 0 && t < v[b - 1]) {
+            v[b] = v[b - 1];
+            b--;
         }
-        pp_jb_skip_ws(j);
-        if (j->i < j->n && j->s[j->i] == ',') {
-            j->i++;
-            pp_jb_putc(j, ',');
-            pp_jb_skip_ws(j);
-            continue;
-        }
-        if (j->i < j->n && j->s[j->i] == '}')
-            break;
-        return PGPIPE_PARSE;
+        v[b] = t;
     }
-    j->i++;
-    if (!sorted && nm > 1) {
-        /* insertion sort: stable, so of equal keys the last still wins */
+    for (int a = 1; a < nm; a++)
+        tie |= pp_jb_tie(v[a], v[a - 1]);
+    if (tie) {
+        /* ties run next to each other: again by the keys' bytes (stable) */
         for (int a = 1; a < nm; a++) {
-            pp_jb_member t = m[a];
+            uint64_t t = v[a];
             int b = a;
-            while (b > 0 && pp_jb_before(j->o->data, &t, &m[b - 1])) {
-                m[b] = m[b - 1];
+            while (b > 0 && pp_jb_before(L, (unsigned char)t, (unsigned char)v[b - 1])) {
+                v[b] = v[b - 1];
                 b--;
             }
-            m[b] = t;
-        }
-        size_t body = start + 1, len = j->o->len - body;
-        j->tmp.len = 0;
-        if (pp_buf_append(&j->tmp, j->o->data + body, len) != PGPIPE_OK)
-            return PGPIPE_NOMEM;
-        j->o->len = body;
-        for (int a = 0; a < nm; a++) {
-            if (a)
-                j->o->data[j->o->len++] = ',';
-            memcpy(j->o->data + j->o->len, j->tmp.data + (m[a].out - body), m[a].end - m[a].out);
-            j->o->len += m[a].end - m[a].out;
+            v[b] = t;
         }
     }
-    pp_jb_putc(j, '}');
-    return PGPIPE_OK;
-}
-
-/* The array at j->i ('['). */
-static int pp_jb_array(pp_jb *j, int depth)
-{
-    int rc;
-    j->i++;
-    pp_jb_putc(j, '[');
-    pp_jb_skip_ws(j);
-    if (j->i < j->n && j->s[j->i] == ']') {
-        j->i++;
-        pp_jb_putc(j, ']');
-        return PGPIPE_OK;
-    }
-    for (;;) {
-        if ((rc = pp_jb_value(j, depth + 1)) != PGPIPE_OK)
-            return rc;
-        pp_jb_skip_ws(j);
-        if (j->i < j->n && j->s[j->i] == ',') {
-            j->i++;
-            pp_jb_putc(j, ',');
-            continue;
-        }
-        if (j->i < j->n && j->s[j->i] == ']') {
-            j->i++;
-            pp_jb_putc(j, ']');
-            return PGPIPE_OK;
-        }
-        return PGPIPE_PARSE;
-    }
-}
-
-/* The value after any whitespace at j->i. */
-static int pp_jb_value(pp_jb *j, int depth)
-{
-    pp_jb_skip_ws(j);
-    if (j->i >= j->n)
-        return PGPIPE_PARSE;
-    char c = j->s[j->i];
-    if (depth >= PP_JB_DEPTH)
-        return pp_jb_copy_value(j);
-    if (c == '{')
-        return pp_jb_object(j, depth);
-    if (c == '[')
-        return pp_jb_array(j, depth);
-    size_t a = j->i;
-    if (c == '"') {
-        int esc = 0;
-        if (pp_jb_string(j, &esc) != PGPIPE_OK)
-            return PGPIPE_PARSE;
+    size_t body = L->start + 1;
+    const char *from; /* where out + body's bytes are */
+    int safe = 1;     /* 16 bytes readable past each member there */
+    if (run <= L->src) {
+        pp_jb_put(out + w, run, body - w, e); /* up to the '{' */
+        from = (const char *)run + (body - w);
+        safe = e - (run + (end - w)) >= 16;
     } else {
-        while (j->i < j->n && !pp_jb_stop[(unsigned char)j->s[j->i]])
-            j->i++;
-        if (j->i == a)
+        size_t len = end - body;
+        pp_jb_put(out + w, run, end - w, e);
+        tmp->len = 0;
+        if (pp_buf_reserve(tmp, len + 16) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        memcpy(tmp->data, out + body, len);
+        from = tmp->data;
+    }
+    L->out[nm] = end + 1; /* member i ends before out[i + 1]'s comma */
+    char *q = out + body;
+    for (int a = 0; a < nm; a++) {
+        int i = (unsigned char)v[a];
+        size_t at = L->out[i], n = L->out[i + 1] - 1 - at;
+        const char *f = from + (at - body);
+        if (a)
+            *q++ = ',';
+        if (safe || (size_t)((const char *)e - f) >= n + 15)
+            pp_jb_copy16(q, f, n);
+        else
+            memcpy(q, f, n);
+        q += n;
+    }
+    return PGPIPE_OK;
+}
+
+/* One pass over the text. Output is written lazily: the input from run to
+** p is the output's next bytes, copied when whitespace is dropped, when an
+** object is put in order and at the end, so text without whitespace whose
+** objects are in order is one copy. Whitespace is looked for only where
+** the next byte is not the one expected. The output has room for n + 16
+** bytes (it is never longer than the input). */
+static int pp_jb_run(pp_buf *o, pp_buf *tmp, const char *str, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)str, *e = p + n, *run = p;
+    char *out = o->data;
+    size_t w = o->len; /* out[0..w) written; next, the input from run to p */
+    pp_jb_level st[PP_JB_DEPTH], *L = NULL;
+    int d = 0; /* open objects and arrays; L is the innermost */
+    int esc;
+
+/* past whitespace at p, the bytes before it copied */
+#define PP_JB_WS()                                                                                 \
+    do {                                                                                           \
+        if (p < e && pp_jb_wst[*p]) {                                                              \
+            pp_jb_put(out + w, run, (size_t)(p - run), e);                                         \
+            w += (size_t)(p - run);                                                                \
+            p = pp_jb_skip_ws(p + 1, e);                                                           \
+            run = p;                                                                               \
+        }                                                                                          \
+    } while (0)
+#define PP_JB_POS() (w + (size_t)(p - run))
+
+value:
+    if (p == e)
+        return PGPIPE_PARSE;
+    if (d >= PP_JB_DEPTH) {
+        PP_JB_WS();
+        if (!(p = pp_jb_skip_value(p, e)))
+            return PGPIPE_PARSE;
+        goto after;
+    }
+    switch (*p) {
+    case ' ':
+    case '\t':
+    case '\n':
+    case '\r':
+        PP_JB_WS();
+        goto value;
+    case '{': {
+        size_t at = PP_JB_POS();
+        const unsigned char *open = p++;
+        if (p == e || *p != '"') {
+            PP_JB_WS();
+            if (p < e && *p == '}') {
+                p++;
+                goto after;
+            }
+        }
+        L = &st[d++];
+        L->start = at;
+        L->src = open;
+        L->nm = 0;
+        L->close = '}';
+        L->sorted = 1;
+        goto key;
+    }
+    case '[':
+        p++;
+        PP_JB_WS();
+        if (p < e && *p == ']') {
+            p++;
+            goto after;
+        }
+        L = &st[d++];
+        L->close = ']';
+        L->sorted = 1; /* nothing to sort */
+        goto value;
+    case '"':
+        if (!(p = pp_jb_str(p + 1, e, &esc)))
+            return PGPIPE_PARSE;
+        p++;
+        goto after;
+    default: {
+        const unsigned char *a = p;
+#ifdef PP_JB_SWAR
+        /* digits, '-', '.' and '/' eight at a time (none ends a value) */
+        while (e - p >= 8) {
+            uint64_t x = pp_load8(p);
+            if (PP_HAS_LESS(x, 0x2D) | (((x + PP_ONES * (127 - 0x39)) | x) & PP_HIGH))
+                break;
+            p += 8;
+        }
+#endif
+        while (p < e && !pp_jb_stop[*p])
+            p++;
+        if (p == a)
+            return PGPIPE_PARSE;
+        goto after;
+    }
+    }
+
+key: /* at the key's quote */
+    if (p == e || *p != '"')
+        return PGPIPE_PARSE;
+    {
+        size_t at = PP_JB_POS(), klen;
+        const unsigned char *k = p + 1;
+        esc = 0;
+        if (!(p = pp_jb_str(k, e, &esc)))
+            return PGPIPE_PARSE;
+        klen = (size_t)(p - k);
+        p++;
+        int nm = L->nm;
+        if ((unsigned)nm >= PP_JB_MEMBERS || esc || klen > UINT32_MAX) {
+            L->nm = -1; /* this object keeps its order */
+        } else {
+            uint64_t kv = pp_jb_sortval(k, klen, e, nm);
+            L->kv[nm] = kv;
+            L->kl[nm] = (uint32_t)klen;
+            L->kp[nm] = k;
+            L->out[nm] = at;
+            if (nm && L->sorted &&
+                (kv < L->kv[nm - 1] || (pp_jb_tie(kv, L->kv[nm - 1]) && pp_jb_before(L, nm, nm - 1))))
+                L->sorted = 0;
+            L->nm = nm + 1;
+        }
+    }
+    if (p == e || *p != ':') {
+        PP_JB_WS();
+        if (p == e || *p != ':')
             return PGPIPE_PARSE;
     }
-    pp_jb_put(j, j->s + a, j->i - a);
+    p++;
+    goto value;
+
+after: /* past a value */
+    if (!d)
+        goto done;
+    if (p == e)
+        return PGPIPE_PARSE;
+    if (*p == ',') {
+        p++;
+        if (L->close == ']')
+            goto value;
+        if (p == e || *p != '"')
+            PP_JB_WS();
+        goto key;
+    }
+    if (*p == L->close) {
+        if (!L->sorted && L->nm > 1) {
+            size_t end = PP_JB_POS();
+            if (pp_jb_sort(out, w, run, e, end, L, tmp) != PGPIPE_OK)
+                return PGPIPE_NOMEM;
+            w = end; /* the object is written, up to its '}' */
+            run = p;
+        }
+        p++;
+        d--;
+        L = d ? &st[d - 1] : NULL;
+        goto after;
+    }
+    if (!pp_jb_wst[*p])
+        return PGPIPE_PARSE;
+    PP_JB_WS();
+    goto after;
+
+done:
+    PP_JB_WS();
+    if (p != e)
+        return PGPIPE_PARSE;
+    pp_jb_put(out + w, run, (size_t)(p - run), e);
+    o->len = w + (size_t)(p - run);
     return PGPIPE_OK;
+#undef PP_JB_WS
+#undef PP_JB_POS
 }
 
 PGPIPE_PRIVATE int pp_jsonb_order_buf(pp_buf *o, pp_buf *tmp, const char *s, size_t n)
 {
-    pp_jb j = { o, *tmp, s, n, 0 };
     size_t start = o->len;
-    if (n > SIZE_MAX / 2 || pp_buf_reserve(o, n + 1) != PGPIPE_OK)
+    if (n > SIZE_MAX / 2 || pp_buf_reserve(o, n + 32) != PGPIPE_OK)
         return PGPIPE_NOMEM;
-    int rc = pp_jb_value(&j, 0);
-    if (rc == PGPIPE_OK) {
-        pp_jb_skip_ws(&j);
-        if (j.i != n)
-            rc = PGPIPE_PARSE;
-    }
-    *tmp = j.tmp;
+    int rc = pp_jb_run(o, tmp, s, n);
     if (rc == PGPIPE_PARSE) {
         o->len = start;
         rc = pp_buf_append(o, s, n);

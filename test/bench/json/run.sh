@@ -214,3 +214,24 @@ echo "$rss_line" | awk '{
     printf "bench: component=json workload=ndjson-100MB:stream-from-disk metric=MB/s pgpipe=%.0f peer=missing peer_value=missing ratio=missing\n", $5
     printf "bench: component=json workload=ndjson-100MB:stream-from-disk metric=peak_rss_MB pgpipe=%.1f peer=ceiling peer_value=32 ratio=%.2f\n", $4, 32 / $4
     printf "(streamed %d records, %d bad lines, peak RSS %.1f MB)\n", $2, $3, $4 }'
+
+# ---- pp_jsonb_order: instructions per byte (callgrind) ----------------------
+# bench_jsonb_order.c: the HTTP bench's event, the loader bench's payloads
+# (bench_copy gen-ndjson) and twitter.json's statuses without whitespace, one
+# record at a time; only the function's own work is counted.
+if command -v valgrind >/dev/null 2>&1 &&
+   gcc $CFLAGS $here/bench_jsonb_order.c -o $B/bench_jsonb_order $PGL -lpthread -lm 2>$B/build_jsonb_order.log &&
+   gcc $CFLAGS test/bench/copy/bench_copy.c pgpipe.c -o $B/bench_copy_gen $PGL -lpthread -lm 2>>$B/build_jsonb_order.log; then
+    [ -s $B/jbo-payloads.ndjson ] || $B/bench_copy_gen gen-ndjson $B/jbo-payloads.ndjson 20000
+    set -- "event 20000" "payloads $B/jbo-payloads.ndjson"
+    [ -f "$data/twitter.json" ] && set -- "$@" "statuses-compact $data/twitter.json 5"
+    for spec in "$@"; do
+        bytes=$($B/bench_jsonb_order $spec | sed -n 's/.*bytes=\([0-9]*\).*/\1/p')
+        ir=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect=bjo_work \
+             $B/bench_jsonb_order $spec 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+        [ -n "$bytes" ] && [ -n "$ir" ] && awk -v w="${spec%% *}" -v ir="$ir" -v b="$bytes" 'BEGIN {
+            printf "bench: component=json workload=jsonb_order:%s metric=instructions/byte pgpipe=%.2f peer=missing peer_value=missing ratio=missing\n", w, ir / b }'
+    done
+else
+    echo "jsonb_order: valgrind missing or build failed (see $B/build_jsonb_order.log)"
+fi
