@@ -5,12 +5,12 @@
 # deterministic output.
 set -eu
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 top=$(pwd)
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/amalg.XXXXXX")
 gen=$tmp/gen
 sh tool/amalgamate.sh . "$gen"
 
-fail() { echo "FAIL: $*"; exit 1; }
 
 # 1. a marker per source file: every src/LAYER/*.c and pp_*.h in pgpipe.c,
 #    every public src/LAYER/*.h in pgpipe.h; no include of a private header

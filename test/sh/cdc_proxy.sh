@@ -6,6 +6,7 @@
 # exactly once.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/cdcproxy.XXXXXX")
@@ -18,7 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; [ -f "$tmp/run.out" ] && tail -n 20 "$tmp/run.out"; exit 1; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 cc -std=c11 -Wall -Wextra -Werror test/faultproxy.c -o "$tmp/faultproxy" || exit 1
 
 S0=$(sh tool/pgtmp.sh start "$tmp/src" --logical --owner $$) || fail "source cluster"

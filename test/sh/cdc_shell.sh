@@ -6,16 +6,14 @@
 # stop (drops the slot: the source keeps no WAL for it).
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/cdc.XXXXXX")
 chmod 755 "$tmp"
 cleanup() { sh tool/pgtmp.sh stop "$tmp/src" >/dev/null 2>&1; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 
 S0=$(sh tool/pgtmp.sh start "$tmp/src" --logical --owner $$) || fail "source cluster"
 $P "$S0" "CREATE DATABASE cdc_sh_src" >/dev/null || fail "source db"

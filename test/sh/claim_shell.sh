@@ -4,12 +4,10 @@
 # replayed and purged.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 
 # the built-in schema, installed as the migrations do (feeding its files to
 # the shell ran an old version's CREATE OR REPLACE over the newer one: the

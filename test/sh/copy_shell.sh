@@ -3,12 +3,10 @@
 # and a second run of the same file that loads nothing twice.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/copysh.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 
 printf '{"event_type":"a","k":1}\n{"event_type":"b","k":2}\nnot json\n' >"$tmp/e.ndjson"
 out=$($P "$D" ".load $tmp/e.ndjson --name copysh_ndjson") || fail "exit $?: $out"

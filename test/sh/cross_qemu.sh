@@ -14,13 +14,13 @@
 # program is built with -DPGPIPE_OMIT_THREADS.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 CC=${CROSS_CC:-aarch64-linux-gnu-gcc}
 Q=$(command -v qemu-aarch64-static || command -v qemu-aarch64) || { echo "qemu-aarch64 not installed (sh tool/deps.sh --cross)"; exit 77; }
 command -v "$CC" >/dev/null 2>&1 || { echo "$CC not installed (sh tool/deps.sh --cross)"; exit 77; }
 PQ=${CROSS_LIBPQ:-/usr/lib/aarch64-linux-gnu/libpq.so.5}
 [ -f "$PQ" ] || { echo "no aarch64 libpq ($PQ: libpq5:arm64, sh tool/deps.sh --cross)"; exit 77; }
 SYSROOT=${CROSS_SYSROOT:-/usr/aarch64-linux-gnu}
-fail() { echo "FAIL: $*"; exit 1; }
 pgcf=$(pkg-config --cflags libpq 2>/dev/null || echo "-I$(pg_config --includedir)")
 out=build/cross
 mkdir -p $out

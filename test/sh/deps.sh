@@ -9,11 +9,9 @@
 # the status page test) and pg_cron (make bench-run) are named by package.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/deps.XXXXXX")
 chmod 755 "$tmp"
-fail() { printf 'FAIL: %s\n' "$*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 
 # 1. here everything is present
 out=$(sh tool/deps.sh --check 2>&1); rc=$?

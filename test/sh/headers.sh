@@ -12,8 +12,8 @@
 #     pgpipe_*_new left, every pgpipe_X_open has its pgpipe_X_close.
 set -eu
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/headers.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
 cc=${CC:-cc}
 pgcflags=$(pkg-config --cflags libpq 2>/dev/null || echo "-I$(pg_config --includedir)")
 

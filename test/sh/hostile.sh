@@ -102,13 +102,11 @@ fi
 
 [ -n "${PGPIPE_TEST_DSN:-}" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/hostile.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-fail() { printf "FAIL: %s\n" "$*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 gen "$tmp/c"
 rid=$$
 q() { $P -m csv "$D" "$1" | tail -n +2; }

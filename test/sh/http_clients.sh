@@ -11,10 +11,11 @@
 # SIGTERM: the server drains and exits 0.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=${PGPIPE_TEST_DSN:-}
 [ -n "$D" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 for c in curl wrk python3; do
     command -v $c >/dev/null 2>&1 || { echo "$c missing (sh tool/deps.sh --test)"; exit 77; }
 done
@@ -24,8 +25,6 @@ spid=""
 cleanup() { [ -z "$spid" ] || { kill -9 "$spid" 2>/dev/null; wait "$spid" 2>/dev/null; }; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; echo "-- server log (tail):"; tail -n 20 "$tmp/serve.err" 2>/dev/null; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 q() { $P -m csv "$D" "$1" | sed 1d; }
 # js JSON EXPR: EXPR (Python, over the answer d) evaluated on the JSON text
 js() { printf '%s' "$1" | python3 -c 'import json, sys; d = json.loads(sys.stdin.read()); print(eval(sys.argv[1]))' "$2" 2>&1; }

@@ -15,10 +15,11 @@
 #   distinct of the record id field).
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=${PGPIPE_TEST_DSN:-}
 [ -n "$D" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 command -v python3 >/dev/null 2>&1 || { echo "python3 missing (sh tool/deps.sh --test)"; exit 77; }
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/httpk9.XXXXXX")
 chmod 755 "$tmp"

@@ -8,10 +8,11 @@
 # and once the slow clients go the server serves as before. SIGTERM: exit 0.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=${PGPIPE_TEST_DSN:-}
 [ -n "$D" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 for c in curl python3; do
     command -v $c >/dev/null 2>&1 || { echo "$c missing (sh tool/deps.sh --test)"; exit 77; }
 done
@@ -20,8 +21,6 @@ spid=""
 cleanup() { [ -z "$spid" ] || { kill -9 "$spid" 2>/dev/null; wait "$spid" 2>/dev/null; }; rm -rf "$tmp"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; echo "-- server log (tail):"; tail -n 20 "$tmp/serve.err" 2>/dev/null; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 
 $P "$D" ".serve --listen 127.0.0.1:0 --port-file $tmp/port --tokens off --max-connections 20 \
     --header-timeout 60000" 2>>"$tmp/serve.err" &

@@ -7,6 +7,7 @@
 # nginx), and nginx reuses its connections to pgpipe (keep-alive upstream).
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 top=$(pwd)
 P=$top/build/test/pgpipe
 command -v nginx >/dev/null || NGINX=/usr/sbin/nginx
@@ -15,7 +16,7 @@ NGINX=${NGINX:-nginx}
 for c in curl openssl python3; do
     command -v $c >/dev/null || { echo "$c is not installed (tool/deps.sh --test)"; exit 77; }
 done
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/httpng.XXXXXX")
 chmod 755 "$tmp"
 spid=""; npid=""
@@ -32,8 +33,6 @@ fail() {
     done
     exit 1
 }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 
 $P "$PGPIPE_TEST_DSN" "DROP DATABASE IF EXISTS httpng" "CREATE DATABASE httpng" >/dev/null ||
     fail "createdb"

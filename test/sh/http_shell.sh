@@ -7,15 +7,13 @@
 # a second signal during a drain stops at once without acknowledging.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/httpsh.XXXXXX")
 pid=""
 cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 for c in curl openssl python3; do
     command -v $c >/dev/null || { echo "$c is not installed (tool/deps.sh --test)"; exit 77; }
 done

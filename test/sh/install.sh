@@ -6,10 +6,10 @@
 # builds on the installed header and library alone.
 set -eu
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 top=$(pwd)
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/install.XXXXXX")
 prefix=$tmp/prefix
-fail() { echo "FAIL: $*"; exit 1; }
 version=$(sed -n 's/^#define PGPIPE_VERSION *"\(.*\)"/\1/p' pgpipe.h)
 major=${version%%.*}
 # -o: never regenerate the committed amalgamation from inside a test

@@ -11,8 +11,8 @@
 #     that compile.
 set -eu
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/layers.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
 layers=$(sed -n 's/^layers="\(.*\)"$/\1/p' tool/amalgamate.sh)
 [ -n "$layers" ] || fail "no layers= line in tool/amalgamate.sh"
 

@@ -5,11 +5,9 @@
 # behaviour is tested in test/test_migrate.c.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/migsh.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 $P "$PGPIPE_TEST_DSN" "DROP DATABASE IF EXISTS migsh" "CREATE DATABASE migsh" >/dev/null || fail "createdb"
 D="$PGPIPE_TEST_DSN dbname=migsh"
 q() { $P -m csv "$D" "$1" | tail -n 1; }

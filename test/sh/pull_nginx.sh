@@ -5,6 +5,7 @@
 # certificate is refused at once (no retry), naming the problem.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=${PGPIPE_TEST_DSN:-}
 [ -n "$D" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
@@ -14,7 +15,7 @@ NGINX=${NGINX:-nginx}
 for c in openssl python3; do
     command -v $c >/dev/null || { echo "$c is not installed (tool/deps.sh --test)"; exit 77; }
 done
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/pullng.XXXXXX")
 chmod 755 "$tmp"
 spid=""; npid=""
@@ -31,8 +32,6 @@ fail() {
     done
     exit 1
 }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 q() { $P -m csv "$D" "$1" | tail -n 1; }
 
 python3 test/pull_server.py --port-file "$tmp/port" 2>"$tmp/server.err" &

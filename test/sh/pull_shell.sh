@@ -5,10 +5,11 @@
 # after the last committed page, every record staged exactly once.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=${PGPIPE_TEST_DSN:-}
 [ -n "$D" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 command -v python3 >/dev/null 2>&1 || { echo "python3 missing (sh tool/deps.sh --test)"; exit 77; }
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/pullsh.XXXXXX")
 chmod 755 "$tmp"
@@ -20,8 +21,6 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$tmp"/*.err; do [ -f "$f" ] && { echo "--- $f"; tail -n 20 "$f"; }; done; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 q() { $P -m csv "$D" "$1" | tail -n 1; }
 
 python3 test/pull_server.py --port-file "$tmp/port" 2>"$tmp/server.err" &

@@ -4,13 +4,11 @@
 # export, piped in as a script and given as arguments.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/records.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 
 $P "$D" "SET client_min_messages = warning" "DROP TABLE IF EXISTS records.rec_sh, records.rec_sh2, records.rec_sh3, records.rec_sh4" >/dev/null || fail "setup"
 

@@ -10,11 +10,12 @@
 # with SIGTERM (exit 0).
 set -u
 cd "${PGPIPE_TOP:-.}" || exit 1
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=${PGPIPE_TEST_DSN:-}
 PY=/usr/bin/python3
 [ -n "$D" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 for c in curl psql chromium chromedriver; do
     command -v $c >/dev/null 2>&1 || { echo "$c missing (sh tool/deps.sh --test)"; exit 77; }
 done

@@ -6,9 +6,9 @@
 # naming the connection, not the file.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/run_check.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
 export PGHOST=/nonexistent/socket PGPORT=1 PGCONNECT_TIMEOUT=1
 
 out=$("$P" run --check sql/example/pipeline.pgpipe 2>&1); rc=$?

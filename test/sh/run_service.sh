@@ -13,8 +13,9 @@
 #   - SIGTERM waits for a running body; a second one stops at once (exit 1)
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=$PWD/build/test/pgpipe
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 [ -n "${PGPIPE_TEST_DSN:-}" ] || { echo "needs the test cluster (PGPIPE_TEST_DSN)"; exit 77; }
 command -v python3 >/dev/null || { echo "python3 is not installed (tool/deps.sh --test)"; exit 77; }
 D=$PGPIPE_TEST_DSN

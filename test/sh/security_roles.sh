@@ -5,14 +5,12 @@
 # fails with SQLSTATE 42501 (insufficient privilege).
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 [ -n "${PGPIPE_TEST_DSN:-}" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/roles.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-fail() { printf 'FAIL: %s\n' "$*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 # the test cluster trusts local connections, so the password is not checked
 # here; the roles are created as they would be in production
 src=sec_roles_$$

@@ -6,14 +6,12 @@
 # or the history file.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 [ -n "${PGPIPE_TEST_DSN:-}" ] || { echo "no PGPIPE_TEST_DSN"; exit 77; }
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/secsh.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-fail() { printf 'FAIL: %s\n' "$*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 q() { $P -m csv "$D" "$1" | tail -n +2; }
 alive() {
     [ "$(q "SELECT count(*) FROM sec_sh_canary")" = 1 ] || fail "the canary table is gone after: $1"

@@ -7,6 +7,7 @@
 # sslmode=verify-ca with the certificate as root works too.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 command -v openssl >/dev/null 2>&1 || { echo "openssl missing"; exit 77; }
 P=build/test/pgpipe
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/ssl.XXXXXX")
@@ -15,8 +16,6 @@ d=$tmp/pg
 cleanup() { sh tool/pgtmp.sh stop "$d" >/dev/null 2>&1; rm -rf "$tmp"; }
 trap cleanup EXIT
 fail() { printf 'FAIL: %s\n' "$*"; [ -f "$d/server.log" ] && tail -n 5 "$d/server.log"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 
 sh tool/pgtmp.sh start "$d" --tcp --owner $$ >"$tmp/start.log" 2>&1 || fail "cluster: $(cat "$tmp/start.log")"
 port=$(cat "$d/port")

@@ -3,12 +3,10 @@
 # errors, and the dot commands that stand on their own.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/shell.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 
 # .help needs no server (no CONNINFO, no PG* pointing anywhere useful)
 out=$(PGHOST=/nonexistent $P ".help load") || fail ".help without a server: exit $?"

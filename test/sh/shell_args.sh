@@ -10,15 +10,13 @@
 # empty one (where a misparse would install the schema).
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 top=$(pwd)
 P=${PGPIPE_SHELL:-$top/build/test/pgpipe}
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/shell_args.XXXXXX")
 chmod 755 "$tmp"
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 
 $P "$D" "SET client_min_messages = warning" "DROP DATABASE IF EXISTS shell_args_full" \
     "DROP DATABASE IF EXISTS shell_args_empty" "CREATE DATABASE shell_args_full" \

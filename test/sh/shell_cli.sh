@@ -5,12 +5,10 @@
 # (§3.4).
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/cli.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 exists() { $P -m csv "$D" "SELECT to_regclass('$1') IS NOT NULL AS e" | tail -n 1; }
 $P "$D" "DROP TABLE IF EXISTS cli_t, cli_bail, cli_never" >/dev/null 2>&1
 

@@ -6,15 +6,11 @@
 # sizes; a name that matches nothing says so.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=${PGPIPE_SHELL:-build/test/pgpipe}
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/shell_describe.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-hasnt() { printf '%s\n' "$1" | grep -qF -- "$2" && fail "did not expect '$2' in:
-$1"; return 0; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 export HOME=$tmp
 $P "$D" -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS shell_describe" \
     -c "CREATE DATABASE shell_describe" || fail "setup"

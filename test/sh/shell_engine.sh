@@ -3,11 +3,9 @@
 # .partitions, .migrate; scripts with $$ bodies and inline COPY data.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/eng.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
 line() { printf '%s\n' "$1" | grep -qxF -- "$2" || fail "expected the line '$2' in:
 $1"; }
 $P "$PGPIPE_TEST_DSN" "DROP DATABASE IF EXISTS shell_eng" "CREATE DATABASE shell_eng" >/dev/null || fail "createdb"

@@ -5,12 +5,10 @@
 # as EXPLAIN ANALYZE still executes, as in psql.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=${PGPIPE_SHELL:-build/test/pgpipe}
 D=$PGPIPE_TEST_DSN
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 q() { $P -m csv "$D" "$1" | tail -n 1; }
 
 $P "$D" "SET client_min_messages = warning" "DROP TABLE IF EXISTS explain_t" \

@@ -5,11 +5,11 @@
 # and README.md, once it carries the table, carries it as it is here.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=${PGPIPE_SHELL:-build/test/pgpipe}
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/shell_habits.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 export HOME=$tmp
 table=test/shell_habits.md
 $P "$D" -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS shell_habits" \

@@ -8,14 +8,12 @@
 # server is needed.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 top=$(pwd)
 P=${PGPIPE_SHELL:-$top/build/test/pgpipe}
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/shell_help.XXXXXX")
 chmod 755 "$tmp"
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 # no server anywhere: .help must not need one
 export PGHOST=/nonexistent PGPORT=1
 mkdir "$tmp/cwd"

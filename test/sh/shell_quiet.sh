@@ -5,14 +5,12 @@
 # the overview has every command's whole usage, .help CMD every option.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=${PGPIPE_SHELL:-build/test/pgpipe}
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/shell_quiet.XXXXXX")
 chmod 755 "$tmp"
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 
 fresh() {
     $P "$D" "SET client_min_messages = warning" "DROP DATABASE IF EXISTS $1" "CREATE DATABASE $1" \

@@ -6,19 +6,11 @@
 # .dump [TABLE] (data-only INSERTs that load back to the same rows).
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=${PGPIPE_SHELL:-build/test/pgpipe}
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/shell_sqlite.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-hasnt() { printf '%s\n' "$1" | grep -qF -- "$2" && fail "did not expect '$2' in:
-$1"; return 0; }
-same() { [ "$1" = "$2" ] || fail "$3: expected
-$2
-got
-$1"; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 export HOME=$tmp
 $P "$D" -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS shell_sqlite" \
     -c "CREATE DATABASE shell_sqlite" || fail "setup"

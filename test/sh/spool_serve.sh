@@ -12,8 +12,9 @@
 #   again, and hostile headers are 400 naming the header, nothing written.
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=$(pwd)/build/test/pgpipe
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 command -v curl >/dev/null 2>&1 || { echo "curl missing"; exit 77; }
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/spoolsrv.XXXXXX")
 chmod 755 "$tmp"

@@ -5,13 +5,11 @@
 # record once (a second drain adds nothing).
 set -u
 cd "${PGPIPE_TOP:-.}"
+. test/sh/lib/common.sh
 P=build/test/pgpipe
 D=$PGPIPE_TEST_DSN
 tmp=$(mktemp -d "${PGPIPE_TEST_TMP:-/tmp}/spoolsh.XXXXXX")
-fail() { echo "FAIL: $*"; exit 1; }
-has() { printf '%s\n' "$1" | grep -qF -- "$2" || fail "expected '$2' in:
-$1"; }
-[ -x "$P" ] || { echo "build/test/pgpipe missing (make test-build)"; exit 77; }
+need_pgpipe
 src="spool-sh-$$"
 i=1
 while [ $i -le 200 ]; do printf '{"event_type":"t","i":%d}\n' $i; i=$((i + 1)); done > "$tmp/in.ndjson"
