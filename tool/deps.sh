@@ -204,7 +204,7 @@ if [ $test = 1 ]; then
     need_cmd ps procps
     need_cmd ss iproute2
     # pgbouncer lives in /usr/sbin, often not on a user's PATH; the tests
-    # find it the same way (test/pgtest.h, test/sh/lib/bouncer.sh)
+    # find it the same way (test/pgtest.h, test/chaos/run.sh)
     bouncer=$(command -v pgbouncer 2>/dev/null || true)
     [ -n "$bouncer" ] || [ ! -x /usr/sbin/pgbouncer ] || bouncer=/usr/sbin/pgbouncer
     if [ -z "$bouncer" ]; then
