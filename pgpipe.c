@@ -140,6 +140,15 @@ PGPIPE_PRIVATE int pp_buf_append(pp_buf *b, const void *data, size_t n);
 PGPIPE_PRIVATE int pp_buf_appendf(pp_buf *b, const char *fmt, ...) PP_PRINTF(2, 3);
 PGPIPE_PRIVATE void pp_buf_free(pp_buf *b);
 
+/* A hex digit's value (either case), -1 for any other byte. */
+static inline PP_UNUSED int pp_hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 static inline PP_UNUSED int pp_buf_putc(pp_buf *b, char c)
 {
     if (PP_UNLIKELY(b->len + 1 > b->cap) && pp_buf_reserve(b, 1) != PGPIPE_OK)
@@ -16179,11 +16188,6 @@ PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...)
     return pp_err(&l->hdr.err, code, "%s", msg);
 }
 
-static int copy_hex(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
-}
-
 /* A new batch id: a version 7 UUID (time-ordered, so the ids of one loader
 ** sort in batch order). */
 PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
@@ -16195,7 +16199,7 @@ PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
     for (int i = 0, k = 0; ln->uuid_text[i] && k < 16; i++) {
         if (ln->uuid_text[i] == '-')
             continue;
-        int hi = copy_hex(ln->uuid_text[i]), lo = copy_hex(ln->uuid_text[++i]);
+        int hi = pp_hex_value(ln->uuid_text[i]), lo = pp_hex_value(ln->uuid_text[++i]);
         ln->uuid_bin[k++] = (unsigned char)(hi << 4 | lo);
     }
     return PGPIPE_OK;
@@ -27472,24 +27476,13 @@ PGPIPE_PRIVATE int pp_http_auth_trusted_proxy(const pp_http_auth *a, const char 
 
 /* ---- tokens ----------------------------------------------------------------- */
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* 2n hex digits to n bytes; 0 when s[0..len) is not exactly that. */
 static int hex_decode(const char *s, size_t len, unsigned char *out, size_t n)
 {
     if (len != 2 * n)
         return 0;
     for (size_t i = 0; i < n; i++) {
-        int h = hex_value((unsigned char)s[2 * i]), l = hex_value((unsigned char)s[2 * i + 1]);
+        int h = pp_hex_value((unsigned char)s[2 * i]), l = pp_hex_value((unsigned char)s[2 * i + 1]);
         if (h < 0 || l < 0)
             return 0;
         out[i] = (unsigned char)(h << 4 | l);
@@ -38618,8 +38611,7 @@ static int pull_hex4(const unsigned char *s, size_t avail, unsigned *out)
     if (avail < 4)
         return 0;
     for (int k = 0; k < 4; k++) {
-        int c = s[k], d = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f'
-                                                            ? (c | 0x20) - 'a' + 10 : -1;
+        int d = pp_hex_value((unsigned char)s[k]);
         if (d < 0)
             return 0;
         u = u * 16 + (unsigned)d;

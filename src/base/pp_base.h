@@ -129,6 +129,15 @@ PGPIPE_PRIVATE int pp_buf_append(pp_buf *b, const void *data, size_t n);
 PGPIPE_PRIVATE int pp_buf_appendf(pp_buf *b, const char *fmt, ...) PP_PRINTF(2, 3);
 PGPIPE_PRIVATE void pp_buf_free(pp_buf *b);
 
+/* A hex digit's value (either case), -1 for any other byte. */
+static inline PP_UNUSED int pp_hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 static inline PP_UNUSED int pp_buf_putc(pp_buf *b, char c)
 {
     if (PP_UNLIKELY(b->len + 1 > b->cap) && pp_buf_reserve(b, 1) != PGPIPE_OK)

@@ -392,24 +392,13 @@ PGPIPE_PRIVATE int pp_http_auth_trusted_proxy(const pp_http_auth *a, const char 
 
 /* ---- tokens ----------------------------------------------------------------- */
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* 2n hex digits to n bytes; 0 when s[0..len) is not exactly that. */
 static int hex_decode(const char *s, size_t len, unsigned char *out, size_t n)
 {
     if (len != 2 * n)
         return 0;
     for (size_t i = 0; i < n; i++) {
-        int h = hex_value((unsigned char)s[2 * i]), l = hex_value((unsigned char)s[2 * i + 1]);
+        int h = pp_hex_value((unsigned char)s[2 * i]), l = pp_hex_value((unsigned char)s[2 * i + 1]);
         if (h < 0 || l < 0)
             return 0;
         out[i] = (unsigned char)(h << 4 | l);

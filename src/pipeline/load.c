@@ -49,11 +49,6 @@ PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...)
     return pp_err(&l->hdr.err, code, "%s", msg);
 }
 
-static int copy_hex(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
-}
-
 /* A new batch id: a version 7 UUID (time-ordered, so the ids of one loader
 ** sort in batch order). */
 PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
@@ -65,7 +60,7 @@ PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
     for (int i = 0, k = 0; ln->uuid_text[i] && k < 16; i++) {
         if (ln->uuid_text[i] == '-')
             continue;
-        int hi = copy_hex(ln->uuid_text[i]), lo = copy_hex(ln->uuid_text[++i]);
+        int hi = pp_hex_value(ln->uuid_text[i]), lo = pp_hex_value(ln->uuid_text[++i]);
         ln->uuid_bin[k++] = (unsigned char)(hi << 4 | lo);
     }
     return PGPIPE_OK;

@@ -1655,8 +1655,7 @@ static int pull_hex4(const unsigned char *s, size_t avail, unsigned *out)
     if (avail < 4)
         return 0;
     for (int k = 0; k < 4; k++) {
-        int c = s[k], d = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f'
-                                                            ? (c | 0x20) - 'a' + 10 : -1;
+        int d = pp_hex_value((unsigned char)s[k]);
         if (d < 0)
             return 0;
         u = u * 16 + (unsigned)d;
