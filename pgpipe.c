@@ -29,7 +29,7 @@
 ** The "@components" line of each layer header lists the layer's components
 ** in data-flow order; pgpipe.h shows their public headers in that order.
 **
-** @components util text exec
+** @components util text exec copyrow
 */
 #ifndef PP_BASE_H
 #define PP_BASE_H
@@ -389,6 +389,50 @@ PGPIPE_PRIVATE int pp_connect_failure_class(const PGconn *pg);
 ** under the component named by arg (a const char *), not to stderr. */
 PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 
+/* ==== copyrow: COPY rows, text or binary (src/base/copyrow.c) ==== */
+
+/* One writer of COPY rows for every source that stages events (the loader,
+** the HTTP ingest, the pull): text rows are fields COPY-escaped with a tab
+** between them and a newline after; binary rows (COPY ... (FORMAT binary),
+** which the server takes without splitting and unescaping) are the field
+** count in 16 bits, then each field's length in 32 bits (-1 for NULL) and its
+** bytes: text as it is, jsonb as its version byte 1 and the JSON text, uuid
+** as 16 bytes. A binary COPY starts with pp_copy_bin_header (no trailer: the
+** protocol's end of COPY ends it). */
+typedef struct pp_copy_w {
+    int binary;
+    int null;      /* binary: the field being written is NULL */
+    size_t at;     /* binary: where its length word is */
+} pp_copy_w;
+#define PP_COPY_BIN_HEADER_LEN 19
+PGPIPE_PRIVATE const char pp_copy_bin_header[PP_COPY_BIN_HEADER_LEN];
+PGPIPE_PRIVATE int pp_copy_row_begin(pp_copy_w *w, pp_buf *b, int nfields);
+PGPIPE_PRIVATE int pp_copy_row_end(const pp_copy_w *w, pp_buf *b);
+/* Before field i (0 first): a tab, or the length word copy_field_end fills. */
+PGPIPE_PRIVATE int pp_copy_field_begin(pp_copy_w *w, pp_buf *b, int i);
+PGPIPE_PRIVATE void pp_copy_field_end(const pp_copy_w *w, pp_buf *b);
+/* The field's value, between begin and end (text and JSON may be appended
+** in pieces; raw bytes that need no escape with pp_buf_append). */
+PGPIPE_PRIVATE int pp_copy_put_null(pp_copy_w *w, pp_buf *b);
+PGPIPE_PRIVATE int pp_copy_put_text(const pp_copy_w *w, pp_buf *b, const char *s, size_t n);
+/* Validated JSON text s[0..n) as jsonb, in jsonb's member order. */
+PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scratch[2],
+                                     const char *s, size_t n);
+/* A uuid: text is its 36 characters, bin its 16 bytes. */
+PGPIPE_PRIVATE int pp_copy_put_uuid(const pp_copy_w *w, pp_buf *b, const char *text,
+                                    const unsigned char *bin);
+/* A whole text field (begin, text, end). */
+PGPIPE_PRIVATE int pp_copy_text_field(pp_copy_w *w, pp_buf *b, int i, const char *s, size_t n);
+/* 36 characters of uuid text into 16 bytes; -1 when it is not one. */
+PGPIPE_PRIVATE int pp_uuid_bin(const char *text, unsigned char bin[16]);
+/* May rows of the staging mapping (source, event_type, payload, batch_id)
+** go binary into table (quoted SQL name) on conn: are those four columns
+** still text, text, jsonb and uuid? 0 when not, when the server refuses the
+** question (a role that may not read pg_attribute), or when conn is inside
+** a transaction (a refusal would abort it); PGPIPE_COPY_FORMAT=text in the
+** environment always says 0. One round trip. */
+PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table);
+
 #endif /* PP_BASE_H */
 /* ==== end src/base/pp_base.h ==== */
 
@@ -655,10 +699,7 @@ struct pgpipe_loader {
     ** unescaping the text (about 6% of its work per row). Whether the
     ** table's types allow it is asked at each load's registration. */
     char *copy_sql_bin;   /* NULL: the mapping cannot go binary */
-    int binary;           /* this load sends binary rows */
-    int text_only;        /* PGPIPE_COPY_FORMAT=text: never binary */
-    size_t bin_at;        /* binary: the length word of the field being written */
-    int bin_null;         /* binary: that field is NULL */
+    pp_copy_w cw;         /* its rows' writer: cw.binary, this load sends binary rows */
     /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
     copy_lane lanes[COPY_MAX_LANES];
     int nlanes;           /* configured */
@@ -5959,6 +6000,134 @@ int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err)
     return server_pid == PQbackendPID(conn) ? PGPIPE_POOLER_SESSION : PGPIPE_POOLER_TRANSACTION;
 }
 /* ==== end src/base/exec.c ==== */
+
+/* ==== begin src/base/copyrow.c ==== */
+/*
+** COPY rows, text or binary: the one writer of the rows every source stages
+** (the loader, the HTTP ingest, the pull), and the one question whether the
+** staging table's columns still allow binary rows. The formats are in
+** src/base/pp_base.h ("copyrow").
+*/
+
+
+/* The signature, no flags, no header extension. */
+PGPIPE_PRIVATE const char pp_copy_bin_header[PP_COPY_BIN_HEADER_LEN] = {
+    'P', 'G', 'C', 'O', 'P', 'Y', '\n', (char)0xFF, '\r', '\n', 0, 0, 0, 0, 0, 0, 0, 0, 0
+};
+
+static void copy_be(char *p, uint32_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v >>= 8)
+        p[i] = (char)(v & 0xFF);
+}
+
+PGPIPE_PRIVATE int pp_copy_row_begin(pp_copy_w *w, pp_buf *b, int nfields)
+{
+    if (!w->binary)
+        return PGPIPE_OK;
+    if (pp_buf_reserve(b, 2) != PGPIPE_OK)
+        return PGPIPE_NOMEM;
+    copy_be(b->data + b->len, (uint32_t)nfields, 2);
+    b->len += 2;
+    return PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_copy_row_end(const pp_copy_w *w, pp_buf *b)
+{
+    return w->binary ? PGPIPE_OK : pp_buf_putc(b, '\n');
+}
+
+PGPIPE_PRIVATE int pp_copy_field_begin(pp_copy_w *w, pp_buf *b, int i)
+{
+    if (!w->binary)
+        return i ? pp_buf_putc(b, '\t') : PGPIPE_OK;
+    w->at = b->len;
+    w->null = 0;
+    return pp_buf_append(b, "\0\0\0\0", 4);
+}
+
+PGPIPE_PRIVATE void pp_copy_field_end(const pp_copy_w *w, pp_buf *b)
+{
+    if (w->binary)
+        copy_be(b->data + w->at, w->null ? 0xFFFFFFFFu : (uint32_t)(b->len - w->at - 4), 4);
+}
+
+PGPIPE_PRIVATE int pp_copy_put_null(pp_copy_w *w, pp_buf *b)
+{
+    if (w->binary) {
+        w->null = 1;
+        return PGPIPE_OK;
+    }
+    return pp_buf_append(b, "\\N", 2);
+}
+
+PGPIPE_PRIVATE int pp_copy_put_text(const pp_copy_w *w, pp_buf *b, const char *s, size_t n)
+{
+    return w->binary ? pp_buf_append(b, s, n) : pp_copy_escape(b, s, n);
+}
+
+PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scratch[2],
+                                     const char *s, size_t n)
+{
+    if (!w->binary)
+        return pp_copy_jsonb(b, scratch, s, n);
+    int rc = pp_buf_putc(b, 1);
+    return rc ? rc : pp_jsonb_order_buf(b, &scratch[1], s, n);
+}
+
+PGPIPE_PRIVATE int pp_copy_put_uuid(const pp_copy_w *w, pp_buf *b, const char *text,
+                                    const unsigned char *bin)
+{
+    return w->binary ? pp_buf_append(b, (const char *)bin, 16) : pp_buf_append(b, text, 36);
+}
+
+PGPIPE_PRIVATE int pp_copy_text_field(pp_copy_w *w, pp_buf *b, int i, const char *s, size_t n)
+{
+    int rc = pp_copy_field_begin(w, b, i);
+    rc |= pp_copy_put_text(w, b, s, n);
+    pp_copy_field_end(w, b);
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+PGPIPE_PRIVATE int pp_uuid_bin(const char *text, unsigned char bin[16])
+{
+    int k = 0;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (text[i] != '-')
+                return -1;
+            continue;
+        }
+        int hi = pp_hex_value(text[i]), lo = pp_hex_value(text[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        bin[k++] = (unsigned char)(hi << 4 | lo);
+        i++;
+    }
+    return 0;
+}
+
+PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table)
+{
+    const char *fmt = getenv("PGPIPE_COPY_FORMAT");
+    if ((fmt && !strcmp(fmt, "text")) || PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return 0;
+    const char *v[1] = { table };
+    PGresult *r = NULL;
+    if (pp_exec(conn, "SELECT count(*) = 4 FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
+                      "pg_catalog.to_regclass($1::text) AND a.attnum > 0 AND NOT "
+                      "a.attisdropped AND (a.attname::text, a.atttypid) IN "
+                      "(('source', 'pg_catalog.text'::pg_catalog.regtype::oid), "
+                      "('event_type', 'pg_catalog.text'::pg_catalog.regtype::oid), "
+                      "('payload', 'pg_catalog.jsonb'::pg_catalog.regtype::oid), "
+                      "('batch_id', 'pg_catalog.uuid'::pg_catalog.regtype::oid))",
+                1, v, &r, NULL, "copy") != PGPIPE_OK)
+        return 0;
+    int ok = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return ok;
+}
+/* ==== end src/base/copyrow.c ==== */
 
 /* ==== begin src/parse/json.c ==== */
 #ifndef PGPIPE_OMIT_JSON
@@ -16195,13 +16364,7 @@ PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
     if (pp_uuid_v7(ln->uuid_text) != PGPIPE_OK)
         return copy_errf(l, PGPIPE_IO, "cannot read /dev/urandom for a batch id: %s",
                          strerror(errno));
-    /* its 16 bytes, for binary COPY ("xxxxxxxx-xxxx-...": hex digits, dashes) */
-    for (int i = 0, k = 0; ln->uuid_text[i] && k < 16; i++) {
-        if (ln->uuid_text[i] == '-')
-            continue;
-        int hi = pp_hex_value(ln->uuid_text[i]), lo = pp_hex_value(ln->uuid_text[++i]);
-        ln->uuid_bin[k++] = (unsigned char)(hi << 4 | lo);
-    }
+    pp_uuid_bin(ln->uuid_text, ln->uuid_bin); /* its 16 bytes, for binary COPY */
     return PGPIPE_OK;
 }
 
@@ -16606,38 +16769,18 @@ static int copy_changed_file(pgpipe_loader *l, copy_lane *ln, int *transient)
     return rc;
 }
 
-/* May this load send binary rows (copy_sql_bin): are the default mapping's
-** four columns of the target still text, text, jsonb and uuid? Asked at each
-** load, so a table altered since the last one gets COPY text. A question the
-** server refuses (a role that may not read pg_attribute) means text; it is
-** not asked inside the caller's transaction (a borrowed connection), which
-** a refusal would abort. */
+/* May this load send binary rows (copy_sql_bin)? Asked at each load, so a
+** table altered since the last one gets COPY text (pp_copy_staging_binary:
+** also text inside a borrowed connection's transaction, for a role that may
+** not read pg_attribute, and with PGPIPE_COPY_FORMAT=text). */
 static void copy_binary_ask(pgpipe_loader *l)
 {
-    copy_lane *ln = &l->lanes[0];
-    l->binary = 0;
-    if (!l->copy_sql_bin || l->text_only || PQtransactionStatus(ln->conn) != PQTRANS_IDLE)
-        return;
-    const char *v[1] = { l->target_sql };
-    PGresult *r = NULL;
-    pgpipe_error e;
-    pgpipe_error_clear(&e);
-    if (pp_exec(ln->conn, "SELECT count(*) = 4 FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
-                          "pg_catalog.to_regclass($1::text) AND a.attnum > 0 AND NOT "
-                          "a.attisdropped AND (a.attname::text, a.atttypid) IN "
-                          "(('source', 'pg_catalog.text'::pg_catalog.regtype::oid), "
-                          "('event_type', 'pg_catalog.text'::pg_catalog.regtype::oid), "
-                          "('payload', 'pg_catalog.jsonb'::pg_catalog.regtype::oid), "
-                          "('batch_id', 'pg_catalog.uuid'::pg_catalog.regtype::oid))",
-                1, v, &r, &e, "loader") != PGPIPE_OK)
-        return;
-    l->binary = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
+    l->cw.binary = l->copy_sql_bin && pp_copy_staging_binary(l->lanes[0].conn, l->target_sql);
 }
 
 PGPIPE_PRIVATE const char *copy_rows_sql(const pgpipe_loader *l)
 {
-    return l->binary ? l->copy_sql_bin : l->copy_sql;
+    return l->cw.binary ? l->copy_sql_bin : l->copy_sql;
 }
 
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)
@@ -17557,9 +17700,6 @@ static int copy_loader_open(pgpipe_loader *l, const pgpipe_loader_options *o)
     l->progress_ud = o->progress_ud;
     l->borrowed = o->conn;
     l->pool = o->pool;
-    /* tests and A/B runs: PGPIPE_COPY_FORMAT=text keeps every load on COPY text */
-    const char *fmt = getenv("PGPIPE_COPY_FORMAT");
-    l->text_only = fmt && !strcmp(fmt, "text");
     /* a borrowed connection is one lane; without threads there is one */
 #ifndef PGPIPE_OMIT_THREADS
     l->nlanes = o->conn ? 1 : o->connections;
@@ -17915,74 +18055,7 @@ static int copy_row_push(pgpipe_loader *l, size_t coff, const char *raw, size_t 
     return PGPIPE_OK;
 }
 
-/* ---- a row's fields, COPY text or binary (l->binary) ------------------------
-** Text: fields COPY-escaped, a tab between them, a newline after the row.
-** Binary: the row's field count (16 bits), then each field's length (32
-** bits, -1 for NULL) and its bytes as they are: text as text, jsonb as its
-** version byte 1 and the JSON text, uuid as its 16 bytes. */
-
-static void copy_be(char *p, uint32_t v, int n)
-{
-    for (int i = n - 1; i >= 0; i--, v >>= 8)
-        p[i] = (char)(v & 0xFF);
-}
-
-static int copy_row_begin(pgpipe_loader *l, pp_buf *b)
-{
-    if (!l->binary)
-        return PGPIPE_OK;
-    if (pp_buf_reserve(b, 2) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    copy_be(b->data + b->len, (uint32_t)l->ncols, 2);
-    b->len += 2;
-    return PGPIPE_OK;
-}
-
-static int copy_row_end(pgpipe_loader *l, pp_buf *b)
-{
-    return l->binary ? PGPIPE_OK : pp_buf_putc(b, '\n');
-}
-
-/* Before field i: a tab (text) or its length word, filled in by copy_field_end. */
-static int copy_field_begin(pgpipe_loader *l, pp_buf *b, int i)
-{
-    if (!l->binary)
-        return i ? pp_buf_putc(b, '\t') : PGPIPE_OK;
-    l->bin_at = b->len;
-    l->bin_null = 0;
-    return pp_buf_append(b, "\0\0\0\0", 4);
-}
-
-static void copy_field_end(pgpipe_loader *l, pp_buf *b)
-{
-    if (l->binary)
-        copy_be(b->data + l->bin_at, l->bin_null ? 0xFFFFFFFFu : (uint32_t)(b->len - l->bin_at - 4),
-                4);
-}
-
-static int copy_put_null(pgpipe_loader *l, pp_buf *b)
-{
-    if (l->binary) {
-        l->bin_null = 1;
-        return PGPIPE_OK;
-    }
-    return pp_buf_append(b, "\\N", 2);
-}
-
-static int copy_put_text(pgpipe_loader *l, pp_buf *b, const char *s, size_t n)
-{
-    return l->binary ? pp_buf_append(b, s, n) : pp_copy_escape(b, s, n);
-}
-
-/* JSON text (validated) into a JSON column, in jsonb's member order; binary
-** COPY only goes to jsonb columns (copy_load_register_locked). */
-static int copy_put_jsonb(pgpipe_loader *l, pp_buf *b, const char *s, size_t n)
-{
-    if (!l->binary)
-        return pp_copy_jsonb(b, l->jscratch, s, n);
-    int rc = pp_buf_putc(b, 1);
-    return rc ? rc : pp_jsonb_order_buf(b, &l->jscratch[1], s, n);
-}
+/* ---- a row's fields, COPY text or binary: l->cw (src/base/copyrow.c) ------ */
 
 /* A JSON value as a column value. */
 static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int json, const char **why)
@@ -17992,20 +18065,20 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
     const char *s;
     int t = pgpipe_json_type(v);
     if (t == PGPIPE_JSON_INVALID || t == PGPIPE_JSON_NULL)
-        return copy_put_null(l, b);
-    if (json && l->binary && t != PGPIPE_JSON_OBJECT && t != PGPIPE_JSON_ARRAY &&
-        pp_buf_putc(b, 1) != PGPIPE_OK) /* jsonb's version byte (copy_put_jsonb's own below) */
+        return pp_copy_put_null(&l->cw, b);
+    if (json && l->cw.binary && t != PGPIPE_JSON_OBJECT && t != PGPIPE_JSON_ARRAY &&
+        pp_buf_putc(b, 1) != PGPIPE_OK) /* jsonb's version byte (pp_copy_put_jsonb's own below) */
         return PGPIPE_NOMEM;
     switch (t) {
     case PGPIPE_JSON_STRING:
         s = pgpipe_json_get_str(v, &n);
         if (json)
-            return pp_json_str(b, s, n, l->binary ? 0 : PP_JSON_COPY);
+            return pp_json_str(b, s, n, l->cw.binary ? 0 : PP_JSON_COPY);
         if (memchr(s, '\0', n)) {
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
         }
-        return copy_put_text(l, b, s, n);
+        return pp_copy_put_text(&l->cw, b, s, n);
     case PGPIPE_JSON_NUMBER:
         s = pgpipe_json_number_text(v, &n);
         return pp_buf_append(b, s, n);
@@ -18018,8 +18091,8 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
                 return PGPIPE_NOMEM;
             int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
             if (rc == PGPIPE_OK)
-                return json ? copy_put_jsonb(l, b, l->scratch.data, n)
-                            : copy_put_text(l, b, l->scratch.data, n);
+                return json ? pp_copy_put_jsonb(&l->cw, b, l->jscratch, l->scratch.data, n)
+                            : pp_copy_put_text(&l->cw, b, l->scratch.data, n);
             if (rc != PGPIPE_LIMIT)
                 return rc;
             cap = n + 1;
@@ -18033,14 +18106,13 @@ static int copy_put_common(pgpipe_loader *l, const copy_col *c, long long line)
     pp_buf *b = &l->cur->cbuf;
     switch (c->kind) {
     case COPY_K_FIXED:
-        return l->binary ? pp_buf_append(b, c->raw_value, strlen(c->raw_value))
+        return l->cw.binary ? pp_buf_append(b, c->raw_value, strlen(c->raw_value))
                          : pp_buf_append(b, c->value, strlen(c->value));
-    case COPY_K_NULL: return copy_put_null(l, b);
+    case COPY_K_NULL: return pp_copy_put_null(&l->cw, b);
     case COPY_K_LINE: return pp_buf_appendf(b, "%lld", line);
-    case COPY_K_SOURCE: return copy_put_text(l, b, l->source, strlen(l->source));
+    case COPY_K_SOURCE: return pp_copy_put_text(&l->cw, b, l->source, strlen(l->source));
     case COPY_K_BATCH:
-        return l->binary ? pp_buf_append(b, (const char *)l->cur->uuid_bin, 16)
-                         : pp_buf_append(b, l->cur->uuid_text, 36);
+        return pp_copy_put_uuid(&l->cw, b, l->cur->uuid_text, l->cur->uuid_bin);
     case COPY_K_LOAD: return pp_buf_appendf(b, "%lld", l->load_id);
     default: return PGPIPE_MISUSE;
     }
@@ -18119,14 +18191,14 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
     }
     pp_buf *cb = &l->cur->cbuf;
     size_t coff = cb->len;
-    rc = copy_row_begin(l, cb);
+    rc = pp_copy_row_begin(&l->cw, cb, l->ncols);
     for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
         const copy_col *c = &l->cols[i];
-        rc = copy_field_begin(l, cb, i);
+        rc = pp_copy_field_begin(&l->cw, cb, i);
         if (rc != PGPIPE_OK)
             break;
         if (c->kind == COPY_K_RECORD) {
-            rc = copy_put_jsonb(l, cb, raw, len);
+            rc = pp_copy_put_jsonb(&l->cw, cb, l->jscratch, raw, len);
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
@@ -18141,10 +18213,10 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
             rc = copy_put_common(l, c, line);
         }
         if (rc == PGPIPE_OK)
-            copy_field_end(l, cb);
+            pp_copy_field_end(&l->cw, cb);
     }
     if (rc == PGPIPE_OK)
-        rc = copy_row_end(l, cb);
+        rc = pp_copy_row_end(&l->cw, cb);
     if (rc != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
     rc = copy_row_push(l, coff, raw, len, line, off);
@@ -18330,15 +18402,15 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
     }
     pp_buf *b = &l->cur->cbuf;
     size_t coff = b->len;
-    rc = copy_row_begin(l, b);
+    rc = pp_copy_row_begin(&l->cw, b, l->ncols);
     for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
         const copy_col *c = &l->cols[i];
-        rc |= copy_field_begin(l, b, i);
+        rc |= pp_copy_field_begin(&l->cw, b, i);
         if (c->kind == COPY_K_FIELD) {
             int k = c->csv_idx;
             if (k >= nf || (f[k].len == 0 && !f[k].quoted)) {
-                rc |= copy_put_null(l, b);
-                copy_field_end(l, b);
+                rc |= pp_copy_put_null(&l->cw, b);
+                pp_copy_field_end(&l->cw, b);
                 continue;
             }
             if (c->json && pgpipe_json_validate(f[k].data, f[k].len, &l->verr) != PGPIPE_OK) {
@@ -18348,19 +18420,19 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
-            rc |= c->json ? copy_put_jsonb(l, b, f[k].data, f[k].len)
-                          : copy_put_text(l, b, f[k].data, f[k].len);
+            rc |= c->json ? pp_copy_put_jsonb(&l->cw, b, l->jscratch, f[k].data, f[k].len)
+                          : pp_copy_put_text(&l->cw, b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
-            if (l->binary)
+            if (l->cw.binary)
                 rc |= pp_buf_putc(b, 1); /* jsonb's version byte */
-            rc |= copy_csv_object(b, &l->csv_head, f, nf, !l->binary);
+            rc |= copy_csv_object(b, &l->csv_head, f, nf, !l->cw.binary);
         } else {
             rc |= copy_put_common(l, c, line);
         }
         if (rc == PGPIPE_OK)
-            copy_field_end(l, b);
+            pp_copy_field_end(&l->cw, b);
     }
-    rc |= copy_row_end(l, b);
+    rc |= pp_copy_row_end(&l->cw, b);
     if (rc != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
     rc = copy_row_push(l, coff, raw ? raw : "", len, line, off);
@@ -18481,17 +18553,12 @@ static int copy_start(copy_lane *ln, const char *sql, int *transient)
     return rc;
 }
 
-/* Binary COPY's header: the signature, no flags, no extension (the rows
-** follow; the trailer is left out: the protocol's end of COPY ends it). */
-static const char copy_bin_header[19] = { 'P', 'G', 'C', 'O', 'P', 'Y', '\n', (char)0xFF, '\r',
-                                          '\n', 0, 0, 0, 0, 0, 0, 0, 0, 0 };
-
 static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient);
 
 /* A COPY of the load's rows has started: binary rows need the header first. */
 static int copy_rows_started(copy_lane *ln, int *transient)
 {
-    return ln->l->binary ? copy_put(ln, copy_bin_header, sizeof copy_bin_header, transient)
+    return ln->l->cw.binary ? copy_put(ln, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN, transient)
                          : PGPIPE_OK;
 }
 
@@ -28108,6 +28175,7 @@ typedef struct ig_err {
 typedef struct ig_req {
     uint64_t ticket;
     char id[37];
+    unsigned char id_bin[16]; /* the same for binary COPY */
     int fate;           /* IG_* */
     uint32_t first;     /* IG_DUP: the request of the group it repeats */
     size_t src_off, src_len; /* source name in g->kbuf */
@@ -28141,7 +28209,8 @@ typedef struct ig_group {
     size_t nrows, caprows;
     ig_err *errs;
     size_t nerrs, caperrs;
-    pp_buf cbuf;        /* COPY text of staging.raw_events rows */
+    pp_copy_w cw;       /* its rows' format: binary or text (ig->binary when it opened) */
+    pp_buf cbuf;        /* COPY rows of staging.raw_events */
     pp_buf rbuf;        /* the records as sent */
     pp_buf dbuf;        /* COPY text of dead letters */
     pp_buf kbuf;        /* sources and keys */
@@ -28221,6 +28290,9 @@ struct pp_ingest {
     long long pending;  /* requests queued or committing */
     size_t pending_bytes;
     atomic_int live;    /* committers with a working connection */
+    /* new groups write binary COPY rows: the last connection made found
+    ** staging.raw_events' columns as they should be (pp_copy_staging_binary) */
+    atomic_int binary;
     atomic_int rechecks; /* committers whose connection is to be checked */
     /* the watchdog: a committer whose database does not answer for
     ** commit_us has its socket shut down, so its blocked libpq call fails
@@ -28237,7 +28309,7 @@ struct pp_ingest {
     /* the submit's state (event loop's thread only) */
     pgpipe_json_doc *doc;
     pp_framer fr;
-    pp_buf etb;         /* the request's "source\tevent type" COPY text */
+    pp_buf etb;         /* the request's row start (its source) and event type header */
     pp_buf jb[2];       /* a record in jsonb's member order (pp_copy_jsonb) */
 #ifndef PGPIPE_OMIT_SPOOL
     /* store and forward: the spool, its drainer */
@@ -28347,6 +28419,7 @@ static ig_group *ig_group_get(pp_ingest *ig)
     g->nkeys = 0;
     g->nclaims = 0;
     g->t_first = 0;
+    g->cw.binary = atomic_load(&ig->binary);
     return g;
 }
 
@@ -28389,9 +28462,10 @@ typedef struct ig_parse {
     const char *body;
     size_t body_len;
     size_t body_off;         /* of the body in g->rbuf */
-    const char *et_hdr;      /* event_type from a header (COPY-escaped in et_buf) */
-    pp_buf *et_buf;          /* source and event type header, COPY-escaped */
-    size_t et_src;           /* bytes of "source\t" in et_buf */
+    const char *et_hdr;      /* event_type from a header (as a COPY value in et_buf) */
+    pp_buf *et_buf;          /* a row's start up to its source, and the event type header */
+    size_t et_src;           /* bytes of the row's start in et_buf */
+    pp_copy_w cw;            /* the group's format */
     const char *et_field;
     const char *id_field;    /* idempotency field (single-record bodies) */
     char idval[IG_MAX_KEY + 2];
@@ -28468,23 +28542,33 @@ static int ig_count(ig_parse *p)
     return PGPIPE_OK;
 }
 
-/* Append the row's COPY text: source, event_type, payload, batch_id. The
-** caller has appended the payload's escape function's input; here the
-** fixed parts. */
+/* A row of staging.raw_events: source, event_type, payload, batch_id.
+** ig_row_begin writes the source and begins the event type, which the
+** caller writes; ig_row_payload begins the payload, which the caller
+** writes; ig_row_end writes the batch id (the request's id). */
 static int ig_row_begin(ig_parse *p, size_t *coff)
 {
     ig_group *g = p->g;
     *coff = g->cbuf.len;
-    return pp_buf_append(&g->cbuf, p->et_buf->data, p->et_src); /* "source\t" */
+    int rc = pp_buf_append(&g->cbuf, p->et_buf->data, p->et_src);
+    return rc | pp_copy_field_begin(&p->cw, &g->cbuf, 1);
+}
+
+static int ig_row_payload(ig_parse *p)
+{
+    pp_copy_field_end(&p->cw, &p->g->cbuf);
+    return pp_copy_field_begin(&p->cw, &p->g->cbuf, 2);
 }
 
 static int ig_row_end(ig_parse *p, size_t coff, const char *raw, size_t len, long long line,
                       long long col, long long off)
 {
     ig_group *g = p->g;
-    int rc = pp_buf_putc(&g->cbuf, '\t');
-    rc |= pp_buf_append(&g->cbuf, p->r->id, 36);
-    rc |= pp_buf_putc(&g->cbuf, '\n');
+    pp_copy_field_end(&p->cw, &g->cbuf);
+    int rc = pp_copy_field_begin(&p->cw, &g->cbuf, 3);
+    rc |= pp_copy_put_uuid(&p->cw, &g->cbuf, p->r->id, p->r->id_bin);
+    pp_copy_field_end(&p->cw, &g->cbuf);
+    rc |= pp_copy_row_end(&p->cw, &g->cbuf);
     if (rc != PGPIPE_OK ||
         ig_grow((void **)&g->rows, &g->caprows, g->nrows + 1, sizeof *g->rows) != PGPIPE_OK)
         return PGPIPE_NOMEM;
@@ -28509,7 +28593,7 @@ static int ig_row_end(ig_parse *p, size_t coff, const char *raw, size_t len, lon
     return PGPIPE_OK;
 }
 
-/* The event type from the record's field v (COPY text), else the header's,
+/* The event type from the record's field v, else the header's,
 ** else NULL (the record is a dead letter). */
 static int ig_put_event_type(ig_parse *p, const pgpipe_json_val *v, const char **why)
 {
@@ -28523,7 +28607,7 @@ static int ig_put_event_type(ig_parse *p, const pgpipe_json_val *v, const char *
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
         }
-        return pp_copy_escape(b, s, n);
+        return pp_copy_put_text(&p->cw, b, s, n);
     case PGPIPE_JSON_NUMBER:
         s = pgpipe_json_number_text(v, &n);
         return pp_buf_append(b, s, n);
@@ -28622,9 +28706,9 @@ static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long li
                           why);
         return ig_dead(p, raw, len, line, col ? col + 1 : 0, off, m, (size_t)ml);
     }
-    rc |= pp_buf_putc(&g->cbuf, '\t');
+    rc |= ig_row_payload(p);
     /* in jsonb's member order: the server's jsonb input has nothing to sort */
-    rc |= pp_copy_jsonb(&g->cbuf, p->ig->jb, raw, len);
+    rc |= pp_copy_put_jsonb(&p->cw, &g->cbuf, p->ig->jb, raw, len);
     if (rc != PGPIPE_OK)
         return PGPIPE_NOMEM;
     return ig_row_end(p, coff, raw, len, line, col, off);
@@ -28768,7 +28852,7 @@ static int ig_csv_body(ig_parse *p)
                 if (k == etk || !strcmp(pgpipe_csv_header_name(csv, k), p->et_field))
                     ek = k;
             if (ek >= 0 && (f[ek].len || f[ek].quoted))
-                rc |= pp_copy_escape(&g->cbuf, f[ek].data, f[ek].len);
+                rc |= pp_copy_put_text(&p->cw, &g->cbuf, f[ek].data, f[ek].len);
             else if (p->et_hdr)
                 rc |= pp_buf_append(&g->cbuf, p->et_buf->data + p->et_src,
                                     p->et_buf->len - p->et_src);
@@ -28781,8 +28865,10 @@ static int ig_csv_body(ig_parse *p)
                     break;
                 continue;
             }
-            rc |= pp_buf_putc(&g->cbuf, '\t');
-            rc |= copy_csv_object(&g->cbuf, &head, f, nf, 1);
+            rc |= ig_row_payload(p);
+            if (p->cw.binary)
+                rc |= pp_buf_putc(&g->cbuf, 1); /* jsonb's version byte */
+            rc |= copy_csv_object(&g->cbuf, &head, f, nf, !p->cw.binary);
             if (rc != PGPIPE_OK) {
                 rc = PGPIPE_NOMEM;
                 break;
@@ -29224,6 +29310,9 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
         memcpy(r->id, rq->id, 37);
     else if (pp_uuid_v7(r->id) != PGPIPE_OK)
         rc0 = PGPIPE_NOMEM;
+    if (rc0 == PGPIPE_OK && pp_uuid_bin(r->id, r->id_bin) != 0 &&
+        (pp_uuid_v7(r->id) != PGPIPE_OK || pp_uuid_bin(r->id, r->id_bin) != 0))
+        rc0 = PGPIPE_NOMEM; /* (a spooled request's id that is no uuid gets a new one) */
     r->fate = IG_NEW;
     r->first = IG_NONE;
     r->window_hours = window;
@@ -29235,8 +29324,9 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     r->src_len = srclen;
     int rc = rc0 | pp_buf_append(&g->kbuf, source, srclen + 1);
     ig->etb.len = 0;
-    rc |= pp_copy_escape(&ig->etb, source, srclen);
-    rc |= pp_buf_putc(&ig->etb, '\t');
+    pp_copy_w w = g->cw;
+    rc |= pp_copy_row_begin(&w, &ig->etb, 4);
+    rc |= pp_copy_text_field(&w, &ig->etb, 0, source, srclen);
     size_t etn = 0;
     const char *eth = ig_header(rq, s->event_type_header ? s->event_type_header : "X-Event-Type", &etn);
     if (!eth && !s->event_type_header)
@@ -29258,20 +29348,21 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     p.body_off = g->rbuf.len;
     p.et_buf = &ig->etb;
     p.et_src = ig->etb.len;
+    p.cw = g->cw;
     p.et_field = s->event_type_field && *s->event_type_field ? s->event_type_field
                  : (s->event_type_header || etv) ? NULL : "event_type";
     p.idlen = -1;
     p.id_field = !key && s->idempotency_field && *s->idempotency_field ? s->idempotency_field : NULL;
     if (eth || etv) {
         p.et_hdr = eth ? eth : etv;
-        rc |= pp_copy_escape(&ig->etb, p.et_hdr, eth ? etn : strlen(etv));
+        rc |= pp_copy_put_text(&w, &ig->etb, p.et_hdr, eth ? etn : strlen(etv));
     } else if (!s->event_type_field && !s->event_type_header) {
         /* Nothing configured names the event type and the record has no
         ** "event_type": a sender that says nothing still gets its events
         ** in, typed by the source they were posted to. A source that sets a
         ** field or header makes it required (missing: dead letter). */
         p.et_hdr = source;
-        rc |= pp_copy_escape(&ig->etb, source, srclen);
+        rc |= pp_copy_put_text(&w, &ig->etb, source, srclen);
     }
     rc |= pp_buf_append(&g->rbuf, p.body, p.body_len);
     if (rc == PGPIPE_OK) {
@@ -29386,6 +29477,8 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
 
 static const char ig_rows_copy[] =
     "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN";
+static const char ig_rows_copy_bin[] =
+    "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN (FORMAT binary)";
 
 /* The statement failed: is the outcome worth a retry by the client (the
 ** connection is gone, a serialization failure ...)? */
@@ -29457,7 +29550,10 @@ static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGre
                         int *end_sent)
 {
     *res = NULL;
-    int rc = pp_copy_in_start(c->conn, ig_rows_copy, &c->err, "http ingest: COPY");
+    int rc = pp_copy_in_start(c->conn, g->cw.binary ? ig_rows_copy_bin : ig_rows_copy, &c->err,
+                              "http ingest: COPY");
+    if (rc == PGPIPE_OK && g->cw.binary)
+        rc = ig_send(c, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN);
     for (size_t i = lo; i < hi && rc == PGPIPE_OK;) {
         while (i < hi && !ig_live(g, i))
             i++;
@@ -30234,6 +30330,8 @@ static int ig_connect(ig_committer *c, int now_anyway)
              ig_exec(c, "SELECT current_setting('transaction_read_only')", 0, NULL, &r) == PGPIPE_OK;
         int ro = ok && PQntuples(r) == 1 && !strcmp(PQgetvalue(r, 0, 0), "on");
         PQclear(r);
+        if (ok && !ro)
+            atomic_store(&ig->binary, pp_copy_staging_binary(c->conn, "staging.raw_events"));
         cut = ig_busy(c, 0);
         if (ro && !cut) {
             /* a standby (or default_transaction_read_only): no group could
@@ -37657,6 +37755,7 @@ typedef struct pull_writer {
 struct pgpipe_pull {
     pp_handle h;
     pgpipe_pull_options o;      /* strings point into strs */
+    pp_copy_w cw;               /* this run's rows: binary when staging's columns allow */
     char **strs;                /* the copies, freed at close */
     int nstrs;
     char **hdrs;                /* the headers, NULL-terminated */
@@ -39049,24 +39148,24 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
     size_t srcl = strlen(p->o.source);
     const char *tpath = p->o.event_type_field ? pull_path(p->o.event_type_field) : NULL;
     const char *spath = p->o.since_field ? pull_path(p->o.since_field) : NULL;
-    /* "source\ttype\t" when the type is constant, and "\tbatch\n": escaped once a page */
-    char pre[600], post[40];
+    /* the row's start (source, type) when the type is constant: once a page */
+    pp_copy_w cw = p->cw;
+    unsigned char batch_bin[16];
+    char pre[600];
     size_t prel = 0;
+    if (pp_uuid_bin(batch, batch_bin) != 0)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the batch id \"%s\" is not a uuid", batch);
     if (!tpath) {
         pp_buf t = { 0 };
-        int e = pp_copy_escape(&t, p->o.source, srcl);
-        e |= pp_buf_putc(&t, '\t');
-        e |= pp_copy_escape(&t, const_type, ctl);
-        e |= pp_buf_putc(&t, '\t');
+        int e = pp_copy_row_begin(&cw, &t, 4);
+        e |= pp_copy_text_field(&cw, &t, 0, p->o.source, srcl);
+        e |= pp_copy_text_field(&cw, &t, 1, const_type, ctl);
         if (e == PGPIPE_OK && t.len < sizeof pre) {
             memcpy(pre, t.data, t.len);
             prel = t.len;
         }
         pp_buf_free(&t);
     }
-    post[0] = '\t';
-    memcpy(post + 1, batch, 36);
-    post[37] = '\n';
     while ((v = pgpipe_json_iter_next(&it, NULL)) != NULL) {
         i++;
         if (PP_UNLIKELY(bi < nbad) && bad[bi].idx == i) {
@@ -39135,14 +39234,18 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
         if (prel) {
             rc = pp_buf_append(cb, pre, prel);
         } else {
-            rc = pp_copy_escape(cb, p->o.source, srcl);
-            rc |= pp_buf_putc(cb, '\t');
-            rc |= pp_copy_escape(cb, type, typel);
-            rc |= pp_buf_putc(cb, '\t');
+            rc = pp_copy_row_begin(&cw, cb, 4);
+            rc |= pp_copy_text_field(&cw, cb, 0, p->o.source, srcl);
+            rc |= pp_copy_text_field(&cw, cb, 1, type, typel);
         }
         /* in jsonb's member order: the server's jsonb input has nothing to sort */
-        rc |= pp_copy_jsonb(cb, w->jb, txt, len);
-        rc |= pp_buf_append(cb, post, 38);
+        rc |= pp_copy_field_begin(&cw, cb, 2);
+        rc |= pp_copy_put_jsonb(&cw, cb, w->jb, txt, len);
+        pp_copy_field_end(&cw, cb);
+        rc |= pp_copy_field_begin(&cw, cb, 3);
+        rc |= pp_copy_put_uuid(&cw, cb, batch, batch_bin);
+        pp_copy_field_end(&cw, cb);
+        rc |= pp_copy_row_end(&cw, cb);
         if (rc != PGPIPE_OK)
             return pp_err_nomem(&p->h.err);
         (*nok)++;
@@ -39150,12 +39253,16 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
     return PGPIPE_OK;
 }
 
-/* Start a COPY on conn and send b: the result is read by pull_results. */
-static int pull_copy_send(pgpipe_pull *p, PGconn *conn, const char *sql, const pp_buf *b, const char *ctx)
+/* Start a COPY on conn and send b (after binary COPY's header when bin):
+** the result is read by pull_results. */
+static int pull_copy_send(pgpipe_pull *p, PGconn *conn, const char *sql, int bin, const pp_buf *b,
+                          const char *ctx)
 {
     int rc = pp_copy_in_start(conn, sql, &p->h.err, ctx);
     if (rc != PGPIPE_OK)
         return rc;
+    if (bin && PQputCopyData(conn, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN) != 1)
+        rc = pp_err_pq(&p->h.err, conn, NULL, ctx);
     if (b->len && PQputCopyData(conn, b->data, (int)b->len) != 1)
         rc = pp_err_pq(&p->h.err, conn, NULL, ctx);
     if (PQputCopyEnd(conn, rc == PGPIPE_OK ? NULL : "pgpipe pull: aborted") != 1 && rc == PGPIPE_OK)
@@ -39196,6 +39303,14 @@ static int pull_lit(PGconn *conn, pp_buf *b, const char *v)
     return rc;
 }
 
+/* The COPY of the rows into staging (pull_rows wrote them in its format). */
+static const char *pull_rows_copy(const pgpipe_pull *p)
+{
+    return p->cw.binary ? "COPY staging.raw_events (source, event_type, payload, batch_id) FROM "
+                          "STDIN (FORMAT binary)"
+                        : "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN";
+}
+
 /* Writer w's page goes to the target: "BEGIN; COPY" and its rows, not
 ** waited for (W_COPY); a page without rows is READY at once (its dead
 ** letters, if any, copied). */
@@ -39204,8 +39319,9 @@ static int pull_write_start(pgpipe_pull *p, pull_writer *w)
     int rc = PGPIPE_OK;
     w->begun = 0;
     if (w->copy.len) {
-        rc = pull_copy_send(p, w->conn, "BEGIN; COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN",
-                            &w->copy, "pull: COPY into staging");
+        char sql[160];
+        snprintf(sql, sizeof sql, "BEGIN; %s", pull_rows_copy(p));
+        rc = pull_copy_send(p, w->conn, sql, p->cw.binary, &w->copy, "pull: COPY into staging");
         w->begun = 1;
         w->state = W_COPY;
     } else {
@@ -39213,7 +39329,7 @@ static int pull_write_start(pgpipe_pull *p, pull_writer *w)
         if (w->dlq.len) {
             char sql[512];
             snprintf(sql, sizeof sql, "BEGIN; %s", pp_dlq_load_copy_sql());
-            rc = pull_copy_send(p, w->conn, sql, &w->dlq, "pull: dead letters");
+            rc = pull_copy_send(p, w->conn, sql, 0, &w->dlq, "pull: dead letters");
             if (rc == PGPIPE_OK)
                 rc = pull_results(p, w->conn, "pull: dead letters");
             w->begun = 1;
@@ -39227,7 +39343,7 @@ static int pull_write_copied(pgpipe_pull *p, pull_writer *w)
 {
     int rc = pull_results(p, w->conn, "pull: COPY into staging");
     if (rc == PGPIPE_OK && w->dlq.len) {
-        rc = pull_copy_send(p, w->conn, pp_dlq_load_copy_sql(), &w->dlq, "pull: dead letters");
+        rc = pull_copy_send(p, w->conn, pp_dlq_load_copy_sql(), 0, &w->dlq, "pull: dead letters");
         if (rc == PGPIPE_OK)
             rc = pull_results(p, w->conn, "pull: dead letters");
     }
@@ -39272,14 +39388,14 @@ static int pull_state_sql(pgpipe_pull *p, pull_writer *w, pp_buf *q)
 static int pull_write_commit(pgpipe_pull *p, pull_writer *w)
 {
     pp_buf q = { 0 };
-    int rc = pp_buf_appendf(&q, "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN; ");
+    int rc = pp_buf_appendf(&q, "%s; ", pull_rows_copy(p));
     rc |= pull_state_sql(p, w, &q);
     rc |= pp_buf_putc(&q, '\0');
     if (rc != PGPIPE_OK) {
         pp_buf_free(&q);
         return pp_err_nomem(&p->h.err);
     }
-    rc = pull_copy_send(p, w->conn, q.data, &w->copy, "pull: COPY into staging");
+    rc = pull_copy_send(p, w->conn, q.data, p->cw.binary, &w->copy, "pull: COPY into staging");
     pp_buf_free(&q);
     w->begun = 0;
     w->solo = 1;
@@ -39732,6 +39848,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
     int rc = pull_lock(p, 1);
     if (rc != PGPIPE_OK)
         return rc;
+    p->cw.binary = pp_copy_staging_binary(p->conn, "staging.raw_events");
     pull_state s = { 0 };
     pp_buf url = { 0 };
     char run_id[24] = "";

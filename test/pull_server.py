@@ -79,7 +79,8 @@ BASE = 1767225600  # 2026-01-01T00:00:00Z
 BADREC = {"utf8": ("\udcff\udcfe", ""), "ctrl": ("\x01\nx", ""), "esc": ("\\q", ""),
           "surr": ("\\ud800x", ""), "nan": ("", ',"score":NaN'), "ninf": ("", ',"score":-Infinity'),
           "long": ("\x01" * 40000 + "\udcff" * 40000, ""),
-          "huge": ("\x01" * 600000 + "\udcff" * 600000, "")}
+          "huge": ("\x01" * 600000 + "\udcff" * 600000, ""),
+          "tricky": ("\\t\\n\\r\\\\N\\\\.\\u00e9\u00e9\\\"", ',"o":{"b":[1,2.50],"a":null}')}
 
 
 def record(i, bad_type=False, bad_nul=False, pad=0, badrec=None):

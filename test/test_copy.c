@@ -571,7 +571,7 @@ static void copy_t_both_ways(const char *dsn, const char *path, pgpipe_loader_op
         pgpipe_loader *l = NULL;
         PGT_CHECK_MSG(pgpipe_loader_open(&l, o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
         PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
-        bin[k] = l->binary;
+        bin[k] = l->cw.binary;
         PGT_OK(pgpipe_loader_summary(l, &s[k]));
         id[k] = s[k].load_id;
         pgpipe_loader_close(l);
@@ -697,14 +697,14 @@ PGT_TEST(copy, binary_only_when_the_types_fit)
     PGT_CHECK_MSG(pgpipe_loader_open(&l, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     o.load_key = "k1";
     PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
-    PGT_EQ_INT(l->binary, 1);
+    PGT_EQ_INT(l->cw.binary, 1);
     PQclear(PGT_EXEC(c, "ALTER TABLE staging.raw_events ALTER COLUMN event_type TYPE varchar(40)"));
     /* the same file again under another key: a second load of the same loader */
     pgpipe_loader_close(l);
     o.load_key = "k2";
     PGT_CHECK_MSG(pgpipe_loader_open(&l, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
-    PGT_EQ_INT(l->binary, 0);
+    PGT_EQ_INT(l->cw.binary, 0);
     pgpipe_load_summary s;
     PGT_OK(pgpipe_loader_summary(l, &s));
     PGT_EQ_INT(s.rows_loaded, 2);
@@ -716,7 +716,7 @@ PGT_TEST(copy, binary_only_when_the_types_fit)
     o.received_at_field = "at";
     PGT_CHECK_MSG(pgpipe_loader_open(&l, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
-    PGT_EQ_INT(l->binary, 0);
+    PGT_EQ_INT(l->cw.binary, 0);
     pgpipe_loader_close(l);
     PGT_EQ_INT(copy_t_int(c, "SELECT count(*) FROM staging.raw_events"), 6);
     PGT_EQ_INT(copy_t_int(c, "SELECT count(*) FROM staging.raw_events WHERE source = 'types' AND "
@@ -742,7 +742,7 @@ PGT_TEST(copy, binary_only_when_the_types_fit)
     o.load_key = "k4";
     PGT_CHECK_MSG(pgpipe_loader_open(&l, &o) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
     PGT_CHECK_MSG(pgpipe_loader_load_file(l, path) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
-    PGT_EQ_INT(l->binary, 0);
+    PGT_EQ_INT(l->cw.binary, 0);
     PGT_OK(pgpipe_loader_summary(l, &s));
     PGT_EQ_INT(s.rows_loaded, 2);
     pgpipe_loader_close(l);

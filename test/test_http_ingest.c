@@ -995,3 +995,89 @@ PGT_TEST(http_ingest, rows_only_group)
     PGT_EQ_INT(HI_ROWS(c), 3);
     pgt_db_close(c);
 }
+
+/* The same requests through binary COPY rows (the default when the table's
+** columns are as pgpipe made them) and COPY text (PGPIPE_COPY_FORMAT=text)
+** stage the same rows and the same dead letters: escapes, tabs, newlines,
+** backslashes, "\N" and "\." as data, UTF-8, event types from a field, a
+** number, a header (with a backslash) and the source, CSV with quoted
+** newlines and empty fields, a value jsonb refuses (\u0000) found by the
+** server in a group with good rows. */
+PGT_TEST(http_ingest, binary_rows_read_the_same_as_text)
+{
+    PGconn *c = pgt_db_open();
+    char src[2][64], sql[1400];
+    long long bin[2];
+    for (int k = 0; k < 2; k++) {
+        if (k)
+            setenv("PGPIPE_COPY_FORMAT", "text", 1);
+        pgpipe_http_options o;
+        pgpipe_http_options_init(&o);
+        o.group_window_ms = 60000;
+        pp_ingest *ig = hi_open(k ? "fmt_text" : "fmt_bin", &o);
+        snprintf(src[k], sizeof src[k], "%s", hi_source);
+        hi_clean(c);
+        bin[k] = atomic_load(&ig->binary);
+        static const char *const nd =
+            "{\"event_type\":\"tab\\there\",\"s\":\"a\\tb\\nc\\\\d\\\\N\",\"n\":1}\n"
+            "{\"event_type\":\"e\",\"s\":\"x\\u0000y\",\"n\":2}\n"
+            "{\"event_type\":42,\"s\":\"\\\\.\",\"n\":3,\"o\":{\"b\":[1,2.50,{\"z\":null}],\"a\":true}}\n"
+            "{\"event_type\":\"\xc3\xa9t\xc3\xa9 \\u00e9\",\"s\":\"\xe2\x82\xac\",\"n\":4,\"n\":5}\n"
+            "{\"s\":\"no type\",\"n\":6}\n";
+        static const char *const csv = "event_type,n,note\ncsv,7,\"multi\nline\ttab\\\"\nx,8,\n,9,empty type\n";
+        pp_http_request rq;
+        pp_http_reply now;
+        hi_req(&rq, "application/x-ndjson", nd, (size_t)-1, NULL);
+        PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 3001 + 10 * k, &now), 0);
+        hi_req(&rq, "text/csv", csv, (size_t)-1, "X-Event-Type", "hdr\\type\twith tab", NULL);
+        PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 3002 + 10 * k, &now), 0);
+        hi_req(&rq, "application/json", "[{\"n\":10,\"s\":\"\\r\\n\"},{\"n\":11}]", (size_t)-1,
+               "X-Event-Type", "\xe2\x82\xac\\N", NULL);
+        PGT_EQ_INT(pp_ingest_submit(ig, &rq, hi_source, 3003 + 10 * k, &now), 0);
+        pp_ingest_drain(ig);
+        hi_answer *a = hi_wait(3001 + 10 * k), *b = hi_wait(3002 + 10 * k),
+                  *d = hi_wait(3003 + 10 * k);
+        PGT_CHECK(a && b && d);
+        PGT_EQ_INT(a->status, 202);
+        PGT_EQ_INT(b->status, 202);
+        PGT_EQ_INT(d->status, 202);
+        PGT_CONTAINS(a->body, "\"accepted\":4,\"dead_lettered\":1,\"errors\":[{\"record\":2,\"line\":2,");
+        PGT_CONTAINS(b->body, "\"accepted\":3,\"dead_lettered\":0");
+        PGT_CONTAINS(d->body, "\"accepted\":2,\"dead_lettered\":0");
+        pp_ingest_close(ig);
+        unsetenv("PGPIPE_COPY_FORMAT");
+        PGT_EQ_INT(HI_ROWS(c), 9);
+        PGT_EQ_INT(HI_DEAD(c), 1);
+    }
+    PGT_EQ_INT(bin[0], 1);
+    PGT_EQ_INT(bin[1], 0);
+    /* row by row, the two sources' rows are the same */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM (SELECT CASE WHEN event_type = source THEN '(source)' ELSE "
+             "event_type END AS et, payload, count(DISTINCT batch_id) FROM staging.raw_events "
+             "WHERE source = '%s' GROUP BY 1, 2) a FULL JOIN (SELECT CASE WHEN event_type = source "
+             "THEN '(source)' ELSE event_type END AS et, payload, count(DISTINCT batch_id) FROM "
+             "staging.raw_events WHERE source = '%s' GROUP BY 1, 2) b USING (et, payload) "
+             "WHERE a.count IS NULL OR b.count IS NULL OR a.count <> b.count",
+             src[0], src[1]);
+    PGT_EQ_INT(pgt_db_int(c, sql), 0);
+    snprintf(sql, sizeof sql,
+             "SELECT string_agg(event_type || '|' || coalesce(payload->>'s', payload->>'note', '-'), "
+             "' ; ' ORDER BY (payload->>'n')::int) FROM staging.raw_events WHERE source = '%s'",
+             src[0]);
+    char want[600];
+    snprintf(want, sizeof want,
+             "tab\there|a\tb\nc\\d\\N ; 42|\\. ; \xc3\xa9t\xc3\xa9 \xc3\xa9|\xe2\x82\xac ; "
+             "%s|no type ; csv|multi\nline\ttab\\ ; x|- ; hdr\\type\twith tab|empty type ; "
+             "\xe2\x82\xac\\N|\r\n ; \xe2\x82\xac\\N|-", src[0]);
+    PGT_EQ_STR(pgt_db_str(c, sql), want);
+    for (int k = 0; k < 2; k++) {
+        snprintf(sql, sizeof sql, "SELECT sqlstate || ' ' || line_number FROM pgpipe.dead_letters "
+                 "WHERE source_name = '%s'", src[k]);
+        PGT_EQ_STR(pgt_db_str(c, sql), "22P05 2");
+        snprintf(sql, sizeof sql, "DELETE FROM staging.raw_events WHERE source = '%s';"
+                 "DELETE FROM pgpipe.dead_letters WHERE source_name = '%s'", src[k], src[k]);
+        PQclear(PGT_EXEC(c, sql));
+    }
+    pgt_db_close(c);
+}

@@ -431,6 +431,55 @@ static void pl_t_same_records(void)
     pgt_db_close(c);
 }
 
+/* The same pages staged through binary COPY rows (the default) and COPY text
+** (PGPIPE_COPY_FORMAT=text) are the same rows: escapes, tabs, newlines,
+** backslashes, "\\N" and "\\." as data, UTF-8, event types from a field and
+** a constant with a tab and a backslash. */
+static void pl_t_binary_same_as_text(void)
+{
+    PGconn *c = pgt_db_open();
+    pl_server();
+    static const char *const src[4] = { "pl_fmt_bin", "pl_fmt_text", "pl_fmtc_bin", "pl_fmtc_text" };
+    for (int k = 0; k < 4; k++) {
+        pl_clean(c, src[k]);
+        if (k % 2)
+            setenv("PGPIPE_COPY_FORMAT", "text", 1);
+        pgpipe_pull_options o;
+        pl_opts(&o, src[k], "/link?n=30&per=10&badrec=3:tricky,14:tricky,15:tricky,30:tricky");
+        o.paginate = PGPIPE_PULL_LINK;
+        if (k < 2)
+            o.event_type_field = "$.name";
+        else
+            o.event_type = "const\ttype\\N";
+        o.concurrency = k < 2 ? 1 : 3;
+        pgpipe_pull *p = NULL;
+        PGT_OK(pgpipe_pull_open(&p, &o));
+        PGT_CHECK_MSG(pgpipe_pull_run(p) == PGPIPE_OK, "%s", pgpipe_errmsg(p));
+        PGT_EQ_INT(p->cw.binary, k % 2 == 0);
+        pgpipe_pull_close(p);
+        unsetenv("PGPIPE_COPY_FORMAT");
+        PGT_EQ_INT(pl_count(c, src[k], "count(*)"), 30);
+    }
+    for (int k = 0; k < 4; k += 2) {
+        char q[1200];
+        snprintf(q, sizeof q,
+                 "SELECT count(*) FROM (SELECT event_type, payload, count(DISTINCT batch_id) AS n "
+                 "FROM staging.raw_events WHERE source = '%s' GROUP BY 1, 2) a FULL JOIN "
+                 "(SELECT event_type, payload, count(DISTINCT batch_id) AS n FROM staging.raw_events "
+                 "WHERE source = '%s' GROUP BY 1, 2) b USING (event_type, payload) "
+                 "WHERE a.n IS NULL OR b.n IS NULL OR a.n <> b.n", src[k], src[k + 1]);
+        PGT_EQ_INT(pgt_db_int(c, q), 0);
+    }
+    PGT_EQ_STR(pgt_db_str(c, "SELECT event_type || '|' || (payload->'o'->'b'->>1) FROM "
+                             "staging.raw_events WHERE source = 'pl_fmt_bin' AND payload->>'id' = '14'"),
+               "n14\t\n\r\\N\\.\xc3\xa9\xc3\xa9\"|2.50");
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM staging.raw_events WHERE source = 'pl_fmtc_bin' "
+                             "AND event_type = E'const\\ttype\\\\N'"), 30);
+    for (int k = 0; k < 4; k++)
+        pl_clean(c, src[k]);
+    pgt_db_close(c);
+}
+
 static void pl_t_malformed_body(void)
 {
     PGconn *c = pgt_db_open();
@@ -1624,6 +1673,7 @@ PGT_TEST(pull, non_objects) { PL_CALL(pl_t_non_objects); }
 PGT_TEST(pull, incomplete_pagination) { PL_CALL(pl_t_incomplete_pagination); }
 PGT_TEST(pull, malformed_body) { PL_CALL(pl_t_malformed_body); }
 PGT_TEST(pull, same_records) { PL_CALL(pl_t_same_records); }
+PGT_TEST(pull, binary_rows_read_the_same_as_text) { PL_CALL(pl_t_binary_same_as_text); }
 PGT_TEST(pull, retry_after) { PL_CALL(pl_t_retry_after); }
 PGT_TEST(pull, backoff) { PL_CALL(pl_t_backoff); }
 PGT_TEST(pull, retry_after_absurd) { PL_CALL(pl_t_retry_after_absurd); }

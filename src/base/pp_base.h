@@ -17,7 +17,7 @@
 ** The "@components" line of each layer header lists the layer's components
 ** in data-flow order; pgpipe.h shows their public headers in that order.
 **
-** @components util text exec
+** @components util text exec copyrow
 */
 #ifndef PP_BASE_H
 #define PP_BASE_H
@@ -377,5 +377,49 @@ PGPIPE_PRIVATE int pp_connect_failure_class(const PGconn *pg);
 /* A libpq notice processor that sends server notices to the log at INFO
 ** under the component named by arg (a const char *), not to stderr. */
 PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
+
+/* ==== copyrow: COPY rows, text or binary (src/base/copyrow.c) ==== */
+
+/* One writer of COPY rows for every source that stages events (the loader,
+** the HTTP ingest, the pull): text rows are fields COPY-escaped with a tab
+** between them and a newline after; binary rows (COPY ... (FORMAT binary),
+** which the server takes without splitting and unescaping) are the field
+** count in 16 bits, then each field's length in 32 bits (-1 for NULL) and its
+** bytes: text as it is, jsonb as its version byte 1 and the JSON text, uuid
+** as 16 bytes. A binary COPY starts with pp_copy_bin_header (no trailer: the
+** protocol's end of COPY ends it). */
+typedef struct pp_copy_w {
+    int binary;
+    int null;      /* binary: the field being written is NULL */
+    size_t at;     /* binary: where its length word is */
+} pp_copy_w;
+#define PP_COPY_BIN_HEADER_LEN 19
+PGPIPE_PRIVATE const char pp_copy_bin_header[PP_COPY_BIN_HEADER_LEN];
+PGPIPE_PRIVATE int pp_copy_row_begin(pp_copy_w *w, pp_buf *b, int nfields);
+PGPIPE_PRIVATE int pp_copy_row_end(const pp_copy_w *w, pp_buf *b);
+/* Before field i (0 first): a tab, or the length word copy_field_end fills. */
+PGPIPE_PRIVATE int pp_copy_field_begin(pp_copy_w *w, pp_buf *b, int i);
+PGPIPE_PRIVATE void pp_copy_field_end(const pp_copy_w *w, pp_buf *b);
+/* The field's value, between begin and end (text and JSON may be appended
+** in pieces; raw bytes that need no escape with pp_buf_append). */
+PGPIPE_PRIVATE int pp_copy_put_null(pp_copy_w *w, pp_buf *b);
+PGPIPE_PRIVATE int pp_copy_put_text(const pp_copy_w *w, pp_buf *b, const char *s, size_t n);
+/* Validated JSON text s[0..n) as jsonb, in jsonb's member order. */
+PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scratch[2],
+                                     const char *s, size_t n);
+/* A uuid: text is its 36 characters, bin its 16 bytes. */
+PGPIPE_PRIVATE int pp_copy_put_uuid(const pp_copy_w *w, pp_buf *b, const char *text,
+                                    const unsigned char *bin);
+/* A whole text field (begin, text, end). */
+PGPIPE_PRIVATE int pp_copy_text_field(pp_copy_w *w, pp_buf *b, int i, const char *s, size_t n);
+/* 36 characters of uuid text into 16 bytes; -1 when it is not one. */
+PGPIPE_PRIVATE int pp_uuid_bin(const char *text, unsigned char bin[16]);
+/* May rows of the staging mapping (source, event_type, payload, batch_id)
+** go binary into table (quoted SQL name) on conn: are those four columns
+** still text, text, jsonb and uuid? 0 when not, when the server refuses the
+** question (a role that may not read pg_attribute), or when conn is inside
+** a transaction (a refusal would abort it); PGPIPE_COPY_FORMAT=text in the
+** environment always says 0. One round trip. */
+PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table);
 
 #endif /* PP_BASE_H */

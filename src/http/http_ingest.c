@@ -73,6 +73,7 @@ typedef struct ig_err {
 typedef struct ig_req {
     uint64_t ticket;
     char id[37];
+    unsigned char id_bin[16]; /* the same for binary COPY */
     int fate;           /* IG_* */
     uint32_t first;     /* IG_DUP: the request of the group it repeats */
     size_t src_off, src_len; /* source name in g->kbuf */
@@ -106,7 +107,8 @@ typedef struct ig_group {
     size_t nrows, caprows;
     ig_err *errs;
     size_t nerrs, caperrs;
-    pp_buf cbuf;        /* COPY text of staging.raw_events rows */
+    pp_copy_w cw;       /* its rows' format: binary or text (ig->binary when it opened) */
+    pp_buf cbuf;        /* COPY rows of staging.raw_events */
     pp_buf rbuf;        /* the records as sent */
     pp_buf dbuf;        /* COPY text of dead letters */
     pp_buf kbuf;        /* sources and keys */
@@ -186,6 +188,9 @@ struct pp_ingest {
     long long pending;  /* requests queued or committing */
     size_t pending_bytes;
     atomic_int live;    /* committers with a working connection */
+    /* new groups write binary COPY rows: the last connection made found
+    ** staging.raw_events' columns as they should be (pp_copy_staging_binary) */
+    atomic_int binary;
     atomic_int rechecks; /* committers whose connection is to be checked */
     /* the watchdog: a committer whose database does not answer for
     ** commit_us has its socket shut down, so its blocked libpq call fails
@@ -202,7 +207,7 @@ struct pp_ingest {
     /* the submit's state (event loop's thread only) */
     pgpipe_json_doc *doc;
     pp_framer fr;
-    pp_buf etb;         /* the request's "source\tevent type" COPY text */
+    pp_buf etb;         /* the request's row start (its source) and event type header */
     pp_buf jb[2];       /* a record in jsonb's member order (pp_copy_jsonb) */
 #ifndef PGPIPE_OMIT_SPOOL
     /* store and forward: the spool, its drainer */
@@ -312,6 +317,7 @@ static ig_group *ig_group_get(pp_ingest *ig)
     g->nkeys = 0;
     g->nclaims = 0;
     g->t_first = 0;
+    g->cw.binary = atomic_load(&ig->binary);
     return g;
 }
 
@@ -354,9 +360,10 @@ typedef struct ig_parse {
     const char *body;
     size_t body_len;
     size_t body_off;         /* of the body in g->rbuf */
-    const char *et_hdr;      /* event_type from a header (COPY-escaped in et_buf) */
-    pp_buf *et_buf;          /* source and event type header, COPY-escaped */
-    size_t et_src;           /* bytes of "source\t" in et_buf */
+    const char *et_hdr;      /* event_type from a header (as a COPY value in et_buf) */
+    pp_buf *et_buf;          /* a row's start up to its source, and the event type header */
+    size_t et_src;           /* bytes of the row's start in et_buf */
+    pp_copy_w cw;            /* the group's format */
     const char *et_field;
     const char *id_field;    /* idempotency field (single-record bodies) */
     char idval[IG_MAX_KEY + 2];
@@ -433,23 +440,33 @@ static int ig_count(ig_parse *p)
     return PGPIPE_OK;
 }
 
-/* Append the row's COPY text: source, event_type, payload, batch_id. The
-** caller has appended the payload's escape function's input; here the
-** fixed parts. */
+/* A row of staging.raw_events: source, event_type, payload, batch_id.
+** ig_row_begin writes the source and begins the event type, which the
+** caller writes; ig_row_payload begins the payload, which the caller
+** writes; ig_row_end writes the batch id (the request's id). */
 static int ig_row_begin(ig_parse *p, size_t *coff)
 {
     ig_group *g = p->g;
     *coff = g->cbuf.len;
-    return pp_buf_append(&g->cbuf, p->et_buf->data, p->et_src); /* "source\t" */
+    int rc = pp_buf_append(&g->cbuf, p->et_buf->data, p->et_src);
+    return rc | pp_copy_field_begin(&p->cw, &g->cbuf, 1);
+}
+
+static int ig_row_payload(ig_parse *p)
+{
+    pp_copy_field_end(&p->cw, &p->g->cbuf);
+    return pp_copy_field_begin(&p->cw, &p->g->cbuf, 2);
 }
 
 static int ig_row_end(ig_parse *p, size_t coff, const char *raw, size_t len, long long line,
                       long long col, long long off)
 {
     ig_group *g = p->g;
-    int rc = pp_buf_putc(&g->cbuf, '\t');
-    rc |= pp_buf_append(&g->cbuf, p->r->id, 36);
-    rc |= pp_buf_putc(&g->cbuf, '\n');
+    pp_copy_field_end(&p->cw, &g->cbuf);
+    int rc = pp_copy_field_begin(&p->cw, &g->cbuf, 3);
+    rc |= pp_copy_put_uuid(&p->cw, &g->cbuf, p->r->id, p->r->id_bin);
+    pp_copy_field_end(&p->cw, &g->cbuf);
+    rc |= pp_copy_row_end(&p->cw, &g->cbuf);
     if (rc != PGPIPE_OK ||
         ig_grow((void **)&g->rows, &g->caprows, g->nrows + 1, sizeof *g->rows) != PGPIPE_OK)
         return PGPIPE_NOMEM;
@@ -474,7 +491,7 @@ static int ig_row_end(ig_parse *p, size_t coff, const char *raw, size_t len, lon
     return PGPIPE_OK;
 }
 
-/* The event type from the record's field v (COPY text), else the header's,
+/* The event type from the record's field v, else the header's,
 ** else NULL (the record is a dead letter). */
 static int ig_put_event_type(ig_parse *p, const pgpipe_json_val *v, const char **why)
 {
@@ -488,7 +505,7 @@ static int ig_put_event_type(ig_parse *p, const pgpipe_json_val *v, const char *
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
         }
-        return pp_copy_escape(b, s, n);
+        return pp_copy_put_text(&p->cw, b, s, n);
     case PGPIPE_JSON_NUMBER:
         s = pgpipe_json_number_text(v, &n);
         return pp_buf_append(b, s, n);
@@ -587,9 +604,9 @@ static int ig_json_record(ig_parse *p, const char *raw, size_t len, long long li
                           why);
         return ig_dead(p, raw, len, line, col ? col + 1 : 0, off, m, (size_t)ml);
     }
-    rc |= pp_buf_putc(&g->cbuf, '\t');
+    rc |= ig_row_payload(p);
     /* in jsonb's member order: the server's jsonb input has nothing to sort */
-    rc |= pp_copy_jsonb(&g->cbuf, p->ig->jb, raw, len);
+    rc |= pp_copy_put_jsonb(&p->cw, &g->cbuf, p->ig->jb, raw, len);
     if (rc != PGPIPE_OK)
         return PGPIPE_NOMEM;
     return ig_row_end(p, coff, raw, len, line, col, off);
@@ -733,7 +750,7 @@ static int ig_csv_body(ig_parse *p)
                 if (k == etk || !strcmp(pgpipe_csv_header_name(csv, k), p->et_field))
                     ek = k;
             if (ek >= 0 && (f[ek].len || f[ek].quoted))
-                rc |= pp_copy_escape(&g->cbuf, f[ek].data, f[ek].len);
+                rc |= pp_copy_put_text(&p->cw, &g->cbuf, f[ek].data, f[ek].len);
             else if (p->et_hdr)
                 rc |= pp_buf_append(&g->cbuf, p->et_buf->data + p->et_src,
                                     p->et_buf->len - p->et_src);
@@ -746,8 +763,10 @@ static int ig_csv_body(ig_parse *p)
                     break;
                 continue;
             }
-            rc |= pp_buf_putc(&g->cbuf, '\t');
-            rc |= copy_csv_object(&g->cbuf, &head, f, nf, 1);
+            rc |= ig_row_payload(p);
+            if (p->cw.binary)
+                rc |= pp_buf_putc(&g->cbuf, 1); /* jsonb's version byte */
+            rc |= copy_csv_object(&g->cbuf, &head, f, nf, !p->cw.binary);
             if (rc != PGPIPE_OK) {
                 rc = PGPIPE_NOMEM;
                 break;
@@ -1189,6 +1208,9 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
         memcpy(r->id, rq->id, 37);
     else if (pp_uuid_v7(r->id) != PGPIPE_OK)
         rc0 = PGPIPE_NOMEM;
+    if (rc0 == PGPIPE_OK && pp_uuid_bin(r->id, r->id_bin) != 0 &&
+        (pp_uuid_v7(r->id) != PGPIPE_OK || pp_uuid_bin(r->id, r->id_bin) != 0))
+        rc0 = PGPIPE_NOMEM; /* (a spooled request's id that is no uuid gets a new one) */
     r->fate = IG_NEW;
     r->first = IG_NONE;
     r->window_hours = window;
@@ -1200,8 +1222,9 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     r->src_len = srclen;
     int rc = rc0 | pp_buf_append(&g->kbuf, source, srclen + 1);
     ig->etb.len = 0;
-    rc |= pp_copy_escape(&ig->etb, source, srclen);
-    rc |= pp_buf_putc(&ig->etb, '\t');
+    pp_copy_w w = g->cw;
+    rc |= pp_copy_row_begin(&w, &ig->etb, 4);
+    rc |= pp_copy_text_field(&w, &ig->etb, 0, source, srclen);
     size_t etn = 0;
     const char *eth = ig_header(rq, s->event_type_header ? s->event_type_header : "X-Event-Type", &etn);
     if (!eth && !s->event_type_header)
@@ -1223,20 +1246,21 @@ static int ig_submit(pp_ingest *ig, const pp_http_request *rq, const char *sourc
     p.body_off = g->rbuf.len;
     p.et_buf = &ig->etb;
     p.et_src = ig->etb.len;
+    p.cw = g->cw;
     p.et_field = s->event_type_field && *s->event_type_field ? s->event_type_field
                  : (s->event_type_header || etv) ? NULL : "event_type";
     p.idlen = -1;
     p.id_field = !key && s->idempotency_field && *s->idempotency_field ? s->idempotency_field : NULL;
     if (eth || etv) {
         p.et_hdr = eth ? eth : etv;
-        rc |= pp_copy_escape(&ig->etb, p.et_hdr, eth ? etn : strlen(etv));
+        rc |= pp_copy_put_text(&w, &ig->etb, p.et_hdr, eth ? etn : strlen(etv));
     } else if (!s->event_type_field && !s->event_type_header) {
         /* Nothing configured names the event type and the record has no
         ** "event_type": a sender that says nothing still gets its events
         ** in, typed by the source they were posted to. A source that sets a
         ** field or header makes it required (missing: dead letter). */
         p.et_hdr = source;
-        rc |= pp_copy_escape(&ig->etb, source, srclen);
+        rc |= pp_copy_put_text(&w, &ig->etb, source, srclen);
     }
     rc |= pp_buf_append(&g->rbuf, p.body, p.body_len);
     if (rc == PGPIPE_OK) {
@@ -1351,6 +1375,8 @@ PGPIPE_PRIVATE int pp_ingest_submit(pp_ingest *ig, const pp_http_request *rq,
 
 static const char ig_rows_copy[] =
     "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN";
+static const char ig_rows_copy_bin[] =
+    "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN (FORMAT binary)";
 
 /* The statement failed: is the outcome worth a retry by the client (the
 ** connection is gone, a serialization failure ...)? */
@@ -1422,7 +1448,10 @@ static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGre
                         int *end_sent)
 {
     *res = NULL;
-    int rc = pp_copy_in_start(c->conn, ig_rows_copy, &c->err, "http ingest: COPY");
+    int rc = pp_copy_in_start(c->conn, g->cw.binary ? ig_rows_copy_bin : ig_rows_copy, &c->err,
+                              "http ingest: COPY");
+    if (rc == PGPIPE_OK && g->cw.binary)
+        rc = ig_send(c, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN);
     for (size_t i = lo; i < hi && rc == PGPIPE_OK;) {
         while (i < hi && !ig_live(g, i))
             i++;
@@ -2199,6 +2228,8 @@ static int ig_connect(ig_committer *c, int now_anyway)
              ig_exec(c, "SELECT current_setting('transaction_read_only')", 0, NULL, &r) == PGPIPE_OK;
         int ro = ok && PQntuples(r) == 1 && !strcmp(PQgetvalue(r, 0, 0), "on");
         PQclear(r);
+        if (ok && !ro)
+            atomic_store(&ig->binary, pp_copy_staging_binary(c->conn, "staging.raw_events"));
         cut = ig_busy(c, 0);
         if (ro && !cut) {
             /* a standby (or default_transaction_read_only): no group could

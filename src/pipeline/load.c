@@ -56,13 +56,7 @@ PGPIPE_PRIVATE int copy_new_uuid(pgpipe_loader *l, copy_lane *ln)
     if (pp_uuid_v7(ln->uuid_text) != PGPIPE_OK)
         return copy_errf(l, PGPIPE_IO, "cannot read /dev/urandom for a batch id: %s",
                          strerror(errno));
-    /* its 16 bytes, for binary COPY ("xxxxxxxx-xxxx-...": hex digits, dashes) */
-    for (int i = 0, k = 0; ln->uuid_text[i] && k < 16; i++) {
-        if (ln->uuid_text[i] == '-')
-            continue;
-        int hi = pp_hex_value(ln->uuid_text[i]), lo = pp_hex_value(ln->uuid_text[++i]);
-        ln->uuid_bin[k++] = (unsigned char)(hi << 4 | lo);
-    }
+    pp_uuid_bin(ln->uuid_text, ln->uuid_bin); /* its 16 bytes, for binary COPY */
     return PGPIPE_OK;
 }
 
@@ -467,38 +461,18 @@ static int copy_changed_file(pgpipe_loader *l, copy_lane *ln, int *transient)
     return rc;
 }
 
-/* May this load send binary rows (copy_sql_bin): are the default mapping's
-** four columns of the target still text, text, jsonb and uuid? Asked at each
-** load, so a table altered since the last one gets COPY text. A question the
-** server refuses (a role that may not read pg_attribute) means text; it is
-** not asked inside the caller's transaction (a borrowed connection), which
-** a refusal would abort. */
+/* May this load send binary rows (copy_sql_bin)? Asked at each load, so a
+** table altered since the last one gets COPY text (pp_copy_staging_binary:
+** also text inside a borrowed connection's transaction, for a role that may
+** not read pg_attribute, and with PGPIPE_COPY_FORMAT=text). */
 static void copy_binary_ask(pgpipe_loader *l)
 {
-    copy_lane *ln = &l->lanes[0];
-    l->binary = 0;
-    if (!l->copy_sql_bin || l->text_only || PQtransactionStatus(ln->conn) != PQTRANS_IDLE)
-        return;
-    const char *v[1] = { l->target_sql };
-    PGresult *r = NULL;
-    pgpipe_error e;
-    pgpipe_error_clear(&e);
-    if (pp_exec(ln->conn, "SELECT count(*) = 4 FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
-                          "pg_catalog.to_regclass($1::text) AND a.attnum > 0 AND NOT "
-                          "a.attisdropped AND (a.attname::text, a.atttypid) IN "
-                          "(('source', 'pg_catalog.text'::pg_catalog.regtype::oid), "
-                          "('event_type', 'pg_catalog.text'::pg_catalog.regtype::oid), "
-                          "('payload', 'pg_catalog.jsonb'::pg_catalog.regtype::oid), "
-                          "('batch_id', 'pg_catalog.uuid'::pg_catalog.regtype::oid))",
-                1, v, &r, &e, "loader") != PGPIPE_OK)
-        return;
-    l->binary = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
+    l->cw.binary = l->copy_sql_bin && pp_copy_staging_binary(l->lanes[0].conn, l->target_sql);
 }
 
 PGPIPE_PRIVATE const char *copy_rows_sql(const pgpipe_loader *l)
 {
-    return l->binary ? l->copy_sql_bin : l->copy_sql;
+    return l->cw.binary ? l->copy_sql_bin : l->copy_sql;
 }
 
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)
@@ -1418,9 +1392,6 @@ static int copy_loader_open(pgpipe_loader *l, const pgpipe_loader_options *o)
     l->progress_ud = o->progress_ud;
     l->borrowed = o->conn;
     l->pool = o->pool;
-    /* tests and A/B runs: PGPIPE_COPY_FORMAT=text keeps every load on COPY text */
-    const char *fmt = getenv("PGPIPE_COPY_FORMAT");
-    l->text_only = fmt && !strcmp(fmt, "text");
     /* a borrowed connection is one lane; without threads there is one */
 #ifndef PGPIPE_OMIT_THREADS
     l->nlanes = o->conn ? 1 : o->connections;

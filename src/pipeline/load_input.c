@@ -33,74 +33,7 @@ static int copy_row_push(pgpipe_loader *l, size_t coff, const char *raw, size_t 
     return PGPIPE_OK;
 }
 
-/* ---- a row's fields, COPY text or binary (l->binary) ------------------------
-** Text: fields COPY-escaped, a tab between them, a newline after the row.
-** Binary: the row's field count (16 bits), then each field's length (32
-** bits, -1 for NULL) and its bytes as they are: text as text, jsonb as its
-** version byte 1 and the JSON text, uuid as its 16 bytes. */
-
-static void copy_be(char *p, uint32_t v, int n)
-{
-    for (int i = n - 1; i >= 0; i--, v >>= 8)
-        p[i] = (char)(v & 0xFF);
-}
-
-static int copy_row_begin(pgpipe_loader *l, pp_buf *b)
-{
-    if (!l->binary)
-        return PGPIPE_OK;
-    if (pp_buf_reserve(b, 2) != PGPIPE_OK)
-        return PGPIPE_NOMEM;
-    copy_be(b->data + b->len, (uint32_t)l->ncols, 2);
-    b->len += 2;
-    return PGPIPE_OK;
-}
-
-static int copy_row_end(pgpipe_loader *l, pp_buf *b)
-{
-    return l->binary ? PGPIPE_OK : pp_buf_putc(b, '\n');
-}
-
-/* Before field i: a tab (text) or its length word, filled in by copy_field_end. */
-static int copy_field_begin(pgpipe_loader *l, pp_buf *b, int i)
-{
-    if (!l->binary)
-        return i ? pp_buf_putc(b, '\t') : PGPIPE_OK;
-    l->bin_at = b->len;
-    l->bin_null = 0;
-    return pp_buf_append(b, "\0\0\0\0", 4);
-}
-
-static void copy_field_end(pgpipe_loader *l, pp_buf *b)
-{
-    if (l->binary)
-        copy_be(b->data + l->bin_at, l->bin_null ? 0xFFFFFFFFu : (uint32_t)(b->len - l->bin_at - 4),
-                4);
-}
-
-static int copy_put_null(pgpipe_loader *l, pp_buf *b)
-{
-    if (l->binary) {
-        l->bin_null = 1;
-        return PGPIPE_OK;
-    }
-    return pp_buf_append(b, "\\N", 2);
-}
-
-static int copy_put_text(pgpipe_loader *l, pp_buf *b, const char *s, size_t n)
-{
-    return l->binary ? pp_buf_append(b, s, n) : pp_copy_escape(b, s, n);
-}
-
-/* JSON text (validated) into a JSON column, in jsonb's member order; binary
-** COPY only goes to jsonb columns (copy_load_register_locked). */
-static int copy_put_jsonb(pgpipe_loader *l, pp_buf *b, const char *s, size_t n)
-{
-    if (!l->binary)
-        return pp_copy_jsonb(b, l->jscratch, s, n);
-    int rc = pp_buf_putc(b, 1);
-    return rc ? rc : pp_jsonb_order_buf(b, &l->jscratch[1], s, n);
-}
+/* ---- a row's fields, COPY text or binary: l->cw (src/base/copyrow.c) ------ */
 
 /* A JSON value as a column value. */
 static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int json, const char **why)
@@ -110,20 +43,20 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
     const char *s;
     int t = pgpipe_json_type(v);
     if (t == PGPIPE_JSON_INVALID || t == PGPIPE_JSON_NULL)
-        return copy_put_null(l, b);
-    if (json && l->binary && t != PGPIPE_JSON_OBJECT && t != PGPIPE_JSON_ARRAY &&
-        pp_buf_putc(b, 1) != PGPIPE_OK) /* jsonb's version byte (copy_put_jsonb's own below) */
+        return pp_copy_put_null(&l->cw, b);
+    if (json && l->cw.binary && t != PGPIPE_JSON_OBJECT && t != PGPIPE_JSON_ARRAY &&
+        pp_buf_putc(b, 1) != PGPIPE_OK) /* jsonb's version byte (pp_copy_put_jsonb's own below) */
         return PGPIPE_NOMEM;
     switch (t) {
     case PGPIPE_JSON_STRING:
         s = pgpipe_json_get_str(v, &n);
         if (json)
-            return pp_json_str(b, s, n, l->binary ? 0 : PP_JSON_COPY);
+            return pp_json_str(b, s, n, l->cw.binary ? 0 : PP_JSON_COPY);
         if (memchr(s, '\0', n)) {
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
         }
-        return copy_put_text(l, b, s, n);
+        return pp_copy_put_text(&l->cw, b, s, n);
     case PGPIPE_JSON_NUMBER:
         s = pgpipe_json_number_text(v, &n);
         return pp_buf_append(b, s, n);
@@ -136,8 +69,8 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
                 return PGPIPE_NOMEM;
             int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
             if (rc == PGPIPE_OK)
-                return json ? copy_put_jsonb(l, b, l->scratch.data, n)
-                            : copy_put_text(l, b, l->scratch.data, n);
+                return json ? pp_copy_put_jsonb(&l->cw, b, l->jscratch, l->scratch.data, n)
+                            : pp_copy_put_text(&l->cw, b, l->scratch.data, n);
             if (rc != PGPIPE_LIMIT)
                 return rc;
             cap = n + 1;
@@ -151,14 +84,13 @@ static int copy_put_common(pgpipe_loader *l, const copy_col *c, long long line)
     pp_buf *b = &l->cur->cbuf;
     switch (c->kind) {
     case COPY_K_FIXED:
-        return l->binary ? pp_buf_append(b, c->raw_value, strlen(c->raw_value))
+        return l->cw.binary ? pp_buf_append(b, c->raw_value, strlen(c->raw_value))
                          : pp_buf_append(b, c->value, strlen(c->value));
-    case COPY_K_NULL: return copy_put_null(l, b);
+    case COPY_K_NULL: return pp_copy_put_null(&l->cw, b);
     case COPY_K_LINE: return pp_buf_appendf(b, "%lld", line);
-    case COPY_K_SOURCE: return copy_put_text(l, b, l->source, strlen(l->source));
+    case COPY_K_SOURCE: return pp_copy_put_text(&l->cw, b, l->source, strlen(l->source));
     case COPY_K_BATCH:
-        return l->binary ? pp_buf_append(b, (const char *)l->cur->uuid_bin, 16)
-                         : pp_buf_append(b, l->cur->uuid_text, 36);
+        return pp_copy_put_uuid(&l->cw, b, l->cur->uuid_text, l->cur->uuid_bin);
     case COPY_K_LOAD: return pp_buf_appendf(b, "%lld", l->load_id);
     default: return PGPIPE_MISUSE;
     }
@@ -237,14 +169,14 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
     }
     pp_buf *cb = &l->cur->cbuf;
     size_t coff = cb->len;
-    rc = copy_row_begin(l, cb);
+    rc = pp_copy_row_begin(&l->cw, cb, l->ncols);
     for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
         const copy_col *c = &l->cols[i];
-        rc = copy_field_begin(l, cb, i);
+        rc = pp_copy_field_begin(&l->cw, cb, i);
         if (rc != PGPIPE_OK)
             break;
         if (c->kind == COPY_K_RECORD) {
-            rc = copy_put_jsonb(l, cb, raw, len);
+            rc = pp_copy_put_jsonb(&l->cw, cb, l->jscratch, raw, len);
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
@@ -259,10 +191,10 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
             rc = copy_put_common(l, c, line);
         }
         if (rc == PGPIPE_OK)
-            copy_field_end(l, cb);
+            pp_copy_field_end(&l->cw, cb);
     }
     if (rc == PGPIPE_OK)
-        rc = copy_row_end(l, cb);
+        rc = pp_copy_row_end(&l->cw, cb);
     if (rc != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
     rc = copy_row_push(l, coff, raw, len, line, off);
@@ -448,15 +380,15 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
     }
     pp_buf *b = &l->cur->cbuf;
     size_t coff = b->len;
-    rc = copy_row_begin(l, b);
+    rc = pp_copy_row_begin(&l->cw, b, l->ncols);
     for (int i = 0; i < l->ncols && rc == PGPIPE_OK; i++) {
         const copy_col *c = &l->cols[i];
-        rc |= copy_field_begin(l, b, i);
+        rc |= pp_copy_field_begin(&l->cw, b, i);
         if (c->kind == COPY_K_FIELD) {
             int k = c->csv_idx;
             if (k >= nf || (f[k].len == 0 && !f[k].quoted)) {
-                rc |= copy_put_null(l, b);
-                copy_field_end(l, b);
+                rc |= pp_copy_put_null(&l->cw, b);
+                pp_copy_field_end(&l->cw, b);
                 continue;
             }
             if (c->json && pgpipe_json_validate(f[k].data, f[k].len, &l->verr) != PGPIPE_OK) {
@@ -466,19 +398,19 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
-            rc |= c->json ? copy_put_jsonb(l, b, f[k].data, f[k].len)
-                          : copy_put_text(l, b, f[k].data, f[k].len);
+            rc |= c->json ? pp_copy_put_jsonb(&l->cw, b, l->jscratch, f[k].data, f[k].len)
+                          : pp_copy_put_text(&l->cw, b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
-            if (l->binary)
+            if (l->cw.binary)
                 rc |= pp_buf_putc(b, 1); /* jsonb's version byte */
-            rc |= copy_csv_object(b, &l->csv_head, f, nf, !l->binary);
+            rc |= copy_csv_object(b, &l->csv_head, f, nf, !l->cw.binary);
         } else {
             rc |= copy_put_common(l, c, line);
         }
         if (rc == PGPIPE_OK)
-            copy_field_end(l, b);
+            pp_copy_field_end(&l->cw, b);
     }
-    rc |= copy_row_end(l, b);
+    rc |= pp_copy_row_end(&l->cw, b);
     if (rc != PGPIPE_OK)
         return pp_err_nomem(&l->hdr.err);
     rc = copy_row_push(l, coff, raw ? raw : "", len, line, off);

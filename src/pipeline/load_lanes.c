@@ -24,17 +24,12 @@ static int copy_start(copy_lane *ln, const char *sql, int *transient)
     return rc;
 }
 
-/* Binary COPY's header: the signature, no flags, no extension (the rows
-** follow; the trailer is left out: the protocol's end of COPY ends it). */
-static const char copy_bin_header[19] = { 'P', 'G', 'C', 'O', 'P', 'Y', '\n', (char)0xFF, '\r',
-                                          '\n', 0, 0, 0, 0, 0, 0, 0, 0, 0 };
-
 static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient);
 
 /* A COPY of the load's rows has started: binary rows need the header first. */
 static int copy_rows_started(copy_lane *ln, int *transient)
 {
-    return ln->l->binary ? copy_put(ln, copy_bin_header, sizeof copy_bin_header, transient)
+    return ln->l->cw.binary ? copy_put(ln, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN, transient)
                          : PGPIPE_OK;
 }
 

@@ -144,10 +144,7 @@ struct pgpipe_loader {
     ** unescaping the text (about 6% of its work per row). Whether the
     ** table's types allow it is asked at each load's registration. */
     char *copy_sql_bin;   /* NULL: the mapping cannot go binary */
-    int binary;           /* this load sends binary rows */
-    int text_only;        /* PGPIPE_COPY_FORMAT=text: never binary */
-    size_t bin_at;        /* binary: the length word of the field being written */
-    int bin_null;         /* binary: that field is NULL */
+    pp_copy_w cw;         /* its rows' writer: cw.binary, this load sends binary rows */
     /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
     copy_lane lanes[COPY_MAX_LANES];
     int nlanes;           /* configured */

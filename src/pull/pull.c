@@ -701,6 +701,7 @@ typedef struct pull_writer {
 struct pgpipe_pull {
     pp_handle h;
     pgpipe_pull_options o;      /* strings point into strs */
+    pp_copy_w cw;               /* this run's rows: binary when staging's columns allow */
     char **strs;                /* the copies, freed at close */
     int nstrs;
     char **hdrs;                /* the headers, NULL-terminated */
@@ -2093,24 +2094,24 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
     size_t srcl = strlen(p->o.source);
     const char *tpath = p->o.event_type_field ? pull_path(p->o.event_type_field) : NULL;
     const char *spath = p->o.since_field ? pull_path(p->o.since_field) : NULL;
-    /* "source\ttype\t" when the type is constant, and "\tbatch\n": escaped once a page */
-    char pre[600], post[40];
+    /* the row's start (source, type) when the type is constant: once a page */
+    pp_copy_w cw = p->cw;
+    unsigned char batch_bin[16];
+    char pre[600];
     size_t prel = 0;
+    if (pp_uuid_bin(batch, batch_bin) != 0)
+        return pp_err(&p->h.err, PGPIPE_MISUSE, "pull: the batch id \"%s\" is not a uuid", batch);
     if (!tpath) {
         pp_buf t = { 0 };
-        int e = pp_copy_escape(&t, p->o.source, srcl);
-        e |= pp_buf_putc(&t, '\t');
-        e |= pp_copy_escape(&t, const_type, ctl);
-        e |= pp_buf_putc(&t, '\t');
+        int e = pp_copy_row_begin(&cw, &t, 4);
+        e |= pp_copy_text_field(&cw, &t, 0, p->o.source, srcl);
+        e |= pp_copy_text_field(&cw, &t, 1, const_type, ctl);
         if (e == PGPIPE_OK && t.len < sizeof pre) {
             memcpy(pre, t.data, t.len);
             prel = t.len;
         }
         pp_buf_free(&t);
     }
-    post[0] = '\t';
-    memcpy(post + 1, batch, 36);
-    post[37] = '\n';
     while ((v = pgpipe_json_iter_next(&it, NULL)) != NULL) {
         i++;
         if (PP_UNLIKELY(bi < nbad) && bad[bi].idx == i) {
@@ -2179,14 +2180,18 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
         if (prel) {
             rc = pp_buf_append(cb, pre, prel);
         } else {
-            rc = pp_copy_escape(cb, p->o.source, srcl);
-            rc |= pp_buf_putc(cb, '\t');
-            rc |= pp_copy_escape(cb, type, typel);
-            rc |= pp_buf_putc(cb, '\t');
+            rc = pp_copy_row_begin(&cw, cb, 4);
+            rc |= pp_copy_text_field(&cw, cb, 0, p->o.source, srcl);
+            rc |= pp_copy_text_field(&cw, cb, 1, type, typel);
         }
         /* in jsonb's member order: the server's jsonb input has nothing to sort */
-        rc |= pp_copy_jsonb(cb, w->jb, txt, len);
-        rc |= pp_buf_append(cb, post, 38);
+        rc |= pp_copy_field_begin(&cw, cb, 2);
+        rc |= pp_copy_put_jsonb(&cw, cb, w->jb, txt, len);
+        pp_copy_field_end(&cw, cb);
+        rc |= pp_copy_field_begin(&cw, cb, 3);
+        rc |= pp_copy_put_uuid(&cw, cb, batch, batch_bin);
+        pp_copy_field_end(&cw, cb);
+        rc |= pp_copy_row_end(&cw, cb);
         if (rc != PGPIPE_OK)
             return pp_err_nomem(&p->h.err);
         (*nok)++;
@@ -2194,12 +2199,16 @@ static int pull_rows(pgpipe_pull *p, pull_writer *w, const pgpipe_json_val *arr,
     return PGPIPE_OK;
 }
 
-/* Start a COPY on conn and send b: the result is read by pull_results. */
-static int pull_copy_send(pgpipe_pull *p, PGconn *conn, const char *sql, const pp_buf *b, const char *ctx)
+/* Start a COPY on conn and send b (after binary COPY's header when bin):
+** the result is read by pull_results. */
+static int pull_copy_send(pgpipe_pull *p, PGconn *conn, const char *sql, int bin, const pp_buf *b,
+                          const char *ctx)
 {
     int rc = pp_copy_in_start(conn, sql, &p->h.err, ctx);
     if (rc != PGPIPE_OK)
         return rc;
+    if (bin && PQputCopyData(conn, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN) != 1)
+        rc = pp_err_pq(&p->h.err, conn, NULL, ctx);
     if (b->len && PQputCopyData(conn, b->data, (int)b->len) != 1)
         rc = pp_err_pq(&p->h.err, conn, NULL, ctx);
     if (PQputCopyEnd(conn, rc == PGPIPE_OK ? NULL : "pgpipe pull: aborted") != 1 && rc == PGPIPE_OK)
@@ -2240,6 +2249,14 @@ static int pull_lit(PGconn *conn, pp_buf *b, const char *v)
     return rc;
 }
 
+/* The COPY of the rows into staging (pull_rows wrote them in its format). */
+static const char *pull_rows_copy(const pgpipe_pull *p)
+{
+    return p->cw.binary ? "COPY staging.raw_events (source, event_type, payload, batch_id) FROM "
+                          "STDIN (FORMAT binary)"
+                        : "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN";
+}
+
 /* Writer w's page goes to the target: "BEGIN; COPY" and its rows, not
 ** waited for (W_COPY); a page without rows is READY at once (its dead
 ** letters, if any, copied). */
@@ -2248,8 +2265,9 @@ static int pull_write_start(pgpipe_pull *p, pull_writer *w)
     int rc = PGPIPE_OK;
     w->begun = 0;
     if (w->copy.len) {
-        rc = pull_copy_send(p, w->conn, "BEGIN; COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN",
-                            &w->copy, "pull: COPY into staging");
+        char sql[160];
+        snprintf(sql, sizeof sql, "BEGIN; %s", pull_rows_copy(p));
+        rc = pull_copy_send(p, w->conn, sql, p->cw.binary, &w->copy, "pull: COPY into staging");
         w->begun = 1;
         w->state = W_COPY;
     } else {
@@ -2257,7 +2275,7 @@ static int pull_write_start(pgpipe_pull *p, pull_writer *w)
         if (w->dlq.len) {
             char sql[512];
             snprintf(sql, sizeof sql, "BEGIN; %s", pp_dlq_load_copy_sql());
-            rc = pull_copy_send(p, w->conn, sql, &w->dlq, "pull: dead letters");
+            rc = pull_copy_send(p, w->conn, sql, 0, &w->dlq, "pull: dead letters");
             if (rc == PGPIPE_OK)
                 rc = pull_results(p, w->conn, "pull: dead letters");
             w->begun = 1;
@@ -2271,7 +2289,7 @@ static int pull_write_copied(pgpipe_pull *p, pull_writer *w)
 {
     int rc = pull_results(p, w->conn, "pull: COPY into staging");
     if (rc == PGPIPE_OK && w->dlq.len) {
-        rc = pull_copy_send(p, w->conn, pp_dlq_load_copy_sql(), &w->dlq, "pull: dead letters");
+        rc = pull_copy_send(p, w->conn, pp_dlq_load_copy_sql(), 0, &w->dlq, "pull: dead letters");
         if (rc == PGPIPE_OK)
             rc = pull_results(p, w->conn, "pull: dead letters");
     }
@@ -2316,14 +2334,14 @@ static int pull_state_sql(pgpipe_pull *p, pull_writer *w, pp_buf *q)
 static int pull_write_commit(pgpipe_pull *p, pull_writer *w)
 {
     pp_buf q = { 0 };
-    int rc = pp_buf_appendf(&q, "COPY staging.raw_events (source, event_type, payload, batch_id) FROM STDIN; ");
+    int rc = pp_buf_appendf(&q, "%s; ", pull_rows_copy(p));
     rc |= pull_state_sql(p, w, &q);
     rc |= pp_buf_putc(&q, '\0');
     if (rc != PGPIPE_OK) {
         pp_buf_free(&q);
         return pp_err_nomem(&p->h.err);
     }
-    rc = pull_copy_send(p, w->conn, q.data, &w->copy, "pull: COPY into staging");
+    rc = pull_copy_send(p, w->conn, q.data, p->cw.binary, &w->copy, "pull: COPY into staging");
     pp_buf_free(&q);
     w->begun = 0;
     w->solo = 1;
@@ -2776,6 +2794,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
     int rc = pull_lock(p, 1);
     if (rc != PGPIPE_OK)
         return rc;
+    p->cw.binary = pp_copy_staging_binary(p->conn, "staging.raw_events");
     pull_state s = { 0 };
     pp_buf url = { 0 };
     char run_id[24] = "";
