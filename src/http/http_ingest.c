@@ -188,7 +188,7 @@ struct pp_ingest {
     long long pending;  /* requests queued or committing */
     size_t pending_bytes;
     atomic_int live;    /* committers with a working connection */
-    /* new groups write binary COPY rows: the last connection made found
+    /* new groups write binary COPY rows: the last check (ig_maintain) found
     ** staging.raw_events' columns as they should be (pp_copy_staging_binary) */
     atomic_int binary;
     atomic_int rechecks; /* committers whose connection is to be checked */
@@ -2185,9 +2185,12 @@ static void ig_disconnect(ig_committer *c)
     }
 }
 
-/* Create the coming days' key partitions and drop the expired ones. */
+/* Create the coming days' key partitions and drop the expired ones; and
+** ask again whether staging.raw_events takes binary rows (at each connect
+** and hourly: a table altered while the server runs is seen then). */
 static void ig_maintain(ig_committer *c)
 {
+    atomic_store(&c->ig->binary, pp_copy_staging_binary(c->conn, "staging.raw_events"));
     char v[16];
     const char *vals[1] = { v };
     snprintf(v, sizeof v, "%d", c->ig->keep_hours);
@@ -2228,8 +2231,6 @@ static int ig_connect(ig_committer *c, int now_anyway)
              ig_exec(c, "SELECT current_setting('transaction_read_only')", 0, NULL, &r) == PGPIPE_OK;
         int ro = ok && PQntuples(r) == 1 && !strcmp(PQgetvalue(r, 0, 0), "on");
         PQclear(r);
-        if (ok && !ro)
-            atomic_store(&ig->binary, pp_copy_staging_binary(c->conn, "staging.raw_events"));
         cut = ig_busy(c, 0);
         if (ro && !cut) {
             /* a standby (or default_transaction_read_only): no group could
