@@ -518,3 +518,52 @@ PGT_TEST(text, random_after_fork)
     pthread_join(th, NULL);
     PGT_EQ_INT(bad, 0);
 }
+
+/* The COPY row writer (src/base/copyrow.c): the same row in text and in
+** binary, byte for byte; uuids in and out of their 16 bytes. */
+PGT_TEST(text, copy_row_writer)
+{
+    static const char id[] = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+    unsigned char bin[16];
+    PGT_EQ_INT(pp_uuid_bin(id, bin), 0);
+    PGT_EQ_INT(bin[0], 0x01);
+    PGT_EQ_INT(bin[15], 0x5b);
+    PGT_EQ_INT(bin[6], 0x7e);
+    PGT_EQ_INT(pp_uuid_bin("0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B", bin), 0); /* upper case */
+    PGT_EQ_INT(bin[1], 0x90);
+    PGT_EQ_INT(pp_uuid_bin("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5g", bin), -1);
+    PGT_EQ_INT(pp_uuid_bin("0190a1b2c3d4-7e5f-8a9b-0c1d2e3f4a5b-", bin), -1);
+    PGT_EQ_INT(pp_uuid_bin("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5\0", bin), -1);
+    for (int binary = 0; binary < 2; binary++) {
+        pp_copy_w w = { .binary = binary };
+        pp_buf b = { 0 }, js[2] = { { 0 }, { 0 } };
+        PGT_OK(pp_copy_row_begin(&w, &b, 4));
+        PGT_OK(pp_copy_text_field(&w, &b, 0, "a\tb\\", 4));
+        PGT_OK(pp_copy_field_begin(&w, &b, 1));
+        PGT_OK(pp_copy_put_null(&w, &b));
+        pp_copy_field_end(&w, &b);
+        PGT_OK(pp_copy_field_begin(&w, &b, 2));
+        PGT_OK(pp_copy_put_jsonb(&w, &b, js, "{\"bb\":\"x\\ty\",\"a\":1}", 19));
+        pp_copy_field_end(&w, &b);
+        PGT_OK(pp_copy_field_begin(&w, &b, 3));
+        PGT_OK(pp_copy_put_uuid(&w, &b, id, bin));
+        pp_copy_field_end(&w, &b);
+        PGT_OK(pp_copy_row_end(&w, &b));
+        if (!binary) {
+            PGT_EQ_STR(text_t_str(&b), "a\\tb\\\\\t\\N\t{\"a\":1,\"bb\":\"x\\\\ty\"}\t"
+                                       "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b\n");
+        } else {
+            static const char want[] =
+                "\0\4" "\0\0\0\4a\tb\\" "\xff\xff\xff\xff"
+                "\0\0\0\x14\1{\"a\":1,\"bb\":\"x\\ty\"}" "\0\0\0\x10";
+            PGT_EQ_INT((long long)b.len, (long long)(sizeof want - 1 + 16));
+            PGT_CHECK(memcmp(b.data, want, sizeof want - 1) == 0);
+            PGT_CHECK(memcmp(b.data + sizeof want - 1, bin, 16) == 0);
+        }
+        pp_buf_free(&b);
+        pp_buf_free(&js[0]);
+        pp_buf_free(&js[1]);
+    }
+    PGT_EQ_INT(PP_COPY_BIN_HEADER_LEN, 19);
+    PGT_CHECK(memcmp(pp_copy_bin_header, "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19) == 0);
+}
