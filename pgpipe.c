@@ -68,6 +68,19 @@
 #define PP_UNUSED
 #endif
 
+/* PGPIPE_SMALL: a build for size (on by default at -Os, the device builds;
+** -DPGPIPE_SMALL=0 or 1 overrides). It leaves out code that exists only for
+** speed: the SIMD and SWAR scans of the JSON and CSV parsers (their plain
+** loops do the same), the CSV fast path, the JSON scanner's forced inlining.
+** Results are identical; test/sh/small.sh runs the parser tests built so. */
+#ifndef PGPIPE_SMALL
+#ifdef __OPTIMIZE_SIZE__
+#define PGPIPE_SMALL 1
+#else
+#define PGPIPE_SMALL 0
+#endif
+#endif
+
 #ifdef PGPIPE_AMALGAMATION
 #define PGPIPE_PRIVATE static PP_UNUSED
 #else
@@ -4462,7 +4475,7 @@ PGPIPE_PRIVATE int pp_copy_escape(pp_buf *b, const char *s, size_t n)
     for (;;) {
         /* 8 bytes at a time while none is below 14 (tab, LF, CR and rare
         ** control bytes) or a backslash; then at most 8 one by one */
-        while (e - p >= 8) {
+        while (!PGPIPE_SMALL && e - p >= 8) {
             uint64_t w = pp_load8(p);
             if (PP_HAS_LESS(w, 0x0E) | PP_HAS_BYTE(w, '\\'))
                 break;
@@ -4552,7 +4565,7 @@ PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_
     pp_bounded o = { dst, cap, 0 };
     const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;
     for (;;) {
-        while (e - p >= 8) {
+        while (!PGPIPE_SMALL && e - p >= 8) {
             uint64_t w = pp_load8(p);
             if (PP_HAS_LESS(w, 0x20) | PP_HAS_BYTE(w, '"') | PP_HAS_BYTE(w, '\\'))
                 break;
@@ -4627,11 +4640,13 @@ size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n)
 #define PP_JB_DEPTH 16
 
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define PP_JB_SWAR 1
 #define PP_JB_NOINLINE __attribute__((noinline))
+#if !PGPIPE_SMALL /* a size build scans and copies a byte at a time */
+#define PP_JB_SWAR 1
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #define PP_JB_SSE2 1
+#endif
 #endif
 #endif
 #ifndef PP_JB_NOINLINE
@@ -4784,14 +4799,22 @@ static int pp_jb_before(const pp_jb_level *L, int a, int b)
 /* Copy n bytes 16 at a time (up to 15 bytes past the end of both). */
 static inline void pp_jb_copy16(char *q, const char *f, size_t n)
 {
+#if PGPIPE_SMALL
+    memcpy(q, f, n);
+#else
     for (size_t k = 0; k < n; k += 16)
         memcpy(q + k, f + k, 16);
+#endif
 }
 
 /* n bytes of the input at f to q: short spans in 16-byte words when the
 ** input goes on for 16 bytes past them (q has the room) */
 static inline void pp_jb_put(char *q, const unsigned char *f, size_t n, const unsigned char *e)
 {
+#if PGPIPE_SMALL
+    (void)e;
+    memcpy(q, f, n);
+#else
     if (n <= 64 && e - f >= (ptrdiff_t)n + 16)
         pp_jb_copy16(q, (const char *)f, n);
     else if (n < 8)
@@ -4799,6 +4822,7 @@ static inline void pp_jb_put(char *q, const unsigned char *f, size_t n, const un
             *q++ = (char)*f++;
     else
         memcpy(q, f, n);
+#endif
 }
 
 /* Past the whitespace at p. */
@@ -5101,7 +5125,7 @@ PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n)
     size_t i = 0;
     for (;;) {
         /* ASCII without NUL: 8 bytes at a time, then one by one */
-        while (n - i >= 8) {
+        while (!PGPIPE_SMALL && n - i >= 8) {
             uint64_t w = pp_load8(s + i);
             if ((w & PP_HIGH) | PP_HAS_LESS(w, 1))
                 break;
@@ -5983,7 +6007,11 @@ int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err)
 
 
 #if defined(__GNUC__) || defined(__clang__)
+#if PGPIPE_SMALL /* one scanner for the parser and the validator, not two */
+#define JSON_INLINE static inline
+#else
 #define JSON_INLINE static inline __attribute__((always_inline))
+#endif
 #define JSON_NOINLINE static __attribute__((noinline))
 #else
 #define JSON_INLINE static inline
@@ -5991,7 +6019,7 @@ int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err)
 #endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
-    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !PGPIPE_SMALL
 #define JSON_SWAR 1
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -8544,6 +8572,7 @@ JSON_NUM_NOINLINE int json_num_strtod(const char *s, size_t n, double *out)
     return erange && isinf(d) ? PGPIPE_LIMIT : PGPIPE_OK;
 }
 
+#if !PGPIPE_SMALL
 /* Eisel-Lemire: the bits of the double nearest to w * 10^q (w != 0,
 ** JSON_POW5_MIN <= q <= 308, sign not included), or JSON_EL_UNSURE. An
 ** overflow gives the bits of infinity. */
@@ -8815,6 +8844,15 @@ PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, int shape, double *ou
     return (bits & ((uint64_t)0x7FF << 52)) == ((uint64_t)0x7FF << 52) ? PGPIPE_LIMIT : PGPIPE_OK;
 }
 
+#else
+/* A size build (PGPIPE_SMALL) keeps only the exact conversion, step 4. */
+PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, int shape, double *out)
+{
+    (void)shape;
+    return json_num_strtod(s, n, out);
+}
+#endif
+
 /* ---- double to text -------------------------------------------------------- */
 
 /* floor(g * cp / 2^128), g = gh * 2^64 + gl, its lowest bit set when the
@@ -9039,7 +9077,15 @@ int pgpipe_json_write_double(char *buf, double d)
 */
 
 
-#if defined(__SSE2__) && !defined(PGPIPE_CSV_NO_SSE2)
+/* A size build (PGPIPE_SMALL) keeps the state machine alone, with its
+** SWAR scan; the fast path and its block classifiers are for speed only. */
+#if PGPIPE_SMALL
+#define CSV_FAST 0
+#else
+#define CSV_FAST 1
+#endif
+
+#if defined(__SSE2__) && !defined(PGPIPE_CSV_NO_SSE2) && CSV_FAST
 #include <emmintrin.h>
 #define CSV_SSE2 1
 #elif defined(__GNUC__) && defined(__BYTE_ORDER__) && \
@@ -9047,10 +9093,10 @@ int pgpipe_json_write_double(char *buf, double d)
 #define CSV_SWAR 1
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PGPIPE_CSV_NO_AVX2)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PGPIPE_CSV_NO_AVX2) && CSV_FAST
 #include <immintrin.h>
 #endif
-#if defined(__aarch64__) && defined(__ARM_NEON)
+#if defined(__aarch64__) && defined(__ARM_NEON) && CSV_FAST
 #include <arm_neon.h>
 #endif
 
@@ -9092,6 +9138,8 @@ enum { CSV_SRC_FD, CSV_SRC_FILE, CSV_SRC_FEED };
 ** inclusive prefix XOR of the quotes (bit i: odd number of quotes in 0..i) */
 typedef void (*csv_cls_fn)(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
                            uint64_t *m);
+
+#if CSV_FAST
 
 static inline uint64_t csv_pxor_ladder(uint64_t x)
 {
@@ -9256,10 +9304,15 @@ static void csv_cls_neon(const unsigned char *p, int nb, unsigned char qc, unsig
     }
 }
 #endif
+#endif /* CSV_FAST */
 
 /* The classifier PGPIPE_CSV_SIMD asks for (or the best one), and its name. */
 static csv_cls_fn csv_pick_cls(const char **name)
 {
+#if !CSV_FAST
+    *name = "none";
+    return NULL;
+#else
     const char *want = getenv("PGPIPE_CSV_SIMD");
     if (!want)
         want = "";
@@ -9295,6 +9348,7 @@ static csv_cls_fn csv_pick_cls(const char **name)
     *name = "none";
     return NULL;
 #endif
+#endif /* CSV_FAST */
 }
 
 /* where the fast path stands: the masks of the block at buffer offset bo
@@ -9763,6 +9817,7 @@ static int csv_grow_fields(pgpipe_csv *r)
     return PGPIPE_OK;
 }
 
+#if CSV_FAST
 /* Classify the blocks from buffer offset at on (as many as CSV_NB, none past
 ** the sentinel) into r->cm. */
 static void csv_fast_fill(pgpipe_csv *r, size_t at)
@@ -9974,6 +10029,13 @@ static int csv_fast_record(pgpipe_csv *r)
     }
 #undef CSV_DERIVE
 }
+#else
+static int csv_fast_record(pgpipe_csv *r) /* never called: r->cls is NULL */
+{
+    (void)r;
+    return 0;
+}
+#endif
 
 /* Set up the next record: skip a BOM at the very start, the LF of a CRLF
 ** split across chunks, and empty lines. Returns PGPIPE_OK when a record
@@ -10042,7 +10104,7 @@ static int csv_parse_record(pgpipe_csv *r)
                   vlf = csv_splat('\n');
     const size_t maxf = r->maxf;
     const int strict = r->strict;
-    if (r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0) {
+    if (CSV_FAST && r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0) {
         int rc = csv_fast_record(r);
         if (rc)
             return rc;
@@ -10333,6 +10395,8 @@ static int csv_finish(pgpipe_csv *r)
 ** field whose inner quotes all come in pairs) into the scratch area. */
 static int csv_fast_decode(pgpipe_csv *r)
 {
+    if (!CSV_FAST)
+        return PGPIPE_OK;
     const unsigned char qc = r->qc;
     r->scratch.len = 0;
     if (r->scratch.cap < r->raw_len + 1 &&
@@ -10518,7 +10582,7 @@ int pgpipe_csv_next(pgpipe_csv *r)
         return PGPIPE_MISUSE;
     if (r->fatal)
         return r->fatal;
-    if (r->fok && !r->in_record && r->pos == r->fnext && r->fgen == r->gen &&
+    if (CSV_FAST && r->fok && !r->in_record && r->pos == r->fnext && r->fgen == r->gen &&
         r->pos < r->len && r->header_done && !r->skip_lf && r->buf[r->pos] != '\n' &&
         r->buf[r->pos] != '\r') {
         /* the lane of the fast path: the record goes on from where the last
@@ -24818,7 +24882,9 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
 
 /* ---- CRC-32C ------------------------------------------------------------- */
 
-static uint32_t crc_tab[8][256];
+/* slicing by 8 (a size build, PGPIPE_SMALL: a byte at a time, one table) */
+#define CRC_TABS (PGPIPE_SMALL ? 1 : 8)
+static uint32_t crc_tab[CRC_TABS][256];
 static atomic_int crc_ready;
 static pp_mutex crc_mu = PP_MUTEX_INIT;
 
@@ -24834,7 +24900,7 @@ static void crc_init(void)
                 c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
             crc_tab[0][i] = c;
         }
-        for (int t = 1; t < 8; t++)
+        for (int t = 1; t < CRC_TABS; t++)
             for (int i = 0; i < 256; i++)
                 crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
         atomic_store_explicit(&crc_ready, 1, memory_order_release);
@@ -24847,6 +24913,7 @@ static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
     const unsigned char *p = buf;
     crc_init();
     crc = ~crc;
+#if !PGPIPE_SMALL
     while (len && ((uintptr_t)p & 7)) {
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
         len--;
@@ -24860,6 +24927,7 @@ static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
         p += 8;
         len -= 8;
     }
+#endif
     while (len--)
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
     return ~crc;

@@ -799,6 +799,7 @@ JSON_NUM_NOINLINE int json_num_strtod(const char *s, size_t n, double *out)
     return erange && isinf(d) ? PGPIPE_LIMIT : PGPIPE_OK;
 }
 
+#if !PGPIPE_SMALL
 /* Eisel-Lemire: the bits of the double nearest to w * 10^q (w != 0,
 ** JSON_POW5_MIN <= q <= 308, sign not included), or JSON_EL_UNSURE. An
 ** overflow gives the bits of infinity. */
@@ -1069,6 +1070,15 @@ PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, int shape, double *ou
     *out = json_from_bits(bits);
     return (bits & ((uint64_t)0x7FF << 52)) == ((uint64_t)0x7FF << 52) ? PGPIPE_LIMIT : PGPIPE_OK;
 }
+
+#else
+/* A size build (PGPIPE_SMALL) keeps only the exact conversion, step 4. */
+PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, int shape, double *out)
+{
+    (void)shape;
+    return json_num_strtod(s, n, out);
+}
+#endif
 
 /* ---- double to text -------------------------------------------------------- */
 

@@ -40,7 +40,9 @@
 
 /* ---- CRC-32C ------------------------------------------------------------- */
 
-static uint32_t crc_tab[8][256];
+/* slicing by 8 (a size build, PGPIPE_SMALL: a byte at a time, one table) */
+#define CRC_TABS (PGPIPE_SMALL ? 1 : 8)
+static uint32_t crc_tab[CRC_TABS][256];
 static atomic_int crc_ready;
 static pp_mutex crc_mu = PP_MUTEX_INIT;
 
@@ -56,7 +58,7 @@ static void crc_init(void)
                 c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
             crc_tab[0][i] = c;
         }
-        for (int t = 1; t < 8; t++)
+        for (int t = 1; t < CRC_TABS; t++)
             for (int i = 0; i < 256; i++)
                 crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
         atomic_store_explicit(&crc_ready, 1, memory_order_release);
@@ -69,6 +71,7 @@ static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
     const unsigned char *p = buf;
     crc_init();
     crc = ~crc;
+#if !PGPIPE_SMALL
     while (len && ((uintptr_t)p & 7)) {
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
         len--;
@@ -82,6 +85,7 @@ static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
         p += 8;
         len -= 8;
     }
+#endif
     while (len--)
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
     return ~crc;
