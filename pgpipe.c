@@ -10091,6 +10091,22 @@ static int csv_begin(pgpipe_csv *r)
     return PGPIPE_OK;
 }
 
+#if !CSV_FAST
+/* Field nf of the record (the state machine's CSV_PUSH in a size build). */
+static int csv_push(pgpipe_csv *r, int nf, const char *d, size_t l, int flags)
+{
+    if (nf == r->fcap) {
+        r->nf = nf;
+        if (csv_grow_fields(r) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    r->f[nf].data = d;
+    r->f[nf].len = l;
+    r->f[nf].quoted = flags;
+    return PGPIPE_OK;
+}
+#endif
+
 /* Parse from the saved state to the end of the record. Returns 1 when the
 ** record is complete, 0 when more input is needed (state saved), -1 when out
 ** of memory. */
@@ -10109,8 +10125,11 @@ static int csv_parse_record(pgpipe_csv *r)
         if (rc)
             return rc;
     }
+#if CSV_FAST
     pgpipe_csv_span *fa = r->f;
-    int nf = r->nf, fcap = r->fcap;
+    int fcap = r->fcap;
+#endif
+    int nf = r->nf;
     int fl = r->fflags;
     /* the special bytes of the 64-byte block at blk, not yet passed */
     const unsigned char *blk = p;
@@ -10133,6 +10152,7 @@ static int csv_parse_record(pgpipe_csv *r)
         q = blk + csv_ctz64(m_); \
     } while (0)
 
+#if CSV_FAST
 #define CSV_PUSH(d, l, flags) do { \
         if (PP_UNLIKELY(nf == fcap)) { \
             r->nf = nf; \
@@ -10141,6 +10161,12 @@ static int csv_parse_record(pgpipe_csv *r)
         } \
         fa[nf].data = (const char *)(d); fa[nf].len = (l); fa[nf].quoted = (flags); nf++; \
     } while (0)
+#else /* one call in a size build */
+#define CSV_PUSH(d, l, flags) do { \
+        if (csv_push(r, nf, (const char *)(d), (l), (flags)) != PGPIPE_OK) return -1; \
+        nf++; \
+    } while (0)
+#endif
 
     switch (r->state) {
     case CSV_ST_UNQ: goto unquoted;
@@ -25268,6 +25294,12 @@ struct pgpipe_spool {
     pgpipe_spool_status st;
 };
 
+/* The error "spool: WHAT PATH: " and errno's text (one call, not one per place). */
+static int sp_syserr(pgpipe_error *e, int code, const char *what, const char *path)
+{
+    return pp_err(e, code, "spool: %s%s: %s", what, path, strerror(errno));
+}
+
 static void sp_lock(pgpipe_spool *s)
 {
 #ifndef PGPIPE_OMIT_THREADS
@@ -25331,7 +25363,7 @@ static int sp_close_active(pgpipe_spool *s)
 {
     if (s->fd >= 0) {
         if (sp_datasync(s, s->fd) != 0)
-            return pp_err(&s->h.err, PGPIPE_IO, "spool: sync of a segment: %s", strerror(errno));
+            return sp_syserr(&s->h.err, PGPIPE_IO, "sync of a segment", "");
         close(s->fd);
         s->fd = -1;
         s->dirty = 0;
@@ -25359,7 +25391,7 @@ static int sp_new_segment(pgpipe_spool *s)
     sp_hdr_encode(h, &x);
     int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", tmp, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "", tmp);
     if (pwrite(fd, h, SP_HDR, 0) != SP_HDR || sp_datasync(s, fd) != 0 || rename(tmp, path) != 0 ||
         sp_sync_dir(s) != 0) {
         int e = errno;
@@ -25514,7 +25546,7 @@ static int sp_recover_last(pgpipe_spool *s, sp_seg *g, const sp_hdr *x)
     sp_path(path, sizeof path, s->dir, "", g->first, "");
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "", path);
     sp_reader r = { fd, g->bytes, NULL, 0, 0, 0 };
     sp_scan_result sc;
     int rc = sp_scan(&r, x->first_seq, NULL, NULL, &sc);
@@ -25543,7 +25575,7 @@ static int sp_recover_last(pgpipe_spool *s, sp_seg *g, const sp_hdr *x)
     pp_free(r.buf);
     close(fd);
     if (rc != PGPIPE_OK)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: recovery of %s: %s", path, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "recovery of ", path);
     g->records = sc.records;
     g->first_ms = sc.first_ms;
     s->next_seq = sc.last_seq + 1;
@@ -25638,10 +25670,10 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
     if (!s->dir)
         return pp_err_nomem(&s->h.err);
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: mkdir %s: %s", dir, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "mkdir ", dir);
     s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->dirfd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", dir, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "", dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/lock", dir);
     s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
@@ -25666,7 +25698,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
         struct stat sb;
         sp_hdr x;
         if (fd < 0 || fstat(fd, &sb) != 0) {
-            rc = pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+            rc = sp_syserr(&s->h.err, PGPIPE_IO, "", path);
         } else if (!sp_seg_valid(fd, firsts[i], have, &last, &x)) {
             sp_quarantine(s, firsts[i], "bad header");
         } else {
@@ -25701,7 +25733,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
             sp_path(path, sizeof path, dir, "", g->first, "");
             s->fd = open(path, O_RDWR | O_CLOEXEC);
             if (s->fd < 0)
-                return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+                return sp_syserr(&s->h.err, PGPIPE_IO, "", path);
             return PGPIPE_OK;
         }
         /* never append to a recovered segment: it is sealed, and the first
@@ -25710,7 +25742,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
         sp_path(path, sizeof path, dir, "", g->first, "");
         s->fd = open(path, O_RDWR | O_CLOEXEC);
         if (s->fd < 0)
-            return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+            return sp_syserr(&s->h.err, PGPIPE_IO, "", path);
         return sp_seal(s);
     }
     char uuid[37];
@@ -25841,7 +25873,7 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
     size_t done = 0;
     ssize_t k;
     if (lseek(s->fd, (off_t)a->bytes, SEEK_SET) < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: seek: %s", strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "seek", "");
     do
         k = writev(s->fd, iov, 2);
     while (k < 0 && errno == EINTR);
@@ -25959,7 +25991,7 @@ int pgpipe_spool_sync(pgpipe_spool *s)
     }
     int rc = s->fd < 0 || sp_datasync(s, s->fd) == 0
                  ? PGPIPE_OK
-                 : pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s", strerror(errno));
+                 : sp_syserr(&s->h.err, PGPIPE_IO, "fdatasync", "");
     if (rc == PGPIPE_OK)
         pgpipe_error_clear(&s->h.err);
     s->dirty = 0;
@@ -26244,7 +26276,7 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
             rc = sp_scan(&r, x.first_seq, NULL, NULL, &sc);
             pp_free(r.buf);
             if (rc != PGPIPE_OK)
-                rc = pp_err(&s->h.err, PGPIPE_IO, "spool: reading %s: %s", path, strerror(errno));
+                rc = sp_syserr(&s->h.err, PGPIPE_IO, "reading ", path);
             else if (sc.bad_offset >= 0)
                 bad = "a record's CRC does not match";
         }
@@ -26267,7 +26299,7 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
                     if (s->segs[k].first == todo[i])
                         recs = s->segs[k].records;
                 if (unlink(path) != 0 && errno != ENOENT)
-                    rc = pp_err(&s->h.err, PGPIPE_IO, "spool: unlink %s: %s", path, strerror(errno));
+                    rc = sp_syserr(&s->h.err, PGPIPE_IO, "unlink ", path);
                 sp_sync_dir(s);
                 sp_remove_seg(s, todo[i]);
                 s->st.drained += recs;
@@ -26360,7 +26392,7 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
     int rc = sp_list(dir, sub, 0, &firsts, &n);
     if (rc != PGPIPE_OK) {
         pp_free(firsts);
-        return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
+        return sp_syserr(err, rc, "cannot read ", dir);
     }
     sp_hdr last;
     int have = 0;
@@ -26378,7 +26410,7 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
         struct stat sb;
         sp_hdr x;
         if (fd < 0 || fstat(fd, &sb) != 0) {
-            rc = pp_err(err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+            rc = sp_syserr(err, PGPIPE_IO, "", path);
         } else {
             in.bytes = (long long)sb.st_size;
             /* outside quarantine, open's rule: a segment open would
@@ -26395,7 +26427,7 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
                 rc = sp_scan(&r, x.first_seq, NULL, NULL, &sc);
                 pp_free(r.buf);
                 if (rc != PGPIPE_OK)
-                    rc = pp_err(err, rc, "spool: reading %s: %s", path, strerror(errno));
+                    rc = sp_syserr(err, rc, "reading ", path);
                 in.header_ok = 1;
                 in.device_id = x.dev;
                 in.first_seq = (long long)x.first_seq;
@@ -26449,7 +26481,7 @@ int pgpipe_spool_peek(const char *dir, pgpipe_spool_status *out, pgpipe_error *e
     int rc = sp_list(dir, "", 0, &firsts, &n);
     if (rc != PGPIPE_OK) {
         pp_free(firsts);
-        return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
+        return sp_syserr(err, rc, "cannot read ", dir);
     }
     /* the segments open keeps (open's rule, sp_seg_valid); the others
     ** open would quarantine: counted in out->quarantined, not in records */

@@ -1039,6 +1039,22 @@ static int csv_begin(pgpipe_csv *r)
     return PGPIPE_OK;
 }
 
+#if !CSV_FAST
+/* Field nf of the record (the state machine's CSV_PUSH in a size build). */
+static int csv_push(pgpipe_csv *r, int nf, const char *d, size_t l, int flags)
+{
+    if (nf == r->fcap) {
+        r->nf = nf;
+        if (csv_grow_fields(r) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    r->f[nf].data = d;
+    r->f[nf].len = l;
+    r->f[nf].quoted = flags;
+    return PGPIPE_OK;
+}
+#endif
+
 /* Parse from the saved state to the end of the record. Returns 1 when the
 ** record is complete, 0 when more input is needed (state saved), -1 when out
 ** of memory. */
@@ -1057,8 +1073,11 @@ static int csv_parse_record(pgpipe_csv *r)
         if (rc)
             return rc;
     }
+#if CSV_FAST
     pgpipe_csv_span *fa = r->f;
-    int nf = r->nf, fcap = r->fcap;
+    int fcap = r->fcap;
+#endif
+    int nf = r->nf;
     int fl = r->fflags;
     /* the special bytes of the 64-byte block at blk, not yet passed */
     const unsigned char *blk = p;
@@ -1081,6 +1100,7 @@ static int csv_parse_record(pgpipe_csv *r)
         q = blk + csv_ctz64(m_); \
     } while (0)
 
+#if CSV_FAST
 #define CSV_PUSH(d, l, flags) do { \
         if (PP_UNLIKELY(nf == fcap)) { \
             r->nf = nf; \
@@ -1089,6 +1109,12 @@ static int csv_parse_record(pgpipe_csv *r)
         } \
         fa[nf].data = (const char *)(d); fa[nf].len = (l); fa[nf].quoted = (flags); nf++; \
     } while (0)
+#else /* one call in a size build */
+#define CSV_PUSH(d, l, flags) do { \
+        if (csv_push(r, nf, (const char *)(d), (l), (flags)) != PGPIPE_OK) return -1; \
+        nf++; \
+    } while (0)
+#endif
 
     switch (r->state) {
     case CSV_ST_UNQ: goto unquoted;
