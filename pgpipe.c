@@ -7831,6 +7831,7 @@ static inline uint64_t json_mul64(uint64_t a, uint64_t b, uint64_t *hi)
 }
 #endif
 
+#if !PGPIPE_SMALL /* text to double's helpers (a size build has strtod alone) */
 static inline int json_clz64(uint64_t x) /* x != 0 */
 {
 #if defined(__GNUC__) || defined(__clang__)
@@ -7851,6 +7852,7 @@ static inline double json_from_bits(uint64_t b)
     memcpy(&d, &b, sizeof d);
     return d;
 }
+#endif
 
 /* floor(q * log2(10)), floor(e * log10(2)), floor(e * log10(2) + log10(3/4)),
 ** exact over the ranges used (checked by tool/gen_pow5.py); >> of a negative
