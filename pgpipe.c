@@ -68,6 +68,19 @@
 #define PP_UNUSED
 #endif
 
+/* PGPIPE_SMALL: a build for size (on by default at -Os, the device builds;
+** -DPGPIPE_SMALL=0 or 1 overrides). It leaves out code that exists only for
+** speed: the SIMD and SWAR scans of the JSON and CSV parsers (their plain
+** loops do the same), the CSV fast path, the JSON scanner's forced inlining.
+** Results are identical; test/sh/small.sh runs the parser tests built so. */
+#ifndef PGPIPE_SMALL
+#ifdef __OPTIMIZE_SIZE__
+#define PGPIPE_SMALL 1
+#else
+#define PGPIPE_SMALL 0
+#endif
+#endif
+
 #ifdef PGPIPE_AMALGAMATION
 #define PGPIPE_PRIVATE static PP_UNUSED
 #else
@@ -4503,7 +4516,7 @@ PGPIPE_PRIVATE int pp_copy_escape(pp_buf *b, const char *s, size_t n)
     for (;;) {
         /* 8 bytes at a time while none is below 14 (tab, LF, CR and rare
         ** control bytes) or a backslash; then at most 8 one by one */
-        while (e - p >= 8) {
+        while (!PGPIPE_SMALL && e - p >= 8) {
             uint64_t w = pp_load8(p);
             if (PP_HAS_LESS(w, 0x0E) | PP_HAS_BYTE(w, '\\'))
                 break;
@@ -4593,7 +4606,7 @@ PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_
     pp_bounded o = { dst, cap, 0 };
     const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;
     for (;;) {
-        while (e - p >= 8) {
+        while (!PGPIPE_SMALL && e - p >= 8) {
             uint64_t w = pp_load8(p);
             if (PP_HAS_LESS(w, 0x20) | PP_HAS_BYTE(w, '"') | PP_HAS_BYTE(w, '\\'))
                 break;
@@ -4668,11 +4681,13 @@ size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n)
 #define PP_JB_DEPTH 16
 
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define PP_JB_SWAR 1
 #define PP_JB_NOINLINE __attribute__((noinline))
+#if !PGPIPE_SMALL /* a size build scans and copies a byte at a time */
+#define PP_JB_SWAR 1
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #define PP_JB_SSE2 1
+#endif
 #endif
 #endif
 #ifndef PP_JB_NOINLINE
@@ -4825,14 +4840,22 @@ static int pp_jb_before(const pp_jb_level *L, int a, int b)
 /* Copy n bytes 16 at a time (up to 15 bytes past the end of both). */
 static inline void pp_jb_copy16(char *q, const char *f, size_t n)
 {
+#if PGPIPE_SMALL
+    memcpy(q, f, n);
+#else
     for (size_t k = 0; k < n; k += 16)
         memcpy(q + k, f + k, 16);
+#endif
 }
 
 /* n bytes of the input at f to q: short spans in 16-byte words when the
 ** input goes on for 16 bytes past them (q has the room) */
 static inline void pp_jb_put(char *q, const unsigned char *f, size_t n, const unsigned char *e)
 {
+#if PGPIPE_SMALL
+    (void)e;
+    memcpy(q, f, n);
+#else
     if (n <= 64 && e - f >= (ptrdiff_t)n + 16)
         pp_jb_copy16(q, (const char *)f, n);
     else if (n < 8)
@@ -4840,6 +4863,7 @@ static inline void pp_jb_put(char *q, const unsigned char *f, size_t n, const un
             *q++ = (char)*f++;
     else
         memcpy(q, f, n);
+#endif
 }
 
 /* Past the whitespace at p. */
@@ -5142,7 +5166,7 @@ PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n)
     size_t i = 0;
     for (;;) {
         /* ASCII without NUL: 8 bytes at a time, then one by one */
-        while (n - i >= 8) {
+        while (!PGPIPE_SMALL && n - i >= 8) {
             uint64_t w = pp_load8(s + i);
             if ((w & PP_HIGH) | PP_HAS_LESS(w, 1))
                 break;
@@ -6152,7 +6176,11 @@ PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table)
 
 
 #if defined(__GNUC__) || defined(__clang__)
+#if PGPIPE_SMALL /* one scanner for the parser and the validator, not two */
+#define JSON_INLINE static inline
+#else
 #define JSON_INLINE static inline __attribute__((always_inline))
+#endif
 #define JSON_NOINLINE static __attribute__((noinline))
 #else
 #define JSON_INLINE static inline
@@ -6160,7 +6188,7 @@ PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table)
 #endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
-    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !PGPIPE_SMALL
 #define JSON_SWAR 1
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -7972,6 +8000,7 @@ static inline uint64_t json_mul64(uint64_t a, uint64_t b, uint64_t *hi)
 }
 #endif
 
+#if !PGPIPE_SMALL /* text to double's helpers (a size build has strtod alone) */
 static inline int json_clz64(uint64_t x) /* x != 0 */
 {
 #if defined(__GNUC__) || defined(__clang__)
@@ -7992,6 +8021,7 @@ static inline double json_from_bits(uint64_t b)
     memcpy(&d, &b, sizeof d);
     return d;
 }
+#endif
 
 /* floor(q * log2(10)), floor(e * log10(2)), floor(e * log10(2) + log10(3/4)),
 ** exact over the ranges used (checked by tool/gen_pow5.py); >> of a negative
@@ -8713,6 +8743,7 @@ JSON_NUM_NOINLINE int json_num_strtod(const char *s, size_t n, double *out)
     return erange && isinf(d) ? PGPIPE_LIMIT : PGPIPE_OK;
 }
 
+#if !PGPIPE_SMALL
 /* Eisel-Lemire: the bits of the double nearest to w * 10^q (w != 0,
 ** JSON_POW5_MIN <= q <= 308, sign not included), or JSON_EL_UNSURE. An
 ** overflow gives the bits of infinity. */
@@ -8984,6 +9015,15 @@ PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, int shape, double *ou
     return (bits & ((uint64_t)0x7FF << 52)) == ((uint64_t)0x7FF << 52) ? PGPIPE_LIMIT : PGPIPE_OK;
 }
 
+#else
+/* A size build (PGPIPE_SMALL) keeps only the exact conversion, step 4. */
+PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, int shape, double *out)
+{
+    (void)shape;
+    return json_num_strtod(s, n, out);
+}
+#endif
+
 /* ---- double to text -------------------------------------------------------- */
 
 /* floor(g * cp / 2^128), g = gh * 2^64 + gl, its lowest bit set when the
@@ -9208,7 +9248,15 @@ int pgpipe_json_write_double(char *buf, double d)
 */
 
 
-#if defined(__SSE2__) && !defined(PGPIPE_CSV_NO_SSE2)
+/* A size build (PGPIPE_SMALL) keeps the state machine alone, with its
+** SWAR scan; the fast path and its block classifiers are for speed only. */
+#if PGPIPE_SMALL
+#define CSV_FAST 0
+#else
+#define CSV_FAST 1
+#endif
+
+#if defined(__SSE2__) && !defined(PGPIPE_CSV_NO_SSE2) && CSV_FAST
 #include <emmintrin.h>
 #define CSV_SSE2 1
 #elif defined(__GNUC__) && defined(__BYTE_ORDER__) && \
@@ -9216,10 +9264,10 @@ int pgpipe_json_write_double(char *buf, double d)
 #define CSV_SWAR 1
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PGPIPE_CSV_NO_AVX2)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PGPIPE_CSV_NO_AVX2) && CSV_FAST
 #include <immintrin.h>
 #endif
-#if defined(__aarch64__) && defined(__ARM_NEON)
+#if defined(__aarch64__) && defined(__ARM_NEON) && CSV_FAST
 #include <arm_neon.h>
 #endif
 
@@ -9261,6 +9309,8 @@ enum { CSV_SRC_FD, CSV_SRC_FILE, CSV_SRC_FEED };
 ** inclusive prefix XOR of the quotes (bit i: odd number of quotes in 0..i) */
 typedef void (*csv_cls_fn)(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
                            uint64_t *m);
+
+#if CSV_FAST
 
 static inline uint64_t csv_pxor_ladder(uint64_t x)
 {
@@ -9425,10 +9475,15 @@ static void csv_cls_neon(const unsigned char *p, int nb, unsigned char qc, unsig
     }
 }
 #endif
+#endif /* CSV_FAST */
 
 /* The classifier PGPIPE_CSV_SIMD asks for (or the best one), and its name. */
 static csv_cls_fn csv_pick_cls(const char **name)
 {
+#if !CSV_FAST
+    *name = "none";
+    return NULL;
+#else
     const char *want = getenv("PGPIPE_CSV_SIMD");
     if (!want)
         want = "";
@@ -9464,6 +9519,7 @@ static csv_cls_fn csv_pick_cls(const char **name)
     *name = "none";
     return NULL;
 #endif
+#endif /* CSV_FAST */
 }
 
 /* where the fast path stands: the masks of the block at buffer offset bo
@@ -9932,6 +9988,7 @@ static int csv_grow_fields(pgpipe_csv *r)
     return PGPIPE_OK;
 }
 
+#if CSV_FAST
 /* Classify the blocks from buffer offset at on (as many as CSV_NB, none past
 ** the sentinel) into r->cm. */
 static void csv_fast_fill(pgpipe_csv *r, size_t at)
@@ -10143,6 +10200,13 @@ static int csv_fast_record(pgpipe_csv *r)
     }
 #undef CSV_DERIVE
 }
+#else
+static int csv_fast_record(pgpipe_csv *r) /* never called: r->cls is NULL */
+{
+    (void)r;
+    return 0;
+}
+#endif
 
 /* Set up the next record: skip a BOM at the very start, the LF of a CRLF
 ** split across chunks, and empty lines. Returns PGPIPE_OK when a record
@@ -10198,6 +10262,22 @@ static int csv_begin(pgpipe_csv *r)
     return PGPIPE_OK;
 }
 
+#if !CSV_FAST
+/* Field nf of the record (the state machine's CSV_PUSH in a size build). */
+static int csv_push(pgpipe_csv *r, int nf, const char *d, size_t l, int flags)
+{
+    if (nf == r->fcap) {
+        r->nf = nf;
+        if (csv_grow_fields(r) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    r->f[nf].data = d;
+    r->f[nf].len = l;
+    r->f[nf].quoted = flags;
+    return PGPIPE_OK;
+}
+#endif
+
 /* Parse from the saved state to the end of the record. Returns 1 when the
 ** record is complete, 0 when more input is needed (state saved), -1 when out
 ** of memory. */
@@ -10211,13 +10291,16 @@ static int csv_parse_record(pgpipe_csv *r)
                   vlf = csv_splat('\n');
     const size_t maxf = r->maxf;
     const int strict = r->strict;
-    if (r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0) {
+    if (CSV_FAST && r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0) {
         int rc = csv_fast_record(r);
         if (rc)
             return rc;
     }
+#if CSV_FAST
     pgpipe_csv_span *fa = r->f;
-    int nf = r->nf, fcap = r->fcap;
+    int fcap = r->fcap;
+#endif
+    int nf = r->nf;
     int fl = r->fflags;
     /* the special bytes of the 64-byte block at blk, not yet passed */
     const unsigned char *blk = p;
@@ -10240,6 +10323,7 @@ static int csv_parse_record(pgpipe_csv *r)
         q = blk + csv_ctz64(m_); \
     } while (0)
 
+#if CSV_FAST
 #define CSV_PUSH(d, l, flags) do { \
         if (PP_UNLIKELY(nf == fcap)) { \
             r->nf = nf; \
@@ -10248,6 +10332,12 @@ static int csv_parse_record(pgpipe_csv *r)
         } \
         fa[nf].data = (const char *)(d); fa[nf].len = (l); fa[nf].quoted = (flags); nf++; \
     } while (0)
+#else /* one call in a size build */
+#define CSV_PUSH(d, l, flags) do { \
+        if (csv_push(r, nf, (const char *)(d), (l), (flags)) != PGPIPE_OK) return -1; \
+        nf++; \
+    } while (0)
+#endif
 
     switch (r->state) {
     case CSV_ST_UNQ: goto unquoted;
@@ -10502,6 +10592,8 @@ static int csv_finish(pgpipe_csv *r)
 ** field whose inner quotes all come in pairs) into the scratch area. */
 static int csv_fast_decode(pgpipe_csv *r)
 {
+    if (!CSV_FAST)
+        return PGPIPE_OK;
     const unsigned char qc = r->qc;
     r->scratch.len = 0;
     if (r->scratch.cap < r->raw_len + 1 &&
@@ -10687,7 +10779,7 @@ int pgpipe_csv_next(pgpipe_csv *r)
         return PGPIPE_MISUSE;
     if (r->fatal)
         return r->fatal;
-    if (r->fok && !r->in_record && r->pos == r->fnext && r->fgen == r->gen &&
+    if (CSV_FAST && r->fok && !r->in_record && r->pos == r->fnext && r->fgen == r->gen &&
         r->pos < r->len && r->header_done && !r->skip_lf && r->buf[r->pos] != '\n' &&
         r->buf[r->pos] != '\r') {
         /* the lane of the fast path: the record goes on from where the last
@@ -24885,7 +24977,9 @@ int pgpipe_records_export(pgpipe_records *h, const char *path, const pgpipe_reco
 
 /* ---- CRC-32C ------------------------------------------------------------- */
 
-static uint32_t crc_tab[8][256];
+/* slicing by 8 (a size build, PGPIPE_SMALL: a byte at a time, one table) */
+#define CRC_TABS (PGPIPE_SMALL ? 1 : 8)
+static uint32_t crc_tab[CRC_TABS][256];
 static atomic_int crc_ready;
 static pp_mutex crc_mu = PP_MUTEX_INIT;
 
@@ -24901,7 +24995,7 @@ static void crc_init(void)
                 c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
             crc_tab[0][i] = c;
         }
-        for (int t = 1; t < 8; t++)
+        for (int t = 1; t < CRC_TABS; t++)
             for (int i = 0; i < 256; i++)
                 crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
         atomic_store_explicit(&crc_ready, 1, memory_order_release);
@@ -24914,6 +25008,7 @@ static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
     const unsigned char *p = buf;
     crc_init();
     crc = ~crc;
+#if !PGPIPE_SMALL
     while (len && ((uintptr_t)p & 7)) {
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
         len--;
@@ -24927,6 +25022,7 @@ static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
         p += 8;
         len -= 8;
     }
+#endif
     while (len--)
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
     return ~crc;
@@ -25267,6 +25363,12 @@ struct pgpipe_spool {
     pgpipe_spool_status st;
 };
 
+/* The error "spool: WHAT PATH: " and errno's text (one call, not one per place). */
+static int sp_syserr(pgpipe_error *e, int code, const char *what, const char *path)
+{
+    return pp_err(e, code, "spool: %s%s: %s", what, path, strerror(errno));
+}
+
 static void sp_lock(pgpipe_spool *s)
 {
 #ifndef PGPIPE_OMIT_THREADS
@@ -25330,7 +25432,7 @@ static int sp_close_active(pgpipe_spool *s)
 {
     if (s->fd >= 0) {
         if (sp_datasync(s, s->fd) != 0)
-            return pp_err(&s->h.err, PGPIPE_IO, "spool: sync of a segment: %s", strerror(errno));
+            return sp_syserr(&s->h.err, PGPIPE_IO, "sync of a segment", "");
         close(s->fd);
         s->fd = -1;
         s->dirty = 0;
@@ -25358,7 +25460,7 @@ static int sp_new_segment(pgpipe_spool *s)
     sp_hdr_encode(h, &x);
     int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", tmp, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "", tmp);
     if (pwrite(fd, h, SP_HDR, 0) != SP_HDR || sp_datasync(s, fd) != 0 || rename(tmp, path) != 0 ||
         sp_sync_dir(s) != 0) {
         int e = errno;
@@ -25513,7 +25615,7 @@ static int sp_recover_last(pgpipe_spool *s, sp_seg *g, const sp_hdr *x)
     sp_path(path, sizeof path, s->dir, "", g->first, "");
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "", path);
     sp_reader r = { fd, g->bytes, NULL, 0, 0, 0 };
     sp_scan_result sc;
     int rc = sp_scan(&r, x->first_seq, NULL, NULL, &sc);
@@ -25542,7 +25644,7 @@ static int sp_recover_last(pgpipe_spool *s, sp_seg *g, const sp_hdr *x)
     pp_free(r.buf);
     close(fd);
     if (rc != PGPIPE_OK)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: recovery of %s: %s", path, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "recovery of ", path);
     g->records = sc.records;
     g->first_ms = sc.first_ms;
     s->next_seq = sc.last_seq + 1;
@@ -25637,10 +25739,10 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
     if (!s->dir)
         return pp_err_nomem(&s->h.err);
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: mkdir %s: %s", dir, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "mkdir ", dir);
     s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->dirfd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", dir, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "", dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/lock", dir);
     s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
@@ -25665,7 +25767,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
         struct stat sb;
         sp_hdr x;
         if (fd < 0 || fstat(fd, &sb) != 0) {
-            rc = pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+            rc = sp_syserr(&s->h.err, PGPIPE_IO, "", path);
         } else if (!sp_seg_valid(fd, firsts[i], have, &last, &x)) {
             sp_quarantine(s, firsts[i], "bad header");
         } else {
@@ -25700,7 +25802,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
             sp_path(path, sizeof path, dir, "", g->first, "");
             s->fd = open(path, O_RDWR | O_CLOEXEC);
             if (s->fd < 0)
-                return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+                return sp_syserr(&s->h.err, PGPIPE_IO, "", path);
             return PGPIPE_OK;
         }
         /* never append to a recovered segment: it is sealed, and the first
@@ -25709,7 +25811,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
         sp_path(path, sizeof path, dir, "", g->first, "");
         s->fd = open(path, O_RDWR | O_CLOEXEC);
         if (s->fd < 0)
-            return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+            return sp_syserr(&s->h.err, PGPIPE_IO, "", path);
         return sp_seal(s);
     }
     char uuid[37];
@@ -25840,7 +25942,7 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
     size_t done = 0;
     ssize_t k;
     if (lseek(s->fd, (off_t)a->bytes, SEEK_SET) < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: seek: %s", strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "seek", "");
     do
         k = writev(s->fd, iov, 2);
     while (k < 0 && errno == EINTR);
@@ -25958,7 +26060,7 @@ int pgpipe_spool_sync(pgpipe_spool *s)
     }
     int rc = s->fd < 0 || sp_datasync(s, s->fd) == 0
                  ? PGPIPE_OK
-                 : pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s", strerror(errno));
+                 : sp_syserr(&s->h.err, PGPIPE_IO, "fdatasync", "");
     if (rc == PGPIPE_OK)
         pgpipe_error_clear(&s->h.err);
     s->dirty = 0;
@@ -26243,7 +26345,7 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
             rc = sp_scan(&r, x.first_seq, NULL, NULL, &sc);
             pp_free(r.buf);
             if (rc != PGPIPE_OK)
-                rc = pp_err(&s->h.err, PGPIPE_IO, "spool: reading %s: %s", path, strerror(errno));
+                rc = sp_syserr(&s->h.err, PGPIPE_IO, "reading ", path);
             else if (sc.bad_offset >= 0)
                 bad = "a record's CRC does not match";
         }
@@ -26266,7 +26368,7 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
                     if (s->segs[k].first == todo[i])
                         recs = s->segs[k].records;
                 if (unlink(path) != 0 && errno != ENOENT)
-                    rc = pp_err(&s->h.err, PGPIPE_IO, "spool: unlink %s: %s", path, strerror(errno));
+                    rc = sp_syserr(&s->h.err, PGPIPE_IO, "unlink ", path);
                 sp_sync_dir(s);
                 sp_remove_seg(s, todo[i]);
                 s->st.drained += recs;
@@ -26359,7 +26461,7 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
     int rc = sp_list(dir, sub, 0, &firsts, &n);
     if (rc != PGPIPE_OK) {
         pp_free(firsts);
-        return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
+        return sp_syserr(err, rc, "cannot read ", dir);
     }
     sp_hdr last;
     int have = 0;
@@ -26377,7 +26479,7 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
         struct stat sb;
         sp_hdr x;
         if (fd < 0 || fstat(fd, &sb) != 0) {
-            rc = pp_err(err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+            rc = sp_syserr(err, PGPIPE_IO, "", path);
         } else {
             in.bytes = (long long)sb.st_size;
             /* outside quarantine, open's rule: a segment open would
@@ -26394,7 +26496,7 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
                 rc = sp_scan(&r, x.first_seq, NULL, NULL, &sc);
                 pp_free(r.buf);
                 if (rc != PGPIPE_OK)
-                    rc = pp_err(err, rc, "spool: reading %s: %s", path, strerror(errno));
+                    rc = sp_syserr(err, rc, "reading ", path);
                 in.header_ok = 1;
                 in.device_id = x.dev;
                 in.first_seq = (long long)x.first_seq;
@@ -26448,7 +26550,7 @@ int pgpipe_spool_peek(const char *dir, pgpipe_spool_status *out, pgpipe_error *e
     int rc = sp_list(dir, "", 0, &firsts, &n);
     if (rc != PGPIPE_OK) {
         pp_free(firsts);
-        return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
+        return sp_syserr(err, rc, "cannot read ", dir);
     }
     /* the segments open keeps (open's rule, sp_seg_valid); the others
     ** open would quarantine: counted in out->quarantined, not in records */

@@ -57,6 +57,19 @@
 #define PP_UNUSED
 #endif
 
+/* PGPIPE_SMALL: a build for size (on by default at -Os, the device builds;
+** -DPGPIPE_SMALL=0 or 1 overrides). It leaves out code that exists only for
+** speed: the SIMD and SWAR scans of the JSON and CSV parsers (their plain
+** loops do the same), the CSV fast path, the JSON scanner's forced inlining.
+** Results are identical; test/sh/small.sh runs the parser tests built so. */
+#ifndef PGPIPE_SMALL
+#ifdef __OPTIMIZE_SIZE__
+#define PGPIPE_SMALL 1
+#else
+#define PGPIPE_SMALL 0
+#endif
+#endif
+
 #ifdef PGPIPE_AMALGAMATION
 #define PGPIPE_PRIVATE static PP_UNUSED
 #else

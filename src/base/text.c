@@ -84,7 +84,7 @@ PGPIPE_PRIVATE int pp_copy_escape(pp_buf *b, const char *s, size_t n)
     for (;;) {
         /* 8 bytes at a time while none is below 14 (tab, LF, CR and rare
         ** control bytes) or a backslash; then at most 8 one by one */
-        while (e - p >= 8) {
+        while (!PGPIPE_SMALL && e - p >= 8) {
             uint64_t w = pp_load8(p);
             if (PP_HAS_LESS(w, 0x0E) | PP_HAS_BYTE(w, '\\'))
                 break;
@@ -174,7 +174,7 @@ PGPIPE_PRIVATE size_t pp_json_escape(char *dst, size_t cap, const char *s, size_
     pp_bounded o = { dst, cap, 0 };
     const unsigned char *p = (const unsigned char *)s, *e = p + n, *run = p;
     for (;;) {
-        while (e - p >= 8) {
+        while (!PGPIPE_SMALL && e - p >= 8) {
             uint64_t w = pp_load8(p);
             if (PP_HAS_LESS(w, 0x20) | PP_HAS_BYTE(w, '"') | PP_HAS_BYTE(w, '\\'))
                 break;
@@ -249,11 +249,13 @@ size_t pgpipe_quote_json(char *dst, size_t cap, const char *s, size_t n)
 #define PP_JB_DEPTH 16
 
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define PP_JB_SWAR 1
 #define PP_JB_NOINLINE __attribute__((noinline))
+#if !PGPIPE_SMALL /* a size build scans and copies a byte at a time */
+#define PP_JB_SWAR 1
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #define PP_JB_SSE2 1
+#endif
 #endif
 #endif
 #ifndef PP_JB_NOINLINE
@@ -406,14 +408,22 @@ static int pp_jb_before(const pp_jb_level *L, int a, int b)
 /* Copy n bytes 16 at a time (up to 15 bytes past the end of both). */
 static inline void pp_jb_copy16(char *q, const char *f, size_t n)
 {
+#if PGPIPE_SMALL
+    memcpy(q, f, n);
+#else
     for (size_t k = 0; k < n; k += 16)
         memcpy(q + k, f + k, 16);
+#endif
 }
 
 /* n bytes of the input at f to q: short spans in 16-byte words when the
 ** input goes on for 16 bytes past them (q has the room) */
 static inline void pp_jb_put(char *q, const unsigned char *f, size_t n, const unsigned char *e)
 {
+#if PGPIPE_SMALL
+    (void)e;
+    memcpy(q, f, n);
+#else
     if (n <= 64 && e - f >= (ptrdiff_t)n + 16)
         pp_jb_copy16(q, (const char *)f, n);
     else if (n < 8)
@@ -421,6 +431,7 @@ static inline void pp_jb_put(char *q, const unsigned char *f, size_t n, const un
             *q++ = (char)*f++;
     else
         memcpy(q, f, n);
+#endif
 }
 
 /* Past the whitespace at p. */
@@ -723,7 +734,7 @@ PGPIPE_PRIVATE size_t pp_utf8_text_prefix(const unsigned char *s, size_t n)
     size_t i = 0;
     for (;;) {
         /* ASCII without NUL: 8 bytes at a time, then one by one */
-        while (n - i >= 8) {
+        while (!PGPIPE_SMALL && n - i >= 8) {
             uint64_t w = pp_load8(s + i);
             if ((w & PP_HIGH) | PP_HAS_LESS(w, 1))
                 break;

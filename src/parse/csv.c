@@ -25,7 +25,15 @@
 
 #include "pp_parse.h"
 
-#if defined(__SSE2__) && !defined(PGPIPE_CSV_NO_SSE2)
+/* A size build (PGPIPE_SMALL) keeps the state machine alone, with its
+** SWAR scan; the fast path and its block classifiers are for speed only. */
+#if PGPIPE_SMALL
+#define CSV_FAST 0
+#else
+#define CSV_FAST 1
+#endif
+
+#if defined(__SSE2__) && !defined(PGPIPE_CSV_NO_SSE2) && CSV_FAST
 #include <emmintrin.h>
 #define CSV_SSE2 1
 #elif defined(__GNUC__) && defined(__BYTE_ORDER__) && \
@@ -33,10 +41,10 @@
 #define CSV_SWAR 1
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PGPIPE_CSV_NO_AVX2)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PGPIPE_CSV_NO_AVX2) && CSV_FAST
 #include <immintrin.h>
 #endif
-#if defined(__aarch64__) && defined(__ARM_NEON)
+#if defined(__aarch64__) && defined(__ARM_NEON) && CSV_FAST
 #include <arm_neon.h>
 #endif
 
@@ -78,6 +86,8 @@ enum { CSV_SRC_FD, CSV_SRC_FILE, CSV_SRC_FEED };
 ** inclusive prefix XOR of the quotes (bit i: odd number of quotes in 0..i) */
 typedef void (*csv_cls_fn)(const unsigned char *p, int nb, unsigned char qc, unsigned char dl,
                            uint64_t *m);
+
+#if CSV_FAST
 
 static inline uint64_t csv_pxor_ladder(uint64_t x)
 {
@@ -242,10 +252,15 @@ static void csv_cls_neon(const unsigned char *p, int nb, unsigned char qc, unsig
     }
 }
 #endif
+#endif /* CSV_FAST */
 
 /* The classifier PGPIPE_CSV_SIMD asks for (or the best one), and its name. */
 static csv_cls_fn csv_pick_cls(const char **name)
 {
+#if !CSV_FAST
+    *name = "none";
+    return NULL;
+#else
     const char *want = getenv("PGPIPE_CSV_SIMD");
     if (!want)
         want = "";
@@ -281,6 +296,7 @@ static csv_cls_fn csv_pick_cls(const char **name)
     *name = "none";
     return NULL;
 #endif
+#endif /* CSV_FAST */
 }
 
 /* where the fast path stands: the masks of the block at buffer offset bo
@@ -749,6 +765,7 @@ static int csv_grow_fields(pgpipe_csv *r)
     return PGPIPE_OK;
 }
 
+#if CSV_FAST
 /* Classify the blocks from buffer offset at on (as many as CSV_NB, none past
 ** the sentinel) into r->cm. */
 static void csv_fast_fill(pgpipe_csv *r, size_t at)
@@ -960,6 +977,13 @@ static int csv_fast_record(pgpipe_csv *r)
     }
 #undef CSV_DERIVE
 }
+#else
+static int csv_fast_record(pgpipe_csv *r) /* never called: r->cls is NULL */
+{
+    (void)r;
+    return 0;
+}
+#endif
 
 /* Set up the next record: skip a BOM at the very start, the LF of a CRLF
 ** split across chunks, and empty lines. Returns PGPIPE_OK when a record
@@ -1015,6 +1039,22 @@ static int csv_begin(pgpipe_csv *r)
     return PGPIPE_OK;
 }
 
+#if !CSV_FAST
+/* Field nf of the record (the state machine's CSV_PUSH in a size build). */
+static int csv_push(pgpipe_csv *r, int nf, const char *d, size_t l, int flags)
+{
+    if (nf == r->fcap) {
+        r->nf = nf;
+        if (csv_grow_fields(r) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+    }
+    r->f[nf].data = d;
+    r->f[nf].len = l;
+    r->f[nf].quoted = flags;
+    return PGPIPE_OK;
+}
+#endif
+
 /* Parse from the saved state to the end of the record. Returns 1 when the
 ** record is complete, 0 when more input is needed (state saved), -1 when out
 ** of memory. */
@@ -1028,13 +1068,16 @@ static int csv_parse_record(pgpipe_csv *r)
                   vlf = csv_splat('\n');
     const size_t maxf = r->maxf;
     const int strict = r->strict;
-    if (r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0) {
+    if (CSV_FAST && r->cls && r->state == CSV_ST_FIELD && r->scan == r->rec_start && r->nf == 0) {
         int rc = csv_fast_record(r);
         if (rc)
             return rc;
     }
+#if CSV_FAST
     pgpipe_csv_span *fa = r->f;
-    int nf = r->nf, fcap = r->fcap;
+    int fcap = r->fcap;
+#endif
+    int nf = r->nf;
     int fl = r->fflags;
     /* the special bytes of the 64-byte block at blk, not yet passed */
     const unsigned char *blk = p;
@@ -1057,6 +1100,7 @@ static int csv_parse_record(pgpipe_csv *r)
         q = blk + csv_ctz64(m_); \
     } while (0)
 
+#if CSV_FAST
 #define CSV_PUSH(d, l, flags) do { \
         if (PP_UNLIKELY(nf == fcap)) { \
             r->nf = nf; \
@@ -1065,6 +1109,12 @@ static int csv_parse_record(pgpipe_csv *r)
         } \
         fa[nf].data = (const char *)(d); fa[nf].len = (l); fa[nf].quoted = (flags); nf++; \
     } while (0)
+#else /* one call in a size build */
+#define CSV_PUSH(d, l, flags) do { \
+        if (csv_push(r, nf, (const char *)(d), (l), (flags)) != PGPIPE_OK) return -1; \
+        nf++; \
+    } while (0)
+#endif
 
     switch (r->state) {
     case CSV_ST_UNQ: goto unquoted;
@@ -1319,6 +1369,8 @@ static int csv_finish(pgpipe_csv *r)
 ** field whose inner quotes all come in pairs) into the scratch area. */
 static int csv_fast_decode(pgpipe_csv *r)
 {
+    if (!CSV_FAST)
+        return PGPIPE_OK;
     const unsigned char qc = r->qc;
     r->scratch.len = 0;
     if (r->scratch.cap < r->raw_len + 1 &&
@@ -1504,7 +1556,7 @@ int pgpipe_csv_next(pgpipe_csv *r)
         return PGPIPE_MISUSE;
     if (r->fatal)
         return r->fatal;
-    if (r->fok && !r->in_record && r->pos == r->fnext && r->fgen == r->gen &&
+    if (CSV_FAST && r->fok && !r->in_record && r->pos == r->fnext && r->fgen == r->gen &&
         r->pos < r->len && r->header_done && !r->skip_lf && r->buf[r->pos] != '\n' &&
         r->buf[r->pos] != '\r') {
         /* the lane of the fast path: the record goes on from where the last

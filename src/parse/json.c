@@ -20,7 +20,11 @@
 #include "pp_parse.h"
 
 #if defined(__GNUC__) || defined(__clang__)
+#if PGPIPE_SMALL /* one scanner for the parser and the validator, not two */
+#define JSON_INLINE static inline
+#else
 #define JSON_INLINE static inline __attribute__((always_inline))
+#endif
 #define JSON_NOINLINE static __attribute__((noinline))
 #else
 #define JSON_INLINE static inline
@@ -28,7 +32,7 @@
 #endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
-    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !PGPIPE_SMALL
 #define JSON_SWAR 1
 #if defined(__SSE2__)
 #include <emmintrin.h>

@@ -58,6 +58,7 @@ static inline uint64_t json_mul64(uint64_t a, uint64_t b, uint64_t *hi)
 }
 #endif
 
+#if !PGPIPE_SMALL /* text to double's helpers (a size build has strtod alone) */
 static inline int json_clz64(uint64_t x) /* x != 0 */
 {
 #if defined(__GNUC__) || defined(__clang__)
@@ -78,6 +79,7 @@ static inline double json_from_bits(uint64_t b)
     memcpy(&d, &b, sizeof d);
     return d;
 }
+#endif
 
 /* floor(q * log2(10)), floor(e * log10(2)), floor(e * log10(2) + log10(3/4)),
 ** exact over the ranges used (checked by tool/gen_pow5.py); >> of a negative
@@ -799,6 +801,7 @@ JSON_NUM_NOINLINE int json_num_strtod(const char *s, size_t n, double *out)
     return erange && isinf(d) ? PGPIPE_LIMIT : PGPIPE_OK;
 }
 
+#if !PGPIPE_SMALL
 /* Eisel-Lemire: the bits of the double nearest to w * 10^q (w != 0,
 ** JSON_POW5_MIN <= q <= 308, sign not included), or JSON_EL_UNSURE. An
 ** overflow gives the bits of infinity. */
@@ -1069,6 +1072,15 @@ PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, int shape, double *ou
     *out = json_from_bits(bits);
     return (bits & ((uint64_t)0x7FF << 52)) == ((uint64_t)0x7FF << 52) ? PGPIPE_LIMIT : PGPIPE_OK;
 }
+
+#else
+/* A size build (PGPIPE_SMALL) keeps only the exact conversion, step 4. */
+PGPIPE_PRIVATE int json_num_parse(const char *s, size_t n, int shape, double *out)
+{
+    (void)shape;
+    return json_num_strtod(s, n, out);
+}
+#endif
 
 /* ---- double to text -------------------------------------------------------- */
 

@@ -40,7 +40,9 @@
 
 /* ---- CRC-32C ------------------------------------------------------------- */
 
-static uint32_t crc_tab[8][256];
+/* slicing by 8 (a size build, PGPIPE_SMALL: a byte at a time, one table) */
+#define CRC_TABS (PGPIPE_SMALL ? 1 : 8)
+static uint32_t crc_tab[CRC_TABS][256];
 static atomic_int crc_ready;
 static pp_mutex crc_mu = PP_MUTEX_INIT;
 
@@ -56,7 +58,7 @@ static void crc_init(void)
                 c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
             crc_tab[0][i] = c;
         }
-        for (int t = 1; t < 8; t++)
+        for (int t = 1; t < CRC_TABS; t++)
             for (int i = 0; i < 256; i++)
                 crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
         atomic_store_explicit(&crc_ready, 1, memory_order_release);
@@ -69,6 +71,7 @@ static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
     const unsigned char *p = buf;
     crc_init();
     crc = ~crc;
+#if !PGPIPE_SMALL
     while (len && ((uintptr_t)p & 7)) {
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
         len--;
@@ -82,6 +85,7 @@ static uint32_t crc_soft(uint32_t crc, const void *buf, size_t len)
         p += 8;
         len -= 8;
     }
+#endif
     while (len--)
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
     return ~crc;
@@ -422,6 +426,12 @@ struct pgpipe_spool {
     pgpipe_spool_status st;
 };
 
+/* The error "spool: WHAT PATH: " and errno's text (one call, not one per place). */
+static int sp_syserr(pgpipe_error *e, int code, const char *what, const char *path)
+{
+    return pp_err(e, code, "spool: %s%s: %s", what, path, strerror(errno));
+}
+
 static void sp_lock(pgpipe_spool *s)
 {
 #ifndef PGPIPE_OMIT_THREADS
@@ -485,7 +495,7 @@ static int sp_close_active(pgpipe_spool *s)
 {
     if (s->fd >= 0) {
         if (sp_datasync(s, s->fd) != 0)
-            return pp_err(&s->h.err, PGPIPE_IO, "spool: sync of a segment: %s", strerror(errno));
+            return sp_syserr(&s->h.err, PGPIPE_IO, "sync of a segment", "");
         close(s->fd);
         s->fd = -1;
         s->dirty = 0;
@@ -513,7 +523,7 @@ static int sp_new_segment(pgpipe_spool *s)
     sp_hdr_encode(h, &x);
     int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", tmp, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "", tmp);
     if (pwrite(fd, h, SP_HDR, 0) != SP_HDR || sp_datasync(s, fd) != 0 || rename(tmp, path) != 0 ||
         sp_sync_dir(s) != 0) {
         int e = errno;
@@ -668,7 +678,7 @@ static int sp_recover_last(pgpipe_spool *s, sp_seg *g, const sp_hdr *x)
     sp_path(path, sizeof path, s->dir, "", g->first, "");
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "", path);
     sp_reader r = { fd, g->bytes, NULL, 0, 0, 0 };
     sp_scan_result sc;
     int rc = sp_scan(&r, x->first_seq, NULL, NULL, &sc);
@@ -697,7 +707,7 @@ static int sp_recover_last(pgpipe_spool *s, sp_seg *g, const sp_hdr *x)
     pp_free(r.buf);
     close(fd);
     if (rc != PGPIPE_OK)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: recovery of %s: %s", path, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "recovery of ", path);
     g->records = sc.records;
     g->first_ms = sc.first_ms;
     s->next_seq = sc.last_seq + 1;
@@ -792,10 +802,10 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
     if (!s->dir)
         return pp_err_nomem(&s->h.err);
     if (mkdir(dir, 0750) != 0 && errno != EEXIST)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: mkdir %s: %s", dir, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "mkdir ", dir);
     s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (s->dirfd < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", dir, strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "", dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/lock", dir);
     s->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
@@ -820,7 +830,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
         struct stat sb;
         sp_hdr x;
         if (fd < 0 || fstat(fd, &sb) != 0) {
-            rc = pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+            rc = sp_syserr(&s->h.err, PGPIPE_IO, "", path);
         } else if (!sp_seg_valid(fd, firsts[i], have, &last, &x)) {
             sp_quarantine(s, firsts[i], "bad header");
         } else {
@@ -855,7 +865,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
             sp_path(path, sizeof path, dir, "", g->first, "");
             s->fd = open(path, O_RDWR | O_CLOEXEC);
             if (s->fd < 0)
-                return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+                return sp_syserr(&s->h.err, PGPIPE_IO, "", path);
             return PGPIPE_OK;
         }
         /* never append to a recovered segment: it is sealed, and the first
@@ -864,7 +874,7 @@ static int sp_open(pgpipe_spool *s, const char *dir, const pgpipe_spool_options 
         sp_path(path, sizeof path, dir, "", g->first, "");
         s->fd = open(path, O_RDWR | O_CLOEXEC);
         if (s->fd < 0)
-            return pp_err(&s->h.err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+            return sp_syserr(&s->h.err, PGPIPE_IO, "", path);
         return sp_seal(s);
     }
     char uuid[37];
@@ -995,7 +1005,7 @@ static int sp_append_locked(pgpipe_spool *s, const void *rec, size_t len, long l
     size_t done = 0;
     ssize_t k;
     if (lseek(s->fd, (off_t)a->bytes, SEEK_SET) < 0)
-        return pp_err(&s->h.err, PGPIPE_IO, "spool: seek: %s", strerror(errno));
+        return sp_syserr(&s->h.err, PGPIPE_IO, "seek", "");
     do
         k = writev(s->fd, iov, 2);
     while (k < 0 && errno == EINTR);
@@ -1113,7 +1123,7 @@ int pgpipe_spool_sync(pgpipe_spool *s)
     }
     int rc = s->fd < 0 || sp_datasync(s, s->fd) == 0
                  ? PGPIPE_OK
-                 : pp_err(&s->h.err, PGPIPE_IO, "spool: fdatasync: %s", strerror(errno));
+                 : sp_syserr(&s->h.err, PGPIPE_IO, "fdatasync", "");
     if (rc == PGPIPE_OK)
         pgpipe_error_clear(&s->h.err);
     s->dirty = 0;
@@ -1398,7 +1408,7 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
             rc = sp_scan(&r, x.first_seq, NULL, NULL, &sc);
             pp_free(r.buf);
             if (rc != PGPIPE_OK)
-                rc = pp_err(&s->h.err, PGPIPE_IO, "spool: reading %s: %s", path, strerror(errno));
+                rc = sp_syserr(&s->h.err, PGPIPE_IO, "reading ", path);
             else if (sc.bad_offset >= 0)
                 bad = "a record's CRC does not match";
         }
@@ -1421,7 +1431,7 @@ static int sp_drain(pgpipe_spool *s, const struct pgpipe_loader_options *lo, pgp
                     if (s->segs[k].first == todo[i])
                         recs = s->segs[k].records;
                 if (unlink(path) != 0 && errno != ENOENT)
-                    rc = pp_err(&s->h.err, PGPIPE_IO, "spool: unlink %s: %s", path, strerror(errno));
+                    rc = sp_syserr(&s->h.err, PGPIPE_IO, "unlink ", path);
                 sp_sync_dir(s);
                 sp_remove_seg(s, todo[i]);
                 s->st.drained += recs;
@@ -1514,7 +1524,7 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
     int rc = sp_list(dir, sub, 0, &firsts, &n);
     if (rc != PGPIPE_OK) {
         pp_free(firsts);
-        return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
+        return sp_syserr(err, rc, "cannot read ", dir);
     }
     sp_hdr last;
     int have = 0;
@@ -1532,7 +1542,7 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
         struct stat sb;
         sp_hdr x;
         if (fd < 0 || fstat(fd, &sb) != 0) {
-            rc = pp_err(err, PGPIPE_IO, "spool: %s: %s", path, strerror(errno));
+            rc = sp_syserr(err, PGPIPE_IO, "", path);
         } else {
             in.bytes = (long long)sb.st_size;
             /* outside quarantine, open's rule: a segment open would
@@ -1549,7 +1559,7 @@ static int sp_check_dir(const char *dir, const char *sub, pgpipe_spool_check_fn 
                 rc = sp_scan(&r, x.first_seq, NULL, NULL, &sc);
                 pp_free(r.buf);
                 if (rc != PGPIPE_OK)
-                    rc = pp_err(err, rc, "spool: reading %s: %s", path, strerror(errno));
+                    rc = sp_syserr(err, rc, "reading ", path);
                 in.header_ok = 1;
                 in.device_id = x.dev;
                 in.first_seq = (long long)x.first_seq;
@@ -1603,7 +1613,7 @@ int pgpipe_spool_peek(const char *dir, pgpipe_spool_status *out, pgpipe_error *e
     int rc = sp_list(dir, "", 0, &firsts, &n);
     if (rc != PGPIPE_OK) {
         pp_free(firsts);
-        return pp_err(err, rc, "spool: cannot read %s: %s", dir, strerror(errno));
+        return sp_syserr(err, rc, "cannot read ", dir);
     }
     /* the segments open keeps (open's rule, sp_seg_valid); the others
     ** open would quarantine: counted in out->quarantined, not in records */
