@@ -595,6 +595,8 @@ typedef struct copy_col {
     char *raw_value;/* COPY_K_FIXED as given (for the load's recorded mapping) */
     int csv_idx;    /* index of the field in the CSV header */
     int json;       /* the value is JSON (validated for CSV) */
+    int order;      /* json and the column is jsonb: sent in jsonb's member
+                       order (a json column gets the text as it is) */
 } copy_col;
 
 /* A batch this run committed, as the loader booked it, or one it found
@@ -674,7 +676,8 @@ typedef struct copy_lane {
 typedef struct copy_csv_head {
     pp_buf *keys;   /* per header column, COPY-escaped */
     pp_buf *pkeys;  /* the same as plain JSON (binary COPY) */
-    int *order;     /* the columns in the object's order */
+    int *order;     /* the columns in the object's order: jsonb's */
+    int *as_read;   /* ... or the header's (for a json column) */
     int n;
 } copy_csv_head;
 
@@ -16870,6 +16873,35 @@ static void copy_binary_ask(pgpipe_loader *l)
     l->cw.binary = l->copy_sql_bin && pp_copy_staging_binary(l->lanes[0].conn, l->target_sql);
 }
 
+/* Which JSON columns are jsonb (copy_col.order: their values go in jsonb's
+** member order)? A json column keeps its text as it is sent, so it gets the
+** value as it came. Binary rows went to a checked jsonb payload; otherwise
+** one question at each load; unasked (inside a borrowed connection's
+** transaction) or refused, nothing is reordered (jsonb sorts on its own). */
+static void copy_json_order_ask(pgpipe_loader *l)
+{
+    int any = 0;
+    for (int i = 0; i < l->ncols; i++) {
+        l->cols[i].order = l->cols[i].json && l->cw.binary;
+        any |= l->cols[i].json;
+    }
+    PGconn *conn = l->lanes[0].conn;
+    if (!any || l->cw.binary || PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return;
+    const char *v[1] = { l->target_sql };
+    PGresult *r = NULL;
+    if (pp_exec(conn, "SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
+                      "pg_catalog.to_regclass($1::text) AND a.attnum > 0 AND NOT a.attisdropped "
+                      "AND a.atttypid = 'pg_catalog.jsonb'::pg_catalog.regtype",
+                1, v, &r, NULL, "loader") != PGPIPE_OK)
+        return;
+    for (int k = 0; k < PQntuples(r); k++)
+        for (int i = 0; i < l->ncols; i++)
+            if (l->cols[i].json && !strcmp(l->cols[i].column, PQgetvalue(r, k, 0)))
+                l->cols[i].order = 1;
+    PQclear(r);
+}
+
 PGPIPE_PRIVATE const char *copy_rows_sql(const pgpipe_loader *l)
 {
     return l->cw.binary ? l->copy_sql_bin : l->copy_sql;
@@ -17020,6 +17052,7 @@ static int copy_load_register(pgpipe_loader *l, int *transient)
 {
     copy_lane *ln = &l->lanes[0];
     copy_binary_ask(l);
+    copy_json_order_ask(l);
     if (!l->load_key)
         return copy_load_register_locked(l, transient);
     const char *v[2] = { l->load_key, l->target };
@@ -18149,9 +18182,20 @@ static int copy_row_push(pgpipe_loader *l, size_t coff, const char *raw, size_t 
 
 /* ---- a row's fields, COPY text or binary: l->cw (src/base/copyrow.c) ------ */
 
-/* A JSON value as a column value. */
-static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int json, const char **why)
+/* JSON text into column c: in jsonb's member order when the column is
+** jsonb (its input then has nothing to sort), as it is into json (which
+** keeps the text). */
+static int copy_put_json_text(pgpipe_loader *l, const copy_col *c, pp_buf *b, const char *s, size_t n)
 {
+    return c->order ? pp_copy_put_jsonb(&l->cw, b, l->jscratch, s, n)
+                    : pp_copy_put_text(&l->cw, b, s, n);
+}
+
+/* A JSON value as the value of column c. */
+static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, const copy_col *c,
+                               const char **why)
+{
+    int json = c->json;
     pp_buf *b = &l->cur->cbuf;
     size_t n;
     const char *s;
@@ -18183,7 +18227,7 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
                 return PGPIPE_NOMEM;
             int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
             if (rc == PGPIPE_OK)
-                return json ? pp_copy_put_jsonb(&l->cw, b, l->jscratch, l->scratch.data, n)
+                return json ? copy_put_json_text(l, c, b, l->scratch.data, n)
                             : pp_copy_put_text(&l->cw, b, l->scratch.data, n);
             if (rc != PGPIPE_LIMIT)
                 return rc;
@@ -18290,11 +18334,11 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         if (rc != PGPIPE_OK)
             break;
         if (c->kind == COPY_K_RECORD) {
-            rc = pp_copy_put_jsonb(&l->cw, cb, l->jscratch, raw, len);
+            rc = copy_put_json_text(l, c, cb, raw, len);
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
-            rc = copy_put_json_value(l, v, c->json, &why);
+            rc = copy_put_json_value(l, v, c, &why);
             if (rc == PGPIPE_PARSE) {
                 snprintf(msg, sizeof msg, "field \"%s\" %s", c->field, why);
                 cb->len = coff;
@@ -18342,8 +18386,9 @@ PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, copy_csv_head *h)
     h->keys = pp_calloc(cap, sizeof *h->keys);
     h->pkeys = pp_calloc(cap, sizeof *h->pkeys);
     h->order = pp_calloc(cap, sizeof *h->order);
+    h->as_read = pp_calloc(cap, sizeof *h->as_read);
     copy_csv_name *names = pp_calloc(cap, sizeof *names);
-    if (!h->keys || !h->pkeys || !h->order || !names) {
+    if (!h->keys || !h->pkeys || !h->order || !h->as_read || !names) {
         pp_free(names);
         return PGPIPE_NOMEM;
     }
@@ -18351,6 +18396,7 @@ PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, copy_csv_head *h)
     for (int i = 0; i < n; i++) {
         const char *name = pgpipe_csv_header_name(csv, i);
         names[i] = (copy_csv_name){ name, strlen(name), i };
+        h->as_read[i] = i;
         if (pp_json_str(&h->keys[i], name, names[i].len, PP_JSON_COPY) != PGPIPE_OK ||
             pp_buf_putc(&h->keys[i], ':') != PGPIPE_OK ||
             pp_json_str(&h->pkeys[i], name, names[i].len, 0) != PGPIPE_OK ||
@@ -18376,8 +18422,10 @@ PGPIPE_PRIVATE void copy_csv_keys_free(copy_csv_head *h)
     pp_free(h->pkeys);
     h->pkeys = NULL;
     pp_free(h->order);
+    pp_free(h->as_read);
     h->keys = NULL;
     h->order = NULL;
+    h->as_read = NULL;
     h->n = 0;
 }
 
@@ -18512,12 +18560,15 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
-            rc |= c->json ? pp_copy_put_jsonb(&l->cw, b, l->jscratch, f[k].data, f[k].len)
+            rc |= c->json ? copy_put_json_text(l, c, b, f[k].data, f[k].len)
                           : pp_copy_put_text(&l->cw, b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
             if (l->cw.binary)
                 rc |= pp_buf_putc(b, 1); /* jsonb's version byte */
-            rc |= copy_csv_object(b, &l->csv_head, f, nf, !l->cw.binary);
+            copy_csv_head h = l->csv_head;
+            if (!c->order)
+                h.order = h.as_read; /* a json column: the header's order */
+            rc |= copy_csv_object(b, &h, f, nf, !l->cw.binary);
         } else {
             rc |= copy_put_common(l, c, line);
         }
@@ -28895,7 +28946,7 @@ static int ig_csv_body(ig_parse *p)
     co.header = 1;
     co.source = "<body>";
     pgpipe_csv *csv = NULL;
-    copy_csv_head head = { NULL, NULL, NULL, 0 };
+    copy_csv_head head = { 0 };
     int etk = -1;
     int rc = pgpipe_csv_open_feed(&csv, &co);
     if (rc == PGPIPE_OK)

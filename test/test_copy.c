@@ -483,7 +483,7 @@ PGT_TEST(copy, csv_object_in_jsonb_order)
     const char in[] = "kind,bb,a,\xc3\xa9,z,a\nk1,2,,x\ty,5,6\nk2,q\n";
     PGT_OK(pgpipe_csv_feed(csv, in, sizeof in - 1));
     PGT_OK(pgpipe_csv_feed_end(csv));
-    copy_csv_head h = { NULL, NULL, NULL, 0 };
+    copy_csv_head h = { 0 };
     pp_buf b = { 0 };
     PGT_EQ_INT(pgpipe_csv_next(csv), PGPIPE_ROW);
     PGT_OK(copy_csv_keys(csv, &h));
@@ -1950,5 +1950,59 @@ PGT_TEST(copy, csv_header_refused_before_anything_is_written)
         PGT_EQ_INT(copy_t_int(c, sql), 0);
         pgpipe_loader_close(l);
     }
+    PQfinish(c);
+}
+
+/* A JSON value mapped into a json column keeps its members in the order
+** they came (json stores the text); into jsonb it goes in jsonb's order
+** (the server's input then has nothing to sort): a field's object, the whole
+** NDJSON record and a CSV record as an object, in COPY text. */
+PGT_TEST(copy, json_column_keeps_member_order)
+{
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS copy_t_jorder; CREATE TABLE copy_t_jorder ("
+                        "id int, doc json, docb jsonb, rec json, recb jsonb)"));
+    char nd[512], csv[512], sql[300];
+    copy_t_path(nd, sizeof nd, "jorder.ndjson");
+    copy_t_path(csv, sizeof csv, "jorder.csv");
+    FILE *f = fopen(nd, "w");
+    PGT_CHECK(f != NULL);
+    fprintf(f, "{\"id\":1,\"doc\":{\"zz\":1,\"a\":[1,2],\"m\":{\"y\":1,\"x\":2}}}\n");
+    fclose(f);
+    f = fopen(csv, "w");
+    PGT_CHECK(f != NULL);
+    fprintf(f, "id,zz,a\n2,x,y\n");
+    fclose(f);
+    for (int k = 0; k < 2; k++) {
+        pgpipe_load_column nc[] = { { "id", "id", NULL, 0 }, { "doc", "doc", NULL, 1 },
+                                    { "docb", "doc", NULL, 1 }, { "rec", "$record", NULL, 1 },
+                                    { "recb", "$record", NULL, 1 } };
+        pgpipe_loader_options o;
+        pgpipe_loader_options_init(&o);
+        o.target = "public.copy_t_jorder";
+        o.columns = nc;
+        o.ncolumns = 5;
+        if (k) { /* CSV: the record only */
+            nc[1] = nc[3];
+            nc[2] = nc[4];
+            o.ncolumns = 3;
+        }
+        pgpipe_loader *l = copy_t_open(&o);
+        PGT_CHECK_MSG(pgpipe_loader_load_file(l, k ? csv : nd) == PGPIPE_OK, "%s", pgpipe_errmsg(l));
+        pgpipe_loader_close(l);
+    }
+    PGT_EQ_STR(copy_t_str(c, "SELECT doc::text FROM copy_t_jorder WHERE id = 1"),
+               "{\"zz\":1,\"a\":[1,2],\"m\":{\"y\":1,\"x\":2}}");
+    PGT_EQ_STR(copy_t_str(c, "SELECT docb::text FROM copy_t_jorder WHERE id = 1"),
+               "{\"a\": [1, 2], \"m\": {\"x\": 2, \"y\": 1}, \"zz\": 1}");
+    PGT_EQ_STR(copy_t_str(c, "SELECT rec::text FROM copy_t_jorder WHERE id = 1"),
+               "{\"id\":1,\"doc\":{\"zz\":1,\"a\":[1,2],\"m\":{\"y\":1,\"x\":2}}}");
+    PGT_EQ_STR(copy_t_str(c, "SELECT rec::text FROM copy_t_jorder WHERE id = 2"),
+               "{\"id\":\"2\",\"zz\":\"x\",\"a\":\"y\"}");
+    PGT_EQ_STR(copy_t_str(c, "SELECT recb::text FROM copy_t_jorder WHERE id = 2"),
+               "{\"a\": \"y\", \"id\": \"2\", \"zz\": \"x\"}");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM copy_t_jorder WHERE recb = rec::jsonb");
+    PGT_EQ_INT(copy_t_int(c, sql), 2);
+    PQclear(PGT_EXEC(c, "DROP TABLE copy_t_jorder"));
     PQfinish(c);
 }

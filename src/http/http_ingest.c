@@ -691,7 +691,7 @@ static int ig_csv_body(ig_parse *p)
     co.header = 1;
     co.source = "<body>";
     pgpipe_csv *csv = NULL;
-    copy_csv_head head = { NULL, NULL, NULL, 0 };
+    copy_csv_head head = { 0 };
     int etk = -1;
     int rc = pgpipe_csv_open_feed(&csv, &co);
     if (rc == PGPIPE_OK)

@@ -470,6 +470,35 @@ static void copy_binary_ask(pgpipe_loader *l)
     l->cw.binary = l->copy_sql_bin && pp_copy_staging_binary(l->lanes[0].conn, l->target_sql);
 }
 
+/* Which JSON columns are jsonb (copy_col.order: their values go in jsonb's
+** member order)? A json column keeps its text as it is sent, so it gets the
+** value as it came. Binary rows went to a checked jsonb payload; otherwise
+** one question at each load; unasked (inside a borrowed connection's
+** transaction) or refused, nothing is reordered (jsonb sorts on its own). */
+static void copy_json_order_ask(pgpipe_loader *l)
+{
+    int any = 0;
+    for (int i = 0; i < l->ncols; i++) {
+        l->cols[i].order = l->cols[i].json && l->cw.binary;
+        any |= l->cols[i].json;
+    }
+    PGconn *conn = l->lanes[0].conn;
+    if (!any || l->cw.binary || PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return;
+    const char *v[1] = { l->target_sql };
+    PGresult *r = NULL;
+    if (pp_exec(conn, "SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
+                      "pg_catalog.to_regclass($1::text) AND a.attnum > 0 AND NOT a.attisdropped "
+                      "AND a.atttypid = 'pg_catalog.jsonb'::pg_catalog.regtype",
+                1, v, &r, NULL, "loader") != PGPIPE_OK)
+        return;
+    for (int k = 0; k < PQntuples(r); k++)
+        for (int i = 0; i < l->ncols; i++)
+            if (l->cols[i].json && !strcmp(l->cols[i].column, PQgetvalue(r, k, 0)))
+                l->cols[i].order = 1;
+    PQclear(r);
+}
+
 PGPIPE_PRIVATE const char *copy_rows_sql(const pgpipe_loader *l)
 {
     return l->cw.binary ? l->copy_sql_bin : l->copy_sql;
@@ -620,6 +649,7 @@ static int copy_load_register(pgpipe_loader *l, int *transient)
 {
     copy_lane *ln = &l->lanes[0];
     copy_binary_ask(l);
+    copy_json_order_ask(l);
     if (!l->load_key)
         return copy_load_register_locked(l, transient);
     const char *v[2] = { l->load_key, l->target };

@@ -35,9 +35,20 @@ static int copy_row_push(pgpipe_loader *l, size_t coff, const char *raw, size_t 
 
 /* ---- a row's fields, COPY text or binary: l->cw (src/base/copyrow.c) ------ */
 
-/* A JSON value as a column value. */
-static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int json, const char **why)
+/* JSON text into column c: in jsonb's member order when the column is
+** jsonb (its input then has nothing to sort), as it is into json (which
+** keeps the text). */
+static int copy_put_json_text(pgpipe_loader *l, const copy_col *c, pp_buf *b, const char *s, size_t n)
 {
+    return c->order ? pp_copy_put_jsonb(&l->cw, b, l->jscratch, s, n)
+                    : pp_copy_put_text(&l->cw, b, s, n);
+}
+
+/* A JSON value as the value of column c. */
+static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, const copy_col *c,
+                               const char **why)
+{
+    int json = c->json;
     pp_buf *b = &l->cur->cbuf;
     size_t n;
     const char *s;
@@ -69,7 +80,7 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, int j
                 return PGPIPE_NOMEM;
             int rc = pgpipe_json_write_to(v, l->scratch.data, l->scratch.cap, &n);
             if (rc == PGPIPE_OK)
-                return json ? pp_copy_put_jsonb(&l->cw, b, l->jscratch, l->scratch.data, n)
+                return json ? copy_put_json_text(l, c, b, l->scratch.data, n)
                             : pp_copy_put_text(&l->cw, b, l->scratch.data, n);
             if (rc != PGPIPE_LIMIT)
                 return rc;
@@ -176,11 +187,11 @@ static int copy_json_record(pgpipe_loader *l, const char *raw, size_t len, long 
         if (rc != PGPIPE_OK)
             break;
         if (c->kind == COPY_K_RECORD) {
-            rc = pp_copy_put_jsonb(&l->cw, cb, l->jscratch, raw, len);
+            rc = copy_put_json_text(l, c, cb, raw, len);
         } else if (c->kind == COPY_K_FIELD) {
             const pgpipe_json_val *v = copy_json_field(root, c->field, c->is_path);
             const char *why = NULL;
-            rc = copy_put_json_value(l, v, c->json, &why);
+            rc = copy_put_json_value(l, v, c, &why);
             if (rc == PGPIPE_PARSE) {
                 snprintf(msg, sizeof msg, "field \"%s\" %s", c->field, why);
                 cb->len = coff;
@@ -228,8 +239,9 @@ PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, copy_csv_head *h)
     h->keys = pp_calloc(cap, sizeof *h->keys);
     h->pkeys = pp_calloc(cap, sizeof *h->pkeys);
     h->order = pp_calloc(cap, sizeof *h->order);
+    h->as_read = pp_calloc(cap, sizeof *h->as_read);
     copy_csv_name *names = pp_calloc(cap, sizeof *names);
-    if (!h->keys || !h->pkeys || !h->order || !names) {
+    if (!h->keys || !h->pkeys || !h->order || !h->as_read || !names) {
         pp_free(names);
         return PGPIPE_NOMEM;
     }
@@ -237,6 +249,7 @@ PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, copy_csv_head *h)
     for (int i = 0; i < n; i++) {
         const char *name = pgpipe_csv_header_name(csv, i);
         names[i] = (copy_csv_name){ name, strlen(name), i };
+        h->as_read[i] = i;
         if (pp_json_str(&h->keys[i], name, names[i].len, PP_JSON_COPY) != PGPIPE_OK ||
             pp_buf_putc(&h->keys[i], ':') != PGPIPE_OK ||
             pp_json_str(&h->pkeys[i], name, names[i].len, 0) != PGPIPE_OK ||
@@ -262,8 +275,10 @@ PGPIPE_PRIVATE void copy_csv_keys_free(copy_csv_head *h)
     pp_free(h->pkeys);
     h->pkeys = NULL;
     pp_free(h->order);
+    pp_free(h->as_read);
     h->keys = NULL;
     h->order = NULL;
+    h->as_read = NULL;
     h->n = 0;
 }
 
@@ -398,12 +413,15 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
                 rc = copy_reject_input(l, raw, len, line, 0, off, msg);
                 return rc ? rc : copy_record_done(l, line, off, len);
             }
-            rc |= c->json ? pp_copy_put_jsonb(&l->cw, b, l->jscratch, f[k].data, f[k].len)
+            rc |= c->json ? copy_put_json_text(l, c, b, f[k].data, f[k].len)
                           : pp_copy_put_text(&l->cw, b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
             if (l->cw.binary)
                 rc |= pp_buf_putc(b, 1); /* jsonb's version byte */
-            rc |= copy_csv_object(b, &l->csv_head, f, nf, !l->cw.binary);
+            copy_csv_head h = l->csv_head;
+            if (!c->order)
+                h.order = h.as_read; /* a json column: the header's order */
+            rc |= copy_csv_object(b, &h, f, nf, !l->cw.binary);
         } else {
             rc |= copy_put_common(l, c, line);
         }

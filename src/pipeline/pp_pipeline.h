@@ -27,6 +27,8 @@ typedef struct copy_col {
     char *raw_value;/* COPY_K_FIXED as given (for the load's recorded mapping) */
     int csv_idx;    /* index of the field in the CSV header */
     int json;       /* the value is JSON (validated for CSV) */
+    int order;      /* json and the column is jsonb: sent in jsonb's member
+                       order (a json column gets the text as it is) */
 } copy_col;
 
 /* A batch this run committed, as the loader booked it, or one it found
@@ -106,7 +108,8 @@ typedef struct copy_lane {
 typedef struct copy_csv_head {
     pp_buf *keys;   /* per header column, COPY-escaped */
     pp_buf *pkeys;  /* the same as plain JSON (binary COPY) */
-    int *order;     /* the columns in the object's order */
+    int *order;     /* the columns in the object's order: jsonb's */
+    int *as_read;   /* ... or the header's (for a json column) */
     int n;
 } copy_csv_head;
 
