@@ -1811,3 +1811,83 @@ PGT_TEST(migrate, baseline_version_must_be_digits)
     pgpipe_migrator_close(m);
     PQfinish(c);
 }
+
+/* ---- the baseline's decision under the lock ---------------------------- */
+
+/* The baseline is decided on the history read under the migration lock, in
+** the transaction that writes it: behind a transaction pooler (no session
+** lock) a runner that applies V1 between another runner's read and its
+** writes must not end in a history with V1 applied and V2, V3 recorded as
+** baseline. The gate: an ACCESS EXCLUSIVE lock on the history table stops
+** the baseline runner in its read of the history; while it waits there the
+** test looks whether it holds the migration lock. If not (the decision
+** read without it), a real runner applies V1 in that window. */
+PGT_TEST(migrate, baseline_decided_under_the_lock)
+{
+    char d[512];
+    snprintf(d, sizeof d, "%s", mig_t_dir("blrace"));
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blr1"));
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_t_blr1 (id int);\n");
+    mig_t_write(d, "V2__two.sql", "SELECT 1 / 0;\n");
+    mig_t_write(d, "V3__three.sql", "SELECT 1 / 0;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blrace");
+    o.scope = "blrace-setup"; /* the history table exists, the scope is empty */
+    o.dir = mig_t_dir("blrace-setup");
+    mig_t_write(o.dir, "V1__nothing.sql", "SELECT 1;\n");
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.dir = d;
+    o.scope = "blrace";
+    PQclear(PGT_EXEC(c, "DELETE FROM mig_test.history WHERE scope = 'blrace'"));
+
+    PGconn *gate = pgt_connect();
+    PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_test.history IN ACCESS EXCLUSIVE MODE"));
+    mig_t_bg a;
+    memset(&a, 0, sizeof a);
+    a.o = o;
+    a.o.pooler = PGPIPE_POOLER_TRANSACTION;
+    a.o.baseline_version = "3";
+    mig_t_bg_start(&a);
+    mig_t_wait_blocked(c, "SELECT kind, COALESCE(version::text");
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)",
+             (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    int got = strcmp(mig_t_str(gate, sql), "t") == 0;
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    if (got) {
+        /* the baseline runner read the history without the lock: once it
+        ** waits for the lock to write, a runner without a baseline applies
+        ** V1 (on the gate's connection: the lock it holds is its own) */
+        snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %d "
+                 "AND query LIKE 'SELECT pg_try_advisory_xact_lock%%')", PQbackendPID(a.conn));
+        mig_t_wait_true(c, sql);
+        pgpipe_migrate_options ob = o;
+        ob.pooler = PGPIPE_POOLER_SESSION;
+        ob.target_version = "1";
+        PGT_OK(mig_t_run(gate, &ob, NULL));
+        snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)",
+                 (long long)PGPIPE_MIGRATE_LOCK_KEY);
+        PGT_EQ_STR(mig_t_str(gate, sql), "t");
+    }
+    mig_t_bg_join(&a);
+    long long applied = mig_t_rows(c, "blrace", "applied");
+    long long baseline = mig_t_rows(c, "blrace", "baseline");
+    PGT_CHECK_MSG(applied == 0 || baseline == 0,
+                  "a mixed history: %lld applied and %lld baseline rows (the baseline runner "
+                  "returned %d: %s)", applied, baseline, a.rc, pgpipe_errmsg(a.m));
+    if (applied) {
+        PGT_EQ_INT(a.rc, PGPIPE_ERROR);
+        PGT_CONTAINS(pgpipe_errmsg(a.m), "baseline version 3 refused");
+    } else {
+        PGT_CHECK_MSG(a.rc == PGPIPE_OK, "%s", pgpipe_errmsg(a.m));
+        PGT_EQ_INT(baseline, 3);
+    }
+    mig_t_bg_close(&a);
+    /* the other runner after it: nothing to do, or V2 and V3 (V2 fails) */
+    PGT_EQ_INT(mig_t_run(c, &o, NULL), applied ? PGPIPE_DB : PGPIPE_OK);
+    PGT_EQ_INT(mig_t_rows(c, "blrace", "baseline"), baseline);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    PQfinish(gate);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blr1"));
+    PQfinish(c);
+}

@@ -1602,12 +1602,17 @@ static int mig_exec_stmt(pgpipe_migrator *m, const mig_file *f, int idx)
 
 /* Opens a transaction; behind a transaction pooler it takes the transaction
 ** lock too, so the steps of different runners take turns. */
-static int mig_begin(pgpipe_migrator *m)
+static int mig_begin_as(pgpipe_migrator *m, const char *begin)
 {
-    int rc = mig_exec_ok(m, "BEGIN", 0, NULL, "cannot begin a migration transaction");
+    int rc = mig_exec_ok(m, begin, 0, NULL, "cannot begin a migration transaction");
     if (rc == PGPIPE_OK && m->txmode)
         rc = mig_lock(m, 1);
     return rc;
+}
+
+static int mig_begin(pgpipe_migrator *m)
+{
+    return mig_begin_as(m, "BEGIN");
 }
 
 static int mig_commit(pgpipe_migrator *m)
@@ -2201,23 +2206,12 @@ static int mig_session_restore(pgpipe_migrator *m, const char *saved)
     return rc;
 }
 
-static int mig_run_locked(pgpipe_migrator *m, int dry)
+/* The checks on the entries before anything runs. */
+static int mig_check_entries(pgpipe_migrator *m)
 {
-    int rc = PGPIPE_OK;
-    if (!dry)
-        rc = mig_step(m, mig_step_create, NULL);
-    if (rc == PGPIPE_OK)
-        rc = mig_load_files(m);
-    if (rc == PGPIPE_OK)
-        rc = mig_load_history(m);
-    if (rc == PGPIPE_OK)
-        rc = mig_build_entries(m);
-    if (rc != PGPIPE_OK)
-        return rc;
-    /* checks before anything runs */
     if (m->bl_refused)
         return pp_err(&m->hdr.err, PGPIPE_ERROR, "%s", m->bl_msg);
-    int nchanged = 0;
+    int nchanged = 0, rc;
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (e->info.state == PGPIPE_MIGRATION_CHANGED && !e->do_repair)
@@ -2259,18 +2253,41 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
             return rc;
         e->info.statements_total = e->f->nstmts;
     }
-    if (dry)
-        return PGPIPE_OK;
-    /* repairs and baselines */
-    for (int i = 0; i < m->nentries; i++) {
+    return PGPIPE_OK;
+}
+
+static int mig_run_locked(pgpipe_migrator *m, int dry)
+{
+    int rc = PGPIPE_OK;
+    if (!dry)
+        rc = mig_step(m, mig_step_create, NULL);
+    if (rc == PGPIPE_OK)
+        rc = mig_load_files(m);
+    /* the history is read, judged (the baseline's rule, drift) and the
+    ** baselines and repairs written in one transaction under the lock (behind
+    ** a transaction pooler its transaction lock): no other runner writes
+    ** between the decision and the writes */
+    if (rc == PGPIPE_OK && !dry) /* (each read sees what committed before it) */
+        rc = mig_begin_as(m, "BEGIN ISOLATION LEVEL READ COMMITTED");
+    if (rc == PGPIPE_OK)
+        rc = mig_load_history(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_build_entries(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_check_entries(m);
+    for (int i = 0; rc == PGPIPE_OK && !dry && i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (e->do_repair)
-            rc = mig_step(m, mig_step_repair, e);
+            rc = mig_step_repair(m, e);
         else if (e->do_baseline)
-            rc = mig_step(m, mig_step_baseline, e);
-        if (rc != PGPIPE_OK)
-            return rc;
+            rc = mig_step_baseline(m, e);
     }
+    if (rc == PGPIPE_OK && !dry)
+        rc = mig_commit(m);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(m->conn);
+    if (rc != PGPIPE_OK || dry)
+        return rc;
     /* every file starts from the session as the run found it: a file's SET
     ** (search_path, a role) would otherwise reach the files after it only
     ** when they run in the same run, and the caller's session after it */

@@ -10,7 +10,9 @@
 ** (PGPIPE_MIGRATE_LOCK_KEY): a session lock held for the run on a direct
 ** connection; behind a transaction-mode pooler (see pgpipe_pooler_mode) a
 ** transaction lock taken by each step, which re-reads the history under it.
-** A run with nothing to do takes no lock at all. The checksum functions keep
+** The history a run judges (drift, the baseline's rule) is read under the
+** lock, in the transaction that writes the baselines and repairs. A run
+** with nothing to do takes no lock at all. The checksum functions keep
 ** no state. */
 
 /* ---- Checksums -------------------------------------------------------- */
