@@ -14235,6 +14235,14 @@ static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
             snprintf(e->action, sizeof e->action, "at the baseline %s: skipped", r->version);
         } else if (same) {
             in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
+            if (f->kind == 'V' && strcmp(r->file, f->file) != 0) {
+                /* renamed, same version and content: not drift; repair
+                ** records the file's name now */
+                e->do_repair = repair;
+                snprintf(e->action, sizeof e->action, "%s%.80s%s",
+                         repair ? "repair: record the new name (was " : "none (recorded as ",
+                         r->file, repair ? ")" : "; repair records the new name)");
+            }
         } else if (f->kind == 'R') {
             in->state = PGPIPE_MIGRATION_OUTDATED;
             in->will_run = 1;
@@ -15158,17 +15166,17 @@ static int mig_step_create(pgpipe_migrator *m, mig_entry *e)
 
 static int mig_step_repair(pgpipe_migrator *m, mig_entry *e)
 {
-    const char *p[4] = { m->scope, e->f->version, e->f->checksum, e->f->file };
+    const char *p[5] = { m->scope, e->f->version, e->f->checksum, e->f->file, e->f->name };
     pp_buf q = { NULL, 0, 0 };
     if (pp_buf_appendf(&q, "UPDATE %s SET checksum = $3, checksum_algorithm = 'sha256', "
-                           "file = $4 WHERE scope = $1 AND kind = 'V' AND version = "
+                           "file = $4, name = $5 WHERE scope = $1 AND kind = 'V' AND version = "
                            "$2::numeric", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
-    int rc = mig_exec_ok(m, q.data, 4, p, "cannot repair the recorded checksum");
+    int rc = mig_exec_ok(m, q.data, 5, p, "cannot repair the recorded checksum");
     pp_buf_free(&q);
     if (rc == PGPIPE_OK)
-        pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded the new checksum %s",
-                e->f->file, e->f->checksum);
+        pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded its name and checksum %s "
+                "(was %s, %s)", e->f->file, e->f->checksum, e->r->file, e->r->checksum);
     return rc;
 }
 

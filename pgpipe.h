@@ -1132,7 +1132,8 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);
 ** later runs stop naming it until resume_from or redo says what to do. */
 
 #define PGPIPE_MIGRATE_DRY_RUN      0x01u /* report what would run, change nothing */
-#define PGPIPE_MIGRATE_REPAIR       0x02u /* accept changed files: record their checksum */
+#define PGPIPE_MIGRATE_REPAIR       0x02u /* accept changed files: record their checksum,
+                                             and the name and file of renamed ones */
 #define PGPIPE_MIGRATE_OUT_OF_ORDER 0x04u /* apply a pending version below an applied one */
 #define PGPIPE_MIGRATE_DENY_MISSING 0x08u /* applied migrations missing on disk are an error */
 

@@ -1891,3 +1891,64 @@ PGT_TEST(migrate, baseline_decided_under_the_lock)
     PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blr1"));
     PQfinish(c);
 }
+
+/* ---- repair and renamed files ------------------------------------------- */
+
+/* A file renamed with its version and content kept is no drift (the version
+** is its identity): a run goes on and status names the recorded file; repair
+** records the new name and file, of a renamed changed file too (it recorded
+** the new file but kept the old name), and of a baselined file. */
+PGT_TEST(migrate, repair_records_a_renamed_file)
+{
+    const char *d = mig_t_dir("rename");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_ren1, mig_t_ren2, mig_t_ren3"));
+    mig_t_write(d, "V1__old_one.sql", "CREATE TABLE mig_t_ren1 (id int);\n");
+    mig_t_write(d, "V2__old_two.sql", "CREATE TABLE mig_t_ren2 (id int);\n");
+    mig_t_write(d, "V3__old_three.sql", "CREATE TABLE mig_t_ren3 (id int);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "rename");
+    o.baseline_version = "1";
+    PQclear(PGT_EXEC(c, "CREATE TABLE mig_t_ren1 (id int)"));
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.baseline_version = NULL;
+    PGT_EQ_INT(mig_t_rows(c, "rename", "baseline"), 1);
+    PGT_EQ_INT(mig_t_rows(c, "rename", "applied"), 2);
+    PGT_CHECK(rename(mig_t_path(d, "V1__old_one.sql"), mig_t_path(d, "V1__one.sql")) == 0);
+    PGT_CHECK(rename(mig_t_path(d, "V2__old_two.sql"), mig_t_path(d, "V2__two.sql")) == 0);
+    PGT_CHECK(remove(mig_t_path(d, "V3__old_three.sql")) == 0);
+    mig_t_write(d, "V3__three.sql", "CREATE TABLE mig_t_ren3 (id bigint);\n");
+    /* status: the renamed ones are as before, naming the recorded file */
+    pgpipe_migrator *m = NULL;
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
+    PGT_OK(pgpipe_migrate_status(m));
+    PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_CHECK(!mig_t_find(m, "two")->will_run);
+    PGT_EQ_STR(mig_t_find(m, "two")->action,
+               "none (recorded as V2__old_two.sql; repair records the new name)");
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_CHANGED);
+    pgpipe_migrator_close(m);
+    /* repair: every name and file as on disk now, nothing ran */
+    o.flags = PGPIPE_MIGRATE_DRY_RUN | PGPIPE_MIGRATE_REPAIR;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_STR(mig_t_find(m, "two")->action, "repair: record the new name (was V2__old_two.sql)");
+    pgpipe_migrator_close(m);
+    o.flags = PGPIPE_MIGRATE_REPAIR;
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    for (int i = 0; i < pgpipe_migrate_count(m); i++)
+        PGT_CHECK(!pgpipe_migrate_entry(m, i)->ran);
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(version || ':' || name || ':' || file || ':' || "
+                            "status, ' ' ORDER BY version) FROM mig_test.history "
+                            "WHERE scope = 'rename'"),
+               "1:one:V1__one.sql:baseline 2:two:V2__two.sql:applied "
+               "3:three:V3__three.sql:applied");
+    o.flags = 0;
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
+    PGT_OK(pgpipe_migrate_status(m));
+    for (int i = 0; i < pgpipe_migrate_count(m); i++)
+        PGT_EQ_STR(pgpipe_migrate_entry(m, i)->action, "");
+    pgpipe_migrator_close(m);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_ren1, mig_t_ren2, mig_t_ren3"));
+    PQfinish(c);
+}
