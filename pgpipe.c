@@ -14460,8 +14460,15 @@ static int mig_build_entries(pgpipe_migrator *m)
     }
     if (m->nentries > 1)
         qsort(m->entries, (size_t)m->nentries, sizeof *m->entries, mig_entry_cmp);
-    for (int i = 0; i < m->nentries; i++)
-        m->entries[i].info.action = m->entries[i].action;
+    for (int i = 0; i < m->nentries; i++) {
+        mig_entry *e = &m->entries[i];
+        e->info.action = e->action;
+        /* a refused baseline: the run stops before anything runs */
+        if (m->bl_refused && e->info.will_run) {
+            e->info.will_run = 0;
+            snprintf(e->action, sizeof e->action, "none (baseline %.60s refused)", m->baseline);
+        }
+    }
     return PGPIPE_OK;
 }
 
@@ -14479,6 +14486,8 @@ int pgpipe_migrate_status(pgpipe_migrator *m)
         rc = mig_load_history(m);
     if (rc == PGPIPE_OK)
         rc = mig_build_entries(m);
+    if (rc == PGPIPE_OK && m->bl_refused)
+        rc = pp_err(&m->hdr.err, PGPIPE_ERROR, "%s", m->bl_msg);
     return rc;
 }
 

@@ -1225,7 +1225,10 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
 ** PGPIPE_MIGRATE_DRY_RUN it only fills the entries (will_run) and changes
 ** nothing. */
 int pgpipe_migrate_run(pgpipe_migrator *m);
-/* Read the files and the history and fill the entries; changes nothing. */
+/* Read the files and the history and fill the entries with what a run with
+** the same options would do; changes nothing. A baseline that a run would
+** refuse (see baseline_version) is PGPIPE_ERROR with the run's message; the
+** entries are filled, and none of them will run. */
 int pgpipe_migrate_status(pgpipe_migrator *m);
 /* The entries of the last status or run (valid until the next call). */
 int pgpipe_migrate_count(const pgpipe_migrator *m);

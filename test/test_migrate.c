@@ -1952,3 +1952,48 @@ PGT_TEST(migrate, repair_records_a_renamed_file)
     PQclear(PGT_EXEC(c, "DROP TABLE mig_t_ren1, mig_t_ren2, mig_t_ren3"));
     PQfinish(c);
 }
+
+/* ---- status with a baseline a run would refuse --------------------------- */
+
+/* Status (and the dry run) with a baseline that a run refuses reports the
+** refusal, as the run does, and no entry as one that will run: the run
+** stops before anything. Without the baseline the pending version runs. */
+PGT_TEST(migrate, status_with_a_refused_baseline)
+{
+    const char *d = mig_t_dir("blstatus");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_bls1, mig_t_bls3"));
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_t_bls1 (id int);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blstatus");
+    PGT_OK(mig_t_run(c, &o, NULL));
+    mig_t_write(d, "V3__three.sql", "CREATE TABLE mig_t_bls3 (id int);\n");
+    o.baseline_version = "3";
+    for (int dry = 0; dry <= 1; dry++) {
+        o.flags = dry ? PGPIPE_MIGRATE_DRY_RUN : 0;
+        pgpipe_migrator *m = NULL;
+        PGT_OK(pgpipe_migrator_open(&m, c, &o));
+        PGT_EQ_INT(dry ? pgpipe_migrate_run(m) : pgpipe_migrate_status(m), PGPIPE_ERROR);
+        PGT_CONTAINS(mig_t_err(m), "baseline version 3 refused: the history of scope "
+                                   "\"blstatus\" already has versions applied, up to version 1");
+        PGT_EQ_INT(pgpipe_migrate_count(m), 2);
+        PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_APPLIED);
+        PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_PENDING);
+        PGT_CHECK(!mig_t_find(m, "three")->will_run);
+        PGT_EQ_STR(mig_t_find(m, "three")->action, "none (baseline 3 refused)");
+        const char *txt = mig_t_format(m);
+        PGT_CONTAINS(txt, "next run: none (baseline 3 refused)");
+        PGT_CHECK_MSG(strstr(txt, "apply") == NULL, "%s", txt);
+        pgpipe_migrator_close(m);
+    }
+    PGT_EQ_INT(mig_t_rows(c, "blstatus", NULL), 1);
+    o.flags = 0;
+    o.baseline_version = NULL;
+    pgpipe_migrator *m = NULL;
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
+    PGT_OK(pgpipe_migrate_status(m));
+    PGT_CHECK(mig_t_find(m, "three")->will_run);
+    PGT_EQ_STR(mig_t_find(m, "three")->action, "apply");
+    pgpipe_migrator_close(m);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_bls1"));
+    PQfinish(c);
+}
