@@ -1997,3 +1997,70 @@ PGT_TEST(migrate, status_with_a_refused_baseline)
     PQclear(PGT_EXEC(c, "DROP TABLE mig_t_bls1"));
     PQfinish(c);
 }
+
+/* Behind a transaction pooler a runner decides under the lock, then takes
+** it again for each file: a baseline recorded in between (another runner,
+** on an empty history) covers a no-transaction file as it covers a
+** transactional one; it is not run and its baseline row stays. The gates:
+** the history table's lock stops the runner in its decision (holding the
+** migration lock); a second session queues for the migration lock, gets it
+** when the decision commits, and records the baseline while the runner
+** waits to start its first file. */
+PGT_TEST(migrate, baseline_between_decision_and_file)
+{
+    char d[512];
+    snprintf(d, sizeof d, "%s", mig_t_dir("blgap"));
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blg_ran; CREATE TABLE mig_t_blg_ran (f text)"));
+    mig_t_write(d, "V1__notx.sql", "-- pgpipe:no-transaction\n"
+                                   "INSERT INTO mig_t_blg_ran VALUES ('v1');\n");
+    mig_t_write(d, "V2__tx.sql", "INSERT INTO mig_t_blg_ran VALUES ('v2');\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blgap");
+    o.scope = "blgap-setup"; /* the history table exists, the scope is empty */
+    o.target_version = "0";
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.target_version = NULL;
+    o.scope = "blgap";
+    PQclear(PGT_EXEC(c, "DELETE FROM mig_test.history WHERE scope = 'blgap'"));
+
+    PGconn *gate = pgt_connect(), *other = pgt_connect();
+    PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_test.history IN ACCESS EXCLUSIVE MODE"));
+    mig_t_bg b;
+    memset(&b, 0, sizeof b);
+    b.o = o;
+    b.o.pooler = PGPIPE_POOLER_TRANSACTION;
+    b.o.flags = PGPIPE_MIGRATE_OUT_OF_ORDER; /* (no read before the decision's) */
+    mig_t_bg_start(&b);
+    mig_t_wait_blocked(c, "SELECT kind, COALESCE(version::text");
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_CHECK(PQsendQuery(other, sql) == 1);
+    mig_t_wait_blocked(c, "SELECT pg_advisory_lock(");
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    PGresult *r = PQgetResult(other);
+    PGT_CHECK(r && PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+    PGT_CHECK(PQgetResult(other) == NULL);
+    /* the runner decided to apply V1 and V2 and waits for the lock; the
+    ** baseline (a runner on this session: the lock is its own) */
+    pgpipe_migrate_options oa = o;
+    oa.pooler = PGPIPE_POOLER_SESSION;
+    oa.baseline_version = "2";
+    pgpipe_migrator *m = NULL;
+    PGT_CHECK_MSG(mig_t_run(other, &oa, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    pgpipe_migrator_close(m);
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_EQ_STR(mig_t_str(other, sql), "t");
+    mig_t_bg_join(&b);
+    PGT_CHECK_MSG(b.rc == PGPIPE_OK, "%s", pgpipe_errmsg(b.m));
+    PGT_CHECK(!mig_t_find(b.m, "notx")->ran);
+    PGT_CHECK(!mig_t_find(b.m, "tx")->ran);
+    mig_t_bg_close(&b);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_blg_ran"), 0);
+    PGT_EQ_INT(mig_t_rows(c, "blgap", "baseline"), 2);
+    PGT_EQ_INT(mig_t_rows(c, "blgap", NULL), 2);
+    PQfinish(other);
+    PQfinish(gate);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_blg_ran"));
+    PQfinish(c);
+}

@@ -1808,8 +1808,9 @@ static int mig_notx_begin(pgpipe_migrator *m, mig_entry *e, int start, int *skip
     mig_now now;
     if (rc == PGPIPE_OK)
         rc = mig_reread(m, f, &now);
-    if (rc == PGPIPE_OK && !strcmp(now.status, "applied") && !strcmp(now.checksum, f->checksum)) {
-        *skip = 1;
+    if (rc == PGPIPE_OK && (!strcmp(now.status, "applied") || !strcmp(now.status, "baseline")) &&
+        !strcmp(now.checksum, f->checksum)) {
+        *skip = 1; /* (a baseline recorded it meanwhile: as mig_apply_tx) */
         pp_rollback_open(m->conn);
         return PGPIPE_OK;
     }
