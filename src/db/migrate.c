@@ -86,6 +86,7 @@ typedef struct mig_file {
     mig_stmt *stmts;      /* parsed on demand */
     int nstmts;
     int parsed;
+    int ran;              /* executed by this run (the entries are rebuilt after it) */
 } mig_file;
 
 typedef struct mig_row {
@@ -182,15 +183,24 @@ static void mig_files_free(pgpipe_migrator *m)
     m->nfiles = 0;
 }
 
+/* The text columns of a history row: the column in mig_load_history's
+** query, and the field of mig_row it goes to. */
+static const unsigned char mig_row_text[][2] = {
+    { 1, offsetof(mig_row, version) },      { 2, offsetof(mig_row, name) },
+    { 3, offsetof(mig_row, file) },         { 4, offsetof(mig_row, checksum) },
+    { 5, offsetof(mig_row, algo) },         { 6, offsetof(mig_row, status) },
+    { 10, offsetof(mig_row, progress_ck) }, { 11, offsetof(mig_row, applied_at) },
+    { 12, offsetof(mig_row, applied_by) },  { 15, offsetof(mig_row, error) },
+    { 16, offsetof(mig_row, sqlstate) },
+};
+#define MIG_ROW_TEXT(r, k) (*(char **)(void *)((char *)(r) + mig_row_text[k][1]))
+
 static void mig_rows_free(pgpipe_migrator *m)
 {
     mig_entries_free(m);
-    for (int i = 0; i < m->nrows; i++) {
-        mig_row *r = &m->rows[i];
-        pp_free(r->version); pp_free(r->name); pp_free(r->file); pp_free(r->checksum);
-        pp_free(r->algo); pp_free(r->status); pp_free(r->progress_ck);
-        pp_free(r->applied_at); pp_free(r->applied_by); pp_free(r->error); pp_free(r->sqlstate);
-    }
+    for (int i = 0; i < m->nrows; i++)
+        for (size_t k = 0; k < sizeof mig_row_text / sizeof *mig_row_text; k++)
+            pp_free(MIG_ROW_TEXT(&m->rows[i], k));
     pp_free(m->rows);
     m->rows = NULL;
     m->nrows = 0;
@@ -821,26 +831,18 @@ static int mig_load_history(pgpipe_migrator *m)
     for (int i = 0; i < n; i++) {
         mig_row *w = &m->rows[i];
         w->kind = PQgetvalue(r, i, 0)[0];
-        w->version = mig_dupval(r, i, 1);
-        w->name = mig_dupval(r, i, 2);
-        w->file = mig_dupval(r, i, 3);
-        w->checksum = mig_dupval(r, i, 4);
-        w->algo = mig_dupval(r, i, 5);
-        w->status = mig_dupval(r, i, 6);
         w->transactional = PQgetvalue(r, i, 7)[0] == 't';
         w->done = atoi(PQgetvalue(r, i, 8));
         w->total = atoi(PQgetvalue(r, i, 9));
-        w->progress_ck = mig_dupval(r, i, 10);
-        w->applied_at = mig_dupval(r, i, 11);
-        w->applied_by = mig_dupval(r, i, 12);
         w->exec_ms = strtod(PQgetvalue(r, i, 13), NULL);
         w->error_line = atoll(PQgetvalue(r, i, 14));
-        w->error = mig_dupval(r, i, 15);
-        w->sqlstate = mig_dupval(r, i, 16);
         w->started = atoi(PQgetvalue(r, i, 17));
-        if (!w->version || !w->name || !w->file || !w->checksum || !w->algo || !w->status) {
-            PQclear(r);
-            return pp_err_nomem(&m->hdr.err);
+        for (size_t k = 0; k < sizeof mig_row_text / sizeof *mig_row_text; k++) {
+            int col = mig_row_text[k][0];
+            if (!(MIG_ROW_TEXT(w, k) = mig_dupval(r, i, col)) && !PQgetisnull(r, i, col)) {
+                PQclear(r);
+                return pp_err_nomem(&m->hdr.err);
+            }
         }
     }
     PQclear(r);
@@ -896,22 +898,30 @@ static int mig_record(pgpipe_migrator *m, const mig_file *f, const char *status,
     return rc;
 }
 
+/* Updates a file's history row: set is the SET list over $4 (and $5). */
+static int mig_row_update(pgpipe_migrator *m, const mig_file *f, const char *set, int n,
+                          const char *a, const char *b, const char *what)
+{
+    const char *p[5] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, a, b };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "UPDATE %s SET %s "
+            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
+            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl, set) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_hist_write(m, q.data, n, p, what);
+    pp_buf_free(&q);
+    return rc;
+}
+
 static int mig_record_progress(pgpipe_migrator *m, const mig_file *f, int done)
 {
     char ck[65], sdone[16];
     mig_progress_checksum(f, done, ck);
     snprintf(sdone, sizeof sdone, "%d", done);
-    const char *p[5] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sdone, ck };
-    pp_buf q = { NULL, 0, 0 };
-    if (pp_buf_appendf(&q,
-            "UPDATE %s SET statements_done = $4::int, progress_checksum = $5, "
-            "statement_started = NULL "
-            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
-            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
-        return pp_err_nomem(&m->hdr.err);
-    int rc = mig_hist_write(m, q.data, 5, p, "cannot record the progress of the migration");
-    pp_buf_free(&q);
-    return rc;
+    return mig_row_update(m, f, "statements_done = $4::int, progress_checksum = $5, "
+                                "statement_started = NULL", 5, sdone, ck,
+                          "cannot record the progress of the migration");
 }
 
 /* Records that statement n (1-based) of a no-transaction file starts outside
@@ -920,16 +930,8 @@ static int mig_record_start(pgpipe_migrator *m, const mig_file *f, int n)
 {
     char sn[16];
     snprintf(sn, sizeof sn, "%d", n);
-    const char *p[4] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sn };
-    pp_buf q = { NULL, 0, 0 };
-    if (pp_buf_appendf(&q,
-            "UPDATE %s SET statement_started = $4::int "
-            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
-            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
-        return pp_err_nomem(&m->hdr.err);
-    int rc = mig_hist_write(m, q.data, 4, p, "cannot record the start of a statement");
-    pp_buf_free(&q);
-    return rc;
+    return mig_row_update(m, f, "statement_started = $4::int", 4, sn, NULL,
+                          "cannot record the start of a statement");
 }
 
 /* A file's history row as it is now (a transaction pooler's runner reads it
@@ -1082,6 +1084,7 @@ static void mig_fill_info(mig_entry *e)
         in->error = r->error;
         in->sqlstate = r->sqlstate;
     }
+    in->ran = f && f->ran;
     in->action = e->action;
 }
 
@@ -1728,6 +1731,18 @@ static int mig_doubt_error(pgpipe_migrator *m, const mig_file *f, int n, int oth
                      n + 1, n);
 }
 
+/* An entry applied: by this run (ran), or by another runner meanwhile. */
+static void mig_entry_applied(mig_entry *e, int ran)
+{
+    if (ran) {
+        e->info.ran = e->f->ran = 1;
+        e->info.statements_done = e->f->nstmts;
+    }
+    e->info.state = PGPIPE_MIGRATION_APPLIED;
+    e->info.will_run = 0;
+    e->action[0] = '\0';
+}
+
 /* A whole file in one transaction. */
 static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
 {
@@ -1747,9 +1762,7 @@ static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
             pp_rollback_open(m->conn);
             pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: applied by another runner meanwhile",
                     f->file);
-            e->info.state = PGPIPE_MIGRATION_APPLIED;
-            e->info.will_run = 0;
-            e->action[0] = '\0';
+            mig_entry_applied(e, 0);
             return PGPIPE_OK;
         }
     }
@@ -1783,11 +1796,7 @@ static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
         mig_record_failure(m, f, "failed", 0, ms);
         return rc;
     }
-    e->info.ran = 1;
-    e->info.state = PGPIPE_MIGRATION_APPLIED;
-    e->info.will_run = 0;
-    e->info.statements_done = f->nstmts;
-    e->action[0] = '\0';
+    mig_entry_applied(e, 1);
     pp_logf(PGPIPE_LOG_INFO, "migrate", "applied %s (%d statements, %.1f ms)", f->file,
             f->nstmts, ms);
     return PGPIPE_OK;
@@ -1896,11 +1905,8 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
     int skip = 0;
     int rc = mig_notx_begin(m, e, start, &skip);
     if (rc != PGPIPE_OK || skip) {
-        if (skip) {
-            e->info.state = PGPIPE_MIGRATION_APPLIED;
-            e->info.will_run = 0;
-            e->action[0] = '\0';
-        }
+        if (skip)
+            mig_entry_applied(e, 0);
         return rc;
     }
     e->info.state = PGPIPE_MIGRATION_PARTIAL;
@@ -2010,11 +2016,7 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
         mig_progress_checksum(f, f->nstmts, ck);
         rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
         if (rc == PGPIPE_OK) {
-            e->info.ran = 1;
-            e->info.state = PGPIPE_MIGRATION_APPLIED;
-            e->info.will_run = 0;
-            e->info.statements_done = f->nstmts;
-            e->action[0] = '\0';
+            mig_entry_applied(e, 1);
             pp_logf(PGPIPE_LOG_INFO, "migrate",
                     "applied %s without a transaction (statements %d-%d of %d, %.1f ms)",
                     f->file, start + 1, f->nstmts, f->nstmts, ms);
@@ -2428,35 +2430,18 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
     /* the entries show the state after the run (keeping the run's error) */
     if (!dry && PQstatus(m->conn) == CONNECTION_OK) {
         pgpipe_error keep = m->hdr.err;
-        int nran = 0;
-        char (*ran)[80] = pp_calloc((size_t)(m->nentries ? m->nentries : 1), sizeof *ran);
-        for (int i = 0; ran && i < m->nentries; i++)
-            if (m->entries[i].info.ran)
-                snprintf(ran[nran++], sizeof *ran, "%c%s", m->entries[i].info.kind,
-                         m->entries[i].info.kind == 'V' ? m->entries[i].info.version
-                                                        : m->entries[i].info.name);
         unsigned flags = m->flags;
         char *bl = m->baseline;
         int resume_from = m->resume_from, redo = m->redo;
         m->flags &= ~PGPIPE_MIGRATE_REPAIR;
         m->baseline = NULL;
         m->resume_from = m->redo = 0;
-        if (mig_load_history(m) == PGPIPE_OK && mig_build_entries(m) == PGPIPE_OK) {
-            for (int i = 0; ran && i < m->nentries; i++) {
-                char key[80];
-                snprintf(key, sizeof key, "%c%s", m->entries[i].info.kind,
-                         m->entries[i].info.kind == 'V' ? m->entries[i].info.version
-                                                        : m->entries[i].info.name);
-                for (int k = 0; k < nran; k++)
-                    if (strcmp(key, ran[k]) == 0)
-                        m->entries[i].info.ran = 1;
-            }
-        }
+        if (mig_load_history(m) == PGPIPE_OK) /* (the files stay: their ran flags) */
+            mig_build_entries(m);
         m->flags = flags;
         m->baseline = bl;
         m->resume_from = resume_from;
         m->redo = redo;
-        pp_free(ran);
         m->hdr.err = keep;
     }
     mig_rollback_if_needed(m);
