@@ -125,6 +125,7 @@ struct pgpipe_migrator {
     char *tbl_schema, *tbl_name;
     int lock_timeout_ms;
     long long lock_key;
+    char lock_key_s[24];  /* the same as text, a statement's parameter */
     unsigned flags;
     mig_file *files;
     int nfiles;
@@ -975,9 +976,7 @@ static int mig_reread(pgpipe_migrator *m, const mig_file *f, mig_now *now)
 ** connection. */
 static int mig_lock(pgpipe_migrator *m, int xact)
 {
-    char key[32];
-    snprintf(key, sizeof key, "%lld", m->lock_key);
-    const char *p[1] = { key };
+    const char *p[1] = { m->lock_key_s };
     int64_t t0 = pgpipe_now_us();
     int timeout = m->lock_timeout_ms;
     /* poll until the timeout, not a number of attempts */
@@ -1024,9 +1023,7 @@ static void mig_unlock(pgpipe_migrator *m)
 {
     if (!m->locked)
         return;
-    char key[32];
-    snprintf(key, sizeof key, "%lld", m->lock_key);
-    const char *p[1] = { key };
+    const char *p[1] = { m->lock_key_s };
     PGresult *r = PQexecParams(m->conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, p,
                                NULL, NULL, 0);
     PQclear(r);
@@ -2087,13 +2084,14 @@ static int mig_apply(pgpipe_migrator *m, mig_entry *e)
     return f->transactional ? mig_apply_tx(m, e) : mig_apply_notx(m, e, start);
 }
 
-/* Runs one step under the transaction lock when behind a transaction
-** pooler (the session lock covers it otherwise). */
-static int mig_step(pgpipe_migrator *m, int (*fn)(pgpipe_migrator *, mig_entry *), mig_entry *e)
+/* Creates or upgrades the history table (behind a transaction pooler in a
+** transaction under the transaction lock; the session lock covers it
+** otherwise). */
+static int mig_create_step(pgpipe_migrator *m)
 {
     int rc = m->txmode ? mig_begin(m) : PGPIPE_OK;
     if (rc == PGPIPE_OK)
-        rc = fn(m, e);
+        rc = mig_create_table(m);
     if (rc == PGPIPE_OK && m->txmode)
         rc = mig_commit(m);
     if (rc != PGPIPE_OK)
@@ -2101,13 +2099,8 @@ static int mig_step(pgpipe_migrator *m, int (*fn)(pgpipe_migrator *, mig_entry *
     return rc;
 }
 
-static int mig_step_create(pgpipe_migrator *m, mig_entry *e)
-{
-    (void)e;
-    return mig_create_table(m);
-}
-
-static int mig_step_repair(pgpipe_migrator *m, mig_entry *e)
+/* In the run's decision transaction (mig_run_locked). */
+static int mig_write_repair(pgpipe_migrator *m, const mig_entry *e)
 {
     const char *p[5] = { m->scope, e->f->version, e->f->checksum, e->f->file, e->f->name };
     pp_buf q = { NULL, 0, 0 };
@@ -2123,7 +2116,7 @@ static int mig_step_repair(pgpipe_migrator *m, mig_entry *e)
     return rc;
 }
 
-static int mig_step_baseline(pgpipe_migrator *m, mig_entry *e)
+static int mig_write_baseline(pgpipe_migrator *m, const mig_entry *e)
 {
     const char *p[5] = { m->scope, e->info.version, e->f ? e->f->name : "baseline",
                          e->f ? e->f->file : "", e->f ? e->f->checksum : "" };
@@ -2280,7 +2273,7 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
 {
     int rc = PGPIPE_OK;
     if (!dry)
-        rc = mig_step(m, mig_step_create, NULL);
+        rc = mig_create_step(m);
     if (rc == PGPIPE_OK)
         rc = mig_load_files(m);
     /* the history is read, judged (the baseline's rule, drift) and the
@@ -2298,9 +2291,9 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
     for (int i = 0; rc == PGPIPE_OK && !dry && i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (e->do_repair)
-            rc = mig_step_repair(m, e);
+            rc = mig_write_repair(m, e);
         else if (e->do_baseline)
-            rc = mig_step_baseline(m, e);
+            rc = mig_write_baseline(m, e);
     }
     if (rc == PGPIPE_OK && !dry)
         rc = mig_commit(m);
@@ -2507,6 +2500,7 @@ static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_optio
     m->tbl = b.data;
     m->lock_timeout_ms = o.lock_timeout_ms == 0 ? 30000 : o.lock_timeout_ms;
     m->lock_key = o.lock_key ? o.lock_key : PGPIPE_MIGRATE_LOCK_KEY;
+    snprintf(m->lock_key_s, sizeof m->lock_key_s, "%lld", m->lock_key);
     m->flags = o.flags;
     if (o.pooler != PGPIPE_POOLER_AUTO && o.pooler != PGPIPE_POOLER_SESSION &&
         o.pooler != PGPIPE_POOLER_TRANSACTION)
