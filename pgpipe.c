@@ -14919,8 +14919,9 @@ static int mig_notx_position(pgpipe_migrator *m, const mig_file *f, int *pos, in
         int rc = mig_reread(m, f, &now);
         if (rc != PGPIPE_OK)
             return rc;
-        if (!strcmp(now.status, "applied") && !strcmp(now.checksum, f->checksum)) {
-            *pos = -1;
+        if ((!strcmp(now.status, "applied") || !strcmp(now.status, "baseline")) &&
+            !strcmp(now.checksum, f->checksum)) {
+            *pos = -1; /* (or a baseline took over a row with nothing done) */
             return PGPIPE_OK;
         }
         if (strcmp(now.checksum, f->checksum) != 0)
@@ -14978,7 +14979,7 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
     e->info.state = PGPIPE_MIGRATION_PARTIAL;
     e->info.statements_done = start;
     e->info.statement_unknown = 0;
-    int done = start;
+    int done = start, theirs = 0;
     for (int i = start; i < f->nstmts;) {
         const mig_stmt *st = &f->stmts[i];
         int tc = mig_tc_kind(st->sql);
@@ -14998,8 +14999,10 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
                     break;
                 if (pos != i || waited) { /* follow another runner; or BEGIN again */
                     pp_rollback_open(m->conn);
-                    if (pos < 0)
+                    if (pos < 0) {
+                        theirs = 1;
                         break;
+                    }
                     i = done = pos;
                     continue;
                 }
@@ -15019,8 +15022,10 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
         if ((rc = mig_notx_sync(m, f, i, &pos)) != PGPIPE_OK)
             break;
         if (pos != i) {
-            if (pos < 0)
+            if (pos < 0) {
+                theirs = 1;
                 break;
+            }
             i = done = pos;
             continue;
         }
@@ -15045,8 +15050,10 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
             if ((rc = mig_notx_sync(m, f, i, &pos)) != PGPIPE_OK)
                 break;
             if (pos != i) {
-                if (pos < 0)
+                if (pos < 0) {
+                    theirs = 1;
                     break;
+                }
                 i = done = pos;
                 continue;
             }
@@ -15072,6 +15079,12 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
         done = i;
         e->info.statements_done = done;
         e->info.statement_unknown = 0;
+    }
+    if (rc == PGPIPE_OK && theirs) {
+        /* another runner finished it (or a baseline recorded it): its row stays */
+        pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: applied by another runner meanwhile", f->file);
+        mig_entry_applied(e, 0);
+        return PGPIPE_OK;
     }
     double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
     if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)

@@ -2064,3 +2064,67 @@ PGT_TEST(migrate, baseline_between_decision_and_file)
     PQclear(PGT_EXEC(c, "DROP TABLE mig_t_blg_ran"));
     PQfinish(c);
 }
+
+/* The same behind a transaction pooler, one step later: a runner wrote the
+** row of its no-transaction file (nothing of it done yet) when a baseline,
+** deciding on a history with nothing applied, records the file as baseline
+** over that row. The runner's next step finds the baseline: it stops there
+** (the file is not run, the row stays baseline). The gate: a SHARE lock on
+** the history table lets the runner read but stops its first write. */
+PGT_TEST(migrate, baseline_over_a_started_file)
+{
+    char d[512];
+    snprintf(d, sizeof d, "%s", mig_t_dir("blstarted"));
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_bls_ran; CREATE TABLE mig_t_bls_ran (f text)"));
+    mig_t_write(d, "V1__notx.sql", "-- pgpipe:no-transaction\n"
+                                   "INSERT INTO mig_t_bls_ran VALUES ('v1');\n");
+    mig_t_write(d, "V2__tx.sql", "INSERT INTO mig_t_bls_ran VALUES ('v2');\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blstarted");
+    o.scope = "blstarted-setup"; /* the history table exists, the scope is empty */
+    o.target_version = "0";
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.target_version = NULL;
+    o.scope = "blstarted";
+    PQclear(PGT_EXEC(c, "DELETE FROM mig_test.history WHERE scope = 'blstarted'"));
+
+    PGconn *gate = pgt_connect(), *other = pgt_connect();
+    PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_test.history IN SHARE MODE"));
+    mig_t_bg b;
+    memset(&b, 0, sizeof b);
+    b.o = o;
+    b.o.pooler = PGPIPE_POOLER_TRANSACTION;
+    mig_t_bg_start(&b);
+    mig_t_wait_blocked(c, "INSERT INTO \"mig_test\".\"history\"");
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_CHECK(PQsendQuery(other, sql) == 1);
+    mig_t_wait_blocked(c, "SELECT pg_advisory_lock(");
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    PGresult *r = PQgetResult(other);
+    PGT_CHECK(r && PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+    PGT_CHECK(PQgetResult(other) == NULL);
+    PGT_EQ_INT(mig_t_rows(c, "blstarted", "partial"), 1);
+    pgpipe_migrate_options oa = o;
+    oa.pooler = PGPIPE_POOLER_SESSION;
+    oa.baseline_version = "2";
+    pgpipe_migrator *m = NULL;
+    PGT_CHECK_MSG(mig_t_run(other, &oa, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    pgpipe_migrator_close(m);
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_EQ_STR(mig_t_str(other, sql), "t");
+    mig_t_bg_join(&b);
+    PGT_CHECK_MSG(b.rc == PGPIPE_OK, "%s", pgpipe_errmsg(b.m));
+    PGT_CHECK(!mig_t_find(b.m, "notx")->ran);
+    PGT_CHECK(!mig_t_find(b.m, "tx")->ran);
+    PGT_EQ_INT(mig_t_find(b.m, "notx")->state, PGPIPE_MIGRATION_BASELINE);
+    mig_t_bg_close(&b);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_bls_ran"), 0);
+    PGT_EQ_INT(mig_t_rows(c, "blstarted", "baseline"), 2);
+    PGT_EQ_INT(mig_t_rows(c, "blstarted", NULL), 2);
+    PQfinish(other);
+    PQfinish(gate);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_bls_ran"));
+    PQfinish(c);
+}
