@@ -13419,6 +13419,7 @@ typedef struct mig_file {
     mig_stmt *stmts;      /* parsed on demand */
     int nstmts;
     int parsed;
+    int ran;              /* executed by this run (the entries are rebuilt after it) */
 } mig_file;
 
 typedef struct mig_row {
@@ -13457,6 +13458,7 @@ struct pgpipe_migrator {
     char *tbl_schema, *tbl_name;
     int lock_timeout_ms;
     long long lock_key;
+    char lock_key_s[24];  /* the same as text, a statement's parameter */
     unsigned flags;
     mig_file *files;
     int nfiles;
@@ -13515,15 +13517,24 @@ static void mig_files_free(pgpipe_migrator *m)
     m->nfiles = 0;
 }
 
+/* The text columns of a history row: the column in mig_load_history's
+** query, and the field of mig_row it goes to. */
+static const unsigned char mig_row_text[][2] = {
+    { 1, offsetof(mig_row, version) },      { 2, offsetof(mig_row, name) },
+    { 3, offsetof(mig_row, file) },         { 4, offsetof(mig_row, checksum) },
+    { 5, offsetof(mig_row, algo) },         { 6, offsetof(mig_row, status) },
+    { 10, offsetof(mig_row, progress_ck) }, { 11, offsetof(mig_row, applied_at) },
+    { 12, offsetof(mig_row, applied_by) },  { 15, offsetof(mig_row, error) },
+    { 16, offsetof(mig_row, sqlstate) },
+};
+#define MIG_ROW_TEXT(r, k) (*(char **)(void *)((char *)(r) + mig_row_text[k][1]))
+
 static void mig_rows_free(pgpipe_migrator *m)
 {
     mig_entries_free(m);
-    for (int i = 0; i < m->nrows; i++) {
-        mig_row *r = &m->rows[i];
-        pp_free(r->version); pp_free(r->name); pp_free(r->file); pp_free(r->checksum);
-        pp_free(r->algo); pp_free(r->status); pp_free(r->progress_ck);
-        pp_free(r->applied_at); pp_free(r->applied_by); pp_free(r->error); pp_free(r->sqlstate);
-    }
+    for (int i = 0; i < m->nrows; i++)
+        for (size_t k = 0; k < sizeof mig_row_text / sizeof *mig_row_text; k++)
+            pp_free(MIG_ROW_TEXT(&m->rows[i], k));
     pp_free(m->rows);
     m->rows = NULL;
     m->nrows = 0;
@@ -14154,26 +14165,18 @@ static int mig_load_history(pgpipe_migrator *m)
     for (int i = 0; i < n; i++) {
         mig_row *w = &m->rows[i];
         w->kind = PQgetvalue(r, i, 0)[0];
-        w->version = mig_dupval(r, i, 1);
-        w->name = mig_dupval(r, i, 2);
-        w->file = mig_dupval(r, i, 3);
-        w->checksum = mig_dupval(r, i, 4);
-        w->algo = mig_dupval(r, i, 5);
-        w->status = mig_dupval(r, i, 6);
         w->transactional = PQgetvalue(r, i, 7)[0] == 't';
         w->done = atoi(PQgetvalue(r, i, 8));
         w->total = atoi(PQgetvalue(r, i, 9));
-        w->progress_ck = mig_dupval(r, i, 10);
-        w->applied_at = mig_dupval(r, i, 11);
-        w->applied_by = mig_dupval(r, i, 12);
         w->exec_ms = strtod(PQgetvalue(r, i, 13), NULL);
         w->error_line = atoll(PQgetvalue(r, i, 14));
-        w->error = mig_dupval(r, i, 15);
-        w->sqlstate = mig_dupval(r, i, 16);
         w->started = atoi(PQgetvalue(r, i, 17));
-        if (!w->version || !w->name || !w->file || !w->checksum || !w->algo || !w->status) {
-            PQclear(r);
-            return pp_err_nomem(&m->hdr.err);
+        for (size_t k = 0; k < sizeof mig_row_text / sizeof *mig_row_text; k++) {
+            int col = mig_row_text[k][0];
+            if (!(MIG_ROW_TEXT(w, k) = mig_dupval(r, i, col)) && !PQgetisnull(r, i, col)) {
+                PQclear(r);
+                return pp_err_nomem(&m->hdr.err);
+            }
         }
     }
     PQclear(r);
@@ -14229,22 +14232,30 @@ static int mig_record(pgpipe_migrator *m, const mig_file *f, const char *status,
     return rc;
 }
 
+/* Updates a file's history row: set is the SET list over $4 (and $5). */
+static int mig_row_update(pgpipe_migrator *m, const mig_file *f, const char *set, int n,
+                          const char *a, const char *b, const char *what)
+{
+    const char *p[5] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, a, b };
+    pp_buf q = { NULL, 0, 0 };
+    if (pp_buf_appendf(&q,
+            "UPDATE %s SET %s "
+            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
+            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl, set) != PGPIPE_OK)
+        return pp_err_nomem(&m->hdr.err);
+    int rc = mig_hist_write(m, q.data, n, p, what);
+    pp_buf_free(&q);
+    return rc;
+}
+
 static int mig_record_progress(pgpipe_migrator *m, const mig_file *f, int done)
 {
     char ck[65], sdone[16];
     mig_progress_checksum(f, done, ck);
     snprintf(sdone, sizeof sdone, "%d", done);
-    const char *p[5] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sdone, ck };
-    pp_buf q = { NULL, 0, 0 };
-    if (pp_buf_appendf(&q,
-            "UPDATE %s SET statements_done = $4::int, progress_checksum = $5, "
-            "statement_started = NULL "
-            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
-            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
-        return pp_err_nomem(&m->hdr.err);
-    int rc = mig_hist_write(m, q.data, 5, p, "cannot record the progress of the migration");
-    pp_buf_free(&q);
-    return rc;
+    return mig_row_update(m, f, "statements_done = $4::int, progress_checksum = $5, "
+                                "statement_started = NULL", 5, sdone, ck,
+                          "cannot record the progress of the migration");
 }
 
 /* Records that statement n (1-based) of a no-transaction file starts outside
@@ -14253,16 +14264,8 @@ static int mig_record_start(pgpipe_migrator *m, const mig_file *f, int n)
 {
     char sn[16];
     snprintf(sn, sizeof sn, "%d", n);
-    const char *p[4] = { m->scope, f->kind == 'V' ? f->version : NULL, f->name, sn };
-    pp_buf q = { NULL, 0, 0 };
-    if (pp_buf_appendf(&q,
-            "UPDATE %s SET statement_started = $4::int "
-            "WHERE scope = $1 AND (CASE WHEN $2::numeric IS NULL THEN kind = 'R' AND name = $3 "
-            "ELSE kind = 'V' AND version = $2::numeric END)", m->tbl) != PGPIPE_OK)
-        return pp_err_nomem(&m->hdr.err);
-    int rc = mig_hist_write(m, q.data, 4, p, "cannot record the start of a statement");
-    pp_buf_free(&q);
-    return rc;
+    return mig_row_update(m, f, "statement_started = $4::int", 4, sn, NULL,
+                          "cannot record the start of a statement");
 }
 
 /* A file's history row as it is now (a transaction pooler's runner reads it
@@ -14306,9 +14309,7 @@ static int mig_reread(pgpipe_migrator *m, const mig_file *f, mig_now *now)
 ** connection. */
 static int mig_lock(pgpipe_migrator *m, int xact)
 {
-    char key[32];
-    snprintf(key, sizeof key, "%lld", m->lock_key);
-    const char *p[1] = { key };
+    const char *p[1] = { m->lock_key_s };
     int64_t t0 = pgpipe_now_us();
     int timeout = m->lock_timeout_ms;
     /* poll until the timeout, not a number of attempts */
@@ -14355,9 +14356,7 @@ static void mig_unlock(pgpipe_migrator *m)
 {
     if (!m->locked)
         return;
-    char key[32];
-    snprintf(key, sizeof key, "%lld", m->lock_key);
-    const char *p[1] = { key };
+    const char *p[1] = { m->lock_key_s };
     PGresult *r = PQexecParams(m->conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, p,
                                NULL, NULL, 0);
     PQclear(r);
@@ -14415,6 +14414,7 @@ static void mig_fill_info(mig_entry *e)
         in->error = r->error;
         in->sqlstate = r->sqlstate;
     }
+    in->ran = f && f->ran;
     in->action = e->action;
 }
 
@@ -14499,6 +14499,14 @@ static void mig_decide_recorded(pgpipe_migrator *m, mig_entry *e)
             snprintf(e->action, sizeof e->action, "at the baseline %s: skipped", r->version);
         } else if (same) {
             in->state = base ? PGPIPE_MIGRATION_BASELINE : PGPIPE_MIGRATION_APPLIED;
+            if (f->kind == 'V' && strcmp(r->file, f->file) != 0) {
+                /* renamed, same version and content: not drift; repair
+                ** records the file's name now */
+                e->do_repair = repair;
+                snprintf(e->action, sizeof e->action, "%s%.80s%s",
+                         repair ? "repair: record the new name (was " : "none (recorded as ",
+                         r->file, repair ? ")" : "; repair records the new name)");
+            }
         } else if (f->kind == 'R') {
             in->state = PGPIPE_MIGRATION_OUTDATED;
             in->will_run = 1;
@@ -14716,8 +14724,15 @@ static int mig_build_entries(pgpipe_migrator *m)
     }
     if (m->nentries > 1)
         qsort(m->entries, (size_t)m->nentries, sizeof *m->entries, mig_entry_cmp);
-    for (int i = 0; i < m->nentries; i++)
-        m->entries[i].info.action = m->entries[i].action;
+    for (int i = 0; i < m->nentries; i++) {
+        mig_entry *e = &m->entries[i];
+        e->info.action = e->action;
+        /* a refused baseline: the run stops before anything runs */
+        if (m->bl_refused && e->info.will_run) {
+            e->info.will_run = 0;
+            snprintf(e->action, sizeof e->action, "none (baseline %.60s refused)", m->baseline);
+        }
+    }
     return PGPIPE_OK;
 }
 
@@ -14735,6 +14750,8 @@ int pgpipe_migrate_status(pgpipe_migrator *m)
         rc = mig_load_history(m);
     if (rc == PGPIPE_OK)
         rc = mig_build_entries(m);
+    if (rc == PGPIPE_OK && m->bl_refused)
+        rc = pp_err(&m->hdr.err, PGPIPE_ERROR, "%s", m->bl_msg);
     return rc;
 }
 
@@ -14935,12 +14952,17 @@ static int mig_exec_stmt(pgpipe_migrator *m, const mig_file *f, int idx)
 
 /* Opens a transaction; behind a transaction pooler it takes the transaction
 ** lock too, so the steps of different runners take turns. */
-static int mig_begin(pgpipe_migrator *m)
+static int mig_begin_as(pgpipe_migrator *m, const char *begin)
 {
-    int rc = mig_exec_ok(m, "BEGIN", 0, NULL, "cannot begin a migration transaction");
+    int rc = mig_exec_ok(m, begin, 0, NULL, "cannot begin a migration transaction");
     if (rc == PGPIPE_OK && m->txmode)
         rc = mig_lock(m, 1);
     return rc;
+}
+
+static int mig_begin(pgpipe_migrator *m)
+{
+    return mig_begin_as(m, "BEGIN");
 }
 
 static int mig_commit(pgpipe_migrator *m)
@@ -15039,6 +15061,18 @@ static int mig_doubt_error(pgpipe_migrator *m, const mig_file *f, int n, int oth
                      n + 1, n);
 }
 
+/* An entry applied: by this run (ran), or by another runner meanwhile. */
+static void mig_entry_applied(mig_entry *e, int ran)
+{
+    if (ran) {
+        e->info.ran = e->f->ran = 1;
+        e->info.statements_done = e->f->nstmts;
+    }
+    e->info.state = PGPIPE_MIGRATION_APPLIED;
+    e->info.will_run = 0;
+    e->action[0] = '\0';
+}
+
 /* A whole file in one transaction. */
 static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
 {
@@ -15058,9 +15092,7 @@ static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
             pp_rollback_open(m->conn);
             pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: applied by another runner meanwhile",
                     f->file);
-            e->info.state = PGPIPE_MIGRATION_APPLIED;
-            e->info.will_run = 0;
-            e->action[0] = '\0';
+            mig_entry_applied(e, 0);
             return PGPIPE_OK;
         }
     }
@@ -15094,11 +15126,7 @@ static int mig_apply_tx(pgpipe_migrator *m, mig_entry *e)
         mig_record_failure(m, f, "failed", 0, ms);
         return rc;
     }
-    e->info.ran = 1;
-    e->info.state = PGPIPE_MIGRATION_APPLIED;
-    e->info.will_run = 0;
-    e->info.statements_done = f->nstmts;
-    e->action[0] = '\0';
+    mig_entry_applied(e, 1);
     pp_logf(PGPIPE_LOG_INFO, "migrate", "applied %s (%d statements, %.1f ms)", f->file,
             f->nstmts, ms);
     return PGPIPE_OK;
@@ -15119,8 +15147,9 @@ static int mig_notx_begin(pgpipe_migrator *m, mig_entry *e, int start, int *skip
     mig_now now;
     if (rc == PGPIPE_OK)
         rc = mig_reread(m, f, &now);
-    if (rc == PGPIPE_OK && !strcmp(now.status, "applied") && !strcmp(now.checksum, f->checksum)) {
-        *skip = 1;
+    if (rc == PGPIPE_OK && (!strcmp(now.status, "applied") || !strcmp(now.status, "baseline")) &&
+        !strcmp(now.checksum, f->checksum)) {
+        *skip = 1; /* (a baseline recorded it meanwhile: as mig_apply_tx) */
         pp_rollback_open(m->conn);
         return PGPIPE_OK;
     }
@@ -15154,8 +15183,9 @@ static int mig_notx_position(pgpipe_migrator *m, const mig_file *f, int *pos, in
         int rc = mig_reread(m, f, &now);
         if (rc != PGPIPE_OK)
             return rc;
-        if (!strcmp(now.status, "applied") && !strcmp(now.checksum, f->checksum)) {
-            *pos = -1;
+        if ((!strcmp(now.status, "applied") || !strcmp(now.status, "baseline")) &&
+            !strcmp(now.checksum, f->checksum)) {
+            *pos = -1; /* (or a baseline took over a row with nothing done) */
             return PGPIPE_OK;
         }
         if (strcmp(now.checksum, f->checksum) != 0)
@@ -15206,17 +15236,14 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
     int skip = 0;
     int rc = mig_notx_begin(m, e, start, &skip);
     if (rc != PGPIPE_OK || skip) {
-        if (skip) {
-            e->info.state = PGPIPE_MIGRATION_APPLIED;
-            e->info.will_run = 0;
-            e->action[0] = '\0';
-        }
+        if (skip)
+            mig_entry_applied(e, 0);
         return rc;
     }
     e->info.state = PGPIPE_MIGRATION_PARTIAL;
     e->info.statements_done = start;
     e->info.statement_unknown = 0;
-    int done = start;
+    int done = start, theirs = 0;
     for (int i = start; i < f->nstmts;) {
         const mig_stmt *st = &f->stmts[i];
         int tc = mig_tc_kind(st->sql);
@@ -15236,8 +15263,10 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
                     break;
                 if (pos != i || waited) { /* follow another runner; or BEGIN again */
                     pp_rollback_open(m->conn);
-                    if (pos < 0)
+                    if (pos < 0) {
+                        theirs = 1;
                         break;
+                    }
                     i = done = pos;
                     continue;
                 }
@@ -15257,8 +15286,10 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
         if ((rc = mig_notx_sync(m, f, i, &pos)) != PGPIPE_OK)
             break;
         if (pos != i) {
-            if (pos < 0)
+            if (pos < 0) {
+                theirs = 1;
                 break;
+            }
             i = done = pos;
             continue;
         }
@@ -15283,8 +15314,10 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
             if ((rc = mig_notx_sync(m, f, i, &pos)) != PGPIPE_OK)
                 break;
             if (pos != i) {
-                if (pos < 0)
+                if (pos < 0) {
+                    theirs = 1;
                     break;
+                }
                 i = done = pos;
                 continue;
             }
@@ -15311,6 +15344,12 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
         e->info.statements_done = done;
         e->info.statement_unknown = 0;
     }
+    if (rc == PGPIPE_OK && theirs) {
+        /* another runner finished it (or a baseline recorded it): its row stays */
+        pp_logf(PGPIPE_LOG_INFO, "migrate", "%s: applied by another runner meanwhile", f->file);
+        mig_entry_applied(e, 0);
+        return PGPIPE_OK;
+    }
     double ms = (double)(pgpipe_now_us() - t0) / 1000.0;
     if (rc == PGPIPE_OK && PQtransactionStatus(m->conn) != PQTRANS_IDLE)
         rc = pp_err_at(&m->hdr.err, PGPIPE_ERROR, f->file, 0, 0, 0,
@@ -15320,11 +15359,7 @@ static int mig_apply_notx(pgpipe_migrator *m, mig_entry *e, int start)
         mig_progress_checksum(f, f->nstmts, ck);
         rc = mig_record(m, f, "applied", f->nstmts, ck, ms, 0, NULL, NULL);
         if (rc == PGPIPE_OK) {
-            e->info.ran = 1;
-            e->info.state = PGPIPE_MIGRATION_APPLIED;
-            e->info.will_run = 0;
-            e->info.statements_done = f->nstmts;
-            e->action[0] = '\0';
+            mig_entry_applied(e, 1);
             pp_logf(PGPIPE_LOG_INFO, "migrate",
                     "applied %s without a transaction (statements %d-%d of %d, %.1f ms)",
                     f->file, start + 1, f->nstmts, f->nstmts, ms);
@@ -15395,13 +15430,14 @@ static int mig_apply(pgpipe_migrator *m, mig_entry *e)
     return f->transactional ? mig_apply_tx(m, e) : mig_apply_notx(m, e, start);
 }
 
-/* Runs one step under the transaction lock when behind a transaction
-** pooler (the session lock covers it otherwise). */
-static int mig_step(pgpipe_migrator *m, int (*fn)(pgpipe_migrator *, mig_entry *), mig_entry *e)
+/* Creates or upgrades the history table (behind a transaction pooler in a
+** transaction under the transaction lock; the session lock covers it
+** otherwise). */
+static int mig_create_step(pgpipe_migrator *m)
 {
     int rc = m->txmode ? mig_begin(m) : PGPIPE_OK;
     if (rc == PGPIPE_OK)
-        rc = fn(m, e);
+        rc = mig_create_table(m);
     if (rc == PGPIPE_OK && m->txmode)
         rc = mig_commit(m);
     if (rc != PGPIPE_OK)
@@ -15409,29 +15445,24 @@ static int mig_step(pgpipe_migrator *m, int (*fn)(pgpipe_migrator *, mig_entry *
     return rc;
 }
 
-static int mig_step_create(pgpipe_migrator *m, mig_entry *e)
+/* In the run's decision transaction (mig_run_locked). */
+static int mig_write_repair(pgpipe_migrator *m, const mig_entry *e)
 {
-    (void)e;
-    return mig_create_table(m);
-}
-
-static int mig_step_repair(pgpipe_migrator *m, mig_entry *e)
-{
-    const char *p[4] = { m->scope, e->f->version, e->f->checksum, e->f->file };
+    const char *p[5] = { m->scope, e->f->version, e->f->checksum, e->f->file, e->f->name };
     pp_buf q = { NULL, 0, 0 };
     if (pp_buf_appendf(&q, "UPDATE %s SET checksum = $3, checksum_algorithm = 'sha256', "
-                           "file = $4 WHERE scope = $1 AND kind = 'V' AND version = "
+                           "file = $4, name = $5 WHERE scope = $1 AND kind = 'V' AND version = "
                            "$2::numeric", m->tbl) != PGPIPE_OK)
         return pp_err_nomem(&m->hdr.err);
-    int rc = mig_exec_ok(m, q.data, 4, p, "cannot repair the recorded checksum");
+    int rc = mig_exec_ok(m, q.data, 5, p, "cannot repair the recorded checksum");
     pp_buf_free(&q);
     if (rc == PGPIPE_OK)
-        pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded the new checksum %s",
-                e->f->file, e->f->checksum);
+        pp_logf(PGPIPE_LOG_WARN, "migrate", "%s: repaired: recorded its name and checksum %s "
+                "(was %s, %s)", e->f->file, e->f->checksum, e->r->file, e->r->checksum);
     return rc;
 }
 
-static int mig_step_baseline(pgpipe_migrator *m, mig_entry *e)
+static int mig_write_baseline(pgpipe_migrator *m, const mig_entry *e)
 {
     const char *p[5] = { m->scope, e->info.version, e->f ? e->f->name : "baseline",
                          e->f ? e->f->file : "", e->f ? e->f->checksum : "" };
@@ -15534,23 +15565,12 @@ static int mig_session_restore(pgpipe_migrator *m, const char *saved)
     return rc;
 }
 
-static int mig_run_locked(pgpipe_migrator *m, int dry)
+/* The checks on the entries before anything runs. */
+static int mig_check_entries(pgpipe_migrator *m)
 {
-    int rc = PGPIPE_OK;
-    if (!dry)
-        rc = mig_step(m, mig_step_create, NULL);
-    if (rc == PGPIPE_OK)
-        rc = mig_load_files(m);
-    if (rc == PGPIPE_OK)
-        rc = mig_load_history(m);
-    if (rc == PGPIPE_OK)
-        rc = mig_build_entries(m);
-    if (rc != PGPIPE_OK)
-        return rc;
-    /* checks before anything runs */
     if (m->bl_refused)
         return pp_err(&m->hdr.err, PGPIPE_ERROR, "%s", m->bl_msg);
-    int nchanged = 0;
+    int nchanged = 0, rc;
     for (int i = 0; i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (e->info.state == PGPIPE_MIGRATION_CHANGED && !e->do_repair)
@@ -15592,18 +15612,41 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
             return rc;
         e->info.statements_total = e->f->nstmts;
     }
-    if (dry)
-        return PGPIPE_OK;
-    /* repairs and baselines */
-    for (int i = 0; i < m->nentries; i++) {
+    return PGPIPE_OK;
+}
+
+static int mig_run_locked(pgpipe_migrator *m, int dry)
+{
+    int rc = PGPIPE_OK;
+    if (!dry)
+        rc = mig_create_step(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_load_files(m);
+    /* the history is read, judged (the baseline's rule, drift) and the
+    ** baselines and repairs written in one transaction under the lock (behind
+    ** a transaction pooler its transaction lock): no other runner writes
+    ** between the decision and the writes */
+    if (rc == PGPIPE_OK && !dry) /* (each read sees what committed before it) */
+        rc = mig_begin_as(m, "BEGIN ISOLATION LEVEL READ COMMITTED");
+    if (rc == PGPIPE_OK)
+        rc = mig_load_history(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_build_entries(m);
+    if (rc == PGPIPE_OK)
+        rc = mig_check_entries(m);
+    for (int i = 0; rc == PGPIPE_OK && !dry && i < m->nentries; i++) {
         mig_entry *e = &m->entries[i];
         if (e->do_repair)
-            rc = mig_step(m, mig_step_repair, e);
+            rc = mig_write_repair(m, e);
         else if (e->do_baseline)
-            rc = mig_step(m, mig_step_baseline, e);
-        if (rc != PGPIPE_OK)
-            return rc;
+            rc = mig_write_baseline(m, e);
     }
+    if (rc == PGPIPE_OK && !dry)
+        rc = mig_commit(m);
+    if (rc != PGPIPE_OK)
+        pp_rollback_open(m->conn);
+    if (rc != PGPIPE_OK || dry)
+        return rc;
     /* every file starts from the session as the run found it: a file's SET
     ** (search_path, a role) would otherwise reach the files after it only
     ** when they run in the same run, and the caller's session after it */
@@ -15726,35 +15769,18 @@ int pgpipe_migrate_run(pgpipe_migrator *m)
     /* the entries show the state after the run (keeping the run's error) */
     if (!dry && PQstatus(m->conn) == CONNECTION_OK) {
         pgpipe_error keep = m->hdr.err;
-        int nran = 0;
-        char (*ran)[80] = pp_calloc((size_t)(m->nentries ? m->nentries : 1), sizeof *ran);
-        for (int i = 0; ran && i < m->nentries; i++)
-            if (m->entries[i].info.ran)
-                snprintf(ran[nran++], sizeof *ran, "%c%s", m->entries[i].info.kind,
-                         m->entries[i].info.kind == 'V' ? m->entries[i].info.version
-                                                        : m->entries[i].info.name);
         unsigned flags = m->flags;
         char *bl = m->baseline;
         int resume_from = m->resume_from, redo = m->redo;
         m->flags &= ~PGPIPE_MIGRATE_REPAIR;
         m->baseline = NULL;
         m->resume_from = m->redo = 0;
-        if (mig_load_history(m) == PGPIPE_OK && mig_build_entries(m) == PGPIPE_OK) {
-            for (int i = 0; ran && i < m->nentries; i++) {
-                char key[80];
-                snprintf(key, sizeof key, "%c%s", m->entries[i].info.kind,
-                         m->entries[i].info.kind == 'V' ? m->entries[i].info.version
-                                                        : m->entries[i].info.name);
-                for (int k = 0; k < nran; k++)
-                    if (strcmp(key, ran[k]) == 0)
-                        m->entries[i].info.ran = 1;
-            }
-        }
+        if (mig_load_history(m) == PGPIPE_OK) /* (the files stay: their ran flags) */
+            mig_build_entries(m);
         m->flags = flags;
         m->baseline = bl;
         m->resume_from = resume_from;
         m->redo = redo;
-        pp_free(ran);
         m->hdr.err = keep;
     }
     mig_rollback_if_needed(m);
@@ -15820,6 +15846,7 @@ static int mig_open(pgpipe_migrator *m, PGconn *conn, const pgpipe_migrate_optio
     m->tbl = b.data;
     m->lock_timeout_ms = o.lock_timeout_ms == 0 ? 30000 : o.lock_timeout_ms;
     m->lock_key = o.lock_key ? o.lock_key : PGPIPE_MIGRATE_LOCK_KEY;
+    snprintf(m->lock_key_s, sizeof m->lock_key_s, "%lld", m->lock_key);
     m->flags = o.flags;
     if (o.pooler != PGPIPE_POOLER_AUTO && o.pooler != PGPIPE_POOLER_SESSION &&
         o.pooler != PGPIPE_POOLER_TRANSACTION)

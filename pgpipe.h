@@ -1098,7 +1098,9 @@ void pgpipe_pipeline_close(pgpipe_pipeline *p);
 ** (PGPIPE_MIGRATE_LOCK_KEY): a session lock held for the run on a direct
 ** connection; behind a transaction-mode pooler (see pgpipe_pooler_mode) a
 ** transaction lock taken by each step, which re-reads the history under it.
-** A run with nothing to do takes no lock at all. The checksum functions keep
+** The history a run judges (drift, the baseline's rule) is read under the
+** lock, in the transaction that writes the baselines and repairs. A run
+** with nothing to do takes no lock at all. The checksum functions keep
 ** no state. */
 
 /* ---- Checksums -------------------------------------------------------- */
@@ -1130,7 +1132,8 @@ int pgpipe_migrate_checksum(const char *text, size_t len, char out[65]);
 ** later runs stop naming it until resume_from or redo says what to do. */
 
 #define PGPIPE_MIGRATE_DRY_RUN      0x01u /* report what would run, change nothing */
-#define PGPIPE_MIGRATE_REPAIR       0x02u /* accept changed files: record their checksum */
+#define PGPIPE_MIGRATE_REPAIR       0x02u /* accept changed files: record their checksum,
+                                             and the name and file of renamed ones */
 #define PGPIPE_MIGRATE_OUT_OF_ORDER 0x04u /* apply a pending version below an applied one */
 #define PGPIPE_MIGRATE_DENY_MISSING 0x08u /* applied migrations missing on disk are an error */
 
@@ -1222,7 +1225,10 @@ int pgpipe_migrator_open(pgpipe_migrator **out, PGconn *conn, const pgpipe_migra
 ** PGPIPE_MIGRATE_DRY_RUN it only fills the entries (will_run) and changes
 ** nothing. */
 int pgpipe_migrate_run(pgpipe_migrator *m);
-/* Read the files and the history and fill the entries; changes nothing. */
+/* Read the files and the history and fill the entries with what a run with
+** the same options would do; changes nothing. A baseline that a run would
+** refuse (see baseline_version) is PGPIPE_ERROR with the run's message; the
+** entries are filled, and none of them will run. */
 int pgpipe_migrate_status(pgpipe_migrator *m);
 /* The entries of the last status or run (valid until the next call). */
 int pgpipe_migrate_count(const pgpipe_migrator *m);

@@ -1811,3 +1811,320 @@ PGT_TEST(migrate, baseline_version_must_be_digits)
     pgpipe_migrator_close(m);
     PQfinish(c);
 }
+
+/* ---- the baseline's decision under the lock ---------------------------- */
+
+/* The baseline is decided on the history read under the migration lock, in
+** the transaction that writes it: behind a transaction pooler (no session
+** lock) a runner that applies V1 between another runner's read and its
+** writes must not end in a history with V1 applied and V2, V3 recorded as
+** baseline. The gate: an ACCESS EXCLUSIVE lock on the history table stops
+** the baseline runner in its read of the history; while it waits there the
+** test looks whether it holds the migration lock. If not (the decision
+** read without it), a real runner applies V1 in that window. */
+PGT_TEST(migrate, baseline_decided_under_the_lock)
+{
+    char d[512];
+    snprintf(d, sizeof d, "%s", mig_t_dir("blrace"));
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blr1"));
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_t_blr1 (id int);\n");
+    mig_t_write(d, "V2__two.sql", "SELECT 1 / 0;\n");
+    mig_t_write(d, "V3__three.sql", "SELECT 1 / 0;\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blrace");
+    o.scope = "blrace-setup"; /* the history table exists, the scope is empty */
+    o.dir = mig_t_dir("blrace-setup");
+    mig_t_write(o.dir, "V1__nothing.sql", "SELECT 1;\n");
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.dir = d;
+    o.scope = "blrace";
+    PQclear(PGT_EXEC(c, "DELETE FROM mig_test.history WHERE scope = 'blrace'"));
+
+    PGconn *gate = pgt_connect();
+    PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_test.history IN ACCESS EXCLUSIVE MODE"));
+    mig_t_bg a;
+    memset(&a, 0, sizeof a);
+    a.o = o;
+    a.o.pooler = PGPIPE_POOLER_TRANSACTION;
+    a.o.baseline_version = "3";
+    mig_t_bg_start(&a);
+    mig_t_wait_blocked(c, "SELECT kind, COALESCE(version::text");
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)",
+             (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    int got = strcmp(mig_t_str(gate, sql), "t") == 0;
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    if (got) {
+        /* the baseline runner read the history without the lock: once it
+        ** waits for the lock to write, a runner without a baseline applies
+        ** V1 (on the gate's connection: the lock it holds is its own) */
+        snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %d "
+                 "AND query LIKE 'SELECT pg_try_advisory_xact_lock%%')", PQbackendPID(a.conn));
+        mig_t_wait_true(c, sql);
+        pgpipe_migrate_options ob = o;
+        ob.pooler = PGPIPE_POOLER_SESSION;
+        ob.target_version = "1";
+        PGT_OK(mig_t_run(gate, &ob, NULL));
+        snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)",
+                 (long long)PGPIPE_MIGRATE_LOCK_KEY);
+        PGT_EQ_STR(mig_t_str(gate, sql), "t");
+    }
+    mig_t_bg_join(&a);
+    long long applied = mig_t_rows(c, "blrace", "applied");
+    long long baseline = mig_t_rows(c, "blrace", "baseline");
+    PGT_CHECK_MSG(applied == 0 || baseline == 0,
+                  "a mixed history: %lld applied and %lld baseline rows (the baseline runner "
+                  "returned %d: %s)", applied, baseline, a.rc, pgpipe_errmsg(a.m));
+    if (applied) {
+        PGT_EQ_INT(a.rc, PGPIPE_ERROR);
+        PGT_CONTAINS(pgpipe_errmsg(a.m), "baseline version 3 refused");
+    } else {
+        PGT_CHECK_MSG(a.rc == PGPIPE_OK, "%s", pgpipe_errmsg(a.m));
+        PGT_EQ_INT(baseline, 3);
+    }
+    mig_t_bg_close(&a);
+    /* the other runner after it: nothing to do, or V2 and V3 (V2 fails) */
+    PGT_EQ_INT(mig_t_run(c, &o, NULL), applied ? PGPIPE_DB : PGPIPE_OK);
+    PGT_EQ_INT(mig_t_rows(c, "blrace", "baseline"), baseline);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    PQfinish(gate);
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blr1"));
+    PQfinish(c);
+}
+
+/* ---- repair and renamed files ------------------------------------------- */
+
+/* A file renamed with its version and content kept is no drift (the version
+** is its identity): a run goes on and status names the recorded file; repair
+** records the new name and file, of a renamed changed file too (it recorded
+** the new file but kept the old name), and of a baselined file. */
+PGT_TEST(migrate, repair_records_a_renamed_file)
+{
+    const char *d = mig_t_dir("rename");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_ren1, mig_t_ren2, mig_t_ren3"));
+    mig_t_write(d, "V1__old_one.sql", "CREATE TABLE mig_t_ren1 (id int);\n");
+    mig_t_write(d, "V2__old_two.sql", "CREATE TABLE mig_t_ren2 (id int);\n");
+    mig_t_write(d, "V3__old_three.sql", "CREATE TABLE mig_t_ren3 (id int);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "rename");
+    o.baseline_version = "1";
+    PQclear(PGT_EXEC(c, "CREATE TABLE mig_t_ren1 (id int)"));
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.baseline_version = NULL;
+    PGT_EQ_INT(mig_t_rows(c, "rename", "baseline"), 1);
+    PGT_EQ_INT(mig_t_rows(c, "rename", "applied"), 2);
+    PGT_CHECK(rename(mig_t_path(d, "V1__old_one.sql"), mig_t_path(d, "V1__one.sql")) == 0);
+    PGT_CHECK(rename(mig_t_path(d, "V2__old_two.sql"), mig_t_path(d, "V2__two.sql")) == 0);
+    PGT_CHECK(remove(mig_t_path(d, "V3__old_three.sql")) == 0);
+    mig_t_write(d, "V3__three.sql", "CREATE TABLE mig_t_ren3 (id bigint);\n");
+    /* status: the renamed ones are as before, naming the recorded file */
+    pgpipe_migrator *m = NULL;
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
+    PGT_OK(pgpipe_migrate_status(m));
+    PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_BASELINE);
+    PGT_EQ_INT(mig_t_find(m, "two")->state, PGPIPE_MIGRATION_APPLIED);
+    PGT_CHECK(!mig_t_find(m, "two")->will_run);
+    PGT_EQ_STR(mig_t_find(m, "two")->action,
+               "none (recorded as V2__old_two.sql; repair records the new name)");
+    PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_CHANGED);
+    pgpipe_migrator_close(m);
+    /* repair: every name and file as on disk now, nothing ran */
+    o.flags = PGPIPE_MIGRATE_DRY_RUN | PGPIPE_MIGRATE_REPAIR;
+    PGT_OK(mig_t_run(c, &o, &m));
+    PGT_EQ_STR(mig_t_find(m, "two")->action, "repair: record the new name (was V2__old_two.sql)");
+    pgpipe_migrator_close(m);
+    o.flags = PGPIPE_MIGRATE_REPAIR;
+    PGT_CHECK_MSG(mig_t_run(c, &o, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    for (int i = 0; i < pgpipe_migrate_count(m); i++)
+        PGT_CHECK(!pgpipe_migrate_entry(m, i)->ran);
+    pgpipe_migrator_close(m);
+    PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(version || ':' || name || ':' || file || ':' || "
+                            "status, ' ' ORDER BY version) FROM mig_test.history "
+                            "WHERE scope = 'rename'"),
+               "1:one:V1__one.sql:baseline 2:two:V2__two.sql:applied "
+               "3:three:V3__three.sql:applied");
+    o.flags = 0;
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
+    PGT_OK(pgpipe_migrate_status(m));
+    for (int i = 0; i < pgpipe_migrate_count(m); i++)
+        PGT_EQ_STR(pgpipe_migrate_entry(m, i)->action, "");
+    pgpipe_migrator_close(m);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_ren1, mig_t_ren2, mig_t_ren3"));
+    PQfinish(c);
+}
+
+/* ---- status with a baseline a run would refuse --------------------------- */
+
+/* Status (and the dry run) with a baseline that a run refuses reports the
+** refusal, as the run does, and no entry as one that will run: the run
+** stops before anything. Without the baseline the pending version runs. */
+PGT_TEST(migrate, status_with_a_refused_baseline)
+{
+    const char *d = mig_t_dir("blstatus");
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_bls1, mig_t_bls3"));
+    mig_t_write(d, "V1__one.sql", "CREATE TABLE mig_t_bls1 (id int);\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blstatus");
+    PGT_OK(mig_t_run(c, &o, NULL));
+    mig_t_write(d, "V3__three.sql", "CREATE TABLE mig_t_bls3 (id int);\n");
+    o.baseline_version = "3";
+    for (int dry = 0; dry <= 1; dry++) {
+        o.flags = dry ? PGPIPE_MIGRATE_DRY_RUN : 0;
+        pgpipe_migrator *m = NULL;
+        PGT_OK(pgpipe_migrator_open(&m, c, &o));
+        PGT_EQ_INT(dry ? pgpipe_migrate_run(m) : pgpipe_migrate_status(m), PGPIPE_ERROR);
+        PGT_CONTAINS(mig_t_err(m), "baseline version 3 refused: the history of scope "
+                                   "\"blstatus\" already has versions applied, up to version 1");
+        PGT_EQ_INT(pgpipe_migrate_count(m), 2);
+        PGT_EQ_INT(mig_t_find(m, "one")->state, PGPIPE_MIGRATION_APPLIED);
+        PGT_EQ_INT(mig_t_find(m, "three")->state, PGPIPE_MIGRATION_PENDING);
+        PGT_CHECK(!mig_t_find(m, "three")->will_run);
+        PGT_EQ_STR(mig_t_find(m, "three")->action, "none (baseline 3 refused)");
+        const char *txt = mig_t_format(m);
+        PGT_CONTAINS(txt, "next run: none (baseline 3 refused)");
+        PGT_CHECK_MSG(strstr(txt, "apply") == NULL, "%s", txt);
+        pgpipe_migrator_close(m);
+    }
+    PGT_EQ_INT(mig_t_rows(c, "blstatus", NULL), 1);
+    o.flags = 0;
+    o.baseline_version = NULL;
+    pgpipe_migrator *m = NULL;
+    PGT_OK(pgpipe_migrator_open(&m, c, &o));
+    PGT_OK(pgpipe_migrate_status(m));
+    PGT_CHECK(mig_t_find(m, "three")->will_run);
+    PGT_EQ_STR(mig_t_find(m, "three")->action, "apply");
+    pgpipe_migrator_close(m);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_bls1"));
+    PQfinish(c);
+}
+
+/* Behind a transaction pooler a runner decides under the lock, then takes
+** it again for each file: a baseline recorded in between (another runner,
+** on an empty history) covers a no-transaction file as it covers a
+** transactional one; it is not run and its baseline row stays. The gates:
+** the history table's lock stops the runner in its decision (holding the
+** migration lock); a second session queues for the migration lock, gets it
+** when the decision commits, and records the baseline while the runner
+** waits to start its first file. */
+PGT_TEST(migrate, baseline_between_decision_and_file)
+{
+    char d[512];
+    snprintf(d, sizeof d, "%s", mig_t_dir("blgap"));
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blg_ran; CREATE TABLE mig_t_blg_ran (f text)"));
+    mig_t_write(d, "V1__notx.sql", "-- pgpipe:no-transaction\n"
+                                   "INSERT INTO mig_t_blg_ran VALUES ('v1');\n");
+    mig_t_write(d, "V2__tx.sql", "INSERT INTO mig_t_blg_ran VALUES ('v2');\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blgap");
+    o.scope = "blgap-setup"; /* the history table exists, the scope is empty */
+    o.target_version = "0";
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.target_version = NULL;
+    o.scope = "blgap";
+    PQclear(PGT_EXEC(c, "DELETE FROM mig_test.history WHERE scope = 'blgap'"));
+
+    PGconn *gate = pgt_connect(), *other = pgt_connect();
+    PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_test.history IN ACCESS EXCLUSIVE MODE"));
+    mig_t_bg b;
+    memset(&b, 0, sizeof b);
+    b.o = o;
+    b.o.pooler = PGPIPE_POOLER_TRANSACTION;
+    b.o.flags = PGPIPE_MIGRATE_OUT_OF_ORDER; /* (no read before the decision's) */
+    mig_t_bg_start(&b);
+    mig_t_wait_blocked(c, "SELECT kind, COALESCE(version::text");
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_CHECK(PQsendQuery(other, sql) == 1);
+    mig_t_wait_blocked(c, "SELECT pg_advisory_lock(");
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    PGresult *r = PQgetResult(other);
+    PGT_CHECK(r && PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+    PGT_CHECK(PQgetResult(other) == NULL);
+    /* the runner decided to apply V1 and V2 and waits for the lock; the
+    ** baseline (a runner on this session: the lock is its own) */
+    pgpipe_migrate_options oa = o;
+    oa.pooler = PGPIPE_POOLER_SESSION;
+    oa.baseline_version = "2";
+    pgpipe_migrator *m = NULL;
+    PGT_CHECK_MSG(mig_t_run(other, &oa, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    pgpipe_migrator_close(m);
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_EQ_STR(mig_t_str(other, sql), "t");
+    mig_t_bg_join(&b);
+    PGT_CHECK_MSG(b.rc == PGPIPE_OK, "%s", pgpipe_errmsg(b.m));
+    PGT_CHECK(!mig_t_find(b.m, "notx")->ran);
+    PGT_CHECK(!mig_t_find(b.m, "tx")->ran);
+    mig_t_bg_close(&b);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_blg_ran"), 0);
+    PGT_EQ_INT(mig_t_rows(c, "blgap", "baseline"), 2);
+    PGT_EQ_INT(mig_t_rows(c, "blgap", NULL), 2);
+    PQfinish(other);
+    PQfinish(gate);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_blg_ran"));
+    PQfinish(c);
+}
+
+/* The same behind a transaction pooler, one step later: a runner wrote the
+** row of its no-transaction file (nothing of it done yet) when a baseline,
+** deciding on a history with nothing applied, records the file as baseline
+** over that row. The runner's next step finds the baseline: it stops there
+** (the file is not run, the row stays baseline). The gate: a SHARE lock on
+** the history table lets the runner read but stops its first write. */
+PGT_TEST(migrate, baseline_over_a_started_file)
+{
+    char d[512];
+    snprintf(d, sizeof d, "%s", mig_t_dir("blstarted"));
+    PGconn *c = pgt_connect();
+    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_bls_ran; CREATE TABLE mig_t_bls_ran (f text)"));
+    mig_t_write(d, "V1__notx.sql", "-- pgpipe:no-transaction\n"
+                                   "INSERT INTO mig_t_bls_ran VALUES ('v1');\n");
+    mig_t_write(d, "V2__tx.sql", "INSERT INTO mig_t_bls_ran VALUES ('v2');\n");
+    pgpipe_migrate_options o = mig_t_opts(d, "blstarted");
+    o.scope = "blstarted-setup"; /* the history table exists, the scope is empty */
+    o.target_version = "0";
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.target_version = NULL;
+    o.scope = "blstarted";
+    PQclear(PGT_EXEC(c, "DELETE FROM mig_test.history WHERE scope = 'blstarted'"));
+
+    PGconn *gate = pgt_connect(), *other = pgt_connect();
+    PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_test.history IN SHARE MODE"));
+    mig_t_bg b;
+    memset(&b, 0, sizeof b);
+    b.o = o;
+    b.o.pooler = PGPIPE_POOLER_TRANSACTION;
+    mig_t_bg_start(&b);
+    mig_t_wait_blocked(c, "INSERT INTO \"mig_test\".\"history\"");
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_CHECK(PQsendQuery(other, sql) == 1);
+    mig_t_wait_blocked(c, "SELECT pg_advisory_lock(");
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    PGresult *r = PQgetResult(other);
+    PGT_CHECK(r && PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+    PGT_CHECK(PQgetResult(other) == NULL);
+    PGT_EQ_INT(mig_t_rows(c, "blstarted", "partial"), 1);
+    pgpipe_migrate_options oa = o;
+    oa.pooler = PGPIPE_POOLER_SESSION;
+    oa.baseline_version = "2";
+    pgpipe_migrator *m = NULL;
+    PGT_CHECK_MSG(mig_t_run(other, &oa, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    pgpipe_migrator_close(m);
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_EQ_STR(mig_t_str(other, sql), "t");
+    mig_t_bg_join(&b);
+    PGT_CHECK_MSG(b.rc == PGPIPE_OK, "%s", pgpipe_errmsg(b.m));
+    PGT_CHECK(!mig_t_find(b.m, "notx")->ran);
+    PGT_CHECK(!mig_t_find(b.m, "tx")->ran);
+    PGT_EQ_INT(mig_t_find(b.m, "notx")->state, PGPIPE_MIGRATION_BASELINE);
+    mig_t_bg_close(&b);
+    PGT_EQ_INT(mig_t_int(c, "SELECT count(*) FROM mig_t_bls_ran"), 0);
+    PGT_EQ_INT(mig_t_rows(c, "blstarted", "baseline"), 2);
+    PGT_EQ_INT(mig_t_rows(c, "blstarted", NULL), 2);
+    PQfinish(other);
+    PQfinish(gate);
+    PQclear(PGT_EXEC(c, "DROP TABLE mig_t_bls_ran"));
+    PQfinish(c);
+}

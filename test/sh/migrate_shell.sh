@@ -70,8 +70,13 @@ out=$($P "$D" ".migrate $tmp/to") || fail "the rest: $out"
 n=$(q "SELECT count(*) FROM pgpipe.migrations")
 err=$($P "$D" ".migrate $tmp/to --baseline 5" 2>&1) && fail "--baseline on an applied history accepted"
 has "$err" 'baseline version 5 refused: the history of scope "default" already has versions applied, up to version 4'
+printf 'CREATE TABLE migsh.t6 (x int);\n' > "$tmp/to/V6__six.sql"
 err=$($P "$D" ".migrate $tmp/to --baseline 5 --dry-run" 2>&1) && fail "--baseline --dry-run accepted"
 has "$err" "baseline version 5 refused"
+# (the dry run's table does not say V6 would apply: the run stops before it)
+has "$err" "next run: none (baseline 5 refused)"
+hasnt "$err" "would apply"
+rm "$tmp/to/V6__six.sql"
 err=$($P "$D" ".migrate $tmp/to --baseline 0" 2>&1) && fail "--baseline 0 accepted"
 [ "$(q "SELECT count(*) FROM pgpipe.migrations")" = "$n" ] || fail "a refused baseline wrote"
 # a file's SET reaches neither the next file nor the session after the run
