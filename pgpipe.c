@@ -71,8 +71,9 @@
 /* PGPIPE_SMALL: a build for size (on by default at -Os, the device builds;
 ** -DPGPIPE_SMALL=0 or 1 overrides). It leaves out code that exists only for
 ** speed: the SIMD and SWAR scans of the JSON and CSV parsers (their plain
-** loops do the same), the CSV fast path, the JSON scanner's forced inlining.
-** Results are identical; test/sh/small.sh runs the parser tests built so. */
+** loops do the same), the CSV fast path, the JSON scanner's forced inlining,
+** binary COPY rows and JSON sent in jsonb's member order (COPY text as the
+** JSON came: the server's jsonb input sorts it). Results are identical; test/sh/small.sh runs the parser tests built so. */
 #ifndef PGPIPE_SMALL
 #ifdef __OPTIMIZE_SIZE__
 #define PGPIPE_SMALL 1
@@ -715,7 +716,8 @@ struct pgpipe_loader {
     ** unescaping the text (about 6% of its work per row). Whether the
     ** table's types allow it is asked at each load's registration. */
     char *copy_sql_bin;   /* NULL: the mapping cannot go binary */
-    pp_copy_w cw;         /* its rows' writer: cw.binary, this load sends binary rows */
+    pp_copy_w cw;         /* its rows' writer: cw.binary, this load sends binary rows
+                             (read as COPY_BINARY(l): never in a size build) */
     /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
     copy_lane lanes[COPY_MAX_LANES];
     int nlanes;           /* configured */
@@ -773,6 +775,8 @@ struct pgpipe_loader {
     pgpipe_error verr;
 };
 
+
+#define COPY_BINARY(l) (!PGPIPE_SMALL && (l)->cw.binary)
 
 /* load.c: small helpers, connections, the load record, dead letters */
 PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...) PP_PRINTF(3, 4);
@@ -6037,6 +6041,11 @@ int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err)
 */
 
 
+/* Binary rows and jsonb's member order are for speed only: a size build
+** (PGPIPE_SMALL) sends COPY text as the JSON came, and the server's jsonb
+** input sorts it. */
+#define PP_COPY_BIN(w) (!PGPIPE_SMALL && (w)->binary)
+
 /* The signature, no flags, no header extension. */
 PGPIPE_PRIVATE const char pp_copy_bin_header[PP_COPY_BIN_HEADER_LEN] = {
     'P', 'G', 'C', 'O', 'P', 'Y', '\n', (char)0xFF, '\r', '\n', 0, 0, 0, 0, 0, 0, 0, 0, 0
@@ -6050,7 +6059,7 @@ static void copy_be(char *p, uint32_t v, int n)
 
 PGPIPE_PRIVATE int pp_copy_row_begin(pp_copy_w *w, pp_buf *b, int nfields)
 {
-    if (!w->binary)
+    if (!PP_COPY_BIN(w))
         return PGPIPE_OK;
     if (pp_buf_reserve(b, 2) != PGPIPE_OK)
         return PGPIPE_NOMEM;
@@ -6061,12 +6070,12 @@ PGPIPE_PRIVATE int pp_copy_row_begin(pp_copy_w *w, pp_buf *b, int nfields)
 
 PGPIPE_PRIVATE int pp_copy_row_end(const pp_copy_w *w, pp_buf *b)
 {
-    return w->binary ? PGPIPE_OK : pp_buf_putc(b, '\n');
+    return PP_COPY_BIN(w) ? PGPIPE_OK : pp_buf_putc(b, '\n');
 }
 
 PGPIPE_PRIVATE int pp_copy_field_begin(pp_copy_w *w, pp_buf *b, int i)
 {
-    if (!w->binary)
+    if (!PP_COPY_BIN(w))
         return i ? pp_buf_putc(b, '\t') : PGPIPE_OK;
     w->at = b->len;
     w->null = 0;
@@ -6075,13 +6084,13 @@ PGPIPE_PRIVATE int pp_copy_field_begin(pp_copy_w *w, pp_buf *b, int i)
 
 PGPIPE_PRIVATE void pp_copy_field_end(const pp_copy_w *w, pp_buf *b)
 {
-    if (w->binary)
+    if (PP_COPY_BIN(w))
         copy_be(b->data + w->at, w->null ? 0xFFFFFFFFu : (uint32_t)(b->len - w->at - 4), 4);
 }
 
 PGPIPE_PRIVATE int pp_copy_put_null(pp_copy_w *w, pp_buf *b)
 {
-    if (w->binary) {
+    if (PP_COPY_BIN(w)) {
         w->null = 1;
         return PGPIPE_OK;
     }
@@ -6090,13 +6099,15 @@ PGPIPE_PRIVATE int pp_copy_put_null(pp_copy_w *w, pp_buf *b)
 
 PGPIPE_PRIVATE int pp_copy_put_text(const pp_copy_w *w, pp_buf *b, const char *s, size_t n)
 {
-    return w->binary ? pp_buf_append(b, s, n) : pp_copy_escape(b, s, n);
+    return PP_COPY_BIN(w) ? pp_buf_append(b, s, n) : pp_copy_escape(b, s, n);
 }
 
 PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scratch[2],
                                      const char *s, size_t n)
 {
-    if (!w->binary)
+    if (PGPIPE_SMALL)
+        return pp_copy_escape(b, s, n);
+    if (!PP_COPY_BIN(w))
         return pp_copy_jsonb(b, scratch, s, n);
     int rc = pp_buf_putc(b, 1);
     return rc ? rc : pp_jsonb_order_buf(b, &scratch[1], s, n);
@@ -6105,7 +6116,7 @@ PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scrat
 PGPIPE_PRIVATE int pp_copy_put_uuid(const pp_copy_w *w, pp_buf *b, const char *text,
                                     const unsigned char *bin)
 {
-    return w->binary ? pp_buf_append(b, (const char *)bin, 16) : pp_buf_append(b, text, 36);
+    return PP_COPY_BIN(w) ? pp_buf_append(b, (const char *)bin, 16) : pp_buf_append(b, text, 36);
 }
 
 PGPIPE_PRIVATE int pp_copy_text_field(pp_copy_w *w, pp_buf *b, int i, const char *s, size_t n)
@@ -6137,7 +6148,7 @@ PGPIPE_PRIVATE int pp_uuid_bin(const char *text, unsigned char bin[16])
 PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table)
 {
     const char *fmt = getenv("PGPIPE_COPY_FORMAT");
-    if ((fmt && !strcmp(fmt, "text")) || PQtransactionStatus(conn) != PQTRANS_IDLE)
+    if (PGPIPE_SMALL || (fmt && !strcmp(fmt, "text")) || PQtransactionStatus(conn) != PQTRANS_IDLE)
         return 0;
     const char *v[1] = { table };
     PGresult *r = NULL;
@@ -16638,7 +16649,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     }
     l->copy_sql = sql.data;
     /* the default mapping without received_at may go binary (copy_rows_sql) */
-    if (!o->target && !o->received_at_field) {
+    if (!PGPIPE_SMALL && !o->target && !o->received_at_field) {
         size_t n = strlen(l->copy_sql);
         if (!(l->copy_sql_bin = pp_malloc(n + 17)))
             return pp_err_nomem(&l->hdr.err);
@@ -16909,12 +16920,12 @@ static void copy_json_order_ask(pgpipe_loader *l)
 {
     int any = 0;
     for (int i = 0; i < l->ncols; i++) {
-        l->cols[i].order = l->cols[i].json && l->cw.binary;
+        l->cols[i].order = l->cols[i].json && COPY_BINARY(l);
         any |= l->cols[i].json;
     }
     PGconn *conn = l->lanes[0].conn;
-    if (!any || l->cw.binary || PQtransactionStatus(conn) != PQTRANS_IDLE)
-        return;
+    if (PGPIPE_SMALL || !any || COPY_BINARY(l) || PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return; /* (a size build sends JSON as it came: jsonb sorts it) */
     const char *v[1] = { l->target_sql };
     PGresult *r = NULL;
     if (pp_exec(conn, "SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
@@ -16931,7 +16942,7 @@ static void copy_json_order_ask(pgpipe_loader *l)
 
 PGPIPE_PRIVATE const char *copy_rows_sql(const pgpipe_loader *l)
 {
-    return l->cw.binary ? l->copy_sql_bin : l->copy_sql;
+    return COPY_BINARY(l) ? l->copy_sql_bin : l->copy_sql;
 }
 
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)
@@ -18229,14 +18240,14 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, const
     int t = pgpipe_json_type(v);
     if (t == PGPIPE_JSON_INVALID || t == PGPIPE_JSON_NULL)
         return pp_copy_put_null(&l->cw, b);
-    if (json && l->cw.binary && t != PGPIPE_JSON_OBJECT && t != PGPIPE_JSON_ARRAY &&
+    if (json && COPY_BINARY(l) && t != PGPIPE_JSON_OBJECT && t != PGPIPE_JSON_ARRAY &&
         pp_buf_putc(b, 1) != PGPIPE_OK) /* jsonb's version byte (pp_copy_put_jsonb's own below) */
         return PGPIPE_NOMEM;
     switch (t) {
     case PGPIPE_JSON_STRING:
         s = pgpipe_json_get_str(v, &n);
         if (json)
-            return pp_json_str(b, s, n, l->cw.binary ? 0 : PP_JSON_COPY);
+            return pp_json_str(b, s, n, COPY_BINARY(l) ? 0 : PP_JSON_COPY);
         if (memchr(s, '\0', n)) {
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
@@ -18269,7 +18280,7 @@ static int copy_put_common(pgpipe_loader *l, const copy_col *c, long long line)
     pp_buf *b = &l->cur->cbuf;
     switch (c->kind) {
     case COPY_K_FIXED:
-        return l->cw.binary ? pp_buf_append(b, c->raw_value, strlen(c->raw_value))
+        return COPY_BINARY(l) ? pp_buf_append(b, c->raw_value, strlen(c->raw_value))
                          : pp_buf_append(b, c->value, strlen(c->value));
     case COPY_K_NULL: return pp_copy_put_null(&l->cw, b);
     case COPY_K_LINE: return pp_buf_appendf(b, "%lld", line);
@@ -18426,13 +18437,15 @@ PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, copy_csv_head *h)
         h->as_read[i] = i;
         if (pp_json_str(&h->keys[i], name, names[i].len, PP_JSON_COPY) != PGPIPE_OK ||
             pp_buf_putc(&h->keys[i], ':') != PGPIPE_OK ||
-            pp_json_str(&h->pkeys[i], name, names[i].len, 0) != PGPIPE_OK ||
-            pp_buf_putc(&h->pkeys[i], ':') != PGPIPE_OK) {
+            (!PGPIPE_SMALL && /* (no binary rows in a size build) */
+             (pp_json_str(&h->pkeys[i], name, names[i].len, 0) != PGPIPE_OK ||
+              pp_buf_putc(&h->pkeys[i], ':') != PGPIPE_OK))) {
             pp_free(names);
             return PGPIPE_NOMEM;
         }
     }
-    qsort(names, (size_t)n, sizeof *names, copy_csv_cmp);
+    if (!PGPIPE_SMALL) /* (a size build: the header's order; jsonb sorts it) */
+        qsort(names, (size_t)n, sizeof *names, copy_csv_cmp);
     for (int i = 0; i < n; i++)
         h->order[i] = names[i].col;
     pp_free(names);
@@ -18459,6 +18472,7 @@ PGPIPE_PRIVATE void copy_csv_keys_free(copy_csv_head *h)
 PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const copy_csv_head *h, const pgpipe_csv_span *f, int nf,
                                    int copy)
 {
+    copy |= PGPIPE_SMALL; /* (no binary rows in a size build) */
     const pp_buf *keys = copy ? h->keys : h->pkeys;
     int flags = copy ? PP_JSON_COPY : 0;
     int rc = pp_buf_putc(b, '{');
@@ -18590,12 +18604,12 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
             rc |= c->json ? copy_put_json_text(l, c, b, f[k].data, f[k].len)
                           : pp_copy_put_text(&l->cw, b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
-            if (l->cw.binary)
+            if (COPY_BINARY(l))
                 rc |= pp_buf_putc(b, 1); /* jsonb's version byte */
             copy_csv_head h = l->csv_head;
             if (!c->order)
                 h.order = h.as_read; /* a json column: the header's order */
-            rc |= copy_csv_object(b, &h, f, nf, !l->cw.binary);
+            rc |= copy_csv_object(b, &h, f, nf, !COPY_BINARY(l));
         } else {
             rc |= copy_put_common(l, c, line);
         }
@@ -18728,7 +18742,7 @@ static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient);
 /* A COPY of the load's rows has started: binary rows need the header first. */
 static int copy_rows_started(copy_lane *ln, int *transient)
 {
-    return ln->l->cw.binary ? copy_put(ln, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN, transient)
+    return COPY_BINARY(ln->l) ? copy_put(ln, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN, transient)
                          : PGPIPE_OK;
 }
 
@@ -18980,7 +18994,7 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
 {
     const pgpipe_loader *l = ln->l;
     int rc;
-    int chain = ln->chain;
+    int chain = !PGPIPE_SMALL && ln->chain; /* (a size build: never chained) */
     ln->chained = 0;
     if (ln->dbuf.len) {
         /* the batch's dead letters, in its own transaction */
@@ -19481,7 +19495,7 @@ PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long 
     copy_lane *ln;
     /* the batch before is full and the next record is here: its commit
     ** starts this batch's COPY (unless an earlier run committed this one) */
-    int rc = copy_batch_close_pending(l, !copy_seq_done(l, l->seq + 1));
+    int rc = copy_batch_close_pending(l, !PGPIPE_SMALL && !copy_seq_done(l, l->seq + 1));
     if (rc == PGPIPE_OK)
         rc = copy_lanes_collect(l, &ln, 0);
     if (rc != PGPIPE_OK)
@@ -19656,8 +19670,8 @@ static void copy_stream_open(copy_lane *ln)
 ** stays ahead of every server instead of waiting on one.) */
 PGPIPE_PRIVATE void copy_stream(copy_lane *ln)
 {
-    if (ln->stream_broken || ln->l->threaded)
-        return;
+    if (PGPIPE_SMALL || ln->stream_broken || ln->l->threaded)
+        return; /* (a size build sends a batch whole, at its commit) */
     if (!ln->copy_open) {
         copy_stream_open(ln);
         if (!ln->copy_open)

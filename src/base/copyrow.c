@@ -7,6 +7,11 @@
 
 #include "pp_base.h"
 
+/* Binary rows and jsonb's member order are for speed only: a size build
+** (PGPIPE_SMALL) sends COPY text as the JSON came, and the server's jsonb
+** input sorts it. */
+#define PP_COPY_BIN(w) (!PGPIPE_SMALL && (w)->binary)
+
 /* The signature, no flags, no header extension. */
 PGPIPE_PRIVATE const char pp_copy_bin_header[PP_COPY_BIN_HEADER_LEN] = {
     'P', 'G', 'C', 'O', 'P', 'Y', '\n', (char)0xFF, '\r', '\n', 0, 0, 0, 0, 0, 0, 0, 0, 0
@@ -20,7 +25,7 @@ static void copy_be(char *p, uint32_t v, int n)
 
 PGPIPE_PRIVATE int pp_copy_row_begin(pp_copy_w *w, pp_buf *b, int nfields)
 {
-    if (!w->binary)
+    if (!PP_COPY_BIN(w))
         return PGPIPE_OK;
     if (pp_buf_reserve(b, 2) != PGPIPE_OK)
         return PGPIPE_NOMEM;
@@ -31,12 +36,12 @@ PGPIPE_PRIVATE int pp_copy_row_begin(pp_copy_w *w, pp_buf *b, int nfields)
 
 PGPIPE_PRIVATE int pp_copy_row_end(const pp_copy_w *w, pp_buf *b)
 {
-    return w->binary ? PGPIPE_OK : pp_buf_putc(b, '\n');
+    return PP_COPY_BIN(w) ? PGPIPE_OK : pp_buf_putc(b, '\n');
 }
 
 PGPIPE_PRIVATE int pp_copy_field_begin(pp_copy_w *w, pp_buf *b, int i)
 {
-    if (!w->binary)
+    if (!PP_COPY_BIN(w))
         return i ? pp_buf_putc(b, '\t') : PGPIPE_OK;
     w->at = b->len;
     w->null = 0;
@@ -45,13 +50,13 @@ PGPIPE_PRIVATE int pp_copy_field_begin(pp_copy_w *w, pp_buf *b, int i)
 
 PGPIPE_PRIVATE void pp_copy_field_end(const pp_copy_w *w, pp_buf *b)
 {
-    if (w->binary)
+    if (PP_COPY_BIN(w))
         copy_be(b->data + w->at, w->null ? 0xFFFFFFFFu : (uint32_t)(b->len - w->at - 4), 4);
 }
 
 PGPIPE_PRIVATE int pp_copy_put_null(pp_copy_w *w, pp_buf *b)
 {
-    if (w->binary) {
+    if (PP_COPY_BIN(w)) {
         w->null = 1;
         return PGPIPE_OK;
     }
@@ -60,13 +65,15 @@ PGPIPE_PRIVATE int pp_copy_put_null(pp_copy_w *w, pp_buf *b)
 
 PGPIPE_PRIVATE int pp_copy_put_text(const pp_copy_w *w, pp_buf *b, const char *s, size_t n)
 {
-    return w->binary ? pp_buf_append(b, s, n) : pp_copy_escape(b, s, n);
+    return PP_COPY_BIN(w) ? pp_buf_append(b, s, n) : pp_copy_escape(b, s, n);
 }
 
 PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scratch[2],
                                      const char *s, size_t n)
 {
-    if (!w->binary)
+    if (PGPIPE_SMALL)
+        return pp_copy_escape(b, s, n);
+    if (!PP_COPY_BIN(w))
         return pp_copy_jsonb(b, scratch, s, n);
     int rc = pp_buf_putc(b, 1);
     return rc ? rc : pp_jsonb_order_buf(b, &scratch[1], s, n);
@@ -75,7 +82,7 @@ PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scrat
 PGPIPE_PRIVATE int pp_copy_put_uuid(const pp_copy_w *w, pp_buf *b, const char *text,
                                     const unsigned char *bin)
 {
-    return w->binary ? pp_buf_append(b, (const char *)bin, 16) : pp_buf_append(b, text, 36);
+    return PP_COPY_BIN(w) ? pp_buf_append(b, (const char *)bin, 16) : pp_buf_append(b, text, 36);
 }
 
 PGPIPE_PRIVATE int pp_copy_text_field(pp_copy_w *w, pp_buf *b, int i, const char *s, size_t n)
@@ -107,7 +114,7 @@ PGPIPE_PRIVATE int pp_uuid_bin(const char *text, unsigned char bin[16])
 PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table)
 {
     const char *fmt = getenv("PGPIPE_COPY_FORMAT");
-    if ((fmt && !strcmp(fmt, "text")) || PQtransactionStatus(conn) != PQTRANS_IDLE)
+    if (PGPIPE_SMALL || (fmt && !strcmp(fmt, "text")) || PQtransactionStatus(conn) != PQTRANS_IDLE)
         return 0;
     const char *v[1] = { table };
     PGresult *r = NULL;

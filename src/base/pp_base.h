@@ -60,8 +60,9 @@
 /* PGPIPE_SMALL: a build for size (on by default at -Os, the device builds;
 ** -DPGPIPE_SMALL=0 or 1 overrides). It leaves out code that exists only for
 ** speed: the SIMD and SWAR scans of the JSON and CSV parsers (their plain
-** loops do the same), the CSV fast path, the JSON scanner's forced inlining.
-** Results are identical; test/sh/small.sh runs the parser tests built so. */
+** loops do the same), the CSV fast path, the JSON scanner's forced inlining,
+** binary COPY rows and JSON sent in jsonb's member order (COPY text as the
+** JSON came: the server's jsonb input sorts it). Results are identical; test/sh/small.sh runs the parser tests built so. */
 #ifndef PGPIPE_SMALL
 #ifdef __OPTIMIZE_SIZE__
 #define PGPIPE_SMALL 1

@@ -208,7 +208,7 @@ static int copy_build_mapping(pgpipe_loader *l, const pgpipe_loader_options *o)
     }
     l->copy_sql = sql.data;
     /* the default mapping without received_at may go binary (copy_rows_sql) */
-    if (!o->target && !o->received_at_field) {
+    if (!PGPIPE_SMALL && !o->target && !o->received_at_field) {
         size_t n = strlen(l->copy_sql);
         if (!(l->copy_sql_bin = pp_malloc(n + 17)))
             return pp_err_nomem(&l->hdr.err);
@@ -479,12 +479,12 @@ static void copy_json_order_ask(pgpipe_loader *l)
 {
     int any = 0;
     for (int i = 0; i < l->ncols; i++) {
-        l->cols[i].order = l->cols[i].json && l->cw.binary;
+        l->cols[i].order = l->cols[i].json && COPY_BINARY(l);
         any |= l->cols[i].json;
     }
     PGconn *conn = l->lanes[0].conn;
-    if (!any || l->cw.binary || PQtransactionStatus(conn) != PQTRANS_IDLE)
-        return;
+    if (PGPIPE_SMALL || !any || COPY_BINARY(l) || PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return; /* (a size build sends JSON as it came: jsonb sorts it) */
     const char *v[1] = { l->target_sql };
     PGresult *r = NULL;
     if (pp_exec(conn, "SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
@@ -501,7 +501,7 @@ static void copy_json_order_ask(pgpipe_loader *l)
 
 PGPIPE_PRIVATE const char *copy_rows_sql(const pgpipe_loader *l)
 {
-    return l->cw.binary ? l->copy_sql_bin : l->copy_sql;
+    return COPY_BINARY(l) ? l->copy_sql_bin : l->copy_sql;
 }
 
 static int copy_load_register_locked(pgpipe_loader *l, int *transient)

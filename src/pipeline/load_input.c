@@ -55,14 +55,14 @@ static int copy_put_json_value(pgpipe_loader *l, const pgpipe_json_val *v, const
     int t = pgpipe_json_type(v);
     if (t == PGPIPE_JSON_INVALID || t == PGPIPE_JSON_NULL)
         return pp_copy_put_null(&l->cw, b);
-    if (json && l->cw.binary && t != PGPIPE_JSON_OBJECT && t != PGPIPE_JSON_ARRAY &&
+    if (json && COPY_BINARY(l) && t != PGPIPE_JSON_OBJECT && t != PGPIPE_JSON_ARRAY &&
         pp_buf_putc(b, 1) != PGPIPE_OK) /* jsonb's version byte (pp_copy_put_jsonb's own below) */
         return PGPIPE_NOMEM;
     switch (t) {
     case PGPIPE_JSON_STRING:
         s = pgpipe_json_get_str(v, &n);
         if (json)
-            return pp_json_str(b, s, n, l->cw.binary ? 0 : PP_JSON_COPY);
+            return pp_json_str(b, s, n, COPY_BINARY(l) ? 0 : PP_JSON_COPY);
         if (memchr(s, '\0', n)) {
             *why = "holds a NUL character";
             return PGPIPE_PARSE;
@@ -95,7 +95,7 @@ static int copy_put_common(pgpipe_loader *l, const copy_col *c, long long line)
     pp_buf *b = &l->cur->cbuf;
     switch (c->kind) {
     case COPY_K_FIXED:
-        return l->cw.binary ? pp_buf_append(b, c->raw_value, strlen(c->raw_value))
+        return COPY_BINARY(l) ? pp_buf_append(b, c->raw_value, strlen(c->raw_value))
                          : pp_buf_append(b, c->value, strlen(c->value));
     case COPY_K_NULL: return pp_copy_put_null(&l->cw, b);
     case COPY_K_LINE: return pp_buf_appendf(b, "%lld", line);
@@ -252,13 +252,15 @@ PGPIPE_PRIVATE int copy_csv_keys(pgpipe_csv *csv, copy_csv_head *h)
         h->as_read[i] = i;
         if (pp_json_str(&h->keys[i], name, names[i].len, PP_JSON_COPY) != PGPIPE_OK ||
             pp_buf_putc(&h->keys[i], ':') != PGPIPE_OK ||
-            pp_json_str(&h->pkeys[i], name, names[i].len, 0) != PGPIPE_OK ||
-            pp_buf_putc(&h->pkeys[i], ':') != PGPIPE_OK) {
+            (!PGPIPE_SMALL && /* (no binary rows in a size build) */
+             (pp_json_str(&h->pkeys[i], name, names[i].len, 0) != PGPIPE_OK ||
+              pp_buf_putc(&h->pkeys[i], ':') != PGPIPE_OK))) {
             pp_free(names);
             return PGPIPE_NOMEM;
         }
     }
-    qsort(names, (size_t)n, sizeof *names, copy_csv_cmp);
+    if (!PGPIPE_SMALL) /* (a size build: the header's order; jsonb sorts it) */
+        qsort(names, (size_t)n, sizeof *names, copy_csv_cmp);
     for (int i = 0; i < n; i++)
         h->order[i] = names[i].col;
     pp_free(names);
@@ -285,6 +287,7 @@ PGPIPE_PRIVATE void copy_csv_keys_free(copy_csv_head *h)
 PGPIPE_PRIVATE int copy_csv_object(pp_buf *b, const copy_csv_head *h, const pgpipe_csv_span *f, int nf,
                                    int copy)
 {
+    copy |= PGPIPE_SMALL; /* (no binary rows in a size build) */
     const pp_buf *keys = copy ? h->keys : h->pkeys;
     int flags = copy ? PP_JSON_COPY : 0;
     int rc = pp_buf_putc(b, '{');
@@ -416,12 +419,12 @@ static int copy_csv_record(pgpipe_loader *l, int next_rc)
             rc |= c->json ? copy_put_json_text(l, c, b, f[k].data, f[k].len)
                           : pp_copy_put_text(&l->cw, b, f[k].data, f[k].len);
         } else if (c->kind == COPY_K_RECORD) {
-            if (l->cw.binary)
+            if (COPY_BINARY(l))
                 rc |= pp_buf_putc(b, 1); /* jsonb's version byte */
             copy_csv_head h = l->csv_head;
             if (!c->order)
                 h.order = h.as_read; /* a json column: the header's order */
-            rc |= copy_csv_object(b, &h, f, nf, !l->cw.binary);
+            rc |= copy_csv_object(b, &h, f, nf, !COPY_BINARY(l));
         } else {
             rc |= copy_put_common(l, c, line);
         }

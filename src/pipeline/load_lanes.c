@@ -29,7 +29,7 @@ static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient);
 /* A COPY of the load's rows has started: binary rows need the header first. */
 static int copy_rows_started(copy_lane *ln, int *transient)
 {
-    return ln->l->cw.binary ? copy_put(ln, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN, transient)
+    return COPY_BINARY(ln->l) ? copy_put(ln, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN, transient)
                          : PGPIPE_OK;
 }
 
@@ -281,7 +281,7 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
 {
     const pgpipe_loader *l = ln->l;
     int rc;
-    int chain = ln->chain;
+    int chain = !PGPIPE_SMALL && ln->chain; /* (a size build: never chained) */
     ln->chained = 0;
     if (ln->dbuf.len) {
         /* the batch's dead letters, in its own transaction */
@@ -782,7 +782,7 @@ PGPIPE_PRIVATE int copy_batch_begin(pgpipe_loader *l, long long line, long long 
     copy_lane *ln;
     /* the batch before is full and the next record is here: its commit
     ** starts this batch's COPY (unless an earlier run committed this one) */
-    int rc = copy_batch_close_pending(l, !copy_seq_done(l, l->seq + 1));
+    int rc = copy_batch_close_pending(l, !PGPIPE_SMALL && !copy_seq_done(l, l->seq + 1));
     if (rc == PGPIPE_OK)
         rc = copy_lanes_collect(l, &ln, 0);
     if (rc != PGPIPE_OK)
@@ -957,8 +957,8 @@ static void copy_stream_open(copy_lane *ln)
 ** stays ahead of every server instead of waiting on one.) */
 PGPIPE_PRIVATE void copy_stream(copy_lane *ln)
 {
-    if (ln->stream_broken || ln->l->threaded)
-        return;
+    if (PGPIPE_SMALL || ln->stream_broken || ln->l->threaded)
+        return; /* (a size build sends a batch whole, at its commit) */
     if (!ln->copy_open) {
         copy_stream_open(ln);
         if (!ln->copy_open)

@@ -147,7 +147,8 @@ struct pgpipe_loader {
     ** unescaping the text (about 6% of its work per row). Whether the
     ** table's types allow it is asked at each load's registration. */
     char *copy_sql_bin;   /* NULL: the mapping cannot go binary */
-    pp_copy_w cw;         /* its rows' writer: cw.binary, this load sends binary rows */
+    pp_copy_w cw;         /* its rows' writer: cw.binary, this load sends binary rows
+                             (read as COPY_BINARY(l): never in a size build) */
     /* lanes: lanes[0] is also the connection of the load's own bookkeeping */
     copy_lane lanes[COPY_MAX_LANES];
     int nlanes;           /* configured */
@@ -205,6 +206,8 @@ struct pgpipe_loader {
     pgpipe_error verr;
 };
 
+
+#define COPY_BINARY(l) (!PGPIPE_SMALL && (l)->cw.binary)
 
 /* load.c: small helpers, connections, the load record, dead letters */
 PGPIPE_PRIVATE int copy_errf(pgpipe_loader *l, int code, const char *fmt, ...) PP_PRINTF(3, 4);
