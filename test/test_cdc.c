@@ -1198,6 +1198,127 @@ PGT_TEST(cdc, toast_snapshot_rows_are_images)
     pgt_db_close(t);
 }
 
+/* The same changes staged through binary COPY rows (the default when
+** staging's columns allow) and COPY text (PGPIPE_COPY_FORMAT=text), with
+** one writer and with two (rows with their ids): the same rows, snapshot
+** and stream, escapes in values and in table names, "\N" as text, NULLs,
+** UTF-8, JSON with escapes, a spooled transaction, an unchanged TOAST
+** value filled; and binary was used where it should be, text elsewhere. */
+#define CDC_BIN_ROWS "SELECT count(*) || ' ' || md5(string_agg(x, E'\\n' ORDER BY x)) FROM " \
+    "(SELECT event_type || ' ' || (CASE WHEN payload ? 'snapshot' THEN payload - 'lsn' " \
+    "ELSE payload END)::text x FROM staging.raw_events) e"
+PGT_TEST(cdc, binary_rows_read_the_same_as_text)
+{
+    char src[1200], tgt[4][1200];
+    PGconn *s = cdc_src_fresh("cdc_bin", src, sizeof src,
+                              "options='-c logical_decoding_work_mem=64kB'");
+    PGconn *t[4];
+    static const char *const slots[4] = { "cbin1", "ctxt1", "cbin2", "ctxt2" };
+    PQclear(PGT_EXEC(s, CDC_BIG_FN));
+    PQclear(PGT_EXEC(s,
+        "CREATE TABLE t (id int PRIMARY KEY, v text, doc jsonb, big text);"
+        "ALTER TABLE t ALTER COLUMN big SET STORAGE EXTERNAL;"
+        "CREATE TABLE \"we\\ird\" (a int PRIMARY KEY, b text);"
+        "CREATE TABLE \"t\tab\" (a int, b text); ALTER TABLE \"t\tab\" REPLICA IDENTITY FULL;"
+        "INSERT INTO t VALUES (1, E'tab\\there\\nnl\\rcr back\\\\slash \\\\N', "
+        "  '{\"k\": \"a\\\\b\\\"q\", \"u\": \"\\u00e9\xe2\x82\xac\xf0\x9f\x98\x80\", \"n\": null, "
+        "    \"t\": \"x\\\\ty\"}', big(1)),"
+        "  (2, '\\N', NULL, NULL), (3, '', '[]', 'h\xc3\xa9llo');"
+        "INSERT INTO \"we\\ird\" VALUES (1, E'\\\\\\\\');"
+        "INSERT INTO \"t\tab\" VALUES (1, E'a\\tb')"));
+    for (int k = 0; k < 4; k++) {
+        char q[160];
+        snprintf(q, sizeof q, "CREATE PUBLICATION %s FOR TABLE t, \"we\\ird\", \"t\tab\"", slots[k]);
+        PQclear(PGT_EXEC(s, q));
+    }
+    pgpipe_cdc *c[4] = { NULL, NULL, NULL, NULL };
+    for (int k = 0; k < 4; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "cdc_bin_t%d", k);
+        t[k] = pgt_db_fresh(name);
+        snprintf(tgt[k], sizeof tgt[k], "%s dbname=%s", pgt_dsn(), name);
+        if (k % 2)
+            setenv("PGPIPE_COPY_FORMAT", "text", 1);
+        else
+            unsetenv("PGPIPE_COPY_FORMAT");
+        pgpipe_cdc_options o;
+        pgpipe_cdc_options_init(&o);
+        o.source = src;
+        o.target = tgt[k];
+        o.slot = o.publication = slots[k];
+        o.snapshot = 1;
+        o.writers = k < 2 ? 1 : 2;
+        o.status_interval_ms = 100;
+        int rc = pgpipe_cdc_open(&c[k], &o);
+        PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c[k]));
+        PGT_EQ_INT(pgt_db_int(t[k], "SELECT count(*) FROM staging.raw_events"), 5);
+    }
+    const char *steps[] = {
+        "INSERT INTO t VALUES (10, E'\\\\N\\t\\n\\r\\\\', '{\"a\": \"\\\\\\\\N\", \"b\": [\"\\\\t\", 1.50]}', "
+        "  'x'), (11, NULL, 'null', NULL), (12, '\xf0\x9f\x98\x80', '\"s\\\\\\\\\"', big(2))",
+        "UPDATE t SET v = 'u1' WHERE id = 1",                   /* big unchanged: filled */
+        "UPDATE t SET id = 13 WHERE id = 12",
+        "DELETE FROM t WHERE id = 2",
+        "INSERT INTO \"we\\ird\" VALUES (2, E'\\t')", "UPDATE \"we\\ird\" SET b = NULL", /* 2 rows */
+        "INSERT INTO \"t\tab\" VALUES (2, E'\\n')", "DELETE FROM \"t\tab\" WHERE a = 1",
+        /* streamed while in progress (over 64 kB): spooled */
+        "BEGIN; INSERT INTO t (id, v) SELECT g, repeat(E'\\\\s\\t', 40) || g FROM "
+        "generate_series(100, 1099) g; UPDATE t SET v = E'in\\tstream' WHERE id = 3; COMMIT",
+        "TRUNCATE \"t\tab\"",
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+        PQclear(PGT_EXEC(s, steps[i]));
+    const long long want = 5 + 3 + 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1000 + 1 + 1;
+    char rows[4][128];
+    for (int k = 0; k < 4; k++) {
+        if (k % 2)
+            setenv("PGPIPE_COPY_FORMAT", "text", 1);
+        else
+            unsetenv("PGPIPE_COPY_FORMAT");
+        cdc_run_until(c[k], t[k], slots[k], want);
+        snprintf(rows[k], sizeof rows[k], "%s", pgt_db_str(t[k], CDC_BIN_ROWS));
+        /* binary where the columns allow it, for the snapshot and each group */
+        PGT_EQ_INT(atomic_load(&c[k]->n_bin_snapshots) > 0, k % 2 == 0);
+        PGT_EQ_INT(atomic_load(&c[k]->n_bin_groups) > 0, k % 2 == 0);
+        PGT_EQ_INT(atomic_load(&c[k]->n_bin_groups) == 0, k % 2 == 1);
+        /* the values themselves, not only the same in both */
+        static const struct { const char *where; int n; } vals[] = {
+            { "payload->'row'->>'v' = E'tab\\there\\nnl\\rcr back\\\\slash \\\\N' AND "
+              "payload->'row'->'doc'->>'k' = 'a\\b\"q' AND payload->'row'->'doc'->>'t' = 'x\\ty' AND "
+              "payload->'row'->'doc'->>'u' = U&'\\00e9\\20ac\\+01f600' AND "
+              "payload->'row'->>'big' = (SELECT string_agg(md5(1 || '-' || i), '' ORDER BY i) "
+              "FROM generate_series(1, 300) i)", 1 },
+            { "payload->'row'->>'v' = '\\N' AND payload->>'snapshot' = 'true'", 1 },
+            { "payload->'row'->>'v' = E'\\\\N\\t\\n\\r\\\\'", 1 },
+            { "payload->'row'->>'v' = 'u1' AND payload->'filled' = '[\"big\"]' AND "
+              "length(payload->'row'->>'big') = 9600", 1 },
+            { "payload->'row'->'doc' = '\"s\\\\\\\\\"'::jsonb", 2 },
+            { "payload->'row'->'v' = 'null' AND payload->>'op' = 'insert'", 1 },
+            { "payload->'row'->>'v' LIKE E'\\\\\\\\s\\t%'", 1000 },
+            { "event_type IN (E'public.we\\\\ird:update', E'public.t\\tab:truncate', "
+              "E'public.t\\tab:insert', E'public.t\\tab:delete')", 6 },
+            { "payload->'row'->>'b' = E'\\\\\\\\' AND payload->>'snapshot' = 'true'", 1 },
+        };
+        for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+            char q[1024];
+            snprintf(q, sizeof q, "SELECT count(*) FROM staging.raw_events WHERE %s", vals[i].where);
+            int got = pgt_db_int(t[k], q);
+            PGT_CHECK_MSG(got == vals[i].n, "slot %s, %s: %d rows, expected %d", slots[k],
+                          vals[i].where, got, vals[i].n);
+        }
+        pgpipe_cdc_close(c[k]);
+    }
+    unsetenv("PGPIPE_COPY_FORMAT");
+    for (int k = 1; k < 4; k++)
+        PGT_EQ_STR(rows[k], rows[0]);
+    for (int k = 0; k < 4; k++) {
+        pgpipe_error err;
+        PGT_OK(pgpipe_cdc_drop(src, tgt[k], slots[k], slots[k], &err));
+        pgt_db_close(t[k]);
+    }
+    PQfinish(s);
+}
+
 /* The source is the staging database itself (one database for the app and
 ** the pipeline, publication for all tables): every event staged and every
 ** bookkeeping write was captured and staged again, without end (one insert

@@ -37,12 +37,13 @@
 #endif
 
 /* What the reader hands a lane of the writer (cdc_w_*), in order: rows of
-** the open group ('r', COPY text), the group's end ('e': its sequence
+** the open group ('r', COPY rows, text or binary as the group's), the group's end ('e': its sequence
 ** number, its last source transaction's end LSN and commit time, its
 ** counts and its unchanged-TOAST writes). */
 typedef struct cdc_item {
     struct cdc_item *next;
     char kind;
+    int binary;                 /* the group's COPY is binary (cdc_grp_binary) */
     uint64_t lsn, seq;
     int64_t ts;
     long long txns, events;
@@ -146,6 +147,13 @@ struct pgpipe_cdc {
     ** yet flushed there, by their end LSN at the source and the target's
     ** WAL insert position after their commit, oldest first */
     int tgt_ready, async_commit;
+    /* staging.raw_events' columns, as the last target session found them:
+    ** may the rows (source, event_type, payload) go binary (bin_ok), and
+    ** those with their id too (bin_id_ok: id is bigint)? A group's rows
+    ** keep the format they were made in (grp_binary, set when it opens);
+    ** n_bin_groups counts the groups a lane began in binary */
+    int bin_ok, bin_id_ok, grp_binary;
+    _Atomic long long n_bin_groups, n_bin_snapshots; /* and the snapshot's tables */
     struct cdc_pend { uint64_t remote, local; } *pend;
     int npend, cappend;
     int64_t last_flush_us;
@@ -674,12 +682,60 @@ static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
     return PGPIPE_OK;
 }
 
+/* Whether the groups made from now on may COPY binary rows into staging
+** (asked after each connection, outside a transaction): the columns the
+** loader writes as they should be (pp_copy_staging_binary, which also
+** honours PGPIPE_COPY_FORMAT=text), and for the rows with their ids (more
+** than one lane) id a bigint too. Any doubt (a refusal) means text. */
+static void cdc_bin_check(pgpipe_cdc *c)
+{
+    c->bin_ok = pp_copy_staging_binary(c->tgt, "staging.raw_events");
+    c->bin_id_ok = 0;
+    PGresult *r = NULL;
+    if (c->bin_ok &&
+        pp_exec(c->tgt, "SELECT a.atttypid = 'pg_catalog.int8'::pg_catalog.regtype::oid FROM "
+                        "pg_catalog.pg_attribute a WHERE a.attrelid = "
+                        "pg_catalog.to_regclass('staging.raw_events') AND a.attname = 'id' AND "
+                        "NOT a.attisdropped", 0, NULL, &r, NULL, "cdc") == PGPIPE_OK) {
+        c->bin_id_ok = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+    }
+}
+
+/* Append the COPY text s[0..n) unescaped (a binary field's bytes): the
+** escapes pp_copy_escape writes and the server's COPY TO writes (\b \f \n
+** \r \t \v \\; a backslash before anything else stands for that byte). */
+static int cdc_unescape(pp_buf *b, const char *s, size_t n)
+{
+    const char *e = s + n;
+    while (s < e) {
+        const char *bs = memchr(s, '\\', (size_t)(e - s));
+        if (!bs)
+            return pp_buf_append(b, s, (size_t)(e - s));
+        if (pp_buf_append(b, s, (size_t)(bs - s)) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        if (bs + 1 == e)
+            return pp_buf_putc(b, '\\');
+        char ch = bs[1];
+        ch = ch == 'b' ? '\b' : ch == 'f' ? '\f' : ch == 'n' ? '\n' : ch == 'r' ? '\r'
+           : ch == 't' ? '\t' : ch == 'v' ? '\v' : ch;
+        if (pp_buf_putc(b, ch) != PGPIPE_OK)
+            return PGPIPE_NOMEM;
+        s = bs + 2;
+    }
+    return PGPIPE_OK;
+}
+
 /* One table's rows into staging under the snapshot ss has set, marked
 ** done in the same target transaction. */
 static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const char *quoted,
                               const char *lsn)
 {
-    pp_buf pre = { 0, 0, 0 }, tmp = { 0, 0, 0 }, q = { 0, 0, 0 };
+    pp_buf pre = { 0, 0, 0 }, tmp = { 0, 0, 0 }, q = { 0, 0, 0 }, head = { 0, 0, 0 };
+    /* binary rows when the target's columns allow (cdc_bin_check, asked
+    ** before the snapshot): the source's COPY text of each row unescaped
+    ** into the payload */
+    int binary = c->bin_ok;
     int rc = pp_copy_escape(&pre, c->slot, strlen(c->slot));
     if (rc == PGPIPE_OK)
         rc = pp_buf_appendf(&tmp, "%s:insert", name);
@@ -692,20 +748,36 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
     if (rc == PGPIPE_OK)
         rc = pp_buf_appendf(&pre, ",\"snapshot\":true,\"row\":");
     if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&head, "{\"op\":\"insert\",\"table\":");
+    if (rc == PGPIPE_OK)
+        rc = pp_json_str(&head, name, strlen(name), 0);
+    if (rc == PGPIPE_OK)
+        rc = pp_buf_appendf(&head, ",\"snapshot\":true,\"row\":");
+    if (rc == PGPIPE_OK)
         rc = pp_buf_appendf(&q, "COPY (SELECT to_jsonb(t) FROM ONLY %s t) TO STDOUT", quoted);
     if (rc != PGPIPE_OK) {
         pp_buf_free(&pre);
         pp_buf_free(&tmp);
         pp_buf_free(&q);
+        pp_buf_free(&head);
         return pp_err_nomem(&c->h.err);
     }
     char end[64];
     int endn = snprintf(end, sizeof end, ",\"lsn\":\"%s\"}\n", lsn);
+    pp_copy_w w = { 1, 0, 0 };
     long long rows = 0;
     rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
     if (rc == PGPIPE_OK)
-        rc = pp_copy_in_start(c->tgt, "COPY staging.raw_events (source, event_type, payload) FROM STDIN",
+        rc = pp_copy_in_start(c->tgt, binary ? "COPY staging.raw_events (source, event_type, "
+                                               "payload) FROM STDIN (FORMAT binary)"
+                                             : "COPY staging.raw_events (source, event_type, "
+                                               "payload) FROM STDIN",
                               &c->h.err, "cdc: COPY the snapshot into staging");
+    if (rc == PGPIPE_OK && binary &&
+        PQputCopyData(c->tgt, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN) != 1)
+        rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
+    if (rc == PGPIPE_OK && binary)
+        atomic_fetch_add(&c->n_bin_snapshots, 1);
     if (rc == PGPIPE_OK) {
         PGresult *r = PQexec(ss, q.data);
         if (PQresultStatus(r) != PGRES_COPY_OUT)
@@ -727,9 +799,25 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
         }
         if (n > 0 && buf[n - 1] == '\n')
             n--;
-        if (pp_buf_append(&c->copy, pre.data, pre.len) || pp_buf_append(&c->copy, buf, (size_t)n) ||
-            pp_buf_append(&c->copy, end, (size_t)endn))
+        if (binary) {
+            pp_buf *b = &c->copy;
+            int e = pp_copy_row_begin(&w, b, 3);
+            e |= pp_copy_text_field(&w, b, 0, c->slot, strlen(c->slot));
+            e |= pp_copy_text_field(&w, b, 1, tmp.data, tmp.len);
+            e |= pp_copy_field_begin(&w, b, 2);
+            e |= pp_buf_putc(b, 1);
+            e |= pp_buf_append(b, head.data, head.len);
+            e |= cdc_unescape(b, buf, (size_t)n);
+            e |= pp_buf_append(b, end, (size_t)endn - 1); /* not its newline */
+            pp_copy_field_end(&w, b);
+            e |= pp_copy_row_end(&w, b);
+            if (e)
+                rc = pp_err_nomem(&c->h.err);
+        } else if (pp_buf_append(&c->copy, pre.data, pre.len) ||
+                   pp_buf_append(&c->copy, buf, (size_t)n) ||
+                   pp_buf_append(&c->copy, end, (size_t)endn)) {
             rc = pp_err_nomem(&c->h.err);
+        }
         PQfreemem(buf);
         rows++;
         if (rc == PGPIPE_OK && c->copy.len >= 256 * 1024) {
@@ -773,6 +861,7 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
     pp_buf_free(&pre);
     pp_buf_free(&tmp);
     pp_buf_free(&q);
+    pp_buf_free(&head);
     return rc;
 }
 
@@ -791,6 +880,7 @@ static int cdc_snapshot(pgpipe_cdc *c)
     PGconn *rs = NULL, *ss = NULL;
     if (PQntuples(pend) > 0) {
         char q[256], lsn[32];
+        cdc_bin_check(c); /* the rows' format (cdc_snapshot_table) */
         snprintf(q, sizeof q, "CREATE_REPLICATION_SLOT \"%.50s_snap\" TEMPORARY LOGICAL pgoutput "
                  "(SNAPSHOT 'export')", c->slot);
         if ((rc = cdc_connect(c, &rs, c->source, 1, "source (snapshot)")) == PGPIPE_OK)
@@ -2099,6 +2189,7 @@ static int cdc_target_session(pgpipe_cdc *c)
     atomic_store(&c->st_ack, c->ack);
     c->queued_end = c->applied;
     c->async_commit = async;
+    cdc_bin_check(c);
     c->tgt_ready = 1;
     /* the other lanes' sessions follow this one's */
     for (int i = 1; i < CDC_LANES_MAX; i++)
@@ -2158,24 +2249,39 @@ static int cdc_w_wait(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int done)
 /* Lane L: group seq's target transaction and its COPY, one round trip,
 ** after the group before began. With more than one lane the rows carry
 ** their ids (cdc_copy_record). */
-static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq)
+static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int binary)
 {
     int rc = cdc_w_wait(c, L, seq, 0);
     /* the commit that need not wait for the WAL flush is the transaction's
     ** own (SET LOCAL), never the session's: behind a transaction-mode
     ** pooler a session setting would stay on the server connection and make
     ** other clients' commits asynchronous */
-    static const char *const open_sql[2][2] = {
-        { "BEGIN; COPY staging.raw_events (source, event_type, payload) FROM STDIN",
-          "BEGIN; SET LOCAL synchronous_commit = off; "
-          "COPY staging.raw_events (source, event_type, payload) FROM STDIN" },
-        { "BEGIN; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN",
-          "BEGIN; SET LOCAL synchronous_commit = off; "
-          "COPY staging.raw_events (id, source, event_type, payload) FROM STDIN" },
+    static const char *const open_sql[2][2][2] = {
+        { { "BEGIN; COPY staging.raw_events (source, event_type, payload) FROM STDIN",
+            "BEGIN; SET LOCAL synchronous_commit = off; "
+            "COPY staging.raw_events (source, event_type, payload) FROM STDIN" },
+          { "BEGIN; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN",
+            "BEGIN; SET LOCAL synchronous_commit = off; "
+            "COPY staging.raw_events (id, source, event_type, payload) FROM STDIN" } },
+        { { "BEGIN; COPY staging.raw_events (source, event_type, payload) FROM STDIN "
+            "(FORMAT binary)",
+            "BEGIN; SET LOCAL synchronous_commit = off; "
+            "COPY staging.raw_events (source, event_type, payload) FROM STDIN (FORMAT binary)" },
+          { "BEGIN; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN "
+            "(FORMAT binary)",
+            "BEGIN; SET LOCAL synchronous_commit = off; "
+            "COPY staging.raw_events (id, source, event_type, payload) FROM STDIN "
+            "(FORMAT binary)" } },
     };
     if (rc == PGPIPE_OK)
-        rc = pp_copy_in_start(L->conn, open_sql[c->nrun > 1][c->async_commit != 0], &L->err,
-                              "cdc: COPY into staging");
+        rc = pp_copy_in_start(L->conn, open_sql[binary != 0][c->nrun > 1][c->async_commit != 0],
+                              &L->err, "cdc: COPY into staging");
+    /* a binary COPY's rows follow its header (sent after each start) */
+    if (rc == PGPIPE_OK && binary &&
+        PQputCopyData(L->conn, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN) != 1)
+        rc = pp_err_pq(&L->err, L->conn, NULL, "cdc: COPY into staging");
+    if (rc == PGPIPE_OK && binary)
+        atomic_fetch_add(&c->n_bin_groups, 1);
     if (rc != PGPIPE_OK) {
         cdc_group_abort(c, L);
         return rc;
@@ -2192,9 +2298,10 @@ static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq)
 }
 
 /* Lane L: rows of its open group seq (it is started when none is). */
-static int cdc_w_rows(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, const char *data, size_t len)
+static int cdc_w_rows(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int binary, const char *data,
+                      size_t len)
 {
-    int rc = L->open ? PGPIPE_OK : cdc_w_open(c, L, seq);
+    int rc = L->open ? PGPIPE_OK : cdc_w_open(c, L, seq, binary);
     if (rc != PGPIPE_OK)
         return rc;
     if ((len && PQputCopyData(L->conn, data, (int)len) != 1) || PQflush(L->conn) != 0) {
@@ -2230,7 +2337,7 @@ static void cdc_w_ack(pgpipe_cdc *c, uint64_t lsn, int idle)
 static int cdc_w_end(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
 {
     pgpipe_error *err = &L->err;
-    int rc = L->open ? PGPIPE_OK : cdc_w_open(c, L, it->seq);
+    int rc = L->open ? PGPIPE_OK : cdc_w_open(c, L, it->seq, it->binary);
     if (rc != PGPIPE_OK)
         return rc;
     if (PQputCopyEnd(L->conn, NULL) != 1) {
@@ -2344,7 +2451,7 @@ static int cdc_w_end(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
 
 static int cdc_w_apply(pgpipe_cdc *c, cdc_lane *L, const cdc_item *it)
 {
-    return it->kind == 'r' ? cdc_w_rows(c, L, it->seq, it->data.data, it->data.len)
+    return it->kind == 'r' ? cdc_w_rows(c, L, it->seq, it->binary, it->data.data, it->data.len)
                            : cdc_w_end(c, L, it);
 }
 
@@ -2642,7 +2749,7 @@ static int cdc_push_rows(pgpipe_cdc *c)
     c->grp_bytes += c->copy.len;
     if (c->single) {
         cdc_lane *L = &c->lanes[0];
-        int rc = cdc_w_rows(c, L, c->seq + 1, c->copy.data, c->copy.len);
+        int rc = cdc_w_rows(c, L, c->seq + 1, c->grp_binary, c->copy.data, c->copy.len);
         c->copy.len = 0;
         if (rc != PGPIPE_OK) {
             cdc_lane_fail(c, L);
@@ -2654,6 +2761,7 @@ static int cdc_push_rows(pgpipe_cdc *c)
     if (!it)
         return pp_err_nomem(&c->h.err);
     it->kind = 'r';
+    it->binary = c->grp_binary;
     it->seq = c->seq + 1;
     it->data = c->copy;
     memset(&c->copy, 0, sizeof c->copy);
@@ -2678,6 +2786,7 @@ static int cdc_end_group(pgpipe_cdc *c)
         return pp_err_nomem(&c->h.err);
     int k = cdc_grp_lane(c);
     it->kind = 'e';
+    it->binary = c->grp_binary;
     it->seq = ++c->seq;
     it->lsn = c->grp_end;
     it->ts = c->grp_ts;
@@ -2824,7 +2933,38 @@ static int cdc_next_id(pgpipe_cdc *c, long long *id)
     return PGPIPE_OK;
 }
 
-/* Append one record, finished with the commit's fields, to the COPY. */
+/* One binary COPY row of a record (cdc_copy_record: the record's two
+** fields are COPY text, head is where "lsn" goes), with its id when id_bin
+** is not NULL: the same values as the text row. */
+static int cdc_binary_row(pgpipe_cdc *c, pp_buf *b, const unsigned char *id_bin, const char *rec,
+                          size_t n, size_t tab, size_t head, const char *end, size_t endn,
+                          size_t lsnn)
+{
+    pp_copy_w w = { 1, 0, 0 };
+    int i = 0, rc = pp_copy_row_begin(&w, b, id_bin ? 4 : 3);
+    if (id_bin) {
+        rc |= pp_copy_field_begin(&w, b, i++);
+        rc |= pp_buf_append(b, (const char *)id_bin, 8);
+        pp_copy_field_end(&w, b);
+    }
+    rc |= pp_copy_text_field(&w, b, i++, c->slot, strlen(c->slot));
+    rc |= pp_copy_field_begin(&w, b, i++);
+    rc |= cdc_unescape(b, rec, tab);
+    pp_copy_field_end(&w, b);
+    /* jsonb: its version byte and the JSON text (its keys in jsonb's order) */
+    rc |= pp_copy_field_begin(&w, b, i);
+    rc |= pp_buf_putc(b, 1);
+    rc |= cdc_unescape(b, rec + tab + 1, head - tab - 1);
+    rc |= pp_buf_append(b, end, lsnn);
+    rc |= cdc_unescape(b, rec + head, n - head);
+    rc |= pp_buf_append(b, end + lsnn, endn - lsnn);
+    pp_copy_field_end(&w, b);
+    rc |= pp_copy_row_end(&w, b);
+    return rc ? PGPIPE_NOMEM : PGPIPE_OK;
+}
+
+/* Append one record, finished with the commit's fields, to the COPY (in
+** the open group's format). */
 static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char *end,
                            size_t endn, size_t lsnn, long long *count, uint64_t commit_lsn,
                            int filter)
@@ -2842,6 +2982,25 @@ static int cdc_copy_record(pgpipe_cdc *c, const char *rec, size_t n, const char 
     if (!comma)
         lsnn = 0;
     pp_buf *b = &c->copy;
+    if (c->grp_binary) {
+        if (!tab)
+            return pp_err(&c->h.err, PGPIPE_PARSE, "cdc: a record without its event type");
+        unsigned char id_bin[8];
+        if (c->nrun > 1) {
+            long long id = 0;
+            int rc = cdc_next_id(c, &id);
+            if (rc != PGPIPE_OK)
+                return rc;
+            uint64_t u = (uint64_t)id;
+            for (int k = 7; k >= 0; k--, u >>= 8)
+                id_bin[k] = (unsigned char)(u & 0xFF);
+        }
+        if (cdc_binary_row(c, b, c->nrun > 1 ? id_bin : NULL, rec, n, (size_t)(tab - rec), head,
+                           end, endn, lsnn) != PGPIPE_OK)
+            return pp_err_nomem(&c->h.err);
+        (*count)++;
+        return b->len >= CDC_CHUNK ? cdc_push_rows(c) : PGPIPE_OK;
+    }
     if (c->nrun > 1) {
         long long id = 0;
         int rc = cdc_next_id(c, &id);
@@ -2910,6 +3069,7 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
     int rc = PGPIPE_OK;
     if (!c->grp_open) {
         c->grp_open = 1;
+        c->grp_binary = c->nrun > 1 ? c->bin_id_ok : c->bin_ok;
         c->copy.len = 0;
         c->grp_txns = c->grp_events = 0;
         c->grp_bytes = 0;
