@@ -411,15 +411,16 @@ PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 ** which the server takes without splitting and unescaping) are the field
 ** count in 16 bits, then each field's length in 32 bits (-1 for NULL) and its
 ** bytes: text as it is, jsonb as its version byte 1 and the JSON text, uuid
-** as 16 bytes. A binary COPY starts with pp_copy_bin_header (no trailer: the
+** as 16 bytes. A binary COPY starts with PP_COPY_BIN_HEADER (no trailer: the
 ** protocol's end of COPY ends it). */
 typedef struct pp_copy_w {
     int binary;
     int null;      /* binary: the field being written is NULL */
     size_t at;     /* binary: where its length word is */
 } pp_copy_w;
+/* the signature, no flags, no header extension */
+#define PP_COPY_BIN_HEADER "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0"
 #define PP_COPY_BIN_HEADER_LEN 19
-PGPIPE_PRIVATE const char pp_copy_bin_header[PP_COPY_BIN_HEADER_LEN];
 PGPIPE_PRIVATE int pp_copy_row_begin(pp_copy_w *w, pp_buf *b, int nfields);
 PGPIPE_PRIVATE int pp_copy_row_end(const pp_copy_w *w, pp_buf *b);
 /* Before field i (0 first): a tab, or the length word copy_field_end fills. */
@@ -6045,11 +6046,6 @@ int pgpipe_pooler_mode(PGconn *conn, int configured, pgpipe_error *err)
 ** (PGPIPE_SMALL) sends COPY text as the JSON came, and the server's jsonb
 ** input sorts it. */
 #define PP_COPY_BIN(w) (!PGPIPE_SMALL && (w)->binary)
-
-/* The signature, no flags, no header extension. */
-PGPIPE_PRIVATE const char pp_copy_bin_header[PP_COPY_BIN_HEADER_LEN] = {
-    'P', 'G', 'C', 'O', 'P', 'Y', '\n', (char)0xFF, '\r', '\n', 0, 0, 0, 0, 0, 0, 0, 0, 0
-};
 
 static void copy_be(char *p, uint32_t v, int n)
 {
@@ -18742,7 +18738,7 @@ static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient);
 /* A COPY of the load's rows has started: binary rows need the header first. */
 static int copy_rows_started(copy_lane *ln, int *transient)
 {
-    return COPY_BINARY(ln->l) ? copy_put(ln, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN, transient)
+    return COPY_BINARY(ln->l) ? copy_put(ln, PP_COPY_BIN_HEADER, PP_COPY_BIN_HEADER_LEN, transient)
                          : PGPIPE_OK;
 }
 
@@ -29747,7 +29743,7 @@ static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGre
     int rc = pp_copy_in_start(c->conn, g->cw.binary ? ig_rows_copy_bin : ig_rows_copy, &c->err,
                               "http ingest: COPY");
     if (rc == PGPIPE_OK && g->cw.binary)
-        rc = ig_send(c, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN);
+        rc = ig_send(c, PP_COPY_BIN_HEADER, PP_COPY_BIN_HEADER_LEN);
     for (size_t i = lo; i < hi && rc == PGPIPE_OK;) {
         while (i < hi && !ig_live(g, i))
             i++;
@@ -34594,7 +34590,7 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
                                                "payload) FROM STDIN",
                               &c->h.err, "cdc: COPY the snapshot into staging");
     if (rc == PGPIPE_OK && binary &&
-        PQputCopyData(c->tgt, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN) != 1)
+        PQputCopyData(c->tgt, PP_COPY_BIN_HEADER, PP_COPY_BIN_HEADER_LEN) != 1)
         rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
     if (rc == PGPIPE_OK && binary)
         atomic_fetch_add(&c->n_bin_snapshots, 1);
@@ -34815,7 +34811,7 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
         return pp_err_nomem(&c->h.err);
     c->status_ms = opt->status_interval_ms > 0 ? opt->status_interval_ms : 1000;
     c->heartbeat_ms = opt->heartbeat_ms > 0 ? opt->heartbeat_ms : 0;
-    c->nlanes = opt->writers <= 0 ? 2 : opt->writers > CDC_LANES_MAX ? CDC_LANES_MAX : opt->writers;
+    c->nlanes = opt->writers <= 0 ? 1 : opt->writers > CDC_LANES_MAX ? CDC_LANES_MAX : opt->writers;
     for (int i = 0; i < CDC_LANES_MAX; i++) {
         c->lanes[i].c = c;
         c->lanes[i].idx = i;
@@ -36098,7 +36094,7 @@ static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int binary)
                               &L->err, "cdc: COPY into staging");
     /* a binary COPY's rows follow its header (sent after each start) */
     if (rc == PGPIPE_OK && binary &&
-        PQputCopyData(L->conn, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN) != 1)
+        PQputCopyData(L->conn, PP_COPY_BIN_HEADER, PP_COPY_BIN_HEADER_LEN) != 1)
         rc = pp_err_pq(&L->err, L->conn, NULL, "cdc: COPY into staging");
     if (rc == PGPIPE_OK && binary)
         atomic_fetch_add(&c->n_bin_groups, 1);
@@ -39616,7 +39612,7 @@ static int pull_copy_send(pgpipe_pull *p, PGconn *conn, const char *sql, int bin
     int rc = pp_copy_in_start(conn, sql, &p->h.err, ctx);
     if (rc != PGPIPE_OK)
         return rc;
-    if (bin && PQputCopyData(conn, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN) != 1)
+    if (bin && PQputCopyData(conn, PP_COPY_BIN_HEADER, PP_COPY_BIN_HEADER_LEN) != 1)
         rc = pp_err_pq(&p->h.err, conn, NULL, ctx);
     if (b->len && PQputCopyData(conn, b->data, (int)b->len) != 1)
         rc = pp_err_pq(&p->h.err, conn, NULL, ctx);

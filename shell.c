@@ -4595,7 +4595,8 @@ static const optdef opts_migrate[] = {
       "apply the versioned migrations up to V only; the later ones stay pending",
       ".migrate migrations --to 5" },
     { "--repair", NULL, OPT_FLAG, NULL, 0, 0, NULL,
-      "accept edited files of applied migrations (record their new checksums)",
+      "accept edited or renamed files of applied migrations (record their new checksums "
+      "and names)",
       ".migrate migrations --repair" },
     { "--resume-from", NULL, OPT_INT, "N", 1, 1000000000, NULL,
       "a no-transaction file stopped at a statement whose outcome is unknown (a run cut off "

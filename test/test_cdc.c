@@ -338,7 +338,7 @@ PGT_TEST(cdc, lsn_text)
 /* ---- set-up ---------------------------------------------------------- */
 
 /* The writer count cdc_open (and so cdc_child) asks for; 0 = the default
-** (one). The tests of two writers set it to 2 and back. */
+** (one), -1 = writers set to 0. The tests of two writers set it to 2 and back. */
 static int cdc_t_writers;
 
 static int cdc_open(pgpipe_cdc **c, const char *src, const char *tgt, const char *slot,
@@ -347,7 +347,7 @@ static int cdc_open(pgpipe_cdc **c, const char *src, const char *tgt, const char
     pgpipe_cdc_options o;
     pgpipe_cdc_options_init(&o);
     if (cdc_t_writers)
-        o.writers = cdc_t_writers;
+        o.writers = cdc_t_writers < 0 ? 0 : cdc_t_writers;
     o.source = src;
     o.target = tgt;
     o.slot = slot;
@@ -392,7 +392,10 @@ PGT_TEST(cdc, setup_refusals_and_adoption)
     /* created, then adopted */
     PGT_EQ_INT(cdc_open(&c, src, tgt, "s1", "a"), PGPIPE_OK);
     pgpipe_cdc_close(c);
+    cdc_t_writers = -1; /* writers 0 is the default, one (cdc.h), not two */
     PGT_EQ_INT(cdc_open(&c, src, tgt, "s1", "a"), PGPIPE_OK);
+    cdc_t_writers = 0;
+    PGT_EQ_INT(c->nlanes, 1);
     pgpipe_cdc_close(c);
     PGT_EQ_INT(pgt_db_int(s, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 's1'"), 1);
     PGT_EQ_STR(pgt_db_str(s, "SELECT string_agg(tablename, ',') FROM pg_publication_tables "

@@ -534,7 +534,8 @@ PGT_TEST(text, copy_row_writer)
     PGT_EQ_INT(pp_uuid_bin("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5g", bin), -1);
     PGT_EQ_INT(pp_uuid_bin("0190a1b2c3d4-7e5f-8a9b-0c1d2e3f4a5b-", bin), -1);
     PGT_EQ_INT(pp_uuid_bin("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5\0", bin), -1);
-    for (int binary = 0; binary < 2; binary++) {
+    /* (a size build writes COPY text only, the JSON as it came) */
+    for (int binary = 0; binary < 2 - PGPIPE_SMALL; binary++) {
         pp_copy_w w = { .binary = binary };
         pp_buf b = { 0 }, js[2] = { { 0 }, { 0 } };
         PGT_OK(pp_copy_row_begin(&w, &b, 4));
@@ -550,8 +551,11 @@ PGT_TEST(text, copy_row_writer)
         pp_copy_field_end(&w, &b);
         PGT_OK(pp_copy_row_end(&w, &b));
         if (!binary) {
-            PGT_EQ_STR(text_t_str(&b), "a\\tb\\\\\t\\N\t{\"a\":1,\"bb\":\"x\\\\ty\"}\t"
-                                       "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b\n");
+            PGT_EQ_STR(text_t_str(&b), PGPIPE_SMALL
+                       ? "a\\tb\\\\\t\\N\t{\"bb\":\"x\\\\ty\",\"a\":1}\t"
+                         "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b\n"
+                       : "a\\tb\\\\\t\\N\t{\"a\":1,\"bb\":\"x\\\\ty\"}\t"
+                         "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b\n");
         } else {
             static const char want[] =
                 "\0\4" "\0\0\0\4a\tb\\" "\xff\xff\xff\xff"
@@ -565,5 +569,6 @@ PGT_TEST(text, copy_row_writer)
         pp_buf_free(&js[1]);
     }
     PGT_EQ_INT(PP_COPY_BIN_HEADER_LEN, 19);
-    PGT_CHECK(memcmp(pp_copy_bin_header, "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19) == 0);
+    PGT_EQ_INT((long long)sizeof PP_COPY_BIN_HEADER - 1, PP_COPY_BIN_HEADER_LEN);
+    PGT_CHECK(memcmp(PP_COPY_BIN_HEADER, "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19) == 0);
 }

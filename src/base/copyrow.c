@@ -12,11 +12,6 @@
 ** input sorts it. */
 #define PP_COPY_BIN(w) (!PGPIPE_SMALL && (w)->binary)
 
-/* The signature, no flags, no header extension. */
-PGPIPE_PRIVATE const char pp_copy_bin_header[PP_COPY_BIN_HEADER_LEN] = {
-    'P', 'G', 'C', 'O', 'P', 'Y', '\n', (char)0xFF, '\r', '\n', 0, 0, 0, 0, 0, 0, 0, 0, 0
-};
-
 static void copy_be(char *p, uint32_t v, int n)
 {
     for (int i = n - 1; i >= 0; i--, v >>= 8)

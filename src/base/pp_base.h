@@ -400,15 +400,16 @@ PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 ** which the server takes without splitting and unescaping) are the field
 ** count in 16 bits, then each field's length in 32 bits (-1 for NULL) and its
 ** bytes: text as it is, jsonb as its version byte 1 and the JSON text, uuid
-** as 16 bytes. A binary COPY starts with pp_copy_bin_header (no trailer: the
+** as 16 bytes. A binary COPY starts with PP_COPY_BIN_HEADER (no trailer: the
 ** protocol's end of COPY ends it). */
 typedef struct pp_copy_w {
     int binary;
     int null;      /* binary: the field being written is NULL */
     size_t at;     /* binary: where its length word is */
 } pp_copy_w;
+/* the signature, no flags, no header extension */
+#define PP_COPY_BIN_HEADER "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0"
 #define PP_COPY_BIN_HEADER_LEN 19
-PGPIPE_PRIVATE const char pp_copy_bin_header[PP_COPY_BIN_HEADER_LEN];
 PGPIPE_PRIVATE int pp_copy_row_begin(pp_copy_w *w, pp_buf *b, int nfields);
 PGPIPE_PRIVATE int pp_copy_row_end(const pp_copy_w *w, pp_buf *b);
 /* Before field i (0 first): a tab, or the length word copy_field_end fills. */

@@ -774,7 +774,7 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
                                                "payload) FROM STDIN",
                               &c->h.err, "cdc: COPY the snapshot into staging");
     if (rc == PGPIPE_OK && binary &&
-        PQputCopyData(c->tgt, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN) != 1)
+        PQputCopyData(c->tgt, PP_COPY_BIN_HEADER, PP_COPY_BIN_HEADER_LEN) != 1)
         rc = pp_err_pq(&c->h.err, c->tgt, NULL, "cdc: COPY the snapshot into staging");
     if (rc == PGPIPE_OK && binary)
         atomic_fetch_add(&c->n_bin_snapshots, 1);
@@ -995,7 +995,7 @@ int pgpipe_cdc_open(pgpipe_cdc **out, const pgpipe_cdc_options *opt)
         return pp_err_nomem(&c->h.err);
     c->status_ms = opt->status_interval_ms > 0 ? opt->status_interval_ms : 1000;
     c->heartbeat_ms = opt->heartbeat_ms > 0 ? opt->heartbeat_ms : 0;
-    c->nlanes = opt->writers <= 0 ? 2 : opt->writers > CDC_LANES_MAX ? CDC_LANES_MAX : opt->writers;
+    c->nlanes = opt->writers <= 0 ? 1 : opt->writers > CDC_LANES_MAX ? CDC_LANES_MAX : opt->writers;
     for (int i = 0; i < CDC_LANES_MAX; i++) {
         c->lanes[i].c = c;
         c->lanes[i].idx = i;
@@ -2278,7 +2278,7 @@ static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int binary)
                               &L->err, "cdc: COPY into staging");
     /* a binary COPY's rows follow its header (sent after each start) */
     if (rc == PGPIPE_OK && binary &&
-        PQputCopyData(L->conn, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN) != 1)
+        PQputCopyData(L->conn, PP_COPY_BIN_HEADER, PP_COPY_BIN_HEADER_LEN) != 1)
         rc = pp_err_pq(&L->err, L->conn, NULL, "cdc: COPY into staging");
     if (rc == PGPIPE_OK && binary)
         atomic_fetch_add(&c->n_bin_groups, 1);

@@ -1451,7 +1451,7 @@ static int ig_copy_rows(ig_committer *c, ig_group *g, size_t lo, size_t hi, PGre
     int rc = pp_copy_in_start(c->conn, g->cw.binary ? ig_rows_copy_bin : ig_rows_copy, &c->err,
                               "http ingest: COPY");
     if (rc == PGPIPE_OK && g->cw.binary)
-        rc = ig_send(c, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN);
+        rc = ig_send(c, PP_COPY_BIN_HEADER, PP_COPY_BIN_HEADER_LEN);
     for (size_t i = lo; i < hi && rc == PGPIPE_OK;) {
         while (i < hi && !ig_live(g, i))
             i++;

@@ -29,7 +29,7 @@ static int copy_put(copy_lane *ln, const char *p, size_t n, int *transient);
 /* A COPY of the load's rows has started: binary rows need the header first. */
 static int copy_rows_started(copy_lane *ln, int *transient)
 {
-    return COPY_BINARY(ln->l) ? copy_put(ln, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN, transient)
+    return COPY_BINARY(ln->l) ? copy_put(ln, PP_COPY_BIN_HEADER, PP_COPY_BIN_HEADER_LEN, transient)
                          : PGPIPE_OK;
 }
 

@@ -2207,7 +2207,7 @@ static int pull_copy_send(pgpipe_pull *p, PGconn *conn, const char *sql, int bin
     int rc = pp_copy_in_start(conn, sql, &p->h.err, ctx);
     if (rc != PGPIPE_OK)
         return rc;
-    if (bin && PQputCopyData(conn, pp_copy_bin_header, PP_COPY_BIN_HEADER_LEN) != 1)
+    if (bin && PQputCopyData(conn, PP_COPY_BIN_HEADER, PP_COPY_BIN_HEADER_LEN) != 1)
         rc = pp_err_pq(&p->h.err, conn, NULL, ctx);
     if (b->len && PQputCopyData(conn, b->data, (int)b->len) != 1)
         rc = pp_err_pq(&p->h.err, conn, NULL, ctx);
