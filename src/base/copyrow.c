@@ -1,6 +1,6 @@
 /*
 ** COPY rows, text or binary: the one writer of the rows every source stages
-** (the loader, the HTTP ingest, the pull), and the one question whether the
+** (the loader, the HTTP ingest, the pull, CDC), and the one question whether the
 ** staging table's columns still allow binary rows. The formats are in
 ** src/base/pp_base.h ("copyrow").
 */

@@ -395,7 +395,7 @@ PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 /* ==== copyrow: COPY rows, text or binary (src/base/copyrow.c) ==== */
 
 /* One writer of COPY rows for every source that stages events (the loader,
-** the HTTP ingest, the pull): text rows are fields COPY-escaped with a tab
+** the HTTP ingest, the pull, CDC): text rows are fields COPY-escaped with a tab
 ** between them and a newline after; binary rows (COPY ... (FORMAT binary),
 ** which the server takes without splitting and unescaping) are the field
 ** count in 16 bits, then each field's length in 32 bits (-1 for NULL) and its
