@@ -1998,6 +1998,62 @@ PGT_TEST(migrate, status_with_a_refused_baseline)
     PQfinish(c);
 }
 
+/* The two tests below: files V1 (no-transaction) and V2 in a directory for
+** scope, each inserting into table ran; the history table made, the scope
+** empty. */
+static pgpipe_migrate_options mig_t_gap_setup(PGconn *c, char *d, size_t dn, const char *scope,
+                                              const char *ran)
+{
+    snprintf(d, dn, "%s", mig_t_dir(scope));
+    char sql[300], v1[200], v2[200], setup[64];
+    snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s; CREATE TABLE %s (f text)", ran, ran);
+    PQclear(PGT_EXEC(c, sql));
+    snprintf(v1, sizeof v1, "-- pgpipe:no-transaction\nINSERT INTO %s VALUES ('v1');\n", ran);
+    snprintf(v2, sizeof v2, "INSERT INTO %s VALUES ('v2');\n", ran);
+    mig_t_write(d, "V1__notx.sql", v1);
+    mig_t_write(d, "V2__tx.sql", v2);
+    pgpipe_migrate_options o = mig_t_opts(d, scope);
+    snprintf(setup, sizeof setup, "%s-setup", scope);
+    o.scope = setup; /* the history table exists, the scope is empty */
+    o.target_version = "0";
+    PGT_OK(mig_t_run(c, &o, NULL));
+    o.target_version = NULL;
+    o.scope = scope;
+    snprintf(sql, sizeof sql, "DELETE FROM mig_test.history WHERE scope = '%s'", scope);
+    PQclear(PGT_EXEC(c, sql));
+    return o;
+}
+
+/* Session other queues for the migration lock (c sees it wait), then gate's
+** transaction ends; other has the lock when this returns. */
+static void mig_t_queue_then_open(PGconn *c, PGconn *gate, PGconn *other)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_CHECK(PQsendQuery(other, sql) == 1);
+    mig_t_wait_blocked(c, "SELECT pg_advisory_lock(");
+    PQclear(PGT_EXEC(gate, "COMMIT"));
+    PGresult *r = PQgetResult(other);
+    PGT_CHECK(r && PQresultStatus(r) == PGRES_TUPLES_OK);
+    PQclear(r);
+    PGT_CHECK(PQgetResult(other) == NULL);
+}
+
+/* A baseline of V2 run on other (which holds the lock: a session-mode run
+** takes it again as its own), then other's lock let go. */
+static void mig_t_baseline_on(PGconn *other, const pgpipe_migrate_options *o)
+{
+    pgpipe_migrate_options oa = *o;
+    oa.pooler = PGPIPE_POOLER_SESSION;
+    oa.baseline_version = "2";
+    pgpipe_migrator *m = NULL;
+    PGT_CHECK_MSG(mig_t_run(other, &oa, &m) == PGPIPE_OK, "%s", mig_t_err(m));
+    pgpipe_migrator_close(m);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
+    PGT_EQ_STR(mig_t_str(other, sql), "t");
+}
+
 /* Behind a transaction pooler a runner decides under the lock, then takes
 ** it again for each file: a baseline recorded in between (another runner,
 ** on an empty history) covers a no-transaction file as it covers a
@@ -2009,20 +2065,8 @@ PGT_TEST(migrate, status_with_a_refused_baseline)
 PGT_TEST(migrate, baseline_between_decision_and_file)
 {
     char d[512];
-    snprintf(d, sizeof d, "%s", mig_t_dir("blgap"));
     PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_blg_ran; CREATE TABLE mig_t_blg_ran (f text)"));
-    mig_t_write(d, "V1__notx.sql", "-- pgpipe:no-transaction\n"
-                                   "INSERT INTO mig_t_blg_ran VALUES ('v1');\n");
-    mig_t_write(d, "V2__tx.sql", "INSERT INTO mig_t_blg_ran VALUES ('v2');\n");
-    pgpipe_migrate_options o = mig_t_opts(d, "blgap");
-    o.scope = "blgap-setup"; /* the history table exists, the scope is empty */
-    o.target_version = "0";
-    PGT_OK(mig_t_run(c, &o, NULL));
-    o.target_version = NULL;
-    o.scope = "blgap";
-    PQclear(PGT_EXEC(c, "DELETE FROM mig_test.history WHERE scope = 'blgap'"));
-
+    pgpipe_migrate_options o = mig_t_gap_setup(c, d, sizeof d, "blgap", "mig_t_blg_ran");
     PGconn *gate = pgt_connect(), *other = pgt_connect();
     PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_test.history IN ACCESS EXCLUSIVE MODE"));
     mig_t_bg b;
@@ -2032,25 +2076,9 @@ PGT_TEST(migrate, baseline_between_decision_and_file)
     b.o.flags = PGPIPE_MIGRATE_OUT_OF_ORDER; /* (no read before the decision's) */
     mig_t_bg_start(&b);
     mig_t_wait_blocked(c, "SELECT kind, COALESCE(version::text");
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
-    PGT_CHECK(PQsendQuery(other, sql) == 1);
-    mig_t_wait_blocked(c, "SELECT pg_advisory_lock(");
-    PQclear(PGT_EXEC(gate, "COMMIT"));
-    PGresult *r = PQgetResult(other);
-    PGT_CHECK(r && PQresultStatus(r) == PGRES_TUPLES_OK);
-    PQclear(r);
-    PGT_CHECK(PQgetResult(other) == NULL);
-    /* the runner decided to apply V1 and V2 and waits for the lock; the
-    ** baseline (a runner on this session: the lock is its own) */
-    pgpipe_migrate_options oa = o;
-    oa.pooler = PGPIPE_POOLER_SESSION;
-    oa.baseline_version = "2";
-    pgpipe_migrator *m = NULL;
-    PGT_CHECK_MSG(mig_t_run(other, &oa, &m) == PGPIPE_OK, "%s", mig_t_err(m));
-    pgpipe_migrator_close(m);
-    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
-    PGT_EQ_STR(mig_t_str(other, sql), "t");
+    mig_t_queue_then_open(c, gate, other);
+    /* the runner decided to apply V1 and V2 and waits for the lock */
+    mig_t_baseline_on(other, &o);
     mig_t_bg_join(&b);
     PGT_CHECK_MSG(b.rc == PGPIPE_OK, "%s", pgpipe_errmsg(b.m));
     PGT_CHECK(!mig_t_find(b.m, "notx")->ran);
@@ -2074,20 +2102,8 @@ PGT_TEST(migrate, baseline_between_decision_and_file)
 PGT_TEST(migrate, baseline_over_a_started_file)
 {
     char d[512];
-    snprintf(d, sizeof d, "%s", mig_t_dir("blstarted"));
     PGconn *c = pgt_connect();
-    PQclear(PGT_EXEC(c, "DROP TABLE IF EXISTS mig_t_bls_ran; CREATE TABLE mig_t_bls_ran (f text)"));
-    mig_t_write(d, "V1__notx.sql", "-- pgpipe:no-transaction\n"
-                                   "INSERT INTO mig_t_bls_ran VALUES ('v1');\n");
-    mig_t_write(d, "V2__tx.sql", "INSERT INTO mig_t_bls_ran VALUES ('v2');\n");
-    pgpipe_migrate_options o = mig_t_opts(d, "blstarted");
-    o.scope = "blstarted-setup"; /* the history table exists, the scope is empty */
-    o.target_version = "0";
-    PGT_OK(mig_t_run(c, &o, NULL));
-    o.target_version = NULL;
-    o.scope = "blstarted";
-    PQclear(PGT_EXEC(c, "DELETE FROM mig_test.history WHERE scope = 'blstarted'"));
-
+    pgpipe_migrate_options o = mig_t_gap_setup(c, d, sizeof d, "blstarted", "mig_t_bls_ran");
     PGconn *gate = pgt_connect(), *other = pgt_connect();
     PQclear(PGT_EXEC(gate, "BEGIN; LOCK TABLE mig_test.history IN SHARE MODE"));
     mig_t_bg b;
@@ -2096,24 +2112,9 @@ PGT_TEST(migrate, baseline_over_a_started_file)
     b.o.pooler = PGPIPE_POOLER_TRANSACTION;
     mig_t_bg_start(&b);
     mig_t_wait_blocked(c, "INSERT INTO \"mig_test\".\"history\"");
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
-    PGT_CHECK(PQsendQuery(other, sql) == 1);
-    mig_t_wait_blocked(c, "SELECT pg_advisory_lock(");
-    PQclear(PGT_EXEC(gate, "COMMIT"));
-    PGresult *r = PQgetResult(other);
-    PGT_CHECK(r && PQresultStatus(r) == PGRES_TUPLES_OK);
-    PQclear(r);
-    PGT_CHECK(PQgetResult(other) == NULL);
+    mig_t_queue_then_open(c, gate, other);
     PGT_EQ_INT(mig_t_rows(c, "blstarted", "partial"), 1);
-    pgpipe_migrate_options oa = o;
-    oa.pooler = PGPIPE_POOLER_SESSION;
-    oa.baseline_version = "2";
-    pgpipe_migrator *m = NULL;
-    PGT_CHECK_MSG(mig_t_run(other, &oa, &m) == PGPIPE_OK, "%s", mig_t_err(m));
-    pgpipe_migrator_close(m);
-    snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", (long long)PGPIPE_MIGRATE_LOCK_KEY);
-    PGT_EQ_STR(mig_t_str(other, sql), "t");
+    mig_t_baseline_on(other, &o);
     mig_t_bg_join(&b);
     PGT_CHECK_MSG(b.rc == PGPIPE_OK, "%s", pgpipe_errmsg(b.m));
     PGT_CHECK(!mig_t_find(b.m, "notx")->ran);
