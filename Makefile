@@ -221,7 +221,7 @@ cross: pgpipe.c pgpipe.h
 
 # the aarch64 unit tests and the end-to-end run under qemu, on a throwaway server
 cross-test: pgpipe.c pgpipe.h $(B)/test/pgpipe
-	@PGPIPE_TOP=$(CURDIR) sh tool/pgtmp.sh run -- sh test/sh/cross_qemu.sh
+	@PGPIPE_TOP=$(CURDIR) sh tool/pgtmp.sh run -- sh -c 'sh test/sh/cross_qemu.sh && sh test/sh/cross_qemu_e2e.sh'
 
 # 32-bit ARM: the library and the shell compile (and the spool's unit tests
 # run under qemu-arm when there is an armhf libpq to link)

@@ -45,8 +45,9 @@ selected() {
     return 1
 }
 
-# Script tests that need no database (a line "# make test: no database" in
-# the script: they compile, cross-compile and fuzz) run in the background
+# Script tests that need not the test server (a line "# make test: no
+# database" in the script: they compile, cross-compile, run under qemu, fuzz,
+# or start their own server, as valgrind's demo does) run in the background
 # while the C tests run, one after another at a lower priority: the C tests
 # mostly wait on the server, and these use the idle core. Each one's exit
 # status lands in bg/NAME.rc; the script loop below reports it in its turn.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# make test: no database
 # .help COMMAND shows every option of every dot command (and sub-command)
 # with an example, and the examples cannot drift from the parsers:
 # `.help --check-examples` parses each one with its command's own parser

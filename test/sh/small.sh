@@ -1,4 +1,5 @@
 #!/bin/sh
+# make test: no database
 # The size build's code paths (PGPIPE_SMALL, on by default at -Os: the device
 # builds of make cross). It leaves out what exists only for speed (the SIMD
 # and SWAR scans of the JSON and CSV parsers, the CSV fast path, slicing-by-8

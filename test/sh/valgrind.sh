@@ -1,4 +1,5 @@
 #!/bin/sh
+# make test: no database
 # valgrind memcheck on the shell running the demo at a small size (every
 # shell invocation; no error, no definite or indirect leak). Skips when
 # valgrind is missing (sh tool/deps.sh installs it).
