@@ -415,6 +415,7 @@ PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 ** protocol's end of COPY ends it). */
 typedef struct pp_copy_w {
     int binary;
+    int verbatim;  /* text: JSON as it came, not in jsonb's member order (a json column) */
     int null;      /* binary: the field being written is NULL */
     size_t at;     /* binary: where its length word is */
 } pp_copy_w;
@@ -430,7 +431,8 @@ PGPIPE_PRIVATE void pp_copy_field_end(const pp_copy_w *w, pp_buf *b);
 ** in pieces; raw bytes that need no escape with pp_buf_append). */
 PGPIPE_PRIVATE int pp_copy_put_null(pp_copy_w *w, pp_buf *b);
 PGPIPE_PRIVATE int pp_copy_put_text(const pp_copy_w *w, pp_buf *b, const char *s, size_t n);
-/* Validated JSON text s[0..n) as jsonb, in jsonb's member order. */
+/* Validated JSON text s[0..n) as jsonb, in jsonb's member order (as it came
+** when w->verbatim). */
 PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scratch[2],
                                      const char *s, size_t n);
 /* A uuid: text is its 36 characters, bin its 16 bytes. */
@@ -440,13 +442,20 @@ PGPIPE_PRIVATE int pp_copy_put_uuid(const pp_copy_w *w, pp_buf *b, const char *t
 PGPIPE_PRIVATE int pp_copy_text_field(pp_copy_w *w, pp_buf *b, int i, const char *s, size_t n);
 /* 36 characters of uuid text into 16 bytes; -1 when it is not one. */
 PGPIPE_PRIVATE int pp_uuid_bin(const char *text, unsigned char bin[16]);
-/* May rows of the staging mapping (source, event_type, payload, batch_id)
-** go binary into table (quoted SQL name) on conn: are those four columns
-** still text, text, jsonb and uuid? 0 when not, when the server refuses the
-** question (a role that may not read pg_attribute), or when conn is inside
-** a transaction (a refusal would abort it); PGPIPE_COPY_FORMAT=text in the
-** environment always says 0. One round trip. */
-PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table);
+/* How rows of the staging mapping (source, event_type, payload, batch_id)
+** go into table (quoted SQL name) on conn: PP_COPY_BINARY when those four
+** columns are still text, text, jsonb and uuid; PP_COPY_VERBATIM (text rows,
+** the JSON as it came) when payload is not jsonb (a json column keeps its
+** member order); else PP_COPY_TEXT, also when the server refuses the
+** question (a role that may not read pg_attribute) or conn is inside a
+** transaction (a refusal would abort it). PGPIPE_COPY_FORMAT=text in the
+** environment rules binary out. One round trip (none in the size build). */
+#define PP_COPY_TEXT     0
+#define PP_COPY_BINARY   1
+#define PP_COPY_VERBATIM 2
+PGPIPE_PRIVATE int pp_copy_staging_format(PGconn *conn, const char *table);
+/* w's rows in format fmt (a PP_COPY_* above). */
+PGPIPE_PRIVATE void pp_copy_w_format(pp_copy_w *w, int fmt);
 
 #endif /* PP_BASE_H */
 /* ==== end src/base/pp_base.h ==== */
@@ -6104,7 +6113,7 @@ PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scrat
     if (PGPIPE_SMALL)
         return pp_copy_escape(b, s, n);
     if (!PP_COPY_BIN(w))
-        return pp_copy_jsonb(b, scratch, s, n);
+        return w->verbatim ? pp_copy_escape(b, s, n) : pp_copy_jsonb(b, scratch, s, n);
     int rc = pp_buf_putc(b, 1);
     return rc ? rc : pp_jsonb_order_buf(b, &scratch[1], s, n);
 }
@@ -6141,25 +6150,36 @@ PGPIPE_PRIVATE int pp_uuid_bin(const char *text, unsigned char bin[16])
     return 0;
 }
 
-PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table)
+PGPIPE_PRIVATE int pp_copy_staging_format(PGconn *conn, const char *table)
 {
-    const char *fmt = getenv("PGPIPE_COPY_FORMAT");
-    if (PGPIPE_SMALL || (fmt && !strcmp(fmt, "text")) || PQtransactionStatus(conn) != PQTRANS_IDLE)
-        return 0;
+    if (PGPIPE_SMALL || PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return PP_COPY_TEXT;
     const char *v[1] = { table };
     PGresult *r = NULL;
-    if (pp_exec(conn, "SELECT count(*) = 4 FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
-                      "pg_catalog.to_regclass($1::text) AND a.attnum > 0 AND NOT "
-                      "a.attisdropped AND (a.attname::text, a.atttypid) IN "
+    if (pp_exec(conn, "SELECT count(*) FILTER (WHERE (a.attname::text, a.atttypid) IN "
                       "(('source', 'pg_catalog.text'::pg_catalog.regtype::oid), "
                       "('event_type', 'pg_catalog.text'::pg_catalog.regtype::oid), "
                       "('payload', 'pg_catalog.jsonb'::pg_catalog.regtype::oid), "
-                      "('batch_id', 'pg_catalog.uuid'::pg_catalog.regtype::oid))",
+                      "('batch_id', 'pg_catalog.uuid'::pg_catalog.regtype::oid))) = 4, "
+                      "coalesce(bool_or(a.attname = 'payload' AND a.atttypid <> "
+                      "'pg_catalog.jsonb'::pg_catalog.regtype::oid), false) "
+                      "FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
+                      "pg_catalog.to_regclass($1::text) AND a.attnum > 0 AND NOT a.attisdropped",
                 1, v, &r, NULL, "copy") != PGPIPE_OK)
-        return 0;
-    int ok = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+        return PP_COPY_TEXT;
+    const char *fmt = getenv("PGPIPE_COPY_FORMAT");
+    int fmt_text = fmt && !strcmp(fmt, "text");
+    int f = PQntuples(r) != 1 ? PP_COPY_TEXT
+          : PQgetvalue(r, 0, 1)[0] == 't' ? PP_COPY_VERBATIM
+          : PQgetvalue(r, 0, 0)[0] == 't' && !fmt_text ? PP_COPY_BINARY : PP_COPY_TEXT;
     PQclear(r);
-    return ok;
+    return f;
+}
+
+PGPIPE_PRIVATE void pp_copy_w_format(pp_copy_w *w, int fmt)
+{
+    w->binary = fmt == PP_COPY_BINARY;
+    w->verbatim = fmt == PP_COPY_VERBATIM;
 }
 /* ==== end src/base/copyrow.c ==== */
 
@@ -16899,12 +16919,13 @@ static int copy_changed_file(pgpipe_loader *l, copy_lane *ln, int *transient)
 }
 
 /* May this load send binary rows (copy_sql_bin)? Asked at each load, so a
-** table altered since the last one gets COPY text (pp_copy_staging_binary:
+** table altered since the last one gets COPY text (pp_copy_staging_format:
 ** also text inside a borrowed connection's transaction, for a role that may
 ** not read pg_attribute, and with PGPIPE_COPY_FORMAT=text). */
 static void copy_binary_ask(pgpipe_loader *l)
 {
-    l->cw.binary = l->copy_sql_bin && pp_copy_staging_binary(l->lanes[0].conn, l->target_sql);
+    l->cw.binary = l->copy_sql_bin &&
+                   pp_copy_staging_format(l->lanes[0].conn, l->target_sql) == PP_COPY_BINARY;
 }
 
 /* Which JSON columns are jsonb (copy_col.order: their values go in jsonb's
@@ -28399,7 +28420,7 @@ typedef struct ig_group {
     size_t nrows, caprows;
     ig_err *errs;
     size_t nerrs, caperrs;
-    pp_copy_w cw;       /* its rows' format: binary or text (ig->binary when it opened) */
+    pp_copy_w cw;       /* its rows' format (ig->fmt when it opened) */
     pp_buf cbuf;        /* COPY rows of staging.raw_events */
     pp_buf rbuf;        /* the records as sent */
     pp_buf dbuf;        /* COPY text of dead letters */
@@ -28480,9 +28501,10 @@ struct pp_ingest {
     long long pending;  /* requests queued or committing */
     size_t pending_bytes;
     atomic_int live;    /* committers with a working connection */
-    /* new groups write binary COPY rows: the last check (ig_maintain) found
-    ** staging.raw_events' columns as they should be (pp_copy_staging_binary) */
-    atomic_int binary;
+    /* the rows' format of new groups (PP_COPY_*): binary when the last
+    ** check (ig_maintain) found staging.raw_events' columns as they should
+    ** be, the JSON as it came when payload is json (pp_copy_staging_format) */
+    atomic_int fmt;
     atomic_int rechecks; /* committers whose connection is to be checked */
     /* the watchdog: a committer whose database does not answer for
     ** commit_us has its socket shut down, so its blocked libpq call fails
@@ -28609,7 +28631,7 @@ static ig_group *ig_group_get(pp_ingest *ig)
     g->nkeys = 0;
     g->nclaims = 0;
     g->t_first = 0;
-    g->cw.binary = atomic_load(&ig->binary);
+    pp_copy_w_format(&g->cw, atomic_load(&ig->fmt));
     return g;
 }
 
@@ -29058,7 +29080,10 @@ static int ig_csv_body(ig_parse *p)
             rc |= ig_row_payload(p);
             if (p->cw.binary)
                 rc |= pp_buf_putc(&g->cbuf, 1); /* jsonb's version byte */
-            rc |= copy_csv_object(&g->cbuf, &head, f, nf, !p->cw.binary);
+            copy_csv_head h = head;
+            if (p->cw.verbatim)
+                h.order = h.as_read; /* a json payload: the header's order */
+            rc |= copy_csv_object(&g->cbuf, &h, f, nf, !p->cw.binary);
             if (rc != PGPIPE_OK) {
                 rc = PGPIPE_NOMEM;
                 break;
@@ -30482,7 +30507,7 @@ static void ig_disconnect(ig_committer *c)
 ** and hourly: a table altered while the server runs is seen then). */
 static void ig_maintain(ig_committer *c)
 {
-    atomic_store(&c->ig->binary, pp_copy_staging_binary(c->conn, "staging.raw_events"));
+    atomic_store(&c->ig->fmt, pp_copy_staging_format(c->conn, "staging.raw_events"));
     char v[16];
     const char *vals[1] = { v };
     snprintf(v, sizeof v, "%d", c->ig->keep_hours);
@@ -30605,6 +30630,21 @@ static void ig_histo(long long *b, const double *le, size_t n, double v)
     b[i]++;
 }
 
+/* After a group of binary rows failed (outside a transaction): whether
+** staging.raw_events still takes binary rows, asked again; 1 = no longer,
+** and the groups opened from now on write text. */
+static int ig_binary_gone(ig_committer *c)
+{
+    if (PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+        return 0;
+    int f = pp_copy_staging_format(c->conn, "staging.raw_events");
+    atomic_store(&c->ig->fmt, f);
+    if (f != PP_COPY_BINARY)
+        pp_logf(PGPIPE_LOG_WARN, "http", "staging.raw_events no longer takes binary rows (%s); "
+                "writing text from here", c->err.message);
+    return f != PP_COPY_BINARY;
+}
+
 /* Commit group g and answer each of its requests. */
 static void ig_commit(ig_committer *c, ig_group *g)
 {
@@ -30616,9 +30656,13 @@ static void ig_commit(ig_committer *c, ig_group *g)
         ig_busy(c, 1);
         rc = ig_transaction(c, g, 0, &acc, &dead, &sent);
         if (rc != PGPIPE_OK && !sent && !ig_transient(c) && ig_data_error(c)) {
-            /* a row refused (a value JSONB cannot hold ...): isolate it */
+            /* a row refused (a value JSONB cannot hold ...): isolate it;
+            ** unless the rows were refused for being binary (staging.raw_events
+            ** altered while the server runs): not theirs to dead-letter, the
+            ** group is answered 503 and the next groups go as text */
             pp_rollback_open(c->conn);
-            rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
+            if (!g->cw.binary || !ig_binary_gone(c))
+                rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
         }
         ig_busy(c, 0); /* cut as COMMIT's answer came: rc says what it was */
         transient = rc != PGPIPE_OK && ig_transient(c);
@@ -30641,6 +30685,8 @@ static void ig_commit(ig_committer *c, ig_group *g)
                 pp_rollback_open(c->conn);
                 if (!strcmp(c->err.sqlstate, "23514"))
                     ig_maintain(c); /* no partition for a key: make them */
+                else if (g->cw.binary && atomic_load(&ig->fmt) == PP_COPY_BINARY)
+                    ig_binary_gone(c); /* a refusal of binary rows? */
                 ig_busy(c, 0);
             }
         }
@@ -34500,12 +34546,12 @@ static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
 
 /* Whether the groups made from now on may COPY binary rows into staging
 ** (asked after each connection, outside a transaction): the columns the
-** loader writes as they should be (pp_copy_staging_binary, which also
+** loader writes as they should be (pp_copy_staging_format, which also
 ** honours PGPIPE_COPY_FORMAT=text), and for the rows with their ids (more
 ** than one lane) id a bigint too. Any doubt (a refusal) means text. */
 static void cdc_bin_check(pgpipe_cdc *c)
 {
-    c->bin_ok = pp_copy_staging_binary(c->tgt, "staging.raw_events");
+    c->bin_ok = pp_copy_staging_format(c->tgt, "staging.raw_events") == PP_COPY_BINARY;
     c->bin_id_ok = 0;
     PGresult *r = NULL;
     if (c->bin_ok &&
@@ -34580,7 +34626,7 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
     }
     char end[64];
     int endn = snprintf(end, sizeof end, ",\"lsn\":\"%s\"}\n", lsn);
-    pp_copy_w w = { 1, 0, 0 };
+    pp_copy_w w = { .binary = 1 };
     long long rows = 0;
     rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
     if (rc == PGPIPE_OK)
@@ -36756,7 +36802,7 @@ static int cdc_binary_row(pgpipe_cdc *c, pp_buf *b, const unsigned char *id_bin,
                           size_t n, size_t tab, size_t head, const char *end, size_t endn,
                           size_t lsnn)
 {
-    pp_copy_w w = { 1, 0, 0 };
+    pp_copy_w w = { .binary = 1 };
     int i = 0, rc = pp_copy_row_begin(&w, b, id_bin ? 4 : 3);
     if (id_bin) {
         rc |= pp_copy_field_begin(&w, b, i++);
@@ -37208,11 +37254,25 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                        (c->repl && PQstatus(c->repl) == CONNECTION_BAD) ||
                        (c->tgt && PQstatus(c->tgt) == CONNECTION_BAD) || cdc_lanes_bad(c) ||
                        (c->src && PQstatus(c->src) == CONNECTION_BAD);
+        cdc_reset(c);
+        /* the target refused binary rows (staging.raw_events altered while
+        ** the stream ran: a column that is no longer jsonb, text or bigint):
+        ** ask again, and when the rows must now go as text that is worth
+        ** another try; an answer that did not change is a refusal as before */
+        if (!c->transient && c->bin_ok && c->tgt && PQstatus(c->tgt) == CONNECTION_OK &&
+            PQtransactionStatus(c->tgt) == PQTRANS_IDLE) {
+            int was = c->nrun > 1 ? c->bin_id_ok : c->bin_ok;
+            cdc_bin_check(c);
+            if (was && !(c->nrun > 1 ? c->bin_id_ok : c->bin_ok)) {
+                pp_logf(PGPIPE_LOG_WARN, "cdc", "slot %s: staging.raw_events no longer takes "
+                        "binary rows (%s); writing text from here", c->slot, c->h.err.message);
+                c->transient = 1;
+            }
+        }
         /* the target may have lost commits not yet flushed: go by what it
         ** holds when the stream starts again */
         if (c->transient)
             c->tgt_ready = 0;
-        cdc_reset(c);
     }
     return rc;
 }
@@ -38106,7 +38166,8 @@ typedef struct pull_writer {
 struct pgpipe_pull {
     pp_handle h;
     pgpipe_pull_options o;      /* strings point into strs */
-    pp_copy_w cw;               /* this run's rows: binary when staging's columns allow */
+    pp_copy_w cw;               /* this run's rows: binary when staging's columns allow, JSON
+                                ** as it came when payload is json (pp_copy_staging_format) */
     char **strs;                /* the copies, freed at close */
     int nstrs;
     char **hdrs;                /* the headers, NULL-terminated */
@@ -40199,7 +40260,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
     int rc = pull_lock(p, 1);
     if (rc != PGPIPE_OK)
         return rc;
-    p->cw.binary = pp_copy_staging_binary(p->conn, "staging.raw_events");
+    pp_copy_w_format(&p->cw, pp_copy_staging_format(p->conn, "staging.raw_events"));
     pull_state s = { 0 };
     pp_buf url = { 0 };
     char run_id[24] = "";

@@ -1322,6 +1322,58 @@ PGT_TEST(cdc, binary_rows_read_the_same_as_text)
     PQfinish(s);
 }
 
+/* staging.raw_events altered on the target while the stream runs (payload
+** made json, so the server refuses the binary rows of the next group): not a
+** failure of the run; it asks the format again and goes on in text from the
+** applied LSN, one lane and two alike, and every change is staged once. */
+PGT_TEST(cdc, staging_altered_to_json_goes_text)
+{
+    char src[1200], tgt[2][1200];
+    PGconn *s = cdc_src_fresh("cdc_alt", src, sizeof src, NULL);
+    static const char *const slots[2] = { "calt1", "calt2" };
+    PQclear(PGT_EXEC(s, "CREATE TABLE t (id int PRIMARY KEY, v text);"
+                        "CREATE PUBLICATION calt1 FOR TABLE t; CREATE PUBLICATION calt2 FOR TABLE t"));
+    PGconn *t[2];
+    pgpipe_cdc *c[2];
+    for (int k = 0; k < 2; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "cdc_alt_t%d", k);
+        t[k] = pgt_db_fresh(name);
+        snprintf(tgt[k], sizeof tgt[k], "%s dbname=%s", pgt_dsn(), name);
+        pgpipe_cdc_options o;
+        pgpipe_cdc_options_init(&o);
+        o.source = src;
+        o.target = tgt[k];
+        o.slot = o.publication = slots[k];
+        o.writers = k + 1;
+        o.status_interval_ms = 100;
+        c[k] = NULL;
+        int rc = pgpipe_cdc_open(&c[k], &o);
+        PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(c[k]));
+    }
+    PQclear(PGT_EXEC(s, "INSERT INTO t SELECT g, 'a' || g FROM generate_series(1, 10) g"));
+    for (int k = 0; k < 2; k++) {
+        cdc_run_until(c[k], t[k], slots[k], 10);
+        PGT_CHECK(atomic_load(&c[k]->n_bin_groups) > 0);
+        PQclear(PGT_EXEC(t[k], "ALTER TABLE staging.raw_events ALTER COLUMN payload TYPE json"));
+    }
+    PQclear(PGT_EXEC(s, "INSERT INTO t SELECT g, 'b' || g FROM generate_series(11, 20) g;"
+                        "UPDATE t SET v = 'c' WHERE id <= 5"));
+    for (int k = 0; k < 2; k++) {
+        cdc_run_until(c[k], t[k], slots[k], 25);
+        PGT_EQ_INT(c[k]->bin_ok, 0);
+        PGT_EQ_INT(pgt_db_int(t[k], "SELECT count(DISTINCT (payload->>'lsn', payload->'row'->>'id', "
+                                    "payload->'row'->>'v')) FROM staging.raw_events"), 25);
+        PGT_EQ_INT(pgt_db_int(t[k], "SELECT count(*) FROM staging.raw_events WHERE "
+                                    "payload->'row'->>'v' = 'b' || (payload->'row'->>'id')"), 10);
+        pgpipe_cdc_close(c[k]);
+        pgpipe_error err;
+        PGT_OK(pgpipe_cdc_drop(src, tgt[k], slots[k], slots[k], &err));
+        pgt_db_close(t[k]);
+    }
+    PQfinish(s);
+}
+
 /* The source is the staging database itself (one database for the app and
 ** the pipeline, publication for all tables): every event staged and every
 ** bookkeeping write was captured and staged again, without end (one insert

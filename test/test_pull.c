@@ -480,6 +480,38 @@ static void pl_t_binary_same_as_text(void)
     pgt_db_close(c);
 }
 
+/* A staging table whose payload is json (altered by its owner, to keep
+** each record as the API sent it): the rows go as COPY text with the JSON as
+** it came, member order and all, not in jsonb's order. */
+static void pl_t_json_payload_as_sent(void)
+{
+    PGconn *c = pgt_db_fresh("pgpipe_t_pl_json");
+    pgt_db_install(c);
+    PQclear(PGT_EXEC(c, "ALTER TABLE staging.raw_events ALTER COLUMN payload TYPE json"));
+    char dsn[1200];
+    snprintf(dsn, sizeof dsn, "%s dbname=pgpipe_t_pl_json", pgt_dsn());
+    pl_server();
+    for (int k = 0; k < 2; k++) {
+        pgpipe_pull_options o;
+        pl_opts(&o, k ? "pl_json_c" : "pl_json", "/link?n=30&per=10");
+        o.paginate = PGPIPE_PULL_LINK;
+        o.conninfo = dsn;
+        o.concurrency = k ? 3 : 1;
+        pgpipe_pull *p = NULL;
+        PGT_OK(pgpipe_pull_open(&p, &o));
+        PGT_CHECK_MSG(pgpipe_pull_run(p) == PGPIPE_OK, "%s", pgpipe_errmsg(p));
+        PGT_EQ_INT(p->cw.binary, 0);
+        PGT_EQ_INT(p->cw.verbatim, 1);
+        pgpipe_pull_close(p);
+    }
+    PGT_EQ_INT(pgt_db_int(c, "SELECT count(*) FROM staging.raw_events WHERE payload::text = "
+                             "'{\"id\":' || (payload->>'id') || ',\"type\":\"t' || "
+                             "((payload->>'id')::int % 3) || '\",\"updated_at\":\"' || "
+                             "(payload->>'updated_at') || '\",\"name\":\"n' || (payload->>'id') || '\"}'"),
+               60);
+    pgt_db_close(c);
+}
+
 static void pl_t_malformed_body(void)
 {
     PGconn *c = pgt_db_open();
@@ -1674,6 +1706,7 @@ PGT_TEST(pull, incomplete_pagination) { PL_CALL(pl_t_incomplete_pagination); }
 PGT_TEST(pull, malformed_body) { PL_CALL(pl_t_malformed_body); }
 PGT_TEST(pull, same_records) { PL_CALL(pl_t_same_records); }
 PGT_TEST(pull, binary_rows_read_the_same_as_text) { PL_CALL(pl_t_binary_same_as_text); }
+PGT_TEST(pull, json_payload_as_sent) { PL_CALL(pl_t_json_payload_as_sent); }
 PGT_TEST(pull, retry_after) { PL_CALL(pl_t_retry_after); }
 PGT_TEST(pull, backoff) { PL_CALL(pl_t_backoff); }
 PGT_TEST(pull, retry_after_absurd) { PL_CALL(pl_t_retry_after_absurd); }

@@ -69,7 +69,7 @@ PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scrat
     if (PGPIPE_SMALL)
         return pp_copy_escape(b, s, n);
     if (!PP_COPY_BIN(w))
-        return pp_copy_jsonb(b, scratch, s, n);
+        return w->verbatim ? pp_copy_escape(b, s, n) : pp_copy_jsonb(b, scratch, s, n);
     int rc = pp_buf_putc(b, 1);
     return rc ? rc : pp_jsonb_order_buf(b, &scratch[1], s, n);
 }
@@ -106,23 +106,34 @@ PGPIPE_PRIVATE int pp_uuid_bin(const char *text, unsigned char bin[16])
     return 0;
 }
 
-PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table)
+PGPIPE_PRIVATE int pp_copy_staging_format(PGconn *conn, const char *table)
 {
-    const char *fmt = getenv("PGPIPE_COPY_FORMAT");
-    if (PGPIPE_SMALL || (fmt && !strcmp(fmt, "text")) || PQtransactionStatus(conn) != PQTRANS_IDLE)
-        return 0;
+    if (PGPIPE_SMALL || PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return PP_COPY_TEXT;
     const char *v[1] = { table };
     PGresult *r = NULL;
-    if (pp_exec(conn, "SELECT count(*) = 4 FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
-                      "pg_catalog.to_regclass($1::text) AND a.attnum > 0 AND NOT "
-                      "a.attisdropped AND (a.attname::text, a.atttypid) IN "
+    if (pp_exec(conn, "SELECT count(*) FILTER (WHERE (a.attname::text, a.atttypid) IN "
                       "(('source', 'pg_catalog.text'::pg_catalog.regtype::oid), "
                       "('event_type', 'pg_catalog.text'::pg_catalog.regtype::oid), "
                       "('payload', 'pg_catalog.jsonb'::pg_catalog.regtype::oid), "
-                      "('batch_id', 'pg_catalog.uuid'::pg_catalog.regtype::oid))",
+                      "('batch_id', 'pg_catalog.uuid'::pg_catalog.regtype::oid))) = 4, "
+                      "coalesce(bool_or(a.attname = 'payload' AND a.atttypid <> "
+                      "'pg_catalog.jsonb'::pg_catalog.regtype::oid), false) "
+                      "FROM pg_catalog.pg_attribute a WHERE a.attrelid = "
+                      "pg_catalog.to_regclass($1::text) AND a.attnum > 0 AND NOT a.attisdropped",
                 1, v, &r, NULL, "copy") != PGPIPE_OK)
-        return 0;
-    int ok = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+        return PP_COPY_TEXT;
+    const char *fmt = getenv("PGPIPE_COPY_FORMAT");
+    int fmt_text = fmt && !strcmp(fmt, "text");
+    int f = PQntuples(r) != 1 ? PP_COPY_TEXT
+          : PQgetvalue(r, 0, 1)[0] == 't' ? PP_COPY_VERBATIM
+          : PQgetvalue(r, 0, 0)[0] == 't' && !fmt_text ? PP_COPY_BINARY : PP_COPY_TEXT;
     PQclear(r);
-    return ok;
+    return f;
+}
+
+PGPIPE_PRIVATE void pp_copy_w_format(pp_copy_w *w, int fmt)
+{
+    w->binary = fmt == PP_COPY_BINARY;
+    w->verbatim = fmt == PP_COPY_VERBATIM;
 }

@@ -404,6 +404,7 @@ PGPIPE_PRIVATE void pp_notice_to_log(void *arg, const char *message);
 ** protocol's end of COPY ends it). */
 typedef struct pp_copy_w {
     int binary;
+    int verbatim;  /* text: JSON as it came, not in jsonb's member order (a json column) */
     int null;      /* binary: the field being written is NULL */
     size_t at;     /* binary: where its length word is */
 } pp_copy_w;
@@ -419,7 +420,8 @@ PGPIPE_PRIVATE void pp_copy_field_end(const pp_copy_w *w, pp_buf *b);
 ** in pieces; raw bytes that need no escape with pp_buf_append). */
 PGPIPE_PRIVATE int pp_copy_put_null(pp_copy_w *w, pp_buf *b);
 PGPIPE_PRIVATE int pp_copy_put_text(const pp_copy_w *w, pp_buf *b, const char *s, size_t n);
-/* Validated JSON text s[0..n) as jsonb, in jsonb's member order. */
+/* Validated JSON text s[0..n) as jsonb, in jsonb's member order (as it came
+** when w->verbatim). */
 PGPIPE_PRIVATE int pp_copy_put_jsonb(const pp_copy_w *w, pp_buf *b, pp_buf scratch[2],
                                      const char *s, size_t n);
 /* A uuid: text is its 36 characters, bin its 16 bytes. */
@@ -429,12 +431,19 @@ PGPIPE_PRIVATE int pp_copy_put_uuid(const pp_copy_w *w, pp_buf *b, const char *t
 PGPIPE_PRIVATE int pp_copy_text_field(pp_copy_w *w, pp_buf *b, int i, const char *s, size_t n);
 /* 36 characters of uuid text into 16 bytes; -1 when it is not one. */
 PGPIPE_PRIVATE int pp_uuid_bin(const char *text, unsigned char bin[16]);
-/* May rows of the staging mapping (source, event_type, payload, batch_id)
-** go binary into table (quoted SQL name) on conn: are those four columns
-** still text, text, jsonb and uuid? 0 when not, when the server refuses the
-** question (a role that may not read pg_attribute), or when conn is inside
-** a transaction (a refusal would abort it); PGPIPE_COPY_FORMAT=text in the
-** environment always says 0. One round trip. */
-PGPIPE_PRIVATE int pp_copy_staging_binary(PGconn *conn, const char *table);
+/* How rows of the staging mapping (source, event_type, payload, batch_id)
+** go into table (quoted SQL name) on conn: PP_COPY_BINARY when those four
+** columns are still text, text, jsonb and uuid; PP_COPY_VERBATIM (text rows,
+** the JSON as it came) when payload is not jsonb (a json column keeps its
+** member order); else PP_COPY_TEXT, also when the server refuses the
+** question (a role that may not read pg_attribute) or conn is inside a
+** transaction (a refusal would abort it). PGPIPE_COPY_FORMAT=text in the
+** environment rules binary out. One round trip (none in the size build). */
+#define PP_COPY_TEXT     0
+#define PP_COPY_BINARY   1
+#define PP_COPY_VERBATIM 2
+PGPIPE_PRIVATE int pp_copy_staging_format(PGconn *conn, const char *table);
+/* w's rows in format fmt (a PP_COPY_* above). */
+PGPIPE_PRIVATE void pp_copy_w_format(pp_copy_w *w, int fmt);
 
 #endif /* PP_BASE_H */

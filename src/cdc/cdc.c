@@ -684,12 +684,12 @@ static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
 
 /* Whether the groups made from now on may COPY binary rows into staging
 ** (asked after each connection, outside a transaction): the columns the
-** loader writes as they should be (pp_copy_staging_binary, which also
+** loader writes as they should be (pp_copy_staging_format, which also
 ** honours PGPIPE_COPY_FORMAT=text), and for the rows with their ids (more
 ** than one lane) id a bigint too. Any doubt (a refusal) means text. */
 static void cdc_bin_check(pgpipe_cdc *c)
 {
-    c->bin_ok = pp_copy_staging_binary(c->tgt, "staging.raw_events");
+    c->bin_ok = pp_copy_staging_format(c->tgt, "staging.raw_events") == PP_COPY_BINARY;
     c->bin_id_ok = 0;
     PGresult *r = NULL;
     if (c->bin_ok &&
@@ -764,7 +764,7 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
     }
     char end[64];
     int endn = snprintf(end, sizeof end, ",\"lsn\":\"%s\"}\n", lsn);
-    pp_copy_w w = { 1, 0, 0 };
+    pp_copy_w w = { .binary = 1 };
     long long rows = 0;
     rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
     if (rc == PGPIPE_OK)
@@ -2940,7 +2940,7 @@ static int cdc_binary_row(pgpipe_cdc *c, pp_buf *b, const unsigned char *id_bin,
                           size_t n, size_t tab, size_t head, const char *end, size_t endn,
                           size_t lsnn)
 {
-    pp_copy_w w = { 1, 0, 0 };
+    pp_copy_w w = { .binary = 1 };
     int i = 0, rc = pp_copy_row_begin(&w, b, id_bin ? 4 : 3);
     if (id_bin) {
         rc |= pp_copy_field_begin(&w, b, i++);
@@ -3392,11 +3392,25 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
                        (c->repl && PQstatus(c->repl) == CONNECTION_BAD) ||
                        (c->tgt && PQstatus(c->tgt) == CONNECTION_BAD) || cdc_lanes_bad(c) ||
                        (c->src && PQstatus(c->src) == CONNECTION_BAD);
+        cdc_reset(c);
+        /* the target refused binary rows (staging.raw_events altered while
+        ** the stream ran: a column that is no longer jsonb, text or bigint):
+        ** ask again, and when the rows must now go as text that is worth
+        ** another try; an answer that did not change is a refusal as before */
+        if (!c->transient && c->bin_ok && c->tgt && PQstatus(c->tgt) == CONNECTION_OK &&
+            PQtransactionStatus(c->tgt) == PQTRANS_IDLE) {
+            int was = c->nrun > 1 ? c->bin_id_ok : c->bin_ok;
+            cdc_bin_check(c);
+            if (was && !(c->nrun > 1 ? c->bin_id_ok : c->bin_ok)) {
+                pp_logf(PGPIPE_LOG_WARN, "cdc", "slot %s: staging.raw_events no longer takes "
+                        "binary rows (%s); writing text from here", c->slot, c->h.err.message);
+                c->transient = 1;
+            }
+        }
         /* the target may have lost commits not yet flushed: go by what it
         ** holds when the stream starts again */
         if (c->transient)
             c->tgt_ready = 0;
-        cdc_reset(c);
     }
     return rc;
 }

@@ -107,7 +107,7 @@ typedef struct ig_group {
     size_t nrows, caprows;
     ig_err *errs;
     size_t nerrs, caperrs;
-    pp_copy_w cw;       /* its rows' format: binary or text (ig->binary when it opened) */
+    pp_copy_w cw;       /* its rows' format (ig->fmt when it opened) */
     pp_buf cbuf;        /* COPY rows of staging.raw_events */
     pp_buf rbuf;        /* the records as sent */
     pp_buf dbuf;        /* COPY text of dead letters */
@@ -188,9 +188,10 @@ struct pp_ingest {
     long long pending;  /* requests queued or committing */
     size_t pending_bytes;
     atomic_int live;    /* committers with a working connection */
-    /* new groups write binary COPY rows: the last check (ig_maintain) found
-    ** staging.raw_events' columns as they should be (pp_copy_staging_binary) */
-    atomic_int binary;
+    /* the rows' format of new groups (PP_COPY_*): binary when the last
+    ** check (ig_maintain) found staging.raw_events' columns as they should
+    ** be, the JSON as it came when payload is json (pp_copy_staging_format) */
+    atomic_int fmt;
     atomic_int rechecks; /* committers whose connection is to be checked */
     /* the watchdog: a committer whose database does not answer for
     ** commit_us has its socket shut down, so its blocked libpq call fails
@@ -317,7 +318,7 @@ static ig_group *ig_group_get(pp_ingest *ig)
     g->nkeys = 0;
     g->nclaims = 0;
     g->t_first = 0;
-    g->cw.binary = atomic_load(&ig->binary);
+    pp_copy_w_format(&g->cw, atomic_load(&ig->fmt));
     return g;
 }
 
@@ -766,7 +767,10 @@ static int ig_csv_body(ig_parse *p)
             rc |= ig_row_payload(p);
             if (p->cw.binary)
                 rc |= pp_buf_putc(&g->cbuf, 1); /* jsonb's version byte */
-            rc |= copy_csv_object(&g->cbuf, &head, f, nf, !p->cw.binary);
+            copy_csv_head h = head;
+            if (p->cw.verbatim)
+                h.order = h.as_read; /* a json payload: the header's order */
+            rc |= copy_csv_object(&g->cbuf, &h, f, nf, !p->cw.binary);
             if (rc != PGPIPE_OK) {
                 rc = PGPIPE_NOMEM;
                 break;
@@ -2190,7 +2194,7 @@ static void ig_disconnect(ig_committer *c)
 ** and hourly: a table altered while the server runs is seen then). */
 static void ig_maintain(ig_committer *c)
 {
-    atomic_store(&c->ig->binary, pp_copy_staging_binary(c->conn, "staging.raw_events"));
+    atomic_store(&c->ig->fmt, pp_copy_staging_format(c->conn, "staging.raw_events"));
     char v[16];
     const char *vals[1] = { v };
     snprintf(v, sizeof v, "%d", c->ig->keep_hours);
@@ -2313,6 +2317,21 @@ static void ig_histo(long long *b, const double *le, size_t n, double v)
     b[i]++;
 }
 
+/* After a group of binary rows failed (outside a transaction): whether
+** staging.raw_events still takes binary rows, asked again; 1 = no longer,
+** and the groups opened from now on write text. */
+static int ig_binary_gone(ig_committer *c)
+{
+    if (PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+        return 0;
+    int f = pp_copy_staging_format(c->conn, "staging.raw_events");
+    atomic_store(&c->ig->fmt, f);
+    if (f != PP_COPY_BINARY)
+        pp_logf(PGPIPE_LOG_WARN, "http", "staging.raw_events no longer takes binary rows (%s); "
+                "writing text from here", c->err.message);
+    return f != PP_COPY_BINARY;
+}
+
 /* Commit group g and answer each of its requests. */
 static void ig_commit(ig_committer *c, ig_group *g)
 {
@@ -2324,9 +2343,13 @@ static void ig_commit(ig_committer *c, ig_group *g)
         ig_busy(c, 1);
         rc = ig_transaction(c, g, 0, &acc, &dead, &sent);
         if (rc != PGPIPE_OK && !sent && !ig_transient(c) && ig_data_error(c)) {
-            /* a row refused (a value JSONB cannot hold ...): isolate it */
+            /* a row refused (a value JSONB cannot hold ...): isolate it;
+            ** unless the rows were refused for being binary (staging.raw_events
+            ** altered while the server runs): not theirs to dead-letter, the
+            ** group is answered 503 and the next groups go as text */
             pp_rollback_open(c->conn);
-            rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
+            if (!g->cw.binary || !ig_binary_gone(c))
+                rc = ig_transaction(c, g, 1, &acc, &dead, &sent);
         }
         ig_busy(c, 0); /* cut as COMMIT's answer came: rc says what it was */
         transient = rc != PGPIPE_OK && ig_transient(c);
@@ -2349,6 +2372,8 @@ static void ig_commit(ig_committer *c, ig_group *g)
                 pp_rollback_open(c->conn);
                 if (!strcmp(c->err.sqlstate, "23514"))
                     ig_maintain(c); /* no partition for a key: make them */
+                else if (g->cw.binary && atomic_load(&ig->fmt) == PP_COPY_BINARY)
+                    ig_binary_gone(c); /* a refusal of binary rows? */
                 ig_busy(c, 0);
             }
         }

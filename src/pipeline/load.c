@@ -462,12 +462,13 @@ static int copy_changed_file(pgpipe_loader *l, copy_lane *ln, int *transient)
 }
 
 /* May this load send binary rows (copy_sql_bin)? Asked at each load, so a
-** table altered since the last one gets COPY text (pp_copy_staging_binary:
+** table altered since the last one gets COPY text (pp_copy_staging_format:
 ** also text inside a borrowed connection's transaction, for a role that may
 ** not read pg_attribute, and with PGPIPE_COPY_FORMAT=text). */
 static void copy_binary_ask(pgpipe_loader *l)
 {
-    l->cw.binary = l->copy_sql_bin && pp_copy_staging_binary(l->lanes[0].conn, l->target_sql);
+    l->cw.binary = l->copy_sql_bin &&
+                   pp_copy_staging_format(l->lanes[0].conn, l->target_sql) == PP_COPY_BINARY;
 }
 
 /* Which JSON columns are jsonb (copy_col.order: their values go in jsonb's

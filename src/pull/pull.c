@@ -701,7 +701,8 @@ typedef struct pull_writer {
 struct pgpipe_pull {
     pp_handle h;
     pgpipe_pull_options o;      /* strings point into strs */
-    pp_copy_w cw;               /* this run's rows: binary when staging's columns allow */
+    pp_copy_w cw;               /* this run's rows: binary when staging's columns allow, JSON
+                                ** as it came when payload is json (pp_copy_staging_format) */
     char **strs;                /* the copies, freed at close */
     int nstrs;
     char **hdrs;                /* the headers, NULL-terminated */
@@ -2794,7 +2795,7 @@ int pgpipe_pull_run(pgpipe_pull *p)
     int rc = pull_lock(p, 1);
     if (rc != PGPIPE_OK)
         return rc;
-    p->cw.binary = pp_copy_staging_binary(p->conn, "staging.raw_events");
+    pp_copy_w_format(&p->cw, pp_copy_staging_format(p->conn, "staging.raw_events"));
     pull_state s = { 0 };
     pp_buf url = { 0 };
     char run_id[24] = "";
