@@ -14987,9 +14987,14 @@ static int mig_begin_as(pgpipe_migrator *m, const char *begin)
     return rc;
 }
 
+/* A migration's transaction, at READ COMMITTED whatever
+** default_transaction_isolation says: behind a transaction pooler a step
+** takes the lock and then reads the history again, and under REPEATABLE READ
+** or SERIALIZABLE that read would see the snapshot taken before the lock's
+** wait, not what another runner committed meanwhile. */
 static int mig_begin(pgpipe_migrator *m)
 {
-    return mig_begin_as(m, "BEGIN");
+    return mig_begin_as(m, "BEGIN ISOLATION LEVEL READ COMMITTED");
 }
 
 static int mig_commit(pgpipe_migrator *m)

@@ -1225,6 +1225,44 @@ PGT_TEST(migrate, transaction_pooler_takes_no_session_lock)
     PQfinish(c);
 }
 
+/* A database or role whose default_transaction_isolation is repeatable read
+** or serializable: the migrations still run at READ COMMITTED, in either
+** pooler mode (behind a transaction pooler a step re-reads the history after
+** taking the lock; a snapshot from before the lock's wait would miss what
+** another runner committed meanwhile, and apply its file again). */
+PGT_TEST(migrate, read_committed_whatever_the_default_isolation)
+{
+    PGconn *c = pgt_connect();
+    for (int mode = PGPIPE_POOLER_SESSION; mode <= PGPIPE_POOLER_TRANSACTION; mode++) {
+        const char *scope = mode == PGPIPE_POOLER_SESSION ? "iso-s" : "iso-t";
+        const char *d = mig_t_dir(scope);
+        PQclear(PGT_EXEC(c, "DROP SCHEMA IF EXISTS mig_iso CASCADE; CREATE SCHEMA mig_iso;"
+                            "CREATE TABLE mig_iso.log (f text, iso text);"
+                            "DO $$ BEGIN IF to_regclass('mig_test.history') IS NOT NULL THEN "
+                            "DELETE FROM mig_test.history WHERE scope IN ('iso-s', 'iso-t'); "
+                            "END IF; END $$"));
+        mig_t_write(d, "V1__one.sql", "INSERT INTO mig_iso.log "
+                                      "SELECT 'v1', current_setting('transaction_isolation');\n");
+        mig_t_write(d, "V2__two.sql", "INSERT INTO mig_iso.log "
+                                      "SELECT 'v2', current_setting('transaction_isolation');\n");
+        PGconn *r = pgt_connect();
+        PQclear(PGT_EXEC(r, mode == PGPIPE_POOLER_SESSION
+                                ? "SET default_transaction_isolation = 'repeatable read'"
+                                : "SET default_transaction_isolation = 'serializable'"));
+        pgpipe_migrate_options o = mig_t_opts(d, scope);
+        o.pooler = mode;
+        pgpipe_migrator *m = NULL;
+        int rc = mig_t_run(r, &o, &m);
+        PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(m));
+        pgpipe_migrator_close(m);
+        PGT_EQ_STR(mig_t_str(c, "SELECT string_agg(f || ' ' || iso, ', ' ORDER BY f) FROM mig_iso.log"),
+                   "v1 read committed, v2 read committed");
+        PQfinish(r);
+    }
+    PQclear(PGT_EXEC(c, "DROP SCHEMA mig_iso CASCADE"));
+    PQfinish(c);
+}
+
 /* A no-transaction file with a transaction of its own: its progress is
 ** recorded inside that transaction, just before its COMMIT; in either
 ** pooler mode. */
