@@ -339,6 +339,15 @@ extern const pp_sql_entry pp_sql_files[];
 
 /* ==== exec: running statements, classifying failures (src/base/exec.c) ==== */
 
+/* How pgpipe's own transactions begin (the loader's batches, the claimer's,
+** the HTTP ingest's groups, CDC's and the pull's, the runner's slot claims,
+** migrations): at READ COMMITTED whatever default_transaction_isolation the
+** database or role sets. Their logic (SKIP LOCKED queues, a lock then a
+** re-read, a bookkeeping row checked under its lock) needs each statement to
+** see what committed before it; under REPEATABLE READ or SERIALIZABLE they
+** fail to serialize (40001) against each other instead. */
+#define PP_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED"
+
 /* Each runs one statement and checks its result: success (COMMAND_OK,
 ** TUPLES_OK or EMPTY_QUERY) returns PGPIPE_OK and hands the result to *res
 ** (the caller clears it) or clears it when res is NULL; a failure sets err
@@ -14994,7 +15003,7 @@ static int mig_begin_as(pgpipe_migrator *m, const char *begin)
 ** wait, not what another runner committed meanwhile. */
 static int mig_begin(pgpipe_migrator *m)
 {
-    return mig_begin_as(m, "BEGIN ISOLATION LEVEL READ COMMITTED");
+    return mig_begin_as(m, PP_BEGIN);
 }
 
 static int mig_commit(pgpipe_migrator *m)
@@ -15659,7 +15668,7 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
     ** a transaction pooler its transaction lock): no other runner writes
     ** between the decision and the writes */
     if (rc == PGPIPE_OK && !dry) /* (each read sees what committed before it) */
-        rc = mig_begin_as(m, "BEGIN ISOLATION LEVEL READ COMMITTED");
+        rc = mig_begin_as(m, PP_BEGIN);
     if (rc == PGPIPE_OK)
         rc = mig_load_history(m);
     if (rc == PGPIPE_OK)
@@ -17116,7 +17125,7 @@ static int copy_load_register(pgpipe_loader *l, int *transient)
     if (!l->load_key)
         return copy_load_register_locked(l, transient);
     const char *v[2] = { l->load_key, l->target };
-    int rc = copy_exec(ln, "BEGIN", 0, NULL, NULL, transient);
+    int rc = copy_exec(ln, PP_BEGIN, 0, NULL, NULL, transient);
     if (rc == PGPIPE_OK)
         rc = copy_exec(ln, "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 7077))",
                        2, v, NULL, transient);
@@ -17588,7 +17597,7 @@ static int copy_op_close(pgpipe_loader *l, copy_lane *ln, const void *arg, int *
     /* cancelled (a COMMIT hung waiting for a synchronous standby, say): the
     ** status must not wait for that standby too */
     int cancelled = copy_cancelled(l);
-    int rc = cancelled ? copy_exec(ln, "BEGIN; SET LOCAL synchronous_commit = local", 0, NULL,
+    int rc = cancelled ? copy_exec(ln, PP_BEGIN "; SET LOCAL synchronous_commit = local", 0, NULL,
                                    NULL, transient) : PGPIPE_OK;
     if (rc == PGPIPE_OK)
         rc = copy_exec(ln, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "
@@ -19063,7 +19072,7 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
     e |= pp_buf_appendf(&q, ") WHERE %s AND %lld > 0) n); COMMIT",
                         l->channel && *l->channel ? "true" : "false", loaded);
     if (chain)
-        e |= pp_buf_appendf(&q, "; BEGIN; SET CONSTRAINTS ALL IMMEDIATE; %s", copy_rows_sql(l));
+        e |= pp_buf_appendf(&q, "; " PP_BEGIN "; SET CONSTRAINTS ALL IMMEDIATE; %s", copy_rows_sql(l));
     e |= pp_buf_putc(&q, '\0');
     if (e) {
         pp_buf_free(&q);
@@ -19147,7 +19156,7 @@ static int copy_batch_slow(copy_lane *ln, int *transient)
     ln->b_dead_srv = 0;
     for (size_t i = 0; i < ln->nrows; i++)
         ln->rows[i].bad = 0;
-    int rc = copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, transient);
+    int rc = copy_exec(ln, PP_BEGIN "; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, transient);
     if (rc == PGPIPE_OK)
         rc = copy_range(ln, 0, ln->nrows, transient);
     int chain = ln->chain;
@@ -19183,7 +19192,7 @@ static int copy_batch_fast(copy_lane *ln, int *transient, int *fallback)
     } else if (ln->nrows) {
         return *fallback = 1, PGPIPE_OK;
     } else {
-        rc = copy_exec(ln, "BEGIN", 0, NULL, NULL, transient);
+        rc = copy_exec(ln, PP_BEGIN, 0, NULL, NULL, transient);
         if (rc != PGPIPE_OK)
             return rc;
     }
@@ -19666,12 +19675,12 @@ static void copy_stream_open(copy_lane *ln)
         return;
     }
     /* one round trip: the server stops at the first statement that fails */
-    char sql[64 + 1024];
+    char sql[sizeof PP_BEGIN + 32 + 1024];
     const char *q = copy_rows_sql(ln->l);
     if (strlen(q) < 1024) {
-        snprintf(sql, sizeof sql, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE; %s", q);
+        snprintf(sql, sizeof sql, PP_BEGIN "; SET CONSTRAINTS ALL IMMEDIATE; %s", q);
         q = sql;
-    } else if (copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL,
+    } else if (copy_exec(ln, PP_BEGIN "; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL,
                          &transient) != PGPIPE_OK) {
         copy_rollback(ln);
         ln->stream_broken = 1;
@@ -20463,6 +20472,12 @@ static PGresult *claim_pipe_take(PGconn *conn)
 ** one plan left is the ordered scan of the partial index on unprocessed rows
 ** joined by primary key, which is right at any size: it is planned once
 ** (force_generic_plan) and kept. */
+/* A claim's transaction (PP_BEGIN, READ COMMITTED): under REPEATABLE READ a row
+** changed since the snapshot fails the claim (40001) instead of being skipped
+** or re-checked, and under SERIALIZABLE two workers completing disjoint batches
+** of one queue fail each other's COMMIT (their reads of the queue conflict). */
+#define CLAIM_BEGIN PP_BEGIN
+
 #define CLAIM_PLAN_SQL \
     "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)," \
     " set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)," \
@@ -20479,7 +20494,7 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, const char *sql, int n,
         pp_err_pq(&c->hdr.err, conn, NULL, "entering pipeline mode");
         return NULL;
     }
-    int ok = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+    int ok = PQsendQueryParams(conn, CLAIM_BEGIN, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, CLAIM_PLAN_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
              (sql ? PQsendQueryParams(conn, sql, n, NULL, v, NULL, NULL, 0)
                   : PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0)) &&
@@ -20887,8 +20902,18 @@ static int claim_lease_done(pgpipe_claimer *c, pgpipe_batch *b, int *want, long 
     int rc = PGPIPE_OK;
     if (*want > 0) {
         const char *v[2] = { ids.data, b->token };
-        PGresult *r;
-        rc = claim_exec_prepared(c, c->nm_done, 2, v, &r, &c->hdr.err, "completing a batch");
+        PGresult *r = NULL;
+        /* alone in its transaction under a default_transaction_isolation of
+        ** repeatable read or serializable, the UPDATE may fail to serialize
+        ** (40001): it changed nothing, so it is tried again, not charged */
+        for (int tries = 0;; tries++) {
+            rc = claim_exec_prepared(c, c->nm_done, 2, v, &r, &c->hdr.err, "completing a batch");
+            if (rc == PGPIPE_OK || tries == 4 || strcmp(c->hdr.err.sqlstate, "40001") != 0 ||
+                PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+                break;
+            PQclear(r);
+            r = NULL;
+        }
         if (rc == PGPIPE_OK)
             *accepted = strtoll(PQcmdTuples(r), NULL, 10);
         PQclear(r);
@@ -21014,7 +21039,7 @@ static int claim_lease_lock(pgpipe_claimer *c, pgpipe_batch *b, int *held)
         pp_buf_free(&ids);
         return pp_err_pq(&c->hdr.err, conn, NULL, "entering pipeline mode");
     }
-    int ok = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+    int ok = PQsendQueryParams(conn, CLAIM_BEGIN, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, c->sql_lock, 2, NULL, v, NULL, NULL, 0) &&
              PQsendQueryParams(conn, "SAVEPOINT pgpipe_claim", 0, NULL, NULL, NULL, NULL, 0) &&
              PQpipelineSync(conn);
@@ -30362,7 +30387,7 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
         g->reqs[i].cut = g->reqs[i].dup_dead = 0;
     if (!slow && !g->nkeys && !g->dbuf.len && !g->nclaims)
         return ig_transaction_rows(c, g, acc, dead, commit_sent);
-    int rc = ig_exec(c, "BEGIN", 0, NULL, NULL);
+    int rc = ig_exec(c, PP_BEGIN, 0, NULL, NULL);
     if (rc == PGPIPE_OK && g->nkeys)
         rc = ig_keys_check(c, g);
     if (rc == PGPIPE_OK && g->nclaims)
@@ -31049,7 +31074,7 @@ static void *ig_drainer_main(void *arg)
         int rc = pgpipe_spool_drain_to(ig->sp, ig_drain_rec, &d, &res);
         if (rc == PGPIPE_OK) {
             pthread_mutex_lock(&ig->spmu);
-            pgpipe_spool_status st;
+            pgpipe_spool_status st = { 0 };
             if (pgpipe_spool_stats(ig->sp, &st) == PGPIPE_OK && st.records == 0)
                 atomic_store(&ig->spooling, 0);
             pthread_mutex_unlock(&ig->spmu);
@@ -31176,7 +31201,7 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
         }
         snprintf(ig->sp_claim, sizeof ig->sp_claim, "%s\n%s", pgpipe_spool_device(ig->sp),
                  pgpipe_spool_uuid(ig->sp));
-        pgpipe_spool_status st;
+        pgpipe_spool_status st = { 0 };
         if (pgpipe_spool_stats(ig->sp, &st) == PGPIPE_OK && st.records > 0)
             atomic_store(&ig->spooling, 1); /* left by the last run: first drained */
         if (pthread_create(&ig->drainer, NULL, ig_drainer_main, ig) != 0)
@@ -32271,7 +32296,7 @@ static void hs_readyz(pgpipe_http *h, hs_conn *c)
         pp_buf_appendf(&b, "{\"status\":\"ready\",\"spooling\":true,\"reason\":");
         pp_json_str(&b, why, strlen(why), 0);
 #ifndef PGPIPE_OMIT_SPOOL
-        pgpipe_spool_status st;
+        pgpipe_spool_status st = { 0 };
         if (pp_ingest_spool_stats(h->ig, &st))
             pp_buf_appendf(&b, ",\"spool\":{\"records\":%lld,\"bytes\":%lld,\"age_seconds\":%.3f}",
                            st.records, st.bytes, st.age_seconds);
@@ -34516,7 +34541,7 @@ static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
         pp_cdc_lsn_str(start, lsn, sizeof lsn);
         const char *p[5] = { c->slot, c->sysid, db, c->publication, lsn };
         /* the slot's row and the tables its snapshot will copy, together */
-        rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
+        rc = pp_exec(c->tgt, PP_BEGIN, 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
         if (rc == PGPIPE_OK)
             rc = pp_exec(c->tgt,
                          "INSERT INTO pgpipe.cdc_slots (slot, system_id, database, publication, "
@@ -34633,7 +34658,7 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
     int endn = snprintf(end, sizeof end, ",\"lsn\":\"%s\"}\n", lsn);
     pp_copy_w w = { .binary = 1 };
     long long rows = 0;
-    rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
+    rc = pp_exec(c->tgt, PP_BEGIN, 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
     if (rc == PGPIPE_OK)
         rc = pp_copy_in_start(c->tgt, binary ? "COPY staging.raw_events (source, event_type, "
                                                "payload) FROM STDIN (FORMAT binary)"
@@ -35995,7 +36020,7 @@ static int cdc_flush_check(pgpipe_cdc *c, cdc_lane *L, int durable)
     pgpipe_error *err = &L->err;
     if (durable) {
         const char *p1[1] = { c->slot };
-        rc = pp_exec(L->conn, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, err,
+        rc = pp_exec(L->conn, PP_BEGIN "; SET LOCAL synchronous_commit = on", 0, NULL, NULL, err,
                      "cdc: flushing the target's WAL");
         if (rc == PGPIPE_OK)
             rc = pp_exec(L->conn, "UPDATE pgpipe.cdc_slots SET updated_at = now() WHERE slot = $1",
@@ -36124,19 +36149,19 @@ static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int binary)
     ** pooler a session setting would stay on the server connection and make
     ** other clients' commits asynchronous */
     static const char *const open_sql[2][2][2] = {
-        { { "BEGIN; COPY staging.raw_events (source, event_type, payload) FROM STDIN",
-            "BEGIN; SET LOCAL synchronous_commit = off; "
+        { { PP_BEGIN "; COPY staging.raw_events (source, event_type, payload) FROM STDIN",
+            PP_BEGIN "; SET LOCAL synchronous_commit = off; "
             "COPY staging.raw_events (source, event_type, payload) FROM STDIN" },
-          { "BEGIN; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN",
-            "BEGIN; SET LOCAL synchronous_commit = off; "
+          { PP_BEGIN "; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN",
+            PP_BEGIN "; SET LOCAL synchronous_commit = off; "
             "COPY staging.raw_events (id, source, event_type, payload) FROM STDIN" } },
-        { { "BEGIN; COPY staging.raw_events (source, event_type, payload) FROM STDIN "
+        { { PP_BEGIN "; COPY staging.raw_events (source, event_type, payload) FROM STDIN "
             "(FORMAT binary)",
-            "BEGIN; SET LOCAL synchronous_commit = off; "
+            PP_BEGIN "; SET LOCAL synchronous_commit = off; "
             "COPY staging.raw_events (source, event_type, payload) FROM STDIN (FORMAT binary)" },
-          { "BEGIN; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN "
+          { PP_BEGIN "; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN "
             "(FORMAT binary)",
-            "BEGIN; SET LOCAL synchronous_commit = off; "
+            PP_BEGIN "; SET LOCAL synchronous_commit = off; "
             "COPY staging.raw_events (id, source, event_type, payload) FROM STDIN "
             "(FORMAT binary)" } },
     };
@@ -39737,7 +39762,7 @@ static int pull_write_start(pgpipe_pull *p, pull_writer *w)
     w->begun = 0;
     if (w->copy.len) {
         char sql[160];
-        snprintf(sql, sizeof sql, "BEGIN; %s", pull_rows_copy(p));
+        snprintf(sql, sizeof sql, PP_BEGIN "; %s", pull_rows_copy(p));
         rc = pull_copy_send(p, w->conn, sql, p->cw.binary, &w->copy, "pull: COPY into staging");
         w->begun = 1;
         w->state = W_COPY;
@@ -39745,7 +39770,7 @@ static int pull_write_start(pgpipe_pull *p, pull_writer *w)
         w->state = W_READY;
         if (w->dlq.len) {
             char sql[512];
-            snprintf(sql, sizeof sql, "BEGIN; %s", pp_dlq_load_copy_sql());
+            snprintf(sql, sizeof sql, PP_BEGIN "; %s", pp_dlq_load_copy_sql());
             rc = pull_copy_send(p, w->conn, sql, 0, &w->dlq, "pull: dead letters");
             if (rc == PGPIPE_OK)
                 rc = pull_results(p, w->conn, "pull: dead letters");
@@ -39825,7 +39850,7 @@ static int pull_write_commit(pgpipe_pull *p, pull_writer *w)
 static int pull_commit_send(pgpipe_pull *p, pull_writer *w)
 {
     pp_buf q = { 0 };
-    int e = pp_buf_appendf(&q, "%s", w->begun ? "" : "BEGIN; ");
+    int e = pp_buf_appendf(&q, "%s", w->begun ? "" : PP_BEGIN "; ");
     e |= pull_state_sql(p, w, &q);
     e |= pp_buf_appendf(&q, "; COMMIT");
     int rc = PGPIPE_OK;
@@ -43998,7 +44023,7 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
     o.load_key = stp_get(spec, &a, "--key");
     if (stp_get(spec, &a, "--channel"))
         o.notify_channel = stp_get(spec, &a, "--channel");
-    long long n;
+    long long n = 0;
     struct { const char *name; long long lo, hi; long long *dst; } nums[4];
     long long batch_rows = o.batch_rows, batch_bytes = (long long)o.batch_bytes, conns = 1,
               maxrec = (long long)o.max_record_bytes;
@@ -45600,7 +45625,7 @@ static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t
     PGresult *res = NULL;
     int won = 0;
     *prev = -1;
-    if (pp_exec(c, "BEGIN", 0, NULL, NULL, e, "claiming the slot"))
+    if (pp_exec(c, PP_BEGIN, 0, NULL, NULL, e, "claiming the slot"))
         return -1;
     int rc = pp_exec(c,
                      "SELECT coalesce(floor(extract(epoch FROM last_slot))::bigint, 0) "
@@ -45891,13 +45916,24 @@ static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j)
             break;
         PGconn *c = pgpipe_conn_pg(cc);
         pp_cancel_arm(&x->cancel, c);
-        int rc = pp_exec(c,
+        /* in a transaction of its own at READ COMMITTED (PP_BEGIN): alone,
+        ** the statement would run at the database's default isolation, and
+        ** two instances' firings fail to serialize under SERIALIZABLE */
+        int rc = pp_exec(c, PP_BEGIN, 0, NULL, NULL, &e, "firing");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c,
                          "SELECT o_i, o_status, o_prev, o_rows, o_error, o_sqlstate, "
                          "o_started_ms, o_finished_ms FROM pgpipe.run_fire($1, $2, $3, "
                          "$4::text[], $5::bigint[], $6::int, $7::int[], $8::text[], $9::int[], "
                          "$10::int, $11::int, $12::bool, current_setting('search_path'), "
                          "current_setting('lock_timeout'))",
                          12, p, &res, &e, "firing");
+        if (rc == PGPIPE_OK && (rc = pp_exec(c, "COMMIT", 0, NULL, NULL, &e, "firing")) != PGPIPE_OK) {
+            PQclear(res);
+            res = NULL;
+        }
+        if (rc != PGPIPE_OK && PQstatus(c) == CONNECTION_OK)
+            pp_rollback_open(c);
         pp_cancel_arm(&x->cancel, NULL);
         /* a body may change session state even here (set_config(..., false)
         ** in a SELECT): reset it as after any body (rs_body_end), before

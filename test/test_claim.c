@@ -1853,6 +1853,55 @@ PGT_TEST(claim, lease_completion_failure_is_counted)
 ** once it commits, exactly once, by one of two claimers racing on the table:
 ** in both modes and both orders (its received_at is its transaction's start,
 ** so it also sorts before rows already done). */
+/* Workers whose connections default to REPEATABLE READ or SERIALIZABLE
+** (default_transaction_isolation set for the database or the role): two
+** workers holding batches of one queue at once both complete, in either mode,
+** and no row is charged an attempt for it. Without READ COMMITTED for the
+** claimer's transactions the second COMMIT failed to serialize (40001) and its
+** rows were charged, then dead-lettered. */
+PGT_TEST(claim, serializable_default_completes_uncharged)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        for (int iso = 0; iso < 2; iso++) {
+            PGconn *c = claim_t_setup("claim_t_ser", 60);
+            PGconn *w[2] = { pgt_connect(), pgt_connect() };
+            pgpipe_claim_options o;
+            claim_t_opts(&o, "claim_t_ser");
+            o.batch_size = 5;
+            o.mode = mode ? PGPIPE_CLAIM_LEASE : PGPIPE_CLAIM_TRANSACTIONAL;
+            pgpipe_claimer *a[2];
+            for (int k = 0; k < 2; k++) {
+                PQclear(PGT_EXEC(w[k], iso ? "SET default_transaction_isolation = 'serializable'"
+                                           : "SET default_transaction_isolation = 'repeatable read'"));
+                PGT_OK(pgpipe_claimer_open(&a[k], w[k], &o));
+            }
+            for (int round = 0; round < 6; round++) {
+                pgpipe_batch *b0, *b1;
+                PGT_EQ_INT(pgpipe_claim_next(a[0], &b0), PGPIPE_ROW);
+                PGT_EQ_INT(pgpipe_claim_next(a[1], &b1), PGPIPE_ROW);
+                int rc = pgpipe_claim_complete(a[1], b1);
+                PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(a[1]));
+                rc = pgpipe_claim_complete(a[0], b0);
+                PGT_CHECK_MSG(rc == PGPIPE_OK, "%s", pgpipe_errmsg(a[0]));
+            }
+            pgpipe_batch *none;
+            PGT_EQ_INT(pgpipe_claim_next(a[0], &none), PGPIPE_DONE);
+            /* a lease counts the attempt when it claims, the other mode when it fails */
+            PGT_EQ_INT(claim_t_scalar(c, mode ? "SELECT count(*) FROM claim_t_ser WHERE processed "
+                                                "AND attempts = 1"
+                                              : "SELECT count(*) FROM claim_t_ser WHERE processed "
+                                                "AND attempts = 0"), 60);
+            PGT_EQ_INT(claim_t_scalar(c, "SELECT count(*) FROM pgpipe.dead_letters WHERE "
+                                         "source_table = 'claim_t_ser'"), 0);
+            for (int k = 0; k < 2; k++) {
+                pgpipe_claimer_close(a[k]);
+                PQfinish(w[k]);
+            }
+            pgt_db_close(c);
+        }
+    }
+}
+
 PGT_TEST(claim, late_commit_below_claimed_ids_is_claimed)
 {
     for (int mode = 0; mode < 2; mode++) {

@@ -328,6 +328,15 @@ extern const pp_sql_entry pp_sql_files[];
 
 /* ==== exec: running statements, classifying failures (src/base/exec.c) ==== */
 
+/* How pgpipe's own transactions begin (the loader's batches, the claimer's,
+** the HTTP ingest's groups, CDC's and the pull's, the runner's slot claims,
+** migrations): at READ COMMITTED whatever default_transaction_isolation the
+** database or role sets. Their logic (SKIP LOCKED queues, a lock then a
+** re-read, a bookkeeping row checked under its lock) needs each statement to
+** see what committed before it; under REPEATABLE READ or SERIALIZABLE they
+** fail to serialize (40001) against each other instead. */
+#define PP_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED"
+
 /* Each runs one statement and checks its result: success (COMMAND_OK,
 ** TUPLES_OK or EMPTY_QUERY) returns PGPIPE_OK and hands the result to *res
 ** (the caller clears it) or clears it when res is NULL; a failure sets err

@@ -649,7 +649,7 @@ static int cdc_slot(pgpipe_cdc *c, int create, int snapshot)
         pp_cdc_lsn_str(start, lsn, sizeof lsn);
         const char *p[5] = { c->slot, c->sysid, db, c->publication, lsn };
         /* the slot's row and the tables its snapshot will copy, together */
-        rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
+        rc = pp_exec(c->tgt, PP_BEGIN, 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
         if (rc == PGPIPE_OK)
             rc = pp_exec(c->tgt,
                          "INSERT INTO pgpipe.cdc_slots (slot, system_id, database, publication, "
@@ -766,7 +766,7 @@ static int cdc_snapshot_table(pgpipe_cdc *c, PGconn *ss, const char *name, const
     int endn = snprintf(end, sizeof end, ",\"lsn\":\"%s\"}\n", lsn);
     pp_copy_w w = { .binary = 1 };
     long long rows = 0;
-    rc = pp_exec(c->tgt, "BEGIN", 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
+    rc = pp_exec(c->tgt, PP_BEGIN, 0, NULL, NULL, &c->h.err, "cdc: BEGIN on the target");
     if (rc == PGPIPE_OK)
         rc = pp_copy_in_start(c->tgt, binary ? "COPY staging.raw_events (source, event_type, "
                                                "payload) FROM STDIN (FORMAT binary)"
@@ -2128,7 +2128,7 @@ static int cdc_flush_check(pgpipe_cdc *c, cdc_lane *L, int durable)
     pgpipe_error *err = &L->err;
     if (durable) {
         const char *p1[1] = { c->slot };
-        rc = pp_exec(L->conn, "BEGIN; SET LOCAL synchronous_commit = on", 0, NULL, NULL, err,
+        rc = pp_exec(L->conn, PP_BEGIN "; SET LOCAL synchronous_commit = on", 0, NULL, NULL, err,
                      "cdc: flushing the target's WAL");
         if (rc == PGPIPE_OK)
             rc = pp_exec(L->conn, "UPDATE pgpipe.cdc_slots SET updated_at = now() WHERE slot = $1",
@@ -2257,19 +2257,19 @@ static int cdc_w_open(pgpipe_cdc *c, cdc_lane *L, uint64_t seq, int binary)
     ** pooler a session setting would stay on the server connection and make
     ** other clients' commits asynchronous */
     static const char *const open_sql[2][2][2] = {
-        { { "BEGIN; COPY staging.raw_events (source, event_type, payload) FROM STDIN",
-            "BEGIN; SET LOCAL synchronous_commit = off; "
+        { { PP_BEGIN "; COPY staging.raw_events (source, event_type, payload) FROM STDIN",
+            PP_BEGIN "; SET LOCAL synchronous_commit = off; "
             "COPY staging.raw_events (source, event_type, payload) FROM STDIN" },
-          { "BEGIN; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN",
-            "BEGIN; SET LOCAL synchronous_commit = off; "
+          { PP_BEGIN "; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN",
+            PP_BEGIN "; SET LOCAL synchronous_commit = off; "
             "COPY staging.raw_events (id, source, event_type, payload) FROM STDIN" } },
-        { { "BEGIN; COPY staging.raw_events (source, event_type, payload) FROM STDIN "
+        { { PP_BEGIN "; COPY staging.raw_events (source, event_type, payload) FROM STDIN "
             "(FORMAT binary)",
-            "BEGIN; SET LOCAL synchronous_commit = off; "
+            PP_BEGIN "; SET LOCAL synchronous_commit = off; "
             "COPY staging.raw_events (source, event_type, payload) FROM STDIN (FORMAT binary)" },
-          { "BEGIN; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN "
+          { PP_BEGIN "; COPY staging.raw_events (id, source, event_type, payload) FROM STDIN "
             "(FORMAT binary)",
-            "BEGIN; SET LOCAL synchronous_commit = off; "
+            PP_BEGIN "; SET LOCAL synchronous_commit = off; "
             "COPY staging.raw_events (id, source, event_type, payload) FROM STDIN "
             "(FORMAT binary)" } },
     };

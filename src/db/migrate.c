@@ -1634,7 +1634,7 @@ static int mig_begin_as(pgpipe_migrator *m, const char *begin)
 ** wait, not what another runner committed meanwhile. */
 static int mig_begin(pgpipe_migrator *m)
 {
-    return mig_begin_as(m, "BEGIN ISOLATION LEVEL READ COMMITTED");
+    return mig_begin_as(m, PP_BEGIN);
 }
 
 static int mig_commit(pgpipe_migrator *m)
@@ -2299,7 +2299,7 @@ static int mig_run_locked(pgpipe_migrator *m, int dry)
     ** a transaction pooler its transaction lock): no other runner writes
     ** between the decision and the writes */
     if (rc == PGPIPE_OK && !dry) /* (each read sees what committed before it) */
-        rc = mig_begin_as(m, "BEGIN ISOLATION LEVEL READ COMMITTED");
+        rc = mig_begin_as(m, PP_BEGIN);
     if (rc == PGPIPE_OK)
         rc = mig_load_history(m);
     if (rc == PGPIPE_OK)

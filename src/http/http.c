@@ -843,7 +843,7 @@ static void hs_readyz(pgpipe_http *h, hs_conn *c)
         pp_buf_appendf(&b, "{\"status\":\"ready\",\"spooling\":true,\"reason\":");
         pp_json_str(&b, why, strlen(why), 0);
 #ifndef PGPIPE_OMIT_SPOOL
-        pgpipe_spool_status st;
+        pgpipe_spool_status st = { 0 };
         if (pp_ingest_spool_stats(h->ig, &st))
             pp_buf_appendf(&b, ",\"spool\":{\"records\":%lld,\"bytes\":%lld,\"age_seconds\":%.3f}",
                            st.records, st.bytes, st.age_seconds);

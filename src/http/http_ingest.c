@@ -2044,7 +2044,7 @@ static int ig_transaction(ig_committer *c, ig_group *g, int slow, long long *acc
         g->reqs[i].cut = g->reqs[i].dup_dead = 0;
     if (!slow && !g->nkeys && !g->dbuf.len && !g->nclaims)
         return ig_transaction_rows(c, g, acc, dead, commit_sent);
-    int rc = ig_exec(c, "BEGIN", 0, NULL, NULL);
+    int rc = ig_exec(c, PP_BEGIN, 0, NULL, NULL);
     if (rc == PGPIPE_OK && g->nkeys)
         rc = ig_keys_check(c, g);
     if (rc == PGPIPE_OK && g->nclaims)
@@ -2731,7 +2731,7 @@ static void *ig_drainer_main(void *arg)
         int rc = pgpipe_spool_drain_to(ig->sp, ig_drain_rec, &d, &res);
         if (rc == PGPIPE_OK) {
             pthread_mutex_lock(&ig->spmu);
-            pgpipe_spool_status st;
+            pgpipe_spool_status st = { 0 };
             if (pgpipe_spool_stats(ig->sp, &st) == PGPIPE_OK && st.records == 0)
                 atomic_store(&ig->spooling, 0);
             pthread_mutex_unlock(&ig->spmu);
@@ -2858,7 +2858,7 @@ PGPIPE_PRIVATE int pp_ingest_open(pp_ingest **out, const pgpipe_http_options *o,
         }
         snprintf(ig->sp_claim, sizeof ig->sp_claim, "%s\n%s", pgpipe_spool_device(ig->sp),
                  pgpipe_spool_uuid(ig->sp));
-        pgpipe_spool_status st;
+        pgpipe_spool_status st = { 0 };
         if (pgpipe_spool_stats(ig->sp, &st) == PGPIPE_OK && st.records > 0)
             atomic_store(&ig->spooling, 1); /* left by the last run: first drained */
         if (pthread_create(&ig->drainer, NULL, ig_drainer_main, ig) != 0)

@@ -654,7 +654,7 @@ static int copy_load_register(pgpipe_loader *l, int *transient)
     if (!l->load_key)
         return copy_load_register_locked(l, transient);
     const char *v[2] = { l->load_key, l->target };
-    int rc = copy_exec(ln, "BEGIN", 0, NULL, NULL, transient);
+    int rc = copy_exec(ln, PP_BEGIN, 0, NULL, NULL, transient);
     if (rc == PGPIPE_OK)
         rc = copy_exec(ln, "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 7077))",
                        2, v, NULL, transient);
@@ -1126,7 +1126,7 @@ static int copy_op_close(pgpipe_loader *l, copy_lane *ln, const void *arg, int *
     /* cancelled (a COMMIT hung waiting for a synchronous standby, say): the
     ** status must not wait for that standby too */
     int cancelled = copy_cancelled(l);
-    int rc = cancelled ? copy_exec(ln, "BEGIN; SET LOCAL synchronous_commit = local", 0, NULL,
+    int rc = cancelled ? copy_exec(ln, PP_BEGIN "; SET LOCAL synchronous_commit = local", 0, NULL,
                                    NULL, transient) : PGPIPE_OK;
     if (rc == PGPIPE_OK)
         rc = copy_exec(ln, "UPDATE pgpipe.loads SET status = $2, error_message = $3, "

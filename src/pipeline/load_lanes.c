@@ -328,7 +328,7 @@ static int copy_bookkeep_commit(copy_lane *ln, int *transient)
     e |= pp_buf_appendf(&q, ") WHERE %s AND %lld > 0) n); COMMIT",
                         l->channel && *l->channel ? "true" : "false", loaded);
     if (chain)
-        e |= pp_buf_appendf(&q, "; BEGIN; SET CONSTRAINTS ALL IMMEDIATE; %s", copy_rows_sql(l));
+        e |= pp_buf_appendf(&q, "; " PP_BEGIN "; SET CONSTRAINTS ALL IMMEDIATE; %s", copy_rows_sql(l));
     e |= pp_buf_putc(&q, '\0');
     if (e) {
         pp_buf_free(&q);
@@ -412,7 +412,7 @@ static int copy_batch_slow(copy_lane *ln, int *transient)
     ln->b_dead_srv = 0;
     for (size_t i = 0; i < ln->nrows; i++)
         ln->rows[i].bad = 0;
-    int rc = copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, transient);
+    int rc = copy_exec(ln, PP_BEGIN "; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL, transient);
     if (rc == PGPIPE_OK)
         rc = copy_range(ln, 0, ln->nrows, transient);
     int chain = ln->chain;
@@ -448,7 +448,7 @@ static int copy_batch_fast(copy_lane *ln, int *transient, int *fallback)
     } else if (ln->nrows) {
         return *fallback = 1, PGPIPE_OK;
     } else {
-        rc = copy_exec(ln, "BEGIN", 0, NULL, NULL, transient);
+        rc = copy_exec(ln, PP_BEGIN, 0, NULL, NULL, transient);
         if (rc != PGPIPE_OK)
             return rc;
     }
@@ -931,12 +931,12 @@ static void copy_stream_open(copy_lane *ln)
         return;
     }
     /* one round trip: the server stops at the first statement that fails */
-    char sql[64 + 1024];
+    char sql[sizeof PP_BEGIN + 32 + 1024];
     const char *q = copy_rows_sql(ln->l);
     if (strlen(q) < 1024) {
-        snprintf(sql, sizeof sql, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE; %s", q);
+        snprintf(sql, sizeof sql, PP_BEGIN "; SET CONSTRAINTS ALL IMMEDIATE; %s", q);
         q = sql;
-    } else if (copy_exec(ln, "BEGIN; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL,
+    } else if (copy_exec(ln, PP_BEGIN "; SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, NULL,
                          &transient) != PGPIPE_OK) {
         copy_rollback(ln);
         ln->stream_broken = 1;

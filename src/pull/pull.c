@@ -2267,7 +2267,7 @@ static int pull_write_start(pgpipe_pull *p, pull_writer *w)
     w->begun = 0;
     if (w->copy.len) {
         char sql[160];
-        snprintf(sql, sizeof sql, "BEGIN; %s", pull_rows_copy(p));
+        snprintf(sql, sizeof sql, PP_BEGIN "; %s", pull_rows_copy(p));
         rc = pull_copy_send(p, w->conn, sql, p->cw.binary, &w->copy, "pull: COPY into staging");
         w->begun = 1;
         w->state = W_COPY;
@@ -2275,7 +2275,7 @@ static int pull_write_start(pgpipe_pull *p, pull_writer *w)
         w->state = W_READY;
         if (w->dlq.len) {
             char sql[512];
-            snprintf(sql, sizeof sql, "BEGIN; %s", pp_dlq_load_copy_sql());
+            snprintf(sql, sizeof sql, PP_BEGIN "; %s", pp_dlq_load_copy_sql());
             rc = pull_copy_send(p, w->conn, sql, 0, &w->dlq, "pull: dead letters");
             if (rc == PGPIPE_OK)
                 rc = pull_results(p, w->conn, "pull: dead letters");
@@ -2355,7 +2355,7 @@ static int pull_write_commit(pgpipe_pull *p, pull_writer *w)
 static int pull_commit_send(pgpipe_pull *p, pull_writer *w)
 {
     pp_buf q = { 0 };
-    int e = pp_buf_appendf(&q, "%s", w->begun ? "" : "BEGIN; ");
+    int e = pp_buf_appendf(&q, "%s", w->begun ? "" : PP_BEGIN "; ");
     e |= pull_state_sql(p, w, &q);
     e |= pp_buf_appendf(&q, "; COMMIT");
     int rc = PGPIPE_OK;

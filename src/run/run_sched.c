@@ -976,7 +976,7 @@ static int rs_claim(PGconn *c, const rs_cfg *cfg, const rs_schedule *sc, int64_t
     PGresult *res = NULL;
     int won = 0;
     *prev = -1;
-    if (pp_exec(c, "BEGIN", 0, NULL, NULL, e, "claiming the slot"))
+    if (pp_exec(c, PP_BEGIN, 0, NULL, NULL, e, "claiming the slot"))
         return -1;
     int rc = pp_exec(c,
                      "SELECT coalesce(floor(extract(epoch FROM last_slot))::bigint, 0) "
@@ -1267,13 +1267,24 @@ static void rs_tx_run(rs_exec *x, run_sched *s, rs_job *j)
             break;
         PGconn *c = pgpipe_conn_pg(cc);
         pp_cancel_arm(&x->cancel, c);
-        int rc = pp_exec(c,
+        /* in a transaction of its own at READ COMMITTED (PP_BEGIN): alone,
+        ** the statement would run at the database's default isolation, and
+        ** two instances' firings fail to serialize under SERIALIZABLE */
+        int rc = pp_exec(c, PP_BEGIN, 0, NULL, NULL, &e, "firing");
+        if (rc == PGPIPE_OK)
+            rc = pp_exec(c,
                          "SELECT o_i, o_status, o_prev, o_rows, o_error, o_sqlstate, "
                          "o_started_ms, o_finished_ms FROM pgpipe.run_fire($1, $2, $3, "
                          "$4::text[], $5::bigint[], $6::int, $7::int[], $8::text[], $9::int[], "
                          "$10::int, $11::int, $12::bool, current_setting('search_path'), "
                          "current_setting('lock_timeout'))",
                          12, p, &res, &e, "firing");
+        if (rc == PGPIPE_OK && (rc = pp_exec(c, "COMMIT", 0, NULL, NULL, &e, "firing")) != PGPIPE_OK) {
+            PQclear(res);
+            res = NULL;
+        }
+        if (rc != PGPIPE_OK && PQstatus(c) == CONNECTION_OK)
+            pp_rollback_open(c);
         pp_cancel_arm(&x->cancel, NULL);
         /* a body may change session state even here (set_config(..., false)
         ** in a SELECT): reset it as after any body (rs_body_end), before

@@ -436,7 +436,7 @@ static int stp_load(stp_ctx *x, const char *file, int line, char **w, int nw)
     o.load_key = stp_get(spec, &a, "--key");
     if (stp_get(spec, &a, "--channel"))
         o.notify_channel = stp_get(spec, &a, "--channel");
-    long long n;
+    long long n = 0;
     struct { const char *name; long long lo, hi; long long *dst; } nums[4];
     long long batch_rows = o.batch_rows, batch_bytes = (long long)o.batch_bytes, conns = 1,
               maxrec = (long long)o.max_record_bytes;
