@@ -20472,18 +20472,16 @@ static PGresult *claim_pipe_take(PGconn *conn)
 ** one plan left is the ordered scan of the partial index on unprocessed rows
 ** joined by primary key, which is right at any size: it is planned once
 ** (force_generic_plan) and kept. */
-/* A claim's transaction (PP_BEGIN, READ COMMITTED): under REPEATABLE READ a row
-** changed since the snapshot fails the claim (40001) instead of being skipped
-** or re-checked, and under SERIALIZABLE two workers completing disjoint batches
-** of one queue fail each other's COMMIT (their reads of the queue conflict). */
-#define CLAIM_BEGIN PP_BEGIN
-
 #define CLAIM_PLAN_SQL \
     "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)," \
     " set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)," \
     " set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true)," \
     " set_config('enable_mergejoin', 'off', true)"
 
+/* The claim's transaction is PP_BEGIN's (READ COMMITTED): under REPEATABLE READ
+** a row changed since the snapshot fails the claim (40001) instead of being
+** skipped or re-checked, and under SERIALIZABLE two workers completing disjoint
+** batches of one queue fail each other's COMMIT. */
 static PGresult *claim_pipe_claim(pgpipe_claimer *c, const char *sql, int n,
                                   const char *const *v, int lease)
 {
@@ -20494,7 +20492,7 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, const char *sql, int n,
         pp_err_pq(&c->hdr.err, conn, NULL, "entering pipeline mode");
         return NULL;
     }
-    int ok = PQsendQueryParams(conn, CLAIM_BEGIN, 0, NULL, NULL, NULL, NULL, 0) &&
+    int ok = PQsendQueryParams(conn, PP_BEGIN, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, CLAIM_PLAN_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
              (sql ? PQsendQueryParams(conn, sql, n, NULL, v, NULL, NULL, 0)
                   : PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0)) &&
@@ -21039,7 +21037,7 @@ static int claim_lease_lock(pgpipe_claimer *c, pgpipe_batch *b, int *held)
         pp_buf_free(&ids);
         return pp_err_pq(&c->hdr.err, conn, NULL, "entering pipeline mode");
     }
-    int ok = PQsendQueryParams(conn, CLAIM_BEGIN, 0, NULL, NULL, NULL, NULL, 0) &&
+    int ok = PQsendQueryParams(conn, PP_BEGIN, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, c->sql_lock, 2, NULL, v, NULL, NULL, 0) &&
              PQsendQueryParams(conn, "SAVEPOINT pgpipe_claim", 0, NULL, NULL, NULL, NULL, 0) &&
              PQpipelineSync(conn);
@@ -34594,6 +34592,13 @@ static void cdc_bin_check(pgpipe_cdc *c)
     }
 }
 
+/* May the groups opened now go binary (their rows carry ids with more than
+** one lane)? */
+static int cdc_bin_groups(const pgpipe_cdc *c)
+{
+    return c->nrun > 1 ? c->bin_id_ok : c->bin_ok;
+}
+
 /* Append the COPY text s[0..n) unescaped (a binary field's bytes): the
 ** escapes pp_copy_escape writes and the server's COPY TO writes (\b \f \n
 ** \r \t \v \\; a backslash before anything else stands for that byte). */
@@ -36961,7 +36966,7 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
     int rc = PGPIPE_OK;
     if (!c->grp_open) {
         c->grp_open = 1;
-        c->grp_binary = c->nrun > 1 ? c->bin_id_ok : c->bin_ok;
+        c->grp_binary = cdc_bin_groups(c);
         c->copy.len = 0;
         c->grp_txns = c->grp_events = 0;
         c->grp_bytes = 0;
@@ -37291,9 +37296,9 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
         ** another try; an answer that did not change is a refusal as before */
         if (!c->transient && c->bin_ok && c->tgt && PQstatus(c->tgt) == CONNECTION_OK &&
             PQtransactionStatus(c->tgt) == PQTRANS_IDLE) {
-            int was = c->nrun > 1 ? c->bin_id_ok : c->bin_ok;
+            int was = cdc_bin_groups(c);
             cdc_bin_check(c);
-            if (was && !(c->nrun > 1 ? c->bin_id_ok : c->bin_ok)) {
+            if (was && !cdc_bin_groups(c)) {
                 pp_logf(PGPIPE_LOG_WARN, "cdc", "slot %s: staging.raw_events no longer takes "
                         "binary rows (%s); writing text from here", c->slot, c->h.err.message);
                 c->transient = 1;

@@ -702,6 +702,13 @@ static void cdc_bin_check(pgpipe_cdc *c)
     }
 }
 
+/* May the groups opened now go binary (their rows carry ids with more than
+** one lane)? */
+static int cdc_bin_groups(const pgpipe_cdc *c)
+{
+    return c->nrun > 1 ? c->bin_id_ok : c->bin_ok;
+}
+
 /* Append the COPY text s[0..n) unescaped (a binary field's bytes): the
 ** escapes pp_copy_escape writes and the server's COPY TO writes (\b \f \n
 ** \r \t \v \\; a backslash before anything else stands for that byte). */
@@ -3069,7 +3076,7 @@ static int cdc_commit(pgpipe_cdc *c, const pp_buf *mem, FILE *f, uint64_t commit
     int rc = PGPIPE_OK;
     if (!c->grp_open) {
         c->grp_open = 1;
-        c->grp_binary = c->nrun > 1 ? c->bin_id_ok : c->bin_ok;
+        c->grp_binary = cdc_bin_groups(c);
         c->copy.len = 0;
         c->grp_txns = c->grp_events = 0;
         c->grp_bytes = 0;
@@ -3399,9 +3406,9 @@ static int cdc_run_once(pgpipe_cdc *c, int64_t deadline)
         ** another try; an answer that did not change is a refusal as before */
         if (!c->transient && c->bin_ok && c->tgt && PQstatus(c->tgt) == CONNECTION_OK &&
             PQtransactionStatus(c->tgt) == PQTRANS_IDLE) {
-            int was = c->nrun > 1 ? c->bin_id_ok : c->bin_ok;
+            int was = cdc_bin_groups(c);
             cdc_bin_check(c);
-            if (was && !(c->nrun > 1 ? c->bin_id_ok : c->bin_ok)) {
+            if (was && !cdc_bin_groups(c)) {
                 pp_logf(PGPIPE_LOG_WARN, "cdc", "slot %s: staging.raw_events no longer takes "
                         "binary rows (%s); writing text from here", c->slot, c->h.err.message);
                 c->transient = 1;

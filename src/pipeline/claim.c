@@ -748,18 +748,16 @@ static PGresult *claim_pipe_take(PGconn *conn)
 ** one plan left is the ordered scan of the partial index on unprocessed rows
 ** joined by primary key, which is right at any size: it is planned once
 ** (force_generic_plan) and kept. */
-/* A claim's transaction (PP_BEGIN, READ COMMITTED): under REPEATABLE READ a row
-** changed since the snapshot fails the claim (40001) instead of being skipped
-** or re-checked, and under SERIALIZABLE two workers completing disjoint batches
-** of one queue fail each other's COMMIT (their reads of the queue conflict). */
-#define CLAIM_BEGIN PP_BEGIN
-
 #define CLAIM_PLAN_SQL \
     "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)," \
     " set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)," \
     " set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true)," \
     " set_config('enable_mergejoin', 'off', true)"
 
+/* The claim's transaction is PP_BEGIN's (READ COMMITTED): under REPEATABLE READ
+** a row changed since the snapshot fails the claim (40001) instead of being
+** skipped or re-checked, and under SERIALIZABLE two workers completing disjoint
+** batches of one queue fail each other's COMMIT. */
 static PGresult *claim_pipe_claim(pgpipe_claimer *c, const char *sql, int n,
                                   const char *const *v, int lease)
 {
@@ -770,7 +768,7 @@ static PGresult *claim_pipe_claim(pgpipe_claimer *c, const char *sql, int n,
         pp_err_pq(&c->hdr.err, conn, NULL, "entering pipeline mode");
         return NULL;
     }
-    int ok = PQsendQueryParams(conn, CLAIM_BEGIN, 0, NULL, NULL, NULL, NULL, 0) &&
+    int ok = PQsendQueryParams(conn, PP_BEGIN, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, CLAIM_PLAN_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
              (sql ? PQsendQueryParams(conn, sql, n, NULL, v, NULL, NULL, 0)
                   : PQsendQueryPrepared(conn, c->nm_claim, n, v, NULL, NULL, 0)) &&
@@ -1315,7 +1313,7 @@ static int claim_lease_lock(pgpipe_claimer *c, pgpipe_batch *b, int *held)
         pp_buf_free(&ids);
         return pp_err_pq(&c->hdr.err, conn, NULL, "entering pipeline mode");
     }
-    int ok = PQsendQueryParams(conn, CLAIM_BEGIN, 0, NULL, NULL, NULL, NULL, 0) &&
+    int ok = PQsendQueryParams(conn, PP_BEGIN, 0, NULL, NULL, NULL, NULL, 0) &&
              PQsendQueryParams(conn, c->sql_lock, 2, NULL, v, NULL, NULL, 0) &&
              PQsendQueryParams(conn, "SAVEPOINT pgpipe_claim", 0, NULL, NULL, NULL, NULL, 0) &&
              PQpipelineSync(conn);
